@@ -1,0 +1,17 @@
+"""The built-in quant tools: OHLCV data, factors, backtests and factor analysis.
+
+Modules, each owning one concern:
+
+* :mod:`~processor.quant.data`: symbol names, CSV parsing, the parsed cache
+  (:class:`~processor.quant.data.DataStore`) and the cross-sectional
+  :class:`~processor.quant.data.Panel`.
+* :mod:`~processor.quant.synth`: seeded synthetic OHLCV files.
+* :mod:`~processor.quant.factors`: the factor catalogue.
+* :mod:`~processor.quant.backtest`: ``run_backtest`` (``ma_crossover``).
+* :mod:`~processor.quant.analysis`: ``analyze_factor``.
+* :mod:`~processor.quant.jsonsafe`: undefined numbers become ``None``.
+* :mod:`~processor.quant.tools`: the four tool classes, ``QUANT_TOOLS``.
+
+Every definition follows ``QUANT.md`` to the letter; the computations are
+vectorised over symbols and dates (numpy/pandas), never a Python loop over bars.
+"""

@@ -1,0 +1,245 @@
+"""``analyze_factor``: information coefficients, quantile returns, rank autocorrelation
+and turnover, exactly as ``QUANT.md`` steps 1-9 define them.
+
+Everything is vectorised over dates: per-date quantile edges come from one
+row-wise sort with numpy's linear interpolation (``np.quantile``'s, at levels
+``k/Q``), per-date correlations from masked row sums, average ranks from
+``DataFrame.rank(axis=1)``.  Lags and horizons are rows of the panel (the
+outer join of the symbols on timestamp, missing bars NaN).
+
+Undefined values are ``None``: an IC series with no defined date, a standard
+deviation of fewer than two dates, an IR or t-stat with a zero or undefined
+standard deviation.  For ``h > 1`` the daily ICs overlap, so the t-stat
+overstates significance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from processor.quant.data import F64, DataStore, Symbol, to_time
+from processor.quant.factors import resolve
+from processor.quant.jsonsafe import finite_or_none
+from spool.errors import InvalidParams
+
+ProgressFn = Callable[[float, str], None]
+Bools = npt.NDArray[np.bool_]
+MAX_HORIZON = 10_000
+Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON)]
+
+
+class FactorParams(BaseModel):
+    """Parameters of ``analyze_factor``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factor: str = Field("momentum", description="a name from list_factors")
+    factor_params: dict[str, int] = Field(default_factory=dict)
+    lookback: int | None = Field(None, ge=1, description="shorthand for factor_params.lookback")
+    symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
+    horizons: list[Horizon] = Field(default_factory=lambda: [1, 5, 10], min_length=1,
+                                    max_length=50)
+    quantiles: int = Field(5, ge=2, le=100)
+    turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
+                                                description="default: the horizons")
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for name in ("symbols", "horizons", "turnover_lags"):
+            values = getattr(self, name)
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat")
+        start, end = to_time(self.start), to_time(self.end)
+        if start is not None and end is not None and start > end:
+            raise ValueError("start is after end")
+        return self
+
+    def given_factor_params(self) -> dict[str, int]:
+        """``factor_params`` with ``lookback`` merged in (a conflict is InvalidParams)."""
+        given = dict(self.factor_params)
+        if self.lookback is not None:
+            if given.get("lookback", self.lookback) != self.lookback:
+                raise InvalidParams("lookback and factor_params.lookback disagree")
+            given["lookback"] = self.lookback
+        return given
+
+
+def forward_return(close: F64, horizon: int) -> F64:
+    """``R[t] = C[t+h] / C[t] - 1`` (NaN where ``t+h`` is past the end)."""
+    out = np.full_like(close, np.nan)
+    if horizon < len(close):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:-horizon] = close[horizon:] / close[:-horizon] - 1.0
+    return out
+
+
+def quantile_edges(values: F64, sample: Bools, quantiles: int) -> tuple[F64, Bools]:
+    """Per row, the k/Q quantiles over the sample (numpy's linear method) and
+    whether they are strictly increasing."""
+    ordered = np.sort(np.where(sample, values, np.nan), axis=1)
+    counts = sample.sum(axis=1)
+    last = np.maximum(counts - 1, 0)[:, None]
+    virtual = (counts[:, None] - 1) * (np.arange(quantiles + 1) / quantiles)[None, :]
+    below = np.floor(virtual)
+    above_end = virtual >= last
+    lo = np.where(above_end, last, np.maximum(below, 0)).astype(np.intp)
+    hi = np.where(above_end, last, below + 1).astype(np.intp)
+    gamma = virtual - below
+    a = np.take_along_axis(ordered, lo, axis=1)
+    b = np.take_along_axis(ordered, hi, axis=1)
+    diff = b - a
+    edges = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    edges[counts == 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        increasing = (counts > 0) & np.all(np.diff(edges, axis=1) > 0, axis=1)
+    return edges, increasing
+
+
+def assign_buckets(values: F64, sample: Bools, edges: F64) -> npt.NDArray[np.int16]:
+    """``1 + #{k = 1 … Q-1 : F > e_k}`` in the sample, 0 outside."""
+    bucket = np.ones(values.shape, dtype=np.int16)
+    with np.errstate(invalid="ignore"):
+        for k in range(1, edges.shape[1] - 1):
+            bucket += values > edges[:, k : k + 1]
+    bucket[~sample] = 0
+    return bucket
+
+
+def row_ranks(values: F64, sample: Bools) -> F64:
+    """Average ranks (1-based, ties share their mean rank) within each row's sample;
+    NaN outside.  Equal to ``DataFrame.rank(axis=1)`` on the masked values."""
+    masked = np.where(sample, values, np.nan)
+    order = np.argsort(masked, axis=1)
+    ordered = np.take_along_axis(masked, order, axis=1)
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(starts.ravel()) - 1
+    positions = np.tile(np.arange(1, ordered.shape[1] + 1, dtype=np.float64), len(ordered))
+    average = np.bincount(group, weights=positions) / np.bincount(group)
+    ranks = np.empty_like(masked)
+    np.put_along_axis(ranks, order, average[group].reshape(ordered.shape), axis=1)
+    ranks[~sample] = np.nan
+    return ranks
+
+
+def row_pearson(x: F64, y: F64, mask: Bools) -> F64:
+    """Per row, Pearson of x and y over ``mask``; NaN with < 2 cells or a constant side."""
+    n = mask.sum(axis=1)
+    defined = n >= 2
+    centred = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for v in (x, y):
+            masked = np.where(mask, v, np.nan)
+            defined &= np.fmin.reduce(masked, axis=1) < np.fmax.reduce(masked, axis=1)
+            mean = np.where(mask, v, 0.0).sum(axis=1) / n
+            centred.append(np.where(mask, masked - mean[:, None], 0.0))
+        dx, dy = centred
+        r = (dx * dy).sum(axis=1) / (
+            np.sqrt((dx * dx).sum(axis=1)) * np.sqrt((dy * dy).sum(axis=1)))
+    return np.where(defined, np.clip(r, -1.0, 1.0), np.nan)
+
+
+def series_stats(daily: F64) -> dict[str, Any]:
+    """``mean``, ``std`` (ddof=1), ``ir = mean/std``, ``t_stat = ir·√n`` and ``n``."""
+    values = daily[np.isfinite(daily)]
+    n = int(values.size)
+    mean = float(values.mean()) if n else float("nan")
+    std = float(values.std(ddof=1)) if n >= 2 else float("nan")
+    ir = mean / std if std > 0 else float("nan")
+    return {"mean": finite_or_none(mean), "std": finite_or_none(std),
+            "ir": finite_or_none(ir), "t_stat": finite_or_none(ir * np.sqrt(n)), "n": n}
+
+
+def _mean_or_none(values: F64) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+class _Sample:
+    """The analysis sample S: cells, buckets and factor ranks."""
+
+    def __init__(self, factor: F64, returns: list[F64], quantiles: int) -> None:
+        sample = np.isfinite(factor)
+        for r in returns:
+            sample &= np.isfinite(r)
+        edges, increasing = quantile_edges(factor, sample, quantiles)
+        sample &= increasing[:, None]
+        self.quantiles = quantiles
+        self.mask = sample
+        self.dates: Bools = np.asarray(sample.any(axis=1))
+        self.bucket = assign_buckets(factor, sample, edges)
+        self.ranks = row_ranks(factor, sample)
+        rows = np.nonzero(sample)[0]
+        self._keys = rows * quantiles + self.bucket[sample] - 1
+
+    def quantile_means(self, returns: F64) -> list[float | None]:
+        """Mean over dates of each bucket's mean return (dates where it is non-empty)."""
+        size = self.mask.shape[0] * self.quantiles
+        sums = np.bincount(self._keys, weights=returns[self.mask], minlength=size)
+        counts = np.bincount(self._keys, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_date = (sums / counts).reshape(-1, self.quantiles)
+        return [_mean_or_none(per_date[:, q]) for q in range(self.quantiles)]
+
+    def autocorrelation(self, lag: int) -> float | None:
+        if lag >= len(self.mask):
+            return None
+        both = self.mask[lag:] & self.mask[:-lag]
+        return _mean_or_none(row_pearson(self.ranks[lag:], self.ranks[:-lag], both))
+
+    def turnover(self, label: int, lag: int) -> float | None:
+        if lag >= len(self.mask):
+            return None
+        now, before = self.bucket[lag:] == label, self.bucket[:-lag] == label
+        size = now.sum(axis=1)
+        use = self.dates[lag:] & self.dates[:-lag] & (size > 0)
+        new = (now & ~before).sum(axis=1)
+        return _mean_or_none(new[use] / size[use])
+
+
+def _horizon(factor: F64, sample: _Sample, returns: F64) -> dict[str, Any]:
+    ic = row_pearson(factor, returns, sample.mask)
+    rank_ic = row_pearson(sample.ranks, row_ranks(returns, sample.mask), sample.mask)
+    means = sample.quantile_means(returns)
+    top, bottom = means[-1], means[0]
+    return {"ic": series_stats(ic), "rank_ic": series_stats(rank_ic),
+            "quantile_mean_return": means,
+            "top_minus_bottom": None if top is None or bottom is None else top - bottom}
+
+
+def analyze_factor(params: FactorParams, store: DataStore,
+                   progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run the analysis on ``store``'s data; the result shape is ``QUANT.md``'s."""
+    symbols = params.symbols if params.symbols is not None else store.list_symbols()
+    if len(symbols) < 2:
+        raise InvalidParams(f"analyze_factor needs at least 2 symbols, got {len(symbols)}")
+    factor, fparams = resolve(params.factor, params.given_factor_params())
+    panel = store.panel(symbols, params.start, params.end)
+    values = factor.compute(panel, fparams)
+    returns = [forward_return(panel.close, h) for h in params.horizons]
+    sample = _Sample(values, returns, params.quantiles)
+    steps = len(params.horizons) + 1
+    horizons: dict[str, Any] = {}
+    for i, (h, r) in enumerate(zip(params.horizons, returns, strict=True)):
+        horizons[str(h)] = _horizon(values, sample, r)
+        if progress is not None:
+            progress((i + 1) / steps, f"horizon {h} done")
+    lags = params.turnover_lags or params.horizons
+    result = {
+        "factor": factor.name, "params": fparams, "symbols": len(symbols),
+        "dates": int(sample.dates.sum()), "horizons": horizons,
+        "rank_autocorrelation": {str(lag): sample.autocorrelation(lag) for lag in lags},
+        "turnover": {str(lag): {"top": sample.turnover(params.quantiles, lag),
+                                "bottom": sample.turnover(1, lag)} for lag in lags},
+    }
+    if progress is not None:
+        progress(1.0, "done")
+    return result

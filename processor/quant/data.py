@@ -1,0 +1,286 @@
+"""OHLCV data for the quant tools: symbol names, CSV parsing, the parsed cache, panels.
+
+Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
+
+* A symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched in full).
+  A name that is not, or that has no ``<SYMBOL>.csv``, raises
+  :class:`~spool.errors.InvalidParams` naming the symbol; a path is only ever
+  built from a name that passed the check.
+* A file is ``timestamp,open,high,low,close,volume`` (extra columns ignored).
+  Timestamps are ISO 8601, parsed once per file; offsets are converted to UTC
+  and dropped, so every timestamp is naive UTC (``datetime64[us]``).  They must
+  be strictly increasing.  Empty cells are NaN (a missing value); a present
+  price must be > 0.  A file that breaks these rules raises
+  :class:`~spool.errors.ToolError` naming the symbol.
+* :class:`DataStore` caches parsed files keyed by path and re-parses a file
+  when its ``(mtime_ns, size, inode)`` changes.  It is thread-safe; cached
+  arrays are read-only and shared (files with identical timestamps share
+  one timestamp array and its ISO text).  The cache is bounded by
+  ``max_bytes`` (least recently used files are dropped first).
+* :class:`Panel` outer-joins symbols on timestamp: a missing bar is NaN, never
+  forward filled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from pydantic import StringConstraints
+
+from spool.errors import InvalidParams, ToolError
+
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# For pydantic models: its regex engine anchors ``$`` at the very end of the text.
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+FIELDS = ("open", "high", "low", "close", "volume")
+DEFAULT_MAX_BYTES = 2 * 1024**3
+MAX_CALENDARS = 64
+_DTYPES = {name: np.float64 for name in FIELDS} | {"timestamp": object}
+
+F64 = npt.NDArray[np.float64]
+Times = npt.NDArray[np.datetime64]
+FileKey = tuple[int, int, int]
+
+
+def validate_symbol(symbol: object) -> str:
+    """Return ``symbol`` if it is a valid id, else raise InvalidParams naming it."""
+    if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
+        raise InvalidParams(f"invalid symbol {symbol!r}: must match {SYMBOL_PATTERN}")
+    return symbol
+
+
+def to_time(value: datetime | str | None) -> np.datetime64 | None:
+    """A bound for slicing as naive UTC ``datetime64[us]`` (offsets converted)."""
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError as exc:
+        raise InvalidParams(f"invalid timestamp {value!r}") from exc
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    moment: np.datetime64 = stamp.to_datetime64().astype("datetime64[us]")
+    return moment
+
+
+def iso_strings(timestamps: Times) -> list[str]:
+    """ISO 8601 text of naive UTC timestamps, to the second unless finer is needed."""
+    seconds = timestamps.astype("datetime64[s]")
+    unit: Literal["s", "us"] = "s" if np.array_equal(seconds, timestamps) else "us"
+    text: list[str] = np.datetime_as_string(timestamps, unit=unit).tolist()
+    return text
+
+
+class _IsoCache:
+    """ISO text of a file's timestamps, computed on first use (benign race)."""
+
+    __slots__ = ("_text", "timestamps")
+
+    def __init__(self, timestamps: Times) -> None:
+        self.timestamps = timestamps
+        self._text: list[str] | None = None
+
+    def get(self) -> list[str]:
+        if self._text is None:
+            self._text = iso_strings(self.timestamps)
+        return self._text
+
+
+@dataclass(frozen=True, slots=True)
+class Bars:
+    """One symbol's bars in time order; arrays are read-only views."""
+
+    symbol: str
+    timestamps: Times
+    open: F64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+    _iso: _IsoCache = field(repr=False, compare=False)
+    _iso_slice: slice = field(repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def iso(self) -> list[str]:
+        """The timestamps as ISO 8601 strings (cached per file)."""
+        return self._iso.get()[self._iso_slice]
+
+    def between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> Bars:
+        """The bars with ``start <= timestamp <= end`` (both optional, inclusive)."""
+        if start is None and end is None:
+            return self
+        lo = 0 if start is None else int(np.searchsorted(self.timestamps, start, "left"))
+        hi = len(self) if end is None else int(np.searchsorted(self.timestamps, end, "right"))
+        base = self._iso_slice.start
+        cut = slice(lo, max(lo, hi))
+        return Bars(self.symbol, self.timestamps[cut], self.open[cut], self.high[cut],
+                    self.low[cut], self.close[cut], self.volume[cut], self._iso,
+                    slice(base + cut.start, base + cut.stop))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.timestamps.nbytes) + 5 * int(self.close.nbytes)
+
+
+def parse_csv(path: Path, symbol: str) -> Bars:
+    """Parse one ``<SYMBOL>.csv``; a malformed file raises ToolError naming the symbol."""
+    try:
+        frame = pd.read_csv(path, engine="c", usecols=list(COLUMNS), dtype=_DTYPES)
+        stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
+        raise ToolError(f"data file for symbol {symbol!r} is malformed: {exc}") from exc
+    times = stamps.dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    columns = [frame[name].to_numpy(dtype=np.float64, copy=True) for name in FIELDS]
+    _check_bars(symbol, times, columns)
+    for array in [times, *columns]:
+        array.flags.writeable = False
+    open_, high, low, close, volume = columns
+    return Bars(symbol, times, open_, high, low, close, volume, _IsoCache(times),
+                slice(0, len(times)))
+
+
+def _check_bars(symbol: str, times: Times, columns: list[F64]) -> None:
+    missing = np.flatnonzero(np.isnat(times))
+    if missing.size:
+        raise ToolError(f"data file for symbol {symbol!r}: no timestamp on line "
+                        f"{int(missing[0]) + 2}")
+    if len(times) > 1:
+        bad = np.flatnonzero(np.diff(times) <= np.timedelta64(0, "us"))
+        if bad.size:
+            raise ToolError(f"data file for symbol {symbol!r}: timestamps not strictly "
+                            f"increasing on line {int(bad[0]) + 3}")
+    for name, values in zip(FIELDS[:4], columns[:4], strict=True):
+        if np.any(values <= 0) or np.any(np.isinf(values)):
+            raise ToolError(f"data file for symbol {symbol!r}: {name} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """Symbols outer-joined on timestamp: arrays of shape (T, N), NaN for missing bars."""
+
+    symbols: tuple[str, ...]
+    timestamps: Times
+    open: F64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.timestamps), len(self.symbols))
+
+
+def build_panel(series: list[Bars]) -> Panel:
+    """Outer-join ``series`` on timestamp (no forward fill)."""
+    first = series[0].timestamps if series else np.array([], dtype="datetime64[us]")
+    if all(np.array_equal(s.timestamps, first) for s in series):
+        union, rows = first, None
+    else:
+        union = np.unique(np.concatenate([s.timestamps for s in series]))
+        rows = [np.searchsorted(union, s.timestamps) for s in series]
+    arrays = []
+    for name in FIELDS:
+        out = np.full((len(union), len(series)), np.nan)
+        for j, bars in enumerate(series):
+            out[slice(None) if rows is None else rows[j], j] = getattr(bars, name)
+        arrays.append(out)
+    return Panel(tuple(s.symbol for s in series), union, *arrays)
+
+
+class DataStore:
+    """Parsed OHLCV files of one data directory, cached and thread-safe."""
+
+    def __init__(self, data_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.data_dir = Path(data_dir)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[Path, tuple[FileKey, Bars]] = OrderedDict()
+        self._bytes = 0
+        # Files on one calendar share one timestamp array and one ISO text list.
+        self._calendars: OrderedDict[tuple[int, int, int], _IsoCache] = OrderedDict()
+
+    def list_symbols(self) -> list[str]:
+        """Every symbol with a ``<SYMBOL>.csv`` regular file, sorted."""
+        try:
+            entries = list(os.scandir(self.data_dir))
+        except FileNotFoundError:
+            return []
+        names = (e.name[:-4] for e in entries if e.name.endswith(".csv") and e.is_file())
+        return sorted(n for n in names if _SYMBOL_RE.fullmatch(n))
+
+    def bars(self, symbol: str, start: datetime | str | None = None,
+             end: datetime | str | None = None) -> Bars:
+        """The bars of ``symbol`` between ``start`` and ``end`` (inclusive)."""
+        path = self.data_dir / f"{validate_symbol(symbol)}.csv"
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidParams(f"unknown symbol {symbol!r}: no data file") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
+        key = (info.st_mtime_ns, info.st_size, info.st_ino)
+        cached = self._get(path, key)
+        if cached is None:
+            cached = self._share_calendar(parse_csv(path, symbol))
+            self._put(path, key, cached)
+        return cached.between(to_time(start), to_time(end))
+
+    def panel(self, symbols: list[str], start: datetime | str | None = None,
+              end: datetime | str | None = None) -> Panel:
+        """The outer-joined panel of ``symbols`` between ``start`` and ``end``."""
+        return build_panel([self.bars(s, start, end) for s in symbols])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._bytes = 0
+
+    def _share_calendar(self, bars: Bars) -> Bars:
+        times = bars.timestamps
+        if not len(times):
+            return bars
+        ident = (len(times), int(times[0].astype(np.int64)), int(times[-1].astype(np.int64)))
+        with self._lock:
+            known = self._calendars.get(ident)
+            if known is None or not np.array_equal(known.timestamps, times):
+                self._calendars[ident] = bars._iso
+                while len(self._calendars) > MAX_CALENDARS:
+                    self._calendars.popitem(last=False)
+                return bars
+        return dataclasses.replace(bars, timestamps=known.timestamps, _iso=known)
+
+    def _get(self, path: Path, key: FileKey) -> Bars | None:
+        with self._lock:
+            entry = self._cache.get(path)
+            if entry is None or entry[0] != key:
+                return None
+            self._cache.move_to_end(path)
+            return entry[1]
+
+    def _put(self, path: Path, key: FileKey, bars: Bars) -> None:
+        with self._lock:
+            old = self._cache.pop(path, None)
+            if old is not None:
+                self._bytes -= old[1].nbytes
+            self._cache[path] = (key, bars)
+            self._bytes += bars.nbytes
+            while self._bytes > self.max_bytes and len(self._cache) > 1:
+                _, (_, evicted) = self._cache.popitem(last=False)
+                self._bytes -= evicted.nbytes

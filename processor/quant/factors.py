@@ -1,0 +1,149 @@
+"""The factor catalogue: what ``list_factors`` shows and ``analyze_factor`` computes.
+
+Every factor is a vectorised function of a (T, N) :class:`~processor.quant.data.Panel`
+returning a (T, N) float array; a cell whose inputs are missing is NaN (and so
+leaves the analysis sample).  Shifts are rows of the panel, as in ``QUANT.md``.
+Rolling windows need every value in the window (no partial windows).
+
+Guarantees: :func:`resolve` accepts only catalogue names and declared integer
+parameters within their bounds; anything else raises
+:class:`~spool.errors.InvalidParams`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from processor.quant.data import F64, Panel
+from spool.errors import InvalidParams
+
+MAX_LOOKBACK = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class FactorParam:
+    """An integer parameter of a factor."""
+
+    name: str
+    default: int
+    minimum: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """A catalogue entry: documentation plus the vectorised computation."""
+
+    name: str
+    description: str
+    formula: str
+    params: tuple[FactorParam, ...]
+    compute: Callable[[Panel, Mapping[str, int]], F64]
+
+    def describe(self) -> dict[str, Any]:
+        """The entry as ``list_factors`` returns it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "formula": self.formula,
+            "params": [{"name": p.name, "type": "integer", "default": p.default,
+                        "minimum": p.minimum, "maximum": MAX_LOOKBACK,
+                        "description": p.description} for p in self.params],
+        }
+
+
+def shift_rows(values: F64, periods: int) -> F64:
+    """``out[t] = values[t - periods]`` (NaN where ``t - periods`` is outside)."""
+    out = np.full_like(values, np.nan)
+    if periods < len(values):
+        out[periods:] = values[: len(values) - periods]
+    return out
+
+
+def rolling_mean(values: F64, window: int) -> F64:
+    """Mean of rows ``t - window + 1 … t``; NaN unless all are present."""
+    return pd.DataFrame(values).rolling(window, min_periods=window).mean().to_numpy()
+
+
+def _momentum(panel: Panel, p: Mapping[str, int]) -> F64:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return panel.close / shift_rows(panel.close, p["lookback"]) - 1.0
+
+
+def _reversal(panel: Panel, p: Mapping[str, int]) -> F64:
+    return -_momentum(panel, p)
+
+
+def _volatility(panel: Panel, p: Mapping[str, int]) -> F64:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = panel.close / shift_rows(panel.close, 1) - 1.0
+    window = p["lookback"]
+    frame = pd.DataFrame(returns).rolling(window, min_periods=window)
+    return frame.std(ddof=1).to_numpy()
+
+
+def _volume_ratio(panel: Panel, p: Mapping[str, int]) -> F64:
+    average = shift_rows(rolling_mean(panel.volume, p["lookback"]), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return panel.volume / average
+
+
+def _ma_distance(panel: Panel, p: Mapping[str, int]) -> F64:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return panel.close / rolling_mean(panel.close, p["lookback"]) - 1.0
+
+
+def _lookback(default: int, minimum: int, what: str) -> tuple[FactorParam, ...]:
+    return (FactorParam("lookback", default, minimum, what),)
+
+
+CATALOGUE: Mapping[str, Factor] = {f.name: f for f in (
+    Factor("momentum", "Price change over the lookback window.",
+           "F[t,a] = C[t,a] / C[t-lookback,a] - 1",
+           _lookback(20, 1, "bars back"), _momentum),
+    Factor("reversal", "Short-term reversal: the negated recent price change.",
+           "F[t,a] = -(C[t,a] / C[t-lookback,a] - 1)",
+           _lookback(5, 1, "bars back"), _reversal),
+    Factor("volatility", "Standard deviation (ddof=1) of close-to-close returns.",
+           "r[t,a] = C[t,a] / C[t-1,a] - 1; F[t,a] = std(r[t-lookback+1 … t, a], ddof=1)",
+           _lookback(20, 2, "returns in the window"), _volatility),
+    Factor("volume_ratio", "Volume relative to its average over the preceding bars.",
+           "F[t,a] = V[t,a] / mean(V[t-lookback … t-1, a])",
+           _lookback(20, 1, "preceding bars averaged"), _volume_ratio),
+    Factor("ma_distance", "Distance of the close from its simple moving average.",
+           "F[t,a] = C[t,a] / mean(C[t-lookback+1 … t, a]) - 1",
+           _lookback(20, 1, "bars in the moving average"), _ma_distance),
+)}
+
+
+def resolve(name: str, given: Mapping[str, Any]) -> tuple[Factor, dict[str, int]]:
+    """The factor called ``name`` and its full parameters (defaults filled in)."""
+    factor = CATALOGUE.get(name)
+    if factor is None:
+        raise InvalidParams(f"unknown factor {name!r}; known: {', '.join(CATALOGUE)}")
+    declared = {p.name: p for p in factor.params}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InvalidParams(f"factor {name!r} has no parameter {unknown[0]!r}; "
+                            f"parameters: {', '.join(declared) or 'none'}")
+    values: dict[str, int] = {}
+    for pname, spec in declared.items():
+        value = given.get(pname, spec.default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParams(f"factor parameter {pname!r} must be an integer")
+        if not spec.minimum <= value <= MAX_LOOKBACK:
+            raise InvalidParams(f"factor parameter {pname!r} must be between "
+                                f"{spec.minimum} and {MAX_LOOKBACK}, got {value}")
+        values[pname] = value
+    return factor, values
+
+
+def compute_factor(name: str, given: Mapping[str, Any], panel: Panel) -> F64:
+    """Resolve ``name`` with ``given`` parameters and compute it on ``panel``."""
+    factor, params = resolve(name, given)
+    return factor.compute(panel, params)

@@ -1,0 +1,93 @@
+"""The tool API: what a tool declares and what it gets while it runs.
+
+A tool is a :class:`BaseTool` subclass with a ``name``, a ``category``
+(``query`` or ``mutation``), an :class:`ExecutionMode`, a hard
+``execution_timeout`` in seconds, a pydantic ``Params`` model and an
+``execute(params, ctx)`` that returns a :class:`ToolResult`.  FAST tools run
+in a processor thread and must stay light; COMPUTE tools run in a worker
+process of the ``JOB_NUM`` pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+DEFAULT_FAST_TIMEOUT_S = 10.0
+DEFAULT_COMPUTE_TIMEOUT_S = 3600.0
+
+
+class ExecutionMode(StrEnum):
+    FAST = "fast"
+    COMPUTE = "compute"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What ``execute`` returns: a JSON-able value, or an error message."""
+
+    value: Any = None
+    error_message: str | None = None
+    retryable: bool = False
+
+    @classmethod
+    def ok(cls, value: Any = None) -> ToolResult:
+        return cls(value=value)
+
+    @classmethod
+    def error(cls, message: str, *, retryable: bool = False) -> ToolResult:
+        return cls(error_message=message, retryable=retryable)
+
+    @property
+    def is_ok(self) -> bool:
+        return self.error_message is None
+
+
+class ToolContext(Protocol):
+    """What a running tool may use: progress, its job id, data and cached resources."""
+
+    job_id: str
+    data_dir: Path
+
+    def progress(self, fraction: float, message: str = "") -> None: ...
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T: ...
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseTool:
+    """Base of every tool; subclasses set the class attributes and ``execute``."""
+
+    name: ClassVar[str]
+    category: ClassVar[str] = "query"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    execution_timeout: ClassVar[float] = DEFAULT_FAST_TIMEOUT_S
+    max_attempts: ClassVar[int] = 1
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: Any, ctx: ToolContext) -> ToolResult:
+        raise NotImplementedError
+
+    @classmethod
+    def catalogue_entry(cls) -> dict[str, Any]:
+        """Name, mode, timeout and params schema, as published in the status file."""
+        return {
+            "name": cls.name,
+            "category": cls.category,
+            "execution_mode": cls.execution_mode.value,
+            "execution_timeout": cls.execution_timeout,
+            "max_attempts": cls.max_attempts,
+            "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            "params_schema": cls.Params.model_json_schema(),
+        }

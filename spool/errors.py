@@ -1,0 +1,113 @@
+"""The one exception tree of spoolq.
+
+::
+
+    SpoolError                      anything spoolq raises on purpose
+    ├── ConfigError                 bad settings: the daemon exits non-zero
+    ├── SpoolIOError                the spool itself is unusable (EACCES, ENOSPC)
+    ├── TransitionError             a move the state table forbids
+    ├── NotFoundError               no job with that id
+    ├── ConflictError               the job is not in a state that allows this
+    └── JobError                    a job failed; ``error_type`` is the record's error.type
+        ├── InvalidJob              invalid_job
+        ├── UnknownTool             unknown_tool
+        ├── InvalidParams           invalid_params
+        ├── ToolError               tool_error
+        ├── JobTimeout              timeout
+        ├── WorkerCrashed           worker_crashed
+        ├── Abandoned               abandoned
+        └── Cancelled               cancelled
+
+Foreign exceptions are translated into this tree at the boundary that meets
+them (``raise X(...) from exc``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    """The values of a failed record's ``error.type``."""
+
+    INVALID_JOB = "invalid_job"
+    UNKNOWN_TOOL = "unknown_tool"
+    INVALID_PARAMS = "invalid_params"
+    TOOL_ERROR = "tool_error"
+    TIMEOUT = "timeout"
+    WORKER_CRASHED = "worker_crashed"
+    ABANDONED = "abandoned"
+    CANCELLED = "cancelled"
+
+
+# Failures that say nothing about the job itself: worth another attempt.
+RETRYABLE: frozenset[ErrorType] = frozenset(
+    {ErrorType.TIMEOUT, ErrorType.WORKER_CRASHED, ErrorType.ABANDONED}
+)
+
+
+class SpoolError(Exception):
+    """Base of every error spoolq raises on purpose."""
+
+
+class ConfigError(SpoolError):
+    """The settings are unusable."""
+
+
+class SpoolIOError(SpoolError):
+    """The spool directory cannot be used (permissions, disk full, missing)."""
+
+
+class TransitionError(SpoolError):
+    """A state change that the transition table does not allow."""
+
+
+class NotFoundError(SpoolError):
+    """No job with the given id exists in the spool."""
+
+
+class ConflictError(SpoolError):
+    """The job exists but its state does not allow the operation."""
+
+
+class JobError(SpoolError):
+    """A job failed; the leaves map one to one onto ``error.type``."""
+
+    error_type: ErrorType = ErrorType.TOOL_ERROR
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class InvalidJob(JobError):
+    error_type = ErrorType.INVALID_JOB
+
+
+class UnknownTool(JobError):
+    error_type = ErrorType.UNKNOWN_TOOL
+
+
+class InvalidParams(JobError):
+    error_type = ErrorType.INVALID_PARAMS
+
+
+class ToolError(JobError):
+    error_type = ErrorType.TOOL_ERROR
+
+
+class JobTimeout(JobError):
+    error_type = ErrorType.TIMEOUT
+
+
+class WorkerCrashed(JobError):
+    error_type = ErrorType.WORKER_CRASHED
+
+
+class Abandoned(JobError):
+    error_type = ErrorType.ABANDONED
+
+
+class Cancelled(JobError):
+    error_type = ErrorType.CANCELLED

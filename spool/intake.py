@@ -1,0 +1,211 @@
+"""Judging what lands in ``pending/``: ignore, wait, quarantine, or a ready job.
+
+Rules (DESIGN sections 2 and 9), checked in this order without ever following
+a symlink or opening a FIFO, socket or device:
+
+1. names starting with ``.`` or ending in ``.tmp .part .partial .filepart
+   .crdownload ~`` are in progress: ignored until renamed;
+2. symlinks, directories, FIFOs, sockets and devices are quarantined by
+   rename (their targets are never touched);
+3. a bad name (not ``<id>.json``), a hard link, or a file over
+   ``SPOOL_MAX_JOB_BYTES`` is quarantined without being read;
+4. a file that is not UTF-8 JSON waits until its size and mtime have been
+   unchanged for ``SPOOL_SETTLE_S`` as seen here, then is quarantined;
+5. valid JSON that is not a valid job (or whose ``id`` differs from its
+   name) is quarantined at once;
+6. anything else is a :class:`Candidate` ready to be claimed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from spool.clock import Clock
+from spool.ids import ID_PATTERN, id_from_name
+from spool.lease import open_nofollow
+from spool.models import Job, Record
+from spool.states import JobState
+from spool.transitions import Spool, read_fd
+
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
+_BOM = b"\xef\xbb\xbf"
+
+
+class Verdict(Enum):
+    IGNORED = "ignored"
+    WAITING = "waiting"
+    QUARANTINED = "quarantined"
+    READY = "ready"
+    GONE = "gone"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A valid job file in ``pending/``, as read at inspection."""
+
+    job_id: str
+    job: Job
+    size: int
+    mtime_ns: int
+    inode: tuple[int, int]
+
+    @property
+    def submitted_ns(self) -> int:
+        if self.job.submitted_at is not None:
+            return int(self.job.submitted_at.timestamp() * 1e9)
+        return self.mtime_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    verdict: Verdict
+    candidate: Candidate | None = None
+    record: Record | None = None
+
+
+def is_in_progress_name(name: str) -> bool:
+    return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
+
+
+def kind_of(mode: int) -> str:
+    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISLNK, "symlink"),
+                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "unknown"
+
+
+class Intake:
+    """Inspects ``pending/`` entries; remembers unparsable files while they settle."""
+
+    def __init__(self, spool: Spool, *, max_job_bytes: int, settle_s: float,
+                 clock: Clock) -> None:
+        self.spool = spool
+        self.max_job_bytes = max_job_bytes
+        self.settle_s = settle_s
+        self.clock = clock
+        self._unsettled: dict[str, tuple[int, int, float]] = {}
+
+    def inspect(self, name: str) -> Inspection:
+        if is_in_progress_name(name):
+            return Inspection(Verdict.IGNORED)
+        path = self.spool.layout.entry(JobState.PENDING, name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self._unsettled.pop(name, None)
+            return Inspection(Verdict.GONE)
+        kind = kind_of(st.st_mode)
+        problem = self._unreadable_reason(name, st, kind)
+        if problem is not None:
+            return self._quarantine(name, st, kind, problem)
+        return self._read_and_judge(name, path, st)
+
+    def _unreadable_reason(self, name: str, st: os.stat_result, kind: str) -> str | None:
+        if kind == "symlink":
+            return "symlink (never followed): drop the file itself"
+        if kind != "file":
+            return f"not a regular file: {kind}"
+        if id_from_name(name) is None:
+            return f"bad file name: must be <id>.json with id matching {ID_PATTERN}"
+        if st.st_nlink > 1:
+            return f"hard link ({st.st_nlink} links): drop a file of its own"
+        if st.st_size > self.max_job_bytes:
+            return (f"too large: {st.st_size} bytes is over SPOOL_MAX_JOB_BYTES="
+                    f"{self.max_job_bytes}")
+        return None
+
+    def _read_and_judge(self, name: str, path: os.PathLike[str], st: os.stat_result
+                        ) -> Inspection:
+        try:
+            fd = open_nofollow(path)  # type: ignore[arg-type]
+        except OSError:
+            return Inspection(Verdict.GONE)  # replaced meanwhile: judged on the next pass
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
+                return Inspection(Verdict.GONE)
+            data = read_fd(fd, self.max_job_bytes)
+        finally:
+            os.close(fd)
+        if len(data) > self.max_job_bytes:
+            return self._quarantine(name, fst, "file", f"too large: over SPOOL_MAX_JOB_BYTES="
+                                    f"{self.max_job_bytes}")
+        try:
+            obj = orjson.loads(data[3:] if data.startswith(_BOM) else data)
+        except orjson.JSONDecodeError as exc:
+            return self._unsettled_or_quarantine(name, fst, data, exc)
+        self._unsettled.pop(name, None)
+        return self._judge_json(name, fst, obj)
+
+    def _unsettled_or_quarantine(self, name: str, st: os.stat_result, data: bytes,
+                                 exc: orjson.JSONDecodeError) -> Inspection:
+        key = (st.st_size, st.st_mtime_ns)
+        now = self.clock.monotonic()
+        seen = self._unsettled.get(name)
+        if seen is None or seen[:2] != key:
+            self._unsettled[name] = (*key, now)
+            if self.settle_s > 0:
+                return Inspection(Verdict.WAITING)
+            seen = self._unsettled[name]
+        if now - seen[2] < self.settle_s:
+            return Inspection(Verdict.WAITING)
+        self._unsettled.pop(name, None)
+        return self._quarantine(name, st, "file", malformed_reason(data, exc))
+
+    def _judge_json(self, name: str, st: os.stat_result, obj: Any) -> Inspection:
+        job_id = id_from_name(name)
+        assert job_id is not None
+        if not isinstance(obj, dict):
+            return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
+                                    f"object, not {type(obj).__name__}")
+        tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
+        try:
+            job = Job.model_validate(obj)
+        except ValidationError as exc:
+            return self._quarantine(name, st, "file", validation_reason(exc), tool=tool)
+        if job.id is not None and job.id != job_id:
+            return self._quarantine(name, st, "file", f"id mismatch: the file says {job.id!r} "
+                                    f"but is named {job_id!r}", tool=tool)
+        return Inspection(Verdict.READY, Candidate(job_id, job, st.st_size, st.st_mtime_ns,
+                                                   (st.st_ino, st.st_dev)))
+
+    def _quarantine(self, name: str, st: os.stat_result, kind: str, message: str,
+                    tool: str | None = None) -> Inspection:
+        self._unsettled.pop(name, None)
+        record = self.spool.quarantine(
+            name, message, kind=kind, size=st.st_size if kind == "file" else None,
+            mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev), tool=tool)
+        return Inspection(Verdict.QUARANTINED if record else Verdict.GONE, record=record)
+
+    def forget(self, names: set[str]) -> None:
+        """Drop settle state for names no longer in ``pending/``."""
+        for name in set(self._unsettled) - names:
+            del self._unsettled[name]
+
+
+def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as uexc:
+        return f"not UTF-8: invalid byte at offset {uexc.start}"
+    if not data.strip():
+        return "malformed JSON: empty file"
+    return f"malformed JSON: {exc}"
+
+
+def validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid job: " + "; ".join(parts)

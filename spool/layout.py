@@ -1,0 +1,104 @@
+"""Every path under the spool, computed in one place.
+
+::
+
+    $SPOOL_DIR/
+      pending/   the drop folder          running/  claimed jobs
+      done/      finished records         failed/   failed records, <id>.orig originals
+      tmp/       staging for atomic writes (same filesystem)
+      progress/  <id>.json: owner and progress of a running job (advisory)
+      cancel/    <id>: a request to cancel a running job
+      owners/    <owner>.lock (flock held while alive), <owner>.json (status)
+
+No other module joins spool paths.  Ids are validated before a path is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from spool.errors import SpoolIOError
+from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.states import JobState
+
+ORIG_SUFFIX = ".orig"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The folders of one spool rooted at ``root``."""
+
+    root: Path
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress"
+
+    @property
+    def cancel(self) -> Path:
+        return self.root / "cancel"
+
+    @property
+    def owners(self) -> Path:
+        return self.root / "owners"
+
+    def folder(self, state: JobState) -> Path:
+        return self.root / state.value
+
+    def all_folders(self) -> list[Path]:
+        states = [self.folder(s) for s in JobState]
+        return [*states, self.tmp, self.progress, self.cancel, self.owners]
+
+    def job(self, state: JobState, job_id: str) -> Path:
+        """``<state>/<id>.json`` for a validated id."""
+        return self.folder(state) / (_checked(job_id) + JOB_SUFFIX)
+
+    def entry(self, state: JobState, name: str) -> Path:
+        """A raw directory entry of a state folder (for intake of arbitrary names)."""
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise ValueError(f"not a plain file name: {name!r}")
+        return self.folder(state) / name
+
+    def original(self, job_id: str) -> Path:
+        """``failed/<id>.orig``: the quarantined original of an invalid drop."""
+        return self.folder(JobState.FAILED) / (_checked(job_id) + ORIG_SUFFIX)
+
+    def progress_file(self, job_id: str) -> Path:
+        return self.progress / (_checked(job_id) + JOB_SUFFIX)
+
+    def cancel_request(self, job_id: str) -> Path:
+        return self.cancel / _checked(job_id)
+
+    def owner_lock(self, owner_id: str) -> Path:
+        return self.owners / (_checked(owner_id) + ".lock")
+
+    def owner_status(self, owner_id: str) -> Path:
+        return self.owners / (_checked(owner_id) + JOB_SUFFIX)
+
+    def staging(self, tag: str) -> Path:
+        """A unique name in ``tmp/`` for one atomic write."""
+        return self.tmp / f"{tag}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+
+    def exists(self) -> bool:
+        return all(p.is_dir() for p in self.all_folders())
+
+    def require(self) -> None:
+        """Raise SpoolIOError unless every folder of the spool exists."""
+        missing = [p.name for p in self.all_folders() if not p.is_dir()]
+        if missing:
+            raise SpoolIOError(
+                f"{self.root} is not an initialised spool (missing {', '.join(missing)}); "
+                "run 'spoolq init'"
+            )
+
+
+def _checked(job_id: str) -> str:
+    if not is_valid_id(job_id):
+        raise ValueError(f"invalid id: {job_id!r}")
+    return job_id

@@ -1,0 +1,66 @@
+"""Kernel-held locks: who is alive is the kernel's word, never a timeout.
+
+* A *claim lease* is an exclusive ``flock`` on the job file in ``running/``,
+  taken on the pending inode *before* it is moved, so the file is never
+  visible in ``running/`` unlocked.  The processor keeps the descriptor open
+  for the whole run; when the owner dies, the kernel drops the lock at once.
+* An *owner lease* is an ``flock`` on ``owners/<owner>.lock`` held for the
+  life of a processor; statusd and the CLI test it to say whether a
+  processor is up.
+
+Descriptors are opened ``O_CLOEXEC`` and workers are started by
+``forkserver``/``spawn``, so no child process inherits a lease.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_nofollow(path: Path) -> int:
+    """Open for reading without following a symlink or blocking on a FIFO."""
+    return os.open(path, _OPEN_FLAGS)
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive flock without waiting; False when someone holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def is_locked(path: Path) -> bool | None:
+    """True when a live process holds ``path``'s lock; None when there is no such file."""
+    try:
+        fd = open_nofollow(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        if try_lock(fd):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+class OwnerLease:
+    """A processor's lease on ``owners/<owner>.lock``, held until :meth:`release`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        if not try_lock(self._fd):
+            os.close(self._fd)
+            raise RuntimeError(f"owner lease {path.name} is held by another process")
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

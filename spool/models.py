@@ -1,0 +1,136 @@
+"""Job and record models, and their byte encodings.
+
+A *job* is what a client drops in ``pending/``; a *record* is what the spool
+reports for a job in any state and what ``done/`` and ``failed/`` hold.
+Records are written with orjson: UTC timestamps with ``Z``, NaN and infinities
+as ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spool.errors import ErrorType
+from spool.ids import ID_PATTERN
+from spool.states import JobState
+
+_DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+MAX_PRIORITY = 1_000_000
+MAX_ATTEMPTS_LIMIT = 100
+
+
+class ErrorInfo(BaseModel):
+    """Why a job failed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: ErrorType
+    message: str
+    traceback: str | None = None
+
+
+class Source(BaseModel):
+    """What a quarantined drop was: its original name, size and kind."""
+
+    name: str
+    size: int | None = None
+    kind: str = "file"
+
+
+class Progress(BaseModel):
+    """A running job's latest progress report and owner."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    fraction: float | None = Field(default=None, ge=0.0, le=1.0)
+    message: str = ""
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    attempt: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    owner: str | None = None
+
+
+class _JobFields(BaseModel):
+    """Fields a job file may carry; shared by jobs and records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = Field(default=None, gt=0, description="seconds; may only lower "
+                                  "the tool's execution_timeout")
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    not_before: datetime | None = Field(default=None, description="ISO 8601 with an offset, "
+                                        "or epoch seconds")
+    meta: dict[str, Any] | None = None
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
+    submitted_at: datetime | None = None
+    attempts: int = Field(default=0, ge=0)
+    error: ErrorInfo | None = Field(default=None, description="on a job: the failure a "
+                                    "retry came from")
+
+    @field_validator("not_before", "submitted_at", mode="after")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
+        return value.astimezone(UTC)
+
+
+class Job(_JobFields):
+    """A job file as a client writes it.  Only ``tool`` is required."""
+
+    tool: str = Field(min_length=1, max_length=128)
+
+
+class Record(_JobFields):
+    """The spool's view of a job in any state; done/ and failed/ hold these."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=ID_PATTERN)
+    tool: str | None = None
+    state: JobState
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    result: Any = None
+    source: Source | None = None
+    progress: Progress | None = None
+
+    def to_job(self) -> Job:
+        """The job that re-runs this record (used by requeue and retry)."""
+        fields = self.model_dump(include=set(_JobFields.model_fields))
+        return Job.model_validate({**fields, "tool": self.tool})
+
+
+def job_bytes(job: Job) -> bytes:
+    data = job.model_dump(exclude_none=True, exclude_defaults=False)
+    return orjson.dumps(data, option=_DUMP_OPTS)
+
+
+def record_bytes(record: Record) -> bytes:
+    data = record.model_dump(exclude_none=True)
+    if record.state is JobState.DONE:
+        data["result"] = record.result
+    return orjson.dumps(data, option=_DUMP_OPTS)
+
+
+def parse_record(data: bytes) -> Record:
+    return Record.model_validate(orjson.loads(data))
+
+
+def schemas() -> dict[str, Any]:
+    """The JSON Schemas of the job file and the record."""
+    return {"job": Job.model_json_schema(), "record": Record.model_json_schema()}

@@ -1,0 +1,90 @@
+"""The one settings object, read from the environment and an optional ``.env``.
+
+Built once in each program's ``main()`` and passed down; nothing below
+``main()`` reads ``os.environ``.  Variables (DESIGN section 7):
+
+``SPOOL_DIR``, ``JOB_NUM``, ``SPOOL_EXECUTOR``, ``SPOOL_FSYNC``,
+``SPOOL_TOOLS``, ``SPOOL_DATA_DIR``, ``SPOOL_MAX_JOB_BYTES``,
+``SPOOL_SETTLE_S``, ``SPOOL_SCAN_S``, ``SPOOL_GRACE_S``,
+``SPOOL_WORKER_MAX_JOBS``, ``SPOOL_WORKER_MEMORY_MB``, ``SPOOL_LOG_LEVEL``,
+``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
+``STATUSD_MAX_BODY_BYTES``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from spool.errors import ConfigError
+
+
+class FsyncMode(StrEnum):
+    ALWAYS = "always"
+    BATCH = "batch"
+    NEVER = "never"
+
+
+def _default_spool_dir() -> Path:
+    return Path("~/.local/state/spoolq").expanduser()
+
+
+class Settings(BaseSettings):
+    """Every knob of spoolq; see the module docstring for the variable names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    spool_dir: Path = Field(default_factory=_default_spool_dir, validation_alias="SPOOL_DIR")
+    job_num: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024,
+                         validation_alias="JOB_NUM")
+    executor: str = Field(default="local", validation_alias="SPOOL_EXECUTOR")
+    fsync: FsyncMode = Field(default=FsyncMode.ALWAYS, validation_alias="SPOOL_FSYNC")
+    tools: str = Field(default="", validation_alias="SPOOL_TOOLS")
+    data_dir_override: Path | None = Field(default=None, validation_alias="SPOOL_DATA_DIR")
+    max_job_bytes: int = Field(default=1_048_576, ge=64, validation_alias="SPOOL_MAX_JOB_BYTES")
+    settle_s: float = Field(default=2.0, ge=0, validation_alias="SPOOL_SETTLE_S")
+    scan_s: float = Field(default=5.0, gt=0, validation_alias="SPOOL_SCAN_S")
+    grace_s: float = Field(default=30.0, ge=0, validation_alias="SPOOL_GRACE_S")
+    worker_max_jobs: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MAX_JOBS")
+    worker_memory_mb: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MEMORY_MB")
+    fast_threads: int = Field(default=8, ge=1, le=256, validation_alias="SPOOL_FAST_THREADS")
+    log_level: str = Field(default="INFO", validation_alias="SPOOL_LOG_LEVEL")
+    statusd_host: str = Field(default="127.0.0.1", validation_alias="STATUSD_HOST")
+    statusd_port: int = Field(default=8000, ge=0, le=65535, validation_alias="STATUSD_PORT")
+    statusd_token: str | None = Field(default=None, validation_alias="STATUSD_TOKEN")
+    statusd_max_body_bytes: int = Field(default=1_048_576, ge=1024,
+                                        validation_alias="STATUSD_MAX_BODY_BYTES")
+
+    @field_validator("spool_dir", "data_dir_override", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @field_validator("statusd_token", mode="after")
+    @classmethod
+    def _empty_token_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data_dir_override or self.spool_dir / "data"
+
+    @property
+    def tool_modules(self) -> list[str]:
+        return [m.strip() for m in self.tools.split(",") if m.strip()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with CLI overrides; bad values raise ConfigError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

@@ -1,0 +1,264 @@
+"""Every move of a job between states: claim, complete, fail, requeue, quarantine,
+cancel and retry.
+
+Guarantees (DESIGN sections 2 and 9):
+
+* A claim never overwrites ``running/<id>.json``; a lost race returns None.
+* The claim lease (an flock on the job's inode, see :mod:`spool.lease`) is
+  taken before the move, so a live owner's running job is never taken.
+* Completion publishes the full record into ``done/`` or ``failed/`` first,
+  removes any older terminal record of the id, then ``running/<id>.json``.
+* Quarantine renames (never copies, never follows) the original to
+  ``failed/<id>.orig`` before it publishes the record, so a crash can leave an
+  original without a record (recovery writes one) but never lose it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spool.clock import Clock, SystemClock, utc_from_ns
+from spool.errors import ConflictError, ErrorType, NotFoundError
+from spool.fsops import Mover
+from spool.ids import id_from_name, invalid_id
+from spool.layout import Layout
+from spool.lease import open_nofollow, try_lock
+from spool.models import ErrorInfo, Job, Record, Source, job_bytes, parse_record, record_bytes
+from spool.settings import Settings
+from spool.states import JobState, check_transition
+
+_READ_CHUNK = 1 << 16
+
+
+@dataclass(slots=True)
+class Claim:
+    """A job taken into ``running/`` (or staging) with its lease held on ``fd``."""
+
+    job_id: str
+    fd: int
+    data: bytes
+    claimed_ns: int
+    mtime_ns: int
+    closed: bool = field(default=False)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+            self.closed = True
+
+
+def read_fd(fd: int, limit: int | None = None) -> bytes:
+    """Read a whole file from ``fd`` (at most ``limit + 1`` bytes when given)."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.read(fd, _READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if limit is not None and total > limit:
+            return b"".join(chunks)
+
+
+class Spool:
+    """The transitions of one spool; the only writer of its state folders."""
+
+    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None) -> None:
+        self.layout = layout
+        self.mover = mover
+        self.clock: Clock = clock or SystemClock()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Spool:
+        layout = Layout(settings.spool_dir)
+        return cls(layout, Mover(layout, settings.fsync), clock)
+
+    # -- claim -------------------------------------------------------------------
+
+    def claim(self, job_id: str) -> Claim | None:
+        """pending -> running; None when another claimant won or the id is running."""
+        check_transition(JobState.PENDING, JobState.RUNNING)
+        return self._take(self.layout.job(JobState.PENDING, job_id),
+                          self.layout.job(JobState.RUNNING, job_id), job_id)
+
+    def _take(self, src: Path, dst: Path, job_id: str) -> Claim | None:
+        try:
+            fd = open_nofollow(src)
+        except OSError:
+            return None  # gone, or not a regular file: intake's business
+        taken = False
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode) or not try_lock(fd):
+                return None
+            if not self.mover.move(src, dst, replace=False):
+                return None
+            after = os.lstat(dst)
+            if (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev):
+                # A newer drop replaced the file between open and move: lease that one.
+                os.close(fd)
+                fd = open_nofollow(dst)
+                if not try_lock(fd):
+                    return None
+            data = read_fd(fd)
+            taken = True
+            return Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
+        finally:
+            if not taken:
+                os.close(fd)
+
+    # -- finishing ---------------------------------------------------------------
+
+    def complete(self, claim: Claim, record: Record) -> None:
+        """running -> done."""
+        self._finish(claim, record, JobState.DONE)
+
+    def fail(self, claim: Claim, record: Record) -> None:
+        """running -> failed."""
+        self._finish(claim, record, JobState.FAILED)
+
+    def _finish(self, claim: Claim, record: Record, state: JobState) -> None:
+        check_transition(JobState.RUNNING, state)
+        record = record.model_copy(update={"state": state, "id": claim.job_id})
+        self._publish_terminal(record)
+        self.mover.unlink_durable(self.layout.job(JobState.RUNNING, claim.job_id))
+        self._forget_run(claim.job_id)
+        claim.close()
+
+    def _publish_terminal(self, record: Record) -> None:
+        """Write the one terminal record of an id, replacing any earlier one."""
+        other = JobState.FAILED if record.state is JobState.DONE else JobState.DONE
+        self.mover.publish(self.layout.job(record.state, record.id), record_bytes(record))
+        self.mover.unlink_durable(self.layout.job(other, record.id))
+        if record.source is None:
+            self.mover.unlink(self.layout.original(record.id))
+
+    def _forget_run(self, job_id: str) -> None:
+        self.mover.unlink(self.layout.progress_file(job_id))
+        self.mover.unlink(self.layout.cancel_request(job_id))
+
+    def requeue(self, claim: Claim, job: Job) -> bool:
+        """running -> pending with ``job`` as the new pending file.
+
+        False (nothing moved) when a newer drop of the id is already pending:
+        the caller then fails the run, and the newer drop supersedes it.
+        """
+        check_transition(JobState.RUNNING, JobState.PENDING)
+        dest = self.layout.job(JobState.PENDING, claim.job_id)
+        if not self.mover.publish(dest, job_bytes(job), replace=False):
+            return False
+        self.mover.unlink_durable(self.layout.job(JobState.RUNNING, claim.job_id))
+        self._forget_run(claim.job_id)
+        claim.close()
+        return True
+
+    # -- quarantine --------------------------------------------------------------
+
+    def quarantine(self, name: str, message: str, *, kind: str, size: int | None,
+                   mtime_ns: int, inode: tuple[int, int], tool: str | None = None
+                   ) -> Record | None:
+        """pending -> failed for what cannot be a job; None if the entry vanished."""
+        check_transition(JobState.PENDING, JobState.FAILED)
+        job_id = id_from_name(name) or invalid_id(self.clock.now())
+        staged = self.layout.staging(f"quarantine-{job_id}")
+        src = self.layout.entry(JobState.PENDING, name)
+        if not self.mover.move(src, staged, replace=False, durable=False):
+            return None
+        moved = os.lstat(staged)
+        if (moved.st_ino, moved.st_dev) != inode and self.mover.move(staged, src):
+            return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
+        self.mover.unlink(self.layout.original(job_id))
+        self.mover.move(staged, self.layout.original(job_id), replace=True)
+        record = Record(
+            id=job_id, tool=tool, state=JobState.FAILED,
+            submitted_at=utc_from_ns(mtime_ns), finished_at=self.clock.now(),
+            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=message),
+            source=Source(name=printable_name(name), size=size, kind=kind),
+            host=self.host, pid=self.pid,
+        )
+        self._publish_terminal(record)
+        return record
+
+    # -- client operations -------------------------------------------------------
+
+    def submit(self, job: Job, job_id: str) -> None:
+        """Publish a new job into ``pending/``; ConflictError if that id is pending."""
+        job = job.model_copy(update={"id": job_id, "submitted_at": job.submitted_at
+                                     or self.clock.now()})
+        if not self.mover.publish(self.layout.job(JobState.PENDING, job_id), job_bytes(job),
+                                  replace=False):
+            raise ConflictError(f"job {job_id} is already pending")
+
+    def cancel_pending(self, job_id: str) -> Record | None:
+        """pending -> failed ``cancelled``; None when the job is not (or no longer) pending."""
+        check_transition(JobState.PENDING, JobState.FAILED)
+        staged = self.layout.staging(f"cancel-{job_id}")
+        claim = self._take(self.layout.job(JobState.PENDING, job_id), staged, job_id)
+        if claim is None:
+            return None
+        try:
+            record = self._record_of_job(claim, JobState.FAILED)
+            record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
+            self._publish_terminal(record)
+            self.mover.unlink(staged)
+            return record
+        finally:
+            claim.close()
+
+    def retry(self, job_id: str) -> Record:
+        """failed -> pending with attempts reset to 0; the failed record goes with it."""
+        check_transition(JobState.FAILED, JobState.PENDING)
+        src = self.layout.job(JobState.FAILED, job_id)
+        try:
+            record = parse_record(src.read_bytes())
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"no failed job {job_id}") from exc
+        if record.tool is None:
+            reason = record.error.message if record.error else "invalid job"
+            raise ConflictError(f"{job_id} was quarantined ({reason}); "
+                                "fix the file and drop it again")
+        staged = self.layout.staging(f"retry-{job_id}")
+        claim = self._take(src, staged, job_id)
+        if claim is None:
+            raise ConflictError(f"job {job_id} is being retried by someone else")
+        try:
+            job = record.to_job().model_copy(update={"attempts": 0, "not_before": None,
+                                                     "id": job_id, "error": record.error})
+            if not self.mover.publish(self.layout.job(JobState.PENDING, job_id),
+                                      job_bytes(job), replace=False):
+                self.mover.move(staged, src, replace=False)
+                raise ConflictError(f"job {job_id} is already pending")
+            self.mover.unlink_durable(staged)
+        finally:
+            claim.close()
+        return record.model_copy(update={"state": JobState.PENDING, "attempts": 0,
+                                         "result": None, "finished_at": None})
+
+    def _record_of_job(self, claim: Claim, state: JobState) -> Record:
+        """A record for a claimed job file (tolerating a file that is not a valid job)."""
+        try:
+            job = Job.model_validate_json(claim.data)
+        except ValueError:
+            return Record(id=claim.job_id, state=state, submitted_at=utc_from_ns(claim.mtime_ns),
+                          finished_at=self.clock.now(), host=self.host, pid=self.pid)
+        return record_from_job(job, claim.job_id, state, claim.mtime_ns).model_copy(
+            update={"finished_at": self.clock.now(), "host": self.host, "pid": self.pid})
+
+
+def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int) -> Record:
+    """The record view of a job file (submitted_at from the file when the job lacks it)."""
+    data = job.model_dump()
+    data.update(id=job_id, state=state, submitted_at=job.submitted_at or utc_from_ns(mtime_ns))
+    return Record.model_validate(data)
+
+
+def printable_name(name: str) -> str:
+    """A file name as valid UTF-8 text (undecodable bytes shown as escapes)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -1,0 +1,202 @@
+"""analyze_factor and the factor catalogue against per-date pandas/scipy references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from quant_reference import close_panel, factor_analysis, read_rows, write_bars
+
+from processor.quant.analysis import FactorParams, analyze_factor, quantile_edges
+from processor.quant.data import DataStore
+from processor.quant.factors import CATALOGUE, compute_factor, resolve
+from spool.errors import InvalidParams
+
+RTOL = 1e-12
+
+
+def assert_tree_close(got: Any, want: Any, path: str = "") -> None:
+    """Equal structure; counts exact; floats within RTOL relative."""
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for key in want:
+            assert_tree_close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_tree_close(g, w, f"{path}[{i}]")
+    elif want is None or isinstance(want, int):
+        assert got == want, f"{path}: {got!r} != {want!r}"
+    else:
+        assert got is not None, path
+        assert abs(got - want) <= RTOL * abs(want), f"{path}: {got!r} != {want!r}"
+
+
+@pytest.fixture(scope="module")
+def gappy_dir(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path) -> Path:
+    """The synthetic symbols, three of them with missing days (outer join leaves NaN)."""
+    directory = tmp_path_factory.mktemp("gappy")
+    rng = np.random.default_rng(11)
+    for path in sorted(synth_dir.glob("*.csv")):
+        lines = path.read_text().splitlines()
+        if path.stem in ("S0001", "S0010", "S0020"):
+            body = lines[1:]
+            drop = set(rng.choice(len(body), size=60, replace=False).tolist())
+            lines = lines[:1] + [line for i, line in enumerate(body) if i not in drop]
+        (directory / path.name).write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def expected(data_dir: Path, params: FactorParams, factor: pd.DataFrame | None = None
+             ) -> dict[str, Any]:
+    symbols = params.symbols or sorted(p.stem for p in data_dir.glob("*.csv"))
+    close = close_panel(data_dir, symbols)
+    lookback = params.lookback or 20
+    f = factor if factor is not None else close / close.shift(lookback) - 1
+    lags = params.turnover_lags or params.horizons
+    return factor_analysis(f, close, params.horizons, params.quantiles, lags)
+
+
+def test_momentum_matches_the_per_date_reference(gappy_dir: Path) -> None:
+    params = FactorParams(factor="momentum", lookback=20, horizons=[1, 5, 10], quantiles=5)
+    result = analyze_factor(params, DataStore(gappy_dir))
+    want = expected(gappy_dir, params)
+    assert result["factor"] == "momentum" and result["params"] == {"lookback": 20}
+    assert result["symbols"] == 30
+    assert result["dates"] == want["dates"] == 600 - 20 - 10
+    assert_tree_close(result["horizons"], want["horizons"], "horizons")
+    assert_tree_close(result["rank_autocorrelation"], want["rank_autocorrelation"], "autocorr")
+    assert_tree_close(result["turnover"], want["turnover"], "turnover")
+    assert result["horizons"]["1"]["ic"]["n"] == want["dates"]
+
+
+def test_other_quantiles_lags_and_a_subset(synth_dir: Path) -> None:
+    params = FactorParams(factor="momentum", factor_params={"lookback": 7}, horizons=[3, 2],
+                          quantiles=3, turnover_lags=[1, 4],
+                          symbols=["S0001", "S0002", "S0003", "S0004", "S0005", "S0006"])
+    result = analyze_factor(params, DataStore(synth_dir))
+    want = expected(synth_dir, params.model_copy(update={"lookback": 7}))
+    assert list(result["horizons"]) == ["3", "2"]
+    assert list(result["turnover"]) == ["1", "4"]
+    for key in ("dates", "horizons", "rank_autocorrelation", "turnover"):
+        assert_tree_close(result[key], want[key], key)
+
+
+def test_tied_factor_values_drop_dates_like_qcut(tmp_path: Path, synth_dir: Path) -> None:
+    """Four identical series among eight make tied factor values; depending on where
+    the tie sorts, quartile edges repeat and pd.qcut refuses that date too."""
+    sources = ["S0001"] * 4 + ["S0002", "S0003", "S0004", "S0005"]
+    for i, source in enumerate(sources):
+        (tmp_path / f"T{i}.csv").write_bytes((synth_dir / f"{source}.csv").read_bytes())
+    params = FactorParams(lookback=5, quantiles=4, horizons=[1, 2])
+    result = analyze_factor(params, DataStore(tmp_path))
+    want = expected(tmp_path, params)
+    assert 0 < result["dates"] == want["dates"] < 600 - 5 - 2
+    for key in ("horizons", "rank_autocorrelation", "turnover"):
+        assert_tree_close(result[key], want[key], key)
+
+
+@pytest.mark.parametrize("name", ["reversal", "volatility", "volume_ratio", "ma_distance"])
+def test_other_factors_match_pandas_formulas(gappy_dir: Path, name: str) -> None:
+    store = DataStore(gappy_dir)
+    symbols = store.list_symbols()
+    panel = store.panel(symbols)
+    close = close_panel(gappy_dir, symbols)
+    volume = pd.concat({s: pd.Series(read_rows(gappy_dir / f"{s}.csv").volume,
+                                     index=pd.DatetimeIndex(read_rows(
+                                         gappy_dir / f"{s}.csv").timestamps))
+                        for s in symbols}, axis=1).sort_index()
+    lb = 6
+    want = {
+        "reversal": -(close / close.shift(lb) - 1),
+        "volatility": (close / close.shift(1) - 1).rolling(lb).std(),
+        "volume_ratio": volume / volume.rolling(lb).mean().shift(1),
+        "ma_distance": close / close.rolling(lb).mean() - 1,
+    }[name]
+    got = compute_factor(name, {"lookback": lb}, panel)
+    np.testing.assert_allclose(got, want.to_numpy(), rtol=1e-12, atol=1e-15)
+    assert np.isfinite(got).sum() > 0.8 * got.size
+    subset = symbols[:15]  # includes two gappy symbols; the union of days is unchanged
+    params = FactorParams(factor=name, lookback=lb, horizons=[1, 3], symbols=subset)
+    result = analyze_factor(params, store)
+    ref = factor_analysis(want[subset], close[subset], [1, 3], 5, [1, 3])
+    for key in ("dates", "horizons", "rank_autocorrelation", "turnover"):
+        assert_tree_close(result[key], ref[key], key)
+
+
+def test_no_dates_in_range(synth_dir: Path) -> None:
+    result = analyze_factor(FactorParams(symbols=["S0001", "S0002"], end="2010-01-20"),
+                            DataStore(synth_dir))
+    assert result["dates"] == 0
+    assert result["horizons"]["5"]["ic"] == {"mean": None, "std": None, "ir": None,
+                                             "t_stat": None, "n": 0}
+    assert result["horizons"]["5"]["quantile_mean_return"] == [None] * 5
+    assert result["rank_autocorrelation"]["1"] is None
+    assert result["turnover"]["10"] == {"top": None, "bottom": None}
+
+
+def test_quantile_edges_equal_numpy() -> None:
+    rng = np.random.default_rng(2)
+    values = np.round(rng.standard_normal((400, 23)), 2)
+    sample = rng.random(values.shape) > 0.3
+    sample[:5, 1:] = False
+    for q in (2, 3, 5, 10):
+        edges, increasing = quantile_edges(values, sample, q)
+        for t in range(len(values)):
+            inside = values[t][sample[t]]
+            want = np.quantile(inside, np.arange(q + 1) / q)
+            np.testing.assert_array_equal(edges[t], want)
+            assert increasing[t] == bool(np.all(np.diff(want) > 0))
+
+
+def test_progress_per_horizon(synth_dir: Path) -> None:
+    calls: list[float] = []
+    analyze_factor(FactorParams(horizons=[1, 2, 3]), DataStore(synth_dir),
+                   lambda f, m: calls.append(f))
+    assert calls == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_fewer_than_two_symbols_is_invalid_params(tmp_path: Path, synth_dir: Path) -> None:
+    with pytest.raises(InvalidParams, match="at least 2 symbols"):
+        analyze_factor(FactorParams(symbols=["S0001"]), DataStore(synth_dir))
+    write_bars(tmp_path, "ONLY", np.linspace(1, 2, 50))
+    with pytest.raises(InvalidParams, match="at least 2 symbols, got 1"):
+        analyze_factor(FactorParams(), DataStore(tmp_path))
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"factor": "alpha42"}, "unknown factor 'alpha42'"),
+    ({"factor_params": {"window": 3}}, "no parameter 'window'"),
+    ({"factor": "volatility", "lookback": 1}, "between 2 and"),
+    ({"lookback": 5, "factor_params": {"lookback": 6}}, "disagree"),
+    ({"symbols": ["S0001", "NOPE"]}, "'NOPE'"),
+])
+def test_semantic_errors_are_invalid_params(synth_dir: Path, params: dict[str, Any],
+                                            match: str) -> None:
+    with pytest.raises(InvalidParams, match=match):
+        analyze_factor(FactorParams.model_validate(params), DataStore(synth_dir))
+
+
+@pytest.mark.parametrize("params", [
+    {"quantiles": 1}, {"horizons": []}, {"horizons": [0]}, {"horizons": [1, 1]},
+    {"turnover_lags": [0]}, {"symbols": ["../etc/passwd", "S0001"]}, {"lookback": 0},
+    {"unknown": True},
+])
+def test_invalid_params_are_rejected_by_the_model(params: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        FactorParams.model_validate(params)
+
+
+def test_catalogue_entries_are_documented() -> None:
+    assert {"momentum", "reversal", "volatility", "volume_ratio", "ma_distance"} <= set(CATALOGUE)
+    for factor in CATALOGUE.values():
+        entry = factor.describe()
+        assert entry["description"] and entry["formula"]
+        assert [p["name"] for p in entry["params"]] == ["lookback"]
+    assert resolve("momentum", {})[1] == {"lookback": 20}
+    with pytest.raises(InvalidParams):
+        resolve("momentum", {"lookback": True})

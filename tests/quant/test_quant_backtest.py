@@ -1,0 +1,200 @@
+"""run_backtest against a plain bar-by-bar account loop (tests/quant/quant_reference.py)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from pydantic import ValidationError
+from quant_reference import backtest, own_bars, read_rows, write_bars
+
+import processor.quant.backtest as backtest_module
+from processor.quant.backtest import BacktestParams, run_backtest
+from processor.quant.data import DataStore
+from spool.errors import InvalidParams
+
+RTOL = 1e-12
+COUNTS = ("num_trades", "num_closed_trades", "bars")
+RATIOS = ("total_return", "annualized_return", "annualized_volatility", "sharpe",
+          "max_drawdown", "win_rate", "final_equity")
+
+
+# ``x = ratio - 1`` metrics: compared as the ratio ``1 + x`` (the subtraction cancels
+# digits when x is near 0, so a relative bound on x itself would test rounding noise).
+MINUS_ONE = ("total_return", "annualized_return", "max_drawdown")
+
+
+def assert_close(got: float | None, want: float | None, what: str, *,
+                 plus_one: bool = False) -> None:
+    if want is None:
+        assert got is None, what
+        return
+    assert got is not None, what
+    scale = abs(1.0 + want) if plus_one else abs(want)
+    assert abs(got - want) <= RTOL * scale, f"{what}: {got!r} != {want!r}"
+
+
+def assert_matches(got: dict[str, Any], want: dict[str, Any], symbol: str) -> None:
+    for key in COUNTS:
+        assert got[key] == want[key], f"{symbol} {key}"
+    for key in RATIOS:
+        assert_close(got[key], want[key], f"{symbol} {key}", plus_one=key in MINUS_ONE)
+    assert [t for t, _ in got["equity_curve"]] == [t for t, _ in want["equity_curve"]]
+    mine = np.array([e for _, e in got["equity_curve"]])
+    theirs = np.array([e for _, e in want["equity_curve"]])
+    np.testing.assert_allclose(mine, theirs, rtol=RTOL, atol=0, err_msg=symbol)
+
+
+def reference(data_dir: Path, symbol: str, params: BacktestParams) -> dict[str, Any]:
+    rows = own_bars(read_rows(data_dir / f"{symbol}.csv"), params.start, params.end)
+    return backtest(rows, fast=params.fast, slow=params.slow, fee=params.fee,
+                    slippage=params.slippage, init_cash=params.init_cash,
+                    periods_per_year=params.periods_per_year)
+
+
+@pytest.mark.parametrize(("fast", "slow", "fee", "slippage"),
+                         [(10, 50, 0.001, 0.0), (3, 12, 0.002, 0.0005), (1, 2, 0.0, 0.0)])
+def test_many_symbols_match_the_account_loop(synth_dir: Path, fast: int, slow: int,
+                                             fee: float, slippage: float) -> None:
+    store = DataStore(synth_dir)
+    symbols = store.list_symbols()
+    params = BacktestParams(symbols=symbols, fast=fast, slow=slow, fee=fee, slippage=slippage)
+    result = run_backtest(params, store)
+    assert list(result["symbols"]) == symbols
+    trades = 0
+    for symbol in symbols:
+        assert_matches(result["symbols"][symbol], reference(synth_dir, symbol, params), symbol)
+        trades += result["symbols"][symbol]["num_trades"]
+    assert trades > 5 * len(symbols)
+    assert result["summary"]["symbols"] == 30
+    assert result["summary"]["total_trades"] == trades
+
+
+def test_start_end_cut_the_bars(synth_dir: Path) -> None:
+    params = BacktestParams(symbols=["S0003", "S0004"], fast=5, slow=20,
+                            start=datetime(2010, 6, 1), end=datetime(2011, 3, 31))
+    result = run_backtest(params, DataStore(synth_dir))
+    for symbol in params.symbols:
+        got = result["symbols"][symbol]
+        assert got["equity_curve"][0][0] == "2010-06-01T00:00:00"
+        assert got["equity_curve"][-1][0] == "2011-03-31T00:00:00"
+        assert_matches(got, reference(synth_dir, symbol, params), symbol)
+
+
+def test_summary_and_json(synth_dir: Path) -> None:
+    params = BacktestParams(symbols=["S0000", "S0001", "S0002"])
+    result = run_backtest(params, DataStore(synth_dir))
+    per = result["symbols"]
+    totals = {s: m["total_return"] for s, m in per.items()}
+    summary = result["summary"]
+    assert summary["best_symbol"] == max(totals, key=totals.__getitem__)
+    assert summary["worst_symbol"] == min(totals, key=totals.__getitem__)
+    assert_close(summary["median_total_return"], float(np.median(list(totals.values()))),
+                 "median", plus_one=True)
+    assert_close(summary["mean_sharpe"], float(np.mean([m["sharpe"] for m in per.values()])),
+                 "mean sharpe")
+    assert result["strategy"] == "ma_crossover"
+    assert result["params"]["fast"] == 10 and result["params"]["slow"] == 50
+    decoded = orjson.loads(orjson.dumps(result))
+    assert decoded["symbols"]["S0000"]["equity_curve"][0] == ["2010-01-04T00:00:00", 100000.0]
+
+
+def test_flat_prices_never_trade(tmp_path: Path) -> None:
+    write_bars(tmp_path, "FLAT", [100.0] * 300)
+    write_bars(tmp_path, "FLAT2", [10.1] * 300)
+    params = BacktestParams(symbols=["FLAT", "FLAT2"])
+    result = run_backtest(params, DataStore(tmp_path))
+    for symbol in params.symbols:
+        got = result["symbols"][symbol]
+        assert (got["num_trades"], got["num_closed_trades"], got["bars"]) == (0, 0, 300)
+        assert got["sharpe"] is None and got["win_rate"] is None
+        assert got["annualized_volatility"] == 0.0 and got["max_drawdown"] == 0.0
+        assert got["total_return"] == 0.0 and got["final_equity"] == 100000.0
+        assert {e for _, e in got["equity_curve"]} == {100000.0}
+    assert_matches(result["symbols"]["FLAT"], reference(tmp_path, "FLAT", params), "FLAT")
+
+
+def test_short_series_has_no_trades(tmp_path: Path) -> None:
+    write_bars(tmp_path, "SHORT", np.linspace(10, 20, 30))
+    write_bars(tmp_path, "ONE", [10.0])
+    result = run_backtest(BacktestParams(symbols=["SHORT", "ONE"]), DataStore(tmp_path))
+    short, one = result["symbols"]["SHORT"], result["symbols"]["ONE"]
+    assert (short["bars"], short["num_trades"], short["total_return"]) == (30, 0, 0.0)
+    assert short["sharpe"] is None and short["annualized_volatility"] == 0.0
+    assert (one["bars"], one["num_trades"], one["total_return"]) == (1, 0, 0.0)
+    assert one["sharpe"] is None and one["annualized_volatility"] is None
+    assert one["equity_curve"] == [("2010-01-04T00:00:00", 100000.0)]
+
+
+def test_no_bars_in_range_is_all_null(synth_dir: Path) -> None:
+    params = BacktestParams(symbols=["S0001", "S0002"], start="2030-01-01T00:00:00Z",
+                            end="2031-01-01")
+    result = run_backtest(params, DataStore(synth_dir))
+    got = result["symbols"]["S0001"]
+    assert (got["bars"], got["num_trades"], got["equity_curve"]) == (0, 0, [])
+    assert all(got[key] is None for key in RATIOS)
+    assert result["summary"]["best_symbol"] is None
+    assert result["summary"]["mean_sharpe"] is None
+
+
+def test_symbol_with_gaps_runs_on_its_own_bars(tmp_path: Path, synth_dir: Path) -> None:
+    rng = np.random.default_rng(3)
+    full = read_rows(synth_dir / "S0005.csv")
+    keep = np.sort(rng.choice(len(full.close), size=450, replace=False))
+    days = [full.timestamps[i].strftime("%Y-%m-%d") for i in keep]
+    closes = np.array(full.close)[keep]
+    closes[[40, 41, 200]] = np.nan
+    write_bars(tmp_path, "GAPPY", closes, days=days, open_=np.array(full.open)[keep])
+    (tmp_path / "FULL.csv").write_bytes((synth_dir / "S0006.csv").read_bytes())
+    store = DataStore(tmp_path)
+    params = BacktestParams(symbols=["FULL", "GAPPY"], fast=4, slow=15)
+    together = run_backtest(params, store)
+    gappy = together["symbols"]["GAPPY"]
+    assert gappy["bars"] == 447 and gappy["num_trades"] > 5
+    assert_matches(gappy, reference(tmp_path, "GAPPY", params), "GAPPY")
+    assert_matches(together["symbols"]["FULL"], reference(tmp_path, "FULL", params), "FULL")
+    alone = run_backtest(params.model_copy(update={"symbols": ["GAPPY"]}), store)
+    assert alone["symbols"]["GAPPY"] == gappy
+
+
+def test_progress_per_chunk(synth_dir: Path) -> None:
+    calls: list[tuple[float, str]] = []
+    symbols = DataStore(synth_dir).list_symbols()
+    params = BacktestParams(symbols=symbols)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backtest_module, "CHUNK", 7)
+        run_backtest(params, DataStore(synth_dir), lambda f, m: calls.append((f, m)))
+    assert [f for f, _ in calls] == [7 / 30, 14 / 30, 21 / 30, 28 / 30, 1.0]
+    assert calls[-1][1] == "backtested 30/30 symbols"
+
+
+@pytest.mark.parametrize("update", [
+    {"fast": 50, "slow": 50}, {"fast": 60, "slow": 50}, {"fast": 0}, {"fee": -0.1},
+    {"slippage": 1.0}, {"init_cash": 0}, {"strategy": "buy_and_hold"}, {"symbols": []},
+    {"symbols": ["AAA", "AAA"]}, {"symbols": ["../etc/passwd"]}, {"symbols": ["A\n"]},
+    {"start": "2012-01-01", "end": "2011-01-01"}, {"bogus": 1},
+])
+def test_invalid_params_are_rejected_by_the_model(update: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        BacktestParams.model_validate({"symbols": ["AAA"]} | update)
+
+
+def test_unknown_symbol_is_invalid_params(synth_dir: Path) -> None:
+    params = BacktestParams(symbols=["S0000", "NOPE"])
+    with pytest.raises(InvalidParams, match="NOPE"):
+        run_backtest(params, DataStore(synth_dir))
+
+
+def test_no_nan_in_metrics(tmp_path: Path) -> None:
+    write_bars(tmp_path, "UP", np.linspace(10, 40, 120))
+    result = run_backtest(BacktestParams(symbols=["UP"], fast=2, slow=5), DataStore(tmp_path))
+    got = result["symbols"]["UP"]
+    for key in RATIOS:
+        assert got[key] is None or math.isfinite(got[key])
+    assert got["num_trades"] == 1 and got["num_closed_trades"] == 0 and got["win_rate"] is None
+    assert got["max_drawdown"] == pytest.approx(0.0, abs=0.02)

@@ -1,0 +1,166 @@
+"""DataStore: symbol names, parsing, cache invalidation, panels; and the synthetic writer."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from quant_reference import read_rows, write_bars
+
+from processor.quant import synth
+from processor.quant.data import DataStore, validate_symbol
+from spool.errors import InvalidParams, ToolError
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "/etc/passwd", "", ".hidden", "a/b",
+                                  "A\n", "x" * 65, "a b", "-x", "é"])
+def test_bad_symbol_names_are_invalid_params(tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidParams, match="invalid symbol"):
+        validate_symbol(name)
+    with pytest.raises(InvalidParams, match="invalid symbol"):
+        DataStore(tmp_path).bars(name)
+
+
+@pytest.mark.parametrize("name", ["AAPL", "BRK.B", "es_f-1", "0", "x" * 64])
+def test_good_symbol_names(name: str) -> None:
+    assert validate_symbol(name) == name
+
+
+def test_missing_file_and_directory_are_invalid_params(tmp_path: Path) -> None:
+    (tmp_path / "DIR.csv").mkdir()
+    store = DataStore(tmp_path)
+    with pytest.raises(InvalidParams, match="'NOPE'"):
+        store.bars("NOPE")
+    with pytest.raises(InvalidParams, match="'DIR'"):
+        store.bars("DIR")
+    assert DataStore(tmp_path / "absent").list_symbols() == []
+
+
+def test_parsed_values_match_the_file(synth_dir: Path) -> None:
+    bars = DataStore(synth_dir).bars("S0002")
+    rows = read_rows(synth_dir / "S0002.csv")
+    assert bars.close.tolist() == rows.close and bars.open.tolist() == rows.open
+    assert bars.iso() == [t.isoformat() for t in rows.timestamps]
+    assert not bars.close.flags.writeable
+
+
+def test_list_symbols_skips_other_files(tmp_path: Path) -> None:
+    write_bars(tmp_path, "B", [1.0, 2.0])
+    write_bars(tmp_path, "A", [1.0, 2.0])
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".A.csv.tmp").write_text("x")
+    (tmp_path / "bad name.csv").write_text("x")
+    assert DataStore(tmp_path).list_symbols() == ["A", "B"]
+
+
+def test_cache_reuses_and_invalidates(tmp_path: Path) -> None:
+    header = "timestamp,open,high,low,close,volume\n"
+    path = tmp_path / "AAA.csv"
+    path.write_text(header + "2020-01-01,1,1,1,1,1\n")
+    store = DataStore(tmp_path)
+    first = store.bars("AAA")
+    assert store.bars("AAA").close is first.close
+    before = path.stat()
+    staged = tmp_path / "staged"
+    staged.write_text(header + "2020-01-01,1,2,1,2,1\n")  # same size
+    os.utime(staged, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    os.replace(staged, path)  # only the inode differs
+    assert path.stat().st_size == before.st_size
+    assert store.bars("AAA").close.tolist() == [2.0]
+    path.write_text(header + "2020-01-01,1,3,1,3,1\n2020-01-02,1,4,1,4,1\n")  # in place
+    assert store.bars("AAA").close.tolist() == [3.0, 4.0]
+
+
+def test_cache_is_bounded(tmp_path: Path) -> None:
+    for name in ("A", "B", "C"):
+        write_bars(tmp_path, name, np.arange(1.0, 101.0))
+    store = DataStore(tmp_path, max_bytes=2 * 100 * 8 * 6)
+    kept = store.bars("A")
+    store.bars("B")
+    store.bars("C")
+    assert store.bars("A").close is not kept.close
+    assert store.bars("C").close.tolist() == kept.close.tolist()
+
+
+def test_threads_share_one_store(synth_dir: Path) -> None:
+    store = DataStore(synth_dir)
+    symbols = store.list_symbols()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for s in symbols:
+                assert len(store.bars(s)) == 600
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("timestamp,open,high,low,close\n2010-01-04,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close,volume\n2010-01-05,1,1,1,1,1\n2010-01-04,1,1,1,1,1\n",
+     "strictly increasing on line 3"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-04,1,1,1,1,1\n",
+     "strictly increasing"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,-1,1\n", "close must be positive"),
+    ("timestamp,open,high,low,close,volume\nnot a date,1,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,x,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close,volume\n,1,1,1,1,1\n", "no timestamp on line 2"),
+])
+def test_malformed_files_are_tool_errors(tmp_path: Path, text: str, match: str) -> None:
+    (tmp_path / "BAD.csv").write_text(text)
+    with pytest.raises(ToolError, match=match):
+        DataStore(tmp_path).bars("BAD")
+
+
+def test_offsets_become_utc(tmp_path: Path) -> None:
+    (tmp_path / "TZ.csv").write_text("timestamp,open,high,low,close,volume\n"
+                                     "2020-03-02T09:30:00-05:00,1,1,1,1,1\n"
+                                     "2020-03-02T15:00:00Z,1,1,1,1,1\n")
+    assert DataStore(tmp_path).bars("TZ").iso() == ["2020-03-02T14:30:00", "2020-03-02T15:00:00"]
+
+
+def test_panel_outer_joins_without_fill(tmp_path: Path) -> None:
+    write_bars(tmp_path, "A", [1.0, 2.0, 3.0], days=["2020-01-01", "2020-01-02", "2020-01-03"])
+    write_bars(tmp_path, "B", [10.0, 30.0, 40.0], days=["2020-01-01", "2020-01-03", "2020-01-06"])
+    store = DataStore(tmp_path)
+    panel = store.panel(["A", "B"])
+    assert panel.shape == (4, 2)
+    np.testing.assert_array_equal(panel.close, [[1, 10], [2, np.nan], [3, 30], [np.nan, 40]])
+    cut = store.panel(["A", "B"], "2020-01-02", "2020-01-03")
+    assert cut.timestamps.tolist() == [pd.Timestamp("2020-01-02").to_pydatetime(),
+                                       pd.Timestamp("2020-01-03").to_pydatetime()]
+    np.testing.assert_array_equal(cut.close, [[2, np.nan], [3, 30]])
+
+
+def test_synthetic_data_is_seeded_and_well_formed(tmp_path: Path) -> None:
+    names = synth.write_synthetic(tmp_path / "a", symbols=12, bars=300, seed=5)
+    synth.write_synthetic(tmp_path / "b", symbols=12, bars=300, seed=5)
+    synth.write_synthetic(tmp_path / "c", symbols=12, bars=300, seed=6)
+    assert names == [f"S{i:04d}" for i in range(12)]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [f"{n}.csv" for n in names]
+    same = [(tmp_path / d / "S0003.csv").read_bytes() for d in ("a", "b", "c")]
+    assert same[0] == same[1] != same[2]
+    frame = pd.read_csv(tmp_path / "a" / "S0007.csv")
+    assert frame["timestamp"].iloc[0] == "2010-01-04" and len(frame) == 300
+    assert pd.to_datetime(frame["timestamp"]).dt.day_of_week.max() <= 4
+    lo, hi = frame[["open", "close"]].min(axis=1), frame[["open", "close"]].max(axis=1)
+    assert ((frame["low"] > 0) & (frame["low"] <= lo) & (hi <= frame["high"])).all()
+
+
+def test_synth_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = synth.main(["--symbols", "3", "--bars", "40", "--seed", "1",
+                       "--data-dir", str(tmp_path)])
+    assert code == 0
+    assert "wrote 3 symbols x 40 bars (S0000..S0002)" in capsys.readouterr().out
+    assert DataStore(tmp_path).list_symbols() == ["S0000", "S0001", "S0002"]

@@ -1,0 +1,119 @@
+"""The four tool classes on the tool API, with a minimal in-test ToolContext."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pytest
+from quant_reference import read_rows, write_bars
+
+from processor.quant.data import DataStore
+from processor.quant.jsonsafe import finite_or_none, jsonable
+from processor.quant.tools import QUANT_TOOLS, KlineParams, get_kline
+from processor.tools import BaseTool, ExecutionMode
+from spool.errors import InvalidParams
+
+T = TypeVar("T")
+
+
+class Context:
+    """What the processor hands a tool: progress sink, data dir, resource cache."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.job_id = "job-1"
+        self.data_dir = data_dir
+        self.updates: list[tuple[float, str]] = []
+        self.resources: dict[str, Any] = {}
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.updates.append((fraction, message))
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        if key not in self.resources:
+            self.resources[key] = factory()
+        value: T = self.resources[key]
+        return value
+
+
+def tool(name: str) -> BaseTool:
+    return next(cls for cls in QUANT_TOOLS if cls.name == name)()
+
+
+def run(name: str, params: dict[str, Any], ctx: Context) -> Any:
+    instance = tool(name)
+    result = instance.execute(instance.Params.model_validate(params), ctx)
+    assert result.is_ok, result.error_message
+    return orjson.loads(orjson.dumps(result.value))
+
+
+def test_catalogue_of_tools() -> None:
+    modes = {cls.name: cls.execution_mode for cls in QUANT_TOOLS}
+    assert modes == {"list_factors": ExecutionMode.FAST, "get_kline": ExecutionMode.FAST,
+                     "run_backtest": ExecutionMode.COMPUTE,
+                     "analyze_factor": ExecutionMode.COMPUTE}
+    for cls in QUANT_TOOLS:
+        entry = cls.catalogue_entry()
+        assert entry["description"] and entry["params_schema"]["type"] == "object"
+
+
+def test_list_factors(tmp_path: Path) -> None:
+    factors = run("list_factors", {}, Context(tmp_path))["factors"]
+    momentum = next(f for f in factors if f["name"] == "momentum")
+    assert momentum["params"][0]["name"] == "lookback"
+    assert momentum["params"][0]["default"] == 20
+    assert "C[t-lookback,a]" in momentum["formula"]
+
+
+def test_get_kline_rows_in_time_order(synth_dir: Path) -> None:
+    ctx = Context(synth_dir)
+    rows = read_rows(synth_dir / "S0004.csv")
+    out = run("get_kline", {"symbol": "S0004"}, ctx)
+    assert out["columns"] == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert len(out["rows"]) == 600
+    assert [r[0] for r in out["rows"]] == [t.isoformat() for t in rows.timestamps]
+    assert [r[4] for r in out["rows"]] == rows.close
+    cut = run("get_kline", {"symbol": "S0004", "start": "2010-03-01", "end": "2010-03-31"}, ctx)
+    assert [r[0][:10] for r in cut["rows"]][:2] == ["2010-03-01", "2010-03-02"]
+    assert cut["rows"][-1][0] == "2010-03-31T00:00:00" and len(cut["rows"]) == 23
+    last = run("get_kline", {"symbol": "S0004", "limit": 3}, ctx)["rows"]
+    assert [r[0] for r in last] == [r[0] for r in out["rows"][-3:]]
+    first = run("get_kline", {"symbol": "S0004", "start": "2010-03-01", "limit": 2}, ctx)
+    assert [r[0][:10] for r in first["rows"]] == ["2010-03-01", "2010-03-02"]
+    assert len(ctx.resources) == 1
+
+
+def test_get_kline_missing_values_are_null(tmp_path: Path) -> None:
+    write_bars(tmp_path, "HOLE", [1.0, float("nan"), 3.0])
+    out = get_kline(DataStore(tmp_path), KlineParams(symbol="HOLE"))
+    assert out["rows"][1][4] is None and out["rows"][2][4] == 3.0
+
+
+def test_get_kline_unknown_symbol(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParams, match="'NOPE'"):
+        run("get_kline", {"symbol": "NOPE"}, Context(tmp_path))
+
+
+def test_run_backtest_tool_reports_progress(synth_dir: Path) -> None:
+    ctx = Context(synth_dir)
+    out = run("run_backtest", {"symbols": ["S0001", "S0002"], "fast": 5, "slow": 20}, ctx)
+    assert set(out["symbols"]) == {"S0001", "S0002"}
+    assert out["summary"]["symbols"] == 2
+    assert ctx.updates == [(1.0, "backtested 2/2 symbols")]
+
+
+def test_analyze_factor_tool_reports_progress(synth_dir: Path) -> None:
+    ctx = Context(synth_dir)
+    out = run("analyze_factor", {"factor": "momentum", "lookback": 10, "horizons": [1, 5]}, ctx)
+    assert out["symbols"] == 30 and out["dates"] == 600 - 10 - 5
+    assert set(out["horizons"]) == {"1", "5"} and set(out["turnover"]) == {"1", "5"}
+    assert [f for f, _ in ctx.updates] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_jsonsafe() -> None:
+    assert finite_or_none(float("nan")) is None and finite_or_none(np.float64(2.5)) == 2.5
+    assert jsonable({"a": [np.float64("inf"), np.int64(3), (np.bool_(True), 1.5)]}) == \
+        {"a": [None, 3, [True, 1.5]]}
