@@ -56,6 +56,26 @@ class Progress(BaseModel):
     owner: str | None = None
 
 
+class OwnerStatus(BaseModel):
+    """A processor's status file, ``owners/<owner>.json``, rewritten every heartbeat."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    owner: str
+    pid: int
+    host: str
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    executor: str = "local"
+    job_num: int = 0
+    busy_workers: int = 0
+    fast_running: int = 0
+    done_last_60s: int = 0
+    failed_last_60s: int = 0
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class _JobFields(BaseModel):
     """Fields a job file may carry; shared by jobs and records."""
 

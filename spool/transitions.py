@@ -127,12 +127,12 @@ class Spool:
     def _finish(self, claim: Claim, record: Record, state: JobState) -> None:
         check_transition(JobState.RUNNING, state)
         record = record.model_copy(update={"state": state, "id": claim.job_id})
-        self._publish_terminal(record)
+        self.publish_terminal(record)
         self.mover.unlink_durable(self.layout.job(JobState.RUNNING, claim.job_id))
         self._forget_run(claim.job_id)
         claim.close()
 
-    def _publish_terminal(self, record: Record) -> None:
+    def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
         other = JobState.FAILED if record.state is JobState.DONE else JobState.DONE
         self.mover.publish(self.layout.job(record.state, record.id), record_bytes(record))
@@ -183,7 +183,7 @@ class Spool:
             source=Source(name=printable_name(name), size=size, kind=kind),
             host=self.host, pid=self.pid,
         )
-        self._publish_terminal(record)
+        self.publish_terminal(record)
         return record
 
     # -- client operations -------------------------------------------------------
@@ -204,9 +204,9 @@ class Spool:
         if claim is None:
             return None
         try:
-            record = self._record_of_job(claim, JobState.FAILED)
+            record = self.record_of_claim(claim, JobState.FAILED)
             record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
-            self._publish_terminal(record)
+            self.publish_terminal(record)
             self.mover.unlink(staged)
             return record
         finally:
@@ -241,7 +241,7 @@ class Spool:
         return record.model_copy(update={"state": JobState.PENDING, "attempts": 0,
                                          "result": None, "finished_at": None})
 
-    def _record_of_job(self, claim: Claim, state: JobState) -> Record:
+    def record_of_claim(self, claim: Claim, state: JobState) -> Record:
         """A record for a claimed job file (tolerating a file that is not a valid job)."""
         try:
             job = Job.model_validate_json(claim.data)

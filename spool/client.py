@@ -1,0 +1,144 @@
+"""The client API the CLI and statusd share: submit, get, list, cancel, retry,
+purge, wait.
+
+Every write goes through :class:`~spool.transitions.Spool`, so the CLI and
+HTTP writes keep the same rules as the processor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from spool.clock import Clock, SystemClock
+from spool.errors import ConflictError, NotFoundError
+from spool.fsops import Mover
+from spool.ids import is_valid_id, new_job_id
+from spool.layout import Layout
+from spool.models import Job, Record
+from spool.reader import SpoolReader, scan_folder
+from spool.settings import Settings
+from spool.states import TERMINAL, JobState
+from spool.transitions import Spool
+
+CANCEL_WAIT_S = 5.0
+_POLL_MIN_S = 0.005
+_POLL_MAX_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    removed: int
+    kept: int
+
+
+class Client:
+    """Submit and manage jobs of one spool (no daemon needed)."""
+
+    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None) -> None:
+        layout.require()
+        self.layout = layout
+        self.clock: Clock = clock or SystemClock()
+        self.spool = Spool(layout, mover, self.clock)
+        self.reader = SpoolReader(layout)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        layout = Layout(settings.spool_dir)
+        return cls(layout, Mover(layout, settings.fsync))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def submit(self, job: Job, job_id: str | None = None) -> str:
+        """Drop ``job`` into ``pending/``; returns its id.  ConflictError if pending."""
+        job_id = job_id or job.id or new_job_id(self.clock.now())
+        if not is_valid_id(job_id):
+            raise ValueError(f"invalid id {job_id!r}: use letters, digits and ._- "
+                             "(at most 128, starting with a letter or digit)")
+        if job.id is not None and job.id != job_id:
+            raise ValueError(f"the job says id {job.id!r} but was given id {job_id!r}")
+        self.spool.submit(job, job_id)
+        return job_id
+
+    def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:
+        """Cancel a pending job at once, or ask the processor to kill a running one.
+
+        A running job's record is returned as soon as it is terminal, or after
+        ``wait_s`` as it stands (the processor acts on the request when it sees it).
+        ConflictError when the job already finished; NotFoundError when unknown.
+        """
+        record = self.spool.cancel_pending(job_id)
+        if record is not None:
+            return record
+        current = self.reader.get(job_id)
+        if current.state in TERMINAL:
+            raise ConflictError(f"job {job_id} already finished ({current.state})")
+        self.spool.mover.publish(self.layout.cancel_request(job_id), b"{}", durable=False)
+        if current.state is JobState.PENDING:
+            record = self.spool.cancel_pending(job_id)  # it was between claims
+            if record is not None:
+                return record
+        return self.wait(job_id, timeout=wait_s) if wait_s > 0 else self.reader.get(job_id)
+
+    def retry(self, job_id: str) -> Record:
+        return self.spool.retry(job_id)
+
+    def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL) -> PurgeReport:
+        """Remove terminal records (and quarantined originals) finished before the cutoff."""
+        cutoff_ns = int((self.clock.now().timestamp() - older_than_s) * 1e9)
+        removed = kept = 0
+        for state in states:
+            if state not in TERMINAL:
+                raise ValueError(f"purge removes finished jobs only, not {state}")
+            for entry in scan_folder(self.layout, state):
+                if entry.mtime_ns >= cutoff_ns:
+                    kept += 1
+                    continue
+                if state is JobState.FAILED:
+                    self.spool.mover.unlink(self.layout.original(entry.job_id))
+                removed += self.spool.mover.unlink(entry.path)
+        self.spool.mover.flush()
+        return PurgeReport(removed, kept)
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Record:
+        return self.reader.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_update: Callable[[Record], None] | None = None) -> Record:
+        """Poll until the job is terminal or ``timeout`` passes; the last record seen.
+
+        NotFoundError when the id never appears within the first second.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        appear_by = time.monotonic() + 1.0
+        delay = _POLL_MIN_S
+        last: Record | None = None
+        while True:
+            record: Record | None
+            try:
+                record = self.reader.get(job_id)
+            except NotFoundError:
+                if time.monotonic() > appear_by and last is None:
+                    raise
+                record = last
+            if record is not None:
+                if on_update is not None and record != last:
+                    on_update(record)
+                last = record
+                if record.state in TERMINAL:
+                    return record
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if last is None:
+                    raise NotFoundError(f"no job {job_id}")
+                return last
+            time.sleep(min(delay, deadline - now) if deadline else delay)
+            delay = min(delay * 2, _POLL_MAX_S)
+
+
+def spool_exists(settings: Settings) -> bool:
+    return os.path.isdir(settings.spool_dir) and Layout(settings.spool_dir).exists()

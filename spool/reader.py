@@ -1,0 +1,272 @@
+"""The read side: one record, a filtered page of records, stats, processors.
+
+Needs no daemon: everything is read from the folders (DESIGN section 2).  When
+an id is seen in more than one folder, the newest file wins: a terminal record
+written after the claim beats the ``running/`` leftover of a completion cut
+short, a re-drop newer than the old record shows as pending.
+
+Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
+the sort key of the last row, so pages stay stable while jobs move.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from spool.clock import utc_from_ns
+from spool.errors import NotFoundError
+from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.layout import Layout
+from spool.lease import is_locked
+from spool.models import OwnerStatus, Progress, Record
+from spool.states import ACTIVE, JobState
+
+MAX_PAGE = 1000
+HEARTBEAT_STALE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[Record]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One job file as found in a state folder."""
+
+    job_id: str
+    state: JobState
+    path: Path
+    mtime_ns: int
+    ctime_ns: int
+
+
+def sort_key(record: Record) -> tuple[int, str]:
+    ts = record.submitted_at
+    return (int(ts.timestamp() * 1_000_000) if ts else 0, record.id)
+
+
+def encode_cursor(key: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The sort key a cursor stands for; ValueError when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        micros, job_id = orjson.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(micros, int) or not isinstance(job_id, str):
+        raise ValueError("invalid cursor")
+    return micros, job_id
+
+
+def scan_folder(layout: Layout, state: JobState) -> Iterator[Entry]:
+    """The ``<id>.json`` entries of one state folder (other names skipped)."""
+    try:
+        with os.scandir(layout.folder(state)) as it:
+            for item in it:
+                job_id = id_from_name(item.name)
+                if job_id is None:
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield Entry(job_id, state, Path(item.path), st.st_mtime_ns, st.st_ctime_ns)
+    except FileNotFoundError:
+        return
+
+
+def newest(entries: Iterable[Entry]) -> Entry | None:
+    """Which of an id's files tells its state (see the module docstring)."""
+    best: Entry | None = None
+    for entry in entries:
+        if best is None or _age_key(entry) > _age_key(best):
+            best = entry
+    return best
+
+
+def _age_key(entry: Entry) -> tuple[int, int]:
+    # Claims and drops are renames (ctime moves); records are fresh files (mtime).
+    stamp = entry.ctime_ns if entry.state in ACTIVE else entry.mtime_ns
+    return stamp, entry.state in (JobState.DONE, JobState.FAILED)
+
+
+class SpoolReader:
+    """Reads records and stats straight from a spool's folders."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    # -- one record ----------------------------------------------------------------
+
+    def entries_of(self, job_id: str) -> list[Entry]:
+        found = []
+        for state in JobState:
+            path = self.layout.job(state, job_id)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
+        return found
+
+    def get(self, job_id: str) -> Record:
+        """The record of ``job_id``; NotFoundError when no folder has it."""
+        if not is_valid_id(job_id):
+            raise ValueError(f"invalid id: {job_id!r}")
+        for _ in range(3):  # a file may move between stat and read: look again
+            entry = newest(self.entries_of(job_id))
+            if entry is None:
+                break
+            record = self.load(entry)
+            if record is not None:
+                return record
+        raise NotFoundError(f"no job {job_id}")
+
+    def load(self, entry: Entry) -> Record | None:
+        """The record a folder entry stands for; None if it vanished meanwhile."""
+        try:
+            data = entry.path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return None
+        except OSError:
+            return None
+        if entry.state in ACTIVE:
+            return self._active_record(entry, data)
+        try:
+            return Record.model_validate(orjson.loads(data))
+        except (ValueError, ValidationError):
+            return Record(id=entry.job_id, state=entry.state,
+                          submitted_at=utc_from_ns(entry.mtime_ns))
+
+    def _active_record(self, entry: Entry, data: bytes) -> Record:
+        try:
+            obj = orjson.loads(data)
+            fields = obj if isinstance(obj, dict) else {}
+            record = Record.model_validate({**fields, "id": entry.job_id, "state": entry.state})
+        except (ValueError, ValidationError):
+            record = Record(id=entry.job_id, state=entry.state)
+        if record.submitted_at is None:
+            record.submitted_at = utc_from_ns(entry.mtime_ns)
+        if entry.state is JobState.RUNNING:
+            record.attempts += 1
+            record.error = None
+            record.started_at = utc_from_ns(entry.ctime_ns)
+            progress = self.progress(entry.job_id)
+            if progress is not None:
+                record.progress = progress
+                record.started_at = progress.started_at or record.started_at
+                record.host, record.pid = progress.host, progress.pid
+        return record
+
+    def progress(self, job_id: str) -> Progress | None:
+        try:
+            return Progress.model_validate_json(self.layout.progress_file(job_id).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- many records -------------------------------------------------------------
+
+    def current_entries(self, states: Iterable[JobState] = tuple(JobState)) -> list[Entry]:
+        """One entry per id: the file that tells its state, limited to ``states``."""
+        by_id: dict[str, list[Entry]] = {}
+        for state in JobState:
+            for entry in scan_folder(self.layout, state):
+                by_id.setdefault(entry.job_id, []).append(entry)
+        wanted = set(states)
+        chosen = (newest(group) for group in by_id.values())
+        return [e for e in chosen if e is not None and e.state in wanted]
+
+    def page(self, *, state: JobState | None = None, tool: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        """A page of records, newest first; ValueError on a bad cursor or limit."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1..{MAX_PAGE}")
+        after = decode_cursor(cursor) if cursor else None
+        records = []
+        for entry in self.current_entries([state] if state else JobState):
+            record = self.load(entry)
+            if record is None or (tool is not None and record.tool != tool):
+                continue
+            if after is None or sort_key(record) < after:
+                records.append(record)
+        records.sort(key=sort_key, reverse=True)
+        page = records[:limit]
+        more = len(records) > limit
+        return Page(page, encode_cursor(sort_key(page[-1])) if more else None)
+
+    # -- stats ------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in JobState}
+        for entry in self.current_entries():
+            counts[entry.state.value] += 1
+        return counts
+
+    def oldest_pending_age_s(self, now: float | None = None) -> float | None:
+        oldest = min((e.mtime_ns for e in scan_folder(self.layout, JobState.PENDING)),
+                     default=None)
+        if oldest is None:
+            return None
+        return max(0.0, (now or time.time()) - oldest / 1e9)
+
+    def processors(self) -> list[OwnerStatus]:
+        """Status of every live processor (its owner lock held)."""
+        live = []
+        try:
+            names = sorted(os.listdir(self.layout.owners))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            owner = name.removesuffix(JOB_SUFFIX)
+            if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
+                continue
+            if not is_locked(self.layout.owner_lock(owner)):
+                continue
+            try:
+                live.append(OwnerStatus.model_validate_json(
+                    self.layout.owner_status(owner).read_bytes()))
+            except (FileNotFoundError, ValueError):
+                continue
+        return live
+
+    def stats(self, now: float | None = None) -> dict[str, Any]:
+        """DESIGN section 9's stats shape."""
+        return stats_document(self.counts(), self.oldest_pending_age_s(now),
+                              self.processors(), now)
+
+
+def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
+                   processors: list[OwnerStatus], now: float | None = None) -> dict[str, Any]:
+    now = now or time.time()
+    heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
+    alive = bool(processors) and heartbeat is not None and \
+        now - heartbeat.timestamp() < HEARTBEAT_STALE_S
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "oldest_pending_age_s": oldest_pending_age_s,
+        "job_num": sum(p.job_num for p in processors),
+        "busy_workers": sum(p.busy_workers for p in processors),
+        "fast_running": sum(p.fast_running for p in processors),
+        "processor": {"alive": alive, "heartbeat_at": heartbeat, "count": len(processors)},
+        "processors": [p.model_dump(exclude={"tools"}) for p in processors],
+        "throughput": {
+            "done_last_60s": sum(p.done_last_60s for p in processors),
+            "failed_last_60s": sum(p.failed_last_60s for p in processors),
+        },
+    }

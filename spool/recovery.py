@@ -1,0 +1,335 @@
+"""The recovery scan: put every job back into exactly one state after a crash.
+
+Run by each processor before its first claim and every ``SPOOL_SCAN_S``.  It
+only ever touches what no live process holds: a running job is an orphan when
+its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
+``tmp/`` is dead when its writer's pid is gone (or it is over a day old).
+
+* An orphan whose terminal record is newer than its claim was finished: the
+  leftover ``running/`` file goes.  Otherwise it is requeued with its attempt
+  count raised and a backoff, or failed ``abandoned`` once ``max_attempts``
+  is spent (DESIGN section 9).
+* A quarantine, cancel or retry cut short in ``tmp/`` is completed or undone;
+  nothing a client sent is dropped.  Other dead staging files are removed.
+* A ``failed/<id>.orig`` without its record gets one; an id with records in
+  both ``done/`` and ``failed/`` keeps the newer; progress and cancel files of
+  jobs no longer running, and lock files of dead owners, are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from spool.clock import utc_from_ns
+from spool.errors import ErrorType
+from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.layout import ORIG_SUFFIX
+from spool.lease import is_locked, open_nofollow, try_lock
+from spool.models import ErrorInfo, Job, Record, Source, record_bytes
+from spool.states import JobState
+from spool.transitions import Claim, Spool, read_fd, record_from_job
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 300.0
+DEAD_STAGING_AGE_S = 86_400.0
+
+MaxAttempts = Callable[[Job], int]
+
+
+def default_max_attempts(job: Job) -> int:
+    return job.max_attempts or 1
+
+
+def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
+    """Delay before run ``attempts + 1``: exponential from 1 s, capped, with jitter."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** max(attempts - 1, 0))
+    return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    requeued: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.requeued or self.abandoned or self.finished or self.restored
+                    or self.removed)
+
+
+class Recovery:
+    """One recovery pass over a spool; ``max_attempts`` resolves a job's limit."""
+
+    def __init__(self, spool: Spool, max_attempts: MaxAttempts = default_max_attempts) -> None:
+        self.spool = spool
+        self.layout = spool.layout
+        self.mover = spool.mover
+        self.max_attempts = max_attempts
+
+    def scan(self) -> RecoveryReport:
+        report = RecoveryReport()
+        self._dead_owners(report)
+        self._dead_staging(report)
+        for entry in _entries(self.layout.folder(JobState.RUNNING)):
+            job_id = id_from_name(entry.name)
+            if job_id is not None:
+                self._orphan(job_id, report)
+        self._terminal_leftovers(report)
+        self._sidecars(report)
+        self.mover.flush()
+        return report
+
+    # -- orphans in running/ -------------------------------------------------------
+
+    def _orphan(self, job_id: str, report: RecoveryReport) -> None:
+        path = self.layout.job(JobState.RUNNING, job_id)
+        claim = _lease(path, job_id)
+        if claim is None:
+            return  # a live owner holds it, or it just finished
+        try:
+            self._settle_orphan(claim, report)
+        finally:
+            claim.close()
+
+    def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
+        job_id = claim.job_id
+        if self._finished_after(job_id, claim.claimed_ns):
+            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
+            report.finished.append(job_id)
+            return
+        try:
+            job = Job.model_validate_json(claim.data)
+        except ValidationError as exc:
+            self._abandon(claim, None, f"running file is not a valid job: {exc.errors()[0]['msg']}")
+            report.abandoned.append(job_id)
+            return
+        ran = job.attempts + 1
+        limit = self.max_attempts(job)
+        if ran < limit:
+            delay = backoff_s(ran)
+            retry = job.model_copy(update={
+                "attempts": ran,
+                "not_before": self.spool.clock.now() + timedelta(seconds=delay),
+                "error": ErrorInfo(type=ErrorType.ABANDONED,
+                                   message="its processor died mid-run; requeued"),
+            })
+            if self.spool.requeue(claim, retry):
+                report.requeued.append(job_id)
+                return
+            message = "its processor died mid-run; superseded by a newer drop of the id"
+        else:
+            message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
+        self._abandon(claim, job.model_copy(update={"attempts": ran}), message)
+        report.abandoned.append(job_id)
+
+    def _abandon(self, claim: Claim, job: Job | None, message: str) -> None:
+        now = self.spool.clock.now()
+        if job is None:
+            record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,
+                            submitted_at=utc_from_ns(claim.mtime_ns))
+        else:
+            record = record_from_job(job, claim.job_id, JobState.FAILED, claim.mtime_ns)
+        record = record.model_copy(update={
+            "finished_at": now, "started_at": utc_from_ns(claim.claimed_ns),
+            "host": self.spool.host, "pid": self.spool.pid,
+            "error": ErrorInfo(type=ErrorType.ABANDONED, message=message),
+        })
+        self.spool.fail(claim, record)
+
+    def _finished_after(self, job_id: str, claimed_ns: int) -> bool:
+        for state in (JobState.DONE, JobState.FAILED):
+            try:
+                if os.lstat(self.layout.job(state, job_id)).st_mtime_ns >= claimed_ns:
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    # -- tmp/ ------------------------------------------------------------------------
+
+    def _dead_staging(self, report: RecoveryReport) -> None:
+        now_s = self.spool.clock.now().timestamp()
+        for entry in _entries(self.layout.tmp):
+            parsed = _parse_staging(entry.name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            old = now_s - st.st_mtime > DEAD_STAGING_AGE_S
+            if parsed is None:
+                if old:
+                    report.removed += self.mover.unlink(Path(entry.path))
+                continue
+            tag, pid = parsed
+            path = Path(entry.path)
+            if (_pid_alive(pid) and not old) or is_locked(path):
+                continue
+            self._settle_staged(tag, path, st, report)
+
+    def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
+                       report: RecoveryReport) -> None:
+        action, _, job_id = tag.partition("-")
+        if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
+            report.removed += self.mover.unlink(path)
+            return
+        if action == "quarantine":
+            self._restore_quarantine(job_id, path, st)
+        elif action == "cancel":
+            self._restore_cancel(job_id, path, st)
+        else:
+            self._restore_retry(job_id, path, st)
+        report.restored.append(job_id)
+
+    def _restore_quarantine(self, job_id: str, path: Path, st: os.stat_result) -> None:
+        orig = self.layout.original(job_id)
+        if not self.mover.move(path, orig, replace=False):
+            orig = path  # an original is already there: keep both, this one in tmp/
+        kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+        self._record_for_original(job_id, st, kind, "quarantined when its processor died; "
+                                  "the original name was lost", orig == path)
+
+    def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
+        if self._finished_after(job_id, st.st_ctime_ns):
+            self.mover.unlink(path)  # the cancel completed
+            return
+        if self.mover.move(path, self.layout.job(JobState.PENDING, job_id), replace=False):
+            return  # cancel undone: the job is pending again
+        claim = _lease(path, job_id)  # a newer drop is pending: finish the cancel
+        if claim is not None:
+            try:
+                record = self.spool.record_of_claim(claim, JobState.FAILED)
+                record.error = ErrorInfo(type=ErrorType.CANCELLED,
+                                         message="cancelled while pending")
+                self.spool.publish_terminal(record)
+                self.mover.unlink(path)
+            finally:
+                claim.close()
+
+    def _restore_retry(self, job_id: str, path: Path, st: os.stat_result) -> None:
+        pending = self.layout.job(JobState.PENDING, job_id)
+        try:
+            retried = os.lstat(pending).st_mtime_ns >= st.st_ctime_ns
+        except FileNotFoundError:
+            retried = False
+        if retried or not self.mover.move(path, self.layout.job(JobState.FAILED, job_id)):
+            self.mover.unlink(path)  # the retry completed, or a newer record stands
+
+    # -- done/ and failed/ -----------------------------------------------------------
+
+    def _terminal_leftovers(self, report: RecoveryReport) -> None:
+        done = {e.name for e in _entries(self.layout.folder(JobState.DONE))}
+        for entry in _entries(self.layout.folder(JobState.FAILED)):
+            name = entry.name
+            if name.endswith(ORIG_SUFFIX):
+                job_id = name.removesuffix(ORIG_SUFFIX)
+                if is_valid_id(job_id) and not os.path.lexists(
+                        self.layout.job(JobState.FAILED, job_id)):
+                    st = entry.stat(follow_symlinks=False)
+                    self._record_for_original(job_id, st, "file", "quarantined when its "
+                                              "processor died", False)
+                    report.restored.append(job_id)
+            elif name in done:
+                self._keep_newer(name, report)
+
+    def _keep_newer(self, name: str, report: RecoveryReport) -> None:
+        paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]
+        try:
+            older = min(paths, key=lambda p: os.lstat(p).st_mtime_ns)
+        except FileNotFoundError:
+            return
+        report.removed += self.mover.unlink_durable(older)
+
+    def _record_for_original(self, job_id: str, st: os.stat_result, kind: str, message: str,
+                             left_in_tmp: bool) -> None:
+        if os.path.lexists(self.layout.job(JobState.FAILED, job_id)):
+            return
+        if left_in_tmp:
+            message += "; the original is kept in tmp/ (an older original had the id)"
+        record = Record(
+            id=job_id, state=JobState.FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
+            finished_at=self.spool.clock.now(), host=self.spool.host, pid=self.spool.pid,
+            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=message),
+            source=Source(name=job_id + JOB_SUFFIX, size=st.st_size, kind=kind))
+        self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
+                           replace=False)
+
+    # -- sidecars and owners ---------------------------------------------------------
+
+    def _sidecars(self, report: RecoveryReport) -> None:
+        running = self.layout.folder(JobState.RUNNING)
+        pending = self.layout.folder(JobState.PENDING)
+        for entry in _entries(self.layout.progress):
+            if not os.path.lexists(running / entry.name):
+                report.removed += self.mover.unlink(Path(entry.path))
+        for entry in _entries(self.layout.cancel):
+            name = entry.name + JOB_SUFFIX
+            if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
+                report.removed += self.mover.unlink(Path(entry.path))
+
+    def _dead_owners(self, report: RecoveryReport) -> None:
+        for entry in _entries(self.layout.owners):
+            if not entry.name.endswith(".lock"):
+                continue
+            owner = entry.name.removesuffix(".lock")
+            if not is_valid_id(owner) or is_locked(Path(entry.path)) is not False:
+                continue
+            report.removed += self.mover.unlink(self.layout.owner_status(owner))
+            report.removed += self.mover.unlink(Path(entry.path))
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _lease(path: Path, job_id: str) -> Claim | None:
+    """Lock an existing file in place (no move); None when it is gone or held."""
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and try_lock(fd):
+            now = os.lstat(path)
+            if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                fd_out, fd = fd, -1
+                return Claim(job_id, fd_out, read_fd(fd_out), now.st_ctime_ns, now.st_mtime_ns)
+        return None
+    except FileNotFoundError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _parse_staging(name: str) -> tuple[str, int] | None:
+    parts = name.rsplit(".", 3)
+    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
