@@ -1,0 +1,96 @@
+"""``spool-processor`` (= ``python -m processor``): run the daemon, or list its tools.
+
+    spool-processor [run] [--spool-dir DIR] [--job-num N] [--executor local|dask://H:P]
+    spool-processor tools [--json]
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 on a configuration
+error (one line on stderr), 1 on anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from processor.daemon import Processor
+from processor.executor import ComputeExecutor
+from processor.logs import setup_logging
+from processor.notify import SystemdNotifier
+from processor.pool import LocalPool
+from processor.registry import Registry, load_registry
+from spool.errors import ConfigError, SpoolError
+from spool.settings import Settings, load_settings
+
+_SINGLE_THREADED_MATH = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "NUMEXPR_NUM_THREADS")
+
+
+def make_executor(settings: Settings) -> ComputeExecutor:
+    """The COMPUTE executor ``SPOOL_EXECUTOR`` names."""
+    if settings.executor == "local":
+        return LocalPool(settings.job_num, tool_modules=settings.tool_modules,
+                         memory_mb=settings.worker_memory_mb,
+                         max_jobs=settings.worker_max_jobs)
+    if settings.executor.startswith(("dask://", "tcp://")):
+        from processor.dask_executor import DaskExecutor  # noqa: PLC0415 - optional extra
+
+        return DaskExecutor(settings)
+    raise ConfigError(f"SPOOL_EXECUTOR={settings.executor!r}: use 'local' or 'dask://host:port'")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spool-processor", description=__doc__.split("\n")[0])
+    parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run")
+    parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")
+    parser.add_argument("--job-num", type=int, help="COMPUTE workers (JOB_NUM)")
+    parser.add_argument("--executor", help="local, or dask://host:port (SPOOL_EXECUTOR)")
+    parser.add_argument("--json", action="store_true", help="tools: print JSON")
+    return parser
+
+
+def print_tools(registry: Registry, as_json: bool) -> None:
+    entries = registry.catalogue()
+    if as_json:
+        sys.stdout.write(orjson.dumps([{
+            "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
+            "category": e["category"], "max_attempts": e["max_attempts"],
+            "description": e["description"], "params_schema": e["params_schema"],
+        } for e in entries], option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    width = max(len(e["name"]) for e in entries)
+    for e in entries:
+        params = ", ".join(e["params_schema"].get("properties", {})) or "-"
+        print(f"{e['name']:<{width}}  {e['execution_mode']:<7}  "
+              f"{e['execution_timeout']:>7g}s  params: {params}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(spool_dir=args.spool_dir, job_num=args.job_num,
+                                 executor=args.executor)
+        registry = load_registry(settings.tool_modules)
+        if args.command == "tools":
+            print_tools(registry, args.json)
+            return 0
+        for name in _SINGLE_THREADED_MATH:  # JOB_NUM workers, one core each
+            os.environ.setdefault(name, "1")
+        setup_logging(settings.log_level)
+        executor = make_executor(settings)
+        notifier = SystemdNotifier.from_env(os.environ)
+        return Processor(settings, registry, executor, notifier=notifier).run()
+    except (ConfigError, SpoolError) as exc:
+        print(f"spool-processor: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:
+        logging.getLogger("spoolq.processor").exception("crashed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

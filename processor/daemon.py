@@ -1,0 +1,663 @@
+"""The ``spool-processor`` daemon: watch, classify, run, record.
+
+One thread owns every decision.  Everything else only posts events to its
+inbox: the change feed (names that moved in ``pending/`` and ``cancel/``),
+FAST threads and the COMPUTE executor (progress, outcomes), signal handlers.
+The loop wakes on an event or on the nearest timer (rescan, heartbeat,
+``not_before``, FAST deadline, shutdown grace), so it never polls busily.
+
+Life of a job here: intake judges the file (:mod:`spool.intake`); a ready job
+waits in the FAST or COMPUTE queue (highest priority, then oldest); it is
+claimed only when a FAST thread or a COMPUTE worker is free, so other
+processors can take what this one cannot start; its outcome becomes a record
+in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
+(DESIGN section 9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from processor import logs
+from processor.executor import ComputeExecutor, Task
+from processor.notify import SystemdNotifier
+from processor.registry import Registry
+from processor.runner import Context, Outcome, run_tool, validate_params
+from processor.tools import BaseTool, ExecutionMode
+from spool.clock import Clock, SystemClock
+from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
+from spool.feed import ChangeFeed
+from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.lease import OwnerLease
+from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
+from spool.recovery import Recovery, backoff_s
+from spool.settings import Settings
+from spool.states import JobState
+from spool.transitions import Claim, Spool, record_from_job
+
+log = logging.getLogger("spoolq.processor")
+
+VERSION = "0.1.0"
+HEARTBEAT_S = 1.0
+PROGRESS_WRITE_S = 0.2
+INTAKE_BATCH = 256
+IO_BACKOFF_S = (0.5, 30.0)
+_SEQ = 0
+
+
+def _seq() -> int:
+    global _SEQ
+    _SEQ += 1
+    return _SEQ
+
+
+@dataclass(slots=True)
+class Run:
+    """A claimed job while it runs here."""
+
+    claim: Claim
+    job: Job
+    tool: type[BaseTool]
+    record: Record
+    started: float
+    deadline: float
+    mode: ExecutionMode
+    abandoned: bool = False
+    last_progress_write: float = 0.0
+    progress: tuple[float, str] | None = None
+
+
+@dataclass(order=True, slots=True)
+class _Queued:
+    key: tuple[int, int, str]
+    seq: int
+    candidate: Candidate = field(compare=False)
+
+
+class Processor:
+    """One processor on one spool; :meth:`run` returns the exit status."""
+
+    def __init__(self, settings: Settings, registry: Registry, executor: ComputeExecutor, *,
+                 clock: Clock | None = None, notifier: SystemdNotifier | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.executor = executor
+        self.clock: Clock = clock or SystemClock()
+        self.notifier = notifier or SystemdNotifier.from_env({})
+        self.spool = Spool.from_settings(settings, self.clock)
+        self.layout = self.spool.layout
+        self.intake = Intake(self.spool, max_job_bytes=settings.max_job_bytes,
+                             settle_s=settings.settle_s, clock=self.clock)
+        self.recovery = Recovery(self.spool, self.max_attempts)
+        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.owner = _owner_id()
+        self.fast = ThreadPoolExecutor(settings.fast_threads, thread_name_prefix="fast")
+        self.fast_busy = 0
+        self.runs: dict[str, Run] = {}
+        self.ready: dict[str, Candidate] = {}
+        self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
+        self.delayed: list[tuple[float, int, Candidate]] = []
+        self.blocked: dict[str, Candidate] = {}
+        self.seen: dict[str, tuple[int, int, int]] = {}
+        self.dirty: set[str] = set()
+        self.cancels: set[str] = set()
+        self.finished_at: deque[tuple[float, bool]] = deque()
+        self.stopping = False
+        self.grace_deadline = 0.0
+        self.next_scan = 0.0
+        self.next_heartbeat = 0.0
+        self.next_watchdog = 0.0
+        self.io_pause_until = 0.0
+        self.io_failures = 0
+        self.started_at = self.clock.now()
+        self.lease: OwnerLease | None = None
+        self.feed: ChangeFeed | None = None
+        self.resources: dict[str, Any] = {}
+        self.catalogue = registry.catalogue()
+        self.unfinished: list[tuple[Run, Outcome]] = []
+
+    # -- policy -------------------------------------------------------------------------
+
+    def max_attempts(self, job: Job) -> int:
+        if job.max_attempts is not None:
+            return job.max_attempts
+        if job.tool in self.registry:
+            return self.registry.get(job.tool).max_attempts
+        return 1
+
+    def timeout_of(self, job: Job, tool: type[BaseTool]) -> float:
+        limit = tool.execution_timeout
+        return min(job.timeout, limit) if job.timeout else limit
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.layout.require()
+        self.lease = OwnerLease(self.layout.owner_lock(self.owner))
+        self._install_signals()
+        try:
+            report = self.recovery.scan()
+            if report.changed:
+                log.info("recovery", extra={"fields": _report_fields(report)})
+            self.executor.start(_Sink(self.inbox))
+            self.feed = ChangeFeed([self.layout.folder(JobState.PENDING), self.layout.cancel],
+                                   self._on_change)
+            self.feed.start()
+            self._rescan()
+            self._heartbeat()
+            self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
+                                f"{self.executor.capacity()}")
+            log.info("started", extra={"fields": {"owner": self.owner,
+                                                  "job_num": self.executor.capacity(),
+                                                  "executor": self.executor.name,
+                                                  "spool": str(self.layout.root)}})
+            self._loop()
+        finally:
+            self._close()
+        return 0
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.inbox.put(("signal", signum))
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _loop(self) -> None:
+        while not (self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline)):
+            self._wait_and_drain(self._next_wake())
+            now = time.monotonic()
+            if now >= self.next_scan and not self.stopping:
+                self._periodic()
+            self._intake()
+            self._cancel_requested()
+            self._expire_fast(now)
+            if now >= self.io_pause_until:
+                if self.unfinished:
+                    self._retry_unfinished()
+                if not self.stopping:
+                    self._dispatch()
+            if now >= self.next_heartbeat:
+                self._heartbeat()
+            if now >= self.next_watchdog:
+                self.notifier.watchdog()
+                self.next_watchdog = now + (self.notifier.watchdog_interval_s or 3600.0)
+        self._stop_runs()
+
+    def _next_wake(self) -> float:
+        now = time.monotonic()
+        wakes = [self.next_heartbeat, self.next_watchdog]
+        if not self.stopping:
+            wakes.append(self.next_scan)
+        else:
+            wakes.append(self.grace_deadline)
+        if self.delayed:
+            wakes.append(now + max(0.0, self.delayed[0][0] - time.time()))
+        if self.io_pause_until > now:
+            wakes.append(self.io_pause_until)
+        wakes.extend(r.deadline for r in self.runs.values()
+                     if r.mode is ExecutionMode.FAST and not r.abandoned)
+        if self.dirty or self.cancels:
+            return 0.0
+        return max(0.0, min(wakes) - now)
+
+    def _wait_and_drain(self, timeout: float) -> None:
+        try:
+            event = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(event)
+            try:
+                event = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "fs":
+            _, folder, name = event
+            if folder == JobState.PENDING.value:
+                self.dirty.add(name)
+            elif folder == self.layout.cancel.name:
+                self.cancels.add(name)
+        elif kind == "progress":
+            self._on_progress(event[1], event[2], event[3])
+        elif kind == "finished":
+            self._on_finished(event[1])
+        elif kind == "fast_done":
+            self.fast_busy -= 1
+            self._on_finished(event[1], fast=True)
+        elif kind == "signal":
+            self._begin_stop(event[1])
+
+    def _begin_stop(self, signum: int) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.grace_deadline = time.monotonic() + self.settings.grace_s
+        self.notifier.stopping()
+        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name,
+                                               "running": len(self.runs),
+                                               "grace_s": self.settings.grace_s}})
+
+    def _stop_runs(self) -> None:
+        """Grace is over: kill what still runs and requeue it without counting the attempt."""
+        leftovers = list(self.runs.values())
+        self.executor.shutdown()
+        for run in leftovers:
+            self.runs.pop(run.claim.job_id, None)
+            back = run.job.model_copy(update={"not_before": None})
+            if self.spool.requeue(run.claim, back):
+                logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
+                                reason="shutdown", attempts=run.job.attempts)
+            else:
+                self._fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor shut "
+                                          "down and a newer drop of the id is pending"))
+
+    def _close(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+        self.fast.shutdown(wait=False, cancel_futures=True)
+        self.spool.mover.flush()
+        self.spool.mover.unlink(self.layout.owner_status(self.owner))
+        if self.lease is not None:
+            self.spool.mover.unlink(self.layout.owner_lock(self.owner))
+            self.lease.release()
+        log.info("stopped", extra={"fields": {"owner": self.owner}})
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def _on_change(self, folder: str, name: str) -> None:
+        self.inbox.put(("fs", folder, name))
+
+    def _periodic(self) -> None:
+        self.next_scan = time.monotonic() + self.settings.scan_s
+        try:
+            report = self.recovery.scan()
+        except SpoolIOError as exc:
+            self._io_trouble(exc)
+            return
+        if report.changed:
+            log.info("recovery", extra={"fields": _report_fields(report)})
+        self._rescan()
+
+    def _rescan(self) -> None:
+        """Mark every pending name whose inode, size or mtime changed since last seen."""
+        self.next_scan = time.monotonic() + self.settings.scan_s
+        present: set[str] = set()
+        try:
+            with os.scandir(self.layout.folder(JobState.PENDING)) as it:
+                for entry in it:
+                    present.add(entry.name)
+                    if is_in_progress_name(entry.name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
+                        self.dirty.add(entry.name)
+        except OSError as exc:
+            log.error("cannot scan pending/", extra={"fields": {"error": str(exc)}})
+            return
+        for name in set(self.seen) - present:
+            del self.seen[name]
+        self.intake.forget(present)
+        with contextlib.suppress(FileNotFoundError):
+            self.cancels.update(os.listdir(self.layout.cancel))
+
+    def _intake(self) -> None:
+        if self.stopping or not self.dirty or time.monotonic() < self.io_pause_until:
+            return
+        for _ in range(min(INTAKE_BATCH, len(self.dirty))):
+            name = self.dirty.pop()
+            try:
+                self._inspect(name)
+            except SpoolIOError as exc:
+                self.dirty.add(name)
+                self._io_trouble(exc)
+                return
+
+    def _inspect(self, name: str) -> None:
+        result = self.intake.inspect(name)
+        if result.verdict is Verdict.QUARANTINED and result.record is not None:
+            logs.transition("quarantined", id=result.record.id, reason=result.record.error
+                            and result.record.error.message, source=name)
+            return
+        if result.verdict is Verdict.WAITING:
+            self.next_scan = min(self.next_scan, time.monotonic() + self.settings.settle_s / 2
+                                 + 0.05)
+            return
+        if result.verdict is not Verdict.READY or result.candidate is None:
+            self.seen.pop(name, None)
+            return
+        cand = result.candidate
+        self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
+        old = self.ready.get(cand.job_id)
+        if old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns:
+            return
+        self._enqueue(cand)
+
+    def _enqueue(self, cand: Candidate) -> None:
+        self.ready[cand.job_id] = cand
+        if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
+            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), _seq(), cand))
+            return
+        mode = self._mode_of(cand.job.tool)
+        key = (-cand.job.priority, cand.submitted_ns, cand.job_id)
+        heapq.heappush(self.queues[mode], _Queued(key, _seq(), cand))
+
+    def _mode_of(self, tool: str) -> ExecutionMode:
+        # Unknown tools fail at once: the FAST lane does that without a worker.
+        if tool in self.registry:
+            return self.registry.get(tool).execution_mode
+        return ExecutionMode.FAST
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        now = time.time()
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, cand = heapq.heappop(self.delayed)
+            if self.ready.get(cand.job_id) is cand:
+                del self.ready[cand.job_id]
+                self._enqueue(cand)
+        try:
+            self._dispatch_lane(ExecutionMode.FAST, lambda: self.fast_busy
+                                < self.settings.fast_threads)
+            self._dispatch_lane(ExecutionMode.COMPUTE, lambda: self.executor.free_slots() > 0)
+        except SpoolIOError as exc:
+            self._io_trouble(exc)
+        else:
+            self.io_failures = 0
+
+    def _dispatch_lane(self, mode: ExecutionMode, free: Any) -> None:
+        lane = self.queues[mode]
+        while lane and free():
+            item = heapq.heappop(lane)
+            cand = item.candidate
+            if self.ready.get(cand.job_id) is not cand:
+                continue  # superseded by a newer drop or already gone
+            if cand.job_id in self.runs:
+                self.blocked[cand.job_id] = cand  # same id running: waits its turn
+                continue
+            del self.ready[cand.job_id]
+            self._start(cand)
+
+    def _start(self, cand: Candidate) -> None:
+        claim = self.spool.claim(cand.job_id)
+        if claim is None:
+            return  # another processor won, or it is gone; a rescan tells
+        self.seen.pop(cand.job_id + ".json", None)
+        try:
+            job = Job.model_validate_json(claim.data)
+        except ValueError:
+            job = cand.job  # replaced in between by something unparsable: run what we judged
+        now = self.clock.now()
+        record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns)
+        record = record.model_copy(update={"attempts": job.attempts + 1, "started_at": now,
+                                           "host": self.spool.host, "pid": self.spool.pid,
+                                           "error": None})
+        try:
+            tool = self.registry.get(job.tool)
+        except JobError as exc:
+            self._finish_error(self._new_run(claim, job, None, record), exc)
+            return
+        run = self._new_run(claim, job, tool, record)
+        logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
+                        mode=tool.execution_mode.value)
+        try:
+            params = validate_params(tool, job.params)
+        except JobError as exc:
+            self._finish_error(run, exc)
+            return
+        self._write_progress(run, 0.0, "started")
+        if tool.execution_mode is ExecutionMode.FAST:
+            self.fast_busy += 1
+            self.fast.submit(self._run_fast, tool, cand.job_id, params.model_dump())
+        else:
+            self.executor.submit(Task(cand.job_id, job.tool, job.params,
+                                      run.deadline - run.started, str(self.settings.data_dir),
+                                      record.attempts))
+
+    def _new_run(self, claim: Claim, job: Job, tool: type[BaseTool] | None, record: Record
+                 ) -> Run:
+        started = time.monotonic()
+        timeout = self.timeout_of(job, tool) if tool else 0.0
+        run = Run(claim, job, tool or BaseTool, record, started, started + timeout,
+                  tool.execution_mode if tool else ExecutionMode.FAST)
+        self.runs[claim.job_id] = run
+        return run
+
+    def _run_fast(self, tool: type[BaseTool], job_id: str, params: dict[str, Any]) -> None:
+        def report(fraction: float, message: str) -> None:
+            self.inbox.put(("progress", job_id, fraction, message))
+
+        ctx = Context(job_id, self.settings.data_dir, report, self.resources)
+        self.inbox.put(("fast_done", run_tool(tool, job_id, params, ctx)))
+
+    def _expire_fast(self, now: float) -> None:
+        for run in list(self.runs.values()):
+            if run.mode is ExecutionMode.FAST and not run.abandoned and now >= run.deadline:
+                run.abandoned = True  # its thread cannot be killed; its result is ignored
+                self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
+                                          f"FAST tool past its {run.deadline - run.started:g} s "
+                                          "timeout (its thread is abandoned)", retryable=True,
+                                          duration_s=now - run.started))
+
+    # -- cancel -------------------------------------------------------------------------
+
+    def _cancel_requested(self) -> None:
+        while self.cancels:
+            job_id = self.cancels.pop()
+            if not os.path.lexists(self.layout.cancel / job_id):
+                continue
+            run = self.runs.get(job_id)
+            if run is not None and not run.abandoned:
+                if run.mode is ExecutionMode.COMPUTE:
+                    self.executor.kill(job_id, ErrorType.CANCELLED.value)
+                else:
+                    run.abandoned = True
+                    self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
+                                              "cancelled while running"))
+            elif run is None and job_id in self.ready:
+                record = self.spool.cancel_pending(job_id)
+                if record is not None:
+                    self.ready.pop(job_id, None)
+                    logs.transition("cancelled", id=job_id, tool=record.tool)
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _on_progress(self, job_id: str, fraction: float, message: str) -> None:
+        run = self.runs.get(job_id)
+        if run is None or run.abandoned:
+            return
+        run.progress = (fraction, message)
+        if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
+            self._write_progress(run, fraction, message)
+
+    def _write_progress(self, run: Run, fraction: float, message: str) -> None:
+        run.last_progress_write = time.monotonic()
+        progress = Progress(fraction=fraction, message=message, updated_at=self.clock.now(),
+                            started_at=run.record.started_at, attempt=run.record.attempts,
+                            host=self.spool.host, pid=self.spool.pid, owner=self.owner)
+        try:
+            self.spool.mover.publish(self.layout.progress_file(run.claim.job_id),
+                                     orjson.dumps(progress.model_dump(exclude_none=True),
+                                                  option=orjson.OPT_UTC_Z), durable=False)
+        except (SpoolIOError, OSError) as exc:
+            log.warning("cannot write progress", extra={"fields": {"error": str(exc)}})
+
+    def _on_finished(self, outcome: Outcome, *, fast: bool = False) -> None:
+        run = self.runs.get(outcome.job_id)
+        if run is None or (fast and run.mode is not ExecutionMode.FAST):
+            return
+        if run.abandoned:
+            return  # already finished as timeout or cancelled
+        self._finish(run, outcome)
+
+    def _finish(self, run: Run, outcome: Outcome) -> None:
+        try:
+            self._record_outcome(run, outcome)
+        except SpoolIOError:
+            self.unfinished.append((run, outcome))  # kept with its claim; retried after a pause
+
+    def _retry_unfinished(self) -> None:
+        waiting, self.unfinished = self.unfinished, []
+        for run, outcome in waiting:
+            self._finish(run, outcome)
+
+    def _record_outcome(self, run: Run, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._complete(run, outcome)
+        else:
+            assert outcome.error_type is not None
+            error = ErrorInfo(type=outcome.error_type, message=outcome.message or "",
+                              traceback=outcome.traceback)
+            if self._should_retry(run, outcome):
+                self._retry(run, error)
+            else:
+                self._fail(run, error, outcome)
+
+    def _finish_error(self, run: Run, exc: JobError) -> None:
+        self._finish(run, Outcome(run.claim.job_id, ErrorType(exc.error_type), str(exc),
+                                  retryable=exc.retryable))
+
+    def _should_retry(self, run: Run, outcome: Outcome) -> bool:
+        assert outcome.error_type is not None
+        retryable = outcome.error_type in RETRYABLE and (
+            outcome.error_type is not ErrorType.TOOL_ERROR or outcome.retryable)
+        return retryable and run.record.attempts < self.max_attempts(run.job)
+
+    def _final_record(self, run: Run, outcome: Outcome | None) -> Record:
+        now = self.clock.now()
+        update: dict[str, Any] = {"finished_at": now,
+                                  "duration_s": round(time.monotonic() - run.started, 6)}
+        if outcome is not None and outcome.pid:
+            update["pid"] = outcome.pid
+        return run.record.model_copy(update=update)
+
+    def _complete(self, run: Run, outcome: Outcome) -> None:
+        record = self._final_record(run, outcome)
+        record.result = orjson.loads(outcome.result_json or b"null")
+        self._end(run, lambda: self.spool.complete(run.claim, record))
+        self._count(True)
+        logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=record.attempts, duration_s=record.duration_s)
+
+    def _fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
+        record = self._final_record(run, outcome)
+        record.error = error
+        self._end(run, lambda: self.spool.fail(run.claim, record))
+        self._count(False)
+        logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=record.attempts, error_type=error.type.value,
+                        message=error.message[:300])
+
+    def _retry(self, run: Run, error: ErrorInfo) -> None:
+        attempts = run.record.attempts
+        delay = backoff_s(attempts)
+        job = run.job.model_copy(update={
+            "attempts": attempts, "error": error,
+            "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
+        requeued = False
+
+        def requeue() -> None:
+            nonlocal requeued
+            requeued = self.spool.requeue(run.claim, job)
+
+        self._end(run, requeue)
+        if not requeued:
+            self._fail(run, error)
+            return
+        logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=attempts, error_type=error.type.value,
+                        retry_in_s=round(delay, 3))
+
+    def _end(self, run: Run, action: Any) -> None:
+        """Apply a finishing transition; on disk trouble keep the run and retry later."""
+        job_id = run.claim.job_id
+        try:
+            action()
+        except SpoolIOError as exc:
+            self._io_trouble(exc)
+            raise
+        self.runs.pop(job_id, None)
+        waiting = self.blocked.pop(job_id, None)
+        if waiting is not None and self.ready.get(job_id) is waiting:
+            del self.ready[job_id]
+            self._enqueue(waiting)
+        self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
+
+    def _io_trouble(self, exc: SpoolIOError) -> None:
+        self.io_failures += 1
+        pause = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** (self.io_failures - 1))
+        self.io_pause_until = time.monotonic() + pause
+        log.error("spool I/O trouble; pausing claims", extra={"fields": {
+            "error": str(exc), "pause_s": pause}})
+
+    def _count(self, ok: bool) -> None:
+        now = time.monotonic()
+        self.finished_at.append((now, ok))
+        while self.finished_at and now - self.finished_at[0][0] > 60:
+            self.finished_at.popleft()
+
+    # -- status -------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        self.next_heartbeat = time.monotonic() + HEARTBEAT_S
+        now = time.monotonic()
+        recent = [ok for t, ok in self.finished_at if now - t <= 60]
+        status = OwnerStatus(
+            owner=self.owner, pid=os.getpid(), host=self.spool.host, version=VERSION,
+            started_at=self.started_at, heartbeat_at=self.clock.now(),
+            executor=self.executor.name, job_num=self.executor.capacity(),
+            busy_workers=self.executor.busy(), fast_running=self.fast_busy,
+            done_last_60s=sum(recent), failed_last_60s=len(recent) - sum(recent),
+            tools=self.catalogue)
+        try:
+            self.spool.mover.publish(self.layout.owner_status(self.owner),
+                                     orjson.dumps(status.model_dump(),
+                                                  option=orjson.OPT_UTC_Z), durable=False)
+        except (SpoolIOError, OSError) as exc:
+            log.warning("cannot write status file", extra={"fields": {"error": str(exc)}})
+
+
+class _Sink:
+    """Posts executor events into the daemon's inbox."""
+
+    def __init__(self, inbox: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+        self.inbox = inbox
+
+    def progress(self, job_id: str, fraction: float, message: str) -> None:
+        self.inbox.put(("progress", job_id, fraction, message))
+
+    def finished(self, outcome: Outcome) -> None:
+        self.inbox.put(("finished", outcome))
+
+
+def _owner_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]
+
+
+def _report_fields(report: Any) -> dict[str, Any]:
+    return {"requeued": report.requeued, "abandoned": report.abandoned,
+            "finished": report.finished, "restored": report.restored,
+            "removed": report.removed}

@@ -1,0 +1,55 @@
+"""The interface between the daemon and whatever runs COMPUTE jobs.
+
+An executor runs :class:`Task` objects and reports back through a
+:class:`Sink` from its own thread: progress as it comes, and exactly one
+:class:`~processor.runner.Outcome` per task (success, tool error, ``timeout``,
+``worker_crashed``, ``cancelled``).  It enforces each task's timeout itself,
+so a stuck task is killed even when the daemon is busy.  The daemon only
+dispatches when :meth:`ComputeExecutor.free_slots` says a worker is free, so
+no backlog hides inside the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from processor.runner import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    job_id: str
+    tool: str
+    params: dict[str, Any]
+    timeout_s: float
+    data_dir: str
+    attempt: int
+
+
+class Sink(Protocol):
+    def progress(self, job_id: str, fraction: float, message: str) -> None: ...
+
+    def finished(self, outcome: Outcome) -> None: ...
+
+
+class ComputeExecutor(Protocol):
+    name: str
+
+    def start(self, sink: Sink) -> None: ...
+
+    def capacity(self) -> int: ...
+
+    def free_slots(self) -> int: ...
+
+    def busy(self) -> int: ...
+
+    def submit(self, task: Task) -> None: ...
+
+    def kill(self, job_id: str, reason: str) -> bool:
+        """Stop a task now; its outcome (``reason`` as error type) follows via the sink."""
+        ...
+
+    def shutdown(self) -> None:
+        """Kill every task (no outcomes follow) and release the workers."""
+        ...

@@ -1,0 +1,106 @@
+"""Which tools a processor offers: built-ins, entry points, ``SPOOL_TOOLS`` modules.
+
+A job names a registered tool; it can never name code to import.  Entry
+points of group ``spoolq.tools`` may name a module (every ``BaseTool``
+subclass defined in it with a ``name`` is registered) or a class.  A later
+source may not silently shadow an earlier one: a duplicate name is an error
+at start-up, so an operator sees the clash instead of a surprise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, TypeGuard
+
+from processor.builtin import BUILTIN_TOOLS
+from processor.quant.tools import QUANT_TOOLS
+from processor.tools import BaseTool
+from spool.errors import ConfigError, UnknownTool
+
+ENTRY_POINT_GROUP = "spoolq.tools"
+
+
+class Registry:
+    """Tool classes by name, with their catalogue."""
+
+    def __init__(self, tools: Iterable[type[BaseTool]] = ()) -> None:
+        self._tools: dict[str, type[BaseTool]] = {}
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: type[BaseTool]) -> None:
+        name = getattr(tool, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"tool class {tool.__qualname__} has no name")
+        known = self._tools.get(name)
+        if known is not None and known is not tool:
+            raise ConfigError(f"two tools named {name!r}: {_where(known)} and {_where(tool)}")
+        self._tools[name] = tool
+
+    def get(self, name: str) -> type[BaseTool]:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownTool(f"unknown tool {name!r}; known: "
+                              f"{', '.join(sorted(self._tools))}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tools
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        return [self._tools[n].catalogue_entry() for n in self.names()]
+
+
+def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
+    """Built-ins, then entry points, then ``modules``; ConfigError when one fails."""
+    registry = Registry([*BUILTIN_TOOLS, *QUANT_TOOLS])
+    if use_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                target = ep.load()
+            except Exception as exc:
+                raise ConfigError(f"entry point {ep.name} ({ep.value}) failed to load: "
+                                  f"{exc}") from exc
+            for tool in _tools_in(target):
+                registry.add(tool)
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(f"SPOOL_TOOLS module {name!r} failed to import: {exc}") from exc
+        found = _tools_in(module)
+        if not found:
+            raise ConfigError(f"SPOOL_TOOLS module {name!r} defines no BaseTool with a name")
+        for tool in found:
+            registry.add(tool)
+    return registry
+
+
+def _tools_in(target: object) -> list[type[BaseTool]]:
+    if inspect.isclass(target) and _is_tool(target):
+        return [target]
+    found: list[type[BaseTool]] = []
+    if isinstance(target, ModuleType):
+        for obj in vars(target).values():
+            if inspect.isclass(obj) and _is_tool(obj) and obj.__module__ == target.__name__:
+                found.append(obj)
+    return found
+
+
+def _is_tool(obj: type) -> TypeGuard[type[BaseTool]]:
+    return issubclass(obj, BaseTool) and obj is not BaseTool and "name" in _own_attrs(obj)
+
+
+def _own_attrs(cls: type) -> set[str]:
+    return {k for c in cls.__mro__ if c is not BaseTool for k in vars(c)}
+
+
+def _where(tool: type[BaseTool]) -> str:
+    return f"{tool.__module__}.{tool.__qualname__}"

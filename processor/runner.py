@@ -1,0 +1,133 @@
+"""Running one tool call, the same way in a FAST thread and in a COMPUTE worker.
+
+:func:`run_tool` never raises for anything the tool does: params that do not
+validate become ``invalid_params`` (naming the field), a
+:class:`~spool.errors.JobError` keeps its type, any other exception becomes
+``tool_error`` with its traceback, and a result that is not JSON fails too,
+so what reaches the record is always JSON (NaN and Infinity as null).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from processor.tools import BaseTool, ToolResult
+from spool.errors import ErrorType, InvalidParams, JobError
+
+T = TypeVar("T")
+
+RESULT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+MAX_TRACEBACK_CHARS = 16_000
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended; ``result`` is JSON bytes when it succeeded."""
+
+    job_id: str
+    error_type: ErrorType | None = None
+    message: str | None = None
+    traceback: str | None = None
+    retryable: bool = False
+    result_json: bytes | None = None
+    pid: int = field(default_factory=os.getpid)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+    @classmethod
+    def failed(cls, job_id: str, error: JobError, tb: str | None = None) -> Outcome:
+        return cls(job_id, ErrorType(error.error_type), str(error), tb, error.retryable)
+
+
+class Context:
+    """The :class:`~processor.tools.ToolContext` a tool gets."""
+
+    def __init__(self, job_id: str, data_dir: Path, report: ProgressFn,
+                 resources: dict[str, Any]) -> None:
+        self.job_id = job_id
+        self.data_dir = data_dir
+        self._report = report
+        self._resources = resources
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        value = float(fraction)
+        fraction = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+        self._report(fraction, str(message)[:500])
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        if key not in self._resources:
+            self._resources[key] = factory()
+        value: T = self._resources[key]
+        return value
+
+
+def validate_params(tool: type[BaseTool], params: dict[str, Any]) -> Any:
+    """The tool's Params model for ``params``; InvalidParams names each bad field."""
+    try:
+        return tool.Params.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidParams(params_message(exc)) from None
+
+
+def params_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "params"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Context
+             ) -> Outcome:
+    """Validate, execute and encode one call; never raises for the tool's faults."""
+    start = time.perf_counter()
+    try:
+        outcome = _execute(tool, job_id, params, ctx)
+    except JobError as exc:
+        outcome = Outcome.failed(job_id, exc, _traceback(exc) if not
+                                 isinstance(exc, InvalidParams) else None)
+    except MemoryError as exc:
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, "out of memory (MemoryError); see "
+                          "SPOOL_WORKER_MEMORY_MB", _traceback(exc))
+    except Exception as exc:
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
+                          _traceback(exc))
+    outcome.duration_s = time.perf_counter() - start
+    return outcome
+
+
+def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Context
+             ) -> Outcome:
+    model = validate_params(tool, params)
+    result = tool().execute(model, ctx)
+    if not isinstance(result, ToolResult):
+        raise TypeError(f"{tool.name}.execute returned {type(result).__name__}, "
+                        "not a ToolResult")
+    if not result.is_ok:
+        return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
+                       retryable=result.retryable)
+    try:
+        encoded = orjson.dumps(result.value, option=RESULT_OPTS)
+    except TypeError as exc:
+        raise TypeError(f"the result is not JSON: {exc}") from None
+    return Outcome(job_id, result_json=encoded)
+
+
+def _traceback(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text[-MAX_TRACEBACK_CHARS:]

@@ -1,0 +1,117 @@
+"""The body of one COMPUTE worker process.
+
+Started by :class:`~processor.pool.LocalPool` through a forkserver that has
+numpy, pandas and the tools preloaded.  Each worker:
+
+* leads its own session, so a timeout kills it *and* what its tool started
+  with one ``killpg``;
+* dies with the processor (``PR_SET_PDEATHSIG``), so no job runs unowned;
+* is a child subreaper, so after each job it can kill every process the tool
+  left behind, however deeply forked;
+* optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
+  after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from processor.executor import Task
+from processor.registry import load_registry
+from processor.runner import Context, Outcome, run_tool
+from spool.errors import ErrorType, SpoolError
+
+PROGRESS_INTERVAL_S = 0.05
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def prepare_process(memory_mb: int) -> None:
+    """Session, parent-death signal, subreaper and memory cap for this worker."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if memory_mb > 0:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def worker_main(conn: Connection, tool_modules: list[str], memory_mb: int,
+                max_jobs: int) -> None:
+    prepare_process(memory_mb)
+    try:
+        registry = load_registry(tool_modules)
+    except SpoolError as exc:
+        conn.send(("fatal", str(exc)))
+        return
+    resources: dict[str, Any] = {}
+    done = 0
+    while True:
+        try:
+            task: Task = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(("done", _run(conn, registry, task, resources)))
+        reap_leftovers()
+        done += 1
+        if max_jobs and done >= max_jobs:
+            conn.send(("retire", done))
+            return
+
+
+def _run(conn: Connection, registry: Any, task: Task, resources: dict[str, Any]) -> Outcome:
+    last = 0.0
+
+    def report(fraction: float, message: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+            last = now
+            conn.send(("progress", task.job_id, fraction, message))
+
+    try:
+        tool = registry.get(task.tool)
+    except SpoolError as exc:
+        return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
+    ctx = Context(task.job_id, Path(task.data_dir), report, resources)
+    return run_tool(tool, task.job_id, task.params, ctx)
+
+
+def reap_leftovers() -> None:
+    """Kill and reap every process a tool left behind (this worker is their subreaper)."""
+    for _ in range(50):
+        children = _children()
+        if not children:
+            return
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(FileNotFoundError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(FileNotFoundError), \
+                    open(f"/proc/self/task/{tid}/children") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+    return pids
