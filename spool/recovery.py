@@ -173,7 +173,11 @@ class Recovery:
                 continue
             tag, pid = parsed
             path = Path(entry.path)
-            if (_pid_alive(pid) and not old) or is_locked(path):
+            if _pid_alive(pid) and not old:
+                continue
+            # Only a regular file can carry a claim lease; never open a symlink,
+            # FIFO, socket or device left by a quarantine cut short.
+            if stat.S_ISREG(st.st_mode) and is_locked(path):
                 continue
             self._settle_staged(tag, path, st, report)
 

@@ -220,7 +220,7 @@ class Spool:
             record = parse_record(src.read_bytes())
         except FileNotFoundError as exc:
             raise NotFoundError(f"no failed job {job_id}") from exc
-        if record.tool is None:
+        if record.source is not None or record.tool is None:
             reason = record.error.message if record.error else "invalid job"
             raise ConflictError(f"{job_id} was quarantined ({reason}); "
                                 "fix the file and drop it again")
