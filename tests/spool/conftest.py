@@ -1,0 +1,53 @@
+"""Fixtures for the spool tests: a fresh spool per test and a leak guard.
+
+``no_leaks`` fails a test that leaves file descriptors (an unclosed claim is
+a held lease), threads or child processes behind.  The spool library modules
+opt in with ``pytestmark = pytest.mark.usefixtures("no_leaks")``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]
+import pytest
+from spoolkit import FakeClock, make_spool
+
+from spool.transitions import Spool
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    fds = _open_fds()
+    threads = set(threading.enumerate())
+    yield
+    me = psutil.Process()
+    deadline = time.monotonic() + 2.0
+    while me.children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a child that was just waited on may still be listed
+    children = me.children(recursive=True)
+    leaked_fds = {fd for fd in _open_fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
+    leaked_threads = [t.name for t in set(threading.enumerate()) - threads if t.is_alive()]
+    assert not children, f"child processes left running: {children}"
+    assert not leaked_fds, "file descriptors left open: " + ", ".join(
+        f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}" for fd in sorted(leaked_fds))
+    assert not leaked_threads, f"threads left running: {leaked_threads}"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def spool(tmp_path: Path, clock: FakeClock) -> Spool:
+    """A spool under ``tmp_path/spool`` with SPOOL_FSYNC=never and the fake clock."""
+    return make_spool(tmp_path / "spool", clock=clock)

@@ -1,0 +1,113 @@
+"""Helpers shared by the spool tests: a spool on a real directory, a clock the
+test moves by hand, where a job sits, and the actor script for real processes.
+
+Not a test module (no ``test_`` prefix); the tests import it by name, pytest
+puts this folder on ``sys.path`` (rootdir-relative "prepend" import mode).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job, Record
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Claim, Spool, record_from_job
+
+ACTOR = Path(__file__).with_name("spool_actor.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeClock:
+    """A clock that only moves when the test says so."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        self._mono = 1000.0
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self._mono += seconds
+        self._now += timedelta(seconds=seconds)
+
+
+def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
+               clock: FakeClock | None = None) -> Spool:
+    """A fresh, initialised spool at ``root``."""
+    layout = Layout(root)
+    mover = Mover(layout, mode)
+    mover.make_folders()
+    return Spool(layout, mover, clock)
+
+
+def locate(layout: Layout, job_id: str) -> list[JobState]:
+    """Every state folder holding ``<id>.json`` (a healthy spool has exactly one)."""
+    return [s for s in JobState if os.path.lexists(layout.job(s, job_id))]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    obj = orjson.loads(path.read_bytes())
+    assert isinstance(obj, dict)
+    return obj
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def drop_raw(layout: Layout, name: str, data: bytes) -> Path:
+    """Write ``pending/<name>`` in place, as a careless client would."""
+    path = layout.folder(JobState.PENDING) / name
+    path.write_bytes(data)
+    return path
+
+
+def submit(spool: Spool, job_id: str, tool: str = "echo", **fields: Any) -> Job:
+    job = Job.model_validate({"tool": tool, **fields})
+    spool.submit(job, job_id)
+    return job
+
+
+def done_record(claim: Claim, result: Any = None, state: JobState = JobState.DONE) -> Record:
+    """The record a processor would write for ``claim``."""
+    job = Job.model_validate_json(claim.data)
+    record = record_from_job(job, claim.job_id, state, claim.mtime_ns)
+    return record.model_copy(update={"result": result, "attempts": job.attempts + 1,
+                                     "started_at": datetime.now(UTC),
+                                     "finished_at": datetime.now(UTC), "pid": os.getpid()})
+
+
+def actor(root: Path, command: str, args: dict[str, Any],
+          mode: FsyncMode = FsyncMode.NEVER) -> subprocess.Popen[str]:
+    """Start ``spool_actor.py`` as a real process (stdin/stdout pipes, text)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.Popen(
+        [sys.executable, str(ACTOR), str(root), mode.value, command,
+         orjson.dumps(args).decode()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def await_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    """The next stdout line of ``proc``, which must start with ``prefix``."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(prefix):
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"actor said {line!r}, expected {prefix!r}")
+    return line[len(prefix):].strip()

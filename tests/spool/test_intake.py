@@ -1,0 +1,352 @@
+"""Hostile drops: each ends in ``failed/`` with its reason and the original kept
+as ``failed/<id>.orig`` (renamed, never copied or followed); nothing outside the
+spool is read; in-progress names are ignored; unparsable files wait to settle."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from spoolkit import FakeClock, drop_raw, listing, locate, make_spool, read_json
+
+from spool.intake import Inspection, Intake, Verdict
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+P, F = JobState.PENDING, JobState.FAILED
+MAX_BYTES = 1024
+SETTLE_S = 2.0
+VALID = b'{"tool": "echo", "params": {"message": "hi"}}'
+
+
+@pytest.fixture
+def intake(spool: Spool, clock: FakeClock) -> Intake:
+    return Intake(spool, max_job_bytes=MAX_BYTES, settle_s=SETTLE_S, clock=clock)
+
+
+def quarantined(spool: Spool, insp: Inspection, name: str, reason: str) -> str:
+    """Check the quarantine of pending entry ``name``; returns the record's id."""
+    assert insp.verdict is Verdict.QUARANTINED, insp
+    assert insp.record is not None
+    job_id = insp.record.id
+    assert name not in os.listdir(spool.layout.folder(P))
+    record = read_json(spool.layout.job(F, job_id))
+    assert record["state"] == "failed"
+    assert record["error"]["type"] == "invalid_job"
+    assert reason in record["error"]["message"], record["error"]["message"]
+    assert insp.record.source is not None
+    assert record["source"]["name"] == insp.record.source.name
+    assert os.path.lexists(spool.layout.original(job_id))
+    assert listing(spool.layout.tmp) == []
+    return job_id
+
+
+def quarantined_file(spool: Spool, insp: Inspection, name: str, reason: str,
+                     data: bytes) -> str:
+    job_id = quarantined(spool, insp, name, reason)
+    orig = spool.layout.original(job_id)
+    assert not orig.is_symlink() and orig.read_bytes() == data, "original bytes kept"
+    assert read_json(spool.layout.job(F, job_id))["source"]["size"] == len(data)
+    return job_id
+
+
+# -- names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "ünïcode.json", "new\nline.json", "-leading-dash.json", "no-suffix", "job.txt",
+    "sp ace.json", "x" * 129 + ".json", "semi;colon.json", "UPPER.JSON",
+])
+def test_bad_names_quarantined(spool: Spool, intake: Intake, name: str) -> None:
+    drop_raw(spool.layout, name, VALID)
+    job_id = quarantined_file(spool, intake.inspect(name), name, "bad file name", VALID)
+    assert job_id.startswith("invalid-")
+    assert read_json(spool.layout.job(F, job_id))["source"]["name"] == name
+
+
+def test_undecodable_name_quarantined(spool: Spool, intake: Intake) -> None:
+    raw = os.fsencode(spool.layout.folder(P)) + b"/caf\xe9.json"
+    with open(raw, "wb") as handle:
+        handle.write(VALID)
+    (name,) = os.listdir(spool.layout.folder(P))
+    job_id = quarantined_file(spool, intake.inspect(name), name, "bad file name", VALID)
+    assert read_json(spool.layout.job(F, job_id))["source"]["name"] == "caf\\xe9.json"
+
+
+@pytest.mark.parametrize("name", [
+    ".hidden.json", "a.json.tmp", "a.part", "a.partial", "a.filepart", "a.crdownload",
+    "a.json~",
+])
+def test_in_progress_names_ignored(spool: Spool, intake: Intake, clock: FakeClock,
+                                   name: str) -> None:
+    path = drop_raw(spool.layout, name, b"half a jo")
+    for _ in range(3):
+        assert intake.inspect(name).verdict is Verdict.IGNORED
+        clock.advance(SETTLE_S * 10)
+    assert path.read_bytes() == b"half a jo"
+    assert listing(spool.layout.folder(F)) == []
+
+
+def test_vanished_entry_is_gone(intake: Intake) -> None:
+    assert intake.inspect("nothing.json").verdict is Verdict.GONE
+
+
+# -- sizes and links ----------------------------------------------------------------------
+
+
+def test_oversized_quarantined_unread(spool: Spool, intake: Intake) -> None:
+    data = b'{"tool": "echo", "params": {"pad": "' + b"x" * MAX_BYTES + b'"}}'
+    drop_raw(spool.layout, "big.json", data)
+    job_id = quarantined_file(spool, intake.inspect("big.json"), "big.json", "too large", data)
+    assert job_id == "big"
+
+
+def atime_is_tracked(folder: Path) -> bool:
+    """Whether reading a file moves its atime here (relatime does when atime < mtime)."""
+    probe = folder / "atime-probe"
+    probe.write_bytes(b"probe")
+    past = time.time() - 3600
+    os.utime(probe, (past, time.time()))
+    before = os.stat(probe).st_atime_ns
+    probe.read_bytes()
+    tracked = os.stat(probe).st_atime_ns != before
+    probe.unlink()
+    return tracked
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    return folder
+
+
+def test_symlink_to_file_outside_is_never_followed(spool: Spool, intake: Intake,
+                                                   outside: Path) -> None:
+    target = outside / "secret.json"
+    target.write_bytes(VALID)
+    past = time.time() - 3600
+    os.utime(target, (past, time.time()))  # atime < mtime: any read would move it
+    before = os.stat(target)
+    os.symlink(target, spool.layout.folder(P) / "link.json")
+    job_id = quarantined(spool, intake.inspect("link.json"), "link.json", "symlink")
+    orig = spool.layout.original(job_id)
+    assert orig.is_symlink() and os.readlink(orig) == str(target)
+    after = os.stat(target)
+    assert target.read_bytes() == VALID and after.st_ino == before.st_ino
+    assert after.st_mtime_ns == before.st_mtime_ns
+    if atime_is_tracked(outside):
+        assert after.st_atime_ns == before.st_atime_ns, "the symlink's target was read"
+    assert read_json(spool.layout.job(F, job_id))["source"]["kind"] == "symlink"
+
+
+@pytest.mark.parametrize("target_kind", ["dir", "dangling"])
+def test_symlink_to_dir_or_nothing(spool: Spool, intake: Intake, outside: Path,
+                                   target_kind: str) -> None:
+    target = outside / "target"
+    if target_kind == "dir":
+        target.mkdir()
+        (target / "inside.json").write_bytes(VALID)
+    os.symlink(target, spool.layout.folder(P) / "ln.json")
+    job_id = quarantined(spool, intake.inspect("ln.json"), "ln.json", "symlink")
+    assert spool.layout.original(job_id).is_symlink()
+    if target_kind == "dir":
+        assert (target / "inside.json").read_bytes() == VALID
+
+
+def test_hard_link_quarantined(spool: Spool, intake: Intake, outside: Path) -> None:
+    path = drop_raw(spool.layout, "hl.json", VALID)
+    other = outside / "other-name"
+    os.link(path, other)
+    job_id = quarantined_file(spool, intake.inspect("hl.json"), "hl.json", "hard link", VALID)
+    assert os.stat(other).st_ino == os.stat(spool.layout.original(job_id)).st_ino
+    assert other.read_bytes() == VALID
+
+
+# -- not regular files ----------------------------------------------------------------------
+
+
+def inspect_with_deadline(intake: Intake, name: str, fifo: Path | None = None,
+                          seconds: float = 5.0) -> Inspection:
+    """``inspect`` in a thread; a hang fails the test (and is unblocked first)."""
+    result: list[Inspection] = []
+    worker = threading.Thread(target=lambda: result.append(intake.inspect(name)))
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        if fifo is not None:  # a blocked reader of the FIFO: give it a writer
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+        pytest.fail(f"inspect({name!r}) blocked for {seconds} s")
+    return result[0]
+
+
+def test_fifo_never_blocks(spool: Spool, intake: Intake) -> None:
+    fifo = spool.layout.folder(P) / "x.json"
+    os.mkfifo(fifo)
+    assert spool.claim("x") is None, "a claim refuses (and does not block on) a FIFO"
+    insp = inspect_with_deadline(intake, "x.json", fifo)
+    job_id = quarantined(spool, insp, "x.json", "not a regular file: fifo")
+    assert job_id == "x"
+    assert spool.layout.original("x").is_fifo()
+
+
+@pytest.fixture
+def short_spool(clock: FakeClock) -> Iterator[Spool]:
+    """A spool under a short /tmp path: unix socket paths are limited to ~107 bytes."""
+    root = Path(tempfile.mkdtemp(prefix="sq"))
+    try:
+        yield make_spool(root / "s", clock=clock)
+    finally:
+        shutil.rmtree(root)
+
+
+def test_unix_socket_quarantined(short_spool: Spool, clock: FakeClock) -> None:
+    intake = Intake(short_spool, max_job_bytes=MAX_BYTES, settle_s=SETTLE_S, clock=clock)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(short_spool.layout.folder(P) / "sock.json"))
+        insp = inspect_with_deadline(intake, "sock.json")
+    quarantined(short_spool, insp, "sock.json", "not a regular file: socket")
+    assert short_spool.layout.original("sock").is_socket()
+
+
+def test_directory_quarantined_with_contents(spool: Spool, intake: Intake) -> None:
+    folder = spool.layout.folder(P) / "d.json"
+    folder.mkdir()
+    (folder / "inner.json").write_bytes(VALID)
+    quarantined(spool, intake.inspect("d.json"), "d.json", "not a regular file: directory")
+    assert (spool.layout.original("d") / "inner.json").read_bytes() == VALID
+
+
+# -- contents -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b'{"tool": "\xff\xfe"}', "not UTF-8"),
+    (b'{"tool": "echo",', "malformed JSON"),
+    (b"", "empty file"),
+    (b"   \n", "empty file"),
+    (b"\xef\xbb\xbf", "malformed JSON"),
+])
+def test_unparsable_waits_to_settle(spool: Spool, intake: Intake, clock: FakeClock,
+                                    data: bytes, reason: str) -> None:
+    drop_raw(spool.layout, "u.json", data)
+    assert intake.inspect("u.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S / 2)
+    assert intake.inspect("u.json").verdict is Verdict.WAITING
+    assert locate(spool.layout, "u") == [P]
+    clock.advance(SETTLE_S / 2)
+    quarantined_file(spool, intake.inspect("u.json"), "u.json", reason, data)
+
+
+def test_settle_restarts_when_the_file_changes(spool: Spool, intake: Intake,
+                                               clock: FakeClock) -> None:
+    path = drop_raw(spool.layout, "grow.json", b'{"tool": ')
+    assert intake.inspect("grow.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)
+    path.write_bytes(b'{"tool": "echo", "par')  # still being written: size changed
+    assert intake.inspect("grow.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)
+    assert intake.inspect("grow.json").verdict is Verdict.WAITING
+    path.write_bytes(b'{"tool": "echo", "params": {}}')
+    insp = intake.inspect("grow.json")
+    assert insp.verdict is Verdict.READY and insp.candidate is not None
+    assert insp.candidate.job.tool == "echo" and insp.candidate.job_id == "grow"
+    assert locate(spool.layout, "grow") == [P]
+
+
+@pytest.mark.parametrize(("data", "reason", "tool"), [
+    (b"[1, 2, 3]", "JSON object, not list", None),
+    (b'"a string"', "JSON object, not str", None),
+    (b"null", "JSON object, not NoneType", None),
+    (b'{"tool": 5}', "tool: Input should be a valid string", None),
+    (b'{"params": {}}', "tool: Field required", None),
+    (b'{"tool": "echo", "priority": "high"}', "priority:", "echo"),
+    (b'{"tool": "echo", "params": [1]}', "params:", "echo"),
+    (b'{"tool": "echo", "bogus": 1}', "bogus: Extra inputs are not permitted", "echo"),
+    (b'{"tool": "echo", "not_before": "2026-01-01T00:00:00"}', "UTC offset", "echo"),
+    (b'{"tool": "echo", "id": "someone-else"}', "id mismatch", "echo"),
+    (b'{"tool": "echo", "id": "bad id!"}', "id:", "echo"),
+])
+def test_invalid_jobs_quarantined_at_once(spool: Spool, intake: Intake, data: bytes,
+                                          reason: str, tool: str | None) -> None:
+    drop_raw(spool.layout, "v.json", data)
+    job_id = quarantined_file(spool, intake.inspect("v.json"), "v.json", reason, data)
+    assert job_id == "v"
+    assert read_json(spool.layout.job(F, "v")).get("tool") == tool
+
+
+def test_bom_prefixed_job_accepted(spool: Spool, intake: Intake) -> None:
+    drop_raw(spool.layout, "bom.json", b"\xef\xbb\xbf" + VALID)
+    insp = intake.inspect("bom.json")
+    assert insp.verdict is Verdict.READY and insp.candidate is not None
+    assert insp.candidate.job.params == {"message": "hi"}
+    assert locate(spool.layout, "bom") == [P]
+
+
+def test_matching_id_and_valid_job_ready(spool: Spool, intake: Intake) -> None:
+    data = b'{"tool": "echo", "id": "ok-1", "priority": 7, "meta": {"a": [1]}}'
+    path = drop_raw(spool.layout, "ok-1.json", data)
+    insp = intake.inspect("ok-1.json")
+    assert insp.verdict is Verdict.READY and insp.candidate is not None
+    assert insp.candidate.job.priority == 7 and insp.candidate.size == len(data)
+    assert insp.candidate.inode == (os.stat(path).st_ino, os.stat(path).st_dev)
+    assert path.read_bytes() == data
+
+
+# -- property: arbitrary bytes never raise ------------------------------------------------
+
+_ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_json_values = st.recursive(
+    st.none() | st.booleans() | _ints | st.floats(allow_nan=False) | st.text(),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
+                                                                 max_size=4),
+    max_leaves=12)
+_job_like = st.fixed_dictionaries(
+    {"tool": st.one_of(st.text(max_size=10), _ints)},
+    optional={"params": _json_values, "priority": _json_values, "id": st.text(max_size=12),
+              "timeout": _json_values, "not_before": _json_values, "meta": _json_values,
+              "max_attempts": _json_values, "junk": _json_values})
+
+
+def _encode(doc: Any) -> bytes:
+    return orjson.dumps(doc)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=MAX_BYTES + 64),
+                      _json_values.map(_encode), _job_like.map(_encode)),
+       settle=st.sampled_from([0.0, SETTLE_S]))
+def test_arbitrary_bytes_never_raise(spool: Spool, clock: FakeClock, data: bytes,
+                                     settle: float) -> None:
+    intake = Intake(spool, max_job_bytes=MAX_BYTES, settle_s=settle, clock=clock)
+    name = f"h{next(_names)}.json"
+    drop_raw(spool.layout, name, data)
+    insp = intake.inspect(name)
+    assert insp.verdict in {Verdict.READY, Verdict.WAITING, Verdict.QUARANTINED}
+    if insp.verdict is Verdict.QUARANTINED:
+        assert insp.record is not None
+        assert spool.layout.original(insp.record.id).read_bytes() == data
+    else:
+        assert (spool.layout.folder(P) / name).read_bytes() == data
+    if insp.verdict is Verdict.WAITING:
+        clock.advance(settle)
+        assert intake.inspect(name).verdict is Verdict.QUARANTINED
+
+
+_names = itertools.count()

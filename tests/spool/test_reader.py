@@ -1,0 +1,210 @@
+"""The read side with no daemon: newest entry wins, newest-first pages with a
+cursor that stays stable while jobs move, filters, stats and live processors."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from spoolkit import FakeClock, done_record, submit
+
+from spool.errors import NotFoundError
+from spool.lease import OwnerLease
+from spool.models import ErrorInfo, OwnerStatus, Record, record_bytes
+from spool.reader import SpoolReader
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def age(path: os.PathLike[str], seconds_ago: float) -> None:
+    stamp = time.time() - seconds_ago
+    os.utime(path, (stamp, stamp))
+
+
+def finish(spool: Spool, job_id: str, state: JobState = D) -> None:
+    claim = spool.claim(job_id)
+    assert claim is not None
+    record = done_record(claim, {"ok": job_id}, state)
+    if state is F:
+        spool.fail(claim, record.model_copy(
+            update={"error": ErrorInfo(type="tool_error", message="no")}))
+    else:
+        spool.complete(claim, record)
+
+
+# -- get --------------------------------------------------------------------------------
+
+
+def test_get_each_state(spool: Spool) -> None:
+    reader = SpoolReader(spool.layout)
+    submit(spool, "p", params={"a": 1})
+    assert reader.get("p").state is P and reader.get("p").params == {"a": 1}
+    claim = spool.claim("p")
+    assert claim is not None
+    try:
+        running = reader.get("p")
+        assert running.state is R and running.attempts == 1 and running.started_at
+    finally:
+        claim.close()
+    with pytest.raises(NotFoundError):
+        reader.get("unknown")
+    with pytest.raises(ValueError):
+        reader.get("../etc/passwd")
+
+
+def test_get_prefers_newest_of_duplicates(spool: Spool) -> None:
+    reader = SpoolReader(spool.layout)
+    submit(spool, "dup", params={"run": 1})
+    finish(spool, "dup")
+    age(spool.layout.job(D, "dup"), 60)
+    submit(spool, "dup", params={"run": 2})  # a re-drop, newer than the old record
+    got = reader.get("dup")
+    assert got.state is P and got.params == {"run": 2}
+
+    # a completion cut short: the running leftover is older than the terminal record
+    claim = spool.claim("dup")
+    assert claim is not None
+    try:
+        spool.publish_terminal(done_record(claim, "second"))
+        future = time.time() + 5
+        os.utime(spool.layout.job(D, "dup"), (future, future))
+        got = reader.get("dup")
+        assert got.state is D and got.result == "second"
+    finally:
+        claim.close()
+
+    # both terminal folders: the newer record wins
+    spool.layout.job(F, "dup").write_bytes(record_bytes(Record(
+        id="dup", tool="echo", state=F, error=ErrorInfo(type="timeout", message="x"))))
+    later = time.time() + 10
+    os.utime(spool.layout.job(F, "dup"), (later, later))
+    assert reader.get("dup").state is F
+
+
+def test_get_tolerates_garbage_record(spool: Spool) -> None:
+    spool.layout.job(D, "junk").write_bytes(b"{not json")
+    record = SpoolReader(spool.layout).get("junk")
+    assert record.state is D and record.id == "junk"
+
+
+# -- page -------------------------------------------------------------------------------
+
+
+def seed(spool: Spool, count: int, tools: tuple[str, ...] = ("echo",)) -> list[str]:
+    ids = []
+    for n in range(count):
+        job_id = f"job-{n:03d}"
+        submit(spool, job_id, tool=tools[n % len(tools)],
+               submitted_at=(T0 + timedelta(seconds=n)).isoformat())
+        ids.append(job_id)
+    return ids
+
+
+def test_page_newest_first(spool: Spool) -> None:
+    ids = seed(spool, 12)
+    page = SpoolReader(spool.layout).page(limit=5)
+    assert [r.id for r in page.records] == ids[::-1][:5]
+    assert page.next_cursor is not None
+
+
+def test_cursor_stable_across_moves(spool: Spool) -> None:
+    ids = seed(spool, 25)
+    reader = SpoolReader(spool.layout)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = reader.page(limit=7, cursor=cursor)
+        seen += [r.id for r in page.records]
+        pages += 1
+        # between pages, jobs move: some already listed, some not yet
+        for job_id in (ids[pages], ids[-pages], ids[len(ids) // 2 + pages]):
+            if spool.layout.job(P, job_id).exists():
+                finish(spool, job_id, D if pages % 2 else F)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 4
+    assert seen == ids[::-1], "every job listed once, in order, while jobs moved"
+
+
+def test_page_filters_and_bad_input(spool: Spool) -> None:
+    ids = seed(spool, 12, tools=("echo", "sleep"))
+    for job_id in ids[:4]:
+        finish(spool, job_id)
+    finish(spool, ids[4], F)
+    claim = spool.claim(ids[5])
+    assert claim is not None
+    reader = SpoolReader(spool.layout)
+    try:
+        done = reader.page(state=D)
+        assert [r.id for r in done.records] == ids[3::-1]
+        assert [r.id for r in reader.page(state=R).records] == [ids[5]]
+        assert [r.id for r in reader.page(state=F).records] == [ids[4]]
+        sleeps = reader.page(tool="sleep", limit=1000).records
+        assert [r.id for r in sleeps] == ids[1::2][::-1]
+        both = reader.page(state=P, tool="sleep").records
+        assert [r.id for r in both] == [i for i in ids[6:][::-1] if int(i[-3:]) % 2]
+        assert reader.page(tool="nothing").records == []
+    finally:
+        claim.close()
+    with pytest.raises(ValueError):
+        reader.page(limit=0)
+    with pytest.raises(ValueError):
+        reader.page(cursor="!!not-a-cursor")
+
+
+# -- stats and processors -------------------------------------------------------------------
+
+
+def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
+    reader = SpoolReader(spool.layout)
+    assert reader.stats()["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    assert reader.stats()["oldest_pending_age_s"] is None
+    ids = seed(spool, 7)
+    finish(spool, ids[0])
+    finish(spool, ids[1])
+    finish(spool, ids[2], F)
+    claim = spool.claim(ids[3])
+    assert claim is not None
+    try:
+        age(spool.layout.job(P, ids[5]), 120)
+        now = time.time()
+        stats = reader.stats(now=now)
+        assert stats["counts"] == {"pending": 3, "running": 1, "done": 2, "failed": 1}
+        assert stats["total"] == 7
+        assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=2)
+        assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+    finally:
+        claim.close()
+
+
+def write_status(spool: Spool, owner: str, heartbeat: datetime, job_num: int) -> None:
+    status = OwnerStatus(owner=owner, pid=os.getpid(), host="h", version="t",
+                         started_at=heartbeat, heartbeat_at=heartbeat, job_num=job_num)
+    spool.layout.owner_status(owner).write_bytes(status.model_dump_json().encode())
+
+
+def test_processors_lists_only_held_owners(spool: Spool, clock: FakeClock) -> None:
+    now = datetime.now(UTC)
+    lease = OwnerLease(spool.layout.owner_lock("alive"))
+    try:
+        write_status(spool, "alive", now, 4)
+        write_status(spool, "dead", now, 8)
+        spool.layout.owner_lock("dead").write_bytes(b"")  # its lock file, nobody holding it
+        write_status(spool, "nolock", now, 16)
+        reader = SpoolReader(spool.layout)
+        assert [p.owner for p in reader.processors()] == ["alive"]
+        stats = reader.stats()
+        assert stats["job_num"] == 4 and stats["processor"]["alive"] is True
+        assert stats["processor"]["count"] == 1
+    finally:
+        lease.release()
+    assert SpoolReader(spool.layout).processors() == []

@@ -1,0 +1,320 @@
+"""The recovery scan against real processes and real SIGKILLs: exactly a dead
+claimant's jobs are requeued or abandoned, a live one's are never touched, and
+transitions cut short in ``tmp/`` are settled without losing a byte."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from spoolkit import actor, await_line, listing, locate, make_spool, read_json, submit
+
+from spool.errors import ErrorType
+from spool.ids import invalid_id
+from spool.lease import is_locked
+from spool.models import ErrorInfo, Record
+from spool.recovery import DEAD_STAGING_AGE_S, Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+
+
+class Holders:
+    """Actor processes holding claims; every one is reaped at the end of the test."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def hold(self, **args: Any) -> subprocess.Popen[str]:
+        proc = actor(self.spool.layout.root, "hold", args)
+        self.procs.append(proc)
+        held = orjson.loads(await_line(proc, "READY "))
+        assert held == args.get("ids", [])
+        return proc
+
+    def sigkill(self, proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+
+    def tell(self, proc: subprocess.Popen[str], line: str, reply: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        await_line(proc, reply)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+@pytest.fixture
+def holders(spool: Spool) -> Iterator[Holders]:
+    group = Holders(spool)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def snapshot(spool: Spool, ids: list[str]) -> dict[str, tuple[bytes, int]]:
+    out = {}
+    for job_id in ids:
+        path = spool.layout.job(R, job_id)
+        out[job_id] = (path.read_bytes(), os.lstat(path).st_ino)
+    return out
+
+
+def test_sigkill_requeues_exactly_the_dead_claimants_jobs(spool: Spool,
+                                                          holders: Holders) -> None:
+    dead_ids = [f"dead-{n}" for n in range(5)]
+    live_ids = [f"live-{n}" for n in range(3)]
+    for job_id in dead_ids + live_ids:
+        submit(spool, job_id, max_attempts=3, params={"id": job_id})
+    submit(spool, "waiting")
+    layout = spool.layout
+    (layout.cancel / "waiting").write_bytes(b"{}")  # a cancel request for a pending job
+    (layout.cancel / "gone").write_bytes(b"{}")  # stale: no such job
+    layout.progress_file("gone").write_bytes(b"{}")  # stale: not running
+
+    live = holders.hold(ids=live_ids, owner="live-owner", stage_tag="livestage")
+    dead = holders.hold(ids=dead_ids, owner="dead-owner")
+    live_before = snapshot(spool, live_ids)
+    holders.sigkill(dead)
+
+    report = Recovery(spool).scan()
+
+    assert sorted(report.requeued) == dead_ids
+    assert report.abandoned == [] and report.finished == []
+    now = spool.clock.now()
+    for job_id in dead_ids:
+        assert locate(layout, job_id) == [P]
+        job = read_json(layout.job(P, job_id))
+        assert job["attempts"] == 1 and job["params"] == {"id": job_id}
+        assert job["error"]["type"] == "abandoned"
+        assert datetime.fromisoformat(job["not_before"]) > now
+    # the live claimant's jobs, leases, sidecars, owner files and staging are untouched
+    assert snapshot(spool, live_ids) == live_before
+    for job_id in live_ids:
+        assert locate(layout, job_id) == [R]
+        assert is_locked(layout.job(R, job_id)) is True
+    assert listing(layout.progress) == sorted(f"{i}.json" for i in live_ids)
+    assert listing(layout.cancel) == ["waiting"]
+    assert listing(layout.owners) == ["live-owner.json", "live-owner.lock"]
+    assert [n.split(".")[0] for n in listing(layout.tmp)] == ["livestage"]
+
+    again = Recovery(spool).scan()
+    assert not again.changed, f"a second scan changed something: {again}"
+
+    holders.tell(live, "complete", "COMPLETED")  # the live owner's claims still work
+    for job_id in live_ids:
+        assert locate(layout, job_id) == [D]
+    assert listing(layout.progress) == []
+
+
+def test_max_attempts_spent_fails_abandoned(spool: Spool, holders: Holders) -> None:
+    submit(spool, "flaky", max_attempts=2, meta={"k": "v"})
+    submit(spool, "once")  # max_attempts unset: default 1
+    holders.sigkill(holders.hold(ids=["flaky", "once"]))
+    report = Recovery(spool).scan()
+    assert report.requeued == ["flaky"] and report.abandoned == ["once"]
+    once = read_json(spool.layout.job(F, "once"))
+    assert locate(spool.layout, "once") == [F]
+    assert once["error"]["type"] == "abandoned" and once["attempts"] == 1
+    assert once["started_at"] is not None and once["state"] == "failed"
+
+    holders.sigkill(holders.hold(ids=["flaky"]))  # second run dies too
+    report = Recovery(spool).scan()
+    assert report.requeued == [] and report.abandoned == ["flaky"]
+    assert locate(spool.layout, "flaky") == [F]
+    flaky = read_json(spool.layout.job(F, "flaky"))
+    assert flaky["attempts"] == 2 and flaky["meta"] == {"k": "v"}
+    assert flaky["error"]["type"] == "abandoned"
+    assert "attempt 2 of 2" in flaky["error"]["message"]
+    assert listing(spool.layout.folder(R)) == [] and listing(spool.layout.tmp) == []
+
+
+def test_custom_max_attempts_resolver(spool: Spool, holders: Holders) -> None:
+    submit(spool, "tool-limit")
+    holders.sigkill(holders.hold(ids=["tool-limit"]))
+    report = Recovery(spool, max_attempts=lambda job: 5).scan()
+    assert report.requeued == ["tool-limit"]
+    assert read_json(spool.layout.job(P, "tool-limit"))["attempts"] == 1
+
+
+def test_requeue_superseded_by_newer_drop_fails_the_orphan(spool: Spool,
+                                                           holders: Holders) -> None:
+    submit(spool, "again", max_attempts=3, params={"v": 1})
+    holders.sigkill(holders.hold(ids=["again"]))
+    submit(spool, "again", max_attempts=3, params={"v": 2})
+    report = Recovery(spool).scan()
+    assert report.abandoned == ["again"]
+    assert sorted(locate(spool.layout, "again")) == sorted([P, F])
+    assert read_json(spool.layout.job(P, "again"))["params"] == {"v": 2}
+    assert "superseded" in read_json(spool.layout.job(F, "again"))["error"]["message"]
+
+
+def test_terminal_record_newer_than_claim_removes_leftover(spool: Spool,
+                                                           holders: Holders) -> None:
+    submit(spool, "almost", max_attempts=3)
+    submit(spool, "midway", max_attempts=3)
+    holders.sigkill(holders.hold(ids=["almost", "midway"], finish=["almost"]))
+    record_before = spool.layout.job(D, "almost").read_bytes()
+    report = Recovery(spool).scan()
+    assert report.finished == ["almost"] and report.requeued == ["midway"]
+    assert locate(spool.layout, "almost") == [D]
+    assert spool.layout.job(D, "almost").read_bytes() == record_before
+
+
+def test_dead_staging_files_are_settled(spool: Spool, holders: Holders) -> None:
+    layout = spool.layout
+    bad_id = invalid_id(datetime.now(UTC))
+    (layout.folder(P) / "Bad Name!.json").write_bytes(b"\x00hostile bytes\xff")
+    for job_id in ("c-undo", "c-done", "c-newer"):
+        submit(spool, job_id, params={"for": job_id})
+    originals = {j: layout.job(P, j).read_bytes() for j in ("c-undo", "c-done", "c-newer")}
+    for job_id in ("r-undo", "r-done"):
+        submit(spool, job_id)
+        claim = spool.claim(job_id)
+        assert claim is not None
+        spool.fail(claim, spool.record_of_claim(claim, F).model_copy(
+            update={"error": ErrorInfo(type=ErrorType.TOOL_ERROR, message="x")}))
+    failed_before = {j: layout.job(F, j).read_bytes() for j in ("r-undo", "r-done")}
+
+    stager = actor(layout.root, "stage", {"ops": [
+        {"from": ["pending", "Bad Name!.json"], "tag": f"quarantine-{bad_id}"},
+        {"from": ["pending", "c-undo.json"], "tag": "cancel-c-undo"},
+        {"from": ["pending", "c-done.json"], "tag": "cancel-c-done"},
+        {"from": ["pending", "c-newer.json"], "tag": "cancel-c-newer"},
+        {"from": ["failed", "r-undo.json"], "tag": "retry-r-undo"},
+        {"from": ["failed", "r-done.json"], "tag": "retry-r-done"},
+    ], "dead_tmp": ["half-written", "cancel-not a valid id"]})
+    holders.procs.append(stager)
+    staged = orjson.loads(await_line(stager, "STAGED "))
+    assert stager.wait(timeout=10) == 0
+    assert sorted(staged) == listing(layout.tmp) and len(staged) == 8
+    # what the cut-short transitions had already done before the crash
+    spool.publish_terminal(Record(id="c-done", tool="echo", state=F,
+                                  error=ErrorInfo(type=ErrorType.CANCELLED, message="c")))
+    submit(spool, "c-newer", params={"newer": True})
+    newer = layout.job(P, "c-newer").read_bytes()
+    submit(spool, "r-done", params={"retried": True})
+    retried = layout.job(P, "r-done").read_bytes()
+    # a live writer's staging file (this process) and a foreign file, young and old
+    live_staging = layout.staging("mine")
+    live_staging.write_bytes(b"in progress")
+    (layout.tmp / "young-foreign").write_bytes(b"?")
+    old = layout.tmp / "old-foreign"
+    old.write_bytes(b"?")
+    past = datetime.now(UTC).timestamp() - DEAD_STAGING_AGE_S - 60
+    os.utime(old, (past, past))
+
+    report = Recovery(make_spool(layout.root)).scan()
+
+    assert sorted(report.restored) == sorted(
+        [bad_id, "c-undo", "c-done", "c-newer", "r-undo", "r-done"])
+    assert report.removed == 3  # two dead half-written files, the old foreign one
+    assert listing(layout.tmp) == sorted([live_staging.name, "young-foreign"])
+    # quarantine: the original is kept, with a record saying why
+    assert layout.original(bad_id).read_bytes() == b"\x00hostile bytes\xff"
+    quarantined = read_json(layout.job(F, bad_id))
+    assert quarantined["error"]["type"] == "invalid_job"
+    assert quarantined["source"]["size"] == len(b"\x00hostile bytes\xff")
+    # cancel: undone (pending again), completed (removed), superseded (cancelled record)
+    assert locate(layout, "c-undo") == [P]
+    assert layout.job(P, "c-undo").read_bytes() == originals["c-undo"]
+    assert locate(layout, "c-done") == [F]
+    assert read_json(layout.job(F, "c-done"))["error"]["type"] == "cancelled"
+    assert layout.job(P, "c-newer").read_bytes() == newer
+    cancelled = read_json(layout.job(F, "c-newer"))
+    assert cancelled["error"]["type"] == "cancelled"
+    assert cancelled["params"] == {"for": "c-newer"}
+    # retry: undone (the failed record is back), completed (the stale copy removed)
+    assert locate(layout, "r-undo") == [F]
+    assert layout.job(F, "r-undo").read_bytes() == failed_before["r-undo"]
+    assert locate(layout, "r-done") == [P]
+    assert layout.job(P, "r-done").read_bytes() == retried
+
+
+def test_dead_staged_non_files_are_settled_unopened(spool: Spool, holders: Holders,
+                                                   tmp_path: Path) -> None:
+    """A quarantine of a symlink, FIFO or directory cut short between its two
+    renames: recovery finishes it without opening (or following) the thing."""
+    layout = spool.layout
+    target = tmp_path / "target"
+    target.write_bytes(b"outside the spool")
+    os.symlink(target, layout.folder(P) / "ln.json")
+    os.mkfifo(layout.folder(P) / "ff.json")
+    (layout.folder(P) / "dd.json").mkdir()
+    (layout.folder(P) / "dd.json" / "inner").write_bytes(b"kept")
+    stager = actor(layout.root, "stage", {"ops": [
+        {"from": ["pending", f"{j}.json"], "tag": f"quarantine-{j}"} for j in ("ln", "ff", "dd")
+    ]})
+    holders.procs.append(stager)
+    await_line(stager, "STAGED ")
+    assert stager.wait(timeout=10) == 0
+
+    report = Recovery(spool).scan()
+
+    assert sorted(report.restored) == ["dd", "ff", "ln"]
+    assert listing(layout.tmp) == []
+    assert os.readlink(layout.original("ln")) == str(target)
+    assert layout.original("ff").is_fifo()
+    assert (layout.original("dd") / "inner").read_bytes() == b"kept"
+    for job_id in ("ln", "ff", "dd"):
+        assert read_json(layout.job(F, job_id))["error"]["type"] == "invalid_job"
+
+
+def test_orphan_original_gets_a_record_and_duplicate_terminals_keep_newer(
+        spool: Spool) -> None:
+    layout = spool.layout
+    layout.original("lonely").write_bytes(b"what a client sent")
+    spool.publish_terminal(Record(id="both", tool="echo", state=F,
+                                  error=ErrorInfo(type=ErrorType.TIMEOUT, message="old")))
+    old = datetime.now(UTC).timestamp() - 100
+    os.utime(layout.job(F, "both"), (old, old))
+    layout.job(D, "both").write_bytes(Record(id="both", tool="echo", state=D,
+                                             result=1).model_dump_json().encode())
+    report = Recovery(spool).scan()
+    assert report.restored == ["lonely"] and report.removed == 1
+    assert read_json(layout.job(F, "lonely"))["error"]["type"] == "invalid_job"
+    assert layout.original("lonely").read_bytes() == b"what a client sent"
+    assert locate(layout, "both") == [D]
+
+
+def test_dead_owner_files_removed_live_kept(spool: Spool, holders: Holders) -> None:
+    layout = spool.layout
+    holders.hold(owner="alive")
+    holders.sigkill(holders.hold(owner="crashed"))
+    (layout.owners / "never-locked.lock").write_bytes(b"")
+    Recovery(spool).scan()
+    assert listing(layout.owners) == ["alive.json", "alive.lock"]
+
+
+@pytest.mark.parametrize("mode", [FsyncMode.ALWAYS, FsyncMode.BATCH])
+def test_recovery_under_durable_modes(tmp_path: Path, mode: FsyncMode,
+                                      holders: Holders) -> None:
+    spool = make_spool(tmp_path / "durable", mode)
+    holders.spool = spool
+    submit(spool, "a", max_attempts=2)
+    submit(spool, "b")
+    holders.sigkill(holders.hold(ids=["a", "b"]))
+    report = Recovery(spool).scan()
+    assert (report.requeued, report.abandoned) == (["a"], ["b"])
+    assert locate(spool.layout, "a") == [P] and locate(spool.layout, "b") == [F]

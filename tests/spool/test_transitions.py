@@ -1,0 +1,384 @@
+"""Every transition of the state table done through the Spool API and checked on
+disk, every other pair refused, and the claim/complete/requeue/retry edge cases
+of DESIGN sections 2 and 9."""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from spoolkit import (
+    FakeClock,
+    done_record,
+    drop_raw,
+    listing,
+    locate,
+    make_spool,
+    read_json,
+    submit,
+)
+
+from spool.errors import ConflictError, NotFoundError, TransitionError
+from spool.ids import JOB_SUFFIX
+from spool.intake import Intake, Verdict
+from spool.lease import is_locked
+from spool.models import ErrorInfo, Job
+from spool.settings import FsyncMode
+from spool.states import ACTIVE, TERMINAL, TRANSITIONS, JobState, check_transition
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+
+
+def only_in(spool: Spool, job_id: str, state: JobState) -> None:
+    assert locate(spool.layout, job_id) == [state]
+    assert listing(spool.layout.tmp) == [], "a transition left staging files behind"
+
+
+# -- the allowed table, one check per entry -------------------------------------------
+
+
+def do_claim(spool: Spool) -> None:
+    job = submit(spool, "j1", params={"n": 1}, priority=5)
+    claim = spool.claim("j1")
+    assert claim is not None
+    try:
+        only_in(spool, "j1", R)
+        assert Job.model_validate_json(claim.data) == job.model_copy(
+            update={"id": "j1", "submitted_at": spool.clock.now()})
+        assert claim.data == spool.layout.job(R, "j1").read_bytes()
+        assert is_locked(spool.layout.job(R, "j1")) is True, "a claim holds its lease"
+    finally:
+        claim.close()
+    assert is_locked(spool.layout.job(R, "j1")) is False, "closing the claim drops the lease"
+
+
+def do_quarantine_and_cancel(spool: Spool) -> None:
+    drop_raw(spool.layout, "bad.json", b"not json at all")
+    st = os.lstat(spool.layout.entry(P, "bad.json"))
+    record = spool.quarantine("bad.json", "malformed JSON: test", kind="file",
+                              size=st.st_size, mtime_ns=st.st_mtime_ns,
+                              inode=(st.st_ino, st.st_dev))
+    assert record is not None and record.id == "bad"
+    only_in(spool, "bad", F)
+    assert spool.layout.original("bad").read_bytes() == b"not json at all"
+    on_disk = read_json(spool.layout.job(F, "bad"))
+    assert on_disk["error"] == {"type": "invalid_job", "message": "malformed JSON: test"}
+    assert on_disk["source"] == {"name": "bad.json", "size": 15, "kind": "file"}
+    assert on_disk["state"] == "failed"
+
+    submit(spool, "c1", meta={"who": "ops"})
+    cancelled = spool.cancel_pending("c1")
+    assert cancelled is not None and cancelled.error is not None
+    only_in(spool, "c1", F)
+    on_disk = read_json(spool.layout.job(F, "c1"))
+    assert on_disk["error"]["type"] == "cancelled"
+    assert on_disk["meta"] == {"who": "ops"} and on_disk["tool"] == "echo"
+
+
+def do_complete(spool: Spool) -> None:
+    submit(spool, "j2", params={"message": "hi"})
+    claim = spool.claim("j2")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, {"message": "hi"}))
+    assert claim.closed
+    only_in(spool, "j2", D)
+    on_disk = read_json(spool.layout.job(D, "j2"))
+    assert on_disk["state"] == "done" and on_disk["id"] == "j2"
+    assert on_disk["result"] == {"message": "hi"} and on_disk["params"] == {"message": "hi"}
+    assert on_disk["attempts"] == 1 and on_disk["pid"] == os.getpid()
+
+
+def do_fail(spool: Spool) -> None:
+    submit(spool, "j3")
+    claim = spool.claim("j3")
+    assert claim is not None
+    record = done_record(claim, state=F).model_copy(update={
+        "error": ErrorInfo(type="tool_error", message="boom", traceback="Traceback...")})
+    spool.fail(claim, record)
+    only_in(spool, "j3", F)
+    on_disk = read_json(spool.layout.job(F, "j3"))
+    assert on_disk["state"] == "failed" and "result" not in on_disk
+    assert on_disk["error"] == {"type": "tool_error", "message": "boom",
+                                "traceback": "Traceback..."}
+    assert not spool.layout.original("j3").exists()
+
+
+def do_requeue(spool: Spool) -> None:
+    submit(spool, "j4", max_attempts=3)
+    claim = spool.claim("j4")
+    assert claim is not None
+    job = Job.model_validate_json(claim.data).model_copy(update={"attempts": 1})
+    assert spool.requeue(claim, job) is True
+    assert claim.closed
+    only_in(spool, "j4", P)
+    on_disk = read_json(spool.layout.job(P, "j4"))
+    assert on_disk["attempts"] == 1 and on_disk["max_attempts"] == 3
+
+
+def do_retry(spool: Spool) -> None:
+    submit(spool, "j5", params={"x": 1})
+    claim = spool.claim("j5")
+    assert claim is not None
+    job = Job.model_validate_json(claim.data)
+    record = done_record(claim, state=F).model_copy(update={
+        "error": ErrorInfo(type="timeout", message="too slow"), "attempts": 1})
+    spool.fail(claim, record)
+    returned = spool.retry("j5")
+    assert returned.state is P and returned.attempts == 0
+    only_in(spool, "j5", P)
+    on_disk = read_json(spool.layout.job(P, "j5"))
+    assert on_disk["attempts"] == 0 and on_disk["params"] == {"x": 1}
+    assert on_disk["error"]["type"] == "timeout", "the failed record goes with it"
+    assert Job.model_validate(on_disk).submitted_at == job.submitted_at
+    assert Job.model_validate(on_disk).tool == job.tool
+
+
+ALLOWED: dict[tuple[JobState, JobState], Callable[[Spool], None]] = {
+    (P, R): do_claim,
+    (P, F): do_quarantine_and_cancel,
+    (R, D): do_complete,
+    (R, F): do_fail,
+    (R, P): do_requeue,
+    (F, P): do_retry,
+}
+
+
+def test_every_table_entry_has_a_test() -> None:
+    assert set(ALLOWED) == set(TRANSITIONS)
+    assert set(TERMINAL) | set(ACTIVE) == set(JobState)
+
+
+@pytest.mark.parametrize("mode", list(FsyncMode))
+@pytest.mark.parametrize("pair", list(ALLOWED), ids=lambda p: f"{p[0]}->{p[1]}")
+def test_allowed_transition_on_disk(tmp_path: Path, pair: tuple[JobState, JobState],
+                                    mode: FsyncMode) -> None:
+    spool = make_spool(tmp_path / "spool", mode, FakeClock())
+    check_transition(*pair)
+    ALLOWED[pair](spool)
+    spool.mover.flush()
+
+
+FORBIDDEN = [pair for pair in itertools.product(JobState, JobState) if pair not in TRANSITIONS]
+
+
+def test_forbidden_list_is_complete() -> None:
+    assert len(FORBIDDEN) == len(JobState) ** 2 - len(TRANSITIONS) == 10
+
+
+@pytest.mark.parametrize("pair", FORBIDDEN, ids=lambda p: f"{p[0]}->{p[1]}")
+def test_forbidden_transition_refused(pair: tuple[JobState, JobState]) -> None:
+    with pytest.raises(TransitionError, match=f"{pair[0].value} -> {pair[1].value}"):
+        check_transition(*pair)
+
+
+# -- claim -----------------------------------------------------------------------------
+
+
+def test_claim_never_overwrites_running(spool: Spool) -> None:
+    submit(spool, "x", params={"run": 1})
+    first = spool.claim("x")
+    assert first is not None
+    running_bytes = spool.layout.job(R, "x").read_bytes()
+    submit(spool, "x", params={"run": 2})
+    pending_bytes = spool.layout.job(P, "x").read_bytes()
+    try:
+        assert spool.claim("x") is None
+        assert spool.layout.job(R, "x").read_bytes() == running_bytes
+        assert spool.layout.job(P, "x").read_bytes() == pending_bytes
+        assert is_locked(spool.layout.job(P, "x")) is False, "a refused claim keeps no lock"
+        spool.complete(first, done_record(first, "one"))
+    finally:
+        first.close()
+    second = spool.claim("x")
+    assert second is not None
+    try:
+        assert Job.model_validate_json(second.data).params == {"run": 2}
+    finally:
+        second.close()
+
+
+def test_claim_never_overwrites_a_foreign_running_file(spool: Spool) -> None:
+    """Even a running file nobody holds (an orphan) is not overwritten by a claim."""
+    submit(spool, "y")
+    orphan = spool.layout.job(R, "y")
+    orphan.write_bytes(b'{"tool": "echo", "params": {"orphan": true}}')
+    assert spool.claim("y") is None
+    assert orphan.read_bytes() == b'{"tool": "echo", "params": {"orphan": true}}'
+    assert spool.layout.job(P, "y").exists()
+
+
+def test_lost_claims_return_none(spool: Spool) -> None:
+    assert spool.claim("never-submitted") is None
+    submit(spool, "z")
+    held = os.open(spool.layout.job(P, "z"), os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert spool.claim("z") is None, "another claimant holds the pending inode"
+        assert locate(spool.layout, "z") == [P]
+    finally:
+        os.close(held)
+    claim = spool.claim("z")
+    assert claim is not None
+    try:
+        assert spool.claim("z") is None, "already claimed"
+    finally:
+        claim.close()
+
+
+def test_claim_of_a_non_file_is_refused(spool: Spool) -> None:
+    (spool.layout.folder(P) / "d.json").mkdir()
+    os.symlink("/etc/hostname", spool.layout.folder(P) / "s.json")
+    assert spool.claim("d") is None
+    assert spool.claim("s") is None
+    assert listing(spool.layout.folder(R)) == []
+
+
+# -- complete and fail replace the other terminal record --------------------------------
+
+
+def test_complete_replaces_failed_record(spool: Spool) -> None:
+    submit(spool, "k")
+    claim = spool.claim("k")
+    assert claim is not None
+    spool.fail(claim, done_record(claim, state=F).model_copy(
+        update={"error": ErrorInfo(type="tool_error", message="first")}))
+    submit(spool, "k")
+    claim = spool.claim("k")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, "second"))
+    assert locate(spool.layout, "k") == [D]
+    assert read_json(spool.layout.job(D, "k"))["result"] == "second"
+
+
+def test_fail_replaces_done_record_and_complete_drops_stale_original(spool: Spool) -> None:
+    submit(spool, "m")
+    claim = spool.claim("m")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, 1))
+    submit(spool, "m")
+    claim = spool.claim("m")
+    assert claim is not None
+    spool.fail(claim, done_record(claim, state=F).model_copy(
+        update={"error": ErrorInfo(type="timeout", message="late")}))
+    assert locate(spool.layout, "m") == [F]
+    # a quarantined drop of the id, then a good drop completes: the .orig goes too
+    drop_raw(spool.layout, "m.json", b"[1, 2]")
+    st = os.lstat(spool.layout.job(P, "m"))
+    spool.quarantine("m.json", "not an object", kind="file", size=st.st_size,
+                     mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+    assert spool.layout.original("m").exists()
+    submit(spool, "m")
+    claim = spool.claim("m")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, 3))
+    assert locate(spool.layout, "m") == [D]
+    assert not spool.layout.original("m").exists()
+    assert listing(spool.layout.folder(F)) == []
+
+
+# -- requeue ---------------------------------------------------------------------------
+
+
+def test_requeue_yields_to_a_newer_drop(spool: Spool) -> None:
+    submit(spool, "r", params={"v": "old"})
+    claim = spool.claim("r")
+    assert claim is not None
+    submit(spool, "r", params={"v": "new"})
+    newer = spool.layout.job(P, "r").read_bytes()
+    try:
+        job = Job.model_validate_json(claim.data).model_copy(update={"attempts": 1})
+        assert spool.requeue(claim, job) is False
+        assert not claim.closed, "a refused requeue leaves the claim with the caller"
+        assert spool.layout.job(P, "r").read_bytes() == newer
+        assert spool.layout.job(R, "r").exists()
+        assert listing(spool.layout.tmp) == []
+        spool.fail(claim, done_record(claim, state=F).model_copy(
+            update={"error": ErrorInfo(type="abandoned", message="superseded")}))
+    finally:
+        claim.close()
+    assert sorted(locate(spool.layout, "r")) == sorted([P, F])
+
+
+def test_requeue_removes_sidecars(spool: Spool) -> None:
+    submit(spool, "s1")
+    claim = spool.claim("s1")
+    assert claim is not None
+    spool.layout.progress_file("s1").write_bytes(b"{}")
+    spool.layout.cancel_request("s1").write_bytes(b"{}")
+    assert spool.requeue(claim, Job.model_validate_json(claim.data))
+    assert listing(spool.layout.progress) == [] and listing(spool.layout.cancel) == []
+
+
+# -- retry -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [
+    b"\xff\xfe",  # no tool at all
+    b'{"tool": "echo", "params": {"message": "keep me"}, "priority": "high"}',  # has a tool
+])
+def test_retry_refuses_quarantined_records(spool: Spool, clock: FakeClock,
+                                           data: bytes) -> None:
+    drop_raw(spool.layout, "q.json", data)
+    intake = Intake(spool, max_job_bytes=4096, settle_s=0, clock=clock)
+    assert intake.inspect("q.json").verdict is Verdict.QUARANTINED
+    before = spool.layout.job(F, "q").read_bytes()
+    with pytest.raises(ConflictError, match="quarantined"):
+        spool.retry("q")
+    assert locate(spool.layout, "q") == [F]
+    assert spool.layout.job(F, "q").read_bytes() == before
+    assert spool.layout.original("q").read_bytes() == data
+    assert listing(spool.layout.tmp) == []
+
+
+def test_retry_unknown_and_conflicts(spool: Spool) -> None:
+    with pytest.raises(NotFoundError):
+        spool.retry("nope")
+    submit(spool, "t")
+    claim = spool.claim("t")
+    assert claim is not None
+    spool.fail(claim, done_record(claim, state=F).model_copy(
+        update={"error": ErrorInfo(type="tool_error", message="x")}))
+    submit(spool, "t", params={"newer": True})
+    newer = spool.layout.job(P, "t").read_bytes()
+    with pytest.raises(ConflictError, match="already pending"):
+        spool.retry("t")
+    assert spool.layout.job(P, "t").read_bytes() == newer
+    assert spool.layout.job(F, "t").exists(), "a refused retry keeps the failed record"
+    assert listing(spool.layout.tmp) == []
+
+
+# -- cancel ----------------------------------------------------------------------------
+
+
+def test_cancel_pending_only(spool: Spool) -> None:
+    assert spool.cancel_pending("ghost") is None
+    submit(spool, "run1")
+    claim = spool.claim("run1")
+    assert claim is not None
+    try:
+        assert spool.cancel_pending("run1") is None, "a running job is not cancelled here"
+        assert locate(spool.layout, "run1") == [R]
+    finally:
+        claim.close()
+    submit(spool, "p1", priority=3)
+    record = spool.cancel_pending("p1")
+    assert record is not None and record.state is F and record.priority == 3
+    assert record.error is not None and record.error.type == "cancelled"
+    assert locate(spool.layout, "p1") == [F]
+    assert spool.cancel_pending("p1") is None, "twice is a no-op"
+    assert listing(spool.layout.tmp) == []
+
+
+def test_submit_conflicts_with_pending(spool: Spool) -> None:
+    submit(spool, "dup", params={"a": 1})
+    with pytest.raises(ConflictError):
+        submit(spool, "dup", params={"a": 2})
+    assert read_json(spool.layout.job(P, "dup"))["params"] == {"a": 1}
+    assert all(not n.endswith(JOB_SUFFIX) for n in listing(spool.layout.tmp))
