@@ -1,0 +1,85 @@
+"""``spool-statusd`` (= ``python -m statusd``): REST, WebSocket, metrics and dashboard.
+
+Reads the spool only (through the ``spool`` package), so it keeps answering
+while the processor is down.  Settings (DESIGN section 7): ``SPOOL_DIR``,
+``SPOOL_FSYNC`` (for HTTP writes), ``SPOOL_SCAN_S`` (rescan interval),
+``SPOOL_LOG_LEVEL``, ``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
+``STATUSD_MAX_BODY_BYTES``; ``--host``, ``--port`` and ``--spool-dir``
+override them.  Port 0 picks a free port; the chosen address is logged as
+``statusd listening on http://HOST:PORT``.
+
+SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), stop the
+feed, exit 0.  A spool that is not initialised or bad settings: one line on
+stderr, exit 1 (so systemd restarts and the journal says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from spool.errors import SpoolError
+from spool.settings import Settings, load_settings
+from statusd.app import create_app
+
+log = logging.getLogger("spoolq.statusd")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="spool-statusd", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", help="bind address (STATUSD_HOST)")
+    parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
+    parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        settings = load_settings(statusd_host=args.host, statusd_port=args.port,
+                                 spool_dir=args.spool_dir)
+        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(serve(settings, access_log=args.access_log))
+    except SpoolError as exc:
+        print(f"spool-statusd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the port is taken
+        print(f"spool-statusd: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(settings: Settings, *, access_log: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False,
+                           access_log=logging.getLogger("aiohttp.access") if access_log
+                           else None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("statusd listening on http://%s:%d", shown, port)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

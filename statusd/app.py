@@ -1,0 +1,77 @@
+"""The aiohttp application factory: routes, middleware, and the tracker's life cycle.
+
+``create_app(settings)`` builds everything from the settings object it is
+given (nothing here reads the environment).  Start-up (in ``cleanup_ctx``)
+starts the change feed and loads the whole spool into the index before the
+socket accepts requests; shutdown closes every WebSocket (1001), then stops
+the tracker loop, the feed and the worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from spool.settings import Settings
+from statusd import routes, writes, ws
+from statusd.errors import error_middleware
+from statusd.openapi import build_openapi
+from statusd.services import SERVICES, Services
+
+
+def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
+               queue_max: int | None = None) -> web.Application:
+    """The statusd app for one spool; raises SpoolIOError when the spool is not initialised."""
+    app = web.Application(middlewares=[error_middleware],
+                          client_max_size=settings.statusd_max_body_bytes)
+    app[SERVICES] = Services(settings, heartbeat_s=heartbeat_s, queue_max=queue_max)
+    app[routes.OPENAPI] = orjson.dumps(build_openapi())
+    app[ws.SOCKETS] = weakref.WeakSet()
+    _add_routes(app)
+    app.cleanup_ctx.append(_tracking)
+    app.on_shutdown.append(ws.close_all)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
+    app.router.add_get("/", routes.dashboard)
+    app.router.add_static("/static/", routes.STATIC_DIR, follow_symlinks=False,
+                          append_version=False)
+    app.router.add_get("/healthz", routes.health)
+    app.router.add_get("/metrics", routes.metrics)
+    app.router.add_get("/api/v1/openapi.json", routes.openapi)
+    app.router.add_get("/api/v1/stats", routes.stats)
+    app.router.add_get("/api/v1/tasks", routes.list_tasks)
+    app.router.add_post("/api/v1/tasks", writes.submit)
+    app.router.add_get("/api/v1/tasks/{id}", routes.get_task)
+    app.router.add_get("/api/v1/backtest/tasks/{id}", routes.get_task)
+    app.router.add_post("/api/v1/tasks/{id}/cancel", writes.cancel)
+    app.router.add_post("/api/v1/tasks/{id}/retry", writes.retry)
+    app.router.add_get("/api/v1/ws/events", ws.events_stream)
+    app.router.add_get("/api/v1/ws/tasks/{id}", ws.task_stream)
+    app.router.add_get("/api/v1/ws/backtest/{id}", ws.task_stream)
+
+
+async def _tracking(app: web.Application) -> AsyncIterator[None]:
+    """Index the spool before serving; keep it current; stop everything on the way out."""
+    services = app[SERVICES]
+    try:
+        await services.tracker.start()
+        loop_task = asyncio.create_task(services.tracker.run(), name="statusd-tracker")
+    except BaseException:
+        services.tracker.stop()
+        services.close()
+        raise
+    try:
+        yield
+    finally:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+        services.tracker.stop()
+        services.close()

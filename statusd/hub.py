@@ -1,0 +1,104 @@
+"""Fan-out of spool events to WebSocket clients, each through its own bounded queue.
+
+Guarantees:
+
+* :meth:`Hub.publish` never awaits: it offers one pre-encoded message to each
+  interested subscriber's queue with ``put_nowait``.  A subscriber whose queue
+  is full is dropped on the spot (its pump task is cancelled and its socket
+  closed by the handler), so a stalled client never delays the others.
+* Messages are encoded once per event (bytes), not once per client.
+* A task subscriber is told which message is terminal, so its pump can end the
+  stream after sending it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+QUEUE_MAX = 256
+"""Messages a client may fall behind by before it is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    data: bytes
+    terminal: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """One WebSocket client: what it listens to and its queue."""
+
+    job_id: str | None
+    with_progress: bool
+    queue: asyncio.Queue[Message] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+    dropped: bool = False
+    pump: asyncio.Task[None] | None = None
+
+    def offer(self, message: Message) -> bool:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def drop(self) -> None:
+        """Stop sending to this client; its handler notices the cancelled pump and closes."""
+        self.dropped = True
+        if self.pump is not None:
+            self.pump.cancel()
+
+
+class Hub:
+    """Subscribers of the events stream and of single tasks."""
+
+    def __init__(self, queue_max: int = QUEUE_MAX) -> None:
+        self.queue_max = queue_max
+        self._events: set[Subscriber] = set()
+        self._tasks: dict[str, set[Subscriber]] = {}
+        self.dropped_total = 0
+
+    def subscribe(self, job_id: str | None, *, with_progress: bool = True) -> Subscriber:
+        sub = Subscriber(job_id, with_progress, asyncio.Queue(self.queue_max))
+        if job_id is None:
+            self._events.add(sub)
+        else:
+            self._tasks.setdefault(job_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub.job_id is None:
+            self._events.discard(sub)
+            return
+        subs = self._tasks.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._tasks[sub.job_id]
+
+    @property
+    def clients(self) -> int:
+        return len(self._events) + sum(len(s) for s in self._tasks.values())
+
+    def wants(self, job_id: str) -> bool:
+        """True when anyone would receive an event about ``job_id`` (skip encoding if not)."""
+        return bool(self._events) or job_id in self._tasks
+
+    def publish(self, job_id: str, *, events: Message | None, task: Message | None,
+                progress: bool = False) -> None:
+        """Offer ``events`` to the events stream and ``task`` to the id's own streams."""
+        if events is not None:
+            for sub in list(self._events):
+                if (progress and not sub.with_progress) or sub.offer(events):
+                    continue
+                self._drop(sub)
+        if task is not None:
+            for sub in list(self._tasks.get(job_id, ())):
+                if not sub.offer(task):
+                    self._drop(sub)
+
+    def _drop(self, sub: Subscriber) -> None:
+        self.unsubscribe(sub)
+        self.dropped_total += 1
+        sub.drop()

@@ -1,0 +1,130 @@
+"""The in-memory index of every record in the spool: what REST pages and stats read.
+
+Owns: the current item of each id, and sorted keys per filter so that a page
+of a 100,000-record spool is a bisect and a slice, never a parse.
+
+Keys are ``(submitted_us, id)`` (the order of :func:`spool.reader.sort_key`),
+kept ascending in plain lists, one per filter combination: any, per state,
+per tool, per (state, tool).  Pages walk them from the end (newest first); a
+cursor is the key of the last row, so a page stays stable while jobs move.
+
+Pure data: no I/O, no clock, no locks; only the event loop thread mutates it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable
+
+from spool.states import JobState
+from statusd.loader import Item, Stamp
+
+Key = tuple[int, str]
+Filter = tuple[JobState | None, str | None]
+
+
+class Index:
+    """Every id's current item, with sorted keys for each filter."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._items: dict[str, Item] = {}
+        self._stamps: dict[str, Stamp] = {}
+        self._keys: dict[Filter, list[Key]] = {(None, None): []}
+        self._pending_mtimes: dict[str, int] = {}
+        self._oldest_pending_ns: int | None = None
+        self._oldest_dirty = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- writing --------------------------------------------------------------------
+
+    def load(self, items: Iterable[Item]) -> None:
+        """Replace the whole index (start-up): append everything, sort each list once."""
+        self._reset()
+        for item in items:
+            self._items[item.job_id] = item
+            self._stamps[item.job_id] = item.stamp
+            for flt in _filters(item):
+                self._keys.setdefault(flt, []).append(item.key)
+            self._note_pending(item)
+        for keys in self._keys.values():
+            keys.sort()
+        self._oldest_dirty = True
+
+    def put(self, item: Item) -> Item | None:
+        """Insert or replace an id's item; returns the item it replaced."""
+        old = self.remove(item.job_id)
+        self._items[item.job_id] = item
+        self._stamps[item.job_id] = item.stamp
+        for flt in _filters(item):
+            insort(self._keys.setdefault(flt, []), item.key)
+        self._note_pending(item)
+        return old
+
+    def remove(self, job_id: str) -> Item | None:
+        old = self._items.pop(job_id, None)
+        if old is None:
+            return None
+        del self._stamps[job_id]
+        for flt in _filters(old):
+            keys = self._keys[flt]
+            at = bisect_left(keys, old.key)
+            if at < len(keys) and keys[at] == old.key:
+                del keys[at]
+            if not keys and flt != (None, None):
+                del self._keys[flt]
+        if self._pending_mtimes.pop(job_id, None) is not None:
+            self._oldest_dirty = True
+        return old
+
+    def _note_pending(self, item: Item) -> None:
+        if item.state is not JobState.PENDING:
+            return
+        mtime = item.stamp.mtime_ns
+        self._pending_mtimes[item.job_id] = mtime
+        if not self._oldest_dirty and (self._oldest_pending_ns is None
+                                       or mtime < self._oldest_pending_ns):
+            self._oldest_pending_ns = mtime
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Item | None:
+        return self._items.get(job_id)
+
+    def stamps(self) -> dict[str, Stamp]:
+        """A copy of every id's stamp (for a rescan diff in another thread)."""
+        return self._stamps.copy()
+
+    def stamps_of(self, job_ids: Iterable[str]) -> dict[str, Stamp]:
+        return {i: item.stamp for i in job_ids if (item := self._items.get(i)) is not None}
+
+    def page(self, state: JobState | None, tool: str | None, limit: int,
+             after: Key | None) -> tuple[list[Item], Key | None]:
+        """Up to ``limit`` items older than ``after``, newest first, and the next cursor key."""
+        keys = self._keys.get((state, tool), [])
+        end = bisect_left(keys, after) if after is not None else len(keys)
+        start = max(0, end - limit)
+        rows = [self._items[job_id] for _, job_id in reversed(keys[start:end])]
+        return rows, (rows[-1].key if start > 0 and rows else None)
+
+    def counts(self) -> dict[str, int]:
+        return {s.value: len(self._keys.get((s, None), ())) for s in JobState}
+
+    def oldest_pending_mtime_ns(self) -> int | None:
+        if self._oldest_dirty:
+            self._oldest_pending_ns = min(self._pending_mtimes.values(), default=None)
+            self._oldest_dirty = False
+        return self._oldest_pending_ns
+
+    def tools(self) -> list[str]:
+        return sorted(t for s, t in self._keys if s is None and t is not None)
+
+
+def _filters(item: Item) -> tuple[Filter, ...]:
+    if item.tool is None:
+        return ((None, None), (item.state, None))
+    return ((None, None), (item.state, None), (None, item.tool), (item.state, item.tool))

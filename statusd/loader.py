@@ -1,0 +1,309 @@
+"""Reading the spool from disk into index items; runs in a worker thread, never on the loop.
+
+Owns: which file tells an id's state (delegated to :func:`spool.reader.newest`),
+how a folder entry becomes an :class:`Item` (the record JSON statusd serves,
+encoded once), and the whole-spool scan behind start-up and the periodic
+rescan.
+
+Speed matters here: start-up reads every record (100,000 small files take a
+few seconds).  Terminal records are written by :mod:`spool.transitions` from
+validated models, so they are served as the bytes on disk after an orjson
+parse and a structural check of the fields the index and the dashboard rely
+on; anything that fails the check, and every pending or running job, goes
+through :meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from spool.errors import ErrorType
+from spool.ids import id_from_name, is_valid_id
+from spool.layout import Layout
+from spool.models import Record, record_bytes
+from spool.reader import Entry, SpoolReader, newest
+from spool.states import TERMINAL, JobState
+
+INLINE_MAX_BYTES = 32 * 1024
+"""Records larger than this (a backtest's equity curves) stay on disk; lists carry
+them without ``result`` and with ``"result_omitted": true``."""
+
+DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_ERROR_TYPES = frozenset(e.value for e in ErrorType)
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What identifies one version of an id on disk: a change of any part means reload."""
+
+    state: JobState
+    mtime_ns: int
+    ctime_ns: int
+    progress_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One id as the index holds it: sort key, filters, and the JSON it answers with."""
+
+    job_id: str
+    state: JobState
+    tool: str | None
+    submitted_us: int
+    stamp: Stamp
+    summary: bytes
+    """Record JSON for lists and broadcasts (without ``result`` when large)."""
+    body: bytes | None
+    """Full record JSON, or None when larger than INLINE_MAX_BYTES (read on demand)."""
+    duration_s: float | None = None
+    error_type: str | None = None
+    fraction: float | None = None
+    message: str = ""
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.submitted_us, self.job_id)
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        if self.state is not JobState.RUNNING:
+            return None
+        return {"fraction": self.fraction, "message": self.message}
+
+
+class Loader:
+    """Builds items from one spool's folders (thread-safe: no shared mutable state)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.reader = SpoolReader(layout)
+
+    # -- whole spool ----------------------------------------------------------------
+
+    def scan(self) -> dict[str, Stamp]:
+        """The current stamp of every id in the spool (one directory pass per folder)."""
+        found: dict[str, list[Entry]] = {}
+        single: dict[str, Stamp] = {}
+        for state in JobState:
+            folder = self.layout.folder(state)
+            for name, mtime_ns, ctime_ns in _list(folder):
+                job_id = id_from_name(name)
+                if job_id is None:
+                    continue
+                if job_id in single or job_id in found:
+                    self._collide(found, single, self._entry(job_id, state, mtime_ns, ctime_ns))
+                else:
+                    single[job_id] = Stamp(state, mtime_ns, ctime_ns)
+        for job_id, entries in found.items():
+            best = newest(entries)
+            if best is not None:
+                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns)
+        progress = self.progress_stamps()
+        for job_id, progress_ns in progress.items():
+            stamp = single.get(job_id)
+            if stamp is not None and stamp.state is JobState.RUNNING:
+                single[job_id] = Stamp(stamp.state, stamp.mtime_ns, stamp.ctime_ns, progress_ns)
+        return single
+
+    def _collide(self, found: dict[str, list[Entry]], single: dict[str, Stamp],
+                 entry: Entry) -> None:
+        # Rare (a completion cut short, a re-drop): only then build Entry objects
+        # so the reader's own rule picks the file that tells the state.
+        job_id = entry.job_id
+        if job_id not in found:
+            first = single[job_id]
+            found[job_id] = [self._entry(job_id, first.state, first.mtime_ns, first.ctime_ns)]
+        found[job_id].append(entry)
+
+    def _entry(self, job_id: str, state: JobState, mtime_ns: int, ctime_ns: int) -> Entry:
+        return Entry(job_id, state, self.layout.job(state, job_id), mtime_ns, ctime_ns)
+
+    def progress_stamps(self) -> dict[str, int]:
+        stamps = {}
+        for name, mtime_ns, _ in _list(self.layout.progress):
+            job_id = id_from_name(name)
+            if job_id is not None:
+                stamps[job_id] = mtime_ns
+        return stamps
+
+    def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
+        """Items for every id of a scan (ids that vanished meanwhile are left out)."""
+        items = []
+        for job_id, stamp in stamps.items():
+            item = self.load(job_id, stamp)
+            if item is not None:
+                items.append(item)
+        return items
+
+    # -- one id -----------------------------------------------------------------------
+
+    def current(self, job_id: str) -> Stamp | None:
+        """The stamp of the file that tells ``job_id``'s state now; None when there is none."""
+        best = newest(self.reader.entries_of(job_id))
+        if best is None:
+            return None
+        progress_ns = 0
+        if best.state is JobState.RUNNING:
+            try:
+                progress_ns = os.stat(self.layout.progress_file(job_id)).st_mtime_ns
+            except FileNotFoundError:
+                progress_ns = 0
+        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns)
+
+    def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp]
+                ) -> list[tuple[str, Item | None]]:
+        """Re-read each id whose stamp differs from ``known``: (id, item or None if gone)."""
+        changes: list[tuple[str, Item | None]] = []
+        for job_id in job_ids:
+            if not is_valid_id(job_id):
+                continue
+            stamp = self.current(job_id)
+            if stamp == known.get(job_id):
+                continue
+            item = self.load(job_id, stamp) if stamp is not None else None
+            if item is None and job_id not in known:
+                continue
+            changes.append((job_id, item))
+        return changes
+
+    def load(self, job_id: str, stamp: Stamp) -> Item | None:
+        """The item for one version of an id; None when the file vanished meanwhile."""
+        path = self.layout.job(stamp.state, job_id)
+        if stamp.state in TERMINAL:
+            try:
+                raw = path.read_bytes()
+            except OSError:
+                return None
+            item = _terminal_item(job_id, stamp, raw)
+            if item is not None:
+                return item
+        record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
+                                              stamp.ctime_ns))
+        return None if record is None else item_of_record(record, stamp)
+
+    def full_body(self, job_id: str) -> bytes | None:
+        """The full record JSON of an id as it stands on disk (for large records)."""
+        stamp = self.current(job_id)
+        if stamp is None:
+            return None
+        if stamp.state in TERMINAL:
+            try:
+                raw = self.layout.job(stamp.state, job_id).read_bytes()
+            except OSError:
+                return None
+            if _terminal_item(job_id, stamp, raw) is not None:
+                return raw
+        record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
+                                              stamp.ctime_ns))
+        return None if record is None else record_bytes(record)
+
+
+def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
+    """(name, mtime_ns, ctime_ns) of the regular entries of a folder; [] when it is missing."""
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns))
+    except FileNotFoundError:
+        return []
+    return out
+
+
+def item_of_record(record: Record, stamp: Stamp) -> Item:
+    """An item from a validated record (pending, running, or an odd terminal file)."""
+    body = record_bytes(record)
+    progress = record.progress
+    submitted = record.submitted_at
+    return _make_item(
+        record.id, stamp, record.tool, body,
+        submitted_us=_micros(submitted) if submitted else 0,
+        duration_s=record.duration_s,
+        error_type=record.error.type.value if record.error else None,
+        fraction=progress.fraction if progress else None,
+        message=progress.message if progress else "",
+        fields=None,
+    )
+
+
+def _terminal_item(job_id: str, stamp: Stamp, raw: bytes) -> Item | None:
+    """An item straight from a terminal record's bytes; None when it fails the check."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("id") != job_id or obj.get("state") != stamp.state:
+        return None
+    tool = obj.get("tool")
+    submitted = _parse_ts(obj.get("submitted_at"))
+    duration = obj.get("duration_s")
+    error = obj.get("error")
+    if (
+        (tool is not None and not isinstance(tool, str))
+        or submitted is None
+        or (duration is not None and not isinstance(duration, int | float))
+        or not _error_ok(error, stamp.state)
+        or not _optional_ts_ok(obj)
+    ):
+        return None
+    return _make_item(job_id, stamp, tool, raw, submitted_us=submitted, duration_s=duration,
+                      error_type=error["type"] if error else None, fraction=None, message="",
+                      fields=obj)
+
+
+def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes, *, submitted_us: int,
+               duration_s: float | None, error_type: str | None, fraction: float | None,
+               message: str, fields: dict[str, Any] | None) -> Item:
+    full: bytes | None = body
+    summary = body
+    if len(body) > INLINE_MAX_BYTES:
+        data = fields if fields is not None else orjson.loads(body)
+        short = {k: v for k, v in data.items() if k != "result"}
+        short["result_omitted"] = True
+        summary = orjson.dumps(short, option=DUMP_OPTS)
+        full = None
+    return Item(job_id, stamp.state, tool, submitted_us, stamp, summary, full,
+                float(duration_s) if duration_s is not None else None, error_type,
+                fraction, message)
+
+
+def _error_ok(error: object, state: JobState) -> bool:
+    if error is None:
+        return state is JobState.DONE
+    return (isinstance(error, dict) and error.get("type") in _ERROR_TYPES
+            and isinstance(error.get("message"), str))
+
+
+def _optional_ts_ok(obj: dict[str, Any]) -> bool:
+    for name in ("started_at", "finished_at"):
+        value = obj.get(name)
+        if value is not None and _parse_ts(value) is None:
+            return False
+    attempts = obj.get("attempts", 0)
+    return isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0
+
+
+def _parse_ts(value: object) -> int | None:
+    """Microseconds since the epoch of an aware ISO 8601 string; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return _micros(ts) if ts.tzinfo is not None else None
+
+
+def _micros(ts: datetime) -> int:
+    # Same arithmetic as spool.reader.sort_key, so cursors mean the same thing.
+    return int(ts.timestamp() * 1_000_000)

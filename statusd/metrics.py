@@ -1,0 +1,111 @@
+"""Prometheus metrics of the spool, in statusd's own registry (no global state).
+
+Two kinds:
+
+* Gauges read at scrape time from the index and the processors' status
+  files: jobs by state, oldest pending age, processor up, processors, busy
+  workers, ``JOB_NUM``, connected WebSocket clients.
+* Counters and a histogram fed by the tracker as terminal records appear
+  (``spoolq_transitions_total{tool,outcome}``,
+  ``spoolq_job_duration_seconds{tool}``).  They count from statusd's start,
+  as Prometheus counters do; records already on disk at start-up are not
+  counted.
+
+Tool names come from job files, so label values are capped at
+``MAX_TOOL_LABELS`` distinct names; the rest are reported as ``other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from statusd.loader import Item
+
+MAX_TOOL_LABELS = 64
+DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+StatusSource = Callable[[], dict[str, Any]]
+"""Returns the /api/v1/stats document (plus ``ws_clients``)."""
+
+
+class _SpoolGauges:
+    """A custom collector: every gauge is computed from one stats document per scrape."""
+
+    def __init__(self, status: StatusSource) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        doc = self.status()
+        jobs = GaugeMetricFamily("spoolq_jobs", "Jobs in the spool by state", labels=["state"])
+        for state, count in doc["counts"].items():
+            jobs.add_metric([state], count)
+        yield jobs
+        age = doc["oldest_pending_age_s"]
+        yield GaugeMetricFamily("spoolq_oldest_pending_age_seconds",
+                                "Age of the oldest pending job (0 when none)",
+                                value=age if age is not None else 0.0)
+        yield GaugeMetricFamily("spoolq_processor_up",
+                                "1 when a live processor holds its lease and heartbeats",
+                                value=1.0 if doc["processor"]["alive"] else 0.0)
+        yield GaugeMetricFamily("spoolq_processors", "Live processors on this spool",
+                                value=doc["processor"]["count"])
+        yield GaugeMetricFamily("spoolq_busy_workers", "COMPUTE workers running a job",
+                                value=doc["busy_workers"])
+        yield GaugeMetricFamily("spoolq_job_num", "COMPUTE workers (JOB_NUM) of live processors",
+                                value=doc["job_num"])
+        yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
+                                "WebSocket clients connected to statusd",
+                                value=doc["statusd"]["ws_clients"])
+
+
+class Metrics:
+    """statusd's registry with the counters the tracker feeds."""
+
+    def __init__(self, status: StatusSource) -> None:
+        self.registry = CollectorRegistry()
+        self.transitions = Counter(
+            "spoolq_transitions", "Jobs that reached a terminal state, by tool and outcome",
+            ["tool", "outcome"], registry=self.registry)
+        self.failures = Counter(
+            "spoolq_failures", "Failed jobs by tool and error type",
+            ["tool", "error_type"], registry=self.registry)
+        self.duration = Histogram(
+            "spoolq_job_duration_seconds", "Run time of finished jobs by tool",
+            ["tool"], buckets=DURATION_BUCKETS_S, registry=self.registry)
+        self.ws_dropped = Counter(
+            "spoolq_statusd_websocket_dropped", "WebSocket clients dropped for falling behind",
+            registry=self.registry)
+        self.registry.register(_SpoolGauges(status))
+        self._tools: set[str] = set()
+
+    def observe_terminal(self, item: Item) -> None:
+        tool = self._label(item.tool)
+        self.transitions.labels(tool=tool, outcome=item.state.value).inc()
+        if item.error_type is not None:
+            self.failures.labels(tool=tool, error_type=item.error_type).inc()
+        if item.duration_s is not None and item.duration_s >= 0:
+            self.duration.labels(tool=tool).observe(item.duration_s)
+
+    def _label(self, tool: str | None) -> str:
+        if tool is None:
+            return "none"
+        if tool in self._tools:
+            return tool
+        if len(self._tools) < MAX_TOOL_LABELS:
+            self._tools.add(tool)
+            return tool
+        return "other"
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

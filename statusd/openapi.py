@@ -1,0 +1,136 @@
+"""The OpenAPI 3.1 document of statusd, generated from the pydantic models.
+
+Schemas come from ``model_json_schema`` (via ``models_json_schema`` with a
+``#/components/schemas/{model}`` ref template), so the document cannot drift
+from the models the spool validates with.  Paths are listed here by hand: one
+table, next to the routes in :mod:`statusd.app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from spool.ids import ID_PATTERN
+from spool.models import Job, Record
+from spool.reader import MAX_PAGE
+from spool.states import JobState
+from statusd.api_models import ErrorResponse, Health, Stats, Submitted, TaskPage
+
+_REF = "#/components/schemas/{model}"
+_MODELS: list[type[BaseModel]] = [Job, Record, TaskPage, Submitted, Health, Stats, ErrorResponse]
+
+_ID_PARAM = {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
+             "description": "the job id (file name without .json)"}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "invalid id or request", 401: "missing or wrong bearer token",
+            403: "writes are off (no STATUSD_TOKEN)", 404: "no such job",
+            409: "the job's state does not allow this", 413: "request body too large",
+            415: "body is not application/json", 426: "WebSocket upgrade required",
+            503: "the spool cannot be written"}
+    return {str(c): _json(ErrorResponse, text[c]) for c in codes}
+
+
+def _record_get(summary: str, op_id: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "operationId": op_id, "parameters": [_ID_PARAM],
+                    "responses": {"200": _json(Record, "the record"), **_errors(400, 404)}}}
+
+
+def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary, "operationId": op_id,
+        "description": "WebSocket (GET with Upgrade). Messages are JSON objects with event "
+                       "(snapshot, transition, progress), id, state, and progress or record.",
+        "responses": {"101": {"description": "switching to WebSocket"},
+                      **_errors(*((400, 404, 426) if with_id else (400, 426)))},
+    }
+    if with_id:
+        op["parameters"] = [_ID_PARAM]
+    else:
+        op["parameters"] = [{"name": "progress", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["0", "1"]},
+                             "description": "1: also send progress events"}]
+    return {"get": op}
+
+
+def _write(summary: str, op_id: str, ok: dict[str, Any], codes: tuple[int, ...],
+           body: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "operationId": op_id,
+                          "security": [{"bearer": []}],
+                          "responses": {**ok, **_errors(*codes)}}
+    if body:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": _ref(Job)}}}
+    else:
+        op["parameters"] = [_ID_PARAM]
+    return {"post": op}
+
+
+def _list_op() -> dict[str, Any]:
+    params = [
+        {"name": "state", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": [s.value for s in JobState]}},
+        {"name": "tool", "in": "query", "required": False,
+         "schema": {"type": "string", "maxLength": 128}},
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+    ]
+    return {"summary": "list records, newest first, paginated", "operationId": "listTasks",
+            "parameters": params,
+            "responses": {"200": _json(TaskPage, "a page of records"), **_errors(400)}}
+
+
+def build_openapi() -> dict[str, Any]:
+    """The whole document (built once per app)."""
+    _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
+    submit_ok = {"202": _json(Submitted, "queued")}
+    record_ok = {"200": _json(Record, "the record")}
+    paths = {
+        "/healthz": {"get": {"summary": "liveness", "operationId": "health",
+                             "responses": {"200": _json(Health, "alive")}}},
+        "/api/v1/tasks": {
+            "get": _list_op(),
+            **_write("submit a job", "submitTask", submit_ok,
+                     (400, 401, 403, 409, 413, 415, 503), body=True),
+        },
+        "/api/v1/tasks/{id}": _record_get("one record", "getTask"),
+        "/api/v1/backtest/tasks/{id}": _record_get("one record (legacy path)", "getBacktest"),
+        "/api/v1/tasks/{id}/cancel": _write("cancel a pending or running job", "cancelTask",
+                                            record_ok, (400, 401, 403, 404, 409, 503)),
+        "/api/v1/tasks/{id}/retry": _write("move a failed job back to pending", "retryTask",
+                                           record_ok, (400, 401, 403, 404, 409, 503)),
+        "/api/v1/stats": {"get": {"summary": "counts, ages, processor liveness",
+                                  "operationId": "stats",
+                                  "responses": {"200": _json(Stats, "spool statistics")}}},
+        "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",
+                             "responses": {"200": {"description": "metrics",
+                                                   "content": {"text/plain": {}}}}}},
+        "/api/v1/ws/tasks/{id}": _websocket("one job's live updates", "wsTask", True),
+        "/api/v1/ws/backtest/{id}": _websocket("one job's live updates (legacy path)",
+                                               "wsBacktest", True),
+        "/api/v1/ws/events": _websocket("every transition in the spool", "wsEvents", False),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "spoolq statusd", "version": "1",
+                 "description": "REST and WebSocket views of a spoolq spool."},
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,115 @@
+"""Read endpoints: health, task list, one task, stats, metrics, OpenAPI, the dashboard.
+
+Every answer comes from the in-memory index (bytes encoded when the record
+was indexed), so a page or the stats of a 100,000-record spool costs a bisect
+and a join.  A miss on one id is checked on disk before answering 404, so a
+job dropped a moment ago by the CLI is found before the feed reports it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
+from spool.states import JobState
+from statusd.errors import ApiError, task_id
+from statusd.loader import DUMP_OPTS
+from statusd.metrics import CONTENT_TYPE
+from statusd.services import SERVICES, Services
+
+DEFAULT_LIMIT = 50
+MAX_TOOL_CHARS = 128
+STATIC_DIR = Path(str(resources.files("statusd") / "static"))
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def health(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return _json(orjson.dumps({"status": "ok", "indexed": len(services.index)}))
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    query = request.query
+    state = _state(query.get("state"))
+    tool = query.get("tool") or None
+    if tool is not None and len(tool) > MAX_TOOL_CHARS:
+        raise ApiError(400, "bad_request", f"tool is at most {MAX_TOOL_CHARS} characters")
+    limit = _limit(query.get("limit"))
+    cursor = query.get("cursor") or None
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", "invalid cursor") from exc
+    rows, next_key = services.index.page(state, tool, limit, after)
+    next_cursor = orjson.dumps(encode_cursor(next_key) if next_key else None)
+    body = b"".join((b'{"tasks":[', b",".join(r.summary.strip() for r in rows),
+                     b'],"next_cursor":', next_cursor, b"}"))
+    return _json(body)
+
+
+def _state(value: str | None) -> JobState | None:
+    if not value:
+        return None
+    try:
+        return JobState(value)
+    except ValueError as exc:
+        names = ", ".join(s.value for s in JobState)
+        raise ApiError(400, "bad_request", f"state must be one of {names}") from exc
+
+
+def _limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    try:
+        limit = int(value)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", "limit must be an integer") from exc
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, "bad_request", f"limit must be 1..{MAX_PAGE}")
+    return limit
+
+
+async def get_task(request: web.Request) -> web.Response:
+    job_id = task_id(request)
+    return _json(await record_body(request.app[SERVICES], job_id))
+
+
+async def record_body(services: Services, job_id: str) -> bytes:
+    """The full record JSON of ``job_id`` (index first, disk for large or unseen ones)."""
+    item = services.index.get(job_id)
+    if item is not None and item.body is not None:
+        return item.body
+    body: bytes | None = await services.in_thread(services.tracker.loader.full_body, job_id)
+    if body is None:
+        raise ApiError(404, "not_found", f"no task {job_id}")
+    return body
+
+
+async def stats(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return _json(orjson.dumps(services.stats(), option=DUMP_OPTS))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(request.app[OPENAPI])
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html",
+                            headers={"Cache-Control": "no-cache"})
+
+
+OPENAPI = web.AppKey("openapi", bytes)

@@ -1,0 +1,179 @@
+"""Keeps the index current and turns each change into WebSocket events and metrics.
+
+How (Postfix's pickup, in asyncio): a :class:`spool.feed.ChangeFeed` on the
+state folders and ``progress/`` only marks ids dirty and wakes the loop; the
+loop re-reads those ids in a worker thread and applies the result.  Events
+are hints, so a full rescan also runs every ``SPOOL_SCAN_S`` (stretched to
+ten times its own duration on huge spools, so it never takes more than a
+tenth of a core).
+
+Guarantees:
+
+* The index is mutated only on the event loop, and every load-and-apply runs
+  under one lock, so a slow read can never overwrite a newer one.
+* The feed starts before the first scan: nothing that happens during
+  start-up is missed.
+* A read error (a file vanishing, EACCES) is logged and retried on the next
+  wake or rescan; it never ends the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from spool.feed import ChangeFeed
+from spool.ids import id_from_name
+from spool.layout import Layout
+from spool.states import TERMINAL, JobState
+from statusd import messages
+from statusd.hub import Hub, Message
+from statusd.index import Index
+from statusd.loader import Item, Loader, Stamp
+from statusd.metrics import Metrics
+
+log = logging.getLogger("spoolq.statusd")
+R = TypeVar("R")
+
+RESCAN_DUTY = 10.0
+"""The rescan interval is at least this many times the last rescan's duration."""
+_WATCHED = frozenset({*(s.value for s in JobState), "progress"})
+
+
+class Tracker:
+    """The live side of statusd: feed, rescans, index updates, events."""
+
+    def __init__(self, layout: Layout, index: Index, hub: Hub, metrics: Metrics,
+                 scan_s: float) -> None:
+        self.layout = layout
+        self.index = index
+        self.hub = hub
+        self.metrics = metrics
+        self.scan_s = scan_s
+        self.loader = Loader(layout)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="statusd-index")
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._feed: ChangeFeed | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.last_scan_s = 0.0
+        self.startup_s = 0.0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the feed, then load the whole spool into the index."""
+        started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        folders = [self.layout.folder(s) for s in JobState] + [self.layout.progress]
+        self._feed = ChangeFeed(folders, self._on_change)
+        self._feed.start()
+        async with self._lock:
+            stamps = await self._run(self.loader.scan)
+            items = await self._run(self.loader.load_all, stamps)
+            self.index.load(items)
+        self.startup_s = time.monotonic() - started
+        log.info("indexed %d records in %.2f s", len(self.index), self.startup_s)
+
+    async def run(self) -> None:
+        """Apply feed hints as they come and rescan periodically, until cancelled."""
+        next_scan = time.monotonic() + self.scan_s
+        while True:
+            timeout = max(0.0, next_scan - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            try:
+                if self._dirty:
+                    dirty, self._dirty = self._dirty, set()
+                    await self.refresh(dirty)
+                if time.monotonic() >= next_scan:
+                    await self.rescan()
+                    next_scan = time.monotonic() + max(self.scan_s,
+                                                       RESCAN_DUTY * self.last_scan_s)
+            except OSError as exc:
+                log.warning("reading the spool failed (%s); retrying on the next rescan", exc)
+                next_scan = min(next_scan, time.monotonic() + self.scan_s)
+
+    def stop(self) -> None:
+        if self._feed is not None:
+            self._feed.stop()
+            self._feed = None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- updates ----------------------------------------------------------------------
+
+    async def refresh(self, job_ids: Iterable[str]) -> None:
+        """Re-read the given ids now and apply what changed (also used after HTTP writes)."""
+        ids = list(job_ids)
+        async with self._lock:
+            known = self.index.stamps_of(ids)
+            changes = await self._run(self.loader.refresh, ids, known)
+            for job_id, item in changes:
+                self._apply(job_id, item)
+
+    async def rescan(self) -> None:
+        started = time.monotonic()
+        stamps = await self._run(self.loader.scan)
+        changed = await self._run(_diff, stamps, self.index.stamps())
+        if changed:
+            await self.refresh(changed)
+        self.last_scan_s = time.monotonic() - started
+
+    def _apply(self, job_id: str, item: Item | None) -> None:
+        if item is None:
+            self.index.remove(job_id)
+            return
+        old = self.index.put(item)
+        self._emit(old, item)
+
+    def _emit(self, old: Item | None, new: Item) -> None:
+        moved = old is None or old.state is not new.state
+        rerun = (old is not None and new.state in TERMINAL and old.stamp != new.stamp)
+        if moved or rerun:
+            if new.state in TERMINAL:
+                self.metrics.observe_terminal(new)
+            if self.hub.wants(new.job_id):
+                previous = old.state if old is not None else None
+                short = Message(messages.transition(new, previous, new.summary),
+                                terminal=new.state in TERMINAL)
+                full = short if new.body is None or new.body is new.summary else Message(
+                    messages.transition(new, previous, new.body), terminal=short.terminal)
+                self.hub.publish(new.job_id, events=short, task=full)
+        elif (new.state is JobState.RUNNING and old is not None
+              and (old.fraction, old.message) != (new.fraction, new.message)
+              and self.hub.wants(new.job_id)):
+            msg = Message(messages.progress(new))
+            self.hub.publish(new.job_id, events=msg, task=msg, progress=True)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _on_change(self, folder: str, name: str) -> None:
+        """Called from the watchdog thread: only mark the id dirty and wake the loop."""
+        if folder not in _WATCHED or self._loop is None:
+            return
+        job_id = id_from_name(name)
+        if job_id is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to wake
+            self._loop.call_soon_threadsafe(self._mark, job_id)
+
+    def _mark(self, job_id: str) -> None:
+        self._dirty.add(job_id)
+        self._wake.set()
+
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _diff(current: dict[str, Stamp], known: dict[str, Stamp]) -> list[str]:
+    """Ids whose stamp differs between a scan and the index (new, changed or gone)."""
+    changed = [job_id for job_id, stamp in current.items() if known.get(job_id) != stamp]
+    changed.extend(job_id for job_id in known if job_id not in current)
+    return changed

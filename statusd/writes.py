@@ -1,0 +1,116 @@
+"""Write endpoints: submit, cancel, retry, through the same client API as the CLI.
+
+Guarantees:
+
+* Writes are off unless ``STATUSD_TOKEN`` is set (403), and need
+  ``Authorization: Bearer <token>`` compared in constant time (401 otherwise).
+  Authorization is checked before the body is read.
+* Bodies above ``STATUSD_MAX_BODY_BYTES`` answer 413 (aiohttp's
+  ``client_max_size`` enforces it while reading; a declared Content-Length
+  over it is refused before reading).
+* The spool client blocks (fsync, a cancel waits up to 5 s for the
+  processor), so it runs in a thread; the written id is re-read into the index
+  before answering, so a GET right after a 202 finds the job.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from spool.errors import ConflictError, NotFoundError, SpoolIOError
+from spool.models import Job, Record, record_bytes
+from statusd.errors import ApiError, task_id
+from statusd.services import SERVICES, Services
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spoolq"'}
+
+
+def authorize(request: web.Request, services: Services) -> None:
+    token = services.settings.statusd_token
+    if token is None:
+        raise ApiError(403, "forbidden", "writes are off: set STATUSD_TOKEN to enable them")
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             token.encode()):
+        raise ApiError(401, "unauthorized", "missing or wrong bearer token", _CHALLENGE)
+
+
+async def submit(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    authorize(request, services)
+    try:
+        job = Job.model_validate(await _json_body(request, services))
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_job", validation_message(exc)) from exc
+    try:
+        job_id: str = await services.in_thread(services.client.submit, job)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_job", str(exc)) from exc
+    except ConflictError as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
+    except SpoolIOError as exc:
+        raise ApiError(503, "unavailable", str(exc)) from exc
+    await services.tracker.refresh([job_id])
+    return web.Response(status=202, body=orjson.dumps({"task_id": job_id}),
+                        content_type="application/json",
+                        headers={"Location": f"/api/v1/tasks/{job_id}"})
+
+
+async def _json_body(request: web.Request, services: Services) -> dict[str, Any]:
+    limit = services.settings.statusd_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the job as application/json")
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_job", f"the body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_job", "the body must be a JSON object (a job)")
+    return data
+
+
+async def cancel(request: web.Request) -> web.Response:
+    return await _act(request, "cancel")
+
+
+async def retry(request: web.Request) -> web.Response:
+    return await _act(request, "retry")
+
+
+async def _act(request: web.Request, action: str) -> web.Response:
+    services = request.app[SERVICES]
+    authorize(request, services)
+    job_id = task_id(request)
+    method = services.client.cancel if action == "cancel" else services.client.retry
+    try:
+        record: Record = await services.in_thread(method, job_id)
+    except NotFoundError as exc:
+        item = services.index.get(job_id)
+        if item is not None:  # retry of a job that exists but did not fail
+            raise ApiError(409, "conflict", f"task {job_id} is {item.state.value}; only "
+                           "failed tasks can be retried") from exc
+        raise ApiError(404, "not_found", str(exc)) from exc
+    except ConflictError as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
+    except SpoolIOError as exc:
+        raise ApiError(503, "unavailable", str(exc)) from exc
+    await services.tracker.refresh([job_id])
+    return web.Response(body=record_bytes(record), content_type="application/json")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first few problems of a rejected job, as one line."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid job: " + "; ".join(parts)

@@ -1,0 +1,136 @@
+"""WebSocket endpoints: one task's live stream, and the stream of every transition.
+
+Each connection has two halves: a *pump* task that sends what the hub queued
+for it, and the handler itself, which reads the socket (so pongs and close
+frames are processed).  The connection ends when either half ends:
+
+* the client closes, or the heartbeat (ws ping) gets no pong;
+* the pump sent a task's terminal message (close 1000);
+* the hub dropped the client for falling behind (pump cancelled; close 1013,
+  or an abort if even the close frame cannot be written);
+* statusd shuts down (every socket is closed 1001 from a copied WeakSet).
+
+The snapshot of a task is taken in the same loop step as the subscription,
+so no transition falls between them and none arrives out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from spool.states import TERMINAL
+from statusd import messages
+from statusd.errors import ApiError, task_id
+from statusd.hub import Subscriber
+from statusd.routes import record_body
+from statusd.services import SERVICES, Services
+
+CLOSE_TIMEOUT_S = 1.0
+MAX_CLIENT_MSG_BYTES = 4096
+SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+
+
+def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=services.heartbeat_s,
+                               max_msg_size=MAX_CLIENT_MSG_BYTES, timeout=CLOSE_TIMEOUT_S)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
+                       {"Upgrade": "websocket"})
+    return ws
+
+
+async def task_stream(request: web.Request) -> web.WebSocketResponse:
+    services = request.app[SERVICES]
+    job_id = task_id(request)
+    ws = _socket(request, services)
+    if services.index.get(job_id) is None:
+        await services.tracker.refresh([job_id])
+        if services.index.get(job_id) is None:
+            raise ApiError(404, "not_found", f"no task {job_id}")
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    sub = services.hub.subscribe(job_id)
+    item = services.index.get(job_id)  # same loop step as subscribe: nothing in between
+    try:
+        if item is None:  # purged while the handshake ran
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unknown task")
+            return ws
+        record = item.body if item.body is not None else await record_body(services, job_id)
+        await ws.send_frame(messages.snapshot(item, record), WSMsgType.TEXT)
+        if item.state not in TERMINAL:
+            await _serve(ws, sub)
+    finally:
+        services.hub.unsubscribe(sub)
+    await _close(request, ws, _code(sub))
+    return ws
+
+
+async def events_stream(request: web.Request) -> web.WebSocketResponse:
+    services = request.app[SERVICES]
+    with_progress = request.query.get("progress", "0") == "1"
+    ws = _socket(request, services)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    sub = services.hub.subscribe(None, with_progress=with_progress)
+    try:
+        await _serve(ws, sub)
+    finally:
+        services.hub.unsubscribe(sub)
+    await _close(request, ws, _code(sub))
+    return ws
+
+
+def _code(sub: Subscriber) -> int:
+    return WSCloseCode.TRY_AGAIN_LATER if sub.dropped else WSCloseCode.OK
+
+
+async def _serve(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    """Run the pump beside a read loop until either ends."""
+    pump = asyncio.create_task(_pump(ws, sub))
+    sub.pump = pump
+    reader = asyncio.create_task(_drain(ws))
+    try:
+        await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, reader):
+            task.cancel()
+        await asyncio.gather(pump, reader, return_exceptions=True)
+
+
+async def _pump(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+    while True:
+        message = await sub.queue.get()
+        await ws.send_frame(message.data, WSMsgType.TEXT)
+        if message.terminal and sub.job_id is not None:
+            return
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Read (and ignore) what the client sends; returns when the socket closes."""
+    async for msg in ws:
+        if msg.type is WSMsgType.ERROR:
+            return
+
+
+async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> None:
+    if ws.closed:
+        return
+    try:
+        await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
+    except (TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+async def close_all(app: web.Application) -> None:
+    """on_shutdown: close every socket with 1001 (going away), all at once."""
+    live: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    coros = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"statusd is stopping")
+             for ws in list(live)]
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*coros, return_exceptions=True),
+                               CLOSE_TIMEOUT_S * 2)
