@@ -1,0 +1,395 @@
+/* spoolq dashboard: counts, a live task list with filters, and a task view.
+ *
+ * Live updates come from two WebSockets: /api/v1/ws/events?progress=1 keeps
+ * the list and the counts current; /api/v1/ws/tasks/{id} drives the open task
+ * (snapshot, progress, transitions; the server closes it after the terminal
+ * state).  The events socket is opened before the list is fetched, so nothing
+ * that happens in between is missed; after a reconnect the list is fetched
+ * again.  All text goes in through textContent: job fields are never HTML.
+ */
+"use strict";
+
+const TERMINAL = new Set(["done", "failed"]);
+const PAGE_SIZE = 50;
+const STATS_EVERY_MS = 5000;
+const ui = {
+  filter: { state: "", tool: "" },
+  rows: new Map(),        // id -> { tr, key }
+  cursor: null,
+  events: null,
+  eventsDelay: 500,
+  statsTimer: null,
+  taskId: null,
+  taskSocket: null,
+  listSeq: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+
+async function getJSON(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function wsUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+function fmtTime(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+}
+
+function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`;
+}
+
+function el(name, attrs, text) {
+  const node = document.createElement(name);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+/* ---- counts and processor status ------------------------------------------------ */
+
+async function refreshStats() {
+  const stats = await getJSON("/api/v1/stats");
+  for (const [state, count] of Object.entries(stats.counts)) {
+    const node = $(`count-${state}`);
+    if (node) node.textContent = String(count);
+  }
+  const alive = stats.processor.alive;
+  $("processor").textContent = `processor: ${alive ? "up" : "down"}`;
+  $("processor").className = alive ? "state done" : "state failed";
+  $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
+  const age = stats.oldest_pending_age_s;
+  $("oldest").textContent = age === null ? "" : `oldest pending ${age.toFixed(0)} s`;
+  updateToolOptions(stats.tools || []);
+}
+
+function scheduleStats() {
+  if (ui.statsTimer) return;
+  ui.statsTimer = setTimeout(() => {
+    ui.statsTimer = null;
+    refreshStats().catch(() => {});
+  }, 200);
+}
+
+function updateToolOptions(tools) {
+  const select = $("tool-filter");
+  const have = new Set([...select.options].map((o) => o.value));
+  for (const tool of tools) {
+    if (!have.has(tool)) select.appendChild(el("option", { value: tool }, tool));
+  }
+}
+
+/* ---- the task list ------------------------------------------------------------------ */
+
+function sortKey(record) {
+  const ms = Date.parse(record.submitted_at || "") || 0;
+  return [ms, record.id];
+}
+
+function newer(a, b) {
+  return a[0] !== b[0] ? a[0] > b[0] : a[1] > b[1];
+}
+
+function matches(record) {
+  return (!ui.filter.state || record.state === ui.filter.state)
+    && (!ui.filter.tool || record.tool === ui.filter.tool);
+}
+
+function progressCell(progress) {
+  const td = el("td", { class: "progress-cell" });
+  if (!progress) return td;
+  const fraction = progress.fraction;
+  if (fraction !== null && fraction !== undefined) {
+    const bar = el("span", { class: "bar" });
+    const fill = el("span", { class: "fill" });
+    fill.style.display = "block";
+    fill.style.width = `${(fraction * 100).toFixed(1)}%`;
+    bar.appendChild(fill);
+    td.appendChild(bar);
+    td.appendChild(document.createTextNode(` ${(fraction * 100).toFixed(0)}%`));
+  }
+  if (progress.message) td.title = progress.message;
+  return td;
+}
+
+function rowFor(record) {
+  const tr = el("tr", { "data-id": record.id, "data-state": record.state });
+  const idCell = el("td", { class: "id" });
+  idCell.appendChild(el("a", { href: `#/tasks/${encodeURIComponent(record.id)}` }, record.id));
+  tr.appendChild(idCell);
+  tr.appendChild(el("td", { class: "tool" }, record.tool || ""));
+  tr.appendChild(el("td", { class: `state ${record.state}` }, record.state));
+  tr.appendChild(progressCell(record.state === "running" ? record.progress : null));
+  tr.appendChild(el("td", { class: "submitted" }, fmtTime(record.submitted_at)));
+  tr.appendChild(el("td", { class: "duration" }, fmtDuration(record.duration_s)));
+  return tr;
+}
+
+function showEmpty() {
+  $("empty").hidden = ui.rows.size > 0;
+}
+
+function appendRows(records) {
+  const tbody = $("tasks").tBodies[0];
+  for (const record of records) {
+    if (ui.rows.has(record.id)) continue;
+    const tr = rowFor(record);
+    ui.rows.set(record.id, { tr, key: sortKey(record) });
+    tbody.appendChild(tr);
+  }
+  showEmpty();
+}
+
+function upsert(record) {
+  const existing = ui.rows.get(record.id);
+  if (!matches(record)) {
+    if (existing) {
+      existing.tr.remove();
+      ui.rows.delete(record.id);
+      showEmpty();
+    }
+    return;
+  }
+  const key = sortKey(record);
+  const tr = rowFor(record);
+  tr.classList.add("flash");
+  if (existing && existing.key[0] === key[0]) {
+    existing.tr.replaceWith(tr);
+    ui.rows.set(record.id, { tr, key });
+    return;
+  }
+  if (existing) {
+    existing.tr.remove();
+    ui.rows.delete(record.id);
+  }
+  const tbody = $("tasks").tBodies[0];
+  let before = null;
+  let oldest = null;
+  for (const row of tbody.rows) {
+    const entry = ui.rows.get(row.dataset.id);
+    if (!entry) continue;
+    oldest = entry.key;
+    if (!before && newer(key, entry.key)) before = row;
+  }
+  if (!before && ui.cursor && oldest && !newer(key, oldest)) return; // belongs to a later page
+  tbody.insertBefore(tr, before);
+  ui.rows.set(record.id, { tr, key });
+  showEmpty();
+}
+
+function updateProgress(msg) {
+  const entry = ui.rows.get(msg.id);
+  if (!entry) return;
+  const cell = entry.tr.querySelector(".progress-cell");
+  if (cell) cell.replaceWith(progressCell(msg.progress));
+}
+
+function listUrl(cursor) {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (ui.filter.state) params.set("state", ui.filter.state);
+  if (ui.filter.tool) params.set("tool", ui.filter.tool);
+  if (cursor) params.set("cursor", cursor);
+  return `/api/v1/tasks?${params}`;
+}
+
+async function loadList() {
+  const seq = ++ui.listSeq;
+  const page = await getJSON(listUrl(null));
+  if (seq !== ui.listSeq) return; // a newer load (filter change) won
+  ui.rows.clear();
+  $("tasks").tBodies[0].replaceChildren();
+  appendRows(page.tasks);
+  ui.cursor = page.next_cursor;
+  $("more").hidden = !ui.cursor;
+}
+
+async function loadMore() {
+  if (!ui.cursor) return;
+  const page = await getJSON(listUrl(ui.cursor));
+  appendRows(page.tasks);
+  ui.cursor = page.next_cursor;
+  $("more").hidden = !ui.cursor;
+}
+
+/* ---- the events socket ------------------------------------------------------------- */
+
+function setLive(on) {
+  $("live").textContent = on ? "live" : "offline";
+  $("live").className = on ? "on" : "off";
+}
+
+function connectEvents() {
+  const socket = new WebSocket(wsUrl("/api/v1/ws/events?progress=1"));
+  ui.events = socket;
+  socket.onopen = () => {
+    ui.eventsDelay = 500;
+    setLive(true);
+    loadList().catch(() => {});
+    refreshStats().catch(() => {});
+  };
+  socket.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.event === "transition" && msg.record) {
+      upsert(msg.record);
+      scheduleStats();
+    } else if (msg.event === "progress") {
+      updateProgress(msg);
+    }
+  };
+  socket.onclose = () => {
+    setLive(false);
+    if (ui.events !== socket) return;
+    setTimeout(connectEvents, ui.eventsDelay);
+    ui.eventsDelay = Math.min(ui.eventsDelay * 2, 10000);
+  };
+}
+
+/* ---- the task view ---------------------------------------------------------------- */
+
+function shortResult(result) {
+  // Equity curves are drawn, not printed: show their length instead.
+  return JSON.stringify(result, (key, value) => (
+    key === "equity_curve" && Array.isArray(value) ? `[${value.length} points]` : value
+  ), 2);
+}
+
+function renderFields(record) {
+  const dl = $("task-fields");
+  dl.replaceChildren();
+  const rows = [
+    ["tool", record.tool], ["attempts", record.attempts],
+    ["submitted", fmtTime(record.submitted_at)], ["started", fmtTime(record.started_at)],
+    ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
+    ["host", record.host ? `${record.host} (pid ${record.pid})` : ""],
+    ["priority", record.priority],
+  ];
+  for (const [name, value] of rows) {
+    if (value === undefined || value === null || value === "") continue;
+    dl.appendChild(el("dt", {}, name));
+    dl.appendChild(el("dd", { "data-field": name }, value));
+  }
+}
+
+function renderProgress(state, progress) {
+  const box = $("task-progress");
+  box.hidden = state !== "running" || !progress;
+  if (box.hidden) return;
+  const fraction = progress.fraction ?? 0;
+  box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
+  const pct = progress.fraction === null || progress.fraction === undefined
+    ? "" : `${(fraction * 100).toFixed(0)}% `;
+  box.querySelector(".text").textContent = `${pct}${progress.message || ""}`;
+}
+
+async function renderRecord(record) {
+  if (record.id !== ui.taskId) return;
+  if (record.result_omitted) {
+    record = await getJSON(`/api/v1/tasks/${encodeURIComponent(record.id)}`);
+  }
+  $("task-id").textContent = record.id;
+  $("task-state").textContent = record.state;
+  $("task-state").className = `state ${record.state}`;
+  renderFields(record);
+  renderProgress(record.state, record.progress);
+  const error = $("task-error");
+  error.hidden = !record.error;
+  if (record.error) {
+    error.querySelector(".message").textContent = `${record.error.type}: ${record.error.message}`;
+    error.querySelector(".traceback").textContent = record.error.traceback || "";
+  }
+  const hasResult = record.state === "done" && record.result !== undefined;
+  $("task-result").hidden = !hasResult;
+  if (hasResult) $("task-result").querySelector("pre").textContent = shortResult(record.result);
+  const curves = hasResult ? equityCurves(record.result) : [];
+  $("task-chart").hidden = !drawEquity($("equity"), curves);
+  const job = { tool: record.tool, params: record.params, meta: record.meta };
+  $("task-params").querySelector("pre").textContent = JSON.stringify(job, null, 2);
+}
+
+function closeTaskSocket() {
+  if (ui.taskSocket) {
+    const socket = ui.taskSocket;
+    ui.taskSocket = null;
+    socket.close();
+  }
+}
+
+function watchTask(id) {
+  closeTaskSocket();
+  let terminal = false;
+  const socket = new WebSocket(wsUrl(`/api/v1/ws/tasks/${encodeURIComponent(id)}`));
+  ui.taskSocket = socket;
+  socket.onmessage = (event) => {
+    const msg = JSON.parse(event.data);
+    if (msg.id !== ui.taskId) return;
+    if (msg.record) {
+      terminal = TERMINAL.has(msg.state);
+      renderRecord(msg.record).catch(() => {});
+    } else if (msg.event === "progress") {
+      $("task-state").textContent = msg.state;
+      renderProgress(msg.state, msg.progress);
+    }
+  };
+  socket.onclose = () => {
+    if (ui.taskSocket !== socket) return;
+    ui.taskSocket = null;
+    if (!terminal && ui.taskId === id) setTimeout(() => { if (ui.taskId === id) watchTask(id); }, 1000);
+  };
+}
+
+async function openTask(id) {
+  ui.taskId = id;
+  $("list-view").hidden = true;
+  $("task-view").hidden = false;
+  $("task-id").textContent = id;
+  $("task-state").textContent = "";
+  try {
+    await renderRecord(await getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`));
+  } catch (err) {
+    $("task-state").textContent = "not found";
+    return;
+  }
+  watchTask(id);
+}
+
+function showList() {
+  ui.taskId = null;
+  closeTaskSocket();
+  $("task-view").hidden = true;
+  $("list-view").hidden = false;
+}
+
+function route() {
+  const match = location.hash.match(/^#\/tasks\/(.+)$/);
+  if (match) openTask(decodeURIComponent(match[1]));
+  else showList();
+}
+
+/* ---- start --------------------------------------------------------------------------- */
+
+function start() {
+  $("state-filter").addEventListener("change", (e) => {
+    ui.filter.state = e.target.value;
+    loadList().catch(() => {});
+  });
+  $("tool-filter").addEventListener("change", (e) => {
+    ui.filter.tool = e.target.value;
+    loadList().catch(() => {});
+  });
+  $("more").addEventListener("click", () => loadMore().catch(() => {}));
+  window.addEventListener("hashchange", route);
+  connectEvents();
+  setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", start);

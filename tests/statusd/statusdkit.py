@@ -1,0 +1,267 @@
+"""Helpers for the statusd tests: a real server on 127.0.0.1, HTTP and WebSocket
+clients, and a stand-in for the processor that moves jobs with spool.transitions.
+
+Not a test module; the tests import it by name (pytest's prepend import mode puts
+this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from spool.errors import ErrorType
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.lease import OwnerLease
+from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
+from spool.settings import FsyncMode, Settings, load_settings
+from spool.states import JobState
+from spool.transitions import Claim, Spool, record_from_job
+from statusd.app import create_app
+from statusd.services import SERVICES, Services
+
+TOKEN = "s3cret-token"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_spool(root: Path) -> Spool:
+    layout = Layout(root)
+    mover = Mover(layout, FsyncMode.NEVER)
+    mover.make_folders()
+    return Spool(layout, mover)
+
+
+def settings_for(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"spool_dir": root, "fsync": "never", "statusd_token": TOKEN,
+                              "scan_s": 5.0, "statusd_port": 0}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+class ServerThread:
+    """create_app(settings) served by AppRunner on 127.0.0.1 in its own thread and loop."""
+
+    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
+        self.settings = settings
+        self.app_kwargs = app_kwargs
+        self.port = 0
+        self.app: web.Application | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="statusd-test-server")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def services(self) -> Services:
+        assert self.app is not None
+        return self.app[SERVICES]
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("statusd test server did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.app = create_app(self.settings, **self.app_kwargs)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "statusd test server did not stop"
+
+    def in_loop(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop (to read its state safely)."""
+        assert self.loop is not None
+
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def request(base: str, method: str, path: str, body: Any = None, *,
+            token: str | None = None, headers: dict[str, str] | None = None,
+            raw: bytes | None = None) -> Reply:
+    """One HTTP request sent exactly as given (the path is not normalised)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    sent = dict(headers or {})
+    data = raw
+    if body is not None:
+        data = orjson.dumps(body)
+        sent.setdefault("Content-Type", "application/json")
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class WsLog:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+
+
+async def ws_collect(url: str, *, until: Callable[[list[dict[str, Any]]], bool] | None = None,
+                     timeout: float = 15.0, on_open: Callable[[], None] | None = None) -> WsLog:
+    """Read a WebSocket until the server closes it (or ``until`` holds)."""
+    log = WsLog()
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        if on_open is not None:
+            await asyncio.get_running_loop().run_in_executor(None, on_open)
+        async with asyncio.timeout(timeout):
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    log.messages.append(orjson.loads(msg.data))
+                    if until is not None and until(log.messages):
+                        break
+        log.close_code = ws.close_code
+    return log
+
+
+# -- a stand-in for the processor ---------------------------------------------------------
+
+
+def submit(spool: Spool, job_id: str, tool: str = "echo", **fields: Any) -> None:
+    job = Job.model_validate({"tool": tool, "params": {"message": job_id}, **fields})
+    spool.submit(job, job_id)
+
+
+def claim(spool: Spool, job_id: str) -> Claim:
+    taken = spool.claim(job_id)
+    assert taken is not None, f"could not claim {job_id}"
+    return taken
+
+
+def report(spool: Spool, claim_: Claim, fraction: float, message: str) -> None:
+    """Write the progress sidecar as the processor does."""
+    progress = Progress(fraction=fraction, message=message, updated_at=datetime.now(UTC),
+                        started_at=datetime.now(UTC), attempt=1, host="test", pid=os.getpid())
+    spool.mover.publish(spool.layout.progress_file(claim_.job_id),
+                        progress.model_dump_json().encode(), durable=False)
+
+
+def finish(spool: Spool, claim_: Claim, result: Any = None, *,
+           error: tuple[ErrorType, str] | None = None, duration_s: float = 0.25) -> Record:
+    job = Job.model_validate_json(claim_.data)
+    state = JobState.FAILED if error else JobState.DONE
+    record = record_from_job(job, claim_.job_id, state, claim_.mtime_ns).model_copy(update={
+        "result": result, "attempts": job.attempts + 1, "started_at": datetime.now(UTC),
+        "finished_at": datetime.now(UTC), "duration_s": duration_s, "host": "test",
+        "pid": os.getpid(),
+        "error": ErrorInfo(type=error[0], message=error[1]) if error else None})
+    if error:
+        spool.fail(claim_, record)
+    else:
+        spool.complete(claim_, record)
+    return record
+
+
+def run_job(spool: Spool, job_id: str, result: Any = None, tool: str = "echo",
+            error: tuple[ErrorType, str] | None = None) -> Record:
+    submit(spool, job_id, tool)
+    return finish(spool, claim(spool, job_id), result, error=error)
+
+
+def equity_result(symbols: tuple[str, ...] = ("AAA",), bars: int = 300) -> dict[str, Any]:
+    """A run_backtest-shaped result (QUANT.md) with deterministic equity curves."""
+    out: dict[str, Any] = {}
+    for n, symbol in enumerate(symbols):
+        curve = []
+        equity = 100_000.0
+        for t in range(bars):
+            equity *= 1 + 0.002 * ((t * (n + 3)) % 7 - 3) / 3
+            curve.append([f"2020-01-{1 + t % 28:02d}T00:00:00", round(equity, 2)])
+        out[symbol] = {"total_return": equity / 100_000 - 1, "bars": bars,
+                       "final_equity": equity, "equity_curve": curve}
+    return {"strategy": "ma_crossover", "params": {"fast": 10, "slow": 50},
+            "symbols": out, "summary": {"symbols": len(symbols)}}
+
+
+class FakeOwner:
+    """A live processor as statusd sees it: a held owner lock and a status file."""
+
+    def __init__(self, spool: Spool, owner: str = "proc-test", busy: int = 1) -> None:
+        layout = spool.layout
+        self.lease = OwnerLease(layout.owner_lock(owner))
+        now = datetime.now(UTC)
+        status = OwnerStatus(owner=owner, pid=os.getpid(), host="test", version="0",
+                             started_at=now, heartbeat_at=now, job_num=2, busy_workers=busy,
+                             tools=[{"name": "echo"}, {"name": "sleep"}])
+        spool.mover.publish(layout.owner_status(owner), status.model_dump_json().encode())
+
+    def close(self) -> None:
+        self.lease.release()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -1,0 +1,252 @@
+"""REST reads against a real statusd on 127.0.0.1: records, lists, ids, errors, stats."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from statusdkit import (
+    TOKEN,
+    FakeOwner,
+    ServerThread,
+    claim,
+    equity_result,
+    finish,
+    report,
+    request,
+    run_job,
+    settings_for,
+    submit,
+    wait_for,
+)
+
+import statusd.tracker
+from spool.errors import ErrorType
+from spool.models import Job
+from spool.reader import SpoolReader
+from spool.states import JobState
+from spool.transitions import Spool
+
+
+def _error(reply_json: dict[str, object]) -> dict[str, object]:
+    error = reply_json["error"]
+    assert isinstance(error, dict) and set(error) == {"type", "message"}
+    return error
+
+
+def test_a_spool_that_exists_before_start_is_served(spool: Spool) -> None:
+    run_job(spool, "old-done", {"message": "x"})
+    run_job(spool, "old-failed", error=(ErrorType.TOOL_ERROR, "boom"))
+    submit(spool, "old-pending")
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    try:
+        counts = request(srv.base, "GET", "/api/v1/stats").json()["counts"]
+        assert counts == {"pending": 1, "running": 0, "done": 1, "failed": 1}
+        done = request(srv.base, "GET", "/api/v1/tasks/old-done").json()
+        assert done["state"] == "done" and done["result"] == {"message": "x"}
+        failed = request(srv.base, "GET", "/api/v1/tasks/old-failed").json()
+        assert failed["error"]["type"] == "tool_error"
+    finally:
+        srv.stop()
+
+
+def test_one_record_in_every_state_and_the_legacy_path(server: ServerThread,
+                                                       spool: Spool) -> None:
+    submit(spool, "p1")
+    submit(spool, "r1")
+    running = claim(spool, "r1")
+    report(spool, running, 0.4, "forty")
+    run_job(spool, "d1", {"message": "d1"})
+    try:
+        def state_of(job_id: str) -> object:
+            reply = request(server.base, "GET", f"/api/v1/tasks/{job_id}")
+            return reply.status == 200 and reply.json()["state"]
+
+        wait_for(lambda: state_of("p1") == "pending", what="p1 pending")
+        wait_for(lambda: state_of("d1") == "done", what="d1 done")
+        record = wait_for(lambda: (r := request(server.base, "GET", "/api/v1/tasks/r1").json())
+                          .get("progress") and r, what="r1 progress")
+        assert record["state"] == "running"
+        assert record["progress"]["fraction"] == 0.4 and record["progress"]["message"] == "forty"
+        assert record["attempts"] == 1
+        for job_id in ("p1", "r1", "d1"):
+            main = request(server.base, "GET", f"/api/v1/tasks/{job_id}")
+            legacy = request(server.base, "GET", f"/api/v1/backtest/tasks/{job_id}")
+            assert main.status == legacy.status == 200
+            assert main.json() == legacy.json()
+            assert main.headers["content-type"].startswith("application/json")
+    finally:
+        running.close()
+
+
+BAD_PATHS = [
+    "/api/v1/tasks/..%2f..%2fetc%2fpasswd",
+    "/api/v1/tasks/..%2F..%2Fetc%2Fpasswd",
+    "/api/v1/tasks/%2e%2e",
+    "/api/v1/tasks/%2E%2E%2Fpending",
+    "/api/v1/tasks/%252e%252e%252fetc",
+    "/api/v1/tasks/..%5c..%5cwindows",
+    "/api/v1/tasks/..\\..\\windows",
+    "/api/v1/tasks/a%00b",
+    "/api/v1/tasks/%E2%80%A4%E2%80%A4",
+    "/api/v1/tasks/%EF%BC%8E%EF%BC%8E%EF%BC%8Fetc",
+    "/api/v1/tasks/../../etc/passwd",
+    "/api/v1/tasks/..",
+    "/api/v1/tasks/.hidden",
+    "/api/v1/tasks/" + "a" * 129,
+    "/api/v1/tasks/" + "a" * 5000,
+    "/api/v1/tasks/",
+    "/api/v1/tasks/a/b",
+    "/api/v1/backtest/tasks/..%2f..%2fdone%2fx",
+    "/api/v1/backtest/tasks/%2e%2e",
+    "/api/v1/ws/tasks/..%2fx",
+    "/api/v1/ws/backtest/%2e%2e",
+]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS)
+def test_ids_are_validated_before_any_path_is_built(server: ServerThread, path: str) -> None:
+    reply = request(server.base, "GET", path)
+    assert reply.status == 400, reply.body
+    assert _error(reply.json())["type"] == "invalid_id"
+
+
+def test_writes_validate_ids_too(server: ServerThread) -> None:
+    for path in ("/api/v1/tasks/..%2fx/cancel", "/api/v1/tasks/%2e%2e/retry"):
+        reply = request(server.base, "POST", path, token=TOKEN)
+        assert reply.status == 400 and _error(reply.json())["type"] == "invalid_id"
+
+
+def test_unknown_ids_and_routes_answer_json(server: ServerThread) -> None:
+    for path in ("/api/v1/tasks/nope", "/api/v1/backtest/tasks/nope", "/nothing/here"):
+        reply = request(server.base, "GET", path)
+        assert reply.status == 404 and _error(reply.json())["type"] == "not_found"
+    reply = request(server.base, "DELETE", "/api/v1/tasks")
+    assert reply.status == 405 and _error(reply.json())["type"] == "method_not_allowed"
+    assert "GET" in reply.headers["allow"]
+    for query in ("state=bogus", "limit=0", "limit=1001", "limit=x", "cursor=%%%",
+                  "cursor=bm90LWEtY3Vyc29y", "tool=" + "t" * 200):
+        reply = request(server.base, "GET", f"/api/v1/tasks?{query}")
+        assert reply.status == 400, query
+        assert _error(reply.json())["type"] == "bad_request"
+
+
+def test_pages_match_the_reader_order_and_filters(server: ServerThread, spool: Spool) -> None:
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    for n in range(130):
+        tool = "echo" if n % 3 else "sleep"
+        when = base + timedelta(seconds=n // 2)  # pairs share a timestamp: ties by id
+        spool.submit(Job(tool=tool, submitted_at=when), f"job-{n:03d}")
+    for n in range(0, 130, 4):
+        finish(spool, claim(spool, f"job-{n:03d}"), {"n": n})
+    wait_for(lambda: request(server.base, "GET", "/api/v1/stats").json()["total"] == 130,
+             what="130 indexed")
+    reader = SpoolReader(spool.layout)
+    for state, tool in [(None, None), ("pending", None), ("done", "echo"), (None, "sleep")]:
+        expected = [r.id for r in reader.page(state=state and _state(state), tool=tool,
+                                              limit=1000).records]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            query = "limit=17" + (f"&state={state}" if state else "") + \
+                (f"&tool={tool}" if tool else "") + (f"&cursor={cursor}" if cursor else "")
+            page = request(server.base, "GET", f"/api/v1/tasks?{query}").json()
+            seen.extend(t["id"] for t in page["tasks"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == expected, (state, tool)
+
+
+def _state(name: str) -> JobState:
+    return JobState(name)
+
+
+def test_large_records_are_listed_without_their_result(server: ServerThread,
+                                                       spool: Spool) -> None:
+    result = equity_result(("AAA", "BBB"), bars=1500)
+    run_job(spool, "big", result, tool="run_backtest")
+    page = wait_for(lambda: request(server.base, "GET", "/api/v1/tasks").json()["tasks"],
+                    what="big listed")
+    assert page[0]["id"] == "big" and page[0]["result_omitted"] is True
+    assert "result" not in page[0]
+    full = request(server.base, "GET", "/api/v1/tasks/big").json()
+    assert full["result"]["symbols"]["BBB"]["equity_curve"] == \
+        result["symbols"]["BBB"]["equity_curve"]
+
+
+def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
+                                                        spool: Spool) -> None:
+    stats = request(server.base, "GET", "/api/v1/stats").json()
+    assert stats["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    assert stats["oldest_pending_age_s"] is None
+    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+    submit(spool, "waiting")
+    owner = FakeOwner(spool, busy=1)
+    try:
+        stats = wait_for(lambda: (s := request(server.base, "GET", "/api/v1/stats").json())
+                         ["counts"]["pending"] == 1 and s, what="pending counted")
+        assert stats["oldest_pending_age_s"] >= 0
+        assert stats["processor"]["alive"] is True and stats["processor"]["count"] == 1
+        assert stats["job_num"] == 2 and stats["busy_workers"] == 1
+        assert {"echo", "sleep"} <= set(stats["tools"])
+    finally:
+        owner.close()
+    stats = request(server.base, "GET", "/api/v1/stats").json()
+    assert stats["processor"]["alive"] is False  # the lock is gone: the kernel says so
+
+
+def test_health_openapi_and_dashboard_are_served(server: ServerThread) -> None:
+    health = request(server.base, "GET", "/healthz")
+    assert health.status == 200 and health.json()["status"] == "ok"
+    doc = request(server.base, "GET", "/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.1") and "Record" in doc["components"]["schemas"]
+    page = request(server.base, "GET", "/")
+    assert page.status == 200 and b"/static/app.js" in page.body
+    for asset in ("app.js", "chart.js", "app.css"):
+        assert request(server.base, "GET", f"/static/{asset}").status == 200
+    assert request(server.base, "GET", "/static/../app.py").status == 404
+
+
+def test_changes_made_behind_statusd_reach_the_index(server: ServerThread,
+                                                     spool: Spool) -> None:
+    submit(spool, "cli-drop")  # as `spoolq submit` would, not through HTTP
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks").json()["tasks"],
+             what="drop listed")
+    running = claim(spool, "cli-drop")
+    wait_for(lambda: request(server.base, "GET", "/api/v1/stats").json()["counts"]["running"]
+             == 1, what="running counted")
+    finish(spool, running, {"ok": True})
+    wait_for(lambda: request(server.base, "GET", "/api/v1/stats").json()["counts"]["done"]
+             == 1, what="done counted")
+    (spool.layout.folder(_state("done")) / "cli-drop.json").unlink()  # a purge
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/cli-drop").status == 404,
+             what="purged record gone")
+
+
+class _DeafFeed:
+    """A change feed that never reports anything (a dropped inotify queue)."""
+
+    def __init__(self, folders: object, on_change: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_periodic_rescan_covers_lost_events(spool: Spool, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(statusd.tracker, "ChangeFeed", _DeafFeed)
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
+    try:
+        run_job(spool, "unannounced", {"ok": 1})
+        wait_for(lambda: request(srv.base, "GET", "/api/v1/stats").json()["counts"]["done"]
+                 == 1, what="rescan found the record")
+        assert request(srv.base, "GET", "/api/v1/tasks").json()["tasks"][0]["id"] == \
+            "unannounced"
+    finally:
+        srv.stop()
