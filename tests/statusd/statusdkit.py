@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,19 +133,24 @@ class Reply:
 
 def request(base: str, method: str, path: str, body: Any = None, *,
             token: str | None = None, headers: dict[str, str] | None = None,
-            raw: bytes | None = None) -> Reply:
-    """One HTTP request sent exactly as given (the path is not normalised)."""
+            raw: bytes | None = None, chunks: list[bytes] | None = None) -> Reply:
+    """One HTTP request sent exactly as given (the path is not normalised).
+
+    ``chunks`` sends the body with ``Transfer-Encoding: chunked`` (no Content-Length).
+    """
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     sent = dict(headers or {})
-    data = raw
+    data: bytes | Iterator[bytes] | None = raw
+    if chunks is not None:
+        data = iter(chunks)
     if body is not None:
         data = orjson.dumps(body)
         sent.setdefault("Content-Type", "application/json")
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     try:
-        conn.request(method, path, body=data, headers=sent)
+        conn.request(method, path, body=data, headers=sent, encode_chunked=chunks is not None)
         resp = conn.getresponse()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:

@@ -1,0 +1,156 @@
+"""HTTP writes: bearer token, submit, cancel, retry, body limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from statusdkit import (
+    TOKEN,
+    ServerThread,
+    claim,
+    finish,
+    request,
+    run_job,
+    settings_for,
+    submit,
+)
+
+from spool.errors import ErrorType
+from spool.states import JobState
+from spool.transitions import Spool
+
+WRITES = [("POST", "/api/v1/tasks", {"tool": "echo"}),
+          ("POST", "/api/v1/tasks/some-id/cancel", None),
+          ("POST", "/api/v1/tasks/some-id/retry", None)]
+
+
+@pytest.fixture
+def readonly(spool: Spool) -> Iterator[ServerThread]:
+    srv = ServerThread(settings_for(spool.layout.root, statusd_token="")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+def test_writes_are_off_without_a_token(readonly: ServerThread, method: str, path: str,
+                                        body: object) -> None:
+    reply = request(readonly.base, method, path, body, token="anything")
+    assert reply.status == 403
+    assert reply.json()["error"]["type"] == "forbidden"
+
+
+@pytest.mark.parametrize(("method", "path", "body"), WRITES)
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer",
+                                    f"Bearer {TOKEN}x"])
+def test_writes_need_the_right_bearer_token(server: ServerThread, method: str, path: str,
+                                            body: object, header: str | None) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    reply = request(server.base, method, path, body, headers=headers)
+    assert reply.status == 401
+    assert reply.json()["error"]["type"] == "unauthorized"
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_submit_queues_a_job_that_get_finds_at_once(server: ServerThread,
+                                                    spool: Spool) -> None:
+    reply = request(server.base, "POST", "/api/v1/tasks",
+                    {"tool": "echo", "params": {"message": "hi"}, "meta": {"by": "test"},
+                     "priority": 3}, token=TOKEN)
+    assert reply.status == 202
+    task_id = reply.json()["task_id"]
+    assert reply.headers["location"] == f"/api/v1/tasks/{task_id}"
+    assert spool.layout.job(JobState.PENDING, task_id).exists()
+    record = request(server.base, "GET", f"/api/v1/tasks/{task_id}").json()
+    assert record["state"] == "pending" and record["params"] == {"message": "hi"}
+    assert record["meta"] == {"by": "test"} and record["priority"] == 3
+    again = request(server.base, "POST", "/api/v1/tasks", {"tool": "echo", "id": task_id},
+                    token=TOKEN)
+    assert again.status == 409 and again.json()["error"]["type"] == "conflict"
+
+
+@pytest.mark.parametrize(("raw", "content_type", "status"), [
+    (b'{"params": {}}', "application/json", 400),              # no tool
+    (b'{"tool": "echo", "surprise": 1}', "application/json", 400),
+    (b'{"tool": "echo", "id": "../x"}', "application/json", 400),
+    (b'{"tool": "echo", "not_before": "2026-01-01T00:00:00"}', "application/json", 400),
+    (b"[1, 2]", "application/json", 400),
+    (b"{not json", "application/json", 400),
+    (b'{"tool": "echo"}', "text/plain", 415),
+])
+def test_bad_jobs_are_refused(server: ServerThread, raw: bytes, content_type: str,
+                              status: int) -> None:
+    reply = request(server.base, "POST", "/api/v1/tasks", raw=raw, token=TOKEN,
+                    headers={"Content-Type": content_type})
+    assert reply.status == status, reply.body
+    assert set(reply.json()["error"]) == {"type", "message"}
+
+
+def test_bodies_over_the_limit_answer_413(spool: Spool) -> None:
+    srv = ServerThread(settings_for(spool.layout.root, statusd_max_body_bytes=4096)).start()
+    try:
+        big = {"tool": "echo", "params": {"message": "x" * 10_000}}
+        reply = request(srv.base, "POST", "/api/v1/tasks", big, token=TOKEN)
+        assert reply.status == 413
+        assert reply.json()["error"]["type"] == "payload_too_large"
+        chunked = request(srv.base, "POST", "/api/v1/tasks", token=TOKEN,
+                          chunks=[b'{"tool": "echo", "params": {"m": "', b"y" * 9000, b'"}}'],
+                          headers={"Content-Type": "application/json"})
+        assert reply.status == chunked.status == 413
+        assert list(spool.layout.folder(JobState.PENDING).iterdir()) == []
+    finally:
+        srv.stop()
+
+
+def test_cancel_a_pending_job(server: ServerThread, spool: Spool) -> None:
+    submit(spool, "to-cancel")
+    reply = request(server.base, "POST", "/api/v1/tasks/to-cancel/cancel", token=TOKEN)
+    assert reply.status == 200
+    record = reply.json()
+    assert record["state"] == "failed" and record["error"]["type"] == "cancelled"
+    assert request(server.base, "GET", "/api/v1/tasks/to-cancel").json()["state"] == "failed"
+    again = request(server.base, "POST", "/api/v1/tasks/to-cancel/cancel", token=TOKEN)
+    assert again.status == 409
+    missing = request(server.base, "POST", "/api/v1/tasks/nobody/cancel", token=TOKEN)
+    assert missing.status == 404 and missing.json()["error"]["type"] == "not_found"
+
+
+def test_cancel_a_running_job_waits_for_the_processor(server: ServerThread,
+                                                      spool: Spool) -> None:
+    submit(spool, "long")
+    running = claim(spool, "long")
+    request_file = spool.layout.cancel_request("long")
+
+    def processor_stand_in() -> None:  # acts on the cancel request as the processor does
+        deadline = time.monotonic() + 10
+        while not request_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        finish(spool, running, error=(ErrorType.CANCELLED, "cancelled while running"))
+
+    helper = threading.Thread(target=processor_stand_in)
+    helper.start()
+    try:
+        reply = request(server.base, "POST", "/api/v1/tasks/long/cancel", token=TOKEN)
+    finally:
+        helper.join()
+    assert reply.status == 200
+    assert reply.json()["state"] == "failed"
+    assert reply.json()["error"]["type"] == "cancelled"
+
+
+def test_retry_moves_a_failed_job_back_to_pending(server: ServerThread, spool: Spool) -> None:
+    run_job(spool, "flaky", error=(ErrorType.TIMEOUT, "too slow"))
+    run_job(spool, "fine", {"ok": True})
+    reply = request(server.base, "POST", "/api/v1/tasks/flaky/retry", token=TOKEN)
+    assert reply.status == 200
+    record = reply.json()
+    assert record["state"] == "pending" and record["attempts"] == 0
+    assert request(server.base, "GET", "/api/v1/tasks/flaky").json()["state"] == "pending"
+    done = request(server.base, "POST", "/api/v1/tasks/fine/retry", token=TOKEN)
+    assert done.status == 409 and done.json()["error"]["type"] == "conflict"
+    missing = request(server.base, "POST", "/api/v1/tasks/nobody/retry", token=TOKEN)
+    assert missing.status == 404
