@@ -103,7 +103,8 @@ class Mover:
         except OSError as exc:
             _raise_fatal(exc, f"cannot move {src.name} to {dst.parent.name}/")
             raise
-        self._synced(dst.parent, src.parent, durable=durable)
+        if durable and self.mode is not FsyncMode.NEVER:
+            self._synced(dst.parent, src.parent)
         return True
 
     def _rename_noreplace(self, src: Path, dst: Path) -> bool:
@@ -140,10 +141,10 @@ class Mover:
     def unlink(self, path: Path) -> bool:
         """Remove a file or symlink (a directory tree too); False if it was not there."""
         try:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
+            try:
+                os.unlink(path)  # never follows a symlink; EISDIR for a directory
+            except IsADirectoryError:
                 shutil.rmtree(path)
-            else:
-                os.unlink(path)
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -153,7 +154,7 @@ class Mover:
 
     def unlink_durable(self, path: Path) -> bool:
         removed = self.unlink(path)
-        if removed:
+        if removed and self.mode is not FsyncMode.NEVER:
             self._synced(path.parent)
         return removed
 

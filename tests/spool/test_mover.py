@@ -1,0 +1,78 @@
+"""The Mover's promises under each SPOOL_FSYNC mode: publish leaves no staging
+file, no-replace moves refuse, unlink removes what it names and never follows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from spoolkit import listing, make_spool
+
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture(params=list(FsyncMode), ids=lambda m: m.value)
+def any_spool(tmp_path: Path, request: pytest.FixtureRequest) -> Spool:
+    return make_spool(tmp_path / "spool", request.param)
+
+
+def test_publish_and_no_replace(any_spool: Spool) -> None:
+    mover, layout = any_spool.mover, any_spool.layout
+    dest = layout.job(JobState.DONE, "a")
+    assert mover.publish(dest, b"one") is True
+    assert mover.publish(dest, b"two", replace=False) is False
+    assert dest.read_bytes() == b"one"
+    assert mover.publish(dest, b"three") is True
+    assert dest.read_bytes() == b"three"
+    mover.flush()
+    assert listing(layout.tmp) == []
+
+
+def test_move_no_replace_and_missing_source(any_spool: Spool) -> None:
+    mover, layout = any_spool.mover, any_spool.layout
+    src, dst = layout.job(JobState.PENDING, "m"), layout.job(JobState.RUNNING, "m")
+    src.write_bytes(b"src")
+    dst.write_bytes(b"dst")
+    assert mover.move(src, dst, replace=False) is False
+    assert (src.read_bytes(), dst.read_bytes()) == (b"src", b"dst")
+    assert mover.move(src, dst, replace=True) is True
+    assert dst.read_bytes() == b"src" and not src.exists()
+    assert mover.move(src, dst) is False, "a vanished source is a lost race, not an error"
+
+
+def test_link_fallback_never_overwrites(any_spool: Spool) -> None:
+    """The link+unlink path used where renameat2(NOREPLACE) is missing."""
+    mover, layout = any_spool.mover, any_spool.layout
+    mover._noreplace_native = False
+    src, dst = layout.job(JobState.PENDING, "f"), layout.job(JobState.RUNNING, "f")
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+    assert mover.move(src, dst) is False and dst.read_bytes() == b"old"
+    dst.unlink()
+    assert mover.move(src, dst) is True and dst.read_bytes() == b"new"
+    assert not src.exists()
+
+
+def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) -> None:
+    mover, failed = any_spool.mover, any_spool.layout.folder(JobState.FAILED)
+    plain = failed / "plain.orig"
+    plain.write_bytes(b"x")
+    tree = failed / "tree.orig"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"keep")
+    link = failed / "link.orig"
+    os.symlink(outside, link)
+    for path in (plain, tree, link):
+        assert mover.unlink(path) is True
+        assert not os.path.lexists(path)
+    assert (outside / "keep").read_bytes() == b"keep", "unlink never follows a symlink"
+    assert mover.unlink(plain) is False
+    assert mover.unlink_durable(plain) is False
