@@ -23,6 +23,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,7 @@ from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.recovery import Recovery, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
-from spool.transitions import Claim, Spool, record_from_job
+from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 
 log = logging.getLogger("spoolq.processor")
 
@@ -57,6 +58,7 @@ HEARTBEAT_S = 1.0
 PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
+SWITCH_INTERVAL_S = 0.0005
 _SEQ = 0
 
 
@@ -100,6 +102,8 @@ class Processor:
         self.clock: Clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.spool = Spool.from_settings(settings, self.clock)
+        self.closer = BackgroundCloser()
+        self.spool.closer = self.closer.close
         self.layout = self.spool.layout
         self.intake = Intake(self.spool, max_job_bytes=settings.max_job_bytes,
                              settle_s=settings.settle_s, clock=self.clock)
@@ -147,6 +151,9 @@ class Processor:
     # -- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
+        # The loop thread does many short blocking syscalls; a shorter switch
+        # interval stops it queueing 5 ms behind the feed and pool threads.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.layout.require()
         self.lease = OwnerLease(self.layout.owner_lock(self.owner))
         self._install_signals()
@@ -275,6 +282,7 @@ class Processor:
             self.feed.stop()
         self.fast.shutdown(wait=False, cancel_futures=True)
         self.spool.mover.flush()
+        self.closer.stop()
         self.spool.mover.unlink(self.layout.owner_status(self.owner))
         if self.lease is not None:
             self.spool.mover.unlink(self.layout.owner_lock(self.owner))
@@ -427,7 +435,6 @@ class Processor:
         except JobError as exc:
             self._finish_error(run, exc)
             return
-        self._write_progress(run, 0.0, "started")
         if tool.execution_mode is ExecutionMode.FAST:
             self.fast_busy += 1
             self.fast.submit(self._run_fast, tool, cand.job_id, params.model_dump())
@@ -541,8 +548,8 @@ class Processor:
 
     def _should_retry(self, run: Run, outcome: Outcome) -> bool:
         assert outcome.error_type is not None
-        retryable = outcome.error_type in RETRYABLE and (
-            outcome.error_type is not ErrorType.TOOL_ERROR or outcome.retryable)
+        retryable = outcome.error_type in RETRYABLE or (
+            outcome.error_type is ErrorType.TOOL_ERROR and outcome.retryable)
         return retryable and run.record.attempts < self.max_attempts(run.job)
 
     def _final_record(self, run: Run, outcome: Outcome | None) -> Record:

@@ -12,13 +12,30 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 OnChange = Callable[[str, str], None]
 """Called from the watchdog thread with (folder name, file name)."""
 
 _EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+# Only what changes a folder's listing or ends a write.  Opens, reads and
+# attribute changes would each wake a Python thread that then competes for
+# the GIL with the daemon's own file operations.
+_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+    DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -47,7 +64,7 @@ class ChangeFeed:
         self._observer = Observer()
         handler = _Handler(on_change)
         for folder in self.folders:
-            self._observer.schedule(handler, str(folder), recursive=False)
+            self._observer.schedule(handler, str(folder), recursive=False, event_filter=_FILTER)
 
     def start(self) -> None:
         self._observer.daemon = True

@@ -1,0 +1,180 @@
+"""Tools that misbehave on purpose, loaded by the daemon under test via SPOOL_TOOLS."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    log: str | None = None
+    seconds: float = 0.0
+    pid_file: str | None = None
+    mb: int = 0
+    retryable: bool = False
+
+
+def _append(path: str | None, line: str) -> None:
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+class Record(BaseTool):
+    """Appends 'start <id> <pid>' and 'end <id>' around an optional sleep."""
+
+    name: ClassVar[str] = "t_record"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        _append(params.log, f"start {ctx.job_id} {os.getpid()}")
+        time.sleep(params.seconds)
+        _append(params.log, f"end {ctx.job_id}")
+        return ToolResult.ok({"pid": os.getpid()})
+
+
+class FastRecord(Record):
+    name: ClassVar[str] = "t_fast_record"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class Crash(BaseTool):
+    name: ClassVar[str] = "t_crash"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        _append(params.log, f"start {ctx.job_id} {os.getpid()}")
+        os._exit(3)
+
+
+class Segfault(BaseTool):
+    name: ClassVar[str] = "t_segv"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        ctypes.string_at(0)
+        return ToolResult.ok()
+
+
+class StuckInC(BaseTool):
+    """Blocks inside libc sleep(), with SIGTERM ignored: only SIGKILL ends it."""
+
+    name: ClassVar[str] = "t_stuck"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 600.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ctypes.CDLL(None).sleep(1000)
+        return ToolResult.ok()
+
+
+class SpawnAndHang(BaseTool):
+    """Starts a child process (pid written to pid_file), then hangs."""
+
+    name: ClassVar[str] = "t_spawn_hang"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        child = subprocess.Popen(["sleep", "1000"])
+        assert params.pid_file
+        with open(params.pid_file, "w") as fh:
+            fh.write(str(child.pid))
+        time.sleep(1000)
+        return ToolResult.ok()
+
+
+class SpawnAndReturn(BaseTool):
+    """Leaves a grandchild behind (double fork) and returns at once."""
+
+    name: ClassVar[str] = "t_spawn_return"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        proc = subprocess.Popen(["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $!"],
+                                stdout=subprocess.PIPE)
+        out, _ = proc.communicate()
+        assert params.pid_file
+        with open(params.pid_file, "w") as fh:
+            fh.write(out.decode().strip())
+        return ToolResult.ok()
+
+
+class Hog(BaseTool):
+    name: ClassVar[str] = "t_hog"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        block = bytearray(params.mb * 1024 * 1024)
+        return ToolResult.ok({"allocated": len(block)})
+
+
+class Fail(BaseTool):
+    name: ClassVar[str] = "t_fail"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        _append(params.log, f"start {ctx.job_id} {os.getpid()}")
+        return ToolResult.error("failed on purpose", retryable=params.retryable)
+
+
+class Raise(BaseTool):
+    name: ClassVar[str] = "t_raise"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        raise ValueError("boom")
+
+
+class FastHang(BaseTool):
+    name: ClassVar[str] = "t_fast_hang"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    execution_timeout: ClassVar[float] = 0.5
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        time.sleep(params.seconds)
+        return ToolResult.ok()
+
+
+class Pid(BaseTool):
+    name: ClassVar[str] = "t_pid"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"pid": os.getpid()})
+
+
+class Progressive(BaseTool):
+    name: ClassVar[str] = "t_progress"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        for i in range(1, 11):
+            time.sleep(params.seconds / 10)
+            ctx.progress(i / 10, f"step {i}")
+        return ToolResult.ok()

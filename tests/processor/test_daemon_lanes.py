@@ -1,0 +1,250 @@
+"""The processor's lanes, tools, limits and retries, with the daemon as a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from daemonkit import Daemon, alive, drop, locations, wait_for, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def test_files_present_at_start_and_dropped_later_all_finish(spool_root: Path,
+                                                            daemon: StartDaemon) -> None:
+    for i in range(20):
+        drop(spool_root, f"early{i}", {"tool": "echo", "params": {"message": i}})
+    d = daemon()
+    for i in range(20):
+        drop(spool_root, f"late{i}", {"tool": "echo", "params": {"message": i}})
+    for prefix in ("early", "late"):
+        for i in range(20):
+            rec = wait_record(spool_root, f"{prefix}{i}")
+            assert rec["state"] == "done" and rec["result"] == {"message": i}
+            assert rec["attempts"] == 1 and rec["duration_s"] >= 0
+    assert d.stop() == 0
+
+
+def test_fast_jobs_never_wait_behind_compute(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    for i in range(4):  # two workers busy, two more queued
+        drop(spool_root, f"slow{i}", {"tool": "sleep", "params": {"seconds": 4}})
+    wait_for(lambda: len(os.listdir(spool_root / "running")) == 2, 10, "two running")
+    started = time.monotonic()
+    drop(spool_root, "quick", {"tool": "echo", "params": {"message": "now"}})
+    rec = wait_record(spool_root, "quick", 3)
+    assert rec["state"] == "done"
+    assert time.monotonic() - started < 2.0
+    assert sorted(os.listdir(spool_root / "pending")) == ["slow2.json", "slow3.json"], \
+        "COMPUTE jobs are claimed only when a worker is free"
+
+
+def test_exactly_job_num_workers_and_priority_order(spool_root: Path,
+                                                    daemon: StartDaemon, tmp_path: Path
+                                                    ) -> None:
+    log = tmp_path / "order.log"
+    for i in range(6):
+        drop(spool_root, f"p{i}", {"tool": "t_record", "priority": i,
+                                   "params": {"log": str(log), "seconds": 0.3}})
+    daemon(JOB_NUM="1")
+    for i in range(6):
+        wait_record(spool_root, f"p{i}")
+    starts = [line.split()[1] for line in log.read_text().splitlines()
+              if line.startswith("start")]
+    assert starts == [f"p{i}" for i in range(5, -1, -1)]
+    lines = log.read_text().splitlines()
+    depth = peak = 0
+    for line in lines:
+        depth += 1 if line.startswith("start") else -1
+        peak = max(peak, depth)
+    assert peak == 1, "JOB_NUM=1 must never run two COMPUTE jobs at once"
+
+
+def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    when = datetime.now(UTC) + timedelta(seconds=1.5)
+    drop(spool_root, "later", {"tool": "echo", "not_before": when.isoformat()})
+    time.sleep(1.0)
+    assert (spool_root / "pending" / "later.json").exists()
+    rec = wait_record(spool_root, "later", 5)
+    assert datetime.fromisoformat(rec["started_at"]) >= when
+
+
+def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    drop(spool_root, "stuck", {"tool": "t_stuck", "timeout": 0.5})
+    drop(spool_root, "after", {"tool": "t_pid"})
+    rec = wait_record(spool_root, "stuck", 10)
+    assert rec["state"] == "failed" and rec["error"]["type"] == "timeout"
+    assert rec["duration_s"] < 3
+    assert not alive(rec["pid"])
+    assert wait_record(spool_root, "after")["state"] == "done"
+
+
+def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: StartDaemon,
+                                                   tmp_path: Path) -> None:
+    daemon()
+    pid_file = tmp_path / "child.pid"
+    drop(spool_root, "hang", {"tool": "t_spawn_hang", "timeout": 1,
+                              "params": {"pid_file": str(pid_file)}})
+    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10, "child pid"))
+    assert alive(child)
+    rec = wait_record(spool_root, "hang", 10)
+    assert rec["error"]["type"] == "timeout"
+    wait_for(lambda: not alive(child), 5, "the tool's child to be gone")
+
+
+def test_children_left_behind_by_a_finished_tool_are_reaped(spool_root: Path,
+                                                           daemon: StartDaemon,
+                                                           tmp_path: Path) -> None:
+    daemon()
+    pid_file = tmp_path / "grandchild.pid"
+    drop(spool_root, "leaver", {"tool": "t_spawn_return", "params": {"pid_file": str(pid_file)}})
+    assert wait_record(spool_root, "leaver")["state"] == "done"
+    grandchild = int(pid_file.read_text())
+    wait_for(lambda: not alive(grandchild), 5, "the orphaned grandchild to be killed")
+
+
+def test_worker_crash_fails_only_its_job_and_the_pool_recovers(spool_root: Path,
+                                                              daemon: StartDaemon) -> None:
+    daemon()
+    drop(spool_root, "sleeper", {"tool": "sleep", "params": {"seconds": 1.5}})
+    drop(spool_root, "exit", {"tool": "t_crash"})
+    drop(spool_root, "segv", {"tool": "t_segv"})
+    for job_id, how in (("exit", "status 3"), ("segv", "SIGSEGV")):
+        rec = wait_record(spool_root, job_id)
+        assert rec["error"]["type"] == "worker_crashed" and how in rec["error"]["message"]
+    assert wait_record(spool_root, "sleeper")["state"] == "done"
+    pids = set()
+    for i in range(6):
+        drop(spool_root, f"after{i}", {"tool": "t_pid"})
+    for i in range(6):
+        rec = wait_record(spool_root, f"after{i}")
+        assert rec["state"] == "done"
+        pids.add(rec["result"]["pid"])
+    assert 1 <= len(pids) <= 2
+
+
+def test_memory_limit_and_max_jobs_per_worker(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(SPOOL_WORKER_MEMORY_MB="1024", SPOOL_WORKER_MAX_JOBS="2", JOB_NUM="1")
+    drop(spool_root, "hog", {"tool": "t_hog", "params": {"mb": 4096}})
+    rec = wait_record(spool_root, "hog")
+    assert rec["state"] == "failed" and "memory" in rec["error"]["message"].lower()
+    pids = []
+    for i in range(4):
+        drop(spool_root, f"m{i}", {"tool": "t_pid"})
+        pids.append(wait_record(spool_root, f"m{i}")["result"]["pid"])
+    assert len(set(pids)) >= 2, "a worker retires after SPOOL_WORKER_MAX_JOBS jobs"
+
+
+def test_retries_with_backoff_then_a_poison_job_fails(spool_root: Path, daemon: StartDaemon,
+                                                     tmp_path: Path) -> None:
+    daemon()
+    log = tmp_path / "poison.log"
+    drop(spool_root, "poison", {"tool": "t_crash", "max_attempts": 3,
+                                "params": {"log": str(log)}})
+    drop(spool_root, "nonretry", {"tool": "t_fail", "max_attempts": 3,
+                                  "params": {"log": str(log)}})
+    drop(spool_root, "retry", {"tool": "t_fail", "max_attempts": 2,
+                               "params": {"log": str(log), "retryable": True}})
+    rec = wait_record(spool_root, "poison", 30)
+    assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 3
+    assert wait_record(spool_root, "nonretry")["attempts"] == 1
+    assert wait_record(spool_root, "retry", 20)["attempts"] == 2
+    starts = [line.split()[1] for line in log.read_text().splitlines()]
+    assert starts.count("poison") == 3 and starts.count("nonretry") == 1
+    assert starts.count("retry") == 2
+
+
+def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    drop(spool_root, "unknown", {"tool": "no_such_tool"})
+    drop(spool_root, "badparams", {"tool": "sleep", "params": {"seconds": "long"}})
+    drop(spool_root, "raises", {"tool": "t_raise"})
+    drop(spool_root, "fasthang", {"tool": "t_fast_hang", "params": {"seconds": 3}})
+    assert wait_record(spool_root, "unknown")["error"]["type"] == "unknown_tool"
+    rec = wait_record(spool_root, "badparams")
+    assert rec["error"]["type"] == "invalid_params" and "seconds" in rec["error"]["message"]
+    rec = wait_record(spool_root, "raises")
+    assert rec["error"]["type"] == "tool_error" and "boom" in rec["error"]["message"]
+    assert "Traceback" in rec["error"]["traceback"]
+    rec = wait_record(spool_root, "fasthang")
+    assert rec["error"]["type"] == "timeout" and rec["duration_s"] < 2
+
+
+def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    drop(spool_root, "prog", {"tool": "t_progress", "params": {"seconds": 2}})
+    path = spool_root / "progress" / "prog.json"
+    seen: set[float] = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (spool_root / "done" / "prog.json").exists():
+        with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
+            seen.add(orjson.loads(path.read_bytes())["fraction"])
+        time.sleep(0.02)
+    assert len([f for f in seen if 0 < f < 1]) >= 3, seen
+    assert not path.exists(), "the progress file goes with the run"
+
+
+def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    drop(spool_root, "victim", {"tool": "sleep", "params": {"seconds": 30}})
+    wait_for((spool_root / "running" / "victim.json").exists, 10, "running")
+    (spool_root / "cancel" / "victim").write_bytes(b"{}")
+    rec = wait_record(spool_root, "victim", 5)
+    assert rec["error"]["type"] == "cancelled"
+
+
+def test_tool_catalogue_from_cli_and_status_file(spool_root: Path, daemon: StartDaemon,
+                                                 tmp_path: Path) -> None:
+    d = daemon()
+    env = {**d.env}
+    out = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
+                         capture_output=True, check=True).stdout
+    names = {t["name"]: t for t in orjson.loads(out)}
+    assert {"echo", "sleep", "run_backtest", "get_kline", "t_crash"} <= set(names)
+    assert names["sleep"]["mode"] == "compute" and names["echo"]["mode"] == "fast"
+    assert "seconds" in names["sleep"]["params_schema"]["properties"]
+    status_file = next(p for p in (spool_root / "owners").iterdir() if p.suffix == ".json")
+    status = orjson.loads(status_file.read_bytes())
+    assert status["pid"] == d.pid and status["job_num"] == 2
+    assert {t["name"] for t in status["tools"]} == set(names)
+
+
+def test_entry_point_tools_are_registered(spool_root: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    dist = site / "spoolq_extra-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: spoolq-extra\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[spoolq.tools]\nextra = ptools:Pid\n")
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(here)]),
+           "SPOOL_DIR": str(spool_root)}
+    out = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
+                         capture_output=True, check=True).stdout
+    assert "t_pid" in {t["name"] for t in orjson.loads(out)}
+
+
+def test_a_bad_tool_module_is_one_clear_error(spool_root: Path) -> None:
+    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "no.such.module"}
+    proc = subprocess.run([sys.executable, "-m", "processor"], env=env, capture_output=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 2
+    assert b"no.such.module" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_structured_logs_one_line_per_transition(spool_root: Path, daemon: StartDaemon) -> None:
+    d = daemon()
+    drop(spool_root, "logged", {"tool": "echo"})
+    wait_record(spool_root, "logged")
+    assert d.stop() == 0
+    events = [e["event"] for e in d.events() if e.get("id") == "logged"]
+    assert events == ["claimed", "done"]
+    assert locations(spool_root) == {"logged": ["done"]}

@@ -1,0 +1,158 @@
+"""Life cycle and crash safety of the processor, with real signals."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from daemonkit import Daemon, drop, locations, record, wait_for, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def test_sigterm_waits_for_short_jobs_then_requeues_the_rest(spool_root: Path,
+                                                             daemon: StartDaemon) -> None:
+    d = daemon(SPOOL_GRACE_S="1.5")
+    drop(spool_root, "short", {"tool": "sleep", "params": {"seconds": 0.5}})
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}, "max_attempts": 1})
+    wait_for(lambda: len(os.listdir(spool_root / "running")) == 2, 10, "both running")
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 6
+    assert wait_record(spool_root, "short", 1)["state"] == "done"
+    job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert job["attempts"] == 0, "a run cut short by shutdown does not count"
+    assert os.listdir(spool_root / "running") == []
+    assert os.listdir(spool_root / "owners") == []
+    assert [e["event"] for e in d.events() if e.get("id") == "long"] == ["claimed", "requeued"]
+
+
+def test_sigkill_mid_job_requeues_or_abandons_at_restart(spool_root: Path,
+                                                        daemon: StartDaemon) -> None:
+    d = daemon()
+    drop(spool_root, "again", {"tool": "sleep", "params": {"seconds": 30}, "max_attempts": 2})
+    drop(spool_root, "once", {"tool": "sleep", "params": {"seconds": 30}})
+    wait_for(lambda: len(os.listdir(spool_root / "running")) == 2, 10, "both running")
+    d.kill()
+    # The workers die with the processor (parent-death signal): nothing runs unowned.
+    assert sorted(os.listdir(spool_root / "running")) == ["again.json", "once.json"]
+    daemon()
+    rec = wait_record(spool_root, "once", 10)
+    assert rec["error"]["type"] == "abandoned" and rec["attempts"] == 1
+    job = wait_for(lambda: _pending_job(spool_root, "again"), 10, "requeued job")
+    assert job["attempts"] == 1 and job["not_before"]
+
+
+def _pending_job(root: Path, job_id: str) -> dict[str, object] | None:
+    try:
+        data: dict[str, object] = orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())
+        return data
+    except FileNotFoundError:
+        return None
+
+
+def test_crash_loop_every_job_done_exactly_once(spool_root: Path, daemon: StartDaemon,
+                                               tmp_path: Path) -> None:
+    log = tmp_path / "runs.log"
+    rng = random.Random(7)
+    total = 300
+    for i in range(total):
+        tool = "t_record" if i % 3 else "t_fast_record"
+        drop(spool_root, f"c{i:03d}", {"tool": tool, "max_attempts": 10,
+                                       "params": {"log": str(log),
+                                                  "seconds": rng.choice([0, 0, 0.01, 0.05])}})
+    for _ in range(5):
+        d = daemon()
+        time.sleep(rng.uniform(0.3, 1.2))
+        d.kill()
+    final = daemon(SPOOL_GRACE_S="5")
+    wait_for(lambda: len(os.listdir(spool_root / "done")) == total, 120, "all done")
+    assert final.stop() == 0
+    where = locations(spool_root)
+    assert len(where) == total
+    assert all(states == ["done"] for states in where.values()), \
+        {k: v for k, v in where.items() if v != ["done"]}
+    _assert_never_concurrent(log)
+
+
+def _assert_never_concurrent(log: Path) -> None:
+    running: Counter[str] = Counter()
+    for line in log.read_text().splitlines():
+        kind, job_id = line.split()[:2]
+        if kind == "start":
+            running[job_id] += 1
+            # A run killed with its worker never writes "end": forget it at the next start.
+            running[job_id] = 1
+        else:
+            running[job_id] -= 1
+        assert running[job_id] in (0, 1), f"{job_id} ran twice at once"
+
+
+def test_two_processors_on_one_spool_never_run_a_job_twice(spool_root: Path,
+                                                          daemon: StartDaemon,
+                                                          tmp_path: Path) -> None:
+    log = tmp_path / "runs.log"
+    daemon()
+    daemon()
+    total = 200
+    for i in range(total):
+        drop(spool_root, f"j{i:03d}", {"tool": "t_record" if i % 2 else "t_fast_record",
+                                       "params": {"log": str(log), "seconds": 0.005}})
+    wait_for(lambda: len(os.listdir(spool_root / "done")) == total, 60, "all done")
+    starts = Counter(line.split()[1] for line in log.read_text().splitlines()
+                     if line.startswith("start"))
+    assert len(starts) == total and set(starts.values()) == {1}
+    hosts = {orjson.loads((spool_root / "done" / f"j{i:03d}.json").read_bytes())["pid"]
+             for i in range(0, total, 2)}
+    assert len(hosts) == 2, "both processors took FAST jobs"
+
+
+def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(SPOOL_SETTLE_S="1.5")
+    body = orjson.dumps({"tool": "echo", "params": {"message": "x" * 2000}})
+    path = spool_root / "pending" / "slow.json"
+    with open(path, "wb") as fh:
+        for start in range(0, len(body), 300):
+            fh.write(body[start:start + 300])
+            fh.flush()
+            time.sleep(0.4)
+    rec = wait_record(spool_root, "slow", 10)
+    assert rec["state"] == "done" and rec["result"]["message"] == "x" * 2000
+
+
+def test_a_fifo_never_blocks_the_daemon(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon()
+    os.mkfifo(spool_root / "pending" / "x.json")
+    drop(spool_root, "behind", {"tool": "echo"})
+    assert wait_record(spool_root, "behind", 5)["state"] == "done"
+    rec = wait_record(spool_root, "x", 5)
+    assert rec["error"]["type"] == "invalid_job" and "fifo" in rec["error"]["message"]
+    assert (spool_root / "failed" / "x.orig").is_fifo()
+
+
+def test_a_burst_of_20000_files_is_fully_processed(spool_root: Path, daemon: StartDaemon
+                                                  ) -> None:
+    total = 20_000
+    d = daemon(JOB_NUM="1")
+    stop = threading.Event()
+
+    def writer(part: int) -> None:
+        for i in range(part, total, 2):
+            drop(spool_root, f"b{i:05d}", {"tool": "echo", "params": {"message": i}})
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    wait_for(lambda: len(os.listdir(spool_root / "done")) == total, 240, "20,000 done")
+    assert os.listdir(spool_root / "pending") == []
+    assert record(spool_root, "b19999") is not None
+    assert d.stop() == 0
