@@ -1,0 +1,325 @@
+"""``spoolq demo``: spoolq doing its main job, end to end, in under a minute.
+
+Makes seeded demo data, starts ``spool-processor`` and ``spool-statusd`` on a
+fresh spool as subprocesses, submits a backtest over many symbols and a
+factor analysis as job files, shows their live progress, prints the results
+and the dashboard URL, and stops both daemons (SIGTERM, then waits) at the
+end or on Ctrl-C.  ``--keep`` leaves them running and prints their pids.
+
+The daemons are separate programs reached only through the spool and HTTP,
+exactly as in production; this module never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from spool.client import Client
+from spool.errors import SpoolError
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job, Record
+from spool.settings import FsyncMode, load_settings
+from spool.states import TERMINAL
+
+START_TIMEOUT_S = 60.0
+JOB_TIMEOUT_S = 120.0
+BAR_WIDTH = 28
+
+
+@dataclass(slots=True)
+class Daemon:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def register(subparsers: Any) -> None:
+    """Add ``demo`` to the CLI's subcommands."""
+    parser = subparsers.add_parser(
+        "demo", help="run a backtest and a factor analysis on demo data, end to end",
+        description=__doc__.split("\n\n")[1] if __doc__ else None)
+    parser.add_argument("--symbols", type=int, default=200, help="symbols of demo data "
+                        "(default 200)")
+    parser.add_argument("--bars", type=int, default=2520, help="daily bars per symbol "
+                        "(default 2520, ten years)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--port", type=int, default=0, help="statusd port (default: a free "
+                        "one)")
+    parser.add_argument("--job-num", type=int, default=None, help="COMPUTE workers")
+    parser.add_argument("--keep", action="store_true", help="leave both daemons running")
+    parser.add_argument("--json", action="store_true", help="print the two records as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.spool_dir) if getattr(args, "spool_dir", None) else \
+        Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
+    out = sys.stdout
+    layout = Layout(root)
+    Mover(layout, FsyncMode.NEVER).make_folders()
+    data_dir = root / "data"
+    port = args.port or _free_port()
+    env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_DATA_DIR": str(data_dir),
+           "SPOOL_FSYNC": "batch", "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": str(port),
+           "SPOOL_SCAN_S": "2"}
+    if args.job_num:
+        env["JOB_NUM"] = str(args.job_num)
+    out.write(f"spool      {root}\n")
+    _step(out, f"demo data: {args.symbols} symbols x {args.bars} daily bars",
+          lambda: _synth(data_dir, args.symbols, args.bars, args.seed))
+    daemons: list[Daemon] = []
+    try:
+        with _interrupts_as_keyboard():
+            daemons = _start_daemons(root, env, port, out)
+            url = f"http://127.0.0.1:{port}/"
+            out.write(f"dashboard  {url}\n\n")
+            records = _run_jobs(root, args.symbols, out)
+            _summary(records, out, as_json=args.json)
+            out.write(f"\ndashboard  {url}\n")
+            return 0 if all(r.state.value == "done" for r in records) else 1
+    except KeyboardInterrupt:
+        out.write("\ninterrupted: stopping the daemons\n")
+        args.keep = False
+        return 130
+    finally:
+        if args.keep and daemons:
+            pids = ", ".join(f"{d.name} {d.proc.pid}" for d in daemons)
+            out.write(f"left running: {pids} (stop them with kill -TERM)\n")
+        else:
+            _stop_daemons(daemons, out)
+
+
+# -- set-up ------------------------------------------------------------------------------
+
+
+def _synth(data_dir: Path, symbols: int, bars: int, seed: int) -> None:
+    cmd = [sys.executable, "-m", "processor.quant.synth", "--symbols", str(symbols),
+           "--bars", str(bars), "--seed", str(seed), "--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SpoolError(f"making demo data failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+def _start_daemons(root: Path, env: dict[str, str], port: int, out: TextIO) -> list[Daemon]:
+    daemons = [_spawn("spool-processor", "processor", root, env),
+               _spawn("spool-statusd", "statusd", root, env)]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    checks = {"spool-processor": lambda: _processor_up(root),
+              "spool-statusd": lambda: _statusd_up(port)}
+    for d in daemons:
+        while not checks[d.name]():
+            if d.proc.poll() is not None or time.monotonic() > deadline:
+                tail = d.log.read_text(errors="replace").strip().splitlines()[-3:]
+                raise SpoolError(f"{d.name} did not start: {' | '.join(tail)}")
+            time.sleep(0.05)
+        out.write(f"started    {d.name} (pid {d.proc.pid}, log {d.log})\n")
+    return daemons
+
+
+def _spawn(name: str, module: str, root: Path, env: dict[str, str]) -> Daemon:
+    log = root / f"{name}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return Daemon(name, proc, log)
+
+
+def _processor_up(root: Path) -> bool:
+    return any(p.suffix == ".json" for p in (root / "owners").iterdir())
+
+
+def _statusd_up(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def _stop_daemons(daemons: list[Daemon], out: TextIO) -> None:
+    for d in daemons:
+        if d.proc.poll() is None:
+            d.proc.send_signal(signal.SIGTERM)
+    for d in daemons:
+        try:
+            code = d.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            d.proc.kill()
+            code = d.proc.wait()
+        out.write(f"stopped    {d.name} (exit {code})\n")
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard() -> Iterator[None]:
+    """SIGTERM to the demo stops it like Ctrl-C does: daemons are stopped either way."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _step(out: TextIO, what: str, action: Any) -> None:
+    start = time.monotonic()
+    out.write(f"making     {what} ...")
+    out.flush()
+    action()
+    out.write(f" {time.monotonic() - start:.1f} s\n")
+
+
+# -- the jobs -----------------------------------------------------------------------------
+
+
+def _run_jobs(root: Path, symbols: int, out: TextIO) -> list[Record]:
+    client = Client.from_settings(load_settings(spool_dir=root, fsync=FsyncMode.NEVER))
+    names = [f"S{i:04d}" for i in range(symbols)]
+    jobs = {
+        "backtest": Job(tool="run_backtest", params={
+            "symbols": names, "strategy": "ma_crossover", "fast": 10, "slow": 50},
+            meta={"demo": True}),
+        "factor": Job(tool="analyze_factor", params={
+            "factor": "momentum", "factor_params": {"lookback": 20}, "symbols": names,
+            "horizons": [1, 5, 10]}, meta={"demo": True}),
+    }
+    ids = {label: client.submit(job) for label, job in jobs.items()}
+    for label, job_id in ids.items():
+        out.write(f"submitted  {label:<8} {job_id}\n")
+    return _watch(client, ids, out)
+
+
+def _watch(client: Client, ids: dict[str, str], out: TextIO) -> list[Record]:
+    tty = out.isatty()
+    latest: dict[str, Record] = {}
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    drawn = False
+    while time.monotonic() < deadline:
+        for label, job_id in ids.items():
+            with contextlib.suppress(SpoolError):
+                latest[label] = client.get(job_id)
+        if tty:
+            if drawn:
+                out.write(f"\x1b[{len(ids)}F")
+            for label in ids:
+                out.write("\x1b[2K" + _bar_line(label, latest.get(label)) + "\n")
+            drawn = True
+            out.flush()
+        if len(latest) == len(ids) and all(r.state in TERMINAL for r in latest.values()):
+            break
+        time.sleep(0.1)
+    if not tty:
+        for label in ids:
+            out.write(_bar_line(label, latest.get(label)) + "\n")
+    missing = [label for label in ids if label not in latest or
+               latest[label].state not in TERMINAL]
+    if missing:
+        raise SpoolError(f"jobs not finished after {JOB_TIMEOUT_S:.0f} s: {', '.join(missing)}")
+    return [latest[label] for label in ids]
+
+
+def _bar_line(label: str, record: Record | None) -> str:
+    if record is None:
+        return f"{label:<9} [{' ' * BAR_WIDTH}]   0%  submitted"
+    if record.state.value == "done":
+        fraction, message = 1.0, f"done in {record.duration_s or 0:.2f} s"
+    elif record.state.value == "failed":
+        fraction = 0.0
+        message = f"failed: {record.error.message if record.error else ''}"[:60]
+    else:
+        progress = record.progress
+        fraction = progress.fraction or 0.0 if progress else 0.0
+        message = (progress.message if progress else "") or record.state.value
+    filled = int(round(fraction * BAR_WIDTH))
+    return f"{label:<9} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%}  {message}"
+
+
+# -- the summary ----------------------------------------------------------------------------
+
+
+def _summary(records: list[Record], out: TextIO, *, as_json: bool) -> None:
+    if as_json:
+        import orjson  # noqa: PLC0415 - only for this output
+
+        for record in records:
+            out.write(orjson.dumps(record.model_dump(mode="json")).decode() + "\n")
+        return
+    for record in records:
+        if record.state.value != "done":
+            error = record.error
+            out.write(f"\n{record.tool} failed: {error.type if error else '?'}: "
+                      f"{error.message if error else ''}\n")
+        elif record.tool == "run_backtest":
+            _backtest_table(record.result, out)
+        elif record.tool == "analyze_factor":
+            _ic_table(record.result, out)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _backtest_table(result: dict[str, Any], out: TextIO) -> None:
+    symbols: dict[str, dict[str, Any]] = result["symbols"]
+    summary: dict[str, Any] = result.get("summary", {})
+    params = result.get("params", {})
+    out.write(f"\nBacktest: {result.get('strategy')} fast={params.get('fast')} "
+              f"slow={params.get('slow')} fee={params.get('fee')} on {len(symbols)} symbols\n")
+    ranked = sorted(symbols.items(), key=lambda kv: kv[1].get("sharpe") or float("-inf"),
+                    reverse=True)
+    header = (f"  {'symbol':<8} {'total':>8} {'annual':>8} {'vol':>7} {'sharpe':>7} "
+              f"{'max dd':>8} {'trades':>6} {'win':>6}")
+    out.write(header + "\n")
+    shown = ranked[:5] + ranked[-3:] if len(ranked) > 8 else ranked
+    for i, (name, m) in enumerate(shown):
+        if len(ranked) > 8 and i == 5:
+            out.write(f"  {'...':<8}\n")
+        out.write(f"  {name:<8} {_fmt(m.get('total_return'), '8.1%')} "
+                  f"{_fmt(m.get('annualized_return'), '8.1%')} "
+                  f"{_fmt(m.get('annualized_volatility'), '7.1%')} "
+                  f"{_fmt(m.get('sharpe'), '7.2f')} {_fmt(m.get('max_drawdown'), '8.1%')} "
+                  f"{_fmt(m.get('num_trades'), '6d')} {_fmt(m.get('win_rate'), '6.0%')}\n")
+    extras = ", ".join(f"{k}={_fmt(v, '.4g') if isinstance(v, float) else v}"
+                       for k, v in summary.items())
+    out.write(textwrap.fill(extras, width=88, initial_indent="  summary: ",
+                            subsequent_indent=" " * 11) + "\n")
+
+
+def _ic_table(result: dict[str, Any], out: TextIO) -> None:
+    out.write(f"\nFactor analysis: {result.get('factor')} {result.get('params', {})} over "
+              f"{result.get('symbols')} symbols x {result.get('dates')} dates\n")
+    out.write(f"  {'horizon':>7} {'IC mean':>9} {'IC IR':>7} {'t':>6} {'rankIC':>8} "
+              f"{'top-bottom':>11} {'rank AC':>8}\n")
+    autocorr = result.get("rank_autocorrelation", {})
+    for horizon, h in result.get("horizons", {}).items():
+        ic, rank_ic = h.get("ic", {}), h.get("rank_ic", {})
+        out.write(f"  {horizon:>7} {_fmt(ic.get('mean'), '9.4f')} {_fmt(ic.get('ir'), '7.3f')} "
+                  f"{_fmt(ic.get('t_stat'), '6.2f')} {_fmt(rank_ic.get('mean'), '8.4f')} "
+                  f"{_fmt(h.get('top_minus_bottom'), '11.2e')} "
+                  f"{_fmt(autocorr.get(horizon), '8.3f')}\n")
+    out.write("  (t for horizons over 1 day overstates significance: daily ICs overlap)\n")
+
