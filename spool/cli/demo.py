@@ -254,7 +254,7 @@ def _bar_line(label: str, record: Record | None) -> str:
         progress = record.progress
         fraction = progress.fraction or 0.0 if progress else 0.0
         message = (progress.message if progress else "") or record.state.value
-    filled = int(round(fraction * BAR_WIDTH))
+    filled = round(fraction * BAR_WIDTH)
     return f"{label:<9} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%}  {message}"
 
 
