@@ -68,6 +68,7 @@ class Throughput(BaseModel):
 class StatusdInfo(BaseModel):
     indexed: int = Field(ge=0)
     ws_clients: int = Field(ge=0)
+    ws_dropped: int = Field(ge=0, description="clients dropped for falling behind")
     startup_s: float
     last_scan_s: float
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-QUEUE_MAX = 256
-"""Messages a client may fall behind by before it is dropped."""
+QUEUE_MAX = 1024
+"""Messages a client may fall behind by before it is dropped.  Generous, because one
+rescan or feed batch can publish hundreds of transitions at once; cheap, because
+queued messages are shared bytes objects, not copies."""
 
 
 @dataclass(frozen=True, slots=True)

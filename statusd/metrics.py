@@ -27,7 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from statusd.loader import Item
 
@@ -67,6 +67,9 @@ class _SpoolGauges:
         yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
                                 "WebSocket clients connected to statusd",
                                 value=doc["statusd"]["ws_clients"])
+        yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
+                                  "WebSocket clients dropped for falling behind",
+                                  value=doc["statusd"]["ws_dropped"])
 
 
 class Metrics:
@@ -83,9 +86,6 @@ class Metrics:
         self.duration = Histogram(
             "spoolq_job_duration_seconds", "Run time of finished jobs by tool",
             ["tool"], buckets=DURATION_BUCKETS_S, registry=self.registry)
-        self.ws_dropped = Counter(
-            "spoolq_statusd_websocket_dropped", "WebSocket clients dropped for falling behind",
-            registry=self.registry)
         self.registry.register(_SpoolGauges(status))
         self._tools: set[str] = set()
 

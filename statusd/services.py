@@ -63,6 +63,7 @@ class Services:
         offered = {t.get("name") for p in processors for t in p.tools}
         doc["tools"] = sorted({*self.index.tools(), *(t for t in offered if isinstance(t, str))})
         doc["statusd"] = {"indexed": len(self.index), "ws_clients": self.hub.clients,
+                          "ws_dropped": self.hub.dropped_total,
                           "startup_s": round(self.tracker.startup_s, 4),
                           "last_scan_s": round(self.tracker.last_scan_s, 4)}
         return doc

@@ -108,8 +108,11 @@ class ServerThread:
     def stop(self) -> None:
         if self.loop is not None and self._stop is not None and self._thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        assert not self._thread.is_alive(), "statusd test server did not stop"
+        self._thread.join(20)
+        if self._thread.is_alive():
+            assert self.loop is not None
+            stuck = [t.get_stack() for t in asyncio.all_tasks(self.loop)]
+            raise AssertionError(f"statusd test server did not stop; tasks: {stuck}")
 
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop (to read its state safely)."""

@@ -1,0 +1,233 @@
+"""WebSockets: snapshots, transitions and progress as they happen, dropped stalled
+clients, heartbeats and a clean close on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    report,
+    request,
+    run_job,
+    settings_for,
+    submit,
+    wait_for,
+)
+
+from spool.models import Job
+from spool.transitions import Spool
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    data: dict[str, Any] = msg.json()
+    return data
+
+
+@pytest.mark.parametrize("prefix", ["/api/v1/ws/tasks", "/api/v1/ws/backtest"])
+def test_task_stream_snapshot_progress_transitions_then_close(
+        server: ServerThread, spool: Spool, prefix: str) -> None:
+    submit(spool, "job-1")
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}{prefix}/job-1") as ws:
+            snap = await _next(ws)
+            assert snap["event"] == "snapshot" and snap["id"] == "job-1"
+            assert snap["state"] == "pending" and snap["record"]["tool"] == "echo"
+            running = claim(spool, "job-1")
+            moved = await _next(ws)
+            assert (moved["event"], moved["state"], moved["previous"]) == \
+                ("transition", "running", "pending")
+            report(spool, running, 0.5, "half way")
+            progress = await _next(ws)
+            assert progress["event"] == "progress" and progress["state"] == "running"
+            assert progress["progress"] == {"fraction": 0.5, "message": "half way"}
+            finish(spool, running, {"message": "job-1"})
+            done = await _next(ws)
+            assert (done["event"], done["state"]) == ("transition", "done")
+            assert done["record"]["result"] == {"message": "job-1"}
+            closing = await ws.receive(timeout=5)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == 1000
+
+    asyncio.run(scenario())
+
+
+def test_a_finished_task_gets_its_snapshot_and_a_close(server: ServerThread,
+                                                       spool: Spool) -> None:
+    run_job(spool, "over", {"message": "over"})
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/over").status == 200)
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/tasks/over") as ws:
+            snap = await _next(ws)
+            assert (snap["event"], snap["state"]) == ("snapshot", "done")
+            assert snap["record"]["result"] == {"message": "over"}
+            await ws.receive(timeout=5)
+            assert ws.close_code == 1000
+
+    asyncio.run(scenario())
+
+
+def test_task_stream_refuses_unknown_and_invalid_ids(server: ServerThread) -> None:
+    async def status_of(path: str) -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(f"{server.base}{path}"):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+    assert asyncio.run(status_of("/api/v1/ws/tasks/nobody")) == 404
+    assert asyncio.run(status_of("/api/v1/ws/tasks/..%2fetc")) == 400
+    plain = request(server.base, "GET", "/api/v1/ws/events")
+    assert plain.status == 426 and plain.json()["error"]["type"] == "upgrade_required"
+
+
+def test_events_stream_sends_every_transition(server: ServerThread, spool: Spool) -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/events") as ws:
+            for n in range(3):
+                job_id = f"ev-{n}"
+                submit(spool, job_id)
+                seen.append(_pair(await _next(ws)))
+                running = claim(spool, job_id)
+                seen.append(_pair(await _next(ws)))
+                report(spool, running, 0.5, "not sent without ?progress=1")
+                finish(spool, running, {"n": n})
+                seen.append(_pair(await _next(ws)))
+        return seen
+
+    expected = [(f"ev-{n}", s) for n in range(3) for s in ("pending", "running", "done")]
+    assert asyncio.run(scenario()) == expected
+
+
+def _pair(msg: dict[str, Any]) -> tuple[str, str]:
+    assert msg["event"] == "transition" and msg["record"]["id"] == msg["id"]
+    return msg["id"], msg["state"]
+
+
+def _stalled_client(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_stalled_client_is_dropped_and_never_slows_the_others(spool: Spool) -> None:
+    srv = ServerThread(settings_for(spool.layout.root), queue_max=128).start()
+    stalled = _stalled_client(srv.port, "/api/v1/ws/events")
+    jobs = 500
+    try:
+        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+
+        def produce() -> None:  # 16 KiB a message, 8 MiB in all: more than every buffer
+            for n in range(jobs):
+                spool.submit(Job(tool="echo", params={"pad": "x" * 16384}), f"pad-{n}")
+                if n % 10 == 9:
+                    time.sleep(0.005)  # bursts stay well under the healthy client's queue
+
+        async def scenario() -> int:
+            got = 0
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
+                producing = asyncio.get_running_loop().run_in_executor(None, produce)
+                while got < jobs:
+                    msg = await _next(ws)
+                    got += msg["event"] == "transition"
+                await producing
+            return got
+
+        assert asyncio.run(scenario()) == jobs
+        assert wait_for(lambda: srv.in_loop(lambda: srv.services.hub.dropped_total) == 1,
+                        what="the stalled client dropped")
+        metrics = request(srv.base, "GET", "/metrics").body.decode()
+        assert "spoolq_statusd_websocket_dropped_total 1.0" in metrics
+    finally:
+        stalled.close()
+        srv.stop()
+
+
+def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None:
+    srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=0.3).start()
+
+    async def scenario() -> tuple[bool, int | None]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events") as live, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events", autoping=False) as silent:
+            async def keep_reading() -> None:  # reading is what answers the pings
+                with contextlib.suppress(TimeoutError):
+                    await live.receive(timeout=30)
+
+            reader = asyncio.create_task(keep_reading())
+            pings = 0
+            async with asyncio.timeout(10):
+                while not silent.closed:
+                    msg = await silent.receive()
+                    pings += msg.type is aiohttp.WSMsgType.PING
+            assert pings >= 1
+            await asyncio.sleep(0.5)
+            assert not reader.done()
+            reader.cancel()
+            return live.closed, silent.close_code
+
+    try:
+        live_closed, silent_code = asyncio.run(scenario())
+        assert not live_closed
+        assert silent_code is not None and silent_code != 1000
+    finally:
+        srv.stop()
+
+
+def test_shutdown_closes_every_socket_going_away(spool: Spool) -> None:
+    submit(spool, "forever")
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    stopped = False
+
+    async def closing(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+        msg = await ws.receive(timeout=10)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        return ws.close_code
+
+    async def scenario() -> list[int | None]:
+        nonlocal stopped
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events") as events, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/tasks/forever") as task:
+            assert (await _next(task))["event"] == "snapshot"
+            stopping = asyncio.get_running_loop().run_in_executor(None, srv.stop)
+            codes = await asyncio.gather(closing(events), closing(task))
+            await stopping
+            stopped = True
+            return codes
+
+    try:
+        assert asyncio.run(scenario()) == [1001, 1001]
+    finally:
+        if not stopped:
+            srv.stop()

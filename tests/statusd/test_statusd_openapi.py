@@ -1,0 +1,70 @@
+"""The OpenAPI document, and a bounded schemathesis run against the real server.
+
+Every operation of /api/v1/openapi.json gets generated requests (valid and
+invalid, with the write token so submits really happen); no answer may be a
+5xx, use an undocumented status or content type, or break its schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from statusdkit import TOKEN, ServerThread, finish, request, run_job, submit
+
+from spool.errors import ErrorType
+from spool.transitions import Spool
+
+MAX_EXAMPLES = 25
+
+
+@pytest.fixture
+def live_api(server: ServerThread, spool: Spool) -> Iterator[schemathesis.BaseSchema]:
+    """The served document, on a server whose spool has a job in every state."""
+    run_job(spool, "done-1", {"message": "done-1"})
+    run_job(spool, "failed-1", error=(ErrorType.TOOL_ERROR, "boom"))
+    submit(spool, "pending-1")
+    submit(spool, "running-1")
+    running = spool.claim("running-1")
+    assert running is not None
+    try:
+        yield schemathesis.openapi.from_url(f"{server.base}/api/v1/openapi.json")
+    finally:
+        finish(spool, running, {"message": "running-1"})
+
+
+api = schemathesis.pytest.from_fixture("live_api")
+
+
+@api.parametrize()
+@settings(max_examples=MAX_EXAMPLES, deadline=None,
+          suppress_health_check=list(HealthCheck))
+def test_every_operation_conforms_to_the_document(case: schemathesis.Case) -> None:
+    case.call_and_validate(
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        checks=[not_a_server_error, status_code_conformance, content_type_conformance,
+                response_schema_conformance],
+    )
+
+
+def test_the_document_is_built_from_the_models(server: ServerThread) -> None:
+    doc = request(server.base, "GET", "/api/v1/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for name in ("Job", "Record", "TaskPage", "Stats", "ErrorResponse", "Submitted"):
+        assert name in schemas, name
+    page = schemas["TaskPage"]["properties"]["tasks"]
+    assert page["items"] == {"$ref": "#/components/schemas/Record"}
+    assert schemas["Job"]["required"] == ["tool"]
+    paths = set(doc["paths"])
+    assert {"/api/v1/tasks", "/api/v1/tasks/{id}", "/api/v1/backtest/tasks/{id}",
+            "/api/v1/stats", "/api/v1/ws/events", "/api/v1/ws/tasks/{id}",
+            "/api/v1/tasks/{id}/cancel", "/api/v1/tasks/{id}/retry", "/healthz",
+            "/metrics"} <= paths
