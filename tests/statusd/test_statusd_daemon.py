@@ -1,0 +1,174 @@
+"""``python -m statusd`` as a real subprocess: serve, stop on SIGTERM/SIGINT with exit 0,
+refuse an uninitialised spool; and end to end with the real processor when it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from statusdkit import TOKEN, request, submit
+
+from spool.transitions import Spool
+
+LISTENING = re.compile(r"statusd listening on (http://\S+)")
+START_TIMEOUT_S = 30.0
+
+
+class Daemon:
+    """A running ``python -m statusd`` whose stderr is read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="statusd-stderr")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_listening(self) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=START_TIMEOUT_S)
+            except queue.Empty:
+                raise AssertionError(f"statusd did not start: {self.log}") from None
+            if line is None:
+                raise AssertionError(f"statusd exited: {self.log}")
+            self.log.append(line)
+            match = LISTENING.search(line)
+            if match:
+                return match.group(1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SPOOL_", "STATUSD_", "JOB_NUM"))}
+    env.update(SPOOL_DIR=str(root), SPOOL_FSYNC="never", STATUSD_HOST="127.0.0.1",
+               STATUSD_PORT="0", STATUSD_TOKEN=TOKEN, SPOOL_LOG_LEVEL="INFO", **extra)
+    return env
+
+
+@contextmanager
+def statusd(root: Path, cwd: Path) -> Iterator[Daemon]:
+    proc = subprocess.Popen([sys.executable, "-m", "statusd"], env=_env(root), cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        yield daemon
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
+                                                   sig: int) -> None:
+    submit(spool, "waiting")
+    with statusd(spool.layout.root, tmp_path) as daemon:
+        base = daemon.wait_listening()
+        assert request(base, "GET", "/healthz").json() == {"status": "ok", "indexed": 1}
+        reply = request(base, "POST", "/api/v1/tasks", {"tool": "echo"}, token=TOKEN)
+        assert reply.status == 202
+
+        async def watch_then_stop() -> int | None:
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{base}/api/v1/ws/tasks/waiting") as ws:
+                assert (await ws.receive_json(timeout=10))["event"] == "snapshot"
+                daemon.proc.send_signal(sig)
+                msg = await ws.receive(timeout=10)
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                return ws.close_code
+
+        assert asyncio.run(watch_then_stop()) == 1001
+        assert daemon.stop() == 0
+
+
+def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "statusd"], env=_env(tmp_path / "nothing"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
+
+
+def _processor_missing() -> str | None:
+    """Why the real processor cannot run here (None when it can)."""
+    probe = subprocess.run([sys.executable, "-c", "import processor.__main__"],
+                           capture_output=True, text=True, timeout=60, check=False)
+    if probe.returncode == 0:
+        return None
+    return probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "import failed"
+
+
+def test_end_to_end_with_the_real_processor(spool: Spool, tmp_path: Path) -> None:
+    reason = _processor_missing()
+    if reason is not None:
+        pytest.skip(f"the processor module is missing: {reason}")
+    processor = subprocess.Popen([sys.executable, "-m", "processor"],
+                                 env=_env(spool.layout.root, JOB_NUM="1"), cwd=tmp_path,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    try:
+        with statusd(spool.layout.root, tmp_path) as daemon:
+            base = daemon.wait_listening()
+            echo = request(base, "POST", "/api/v1/tasks",
+                           {"tool": "echo", "params": {"message": "round trip"}}, token=TOKEN)
+            sleeper = request(base, "POST", "/api/v1/tasks",
+                              {"tool": "sleep", "params": {"seconds": 0.3}}, token=TOKEN)
+            assert echo.status == sleeper.status == 202
+
+            async def until_terminal(task_id: str) -> dict[str, object]:
+                async with aiohttp.ClientSession() as session, \
+                        session.ws_connect(f"{base}/api/v1/ws/tasks/{task_id}") as ws:
+                    last: dict[str, object] = {}
+                    async with asyncio.timeout(60):
+                        async for msg in ws:
+                            last = msg.json()
+                    return last
+
+            done = asyncio.run(until_terminal(echo.json()["task_id"]))
+            assert done["state"] == "done"
+            assert done["record"]["result"] == {"message": "round trip"}  # type: ignore[index]
+            slept = asyncio.run(until_terminal(sleeper.json()["task_id"]))
+            assert slept["state"] == "done"
+            stats = request(base, "GET", "/api/v1/stats").json()
+            assert stats["processor"]["alive"] is True and stats["job_num"] == 1
+            assert stats["counts"]["done"] == 2
+            assert daemon.stop() == 0
+    finally:
+        processor.send_signal(signal.SIGTERM)
+        try:
+            assert processor.wait(timeout=30) == 0
+        finally:
+            if processor.poll() is None:
+                processor.kill()
+                processor.wait()
