@@ -1,0 +1,131 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+
+What a person would check: the counts, a job submitted while the page is open
+appears and reaches done without a reload, the state filter, live progress in
+the task view, and a backtest's equity curve drawn as an SVG path.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from statusdkit import (
+    TOKEN,
+    ServerThread,
+    claim,
+    equity_result,
+    finish,
+    report,
+    request,
+    run_job,
+    submit,
+)
+
+from spool.errors import ErrorType
+from spool.transitions import Spool
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@pytest.fixture
+def page(server: ServerThread) -> Iterator[sync_api.Page]:
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            tab = browser.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield tab
+        finally:
+            browser.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api.Locator:
+    selector = f'#tasks tr[data-id="{job_id}"]'
+    return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
+
+
+def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool,
+                                              page: sync_api.Page) -> None:
+    expect = sync_api.expect
+    run_job(spool, "bt-1", equity_result(("AAA", "BBB"), bars=400), tool="run_backtest")
+    run_job(spool, "broken", tool="echo", error=(ErrorType.TOOL_ERROR, "it broke"))
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#count-done")).to_have_text("1")
+    expect(page.locator("#count-failed")).to_have_text("1")
+    expect(_row(page, "bt-1", "done")).to_be_visible()
+
+    # A job submitted while the page is open appears, runs and finishes: no reload.
+    reply = request(server.base, "POST", "/api/v1/tasks",
+                    {"tool": "echo", "params": {"message": "from the test"}}, token=TOKEN)
+    job_id = reply.json()["task_id"]
+    expect(_row(page, job_id, "pending")).to_be_visible()
+    expect(page.locator("#count-pending")).to_have_text("1")
+    running = claim(spool, job_id)
+    expect(_row(page, job_id, "running")).to_be_visible()
+    report(spool, running, 0.5, "half way")
+    expect(_row(page, job_id).locator(".progress-cell")).to_contain_text("50%")
+    finish(spool, running, {"message": "from the test"})
+    expect(_row(page, job_id, "done")).to_be_visible()
+    expect(page.locator("#count-done")).to_have_text("2")
+    expect(page.locator("#count-pending")).to_have_text("0")
+
+    # Filters.
+    page.select_option("#state-filter", "failed")
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    expect(_row(page, "broken", "failed")).to_be_visible()
+    page.select_option("#state-filter", "")
+    page.select_option("#tool-filter", "run_backtest")
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    expect(_row(page, "bt-1")).to_be_visible()
+    page.select_option("#tool-filter", "")
+
+    # The backtest's equity curves, drawn as SVG paths with data.
+    _row(page, "bt-1").locator("a").click()
+    expect(page.locator("#task-state")).to_have_text("done")
+    paths = page.locator("#equity svg path.equity")
+    expect(paths).to_have_count(2)
+    d = paths.first.get_attribute("d") or ""
+    assert d.startswith("M") and d.count("L") >= 300
+    expect(page.locator("#task-result pre")).to_contain_text("400 points")
+
+    # A failed task shows its error.
+    page.goto(server.base + "/#/tasks/broken")
+    expect(page.locator("#task-error .message")).to_have_text("tool_error: it broke")
+
+
+def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
+                                           page: sync_api.Page) -> None:
+    expect = sync_api.expect
+    submit(spool, "slow", tool="sleep")
+    request(server.base, "GET", "/api/v1/tasks/slow")
+    page.goto(server.base + "/#/tasks/slow")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    running = claim(spool, "slow")
+    expect(page.locator("#task-state")).to_have_text("running")
+    report(spool, running, 0.25, "a quarter")
+    expect(page.locator("#task-progress .text")).to_have_text("25% a quarter")
+    report(spool, running, 0.75, "three quarters")
+    expect(page.locator("#task-progress .text")).to_have_text("75% three quarters")
+    finish(spool, running, {"slept": 1})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-progress")).to_be_hidden()
+    expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
