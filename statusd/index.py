@@ -43,16 +43,20 @@ class Index:
     # -- writing --------------------------------------------------------------------
 
     def load(self, items: Iterable[Item]) -> None:
-        """Replace the whole index (start-up): append everything, sort each list once."""
+        """Replace the whole index (start-up): one sort, then appends in order."""
         self._reset()
-        for item in items:
+        ordered = sorted(items, key=_key)
+        keys = self._keys
+        for item in ordered:
             self._items[item.job_id] = item
             self._stamps[item.job_id] = item.stamp
             for flt in _filters(item):
-                self._keys.setdefault(flt, []).append(item.key)
+                found = keys.get(flt)
+                if found is None:
+                    keys[flt] = [item.key]
+                else:
+                    found.append(item.key)
             self._note_pending(item)
-        for keys in self._keys.values():
-            keys.sort()
         self._oldest_dirty = True
 
     def put(self, item: Item) -> Item | None:
@@ -122,6 +126,10 @@ class Index:
 
     def tools(self) -> list[str]:
         return sorted(t for s, t in self._keys if s is None and t is not None)
+
+
+def _key(item: Item) -> Key:
+    return item.key
 
 
 def _filters(item: Item) -> tuple[Filter, ...]:

@@ -16,15 +16,16 @@ through :meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from spool.errors import ErrorType
-from spool.ids import id_from_name, is_valid_id
+from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.models import Record, record_bytes
 from spool.reader import Entry, SpoolReader, newest
@@ -38,8 +39,7 @@ DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_K
 _ERROR_TYPES = frozenset(e.value for e in ErrorType)
 
 
-@dataclass(frozen=True, slots=True)
-class Stamp:
+class Stamp(NamedTuple):
     """What identifies one version of an id on disk: a change of any part means reload."""
 
     state: JobState
@@ -48,14 +48,17 @@ class Stamp:
     progress_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One id as the index holds it: sort key, filters, and the JSON it answers with."""
+class Item(NamedTuple):
+    """One id as the index holds it: sort key, filters, and the JSON it answers with.
+
+    A NamedTuple rather than a dataclass: start-up builds 100,000 of them.
+    """
 
     job_id: str
     state: JobState
     tool: str | None
-    submitted_us: int
+    key: tuple[int, str]
+    """(submitted_us, id): the order of :func:`spool.reader.sort_key`."""
     stamp: Stamp
     summary: bytes
     """Record JSON for lists and broadcasts (without ``result`` when large)."""
@@ -65,10 +68,6 @@ class Item:
     error_type: str | None = None
     fraction: float | None = None
     message: str = ""
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.submitted_us, self.job_id)
 
     @property
     def progress(self) -> dict[str, Any] | None:
@@ -133,11 +132,23 @@ class Loader:
         return stamps
 
     def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
-        """Items for every id of a scan (ids that vanished meanwhile are left out)."""
+        """Items for every id of a scan (ids that vanished meanwhile are left out).
+
+        Terminal records are read by a few threads at once (reads release the GIL,
+        which matters on a cold page cache) and parsed here; the rest go one by one.
+        """
+        folders = {state: os.fspath(self.layout.folder(state)) for state in TERMINAL}
+        terminal = [(i, s) for i, s in stamps.items() if s.state in TERMINAL]
+        paths = [f"{folders[s.state]}/{i}{JOB_SUFFIX}" for i, s in terminal]
         items = []
-        for job_id, stamp in stamps.items():
-            item = self.load(job_id, stamp)
+        for (job_id, stamp), raw in zip(terminal, _read_many(paths), strict=True):
+            item = _terminal_item(job_id, stamp, raw) if raw is not None else None
+            if item is None:
+                item = self.load(job_id, stamp)
             if item is not None:
+                items.append(item)
+        for job_id, stamp in stamps.items():
+            if stamp.state not in TERMINAL and (item := self.load(job_id, stamp)) is not None:
                 items.append(item)
         return items
 
@@ -202,6 +213,51 @@ class Loader:
         record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
                                               stamp.ctime_ns))
         return None if record is None else record_bytes(record)
+
+
+READ_THREADS = 8
+COLD_READ_S = 30e-6
+"""A read slower than this per file means a cold page cache: read the rest in threads."""
+_READ_CHUNK = 2048
+
+
+def _read_many(paths: list[str]) -> list[bytes | None]:
+    """The bytes of each file (None when it vanished).
+
+    From the page cache one thread is fastest (threads only fight over the GIL:
+    0.9 s against 1.7 s for 90,000 files here); from disk, reads in flight
+    together are 2-3 times faster.  So the first chunk is timed and decides.
+    """
+    began = time.perf_counter()
+    first = _read_chunk(paths[:_READ_CHUNK])
+    rest = paths[_READ_CHUNK:]
+    if not rest:
+        return first
+    if (time.perf_counter() - began) / len(first) < COLD_READ_S:
+        return first + _read_chunk(rest)
+    chunks = [rest[i:i + _READ_CHUNK] for i in range(0, len(rest), _READ_CHUNK)]
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="statusd-read") as pool:
+        return first + [raw for chunk in pool.map(_read_chunk, chunks) for raw in chunk]
+
+
+def _read_chunk(paths: list[str]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            out.append(None)
+            continue
+        try:
+            parts = []
+            while chunk := os.read(fd, 1 << 16):
+                parts.append(chunk)
+            out.append(b"".join(parts))
+        except OSError:
+            out.append(None)
+        finally:
+            os.close(fd)
+    return out
 
 
 def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
@@ -272,7 +328,7 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes, *, subm
         short["result_omitted"] = True
         summary = orjson.dumps(short, option=DUMP_OPTS)
         full = None
-    return Item(job_id, stamp.state, tool, submitted_us, stamp, summary, full,
+    return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, error_type,
                 fraction, message)
 
@@ -285,10 +341,11 @@ def _error_ok(error: object, state: JobState) -> bool:
 
 
 def _optional_ts_ok(obj: dict[str, Any]) -> bool:
-    for name in ("started_at", "finished_at"):
-        value = obj.get(name)
-        if value is not None and _parse_ts(value) is None:
-            return False
+    # Type checks only: parsing two more timestamps per record would cost a third
+    # of start-up, and the spool writes them from validated datetimes.
+    started, finished = obj.get("started_at"), obj.get("finished_at")
+    if not isinstance(started, str | None) or not isinstance(finished, str | None):
+        return False
     attempts = obj.get("attempts", 0)
     return isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0
 
