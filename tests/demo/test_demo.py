@@ -1,0 +1,73 @@
+"""``spoolq demo`` end to end: both daemons as subprocesses, real jobs, clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+DEMO = [sys.executable, "-m", "spool.cli.main", "demo"]
+
+
+def _spool_of(output: str) -> Path:
+    match = re.search(r"^spool\s+(\S+)$", output, re.MULTILINE)
+    assert match, output
+    return Path(match.group(1))
+
+
+def _daemons_of(spool: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            env = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if env.get("SPOOL_DIR") == str(spool):
+            found.append(proc)
+    return found
+
+
+def test_demo_runs_both_jobs_prints_results_and_stops_the_daemons(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = subprocess.run([*DEMO, "--symbols", "60", "--bars", "800"], capture_output=True,
+                          text=True, timeout=120, check=False,
+                          env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert time.monotonic() - started < 60
+    assert "Backtest: ma_crossover fast=10 slow=50" in out
+    assert re.search(r"^\s+S\d{4}\s+-?\d+\.\d%", out, re.MULTILINE), "a metrics row"
+    assert re.search(r"^\s+1\s+-?\d\.\d{4}", out, re.MULTILINE), "an IC row for horizon 1"
+    assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/", out)
+    assert "stopped    spool-processor (exit 0)" in out
+    assert "stopped    spool-statusd (exit 0)" in out
+    spool = _spool_of(out)
+    assert len(os.listdir(spool / "done")) == 2
+    assert _daemons_of(spool) == []
+
+
+def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*DEMO, "--symbols", "400", "--bars", "2520"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("submitted"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    spool = _spool_of(out)
+    deadline = time.monotonic() + 10
+    while _daemons_of(spool) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _daemons_of(spool) == []
