@@ -1,0 +1,218 @@
+"""Benchmark of spool transitions: claim-and-complete per second under each
+``SPOOL_FSYNC`` mode, next to a bare ``os.rename`` loop on the same filesystem
+in the same run (the floor).
+
+Run from the repository root: ``python -m bench.spool_ops`` (``--help`` for
+sizes).  A *claim-and-complete* is what a processor does per job around the
+tool: ``Spool.claim`` (flock the pending inode, rename it into ``running/``
+with NOREPLACE, read it), building the ``Record``, and ``Spool.complete``
+(publish the record into ``done/`` through ``tmp/``, remove the running file
+and any stale sidecars).  That is two transitions and at least four
+metadata-changing syscalls per job, against one rename per item for the floor.
+
+Also printed: the same syscalls issued directly from Python with no spool
+library (the protocol's own floor), so the gap splits into what the protocol
+costs on this filesystem and what the library adds.  Jobs are seeded untimed
+(``never``) and the filesystem is synced before each timed loop.  Every spool
+and scratch folder lives under ``--dir`` (default: a temporary folder in the
+repository, so on the repository's filesystem) and is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import fcntl
+import functools
+import os
+import pstats
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool, record_from_job
+
+REPO = Path(__file__).resolve().parents[1]
+JOB = {"tool": "echo", "params": {"message": "hello"}, "meta": {"bench": True}}
+RESULT = {"message": "hello"}
+
+
+def filesystem_of(path: Path) -> str:
+    """``fstype (device)`` of the mount holding ``path``, from /proc/mounts."""
+    best, found = "", "unknown"
+    real = str(path.resolve())
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        device, mount, fstype, options = line.split()[:4]
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, found = mount, f"{fstype} ({device} on {mount}, {options})"
+    return found
+
+
+# -- floors ----------------------------------------------------------------------------
+
+
+def bare_rename(base: Path, n: int) -> float:
+    """Renames per second of n small files from one folder to another."""
+    src, dst = base / "a", base / "b"
+    src.mkdir()
+    dst.mkdir()
+    names = [f"job-{i:06d}.json" for i in range(n)]
+    for name in names:
+        (src / name).write_bytes(b'{"tool": "echo"}')
+    pairs = [(str(src / name), str(dst / name)) for name in names]
+    os.sync()
+    start = time.perf_counter()
+    for old, new in pairs:
+        os.rename(old, new)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(src)
+    shutil.rmtree(dst)
+    return n / elapsed
+
+
+def protocol_syscalls(base: Path, n: int) -> float:
+    """Jobs per second issuing a claim-and-complete's essential syscalls directly."""
+    folders = {name: base / name for name in ("pending", "running", "done", "tmp")}
+    for folder in folders.values():
+        folder.mkdir()
+    names = [f"job-{i:06d}.json" for i in range(n)]
+    for name in names:
+        (folders["pending"] / name).write_bytes(b'{"tool": "echo"}')
+    paths = [tuple(str(folders[f] / name) for f in ("pending", "running", "tmp", "done"))
+             for name in names]
+    record = b'{"tool": "echo", "state": "done", "result": {"message": "hello"}}'
+    os.sync()
+    start = time.perf_counter()
+    for pending, running, tmp, done in paths:
+        fd = os.open(pending, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(pending, running)  # the library uses renameat2(NOREPLACE)
+        os.read(fd, 65536)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        os.write(out, record)
+        os.close(out)
+        os.rename(tmp, done)
+        os.unlink(running)
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    for folder in folders.values():
+        shutil.rmtree(folder)
+    return n / elapsed
+
+
+# -- the library -------------------------------------------------------------------------
+
+
+def seeded_spool(root: Path, mode: FsyncMode, n: int) -> tuple[Spool, list[str]]:
+    layout = Layout(root)
+    seeder = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    seeder.mover.make_folders()
+    ids = [f"job-{i:06d}" for i in range(n)]
+    job = Job.model_validate(JOB)
+    for job_id in ids:
+        seeder.submit(job, job_id)
+    os.sync()
+    return Spool(layout, Mover(layout, mode)), ids
+
+
+def claim_and_complete(spool: Spool, ids: list[str]) -> None:
+    for job_id in ids:
+        claim = spool.claim(job_id)
+        if claim is None:
+            raise RuntimeError(f"lost the claim of {job_id} with no competitor")
+        job = Job.model_validate_json(claim.data)
+        now = datetime.now(UTC)
+        record = record_from_job(job, job_id, JobState.DONE, claim.mtime_ns).model_copy(
+            update={"result": RESULT, "attempts": job.attempts + 1, "started_at": now,
+                    "finished_at": now, "duration_s": 0.0, "host": spool.host,
+                    "pid": spool.pid})
+        spool.complete(claim, record)
+    spool.mover.flush()
+
+
+def library_rate(base: Path, mode: FsyncMode, n: int,
+                 profile: cProfile.Profile | None = None) -> float:
+    root = base / f"spool-{mode.value}"
+    spool, ids = seeded_spool(root, mode, n)
+    if profile is not None:
+        profile.enable()
+    start = time.perf_counter()
+    claim_and_complete(spool, ids)
+    elapsed = time.perf_counter() - start
+    if profile is not None:
+        profile.disable()
+    leftovers = [p for s in (JobState.PENDING, JobState.RUNNING)
+                 for p in os.listdir(spool.layout.folder(s))]
+    if leftovers or len(os.listdir(spool.layout.folder(JobState.DONE))) != n:
+        raise RuntimeError("the spool is not in the expected end state")
+    shutil.rmtree(root)
+    return n / elapsed
+
+
+def median_rate(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def line(label: str, n: int, rate: float, unit: str, floor: float | None = None) -> None:
+    ratio = f"{rate / floor:6.2f}x floor" if floor else ""
+    print(f"  {label:<44} N={n:<6} {rate:10,.0f} {unit:<11} {1e6 / rate:8.1f} us  {ratio}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.spool_ops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=REPO,
+                        help="where the temporary spools go (default: the repository)")
+    parser.add_argument("-n", "--jobs", type=int, default=5000,
+                        help="jobs per run for the floor, never and batch")
+    parser.add_argument("--always-jobs", type=int, default=500,
+                        help="jobs per run for SPOOL_FSYNC=always")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per median")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile one SPOOL_FSYNC=never run and print where time goes")
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix=".bench-spool-", dir=args.dir))
+    try:
+        run(base, args)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+def run(base: Path, args: argparse.Namespace) -> None:
+    n, repeat = args.jobs, args.repeat
+    print(f"spool under {base} on {filesystem_of(base)}")
+    print(f"medians of {repeat} runs; one job = claim + record + complete (2 transitions)")
+    floor = median_rate(lambda: bare_rename(base, n), repeat)
+    line("bare os.rename loop (the floor)", n, floor, "renames/s")
+    line("same syscalls, no library (protocol floor)", n,
+         median_rate(lambda: protocol_syscalls(base, n), repeat), "jobs/s", floor)
+    for mode in (FsyncMode.NEVER, FsyncMode.BATCH, FsyncMode.ALWAYS):
+        count = args.always_jobs if mode is FsyncMode.ALWAYS else n
+        rate = median_rate(functools.partial(library_rate, base, mode, count), repeat)
+        line(f"claim-and-complete SPOOL_FSYNC={mode.value}", count, rate, "jobs/s", floor)
+    again = median_rate(lambda: bare_rename(base, n), repeat)
+    line("bare os.rename loop again (drift check)", n, again, "renames/s")
+    if args.profile:
+        profile = cProfile.Profile()
+        library_rate(base, FsyncMode.NEVER, n, profile)
+        print("\nwhere SPOOL_FSYNC=never spends its time (cProfile, by own time):")
+        pstats.Stats(profile).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
