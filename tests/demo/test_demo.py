@@ -49,7 +49,15 @@ def test_demo_runs_both_jobs_prints_results_and_stops_the_daemons(tmp_path: Path
     assert "stopped    spool-statusd (exit 0)" in out
     spool = _spool_of(out)
     assert len(os.listdir(spool / "done")) == 2
-    assert _daemons_of(spool) == []
+    _assert_all_gone(spool)
+
+
+def _assert_all_gone(spool: Path) -> None:
+    deadline = time.monotonic() + 10
+    while _daemons_of(spool) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [(p.pid, p.cmdline()) for p in _daemons_of(spool)]
+    assert left == []
 
 
 def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
@@ -66,8 +74,4 @@ def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
     out = "".join(lines) + rest
     assert proc.returncode == 130, out
     assert "interrupted" in out
-    spool = _spool_of(out)
-    deadline = time.monotonic() + 10
-    while _daemons_of(spool) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _daemons_of(spool) == []
+    _assert_all_gone(_spool_of(out))
