@@ -128,6 +128,9 @@ class Intake:
                         ) -> Inspection:
         try:
             fd = open_nofollow(path)  # type: ignore[arg-type]
+        except PermissionError:
+            return self._quarantine(name, st, "file", "unreadable: permission denied (the "
+                                    "processor's user must be able to read dropped files)")
         except OSError:
             return Inspection(Verdict.GONE)  # replaced meanwhile: judged on the next pass
         try:

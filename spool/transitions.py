@@ -206,8 +206,11 @@ class Spool:
         moved = os.lstat(staged)
         if (moved.st_ino, moved.st_dev) != inode and self.mover.move(staged, src):
             return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
-        self.mover.unlink(self.layout.original(job_id))
-        self.mover.move(staged, self.layout.original(job_id), replace=True)
+        if os.path.lexists(self.layout.original(job_id)):
+            # Never replace an earlier original: this drop gets an id of its own.
+            earlier, job_id = job_id, invalid_id(self.clock.now())
+            message += f" (an earlier quarantined {earlier}.json is kept under its id)"
+        self.mover.move(staged, self.layout.original(job_id), replace=False)
         record = Record(
             id=job_id, tool=tool, state=JobState.FAILED,
             submitted_at=utc_from_ns(mtime_ns), finished_at=self.clock.now(),

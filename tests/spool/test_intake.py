@@ -350,3 +350,27 @@ def test_arbitrary_bytes_never_raise(spool: Spool, clock: FakeClock, data: bytes
 
 
 _names = itertools.count()
+
+
+def test_a_second_bad_drop_of_an_id_keeps_the_first_original(spool: Spool,
+                                                            intake: Intake) -> None:
+    drop_raw(spool.layout, "twice.json", b"[1]")
+    first = quarantined_file(spool, intake.inspect("twice.json"), "twice.json", "JSON object",
+                             b"[1]")
+    drop_raw(spool.layout, "twice.json", b'{"tool": 5}')
+    second = quarantined_file(spool, intake.inspect("twice.json"), "twice.json",
+                              "earlier quarantined", b'{"tool": 5}')
+    assert first == "twice" and second.startswith("invalid-")
+    assert spool.layout.original("twice").read_bytes() == b"[1]"
+
+
+def test_an_unreadable_drop_is_quarantined_not_ignored(spool: Spool, intake: Intake,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    drop_raw(spool.layout, "locked.json", VALID)
+
+    def denied(path: Any) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("spool.intake.open_nofollow", denied)  # root reads mode 000 anyway
+    quarantined_file(spool, intake.inspect("locked.json"), "locked.json", "permission denied",
+                     VALID)
