@@ -15,6 +15,11 @@ Guarantees:
   start-up is missed.
 * A read error (a file vanishing, EACCES) is logged and retried on the next
   wake or rescan; it never ends the loop.
+
+What it cannot promise: a state shorter than one feed round trip (a FAST job
+claimed and completed within a millisecond) may be folded into the next one,
+so a stream can show ``pending -> done``.  The folder is the truth and only
+its current state is observable; the terminal transition is always sent.
 """
 
 from __future__ import annotations
