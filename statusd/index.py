@@ -17,7 +17,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 
 from spool.states import JobState
-from statusd.loader import Item, Stamp
+from statusd.items import Item, Stamp
 
 Key = tuple[int, str]
 Filter = tuple[JobState | None, str | None]

@@ -1,16 +1,13 @@
 """Reading the spool from disk into index items; runs in a worker thread, never on the loop.
 
 Owns: which file tells an id's state (delegated to :func:`spool.reader.newest`),
-how a folder entry becomes an :class:`Item` (the record JSON statusd serves,
-encoded once), and the whole-spool scan behind start-up and the periodic
-rescan.
+reading the files (:mod:`statusd.items` turns their bytes into items), and
+the whole-spool scan behind start-up and the periodic rescan.
 
 Speed matters here: start-up reads every record (100,000 small files take a
-few seconds).  Terminal records are written by :mod:`spool.transitions` from
-validated models, so they are served as the bytes on disk after an orjson
-parse and a structural check of the fields the index and the dashboard rely
-on; anything that fails the check, and every pending or running job, goes
-through :meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
+few seconds).  Pending and running jobs, and terminal files that fail the
+structural check, go through :meth:`spool.reader.SpoolReader.load`
+(pydantic) like the CLI's view.
 """
 
 from __future__ import annotations
@@ -19,61 +16,13 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Any, NamedTuple
 
-import orjson
-
-from spool.errors import ErrorType
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
-from spool.models import Record, record_bytes
+from spool.models import record_bytes
 from spool.reader import Entry, SpoolReader, newest
 from spool.states import TERMINAL, JobState
-
-INLINE_MAX_BYTES = 32 * 1024
-"""Records larger than this (a backtest's equity curves) stay on disk; lists carry
-them without ``result`` and with ``"result_omitted": true``."""
-
-DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-_ERROR_TYPES = frozenset(e.value for e in ErrorType)
-
-
-class Stamp(NamedTuple):
-    """What identifies one version of an id on disk: a change of any part means reload."""
-
-    state: JobState
-    mtime_ns: int
-    ctime_ns: int
-    progress_ns: int = 0
-
-
-class Item(NamedTuple):
-    """One id as the index holds it: sort key, filters, and the JSON it answers with.
-
-    A NamedTuple rather than a dataclass: start-up builds 100,000 of them.
-    """
-
-    job_id: str
-    state: JobState
-    tool: str | None
-    key: tuple[int, str]
-    """(submitted_us, id): the order of :func:`spool.reader.sort_key`."""
-    stamp: Stamp
-    summary: bytes
-    """Record JSON for lists and broadcasts (without ``result`` when large)."""
-    body: bytes | None
-    """Full record JSON, or None when larger than INLINE_MAX_BYTES (read on demand)."""
-    duration_s: float | None = None
-    error_type: str | None = None
-    fraction: float | None = None
-    message: str = ""
-
-    @property
-    def progress(self) -> dict[str, Any] | None:
-        if self.state is not JobState.RUNNING:
-            return None
-        return {"fraction": self.fraction, "message": self.message}
+from statusd.items import Item, Stamp, item_of_record, terminal_item
 
 
 class Loader:
@@ -142,7 +91,7 @@ class Loader:
         paths = [f"{folders[s.state]}/{i}{JOB_SUFFIX}" for i, s in terminal]
         items = []
         for (job_id, stamp), raw in zip(terminal, _read_many(paths), strict=True):
-            item = _terminal_item(job_id, stamp, raw) if raw is not None else None
+            item = terminal_item(job_id, stamp, raw) if raw is not None else None
             if item is None:
                 item = self.load(job_id, stamp)
             if item is not None:
@@ -191,7 +140,7 @@ class Loader:
                 raw = path.read_bytes()
             except OSError:
                 return None
-            item = _terminal_item(job_id, stamp, raw)
+            item = terminal_item(job_id, stamp, raw)
             if item is not None:
                 return item
         record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
@@ -208,7 +157,7 @@ class Loader:
                 raw = self.layout.job(stamp.state, job_id).read_bytes()
             except OSError:
                 return None
-            if _terminal_item(job_id, stamp, raw) is not None:
+            if terminal_item(job_id, stamp, raw) is not None:
                 return raw
         record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
                                               stamp.ctime_ns))
@@ -274,93 +223,3 @@ def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
     except FileNotFoundError:
         return []
     return out
-
-
-def item_of_record(record: Record, stamp: Stamp) -> Item:
-    """An item from a validated record (pending, running, or an odd terminal file)."""
-    body = record_bytes(record)
-    progress = record.progress
-    submitted = record.submitted_at
-    return _make_item(
-        record.id, stamp, record.tool, body,
-        submitted_us=_micros(submitted) if submitted else 0,
-        duration_s=record.duration_s,
-        error_type=record.error.type.value if record.error else None,
-        fraction=progress.fraction if progress else None,
-        message=progress.message if progress else "",
-        fields=None,
-    )
-
-
-def _terminal_item(job_id: str, stamp: Stamp, raw: bytes) -> Item | None:
-    """An item straight from a terminal record's bytes; None when it fails the check."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or obj.get("id") != job_id or obj.get("state") != stamp.state:
-        return None
-    tool = obj.get("tool")
-    submitted = _parse_ts(obj.get("submitted_at"))
-    duration = obj.get("duration_s")
-    error = obj.get("error")
-    if (
-        (tool is not None and not isinstance(tool, str))
-        or submitted is None
-        or (duration is not None and not isinstance(duration, int | float))
-        or not _error_ok(error, stamp.state)
-        or not _optional_ts_ok(obj)
-    ):
-        return None
-    return _make_item(job_id, stamp, tool, raw, submitted_us=submitted, duration_s=duration,
-                      error_type=error["type"] if error else None, fraction=None, message="",
-                      fields=obj)
-
-
-def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes, *, submitted_us: int,
-               duration_s: float | None, error_type: str | None, fraction: float | None,
-               message: str, fields: dict[str, Any] | None) -> Item:
-    full: bytes | None = body
-    summary = body
-    if len(body) > INLINE_MAX_BYTES:
-        data = fields if fields is not None else orjson.loads(body)
-        short = {k: v for k, v in data.items() if k != "result"}
-        short["result_omitted"] = True
-        summary = orjson.dumps(short, option=DUMP_OPTS)
-        full = None
-    return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
-                float(duration_s) if duration_s is not None else None, error_type,
-                fraction, message)
-
-
-def _error_ok(error: object, state: JobState) -> bool:
-    if error is None:
-        return state is JobState.DONE
-    return (isinstance(error, dict) and error.get("type") in _ERROR_TYPES
-            and isinstance(error.get("message"), str))
-
-
-def _optional_ts_ok(obj: dict[str, Any]) -> bool:
-    # Type checks only: parsing two more timestamps per record would cost a third
-    # of start-up, and the spool writes them from validated datetimes.
-    started, finished = obj.get("started_at"), obj.get("finished_at")
-    if not isinstance(started, str | None) or not isinstance(finished, str | None):
-        return False
-    attempts = obj.get("attempts", 0)
-    return isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0
-
-
-def _parse_ts(value: object) -> int | None:
-    """Microseconds since the epoch of an aware ISO 8601 string; None otherwise."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return _micros(ts) if ts.tzinfo is not None else None
-
-
-def _micros(ts: datetime) -> int:
-    # Same arithmetic as spool.reader.sort_key, so cursors mean the same thing.
-    return int(ts.timestamp() * 1_000_000)

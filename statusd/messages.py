@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from spool.states import JobState
-from statusd.loader import Item
+from statusd.items import Item
 
 
 def snapshot(item: Item, record: bytes) -> bytes:

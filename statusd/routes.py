@@ -17,7 +17,7 @@ from aiohttp import web
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import JobState
 from statusd.errors import ApiError, task_id
-from statusd.loader import DUMP_OPTS
+from statusd.items import DUMP_OPTS
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
 

@@ -13,8 +13,8 @@ Guarantees:
   under one lock, so a slow read can never overwrite a newer one.
 * The feed starts before the first scan: nothing that happens during
   start-up is missed.
-* A read error (a file vanishing, EACCES) is logged and retried on the next
-  wake or rescan; it never ends the loop.
+* A read error (a file vanishing, EACCES), or any other failure, is logged and
+  retried on the next wake or rescan; it never ends the loop.
 
 What it cannot promise: a state shorter than one feed round trip (a FAST job
 claimed and completed within a millisecond) may be folded into the next one,
@@ -39,7 +39,8 @@ from spool.states import TERMINAL, JobState
 from statusd import messages
 from statusd.hub import Hub, Message
 from statusd.index import Index
-from statusd.loader import Item, Loader, Stamp
+from statusd.items import Item, Stamp
+from statusd.loader import Loader
 from statusd.metrics import Metrics
 
 log = logging.getLogger("spoolq.statusd")
@@ -108,6 +109,9 @@ class Tracker:
                                                        RESCAN_DUTY * self.last_scan_s)
             except OSError as exc:
                 log.warning("reading the spool failed (%s); retrying on the next rescan", exc)
+                next_scan = min(next_scan, time.monotonic() + self.scan_s)
+            except Exception:  # a bug must not freeze the index: log it, rescan later
+                log.exception("updating the index failed; retrying on the next rescan")
                 next_scan = min(next_scan, time.monotonic() + self.scan_s)
 
     def stop(self) -> None:

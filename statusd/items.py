@@ -1,0 +1,157 @@
+"""Index items: what statusd keeps per id, and how a record's bytes become one.
+
+An :class:`Item` holds the record JSON exactly as statusd answers with it,
+encoded once when the record is indexed, plus the few fields the index sorts
+and filters by.  :class:`Stamp` says which version of an id's file an item
+was built from, so a rescan can tell what changed without reading anything.
+
+Terminal records are written by :mod:`spool.transitions` from validated
+models, so :func:`terminal_item` serves their bytes after an orjson parse and
+a structural check of the fields the index and the dashboard rely on;
+anything that fails it is validated by pydantic instead (:func:`item_of_record`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import orjson
+
+from spool.errors import ErrorType
+from spool.models import Record, record_bytes
+from spool.states import JobState
+
+INLINE_MAX_BYTES = 32 * 1024
+"""Records larger than this (a backtest's equity curves) stay on disk; lists carry
+them without ``result`` and with ``"result_omitted": true``."""
+
+DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_ERROR_TYPES = frozenset(e.value for e in ErrorType)
+
+
+class Stamp(NamedTuple):
+    """What identifies one version of an id on disk: a change of any part means reload."""
+
+    state: JobState
+    mtime_ns: int
+    ctime_ns: int
+    progress_ns: int = 0
+
+
+class Item(NamedTuple):
+    """One id as the index holds it: sort key, filters, and the JSON it answers with.
+
+    A NamedTuple rather than a dataclass: start-up builds 100,000 of them.
+    """
+
+    job_id: str
+    state: JobState
+    tool: str | None
+    key: tuple[int, str]
+    """(submitted_us, id): the order of :func:`spool.reader.sort_key`."""
+    stamp: Stamp
+    summary: bytes
+    """Record JSON for lists and broadcasts (without ``result`` when large)."""
+    body: bytes | None
+    """Full record JSON, or None when larger than INLINE_MAX_BYTES (read on demand)."""
+    duration_s: float | None = None
+    error_type: str | None = None
+    fraction: float | None = None
+    message: str = ""
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        if self.state is not JobState.RUNNING:
+            return None
+        return {"fraction": self.fraction, "message": self.message}
+
+
+def item_of_record(record: Record, stamp: Stamp) -> Item:
+    """An item from a validated record (pending, running, or an odd terminal file)."""
+    body = record_bytes(record)
+    progress = record.progress
+    submitted = record.submitted_at
+    return _make_item(
+        record.id, stamp, record.tool, body,
+        submitted_us=_micros(submitted) if submitted else 0,
+        duration_s=record.duration_s,
+        error_type=record.error.type.value if record.error else None,
+        fraction=progress.fraction if progress else None,
+        message=progress.message if progress else "",
+        fields=None,
+    )
+
+
+def terminal_item(job_id: str, stamp: Stamp, raw: bytes) -> Item | None:
+    """An item straight from a terminal record's bytes; None when it fails the check."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("id") != job_id or obj.get("state") != stamp.state:
+        return None
+    tool = obj.get("tool")
+    submitted = _parse_ts(obj.get("submitted_at"))
+    duration = obj.get("duration_s")
+    error = obj.get("error")
+    if (
+        (tool is not None and not isinstance(tool, str))
+        or submitted is None
+        or (duration is not None and not isinstance(duration, int | float))
+        or not _error_ok(error, stamp.state)
+        or not _optional_ts_ok(obj)
+    ):
+        return None
+    return _make_item(job_id, stamp, tool, raw, submitted_us=submitted, duration_s=duration,
+                      error_type=error["type"] if error else None, fraction=None, message="",
+                      fields=obj)
+
+
+def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes, *, submitted_us: int,
+               duration_s: float | None, error_type: str | None, fraction: float | None,
+               message: str, fields: dict[str, Any] | None) -> Item:
+    full: bytes | None = body
+    summary = body
+    if len(body) > INLINE_MAX_BYTES:
+        data = fields if fields is not None else orjson.loads(body)
+        short = {k: v for k, v in data.items() if k != "result"}
+        short["result_omitted"] = True
+        summary = orjson.dumps(short, option=DUMP_OPTS)
+        full = None
+    return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
+                float(duration_s) if duration_s is not None else None, error_type,
+                fraction, message)
+
+
+def _error_ok(error: object, state: JobState) -> bool:
+    if error is None:
+        return state is JobState.DONE
+    return (isinstance(error, dict) and error.get("type") in _ERROR_TYPES
+            and isinstance(error.get("message"), str))
+
+
+def _optional_ts_ok(obj: dict[str, Any]) -> bool:
+    # Type checks only: parsing two more timestamps per record would cost a third
+    # of start-up, and the spool writes them from validated datetimes.
+    started, finished = obj.get("started_at"), obj.get("finished_at")
+    if not isinstance(started, str | None) or not isinstance(finished, str | None):
+        return False
+    attempts = obj.get("attempts", 0)
+    return isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0
+
+
+def _parse_ts(value: object) -> int | None:
+    """Microseconds since the epoch of an aware ISO 8601 string; None otherwise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return _micros(ts) if ts.tzinfo is not None else None
+
+
+def _micros(ts: datetime) -> int:
+    # Same arithmetic as spool.reader.sort_key, so cursors mean the same thing.
+    return int(ts.timestamp() * 1_000_000)
