@@ -239,7 +239,9 @@ class Processor:
         kind = event[0]
         if kind == "fs":
             _, folder, name = event
-            if folder == JobState.PENDING.value:
+            if not folder:
+                self.next_scan = 0.0  # events were lost: rescan now
+            elif folder == JobState.PENDING.value:
                 self.dirty.add(name)
             elif folder == self.layout.cancel.name:
                 self.cancels.add(name)

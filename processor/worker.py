@@ -60,13 +60,19 @@ def worker_main(conn: Connection, tool_modules: list[str], memory_mb: int,
     except SpoolError as exc:
         conn.send(("fatal", str(exc)))
         return
+    try:
+        _serve(conn, registry, max_jobs)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the processor is gone: so is this worker, quietly
+    finally:
+        reap_leftovers()
+
+
+def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     resources: dict[str, Any] = {}
     done = 0
     while True:
-        try:
-            task: Task = conn.recv()
-        except (EOFError, OSError):
-            return
+        task: Task = conn.recv()
         conn.send(("done", _run(conn, registry, task, resources)))
         reap_leftovers()
         done += 1

@@ -1,16 +1,26 @@
 """A change feed over spool folders, for both daemons.
 
-watchdog (inotify on Linux) reports names that appeared, changed, moved or
-vanished.  Events are hints, never the truth: they can be lost (queue
-overflow, network filesystems), so every user also rescans periodically and
-re-reads the folder before acting on an event.
+Events are hints, never the truth: they can be lost (queue overflow, network
+filesystems), so every user also rescans periodically and re-reads a folder
+before acting on an event.  A lost-events signal (inotify queue overflow) is
+reported as ``on_change("", "")``: rescan now.
+
+On Linux the feed reads raw inotify events through watchdog's ``InotifyFD``.
+watchdog's Observer would pair each ``IN_MOVED_FROM`` with its
+``IN_MOVED_TO`` by holding it for 0.5 s, and every event behind it waits in
+the same queue; since every claim moves a file *out of* ``pending/``, a drop
+right after a claim would be seen half a second late.  Unpaired events are
+all a spool needs, so the raw reader is used where it exists and the
+Observer elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -25,8 +35,13 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+try:
+    from watchdog.observers import inotify_c
+except ImportError:  # pragma: no cover - not Linux
+    inotify_c = None  # type: ignore[assignment]
+
 OnChange = Callable[[str, str], None]
-"""Called from the watchdog thread with (folder name, file name)."""
+"""Called from a feed thread with (folder name, file name); ("", "") means rescan."""
 
 _EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
 # Only what changes a folder's listing or ends a write.  Opens, reads and
@@ -56,24 +71,70 @@ class _Handler(FileSystemEventHandler):
             self.on_change(os.path.basename(folder), name)
 
 
+class _RawWatch:
+    """One folder's raw inotify callback (watchdog's ``WatchCallback`` protocol)."""
+
+    def __init__(self, folder: str, on_change: OnChange) -> None:
+        self.folder = folder
+        self.on_change = on_change
+
+    def on_event(self, event: Any) -> None:
+        if event.name:
+            self.on_change(self.folder, os.fsdecode(event.name))
+
+    def on_watch_deleted(self, wd: int) -> None:
+        self.on_change("", "")
+
+    def on_queue_overflow(self) -> None:
+        self.on_change("", "")
+
+
 class ChangeFeed:
     """Watch ``folders`` (not recursively) and report each change to ``on_change``."""
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange) -> None:
         self.folders = list(folders)
-        self._observer = Observer()
-        handler = _Handler(on_change)
-        for folder in self.folders:
-            self._observer.schedule(handler, str(folder), recursive=False, event_filter=_FILTER)
+        self.on_change = on_change
+        self._inotify: Any = None
+        self._watches: list[tuple[int, str]] = []
+        self._observer: Any = None
 
     def start(self) -> None:
+        if getattr(inotify_c, "InotifyFD", None) is not None:
+            self._start_raw()
+        else:  # pragma: no cover - not Linux
+            self._start_observer()
+
+    def _start_raw(self) -> None:
+        const = inotify_c.InotifyConstants
+        mask = (const.IN_CREATE | const.IN_MOVED_TO | const.IN_MOVED_FROM | const.IN_DELETE
+                | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF)
+        self._inotify = inotify_c.InotifyFD()
+        self._inotify.daemon = True
+        for folder in self.folders:
+            wd = self._inotify.add_callback(os.fsencode(folder), mask,
+                                            _RawWatch(folder.name, self.on_change), "spool")
+            self._watches.append((wd, "spool"))
+        self._inotify.start()
+
+    def _start_observer(self) -> None:  # pragma: no cover - not Linux
+        self._observer = Observer()
+        handler = _Handler(self.on_change)
+        for folder in self.folders:
+            self._observer.schedule(handler, str(folder), recursive=False, event_filter=_FILTER)
         self._observer.daemon = True
         self._observer.start()
 
     def stop(self) -> None:
-        self._observer.stop()
-        if self._observer.is_alive():
+        if self._inotify is not None:
+            with contextlib.suppress(OSError):
+                self._inotify.stop()
+            self._inotify.join(timeout=5)
+            self._inotify = None
+        if self._observer is not None:  # pragma: no cover - not Linux
+            self._observer.stop()
             self._observer.join(timeout=5)
+            self._observer = None
 
     def __enter__(self) -> ChangeFeed:
         self.start()
@@ -81,3 +142,4 @@ class ChangeFeed:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+

@@ -42,19 +42,15 @@ def test_sigkill_mid_job_requeues_or_abandons_at_restart(spool_root: Path,
     d.kill()
     # The workers die with the processor (parent-death signal): nothing runs unowned.
     assert sorted(os.listdir(spool_root / "running")) == ["again.json", "once.json"]
-    daemon()
+    restarted = daemon()
     rec = wait_record(spool_root, "once", 10)
     assert rec["error"]["type"] == "abandoned" and rec["attempts"] == 1
-    job = wait_for(lambda: _pending_job(spool_root, "again"), 10, "requeued job")
-    assert job["attempts"] == 1 and job["not_before"]
-
-
-def _pending_job(root: Path, job_id: str) -> dict[str, object] | None:
-    try:
-        data: dict[str, object] = orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())
-        return data
-    except FileNotFoundError:
-        return None
+    recovery = next(e for e in restarted.events() if e.get("msg") == "recovery")
+    assert recovery["requeued"] == ["again"] and recovery["abandoned"] == ["once"]
+    claim = wait_for(lambda: [e for e in restarted.events()
+                              if e.get("event") == "claimed" and e.get("id") == "again"],
+                     10, "the requeued job to run again")
+    assert claim[0]["attempt"] == 2, "the killed run counted"
 
 
 def test_crash_loop_every_job_done_exactly_once(spool_root: Path, daemon: StartDaemon,
