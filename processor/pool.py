@@ -194,6 +194,10 @@ class LocalPool:
         elif kind == "done":
             outcome: Outcome = message[1]
             with self._lock:
+                if message[2] and slot.conn is not None:
+                    # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
+                    slot.conn.close()
+                    slot.conn = None
                 if slot.task is None or slot.task.job_id != outcome.job_id or slot.kill_reason:
                     return  # killed meanwhile: the kill reason wins
                 slot.task = None

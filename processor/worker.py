@@ -73,11 +73,12 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     done = 0
     while True:
         task: Task = conn.recv()
-        conn.send(("done", _run(conn, registry, task, resources)))
+        outcome = _run(conn, registry, task, resources)
         reap_leftovers()
         done += 1
-        if max_jobs and done >= max_jobs:
-            conn.send(("retire", done))
+        retiring = bool(max_jobs and done >= max_jobs)
+        conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
+        if retiring:
             return
 
 

@@ -248,3 +248,12 @@ def test_structured_logs_one_line_per_transition(spool_root: Path, daemon: Start
     events = [e["event"] for e in d.events() if e.get("id") == "logged"]
     assert events == ["claimed", "done"]
     assert locations(spool_root) == {"logged": ["done"]}
+
+
+def test_retiring_workers_never_lose_a_job(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(SPOOL_WORKER_MAX_JOBS="1")
+    for i in range(20):
+        drop(spool_root, f"r{i}", {"tool": "t_pid"})
+    records = [wait_record(spool_root, f"r{i}") for i in range(20)]
+    assert all(r["state"] == "done" for r in records), [r.get("error") for r in records]
+    assert len({r["result"]["pid"] for r in records}) == 20, "one job per worker"
