@@ -1,0 +1,403 @@
+"""What runs on a Dask worker for one COMPUTE job: the tool in a killable child.
+
+Dask cannot stop a running task, so :func:`run_task` never runs the tool in
+the worker's thread.  It hands the job to a child process running the same
+:func:`~processor.worker.worker_main` as the local pool (its own session, a
+parent-death signal, a subreaper, the optional memory cap), started from a
+forkserver inside the Dask worker with numpy, pandas and the tools preloaded
+and kept for the next job.  The task thread then waits on the child's pipe
+and exit sentinel, at most :data:`POLL_S` at a time, and:
+
+* forwards progress to the processor as Dask events (``Worker.log_event`` on
+  the processor's topic), at most every :data:`PROGRESS_EVERY_S`;
+* kills the child's whole process group at the job's deadline and returns
+  ``timeout``;
+* kills it when the processor asks (:func:`kill_on_worker`, sent with
+  ``Client.run``), when Dask cancels the task (the processor cancelled it or
+  lost its connection), and when the worker closes or loses its scheduler,
+  so no run outlives the processor's knowledge of it;
+* returns ``worker_crashed`` when the child dies by itself.
+
+It always returns one :class:`~processor.runner.Outcome` and never raises
+for anything the tool does.  Per worker process, the idle children and the
+runs in progress live in one :class:`_Host`, made on first use: Dask tasks
+are plain functions, so that state cannot be passed down from a ``main()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from processor.executor import Task
+from processor.runner import Outcome
+from spool.errors import ErrorType
+
+POLL_S = 0.1
+PROGRESS_EVERY_S = 0.1
+_PRELOAD = ["numpy", "pandas", "processor.worker", "processor.quant.tools"]
+_LIVE_WORKER_STATES = frozenset({"running", "paused", "closing_gracefully"})
+_LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
+LOST = "lost"  # kill reason: the Dask side gave the task up
+
+
+@dataclass(frozen=True, slots=True)
+class ChildConfig:
+    """How the children run tools: the processor's settings that matter here."""
+
+    tool_modules: tuple[str, ...] = ()
+    memory_mb: int = 0
+    max_jobs: int = 0
+
+
+@dataclass(slots=True)
+class _Child:
+    process: BaseProcess
+    conn: Connection
+    lifeline: Connection  # the child dies when this end closes, with this process
+    jobs: int = 0
+
+    def alive(self) -> bool:
+        return self.process.is_alive() and not self.conn.closed
+
+
+@dataclass(slots=True)
+class _Run:
+    key: str
+    child: _Child
+    reason: str | None = None
+    fatal: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Host:
+    """This worker process's idle children, children being started, and running jobs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.idle: dict[ChildConfig, list[_Child]] = {}
+        self.starting: dict[ChildConfig, int] = {}
+        self.runs: dict[str, _Run] = {}
+        self._ctx: ForkServerContext | None = None
+
+    def take(self, config: ChildConfig) -> _Child:
+        """An idle child (waiting for one being prestarted), else a new one."""
+        dead: list[_Child] = []
+        try:
+            with self.lock:
+                while True:
+                    pool = self.idle.setdefault(config, [])
+                    while pool:
+                        child = pool.pop()
+                        if child.alive():
+                            return child
+                        dead.append(child)
+                    if not self.starting.get(config):
+                        break
+                    self.lock.wait(timeout=1.0)
+        finally:
+            for child in dead:
+                _discard(child)
+        return self.spawn(config)
+
+    def give_back(self, config: ChildConfig, child: _Child) -> None:
+        reusable = child.alive() and not (config.max_jobs and child.jobs >= config.max_jobs)
+        if not reusable:
+            _discard(child)
+            return
+        with self.lock:
+            self.idle.setdefault(config, []).append(child)
+            self.lock.notify_all()
+
+    def prestart(self, config: ChildConfig, wanted: int) -> None:
+        with self.lock:
+            have = sum(c.alive() for c in self.idle.get(config, []))
+            count = max(0, wanted - have - self.starting.get(config, 0))
+            self.starting[config] = self.starting.get(config, 0) + count
+        for _ in range(count):
+            try:
+                child = self.spawn(config)
+            finally:
+                with self.lock:
+                    self.starting[config] -= 1
+                    self.lock.notify_all()
+            self.give_back(config, child)
+
+    def spawn(self, config: ChildConfig) -> _Child:
+        ctx = self._context()
+        parent, child_end = ctx.Pipe(duplex=True)
+        life_r, life_w = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=child_main, name="spoolq-dask-child", daemon=True,
+                              args=(child_end, life_r, list(config.tool_modules),
+                                    config.memory_mb, config.max_jobs))
+        with _SPAWN_LOCK:
+            # Dask worker processes are daemonic by default and multiprocessing
+            # refuses children of a daemonic process, to spare them orphans.
+            # This child cannot be orphaned: it dies when its lifeline closes
+            # (see child_main), at the latest when this process ends.
+            me = mp.current_process()
+            daemonic = me.daemon
+            me.daemon = False
+            try:
+                process.start()
+            finally:
+                me.daemon = daemonic
+        child_end.close()
+        life_r.close()
+        return _Child(process, parent, life_w)
+
+    def _context(self) -> ForkServerContext:
+        if self._ctx is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)
+            self._ctx = ctx
+        return self._ctx
+
+    def kill(self, key: str, reason: str) -> bool:
+        with self.lock:
+            run = self.runs.get(key)
+            if run is None:
+                return False
+            run.reason = run.reason or reason
+        _kill(run.child)
+        return True
+
+
+_HOST: list[_Host] = []
+_HOST_LOCK = threading.Lock()
+_SPAWN_LOCK = threading.Lock()
+
+
+def _host() -> _Host:
+    with _HOST_LOCK:
+        if not _HOST:
+            _HOST.append(_Host())
+        return _HOST[0]
+
+
+# -- entry points (called by the processor through Dask) ---------------------------------
+
+
+def run_task(task: Task, topic: str, key: str, config: ChildConfig) -> Outcome:
+    """Run one job in a child of this Dask worker; always returns its outcome."""
+    from distributed import get_worker  # noqa: PLC0415 - only ever runs on a Dask worker
+
+    worker = get_worker()
+    host = _host()
+    child = host.take(config)
+    run = _Run(key, child)
+    with host.lock:
+        host.runs[key] = run
+    _emit(worker, topic, {"event": "started", "key": key, "job_id": task.job_id,
+                          "worker": worker.address, "pid": child.process.pid})
+    try:
+        return _supervise(worker, topic, task, run)
+    finally:
+        with host.lock:
+            host.runs.pop(key, None)
+        host.give_back(config, child)
+
+
+def kill_on_worker(keys: list[str], reason: str) -> int:
+    """Kill the children running ``keys`` here (sent with ``Client.run``); how many."""
+    host = _host()
+    return sum(host.kill(key, reason) for key in keys)
+
+
+def prestart(config: ChildConfig, dask_worker: Any = None) -> None:
+    """Start one idle child per worker thread in the background (sent with ``Client.run``).
+
+    ``Client.run`` calls this in the worker's event loop, which must not wait
+    for a forkserver to start, so the children are made by a thread.
+    """
+    wanted = int(getattr(dask_worker, "nthreads", 1) or 1)
+    threading.Thread(target=_prestart, args=(config, wanted), name="spoolq-prestart",
+                     daemon=True).start()
+
+
+def _prestart(config: ChildConfig, wanted: int) -> None:
+    with contextlib.suppress(Exception):  # a job that finds no idle child starts its own
+        _host().prestart(config, wanted)
+
+
+# -- the supervision loop -----------------------------------------------------------------
+
+
+def _supervise(worker: Any, topic: str, task: Task, run: _Run) -> Outcome:
+    return _Supervisor(worker, topic, task, run).run()
+
+
+class _Supervisor:
+    """Waits on one child: its messages, its death, the deadline, and the Dask side."""
+
+    def __init__(self, worker: Any, topic: str, task: Task, run: _Run) -> None:
+        self.worker, self.topic, self.task, self.run_ = worker, topic, task, run
+        self.child = run.child
+        self.deadline = time.monotonic() + task.timeout_s
+        self.last_progress = 0.0
+
+    def run(self) -> Outcome:
+        try:
+            self.child.conn.send(self.task)
+            self.child.jobs += 1
+        except OSError:
+            pass  # the child is dying: its sentinel tells
+        sentinel = self.child.process.sentinel
+        while True:
+            timeout = self._check()
+            ready = wait([self.child.conn, sentinel], timeout)
+            if self.child.conn in ready:
+                outcome = self._read()
+                if outcome is not None:
+                    return outcome
+            if sentinel in ready or not self.child.process.is_alive():
+                self.child.process.join(timeout=1)
+                return _death_outcome(self.task, self.run_, self.child.process.exitcode,
+                                      self.worker)
+
+    def _check(self) -> float:
+        """Kill the child when its time is up or Dask gave it up; how long to wait next."""
+        run = self.run_
+        if run.reason is None:
+            if time.monotonic() >= self.deadline:
+                run.reason = ErrorType.TIMEOUT.value
+            elif not _still_wanted(self.worker, run.key):
+                run.reason = LOST
+            if run.reason is not None:
+                _kill(self.child)
+        if run.reason is not None:
+            return POLL_S
+        return max(0.0, min(POLL_S, self.deadline - time.monotonic()))
+
+    def _read(self) -> Outcome | None:
+        run = self.run_
+        for message in _drain(self.child):
+            kind = message[0]
+            if kind == "done" and run.reason is None:
+                outcome: Outcome = message[1]
+                return outcome
+            if kind == "progress" and run.reason is None:
+                self._progress(message[2], message[3])
+            elif kind == "fatal":
+                run.fatal = str(message[1])
+        return None
+
+    def _progress(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY_S or fraction >= 1.0:
+            self.last_progress = now
+            _emit(self.worker, self.topic, {"event": "progress", "key": self.run_.key,
+                                            "job_id": self.task.job_id, "fraction": fraction,
+                                            "message": message})
+
+
+def _drain(child: _Child) -> list[tuple[Any, ...]]:
+    messages: list[tuple[Any, ...]] = []
+    with contextlib.suppress(EOFError, OSError):
+        while child.conn.poll():
+            messages.append(child.conn.recv())
+    return messages
+
+
+def _still_wanted(worker: Any, key: str) -> bool:
+    """False once the worker is closing or lost its scheduler, or Dask dropped the task."""
+    status = getattr(getattr(worker, "status", None), "name", "running")
+    if status not in _LIVE_WORKER_STATES:
+        return False
+    try:
+        state = worker.state.tasks.get(key)
+    except AttributeError:  # a distributed without WorkerState: rely on the rest
+        return True
+    return state is not None and state.state in _LIVE_TASK_STATES
+
+
+def _death_outcome(task: Task, run: _Run, exitcode: int | None, worker: Any) -> Outcome:
+    ran_s = time.monotonic() - run.started
+    if run.reason == ErrorType.TIMEOUT.value:
+        return Outcome(task.job_id, ErrorType.TIMEOUT,
+                       f"killed after {task.timeout_s:g} s (timeout)", retryable=True,
+                       pid=0, duration_s=ran_s)
+    if run.reason == ErrorType.CANCELLED.value:
+        return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0,
+                       duration_s=ran_s)
+    where = f"on Dask worker {getattr(worker, 'address', '?')}"
+    if run.reason == LOST:
+        message = f"the Dask task was given up {where} (scheduler lost or task cancelled)"
+    elif run.reason is not None:
+        message = f"killed {where} ({run.reason})"
+    elif run.fatal is not None:
+        message = f"the job's process cannot start {where}: {run.fatal}"
+    else:
+        message = f"the job's process {where} {_how(exitcode)}"
+    return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0,
+                   duration_s=ran_s)
+
+
+def _how(exitcode: int | None) -> str:
+    if exitcode is None or exitcode >= 0:
+        return f"exited with status {exitcode}"
+    try:
+        return f"was killed by signal {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"was killed by signal {-exitcode}"
+
+
+def _kill(child: _Child) -> None:
+    pid = child.process.pid
+    if pid is None:
+        return
+    for kill in (os.killpg, os.kill):  # the child leads its own session
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+
+
+def _discard(child: _Child) -> None:
+    _kill(child)
+    child.process.join(timeout=2)
+    child.conn.close()
+    child.lifeline.close()
+
+
+# -- the child process ----------------------------------------------------------------------
+
+
+def child_main(conn: Connection, lifeline: Connection, tool_modules: list[str],
+               memory_mb: int, max_jobs: int) -> None:
+    """The local pool's worker body, plus death with the Dask worker that made it.
+
+    A forkserver child's parent is the forkserver, which outlives the Dask
+    worker while any of its children runs, so ``PR_SET_PDEATHSIG`` alone
+    would let a job run on after its worker died.  The lifeline's other end
+    is held only by the Dask worker: its end of file means that worker is gone.
+    """
+    # Imported here: the forkserver has it preloaded, the Dask worker needs none of it.
+    from processor.worker import worker_main  # noqa: PLC0415
+
+    threading.Thread(target=_die_with_worker, args=(lifeline,), name="lifeline",
+                     daemon=True).start()
+    worker_main(conn, tool_modules, memory_mb, max_jobs)
+
+
+def _die_with_worker(lifeline: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            lifeline.recv_bytes()
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        if os.getpgid(0) == me:  # after setsid: take the tool's processes along
+            os.killpg(me, signal.SIGKILL)
+    os.kill(me, signal.SIGKILL)
+
+
+def _emit(worker: Any, topic: str, message: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):  # progress is best effort; the outcome is not
+        worker.log_event(topic, message)
