@@ -1,0 +1,77 @@
+"""Tools and plain functions for ``bench/throughput.py``.
+
+Loaded by the processor through ``SPOOL_TOOLS=bench.bench_tools`` (with the
+repository root on ``PYTHONPATH``, so its forkserver workers import it too),
+and imported by the benchmark itself for the raw ``ProcessPoolExecutor``
+baseline, which runs the very same functions:
+
+* ``bench_noop`` (COMPUTE): returns at once, the COMPUTE twin of the built-in
+  FAST ``echo``; :func:`noop` is its body.
+* ``bench_matmul`` (COMPUTE): :func:`matmul_work`, ``reps`` products of two
+  ``size`` x ``size`` float64 matrices; the benchmark calibrates ``reps`` to
+  about 20 ms on the machine at hand and passes it as a param.
+
+numpy is imported here, so whoever imports this module first must already
+have pinned the BLAS thread count (the processor does it before it starts its
+workers; the benchmark before its first import of this module).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
+
+_SEED = 20_240_601
+
+
+def noop() -> None:
+    """Nothing: the unit of work of the no-op workloads."""
+
+
+def matmul_work(size: int, reps: int) -> float:
+    """``reps`` chained products of ``size`` x ``size`` matrices; a checksum comes back."""
+    rng = np.random.default_rng(_SEED)
+    a = rng.standard_normal((size, size)) / np.sqrt(size)
+    b = rng.standard_normal((size, size)) / np.sqrt(size)
+    for _ in range(reps):
+        b = a @ b
+        b /= np.abs(b).max()  # keeps the values finite however many reps
+    return float(b[0, 0])
+
+
+class BenchNoop(BaseTool):
+    """Return at once, in a COMPUTE worker (the no-op of the COMPUTE lane)."""
+
+    name: ClassVar[str] = "bench_noop"
+    category: ClassVar[str] = "query"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 60.0
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        noop()
+        return ToolResult.ok(None)
+
+
+class MatmulParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(ge=1, le=4096)
+    reps: int = Field(ge=1, le=100_000)
+
+
+class BenchMatmul(BaseTool):
+    """Chained matrix products for a calibrated time (the COMPUTE workload)."""
+
+    name: ClassVar[str] = "bench_matmul"
+    category: ClassVar[str] = "query"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 120.0
+    Params: ClassVar[type[BaseModel]] = MatmulParams
+
+    def execute(self, params: MatmulParams, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"checksum": matmul_work(params.size, params.reps)})

@@ -1,0 +1,574 @@
+"""Benchmark of spool-processor: throughput, latency and pool efficiency, each as a ratio
+to a raw ``concurrent.futures.ProcessPoolExecutor(JOB_NUM)`` measured in the same run.
+
+Run from the repository root: ``python -m bench.throughput [--job-num N] [--fsync MODE]
+[--quick]`` (``--help`` for the rest).
+
+Workloads (issue 3, item 8):
+
+* **W1** ``--w1`` no-op jobs dropped as fast as this client can (write ``tmp/<name>``,
+  ``rename`` to ``pending/<id>.json``), timed from the first drop until the last record
+  is in ``done/``: jobs/s.  Twice: the built-in FAST ``echo`` and ``bench_noop``, a
+  COMPUTE tool that returns at once.  Pool: that many ``noop()`` calls, submit all,
+  wait all: calls/s.
+* **W2** ``--w2`` FAST ``echo`` jobs, each dropped once the previous one is done:
+  drop-to-done latency (from just before the ``tmp/`` write to the moment this client
+  sees the record) p50/p95/p99.  Pool: ``submit(noop).result()`` round trips.
+* **W3** ``--w3`` COMPUTE ``bench_matmul`` jobs of about 20 ms each (chained float64
+  matrix products; the count per job is calibrated at the start of the run and passed
+  as a param), all dropped at once.  Efficiency = N x single-job time / (JOB_NUM x
+  wall time), the single-job time measured in this process; pool: the same function
+  through the executor, its efficiency computed the same way.
+
+Every (fsync mode, workload) gets a fresh spool under ``--dir`` (default: a temporary
+folder in ``/tmp``; its filesystem type is printed) and a fresh ``python -m processor``
+with ``JOB_NUM``, ``SPOOL_FSYNC`` and ``SPOOL_TOOLS=bench.bench_tools``, warmed with a
+few jobs of each kind before the clock starts.  The pool's figures are taken just
+before the daemon's, on a pool warmed once, so each ratio pairs neighbouring
+measurements on a noisy machine.  Completion is seen through inotify on ``done/`` and
+``failed/`` (a blocking read: the watching costs no polling; on a queue overflow it
+falls back to listing the folders).  BLAS runs single-threaded everywhere, as the
+processor sets it for its workers.
+
+``--profile DIR`` attaches ``py-spy record --subprocesses --format raw`` to each daemon
+for the timed part (collapsed stacks in ``DIR``).  Every process started here is
+stopped by its pid; spools are removed unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import ctypes
+import os
+import platform
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
+
+REPO = Path(__file__).resolve().parents[1]
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS")
+MATMUL_SIZE = 256
+TARGET_MS = 20.0
+TIMEOUT_S = 300.0
+W2_BUDGET_S = 30.0
+# issue 3 item 8: with SPOOL_FSYNC=never and JOB_NUM=2, as ratios to the raw pool
+TARGETS = {"w1": 0.45, "w2_p50": 3.5, "w2_p99": 6.0, "w3": 0.97}
+
+
+class BenchError(Exception):
+    """A workload could not be measured (a job failed, a daemon misbehaved)."""
+
+
+# -- watching for records ------------------------------------------------------------
+
+_IN_MOVED_TO, _IN_CREATE, _IN_Q_OVERFLOW = 0x80, 0x100, 0x4000
+_EVENT = struct.Struct("iIII")
+
+
+class Arrivals:
+    """Names created in, or renamed into, some folders: a blocking inotify reader."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd: int = libc.inotify_init1(os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.folders: dict[int, Path] = {}
+        for folder in folders:
+            wd = libc.inotify_add_watch(self.fd, os.fsencode(folder), _IN_MOVED_TO | _IN_CREATE)
+            if wd < 0:
+                os.close(self.fd)
+                raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+            self.folders[wd] = folder
+        self.overflowed = False
+
+    def read(self, timeout_s: float) -> list[tuple[Path, str]]:
+        if not select.select([self.fd], [], [], max(0.0, timeout_s))[0]:
+            return []
+        data, pos, found = os.read(self.fd, 1 << 18), 0, []
+        while pos < len(data):
+            wd, mask, _, length = _EVENT.unpack_from(data, pos)
+            name = data[pos + _EVENT.size:pos + _EVENT.size + length].rstrip(b"\0")
+            pos += _EVENT.size + length
+            if mask & _IN_Q_OVERFLOW:
+                self.overflowed = True
+            elif wd in self.folders:
+                found.append((self.folders[wd], os.fsdecode(name)))
+        return found
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def wait(self, names: set[str], deadline: float) -> tuple[float, list[str]]:
+        """Wait until every name is in a watched folder: (perf_counter then, failed ones)."""
+        remaining, failed = set(names), []
+        while remaining:
+            if self.overflowed:  # events were lost: the folders are the truth
+                self.overflowed = False
+                arrived = [(f, n) for f in self.folders.values() for n in os.listdir(f)]
+            else:
+                arrived = self.read(deadline - time.perf_counter())
+            for folder, name in arrived:
+                if name in remaining:
+                    remaining.discard(name)
+                    if folder.name != "done":
+                        failed.append(name)
+            if remaining and time.perf_counter() >= deadline:
+                raise BenchError(f"{len(remaining)} of {len(names)} jobs unfinished")
+        return time.perf_counter(), failed
+
+
+# -- the daemon ----------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    """One ``python -m processor`` on a fresh spool under ``base``."""
+
+    base: Path
+    fsync: str
+    job_num: int
+    command: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.base / "spool"
+
+    def start(self) -> None:
+        Mover(Layout(self.root), FsyncMode.NEVER).make_folders()
+        env = {**os.environ, "SPOOL_DIR": str(self.root), "JOB_NUM": str(self.job_num),
+               "SPOOL_FSYNC": self.fsync, "SPOOL_TOOLS": "bench.bench_tools",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO),
+                                                          os.environ.get("PYTHONPATH")) if p)}
+        env.update(dict.fromkeys(BLAS_THREADS, "1"))
+        with open(self.base / "processor.log", "wb") as log:
+            self.proc = subprocess.Popen(self.command, env=env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         cwd=self.base)
+        marker = f"-{self.proc.pid}-"
+        deadline = time.monotonic() + 60
+        while not any(marker in n and n.endswith(".json")
+                      for n in os.listdir(self.root / "owners")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"processor did not start:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM, wait; exit status 0 expected (SIGKILL after 60 s)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            raise BenchError("processor ignored SIGTERM for 60 s") from None
+        if code != 0:
+            raise BenchError(f"processor exited {code}:\n{self.log_tail()}")
+
+    def cpu_s(self) -> tuple[float, float, float]:
+        """CPU seconds so far: daemon user, daemon system, its descendants (workers) total."""
+        assert self.proc is not None
+        user, system = _cpu_of(self.proc.pid)
+        others = sum(sum(_cpu_of(pid)) for pid in _descendants(self.proc.pid))
+        return user, system, others
+
+    def log_tail(self) -> str:
+        return (self.base / "processor.log").read_text(errors="replace")[-3000:]
+
+    def drop(self, job_id: str, data: bytes) -> None:
+        """The safe drop: write ``tmp/<name>``, rename it to ``pending/<id>.json``."""
+        tmp = f"{self.root}/tmp/{job_id}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, f"{self.root}/pending/{job_id}.json")
+
+    def run_jobs(self, jobs: list[tuple[str, bytes]], arrivals: Arrivals
+                 ) -> tuple[float, float]:
+        """Drop all, wait all: seconds to the last record, and seconds the drops took."""
+        t0 = time.perf_counter()
+        for job_id, data in jobs:
+            self.drop(job_id, data)
+        dropped = time.perf_counter()
+        t1, failed = arrivals.wait({f"{j}.json" for j, _ in jobs}, t0 + TIMEOUT_S)
+        if failed:
+            raise BenchError(f"{len(failed)} jobs failed, e.g. {self.root}/failed/{failed[0]}")
+        return t1 - t0, dropped - t0
+
+    def one_by_one(self, jobs: list[tuple[str, bytes]], arrivals: Arrivals,
+                   budget_s: float) -> list[float]:
+        """Drop each once the previous one is done; drop-to-record seconds of each.
+
+        Stops early (with at least 20 samples) once ``budget_s`` is spent.
+        """
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for job_id, data in jobs:
+            t0 = time.perf_counter()
+            if len(latencies) >= 20 and t0 - start > budget_s:
+                break
+            self.drop(job_id, data)
+            t1, failed = arrivals.wait({f"{job_id}.json"}, t0 + TIMEOUT_S)
+            if failed:
+                raise BenchError(f"job {job_id} failed")
+            latencies.append(t1 - t0)
+        return latencies
+
+
+def _cpu_of(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of one live process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as fh:
+                    children = [int(c) for c in fh.read().split()]
+            except FileNotFoundError:
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
+def job(tool: str, params: dict[str, Any] | None = None) -> bytes:
+    return orjson.dumps({"tool": tool, "params": params or {}})
+
+
+@contextmanager
+def daemon_on(args: argparse.Namespace, fsync: str, label: str,
+              warm: list[bytes]) -> Iterator[tuple[Daemon, Arrivals]]:
+    """A started, warmed daemon on a fresh spool, and a watch on its terminal folders."""
+    base = Path(tempfile.mkdtemp(prefix=f"spoolq-bench-{fsync}-{label}-", dir=args.dir))
+    daemon = Daemon(base, fsync, args.job_num, args.processor_cmd)
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        daemon.start()
+        arrivals = Arrivals([daemon.root / "done", daemon.root / "failed"])
+        try:
+            daemon.run_jobs([(f"warm-{i}", data) for i, data in enumerate(warm)], arrivals)
+            time.sleep(0.2)  # let the warm-up's last writes and wake-ups settle
+            if args.profile is not None:
+                profiler = start_profiler(args.profile / f"{fsync}-{label}.txt", daemon,
+                                          args.profile_args)
+            yield daemon, arrivals
+        finally:
+            arrivals.close()
+            if profiler is not None:
+                os.kill(profiler.pid, signal.SIGINT)
+                profiler.wait(60)
+    finally:
+        daemon.stop()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def start_profiler(out: Path, daemon: Daemon, extra: list[str]) -> subprocess.Popen[bytes]:
+    assert daemon.proc is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["py-spy", "record", "--pid", str(daemon.proc.pid), "--threads",
+                             "--format", "raw", "-o", str(out), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the clock starts
+    return proc
+
+
+# -- the workloads -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    workload: str
+    fsync: str
+    spoolq: str
+    pool: str
+    ratio: str
+    target: str
+    detail: str
+
+
+def pct(samples: list[float]) -> tuple[float, float, float]:
+    """p50, p95, p99 in ms."""
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return q[49] * 1e3, q[94] * 1e3, q[98] * 1e3
+
+
+def targets_apply(args: argparse.Namespace, fsync: str) -> bool:
+    return fsync == "never" and args.job_num == 2
+
+
+def verdict(ok: bool, text: str, applies: bool) -> str:
+    return f"{text} {'ok' if ok else 'MISS'}" if applies else "-"
+
+
+def run_w1(args: argparse.Namespace, fsync: str, tool: str, pool: Pool) -> Row:
+    n = args.w1
+    params = (lambda i: {"message": i}) if tool == "echo" else (lambda i: None)
+    before = pool.rate(n)
+    with daemon_on(args, fsync, f"w1-{tool}", [job(tool, params(0))] * (4 * args.job_num)
+                   ) as (daemon, arrivals):
+        jobs = [(f"w1-{i:05d}", job(tool, params(i))) for i in range(n)]
+        cpu0, daemon0 = time.process_time(), daemon.cpu_s()
+        wall, dropping = daemon.run_jobs(jobs, arrivals)
+        client = time.process_time() - cpu0
+        user, system, workers = (b - a for a, b in zip(daemon0, daemon.cpu_s(), strict=True))
+    after = pool.rate(n)
+    rate, base = n / wall, 2 / (1 / before + 1 / after)  # the pool: 2n calls over both times
+    label = "FAST echo" if tool == "echo" else "COMPUTE bench_noop"
+    return Row(f"W1 no-op {label}", fsync, f"{rate:,.0f} jobs/s", f"{base:,.0f} calls/s",
+               f"{rate / base:.2f}x", verdict(rate / base >= TARGETS["w1"],
+                                              f">= {TARGETS['w1']}x", targets_apply(args, fsync)),
+               f"{n} in {wall:.2f} s, drops took {dropping:.2f} s; pool before/after "
+               f"{before:,.0f}/{after:,.0f}; CPU s: client {client:.2f}, daemon {user:.2f} user"
+               f" + {system:.2f} sys, workers {workers:.2f}")
+
+
+def run_w2(args: argparse.Namespace, fsync: str, pool: Pool) -> Row:
+    before = pool.round_trips(args.w2)
+    with daemon_on(args, fsync, "w2", [job("echo", {"message": 0})] * 10) as (daemon, arrivals):
+        lat = daemon.one_by_one([(f"w2-{i:04d}", job("echo", {"message": i}))
+                                 for i in range(args.w2)], arrivals, W2_BUDGET_S)
+    after = pool.round_trips(args.w2)
+    mine, base = pct(lat), pct(before + after)
+    r = [m / b for m, b in zip(mine, base, strict=True)]
+    ok = r[0] <= TARGETS["w2_p50"] and r[2] <= TARGETS["w2_p99"]
+    target = f"p50 <= {TARGETS['w2_p50']}x, p99 <= {TARGETS['w2_p99']}x"
+    cut = "" if len(lat) == args.w2 else f" (stopped after {W2_BUDGET_S:g} s)"
+    return Row("W2 FAST latency p50/p95/p99", fsync, "/".join(f"{v:.2f}" for v in mine) + " ms",
+               "/".join(f"{v:.2f}" for v in base) + " ms", "/".join(f"{v:.1f}" for v in r) + "x",
+               verdict(ok, target, targets_apply(args, fsync)),
+               f"n={len(lat)}{cut}, max {max(lat) * 1e3:.1f} ms; pool p50 before/after "
+               f"{pct(before)[0]:.2f}/{pct(after)[0]:.2f} ms")
+
+
+def run_w3(args: argparse.Namespace, fsync: str, cal: Calibration, pool: Pool) -> Row:
+    n, params = args.w3, {"size": cal.size, "reps": cal.reps}
+    cal = cal.remeasured()
+    before = pool.matmul_wall(n, cal)
+    with daemon_on(args, fsync, "w3", [job("bench_matmul", params)] * args.job_num
+                   ) as (daemon, arrivals):
+        wall, _ = daemon.run_jobs([(f"w3-{i:04d}", job("bench_matmul", params))
+                                   for i in range(n)], arrivals)
+    after = pool.matmul_wall(n, cal)
+    eff, base = (cal.efficiency(n, args.job_num, w) for w in (wall, (before + after) / 2))
+    return Row("W3 COMPUTE ~20 ms efficiency", fsync, f"{eff:.3f}", f"{base:.3f}",
+               f"{eff / base:.3f}x", verdict(eff / base >= TARGETS["w3"],
+                                             f">= {TARGETS['w3']}x", targets_apply(args, fsync)),
+               f"{n} x {cal.single_s * 1e3:.1f} ms in {wall:.2f} s; pool {before:.2f}/"
+               f"{after:.2f} s before/after")
+
+
+# -- the raw pool --------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """The W3 job (``reps`` products of ``size`` matrices) and its in-process time."""
+
+    size: int
+    reps: int
+    single_s: float
+    work: Callable[[int, int], float]
+
+    def efficiency(self, n: int, job_num: int, wall_s: float) -> float:
+        return n * self.single_s / (job_num * wall_s)
+
+    def remeasured(self) -> Calibration:
+        """The single-job time again, now (median of 9, after one warm-up)."""
+        self.work(self.size, self.reps)
+        return replace(self, single_s=statistics.median(
+            timed(lambda: self.work(self.size, self.reps)) for _ in range(9)))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def calibrate(tools: ModuleType) -> Calibration:
+    """Chained products of MATMUL_SIZE matrices adding up to about TARGET_MS here."""
+    work = tools.matmul_work
+    work(MATMUL_SIZE, 3)
+    per_rep = statistics.median(timed(lambda: work(MATMUL_SIZE, 10)) for _ in range(5)) / 10
+    return Calibration(MATMUL_SIZE, max(1, round(TARGET_MS / 1e3 / per_rep)), 0.0,
+                       work).remeasured()
+
+
+class Pool:
+    """The baseline: a raw ProcessPoolExecutor(JOB_NUM), warmed once."""
+
+    def __init__(self, job_num: int, tools: ModuleType) -> None:
+        self.tools = tools
+        self.executor = cf.ProcessPoolExecutor(job_num)
+        cf.wait([self.executor.submit(time.sleep, 0.05) for _ in range(4 * job_num)])
+
+    def rate(self, n: int) -> float:
+        noop = self.tools.noop
+        t0 = time.perf_counter()
+        cf.wait([self.executor.submit(noop) for _ in range(n)])
+        return n / (time.perf_counter() - t0)
+
+    def round_trips(self, n: int) -> list[float]:
+        noop, out = self.tools.noop, []
+        for i in range(n + 10):
+            t0 = time.perf_counter()
+            self.executor.submit(noop).result()
+            if i >= 10:
+                out.append(time.perf_counter() - t0)
+        return out
+
+    def matmul_wall(self, n: int, cal: Calibration) -> float:
+        work = self.tools.matmul_work
+        cf.wait([self.executor.submit(work, cal.size, cal.reps) for _ in range(2)])
+        t0 = time.perf_counter()
+        cf.wait([self.executor.submit(work, cal.size, cal.reps) for _ in range(n)])
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def _command(*argv: str) -> list[str]:
+    return subprocess.run(argv, check=False, capture_output=True, text=True).stdout.splitlines()
+
+
+def machine(where: Path) -> str:
+    model = next((line.split(":", 1)[1].strip() for line in _command("lscpu")
+                  if line.startswith("Model name:")), platform.processor() or "?")
+    df = _command("df", "-T", str(where))
+    fstype = df[1].split()[1] if len(df) > 1 else "?"
+    return (f"{model}, {os.cpu_count()} CPUs; spools under {where} ({fstype}); "
+            f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}")
+
+
+def code_state() -> str:
+    """The commit measured, and which daemon files differ from it (a shared checkout)."""
+    head = _command("git", "-C", str(REPO), "rev-parse", "--short", "HEAD")
+    dirty = [line[3:] for line in _command("git", "-C", str(REPO), "status", "--porcelain",
+                                           "--", "spool", "processor")]
+    return (f"code: {head[0] if head else '?'}"
+            + (f" + uncommitted {', '.join(dirty)}" if dirty else " (clean spool/, processor/)"))
+
+
+def print_rows(rows: list[Row], header: bool = False) -> None:
+    cols = [("workload", 30), ("fsync", 6), ("spoolq", 24), ("raw pool", 24), ("ratio", 16),
+            ("target", 30), ("detail", 0)]
+    if header:
+        print("  ".join(f"{name:<{w}}" for name, w in cols).rstrip(), flush=True)
+    for row in rows:
+        values = [row.workload, row.fsync, row.spoolq, row.pool, row.ratio, row.target,
+                  row.detail]
+        print("  ".join(f"{v:<{w}}" for v, (_, w) in zip(values, cols, strict=True)).rstrip(),
+              flush=True)
+
+
+def run_mode(args: argparse.Namespace, fsync: str, pool: Pool, cal: Calibration) -> None:
+    for tool in ("echo", "bench_noop"):
+        print_rows([run_w1(args, fsync, tool, pool)])
+    print_rows([run_w2(args, fsync, pool)])
+    print_rows([run_w3(args, fsync, cal, pool)])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--job-num", type=int, default=2, help="JOB_NUM (default 2)")
+    parser.add_argument("--fsync", action="append", choices=[m.value for m in FsyncMode],
+                        help="SPOOL_FSYNC, repeatable (default: never, always, batch)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: few jobs, fsync=never unless --fsync")
+    parser.add_argument("--w1", type=int, help="W1 jobs (default 2000, quick 100)")
+    parser.add_argument("--w2", type=int, help="W2 jobs (default 200, quick 20)")
+    parser.add_argument("--w3", type=int, help="W3 jobs (default 100, quick 8)")
+    parser.add_argument("--dir", type=Path, default=None, help="where spools go (default /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep spools and processor logs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="attach py-spy to each daemon; raw stacks into this folder")
+    parser.add_argument("--profile-args", type=shlex.split,
+                        default=["--rate", "250", "--subprocesses"],
+                        help="more py-spy record options (default: '--rate 250 --subprocesses')")
+    parser.add_argument("--processor-cmd", type=shlex.split,
+                        default=[sys.executable, "-m", "processor"],
+                        help="how to start the daemon, to compare a variant (default: "
+                        "%(prog)s's python -m processor)")
+    args = parser.parse_args(argv)
+    sizes = (100, 20, 8) if args.quick else (2000, 200, 100)
+    args.w1, args.w2, args.w3 = (v or d for v, d in zip((args.w1, args.w2, args.w3), sizes,
+                                                         strict=True))
+    args.fsync = args.fsync or (["never"] if args.quick else ["never", "always", "batch"])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    for name in BLAS_THREADS:  # before numpy loads: one core per job, as the processor does
+        os.environ[name] = "1"
+    from bench import bench_tools as tools  # noqa: PLC0415 - numpy after the BLAS setting
+
+    where = args.dir or Path(tempfile.gettempdir())
+    cal = calibrate(tools)
+    print(f"spoolq throughput: JOB_NUM={args.job_num}; {machine(where)}")
+    print(code_state())
+    print(f"sizes: W1 {args.w1} no-op jobs, W2 {args.w2} sequential echo jobs, W3 {args.w3} "
+          f"jobs of {cal.reps} x {cal.size}^2 matmul = {cal.single_s * 1e3:.1f} ms single-job "
+          "in-process (measured again before each W3); targets apply to fsync=never, "
+          "JOB_NUM=2\n", flush=True)
+    pool = Pool(args.job_num, tools)
+    try:
+        print_rows([], header=True)
+        for fsync in args.fsync:
+            run_mode(args, fsync, pool, cal)
+    except BenchError as exc:
+        print(f"bench.throughput: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

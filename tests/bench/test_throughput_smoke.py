@@ -1,0 +1,25 @@
+"""``python -m bench.throughput --quick`` runs end to end: real daemons, real drops.
+
+It asserts that the benchmark runs and reports each workload, never how fast:
+speeds are for benchmarks (``docs/benchmarks.md``), not tests.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--quick",
+                           "--dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if re.match(r"W[123] ", line)]
+    assert [row[:2] for row in rows] == ["W1", "W1", "W2", "W3"], proc.stdout
+    assert all(" never " in row for row in rows), proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "spools were not removed"
