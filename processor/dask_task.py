@@ -65,6 +65,7 @@ class _Child:
     conn: Connection
     lifeline: Connection  # the child dies when this end closes, with this process
     jobs: int = 0
+    retiring: bool = False  # said so with its last result (SPOOL_WORKER_MAX_JOBS)
 
     def alive(self) -> bool:
         return self.process.is_alive() and not self.conn.closed
@@ -110,7 +111,8 @@ class _Host:
         return self.spawn(config)
 
     def give_back(self, config: ChildConfig, child: _Child) -> None:
-        reusable = child.alive() and not (config.max_jobs and child.jobs >= config.max_jobs)
+        reusable = child.alive() and not child.retiring and not (
+            config.max_jobs and child.jobs >= config.max_jobs)
         if not reusable:
             _discard(child)
             return
@@ -282,10 +284,12 @@ class _Supervisor:
         run = self.run_
         for message in _drain(self.child):
             kind = message[0]
-            if kind == "done" and run.reason is None:
-                outcome: Outcome = message[1]
-                return outcome
-            if kind == "progress" and run.reason is None:
+            if kind == "done":
+                self.child.retiring = len(message) > 2 and bool(message[2])
+                if run.reason is None:
+                    outcome: Outcome = message[1]
+                    return outcome
+            elif kind == "progress" and run.reason is None:
                 self._progress(message[2], message[3])
             elif kind == "fatal":
                 run.fatal = str(message[1])

@@ -1,0 +1,64 @@
+"""Fixtures for scale-out: spools, processor daemons, and real Dask clusters on 127.0.0.1.
+
+The daemon kit of ``tests/processor`` runs ``python -m processor`` as a real
+subprocess; here it loads ``dask_tools`` (this folder is put on its
+``PYTHONPATH``).  Every daemon and cluster started here is stopped by the
+fixture that started it, by pid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from scalekit import TOOLS_PATH, Daemon, make_spool
+
+
+@pytest.fixture
+def spool_root(tmp_path: Path) -> Path:
+    root = tmp_path / "spool"
+    make_spool(root)
+    return root
+
+
+@pytest.fixture
+def daemon(spool_root: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start processors on ``spool_root`` (dask_tools loaded); all are killed at teardown."""
+    started: list[Daemon] = []
+
+    def start(wait_ready: bool = True, **env: str) -> Daemon:
+        env = {"SPOOL_TOOLS": "dask_tools", "PYTHONPATH": TOOLS_PATH, **env}
+        d = Daemon(spool_root, tmp_path / f"processor-{len(started)}.log", **env)
+        started.append(d)
+        return d.start(wait_ready)
+
+    yield start
+    for d in started:
+        d.abort()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[object]:
+    """A real ``LocalCluster``: 2 worker processes, 1 thread each, no silent re-runs."""
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                           host="127.0.0.1", scheduler_port=0,
+                                           dashboard_address=None)
+    try:
+        yield cluster
+    finally:
+        cluster.close(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dask_client(dask_cluster: object) -> Iterator[object]:
+    """A test-side client, to find and kill the workers that run a job."""
+    distributed = pytest.importorskip("distributed")
+    client = distributed.Client(dask_cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close(timeout=30)

@@ -1,0 +1,115 @@
+"""Tools for the scale-out tests, loaded with SPOOL_TOOLS=dask_tools (tests/scaleout on the path).
+
+Every tool leaves traces a test can check from outside: lines appended with
+O_APPEND (safe across processes), a heartbeat file that grows while the tool
+runs, its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = None
+    seconds: float = 0.0
+    steps: int = 10
+
+
+def append_line(path: str | None, line: str) -> None:
+    """One write(2) with O_APPEND: lines from many processes never interleave."""
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+class Heartbeat(BaseTool):
+    """Appends '<job id> <pid> <n>' every 50 ms for ``seconds``."""
+
+    name: ClassVar[str] = "d_heartbeat"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 600.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        end = time.monotonic() + params.seconds
+        n = 0
+        while True:
+            append_line(params.path, f"{ctx.job_id} {os.getpid()} {n}")
+            n += 1
+            if time.monotonic() >= end:
+                return ToolResult.ok({"beats": n, "pid": os.getpid()})
+            time.sleep(0.05)
+
+
+class Fail(BaseTool):
+    name: ClassVar[str] = "d_fail"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return ToolResult.error("failed on purpose")
+
+
+class Raise(BaseTool):
+    name: ClassVar[str] = "d_raise"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        raise ValueError("boom from a Dask worker")
+
+
+class Exit(BaseTool):
+    """Writes 'start <id> <pid>', then ends its process with os._exit(3)."""
+
+    name: ClassVar[str] = "d_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        append_line(params.path, f"start {ctx.job_id} {os.getpid()}")
+        os._exit(3)
+
+
+class Progressive(BaseTool):
+    name: ClassVar[str] = "d_progress"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        for i in range(1, params.steps + 1):
+            time.sleep(params.seconds / params.steps)
+            ctx.progress(i / params.steps, f"step {i}")
+        return ToolResult.ok({"steps": params.steps})
+
+
+class Append(BaseTool):
+    """Appends its job id to ``path``: a job run twice shows up twice."""
+
+    name: ClassVar[str] = "d_append"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        append_line(params.path, ctx.job_id)
+        if params.seconds:
+            time.sleep(params.seconds)
+        return ToolResult.ok({"pid": os.getpid()})
+
+
+class FastAppend(Append):
+    name: ClassVar[str] = "d_append_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

@@ -1,0 +1,32 @@
+"""Shared bits of the scale-out tests: paths, and the daemon kit of tests/processor.
+
+``python -m processor`` subprocesses load ``dask_tools`` from this folder, so
+it goes on their ``PYTHONPATH`` (:data:`TOOLS_PATH`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TOOLS_PATH = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
+
+if str(HERE.parent / "processor") not in sys.path:
+    sys.path.insert(0, str(HERE.parent / "processor"))  # daemonkit: one daemon runner
+
+from daemonkit import (  # noqa: E402
+    Daemon,
+    alive,
+    drop,
+    locations,
+    make_spool,
+    record,
+    wait_for,
+    wait_record,
+)
+
+__all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "locations", "make_spool",
+           "record", "wait_for", "wait_record"]

@@ -1,0 +1,206 @@
+"""The real daemon (``python -m processor``) with ``SPOOL_EXECUTOR=dask://...``.
+
+Jobs are dropped into a real spool and judged by their records, the way a
+user would; the Dask cluster is a real ``LocalCluster`` with worker processes
+(or, for the scheduler-loss test, one in a process of its own that the test
+SIGKILLs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("distributed")
+
+from scalekit import (
+    HERE,
+    TOOLS_PATH,
+    Daemon,
+    alive,
+    drop,
+    locations,
+    record,
+    wait_for,
+    wait_record,
+)
+
+StartDaemon = Callable[..., Daemon]
+
+
+def _dask_env(address: str) -> dict[str, str]:
+    return {"SPOOL_EXECUTOR": address.replace("tcp://", "dask://"), "JOB_NUM": "2"}
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _assert_stopped_growing(path: Path) -> None:
+    size = path.stat().st_size
+    time.sleep(0.6)
+    assert path.stat().st_size == size, f"{path.name} still grows: the work was not stopped"
+
+
+def _status(root: Path, daemon: Daemon) -> dict[str, Any]:
+    name = next(n for n in os.listdir(root / "owners")
+                if n.endswith(".json") and f"-{daemon.pid}-" in n)
+    data: dict[str, Any] = orjson.loads((root / "owners" / name).read_bytes())
+    return data
+
+
+def test_jobs_run_on_the_cluster_with_progress(spool_root: Path, daemon: StartDaemon,
+                                               dask_cluster: Any) -> None:
+    d = daemon(**_dask_env(dask_cluster.scheduler_address))
+    status = _status(spool_root, d)
+    assert status["executor"] == "dask" and status["job_num"] == 2
+    drop(spool_root, "prog", {"tool": "d_progress", "params": {"seconds": 2}})
+    drop(spool_root, "fails", {"tool": "d_fail"})
+    drop(spool_root, "raises", {"tool": "d_raise"})
+    drop(spool_root, "fast", {"tool": "echo", "params": {"message": "local"}})
+    progress = spool_root / "progress" / "prog.json"
+    seen: set[float] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and record(spool_root, "prog") is None:
+        with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
+            seen.add(orjson.loads(progress.read_bytes())["fraction"])
+        time.sleep(0.02)
+    rec = wait_record(spool_root, "prog", 5)
+    assert rec["state"] == "done" and rec["result"] == {"steps": 10}
+    assert rec["attempts"] == 1 and rec["pid"] == d.pid, "the record names this processor"
+    assert len([f for f in seen if 0 < f < 1]) >= 3, f"progress reached the spool: {seen}"
+    assert not progress.exists()
+    rec = wait_record(spool_root, "fails")
+    assert rec["error"]["type"] == "tool_error" and rec["error"]["message"] == "failed on purpose"
+    rec = wait_record(spool_root, "raises")
+    assert rec["error"]["type"] == "tool_error" and "Traceback" in rec["error"]["traceback"]
+    assert wait_record(spool_root, "fast")["result"] == {"message": "local"}
+    assert d.stop() == 0
+
+
+def test_timeout_and_cancel_really_stop_the_work(spool_root: Path, daemon: StartDaemon,
+                                                 dask_cluster: Any, tmp_path: Path) -> None:
+    daemon(**_dask_env(dask_cluster.scheduler_address))
+    slow, victim = tmp_path / "slow.beats", tmp_path / "victim.beats"
+    drop(spool_root, "slow", {"tool": "d_heartbeat", "timeout": 1,
+                              "params": {"path": str(slow), "seconds": 60}})
+    drop(spool_root, "victim", {"tool": "d_heartbeat",
+                                "params": {"path": str(victim), "seconds": 60}})
+    wait_for(lambda: len(_lines(victim)) >= 3, 20, "the victim running")
+    (spool_root / "cancel" / "victim").write_bytes(b"{}")
+    rec = wait_record(spool_root, "victim", 10)
+    assert rec["error"]["type"] == "cancelled"
+    _assert_stopped_growing(victim)
+    rec = wait_record(spool_root, "slow", 20)
+    assert rec["error"]["type"] == "timeout" and rec["attempts"] == 1
+    assert len(_lines(slow)) >= 5
+    _assert_stopped_growing(slow)
+
+
+def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
+                                                            daemon: StartDaemon,
+                                                            dask_cluster: Any,
+                                                            dask_client: Any,
+                                                            tmp_path: Path) -> None:
+    daemon(**_dask_env(dask_cluster.scheduler_address))
+    exits = tmp_path / "exits.log"
+    drop(spool_root, "exits", {"tool": "d_exit", "max_attempts": 2,
+                               "params": {"path": str(exits)}})
+    beats = tmp_path / "victim.beats"
+    drop(spool_root, "victim", {"tool": "d_heartbeat",
+                                "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the victim running")
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any("victim" in str(k) for k in keys))
+    os.kill(dask_client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+    rec = wait_record(spool_root, "victim", 20)
+    assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 1
+    _assert_stopped_growing(beats)
+    assert len({line.split()[1] for line in _lines(beats)}) == 1, "never re-run by Dask"
+    rec = wait_record(spool_root, "exits", 30)
+    assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 2
+    assert len(_lines(exits)) == 2, "one run per attempt, no more"
+    dask_client.wait_for_workers(2, timeout=30)
+
+
+# -- a scheduler that goes away ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _cluster_process(port: int, n_workers: int = 2) -> Iterator[subprocess.Popen[str]]:
+    """A LocalCluster in its own session; SIGKILL of its group takes it all down."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "cluster_proc.py"), str(port),
+                             str(n_workers)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": TOOLS_PATH})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
+        yield proc
+    finally:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    keep, once = tmp_path / "keep.beats", tmp_path / "once.beats"
+    with _cluster_process(port) as first:
+        d = daemon(**_dask_env(address))
+        drop(spool_root, "keep", {"tool": "d_heartbeat", "max_attempts": 2,
+                                  "params": {"path": str(keep), "seconds": 2}})
+        drop(spool_root, "once", {"tool": "d_heartbeat", "max_attempts": 1,
+                                  "params": {"path": str(once), "seconds": 60}})
+        wait_for(lambda: len(_lines(keep)) >= 3 and len(_lines(once)) >= 3, 30,
+                 "both jobs running on the cluster")
+        _kill_group(first)
+    rec = wait_record(spool_root, "once", 15)
+    assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 1
+    assert "scheduler" in rec["error"]["message"]
+    wait_for(lambda: locations(spool_root).get("keep") == ["pending"], 15, "keep requeued")
+    _assert_stopped_growing(keep)
+    _assert_stopped_growing(once)
+    drop(spool_root, "later", {"tool": "d_heartbeat", "params": {"seconds": 0}})
+    time.sleep(2.5)  # past the requeue backoff: still nothing may be claimed
+    assert alive(d.pid) and d.ready(), "the processor stays up without a scheduler"
+    where = locations(spool_root)
+    assert where["keep"] == ["pending"] and where["later"] == ["pending"], where
+    assert _status(spool_root, d)["busy_workers"] == 0
+    with _cluster_process(port):
+        rec = wait_record(spool_root, "keep", 40)
+        assert rec["state"] == "done" and rec["attempts"] == 2
+        assert wait_record(spool_root, "later", 20)["state"] == "done"
+        assert d.stop() == 0
+    assert len({line.split()[1] for line in _lines(keep)}) == 2, "one run per attempt"

@@ -1,0 +1,236 @@
+"""DaskExecutor against a real LocalCluster (worker processes), with a recording sink.
+
+What a user of the executor relies on: one outcome per job with the local
+pool's error types, work that really stops (heartbeat files stop growing),
+progress that comes back, and slots offered only while connected.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("distributed")
+
+from processor.dask_executor import DaskExecutor, scheduler_address
+from processor.executor import Task
+from processor.runner import Outcome
+from spool.errors import ConfigError, ErrorType
+from spool.settings import Settings
+
+
+class RecordingSink:
+    """Collects what the executor reports; wait_* block until it has arrived."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, list[Outcome]] = {}
+        self.progress_seen: list[tuple[str, float, str]] = []
+        self.cond = threading.Condition()
+
+    def progress(self, job_id: str, fraction: float, message: str) -> None:
+        with self.cond:
+            self.progress_seen.append((job_id, fraction, message))
+
+    def finished(self, outcome: Outcome) -> None:
+        with self.cond:
+            self.outcomes.setdefault(outcome.job_id, []).append(outcome)
+            self.cond.notify_all()
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> Outcome:
+        with self.cond:
+            assert self.cond.wait_for(lambda: job_id in self.outcomes, timeout), \
+                f"no outcome for {job_id} in {timeout} s"
+            return self.outcomes[job_id][0]
+
+
+def _settings(address: str, job_num: int = 2) -> Settings:
+    return Settings(SPOOL_EXECUTOR=address.replace("tcp://", "dask://"), JOB_NUM=job_num,
+                    SPOOL_TOOLS="dask_tools")
+
+
+def _task(job_id: str, tool: str, timeout_s: float = 30.0, **params: Any) -> Task:
+    return Task(job_id, tool, params, timeout_s, "/nonexistent", 1)
+
+
+def _wait_connected(executor: DaskExecutor, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while executor.free_slots() == 0:
+        assert time.monotonic() < deadline, "the executor never connected"
+        time.sleep(0.02)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _assert_stopped_growing(path: Path, within_s: float = 1.0) -> None:
+    """The heartbeat (every 50 ms) has stopped: its size stays put for a while."""
+    time.sleep(within_s)
+    size = _size(path)
+    time.sleep(0.5)
+    assert _size(path) == size, f"{path.name} still grows: the work was not stopped"
+
+
+def _wait_beats(path: Path, n: int = 3, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or len(path.read_text().splitlines()) < n:
+        assert time.monotonic() < deadline, f"{path.name}: the job never ran"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def run_executor(dask_cluster: Any) -> Iterator[Any]:
+    made: list[DaskExecutor] = []
+
+    def make(job_num: int = 2) -> tuple[DaskExecutor, RecordingSink]:
+        executor = DaskExecutor(_settings(dask_cluster.scheduler_address, job_num))
+        sink = RecordingSink()
+        executor.start(sink)
+        made.append(executor)
+        _wait_connected(executor)
+        return executor, sink
+
+    yield make
+    for executor in made:
+        executor.shutdown()
+
+
+def test_scheduler_address_forms() -> None:
+    assert scheduler_address("dask://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert scheduler_address("tcp://sched:9000") == "tcp://sched:9000"
+    assert scheduler_address("dask://sched") == "tcp://sched:8786"
+    for bad in ("dask://", "dask://h:port", "http://h:1", "dask://h:1/x", "dask://h:99999"):
+        with pytest.raises(ConfigError):
+            scheduler_address(bad)
+
+
+def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['distributed'] = None\n"
+            "from processor.__main__ import main; sys.exit(main())")
+    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"),
+           "SPOOL_EXECUTOR": "dask://127.0.0.1:8786"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'spoolq[dask]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_slots_follow_job_num_and_the_cluster(run_executor: Any) -> None:
+    executor, _ = run_executor(job_num=1)
+    assert executor.capacity() == 1 and executor.free_slots() == 1
+    wide, _ = run_executor(job_num=8)
+    assert wide.capacity() == 8
+    assert wide.free_slots() == 2, "no more jobs in flight than the cluster has threads"
+
+
+def test_done_tool_error_and_a_child_that_exits(run_executor: Any, tmp_path: Path) -> None:
+    executor, sink = run_executor()
+    executor.submit(_task("ok", "d_heartbeat", path=str(tmp_path / "ok.beats")))
+    executor.submit(_task("fails", "d_fail"))
+    done = sink.wait("ok")
+    assert done.ok and orjson.loads(done.result_json or b"null")["beats"] == 1
+    failed = sink.wait("fails")
+    assert failed.error_type is ErrorType.TOOL_ERROR and failed.message == "failed on purpose"
+    executor.submit(_task("raises", "d_raise"))
+    executor.submit(_task("exits", "d_exit", path=str(tmp_path / "exits.log")))
+    raised = sink.wait("raises")
+    assert raised.error_type is ErrorType.TOOL_ERROR and "boom" in (raised.message or "")
+    assert "Traceback" in (raised.traceback or "")
+    crashed = sink.wait("exits")
+    assert crashed.error_type is ErrorType.WORKER_CRASHED and crashed.retryable
+    assert "status 3" in (crashed.message or "")
+    assert len((tmp_path / "exits.log").read_text().splitlines()) == 1, "no silent re-run"
+    assert all(len(v) == 1 for v in sink.outcomes.values()), "one outcome per job"
+    assert executor.busy() == 0 and executor.free_slots() == 2
+
+
+def test_timeout_really_stops_the_work(run_executor: Any, tmp_path: Path) -> None:
+    executor, sink = run_executor()
+    beats = tmp_path / "slow.beats"
+    started = time.monotonic()
+    executor.submit(_task("slow", "d_heartbeat", timeout_s=1.0, path=str(beats), seconds=60))
+    outcome = sink.wait("slow")
+    assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable
+    assert 1.0 <= time.monotonic() - started < 8
+    assert len(beats.read_text().splitlines()) >= 5, "it ran until the deadline"
+    _assert_stopped_growing(beats, within_s=0.3)
+
+
+def test_kill_a_running_and_a_queued_job(run_executor: Any, tmp_path: Path) -> None:
+    executor, sink = run_executor(job_num=3)
+    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
+    executor.submit(_task("a", "d_heartbeat", path=str(paths["a"]), seconds=60))
+    executor.submit(_task("b", "d_heartbeat", path=str(paths["b"]), seconds=60))
+    _wait_beats(paths["a"])
+    _wait_beats(paths["b"])
+    # Past free_slots() on purpose: both worker threads are busy, so this one queues.
+    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
+    assert executor.kill("queued", ErrorType.CANCELLED.value)
+    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
+    assert executor.kill("a", ErrorType.CANCELLED.value)
+    assert sink.wait("a", 10).error_type is ErrorType.CANCELLED
+    assert not executor.kill("a", ErrorType.CANCELLED.value), "nothing left to kill"
+    _assert_stopped_growing(paths["a"], within_s=0.3)
+    assert paths["b"].exists()
+    executor.shutdown()  # kills b on the cluster too, and reports nothing
+    _assert_stopped_growing(paths["b"], within_s=0.3)
+    assert not paths["queued"].exists(), "a cancelled queued job never starts"
+    assert "b" not in sink.outcomes
+
+
+def test_progress_comes_back(run_executor: Any) -> None:
+    executor, sink = run_executor()
+    executor.submit(_task("prog", "d_progress", seconds=1.0, steps=10))
+    assert sink.wait("prog").ok
+    fractions = [f for job, f, _ in sink.progress_seen if job == "prog"]
+    assert len([f for f in fractions if 0 < f < 1]) >= 3, fractions
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_client: Any,
+                                                     tmp_path: Path) -> None:
+    executor, sink = run_executor()
+    beats = tmp_path / "victim.beats"
+    executor.submit(_task("victim", "d_heartbeat", path=str(beats), seconds=60))
+    _wait_beats(beats)
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any("victim" in str(k) for k in keys))
+    pid = dask_client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGKILL)
+    outcome = sink.wait("victim", 20)
+    assert outcome.error_type is ErrorType.WORKER_CRASHED and outcome.retryable
+    _assert_stopped_growing(beats, within_s=0.5)
+    pids = {line.split()[1] for line in beats.read_text().splitlines()}
+    assert len(pids) == 1, "Dask must not run the job again on another worker"
+    assert len(sink.outcomes["victim"]) == 1
+    dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it for the next tests
+
+
+def test_no_scheduler_no_slots_and_a_prompt_shutdown() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    executor = DaskExecutor(_settings(f"tcp://127.0.0.1:{port}"))
+    executor.start(RecordingSink())
+    try:
+        time.sleep(1.0)
+        assert executor.free_slots() == 0 and executor.capacity() == 2
+    finally:
+        started = time.monotonic()
+        executor.shutdown()
+        assert time.monotonic() - started < 10
