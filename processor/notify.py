@@ -4,8 +4,26 @@ systemd passes ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract
 socket) to a ``Type=notify`` service, and ``WATCHDOG_USEC`` (with
 ``WATCHDOG_PID``) when ``WatchdogSec=`` is set.  Without ``NOTIFY_SOCKET``
 every method is a no-op, so the daemon runs the same under systemd, in a
-terminal and in tests.  A failed send is logged once and never raises: the
-daemon's work matters more than its supervisor's bookkeeping.
+terminal and in tests.
+
+Guarantees:
+
+* Nothing here raises.  A failed send (no listener, a full queue, an address
+  family this module does not speak) is logged once and dropped: the daemon's
+  work matters more than its supervisor's bookkeeping, and systemd's own
+  timeouts (``TimeoutStartSec=``, ``WatchdogSec=``) catch a daemon whose
+  messages never arrive.
+* A send never blocks for more than ``SEND_TIMEOUT_S``: a stalled receiver
+  cannot stall the caller's main loop.
+* Watchdog pings are sent only when the watchdog is meant for this process
+  (``sd_watchdog_enabled(3)``: ``WATCHDOG_USEC`` > 0 and ``WATCHDOG_PID``
+  unset or equal to our pid), so a child that inherited the environment of a
+  supervised parent stays quiet.
+* Free text (``STATUS=``) cannot inject other assignments: newlines become
+  spaces.
+
+Reads (given explicitly by ``main()``): ``NOTIFY_SOCKET``, ``WATCHDOG_USEC``,
+``WATCHDOG_PID``.
 """
 
 from __future__ import annotations
@@ -17,6 +35,8 @@ from collections.abc import Mapping
 
 log = logging.getLogger("spoolq.notify")
 
+SEND_TIMEOUT_S = 2.0
+
 
 class SystemdNotifier:
     """Sends state changes to systemd's notify socket, if there is one."""
@@ -24,13 +44,12 @@ class SystemdNotifier:
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
         self.address = address
         self.watchdog_usec = watchdog_usec
-        self._sock: socket.socket | None = None
         self._warned = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SystemdNotifier:
         address = environ.get("NOTIFY_SOCKET") or None
-        return cls(address, _watchdog_usec(environ))
+        return cls(address, _watchdog_usec(environ, os.getpid()))
 
     @property
     def enabled(self) -> bool:
@@ -39,12 +58,12 @@ class SystemdNotifier:
     @property
     def watchdog_interval_s(self) -> float | None:
         """How often to ping: half of ``WatchdogSec``, as sd_watchdog_enabled(3) advises."""
-        if self.watchdog_usec is None:
+        if self.watchdog_usec is None or not self.enabled:
             return None
         return self.watchdog_usec / 2 / 1_000_000
 
     def ready(self, status: str = "") -> None:
-        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        self._send("READY=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
 
     def watchdog(self) -> None:
         if self.watchdog_usec is not None:
@@ -54,39 +73,58 @@ class SystemdNotifier:
         self._send("STOPPING=1")
 
     def status(self, text: str) -> None:
-        self._send(f"STATUS={text}")
+        self._send(f"STATUS={_one_line(text)}")
 
     def extend_timeout(self, usec: int) -> None:
-        self._send(f"EXTEND_TIMEOUT_USEC={usec}")
+        """Ask for ``usec`` more before systemd's start/stop timeout (during a long stop)."""
+        self._send(f"EXTEND_TIMEOUT_USEC={max(0, int(usec))}")
 
     def _send(self, message: str) -> None:
         if self.address is None:
             return
-        target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(message.encode(), target)
-        except OSError as exc:
+            target = _sockaddr(self.address)
+            # A socket per message, as libsystemd does: nothing to leak into
+            # children, and a restarted systemd (new socket file) just works.
+            # Connected, so a full receiver queue blocks (bounded by the
+            # timeout) instead of failing at once or spinning.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(SEND_TIMEOUT_S)
+                sock.connect(target)
+                sock.sendall(message.encode("utf-8", "replace"))
+        except (OSError, ValueError) as exc:
             if not self._warned:
                 self._warned = True
-                log.warning("cannot notify systemd at %s: %s", self.address, exc)
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+                log.warning("cannot notify systemd at %s: %s (further failures are not "
+                            "logged)", self.address, exc)
 
 
-def _watchdog_usec(environ: Mapping[str, str]) -> int | None:
-    """``WATCHDOG_USEC`` when it is meant for this process (sd_watchdog_enabled semantics)."""
+def _sockaddr(address: str) -> str:
+    """``/path`` as is, ``@name`` as the abstract name ``\\0name``; anything else is refused."""
+    if address.startswith("@") and len(address) > 1:
+        return "\0" + address[1:]
+    if address.startswith("/"):
+        return address
+    raise ValueError(f"unsupported NOTIFY_SOCKET address {address!r} (want /path or @name)")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def _watchdog_usec(environ: Mapping[str, str], pid: int) -> int | None:
+    """``WATCHDOG_USEC`` when it is meant for ``pid`` (sd_watchdog_enabled semantics)."""
     try:
         usec = int(environ.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
     if usec <= 0:
         return None
-    pid = environ.get("WATCHDOG_PID")
-    if pid and pid != str(os.getpid()):
-        return None
+    watchdog_pid = environ.get("WATCHDOG_PID")
+    if watchdog_pid is not None:
+        try:
+            if int(watchdog_pid) != pid:
+                return None
+        except ValueError:
+            return None  # sd_watchdog_enabled returns an error: no pings
     return usec

@@ -1,0 +1,241 @@
+"""sd_notify against a real datagram socket standing in for systemd.
+
+The listener binds an AF_UNIX SOCK_DGRAM socket (a path in ``tmp_path``, or an
+abstract name) and turns on ``SO_PASSCRED``, as systemd does, so every message
+arrives with the sender's pid: ``NotifyAccess=main`` accepts only the main
+process's messages, and the daemon test checks that is who sends them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from processor import notify
+from processor.notify import SystemdNotifier
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
+
+UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Message:
+    at: float  # monotonic receive time
+    pid: int  # the sender, from SCM_CREDENTIALS
+    text: str
+
+
+class Listener:
+    """What systemd's notify socket does with our messages: receive them with credentials."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address  # as NOTIFY_SOCKET spells it
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+
+    def next(self, timeout: float = 10.0) -> Message:
+        self.sock.settimeout(timeout)
+        data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(UCRED.size))
+        pid = -1
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = UCRED.unpack(payload[:UCRED.size])[0]
+        return Message(time.monotonic(), pid, data.decode())
+
+    def until(self, text: str, timeout: float = 10.0) -> list[Message]:
+        """Every message up to and including the first equal to ``text``."""
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {text!r} within {timeout} s; got {got}")
+            try:
+                got.append(self.next(left))
+            except TimeoutError:
+                continue
+            if got[-1].text.split("\n")[0] == text:
+                return got
+
+    def nothing(self, wait_s: float = 0.2) -> bool:
+        self.sock.settimeout(wait_s)
+        try:
+            self.sock.recv(4096)
+        except TimeoutError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Listener]:
+    lst = Listener(str(tmp_path / "notify.sock"))
+    yield lst
+    lst.close()
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[Listener]:
+    lst = Listener(f"@spoolq-test-{os.getpid()}-{os.urandom(4).hex()}")
+    yield lst
+    lst.close()
+
+
+def test_each_message_reaches_a_path_socket_from_our_pid(listener: Listener) -> None:
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "4000000"})
+    assert n.enabled and n.watchdog_interval_s == 2.0
+    n.ready("JOB_NUM=2")
+    n.watchdog()
+    n.status("busy: 3 running")
+    n.extend_timeout(45_000_000)
+    n.stopping()
+    got = [listener.next() for _ in range(5)]
+    assert [m.text for m in got] == ["READY=1\nSTATUS=JOB_NUM=2", "WATCHDOG=1",
+                                     "STATUS=busy: 3 running", "EXTEND_TIMEOUT_USEC=45000000",
+                                     "STOPPING=1"]
+    assert {m.pid for m in got} == {os.getpid()}
+    assert listener.nothing()
+
+
+def test_an_abstract_socket_name(abstract_listener: Listener) -> None:
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": abstract_listener.address})
+    n.ready()
+    n.stopping()
+    assert [abstract_listener.next().text for _ in range(2)] == ["READY=1", "STOPPING=1"]
+
+
+def test_status_text_cannot_inject_other_assignments(listener: Listener) -> None:
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": listener.address})
+    n.status("bad\nREADY=1\r\nMAINPID=1")
+    n.ready("two\nlines")
+    assert listener.next().text == "STATUS=bad READY=1 MAINPID=1"
+    assert listener.next().text == "READY=1\nSTATUS=two lines"
+
+
+@pytest.mark.parametrize(("env", "pings"), [
+    ({"WATCHDOG_USEC": "1000000"}, True),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "{me}"}, True),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "{other}"}, False),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "not-a-pid"}, False),
+    ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": ""}, False),
+    ({"WATCHDOG_USEC": "0"}, False),
+    ({"WATCHDOG_USEC": "-5"}, False),
+    ({"WATCHDOG_USEC": "soon"}, False),
+    ({}, False),
+])
+def test_watchdog_pings_only_when_meant_for_this_process(
+        listener: Listener, env: dict[str, str], pings: bool) -> None:
+    """sd_watchdog_enabled(3): WATCHDOG_USEC > 0, and WATCHDOG_PID unset or ours."""
+    filled = {k: v.format(me=os.getpid(), other=os.getpid() + 1) for k, v in env.items()}
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": listener.address, **filled})
+    assert (n.watchdog_interval_s == 0.5) is pings
+    assert n.watchdog_interval_s is None or pings
+    n.watchdog()
+    n.stopping()  # a marker: whatever came before it was sent by watchdog()
+    assert [m.text for m in listener.until("STOPPING=1")] == (
+        ["WATCHDOG=1", "STOPPING=1"] if pings else ["STOPPING=1"])
+
+
+def test_without_notify_socket_everything_is_a_no_op(caplog: pytest.LogCaptureFixture) -> None:
+    n = SystemdNotifier.from_env({"WATCHDOG_USEC": "1000000"})
+    assert not n.enabled and n.watchdog_interval_s is None
+    n.ready("x")
+    n.watchdog()
+    n.status("y")
+    n.extend_timeout(1)
+    n.stopping()
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("address", ["/nonexistent/notify.sock", "relative.sock",
+                                     "vsock:2:1234", "@"])
+def test_a_failed_send_never_raises_and_is_logged_once(
+        caplog: pytest.LogCaptureFixture, address: str) -> None:
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"})
+    with caplog.at_level(logging.WARNING, logger="spoolq.notify"):
+        n.ready()
+        for _ in range(5):
+            n.watchdog()
+        n.stopping()
+    warnings = [r for r in caplog.records if r.name == "spoolq.notify"]
+    assert len(warnings) == 1 and address in warnings[0].getMessage()
+
+
+def test_a_stalled_receiver_cannot_block_the_sender(
+        listener: Listener, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver that never reads fills its queue; further sends give up, logged once."""
+    monkeypatch.setattr(notify, "SEND_TIMEOUT_S", 0.05)
+    queue_len = int(Path("/proc/sys/net/unix/max_dgram_qlen").read_text())
+    n = SystemdNotifier.from_env({"NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "2000000"})
+    with caplog.at_level(logging.WARNING, logger="spoolq.notify"):
+        for _ in range(queue_len + 3):
+            n.watchdog()
+    warnings = [r for r in caplog.records if r.name == "spoolq.notify"]
+    assert len(warnings) == 1
+    received = 0
+    while not listener.nothing(0.05):
+        received += 1
+    assert 1 <= received < queue_len + 3
+
+
+# -- the real daemon -----------------------------------------------------------------------
+
+
+def test_the_processor_says_ready_after_recovery_pings_and_says_stopping(
+        tmp_path: Path, listener: Listener) -> None:
+    """What systemd sees of ``Type=notify``, ``WatchdogSec=1``, ``NotifyAccess=main``."""
+    root = tmp_path / "spool"
+    layout = Layout(root)
+    Mover(layout, FsyncMode.NEVER).make_folders()
+    # An orphan of a processor that died: recovery must settle it before READY=1.
+    (root / "running" / "orphan.json").write_bytes(
+        orjson.dumps({"tool": "echo", "params": {"message": "x"}, "max_attempts": 1}))
+    env = {**os.environ, "SPOOL_DIR": str(root), "JOB_NUM": "1", "SPOOL_FSYNC": "never",
+           "NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000"}
+    # systemd sets WATCHDOG_PID to the main pid: exec keeps the shell's pid.
+    argv = ["/bin/sh", "-c", 'export WATCHDOG_PID=$$; exec "$0" -m processor', sys.executable]
+    log_path = tmp_path / "processor.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=log, stderr=log)
+    try:
+        ready = listener.until("READY=1", timeout=60)[-1]
+        orphan = orjson.loads((root / "failed" / "orphan.json").read_bytes())
+        assert orphan["error"]["type"] == "abandoned"
+        assert not (root / "running" / "orphan.json").exists()
+
+        messages = listener.until("WATCHDOG=1")
+        messages += listener.until("WATCHDOG=1")
+        messages += listener.until("WATCHDOG=1")
+        pings = [m.at for m in messages if m.text == "WATCHDOG=1"]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        # Half of WatchdogSec=1 s; systemd kills the service if a gap reaches 1 s.
+        assert len(gaps) >= 2 and all(0.35 < g < 1.0 for g in gaps), gaps
+
+        proc.send_signal(signal.SIGTERM)
+        stopping = listener.until("STOPPING=1")
+        assert proc.wait(timeout=60) == 0
+        assert {m.pid for m in [ready, *messages, *stopping]} == {proc.pid}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "cannot notify systemd" not in log_path.read_text(errors="replace")
