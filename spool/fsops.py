@@ -189,7 +189,13 @@ class Mover:
 
     @staticmethod
     def sync_dir(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:
+            # A submitter may write to a drop folder it cannot read (mode 2730, see
+            # ``spoolq init --system``): its file is fsynced and renamed in; flushing the
+            # folder's entry is left to the kernel rather than failing a drop that happened.
+            return
         try:
             os.fsync(fd)
         finally:
