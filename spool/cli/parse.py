@@ -1,4 +1,9 @@
-"""Parsing what people type: durations, timestamps, ``key=value`` params."""
+"""Parsing what people type: durations, timestamps, ids and ``key=value`` params.
+
+Each parser is an argparse ``type``: a bad value raises
+``argparse.ArgumentTypeError`` so argparse reports it as a usage error
+(exit 2) before any command runs.
+"""
 
 from __future__ import annotations
 
@@ -9,76 +14,86 @@ from typing import Any
 
 import orjson
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+from spool.ids import is_valid_id
+
+UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
 def duration(text: str) -> float:
-    """``90``, ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds (argparse type)."""
+    """``90``, ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds (a bare number is seconds)."""
     match = _DURATION.match(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, "
-                                         "7d, 2w)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d, 2w)")
+    return float(match.group(1)) * UNITS_S[match.group(2) or "s"]
 
 
 def positive_seconds(text: str) -> float:
+    """A duration above zero: a timeout of 0 would mean 'never wait' by accident."""
     value = duration(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
     return value
 
 
 def timestamp(text: str) -> datetime:
-    """ISO 8601 with an offset (``Z`` allowed), or epoch seconds (argparse type)."""
+    """ISO 8601 with an offset (``Z`` allowed), or epoch seconds (DESIGN section 9)."""
     try:
         return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         pass
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a timestamp: {text!r}") from exc
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a timestamp: {text!r}") from None
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. "
-                                         "2026-11-28T12:00:00Z")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs a UTC offset, e.g. 2026-11-28T12:00:00Z")
+    return value.astimezone(UTC)
+
+
+def job_id(text: str) -> str:
+    """A valid job id, checked before any path is built from it."""
+    if not is_valid_id(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid id {text!r}: use letters, digits and ._- (at most 128, starting "
+            "with a letter or digit)")
+    return text
 
 
 def json_value(text: str) -> Any:
-    """``text`` as JSON when it parses, else the string itself."""
+    """``text`` as JSON when it parses, else the string itself (``-p name=x`` stays "x")."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
 
 
-def key_values(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; ValueError on a pair without ``=``."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-p expects key=value, got {pair!r}")
-        params[key] = json_value(value)
-    return params
+def key_value(text: str) -> tuple[str, Any]:
+    """``fast=10`` -> ``("fast", 10)``; the value as :func:`json_value`."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"-p expects key=value, got {text!r}")
+    return key.strip(), json_value(value)
 
 
 def json_object(text: str) -> dict[str, Any]:
-    """A JSON object (argparse type)."""
+    """A JSON object such as ``--params '{"seconds": 1}'``."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
     return value
-
-
-def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"

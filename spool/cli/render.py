@@ -1,98 +1,178 @@
-"""Text output for people: tables, a record's summary, a progress bar."""
+"""What ``spoolq`` writes to stdout: JSON for scripts, tables and summaries for people.
+
+JSON records are :func:`spool.models.record_bytes`, the encoding ``done/`` and
+``failed/`` hold and statusd serves, so a script sees the same fields from
+every door (UTC timestamps with ``Z``).  Text output shows timestamps in UTC
+too, so a table and a record file never disagree about a time.
+"""
 
 from __future__ import annotations
 
-import time
+import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
-from spool.models import Record
+from spool.models import Record, record_bytes
+from spool.states import JobState
 
-BAR_WIDTH = 30
-REDRAW_S = 0.1
+_JSON = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+RESULT_LINES = 40
+DETAIL_CHARS = 60
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=_JSON, default=str).decode() + "\n")
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """The record as the spool stores it and statusd serves it."""
+    data: dict[str, Any] = orjson.loads(record_bytes(record))
+    return data
+
+
+def show_record(record: Record, as_json: bool) -> None:
+    if as_json:
+        emit_json(record_json(record))
+    else:
+        print("\n".join(record_lines(record)))
+
+
+# -- small formats --------------------------------------------------------------------------
+
+
+def human_duration(seconds: float | None) -> str:
+    """``0.25s``, ``42s``, ``3m04s``, ``2h05m``, ``3d04h``: short enough for a table cell."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    whole = int(seconds)
+    for big, small, size, unit in (("d", "h", 86_400, 3600), ("h", "m", 3600, 60),
+                                   ("m", "s", 60, 1)):
+        if whole >= size:
+            return f"{whole // size}{big}{(whole % size) // unit:02d}{small}"
+    return f"{whole}s"
+
+
+def when(ts: datetime | None) -> str:
+    return "-" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def compact(value: Any, limit: int = 200) -> str:
+    text = orjson.dumps(value, default=str, option=orjson.OPT_UTC_Z).decode()
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-             for row in [header, *rows]]
-    return "\n".join(lines)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                     .rstrip() for row in [header, *rows])
 
 
-def _when(ts: datetime | None) -> str:
-    if ts is None:
+# -- records --------------------------------------------------------------------------------
+
+
+def elapsed_s(record: Record, now: datetime | None = None) -> float | None:
+    """How long the job has been running (or waiting, when pending)."""
+    since = record.started_at if record.state is JobState.RUNNING else record.submitted_at
+    if since is None:
+        return None
+    return max(0.0, ((now or datetime.now(UTC)) - since).total_seconds())
+
+
+def time_cell(record: Record) -> str:
+    """Duration when finished; progress and run time while running; '-' while pending."""
+    if record.state is JobState.RUNNING:
+        elapsed = human_duration(elapsed_s(record))
+        fraction = record.progress.fraction if record.progress else None
+        return elapsed if fraction is None else f"{fraction:.0%} {elapsed}"
+    if record.state is JobState.PENDING:
         return "-"
-    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return human_duration(record.duration_s)
+
+
+LIST_HEADER = ["ID", "STATE", "TOOL", "SUBMITTED (UTC)", "TIME", "ERROR"]
 
 
 def record_row(record: Record) -> list[str]:
-    if record.state.value == "running" and record.progress and record.progress.fraction:
-        detail = f"{record.progress.fraction:.0%} {record.progress.message}"
-    elif record.error is not None:
-        detail = f"{record.error.type}: {record.error.message}"
-    else:
-        detail = ""
-    took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
-    return [record.id, record.state.value, record.tool or "-", _when(record.submitted_at),
-            took, detail[:60]]
+    """A row of ``spoolq ls``, in the order of :data:`LIST_HEADER`."""
+    error = ""
+    if record.state is JobState.FAILED and record.error is not None:
+        error = record.error.type.value
+    return [record.id, record.state.value, record.tool or "-", when(record.submitted_at),
+            time_cell(record), error]
 
 
 def record_lines(record: Record) -> list[str]:
-    lines = [f"id          {record.id}", f"state       {record.state}",
-             f"tool        {record.tool or '-'}",
-             f"attempts    {record.attempts}" + (f" of {record.max_attempts}"
-                                                 if record.max_attempts else ""),
-             f"submitted   {_when(record.submitted_at)}",
-             f"started     {_when(record.started_at)}",
-             f"finished    {_when(record.finished_at)}"]
-    if record.duration_s is not None:
-        lines.append(f"duration    {record.duration_s:.3f} s")
+    """``spoolq show``: every field a person looks for, in the order they look."""
+    lines = [f"id          {record.id}", f"state       {record.state.value}",
+             f"tool        {record.tool or '-'}"]
     if record.params:
-        lines.append(f"params      {_short(record.params)}")
-    if record.progress is not None and record.state.value == "running":
-        lines.append(f"progress    {record.progress.fraction or 0:.0%} {record.progress.message}")
-    if record.error is not None:
-        lines.append(f"error       {record.error.type}: {record.error.message}")
-    if record.source is not None:
-        lines.append(f"source      {record.source.name} ({record.source.kind}, "
-                     f"{record.source.size} bytes)")
-    if record.state.value == "done":
-        lines.append(f"result      {_short(record.result)}")
+        lines.append(f"params      {compact(record.params)}")
+    lines += _scheduling_lines(record)
+    lines += _run_lines(record)
+    if record.meta:
+        lines.append(f"meta        {compact(record.meta)}")
+    lines += _outcome_lines(record)
     return lines
 
 
-def _short(value: Any, limit: int = 200) -> str:
-    text = orjson.dumps(value, default=str).decode()
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+def _scheduling_lines(record: Record) -> list[str]:
+    attempts = f"{record.attempts}" + (f" of {record.max_attempts}" if record.max_attempts
+                                       else "")
+    lines = [f"priority    {record.priority}", f"attempts    {attempts}"]
+    if record.timeout is not None:
+        lines.append(f"timeout     {record.timeout:g} s")
+    lines.append(f"submitted   {when(record.submitted_at)}")
+    if record.not_before is not None:
+        lines.append(f"not before  {when(record.not_before)}")
+    return lines
 
 
-class ProgressBar:
-    """One redrawn line on a terminal: state, fraction, message."""
+def _run_lines(record: Record) -> list[str]:
+    lines = []
+    if record.started_at is not None:
+        lines.append(f"started     {when(record.started_at)}")
+    if record.finished_at is not None:
+        lines.append(f"finished    {when(record.finished_at)}")
+    if record.duration_s is not None:
+        lines.append(f"duration    {record.duration_s:.3f} s")
+    if record.host is not None:
+        lines.append(f"host        {record.host} (pid {record.pid or '-'})")
+    if record.state is JobState.RUNNING and record.progress is not None:
+        fraction = record.progress.fraction
+        shown = "-" if fraction is None else f"{fraction:.0%}"
+        lines.append(f"progress    {shown} {record.progress.message}".rstrip())
+    return lines
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self._last = 0.0
-        self._drawn = False
 
-    def update(self, record: Record) -> None:
-        now = time.monotonic()
-        final = record.state.value in ("done", "failed")
-        if not final and now - self._last < REDRAW_S:
-            return
-        self._last = now
-        fraction = record.progress.fraction if record.progress and record.progress.fraction \
-            else (1.0 if record.state.value == "done" else 0.0)
-        message = record.progress.message if record.progress else ""
-        filled = round(fraction * BAR_WIDTH)
-        line = (f"{record.id[:28]:<28} {record.state.value:<8} "
-                f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction:4.0%} {message}")
-        self.out.write("\r\x1b[2K" + line[:160])
-        self.out.flush()
-        self._drawn = True
+def _outcome_lines(record: Record) -> list[str]:
+    lines = []
+    if record.source is not None:
+        size = "?" if record.source.size is None else record.source.size
+        lines.append(f"source      {record.source.name} ({record.source.kind}, {size} bytes)")
+    if record.error is not None:
+        label = "error      " if record.state is JobState.FAILED else "last error "
+        lines.append(f"{label} {record.error.type.value}: {record.error.message}")
+        if record.error.traceback and record.state is JobState.FAILED:
+            lines += ["traceback", *_indented(record.error.traceback.rstrip().splitlines())]
+    if record.state is JobState.DONE:
+        lines += ["result", *_indented(_result_text(record.result))]
+    return lines
 
-    def close(self) -> None:
-        if self._drawn:
-            self.out.write("\r\x1b[2K")
-            self.out.flush()
+
+def _result_text(result: Any) -> list[str]:
+    text = orjson.dumps(result, default=str, option=_JSON).decode().splitlines()
+    if len(text) <= RESULT_LINES:
+        return text
+    return [*text[:RESULT_LINES], f"... {len(text) - RESULT_LINES} more lines "
+            "(spoolq show ID --json for all of it)"]
+
+
+def _indented(lines: list[str]) -> list[str]:
+    return [f"  {line}" for line in lines]

@@ -1,13 +1,17 @@
-"""``spoolq init --system``: a spool with Postfix-style permissions.
+"""``spoolq init --system``: a spool with Postfix-style owners and modes.
 
 * ``pending/`` and ``tmp/``: mode 2730, owner the spool user, group the
   submit group.  Members of the submit group may create files there (and the
-  setgid bit gives new files that group) but cannot list or read what others
-  dropped.
-* Everything else: owner the spool user, mode 0750 (group = the spool
-  user's own group, so statusd running in that group can read records).
+  setgid bit gives new files that group, so the spool user, a member, can
+  read them) but cannot list or read what others dropped.
+* Every other folder: owner the spool user and its own group, mode 0750, so
+  a daemon running in that group (statusd) can read records.
+* The root: mode 0755, so submitters can reach ``pending/`` and ``tmp/``.
 
-Needs root (it changes owners).  Idempotent.
+Checks come first and change nothing: the user and group exist, the user is
+in the submit group (else it could not read the jobs members drop: they are
+mode 0640), and we are root.  Idempotent: it sets the same owners and modes
+again.  chown/chmod are not moves, so they live here and not in ``fsops``.
 """
 
 from __future__ import annotations
@@ -22,31 +26,48 @@ from spool.layout import Layout
 from spool.settings import FsyncMode
 from spool.states import JobState
 
+DEFAULT_USER = "spoolq"
+DEFAULT_GROUP = "spoolq-submit"
 DROP_MODE = 0o2730
 PRIVATE_MODE = 0o750
+ROOT_MODE = 0o755
 
 
 def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None:
+    """Create ``layout``'s folders with system owners and modes; SpoolError if it can't."""
+    owner = _user(user, layout)
+    submit = _group(group)
+    if owner.pw_gid != submit.gr_gid and user not in submit.gr_mem:
+        raise SpoolError(f"user {user} is not in group {group}, so it could not read the "
+                         f"jobs members drop: usermod -aG {group} {user}")
     if os.geteuid() != 0:
-        raise SpoolError("init --system changes owners: run it as root (e.g. with sudo)")
-    try:
-        owner = pwd.getpwnam(user)
-    except KeyError:
-        raise SpoolError(f"no user {user!r}: create it first, e.g. "
-                         f"useradd --system --home-dir {layout.root} {user}") from None
-    try:
-        submit_gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise SpoolError(f"no group {group!r}: create it first, e.g. groupadd --system "
-                         f"{group}") from None
+        raise SpoolError("init --system sets owners: run it as root (e.g. with sudo)")
     Mover(layout, fsync).make_folders(mode=PRIVATE_MODE)
     drop = {layout.folder(JobState.PENDING), layout.tmp}
-    os.chown(layout.root, owner.pw_uid, owner.pw_gid)
-    os.chmod(layout.root, 0o755)
+    _set(layout.root, owner.pw_uid, owner.pw_gid, ROOT_MODE)
     for folder in layout.all_folders():
         if folder in drop:
-            os.chown(folder, owner.pw_uid, submit_gid)
-            os.chmod(folder, DROP_MODE)
+            _set(folder, owner.pw_uid, submit.gr_gid, DROP_MODE)
         else:
-            os.chown(folder, owner.pw_uid, owner.pw_gid)
-            os.chmod(folder, PRIVATE_MODE)
+            _set(folder, owner.pw_uid, owner.pw_gid, PRIVATE_MODE)
+
+
+def _user(name: str, layout: Layout) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system "
+                         f"--home-dir {layout.root} --shell /usr/sbin/nologin {name}") from None
+
+
+def _group(name: str) -> grp.struct_group:
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        raise SpoolError(f"no group {name!r}: create it first, e.g. groupadd --system "
+                         f"{name}") from None
+
+
+def _set(path: os.PathLike[str], uid: int, gid: int, mode: int) -> None:
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)

@@ -1,0 +1,107 @@
+"""Commands that keep a spool: ``init`` and ``purge``.
+
+``init`` is idempotent: run it again (say from a unit's ``ExecStartPre``) and
+it changes nothing that is already right.  ``purge`` removes only finished
+records (and quarantined originals beside them) through
+:meth:`spool.client.Client.purge`; ``--dry-run`` counts the same cutoff
+without removing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from spool.cli import parse
+from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
+from spool.cli.render import emit_json, human_duration
+from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.reader import scan_folder
+from spool.settings import Settings
+from spool.states import TERMINAL, JobState
+
+# -- init -----------------------------------------------------------------------------------
+
+
+def _configure_init(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", action="store_true",
+                        help="system spool: Postfix-style owners and modes (needs root)")
+    parser.add_argument("--user", help=f"with --system: the spool's owner, who runs the "
+                        f"daemons (default {DEFAULT_USER})")
+    parser.add_argument("--group", help=f"with --system: the group that may submit "
+                        f"(default {DEFAULT_GROUP})")
+    add_json(parser, "the spool root and its folders")
+
+
+def run_init(args: argparse.Namespace, settings: Settings) -> int:
+    layout = Layout(settings.spool_dir)
+    if args.system:
+        init_system(layout, settings.fsync, args.user or DEFAULT_USER,
+                    args.group or DEFAULT_GROUP)
+    elif args.user or args.group:
+        raise UsageError("--user and --group go with --system")
+    else:
+        Mover(layout, settings.fsync).make_folders()
+    if args.json:
+        emit_json({"spool": str(layout.root), "system": args.system,
+                   "folders": [p.name for p in layout.all_folders()]})
+    else:
+        print(f"spool ready at {layout.root}")
+    return EXIT_OK
+
+
+# -- purge ----------------------------------------------------------------------------------
+
+
+def _configure_purge(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--older-than", type=parse.duration, required=True,
+                        metavar="DURATION", help="finished before this long ago: 30s, 15m, "
+                        "12h, 7d, 2w")
+    parser.add_argument("--state", choices=["done", "failed", "all"], default="all",
+                        help="which finished records (default all)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="count what would go; remove nothing")
+    add_json(parser, '{"removed": n, "kept": n, "dry_run": bool}')
+
+
+def run_purge(args: argparse.Namespace, settings: Settings) -> int:
+    states = sorted(TERMINAL) if args.state == "all" else [JobState(args.state)]
+    client = client_of(settings)
+    if args.dry_run:
+        removed, kept = count_older(client.layout, states, args.older_than)
+    else:
+        report = client.purge(args.older_than, states)
+        removed, kept = report.removed, report.kept
+    if args.json:
+        emit_json({"removed": removed, "kept": kept, "dry_run": args.dry_run})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
+              f"kept {kept}")
+    return EXIT_OK
+
+
+def count_older(layout: Layout, states: list[JobState], older_than_s: float) -> tuple[int, int]:
+    """(would remove, would keep) under the cutoff rule of ``Client.purge``."""
+    cutoff_ns = (time.time() - older_than_s) * 1e9
+    entries = [entry for state in states for entry in scan_folder(layout, state)]
+    older = sum(1 for entry in entries if entry.mtime_ns < cutoff_ns)
+    return older, len(entries) - older
+
+
+INIT = Command(
+    "init", "create the spool's folders (idempotent)", _configure_init, run_init,
+    description="Create the spool's folders; running it again is harmless.  With "
+    "--system (as root): pending/ and tmp/ get mode 2730, owner the spool user and "
+    "group the submit group, so members can drop jobs (new files keep the group) "
+    "but cannot list or read what others dropped; the other folders get mode 0750, "
+    "private to the spool user and its group.  The user and group must exist "
+    "(useradd/groupadd) and the user must be in the submit group to read the drops.")
+PURGE = Command(
+    "purge", "remove finished records older than a duration", _configure_purge,
+    run_purge,
+    description="Remove done/failed records whose files are older than --older-than "
+    "(and the quarantined originals beside failed ones).  Pending and running jobs "
+    "are never touched.")

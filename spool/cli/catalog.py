@@ -1,0 +1,155 @@
+"""What a job may say, and the data its tools read: ``schema``, ``tools``, ``data synth``.
+
+``spool`` never imports ``processor`` (DESIGN section 1).  ``tools`` reads the
+catalogue a live processor publishes in ``owners/<owner>.json``; with none
+running it asks the installed one (``python -m processor tools --json``) in a
+subprocess and says so.  ``data synth`` likewise runs
+``python -m processor.quant.synth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from spool.cli.command import EXIT_OK, Command, add_json, note
+from spool.cli.render import emit_json, table
+from spool.errors import SpoolError
+from spool.layout import Layout
+from spool.models import schemas
+from spool.reader import SpoolReader
+from spool.settings import Settings
+
+DESCRIPTION_CHARS = 50
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def _configure_schema(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("which", nargs="?", choices=["job", "record"],
+                        help="one schema (default: both, as {\"job\": ..., \"record\": ...})")
+    add_json(parser, "the schema (it is always JSON; accepted for symmetry)")
+
+
+def run_schema(args: argparse.Namespace, settings: Settings) -> int:
+    docs = schemas()
+    emit_json(docs[args.which] if args.which else docs)
+    return EXIT_OK
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+def _configure_tools(parser: argparse.ArgumentParser) -> None:
+    add_json(parser, "a list of {name, mode, timeout, category, max_attempts, description, "
+             "params_schema}")
+
+
+def run_tools(args: argparse.Namespace, settings: Settings) -> int:
+    tools, source = live_tools(Layout(settings.spool_dir))
+    if not tools:
+        tools, source = installed_tools(), "the installed processor (none is running)"
+    note(f"tools of {source}")
+    if args.json:
+        emit_json(tools)
+        return EXIT_OK
+    rows = [[t["name"], str(t["mode"]), f"{t['timeout']:g}s", _params(t["params_schema"]),
+             _short(t["description"])] for t in tools]
+    print(table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows))
+    return EXIT_OK
+
+
+def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
+    """The catalogue of every live processor on the spool (merged by name), and its source."""
+    live = SpoolReader(layout).processors() if layout.exists() else []
+    merged: dict[str, dict[str, Any]] = {}
+    for status in live:
+        for raw in status.tools:
+            merged.setdefault(raw["name"], catalogue_entry(raw))
+    owners = ", ".join(status.owner for status in live)
+    return sorted(merged.values(), key=lambda t: t["name"]), f"the running processor ({owners})"
+
+
+def installed_tools() -> list[dict[str, Any]]:
+    """``python -m processor tools --json`` (inherits the environment: SPOOL_TOOLS)."""
+    proc = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"],
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise SpoolError(f"no processor is running and 'python -m processor tools' failed: "
+                         f"{last[0]}")
+    return [catalogue_entry(raw) for raw in orjson.loads(proc.stdout)]
+
+
+def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
+    """One tool in one shape, from a status file (``execution_*`` keys) or ``tools --json``."""
+    return {
+        "name": raw["name"],
+        "mode": raw.get("mode", raw.get("execution_mode")),
+        "timeout": raw.get("timeout", raw.get("execution_timeout")),
+        "category": raw.get("category"),
+        "max_attempts": raw.get("max_attempts"),
+        "description": raw.get("description") or "",
+        "params_schema": raw.get("params_schema") or {},
+    }
+
+
+def _params(schema: dict[str, Any]) -> str:
+    required = set(schema.get("required", []))
+    names = [f"{name}*" if name in required else name for name in schema.get("properties", {})]
+    return ", ".join(names) or "-"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 3] + "..."
+
+
+# -- data synth -----------------------------------------------------------------------------
+
+
+def _configure_data(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    synth = sub.add_parser("synth", help="write seeded synthetic OHLCV CSV files",
+                           description="Write one seeded synthetic OHLCV CSV file per symbol "
+                           "for the built-in quant tools (python -m processor.quant.synth).")
+    synth.add_argument("--symbols", type=int, default=50, metavar="N",
+                       help="how many symbols (default 50)")
+    synth.add_argument("--bars", type=int, default=2520, metavar="T",
+                       help="daily bars per symbol (default 2520, ten years)")
+    synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
+    synth.add_argument("--data-dir", metavar="D",
+                       help="where to write (default: SPOOL_DATA_DIR, else $SPOOL_DIR/data)")
+    add_json(synth, '{"data_dir", "symbols", "bars", "seed"}')
+
+
+def run_data_synth(args: argparse.Namespace, settings: Settings) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    cmd = [sys.executable, "-m", "processor.quant.synth", "--symbols", str(args.symbols),
+           "--bars", str(args.bars), "--seed", str(args.seed), "--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise SpoolError(f"data synth failed: {last[0]}")
+    if args.json:
+        emit_json({"data_dir": str(data_dir), "symbols": args.symbols, "bars": args.bars,
+                   "seed": args.seed})
+    else:
+        print(f"wrote {args.symbols} symbols x {args.bars} bars to {data_dir}")
+    return EXIT_OK
+
+
+TOOLS = Command(
+    "tools", "the tool catalogue: name, mode, timeout, params", _configure_tools,
+    run_tools,
+    description="List the tools jobs may name, from the running processor's status "
+    "file, or (none running) from the installed processor; stderr says which.")
+SCHEMA = Command(
+    "schema", "JSON Schema of the job file and the record", _configure_schema,
+    run_schema)
+DATA = Command(
+    "data", "data for the built-in quant tools", _configure_data, run_data_synth)

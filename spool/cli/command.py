@@ -1,0 +1,69 @@
+"""What every ``spoolq`` command is made of, and the exit codes they share.
+
+A command is a :class:`Command`: a name, its help, a function that adds its
+arguments and a function that runs it with the parsed arguments and the one
+:class:`~spool.settings.Settings`.  ``spool.cli.main`` builds the parser from a
+table of them, so adding a command is adding one entry.
+
+Exit codes (DESIGN section 9): :data:`EXIT_OK` success; :data:`EXIT_FAILED`
+the thing asked for does not exist or cannot be done (``wait``: the job
+failed); :data:`EXIT_USAGE` usage errors; :data:`EXIT_NOT_FINISHED` ``wait``
+gave up at its ``--timeout``.  Commands raise :class:`UsageError` for exit 2
+and any :class:`~spool.errors.SpoolError` for exit 1; ``main`` turns them into
+one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spool.client import Client
+from spool.layout import Layout
+from spool.reader import SpoolReader
+from spool.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FINISHED = 3
+
+Runner = Callable[[argparse.Namespace, Settings], int]
+Configure = Callable[[argparse.ArgumentParser], None]
+
+
+class UsageError(Exception):
+    """Arguments that parse but make no sense together: exit 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``spoolq`` subcommand."""
+
+    name: str
+    help: str
+    configure: Configure
+    run: Runner
+    description: str | None = None
+
+
+def note(text: str) -> None:
+    """A remark for the person at the terminal; stdout stays data only."""
+    print(f"spoolq: {text}", file=sys.stderr)
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "the output") -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def reader_of(settings: Settings) -> SpoolReader:
+    """A reader of an initialised spool (SpoolIOError naming ``spoolq init`` if not)."""
+    layout = Layout(settings.spool_dir)
+    layout.require()
+    return SpoolReader(layout)
+
+
+def client_of(settings: Settings) -> Client:
+    return Client.from_settings(settings)

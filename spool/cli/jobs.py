@@ -1,0 +1,147 @@
+"""Commands on one job by id: ``show``, ``wait``, ``cancel``, ``retry``.
+
+``wait`` is what scripts branch on: exit 0 done, 1 failed (or no such job),
+2 usage error, 3 still pending or running at ``--timeout``.  Waiting never
+changes the job; Ctrl-C stops the waiting only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spool.cli import parse
+from spool.cli.command import (
+    EXIT_FAILED,
+    EXIT_NOT_FINISHED,
+    EXIT_OK,
+    Command,
+    add_json,
+    client_of,
+    note,
+    reader_of,
+)
+from spool.cli.progress import watcher_for
+from spool.cli.render import show_record
+from spool.client import CANCEL_WAIT_S, Client
+from spool.errors import ConflictError, NotFoundError
+from spool.settings import Settings
+from spool.states import TERMINAL, JobState
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", type=parse.job_id, help="the job id")
+
+
+# -- show -----------------------------------------------------------------------------------
+
+
+def _configure_show(parser: argparse.ArgumentParser) -> None:
+    _add_id(parser)
+    add_json(parser, "the record (the same JSON as done/ and failed/ hold)")
+
+
+def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    show_record(reader_of(settings).get(args.id), args.json)
+    return EXIT_OK
+
+
+# -- wait -----------------------------------------------------------------------------------
+
+
+def _configure_wait(parser: argparse.ArgumentParser) -> None:
+    _add_id(parser)
+    parser.add_argument("--timeout", type=parse.positive_seconds, metavar="S",
+                        help="give up after this long (30, 30s, 5m, 2h); exit 3 then")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print nothing; the exit code tells")
+    add_json(parser, "the final record")
+
+
+def run_wait(args: argparse.Namespace, settings: Settings) -> int:
+    return wait_for(client_of(settings), args.id, args.timeout, as_json=args.json,
+                    quiet=args.quiet)
+
+
+def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
+             quiet: bool) -> int:
+    """Wait for ``job_id``, show the outcome, and return ``wait``'s exit code."""
+    with watcher_for(sys.stderr, quiet) as watcher:
+        record = client.wait(job_id, timeout, on_update=watcher.update)
+    if not quiet:
+        show_record(record, as_json)
+    if record.state is JobState.DONE:
+        return EXIT_OK
+    if record.state is JobState.FAILED:
+        return EXIT_FAILED
+    if not quiet:
+        note(f"job {job_id} is still {record.state.value} after {timeout or 0:g} s")
+    return EXIT_NOT_FINISHED
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+def _configure_cancel(parser: argparse.ArgumentParser) -> None:
+    _add_id(parser)
+    parser.add_argument("--timeout", type=parse.positive_seconds, default=CANCEL_WAIT_S,
+                        metavar="S", help="how long to wait for a running job to stop "
+                        f"(default {CANCEL_WAIT_S:g} s)")
+    add_json(parser, "the record")
+
+
+def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    client = client_of(settings)
+    record = client.cancel(args.id, wait_s=args.timeout)
+    show_record(record, args.json)
+    if record.state not in TERMINAL:
+        alive = client.reader.processors()
+        note(f"job {args.id} is still {record.state.value}: the cancel request stays in "
+             "cancel/ " + ("for its processor to act on" if alive
+                           else "but no processor is running to act on it"))
+    return EXIT_OK
+
+
+# -- retry ----------------------------------------------------------------------------------
+
+
+def _configure_retry(parser: argparse.ArgumentParser) -> None:
+    _add_id(parser)
+    add_json(parser, "the record")
+
+
+def run_retry(args: argparse.Namespace, settings: Settings) -> int:
+    client = client_of(settings)
+    try:
+        record = client.retry(args.id)
+    except NotFoundError:
+        state = client.get(args.id).state  # NotFoundError again when it does not exist
+        raise ConflictError(f"job {args.id} is {state.value}; only failed jobs can be "
+                            "retried") from None
+    show_record(record, args.json)
+    return EXIT_OK
+
+
+SHOW = Command(
+    "show", "one job's record", _configure_show, run_show)
+WAIT = Command(
+    "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
+    _configure_wait, run_wait,
+    description="Wait until the job is done (exit 0) or failed (exit 1); exit 3 if it "
+    "is still pending or running at --timeout, 1 if there is no such job, 2 on usage "
+    "errors.  On a terminal a progress bar (state, fraction, message, time) is drawn "
+    "on stderr; otherwise each state change is one line on stderr.  The final record "
+    "goes to stdout.")
+CANCEL = Command(
+    "cancel", "cancel a pending or running job", _configure_cancel, run_cancel,
+    description="A pending job fails 'cancelled' at once.  For a running job a "
+    "cancel request is written; its processor kills the run and fails it "
+    "'cancelled'.  Prints the record (exit 0); exit 1 when the job is unknown or "
+    "already finished.")
+RETRY = Command(
+    "retry", "move a failed job back to pending/ (attempts reset to 0)",
+    _configure_retry, run_retry,
+    description="Move a failed job back to pending/ with attempts reset to 0, so it "
+    "gets its full max_attempts again; the failed record's error goes with it (shown "
+    "as 'last error').  Exit 1 when the job is not failed.  Quarantined files "
+    "(invalid_job with a source) cannot be retried: fix the file and drop it again.")

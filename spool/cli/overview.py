@@ -1,0 +1,117 @@
+"""Commands over the whole spool: ``ls`` and ``stats``.
+
+Both read the folders directly (:class:`spool.reader.SpoolReader`), like
+Postfix's ``showq``: they work while every daemon is down.  Their JSON is the
+shape statusd serves (DESIGN section 9: list and stats).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from spool.cli import parse
+from spool.cli.command import EXIT_OK, Command, UsageError, add_json, note, reader_of
+from spool.cli.render import (
+    LIST_HEADER,
+    emit_json,
+    human_duration,
+    record_json,
+    record_row,
+    table,
+)
+from spool.reader import MAX_PAGE
+from spool.settings import Settings
+from spool.states import JobState
+
+DEFAULT_LIMIT = 50
+
+
+# -- ls -------------------------------------------------------------------------------------
+
+
+def _configure_ls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", choices=[s.value for s in JobState],
+                        help="only jobs in this state")
+    parser.add_argument("--tool", help="only jobs of this tool")
+    parser.add_argument("--limit", type=parse.positive_int, default=DEFAULT_LIMIT,
+                        metavar="N", help=f"jobs per page (default {DEFAULT_LIMIT}, "
+                        f"at most {MAX_PAGE})")
+    parser.add_argument("--cursor", metavar="C", help="the page after the one that printed C")
+    add_json(parser, '{"tasks": [record, ...], "next_cursor": C|null}')
+
+
+def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    state = JobState(args.state) if args.state else None
+    try:
+        page = reader_of(settings).page(state=state, tool=args.tool, limit=args.limit,
+                                        cursor=args.cursor)
+    except ValueError as exc:  # a cursor that is not ours, a limit out of range
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        emit_json({"tasks": [record_json(r) for r in page.records],
+                   "next_cursor": page.next_cursor})
+        return EXIT_OK
+    if page.records:
+        print(table(LIST_HEADER, [record_row(r) for r in page.records]))
+    else:
+        note("no jobs" + (" on this page" if args.cursor else ""))
+    if page.next_cursor:
+        note(f"more: {_next_page_command(args, page.next_cursor)}")
+    return EXIT_OK
+
+
+def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
+    words = ["spoolq", "ls"]
+    if args.state:
+        words += ["--state", args.state]
+    if args.tool:
+        words += ["--tool", args.tool]
+    if args.limit != DEFAULT_LIMIT:
+        words += ["--limit", str(args.limit)]
+    return " ".join([*words, "--cursor", cursor])
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def _configure_stats(parser: argparse.ArgumentParser) -> None:
+    add_json(parser, "the stats document statusd serves at /api/v1/stats")
+
+
+def run_stats(args: argparse.Namespace, settings: Settings) -> int:
+    stats = reader_of(settings).stats()
+    if args.json:
+        emit_json(stats)
+    else:
+        print("\n".join(stats_lines(stats)))
+    return EXIT_OK
+
+
+def stats_lines(stats: dict[str, Any]) -> list[str]:
+    counts = stats["counts"]
+    oldest = stats["oldest_pending_age_s"]
+    lines = [f"{state:<10}{counts[state]}" for state in counts]
+    if oldest is not None:
+        lines[0] += f"  (oldest waiting {human_duration(oldest)})"
+    proc = stats["processor"]
+    if proc["alive"]:
+        age = (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds()
+        lines.append(f"processor up: {proc['count']} live, last heartbeat "
+                     f"{human_duration(age)} ago")
+    else:
+        lines.append("processor down: no live processor on this spool")
+    lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
+    done, failed = stats["throughput"]["done_last_60s"], stats["throughput"]["failed_last_60s"]
+    lines.append(f"last 60 s {done} done, {failed} failed")
+    return lines
+
+
+LS = Command(
+    "ls", "list jobs, newest first", _configure_ls, run_ls,
+    description="List jobs newest first (by submission time), a page at a time; "
+    "the hint on stderr gives the command for the next page.")
+STATS = Command(
+    "stats", "counts per state, oldest pending, processor liveness, workers",
+    _configure_stats, run_stats)

@@ -1,0 +1,155 @@
+"""How ``spoolq wait`` shows a job moving: a live bar on a terminal, plain lines otherwise.
+
+:class:`ProgressBar` keeps one ``\\r``-redrawn line on a terminal.  Its own
+thread redraws it at most :data:`REDRAW_HZ` times a second from the latest
+record it was given: ``Client.wait`` reports only changes, so without the
+thread a burst of updates could leave a stale state on screen, and the run
+time would stand still.  The line never exceeds the terminal's width (a
+wrapped line cannot be redrawn with ``\\r``) and is cleared at the end.
+
+:class:`StateLog` is for logs and pipes: one line per state change, no
+control characters.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from types import TracebackType
+from typing import Protocol, TextIO
+
+from spool.cli.render import elapsed_s
+from spool.models import Record
+from spool.states import TERMINAL, JobState
+
+REDRAW_HZ = 10
+BAR_CELLS = 24
+
+
+class Watcher(Protocol):
+    """What ``wait`` feeds every record it sees."""
+
+    def update(self, record: Record) -> None: ...
+
+    def __enter__(self) -> Watcher: ...
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+def clock(seconds: float | None) -> str:
+    """``m:ss`` (or ``h:mm:ss``): whole seconds, so an idle bar redraws once a second."""
+    if seconds is None:
+        return "-:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def bar_line(record: Record, columns: int) -> str:
+    """``<id> running [#####.....]  42% 0:12 loading data`` cut to ``columns``."""
+    progress = record.progress
+    fraction = progress.fraction if progress and progress.fraction is not None else None
+    if fraction is None and record.state is JobState.DONE:
+        fraction = 1.0
+    filled = round((fraction or 0.0) * BAR_CELLS)
+    percent = "   -" if fraction is None else f"{fraction:4.0%}"
+    running = record.state is JobState.RUNNING
+    message = progress.message if progress and running else ""
+    seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
+    line = (f"{record.id} {record.state.value:<7} [{'#' * filled}{'.' * (BAR_CELLS - filled)}]"
+            f" {percent} {clock(seconds)} {message}")
+    return line.rstrip()[: max(columns - 1, 10)]
+
+
+class ProgressBar:
+    """A one-line live bar for a terminal (see the module docstring)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._record: Record | None = None
+        self._shown = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spoolq-bar", daemon=True)
+
+    def update(self, record: Record) -> None:
+        self._record = record  # the thread draws it; a reference swap needs no lock
+
+    def __enter__(self) -> ProgressBar:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._shown:
+            self.out.write("\r" + " " * len(self._shown) + "\r")
+            self.out.flush()
+
+    def _run(self) -> None:
+        while True:
+            self._draw()
+            if self._stop.wait(1 / REDRAW_HZ):
+                return
+
+    def _draw(self) -> None:
+        record = self._record
+        if record is None:
+            return
+        line = bar_line(record, _columns(self.out))
+        if line != self._shown:
+            self.out.write("\r" + line.ljust(len(self._shown)))
+            self.out.flush()
+            self._shown = line
+
+
+def _columns(out: TextIO) -> int:
+    """The terminal's width (a fresh pty may say 0: then the usual default)."""
+    try:
+        columns = os.get_terminal_size(out.fileno()).columns
+    except (OSError, ValueError):
+        columns = 0
+    return columns or shutil.get_terminal_size().columns
+
+
+class StateLog:
+    """One plain line per state change, for output that is not a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._state: str | None = None
+
+    def update(self, record: Record) -> None:
+        if record.state.value != self._state:
+            self._state = record.state.value
+            self.out.write(f"{record.id}: {record.state.value}\n")
+            self.out.flush()
+
+    def __enter__(self) -> StateLog:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+class Silent:
+    """``--quiet``: the exit code says it all."""
+
+    def update(self, record: Record) -> None:
+        return None
+
+    def __enter__(self) -> Silent:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+def watcher_for(out: TextIO, quiet: bool) -> Watcher:
+    if quiet:
+        return Silent()
+    return ProgressBar(out) if out.isatty() else StateLog(out)

@@ -1,0 +1,137 @@
+"""``spoolq submit``: build a job from options or take a job file, drop it, print its id.
+
+Two forms (DESIGN section 9)::
+
+    spoolq submit TOOL [-p key=value ...] [--params JSON] [--priority N] ...
+    spoolq submit --file JOB.json          (``-`` reads standard input)
+
+Bad options are usage errors (exit 2); a job file that is not a valid job
+exits 1 with the validation reason, so the file never reaches ``pending/``
+only to be quarantined there.  The job is written through
+:meth:`spool.client.Client.submit`: staged in ``tmp/`` and renamed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from spool.cli import parse
+from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
+from spool.cli.jobs import wait_for
+from spool.cli.render import emit_json
+from spool.errors import SpoolError
+from spool.models import Job, job_bytes
+from spool.settings import Settings
+
+# Options that describe the job; with --file the file describes it alone.
+JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts", "not_before",
+               "meta")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("tool", nargs="?", help="a tool name (see spoolq tools)")
+    parser.add_argument("-p", dest="param", action="append", type=parse.key_value,
+                        metavar="KEY=VALUE", help="one param; VALUE is JSON when it parses, "
+                        "else a string (repeatable; wins over --params)")
+    parser.add_argument("--params", type=parse.json_object, metavar="JSON",
+                        help="params as a JSON object")
+    parser.add_argument("--file", metavar="JOB.json",
+                        help="submit this job file as it is ('-' for stdin)")
+    parser.add_argument("--id", type=parse.job_id, help="the job id (default: a new, "
+                        "time-ordered one)")
+    parser.add_argument("--priority", type=int, metavar="N", help="higher runs first")
+    parser.add_argument("--timeout", type=parse.positive_seconds, metavar="S",
+                        help="run time limit (30, 30s, 5m); may only lower the tool's")
+    parser.add_argument("--max-attempts", type=int, metavar="N",
+                        help="runs allowed when a run times out or crashes")
+    parser.add_argument("--not-before", type=parse.timestamp, metavar="T",
+                        help="not before this time: ISO 8601 with offset, or epoch seconds")
+    parser.add_argument("--meta", type=parse.json_object, metavar="JSON",
+                        help="a JSON object echoed back in the record")
+    parser.add_argument("--wait", action="store_true",
+                        help="then wait like 'spoolq wait' (its output and exit codes)")
+    add_json(parser, '{"id": ...} (with --wait: the final record)')
+
+
+def run_submit(args: argparse.Namespace, settings: Settings) -> int:
+    check_form(args)
+    job = job_from_file(args.file) if args.file is not None else job_from_options(args)
+    size = len(job_bytes(job))
+    if size > settings.max_job_bytes:
+        raise SpoolError(f"the job is {size} bytes; SPOOL_MAX_JOB_BYTES allows "
+                         f"{settings.max_job_bytes}")
+    client = client_of(settings)
+    try:
+        job_id = client.submit(job, args.id)
+    except ValueError as exc:  # the file's "id" disagrees with --id
+        raise UsageError(str(exc)) from exc
+    if args.wait:
+        if not args.json:
+            print(job_id, flush=True)
+        return wait_for(client, job_id, None, as_json=args.json, quiet=False)
+    if args.json:
+        emit_json({"id": job_id})
+    else:
+        print(job_id)
+    return EXIT_OK
+
+
+def job_from_options(args: argparse.Namespace) -> Job:
+    if args.tool is None:
+        raise UsageError("give a TOOL name or --file JOB.json")
+    params: dict[str, Any] = {**(args.params or {}), **dict(args.param or [])}
+    fields: dict[str, Any] = {"tool": args.tool, "params": params}
+    for name in ("priority", "timeout", "max_attempts", "not_before", "meta"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    try:
+        return Job.model_validate(fields)
+    except ValidationError as exc:
+        raise UsageError(describe(exc)) from exc
+
+
+def job_from_file(path: str) -> Job:
+    """The job in ``path``; SpoolError (exit 1) when it cannot be read or is not a job."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise SpoolError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return Job.model_validate_json(data)
+    except ValidationError as exc:
+        raise SpoolError(f"{path} is not a valid job: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """The first validation error as ``field: reason``, counting the rest."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "job"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def check_form(args: argparse.Namespace) -> None:
+    """``--file`` carries the whole job: refuse job options beside it (usage error)."""
+    if args.file is None:
+        return
+    given = [name for name in JOB_OPTIONS if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("TOOL" if n == "tool" else "-p" if n == "param"
+                          else "--" + n.replace("_", "-") for n in given)
+        raise UsageError(f"--file takes the whole job; drop {flags} (or edit the file)")
+
+
+SUBMIT = Command(
+    "submit", "drop a job into pending/ and print its id", _configure, run_submit,
+    description="Submit TOOL with params, or a whole job file with --file.  -p values "
+    "are JSON when they parse, else strings: -p symbols='[\"AAA\"]' -p fast=10 "
+    "-p name=x gives {\"symbols\": [\"AAA\"], \"fast\": 10, \"name\": \"x\"}.  "
+    "Prints the id; exit 1 when the job file is invalid or the id is already "
+    "pending, 2 on usage errors.")

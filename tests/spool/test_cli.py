@@ -1,0 +1,598 @@
+"""The ``spoolq`` CLI as scripts and people use it: real processes, exit codes, files on disk.
+
+Every command runs as ``python -m spool.cli.main`` on a fresh spool
+(``SPOOL_FSYNC=never``).  The test stands in for the processor where a job
+must move: it claims with :class:`spool.transitions.Spool` and completes or
+fails the claim.  Independent commands of one test run side by side to keep
+the file fast; each check is on exit codes, JSON and the files in the spool.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import os
+import pty
+import pwd
+import select
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from spool.cli.main import main as spoolq_main
+from spool.errors import ErrorType
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.lease import OwnerLease
+from spool.models import ErrorInfo, Job, OwnerStatus, Progress
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+CLI = [sys.executable, "-m", "spool.cli.main"]
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ["init", "submit", "ls", "show", "wait", "cancel", "retry", "purge", "stats",
+            "tools", "schema", "data", "demo"]
+Proc = subprocess.CompletedProcess[str]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_FSYNC": "never"}
+
+
+@pytest.fixture
+def root(env: dict[str, str]) -> Path:
+    """An initialised spool (made through the library: ``init`` has its own test)."""
+    path = Path(env["SPOOL_DIR"])
+    Mover(Layout(path), FsyncMode.NEVER).make_folders()
+    return path
+
+
+def run_all(env: dict[str, str], *commands: list[str], stdin: str | None = None,
+            cli: list[str] = CLI) -> list[Proc]:
+    """Run several ``spoolq`` commands at once; their results in order."""
+    procs = [subprocess.Popen([*cli, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in commands]
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(stdin, timeout=60)
+        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return results
+
+
+def spoolq(env: dict[str, str], *args: str, stdin: str | None = None) -> Proc:
+    return run_all(env, list(args), stdin=stdin)[0]
+
+
+def data(proc: Proc, code: int = 0) -> Any:
+    assert proc.returncode == code, (proc.args, proc.stderr)
+    return orjson.loads(proc.stdout)
+
+
+def refused(proc: Proc, code: int, *words: str) -> None:
+    """Exit ``code`` with one ``spoolq: error:`` line naming ``words``, and no traceback."""
+    assert proc.returncode == code, (proc.args, proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def files(root: Path, state: str) -> set[str]:
+    return {p.name for p in (root / state).iterdir()}
+
+
+def spool_of(root: Path) -> Spool:
+    layout = Layout(root)
+    return Spool(layout, Mover(layout, FsyncMode.NEVER))
+
+
+def drop(root: Path, job_id: str, tool: str = "echo", age_s: float = 0.0,
+         **fields: Any) -> None:
+    submitted = datetime.now(UTC) - timedelta(seconds=age_s)
+    spool_of(root).submit(Job(tool=tool, submitted_at=submitted, **fields), job_id)
+
+
+def finish(root: Path, job_id: str, state: JobState, result: Any = None) -> None:
+    """Stand in for the processor: claim the job and complete or fail it."""
+    spool = spool_of(root)
+    claim = spool.claim(job_id)
+    assert claim is not None
+    record = spool.record_of_claim(claim, state).model_copy(update={
+        "attempts": 1, "duration_s": 0.25, "result": result,
+        "error": ErrorInfo(type=ErrorType.TOOL_ERROR, message="it broke")
+        if state is JobState.FAILED else None})
+    (spool.complete if state is JobState.DONE else spool.fail)(claim, record)
+
+
+# -- help, errors ---------------------------------------------------------------------------
+
+
+def test_every_command_has_help(env: dict[str, str]) -> None:
+    script = Path(sys.executable).with_name("spoolq")  # the installed console script
+    cli = [str(script)] if script.exists() else CLI
+    procs = run_all(env, ["--help"], *([c, "--help"] for c in COMMANDS),
+                    ["data", "synth", "--help"], cli=cli)
+    for proc in procs:
+        assert proc.returncode == 0, (proc.args, proc.stderr)
+        assert proc.stdout.startswith("usage: spoolq"), proc.args
+    top, retry = procs[0].stdout, procs[1 + COMMANDS.index("retry")].stdout
+    assert all(c in top for c in COMMANDS)
+    assert "attempts reset to 0" in " ".join(retry.split())
+
+
+def test_usage_errors_and_a_missing_spool_are_one_line(env: dict[str, str]) -> None:
+    none, bogus, bad_option, ls, show, stats = run_all(
+        env, [], ["bogus"], ["ls", "--limit", "0"], ["ls"], ["show", "x"], ["stats"])
+    refused(none, 2, "required")
+    refused(bogus, 2, "bogus")
+    refused(bad_option, 2, "--limit")
+    for proc in (ls, show, stats):
+        refused(proc, 1, "not an initialised spool", "spoolq init")
+    assert not Path(env["SPOOL_DIR"]).exists()
+
+
+# -- init -----------------------------------------------------------------------------------
+
+
+def test_init_creates_the_folders_and_is_idempotent(env: dict[str, str]) -> None:
+    root = Path(env["SPOOL_DIR"])
+    first = data(spoolq(env, "init", "--json"))
+    assert first["spool"] == str(root) and first["system"] is False
+    assert {p.name for p in root.iterdir()} == set(first["folders"]) >= {
+        "pending", "running", "done", "failed", "tmp"}
+    (root / "pending" / "kept.json").write_bytes(b'{"tool": "echo"}')
+    again, stray = run_all(env, ["init"], ["init", "--user", "someone"])
+    assert again.returncode == 0 and "spool ready" in again.stdout
+    assert (root / "pending" / "kept.json").read_bytes() == b'{"tool": "echo"}'
+    refused(stray, 2, "--system")
+
+
+def _nobody() -> tuple[int, int] | None:
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return None
+
+
+NOBODY = _nobody()
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
+                                reason="needs root and the nobody user / nogroup group")
+
+
+def as_user(uid: int, gids: list[int], body: Callable[[], int]) -> tuple[int, str]:
+    """Run ``body`` in a forked child with other credentials: (exit code, its stderr)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            os.dup2(write_end, 2)
+            sys.stderr = os.fdopen(2, "w", closefd=False)  # pytest's capture replaced it
+            os.setgroups(gids)
+            os.setgid(gids[0])
+            os.setuid(uid)
+            code = body()
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as err:
+        stderr = err.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), stderr
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="spoolq-cli-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@needs_root
+def test_init_system_sets_postfix_style_modes(open_dir: Path, env: dict[str, str]) -> None:
+    assert NOBODY is not None
+    uid, gid = NOBODY
+    root = open_dir / "spool"
+    args = ["init", "--system", "--user", "nobody", "--group", "nogroup", "--spool-dir",
+            str(root)]
+    for _ in range(2):  # idempotent
+        assert spoolq(env, *args).returncode == 0
+    for name in ("pending", "tmp"):
+        st = os.stat(root / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o2730, uid, gid)
+    for name in ("running", "done", "failed", "owners"):
+        st = os.stat(root / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o750, uid)
+
+    def submit_and_peek() -> int:
+        # A submitter: drops with --fsync always (it cannot open pending/ to fsync it),
+        # and cannot list what others dropped.
+        code = spoolq_main(["--spool-dir", str(root), "--fsync", "always", "submit", "echo",
+                            "--id", "dropped"])
+        try:
+            os.listdir(root / "pending")
+        except PermissionError:
+            return code
+        return 20
+
+    code, stderr = as_user(54321, [gid], submit_and_peek)
+    assert code == 0, stderr
+    st = os.stat(root / "pending" / "dropped.json")
+    assert (st.st_uid, st.st_gid) == (54321, gid)
+    assert orjson.loads((root / "pending" / "dropped.json").read_bytes())["tool"] == "echo"
+
+
+def test_init_system_refuses_clearly(open_dir: Path, env: dict[str, str]) -> None:
+    root = str(open_dir / "spool")
+    me = pwd.getpwuid(os.getuid()).pw_name
+    my_group = grp.getgrgid(os.getgid()).gr_name
+    no_user, no_group = run_all(
+        env, ["init", "--system", "--spool-dir", root, "--user", "no-such-user-x"],
+        ["init", "--system", "--spool-dir", root, "--user", me, "--group", "no-such-group-x"])
+    refused(no_user, 1, "useradd")
+    refused(no_group, 1, "groupadd")
+    if os.geteuid() != 0:
+        not_root = spoolq(env, "init", "--system", "--spool-dir", root, "--user", me,
+                          "--group", my_group)
+        code, stderr = not_root.returncode, not_root.stderr
+    elif NOBODY is not None:
+        code, stderr = as_user(NOBODY[0], [NOBODY[1]], lambda: spoolq_main(
+            ["init", "--system", "--spool-dir", root, "--user", "nobody", "--group",
+             "nogroup"]))
+    else:
+        pytest.skip("no unprivileged user to try as")
+    assert code == 1 and "as root" in stderr and "Traceback" not in stderr
+    assert not Path(root).exists()
+
+
+# -- submit ---------------------------------------------------------------------------------
+
+
+def test_submit_builds_the_job_from_options_and_files(root: Path, env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(orjson.dumps({"tool": "sleep", "params": {"seconds": 2}}))
+    options, plain, from_file, from_stdin = run_all(
+        env,
+        ["submit", "run_backtest", "-p", 'symbols=["AAA"]', "-p", "fast=10", "-p", "name=x",
+         "--params", '{"fast": 5, "slow": 50}', "--id", "bt1", "--priority", "5",
+         "--timeout", "5m", "--max-attempts", "3", "--not-before", "1800000000",
+         "--meta", '{"who": "ops"}', "--json"],
+        ["submit", "echo", "-p", "message=hi"],
+        ["submit", "--file", str(job_file), "--id", "from-file"],
+        ["submit", "--file", "-", "--json"],
+        stdin='{"tool": "echo", "params": {"message": 1}}')
+    assert data(options) == {"id": "bt1"}
+    job = orjson.loads((root / "pending" / "bt1.json").read_bytes())
+    assert job["params"] == {"symbols": ["AAA"], "fast": 10, "name": "x", "slow": 50}
+    assert (job["tool"], job["priority"], job["timeout"], job["max_attempts"]) == \
+        ("run_backtest", 5, 300.0, 3)
+    assert job["not_before"] == "2027-01-15T08:00:00Z" and job["meta"] == {"who": "ops"}
+    plain_id = plain.stdout.strip()
+    assert orjson.loads((root / "pending" / f"{plain_id}.json").read_bytes())["params"] == \
+        {"message": "hi"}
+    assert from_file.stdout.strip() == "from-file"
+    assert orjson.loads((root / "pending" / "from-file.json").read_bytes())["params"] == \
+        {"seconds": 2}
+    stdin_id = data(from_stdin)["id"]
+    assert orjson.loads((root / "pending" / f"{stdin_id}.json").read_bytes())["params"] == \
+        {"message": 1}
+
+
+def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    drop(root, "dup")
+    (tmp_path / "bad.json").write_bytes(orjson.dumps({"tool": "echo", "priority": "high"}))
+    (tmp_path / "junk.json").write_bytes(b"{not json")
+    bad, junk, missing, novalue, both, bad_id, dup, no_tool, attempts = run_all(
+        env,
+        ["submit", "--file", str(tmp_path / "bad.json")],
+        ["submit", "--file", str(tmp_path / "junk.json")],
+        ["submit", "--file", str(tmp_path / "missing.json")],
+        ["submit", "echo", "-p", "novalue"],
+        ["submit", "echo", "--file", str(tmp_path / "bad.json")],
+        ["submit", "echo", "--id", "../escape"],
+        ["submit", "echo", "--id", "dup"],
+        ["submit"],
+        ["submit", "echo", "--max-attempts", "0"])
+    refused(bad, 1, "bad.json is not a valid job", "priority")
+    refused(junk, 1, "junk.json is not a valid job")
+    refused(missing, 1, "cannot read")
+    refused(novalue, 2, "key=value")
+    refused(both, 2, "--file takes the whole job")
+    refused(bad_id, 2, "invalid id")
+    refused(dup, 1, "already pending")
+    refused(no_tool, 2, "TOOL")
+    refused(attempts, 2, "max_attempts")
+    assert files(root, "pending") == {"dup.json"}
+    assert files(root, "tmp") == set()
+
+
+# -- show and wait --------------------------------------------------------------------------
+
+
+def test_show_prints_the_record_as_stored(root: Path, env: dict[str, str]) -> None:
+    drop(root, "j1", params={"message": "hi"}, meta={"who": "ops"})
+    finish(root, "j1", JobState.DONE, result={"message": "hi"})
+    as_json, text, unknown = run_all(env, ["show", "j1", "--json"], ["show", "j1"],
+                                     ["show", "nobody"])
+    assert data(as_json) == orjson.loads((root / "done" / "j1.json").read_bytes())
+    assert data(as_json)["submitted_at"].endswith("Z")
+    assert text.returncode == 0
+    for line in ("state       done", "tool        echo", "meta        {\"who\":\"ops\"}",
+                 "attempts    1", "result", '"message": "hi"'):
+        assert line in text.stdout
+    refused(unknown, 1, "no job nobody")
+
+
+def test_wait_exit_codes(root: Path, env: dict[str, str]) -> None:
+    for job_id in ("good", "bad", "slow"):
+        drop(root, job_id)
+    finish(root, "good", JobState.DONE, result={"answer": 42})
+    finish(root, "bad", JobState.FAILED)
+    good, quiet, bad, slow, unknown, usage = run_all(
+        env, ["wait", "good", "--json"], ["wait", "good", "--quiet"], ["wait", "bad"],
+        ["wait", "slow", "--timeout", "0.3"], ["wait", "nobody"],
+        ["wait", "good", "--timeout", "soon"])
+    assert data(good)["result"] == {"answer": 42}
+    assert quiet.returncode == 0 and quiet.stdout == quiet.stderr == ""
+    assert bad.returncode == 1 and "tool_error: it broke" in bad.stdout
+    assert slow.returncode == 3 and "still pending after 0.3 s" in slow.stderr
+    assert "state       pending" in slow.stdout
+    refused(unknown, 1, "no job nobody")
+    refused(usage, 2, "--timeout")
+
+
+def _pty(columns: int = 160) -> tuple[int, int]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return master, slave
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+
+
+def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
+                                                            env: dict[str, str]) -> None:
+    drop(root, "barred")
+    master, slave = _pty()
+    cwd = Path(env["SPOOL_DIR"]).parent
+    on_tty = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "60"], env=env, cwd=cwd,
+                              stdout=subprocess.PIPE, stderr=slave)
+    piped = subprocess.Popen([*CLI, "submit", "echo", "--id", "piped", "--wait"], env=env,
+                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    spool = spool_of(root)
+    claim = spool.claim("barred")
+    assert claim is not None
+    spool.mover.publish(spool.layout.progress_file("barred"),
+                        Progress(fraction=0.5, message="half way").model_dump_json().encode())
+    seen = bytearray()
+    _read_until(master, b"half way", seen)
+    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
+    deadline = time.monotonic() + 30
+    while not (root / "pending" / "piped.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    finish(root, "piped", JobState.DONE, result={"message": None})
+    out, _ = on_tty.communicate(timeout=30)
+    _read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    piped_out, piped_err = piped.communicate(timeout=30)
+    assert on_tty.returncode == 0 and b"state       done" in out
+    assert b"\rbarred running [############............]  50%" in seen
+    assert b"half way" in seen and seen.endswith(b"\r")  # the bar is cleared at the end
+    assert piped.returncode == 0
+    assert piped_out.decode().startswith("piped\n") and "state       done" in piped_out.decode()
+    assert piped_err.decode().splitlines()[-1] == "piped: done" and b"\r" not in piped_err
+
+
+# -- ls -------------------------------------------------------------------------------------
+
+
+def test_ls_filters_pages_and_tables(root: Path, env: dict[str, str]) -> None:
+    for i in range(7):  # j6 is the newest
+        drop(root, f"j{i}", tool="sleep" if i % 2 == 0 else "echo", age_s=100 - i)
+    finish(root, "j1", JobState.DONE)
+    finish(root, "j3", JobState.FAILED)
+    everything, done, sleeps, failed_echo, text, garbage = run_all(
+        env, ["ls", "--json"], ["ls", "--state", "done", "--json"],
+        ["ls", "--tool", "sleep", "--json"],
+        ["ls", "--state", "failed", "--tool", "echo", "--json"], ["ls", "--limit", "3"],
+        ["ls", "--cursor", "garbage"])
+    assert [t["id"] for t in data(everything)["tasks"]] == [f"j{i}" for i in range(6, -1, -1)]
+    assert data(everything)["next_cursor"] is None
+    assert [t["id"] for t in data(done)["tasks"]] == ["j1"]
+    assert [t["id"] for t in data(sleeps)["tasks"]] == ["j6", "j4", "j2", "j0"]
+    failed = data(failed_echo)["tasks"]
+    assert [t["id"] for t in failed] == ["j3"] and failed[0]["error"]["type"] == "tool_error"
+    rows = text.stdout.splitlines()
+    assert rows[0].split() == ["ID", "STATE", "TOOL", "SUBMITTED", "(UTC)", "TIME", "ERROR"]
+    assert [r.split()[0] for r in rows[1:]] == ["j6", "j5", "j4"]
+    assert "spoolq ls --limit 3 --cursor " in text.stderr
+    refused(garbage, 2, "cursor")
+    seen, cursor = [], None
+    for _ in range(5):
+        page = data(spoolq(env, "ls", "--limit", "4", "--json",
+                           *(["--cursor", cursor] if cursor else [])))
+        seen += [t["id"] for t in page["tasks"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [t["id"] for t in data(everything)["tasks"]]
+
+
+# -- cancel, retry, purge -------------------------------------------------------------------
+
+
+def test_cancel_pending_at_once_and_running_by_request(root: Path, env: dict[str, str]) -> None:
+    drop(root, "c1")
+    drop(root, "finished")
+    finish(root, "finished", JobState.DONE)
+    record = data(spoolq(env, "cancel", "c1", "--json"))
+    assert record["state"] == "failed" and record["error"]["type"] == "cancelled"
+    assert files(root, "pending") == set()
+    on_disk = orjson.loads((root / "failed" / "c1.json").read_bytes())
+    assert on_disk["error"]["type"] == "cancelled"
+    drop(root, "busy")
+    claim = spool_of(root).claim("busy")  # running, with no processor to act on a request
+    assert claim is not None
+    try:
+        again, unknown, done, running = run_all(
+            env, ["cancel", "c1"], ["cancel", "nobody"], ["cancel", "finished"],
+            ["cancel", "busy", "--timeout", "0.3", "--json"])
+    finally:
+        claim.close()
+    refused(again, 1, "already finished")
+    refused(unknown, 1, "no job nobody")
+    refused(done, 1, "already finished")
+    assert data(running)["state"] == "running" and (root / "cancel" / "busy").is_file()
+    assert "no processor is running" in running.stderr
+
+
+def test_retry_moves_a_failed_job_back_with_attempts_reset(root: Path,
+                                                           env: dict[str, str]) -> None:
+    drop(root, "r1", max_attempts=2)
+    finish(root, "r1", JobState.FAILED)
+    drop(root, "ok")
+    finish(root, "ok", JobState.DONE)
+    assert orjson.loads((root / "failed" / "r1.json").read_bytes())["attempts"] == 1
+    retried, done, unknown = run_all(env, ["retry", "r1", "--json"], ["retry", "ok"],
+                                     ["retry", "nobody"])
+    record = data(retried)
+    assert (record["state"], record["attempts"]) == ("pending", 0)
+    job = orjson.loads((root / "pending" / "r1.json").read_bytes())
+    assert (job["attempts"], job["max_attempts"], job["error"]["type"]) == (0, 2, "tool_error")
+    assert not (root / "failed" / "r1.json").exists()
+    refused(done, 1, "job ok is done", "only failed jobs")
+    refused(unknown, 1, "no job nobody")
+
+
+def test_purge_removes_old_finished_records_only(root: Path, env: dict[str, str]) -> None:
+    for job_id, state in (("d-old", JobState.DONE), ("d-new", JobState.DONE),
+                          ("f-old", JobState.FAILED)):
+        drop(root, job_id)
+        finish(root, job_id, state)
+    drop(root, "waiting", age_s=10 * 86_400)
+    three_days_ago = time.time() - 3 * 86_400
+    for path in (root / "done" / "d-old.json", root / "failed" / "f-old.json"):
+        os.utime(path, (three_days_ago, three_days_ago))
+    dry, bad = run_all(env, ["purge", "--older-than", "2d", "--dry-run", "--json"],
+                       ["purge", "--older-than", "soon"])
+    assert data(dry) == {"removed": 2, "kept": 1, "dry_run": True}
+    refused(bad, 2, "not a duration")
+    assert files(root, "done") == {"d-old.json", "d-new.json"}
+    assert data(spoolq(env, "purge", "--older-than", "2d", "--state", "done", "--json")) == \
+        {"removed": 1, "kept": 1, "dry_run": False}
+    assert files(root, "done") == {"d-new.json"} and files(root, "failed") == {"f-old.json"}
+    text = spoolq(env, "purge", "--older-than", "48h")
+    assert text.returncode == 0 and "removed 1 record(s)" in text.stdout
+    assert files(root, "failed") == set() and files(root, "done") == {"d-new.json"}
+    assert files(root, "pending") == {"waiting.json"}
+
+
+# -- stats, tools, schema, data -------------------------------------------------------------
+
+
+def _status(owner: str) -> OwnerStatus:
+    now = datetime.now(UTC)
+    return OwnerStatus(owner=owner, pid=os.getpid(), host="test", version="0", started_at=now,
+                       heartbeat_at=now, job_num=4, busy_workers=1, tools=[{
+                           "name": "echo", "category": "query", "execution_mode": "fast",
+                           "execution_timeout": 10.0, "max_attempts": 1,
+                           "description": "echo it",
+                           "params_schema": {"properties": {"message": {}}}}])
+
+
+def test_stats_and_tools_of_a_live_processor(root: Path, env: dict[str, str]) -> None:
+    drop(root, "p1", age_s=30)
+    drop(root, "d1")
+    finish(root, "d1", JobState.DONE)
+    layout = Layout(root)
+    idle_stats, installed = run_all(env, ["stats", "--json"], ["tools", "--json"])
+    stats = data(idle_stats)
+    assert stats["counts"] == {"pending": 1, "running": 0, "done": 1, "failed": 0}
+    assert stats["oldest_pending_age_s"] >= 0
+    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+    assert (stats["job_num"], stats["busy_workers"]) == (0, 0)
+    tools = {t["name"]: t for t in data(installed)}
+    assert tools["sleep"]["mode"] == "compute"
+    assert "seconds" in tools["sleep"]["params_schema"]["properties"]
+    assert "installed processor" in installed.stderr
+
+    lease = OwnerLease(layout.owner_lock("proc-1"))
+    try:
+        spool_of(root).mover.publish(layout.owner_status("proc-1"),
+                                     _status("proc-1").model_dump_json().encode())
+        live_stats, live_tools, table = run_all(env, ["stats", "--json"], ["tools", "--json"],
+                                                ["stats"])
+    finally:
+        lease.release()
+    stats = data(live_stats)
+    assert stats["processor"]["alive"] is True and stats["processor"]["count"] == 1
+    assert (stats["job_num"], stats["busy_workers"]) == (4, 1)
+    assert data(live_tools) == [{"name": "echo", "mode": "fast", "timeout": 10.0,
+                                 "category": "query", "max_attempts": 1,
+                                 "description": "echo it",
+                                 "params_schema": {"properties": {"message": {}}}}]
+    assert "running processor (proc-1)" in live_tools.stderr
+    assert "processor up" in table.stdout and "1 busy of 4" in table.stdout
+
+
+def test_schema(root: Path, env: dict[str, str]) -> None:
+    both, job, record = run_all(env, ["schema"], ["schema", "job"], ["schema", "record",
+                                                                     "--json"])
+    assert data(both) == {"job": data(job), "record": data(record)}
+    assert data(job)["required"] == ["tool"]
+    assert {"id", "state", "result", "error"} <= set(data(record)["properties"])
+
+
+def test_data_synth_writes_seeded_csv(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    report = data(spoolq(env, "data", "synth", "--symbols", "3", "--bars", "40", "--seed",
+                         "1", "--data-dir", str(out), "--json"))
+    assert report == {"data_dir": str(out), "symbols": 3, "bars": 40, "seed": 1}
+    csvs = sorted(out.glob("*.csv"))
+    assert len(csvs) == 3 and all(len(p.read_text().splitlines()) == 41 for p in csvs)
+
+
+# -- README and CI --------------------------------------------------------------------------
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = readme.split("```sh\n")[1:]
+    commands = [b.split("\n```")[0].strip() for b in blocks]
+    test_command = next(c for c in commands if "pytest" in c)
+    ci = REPO / ".ci" / "run"
+    lines = ci.read_text().splitlines()
+    assert test_command in lines and lines[-1] == test_command
+    assert "set -euo pipefail" in lines and os.access(ci, os.X_OK)
