@@ -46,17 +46,13 @@ def show_record(record: Record, as_json: bool) -> None:
 
 
 def human_duration(seconds: float | None) -> str:
-    """``0.25s``, ``42s``, ``3m04s``, ``2h05m``, ``3d04h``: short enough for a table cell."""
+    """``0.25s``, ``42.0s``, ``3.1m``, ``2.5h``, ``14.0d``: short enough for a table cell."""
     if seconds is None:
         return "-"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    whole = int(seconds)
-    for big, small, size, unit in (("d", "h", 86_400, 3600), ("h", "m", 3600, 60),
-                                   ("m", "s", 60, 1)):
-        if whole >= size:
-            return f"{whole // size}{big}{(whole % size) // unit:02d}{small}"
-    return f"{whole}s"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
 
 
 def when(ts: datetime | None) -> str:
