@@ -1,0 +1,195 @@
+"""Hostile tools for the reliability suite, loaded by the daemon under test (SPOOL_TOOLS=rtools).
+
+Every process a tool starts carries the job's ``marker`` in its command line,
+so a test can prove with psutil that none of them survives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+_SLEEPER = "import sys, time\nwhile True: time.sleep(1)"
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    marker: str = "rtools"
+    seconds: float = 0.0
+    mb: int = 0
+    path: str | None = None
+
+
+def _sleeper(marker: str, *, new_session: bool = False) -> subprocess.Popen[bytes]:
+    """A python child that sleeps forever and ignores SIGTERM, ``marker`` in its argv."""
+    code = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + _SLEEPER
+    return subprocess.Popen([sys.executable, "-c", code, marker],
+                            start_new_session=new_session, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class ForkAndReturn(BaseTool):
+    """Leaves behind a child, a child in a new session, a bare fork() and a double-forked
+    daemon (each ignoring SIGTERM), then returns at once."""
+
+    name: ClassVar[str] = "r_fork_return"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        pids = [_sleeper(params.marker).pid, _sleeper(params.marker, new_session=True).pid]
+        pid = os.fork()
+        if pid == 0:  # a bare fork: becomes a marked sleeper through exec
+            os.execv(sys.executable, [sys.executable, "-c", _SLEEPER, params.marker])
+        pids.append(pid)
+        daemonizer = subprocess.Popen(  # double fork: the grandchild is orphaned at once
+            ["sh", "-c", f"{sys.executable} -c '{_SLEEPER}' {params.marker} "
+                         ">/dev/null 2>&1 </dev/null & echo $!"],
+            stdout=subprocess.PIPE)
+        out, _ = daemonizer.communicate()
+        pids.append(int(out.decode().strip()))
+        return ToolResult.ok({"pids": pids})
+
+
+class IgnoreTerm(BaseTool):
+    """Ignores SIGTERM (and so does a child it starts), then sleeps in Python."""
+
+    name: ClassVar[str] = "r_ignore_term"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 600.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _sleeper(params.marker)
+        deadline = time.monotonic() + params.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        return ToolResult.ok()
+
+
+class Allocate(BaseTool):
+    """Allocates ``mb`` MiB in 64 MiB blocks, touching every page."""
+
+    name: ClassVar[str] = "r_allocate"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        blocks = []
+        for _ in range(params.mb // 64):
+            blocks.append(b"\x01" * (64 << 20))
+        return ToolResult.ok({"allocated_mb": 64 * len(blocks)})
+
+
+class AllocateNumpy(BaseTool):
+    """One numpy array of ``mb`` MiB (a C-level allocation)."""
+
+    name: ClassVar[str] = "r_allocate_numpy"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        import numpy as np  # noqa: PLC0415 - preloaded by the forkserver anyway
+
+        array = np.ones(params.mb << 17, dtype=np.float64)
+        return ToolResult.ok({"allocated_mb": array.nbytes >> 20})
+
+
+class AllocateInChild(BaseTool):
+    """Starts a marked child that allocates ``mb`` MiB; reports how the child ended."""
+
+    name: ClassVar[str] = "r_allocate_child"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        code = f"x = bytearray({params.mb} << 20)"
+        child = subprocess.run([sys.executable, "-c", code, params.marker],
+                               capture_output=True, check=False)
+        if child.returncode != 0:
+            tail = child.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            return ToolResult.error(f"child failed ({child.returncode}): {tail}")
+        return ToolResult.ok()
+
+
+class CloseStdout(BaseTool):
+    """Closes its stdout and stderr (the worker's fds 1 and 2), then returns."""
+
+    name: ClassVar[str] = "r_close_stdout"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            os.close(fd)
+        return ToolResult.ok({"closed": [1, 2]})
+
+
+class Chatty(BaseTool):
+    """Opens ``path`` for writing, then prints to stdout and stderr; returns the file's size.
+
+    Run after :class:`CloseStdout` in the same worker: if fd 1 or 2 were left
+    closed, the file would take that number and the prints would land in it.
+    """
+
+    name: ClassVar[str] = "r_chatty"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.path
+        with open(params.path, "w") as fh:
+            print("chatty on stdout", flush=True)
+            print("chatty on stderr", file=sys.stderr, flush=True)
+            fd = fh.fileno()
+        return ToolResult.ok({"fd": fd, "size": os.path.getsize(params.path),
+                              "pid": os.getpid()})
+
+
+class CloseEverything(BaseTool):
+    """Closes every descriptor of the worker, its pipe to the processor included."""
+
+    name: ClassVar[str] = "r_close_all"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        os.closerange(0, 65536)
+        return ToolResult.ok()
+
+
+class Silent(BaseTool):
+    """Writes its pid to ``path``, then sleeps ``seconds`` without a word (no progress)."""
+
+    name: ClassVar[str] = "r_silent"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 600.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.path
+        with open(params.path, "w") as fh:
+            fh.write(str(os.getpid()))
+        time.sleep(params.seconds)
+        return ToolResult.ok()
+
+
+class Pid(BaseTool):
+    name: ClassVar[str] = "r_pid"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"pid": os.getpid()})

@@ -1,0 +1,149 @@
+"""Worker abuse: tools that fork, hog memory, ignore SIGTERM or close their descriptors.
+
+Each job ends with the error a user would expect, the pool goes on, and no
+process the tool started survives (psutil, by the marker in its command line).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from relkit import Daemon, alive, drop, wait_for, wait_record, with_cmdline
+
+StartDaemon = Callable[..., Daemon]
+
+
+def _marker(name: str) -> str:
+    return f"spoolq-abuse-{name}-{os.urandom(4).hex()}"
+
+
+def _none_left(marker: str, timeout: float = 5.0) -> None:
+    wait_for(lambda: not with_cmdline(marker), timeout, f"every '{marker}' process gone")
+
+
+def test_a_job_that_forks_children_and_returns(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(JOB_NUM="1")
+    marker = _marker("fork")
+    drop(spool_root, "forker", {"tool": "r_fork_return", "params": {"marker": marker}})
+    rec = wait_record(spool_root, "forker")
+    assert rec["state"] == "done", rec
+    pids = rec["result"]["pids"]
+    assert len(pids) == 4  # child, child in its own session, bare fork, double-forked daemon
+    _none_left(marker)
+    assert not any(alive(pid) for pid in pids)
+    drop(spool_root, "after", {"tool": "r_pid"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+
+
+def test_a_job_that_allocates_past_the_memory_limit(spool_root: Path,
+                                                    daemon: StartDaemon) -> None:
+    daemon(JOB_NUM="1", SPOOL_WORKER_MEMORY_MB="768")
+    marker = _marker("hog")
+    drop(spool_root, "py-hog", {"tool": "r_allocate", "params": {"mb": 4096}})
+    drop(spool_root, "np-hog", {"tool": "r_allocate_numpy", "params": {"mb": 4096}})
+    drop(spool_root, "child-hog", {"tool": "r_allocate_child",
+                                   "params": {"mb": 4096, "marker": marker}})
+    for job_id in ("py-hog", "np-hog"):
+        rec = wait_record(spool_root, job_id, 60)
+        assert rec["state"] == "failed" and rec["error"]["type"] == "tool_error", rec
+        assert "out of memory" in rec["error"]["message"], rec["error"]
+        assert "SPOOL_WORKER_MEMORY_MB" in rec["error"]["message"]
+    child = wait_record(spool_root, "child-hog", 60)
+    assert child["error"]["type"] == "tool_error" and "MemoryError" in child["error"]["message"]
+    _none_left(marker)
+    # The limit was per worker and the memory came back: a modest job still runs.
+    drop(spool_root, "modest", {"tool": "r_allocate", "params": {"mb": 128}})
+    assert wait_record(spool_root, "modest", 60)["result"] == {"allocated_mb": 128}
+
+
+def test_a_job_that_ignores_sigterm_times_out(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(JOB_NUM="1")
+    marker = _marker("term")
+    drop(spool_root, "deaf", {"tool": "r_ignore_term", "timeout": 1,
+                              "params": {"seconds": 600, "marker": marker}})
+    wait_for(lambda: with_cmdline(marker), 20, "the tool's child to start")
+    rec = wait_record(spool_root, "deaf", 30)
+    assert rec["state"] == "failed" and rec["error"]["type"] == "timeout", rec
+    assert rec["duration_s"] < 10
+    assert not alive(rec["pid"]), "the worker itself is gone"
+    _none_left(marker)
+    drop(spool_root, "after", {"tool": "r_pid"})
+    assert wait_record(spool_root, "after")["result"]["pid"] != rec["pid"]
+
+
+def test_a_job_that_ignores_sigterm_is_requeued_at_shutdown(spool_root: Path,
+                                                            daemon: StartDaemon) -> None:
+    d = daemon(JOB_NUM="1", SPOOL_GRACE_S="1")
+    marker = _marker("shutdown")
+    drop(spool_root, "deaf", {"tool": "r_ignore_term", "max_attempts": 1,
+                              "params": {"seconds": 600, "marker": marker}})
+    wait_for(lambda: with_cmdline(marker), 20, "the tool's child to start")
+    began = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - began < 8, "grace is 1 s; SIGTERM is not waited for"
+    _none_left(marker)
+    job = orjson.loads((spool_root / "pending" / "deaf.json").read_bytes())
+    assert job["attempts"] == 0, "a run cut short by shutdown does not count"
+    assert os.listdir(spool_root / "running") == []
+
+
+def test_a_job_that_closes_its_stdout(spool_root: Path, daemon: StartDaemon) -> None:
+    daemon(JOB_NUM="1")
+    drop(spool_root, "closer", {"tool": "r_close_stdout"})
+    rec = wait_record(spool_root, "closer")
+    assert rec["state"] == "done" and rec["result"] == {"closed": [1, 2]}, rec
+    drop(spool_root, "after", {"tool": "r_pid"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a worker does not restore fds 1 and 2 after a job closed them, so the next job "
+    "on that worker gets fd 1 for the first file it opens (its prints land in that file) "
+    "and fails with EBADF writing to stderr. See docs/reliability.md."))
+def test_a_later_job_is_not_hurt_by_closed_stdio(spool_root: Path, daemon: StartDaemon,
+                                                 tmp_path: Path) -> None:
+    daemon(JOB_NUM="1")
+    drop(spool_root, "closer", {"tool": "r_close_stdout"})
+    assert wait_record(spool_root, "closer")["state"] == "done"
+    out = tmp_path / "chatty.txt"
+    drop(spool_root, "chatty", {"tool": "r_chatty", "params": {"path": str(out)}})
+    chatty = wait_record(spool_root, "chatty")
+    assert out.read_text() == "", "prints of a later job never land in its files"
+    assert chatty["state"] == "done", chatty["error"]
+    assert chatty["result"]["fd"] > 2
+
+
+def test_a_job_that_closes_every_descriptor(spool_root: Path, daemon: StartDaemon) -> None:
+    """Its pipe to the processor gone, the worker cannot report: it crashed, the pool goes on."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "blind", {"tool": "r_close_all"})
+    rec = wait_record(spool_root, "blind")
+    assert rec["state"] == "failed" and rec["error"]["type"] == "worker_crashed", rec
+    drop(spool_root, "after", {"tool": "r_pid"})
+    after = wait_record(spool_root, "after")
+    assert after["state"] == "done" and after["result"]["pid"] != rec["pid"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: a COMPUTE worker busy in a tool that reports no progress outlives a SIGKILLed "
+    "processor (its parent is the forkserver, which stays up while any worker holds its "
+    "alive fd, so PR_SET_PDEATHSIG never fires); recovery requeues the job and the next "
+    "processor runs it again while the old run goes on. See docs/reliability.md."))
+def test_a_busy_silent_worker_dies_with_its_processor(spool_root: Path, daemon: StartDaemon,
+                                                       tmp_path: Path) -> None:
+    d = daemon(JOB_NUM="1")
+    pid_file = tmp_path / "silent.pid"
+    drop(spool_root, "silent", {"tool": "r_silent", "max_attempts": 3,
+                                "params": {"seconds": 30, "path": str(pid_file)}})
+    worker = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "its pid"))
+    d.kill()
+    try:
+        wait_for(lambda: not alive(worker), 3, "the worker to die with its processor")
+    finally:
+        if alive(worker):
+            os.kill(worker, 9)
