@@ -137,6 +137,22 @@ def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
     dask_client.wait_for_workers(2, timeout=30)
 
 
+
+def test_sigterm_stops_the_work_on_the_cluster_and_requeues(spool_root: Path,
+                                                            daemon: StartDaemon,
+                                                            dask_cluster: Any,
+                                                            tmp_path: Path) -> None:
+    d = daemon(SPOOL_GRACE_S="1", **_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "long.beats"
+    drop(spool_root, "long", {"tool": "d_heartbeat",
+                              "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    assert d.stop() == 0
+    assert locations(spool_root)["long"] == ["pending"], "requeued by the shutdown"
+    job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert job.get("attempts", 0) == 0, "a run cut short by shutdown does not count"
+    _assert_stopped_growing(beats)
+
 # -- a scheduler that goes away ------------------------------------------------------------
 
 
