@@ -1,10 +1,4 @@
-"""sd_notify against a real datagram socket standing in for systemd.
-
-The listener binds an AF_UNIX SOCK_DGRAM socket (a path in ``tmp_path``, or an
-abstract name) and turns on ``SO_PASSCRED``, as systemd does, so every message
-arrives with the sender's pid: ``NotifyAccess=main`` accepts only the main
-process's messages, and the daemon test checks that is who sends them.
-"""
+"""sd_notify against a real datagram socket standing in for systemd (see notifykit)."""
 
 from __future__ import annotations
 
@@ -12,77 +6,20 @@ import itertools
 import logging
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+from notifykit import Listener
 
 from processor import notify
 from processor.notify import SystemdNotifier
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
-
-UCRED = struct.Struct("3i")  # pid, uid, gid
-
-
-@dataclass(frozen=True)
-class Message:
-    at: float  # monotonic receive time
-    pid: int  # the sender, from SCM_CREDENTIALS
-    text: str
-
-
-class Listener:
-    """What systemd's notify socket does with our messages: receive them with credentials."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address  # as NOTIFY_SOCKET spells it
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-
-    def next(self, timeout: float = 10.0) -> Message:
-        self.sock.settimeout(timeout)
-        data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(UCRED.size))
-        pid = -1
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = UCRED.unpack(payload[:UCRED.size])[0]
-        return Message(time.monotonic(), pid, data.decode())
-
-    def until(self, text: str, timeout: float = 10.0) -> list[Message]:
-        """Every message up to and including the first equal to ``text``."""
-        got: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {text!r} within {timeout} s; got {got}")
-            try:
-                got.append(self.next(left))
-            except TimeoutError:
-                continue
-            if got[-1].text.split("\n")[0] == text:
-                return got
-
-    def nothing(self, wait_s: float = 0.2) -> bool:
-        self.sock.settimeout(wait_s)
-        try:
-            self.sock.recv(4096)
-        except TimeoutError:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
