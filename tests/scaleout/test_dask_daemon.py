@@ -153,6 +153,22 @@ def test_sigterm_stops_the_work_on_the_cluster_and_requeues(spool_root: Path,
     assert job.get("attempts", 0) == 0, "a run cut short by shutdown does not count"
     _assert_stopped_growing(beats)
 
+
+def test_a_killed_processor_leaves_no_work_running_on_the_cluster(spool_root: Path,
+                                                                  daemon: StartDaemon,
+                                                                  dask_cluster: Any,
+                                                                  tmp_path: Path) -> None:
+    """SIGKILL: the scheduler drops the dead client's task and the child on the worker dies."""
+    d = daemon(**_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "orphan.beats"
+    drop(spool_root, "orphan", {"tool": "d_heartbeat",
+                                "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    d.kill()
+    time.sleep(0.5)
+    _assert_stopped_growing(beats)
+    assert locations(spool_root)["orphan"] == ["running"], "left for the recovery scan"
+
 # -- a scheduler that goes away ------------------------------------------------------------
 
 
