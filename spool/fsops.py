@@ -192,7 +192,7 @@ class Mover:
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except PermissionError:
-            # A submitter may write to a drop folder it cannot read (mode 2730, see
+            # A submitter may write to a drop folder it cannot read (mode 3730, see
             # ``spoolq init --system``): its file is fsynced and renamed in; flushing the
             # folder's entry is left to the kernel rather than failing a drop that happened.
             return

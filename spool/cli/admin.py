@@ -94,7 +94,7 @@ def count_older(layout: Layout, states: list[JobState], older_than_s: float) -> 
 INIT = Command(
     "init", "create the spool's folders (idempotent)", _configure_init, run_init,
     description="Create the spool's folders; running it again is harmless.  With "
-    "--system (as root): pending/ and tmp/ get mode 2730, owner the spool user and "
+    "--system (as root): pending/ and tmp/ get mode 3730, owner the spool user and "
     "group the submit group, so members can drop jobs (new files keep the group) "
     "but cannot list or read what others dropped; the other folders get mode 0750, "
     "private to the spool user and its group.  The user and group must exist "

@@ -1,9 +1,11 @@
 """``spoolq init --system``: a spool with Postfix-style owners and modes.
 
-* ``pending/`` and ``tmp/``: mode 2730, owner the spool user, group the
+* ``pending/`` and ``tmp/``: mode 3730, owner the spool user, group the
   submit group.  Members of the submit group may create files there (and the
   setgid bit gives new files that group, so the spool user, a member, can
-  read them) but cannot list or read what others dropped.
+  read them) but cannot list or read what others dropped; the sticky bit
+  (as Postfix's maildrop) stops them removing or replacing another
+  member's drop, while the spool user, the folder's owner, still moves them.
 * Every other folder: owner the spool user and its own group, mode 0750, so
   a daemon running in that group (statusd) can read records.
 * The root: mode 0755, so submitters can reach ``pending/`` and ``tmp/``.
@@ -28,7 +30,7 @@ from spool.states import JobState
 
 DEFAULT_USER = "spoolq"
 DEFAULT_GROUP = "spoolq-submit"
-DROP_MODE = 0o2730
+DROP_MODE = 0o3730
 PRIVATE_MODE = 0o750
 ROOT_MODE = 0o755
 

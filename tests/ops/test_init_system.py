@@ -25,7 +25,7 @@ def test_drop_folders_are_setgid_and_group_writable_the_rest_private(tmp_path: P
     nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
     for name in ("pending", "tmp"):
         st = os.stat(root / name)
-        assert stat.S_IMODE(st.st_mode) == 0o2730, name
+        assert stat.S_IMODE(st.st_mode) == 0o3730, name
         assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nogroup.gr_gid)
     for name in ("running", "done", "failed", "progress", "cancel", "owners"):
         st = os.stat(root / name)

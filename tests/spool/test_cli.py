@@ -221,7 +221,7 @@ def test_init_system_sets_postfix_style_modes(open_dir: Path, env: dict[str, str
         assert spoolq(env, *args).returncode == 0
     for name in ("pending", "tmp"):
         st = os.stat(root / name)
-        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o2730, uid, gid)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o3730, uid, gid)
     for name in ("running", "done", "failed", "owners"):
         st = os.stat(root / name)
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o750, uid)
