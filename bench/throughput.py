@@ -23,16 +23,19 @@ Workloads (issue 3, item 8):
 Every (fsync mode, workload) gets a fresh spool under ``--dir`` (default: a temporary
 folder in ``/tmp``; its filesystem type is printed) and a fresh ``python -m processor``
 with ``JOB_NUM``, ``SPOOL_FSYNC`` and ``SPOOL_TOOLS=bench.bench_tools``, warmed with a
-few jobs of each kind before the clock starts.  The pool's figures are taken just
-before the daemon's, on a pool warmed once, so each ratio pairs neighbouring
-measurements on a noisy machine.  Completion is seen through inotify on ``done/`` and
-``failed/`` (a blocking read: the watching costs no polling; on a queue overflow it
-falls back to listing the folders).  BLAS runs single-threaded everywhere, as the
-processor sets it for its workers.
+few jobs of each kind before the clock starts.  The pool (warmed once) is measured
+just before and just after each daemon run and the ratio uses both, so each ratio
+pairs neighbouring measurements on a noisy machine; both are printed.  Completion is
+seen through inotify on ``done/`` and ``failed/`` (a blocking read: the watching costs
+no polling; on a queue overflow it falls back to listing the folders).  BLAS runs
+single-threaded everywhere, as the processor sets it for its workers.
 
 ``--profile DIR`` attaches ``py-spy record --subprocesses --format raw`` to each daemon
-for the timed part (collapsed stacks in ``DIR``).  Every process started here is
-stopped by its pid; spools are removed unless ``--keep``.
+for the timed part (collapsed stacks in ``DIR``); ``--processor-cmd`` starts a variant
+of the daemon instead (A/B a patch).  Every process started here is stopped by its
+pid.  Spools are removed at the end of the run (unless ``--keep``), not between
+workloads: on an ext4 without a journal, thousands of freshly freed inodes slow every
+file creation for a minute or more, and would tax the next workload.
 """
 
 from __future__ import annotations
@@ -279,7 +282,7 @@ def job(tool: str, params: dict[str, Any] | None = None) -> bytes:
 def daemon_on(args: argparse.Namespace, fsync: str, label: str,
               warm: list[bytes]) -> Iterator[tuple[Daemon, Arrivals]]:
     """A started, warmed daemon on a fresh spool, and a watch on its terminal folders."""
-    base = Path(tempfile.mkdtemp(prefix=f"spoolq-bench-{fsync}-{label}-", dir=args.dir))
+    base = Path(tempfile.mkdtemp(prefix=f"{fsync}-{label}-", dir=args.run_dir))
     daemon = Daemon(base, fsync, args.job_num, args.processor_cmd)
     profiler: subprocess.Popen[bytes] | None = None
     try:
@@ -299,8 +302,6 @@ def daemon_on(args: argparse.Namespace, fsync: str, label: str,
                 profiler.wait(60)
     finally:
         daemon.stop()
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 def start_profiler(out: Path, daemon: Daemon, extra: list[str]) -> subprocess.Popen[bytes]:
@@ -558,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
           "in-process (measured again before each W3); targets apply to fsync=never, "
           "JOB_NUM=2\n", flush=True)
     pool = Pool(args.job_num, tools)
+    args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     try:
         print_rows([], header=True)
         for fsync in args.fsync:
@@ -567,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         pool.close()
+        if args.keep:
+            print(f"spools and processor logs kept in {args.run_dir}")
+        else:
+            shutil.rmtree(args.run_dir, ignore_errors=True)
     return 0
 
 
