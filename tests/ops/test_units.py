@@ -391,16 +391,24 @@ def test_statusd_in_its_sandbox_reads_but_cannot_write_the_spool(tmp_path: Path,
                                                                  daemons: Daemons) -> None:
     root = tmp_path / "spool"
     init_spool(root)
-    drop(root, "waiting", {"tool": "echo"})
+    drop(root, "later", {"tool": "echo", "not_before": "2099-01-01T00:00:00Z"})
+    # A processor outside the sandbox: statusd must see it alive through the
+    # read-only spool (its liveness test is a flock on owners/<owner>.lock).
+    env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never", "JOB_NUM": "1"}
+    processor = daemons.start(["spool-processor"], env, "processor")
+    wait_until(lambda: any(p.suffix == ".json" for p in (root / "owners").iterdir()),
+               "the processor's status file")
     port = _statusd(load("spool-statusd.service"), root, tmp_path, daemons)
     status, stats = http(port, "GET", "/api/v1/stats")
     assert status == 200 and stats["counts"]["pending"] == 1
+    assert stats["processor"]["alive"] is True, stats
     status, metrics = http(port, "GET", "/metrics")
     assert status == 200 and 'spoolq_jobs{state="pending"} 1.0' in metrics
+    assert "spoolq_processor_up 1.0" in metrics
     status, body = http(port, "POST", "/api/v1/tasks", {"tool": "echo"}, token=TOKEN)
     assert status == 503 and "Read-only file system" in body["error"]["message"]
-    assert os.listdir(root / "pending") == ["waiting.json"]
-    assert os.listdir(root / "tmp") == []
+    assert os.listdir(root / "pending") == ["later.json"]
+    assert daemons.stop(processor) == 0
 
 
 @needs_analyze
