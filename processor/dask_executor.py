@@ -5,7 +5,7 @@ distributed cluster.  The spool stays the one source of truth: a job is
 claimed before it is submitted and its outcome becomes a record in the
 daemon; Dask only runs it.  Each job is one Dask task (``retries=0``, a key
 of its own) that runs the tool in a killable child on a worker
-(:mod:`processor.dask_task`).
+(:mod:`processor.dask_task`); :mod:`processor.dask_link` owns the connection.
 
 Guarantees:
 
@@ -16,75 +16,49 @@ Guarantees:
   child at the deadline; a backstop here fires :data:`BACKSTOP_S` later in
   case the worker cannot answer.  ``cancelled``: :meth:`DaskExecutor.kill`.
   ``worker_crashed``: the child died, the Dask worker died or left
-  (``KilledWorker``, or the scheduler's ``remove-worker`` event naming the
-  task), the task failed or was cancelled on the Dask side, or the scheduler
-  connection was lost.  Those are retryable; the daemon applies
-  ``max_attempts``.
+  (``KilledWorker``, or its address gone from the cluster), the task failed
+  or was cancelled on the Dask side, or the scheduler connection was lost.
+  Those are retryable; the daemon applies ``max_attempts``.
 * No silent Dask-side retry: the task of a lost worker is cancelled at once
   and a re-run that starts anyway is killed when it announces itself.
-  Setting ``distributed.scheduler.allowed-failures: 0`` on the scheduler
-  closes even that window (a warning says so when it is not).
-* A lost scheduler never stops the processor: a monitor thread reconnects
+  ``distributed.scheduler.allowed-failures: 0`` on the scheduler closes even
+  that window (a warning says so when it is not).
+* A lost scheduler never stops the processor: the monitor thread reconnects
   with backoff and offers slots again once connected.
 
-Progress and "started" announcements come back as Dask events on a topic of
-this executor's own.  Reads ``SPOOL_EXECUTOR``, ``JOB_NUM``, ``SPOOL_TOOLS``,
-``SPOOL_WORKER_MEMORY_MB`` and ``SPOOL_WORKER_MAX_JOBS`` (through
-:class:`~spool.settings.Settings`).
+One monitor thread owns the waiting: task ends, task events (started,
+progress) and kill requests arrive in its queue; it also probes the
+scheduler every :data:`REFRESH_S` and enforces the backstops.  Reads
+``SPOOL_EXECUTOR``, ``JOB_NUM``, ``SPOOL_TOOLS``, ``SPOOL_WORKER_MEMORY_MB``
+and ``SPOOL_WORKER_MAX_JOBS`` through :class:`~spool.settings.Settings`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import queue
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from processor.dask_task import ChildConfig, kill_on_worker, prestart, run_task
+from processor.dask_link import LinkLost, Probe, SchedulerLink, scheduler_address
+from processor.dask_task import ChildConfig
 from processor.executor import Sink, Task
 from processor.runner import Outcome
-from spool.errors import ConfigError, ErrorType
+from spool.errors import ErrorType
 from spool.settings import Settings
+
+__all__ = ["DaskExecutor", "scheduler_address"]
 
 log = logging.getLogger("spoolq.dask")
 
-DEFAULT_PORT = 8786
-CONNECT_TIMEOUT_S = 2.0
 RECONNECT_S = (0.5, 2.0)
-WARN_EVERY_S = 60.0
 REFRESH_S = 1.0
 HEALTH_S = 0.2
 BACKSTOP_S = 10.0
 KILL_GRACE_S = 5.0
-RPC_TIMEOUT_S = 5.0
-
-
-def scheduler_address(executor: str) -> str:
-    """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials."""
-    scheme, sep, rest = executor.partition("://")
-    if not sep or scheme not in ("dask", "tcp") or not rest or "/" in rest:
-        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
-    host, colon, port = rest.rpartition(":")
-    if not colon:
-        host, port = rest, str(DEFAULT_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
-    return f"tcp://{host}:{port}"
-
-
-def _require_distributed() -> Any:
-    try:
-        import distributed  # noqa: PLC0415 - optional extra
-    except ImportError as exc:
-        raise ConfigError("SPOOL_EXECUTOR=dask://... needs Dask distributed, which is not "
-                          "installed: pip install 'spoolq[dask]'") from exc
-    return distributed
 
 
 @dataclass(slots=True)
@@ -106,28 +80,24 @@ class DaskExecutor:
     name = "dask"
 
     def __init__(self, settings: Settings) -> None:
-        self._dd = _require_distributed()
-        self.address = scheduler_address(settings.executor)
         self.size = settings.job_num
-        self.config = ChildConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
-                                  settings.worker_max_jobs)
         self._token = uuid.uuid4().hex[:12]
-        self._topic = f"spoolq-{self._token}"
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.link = SchedulerLink(
+            scheduler_address(settings.executor), f"spoolq-{self._token}",
+            ChildConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
+                        settings.worker_max_jobs),
+            lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}  # by job id
         self._keys: dict[str, str] = {}  # Dask key -> job id
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._client: Any = None
         self._connected = False
-        self._scheduler_id: str | None = None
         self._threads = 0
         self._next_refresh = 0.0
         self._next_health = 0.0
         self._stopping = threading.Event()
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
-        self._rpc = ThreadPoolExecutor(1, thread_name_prefix="dask-rpc")
-        self._next_warning = 0.0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -141,20 +111,16 @@ class DaskExecutor:
         self._stopping.set()
         self._events.put(("wake",))
         if self._thread is not None:
-            self._thread.join(timeout=CONNECT_TIMEOUT_S + 5)
+            self._thread.join(timeout=30)
         with self._lock:
             flights = list(self._flights.values())
             self._flights.clear()
             self._keys.clear()
-            client, self._client, self._connected = self._client, None, False
-        if client is not None:
-            if flights:
-                self._kill_remote(client, flights, "shutdown", wait=True)
-                with contextlib.suppress(Exception):
-                    client.cancel([f.future for f in flights if f.future is not None],
-                                  force=True)
-            _close_client(client)
-        self._rpc.shutdown(wait=True, cancel_futures=False)
+            self._connected = False
+        by_worker: dict[str | None, list[str]] = {}
+        for f in flights:
+            by_worker.setdefault(f.worker, []).append(f.key)
+        self.link.close([f.future for f in flights if f.future is not None], by_worker)
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -175,20 +141,16 @@ class DaskExecutor:
         key = f"spoolq-{task.job_id}-{task.attempt}-{self._token}-{uuid.uuid4().hex[:6]}"
         flight = _Flight(task, key, time.monotonic() + task.timeout_s + BACKSTOP_S)
         with self._lock:
-            client = self._client if self._connected else None
             self._flights[task.job_id] = flight
             self._keys[key] = task.job_id
-        if client is None:
-            self._resolve(flight, _crashed(task, "no connection to the Dask scheduler"))
-            return
+            connected = self._connected
         try:
-            future = client.submit(run_task, task, self._topic, key, self.config, key=key,
-                                   pure=False, retries=0)
-        except Exception as exc:
+            if not connected:
+                raise LinkLost("no connection to the Dask scheduler")
+            flight.future = self.link.submit(task, key,
+                                             lambda: self._events.put(("future", key)))
+        except Exception as exc:  # lost meanwhile, or the client refused it
             self._resolve(flight, _crashed(task, f"cannot submit to Dask: {exc}"))
-            return
-        flight.future = future
-        future.add_done_callback(lambda _f: self._events.put(("future", key)))
 
     def kill(self, job_id: str, reason: str) -> bool:
         with self._lock:
@@ -206,8 +168,12 @@ class DaskExecutor:
     def _monitor(self) -> None:
         delay = RECONNECT_S[0]
         while not self._stopping.is_set():
-            if self._client is None:
-                if self._connect():
+            if not self._connected:
+                probe = self.link.connect()
+                if probe is not None and not self._stopping.is_set():
+                    self._on_probe(probe)
+                    with self._lock:
+                        self._connected = True
                     delay = RECONNECT_S[0]
                 else:
                     self._stopping.wait(delay)
@@ -247,93 +213,49 @@ class DaskExecutor:
         kind = event[0]
         if kind == "future":
             self._on_future(event[1])
-        elif kind == "topic":
+        elif kind == "task":
             self._on_task_event(event[1])
         elif kind == "kill":
             self._on_kill(event[1])
 
-    # -- connection -------------------------------------------------------------------
-
-    def _connect(self) -> bool:
-        try:
-            client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
-                                     set_as_default=False)
-        except Exception as exc:
-            if time.monotonic() >= self._next_warning:  # once a minute while it is down
-                self._next_warning = time.monotonic() + WARN_EVERY_S
-                log.warning("no Dask scheduler; COMPUTE jobs wait in pending/, retrying",
-                            extra={"fields": {"address": self.address, "error": str(exc)}})
-            return False
-        if self._stopping.is_set():
-            _close_client(client)
-            return False
-        try:
-            client.subscribe_topic(self._topic, lambda ev: self._events.put(("topic", ev[1])))
-            info = client.scheduler_info(n_workers=0)
-        except Exception as exc:
-            log.warning("the Dask scheduler went away while connecting",
-                        extra={"fields": {"address": self.address, "error": str(exc)}})
-            _close_client(client)
-            return False
-        with self._lock:
-            self._client = client
-            self._scheduler_id = str(info.get("id"))
-            self._threads = int(info.get("total_threads", 0))
-            self._connected = True
-        self._next_refresh = time.monotonic() + REFRESH_S
-        self._next_warning = 0.0
-        log.info("connected to the Dask scheduler", extra={"fields": {
-            "address": self.address, "threads": self._threads, "topic": self._topic}})
-        self._rpc.submit(self._prepare_cluster, client)
-        return True
-
-    def _prepare_cluster(self, client: Any) -> None:
-        """Warn when the scheduler may re-run a lost worker's task; warm the workers up."""
-        with contextlib.suppress(Exception):
-            allowed = client.run_on_scheduler(lambda dask_scheduler:
-                                              dask_scheduler.allowed_failures)
-            if allowed:
-                log.warning("the Dask scheduler may re-run a lost worker's task "
-                            "(distributed.scheduler.allowed-failures is not 0); spoolq "
-                            "cancels and kills such re-runs, 0 rules them out",
-                            extra={"fields": {"allowed_failures": allowed}})
-        with contextlib.suppress(Exception):
-            client.run(prestart, self.config)
+    # -- the scheduler ----------------------------------------------------------------
 
     def _check_health(self, now: float) -> None:
         self._next_health = now + HEALTH_S
-        client = self._client
-        if client.status != "running":
-            self._lost(f"lost the connection to the Dask scheduler at {self.address}")
-            return
-        if now < self._next_refresh:
-            return
-        self._next_refresh = now + REFRESH_S
-        with_workers = self.busy() > 0
         try:
-            info = client.scheduler_info(n_workers=-1 if with_workers else 0)
-        except Exception as exc:
-            self._lost(f"the Dask scheduler at {self.address} does not answer: {exc}")
+            if not self.link.alive():
+                raise LinkLost(f"lost the connection to the Dask scheduler at "
+                               f"{self.link.address}")
+            if now < self._next_refresh:
+                return
+            probe = self.link.probe()
+        except LinkLost as lost:
+            self._lost(str(lost))
             return
-        if str(info.get("id")) != self._scheduler_id:
-            self._lost(f"the Dask scheduler at {self.address} was replaced")
-            return
+        self._on_probe(probe)
+
+    def _on_probe(self, probe: Probe) -> None:
+        self._next_refresh = time.monotonic() + REFRESH_S
         with self._lock:
-            self._threads = int(info.get("total_threads", 0))
-        if with_workers:
-            self._check_workers(set(info.get("workers") or ()))
+            self._threads = probe.threads
+            gone = [f for f in self._flights.values()
+                    if f.worker is not None and f.worker not in probe.workers]
+        for flight in gone:  # its worker left: lost, and Dask must not re-run it
+            self.link.cancel(flight.future)
+            self._resolve(flight, self._kill_outcome(flight) or _crashed(
+                flight.task, f"the Dask worker {flight.worker} died or left while running "
+                "the job"))
 
     def _lost(self, why: str) -> None:
         """Fail every job in flight (retryable) and start over with a new client."""
         with self._lock:
-            client, self._client, self._connected = self._client, None, False
+            self._connected = False
             flights = list(self._flights.values())
         log.error("Dask scheduler lost; jobs in flight fail worker_crashed; reconnecting",
                   extra={"fields": {"why": why, "in_flight": len(flights)}})
         for flight in flights:
             self._resolve(flight, self._kill_outcome(flight) or _crashed(flight.task, why))
-        if client is not None:
-            self._rpc.submit(_close_client, client)
+        self.link.drop()
 
     # -- events -----------------------------------------------------------------------
 
@@ -347,14 +269,12 @@ class DaskExecutor:
             return
         if status == "finished":
             try:
-                outcome: Outcome = future.result(timeout=RPC_TIMEOUT_S)
+                outcome = self.link.result(future)
             except Exception as exc:
                 outcome = _crashed(flight.task, f"cannot fetch the result from Dask: {exc}")
-            else:
-                outcome = replace(outcome, pid=0)  # the record names this processor's host
         elif status == "error":
-            outcome = _crashed(flight.task, _task_error(future))
-        elif self._client is None or self._client.status != "running":
+            outcome = _crashed(flight.task, self.link.failure(future))
+        elif not self.link.alive():
             outcome = _crashed(flight.task, "lost the connection to the Dask scheduler")
         else:
             outcome = _crashed(flight.task, f"the Dask task was {status} on the cluster")
@@ -367,48 +287,38 @@ class DaskExecutor:
         key = str(message.get("key"))
         flight = self._flight_by_key(key)
         if message.get("event") == "started":
-            worker = str(message.get("worker"))
-            if flight is None or (flight.worker is not None and flight.worker != worker):
-                # Not ours any more (resolved, or a re-run of a lost worker's task): stop it.
-                self._rpc.submit(self._kill_keys, worker, [key], "stale")
-                if flight is not None:
-                    self._resolve(flight, self._kill_outcome(flight) or _crashed(
-                        flight.task, f"Dask re-ran the job on {worker} after losing a "
-                        "worker; the re-run was killed"))
-                return
-            flight.worker = worker
-            if flight.kill_reason is not None:
-                self._rpc.submit(self._kill_keys, worker, [key], flight.kill_reason)
-            else:
-                flight.deadline = time.monotonic() + flight.task.timeout_s + BACKSTOP_S
+            self._on_started(key, str(message.get("worker")), flight)
         elif message.get("event") == "progress" and flight is not None:
             sink = self._sink
             assert sink is not None
             sink.progress(flight.task.job_id, float(message.get("fraction", 0.0)),
                           str(message.get("message", "")))
 
-    def _check_workers(self, workers: set[str]) -> None:
-        """A job whose worker left the cluster is lost: fail it; Dask must not re-run it."""
-        with self._lock:
-            gone = [f for f in self._flights.values()
-                    if f.worker is not None and f.worker not in workers]
-        for flight in gone:
-            if flight.future is not None:
-                self._rpc.submit(_cancel, self._client, flight.future)
-            self._resolve(flight, self._kill_outcome(flight) or _crashed(
-                flight.task, f"the Dask worker {flight.worker} died or left while running "
-                "the job"))
+    def _on_started(self, key: str, worker: str, flight: _Flight | None) -> None:
+        if flight is None or (flight.worker is not None and flight.worker != worker):
+            # Not ours any more (resolved, or a re-run of a lost worker's task): stop it.
+            self.link.kill(worker, [key], "stale")
+            if flight is not None:
+                self._resolve(flight, self._kill_outcome(flight) or _crashed(
+                    flight.task, f"Dask re-ran the job on {worker} after losing a worker; "
+                    "the re-run was killed"))
+            return
+        flight.worker = worker
+        if flight.kill_reason is not None:
+            self.link.kill(worker, [key], flight.kill_reason)
+        else:
+            flight.deadline = time.monotonic() + flight.task.timeout_s + BACKSTOP_S
 
     def _on_kill(self, key: str) -> None:
         flight = self._flight_by_key(key)
         if flight is None:
             return
         if flight.worker is not None:
-            self._rpc.submit(self._kill_keys, flight.worker, [key], flight.kill_reason)
+            self.link.kill(flight.worker, [key], flight.kill_reason or "killed")
         elif flight.future is not None:
             # Not started yet: it never will.  A start racing this cancel is
             # announced, finds no flight, and is killed then.
-            self._rpc.submit(_cancel, self._client, flight.future)
+            self.link.cancel(flight.future)
             self._resolve(flight, self._kill_outcome(flight))
 
     def _enforce(self, now: float) -> None:
@@ -421,8 +331,7 @@ class DaskExecutor:
                                               "late_s": BACKSTOP_S}})
                 self.kill(flight.task.job_id, ErrorType.TIMEOUT.value)
             elif flight.kill_reason is not None and now >= flight.kill_deadline:
-                if flight.future is not None:
-                    self._rpc.submit(_cancel, self._client, flight.future)
+                self.link.cancel(flight.future)
                 self._resolve(flight, self._kill_outcome(flight))
 
     # -- helpers ----------------------------------------------------------------------
@@ -456,47 +365,6 @@ class DaskExecutor:
             return _crashed(task, f"killed ({reason})")
         return None
 
-    def _kill_keys(self, worker: str, keys: list[str], reason: str | None) -> None:
-        client = self._client
-        if client is None:
-            return
-        with contextlib.suppress(Exception):
-            client.run(kill_on_worker, keys, reason or "killed", workers=[worker])
-
-    def _kill_remote(self, client: Any, flights: list[_Flight], reason: str, *,
-                     wait: bool) -> None:
-        by_worker: dict[str | None, list[str]] = {}
-        for f in flights:
-            by_worker.setdefault(f.worker, []).append(f.key)
-        for worker, keys in by_worker.items():
-            workers = [worker] if worker is not None else None
-            job = self._rpc.submit(functools.partial(client.run, kill_on_worker, keys, reason,
-                                                     workers=workers))
-            if wait:
-                with contextlib.suppress(Exception):
-                    job.result(timeout=RPC_TIMEOUT_S)
-
 
 def _crashed(task: Task, message: str) -> Outcome:
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0)
-
-
-def _task_error(future: Any) -> str:
-    try:
-        exc = future.exception(timeout=RPC_TIMEOUT_S)
-    except Exception as err:
-        return f"the Dask task failed ({type(err).__name__}: {err})"
-    if type(exc).__name__ == "KilledWorker":
-        return f"the Dask worker running the job died ({exc})"
-    return f"the Dask task failed: {type(exc).__name__}: {exc}"
-
-
-def _cancel(client: Any, future: Any) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            client.cancel([future], force=True)
-
-
-def _close_client(client: Any) -> None:
-    with contextlib.suppress(Exception):
-        client.close(timeout=RPC_TIMEOUT_S)

@@ -1,0 +1,231 @@
+"""The processor's link to a Dask scheduler, for :mod:`processor.dask_executor`.
+
+Owns the one ``distributed.Client`` at a time and every call that goes to
+the cluster.  A call that waits on the network either has a timeout (the
+health probe, fetching a result) or runs on a small thread pool of its own
+(kills, cancels, warm-up, closing a client), so the executor's monitor thread
+never hangs on a network that went quiet.  Foreign failures are translated
+here: a scheduler that is gone, replaced or silent is :class:`LinkLost`.
+
+Reads nothing from the environment; the executor passes the address (from
+``SPOOL_EXECUTOR``) and the children's settings down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from processor.dask_task import ChildConfig, kill_on_worker, prestart, run_task
+from processor.executor import Task
+from processor.runner import Outcome
+from spool.errors import ConfigError
+
+log = logging.getLogger("spoolq.dask")
+
+DEFAULT_PORT = 8786
+CONNECT_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 10.0
+RPC_TIMEOUT_S = 5.0
+WARN_EVERY_S = 60.0
+CALL_THREADS = 4
+
+
+def scheduler_address(executor: str) -> str:
+    """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials."""
+    scheme, sep, rest = executor.partition("://")
+    if not sep or scheme not in ("dask", "tcp") or not rest or "/" in rest:
+        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
+    host, colon, port = rest.rpartition(":")
+    if not colon:
+        host, port = rest, str(DEFAULT_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
+    return f"tcp://{host}:{port}"
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or a ConfigError saying how to install it."""
+    try:
+        import distributed  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ConfigError("SPOOL_EXECUTOR=dask://... needs Dask distributed, which is not "
+                          "installed: pip install 'spoolq[dask]'") from exc
+    return distributed
+
+
+class LinkLost(Exception):
+    """The scheduler is gone, was replaced, or does not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the scheduler says about the cluster."""
+
+    scheduler_id: str
+    threads: int
+    workers: frozenset[str]
+
+
+def _probe(info: dict[str, Any]) -> Probe:
+    return Probe(str(info.get("id")), int(info.get("total_threads", 0)),
+                 frozenset(info.get("workers") or ()))
+
+
+class SchedulerLink:
+    """One client at a time to the scheduler at ``address``."""
+
+    def __init__(self, address: str, topic: str, config: ChildConfig,
+                 on_event: Callable[[dict[str, Any]], None]) -> None:
+        self._dd = require_distributed()
+        self.address = address
+        self.topic = topic
+        self.config = config
+        self._on_event = on_event
+        self.client: Any = None
+        self.scheduler_id: str | None = None
+        self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="dask-call")
+        self._next_warning = 0.0
+
+    # -- connection -------------------------------------------------------------------
+
+    def connect(self) -> Probe | None:
+        """A new client, subscribed to the task events; None when no scheduler answers."""
+        try:
+            client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
+                                     set_as_default=False)
+        except Exception as exc:
+            if time.monotonic() >= self._next_warning:  # once a minute while it is down
+                self._next_warning = time.monotonic() + WARN_EVERY_S
+                log.warning("no Dask scheduler; COMPUTE jobs wait in pending/, retrying",
+                            extra={"fields": {"address": self.address, "error": str(exc)}})
+            return None
+        try:
+            client.subscribe_topic(self.topic, lambda event: self._on_event(event[1]))
+            probe = _probe(client.sync(client.scheduler.identity,
+                                       callback_timeout=PROBE_TIMEOUT_S))
+        except Exception as exc:
+            log.warning("the Dask scheduler went away while connecting",
+                        extra={"fields": {"address": self.address, "error": str(exc)}})
+            self._calls.submit(_close_client, client)
+            return None
+        self.client, self.scheduler_id = client, probe.scheduler_id
+        self._next_warning = 0.0
+        log.info("connected to the Dask scheduler", extra={"fields": {
+            "address": self.address, "threads": probe.threads, "topic": self.topic}})
+        self._calls.submit(self._prepare, client)
+        return probe
+
+    def _prepare(self, client: Any) -> None:
+        """Warn when the scheduler may re-run a lost worker's task; warm the workers up."""
+        with contextlib.suppress(Exception):
+            allowed = client.run_on_scheduler(lambda dask_scheduler:
+                                              dask_scheduler.allowed_failures)
+            if allowed:
+                log.warning("the Dask scheduler may re-run a lost worker's task "
+                            "(distributed.scheduler.allowed-failures is not 0); spoolq "
+                            "cancels and kills such re-runs, 0 rules them out",
+                            extra={"fields": {"allowed_failures": allowed}})
+        with contextlib.suppress(Exception):
+            client.run(prestart, self.config)
+
+    def alive(self) -> bool:
+        """The client still holds its connection (a local check, no network)."""
+        return self.client is not None and self.client.status == "running"
+
+    def probe(self) -> Probe:
+        """Ask the scheduler about the cluster; LinkLost when it is not the one we know."""
+        client = self.client
+        if not self.alive():
+            raise LinkLost(f"lost the connection to the Dask scheduler at {self.address}")
+        try:
+            probe = _probe(client.sync(client.scheduler.identity,
+                                       callback_timeout=PROBE_TIMEOUT_S))
+        except Exception as exc:
+            raise LinkLost(f"the Dask scheduler at {self.address} does not answer "
+                           f"({type(exc).__name__}: {exc})") from exc
+        if probe.scheduler_id != self.scheduler_id:
+            raise LinkLost(f"the Dask scheduler at {self.address} was replaced")
+        return probe
+
+    def drop(self) -> None:
+        """Forget the client (closed in the background); connect() makes a new one."""
+        client, self.client = self.client, None
+        if client is not None:
+            self._calls.submit(_close_client, client)
+
+    def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]) -> None:
+        """Kill these jobs' children, cancel their tasks, close the client and the pool."""
+        client, self.client = self.client, None
+        if client is not None:
+            waits = [self.kill(worker, keys, "shutdown", client=client)
+                     for worker, keys in keys_by_worker.items()]
+            for call in waits:
+                with contextlib.suppress(Exception):
+                    call.result(timeout=RPC_TIMEOUT_S)
+            if futures:
+                with contextlib.suppress(Exception):
+                    client.cancel(futures, force=True)
+            _close_client(client)
+        self._calls.shutdown(wait=False, cancel_futures=True)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def submit(self, task: Task, key: str, on_done: Callable[[], None]) -> Any:
+        """One Dask task for one job (no Dask-side retries); ``on_done`` when it ends."""
+        client = self.client
+        if client is None:
+            raise LinkLost("no connection to the Dask scheduler")
+        future = client.submit(run_task, task, self.topic, key, self.config, key=key,
+                               pure=False, retries=0)
+        future.add_done_callback(lambda _future: on_done())
+        return future
+
+    @staticmethod
+    def result(future: Any) -> Outcome:
+        """The outcome a finished task returned (fetched from its worker)."""
+        outcome: Outcome = future.result(timeout=RPC_TIMEOUT_S)
+        outcome.pid = 0  # the record names this processor's host, so not a worker's pid
+        return outcome
+
+    @staticmethod
+    def failure(future: Any) -> str:
+        """Why an erred task failed, in words for a ``worker_crashed`` message."""
+        try:
+            exc = future.exception(timeout=RPC_TIMEOUT_S)
+        except Exception as err:
+            return f"the Dask task failed ({type(err).__name__}: {err})"
+        if type(exc).__name__ == "KilledWorker":
+            return f"the Dask worker running the job died ({exc})"
+        return f"the Dask task failed: {type(exc).__name__}: {exc}"
+
+    def kill(self, worker: str | None, keys: list[str], reason: str, *,
+             client: Any = None) -> Future[Any]:
+        """Kill the children running ``keys`` on ``worker`` (all workers when None)."""
+        client = client or self.client
+        workers = [worker] if worker is not None else None
+        return self._calls.submit(_quiet, functools.partial(
+            client.run, kill_on_worker, keys, reason, workers=workers) if client else None)
+
+    def cancel(self, future: Any) -> None:
+        """Cancel a task (a running one notices and kills its child)."""
+        client = self.client
+        if client is not None and future is not None:
+            self._calls.submit(_quiet, functools.partial(client.cancel, [future], force=True))
+
+
+def _quiet(call: Callable[[], Any] | None) -> None:
+    if call is not None:
+        with contextlib.suppress(Exception):
+            call()
+
+
+def _close_client(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close(timeout=RPC_TIMEOUT_S)
