@@ -163,7 +163,7 @@ class Processor:
                 log.info("recovery", extra={"fields": _report_fields(report)})
             self.executor.start(_Sink(self.inbox))
             self.feed = ChangeFeed([self.layout.folder(JobState.PENDING), self.layout.cancel],
-                                   self._on_change)
+                                   self._on_change, arrivals_only=True)
             self.feed.start()
             self._rescan()
             self._heartbeat()

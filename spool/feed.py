@@ -92,9 +92,13 @@ class _RawWatch:
 class ChangeFeed:
     """Watch ``folders`` (not recursively) and report each change to ``on_change``."""
 
-    def __init__(self, folders: Iterable[Path], on_change: OnChange) -> None:
+    def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
+                 arrivals_only: bool = False) -> None:
+        """``arrivals_only``: report names that appear or finish being written, not
+        names that leave (the processor's own claims would otherwise echo back)."""
         self.folders = list(folders)
         self.on_change = on_change
+        self.arrivals_only = arrivals_only
         self._inotify: Any = None
         self._watches: list[tuple[int, str]] = []
         self._observer: Any = None
@@ -107,8 +111,9 @@ class ChangeFeed:
 
     def _start_raw(self) -> None:
         const = inotify_c.InotifyConstants
-        mask = (const.IN_CREATE | const.IN_MOVED_TO | const.IN_MOVED_FROM | const.IN_DELETE
-                | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF)
+        mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
+        if not self.arrivals_only:
+            mask |= const.IN_MOVED_FROM | const.IN_DELETE
         self._inotify = inotify_c.InotifyFD()
         self._inotify.daemon = True
         for folder in self.folders:
