@@ -114,6 +114,7 @@ def test_the_processor_unit_says_what_ops_rely_on() -> None:
     assert (u.get("Type"), u.get("NotifyAccess"), u.get("Restart")) == (
         "notify", "main", "on-failure")
     assert u.get("KillMode") == "mixed" and u.get("OOMPolicy") == "continue"
+    assert u.get("RestartPreventExitStatus") == "2"  # spool-processor's config-error status
     grace = Settings.model_fields["grace_s"].default
     watchdog, stop = int(u.get("WatchdogSec") or 0), int(u.get("TimeoutStopSec") or 0)
     assert watchdog > 0 and stop > grace + 10, "SIGKILL must not cut the grace period short"
