@@ -93,6 +93,7 @@ class DaskExecutor:
         self._keys: dict[str, str] = {}  # Dask key -> job id
         self._connected = False
         self._threads = 0
+        self._warmed: set[str] = set()  # workers given idle children
         self._next_refresh = 0.0
         self._next_health = 0.0
         self._stopping = threading.Event()
@@ -171,6 +172,7 @@ class DaskExecutor:
             if not self._connected:
                 probe = self.link.connect()
                 if probe is not None and not self._stopping.is_set():
+                    self._warmed.clear()
                     self._on_probe(probe)
                     with self._lock:
                         self._connected = True
@@ -236,6 +238,11 @@ class DaskExecutor:
 
     def _on_probe(self, probe: Probe) -> None:
         self._next_refresh = time.monotonic() + REFRESH_S
+        new = sorted(probe.workers - self._warmed)
+        self._warmed &= probe.workers
+        if new:
+            self._warmed.update(new)
+            self.link.warm(new)
         with self._lock:
             self._threads = probe.threads
             gone = [f for f in self._flights.values()

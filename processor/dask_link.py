@@ -123,7 +123,7 @@ class SchedulerLink:
         return probe
 
     def _prepare(self, client: Any) -> None:
-        """Warn when the scheduler may re-run a lost worker's task; warm the workers up."""
+        """Warn when the scheduler may re-run a lost worker's task."""
         with contextlib.suppress(Exception):
             allowed = client.run_on_scheduler(lambda dask_scheduler:
                                               dask_scheduler.allowed_failures)
@@ -132,8 +132,13 @@ class SchedulerLink:
                             "(distributed.scheduler.allowed-failures is not 0); spoolq "
                             "cancels and kills such re-runs, 0 rules them out",
                             extra={"fields": {"allowed_failures": allowed}})
-        with contextlib.suppress(Exception):
-            client.run(prestart, self.config)
+
+    def warm(self, workers: list[str]) -> None:
+        """Start idle children on these workers, in the background."""
+        client = self.client
+        if client is not None and workers:
+            self._calls.submit(_quiet, functools.partial(client.run, prestart, self.config,
+                                                         workers=workers))
 
     def alive(self) -> bool:
         """The client still holds its connection (a local check, no network)."""
