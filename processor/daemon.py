@@ -59,6 +59,7 @@ PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
 SWITCH_INTERVAL_S = 0.0005
+STOP_MARGIN_S = 15.0
 _SEQ = 0
 
 
@@ -80,6 +81,7 @@ class Run:
     deadline: float
     mode: ExecutionMode
     abandoned: bool = False
+    finishing: bool = False  # its outcome is known; only the record is still to write
     last_progress_write: float = 0.0
     progress: tuple[float, str] | None = None
 
@@ -218,7 +220,7 @@ class Processor:
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
-                     if r.mode is ExecutionMode.FAST and not r.abandoned)
+                     if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
         if self.dirty or self.cancels:
             return 0.0
         return max(0.0, min(wakes) - now)
@@ -261,6 +263,8 @@ class Processor:
         self.stopping = True
         self.grace_deadline = time.monotonic() + self.settings.grace_s
         self.notifier.stopping()
+        # Let systemd's stop timeout follow SPOOL_GRACE_S, plus time to requeue.
+        self.notifier.extend_timeout(int((self.settings.grace_s + STOP_MARGIN_S) * 1_000_000))
         log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name,
                                                "running": len(self.runs),
                                                "grace_s": self.settings.grace_s}})
@@ -463,7 +467,8 @@ class Processor:
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):
-            if run.mode is ExecutionMode.FAST and not run.abandoned and now >= run.deadline:
+            if (run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing
+                    and now >= run.deadline):
                 run.abandoned = True  # its thread cannot be killed; its result is ignored
                 self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
                                           f"FAST tool past its {run.deadline - run.started:g} s "
@@ -478,7 +483,7 @@ class Processor:
             if not os.path.lexists(self.layout.cancel / job_id):
                 continue
             run = self.runs.get(job_id)
-            if run is not None and not run.abandoned:
+            if run is not None and not run.abandoned and not run.finishing:
                 if run.mode is ExecutionMode.COMPUTE:
                     self.executor.kill(job_id, ErrorType.CANCELLED.value)
                 else:
@@ -522,6 +527,7 @@ class Processor:
         self._finish(run, outcome)
 
     def _finish(self, run: Run, outcome: Outcome) -> None:
+        run.finishing = True
         try:
             self._record_outcome(run, outcome)
         except SpoolIOError:

@@ -31,10 +31,12 @@ from spool.layout import Layout
 from spool.settings import FsyncMode
 
 BATCH_OPS = 64
+FILE_MODE = 0o640
 BATCH_INTERVAL_S = 0.05
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-_FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT})
+_FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
+                           errno.EXDEV})
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -79,8 +81,9 @@ class Mover:
         return moved
 
     def _write_tmp(self, tmp: Path, data: bytes, durable: bool) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
+            os.fchmod(fd, FILE_MODE)  # whatever the writer's umask: the spool user must read it
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
