@@ -126,6 +126,17 @@ class Daemon:
         return any(n.endswith(".json") and f"-{self.proc.pid}-" in n
                    for n in os.listdir(self.root / "owners"))
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait for the "started" log line (for spools where the status file cannot be
+        written)."""
+        def started() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}:\n{self.logs()}")
+            return any(e.get("msg") == "started" for e in self.events())
+
+        wait_for(started, timeout, "the processor to start")
+
     @property
     def pid(self) -> int:
         assert self.proc is not None

@@ -193,3 +193,15 @@ class Pid(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"pid": os.getpid()})
+
+
+class QuickFast(BaseTool):
+    """A FAST echo with a 1 s timeout (so a test can outlast it)."""
+
+    name: ClassVar[str] = "r_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    execution_timeout: ClassVar[float] = 1.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"marker": params.marker})
