@@ -206,7 +206,7 @@ def _dask_cluster(workers: int) -> Iterator[str]:
     except ImportError:
         raise SystemExit("the dask run needs: pip install 'spoolq[dask]'") from None
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+                           host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0")
     try:
         yield str(cluster.scheduler_address).replace("tcp://", "dask://")
     finally:

@@ -19,7 +19,8 @@ def main() -> None:
     port, n_workers = int(sys.argv[1]), int(sys.argv[2])
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=n_workers, processes=True, threads_per_worker=1,
-                               host="127.0.0.1", scheduler_port=port, dashboard_address=None)
+                               host="127.0.0.1", scheduler_port=port,
+                               dashboard_address="127.0.0.1:0")
     print(cluster.scheduler_address, flush=True)
     sys.stdin.read()
     cluster.close(timeout=10)

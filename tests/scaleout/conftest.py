@@ -46,7 +46,7 @@ def dask_cluster() -> Iterator[object]:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                            host="127.0.0.1", scheduler_port=0,
-                                           dashboard_address=None)
+                                           dashboard_address="127.0.0.1:0")
     try:
         yield cluster
     finally:

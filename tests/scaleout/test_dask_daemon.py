@@ -83,7 +83,7 @@ def test_jobs_run_on_the_cluster_with_progress(spool_root: Path, daemon: StartDa
     assert rec["state"] == "done" and rec["result"] == {"steps": 10}
     assert rec["attempts"] == 1 and rec["pid"] == d.pid, "the record names this processor"
     assert len([f for f in seen if 0 < f < 1]) >= 3, f"progress reached the spool: {seen}"
-    assert not progress.exists()
+    wait_for(lambda: not progress.exists(), 5, "the progress file gone with the run")
     rec = wait_record(spool_root, "fails")
     assert rec["error"]["type"] == "tool_error" and rec["error"]["message"] == "failed on purpose"
     rec = wait_record(spool_root, "raises")
