@@ -49,6 +49,7 @@ class _Slot:
     kill_reason: str | None = None
     started: float = 0.0
     pending_spawn: bool = field(default=True)
+    lifeline: Connection | None = None
 
 
 class LocalPool:
@@ -214,9 +215,10 @@ class LocalPool:
             process.join(timeout=0)
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
-            if slot.conn is not None:
-                slot.conn.close()
-            slot.conn, slot.process = None, None
+            for end in (slot.conn, slot.lifeline):
+                if end is not None:
+                    end.close()
+            slot.conn, slot.process, slot.lifeline = None, None, None
             if not self._stopping:
                 self._spawn(slot)
         if task is not None and self._sink is not None:
@@ -235,12 +237,17 @@ class LocalPool:
 
     def _spawn(self, slot: _Slot) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
+        # Only this process holds the lifeline's write end: when it dies, however it
+        # dies, the worker reads EOF and kills itself with everything its tool started.
+        # (PR_SET_PDEATHSIG alone names the forkserver, which outlives the processor.)
+        life_r, life_w = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
-            args=(child, self.tool_modules, self.memory_mb, self.max_jobs))
+            args=(child, self.tool_modules, self.memory_mb, self.max_jobs, life_r))
         process.start()
         child.close()
-        slot.process, slot.conn = process, parent
+        life_r.close()
+        slot.process, slot.conn, slot.lifeline = process, parent, life_w
 
     @staticmethod
     def _kill(slot: _Slot) -> None:

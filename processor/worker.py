@@ -19,6 +19,7 @@ import ctypes
 import os
 import resource
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,8 +54,11 @@ def prepare_process(memory_mb: int) -> None:
 
 
 def worker_main(conn: Connection, tool_modules: list[str], memory_mb: int,
-                max_jobs: int) -> None:
+                max_jobs: int, lifeline: Connection | None = None) -> None:
     prepare_process(memory_mb)
+    if lifeline is not None:
+        threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
+                         daemon=True).start()
     try:
         registry = load_registry(tool_modules)
     except SpoolError as exc:
@@ -98,6 +102,15 @@ def _run(conn: Connection, registry: Any, task: Task, resources: dict[str, Any])
         return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
     ctx = Context(task.job_id, Path(task.data_dir), report, resources)
     return run_tool(tool, task.job_id, task.params, ctx)
+
+
+def _die_with_processor(lifeline: Connection) -> None:
+    """Block on the lifeline; EOF means the processor is gone: end this session now."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    os._exit(1)
 
 
 def reap_leftovers() -> None:

@@ -129,11 +129,6 @@ def test_a_job_that_closes_every_descriptor(spool_root: Path, daemon: StartDaemo
     assert after["state"] == "done" and after["result"]["pid"] != rec["pid"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a COMPUTE worker busy in a tool that reports no progress outlives a SIGKILLed "
-    "processor (its parent is the forkserver, which stays up while any worker holds its "
-    "alive fd, so PR_SET_PDEATHSIG never fires); recovery requeues the job and the next "
-    "processor runs it again while the old run goes on. See docs/reliability.md."))
 def test_a_busy_silent_worker_dies_with_its_processor(spool_root: Path, daemon: StartDaemon,
                                                        tmp_path: Path) -> None:
     d = daemon(JOB_NUM="1")

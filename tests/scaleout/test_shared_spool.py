@@ -98,10 +98,6 @@ def test_a_killed_processor_leaves_its_jobs_to_the_other(spool_root: Path,
     assert again <= orphans, again - orphans
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug outside scale-out: a local-pool worker outlives a SIGKILLed processor "
-    "(PR_SET_PDEATHSIG names the forkserver, which lives on while its children do), "
-    "so the job it runs goes on while the other processor requeues and re-runs it"))
 def test_a_killed_processors_worker_stops_with_it(spool_root: Path, daemon: StartDaemon,
                                                    tmp_path: Path) -> None:
     beats = tmp_path / "long.beats"
