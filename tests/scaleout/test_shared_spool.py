@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from scalekit import Daemon, alive, drop, locations, record, wait_for
 
 StartDaemon = Callable[..., Daemon]
