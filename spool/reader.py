@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from spool.clock import utc_from_ns
 from spool.errors import NotFoundError
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
-from spool.lease import is_locked
+from spool.lease import is_locked, open_nofollow
 from spool.models import OwnerStatus, Progress, Record
 from spool.states import ACTIVE, JobState
+from spool.transitions import read_fd
 
 MAX_PAGE = 1000
+MAX_ACTIVE_BYTES = 16 * 1024 * 1024
+"""A pending or running file larger than this is not a job (intake quarantines it)."""
 HEARTBEAT_STALE_S = 60.0
 
 
@@ -90,6 +94,28 @@ def scan_folder(layout: Layout, state: JobState) -> Iterator[Entry]:
         return
 
 
+def read_regular(path: Path, limit: int | None = None) -> bytes | None:
+    """A regular file's bytes, never following a symlink nor blocking on a FIFO.
+
+    None when it is gone, not a regular file, unreadable, or over ``limit``:
+    anything can be dropped into ``pending/``, and a reader serves what it reads.
+    """
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
+            return None
+        data = read_fd(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None if limit is not None and len(data) > limit else data
+
+
 def newest(entries: Iterable[Entry]) -> Entry | None:
     """Which of an id's files tells its state (see the module docstring)."""
     best: Entry | None = None
@@ -139,11 +165,8 @@ class SpoolReader:
 
     def load(self, entry: Entry) -> Record | None:
         """The record a folder entry stands for; None if it vanished meanwhile."""
-        try:
-            data = entry.path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            return None
-        except OSError:
+        data = read_regular(entry.path, MAX_ACTIVE_BYTES if entry.state in ACTIVE else None)
+        if data is None:
             return None
         if entry.state in ACTIVE:
             return self._active_record(entry, data)
@@ -175,7 +198,8 @@ class SpoolReader:
 
     def progress(self, job_id: str) -> Progress | None:
         try:
-            return Progress.model_validate_json(self.layout.progress_file(job_id).read_bytes())
+            data = read_regular(self.layout.progress_file(job_id), MAX_ACTIVE_BYTES)
+            return None if data is None else Progress.model_validate_json(data)
         except (FileNotFoundError, ValueError):
             return None
 
@@ -238,8 +262,9 @@ class SpoolReader:
             if not is_locked(self.layout.owner_lock(owner)):
                 continue
             try:
-                live.append(OwnerStatus.model_validate_json(
-                    self.layout.owner_status(owner).read_bytes()))
+                data = read_regular(self.layout.owner_status(owner), MAX_ACTIVE_BYTES)
+                if data is not None:
+                    live.append(OwnerStatus.model_validate_json(data))
             except (FileNotFoundError, ValueError):
                 continue
         return live

@@ -13,6 +13,7 @@ structural check, go through :meth:`spool.reader.SpoolReader.load`
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.models import record_bytes
-from spool.reader import Entry, SpoolReader, newest
+from spool.reader import Entry, SpoolReader, newest, read_regular
 from spool.states import TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 
@@ -136,9 +137,8 @@ class Loader:
         """The item for one version of an id; None when the file vanished meanwhile."""
         path = self.layout.job(stamp.state, job_id)
         if stamp.state in TERMINAL:
-            try:
-                raw = path.read_bytes()
-            except OSError:
+            raw = read_regular(path)
+            if raw is None:
                 return None
             item = terminal_item(job_id, stamp, raw)
             if item is not None:
@@ -153,9 +153,8 @@ class Loader:
         if stamp is None:
             return None
         if stamp.state in TERMINAL:
-            try:
-                raw = self.layout.job(stamp.state, job_id).read_bytes()
-            except OSError:
+            raw = read_regular(self.layout.job(stamp.state, job_id))
+            if raw is None:
                 return None
             if terminal_item(job_id, stamp, raw) is not None:
                 return raw
@@ -193,11 +192,15 @@ def _read_chunk(paths: list[str]) -> list[bytes | None]:
     out: list[bytes | None] = []
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # Never follow a symlink, never block on a FIFO dropped into pending/.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             out.append(None)
             continue
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                out.append(None)
+                continue
             parts = []
             while chunk := os.read(fd, 1 << 16):
                 parts.append(chunk)

@@ -235,12 +235,7 @@ def test_a_client_that_hangs_up_mid_body_is_not_an_error(statusd: Server) -> Non
 
 # -- what sits in pending/ is input from anyone who can drop a file ------------------------
 
-READER_BUG = ("bug: spool/reader.py SpoolReader.load reads pending/ and running/ entries with "
-              "Path.read_bytes(), which follows symlinks, blocks on FIFOs and reads devices "
-              "without limit; statusd serves what it read. See docs/reliability.md.")
 
-
-@pytest.mark.xfail(strict=True, reason=READER_BUG)
 def test_a_symlink_in_pending_never_serves_its_target(spool_root: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside.json"
     outside.write_bytes(orjson.dumps({"tool": "echo", "params": {"password": SECRET}}))
@@ -255,7 +250,6 @@ def test_a_symlink_in_pending_never_serves_its_target(spool_root: Path, tmp_path
         server.daemon.abort()
 
 
-@pytest.mark.xfail(strict=True, reason=READER_BUG)
 def test_a_fifo_in_pending_does_not_stop_statusd_from_starting(spool_root: Path,
                                                                tmp_path: Path) -> None:
     os.mkfifo(spool_root / "pending" / "fifo.json")
