@@ -36,6 +36,8 @@ from spool.transitions import Spool, read_fd
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"
+MAX_NESTING = 200
+"""Deeper JSON parses here but cannot be encoded into a record (orjson stops at 254)."""
 
 
 class Verdict(Enum):
@@ -172,6 +174,9 @@ class Intake:
             return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
                                     f"object, not {type(obj).__name__}")
         tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
+        if nesting_depth(obj) > MAX_NESTING:
+            return self._quarantine(name, st, "file", f"invalid job: nested more than "
+                                    f"{MAX_NESTING} levels deep", tool=tool)
         try:
             job = Job.model_validate(obj)
         except ValidationError as exc:
@@ -194,6 +199,25 @@ class Intake:
         """Drop settle state for names no longer in ``pending/``."""
         for name in set(self._unsettled) - names:
             del self._unsettled[name]
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iteratively)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:

@@ -272,12 +272,6 @@ def _assert_secret_never_read(spool_root: Path, d: Daemon) -> None:
     assert SECRET not in d.logs()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a job nested 254..1023 levels deep passes intake (orjson.loads allows 1024) but "
-    "its record cannot be encoded (orjson.dumps stops at 254; pydantic's JSON parser in "
-    "_start and recovery at ~250): the processor crashes with TypeError in record_bytes, "
-    "and at restart recovery abandons the job with its params lost. See "
-    "docs/reliability.md."))
 def test_a_job_nested_300_deep_is_quarantined_not_a_crash(spool_root: Path,
                                                           daemon: StartDaemon) -> None:
     d = daemon()
