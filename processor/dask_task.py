@@ -376,30 +376,18 @@ def _discard(child: _Child) -> None:
 
 def child_main(conn: Connection, lifeline: Connection, tool_modules: list[str],
                memory_mb: int, max_jobs: int) -> None:
-    """The local pool's worker body, plus death with the Dask worker that made it.
+    """The local pool's worker body, dying with the Dask worker that made it.
 
     A forkserver child's parent is the forkserver, which outlives the Dask
     worker while any of its children runs, so ``PR_SET_PDEATHSIG`` alone
-    would let a job run on after its worker died.  The lifeline's other end
-    is held only by the Dask worker: its end of file means that worker is gone.
+    would let a job run on after its worker died.  The lifeline's write end
+    is held only by the Dask worker: ``worker_main`` kills this child's
+    session when it reads end of file.
     """
     # Imported here: the forkserver has it preloaded, the Dask worker needs none of it.
     from processor.worker import worker_main  # noqa: PLC0415
 
-    threading.Thread(target=_die_with_worker, args=(lifeline,), name="lifeline",
-                     daemon=True).start()
-    worker_main(conn, tool_modules, memory_mb, max_jobs)
-
-
-def _die_with_worker(lifeline: Connection) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        while True:
-            lifeline.recv_bytes()
-    me = os.getpid()
-    with contextlib.suppress(OSError):
-        if os.getpgid(0) == me:  # after setsid: take the tool's processes along
-            os.killpg(me, signal.SIGKILL)
-    os.kill(me, signal.SIGKILL)
+    worker_main(conn, tool_modules, memory_mb, max_jobs, lifeline)
 
 
 def _emit(worker: Any, topic: str, message: dict[str, Any]) -> None:
