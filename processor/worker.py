@@ -74,11 +74,13 @@ def worker_main(conn: Connection, tool_modules: list[str], memory_mb: int,
 
 def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     resources: dict[str, Any] = {}
+    stdio = _save_stdio()
     done = 0
     while True:
         task: Task = conn.recv()
         outcome = _run(conn, registry, task, resources)
         reap_leftovers()
+        _restore_stdio(stdio)
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
@@ -102,6 +104,24 @@ def _run(conn: Connection, registry: Any, task: Task, resources: dict[str, Any])
         return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
     ctx = Context(task.job_id, Path(task.data_dir), report, resources)
     return run_tool(tool, task.job_id, task.params, ctx)
+
+
+def _save_stdio() -> dict[int, int]:
+    """Copies of fds 0-2 (inheritable off), to undo a tool that closed or replaced them."""
+    saved = {}
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            saved[fd] = os.dup(fd)
+    return saved
+
+
+def _restore_stdio(saved: dict[int, int]) -> None:
+    for fd, copy in saved.items():
+        with contextlib.suppress(OSError):
+            if os.path.sameopenfile(fd, copy):
+                continue
+        with contextlib.suppress(OSError):
+            os.dup2(copy, fd)
 
 
 def _die_with_processor(lifeline: Connection) -> None:

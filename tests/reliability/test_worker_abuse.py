@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 from relkit import Daemon, alive, drop, wait_for, wait_record, with_cmdline
 
 StartDaemon = Callable[..., Daemon]
@@ -101,10 +100,6 @@ def test_a_job_that_closes_its_stdout(spool_root: Path, daemon: StartDaemon) -> 
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a worker does not restore fds 1 and 2 after a job closed them, so the next job "
-    "on that worker gets fd 1 for the first file it opens (its prints land in that file) "
-    "and fails with EBADF writing to stderr. See docs/reliability.md."))
 def test_a_later_job_is_not_hurt_by_closed_stdio(spool_root: Path, daemon: StartDaemon,
                                                  tmp_path: Path) -> None:
     daemon(JOB_NUM="1")
