@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spool.clock import Clock, SystemClock, utc_from_ns
-from spool.errors import ConflictError, ErrorType, NotFoundError
+from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import id_from_name, invalid_id
 from spool.layout import Layout
@@ -210,7 +210,11 @@ class Spool:
             # Never replace an earlier original: this drop gets an id of its own.
             earlier, job_id = job_id, invalid_id(self.clock.now())
             message += f" (an earlier quarantined {earlier}.json is kept under its id)"
-        self.mover.move(staged, self.layout.original(job_id), replace=False)
+        try:
+            self.mover.move(staged, self.layout.original(job_id), replace=False)
+        except SpoolIOError:
+            self.mover.move(staged, src, replace=False)  # back to pending/, judged again later
+            raise
         record = Record(
             id=job_id, tool=tool, state=JobState.FAILED,
             submitted_at=utc_from_ns(mtime_ns), finished_at=self.clock.now(),
