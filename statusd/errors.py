@@ -13,6 +13,7 @@ below a handler becomes a response:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -79,6 +80,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k in _KEEP_HEADERS}
         return json_error(exc.status, _TYPES.get(exc.status, "http_error"), exc.reason,
                           headers)
+    except (ConnectionResetError, asyncio.IncompleteReadError):
+        # The client hung up (mid-body, say): nothing to answer, nothing to alarm anyone.
+        log.debug("client went away on %s %s", request.method, request.path)
+        raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal", "internal error (see the statusd log)")

@@ -218,10 +218,6 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
     assert raw(port, get(b"/healthz"))[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: statusd/errors.py error_middleware logs a client that hangs up mid-body "
-    "(ConnectionResetError from request.read()) as 'unhandled error' with a traceback at "
-    "ERROR, one per connection: any client can flood the journal. See docs/reliability.md."))
 def test_a_client_that_hangs_up_mid_body_is_not_an_error(statusd: Server) -> None:
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", statusd.port), timeout=5) as sock:
