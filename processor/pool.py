@@ -112,8 +112,12 @@ class LocalPool:
     def submit(self, task: Task) -> None:
         with self._lock:
             slot = next((s for s in self._slots if s.task is None and s.conn is not None), None)
-            if slot is None:
-                raise RuntimeError("no free worker: dispatch only when free_slots() > 0")
+            if slot is None:  # the free worker died between free_slots() and now
+                if self._sink is not None:
+                    self._sink.finished(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
+                                                "its worker died before the job reached it",
+                                                retryable=True))
+                return
             slot.task = task
             slot.started = time.monotonic()
             slot.deadline = slot.started + task.timeout_s

@@ -190,7 +190,7 @@ def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> No
             seen.add(orjson.loads(path.read_bytes())["fraction"])
         time.sleep(0.02)
     assert len([f for f in seen if 0 < f < 1]) >= 3, seen
-    assert not path.exists(), "the progress file goes with the run"
+    wait_for(lambda: not path.exists(), 5, "the progress file to go with the run")
 
 
 def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
