@@ -136,6 +136,7 @@ class Processor:
         self.resources: dict[str, Any] = {}
         self.catalogue = registry.catalogue()
         self.unfinished: list[tuple[Run, Outcome]] = []
+        self.failing_writes: set[str] = set()
 
     # -- policy -------------------------------------------------------------------------
 
@@ -191,16 +192,16 @@ class Processor:
         while not (self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline)):
             self._wait_and_drain(self._next_wake())
             now = time.monotonic()
-            if now >= self.next_scan and not self.stopping:
-                self._periodic()
+            if now >= self.next_scan and not self.stopping and now >= self.io_pause_until:
+                self._periodic()  # its writes would only fail again while paused
             self._intake()
             self._cancel_requested()
             self._expire_fast(now)
             if now >= self.io_pause_until:
                 if self.unfinished:
                     self._retry_unfinished()
-                if not self.stopping:
-                    self._dispatch()
+                if not self.stopping and time.monotonic() >= self.io_pause_until:
+                    self._dispatch()  # never while the records of finished runs cannot be written
             if now >= self.next_heartbeat:
                 self._heartbeat()
             if now >= self.next_watchdog:
@@ -212,17 +213,17 @@ class Processor:
         now = time.monotonic()
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:
-            wakes.append(self.next_scan)
+            wakes.append(max(self.next_scan, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
         if self.delayed:
-            wakes.append(now + max(0.0, self.delayed[0][0] - time.time()))
+            wakes.append(max(now + self.delayed[0][0] - time.time(), self.io_pause_until))
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        if self.dirty or self.cancels:
-            return 0.0
+        if (self.dirty and now >= self.io_pause_until) or self.cancels:
+            return 0.0  # (intake waits out an I/O pause, so dirty names wait with it)
         return max(0.0, min(wakes) - now)
 
     def _wait_and_drain(self, timeout: float) -> None:
@@ -392,6 +393,7 @@ class Processor:
             if self.ready.get(cand.job_id) is cand:
                 del self.ready[cand.job_id]
                 self._enqueue(cand)
+        failures = self.io_failures
         try:
             self._dispatch_lane(ExecutionMode.FAST, lambda: self.fast_busy
                                 < self.settings.fast_threads)
@@ -399,7 +401,8 @@ class Processor:
         except SpoolIOError as exc:
             self._io_trouble(exc)
         else:
-            self.io_failures = 0
+            if self.io_failures == failures:  # a run that failed to record keeps the backoff
+                self.io_failures = 0
 
     def _dispatch_lane(self, mode: ExecutionMode, free: Any) -> None:
         lane = self.queues[mode]
@@ -412,7 +415,11 @@ class Processor:
                 self.blocked[cand.job_id] = cand  # same id running: waits its turn
                 continue
             del self.ready[cand.job_id]
-            self._start(cand)
+            try:
+                self._start(cand)
+            except SpoolIOError:
+                self._enqueue(cand)  # not claimed: it waits for the trouble to pass
+                raise
 
     def _start(self, cand: Candidate) -> None:
         claim = self.spool.claim(cand.job_id)
@@ -516,7 +523,9 @@ class Processor:
                                      orjson.dumps(progress.model_dump(exclude_none=True),
                                                   option=orjson.OPT_UTC_Z), durable=False)
         except (SpoolIOError, OSError) as exc:
-            log.warning("cannot write progress", extra={"fields": {"error": str(exc)}})
+            self._write_failed("cannot write progress", exc)
+        else:
+            self.failing_writes.discard("cannot write progress")
 
     def _on_finished(self, outcome: Outcome, *, fast: bool = False) -> None:
         run = self.runs.get(outcome.job_id)
@@ -528,6 +537,9 @@ class Processor:
 
     def _finish(self, run: Run, outcome: Outcome) -> None:
         run.finishing = True
+        if time.monotonic() < self.io_pause_until:
+            self.unfinished.append((run, outcome))  # the disk is in trouble: wait in line
+            return
         try:
             self._record_outcome(run, outcome)
         except SpoolIOError:
@@ -651,7 +663,15 @@ class Processor:
                                      orjson.dumps(status.model_dump(),
                                                   option=orjson.OPT_UTC_Z), durable=False)
         except (SpoolIOError, OSError) as exc:
-            log.warning("cannot write status file", extra={"fields": {"error": str(exc)}})
+            self._write_failed("cannot write status file", exc)
+        else:
+            self.failing_writes.discard("cannot write status file")
+
+    def _write_failed(self, what: str, exc: Exception) -> None:
+        """Advisory files (status, progress) warn once per outage, not on every write."""
+        if what not in self.failing_writes:
+            self.failing_writes.add(what)
+            log.warning(what, extra={"fields": {"error": str(exc)}})
 
 
 class _Sink:
