@@ -6,8 +6,8 @@
   ``ValidationError`` on any JSON value or any bytes;
 * whatever intake accepts can be carried to the end: claimed, re-read from
   ``running/`` the way the processor and recovery read it, and written as a
-  record that parses back.  (Nesting is kept under 200 levels here; deeper
-  jobs are the xfail in test_hostile.py.)
+  record that parses back.  (Nesting stays shallow here; jobs nested past
+  what records can hold are quarantined, see test_hostile.py.)
 
 tests/spool/test_intake.py fuzzes ``inspect`` too (150 examples, fixed names);
 these add names, larger inputs and the path past intake.

@@ -1,0 +1,213 @@
+"""Disk trouble on real filesystems: ENOSPC and EACCES during each kind of transition.
+
+* ENOSPC: the spool lives on a 4 MiB tmpfs this test mounts (it needs root,
+  which the suite has; elsewhere it is skipped) and a filler file takes the
+  last byte.  On tmpfs a rename needs no space, so claims still work; what
+  fails is every write: records (complete, fail), requeue copies, quarantine
+  records, the status and progress files.
+* EACCES: the processor runs as root without ``CAP_DAC_OVERRIDE`` (``setpriv
+  --bounding-set``), so a folder made ``0555`` refuses it as it would refuse
+  any user: ``running/`` (claim), ``done/`` (complete), ``failed/`` (fail and
+  quarantine), ``tmp/`` (every publish), ``pending/`` (a requeue mid-run).
+
+In each case: nothing is lost or half-written (every job in exactly one
+folder, every record parses, no staging file left), the daemon pauses with a
+"spool I/O trouble; pausing claims" line and backs off, and when the trouble
+ends every job finishes as it would have.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+from relkit import Daemon, drop, locations, make_spool, record, wait_for
+
+StartDaemon = Callable[..., Daemon]
+MALFORMED = b'{"tool": '
+JOBS: dict[str, dict[str, Any]] = {
+    "fast-ok": {"tool": "r_fast", "params": {"marker": "fast"}},
+    "compute-ok": {"tool": "sleep", "params": {"seconds": 0.2}},
+    "bad-params": {"tool": "echo", "params": {"nope": 1}},
+    "retried": {"tool": "sleep", "params": {"seconds": 30}, "timeout": 0.3, "max_attempts": 2},
+}
+EXPECTED = {"fast-ok": ("done", None), "compute-ok": ("done", None),
+            "bad-params": ("failed", "invalid_params"), "retried": ("failed", "timeout"),
+            "malformed": ("failed", "invalid_job")}
+TROUBLE = "spool I/O trouble; pausing claims"
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def _drop_all(root: Path) -> None:
+    for job_id, job in JOBS.items():
+        drop(root, job_id, job)
+    (root / "pending" / "malformed.json").write_bytes(MALFORMED)
+
+
+def _staging(root: Path) -> list[str]:
+    return [n for n in os.listdir(root / "tmp") if n.endswith(".tmp")]
+
+
+def _assert_consistent(root: Path) -> None:
+    """No id in two folders, no half-written record, no staging file left behind."""
+    where = locations(root)
+    assert all(len(states) == 1 for states in where.values()), where
+    for state in ("done", "failed"):
+        for path in (root / state).glob("*.json"):
+            orjson.loads(path.read_bytes())  # parses: never half-written
+
+
+def _assert_finished(root: Path) -> None:
+    where = locations(root)
+    for job_id, (state, error) in EXPECTED.items():
+        assert where.get(job_id) == [state], (job_id, where.get(job_id))
+        rec = record(root, job_id)
+        assert rec is not None and rec["state"] == state
+        assert (rec.get("error") or {}).get("type") == error, (job_id, rec.get("error"))
+    assert record(root, "fast-ok")["result"] == {"marker": "fast"}  # type: ignore[index]
+    assert (root / "failed" / "malformed.orig").read_bytes() == MALFORMED
+    assert _staging(root) == []
+    _assert_consistent(root)
+
+
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _trouble(d: Daemon) -> list[dict[str, Any]]:
+    return [e for e in d.events() if e.get("msg") == TROUBLE]
+
+
+def _assert_quiet(d: Daemon, since: int, outage_s: float) -> None:
+    """After the first trouble line: backed-off retries, and each advisory warning once."""
+    noise = [e["msg"] for e in d.events()[since:] if e.get("level") in ("warning", "error")]
+    retries = noise.count(TROUBLE)
+    assert retries <= math.log2(outage_s / 0.5) + 2, noise  # pauses of 0.5, 1, 2, 4 ... s
+    assert all(noise.count(m) <= 1 for m in set(noise) - {TROUBLE}), noise
+
+
+# -- ENOSPC -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
+                           str(mnt)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _fill(mnt: Path) -> Path:
+    filler = mnt / "filler"
+    block = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(block)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    for size in (4096, 512, 1):  # and the last crumbs
+        with open(filler, "ab", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+def test_enospc_pauses_then_everything_finishes(small_fs: Path, daemon: StartDaemon) -> None:
+    root = small_fs / "spool"
+    make_spool(root)
+    _drop_all(root)
+    filler = _fill(small_fs)
+    d = daemon(wait_ready=False, root=root, JOB_NUM="1", SPOOL_SETTLE_S="0.2")
+    d.wait_started()
+    wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
+    cpu_before = _cpu_s(d.pid)
+    time.sleep(4)  # longer than r_fast's 1 s timeout: a finished run must stay finished
+    assert _cpu_s(d.pid) - cpu_before < 1.0, "the daemon waits; it does not spin"
+    assert "No space left on device" in _trouble(d)[0]["error"]
+    _assert_consistent(root)
+    assert not any(record(root, i) for i in EXPECTED), "no record can be written yet"
+    _assert_quiet(d, 0, 4 + 2)
+    filler.unlink()
+    wait_for(lambda: all(record(root, i) for i in EXPECTED) and not _staging(root), 30,
+             "every job to finish once space is back")
+    assert d.stop() == 0
+    _assert_finished(root)
+
+
+def test_enospc_at_start_up_exits_with_one_line_and_loses_nothing(small_fs: Path,
+                                                                  daemon: StartDaemon) -> None:
+    root = small_fs / "spool"
+    make_spool(root)
+    orphan = {"tool": "sleep", "params": {"seconds": 0.1}, "max_attempts": 3}
+    (root / "running" / "orphan.json").write_bytes(orjson.dumps(orphan))
+    filler = _fill(small_fs)
+    d = daemon(wait_ready=False, root=root)
+    assert d.proc is not None
+    assert d.proc.wait(60) == 2, d.logs()
+    lines = d.logs().strip().splitlines()
+    assert lines[-1].startswith("spool-processor: error: "), lines
+    assert [line for line in lines if "No space left" in line] == lines[-1:], lines
+    assert os.listdir(root / "running") == ["orphan.json"], "the orphan is still there"
+    assert _staging(root) == []
+    filler.unlink()
+    again = daemon(root=root)
+    rec = wait_for(lambda: record(root, "orphan"), 20, "the orphan to run")
+    assert rec["state"] == "done" and rec["attempts"] == 2
+    assert again.stop() == 0
+
+
+# -- EACCES -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["running", "done", "failed", "tmp", "pending"])
+def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartDaemon,
+                                                folder: str) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    _drop_all(spool_root)
+    locked = spool_root / folder
+    if folder != "pending":
+        locked.chmod(0o555)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               SPOOL_SETTLE_S="0.2")
+    try:
+        d.start(wait_ready=False)
+        d.wait_started()
+        if folder == "pending":  # a requeue mid-run: lock it once the timeout job runs
+            wait_for((spool_root / "running" / "retried.json").exists, 20, "a claim")
+            locked.chmod(0o555)
+        wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
+        assert "Permission denied" in _trouble(d)[0]["error"]
+        time.sleep(2)
+        _assert_consistent(spool_root)
+        _assert_quiet(d, 0, 2 + 1)
+        locked.chmod(0o750)
+        wait_for(lambda: all(record(spool_root, i) for i in EXPECTED), 30,
+                 "every job to finish once the folder is writable")
+        wait_for(lambda: not _staging(spool_root), 10, "tmp/ to be clean")
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o750)
+        d.abort()
+    _assert_finished(spool_root)
