@@ -211,7 +211,10 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
                 worst = max(worst, time.monotonic() - began)
                 assert status == 200, round_
         assert worst < 1.0, f"a prompt client waited {worst:.2f} s behind slow ones"
-        assert statusd.rss_mb() - rss_before < 50
+        grown = statusd.rss_mb() - rss_before
+        assert grown < 50
+        print(f"slow clients: {len(slow)} held; worst prompt request {worst * 1000:.0f} ms; "
+              f"statusd RSS +{grown:.1f} MiB")
     finally:
         for sock in slow:
             sock.close()
