@@ -23,13 +23,19 @@ def _open_fds() -> set[int]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     fds = _open_fds()
+    earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     yield
     me = psutil.Process()
     deadline = time.monotonic() + 5.0
-    while me.children(recursive=True) and time.monotonic() < deadline:
+    while _new_children(me, earlier) and time.monotonic() < deadline:
         time.sleep(0.02)
-    children = me.children(recursive=True)
+    children = _new_children(me, earlier)
     leaked_fds = {fd for fd in _open_fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not children, f"child processes left running: {children}"
     assert not leaked_fds, "file descriptors left open: " + ", ".join(
         f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}" for fd in sorted(leaked_fds))
+
+
+def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:
+    """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak)."""
+    return [c for c in me.children(recursive=True) if c.pid not in earlier]

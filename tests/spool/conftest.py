@@ -28,12 +28,13 @@ def _open_fds() -> set[int]:
 def no_leaks() -> Iterator[None]:
     fds = _open_fds()
     threads = set(threading.enumerate())
+    earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     yield
     me = psutil.Process()
     deadline = time.monotonic() + 2.0
-    while me.children(recursive=True) and time.monotonic() < deadline:
+    while _new_children(me, earlier) and time.monotonic() < deadline:
         time.sleep(0.02)  # a child that was just waited on may still be listed
-    children = me.children(recursive=True)
+    children = _new_children(me, earlier)
     leaked_fds = {fd for fd in _open_fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
     leaked_threads = [t.name for t in set(threading.enumerate()) - threads if t.is_alive()]
     assert not children, f"child processes left running: {children}"
@@ -51,3 +52,8 @@ def clock() -> FakeClock:
 def spool(tmp_path: Path, clock: FakeClock) -> Spool:
     """A spool under ``tmp_path/spool`` with SPOOL_FSYNC=never and the fake clock."""
     return make_spool(tmp_path / "spool", clock=clock)
+
+
+def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:
+    """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak)."""
+    return [c for c in me.children(recursive=True) if c.pid not in earlier]

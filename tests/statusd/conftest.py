@@ -28,16 +28,17 @@ def _open_fds() -> set[int]:
 def no_leaks() -> Iterator[None]:
     fds = _open_fds()
     threads = set(threading.enumerate())
+    earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     yield
     me = psutil.Process()
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         alive = [t for t in set(threading.enumerate()) - threads if t.is_alive()]
-        if not alive and not me.children(recursive=True):
+        if not alive and not _new_children(me, earlier):
             break
         time.sleep(0.02)
     leaked_threads = [t.name for t in set(threading.enumerate()) - threads if t.is_alive()]
-    children = me.children(recursive=True)
+    children = _new_children(me, earlier)
     leaked_fds = {fd for fd in _open_fds() - fds if os.path.exists(f"/proc/self/fd/{fd}")}
     assert not children, f"child processes left running: {children}"
     assert not leaked_threads, f"threads left running: {leaked_threads}"
@@ -58,3 +59,8 @@ def server(spool: Spool) -> Iterator[ServerThread]:
         yield srv
     finally:
         srv.stop()
+
+
+def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:
+    """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak)."""
+    return [c for c in me.children(recursive=True) if c.pid not in earlier]
