@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.executor import Task
-from processor.runner import Outcome
+from processor.runner import Outcome, how_it_ended
 from spool.errors import ErrorType
 
 POLL_S = 0.1
@@ -341,18 +341,10 @@ def _death_outcome(task: Task, run: _Run, exitcode: int | None, worker: Any) -> 
     elif run.fatal is not None:
         message = f"the job's process cannot start {where}: {run.fatal}"
     else:
-        message = f"the job's process {where} {_how(exitcode)}"
+        message = f"the job's process {where} {how_it_ended(exitcode)}"
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0,
                    duration_s=ran_s)
 
-
-def _how(exitcode: int | None) -> str:
-    if exitcode is None or exitcode >= 0:
-        return f"exited with status {exitcode}"
-    try:
-        return f"was killed by signal {signal.Signals(-exitcode).name}"
-    except ValueError:
-        return f"was killed by signal {-exitcode}"
 
 
 def _kill(child: _Child) -> None:

@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.executor import Sink, Task
-from processor.runner import Outcome
+from processor.runner import Outcome, how_it_ended
 from processor.worker import worker_main
 from spool.errors import ErrorType
 
@@ -276,14 +276,7 @@ def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: 
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
                        pid=pid or 0, duration_s=ran_s)
-    return Outcome(task.job_id, ErrorType.WORKER_CRASHED, f"worker process {_how(exitcode)}",
-                   retryable=True, pid=pid or 0, duration_s=ran_s)
+    return Outcome(task.job_id, ErrorType.WORKER_CRASHED,
+                   f"worker process {how_it_ended(exitcode)}", retryable=True, pid=pid or 0,
+                   duration_s=ran_s)
 
-
-def _how(exitcode: int | None) -> str:
-    if exitcode is None or exitcode >= 0:
-        return f"exited with status {exitcode}"
-    try:
-        return f"killed by signal {signal.Signals(-exitcode).name}"
-    except ValueError:
-        return f"killed by signal {-exitcode}"

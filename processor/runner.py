@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -131,3 +132,13 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
 def _traceback(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc))
     return text[-MAX_TRACEBACK_CHARS:]
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's exit code in words: 'exited with status 3', 'killed by signal SIGSEGV'."""
+    if exitcode is None or exitcode >= 0:
+        return f"exited with status {exitcode}"
+    try:
+        return f"killed by signal {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"killed by signal {-exitcode}"
