@@ -241,7 +241,7 @@ class Soak:
 
     def _ours(self, proc: psutil.Process) -> bool:
         try:
-            return proc.environ().get("SPOOLQ_CHAOS_SOAK") == self.token
+            return bool(proc.environ().get("SPOOLQ_CHAOS_SOAK") == self.token)
         except (psutil.Error, OSError):
             return False
 

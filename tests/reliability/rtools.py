@@ -20,7 +20,7 @@ from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 _SLEEPER = "import sys, time\nwhile True: time.sleep(1)"
 
 
-class Params(BaseModel):
+class AbuseParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     marker: str = "rtools"
@@ -43,9 +43,9 @@ class ForkAndReturn(BaseTool):
 
     name: ClassVar[str] = "r_fork_return"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         pids = [_sleeper(params.marker).pid, _sleeper(params.marker, new_session=True).pid]
         pid = os.fork()
         if pid == 0:  # a bare fork: becomes a marked sleeper through exec
@@ -66,9 +66,9 @@ class IgnoreTerm(BaseTool):
     name: ClassVar[str] = "r_ignore_term"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
     execution_timeout: ClassVar[float] = 600.0
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _sleeper(params.marker)
         deadline = time.monotonic() + params.seconds
@@ -82,9 +82,9 @@ class Allocate(BaseTool):
 
     name: ClassVar[str] = "r_allocate"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         blocks = []
         for _ in range(params.mb // 64):
             blocks.append(b"\x01" * (64 << 20))
@@ -96,9 +96,9 @@ class AllocateNumpy(BaseTool):
 
     name: ClassVar[str] = "r_allocate_numpy"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         import numpy as np  # noqa: PLC0415 - preloaded by the forkserver anyway
 
         array = np.ones(params.mb << 17, dtype=np.float64)
@@ -110,9 +110,9 @@ class AllocateInChild(BaseTool):
 
     name: ClassVar[str] = "r_allocate_child"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         code = f"x = bytearray({params.mb} << 20)"
         child = subprocess.run([sys.executable, "-c", code, params.marker],
                                capture_output=True, check=False)
@@ -127,9 +127,9 @@ class CloseStdout(BaseTool):
 
     name: ClassVar[str] = "r_close_stdout"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         sys.stdout.flush()
         sys.stderr.flush()
         for fd in (1, 2):
@@ -146,9 +146,9 @@ class Chatty(BaseTool):
 
     name: ClassVar[str] = "r_chatty"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         assert params.path
         with open(params.path, "w") as fh:
             print("chatty on stdout", flush=True)
@@ -163,9 +163,9 @@ class CloseEverything(BaseTool):
 
     name: ClassVar[str] = "r_close_all"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         os.closerange(0, 65536)
         return ToolResult.ok()
 
@@ -176,9 +176,9 @@ class Silent(BaseTool):
     name: ClassVar[str] = "r_silent"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
     execution_timeout: ClassVar[float] = 600.0
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         assert params.path
         with open(params.path, "w") as fh:
             fh.write(str(os.getpid()))
@@ -189,9 +189,9 @@ class Silent(BaseTool):
 class Pid(BaseTool):
     name: ClassVar[str] = "r_pid"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"pid": os.getpid()})
 
 
@@ -201,7 +201,7 @@ class QuickFast(BaseTool):
     name: ClassVar[str] = "r_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
     execution_timeout: ClassVar[float] = 1.0
-    Params: ClassVar[type[BaseModel]] = Params
+    Params: ClassVar[type[BaseModel]] = AbuseParams
 
-    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"marker": params.marker})

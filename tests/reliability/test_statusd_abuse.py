@@ -53,7 +53,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def rss_mb(self) -> float:
-        return psutil.Process(self.daemon.pid).memory_info().rss / 2**20
+        return float(psutil.Process(self.daemon.pid).memory_info().rss) / 2**20
 
 
 def _start(root: Path, log: Path, timeout: float = 30.0) -> Server:
@@ -150,9 +150,9 @@ def test_traversal_corpus_is_refused_and_never_leaks(statusd: Server) -> None:
             if payload.isascii():  # raw non-ASCII is refused by the HTTP parser itself
                 assert b'"error"' in reply, path
             sent += 1
-    for path in STATIC:
-        status, reply = raw(statusd.port, get(path.encode()))
-        _assert_refused(status, reply, path)
+    for static in STATIC:
+        status, reply = raw(statusd.port, get(static.encode()))
+        _assert_refused(status, reply, static)
     status, reply = raw(statusd.port, get(b"/healthz"))
     assert status == 200
     assert sent == len(PREFIXES) * len(PAYLOADS)
