@@ -195,7 +195,8 @@ class Processor:
             if now >= self.next_scan and not self.stopping and now >= self.io_pause_until:
                 self._periodic()  # its writes would only fail again while paused
             self._intake()
-            self._cancel_requested()
+            if time.monotonic() >= self.io_pause_until:
+                self._cancel_requested()
             self._expire_fast(now)
             if now >= self.io_pause_until:
                 if self.unfinished:
@@ -222,8 +223,8 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        if (self.dirty and now >= self.io_pause_until) or self.cancels:
-            return 0.0  # (intake waits out an I/O pause, so dirty names wait with it)
+        if (self.dirty or self.cancels) and now >= self.io_pause_until:
+            return 0.0  # (intake and cancels wait out an I/O pause)
         return max(0.0, min(wakes) - now)
 
     def _wait_and_drain(self, timeout: float) -> None:
@@ -498,7 +499,12 @@ class Processor:
                     self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
                                               "cancelled while running"))
             elif run is None and job_id in self.ready:
-                record = self.spool.cancel_pending(job_id)
+                try:
+                    record = self.spool.cancel_pending(job_id)
+                except SpoolIOError as exc:
+                    self.cancels.add(job_id)  # asked again once the disk trouble passes
+                    self._io_trouble(exc)
+                    return
                 if record is not None:
                     self.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
