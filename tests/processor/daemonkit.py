@@ -40,7 +40,7 @@ def record(root: Path, job_id: str) -> dict[str, Any] | None:
         try:
             data: dict[str, Any] = orjson.loads(path.read_bytes())
             return data
-        except FileNotFoundError:
+        except (FileNotFoundError, orjson.JSONDecodeError):
             continue
     return None
 

@@ -13,72 +13,26 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 
-from spool.fsops import Mover
-from spool.layout import Layout
-from spool.settings import FsyncMode
-
 HERE = Path(__file__).resolve().parent
+if str(HERE.parent / "processor") not in sys.path:
+    sys.path.insert(0, str(HERE.parent / "processor"))
+
+# The spool-level helpers are the processor suite's; this module adds daemons and sweeps.
+from daemonkit import drop, locations, make_spool, record, wait_for, wait_record  # noqa: E402
+
+__all__ = ["Daemon", "drop", "locations", "make_spool", "record", "wait_for", "wait_record"]
+
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"
 SESSION_TOKEN = os.urandom(6).hex()
 STATES = ("pending", "running", "done", "failed")
-
-
-def make_spool(root: Path) -> Layout:
-    layout = Layout(root)
-    Mover(layout, FsyncMode.NEVER).make_folders()
-    return layout
-
-
-def drop(root: Path, job_id: str, job: dict[str, Any]) -> None:
-    """The safe drop: write into tmp/, rename into pending/."""
-    tmp = root / "tmp" / f"drop-{job_id}"
-    tmp.write_bytes(orjson.dumps(job))
-    os.rename(tmp, root / "pending" / f"{job_id}.json")
-
-
-def record(root: Path, job_id: str) -> dict[str, Any] | None:
-    for state in ("done", "failed"):
-        try:
-            data: dict[str, Any] = orjson.loads((root / state / f"{job_id}.json").read_bytes())
-            return data
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            continue
-    return None
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def wait_record(root: Path, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    found: dict[str, Any] = wait_for(lambda: record(root, job_id), timeout,
-                                     f"a record of {job_id}")
-    return found
-
-
-def locations(root: Path) -> dict[str, list[str]]:
-    """Every job id -> the state folders holding ``<id>.json``."""
-    where: dict[str, list[str]] = {}
-    for state in STATES:
-        for name in os.listdir(root / state):
-            if name.endswith(".json"):
-                where.setdefault(name[:-5], []).append(state)
-    return where
 
 
 def quarantined(root: Path) -> dict[str, dict[str, Any]]:
