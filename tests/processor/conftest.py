@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemonkit import Daemon, make_spool
+from daemonkit import Daemon, make_spool, run_daemons
 
 
 @pytest.fixture
@@ -18,13 +18,4 @@ def spool_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(spool_root: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(wait_ready: bool = True, **env: str) -> Daemon:
-        d = Daemon(spool_root, tmp_path / f"processor-{len(started)}.log", **env)
-        started.append(d)
-        return d.start(wait_ready)
-
-    yield start
-    for d in started:
-        d.abort()
+    yield from run_daemons(spool_root, tmp_path)

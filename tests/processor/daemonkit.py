@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,29 +72,36 @@ def locations(root: Path) -> dict[str, list[str]]:
 
 
 class Daemon:
-    """One ``python -m processor`` subprocess; stop() is always safe to call."""
+    """``python -m processor`` (or ``module``) as a real subprocess; stop() is always safe.
 
-    def __init__(self, root: Path, log: Path, **env: str) -> None:
+    ``tools`` names the SPOOL_TOOLS module and ``tools_dir`` the folder that holds it,
+    so other suites run their own misbehaving tools with the same runner.
+    """
+
+    def __init__(self, root: Path, log: Path, *, module: str = "processor",
+                 prefix: Sequence[str] = (), tools: str = "ptools", tools_dir: Path = HERE,
+                 ready_timeout: float = 30.0, **env: str) -> None:
         self.root = root
         self.log_path = log
+        self.ready_timeout = ready_timeout
         self.env = {
             **os.environ,
             "SPOOL_DIR": str(root), "JOB_NUM": "2", "SPOOL_FSYNC": "never",
             "SPOOL_SCAN_S": "1", "SPOOL_SETTLE_S": "1", "SPOOL_GRACE_S": "5",
-            "SPOOL_TOOLS": "ptools",
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO),
+            "SPOOL_TOOLS": tools,
+            "PYTHONPATH": os.pathsep.join([str(tools_dir), str(REPO),
                                            os.environ.get("PYTHONPATH", "")]),
             **env,
         }
+        self.argv = [*prefix, sys.executable, "-m", module]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True) -> Daemon:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "processor"], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=self.root.parent)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in abort()/stop()
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.root.parent)
         if wait_ready:
-            wait_for(self.ready, 30, "the processor's status file")
+            wait_for(self.ready, self.ready_timeout, "the processor's status file")
         return self
 
     def ready(self) -> bool:
@@ -105,10 +112,24 @@ class Daemon:
         return any(n.endswith(".json") and f"-{self.proc.pid}-" in n
                    for n in os.listdir(owners))
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Wait for the "started" log line (for spools where the status file cannot be
+        written)."""
+        def started() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}:\n{self.logs()}")
+            return any(e.get("msg") == "started" for e in self.events())
+
+        wait_for(started, timeout, "the processor to start")
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -127,7 +148,7 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        if not self._log.closed:
+        if self.proc is not None and not self._log.closed:
             self._log.close()
 
     def kill(self) -> None:
@@ -149,6 +170,21 @@ class Daemon:
                 raise
         self._log.close()
         return self.proc.returncode
+
+
+def run_daemons(spool_root: Path, tmp_path: Path, runner: Callable[..., Daemon] = Daemon
+                ) -> Iterator[Callable[..., Daemon]]:
+    """The body of a ``daemon`` fixture: a starter, then every daemon it started killed."""
+    started: list[Daemon] = []
+
+    def start(wait_ready: bool = True, root: Path | None = None, **env: str) -> Daemon:
+        d = runner(root or spool_root, tmp_path / f"daemon-{len(started)}.log", **env)
+        started.append(d)
+        return d.start(wait_ready)
+
+    yield start
+    for d in started:
+        d.abort()
 
 
 def alive(pid: int) -> bool:

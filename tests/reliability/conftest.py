@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-for extra in (HERE, HERE.parents[1]):
+for extra in (HERE, HERE.parent / "processor", HERE.parents[1]):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from daemonkit import run_daemons  # noqa: E402
 from relkit import Daemon, make_spool, marked_processes  # noqa: E402
 
 
@@ -45,13 +46,4 @@ def spool_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def daemon(spool_root: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start ``python -m processor`` on ``spool_root``; every one is killed at teardown."""
-    started: list[Daemon] = []
-
-    def start(wait_ready: bool = True, root: Path | None = None, **env: str) -> Daemon:
-        d = Daemon(root or spool_root, tmp_path / f"daemon-{len(started)}.log", **env)
-        started.append(d)
-        return d.start(wait_ready)
-
-    yield start
-    for d in started:
-        d.abort()
+    yield from run_daemons(spool_root, tmp_path, Daemon)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ if str(HERE.parent / "processor") not in sys.path:
     sys.path.insert(0, str(HERE.parent / "processor"))
 
 # The spool-level helpers are the processor suite's; this module adds daemons and sweeps.
+from daemonkit import Daemon as BaseDaemon  # noqa: E402
 from daemonkit import drop, locations, make_spool, record, wait_for, wait_record  # noqa: E402
 
 __all__ = ["Daemon", "drop", "locations", "make_spool", "record", "wait_for", "wait_record"]
@@ -45,98 +44,14 @@ def quarantined(root: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-class Daemon:
-    """``python -m processor`` (or another module) as a real subprocess; stop() by pid."""
+class Daemon(BaseDaemon):
+    """The processor suite's runner with this suite's tools and the stray marker."""
 
     def __init__(self, root: Path, log: Path, *, module: str = "processor",
                  prefix: Sequence[str] = (), **env: str) -> None:
-        self.root = root
-        self.log_path = log
-        self.env = {
-            **os.environ,
-            "SPOOL_DIR": str(root), "JOB_NUM": "2", "SPOOL_FSYNC": "never",
-            "SPOOL_SCAN_S": "1", "SPOOL_SETTLE_S": "1", "SPOOL_GRACE_S": "5",
-            "SPOOL_TOOLS": "rtools",
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO),
-                                           os.environ.get("PYTHONPATH", "")]),
-            MARKER_ENV: SESSION_TOKEN,
-            **env,
-        }
-        self.argv = [*prefix, sys.executable, "-m", module]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, wait_ready: bool = True) -> Daemon:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in abort()/stop()
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=self.root.parent)
-        if wait_ready:
-            wait_for(self.ready, 60, "the processor's status file")
-        return self
-
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"processor exited {self.proc.returncode}:\n{self.logs()}")
-        return any(n.endswith(".json") and f"-{self.proc.pid}-" in n
-                   for n in os.listdir(self.root / "owners"))
-
-    def wait_started(self, timeout: float = 60.0) -> None:
-        """Wait for the "started" log line (for spools where the status file cannot be
-        written)."""
-        def started() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited {self.proc.returncode}:\n{self.logs()}")
-            return any(e.get("msg") == "started" for e in self.events())
-
-        wait_for(started, timeout, "the processor to start")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def events(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.logs().splitlines():
-            try:
-                lines.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                continue
-        return lines
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def abort(self) -> None:
-        """Kill the daemon if it still runs (test teardown) and close its log."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None and not self._log.closed:
-            self._log.close()
-
-    def stop(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                raise
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(root, log, module=module, prefix=prefix, tools="rtools",
+                         tools_dir=HERE, ready_timeout=60.0,
+                         **{MARKER_ENV: SESSION_TOKEN, **env})
 
 
 def marked_processes(token: str = SESSION_TOKEN) -> list[psutil.Process]:

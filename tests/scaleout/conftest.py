@@ -8,11 +8,12 @@ fixture that started it, by pid.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from scalekit import TOOLS_PATH, Daemon, make_spool
+from scalekit import HERE, Daemon, make_spool, run_daemons
 
 
 @pytest.fixture
@@ -25,17 +26,8 @@ def spool_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def daemon(spool_root: Path, tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start processors on ``spool_root`` (dask_tools loaded); all are killed at teardown."""
-    started: list[Daemon] = []
-
-    def start(wait_ready: bool = True, **env: str) -> Daemon:
-        env = {"SPOOL_TOOLS": "dask_tools", "PYTHONPATH": TOOLS_PATH, **env}
-        d = Daemon(spool_root, tmp_path / f"processor-{len(started)}.log", **env)
-        started.append(d)
-        return d.start(wait_ready)
-
-    yield start
-    for d in started:
-        d.abort()
+    yield from run_daemons(spool_root, tmp_path,
+                           functools.partial(Daemon, tools="dask_tools", tools_dir=HERE))
 
 
 @pytest.fixture(scope="module")

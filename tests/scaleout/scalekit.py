@@ -24,9 +24,10 @@ from daemonkit import (  # noqa: E402
     locations,
     make_spool,
     record,
+    run_daemons,
     wait_for,
     wait_record,
 )
 
 __all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "locations", "make_spool",
-           "record", "wait_for", "wait_record"]
+           "record", "run_daemons", "wait_for", "wait_record"]
