@@ -211,14 +211,7 @@ class Recovery:
             return  # cancel undone: the job is pending again
         claim = _lease(path, job_id)  # a newer drop is pending: finish the cancel
         if claim is not None:
-            try:
-                record = self.spool.record_of_claim(claim, JobState.FAILED)
-                record.error = ErrorInfo(type=ErrorType.CANCELLED,
-                                         message="cancelled while pending")
-                self.spool.publish_terminal(record)
-                self.mover.unlink(path)
-            finally:
-                claim.close()
+            self.spool.finish_cancel(claim, path)
 
     def _restore_retry(self, job_id: str, path: Path, st: os.stat_result) -> None:
         pending = self.layout.job(JobState.PENDING, job_id)

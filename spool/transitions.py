@@ -242,6 +242,10 @@ class Spool:
         claim = self._take(self.layout.job(JobState.PENDING, job_id), staged, job_id)
         if claim is None:
             return None
+        return self.finish_cancel(claim, staged)
+
+    def finish_cancel(self, claim: Claim, staged: Path) -> Record:
+        """Publish the ``cancelled`` record of a job staged for cancel, then drop the staging."""
         try:
             record = self.record_of_claim(claim, JobState.FAILED)
             record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
