@@ -129,7 +129,7 @@ class Intake:
     def _read_and_judge(self, name: str, path: os.PathLike[str], st: os.stat_result
                         ) -> Inspection:
         try:
-            fd = open_nofollow(path)  # type: ignore[arg-type]
+            fd = open_nofollow(path)
         except PermissionError:
             return self._quarantine(name, st, "file", "unreadable: permission denied (the "
                                     "processor's user must be able to read dropped files)")

@@ -94,7 +94,7 @@ def scan_folder(layout: Layout, state: JobState) -> Iterator[Entry]:
         return
 
 
-def read_regular(path: Path, limit: int | None = None) -> bytes | None:
+def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes | None:
     """A regular file's bytes, never following a symlink nor blocking on a FIFO.
 
     None when it is gone, not a regular file, unreadable, or over ``limit``:

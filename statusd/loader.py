@@ -13,7 +13,6 @@ structural check, go through :meth:`spool.reader.SpoolReader.load`
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -189,27 +188,7 @@ def _read_many(paths: list[str]) -> list[bytes | None]:
 
 
 def _read_chunk(paths: list[str]) -> list[bytes | None]:
-    out: list[bytes | None] = []
-    for path in paths:
-        try:
-            # Never follow a symlink, never block on a FIFO dropped into pending/.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            out.append(None)
-            continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                out.append(None)
-                continue
-            parts = []
-            while chunk := os.read(fd, 1 << 16):
-                parts.append(chunk)
-            out.append(b"".join(parts))
-        except OSError:
-            out.append(None)
-        finally:
-            os.close(fd)
-    return out
+    return [read_regular(path) for path in paths]
 
 
 def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
