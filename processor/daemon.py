@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import logging
 import os
 import queue
@@ -26,6 +27,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,13 +62,8 @@ INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
 SWITCH_INTERVAL_S = 0.0005
 STOP_MARGIN_S = 15.0
-_SEQ = 0
-
-
-def _seq() -> int:
-    global _SEQ
-    _SEQ += 1
-    return _SEQ
+_SEQ = itertools.count()
+"""Tie-breaker for heap entries, so candidates themselves are never compared."""
 
 
 @dataclass(slots=True)
@@ -373,11 +370,11 @@ class Processor:
     def _enqueue(self, cand: Candidate) -> None:
         self.ready[cand.job_id] = cand
         if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
-            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), _seq(), cand))
+            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
             return
         mode = self._mode_of(cand.job.tool)
         key = (-cand.job.priority, cand.submitted_ns, cand.job_id)
-        heapq.heappush(self.queues[mode], _Queued(key, _seq(), cand))
+        heapq.heappush(self.queues[mode], _Queued(key, next(_SEQ), cand))
 
     def _mode_of(self, tool: str) -> ExecutionMode:
         # Unknown tools fail at once: the FAST lane does that without a worker.
@@ -405,7 +402,7 @@ class Processor:
             if self.io_failures == failures:  # a run that failed to record keeps the backoff
                 self.io_failures = 0
 
-    def _dispatch_lane(self, mode: ExecutionMode, free: Any) -> None:
+    def _dispatch_lane(self, mode: ExecutionMode, free: Callable[[], bool]) -> None:
         lane = self.queues[mode]
         while lane and free():
             item = heapq.heappop(lane)
@@ -445,13 +442,13 @@ class Processor:
         logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
                         mode=tool.execution_mode.value)
         try:
-            params = validate_params(tool, job.params)
+            validate_params(tool, job.params)  # bad params fail here, without a worker
         except JobError as exc:
             self._finish_error(run, exc)
             return
         if tool.execution_mode is ExecutionMode.FAST:
             self.fast_busy += 1
-            self.fast.submit(self._run_fast, tool, cand.job_id, params.model_dump())
+            self.fast.submit(self._run_fast, tool, cand.job_id, job.params)
         else:
             self.executor.submit(Task(cand.job_id, job.tool, job.params,
                                       run.deadline - run.started, str(self.settings.data_dir),
