@@ -85,8 +85,12 @@ class Client:
     def retry(self, job_id: str) -> Record:
         return self.spool.retry(job_id)
 
-    def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL) -> PurgeReport:
-        """Remove terminal records (and quarantined originals) finished before the cutoff."""
+    def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
+              dry_run: bool = False) -> PurgeReport:
+        """Remove terminal records (and quarantined originals) finished before the cutoff.
+
+        ``dry_run`` counts what would go and removes nothing.
+        """
         cutoff_ns = int((self.clock.now().timestamp() - older_than_s) * 1e9)
         removed = kept = 0
         for state in states:
@@ -95,6 +99,9 @@ class Client:
             for entry in scan_folder(self.layout, state):
                 if entry.mtime_ns >= cutoff_ns:
                     kept += 1
+                    continue
+                if dry_run:
+                    removed += 1
                     continue
                 if state is JobState.FAILED:
                     self.spool.mover.unlink(self.layout.original(entry.job_id))

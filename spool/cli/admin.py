@@ -3,14 +3,12 @@
 ``init`` is idempotent: run it again (say from a unit's ``ExecStartPre``) and
 it changes nothing that is already right.  ``purge`` removes only finished
 records (and quarantined originals beside them) through
-:meth:`spool.client.Client.purge`; ``--dry-run`` counts the same cutoff
-without removing anything.
+:meth:`spool.client.Client.purge`; ``--dry-run`` asks it to count, not remove.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
@@ -18,7 +16,6 @@ from spool.cli.render import emit_json, human_duration
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.reader import scan_folder
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
 
@@ -69,11 +66,8 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     states = sorted(TERMINAL) if args.state == "all" else [JobState(args.state)]
     client = client_of(settings)
-    if args.dry_run:
-        removed, kept = count_older(client.layout, states, args.older_than)
-    else:
-        report = client.purge(args.older_than, states)
-        removed, kept = report.removed, report.kept
+    report = client.purge(args.older_than, states, dry_run=args.dry_run)
+    removed, kept = report.removed, report.kept
     if args.json:
         emit_json({"removed": removed, "kept": kept, "dry_run": args.dry_run})
     else:
@@ -81,14 +75,6 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
               f"kept {kept}")
     return EXIT_OK
-
-
-def count_older(layout: Layout, states: list[JobState], older_than_s: float) -> tuple[int, int]:
-    """(would remove, would keep) under the cutoff rule of ``Client.purge``."""
-    cutoff_ns = (time.time() - older_than_s) * 1e9
-    entries = [entry for state in states for entry in scan_folder(layout, state)]
-    older = sum(1 for entry in entries if entry.mtime_ns < cutoff_ns)
-    return older, len(entries) - older
 
 
 INIT = Command(
