@@ -126,7 +126,7 @@ def seeded_spool(root: Path, mode: FsyncMode, n: int) -> tuple[Spool, list[str]]
     for job_id in ids:
         seeder.submit(job, job_id)
     os.sync()
-    return Spool(layout, Mover(layout, mode)), ids
+    return Spool(layout, Mover(layout, mode, recycle=True)), ids
 
 
 def claim_and_complete(spool: Spool, ids: list[str]) -> None:
@@ -141,6 +141,7 @@ def claim_and_complete(spool: Spool, ids: list[str]) -> None:
                     "finished_at": now, "duration_s": 0.0, "host": spool.host,
                     "pid": spool.pid})
         spool.complete(claim, record)
+    spool.mover.drop_spares()
     spool.mover.flush()
 
 

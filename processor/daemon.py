@@ -100,7 +100,7 @@ class Processor:
         self.executor = executor
         self.clock: Clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier.from_env({})
-        self.spool = Spool.from_settings(settings, self.clock)
+        self.spool = Spool.from_settings(settings, self.clock, recycle=True)
         self.closer = BackgroundCloser()
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
@@ -184,6 +184,9 @@ class Processor:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        # Recycling a job file takes a write lease for an instant (spool.fsops.Mover.retire);
+        # should anything open that file then, the kernel's notice must not end the daemon.
+        signal.signal(signal.SIGIO, lambda signum, frame: None)
 
     def _loop(self) -> None:
         while not (self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline)):
@@ -286,6 +289,7 @@ class Processor:
         if self.feed is not None:
             self.feed.stop()
         self.fast.shutdown(wait=False, cancel_futures=True)
+        self.spool.mover.drop_spares()
         self.spool.mover.flush()
         self.closer.stop()
         self.spool.mover.unlink(self.layout.owner_status(self.owner))

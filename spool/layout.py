@@ -16,7 +16,7 @@ No other module joins spool paths.  Ids are validated before a path is built.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spool.errors import SpoolIOError
@@ -31,25 +31,32 @@ class Layout:
     """The folders of one spool rooted at ``root``."""
 
     root: Path
+    # Joined once: a transition builds about twenty paths, and pathlib's join is
+    # a measurable share of it (see docs/benchmarks.md).
+    _folders: dict[str, Path] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [s.value for s in JobState] + ["tmp", "progress", "cancel", "owners"]
+        object.__setattr__(self, "_folders", {name: self.root / name for name in names})
 
     @property
     def tmp(self) -> Path:
-        return self.root / "tmp"
+        return self._folders["tmp"]
 
     @property
     def progress(self) -> Path:
-        return self.root / "progress"
+        return self._folders["progress"]
 
     @property
     def cancel(self) -> Path:
-        return self.root / "cancel"
+        return self._folders["cancel"]
 
     @property
     def owners(self) -> Path:
-        return self.root / "owners"
+        return self._folders["owners"]
 
     def folder(self, state: JobState) -> Path:
-        return self.root / state.value
+        return self._folders[state.value]
 
     def all_folders(self) -> list[Path]:
         states = [self.folder(s) for s in JobState]

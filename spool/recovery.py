@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
+from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
@@ -173,8 +174,8 @@ class Recovery:
                 continue
             tag, pid = parsed
             path = Path(entry.path)
-            if _pid_alive(pid) and not old:
-                continue
+            if _pid_alive(pid) and (not old or tag == SPARE_TAG):
+                continue  # a spare keeps the job's mtime: its age says nothing
             # Only a regular file can carry a claim lease; never open a symlink,
             # FIFO, socket or device left by a quarantine cut short.
             if stat.S_ISREG(st.st_mode) and is_locked(path):

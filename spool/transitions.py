@@ -108,9 +108,10 @@ class Spool:
         self.closer: Callable[[int], None] = os.close
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Spool:
+    def from_settings(cls, settings: Settings, clock: Clock | None = None, *,
+                      recycle: bool = False) -> Spool:
         layout = Layout(settings.spool_dir)
-        return cls(layout, Mover(layout, settings.fsync), clock)
+        return cls(layout, Mover(layout, settings.fsync, recycle=recycle), clock)
 
     # -- claim -------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class Spool:
         check_transition(JobState.RUNNING, state)
         record = record.model_copy(update={"state": state, "id": claim.job_id})
         self.publish_terminal(record)
-        self.mover.unlink_durable(self.layout.job(JobState.RUNNING, claim.job_id))
+        self.mover.retire(self.layout.job(JobState.RUNNING, claim.job_id), claim.fd)
         self._forget_run(claim.job_id)
         claim.close(self.closer)
 
@@ -186,7 +187,7 @@ class Spool:
         dest = self.layout.job(JobState.PENDING, claim.job_id)
         if not self.mover.publish(dest, job_bytes(job), replace=False):
             return False
-        self.mover.unlink_durable(self.layout.job(JobState.RUNNING, claim.job_id))
+        self.mover.retire(self.layout.job(JobState.RUNNING, claim.job_id), claim.fd)
         self._forget_run(claim.job_id)
         claim.close(self.closer)
         return True

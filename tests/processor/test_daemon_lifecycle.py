@@ -30,6 +30,7 @@ def test_sigterm_waits_for_short_jobs_then_requeues_the_rest(spool_root: Path,
     assert job["attempts"] == 0, "a run cut short by shutdown does not count"
     assert os.listdir(spool_root / "running") == []
     assert os.listdir(spool_root / "owners") == []
+    assert os.listdir(spool_root / "tmp") == []
     assert [e["event"] for e in d.events() if e.get("id") == "long"] == ["claimed", "requeued"]
 
 
@@ -70,6 +71,9 @@ def test_crash_loop_every_job_done_exactly_once(spool_root: Path, daemon: StartD
     final = daemon(SPOOL_GRACE_S="5")
     wait_for(lambda: len(os.listdir(spool_root / "done")) == total, 120, "all done")
     assert final.stop() == 0
+    # Killed daemons leave spare inodes in tmp/ (recycled job files): recovery
+    # removes those of dead processes, and a clean stop removes its own.
+    assert os.listdir(spool_root / "tmp") == []
     where = locations(spool_root)
     assert len(where) == total
     assert all(states == ["done"] for states in where.values()), \

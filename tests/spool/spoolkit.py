@@ -46,10 +46,10 @@ class FakeClock:
 
 
 def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
-               clock: FakeClock | None = None) -> Spool:
+               clock: FakeClock | None = None, *, recycle: bool = False) -> Spool:
     """A fresh, initialised spool at ``root``."""
     layout = Layout(root)
-    mover = Mover(layout, mode)
+    mover = Mover(layout, mode, recycle=recycle)
     mover.make_folders()
     return Spool(layout, mover, clock)
 
