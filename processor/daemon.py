@@ -120,6 +120,7 @@ class Processor:
         self.dirty: set[str] = set()
         self.cancels: set[str] = set()
         self.finished_at: deque[tuple[float, bool]] = deque()
+        self.finished_last_60s = {True: 0, False: 0}
         self.stopping = False
         self.grace_deadline = 0.0
         self.next_scan = 0.0
@@ -132,6 +133,7 @@ class Processor:
         self.feed: ChangeFeed | None = None
         self.resources: dict[str, Any] = {}
         self.catalogue = registry.catalogue()
+        self.catalogue_json = orjson.Fragment(orjson.dumps(self.catalogue))
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.failing_writes: set[str] = set()
 
@@ -208,6 +210,7 @@ class Processor:
             if now >= self.next_watchdog:
                 self.notifier.watchdog()
                 self.next_watchdog = now + (self.notifier.watchdog_interval_s or 3600.0)
+            logs.flush()
         self._stop_runs()
 
     def _next_wake(self) -> float:
@@ -297,6 +300,7 @@ class Processor:
             self.spool.mover.unlink(self.layout.owner_lock(self.owner))
             self.lease.release()
         log.info("stopped", extra={"fields": {"owner": self.owner}})
+        logs.flush()
 
     # -- discovery ----------------------------------------------------------------------
 
@@ -433,10 +437,9 @@ class Processor:
         except ValueError:
             job = cand.job  # replaced in between by something unparsable: run what we judged
         now = self.clock.now()
-        record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns)
-        record = record.model_copy(update={"attempts": job.attempts + 1, "started_at": now,
-                                           "host": self.spool.host, "pid": self.spool.pid,
-                                           "error": None})
+        record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns,
+                                 attempts=job.attempts + 1, started_at=now,
+                                 host=self.spool.host, pid=self.spool.pid, error=None)
         try:
             tool = self.registry.get(job.tool)
         except JobError as exc:
@@ -579,24 +582,27 @@ class Processor:
             outcome.error_type is ErrorType.TOOL_ERROR and outcome.retryable)
         return retryable and run.record.attempts < self.max_attempts(run.job)
 
-    def _final_record(self, run: Run, outcome: Outcome | None) -> Record:
-        now = self.clock.now()
-        update: dict[str, Any] = {"finished_at": now,
-                                  "duration_s": round(time.monotonic() - run.started, 6)}
+    def _final_record(self, run: Run, outcome: Outcome | None, state: JobState) -> Record:
+        """The run's record, finished in place (the run ends with it)."""
+        record = run.record
+        record.state = state
+        record.finished_at = self.clock.now()
+        record.duration_s = round(time.monotonic() - run.started, 6)
         if outcome is not None and outcome.pid:
-            update["pid"] = outcome.pid
-        return run.record.model_copy(update=update)
+            record.pid = outcome.pid
+        return record
 
     def _complete(self, run: Run, outcome: Outcome) -> None:
-        record = self._final_record(run, outcome)
-        record.result = orjson.loads(outcome.result_json or b"null")
+        record = self._final_record(run, outcome, JobState.DONE)
+        # The tool's result is already JSON: written as it is, never parsed again.
+        record.result = orjson.Fragment(outcome.result_json or b"null")
         self._end(run, lambda: self.spool.complete(run.claim, record))
         self._count(True)
         logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, duration_s=record.duration_s)
 
     def _fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
-        record = self._final_record(run, outcome)
+        record = self._final_record(run, outcome, JobState.FAILED)
         record.error = error
         self._end(run, lambda: self.spool.fail(run.claim, record))
         self._count(False)
@@ -647,28 +653,33 @@ class Processor:
             "error": str(exc), "pause_s": pause}})
 
     def _count(self, ok: bool) -> None:
+        self.finished_at.append((time.monotonic(), ok))
+        self.finished_last_60s[ok] += 1
+        self._forget_old_counts()
+
+    def _forget_old_counts(self) -> None:
         now = time.monotonic()
-        self.finished_at.append((now, ok))
         while self.finished_at and now - self.finished_at[0][0] > 60:
-            self.finished_at.popleft()
+            _, ok = self.finished_at.popleft()
+            self.finished_last_60s[ok] -= 1
 
     # -- status -------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
-        now = time.monotonic()
-        recent = [ok for t, ok in self.finished_at if now - t <= 60]
-        status = OwnerStatus(
+        self._forget_old_counts()
+        status = OwnerStatus.model_construct(
             owner=self.owner, pid=os.getpid(), host=self.spool.host, version=VERSION,
             started_at=self.started_at, heartbeat_at=self.clock.now(),
             executor=self.executor.name, job_num=self.executor.capacity(),
             busy_workers=self.executor.busy(), fast_running=self.fast_busy,
-            done_last_60s=sum(recent), failed_last_60s=len(recent) - sum(recent),
-            tools=self.catalogue)
+            done_last_60s=self.finished_last_60s[True],
+            failed_last_60s=self.finished_last_60s[False], tools=[]).model_dump()
+        status["tools"] = self.catalogue_json  # serialised once: it never changes
         try:
             self.spool.mover.publish(self.layout.owner_status(self.owner),
-                                     orjson.dumps(status.model_dump(),
-                                                  option=orjson.OPT_UTC_Z), durable=False)
+                                     orjson.dumps(status, option=orjson.OPT_UTC_Z),
+                                     durable=False)
         except (SpoolIOError, OSError) as exc:
             self._write_failed("cannot write status file", exc)
         else:

@@ -2,25 +2,37 @@
 
 journald keeps stderr lines as they are, so ``journalctl -u spool-processor
 -o cat | jq`` reads them directly.
+
+Lines are collected in a :class:`LineBuffer` and written by :func:`flush`,
+which the processor's loop calls once per pass: a burst of a thousand
+transitions costs a few writes instead of a thousand, and a line waits at
+most one pass of the loop (the loop wakes at least once per heartbeat).
+Transitions skip the ``logging`` record machinery and are formatted straight
+into the buffer; everything else goes through ``logging`` as usual.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
 
 
+def _timestamp(created: float) -> str:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            + f".{int(created % 1 * 1000):03d}Z")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -33,14 +45,68 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class LineBuffer(logging.Handler):
+    """Formatted lines held until :meth:`flush` writes them with one call."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.add(line)
+
+    def add(self, line: str) -> None:
+        self.acquire()
+        try:
+            self.lines.append(line)
+        finally:
+            self.release()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            lines, self.lines = self.lines, []
+        finally:
+            self.release()
+        if lines:
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr is gone (closed pipe): nothing left to tell
+
+
+_buffer: LineBuffer | None = None
+
+
+def setup_logging(level: str, stream: TextIO | None = None) -> None:
+    global _buffer
+    handler = LineBuffer(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    _buffer = handler
+    atexit.register(flush)
+
+
+def flush() -> None:
+    """Write every buffered line (the loop calls this once per pass)."""
+    if _buffer is not None:
+        _buffer.flush()
 
 
 def transition(event: str, **fields: Any) -> None:
     """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``)."""
-    TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
+    if _buffer is None or not TRANSITIONS.isEnabledFor(logging.INFO):
+        TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
+        return
+    entry = {"ts": _timestamp(time.time()), "level": "info", "logger": TRANSITIONS.name,
+             "msg": event, "event": event, **fields}
+    _buffer.add(orjson.dumps(entry, default=str).decode())

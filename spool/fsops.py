@@ -36,7 +36,7 @@ import os
 import shutil
 import stat
 import time
-from pathlib import Path
+from typing import TypeAlias
 
 from spool.errors import SpoolIOError
 from spool.layout import Layout
@@ -48,6 +48,12 @@ BATCH_INTERVAL_S = 0.05
 SPARES_MAX = 32
 SPARE_TAG = "spare"
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+
+# Paths are taken as ``str`` or ``Path``: the per-job path passes strings (see
+# ``Layout.job_str``), everything else passes ``Path``.
+StrPath: TypeAlias = str | os.PathLike[str]
+_name = os.path.basename
+_parent = os.path.dirname
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
@@ -105,14 +111,14 @@ class Mover:
         self.layout = layout
         self.mode = mode
         self.recycle = recycle
-        self._spares: list[Path] = []
+        self._spares: list[str] = []
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
 
     # -- writing -----------------------------------------------------------------
 
-    def publish(self, dest: Path, data: bytes, *, replace: bool = True,
+    def publish(self, dest: StrPath, data: bytes, *, replace: bool = True,
                 durable: bool = True) -> bool:
         """Write ``data`` to ``dest`` atomically; False if ``replace=False`` and it exists."""
         spare = self._rewrite_spare(data, durable)
@@ -123,12 +129,12 @@ class Mover:
                 self._spares.append(spare)
                 return False
             # the spare vanished under us: write a fresh file instead
-        tmp = self.layout.staging(dest.stem)
+        tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
         try:
             self._write_tmp(tmp, data, durable)
         except OSError as exc:
             self.unlink(tmp)
-            _raise_fatal(exc, f"cannot publish {dest.name}")
+            _raise_fatal(exc, f"cannot publish {_name(dest)}")
             raise
         except BaseException:
             self.unlink(tmp)
@@ -138,19 +144,19 @@ class Mover:
         self.unlink(tmp)
         return False
 
-    def _place(self, tmp: Path, dest: Path, replace: bool, durable: bool) -> bool:
+    def _place(self, tmp: StrPath, dest: StrPath, replace: bool, durable: bool) -> bool:
         """Rename a fully written staging file into place (removing it on error)."""
         try:
             return self.move(tmp, dest, replace=replace, durable=durable)
         except OSError as exc:
             self.unlink(tmp)
-            _raise_fatal(exc, f"cannot publish {dest.name}")
+            _raise_fatal(exc, f"cannot publish {_name(dest)}")
             raise
         except BaseException:
             self.unlink(tmp)
             raise
 
-    def _write_tmp(self, tmp: Path, data: bytes, durable: bool) -> None:
+    def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # whatever the writer's umask: the spool user must read it
@@ -160,7 +166,7 @@ class Mover:
         finally:
             os.close(fd)
 
-    def _rewrite_spare(self, data: bytes, durable: bool) -> Path | None:
+    def _rewrite_spare(self, data: bytes, durable: bool) -> str | None:
         """A spare inode in ``tmp/`` now holding exactly ``data``; None when there is none."""
         while True:
             try:
@@ -183,31 +189,33 @@ class Mover:
                 os.close(fd)
             return spare
 
-    def retire(self, path: Path, lease_fd: int) -> bool:
+    def retire(self, path: StrPath, lease_fd: int) -> bool:
         """Take a finished job file (open on ``lease_fd``) out of its folder.
 
         The inode becomes a spare when :attr:`recycle` is on and nothing else can
         reach it; otherwise it is unlinked.  The caller closes ``lease_fd`` either
-        way.  True when the file was there.  The check holds a write lease for an
-        instant, so a process that recycles must not die of ``SIGIO`` (the
-        kernel's lease-break notice, sent should anything open the spare then).
+        way; True (the inode was kept) means that close frees nothing and is cheap.
+        The check holds a write lease for an instant, so a process that recycles
+        must not die of ``SIGIO`` (the kernel's lease-break notice, sent should
+        anything open the spare then).
         """
         if not self.recycle or len(self._spares) >= SPARES_MAX:
-            return self.unlink_durable(path)
-        spare = self.layout.staging(SPARE_TAG)
+            self.unlink_durable(path)
+            return False
+        spare = self.layout.staging_str(SPARE_TAG)
         try:
             os.rename(path, spare)
         except FileNotFoundError:
             return False
         except OSError as exc:
-            _raise_fatal(exc, f"cannot remove {path.name}")
+            _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
-        self._synced(path.parent)
+        self._synced(_parent(path))
         if _only_ours(lease_fd):
             self._spares.append(spare)
-        else:
-            self.unlink(spare)
-        return True
+            return True
+        self.unlink(spare)
+        return False
 
     def drop_spares(self) -> None:
         """Remove every spare inode (at shutdown)."""
@@ -216,7 +224,8 @@ class Mover:
 
     # -- moving ------------------------------------------------------------------
 
-    def move(self, src: Path, dst: Path, *, replace: bool = False, durable: bool = True) -> bool:
+    def move(self, src: StrPath, dst: StrPath, *, replace: bool = False,
+             durable: bool = True) -> bool:
         """Rename ``src`` to ``dst``; False when src is gone or (no replace) dst exists."""
         try:
             if replace:
@@ -226,13 +235,13 @@ class Mover:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            _raise_fatal(exc, f"cannot move {src.name} to {dst.parent.name}/")
+            _raise_fatal(exc, f"cannot move {_name(src)} to {_name(_parent(dst))}/")
             raise
         if durable and self.mode is not FsyncMode.NEVER:
-            self._synced(dst.parent, src.parent)
+            self._synced(_parent(dst), _parent(src))
         return True
 
-    def _rename_noreplace(self, src: Path, dst: Path) -> bool:
+    def _rename_noreplace(self, src: StrPath, dst: StrPath) -> bool:
         if self._noreplace_native:
             assert _renameat2 is not None
             rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
@@ -248,7 +257,7 @@ class Mover:
         return self._link_then_unlink(src, dst)
 
     @staticmethod
-    def _link_then_unlink(src: Path, dst: Path) -> bool:
+    def _link_then_unlink(src: StrPath, dst: StrPath) -> bool:
         if stat.S_ISDIR(os.lstat(src).st_mode):
             if os.path.lexists(dst):
                 return False
@@ -263,7 +272,7 @@ class Mover:
 
     # -- removing ----------------------------------------------------------------
 
-    def unlink(self, path: Path) -> bool:
+    def unlink(self, path: StrPath) -> bool:
         """Remove a file or symlink (a directory tree too); False if it was not there."""
         try:
             try:
@@ -273,19 +282,19 @@ class Mover:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            _raise_fatal(exc, f"cannot remove {path.name}")
+            _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
         return True
 
-    def unlink_durable(self, path: Path) -> bool:
+    def unlink_durable(self, path: StrPath) -> bool:
         removed = self.unlink(path)
         if removed and self.mode is not FsyncMode.NEVER:
-            self._synced(path.parent)
+            self._synced(_parent(path))
         return removed
 
     # -- durability --------------------------------------------------------------
 
-    def _synced(self, *folders: Path, durable: bool = True) -> None:
+    def _synced(self, *folders: StrPath, durable: bool = True) -> None:
         if not durable or self.mode is FsyncMode.NEVER:
             return
         if self.mode is FsyncMode.ALWAYS:
@@ -313,7 +322,7 @@ class Mover:
         self._last_flush = time.monotonic()
 
     @staticmethod
-    def sync_dir(folder: Path) -> None:
+    def sync_dir(folder: StrPath) -> None:
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except PermissionError:

@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolIOError
-from spool.fsops import Mover
+from spool.fsops import Mover, StrPath
 from spool.ids import id_from_name, invalid_id
 from spool.layout import Layout
 from spool.lease import open_nofollow, try_lock
@@ -118,10 +119,10 @@ class Spool:
     def claim(self, job_id: str) -> Claim | None:
         """pending -> running; None when another claimant won or the id is running."""
         check_transition(JobState.PENDING, JobState.RUNNING)
-        return self._take(self.layout.job(JobState.PENDING, job_id),
-                          self.layout.job(JobState.RUNNING, job_id), job_id)
+        return self._take(self.layout.job_str(JobState.PENDING, job_id),
+                          self.layout.job_str(JobState.RUNNING, job_id), job_id)
 
-    def _take(self, src: Path, dst: Path, job_id: str) -> Claim | None:
+    def _take(self, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         try:
             fd = open_nofollow(src)
         except OSError:
@@ -159,23 +160,29 @@ class Spool:
 
     def _finish(self, claim: Claim, record: Record, state: JobState) -> None:
         check_transition(JobState.RUNNING, state)
-        record = record.model_copy(update={"state": state, "id": claim.job_id})
+        if record.state is not state or record.id != claim.job_id:
+            record = record.model_copy(update={"state": state, "id": claim.job_id})
         self.publish_terminal(record)
-        self.mover.retire(self.layout.job(JobState.RUNNING, claim.job_id), claim.fd)
-        self._forget_run(claim.job_id)
-        claim.close(self.closer)
+        self._retire(claim)
 
     def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
         other = JobState.FAILED if record.state is JobState.DONE else JobState.DONE
-        self.mover.publish(self.layout.job(record.state, record.id), record_bytes(record))
-        self.mover.unlink_durable(self.layout.job(other, record.id))
-        if record.source is None:
-            self.mover.unlink(self.layout.original(record.id))
+        self.mover.publish(self.layout.job_str(record.state, record.id), record_bytes(record))
+        dropped_other = self.mover.unlink_durable(self.layout.job_str(other, record.id))
+        if record.source is None and (record.state is JobState.FAILED or dropped_other):
+            # A quarantined original belongs to the failed record it sat beside.
+            self.mover.unlink(self.layout.original_str(record.id))
+
+    def _retire(self, claim: Claim) -> None:
+        """The run is recorded: drop its running file, sidecars and lease."""
+        kept = self.mover.retire(self.layout.job_str(JobState.RUNNING, claim.job_id), claim.fd)
+        self._forget_run(claim.job_id)
+        claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
     def _forget_run(self, job_id: str) -> None:
-        self.mover.unlink(self.layout.progress_file(job_id))
-        self.mover.unlink(self.layout.cancel_request(job_id))
+        self.mover.unlink(self.layout.progress_str(job_id))
+        self.mover.unlink(self.layout.cancel_str(job_id))
 
     def requeue(self, claim: Claim, job: Job) -> bool:
         """running -> pending with ``job`` as the new pending file.
@@ -184,12 +191,10 @@ class Spool:
         the caller then fails the run, and the newer drop supersedes it.
         """
         check_transition(JobState.RUNNING, JobState.PENDING)
-        dest = self.layout.job(JobState.PENDING, claim.job_id)
+        dest = self.layout.job_str(JobState.PENDING, claim.job_id)
         if not self.mover.publish(dest, job_bytes(job), replace=False):
             return False
-        self.mover.retire(self.layout.job(JobState.RUNNING, claim.job_id), claim.fd)
-        self._forget_run(claim.job_id)
-        claim.close(self.closer)
+        self._retire(claim)
         return True
 
     # -- quarantine --------------------------------------------------------------
@@ -292,14 +297,19 @@ class Spool:
         except ValueError:
             return Record(id=claim.job_id, state=state, submitted_at=utc_from_ns(claim.mtime_ns),
                           finished_at=self.clock.now(), host=self.host, pid=self.pid)
-        return record_from_job(job, claim.job_id, state, claim.mtime_ns).model_copy(
-            update={"finished_at": self.clock.now(), "host": self.host, "pid": self.pid})
+        return record_from_job(job, claim.job_id, state, claim.mtime_ns,
+                               finished_at=self.clock.now(), host=self.host, pid=self.pid)
 
 
-def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int) -> Record:
-    """The record view of a job file (submitted_at from the file when the job lacks it)."""
+def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
+                    **fields: Any) -> Record:
+    """The record view of a job file (submitted_at from the file when the job lacks it).
+
+    ``fields`` set or override record fields in the same validation.
+    """
     data = job.model_dump()
     data.update(id=job_id, state=state, submitted_at=job.submitted_at or utc_from_ns(mtime_ns))
+    data.update(fields)
     return Record.model_validate(data)
 
 
