@@ -72,10 +72,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _only_ours(fd: int) -> bool:
-    """True when the file open on ``fd`` can be reused: ours alone, unreachable by others.
+def _reusable_size(fd: int) -> int | None:
+    """The size of the file open on ``fd`` if it can be reused, else None.
 
-    A regular file of this user with one link, whose mode is (or can be made)
+    Reusable means ours alone and unreachable by others: a regular file of
+    this user with one link, whose mode is (or can be made)
     :data:`FILE_MODE`, and that no other open file description refers to: a
     write lease is granted only then (and to the file's owner only), so a
     writer that still holds the job file, or a reader that opened it in
@@ -85,18 +86,18 @@ def _only_ours(fd: int) -> bool:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1
                 or st.st_uid != os.geteuid()):
-            return False
+            return None
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError:
-        return False  # EAGAIN: open elsewhere; EINVAL/EACCES: no leases here
+        return None  # EAGAIN: open elsewhere; EINVAL/EACCES: no leases here
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
     if stat.S_IMODE(st.st_mode) != FILE_MODE:
         try:
             os.fchmod(fd, FILE_MODE)
         except OSError:
-            return False
-    return True
+            return None
+    return st.st_size
 
 
 def _raise_fatal(exc: OSError, what: str) -> None:
@@ -111,7 +112,7 @@ class Mover:
         self.layout = layout
         self.mode = mode
         self.recycle = recycle
-        self._spares: list[str] = []
+        self._spares: list[tuple[str, int]] = []  # (path in tmp/, size)
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
@@ -126,7 +127,7 @@ class Mover:
             if self._place(spare, dest, replace, durable):
                 return True
             if os.path.lexists(spare):  # dest exists and may not be replaced
-                self._spares.append(spare)
+                self._spares.append((spare, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
         tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
@@ -170,7 +171,7 @@ class Mover:
         """A spare inode in ``tmp/`` now holding exactly ``data``; None when there is none."""
         while True:
             try:
-                spare = self._spares.pop()
+                spare, size = self._spares.pop()
             except IndexError:
                 return None
             try:
@@ -179,7 +180,8 @@ class Mover:
                 continue  # gone: taken by a recovery scan, or the folder changed
             try:
                 _write_all(fd, data)
-                os.ftruncate(fd, len(data))
+                if len(data) < size:
+                    os.ftruncate(fd, len(data))
                 if durable and self.mode is FsyncMode.ALWAYS:
                     os.fsync(fd)
             except OSError:
@@ -211,8 +213,9 @@ class Mover:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
         self._synced(_parent(path))
-        if _only_ours(lease_fd):
-            self._spares.append(spare)
+        size = _reusable_size(lease_fd)
+        if size is not None:
+            self._spares.append((spare, size))
             return True
         self.unlink(spare)
         return False
@@ -220,7 +223,7 @@ class Mover:
     def drop_spares(self) -> None:
         """Remove every spare inode (at shutdown)."""
         while self._spares:
-            self.unlink(self._spares.pop())
+            self.unlink(self._spares.pop()[0])
 
     # -- moving ------------------------------------------------------------------
 
