@@ -135,6 +135,10 @@ def _die_with_processor(lifeline: Connection) -> None:
 
 def reap_leftovers() -> None:
     """Kill and reap every process a tool left behind (this worker is their subreaper)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)  # reaps one that already exited, if any
+    except ChildProcessError:
+        return  # no child at all, the usual case: one syscall instead of a /proc scan
     for _ in range(50):
         children = _children()
         if not children:
