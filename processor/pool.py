@@ -69,6 +69,7 @@ class LocalPool:
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = mp.Pipe(duplex=False)
         self._stopping = False
+        self._wake_at = 0.0  # the monitor's next wake-up at the latest (under _lock)
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
 
@@ -127,7 +128,11 @@ class LocalPool:
                 slot.conn.send(task)
             except OSError:
                 slot.kill_reason = None  # the worker is dying: its sentinel reports the crash
-        self._poke()
+            # The monitor already waits on this worker's pipe; it needs waking only when
+            # the new deadline comes before its own next wake-up.
+            early = slot.deadline < self._wake_at
+        if early:
+            self._poke()
 
     def kill(self, job_id: str, reason: str) -> bool:
         with self._lock:
@@ -152,6 +157,7 @@ class LocalPool:
                     if slot.conn is not None:
                         waitables[slot.conn] = slot
                 timeout = self._next_timeout()
+                self._wake_at = time.monotonic() + timeout
             ready = wait([*waitables, self._wake_r], timeout)
             if self._wake_r in ready:
                 with contextlib.suppress(EOFError, OSError):
