@@ -272,12 +272,14 @@ class Processor:
         sending the next task before the records are written keeps that gap to
         the claim alone (W3 in docs/benchmarks.md).
         """
-        if (not self.stopping and not self.unfinished
-                and time.monotonic() >= self.io_pause_until):
-            self._dispatch()
-        freed, self.freed = self.freed, []
-        for outcome in freed:
-            self._on_finished(outcome)
+        try:
+            if (not self.stopping and not self.unfinished
+                    and time.monotonic() >= self.io_pause_until):
+                self._dispatch()
+        finally:
+            freed, self.freed = self.freed, []
+            for outcome in freed:
+                self._on_finished(outcome)
 
     def _begin_stop(self, signum: int) -> None:
         if self.stopping:
@@ -465,6 +467,7 @@ class Processor:
         run = self._new_run(claim, job, tool, record)
         logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
                         mode=tool.execution_mode.value)
+        logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
         try:
             validate_params(tool, job.params)  # bad params fail here, without a worker
         except JobError as exc:
@@ -621,6 +624,7 @@ class Processor:
     def _fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
         record = self._final_record(run, outcome, JobState.FAILED)
         record.error = error
+        record.result = None  # set if recording it as done failed on disk trouble first
         self._end(run, lambda: self.spool.fail(run.claim, record))
         self._count(False)
         logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,

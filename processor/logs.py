@@ -4,11 +4,12 @@ journald keeps stderr lines as they are, so ``journalctl -u spool-processor
 -o cat | jq`` reads them directly.
 
 Lines are collected in a :class:`LineBuffer` and written by :func:`flush`,
-which the processor's loop calls once per pass: a burst of a thousand
-transitions costs a few writes instead of a thousand, and a line waits at
-most one pass of the loop (the loop wakes at least once per heartbeat).
-Transitions skip the ``logging`` record machinery and are formatted straight
-into the buffer; everything else goes through ``logging`` as usual.
+which the processor's loop calls once per pass and after each claim (so a
+claim's line is out before its job can run, whatever kills the daemon then):
+the end-of-run lines of a burst share writes, and a line waits at most one
+pass of the loop.  Warnings, errors and lines from other threads are written
+at once.  Transitions skip the ``logging`` record machinery and are
+formatted straight into the buffer; everything else goes through ``logging``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import atexit
 import logging
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
 import orjson
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
+_MAIN = threading.main_thread()  # the processor's loop thread
 
 
 def _timestamp(created: float) -> str:
@@ -60,6 +63,8 @@ class LineBuffer(logging.Handler):
             self.handleError(record)
             return
         self.add(line)
+        if record.levelno >= logging.WARNING or threading.current_thread() is not _MAIN:
+            self.flush()
 
     def add(self, line: str) -> None:
         self.acquire()

@@ -16,7 +16,10 @@ Guarantees:
   of this process's user with one link, and a write lease (``F_SETLEASE``),
   which the kernel grants only when no other process has the file open,
   succeeds after the file has left ``running/``.  Anything else is unlinked
-  as before.
+  as before.  Under ``never`` and ``batch`` a power cut before the next flush
+  can leave a record file holding an earlier job file's bytes (which fail
+  record validation) where a fresh inode would have been left empty;
+  ``always`` fsyncs the spare before its rename, as it fsyncs a fresh file.
 * Durability follows ``SPOOL_FSYNC``: ``always`` fsyncs file and folder at
   each step; ``batch`` defers to one ``syncfs`` per group of operations
   (at most ``BATCH_OPS`` operations or ``BATCH_INTERVAL_S`` seconds apart, and
@@ -46,7 +49,8 @@ BATCH_OPS = 64
 FILE_MODE = 0o640
 BATCH_INTERVAL_S = 0.05
 SPARES_MAX = 32
-SPARE_TAG = "spare"
+SPARE_TAG = "+spare"  # no job id starts with "+", so no record's staging file has this tag
+_F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 # Paths are taken as ``str`` or ``Path``: the per-job path passes strings (see
@@ -72,32 +76,48 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _reusable_size(fd: int) -> int | None:
-    """The size of the file open on ``fd`` if it can be reused, else None.
+def _reusable(fd: int, spare: str) -> os.stat_result | None:
+    """The stat of the file open on ``fd`` (now at ``spare``) if it can be reused.
 
-    Reusable means ours alone and unreachable by others: a regular file of
-    this user with one link, whose mode is (or can be made)
-    :data:`FILE_MODE`, and that no other open file description refers to: a
-    write lease is granted only then (and to the file's owner only), so a
-    writer that still holds the job file, or a reader that opened it in
-    ``running/``, keeps the inode from being rewritten under it.
+    Reusable means ours alone and unreachable by others:
+
+    * the file at ``spare`` is the one open on ``fd``: a regular file of this
+      user with one link;
+    * no other open file description refers to it: a write lease is granted
+      only then (and to the file's owner only), and it must still be held
+      when checked again, so a writer that still holds the job file, or a
+      reader that opened it in ``running/``, keeps the inode from being
+      rewritten under it;
+    * its group becomes this process's group and its mode :data:`FILE_MODE`,
+      so a submitter who kept an ``O_PATH`` handle on her drop (which no lease
+      sees) cannot reopen it through ``/proc`` once it holds someone's record.
     """
     try:
         st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1
+        there = os.lstat(spare)
+        if ((st.st_ino, st.st_dev) != (there.st_ino, there.st_dev)
+                or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1
                 or st.st_uid != os.geteuid()):
             return None
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError:
         return None  # EAGAIN: open elsewhere; EINVAL/EACCES: no leases here
+    try:
+        held = fcntl.fcntl(fd, _F_GETLEASE) == fcntl.F_WRLCK  # not broken by an open
+    except OSError:
+        held = False
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-    if stat.S_IMODE(st.st_mode) != FILE_MODE:
-        try:
+    if not held:
+        return None
+    try:
+        if st.st_gid != os.getegid():
+            os.fchown(fd, -1, os.getegid())
+        if stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
-        except OSError:
-            return None
-    return st.st_size
+    except OSError:
+        return None
+    return st
 
 
 def _raise_fatal(exc: OSError, what: str) -> None:
@@ -112,7 +132,9 @@ class Mover:
         self.layout = layout
         self.mode = mode
         self.recycle = recycle
-        self._spares: list[tuple[str, int]] = []  # (path in tmp/, size)
+        # Spare inodes in tmp/ as (path, inode, size).  Only the thread that
+        # completes runs may publish or retire on a recycling Mover.
+        self._spares: list[tuple[str, int, int]] = []
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
@@ -122,12 +144,12 @@ class Mover:
     def publish(self, dest: StrPath, data: bytes, *, replace: bool = True,
                 durable: bool = True) -> bool:
         """Write ``data`` to ``dest`` atomically; False if ``replace=False`` and it exists."""
-        spare = self._rewrite_spare(data, durable)
+        spare, inode = self._rewrite_spare(data, durable)
         if spare is not None:
             if self._place(spare, dest, replace, durable):
                 return True
             if os.path.lexists(spare):  # dest exists and may not be replaced
-                self._spares.append((spare, len(data)))
+                self._spares.append((spare, inode, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
         tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
@@ -167,18 +189,21 @@ class Mover:
         finally:
             os.close(fd)
 
-    def _rewrite_spare(self, data: bytes, durable: bool) -> str | None:
-        """A spare inode in ``tmp/`` now holding exactly ``data``; None when there is none."""
+    def _rewrite_spare(self, data: bytes, durable: bool) -> tuple[str | None, int]:
+        """A spare inode in ``tmp/`` now holding exactly ``data`` (and its inode number)."""
         while True:
             try:
-                spare, size = self._spares.pop()
+                spare, inode, size = self._spares.pop()
             except IndexError:
-                return None
+                return None, 0
             try:
                 fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
                 continue  # gone: taken by a recovery scan, or the folder changed
             try:
+                st = os.fstat(fd)
+                if st.st_ino != inode or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode):
+                    continue  # not the file we kept: leave it alone
                 _write_all(fd, data)
                 if len(data) < size:
                     os.ftruncate(fd, len(data))
@@ -189,7 +214,7 @@ class Mover:
                 continue
             finally:
                 os.close(fd)
-            return spare
+            return spare, inode
 
     def retire(self, path: StrPath, lease_fd: int) -> bool:
         """Take a finished job file (open on ``lease_fd``) out of its folder.
@@ -213,9 +238,9 @@ class Mover:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
         self._synced(_parent(path))
-        size = _reusable_size(lease_fd)
-        if size is not None:
-            self._spares.append((spare, size))
+        st = _reusable(lease_fd, spare)
+        if st is not None:
+            self._spares.append((spare, st.st_ino, st.st_size))
             return True
         self.unlink(spare)
         return False
@@ -224,6 +249,10 @@ class Mover:
         """Remove every spare inode (at shutdown)."""
         while self._spares:
             self.unlink(self._spares.pop()[0])
+
+    def holds_spare(self, path: StrPath) -> bool:
+        """True when ``path`` is one of this Mover's spares."""
+        return any(spare == os.fspath(path) for spare, _, _ in self._spares)
 
     # -- moving ------------------------------------------------------------------
 

@@ -174,7 +174,11 @@ class Recovery:
                 continue
             tag, pid = parsed
             path = Path(entry.path)
-            if _pid_alive(pid) and (not old or tag == SPARE_TAG):
+            if tag == SPARE_TAG and pid == os.getpid():
+                if self.mover.holds_spare(entry.path):
+                    continue
+                # else a spare of an earlier process that had this pid (a restarted container)
+            elif _pid_alive(pid) and (not old or tag == SPARE_TAG):
                 continue  # a spare keeps the job's mtime: its age says nothing
             # Only a regular file can carry a claim lease; never open a symlink,
             # FIFO, socket or device left by a quarantine cut short.

@@ -159,3 +159,26 @@ def test_recovery_keeps_a_live_spare_and_removes_a_dead_ones(spool: Spool,
     Recovery(spool, lambda job: 3).scan()
     assert listing(spool.layout.tmp) == []
     spool.mover.drop_spares()  # nothing left to drop: recovery took it
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file another group")
+def test_a_recycled_file_takes_this_process_group(spool: Spool) -> None:
+    """A submitter's group keeps no way back in (an O_PATH handle reopened via /proc)."""
+    submit(spool, "grouped")
+    os.chown(spool.layout.job(JobState.PENDING, "grouped"), -1, 65534)
+    finish(spool, "grouped")
+    (spare,) = spares(spool)
+    assert os.stat(spool.layout.tmp / spare).st_gid == os.getegid()
+    spool.mover.drop_spares()
+
+
+def test_recovery_removes_spares_an_earlier_process_with_this_pid_left(spool: Spool) -> None:
+    """A restarted container often gets the same pid: those spares are not ours."""
+    submit(spool, "kept")
+    finish(spool, "kept")
+    (ours,) = spares(spool)
+    earlier = ours.replace(ours.rsplit(".", 2)[1], "0" * 12)
+    (spool.layout.tmp / earlier).write_bytes(b'{"tool": "echo"}')
+    Recovery(spool, lambda job: 3).scan()
+    assert spares(spool) == [ours]
+    spool.mover.drop_spares()
