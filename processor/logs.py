@@ -27,6 +27,33 @@ TRANSITIONS = logging.getLogger("spoolq.transitions")
 _MAIN = threading.main_thread()  # the processor's loop thread
 
 
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 text (a file name's undecodable bytes become escapes)."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    """One JSON line; strings orjson refuses (lone surrogates) are escaped, never fatal."""
+    try:
+        return orjson.dumps(entry, default=str).decode()
+    except TypeError:
+        return orjson.dumps(_clean(entry), default=lambda v: _text(str(v))).decode()
+
+
 def _timestamp(created: float) -> str:
     return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
             + f".{int(created % 1 * 1000):03d}Z")
@@ -45,7 +72,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return _dumps(entry)
 
 
 class LineBuffer(logging.Handler):
@@ -114,4 +141,4 @@ def transition(event: str, **fields: Any) -> None:
         return
     entry = {"ts": _timestamp(time.time()), "level": "info", "logger": TRANSITIONS.name,
              "msg": event, "event": event, **fields}
-    _buffer.add(orjson.dumps(entry, default=str).decode())
+    _buffer.add(_dumps(entry))
