@@ -39,6 +39,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from typing import TypeAlias
 
 from spool.errors import SpoolIOError
@@ -146,31 +147,26 @@ class Mover:
         """Write ``data`` to ``dest`` atomically; False if ``replace=False`` and it exists."""
         spare, inode = self._rewrite_spare(data, durable)
         if spare is not None:
-            if self._place(spare, dest, replace, durable):
-                return True
+            with self._removed_on_error(spare, dest):
+                if self.move(spare, dest, replace=replace, durable=durable):
+                    return True
             if os.path.lexists(spare):  # dest exists and may not be replaced
                 self._spares.append((spare, inode, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
         tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
-        try:
+        with self._removed_on_error(tmp, dest):
             self._write_tmp(tmp, data, durable)
-        except OSError as exc:
-            self.unlink(tmp)
-            _raise_fatal(exc, f"cannot publish {_name(dest)}")
-            raise
-        except BaseException:
-            self.unlink(tmp)
-            raise
-        if self._place(tmp, dest, replace, durable):
-            return True
+            if self.move(tmp, dest, replace=replace, durable=durable):
+                return True
         self.unlink(tmp)
         return False
 
-    def _place(self, tmp: StrPath, dest: StrPath, replace: bool, durable: bool) -> bool:
-        """Rename a fully written staging file into place (removing it on error)."""
+    @contextlib.contextmanager
+    def _removed_on_error(self, tmp: StrPath, dest: StrPath) -> Iterator[None]:
+        """Remove the staging file ``tmp`` if writing or placing it fails."""
         try:
-            return self.move(tmp, dest, replace=replace, durable=durable)
+            yield
         except OSError as exc:
             self.unlink(tmp)
             _raise_fatal(exc, f"cannot publish {_name(dest)}")
