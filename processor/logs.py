@@ -59,17 +59,17 @@ def _timestamp(created: float) -> str:
             + f".{int(created % 1 * 1000):03d}Z")
 
 
+def _entry(created: float, level: str, logger: str, msg: str,
+           fields: dict[str, Any]) -> dict[str, Any]:
+    """The one shape of a log line: ts, level, logger, msg, then the fields."""
+    return {"ts": _timestamp(created), "level": level, "logger": logger, "msg": msg, **fields}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
+        entry = _entry(record.created, record.levelname.lower(), record.name,
+                       record.getMessage(), fields if isinstance(fields, dict) else {})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _dumps(entry)
@@ -139,6 +139,5 @@ def transition(event: str, **fields: Any) -> None:
     if _buffer is None or not TRANSITIONS.isEnabledFor(logging.INFO):
         TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
         return
-    entry = {"ts": _timestamp(time.time()), "level": "info", "logger": TRANSITIONS.name,
-             "msg": event, "event": event, **fields}
-    _buffer.add(_dumps(entry))
+    _buffer.add(_dumps(_entry(time.time(), "info", TRANSITIONS.name, event,
+                              {"event": event, **fields})))
