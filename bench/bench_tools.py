@@ -11,20 +11,22 @@ baseline, which runs the very same functions:
   ``size`` x ``size`` float64 matrices; the benchmark calibrates ``reps`` to
   about 20 ms on the machine at hand and passes it as a param.
 
-numpy is imported here, so whoever imports this module first must already
-have pinned the BLAS thread count (the processor does it before it starts its
-workers; the benchmark before its first import of this module).
+numpy is imported by :func:`matmul_work` on its first call, so whoever calls
+it first must already have pinned the BLAS thread count (the variables in
+:data:`BLAS_THREADS`; the processor does it before it starts its workers, the
+benchmarks before they calibrate).  ``bench/dask_w3.py`` uses the same tool.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
 
+BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS")
 _SEED = 20_240_601
 
 
@@ -34,6 +36,8 @@ def noop() -> None:
 
 def matmul_work(size: int, reps: int) -> float:
     """``reps`` chained products of ``size`` x ``size`` matrices; a checksum comes back."""
+    import numpy as np  # noqa: PLC0415 - after BLAS_THREADS are pinned
+
     rng = np.random.default_rng(_SEED)
     a = rng.standard_normal((size, size)) / np.sqrt(size)
     b = rng.standard_normal((size, size)) / np.sqrt(size)

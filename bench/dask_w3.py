@@ -4,7 +4,8 @@ W3 (as in ``bench/throughput.py``): N COMPUTE jobs of about 20 ms of numpy
 work each (chained float64 products of 256 x 256 matrices, the count per job
 calibrated at the start of the run), all dropped at once.  Each executor gets
 a fresh temporary spool and a fresh ``python -m processor`` (``JOB_NUM``,
-``SPOOL_FSYNC=never``, ``SPOOL_TOOLS=bench.dask_w3``):
+``SPOOL_FSYNC=never``, ``SPOOL_TOOLS=bench.bench_tools``, the tool
+``bench_matmul`` that ``bench/throughput.py`` uses):
 
 * ``local``: ``SPOOL_EXECUTOR=local``, the processor's own pool;
 * ``dask``: ``SPOOL_EXECUTOR=dask://...`` on a ``distributed.LocalCluster``
@@ -36,54 +37,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
-from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+from bench.bench_tools import BLAS_THREADS, matmul_work
 
 REPO = Path(__file__).resolve().parents[1]
-BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
 SIZE = 256
 TARGET_MS = 20.0
-_SEED = 20_240_601
-
-
-# -- the W3 tool (loaded by the processor and its workers via SPOOL_TOOLS) ----------------
-
-
-def matmul_work(size: int, reps: int) -> float:
-    """``reps`` chained products of ``size`` x ``size`` matrices; a checksum comes back."""
-    import numpy as np  # noqa: PLC0415 - after BLAS_THREADS are pinned
-
-    rng = np.random.default_rng(_SEED)
-    a = rng.standard_normal((size, size)) / np.sqrt(size)
-    b = rng.standard_normal((size, size)) / np.sqrt(size)
-    for _ in range(reps):
-        b = a @ b
-        b /= np.abs(b).max()
-    return float(b[0, 0])
-
-
-class MatmulParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    size: int = Field(default=SIZE, ge=1, le=4096)
-    reps: int = Field(default=1, ge=1, le=100_000)
-
-
-class W3Matmul(BaseTool):
-    """About 20 ms of numpy work (calibrated by the benchmark)."""
-
-    name: ClassVar[str] = "w3_matmul"
-    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
-    execution_timeout: ClassVar[float] = 60.0
-    Params: ClassVar[type[BaseModel]] = MatmulParams
-
-    def execute(self, params: MatmulParams, ctx: ToolContext) -> ToolResult:
-        return ToolResult.ok({"checksum": matmul_work(params.size, params.reps)})
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -154,7 +116,7 @@ def _wait_done(root: Path, ids: list[str], timeout_s: float) -> float:
 def _processor(root: Path, executor: str, job_num: int, log: Path) -> Iterator[int]:
     env = {**os.environ, "SPOOL_DIR": str(root), "JOB_NUM": str(job_num),
            "SPOOL_EXECUTOR": executor, "SPOOL_FSYNC": "never", "SPOOL_SCAN_S": "1",
-           "SPOOL_TOOLS": "bench.dask_w3", "SPOOL_LOG_LEVEL": "WARNING",
+           "SPOOL_TOOLS": "bench.bench_tools", "SPOOL_LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "processor"], env=env, cwd=root.parent,
@@ -184,7 +146,7 @@ def run_w3(executor: str, n: int, job_num: int, cal: Calibration, base: Path) ->
 
     root = Path(tempfile.mkdtemp(prefix="w3-", dir=base)) / "spool"
     Mover(Layout(root), FsyncMode.NEVER).make_folders()
-    job = {"tool": "w3_matmul", "params": {"size": SIZE, "reps": cal.reps}}
+    job = {"tool": "bench_matmul", "params": {"size": SIZE, "reps": cal.reps}}
     name = "dask" if executor.startswith("dask://") else executor
     with _processor(root, executor, job_num, root.parent / "processor.log"):
         warm = [f"warm{i}" for i in range(2 * job_num)]

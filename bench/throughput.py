@@ -64,13 +64,13 @@ from typing import Any
 
 import orjson
 
+from bench import bench_tools
+from bench.bench_tools import BLAS_THREADS
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
 
 REPO = Path(__file__).resolve().parents[1]
-BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
 MATMUL_SIZE = 256
 TARGET_MS = 20.0
 TIMEOUT_S = 300.0
@@ -548,17 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for name in BLAS_THREADS:  # before numpy loads: one core per job, as the processor does
         os.environ[name] = "1"
-    from bench import bench_tools as tools  # noqa: PLC0415 - numpy after the BLAS setting
 
     where = args.dir or Path(tempfile.gettempdir())
-    cal = calibrate(tools)
+    cal = calibrate(bench_tools)
     print(f"spoolq throughput: JOB_NUM={args.job_num}; {machine(where)}")
     print(code_state())
     print(f"sizes: W1 {args.w1} no-op jobs, W2 {args.w2} sequential echo jobs, W3 {args.w3} "
           f"jobs of {cal.reps} x {cal.size}^2 matmul = {cal.single_s * 1e3:.1f} ms single-job "
           "in-process (measured again before each W3); targets apply to fsync=never, "
           "JOB_NUM=2\n", flush=True)
-    pool = Pool(args.job_num, tools)
+    pool = Pool(args.job_num, bench_tools)
     args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     try:
         print_rows([], header=True)
