@@ -1,10 +1,11 @@
 """The ``spool-processor`` daemon: watch, classify, run, record.
 
-One thread owns every decision.  Everything else only posts events to its
-inbox: the change feed (names that moved in ``pending/`` and ``cancel/``),
-FAST threads and the COMPUTE executor (progress, outcomes), signal handlers.
-The loop wakes on an event or on the nearest timer (rescan, heartbeat,
-``not_before``, FAST deadline, shutdown grace), so it never polls busily.
+One thread owns every decision.  It reads the change feed itself (names
+that moved in ``pending/`` and ``cancel/``, from inotify); everything else
+only posts events to its inbox: FAST threads and the COMPUTE executor
+(progress, outcomes), signal handlers.  The loop wakes on an event or on the
+nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
+grace), so it never polls busily.
 
 Life of a job here: intake judges the file (:mod:`spool.intake`); a ready job
 waits in the FAST or COMPUTE queue (highest priority, then oldest); it is
@@ -21,15 +22,13 @@ import heapq
 import itertools
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -38,13 +37,14 @@ import orjson
 
 from processor import logs
 from processor.executor import ComputeExecutor, Task
+from processor.inbox import Event, Inbox
 from processor.notify import SystemdNotifier
 from processor.registry import Registry
-from processor.runner import Context, Outcome, run_tool, validate_params
+from processor.runner import Context, FastThreads, Outcome, run_tool, validate_params
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
-from spool.feed import ChangeFeed
+from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
@@ -83,11 +83,8 @@ class Run:
     progress: tuple[float, str] | None = None
 
 
-@dataclass(order=True, slots=True)
-class _Queued:
-    key: tuple[int, int, str]
-    seq: int
-    candidate: Candidate = field(compare=False)
+_Queued = tuple[int, int, str, int, Candidate]
+"""(-priority, submitted_ns, id, seq, candidate): compared in C, never up to the candidate."""
 
 
 class Processor:
@@ -107,9 +104,9 @@ class Processor:
         self.intake = Intake(self.spool, max_job_bytes=settings.max_job_bytes,
                              settle_s=settings.settle_s, clock=self.clock)
         self.recovery = Recovery(self.spool, self.max_attempts)
-        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.inbox = Inbox()
         self.owner = _owner_id()
-        self.fast = ThreadPoolExecutor(settings.fast_threads, thread_name_prefix="fast")
+        self.fast = FastThreads(settings.fast_threads, self._run_fast)
         self.fast_busy = 0
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
@@ -130,7 +127,7 @@ class Processor:
         self.io_failures = 0
         self.started_at = self.clock.now()
         self.lease: OwnerLease | None = None
-        self.feed: ChangeFeed | None = None
+        self.feed: ChangeFeed | PolledFeed | None = None
         self.resources: dict[str, Any] = {}
         self.catalogue = registry.catalogue()
         self.catalogue_json = orjson.Fragment(orjson.dumps(self.catalogue))
@@ -165,9 +162,7 @@ class Processor:
             if report.changed:
                 log.info("recovery", extra={"fields": _report_fields(report)})
             self.executor.start(_Sink(self.inbox))
-            self.feed = ChangeFeed([self.layout.folder(JobState.PENDING), self.layout.cancel],
-                                   self._on_change, arrivals_only=True)
-            self.feed.start()
+            self._start_feed()
             self._rescan()
             self._heartbeat()
             self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
@@ -183,7 +178,7 @@ class Processor:
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
-            self.inbox.put(("signal", signum))
+            self.inbox.post(("signal", signum))
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -234,27 +229,14 @@ class Processor:
         return max(0.0, min(wakes) - now)
 
     def _wait_and_drain(self, timeout: float) -> None:
-        try:
-            event = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
+        self.inbox.wait(timeout)  # reads the polled feed too: see _on_change
+        while (event := self.inbox.get()) is not None:
             self._handle(event)
-            try:
-                event = self.inbox.get_nowait()
-            except queue.Empty:
-                return
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
+    def _handle(self, event: Event) -> None:
         kind = event[0]
         if kind == "fs":
-            _, folder, name = event
-            if not folder:
-                self.next_scan = 0.0  # events were lost: rescan now
-            elif folder == JobState.PENDING.value:
-                self.dirty.add(name)
-            elif folder == self.layout.cancel.name:
-                self.cancels.add(name)
+            self._on_change(event[1], event[2])
         elif kind == "progress":
             self._on_progress(event[1], event[2], event[3])
         elif kind == "finished":
@@ -309,8 +291,10 @@ class Processor:
 
     def _close(self) -> None:
         if self.feed is not None:
+            if isinstance(self.feed, PolledFeed):
+                self.inbox.remove_reader(self.feed.fileno())
             self.feed.stop()
-        self.fast.shutdown(wait=False, cancel_futures=True)
+        self.fast.shutdown()
         self.spool.mover.drop_spares()
         self.spool.mover.flush()
         self.closer.stop()
@@ -320,11 +304,30 @@ class Processor:
             self.lease.release()
         log.info("stopped", extra={"fields": {"owner": self.owner}})
         logs.flush()
+        self.inbox.close()
 
     # -- discovery ----------------------------------------------------------------------
 
+    def _start_feed(self) -> None:
+        """Watch pending/ and cancel/: on the loop thread itself where inotify allows."""
+        folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
+        if PolledFeed.available():
+            feed = PolledFeed(folders, self._on_change, arrivals_only=True)
+            feed.start()
+            self.inbox.add_reader(feed.fileno(), feed.drain)
+            self.feed = feed
+        else:  # pragma: no cover - not Linux: a feed thread posts its events
+            self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
+                ("fs", folder, name)), arrivals_only=True)
+            self.feed.start()
+
     def _on_change(self, folder: str, name: str) -> None:
-        self.inbox.put(("fs", folder, name))
+        if not folder:
+            self.next_scan = 0.0  # events were lost: rescan now
+        elif folder == JobState.PENDING.value:
+            self.dirty.add(name)
+        elif folder == self.layout.cancel.name:
+            self.cancels.add(name)
 
     def _periodic(self) -> None:
         self.next_scan = time.monotonic() + self.settings.scan_s
@@ -400,8 +403,8 @@ class Processor:
             heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
             return
         mode = self._mode_of(cand.job.tool)
-        key = (-cand.job.priority, cand.submitted_ns, cand.job_id)
-        heapq.heappush(self.queues[mode], _Queued(key, next(_SEQ), cand))
+        heapq.heappush(self.queues[mode], (-cand.job.priority, cand.submitted_ns, cand.job_id,
+                                           next(_SEQ), cand))
 
     def _mode_of(self, tool: str) -> ExecutionMode:
         # Unknown tools fail at once: the FAST lane does that without a worker.
@@ -432,8 +435,7 @@ class Processor:
     def _dispatch_lane(self, mode: ExecutionMode, free: Callable[[], bool]) -> None:
         lane = self.queues[mode]
         while lane and free():
-            item = heapq.heappop(lane)
-            cand = item.candidate
+            cand = heapq.heappop(lane)[-1]
             if self.ready.get(cand.job_id) is not cand:
                 continue  # superseded by a newer drop or already gone
             if cand.job_id in self.runs:
@@ -451,10 +453,13 @@ class Processor:
         if claim is None:
             return  # another processor won, or it is gone; a rescan tells
         self.seen.pop(cand.job_id + ".json", None)
-        try:
-            job = Job.model_validate_json(claim.data)
-        except ValueError:
-            job = cand.job  # replaced in between by something unparsable: run what we judged
+        if claim.data == cand.data:
+            job = cand.job  # the bytes intake judged: no second validation
+        else:
+            try:
+                job = Job.model_validate_json(claim.data)
+            except ValueError:
+                job = cand.job  # replaced by something unparsable: run what we judged
         now = self.clock.now()
         record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns,
                                  attempts=job.attempts + 1, started_at=now,
@@ -475,7 +480,7 @@ class Processor:
             return
         if tool.execution_mode is ExecutionMode.FAST:
             self.fast_busy += 1
-            self.fast.submit(self._run_fast, tool, cand.job_id, job.params)
+            self.fast.submit(self.fast_busy, tool, cand.job_id, job.params)
         else:
             self.executor.submit(Task(cand.job_id, job.tool, job.params,
                                       run.deadline - run.started, str(self.settings.data_dir),
@@ -492,10 +497,10 @@ class Processor:
 
     def _run_fast(self, tool: type[BaseTool], job_id: str, params: dict[str, Any]) -> None:
         def report(fraction: float, message: str) -> None:
-            self.inbox.put(("progress", job_id, fraction, message))
+            self.inbox.post(("progress", job_id, fraction, message))
 
         ctx = Context(job_id, self.settings.data_dir, report, self.resources)
-        self.inbox.put(("fast_done", run_tool(tool, job_id, params, ctx)))
+        self.inbox.post(("fast_done", run_tool(tool, job_id, params, ctx)))
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):
@@ -716,14 +721,14 @@ class Processor:
 class _Sink:
     """Posts executor events into the daemon's inbox."""
 
-    def __init__(self, inbox: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
     def progress(self, job_id: str, fraction: float, message: str) -> None:
-        self.inbox.put(("progress", job_id, fraction, message))
+        self.inbox.post(("progress", job_id, fraction, message))
 
     def finished(self, outcome: Outcome) -> None:
-        self.inbox.put(("finished", outcome))
+        self.inbox.post(("finished", outcome))
 
 
 def _owner_id() -> str:

@@ -12,11 +12,18 @@ the same queue; since every claim moves a file *out of* ``pending/``, a drop
 right after a claim would be seen half a second late.  Unpaired events are
 all a spool needs, so the raw reader is used where it exists and the
 Observer elsewhere.
+
+:class:`PolledFeed` reads the same inotify events without a thread: its
+owner waits on :meth:`PolledFeed.fileno` in its own loop and calls
+:meth:`PolledFeed.drain`.  The processor does, so an arrival costs no thread
+hand-off (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -148,3 +155,77 @@ class ChangeFeed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+
+class PolledFeed:
+    """Raw inotify events on ``folders``, read by the owner's loop (Linux only).
+
+    Reports what :class:`ChangeFeed` reports, from the thread that calls
+    :meth:`drain`.  :meth:`available` says whether this platform has it.
+    """
+
+    BUFFER = 1 << 16
+
+    def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
+                 arrivals_only: bool = False) -> None:
+        self.folders = list(folders)
+        self.on_change = on_change
+        self.arrivals_only = arrivals_only
+        self._fd = -1
+        self._folder_of: dict[int, str] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return getattr(inotify_c, "inotify_init", None) is not None
+
+    def start(self) -> None:
+        const = inotify_c.InotifyConstants
+        mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
+        if not self.arrivals_only:
+            mask |= const.IN_MOVED_FROM | const.IN_DELETE
+        fd = inotify_c.inotify_init()
+        if fd < 0:
+            raise _errno_error("inotify_init")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        self._fd = fd
+        try:
+            for folder in self.folders:
+                wd = inotify_c.inotify_add_watch(fd, os.fsencode(folder), mask)
+                if wd < 0:
+                    raise _errno_error(f"cannot watch {folder}")
+                self._folder_of[wd] = folder.name
+        except BaseException:
+            self.stop()
+            raise
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> None:
+        """Report every event waiting now; never blocks."""
+        const = inotify_c.InotifyConstants
+        lost = const.IN_Q_OVERFLOW | const.IN_IGNORED | const.IN_DELETE_SELF
+        while self._fd >= 0:
+            try:
+                buf = os.read(self._fd, self.BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            for wd, mask, _cookie, name in inotify_c.InotifyFD._parse_event_buffer(buf):
+                if mask & lost:
+                    self.on_change("", "")  # overflow, or a folder went away: rescan
+                elif name:
+                    self.on_change(self._folder_of.get(wd, ""), os.fsdecode(name))
+            if len(buf) < self.BUFFER - 4096:
+                return  # room was left: that was everything queued
+
+    def stop(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+
+def _errno_error(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")

@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import stat
@@ -77,7 +78,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _reusable(fd: int, spare: str) -> os.stat_result | None:
+def _reusable(fd: int, spare: str, euid: int, egid: int) -> os.stat_result | None:
     """The stat of the file open on ``fd`` (now at ``spare``) if it can be reused.
 
     Reusable means ours alone and unreachable by others:
@@ -89,7 +90,7 @@ def _reusable(fd: int, spare: str) -> os.stat_result | None:
       when checked again, so a writer that still holds the job file, or a
       reader that opened it in ``running/``, keeps the inode from being
       rewritten under it;
-    * its group becomes this process's group and its mode :data:`FILE_MODE`,
+    * its group becomes ``egid`` (this process's) and its mode :data:`FILE_MODE`,
       so a submitter who kept an ``O_PATH`` handle on her drop (which no lease
       sees) cannot reopen it through ``/proc`` once it holds someone's record.
     """
@@ -98,7 +99,7 @@ def _reusable(fd: int, spare: str) -> os.stat_result | None:
         there = os.lstat(spare)
         if ((st.st_ino, st.st_dev) != (there.st_ino, there.st_dev)
                 or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1
-                or st.st_uid != os.geteuid()):
+                or st.st_uid != euid):
             return None
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError:
@@ -112,8 +113,8 @@ def _reusable(fd: int, spare: str) -> os.stat_result | None:
     if not held:
         return None
     try:
-        if st.st_gid != os.getegid():
-            os.fchown(fd, -1, os.getegid())
+        if st.st_gid != egid:
+            os.fchown(fd, -1, egid)
         if stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
     except OSError:
@@ -139,6 +140,10 @@ class Mover:
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
+        # Set once: a Mover serves one process (the processor never forks with it).
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        spare_base = layout.staging_str(SPARE_TAG).removesuffix(".tmp")  # unique to us
+        self._spare_names = (f"{spare_base}{n:x}.tmp" for n in itertools.count())
 
     # -- writing -----------------------------------------------------------------
 
@@ -225,7 +230,7 @@ class Mover:
         if not self.recycle or len(self._spares) >= SPARES_MAX:
             self.unlink_durable(path)
             return False
-        spare = self.layout.staging_str(SPARE_TAG)
+        spare = next(self._spare_names)
         try:
             os.rename(path, spare)
         except FileNotFoundError:
@@ -234,7 +239,7 @@ class Mover:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
         self._synced(_parent(path))
-        st = _reusable(lease_fd, spare)
+        st = _reusable(lease_fd, spare, self._euid, self._egid)
         if st is not None:
             self._spares.append((spare, st.st_ino, st.st_size))
             return True

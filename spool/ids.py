@@ -12,13 +12,13 @@ import secrets
 from datetime import datetime
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 JOB_SUFFIX = ".json"
 
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is a valid job id (fullmatch, so no trailing newline)."""
-    return _ID_RE.fullmatch(value) is not None
+    return ID_RE.fullmatch(value) is not None
 
 
 def id_from_name(name: str) -> str | None:

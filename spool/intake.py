@@ -38,6 +38,8 @@ IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload",
 _BOM = b"\xef\xbb\xbf"
 MAX_NESTING = 200
 """Deeper JSON parses here but cannot be encoded into a record (orjson stops at 254)."""
+KEEP_BYTES = 4096
+"""A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 
 
 class Verdict(Enum):
@@ -57,6 +59,8 @@ class Candidate:
     size: int
     mtime_ns: int
     inode: tuple[int, int]
+    data: bytes | None = None
+    """The file's bytes when small: a claim that reads the same bytes reuses ``job``."""
 
     @property
     def submitted_ns(self) -> int:
@@ -100,7 +104,7 @@ class Intake:
     def inspect(self, name: str) -> Inspection:
         if is_in_progress_name(name):
             return Inspection(Verdict.IGNORED)
-        path = self.spool.layout.entry(JobState.PENDING, name)
+        path = self.spool.layout.entry_str(JobState.PENDING, name)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -126,7 +130,7 @@ class Intake:
                     f"{self.max_job_bytes}")
         return None
 
-    def _read_and_judge(self, name: str, path: os.PathLike[str], st: os.stat_result
+    def _read_and_judge(self, name: str, path: str, st: os.stat_result
                         ) -> Inspection:
         try:
             fd = open_nofollow(path)
@@ -139,7 +143,7 @@ class Intake:
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return Inspection(Verdict.GONE)
-            data = read_fd(fd, self.max_job_bytes)
+            data = read_fd(fd, self.max_job_bytes, fst.st_size)
         finally:
             os.close(fd)
         if len(data) > self.max_job_bytes:
@@ -150,7 +154,7 @@ class Intake:
         except orjson.JSONDecodeError as exc:
             return self._unsettled_or_quarantine(name, fst, data, exc)
         self._unsettled.pop(name, None)
-        return self._judge_json(name, fst, obj)
+        return self._judge_json(name, fst, obj, data)
 
     def _unsettled_or_quarantine(self, name: str, st: os.stat_result, data: bytes,
                                  exc: orjson.JSONDecodeError) -> Inspection:
@@ -167,14 +171,16 @@ class Intake:
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, "file", malformed_reason(data, exc))
 
-    def _judge_json(self, name: str, st: os.stat_result, obj: Any) -> Inspection:
+    def _judge_json(self, name: str, st: os.stat_result, obj: Any, data: bytes
+                    ) -> Inspection:
         job_id = id_from_name(name)
         assert job_id is not None
         if not isinstance(obj, dict):
             return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
                                     f"object, not {type(obj).__name__}")
         tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
-        if nesting_depth(obj) > MAX_NESTING:
+        # Each level takes an opening and a closing bracket: a short file cannot nest deep.
+        if len(data) > 2 * MAX_NESTING and nesting_depth(obj) > MAX_NESTING:
             return self._quarantine(name, st, "file", f"invalid job: nested more than "
                                     f"{MAX_NESTING} levels deep", tool=tool)
         try:
@@ -184,8 +190,9 @@ class Intake:
         if job.id is not None and job.id != job_id:
             return self._quarantine(name, st, "file", f"id mismatch: the file says {job.id!r} "
                                     f"but is named {job_id!r}", tool=tool)
-        return Inspection(Verdict.READY, Candidate(job_id, job, st.st_size, st.st_mtime_ns,
-                                                   (st.st_ino, st.st_dev)))
+        return Inspection(Verdict.READY, Candidate(
+            job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev),
+            data if len(data) <= KEEP_BYTES else None))
 
     def _quarantine(self, name: str, st: os.stat_result, kind: str, message: str,
                     tool: str | None = None) -> Inspection:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spool.errors import SpoolIOError
-from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.ids import ID_RE, JOB_SUFFIX
 from spool.states import JobState
 
 ORIG_SUFFIX = ".orig"
@@ -35,12 +35,15 @@ class Layout:
     # a measurable share of it (see docs/benchmarks.md).
     _folders: dict[str, Path] = field(init=False, repr=False, compare=False)
     _dirs: dict[str, str] = field(init=False, repr=False, compare=False)
+    _state_dirs: dict[JobState, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [s.value for s in JobState] + ["tmp", "progress", "cancel", "owners"]
         folders = {name: self.root / name for name in names}
         object.__setattr__(self, "_folders", folders)
         object.__setattr__(self, "_dirs", {name: str(path) for name, path in folders.items()})
+        # Keyed by the member itself: an Enum's .value is a Python-level property.
+        object.__setattr__(self, "_state_dirs", {s: str(folders[s.value]) for s in JobState})
 
     @property
     def tmp(self) -> Path:
@@ -71,9 +74,12 @@ class Layout:
 
     def entry(self, state: JobState, name: str) -> Path:
         """A raw directory entry of a state folder (for intake of arbitrary names)."""
+        return Path(self.entry_str(state, name))
+
+    def entry_str(self, state: JobState, name: str) -> str:
         if not name or "/" in name or name in (".", "..") or "\0" in name:
             raise ValueError(f"not a plain file name: {name!r}")
-        return self.folder(state) / name
+        return f"{self._state_dirs[state]}/{name}"
 
     def original(self, job_id: str) -> Path:
         """``failed/<id>.orig``: the quarantined original of an invalid drop."""
@@ -100,10 +106,10 @@ class Layout:
     # processor's time (docs/benchmarks.md).
 
     def job_str(self, state: JobState, job_id: str) -> str:
-        return f"{self._dirs[state.value]}/{_checked(job_id)}{JOB_SUFFIX}"
+        return f"{self._state_dirs[state]}/{_checked(job_id)}{JOB_SUFFIX}"
 
     def original_str(self, job_id: str) -> str:
-        return f"{self._dirs[JobState.FAILED.value]}/{_checked(job_id)}{ORIG_SUFFIX}"
+        return f"{self._state_dirs[JobState.FAILED]}/{_checked(job_id)}{ORIG_SUFFIX}"
 
     def progress_str(self, job_id: str) -> str:
         return f"{self._dirs['progress']}/{_checked(job_id)}{JOB_SUFFIX}"
@@ -128,6 +134,6 @@ class Layout:
 
 
 def _checked(job_id: str) -> str:
-    if not is_valid_id(job_id):
+    if ID_RE.fullmatch(job_id) is None:  # is_valid_id, inlined: about ten calls a job
         raise ValueError(f"invalid id: {job_id!r}")
     return job_id

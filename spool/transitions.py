@@ -83,10 +83,23 @@ class BackgroundCloser:
         self._thread.join(timeout=10)
 
 
-def read_fd(fd: int, limit: int | None = None) -> bytes:
-    """Read a whole file from ``fd`` (at most ``limit + 1`` bytes when given)."""
+def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
+    """Read a whole file from ``fd`` (at most ``limit + 1`` bytes when given).
+
+    ``size``: the file's size from a stat; when one read returns exactly that
+    many bytes (of the ``size + 1`` asked for), the end was reached and no
+    second read is made to see it.
+    """
     chunks: list[bytes] = []
     total = 0
+    if 0 <= size < _READ_CHUNK and (limit is None or size <= limit):
+        first = os.read(fd, size + 1)
+        if len(first) == size:
+            return first
+        chunks.append(first)
+        total = len(first)
+        if not first:
+            return first
     while True:
         chunk = os.read(fd, _READ_CHUNK)
         if not chunk:
@@ -135,13 +148,14 @@ class Spool:
             if not self.mover.move(src, dst, replace=False):
                 return None
             after = os.lstat(dst)
-            if (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev):
+            dst_is_ours = (after.st_ino, after.st_dev) == (before.st_ino, before.st_dev)
+            if not dst_is_ours:
                 # A newer drop replaced the file between open and move: lease that one.
                 os.close(fd)
                 fd = open_nofollow(dst)
                 if not try_lock(fd):
                     return None
-            data = read_fd(fd)
+            data = read_fd(fd, size=before.st_size if dst_is_ours else -1)
             taken = True
             return Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
         finally:
@@ -305,12 +319,14 @@ def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
                     **fields: Any) -> Record:
     """The record view of a job file (submitted_at from the file when the job lacks it).
 
-    ``fields`` set or override record fields in the same validation.
+    ``fields`` set or override record fields; like the job's own fields, they
+    must already have their declared types: the record is assembled from
+    validated parts, not validated again (a quarter of a claim's Python).
     """
-    data = job.model_dump()
+    data = dict(job.__dict__)
     data.update(id=job_id, state=state, submitted_at=job.submitted_at or utc_from_ns(mtime_ns))
     data.update(fields)
-    return Record.model_validate(data)
+    return Record.model_construct(**data)
 
 
 def printable_name(name: str) -> str:

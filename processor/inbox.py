@@ -1,0 +1,83 @@
+"""The daemon loop's inbox: events posted by other threads, and file descriptors
+the loop reads itself.
+
+Other threads (FAST runners, the COMPUTE executor, signal handlers) call
+:meth:`Inbox.post`.  The loop calls :meth:`Inbox.wait`, which sleeps in one
+``poll`` on a wake-up pipe and on its own readers (the change feed's inotify
+descriptor), then :meth:`Inbox.get` until it returns None.  A post writes to
+the pipe only while the loop sleeps, so a busy loop is never woken twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import select
+from collections.abc import Callable
+from typing import Any
+
+Event = tuple[Any, ...]
+
+
+class Inbox:
+    """A queue the loop thread drains, and a poll it sleeps in."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._sleeping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._readers: dict[int, Callable[[], None]] = {}
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop thread whenever ``fd`` is readable."""
+        self._readers[fd] = callback
+        self._poller.register(fd, select.POLLIN)
+
+    def remove_reader(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+
+    def post(self, event: Event) -> None:
+        """Queue ``event`` for the loop (from any thread, or a signal handler)."""
+        self._queue.put(event)
+        # The loop sets _sleeping before its last look at the queue, so either it
+        # sees this event or this sees it asleep and wakes it.
+        if self._sleeping:
+            with contextlib.suppress(BlockingIOError):  # full pipe: it is awake already
+                os.write(self._wake_w, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until a post, a readable reader or ``timeout`` seconds; run ready readers."""
+        if timeout > 0 and self._queue.empty():
+            self._sleeping = True
+            try:
+                ready = self._poller.poll(math.ceil(timeout * 1000)
+                                          if self._queue.empty() else 0)
+            finally:
+                self._sleeping = False
+        else:
+            ready = self._poller.poll(0)
+        for fd, _ in ready:
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            elif (reader := self._readers.get(fd)) is not None:
+                reader()
+
+    def get(self) -> Event | None:
+        """The next posted event, or None."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        for fd in list(self._readers):
+            self.remove_reader(fd)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
