@@ -40,7 +40,8 @@ from processor.executor import ComputeExecutor, Task
 from processor.inbox import Event, Inbox
 from processor.notify import SystemdNotifier
 from processor.registry import Registry
-from processor.runner import Context, FastThreads, Outcome, run_tool, validate_params
+from processor.relay import Relay
+from processor.runner import Context, Outcome, run_tool, validate_params
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
@@ -61,6 +62,8 @@ PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
 SWITCH_INTERVAL_S = 0.0005
+HANDOFF_S = 0.01
+"""A FAST tool holding the loop thread this long moves the loop to its standby."""
 STOP_MARGIN_S = 15.0
 _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
@@ -106,7 +109,8 @@ class Processor:
         self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
         self.owner = _owner_id()
-        self.fast = FastThreads(settings.fast_threads, self._run_fast)
+        self.inline: deque[tuple[type[BaseTool], str, dict[str, Any]]] = deque()
+        self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.fast_busy = 0
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
@@ -152,7 +156,7 @@ class Processor:
 
     def run(self) -> int:
         # The loop thread does many short blocking syscalls; a shorter switch
-        # interval stops it queueing 5 ms behind the feed and pool threads.
+        # interval stops it queueing 5 ms behind the executor's threads.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.layout.require()
         self.lease = OwnerLease(self.layout.owner_lock(self.owner))
@@ -171,7 +175,8 @@ class Processor:
                                                   "job_num": self.executor.capacity(),
                                                   "executor": self.executor.name,
                                                   "spool": str(self.layout.root)}})
-            self._loop()
+            self.relay.start()
+            self.relay.wait()  # here, on the main thread, signal handlers run at once
         finally:
             self._close()
         return 0
@@ -186,30 +191,46 @@ class Processor:
         # should anything open that file then, the kernel's notice must not end the daemon.
         signal.signal(signal.SIGIO, lambda signum, frame: None)
 
-    def _loop(self) -> None:
-        while not (self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline)):
-            self._wait_and_drain(self._next_wake())
-            if self.freed:
-                self._after_results()
-            now = time.monotonic()
-            if now >= self.next_scan and not self.stopping and now >= self.io_pause_until:
-                self._periodic()  # its writes would only fail again while paused
-            self._intake()
-            if time.monotonic() >= self.io_pause_until:
-                self._cancel_requested()
-            self._expire_fast(now)
-            if now >= self.io_pause_until:
-                if self.unfinished:
-                    self._retry_unfinished()
-                if not self.stopping and time.monotonic() >= self.io_pause_until:
-                    self._dispatch()  # never while the records of finished runs cannot be written
-            if now >= self.next_heartbeat:
-                self._heartbeat()
-            if now >= self.next_watchdog:
-                self.notifier.watchdog()
-                self.next_watchdog = now + (self.notifier.watchdog_interval_s or 3600.0)
-            logs.flush()
-        self._stop_runs()
+    def _step(self) -> bool:
+        """One step of the loop, on the loop thread (see :mod:`processor.relay`).
+
+        A FAST run waiting to start runs now, at the top of the loop thread's
+        stack: should the loop move to the standby meanwhile, this thread holds
+        no daemon state and simply returns.  Otherwise one pass.  False once the
+        loop is over.
+        """
+        if self.inline:
+            self._run_inline(*self.inline.popleft())
+            return True
+        if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline):
+            self._stop_runs()
+            return False
+        self._pass()
+        return True
+
+    def _pass(self) -> None:
+        """One pass: wait for work or a timer, then intake, cancels, dispatch, status."""
+        self._wait_and_drain(self._next_wake())
+        if self.freed:
+            self._after_results()
+        now = time.monotonic()
+        if now >= self.next_scan and not self.stopping and now >= self.io_pause_until:
+            self._periodic()  # its writes would only fail again while paused
+        self._intake()
+        if time.monotonic() >= self.io_pause_until:
+            self._cancel_requested()
+        self._expire_fast(now)
+        if now >= self.io_pause_until:
+            if self.unfinished:
+                self._retry_unfinished()
+            if not self.stopping and time.monotonic() >= self.io_pause_until:
+                self._dispatch()  # never while the records of finished runs cannot be written
+        if now >= self.next_heartbeat:
+            self._heartbeat()
+        if now >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = now + (self.notifier.watchdog_interval_s or 3600.0)
+        logs.flush()
 
     def _next_wake(self) -> float:
         now = time.monotonic()
@@ -224,8 +245,10 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        if (self.dirty or self.cancels) and now >= self.io_pause_until:
-            return 0.0  # (intake and cancels wait out an I/O pause)
+        if now >= self.io_pause_until and (
+                self.dirty or self.cancels or (self.queues[ExecutionMode.FAST] and not self.stopping
+                                               and self.fast_busy < self.settings.fast_threads)):
+            return 0.0  # (intake, cancels and claims wait out an I/O pause)
         return max(0.0, min(wakes) - now)
 
     def _wait_and_drain(self, timeout: float) -> None:
@@ -294,7 +317,6 @@ class Processor:
             if isinstance(self.feed, PolledFeed):
                 self.inbox.remove_reader(self.feed.fileno())
             self.feed.stop()
-        self.fast.shutdown()
         self.spool.mover.drop_spares()
         self.spool.mover.flush()
         self.closer.stop()
@@ -480,7 +502,7 @@ class Processor:
             return
         if tool.execution_mode is ExecutionMode.FAST:
             self.fast_busy += 1
-            self.fast.submit(self.fast_busy, tool, cand.job_id, job.params)
+            self.inline.append((tool, cand.job_id, job.params))  # runs next: see _step
         else:
             self.executor.submit(Task(cand.job_id, job.tool, job.params,
                                       run.deadline - run.started, str(self.settings.data_dir),
@@ -495,12 +517,23 @@ class Processor:
         self.runs[claim.job_id] = run
         return run
 
-    def _run_fast(self, tool: type[BaseTool], job_id: str, params: dict[str, Any]) -> None:
+    def _run_inline(self, tool: type[BaseTool], job_id: str, params: dict[str, Any]) -> None:
+        """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
+        run = self.runs.get(job_id)
+        if run is None or run.abandoned:
+            self.fast_busy -= 1  # timed out or cancelled before it started
+            return
+
         def report(fraction: float, message: str) -> None:
             self.inbox.post(("progress", job_id, fraction, message))
 
         ctx = Context(job_id, self.settings.data_dir, report, self.resources)
-        self.inbox.post(("fast_done", run_tool(tool, job_id, params, ctx)))
+        still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
+        if not still_loop:
+            self.inbox.post(("fast_done", outcome))  # this thread is no longer the loop's
+            return
+        self.fast_busy -= 1
+        self._on_finished(outcome, fast=True)
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import orjson
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
-_MAIN = threading.main_thread()  # the processor's loop thread
+_loop_thread = threading.main_thread()  # the processor's loop thread (see set_loop_thread)
 
 
 def _text(value: str) -> str:
@@ -90,7 +90,7 @@ class LineBuffer(logging.Handler):
             self.handleError(record)
             return
         self.add(line)
-        if record.levelno >= logging.WARNING or threading.current_thread() is not _MAIN:
+        if record.levelno >= logging.WARNING or threading.current_thread() is not _loop_thread:
             self.flush()
 
     def add(self, line: str) -> None:
@@ -115,6 +115,12 @@ class LineBuffer(logging.Handler):
 
 
 _buffer: LineBuffer | None = None
+
+
+def set_loop_thread(thread: threading.Thread) -> None:
+    """Name the thread that flushes each pass; other threads' lines are written at once."""
+    global _loop_thread
+    _loop_thread = thread
 
 
 def setup_logging(level: str, stream: TextIO | None = None) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -145,42 +143,3 @@ def how_it_ended(exitcode: int | None) -> str:
     except ValueError:
         return f"killed by signal {-exitcode}"
 
-
-class FastThreads:
-    """The FAST lane's threads: at most ``size``, started as the busy count needs them.
-
-    Lighter than a ``ThreadPoolExecutor`` (no future per job): the daemon
-    counts busy runs itself and hears of each end through its inbox.  The
-    threads are daemon threads, so a FAST tool stuck past its timeout (its
-    thread abandoned) never holds up the process's exit.
-    """
-
-    def __init__(self, size: int, target: Callable[..., None], name: str = "fast") -> None:
-        self.size = size
-        self.target = target
-        self.name = name
-        self._work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, busy: int, *args: Any) -> None:
-        """Run ``target(*args)`` on a thread; ``busy``: runs in flight, this one included."""
-        if busy > len(self._threads) and len(self._threads) < self.size:
-            thread = threading.Thread(target=self._serve, daemon=True,
-                                      name=f"{self.name}_{len(self._threads)}")
-            thread.start()
-            self._threads.append(thread)
-        self._work.put(args)
-
-    def _serve(self) -> None:
-        while (args := self._work.get()) is not None:
-            self.target(*args)
-
-    def shutdown(self) -> None:
-        """Let idle threads end; work not yet started is dropped (its jobs are requeued)."""
-        while True:
-            try:
-                self._work.get_nowait()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            self._work.put(None)

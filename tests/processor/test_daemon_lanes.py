@@ -46,6 +46,23 @@ def test_fast_jobs_never_wait_behind_compute(spool_root: Path, daemon: StartDaem
         "COMPUTE jobs are claimed only when a worker is free"
 
 
+def test_a_slow_fast_tool_hands_the_loop_on(spool_root: Path, daemon: StartDaemon) -> None:
+    """FAST tools run on the loop thread; one that holds it moves the loop to its standby."""
+    daemon()
+    drop(spool_root, "slowfast", {"tool": "t_fast_record", "params": {"seconds": 3}})
+    wait_for((spool_root / "running" / "slowfast.json").exists, 10, "the slow FAST job running")
+    started = time.monotonic()
+    for i in range(5):
+        drop(spool_root, f"quick{i}", {"tool": "echo", "params": {"message": i}})
+    drop(spool_root, "compute", {"tool": "sleep", "params": {"seconds": 0.1}})
+    for name in [f"quick{i}" for i in range(5)] + ["compute"]:
+        assert wait_record(spool_root, name, 3)["state"] == "done"
+    assert time.monotonic() - started < 2.0, "the other jobs waited for the slow FAST tool"
+    assert (spool_root / "running" / "slowfast.json").exists()
+    rec = wait_record(spool_root, "slowfast", 10)
+    assert rec["state"] == "done" and rec["duration_s"] >= 3
+
+
 def test_exactly_job_num_workers_and_priority_order(spool_root: Path,
                                                     daemon: StartDaemon, tmp_path: Path
                                                     ) -> None:

@@ -1,0 +1,111 @@
+"""processor.relay: the loop runs inline work and moves to its standby when held."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from processor.relay import Relay
+
+
+class Loop:
+    """A loop whose steps run queued callables inline, as the daemon runs FAST tools."""
+
+    def __init__(self, handoff_s: float = 0.05) -> None:
+        self.relay = Relay(self.step, handoff_s)
+        self.work: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+        self.results: list[tuple[str, bool, str]] = []  # (name, still the loop?, thread)
+        self.steps_by: set[str] = set()
+        self.stop = threading.Event()
+
+    def step(self) -> bool:
+        self.steps_by.add(threading.current_thread().name)
+        with self.lock:
+            item = self.work.pop(0) if self.work else None
+        if item is None:
+            if self.stop.is_set():
+                return False
+            time.sleep(0.001)
+            return True
+        name, seconds = item
+        still, thread = self.relay.run_inline(_hold, seconds)
+        self.results.append((name, still, thread))
+        return True
+
+    def add(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.work.append((name, seconds))
+
+    def wait_for(self, names: set[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not names <= {r[0] for r in self.results}:
+            assert time.monotonic() < deadline, f"not all of {names} ran: {self.results}"
+            time.sleep(0.005)
+
+
+def _hold(seconds: float) -> str:
+    time.sleep(seconds)
+    return threading.current_thread().name
+
+
+def test_quick_work_stays_on_one_thread() -> None:
+    loop = Loop()
+    loop.relay.start()
+    for i in range(50):
+        loop.add(f"q{i}", 0.0)
+    loop.wait_for({f"q{i}" for i in range(50)}, 5)
+    loop.stop.set()
+    loop.relay.wait()
+    assert all(still for _, still, _ in loop.results)
+    assert len({thread for _, _, thread in loop.results}) == 1
+    assert len(loop.steps_by) == 1
+
+
+def test_held_loop_moves_to_the_standby_and_goes_on() -> None:
+    loop = Loop(handoff_s=0.05)
+    loop.relay.start()
+    loop.add("slow", 1.0)
+    time.sleep(0.2)  # the slow call has held its thread past handoff_s
+    started = time.monotonic()
+    loop.add("quick", 0.0)
+    loop.wait_for({"quick"}, 0.5)
+    assert time.monotonic() - started < 0.5
+    loop.wait_for({"slow"}, 3)
+    by_name = {name: (still, thread) for name, still, thread in loop.results}
+    assert by_name["slow"][0] is False, "the old loop thread must learn it no longer leads"
+    assert by_name["quick"][0] is True
+    assert by_name["quick"][1] != by_name["slow"][1]
+    loop.stop.set()
+    loop.relay.wait()
+
+
+def test_a_second_hold_moves_it_again() -> None:
+    loop = Loop(handoff_s=0.05)
+    loop.relay.start()
+    loop.add("slow1", 0.6)
+    time.sleep(0.15)
+    loop.add("slow2", 0.6)
+    time.sleep(0.15)
+    loop.add("quick", 0.0)
+    loop.wait_for({"quick"}, 0.5)
+    loop.wait_for({"slow1", "slow2"}, 3)
+    threads = {name: thread for name, _, thread in loop.results}
+    assert len(set(threads.values())) == 3
+    loop.stop.set()
+    loop.relay.wait()
+    time.sleep(0.1)
+    alive = [t for t in threading.enumerate() if t.name.startswith("loop-")]
+    assert not alive, f"relay threads left running: {alive}"
+
+
+def test_an_error_in_a_step_ends_the_loop_and_reaches_wait() -> None:
+    def step() -> bool:
+        raise RuntimeError("broken step")
+
+    relay = Relay(step, 0.05)
+    relay.start()
+    with pytest.raises(RuntimeError, match="broken step"):
+        relay.wait()
