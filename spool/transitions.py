@@ -319,14 +319,15 @@ def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
                     **fields: Any) -> Record:
     """The record view of a job file (submitted_at from the file when the job lacks it).
 
-    ``fields`` set or override record fields; like the job's own fields, they
-    must already have their declared types: the record is assembled from
-    validated parts, not validated again (a quarter of a claim's Python).
+    ``fields`` set or override record fields in the same validation.  The job's
+    fields go in as they are, not dumped first: validating its field values
+    again is a third of the cost of a dump (and ``model_construct`` is slower
+    than either).
     """
     data = dict(job.__dict__)
     data.update(id=job_id, state=state, submitted_at=job.submitted_at or utc_from_ns(mtime_ns))
     data.update(fields)
-    return Record.model_construct(**data)
+    return Record.model_validate(data)
 
 
 def printable_name(name: str) -> str:
