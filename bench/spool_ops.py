@@ -8,10 +8,10 @@ tool: ``Spool.claim`` (flock the pending inode, rename it into ``running/``
 with NOREPLACE, read it), building the ``Record``, and ``Spool.complete``
 (write the record into the spare inode the previous job left in ``tmp/``,
 rename it into ``done/``, move the running file to ``tmp/`` as the next spare,
-remove any stale sidecars).  That is two transitions and at least three
+remove any stale sidecars, which ``follow=True`` knows without a syscall).  That is two transitions and at least three
 renames per job, against one rename per item for the floor; ratios are given
-per job and per transition.  The library runs with ``recycle=True``, as the
-processor does.
+per job and per transition.  The library runs with ``recycle=True`` and
+``follow=True``, as the processor does.
 
 Also printed: the same syscalls issued directly from Python with no spool
 library (the protocol's own floor), so the gap splits into what the protocol
@@ -147,7 +147,7 @@ def seeded_spool(root: Path, mode: FsyncMode, n: int) -> tuple[Spool, list[str]]
     for job_id in ids:
         seeder.submit(job, job_id)
     os.sync()
-    return Spool(layout, Mover(layout, mode, recycle=True)), ids
+    return Spool(layout, Mover(layout, mode, recycle=True), follow=True), ids
 
 
 def claim_and_complete(spool: Spool, ids: list[str]) -> None:
@@ -157,13 +157,14 @@ def claim_and_complete(spool: Spool, ids: list[str]) -> None:
             raise RuntimeError(f"lost the claim of {job_id} with no competitor")
         job = Job.model_validate_json(claim.data)
         now = datetime.now(UTC)
-        record = record_from_job(job, job_id, JobState.DONE, claim.mtime_ns).model_copy(
-            update={"result": RESULT, "attempts": job.attempts + 1, "started_at": now,
-                    "finished_at": now, "duration_s": 0.0, "host": spool.host,
-                    "pid": spool.pid})
+        # One validation, as the processor builds its record (processor/daemon.py:_start).
+        record = record_from_job(job, job_id, JobState.DONE, claim.mtime_ns, result=RESULT,
+                                 attempts=job.attempts + 1, started_at=now, finished_at=now,
+                                 duration_s=0.0, host=spool.host, pid=spool.pid)
         spool.complete(claim, record)
     spool.mover.drop_spares()
     spool.mover.flush()
+    spool.close()
 
 
 def library_rate(base: Path, mode: FsyncMode, n: int,

@@ -183,11 +183,9 @@ class PolledFeed:
         mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
         if not self.arrivals_only:
             mask |= const.IN_MOVED_FROM | const.IN_DELETE
-        fd = inotify_c.inotify_init()
+        fd = open_inotify()
         if fd < 0:
             raise _errno_error("inotify_init")
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
         self._fd = fd
         try:
             for folder in self.folders:
@@ -224,6 +222,15 @@ class PolledFeed:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+def open_inotify() -> int:
+    """A non-blocking, close-on-exec inotify descriptor (watchdog's binding); -1 on failure."""
+    fd = inotify_c.inotify_init()
+    if fd >= 0:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+    return fd
 
 
 def _errno_error(what: str) -> OSError:

@@ -33,10 +33,13 @@ from spool.ids import id_from_name, invalid_id
 from spool.layout import Layout
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, job_bytes, parse_record, record_bytes
+from spool.presence import Presence
 from spool.settings import Settings
 from spool.states import JobState, check_transition
 
 _READ_CHUNK = 1 << 16
+# Folders a Spool's Presence follows, by index.
+_PROGRESS, _CANCEL, _FAILED = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -113,19 +116,35 @@ def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
 class Spool:
     """The transitions of one spool; the only writer of its state folders."""
 
-    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None) -> None:
+    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None, *,
+                 follow: bool = False) -> None:
+        """``follow``: keep a :class:`~spool.presence.Presence` of the sidecar folders, so
+        finishing a job skips removing what is not there (for a long-lived processor)."""
         self.layout = layout
         self.mover = mover
         self.clock: Clock = clock or SystemClock()
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.closer: Callable[[int], None] = os.close
+        self.presence: Presence | None = None
+        if follow:
+            presence = Presence([str(layout.progress), str(layout.cancel),
+                                 str(layout.folder(JobState.FAILED))])
+            if presence.start():
+                self.presence = presence
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Clock | None = None, *,
                       recycle: bool = False) -> Spool:
+        """``recycle``: as a processor runs it (recycled inodes, followed sidecars)."""
         layout = Layout(settings.spool_dir)
-        return cls(layout, Mover(layout, settings.fsync, recycle=recycle), clock)
+        return cls(layout, Mover(layout, settings.fsync, recycle=recycle), clock,
+                   follow=recycle)
+
+    def close(self) -> None:
+        if self.presence is not None:
+            self.presence.close()
+            self.presence = None
 
     # -- claim -------------------------------------------------------------------
 
@@ -181,12 +200,30 @@ class Spool:
 
     def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
-        other = JobState.FAILED if record.state is JobState.DONE else JobState.DONE
-        self.mover.publish(self.layout.job_str(record.state, record.id), record_bytes(record))
-        dropped_other = self.mover.unlink_durable(self.layout.job_str(other, record.id))
+        job_id = record.id
+        self.mover.publish(self.layout.job_str(record.state, job_id), record_bytes(record))
+        if self.presence is not None:
+            self.presence.refresh()
+        if record.state is JobState.DONE:
+            dropped_other = self._drop(_FAILED, self.layout.job_str(JobState.FAILED, job_id),
+                                       durable=True)
+        else:
+            dropped_other = self.mover.unlink_durable(self.layout.job_str(JobState.DONE, job_id))
         if record.source is None and (record.state is JobState.FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
-            self.mover.unlink(self.layout.original_str(record.id))
+            self._drop(_FAILED, self.layout.original_str(job_id))
+
+    def _drop(self, folder: int, path: str, *, durable: bool = False) -> bool:
+        """Remove ``path`` (in the followed folder ``folder``) unless it is certainly absent."""
+        presence = self.presence
+        if presence is None:
+            return self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
+        name = os.path.basename(path)
+        if not presence.may_exist(folder, name):
+            return False
+        removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
+        presence.forget(folder, name)
+        return removed
 
     def _retire(self, claim: Claim) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
@@ -195,8 +232,10 @@ class Spool:
         claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
     def _forget_run(self, job_id: str) -> None:
-        self.mover.unlink(self.layout.progress_str(job_id))
-        self.mover.unlink(self.layout.cancel_str(job_id))
+        if self.presence is not None:
+            self.presence.refresh()
+        self._drop(_PROGRESS, self.layout.progress_str(job_id))
+        self._drop(_CANCEL, self.layout.cancel_str(job_id))
 
     def requeue(self, claim: Claim, job: Job) -> bool:
         """running -> pending with ``job`` as the new pending file.

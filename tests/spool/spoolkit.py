@@ -46,12 +46,13 @@ class FakeClock:
 
 
 def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
-               clock: FakeClock | None = None, *, recycle: bool = False) -> Spool:
-    """A fresh, initialised spool at ``root``."""
+               clock: FakeClock | None = None, *, recycle: bool = False,
+               follow: bool = False) -> Spool:
+    """A fresh, initialised spool at ``root`` (``follow``: close it when done)."""
     layout = Layout(root)
     mover = Mover(layout, mode, recycle=recycle)
     mover.make_folders()
-    return Spool(layout, mover, clock)
+    return Spool(layout, mover, clock, follow=follow)
 
 
 def locate(layout: Layout, job_id: str) -> list[JobState]:

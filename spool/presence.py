@@ -1,0 +1,154 @@
+"""Which names may exist in a few spool folders, kept current by inotify.
+
+Finishing a job removes whatever could be left of it: a progress file, a
+cancel request, a terminal record of the other kind.  Almost always none is
+there, and each ``unlink`` that finds nothing costs a path walk and a
+directory lookup (three of them were about a tenth of a claim-and-complete,
+docs/benchmarks.md).  A :class:`Presence` lists its folders once, then
+follows their changes through inotify, so :meth:`Presence.may_exist` can say
+"certainly not there" without a syscall per name.
+
+Sound as long as inotify sees every change, so it refuses to work where it
+may not: on filesystems where other hosts can write (NFS, CIFS, FUSE, ...),
+only the filesystems in :data:`LOCAL_FILESYSTEMS` are followed.  A lost-event
+overflow lists the folders again; a folder that is moved or removed, or grows
+past :data:`MAX_NAMES`, is no longer followed (every name "may exist").  A
+name created at the same moment as the check may be missed, exactly as an
+``unlink`` issued a moment earlier would have missed it.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import os
+import termios
+from collections.abc import Sequence
+
+from spool.feed import open_inotify
+
+try:
+    from watchdog.observers import inotify_c
+except ImportError:  # pragma: no cover - not Linux
+    inotify_c = None  # type: ignore[assignment]
+
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs",
+                               "zfs", "bcachefs", "jfs", "reiserfs", "overlay"})
+MAX_NAMES = 100_000
+"""A folder holding more names than this is not followed (the set would cost memory)."""
+_BUFFER = 1 << 16
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str | None:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo)."""
+    try:
+        dev = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0]
+    return None
+
+
+class Presence:
+    """Names that may exist in ``folders``; call :meth:`refresh` before asking."""
+
+    def __init__(self, folders: Sequence[str]) -> None:
+        self.folders = list(folders)
+        self._names: list[set[str] | None] = [None] * len(self.folders)  # None: not followed
+        self._wd: dict[int, int] = {}  # watch descriptor -> folder index
+        self._fd = -1
+        self._waiting = array.array("i", [0])
+
+    def start(self) -> bool:
+        """Follow the folders; False (and every name "may exist") where that is not sound."""
+        if (inotify_c is None or not self.folders
+                or filesystem_type(self.folders[0]) not in LOCAL_FILESYSTEMS):
+            return False
+        const = inotify_c.InotifyConstants
+        mask = (const.IN_CREATE | const.IN_MOVED_TO | const.IN_DELETE | const.IN_MOVED_FROM
+                | const.IN_DELETE_SELF | const.IN_MOVE_SELF | const.IN_ONLYDIR)
+        fd = open_inotify()
+        if fd < 0:
+            return False
+        self._fd = fd
+        for index, folder in enumerate(self.folders):
+            wd = inotify_c.inotify_add_watch(fd, os.fsencode(folder), mask)
+            if wd >= 0:
+                self._wd[wd] = index
+        self._list_all()  # after the watches: nothing falls between listing and events
+        return True
+
+    def refresh(self) -> None:
+        """Apply every change reported so far (one read when nothing happened)."""
+        while self._fd >= 0:
+            # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
+            fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
+            if not self._waiting[0]:
+                return
+            try:
+                buf = os.read(self._fd, _BUFFER)
+            except (BlockingIOError, InterruptedError):
+                return
+            events = inotify_c.InotifyFD._parse_event_buffer(buf)
+            if not all([self._apply(wd, mask, raw) for wd, mask, _cookie, raw in events]):
+                self._list_all()  # events were lost: list again, later events go on top
+            if len(buf) < _BUFFER - 4096:
+                return
+
+    def _apply(self, wd: int, mask: int, raw: bytes) -> bool:
+        """Apply one event; False when events were lost."""
+        const = inotify_c.InotifyConstants
+        if mask & const.IN_Q_OVERFLOW:
+            return False
+        index = self._wd.get(wd)
+        if index is None:
+            return True
+        names = self._names[index]
+        if mask & (const.IN_DELETE_SELF | const.IN_MOVE_SELF | const.IN_IGNORED):
+            del self._wd[wd]  # the folder itself went: stop following it
+            self._names[index] = None
+        elif names is not None and raw:
+            name = os.fsdecode(raw)
+            if not mask & (const.IN_CREATE | const.IN_MOVED_TO):
+                names.discard(name)
+            elif len(names) < MAX_NAMES:
+                names.add(name)
+            else:
+                self._names[index] = None  # too many to follow
+        return True
+
+    def may_exist(self, index: int, name: str) -> bool:
+        """False only when ``name`` is certainly not in folder ``index``."""
+        names = self._names[index]
+        return names is None or name in names
+
+    def forget(self, index: int, name: str) -> None:
+        """``name`` was just removed from folder ``index`` by this process."""
+        names = self._names[index]
+        if names is not None:
+            names.discard(name)
+
+    def _list_all(self) -> None:
+        for index, folder in enumerate(self.folders):
+            if index not in self._wd.values():
+                continue
+            try:
+                names = set(os.listdir(folder))
+            except OSError:
+                self._names[index] = None
+                continue
+            self._names[index] = names if len(names) <= MAX_NAMES else None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self._names = [None] * len(self.folders)

@@ -1,0 +1,144 @@
+"""spool.presence: which sidecar names may exist, followed through inotify.
+
+A processor's Spool (``follow=True``) skips removing a progress file, cancel
+request or stale record that is certainly not there.  These tests pin down
+"certainly": whatever appears by any route before the check is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from spoolkit import FakeClock, done_record, listing, make_spool, read_json, submit
+
+from spool import presence as presence_mod
+from spool.presence import Presence
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+D, F = JobState.DONE, JobState.FAILED
+
+
+@pytest.fixture
+def followed(tmp_path: Path, clock: FakeClock) -> Iterator[Spool]:
+    spool = make_spool(tmp_path / "spool", clock=clock, recycle=True, follow=True)
+    assert spool.presence is not None, "tmp_path should be on a local filesystem"
+    yield spool
+    spool.mover.drop_spares()
+    spool.close()
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Iterator[tuple[Presence, list[Path]]]:
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        path.mkdir()
+    (paths[0] / "there-at-start").write_bytes(b"")
+    presence = Presence([str(p) for p in paths])
+    assert presence.start()
+    yield presence, paths
+    presence.close()
+
+
+def test_names_follow_creates_renames_links_and_removals(
+        folders: tuple[Presence, list[Path]], tmp_path: Path) -> None:
+    presence, (a, b) = folders
+    assert presence.may_exist(0, "there-at-start")
+    assert not presence.may_exist(0, "new") and not presence.may_exist(1, "there-at-start")
+    (a / "new").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"y")
+    os.rename(outside, b / "moved-in")
+    os.link(a / "new", b / "linked")
+    os.symlink("/nowhere", b / "symlink")
+    os.mkdir(b / "subdir")
+    presence.refresh()
+    assert presence.may_exist(0, "new")
+    for name in ("moved-in", "linked", "symlink", "subdir"):
+        assert presence.may_exist(1, name), name
+    os.unlink(a / "new")
+    os.rename(b / "moved-in", tmp_path / "moved-out")
+    presence.refresh()
+    assert not presence.may_exist(0, "new") and not presence.may_exist(1, "moved-in")
+
+
+def test_a_removed_folder_is_no_longer_trusted(folders: tuple[Presence, list[Path]]) -> None:
+    presence, (_, b) = folders
+    assert not presence.may_exist(1, "anything")
+    shutil.rmtree(b)
+    presence.refresh()
+    assert presence.may_exist(1, "anything"), "an unfollowed folder: every name may exist"
+
+
+def test_lost_events_list_the_folders_again(folders: tuple[Presence, list[Path]]) -> None:
+    presence, (a, _) = folders
+    (a / "late").write_bytes(b"")
+    presence.refresh()
+    assert presence.may_exist(0, "late")
+    os.unlink(a / "late")
+    (a / "later").write_bytes(b"")
+    assert presence._apply(-1, presence_mod.inotify_c.InotifyConstants.IN_Q_OVERFLOW, b"") \
+        is False
+    presence._list_all()  # what refresh does on an overflow
+    presence.refresh()
+    assert presence.may_exist(0, "later") and not presence.may_exist(0, "late")
+
+
+def test_not_followed_on_a_filesystem_other_hosts_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(presence_mod, "filesystem_type", lambda path: "nfs4")
+    presence = Presence([str(tmp_path)])
+    assert not presence.start()
+    assert presence.may_exist(0, "anything")
+
+
+def test_complete_removes_sidecars_made_at_any_time(followed: Spool) -> None:
+    layout = followed.layout
+    submit(followed, "a")
+    submit(followed, "b")
+    claim = followed.claim("a")
+    assert claim is not None
+    layout.progress_file("a").write_bytes(b"{}")  # written while it runs
+    layout.cancel_request("a").write_bytes(b"{}")
+    followed.complete(claim, done_record(claim, "A"))
+    assert listing(layout.progress) == [] and listing(layout.cancel) == []
+    claim = followed.claim("b")
+    assert claim is not None
+    followed.complete(claim, done_record(claim, "B"))  # nothing to remove: no syscall needed
+    assert read_json(layout.job(D, "b"))["result"] == "B"
+
+
+def test_a_rerun_replaces_the_failed_record_seen_at_start(
+        tmp_path: Path, clock: FakeClock) -> None:
+    first = make_spool(tmp_path / "spool", clock=clock)
+    submit(first, "again")
+    claim = first.claim("again")
+    assert claim is not None
+    first.fail(claim, done_record(claim, state=F))
+    assert (first.layout.job(F, "again")).exists()
+    spool = make_spool(tmp_path / "spool", clock=clock, recycle=True, follow=True)
+    try:
+        submit(spool, "again")
+        claim = spool.claim("again")
+        assert claim is not None
+        spool.complete(claim, done_record(claim, "ok"))
+        assert not spool.layout.job(F, "again").exists(), "the stale failed record stays"
+        assert read_json(spool.layout.job(D, "again"))["result"] == "ok"
+        submit(spool, "again")  # and once more, after a failure this Spool saw happen
+        claim = spool.claim("again")
+        assert claim is not None
+        spool.fail(claim, done_record(claim, state=F))
+        submit(spool, "again")
+        claim = spool.claim("again")
+        assert claim is not None
+        spool.complete(claim, done_record(claim, "ok2"))
+        assert not spool.layout.job(F, "again").exists()
+    finally:
+        spool.mover.drop_spares()
+        spool.close()
