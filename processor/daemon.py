@@ -319,6 +319,7 @@ class Processor:
             self.feed.stop()
         self.spool.mover.drop_spares()
         self.spool.mover.flush()
+        self.spool.close()
         self.closer.stop()
         self.spool.mover.unlink(self.layout.owner_status(self.owner))
         if self.lease is not None:
@@ -494,16 +495,16 @@ class Processor:
         run = self._new_run(claim, job, tool, record)
         logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
                         mode=tool.execution_mode.value)
-        logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
+        if tool.execution_mode is ExecutionMode.FAST:
+            self.fast_busy += 1  # run_tool validates its params, as it does in a worker
+            self.inline.append((tool, cand.job_id, job.params))  # after this pass's flush
+            return
         try:
             validate_params(tool, job.params)  # bad params fail here, without a worker
         except JobError as exc:
             self._finish_error(run, exc)
-            return
-        if tool.execution_mode is ExecutionMode.FAST:
-            self.fast_busy += 1
-            self.inline.append((tool, cand.job_id, job.params))  # runs next: see _step
         else:
+            logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
             self.executor.submit(Task(cand.job_id, job.tool, job.params,
                                       run.deadline - run.started, str(self.settings.data_dir),
                                       record.attempts))

@@ -54,9 +54,17 @@ def _dumps(entry: dict[str, Any]) -> str:
         return orjson.dumps(_clean(entry), default=lambda v: _text(str(v))).decode()
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def _timestamp(created: float) -> str:
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-            + f".{int(created % 1 * 1000):03d}Z")
+    global _second
+    second, text = _second  # one read: another thread may swap the tuple meanwhile
+    if second != int(created):
+        second = int(created)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int(created % 1 * 1000):03d}Z"
 
 
 def _entry(created: float, level: str, logger: str, msg: str,

@@ -78,13 +78,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _reusable(fd: int, spare: str, euid: int, egid: int) -> os.stat_result | None:
-    """The stat of the file open on ``fd`` (now at ``spare``) if it can be reused.
+def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
+    """The stat of the file open on ``fd`` (just moved to a spare's name) if it can be reused.
 
     Reusable means ours alone and unreachable by others:
 
-    * the file at ``spare`` is the one open on ``fd``: a regular file of this
-      user with one link;
+    * the file open on ``fd`` is a regular file of this user with one link
+      (that it is the one now at the spare's name is checked when the spare
+      is rewritten, see :meth:`Mover._rewrite_spare`);
     * no other open file description refers to it: a write lease is granted
       only then (and to the file's owner only), and it must still be held
       when checked again, so a writer that still holds the job file, or a
@@ -96,10 +97,7 @@ def _reusable(fd: int, spare: str, euid: int, egid: int) -> os.stat_result | Non
     """
     try:
         st = os.fstat(fd)
-        there = os.lstat(spare)
-        if ((st.st_ino, st.st_dev) != (there.st_ino, there.st_dev)
-                or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1
-                or st.st_uid != euid):
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != euid:
             return None
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError:
@@ -239,7 +237,7 @@ class Mover:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
         self._synced(_parent(path))
-        st = _reusable(lease_fd, spare, self._euid, self._egid)
+        st = _reusable(lease_fd, self._euid, self._egid)
         if st is not None:
             self._spares.append((spare, st.st_ino, st.st_size))
             return True
