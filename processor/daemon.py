@@ -96,6 +96,7 @@ class Processor:
     def __init__(self, settings: Settings, registry: Registry, executor: ComputeExecutor, *,
                  clock: Clock | None = None, notifier: SystemdNotifier | None = None) -> None:
         self.settings = settings
+        self.data_dir = settings.data_dir  # a property that joins a path on each call
         self.registry = registry
         self.executor = executor
         self.clock: Clock = clock or SystemClock()
@@ -506,7 +507,7 @@ class Processor:
         else:
             logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
             self.executor.submit(Task(cand.job_id, job.tool, job.params,
-                                      run.deadline - run.started, str(self.settings.data_dir),
+                                      run.deadline - run.started, str(self.data_dir),
                                       record.attempts))
 
     def _new_run(self, claim: Claim, job: Job, tool: type[BaseTool] | None, record: Record
@@ -528,7 +529,7 @@ class Processor:
         def report(fraction: float, message: str) -> None:
             self.inbox.post(("progress", job_id, fraction, message))
 
-        ctx = Context(job_id, self.settings.data_dir, report, self.resources)
+        ctx = Context(job_id, self.data_dir, report, self.resources)
         still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
         if not still_loop:
             self.inbox.post(("fast_done", outcome))  # this thread is no longer the loop's

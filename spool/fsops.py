@@ -40,7 +40,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from types import TracebackType
 from typing import TypeAlias
 
 from spool.errors import SpoolIOError
@@ -125,6 +125,30 @@ def _raise_fatal(exc: OSError, what: str) -> None:
         raise SpoolIOError(f"{what}: {exc.strerror} ({exc.filename or ''})") from exc
 
 
+class _RemovedOnError:
+    """Removes the staging file ``tmp`` if writing or placing it fails.
+
+    A class, not ``contextlib.contextmanager``: the generator version cost a
+    few microseconds on every publish.
+    """
+
+    __slots__ = ("dest", "mover", "tmp")
+
+    def __init__(self, mover: Mover, tmp: StrPath, dest: StrPath) -> None:
+        self.mover, self.tmp, self.dest = mover, tmp, dest
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            return
+        self.mover.unlink(self.tmp)
+        if isinstance(exc, OSError):
+            _raise_fatal(exc, f"cannot publish {_name(self.dest)}")  # else exc goes on
+
+
 class Mover:
     """Moves and writes spool files under one fsync policy."""
 
@@ -150,7 +174,7 @@ class Mover:
         """Write ``data`` to ``dest`` atomically; False if ``replace=False`` and it exists."""
         spare, inode = self._rewrite_spare(data, durable)
         if spare is not None:
-            with self._removed_on_error(spare, dest):
+            with _RemovedOnError(self, spare, dest):
                 if self.move(spare, dest, replace=replace, durable=durable):
                     return True
             if os.path.lexists(spare):  # dest exists and may not be replaced
@@ -158,25 +182,12 @@ class Mover:
                 return False
             # the spare vanished under us: write a fresh file instead
         tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
-        with self._removed_on_error(tmp, dest):
+        with _RemovedOnError(self, tmp, dest):
             self._write_tmp(tmp, data, durable)
             if self.move(tmp, dest, replace=replace, durable=durable):
                 return True
         self.unlink(tmp)
         return False
-
-    @contextlib.contextmanager
-    def _removed_on_error(self, tmp: StrPath, dest: StrPath) -> Iterator[None]:
-        """Remove the staging file ``tmp`` if writing or placing it fails."""
-        try:
-            yield
-        except OSError as exc:
-            self.unlink(tmp)
-            _raise_fatal(exc, f"cannot publish {_name(dest)}")
-            raise
-        except BaseException:
-            self.unlink(tmp)
-            raise
 
     def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
@@ -236,7 +247,8 @@ class Mover:
         except OSError as exc:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
-        self._synced(_parent(path))
+        if self.mode is not FsyncMode.NEVER:
+            self._synced(_parent(path))
         st = _reusable(lease_fd, self._euid, self._egid)
         if st is not None:
             self._spares.append((spare, st.st_ino, st.st_size))

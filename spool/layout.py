@@ -133,7 +133,19 @@ class Layout:
             )
 
 
+_last_checked = ""
+
+
 def _checked(job_id: str) -> str:
-    if ID_RE.fullmatch(job_id) is None:  # is_valid_id, inlined: about ten calls a job
+    """``job_id`` if it is a valid id (else ValueError).
+
+    A job's paths are built about ten times from the same id object, so the
+    last one that passed is remembered by identity.
+    """
+    global _last_checked
+    if job_id is _last_checked:
+        return job_id
+    if ID_RE.fullmatch(job_id) is None:
         raise ValueError(f"invalid id: {job_id!r}")
+    _last_checked = job_id
     return job_id
