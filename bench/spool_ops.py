@@ -8,10 +8,10 @@ tool: ``Spool.claim`` (flock the pending inode, rename it into ``running/``
 with NOREPLACE, read it), building the ``Record``, and ``Spool.complete``
 (write the record into the spare inode the previous job left in ``tmp/``,
 rename it into ``done/``, move the running file to ``tmp/`` as the next spare,
-remove any stale sidecars, which ``follow=True`` knows without a syscall).  That is two transitions and at least three
-renames per job, against one rename per item for the floor; ratios are given
-per job and per transition.  The library runs with ``recycle=True`` and
-``follow=True``, as the processor does.
+remove any stale sidecars, which ``follow=True`` finds without a syscall).  That
+is two transitions and at least three renames per job, against one rename per
+item for the floor; ratios are given per job and per transition.  The library
+runs with ``recycle=True`` and ``follow=True``, as the processor does.
 
 Also printed: the same syscalls issued directly from Python with no spool
 library (the protocol's own floor), so the gap splits into what the protocol
