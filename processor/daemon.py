@@ -61,7 +61,7 @@ HEARTBEAT_S = 1.0
 PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
 STOP_MARGIN_S = 15.0
@@ -156,8 +156,9 @@ class Processor:
     # -- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
-        # The loop thread does many short blocking syscalls; a shorter switch
-        # interval stops it queueing 5 ms behind the executor's threads.
+        # The loop thread does many short blocking syscalls, and the pool monitor must
+        # get a finished worker's result to it at once: a short switch interval keeps
+        # either from waiting long for the GIL (0.1 ms: W3 in docs/benchmarks.md).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.layout.require()
         self.lease = OwnerLease(self.layout.owner_lock(self.owner))
