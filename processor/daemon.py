@@ -1,15 +1,17 @@
 """The ``spool-processor`` daemon: watch, classify, run, record.
 
 One thread owns every decision.  It reads the change feed itself (names
-that moved in ``pending/`` and ``cancel/``, from inotify); everything else
-only posts events to its inbox: FAST threads and the COMPUTE executor
-(progress, outcomes), signal handlers.  The loop wakes on an event or on the
+that moved in ``pending/`` and ``cancel/``, from inotify) and runs FAST tools
+in place, handing the loop to a standby thread when one holds it
+(:mod:`processor.relay`); everything else only posts events to its inbox:
+the COMPUTE executor (progress, outcomes), a FAST tool's thread once the loop
+has moved on, signal handlers.  The loop wakes on an event or on the
 nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
 grace), so it never polls busily.
 
 Life of a job here: intake judges the file (:mod:`spool.intake`); a ready job
 waits in the FAST or COMPUTE queue (highest priority, then oldest); it is
-claimed only when a FAST thread or a COMPUTE worker is free, so other
+claimed only when the FAST lane or a COMPUTE worker has room, so other
 processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9).
@@ -18,6 +20,7 @@ in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 from __future__ import annotations
 
 import contextlib
+import copy
 import heapq
 import itertools
 import logging
@@ -110,7 +113,7 @@ class Processor:
         self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
         self.owner = _owner_id()
-        self.inline: deque[tuple[type[BaseTool], str, dict[str, Any]]] = deque()
+        self.inline: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.fast_busy = 0
         self.runs: dict[str, Run] = {}
@@ -160,8 +163,12 @@ class Processor:
         # get a finished worker's result to it at once: a short switch interval keeps
         # either from waiting long for the GIL (0.1 ms: W3 in docs/benchmarks.md).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self.layout.require()
-        self.lease = OwnerLease(self.layout.owner_lock(self.owner))
+        try:
+            self.layout.require()
+            self.lease = OwnerLease(self.layout.owner_lock(self.owner))
+        except BaseException:
+            self._release()
+            raise
         self._install_signals()
         try:
             report = self.recovery.scan()
@@ -247,11 +254,17 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        if now >= self.io_pause_until and (
-                self.dirty or self.cancels or (self.queues[ExecutionMode.FAST] and not self.stopping
-                                               and self.fast_busy < self.settings.fast_threads)):
+        if now >= self.io_pause_until and (self.dirty or self.cancels or self._can_dispatch()):
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         return max(0.0, min(wakes) - now)
+
+    def _can_dispatch(self) -> bool:
+        """A lane has queued work and room for it (a run that ends inline posts nothing)."""
+        if self.stopping:
+            return False
+        return bool((self.queues[ExecutionMode.FAST]
+                     and self.fast_busy < self.settings.fast_threads)
+                    or (self.queues[ExecutionMode.COMPUTE] and self.executor.free_slots() > 0))
 
     def _wait_and_drain(self, timeout: float) -> None:
         self.inbox.wait(timeout)  # reads the polled feed too: see _on_change
@@ -263,12 +276,12 @@ class Processor:
         if kind == "fs":
             self._on_change(event[1], event[2])
         elif kind == "progress":
-            self._on_progress(event[1], event[2], event[3])
+            self._on_progress(event[1], event[2], event[3], *event[4:])
         elif kind == "finished":
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
             self.fast_busy -= 1
-            self._on_finished(event[1], fast=True)
+            self._fast_finished(event[1], event[2])
         elif kind == "signal":
             self._begin_stop(event[1])
 
@@ -321,14 +334,18 @@ class Processor:
             self.feed.stop()
         self.spool.mover.drop_spares()
         self.spool.mover.flush()
-        self.spool.close()
-        self.closer.stop()
         self.spool.mover.unlink(self.layout.owner_status(self.owner))
         if self.lease is not None:
             self.spool.mover.unlink(self.layout.owner_lock(self.owner))
             self.lease.release()
         log.info("stopped", extra={"fields": {"owner": self.owner}})
         logs.flush()
+        self._release()
+
+    def _release(self) -> None:
+        """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch."""
+        self.closer.stop()
+        self.spool.close()
         self.inbox.close()
 
     # -- discovery ----------------------------------------------------------------------
@@ -499,7 +516,8 @@ class Processor:
                         mode=tool.execution_mode.value)
         if tool.execution_mode is ExecutionMode.FAST:
             self.fast_busy += 1  # run_tool validates its params, as it does in a worker
-            self.inline.append((tool, cand.job_id, job.params))  # after this pass's flush
+            # A copy: the record holds the job's params, and a tool may change its own.
+            self.inline.append((run, tool, copy.deepcopy(job.params)))  # after this pass's flush
             return
         try:
             validate_params(tool, job.params)  # bad params fail here, without a worker
@@ -520,33 +538,50 @@ class Processor:
         self.runs[claim.job_id] = run
         return run
 
-    def _run_inline(self, tool: type[BaseTool], job_id: str, params: dict[str, Any]) -> None:
+    def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
         """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
-        run = self.runs.get(job_id)
-        if run is None or run.abandoned:
+        job_id = run.claim.job_id
+        if self.runs.get(job_id) is not run or run.abandoned or run.finishing:
             self.fast_busy -= 1  # timed out or cancelled before it started
+            return
+        if time.monotonic() >= run.deadline:
+            self.fast_busy -= 1
+            self._time_out(run, time.monotonic())  # its wait in line used up its time
             return
 
         def report(fraction: float, message: str) -> None:
-            self.inbox.post(("progress", job_id, fraction, message))
+            self.inbox.post(("progress", job_id, fraction, message, run))
 
         ctx = Context(job_id, self.data_dir, report, self.resources)
         still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
         if not still_loop:
-            self.inbox.post(("fast_done", outcome))  # this thread is no longer the loop's
+            self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
             return
         self.fast_busy -= 1
-        self._on_finished(outcome, fast=True)
+        self._fast_finished(run, outcome)
+
+    def _fast_finished(self, run: Run, outcome: Outcome) -> None:
+        """Record a FAST run's outcome, unless the run ended meanwhile or ran late."""
+        if self.runs.get(run.claim.job_id) is not run or run.abandoned or run.finishing:
+            return  # timed out or cancelled already; a newer run of the id is not this one
+        now = time.monotonic()
+        if now >= run.deadline:
+            self._time_out(run, now)  # it finished, but past its timeout
+        else:
+            self._finish(run, outcome)
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):
             if (run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing
                     and now >= run.deadline):
-                run.abandoned = True  # its thread cannot be killed; its result is ignored
-                self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
-                                          f"FAST tool past its {run.deadline - run.started:g} s "
-                                          "timeout (its thread is abandoned)", retryable=True,
-                                          duration_s=now - run.started))
+                self._time_out(run, now)
+
+    def _time_out(self, run: Run, now: float) -> None:
+        run.abandoned = True  # a thread still running it cannot be killed: its result is ignored
+        self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
+                                  f"FAST tool past its {run.deadline - run.started:g} s "
+                                  "timeout (its thread is abandoned)", retryable=True,
+                                  duration_s=now - run.started))
 
     # -- cancel -------------------------------------------------------------------------
 
@@ -576,9 +611,11 @@ class Processor:
 
     # -- outcomes -----------------------------------------------------------------------
 
-    def _on_progress(self, job_id: str, fraction: float, message: str) -> None:
+    def _on_progress(self, job_id: str, fraction: float, message: str,
+                     source: Run | None = None) -> None:
+        """A progress report (``source``: the FAST run it came from, if any)."""
         run = self.runs.get(job_id)
-        if run is None or run.abandoned:
+        if run is None or run.abandoned or (source is not None and source is not run):
             return
         run.progress = (fraction, message)
         if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
@@ -598,9 +635,10 @@ class Processor:
         else:
             self.failing_writes.discard("cannot write progress")
 
-    def _on_finished(self, outcome: Outcome, *, fast: bool = False) -> None:
+    def _on_finished(self, outcome: Outcome) -> None:
+        """A COMPUTE run's outcome, from the executor."""
         run = self.runs.get(outcome.job_id)
-        if run is None or (fast and run.mode is not ExecutionMode.FAST):
+        if run is None or run.mode is not ExecutionMode.COMPUTE:
             return
         if run.abandoned:
             return  # already finished as timeout or cancelled

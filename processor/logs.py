@@ -109,17 +109,16 @@ class LineBuffer(logging.Handler):
             self.release()
 
     def flush(self) -> None:
-        self.acquire()
+        self.acquire()  # held while writing: two threads' flushes never interleave
         try:
             lines, self.lines = self.lines, []
-        finally:
-            self.release()
-        if lines:
-            try:
+            if lines:
                 self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
-            except (OSError, ValueError):
-                pass  # stderr is gone (closed pipe): nothing left to tell
+        except (OSError, ValueError):
+            pass  # stderr is gone (closed pipe): nothing left to tell
+        finally:
+            self.release()
 
 
 _buffer: LineBuffer | None = None

@@ -21,12 +21,14 @@ signal handlers run at once whatever a tool is doing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("spoolq.relay")
 PARK_AFTER_S = 1.0
 """With no inline run for this long, the standby sleeps until the next one starts."""
 
@@ -87,17 +89,20 @@ class Relay:
 
     def _serve(self) -> None:
         me = threading.current_thread()
-        while not self.done.is_set():
-            with self._cond:
-                if self._leader is None:
-                    self._take_over(me)
-                elif self._leader is not me:
-                    if self._standbys:
-                        return  # one standby is enough: this thread ends
-                    if not self._stand_by(me):
-                        return
-            if self._leader is me:
-                self._lead(me)
+        try:
+            while not self.done.is_set():
+                with self._cond:
+                    if self._leader is None:
+                        self._take_over(me)
+                    elif self._leader is not me:
+                        if self._standbys:
+                            return  # one standby is enough: this thread ends
+                        if not self._stand_by(me):
+                            return
+                if self._leader is me:
+                    self._lead(me)
+        except BaseException as exc:  # e.g. no thread could be started: never hang
+            self._failed(me, exc)
 
     def _take_over(self, me: threading.Thread) -> None:
         self._leader = me
@@ -107,12 +112,19 @@ class Relay:
 
     def _lead(self, me: threading.Thread) -> None:
         try:
-            while self._leader is me:
+            while self._leader is me and not self.done.is_set():
                 if not self.step():
                     self._finish(None)
                     return
         except BaseException as exc:
+            self._failed(me, exc)
+
+    def _failed(self, me: threading.Thread, exc: BaseException) -> None:
+        """An error on ``me`` ends the loop if ``me`` leads; a displaced thread's is logged."""
+        if self._leader in (me, None):
             self._finish(exc)
+        else:
+            log.error("error on a displaced loop thread", exc_info=exc)
 
     def _finish(self, error: BaseException | None) -> None:
         with self._cond:
@@ -124,12 +136,14 @@ class Relay:
         """Wait (holding the condition) until the leader is stuck; False once the loop is over."""
         self._standbys += 1
         try:
-            while (timeout := self._watch_timeout()) != 0:
-                if self.done.is_set():
-                    return False
+            while not self.done.is_set():
+                if (timeout := self._watch_timeout()) == 0:
+                    break
                 self._parked = timeout is None
                 self._cond.wait(timeout)
                 self._parked = False
+            else:
+                return False
         finally:
             self._standbys -= 1
         self._take_over(me)

@@ -1,4 +1,5 @@
-"""Running one tool call, the same way in a FAST thread and in a COMPUTE worker.
+"""Running one tool call, the same way on the processor's loop thread (FAST) and in a
+COMPUTE worker.
 
 :func:`run_tool` never raises for anything the tool does: params that do not
 validate become ``invalid_params`` (naming the field), a
@@ -105,6 +106,9 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     except MemoryError as exc:
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, "out of memory (MemoryError); see "
                           "SPOOL_WORKER_MEMORY_MB", _traceback(exc))
+    except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"the tool called exit ({exc.code!r})",
+                          _traceback(exc))
     except Exception as exc:
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
                           _traceback(exc))
@@ -142,4 +146,3 @@ def how_it_ended(exitcode: int | None) -> str:
         return f"killed by signal {signal.Signals(-exitcode).name}"
     except ValueError:
         return f"killed by signal {-exitcode}"
-

@@ -25,7 +25,8 @@ import contextlib
 import ctypes
 import fcntl
 import os
-from collections.abc import Callable, Iterable
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ try:
     from watchdog.observers import inotify_c
 except ImportError:  # pragma: no cover - not Linux
     inotify_c = None  # type: ignore[assignment]
+
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len
+_INOTIFY_BUFFER = 1 << 16
 
 OnChange = Callable[[str, str], None]
 """Called from a feed thread with (folder name, file name); ("", "") means rescan."""
@@ -117,10 +121,7 @@ class ChangeFeed:
             self._start_observer()
 
     def _start_raw(self) -> None:
-        const = inotify_c.InotifyConstants
-        mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
-        if not self.arrivals_only:
-            mask |= const.IN_MOVED_FROM | const.IN_DELETE
+        mask = _watch_mask(self.arrivals_only)
         self._inotify = inotify_c.InotifyFD()
         self._inotify.daemon = True
         for folder in self.folders:
@@ -164,8 +165,6 @@ class PolledFeed:
     :meth:`drain`.  :meth:`available` says whether this platform has it.
     """
 
-    BUFFER = 1 << 16
-
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
                  arrivals_only: bool = False) -> None:
         self.folders = list(folders)
@@ -179,10 +178,7 @@ class PolledFeed:
         return getattr(inotify_c, "inotify_init", None) is not None
 
     def start(self) -> None:
-        const = inotify_c.InotifyConstants
-        mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
-        if not self.arrivals_only:
-            mask |= const.IN_MOVED_FROM | const.IN_DELETE
+        mask = _watch_mask(self.arrivals_only)
         fd = open_inotify()
         if fd < 0:
             raise _errno_error("inotify_init")
@@ -204,24 +200,43 @@ class PolledFeed:
         """Report every event waiting now; never blocks."""
         const = inotify_c.InotifyConstants
         lost = const.IN_Q_OVERFLOW | const.IN_IGNORED | const.IN_DELETE_SELF
-        while self._fd >= 0:
-            try:
-                buf = os.read(self._fd, self.BUFFER)
-            except (BlockingIOError, InterruptedError):
-                return
-            for wd, mask, _cookie, name in inotify_c.InotifyFD._parse_event_buffer(buf):
-                if mask & lost:
-                    self.on_change("", "")  # overflow, or a folder went away: rescan
-                elif name:
-                    self.on_change(self._folder_of.get(wd, ""), os.fsdecode(name))
-            if len(buf) < self.BUFFER - 4096:
-                return  # room was left: that was everything queued
+        for wd, mask, name in read_inotify(self._fd):
+            if mask & lost:
+                self.on_change("", "")  # overflow, or a folder went away: rescan
+            elif name:
+                self.on_change(self._folder_of.get(wd, ""), os.fsdecode(name))
 
     def stop(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+def _watch_mask(arrivals_only: bool) -> int:
+    """The inotify events a feed asks for (see ``ChangeFeed``'s ``arrivals_only``)."""
+    const = inotify_c.InotifyConstants
+    mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
+    if not arrivals_only:
+        mask |= const.IN_MOVED_FROM | const.IN_DELETE
+    return int(mask)
+
+
+def read_inotify(fd: int) -> Iterator[tuple[int, int, bytes]]:
+    """(watch descriptor, mask, name) of every event queued now on the non-blocking ``fd``."""
+    while fd >= 0:
+        try:
+            buf = os.read(fd, _INOTIFY_BUFFER)
+        except (BlockingIOError, InterruptedError):
+            return
+        offset = 0
+        while offset + _EVENT.size <= len(buf):  # struct inotify_event, then its name
+            wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+            start = offset + _EVENT.size
+            yield wd, mask, buf[start:start + length].rstrip(b"\0")
+            offset = start + length
+        if len(buf) < _INOTIFY_BUFFER - 4096:
+            return  # room was left: that was everything queued
 
 
 def open_inotify() -> int:

@@ -164,8 +164,8 @@ class Mover:
         self._noreplace_native = _renameat2 is not None
         # Set once: a Mover serves one process (the processor never forks with it).
         self._euid, self._egid = os.geteuid(), os.getegid()
-        spare_base = layout.staging_str(SPARE_TAG).removesuffix(".tmp")  # unique to us
-        self._spare_names = (f"{spare_base}{n:x}.tmp" for n in itertools.count())
+        self._spare_base = layout.staging_str(SPARE_TAG).removesuffix(".tmp")  # unique to us
+        self._spare_count = itertools.count()
 
     # -- writing -----------------------------------------------------------------
 
@@ -239,7 +239,7 @@ class Mover:
         if not self.recycle or len(self._spares) >= SPARES_MAX:
             self.unlink_durable(path)
             return False
-        spare = next(self._spare_names)
+        spare = f"{self._spare_base}{next(self._spare_count):x}.tmp"
         try:
             os.rename(path, spare)
         except FileNotFoundError:

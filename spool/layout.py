@@ -133,7 +133,7 @@ class Layout:
             )
 
 
-_last_checked = ""
+_last_checked: str | None = None
 
 
 def _checked(job_id: str) -> str:

@@ -26,7 +26,7 @@ import os
 import termios
 from collections.abc import Sequence
 
-from spool.feed import open_inotify
+from spool.feed import open_inotify, read_inotify
 
 try:
     from watchdog.observers import inotify_c
@@ -37,7 +37,6 @@ LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", 
                                "zfs", "bcachefs", "jfs", "reiserfs", "overlay"})
 MAX_NAMES = 100_000
 """A folder holding more names than this is not followed (the set would cost memory)."""
-_BUFFER = 1 << 16
 
 
 def filesystem_type(path: str | os.PathLike[str]) -> str | None:
@@ -68,8 +67,7 @@ class Presence:
 
     def start(self) -> bool:
         """Follow the folders; False (and every name "may exist") where that is not sound."""
-        if (inotify_c is None or not self.folders
-                or filesystem_type(self.folders[0]) not in LOCAL_FILESYSTEMS):
+        if inotify_c is None or not self._all_local():
             return False
         const = inotify_c.InotifyConstants
         mask = (const.IN_CREATE | const.IN_MOVED_TO | const.IN_DELETE | const.IN_MOVED_FROM
@@ -85,22 +83,25 @@ class Presence:
         self._list_all()  # after the watches: nothing falls between listing and events
         return True
 
+    def _all_local(self) -> bool:
+        """Every folder on one local filesystem (inotify misses other hosts' writes)."""
+        try:
+            devices = {os.stat(folder).st_dev for folder in self.folders}
+        except OSError:
+            return False
+        return (len(devices) == 1
+                and filesystem_type(self.folders[0]) in LOCAL_FILESYSTEMS)
+
     def refresh(self) -> None:
         """Apply every change reported so far (one read when nothing happened)."""
-        while self._fd >= 0:
-            # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
-            fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
-            if not self._waiting[0]:
-                return
-            try:
-                buf = os.read(self._fd, _BUFFER)
-            except (BlockingIOError, InterruptedError):
-                return
-            events = inotify_c.InotifyFD._parse_event_buffer(buf)
-            if not all([self._apply(wd, mask, raw) for wd, mask, _cookie, raw in events]):
-                self._list_all()  # events were lost: list again, later events go on top
-            if len(buf) < _BUFFER - 4096:
-                return
+        if self._fd < 0:
+            return
+        # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
+        fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
+        if not self._waiting[0]:
+            return
+        if not all([self._apply(wd, mask, name) for wd, mask, name in read_inotify(self._fd)]):
+            self._list_all()  # events were lost: list again, later events go on top
 
     def _apply(self, wd: int, mask: int, raw: bytes) -> bool:
         """Apply one event; False when events were lost."""

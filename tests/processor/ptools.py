@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import ClassVar
 
@@ -157,6 +158,17 @@ class FastHang(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         time.sleep(params.seconds)
         return ToolResult.ok()
+
+
+class FastExit(BaseTool):
+    """Calls sys.exit() on the processor's loop thread."""
+
+    name: ClassVar[str] = "t_fast_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        sys.exit(3)
 
 
 class Pid(BaseTool):
