@@ -186,12 +186,14 @@ def _cluster_process(port: int, n_workers: int = 2) -> Iterator[subprocess.Popen
                              str(n_workers)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": TOOLS_PATH})
+    started = time.time()
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
         yield proc
     finally:
         _kill_group(proc)
+        _unlink_orphaned_semaphores(started)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -202,6 +204,31 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def _unlink_orphaned_semaphores(since: float) -> None:
+    """Remove the named semaphores the killed group left in /dev/shm.
+
+    SIGKILL of the whole group takes multiprocessing's resource tracker with
+    it, so the cluster's semaphores are never unlinked.  Those made since
+    ``since`` that no live process maps are the group's.
+    """
+    candidates = []
+    for path in Path("/dev/shm").glob("sem.mp-*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime >= since - 1:
+                candidates.append(path)
+    if not candidates:
+        return
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
+                          if "/dev/shm/sem.mp-" in line)
+    for path in candidates:
+        if str(path) not in mapped:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
