@@ -177,6 +177,7 @@ class Processor:
             self.executor.start(_Sink(self.inbox))
             self._start_feed()
             self._rescan()
+            logs.flush()  # the recovery's lines are out before the status file says "up"
             self._heartbeat()
             self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
                                 f"{self.executor.capacity()}")
@@ -184,6 +185,7 @@ class Processor:
                                                   "job_num": self.executor.capacity(),
                                                   "executor": self.executor.name,
                                                   "spool": str(self.layout.root)}})
+            logs.flush()
             self.relay.start()
             self.relay.wait()  # here, on the main thread, signal handlers run at once
         finally:
