@@ -48,6 +48,9 @@ try:
 except ImportError:  # pragma: no cover - not Linux
     inotify_c = None  # type: ignore[assignment]
 
+# inotify_c is exported for spool.presence, which reads the same events.
+__all__ = ["ChangeFeed", "OnChange", "PolledFeed", "inotify_c", "open_inotify", "read_inotify"]
+
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len
 _INOTIFY_BUFFER = 1 << 16
 

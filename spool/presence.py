@@ -26,12 +26,7 @@ import os
 import termios
 from collections.abc import Sequence
 
-from spool.feed import open_inotify, read_inotify
-
-try:
-    from watchdog.observers import inotify_c
-except ImportError:  # pragma: no cover - not Linux
-    inotify_c = None  # type: ignore[assignment]
+from spool.feed import inotify_c, open_inotify, read_inotify
 
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs",
                                "zfs", "bcachefs", "jfs", "reiserfs", "overlay"})

@@ -216,13 +216,12 @@ class Spool:
     def _drop(self, folder: int, path: str, *, durable: bool = False) -> bool:
         """Remove ``path`` (in the followed folder ``folder``) unless it is certainly absent."""
         presence = self.presence
-        if presence is None:
-            return self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
-        name = os.path.basename(path)
-        if not presence.may_exist(folder, name):
+        name = os.path.basename(path) if presence is not None else ""
+        if presence is not None and not presence.may_exist(folder, name):
             return False
         removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
-        presence.forget(folder, name)
+        if presence is not None:
+            presence.forget(folder, name)
         return removed
 
     def _retire(self, claim: Claim) -> None:
