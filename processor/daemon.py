@@ -30,7 +30,6 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -262,11 +261,8 @@ class Processor:
 
     def _can_dispatch(self) -> bool:
         """A lane has queued work and room for it (a run that ends inline posts nothing)."""
-        if self.stopping:
-            return False
-        return bool((self.queues[ExecutionMode.FAST]
-                     and self.fast_busy < self.settings.fast_threads)
-                    or (self.queues[ExecutionMode.COMPUTE] and self.executor.free_slots() > 0))
+        return not self.stopping and any(self.queues[mode] and self._has_room(mode)
+                                         for mode in ExecutionMode)
 
     def _wait_and_drain(self, timeout: float) -> None:
         self.inbox.wait(timeout)  # reads the polled feed too: see _on_change
@@ -467,18 +463,23 @@ class Processor:
                 self._enqueue(cand)
         failures = self.io_failures
         try:
-            self._dispatch_lane(ExecutionMode.FAST, lambda: self.fast_busy
-                                < self.settings.fast_threads)
-            self._dispatch_lane(ExecutionMode.COMPUTE, lambda: self.executor.free_slots() > 0)
+            self._dispatch_lane(ExecutionMode.FAST)
+            self._dispatch_lane(ExecutionMode.COMPUTE)
         except SpoolIOError as exc:
             self._io_trouble(exc)
         else:
             if self.io_failures == failures:  # a run that failed to record keeps the backoff
                 self.io_failures = 0
 
-    def _dispatch_lane(self, mode: ExecutionMode, free: Callable[[], bool]) -> None:
+    def _has_room(self, mode: ExecutionMode) -> bool:
+        """The lane may start another run: FAST below its in-flight bound, a free worker."""
+        if mode is ExecutionMode.FAST:
+            return self.fast_busy < self.settings.fast_threads
+        return self.executor.free_slots() > 0
+
+    def _dispatch_lane(self, mode: ExecutionMode) -> None:
         lane = self.queues[mode]
-        while lane and free():
+        while lane and self._has_room(mode):
             cand = heapq.heappop(lane)[-1]
             if self.ready.get(cand.job_id) is not cand:
                 continue  # superseded by a newer drop or already gone
@@ -543,7 +544,7 @@ class Processor:
     def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
         """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
         job_id = run.claim.job_id
-        if self.runs.get(job_id) is not run or run.abandoned or run.finishing:
+        if not self._fast_pending(run):
             self.fast_busy -= 1  # timed out or cancelled before it started
             return
         if time.monotonic() >= run.deadline:
@@ -564,13 +565,18 @@ class Processor:
 
     def _fast_finished(self, run: Run, outcome: Outcome) -> None:
         """Record a FAST run's outcome, unless the run ended meanwhile or ran late."""
-        if self.runs.get(run.claim.job_id) is not run or run.abandoned or run.finishing:
-            return  # timed out or cancelled already; a newer run of the id is not this one
+        if not self._fast_pending(run):
+            return
         now = time.monotonic()
         if now >= run.deadline:
             self._time_out(run, now)  # it finished, but past its timeout
         else:
             self._finish(run, outcome)
+
+    def _fast_pending(self, run: Run) -> bool:
+        """The run still awaits its outcome: not timed out or cancelled, nor replaced by a
+        newer run of its id."""
+        return self.runs.get(run.claim.job_id) is run and not (run.abandoned or run.finishing)
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):

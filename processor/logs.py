@@ -4,8 +4,9 @@ journald keeps stderr lines as they are, so ``journalctl -u spool-processor
 -o cat | jq`` reads them directly.
 
 Lines are collected in a :class:`LineBuffer` and written by :func:`flush`,
-which the processor's loop calls once per pass and after each claim (so a
-claim's line is out before its job can run, whatever kills the daemon then):
+which the processor's loop calls once per pass and after each COMPUTE claim
+(so a claim's line is out before its job can run, whatever kills the daemon
+then; a FAST job runs after the pass that claimed it):
 the end-of-run lines of a burst share writes, and a line waits at most one
 pass of the loop.  Warnings, errors and lines from other threads are written
 at once.  Transitions skip the ``logging`` record machinery and are
