@@ -1,11 +1,12 @@
 """The ``spool-processor`` daemon: watch, classify, run, record.
 
 One thread owns every decision.  It reads the change feed itself (names
-that moved in ``pending/`` and ``cancel/``, from inotify) and runs FAST tools
-in place, handing the loop to a standby thread when one holds it
-(:mod:`processor.relay`); everything else only posts events to its inbox:
-the COMPUTE executor (progress, outcomes), a FAST tool's thread once the loop
-has moved on, signal handlers.  The loop wakes on an event or on the
+that moved in ``pending/`` and ``cancel/``, from inotify) and the local
+pool's workers (their results and deaths, :mod:`processor.pool`), and runs
+FAST tools in place, handing the loop to a standby thread when one holds it
+(:mod:`processor.relay`); everything else only posts events to its inbox: a
+Dask executor (progress, outcomes), a FAST tool's thread once the loop has
+moved on, signal handlers.  The loop wakes on an event or on the
 nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
 grace), so it never polls busily.
 
@@ -30,6 +31,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -158,9 +160,9 @@ class Processor:
     # -- life cycle ---------------------------------------------------------------------
 
     def run(self) -> int:
-        # The loop thread does many short blocking syscalls, and the pool monitor must
-        # get a finished worker's result to it at once: a short switch interval keeps
-        # either from waiting long for the GIL (0.1 ms: W3 in docs/benchmarks.md).
+        # The loop thread does many short blocking syscalls, and the pool's timer and a
+        # displaced FAST run's thread must get the GIL at once when they wake: a short
+        # switch interval keeps them from waiting long for it (0.1 ms).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self.layout.require()
@@ -811,6 +813,12 @@ class _Sink:
 
     def finished(self, outcome: Outcome) -> None:
         self.inbox.post(("finished", outcome))
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        self.inbox.add_reader(fd, callback)
+
+    def unwatch(self, fd: int) -> None:
+        self.inbox.remove_reader(fd)
 
 
 def _owner_id() -> str:

@@ -1,7 +1,8 @@
 """The interface between the daemon and whatever runs COMPUTE jobs.
 
 An executor runs :class:`Task` objects and reports back through a
-:class:`Sink` from its own thread: progress as it comes, and exactly one
+:class:`Sink`, from its own thread or from the loop thread through
+descriptors it has the loop watch: progress as it comes, and exactly one
 :class:`~processor.runner.Outcome` per task (success, tool error, ``timeout``,
 ``worker_crashed``, ``cancelled``).  It enforces each task's timeout itself,
 so a stuck task is killed even when the daemon is busy.  The daemon only
@@ -11,6 +12,7 @@ no backlog hides inside the executor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +33,18 @@ class Sink(Protocol):
     def progress(self, job_id: str, fraction: float, message: str) -> None: ...
 
     def finished(self, outcome: Outcome) -> None: ...
+
+    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+        """Have the daemon's loop thread call ``callback`` whenever ``fd`` is readable.
+
+        For an executor whose workers the loop can read directly; call it (and
+        :meth:`unwatch`) at start or on the loop thread, from a callback.
+        """
+        ...
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd``, before closing it."""
+        ...
 
 
 class ComputeExecutor(Protocol):

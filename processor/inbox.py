@@ -61,11 +61,14 @@ class Inbox:
                 self._sleeping = False
         else:
             ready = self._poller.poll(0)
-        for fd, _ in ready:
+        # The callbacks as registered at the poll: one may close an fd and register
+        # another under the same number, which must not be read for the old one.
+        readers = [self._readers.get(fd) for fd, _ in ready]
+        for (fd, _), reader in zip(ready, readers, strict=True):
             if fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
-            elif (reader := self._readers.get(fd)) is not None:
+            elif reader is not None:
                 reader()
 
     def get(self) -> Event | None:

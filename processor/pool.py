@@ -1,12 +1,15 @@
 """The local COMPUTE pool: exactly ``JOB_NUM`` killable worker processes.
 
-One monitor thread owns the waiting: it sleeps in ``connection.wait`` on every
-worker's pipe and process sentinel until a message, a death or the nearest
-deadline.  A task past its deadline is killed with its whole process group
-and reported ``timeout``; a worker that dies on its own (``os._exit``, a
-segfault, the OOM killer) fails only its task as ``worker_crashed``.  Either
-way the slot gets a fresh worker before it is offered again, so the pool is
-always whole.
+The daemon's loop thread reads the workers: every worker's pipe and process
+sentinel is one of the loop's readers (:meth:`Sink.watch`), so a result
+reaches the loop with no thread in between, and a worker's death is handled
+there too.  One timer thread only keeps time: it sleeps until the nearest
+deadline and kills a task past it with its whole process group, so a stuck
+task dies on time even while the loop is busy.  The death then reaches the
+loop through the sentinel and the task fails ``timeout``; a worker that dies
+on its own (``os._exit``, a segfault, the OOM killer) fails only its task as
+``worker_crashed``.  Either way the slot gets a fresh worker before it is
+offered again, so the pool is always whole.
 
 Workers come from a ``forkserver`` that preloads numpy, pandas and the tools:
 a replacement costs a fork, not an interpreter start, and no worker inherits
@@ -22,8 +25,8 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -48,7 +51,6 @@ class _Slot:
     deadline: float = 0.0
     kill_reason: str | None = None
     started: float = 0.0
-    pending_spawn: bool = field(default=True)
     lifeline: Connection | None = None
 
 
@@ -80,11 +82,14 @@ class LocalPool:
         with self._lock:
             for slot in self._slots:
                 self._spawn(slot)
-        self._thread = threading.Thread(target=self._monitor, name="pool-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._keep_time, name="pool-timer", daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:
-        """Kill every worker (and its tool's processes); no outcomes are reported."""
+        """Kill every worker (and its tool's processes); no outcomes are reported.
+
+        Called on the loop thread, like everything else here but the timer.
+        """
         with self._lock:
             self._stopping = True
             for slot in self._slots:
@@ -96,8 +101,9 @@ class LocalPool:
         for slot in self._slots:
             if slot.process is not None:
                 slot.process.join(timeout=5)
+            self._bury(slot)
 
-    # -- dispatch ---------------------------------------------------------------------
+    # -- dispatch (loop thread) -------------------------------------------------------
 
     def capacity(self) -> int:
         return self.size
@@ -113,24 +119,21 @@ class LocalPool:
     def submit(self, task: Task) -> None:
         with self._lock:
             slot = next((s for s in self._slots if s.task is None and s.conn is not None), None)
-            if slot is None:  # the free worker died between free_slots() and now
-                if self._sink is not None:
-                    self._sink.finished(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
-                                                "its worker died before the job reached it",
-                                                retryable=True))
-                return
-            slot.task = task
-            slot.started = time.monotonic()
-            slot.deadline = slot.started + task.timeout_s
-            slot.kill_reason = None
-            try:
-                assert slot.conn is not None
-                slot.conn.send(task)
-            except OSError:
-                slot.kill_reason = None  # the worker is dying: its sentinel reports the crash
-            # The monitor already waits on this worker's pipe; it needs waking only when
-            # the new deadline comes before its own next wake-up.
-            early = slot.deadline < self._wake_at
+            if slot is not None:
+                slot.task = task
+                slot.started = time.monotonic()
+                slot.deadline = slot.started + task.timeout_s
+                slot.kill_reason = None
+                # The timer needs waking only when this deadline comes before its own
+                # next wake-up.
+                early = slot.deadline < self._wake_at
+        if slot is None:
+            self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
+                                 "its worker died before the job reached it", retryable=True))
+            return
+        assert slot.conn is not None  # only this thread closes a pipe
+        with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
+            slot.conn.send(task)
         if early:
             self._poke()
 
@@ -143,55 +146,18 @@ class LocalPool:
                     return True
         return False
 
-    # -- monitor thread ---------------------------------------------------------------
+    # -- reading the workers (loop thread) --------------------------------------------
 
-    def _monitor(self) -> None:
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                waitables: dict[Any, _Slot] = {}
-                for slot in self._slots:
-                    if slot.process is not None:
-                        waitables[slot.process.sentinel] = slot
-                    if slot.conn is not None:
-                        waitables[slot.conn] = slot
-                timeout = self._next_timeout()
-                self._wake_at = time.monotonic() + timeout
-            ready = wait([*waitables, self._wake_r], timeout)
-            if self._wake_r in ready:
-                with contextlib.suppress(EOFError, OSError):
-                    while self._wake_r.poll():
-                        self._wake_r.recv_bytes()
-            for item in ready:
-                owner = waitables.get(item)
-                if owner is None:
-                    continue
-                if isinstance(item, Connection):
-                    self._drain(owner)
-                else:
-                    self._on_exit(owner)
-            self._enforce_deadlines()
-
-    def _next_timeout(self) -> float:
-        deadlines = [s.deadline for s in self._slots if s.task is not None and not s.kill_reason]
-        if not deadlines:
-            return _IDLE_WAIT_S
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _drain(self, slot: _Slot) -> None:
-        conn = slot.conn
-        while conn is not None:
-            try:
-                if not conn.poll():
-                    return
-                message = conn.recv()
-            except (EOFError, OSError):
-                with self._lock:
-                    if slot.conn is conn:
-                        slot.conn = None  # the sentinel tells the rest
-                return
-            self._handle(slot, message)
+    def _readable(self, slot: _Slot, conn: Connection) -> None:
+        """The worker's pipe has a message (or its end): one message per call."""
+        if slot.conn is not conn:
+            return  # an earlier worker's pipe, closed since the poll
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            self._close_pipe(slot)  # the worker is gone: its sentinel tells the rest
+            return
+        self._handle(slot, message)
 
     def _handle(self, slot: _Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -204,11 +170,10 @@ class LocalPool:
                 sink.progress(message[1], message[2], message[3])
         elif kind == "done":
             outcome: Outcome = message[1]
+            if message[2]:
+                # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
+                self._close_pipe(slot)
             with self._lock:
-                if message[2] and slot.conn is not None:
-                    # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
-                    slot.conn.close()
-                    slot.conn = None
                 if slot.task is None or slot.task.job_id != outcome.job_id or slot.kill_reason:
                     return  # killed meanwhile: the kill reason wins
                 slot.task = None
@@ -216,24 +181,48 @@ class LocalPool:
         elif kind == "fatal":
             log.error("worker cannot start: %s", message[1])
 
-    def _on_exit(self, slot: _Slot) -> None:
-        self._drain(slot)  # a result sent just before exiting still counts
+    def _exited(self, slot: _Slot, process: BaseProcess) -> None:
+        """The worker's sentinel is readable: it died.  Report its task, start another."""
+        if slot.process is not process or process.is_alive():
+            return
+        while slot.conn is not None and slot.conn.poll():
+            self._readable(slot, slot.conn)  # a result sent just before exiting still counts
+        process.join(timeout=0)
         with self._lock:
-            process = slot.process
-            if process is None or process.is_alive():
-                return
-            process.join(timeout=0)
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
-            for end in (slot.conn, slot.lifeline):
-                if end is not None:
-                    end.close()
-            slot.conn, slot.process, slot.lifeline = None, None, None
-            if not self._stopping:
+        self._bury(slot)
+        if not self._stopping:
+            with self._lock:
                 self._spawn(slot)
-        if task is not None and self._sink is not None:
-            self._sink.finished(_death_outcome(task, reason, process.exitcode,
-                                               time.monotonic() - slot.started, process.pid))
+        if task is not None:
+            self._report(_death_outcome(task, reason, process.exitcode,
+                                        time.monotonic() - slot.started, process.pid))
+
+    def _report(self, outcome: Outcome) -> None:
+        if self._sink is not None:
+            self._sink.finished(outcome)
+
+    # -- timer thread -----------------------------------------------------------------
+
+    def _keep_time(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                timeout = self._next_timeout()
+                self._wake_at = time.monotonic() + timeout
+            if self._wake_r.poll(timeout):
+                with contextlib.suppress(EOFError, OSError):
+                    while self._wake_r.poll():
+                        self._wake_r.recv_bytes()
+            self._enforce_deadlines()
+
+    def _next_timeout(self) -> float:
+        deadlines = [s.deadline for s in self._slots if s.task is not None and not s.kill_reason]
+        if not deadlines:
+            return _IDLE_WAIT_S
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -258,6 +247,27 @@ class LocalPool:
         child.close()
         life_r.close()
         slot.process, slot.conn, slot.lifeline = process, parent, life_w
+        assert self._sink is not None
+        # Bound to this pipe and process: a poll's stale readiness never reaches a successor.
+        self._sink.watch(parent.fileno(), lambda: self._readable(slot, parent))
+        self._sink.watch(process.sentinel, lambda: self._exited(slot, process))
+
+    def _close_pipe(self, slot: _Slot) -> None:
+        conn, slot.conn = slot.conn, None
+        if conn is not None:
+            assert self._sink is not None
+            self._sink.unwatch(conn.fileno())
+            conn.close()
+
+    def _bury(self, slot: _Slot) -> None:
+        """Forget a dead worker: stop reading it and close what led to it."""
+        self._close_pipe(slot)
+        if slot.process is not None:
+            assert self._sink is not None
+            self._sink.unwatch(slot.process.sentinel)
+        if slot.lifeline is not None:
+            slot.lifeline.close()
+        slot.process, slot.lifeline = None, None
 
     @staticmethod
     def _kill(slot: _Slot) -> None:
