@@ -28,6 +28,12 @@ class Task:
     data_dir: str
     attempt: int
 
+    def __reduce__(self) -> tuple[type[Task], tuple[Any, ...]]:
+        # A plain tuple of fields: a slots dataclass's default pickling looks its fields
+        # up on every load, a tenth of a no-op job's trip to a worker and back.
+        return Task, (self.job_id, self.tool, self.params, self.timeout_s, self.data_dir,
+                      self.attempt)
+
 
 class Sink(Protocol):
     def progress(self, job_id: str, fraction: float, message: str) -> None: ...

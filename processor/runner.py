@@ -46,6 +46,11 @@ class Outcome:
     pid: int = field(default_factory=os.getpid)
     duration_s: float = 0.0
 
+    def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
+        # As processor.executor.Task: the fields as a tuple, cheaper to load.
+        return Outcome, (self.job_id, self.error_type, self.message, self.traceback,
+                         self.retryable, self.result_json, self.pid, self.duration_s)
+
     @property
     def ok(self) -> bool:
         return self.error_type is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import signal
@@ -102,8 +103,13 @@ def _run(conn: Connection, registry: Any, task: Task, resources: dict[str, Any])
         tool = registry.get(task.tool)
     except SpoolError as exc:
         return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
-    ctx = Context(task.job_id, Path(task.data_dir), report, resources)
+    ctx = Context(task.job_id, _data_dir(task.data_dir), report, resources)
     return run_tool(tool, task.job_id, task.params, ctx)
+
+
+@functools.lru_cache(maxsize=4)
+def _data_dir(path: str) -> Path:
+    return Path(path)  # the same folder for every task: parse it once
 
 
 def _save_stdio() -> dict[int, int]:
@@ -116,10 +122,8 @@ def _save_stdio() -> dict[int, int]:
 
 
 def _restore_stdio(saved: dict[int, int]) -> None:
+    # Unconditionally: one dup2 each, where comparing first took two fstats each.
     for fd, copy in saved.items():
-        with contextlib.suppress(OSError):
-            if os.path.sameopenfile(fd, copy):
-                continue
         with contextlib.suppress(OSError):
             os.dup2(copy, fd)
 
