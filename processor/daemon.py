@@ -803,7 +803,7 @@ class Processor:
 
 
 class _Sink:
-    """Posts executor events into the daemon's inbox."""
+    """Posts executor events into the daemon's inbox, and lets it watch descriptors."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
@@ -814,7 +814,7 @@ class _Sink:
     def finished(self, outcome: Outcome) -> None:
         self.inbox.post(("finished", outcome))
 
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+    def watch(self, fd: int, callback: Callable[[], object]) -> None:
         self.inbox.add_reader(fd, callback)
 
     def unwatch(self, fd: int) -> None:

@@ -40,7 +40,7 @@ class Sink(Protocol):
 
     def finished(self, outcome: Outcome) -> None: ...
 
-    def watch(self, fd: int, callback: Callable[[], None]) -> None:
+    def watch(self, fd: int, callback: Callable[[], object]) -> None:
         """Have the daemon's loop thread call ``callback`` whenever ``fd`` is readable.
 
         For an executor whose workers the loop can read directly; call it (and
@@ -49,7 +49,10 @@ class Sink(Protocol):
         ...
 
     def unwatch(self, fd: int) -> None:
-        """Stop watching ``fd``, before closing it."""
+        """Stop watching ``fd``, before closing it.
+
+        A callback already due in the loop's current round may still run once.
+        """
         ...
 
 

@@ -1,11 +1,12 @@
 """The daemon loop's inbox: events posted by other threads, and file descriptors
 the loop reads itself.
 
-Other threads (FAST runners, the COMPUTE executor, signal handlers) call
-:meth:`Inbox.post`.  The loop calls :meth:`Inbox.wait`, which sleeps in one
-``poll`` on a wake-up pipe and on its own readers (the change feed's inotify
-descriptor), then :meth:`Inbox.get` until it returns None.  A post writes to
-the pipe only while the loop sleeps, so a busy loop is never woken twice.
+Other threads (a displaced FAST run's, a Dask executor's, signal handlers)
+call :meth:`Inbox.post`.  The loop calls :meth:`Inbox.wait`, which sleeps in
+one ``poll`` on a wake-up pipe and on its own readers (the change feed's
+inotify descriptor, the local pool's worker sockets and sentinels), then
+:meth:`Inbox.get` until it returns None.  A post writes to the pipe only
+while the loop sleeps, so a busy loop is never woken twice.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ class Inbox:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
-        self._readers: dict[int, Callable[[], None]] = {}
+        self._readers: dict[int, Callable[[], object]] = {}
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop thread whenever ``fd`` is readable."""
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call ``callback`` on the loop thread whenever ``fd`` is readable.
+
+        Readiness is taken per :meth:`wait`: a reader removed by an earlier
+        callback of the same wait may still be called once, and must cope.
+        """
         self._readers[fd] = callback
         self._poller.register(fd, select.POLLIN)
 

@@ -1,13 +1,17 @@
 """The local COMPUTE pool: exactly ``JOB_NUM`` killable worker processes.
 
-The daemon's loop thread reads the workers: every worker's pipe and process
+The daemon's loop thread reads the workers: every worker's socket and process
 sentinel is one of the loop's readers (:meth:`Sink.watch`), so a result
 reaches the loop with no thread in between, and a worker's death is handled
-there too.  One timer thread only keeps time: it sleeps until the nearest
-deadline and kills a task past it with its whole process group, so a stuck
-task dies on time even while the loop is busy.  The death then reaches the
-loop through the sentinel and the task fails ``timeout``; a worker that dies
-on its own (``os._exit``, a segfault, the OOM killer) fails only its task as
+there too.  Reads never block: each takes what has arrived and unpickles the
+messages that are complete, so a large result, or a worker stopped halfway
+through sending one, never holds the loop.  One timer thread only keeps
+time: it sleeps until the nearest deadline and kills a task past it with its
+whole process group, so a stuck task dies on time even while the loop is
+busy.  The death then reaches the loop through the sentinel and the task
+fails ``timeout`` (unless its result had already arrived: a result wins over
+a deadline that passed while the loop was busy); a worker that dies on its
+own (``os._exit``, a segfault, the OOM killer) fails only its task as
 ``worker_crashed``.  Either way the slot gets a fresh worker before it is
 offered again, so the pool is always whole.
 
@@ -20,15 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing as mp
 import os
+import pickle
+import select
 import signal
+import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from processor.executor import Sink, Task
@@ -40,13 +49,16 @@ log = logging.getLogger("spoolq.pool")
 
 _PRELOAD = ["numpy", "pandas", "processor.worker", "processor.quant.tools"]
 _IDLE_WAIT_S = 1.0
+_READ_BYTES = 1 << 20
+_RESPAWN_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
 class _Slot:
     index: int
     process: BaseProcess | None = None
-    conn: Connection | None = None
+    sock: socket.socket | None = None  # this end of the worker's Connection
+    unread: bytearray = field(default_factory=bytearray)  # a message still arriving
     task: Task | None = None
     deadline: float = 0.0
     kill_reason: str | None = None
@@ -71,7 +83,8 @@ class LocalPool:
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = mp.Pipe(duplex=False)
         self._stopping = False
-        self._wake_at = 0.0  # the monitor's next wake-up at the latest (under _lock)
+        self._wake_at = 0.0  # the timer's next wake-up at the latest (under _lock)
+        self._respawn_at = 0.0  # when to try again to start workers that failed to start
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
 
@@ -79,16 +92,16 @@ class LocalPool:
 
     def start(self, sink: Sink) -> None:
         self._sink = sink
-        with self._lock:
-            for slot in self._slots:
-                self._spawn(slot)
+        for slot in self._slots:
+            self._spawn(slot)
         self._thread = threading.Thread(target=self._keep_time, name="pool-timer", daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:
         """Kill every worker (and its tool's processes); no outcomes are reported.
 
-        Called on the loop thread, like everything else here but the timer.
+        Called on the loop thread, like everything else here but :meth:`start`
+        (before the loop runs) and the timer.
         """
         with self._lock:
             self._stopping = True
@@ -109,8 +122,13 @@ class LocalPool:
         return self.size
 
     def free_slots(self) -> int:
+        if self._respawn_at and time.monotonic() >= self._respawn_at:
+            self._respawn_at = 0.0
+            for slot in self._slots:
+                if slot.process is None:
+                    self._respawn(slot)
         with self._lock:
-            return sum(1 for s in self._slots if s.task is None and s.conn is not None)
+            return sum(1 for s in self._slots if s.task is None and s.sock is not None)
 
     def busy(self) -> int:
         with self._lock:
@@ -118,7 +136,7 @@ class LocalPool:
 
     def submit(self, task: Task) -> None:
         with self._lock:
-            slot = next((s for s in self._slots if s.task is None and s.conn is not None), None)
+            slot = next((s for s in self._slots if s.task is None and s.sock is not None), None)
             if slot is not None:
                 slot.task = task
                 slot.started = time.monotonic()
@@ -131,9 +149,10 @@ class LocalPool:
             self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                  "its worker died before the job reached it", retryable=True))
             return
-        assert slot.conn is not None  # only this thread closes a pipe
+        assert slot.sock is not None  # only this thread closes a socket
+        data = ForkingPickler.dumps(task)
         with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
-            slot.conn.send(task)
+            slot.sock.sendall(_frame_header(len(data)) + data)
         if early:
             self._poke()
 
@@ -148,16 +167,26 @@ class LocalPool:
 
     # -- reading the workers (loop thread) --------------------------------------------
 
-    def _readable(self, slot: _Slot, conn: Connection) -> None:
-        """The worker's pipe has a message (or its end): one message per call."""
-        if slot.conn is not conn:
-            return  # an earlier worker's pipe, closed since the poll
+    def _readable(self, slot: _Slot, sock: socket.socket) -> bool:
+        """Read what the worker sent, without blocking; handle each complete message.
+
+        False when nothing more was there to read.
+        """
+        if slot.sock is not sock:
+            return False  # an earlier worker's socket, closed since the poll
         try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            self._close_pipe(slot)  # the worker is gone: its sentinel tells the rest
-            return
-        self._handle(slot, message)
+            chunk = sock.recv(_READ_BYTES, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close_socket(slot)  # the worker is gone: its sentinel tells the rest
+            return False
+        slot.unread += chunk
+        for message in _complete_messages(slot.unread):
+            self._handle(slot, message)
+        return True
 
     def _handle(self, slot: _Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -172,11 +201,15 @@ class LocalPool:
             outcome: Outcome = message[1]
             if message[2]:
                 # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
-                self._close_pipe(slot)
+                self._close_socket(slot)
             with self._lock:
-                if slot.task is None or slot.task.job_id != outcome.job_id or slot.kill_reason:
-                    return  # killed meanwhile: the kill reason wins
-                slot.task = None
+                if slot.task is None or slot.task.job_id != outcome.job_id:
+                    return
+                if slot.kill_reason not in (None, ErrorType.TIMEOUT.value):
+                    return  # cancelled meanwhile: the cancel wins
+                # A result that arrived wins over a deadline that passed before the loop
+                # read it (the worker's death that follows reports nothing).
+                slot.task, slot.kill_reason = None, None
             sink.finished(outcome)
         elif kind == "fatal":
             log.error("worker cannot start: %s", message[1])
@@ -185,19 +218,28 @@ class LocalPool:
         """The worker's sentinel is readable: it died.  Report its task, start another."""
         if slot.process is not process or process.is_alive():
             return
-        while slot.conn is not None and slot.conn.poll():
-            self._readable(slot, slot.conn)  # a result sent just before exiting still counts
+        while slot.sock is not None and self._readable(slot, slot.sock):
+            pass  # a result sent just before exiting still counts
         process.join(timeout=0)
         with self._lock:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
         self._bury(slot)
-        if not self._stopping:
-            with self._lock:
-                self._spawn(slot)
         if task is not None:
             self._report(_death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid))
+        if not self._stopping:
+            self._respawn(slot)
+
+    def _respawn(self, slot: _Slot) -> None:
+        """A fresh worker for the slot; on failure the slot stays empty and is retried."""
+        try:
+            self._spawn(slot)
+        except Exception as exc:  # EAGAIN, EMFILE, a forkserver that cannot start...
+            log.error("cannot start worker %d, trying again in %g s: %s", slot.index,
+                      _RESPAWN_RETRY_S, exc)
+            self._bury(slot)
+            self._respawn_at = time.monotonic() + _RESPAWN_RETRY_S
 
     def _report(self, outcome: Outcome) -> None:
         if self._sink is not None:
@@ -228,14 +270,24 @@ class LocalPool:
         now = time.monotonic()
         with self._lock:
             for slot in self._slots:
-                if slot.task is not None and not slot.kill_reason and now >= slot.deadline:
-                    slot.kill_reason = ErrorType.TIMEOUT.value
-                    self._kill(slot)
+                if slot.task is None or slot.kill_reason or now < slot.deadline:
+                    continue
+                assert slot.process is not None  # buried only once its task is cleared
+                if _readable_now(slot.process.sentinel):
+                    # Dead already, and perhaps reaped: its pid may be someone else's by
+                    # now.  The loop reports the death (and a result, if one came).
+                    slot.deadline = math.inf
+                    continue
+                slot.kill_reason = ErrorType.TIMEOUT.value
+                self._kill(slot)
 
     # -- processes --------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
+        # A Connection's socket pair, as ctx.Pipe makes it, keeping this end a socket
+        # to read without blocking (MSG_DONTWAIT) and write with blocking sendall.
+        parent, child_end = socket.socketpair()
+        child = Connection(child_end.detach())
         # Only this process holds the lifeline's write end: when it dies, however it
         # dies, the worker reads EOF and kills itself with everything its tool started.
         # (PR_SET_PDEATHSIG alone names the forkserver, which outlives the processor.)
@@ -246,22 +298,23 @@ class LocalPool:
         process.start()
         child.close()
         life_r.close()
-        slot.process, slot.conn, slot.lifeline = process, parent, life_w
+        slot.process, slot.sock, slot.lifeline = process, parent, life_w
+        slot.unread.clear()
         assert self._sink is not None
-        # Bound to this pipe and process: a poll's stale readiness never reaches a successor.
+        # Bound to this socket and process: stale readiness never reaches a successor.
         self._sink.watch(parent.fileno(), lambda: self._readable(slot, parent))
         self._sink.watch(process.sentinel, lambda: self._exited(slot, process))
 
-    def _close_pipe(self, slot: _Slot) -> None:
-        conn, slot.conn = slot.conn, None
-        if conn is not None:
+    def _close_socket(self, slot: _Slot) -> None:
+        sock, slot.sock = slot.sock, None
+        if sock is not None:
             assert self._sink is not None
-            self._sink.unwatch(conn.fileno())
-            conn.close()
+            self._sink.unwatch(sock.fileno())
+            sock.close()
 
     def _bury(self, slot: _Slot) -> None:
         """Forget a dead worker: stop reading it and close what led to it."""
-        self._close_pipe(slot)
+        self._close_socket(slot)
         if slot.process is not None:
             assert self._sink is not None
             self._sink.unwatch(slot.process.sentinel)
@@ -281,6 +334,38 @@ class LocalPool:
     def _poke(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send_bytes(b"!")
+
+
+def _frame_header(size: int) -> bytes:
+    """Connection's framing, which the worker reads: see :func:`_complete_messages`."""
+    if size <= 0x7FFFFFFF:
+        return size.to_bytes(4, "big")
+    return b"\xff\xff\xff\xff" + size.to_bytes(8, "big")
+
+
+def _complete_messages(unread: bytearray) -> list[Any]:
+    """Take every whole message off the front of ``unread`` (Connection's framing:
+    a signed 4-byte big-endian length, or -1 then an 8-byte one, then a pickle)."""
+    messages: list[Any] = []
+    pos = 0
+    with memoryview(unread) as view:
+        while len(unread) - pos >= 4:
+            size, head = int.from_bytes(view[pos:pos + 4], "big", signed=True), 4
+            if size == -1:
+                if len(unread) - pos < 12:
+                    break
+                size, head = int.from_bytes(view[pos + 4:pos + 12], "big"), 12
+            end = pos + head + size
+            if len(unread) < end:
+                break
+            messages.append(pickle.loads(view[pos + head:end]))
+            pos = end
+    del unread[:pos]
+    return messages
+
+
+def _readable_now(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,

@@ -190,3 +190,15 @@ class Progressive(BaseTool):
             time.sleep(params.seconds / 10)
             ctx.progress(i / 10, f"step {i}")
         return ToolResult.ok()
+
+
+class Big(BaseTool):
+    """A result of ``mb`` MiB: many reads of the worker's socket before it is whole."""
+
+    name: ClassVar[str] = "t_big"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        time.sleep(params.seconds)
+        return ToolResult.ok({"blob": "x" * (params.mb << 20), "pid": os.getpid()})

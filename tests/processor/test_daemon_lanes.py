@@ -63,6 +63,25 @@ def test_a_slow_fast_tool_hands_the_loop_on(spool_root: Path, daemon: StartDaemo
     assert rec["state"] == "done" and rec["duration_s"] >= 3
 
 
+def test_large_compute_results_arrive_whole_and_jobs_go_on_meanwhile(spool_root: Path,
+                                                                   daemon: StartDaemon) -> None:
+    """The loop reads worker sockets without blocking: a result of many MiB comes in
+    pieces, between which other jobs are served."""
+    daemon()
+    for i in range(2):
+        drop(spool_root, f"big{i}", {"tool": "t_big", "params": {"mb": 24, "seconds": 0.2}})
+    for i in range(10):
+        drop(spool_root, f"quick{i}", {"tool": "echo", "params": {"message": i}})
+        drop(spool_root, f"small{i}", {"tool": "t_pid"})
+    for i in range(2):
+        rec = wait_record(spool_root, f"big{i}", 60)
+        assert rec["state"] == "done", rec
+        assert rec["result"]["blob"] == "x" * (24 << 20)
+    for i in range(10):
+        assert wait_record(spool_root, f"quick{i}", 30)["state"] == "done"
+        assert wait_record(spool_root, f"small{i}", 30)["state"] == "done"
+
+
 def test_exactly_job_num_workers_and_priority_order(spool_root: Path,
                                                     daemon: StartDaemon, tmp_path: Path
                                                     ) -> None:
