@@ -85,6 +85,7 @@ class LocalPool:
         self._stopping = False
         self._wake_at = 0.0  # the timer's next wake-up at the latest (under _lock)
         self._respawn_at = 0.0  # when to try again to start workers that failed to start
+        self._buffer = bytearray(_READ_BYTES)  # the loop thread's reads of worker sockets
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
 
@@ -175,15 +176,18 @@ class LocalPool:
         if slot.sock is not sock:
             return False  # an earlier worker's socket, closed since the poll
         try:
-            chunk = sock.recv(_READ_BYTES, socket.MSG_DONTWAIT)
+            # Into a buffer kept for it: recv(n) allocates n bytes first, and at 1 MiB
+            # that is an mmap and munmap per message.
+            size = sock.recv_into(self._buffer, _READ_BYTES, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return False
         except OSError:
-            chunk = b""
-        if not chunk:
+            size = 0
+        if not size:
             self._close_socket(slot)  # the worker is gone: its sentinel tells the rest
             return False
-        slot.unread += chunk
+        with memoryview(self._buffer) as view:
+            slot.unread += view[:size]
         for message in _complete_messages(slot.unread):
             self._handle(slot, message)
         return True
