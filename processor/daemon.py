@@ -31,7 +31,6 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -41,7 +40,7 @@ import orjson
 
 from processor import logs
 from processor.executor import ComputeExecutor, Task
-from processor.inbox import Event, Inbox
+from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
 from processor.registry import Registry
 from processor.relay import Relay
@@ -175,7 +174,7 @@ class Processor:
             report = self.recovery.scan()
             if report.changed:
                 log.info("recovery", extra={"fields": _report_fields(report)})
-            self.executor.start(_Sink(self.inbox))
+            self.executor.start(InboxSink(self.inbox))
             self._start_feed()
             self._rescan()
             logs.flush()  # the recovery's lines are out before the status file says "up"
@@ -800,25 +799,6 @@ class Processor:
         if what not in self.failing_writes:
             self.failing_writes.add(what)
             log.warning(what, extra={"fields": {"error": str(exc)}})
-
-
-class _Sink:
-    """Posts executor events into the daemon's inbox, and lets it watch descriptors."""
-
-    def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
-
-    def progress(self, job_id: str, fraction: float, message: str) -> None:
-        self.inbox.post(("progress", job_id, fraction, message))
-
-    def finished(self, outcome: Outcome) -> None:
-        self.inbox.post(("finished", outcome))
-
-    def watch(self, fd: int, callback: Callable[[], object]) -> None:
-        self.inbox.add_reader(fd, callback)
-
-    def unwatch(self, fd: int) -> None:
-        self.inbox.remove_reader(fd)
 
 
 def _owner_id() -> str:

@@ -17,7 +17,10 @@ import os
 import queue
 import select
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from processor.runner import Outcome
 
 Event = tuple[Any, ...]
 
@@ -89,3 +92,23 @@ class Inbox:
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class InboxSink:
+    """An executor's :class:`~processor.executor.Sink` into an inbox: events are
+    posted, and descriptors are watched as the inbox's readers (by the loop)."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    def progress(self, job_id: str, fraction: float, message: str) -> None:
+        self.inbox.post(("progress", job_id, fraction, message))
+
+    def finished(self, outcome: Outcome) -> None:
+        self.inbox.post(("finished", outcome))
+
+    def watch(self, fd: int, callback: Callable[[], object]) -> None:
+        self.inbox.add_reader(fd, callback)
+
+    def unwatch(self, fd: int) -> None:
+        self.inbox.remove_reader(fd)

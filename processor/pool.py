@@ -296,12 +296,18 @@ class LocalPool:
         # dies, the worker reads EOF and kills itself with everything its tool started.
         # (PR_SET_PDEATHSIG alone names the forkserver, which outlives the processor.)
         life_r, life_w = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(
-            target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
-            args=(child, self.tool_modules, self.memory_mb, self.max_jobs, life_r))
-        process.start()
-        child.close()
-        life_r.close()
+        try:
+            process = self._ctx.Process(
+                target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
+                args=(child, self.tool_modules, self.memory_mb, self.max_jobs, life_r))
+            process.start()
+        except BaseException:
+            parent.close()
+            life_w.close()
+            raise
+        finally:
+            child.close()  # the worker has its own copies (or there is no worker)
+            life_r.close()
         slot.process, slot.sock, slot.lifeline = process, parent, life_w
         slot.unread.clear()
         assert self._sink is not None
