@@ -188,8 +188,15 @@ class LocalPool:
             return False
         with memoryview(self._buffer) as view:
             slot.unread += view[:size]
-        for message in _complete_messages(slot.unread):
-            self._handle(slot, message)
+        try:
+            for message in _complete_messages(slot.unread):
+                self._handle(slot, message)
+        except Exception:  # e.g. a tool wrote into its worker's socket: the stream is lost
+            log.exception("unreadable message from worker %d: killing it", slot.index)
+            self._close_socket(slot)
+            with self._lock:
+                self._kill(slot)  # its sentinel reports its job as worker_crashed
+            return False
         return True
 
     def _handle(self, slot: _Slot, message: tuple[Any, ...]) -> None:
@@ -211,9 +218,12 @@ class LocalPool:
                     return
                 if slot.kill_reason not in (None, ErrorType.TIMEOUT.value):
                     return  # cancelled meanwhile: the cancel wins
+                killed = slot.kill_reason is not None
                 # A result that arrived wins over a deadline that passed before the loop
                 # read it (the worker's death that follows reports nothing).
                 slot.task, slot.kill_reason = None, None
+            if killed:
+                self._close_socket(slot)  # dying: not offered again before its successor
             sink.finished(outcome)
         elif kind == "fatal":
             log.error("worker cannot start: %s", message[1])
@@ -262,13 +272,17 @@ class LocalPool:
                 with contextlib.suppress(EOFError, OSError):
                     while self._wake_r.poll():
                         self._wake_r.recv_bytes()
-            self._enforce_deadlines()
+            try:
+                self._enforce_deadlines()
+            except Exception:  # never let one bad pass end deadline enforcement
+                log.exception("deadline check failed")
 
     def _next_timeout(self) -> float:
-        deadlines = [s.deadline for s in self._slots if s.task is not None and not s.kill_reason]
+        deadlines = [s.deadline for s in self._slots
+                     if s.task is not None and not s.kill_reason and math.isfinite(s.deadline)]
         if not deadlines:
             return _IDLE_WAIT_S
-        return max(0.0, min(deadlines) - time.monotonic())
+        return min(_IDLE_WAIT_S, max(0.0, min(deadlines) - time.monotonic()))
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
@@ -290,24 +304,27 @@ class LocalPool:
     def _spawn(self, slot: _Slot) -> None:
         # A Connection's socket pair, as ctx.Pipe makes it, keeping this end a socket
         # to read without blocking (MSG_DONTWAIT) and write with blocking sendall.
-        parent, child_end = socket.socketpair()
-        child = Connection(child_end.detach())
-        # Only this process holds the lifeline's write end: when it dies, however it
-        # dies, the worker reads EOF and kills itself with everything its tool started.
-        # (PR_SET_PDEATHSIG alone names the forkserver, which outlives the processor.)
-        life_r, life_w = self._ctx.Pipe(duplex=False)
+        opened: list[socket.socket | Connection] = []
         try:
+            parent, child_end = socket.socketpair()
+            child = Connection(child_end.detach())
+            opened += [parent, child]
+            # Only this process holds the lifeline's write end: when it dies, however it
+            # dies, the worker reads EOF and kills itself with everything its tool
+            # started.  (PR_SET_PDEATHSIG alone names the forkserver, which outlives
+            # the processor.)
+            life_r, life_w = self._ctx.Pipe(duplex=False)
+            opened += [life_r, life_w]
             process = self._ctx.Process(
                 target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
                 args=(child, self.tool_modules, self.memory_mb, self.max_jobs, life_r))
             process.start()
         except BaseException:
-            parent.close()
-            life_w.close()
+            for end in opened:
+                end.close()
             raise
-        finally:
-            child.close()  # the worker has its own copies (or there is no worker)
-            life_r.close()
+        child.close()  # the worker has its own copies
+        life_r.close()
         slot.process, slot.sock, slot.lifeline = process, parent, life_w
         slot.unread.clear()
         assert self._sink is not None
@@ -375,7 +392,9 @@ def _complete_messages(unread: bytearray) -> list[Any]:
 
 
 def _readable_now(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()  # (select.select fails on fds past 1023)
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,

@@ -42,8 +42,9 @@ def finished(inbox: Inbox, timeout_s: float = 30.0) -> Outcome:
     raise AssertionError("no outcome")
 
 
-def task(job_id: str, tool: str, tmp_path: Path, **params: Any) -> Task:
-    return Task(job_id, tool, params, 30.0, str(tmp_path), 1)
+def task(job_id: str, tool: str, tmp_path: Path, timeout_s: float = 30.0,
+         **params: Any) -> Task:
+    return Task(job_id, tool, params, timeout_s, str(tmp_path), 1)
 
 
 def test_a_result_comes_back_through_the_loops_reads(started: tuple[LocalPool, Inbox],
@@ -72,15 +73,50 @@ def test_a_worker_that_cannot_be_replaced_is_retried_and_its_job_still_reported(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pool._ctx, "Process", refuse_once)
-    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.3)
+    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 2.0)
     pool.submit(task("crash", "t_crash", tmp_path))
     outcome = finished(inbox)
     assert outcome.error_type is ErrorType.WORKER_CRASHED and outcome.job_id == "crash"
     assert refusals == ["refused"]
     assert pool.free_slots() == 0, "no worker to offer until the retry"
-    deadline = time.monotonic() + 10
-    while pool.free_slots() == 0:
-        assert time.monotonic() < deadline, "the slot was never refilled"
-        inbox.wait(0.05)
+    wait_free(pool, inbox)
     pool.submit(task("after", "t_pid", tmp_path))
     assert finished(inbox).ok
+
+
+def test_a_result_that_arrived_wins_over_a_deadline_the_loop_was_late_for(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """The loop is busy (here: not reading) while a quick job's deadline passes; the
+    timer kills the worker, but the result already sent is what the job gets."""
+    pool, inbox = started
+    pool.submit(task("quick", "t_pid", tmp_path, timeout_s=0.3))
+    time.sleep(1.0)  # the result waits unread; the timer kills the worker at 0.3 s
+    outcome = finished(inbox)
+    assert outcome.ok and outcome.job_id == "quick", outcome
+    # the killed worker is not offered again: the next job goes to its successor
+    pool.submit(task("next", "t_pid", tmp_path))
+    assert finished(inbox).ok
+
+
+def test_a_worker_dead_before_its_deadline_is_reported_once_and_deadlines_go_on(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """A worker that died on its own is found by the timer once its deadline passes
+    (the loop being late); the timer leaves it to the loop and keeps working."""
+    pool, inbox = started
+    pool.submit(task("crash", "t_crash", tmp_path, timeout_s=0.3))
+    time.sleep(1.0)  # dead at once; the loop reads nothing until the deadline is past
+    outcome = finished(inbox)
+    assert outcome.error_type is ErrorType.WORKER_CRASHED, outcome
+    wait_free(pool, inbox)
+    started_at = time.monotonic()
+    pool.submit(task("stuck", "t_record", tmp_path, timeout_s=0.5, seconds=60))
+    outcome = finished(inbox)
+    assert outcome.error_type is ErrorType.TIMEOUT, outcome
+    assert time.monotonic() - started_at < 10
+
+
+def wait_free(pool: LocalPool, inbox: Inbox) -> None:
+    deadline = time.monotonic() + 10
+    while pool.free_slots() == 0:
+        assert time.monotonic() < deadline, "no worker came free"
+        inbox.wait(0.05)
