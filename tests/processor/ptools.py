@@ -201,4 +201,5 @@ class Big(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         time.sleep(params.seconds)
+        _append(params.pid_file, str(os.getpid()))  # the result is on its way
         return ToolResult.ok({"blob": "x" * (params.mb << 20), "pid": os.getpid()})

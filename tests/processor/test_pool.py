@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +123,37 @@ def wait_free(pool: LocalPool, inbox: Inbox) -> None:
     while pool.free_slots() == 0:
         assert time.monotonic() < deadline, "no worker came free"
         inbox.wait(0.05)
+
+
+def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """Reads take what has arrived: with the sender frozen mid-message, the loop's
+    reads return at once (a blocking recv would wait for the rest for ever)."""
+    pool, inbox = started
+    pid_file = tmp_path / "pid"
+    pool.submit(task("big", "t_big", tmp_path, mb=24, pid_file=str(pid_file)))
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the tool never ran"
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    time.sleep(0.5)  # pickled and sending: blocked on the full socket, nobody reads
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        pumped = threading.Event()
+
+        def pump() -> None:
+            for _ in range(20):
+                inbox.wait(0.05)
+                assert inbox.get() is None, "no outcome can be whole yet"
+            pumped.set()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert pumped.is_set(), "a read of the frozen worker's socket blocked the loop"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    outcome = finished(inbox)
+    assert outcome.ok and outcome.result_json is not None
+    assert len(outcome.result_json) > 24 << 20
