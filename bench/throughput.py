@@ -352,17 +352,18 @@ def run_w1(args: argparse.Namespace, fsync: str, tool: str, pool: Pool) -> Row:
     pools, rates = [pool.rate(n)], []
     with daemon_on(args, fsync, f"w1-{tool}", [job(tool, params(0))] * (4 * args.job_num)
                    ) as (daemon, arrivals):
-        cpu0, daemon0, dropping = time.process_time(), daemon.cpu_s(), 0.0
+        dropping, client, spent = 0.0, 0.0, [0.0, 0.0, 0.0]  # daemon user, sys, workers
         for r in range(args.rounds):
             jobs = [(f"w1-{r}-{i:05d}", job(tool, params(i))) for i in range(n)]
+            cpu0, daemon0 = time.process_time(), daemon.cpu_s()
             wall, drops = daemon.run_jobs(jobs, arrivals)
+            # CPU of the round only: the pool's runs between rounds are left out
+            client += time.process_time() - cpu0
+            spent = [s + b - a for s, a, b in zip(spent, daemon0, daemon.cpu_s(), strict=True)]
             rates.append(n / wall)
             dropping += drops
-            cpu1, daemon1 = time.process_time(), daemon.cpu_s()  # the pool's CPU left out
             pools.append(pool.rate(n))
-    client = cpu1 - cpu0
-    user, system, workers = ((b - a) / (n * args.rounds) * 1e6
-                             for a, b in zip(daemon0, daemon1, strict=True))
+    user, system, workers = (s / (n * args.rounds) * 1e6 for s in spent)
     # each round against the pool just before and just after it (2n calls over both times)
     bases = [2 / (1 / a + 1 / b) for a, b in itertools.pairwise(pools)]
     ratio = statistics.median(r / b for r, b in zip(rates, bases, strict=True))
