@@ -545,12 +545,8 @@ class Processor:
     def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
         """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
         job_id = run.claim.job_id
-        if not self._fast_pending(run):
-            self.fast_busy -= 1  # timed out or cancelled before it started
-            return
-        if time.monotonic() >= run.deadline:
-            self.fast_busy -= 1
-            self._time_out(run, time.monotonic())  # its wait in line used up its time
+        if not self._fast_pending(run) or self._timed_out(run, time.monotonic()):
+            self.fast_busy -= 1  # ended before it started, or its wait in line used its time
             return
 
         def report(fraction: float, message: str) -> None:
@@ -566,12 +562,7 @@ class Processor:
 
     def _fast_finished(self, run: Run, outcome: Outcome) -> None:
         """Record a FAST run's outcome, unless the run ended meanwhile or ran late."""
-        if not self._fast_pending(run):
-            return
-        now = time.monotonic()
-        if now >= run.deadline:
-            self._time_out(run, now)  # it finished, but past its timeout
-        else:
+        if self._fast_pending(run) and not self._timed_out(run, time.monotonic()):
             self._finish(run, outcome)
 
     def _fast_pending(self, run: Run) -> bool:
@@ -581,16 +572,19 @@ class Processor:
 
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):
-            if (run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing
-                    and now >= run.deadline):
-                self._time_out(run, now)
+            if run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing:
+                self._timed_out(run, now)
 
-    def _time_out(self, run: Run, now: float) -> None:
+    def _timed_out(self, run: Run, now: float) -> bool:
+        """True, with the run failed ``timeout``, once ``now`` is past its deadline."""
+        if now < run.deadline:
+            return False
         run.abandoned = True  # a thread still running it cannot be killed: its result is ignored
         self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
                                   f"FAST tool past its {run.deadline - run.started:g} s "
                                   "timeout (its thread is abandoned)", retryable=True,
                                   duration_s=now - run.started))
+        return True
 
     # -- cancel -------------------------------------------------------------------------
 
