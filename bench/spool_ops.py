@@ -10,8 +10,11 @@ with NOREPLACE, read it), building the ``Record``, and ``Spool.complete``
 rename it into ``done/``, move the running file to ``tmp/`` as the next spare,
 remove any stale sidecars, which ``follow=True`` finds without a syscall).  That
 is two transitions and at least three renames per job, against one rename per
-item for the floor; ratios are given per job and per transition.  The library
-runs with ``recycle=True`` and ``follow=True``, as the processor does.
+item for the floor; ratios are given per job and per transition.  Every
+measurement runs ``--repeat`` times, in rounds; the floor runs before the first
+round and after each one, and each measurement's ratio is to the mean of the
+floor runs on either side of its round (figures and ratios are medians).  The
+library runs with ``recycle=True`` and ``follow=True``, as the processor does.
 
 Also printed: the same syscalls issued directly from Python with no spool
 library (the protocol's own floor), so the gap splits into what the protocol
@@ -27,6 +30,7 @@ import argparse
 import cProfile
 import fcntl
 import functools
+import itertools
 import os
 import pstats
 import shutil
@@ -186,15 +190,11 @@ def library_rate(base: Path, mode: FsyncMode, n: int,
     return n / elapsed
 
 
-def median_rate(fn: Callable[[], float], repeat: int) -> float:
-    return statistics.median(fn() for _ in range(repeat))
-
-
-def line(label: str, n: int, rate: float, unit: str, floor: float | None = None) -> None:
-    """One figure; for jobs, the ratio to the floor per job and per transition (two a job)."""
-    ratio = (f"{rate / floor:6.2f}x floor per job, {2 * rate / floor:5.2f}x per transition"
-             if floor else "")
-    print(f"  {label:<44} N={n:<6} {rate:10,.0f} {unit:<11} {1e6 / rate:8.1f} us  {ratio}")
+def line(label: str, n: int, rate: float, unit: str, ratio: float | None = None) -> None:
+    """One figure; for jobs, ``ratio`` (jobs/s over renames/s) per job and per transition."""
+    text = (f"{ratio:6.2f}x floor per job, {2 * ratio:5.2f}x per transition"
+            if ratio is not None else "")
+    print(f"  {label:<44} N={n:<6} {rate:10,.0f} {unit:<11} {1e6 / rate:8.1f} us  {text}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,22 +219,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(base: Path, args: argparse.Namespace) -> None:
+    """``repeat`` rounds of every measurement, each round between two floor runs.
+
+    A measurement's ratio is to the mean of the floor runs just before and just
+    after its round: the floor drifts by a quarter within one run here, so a
+    single floor taken at the start would decide the ratios by its timing.
+    """
     n, repeat = args.jobs, args.repeat
     print(f"spool under {base} on {filesystem_of(base)}")
-    print(f"medians of {repeat} runs; one job = claim + record + complete (2 transitions)")
-    floor = median_rate(lambda: bare_rename(base, n), repeat)
-    line("bare os.rename loop (the floor)", n, floor, "renames/s")
-    line("same syscalls, no library (protocol floor)", n,
-         median_rate(lambda: protocol_syscalls(base, n), repeat), "jobs/s", floor)
-    line("  the same, a new inode per record", n,
-         median_rate(lambda: protocol_syscalls(base, n, recycle=False), repeat), "jobs/s",
-         floor)
+    print(f"medians of {repeat} rounds, each between two floor runs (ratios to their mean); "
+          "one job = claim + record + complete (2 transitions)")
+    measured: list[tuple[str, int, Callable[[], float]]] = [
+        ("same syscalls, no library (protocol floor)", n,
+         lambda: protocol_syscalls(base, n)),
+        ("  the same, a new inode per record", n,
+         lambda: protocol_syscalls(base, n, recycle=False)),
+    ]
     for mode in (FsyncMode.NEVER, FsyncMode.BATCH, FsyncMode.ALWAYS):
         count = args.always_jobs if mode is FsyncMode.ALWAYS else n
-        rate = median_rate(functools.partial(library_rate, base, mode, count), repeat)
-        line(f"claim-and-complete SPOOL_FSYNC={mode.value}", count, rate, "jobs/s", floor)
-    again = median_rate(lambda: bare_rename(base, n), repeat)
-    line("bare os.rename loop again (drift check)", n, again, "renames/s")
+        measured.append((f"claim-and-complete SPOOL_FSYNC={mode.value}", count,
+                         functools.partial(library_rate, base, mode, count)))
+    floors = [bare_rename(base, n)]
+    rates: list[list[float]] = [[] for _ in measured]
+    for _ in range(repeat):
+        for i, (_, _, fn) in enumerate(measured):
+            rates[i].append(fn())
+        floors.append(bare_rename(base, n))
+    line("bare os.rename loop (the floor)", n, statistics.median(floors), "renames/s")
+    bases = [(a + b) / 2 for a, b in itertools.pairwise(floors)]
+    for (label, count, _), runs in zip(measured, rates, strict=True):
+        line(label, count, statistics.median(runs), "jobs/s",
+             statistics.median(r / f for r, f in zip(runs, bases, strict=True)))
+    print(f"  floor runs, in order: {', '.join(f'{f:,.0f}' for f in floors)} renames/s")
     if args.profile:
         profile = cProfile.Profile()
         library_rate(base, FsyncMode.NEVER, n, profile)
