@@ -102,7 +102,10 @@ class _JobFields(BaseModel):
             return None
         if value.tzinfo is None:
             raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: not a ValueError of its own
+            raise ValueError("timestamp out of range in UTC (years 1 to 9999)") from None
 
 
 class Job(_JobFields):

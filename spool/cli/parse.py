@@ -60,7 +60,10 @@ def timestamp(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(
             f"{text!r} needs a UTC offset, e.g. 2026-11-28T12:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
 
 
 def job_id(text: str) -> str:

@@ -141,11 +141,14 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
 
 
 def test_usage_errors_and_a_missing_spool_are_one_line(env: dict[str, str]) -> None:
-    none, bogus, bad_option, ls, show, stats = run_all(
-        env, [], ["bogus"], ["ls", "--limit", "0"], ["ls"], ["show", "x"], ["stats"])
+    none, bogus, bad_option, far, ls, show, stats = run_all(
+        env, [], ["bogus"], ["ls", "--limit", "0"],
+        ["submit", "echo", "--not-before", "9999-12-31T23:59:59-01:00"],
+        ["ls"], ["show", "x"], ["stats"])
     refused(none, 2, "required")
     refused(bogus, 2, "bogus")
     refused(bad_option, 2, "--limit")
+    refused(far, 2, "out of range")
     for proc in (ls, show, stats):
         refused(proc, 1, "not an initialised spool", "spoolq init")
     assert not Path(env["SPOOL_DIR"]).exists()

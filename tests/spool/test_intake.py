@@ -279,6 +279,8 @@ def test_settle_restarts_when_the_file_changes(spool: Spool, intake: Intake,
     (b'{"tool": "echo", "params": [1]}', "params:", "echo"),
     (b'{"tool": "echo", "bogus": 1}', "bogus: Extra inputs are not permitted", "echo"),
     (b'{"tool": "echo", "not_before": "2026-01-01T00:00:00"}', "UTC offset", "echo"),
+    (b'{"tool": "echo", "not_before": "9999-12-31T23:59:59-01:00"}', "out of range", "echo"),
+    (b'{"tool": "echo", "submitted_at": "0001-01-01T00:00:00+01:00"}', "out of range", "echo"),
     (b'{"tool": "echo", "id": "someone-else"}', "id mismatch", "echo"),
     (b'{"tool": "echo", "id": "bad id!"}', "id:", "echo"),
 ])
