@@ -97,11 +97,31 @@ class Recovery:
         path = self.layout.job(JobState.RUNNING, job_id)
         claim = _lease(path, job_id)
         if claim is None:
+            self._not_a_file(job_id, path, report)
             return  # a live owner holds it, or it just finished
         try:
             self._settle_orphan(claim, report)
         finally:
             claim.close()
+
+    def _not_a_file(self, job_id: str, path: Path, report: RecoveryReport) -> None:
+        """Quarantine what no claim leaves in ``running/``: anything but a regular file.
+
+        A claim moves only the regular file it locked, but a symlink, directory or
+        FIFO swapped in for the drop at that moment moves with it (the claimant sends
+        it back to ``pending/`` unless a newer drop is there, see ``Spool._take``).
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return  # a live owner's lease
+        staged = self.layout.staging(f"quarantine-{job_id}")
+        if self.mover.move(path, staged, replace=False, durable=False):
+            self._restore_quarantine(job_id, staged, st, "found in running/, not a regular "
+                                     "file (swapped in for the drop while it was claimed)")
+            report.restored.append(job_id)
 
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
@@ -200,13 +220,14 @@ class Recovery:
             self._restore_retry(job_id, path, st)
         report.restored.append(job_id)
 
-    def _restore_quarantine(self, job_id: str, path: Path, st: os.stat_result) -> None:
+    def _restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
+                            message: str = "quarantined when its processor died; the "
+                            "original name was lost") -> None:
         orig = self.layout.original(job_id)
         if not self.mover.move(path, orig, replace=False):
             orig = path  # an original is already there: keep both, this one in tmp/
         kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-        self._record_for_original(job_id, st, kind, "quarantined when its processor died; "
-                                  "the original name was lost", orig == path)
+        self._record_for_original(job_id, st, kind, message, orig == path)
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self._finished_after(job_id, st.st_ctime_ns):
@@ -237,12 +258,26 @@ class Recovery:
                 job_id = name.removesuffix(ORIG_SUFFIX)
                 if is_valid_id(job_id) and not os.path.lexists(
                         self.layout.job(JobState.FAILED, job_id)):
-                    st = entry.stat(follow_symlinks=False)
-                    self._record_for_original(job_id, st, "file", "quarantined when its "
-                                              "processor died", False)
-                    report.restored.append(job_id)
+                    self._lone_original(job_id, entry, report)
             elif name in done:
                 self._keep_newer(name, report)
+
+    def _lone_original(self, job_id: str, entry: os.DirEntry[str],
+                       report: RecoveryReport) -> None:
+        """A ``failed/<id>.orig`` without its record: a quarantine or a completion cut short.
+
+        The original came into ``failed/`` by rename, which sets its ctime.  A ``done``
+        record written after that is a later run's, whose completion removes the
+        superseded original (``Spool.publish_terminal``): finish that.  Otherwise the
+        quarantine was cut short before its record: write one.
+        """
+        st = entry.stat(follow_symlinks=False)
+        if self._finished_after(job_id, st.st_ctime_ns):
+            report.removed += self.mover.unlink_durable(Path(entry.path))
+            return
+        self._record_for_original(job_id, st, "file", "quarantined when its processor died",
+                                  False)
+        report.restored.append(job_id)
 
     def _keep_newer(self, name: str, report: RecoveryReport) -> None:
         paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]

@@ -159,7 +159,6 @@ class Spool:
             fd = open_nofollow(src)
         except OSError:
             return None  # gone, or not a regular file: intake's business
-        taken = False
         try:
             before = os.fstat(fd)
             if not stat.S_ISREG(before.st_mode) or not try_lock(fd):
@@ -171,15 +170,43 @@ class Spool:
             if not dst_is_ours:
                 # A newer drop replaced the file between open and move: lease that one.
                 os.close(fd)
-                fd = open_nofollow(dst)
-                if not try_lock(fd):
+                fd = -1
+                fd = self._lease_newer(src, dst)
+                if fd < 0:
                     return None
             data = read_fd(fd, size=before.st_size if dst_is_ours else -1)
-            taken = True
-            return Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
+            claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
+            fd = -1  # the claim holds it now
+            return claim
         finally:
-            if not taken:
+            if fd >= 0:
                 os.close(fd)
+
+    def _lease_newer(self, src: StrPath, dst: StrPath) -> int:
+        """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``); -1 if
+        there is none to take.
+
+        Only a regular file can be claimed.  Anything else (a symlink, a directory, a
+        FIFO swapped in mid-claim) goes back to ``src`` for intake to quarantine; should a
+        newer drop hold ``src`` by then, recovery quarantines it from ``dst``.  A regular
+        file someone else holds stays: it is that claimant's, or recovery's once it lets go.
+        """
+        try:
+            fd = open_nofollow(dst)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    if try_lock(fd):
+                        fd, leased = -1, fd
+                        return leased
+                    return -1
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        self.mover.move(dst, src, replace=False)
+        return -1
 
     # -- finishing ---------------------------------------------------------------
 

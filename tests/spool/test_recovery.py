@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -296,6 +297,28 @@ def test_orphan_original_gets_a_record_and_duplicate_terminals_keep_newer(
     assert read_json(layout.job(F, "lonely"))["error"]["type"] == "invalid_job"
     assert layout.original("lonely").read_bytes() == b"what a client sent"
     assert locate(layout, "both") == [D]
+
+
+def test_an_original_left_by_a_cut_short_completion_goes_not_the_done_record(
+        spool: Spool) -> None:
+    """A run of an id quarantined earlier completed, but was killed before removing the
+    old original: the done record stands (over two scans) and the original goes.  An
+    original newer than the done record is a quarantine cut short: it gets its record."""
+    layout = spool.layout
+    layout.original("redone").write_bytes(b"the bad drop before")
+    time.sleep(0.03)  # the coarse filesystem clock must tick between the two
+    spool.publish_terminal(Record(id="redone", tool="echo", state=D, result=1))
+    done_bytes = layout.job(D, "redone").read_bytes()
+    spool.publish_terminal(Record(id="requarantined", tool="echo", state=D, result=1))
+    time.sleep(0.03)
+    layout.original("requarantined").write_bytes(b"the bad drop after")
+    first, second = Recovery(spool).scan(), Recovery(spool).scan()
+    assert first.removed == 1 and first.restored == ["requarantined"]
+    assert locate(layout, "redone") == [D] and layout.job(D, "redone").read_bytes() == done_bytes
+    assert not os.path.lexists(layout.original("redone"))
+    assert second.removed == 1, "the older done record of the requarantined id"
+    assert locate(layout, "requarantined") == [F]
+    assert layout.original("requarantined").read_bytes() == b"the bad drop after"
 
 
 def test_dead_owner_files_removed_live_kept(spool: Spool, holders: Holders) -> None:

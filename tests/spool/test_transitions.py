@@ -7,8 +7,10 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from spoolkit import (
@@ -23,10 +25,12 @@ from spoolkit import (
 )
 
 from spool.errors import ConflictError, NotFoundError, TransitionError
+from spool.fsops import StrPath
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake, Verdict
 from spool.lease import is_locked
 from spool.models import ErrorInfo, Job
+from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import ACTIVE, TERMINAL, TRANSITIONS, JobState, check_transition
 from spool.transitions import Spool
@@ -238,6 +242,70 @@ def test_claim_of_a_non_file_is_refused(spool: Spool) -> None:
     assert spool.claim("d") is None
     assert spool.claim("s") is None
     assert listing(spool.layout.folder(R)) == []
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file outside the spool, for symlinks to point at."""
+    path = tmp_path / "outside"
+    path.write_bytes(b"outside")
+    return path
+
+
+def _swap_during_claim(spool: Spool, monkeypatch: pytest.MonkeyPatch, job_id: str,
+                       swap: Callable[[Path], None], redrop: bool = False) -> None:
+    """Replace ``pending/<id>.json`` with ``swap(path)`` between the claim's open and its
+    move (and, with ``redrop``, drop a new job there once the move is done)."""
+    move = spool.mover.move
+    pending = spool.layout.job(P, job_id)
+
+    def racing(src: StrPath, dst: StrPath, **kw: Any) -> bool:
+        if os.fspath(src) == str(pending) and os.fspath(dst).startswith(
+                str(spool.layout.folder(R))):
+            os.unlink(pending)
+            swap(pending)
+            moved = move(src, dst, **kw)
+            if redrop:
+                drop_raw(spool.layout, pending.name, b'{"tool": "echo"}')
+            return moved
+        return move(src, dst, **kw)
+
+    monkeypatch.setattr(spool.mover, "move", racing)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory", "fifo"])
+def test_a_non_file_swapped_in_mid_claim_goes_back_to_pending(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, outside: Path, kind: str) -> None:
+    """The claim moved what it did not lock: it is sent back for intake to quarantine, the
+    claim is lost and the claim's own descriptor is closed once (no_leaks checks)."""
+    swaps: dict[str, Callable[[Path], None]] = {
+        "symlink": lambda p: os.symlink(outside, p),
+        "directory": lambda p: p.mkdir(),
+        "fifo": os.mkfifo,
+    }
+    submit(spool, "w")
+    _swap_during_claim(spool, monkeypatch, "w", swaps[kind])
+    assert spool.claim("w") is None
+    assert listing(spool.layout.folder(R)) == []
+    back = os.lstat(spool.layout.job(P, "w")).st_mode
+    assert {"symlink": stat.S_ISLNK, "directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO}[kind](back)
+
+
+def test_a_non_file_swapped_in_mid_claim_with_a_newer_drop_is_quarantined_by_recovery(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, outside: Path) -> None:
+    submit(spool, "v")
+    _swap_during_claim(spool, monkeypatch, "v", lambda p: os.symlink(outside, p), redrop=True)
+    assert spool.claim("v") is None
+    assert os.path.islink(spool.layout.job(R, "v")), "pending/ was taken: it stays for recovery"
+    monkeypatch.undo()
+    report = Recovery(spool).scan()
+    assert report.restored == ["v"]
+    assert listing(spool.layout.folder(R)) == []
+    assert os.readlink(spool.layout.original("v")) == str(outside)
+    error = read_json(spool.layout.job(F, "v"))["error"]
+    assert error["type"] == "invalid_job" and "not a regular file" in error["message"]
+    assert spool.layout.job(P, "v").read_bytes() == b'{"tool": "echo"}', "the newer drop waits"
+    assert outside.read_bytes() == b"outside", "nothing outside the spool is touched"
 
 
 # -- complete and fail replace the other terminal record --------------------------------
