@@ -36,10 +36,12 @@ def try_lock(fd: int) -> bool:
 
 
 def is_locked(path: Path) -> bool | None:
-    """True when a live process holds ``path``'s lock; None when there is no such file."""
+    """True when a live process holds ``path``'s lock; None when there is no such file
+    (or none this process can test: a symlink, which is never followed, or no read access).
+    """
     try:
         fd = open_nofollow(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return None
     try:
         if try_lock(fd):

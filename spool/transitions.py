@@ -345,9 +345,19 @@ class Spool:
         check_transition(JobState.FAILED, JobState.PENDING)
         src = self.layout.job(JobState.FAILED, job_id)
         try:
-            record = parse_record(src.read_bytes())
+            fd = open_nofollow(src)  # a symlink in failed/ is never followed out of the spool
         except FileNotFoundError as exc:
             raise NotFoundError(f"no failed job {job_id}") from exc
+        except OSError as exc:
+            raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConflictError(f"failed/{job_id}.json is not a regular file")
+            record = parse_record(read_fd(fd))
+        except ValueError as exc:
+            raise ConflictError(f"failed/{job_id}.json is not a valid record") from exc
+        finally:
+            os.close(fd)
         if record.source is not None or record.tool is None:
             reason = record.error.message if record.error else "invalid job"
             raise ConflictError(f"{job_id} was quarantined ({reason}); "

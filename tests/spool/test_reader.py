@@ -200,6 +200,8 @@ def test_processors_lists_only_held_owners(spool: Spool, clock: FakeClock) -> No
         write_status(spool, "dead", now, 8)
         spool.layout.owner_lock("dead").write_bytes(b"")  # its lock file, nobody holding it
         write_status(spool, "nolock", now, 16)
+        write_status(spool, "linked", now, 32)  # a symlink for a lock: never followed
+        os.symlink(spool.layout.owner_lock("alive"), spool.layout.owner_lock("linked"))
         reader = SpoolReader(spool.layout)
         assert [p.owner for p in reader.processors()] == ["alive"]
         stats = reader.stats()

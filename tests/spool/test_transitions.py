@@ -422,6 +422,23 @@ def test_retry_unknown_and_conflicts(spool: Spool) -> None:
     assert listing(spool.layout.tmp) == []
 
 
+def test_retry_never_follows_a_symlink_or_trusts_a_non_record(spool: Spool,
+                                                              outside: Path) -> None:
+    """A symlink in failed/ is refused unread; a file that is not a record is a conflict
+    that names the file, not an error that quotes its content."""
+    outside.write_bytes(b'{"secret": "hunter2"}')
+    os.symlink(outside, spool.layout.job(F, "ln"))
+    (spool.layout.job(F, "junk")).write_bytes(b'{"secret": "hunter2"}')
+    with pytest.raises(ConflictError, match="not a regular file") as refused:
+        spool.retry("ln")
+    assert "hunter2" not in str(refused.value)
+    with pytest.raises(ConflictError, match="not a valid record") as invalid:
+        spool.retry("junk")
+    assert "hunter2" not in str(invalid.value)
+    assert os.path.islink(spool.layout.job(F, "ln")) and locate(spool.layout, "junk") == [F]
+    assert listing(spool.layout.tmp) == [] and listing(spool.layout.folder(P)) == []
+
+
 # -- cancel ----------------------------------------------------------------------------
 
 
