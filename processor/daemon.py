@@ -256,7 +256,8 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        if now >= self.io_pause_until and (self.dirty or self.cancels or self._can_dispatch()):
+        intake = self.dirty and not self.stopping  # stopping: drops wait for the next start
+        if now >= self.io_pause_until and (intake or self.cancels or self._can_dispatch()):
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         return max(0.0, min(wakes) - now)
 
@@ -318,7 +319,8 @@ class Processor:
         self.executor.shutdown()
         for run in leftovers:
             self.runs.pop(run.claim.job_id, None)
-            back = run.job.model_copy(update={"not_before": None})
+            back = run.job.model_copy(update={"not_before": None,
+                                              "submitted_at": run.record.submitted_at})
             if self.spool.requeue(run.claim, back):
                 logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                                 reason="shutdown", attempts=run.job.attempts)
@@ -497,7 +499,10 @@ class Processor:
     def _start(self, cand: Candidate) -> None:
         claim = self.spool.claim(cand.job_id)
         if claim is None:
-            return  # another processor won, or it is gone; a rescan tells
+            # Another processor won, it is gone, or another processor runs the id: the
+            # next rescan looks at whatever is still pending.
+            self.seen.pop(cand.job_id + ".json", None)
+            return
         self.seen.pop(cand.job_id + ".json", None)
         if claim.data == cand.data:
             job = cand.job  # the bytes intake judged: no second validation
@@ -717,7 +722,7 @@ class Processor:
         attempts = run.record.attempts
         delay = backoff_s(attempts)
         job = run.job.model_copy(update={
-            "attempts": attempts, "error": error,
+            "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
             "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
         requeued = False
 

@@ -140,7 +140,7 @@ class Recovery:
         if ran < limit:
             delay = backoff_s(ran)
             retry = job.model_copy(update={
-                "attempts": ran,
+                "attempts": ran, "submitted_at": job.submitted_at or utc_from_ns(claim.mtime_ns),
                 "not_before": self.spool.clock.now() + timedelta(seconds=delay),
                 "error": ErrorInfo(type=ErrorType.ABANDONED,
                                    message="its processor died mid-run; requeued"),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -19,6 +22,7 @@ StartDaemon = Callable[..., Daemon]
 def test_sigterm_waits_for_short_jobs_then_requeues_the_rest(spool_root: Path,
                                                              daemon: StartDaemon) -> None:
     d = daemon(SPOOL_GRACE_S="1.5")
+    dropped = datetime.now(UTC)
     drop(spool_root, "short", {"tool": "sleep", "params": {"seconds": 0.5}})
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}, "max_attempts": 1})
     wait_for(lambda: len(os.listdir(spool_root / "running")) == 2, 10, "both running")
@@ -28,6 +32,8 @@ def test_sigterm_waits_for_short_jobs_then_requeues_the_rest(spool_root: Path,
     assert wait_record(spool_root, "short", 1)["state"] == "done"
     job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
     assert job["attempts"] == 0, "a run cut short by shutdown does not count"
+    submitted = datetime.fromisoformat(job["submitted_at"])
+    assert abs((submitted - dropped).total_seconds()) < 1.0, "the drop's time, not the requeue's"
     assert os.listdir(spool_root / "running") == []
     assert os.listdir(spool_root / "owners") == []
     assert os.listdir(spool_root / "tmp") == []
@@ -110,6 +116,53 @@ def test_two_processors_on_one_spool_never_run_a_job_twice(spool_root: Path,
     assert first.stop() == 0 and second.stop() == 0
     claims = [sum(e.get("event") == "claimed" for e in d.events()) for d in (first, second)]
     assert sum(claims) == total, claims
+
+
+def test_a_claim_lost_to_another_processors_run_is_tried_again(spool_root: Path,
+                                                                daemon: StartDaemon) -> None:
+    """A drop of an id another processor is running cannot be claimed yet; once that run
+    ends, the next rescan claims it (it was forgotten for good before)."""
+    other = spool_root / "running" / "x.json"
+    other.write_bytes(orjson.dumps({"tool": "echo", "params": {"message": "first"}}))
+    held = os.open(other, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # the other processor's claim lease
+    try:
+        d = daemon(SPOOL_SCAN_S="0.3")
+        drop(spool_root, "x", {"tool": "echo", "params": {"message": "second"}})
+        time.sleep(1.0)  # three rescans: each claim fails while the other run holds the id
+        assert locations(spool_root) == {"x": ["pending", "running"]}
+        assert d.running()
+        (spool_root / "done" / "x.json").write_bytes(orjson.dumps(
+            {"id": "x", "tool": "echo", "state": "done", "result": {"message": "first"}}))
+        os.unlink(other)  # the other run is recorded and gone
+    finally:
+        os.close(held)
+    rec = wait_for(lambda: (r := record(spool_root, "x")) and r["result"] == {"message":
+                                                                             "second"} and r,
+                   10, "the second drop to run")
+    assert rec["state"] == "done" and locations(spool_root) == {"x": ["done"]}
+
+
+def test_drops_during_the_grace_period_do_not_spin_the_loop(spool_root: Path,
+                                                           daemon: StartDaemon) -> None:
+    d = daemon(SPOOL_GRACE_S="10")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the long job to run")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any(e.get("msg") == "stopping" for e in d.events()), 10, "stopping")
+    drop(spool_root, "late", {"tool": "echo"})
+    before = cpu_s(d.pid)
+    time.sleep(1.5)
+    used = cpu_s(d.pid) - before
+    assert used < 0.5, f"the loop used {used:.2f} s of CPU in 1.5 s of grace"
+    assert locations(spool_root)["late"] == ["pending"], "a stopping daemon claims nothing new"
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon) -> None:

@@ -15,8 +15,18 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import actor, await_line, listing, locate, make_spool, read_json, submit
+from spoolkit import (
+    actor,
+    await_line,
+    drop_raw,
+    listing,
+    locate,
+    make_spool,
+    read_json,
+    submit,
+)
 
+from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import invalid_id
 from spool.lease import is_locked
@@ -127,6 +137,18 @@ def test_sigkill_requeues_exactly_the_dead_claimants_jobs(spool: Spool,
     for job_id in live_ids:
         assert locate(layout, job_id) == [D]
     assert listing(layout.progress) == []
+
+
+def test_a_requeued_raw_drop_keeps_its_drop_time(spool: Spool, holders: Holders) -> None:
+    """A job file without submitted_at was submitted when it was dropped: the requeued
+    file says so, rather than taking the time of the requeue."""
+    drop_raw(spool.layout, "raw.json", b'{"tool": "echo", "max_attempts": 2}')
+    dropped = os.lstat(spool.layout.job(P, "raw")).st_mtime_ns
+    time.sleep(0.03)
+    holders.sigkill(holders.hold(ids=["raw"]))
+    assert Recovery(spool).scan().requeued == ["raw"]
+    job = read_json(spool.layout.job(P, "raw"))
+    assert datetime.fromisoformat(job["submitted_at"]) == utc_from_ns(dropped)
 
 
 def test_max_attempts_spent_fails_abandoned(spool: Spool, holders: Holders) -> None:
