@@ -42,7 +42,7 @@ from typing import Any
 
 from processor.executor import Sink, Task
 from processor.runner import Outcome, how_it_ended
-from processor.worker import worker_main
+from processor.worker import kill_descendants, worker_main
 from spool.errors import ErrorType
 
 log = logging.getLogger("spoolq.pool")
@@ -354,6 +354,7 @@ class LocalPool:
         pid = slot.process.pid if slot.process is not None else None
         if pid is None:
             return
+        kill_descendants(pid)  # first: those in sessions of their own escape the killpg
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ class Params(BaseModel):
     pid_file: str | None = None
     mb: int = 0
     retryable: bool = False
+    new_session: bool = False
 
 
 def _append(path: str | None, line: str) -> None:
@@ -88,14 +89,15 @@ class StuckInC(BaseTool):
 
 
 class SpawnAndHang(BaseTool):
-    """Starts a child process (pid written to pid_file), then hangs."""
+    """Starts a child process (pid written to pid_file; in a session of its own with
+    ``new_session``, out of reach of a kill of the worker's process group), then hangs."""
 
     name: ClassVar[str] = "t_spawn_hang"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
     Params: ClassVar[type[BaseModel]] = Params
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
-        child = subprocess.Popen(["sleep", "1000"])
+        child = subprocess.Popen(["sleep", "1000"], start_new_session=params.new_session)
         assert params.pid_file
         with open(params.pid_file, "w") as fh:
             fh.write(str(child.pid))

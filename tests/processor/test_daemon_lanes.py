@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from daemonkit import Daemon, alive, drop, locations, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
@@ -124,12 +125,13 @@ def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaem
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
+@pytest.mark.parametrize("new_session", [False, True])
 def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: StartDaemon,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, new_session: bool) -> None:
     daemon()
     pid_file = tmp_path / "child.pid"
     drop(spool_root, "hang", {"tool": "t_spawn_hang", "timeout": 1,
-                              "params": {"pid_file": str(pid_file)}})
+                              "params": {"pid_file": str(pid_file), "new_session": new_session}})
     child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10, "child pid"))
     assert alive(child)
     rec = wait_record(spool_root, "hang", 10)
