@@ -114,7 +114,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"the tool called exit ({exc.code!r})",
                           _traceback(exc))
-    except Exception as exc:
+    except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
                           _traceback(exc))
     outcome.duration_s = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -149,6 +150,17 @@ class Raise(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         raise ValueError("boom")
+
+
+class FastBaseException(BaseTool):
+    """Raises a BaseException that is no Exception (asyncio's CancelledError) on the loop."""
+
+    name: ClassVar[str] = "t_fast_base_exc"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        raise asyncio.CancelledError("cancelled inside the tool")
 
 
 class FastHang(BaseTool):

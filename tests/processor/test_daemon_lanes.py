@@ -208,6 +208,7 @@ def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) 
     drop(spool_root, "raises", {"tool": "t_raise"})
     drop(spool_root, "fasthang", {"tool": "t_fast_hang", "params": {"seconds": 3}})
     drop(spool_root, "exits", {"tool": "t_fast_exit"})
+    drop(spool_root, "cancelled", {"tool": "t_fast_base_exc"})
     assert wait_record(spool_root, "unknown")["error"]["type"] == "unknown_tool"
     rec = wait_record(spool_root, "badparams")
     assert rec["error"]["type"] == "invalid_params" and "seconds" in rec["error"]["message"]
@@ -218,6 +219,8 @@ def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) 
     assert rec["error"]["type"] == "timeout" and rec["duration_s"] < 2
     rec = wait_record(spool_root, "exits")
     assert rec["error"]["type"] == "tool_error" and "exit (3)" in rec["error"]["message"]
+    rec = wait_record(spool_root, "cancelled")
+    assert rec["error"]["type"] == "tool_error" and "CancelledError" in rec["error"]["message"]
     # Alone, so it starts at once: it ends before the loop moves on, but too late.
     drop(spool_root, "late", {"tool": "t_fast_record", "params": {"seconds": 0.008},
                               "timeout": 0.004})
