@@ -30,7 +30,7 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -68,6 +68,9 @@ SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
 STOP_MARGIN_S = 15.0
+STUCK_FAST_PER_THREAD = 4
+"""Abandoned FAST threads (tools still running after their runs ended) allowed, per
+SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
 _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
 
@@ -85,6 +88,8 @@ class Run:
     mode: ExecutionMode
     abandoned: bool = False
     finishing: bool = False  # its outcome is known; only the record is still to write
+    executing: bool = False  # a FAST run's tool is running on some thread
+    stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
     last_progress_write: float = 0.0
     progress: tuple[float, str] | None = None
 
@@ -116,6 +121,8 @@ class Processor:
         self.inline: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.fast_busy = 0
+        # Ids whose ended FAST runs still execute on abandoned threads (see _abandon_fast).
+        self.stuck: Counter[str] = Counter()
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
         self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
@@ -281,6 +288,7 @@ class Processor:
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
             self.fast_busy -= 1
+            self._unstick(event[1])
             self._fast_finished(event[1], event[2])
         elif kind == "signal":
             self._begin_stop(event[1])
@@ -477,7 +485,9 @@ class Processor:
     def _has_room(self, mode: ExecutionMode) -> bool:
         """The lane may start another run: FAST below its in-flight bound, a free worker."""
         if mode is ExecutionMode.FAST:
-            return self.fast_busy < self.settings.fast_threads
+            stuck = self.stuck.total()
+            return (self.fast_busy - stuck < self.settings.fast_threads
+                    and stuck < STUCK_FAST_PER_THREAD * self.settings.fast_threads)
         return self.executor.free_slots() > 0
 
     def _dispatch_lane(self, mode: ExecutionMode) -> None:
@@ -486,7 +496,7 @@ class Processor:
             cand = heapq.heappop(lane)[-1]
             if self.ready.get(cand.job_id) is not cand:
                 continue  # superseded by a newer drop or already gone
-            if cand.job_id in self.runs:
+            if cand.job_id in self.runs or cand.job_id in self.stuck:
                 self.blocked[cand.job_id] = cand  # same id running: waits its turn
                 continue
             del self.ready[cand.job_id]
@@ -558,7 +568,9 @@ class Processor:
             self.inbox.post(("progress", job_id, fraction, message, run))
 
         ctx = Context(job_id, self.data_dir, report, self.resources)
+        run.executing = True
         still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
+        run.executing = False
         if not still_loop:
             self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
             return
@@ -575,6 +587,43 @@ class Processor:
         newer run of its id."""
         return self.runs.get(run.claim.job_id) is run and not (run.abandoned or run.finishing)
 
+    def _abandon_fast(self, run: Run) -> None:
+        """End a FAST run whose tool may still be running: its result will be ignored.
+
+        Its thread cannot be killed, so until the tool returns the id stays blocked (a
+        retry or a newer drop of it never runs beside it) and the thread counts apart
+        from the lane's in-flight bound, up to STUCK_FAST_PER_THREAD x the bound.
+        """
+        run.abandoned = True
+        if run.executing and not run.stuck:
+            run.stuck = True
+            self.stuck[run.claim.job_id] += 1
+            log.warning("a FAST tool is still running after its run ended; its thread is "
+                        "abandoned", extra={"fields": {"id": run.claim.job_id,
+                                                       "tool": run.job.tool,
+                                                       "abandoned_threads":
+                                                       self.stuck.total()}})
+
+    def _unstick(self, run: Run) -> None:
+        """An abandoned FAST run's tool returned at last: its id may run again."""
+        if not run.stuck:
+            return
+        run.stuck = False
+        job_id = run.claim.job_id
+        self.stuck[job_id] -= 1
+        if self.stuck[job_id] <= 0:
+            del self.stuck[job_id]
+            self._release_blocked(job_id)
+
+    def _release_blocked(self, job_id: str) -> None:
+        """Queue the drop that waited for ``job_id``'s runs to end, once none is left."""
+        if job_id in self.runs or job_id in self.stuck:
+            return
+        waiting = self.blocked.pop(job_id, None)
+        if waiting is not None and self.ready.get(job_id) is waiting:
+            del self.ready[job_id]
+            self._enqueue(waiting)
+
     def _expire_fast(self, now: float) -> None:
         for run in list(self.runs.values()):
             if run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing:
@@ -584,7 +633,7 @@ class Processor:
         """True, with the run failed ``timeout``, once ``now`` is past its deadline."""
         if now < run.deadline:
             return False
-        run.abandoned = True  # a thread still running it cannot be killed: its result is ignored
+        self._abandon_fast(run)  # a thread still running it cannot be killed
         self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
                                   f"FAST tool past its {run.deadline - run.started:g} s "
                                   "timeout (its thread is abandoned)", retryable=True,
@@ -603,7 +652,7 @@ class Processor:
                 if run.mode is ExecutionMode.COMPUTE:
                     self.executor.kill(job_id, ErrorType.CANCELLED.value)
                 else:
-                    run.abandoned = True
+                    self._abandon_fast(run)
                     self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
                                               "cancelled while running"))
             elif run is None and job_id in self.ready:
@@ -747,10 +796,7 @@ class Processor:
             self._io_trouble(exc)
             raise
         self.runs.pop(job_id, None)
-        waiting = self.blocked.pop(job_id, None)
-        if waiting is not None and self.ready.get(job_id) is waiting:
-            del self.ready[job_id]
-            self._enqueue(waiting)
+        self._release_blocked(job_id)
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
     def _io_trouble(self, exc: SpoolIOError) -> None:

@@ -229,6 +229,34 @@ def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) 
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
+def test_a_fast_run_that_timed_out_never_runs_beside_its_retry(spool_root: Path,
+                                                                daemon: StartDaemon,
+                                                                tmp_path: Path) -> None:
+    """A FAST tool's thread cannot be killed: the retry of its id waits for it to return."""
+    daemon()
+    log = tmp_path / "runs.log"
+    drop(spool_root, "slow", {"tool": "t_fast_record", "timeout": 0.3, "max_attempts": 2,
+                              "params": {"log": str(log), "seconds": 1.5}})
+    rec = wait_record(spool_root, "slow", 20)
+    assert rec["error"]["type"] == "timeout" and rec["attempts"] == 2
+    wait_for(lambda: log.read_text().count("end") == 2, 5, "the second run's tool to return")
+    assert [line.split()[0] for line in log.read_text().splitlines()] == [
+        "start", "end", "start", "end"], "the two runs overlapped"
+
+
+def test_hung_fast_tools_do_not_stall_the_fast_lane(spool_root: Path,
+                                                    daemon: StartDaemon) -> None:
+    daemon(SPOOL_FAST_THREADS="2")
+    for i in range(2):
+        drop(spool_root, f"hang{i}", {"tool": "t_fast_hang", "params": {"seconds": 30}})
+    for i in range(2):
+        assert wait_record(spool_root, f"hang{i}")["error"]["type"] == "timeout"
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still served"}})
+    drop(spool_root, "unknown", {"tool": "no_such_tool"})
+    assert wait_record(spool_root, "after", 10)["state"] == "done"
+    assert wait_record(spool_root, "unknown", 10)["error"]["type"] == "unknown_tool"
+
+
 def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> None:
     daemon()
     drop(spool_root, "prog", {"tool": "t_progress", "params": {"seconds": 2}})
