@@ -90,6 +90,8 @@ def _code(sub: Subscriber) -> int:
 
 async def _serve(ws: web.WebSocketResponse, sub: Subscriber) -> None:
     """Run the pump beside a read loop until either ends."""
+    if sub.dropped:
+        return  # it fell behind before there was a pump to cancel: the caller closes 1013
     pump = asyncio.create_task(_pump(ws, sub))
     sub.pump = pump
     reader = asyncio.create_task(_drain(ws))

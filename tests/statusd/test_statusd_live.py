@@ -27,6 +27,7 @@ from statusdkit import (
 
 from spool.models import Job
 from spool.transitions import Spool
+from statusd import ws as ws_module
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> dict[str, Any]:
@@ -170,6 +171,46 @@ def test_a_stalled_client_is_dropped_and_never_slows_the_others(spool: Spool) ->
         assert "spoolq_statusd_websocket_dropped_total 1.0" in metrics
     finally:
         stalled.close()
+        srv.stop()
+
+
+def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue overflowed before the pump started: the socket closes 1013, not never."""
+    srv = ServerThread(settings_for(spool.layout.root), queue_max=1).start()
+    slow_body = ws_module.record_body
+
+    async def slow_record_body(services: Any, job_id: str) -> bytes:
+        await asyncio.sleep(1.5)  # the snapshot of a large record is read from disk
+        return await slow_body(services, job_id)
+
+    monkeypatch.setattr(ws_module, "record_body", slow_record_body)
+    submit(spool, "big", meta={"pad": "x" * 40_000})
+    running: list[Any] = []
+
+    async def scenario() -> tuple[dict[str, Any], aiohttp.WSMessage]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/tasks/big") as ws:
+            await asyncio.sleep(0.2)  # subscribed; the snapshot is still being read
+
+            def transitions() -> None:  # two messages for a queue of one
+                running.append(claim(spool, "big"))
+                time.sleep(0.3)
+                finish(spool, running[0], {"message": "big"})
+                time.sleep(0.3)
+
+            await asyncio.get_running_loop().run_in_executor(None, transitions)
+            snapshot = await _next(ws)
+            return snapshot, await ws.receive(timeout=10)
+
+    try:
+        snapshot, closing = asyncio.run(scenario())
+        assert snapshot["event"] == "snapshot"
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 1013, closing
+        assert srv.in_loop(lambda: srv.services.hub.dropped_total) == 1
+    finally:
+        for taken in running:
+            taken.close()
         srv.stop()
 
 
