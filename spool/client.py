@@ -37,29 +37,33 @@ class PurgeReport:
 class Client:
     """Submit and manage jobs of one spool (no daemon needed)."""
 
-    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None) -> None:
+    def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None, *,
+                 max_job_bytes: int | None = None) -> None:
+        """``max_job_bytes``: submit refuses what intake would quarantine as too large."""
         layout.require()
         self.layout = layout
         self.clock: Clock = clock or SystemClock()
+        self.max_job_bytes = max_job_bytes
         self.spool = Spool(layout, mover, self.clock)
         self.reader = SpoolReader(layout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Client:
         layout = Layout(settings.spool_dir)
-        return cls(layout, Mover(layout, settings.fsync))
+        return cls(layout, Mover(layout, settings.fsync), max_job_bytes=settings.max_job_bytes)
 
     # -- writes ---------------------------------------------------------------------
 
     def submit(self, job: Job, job_id: str | None = None) -> str:
-        """Drop ``job`` into ``pending/``; returns its id.  ConflictError if pending."""
+        """Drop ``job`` into ``pending/``; returns its id.  ConflictError if pending,
+        InvalidJob if over ``max_job_bytes``."""
         job_id = job_id or job.id or new_job_id(self.clock.now())
         if not is_valid_id(job_id):
             raise ValueError(f"invalid id {job_id!r}: use letters, digits and ._- "
                              "(at most 128, starting with a letter or digit)")
         if job.id is not None and job.id != job_id:
             raise ValueError(f"the job says id {job.id!r} but was given id {job_id!r}")
-        self.spool.submit(job, job_id)
+        self.spool.submit(job, job_id, max_bytes=self.max_job_bytes)
         return job_id
 
     def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spool.clock import Clock, SystemClock, utc_from_ns
-from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolIOError
+from spool.errors import ConflictError, ErrorType, InvalidJob, NotFoundError, SpoolIOError
 from spool.fsops import Mover, StrPath
 from spool.ids import id_from_name, invalid_id
 from spool.layout import Layout
@@ -312,11 +312,19 @@ class Spool:
 
     # -- client operations -------------------------------------------------------
 
-    def submit(self, job: Job, job_id: str) -> None:
-        """Publish a new job into ``pending/``; ConflictError if that id is pending."""
+    def submit(self, job: Job, job_id: str, *, max_bytes: int | None = None) -> None:
+        """Publish a new job into ``pending/``; ConflictError if that id is pending.
+
+        ``max_bytes``: refuse (InvalidJob) a job file, as written with its id and
+        submission time, that intake would quarantine as too large.
+        """
         job = job.model_copy(update={"id": job_id, "submitted_at": job.submitted_at
                                      or self.clock.now()})
-        if not self.mover.publish(self.layout.job(JobState.PENDING, job_id), job_bytes(job),
+        data = job_bytes(job)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise InvalidJob(f"too large: the job file would be {len(data)} bytes, over "
+                             f"SPOOL_MAX_JOB_BYTES={max_bytes}")
+        if not self.mover.publish(self.layout.job(JobState.PENDING, job_id), data,
                                   replace=False):
             raise ConflictError(f"job {job_id} is already pending")
 

@@ -43,7 +43,8 @@ class Services:
         self.tracker = Tracker(self.layout, self.index, self.hub, self.metrics,
                                settings.scan_s)
         self.heartbeat_s = heartbeat_s
-        self.client = Client(self.layout, Mover(self.layout, settings.fsync))
+        self.client = Client(self.layout, Mover(self.layout, settings.fsync),
+                             max_job_bytes=settings.max_job_bytes)
         self._writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="statusd-write")
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from spool.errors import ConflictError, NotFoundError, SpoolIOError
+from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.models import Job, Record, record_bytes
 from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
@@ -52,6 +52,8 @@ async def submit(request: web.Request) -> web.Response:
         job_id: str = await services.in_thread(services.client.submit, job)
     except ValueError as exc:
         raise ApiError(400, "invalid_job", str(exc)) from exc
+    except InvalidJob as exc:  # over SPOOL_MAX_JOB_BYTES once written
+        raise ApiError(413, "payload_too_large", str(exc)) from exc
     except ConflictError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except SpoolIOError as exc:

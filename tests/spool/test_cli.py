@@ -333,6 +333,17 @@ def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str
     assert files(root, "tmp") == set()
 
 
+def test_submit_refuses_a_job_over_the_limit_as_it_would_be_written(
+        root: Path, env: dict[str, str], tmp_path: Path) -> None:
+    job = orjson.dumps({"tool": "echo", "params": {"message": "x" * 200}})
+    assert len(job) < 256  # the id and submission time take it over
+    (tmp_path / "big.json").write_bytes(job)
+    big = spoolq({**env, "SPOOL_MAX_JOB_BYTES": "256"}, "submit", "--file",
+                 str(tmp_path / "big.json"))
+    refused(big, 1, "too large", "SPOOL_MAX_JOB_BYTES=256")
+    assert files(root, "pending") == set() and files(root, "tmp") == set()
+
+
 # -- show and wait --------------------------------------------------------------------------
 
 

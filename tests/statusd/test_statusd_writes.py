@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from statusdkit import (
     TOKEN,
@@ -102,6 +103,23 @@ def test_bodies_over_the_limit_answer_413(spool: Spool) -> None:
                           headers={"Content-Type": "application/json"})
         assert reply.status == chunked.status == 413
         assert list(spool.layout.folder(JobState.PENDING).iterdir()) == []
+    finally:
+        srv.stop()
+
+
+def test_a_job_over_the_spools_limit_once_written_answers_413(spool: Spool) -> None:
+    """Under SPOOL_MAX_JOB_BYTES as sent, over it with the id and submission time the
+    file gains: refused, rather than accepted and then quarantined as too large."""
+    srv = ServerThread(settings_for(spool.layout.root, max_job_bytes=256)).start()
+    try:
+        job = {"tool": "echo", "params": {"message": "x" * 200}}
+        assert len(orjson.dumps(job)) < 256
+        reply = request(srv.base, "POST", "/api/v1/tasks", job, token=TOKEN)
+        assert reply.status == 413, reply.body
+        assert "SPOOL_MAX_JOB_BYTES=256" in reply.json()["error"]["message"]
+        assert list(spool.layout.folder(JobState.PENDING).iterdir()) == []
+        small = request(srv.base, "POST", "/api/v1/tasks", {"tool": "echo"}, token=TOKEN)
+        assert small.status == 202
     finally:
         srv.stop()
 
