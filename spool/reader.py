@@ -242,7 +242,8 @@ class SpoolReader:
         return counts
 
     def oldest_pending_age_s(self, now: float | None = None) -> float | None:
-        oldest = min((e.mtime_ns for e in scan_folder(self.layout, JobState.PENDING)),
+        # ctime: the rename into pending/ sets it, where a copy may keep an old mtime.
+        oldest = min((e.ctime_ns for e in scan_folder(self.layout, JobState.PENDING)),
                      default=None)
         if oldest is None:
             return None

@@ -33,7 +33,7 @@ class Index:
         self._items: dict[str, Item] = {}
         self._stamps: dict[str, Stamp] = {}
         self._keys: dict[Filter, list[Key]] = {(None, None): []}
-        self._pending_mtimes: dict[str, int] = {}
+        self._pending_arrivals: dict[str, int] = {}
         self._oldest_pending_ns: int | None = None
         self._oldest_dirty = False
 
@@ -81,18 +81,19 @@ class Index:
                 del keys[at]
             if not keys and flt != (None, None):
                 del self._keys[flt]
-        if self._pending_mtimes.pop(job_id, None) is not None:
+        if self._pending_arrivals.pop(job_id, None) is not None:
             self._oldest_dirty = True
         return old
 
     def _note_pending(self, item: Item) -> None:
         if item.state is not JobState.PENDING:
             return
-        mtime = item.stamp.mtime_ns
-        self._pending_mtimes[item.job_id] = mtime
+        # Arrival in pending/ (a rename sets ctime; a copy may keep an old mtime).
+        arrived = item.stamp.ctime_ns
+        self._pending_arrivals[item.job_id] = arrived
         if not self._oldest_dirty and (self._oldest_pending_ns is None
-                                       or mtime < self._oldest_pending_ns):
-            self._oldest_pending_ns = mtime
+                                       or arrived < self._oldest_pending_ns):
+            self._oldest_pending_ns = arrived
 
     # -- reading ----------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class Index:
 
     def oldest_pending_mtime_ns(self) -> int | None:
         if self._oldest_dirty:
-            self._oldest_pending_ns = min(self._pending_mtimes.values(), default=None)
+            self._oldest_pending_ns = min(self._pending_arrivals.values(), default=None)
             self._oldest_dirty = False
         return self._oldest_pending_ns
 

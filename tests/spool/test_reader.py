@@ -175,9 +175,9 @@ def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
     claim = spool.claim(ids[3])
     assert claim is not None
     try:
-        age(spool.layout.job(P, ids[5]), 120)
-        now = time.time()
-        stats = reader.stats(now=now)
+        # Waiting since it arrived in pending/ (its ctime), whatever mtime a copy kept.
+        age(spool.layout.job(P, ids[5]), 3 * 86_400)
+        stats = reader.stats(now=time.time() + 120)
         assert stats["counts"] == {"pending": 3, "running": 1, "done": 2, "failed": 1}
         assert stats["total"] == 7
         assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=2)
