@@ -14,6 +14,9 @@ a symlink or opening a FIFO, socket or device:
 5. valid JSON that is not a valid job (or whose ``id`` differs from its
    name) is quarantined at once;
 6. anything else is a :class:`Candidate` ready to be claimed.
+
+What would be quarantined waits instead while its id is running: a drop of a
+running id stays in ``pending/`` until that run ends.
 """
 
 from __future__ import annotations
@@ -196,6 +199,13 @@ class Intake:
 
     def _quarantine(self, name: str, st: os.stat_result, kind: str, message: str,
                     tool: str | None = None) -> Inspection:
+        job_id = id_from_name(name)
+        if job_id is not None and os.path.lexists(
+                self.spool.layout.job_str(JobState.RUNNING, job_id)):
+            # A drop of a running id stays in pending/ until that run ends (DESIGN section
+            # 9), bad or not: judged now, its failed record would stand beside the run,
+            # and the run's own record would then erase it with its original.
+            return Inspection(Verdict.WAITING)
         self._unsettled.pop(name, None)
         record = self.spool.quarantine(
             name, message, kind=kind, size=st.st_size if kind == "file" else None,

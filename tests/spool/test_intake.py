@@ -19,7 +19,16 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spoolkit import FakeClock, drop_raw, listing, locate, make_spool, read_json
+from spoolkit import (
+    FakeClock,
+    done_record,
+    drop_raw,
+    listing,
+    locate,
+    make_spool,
+    read_json,
+    submit,
+)
 
 from spool.intake import Inspection, Intake, Verdict
 from spool.states import JobState
@@ -27,7 +36,7 @@ from spool.transitions import Spool
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
-P, F = JobState.PENDING, JobState.FAILED
+P, R, F = JobState.PENDING, JobState.RUNNING, JobState.FAILED
 MAX_BYTES = 1024
 SETTLE_S = 2.0
 VALID = b'{"tool": "echo", "params": {"message": "hi"}}'
@@ -290,6 +299,24 @@ def test_invalid_jobs_quarantined_at_once(spool: Spool, intake: Intake, data: by
     job_id = quarantined_file(spool, intake.inspect("v.json"), "v.json", reason, data)
     assert job_id == "v"
     assert read_json(spool.layout.job(F, "v")).get("tool") == tool
+
+
+def test_a_bad_drop_of_a_running_id_waits_for_the_run(spool: Spool, intake: Intake) -> None:
+    """Judged during the run, its failed record would stand beside the running job, and
+    the run's record would erase it: it waits in pending/ until the run ends."""
+    submit(spool, "busy")
+    claim = spool.claim("busy")
+    assert claim is not None
+    try:
+        drop_raw(spool.layout, "busy.json", b'{"tool": "echo", "bogus": 1}')
+        assert intake.inspect("busy.json").verdict is Verdict.WAITING
+        assert sorted(locate(spool.layout, "busy")) == sorted([P, R])
+        spool.complete(claim, done_record(claim, "ran"))
+    finally:
+        claim.close()
+    quarantined_file(spool, intake.inspect("busy.json"), "busy.json", "bogus",
+                     b'{"tool": "echo", "bogus": 1}')
+    assert locate(spool.layout, "busy") == [F]
 
 
 def test_bom_prefixed_job_accepted(spool: Spool, intake: Intake) -> None:
