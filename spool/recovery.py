@@ -3,7 +3,7 @@
 Run by each processor before its first claim and every ``SPOOL_SCAN_S``.  It
 only ever touches what no live process holds: a running job is an orphan when
 its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
-``tmp/`` is dead when its writer's pid is gone (or it is over a day old).
+``tmp/`` is dead when its writer's pid is gone (or it is untouched for a day).
 
 * An orphan whose terminal record is newer than its claim was finished: the
   leftover ``running/`` file goes.  Otherwise it is requeued with its attempt
@@ -187,7 +187,9 @@ class Recovery:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            old = now_s - st.st_mtime > DEAD_STAGING_AGE_S
+            # ctime: any write, rename or utime sets it, where a drop may carry the mtime
+            # of its source (scp -p, rsync -t) from long ago.
+            old = now_s - st.st_ctime > DEAD_STAGING_AGE_S
             if parsed is None:
                 if old:
                     report.removed += self.mover.unlink(Path(entry.path))
@@ -199,7 +201,7 @@ class Recovery:
                     continue
                 # else a spare of an earlier process that had this pid (a restarted container)
             elif _pid_alive(pid) and (not old or tag == SPARE_TAG):
-                continue  # a spare keeps the job's mtime: its age says nothing
+                continue  # a live process's spare, however long it has waited
             # Only a regular file can carry a claim lease; never open a symlink,
             # FIFO, socket or device left by a quarantine cut short.
             if stat.S_ISREG(st.st_mode) and is_locked(path):

@@ -26,12 +26,13 @@ from spoolkit import (
     submit,
 )
 
+import spool.recovery as recovery_module
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import invalid_id
 from spool.lease import is_locked
 from spool.models import ErrorInfo, Record
-from spool.recovery import DEAD_STAGING_AGE_S, Recovery
+from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -205,8 +206,14 @@ def test_terminal_record_newer_than_claim_removes_leftover(spool: Spool,
     assert spool.layout.job(D, "almost").read_bytes() == record_before
 
 
-def test_dead_staging_files_are_settled(spool: Spool, holders: Holders) -> None:
+def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     layout = spool.layout
+    # Untouched (by ctime) for longer than the age limit, shortened for the test.
+    monkeypatch.setattr(recovery_module, "DEAD_STAGING_AGE_S", 1.0)
+    old = layout.tmp / "old-foreign"
+    old.write_bytes(b"?")
+    old_since = time.monotonic()
     bad_id = invalid_id(datetime.now(UTC))
     (layout.folder(P) / "Bad Name!.json").write_bytes(b"\x00hostile bytes\xff")
     for job_id in ("c-undo", "c-done", "c-newer"):
@@ -231,7 +238,7 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders) -> None:
     holders.procs.append(stager)
     staged = orjson.loads(await_line(stager, "STAGED "))
     assert stager.wait(timeout=10) == 0
-    assert sorted(staged) == listing(layout.tmp) and len(staged) == 8
+    assert sorted([*staged, "old-foreign"]) == listing(layout.tmp) and len(staged) == 8
     # what the cut-short transitions had already done before the crash
     spool.publish_terminal(Record(id="c-done", tool="echo", state=F,
                                   error=ErrorInfo(type=ErrorType.CANCELLED, message="c")))
@@ -242,11 +249,11 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders) -> None:
     # a live writer's staging file (this process) and a foreign file, young and old
     live_staging = layout.staging("mine")
     live_staging.write_bytes(b"in progress")
-    (layout.tmp / "young-foreign").write_bytes(b"?")
-    old = layout.tmp / "old-foreign"
-    old.write_bytes(b"?")
-    past = datetime.now(UTC).timestamp() - DEAD_STAGING_AGE_S - 60
-    os.utime(old, (past, past))
+    young = layout.tmp / "young-foreign"
+    young.write_bytes(b"?")
+    past = datetime.now(UTC).timestamp() - 3 * 86_400
+    os.utime(young, (past, past))  # an old mtime (a copy keeps it) makes nothing old
+    time.sleep(max(0.0, old_since + 1.2 - time.monotonic()))
 
     report = Recovery(make_spool(layout.root)).scan()
 
