@@ -135,6 +135,11 @@ class Recovery:
             self._abandon(claim, None, f"running file is not a valid job: {exc.errors()[0]['msg']}")
             report.abandoned.append(job_id)
             return
+        if self._requeued_already(claim, job):
+            # Requeued, then killed before the running file went: finish that requeue.
+            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
+            report.finished.append(job_id)
+            return
         ran = job.attempts + 1
         limit = self.max_attempts(job)
         if ran < limit:
@@ -153,6 +158,28 @@ class Recovery:
             message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
         self._abandon(claim, job.model_copy(update={"attempts": ran}), message)
         report.abandoned.append(job_id)
+
+    def _requeued_already(self, claim: Claim, job: Job) -> bool:
+        """``pending/<id>.json`` is this run's own requeue: the same job and submission,
+        with no fewer attempts (a requeue changes only the attempts, the delay and the
+        error; a newer drop has a submission time of its own)."""
+        try:
+            fd = open_nofollow(self.layout.job(JobState.PENDING, claim.job_id))
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            pending = Job.model_validate_json(read_fd(fd))
+        except (OSError, ValueError):
+            return False
+        finally:
+            os.close(fd)
+        submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)
+        requeue_sets = {"attempts", "not_before", "error", "submitted_at", "id"}
+        rest = pending.model_dump(exclude=requeue_sets)
+        return (pending.submitted_at == submitted and pending.attempts >= job.attempts
+                and rest == job.model_dump(exclude=requeue_sets))
 
     def _abandon(self, claim: Claim, job: Job | None, message: str) -> None:
         now = self.spool.clock.now()

@@ -31,7 +31,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import invalid_id
 from spool.lease import is_locked
-from spool.models import ErrorInfo, Record
+from spool.models import ErrorInfo, Job, Record, job_bytes
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -192,6 +192,21 @@ def test_requeue_superseded_by_newer_drop_fails_the_orphan(spool: Spool,
     assert sorted(locate(spool.layout, "again")) == sorted([P, F])
     assert read_json(spool.layout.job(P, "again"))["params"] == {"v": 2}
     assert "superseded" in read_json(spool.layout.job(F, "again"))["error"]["message"]
+
+
+def test_a_requeue_cut_short_is_finished_not_failed(spool: Spool, holders: Holders) -> None:
+    """Killed between writing the requeued pending file and removing the running one: the
+    pending file is that run's requeue (same submission), not a newer drop to yield to."""
+    submit(spool, "again", max_attempts=3)
+    holder = holders.hold(ids=["again"])
+    running = Job.model_validate_json(spool.layout.job(R, "again").read_bytes())
+    requeued = job_bytes(running.model_copy(update={"attempts": 1}))
+    spool.layout.job(P, "again").write_bytes(requeued)
+    holders.sigkill(holder)
+    report = Recovery(spool).scan()
+    assert report.finished == ["again"] and report.abandoned == []
+    assert locate(spool.layout, "again") == [P]
+    assert spool.layout.job(P, "again").read_bytes() == requeued
 
 
 def test_terminal_record_newer_than_claim_removes_leftover(spool: Spool,
