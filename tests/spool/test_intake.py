@@ -4,6 +4,7 @@ spool is read; in-progress names are ignored; unparsable files wait to settle.""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import shutil
@@ -184,6 +185,24 @@ def test_hard_link_quarantined(spool: Spool, intake: Intake, outside: Path) -> N
     job_id = quarantined_file(spool, intake.inspect("hl.json"), "hl.json", "hard link", VALID)
     assert os.stat(other).st_ino == os.stat(spool.layout.original(job_id)).st_ino
     assert other.read_bytes() == VALID
+
+
+def test_a_second_link_made_by_a_claim_in_progress_is_not_quarantined(
+        spool: Spool, intake: Intake) -> None:
+    """Without RENAME_NOREPLACE (NFS), a claim links the file into running/ under its lease
+    and then unlinks it from pending/: the two links are not a client's hard link (the id
+    is running, so the drop waits rather than being judged)."""
+    path = drop_raw(spool.layout, "nfs.json", VALID)
+    lease = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(lease, fcntl.LOCK_EX)
+        os.link(path, spool.layout.job(R, "nfs"))
+        assert intake.inspect("nfs.json").verdict is Verdict.WAITING
+        os.unlink(path)  # the claim's unlink: gone from pending/, nothing quarantined
+        assert intake.inspect("nfs.json").verdict is Verdict.GONE
+        assert locate(spool.layout, "nfs") == [R]
+    finally:
+        os.close(lease)
 
 
 # -- not regular files ----------------------------------------------------------------------
