@@ -21,7 +21,7 @@ from typing import Annotated, Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from processor.quant.data import F64, DataStore, Symbol, to_time
 from processor.quant.factors import resolve
@@ -31,7 +31,7 @@ from spool.errors import InvalidParams
 ProgressFn = Callable[[float, str], None]
 Bools = npt.NDArray[np.bool_]
 MAX_HORIZON = 10_000
-Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON)]
+Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
 
 
 class FactorParams(BaseModel):
@@ -40,12 +40,14 @@ class FactorParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     factor: str = Field("momentum", description="a name from list_factors")
-    factor_params: dict[str, int] = Field(default_factory=dict)
-    lookback: int | None = Field(None, ge=1, description="shorthand for factor_params.lookback")
+    # Strict: lax validation would turn true into 1 before the factor's own checks.
+    factor_params: dict[str, StrictInt] = Field(default_factory=dict)
+    lookback: StrictInt | None = Field(None, ge=1,
+                                       description="shorthand for factor_params.lookback")
     symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
     horizons: list[Horizon] = Field(default_factory=lambda: [1, 5, 10], min_length=1,
                                     max_length=50)
-    quantiles: int = Field(5, ge=2, le=100)
+    quantiles: int = Field(5, ge=2, le=100, strict=True)
     turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
                                                 description="default: the horizons")
     start: datetime | None = None

@@ -16,8 +16,10 @@ equity curve all count that symbol's own bars only.  So a symbol's result
 never depends on which other symbols share the job.
 
 A signal compares window means of ``C - C[0]`` (the symbol's first close),
-which equals comparing the SMAs and keeps a flat series from ever crossing
-through rounding noise.
+which equals comparing the SMAs.  Differences of running sums carry rounding
+noise, so where the slow window is flat (every close in it equal) the two SMAs
+are equal by definition and the signal is False, as ``QUANT.md`` has it for a
+tie, whatever the last digits of the two means say.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 CHUNK = 50
 MAX_SYMBOLS = 10_000
+MAX_WINDOW = 10_000_000
 
 
 class BacktestParams(BaseModel):
@@ -48,8 +51,8 @@ class BacktestParams(BaseModel):
 
     symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
     strategy: Literal["ma_crossover"] = "ma_crossover"
-    fast: int = Field(10, ge=1, description="fast SMA window, bars")
-    slow: int = Field(50, ge=2, description="slow SMA window, bars")
+    fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
+    slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
     fee: float = Field(0.001, ge=0, lt=1, description="fraction of notional per fill")
     slippage: float = Field(0.0, ge=0, lt=1, description="fraction of the open price")
     init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False)
@@ -86,10 +89,21 @@ class Simulation:
 
 
 def crossover_signal(close: F64, fast: int, slow: int) -> Bools:
-    """``SMA_fast > SMA_slow`` per cell; False while either window is incomplete."""
+    """``SMA_fast > SMA_slow`` per cell; False while either window is incomplete, and
+    where the slow window is flat (a tie, however the running sums round)."""
     csum = np.cumsum(close - close[:1], axis=0)
     with np.errstate(invalid="ignore"):
-        return _window_mean(csum, fast) > _window_mean(csum, slow)
+        above = _window_mean(csum, fast) > _window_mean(csum, slow)
+    return above & ~_flat_for(close, slow)
+
+
+def _flat_for(close: F64, window: int) -> Bools:
+    """Cells that end a run of at least ``window`` equal closes down their column."""
+    rows = np.arange(len(close))[:, None]
+    changed = np.ones(close.shape, dtype=bool)
+    changed[1:] = close[1:] != close[:-1]  # NaN never equals: padding ends every run
+    run_start = np.maximum.accumulate(np.where(changed, rows, 0), axis=0)
+    return rows - run_start >= window - 1
 
 
 def _window_mean(csum: F64, window: int) -> F64:

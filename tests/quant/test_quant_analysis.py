@@ -184,7 +184,8 @@ def test_semantic_errors_are_invalid_params(synth_dir: Path, params: dict[str, A
 @pytest.mark.parametrize("params", [
     {"quantiles": 1}, {"horizons": []}, {"horizons": [0]}, {"horizons": [1, 1]},
     {"turnover_lags": [0]}, {"symbols": ["../etc/passwd", "S0001"]}, {"lookback": 0},
-    {"unknown": True},
+    {"unknown": True}, {"lookback": True}, {"factor_params": {"lookback": True}},
+    {"quantiles": True}, {"horizons": [True]},
 ])
 def test_invalid_params_are_rejected_by_the_model(params: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):

@@ -119,6 +119,21 @@ def test_flat_prices_never_trade(tmp_path: Path) -> None:
     assert_matches(result["symbols"]["FLAT"], reference(tmp_path, "FLAT", params), "FLAT")
 
 
+def test_a_price_that_goes_flat_after_moving_ties_and_never_trades_on_noise(
+        tmp_path: Path) -> None:
+    """Once the slow window is flat, both SMAs equal its price: a tie, so no signal,
+    though the running sums behind the means differ in their last digits."""
+    close = np.concatenate([np.round(np.linspace(100, 101.7, 20), 2), np.full(100, 101.7)])
+    write_bars(tmp_path, "STEP", close)
+    # Exactly: the fast SMA is above the slow one on bars 49-67; from bar 68 the slow
+    # window holds only the flat closes (from bar 19 on).
+    signal = backtest_module.crossover_signal(close[:, None], 10, 50)[:, 0]
+    assert signal[49:68].all() and not signal[68:].any() and not signal[:49].any()
+    got = run_backtest(BacktestParams(symbols=["STEP"]), DataStore(tmp_path))["symbols"]["STEP"]
+    assert (got["num_trades"], got["num_closed_trades"]) == (1, 1)
+    assert_close(got["total_return"], 0.999 / 1.001 - 1, "one round trip at 101.7")
+
+
 def test_short_series_has_no_trades(tmp_path: Path) -> None:
     write_bars(tmp_path, "SHORT", np.linspace(10, 20, 30))
     write_bars(tmp_path, "ONE", [10.0])
@@ -178,6 +193,7 @@ def test_progress_per_chunk(synth_dir: Path) -> None:
     {"slippage": 1.0}, {"init_cash": 0}, {"strategy": "buy_and_hold"}, {"symbols": []},
     {"symbols": ["AAA", "AAA"]}, {"symbols": ["../etc/passwd"]}, {"symbols": ["A\n"]},
     {"start": "2012-01-01", "end": "2011-01-01"}, {"bogus": 1},
+    {"fast": True, "slow": 2}, {"slow": 10**30}, {"fast": 2.0},
 ])
 def test_invalid_params_are_rejected_by_the_model(update: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
