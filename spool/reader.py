@@ -1,9 +1,11 @@
 """The read side: one record, a filtered page of records, stats, processors.
 
 Needs no daemon: everything is read from the folders (DESIGN section 2).  When
-an id is seen in more than one folder, the newest file wins: a terminal record
-written after the claim beats the ``running/`` leftover of a completion cut
-short, a re-drop newer than the old record shows as pending.
+an id is seen in more than one folder, a file in ``pending/`` wins: it is a drop
+still to run, and a drop of a running id waits there while the run before it
+ends, records (newer than the drop) and is superseded.  Otherwise the newest
+file wins: a terminal record written after the claim beats the ``running/``
+leftover of a completion cut short.
 
 Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
 the sort key of the last row, so pages stay stable while jobs move.
@@ -117,9 +119,12 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> byte
 
 
 def newest(entries: Iterable[Entry]) -> Entry | None:
-    """Which of an id's files tells its state (see the module docstring)."""
+    """Which of an id's files tells its state: a pending drop, else the newest file
+    (see the module docstring)."""
     best: Entry | None = None
     for entry in entries:
+        if entry.state is JobState.PENDING:
+            return entry
         if best is None or _age_key(entry) > _age_key(best):
             best = entry
     return best

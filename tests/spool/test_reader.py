@@ -59,6 +59,26 @@ def test_get_each_state(spool: Spool) -> None:
         reader.get("../etc/passwd")
 
 
+def test_a_drop_waiting_for_a_run_to_end_shows_as_pending_after_that_run_records(
+        spool: Spool) -> None:
+    """A drop of a running id waits in pending/; the run then records, newer than the
+    drop. The id is pending (its new run is still to come), not done with the old one."""
+    reader = SpoolReader(spool.layout)
+    submit(spool, "again", params={"run": 1})
+    claim = spool.claim("again")
+    assert claim is not None
+    try:
+        submit(spool, "again", params={"run": 2})
+        time.sleep(0.03)  # the record is written after the drop
+        spool.complete(claim, done_record(claim, "first"))
+    finally:
+        claim.close()
+    got = reader.get("again")
+    assert got.state is P and got.params == {"run": 2}
+    assert [r.id for r in reader.page(state=P).records] == ["again"]
+    assert reader.page(state=D).records == []
+
+
 def test_get_prefers_newest_of_duplicates(spool: Spool) -> None:
     reader = SpoolReader(spool.layout)
     submit(spool, "dup", params={"run": 1})
