@@ -71,5 +71,18 @@ def _group(name: str) -> grp.struct_group:
 
 
 def _set(path: os.PathLike[str], uid: int, gid: int, mode: int) -> None:
-    os.chown(path, uid, gid)
-    os.chmod(path, mode)
+    """Owner and mode of one spool folder, through a descriptor that followed no symlink.
+
+    Run as root on folders the spool user owns: a symlink there (``done`` -> ``/etc``)
+    must never have its target handed to that user.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SpoolError(f"{os.fspath(path)} is not a directory (a symlink, or another kind "
+                         f"of file: {exc.strerror}); give the spool's real folders") from None
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)

@@ -247,6 +247,24 @@ def test_init_system_sets_postfix_style_modes(open_dir: Path, env: dict[str, str
     assert orjson.loads((root / "pending" / "dropped.json").read_bytes())["tool"] == "echo"
 
 
+@needs_root
+def test_init_system_never_hands_a_symlinks_target_to_the_spool_user(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """The spool user owns the spool and could swap done/ for a link to a root-owned
+    folder; the next init --system, run as root, must refuse rather than chown it."""
+    root = open_dir / "spool"
+    args = ["init", "--system", "--user", "nobody", "--group", "nogroup", "--spool-dir",
+            str(root)]
+    assert spoolq(env, *args).returncode == 0
+    victim = open_dir / "victim"
+    victim.mkdir(mode=0o700)
+    os.rmdir(root / "done")
+    os.symlink(victim, root / "done")
+    refused(spoolq(env, *args), 1, "is not a directory", "symlink")
+    st = os.stat(victim)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
+
+
 def test_init_system_refuses_clearly(open_dir: Path, env: dict[str, str]) -> None:
     root = str(open_dir / "spool")
     me = pwd.getpwuid(os.getuid()).pw_name
