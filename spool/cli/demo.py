@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     daemons: list[Daemon] = []
     try:
         with _interrupts_as_keyboard():
-            daemons = _start_daemons(root, env, port, out)
+            _start_daemons(daemons, root, env, port, out)
             url = f"http://127.0.0.1:{port}/"
             out.write(f"dashboard  {url}\n\n")
             records = _run_jobs(root, args.symbols, out)
@@ -115,9 +115,12 @@ def _synth(data_dir: Path, symbols: int, bars: int, seed: int) -> None:
         raise SpoolError(f"making demo data failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
-def _start_daemons(root: Path, env: dict[str, str], port: int, out: TextIO) -> list[Daemon]:
-    daemons = [_spawn("spool-processor", "processor", root, env),
-               _spawn("spool-statusd", "statusd", root, env)]
+def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port: int,
+                   out: TextIO) -> None:
+    """Start both daemons into ``daemons`` as each is spawned, so the caller stops every one
+    that started, whatever ends the start-up (Ctrl-C, a busy port)."""
+    for name, module in (("spool-processor", "processor"), ("spool-statusd", "statusd")):
+        daemons.append(_spawn(name, module, root, env))
     deadline = time.monotonic() + START_TIMEOUT_S
     checks = {"spool-processor": lambda: _processor_up(root),
               "spool-statusd": lambda: _statusd_up(port)}
@@ -128,7 +131,6 @@ def _start_daemons(root: Path, env: dict[str, str], port: int, out: TextIO) -> l
                 raise SpoolError(f"{d.name} did not start: {' | '.join(tail)}")
             time.sleep(0.05)
         out.write(f"started    {d.name} (pid {d.proc.pid}, log {d.log})\n")
-    return daemons
 
 
 def _spawn(name: str, module: str, root: Path, env: dict[str, str]) -> Daemon:

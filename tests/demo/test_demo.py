@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,4 +75,19 @@ def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
     out = "".join(lines) + rest
     assert proc.returncode == 130, out
     assert "interrupted" in out
+    _assert_all_gone(_spool_of(out))
+
+
+def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) -> None:
+    """statusd cannot bind a busy port: the processor already started is stopped too."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([*DEMO, "--symbols", "20", "--bars", "300", "--port", str(port)],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "HOME": str(tmp_path)})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "spool-statusd did not start" in out, out
+    assert "stopped    spool-processor" in out
     _assert_all_gone(_spool_of(out))
