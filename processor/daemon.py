@@ -123,6 +123,7 @@ class Processor:
         self.fast_busy = 0
         # Ids whose ended FAST runs still execute on abandoned threads (see _abandon_fast).
         self.stuck: Counter[str] = Counter()
+        self.progress_due: dict[str, float] = {}  # job id -> when its held-back report is due
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
         self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
@@ -238,6 +239,8 @@ class Processor:
         if time.monotonic() >= self.io_pause_until:
             self._cancel_requested()
         self._expire_fast(now)
+        if self.progress_due:
+            self._write_due_progress(now)
         if now >= self.io_pause_until:
             if self.unfinished:
                 self._retry_unfinished()
@@ -259,6 +262,8 @@ class Processor:
             wakes.append(self.grace_deadline)
         if self.delayed:
             wakes.append(max(now + self.delayed[0][0] - time.time(), self.io_pause_until))
+        if self.progress_due:
+            wakes.append(min(self.progress_due.values()))
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
@@ -677,8 +682,22 @@ class Processor:
         run.progress = (fraction, message)
         if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
             self._write_progress(run, fraction, message)
+        else:  # too soon: written once the interval is up, unless a newer one comes first
+            self.progress_due.setdefault(job_id, run.last_progress_write + PROGRESS_WRITE_S)
+
+    def _write_due_progress(self, now: float) -> None:
+        """Write the latest progress of runs whose last report was held back."""
+        for job_id, due in list(self.progress_due.items()):
+            if due > now:
+                continue
+            del self.progress_due[job_id]
+            run = self.runs.get(job_id)
+            if run is not None and run.progress is not None and not (
+                    run.abandoned or run.finishing):
+                self._write_progress(run, *run.progress)
 
     def _write_progress(self, run: Run, fraction: float, message: str) -> None:
+        self.progress_due.pop(run.claim.job_id, None)
         run.last_progress_write = time.monotonic()
         progress = Progress(fraction=fraction, message=message, updated_at=self.clock.now(),
                             started_at=run.record.started_at, attempt=run.record.attempts,
@@ -796,6 +815,7 @@ class Processor:
             self._io_trouble(exc)
             raise
         self.runs.pop(job_id, None)
+        self.progress_due.pop(job_id, None)
         self._release_blocked(job_id)
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 

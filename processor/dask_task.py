@@ -246,6 +246,7 @@ class _Supervisor:
         self.child = run.child
         self.deadline = time.monotonic() + task.timeout_s
         self.last_progress = 0.0
+        self.held: tuple[float, str] | None = None  # a report that came too soon
 
     def run(self) -> Outcome:
         try:
@@ -256,7 +257,12 @@ class _Supervisor:
         sentinel = self.child.process.sentinel
         while True:
             timeout = self._check()
+            if self.held is not None:  # wake to send it once its interval is up
+                timeout = min(timeout, max(0.0, self.last_progress + PROGRESS_EVERY_S
+                                           - time.monotonic()))
             ready = wait([self.child.conn, sentinel], timeout)
+            if self.held is not None and self.run_.reason is None:
+                self._progress(*self.held)
             if self.child.conn in ready:
                 outcome = self._read()
                 if outcome is not None:
@@ -296,9 +302,11 @@ class _Supervisor:
         return None
 
     def _progress(self, fraction: float, message: str) -> None:
+        """Emit now, or hold the latest report until its interval is up (never dropped)."""
         now = time.monotonic()
+        self.held = (fraction, message)
         if now - self.last_progress >= PROGRESS_EVERY_S or fraction >= 1.0:
-            self.last_progress = now
+            self.last_progress, self.held = now, None
             _emit(self.worker, self.topic, {"event": "progress", "key": self.run_.key,
                                             "job_id": self.task.job_id, "fraction": fraction,
                                             "message": message})

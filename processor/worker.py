@@ -79,7 +79,11 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     done = 0
     while True:
         task: Task = conn.recv()
-        outcome = _run(conn, registry, task, resources)
+        progress = Progress(conn, task.job_id)
+        try:
+            outcome = _run(progress, registry, task, resources)
+        finally:
+            progress.close()  # no report goes out after this: the result comes next
         reap_leftovers()
         _restore_stdio(stdio)
         done += 1
@@ -89,21 +93,64 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
             return
 
 
-def _run(conn: Connection, registry: Any, task: Task, resources: dict[str, Any]) -> Outcome:
-    last = 0.0
+class Progress:
+    """A tool's progress reports to the processor, at most one per
+    :data:`PROGRESS_INTERVAL_S`: one that comes sooner is held, and sent by a timer
+    when the interval is up unless a newer one replaces it, so the last report before
+    a silent stretch of work is never lost.  Sends happen under a lock, from the tool's
+    thread or the timer's, and none after :meth:`close`."""
 
-    def report(fraction: float, message: str) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= PROGRESS_INTERVAL_S or fraction >= 1.0:
-            last = now
-            conn.send(("progress", task.job_id, fraction, message))
+    def __init__(self, conn: Connection, job_id: str) -> None:
+        self.conn, self.job_id = conn, job_id
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._held: tuple[float, str] | None = None
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
+    def report(self, fraction: float, message: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            now = time.monotonic()
+            if now - self._last >= PROGRESS_INTERVAL_S or fraction >= 1.0:
+                self._held = None
+                self._send(now, fraction, message)
+                return
+            self._held = (fraction, message)
+            if self._timer is None:
+                self._timer = threading.Timer(self._last + PROGRESS_INTERVAL_S - now,
+                                              self._send_held)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _send_held(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._held is not None and not self._closed:
+                held, self._held = self._held, None
+                self._send(time.monotonic(), *held)
+
+    def _send(self, now: float, fraction: float, message: str) -> None:
+        self._last = now
+        with contextlib.suppress(OSError):  # the processor is gone: the worker follows
+            self.conn.send(("progress", self.job_id, fraction, message))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+def _run(progress: Progress, registry: Any, task: Task, resources: dict[str, Any]
+         ) -> Outcome:
     try:
         tool = registry.get(task.tool)
     except SpoolError as exc:
         return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
-    ctx = Context(task.job_id, _data_dir(task.data_dir), report, resources)
+    ctx = Context(task.job_id, _data_dir(task.data_dir), progress.report, resources)
     return run_tool(tool, task.job_id, task.params, ctx)
 
 

@@ -206,6 +206,25 @@ class Progressive(BaseTool):
         return ToolResult.ok()
 
 
+class ProgressBurst(BaseTool):
+    """Two reports in quick succession, then ``seconds`` of silent work."""
+
+    name: ClassVar[str] = "t_progress_burst"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        ctx.progress(0.1, "loading")
+        ctx.progress(0.5, "computing")
+        time.sleep(params.seconds)
+        return ToolResult.ok()
+
+
+class FastProgressBurst(ProgressBurst):
+    name: ClassVar[str] = "t_fast_progress_burst"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
 class Big(BaseTool):
     """A result of ``mb`` MiB: many reads of the worker's socket before it is whole."""
 

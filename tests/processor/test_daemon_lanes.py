@@ -271,6 +271,23 @@ def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> No
     wait_for(lambda: not path.exists(), 5, "the progress file to go with the run")
 
 
+@pytest.mark.parametrize("tool", ["t_progress_burst", "t_fast_progress_burst"])
+def test_the_last_progress_before_silent_work_reaches_the_spool(
+        spool_root: Path, daemon: StartDaemon, tool: str) -> None:
+    """A report that came too soon after the one before is held back, not dropped."""
+    daemon()
+    drop(spool_root, "burst", {"tool": tool, "params": {"seconds": 3}})
+    path = spool_root / "progress" / "burst.json"
+
+    def shows_half() -> bool:
+        with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
+            return bool(orjson.loads(path.read_bytes())["fraction"] == 0.5)
+        return False
+
+    wait_for(shows_half, 2.5, "the second report (0.5) while the tool works on")
+    assert not (spool_root / "done" / "burst.json").exists()
+
+
 def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
     daemon()
     drop(spool_root, "victim", {"tool": "sleep", "params": {"seconds": 30}})

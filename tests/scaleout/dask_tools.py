@@ -96,6 +96,20 @@ class Progressive(BaseTool):
         return ToolResult.ok({"steps": params.steps})
 
 
+class ProgressBurst(BaseTool):
+    """Two reports in quick succession, then ``seconds`` of silent work."""
+
+    name: ClassVar[str] = "d_progress_burst"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        ctx.progress(0.1, "loading")
+        ctx.progress(0.5, "computing")
+        time.sleep(params.seconds)
+        return ToolResult.ok()
+
+
 class Append(BaseTool):
     """Appends its job id to ``path``: a job run twice shows up twice."""
 

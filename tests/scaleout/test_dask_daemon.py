@@ -69,6 +69,7 @@ def test_jobs_run_on_the_cluster_with_progress(spool_root: Path, daemon: StartDa
     status = _status(spool_root, d)
     assert status["executor"] == "dask" and status["job_num"] == 2
     drop(spool_root, "prog", {"tool": "d_progress", "params": {"seconds": 2}})
+    drop(spool_root, "burst", {"tool": "d_progress_burst", "params": {"seconds": 4}})
     drop(spool_root, "fails", {"tool": "d_fail"})
     drop(spool_root, "raises", {"tool": "d_raise"})
     drop(spool_root, "fast", {"tool": "echo", "params": {"message": "local"}})
@@ -84,6 +85,15 @@ def test_jobs_run_on_the_cluster_with_progress(spool_root: Path, daemon: StartDa
     assert rec["attempts"] == 1 and rec["pid"] == d.pid, "the record names this processor"
     assert len([f for f in seen if 0 < f < 1]) >= 3, f"progress reached the spool: {seen}"
     wait_for(lambda: not progress.exists(), 5, "the progress file gone with the run")
+    burst = spool_root / "progress" / "burst.json"
+
+    def burst_shows_half() -> bool:  # the report right after another is held, not dropped
+        with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
+            return bool(orjson.loads(burst.read_bytes())["fraction"] == 0.5)
+        return False
+
+    wait_for(burst_shows_half, 10, "the burst's second report while it works on")
+    assert record(spool_root, "burst") is None
     rec = wait_record(spool_root, "fails")
     assert rec["error"]["type"] == "tool_error" and rec["error"]["message"] == "failed on purpose"
     rec = wait_record(spool_root, "raises")
