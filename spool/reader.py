@@ -168,6 +168,12 @@ class SpoolReader:
                 return record
         raise NotFoundError(f"no job {job_id}")
 
+    def _get_or_none(self, job_id: str) -> Record | None:
+        try:
+            return self.get(job_id)
+        except NotFoundError:
+            return None
+
     def load(self, entry: Entry) -> Record | None:
         """The record a folder entry stands for; None if it vanished meanwhile."""
         data = read_regular(entry.path, MAX_ACTIVE_BYTES if entry.state in ACTIVE else None)
@@ -229,7 +235,11 @@ class SpoolReader:
         records = []
         for entry in self.current_entries([state] if state else JobState):
             record = self.load(entry)
-            if record is None or (tool is not None and record.tool != tool):
+            if record is None:  # moved since the scan (claimed, say): read it where it is
+                record = self._get_or_none(entry.job_id)
+                if record is None or (state is not None and record.state is not state):
+                    continue
+            if tool is not None and record.tool != tool:
                 continue
             if after is None or sort_key(record) < after:
                 records.append(record)

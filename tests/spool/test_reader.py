@@ -13,9 +13,9 @@ from spoolkit import FakeClock, done_record, submit
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, OwnerStatus, Record, record_bytes
-from spool.reader import SpoolReader
+from spool.reader import Entry, SpoolReader
 from spool.states import JobState
-from spool.transitions import Spool
+from spool.transitions import Claim, Spool
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -77,6 +77,32 @@ def test_a_drop_waiting_for_a_run_to_end_shows_as_pending_after_that_run_records
     assert got.state is P and got.params == {"run": 2}
     assert [r.id for r in reader.page(state=P).records] == ["again"]
     assert reader.page(state=D).records == []
+
+
+def test_a_job_that_moves_while_a_page_is_read_is_still_listed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claimed between the folder scan and the read: listed where it went, so paging a
+    busy spool never loses a job between pages."""
+    reader = SpoolReader(spool.layout)
+    seed(spool, 5)
+    moved: list[Claim] = []
+    load = reader.load
+
+    def claim_then_load(entry: Entry) -> Record | None:
+        if entry.job_id == "job-002" and not moved:
+            taken = spool.claim("job-002")
+            assert taken is not None
+            moved.append(taken)
+        return load(entry)
+
+    monkeypatch.setattr(reader, "load", claim_then_load)
+    try:
+        listed = {r.id: r.state for r in reader.page(limit=10).records}
+        assert len(listed) == 5 and listed["job-002"] is R
+        assert "job-002" not in {r.id for r in reader.page(state=P, limit=10).records}
+    finally:
+        for taken in moved:
+            taken.close()
 
 
 def test_get_prefers_newest_of_duplicates(spool: Spool) -> None:
