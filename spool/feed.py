@@ -165,7 +165,9 @@ class PolledFeed:
     """Raw inotify events on ``folders``, read by the owner's loop (Linux only).
 
     Reports what :class:`ChangeFeed` reports, from the thread that calls
-    :meth:`drain`.  :meth:`available` says whether this platform has it.
+    :meth:`drain`.  :meth:`available` says whether this platform has it.  A folder
+    that is removed or moved away loses its watch; the feed watches the path again
+    as soon as a folder is back there (at once, or on a later :meth:`rewatch`).
     """
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
@@ -174,27 +176,33 @@ class PolledFeed:
         self.on_change = on_change
         self.arrivals_only = arrivals_only
         self._fd = -1
-        self._folder_of: dict[int, str] = {}
+        self._folder_of: dict[int, Path] = {}
+        self._unwatched: set[Path] = set()
+        self._mask = _watch_mask(arrivals_only) if self.available() else 0
 
     @staticmethod
     def available() -> bool:
         return getattr(inotify_c, "inotify_init", None) is not None
 
     def start(self) -> None:
-        mask = _watch_mask(self.arrivals_only)
         fd = open_inotify()
         if fd < 0:
             raise _errno_error("inotify_init")
         self._fd = fd
         try:
             for folder in self.folders:
-                wd = inotify_c.inotify_add_watch(fd, os.fsencode(folder), mask)
-                if wd < 0:
+                if not self._watch(folder):
                     raise _errno_error(f"cannot watch {folder}")
-                self._folder_of[wd] = folder.name
         except BaseException:
             self.stop()
             raise
+
+    def _watch(self, folder: Path) -> bool:
+        wd = inotify_c.inotify_add_watch(self._fd, os.fsencode(folder), self._mask)
+        if wd < 0:
+            return False
+        self._folder_of[wd] = folder
+        return True
 
     def fileno(self) -> int:
         return self._fd
@@ -202,12 +210,34 @@ class PolledFeed:
     def drain(self) -> None:
         """Report every event waiting now; never blocks."""
         const = inotify_c.InotifyConstants
-        lost = const.IN_Q_OVERFLOW | const.IN_IGNORED | const.IN_DELETE_SELF
+        gone = const.IN_IGNORED | const.IN_DELETE_SELF | const.IN_MOVE_SELF
         for wd, mask, name in read_inotify(self._fd):
-            if mask & lost:
-                self.on_change("", "")  # overflow, or a folder went away: rescan
-            elif name:
-                self.on_change(self._folder_of.get(wd, ""), os.fsdecode(name))
+            if mask & gone:
+                self._lost_watch(wd)
+                self.on_change("", "")  # a folder went away: rescan
+            elif mask & const.IN_Q_OVERFLOW:
+                self.on_change("", "")
+            elif name and (folder := self._folder_of.get(wd)) is not None:
+                self.on_change(folder.name, os.fsdecode(name))
+
+    def _lost_watch(self, wd: int) -> None:
+        folder = self._folder_of.pop(wd, None)
+        if folder is None:
+            return  # an earlier watch's last word
+        with contextlib.suppress(OSError):  # a moved folder's watch is still there
+            inotify_c.inotify_rm_watch(self._fd, inotify_c.WatchDescriptor(wd))
+        self._unwatched.add(folder)
+        self.rewatch()
+
+    def rewatch(self) -> bool:
+        """Watch again each folder that lost its watch and exists again; True if one
+        did (what arrived there unwatched is for a rescan to find)."""
+        found = False
+        for folder in list(self._unwatched):
+            if self._watch(folder):
+                self._unwatched.discard(folder)
+                found = True
+        return found
 
     def stop(self) -> None:
         if self._fd >= 0:
@@ -219,7 +249,8 @@ class PolledFeed:
 def _watch_mask(arrivals_only: bool) -> int:
     """The inotify events a feed asks for (see ``ChangeFeed``'s ``arrivals_only``)."""
     const = inotify_c.InotifyConstants
-    mask = const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
+    mask = (const.IN_CREATE | const.IN_MOVED_TO | const.IN_CLOSE_WRITE | const.IN_DELETE_SELF
+            | const.IN_MOVE_SELF)
     if not arrivals_only:
         mask |= const.IN_MOVED_FROM | const.IN_DELETE
     return int(mask)

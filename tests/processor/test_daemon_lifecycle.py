@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pytest
 from daemonkit import Daemon, drop, locations, record, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
@@ -163,6 +164,25 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("how", ["removed", "moved away"])
+def test_a_replaced_pending_folder_is_watched_again(spool_root: Path, daemon: StartDaemon,
+                                                    how: str) -> None:
+    """Its watch went with the old folder: the new one is watched within a heartbeat, not
+    left to the periodic rescan (SPOOL_SCAN_S is a minute here)."""
+    daemon(SPOOL_SCAN_S="60")
+    drop(spool_root, "before", {"tool": "echo"})
+    assert wait_record(spool_root, "before", 10)["state"] == "done"
+    pending = spool_root / "pending"
+    if how == "removed":
+        pending.rmdir()
+    else:
+        pending.rename(spool_root / "pending.old")
+    pending.mkdir()
+    for n in range(3):
+        drop(spool_root, f"after-{n}", {"tool": "echo"})
+        assert wait_record(spool_root, f"after-{n}", 5)["state"] == "done"
 
 
 def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon) -> None:
