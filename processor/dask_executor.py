@@ -148,8 +148,9 @@ class DaskExecutor:
         try:
             if not connected:
                 raise LinkLost("no connection to the Dask scheduler")
-            flight.future = self.link.submit(task, key,
-                                             lambda: self._events.put(("future", key)))
+            # The future rides in the event: the task may end before submit returns.
+            flight.future = self.link.submit(
+                task, key, lambda future: self._events.put(("future", key, future)))
         except Exception as exc:  # lost meanwhile, or the client refused it
             self._resolve(flight, _crashed(task, f"cannot submit to Dask: {exc}"))
 
@@ -214,7 +215,7 @@ class DaskExecutor:
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "future":
-            self._on_future(event[1])
+            self._on_future(event[1], event[2])
         elif kind == "task":
             self._on_task_event(event[1])
         elif kind == "kill":
@@ -266,11 +267,10 @@ class DaskExecutor:
 
     # -- events -----------------------------------------------------------------------
 
-    def _on_future(self, key: str) -> None:
+    def _on_future(self, key: str, future: Any) -> None:
         flight = self._flight_by_key(key)
-        if flight is None or flight.future is None:
+        if flight is None:
             return
-        future = flight.future
         status = future.status
         if status == "pending":
             return

@@ -182,14 +182,15 @@ class SchedulerLink:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def submit(self, task: Task, key: str, on_done: Callable[[], None]) -> Any:
-        """One Dask task for one job (no Dask-side retries); ``on_done`` when it ends."""
+    def submit(self, task: Task, key: str, on_done: Callable[[Any], None]) -> Any:
+        """One Dask task for one job (no Dask-side retries); ``on_done(future)`` when it
+        ends, which may be before this returns."""
         client = self.client
         if client is None:
             raise LinkLost("no connection to the Dask scheduler")
         future = client.submit(run_task, task, self.topic, key, self.config, key=key,
                                pure=False, retries=0)
-        future.add_done_callback(lambda _future: on_done())
+        future.add_done_callback(on_done)
         return future
 
     @staticmethod
