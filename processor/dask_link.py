@@ -216,8 +216,11 @@ class SchedulerLink:
         """Kill the children running ``keys`` on ``worker`` (all workers when None)."""
         client = client or self.client
         workers = [worker] if worker is not None else None
+        # Bounded (client.run hands callback_timeout to its sync call): a worker that
+        # hangs must not hold the call threads, so kills and cancels behind it still run.
         return self._calls.submit(_quiet, functools.partial(
-            client.run, kill_on_worker, keys, reason, workers=workers) if client else None)
+            client.run, kill_on_worker, keys, reason, workers=workers,
+            callback_timeout=RPC_TIMEOUT_S) if client else None)
 
     def cancel(self, future: Any) -> None:
         """Cancel a task (a running one notices and kills its child)."""
