@@ -100,7 +100,7 @@ class Client:
         for state in states:
             if state not in TERMINAL:
                 raise ValueError(f"purge removes finished jobs only, not {state}")
-            for entry in scan_folder(self.layout, state):
+            for entry in scan_folder(self.layout, state, files_only=False):  # junk goes too
                 if entry.mtime_ns >= cutoff_ns:
                     kept += 1
                     continue

@@ -79,8 +79,13 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return micros, job_id
 
 
-def scan_folder(layout: Layout, state: JobState) -> Iterator[Entry]:
-    """The ``<id>.json`` entries of one state folder (other names skipped)."""
+def scan_folder(layout: Layout, state: JobState, *, files_only: bool = True
+                ) -> Iterator[Entry]:
+    """The ``<id>.json`` entries of one state folder, other names skipped.
+
+    ``files_only``: regular files only; a symlink, directory or FIFO dropped under such a
+    name is no job or record (intake quarantines those in ``pending/``).
+    """
     try:
         with os.scandir(layout.folder(state)) as it:
             for item in it:
@@ -90,6 +95,8 @@ def scan_folder(layout: Layout, state: JobState) -> Iterator[Entry]:
                 try:
                     st = item.stat(follow_symlinks=False)
                 except FileNotFoundError:
+                    continue
+                if files_only and not stat.S_ISREG(st.st_mode):
                     continue
                 yield Entry(job_id, state, Path(item.path), st.st_mtime_ns, st.st_ctime_ns)
     except FileNotFoundError:

@@ -218,6 +218,9 @@ def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
     finish(spool, ids[0])
     finish(spool, ids[1])
     finish(spool, ids[2], F)
+    for state in (P, D, F):  # not jobs or records: never counted
+        os.symlink("/etc/hostname", spool.layout.job(state, f"link-{state.value}"))
+    (spool.layout.folder(D) / "dir.json").mkdir()
     claim = spool.claim(ids[3])
     assert claim is not None
     try:
