@@ -72,6 +72,7 @@ class _Flight:
     worker: str | None = None
     kill_reason: str | None = None
     kill_deadline: float = 0.0
+    fetching: bool = False  # finished; its result is on its way (no timeout applies)
 
 
 class DaskExecutor:
@@ -220,6 +221,8 @@ class DaskExecutor:
             self._on_task_event(event[1])
         elif kind == "kill":
             self._on_kill(event[1])
+        elif kind == "fetched":
+            self._on_fetched(event[1], event[2])
 
     # -- the scheduler ----------------------------------------------------------------
 
@@ -275,16 +278,27 @@ class DaskExecutor:
         if status == "pending":
             return
         if status == "finished":
-            try:
-                outcome = self.link.result(future)
-            except Exception as exc:
-                outcome = _crashed(flight.task, f"cannot fetch the result from Dask: {exc}")
-        elif status == "error":
+            if not flight.fetching:
+                flight.fetching = True
+                self.link.fetch(future, lambda got: self._events.put(("fetched", key, got)))
+            return
+        if status == "error":
             outcome = _crashed(flight.task, self.link.failure(future))
         elif not self.link.alive():
             outcome = _crashed(flight.task, "lost the connection to the Dask scheduler")
         else:
             outcome = _crashed(flight.task, f"the Dask task was {status} on the cluster")
+        self._finish(flight, outcome)
+
+    def _on_fetched(self, key: str, got: Outcome | Exception) -> None:
+        flight = self._flight_by_key(key)
+        if flight is None:
+            return
+        if isinstance(got, Exception):
+            got = _crashed(flight.task, f"cannot fetch the result from Dask: {got}")
+        self._finish(flight, got)
+
+    def _finish(self, flight: _Flight, outcome: Outcome) -> None:
         kill = self._kill_outcome(flight)
         if kill is not None and not outcome.ok and outcome.error_type != kill.error_type:
             outcome = kill  # the kill reason wins over how the task happened to end
@@ -332,6 +346,8 @@ class DaskExecutor:
         with self._lock:
             flights = list(self._flights.values())
         for flight in flights:
+            if flight.fetching:
+                continue  # it finished in time: only its result is still on the way
             if flight.kill_reason is None and now >= flight.deadline:
                 log.warning("no answer from Dask past the job's timeout; killing it",
                             extra={"fields": {"id": flight.task.job_id,

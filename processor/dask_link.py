@@ -33,6 +33,9 @@ DEFAULT_PORT = 8786
 CONNECT_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 5.0
+FETCH_TIMEOUT_S = 600.0
+"""How long a finished task's result may take to arrive (1.2 GB took more than 5 s)."""
+FETCH_THREADS = 2
 WARN_EVERY_S = 60.0
 CALL_THREADS = 4
 
@@ -91,6 +94,8 @@ class SchedulerLink:
         self.client: Any = None
         self.scheduler_id: str | None = None
         self._calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="dask-call")
+        # Results come off threads of their own: a large one may take minutes to arrive.
+        self._fetches = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dask-fetch")
         self._next_warning = 0.0
 
     # -- connection -------------------------------------------------------------------
@@ -179,6 +184,7 @@ class SchedulerLink:
                     client.cancel(futures, force=True)
             _close_client(client)
         self._calls.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown(wait=False, cancel_futures=True)
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -193,12 +199,20 @@ class SchedulerLink:
         future.add_done_callback(on_done)
         return future
 
+    def fetch(self, future: Any, on_fetched: Callable[[Outcome | Exception], None]) -> None:
+        """Fetch a finished task's outcome from its worker on a fetch thread, then call
+        ``on_fetched`` with it, or with the error that kept it away."""
+        self._fetches.submit(self._fetch, future, on_fetched)
+
     @staticmethod
-    def result(future: Any) -> Outcome:
-        """The outcome a finished task returned (fetched from its worker)."""
-        outcome: Outcome = future.result(timeout=RPC_TIMEOUT_S)
+    def _fetch(future: Any, on_fetched: Callable[[Outcome | Exception], None]) -> None:
+        try:
+            outcome: Outcome = future.result(timeout=FETCH_TIMEOUT_S)
+        except Exception as exc:
+            on_fetched(exc)
+            return
         outcome.pid = 0  # the record names this processor's host, so not a worker's pid
-        return outcome
+        on_fetched(outcome)
 
     @staticmethod
     def failure(future: Any) -> str:
