@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, TypeGuard
 
+from pydantic import BaseModel
+
 from processor.builtin import BUILTIN_TOOLS
 from processor.quant.tools import QUANT_TOOLS
-from processor.tools import BaseTool
+from processor.tools import BaseTool, ExecutionMode
 from spool.errors import ConfigError, UnknownTool
 
 ENTRY_POINT_GROUP = "spoolq.tools"
@@ -36,6 +39,9 @@ class Registry:
         name = getattr(tool, "name", None)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"tool class {tool.__qualname__} has no name")
+        problem = _declaration_problem(tool)
+        if problem is not None:
+            raise ConfigError(f"tool {name!r} ({_where(tool)}): {problem}")
         known = self._tools.get(name)
         if known is not None and known is not tool:
             raise ConfigError(f"two tools named {name!r}: {_where(known)} and {_where(tool)}")
@@ -68,7 +74,11 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
             except Exception as exc:
                 raise ConfigError(f"entry point {ep.name} ({ep.value}) failed to load: "
                                   f"{exc}") from exc
-            for tool in _tools_in(target):
+            found = _tools_in(target)
+            if not found:
+                raise ConfigError(f"entry point {ep.name} ({ep.value}) names no BaseTool "
+                                  "with a name")
+            for tool in found:
                 registry.add(tool)
     for name in modules:
         try:
@@ -88,10 +98,29 @@ def _tools_in(target: object) -> list[type[BaseTool]]:
         return [target]
     found: list[type[BaseTool]] = []
     if isinstance(target, ModuleType):
+        # Defined in the module or a submodule of its package (a package that re-exports
+        # its tools), never one it imported from elsewhere (which would register twice).
+        inside = (target.__name__, target.__name__ + ".")
         for obj in vars(target).values():
-            if inspect.isclass(obj) and _is_tool(obj) and obj.__module__ == target.__name__:
+            if (inspect.isclass(obj) and _is_tool(obj)
+                    and (obj.__module__ == inside[0] or obj.__module__.startswith(inside[1]))):
                 found.append(obj)
     return found
+
+
+def _declaration_problem(tool: type[BaseTool]) -> str | None:
+    """What is wrong with a tool's class attributes, if anything (checked at start-up,
+    not when its first job fails)."""
+    params = getattr(tool, "Params", None)
+    if not (inspect.isclass(params) and issubclass(params, BaseModel)):
+        return "Params must be a pydantic BaseModel subclass"
+    if not isinstance(getattr(tool, "execution_mode", None), ExecutionMode):
+        return "execution_mode must be ExecutionMode.FAST or ExecutionMode.COMPUTE"
+    timeout = getattr(tool, "execution_timeout", None)
+    if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+            or not 0 < timeout < math.inf):
+        return f"execution_timeout must be a finite number of seconds above 0, not {timeout!r}"
+    return None
 
 
 def _is_tool(obj: type) -> TypeGuard[type[BaseTool]]:

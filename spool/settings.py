@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spool.errors import ConfigError
+
+MAX_SECONDS = 86_400.0
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class FsyncMode(StrEnum):
@@ -47,18 +50,28 @@ class Settings(BaseSettings):
     tools: str = Field(default="", validation_alias="SPOOL_TOOLS")
     data_dir_override: Path | None = Field(default=None, validation_alias="SPOOL_DATA_DIR")
     max_job_bytes: int = Field(default=1_048_576, ge=64, validation_alias="SPOOL_MAX_JOB_BYTES")
-    settle_s: float = Field(default=2.0, ge=0, validation_alias="SPOOL_SETTLE_S")
-    scan_s: float = Field(default=5.0, gt=0, validation_alias="SPOOL_SCAN_S")
-    grace_s: float = Field(default=30.0, ge=0, validation_alias="SPOOL_GRACE_S")
+    # Seconds are finite and at most a day: inf would turn a scan, a settle or the
+    # shutdown grace off (or overflow where systemd is told the stop timeout).
+    settle_s: float = Field(default=2.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+                            validation_alias="SPOOL_SETTLE_S")
+    scan_s: float = Field(default=5.0, gt=0, le=MAX_SECONDS, allow_inf_nan=False,
+                          validation_alias="SPOOL_SCAN_S")
+    grace_s: float = Field(default=30.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False,
+                           validation_alias="SPOOL_GRACE_S")
     worker_max_jobs: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MAX_JOBS")
     worker_memory_mb: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MEMORY_MB")
     fast_threads: int = Field(default=8, ge=1, le=256, validation_alias="SPOOL_FAST_THREADS")
-    log_level: str = Field(default="INFO", validation_alias="SPOOL_LOG_LEVEL")
+    log_level: LogLevel = Field(default="INFO", validation_alias="SPOOL_LOG_LEVEL")
     statusd_host: str = Field(default="127.0.0.1", validation_alias="STATUSD_HOST")
     statusd_port: int = Field(default=8000, ge=0, le=65535, validation_alias="STATUSD_PORT")
     statusd_token: str | None = Field(default=None, validation_alias="STATUSD_TOKEN")
     statusd_max_body_bytes: int = Field(default=1_048_576, ge=1024,
                                         validation_alias="STATUSD_MAX_BODY_BYTES")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("spool_dir", "data_dir_override", mode="after")
     @classmethod

@@ -1,0 +1,72 @@
+"""Tool declarations are checked when a processor starts, not when a job first fails."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from processor.registry import Registry, load_registry
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+from spool.errors import ConfigError
+
+
+class NoParams(BaseModel):
+    pass
+
+
+def tool_class(**attrs: Any) -> type[BaseTool]:
+    def execute(self: BaseTool, params: BaseModel, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok()
+
+    body = {"name": "t", "execution_mode": ExecutionMode.FAST, "Params": NoParams,
+            "execution_timeout": 5.0, "execute": execute, **attrs}
+    return type("T", (BaseTool,), body)
+
+
+@pytest.mark.parametrize(("attrs", "says"), [
+    ({"Params": dict}, "Params must be a pydantic BaseModel"),
+    ({"execution_mode": "fast"}, "execution_mode must be"),
+    ({"execution_timeout": 0}, "execution_timeout must be"),
+    ({"execution_timeout": -5}, "execution_timeout must be"),
+    ({"execution_timeout": math.inf}, "execution_timeout must be"),
+    ({"execution_timeout": True}, "execution_timeout must be"),
+])
+def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, Any],
+                                                            says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Registry([tool_class(**attrs)])
+
+
+def test_a_well_declared_tool_is_registered() -> None:
+    assert Registry([tool_class()]).names() == ["t"]
+
+
+def test_a_package_that_re_exports_its_tools_registers_them(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    package = tmp_path / "mytools"
+    package.mkdir()
+    (package / "__init__.py").write_text("from mytools.impl import Hello\n")
+    (package / "impl.py").write_text(
+        "from typing import ClassVar\n"
+        "from pydantic import BaseModel\n"
+        "from processor.tools import BaseTool, ExecutionMode, ToolResult\n"
+        "from processor.builtin import Echo  # imported from elsewhere: not this package's\n"
+        "class P(BaseModel):\n    pass\n"
+        "class Hello(BaseTool):\n"
+        "    name: ClassVar[str] = 'hello_pkg'\n"
+        "    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST\n"
+        "    Params: ClassVar[type[BaseModel]] = P\n"
+        "    def execute(self, params, ctx):\n        return ToolResult.ok('hi')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        registry = load_registry(["mytools"], use_entry_points=False)
+    finally:
+        for name in ("mytools", "mytools.impl"):
+            sys.modules.pop(name, None)
+    assert "hello_pkg" in registry

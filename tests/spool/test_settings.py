@@ -1,0 +1,27 @@
+"""Settings: a bad value is one ConfigError naming the variable, never a later crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from spool.errors import ConfigError
+from spool.settings import load_settings
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), [
+    ("SPOOL_LOG_LEVEL", "bogus", "SPOOL_LOG_LEVEL"),
+    ("SPOOL_GRACE_S", "inf", "SPOOL_GRACE_S"),
+    ("SPOOL_SCAN_S", "nan", "SPOOL_SCAN_S"),
+    ("SPOOL_SETTLE_S", "1e9", "SPOOL_SETTLE_S"),
+    ("JOB_NUM", "0", "JOB_NUM"),
+])
+def test_a_bad_value_is_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                         value: str, says: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=says):
+        load_settings()
+
+
+def test_log_level_is_case_blind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPOOL_LOG_LEVEL", " debug ")
+    assert load_settings().log_level == "DEBUG"
