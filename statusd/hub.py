@@ -14,12 +14,15 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 QUEUE_MAX = 1024
 """Messages a client may fall behind by before it is dropped.  Generous, because one
 rescan or feed batch can publish hundreds of transitions at once; cheap, because
 queued messages are shared bytes objects, not copies."""
+SETTLE_BUDGET_S = 0.05
+"""How long a publisher of a long batch waits, per chunk, for clients to catch up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,25 @@ class Hub:
             for sub in list(self._tasks.get(job_id, ())):
                 if not sub.offer(task):
                     self._drop(sub)
+
+    async def settle(self, budget_s: float = SETTLE_BUDGET_S) -> None:
+        """Let the clients' pumps run until no queue is over half full, or ``budget_s``
+        has passed (a stalled client is then left to fall behind and be dropped).
+
+        For a publisher of a long batch: without it, a batch of more than
+        ``queue_max`` events filled every queue in one loop step, so even clients
+        that keep up were dropped.
+        """
+        deadline = time.monotonic() + budget_s
+        while True:
+            await asyncio.sleep(0)
+            if self._backlog() <= self.queue_max // 2 or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.001)
+
+    def _backlog(self) -> int:
+        subs = [*self._events, *(s for group in self._tasks.values() for s in group)]
+        return max((s.queue.qsize() for s in subs), default=0)
 
     def _drop(self, sub: Subscriber) -> None:
         self.unsubscribe(sub)

@@ -49,6 +49,8 @@ R = TypeVar("R")
 RESCAN_DUTY = 10.0
 """The rescan interval is at least this many times the last rescan's duration."""
 _WATCHED = frozenset({*(s.value for s in JobState), "progress"})
+APPLY_CHUNK = 256
+"""Changes applied between two chances for WebSocket clients to read (see Hub.settle)."""
 
 
 class Tracker:
@@ -66,6 +68,7 @@ class Tracker:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
+        self._rescan_now = False
         self._feed: ChangeFeed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_scan_s = 0.0
@@ -103,7 +106,8 @@ class Tracker:
                 if self._dirty:
                     dirty, self._dirty = self._dirty, set()
                     await self.refresh(dirty)
-                if time.monotonic() >= next_scan:
+                if self._rescan_now or time.monotonic() >= next_scan:
+                    self._rescan_now = False
                     await self.rescan()
                     next_scan = time.monotonic() + max(self.scan_s,
                                                        RESCAN_DUTY * self.last_scan_s)
@@ -128,8 +132,11 @@ class Tracker:
         async with self._lock:
             known = self.index.stamps_of(ids)
             changes = await self._run(self.loader.refresh, ids, known)
-            for job_id, item in changes:
+            chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 2))
+            for n, (job_id, item) in enumerate(changes, 1):
                 self._apply(job_id, item)
+                if n % chunk == 0:
+                    await self.hub.settle()  # a burst never fills a live client's queue
 
     async def rescan(self) -> None:
         started = time.monotonic()
@@ -148,7 +155,10 @@ class Tracker:
 
     def _emit(self, old: Item | None, new: Item) -> None:
         moved = old is None or old.state is not new.state
-        rerun = (old is not None and new.state in TERMINAL and old.stamp != new.stamp)
+        # A new record is a new write (mtime); a chmod, a hard link or a backup's touch
+        # moves only ctime and is no second run.
+        rerun = (old is not None and new.state in TERMINAL
+                 and old.stamp.mtime_ns != new.stamp.mtime_ns)
         if moved or rerun:
             if new.state in TERMINAL:
                 self.metrics.observe_terminal(new)
@@ -169,13 +179,23 @@ class Tracker:
 
     def _on_change(self, folder: str, name: str) -> None:
         """Called from the watchdog thread: only mark the id dirty and wake the loop."""
-        if folder not in _WATCHED or self._loop is None:
+        if self._loop is None:
+            return
+        if not folder:  # events were lost (overflow, a folder replaced): rescan now
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._rescan_soon)
+            return
+        if folder not in _WATCHED:
             return
         job_id = id_from_name(name)
         if job_id is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to wake
             self._loop.call_soon_threadsafe(self._mark, job_id)
+
+    def _rescan_soon(self) -> None:
+        self._rescan_now = True
+        self._wake.set()
 
     def _mark(self, job_id: str) -> None:
         self._dirty.add(job_id)

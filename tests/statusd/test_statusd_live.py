@@ -26,6 +26,7 @@ from statusdkit import (
 )
 
 from spool.models import Job
+from spool.states import JobState
 from spool.transitions import Spool
 from statusd import ws as ws_module
 
@@ -211,6 +212,87 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
     finally:
         for taken in running:
             taken.close()
+        srv.stop()
+
+
+def test_a_burst_larger_than_a_clients_queue_reaches_a_client_that_keeps_up(
+        spool: Spool) -> None:
+    """One rescan applying 600 changes to a queue of 64: the publisher lets the client
+    read between chunks, so a client that keeps up is never dropped."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0), queue_max=64).start()
+    jobs = 600
+
+    async def scenario() -> int:
+        got = 0
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
+            wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+            feed = srv.services.tracker._feed
+            assert feed is not None
+            feed.stop()  # nothing reaches the index until the one big rescan below
+            for n in range(jobs):
+                submit(spool, f"b-{n:04d}")
+            rescan = asyncio.run_coroutine_threadsafe(srv.services.tracker.rescan(),
+                                                      srv.loop)  # type: ignore[arg-type]
+            while got < jobs:
+                got += (await _next(ws))["event"] == "transition"
+            rescan.result(timeout=30)
+        return got
+
+    try:
+        assert asyncio.run(scenario()) == jobs
+        assert srv.in_loop(lambda: srv.services.hub.dropped_total) == 0
+    finally:
+        srv.stop()
+
+
+def test_a_record_whose_metadata_changes_is_no_second_transition(
+        server: ServerThread, spool: Spool) -> None:
+    """A chmod or a backup's hard link moves a record's ctime only: no event, no count."""
+    submit(spool, "x")
+    finish(spool, claim(spool, "x"), {"message": "x"})
+    wait_for(lambda: srv_state(server, "x") is JobState.DONE, what="x indexed as done")
+
+    async def scenario() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/events") as ws:
+            done = spool.layout.job(JobState.DONE, "x")
+            os.chmod(done, 0o600)
+            os.link(done, spool.layout.root / "backup-of-x.json")
+            # No event reports a chmod: the periodic rescan sees the new ctime.
+            asyncio.run_coroutine_threadsafe(server.services.tracker.rescan(),
+                                             server.loop).result(10)  # type: ignore[arg-type]
+            submit(spool, "y")
+            return await _next(ws)
+
+    event = asyncio.run(scenario())
+    assert (event["id"], event["state"]) == ("y", "pending"), event
+    metrics = request(server.base, "GET", "/metrics").body.decode()
+    assert 'spoolq_transitions_total{outcome="done",tool="echo"} 1.0' in metrics
+
+
+def srv_state(srv: ServerThread, job_id: str) -> JobState | None:
+    """The state statusd's index holds for ``job_id`` (None: not indexed)."""
+    item = srv.in_loop(lambda: srv.services.index.get(job_id))
+    return None if item is None else item.state
+
+
+def test_lost_events_make_the_index_rescan_at_once(spool: Spool) -> None:
+    """The feed's "events were lost" signal (an inotify overflow, a replaced folder)
+    rescans now, not at the next periodic scan (an hour away here)."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    try:
+        tracker = srv.services.tracker
+        assert tracker._feed is not None
+        tracker._feed.stop()  # as if its events had been lost (stopping reports it too:
+        time.sleep(0.5)  # that rescan runs now, before the job below exists)
+        submit(spool, "unseen")
+        time.sleep(0.3)
+        assert srv.in_loop(lambda: srv.services.index.get("unseen")) is None
+        tracker._on_change("", "")  # what the feed reports on a lost event or watch
+        wait_for(lambda: srv.in_loop(lambda: srv.services.index.get("unseen")) is not None,
+                 what="the rescan to index the job")
+    finally:
         srv.stop()
 
 
