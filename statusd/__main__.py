@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from spool.errors import SpoolError
+from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 from statusd.app import create_app
 
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(serve(settings, access_log=args.access_log))
+    except ConfigError as exc:  # restarting cannot fix it (RestartPreventExitStatus=2)
+        print(f"spool-statusd: {exc}", file=sys.stderr)
+        return 2
     except SpoolError as exc:
         print(f"spool-statusd: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError
-from spool.errors import SpoolError
+from spool.errors import ConfigError, SpoolError
 from spool.settings import FsyncMode, Settings, load_settings
 
 COMMANDS: tuple[Command, ...] = (
@@ -81,7 +81,7 @@ def _run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def explain(exc: Exception) -> tuple[int, str]:
     """The exit code and the one line an error becomes."""
-    if isinstance(exc, UsageError):
+    if isinstance(exc, UsageError | ConfigError):  # a bad option or SPOOL_* setting
         return EXIT_USAGE, str(exc)
     if isinstance(exc, SpoolError):
         return EXIT_FAILED, str(exc)

@@ -149,6 +149,7 @@ def test_usage_errors_and_a_missing_spool_are_one_line(env: dict[str, str]) -> N
     refused(bogus, 2, "bogus")
     refused(bad_option, 2, "--limit")
     refused(far, 2, "out of range")
+    refused(spoolq({**env, "SPOOL_FSYNC": "sometimes"}, "ls"), 2, "SPOOL_FSYNC")
     for proc in (ls, show, stats):
         refused(proc, 1, "not an initialised spool", "spoolq init")
     assert not Path(env["SPOOL_DIR"]).exists()

@@ -120,6 +120,18 @@ def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> N
     assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
 
 
+def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Exit 2: the unit's RestartPreventExitStatus=2 keeps systemd from retrying it."""
+    for variable, value in (("STATUSD_PORT", "99999"), ("SPOOL_LOG_LEVEL", "bogus")):
+        proc = subprocess.run([sys.executable, "-m", "statusd"],
+                              env={**_env(tmp_path / "nothing"), variable: value},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              check=False)
+        assert proc.returncode == 2, (variable, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and variable in lines[0], proc.stderr
+
+
 def _processor_missing() -> str | None:
     """Why the real processor cannot run here (None when it can)."""
     probe = subprocess.run([sys.executable, "-c", "import processor.__main__"],
