@@ -74,13 +74,25 @@ def _entry(created: float, level: str, logger: str, msg: str,
     return {"ts": _timestamp(created), "level": level, "logger": logger, "msg": msg, **fields}
 
 
+MAX_TEXT = 16_384
+"""Characters of a message or traceback kept on a line: journald splits longer lines
+(LineMax=48K by default), which would break the JSON."""
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
-        entry = _entry(record.created, record.levelname.lower(), record.name,
-                       record.getMessage(), fields if isinstance(fields, dict) else {})
+        entry = _entry(record.created, record.levelname.lower(), record.name, "",
+                       fields if isinstance(fields, dict) else {})
+        message = record.getMessage()
+        if len(message) > MAX_TEXT:
+            message, entry["truncated"] = message[:MAX_TEXT], True
+        entry["msg"] = message
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            exc = self.formatException(record.exc_info)
+            if len(exc) > MAX_TEXT:  # the end of a traceback says what went wrong
+                exc, entry["truncated"] = exc[-MAX_TEXT:], True
+            entry["exc"] = exc
         return _dumps(entry)
 
 

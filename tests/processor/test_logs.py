@@ -52,3 +52,17 @@ def test_a_file_name_that_is_not_utf8_is_escaped_not_fatal(stream: io.StringIO) 
     got = lines(stream)
     assert got[0]["source"] == "bad-\\xff.json" and got[0]["nested"] == ["x\\ud800"]
     assert got[1]["msg"] == "seen bad-\\xff.json"
+
+
+def test_a_huge_message_or_traceback_is_cut_to_one_journald_line(stream: io.StringIO) -> None:
+    log = logging.getLogger("spoolq.processor")
+    log.warning("x" * 200_000)
+    try:
+        raise ValueError("y" * 100_000)
+    except ValueError:
+        log.exception("failed")
+    first, second = lines(stream)
+    assert first["truncated"] is True and first["msg"] == "x" * logs.MAX_TEXT
+    assert second["truncated"] is True and len(str(second["exc"])) == logs.MAX_TEXT
+    assert str(second["exc"]).rstrip().endswith("y"), "the end of the traceback is kept"
+    assert all(len(line) < 48_000 for line in stream.getvalue().splitlines())
