@@ -35,7 +35,7 @@ def make_executor(settings: Settings) -> ComputeExecutor:
     if settings.executor == "local":
         return LocalPool(settings.job_num, tool_modules=settings.tool_modules,
                          memory_mb=settings.worker_memory_mb,
-                         max_jobs=settings.worker_max_jobs)
+                         max_jobs=settings.worker_max_jobs, log_level=settings.log_level)
     if settings.executor.startswith(("dask://", "tcp://")):
         from processor.dask_executor import DaskExecutor  # noqa: PLC0415 - optional extra
 

@@ -87,7 +87,7 @@ class DaskExecutor:
         self.link = SchedulerLink(
             scheduler_address(settings.executor), f"spoolq-{self._token}",
             ChildConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
-                        settings.worker_max_jobs),
+                        settings.worker_max_jobs, settings.log_level),
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}  # by job id

@@ -38,7 +38,7 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from processor.executor import Task
+from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome, how_it_ended
 from spool.errors import ErrorType
 
@@ -50,13 +50,7 @@ _LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
 LOST = "lost"  # kill reason: the Dask side gave the task up
 
 
-@dataclass(frozen=True, slots=True)
-class ChildConfig:
-    """How the children run tools: the processor's settings that matter here."""
-
-    tool_modules: tuple[str, ...] = ()
-    memory_mb: int = 0
-    max_jobs: int = 0
+ChildConfig = WorkerConfig  # how the children run tools
 
 
 @dataclass(slots=True)
@@ -139,8 +133,7 @@ class _Host:
         parent, child_end = ctx.Pipe(duplex=True)
         life_r, life_w = ctx.Pipe(duplex=False)
         process = ctx.Process(target=child_main, name="spoolq-dask-child", daemon=True,
-                              args=(child_end, life_r, list(config.tool_modules),
-                                    config.memory_mb, config.max_jobs))
+                              args=(child_end, life_r, config))
         with _SPAWN_LOCK:
             # Dask worker processes are daemonic by default and multiprocessing
             # refuses children of a daemonic process, to spare them orphans.
@@ -374,8 +367,7 @@ def _discard(child: _Child) -> None:
 # -- the child process ----------------------------------------------------------------------
 
 
-def child_main(conn: Connection, lifeline: Connection, tool_modules: list[str],
-               memory_mb: int, max_jobs: int) -> None:
+def child_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
     """The local pool's worker body, dying with the Dask worker that made it.
 
     A forkserver child's parent is the forkserver, which outlives the Dask
@@ -387,7 +379,7 @@ def child_main(conn: Connection, lifeline: Connection, tool_modules: list[str],
     # Imported here: the forkserver has it preloaded, the Dask worker needs none of it.
     from processor.worker import worker_main  # noqa: PLC0415
 
-    worker_main(conn, tool_modules, memory_mb, max_jobs, lifeline)
+    worker_main(conn, config, lifeline)
 
 
 def _emit(worker: Any, topic: str, message: dict[str, Any]) -> None:

@@ -20,6 +20,17 @@ from processor.runner import Outcome
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a COMPUTE worker process runs tools: the processor's settings that matter
+    there (the same for the local pool and a Dask worker's children)."""
+
+    tool_modules: tuple[str, ...] = ()
+    memory_mb: int = 0
+    max_jobs: int = 0
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     job_id: str
     tool: str

@@ -99,9 +99,10 @@ class JsonFormatter(logging.Formatter):
 class LineBuffer(logging.Handler):
     """Formatted lines held until :meth:`flush` writes them with one call."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, buffered: bool = True) -> None:
         super().__init__()
         self.stream = stream
+        self.buffered = buffered
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -111,7 +112,8 @@ class LineBuffer(logging.Handler):
             self.handleError(record)
             return
         self.add(line)
-        if record.levelno >= logging.WARNING or threading.current_thread() is not _loop_thread:
+        if (not self.buffered or record.levelno >= logging.WARNING
+                or threading.current_thread() is not _loop_thread):
             self.flush()
 
     def add(self, line: str) -> None:
@@ -143,9 +145,12 @@ def set_loop_thread(thread: threading.Thread) -> None:
     _loop_thread = thread
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
+def setup_logging(level: str, stream: TextIO | None = None, *, buffered: bool = True
+                  ) -> None:
+    """JSON lines on ``stream`` (stderr); ``buffered=False`` writes each line at once (for
+    a process without a loop that flushes, a COMPUTE worker)."""
     global _buffer
-    handler = LineBuffer(stream or sys.stderr)
+    handler = LineBuffer(stream or sys.stderr, buffered=buffered)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

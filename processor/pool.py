@@ -40,7 +40,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from processor.executor import Sink, Task
+from processor.executor import Sink, Task, WorkerConfig
 from processor.runner import Outcome, how_it_ended
 from processor.worker import kill_descendants, worker_main
 from spool.errors import ErrorType
@@ -72,11 +72,10 @@ class LocalPool:
     name = "local"
 
     def __init__(self, size: int, *, tool_modules: list[str], memory_mb: int = 0,
-                 max_jobs: int = 0) -> None:
+                 max_jobs: int = 0, log_level: str = "INFO") -> None:
         self.size = size
         self.tool_modules = tool_modules
-        self.memory_mb = memory_mb
-        self.max_jobs = max_jobs
+        self.config = WorkerConfig(tuple(tool_modules), memory_mb, max_jobs, log_level)
         self._ctx: ForkServerContext = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(_PRELOAD)
         self._slots = [_Slot(i) for i in range(size)]
@@ -317,7 +316,7 @@ class LocalPool:
             opened += [life_r, life_w]
             process = self._ctx.Process(
                 target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
-                args=(child, self.tool_modules, self.memory_mb, self.max_jobs, life_r))
+                args=(child, self.config, life_r))
             process.start()
         except BaseException:
             for end in opened:

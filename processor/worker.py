@@ -26,7 +26,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from processor.executor import Task
+from processor.executor import Task, WorkerConfig
+from processor.logs import setup_logging
 from processor.registry import load_registry
 from processor.runner import Context, Outcome, run_tool
 from spool.errors import ErrorType, SpoolError
@@ -54,19 +55,21 @@ def prepare_process(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def worker_main(conn: Connection, tool_modules: list[str], memory_mb: int,
-                max_jobs: int, lifeline: Connection | None = None) -> None:
-    prepare_process(memory_mb)
+def worker_main(conn: Connection, config: WorkerConfig,
+                lifeline: Connection | None = None) -> None:
+    prepare_process(config.memory_mb)
+    # A tool's log lines: JSON on stderr like the processor's, each written at once.
+    setup_logging(config.log_level, buffered=False)
     if lifeline is not None:
         threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                          daemon=True).start()
     try:
-        registry = load_registry(tool_modules)
+        registry = load_registry(list(config.tool_modules))
     except SpoolError as exc:
         conn.send(("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, max_jobs)
+        _serve(conn, registry, config.max_jobs)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:

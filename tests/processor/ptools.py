@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -223,6 +224,20 @@ class ProgressBurst(BaseTool):
 class FastProgressBurst(ProgressBurst):
     name: ClassVar[str] = "t_fast_progress_burst"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class Logs(BaseTool):
+    """Logs an info and a warning line through ``logging``, in its worker."""
+
+    name: ClassVar[str] = "t_log"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        log = logging.getLogger("ptools.t_log")
+        log.info("tool info line")
+        log.warning("tool warning line")
+        return ToolResult.ok()
 
 
 class Big(BaseTool):

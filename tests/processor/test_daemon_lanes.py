@@ -288,6 +288,18 @@ def test_the_last_progress_before_silent_work_reaches_the_spool(
     assert not (spool_root / "done" / "burst.json").exists()
 
 
+def test_a_compute_tools_log_lines_are_json_lines_too(spool_root: Path,
+                                                      daemon: StartDaemon) -> None:
+    d = daemon()
+    drop(spool_root, "logs", {"tool": "t_log"})
+    assert wait_record(spool_root, "logs")["state"] == "done"
+    assert d.stop() == 0
+    lines = d.logs().strip().splitlines()
+    parsed = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    tool = {(e["level"], e["msg"]) for e in parsed if e["logger"] == "ptools.t_log"}
+    assert tool == {("info", "tool info line"), ("warning", "tool warning line")}
+
+
 def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
     daemon()
     drop(spool_root, "victim", {"tool": "sleep", "params": {"seconds": 30}})
