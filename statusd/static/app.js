@@ -22,6 +22,8 @@ const ui = {
   taskId: null,
   taskSocket: null,
   listSeq: 0,
+  during: null,           // transitions that arrive while a list page is on its way
+  total: null,            // the spool's job count at the last stats refresh
 };
 
 const $ = (id) => document.getElementById(id);
@@ -59,10 +61,16 @@ function el(name, attrs, text) {
 
 async function refreshStats() {
   const stats = await getJSON("/api/v1/stats");
+  let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
     if (node) node.textContent = String(count);
+    total += count;
   }
+  // Fewer jobs than before: some were purged, which no event announces. Reload the
+  // list so their rows go (a transition never lowers the total).
+  if (ui.total !== null && total < ui.total) loadList().catch(() => {});
+  ui.total = total;
   const alive = stats.processor.alive;
   $("processor").textContent = `processor: ${alive ? "up" : "down"}`;
   $("processor").className = alive ? "state done" : "state failed";
@@ -203,11 +211,16 @@ function listUrl(cursor) {
 
 async function loadList() {
   const seq = ++ui.listSeq;
+  const during = [];
+  ui.during = during;
   const page = await getJSON(listUrl(null));
   if (seq !== ui.listSeq) return; // a newer load (filter change) won
+  ui.during = null;
   ui.rows.clear();
   $("tasks").tBodies[0].replaceChildren();
   appendRows(page.tasks);
+  // What moved while the page was on its way is newer than the page: apply it again.
+  for (const record of during) upsert(record);
   ui.cursor = page.next_cursor;
   $("more").hidden = !ui.cursor;
 }
@@ -239,6 +252,7 @@ function connectEvents() {
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
     if (msg.event === "transition" && msg.record) {
+      if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);
       scheduleStats();
     } else if (msg.event === "progress") {

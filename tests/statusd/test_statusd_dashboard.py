@@ -8,6 +8,7 @@ the task view, and a backtest's equity curve drawn as an SVG path.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +24,9 @@ from statusdkit import (
     submit,
 )
 
+from spool.client import Client
 from spool.errors import ErrorType
+from spool.states import JobState
 from spool.transitions import Spool
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,3 +132,39 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-progress")).to_be_hidden()
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
+
+
+def test_purged_jobs_leave_the_list(server: ServerThread, spool: Spool,
+                                    page: sync_api.Page) -> None:
+    """A purge announces nothing on the events stream: the page sees the total fall
+    and reloads its list."""
+    expect = sync_api.expect
+    for job_id in ("old-1", "old-2"):
+        run_job(spool, job_id, tool="echo")
+    run_job(spool, "kept", tool="echo", error=(ErrorType.TOOL_ERROR, "kept"))
+    page.goto(server.base + "/")
+    expect(_row(page, "old-1", "done")).to_be_visible()
+    Client.from_settings(server.settings).purge(0.0, [JobState.DONE])
+    expect(page.locator("#tasks tbody tr")).to_have_count(1, timeout=15_000)
+    expect(_row(page, "kept", "failed")).to_be_visible()
+
+
+def test_a_job_that_moves_while_the_list_loads_is_not_lost(server: ServerThread,
+                                                           spool: Spool,
+                                                           page: sync_api.Page) -> None:
+    """The list page was read before the job existed and arrives after its event."""
+    expect = sync_api.expect
+    held: list[bool] = []
+
+    def hold_first_list(route: sync_api.Route) -> None:
+        response = route.fetch()  # the page as it is now, without the job below
+        if not held:
+            held.append(True)
+            submit(spool, "during-load")
+            time.sleep(1.0)  # its transition reaches the page before the page does
+        route.fulfill(response=response)
+
+    page.route("**/api/v1/tasks?*", hold_first_list)
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(_row(page, "during-load", "pending")).to_be_visible()
