@@ -515,12 +515,11 @@ class Processor:
 
     def _start(self, cand: Candidate) -> None:
         claim = self.spool.claim(cand.job_id)
-        if claim is None:
-            # Another processor won, it is gone, or another processor runs the id: the
-            # next rescan looks at whatever is still pending.
-            self.seen.pop(cand.job_id + ".json", None)
-            return
+        # Claimed, or not (another processor won or runs the id, or it is gone): either
+        # way the next rescan looks afresh at whatever is pending under this name.
         self.seen.pop(cand.job_id + ".json", None)
+        if claim is None:
+            return
         if claim.data == cand.data:
             job = cand.job  # the bytes intake judged: no second validation
         else:

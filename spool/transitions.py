@@ -170,7 +170,7 @@ class Spool:
             if not dst_is_ours:
                 # A newer drop replaced the file between open and move: lease that one.
                 os.close(fd)
-                fd = -1
+                fd = -1  # closed: the finally below must not close it again
                 fd = self._lease_newer(src, dst)
                 if fd < 0:
                     return None
@@ -196,16 +196,13 @@ class Spool:
         except OSError:
             fd = -1
         if fd >= 0:
-            try:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
-                    if try_lock(fd):
-                        fd, leased = -1, fd
-                        return leased
-                    return -1
-            finally:
-                if fd >= 0:
-                    os.close(fd)
-        self.mover.move(dst, src, replace=False)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                if try_lock(fd):
+                    return fd
+                os.close(fd)
+                return -1  # another claimant's: theirs, or recovery's once they let go
+            os.close(fd)
+        self.mover.move(dst, src, replace=False)  # not a file: back for intake to judge
         return -1
 
     # -- finishing ---------------------------------------------------------------
