@@ -16,6 +16,11 @@ import psutil
 DEMO = [sys.executable, "-m", "spool.cli.main", "demo"]
 
 
+def _spool_in(tmp_path: Path) -> list[str]:
+    """The demo's spool in the test's own folder (by default it stays in /tmp to look at)."""
+    return ["--spool-dir", str(tmp_path / "spool")]
+
+
 def _spool_of(output: str) -> Path:
     match = re.search(r"^spool\s+(\S+)$", output, re.MULTILINE)
     assert match, output
@@ -36,7 +41,8 @@ def _daemons_of(spool: Path) -> list[psutil.Process]:
 
 def test_demo_runs_both_jobs_prints_results_and_stops_the_daemons(tmp_path: Path) -> None:
     started = time.monotonic()
-    proc = subprocess.run([*DEMO, "--symbols", "60", "--bars", "800"], capture_output=True,
+    proc = subprocess.run([*DEMO, "--symbols", "60", "--bars", "800", *_spool_in(tmp_path)],
+                          capture_output=True,
                           text=True, timeout=120, check=False,
                           env={**os.environ, "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -62,7 +68,7 @@ def _assert_all_gone(spool: Path) -> None:
 
 
 def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*DEMO, "--symbols", "400", "--bars", "2520"],
+    proc = subprocess.Popen([*DEMO, "--symbols", "400", "--bars", "2520", *_spool_in(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []
@@ -84,7 +90,8 @@ def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) 
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([*DEMO, "--symbols", "20", "--bars", "300", "--port", str(port)],
+        proc = subprocess.run([*DEMO, "--symbols", "20", "--bars", "300", "--port", str(port),
+                               *_spool_in(tmp_path)],
                               capture_output=True, text=True, timeout=120, check=False,
                               env={**os.environ, "HOME": str(tmp_path)})
     out = proc.stdout + proc.stderr
