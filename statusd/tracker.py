@@ -113,10 +113,10 @@ class Tracker:
                                                        RESCAN_DUTY * self.last_scan_s)
             except OSError as exc:
                 log.warning("reading the spool failed (%s); retrying on the next rescan", exc)
-                next_scan = min(next_scan, time.monotonic() + self.scan_s)
+                next_scan = time.monotonic() + self.scan_s  # not at once: no busy retry loop
             except Exception:  # a bug must not freeze the index: log it, rescan later
                 log.exception("updating the index failed; retrying on the next rescan")
-                next_scan = min(next_scan, time.monotonic() + self.scan_s)
+                next_scan = time.monotonic() + self.scan_s
 
     def stop(self) -> None:
         if self._feed is not None:

@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from statusdkit import (
@@ -240,6 +241,25 @@ class _DeafFeed:
 
     def stop(self) -> None:
         pass
+
+
+def test_a_failing_rescan_is_retried_once_a_scan_interval_not_in_a_busy_loop(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable spool (say, a network mount gone) is retried every SPOOL_SCAN_S."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
+    calls: list[float] = []
+
+    def failing_scan() -> dict[str, Any]:
+        calls.append(time.monotonic())
+        raise OSError(5, "Input/output error")
+
+    try:
+        monkeypatch.setattr(srv.services.tracker.loader, "scan", failing_scan)
+        time.sleep(1.5)
+        assert 2 <= len(calls) <= 10, f"{len(calls)} rescans in 1.5 s at SPOOL_SCAN_S=0.2"
+    finally:
+        monkeypatch.undo()
+        srv.stop()
 
 
 def test_the_periodic_rescan_covers_lost_events(spool: Spool, tmp_path: Path,
