@@ -70,6 +70,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS
+from processor.worker import descendants
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
@@ -200,7 +201,7 @@ class Daemon:
         """CPU seconds so far: daemon user, daemon system, its descendants (workers) total."""
         assert self.proc is not None
         user, system = _cpu_of(self.proc.pid)
-        others = sum(sum(_cpu_of(pid)) for pid in _descendants(self.proc.pid))
+        others = sum(sum(_cpu_of(pid)) for pid in descendants(self.proc.pid))
         return user, system, others
 
     def log_tail(self) -> str:
@@ -257,25 +258,6 @@ def _cpu_of(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except FileNotFoundError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as fh:
-                    children = [int(c) for c in fh.read().split()]
-            except FileNotFoundError:
-                continue
-            found.extend(children)
-            todo.extend(children)
-    return found
 
 
 def job(tool: str, params: dict[str, Any] | None = None) -> bytes:

@@ -214,7 +214,7 @@ def kill_descendants(pid: int) -> None:
     children were re-parented to the worker (a subreaper), so the walk finds them.
     """
     for _ in range(50):  # again until none is left: one may fork while it is walked
-        live = [p for p in _descendants(pid) if _alive(p)]
+        live = [p for p in descendants(pid) if _alive(p)]
         if not live:
             return
         for child in live:
@@ -222,7 +222,8 @@ def kill_descendants(pid: int) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
     found, todo = [], children_of(pid)
     while todo:
         child = todo.pop()
