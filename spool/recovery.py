@@ -35,6 +35,7 @@ from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, record_bytes
+from spool.reader import read_regular
 from spool.states import JobState
 from spool.transitions import Claim, Spool, read_fd, record_from_job
 
@@ -163,18 +164,13 @@ class Recovery:
         """``pending/<id>.json`` is this run's own requeue: the same job and submission,
         with no fewer attempts (a requeue changes only the attempts, the delay and the
         error; a newer drop has a submission time of its own)."""
-        try:
-            fd = open_nofollow(self.layout.job(JobState.PENDING, claim.job_id))
-        except OSError:
+        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id))
+        if data is None:
             return False
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
-            pending = Job.model_validate_json(read_fd(fd))
-        except (OSError, ValueError):
+            pending = Job.model_validate_json(data)
+        except ValueError:
             return False
-        finally:
-            os.close(fd)
         submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)
         requeue_sets = {"attempts", "not_before", "error", "submitted_at", "id"}
         rest = pending.model_dump(exclude=requeue_sets)
