@@ -100,10 +100,10 @@ def _tools_in(target: object) -> list[type[BaseTool]]:
     if isinstance(target, ModuleType):
         # Defined in the module or a submodule of its package (a package that re-exports
         # its tools), never one it imported from elsewhere (which would register twice).
-        inside = (target.__name__, target.__name__ + ".")
+        name = target.__name__
         for obj in vars(target).values():
             if (inspect.isclass(obj) and _is_tool(obj)
-                    and (obj.__module__ == inside[0] or obj.__module__.startswith(inside[1]))):
+                    and (obj.__module__ == name or obj.__module__.startswith(name + "."))):
                 found.append(obj)
     return found
 
