@@ -44,8 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processor.dask_link import LinkLost, Probe, SchedulerLink, scheduler_address
-from processor.dask_task import ChildConfig
-from processor.executor import Sink, Task
+from processor.executor import Sink, Task, WorkerConfig
 from processor.runner import Outcome
 from spool.errors import ErrorType
 from spool.settings import Settings
@@ -86,7 +85,7 @@ class DaskExecutor:
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.link = SchedulerLink(
             scheduler_address(settings.executor), f"spoolq-{self._token}",
-            ChildConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
+            WorkerConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
                         settings.worker_max_jobs, settings.log_level),
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()

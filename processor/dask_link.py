@@ -22,8 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from processor.dask_task import ChildConfig, kill_on_worker, prestart, run_task
-from processor.executor import Task
+from processor.dask_task import kill_on_worker, prestart, run_task
+from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
 from spool.errors import ConfigError
 
@@ -84,7 +84,7 @@ def _probe(info: dict[str, Any]) -> Probe:
 class SchedulerLink:
     """One client at a time to the scheduler at ``address``."""
 
-    def __init__(self, address: str, topic: str, config: ChildConfig,
+    def __init__(self, address: str, topic: str, config: WorkerConfig,
                  on_event: Callable[[dict[str, Any]], None]) -> None:
         self._dd = require_distributed()
         self.address = address

@@ -50,9 +50,6 @@ _LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
 LOST = "lost"  # kill reason: the Dask side gave the task up
 
 
-ChildConfig = WorkerConfig  # how the children run tools
-
-
 @dataclass(slots=True)
 class _Child:
     process: BaseProcess
@@ -79,12 +76,12 @@ class _Host:
 
     def __init__(self) -> None:
         self.lock = threading.Condition()
-        self.idle: dict[ChildConfig, list[_Child]] = {}
-        self.starting: dict[ChildConfig, int] = {}
+        self.idle: dict[WorkerConfig, list[_Child]] = {}
+        self.starting: dict[WorkerConfig, int] = {}
         self.runs: dict[str, _Run] = {}
         self._ctx: ForkServerContext | None = None
 
-    def take(self, config: ChildConfig) -> _Child:
+    def take(self, config: WorkerConfig) -> _Child:
         """An idle child (waiting for one being prestarted), else a new one."""
         dead: list[_Child] = []
         try:
@@ -104,7 +101,7 @@ class _Host:
                 _discard(child)
         return self.spawn(config)
 
-    def give_back(self, config: ChildConfig, child: _Child) -> None:
+    def give_back(self, config: WorkerConfig, child: _Child) -> None:
         reusable = child.alive() and not child.retiring and not (
             config.max_jobs and child.jobs >= config.max_jobs)
         if not reusable:
@@ -114,7 +111,7 @@ class _Host:
             self.idle.setdefault(config, []).append(child)
             self.lock.notify_all()
 
-    def prestart(self, config: ChildConfig, wanted: int) -> None:
+    def prestart(self, config: WorkerConfig, wanted: int) -> None:
         with self.lock:
             have = sum(c.alive() for c in self.idle.get(config, []))
             count = max(0, wanted - have - self.starting.get(config, 0))
@@ -128,7 +125,7 @@ class _Host:
                     self.lock.notify_all()
             self.give_back(config, child)
 
-    def spawn(self, config: ChildConfig) -> _Child:
+    def spawn(self, config: WorkerConfig) -> _Child:
         ctx = self._context()
         parent, child_end = ctx.Pipe(duplex=True)
         life_r, life_w = ctx.Pipe(duplex=False)
@@ -182,7 +179,7 @@ def _host() -> _Host:
 # -- entry points (called by the processor through Dask) ---------------------------------
 
 
-def run_task(task: Task, topic: str, key: str, config: ChildConfig) -> Outcome:
+def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
     """Run one job in a child of this Dask worker; always returns its outcome."""
     from distributed import get_worker  # noqa: PLC0415 - only ever runs on a Dask worker
 
@@ -208,7 +205,7 @@ def kill_on_worker(keys: list[str], reason: str) -> int:
     return sum(host.kill(key, reason) for key in keys)
 
 
-def prestart(config: ChildConfig, dask_worker: Any = None) -> None:
+def prestart(config: WorkerConfig, dask_worker: Any = None) -> None:
     """Start one idle child per worker thread in the background (sent with ``Client.run``).
 
     ``Client.run`` calls this in the worker's event loop, which must not wait
@@ -219,7 +216,7 @@ def prestart(config: ChildConfig, dask_worker: Any = None) -> None:
                      daemon=True).start()
 
 
-def _prestart(config: ChildConfig, wanted: int) -> None:
+def _prestart(config: WorkerConfig, wanted: int) -> None:
     with contextlib.suppress(Exception):  # a job that finds no idle child starts its own
         _host().prestart(config, wanted)
 
