@@ -70,7 +70,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS
-from processor.worker import descendants
+from processor.proctree import descendants
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
@@ -562,6 +562,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if "numpy" in sys.modules:  # its BLAS threads are set: the raw pool would oversubscribe
+        print("bench.throughput: error: numpy was imported before the BLAS thread count "
+              "could be pinned", file=sys.stderr)
+        return 1
     for name in BLAS_THREADS:  # before numpy loads: one core per job, as the processor does
         os.environ[name] = "1"
 

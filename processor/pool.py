@@ -41,8 +41,9 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from processor.executor import Sink, Task, WorkerConfig
+from processor.proctree import kill_descendants
 from processor.runner import Outcome, how_it_ended
-from processor.worker import kill_descendants, worker_main
+from processor.worker import worker_main
 from spool.errors import ErrorType
 
 log = logging.getLogger("spoolq.pool")

@@ -23,3 +23,15 @@ def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
     assert [row[:2] for row in rows] == ["W1", "W1", "W2", "W3"], proc.stdout
     assert all(" never " in row for row in rows), proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "spools were not removed"
+
+
+def test_benchmarks_import_numpy_only_after_pinning_blas_threads() -> None:
+    # Their main() pins the BLAS thread count before numpy loads. Once numpy is in,
+    # the pins are ignored: the raw pool's workers (forked from the benchmark) then run
+    # two BLAS threads each on two cores, and the W3 baseline is slowed down by
+    # oversubscription (a pool wall of 10.75 s against 1.3 s pinned, seen here).
+    for module in ("bench.throughput", "bench.dask_w3"):
+        proc = subprocess.run(
+            [sys.executable, "-c", f"import sys, {module}; print('numpy' in sys.modules)"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+        assert proc.stdout.strip() == "False", f"{module} imports numpy at import time"

@@ -1,0 +1,58 @@
+"""The process tree below a pid, read from ``/proc``: for killing what a tool started.
+
+Kept apart from :mod:`processor.worker` so that code which only walks processes (the
+pool, the benchmarks) does not import the tools, and numpy with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every live descendant of ``pid``, whatever session or group it is in.
+
+    For a worker about to be killed mid-job: a tool's child that started a session of
+    its own is out of reach of the worker's ``killpg``, and once the worker is dead
+    its descendants belong to init, out of reach of any walk.  Orphans of the tool's
+    children were re-parented to the worker (a subreaper), so the walk finds them.
+    """
+    for _ in range(50):  # again until none is left: one may fork while it is walked
+        live = [p for p in descendants(pid) if _alive(p)]
+        if not live:
+            return
+        for child in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    found, todo = [], children_of(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children_of(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent (nor gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def children_of(pid: int | str) -> list[int]:
+    """The child pids of ``pid`` (or ``"self"``), from every one of its threads."""
+    pids: list[int] = []
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                    open(f"/proc/{pid}/task/{tid}/children") as fh:
+                pids.extend(int(p) for p in fh.read().split())
+    return pids
