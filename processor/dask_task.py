@@ -39,7 +39,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.executor import Task, WorkerConfig
-from processor.runner import Outcome, how_it_ended
+from processor.runner import Outcome, how_it_ended, timed_out_itself
 from spool.errors import ErrorType
 
 POLL_S = 0.1
@@ -324,7 +324,8 @@ def _still_wanted(worker: Any, key: str) -> bool:
 
 def _death_outcome(task: Task, run: _Run, exitcode: int | None, worker: Any) -> Outcome:
     ran_s = time.monotonic() - run.started
-    if run.reason == ErrorType.TIMEOUT.value:
+    if run.reason == ErrorType.TIMEOUT.value or (
+            run.reason is None and timed_out_itself(task.timeout_s, exitcode, ran_s)):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
                        f"killed after {task.timeout_s:g} s (timeout)", retryable=True,
                        pid=0, duration_s=ran_s)

@@ -42,7 +42,7 @@ from typing import Any
 
 from processor.executor import Sink, Task, WorkerConfig
 from processor.proctree import kill_descendants
-from processor.runner import Outcome, how_it_ended
+from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.worker import worker_main
 from spool.errors import ErrorType
 
@@ -400,7 +400,7 @@ def _readable_now(fd: int) -> bool:
 
 def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
                    pid: int | None) -> Outcome:
-    if reason == ErrorType.TIMEOUT.value:
+    if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
                        f"killed after {task.timeout_s:g} s (timeout)", retryable=True,
                        pid=pid or 0, duration_s=ran_s)

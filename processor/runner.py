@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 RESULT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 MAX_TRACEBACK_CHARS = 16_000
+DEADMAN_EXIT = 124  # a worker's exit status when its own deadline ended it (as timeout(1))
 ProgressFn = Callable[[float, str], None]
 
 
@@ -141,6 +142,12 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
 def _traceback(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc))
     return text[-MAX_TRACEBACK_CHARS:]
+
+
+def timed_out_itself(timeout_s: float, exitcode: int | None, ran_s: float) -> bool:
+    """Whether a worker that died after ``ran_s`` of a job's ``timeout_s`` was ended by
+    its own deadline (:class:`processor.worker.Deadman`)."""
+    return exitcode == DEADMAN_EXIT and ran_s >= timeout_s
 
 
 def how_it_ended(exitcode: int | None) -> str:

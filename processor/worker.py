@@ -9,7 +9,12 @@ numpy, pandas and the tools preloaded.  Each worker:
 * is a child subreaper, so after each job it can kill every process the tool
   left behind, however deeply forked;
 * optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
-  after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one.
+  after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one;
+* keeps its own deadline for each job (:class:`Deadman`): should whoever
+  enforces it stop (a Dask worker frozen by ``SIGSTOP``, a stopped
+  processor), the job still dies :data:`DEADMAN_GRACE_S` after its time is up,
+  before the processor's backstop records it ``timeout`` and retries it
+  elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import resource
 import signal
@@ -28,12 +34,16 @@ from typing import Any
 
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
-from processor.proctree import children_of
+from processor.proctree import children_of, kill_descendants
 from processor.registry import load_registry
-from processor.runner import Context, Outcome, run_tool
+from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
 from spool.errors import ErrorType, SpoolError
 
 PROGRESS_INTERVAL_S = 0.05
+# Past a job's timeout, how long its worker waits for the parent's kill before killing
+# itself: well inside the Dask executor's backstop (processor.dask_executor.BACKSTOP_S).
+DEADMAN_GRACE_S = 2.0
+_LONGEST_WAIT_S = 86_400.0
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -80,14 +90,17 @@ def worker_main(conn: Connection, config: WorkerConfig,
 def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     resources: dict[str, Any] = {}
     stdio = _save_stdio()
+    deadman = Deadman()
     done = 0
     while True:
         task: Task = conn.recv()
+        deadman.arm(task.timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, task.job_id)
         try:
             outcome = _run(progress, registry, task, resources)
         finally:
             progress.close()  # no report goes out after this: the result comes next
+            deadman.disarm()
         reap_leftovers()
         _restore_stdio(stdio)
         done += 1
@@ -95,6 +108,47 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
         if retiring:
             return
+
+
+class Deadman:
+    """Kills every process below this worker, then the worker (exit status
+    :data:`DEADMAN_EXIT`), once an armed deadline passes: the job's own time limit,
+    for when the parent that enforces it cannot act.
+
+    One thread, woken only when a deadline comes sooner than the one it sleeps
+    towards: with one timeout for every job, arming costs a lock, not a wake-up.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadline = math.inf  # the armed deadline (monotonic), inf when disarmed
+        self._wake_at = math.inf  # when the thread next looks, at the latest
+        threading.Thread(target=self._watch, name="deadman", daemon=True).start()
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + seconds
+            if self._deadline < self._wake_at:
+                self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = math.inf  # the thread finds it so when it next looks
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if now >= self._deadline:
+                    break
+                self._wake_at = self._deadline
+                # Bounded: a lock's wait overflows on a timeout of 1e300 s.
+                self._cond.wait(None if math.isinf(self._deadline)
+                                else min(self._deadline - now, _LONGEST_WAIT_S))
+        # Everything below this worker (it is their subreaper, so that is every process
+        # its tools started), then the worker itself, with a status that says why.
+        kill_descendants(os.getpid())
+        os._exit(DEADMAN_EXIT)
 
 
 class Progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +138,30 @@ def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: St
     rec = wait_record(spool_root, "hang", 10)
     assert rec["error"]["type"] == "timeout"
     wait_for(lambda: not alive(child), 5, "the tool's child to be gone")
+
+
+def test_a_stopped_processors_job_still_ends_at_its_deadline(spool_root: Path,
+                                                             daemon: StartDaemon,
+                                                             tmp_path: Path) -> None:
+    # SIGSTOP freezes the processor and its pool's timer: the worker's own deadline
+    # (processor.worker.Deadman) ends the job and what it started, a grace period after
+    # its timeout, and the processor records a timeout once it runs again.
+    d = daemon()
+    pid_file = tmp_path / "child.pid"
+    drop(spool_root, "frozen", {"tool": "t_spawn_hang", "timeout": 1,
+                                "params": {"pid_file": str(pid_file), "new_session": True}})
+    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10, "child pid"))
+    os.kill(d.pid, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        wait_for(lambda: not alive(child), 10, "the tool's child to be killed")
+        assert time.monotonic() - stopped < 6, "killed long after timeout + grace"
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+    rec = wait_record(spool_root, "frozen", 10)
+    assert rec["error"]["type"] == "timeout", rec["error"]
+    drop(spool_root, "after", {"tool": "echo"})
+    assert wait_record(spool_root, "after")["state"] == "done"
 
 
 def test_children_left_behind_by_a_finished_tool_are_reaped(spool_root: Path,

@@ -221,6 +221,30 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
     dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it for the next tests
 
 
+def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
+        run_executor: Any, dask_client: Any, tmp_path: Path) -> None:
+    # SIGSTOP freezes the Dask worker, and with it the thread that would kill the job's
+    # process at the deadline. The job's process keeps its own deadline (a grace period
+    # later), so it is dead before the executor's backstop reports a timeout, after
+    # which the job may be retried elsewhere: never beside its first run.
+    executor, sink = run_executor()
+    beats = tmp_path / "frozen.beats"
+    executor.submit(_task("frozen", "d_heartbeat", timeout_s=1.0, path=str(beats), seconds=60))
+    _wait_beats(beats)
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any("frozen" in str(k) for k in keys))
+    pid = dask_client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _assert_stopped_growing(beats, within_s=3.5)
+        outcome = sink.wait("frozen", 30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable
+    time.sleep(1.0)  # the thawed worker's own report of the run must not count again
+    assert len(sink.outcomes["frozen"]) == 1
+
+
 def test_no_scheduler_no_slots_and_a_prompt_shutdown() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
