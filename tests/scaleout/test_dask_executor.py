@@ -245,7 +245,10 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
     assert len(sink.outcomes["frozen"]) == 1
 
 
-def test_no_scheduler_no_slots_and_a_prompt_shutdown() -> None:
+def test_no_scheduler_no_slots_and_a_prompt_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor import dask_executor  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_executor, "RECONNECT_S", (0.05, 0.05))  # many attempts, fast
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
@@ -254,6 +257,10 @@ def test_no_scheduler_no_slots_and_a_prompt_shutdown() -> None:
     try:
         time.sleep(1.0)
         assert executor.free_slots() == 0 and executor.capacity() == 2
+        threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+        time.sleep(2.0)  # a scheduler that stays down costs nothing more, attempt after attempt
+        assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
+        assert len(os.listdir("/proc/self/fd")) <= fds
     finally:
         started = time.monotonic()
         executor.shutdown()
