@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import ctypes
+import functools
 import itertools
 import os
 import platform
@@ -70,6 +71,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS
+from bench.peers import STORAGES, HueyPeer, PeerError, huey_installed
 from processor.proctree import descendants
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -312,6 +314,7 @@ class Row:
     ratio: str
     target: str
     detail: str
+    value: float = 0.0  # the figure compared with the peers: jobs/s, p50 ms, efficiency
 
 
 def pct(samples: list[float]) -> tuple[float, float, float]:
@@ -356,7 +359,7 @@ def run_w1(args: argparse.Namespace, fsync: str, tool: str, pool: Pool) -> Row:
                f"{n} x {args.rounds} rounds: {rounds_text(rates, bases, ',.0f')}; drops "
                f"{dropping / args.rounds:.2f} s/round; CPU per job: client "
                f"{client / (n * args.rounds) * 1e6:.0f} us, daemon {user:.0f} us user + "
-               f"{system:.0f} us sys, workers {workers:.0f} us")
+               f"{system:.0f} us sys, workers {workers:.0f} us", statistics.median(rates))
 
 
 def rounds_text(mine: list[float], bases: list[float], spec: str) -> str:
@@ -380,7 +383,7 @@ def run_w2(args: argparse.Namespace, fsync: str, pool: Pool) -> Row:
                "/".join(f"{v:.2f}" for v in base) + " ms", "/".join(f"{v:.1f}" for v in r) + "x",
                verdict(ok, target, targets_apply(args, fsync)),
                f"n={len(lat)}{cut}, max {max(lat) * 1e3:.1f} ms; pool p50 before/after "
-               f"{pct(before)[0]:.2f}/{pct(after)[0]:.2f} ms")
+               f"{pct(before)[0]:.2f}/{pct(after)[0]:.2f} ms", mine[0])
 
 
 def run_w3(args: argparse.Namespace, fsync: str, cal: Calibration, pool: Pool) -> Row:
@@ -404,7 +407,7 @@ def run_w3(args: argparse.Namespace, fsync: str, cal: Calibration, pool: Pool) -
                verdict(ratio >= TARGETS["w3"], f">= {TARGETS['w3']}x", targets_apply(args, fsync)),
                f"{n} x {cal.single_s * 1e3:.1f} ms x {args.rounds} rounds: "
                f"{rounds_text(effs, bases, '.3f')}; walls {fmt_list(walls)} s, pool "
-               f"{fmt_list(pools)} s")
+               f"{fmt_list(pools)} s", statistics.median(effs))
 
 
 def fmt_list(values: list[float]) -> str:
@@ -507,9 +510,14 @@ def code_state() -> str:
             + (f" + uncommitted {', '.join(dirty)}" if dirty else " (clean spool/, processor/)"))
 
 
-def print_rows(rows: list[Row], header: bool = False) -> None:
-    cols = [("workload", 30), ("fsync", 6), ("spoolq", 24), ("raw pool", 24), ("ratio", 16),
+_COLUMNS = [("workload", 30), ("fsync", 6), ("spoolq", 24), ("raw pool", 24), ("ratio", 16),
             ("target", 30), ("detail", 0)]
+_PEER_COLUMNS = [("peer workload", 30), ("store", 6), ("peer", 24), ("raw pool", 24),
+                 ("ratio", 16), ("spoolq never / peer", 30), ("detail", 0)]
+
+
+def print_rows(rows: list[Row], header: list[tuple[str, int]] | None = None) -> None:
+    cols = header or _COLUMNS
     if header:
         print("  ".join(f"{name:<{w}}" for name, w in cols).rstrip(), flush=True)
     for row in rows:
@@ -519,11 +527,83 @@ def print_rows(rows: list[Row], header: bool = False) -> None:
               flush=True)
 
 
-def run_mode(args: argparse.Namespace, fsync: str, pool: Pool, cal: Calibration) -> None:
-    for tool in ("echo", "bench_noop"):
-        print_rows([run_w1(args, fsync, tool, pool)])
-    print_rows([run_w2(args, fsync, pool)])
-    print_rows([run_w3(args, fsync, cal, pool)])
+def run_mode(args: argparse.Namespace, fsync: str, pool: Pool, cal: Calibration
+             ) -> dict[str, float]:
+    """Each workload's figure (jobs/s, p50 ms, efficiency), by workload name."""
+    rows = []
+    for run in ([functools.partial(run_w1, args, fsync, tool, pool)
+                 for tool in ("echo", "bench_noop")]
+                + [functools.partial(run_w2, args, fsync, pool),
+                   functools.partial(run_w3, args, fsync, cal, pool)]):
+        rows.append(run())
+        print_rows(rows[-1:])
+    return {row.workload: row.value for row in rows}
+
+
+# -- the peers -----------------------------------------------------------------------
+
+
+def run_peers(args: argparse.Namespace, pool: Pool, cal: Calibration,
+              ours: dict[str, float]) -> None:
+    """The same workloads through each installed peer, against the same pool."""
+    print()
+    print_rows([], header=_PEER_COLUMNS)
+    for storage in STORAGES:
+        base = Path(tempfile.mkdtemp(prefix=f"huey-{storage}-", dir=args.run_dir))
+        with HueyPeer(storage, base, args.job_num) as peer:
+            print_rows([peer_w1(args, peer, pool, ours)])
+            print_rows([peer_w2(args, peer, pool, ours)])
+            print_rows([peer_w3(args, peer, pool, cal, ours)])
+
+
+def peer_w1(args: argparse.Namespace, peer: HueyPeer, pool: Pool, ours: dict[str, float]
+            ) -> Row:
+    pools, rates = [pool.rate(args.w1)], []
+    for _ in range(args.rounds):
+        rates.append(peer.rate(args.w1))
+        pools.append(pool.rate(args.w1))
+    bases = [2 / (1 / a + 1 / b) for a, b in itertools.pairwise(pools)]
+    ratio = statistics.median(r / b for r, b in zip(rates, bases, strict=True))
+    rate = statistics.median(rates)
+    fast, compute = (ours.get(f"W1 no-op {label}", 0.0)
+                     for label in ("FAST echo", "COMPUTE bench_noop"))
+    return Row("W1 no-op", peer.storage, f"{rate:,.0f} jobs/s",
+               f"{statistics.median(bases):,.0f} calls/s", f"{ratio:.2f}x",
+               f"FAST {fast / rate:.2f}x, COMPUTE {compute / rate:.2f}x",
+               f"{args.w1} x {args.rounds} rounds: {rounds_text(rates, bases, ',.0f')}")
+
+
+def peer_w2(args: argparse.Namespace, peer: HueyPeer, pool: Pool, ours: dict[str, float]
+            ) -> Row:
+    before = pool.round_trips(args.w2)
+    lat = peer.round_trips(args.w2)
+    after = pool.round_trips(args.w2)
+    theirs, base = pct(lat), pct(before + after)
+    mine = ours.get("W2 FAST latency p50/p95/p99", 0.0)
+    return Row("W2 latency p50/p95/p99", peer.storage,
+               "/".join(f"{v:.2f}" for v in theirs) + " ms",
+               "/".join(f"{v:.2f}" for v in base) + " ms",
+               "/".join(f"{t / b:.1f}" for t, b in zip(theirs, base, strict=True)) + "x",
+               f"p50 {mine / theirs[0]:.2f}x", f"n={len(lat)}, max {max(lat) * 1e3:.1f} ms")
+
+
+def peer_w3(args: argparse.Namespace, peer: HueyPeer, pool: Pool, cal: Calibration,
+            ours: dict[str, float]) -> Row:
+    cal = cal.remeasured()
+    pools, walls = [pool.matmul_wall(args.w3, cal)], []
+    for _ in range(args.rounds):
+        walls.append(peer.matmul_wall(args.w3, cal.size, cal.reps))
+        pools.append(pool.matmul_wall(args.w3, cal))
+    effs = [cal.efficiency(args.w3, args.job_num, w) for w in walls]
+    bases = [cal.efficiency(args.w3, args.job_num, (a + b) / 2)
+             for a, b in itertools.pairwise(pools)]
+    ratio = statistics.median(e / b for e, b in zip(effs, bases, strict=True))
+    eff = statistics.median(effs)
+    mine = ours.get("W3 COMPUTE ~20 ms efficiency", 0.0)
+    return Row("W3 ~20 ms efficiency", peer.storage, f"{eff:.3f}",
+               f"{statistics.median(bases):.3f}", f"{ratio:.3f}x", f"{mine / eff:.3f}x",
+               f"{args.w3} x {cal.single_s * 1e3:.1f} ms x {args.rounds} rounds: "
+               f"{rounds_text(effs, bases, '.3f')}; walls {fmt_list(walls)} s")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -542,6 +622,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "verdict is on the median ratio (default 3, quick 1)")
     parser.add_argument("--dir", type=Path, default=None, help="where spools go (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep spools and processor logs")
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                        help="the same workloads through Huey (SQLite and file storage) "
+                        "when installed (default: on, off with --quick)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="attach py-spy to each daemon; raw stacks into this folder")
     parser.add_argument("--profile-args", type=shlex.split,
@@ -557,6 +640,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                                          strict=True))
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.fsync = args.fsync or (["never"] if args.quick else ["never", "always", "batch"])
+    if args.peers is None:
+        args.peers = huey_installed() and not args.quick
+    elif args.peers and not huey_installed():
+        parser.error("--peers needs Huey: pip install huey (or the bench extra)")
     return args
 
 
@@ -580,10 +667,17 @@ def main(argv: list[str] | None = None) -> int:
     pool = Pool(args.job_num, bench_tools)
     args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     try:
-        print_rows([], header=True)
+        print_rows([], header=_COLUMNS)
+        ours: dict[str, float] = {}
         for fsync in args.fsync:
-            run_mode(args, fsync, pool, cal)
-    except BenchError as exc:
+            figures = run_mode(args, fsync, pool, cal)
+            if fsync == "never":
+                ours = figures
+        if args.peers and not ours:
+            print("\npeers: skipped (they are compared with fsync=never, which did not run)")
+        elif args.peers:
+            run_peers(args, pool, cal, ours)
+    except (BenchError, PeerError) as exc:
         print(f"bench.throughput: error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,6 +25,19 @@ def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
     assert [row[:2] for row in rows] == ["W1", "W1", "W2", "W3"], proc.stdout
     assert all(" never " in row for row in rows), proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "spools were not removed"
+
+
+def test_quick_run_with_the_peers_reports_them_too(tmp_path: Path) -> None:
+    pytest.importorskip("huey")
+    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--quick", "--peers",
+                           "--dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    peers = proc.stdout.split("peer workload", 1)[-1]
+    rows = [m.groups() for m in re.finditer(r"^(W[123]) .*?  (sqlite|file)  ", peers, re.M)]
+    assert rows == [(w, store) for store in ("sqlite", "file") for w in ("W1", "W2", "W3")], \
+        proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "peer storage was not removed"
 
 
 def test_benchmarks_import_numpy_only_after_pinning_blas_threads() -> None:
