@@ -13,6 +13,12 @@ right after a claim would be seen half a second late.  Unpaired events are
 all a spool needs, so the raw reader is used where it exists and the
 Observer elsewhere.
 
+A watch goes with its folder: after ``mv pending pending.old && mkdir
+pending`` (or ``rm -r`` and ``mkdir``) it would report the old folder, or
+nothing.  Both feeds drop a lost watch, report a rescan, and watch the path
+again as soon as a folder is back there: at once, or on the owner's next
+``rewatch()``, which it calls periodically while ``unwatched`` is not empty.
+
 :class:`PolledFeed` reads the same inotify events without a thread: its
 owner waits on :meth:`PolledFeed.fileno` in its own loop and calls
 :meth:`PolledFeed.drain`.  The processor does, so an arrival costs no thread
@@ -26,6 +32,7 @@ import ctypes
 import fcntl
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,23 +95,31 @@ class _Handler(FileSystemEventHandler):
 class _RawWatch:
     """One folder's raw inotify callback (watchdog's ``WatchCallback`` protocol)."""
 
-    def __init__(self, folder: str, on_change: OnChange) -> None:
+    def __init__(self, feed: ChangeFeed, folder: Path) -> None:
+        self.feed = feed
         self.folder = folder
-        self.on_change = on_change
 
     def on_event(self, event: Any) -> None:
-        if event.name:
-            self.on_change(self.folder, os.fsdecode(event.name))
+        if event.is_move_self:  # moved away: the watch follows the old folder
+            self.feed._lost(self.folder, event.wd, moved=True)
+        elif event.name:
+            self.feed.on_change(self.folder.name, os.fsdecode(event.name))
 
     def on_watch_deleted(self, wd: int) -> None:
-        self.on_change("", "")
+        self.feed._lost(self.folder, wd, moved=False)  # removed (or the feed is stopping)
 
     def on_queue_overflow(self) -> None:
-        self.on_change("", "")
+        self.feed.on_change("", "")
 
 
 class ChangeFeed:
-    """Watch ``folders`` (not recursively) and report each change to ``on_change``."""
+    """Watch ``folders`` (not recursively) and report each change to ``on_change``.
+
+    ``on_change`` is called from the feed's thread.  A folder that is removed or
+    moved away loses its watch: the feed reports a rescan and watches the path
+    again as soon as a folder is back there (at once, or on a later
+    :meth:`rewatch`).  :meth:`stop` ends the thread and re-adds nothing.
+    """
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
                  arrivals_only: bool = False) -> None:
@@ -114,24 +129,68 @@ class ChangeFeed:
         self.on_change = on_change
         self.arrivals_only = arrivals_only
         self._inotify: Any = None
-        self._watches: list[tuple[int, str]] = []
         self._observer: Any = None
+        # Guards the watches against the feed thread (a lost watch) racing the
+        # owner (rewatch, stop).  Never held while calling on_change.
+        self._lock = threading.Lock()
+        self._unwatched: set[Path] = set()
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         if getattr(inotify_c, "InotifyFD", None) is not None:
             self._start_raw()
         else:  # pragma: no cover - not Linux
             self._start_observer()
 
     def _start_raw(self) -> None:
-        mask = _watch_mask(self.arrivals_only)
         self._inotify = inotify_c.InotifyFD()
         self._inotify.daemon = True
         for folder in self.folders:
-            wd = self._inotify.add_callback(os.fsencode(folder), mask,
-                                            _RawWatch(folder.name, self.on_change), "spool")
-            self._watches.append((wd, "spool"))
+            self._add_watch(folder)
         self._inotify.start()
+
+    def _add_watch(self, folder: Path) -> None:
+        """Watch ``folder``; OSError if it is not there.  One callback per folder, so
+        two folders on one inode (a folder moved onto another's path) never clash."""
+        self._inotify.add_callback(os.fsencode(folder), _watch_mask(self.arrivals_only),
+                                   _RawWatch(self, folder), str(folder))
+
+    @property
+    def unwatched(self) -> frozenset[Path]:
+        """The folders whose watch was lost and that are not back yet."""
+        with self._lock:
+            return frozenset(self._unwatched)
+
+    def rewatch(self) -> bool:
+        """Watch again each folder that lost its watch and exists again; True if one
+        did (what arrived there unwatched is for a rescan to find).  False once stopping."""
+        with self._lock:
+            if self._stopping or self._inotify is None:
+                return False
+            found = False
+            for folder in list(self._unwatched):
+                try:
+                    self._add_watch(folder)
+                except OSError:
+                    continue  # not back yet
+                self._unwatched.discard(folder)
+                found = True
+            return found
+
+    def _lost(self, folder: Path, wd: int, *, moved: bool) -> None:
+        """The feed thread's word that ``folder``'s watch went: drop it, watch the path
+        again if a folder is back, and report a rescan.  Nothing once stopping: stop()
+        removes every watch itself, and that is no loss."""
+        with self._lock:
+            if self._stopping:
+                return
+            if moved:  # the kernel keeps a moved folder's watch: remove it
+                with contextlib.suppress(OSError):
+                    self._inotify.remove_callbacks([(wd, str(folder))])
+            self._unwatched.add(folder)
+        self.rewatch()
+        self.on_change("", "")  # after rewatch: the rescan finds what came before it
 
     def _start_observer(self) -> None:  # pragma: no cover - not Linux
         self._observer = Observer()
@@ -142,6 +201,10 @@ class ChangeFeed:
         self._observer.start()
 
     def stop(self) -> None:
+        """End the feed's thread (within 5 s); no watch is added from here on."""
+        with self._lock:  # set before the watches go: their removal reports each one
+            self._stopping = True
+            self._unwatched.clear()
         if self._inotify is not None:
             with contextlib.suppress(OSError):
                 self._inotify.stop()

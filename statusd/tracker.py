@@ -5,7 +5,9 @@ state folders and ``progress/`` only marks ids dirty and wakes the loop; the
 loop re-reads those ids in a worker thread and applies the result.  Events
 are hints, so a full rescan also runs every ``SPOOL_SCAN_S`` (stretched to
 ten times its own duration on huge spools, so it never takes more than a
-tenth of a core).
+tenth of a core).  A watched folder that is replaced (``mv pending
+pending.old && mkdir pending``) rescans at once, and is watched again as
+soon as it is back: at once, or within ``REWATCH_S``, and a rescan follows.
 
 Guarantees:
 
@@ -49,6 +51,9 @@ R = TypeVar("R")
 RESCAN_DUTY = 10.0
 """The rescan interval is at least this many times the last rescan's duration."""
 _WATCHED = frozenset({*(s.value for s in JobState), "progress"})
+REWATCH_S = 1.0
+"""While a watched folder is gone, how often to look for it again (the processor's
+heartbeat does the same for its feed)."""
 APPLY_CHUNK = 256
 """Changes applied between two chances for WebSocket clients to read (see Hub.settle)."""
 
@@ -99,10 +104,14 @@ class Tracker:
         next_scan = time.monotonic() + self.scan_s
         while True:
             timeout = max(0.0, next_scan - time.monotonic())
+            if self._feed is not None and self._feed.unwatched:
+                timeout = min(timeout, REWATCH_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             try:
+                if self._feed is not None and self._feed.rewatch():
+                    self._rescan_now = True  # watched again: a rescan finds what came meanwhile
                 if self._dirty:
                     dirty, self._dirty = self._dirty, set()
                     await self.refresh(dirty)

@@ -7,8 +7,10 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 import socket
 import time
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -284,14 +286,46 @@ def test_lost_events_make_the_index_rescan_at_once(spool: Spool) -> None:
     try:
         tracker = srv.services.tracker
         assert tracker._feed is not None
-        tracker._feed.stop()  # as if its events had been lost (stopping reports it too:
-        time.sleep(0.5)  # that rescan runs now, before the job below exists)
+        tracker._feed.stop()  # as if its events had been lost; stopping reports nothing
+        time.sleep(0.5)  # what was on its way is applied before the job below exists
         submit(spool, "unseen")
         time.sleep(0.3)
         assert srv.in_loop(lambda: srv.services.index.get("unseen")) is None
         tracker._on_change("", "")  # what the feed reports on a lost event or watch
         wait_for(lambda: srv.in_loop(lambda: srv.services.index.get("unseen")) is not None,
                  what="the rescan to index the job")
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("how", ["removed", "moved away", "removed, back later"])
+def test_a_replaced_folder_is_watched_again(spool: Spool, how: str) -> None:
+    """``mv pending pending.old && mkdir pending`` (or ``rm -r`` and ``mkdir``): the
+    feed's watch went with the old folder.  Drops into the new one reach the REST view
+    within moments, not at the periodic rescan (an hour away here)."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    pending = spool.layout.folder(JobState.PENDING)
+
+    def listed(job_id: str) -> bool:  # the list is the index (one task falls back to disk)
+        tasks = request(srv.base, "GET", "/api/v1/tasks").json()["tasks"]
+        return any(task["id"] == job_id for task in tasks)
+
+    try:
+        submit(spool, "before")
+        wait_for(partial(listed, "before"), what="the first drop listed")
+        if how == "moved away":
+            pending.rename(pending.with_name("pending.old"))
+        else:
+            shutil.rmtree(pending)
+        if how != "removed, back later":
+            pending.mkdir()
+        wait_for(lambda: not listed("before"), what="the rescan after the watch went")
+        if how == "removed, back later":
+            pending.mkdir()
+        # The first drop could be found by that rescan; the others only by a new watch.
+        for job_id in ("after-0", "after-1", "after-2"):
+            submit(spool, job_id)
+            wait_for(partial(listed, job_id), timeout=5.0, what=f"{job_id} listed")
     finally:
         srv.stop()
 

@@ -233,11 +233,16 @@ def test_changes_made_behind_statusd_reach_the_index(server: ServerThread,
 class _DeafFeed:
     """A change feed that never reports anything (a dropped inotify queue)."""
 
+    unwatched: frozenset[Path] = frozenset()
+
     def __init__(self, folders: object, on_change: object) -> None:
         pass
 
     def start(self) -> None:
         pass
+
+    def rewatch(self) -> bool:
+        return False
 
     def stop(self) -> None:
         pass

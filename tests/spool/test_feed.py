@@ -1,0 +1,134 @@
+"""spool.feed.ChangeFeed: a replaced folder is watched again; stop() ends everything.
+
+Real folders, the real inotify thread.  statusd's end-to-end check (a drop into a
+replaced ``pending/`` reaches the REST list) is in tests/statusd/test_statusd_live.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from spool.feed import ChangeFeed
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+RESCAN = ("", "")
+
+
+class Reports:
+    """What a feed reported, from its thread."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, folder: str, name: str) -> None:
+        with self._lock:
+            self.calls.append((folder, name))
+
+    def take(self) -> list[tuple[str, str]]:
+        with self._lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def replace(folder: Path, how: str) -> None:
+    if how == "moved away":
+        folder.rename(folder.with_name(folder.name + ".old"))
+    else:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("how", ["removed", "moved away"])
+def test_a_replaced_folder_is_watched_again(tmp_path: Path, how: str) -> None:
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    reports = Reports()
+    with ChangeFeed([pending], reports) as feed:
+        replace(pending, how)
+        wait_for(lambda: RESCAN in reports.calls, "the rescan report")
+        assert feed.unwatched == {pending}
+        assert not feed.rewatch()  # not back yet
+        pending.mkdir()
+        assert feed.rewatch()
+        assert feed.unwatched == frozenset()
+        reports.take()
+        (pending / "a.json").write_bytes(b"{}")
+        wait_for(lambda: ("pending", "a.json") in reports.calls, "the new folder's event")
+        if how == "moved away":  # the old folder's watch is gone with it
+            (tmp_path / "pending.old" / "b.json").write_bytes(b"{}")
+            (pending / "c.json").write_bytes(b"{}")
+            wait_for(lambda: ("pending", "c.json") in reports.calls, "the next event")
+            assert ("pending", "b.json") not in reports.calls
+
+
+def test_a_folder_back_at_once_is_watched_again_by_the_feed_itself(tmp_path: Path) -> None:
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    reports = Reports()
+    with ChangeFeed([pending], reports) as feed:
+        pending.rename(tmp_path / "pending.old")
+        pending.mkdir()
+        wait_for(lambda: RESCAN in reports.calls, "the rescan report")
+        wait_for(lambda: not feed.unwatched, "the path watched again")
+        (pending / "a.json").write_bytes(b"{}")
+        wait_for(lambda: ("pending", "a.json") in reports.calls, "the new folder's event")
+
+
+def test_stop_reports_nothing_re_adds_no_watch_and_ends_its_thread(tmp_path: Path) -> None:
+    """Stopping removes every watch, and inotify reports each removal as a lost watch:
+    none of them may be watched again or reported as a rescan."""
+    folders = [tmp_path / name for name in ("pending", "running", "done")]
+    for folder in folders:
+        folder.mkdir()
+    before = set(threading.enumerate())
+    reports = Reports()
+    feed = ChangeFeed(folders, reports)
+    feed.start()
+    shutil.rmtree(folders[2])  # one folder gone and unwatched when stop() comes
+    wait_for(lambda: RESCAN in reports.calls, "the lost watch's rescan report")
+    assert feed.unwatched == {folders[2]}
+    reports.take()
+    feed.stop()
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+    assert reports.take() == []
+    folders[2].mkdir()
+    assert not feed.rewatch()
+    assert feed.unwatched == frozenset()
+    for folder in folders:
+        (folder / "late.json").write_bytes(b"{}")
+    time.sleep(0.2)
+    assert reports.take() == []
+    feed.stop()  # a second stop is harmless
+
+
+def test_stop_while_folders_are_being_replaced_ends_promptly(tmp_path: Path) -> None:
+    """The feed thread re-adds watches while stop() removes them: stop still ends it,
+    and leaves no watch, thread or descriptor behind (no_leaks)."""
+    folders = [tmp_path / f"f{n}" for n in range(4)]
+    for _ in range(20):
+        for folder in folders:
+            folder.mkdir(exist_ok=True)
+        before = set(threading.enumerate())
+        feed = ChangeFeed(folders, Reports())
+        feed.start()
+        for folder in folders:
+            replace(folder, "removed")
+            folder.mkdir()
+        feed.stop()
+        assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+        assert not feed.rewatch()
