@@ -39,12 +39,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.executor import Task, WorkerConfig
+from processor.proctree import kill_orphans, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from spool.errors import ErrorType
 
 POLL_S = 0.1
 PROGRESS_EVERY_S = 0.1
-_PRELOAD = ["numpy", "pandas", "processor.worker", "processor.quant.tools"]
+_PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
+            "processor.quant.tools"]
 _LIVE_WORKER_STATES = frozenset({"running", "paused", "closing_gracefully"})
 _LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
 LOST = "lost"  # kill reason: the Dask side gave the task up
@@ -80,6 +82,8 @@ class _Host:
         self.starting: dict[WorkerConfig, int] = {}
         self.runs: dict[str, _Run] = {}
         self._ctx: ForkServerContext | None = None
+        self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
+        self._forkserver = 0  # their parent's pid, once one was started
 
     def take(self, config: WorkerConfig) -> _Child:
         """An idle child (waiting for one being prestarted), else a new one."""
@@ -98,14 +102,14 @@ class _Host:
                     self.lock.wait(timeout=1.0)
         finally:
             for child in dead:
-                _discard(child)
+                self.discard(child)
         return self.spawn(config)
 
     def give_back(self, config: WorkerConfig, child: _Child) -> None:
         reusable = child.alive() and not child.retiring and not (
             config.max_jobs and child.jobs >= config.max_jobs)
         if not reusable:
-            _discard(child)
+            self.discard(child)
             return
         with self.lock:
             self.idle.setdefault(config, []).append(child)
@@ -143,6 +147,9 @@ class _Host:
                 process.start()
             finally:
                 me.daemon = daemonic
+            if process.pid:
+                self._children.add(process.pid)
+                self._forkserver = parent_of(process.pid) or self._forkserver
         child_end.close()
         life_r.close()
         return _Child(process, parent, life_w)
@@ -153,6 +160,15 @@ class _Host:
             ctx.set_forkserver_preload(_PRELOAD)
             self._ctx = ctx
         return self._ctx
+
+    def discard(self, child: _Child) -> None:
+        """Kill and forget a child, and whatever a dead child's tool left running (the
+        forkserver adopts it: see :mod:`processor.forkserver_init`)."""
+        _discard(child)
+        with _SPAWN_LOCK:  # no child is being started meanwhile, unknown to the sweep
+            self._children.discard(child.process.pid or 0)
+            if self._forkserver:
+                kill_orphans(self._forkserver, self._children)
 
     def kill(self, key: str, reason: str) -> bool:
         with self.lock:

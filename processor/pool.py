@@ -41,14 +41,19 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from processor.executor import Sink, Task, WorkerConfig
-from processor.proctree import kill_descendants
+from processor.proctree import kill_descendants, kill_orphans, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.worker import worker_main
 from spool.errors import ErrorType
 
 log = logging.getLogger("spoolq.pool")
 
-_PRELOAD = ["numpy", "pandas", "processor.worker", "processor.quant.tools"]
+# Every live worker of every pool in this process: they share one forkserver, and what
+# else is its child is the leftover of a worker that died (see _sweep).
+_WORKERS: set[int] = set()
+
+_PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
+            "processor.quant.tools"]
 _IDLE_WAIT_S = 1.0
 _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
@@ -88,6 +93,7 @@ class LocalPool:
         self._buffer = bytearray(_READ_BYTES)  # the loop thread's reads of worker sockets
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
+        self._forkserver = 0  # the pid of the workers' parent, once one was started
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -242,8 +248,14 @@ class LocalPool:
         if task is not None:
             self._report(_death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid))
+        self._sweep()
         if not self._stopping:
             self._respawn(slot)
+
+    def _sweep(self) -> None:
+        """Kill what a dead worker's tool left running: adopted by the forkserver."""
+        if self._forkserver:
+            kill_orphans(self._forkserver, _WORKERS)
 
     def _respawn(self, slot: _Slot) -> None:
         """A fresh worker for the slot; on failure the slot stays empty and is retried."""
@@ -326,6 +338,9 @@ class LocalPool:
         child.close()  # the worker has its own copies
         life_r.close()
         slot.process, slot.sock, slot.lifeline = process, parent, life_w
+        if process.pid:
+            _WORKERS.add(process.pid)
+            self._forkserver = parent_of(process.pid) or self._forkserver
         slot.unread.clear()
         assert self._sink is not None
         # Bound to this socket and process: stale readiness never reaches a successor.
@@ -345,6 +360,7 @@ class LocalPool:
         if slot.process is not None:
             assert self._sink is not None
             self._sink.unwatch(slot.process.sentinel)
+            _WORKERS.discard(slot.process.pid or 0)
         if slot.lifeline is not None:
             slot.lifeline.close()
         slot.process, slot.lifeline = None, None

@@ -56,3 +56,23 @@ def children_of(pid: int | str) -> list[int]:
                     open(f"/proc/{pid}/task/{tid}/children") as fh:
                 pids.extend(int(p) for p in fh.read().split())
     return pids
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of ``pid``; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+
+
+def kill_orphans(forkserver: int, workers: set[int]) -> None:
+    """SIGKILL every child of ``forkserver`` that is not one of ``workers``, with all
+    below it: what the tool of a worker that died had started (see
+    :mod:`processor.forkserver_init`)."""
+    for orphan in children_of(forkserver):
+        if orphan not in workers:
+            kill_descendants(orphan)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(orphan, signal.SIGKILL)

@@ -107,6 +107,21 @@ class SpawnAndHang(BaseTool):
         return ToolResult.ok()
 
 
+class SpawnAndCrash(BaseTool):
+    """Starts a child process (as :class:`SpawnAndHang`), then its worker dies by itself."""
+
+    name: ClassVar[str] = "t_spawn_crash"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        child = subprocess.Popen(["sleep", "1000"], start_new_session=params.new_session)
+        assert params.pid_file
+        with open(params.pid_file, "w") as fh:
+            fh.write(str(child.pid))
+        os._exit(3)
+
+
 class SpawnAndReturn(BaseTool):
     """Leaves a grandchild behind (double fork) and returns at once."""
 

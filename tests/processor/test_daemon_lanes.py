@@ -175,6 +175,21 @@ def test_children_left_behind_by_a_finished_tool_are_reaped(spool_root: Path,
     wait_for(lambda: not alive(grandchild), 5, "the orphaned grandchild to be killed")
 
 
+@pytest.mark.parametrize("new_session", [False, True])
+def test_a_crashed_workers_processes_do_not_outlive_it(spool_root: Path, daemon: StartDaemon,
+                                                       tmp_path: Path, new_session: bool) -> None:
+    daemon()
+    pid_file = tmp_path / "child.pid"
+    drop(spool_root, "crash", {"tool": "t_spawn_crash", "params": {
+        "pid_file": str(pid_file), "new_session": new_session}})
+    rec = wait_record(spool_root, "crash")
+    assert rec["error"]["type"] == "worker_crashed", rec["error"]
+    wait_for(lambda: not alive(int(pid_file.read_text())), 5,
+             "the crashed worker's child to be killed")
+    drop(spool_root, "after", {"tool": "echo"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+
+
 def test_worker_crash_fails_only_its_job_and_the_pool_recovers(spool_root: Path,
                                                               daemon: StartDaemon) -> None:
     daemon()

@@ -8,6 +8,7 @@ runs, its pid.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from typing import ClassVar
 
@@ -81,6 +82,20 @@ class Exit(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         append_line(params.path, f"start {ctx.job_id} {os.getpid()}")
+        os._exit(3)
+
+
+class SpawnAndExit(BaseTool):
+    """Starts ``sleep 1000`` in a session of its own, writes its pid to ``path``, then
+    ends its process with os._exit(3)."""
+
+    name: ClassVar[str] = "d_spawn_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+        append_line(params.path, str(child.pid))
         os._exit(3)
 
 

@@ -171,6 +171,27 @@ def test_timeout_really_stops_the_work(run_executor: Any, tmp_path: Path) -> Non
     _assert_stopped_growing(beats, within_s=0.3)
 
 
+def test_a_crashed_childs_processes_do_not_outlive_it(run_executor: Any, tmp_path: Path
+                                                     ) -> None:
+    executor, sink = run_executor()
+    pid_file = tmp_path / "spawned.pid"
+    executor.submit(_task("spawner", "d_spawn_exit", path=str(pid_file)))
+    assert sink.wait("spawner").error_type is ErrorType.WORKER_CRASHED
+    spawned = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(spawned):
+        assert time.monotonic() < deadline, "the crashed job's own process still runs"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 def test_kill_a_running_and_a_queued_job(run_executor: Any, tmp_path: Path) -> None:
     executor, sink = run_executor(job_num=3)
     paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}

@@ -1,0 +1,21 @@
+"""First in the COMPUTE forkservers' preload lists, and imported nowhere else.
+
+It makes the forkserver a child subreaper (``PR_SET_CHILD_SUBREAPER``, which its
+workers do not inherit).  A worker that dies by itself (``os._exit``, a segfault,
+the OOM killer) then leaves the processes its tool started to the forkserver
+instead of to init, where the pool finds them among the forkserver's children and
+kills them (:func:`processor.proctree.kill_orphans`).  The forkserver reaps them as
+it reaps its workers, with a warning about a pid it did not fork, silenced here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import warnings
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+with contextlib.suppress(OSError, AttributeError):
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
