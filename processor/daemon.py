@@ -399,7 +399,7 @@ class Processor:
     def _rescan(self) -> None:
         """Mark every pending name whose inode, size or mtime changed since last seen."""
         self.next_scan = time.monotonic() + self.settings.scan_s
-        if isinstance(self.feed, PolledFeed):
+        if self.feed is not None:
             self.feed.rewatch()  # a folder replaced since: watched again once it is back
         present: set[str] = set()
         try:
@@ -842,7 +842,7 @@ class Processor:
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
-        if isinstance(self.feed, PolledFeed) and self.feed.rewatch():
+        if self.feed is not None and self.feed.rewatch():
             self.next_scan = 0.0  # watched again: what came meanwhile is found by a rescan
         self._forget_old_counts()
         status = OwnerStatus.model_construct(
