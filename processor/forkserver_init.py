@@ -10,12 +10,9 @@ it reaps its workers, with a warning about a pid it did not fork, silenced here.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import warnings
 
-_PR_SET_CHILD_SUBREAPER = 36
+from processor.proctree import PR_SET_CHILD_SUBREAPER, prctl
 
-with contextlib.suppress(OSError, AttributeError):
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+prctl(PR_SET_CHILD_SUBREAPER, 1)
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")

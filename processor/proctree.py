@@ -7,8 +7,18 @@ pool, the benchmarks) does not import the tools, and numpy with them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(option, value)`` for this process, where the platform has it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def kill_descendants(pid: int) -> None:

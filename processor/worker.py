@@ -20,7 +20,6 @@ numpy, pandas and the tools preloaded.  Each worker:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import os
@@ -34,7 +33,13 @@ from typing import Any
 
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
-from processor.proctree import children_of, kill_descendants
+from processor.proctree import (
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_PDEATHSIG,
+    children_of,
+    kill_descendants,
+    prctl,
+)
 from processor.registry import load_registry
 from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
 from spool.errors import ErrorType, SpoolError
@@ -44,21 +49,14 @@ PROGRESS_INTERVAL_S = 0.05
 # itself: well inside the Dask executor's backstop (processor.dask_executor.BACKSTOP_S).
 DEADMAN_GRACE_S = 2.0
 _LONGEST_WAIT_S = 86_400.0
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def prepare_process(memory_mb: int) -> None:
     """Session, parent-death signal, subreaper and memory cap for this worker."""
     with contextlib.suppress(OSError):
         os.setsid()
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_mb > 0:
