@@ -8,6 +8,10 @@ Guarantees:
 * Bodies above ``STATUSD_MAX_BODY_BYTES`` answer 413 (aiohttp's
   ``client_max_size`` enforces it while reading; a declared Content-Length
   over it is refused before reading).
+* A job is refused (400 ``invalid_job``) for what intake would quarantine it
+  for, so a 202 means the processor will take it: nesting deeper than
+  :data:`spool.intake.MAX_NESTING` (deeper still, it could not even be
+  written), or a file over ``SPOOL_MAX_JOB_BYTES`` (413).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
   before answering, so a GET right after a 202 finds the job.
@@ -23,6 +27,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
+from spool.intake import MAX_NESTING, nesting_depth
 from spool.models import Job, Record, record_bytes
 from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
@@ -36,8 +41,10 @@ def authorize(request: web.Request, services: Services) -> None:
         raise ApiError(403, "forbidden", "writes are off: set STATUSD_TOKEN to enable them")
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                             token.encode()):
+    # A header's bytes that are not UTF-8 arrive as surrogate escapes: they are
+    # compared as the bytes they were, never allowed to raise.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", _CHALLENGE)
 
 
@@ -77,6 +84,9 @@ async def _json_body(request: web.Request, services: Services) -> dict[str, Any]
         raise ApiError(400, "invalid_job", f"the body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_job", "the body must be a JSON object (a job)")
+    if len(raw) > 2 * MAX_NESTING and nesting_depth(data) > MAX_NESTING:
+        raise ApiError(400, "invalid_job",
+                       f"invalid job: nested more than {MAX_NESTING} levels deep")
     return data
 
 

@@ -1,0 +1,124 @@
+"""statusd as a network service, the sixth review: what test_statusd_abuse.py did not try.
+
+Each test runs the real ``python -m statusd`` on 127.0.0.1 and pins one defect
+that review found (docs/reliability.md, "Found by review, sixth session"):
+bad input answers the JSON error shape with a 4xx, never a 500, and the server
+keeps serving every other client.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from relkit import Daemon, statusd_port
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job
+from spool.settings import FsyncMode
+from spool.transitions import Spool
+
+TOKEN = "review-token-6e2a"
+
+
+@dataclass
+class Server:
+    daemon: Daemon
+    port: int
+
+    def request(self, method: str, path: str, body: bytes = b"",
+                headers: dict[str, str] | None = None, *,
+                raw_headers: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+        """One request sent as given; (status, lower-cased headers, body)."""
+        sent = {"Host": "127.0.0.1", "Connection": "close", **(headers or {})}
+        if body or method == "POST":
+            sent["Content-Length"] = str(len(body))
+        head = f"{method} {path} HTTP/1.1\r\n".encode() + b"".join(
+            f"{k}: {v}\r\n".encode() for k, v in sent.items()) + raw_headers + b"\r\n"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            sock.sendall(head + body)
+            data = b""
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+        top, _, payload = data.partition(b"\r\n\r\n")
+        lines = top.decode("latin-1").split("\r\n")
+        found = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        status = int(lines[0].split(" ", 2)[1])
+        return status, {k.lower(): v for k, v in found.items()}, payload
+
+    def json_error(self, method: str, path: str, body: bytes = b"",
+                   headers: dict[str, str] | None = None, *,
+                   raw_headers: bytes = b"") -> tuple[int, dict[str, str]]:
+        """(status, error object) of a request that must answer the JSON error shape."""
+        status, found, payload = self.request(method, path, body, headers,
+                                              raw_headers=raw_headers)
+        assert found.get("content-type", "").startswith("application/json"), (status, payload)
+        error = orjson.loads(payload)["error"]
+        assert set(error) == {"type", "message"}, error
+        return status, error
+
+
+def start(root: Path, log: Path, prefix: Sequence[str] = (), **env: str) -> Server:
+    daemon = Daemon(root, log, module="statusd", prefix=prefix, STATUSD_HOST="127.0.0.1",
+                    STATUSD_PORT="0", STATUSD_TOKEN=TOKEN, **env)
+    daemon.start(wait_ready=False)
+    try:
+        return Server(daemon, statusd_port(daemon))
+    except BaseException:
+        daemon.abort()
+        raise
+
+
+@pytest.fixture
+def statusd(spool_root: Path, tmp_path: Path) -> Iterator[Server]:
+    server = start(spool_root, tmp_path / "statusd.log")
+    try:
+        yield server
+        assert "unhandled error" not in server.daemon.logs(), "a request reached a 500"
+        assert server.daemon.stop() == 0
+    finally:
+        server.daemon.abort()
+
+
+def spool_of(root: Path) -> Spool:
+    layout = Layout(root)
+    return Spool(layout, Mover(layout, FsyncMode.NEVER))
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def nested(depth: int) -> bytes:
+    return b'{"tool":"echo","params":{"m":' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"}}"
+
+
+def test_a_deeply_nested_submit_is_refused_as_intake_would(statusd: Server,
+                                                           spool_root: Path) -> None:
+    """Over 200 levels intake quarantines a job; from 254 orjson cannot even write it.
+    Both answered 202 or 500; now 400 invalid_job and nothing in pending/."""
+    for depth in (201, 253, 254, 600, 1000):
+        status, error = statusd.json_error("POST", "/api/v1/tasks", nested(depth), AUTH)
+        assert (status, error["type"]) == (400, "invalid_job"), (depth, error)
+        assert "nested more than 200 levels" in error["message"]
+    assert list((spool_root / "pending").iterdir()) == []
+    status, _, body = statusd.request("POST", "/api/v1/tasks", nested(200), AUTH)
+    assert status == 202, body
+
+
+def test_a_bearer_token_that_is_not_utf8_is_a_401(statusd: Server, spool_root: Path) -> None:
+    body = orjson.dumps(Job(tool="echo").model_dump(exclude_none=True))
+    for token in (b"t\xf6k", b"\xff\xfe", TOKEN.encode() + b"\x80"):
+        status, error = statusd.json_error(
+            "POST", "/api/v1/tasks", body, {"Content-Type": "application/json"},
+            raw_headers=b"Authorization: Bearer " + token + b"\r\n")
+        assert (status, error["type"]) == (401, "unauthorized"), token
+        status, error = statusd.json_error(
+            "POST", "/api/v1/tasks/some-id/cancel",
+            raw_headers=b"Authorization: Bearer " + token + b"\r\n")
+        assert status == 401, token
+    assert list((spool_root / "pending").iterdir()) == []
