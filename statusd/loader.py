@@ -110,9 +110,11 @@ class Loader:
             return None
         progress_ns = 0
         if best.state is JobState.RUNNING:
+            # lstat, as the scan stamps it: a symlink there (to a loop, say) is never
+            # followed, and a progress file that cannot be stat'ed is no progress.
             try:
-                progress_ns = os.stat(self.layout.progress_file(job_id)).st_mtime_ns
-            except FileNotFoundError:
+                progress_ns = os.lstat(self.layout.progress_file(job_id)).st_mtime_ns
+            except OSError:
                 progress_ns = 0
         return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns)
 

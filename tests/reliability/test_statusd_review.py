@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from relkit import Daemon, statusd_port
+from relkit import Daemon, statusd_port, wait_for
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -122,3 +122,33 @@ def test_a_bearer_token_that_is_not_utf8_is_a_401(statusd: Server, spool_root: P
             raw_headers=b"Authorization: Bearer " + token + b"\r\n")
         assert status == 401, token
     assert list((spool_root / "pending").iterdir()) == []
+
+
+def test_a_symlink_loop_in_progress_neither_fails_a_read_nor_stops_the_index(
+        statusd: Server, spool_root: Path) -> None:
+    """progress/<id>.json -> itself: GET of the running id answered 500, and every
+    refresh and rescan that included the id failed (ELOOP), so the ids read with it
+    never reached the index."""
+    (spool_root / "progress" / "looped.json").symlink_to("looped.json")
+    spool = spool_of(spool_root)
+    spool.submit(Job(tool="echo"), "looped")
+    taken = spool.claim("looped")
+    assert taken is not None
+    try:
+        for n in range(3):
+            spool.submit(Job(tool="echo"), f"beside-{n}")
+        status, _, body = statusd.request("GET", "/api/v1/tasks/looped")
+        assert status == 200, body
+        assert orjson.loads(body)["state"] == "running"
+        listed = wait_for(lambda: (page := _ids(statusd)) >= {"looped", "beside-2"} and page,
+                          10, "every id listed")
+        assert {"beside-0", "beside-1"} <= listed
+    finally:
+        taken.close()
+    assert "reading the spool failed" not in statusd.daemon.logs()
+
+
+def _ids(server: Server) -> set[str]:
+    status, _, body = server.request("GET", "/api/v1/tasks?limit=1000")
+    assert status == 200
+    return {task["id"] for task in orjson.loads(body)["tasks"]}
