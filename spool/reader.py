@@ -286,16 +286,30 @@ class SpoolReader:
                 continue
             try:
                 data = read_regular(self.layout.owner_status(owner), MAX_ACTIVE_BYTES)
-                if data is not None:
-                    live.append(OwnerStatus.model_validate_json(data))
+                status = None if data is None else OwnerStatus.model_validate_json(data)
             except (FileNotFoundError, ValueError):
                 continue
+            if status is not None and _plausible(status):
+                live.append(status)
         return live
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """DESIGN section 9's stats shape."""
         return stats_document(self.counts(), self.oldest_pending_age_s(now),
                               self.processors(), now)
+
+
+MAX_COUNT = 2**31 - 1
+
+
+def _plausible(status: OwnerStatus) -> bool:
+    """A status as a processor writes it.  Anything else in ``owners/`` is not read as
+    one: a timestamp without an offset cannot be compared with the others', and a
+    count past 64 bits cannot be encoded."""
+    counts = (status.pid, status.job_num, status.busy_workers, status.fast_running,
+              status.done_last_60s, status.failed_last_60s)
+    return (status.heartbeat_at.tzinfo is not None and status.started_at.tzinfo is not None
+            and all(0 <= n <= MAX_COUNT for n in counts))
 
 
 def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,

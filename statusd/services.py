@@ -61,7 +61,8 @@ class Services:
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
         processors = self.reader.processors()
         doc = stats_document(self.index.counts(), age, processors, now)
-        offered = {t.get("name") for p in processors for t in p.tools}
+        # A status file's tool list is not checked (a name may be any JSON value).
+        offered = [t.get("name") for p in processors for t in p.tools]
         doc["tools"] = sorted({*self.index.tools(), *(t for t in offered if isinstance(t, str))})
         doc["statusd"] = {"indexed": len(self.index), "ws_clients": self.hub.clients,
                           "ws_dropped": self.hub.dropped_total,

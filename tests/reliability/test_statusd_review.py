@@ -8,6 +8,7 @@ keeps serving every other client.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from relkit import Daemon, statusd_port, wait_for
 
 from spool.fsops import Mover
 from spool.layout import Layout
+from spool.lease import OwnerLease
 from spool.models import Job
 from spool.settings import FsyncMode
 from spool.transitions import Spool
@@ -152,3 +154,42 @@ def _ids(server: Server) -> set[str]:
     status, _, body = server.request("GET", "/api/v1/tasks?limit=1000")
     assert status == 200
     return {task["id"] for task in orjson.loads(body)["tasks"]}
+
+
+GOOD_STATUS = {"owner": "good", "pid": 1, "host": "h", "version": "0", "job_num": 2,
+               "started_at": "2026-11-29T00:00:00Z", "heartbeat_at": "2026-11-29T00:00:00Z",
+               "tools": [{"name": "echo"}]}
+ODD_STATUSES = {
+    "list-name": {"tools": [{"name": ["echo"]}]},
+    "dict-name": {"tools": [{"name": {"a": 1}}]},
+    "naive": {"heartbeat_at": "2026-11-29T00:00:01"},
+    "huge": {"job_num": 10**30},
+    "negative": {"busy_workers": -3},
+}
+
+
+def test_an_odd_live_processor_status_breaks_neither_stats_nor_metrics(
+        statusd: Server, spool_root: Path) -> None:
+    """A status file under a held lock, with a tool name that is a list or an object
+    (unhashable: TypeError), a heartbeat without an offset beside one with (TypeError
+    comparing them) or a count past 64 bits (orjson cannot encode it): /api/v1/stats
+    and /metrics answered 500 for as long as the lock was held."""
+    layout = Layout(spool_root)
+    leases = [OwnerLease(layout.owner_lock(name)) for name in ("good", *ODD_STATUSES)]
+    try:
+        layout.owner_status("good").write_bytes(orjson.dumps(GOOD_STATUS))
+        for name, odd in ODD_STATUSES.items():
+            # json, not orjson: orjson cannot write the 100-bit count either
+            layout.owner_status(name).write_text(
+                json.dumps({**GOOD_STATUS, "owner": name, **odd}))
+        status, _, body = statusd.request("GET", "/api/v1/stats")
+        assert status == 200, body
+        stats = orjson.loads(body)
+        assert stats["tools"] == ["echo"]
+        assert stats["job_num"] >= 2 and stats["busy_workers"] >= 0
+        status, _, body = statusd.request("GET", "/metrics")
+        assert status == 200, body
+        assert b"spoolq_job_num " in body
+    finally:
+        for lease in leases:
+            lease.release()
