@@ -71,7 +71,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS
-from bench.peers import STORAGES, HueyPeer, PeerError, huey_installed
+from bench.peers import Peer, PeerError, installed_peers
 from processor.proctree import descendants
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -512,12 +512,12 @@ def code_state() -> str:
 
 _COLUMNS = [("workload", 30), ("fsync", 6), ("spoolq", 24), ("raw pool", 24), ("ratio", 16),
             ("target", 30), ("detail", 0)]
-_PEER_COLUMNS = [("peer workload", 30), ("store", 6), ("peer", 24), ("raw pool", 24),
+_PEER_COLUMNS = [("peer workload", 24), ("peer", 12), ("figure", 24), ("raw pool", 24),
                  ("ratio", 16), ("spoolq never / peer", 30), ("detail", 0)]
 
 
-def print_rows(rows: list[Row], header: list[tuple[str, int]] | None = None) -> None:
-    cols = header or _COLUMNS
+def print_rows(rows: list[Row], cols: list[tuple[str, int]] = _COLUMNS,
+               header: bool = False) -> None:
     if header:
         print("  ".join(f"{name:<{w}}" for name, w in cols).rstrip(), flush=True)
     for row in rows:
@@ -546,17 +546,21 @@ def run_mode(args: argparse.Namespace, fsync: str, pool: Pool, cal: Calibration
 def run_peers(args: argparse.Namespace, pool: Pool, cal: Calibration,
               ours: dict[str, float]) -> None:
     """The same workloads through each installed peer, against the same pool."""
+    peers = installed_peers(Path(tempfile.mkdtemp(prefix="peers-", dir=args.run_dir)),
+                            args.job_num)
+    if not peers:
+        print("\npeers: none installed (pip install huey; pip install uwsgi)")
+        return
     print()
-    print_rows([], header=_PEER_COLUMNS)
-    for storage in STORAGES:
-        base = Path(tempfile.mkdtemp(prefix=f"huey-{storage}-", dir=args.run_dir))
-        with HueyPeer(storage, base, args.job_num) as peer:
-            print_rows([peer_w1(args, peer, pool, ours)])
-            print_rows([peer_w2(args, peer, pool, ours)])
-            print_rows([peer_w3(args, peer, pool, cal, ours)])
+    print_rows([], _PEER_COLUMNS, header=True)
+    for peer in peers:
+        with peer:
+            print_rows([peer_w1(args, peer, pool, ours)], _PEER_COLUMNS)
+            print_rows([peer_w2(args, peer, pool, ours)], _PEER_COLUMNS)
+            print_rows([peer_w3(args, peer, pool, cal, ours)], _PEER_COLUMNS)
 
 
-def peer_w1(args: argparse.Namespace, peer: HueyPeer, pool: Pool, ours: dict[str, float]
+def peer_w1(args: argparse.Namespace, peer: Peer, pool: Pool, ours: dict[str, float]
             ) -> Row:
     pools, rates = [pool.rate(args.w1)], []
     for _ in range(args.rounds):
@@ -567,27 +571,27 @@ def peer_w1(args: argparse.Namespace, peer: HueyPeer, pool: Pool, ours: dict[str
     rate = statistics.median(rates)
     fast, compute = (ours.get(f"W1 no-op {label}", 0.0)
                      for label in ("FAST echo", "COMPUTE bench_noop"))
-    return Row("W1 no-op", peer.storage, f"{rate:,.0f} jobs/s",
+    return Row("W1 no-op", peer.label, f"{rate:,.0f} jobs/s",
                f"{statistics.median(bases):,.0f} calls/s", f"{ratio:.2f}x",
                f"FAST {fast / rate:.2f}x, COMPUTE {compute / rate:.2f}x",
                f"{args.w1} x {args.rounds} rounds: {rounds_text(rates, bases, ',.0f')}")
 
 
-def peer_w2(args: argparse.Namespace, peer: HueyPeer, pool: Pool, ours: dict[str, float]
+def peer_w2(args: argparse.Namespace, peer: Peer, pool: Pool, ours: dict[str, float]
             ) -> Row:
     before = pool.round_trips(args.w2)
     lat = peer.round_trips(args.w2)
     after = pool.round_trips(args.w2)
     theirs, base = pct(lat), pct(before + after)
     mine = ours.get("W2 FAST latency p50/p95/p99", 0.0)
-    return Row("W2 latency p50/p95/p99", peer.storage,
+    return Row("W2 latency p50/p95/p99", peer.label,
                "/".join(f"{v:.2f}" for v in theirs) + " ms",
                "/".join(f"{v:.2f}" for v in base) + " ms",
                "/".join(f"{t / b:.1f}" for t, b in zip(theirs, base, strict=True)) + "x",
                f"p50 {mine / theirs[0]:.2f}x", f"n={len(lat)}, max {max(lat) * 1e3:.1f} ms")
 
 
-def peer_w3(args: argparse.Namespace, peer: HueyPeer, pool: Pool, cal: Calibration,
+def peer_w3(args: argparse.Namespace, peer: Peer, pool: Pool, cal: Calibration,
             ours: dict[str, float]) -> Row:
     cal = cal.remeasured()
     pools, walls = [pool.matmul_wall(args.w3, cal)], []
@@ -600,7 +604,7 @@ def peer_w3(args: argparse.Namespace, peer: HueyPeer, pool: Pool, cal: Calibrati
     ratio = statistics.median(e / b for e, b in zip(effs, bases, strict=True))
     eff = statistics.median(effs)
     mine = ours.get("W3 COMPUTE ~20 ms efficiency", 0.0)
-    return Row("W3 ~20 ms efficiency", peer.storage, f"{eff:.3f}",
+    return Row("W3 ~20 ms efficiency", peer.label, f"{eff:.3f}",
                f"{statistics.median(bases):.3f}", f"{ratio:.3f}x", f"{mine / eff:.3f}x",
                f"{args.w3} x {cal.single_s * 1e3:.1f} ms x {args.rounds} rounds: "
                f"{rounds_text(effs, bases, '.3f')}; walls {fmt_list(walls)} s")
@@ -624,7 +628,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep spools and processor logs")
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
                         help="the same workloads through Huey (SQLite and file storage) "
-                        "when installed (default: on, off with --quick)")
+                        "and uWSGI's spooler, those installed (default: on, off with "
+                        "--quick)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="attach py-spy to each daemon; raw stacks into this folder")
     parser.add_argument("--profile-args", type=shlex.split,
@@ -641,9 +646,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.fsync = args.fsync or (["never"] if args.quick else ["never", "always", "batch"])
     if args.peers is None:
-        args.peers = huey_installed() and not args.quick
-    elif args.peers and not huey_installed():
-        parser.error("--peers needs Huey: pip install huey (or the bench extra)")
+        args.peers = not args.quick
     return args
 
 
@@ -667,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = Pool(args.job_num, bench_tools)
     args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     try:
-        print_rows([], header=_COLUMNS)
+        print_rows([], header=True)
         ours: dict[str, float] = {}
         for fsync in args.fsync:
             figures = run_mode(args, fsync, pool, cal)
