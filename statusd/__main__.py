@@ -8,6 +8,12 @@ while the processor is down.  Settings (DESIGN section 7): ``SPOOL_DIR``,
 override them.  Port 0 picks a free port; the chosen address is logged as
 ``statusd listening on http://HOST:PORT``.
 
+Connections: the soft limit on open files is raised to the hard one at start
+(systemd leaves services 1,024, which 1,000 idle clients used up: nobody else
+was served), and a connection that has not sent a complete request within
+``IDLE_S`` of opening, or of its last response, is closed (aiohttp's own
+default was an hour), so slow or silent clients cannot pile up.
+
 SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), stop the
 feed, exit 0.  A spool that is not initialised or bad settings: one line on
 stderr, exit 1 (so systemd restarts and the journal says why).
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +37,10 @@ from spool.settings import Settings, load_settings
 from statusd.app import create_app
 
 log = logging.getLogger("spoolq.statusd")
+
+IDLE_S = 15.0
+"""How long a connection may go without a complete request (headers included)."""
+MAX_NOFILE = 1 << 20
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -67,8 +78,9 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    _raise_nofile()
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False,
+    runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=IDLE_S,
                            access_log=logging.getLogger("aiohttp.access") if access_log
                            else None)
     await runner.setup()
@@ -86,6 +98,18 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
         log.info("stopping")
     finally:
         await runner.cleanup()
+
+
+def _raise_nofile() -> None:
+    """Every client holds a descriptor: take all the descriptors the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_NOFILE if hard == resource.RLIM_INFINITY else min(hard, MAX_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # e.g. above fs.nr_open: keep what there is
+            log.warning("could not raise the open files limit from %d to %d: %s",
+                        soft, wanted, exc)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from spool.lease import OwnerLease
 from spool.models import Job
 from spool.settings import FsyncMode
 from spool.transitions import Spool
+from statusd.__main__ import IDLE_S
 
 TOKEN = "review-token-6e2a"
 
@@ -193,3 +195,35 @@ def test_an_odd_live_processor_status_breaks_neither_stats_nor_metrics(
     finally:
         for lease in leases:
             lease.release()
+
+
+def test_idle_clients_neither_use_up_descriptors_nor_stay_for_good(
+        spool_root: Path, tmp_path: Path) -> None:
+    """systemd gives a service a soft limit of 1,024 descriptors; 1,012 connections that
+    never finished their headers left statusd unable to accept anyone (every client
+    waited, 4,694 accept tracebacks in 5 s), and aiohttp kept such a connection for an
+    hour.  Here the soft limit is 100 (hard 4,096) and 150 clients hang."""
+    server = start(spool_root, tmp_path / "statusd.log",
+                   prefix=("prlimit", "--nofile=100:4096", "--"))
+    idle: list[socket.socket] = []
+    try:
+        for n in range(150):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if n % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            idle.append(sock)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert probe.recv(64).startswith(b"HTTP/1.1 200"), "a prompt client was served"
+        began = time.monotonic()
+        for sock in idle:  # the server hangs up on each of them
+            sock.settimeout(max(1.0, IDLE_S + 10 - (time.monotonic() - began)))
+            assert sock.recv(1024) == b""
+        assert time.monotonic() - began < IDLE_S + 10
+        status, _, _ = server.request("GET", "/healthz")
+        assert status == 200
+        assert server.daemon.stop() == 0
+    finally:
+        for sock in idle:
+            sock.close()
+        server.daemon.abort()
