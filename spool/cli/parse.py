@@ -8,6 +8,7 @@ Each parser is an argparse ``type``: a bad value raises
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,10 @@ def duration(text: str) -> float:
     if not match:
         raise argparse.ArgumentTypeError(
             f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d, 2w)")
-    return float(match.group(1)) * UNITS_S[match.group(2) or "s"]
+    value = float(match.group(1)) * UNITS_S[match.group(2) or "s"]
+    if not math.isfinite(value):  # 400 digits parse as inf: no duration, no cutoff
+        raise argparse.ArgumentTypeError(f"duration too large: {text[:20]!r}...")
+    return value
 
 
 def positive_seconds(text: str) -> float:
@@ -75,6 +79,16 @@ def job_id(text: str) -> str:
     return text
 
 
+def utf8_text(value: str) -> str:
+    """Text a job may carry: an argument with bytes that are not UTF-8 cannot be JSON."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8: {value.encode('utf-8', 'surrogateescape')!r}") from None
+    return value
+
+
 def json_value(text: str) -> Any:
     """``text`` as JSON when it parses, else the string itself (``-p name=x`` stays "x")."""
     try:
@@ -85,7 +99,7 @@ def json_value(text: str) -> Any:
 
 def key_value(text: str) -> tuple[str, Any]:
     """``fast=10`` -> ``("fast", 10)``; the value as :func:`json_value`."""
-    key, sep, value = text.partition("=")
+    key, sep, value = utf8_text(text).partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"-p expects key=value, got {text!r}")
     return key.strip(), json_value(value)

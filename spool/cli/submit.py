@@ -34,7 +34,8 @@ JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts",
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("tool", nargs="?", help="a tool name (see spoolq tools)")
+    parser.add_argument("tool", nargs="?", type=parse.utf8_text,
+                        help="a tool name (see spoolq tools)")
     parser.add_argument("-p", dest="param", action="append", type=parse.key_value,
                         metavar="KEY=VALUE", help="one param; VALUE is JSON when it parses, "
                         "else a string (repeatable; wins over --params)")

@@ -1,0 +1,88 @@
+"""``spoolq`` as a demanding ops user drives it: hostile arguments, settings and spools.
+
+Each test runs the real CLI (``python -m spool.cli.main``) as a subprocess on a
+real spool and checks what a script would: exit codes, that stdout holds data
+only (JSON that parses, with ``--json``), and that every error is one
+``spoolq: error:`` line on stderr, never a traceback nor a "bug in spoolq".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
+
+CLI = [sys.executable, "-m", "spool.cli.main"]
+Arg = str | bytes
+Proc = subprocess.CompletedProcess[bytes]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_FSYNC": "never"}
+
+
+@pytest.fixture
+def root(env: dict[str, str]) -> Path:
+    path = Path(env["SPOOL_DIR"])
+    Mover(Layout(path), FsyncMode.NEVER).make_folders()
+    return path
+
+
+def spoolq(env: dict[str, str], *args: Arg, cwd: Path | None = None) -> Proc:
+    return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+
+
+def refused(proc: Proc, code: int, *words: str) -> str:
+    """Exit ``code``, nothing on stdout, one error line naming ``words`` (not a bug)."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, (proc.args, proc.returncode, err)
+    assert proc.stdout == b"", proc.stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), err
+    assert "Traceback" not in err and "a bug in spoolq" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def data(proc: Proc) -> Any:
+    assert proc.returncode == 0, (proc.args, proc.stderr)
+    return orjson.loads(proc.stdout)
+
+
+def pending(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "pending").iterdir())
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def test_arguments_that_are_not_utf8_are_usage_errors(root: Path,
+                                                      env: dict[str, str]) -> None:
+    """Such bytes cannot be JSON: refused before a job is built, not a crash."""
+    refused(spoolq(env, "submit", "echo", "-p", b"message=\xff"), 2, "-p", "UTF-8")
+    refused(spoolq(env, "submit", "echo", "-p", b"\xff=1"), 2, "-p", "UTF-8")
+    refused(spoolq(env, "submit", b"ec\xffho", "--json"), 2, "UTF-8")
+    assert pending(root) == []
+
+
+def test_durations_past_any_clock_are_usage_errors(root: Path, env: dict[str, str]) -> None:
+    """400 digits is a float's infinity: purge overflowed, a timeout of inf became none."""
+    huge = "9" * 400
+    refused(spoolq(env, "purge", "--older-than", huge, "--json"), 2, "--older-than",
+            "too large")
+    refused(spoolq(env, "submit", "echo", "--timeout", huge), 2, "--timeout", "too large")
+    refused(spoolq(env, "wait", "x", "--timeout", f"{huge}s"), 2, "--timeout", "too large")
+    assert pending(root) == []
