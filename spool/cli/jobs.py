@@ -25,6 +25,7 @@ from spool.cli.progress import watcher_for
 from spool.cli.render import show_record
 from spool.client import CANCEL_WAIT_S, Client
 from spool.errors import ConflictError, NotFoundError
+from spool.models import Record
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
 
@@ -65,9 +66,25 @@ def run_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
              quiet: bool) -> int:
-    """Wait for ``job_id``, show the outcome, and return ``wait``'s exit code."""
-    with watcher_for(sys.stderr, quiet) as watcher:
-        record = client.wait(job_id, timeout, on_update=watcher.update)
+    """Wait for ``job_id``, show the outcome, and return ``wait``'s exit code.
+
+    Ctrl-C stops the waiting (exit 130) with a line naming the job, which goes on:
+    after ``submit --wait --json`` that line is the only place its id is shown.
+    """
+    seen: list[Record] = []
+    try:
+        with watcher_for(sys.stderr, quiet) as watcher:
+            def update(record: Record) -> None:
+                seen[:] = [record]
+                watcher.update(record)
+
+            record = client.wait(job_id, timeout, on_update=update)
+    except KeyboardInterrupt:  # the bar is cleared by now
+        if not quiet:
+            state = f"last seen {seen[0].state.value}" if seen else "not seen yet"
+            note(f"interrupted: stopped waiting for job {job_id} ({state}); the job goes "
+                 f"on (spoolq cancel {job_id} stops it)")
+        raise
     if not quiet:
         show_record(record, as_json)
     if record.state is JobState.DONE:

@@ -8,9 +8,16 @@ only (JSON that parses, with ``--json``), and that every error is one
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +93,41 @@ def test_durations_past_any_clock_are_usage_errors(root: Path, env: dict[str, st
     refused(spoolq(env, "submit", "echo", "--timeout", huge), 2, "--timeout", "too large")
     refused(spoolq(env, "wait", "x", "--timeout", f"{huge}s"), 2, "--timeout", "too large")
     assert pending(root) == []
+
+
+# -- wait -----------------------------------------------------------------------------------
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+
+
+def test_ctrl_c_during_wait_names_the_job_that_goes_on(root: Path, env: dict[str, str]) -> None:
+    """On a terminal the bar is cleared at the end: after ``submit --wait --json`` nothing
+    showed the id of the job just submitted, and nothing said it still runs."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
+    proc = subprocess.Popen([*CLI, "submit", "echo", "--id", "ctrlc", "--wait", "--json"],
+                            env=env, cwd=root.parent, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        _read_until(master, b"ctrlc pending", seen)  # the bar is up: it is waiting
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        _read_until(master, b"\x00never", seen, deadline_s=1)
+    finally:
+        os.close(master)
+    assert proc.returncode == 130 and out == b""
+    shown = seen.decode().replace("\r\n", "\n").rsplit("\r", 1)[-1]  # after the bar
+    assert shown.startswith("spoolq: interrupted: stopped waiting for job ctrlc "
+                            "(last seen pending)"), seen
+    assert "Traceback" not in seen.decode()
+    assert pending(root) == ["ctrlc.json"]  # the job goes on
