@@ -17,6 +17,7 @@ before or after its name.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Any, NoReturn
@@ -93,9 +94,25 @@ def explain(exc: Exception) -> tuple[int, str]:
         "report it)"
 
 
+def _check_streams(args: argparse.Namespace) -> None:
+    """Standard streams closed at start-up (``>&-``) are ``None`` in Python.
+
+    ``print`` to a ``None`` stdout drops the output without a word, and ``print`` to a
+    ``None`` stderr writes to stdout: so a closed stderr becomes /dev/null, and a
+    closed stdout is refused before anything is done (a submit would otherwise
+    drop a job whose id goes nowhere), unless the command prints nothing.
+    """
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None and not getattr(args, "quiet", False):
+        raise OSError(errno.EBADF, "standard output is closed, and it is where spoolq "
+                      "prints its results")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_streams(args)
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync)
         return int(args.run(args, settings))
     except KeyboardInterrupt:

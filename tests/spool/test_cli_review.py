@@ -131,3 +131,37 @@ def test_ctrl_c_during_wait_names_the_job_that_goes_on(root: Path, env: dict[str
                             "(last seen pending)"), seen
     assert "Traceback" not in seen.decode()
     assert pending(root) == ["ctrlc.json"]  # the job goes on
+
+
+# -- standard streams -----------------------------------------------------------------------
+
+
+def closed(stream: str, *args: Arg) -> list[Arg]:
+    """The CLI run with a standard stream closed, as ``spoolq ... >&-`` (``2>&-``) runs it."""
+    return ["sh", "-c", f'exec "$@" {stream}>&-', "sh", *CLI, *args]
+
+
+def run(env: dict[str, str], argv: list[Arg]) -> Proc:
+    return subprocess.run(argv, env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+
+
+def test_a_closed_stdout_is_refused_before_anything_is_done(root: Path,
+                                                             env: dict[str, str]) -> None:
+    """Python's print drops text for a closed stdout without a word: submit exited 0 and the
+    id of the job it dropped went nowhere; --json crashed as 'a bug in spoolq'."""
+    for args in (["submit", "echo"], ["submit", "echo", "--json"], ["ls"], ["ls", "--json"]):
+        refused(run(env, closed("1", *args)), 1, "standard output is closed")
+    assert pending(root) == []
+    (root / "pending" / "quiet.json").write_bytes(b'{"tool": "echo"}')
+    waited = run(env, closed("1", "wait", "quiet", "--timeout", "0.2", "-q"))
+    assert (waited.returncode, waited.stderr) == (3, b"")  # -q prints nothing: it may run
+
+
+def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, str]) -> None:
+    """``print(file=None)`` writes to stdout: the error line became a script's data."""
+    proc = run(env, closed("2", "show", "nosuch", "--json"))
+    assert (proc.returncode, proc.stdout) == (1, b"")
+    shown = run(env, closed("2", "ls", "--json"))
+    assert data(shown) == {"tasks": [], "next_cursor": None}
