@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError
+from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
 from spool.settings import FsyncMode, Settings, load_settings
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         code, message = explain(exc)
-        print(f"spoolq: error: {message}", file=sys.stderr)
+        print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
         return code
 
 

@@ -19,7 +19,7 @@ import threading
 from types import TracebackType
 from typing import Protocol, TextIO
 
-from spool.cli.render import elapsed_s
+from spool.cli.render import elapsed_s, printable
 from spool.models import Record
 from spool.states import TERMINAL, JobState
 
@@ -56,7 +56,7 @@ def bar_line(record: Record, columns: int) -> str:
     filled = round((fraction or 0.0) * BAR_CELLS)
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
     running = record.state is JobState.RUNNING
-    message = progress.message if progress and running else ""
+    message = printable(progress.message) if progress and running else ""
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
     line = (f"{record.id} {record.state.value:<7} [{'#' * filled}{'.' * (BAR_CELLS - filled)}]"
             f" {percent} {clock(seconds)} {message}")

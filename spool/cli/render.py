@@ -4,10 +4,15 @@ JSON records are :func:`spool.models.record_bytes`, the encoding ``done/`` and
 ``failed/`` hold and statusd serves, so a script sees the same fields from
 every door (UTC timestamps with ``Z``).  Text output shows timestamps in UTC
 too, so a table and a record file never disagree about a time.
+
+Text output is for a terminal, and a job file's strings come from whoever could
+write to ``pending/``: control characters (an escape sequence, a newline that
+would forge a table row) are shown as escapes (:func:`printable`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +31,25 @@ DETAIL_CHARS = 60
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=_JSON, default=str).decode() + "\n")
+    try:
+        text = orjson.dumps(value, option=_JSON, default=str)
+    except orjson.JSONEncodeError:  # a path argument with bytes that are not UTF-8
+        text = orjson.dumps(_utf8(value), option=_JSON, default=str)
+    sys.stdout.write(text.decode() + "\n")
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with every string valid UTF-8 (undecodable bytes as ``\\xff`` escapes)."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def record_json(record: Record) -> dict[str, Any]:
@@ -64,7 +87,17 @@ def compact(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal and one line: control characters and undecodable
+    bytes as Python escapes (``\\x1b``, ``\\n``)."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
                      .rstrip() for row in [header, *rows])
@@ -115,7 +148,7 @@ def record_lines(record: Record) -> list[str]:
     if record.meta:
         lines.append(f"meta        {compact(record.meta)}")
     lines += _outcome_lines(record)
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _scheduling_lines(record: Record) -> list[str]:

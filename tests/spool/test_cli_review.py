@@ -24,9 +24,12 @@ from typing import Any
 import orjson
 import pytest
 
+from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
+from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.settings import FsyncMode
+from spool.states import JobState
 
 CLI = [sys.executable, "-m", "spool.cli.main"]
 Arg = str | bytes
@@ -165,3 +168,44 @@ def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, s
     assert (proc.returncode, proc.stdout) == (1, b"")
     shown = run(env, closed("2", "ls", "--json"))
     assert data(shown) == {"tasks": [], "next_cursor": None}
+
+
+# -- what a terminal is shown ---------------------------------------------------------------
+
+
+ESC = "\x1b"
+TOOL = f"ec{ESC}[31mho\nforged  done"
+NAME = f"{ESC}]0;pwned\x07.json"
+
+
+def test_hostile_strings_reach_the_terminal_as_escapes(root: Path,
+                                                      env: dict[str, str]) -> None:
+    """Whoever can write to pending/ chose these strings: a tool name with an escape
+    sequence and a newline forged a row of ``ls`` and recoloured the terminal."""
+    (root / "pending" / "esc.json").write_bytes(orjson.dumps(
+        {"tool": TOOL, "params": {"message": "\u009b2J"}}))
+    quarantined = Record(id="quar", state=JobState.FAILED, source=Source(name=NAME, size=3),
+                         error=ErrorInfo(type=ErrorType.INVALID_JOB,
+                                         message=f"bad name {NAME}\nstate       done"))
+    (root / "failed" / "quar.json").write_bytes(record_bytes(quarantined))
+    listed, shown, showq = (spoolq(env, *args) for args in
+                            (["ls"], ["show", "esc"], ["show", "quar"]))
+    for proc in (listed, shown, showq):
+        assert proc.returncode == 0, proc.stderr
+        assert b"\x1b" not in proc.stdout and b"\xc2\x9b" not in proc.stdout, proc.stdout
+    rows = listed.stdout.decode().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("esc ") and "\\x1b[31m" in rows[1], rows
+    assert "forged" in rows[1] and "\\n" in rows[1]
+    assert "tool        ec\\x1b[31mho\\nforged  done" in shown.stdout.decode()
+    assert not any(line.startswith("state       done")
+                   for line in showq.stdout.decode().splitlines())
+    assert ESC not in refused(spoolq(env, "retry", "quar"), 1, "quarantined")
+    assert data(spoolq(env, "show", "esc", "--json"))["tool"] == TOOL  # data stays as it is
+
+
+def test_init_json_of_a_path_that_is_not_utf8(tmp_path: Path, env: dict[str, str]) -> None:
+    """JSON cannot hold such bytes: orjson refused them and spoolq called it a bug."""
+    where = os.fsencode(tmp_path) + b"/sp\xffool"
+    made = data(spoolq(env, "--spool-dir", where, "init", "--json"))
+    assert made["spool"] == f"{tmp_path}/sp\\xffool"
+    assert os.path.isdir(where + b"/pending")
