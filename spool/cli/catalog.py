@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_json, note
 from spool.cli.render import emit_json, table
 from spool.errors import SpoolError
@@ -117,9 +118,9 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     synth = sub.add_parser("synth", help="write seeded synthetic OHLCV CSV files",
                            description="Write one seeded synthetic OHLCV CSV file per symbol "
                            "for the built-in quant tools (python -m processor.quant.synth).")
-    synth.add_argument("--symbols", type=int, default=50, metavar="N",
+    synth.add_argument("--symbols", type=parse.positive_int, default=50, metavar="N",
                        help="how many symbols (default 50)")
-    synth.add_argument("--bars", type=int, default=2520, metavar="T",
+    synth.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                        help="daily bars per symbol (default 2520, ten years)")
     synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     synth.add_argument("--data-dir", metavar="D",

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from spool.cli import parse
+from spool.cli.render import emit_json, record_json
 from spool.client import Client
 from spool.errors import SpoolError
 from spool.fsops import Mover
@@ -53,23 +55,25 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="run a backtest and a factor analysis on demo data, end to end",
         description=__doc__.split("\n\n")[1] if __doc__ else None)
-    parser.add_argument("--symbols", type=int, default=200, help="symbols of demo data "
-                        "(default 200)")
-    parser.add_argument("--bars", type=int, default=2520, help="daily bars per symbol "
-                        "(default 2520, ten years)")
+    parser.add_argument("--symbols", type=parse.positive_int, default=200,
+                        help="symbols of demo data (default 200)")
+    parser.add_argument("--bars", type=parse.positive_int, default=2520,
+                        help="daily bars per symbol (default 2520, ten years)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--port", type=int, default=0, help="statusd port (default: a free "
-                        "one)")
-    parser.add_argument("--job-num", type=int, default=None, help="COMPUTE workers")
+    parser.add_argument("--port", type=parse.port, default=0, help="statusd port (default: a "
+                        "free one)")
+    parser.add_argument("--job-num", type=parse.positive_int, default=None,
+                        help="COMPUTE workers")
     parser.add_argument("--keep", action="store_true", help="leave both daemons running")
-    parser.add_argument("--json", action="store_true", help="print the two records as JSON")
+    parser.add_argument("--json", action="store_true", help="print {spool, dashboard, "
+                        "records: [the two records]} on stdout; the narration goes to stderr")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     root = Path(args.spool_dir) if getattr(args, "spool_dir", None) else \
         Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
-    out = sys.stdout
+    out = sys.stderr if args.json else sys.stdout  # with --json stdout holds the JSON only
     layout = Layout(root)
     Mover(layout, FsyncMode.NEVER).make_folders()
     data_dir = root / "data"
@@ -89,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
             url = f"http://127.0.0.1:{port}/"
             out.write(f"dashboard  {url}\n\n")
             records = _run_jobs(root, args.symbols, out)
-            _summary(records, out, as_json=args.json)
+            if args.json:
+                emit_json({"spool": str(root), "dashboard": url,
+                           "records": [record_json(r) for r in records]})
+            else:
+                _summary(records, out)
             out.write(f"\ndashboard  {url}\n")
             return 0 if all(r.state.value == "done" for r in records) else 1
     except KeyboardInterrupt:
@@ -263,13 +271,7 @@ def _bar_line(label: str, record: Record | None) -> str:
 # -- the summary ----------------------------------------------------------------------------
 
 
-def _summary(records: list[Record], out: TextIO, *, as_json: bool) -> None:
-    if as_json:
-        import orjson  # noqa: PLC0415 - only for this output
-
-        for record in records:
-            out.write(orjson.dumps(record.model_dump(mode="json")).decode() + "\n")
-        return
+def _summary(records: list[Record], out: TextIO) -> None:
     for record in records:
         if record.state.value != "done":
             error = record.error

@@ -51,6 +51,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port, or 0 for a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535")
+    return value
+
+
 def timestamp(text: str) -> datetime:
     """ISO 8601 with an offset (``Z`` allowed), or epoch seconds (DESIGN section 9)."""
     try:

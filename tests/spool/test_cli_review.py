@@ -209,3 +209,37 @@ def test_init_json_of_a_path_that_is_not_utf8(tmp_path: Path, env: dict[str, str
     made = data(spoolq(env, "--spool-dir", where, "init", "--json"))
     assert made["spool"] == f"{tmp_path}/sp\\xffool"
     assert os.path.isdir(where + b"/pending")
+
+
+# -- demo, data -----------------------------------------------------------------------------
+
+
+def test_demo_and_data_refuse_impossible_numbers_before_doing_anything(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """They made data, started daemons, and then failed with exit 1."""
+    for args in (["--symbols", "0"], ["--bars", "-1"], ["--port", "70000"],
+                 ["--job-num", "0"]):
+        demo = tmp_path / "demo"
+        refused(spoolq(env, "demo", *args, "--spool-dir", str(demo)), 2, args[0])
+        assert not demo.exists()
+    for args in (["--symbols", "-1"], ["--bars", "0"]):
+        refused(spoolq(env, "data", "synth", *args, "--data-dir", str(tmp_path / "d")), 2,
+                args[0])
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_json_is_one_document_on_stdout(tmp_path: Path, env: dict[str, str]) -> None:
+    """The narration ('spool ...', 'started ...', bars, 'stopped ...') was on stdout
+    with the records, as one JSON line each."""
+    demo = tmp_path / "demo"
+    proc = spoolq(env, "demo", "--json", "--symbols", "3", "--bars", "300", "--job-num", "1",
+                  "--spool-dir", str(demo))
+    report = data(proc)
+    assert report["spool"] == str(demo)
+    assert report["dashboard"].startswith("http://127.0.0.1:")
+    assert [(r["tool"], r["state"]) for r in report["records"]] == [
+        ("run_backtest", "done"), ("analyze_factor", "done")]
+    assert sorted(report["records"][0]["result"]["symbols"]) == ["S0000", "S0001", "S0002"]
+    err = proc.stderr.decode()
+    assert "stopped    spool-processor (exit 0)" in err
+    assert "stopped    spool-statusd (exit 0)" in err
