@@ -16,12 +16,15 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from stat import S_ISREG
 
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
+from spool.lease import open_nofollow
 from spool.models import record_bytes
 from spool.reader import Entry, SpoolReader, newest, read_regular
 from spool.states import TERMINAL, JobState
+from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 
 
@@ -147,6 +150,44 @@ class Loader:
         record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
                                               stamp.ctime_ns))
         return None if record is None else item_of_record(record, stamp)
+
+    def open_indexed(self, job_id: str, stamp: Stamp) -> tuple[int, int] | None:
+        """A descriptor open on the terminal record ``stamp`` was built from, and its size.
+
+        None when the file is no longer that version (a new record, a chmod) or not a
+        regular file.  The index checked that version when it was read, so what the
+        descriptor reads can be served as it is, without parsing it again; records are
+        replaced by rename, never rewritten, so it stays that version while it is open.
+        """
+        if stamp.state not in TERMINAL:
+            return None
+        try:
+            fd = open_nofollow(self.layout.job(stamp.state, job_id))
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        if st is None or not S_ISREG(st.st_mode) or \
+                (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
+            os.close(fd)
+            return None
+        return fd, st.st_size
+
+    def indexed_body(self, job_id: str, stamp: Stamp) -> bytes | None:
+        """The bytes of the terminal record ``stamp`` was built from (see open_indexed)."""
+        opened = self.open_indexed(job_id, stamp)
+        if opened is None:
+            return None
+        fd, size = opened
+        try:
+            data = os.read(fd, size)  # one read, one copy (read_fd joins 64 KiB pieces)
+            return data if len(data) == size else data + read_fd(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def full_body(self, job_id: str) -> bytes | None:
         """The full record JSON of an id as it stands on disk (for large records)."""

@@ -8,6 +8,8 @@ frames are processed).  The connection ends when either half ends:
 * the pump sent a task's terminal message (close 1000);
 * the hub dropped the client for falling behind (pump cancelled; close 1013,
   or an abort if even the close frame cannot be written);
+* a message, the snapshot included, that the client does not take: cut off
+  (see :class:`statusd.sending.StallGuard`), however few messages it is behind;
 * statusd shuts down (every socket is closed 1001 from a copied WeakSet).
 
 The snapshot of a task is taken in the same loop step as the subscription,
@@ -27,6 +29,7 @@ from statusd import messages
 from statusd.errors import ApiError, task_id
 from statusd.hub import Subscriber
 from statusd.routes import record_body
+from statusd.sending import StallGuard
 from statusd.services import SERVICES, Services
 
 CLOSE_TIMEOUT_S = 1.0
@@ -55,15 +58,21 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
     request.app[SOCKETS].add(ws)
     sub = services.hub.subscribe(job_id)
     item = services.index.get(job_id)  # same loop step as subscribe: nothing in between
+    guard = StallGuard(request)
     try:
         if item is None:  # purged while the handshake ran
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unknown task")
             return ws
         record = item.body if item.body is not None else await record_body(services, job_id)
-        await ws.send_frame(messages.snapshot(item, record), WSMsgType.TEXT)
+        snapshot = messages.snapshot(item, record)
+        del record  # a large record is not held twice while a slow client takes it
+        if not await guard.send(ws.send_frame(snapshot, WSMsgType.TEXT)):
+            return ws
+        del snapshot
         if item.state not in TERMINAL:
-            await _serve(ws, sub)
+            await _serve(guard, ws, sub)
     finally:
+        guard.close()
         services.hub.unsubscribe(sub)
     await _close(request, ws, _code(sub))
     return ws
@@ -76,9 +85,11 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     sub = services.hub.subscribe(None, with_progress=with_progress)
+    guard = StallGuard(request)
     try:
-        await _serve(ws, sub)
+        await _serve(guard, ws, sub)
     finally:
+        guard.close()
         services.hub.unsubscribe(sub)
     await _close(request, ws, _code(sub))
     return ws
@@ -88,11 +99,11 @@ def _code(sub: Subscriber) -> int:
     return WSCloseCode.TRY_AGAIN_LATER if sub.dropped else WSCloseCode.OK
 
 
-async def _serve(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+async def _serve(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -> None:
     """Run the pump beside a read loop until either ends."""
     if sub.dropped:
         return  # it fell behind before there was a pump to cancel: the caller closes 1013
-    pump = asyncio.create_task(_pump(ws, sub))
+    pump = asyncio.create_task(_pump(guard, ws, sub))
     sub.pump = pump
     reader = asyncio.create_task(_drain(ws))
     try:
@@ -103,10 +114,11 @@ async def _serve(ws: web.WebSocketResponse, sub: Subscriber) -> None:
         await asyncio.gather(pump, reader, return_exceptions=True)
 
 
-async def _pump(ws: web.WebSocketResponse, sub: Subscriber) -> None:
+async def _pump(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -> None:
     while True:
         message = await sub.queue.get()
-        await ws.send_frame(message.data, WSMsgType.TEXT)
+        if not await guard.send(ws.send_frame(message.data, WSMsgType.TEXT)):
+            return
         if message.terminal and sub.job_id is not None:
             return
 

@@ -8,14 +8,18 @@ keeps serving every other client.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from relkit import Daemon, statusd_port, wait_for
 
@@ -26,6 +30,7 @@ from spool.models import Job
 from spool.settings import FsyncMode
 from spool.transitions import Spool
 from statusd.__main__ import IDLE_S
+from statusd.sending import SEND_STALL_S
 
 TOKEN = "review-token-6e2a"
 
@@ -227,3 +232,94 @@ def test_idle_clients_neither_use_up_descriptors_nor_stay_for_good(
         for sock in idle:
             sock.close()
         server.daemon.abort()
+
+
+def _big_record(root: Path, job_id: str, points: int) -> int:
+    """A valid done record of a backtest-like result (slow to parse); its size."""
+    data = orjson.dumps({
+        "id": job_id, "state": "done", "tool": "run_backtest", "params": {},
+        "submitted_at": "2026-11-29T00:00:00Z", "attempts": 1,
+        "result": {"equity_curve": [[n, n * 1.5] for n in range(points)]}})
+    (root / "done" / f"{job_id}.json").write_bytes(data)
+    return len(data)
+
+
+def _stalled(port: int, request: bytes) -> socket.socket:
+    """A client that sends ``request`` and never reads a byte of the answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def _established(server: Server) -> int:
+    return sum(1 for c in psutil.Process(server.daemon.pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED)
+
+
+def _rss_mb(server: Server) -> float:
+    return float(psutil.Process(server.daemon.pid).memory_info().rss) / 2**20
+
+
+def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A record over 32 KiB was read and parsed again on every GET and task-stream
+    snapshot, on the loop's GIL (4 clients fetching a 55 MiB record in a loop held
+    /healthz up to 9 s), and its bytes were handed to aiohttp whole: each client that
+    did not read pinned about twice the record for good (10 of them: +2.3 GiB), and a
+    task stream's client was never dropped (a heartbeat closes, which waits for the
+    buffer to drain)."""
+    size = _big_record(spool_root, "big", 1_500_000)
+    server = start(spool_root, tmp_path / "statusd.log")
+    stalled: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        got: list[int] = []
+
+        def fetch() -> None:
+            while not stop.is_set():
+                status, _, body = server.request("GET", "/api/v1/tasks/big")
+                assert status == 200 and len(body) == size
+                got.append(len(body))
+
+        fetchers = [threading.Thread(target=fetch) for _ in range(3)]
+        for thread in fetchers:
+            thread.start()
+        worst = 0.0
+        for _ in range(30):
+            began = time.monotonic()
+            assert server.request("GET", "/healthz")[0] == 200
+            worst = max(worst, time.monotonic() - began)
+            time.sleep(0.05)
+        stop.set()
+        for thread in fetchers:
+            thread.join()
+        assert got, "the record was served"
+        assert worst < 1.5, f"/healthz waited {worst:.2f} s behind readers of a large record"
+
+        baseline = _rss_mb(server)
+        for _ in range(8):
+            stalled.append(_stalled(server.port, b"GET /api/v1/tasks/big HTTP/1.1\r\n"
+                                    b"Host: x\r\n\r\n"))
+        time.sleep(3)
+        grown = _rss_mb(server) - baseline
+        assert grown < size / 2**20, f"8 clients that do not read pinned {grown:.0f} MiB"
+        for _ in range(2):
+            stalled.append(_stalled(server.port, ws_upgrade(b"/api/v1/ws/tasks/big")))
+        wait_for(lambda: _established(server) == 0, 2 * SEND_STALL_S + 10,
+                 "statusd to cut off every client that does not read")
+        assert server.request("GET", "/healthz")[0] == 200
+        assert "unhandled error" not in server.daemon.logs()
+        assert server.daemon.stop() == 0
+    finally:
+        stop.set()
+        for sock in stalled:
+            sock.close()
+        server.daemon.abort()
+
+
+def ws_upgrade(path: bytes) -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n\r\n")

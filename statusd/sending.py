@@ -1,0 +1,140 @@
+"""Sending to clients that may stop reading: large records in bounded pieces, and a
+drop for any client that takes nothing for too long.
+
+Guarantees:
+
+* :class:`StallGuard` cuts a connection off (abort, so the unsent bytes are
+  freed at once) when its client has taken nothing of a waiting write for
+  ``SEND_STALL_S`` twice in a row.  A slow reader that keeps reading is never
+  cut off; a client that never reads holds its connection for at most
+  ``2 * SEND_STALL_S`` after a write that has to wait.  aiohttp alone waits for good:
+  closing a transport whose buffer cannot drain leaves it, and the bytes in it,
+  open for as long as the peer lives, and a WebSocket's heartbeat closes it that
+  way too.
+* :func:`stream_file` sends a record from an open descriptor ``CHUNK_BYTES`` at
+  a time, read in a worker thread: a client costs one chunk of memory however
+  large the record, and no read or parse holds the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Awaitable, Coroutine
+
+from aiohttp import web
+
+from statusd.services import Services
+
+log = logging.getLogger("spoolq.statusd")
+
+SEND_STALL_S = 10.0
+CHUNK_BYTES = 256 * 1024
+
+
+class StallGuard:
+    """Watches one connection's writes and cuts the client off when it stops taking them.
+
+    One timer per connection, armed while a write waits: each ``SEND_STALL_S`` it
+    checks that a write finished or the transport's buffer shrank since the last
+    check; if neither, the transport is aborted, which fails the waiting write.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.dropped = False
+        self._waiting = 0
+        self._finished = 0
+        self._seen: tuple[int, float] = (-1, math.inf)
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def send(self, write: Awaitable[None]) -> bool:
+        """Await ``write`` (a send to this client); False when the client was cut off or
+        had gone away."""
+        if self.dropped:
+            if isinstance(write, Coroutine):
+                write.close()
+            return False
+        self._waiting += 1
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SEND_STALL_S, self._check)
+        try:
+            await write
+        except ConnectionError:
+            return False
+        finally:
+            self._waiting -= 1
+        self._finished += 1
+        return not self.dropped
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            self._seen = (-1, math.inf)
+            return
+        transport = self.request.transport
+        seen = (self._finished, transport.get_write_buffer_size() if transport else 0)
+        if seen[0] == self._seen[0] and seen[1] >= self._seen[1]:
+            self.dropped = True
+            log.info("client %s took nothing in %.0f s; dropped", self.request.remote,
+                     2 * SEND_STALL_S)
+            _abort(self.request)
+            return
+        self._seen = seen
+        self._timer = asyncio.get_running_loop().call_later(SEND_STALL_S, self._check)
+
+
+async def stream_file(request: web.Request, services: Services, fd: int, size: int
+                      ) -> web.StreamResponse:
+    """A 200 with the JSON file open at ``fd`` (``size`` bytes) as its body; closes ``fd``."""
+    guard = StallGuard(request)
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = size
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        offset = 0
+        while offset < size:
+            chunk: bytes = await services.in_thread(os.pread, fd, min(CHUNK_BYTES,
+                                                                       size - offset), offset)
+            if not chunk:  # cut short in place (records are replaced, never rewritten)
+                _abort(request)
+                return response
+            if not await guard.send(response.write(chunk)):
+                return response
+            offset += len(chunk)
+        return response
+    finally:
+        guard.close()
+        os.close(fd)
+
+
+async def send_bytes(request: web.Request, body: bytes) -> web.StreamResponse:
+    """A 200 with ``body`` (JSON), written a chunk at a time under the same stall rule."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    guard = StallGuard(request)
+    view = memoryview(body)
+    try:
+        for offset in range(0, len(body), CHUNK_BYTES):
+            if not await guard.send(response.write(view[offset:offset + CHUNK_BYTES])):
+                break
+    finally:
+        guard.close()
+    return response
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
