@@ -73,6 +73,21 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        # Path("") is the current directory: `SPOOL_DIR=` would make `spoolq init` (or a
+        # unit's ExecStartPre) build a spool wherever it happens to run.
+        if isinstance(value, str) and not value:
+            raise ValueError("is empty; give a path, or unset it for the default")
+        return value
+
+    @field_validator("data_dir_override", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `SPOOL_DATA_DIR=` (the example env file's line, uncommented) means the default.
+        return None if isinstance(value, str) and not value else value
+
     @field_validator("spool_dir", "data_dir_override", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
@@ -97,6 +112,8 @@ def load_settings(**overrides: Any) -> Settings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
+    except UnicodeDecodeError as exc:  # python-dotenv reads .env as UTF-8
+        raise ConfigError(f"cannot read .env: not UTF-8 (byte {exc.start})") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

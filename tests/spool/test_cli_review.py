@@ -243,3 +243,26 @@ def test_demo_json_is_one_document_on_stdout(tmp_path: Path, env: dict[str, str]
     err = proc.stderr.decode()
     assert "stopped    spool-processor (exit 0)" in err
     assert "stopped    spool-statusd (exit 0)" in err
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_empty_spool_dir_is_refused_and_empty_data_dir_is_the_default(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """``Path("")`` is the current directory: ``SPOOL_DIR= spoolq init`` built a spool in
+    whatever folder it ran in (``/`` for a unit), SPOOL_DATA_DIR= put data there."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    refused(spoolq({**env, "SPOOL_DIR": ""}, "init", cwd=cwd), 2, "SPOOL_DIR", "empty")
+    refused(spoolq(env, "--spool-dir", "", "init", "--json", cwd=cwd), 2, "empty")
+    made = data(spoolq({**env, "SPOOL_DATA_DIR": ""}, "data", "synth", "--symbols", "1",
+                       "--bars", "30", "--json", cwd=cwd))
+    assert made["data_dir"] == str(Path(env["SPOOL_DIR"]) / "data")
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_dotenv_that_is_not_utf8_is_a_bad_setting(tmp_path: Path, root: Path,
+                                                    env: dict[str, str]) -> None:
+    (tmp_path / ".env").write_bytes(b"JOB_NUM=\xff\n")
+    refused(spoolq(env, "stats", "--json", cwd=tmp_path), 2, ".env", "UTF-8")
