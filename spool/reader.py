@@ -152,6 +152,9 @@ class SpoolReader:
     # -- one record ----------------------------------------------------------------
 
     def entries_of(self, job_id: str) -> list[Entry]:
+        """The id's files, regular files only, as :func:`scan_folder` lists them: a
+        symlink, directory or FIFO under that name is no job or record, so it cannot
+        hide the id's record by being newer."""
         found = []
         for state in JobState:
             path = self.layout.job(state, job_id)
@@ -159,7 +162,8 @@ class SpoolReader:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
-            found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
+            if stat.S_ISREG(st.st_mode):
+                found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
         return found
 
     def get(self, job_id: str) -> Record:

@@ -116,7 +116,8 @@ class Loader:
             # lstat, as the scan stamps it: a symlink there (to a loop, say) is never
             # followed, and a progress file that cannot be stat'ed is no progress.
             try:
-                progress_ns = os.lstat(self.layout.progress_file(job_id)).st_mtime_ns
+                st = os.lstat(self.layout.progress_file(job_id))
+                progress_ns = st.st_mtime_ns if S_ISREG(st.st_mode) else 0
             except OSError:
                 progress_ns = 0
         return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns)
@@ -235,7 +236,11 @@ def _read_chunk(paths: list[str]) -> list[bytes | None]:
 
 
 def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
-    """(name, mtime_ns, ctime_ns) of the regular entries of a folder; [] when it is missing."""
+    """(name, mtime_ns, ctime_ns) of the regular files of a folder; [] when it is missing.
+
+    Not symlinks, directories or FIFOs: one of those named ``<id>.json`` is no job,
+    record or progress, and as the newest file of an id it hid the id's record.
+    """
     out = []
     try:
         with os.scandir(folder) as it:
@@ -244,7 +249,8 @@ def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns))
+                if S_ISREG(st.st_mode):
+                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns))
     except FileNotFoundError:
         return []
     return out

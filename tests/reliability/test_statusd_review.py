@@ -27,7 +27,9 @@ from spool.fsops import Mover
 from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import Job
+from spool.reader import SpoolReader
 from spool.settings import FsyncMode
+from spool.states import JobState
 from spool.transitions import Spool
 from statusd.__main__ import IDLE_S
 from statusd.sending import SEND_STALL_S
@@ -323,3 +325,41 @@ def ws_upgrade(path: bytes) -> bytes:
     return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
             b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n\r\n")
+
+
+def test_junk_named_like_a_job_does_not_hide_its_record(spool_root: Path,
+                                                        tmp_path: Path) -> None:
+    """A directory, a FIFO or a symlink named ``<id>.json`` in another state folder,
+    newer than the id's record, was taken as the file that tells the id's state: GET
+    answered 404 and the record left the list and the counts (so did ``spoolq show``)."""
+    spool = spool_of(spool_root)
+    for job_id in ("in-dir", "in-fifo", "in-link", "in-link2"):
+        spool.submit(Job(tool="echo"), job_id)
+        taken = spool.claim(job_id)
+        assert taken is not None
+        spool.complete(taken, spool.record_of_claim(taken, JobState.DONE))
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(orjson.dumps({"tool": "echo"}))
+    server = start(spool_root, tmp_path / "statusd.log", SPOOL_SCAN_S="0.5")
+    try:
+        time.sleep(0.05)  # newer than the records
+        (spool_root / "running" / "in-dir.json").mkdir()
+        os.mkfifo(spool_root / "pending" / "in-fifo.json")
+        (spool_root / "failed" / "in-link.json").symlink_to(outside)
+        (spool_root / "progress" / "in-link2.json").symlink_to(outside)
+        (spool_root / "running" / "in-link2.json").symlink_to(outside)
+        time.sleep(1.5)  # the feed and a rescan have seen them
+        for job_id in ("in-dir", "in-fifo", "in-link", "in-link2"):
+            status, _, body = server.request("GET", f"/api/v1/tasks/{job_id}")
+            assert status == 200, (job_id, body)
+            assert orjson.loads(body)["state"] == "done", job_id
+        assert _ids(server) == {"in-dir", "in-fifo", "in-link", "in-link2"}
+        status, _, body = server.request("GET", "/api/v1/stats")
+        assert orjson.loads(body)["counts"] == {"pending": 0, "running": 0, "done": 4,
+                                                "failed": 0}
+        assert server.daemon.stop() == 0
+    finally:
+        server.daemon.abort()
+    reader = SpoolReader(Layout(spool_root))  # what spoolq show reads
+    for job_id in ("in-dir", "in-fifo", "in-link", "in-link2"):
+        assert reader.get(job_id).state is JobState.DONE
