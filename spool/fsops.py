@@ -144,7 +144,9 @@ class _RemovedOnError:
                  tb: TracebackType | None) -> None:
         if exc is None:
             return
-        self.mover.unlink(self.tmp)
+        # tmp/ not writable (so never made): report what failed first, not the clean-up.
+        with contextlib.suppress(OSError, SpoolIOError):
+            self.mover.unlink(self.tmp)
         if isinstance(exc, OSError):
             _raise_fatal(exc, f"cannot publish {_name(self.dest)}")  # else exc goes on
 

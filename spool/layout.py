@@ -125,6 +125,8 @@ class Layout:
 
     def require(self) -> None:
         """Raise SpoolIOError unless every folder of the spool exists."""
+        if self.root.exists() and not self.root.is_dir():  # 'spoolq init' cannot help
+            raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
         missing = [p.name for p in self.all_folders() if not p.is_dir()]
         if missing:
             raise SpoolIOError(

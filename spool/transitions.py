@@ -16,6 +16,7 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import socket
@@ -354,7 +355,9 @@ class Spool:
         except FileNotFoundError as exc:
             raise NotFoundError(f"no failed job {job_id}") from exc
         except OSError as exc:
-            raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
+            if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, a socket
+                raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
+            raise SpoolIOError(f"cannot read failed/{job_id}.json: {exc.strerror}") from exc
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConflictError(f"failed/{job_id}.json is not a regular file")

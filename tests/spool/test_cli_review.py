@@ -9,15 +9,20 @@ only (JSON that parses, with ``--json``), and that every error is one
 from __future__ import annotations
 
 import fcntl
+import grp
 import os
 import pty
+import pwd
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +271,61 @@ def test_a_dotenv_that_is_not_utf8_is_a_bad_setting(tmp_path: Path, root: Path,
                                                     env: dict[str, str]) -> None:
     (tmp_path / ".env").write_bytes(b"JOB_NUM=\xff\n")
     refused(spoolq(env, "stats", "--json", cwd=tmp_path), 2, ".env", "UTF-8")
+
+
+# -- a spool this user may not use ----------------------------------------------------------
+
+
+def _nobody() -> tuple[int, int] | None:
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return None
+
+
+NOBODY = _nobody()
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
+                                reason="needs root and the nobody user / nogroup group")
+# The CLI as another user: imported first (the interpreter may sit where that user cannot
+# read, as under /root), then the credentials are dropped, then ``main`` runs.
+AS_NOBODY = ("import os, sys\nfrom spool.cli.main import main\n"
+             "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
+             "os.setgroups([gid]); os.setgid(gid); os.setuid(uid)\n"
+             "sys.exit(main(sys.argv[3:]))")
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="spoolq-review-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@needs_root
+def test_a_spool_this_user_cannot_use_says_permission_denied(open_dir: Path) -> None:
+    """The root-owned spool's folders are 0750: a submit said 'cannot remove <name>.tmp'
+    (the clean-up of a file it never made), a retry 'is not a regular file'."""
+    assert NOBODY is not None
+    spool = open_dir / "spool"
+    Mover(Layout(spool), FsyncMode.NEVER).make_folders()
+    (spool / "failed" / "gone.json").write_bytes(record_bytes(Record(
+        id="gone", state=JobState.FAILED, tool="echo",
+        error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="it broke"))))
+    env = {**os.environ, "SPOOL_DIR": str(spool), "SPOOL_FSYNC": "never"}
+    argv = [sys.executable, "-c", AS_NOBODY, *map(str, NOBODY)]
+    submitted = run(env, [*argv, "submit", "echo", "--json"])
+    line = refused(submitted, 1, "Permission denied", "tmp")
+    assert "cannot remove" not in line
+    refused(run(env, [*argv, "retry", "gone"]), 1, "failed/gone.json", "Permission denied")
+    assert (spool / "failed" / "gone.json").exists() and pending(spool) == []
+
+
+def test_a_spool_root_that_is_a_file(tmp_path: Path, env: dict[str, str]) -> None:
+    """'run spoolq init' was the advice, and init fails on a file."""
+    (tmp_path / "afile").write_bytes(b"x")
+    for args in (["ls"], ["stats", "--json"], ["submit", "echo"], ["show", "x"]):
+        line = refused(spoolq({**env, "SPOOL_DIR": str(tmp_path / "afile")}, *args), 1,
+                       "is not a directory")
+        assert "spoolq init" not in line
