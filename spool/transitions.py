@@ -384,8 +384,8 @@ class Spool:
             self.mover.unlink_durable(staged)
         finally:
             claim.close()
-        return record.model_copy(update={"state": JobState.PENDING, "attempts": 0,
-                                         "result": None, "finished_at": None})
+        # The job as it now stands in pending/ (no run's start, host or backoff).
+        return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
 
     def record_of_claim(self, claim: Claim, state: JobState) -> Record:
         """A record for a claimed job file (tolerating a file that is not a valid job)."""

@@ -23,6 +23,7 @@ import tempfile
 import termios
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,27 @@ def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, s
     assert (proc.returncode, proc.stdout) == (1, b"")
     shown = run(env, closed("2", "ls", "--json"))
     assert data(shown) == {"tasks": [], "next_cursor": None}
+
+
+# -- retry ----------------------------------------------------------------------------------
+
+
+def test_retry_answers_with_the_job_as_it_now_stands(root: Path, env: dict[str, str]) -> None:
+    """It answered with the failed run's start, duration, host and backoff on a pending job,
+    fields ``show`` a moment later did not have."""
+    now = datetime.now(UTC)
+    (root / "failed" / "again.json").write_bytes(record_bytes(Record(
+        id="again", state=JobState.FAILED, tool="sleep", params={"seconds": 1},
+        max_attempts=3, attempts=2, submitted_at=now - timedelta(minutes=5),
+        not_before=now - timedelta(minutes=1), started_at=now - timedelta(seconds=30),
+        finished_at=now - timedelta(seconds=20), duration_s=10.0, host="old", pid=4242,
+        error=ErrorInfo(type=ErrorType.TIMEOUT, message="killed after 10 s"))))
+    retried = data(spoolq(env, "retry", "again", "--json"))
+    assert retried == data(spoolq(env, "show", "again", "--json"))
+    assert (retried["state"], retried["attempts"], retried["max_attempts"]) == ("pending", 0, 3)
+    assert retried["error"]["type"] == "timeout"  # the last error goes with it (DESIGN 9)
+    for gone in ("started_at", "finished_at", "duration_s", "host", "pid", "not_before"):
+        assert retried.get(gone) is None, gone
 
 
 # -- what a terminal is shown ---------------------------------------------------------------
