@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,6 +25,7 @@ from spool.cli.jobs import wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
 from spool.models import Job
+from spool.reader import MAX_ACTIVE_BYTES
 from spool.settings import Settings
 
 # Options that describe the job; with --file the file describes it alone.
@@ -61,7 +61,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     check_form(args)
-    job = job_from_file(args.file) if args.file is not None else job_from_options(args)
+    job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
+        else job_from_options(args)
     client = client_of(settings)  # refuses a job over SPOOL_MAX_JOB_BYTES as written
     try:
         job_id = client.submit(job, args.id)
@@ -93,12 +94,25 @@ def job_from_options(args: argparse.Namespace) -> Job:
         raise UsageError(describe(exc)) from exc
 
 
-def job_from_file(path: str) -> Job:
-    """The job in ``path``; SpoolError (exit 1) when it cannot be read or is not a job."""
+def job_from_file(path: str, max_job_bytes: int) -> Job:
+    """The job in ``path``; SpoolError (exit 1) when it cannot be read or is not a job.
+
+    The job as written must fit ``max_job_bytes`` and indentation rarely more than
+    quadruples a file, so a file past four times that (16 MiB at least) is refused
+    unread: ``--file /dev/zero`` or a mistaken 40 GB export cannot use up the memory.
+    """
+    limit = max(4 * max_job_bytes, MAX_ACTIVE_BYTES)
     try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
     except OSError as exc:
         raise SpoolError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise SpoolError(f"{path} is too large: more than {limit} bytes, for a job that may "
+                         f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
     try:
         return Job.model_validate_json(data)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ import grp
 import os
 import pty
 import pwd
+import resource
 import select
 import shutil
 import signal
@@ -101,6 +102,21 @@ def test_durations_past_any_clock_are_usage_errors(root: Path, env: dict[str, st
             "too large")
     refused(spoolq(env, "submit", "echo", "--timeout", huge), 2, "--timeout", "too large")
     refused(spoolq(env, "wait", "x", "--timeout", f"{huge}s"), 2, "--timeout", "too large")
+    assert pending(root) == []
+
+
+def test_a_huge_job_file_is_refused_unread(tmp_path: Path, root: Path,
+                                           env: dict[str, str]) -> None:
+    """``submit --file`` read the whole file before anything else: ``/dev/zero`` or a
+    mistaken multi-gigabyte export used up the memory (here: 512 MiB of address space)."""
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as fh:
+        fh.truncate(2 << 30)  # sparse: 2 GiB of zeros that take no disk
+    capped = subprocess.run(
+        [*CLI, "submit", "--file", str(huge)], env=env, cwd=tmp_path,
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20)))
+    refused(capped, 1, "huge.json is too large", "SPOOL_MAX_JOB_BYTES")
     assert pending(root) == []
 
 
