@@ -8,6 +8,8 @@ below a handler becomes a response:
   limit) become the same JSON shape, with their headers (``Allow``);
 * a 404 under an id-bearing prefix is a malformed id (``..%2f..``, an empty
   or multi-segment id that did not route): 400 ``invalid_id``;
+* a body aiohttp cannot decode as the handler reads it (``Content-Encoding:
+  gzip`` on bytes that are not) is the client's 400, not a 500;
 * anything else is logged with its traceback and answered 500 ``internal``.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from spool.ids import is_valid_id
 
@@ -80,6 +83,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k in _KEEP_HEADERS}
         return json_error(exc.status, _TYPES.get(exc.status, "http_error"), exc.reason,
                           headers)
+    except web.RequestPayloadError as exc:
+        # A body aiohttp could not decode while the handler read it (a Content-Encoding
+        # it is not): the client's fault.  The rest of that body cannot be read either,
+        # so the connection is not kept.
+        cause = exc.__cause__
+        reason = cause.message if isinstance(cause, HttpProcessingError) else ""
+        response = json_error(400, "bad_request", reason.strip() or "the body could not "
+                              "be read")
+        response.force_close()
+        return response
     except (ConnectionResetError, asyncio.IncompleteReadError):
         # The client hung up (mid-body, say): nothing to answer, nothing to alarm anyone.
         log.debug("client went away on %s %s", request.method, request.path)

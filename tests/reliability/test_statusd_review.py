@@ -9,6 +9,7 @@ keeps serving every other client.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import socket
@@ -363,3 +364,21 @@ def test_junk_named_like_a_job_does_not_hide_its_record(spool_root: Path,
     reader = SpoolReader(Layout(spool_root))  # what spoolq show reads
     for job_id in ("in-dir", "in-fifo", "in-link", "in-link2"):
         assert reader.get(job_id).state is JobState.DONE
+
+
+def test_a_body_that_is_not_its_content_encoding_is_a_400(statusd: Server,
+                                                          spool_root: Path) -> None:
+    """``Content-Encoding: gzip`` (or deflate) on bytes that are not: aiohttp raised
+    RequestPayloadError out of request.read(), answered 500 ``internal``."""
+    for encoding in ("gzip", "deflate"):
+        status, error = statusd.json_error(
+            "POST", "/api/v1/tasks", b'{"tool": "echo"}',
+            {**AUTH, "Content-Encoding": encoding})
+        assert (status, error["type"]) == (400, "bad_request"), error
+        assert encoding in error["message"]
+    status, _, body = statusd.request("POST", "/api/v1/tasks",
+                                      gzip.compress(b'{"tool": "echo"}'),
+                                      {**AUTH, "Content-Encoding": "gzip"})
+    assert status == 202, body
+    assert len(list((spool_root / "pending").iterdir())) == 1
+
