@@ -1,12 +1,13 @@
 """The ``spool-processor`` daemon: watch, classify, run, record.
 
 One thread owns every decision.  It reads the change feed itself (names
-that moved in ``pending/`` and ``cancel/``, from inotify) and the local
-pool's workers (their results and deaths, :mod:`processor.pool`), and runs
+that moved in ``pending/`` and ``cancel/``, from inotify), the local pool's
+workers (their results and deaths, :mod:`processor.pool`) and the stop
+signals (SIGTERM, SIGINT, SIGHUP: see ``_install_signals``), and runs
 FAST tools in place, handing the loop to a standby thread when one holds it
 (:mod:`processor.relay`); everything else only posts events to its inbox: a
 Dask executor (progress, outcomes), a FAST tool's thread once the loop has
-moved on, signal handlers.  The loop wakes on an event or on the
+moved on.  The loop wakes on an event or on the
 nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
 grace), so it never polls busily.
 
@@ -71,6 +72,7 @@ STOP_MARGIN_S = 15.0
 STUCK_FAST_PER_THREAD = 4
 """Abandoned FAST threads (tools still running after their runs ended) allowed, per
 SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
 
@@ -150,6 +152,8 @@ class Processor:
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.freed: list[Outcome] = []
         self.failing_writes: set[str] = set()
+        self.signal_pipe: tuple[int, ...] = ()  # (read end, write end) once installed
+        self.saved_handlers: dict[int, Any] = {}
 
     # -- policy -------------------------------------------------------------------------
 
@@ -195,20 +199,39 @@ class Processor:
                                                   "spool": str(self.layout.root)}})
             logs.flush()
             self.relay.start()
-            self.relay.wait()  # here, on the main thread, signal handlers run at once
+            self.relay.wait()
         finally:
             self._close()
         return 0
 
     def _install_signals(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.inbox.post(("signal", signum))
+        """Stop on SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal, ``kill -HUP``).
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-        # Recycling a job file takes a write lease for an instant (spool.fsops.Mover.retire);
-        # should anything open that file then, the kernel's notice must not end the daemon.
-        signal.signal(signal.SIGIO, lambda signum, frame: None)
+        The loop reads the signals itself, from the pipe Python's C-level handler
+        writes each signal's number to (``signal.set_wakeup_fd``): that handler runs
+        on whichever thread the kernel picks, while a Python-level handler runs on
+        the main thread only, and the main thread sleeps in :meth:`Relay.wait` (a
+        signal the kernel gave another thread, as it may just after a SIGCONT,
+        waited there for good).  The Python-level handlers do nothing.
+        """
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.signal_pipe = (read_end, write_end)
+        self.inbox.add_reader(read_end, self._read_signals)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        # SIGIO: recycling a job file takes a write lease for an instant
+        # (spool.fsops.Mover.retire); should anything open that file then, the kernel's
+        # notice must not end the daemon.
+        for signum in (*STOP_SIGNALS, signal.SIGIO):
+            self.saved_handlers[signum] = signal.signal(signum, _no_op)
+
+    def _read_signals(self) -> None:
+        try:
+            received = os.read(self.signal_pipe[0], 256)
+        except BlockingIOError:
+            return
+        for signum in received:
+            if signum in STOP_SIGNALS:
+                self._begin_stop(signum)
 
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).
@@ -295,8 +318,6 @@ class Processor:
             self.fast_busy -= 1
             self._unstick(event[1])
             self._fast_finished(event[1], event[2])
-        elif kind == "signal":
-            self._begin_stop(event[1])
 
     def _after_results(self) -> None:
         """Workers came free: give them work first, then write the finished runs' records.
@@ -357,10 +378,18 @@ class Processor:
         self._release()
 
     def _release(self) -> None:
-        """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch."""
+        """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
+        and give the signals back (on the main thread, where run() installed them)."""
         self.closer.stop()
         self.spool.close()
         self.inbox.close()
+        if self.signal_pipe:
+            signal.set_wakeup_fd(-1)
+            for signum, handler in self.saved_handlers.items():
+                signal.signal(signum, handler)
+            for fd in self.signal_pipe:
+                os.close(fd)
+            self.signal_pipe = ()
 
     # -- discovery ----------------------------------------------------------------------
 
@@ -867,6 +896,11 @@ class Processor:
         if what not in self.failing_writes:
             self.failing_writes.add(what)
             log.warning(what, extra={"fields": {"error": str(exc)}})
+
+
+def _no_op(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that only keeps the default action away (see
+    :meth:`Processor._install_signals`)."""
 
 
 def _owner_id() -> str:

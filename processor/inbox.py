@@ -1,12 +1,13 @@
 """The daemon loop's inbox: events posted by other threads, and file descriptors
 the loop reads itself.
 
-Other threads (a displaced FAST run's, a Dask executor's, signal handlers)
-call :meth:`Inbox.post`.  The loop calls :meth:`Inbox.wait`, which sleeps in
+Other threads (a displaced FAST run's, a Dask executor's) call
+:meth:`Inbox.post`.  The loop calls :meth:`Inbox.wait`, which sleeps in
 one ``poll`` on a wake-up pipe and on its own readers (the change feed's
-inotify descriptor, the local pool's worker sockets and sentinels), then
-:meth:`Inbox.get` until it returns None.  A post writes to the pipe only
-while the loop sleeps, so a busy loop is never woken twice.
+inotify descriptor, the local pool's worker sockets and sentinels, the
+processor's signal pipe), then :meth:`Inbox.get` until it returns None.
+A post writes to the pipe only while the loop sleeps, so a busy loop is
+never woken twice.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ The standby sleeps without a timer while no tool has run for a second, and
 wakes once per ``handoff_s`` at most while tools run, so an idle daemon is
 never woken and a busy one pays no wake-up per job.
 
-The main thread never runs the loop: it waits in :meth:`Relay.wait`, where
-signal handlers run at once whatever a tool is doing.
+The main thread never runs the loop: it waits in :meth:`Relay.wait`.  Stop
+signals do not go through that wait: the kernel may hand a signal to any
+thread, and a Python-level handler runs on the main thread only once it wakes,
+so the processor reads them from a wake-up pipe in its loop instead.
 """
 
 from __future__ import annotations

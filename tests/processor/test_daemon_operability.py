@@ -1,0 +1,77 @@
+"""What ops people see of the processor: stop signals, start-up errors, log lines.
+
+Real daemons, real signals (see daemonkit).  Each test is a defect the sixth
+session's review confirmed (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from daemonkit import Daemon, drop, wait_for
+
+StartDaemon = Callable[..., Daemon]
+
+
+def _other_threads(pid: int) -> list[int]:
+    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+
+
+def _tgkill(pid: int, tid: int, signum: int) -> None:
+    """A signal for one thread of ``pid``: where the kernel may put a signal sent to the
+    whole process when the main thread cannot take it at once (just after a SIGCONT,
+    for one: ``kill -STOP``, ``kill -CONT``, then ``kill -TERM`` lost it about every
+    other time)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, signum) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _assert_stopped_cleanly(root: Path, d: Daemon, job_id: str) -> None:
+    job = orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())
+    assert job["attempts"] == 0, "a run cut short by shutdown does not count"
+    assert os.listdir(root / "running") == []
+    assert os.listdir(root / "owners") == [], "lease and status file gone"
+    assert [e["event"] for e in d.events() if e.get("id") == job_id] == ["claimed", "requeued"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_the_kernel_gives_another_thread_still_stops_it(
+        spool_root: Path, daemon: StartDaemon, signum: int) -> None:
+    """Python runs signal handlers on the main thread only, which slept in an
+    untimed wait: a SIGTERM taken by any other thread was never acted on."""
+    d = daemon(SPOOL_GRACE_S="1")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    _tgkill(d.pid, _other_threads(d.pid)[0], signum)
+    assert d.proc is not None
+    try:
+        assert d.proc.wait(20) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail("still running 20 s after the signal (grace: 1 s)")
+    stopping = [e for e in d.events() if e.get("msg") == "stopping"]
+    assert [e["signal"] for e in stopping] == [signal.Signals(signum).name]
+    _assert_stopped_cleanly(spool_root, d, "long")
+
+
+def test_sighup_stops_the_daemon_as_sigterm_does(spool_root: Path, daemon: StartDaemon
+                                                 ) -> None:
+    """A closed terminal or a `kill -HUP` ended it at once: jobs left in running/ (an
+    attempt spent each at the next start), its lease file and status file left behind,
+    and systemd (which counts SIGHUP as a clean end) did not restart it."""
+    d = daemon(SPOOL_GRACE_S="1")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    assert d.proc.wait(20) == 0
+    assert [e["signal"] for e in d.events() if e.get("msg") == "stopping"] == ["SIGHUP"]
+    _assert_stopped_cleanly(spool_root, d, "long")
