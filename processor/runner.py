@@ -5,7 +5,9 @@ COMPUTE worker.
 validate become ``invalid_params`` (naming the field), a
 :class:`~spool.errors.JobError` keeps its type, any other exception becomes
 ``tool_error`` with its traceback, and a result that is not JSON fails too,
-so what reaches the record is always JSON (NaN and Infinity as null).
+so what reaches the record is always JSON (NaN and Infinity as null); the
+tool's messages, traceback and progress text are made valid UTF-8 (a file
+name that is not, as ``os.listdir`` gives it, is written with escapes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
+from processor.logs import valid_text
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
 
@@ -74,7 +77,7 @@ class Context:
     def progress(self, fraction: float, message: str = "") -> None:
         value = float(fraction)
         fraction = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
-        self._report(fraction, str(message)[:500])
+        self._report(fraction, valid_text(str(message)[:500]))
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         if key not in self._resources:
@@ -119,6 +122,11 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
                           _traceback(exc))
     outcome.duration_s = time.perf_counter() - start
+    # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
+    if outcome.message:
+        outcome.message = valid_text(outcome.message)
+    if outcome.traceback:
+        outcome.traceback = valid_text(outcome.traceback)
     return outcome
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemonkit import Daemon, drop, wait_for
+from daemonkit import Daemon, drop, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
+TOOLS = "ptools,optools"
 
 
 def _other_threads(pid: int) -> list[int]:
@@ -75,3 +76,25 @@ def test_sighup_stops_the_daemon_as_sigterm_does(spool_root: Path, daemon: Start
     assert d.proc.wait(20) == 0
     assert [e["signal"] for e in d.events() if e.get("msg") == "stopping"] == ["SIGHUP"]
     _assert_stopped_cleanly(spool_root, d, "long")
+
+
+@pytest.mark.parametrize("mode", ["fast", "compute"])
+def test_tool_text_that_is_not_utf8_is_recorded_not_fatal(
+        spool_root: Path, daemon: StartDaemon, mode: str) -> None:
+    """An error message, an exception or a progress report carrying lone surrogates
+    (a file name that is not UTF-8, as os.listdir gives it) crashed the processor
+    while it wrote the record or the progress file, with every run in flight."""
+    d = daemon(SPOOL_TOOLS=TOOLS)
+    drop(spool_root, "beside", {"tool": "sleep", "params": {"seconds": 1}})
+    for what in ("error", "raise", "progress"):
+        drop(spool_root, what, {"tool": f"o_{mode}", "params": {"what": what}})
+    for what in ("error", "raise"):
+        rec = wait_record(spool_root, what, 20)
+        assert rec["error"]["type"] == "tool_error"
+        assert "cannot read name \\xff\\xfe of a file, a lone \\ud800 half" in \
+            rec["error"]["message"]
+    assert "\\xff" in wait_record(spool_root, "raise")["error"]["traceback"]
+    assert wait_record(spool_root, "progress", 20)["state"] == "done"
+    assert wait_record(spool_root, "beside", 20)["state"] == "done"
+    assert d.running()
+    assert d.stop() == 0
