@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line on stderr, one line per transition.
 
 journald keeps stderr lines as they are, so ``journalctl -u spool-processor
--o cat | jq`` reads them directly.
+-o cat | jq`` reads them directly.  Python warnings and exceptions that end a
+thread become such lines too, in the processor and in COMPUTE workers.
 
 Lines are collected in a :class:`LineBuffer` and written by :func:`flush`,
 which the processor's loop calls once per pass and after each COMPUTE claim
@@ -167,7 +168,19 @@ def setup_logging(level: str, stream: TextIO | None = None, *, buffered: bool = 
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     _buffer = handler
+    # What Python itself would print as plain text becomes a line like any other:
+    # warnings.warn (numpy's RuntimeWarnings too), and an exception that ends a thread.
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_error
     atexit.register(flush)
+
+
+def _log_thread_error(args: threading.ExceptHookArgs) -> None:
+    if issubclass(args.exc_type, SystemExit):
+        return  # as threading's own hook: a thread may end itself so
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("spoolq.thread").error("%s in thread %s", args.exc_type.__name__, name,
+                                             exc_info=args.exc_value)
 
 
 def flush() -> None:

@@ -98,3 +98,23 @@ def test_tool_text_that_is_not_utf8_is_recorded_not_fatal(
     assert wait_record(spool_root, "beside", 20)["state"] == "done"
     assert d.running()
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "compute"])
+def test_warnings_and_errors_in_threads_are_json_lines(
+        spool_root: Path, daemon: StartDaemon, mode: str) -> None:
+    """`warnings.warn` (numpy's RuntimeWarnings too) and an exception in a thread a
+    tool started came out as plain text on stderr, between the JSON lines."""
+    d = daemon(SPOOL_TOOLS=TOOLS)
+    for what in ("warn", "thread"):
+        drop(spool_root, what, {"tool": f"o_{mode}", "params": {"what": what}})
+        assert wait_record(spool_root, what, 20)["state"] == "done"
+    assert d.stop() == 0
+    lines = d.logs().splitlines()
+    plain = [line for line in lines if not line.startswith("{")]
+    assert plain == []
+    entries = [orjson.loads(line) for line in lines]
+    warned = [e for e in entries if "warn: a warning from a tool" in e["msg"]]
+    assert [e["level"] for e in warned] == ["warning"]
+    failed = [e for e in entries if "an error in a thread" in e.get("exc", "")]
+    assert [e["level"] for e in failed] == ["error"]
