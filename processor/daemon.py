@@ -177,7 +177,7 @@ class Processor:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self.layout.require()
-            self.lease = OwnerLease(self.layout.owner_lock(self.owner))
+            self.lease = self._take_lease()
         except BaseException:
             self._release()
             raise
@@ -203,6 +203,15 @@ class Processor:
         finally:
             self._close()
         return 0
+
+    def _take_lease(self) -> OwnerLease:
+        """This processor's lease; a spool it cannot write is a broken environment (one
+        line, exit status 2), not a crash."""
+        path = self.layout.owner_lock(self.owner)
+        try:
+            return OwnerLease(path)
+        except OSError as exc:
+            raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
 
     def _install_signals(self) -> None:
         """Stop on SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal, ``kill -HUP``).

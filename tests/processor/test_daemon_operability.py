@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemonkit import Daemon, drop, wait_for, wait_record
+from daemonkit import Daemon, drop, make_spool, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 TOOLS = "ptools,optools"
 
 
@@ -118,3 +120,53 @@ def test_warnings_and_errors_in_threads_are_json_lines(
     assert [e["level"] for e in warned] == ["warning"]
     failed = [e for e in entries if "an error in a thread" in e.get("exc", "")]
     assert [e["level"] for e in failed] == ["error"]
+
+
+def _start_and_fail(root: Path, log: Path, prefix: list[str]) -> list[str]:
+    """Start a processor that must refuse to run; its output lines."""
+    d = Daemon(root, log, prefix=prefix)
+    try:
+        d.start(wait_ready=False)
+        assert d.proc is not None
+        assert d.proc.wait(30) == 2
+    finally:
+        d.abort()
+    return d.logs().splitlines()
+
+
+def test_an_owners_folder_it_cannot_write_exits_2_with_one_line(spool_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """It crashed start-up with a traceback and exit status 1, so systemd restarted it
+    every 2 s; a broken environment is one line and exit status 2 (docs/operations.md)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    owners = spool_root / "owners"
+    owners.chmod(0o555)
+    try:
+        lines = _start_and_fail(spool_root, tmp_path / "daemon.log", NO_DAC)
+    finally:
+        owners.chmod(0o755)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"spool-processor: error: cannot take the owner lease {owners}/")
+    assert lines[0].endswith(": Permission denied"), lines[0]
+    assert os.listdir(owners) == []
+
+
+def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
+                           str(mnt)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        make_spool(mnt / "spool")
+        drop(mnt / "spool", "waiting", {"tool": "echo"})
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        lines = _start_and_fail(mnt / "spool", tmp_path / "daemon.log", [])
+        assert os.listdir(mnt / "spool" / "pending") == ["waiting.json"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("spool-processor: error: cannot take the owner lease ")
+    assert lines[0].endswith(": Read-only file system"), lines[0]
