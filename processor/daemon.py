@@ -53,7 +53,7 @@ from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
-from spool.recovery import Recovery, backoff_s
+from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
 from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
@@ -73,6 +73,8 @@ STUCK_FAST_PER_THREAD = 4
 """Abandoned FAST threads (tools still running after their runs ended) allowed, per
 SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+RECOVERY_IDS_LOGGED = 32
+"""Ids of each kind named in a recovery summary line; each has a transition line too."""
 _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
 
@@ -183,9 +185,7 @@ class Processor:
             raise
         self._install_signals()
         try:
-            report = self.recovery.scan()
-            if report.changed:
-                log.info("recovery", extra={"fields": _report_fields(report)})
+            _log_recovery(self.recovery.scan())
             self.executor.start(InboxSink(self.inbox))
             self._start_feed()
             self._rescan()
@@ -430,8 +430,7 @@ class Processor:
         except SpoolIOError as exc:
             self._io_trouble(exc)
             return
-        if report.changed:
-            log.info("recovery", extra={"fields": _report_fields(report)})
+        _log_recovery(report)
         self._rescan()
 
     def _rescan(self) -> None:
@@ -917,7 +916,21 @@ def _owner_id() -> str:
     return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]
 
 
-def _report_fields(report: Any) -> dict[str, Any]:
-    return {"requeued": report.requeued, "abandoned": report.abandoned,
-            "finished": report.finished, "restored": report.restored,
-            "removed": report.removed}
+def _log_recovery(report: RecoveryReport) -> None:
+    """A transition line for each orphan requeued or abandoned, then a summary whose id
+    lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
+    if not report.changed:
+        return
+    for job_id in report.requeued:
+        logs.transition("requeued", id=job_id, reason="orphaned")
+    for job_id in report.abandoned:
+        logs.transition("failed", id=job_id, error_type=ErrorType.ABANDONED.value,
+                        reason="orphaned")
+    fields: dict[str, Any] = {}
+    for name in ("requeued", "abandoned", "finished", "restored"):
+        ids = getattr(report, name)
+        fields[name] = ids[:RECOVERY_IDS_LOGGED]
+        if len(ids) > RECOVERY_IDS_LOGGED:
+            fields[f"{name}_count"] = len(ids)
+    fields["removed"] = report.removed
+    log.info("recovery", extra={"fields": fields})

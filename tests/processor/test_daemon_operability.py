@@ -170,3 +170,34 @@ def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path)
     assert len(lines) == 1, lines
     assert lines[0].startswith("spool-processor: error: cannot take the owner lease ")
     assert lines[0].endswith(": Read-only file system"), lines[0]
+
+
+def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Path,
+                                                                 daemon: StartDaemon) -> None:
+    """Recovery's requeues and abandons were only ids in its one summary line: the
+    `select(.id=="ID")` and `select(.event=="failed")` queries of docs/operations.md
+    missed them, and 400 orphans with long ids made a line of 50 kB, more than
+    journald keeps whole (LineMax, 48K), so the whole line was lost to `jq`."""
+    d = daemon()
+    drop(spool_root, "again", {"tool": "sleep", "params": {"seconds": 30}, "max_attempts": 2})
+    drop(spool_root, "once", {"tool": "sleep", "params": {"seconds": 30}})
+    wait_for(lambda: len(os.listdir(spool_root / "running")) == 2, 10, "both running")
+    d.kill()
+    long_ids = [f"{n:03d}-" + "x" * 120 for n in range(400)]
+    for job_id in long_ids:  # left by a processor that died, as "once" was
+        (spool_root / "running" / f"{job_id}.json").write_bytes(b'{"tool": "echo"}')
+    restarted = daemon()
+    assert wait_record(spool_root, "once")["error"]["type"] == "abandoned"
+    restarted.stop()
+    lines = restarted.logs().splitlines()
+    assert max(len(line) for line in lines) < 48 * 1024
+    entries = [orjson.loads(line) for line in lines]
+    abandoned = [e["id"] for e in entries
+                 if e.get("event") == "failed" and e.get("error_type") == "abandoned"]
+    assert sorted(abandoned) == sorted(["once", *long_ids])
+    requeued = [e["reason"] for e in entries if e.get("event") == "requeued"
+                and e["id"] == "again"]
+    # Once its backoff is over it runs again, and the stop may requeue it for "shutdown".
+    assert requeued[:1] == ["orphaned"] and requeued.count("orphaned") == 1
+    summary = [e for e in entries if e.get("msg") == "recovery"]
+    assert len(summary) == 1 and summary[0]["requeued"] == ["again"]
