@@ -292,7 +292,7 @@ class Processor:
             wakes.append(max(self.next_scan, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
-        if self.delayed:
+        if self.delayed and not self.stopping:  # stopping: nothing more is claimed
             wakes.append(max(now + self.delayed[0][0] - time.time(), self.io_pause_until))
         if self.progress_due:
             wakes.append(min(self.progress_due.values()))

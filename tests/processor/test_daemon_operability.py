@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -201,3 +202,30 @@ def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Pat
     assert requeued[:1] == ["orphaned"] and requeued.count("orphaned") == 1
     summary = [e for e in entries if e.get("msg") == "recovery"]
     assert len(summary) == 1 and summary[0]["requeued"] == ["again"]
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_not_before_that_comes_due_in_the_grace_period_does_not_spin_the_loop(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """The loop woke at once, over and over, for a delayed job (or a retry in backoff)
+    it would not claim while stopping: a core at 100 % for the rest of the grace."""
+    d = daemon(SPOOL_GRACE_S="5")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the long job to run")
+    drop(spool_root, "later", {"tool": "echo", "not_before": time.time() + 1.0})
+    time.sleep(0.5)  # taken in: it waits in the processor for its time
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any(e.get("msg") == "stopping" for e in d.events()), 10, "stopping")
+    time.sleep(1.2)  # "later" is due now
+    before = _cpu_s(d.pid)
+    time.sleep(1.5)
+    used = _cpu_s(d.pid) - before
+    assert used < 0.5, f"the loop used {used:.2f} s of CPU in 1.5 s of grace"
+    assert d.stop() == 0
+    assert sorted(os.listdir(spool_root / "pending")) == ["later.json", "long.json"]
