@@ -33,14 +33,12 @@ from pydantic import ValidationError
 from spool.clock import Clock
 from spool.ids import ID_PATTERN, id_from_name
 from spool.lease import open_nofollow
-from spool.models import Job, Record
+from spool.models import MAX_NESTING, Job, Record, nesting_depth
 from spool.states import JobState
 from spool.transitions import Spool, read_fd
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"
-MAX_NESTING = 200
-"""Deeper JSON parses here but cannot be encoded into a record (orjson stops at 254)."""
 KEEP_BYTES = 4096
 """A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 
@@ -216,25 +214,6 @@ class Intake:
         """Drop settle state for names no longer in ``pending/``."""
         for name in set(self._unsettled) - names:
             del self._unsettled[name]
-
-
-def nesting_depth(value: Any) -> int:
-    """How deeply arrays and objects nest in a parsed JSON value (iteratively)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_NESTING:
-            return deepest
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:

@@ -168,3 +168,26 @@ def parse_record(data: bytes) -> Record:
 def schemas() -> dict[str, Any]:
     """The JSON Schemas of the job file and the record."""
     return {"job": Job.model_json_schema(), "record": Record.model_json_schema()}
+
+
+MAX_NESTING = 200
+"""Deeper JSON parses in intake but cannot be encoded into a record (orjson stops at 254)."""
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iteratively)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

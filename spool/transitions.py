@@ -33,7 +33,17 @@ from spool.fsops import Mover, StrPath
 from spool.ids import id_from_name, invalid_id
 from spool.layout import Layout
 from spool.lease import open_nofollow, try_lock
-from spool.models import ErrorInfo, Job, Record, Source, job_bytes, parse_record, record_bytes
+from spool.models import (
+    MAX_NESTING,
+    ErrorInfo,
+    Job,
+    Record,
+    Source,
+    job_bytes,
+    nesting_depth,
+    parse_record,
+    record_bytes,
+)
 from spool.presence import Presence
 from spool.settings import Settings
 from spool.states import JobState, check_transition
@@ -313,9 +323,12 @@ class Spool:
     def submit(self, job: Job, job_id: str, *, max_bytes: int | None = None) -> None:
         """Publish a new job into ``pending/``; ConflictError if that id is pending.
 
-        ``max_bytes``: refuse (InvalidJob) a job file, as written with its id and
-        submission time, that intake would quarantine as too large.
+        InvalidJob for what intake would quarantine: nesting deeper than
+        :data:`~spool.models.MAX_NESTING` and, with ``max_bytes``, a job file (as
+        written with its id and submission time) over that size.
         """
+        if nesting_depth({"params": job.params, "meta": job.meta}) > MAX_NESTING:
+            raise InvalidJob(f"invalid job: nested more than {MAX_NESTING} levels deep")
         job = job.model_copy(update={"id": job_id, "submitted_at": job.submitted_at
                                      or self.clock.now()})
         data = job_bytes(job)

@@ -10,7 +10,7 @@ Guarantees:
   over it is refused before reading).
 * A job is refused (400 ``invalid_job``) for what intake would quarantine it
   for, so a 202 means the processor will take it: nesting deeper than
-  :data:`spool.intake.MAX_NESTING` (deeper still, it could not even be
+  :data:`spool.models.MAX_NESTING` (deeper still, it could not even be
   written), or a file over ``SPOOL_MAX_JOB_BYTES`` (413).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
@@ -27,8 +27,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
-from spool.intake import MAX_NESTING, nesting_depth
-from spool.models import Job, Record, record_bytes
+from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
 from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
 

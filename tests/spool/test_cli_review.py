@@ -105,6 +105,20 @@ def test_durations_past_any_clock_are_usage_errors(root: Path, env: dict[str, st
     assert pending(root) == []
 
 
+@pytest.mark.parametrize("levels", [230, 300])
+def test_a_job_nested_deeper_than_intake_takes_is_refused(root: Path, env: dict[str, str],
+                                                          levels: int) -> None:
+    """With ``--params``, 230 levels was accepted (exit 0), then quarantined by intake;
+    300 could not even be written (orjson stops at 254)."""
+    params = orjson.dumps({"x": "[" * levels + "]" * levels}).decode()
+    deep = params.replace('"[', "[").replace(']"', "]")
+    refused(spoolq(env, "submit", "echo", "--params", deep), 1, "nested more than 200")
+    job = root.parent / "deep.json"
+    job.write_text('{"tool": "echo", "params": ' + deep + "}")
+    refused(spoolq(env, "submit", "--file", str(job)), 1, "not a valid job")
+    assert pending(root) == []
+
+
 def test_a_huge_job_file_is_refused_unread(tmp_path: Path, root: Path,
                                            env: dict[str, str]) -> None:
     """``submit --file`` read the whole file before anything else: ``/dev/zero`` or a
