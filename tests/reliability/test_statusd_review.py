@@ -149,9 +149,14 @@ def test_a_symlink_loop_in_progress_neither_fails_a_read_nor_stops_the_index(
     try:
         for n in range(3):
             spool.submit(Job(tool="echo"), f"beside-{n}")
-        status, _, body = statusd.request("GET", "/api/v1/tasks/looped")
-        assert status == 200, body
-        assert orjson.loads(body)["state"] == "running"
+        def looped_state() -> str:
+            status, _, body = statusd.request("GET", "/api/v1/tasks/looped")
+            assert status == 200, body
+            state: str = orjson.loads(body)["state"]
+            return state
+
+        # The index learns of the claim through its feed: pending until it does.
+        wait_for(lambda: looped_state() == "running", 10, "the claim to be seen")
         listed = wait_for(lambda: (page := _ids(statusd)) >= {"looped", "beside-2"} and page,
                           10, "every id listed")
         assert {"beside-0", "beside-1"} <= listed
