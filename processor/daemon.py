@@ -238,9 +238,11 @@ class Processor:
             received = os.read(self.signal_pipe[0], 256)
         except BlockingIOError:
             return
-        for signum in received:
-            if signum in STOP_SIGNALS:
-                self._begin_stop(signum)
+        # One stop signal per read: a Ctrl-C that reached the whole process group, and
+        # a supervisor's SIGTERM beside it, are one request to stop, not two.
+        stop = next((signum for signum in received if signum in STOP_SIGNALS), None)
+        if stop is not None:
+            self._begin_stop(stop)
 
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).
@@ -346,6 +348,12 @@ class Processor:
 
     def _begin_stop(self, signum: int) -> None:
         if self.stopping:
+            # Asked again: the grace period ends now (what is left is killed and
+            # requeued, without counting the attempt), as a second Ctrl-C does.
+            if self.grace_deadline > time.monotonic():
+                self.grace_deadline = time.monotonic()
+                log.info("stopping now", extra={"fields": {
+                    "signal": signal.Signals(signum).name, "running": len(self.runs)}})
             return
         self.stopping = True
         self.grace_deadline = time.monotonic() + self.settings.grace_s

@@ -41,6 +41,25 @@ def test_sigterm_waits_for_short_jobs_then_requeues_the_rest(spool_root: Path,
     assert [e["event"] for e in d.events() if e.get("id") == "long"] == ["claimed", "requeued"]
 
 
+def test_a_second_stop_signal_ends_the_grace_period_at_once(spool_root: Path,
+                                                          daemon: StartDaemon) -> None:
+    d = daemon(SPOOL_GRACE_S="60")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}, "max_attempts": 1})
+    wait_for(lambda: os.listdir(spool_root / "running") == ["long.json"], 10, "it runs")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: any(e.get("msg") == "stopping" for e in d.events()), 10, "stopping")
+    time.sleep(0.5)
+    assert d.proc.poll() is None, "the first signal waits for the grace period"
+    asked = time.monotonic()
+    d.proc.send_signal(signal.SIGINT)
+    assert d.proc.wait(10) == 0
+    assert time.monotonic() - asked < 5
+    job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert job["attempts"] == 0, "a run cut short by shutdown does not count"
+    assert os.listdir(spool_root / "running") == []
+
+
 def test_sigkill_mid_job_requeues_or_abandons_at_restart(spool_root: Path,
                                                         daemon: StartDaemon) -> None:
     d = daemon()
