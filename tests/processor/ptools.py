@@ -99,12 +99,17 @@ class SpawnAndHang(BaseTool):
     Params: ClassVar[type[BaseModel]] = Params
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
-        child = subprocess.Popen(["sleep", "1000"], start_new_session=params.new_session)
-        assert params.pid_file
-        with open(params.pid_file, "w") as fh:
-            fh.write(str(child.pid))
+        _spawn_sleeper(params)
         time.sleep(1000)
         return ToolResult.ok()
+
+
+def _spawn_sleeper(params: Params) -> None:
+    """``sleep 1000`` (in a session of its own with ``new_session``), its pid to pid_file."""
+    child = subprocess.Popen(["sleep", "1000"], start_new_session=params.new_session)
+    assert params.pid_file
+    with open(params.pid_file, "w") as fh:
+        fh.write(str(child.pid))
 
 
 class SpawnAndCrash(BaseTool):
@@ -115,10 +120,7 @@ class SpawnAndCrash(BaseTool):
     Params: ClassVar[type[BaseModel]] = Params
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
-        child = subprocess.Popen(["sleep", "1000"], start_new_session=params.new_session)
-        assert params.pid_file
-        with open(params.pid_file, "w") as fh:
-            fh.write(str(child.pid))
+        _spawn_sleeper(params)
         os._exit(3)
 
 
