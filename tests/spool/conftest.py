@@ -17,6 +17,9 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from spoolkit import FakeClock, make_spool
 
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
 from spool.transitions import Spool
 
 
@@ -57,3 +60,20 @@ def spool(tmp_path: Path, clock: FakeClock) -> Spool:
 def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:
     """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak)."""
     return [c for c in me.children(recursive=True) if c.pid not in earlier]
+
+
+# -- the CLI tests (test_cli*.py) -----------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment: a spool under ``tmp_path``, no fsync."""
+    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_FSYNC": "never"}
+
+
+@pytest.fixture
+def root(env: dict[str, str]) -> Path:
+    """An initialised spool (made through the library: ``init`` has its own test)."""
+    path = Path(env["SPOOL_DIR"])
+    Mover(Layout(path), FsyncMode.NEVER).make_folders()
+    return path

@@ -51,19 +51,6 @@ Proc = subprocess.CompletedProcess[str]
 # -- helpers --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_FSYNC": "never"}
-
-
-@pytest.fixture
-def root(env: dict[str, str]) -> Path:
-    """An initialised spool (made through the library: ``init`` has its own test)."""
-    path = Path(env["SPOOL_DIR"])
-    Mover(Layout(path), FsyncMode.NEVER).make_folders()
-    return path
-
-
 def run_all(env: dict[str, str], *commands: list[str], stdin: str | None = None,
             cli: list[str] = CLI) -> list[Proc]:
     """Run several ``spoolq`` commands at once; their results in order."""

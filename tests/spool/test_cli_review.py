@@ -43,18 +43,6 @@ Arg = str | bytes
 Proc = subprocess.CompletedProcess[bytes]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"), "SPOOL_FSYNC": "never"}
-
-
-@pytest.fixture
-def root(env: dict[str, str]) -> Path:
-    path = Path(env["SPOOL_DIR"])
-    Mover(Layout(path), FsyncMode.NEVER).make_folders()
-    return path
-
-
 def spoolq(env: dict[str, str], *args: Arg, cwd: Path | None = None) -> Proc:
     return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
