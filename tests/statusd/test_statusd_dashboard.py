@@ -168,3 +168,24 @@ def test_a_job_that_moves_while_the_list_loads_is_not_lost(server: ServerThread,
     page.goto(server.base + "/")
     expect(page.locator("#live")).to_have_text("live")
     expect(_row(page, "during-load", "pending")).to_be_visible()
+
+
+def test_normal_use_logs_no_console_errors(server: ServerThread, spool: Spool,
+                                           page: sync_api.Page) -> None:
+    """A fresh load, the list and a task view: nothing in the console (the browser's
+    request for /favicon.ico answered 404 and logged an error on every load)."""
+    expect = sync_api.expect
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}")
+            if msg.type in ("error", "warning") else None)
+    run_job(spool, "bt-1", equity_result(("AAA",), bars=100), tool="run_backtest")
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(_row(page, "bt-1", "done")).to_be_visible()
+    _row(page, "bt-1").locator("a").click()
+    expect(page.locator("#equity svg path.equity")).to_have_count(1)
+    page.goto(server.base + "/")
+    expect(_row(page, "bt-1", "done")).to_be_visible()
+    page.wait_for_timeout(500)  # late requests (the icon) log after the load event
+    assert not console, f"console messages in normal use: {console}"
+
