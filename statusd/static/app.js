@@ -180,18 +180,24 @@ function upsert(record) {
     ui.rows.delete(record.id);
   }
   const tbody = $("tasks").tBodies[0];
-  let before = null;
-  let oldest = null;
-  for (const row of tbody.rows) {
-    const entry = ui.rows.get(row.dataset.id);
-    if (!entry) continue;
-    oldest = entry.key;
-    if (!before && newer(key, entry.key)) before = row;
-  }
-  if (!before && ui.cursor && oldest && !newer(key, oldest)) return; // belongs to a later page
+  const before = firstOlderRow(tbody.rows, key);
+  if (!before && ui.cursor && tbody.rows.length) return; // belongs to a later page
   tbody.insertBefore(tr, before);
   ui.rows.set(record.id, { tr, key });
   showEmpty();
+}
+
+function firstOlderRow(rows, key) {
+  // The rows are newest first: a binary search, so a burst of thousands of new jobs
+  // costs n log n, not n² (a scan per insert froze the page for seconds).
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (newer(key, ui.rows.get(rows[mid].dataset.id).key)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo < rows.length ? rows[lo] : null;
 }
 
 function updateProgress(msg) {

@@ -189,3 +189,24 @@ def test_normal_use_logs_no_console_errors(server: ServerThread, spool: Spool,
     page.wait_for_timeout(500)  # late requests (the icon) log after the load event
     assert not console, f"console messages in normal use: {console}"
 
+
+def test_a_burst_of_new_jobs_is_placed_without_rescanning_the_list(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Each new row found its place by reading every row's key: n²/2 reads for a burst
+    of n jobs, which held the page for seconds at a few thousand.  Counted, not timed."""
+    expect = sync_api.expect
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    page.evaluate("""() => {
+        window.keyReads = 0;
+        const get = ui.rows.get.bind(ui.rows);
+        ui.rows.get = (id) => { window.keyReads += 1; return get(id); };
+    }""")
+    jobs = 1500
+    for n in range(jobs):
+        submit(spool, f"burst-{n:05d}")
+    expect(page.locator("#tasks tbody tr")).to_have_count(jobs, timeout=60_000)
+    ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
+    assert ids == [f"burst-{n:05d}" for n in reversed(range(jobs))]
+    reads = page.evaluate("window.keyReads")
+    assert reads < jobs * 40, f"{reads} row key reads for {jobs} new rows"
