@@ -210,3 +210,35 @@ def test_a_burst_of_new_jobs_is_placed_without_rescanning_the_list(
     assert ids == [f"burst-{n:05d}" for n in reversed(range(jobs))]
     reads = page.evaluate("window.keyReads")
     assert reads < jobs * 40, f"{reads} row key reads for {jobs} new rows"
+
+
+def test_long_job_text_wraps_within_the_screen(server: ServerThread, spool: Spool,
+                                               page: sync_api.Page) -> None:
+    """A 128-character tool name widened the list past the screen (every row's state
+    and progress off to the right); a 20,000-character error or progress message made
+    the task view 277,000 pixels wide."""
+    expect = sync_api.expect
+    width = 1280
+    page.set_viewport_size({"width": width, "height": 800})
+    long_text = "W" * 20_000
+    submit(spool, "long-tool", tool="T" * 128)
+    run_job(spool, "long-error", tool="echo", error=(ErrorType.TOOL_ERROR, long_text))
+    submit(spool, "long-progress", tool="sleep")
+    running = claim(spool, "long-progress")
+    try:
+        report(spool, running, 0.5, long_text)
+        page.goto(server.base + "/")
+        cell = _row(page, "long-progress", "running").locator(".progress-cell")
+        expect(cell).to_contain_text("50%")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        for job_id in ("long-tool", "long-error", "long-progress"):
+            box = _row(page, job_id).locator("td.state").bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, (job_id, box)
+        page.goto(server.base + "/#/tasks/long-error")
+        expect(page.locator("#task-error .message")).to_contain_text("tool_error: WWW")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.goto(server.base + "/#/tasks/long-progress")
+        expect(page.locator("#task-progress .text")).to_contain_text("50% WWW")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    finally:
+        finish(spool, running, {"slept": 0})
