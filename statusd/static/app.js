@@ -50,6 +50,16 @@ function fmtDuration(seconds) {
   return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`;
 }
 
+// Characters that change how the text around them reads without being seen: bidi
+// overrides and isolates (U+202E shows "evil" as "live"), zero-width ones (two tools
+// that look alike), other controls.  Job text shows them as \uXXXX escapes, as the CLI does.
+const HIDDEN_CHARS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+
+function shown(text) {
+  return String(text).replace(HIDDEN_CHARS,
+    (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 function el(name, attrs, text) {
   const node = document.createElement(name);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
@@ -92,7 +102,7 @@ function updateToolOptions(tools) {
   const select = $("tool-filter");
   const have = new Set([...select.options].map((o) => o.value));
   for (const tool of tools) {
-    if (!have.has(tool)) select.appendChild(el("option", { value: tool }, tool));
+    if (!have.has(tool)) select.appendChild(el("option", { value: tool }, shown(tool)));
   }
 }
 
@@ -125,7 +135,7 @@ function progressCell(progress) {
     td.appendChild(bar);
     td.appendChild(document.createTextNode(` ${(fraction * 100).toFixed(0)}%`));
   }
-  if (progress.message) td.title = progress.message;
+  if (progress.message) td.title = shown(progress.message);
   return td;
 }
 
@@ -134,7 +144,7 @@ function rowFor(record) {
   const idCell = el("td", { class: "id" });
   idCell.appendChild(el("a", { href: `#/tasks/${encodeURIComponent(record.id)}` }, record.id));
   tr.appendChild(idCell);
-  tr.appendChild(el("td", { class: "tool" }, record.tool || ""));
+  tr.appendChild(el("td", { class: "tool" }, shown(record.tool || "")));
   tr.appendChild(el("td", { class: `state ${record.state}` }, record.state));
   tr.appendChild(progressCell(record.state === "running" ? record.progress : null));
   tr.appendChild(el("td", { class: "submitted" }, fmtTime(record.submitted_at)));
@@ -286,7 +296,7 @@ function renderFields(record) {
   const dl = $("task-fields");
   dl.replaceChildren();
   const rows = [
-    ["tool", record.tool], ["attempts", record.attempts],
+    ["tool", shown(record.tool || "")], ["attempts", record.attempts],
     ["submitted", fmtTime(record.submitted_at)], ["started", fmtTime(record.started_at)],
     ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
     ["host", record.host ? `${record.host} (pid ${record.pid})` : ""],
@@ -307,7 +317,7 @@ function renderProgress(state, progress) {
   box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
   const pct = progress.fraction === null || progress.fraction === undefined
     ? "" : `${(fraction * 100).toFixed(0)}% `;
-  box.querySelector(".text").textContent = `${pct}${progress.message || ""}`;
+  box.querySelector(".text").textContent = `${pct}${shown(progress.message || "")}`;
 }
 
 async function renderRecord(record) {
@@ -323,16 +333,16 @@ async function renderRecord(record) {
   const error = $("task-error");
   error.hidden = !record.error;
   if (record.error) {
-    error.querySelector(".message").textContent = `${record.error.type}: ${record.error.message}`;
-    error.querySelector(".traceback").textContent = record.error.traceback || "";
+    error.querySelector(".message").textContent = shown(`${record.error.type}: ${record.error.message}`);
+    error.querySelector(".traceback").textContent = shown(record.error.traceback || "");
   }
   const hasResult = record.state === "done" && record.result !== undefined;
   $("task-result").hidden = !hasResult;
-  if (hasResult) $("task-result").querySelector("pre").textContent = shortResult(record.result);
+  if (hasResult) $("task-result").querySelector("pre").textContent = shown(shortResult(record.result));
   const curves = hasResult ? equityCurves(record.result) : [];
   $("task-chart").hidden = !drawEquity($("equity"), curves);
   const job = { tool: record.tool, params: record.params, meta: record.meta };
-  $("task-params").querySelector("pre").textContent = JSON.stringify(job, null, 2);
+  $("task-params").querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
 }
 
 function closeTaskSocket() {

@@ -242,3 +242,22 @@ def test_long_job_text_wraps_within_the_screen(server: ServerThread, spool: Spoo
         assert page.evaluate("document.documentElement.scrollWidth") <= width
     finally:
         finish(spool, running, {"slept": 0})
+
+
+def test_invisible_characters_in_job_text_are_shown(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """A right-to-left override made a tool or an error read backwards ("evil" as
+    "live"), and a zero-width space made two tool names look the same."""
+    expect = sync_api.expect
+    submit(spool, "rtl-tool", tool="\u202eevil")
+    submit(spool, "zw-tool", tool="run_backtest\u200b")
+    run_job(spool, "rtl-error", tool="echo",
+            error=(ErrorType.TOOL_ERROR, "<b>x</b>\u202eevil\u2066"))
+    page.goto(server.base + "/")
+    expect(_row(page, "rtl-tool").locator("td.tool")).to_have_text("\\u202eevil")
+    expect(_row(page, "zw-tool").locator("td.tool")).to_have_text("run_backtest\\u200b")
+    page.goto(server.base + "/#/tasks/rtl-error")
+    expect(page.locator("#task-error .message")).to_have_text(
+        "tool_error: <b>x</b>\\u202eevil\\u2066")
+    page.goto(server.base + "/#/tasks/rtl-tool")
+    expect(page.locator('#task-fields dd[data-field="tool"]')).to_have_text("\\u202eevil")
