@@ -400,8 +400,17 @@ function showList() {
 
 function route() {
   const match = location.hash.match(/^#\/tasks\/(.+)$/);
-  if (match) openTask(decodeURIComponent(match[1]));
-  else showList();
+  if (!match) {
+    showList();
+    return;
+  }
+  let id = match[1];
+  try {
+    id = decodeURIComponent(id);
+  } catch (err) {
+    // A mistyped or cut-off link ("%E0%A4%A"): no such task, not an uncaught URIError.
+  }
+  openTask(id);
 }
 
 /* ---- start --------------------------------------------------------------------------- */
