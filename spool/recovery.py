@@ -11,9 +11,10 @@ its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
   is spent (DESIGN section 9).
 * A quarantine, cancel or retry cut short in ``tmp/`` is completed or undone;
   nothing a client sent is dropped.  Other dead staging files are removed.
-* A ``failed/<id>.orig`` without its record gets one; an id with records in
-  both ``done/`` and ``failed/`` keeps the newer; progress and cancel files of
-  jobs no longer running, and lock files of dead owners, are removed.
+* An id with records in both ``done/`` and ``failed/`` keeps the newer; then a
+  ``failed/<id>.orig`` without its quarantine record gets one, or goes if a
+  later run superseded it; progress and cancel files of jobs no longer
+  running, and lock files of dead owners, are removed.  One pass settles all.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from pydantic import ValidationError
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.fsops import SPARE_TAG
-from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
-from spool.models import ErrorInfo, Job, Record, Source, record_bytes
+from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
 from spool.reader import read_regular
 from spool.states import JobState
 from spool.transitions import Claim, Spool, read_fd, record_from_job
@@ -78,6 +79,8 @@ class Recovery:
         self.layout = spool.layout
         self.mover = spool.mover
         self.max_attempts = max_attempts
+        # failed/<id>.orig name -> (inode, mtime) of the quarantine record beside it
+        self._quarantine_records: dict[str, tuple[int, int]] = {}
 
     def scan(self) -> RecoveryReport:
         report = RecoveryReport()
@@ -248,11 +251,27 @@ class Recovery:
     def _restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
                             message: str = "quarantined when its processor died; the "
                             "original name was lost") -> None:
-        orig = self.layout.original(job_id)
-        if not self.mover.move(path, orig, replace=False):
-            orig = path  # an original is already there: keep both, this one in tmp/
-        kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-        self._record_for_original(job_id, st, kind, message, orig == path)
+        """Finish a quarantine cut short in ``tmp/``: the original into ``failed/``, then
+        its record, replacing the id's earlier records as the quarantine would have.
+
+        Like ``Spool.quarantine`` it never replaces an earlier original of the id, nor
+        (here) a record written after the quarantine began: the drop then gets an id of
+        its own, and its record under that id.
+        """
+        name = job_id + JOB_SUFFIX
+        taken = (os.path.lexists(self.layout.original(job_id))
+                 or self._finished_after(job_id, st.st_ctime_ns))
+        while True:
+            if taken:
+                job_id = invalid_id(self.spool.clock.now())
+            if self.mover.move(path, self.layout.original(job_id), replace=False):
+                break
+            if not os.path.lexists(path):
+                return  # settled meanwhile by another processor's scan
+            taken = True
+        if job_id + JOB_SUFFIX != name:
+            message += f" (an earlier {name} keeps its own record)"
+        self._record_for_original(job_id, st, name, message, replace=True)
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self._finished_after(job_id, st.st_ctime_ns):
@@ -277,32 +296,75 @@ class Recovery:
 
     def _terminal_leftovers(self, report: RecoveryReport) -> None:
         done = {e.name for e in _entries(self.layout.folder(JobState.DONE))}
-        for entry in _entries(self.layout.folder(JobState.FAILED)):
-            name = entry.name
-            if name.endswith(ORIG_SUFFIX):
-                job_id = name.removesuffix(ORIG_SUFFIX)
-                if is_valid_id(job_id) and not os.path.lexists(
-                        self.layout.job(JobState.FAILED, job_id)):
-                    self._lone_original(job_id, entry, report)
-            elif name in done:
-                self._keep_newer(name, report)
+        failed = _entries(self.layout.folder(JobState.FAILED))
+        for entry in failed:
+            if entry.name in done:
+                self._keep_newer(entry.name, report)
+        # Then the originals, so one whose record just went is settled in this same pass.
+        for entry in failed:
+            job_id = entry.name.removesuffix(ORIG_SUFFIX)
+            if job_id != entry.name and is_valid_id(job_id):
+                self._settle_original(job_id, entry, report)
+        names = {entry.name for entry in failed}
+        self._quarantine_records = {name: key for name, key in self._quarantine_records.items()
+                                    if name in names}
 
-    def _lone_original(self, job_id: str, entry: os.DirEntry[str],
-                       report: RecoveryReport) -> None:
-        """A ``failed/<id>.orig`` without its record: a quarantine or a completion cut short.
+    def _settle_original(self, job_id: str, entry: os.DirEntry[str],
+                         report: RecoveryReport) -> None:
+        """A ``failed/<id>.orig`` must sit beside its quarantine record (one with a
+        ``source``); else a quarantine or a completion was cut short.
 
-        The original came into ``failed/`` by rename, which sets its ctime.  A ``done``
-        record written after that is a later run's, whose completion removes the
-        superseded original (``Spool.publish_terminal``): finish that.  Otherwise the
-        quarantine was cut short before its record: write one.
+        The original came into ``failed/`` by rename, which sets its ctime, and its
+        quarantine publishes the record right after.  A record of the id written after
+        the original (a ``done`` one when there is no failed one) is a later run's,
+        whose completion removes the superseded original (``Spool.publish_terminal``):
+        finish that.  Otherwise (no record, or only an earlier run's) the quarantine was
+        cut short before its record: write it, replacing the earlier one as the
+        quarantine would have.
         """
-        st = entry.stat(follow_symlinks=False)
-        if self._finished_after(job_id, st.st_ctime_ns):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        record = self.layout.job(JobState.FAILED, job_id)
+        try:
+            record_st: os.stat_result | None = os.lstat(record)
+        except FileNotFoundError:
+            record_st = None
+        if record_st is None:
+            superseded = self._finished_after(job_id, st.st_ctime_ns)
+        elif self._runs_record(entry.name, record, record_st):
+            superseded = record_st.st_mtime_ns >= st.st_ctime_ns
+        else:
+            return  # its quarantine record (or no valid record: not ours to judge)
+        if superseded:
             report.removed += self.mover.unlink_durable(Path(entry.path))
             return
-        self._record_for_original(job_id, st, "file", "quarantined when its processor died",
-                                  False)
+        self._record_for_original(job_id, st, job_id + JOB_SUFFIX,
+                                  "quarantined when its processor died",
+                                  replace=record_st is not None)
         report.restored.append(job_id)
+
+    def _runs_record(self, name: str, record: Path, st: os.stat_result) -> bool:
+        """True when ``record`` is a valid record of a run (no ``source``): not the
+        quarantine record of the original ``name``.
+
+        Every original is checked on every scan, so a record found to be its quarantine's
+        is remembered by inode and mtime, and not read again while they stay.
+        """
+        key = (st.st_ino, st.st_mtime_ns)
+        if self._quarantine_records.get(name) == key:
+            return False
+        data = read_regular(record)
+        if data is None:
+            return False
+        try:
+            quarantine = parse_record(data).source is not None
+        except ValueError:
+            return False
+        if quarantine:
+            self._quarantine_records[name] = key
+        return not quarantine
 
     def _keep_newer(self, name: str, report: RecoveryReport) -> None:
         paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]
@@ -312,19 +374,19 @@ class Recovery:
             return
         report.removed += self.mover.unlink_durable(older)
 
-    def _record_for_original(self, job_id: str, st: os.stat_result, kind: str, message: str,
-                             left_in_tmp: bool) -> None:
-        if os.path.lexists(self.layout.job(JobState.FAILED, job_id)):
-            return
-        if left_in_tmp:
-            message += "; the original is kept in tmp/ (an older original had the id)"
+    def _record_for_original(self, job_id: str, st: os.stat_result, name: str,
+                             message: str, *, replace: bool) -> None:
+        """Publish the quarantine record of ``failed/<id>.orig`` (``st``, once ``name``), the
+        id's one terminal record; ``replace``: over an earlier failed record of the id."""
+        kind = "file" if stat.S_ISREG(st.st_mode) else "other"
         record = Record(
             id=job_id, state=JobState.FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
             finished_at=self.spool.clock.now(), host=self.spool.host, pid=self.spool.pid,
             error=ErrorInfo(type=ErrorType.INVALID_JOB, message=message),
-            source=Source(name=job_id + JOB_SUFFIX, size=st.st_size, kind=kind))
-        self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
-                           replace=False)
+            source=Source(name=name, size=st.st_size, kind=kind))
+        if self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
+                              replace=replace):
+            self.mover.unlink_durable(self.layout.job(JobState.DONE, job_id))
 
     # -- sidecars and owners ---------------------------------------------------------
 

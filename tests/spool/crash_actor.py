@@ -1,0 +1,55 @@
+"""One spool operation in a process of its own, for the tests that kill it mid-way.
+
+Usage: ``python crash_actor.py ROOT FSYNC COMMAND ARG``
+
+``quarantine NAME``  judge ``pending/NAME`` as the processor's intake does (no settle
+                     time), which quarantines a file that cannot be a job;
+``complete ID``      claim ``ID`` and complete it;
+``fail ID``          claim ``ID`` and fail it (``tool_error``).
+
+The operation is the library's own code; the test runs this under strace, which
+SIGKILLs it at a chosen syscall (see test_crash_points.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from spool.clock import SystemClock
+from spool.errors import ErrorType
+from spool.fsops import Mover
+from spool.intake import Intake
+from spool.layout import Layout
+from spool.models import ErrorInfo
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+
+def main() -> None:
+    root, mode, command, arg = sys.argv[1:5]
+    layout = Layout(Path(root))
+    spool = Spool(layout, Mover(layout, FsyncMode(mode)), SystemClock())
+    if command == "quarantine":
+        intake = Intake(spool, max_job_bytes=1 << 20, settle_s=0, clock=SystemClock())
+        intake.inspect(arg)
+        return
+    claim = spool.claim(arg)
+    if claim is None:
+        raise SystemExit(f"cannot claim {arg}")
+    now = datetime.now(UTC)
+    state = JobState.DONE if command == "complete" else JobState.FAILED
+    record = spool.record_of_claim(claim, state).model_copy(
+        update={"attempts": 1, "started_at": now, "finished_at": now})
+    if state is JobState.DONE:
+        record.result = {"ok": True}
+        spool.complete(claim, record)
+    else:
+        record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message="the tool failed")
+        spool.fail(claim, record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Spool operations SIGKILLed at a chosen filesystem syscall, then one recovery scan.
+
+strace's ``-P PATH -e inject=%file:signal=SIGKILL:when=1`` kills the operation (a
+real process, the library's own code: crash_actor.py) on entering its first syscall
+that names PATH, before that syscall runs.  These are the crash points a review that
+killed every operation at every syscall found wrong (docs/reliability.md, sixth
+session): after the kill and a single scan, every job is in one state, nothing is
+left in ``tmp/``, and every quarantined original sits beside its own record.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spoolkit import REPO, drop_raw, listing, locate, read_json, submit
+
+from spool.clock import SystemClock
+from spool.errors import ErrorType
+from spool.intake import Intake, Verdict
+from spool.models import ErrorInfo
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
+
+
+@functools.cache
+def _strace() -> str | None:
+    """strace, if it is installed and may trace here (ptrace can be forbidden)."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-o", os.devnull, "true"], check=False, capture_output=True,
+                           timeout=30)
+    return found if probe.returncode == 0 else None
+
+
+@pytest.fixture(autouse=True)
+def _needs_strace() -> None:
+    if _strace() is None:
+        pytest.skip("needs strace, allowed to trace")
+
+
+def kill_at_first_touch(root: Path, path: Path, command: str, arg: str,
+                        mode: FsyncMode = FsyncMode.ALWAYS) -> None:
+    """Run crash_actor.py's ``command arg`` on the spool at ``root``, SIGKILLed on entering
+    its first syscall that names ``path``."""
+    strace = _strace()
+    assert strace is not None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=%file",
+         "-e", "inject=%file:signal=SIGKILL:when=1",
+         sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+def quarantine(spool: Spool, name: str, data: bytes) -> None:
+    """Drop ``data`` as ``pending/name`` and let intake quarantine it (in this process)."""
+    drop_raw(spool.layout, name, data)
+    intake = Intake(spool, max_job_bytes=1 << 20, settle_s=0, clock=SystemClock())
+    assert intake.inspect(name).verdict is Verdict.QUARANTINED
+
+
+def failed_run(spool: Spool, job_id: str) -> None:
+    submit(spool, job_id)
+    claim = spool.claim(job_id)
+    assert claim is not None
+    spool.fail(claim, spool.record_of_claim(claim, F).model_copy(
+        update={"error": ErrorInfo(type=ErrorType.TOOL_ERROR, message="earlier run")}))
+
+
+def settled_in_one_scan(spool: Spool) -> None:
+    Recovery(spool).scan()
+    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.folder(R)) == []
+    assert not Recovery(spool).scan().changed, "a second scan still had work"
+
+
+def test_a_quarantine_killed_beside_an_earlier_original_gets_an_id_of_its_own(
+        spool: Spool) -> None:
+    """Killed between staging the drop in ``tmp/`` and moving it beside the id's earlier
+    original: it stayed in ``tmp/`` with no record, restored and left again at each scan."""
+    layout = spool.layout
+    quarantine(spool, "dup.json", b"{the first bad drop")
+    earlier = {path: path.read_bytes() for path in (layout.original("dup"), layout.job(F, "dup"))}
+    drop_raw(layout, "dup.json", b"{the second bad drop")
+
+    kill_at_first_touch(layout.root, layout.original("dup"), "quarantine", "dup.json")
+    assert [n.split(".")[0] for n in listing(layout.tmp)] == ["quarantine-dup"]
+
+    settled_in_one_scan(spool)
+    assert {path: path.read_bytes() for path in earlier} == earlier
+    [orig] = [n for n in listing(layout.folder(F)) if n.endswith(".orig") and n != "dup.orig"]
+    assert (layout.folder(F) / orig).read_bytes() == b"{the second bad drop"
+    record = read_json(layout.job(F, orig.removesuffix(".orig")))
+    assert record["error"]["type"] == "invalid_job"
+    assert record["source"]["name"] == "dup.json"
+
+
+@pytest.mark.parametrize("kill_at", ["staged", "placed"])
+def test_a_quarantine_killed_beside_an_earlier_runs_record_replaces_that_record(
+        spool: Spool, kill_at: str) -> None:
+    """A bad drop of an id whose earlier run failed, killed with the drop staged in
+    ``tmp/`` or just placed in ``failed/``: its original ended beside the earlier run's
+    record, with no record of its own (and a retry of the id would rerun the old job)."""
+    layout = spool.layout
+    failed_run(spool, "rerun")
+    drop_raw(layout, "rerun.json", b"{not a job")
+    target = layout.original("rerun") if kill_at == "staged" else layout.folder(F)
+
+    kill_at_first_touch(layout.root, target, "quarantine", "rerun.json")
+
+    settled_in_one_scan(spool)
+    assert locate(layout, "rerun") == [F]
+    assert layout.original("rerun").read_bytes() == b"{not a job"
+    record = read_json(layout.job(F, "rerun"))
+    assert record["error"]["type"] == "invalid_job"
+    assert record["source"]["name"] == "rerun.json"
+
+
+def test_a_failed_run_of_a_quarantined_id_killed_before_the_old_original_went(
+        spool: Spool) -> None:
+    """The run's record replaced the quarantine record; killed before removing the
+    original beside it, the original stayed beside a record that was not its own."""
+    layout = spool.layout
+    quarantine(spool, "again.json", b"{bad at first")
+    submit(spool, "again", params={"fixed": True})
+
+    kill_at_first_touch(layout.root, layout.original("again"), "fail", "again")
+    assert locate(layout, "again") == [R, F]
+
+    settled_in_one_scan(spool)
+    assert locate(layout, "again") == [F]
+    assert not os.path.lexists(layout.original("again"))
+    record = read_json(layout.job(F, "again"))
+    assert record["error"]["type"] == "tool_error" and record["params"] == {"fixed": True}
+
+
+def original_listed_first(folder: Path, candidates: list[str]) -> str:
+    """An id whose ``<id>.orig`` ``folder`` lists before ``<id>.json`` (a hash-ordered
+    directory lists names in an order fixed by the names), so a scan meets it first."""
+    for job_id in candidates:
+        orig, record = folder / f"{job_id}.orig", folder / f"{job_id}.json"
+        orig.write_bytes(b"")
+        record.write_bytes(b"")
+        names = [entry.name for entry in os.scandir(folder)]
+        orig.unlink()
+        record.unlink()
+        if names.index(orig.name) < names.index(record.name):
+            return job_id
+    return candidates[0]
+
+
+def test_a_done_run_of_a_quarantined_id_killed_before_the_old_record_went(
+        spool: Spool) -> None:
+    """Killed after the done record and before removing the quarantine record: a first
+    scan removed that record but, meeting the original before it, left the original
+    without a record until the next scan."""
+    layout = spool.layout
+    job_id = original_listed_first(layout.folder(F), [f"redo{n}" for n in range(32)])
+    quarantine(spool, f"{job_id}.json", b"{bad at first")
+    submit(spool, job_id)
+
+    kill_at_first_touch(layout.root, layout.job(F, job_id), "complete", job_id)
+    assert locate(layout, job_id) == [R, D, F]
+
+    settled_in_one_scan(spool)
+    assert locate(layout, job_id) == [D]
+    assert not os.path.lexists(layout.original(job_id))
+    assert read_json(layout.job(D, job_id))["result"] == {"ok": True}
