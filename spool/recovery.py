@@ -5,10 +5,10 @@ only ever touches what no live process holds: a running job is an orphan when
 its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
 ``tmp/`` is dead when its writer's pid is gone (or it is untouched for a day).
 
-* An orphan whose terminal record is newer than its claim was finished: the
-  leftover ``running/`` file goes.  Otherwise it is requeued with its attempt
-  count raised and a backoff, or failed ``abandoned`` once ``max_attempts``
-  is spent (DESIGN section 9).
+* An orphan whose run has its record (newer than its claim, or as new and of
+  this run) was finished: the leftover ``running/`` file goes.  Otherwise it
+  is requeued with its attempt count raised and a backoff, or failed
+  ``abandoned`` once ``max_attempts`` is spent (DESIGN section 9).
 * A quarantine, cancel or retry cut short in ``tmp/`` is completed or undone;
   nothing a client sent is dropped.  Other dead staging files are removed.
 * An id with records in both ``done/`` and ``failed/`` keeps the newer; then a
@@ -129,14 +129,16 @@ class Recovery:
 
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
-        if self._finished_after(job_id, claim.claimed_ns):
+        try:
+            job: Job | None = Job.model_validate_json(claim.data)
+        except ValidationError as exc:
+            job, invalid = None, exc.errors()[0]["msg"]
+        if self._run_recorded(claim, job):
             self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
             report.finished.append(job_id)
             return
-        try:
-            job = Job.model_validate_json(claim.data)
-        except ValidationError as exc:
-            self._abandon(claim, None, f"running file is not a valid job: {exc.errors()[0]['msg']}")
+        if job is None:
+            self._abandon(claim, None, f"running file is not a valid job: {invalid}")
             report.abandoned.append(job_id)
             return
         if self._requeued_already(claim, job):
@@ -162,6 +164,37 @@ class Recovery:
             message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
         self._abandon(claim, job.model_copy(update={"attempts": ran}), message)
         report.abandoned.append(job_id)
+
+    def _run_recorded(self, claim: Claim, job: Job | None) -> bool:
+        """This run's record is in ``done/`` or ``failed/``: its completion was cut short.
+
+        A record written in a later tick of the filesystem's clock than the claim is this
+        run's.  One of the same tick may be the record of the run before it: a drop of the
+        id that waited for that run is claimed the moment it ends, well within a tick
+        (4 ms here).  It is this run's only if it records this job's submission and
+        attempt.
+        """
+        for state in (JobState.DONE, JobState.FAILED):
+            path = self.layout.job(state, claim.job_id)
+            try:
+                mtime_ns = os.lstat(path).st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if mtime_ns > claim.claimed_ns or (mtime_ns == claim.claimed_ns and (
+                    job is None or self._records_run(path, claim, job))):
+                return True
+        return False
+
+    @staticmethod
+    def _records_run(path: Path, claim: Claim, job: Job) -> bool:
+        data = read_regular(path)
+        try:
+            record = parse_record(data) if data is not None else None
+        except ValueError:
+            return False
+        submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)
+        return (record is not None and record.source is None
+                and record.submitted_at == submitted and record.attempts == job.attempts + 1)
 
     def _requeued_already(self, claim: Claim, job: Job) -> bool:
         """``pending/<id>.json`` is this run's own requeue: the same job and submission,

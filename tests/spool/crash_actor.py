@@ -5,7 +5,10 @@ Usage: ``python crash_actor.py ROOT FSYNC COMMAND ARG``
 ``quarantine NAME``  judge ``pending/NAME`` as the processor's intake does (no settle
                      time), which quarantines a file that cannot be a job;
 ``complete ID``      claim ``ID`` and complete it;
-``fail ID``          claim ``ID`` and fail it (``tool_error``).
+``fail ID``          claim ``ID`` and fail it (``tool_error``);
+``rerun ID``         claim ``ID``, drop it again (``{"drop": 2}``, which waits), complete
+                     the first run, claim the drop as a processor does the moment the
+                     run ends, and die of SIGKILL during that second run.
 
 The operation is the library's own code; the test runs this under strace, which
 SIGKILLs it at a chosen syscall (see test_crash_points.py).
@@ -13,6 +16,8 @@ SIGKILLs it at a chosen syscall (see test_crash_points.py).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +27,7 @@ from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.intake import Intake
 from spool.layout import Layout
-from spool.models import ErrorInfo
+from spool.models import ErrorInfo, Job
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -39,8 +44,10 @@ def main() -> None:
     claim = spool.claim(arg)
     if claim is None:
         raise SystemExit(f"cannot claim {arg}")
+    if command == "rerun":
+        spool.submit(Job(tool="echo", params={"drop": 2}), arg)
     now = datetime.now(UTC)
-    state = JobState.DONE if command == "complete" else JobState.FAILED
+    state = JobState.FAILED if command == "fail" else JobState.DONE
     record = spool.record_of_claim(claim, state).model_copy(
         update={"attempts": 1, "started_at": now, "finished_at": now})
     if state is JobState.DONE:
@@ -49,6 +56,9 @@ def main() -> None:
     else:
         record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message="the tool failed")
         spool.fail(claim, record)
+    if command == "rerun":
+        assert spool.claim(arg) is not None
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":

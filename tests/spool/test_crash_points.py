@@ -53,18 +53,19 @@ def _needs_strace() -> None:
         pytest.skip("needs strace, allowed to trace")
 
 
-def kill_at_first_touch(root: Path, path: Path, command: str, arg: str,
-                        mode: FsyncMode = FsyncMode.ALWAYS) -> None:
+def kill_at_first_touch(root: Path, path: Path | None, command: str, arg: str, *,
+                        mode: FsyncMode = FsyncMode.ALWAYS, syscalls: str = "%file") -> None:
     """Run crash_actor.py's ``command arg`` on the spool at ``root``, SIGKILLed on entering
-    its first syscall that names ``path``."""
+    its first syscall of ``syscalls`` that names ``path`` (None: the actor kills itself)."""
     strace = _strace()
     assert strace is not None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    tracing = [] if path is None else [
+        strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", f"trace={syscalls}",
+        "-e", f"inject={syscalls}:signal=SIGKILL:when=1"]
     proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=%file",
-         "-e", "inject=%file:signal=SIGKILL:when=1",
-         sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
+        [*tracing, sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
         check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
 
@@ -183,3 +184,48 @@ def test_a_done_run_of_a_quarantined_id_killed_before_the_old_record_went(
     assert locate(layout, job_id) == [D]
     assert not os.path.lexists(layout.original(job_id))
     assert read_json(layout.job(D, job_id))["result"] == {"ok": True}
+
+
+def same_tick(record: Path, running: Path) -> None:
+    """Give ``record`` the timestamp of the claim of ``running``, as the filesystem's coarse
+    clock does to two events less than a tick apart (on ext4 here, 4 ms)."""
+    claimed_ns = os.lstat(running).st_ctime_ns
+    os.utime(record, ns=(claimed_ns, claimed_ns))
+
+
+def test_a_waiting_drop_claimed_as_its_predecessor_ends_outlives_its_processor(
+        spool: Spool) -> None:
+    """A drop of an id that waited for that id's run is claimed the moment the run is
+    recorded, in the same tick of the clock.  Its processor died during that second run,
+    and recovery took the first run's record for the second's: the running file went,
+    and the second drop with it (the real processor: 6 times in 6)."""
+    layout = spool.layout
+    submit(spool, "twice", params={"drop": 1})
+
+    kill_at_first_touch(layout.root, None, "rerun", "twice")
+    assert locate(layout, "twice") == [R, D]
+    same_tick(layout.job(D, "twice"), layout.job(R, "twice"))
+
+    settled_in_one_scan(spool)
+    assert locate(layout, "twice") == [F]
+    record = read_json(layout.job(F, "twice"))
+    assert record["error"]["type"] == "abandoned" and record["params"] == {"drop": 2}
+
+
+def test_a_run_recorded_in_the_tick_of_its_claim_is_finished_not_run_again(
+        spool: Spool) -> None:
+    """The other side: a run recorded in the tick it was claimed, killed before its
+    running file went, was finished: recovery removes the running file and keeps the
+    record (it does not abandon the run over its own result)."""
+    layout = spool.layout
+    submit(spool, "quick", params={"drop": 1})
+
+    kill_at_first_touch(layout.root, layout.job(R, "quick"), "complete", "quick",
+                        syscalls="unlink,rename")
+    assert locate(layout, "quick") == [R, D]
+    same_tick(layout.job(D, "quick"), layout.job(R, "quick"))
+    done = layout.job(D, "quick").read_bytes()
+
+    settled_in_one_scan(spool)
+    assert locate(layout, "quick") == [D]
+    assert layout.job(D, "quick").read_bytes() == done
