@@ -236,11 +236,21 @@ class UwsgiPeer:
 
     def _spool(self, n: int, query: str = "") -> int:
         assert self.conn is not None, "not started"
-        self.conn.request("GET", f"/?n={n}{query}")
-        response = self.conn.getresponse()
+        try:
+            response = self._get(f"/?n={n}{query}")
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # uWSGI closes a kept-alive connection left idle (while the pool runs): the
+            # request never reached it, so it goes again on a new connection.
+            self.conn.close()
+            response = self._get(f"/?n={n}{query}")
         if response.read() != b"ok":
             raise PeerError(f"uWSGI answered {response.status}")
         return n
+
+    def _get(self, path: str) -> http.client.HTTPResponse:
+        assert self.conn is not None
+        self.conn.request("GET", path)
+        return self.conn.getresponse()
 
     def _count(self) -> int:
         with contextlib.suppress(FileNotFoundError):
