@@ -15,7 +15,9 @@ spooler, each when installed.
   (``uwsgi.spool``), so this client asks the worker over HTTP on 127.0.0.1 to spool
   the tasks (one request for all of W1's, one per W2 job); each task appends a byte
   to a file whose size is the completion count.  The spooler deletes a task's file
-  when it is done and keeps no result: less than a record per job.
+  when it is done and keeps no result: less than a record per job.  Its scan period
+  is set to 1 s, the least it takes (the default is 30 s): a spooler that misses the
+  wake-up of a ``uwsgi.spool`` finds the task at its next scan.
 
 Completion is polled every :data:`POLL_S` (W1, W3) or :data:`W2_POLL_S` (W2).
 """
@@ -202,7 +204,8 @@ class UwsgiPeer:
                 ["uwsgi", "--master", "--http11-socket", f"127.0.0.1:{port}", "--wsgi-file",
                  str(REPO / "bench" / "uwsgi_app.py"), "--need-app", "--processes", "1",
                  "--spooler", str(self.base / "spool"), "--spooler-processes",
-                 str(self.job_num), "--spooler-quiet", "--disable-logging"],
+                 str(self.job_num), "--spooler-frequency", "1", "--spooler-quiet",
+                 "--disable-logging"],
                 env={**_env(), "UWSGI_DONE": str(self.done)}, cwd=self.base,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
