@@ -7,7 +7,9 @@ puts this folder on ``sys.path`` (rootdir-relative "prepend" import mode).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -112,3 +115,16 @@ def await_line(proc: subprocess.Popen[str], prefix: str) -> str:
         proc.wait()
         raise AssertionError(f"actor said {line!r}, expected {prefix!r}")
     return line[len(prefix):].strip()
+
+
+def _nobody() -> tuple[int, int] | None:
+    try:
+        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return None
+
+
+NOBODY = _nobody()
+"""The uid and gid of nobody / nogroup, for running the CLI as a user shut out."""
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
+                                reason="needs root and the nobody user / nogroup group")

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 import pytest
+from spoolkit import NOBODY, needs_root
 
 from spool.cli.main import main as spoolq_main
 from spool.errors import ErrorType
@@ -156,18 +157,6 @@ def test_init_creates_the_folders_and_is_idempotent(env: dict[str, str]) -> None
     assert again.returncode == 0 and "spool ready" in again.stdout
     assert (root / "pending" / "kept.json").read_bytes() == b'{"tool": "echo"}'
     refused(stray, 2, "--system")
-
-
-def _nobody() -> tuple[int, int] | None:
-    try:
-        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        return None
-
-
-NOBODY = _nobody()
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
-                                reason="needs root and the nobody user / nogroup group")
 
 
 def as_user(uid: int, gids: list[int], body: Callable[[], int]) -> tuple[int, str]:

@@ -9,10 +9,8 @@ only (JSON that parses, with ``--json``), and that every error is one
 from __future__ import annotations
 
 import fcntl
-import grp
 import os
 import pty
-import pwd
 import resource
 import select
 import shutil
@@ -30,6 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
+from spoolkit import NOBODY, needs_root
 
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -316,16 +315,6 @@ def test_a_dotenv_that_is_not_utf8_is_a_bad_setting(tmp_path: Path, root: Path,
 # -- a spool this user may not use ----------------------------------------------------------
 
 
-def _nobody() -> tuple[int, int] | None:
-    try:
-        return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        return None
-
-
-NOBODY = _nobody()
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
-                                reason="needs root and the nobody user / nogroup group")
 # The CLI as another user: imported first (the interpreter may sit where that user cannot
 # read, as under /root), then the credentials are dropped, then ``main`` runs.
 AS_NOBODY = ("import os, sys\nfrom spool.cli.main import main\n"
