@@ -8,6 +8,8 @@ opt in with ``pytestmark = pytest.mark.usefixtures("no_leaks")``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -77,3 +79,12 @@ def root(env: dict[str, str]) -> Path:
     path = Path(env["SPOOL_DIR"])
     Mover(Layout(path), FsyncMode.NEVER).make_folders()
     return path
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="spoolq-cli-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)

@@ -15,15 +15,13 @@ import os
 import pty
 import pwd
 import select
-import shutil
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -179,15 +177,6 @@ def as_user(uid: int, gids: list[int], body: Callable[[], int]) -> tuple[int, st
     with os.fdopen(read_end) as err:
         stderr = err.read()
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), stderr
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory other users can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="spoolq-cli-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 @needs_root

@@ -13,15 +13,12 @@ import os
 import pty
 import resource
 import select
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -321,15 +318,6 @@ AS_NOBODY = ("import os, sys\nfrom spool.cli.main import main\n"
              "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
              "os.setgroups([gid]); os.setgid(gid); os.setuid(uid)\n"
              "sys.exit(main(sys.argv[3:]))")
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory other users can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="spoolq-review-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 @needs_root
