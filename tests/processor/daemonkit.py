@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -198,3 +200,18 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+@contextmanager
+def tmpfs(mnt: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted on ``mnt`` (made here) for the block; skips the test where
+    mounting is not allowed."""
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
+                           str(mnt)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

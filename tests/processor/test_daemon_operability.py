@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemonkit import Daemon, drop, make_spool, wait_for, wait_record
+from daemonkit import Daemon, drop, make_spool, tmpfs, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
 NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
@@ -154,20 +154,12 @@ def test_an_owners_folder_it_cannot_write_exits_2_with_one_line(spool_root: Path
 
 
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")
         drop(mnt / "spool", "waiting", {"tool": "echo"})
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         lines = _start_and_fail(mnt / "spool", tmp_path / "daemon.log", [])
         assert os.listdir(mnt / "spool" / "pending") == ["waiting.json"]
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
     assert len(lines) == 1, lines
     assert lines[0].startswith("spool-processor: error: cannot take the owner lease ")
     assert lines[0].endswith(": Read-only file system"), lines[0]

@@ -24,9 +24,18 @@ if str(HERE.parent / "processor") not in sys.path:
 
 # The spool-level helpers are the processor suite's; this module adds daemons and sweeps.
 from daemonkit import Daemon as BaseDaemon  # noqa: E402
-from daemonkit import drop, locations, make_spool, record, wait_for, wait_record  # noqa: E402
+from daemonkit import (  # noqa: E402
+    drop,
+    locations,
+    make_spool,
+    record,
+    tmpfs,
+    wait_for,
+    wait_record,
+)
 
-__all__ = ["Daemon", "drop", "locations", "make_spool", "record", "wait_for", "wait_record"]
+__all__ = ["Daemon", "drop", "locations", "make_spool", "record", "tmpfs", "wait_for",
+           "wait_record"]
 
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"

@@ -22,7 +22,6 @@ import errno
 import math
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from relkit import Daemon, drop, locations, make_spool, record, wait_for
+from relkit import Daemon, drop, locations, make_spool, record, tmpfs, wait_for
 
 StartDaemon = Callable[..., Daemon]
 MALFORMED = b'{"tool": '
@@ -102,16 +101,8 @@ def _assert_quiet(d: Daemon, since: int, outage_s: float) -> None:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs",
-                           str(mnt)], capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def _fill(mnt: Path) -> Path:
