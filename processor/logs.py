@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import re
 import sys
 import threading
 import time
@@ -26,37 +25,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from spool.text import valid_strings, valid_text
+
 TRANSITIONS = logging.getLogger("spoolq.transitions")
 _loop_thread = threading.main_thread()  # the processor's loop thread (see set_loop_thread)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def valid_text(value: str) -> str:
-    """``value`` as text UTF-8 can hold: lone surrogates become escapes, ``\\xff`` for
-    a byte that was not UTF-8 (``os.listdir`` and ``surrogateescape`` give those as
-    U+DC80 to U+DCFF), ``\\ud800`` for any other."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub(_escape, value)
-    return value
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return valid_text(value)
-    if isinstance(value, dict):
-        return {valid_text(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _dumps(entry: dict[str, Any]) -> str:
@@ -64,7 +36,7 @@ def _dumps(entry: dict[str, Any]) -> str:
     try:
         return orjson.dumps(entry, default=str).decode()
     except TypeError:
-        return orjson.dumps(_clean(entry), default=lambda v: valid_text(str(v))).decode()
+        return orjson.dumps(valid_strings(entry), default=lambda v: valid_text(str(v))).decode()
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text

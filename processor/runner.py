@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from processor.logs import valid_text
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
+from spool.text import valid_text
 
 T = TypeVar("T")
 

@@ -21,6 +21,7 @@ import orjson
 
 from spool.models import Record, record_bytes
 from spool.states import JobState
+from spool.text import valid_strings
 
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 RESULT_LINES = 40
@@ -34,22 +35,8 @@ def emit_json(value: Any) -> None:
     try:
         text = orjson.dumps(value, option=_JSON, default=str)
     except orjson.JSONEncodeError:  # a path argument with bytes that are not UTF-8
-        text = orjson.dumps(_utf8(value), option=_JSON, default=str)
+        text = orjson.dumps(valid_strings(value), option=_JSON, default=str)
     sys.stdout.write(text.decode() + "\n")
-
-
-def _utf8(value: Any) -> Any:
-    """``value`` with every string valid UTF-8 (undecodable bytes as ``\\xff`` escapes)."""
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode()
-    if isinstance(value, dict):
-        return {_utf8(k): _utf8(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_utf8(v) for v in value]
-    return value
 
 
 def record_json(record: Record) -> dict[str, Any]:

@@ -1,0 +1,40 @@
+"""Text that UTF-8 (and so JSON) can hold, whatever a tool or a file name gave.
+
+``os.listdir`` and ``surrogateescape`` hand over bytes that are not UTF-8 as lone
+surrogates (U+DC80 to U+DCFF), which ``orjson`` refuses: the processor's log lines and
+records and the CLI's JSON output write them as escapes instead.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(value: str) -> str:
+    """``value`` as text UTF-8 can hold: lone surrogates become escapes, ``\\xff`` for
+    a byte that was not UTF-8 (``os.listdir`` and ``surrogateescape`` give those as
+    U+DC80 to U+DCFF), ``\\ud800`` for any other."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(_escape, value)
+    return value
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def valid_strings(value: Any) -> Any:
+    """``value`` with every string in it (keys too, lists, sets) through :func:`valid_text`."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {valid_text(str(k)): valid_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [valid_strings(v) for v in value]
+    return value
