@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from spoolkit import (
+    FakeClock,
     actor,
     await_line,
     drop_raw,
@@ -261,6 +262,7 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
     newer = layout.job(P, "c-newer").read_bytes()
     submit(spool, "r-done", params={"retried": True})
     retried = layout.job(P, "r-done").read_bytes()
+    time.sleep(max(0.0, old_since + 1.2 - time.monotonic()))
     # a live writer's staging file (this process) and a foreign file, young and old
     live_staging = layout.staging("mine")
     live_staging.write_bytes(b"in progress")
@@ -268,9 +270,11 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
     young.write_bytes(b"?")
     past = datetime.now(UTC).timestamp() - 3 * 86_400
     os.utime(young, (past, past))  # an old mtime (a copy keeps it) makes nothing old
-    time.sleep(max(0.0, old_since + 1.2 - time.monotonic()))
+    # The scan's clock stops at the young files' ctime: however long the host stalls
+    # before it runs, they are 0 s old and old-foreign at least 1.2 s.
+    scan_time = utc_from_ns(max(p.stat().st_ctime_ns for p in (live_staging, young)))
 
-    report = Recovery(make_spool(layout.root)).scan()
+    report = Recovery(make_spool(layout.root, clock=FakeClock(scan_time))).scan()
 
     assert sorted(report.restored) == sorted(
         [bad_id, "c-undo", "c-done", "c-newer", "r-undo", "r-done"])
