@@ -334,7 +334,9 @@ async function renderRecord(record) {
   error.hidden = !record.error;
   if (record.error) {
     error.querySelector(".message").textContent = shown(`${record.error.type}: ${record.error.message}`);
-    error.querySelector(".traceback").textContent = shown(record.error.traceback || "");
+    const traceback = error.querySelector(".traceback");
+    traceback.textContent = shown(record.error.traceback || "");
+    traceback.hidden = !record.error.traceback;
   }
   const hasResult = record.state === "done" && record.result !== undefined;
   $("task-result").hidden = !hasResult;

@@ -26,6 +26,7 @@ from statusdkit import (
 
 from spool.client import Client
 from spool.errors import ErrorType
+from spool.models import ErrorInfo
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -113,6 +114,14 @@ def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool
     # A failed task shows its error.
     page.goto(server.base + "/#/tasks/broken")
     expect(page.locator("#task-error .message")).to_have_text("tool_error: it broke")
+    expect(page.locator("#task-error .traceback")).to_be_hidden()  # no empty box
+    # ... and its traceback when it has one.
+    crashed = run_job(spool, "crashed", tool="echo", error=(ErrorType.TOOL_ERROR, "boom"))
+    spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
+        type=ErrorType.TOOL_ERROR, message="boom", traceback="Traceback: line 1")}))
+    page.goto(server.base + "/#/tasks/crashed")
+    expect(page.locator("#task-error .traceback")).to_have_text("Traceback: line 1")
+    expect(page.locator("#task-error .traceback")).to_be_visible()
 
 
 def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
