@@ -373,8 +373,10 @@ class Processor:
             back = run.job.model_copy(update={"not_before": None,
                                               "submitted_at": run.record.submitted_at})
             if self.spool.requeue(run.claim, back):
+                # The attempt cut short, as its claimed line named it (not counted: the
+                # job in pending/ keeps its attempts as they were).
                 logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
-                                reason="shutdown", attempts=run.job.attempts)
+                                reason="shutdown", attempt=run.record.attempts)
             else:
                 self._fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor shut "
                                           "down and a newer drop of the id is pending"))
