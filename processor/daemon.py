@@ -140,6 +140,7 @@ class Processor:
         self.finished_last_60s = {True: 0, False: 0}
         self.stopping = False
         self.grace_deadline = 0.0
+        self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
         self.next_scan = 0.0
         self.next_heartbeat = 0.0
         self.next_watchdog = 0.0
@@ -352,11 +353,15 @@ class Processor:
             # requeued, without counting the attempt), as a second Ctrl-C does.
             if self.grace_deadline > time.monotonic():
                 self.grace_deadline = time.monotonic()
+                self.grace_ends_at = self.clock.now()
+                self._heartbeat()
                 log.info("stopping now", extra={"fields": {
                     "signal": signal.Signals(signum).name, "running": len(self.runs)}})
             return
         self.stopping = True
         self.grace_deadline = time.monotonic() + self.settings.grace_s
+        self.grace_ends_at = self.clock.now() + timedelta(seconds=self.settings.grace_s)
+        self._heartbeat()  # readers see it stopping now, not at the next heartbeat
         self.notifier.stopping()
         # Let systemd's stop timeout follow SPOOL_GRACE_S, plus time to requeue.
         self.notifier.extend_timeout(int((self.settings.grace_s + STOP_MARGIN_S) * 1_000_000))
@@ -900,6 +905,10 @@ class Processor:
             done_last_60s=self.finished_last_60s[True],
             failed_last_60s=self.finished_last_60s[False], tools=[]).model_dump()
         status["tools"] = self.catalogue_json  # serialised once: it never changes
+        # Stopping: no more claims; running jobs have until grace_ends_at (SPOOL_GRACE_S),
+        # then what is left is killed and requeued.
+        status["stopping"] = self.stopping
+        status["grace_ends_at"] = self.grace_ends_at
         try:
             self.spool.mover.publish(self.layout.owner_status(self.owner),
                                      orjson.dumps(status, option=orjson.OPT_UTC_Z),
