@@ -106,13 +106,18 @@ def test_exactly_job_num_workers_and_priority_order(spool_root: Path,
 
 
 def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
+    # A job not due yet stays in pending/: checked on one due in an hour, so no stall of
+    # the host between the drop and the look can make it due (a job due in 1.5 s looked
+    # at after a 1 s sleep was claimed when the sleep overran by 0.5 s).  It is dropped
+    # first: once "later" (dropped after it) has run, the processor has taken it in.
     daemon()
+    far = datetime.now(UTC) + timedelta(hours=1)
+    drop(spool_root, "much-later", {"tool": "echo", "not_before": far.isoformat()})
     when = datetime.now(UTC) + timedelta(seconds=1.5)
     drop(spool_root, "later", {"tool": "echo", "not_before": when.isoformat()})
-    time.sleep(1.0)
-    assert (spool_root / "pending" / "later.json").exists()
-    rec = wait_record(spool_root, "later", 5)
+    rec = wait_record(spool_root, "later")
     assert datetime.fromisoformat(rec["started_at"]) >= when
+    assert locations(spool_root)["much-later"] == ["pending"]
 
 
 def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaemon) -> None:
