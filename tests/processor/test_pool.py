@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
+import select
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,14 +89,58 @@ def test_a_worker_that_cannot_be_replaced_is_retried_and_its_job_still_reported(
     assert finished(inbox).ok
 
 
+class TimerGate:
+    """Holds the pool's deadline timer until :meth:`open`: what the worker did before a
+    deadline was enforced is then up to the test, not to how fast the host runs (a
+    0.3 s deadline counted from ``submit`` also covered a worker still starting, and
+    any stall of it)."""
+
+    def __init__(self, pool: LocalPool, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._opened = threading.Event()
+        self.passed = threading.Event()  # the timer checked deadlines after open()
+        enforce = pool._enforce_deadlines
+
+        def gated() -> None:
+            self._opened.wait()
+            enforce()
+            self.passed.set()
+
+        monkeypatch.setattr(pool, "_enforce_deadlines", gated)
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
 def test_a_result_that_arrived_wins_over_a_deadline_the_loop_was_late_for(
-        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+        started: tuple[LocalPool, Inbox], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop is busy (here: not reading) while a quick job's deadline passes; the
     timer kills the worker, but the result already sent is what the job gets."""
     pool, inbox = started
-    pool.submit(task("quick", "t_pid", tmp_path, timeout_s=0.3))
-    time.sleep(1.0)  # the result waits unread; the timer kills the worker at 0.3 s
-    outcome = finished(inbox)
+    gate = TimerGate(pool, monkeypatch)
+    slot = pool._slots[0]
+    try:
+        pool.submit(task("quick", "t_pid", tmp_path, timeout_s=0.3))
+        assert slot.sock is not None and slot.process is not None
+        worker = slot.process
+        until(lambda: readable(slot.sock.fileno()), "the result in the worker's socket")
+        time.sleep(max(0.0, slot.deadline - time.monotonic()))  # the deadline is past
+    finally:
+        gate.open()
+    assert gate.passed.wait(10), "the timer never checked the deadline"
+    until(lambda: readable(worker.sentinel), "the timer to kill the worker")
+    outcome = finished(inbox)  # the result waited unread while the timer killed the worker
     assert outcome.ok and outcome.job_id == "quick", outcome
     # the killed worker is not offered again: the next job goes to its successor
     pool.submit(task("next", "t_pid", tmp_path))
@@ -102,12 +148,23 @@ def test_a_result_that_arrived_wins_over_a_deadline_the_loop_was_late_for(
 
 
 def test_a_worker_dead_before_its_deadline_is_reported_once_and_deadlines_go_on(
-        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+        started: tuple[LocalPool, Inbox], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that died on its own is found by the timer once its deadline passes
     (the loop being late); the timer leaves it to the loop and keeps working."""
     pool, inbox = started
-    pool.submit(task("crash", "t_crash", tmp_path, timeout_s=0.3))
-    time.sleep(1.0)  # dead at once; the loop reads nothing until the deadline is past
+    gate = TimerGate(pool, monkeypatch)
+    slot = pool._slots[0]
+    try:
+        pool.submit(task("crash", "t_crash", tmp_path, timeout_s=0.3))
+        assert slot.process is not None
+        worker = slot.process
+        until(lambda: readable(worker.sentinel), "the worker to die")  # dead on its own
+        time.sleep(max(0.0, slot.deadline - time.monotonic()))  # the loop reads nothing yet
+    finally:
+        gate.open()
+    assert gate.passed.wait(10), "the timer never checked the deadline"
+    assert slot.deadline == math.inf, "the timer leaves a dead worker to the loop"
     outcome = finished(inbox)
     assert outcome.error_type is ErrorType.WORKER_CRASHED, outcome
     wait_free(pool, inbox)
