@@ -131,6 +131,11 @@ class Record(_JobFields):
     result: Any = None
     source: Source | None = None
     progress: Progress | None = None
+    unreadable: str | None = Field(
+        default=None, description="set by readers, never written: why this job's file in "
+        "done/ or failed/ is not a record that can be read (not JSON, truncated, not UTF-8, "
+        "not a record of this id); the state is the folder's, submitted_at the file's mtime, "
+        "and nothing else is known (a done job has no result then)")
 
     def to_job(self) -> Job:
         """The job that re-runs this record (used by requeue and retry)."""
@@ -150,7 +155,7 @@ def record_bytes(record: Record) -> bytes:
     dump is a fifth of a claim-and-complete's Python (docs/benchmarks.md).
     """
     data = {name: value for name, value in record.__dict__.items() if value is not None}
-    if record.state is JobState.DONE:
+    if record.state is JobState.DONE and record.unreadable is None:
         data["result"] = record.result
     return orjson.dumps(data, default=_dump_model, option=_DUMP_OPTS)
 

@@ -7,6 +7,11 @@ ends, records (newer than the drop) and is superseded.  Otherwise the newest
 file wins: a terminal record written after the claim beats the ``running/``
 leftover of a completion cut short.
 
+A record in ``done/`` or ``failed/`` that cannot be read (not JSON, truncated,
+not UTF-8, not a record, or the record of another id or state) is reported in
+the state of its folder with ``unreadable`` saying why, and nothing else
+claimed about it: never as a clean done with a null result.
+
 Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
 the sort key of the last row, so pages stay stable while jobs move.
 """
@@ -192,11 +197,7 @@ class SpoolReader:
             return None
         if entry.state in ACTIVE:
             return self._active_record(entry, data)
-        try:
-            return Record.model_validate(orjson.loads(data))
-        except (ValueError, ValidationError):
-            return Record(id=entry.job_id, state=entry.state,
-                          submitted_at=utc_from_ns(entry.mtime_ns))
+        return terminal_record(entry, data)
 
     def _active_record(self, entry: Entry, data: bytes) -> Record:
         try:
@@ -301,6 +302,30 @@ class SpoolReader:
         """DESIGN section 9's stats shape."""
         return stats_document(self.counts(), self.oldest_pending_age_s(now),
                               self.processors(), now)
+
+
+def terminal_record(entry: Entry, data: bytes) -> Record:
+    """The record a ``done/`` or ``failed/`` file holds, or one marked ``unreadable``."""
+    where = f"{entry.state.value}/{entry.job_id}{JOB_SUFFIX}"
+    try:
+        record = Record.model_validate(orjson.loads(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "record"
+        return unreadable_record(entry, f"{where} is not a valid record ({field}: "
+                                 f"{first['msg']})")
+    except ValueError as exc:  # orjson: not JSON, truncated, not UTF-8, empty
+        return unreadable_record(entry, f"{where} is not JSON ({exc})")
+    if record.id != entry.job_id or record.state is not entry.state:
+        return unreadable_record(entry, f"{where} holds the record of {record.id} "
+                                 f"({record.state.value}), not of this job")
+    return record
+
+
+def unreadable_record(entry: Entry, reason: str) -> Record:
+    """What is known of a terminal file that cannot be read: its id, its folder, its time."""
+    return Record(id=entry.job_id, state=entry.state, submitted_at=utc_from_ns(entry.mtime_ns),
+                  unreadable=reason)
 
 
 MAX_COUNT = 2**31 - 1

@@ -1,7 +1,12 @@
 """Commands on one job by id: ``show``, ``wait``, ``cancel``, ``retry``.
 
 ``wait`` is what scripts branch on: exit 0 done, 1 failed (or no such job),
-2 usage error, 3 still pending or running at ``--timeout``.  Waiting never
+2 usage error, 3 still pending or running at ``--timeout``.  A job whose file in
+``done/`` or ``failed/`` is not a readable record (not JSON, truncated, not
+UTF-8) has no outcome to trust: ``show`` and ``wait`` print what is known (its
+state, from the folder, and why the record is unreadable) and exit 1 with an
+error line, whatever the folder; a done job is never shown with a made-up null
+result.  Waiting never
 changes the job; Ctrl-C stops the waiting only.
 """
 
@@ -22,7 +27,7 @@ from spool.cli.command import (
     reader_of,
 )
 from spool.cli.progress import watcher_for
-from spool.cli.render import show_record
+from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
 from spool.errors import ConflictError, NotFoundError
 from spool.models import Record
@@ -43,7 +48,11 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    show_record(reader_of(settings).get(args.id), args.json)
+    record = reader_of(settings).get(args.id)
+    show_record(record, args.json)
+    if record.unreadable is not None:
+        note(unreadable_note(record))
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -87,6 +96,10 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
         raise
     if not quiet:
         show_record(record, as_json)
+    if record.unreadable is not None:  # finished, but with no outcome a script can trust
+        if not quiet:
+            note(unreadable_note(record))
+        return EXIT_FAILED
     if record.state is JobState.DONE:
         return EXIT_OK
     if record.state is JobState.FAILED:
@@ -140,15 +153,18 @@ def run_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 SHOW = Command(
-    "show", "one job's record", _configure_show, run_show)
+    "show", "one job's record", _configure_show, run_show,
+    description="Print one job's record (exit 0).  Exit 1 when there is no such job, or "
+    "when its file in done/ or failed/ cannot be read (corrupt): what is known is "
+    "printed, with 'unreadable' saying why, and an error line on stderr.")
 WAIT = Command(
     "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
     _configure_wait, run_wait,
     description="Wait until the job is done (exit 0) or failed (exit 1); exit 3 if it "
-    "is still pending or running at --timeout, 1 if there is no such job, 2 on usage "
-    "errors.  On a terminal a progress bar (state, fraction, message, time) is drawn "
-    "on stderr; otherwise each state change is one line on stderr.  The final record "
-    "goes to stdout.")
+    "is still pending or running at --timeout, 1 if there is no such job or its record "
+    "in done/ or failed/ cannot be read (corrupt), 2 on usage errors.  On a terminal a "
+    "progress bar (state, fraction, message, time) is drawn on stderr; otherwise each "
+    "state change is one line on stderr.  The final record goes to stdout.")
 CANCEL = Command(
     "cancel", "cancel a pending or running job", _configure_cancel, run_cancel,
     description="A pending job fails 'cancelled' at once.  For a running job a "

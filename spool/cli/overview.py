@@ -55,6 +55,10 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if page.records:
         print(table(LIST_HEADER, [record_row(r) for r in page.records]))
+        unreadable = [r.id for r in page.records if r.unreadable is not None]
+        if unreadable:
+            note(f"{len(unreadable)} record(s) on this page cannot be read (corrupt): "
+                 f"spoolq show {unreadable[0]} says why")
     else:
         note("no jobs" + (" on this page" if args.cursor else ""))
     if page.next_cursor:

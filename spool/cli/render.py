@@ -113,12 +113,15 @@ def time_cell(record: Record) -> str:
 
 
 LIST_HEADER = ["ID", "STATE", "TOOL", "SUBMITTED (UTC)", "TIME", "ERROR"]
+UNREADABLE = "unreadable record"
 
 
 def record_row(record: Record) -> list[str]:
     """A row of ``spoolq ls``, in the order of :data:`LIST_HEADER`."""
     error = ""
-    if record.state is JobState.FAILED and record.error is not None:
+    if record.unreadable is not None:
+        error = UNREADABLE
+    elif record.state is JobState.FAILED and record.error is not None:
         error = record.error.type.value
     return [record.id, record.state.value, record.tool or "-", when(record.submitted_at),
             time_cell(record), error]
@@ -168,6 +171,8 @@ def _run_lines(record: Record) -> list[str]:
 
 
 def _outcome_lines(record: Record) -> list[str]:
+    if record.unreadable is not None:
+        return [f"unreadable  {record.unreadable}"]
     lines = []
     if record.source is not None:
         size = "?" if record.source.size is None else record.source.size
@@ -180,6 +185,12 @@ def _outcome_lines(record: Record) -> list[str]:
     if record.state is JobState.DONE:
         lines += ["result", *_indented(_result_text(record.result))]
     return lines
+
+
+def unreadable_note(record: Record) -> str:
+    """The error line of a job whose record cannot be read (``show``, ``wait``)."""
+    return (f"error: job {record.id} is {record.state.value} but its record cannot be read: "
+            f"{record.unreadable}")
 
 
 def _result_text(result: Any) -> list[str]:

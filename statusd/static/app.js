@@ -331,8 +331,11 @@ async function renderRecord(record) {
   renderFields(record);
   renderProgress(record.state, record.progress);
   const error = $("task-error");
-  error.hidden = !record.error;
-  if (record.error) {
+  error.hidden = !record.error && !record.unreadable;
+  if (record.unreadable) {  // a corrupt file in done/ or failed/: no outcome to show
+    error.querySelector(".message").textContent = shown(`record unreadable: ${record.unreadable}`);
+    error.querySelector(".traceback").hidden = true;
+  } else if (record.error) {
     error.querySelector(".message").textContent = shown(`${record.error.type}: ${record.error.message}`);
     const traceback = error.querySelector(".traceback");
     traceback.textContent = shown(record.error.traceback || "");

@@ -1,0 +1,109 @@
+"""A corrupt file in ``done/`` or ``failed/`` is reported as unreadable, never as a
+clean done with a null result: by the CLI (``show``, ``ls``, ``wait``), by the
+read side, and by statusd's REST.
+
+The files are what a disk error, a full disk under a careless copy or a hand edit
+leave: truncated JSON, bytes that are not UTF-8, text that is not JSON, and a
+valid record of another job.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from spool.layout import Layout
+from spool.reader import SpoolReader
+from spool.states import JobState
+
+CLI = [sys.executable, "-m", "spool.cli.main"]
+Proc = subprocess.CompletedProcess[str]
+
+CORRUPT: dict[str, tuple[JobState, bytes]] = {
+    "truncated": (JobState.DONE, b'{"id": "truncated", "state": "done", "result": {"a": [1, 2'),
+    "not-utf8": (JobState.DONE, b'{"id": "not-utf8", "state": "done", "result": "\xff\xfe"}'),
+    "not-json": (JobState.FAILED, b"disk error\n"),
+    "empty": (JobState.DONE, b""),
+    "other-id": (JobState.DONE, b'{"id": "someone-else", "state": "done", "result": 1}'),
+}
+
+
+def spoolq(env: dict[str, str], *args: str) -> Proc:
+    return subprocess.run([*CLI, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@pytest.fixture
+def corrupt(root: Path) -> Path:
+    layout = Layout(root)
+    for job_id, (state, raw) in CORRUPT.items():
+        layout.job(state, job_id).write_bytes(raw)
+    return root
+
+
+def _error_line(proc: Proc, job_id: str) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(f"spoolq: error: job {job_id} is "), proc.stderr
+    assert "cannot be read" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and "a bug in spoolq" not in proc.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("job_id", sorted(CORRUPT))
+def test_show_and_wait_exit_1_naming_the_unreadable_record(env: dict[str, str], corrupt: Path,
+                                                           job_id: str) -> None:
+    state = CORRUPT[job_id][0]
+    shown = spoolq(env, "show", job_id, "--json")
+    waited = spoolq(env, "wait", job_id, "--json", "--timeout", "5")
+    text = spoolq(env, "show", job_id)
+    for proc in (shown, waited, text):
+        assert proc.returncode == 1, (proc.args, proc.returncode, proc.stderr)
+        _error_line(proc, job_id)
+    for proc in (shown, waited):
+        record: dict[str, Any] = orjson.loads(proc.stdout)
+        assert record["id"] == job_id and record["state"] == state.value
+        assert f"{state.value}/{job_id}.json" in record["unreadable"]
+        assert "result" not in record and "error" not in record
+    assert "result" not in text.stdout and "unreadable  " in text.stdout
+
+
+def test_ls_marks_unreadable_records_and_still_lists(env: dict[str, str], corrupt: Path) -> None:
+    listed = spoolq(env, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    tasks = {t["id"]: t for t in orjson.loads(listed.stdout)["tasks"]}
+    assert set(tasks) == set(CORRUPT)
+    for job_id, (state, _) in CORRUPT.items():
+        assert tasks[job_id]["state"] == state.value and tasks[job_id]["unreadable"]
+        assert "result" not in tasks[job_id]
+    table = spoolq(env, "ls")
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.strip().splitlines()[1:]
+    assert len(rows) == len(CORRUPT) and all(r.endswith("unreadable record") for r in rows)
+    assert f"{len(CORRUPT)} record(s) on this page cannot be read" in table.stderr
+
+
+def test_wait_of_a_readable_done_job_still_exits_0(env: dict[str, str], corrupt: Path) -> None:
+    layout = Layout(Path(env["SPOOL_DIR"]))
+    layout.job(JobState.DONE, "fine").write_bytes(
+        b'{"id": "fine", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", "result": null}')
+    proc = spoolq(env, "wait", "fine", "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = orjson.loads(proc.stdout)
+    assert record["result"] is None and "unreadable" not in record
+
+
+def test_the_read_side_says_unreadable_in_the_folders_state(corrupt: Path) -> None:
+    reader = SpoolReader(Layout(corrupt))
+    for job_id, (state, _) in CORRUPT.items():
+        record = reader.get(job_id)
+        assert record.state is state and record.unreadable is not None
+        assert record.result is None and record.error is None
+    page = reader.page()
+    assert {r.id for r in page.records if r.unreadable} == set(CORRUPT)
+    assert reader.counts() == {"pending": 0, "running": 0, "done": 4, "failed": 1}
