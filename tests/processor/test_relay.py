@@ -9,13 +9,18 @@ import pytest
 
 from processor.relay import Relay
 
+Hold = float | threading.Event
+"""How long a call holds its thread: seconds, or until the test sets the event (a
+call held by an event is still running whenever the test looks, however slow the
+host: a 1 s sleep was over before the check after a 0.5 s stall)."""
+
 
 class Loop:
     """A loop whose steps run queued callables inline, as the daemon runs FAST tools."""
 
     def __init__(self, handoff_s: float = 0.05) -> None:
         self.relay = Relay(self.step, handoff_s)
-        self.work: list[tuple[str, float]] = []
+        self.work: list[tuple[str, Hold]] = []
         self.lock = threading.Lock()
         self.results: list[tuple[str, bool, str]] = []  # (name, still the loop?, thread)
         self.steps_by: set[str] = set()
@@ -30,14 +35,14 @@ class Loop:
                 return False
             time.sleep(0.001)
             return True
-        name, seconds = item
-        still, thread = self.relay.run_inline(_hold, seconds)
+        name, hold = item
+        still, thread = self.relay.run_inline(_hold, hold)
         self.results.append((name, still, thread))
         return True
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, hold: Hold) -> None:
         with self.lock:
-            self.work.append((name, seconds))
+            self.work.append((name, hold))
 
     def wait_for(self, names: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -46,8 +51,12 @@ class Loop:
             time.sleep(0.005)
 
 
-def _hold(seconds: float) -> str:
-    time.sleep(seconds)
+def _hold(hold: Hold) -> str:
+    """Sleep ``hold`` seconds, or hold the thread until the event ``hold`` is set."""
+    if isinstance(hold, threading.Event):
+        assert hold.wait(30), "never released"
+    else:
+        time.sleep(hold)
     return threading.current_thread().name
 
 
@@ -67,13 +76,14 @@ def test_quick_work_stays_on_one_thread() -> None:
 def test_held_loop_moves_to_the_standby_and_goes_on() -> None:
     loop = Loop(handoff_s=0.05)
     loop.relay.start()
-    loop.add("slow", 1.0)
-    time.sleep(0.2)  # the slow call has held its thread past handoff_s
-    started = time.monotonic()
+    slow = threading.Event()
+    loop.add("slow", slow)
     loop.add("quick", 0.0)
-    loop.wait_for({"quick"}, 0.5)
-    assert time.monotonic() - started < 0.5
-    loop.wait_for({"slow"}, 3)
+    try:  # the slow call holds its thread past handoff_s: quick runs on the standby
+        loop.wait_for({"quick"}, 5)
+    finally:
+        slow.set()
+    loop.wait_for({"slow"}, 10)
     by_name = {name: (still, thread) for name, still, thread in loop.results}
     assert by_name["slow"][0] is False, "the old loop thread must learn it no longer leads"
     assert by_name["quick"][0] is True
@@ -85,20 +95,24 @@ def test_held_loop_moves_to_the_standby_and_goes_on() -> None:
 def test_a_second_hold_moves_it_again() -> None:
     loop = Loop(handoff_s=0.05)
     loop.relay.start()
-    loop.add("slow1", 0.6)
-    time.sleep(0.15)
-    loop.add("slow2", 0.6)
-    time.sleep(0.15)
-    loop.add("quick", 0.0)
-    loop.wait_for({"quick"}, 0.5)
-    loop.wait_for({"slow1", "slow2"}, 3)
+    slow1, slow2 = threading.Event(), threading.Event()
+    loop.add("slow1", slow1)  # holds the first loop thread
+    loop.add("slow2", slow2)  # holds the standby that took over
+    loop.add("quick", 0.0)  # runs on the next standby
+    try:
+        loop.wait_for({"quick"}, 5)
+    finally:
+        slow1.set()
+        slow2.set()
+    loop.wait_for({"slow1", "slow2"}, 10)
     threads = {name: thread for name, _, thread in loop.results}
     assert len(set(threads.values())) == 3
     loop.stop.set()
     loop.relay.wait()
-    time.sleep(0.1)
-    alive = [t for t in threading.enumerate() if t.name.startswith("loop-")]
-    assert not alive, f"relay threads left running: {alive}"
+    deadline = time.monotonic() + 5  # each ends once it is scheduled, not within 0.1 s
+    while alive := [t for t in threading.enumerate() if t.name.startswith("loop-")]:
+        assert time.monotonic() < deadline, f"relay threads left running: {alive}"
+        time.sleep(0.01)
 
 
 def test_an_error_in_a_step_ends_the_loop_and_reaches_wait() -> None:
