@@ -205,14 +205,20 @@ def test_a_replaced_pending_folder_is_watched_again(spool_root: Path, daemon: St
 
 
 def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon) -> None:
-    daemon(SPOOL_SETTLE_S="1.5")
+    # The writer pauses 0.25 s, far from the 3 s settle time: a stall of the host
+    # between two writes (with 0.4 s pauses and 1.5 s, one of 1.6 s failed it every
+    # time) cannot make a pause look like a writer that is done.  The whole write
+    # (about 5 s) still takes well over the settle time: it is counted from the last
+    # change, not the first.
+    settle_s = 3.0
+    daemon(SPOOL_SETTLE_S=str(settle_s))
     body = orjson.dumps({"tool": "echo", "params": {"message": "x" * 2000}})
     path = spool_root / "pending" / "slow.json"
     with open(path, "wb") as fh:
-        for start in range(0, len(body), 300):
-            fh.write(body[start:start + 300])
+        for start in range(0, len(body), 100):
+            fh.write(body[start:start + 100])
             fh.flush()
-            time.sleep(0.4)
+            time.sleep(0.25)
     rec = wait_record(spool_root, "slow", 10)
     assert rec["state"] == "done" and rec["result"]["message"] == "x" * 2000
 
