@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from processor import logs
+from processor import logs, proctree
 from processor.executor import ComputeExecutor, Task
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
@@ -178,6 +178,9 @@ class Processor:
         # displaced FAST run's thread must get the GIL at once when they wake: a short
         # switch interval keeps them from waiting long for it (0.1 ms).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # What FAST tools start stays below this process, double forks too, to be killed
+        # at stop (see processor.proctree).
+        proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
         try:
             self.layout.require()
             self.lease = self._take_lease()
@@ -387,6 +390,10 @@ class Processor:
                                           "down and a newer drop of the id is pending"))
 
     def _close(self) -> None:
+        killed = proctree.kill_tool_processes()  # the pool's workers are gone already
+        if killed:
+            log.info("killed processes FAST tools left running", extra={"fields": {
+                "pids": killed[:32], "count": len(killed)}})
         if self.feed is not None:
             if isinstance(self.feed, PolledFeed):
                 self.inbox.remove_reader(self.feed.fileno())
@@ -440,6 +447,7 @@ class Processor:
 
     def _periodic(self) -> None:
         self.next_scan = time.monotonic() + self.settings.scan_s
+        proctree.reap_adopted()  # orphans of FAST tools' processes that have exited
         try:
             report = self.recovery.scan()
         except SpoolIOError as exc:

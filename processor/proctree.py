@@ -2,12 +2,20 @@
 
 Kept apart from :mod:`processor.worker` so that code which only walks processes (the
 pool, the benchmarks) does not import the tools, and numpy with them.
+
+The processor itself is a child subreaper too, for what its FAST tools start (they run
+on its threads): an orphan of theirs (a double fork) is re-parented to it instead of to
+init, is reaped by :func:`reap_adopted` once it exits, and is killed at stop with every
+other process below the processor but the ``multiprocessing`` helpers
+(:func:`kill_tool_processes`), as under systemd the cgroup kill would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 
@@ -86,3 +94,70 @@ def kill_orphans(forkserver: int, workers: set[int]) -> None:
             kill_descendants(orphan)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(orphan, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def mp_helpers() -> set[int]:
+    """This process's ``multiprocessing`` forkserver and resource tracker: children that
+    ``multiprocessing`` waits for itself (a pid reaped behind its back breaks its
+    restart of them)."""
+    pids = (getattr(getattr(multiprocessing.forkserver, "_forkserver", None),
+                    "_forkserver_pid", None),
+            getattr(getattr(multiprocessing.resource_tracker, "_resource_tracker", None),
+                    "_pid", None))
+    return {p for p in pids if isinstance(p, int) and p > 0}
+
+
+def reap_adopted() -> int:
+    """Reap the orphans this process (a subreaper) adopted once they have exited; the count.
+
+    The kernel gives an adopted orphan to the first live thread of the process, the main
+    thread, which never runs a tool: its children are the ``multiprocessing`` helpers,
+    started from it, and adopted orphans.  The children a tool started itself are listed
+    under the thread that ran it (or under the main thread once that thread ended), and
+    are left to the tool's own ``wait`` while it could still make one.
+    """
+    helpers = mp_helpers()
+    reaped = 0
+    for pid in _main_thread_children():
+        if pid in helpers or not _zombie(pid):
+            continue
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                reaped += 1
+    return reaped
+
+
+def _main_thread_children() -> list[int]:
+    main = os.getpid()
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+            open(f"/proc/{main}/task/{main}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+    return []
+
+
+def kill_tool_processes() -> list[int]:
+    """SIGKILL every process below this one but the ``multiprocessing`` helpers and theirs
+    (the COMPUTE pool stops its workers itself); the children killed.
+
+    For the processor's stop: what its FAST tools started (and orphans of it, adopted
+    by this subreaper) must not outlive it.  Nothing outside this process's tree is
+    touched.
+    """
+    helpers = mp_helpers()
+    killed = []
+    for child in children_of("self"):
+        if child in helpers:
+            continue
+        kill_descendants(child)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+            killed.append(child)
+    return killed  # not reaped: a tool's thread may still wait for its own child

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from daemonkit import Daemon, drop, wait_for
+from daemonkit import Daemon, alive, drop, wait_for
 
 StartDaemon = Callable[..., Daemon]
 
@@ -65,3 +66,65 @@ def test_the_status_file_says_stopping_during_the_grace_period(
     d.proc.send_signal(signal.SIGTERM)  # a second signal: the grace period ends now
     assert d.proc.wait(10) == 0
     assert os.listdir(spool_root / "owners") == []
+
+
+def _pid(path: Path) -> int:
+    return int(wait_for(lambda: path.exists() and path.read_text().strip(), 10,
+                        f"the pid in {path.name}"))
+
+
+def _zombie_children(pid: int) -> list[int]:
+    zombies = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            for child in fh.read().split():
+                with open(f"/proc/{child}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        zombies.append(int(child))
+    return zombies
+
+
+def test_processes_fast_tools_started_do_not_outlive_a_stop(
+        spool_root: Path, tmp_path: Path, daemon: StartDaemon) -> None:
+    """A FAST tool runs in the processor, so a process it started (and left running, or
+    lost track of in a double fork) outlived the processor's stop outside systemd, where
+    no cgroup kill ends it; COMPUTE workers' processes were killed."""
+    d = daemon(SPOOL_TOOLS="ptools,stoptools", SPOOL_GRACE_S="1")
+    pid_files = {name: tmp_path / f"{name}.pid" for name in ("child", "session", "orphan")}
+    drop(spool_root, "child", {"tool": "s_fast_child",
+                               "params": {"pid_file": str(pid_files["child"])}})
+    drop(spool_root, "session", {"tool": "s_fast_child", "params": {
+        "pid_file": str(pid_files["session"]), "new_session": True}})
+    drop(spool_root, "orphan", {"tool": "s_fast_orphan",
+                                "params": {"pid_file": str(pid_files["orphan"])}})
+    left = {name: _pid(path) for name, path in pid_files.items()}
+    bystander = subprocess.Popen(["sleep", "1000"])  # not the processor's: left alone
+    try:
+        assert all(alive(pid) for pid in left.values())
+        assert d.stop() == 0
+        wait_for(lambda: not any(alive(pid) for pid in left.values()), 5,
+                 "the tools' processes to die")
+        assert bystander.poll() is None
+        killed = [e for e in d.events() if e.get("msg") == "killed processes FAST tools "
+                  "left running"]
+        assert [sorted(e["pids"]) for e in killed] == [sorted(left.values())]
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for pid in left.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_orphans_of_fast_tools_are_reaped_once_they_exit(
+        spool_root: Path, tmp_path: Path, daemon: StartDaemon) -> None:
+    """The processor adopts its FAST tools' orphans (a child subreaper, so that a stop can
+    kill them): one that exits must not stay a zombie while the processor runs."""
+    d = daemon(SPOOL_TOOLS="ptools,stoptools")
+    pid_file = tmp_path / "orphan.pid"
+    drop(spool_root, "orphan", {"tool": "s_fast_orphan",
+                                "params": {"pid_file": str(pid_file), "seconds": 0.2}})
+    orphan = _pid(pid_file)
+    wait_for(lambda: not alive(orphan), 5, "the orphan to exit")
+    wait_for(lambda: _zombie_children(d.pid) == [], 5, "the exited orphan to be reaped")
+    assert d.stop() == 0

@@ -1,0 +1,51 @@
+"""FAST tools that leave processes behind, for the stop tests (``SPOOL_TOOLS=ptools,stoptools``).
+
+Each writes the pid of what it left to ``pid_file`` and returns at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pid_file: str
+    seconds: float = 1000.0
+    new_session: bool = False
+
+
+class FastChild(BaseTool):
+    """Starts ``sleep`` (in a session of its own with ``new_session``) and leaves it."""
+
+    name: ClassVar[str] = "s_fast_child"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        child = subprocess.Popen(["sleep", str(params.seconds)],
+                                 start_new_session=params.new_session)
+        with open(params.pid_file, "w") as fh:
+            fh.write(str(child.pid))
+        return ToolResult.ok()
+
+
+class FastOrphan(BaseTool):
+    """Leaves a grandchild ``sleep`` behind (a double fork: its parent exits at once)."""
+
+    name: ClassVar[str] = "s_fast_orphan"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        out = subprocess.run(["sh", "-c", f"sleep {params.seconds} >/dev/null 2>&1 & echo $!"],
+                             capture_output=True, check=True).stdout
+        with open(params.pid_file, "w") as fh:
+            fh.write(out.decode().strip())
+        return ToolResult.ok()
