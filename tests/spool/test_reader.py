@@ -226,7 +226,11 @@ def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
     try:
         # Waiting since it arrived in pending/ (its ctime), whatever mtime a copy kept.
         age(spool.layout.job(P, ids[5]), 3 * 86_400)
-        stats = reader.stats(now=time.time() + 120)
+        # 120 s after the oldest pending job (ids[4]) arrived, on the clock that stamped
+        # it: time.time() + 120 read the host's clock, and a 2 s stall since the drop
+        # made the age 122.
+        arrived = os.stat(spool.layout.job(P, ids[4])).st_ctime_ns / 1e9
+        stats = reader.stats(now=arrived + 120)
         assert stats["counts"] == {"pending": 3, "running": 1, "done": 2, "failed": 1}
         assert stats["total"] == 7
         assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=2)
