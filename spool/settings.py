@@ -9,17 +9,35 @@ Built once in each program's ``main()`` and passed down; nothing below
 ``SPOOL_WORKER_MAX_JOBS``, ``SPOOL_WORKER_MEMORY_MB``, ``SPOOL_LOG_LEVEL``,
 ``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
 ``STATUSD_MAX_BODY_BYTES``.
+
+The ``.env`` of the working directory is read only when it is a regular file
+(or a symlink to one), opened without blocking: a FIFO there (which
+pydantic-settings would read, and wait on for a writer for ever), a socket or
+a device is refused with a ConfigError naming it, so no program hangs on its
+settings.  A directory named ``.env`` (a virtualenv, say) is no settings file
+and is passed over, as pydantic-settings does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import stat
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from spool.errors import ConfigError
 
@@ -33,6 +51,61 @@ class FsyncMode(StrEnum):
     NEVER = "never"
 
 
+ENV_FILE = ".env"
+MAX_ENV_FILE_BYTES = 1_048_576
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"))
+
+
+def read_env_file(path: Path) -> str:
+    """The text of a ``.env``; ConfigError unless it is a regular file (never blocks).
+
+    ``O_NONBLOCK``: opening a FIFO for reading otherwise waits for a writer.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:  # a socket says ENXIO: say what it is instead
+        with contextlib.suppress(OSError):
+            _check_regular(path, os.stat(path).st_mode)
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)
+        data = os.read(fd, MAX_ENV_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_ENV_FILE_BYTES:
+        raise ConfigError(f"cannot read {path}: larger than {MAX_ENV_FILE_BYTES} bytes")
+    return data.decode("utf-8")  # UnicodeDecodeError: load_settings says where
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "something else")
+        raise ConfigError(f"cannot read {path}: it is {kind}, not a regular file; "
+                          "remove it or run from another directory")
+
+
+class _RegularDotEnv(DotEnvSettingsSource):
+    """pydantic-settings' ``.env`` source, reading through :func:`read_env_file`.
+
+    Overrides the source's (private) file hook: its own reads a FIFO, and skips a
+    socket or a device without a word.
+    """
+
+    def _read_env_files(self) -> Mapping[str, str | None]:
+        path = Path(ENV_FILE)
+        try:
+            mode = os.stat(path).st_mode  # follows a symlink; never blocks
+        except OSError:  # none (or a dangling symlink): no .env, as before
+            return {}
+        if stat.S_ISDIR(mode):  # a virtualenv named .env is no settings file
+            return {}
+        values = dotenv_values(stream=io.StringIO(read_env_file(path)))
+        return parse_env_vars(values, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
+
+
 def _default_spool_dir() -> Path:
     return Path("~/.local/state/spoolq").expanduser()
 
@@ -40,7 +113,9 @@ def _default_spool_dir() -> Path:
 class Settings(BaseSettings):
     """Every knob of spoolq; see the module docstring for the variable names."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # No env_file here: pydantic-settings would build (and read) its own .env source
+    # before settings_customise_sources could replace it.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     spool_dir: Path = Field(default_factory=_default_spool_dir, validation_alias="SPOOL_DIR")
     job_num: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024,
@@ -67,6 +142,15 @@ class Settings(BaseSettings):
     statusd_token: str | None = Field(default=None, validation_alias="STATUSD_TOKEN")
     statusd_max_body_bytes: int = Field(default=1_048_576, ge=1024,
                                         validation_alias="STATUSD_MAX_BODY_BYTES")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        dotenv = _RegularDotEnv(settings_cls)
+        return init_settings, env_settings, dotenv, file_secret_settings
 
     @field_validator("log_level", mode="before")
     @classmethod

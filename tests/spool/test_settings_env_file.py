@@ -1,0 +1,80 @@
+"""The ``.env`` of the working directory never makes a program hang on its settings.
+
+A FIFO named ``.env`` (pydantic-settings reads FIFOs, waiting for a writer that
+never comes), a socket or a device is refused with one line naming it; a regular
+file is read as before, and a directory (a virtualenv named ``.env``) is passed
+over.  Real processes in a real directory; each run has a deadline, so a hang is
+a failure rather than a stuck suite.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+DEADLINE_S = 20
+PROGRAMS = {
+    "spoolq": [sys.executable, "-m", "spool.cli.main", "stats"],
+    "spool-processor": [sys.executable, "-m", "processor"],
+    "spool-statusd": [sys.executable, "-m", "statusd"],
+}
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+
+
+def _device_link(path: Path) -> None:
+    path.symlink_to("/dev/zero")  # reading it would never end
+
+
+def run(cwd: Path, argv: list[str], spool_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SPOOL_DIR": str(spool_dir), "SPOOL_FSYNC": "never",
+           "STATUSD_PORT": "0"}
+    try:
+        return subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{argv} hung on the .env in {cwd} for {DEADLINE_S} s")
+
+
+@pytest.mark.parametrize(("make", "kind"), [(_fifo, "a FIFO"), (_socket, "a socket"),
+                                            (_device_link, "a device")])
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_a_env_that_is_no_regular_file_is_refused_in_one_line(
+        tmp_path: Path, root: Path, make: Callable[[Path], None], kind: str,
+        program: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    make(work / ".env")
+    proc = run(work, PROGRAMS[program], root)
+    assert proc.returncode == 2, (program, proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and ".env" in lines[0] and kind in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_regular_env_is_still_read_and_a_directory_passed_over(tmp_path: Path,
+                                                                  root: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").write_text(f"SPOOL_DIR={tmp_path / 'elsewhere'}\n")
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_DIR"}
+    proc = subprocess.run([*PROGRAMS["spoolq"]], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 1 and "elsewhere" in proc.stderr, proc.stderr  # not initialised
+    (work / ".env").unlink()
+    (work / ".env").mkdir()  # python -m venv .env
+    proc = run(work, PROGRAMS["spoolq"], root)
+    assert proc.returncode == 0, proc.stderr
