@@ -184,7 +184,13 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
     slow_body = ws_module.record_body
 
     async def slow_record_body(services: Any, job_id: str) -> bytes:
-        await asyncio.sleep(1.5)  # the snapshot of a large record is read from disk
+        # The snapshot of a large record is read from disk: it is still being read when
+        # the two transitions below overflow the queue of one, however slow the host (a
+        # fixed 1.5 s read was over first when the transitions took 1 s longer).
+        deadline = time.monotonic() + 30
+        while services.hub.dropped_total < 1:
+            assert time.monotonic() < deadline, "the client was never dropped"
+            await asyncio.sleep(0.01)
         return await slow_body(services, job_id)
 
     monkeypatch.setattr(ws_module, "record_body", slow_record_body)
@@ -194,16 +200,17 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
     async def scenario() -> tuple[dict[str, Any], aiohttp.WSMessage]:
         async with aiohttp.ClientSession() as session, \
                 session.ws_connect(f"{srv.base}/api/v1/ws/tasks/big") as ws:
-            await asyncio.sleep(0.2)  # subscribed; the snapshot is still being read
 
             def transitions() -> None:  # two messages for a queue of one
+                wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1,
+                         what="the task client subscribed")
                 running.append(claim(spool, "big"))
-                time.sleep(0.3)
+                wait_for(lambda: srv_state(srv, "big") is JobState.RUNNING,
+                         what="the claim published")  # not one pending-to-done change
                 finish(spool, running[0], {"message": "big"})
-                time.sleep(0.3)
 
             await asyncio.get_running_loop().run_in_executor(None, transitions)
-            snapshot = await _next(ws)
+            snapshot = await _next(ws, timeout=30)
             return snapshot, await ws.receive(timeout=10)
 
     try:
