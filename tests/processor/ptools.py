@@ -26,6 +26,8 @@ class Params(BaseModel):
     mb: int = 0
     retryable: bool = False
     new_session: bool = False
+    release: str | None = None
+    """A file whose creation ends the silent work of :class:`ProgressBurst` at once."""
 
 
 def _append(path: str | None, line: str) -> None:
@@ -225,7 +227,9 @@ class Progressive(BaseTool):
 
 
 class ProgressBurst(BaseTool):
-    """Two reports in quick succession, then ``seconds`` of silent work."""
+    """Two reports in quick succession, then ``seconds`` of silent work (ended early
+    once the ``release`` file exists: the test knows the tool is still working on
+    whenever it looks, however slow the host)."""
 
     name: ClassVar[str] = "t_progress_burst"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
@@ -234,7 +238,11 @@ class ProgressBurst(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         ctx.progress(0.1, "loading")
         ctx.progress(0.5, "computing")
-        time.sleep(params.seconds)
+        until = time.monotonic() + params.seconds
+        while time.monotonic() < until:
+            if params.release and os.path.exists(params.release):
+                break
+            time.sleep(min(0.02, max(0.0, until - time.monotonic())))
         return ToolResult.ok()
 
 

@@ -318,10 +318,14 @@ def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> No
 
 @pytest.mark.parametrize("tool", ["t_progress_burst", "t_fast_progress_burst"])
 def test_the_last_progress_before_silent_work_reaches_the_spool(
-        spool_root: Path, daemon: StartDaemon, tool: str) -> None:
+        spool_root: Path, daemon: StartDaemon, tool: str, tmp_path: Path) -> None:
     """A report that came too soon after the one before is held back, not dropped."""
+    # The tool works on silently until the test releases it (a fixed 3 s of work was
+    # over, or the 2.5 s wait for its report, when its worker started 2.5 s late).
     daemon()
-    drop(spool_root, "burst", {"tool": tool, "params": {"seconds": 3}})
+    release = tmp_path / "release"
+    drop(spool_root, "burst", {"tool": tool, "timeout": 60, "params": {
+        "seconds": 60, "release": str(release)}})
     path = spool_root / "progress" / "burst.json"
 
     def shows_half() -> bool:
@@ -329,8 +333,12 @@ def test_the_last_progress_before_silent_work_reaches_the_spool(
             return bool(orjson.loads(path.read_bytes())["fraction"] == 0.5)
         return False
 
-    wait_for(shows_half, 2.5, "the second report (0.5) while the tool works on")
-    assert not (spool_root / "done" / "burst.json").exists()
+    try:
+        wait_for(shows_half, 20, "the second report (0.5) while the tool works on")
+        assert not (spool_root / "done" / "burst.json").exists()
+    finally:
+        release.touch()
+    assert wait_record(spool_root, "burst")["state"] == "done"
 
 
 def test_a_compute_tools_log_lines_are_json_lines_too(spool_root: Path,
