@@ -27,7 +27,17 @@ class Params(BaseModel):
     retryable: bool = False
     new_session: bool = False
     release: str | None = None
-    """A file whose creation ends the silent work of :class:`ProgressBurst` at once."""
+    """A file whose creation ends the work of :class:`Record` or :class:`ProgressBurst`
+    at once: a test knows the tool is still working whenever it looks."""
+
+
+def _work(params: Params) -> None:
+    """``seconds`` of work, ended early once the ``release`` file exists."""
+    until = time.monotonic() + params.seconds
+    while time.monotonic() < until:
+        if params.release and os.path.exists(params.release):
+            return
+        time.sleep(min(0.02, max(0.0, until - time.monotonic())))
 
 
 def _append(path: str | None, line: str) -> None:
@@ -40,7 +50,8 @@ def _append(path: str | None, line: str) -> None:
 
 
 class Record(BaseTool):
-    """Appends 'start <id> <pid>' and 'end <id>' around an optional sleep."""
+    """Appends 'start <id> <pid>' and 'end <id>' around an optional sleep (see
+    ``release``)."""
 
     name: ClassVar[str] = "t_record"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
@@ -48,7 +59,7 @@ class Record(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         _append(params.log, f"start {ctx.job_id} {os.getpid()}")
-        time.sleep(params.seconds)
+        _work(params)
         _append(params.log, f"end {ctx.job_id}")
         return ToolResult.ok({"pid": os.getpid()})
 
@@ -238,11 +249,7 @@ class ProgressBurst(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         ctx.progress(0.1, "loading")
         ctx.progress(0.5, "computing")
-        until = time.monotonic() + params.seconds
-        while time.monotonic() < until:
-            if params.release and os.path.exists(params.release):
-                break
-            time.sleep(min(0.02, max(0.0, until - time.monotonic())))
+        _work(params)
         return ToolResult.ok()
 
 
