@@ -35,6 +35,7 @@ from aiohttp import web
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 from statusd.app import create_app
+from statusd.protocol import AppRunner
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -80,7 +81,7 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
         loop.add_signal_handler(sig, stop.set)
     _raise_nofile()
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=IDLE_S,
+    runner = AppRunner(app, handle_signals=False, keepalive_timeout=IDLE_S,
                            access_log=logging.getLogger("aiohttp.access") if access_log
                            else None)
     await runner.setup()

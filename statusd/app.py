@@ -4,7 +4,9 @@
 given (nothing here reads the environment).  Start-up (in ``cleanup_ctx``)
 starts the change feed and loads the whole spool into the index before the
 socket accepts requests; shutdown closes every WebSocket (1001), then stops
-the tracker loop, the feed and the worker threads.
+the tracker loop, the feed and the worker threads.  Serve it with
+:class:`statusd.protocol.AppRunner`, so that requests aiohttp cannot parse are
+answered in the JSON error shape too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from spool.settings import Settings
 from statusd import routes, writes, ws
 from statusd.errors import error_middleware
 from statusd.openapi import build_openapi
+from statusd.protocol import json_error_bodies
 from statusd.services import SERVICES, Services
 
 
@@ -35,6 +38,7 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     _add_routes(app)
     app.cleanup_ctx.append(_tracking)
     app.on_shutdown.append(ws.close_all)
+    app.on_response_prepare.append(json_error_bodies)
     return app
 
 

@@ -11,6 +11,9 @@ below a handler becomes a response:
 * a body aiohttp cannot decode as the handler reads it (``Content-Encoding:
   gzip`` on bytes that are not) is the client's 400, not a 500;
 * anything else is logged with its traceback and answered 500 ``internal``.
+
+What aiohttp answers outside any handler (parse errors, the ``Expect`` check)
+is put in the same shape by :mod:`statusd.protocol`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ ID_PREFIXES = ("/api/v1/tasks/", "/api/v1/backtest/tasks/", "/api/v1/ws/tasks/",
                "/api/v1/ws/backtest/")
 _TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-          415: "unsupported_media_type", 426: "upgrade_required", 503: "unavailable"}
+          414: "uri_too_long", 415: "unsupported_media_type", 417: "expectation_failed",
+          426: "upgrade_required", 431: "request_header_fields_too_large", 500: "internal",
+          503: "unavailable", 504: "timeout"}
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,6 +52,11 @@ class ApiError(Exception):
         self.kind = kind
         self.message = message
         self.headers = dict(headers or {})
+
+
+def error_type(status: int) -> str:
+    """The ``error.type`` of an HTTP status aiohttp chose (``http_error`` when unnamed)."""
+    return _TYPES.get(status, "http_error")
 
 
 def json_error(status: int, kind: str, message: str,
@@ -81,8 +91,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 404 and request.raw_path.startswith(ID_PREFIXES):
             return json_error(400, "invalid_id", "invalid task id in the path")
         headers = {k: v for k, v in exc.headers.items() if k in _KEEP_HEADERS}
-        return json_error(exc.status, _TYPES.get(exc.status, "http_error"), exc.reason,
-                          headers)
+        return json_error(exc.status, error_type(exc.status), exc.reason, headers)
     except web.RequestPayloadError as exc:
         # A body aiohttp could not decode while the handler read it (a Content-Encoding
         # it is not): the client's fault.  The rest of that body cannot be read either,

@@ -1,0 +1,97 @@
+"""aiohttp's own error answers, in the API's JSON error shape (DESIGN section 6).
+
+The error middleware (:mod:`statusd.errors`) sees only what happens inside a
+handler.  aiohttp answers some requests before or around it, in text/plain:
+
+* a request it cannot parse (a bad request line or method, a header or request
+  line over 8190 bytes, too many headers, a bad ``Content-Length``,
+  ``Transfer-Encoding`` or chunk): :class:`AppRunner` serves connections whose
+  :meth:`~aiohttp.web_protocol.RequestHandler.handle_error` answers JSON (the
+  path is not known yet, so every such answer is JSON), and so are a handler
+  timeout (504) and a crash below the middleware (500);
+* an ``Expect`` other than ``100-continue`` (417), checked before any
+  middleware runs, on a route or not: :func:`json_error_bodies`, an
+  ``on_response_prepare`` hook, rewrites any error answer that is not JSON yet
+  into the JSON shape, keeping status and headers.
+
+Left as aiohttp serves them: the dashboard page and ``/static/`` files, whose
+conditional and range answers (304, 412, 416) are file-server semantics.  The
+API itself serves no conditional or range answers (it ignores ``If-Match`` and
+``Range``), so 412 and 416 never come from a path under ``/api/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from statusd.errors import error_type, json_error
+
+MAX_MESSAGE_CHARS = 200
+_FILE_PATHS = ("/static/",)
+
+
+def _summary(status: int, exc: BaseException | None, message: str | None) -> str:
+    """One short line for a connection-level error; never the client's bytes echoed back."""
+    if status >= 500:
+        return "internal error (see the statusd log)" if status == 500 else "request timed out"
+    if isinstance(exc, LineTooLong):
+        return "the request line or a header is too long"
+    text = message or (exc.message if isinstance(exc, HttpProcessingError) else "") or ""
+    # aiohttp's parser messages go on with the offending bytes after a colon.
+    first = text.strip().split("\n", 1)[0].split(": b'", 1)[0].split(": bytearray(", 1)[0]
+    first = first.rstrip(":").strip()
+    return first[:MAX_MESSAGE_CHARS] or "bad request"
+
+
+class _JsonErrorHandler(RequestHandler):
+    """A connection whose own error answers (parse errors, 500, 504) are JSON."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if output began
+        response = json_error(status, error_type(status), _summary(status, exc, message))
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer parse errors in the JSON error shape."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        kwargs: dict[str, Any] = dict(server._kwargs)
+        return _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
+                                handler_cancellation=server.handler_cancellation,
+                                loop=server._loop, **kwargs)
+
+
+async def json_error_bodies(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: an error answer aiohttp made in text becomes the JSON shape."""
+    if response.status < 400 or not isinstance(response, web.Response):
+        return
+    if response.content_type == "application/json" or request.path == "/" or \
+            request.path.startswith(_FILE_PATHS):
+        return
+    text = response.text if isinstance(response.body, bytes) else None
+    default = f"{response.status}: {response.reason}"
+    message = text.strip() if text and text.strip() != default else response.reason
+    body = {"error": {"type": error_type(response.status), "message":
+                      message.split("\n", 1)[0][:MAX_MESSAGE_CHARS]}}
+    data = orjson.dumps(body)
+    response.body = data
+    response.content_type = "application/json"
+    response.charset = None
+    response.headers[hdrs.CONTENT_LENGTH] = str(len(data))  # set for the text already

@@ -1,0 +1,161 @@
+"""Every error answer of the API is ``{"error": {"type", "message"}}`` JSON (DESIGN
+section 6), including those aiohttp makes itself: requests it cannot parse
+(answered before any route or middleware), an ``Expect`` it does not support,
+a wrong method, a body over the limit.
+
+The real daemon (``python -m statusd``) on 127.0.0.1, spoken to over raw sockets,
+since an HTTP client library will not send most of these requests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from statusdkit import TOKEN, make_spool
+
+LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
+MAX_BODY = 1024
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One daemon for the module (its requests do not change the spool)."""
+    root = tmp_path_factory.mktemp("shapes") / "spool"
+    make_spool(root)
+    env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never",
+           "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0", "STATUSD_TOKEN": TOKEN,
+           "STATUSD_MAX_BODY_BYTES": str(MAX_BODY), "SPOOL_LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen([sys.executable, "-m", "statusd"], env=env, cwd=root.parent,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    found: list[int] = []
+    seen: list[str] = []
+    for line in proc.stderr:
+        seen.append(line)
+        if match := LISTENING.search(line):
+            found.append(int(match.group(1)))
+            break
+    # Keep reading stderr so the daemon never blocks on a full pipe.
+    drain = threading.Thread(target=lambda: [None for _ in proc.stderr or ()],
+                             name="statusd-stderr")
+    drain.start()
+    try:
+        assert found, f"statusd did not start: {seen}"
+        yield found[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            drain.join(10)
+            proc.stderr.close()
+
+
+def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is; the status, headers and body of the one answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        raw = b""
+        while True:
+            head, sep, body = raw.partition(b"\r\n\r\n")
+            if sep:
+                headers = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:])
+                length = int(headers.get("Content-Length", "-1"))
+                if 0 <= length <= len(body):
+                    status = int(head.split(b" ", 2)[1])
+                    return status, headers, body
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed mid-answer: {raw!r}")
+            raw += chunk
+
+
+def req(first: str, *headers: str, body: bytes = b"") -> bytes:
+    lines = [first, "Host: 127.0.0.1", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+CASES: dict[str, tuple[bytes, int]] = {
+    "wrong method": (req("PUT /api/v1/stats HTTP/1.1", "Content-Length: 0"), 405),
+    "wrong method on a task": (req("DELETE /api/v1/tasks/abc HTTP/1.1"), 405),
+    "unknown Expect on a route": (req("POST /api/v1/tasks HTTP/1.1", "Expect: 200-ok",
+                                      "Content-Length: 2", "Connection: close"), 417),
+    "unknown Expect off any route": (req("GET /api/v1/nothing HTTP/1.1", "Expect: x"), 417),
+    "header too long": (req("GET /api/v1/stats HTTP/1.1", "X-Big: " + "a" * 20_000), 400),
+    "request line too long": (req("GET /api/v1/tasks?x=" + "a" * 20_000 + " HTTP/1.1"), 400),
+    "too many headers": (req("GET /api/v1/stats HTTP/1.1",
+                             *(f"X-{n}: y" for n in range(200))), 400),
+    "not HTTP": (b"GARBAGE\r\n\r\n", 400),
+    "bad method token": (req("G(T /api/v1/stats HTTP/1.1"), 400),
+    "bad version": (req("GET /api/v1/stats HTTP/9.9"), 400),
+    "NUL in the path": (req("GET /api/v1/\x00 HTTP/1.1"), 400),
+    "bad header name": (req("GET /api/v1/stats HTTP/1.1", "Bad Header: y"), 400),
+    "bad Content-Length": (req("POST /api/v1/tasks HTTP/1.1", "Content-Length: abc"), 400),
+    "two Content-Lengths": (req("POST /api/v1/tasks HTTP/1.1", "Content-Length: 2",
+                                "Content-Length: 3", body=b"{}"), 400),
+    "Content-Length with chunked": (req("POST /api/v1/tasks HTTP/1.1", "Content-Length: 2",
+                                        "Transfer-Encoding: chunked", body=b"{}"), 400),
+    "unknown Transfer-Encoding": (req("POST /api/v1/tasks HTTP/1.1",
+                                      "Transfer-Encoding: gzip"), 400),
+    "bad chunk size": (req("POST /api/v1/tasks HTTP/1.1", "Transfer-Encoding: chunked",
+                           body=b"zz\r\n"), 400),
+    "body over the limit": (req("POST /api/v1/tasks HTTP/1.1", f"Authorization: Bearer {TOKEN}",
+                                "Content-Type: application/json",
+                                f"Content-Length: {4 * MAX_BODY}", body=b"x" * 4 * MAX_BODY),
+                            413),
+    "unknown path": (req("GET /api/v1/nothing HTTP/1.1"), 404),
+    "invalid id": (req("GET /api/v1/tasks/..%2f.. HTTP/1.1"), 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_error_answer_is_the_json_shape(port: int, case: str) -> None:
+    data, expected = CASES[case]
+    status, headers, body = exchange(port, data)
+    assert status == expected, (status, body)
+    assert headers["Content-Type"] == "application/json", (headers, body)
+    assert int(headers["Content-Length"]) == len(body)
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"type", "message"} and isinstance(error["type"], str), error
+    assert error["message"] and len(error["message"]) <= 200, error
+    assert "aaaa" not in error["message"]  # the client's bytes are not echoed back
+    assert "Traceback" not in body.decode()
+
+
+def test_the_api_serves_no_conditional_or_range_errors(port: int) -> None:
+    """412 and 416 come from aiohttp's file server only (the dashboard, /static/): the
+    API ignores If-Match and Range, so they never reach an /api/ path."""
+    for header in ('If-Match: "nope"', "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT",
+                   "Range: bytes=999999-"):
+        for path in ("/api/v1/stats", "/api/v1/openapi.json", "/api/v1/tasks"):
+            status, headers, body = exchange(port, req(f"GET {path} HTTP/1.1", header))
+            assert status == 200 and headers["Content-Type"] == "application/json", path
+            orjson.loads(body)
+
+
+def test_a_good_request_after_100_continue_still_works(port: int) -> None:
+    payload = b'{"tool": "echo"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(req("POST /api/v1/tasks HTTP/1.1", f"Authorization: Bearer {TOKEN}",
+                         "Content-Type: application/json", "Expect: 100-continue",
+                         f"Content-Length: {len(payload)}", "Connection: close"))
+        interim = sock.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        sock.sendall(payload)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ", 2)[1] == b"202", answer
