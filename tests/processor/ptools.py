@@ -29,6 +29,9 @@ class Params(BaseModel):
     release: str | None = None
     """A file whose creation ends the work of :class:`Record` or :class:`ProgressBurst`
     at once: a test knows the tool is still working whenever it looks."""
+    acks: str | None = None
+    """A folder: :class:`Progressive` goes on after its n-th report only once a file
+    named n is in it, so a test sees every report however slow the host."""
 
 
 def _work(params: Params) -> None:
@@ -234,6 +237,10 @@ class Progressive(BaseTool):
         for i in range(1, 11):
             time.sleep(params.seconds / 10)
             ctx.progress(i / 10, f"step {i}")
+            if params.acks:
+                ack, until = os.path.join(params.acks, str(i)), time.monotonic() + 60
+                while not os.path.exists(ack) and time.monotonic() < until:
+                    time.sleep(0.01)
         return ToolResult.ok()
 
 

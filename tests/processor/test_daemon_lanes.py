@@ -323,17 +323,31 @@ def test_hung_fast_tools_do_not_stall_the_fast_lane(spool_root: Path,
     assert wait_record(spool_root, "unknown", 10)["error"]["type"] == "unknown_tool"
 
 
-def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon) -> None:
+def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon,
+                                    tmp_path: Path) -> None:
+    # The tool goes on after each report only once the test has seen it in the spool
+    # (acks), so every one is seen however slow the host (polled while the tool went on
+    # by itself, a 1.6 s stall of the test left it {0.1, 0.9}).
     daemon()
-    drop(spool_root, "prog", {"tool": "t_progress", "params": {"seconds": 2}})
+    acks = tmp_path / "acks"
+    acks.mkdir()
+    drop(spool_root, "prog", {"tool": "t_progress", "params": {"seconds": 1,
+                                                             "acks": str(acks)}})
     path = spool_root / "progress" / "prog.json"
-    seen: set[float] = set()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (spool_root / "done" / "prog.json").exists():
+
+    def fraction() -> float | None:
         with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
-            seen.add(orjson.loads(path.read_bytes())["fraction"])
-        time.sleep(0.02)
-    assert len([f for f in seen if 0 < f < 1]) >= 3, seen
+            return float(orjson.loads(path.read_bytes())["fraction"])
+        return None
+
+    try:
+        for i in range(1, 10):
+            wait_for(lambda i=i: fraction() == i / 10, 20, f"progress {i / 10} in the spool")
+            (acks / str(i)).touch()
+    finally:
+        for i in range(1, 11):
+            (acks / str(i)).touch()
+    assert wait_record(spool_root, "prog")["state"] == "done"
     wait_for(lambda: not path.exists(), 5, "the progress file to go with the run")
 
 
