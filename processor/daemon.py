@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from processor import logs, proctree
+from processor import capture, logs, proctree
 from processor.executor import ComputeExecutor, Task
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
@@ -157,6 +157,7 @@ class Processor:
         self.failing_writes: set[str] = set()
         self.signal_pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
+        self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
 
     # -- policy -------------------------------------------------------------------------
 
@@ -188,6 +189,7 @@ class Processor:
             self._release()
             raise
         self._install_signals()
+        self.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
         try:
             _log_recovery(self.recovery.scan())
             self.executor.start(InboxSink(self.inbox))
@@ -414,6 +416,9 @@ class Processor:
         self.closer.stop()
         self.spool.close()
         self.inbox.close()
+        if self.saved_stdio is not None:
+            capture.uninstall(self.saved_stdio)
+            self.saved_stdio = None
         if self.signal_pipe:
             signal.set_wakeup_fd(-1)
             for signum, handler in self.saved_handlers.items():

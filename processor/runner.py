@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
+from processor import capture
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
 from spool.text import valid_text
@@ -107,6 +108,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
              ) -> Outcome:
     """Validate, execute and encode one call; never raises for the tool's faults."""
     start = time.perf_counter()
+    capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
     try:
         outcome = _execute(tool, job_id, params, ctx)
     except JobError as exc:
@@ -121,6 +123,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
                           _traceback(exc))
+    capture.end()
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
     if outcome.message:

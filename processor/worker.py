@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from processor import capture
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
 from processor.proctree import (
@@ -69,6 +70,7 @@ def worker_main(conn: Connection, config: WorkerConfig,
     prepare_process(config.memory_mb)
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
     setup_logging(config.log_level, buffered=False)
+    capture.install()  # and what a tool prints: JSON lines too, naming its job
     if lifeline is not None:
         threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                          daemon=True).start()

@@ -1,0 +1,113 @@
+"""A tool's own output as log lines: what it writes to ``sys.stdout`` and ``sys.stderr``
+(``print``, ``tqdm``, a library's chatter) becomes JSON lines like every other.
+
+Installed in the processor, for FAST tools, and in each COMPUTE worker.  Each line is
+one entry of logger ``spoolq.output``: the text as ``msg``, ``stream`` (``stdout`` or
+``stderr``), and the ``id`` and ``tool`` of the job the writing thread runs, when it
+runs one (:func:`begin`, :func:`end`, from :func:`processor.runner.run_tool`).  Text is
+held per thread until its newline, so two FAST tools printing at once never share a
+line; what is left without one is written when the job ends.
+
+What this cannot see is text written below Python, straight to file descriptors 1 and
+2: by a tool's child process that inherited them, or by C code.
+
+Nothing here costs a tool that prints nothing more than two thread-local assignments
+per job: no syscall, no thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+log = logging.getLogger("spoolq.output")
+_state = threading.local()  # job: (id, tool) | None; held: {stream: text}; busy: bool
+
+
+def begin(job_id: str, tool: str) -> None:
+    """The calling thread runs this job now: its output is the job's."""
+    _state.job = (job_id, tool)
+
+
+def end() -> None:
+    """The calling thread's job is over: write what it left without a newline."""
+    held = getattr(_state, "held", None)
+    if held:
+        for stream, text in list(held.items()):
+            if text:
+                _emit(stream, text)
+        held.clear()
+    _state.job = None
+
+
+class ToolOutput(io.TextIOBase):
+    """Stands in for ``sys.stdout`` or ``sys.stderr``: each line written is logged."""
+
+    def __init__(self, name: str, raw: TextIO) -> None:
+        super().__init__()
+        self.name = name
+        self.raw = raw  # the stream it replaced: for what logging itself writes
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.raw.fileno()  # e.g. faulthandler, subprocess: the real descriptor
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text:
+            return 0
+        if getattr(_state, "busy", False):  # logging itself reporting trouble: as it was
+            self.raw.write(text)
+            return len(text)
+        held: dict[str, str] | None = getattr(_state, "held", None)
+        if held is None:
+            held = _state.held = {}
+        pending = held.get(self.name, "") + text
+        if "\n" in pending:
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                _emit(self.name, line)
+        held[self.name] = pending
+        return len(text)
+
+
+def _emit(stream: str, line: str) -> None:
+    job = getattr(_state, "job", None)
+    fields: dict[str, Any] = {"stream": stream}
+    if job is not None:
+        fields["id"], fields["tool"] = job
+    _state.busy = True
+    try:
+        log.info(line.removesuffix("\r"), extra={"fields": fields})
+    finally:
+        _state.busy = False
+
+
+def install() -> tuple[TextIO, TextIO]:
+    """Route ``sys.stdout`` and ``sys.stderr`` through log lines; what they were."""
+    saved = (sys.stdout, sys.stderr)
+    log.setLevel(logging.INFO)  # a tool's text is kept whatever SPOOL_LOG_LEVEL says
+    if not isinstance(sys.stdout, ToolOutput):
+        sys.stdout = ToolOutput("stdout", sys.stdout)
+    if not isinstance(sys.stderr, ToolOutput):
+        sys.stderr = ToolOutput("stderr", sys.stderr)
+    return saved
+
+
+def uninstall(saved: tuple[TextIO, TextIO]) -> None:
+    """Put back the streams :func:`install` replaced, after writing what is held."""
+    end()
+    sys.stdout, sys.stderr = saved

@@ -1,0 +1,43 @@
+"""Tools that print, for the log-line tests (``SPOOL_TOOLS=ptools,printtools``): a FAST
+one (``p_fast``) and a COMPUTE one (``p_compute``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    word: str = "hello"
+
+
+def chatter(params: Params, ctx: ToolContext) -> ToolResult:
+    print(f"{params.word} from {ctx.job_id}")
+    print(f"{params.word} on stderr", "in two words", file=sys.stderr)
+    sys.stdout.write("a line in two")
+    sys.stdout.write(" writes\nand a last one without a newline")
+    return ToolResult.ok()
+
+
+class Fast(BaseTool):
+    name: ClassVar[str] = "p_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return chatter(params, ctx)
+
+
+class Compute(BaseTool):
+    name: ClassVar[str] = "p_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return chatter(params, ctx)

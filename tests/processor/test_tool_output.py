@@ -1,0 +1,41 @@
+"""A tool's own output in the processor's log: JSON lines naming the job, never plain
+text between them.  Real daemons (see daemonkit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from daemonkit import Daemon, drop, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_what_tools_print_becomes_json_lines_naming_the_job(
+        spool_root: Path, daemon: StartDaemon, level: str) -> None:
+    """A tool's print() (or sys.stdout / sys.stderr write), in a COMPUTE worker or a
+    FAST tool, came out as plain text between the JSON lines, which `jq` stops at and
+    no `select(.id=="ID")` finds; it is now a line of its own, whatever the log level."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools", SPOOL_LOG_LEVEL=level)
+    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
+        drop(spool_root, job_id, {"tool": tool})
+    for job_id in ("fast", "compute"):
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    assert d.stop() == 0
+    lines = d.logs().splitlines()
+    assert [line for line in lines if not line.startswith("{")] == []
+    entries = [orjson.loads(line) for line in lines]
+    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
+        printed = [(e["stream"], e["msg"]) for e in entries
+                   if e["logger"] == "spoolq.output" and e.get("id") == job_id]
+        assert printed == [
+            ("stdout", f"hello from {job_id}"),
+            ("stderr", "hello on stderr in two words"),
+            ("stdout", "a line in two writes"),
+            ("stdout", "and a last one without a newline"),
+        ]
+        assert {e["tool"] for e in entries if e.get("id") == job_id
+                and e["logger"] == "spoolq.output"} == {tool}
