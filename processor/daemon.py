@@ -916,12 +916,9 @@ class Processor:
             executor=self.executor.name, job_num=self.executor.capacity(),
             busy_workers=self.executor.busy(), fast_running=self.fast_busy,
             done_last_60s=self.finished_last_60s[True],
-            failed_last_60s=self.finished_last_60s[False], tools=[]).model_dump()
+            failed_last_60s=self.finished_last_60s[False], stopping=self.stopping,
+            grace_ends_at=self.grace_ends_at, tools=[]).model_dump()
         status["tools"] = self.catalogue_json  # serialised once: it never changes
-        # Stopping: no more claims; running jobs have until grace_ends_at (SPOOL_GRACE_S),
-        # then what is left is killed and requeued.
-        status["stopping"] = self.stopping
-        status["grace_ends_at"] = self.grace_ends_at
         try:
             self.spool.mover.publish(self.layout.owner_status(self.owner),
                                      orjson.dumps(status, option=orjson.OPT_UTC_Z),

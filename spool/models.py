@@ -73,6 +73,10 @@ class OwnerStatus(BaseModel):
     fast_running: int = 0
     done_last_60s: int = 0
     failed_last_60s: int = 0
+    stopping: bool = Field(default=False, description="asked to stop: it claims nothing "
+                           "more, and its running jobs have until grace_ends_at")
+    grace_ends_at: datetime | None = Field(default=None, description="when what still "
+                                           "runs is killed and requeued (SPOOL_GRACE_S)")
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
 

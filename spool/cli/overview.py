@@ -104,6 +104,12 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         age = (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds()
         lines.append(f"processor up: {proc['count']} live, last heartbeat "
                      f"{human_duration(age)} ago")
+        stopping = [p for p in stats.get("processors", []) if p.get("stopping")]
+        if stopping:  # draining: claiming nothing more, running jobs in their grace period
+            ends = [p["grace_ends_at"] for p in stopping if p.get("grace_ends_at")]
+            left = max(0.0, (min(ends) - datetime.now(UTC)).total_seconds()) if ends else None
+            lines[-1] += f"; {len(stopping)} stopping" + (
+                f" (grace ends in {human_duration(left)})" if left is not None else "")
     else:
         lines.append("processor down: no live processor on this spool")
     lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +15,9 @@ from typing import Any
 
 import orjson
 from daemonkit import Daemon, alive, drop, wait_for
+
+from spool.layout import Layout
+from spool.reader import SpoolReader
 
 StartDaemon = Callable[..., Daemon]
 
@@ -60,6 +64,13 @@ def test_the_status_file_says_stopping_during_the_grace_period(
     grace_ends = datetime.fromisoformat(status["grace_ends_at"])
     assert abs((grace_ends - asked).total_seconds() - 30) < 2
     assert status["busy_workers"] == 1, "the run goes on in the grace period"
+    shown = SpoolReader(Layout(spool_root)).stats()  # what statusd and `spoolq stats` read
+    assert shown["processor"]["alive"] is True
+    assert [p["stopping"] for p in shown["processors"]] == [True]
+    cli = subprocess.run([sys.executable, "-m", "spool.cli.main", "stats"], check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "SPOOL_DIR": str(spool_root)}).stdout
+    assert "; 1 stopping (grace ends in " in cli, cli
     time.sleep(1.5)  # heartbeats go on, and keep saying so
     later = _status(spool_root, d)
     assert later["stopping"] is True and later["heartbeat_at"] > status["heartbeat_at"]
