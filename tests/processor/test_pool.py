@@ -79,14 +79,32 @@ def test_a_worker_that_cannot_be_replaced_is_retried_and_its_job_still_reported(
 
     monkeypatch.setattr(pool._ctx, "Process", refuse_once)
     monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 2.0)
+    # The pool's clock moves only when the test moves it: a 2 s stall of the host
+    # before the look no longer makes the retry due (it offered a worker).
+    clock = StoppedClock()
+    monkeypatch.setattr(pool_module, "time", clock)
     pool.submit(task("crash", "t_crash", tmp_path))
     outcome = finished(inbox)
     assert outcome.error_type is ErrorType.WORKER_CRASHED and outcome.job_id == "crash"
     assert refusals == ["refused"]
     assert pool.free_slots() == 0, "no worker to offer until the retry"
+    clock.now += 1.9
+    assert pool.free_slots() == 0, "no worker to offer until the retry"
+    clock.now += 0.2
     wait_free(pool, inbox)
     pool.submit(task("after", "t_pid", tmp_path))
     assert finished(inbox).ok
+
+
+class StoppedClock:
+    """Stands in for the pool module's ``time``: ``monotonic()`` is ``now``, which only
+    the test moves."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def monotonic(self) -> float:
+        return self.now
 
 
 class TimerGate:
