@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,8 @@ class Params(BaseModel):
     acks: str | None = None
     """A folder: :class:`Progressive` goes on after its n-th report only once a file
     named n is in it, so a test sees every report however slow the host."""
+    owners: str | None = None
+    """The spool's owners folder, whose status files :class:`UntilStopping` watches."""
 
 
 def _work(params: Params) -> None:
@@ -65,6 +68,36 @@ class Record(BaseTool):
         _work(params)
         _append(params.log, f"end {ctx.job_id}")
         return ToolResult.ok({"pid": os.getpid()})
+
+
+class UntilStopping(BaseTool):
+    """Works until a processor's status file in ``owners`` says it is stopping, then
+    0.2 s more (``seconds`` at most): a job still running after a SIGTERM that ends
+    within the grace period, however slow the host."""
+
+    name: ClassVar[str] = "t_until_stopping"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.owners
+        until = time.monotonic() + params.seconds
+        while time.monotonic() < until and not _stopping(params.owners):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        return ToolResult.ok()
+
+
+def _stopping(owners: str) -> bool:
+    for name in os.listdir(owners):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(owners, name), "rb") as fh:
+                    if json.load(fh).get("stopping"):
+                        return True
+            except (OSError, ValueError):  # replaced or half-written: looked at again
+                continue
+    return False
 
 
 class FastRecord(Record):
