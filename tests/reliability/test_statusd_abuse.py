@@ -20,6 +20,7 @@ import asyncio
 import base64
 import os
 import socket
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -201,19 +202,26 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
                          b"Content-Length: 60000\r\n\r\n{\"tool\"")
             slow.append(sock)
         rss_before = statusd.rss_mb()
-        worst = 0.0
+        # The slow clients stay unfinished all along: a server blocked behind them
+        # answers no prompt request at all, and one that serves them first makes every
+        # prompt request wait.  A stall of the host delays the one request in flight:
+        # a 1 s bound on the worst failed when statusd was frozen for 1.1 s.
+        waits: list[float] = []
         for round_ in range(5):
             for sock in slow:
                 sock.sendall(b"y")
             for _ in range(20):
                 began = time.monotonic()
-                status, _ = raw(port, get(b"/api/v1/stats"), timeout=5)
-                worst = max(worst, time.monotonic() - began)
+                status, _ = raw(port, get(b"/api/v1/stats"), timeout=20)
+                waits.append(time.monotonic() - began)
                 assert status == 200, round_
-        assert worst < 1.0, f"a prompt client waited {worst:.2f} s behind slow ones"
+        worst, typical = max(waits), statistics.median(waits)
+        assert typical < 0.25, f"prompt clients waited {typical:.2f} s (median) behind slow ones"
+        assert worst < 5.0, f"a prompt client waited {worst:.2f} s behind slow ones"
         grown = statusd.rss_mb() - rss_before
         assert grown < 50
-        print(f"slow clients: {len(slow)} held; worst prompt request {worst * 1000:.0f} ms; "
+        print(f"slow clients: {len(slow)} held; prompt requests {typical * 1000:.0f} ms "
+              f"(median), {worst * 1000:.0f} ms at worst; "
               f"statusd RSS +{grown:.1f} MiB")
     finally:
         for sock in slow:
