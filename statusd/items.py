@@ -13,7 +13,7 @@ anything that fails it is validated by pydantic instead (:func:`item_of_record`)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -89,6 +89,15 @@ def terminal_item(job_id: str, stamp: Stamp, raw: bytes) -> Item | None:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    return checked_item(job_id, stamp, obj, raw)
+
+
+def checked_item(job_id: str, stamp: Stamp, obj: Any, raw: bytes | None) -> Item | None:
+    """An item from a terminal record's parsed fields, if they pass the structural check.
+
+    ``raw`` None: the fields are those before ``result`` of a record too large to
+    parse (:mod:`statusd.large`); the item then has a summary and no body.
+    """
     if not isinstance(obj, dict) or obj.get("id") != job_id or obj.get("state") != stamp.state:
         return None
     tool = obj.get("tool")
@@ -108,17 +117,38 @@ def terminal_item(job_id: str, stamp: Stamp, raw: bytes) -> Item | None:
                       fields=obj)
 
 
-def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes, *, submitted_us: int,
-               duration_s: float | None, error_type: str | None, fraction: float | None,
-               message: str, fields: dict[str, Any] | None) -> Item:
+def partial_item(job_id: str, stamp: Stamp, fields: dict[str, Any]) -> Item:
+    """An item from the leading fields of a large record that were complete in its head
+    (:mod:`statusd.large`): what is well-formed is kept, ``fields_omitted`` says the rest
+    was not read, and ``submitted_at`` falls back to the file's mtime."""
+    known = {k: v for k, v in fields.items() if k not in ("id", "state", "result")}
+    known.update(id=job_id, state=stamp.state.value, fields_omitted=True)
+    submitted = _parse_ts(known.get("submitted_at"))
+    if submitted is None:
+        submitted = stamp.mtime_ns // 1000
+        known["submitted_at"] = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
+    tool = known.get("tool") if isinstance(known.get("tool"), str) else None
+    duration = known.get("duration_s")
+    error = known.get("error")
+    return _make_item(job_id, stamp, tool, None, submitted_us=submitted,
+                      duration_s=duration if isinstance(duration, int | float) else None,
+                      error_type=error["type"] if isinstance(error, dict)
+                      and _error_ok(error, JobState.FAILED) else None,
+                      fraction=None, message="", fields=known)
+
+
+def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, *,
+               submitted_us: int, duration_s: float | None, error_type: str | None,
+               fraction: float | None, message: str, fields: dict[str, Any] | None) -> Item:
     full: bytes | None = body
-    summary = body
-    if len(body) > INLINE_MAX_BYTES:
-        data = fields if fields is not None else orjson.loads(body)
+    if body is None or len(body) > INLINE_MAX_BYTES:
+        data = fields if fields is not None else orjson.loads(body or b"{}")
         short = {k: v for k, v in data.items() if k != "result"}
         short["result_omitted"] = True
         summary = orjson.dumps(short, option=DUMP_OPTS)
         full = None
+    else:
+        summary = body
     return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, error_type,
                 fraction, message)

@@ -5,9 +5,10 @@ reading the files (:mod:`statusd.items` turns their bytes into items), and
 the whole-spool scan behind start-up and the periodic rescan.
 
 Speed matters here: start-up reads every record (100,000 small files take a
-few seconds).  Pending and running jobs, and terminal files that fail the
-structural check, go through :meth:`spool.reader.SpoolReader.load`
-(pydantic) like the CLI's view.
+few seconds); a record over :data:`statusd.large.PARSE_MAX_BYTES` is read only
+for its head and tail (:mod:`statusd.large`), never whole.  Pending and running
+jobs, and terminal files that fail the structural check, go through
+:meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from stat import S_ISREG
 
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
-from spool.reader import Entry, SpoolReader, newest, read_regular
+from spool.reader import Entry, SpoolReader, newest
 from spool.states import TERMINAL, JobState
 from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
+from statusd.large import PARSE_MAX_BYTES, Head, large_item, read_record
 
 
 class Loader:
@@ -93,8 +96,11 @@ class Loader:
         terminal = [(i, s) for i, s in stamps.items() if s.state in TERMINAL]
         paths = [f"{folders[s.state]}/{i}{JOB_SUFFIX}" for i, s in terminal]
         items = []
-        for (job_id, stamp), raw in zip(terminal, _read_many(paths), strict=True):
-            item = terminal_item(job_id, stamp, raw) if raw is not None else None
+        for (job_id, stamp), raw, path in zip(terminal, _read_many(paths), paths, strict=True):
+            if isinstance(raw, Head):
+                item: Item | None = large_item(job_id, stamp, Path(path), raw)
+            else:
+                item = terminal_item(job_id, stamp, raw) if raw is not None else None
             if item is None:
                 item = self.load(job_id, stamp)
             if item is not None:
@@ -142,9 +148,11 @@ class Loader:
         """The item for one version of an id; None when the file vanished meanwhile."""
         path = self.layout.job(stamp.state, job_id)
         if stamp.state in TERMINAL:
-            raw = read_regular(path)
+            raw = read_record(path)
             if raw is None:
                 return None
+            if isinstance(raw, Head):  # never parsed whole, nor by the reader below
+                return large_item(job_id, stamp, path, raw)
             item = terminal_item(job_id, stamp, raw)
             if item is not None:
                 return item
@@ -182,6 +190,9 @@ class Loader:
         if opened is None:
             return None
         fd, size = opened
+        if size > PARSE_MAX_BYTES:  # streamed (routes.get_task), never read whole
+            os.close(fd)
+            return None
         try:
             data = os.read(fd, size)  # one read, one copy (read_fd joins 64 KiB pieces)
             return data if len(data) == size else data + read_fd(fd)
@@ -196,8 +207,8 @@ class Loader:
         if stamp is None:
             return None
         if stamp.state in TERMINAL:
-            raw = read_regular(self.layout.job(stamp.state, job_id))
-            if raw is None:
+            raw = read_record(self.layout.job(stamp.state, job_id))
+            if raw is None or isinstance(raw, Head):  # a large one is streamed, not read
                 return None
             if terminal_item(job_id, stamp, raw) is not None:
                 return raw
@@ -212,7 +223,7 @@ COLD_READ_S = 30e-6
 _READ_CHUNK = 2048
 
 
-def _read_many(paths: list[str]) -> list[bytes | None]:
+def _read_many(paths: list[str]) -> list[bytes | Head | None]:
     """The bytes of each file (None when it vanished).
 
     From the page cache one thread is fastest (threads only fight over the GIL:
@@ -231,8 +242,8 @@ def _read_many(paths: list[str]) -> list[bytes | None]:
         return first + [raw for chunk in pool.map(_read_chunk, chunks) for raw in chunk]
 
 
-def _read_chunk(paths: list[str]) -> list[bytes | None]:
-    return [read_regular(path) for path in paths]
+def _read_chunk(paths: list[str]) -> list[bytes | Head | None]:
+    return [read_record(path) for path in paths]
 
 
 def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:

@@ -5,7 +5,11 @@ Every message is an object with ``event`` (``snapshot``, ``transition``,
 while the job runs; ``record`` on snapshots and transitions; ``previous`` (the
 state the index knew before, or null) on transitions.  The record is spliced
 in as the bytes the index already holds, so a broadcast costs one small
-``orjson.dumps`` however large the record.
+``orjson.dumps`` however large the record.  A record too large to keep whole
+in the index (over ``INLINE_MAX_BYTES``) is sent as its list summary, without
+``result`` and with ``"result_omitted": true``, and the message carries
+``record_url``, the REST path of the full record; so no message, the snapshot
+included, is ever larger than a list row.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import orjson
 
 from spool.states import JobState
 from statusd.items import Item
+
+RECORD_PATH = "/api/v1/tasks/"
 
 
 def snapshot(item: Item, record: bytes) -> bytes:
@@ -35,6 +41,8 @@ def _envelope(head: dict[str, Any], item: Item, record: bytes | None) -> bytes:
     head.update(id=item.job_id, state=item.state.value)
     if item.progress is not None:
         head["progress"] = item.progress
+    if record is not None and item.body is None:  # a large record: its summary only
+        head["record_url"] = f"{RECORD_PATH}{item.job_id}"
     out = orjson.dumps(head)
     if record is None:
         return out

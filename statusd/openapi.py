@@ -53,7 +53,9 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary, "operationId": op_id,
         "description": "WebSocket (GET with Upgrade). Messages are JSON objects with event "
-                       "(snapshot, transition, progress), id, state, and progress or record.",
+                       "(snapshot, transition, progress), id, state, and progress or record. "
+                       "A record over 32 KiB comes as its list summary (no result, "
+                       "result_omitted: true) with record_url, the path of the full record.",
         "responses": {"101": {"description": "switching to WebSocket"},
                       **_errors(*((400, 404, 426) if with_id else (400, 426)))},
     }

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
-from spool.states import JobState
+from spool.states import TERMINAL, JobState
 from statusd import sending
 from statusd.errors import ApiError, task_id
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
@@ -80,18 +80,28 @@ def _limit(value: str | None) -> int:
     return limit
 
 
+STREAM_TRIES = 3
+
+
 async def get_task(request: web.Request) -> web.StreamResponse:
-    """One record: from the index, or (large) streamed from the file the index read."""
+    """One record: from the index, or (large) streamed from the file the index read.
+
+    A large record that changed since it was indexed is indexed again (its head only,
+    :mod:`statusd.large`) and streamed: it is never read whole into memory.
+    """
     job_id = task_id(request)
     services = request.app[SERVICES]
-    item = services.index.get(job_id)
-    if item is not None and item.body is not None:
-        return _json(item.body)
-    if item is not None:
+    for _ in range(STREAM_TRIES):
+        item = services.index.get(job_id)
+        if item is not None and item.body is not None:
+            return _json(item.body)
+        if item is None or item.stamp.state not in TERMINAL:
+            break
         opened = await services.in_thread(services.tracker.loader.open_indexed, job_id,
                                           item.stamp)
         if opened is not None:
             return await sending.stream_file(request, services, *opened)
+        await services.tracker.refresh([job_id])
     body = await record_body(services, job_id)
     if len(body) <= INLINE_MAX_BYTES:
         return _json(body)
@@ -114,6 +124,10 @@ async def record_body(services: Services, job_id: str) -> bytes:
         body = await services.in_thread(loader.indexed_body, job_id, item.stamp)
     if body is None:
         body = await services.in_thread(loader.full_body, job_id)
+    if body is None and item is not None and item.stamp.state in TERMINAL:
+        # A large record replaced each time it was about to be streamed.
+        raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced; "
+                       "try again")
     if body is None:
         raise ApiError(404, "not_found", f"no task {job_id}")
     return body

@@ -28,7 +28,7 @@ from spool.states import TERMINAL
 from statusd import messages
 from statusd.errors import ApiError, task_id
 from statusd.hub import Subscriber
-from statusd.routes import record_body
+from statusd.items import Item
 from statusd.sending import StallGuard
 from statusd.services import SERVICES, Services
 
@@ -63,9 +63,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
         if item is None:  # purged while the handshake ran
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unknown task")
             return ws
-        record = item.body if item.body is not None else await record_body(services, job_id)
-        snapshot = messages.snapshot(item, record)
-        del record  # a large record is not held twice while a slow client takes it
+        snapshot = await snapshot_of(item)
         if not await guard.send(ws.send_frame(snapshot, WSMsgType.TEXT)):
             return ws
         del snapshot
@@ -93,6 +91,12 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         services.hub.unsubscribe(sub)
     await _close(request, ws, _code(sub))
     return ws
+
+
+async def snapshot_of(item: Item) -> bytes:
+    """A task stream's first message, from the index alone (no disk read): the record,
+    or for a large one its summary (no ``result``) with a link to the full record."""
+    return messages.snapshot(item, item.body if item.body is not None else item.summary)
 
 
 def _code(sub: Subscriber) -> int:

@@ -9,20 +9,14 @@ since an HTTP client library will not send most of these requests.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 
 import orjson
 import pytest
+from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, make_spool
 
-LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
 MAX_BODY = 1024
 
 
@@ -31,37 +25,9 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One daemon for the module (its requests do not change the spool)."""
     root = tmp_path_factory.mktemp("shapes") / "spool"
     make_spool(root)
-    env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never",
-           "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0", "STATUSD_TOKEN": TOKEN,
-           "STATUSD_MAX_BODY_BYTES": str(MAX_BODY), "SPOOL_LOG_LEVEL": "INFO"}
-    proc = subprocess.Popen([sys.executable, "-m", "statusd"], env=env, cwd=root.parent,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    found: list[int] = []
-    seen: list[str] = []
-    for line in proc.stderr:
-        seen.append(line)
-        if match := LISTENING.search(line):
-            found.append(int(match.group(1)))
-            break
-    # Keep reading stderr so the daemon never blocks on a full pipe.
-    drain = threading.Thread(target=lambda: [None for _ in proc.stderr or ()],
-                             name="statusd-stderr")
-    drain.start()
-    try:
-        assert found, f"statusd did not start: {seen}"
-        yield found[0]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            drain.join(10)
-            proc.stderr.close()
+    with statusd_daemon(root, STATUSD_TOKEN=TOKEN,
+                        STATUSD_MAX_BODY_BYTES=str(MAX_BODY)) as (found, _):
+        yield found
 
 
 def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

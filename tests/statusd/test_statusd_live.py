@@ -181,19 +181,19 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The queue overflowed before the pump started: the socket closes 1013, not never."""
     srv = ServerThread(settings_for(spool.layout.root), queue_max=1).start()
-    slow_body = ws_module.record_body
+    made = ws_module.snapshot_of
 
-    async def slow_record_body(services: Any, job_id: str) -> bytes:
-        # The snapshot of a large record is read from disk: it is still being read when
-        # the two transitions below overflow the queue of one, however slow the host (a
-        # fixed 1.5 s read was over first when the transitions took 1 s longer).
+    async def slow_snapshot_of(item: Any) -> bytes:
+        # The snapshot is still being made when the two transitions below overflow the
+        # queue of one, however slow the host (a fixed 1.5 s delay was over first when
+        # the transitions took 1 s longer).
         deadline = time.monotonic() + 30
-        while services.hub.dropped_total < 1:
+        while srv.services.hub.dropped_total < 1:
             assert time.monotonic() < deadline, "the client was never dropped"
             await asyncio.sleep(0.01)
-        return await slow_body(services, job_id)
+        return await made(item)
 
-    monkeypatch.setattr(ws_module, "record_body", slow_record_body)
+    monkeypatch.setattr(ws_module, "snapshot_of", slow_snapshot_of)
     submit(spool, "big", meta={"pad": "x" * 40_000})
     running: list[Any] = []
 

@@ -1,0 +1,158 @@
+"""A huge record in ``done/`` is indexed from its head, never read or parsed whole:
+statusd's memory stays far below the record's size while it indexes, lists and
+streams it, and the WebSocket snapshot carries a summary and a link, not the record.
+
+The record is a real file of 192 MiB (a result no statusd should hold: a GiB one
+costs the same code path, only slower to write); the daemon is the real one, and
+its peak memory (VmHWM) is what the test checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from statusd_daemonkit import peak_rss_bytes, statusd_daemon
+from statusdkit import make_spool, request, run_job, ws_collect
+
+from spool.errors import ErrorType
+from spool.models import ErrorInfo, Record, record_bytes
+from spool.states import JobState
+from statusd.large import HEAD_BYTES, PARSE_MAX_BYTES, leading_fields
+
+MiB = 1024 * 1024
+HUGE_BYTES = 192 * MiB
+MEMORY_BOUND = 96 * MiB
+"""Peak memory the daemon may add over its idle size: half the record, and far above
+the head it reads (4 MiB) plus a few 256 KiB streaming chunks."""
+
+
+def write_record(path: Path, job_id: str, blob_bytes: int, *, state: JobState = JobState.DONE,
+                 tail: bytes = b'"}}') -> None:
+    """A record as the spool writes it, whose result is ``{"blob": "xxx..."}``."""
+    now = datetime.now(UTC)
+    record = Record(id=job_id, state=state, tool="run_backtest", params={"symbols": ["AAA"]},
+                    submitted_at=now, started_at=now, finished_at=now, duration_s=12.5,
+                    attempts=1, host="test", pid=1, result="@",
+                    error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="m")
+                    if state is JobState.FAILED else None)
+    head, _, rest = record_bytes(record).partition(b'"@"')
+    assert rest == b"}", rest  # result is the last field the spool writes
+    chunk = b"x" * MiB
+    with path.open("wb") as out:
+        out.write(head + b'{"blob":"')
+        for _ in range(blob_bytes // MiB):
+            out.write(chunk)
+        out.write(tail)
+
+
+@pytest.fixture
+def spool_root(tmp_path: Path) -> Path:
+    root = tmp_path / "spool"
+    spool = make_spool(root)
+    run_job(spool, "small", {"message": "ok"})
+    write_record(spool.layout.job(JobState.DONE, "huge"), "huge", HUGE_BYTES)
+    write_record(spool.layout.job(JobState.DONE, "cut"), "cut", 2 * PARSE_MAX_BYTES,
+                 tail=b"xxx")
+    write_record(spool.layout.job(JobState.DONE, "stranger"), "someone-else",
+                 2 * PARSE_MAX_BYTES)
+    return root
+
+
+def _stream_digest(port: int, path: str) -> tuple[int, int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := resp.read(MiB):
+            digest.update(chunk)
+            size += len(chunk)
+        return resp.status, size, digest.hexdigest()
+    finally:
+        conn.close()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_a_huge_record_is_indexed_listed_and_streamed_in_bounded_memory(
+        spool_root: Path) -> None:
+    huge = spool_root / "done" / "huge.json"
+    assert huge.stat().st_size > HUGE_BYTES
+    with statusd_daemon(spool_root, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        idle = request(base, "GET", "/api/v1/stats").json()
+        assert idle["counts"] == {"pending": 0, "running": 0, "done": 4, "failed": 0}
+        tasks = {t["id"]: t for t in request(base, "GET", "/api/v1/tasks").json()["tasks"]}
+        row = tasks["huge"]
+        assert row["result_omitted"] is True and "result" not in row
+        assert row["tool"] == "run_backtest" and row["duration_s"] == 12.5
+        assert row["params"] == {"symbols": ["AAA"]} and "unreadable" not in row
+        for bad in ("cut", "stranger"):  # what a full parse would have refused
+            assert "done/" + bad + ".json" in tasks[bad]["unreadable"], tasks[bad]
+            assert "result" not in tasks[bad]
+
+        status, size, digest = _stream_digest(port, "/api/v1/tasks/huge")
+        assert status == 200 and size == huge.stat().st_size
+        assert digest == _file_digest(huge)
+
+        log = asyncio.run(ws_collect(f"ws://127.0.0.1:{port}/api/v1/ws/tasks/huge"))
+        assert len(log.messages) == 1
+        snapshot: dict[str, Any] = log.messages[0]
+        assert snapshot["event"] == "snapshot" and snapshot["record_url"] == \
+            "/api/v1/tasks/huge"
+        assert snapshot["record"]["result_omitted"] is True
+        assert len(orjson.dumps(snapshot)) < 64 * 1024
+
+        # A new version of the huge record is indexed the same way (by the rescan).
+        write_record(huge, "huge", HUGE_BYTES + MiB)
+        assert asyncio.run(_until_served(port, huge)), "the new version was never served"
+        row = {t["id"]: t for t in request(base, "GET", "/api/v1/tasks").json()["tasks"]}["huge"]
+        assert row["result_omitted"] is True and row["tool"] == "run_backtest"
+
+        peak = peak_rss_bytes(proc)
+    baseline = _idle_peak(spool_root.parent / "empty")
+    assert peak - baseline < MEMORY_BOUND, (peak / MiB, baseline / MiB)
+
+
+async def _until_served(port: int, huge: Path) -> bool:
+    size = huge.stat().st_size
+    for _ in range(200):
+        status, got, _ = await asyncio.to_thread(_stream_digest, port, "/api/v1/tasks/huge")
+        if status == 200 and got == size:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _idle_peak(root: Path) -> int:
+    """The peak memory of the same daemon on a spool with one small record."""
+    run_job(make_spool(root), "small", {"message": "ok"})
+    with statusd_daemon(root) as (port, proc):
+        request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks")
+        return peak_rss_bytes(proc)
+
+
+def test_leading_fields_stop_at_result_and_at_the_end_of_the_head() -> None:
+    fields, complete = leading_fields(b' {"id": "a", "meta": {"k": [1, 2]}, "result": [1, 2')
+    assert fields == {"id": "a", "meta": {"k": [1, 2]}} and complete
+    fields, complete = leading_fields(b'{"id": "a", "params": {"pad": "xxxxxx')
+    assert fields == {"id": "a"} and not complete
+    fields, complete = leading_fields('{"id": "é", "x": 1}'.encode()[:9])  # cut inside é
+    assert fields == {} and not complete
+    with pytest.raises(ValueError):
+        leading_fields(b"[1, 2, 3]")
+    assert HEAD_BYTES < PARSE_MAX_BYTES
