@@ -10,8 +10,8 @@ Built once in each program's ``main()`` and passed down; nothing below
 ``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
 ``STATUSD_MAX_BODY_BYTES``.
 
-The ``.env`` of the working directory is read only when it is a regular file
-(or a symlink to one), opened without blocking: a FIFO there (which
+The ``.env`` of the working directory is read only when one ``stat`` finds a
+regular file (or a symlink to one) of at most 1 MiB: a FIFO there (which
 pydantic-settings would read, and wait on for a writer for ever), a socket or
 a device is refused with a ConfigError naming it, so no program hangs on its
 settings.  A directory named ``.env`` (a virtualenv, say) is no settings file
@@ -20,16 +20,12 @@ and is passed over, as pydantic-settings does.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import stat
-from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -37,7 +33,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
 from spool.errors import ConfigError
 
@@ -57,53 +52,29 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR,
           (stat.S_ISBLK, "a device"))
 
 
-def read_env_file(path: Path) -> str:
-    """The text of a ``.env``; ConfigError unless it is a regular file (never blocks).
+def env_file() -> Path | None:
+    """The working directory's ``.env`` if it is a settings file, from one ``stat``
+    (following a symlink; it never blocks).
 
-    ``O_NONBLOCK``: opening a FIFO for reading otherwise waits for a writer.
+    None when there is none, or it is a directory (a virtualenv named ``.env``).
+    ConfigError for a FIFO (pydantic-settings would read it, waiting for a writer for
+    ever), a socket or a device (``/dev/zero`` never ends), or more than
+    :data:`MAX_ENV_FILE_BYTES`.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    path = Path(ENV_FILE)
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:  # a socket says ENXIO: say what it is instead
-        with contextlib.suppress(OSError):
-            _check_regular(path, os.stat(path).st_mode)
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        _check_regular(path, os.fstat(fd).st_mode)
-        data = os.read(fd, MAX_ENV_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_ENV_FILE_BYTES:
-        raise ConfigError(f"cannot read {path}: larger than {MAX_ENV_FILE_BYTES} bytes")
-    return data.decode("utf-8")  # UnicodeDecodeError: load_settings says where
-
-
-def _check_regular(path: Path, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "something else")
+        st = os.stat(path)
+    except OSError:  # none (or a dangling symlink): no .env
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "something else")
         raise ConfigError(f"cannot read {path}: it is {kind}, not a regular file; "
                           "remove it or run from another directory")
-
-
-class _RegularDotEnv(DotEnvSettingsSource):
-    """pydantic-settings' ``.env`` source, reading through :func:`read_env_file`.
-
-    Overrides the source's (private) file hook: its own reads a FIFO, and skips a
-    socket or a device without a word.
-    """
-
-    def _read_env_files(self) -> Mapping[str, str | None]:
-        path = Path(ENV_FILE)
-        try:
-            mode = os.stat(path).st_mode  # follows a symlink; never blocks
-        except OSError:  # none (or a dangling symlink): no .env, as before
-            return {}
-        if stat.S_ISDIR(mode):  # a virtualenv named .env is no settings file
-            return {}
-        values = dotenv_values(stream=io.StringIO(read_env_file(path)))
-        return parse_env_vars(values, self.case_sensitive, self.env_ignore_empty,
-                              self.env_parse_none_str)
+    if st.st_size > MAX_ENV_FILE_BYTES:
+        raise ConfigError(f"cannot read {path}: larger than {MAX_ENV_FILE_BYTES} bytes")
+    return path
 
 
 def _default_spool_dir() -> Path:
@@ -149,7 +120,7 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        dotenv = _RegularDotEnv(settings_cls)
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file())
         return init_settings, env_settings, dotenv, file_secret_settings
 
     @field_validator("log_level", mode="before")
