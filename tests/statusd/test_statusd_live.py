@@ -338,7 +338,11 @@ def test_a_replaced_folder_is_watched_again(spool: Spool, how: str) -> None:
 
 
 def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None:
-    srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=0.3).start()
+    # A client that does not answer a ping within heartbeat_s / 2 is dropped, live or
+    # not: 0.3 s (0.15 s to answer) dropped the live client after a 0.4 s stall of the
+    # test's loop, which answers its pings.  1 s gives it 0.5 s; it must outlive two
+    # pings, the silent one is gone after the first.
+    srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=1.0).start()
 
     async def scenario() -> tuple[bool, int | None]:
         async with aiohttp.ClientSession() as session, \
@@ -355,7 +359,7 @@ def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None
                     msg = await silent.receive()
                     pings += msg.type is aiohttp.WSMsgType.PING
             assert pings >= 1
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.2)  # the live client's next ping and its answer's deadline
             assert not reader.done()
             reader.cancel()
             return live.closed, silent.close_code
