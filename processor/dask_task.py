@@ -10,7 +10,7 @@ and exit sentinel, at most :data:`POLL_S` at a time, and:
 
 * forwards progress to the processor as Dask events (``Worker.log_event`` on
   the processor's topic), at most every :data:`PROGRESS_EVERY_S`;
-* kills the child's whole process group at the job's deadline and returns
+* kills the child with every process below it at the job's deadline and returns
   ``timeout``;
 * kills it when the processor asks (:func:`kill_on_worker`, sent with
   ``Client.run``), when Dask cancels the task (the processor cancelled it or
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +37,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.executor import Task, WorkerConfig
-from processor.proctree import kill_orphans, parent_of
+from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from spool.errors import ErrorType
 
@@ -363,12 +361,8 @@ def _death_outcome(task: Task, run: _Run, exitcode: int | None, worker: Any) -> 
 
 
 def _kill(child: _Child) -> None:
-    pid = child.process.pid
-    if pid is None:
-        return
-    for kill in (os.killpg, os.kill):  # the child leads its own session
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
+    if child.process.pid is not None:
+        kill_tree(child.process.pid)
 
 
 def _discard(child: _Child) -> None:

@@ -26,10 +26,8 @@ import contextlib
 import logging
 import math
 import multiprocessing as mp
-import os
 import pickle
 import select
-import signal
 import socket
 import threading
 import time
@@ -41,7 +39,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from processor.executor import Sink, Task, WorkerConfig
-from processor.proctree import kill_descendants, kill_orphans, parent_of
+from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.worker import worker_main
 from spool.errors import ErrorType
@@ -370,10 +368,7 @@ class LocalPool:
         pid = slot.process.pid if slot.process is not None else None
         if pid is None:
             return
-        kill_descendants(pid)  # first: those in sessions of their own escape the killpg
-        for kill in (os.killpg, os.kill):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                kill(pid, signal.SIGKILL)
+        kill_tree(pid)
 
     def _poke(self) -> None:
         with contextlib.suppress(OSError):

@@ -46,6 +46,15 @@ def kill_descendants(pid: int) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a worker, its process group and every process below it, descendants first
+    (see :func:`kill_descendants`: once the worker is dead they are out of reach)."""
+    kill_descendants(pid)
+    for kill in (os.killpg, os.kill):  # the worker leads its own session
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid``: its children, theirs, and so on."""
     found, todo = [], children_of(pid)
