@@ -6,7 +6,10 @@ one entry of logger ``spoolq.output``: the text as ``msg``, ``stream`` (``stdout
 ``stderr``), and the ``id`` and ``tool`` of the job the writing thread runs, when it
 runs one (:func:`begin`, :func:`end`, from :func:`processor.runner.run_tool`).  Text is
 held per thread until its newline, so two FAST tools printing at once never share a
-line; what is left without one is written when the job ends.
+line; what is left without one is written when the job ends, and text that reaches
+:data:`MAX_HELD` characters without one is written as a line then (a tool drawing dots
+for ever costs bounded memory, and each write costs its own length, never the length
+of what is held).
 
 What this cannot see is text written below Python, straight to file descriptors 1 and
 2: by a tool's child process that inherited them, or by C code.
@@ -23,8 +26,29 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from processor.logs import MAX_TEXT
+
 log = logging.getLogger("spoolq.output")
-_state = threading.local()  # job: (id, tool) | None; held: {stream: text}; busy: bool
+_state = threading.local()  # job: (id, tool) | None; held: {stream: _Held}; busy: bool
+MAX_HELD = MAX_TEXT
+"""Characters held without a newline before they are written as a line: the log
+keeps no more of a line than this anyway."""
+
+
+class _Held:
+    """A line's text so far, in the pieces it was written in (joined once, when written)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def take(self, last: str = "") -> str:
+        text = "".join(self.parts) + last
+        self.parts.clear()
+        self.size = 0
+        return text
 
 
 def begin(job_id: str, tool: str) -> None:
@@ -36,11 +60,21 @@ def end() -> None:
     """The calling thread's job is over: write what it left without a newline."""
     held = getattr(_state, "held", None)
     if held:
-        for stream, text in list(held.items()):
-            if text:
-                _emit(stream, text)
+        for stream, line in list(held.items()):
+            if line.parts:
+                _emit(stream, line.take())
         held.clear()
     _state.job = None
+
+
+def _held_line(stream: str) -> _Held:
+    held: dict[str, _Held] | None = getattr(_state, "held", None)
+    if held is None:
+        held = _state.held = {}
+    line = held.get(stream)
+    if line is None:
+        line = held[stream] = _Held()
+    return line
 
 
 class ToolOutput(io.TextIOBase):
@@ -72,15 +106,25 @@ class ToolOutput(io.TextIOBase):
         if getattr(_state, "busy", False):  # logging itself reporting trouble: as it was
             self.raw.write(text)
             return len(text)
-        held: dict[str, str] | None = getattr(_state, "held", None)
-        if held is None:
-            held = _state.held = {}
-        pending = held.get(self.name, "") + text
-        if "\n" in pending:
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                _emit(self.name, line)
-        held[self.name] = pending
+        line = _held_line(self.name)
+        rest = text
+        if "\n" in rest:
+            lines = rest.split("\n")
+            lines[0] = line.take(lines[0])
+            rest = lines.pop()
+            for one in lines:
+                _emit(self.name, one)
+        if rest:
+            line.parts.append(rest)
+            line.size += len(rest)
+            if line.size >= MAX_HELD:  # written in lines the log keeps whole
+                held = line.take()
+                cut = len(held) - len(held) % MAX_HELD
+                for start in range(0, cut, MAX_HELD):
+                    _emit(self.name, held[start:start + MAX_HELD])
+                if cut < len(held):
+                    line.parts.append(held[cut:])
+                    line.size = len(held) - cut
         return len(text)
 
 

@@ -41,3 +41,25 @@ class Compute(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         return chatter(params, ctx)
+
+
+class BytesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pieces: int = 100_000
+
+
+class Dots(BaseTool):
+    """Writes ``pieces`` runs of 20 dots one at a time, never a newline (a hand-made
+    progress bar)."""
+
+    name: ClassVar[str] = "p_dots"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 30.0
+    Params: ClassVar[type[BaseModel]] = BytesParams
+
+    def execute(self, params: BytesParams, ctx: ToolContext) -> ToolResult:
+        for _ in range(params.pieces):
+            print("." * 20, end="")
+        return ToolResult.ok({"written": params.pieces})
+

@@ -39,3 +39,21 @@ def test_what_tools_print_becomes_json_lines_naming_the_job(
         ]
         assert {e["tool"] for e in entries if e.get("id") == job_id
                 and e["logger"] == "spoolq.output"} == {tool}
+
+
+def test_output_without_newlines_is_written_in_bounded_lines_not_held_whole(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A tool writing dots a few at a time, never a newline, had its whole output held
+    and copied again on every write (quadratic: 2 MB in 100,000 writes took longer than
+    the tool's 30 s timeout), then logged as one line cut at 16 KiB; now held text is
+    written as a line once it reaches the log's line limit, and no dot is lost."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "dots", {"tool": "p_dots"})
+    rec = wait_record(spool_root, "dots", timeout=60)
+    assert (rec["state"], rec.get("error")) == ("done", None)
+    assert d.stop() == 0
+    printed = [e["msg"] for e in map(orjson.loads, d.logs().splitlines())
+               if e["logger"] == "spoolq.output" and e.get("id") == "dots"]
+    assert "".join(printed) == "." * 2_000_000
+    assert max(map(len, printed)) <= 16_384
+
