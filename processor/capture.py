@@ -9,7 +9,8 @@ held per thread until its newline, so two FAST tools printing at once never shar
 line; what is left without one is written when the job ends, and text that reaches
 :data:`MAX_HELD` characters without one is written as a line then (a tool drawing dots
 for ever costs bounded memory, and each write costs its own length, never the length
-of what is held).
+of what is held).  Bytes written to ``sys.stdout.buffer`` are decoded as UTF-8 (what is
+not UTF-8 becomes U+FFFD) and logged the same way.
 
 What this cannot see is text written below Python, straight to file descriptors 1 and
 2: by a tool's child process that inherited them, or by C code.
@@ -20,6 +21,7 @@ per job: no syscall, no thread.
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import sys
@@ -29,7 +31,8 @@ from typing import Any, TextIO
 from processor.logs import MAX_TEXT
 
 log = logging.getLogger("spoolq.output")
-_state = threading.local()  # job: (id, tool) | None; held: {stream: _Held}; busy: bool
+_state = threading.local()  # job: (id, tool) | None; held: {stream: _Held}; busy: bool;
+# decoders: {stream: UTF-8 decoder of what was written to its buffer}
 MAX_HELD = MAX_TEXT
 """Characters held without a newline before they are written as a line: the log
 keeps no more of a line than this anyway."""
@@ -58,6 +61,12 @@ def begin(job_id: str, tool: str) -> None:
 
 def end() -> None:
     """The calling thread's job is over: write what it left without a newline."""
+    decoders = getattr(_state, "decoders", None)
+    if decoders:
+        for stream, decoder in list(decoders.items()):
+            if text := decoder.decode(b"", final=True):  # a character cut short
+                _held_line(stream).parts.append(text)
+        decoders.clear()
     held = getattr(_state, "held", None)
     if held:
         for stream, line in list(held.items()):
@@ -84,6 +93,7 @@ class ToolOutput(io.TextIOBase):
         super().__init__()
         self.name = name
         self.raw = raw  # the stream it replaced: for what logging itself writes
+        self.buffer = ToolBytes(self)  # as a TextIOWrapper's: for tools that write bytes
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -126,6 +136,33 @@ class ToolOutput(io.TextIOBase):
                     line.parts.append(held[cut:])
                     line.size = len(held) - cut
         return len(text)
+
+
+class ToolBytes(io.RawIOBase):
+    """``sys.stdout.buffer`` (or stderr's) of a :class:`ToolOutput`: bytes decoded as
+    UTF-8, per thread, and logged as its text is."""
+
+    def __init__(self, text: ToolOutput) -> None:
+        super().__init__()
+        self.text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.text.fileno()
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        decoders = getattr(_state, "decoders", None)
+        if decoders is None:
+            decoders = _state.decoders = {}
+        decoder = decoders.get(self.text.name)
+        if decoder is None:
+            decoder = decoders[self.text.name] = codecs.getincrementaldecoder("utf-8")(
+                errors="replace")
+        self.text.write(decoder.decode(bytes(data)))
+        return size
 
 
 def _emit(stream: str, line: str) -> None:

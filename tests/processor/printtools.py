@@ -63,3 +63,16 @@ class Dots(BaseTool):
             print("." * 20, end="")
         return ToolResult.ok({"written": params.pieces})
 
+
+class Binary(BaseTool):
+    """Writes bytes to ``sys.stdout.buffer``, as a tool streaming a CSV or a file does."""
+
+    name: ClassVar[str] = "p_binary"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        sys.stdout.buffer.write(f"{params.word} in bytes \xe9\n".encode())
+        sys.stdout.buffer.write(b"not utf-8: \xff\n")
+        sys.stdout.buffer.flush()
+        return ToolResult.ok()

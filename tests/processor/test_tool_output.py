@@ -57,3 +57,17 @@ def test_output_without_newlines_is_written_in_bounded_lines_not_held_whole(
     assert "".join(printed) == "." * 2_000_000
     assert max(map(len, printed)) <= 16_384
 
+
+def test_a_tool_writing_bytes_to_stdout_buffer_runs_and_is_logged(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """sys.stdout.buffer (a TextIOWrapper's, which tools write bytes to) was missing
+    once output was captured: the tool failed AttributeError.  Its bytes are now log
+    lines too, decoded as UTF-8 (what is not UTF-8 shows as U+FFFD)."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "bin", {"tool": "p_binary"})
+    rec = wait_record(spool_root, "bin")
+    assert (rec["state"], rec.get("error")) == ("done", None)
+    assert d.stop() == 0
+    printed = [(e["stream"], e["msg"]) for e in map(orjson.loads, d.logs().splitlines())
+               if e["logger"] == "spoolq.output" and e.get("id") == "bin"]
+    assert printed == [("stdout", "hello in bytes \xe9"), ("stdout", "not utf-8: \ufffd")]
