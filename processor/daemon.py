@@ -158,6 +158,7 @@ class Processor:
         self.signal_pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
+        self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
 
     # -- policy -------------------------------------------------------------------------
 
@@ -452,7 +453,7 @@ class Processor:
 
     def _periodic(self) -> None:
         self.next_scan = time.monotonic() + self.settings.scan_s
-        proctree.reap_adopted()  # orphans of FAST tools' processes that have exited
+        self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
         try:
             report = self.recovery.scan()
         except SpoolIOError as exc:

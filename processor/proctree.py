@@ -5,7 +5,7 @@ pool, the benchmarks) does not import the tools, and numpy with them.
 
 The processor itself is a child subreaper too, for what its FAST tools start (they run
 on its threads): an orphan of theirs (a double fork) is re-parented to it instead of to
-init, is reaped by :func:`reap_adopted` once it exits, and is killed at stop with every
+init, is reaped by :class:`Reaper` once it exits, and is killed at stop with every
 other process below the processor but the ``multiprocessing`` helpers
 (:func:`kill_tool_processes`), as under systemd the cgroup kill would.
 """
@@ -76,13 +76,7 @@ def _alive(pid: int) -> bool:
 
 def children_of(pid: int | str) -> list[int]:
     """The child pids of ``pid`` (or ``"self"``), from every one of its threads."""
-    pids: list[int] = []
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-                    open(f"/proc/{pid}/task/{tid}/children") as fh:
-                pids.extend(int(p) for p in fh.read().split())
-    return pids
+    return [child for pids in _children_by_thread(pid).values() for child in pids]
 
 
 def parent_of(pid: int) -> int:
@@ -124,32 +118,59 @@ def mp_helpers() -> set[int]:
     return {p for p in pids if isinstance(p, int) and p > 0}
 
 
-def reap_adopted() -> int:
-    """Reap the orphans this process (a subreaper) adopted once they have exited; the count.
+ADOPTED_GRACE_S = 10.0
+"""How long an exited child listed under the main thread is left for a tool to wait for."""
 
-    The kernel gives an adopted orphan to the first live thread of the process, the main
-    thread, which never runs a tool: its children are the ``multiprocessing`` helpers,
-    started from it, and adopted orphans.  The children a tool started itself are listed
-    under the thread that ran it (or under the main thread once that thread ended), and
-    are left to the tool's own ``wait`` while it could still make one.
+
+class Reaper:
+    """Reaps the orphans this process (a subreaper) adopted, once they have exited.
+
+    The kernel gives an adopted orphan to the first live thread of the process, the
+    main thread, which never runs a tool: its children are the ``multiprocessing``
+    helpers, started from it, and adopted orphans, but also the children of any thread
+    that has ended (a tool's thread pool, a displaced loop thread), which the tool may
+    still wait for, from another thread.  So a child ever seen under another thread is
+    never taken, nor one that has been a zombie for less than :data:`ADOPTED_GRACE_S`
+    (a child whose thread ended between two looks).
     """
-    helpers = mp_helpers()
-    reaped = 0
-    for pid in _main_thread_children():
-        if pid in helpers or not _zombie(pid):
-            continue
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                reaped += 1
-    return reaped
+
+    def __init__(self) -> None:
+        self.tools_children: set[int] = set()  # seen under a thread but the main one
+        self.zombie_since: dict[int, float] = {}
+
+    def reap(self, now: float) -> int:
+        """Reap the adopted orphans that exited (``now``: ``time.monotonic()``); the count."""
+        main = os.getpid()
+        by_thread = _children_by_thread(main)
+        below_main = by_thread.pop(main, [])
+        others = {pid for pids in by_thread.values() for pid in pids}
+        self.tools_children = (self.tools_children & set(below_main)) | others
+        helpers = mp_helpers()
+        zombie_since: dict[int, float] = {}
+        reaped = 0
+        for pid in below_main:
+            if pid in helpers or pid in self.tools_children or not _zombie(pid):
+                continue
+            since = self.zombie_since.get(pid, now)
+            if now - since < ADOPTED_GRACE_S:
+                zombie_since[pid] = since
+                continue
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped += 1
+        self.zombie_since = zombie_since
+        return reaped
 
 
-def _main_thread_children() -> list[int]:
-    main = os.getpid()
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-            open(f"/proc/{main}/task/{main}/children") as fh:
-        return [int(p) for p in fh.read().split()]
-    return []
+def _children_by_thread(pid: int | str) -> dict[int, list[int]]:
+    """Each thread of ``pid`` (or ``"self"``) -> its child pids."""
+    found: dict[int, list[int]] = {}
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                    open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found[int(tid)] = [int(p) for p in fh.read().split()]
+    return found
 
 
 def kill_tool_processes() -> list[int]:

@@ -6,6 +6,8 @@ Each writes the pid of what it left to ``pid_file`` and returns at once.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -49,3 +51,28 @@ class FastOrphan(BaseTool):
         with open(params.pid_file, "w") as fh:
             fh.write(out.decode().strip())
         return ToolResult.ok()
+
+
+class WaitParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait_after_s: float = 1.0
+
+
+class FastThreadChild(BaseTool):
+    """Starts ``sh -c 'exit 3'`` from a short-lived thread of its own (as a thread pool
+    that is shut down does), waits ``wait_after_s`` after it exited, then waits for it
+    and returns its exit status."""
+
+    name: ClassVar[str] = "s_thread_child"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = WaitParams
+
+    def execute(self, params: WaitParams, ctx: ToolContext) -> ToolResult:
+        started: list[subprocess.Popen[bytes]] = []
+        thread = threading.Thread(target=lambda: started.append(
+            subprocess.Popen(["sh", "-c", "exit 3"])))
+        thread.start()
+        thread.join()  # the thread that forked the child is gone: the child is the main thread's
+        time.sleep(params.wait_after_s)
+        return ToolResult.ok({"returncode": started[0].wait()})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from daemonkit import Daemon, alive, drop, wait_for
+from daemonkit import Daemon, alive, drop, wait_for, wait_record
 
 from spool.layout import Layout
 from spool.reader import SpoolReader
@@ -137,5 +137,17 @@ def test_orphans_of_fast_tools_are_reaped_once_they_exit(
                                 "params": {"pid_file": str(pid_file), "seconds": 0.2}})
     orphan = _pid(pid_file)
     wait_for(lambda: not alive(orphan), 5, "the orphan to exit")
-    wait_for(lambda: _zombie_children(d.pid) == [], 5, "the exited orphan to be reaped")
+    # At a rescan (SPOOL_SCAN_S, 5 s) once it has been a zombie for ADOPTED_GRACE_S (10 s).
+    wait_for(lambda: _zombie_children(d.pid) == [], 25, "the exited orphan to be reaped")
     assert d.stop() == 0
+
+
+def test_a_fast_tools_own_child_is_left_for_the_tool_to_wait_for(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """The processor reaped every exited child listed under its main thread as an adopted
+    orphan; a child a FAST tool started from a thread that has ended is listed there
+    too, so the tool's own wait found it gone and Popen reported exit status 0, not 3."""
+    daemon(SPOOL_TOOLS="ptools,stoptools", SPOOL_SCAN_S="0.1")
+    drop(spool_root, "own", {"tool": "s_thread_child"})
+    record = wait_record(spool_root, "own")
+    assert (record["state"], record.get("result")) == ("done", {"returncode": 3})
