@@ -3,6 +3,7 @@ the processes its tools started.  Real daemons, real signals (see daemonkit)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -92,11 +93,16 @@ def _pid(path: Path) -> int:
 
 
 def _zombie_children(pid: int) -> list[int]:
+    """The zombies among ``pid``'s children.  A thread that ends, or a child reaped,
+    between the listing and the look is passed over (it raised FileNotFoundError)."""
     zombies = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children") as fh:
-            for child in fh.read().split():
-                with open(f"/proc/{child}/stat") as stat:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                children = fh.read().split()
+            for child in children:
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                        open(f"/proc/{child}/stat") as stat:
                     if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
                         zombies.append(int(child))
     return zombies
