@@ -9,11 +9,12 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonkit import wait_for
 
 from processor import pool as pool_module
 from processor.executor import Task
@@ -129,13 +130,6 @@ class TimerGate:
         self._opened.set()
 
 
-def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
@@ -152,12 +146,12 @@ def test_a_result_that_arrived_wins_over_a_deadline_the_loop_was_late_for(
         pool.submit(task("quick", "t_pid", tmp_path, timeout_s=0.3))
         assert slot.sock is not None and slot.process is not None
         worker = slot.process
-        until(lambda: readable(slot.sock.fileno()), "the result in the worker's socket")
+        wait_for(lambda: readable(slot.sock.fileno()), 30, "the result in the worker's socket")
         time.sleep(max(0.0, slot.deadline - time.monotonic()))  # the deadline is past
     finally:
         gate.open()
     assert gate.passed.wait(10), "the timer never checked the deadline"
-    until(lambda: readable(worker.sentinel), "the timer to kill the worker")
+    wait_for(lambda: readable(worker.sentinel), 30, "the timer to kill the worker")
     outcome = finished(inbox)  # the result waited unread while the timer killed the worker
     assert outcome.ok and outcome.job_id == "quick", outcome
     # the killed worker is not offered again: the next job goes to its successor
@@ -177,7 +171,7 @@ def test_a_worker_dead_before_its_deadline_is_reported_once_and_deadlines_go_on(
         pool.submit(task("crash", "t_crash", tmp_path, timeout_s=0.3))
         assert slot.process is not None
         worker = slot.process
-        until(lambda: readable(worker.sentinel), "the worker to die")  # dead on its own
+        wait_for(lambda: readable(worker.sentinel), 30, "the worker to die")  # dead on its own
         time.sleep(max(0.0, slot.deadline - time.monotonic()))  # the loop reads nothing yet
     finally:
         gate.open()
