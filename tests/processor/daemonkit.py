@@ -114,6 +114,13 @@ class Daemon:
         return any(n.endswith(".json") and f"-{self.proc.pid}-" in n
                    for n in os.listdir(owners))
 
+    def status(self) -> dict[str, Any]:
+        """This processor's status file, ``owners/<owner>.json``."""
+        owners = self.root / "owners"
+        name = next(n for n in os.listdir(owners) if n.endswith(".json") and f"-{self.pid}-" in n)
+        data: dict[str, Any] = orjson.loads((owners / name).read_bytes())
+        return data
+
     def wait_started(self, timeout: float = 60.0) -> None:
         """Wait for the "started" log line (for spools where the status file cannot be
         written)."""

@@ -11,9 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import orjson
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
 
 from spool.layout import Layout
@@ -38,14 +36,6 @@ def test_the_shutdown_requeue_line_names_the_attempt_as_every_transition_does(
     assert lines == [("claimed", None, 1), ("requeued", "shutdown", 1)]
 
 
-def _status(root: Path, d: Daemon) -> dict[str, Any]:
-    """The daemon's status file, ``owners/<owner>.json``."""
-    owners = root / "owners"
-    name = next(n for n in os.listdir(owners) if n.endswith(".json") and f"-{d.pid}-" in n)
-    data: dict[str, Any] = orjson.loads((owners / name).read_bytes())
-    return data
-
-
 def test_the_status_file_says_stopping_during_the_grace_period(
         spool_root: Path, daemon: StartDaemon) -> None:
     """Between SIGTERM and exit (up to SPOOL_GRACE_S while running jobs finish) the status
@@ -54,7 +44,7 @@ def test_the_status_file_says_stopping_during_the_grace_period(
     d = daemon(SPOOL_GRACE_S="30")
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
-    before = _status(spool_root, d)
+    before = d.status()
     assert before["stopping"] is False and before["grace_ends_at"] is None
     assert d.proc is not None
     # The deadline is bracketed by clock reads before the signal and after the file
@@ -62,7 +52,7 @@ def test_the_status_file_says_stopping_during_the_grace_period(
     # before failed when the processor took 2.5 s to take the signal in).
     asked = datetime.now(UTC)
     d.proc.send_signal(signal.SIGTERM)
-    status = wait_for(lambda: (s := _status(spool_root, d))["stopping"] and s, 20,
+    status = wait_for(lambda: (s := d.status())["stopping"] and s, 20,
                       "the status file to say stopping")
     seen = datetime.now(UTC)
     grace_ends = datetime.fromisoformat(status["grace_ends_at"])
@@ -78,7 +68,7 @@ def test_the_status_file_says_stopping_during_the_grace_period(
     # Heartbeats go on, and keep saying so: the next one is waited for, not looked for
     # 1.5 s on (a processor not scheduled for that long had written none).
     beat = datetime.fromisoformat(status["heartbeat_at"])
-    later = wait_for(lambda: (s := _status(spool_root, d)) and datetime.fromisoformat(
+    later = wait_for(lambda: (s := d.status()) and datetime.fromisoformat(
         s["heartbeat_at"]) > beat and s, 20, "a heartbeat after the one that said stopping")
     assert later["stopping"] is True
     assert later["grace_ends_at"] == status["grace_ends_at"]

@@ -56,17 +56,10 @@ def _assert_stopped_growing(path: Path) -> None:
     assert path.stat().st_size == size, f"{path.name} still grows: the work was not stopped"
 
 
-def _status(root: Path, daemon: Daemon) -> dict[str, Any]:
-    name = next(n for n in os.listdir(root / "owners")
-                if n.endswith(".json") and f"-{daemon.pid}-" in n)
-    data: dict[str, Any] = orjson.loads((root / "owners" / name).read_bytes())
-    return data
-
-
 def test_jobs_run_on_the_cluster_with_progress(spool_root: Path, daemon: StartDaemon,
                                                dask_cluster: Any) -> None:
     d = daemon(**_dask_env(dask_cluster.scheduler_address))
-    status = _status(spool_root, d)
+    status = d.status()
     assert status["executor"] == "dask" and status["job_num"] == 2
     drop(spool_root, "prog", {"tool": "d_progress", "params": {"seconds": 2}})
     drop(spool_root, "burst", {"tool": "d_progress_burst", "params": {"seconds": 4}})
@@ -266,7 +259,7 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
     assert alive(d.pid) and d.ready(), "the processor stays up without a scheduler"
     where = locations(spool_root)
     assert where["keep"] == ["pending"] and where["later"] == ["pending"], where
-    assert _status(spool_root, d)["busy_workers"] == 0
+    assert d.status()["busy_workers"] == 0
     with _cluster_process(port):
         rec = wait_record(spool_root, "keep", 40)
         assert rec["state"] == "done" and rec["attempts"] == 2
