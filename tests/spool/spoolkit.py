@@ -128,3 +128,27 @@ NOBODY = _nobody()
 """The uid and gid of nobody / nogroup, for running the CLI as a user shut out."""
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
                                 reason="needs root and the nobody user / nogroup group")
+
+
+CLI = [sys.executable, "-m", "spool.cli.main"]
+Proc = subprocess.CompletedProcess[str]
+
+
+def run_all(env: dict[str, str], *commands: list[str], stdin: str | None = None,
+            cli: list[str] = CLI) -> list[Proc]:
+    """Run several ``spoolq`` commands at once (in the spool's parent folder); their
+    results in order."""
+    procs = [subprocess.Popen([*cli, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for args in commands]
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(stdin, timeout=60)
+        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return results
+
+
+def spoolq(env: dict[str, str], *args: str, stdin: str | None = None) -> Proc:
+    """One ``spoolq`` command, text in and out."""
+    return run_all(env, list(args), stdin=stdin)[0]

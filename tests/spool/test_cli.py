@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import NOBODY, needs_root
+from spoolkit import CLI, NOBODY, Proc, needs_root, run_all, spoolq
 
 from spool.cli.main import main as spoolq_main
 from spool.errors import ErrorType
@@ -40,32 +40,12 @@ from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
 
-CLI = [sys.executable, "-m", "spool.cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ["init", "submit", "ls", "show", "wait", "cancel", "retry", "purge", "stats",
             "tools", "schema", "data", "demo"]
-Proc = subprocess.CompletedProcess[str]
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def run_all(env: dict[str, str], *commands: list[str], stdin: str | None = None,
-            cli: list[str] = CLI) -> list[Proc]:
-    """Run several ``spoolq`` commands at once; their results in order."""
-    procs = [subprocess.Popen([*cli, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
-                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for args in commands]
-    results = []
-    for args, proc in zip(commands, procs, strict=True):
-        out, err = proc.communicate(stdin, timeout=60)
-        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    return results
-
-
-def spoolq(env: dict[str, str], *args: str, stdin: str | None = None) -> Proc:
-    return run_all(env, list(args), stdin=stdin)[0]
 
 
 def data(proc: Proc, code: int = 0) -> Any:

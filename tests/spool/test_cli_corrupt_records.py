@@ -9,20 +9,16 @@ valid record of another job.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from spoolkit import Proc, spoolq
 
 from spool.layout import Layout
 from spool.reader import SpoolReader
 from spool.states import JobState
-
-CLI = [sys.executable, "-m", "spool.cli.main"]
-Proc = subprocess.CompletedProcess[str]
 
 CORRUPT: dict[str, tuple[JobState, bytes]] = {
     "truncated": (JobState.DONE, b'{"id": "truncated", "state": "done", "result": {"a": [1, 2'),
@@ -31,12 +27,6 @@ CORRUPT: dict[str, tuple[JobState, bytes]] = {
     "empty": (JobState.DONE, b""),
     "other-id": (JobState.DONE, b'{"id": "someone-else", "state": "done", "result": 1}'),
 }
-
-
-def spoolq(env: dict[str, str], *args: str) -> Proc:
-    return subprocess.run([*CLI, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=60, check=False)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import NOBODY, needs_root
+from spoolkit import CLI, NOBODY, needs_root
 
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -34,7 +34,6 @@ from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.settings import FsyncMode
 from spool.states import JobState
 
-CLI = [sys.executable, "-m", "spool.cli.main"]
 Arg = str | bytes
 Proc = subprocess.CompletedProcess[bytes]
 
