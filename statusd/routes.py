@@ -81,6 +81,8 @@ def _limit(value: str | None) -> int:
 
 
 STREAM_TRIES = 3
+RETRY_AFTER_S = 1
+"""The Retry-After of a 503 for a large record replaced faster than it can be sent."""
 
 
 async def get_task(request: web.Request) -> web.StreamResponse:
@@ -127,7 +129,7 @@ async def record_body(services: Services, job_id: str) -> bytes:
     if body is None and item is not None and item.stamp.state in TERMINAL:
         # A large record replaced each time it was about to be streamed.
         raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced; "
-                       "try again")
+                       "try again", {"Retry-After": str(RETRY_AFTER_S)})
     if body is None:
         raise ApiError(404, "not_found", f"no task {job_id}")
     return body

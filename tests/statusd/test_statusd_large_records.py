@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,43 @@ def test_leading_fields_stop_at_result_and_at_the_end_of_the_head() -> None:
     with pytest.raises(ValueError):
         leading_fields(b"[1, 2, 3]")
     assert HEAD_BYTES < PARSE_MAX_BYTES
+
+
+def test_a_large_record_that_keeps_changing_is_answered_503_with_retry_after(
+        tmp_path: Path) -> None:
+    """A large record replaced (here: re-stamped) faster than statusd can stream it ends
+    in 503 "try again": with Retry-After, so a client's retry policy knows when."""
+    root = tmp_path / "spool"
+    spool = make_spool(root)
+    huge = spool.layout.job(JobState.DONE, "huge")
+    write_record(huge, "huge", PARSE_MAX_BYTES + MiB)
+    with statusd_daemon(root) as (port, _):
+        stop = threading.Event()
+
+        def keep_changing() -> None:
+            stamp_ns = 10**18
+            while not stop.is_set():
+                stamp_ns += 1000
+                os.utime(huge, ns=(stamp_ns, stamp_ns))
+
+        changer = threading.Thread(target=keep_changing, name="changer")
+        changer.start()
+        try:
+            answers = []
+            for _ in range(50):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    conn.request("GET", "/api/v1/tasks/huge")
+                    resp = conn.getresponse()
+                    answers.append((resp.status, resp.getheader("Retry-After"), resp.read()))
+                finally:
+                    conn.close()
+                if answers[-1][0] == 503:
+                    break
+        finally:
+            stop.set()
+            changer.join()
+    status, retry_after, body = answers[-1]
+    assert status == 503, [a[:2] for a in answers]
+    assert orjson.loads(body)["error"]["type"] == "unavailable"
+    assert retry_after is not None and retry_after.isdigit(), retry_after
