@@ -383,7 +383,7 @@ class Processor:
             self.runs.pop(run.claim.job_id, None)
             back = run.job.model_copy(update={"not_before": None,
                                               "submitted_at": run.record.submitted_at})
-            if self.spool.requeue(run.claim, back):
+            if self.spool.requeue_cut_short(run.claim, back):
                 # The attempt cut short, as its claimed line named it (not counted: the
                 # job in pending/ keeps its attempts as they were).
                 logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,

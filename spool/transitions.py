@@ -284,6 +284,33 @@ class Spool:
         self._retire(claim)
         return True
 
+    def requeue_cut_short(self, claim: Claim, job: Job) -> bool:
+        """running -> pending for a run an orderly stop cut short: its attempt not counted.
+
+        ``job`` (the job as claimed, its submission time pinned) becomes the pending
+        file as :meth:`requeue` writes it.  Should the disk refuse that write (ENOSPC,
+        EIO), the running file itself goes back by rename: it holds the bytes that were
+        claimed, the attempts as they were before this run, so nothing needs writing
+        and the attempt still does not count (left in ``running/``, recovery would
+        count it).  False, as for :meth:`requeue`, when a newer drop is pending.
+        """
+        try:
+            return self.requeue(claim, job)
+        except (SpoolIOError, OSError):
+            running = self.layout.job_str(JobState.RUNNING, claim.job_id)
+            pending = self.layout.job_str(JobState.PENDING, claim.job_id)
+            if os.path.lexists(pending) or not os.path.lexists(running):
+                # Written, then the disk failed (recovery finishes that requeue), or a
+                # newer drop is pending (recovery fails this run as superseded, as the
+                # caller would): either way, left for recovery.
+                raise
+            if not self.mover.move(running, pending, replace=False):
+                return False
+        claim.close()
+        with contextlib.suppress(SpoolIOError, OSError):
+            self._forget_run(claim.job_id)  # the job is back; recovery drops what stays
+        return True
+
     # -- quarantine --------------------------------------------------------------
 
     def quarantine(self, name: str, message: str, *, kind: str, size: int | None,

@@ -168,6 +168,35 @@ def test_enospc_at_start_up_exits_with_one_line_and_loses_nothing(small_fs: Path
     assert again.stop() == 0
 
 
+def test_enospc_at_shutdown_requeues_without_counting_the_attempt(small_fs: Path,
+                                                                  daemon: StartDaemon) -> None:
+    """A run cut short by a stop went back to pending/ as a newly written job file; with
+    the disk full that write failed, the processor exited 2 with the job left in
+    running/, and the next start counted the run as an attempt (a job of max_attempts 1
+    was abandoned because of a stop, not a failure).  Now the running file itself goes
+    back by rename: the bytes claimed, with the attempts they had."""
+    root = small_fs / "spool"
+    make_spool(root)
+    job = {"tool": "sleep", "params": {"seconds": 60}, "max_attempts": 1}
+    d = daemon(root=root, SPOOL_GRACE_S="0.5")
+    drop(root, "long", job)
+    claimed = orjson.dumps(job)
+    wait_for(lambda: os.listdir(root / "running"), 10, "the job to run")
+    filler = _fill(small_fs)
+    assert d.stop() == 0, d.logs()
+    assert os.listdir(root / "running") == []
+    assert (root / "pending" / "long.json").read_bytes() == claimed, "attempts as they were"
+    assert [e["event"] for e in d.events() if e.get("id") == "long"] == ["claimed", "requeued"]
+    assert _staging(root) == []
+    filler.unlink()
+    again = daemon(root=root, SPOOL_GRACE_S="0.5")
+    lines = wait_for(lambda: [e for e in again.events() if e.get("id") == "long"], 20,
+                     "the job to be claimed again")
+    assert [(e["event"], e.get("attempt")) for e in lines] == [("claimed", 1)], lines
+    assert record(root, "long") is None, "not abandoned"
+    assert again.stop() == 0
+
+
 # -- EACCES -------------------------------------------------------------------------------
 
 
