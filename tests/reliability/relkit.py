@@ -9,7 +9,6 @@ suite's autouse fixture finds anything left running after a test.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +18,9 @@ import orjson
 import psutil
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent / "processor") not in sys.path:
-    sys.path.insert(0, str(HERE.parent / "processor"))
+for _kit in ("processor", "statusd"):  # daemonkit, statusd_daemonkit
+    if str(HERE.parent / _kit) not in sys.path:
+        sys.path.insert(0, str(HERE.parent / _kit))
 
 # The spool-level helpers are the processor suite's; this module adds daemons and sweeps.
 from daemonkit import Daemon as BaseDaemon  # noqa: E402
@@ -33,6 +33,7 @@ from daemonkit import (  # noqa: E402
     wait_for,
     wait_record,
 )
+from statusd_daemonkit import wait_listening  # noqa: E402
 
 __all__ = ["Daemon", "drop", "locations", "make_spool", "record", "tmpfs", "wait_for",
            "wait_record"]
@@ -96,17 +97,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
-
-
 def statusd_port(daemon: Daemon, timeout: float = 30.0) -> int:
     """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged."""
-    def port() -> int | None:
-        assert daemon.proc is not None
-        if daemon.proc.poll() is not None:
-            raise AssertionError(f"statusd exited {daemon.proc.returncode}:\n{daemon.logs()}")
-        found = LISTENING.search(daemon.logs())
-        return int(found.group(1)) if found else None
-
-    value: int = wait_for(port, timeout, "statusd to listen")
-    return value
+    assert daemon.proc is not None
+    return wait_listening(daemon.proc, daemon.logs, timeout)

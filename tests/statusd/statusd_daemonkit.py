@@ -12,17 +12,43 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
+READY_TIMEOUT_S = 30.0
+"""How long statusd may take to index its spool and log that it listens."""
+
+
+def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
+                   timeout: float = READY_TIMEOUT_S) -> int:
+    """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged (``logs()``
+    returns its log so far); AssertionError when it exits, or does not listen within
+    ``timeout`` seconds, first.  Shared with the reliability suite (relkit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = proc.poll() is not None
+        text = logs()
+        if found := LISTENING.search(text):
+            return int(found.group(1))
+        if exited:
+            raise AssertionError(f"statusd exited {proc.returncode} before listening:\n"
+                                 f"{text[-4000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"statusd did not listen within {timeout:.0f} s:\n"
+                                 f"{text[-4000:]}")
+        time.sleep(0.02)
 
 
 @contextmanager
-def statusd_daemon(root: Path, **env_vars: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S, **env_vars: str
+                   ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Run statusd on the spool at ``root``; yields its port and process; stops it with
-    SIGTERM and checks it exits 0."""
+    SIGTERM and checks it exits 0.  A statusd that has not logged that it listens within
+    ``ready_timeout`` seconds is killed and the test fails with its log."""
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never",
            "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0", "SPOOL_LOG_LEVEL": "INFO",
            **env_vars}
@@ -31,21 +57,18 @@ def statusd_daemon(root: Path, **env_vars: str) -> Iterator[tuple[int, subproces
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen: list[str] = []
-    port = None
-    for line in proc.stderr:
-        seen.append(line)
-        if match := LISTENING.search(line):
-            port = int(match.group(1))
-            break
-    # Keep reading stderr so the daemon never blocks on a full pipe.
+    # Read stderr from the start, so the wait has a deadline and the daemon never
+    # blocks on a full pipe.
     drain = threading.Thread(target=seen.extend, args=(proc.stderr,), name="statusd-stderr")
     drain.start()
+    started = False
     try:
-        assert port is not None, f"statusd did not start: {seen}"
+        port = wait_listening(proc, lambda: "".join(seen), ready_timeout)
+        started = True
         yield port, proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM if started else signal.SIGKILL)
         try:
             code = proc.wait(timeout=20)
         finally:
@@ -54,7 +77,8 @@ def statusd_daemon(root: Path, **env_vars: str) -> Iterator[tuple[int, subproces
                 proc.wait()
             drain.join(10)
             proc.stderr.close()
-        assert code == 0, (code, seen[-20:])
+        if started:
+            assert code == 0, (code, seen[-20:])
 
 
 def peak_rss_bytes(proc: subprocess.Popen[str]) -> int:

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
+from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, request, submit
 
 from spool.transitions import Spool
@@ -118,6 +120,20 @@ def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> N
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
+
+
+def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
+                                                                  tmp_path: Path) -> None:
+    """A statusd that hangs before it listens fails its test within the kit's deadline
+    (and is killed), not after pytest's 300 s timeout."""
+    hang = tmp_path / "hang"
+    hang.mkdir()
+    (hang / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match="did not listen within"), \
+            statusd_daemon(spool.layout.root, ready_timeout=2.0, PYTHONPATH=str(hang)):
+        pass
+    assert time.monotonic() - started < 20
 
 
 def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
