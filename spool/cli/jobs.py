@@ -8,6 +8,11 @@ state, from the folder, and why the record is unreadable) and exit 1 with an
 error line, whatever the folder; a done job is never shown with a made-up null
 result.  Waiting never
 changes the job; Ctrl-C stops the waiting only.
+
+A record over :data:`spool.large.PARSE_MAX_BYTES` (8 MiB) is never read or parsed
+whole: ``show`` and ``wait`` print its leading fields and its size in place of
+the result, and with ``--json`` write its file to stdout as stored, a chunk at a
+time (:mod:`spool.large`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from spool.cli.progress import watcher_for
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
 from spool.errors import ConflictError, NotFoundError
+from spool.large import BoundedReader
 from spool.models import Record
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
@@ -48,8 +54,9 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    record = reader_of(settings).get(args.id)
-    show_record(record, args.json)
+    reader = BoundedReader(reader_of(settings).layout)
+    record = reader.get(args.id)
+    show_record(record, args.json, reader.large.get(args.id))
     if record.unreadable is not None:
         note(unreadable_note(record))
         return EXIT_FAILED
@@ -81,6 +88,7 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     after ``submit --wait --json`` that line is the only place its id is shown.
     """
     seen: list[Record] = []
+    reader = client.reader = BoundedReader(client.layout)  # a large record: its head only
     try:
         with watcher_for(sys.stderr, quiet) as watcher:
             def update(record: Record) -> None:
@@ -95,7 +103,7 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
                  f"on (spoolq cancel {job_id} stops it)")
         raise
     if not quiet:
-        show_record(record, as_json)
+        show_record(record, as_json, reader.large.get(job_id))
     if record.unreadable is not None:  # finished, but with no outcome a script can trust
         if not quiet:
             note(unreadable_note(record))
@@ -156,7 +164,9 @@ SHOW = Command(
     "show", "one job's record", _configure_show, run_show,
     description="Print one job's record (exit 0).  Exit 1 when there is no such job, or "
     "when its file in done/ or failed/ cannot be read (corrupt): what is known is "
-    "printed, with 'unreadable' saying why, and an error line on stderr.")
+    "printed, with 'unreadable' saying why, and an error line on stderr.  A record over "
+    "8 MiB is shown without its result (its size instead); --json writes its file as "
+    "stored.")
 WAIT = Command(
     "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
     _configure_wait, run_wait,

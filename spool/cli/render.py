@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from spool.errors import ConflictError
+from spool.large import HEAD_BYTES, LargeRecord, copy_record
 from spool.models import Record, record_bytes
 from spool.states import JobState
 from spool.text import valid_strings
@@ -45,11 +47,21 @@ def record_json(record: Record) -> dict[str, Any]:
     return data
 
 
-def show_record(record: Record, as_json: bool) -> None:
-    if as_json:
+def show_record(record: Record, as_json: bool, large: LargeRecord | None = None) -> None:
+    """``show``/``wait``'s output.  A record too large to read whole (``large``, see
+    :mod:`spool.large`): ``--json`` writes its file as stored, a chunk at a time; the
+    text shows its leading fields and the record's size in place of the result."""
+    if large is not None and as_json:
+        sys.stdout.flush()
+        if not copy_record(large, sys.stdout.buffer):
+            raise ConflictError(f"job {record.id}'s record changed while it was read; "
+                                "run the command again")
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
+    elif as_json:
         emit_json(record_json(record))
     else:
-        print("\n".join(record_lines(record)))
+        print("\n".join(record_lines(record, large)))
 
 
 # -- small formats --------------------------------------------------------------------------
@@ -127,8 +139,9 @@ def record_row(record: Record) -> list[str]:
             time_cell(record), error]
 
 
-def record_lines(record: Record) -> list[str]:
-    """``spoolq show``: every field a person looks for, in the order they look."""
+def record_lines(record: Record, large: LargeRecord | None = None) -> list[str]:
+    """``spoolq show``: every field a person looks for, in the order they look (of a
+    record too large to read whole, the fields before its result)."""
     lines = [f"id          {record.id}", f"state       {record.state.value}",
              f"tool        {record.tool or '-'}"]
     if record.params:
@@ -137,7 +150,7 @@ def record_lines(record: Record) -> list[str]:
     lines += _run_lines(record)
     if record.meta:
         lines.append(f"meta        {compact(record.meta)}")
-    lines += _outcome_lines(record)
+    lines += _outcome_lines(record) if large is None else _large_lines(record, large)
     return [printable(line) for line in lines]
 
 
@@ -170,7 +183,7 @@ def _run_lines(record: Record) -> list[str]:
     return lines
 
 
-def _outcome_lines(record: Record) -> list[str]:
+def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
     if record.unreadable is not None:
         return [f"unreadable  {record.unreadable}"]
     lines = []
@@ -182,8 +195,20 @@ def _outcome_lines(record: Record) -> list[str]:
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
         if record.error.traceback and record.state is JobState.FAILED:
             lines += ["traceback", *_indented(record.error.traceback.rstrip().splitlines())]
-    if record.state is JobState.DONE:
+    if record.state is JobState.DONE and with_result:
         lines += ["result", *_indented(_result_text(record.result))]
+    return lines
+
+
+def _large_lines(record: Record, large: LargeRecord) -> list[str]:
+    """The outcome of a record read from its head: no result, and where to get it."""
+    lines = _outcome_lines(record, with_result=False)
+    if not large.complete:
+        lines.append(f"omitted     fields past the first {HEAD_BYTES // 1024 // 1024} MiB "
+                     "of the record")
+    what = "result" if record.state is JobState.DONE else "record"
+    lines.append(f"{what:<11} not shown: the record is {large.size} bytes (spoolq show "
+                 f"{record.id} --json writes it as stored)")
     return lines
 
 

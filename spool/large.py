@@ -1,0 +1,196 @@
+"""Terminal records too large to read whole: read from their head and tail only.
+
+A record over :data:`PARSE_MAX_BYTES` (a backtest's equity curves can make one
+of a GiB) would cost its size in memory to read and several times that to
+parse.  Every reader that only needs what comes before ``result`` (the spool
+writes every other field first) reads the first :data:`HEAD_BYTES` and the last
+:data:`TAIL_BYTES` instead:
+
+* :func:`read_record` gives a small file's bytes, or the :class:`Head` of a
+  large one;
+* :func:`leading_fields` parses the fields before ``result`` one by one from
+  the head, and says whether each of them was complete;
+* :class:`BoundedReader` is a :class:`~spool.reader.SpoolReader` whose large
+  terminal records are built from those fields, without ``result``: its
+  :attr:`~BoundedReader.large` names each one's file and size, and
+  :func:`copy_record` writes such a file's bytes out unparsed, a chunk at a
+  time.  ``spoolq show`` and ``wait`` read through it; statusd's index uses the
+  functions above (:mod:`statusd.large`).
+
+A large file that does not end in ``}`` is cut short, and one whose leading
+fields are not a record of its id and state is another file: both read as
+``unreadable`` (:func:`spool.reader.unreadable_record`), like a small record
+that does not parse.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
+from typing import Any, BinaryIO, NamedTuple
+
+from pydantic import ValidationError
+
+from spool.lease import open_nofollow
+from spool.models import Record
+from spool.reader import Entry, SpoolReader, terminal_record, unreadable_record
+from spool.states import ACTIVE
+from spool.transitions import read_fd
+
+PARSE_MAX_BYTES = 8 * 1024 * 1024
+"""Terminal records up to this size are read and parsed whole."""
+HEAD_BYTES = 4 * 1024 * 1024
+"""How much of a larger record is read for its leading fields (params, meta, error...)."""
+TAIL_BYTES = 64
+COPY_CHUNK_BYTES = 1024 * 1024
+
+_SPACE = re.compile(r"\s*")
+_DECODER = json.JSONDecoder()
+
+
+class Head(NamedTuple):
+    """The first and last bytes of a record too large to read whole."""
+
+    head: bytes
+    tail: bytes
+    size: int
+
+
+def read_record(path: str | os.PathLike[str]) -> bytes | Head | None:
+    """A terminal file's bytes, or its :class:`Head` when over PARSE_MAX_BYTES; None when
+    it is gone or not a regular file (never following a symlink, never blocking)."""
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not S_ISREG(st.st_mode):
+            return None
+        if st.st_size <= PARSE_MAX_BYTES:
+            return read_fd(fd)
+        head = os.pread(fd, HEAD_BYTES, 0)
+        tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
+        return Head(head, tail, st.st_size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
+    """The top-level fields of a JSON object that come before ``result`` (or its end),
+    parsed from its first bytes; and whether every one of them was complete.
+
+    ValueError when the head is not the start of a JSON object.
+    """
+    text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if text[pos:pos + 1] != "{":
+        raise ValueError("not a JSON object")
+    fields: dict[str, Any] = {}
+    pos += 1
+    while True:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos:pos + 1] == "}":
+            return fields, True
+        try:
+            key, pos = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            return fields, False  # the head ends inside a key
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if not isinstance(key, str) or text[pos:pos + 1] != ":":
+            raise ValueError("not a JSON object")
+        if key == "result":
+            return fields, True
+        pos = _SPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        try:
+            fields[key], pos = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            return fields, False  # cut by the end of the head (or bad: the rest is unread)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos:pos + 1] == ",":
+            pos += 1
+        elif text[pos:pos + 1] != "}":
+            raise ValueError("not a JSON object")
+
+
+@dataclass(frozen=True, slots=True)
+class LargeRecord:
+    """Where a record read from its head lives, and what was left unread."""
+
+    path: Path
+    size: int
+    complete: bool
+    """Every field before ``result`` was read (False: a huge field cut by the head)."""
+
+
+def head_record(entry: Entry, found: Head) -> tuple[Record, bool]:
+    """The record (without ``result``) of a terminal file too large to read whole, and
+    whether its leading fields were all read; ``unreadable`` when it is not a record
+    of this id and state (see the module docstring)."""
+    where = f"{entry.state.value}/{entry.path.name}"
+    if not found.tail.rstrip().endswith(b"}"):
+        return unreadable_record(entry, f"{where} is cut short ({found.size} bytes, not "
+                                 "ending in '}')"), True
+    try:
+        fields, complete = leading_fields(found.head)
+    except ValueError:
+        return unreadable_record(entry, f"{where} is not JSON"), True
+    if fields.get("id", entry.job_id) != entry.job_id or \
+            fields.get("state", entry.state.value) != entry.state.value:
+        return unreadable_record(entry, f"{where} does not begin as a record of this "
+                                 "job"), True
+    try:
+        record = Record.model_validate({**fields, "id": entry.job_id, "state": entry.state})
+    except ValidationError:
+        return unreadable_record(entry, f"{where} does not begin as a valid record"), True
+    return record, complete
+
+
+class BoundedReader(SpoolReader):
+    """A reader that never reads a terminal record over :data:`PARSE_MAX_BYTES` whole."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.large: dict[str, LargeRecord] = {}
+        """Job id -> the file of its last record read from the head."""
+
+    def load(self, entry: Entry) -> Record | None:
+        if entry.state in ACTIVE:
+            return super().load(entry)
+        found = read_record(entry.path)
+        if found is None:
+            return None
+        self.large.pop(entry.job_id, None)
+        if not isinstance(found, Head):
+            return terminal_record(entry, found)
+        record, complete = head_record(entry, found)
+        if record.unreadable is None:
+            self.large[entry.job_id] = LargeRecord(entry.path, found.size, complete)
+        return record
+
+
+def copy_record(large: LargeRecord, out: BinaryIO) -> bool:
+    """Write a large record's file to ``out`` as stored, a chunk at a time; False when it
+    is gone or no longer the file that was read (replaced since: read it again)."""
+    try:
+        fd = open_nofollow(large.path)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != large.size:
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as src:
+            while chunk := src.read(COPY_CHUNK_BYTES):
+                out.write(chunk)
+    finally:
+        os.close(fd)
+    out.flush()
+    return True
+

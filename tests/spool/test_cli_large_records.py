@@ -1,0 +1,122 @@
+"""``spoolq show`` and ``wait`` on a record too large to read whole (a backtest's
+equity curves can make one of a GiB).
+
+They read and parsed the whole file: a 200 MB record cost the CLI process over
+600 MB of memory to print.  Now a record over ``spool.large.PARSE_MAX_BYTES`` is
+read from its head: the text shows its leading fields and its size in place of
+the result, and ``--json`` writes the file to stdout as stored, a chunk at a
+time.  Each command runs as a real process; its peak memory is the kernel's
+count (``wait4``'s ``ru_maxrss``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+from spoolkit import CLI, spoolq
+
+from spool.large import PARSE_MAX_BYTES
+from spool.layout import Layout
+from spool.states import JobState
+
+MiB = 1024 * 1024
+RESULT_BYTES = 200 * MiB
+PEAK_MAX_BYTES = 120 * MiB
+"""Well over what the CLI takes to show a small record, well under the record."""
+LEADING = {"id": "big", "tool": "run_backtest", "state": "done", "params": {"symbols": ["AAA"]},
+           "priority": 0, "attempts": 1, "meta": {"requested_by": "ops"},
+           "submitted_at": "2026-11-29T10:00:00Z", "started_at": "2026-11-29T10:00:01Z",
+           "finished_at": "2026-11-29T10:05:01Z", "duration_s": 300.0, "host": "h", "pid": 7}
+
+
+def _write_large(path: Path, size: int, *, end: bytes = b'"}}') -> str:
+    """A done record of about ``size`` bytes as the spool writes it (result last), in
+    chunks; its sha256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as fh:
+        def put(data: bytes) -> None:
+            fh.write(data)
+            digest.update(data)
+        put(orjson.dumps(LEADING)[:-1] + b',"result":{"curve":"')
+        chunk = b"x" * MiB
+        for _ in range(size // MiB):
+            put(chunk)
+        put(end)
+    return digest.hexdigest()
+
+
+def _run(env: dict[str, str], out: Path, *args: str) -> tuple[int, str, int]:
+    """``spoolq ARGS`` with stdout to ``out``: exit status, stderr, peak RSS in bytes."""
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen([*CLI, *args], env=env, stdout=stdout,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        proc.stderr.close()
+    return proc.returncode, err, usage.ru_maxrss * 1024
+
+
+@pytest.fixture
+def big(root: Path) -> tuple[Path, str]:
+    path = Layout(root).job(JobState.DONE, "big")
+    return path, _write_large(path, RESULT_BYTES)
+
+
+def test_show_prints_the_leading_fields_and_the_size_in_bounded_memory(
+        env: dict[str, str], big: tuple[Path, str], tmp_path: Path) -> None:
+    path, _ = big
+    code, err, peak = _run(env, tmp_path / "out", "show", "big")
+    text = (tmp_path / "out").read_text()
+    assert (code, err) == (0, ""), err
+    assert peak < PEAK_MAX_BYTES, f"peak RSS {peak / MiB:.0f} MiB"
+    lines = text.splitlines()
+    assert lines[:3] == ["id          big", "state       done", "tool        run_backtest"]
+    assert 'meta        {"requested_by":"ops"}' in lines
+    assert lines[-1] == (f"result      not shown: the record is {path.stat().st_size} bytes "
+                         "(spoolq show big --json writes it as stored)")
+
+
+@pytest.mark.parametrize("command", ["show", "wait"])
+def test_json_writes_the_record_as_stored_in_bounded_memory(
+        env: dict[str, str], big: tuple[Path, str], tmp_path: Path, command: str) -> None:
+    _, digest = big
+    out = tmp_path / "out"
+    code, err, peak = _run(env, out, command, "big", "--json")
+    assert code == 0, err
+    assert peak < PEAK_MAX_BYTES, f"peak RSS {peak / MiB:.0f} MiB"
+    left = out.stat().st_size - 1
+    written = hashlib.sha256()
+    with open(out, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(MiB, left))
+            written.update(chunk)
+            left -= len(chunk)
+        assert fh.read() == b"\n"
+    assert written.hexdigest() == digest, "the file's bytes, then a newline"
+
+
+def test_a_large_record_cut_short_is_unreadable(env: dict[str, str], root: Path) -> None:
+    path = Layout(root).job(JobState.DONE, "big")
+    _write_large(path, PARSE_MAX_BYTES + MiB, end=b"")  # a disk full mid-write
+    for args in (["show", "big"], ["show", "big", "--json"], ["wait", "big"]):
+        proc = spoolq(env, *args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "is cut short" in proc.stderr, proc.stderr
+        assert "xxxx" not in proc.stdout
+
+
+def test_a_small_record_is_shown_as_before(env: dict[str, str], root: Path) -> None:
+    record = {**LEADING, "result": {"curve": "x" * 100}}
+    Layout(root).job(JobState.DONE, "big").write_bytes(orjson.dumps(record))
+    shown = spoolq(env, "show", "big")
+    assert shown.returncode == 0 and "not shown" not in shown.stdout
+    assert shown.stdout.splitlines()[-4:] == ["result", "  {", f'    "curve": "{"x" * 100}"',
+                                              "  }"], shown.stdout
+    assert orjson.loads(spoolq(env, "show", "big", "--json").stdout) == record
