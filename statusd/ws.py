@@ -34,16 +34,26 @@ from statusd.services import SERVICES, Services
 
 CLOSE_TIMEOUT_S = 1.0
 MAX_CLIENT_MSG_BYTES = 4096
+WS_VERSIONS = ("13", "8", "7")
+"""What aiohttp's handshake accepts."""
 SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=services.heartbeat_s,
                                max_msg_size=MAX_CLIENT_MSG_BYTES, timeout=CLOSE_TIMEOUT_S)
-    if not ws.can_prepare(request).ok:
+    if ws.can_prepare(request).ok:
+        return ws
+    # What the handshake lacks (RFC 6455 4.2.2), said without echoing the client's bytes.
+    headers = request.headers
+    if request.method != "GET" or "websocket" not in headers.get("Upgrade", "").lower():
         raise ApiError(426, "upgrade_required", "this endpoint speaks WebSocket only",
                        {"Upgrade": "websocket"})
-    return ws
+    if headers.get("Sec-WebSocket-Version") not in WS_VERSIONS:
+        raise ApiError(426, "upgrade_required", "unsupported WebSocket version: this "
+                       "endpoint speaks version 13", {"Sec-WebSocket-Version": "13"})
+    raise ApiError(400, "bad_request", "bad WebSocket handshake (Connection: Upgrade and a "
+                   "Sec-WebSocket-Key of 16 bytes in base64 are required)")
 
 
 async def task_stream(request: web.Request) -> web.WebSocketResponse:

@@ -125,3 +125,43 @@ def test_a_good_request_after_100_continue_still_works(port: int) -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.split(b" ", 2)[1] == b"202", answer
+
+
+UPGRADE = ("Upgrade: websocket", "Connection: Upgrade")
+GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@pytest.mark.parametrize("path", ["/api/v1/ws/events", "/api/v1/ws/tasks/nope"])
+def test_a_websocket_handshake_that_is_wrong_is_told_what_is_wrong(port: int,
+                                                                     path: str) -> None:
+    """RFC 6455 4.2.2: a handshake the server cannot read (a bad key) is a 400; a version
+    it does not speak is a 426 naming the versions it does (Sec-WebSocket-Version); only a
+    request that asks for no upgrade at all is told to upgrade.  All in the JSON shape, and
+    the connection serves the next request."""
+    then = req("GET /healthz HTTP/1.1")
+    cases = {
+        "bad key": (req(f"GET {path} HTTP/1.1", *UPGRADE, "Sec-WebSocket-Key: short",
+                        "Sec-WebSocket-Version: 13"), 400, {}),
+        "no key": (req(f"GET {path} HTTP/1.1", *UPGRADE, "Sec-WebSocket-Version: 13"),
+                   400, {}),
+        "version 99": (req(f"GET {path} HTTP/1.1", *UPGRADE, GOOD_KEY,
+                           "Sec-WebSocket-Version: 99"), 426,
+                       {"Sec-WebSocket-Version": "13"}),
+        "no upgrade": (req(f"GET {path} HTTP/1.1"), 426, {"Upgrade": "websocket"}),
+    }
+    for case, (data, expected, headers_wanted) in cases.items():
+        status, headers, body = exchange(port, data)
+        assert status == expected, (case, status, body)
+        for name, value in headers_wanted.items():
+            assert headers.get(name) == value, (case, headers)
+        error = orjson.loads(body)["error"]
+        assert headers["Content-Type"] == "application/json" and error["message"], case
+        assert "short" not in error["message"]  # the client's bytes are not echoed back
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(data + then)
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, (case, answers)
+                answers += chunk
+            assert b'"status":"ok"' in answers, (case, answers)
