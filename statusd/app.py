@@ -23,7 +23,7 @@ from spool.settings import Settings
 from statusd import routes, writes, ws
 from statusd.errors import error_middleware
 from statusd.openapi import build_openapi
-from statusd.protocol import json_error_bodies
+from statusd.protocol import close_declined_upgrades, json_error_bodies
 from statusd.services import SERVICES, Services
 
 
@@ -39,6 +39,7 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     app.cleanup_ctx.append(_tracking)
     app.on_shutdown.append(ws.close_all)
     app.on_response_prepare.append(json_error_bodies)
+    app.on_response_prepare.append(close_declined_upgrades)
     return app
 
 

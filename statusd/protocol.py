@@ -14,6 +14,12 @@ handler.  aiohttp answers some requests before or around it, in text/plain:
   ``on_response_prepare`` hook, rewrites any error answer that is not JSON yet
   into the JSON shape, keeping status and headers.
 
+A request asking to upgrade to anything but WebSocket (``Upgrade: h2c``, as
+``curl --http2`` sends) is answered over HTTP/1.1 as usual, but aiohttp's parser
+drops whatever the client pipelined behind it, which would then wait for
+answers that never come until the idle timeout; :func:`close_declined_upgrades`
+closes such a connection after its answer, so the client sends the rest anew.
+
 Left as aiohttp serves them: the dashboard page and ``/static/`` files, whose
 conditional and range answers (304, 412, 416) are file-server semantics.  The
 API itself serves no conditional or range answers (it ignores ``If-Match`` and
@@ -95,3 +101,15 @@ async def json_error_bodies(request: web.Request, response: web.StreamResponse) 
     response.content_type = "application/json"
     response.charset = None
     response.headers[hdrs.CONTENT_LENGTH] = str(len(data))  # set for the text already
+
+
+async def close_declined_upgrades(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: after answering a request that asked for an upgrade other than
+    WebSocket, close the connection (see the module docstring)."""
+    upgrade = request.headers.get(hdrs.UPGRADE)
+    if not upgrade or response.status == 101 or upgrade.strip().lower() == "websocket":
+        return
+    if "upgrade" in request.headers.get(hdrs.CONNECTION, "").lower():
+        response.force_close()
+        # The hook runs after aiohttp chose the Connection header: say it here.
+        response.headers[hdrs.CONNECTION] = "close"

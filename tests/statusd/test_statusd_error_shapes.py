@@ -165,3 +165,28 @@ def test_a_websocket_handshake_that_is_wrong_is_told_what_is_wrong(port: int,
                 assert chunk, (case, answers)
                 answers += chunk
             assert b'"status":"ok"' in answers, (case, answers)
+
+
+@pytest.mark.parametrize("upgrade", ["h2c", "tcp", "foo"])
+def test_a_request_pipelined_behind_a_declined_upgrade_is_not_left_hanging(
+        port: int, upgrade: str) -> None:
+    """aiohttp's parser drops what was pipelined behind a request asking to upgrade to
+    anything but WebSocket (curl --http2 asks for h2c).  Such a request is answered and
+    its connection closed at once (Connection: close), so the client resends the rest on a
+    new one instead of waiting for answers that never come."""
+    first = req("GET /api/v1/stats HTTP/1.1", f"Upgrade: {upgrade}",
+                "Connection: Upgrade, HTTP2-Settings", "HTTP2-Settings: AAMAAABkAAQAAP__")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(first + req("GET /healthz HTTP/1.1"))
+        answers = b""
+        try:
+            while chunk := sock.recv(65536):
+                answers += chunk
+                if answers.count(b"HTTP/1.1 ") == 2 and answers.endswith(b"}"):
+                    break
+        except TimeoutError:
+            raise AssertionError(f"neither answered nor closed within 5 s: {answers!r}") \
+                from None
+    assert answers.startswith(b"HTTP/1.1 200 "), answers
+    if answers.count(b"HTTP/1.1 ") == 1:
+        assert b"\r\nConnection: close\r\n" in answers, answers
