@@ -12,7 +12,9 @@ handler.  aiohttp answers some requests before or around it, in text/plain:
 * an ``Expect`` other than ``100-continue`` (417), checked before any
   middleware runs, on a route or not: :func:`json_error_bodies`, an
   ``on_response_prepare`` hook, rewrites any error answer that is not JSON yet
-  into the JSON shape, keeping status and headers.
+  into the JSON shape, keeping status and headers; and an ``Expect`` that is
+  not UTF-8, which aiohttp's own 417 crashes on quoting, is a 417 too (not a
+  500 with a traceback in the log).
 
 A request asking to upgrade to anything but WebSocket (``Upgrade: h2c``, as
 ``curl --http2`` sends) is answered over HTTP/1.1 as usual, but aiohttp's parser
@@ -62,10 +64,23 @@ class _JsonErrorHandler(RequestHandler):
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        if status == 500 and _unquotable_expect(request, exc) and \
+                not request.writer.output_size:
+            # aiohttp's 417 crashed quoting an Expect that is not UTF-8: the client's
+            # error, not a crash worth a traceback in the log.
+            response = json_error(417, "expectation_failed", "unsupported Expect header")
+            response.force_close()
+            return response
         super().handle_error(request, status, exc, message)  # logs; raises if output began
         response = json_error(status, error_type(status), _summary(status, exc, message))
         response.force_close()
         return response
+
+
+def _unquotable_expect(request: BaseRequest, exc: BaseException | None) -> bool:
+    expect = request.headers.get(hdrs.EXPECT, "")
+    return bool(expect) and isinstance(exc, UnicodeEncodeError) and \
+        isinstance(exc.object, str) and expect in exc.object
 
 
 class _JsonErrorServer(Server):
