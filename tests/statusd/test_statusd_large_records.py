@@ -163,7 +163,8 @@ def test_leading_fields_stop_at_result_and_at_the_end_of_the_head() -> None:
 def test_a_large_record_that_keeps_changing_is_answered_503_with_retry_after(
         tmp_path: Path) -> None:
     """A large record replaced (here: re-stamped) faster than statusd can stream it ends
-    in 503 "try again": with Retry-After, so a client's retry policy knows when."""
+    in 503 "try again": with Retry-After, so a client's retry policy knows when; and the
+    OpenAPI document says so."""
     root = tmp_path / "spool"
     spool = make_spool(root)
     huge = spool.layout.job(JobState.DONE, "huge")
@@ -194,6 +195,9 @@ def test_a_large_record_that_keeps_changing_is_answered_503_with_retry_after(
         finally:
             stop.set()
             changer.join()
+        document = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/openapi.json").json()
+    documented = document["paths"]["/api/v1/tasks/{id}"]["get"]["responses"]
+    assert "Retry-After" in documented.get("503", {}).get("headers", {}), documented.keys()
     status, retry_after, body = answers[-1]
     assert status == 503, [a[:2] for a in answers]
     assert orjson.loads(body)["error"]["type"] == "unavailable"
