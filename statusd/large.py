@@ -25,13 +25,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spool.large import HEAD_BYTES, PARSE_MAX_BYTES, TAIL_BYTES, Head, leading_fields, read_record
+from spool.large import Head, leading_fields
 from spool.reader import Entry, unreadable_record
 from statusd.items import Item, Stamp, checked_item, item_of_record, partial_item
-
-# The head and tail reading is spool's (the CLI reads large records the same way).
-__all__ = ["HEAD_BYTES", "PARSE_MAX_BYTES", "TAIL_BYTES", "Head", "large_item",
-           "leading_fields", "read_record"]
 
 
 def large_item(job_id: str, stamp: Stamp, path: Path, found: Head) -> Item:

@@ -5,7 +5,7 @@ reading the files (:mod:`statusd.items` turns their bytes into items), and
 the whole-spool scan behind start-up and the periodic rescan.
 
 Speed matters here: start-up reads every record (100,000 small files take a
-few seconds); a record over :data:`statusd.large.PARSE_MAX_BYTES` is read only
+few seconds); a record over :data:`spool.large.PARSE_MAX_BYTES` is read only
 for its head and tail (:mod:`statusd.large`), never whole.  Pending and running
 jobs, and terminal files that fail the structural check, go through
 :meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
@@ -21,6 +21,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
@@ -28,7 +29,7 @@ from spool.reader import Entry, SpoolReader, newest
 from spool.states import TERMINAL, JobState
 from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
-from statusd.large import PARSE_MAX_BYTES, Head, large_item, read_record
+from statusd.large import large_item
 
 
 class Loader:

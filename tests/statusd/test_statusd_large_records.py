@@ -24,9 +24,9 @@ from statusd_daemonkit import peak_rss_bytes, statusd_daemon
 from statusdkit import make_spool, request, run_job, ws_collect
 
 from spool.errors import ErrorType
+from spool.large import HEAD_BYTES, PARSE_MAX_BYTES, leading_fields
 from spool.models import ErrorInfo, Record, record_bytes
 from spool.states import JobState
-from statusd.large import HEAD_BYTES, PARSE_MAX_BYTES, leading_fields
 
 MiB = 1024 * 1024
 HUGE_BYTES = 192 * MiB
