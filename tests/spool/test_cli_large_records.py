@@ -6,19 +6,19 @@ They read and parsed the whole file: a 200 MB record cost the CLI process over
 read from its head: the text shows its leading fields and its size in place of
 the result, and ``--json`` writes the file to stdout as stored, a chunk at a
 time.  Each command runs as a real process; its peak memory is the kernel's
-count (``wait4``'s ``ru_maxrss``).
+count (``VmHWM``, read by the process as it exits).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import CLI, spoolq
+from spoolkit import spoolq
 
 from spool.large import PARSE_MAX_BYTES
 from spool.layout import Layout
@@ -50,17 +50,32 @@ def _write_large(path: Path, size: int, *, end: bytes = b'"}}') -> str:
     return digest.hexdigest()
 
 
+PEAK_PROBE = """
+import atexit, os, runpy, sys
+
+def peak():
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["SPOOLQ_TEST_PEAK"], "w") as out:
+        out.write(str(kib * 1024))
+
+atexit.register(peak)
+runpy.run_module("spool.cli.main", run_name="__main__", alter_sys=True)
+"""
+"""Runs the CLI and writes its peak RSS at exit.  ``VmHWM`` counts this program's
+memory only: ``wait4``'s ``ru_maxrss`` starts from the forking parent's, which
+in a full test run is pytest at several hundred MiB."""
+
+
 def _run(env: dict[str, str], out: Path, *args: str) -> tuple[int, str, int]:
     """``spoolq ARGS`` with stdout to ``out``: exit status, stderr, peak RSS in bytes."""
+    peak = out.with_name(out.name + ".peak")
     with open(out, "wb") as stdout:
-        proc = subprocess.Popen([*CLI, *args], env=env, stdout=stdout,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        proc.stderr.close()
-    return proc.returncode, err, usage.ru_maxrss * 1024
+        proc = subprocess.run([sys.executable, "-c", PEAK_PROBE, *args],
+                              env={**env, "SPOOLQ_TEST_PEAK": str(peak)}, stdout=stdout,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=120,
+                              check=False)
+    return proc.returncode, proc.stderr.decode(), int(peak.read_text())
 
 
 @pytest.fixture
