@@ -17,6 +17,9 @@ Guarantees:
   start-up is missed.
 * A read error (a file vanishing, EACCES), or any other failure, is logged and
   retried on the next wake or rescan; it never ends the loop.
+* A cancel always ends :meth:`run`, even one that comes with a wake, so shutdown
+  closes the worker thread only once the loop is gone: no read is scheduled on a
+  closed thread.
 
 What it cannot promise: a state shorter than one feed round trip (a FAST job
 claimed and completed within a millisecond) may be folded into the next one,
@@ -106,8 +109,12 @@ class Tracker:
             timeout = max(0.0, next_scan - time.monotonic())
             if self._feed is not None and self._feed.unwatched:
                 timeout = min(timeout, REWATCH_S)
+            # Not asyncio.wait_for: on Python 3.11 it drops a cancel that comes in the
+            # steps after a wake, and the loop outlived shutdown's cancel (shutdown hung,
+            # then every rescan hit the closed worker thread).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if self._feed is not None and self._feed.rewatch():

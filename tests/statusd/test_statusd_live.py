@@ -31,6 +31,10 @@ from spool.models import Job
 from spool.states import JobState
 from spool.transitions import Spool
 from statusd import ws as ws_module
+from statusd.hub import Hub
+from statusd.index import Index
+from statusd.metrics import Metrics
+from statusd.tracker import Tracker
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> dict[str, Any]:
@@ -399,3 +403,33 @@ def test_shutdown_closes_every_socket_going_away(spool: Spool) -> None:
     finally:
         if not stopped:
             srv.stop()
+
+
+@pytest.mark.parametrize("steps", range(5))
+def test_a_stop_that_comes_with_a_wake_stops_the_tracker(
+        spool: Spool, steps: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Shutdown cancels the tracker loop, then closes its worker thread.  A cancel that
+    came in the loop steps where a feed hint woke it was lost (Python 3.11's wait_for
+    returns what it waited for instead), so the loop ran on: shutdown hung, and once the
+    thread was closed every rescan logged 'cannot schedule new futures after shutdown'."""
+    tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
+
+    async def scenario() -> bool:
+        await tracker.start()
+        loop_task = asyncio.create_task(tracker.run())
+        try:
+            await asyncio.sleep(0.05)  # waiting for a hint
+            tracker._wake.set()  # a hint arrives (what _on_change's _mark does) ...
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            loop_task.cancel()  # ... in the loop steps where shutdown cancels the loop
+            done, _ = await asyncio.wait({loop_task}, timeout=5.0)
+            return bool(done)
+        finally:
+            tracker.stop()
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+
+    assert asyncio.run(scenario()), "the tracker loop outlived its cancel"
+    assert "updating the index failed" not in caplog.text
