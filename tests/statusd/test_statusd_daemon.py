@@ -67,6 +67,10 @@ class Daemon:
         self._reader.join(5)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+        while not self.lines.empty():
+            line = self.lines.get()
+            if line is not None:
+                self.log.append(line)
         return code
 
 
@@ -104,6 +108,7 @@ def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
             async with aiohttp.ClientSession() as session, \
                     session.ws_connect(f"{base}/api/v1/ws/tasks/waiting") as ws:
                 assert (await ws.receive_json(timeout=10))["event"] == "snapshot"
+                submit(spool, "during-stop")  # a feed wake as shutdown cancels the tracker
                 daemon.proc.send_signal(sig)
                 msg = await ws.receive(timeout=10)
                 assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -111,6 +116,8 @@ def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
 
         assert asyncio.run(watch_then_stop()) == 1001
         assert daemon.stop() == 0
+        logged = "".join(daemon.log)
+        assert "stopping" in logged and "Traceback" not in logged, daemon.log
 
 
 def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> None:
