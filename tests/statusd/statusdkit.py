@@ -64,7 +64,10 @@ class ServerThread:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="statusd-test-server")
+        # A daemon thread: a server that does not stop fails its test (stop() below),
+        # and must not also keep the whole pytest run from exiting.
+        self._thread = threading.Thread(target=self._run, name="statusd-test-server",
+                                        daemon=True)
 
     @property
     def base(self) -> str:
