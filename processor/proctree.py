@@ -46,13 +46,20 @@ def kill_descendants(pid: int) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a worker, its process group and every process below it, descendants first
-    (see :func:`kill_descendants`: once the worker is dead they are out of reach)."""
+def kill_tree(pid: int, *, group: bool = True) -> bool:
+    """SIGKILL ``pid`` and every process below it, descendants first (see
+    :func:`kill_descendants`: once ``pid`` is dead they are out of reach); with
+    ``group``, its process group too (a worker leads its own session).  False when
+    ``pid`` itself could not be killed (gone, or not ours)."""
     kill_descendants(pid)
-    for kill in (os.killpg, os.kill):  # the worker leads its own session
+    if group:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def descendants(pid: int) -> list[int]:
@@ -94,9 +101,7 @@ def kill_orphans(forkserver: int, workers: set[int]) -> None:
     :mod:`processor.forkserver_init`)."""
     for orphan in children_of(forkserver):
         if orphan not in workers:
-            kill_descendants(orphan)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(orphan, signal.SIGKILL)
+            kill_tree(orphan, group=False)
 
 
 def _zombie(pid: int) -> bool:
@@ -182,12 +187,6 @@ def kill_tool_processes() -> list[int]:
     touched.
     """
     helpers = mp_helpers()
-    killed = []
-    for child in children_of("self"):
-        if child in helpers:
-            continue
-        kill_descendants(child)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child, signal.SIGKILL)
-            killed.append(child)
-    return killed  # not reaped: a tool's thread may still wait for its own child
+    # Not reaped: a tool's thread may still wait for its own child.
+    return [child for child in children_of("self")
+            if child not in helpers and kill_tree(child, group=False)]
