@@ -130,25 +130,46 @@ class LargeRecord:
     """Every field before ``result`` was read (False: a huge field cut by the head)."""
 
 
+def head_fields(entry: Entry, found: Head) -> tuple[dict[str, Any], bool] | Record:
+    """The fields before ``result`` of a terminal file too large to read whole, and
+    whether every one was complete; or its ``unreadable`` record when the file is cut
+    short or not JSON (see the module docstring)."""
+    where = f"{entry.state.value}/{entry.path.name}"
+    if not found.tail.rstrip().endswith(b"}"):
+        return unreadable_record(entry, f"{where} is cut short ({found.size} bytes, not "
+                                 "ending in '}')")
+    try:
+        return leading_fields(found.head)
+    except ValueError:
+        return unreadable_record(entry, f"{where} is not JSON")
+
+
+def of_this_job(entry: Entry, fields: dict[str, Any]) -> bool:
+    """The leading fields name no other id or state than the file's own."""
+    return bool(fields.get("id", entry.job_id) == entry.job_id
+                and fields.get("state", entry.state.value) == entry.state.value)
+
+
+def not_this_job(entry: Entry) -> Record:
+    """The ``unreadable`` record of a large file that begins as no record of its job."""
+    return unreadable_record(entry, f"{entry.state.value}/{entry.path.name} does not begin "
+                             "as a record of this job")
+
+
 def head_record(entry: Entry, found: Head) -> tuple[Record, bool]:
     """The record (without ``result``) of a terminal file too large to read whole, and
     whether its leading fields were all read; ``unreadable`` when it is not a record
     of this id and state (see the module docstring)."""
-    where = f"{entry.state.value}/{entry.path.name}"
-    if not found.tail.rstrip().endswith(b"}"):
-        return unreadable_record(entry, f"{where} is cut short ({found.size} bytes, not "
-                                 "ending in '}')"), True
-    try:
-        fields, complete = leading_fields(found.head)
-    except ValueError:
-        return unreadable_record(entry, f"{where} is not JSON"), True
-    if fields.get("id", entry.job_id) != entry.job_id or \
-            fields.get("state", entry.state.value) != entry.state.value:
-        return unreadable_record(entry, f"{where} does not begin as a record of this "
-                                 "job"), True
+    read = head_fields(entry, found)
+    if isinstance(read, Record):
+        return read, True
+    fields, complete = read
+    if not of_this_job(entry, fields):
+        return not_this_job(entry), True
     try:
         record = Record.model_validate({**fields, "id": entry.job_id, "state": entry.state})
     except ValidationError:
+        where = f"{entry.state.value}/{entry.path.name}"
         return unreadable_record(entry, f"{where} does not begin as a valid record"), True
     return record, complete
 

@@ -25,27 +25,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spool.large import Head, leading_fields
-from spool.reader import Entry, unreadable_record
+from spool.large import Head, head_fields, not_this_job, of_this_job
+from spool.models import Record
+from spool.reader import Entry
 from statusd.items import Item, Stamp, checked_item, item_of_record, partial_item
 
 
 def large_item(job_id: str, stamp: Stamp, path: Path, found: Head) -> Item:
     """The index item of a record too large to parse (see the module docstring)."""
     entry = Entry(job_id, stamp.state, path, stamp.mtime_ns, stamp.ctime_ns)
-    where = f"{stamp.state.value}/{path.name}"
-    if not found.tail.rstrip().endswith(b"}"):
-        return item_of_record(unreadable_record(entry, f"{where} is cut short ({found.size} "
-                                                "bytes, not ending in '}')"), stamp)
-    try:
-        fields, complete = leading_fields(found.head)
-    except ValueError:
-        return item_of_record(unreadable_record(entry, f"{where} is not JSON"), stamp)
+    read = head_fields(entry, found)
+    if isinstance(read, Record):
+        return item_of_record(read, stamp)
+    fields, complete = read
     if complete:
         item = checked_item(job_id, stamp, fields, None)
         if item is not None:
             return item
-    elif fields.get("id", job_id) == job_id and fields.get("state", stamp.state) == stamp.state:
+    elif of_this_job(entry, fields):
         return partial_item(job_id, stamp, fields)
-    return item_of_record(unreadable_record(entry, f"{where} does not begin as a record of "
-                                            "this job"), stamp)
+    return item_of_record(not_this_job(entry), stamp)
