@@ -22,6 +22,12 @@ drops whatever the client pipelined behind it, which would then wait for
 answers that never come until the idle timeout; :func:`close_declined_upgrades`
 closes such a connection after its answer, so the client sends the rest anew.
 
+aiohttp logs each request it cannot parse at ERROR with a traceback (seven lines
+that a client chooses the cause of, as often as it likes).  Such a request is the
+client's error, not the server's: :class:`_JsonErrorHandler` logs it as one WARNING
+line without the client's bytes, at most :data:`BAD_REQUEST_LINES` lines a minute;
+what is held back then is counted in the next line that is logged.
+
 Left as aiohttp serves them: the dashboard page and ``/static/`` files, whose
 conditional and range answers (304, 412, 416) are file-server semantics.  The
 API itself serves no conditional or range answers (it ignores ``If-Match`` and
@@ -30,6 +36,8 @@ API itself serves no conditional or range answers (it ignores ``If-Match`` and
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import orjson
@@ -41,8 +49,39 @@ from aiohttp.web_server import Server
 
 from statusd.errors import error_type, json_error
 
+log = logging.getLogger("spoolq.statusd")
+
 MAX_MESSAGE_CHARS = 200
+BAD_REQUEST_LINES = 10
+"""Log lines a minute for requests that cannot be parsed; more are counted, not logged."""
 _FILE_PATHS = ("/static/",)
+
+
+class _BadRequestLog:
+    """One WARNING line per unparsable request, at most ``per_minute`` a minute."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.window_start = -60.0
+        self.logged = 0
+        self.held_back = 0
+
+    def note(self, remote: str | None, exc: HttpProcessingError) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= 60.0:
+            self.window_start, self.logged = now, 0
+        if self.logged >= self.per_minute:
+            self.held_back += 1
+            return
+        self.logged += 1
+        more = (f" ({self.held_back} more since the last such line were not logged)"
+                if self.held_back else "")
+        self.held_back = 0
+        log.warning("bad request from %s: %s%s", remote or "unknown client",
+                    _summary(400, exc, None), more)
+
+
+_bad_requests = _BadRequestLog(BAD_REQUEST_LINES)
 
 
 def _summary(status: int, exc: BaseException | None, message: str | None) -> str:
@@ -59,7 +98,16 @@ def _summary(status: int, exc: BaseException | None, message: str | None) -> str
 
 
 class _JsonErrorHandler(RequestHandler):
-    """A connection whose own error answers (parse errors, 500, 504) are JSON."""
+    """A connection whose own error answers (parse errors, 500, 504) are JSON, and whose
+    unparsable requests are logged in one line (see the module docstring)."""
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, HttpProcessingError) and args[:1] == ("Error handling request "
+                                                                 "from %s",):
+            _bad_requests.note(args[1] if len(args) > 1 else None, exc)
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,

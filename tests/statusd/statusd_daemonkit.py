@@ -44,11 +44,13 @@ def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
 
 
 @contextmanager
-def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S, **env_vars: str
+def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
+                   log: list[str] | None = None, **env_vars: str
                    ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Run statusd on the spool at ``root``; yields its port and process; stops it with
     SIGTERM and checks it exits 0.  A statusd that has not logged that it listens within
-    ``ready_timeout`` seconds is killed and the test fails with its log."""
+    ``ready_timeout`` seconds is killed and the test fails with its log.  ``log``, when
+    given, receives the daemon's stderr lines as they come."""
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never",
            "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0", "SPOOL_LOG_LEVEL": "INFO",
            **env_vars}
@@ -56,7 +58,7 @@ def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S, **env_
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    seen: list[str] = []
+    seen: list[str] = log if log is not None else []
     # Read stderr from the start, so the wait has a deadline and the daemon never
     # blocks on a full pipe.
     drain = threading.Thread(target=seen.extend, args=(proc.stderr,), name="statusd-stderr")

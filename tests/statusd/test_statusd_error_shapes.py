@@ -9,13 +9,19 @@ since an HTTP client library will not send most of these requests.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, make_spool
+
+from statusd import protocol
+from statusd.protocol import BAD_REQUEST_LINES
 
 MAX_BODY = 1024
 
@@ -193,3 +199,50 @@ def test_a_request_pipelined_behind_a_declined_upgrade_is_not_left_hanging(
     assert answers.startswith(b"HTTP/1.1 200 "), answers
     if answers.count(b"HTTP/1.1 ") == 1:
         assert b"\r\nConnection: close\r\n" in answers, answers
+
+
+def test_unparsable_requests_are_logged_in_one_line_each_and_at_most_ten_a_minute(
+        tmp_path: Path) -> None:
+    """aiohttp logged each request it cannot parse at ERROR with a seven-line traceback,
+    so any client could fill the journal at will; now one WARNING line each, without the
+    client's bytes, ten a minute at most."""
+    root = tmp_path / "spool"
+    make_spool(root)
+    log: list[str] = []
+    bad = req("GET /api/v1/stats HTTP/1.1", "X-Big: " + "a" * 20_000)
+    with statusd_daemon(root, log=log) as (found, _):
+        for _ in range(25):
+            assert exchange(found, bad)[0] == 400
+        assert exchange(found, req("GET /api/v1/stats HTTP/1.1"))[0] == 200
+    text = "".join(log)
+    lines = [line for line in text.splitlines() if "bad request from" in line]
+    assert len(lines) == BAD_REQUEST_LINES, text[-3000:]
+    for line in lines:
+        assert line.endswith("WARNING spoolq.statusd: bad request from 127.0.0.1: "
+                             "the request line or a header is too long"), line
+    assert "Traceback" not in text and "aaaa" not in text and "ERROR" not in text, text[-3000:]
+
+
+def test_what_the_bad_request_log_held_back_is_counted_in_its_next_line(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(protocol.time, "monotonic", lambda: now[0])
+    counter = protocol._BadRequestLog(per_minute=2)
+    exc = LineTooLong("x" * 10, "8190")
+    with caplog.at_level(logging.WARNING, logger="spoolq.statusd"):
+        for _ in range(5):
+            counter.note("10.0.0.1", exc)
+        now[0] += 59.9
+        counter.note("10.0.0.1", exc)  # still the same minute: held back
+        now[0] += 0.2
+        counter.note("10.0.0.2", exc)
+        counter.note("10.0.0.2", exc)
+    messages = [record.getMessage() for record in caplog.records]
+    too_long = "the request line or a header is too long"
+    assert messages == [
+        f"bad request from 10.0.0.1: {too_long}",
+        f"bad request from 10.0.0.1: {too_long}",
+        f"bad request from 10.0.0.2: {too_long} (4 more since the last such line were not "
+        "logged)",
+        f"bad request from 10.0.0.2: {too_long}",
+    ]
