@@ -155,13 +155,22 @@ def job_bytes(job: Job) -> bytes:
 def record_bytes(record: Record) -> bytes:
     """The record as written: ``model_dump(exclude_none=True)``'s content, by orjson.
 
-    Built from the fields directly (nested models through ``default``): pydantic's
-    dump is a fifth of a claim-and-complete's Python (docs/benchmarks.md).
+    Built from the fields directly: pydantic's dump is a fifth of a claim-and-complete's
+    Python (docs/benchmarks.md).  The record's own nested models are dumped here, not
+    through ``default``: orjson looks for numpy types (importing numpy, 0.1 s) before it
+    calls ``default``, so a ``spoolq cancel`` would load numpy to write an ``error``.
     """
     data = {name: value for name, value in record.__dict__.items() if value is not None}
+    for name in _NESTED:
+        if (value := data.get(name)) is not None:
+            data[name] = value.model_dump(exclude_none=True)
     if record.state is JobState.DONE and record.unreadable is None:
         data["result"] = record.result
     return orjson.dumps(data, default=_dump_model, option=_DUMP_OPTS)
+
+
+_NESTED = ("error", "source", "progress")
+"""The fields of a Record that hold models."""
 
 
 def _dump_model(value: Any) -> Any:

@@ -345,3 +345,19 @@ def test_a_spool_root_that_is_a_file(tmp_path: Path, env: dict[str, str]) -> Non
         line = refused(spoolq({**env, "SPOOL_DIR": str(tmp_path / "afile")}, *args), 1,
                        "is not a directory")
         assert "spoolq init" not in line
+
+
+def test_cancel_of_a_pending_job_does_not_load_numpy(root: Path, env: dict[str, str]) -> None:
+    """Writing a record with an ``error`` made orjson look for numpy types before calling
+    its ``default`` for the nested model: ``spoolq cancel`` spent 0.1 s importing numpy."""
+    submitted = spoolq(env, "submit", "echo", "-p", "message=hi")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.decode().strip()
+    probe = ("import sys\nfrom spool.cli.main import main\n"
+             f"code = main(['cancel', {job_id!r}])\n"
+             "print('numpy loaded' if 'numpy' in sys.modules else 'numpy not loaded', code)")
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          timeout=60, check=False)
+    assert proc.stdout.decode().splitlines()[-1] == "numpy not loaded 0", proc
+    record = data(spoolq(env, "show", job_id, "--json"))
+    assert (record["state"], record["error"]["type"]) == ("failed", "cancelled"), record
