@@ -1,19 +1,26 @@
 """A tool's own output as log lines: what it writes to ``sys.stdout`` and ``sys.stderr``
 (``print``, ``tqdm``, a library's chatter) becomes JSON lines like every other.
 
-Installed in the processor, for FAST tools, and in each COMPUTE worker.  Each line is
-one entry of logger ``spoolq.output``: the text as ``msg``, ``stream`` (``stdout`` or
-``stderr``), and the ``id`` and ``tool`` of the job the writing thread runs, when it
-runs one (:func:`begin`, :func:`end`, from :func:`processor.runner.run_tool`).  Text is
-held per thread until its newline, so two FAST tools printing at once never share a
-line; what is left without one is written when the job ends, and text that reaches
+Installed in the processor, for FAST tools, and in each COMPUTE worker run by Dask (the
+local pool's workers write to pipes instead: see below).  Each line is one entry of
+logger ``spoolq.output``: the text as ``msg``, ``stream`` (``stdout`` or ``stderr``),
+and the ``id`` and ``tool`` of the job the writing thread runs, when it runs one
+(:func:`begin`, :func:`end`, from :func:`processor.runner.run_tool`).  Text is held per
+thread until its newline, so two FAST tools printing at once never share a line; what
+is left without one is written when the job ends, and text that reaches
 :data:`MAX_HELD` characters without one is written as a line then (a tool drawing dots
 for ever costs bounded memory, and each write costs its own length, never the length
 of what is held).  Bytes written to ``sys.stdout.buffer`` are decoded as UTF-8 (what is
 not UTF-8 becomes U+FFFD) and logged the same way.
 
 What this cannot see is text written below Python, straight to file descriptors 1 and
-2: by a tool's child process that inherited them, or by C code.
+2: by a tool's child process that inherited them, or by C code.  For COMPUTE tools run
+by the local pool that is seen all the same: there fds 1 and 2 are pipes the processor
+reads (:mod:`processor.stdio_pipes`), and this module is not installed in the worker
+(``print`` goes to those pipes too, so no line is logged twice, and text a worker held
+is never lost with it).  What a FAST tool's children or C code write, and what a job
+run on Dask writes below Python, still reaches the processor's own stdout and stderr as
+plain text (redirecting those would hide a Python fatal error of the processor itself).
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments
 per job: no syscall, no thread.
@@ -31,14 +38,14 @@ from typing import Any, TextIO
 from processor.logs import MAX_TEXT
 
 log = logging.getLogger("spoolq.output")
-_state = threading.local()  # job: (id, tool) | None; held: {stream: _Held}; busy: bool;
+_state = threading.local()  # job: (id, tool) | None; held: {stream: Held}; busy: bool;
 # decoders: {stream: UTF-8 decoder of what was written to its buffer}
 MAX_HELD = MAX_TEXT
 """Characters held without a newline before they are written as a line: the log
 keeps no more of a line than this anyway."""
 
 
-class _Held:
+class Held:
     """A line's text so far, in the pieces it was written in (joined once, when written)."""
 
     __slots__ = ("parts", "size")
@@ -52,6 +59,26 @@ class _Held:
         self.parts.clear()
         self.size = 0
         return text
+
+    def feed(self, text: str) -> list[str]:
+        """Add ``text``; the lines it completes, and the held text cut in lines of
+        :data:`MAX_HELD` once it reaches that much."""
+        lines: list[str] = []
+        if "\n" in text:
+            lines = text.split("\n")
+            lines[0] = self.take(lines[0])
+            text = lines.pop()
+        if text:
+            self.parts.append(text)
+            self.size += len(text)
+            if self.size >= MAX_HELD:  # written in lines the log keeps whole
+                held = self.take()
+                cut = len(held) - len(held) % MAX_HELD
+                lines.extend(held[start:start + MAX_HELD] for start in range(0, cut, MAX_HELD))
+                if cut < len(held):
+                    self.parts.append(held[cut:])
+                    self.size = len(held) - cut
+        return lines
 
 
 def begin(job_id: str, tool: str) -> None:
@@ -76,13 +103,13 @@ def end() -> None:
     _state.job = None
 
 
-def _held_line(stream: str) -> _Held:
-    held: dict[str, _Held] | None = getattr(_state, "held", None)
+def _held_line(stream: str) -> Held:
+    held: dict[str, Held] | None = getattr(_state, "held", None)
     if held is None:
         held = _state.held = {}
     line = held.get(stream)
     if line is None:
-        line = held[stream] = _Held()
+        line = held[stream] = Held()
     return line
 
 
@@ -116,25 +143,8 @@ class ToolOutput(io.TextIOBase):
         if getattr(_state, "busy", False):  # logging itself reporting trouble: as it was
             self.raw.write(text)
             return len(text)
-        line = _held_line(self.name)
-        rest = text
-        if "\n" in rest:
-            lines = rest.split("\n")
-            lines[0] = line.take(lines[0])
-            rest = lines.pop()
-            for one in lines:
-                _emit(self.name, one)
-        if rest:
-            line.parts.append(rest)
-            line.size += len(rest)
-            if line.size >= MAX_HELD:  # written in lines the log keeps whole
-                held = line.take()
-                cut = len(held) - len(held) % MAX_HELD
-                for start in range(0, cut, MAX_HELD):
-                    _emit(self.name, held[start:start + MAX_HELD])
-                if cut < len(held):
-                    line.parts.append(held[cut:])
-                    line.size = len(held) - cut
+        for line in _held_line(self.name).feed(text):
+            _emit(self.name, line)
         return len(text)
 
 

@@ -10,8 +10,9 @@ which the processor's loop calls once per pass and after each COMPUTE claim
 then; a FAST job runs after the pass that claimed it):
 the end-of-run lines of a burst share writes, and a line waits at most one
 pass of the loop.  Warnings, errors and lines from other threads are written
-at once.  Transitions skip the ``logging`` record machinery and are
-formatted straight into the buffer; everything else goes through ``logging``.
+at once.  Transitions, and the lines of COMPUTE tools' output the loop reads
+(:func:`info`), skip the ``logging`` record machinery and are formatted
+straight into the buffer; everything else goes through ``logging``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,16 @@ def flush() -> None:
     """Write every buffered line (the loop calls this once per pass)."""
     if _buffer is not None:
         _buffer.flush()
+
+
+def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+    """One info line of ``logger`` with ``fields``, formatted straight into the buffer as
+    a transition is (for the lines of a COMPUTE tool's output, which the loop logs in
+    bulk); ``msg`` longer than :data:`MAX_TEXT` is for the caller to cut."""
+    if _buffer is None or not logger.isEnabledFor(logging.INFO):
+        logger.info(msg, extra={"fields": fields})
+        return
+    _buffer.add(_dumps(_entry(time.time(), "info", logger.name, msg, fields)))
 
 
 def transition(event: str, **fields: Any) -> None:

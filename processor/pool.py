@@ -15,6 +15,11 @@ own (``os._exit``, a segfault, the OOM killer) fails only its task as
 ``worker_crashed``.  Either way the slot gets a fresh worker before it is
 offered again, so the pool is always whole.
 
+What a worker's tool writes to fds 1 and 2 (``print``, C code, its child
+processes) comes through two pipes the loop reads the same way, and is logged
+as the job's (:mod:`processor.stdio_pipes`): the pool says when each task
+starts and ends on its slot.
+
 Workers come from a ``forkserver`` that preloads numpy, pandas and the tools:
 a replacement costs a fork, not an interpreter start, and no worker inherits
 the processor's descriptors (claim leases) or threads.
@@ -23,6 +28,7 @@ the processor's descriptors (claim leases) or threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import multiprocessing as mp
@@ -41,6 +47,7 @@ from typing import Any
 from processor.executor import Sink, Task, WorkerConfig
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
+from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
 from spool.errors import ErrorType
 
@@ -68,6 +75,7 @@ class _Slot:
     kill_reason: str | None = None
     started: float = 0.0
     lifeline: Connection | None = None
+    output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
 
 
 class LocalPool:
@@ -154,7 +162,8 @@ class LocalPool:
             self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                  "its worker died before the job reached it", retryable=True))
             return
-        assert slot.sock is not None  # only this thread closes a socket
+        assert slot.sock is not None and slot.output is not None  # only this thread closes them
+        slot.output.begin(task.job_id, task.tool)
         data = ForkingPickler.dumps(task)
         with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
             slot.sock.sendall(_frame_header(len(data)) + data)
@@ -228,6 +237,8 @@ class LocalPool:
                 slot.task, slot.kill_reason = None, None
             if killed:
                 self._close_socket(slot)  # dying: not offered again before its successor
+            if slot.output is not None:
+                slot.output.end()  # before the slot can take another task
             sink.finished(outcome)
         elif kind == "fatal":
             log.error("worker cannot start: %s", message[1])
@@ -242,11 +253,12 @@ class LocalPool:
         with self._lock:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
-        self._bury(slot)
+        self._bury(slot, keep_output=True)
         if task is not None:
             self._report(_death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid))
         self._sweep()
+        self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
         if not self._stopping:
             self._respawn(slot)
 
@@ -314,8 +326,12 @@ class LocalPool:
     def _spawn(self, slot: _Slot) -> None:
         # A Connection's socket pair, as ctx.Pipe makes it, keeping this end a socket
         # to read without blocking (MSG_DONTWAIT) and write with blocking sendall.
-        opened: list[socket.socket | Connection] = []
+        opened: list[socket.socket | Connection | StdioPipes] = []
         try:
+            output = StdioPipes()
+            opened.append(output)
+            output_ends = output.hand_over()  # for the worker, which dups them to 1 and 2
+            opened += output_ends
             parent, child_end = socket.socketpair()
             child = Connection(child_end.detach())
             opened += [parent, child]
@@ -327,7 +343,7 @@ class LocalPool:
             opened += [life_r, life_w]
             process = self._ctx.Process(
                 target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
-                args=(child, self.config, life_r))
+                args=(child, self.config, life_r, output_ends))
             process.start()
         except BaseException:
             for end in opened:
@@ -335,7 +351,10 @@ class LocalPool:
             raise
         child.close()  # the worker has its own copies
         life_r.close()
+        for end in output_ends:
+            end.close()
         slot.process, slot.sock, slot.lifeline = process, parent, life_w
+        slot.output = output
         if process.pid:
             _WORKERS.add(process.pid)
             self._forkserver = parent_of(process.pid) or self._forkserver
@@ -344,6 +363,27 @@ class LocalPool:
         # Bound to this socket and process: stale readiness never reaches a successor.
         self._sink.watch(parent.fileno(), lambda: self._readable(slot, parent))
         self._sink.watch(process.sentinel, lambda: self._exited(slot, process))
+        for stream in output.streams:
+            self._sink.watch(stream.fd, functools.partial(self._output_readable, slot,
+                                                          output, stream))
+
+    def _output_readable(self, slot: _Slot, output: StdioPipes, stream: Stream) -> None:
+        """Log what the worker's tool wrote to one of its pipes (one read)."""
+        if slot.output is not output:
+            return  # an earlier worker's pipe, closed since the poll
+        output.read(stream)
+        if stream.ended:  # no writer left: a pipe at end of file would wake every poll
+            assert self._sink is not None
+            self._sink.unwatch(stream.fd)
+
+    def _close_output(self, slot: _Slot) -> None:
+        """Read what is left in the slot's pipes, log it as its job's, close them."""
+        output, slot.output = slot.output, None
+        if output is not None:
+            assert self._sink is not None
+            for stream in output.streams:
+                self._sink.unwatch(stream.fd)
+            output.close()
 
     def _close_socket(self, slot: _Slot) -> None:
         sock, slot.sock = slot.sock, None
@@ -352,8 +392,9 @@ class LocalPool:
             self._sink.unwatch(sock.fileno())
             sock.close()
 
-    def _bury(self, slot: _Slot) -> None:
-        """Forget a dead worker: stop reading it and close what led to it."""
+    def _bury(self, slot: _Slot, *, keep_output: bool = False) -> None:
+        """Forget a dead worker: stop reading it and close what led to it (its pipes
+        too, unless ``keep_output``: then the caller closes them)."""
         self._close_socket(slot)
         if slot.process is not None:
             assert self._sink is not None
@@ -362,6 +403,8 @@ class LocalPool:
         if slot.lifeline is not None:
             slot.lifeline.close()
         slot.process, slot.lifeline = None, None
+        if not keep_output:
+            self._close_output(slot)
 
     @staticmethod
     def _kill(slot: _Slot) -> None:

@@ -10,6 +10,10 @@ numpy, pandas and the tools preloaded.  Each worker:
   left behind, however deeply forked;
 * optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
   after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one;
+* writes its tool's output (``print``, C code, child processes) to the pipes the
+  pool gave it as fds 1 and 2, and its own log lines to a copy of its stderr
+  (:mod:`processor.stdio_pipes`); run under Dask, with no pipes, it logs what its
+  tools print itself (:mod:`processor.capture`);
 * keeps its own deadline for each job (:class:`Deadman`): should whoever
   enforces it stop (a Dask worker frozen by ``SIGSTOP``, a stopped
   processor), the job still dies :data:`DEADMAN_GRACE_S` after its time is up,
@@ -25,11 +29,12 @@ import math
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from processor import capture
 from processor.executor import Task, WorkerConfig
@@ -43,6 +48,7 @@ from processor.proctree import (
 )
 from processor.registry import load_registry
 from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
+from processor.stdio_pipes import redirect, unbuffered
 from spool.errors import ErrorType, SpoolError
 
 PROGRESS_INTERVAL_S = 0.05
@@ -66,11 +72,23 @@ def prepare_process(memory_mb: int) -> None:
 
 
 def worker_main(conn: Connection, config: WorkerConfig,
-                lifeline: Connection | None = None) -> None:
+                lifeline: Connection | None = None,
+                output: tuple[Connection, Connection] | None = None) -> None:
+    """Serve tasks from ``conn``; ``output``: the write ends of the pipes the pool reads
+    as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
     prepare_process(config.memory_mb)
+    log_stream: TextIO | None = None  # None: sys.stderr
+    if output is not None:
+        # Everything written to fds 1 and 2 (print, C code, child processes) goes to the
+        # pool, which logs it as the job's; this worker's own log lines do not.
+        ends = [os.dup(end.fileno()) for end in output]
+        for end in output:
+            end.close()
+        log_stream = redirect(*ends)
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
-    setup_logging(config.log_level, buffered=False)
-    capture.install()  # and what a tool prints: JSON lines too, naming its job
+    setup_logging(config.log_level, log_stream, buffered=False)
+    if output is None:
+        capture.install()  # what a tool prints: JSON lines too, naming its job
     if lifeline is not None:
         threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                          daemon=True).start()
@@ -80,16 +98,17 @@ def worker_main(conn: Connection, config: WorkerConfig,
         conn.send(("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, config.max_jobs)
+        _serve(conn, registry, config.max_jobs, piped=output is not None)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
+def _serve(conn: Connection, registry: Any, max_jobs: int, *, piped: bool) -> None:
     resources: dict[str, Any] = {}
     stdio = _save_stdio()
+    streams = (sys.stdout, sys.stderr)
     deadman = Deadman()
     done = 0
     while True:
@@ -103,6 +122,8 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
             deadman.disarm()
         reap_leftovers()
         _restore_stdio(stdio)
+        if piped:
+            streams = _restore_streams(streams)
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
@@ -231,6 +252,18 @@ def _restore_stdio(saved: dict[int, int]) -> None:
     for fd, copy in saved.items():
         with contextlib.suppress(OSError):
             os.dup2(copy, fd)
+
+
+def _restore_streams(saved: tuple[TextIO, TextIO]) -> tuple[TextIO, TextIO]:
+    """``sys.stdout`` and ``sys.stderr`` as before the job, should a tool have replaced
+    them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio)."""
+    out, err = saved
+    if out.closed:
+        out = unbuffered(1)
+    if err.closed:
+        err = unbuffered(2)
+    sys.stdout, sys.stderr = out, err
+    return out, err
 
 
 def _die_with_processor(lifeline: Connection) -> None:

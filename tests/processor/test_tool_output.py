@@ -9,8 +9,31 @@ from pathlib import Path
 import orjson
 import pytest
 from daemonkit import Daemon, drop, wait_record
+from fdtools import FLOOD_LINE, LONG_LINE, flood_line
 
 StartDaemon = Callable[..., Daemon]
+Printed = list[tuple[str, str]]
+
+
+def by_stream(printed: Printed) -> Printed:
+    """Stdout's lines in order, then stderr's."""
+    return sorted(printed, key=lambda line: line[0] != "stdout")  # a stable sort
+
+
+def job_output(d: Daemon, job_id: str, tool: str) -> Printed:
+    """``(stream, msg)`` of each output line of the job, once every line of the
+    processor's stdout and stderr was found to be JSON and each of the job's names its
+    tool."""
+    entries = []
+    for line in d.logs().splitlines():
+        try:
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise AssertionError(f"not a JSON line: {line[:200]!r}") from None
+    mine = [e for e in entries if e["logger"] == "spoolq.output" and e.get("id") == job_id]
+    assert {e["tool"] for e in mine} <= {tool}
+    assert not any(e.get("truncated") for e in mine)
+    return [(e["stream"], e["msg"]) for e in mine]
 
 
 @pytest.mark.parametrize("level", ["INFO", "WARNING"])
@@ -31,12 +54,17 @@ def test_what_tools_print_becomes_json_lines_naming_the_job(
     for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
         printed = [(e["stream"], e["msg"]) for e in entries
                    if e["logger"] == "spoolq.output" and e.get("id") == job_id]
-        assert printed == [
+        expected = [
             ("stdout", f"hello from {job_id}"),
             ("stderr", "hello on stderr in two words"),
             ("stdout", "a line in two writes"),
             ("stdout", "and a last one without a newline"),
         ]
+        if tool == "p_compute":
+            # A COMPUTE worker's stdout and stderr are two pipes (processor.stdio_pipes):
+            # each stream keeps its order, not their interleaving.
+            printed, expected = by_stream(printed), by_stream(expected)
+        assert printed == expected
         assert {e["tool"] for e in entries if e.get("id") == job_id
                 and e["logger"] == "spoolq.output"} == {tool}
 
@@ -71,3 +99,93 @@ def test_a_tool_writing_bytes_to_stdout_buffer_runs_and_is_logged(
     printed = [(e["stream"], e["msg"]) for e in map(orjson.loads, d.logs().splitlines())
                if e["logger"] == "spoolq.output" and e.get("id") == "bin"]
     assert printed == [("stdout", "hello in bytes \xe9"), ("stdout", "not utf-8: \ufffd")]
+
+
+def test_what_a_compute_tools_child_process_writes_is_a_line_naming_the_job(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A child process of a COMPUTE tool (``subprocess.run(["echo", ...])``) wrote
+    straight to the processor's stdout and stderr, plain text among the JSON lines;
+    its lines are now the job's, like what the tool prints."""
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    drop(spool_root, "child", {"tool": "f_child_echo"})
+    rec = wait_record(spool_root, "child")
+    assert (rec["state"], rec.get("error")) == ("done", None)
+    assert d.stop() == 0
+    assert by_stream(job_output(d, "child", "f_child_echo")) == [
+        ("stdout", "hello from a child"), ("stderr", "a child on stderr")]
+
+
+@pytest.mark.parametrize(("tool", "error_type", "expected"), [
+    ("f_partial_hang", "timeout",
+     [("stdout", "a whole line"), ("stdout", "half a line, then silence \u2026")]),
+    ("f_partial_exit", "worker_crashed", [("stderr", "last words, no newline")]),
+    ("f_print_hang", "timeout", [("stdout", "working on item 57...")]),
+])
+def test_text_without_a_newline_is_logged_when_its_worker_is_killed_or_dies(
+        spool_root: Path, daemon: StartDaemon, tool: str, error_type: str,
+        expected: Printed) -> None:
+    """``os.write(1, ...)`` with no newline, then a timeout (or ``os._exit``): the text
+    reached the processor's stdout unattributed and unterminated, so the next line was
+    glued to it; and a ``print`` with no newline was held in the worker, lost with it.
+    Each is now one line of the job's, logged when the job ends."""
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    drop(spool_root, "cut", {"tool": tool})
+    rec = wait_record(spool_root, "cut", timeout=30)
+    assert (rec["state"], rec["error"]["type"]) == ("failed", error_type)
+    drop(spool_root, "after", {"tool": "f_logs"})  # the slot's next worker is fine
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert d.stop() == 0
+    assert job_output(d, "cut", tool) == expected
+    assert job_output(d, "after", "f_logs") == [("stdout", "and a print")]
+
+
+def test_a_compute_workers_own_log_lines_reach_the_log_once_and_unwrapped(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A guard, not a fix: with the worker's fds 1 and 2 now pipes the processor reads,
+    its own log lines (``logging`` in a tool) still go straight to the processor's
+    stderr, as they are, and never come back wrapped as the tool's output."""
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    drop(spool_root, "logs", {"tool": "f_logs"})
+    assert wait_record(spool_root, "logs")["state"] == "done"
+    assert d.stop() == 0
+    assert job_output(d, "logs", "f_logs") == [("stdout", "and a print")]
+    lines = [line for line in d.logs().splitlines() if "a warning about logs" in line]
+    assert len(lines) == 1
+    entry = orjson.loads(lines[0])
+    assert (entry["logger"], entry["level"], entry["msg"]) == (
+        "fdtools", "warning", "a warning about logs")
+
+
+def test_bytes_that_are_not_utf8_on_fd_2_become_replacement_characters(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """Invalid UTF-8 written to fd 2 reached the processor's stderr raw (no JSON reader
+    takes it); it is now U+FFFD in a line of the job's, and a character cut short by
+    the job's end is one U+FFFD."""
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    drop(spool_root, "bad", {"tool": "f_bad_utf8"})
+    rec = wait_record(spool_root, "bad")
+    assert (rec["state"], rec.get("error")) == ("done", None)
+    assert d.stop() == 0
+    assert job_output(d, "bad", "f_bad_utf8") == [
+        ("stderr", "not utf-8: \ufffd\ufffd here"), ("stderr", "caf\xe9, then a cut \ufffd")]
+
+
+def test_fifty_megabytes_on_fd_1_are_logged_whole_and_the_job_finishes(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """50 MiB written to fd 1 in 1 MiB writes, then a 40,000-character line: every
+    line is logged as the job's, in order, the long one cut in log-sized lines rather
+    than truncated, and the job (the pipe full most of the time) still finishes."""
+    lines = (50 << 20) // FLOOD_LINE
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    drop(spool_root, "flood", {"tool": "f_flood", "params": {"lines": lines}})
+    rec = wait_record(spool_root, "flood", timeout=120)
+    assert (rec["state"], rec.get("error")) == ("done", None)
+    assert rec["result"] == {"written": lines * FLOOD_LINE + LONG_LINE + 1}
+    drop(spool_root, "after", {"tool": "f_child_echo"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert d.stop() == 0
+    printed = job_output(d, "flood", "f_flood")
+    assert {stream for stream, _ in printed} == {"stdout"}
+    cut = [16_384, 16_384, LONG_LINE - 2 * 16_384]
+    assert [msg for _, msg in printed] == ([flood_line(i) for i in range(lines)]
+                                           + ["y" * size for size in cut])

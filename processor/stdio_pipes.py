@@ -1,0 +1,211 @@
+"""A COMPUTE worker's file descriptors 1 and 2, read by the daemon's loop: every byte a
+tool writes to them, by ``print``, by C code (``os.write(1, ...)``, a library's
+``printf``) or by a child process that inherited them, becomes a JSON log line of
+``spoolq.output`` with ``stream`` (``stdout``, ``stderr``) and the ``id`` and ``tool``
+of the job, the shape :mod:`processor.capture` gives what FAST tools print.
+
+The design.  :class:`~processor.pool.LocalPool` makes two pipes per worker
+(:class:`StdioPipes`).  The worker puts their write ends on fds 1 and 2, makes
+``sys.stdout`` and ``sys.stderr`` unbuffered writers to them (:func:`redirect`), and
+logs its own lines, unchanged, to a copy of the stderr it was given: they reach the
+processor's stderr as before and are never wrapped again.  The processor's loop reads
+the read ends as it reads the worker's result socket, and logs each line as output of
+the job the slot runs.  Why there, not in the worker: text below Python never passes
+through the worker's Python objects, and whatever a worker holds dies with it (a
+timeout's ``SIGKILL``, ``os._exit``); the daemon outlives it, so text left without a
+newline is logged, as the job's, when the job ends however it ends.  ``print`` takes
+the same path (capture is not installed in these workers): one path, so no line is
+logged twice and ``print``'s text keeps its place among a child's; the price is that
+the loop, not the worker, formats what COMPUTE tools print (about 3 us a line: lines
+go straight into the log buffer, as transitions do, see :func:`processor.logs.info`).
+Pipes, not sockets: ``open("/dev/stdout")``, which programs do, fails on a socket.
+
+Bounds.  One non-blocking read of at most :data:`READ_BYTES` per readable pipe per
+pass of the loop: a tool writing 100 MB costs the loop bounded work per pass and
+blocks only itself, on a full pipe, never the loop; the log buffer, written once a
+pass, holds at most that many lines per pipe.  The daemon holds at most
+:data:`~processor.capture.MAX_HELD` characters per stream: text without a newline is
+written as a line once it reaches that, and longer lines are cut in lines of that
+length (nothing is truncated).  What is not UTF-8 becomes U+FFFD.  Stdout and stderr
+are two pipes, so, as for any program piped so, each keeps its order but not their
+interleaving.
+
+Whose output it is.  The pool says when each task starts on a slot
+(:meth:`StdioPipes.begin`, at submit) and ends (:meth:`StdioPipes.end`, when its
+result is read; :meth:`StdioPipes.close`, when its worker's death is handled).  The
+worker sends a result only after killing every process its tool started (it is their
+subreaper), so all they wrote is in the pipes by then; but the loop's ``poll`` looks
+at one descriptor after another, and a read of the result socket takes what came
+after the poll, so text written just before the result may not have been seen yet.
+So :meth:`StdioPipes.end` looks once more (one ``poll(0)`` on both pipes, the only
+syscall a job that writes nothing costs, about 0.5 us of the loop's time) and reads
+what is there before the slot can take another task; without it, that text could be
+logged as the next task's.  Output read while a worker runs no task (a thread a tool
+left running, the worker's own Python-level errors) is logged with no ``id``; a thread
+a tool left running that writes during a later job is logged as that job's (one
+process: nothing tells them apart).  A worker that died: its tool's orphans are killed
+by the pool's sweep first, then what is in its pipes is read, as its job's, and the
+pipes are closed; an orphan that escaped the sweep and writes later gets ``EPIPE``.
+
+Jobs run on Dask keep :mod:`processor.capture` in their worker (no pipes there).
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import select
+import sys
+from multiprocessing.connection import Connection
+from typing import Any, TextIO
+
+from processor import capture, logs
+from processor.capture import MAX_HELD, Held
+
+STREAMS = ("stdout", "stderr")
+READ_BYTES = 1 << 16
+"""One read per readable pipe per pass of the loop: a pipe's default capacity."""
+DRAIN_READS = 16
+"""At most this many reads when a task ends or its worker dies: its tool's processes
+are dead by then, so one or two empty the pipe; the bound is for a thread a tool left
+running that never stops writing."""
+
+
+class Stream:
+    """One pipe's read end, its decoder and the text of a line still arriving."""
+
+    __slots__ = ("decoder", "ended", "fd", "held", "name")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd  # -1 once closed
+        self.ended = False  # read end of file: no writer is left
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.held = Held()
+
+
+class StdioPipes:
+    """Both pipes of one worker, on the pool's (the loop's) side; their write ends go
+    to the worker (:meth:`hand_over`)."""
+
+    def __init__(self) -> None:
+        ends: list[int] = []
+        try:
+            for _ in STREAMS:
+                ends += os.pipe2(os.O_CLOEXEC)  # the write end blocks, as a tool expects
+        except OSError:
+            for fd in ends:
+                os.close(fd)
+            raise
+        self.streams = [Stream(name, ends[2 * i]) for i, name in enumerate(STREAMS)]
+        self.write_ends: list[int] = [ends[1], ends[3]]
+        self._poller = select.poll()
+        for stream in self.streams:
+            os.set_blocking(stream.fd, False)
+            self._poller.register(stream.fd, select.POLLIN)
+        self.job: tuple[str, str] | None = None  # (id, tool) of the task the worker runs
+        self._read_since_end = False  # whether a line may be held, or a character cut
+
+    def hand_over(self) -> tuple[Connection, Connection]:
+        """The write ends, as objects a ``multiprocessing`` worker can be given; whoever
+        takes them closes them (once the worker has its copies)."""
+        stdout, stderr = self.write_ends
+        self.write_ends = []
+        return Connection(stdout, readable=False), Connection(stderr, readable=False)
+
+    def begin(self, job_id: str, tool: str) -> None:
+        """The worker runs this job from now on: its output is the job's."""
+        self.job = (job_id, tool)
+
+    def end(self) -> None:
+        """The job's result is read: take what its tool wrote, log what was left
+        without a newline, and attribute no more to it."""
+        if self._poller.poll(0):  # the one syscall of a job that wrote nothing
+            for stream in self.streams:
+                self._drain(stream)
+        if self._read_since_end:
+            self._finish()
+        self.job = None
+
+    def read(self, stream: Stream) -> bool:
+        """One non-blocking read of ``stream``, logged; False when nothing was there.
+
+        At end of file (no writer left: the worker is dead) :attr:`Stream.ended` is
+        set: the caller stops watching it, or a pipe at end of file would wake every
+        poll.
+        """
+        if stream.fd < 0:
+            return False  # closed since the loop's poll
+        try:
+            data = os.read(stream.fd, READ_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            if not stream.ended:
+                stream.ended = True
+                self._poller.unregister(stream.fd)
+            return False
+        self._read_since_end = True
+        self._log(stream, stream.decoder.decode(data))
+        return True
+
+    def close(self) -> None:
+        """The worker is gone: read what is left, log it as its job's, close the pipes."""
+        for stream in self.streams:
+            self._drain(stream)
+        self._finish()
+        for stream in self.streams:
+            if stream.fd >= 0:
+                os.close(stream.fd)  # (a poll object holds no reference to it)
+                stream.fd = -1
+        for fd in self.write_ends:  # never handed over: the worker did not start
+            os.close(fd)
+        self.write_ends = []
+        self.job = None
+
+    def _drain(self, stream: Stream) -> None:
+        for _ in range(DRAIN_READS):
+            if not self.read(stream):
+                return
+
+    def _finish(self) -> None:
+        self._read_since_end = False
+        for stream in self.streams:
+            if text := stream.decoder.decode(b"", final=True):  # a character cut short
+                self._log(stream, text)
+            if stream.held.parts:
+                self._emit(stream.name, stream.held.take())
+
+    def _log(self, stream: Stream, text: str) -> None:
+        for line in stream.held.feed(text):
+            for start in range(0, max(len(line), 1), MAX_HELD):  # cut, never truncated
+                self._emit(stream.name, line[start:start + MAX_HELD])
+
+    def _emit(self, stream: str, line: str) -> None:
+        fields: dict[str, Any] = {"stream": stream}
+        if self.job is not None:
+            fields["id"], fields["tool"] = self.job
+        logs.info(capture.log, line.removesuffix("\r"), fields)
+
+
+def redirect(stdout: int, stderr: int) -> io.TextIOWrapper:
+    """In the worker: the pipes' write ends become fds 1 and 2, ``sys.stdout`` and
+    ``sys.stderr`` write to them unbuffered, and the stream returned (a copy of the
+    stderr the worker was given) is where its own log lines go."""
+    log_fd = os.dup(2)  # not inheritable: a tool's children never get it
+    for fd, end in ((1, stdout), (2, stderr)):
+        os.dup2(end, fd)  # inheritable, as fds 1 and 2 are
+        os.close(end)
+    sys.stdout, sys.stderr = unbuffered(1), unbuffered(2)
+    return open(log_fd, "w", encoding="utf-8", errors="backslashreplace")
+
+
+def unbuffered(fd: int) -> TextIO:
+    """A text stream on ``fd`` as ``python -u`` makes ``sys.stdout``: each write is one
+    ``write(2)``, so no text waits in the worker for a kill to lose.  UTF-8, and a lone
+    surrogate (a file name that is not UTF-8) is escaped rather than failing a print."""
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                            errors="backslashreplace", write_through=True)

@@ -1,0 +1,143 @@
+"""COMPUTE tools that write below Python, straight to file descriptors 1 and 2, or leave
+text without a newline when their worker dies, for the log-line tests
+(``SPOOL_TOOLS=ptools,fdtools``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
+
+FLOOD_LINE = 1000
+"""Bytes per line of :class:`Flood`, its newline included."""
+LONG_LINE = 40_000
+"""Characters of the one line :class:`Flood` writes last, longer than a log line."""
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def flood_line(index: int) -> str:
+    """Line ``index`` of :class:`Flood`, without its newline."""
+    head = f"line {index:08d} "
+    return head + "x" * (FLOOD_LINE - 1 - len(head))
+
+
+class ChildEcho(BaseTool):
+    """Its child processes write a line on each of the fds they inherited."""
+
+    name: ClassVar[str] = "f_child_echo"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        subprocess.run(["echo", "hello from a child"], check=True)
+        subprocess.run(["sh", "-c", "echo 'a child on stderr' >&2"], check=True)
+        return ToolResult.ok()
+
+
+class PartialThenHang(BaseTool):
+    """``os.write(1, ...)`` of text with no newline, then sleeps past its 1 s timeout."""
+
+    name: ClassVar[str] = "f_partial_hang"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 1.0
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        os.write(1, b"a whole line\nhalf a line, then ")
+        os.write(1, "silence \u2026".encode())
+        time.sleep(60)
+        return ToolResult.ok()
+
+
+class PrintThenHang(BaseTool):
+    """``print`` with no newline (a progress indicator), then sleeps past its timeout."""
+
+    name: ClassVar[str] = "f_print_hang"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 1.0
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        print("working on item 57...", end="", flush=True)
+        time.sleep(60)
+        return ToolResult.ok()
+
+
+class PartialThenExit(BaseTool):
+    """``os.write(2, ...)`` of text with no newline, then ends its worker (``os._exit``)."""
+
+    name: ClassVar[str] = "f_partial_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        os.write(2, b"last words, no newline")
+        os._exit(3)
+
+
+class BadUtf8(BaseTool):
+    """Bytes that are not UTF-8 on fd 2, the last character cut short at the job's end."""
+
+    name: ClassVar[str] = "f_bad_utf8"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        os.write(2, b"not utf-8: \xff\xfe here\n")
+        os.write(2, b"caf\xc3\xa9, then a cut \xe2\x82")
+        return ToolResult.ok()
+
+
+class Logs(BaseTool):
+    """Logs a warning through ``logging`` (the worker's own JSON lines), and prints."""
+
+    name: ClassVar[str] = "f_logs"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        logging.getLogger("fdtools").warning("a warning about %s", ctx.job_id)
+        print("and a print")
+        return ToolResult.ok()
+
+
+class FloodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = 1000
+
+
+class Flood(BaseTool):
+    """``lines`` lines of :data:`FLOOD_LINE` bytes on fd 1 in 1 MiB writes, then one line
+    of :data:`LONG_LINE` characters; returns how many bytes it wrote."""
+
+    name: ClassVar[str] = "f_flood"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 120.0
+    Params: ClassVar[type[BaseModel]] = FloodParams
+
+    def execute(self, params: FloodParams, ctx: ToolContext) -> ToolResult:
+        written = 0
+        per_write = (1 << 20) // FLOOD_LINE
+        for first in range(0, params.lines, per_write):
+            last = min(first + per_write, params.lines)
+            written += _write_all("".join(flood_line(i) + "\n" for i in range(first, last)))
+        written += _write_all("y" * LONG_LINE + "\n")
+        return ToolResult.ok({"written": written})
+
+
+def _write_all(text: str) -> int:
+    view = memoryview(text.encode())
+    size = len(view)
+    while view:
+        view = view[os.write(1, view):]
+    return size
