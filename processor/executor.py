@@ -51,11 +51,15 @@ class Sink(Protocol):
 
     def finished(self, outcome: Outcome) -> None: ...
 
-    def watch(self, fd: int, callback: Callable[[], object]) -> None:
+    def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
+              ) -> None:
         """Have the daemon's loop thread call ``callback`` whenever ``fd`` is readable.
 
         For an executor whose workers the loop can read directly; call it (and
-        :meth:`unwatch`) at start or on the loop thread, from a callback.
+        :meth:`unwatch`) at start or on the loop thread, from a callback.  ``bulk``:
+        what ``fd`` brings may come faster than the loop can take it (a tool's
+        output); such callbacks share a time budget per pass of the loop
+        (:data:`processor.inbox.BULK_BUDGET_S`) and should read little at a time.
         """
         ...
 

@@ -8,6 +8,14 @@ inotify descriptor, the local pool's worker sockets and sentinels, the
 processor's signal pipe), then :meth:`Inbox.get` until it returns None.
 A post writes to the pipe only while the loop sleeps, so a busy loop is
 never woken twice.
+
+Bulk readers (``add_reader(..., bulk=True)``: the pipes COMPUTE tools write their
+output to) share a budget of :data:`BULK_BUDGET_S` of each wait, after the other
+readers have run: a pipe that was readable but not read for want of budget keeps
+its readiness, is read first in the next wait, and meanwhile the tool writing to
+it blocks on its full pipe.  However much output the tools write, each pass of
+the loop spends about that long on it, so the FAST lane's jobs, which run
+between passes, never wait behind it for long.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import math
 import os
 import queue
 import select
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +33,9 @@ if TYPE_CHECKING:
     from processor.runner import Outcome
 
 Event = tuple[Any, ...]
+BULK_BUDGET_S = 0.0005
+"""The time bulk readers may take of one wait, in all: each readable one runs once per
+wait until it is spent (the first runs even if one reader overran it)."""
 
 
 class Inbox:
@@ -36,19 +48,27 @@ class Inbox:
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
         self._readers: dict[int, Callable[[], object]] = {}
+        self._bulk: set[int] = set()
+        self._behind: dict[int, None] = {}  # bulk readers left unread by the last wait
 
-    def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
-        """Call ``callback`` on the loop thread whenever ``fd`` is readable.
+    def add_reader(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
+                   ) -> None:
+        """Call ``callback`` on the loop thread whenever ``fd`` is readable (``bulk``:
+        within the wait's budget for bulk readers, and it should read little at a time).
 
         Readiness is taken per :meth:`wait`: a reader removed by an earlier
         callback of the same wait may still be called once, and must cope.
         """
         self._readers[fd] = callback
+        if bulk:
+            self._bulk.add(fd)
         self._poller.register(fd, select.POLLIN)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
             self._poller.unregister(fd)
+            self._bulk.discard(fd)
+            self._behind.pop(fd, None)
 
     def post(self, event: Event) -> None:
         """Queue ``event`` for the loop (from any thread, or a signal handler)."""
@@ -73,12 +93,32 @@ class Inbox:
         # The callbacks as registered at the poll: one may close an fd and register
         # another under the same number, which must not be read for the old one.
         readers = [self._readers.get(fd) for fd, _ in ready]
+        bulk: list[tuple[int, Callable[[], object]]] = []
         for (fd, _), reader in zip(ready, readers, strict=True):
             if fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
-            elif reader is not None:
+            elif reader is None:
+                continue
+            elif fd in self._bulk:
+                bulk.append((fd, reader))
+            else:
                 reader()
+        if bulk or self._behind:
+            self._run_bulk(bulk)
+
+    def _run_bulk(self, ready: list[tuple[int, Callable[[], object]]]) -> None:
+        """Run ready bulk readers, those left behind last time first, until the budget
+        is spent; remember the rest (still readable: the next poll returns at once)."""
+        order = {fd: place for place, fd in enumerate(self._behind)}
+        ready.sort(key=lambda item: order.get(item[0], len(order)))  # stable
+        self._behind = {}
+        deadline = time.monotonic() + BULK_BUDGET_S
+        for place, (fd, reader) in enumerate(ready):
+            if place and time.monotonic() >= deadline:
+                self._behind = dict.fromkeys(fd for fd, _ in ready[place:])
+                return
+            reader()
 
     def get(self) -> Event | None:
         """The next posted event, or None."""
@@ -108,8 +148,9 @@ class InboxSink:
     def finished(self, outcome: Outcome) -> None:
         self.inbox.post(("finished", outcome))
 
-    def watch(self, fd: int, callback: Callable[[], object]) -> None:
-        self.inbox.add_reader(fd, callback)
+    def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
+              ) -> None:
+        self.inbox.add_reader(fd, callback, bulk=bulk)
 
     def unwatch(self, fd: int) -> None:
         self.inbox.remove_reader(fd)

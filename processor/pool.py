@@ -365,7 +365,7 @@ class LocalPool:
         self._sink.watch(process.sentinel, lambda: self._exited(slot, process))
         for stream in output.streams:
             self._sink.watch(stream.fd, functools.partial(self._output_readable, slot,
-                                                          output, stream))
+                                                          output, stream), bulk=True)
 
     def _output_readable(self, slot: _Slot, output: StdioPipes, stream: Stream) -> None:
         """Log what the worker's tool wrote to one of its pipes (one read)."""

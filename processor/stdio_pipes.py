@@ -21,9 +21,14 @@ go straight into the log buffer, as transitions do, see :func:`processor.logs.in
 Pipes, not sockets: ``open("/dev/stdout")``, which programs do, fails on a socket.
 
 Bounds.  One non-blocking read of at most :data:`READ_BYTES` per readable pipe per
-pass of the loop: a tool writing 100 MB costs the loop bounded work per pass and
-blocks only itself, on a full pipe, never the loop; the log buffer, written once a
-pass, holds at most that many lines per pipe.  The daemon holds at most
+pass of the loop, and the pipes' reads of a pass share a time budget
+(:data:`processor.inbox.BULK_BUDGET_S`, 0.5 ms; a pipe left unread for want of it
+is read first in the next pass): a tool writing 100 MB costs the loop bounded work
+per pass, however many workers write at once, and blocks only itself, on a full
+pipe, never the loop, so FAST jobs never wait long behind it (two tools flooding
+their pipes with short lines made a FAST ``echo`` take 20 ms instead of 1 when each
+pass formatted a 64 KiB read of each).  The log buffer, written once a pass,
+holds at most that many lines per pipe.  The daemon holds at most
 :data:`~processor.capture.MAX_HELD` characters per stream: text without a newline is
 written as a line once it reaches that, and longer lines are cut in lines of that
 length (nothing is truncated).  What is not UTF-8 becomes U+FFFD.  Stdout and stderr
@@ -64,8 +69,12 @@ from processor import capture, logs
 from processor.capture import MAX_HELD, Held
 
 STREAMS = ("stdout", "stderr")
-READ_BYTES = 1 << 16
-"""One read per readable pipe per pass of the loop: a pipe's default capacity."""
+READ_BYTES = 1 << 10
+"""One read per readable pipe per pass of the loop: 1 KiB, 32 lines of 32 bytes to
+format, about 0.1 ms of the loop's time (1024 empty lines at worst, a few ms)."""
+DRAIN_BYTES = 1 << 16
+"""Each read when a task ends or its worker dies: a pipe's default capacity, which is
+all its tool can have written that is not read yet."""
 DRAIN_READS = 16
 """At most this many reads when a task ends or its worker dies: its tool's processes
 are dead by then, so one or two empty the pipe; the bound is for a thread a tool left
@@ -128,7 +137,7 @@ class StdioPipes:
             self._finish()
         self.job = None
 
-    def read(self, stream: Stream) -> bool:
+    def read(self, stream: Stream, size: int = READ_BYTES) -> bool:
         """One non-blocking read of ``stream``, logged; False when nothing was there.
 
         At end of file (no writer left: the worker is dead) :attr:`Stream.ended` is
@@ -138,7 +147,7 @@ class StdioPipes:
         if stream.fd < 0:
             return False  # closed since the loop's poll
         try:
-            data = os.read(stream.fd, READ_BYTES)
+            data = os.read(stream.fd, size)
         except BlockingIOError:
             return False
         except OSError:
@@ -168,7 +177,7 @@ class StdioPipes:
 
     def _drain(self, stream: Stream) -> None:
         for _ in range(DRAIN_READS):
-            if not self.read(stream):
+            if not self.read(stream, DRAIN_BYTES):
                 return
 
     def _finish(self) -> None:

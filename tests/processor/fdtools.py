@@ -141,3 +141,28 @@ def _write_all(text: str) -> int:
     while view:
         view = view[os.write(1, view):]
     return size
+
+
+class FloodUntilParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stop_file: str
+
+
+class FloodUntil(BaseTool):
+    """Short numbered lines (``<n>``) on fd 1, in 64 KiB writes, as fast as its pipe
+    takes them, until ``stop_file`` exists (60 s at most); returns how many it wrote."""
+
+    name: ClassVar[str] = "f_flood_until"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 120.0
+    Params: ClassVar[type[BaseModel]] = FloodUntilParams
+
+    def execute(self, params: FloodUntilParams, ctx: ToolContext) -> ToolResult:
+        deadline = time.monotonic() + 60.0
+        lines = 0
+        while not os.path.exists(params.stop_file) and time.monotonic() < deadline:
+            chunk = "".join(f"{n}\n" for n in range(lines, lines + 8192))
+            _write_all(chunk)
+            lines += 8192
+        return ToolResult.ok({"lines": lines})

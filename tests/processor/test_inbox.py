@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
-from processor.inbox import Inbox
+from processor.inbox import BULK_BUDGET_S, Inbox
 
 
 def test_a_post_from_another_thread_wakes_a_sleeping_wait() -> None:
@@ -84,3 +85,36 @@ def test_a_reader_registered_during_a_wait_is_not_run_for_the_fd_it_replaced() -
         inbox.close()
         for fd in (a_r, a_w, b_w, *fresh):
             os.close(fd)
+
+
+def test_bulk_readers_share_a_budget_per_wait_and_the_one_left_behind_goes_first() -> None:
+    """The pipes COMPUTE tools write their output to were each read in full every pass
+    of the loop: two tools flooding theirs made every pass, and so every FAST job, wait
+    for thousands of lines to be formatted.  Bulk readers now share a time budget per
+    wait (the first ready one always runs, so each makes progress), other readers run
+    regardless, and a bulk reader skipped for want of budget runs first next time."""
+    inbox = Inbox()
+    pipes = [os.pipe() for _ in range(3)]
+    calls: list[str] = []
+
+    def reader(name: str, fd: int, cost_s: float) -> Callable[[], None]:
+        def read() -> None:
+            calls.append(name)
+            os.read(fd, 1)
+            time.sleep(cost_s)  # more than the whole budget
+        return read
+
+    try:
+        for name, (r, w), bulk in zip("abx", pipes, (True, True, False), strict=True):
+            inbox.add_reader(r, reader(name, r, 2 * BULK_BUDGET_S if bulk else 0.0),
+                             bulk=bulk)
+            os.write(w, b"1234")
+        for _ in range(4):
+            inbox.wait(5.0)
+        # x every time; a and b take turns, each once per wait
+        assert calls == ["x", "a", "x", "b", "x", "a", "x", "b"]
+    finally:
+        inbox.close()
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)

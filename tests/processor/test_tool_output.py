@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemonkit import Daemon, drop, wait_record
+from daemonkit import Daemon, drop, record, wait_for, wait_record
 from fdtools import FLOOD_LINE, LONG_LINE, flood_line
 
 StartDaemon = Callable[..., Daemon]
@@ -189,3 +189,34 @@ def test_fifty_megabytes_on_fd_1_are_logged_whole_and_the_job_finishes(
     cut = [16_384, 16_384, LONG_LINE - 2 * 16_384]
     assert [msg for _, msg in printed] == ([flood_line(i) for i in range(lines)]
                                            + ["y" * size for size in cut])
+
+
+def test_fast_jobs_keep_running_while_two_compute_tools_flood_their_output(
+        spool_root: Path, tmp_path: Path, daemon: StartDaemon) -> None:
+    """Each pass of the loop read 64 KiB of each COMPUTE tool's pipes and formatted
+    every line of it before a FAST job could run: two tools writing short lines as fast
+    as they could made a FAST ``echo`` 20 times slower.  The pipes' reads now share a
+    small budget per pass (the tools are slowed by their full pipes instead).  Facts,
+    not timings: twenty FAST jobs, one after another, are all done while both floods
+    still run, and every line the floods wrote is logged once, in order, as theirs."""
+    stop_file = tmp_path / "stop-flooding"
+    d = daemon(SPOOL_TOOLS="ptools,fdtools")
+    floods = ("flood-a", "flood-b")
+    for job_id in floods:
+        drop(spool_root, job_id, {"tool": "f_flood_until",
+                                  "params": {"stop_file": str(stop_file)}})
+    wait_for(lambda: all((spool_root / "running" / f"{j}.json").exists() for j in floods),
+             what="both floods running")
+    try:
+        for i in range(20):
+            drop(spool_root, f"fast-{i}", {"tool": "echo", "params": {"message": i}})
+            assert wait_record(spool_root, f"fast-{i}", timeout=30)["state"] == "done"
+        assert [record(spool_root, j) for j in floods] == [None, None]
+    finally:
+        stop_file.touch()
+    records = [wait_record(spool_root, j, timeout=90) for j in floods]
+    assert d.stop() == 0
+    for job_id, rec in zip(floods, records, strict=True):
+        assert (rec["state"], rec.get("error")) == ("done", None)
+        printed = job_output(d, job_id, "f_flood_until")
+        assert printed == [("stdout", str(n)) for n in range(rec["result"]["lines"])]
