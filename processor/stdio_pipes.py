@@ -213,8 +213,48 @@ def redirect(stdout: int, stderr: int) -> io.TextIOWrapper:
 
 
 def unbuffered(fd: int) -> TextIO:
-    """A text stream on ``fd`` as ``python -u`` makes ``sys.stdout``: each write is one
-    ``write(2)``, so no text waits in the worker for a kill to lose.  UTF-8, and a lone
+    """A text stream on ``fd`` as ``python -u`` makes ``sys.stdout``: each write goes
+    out at once, so no text waits in the worker for a kill to lose.  UTF-8, and a lone
     surrogate (a file name that is not UTF-8) is escaped rather than failing a print."""
-    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
-                            errors="backslashreplace", write_through=True)
+    return io.TextIOWrapper(WholeWrites(fd), encoding="utf-8", errors="backslashreplace",
+                            write_through=True)
+
+
+class WholeWrites(io.RawIOBase):
+    """Writes to ``fd`` (not closed with this object) that each write all they are given.
+
+    A ``TextIOWrapper`` ignores how much its raw stream wrote, so a short write lost
+    the rest of the text: one a signal cut short, and, on a full pipe, every write
+    once a tool's child had made the pipe non-blocking (``O_NONBLOCK`` belongs to the
+    pipe's open file, which the worker shares with its children; some programs set it
+    on their stdout).  Here a write that would block waits for the pipe instead.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    @property
+    def name(self) -> int:
+        return self._fd  # as a FileIO's, which a TextIOWrapper's name is
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, size: int = -1, /) -> bytes:
+        raise io.UnsupportedOperation("read")
+
+    def write(self, data: Any) -> int:
+        with memoryview(data) as whole, whole.cast("B") as view:
+            done = 0
+            while done < len(view):
+                try:
+                    done += os.write(self._fd, view[done:])
+                except BlockingIOError:
+                    waiting = select.poll()  # until the pipe has room (or its reader
+                    waiting.register(self._fd, select.POLLOUT)  # is gone: EPIPE next)
+                    waiting.poll()
+            return done

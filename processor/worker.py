@@ -256,7 +256,13 @@ def _restore_stdio(saved: dict[int, int]) -> None:
 
 def _restore_streams(saved: tuple[TextIO, TextIO]) -> tuple[TextIO, TextIO]:
     """``sys.stdout`` and ``sys.stderr`` as before the job, should a tool have replaced
-    them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio)."""
+    them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio).
+    And the pipes blocking again, should a child of the tool have made them
+    non-blocking: the next job's C code and children expect a stdout that blocks."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if not os.get_blocking(fd):
+                os.set_blocking(fd, True)
     out, err = saved
     if out.closed:
         out = unbuffered(1)

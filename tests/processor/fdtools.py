@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import time
 from typing import ClassVar
 
@@ -166,3 +167,29 @@ class FloodUntil(BaseTool):
             _write_all(chunk)
             lines += 8192
         return ToolResult.ok({"lines": lines})
+
+
+class LinesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = 50_000
+
+
+class NonBlockingChild(BaseTool):
+    """Says whether its fd 1 blocks, has a child make fds 1 and 2 non-blocking (the open
+    file is shared: so they are for the tool too, as after a child such as node), then
+    prints ``lines`` numbered lines, more than the pipe holds."""
+
+    name: ClassVar[str] = "f_nonblocking_child"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 120.0
+    Params: ClassVar[type[BaseModel]] = LinesParams
+
+    def execute(self, params: LinesParams, ctx: ToolContext) -> ToolResult:
+        blocking = os.get_blocking(1)
+        subprocess.run([sys.executable, "-c",
+                        "import os; os.set_blocking(1, False); os.set_blocking(2, False)"],
+                       check=True)
+        for n in range(params.lines):
+            print(f"line {n} of a tool whose stdout a child made non-blocking")
+        return ToolResult.ok({"blocking_at_start": blocking})

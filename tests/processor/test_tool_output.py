@@ -220,3 +220,25 @@ def test_fast_jobs_keep_running_while_two_compute_tools_flood_their_output(
         assert (rec["state"], rec.get("error")) == ("done", None)
         printed = job_output(d, job_id, "f_flood_until")
         assert printed == [("stdout", str(n)) for n in range(rec["result"]["lines"])]
+
+
+def test_print_loses_nothing_after_a_child_made_the_pipe_non_blocking(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A child that sets O_NONBLOCK on the stdout it inherited sets it on the worker's
+    pipe too (one open file).  print() then met a full pipe with EAGAIN, which the
+    worker's text stream ignored: a third of 50,000 lines vanished, half-lines left
+    empty, and so on for every later job of that worker.  Now a write waits for room,
+    and each job starts with blocking pipes."""
+    d = daemon(SPOOL_TOOLS="ptools,fdtools", JOB_NUM="1")  # both jobs in one worker
+    results = []
+    for job_id in ("first", "next"):
+        drop(spool_root, job_id, {"tool": "f_nonblocking_child"})
+        rec = wait_record(spool_root, job_id, timeout=90)
+        assert (rec["state"], rec.get("error")) == ("done", None)
+        results.append(rec["result"]["blocking_at_start"])
+    assert results == [True, True]
+    assert d.stop() == 0
+    for job_id in ("first", "next"):
+        assert job_output(d, job_id, "f_nonblocking_child") == [
+            ("stdout", f"line {n} of a tool whose stdout a child made non-blocking")
+            for n in range(50_000)]
