@@ -193,3 +193,17 @@ class NonBlockingChild(BaseTool):
         for n in range(params.lines):
             print(f"line {n} of a tool whose stdout a child made non-blocking")
         return ToolResult.ok({"blocking_at_start": blocking})
+
+
+class ReadsStdin(BaseTool):
+    """Reads fd 0, itself and through a child (``cat``): returns what each got."""
+
+    name: ClassVar[str] = "f_reads_stdin"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 10.0
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        child = subprocess.run(["cat"], capture_output=True, check=True)
+        return ToolResult.ok({"read": os.read(0, 100).decode(errors="replace"),
+                              "child_read": child.stdout.decode(errors="replace")})

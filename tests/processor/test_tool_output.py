@@ -3,6 +3,7 @@ text between them.  Real daemons (see daemonkit)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -242,3 +243,24 @@ def test_print_loses_nothing_after_a_child_made_the_pipe_non_blocking(
         assert job_output(d, job_id, "f_nonblocking_child") == [
             ("stdout", f"line {n} of a tool whose stdout a child made non-blocking")
             for n in range(50_000)]
+
+
+def test_a_compute_tool_reading_stdin_gets_end_of_file_not_the_processors_stdin(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A COMPUTE worker's fd 0 was the processor's own stdin: started from a shell's
+    pipe (or a terminal), a tool or its child that read stdin hung there until the
+    job's timeout (from a terminal it would take the user's keystrokes).  It is now
+    /dev/null: both read end of file at once."""
+    d = Daemon(spool_root, tmp_path / "daemon.log", tools="ptools,fdtools")
+    d.stdin = subprocess.PIPE  # open, and never written to
+    try:
+        d.start()
+        drop(spool_root, "stdin", {"tool": "f_reads_stdin"})
+        rec = wait_record(spool_root, "stdin")
+        assert (rec["state"], rec.get("error")) == ("done", None)
+        assert rec["result"] == {"read": "", "child_read": ""}
+        assert d.stop() == 0
+    finally:
+        d.abort()
+        if d.proc is not None and d.proc.stdin is not None:
+            d.proc.stdin.close()
