@@ -10,6 +10,8 @@ baseline, which runs the very same functions:
 * ``bench_matmul`` (COMPUTE): :func:`matmul_work`, ``reps`` products of two
   ``size`` x ``size`` float64 matrices; the benchmark calibrates ``reps`` to
   about 20 ms on the machine at hand and passes it as a param.
+* ``bench_flood`` (COMPUTE): short lines on stdout as fast as it can, until told
+  to stop, for ``bench/output_flood.py``.
 
 numpy is imported by :func:`matmul_work` on its first call, so whoever calls
 it first must already have pinned the BLAS thread count (the variables in
@@ -19,7 +21,9 @@ benchmarks before they calibrate).  ``bench/dask_w3.py`` uses the same tool.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+import time
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,3 +83,40 @@ class BenchMatmul(BaseTool):
 
     def execute(self, params: MatmulParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"checksum": matmul_work(params.size, params.reps)})
+
+
+class FloodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    how: Literal["print", "write"]
+    stop_file: str
+    max_s: float = Field(default=60.0, gt=0, le=600)
+
+
+class BenchFlood(BaseTool):
+    """Short lines on stdout as fast as its pipe takes them, until ``stop_file`` exists
+    (``max_s`` at most): ``print`` one line a call, or ``write`` 64 KiB of 32-byte
+    lines per ``os.write``.  Returns how many lines it wrote, in how many seconds."""
+
+    name: ClassVar[str] = "bench_flood"
+    category: ClassVar[str] = "query"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 660.0
+    Params: ClassVar[type[BaseModel]] = FloodParams
+
+    def execute(self, params: FloodParams, ctx: ToolContext) -> ToolResult:
+        start = time.monotonic()
+        chunk = b"a short line of output, 32 byte\n" * 2048
+        lines = 0
+        while not os.path.exists(params.stop_file) and time.monotonic() - start < params.max_s:
+            if params.how == "print":
+                for _ in range(1000):
+                    print("a short line of output", lines)
+                    lines += 1
+            else:
+                with memoryview(chunk) as view:
+                    done = 0
+                    while done < len(view):
+                        done += os.write(1, view[done:])
+                lines += 2048
+        return ToolResult.ok({"lines": lines, "seconds": time.monotonic() - start})
