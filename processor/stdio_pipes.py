@@ -58,6 +58,7 @@ Jobs run on Dask keep :mod:`processor.capture` in their worker (no pipes there).
 from __future__ import annotations
 
 import codecs
+import fcntl
 import io
 import os
 import select
@@ -73,12 +74,8 @@ READ_BYTES = 1 << 10
 """One read per readable pipe per pass of the loop: 1 KiB, 32 lines of 32 bytes to
 format, about 0.1 ms of the loop's time (1024 empty lines at worst, a few ms)."""
 DRAIN_BYTES = 1 << 16
-"""Each read when a task ends or its worker dies: a pipe's default capacity, which is
-all its tool can have written that is not read yet."""
-DRAIN_READS = 16
-"""At most this many reads when a task ends or its worker dies: its tool's processes
-are dead by then, so one or two empty the pipe; the bound is for a thread a tool left
-running that never stops writing."""
+"""A pipe's default capacity: the read when a task ends or its worker dies, should the
+pipe's own capacity be unknown."""
 
 
 class Stream:
@@ -176,9 +173,17 @@ class StdioPipes:
         self.job = None
 
     def _drain(self, stream: Stream) -> None:
-        for _ in range(DRAIN_READS):
-            if not self.read(stream, DRAIN_BYTES):
-                return
+        """One read of the pipe's capacity: all it holds, which is all the task's tool
+        wrote (its processes are done by then).  What a thread the tool left running
+        writes meanwhile is not read here: reading on while that thread kept the pipe
+        full held the loop 100 ms at each of the worker's later jobs' ends."""
+        if stream.fd < 0:
+            return
+        try:
+            capacity = fcntl.fcntl(stream.fd, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            capacity = DRAIN_BYTES
+        self.read(stream, capacity)
 
     def _finish(self) -> None:
         self._read_since_end = False
