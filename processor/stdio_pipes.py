@@ -44,13 +44,14 @@ at one descriptor after another, and a read of the result socket takes what came
 after the poll, so text written just before the result may not have been seen yet.
 So :meth:`StdioPipes.end` looks once more (one ``poll(0)`` on both pipes, the only
 syscall a job that writes nothing costs, about 0.5 us of the loop's time) and reads
-what is there before the slot can take another task; without it, that text could be
-logged as the next task's.  Output read while a worker runs no task (a thread a tool
-left running, the worker's own Python-level errors) is logged with no ``id``; a thread
-a tool left running that writes during a later job is logged as that job's (one
-process: nothing tells them apart).  A worker that died: its tool's orphans are killed
-by the pool's sweep first, then what is in its pipes is read, as its job's, and the
-pipes are closed; an orphan that escaped the sweep and writes later gets ``EPIPE``.
+what is there (one read of the pipe's capacity) before the slot can take another
+task; without it, that text could be logged as the next task's.  Output read while a
+worker runs no task (a thread a tool left running, the worker's own Python-level
+errors) is logged with no ``id``; a thread a tool left running that writes during a
+later job is logged as that job's (one process: nothing tells them apart).  A worker
+that died: its tool's orphans are killed by the pool's sweep first, then what is in
+its pipes is read, as its job's, and the pipes are closed; an orphan that escaped the
+sweep and writes later gets ``EPIPE``.
 
 Jobs run on Dask keep :mod:`processor.capture` in their worker (no pipes there).
 """

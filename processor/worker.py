@@ -13,7 +13,7 @@ numpy, pandas and the tools preloaded.  Each worker:
 * writes its tool's output (``print``, C code, child processes) to the pipes the
   pool gave it as fds 1 and 2, and its own log lines to a copy of its stderr
   (:mod:`processor.stdio_pipes`); run under Dask, with no pipes, it logs what its
-  tools print itself (:mod:`processor.capture`);
+  tools print itself (:mod:`processor.capture`); its stdin is ``/dev/null``;
 * keeps its own deadline for each job (:class:`Deadman`): should whoever
   enforces it stop (a Dask worker frozen by ``SIGSTOP``, a stopped
   processor), the job still dies :data:`DEADMAN_GRACE_S` after its time is up,
