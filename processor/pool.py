@@ -140,8 +140,11 @@ class LocalPool:
             for slot in self._slots:
                 if slot.process is None:
                     self._respawn(slot)
+        for slot in self._slots:
+            if slot.output is not None and slot.output.draining:
+                slot.output.settled()  # its last task's output read since?
         with self._lock:
-            return sum(1 for s in self._slots if s.task is None and s.sock is not None)
+            return sum(1 for s in self._slots if _free(s))
 
     def busy(self) -> int:
         with self._lock:
@@ -149,7 +152,7 @@ class LocalPool:
 
     def submit(self, task: Task) -> None:
         with self._lock:
-            slot = next((s for s in self._slots if s.task is None and s.sock is not None), None)
+            slot = next((s for s in self._slots if _free(s)), None)
             if slot is not None:
                 slot.task = task
                 slot.started = time.monotonic()
@@ -238,7 +241,7 @@ class LocalPool:
             if killed:
                 self._close_socket(slot)  # dying: not offered again before its successor
             if slot.output is not None:
-                slot.output.end()  # before the slot can take another task
+                slot.output.end()  # the slot takes no other task until this is read
             sink.finished(outcome)
         elif kind == "fatal":
             log.error("worker cannot start: %s", message[1])
@@ -416,6 +419,13 @@ class LocalPool:
     def _poke(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send_bytes(b"!")
+
+
+def _free(slot: _Slot) -> bool:
+    """The slot's worker may take a task: it runs none, is not dying or retiring, and
+    what its last task wrote is read (see :meth:`StdioPipes.end`)."""
+    return (slot.task is None and slot.sock is not None
+            and not (slot.output is not None and slot.output.draining))
 
 
 def _frame_header(size: int) -> bytes:

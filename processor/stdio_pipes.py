@@ -43,9 +43,11 @@ subreaper), so all they wrote is in the pipes by then; but the loop's ``poll`` l
 at one descriptor after another, and a read of the result socket takes what came
 after the poll, so text written just before the result may not have been seen yet.
 So :meth:`StdioPipes.end` looks once more (one ``poll(0)`` on both pipes, the only
-syscall a job that writes nothing costs, about 0.5 us of the loop's time) and reads
-what is there (one read of the pipe's capacity) before the slot can take another
-task; without it, that text could be logged as the next task's.  Output read while a
+syscall a job that writes nothing costs, about 0.5 us of the loop's time); if anything
+is there, the slot takes no other task until it is read (:attr:`StdioPipes.draining`:
+by the budgeted reads, up to each pipe's capacity, all the job can have written) and
+logged as the job's, so a job's last lines may follow its ``done`` line; without
+this, that text could be logged as the next task's.  Output read while a
 worker runs no task (a thread a tool left running, the worker's own Python-level
 errors) is logged with no ``id``; a thread a tool left running that writes during a
 later job is logged as that job's (one process: nothing tells them apart).  A worker
@@ -113,6 +115,7 @@ class StdioPipes:
             self._poller.register(stream.fd, select.POLLIN)
         self.job: tuple[str, str] | None = None  # (id, tool) of the task the worker runs
         self._read_since_end = False  # whether a line may be held, or a character cut
+        self._owed: dict[int, int] = {}  # fd: bytes of an ended task's output still unread
 
     def hand_over(self) -> tuple[Connection, Connection]:
         """The write ends, as objects a ``multiprocessing`` worker can be given; whoever
@@ -123,17 +126,42 @@ class StdioPipes:
 
     def begin(self, job_id: str, tool: str) -> None:
         """The worker runs this job from now on: its output is the job's."""
+        assert not self._owed, "the last job's output is still being read"
         self.job = (job_id, tool)
 
     def end(self) -> None:
-        """The job's result is read: take what its tool wrote, log what was left
-        without a newline, and attribute no more to it."""
+        """The job's result is read: what its tool wrote is all in the pipes now.
+
+        Nothing there (the usual case): what was left without a newline is logged and
+        no more is attributed to the job.  Otherwise :attr:`draining` is True until it
+        is read, by :meth:`read` within the loop's budget for output (formatting a full
+        pipe of short lines here took the loop 6 ms at each such job's end), and the
+        worker must not be given another task meanwhile.
+        """
         if self._poller.poll(0):  # the one syscall of a job that wrote nothing
             for stream in self.streams:
-                self._drain(stream)
-        if self._read_since_end:
-            self._finish()
-        self.job = None
+                if not stream.ended:
+                    self._owed[stream.fd] = _capacity(stream.fd)
+            self.settled()
+        else:
+            self._conclude()
+
+    @property
+    def draining(self) -> bool:
+        """An ended job's output is still in the pipes (see :meth:`end`)."""
+        return bool(self._owed)
+
+    def settled(self) -> bool:
+        """Whether the ended job's output is all read (and then the job is over): a pipe
+        found empty, or that gave as much as it holds (all the job can have written; a
+        thread the tool left running may write on), owes no more of it."""
+        if self._owed:
+            ready = {fd for fd, _ in self._poller.poll(0)}
+            for fd in [fd for fd, left in self._owed.items() if fd not in ready or left <= 0]:
+                del self._owed[fd]
+            if not self._owed:
+                self._conclude()
+        return not self._owed
 
     def read(self, stream: Stream, size: int = READ_BYTES) -> bool:
         """One non-blocking read of ``stream``, logged; False when nothing was there.
@@ -157,10 +185,14 @@ class StdioPipes:
             return False
         self._read_since_end = True
         self._log(stream, stream.decoder.decode(data))
+        if stream.fd in self._owed:
+            self._owed[stream.fd] -= len(data)
+            self.settled()
         return True
 
     def close(self) -> None:
         """The worker is gone: read what is left, log it as its job's, close the pipes."""
+        self._owed.clear()  # read here, still as the job's
         for stream in self.streams:
             self._drain(stream)
         self._finish()
@@ -174,17 +206,17 @@ class StdioPipes:
         self.job = None
 
     def _drain(self, stream: Stream) -> None:
-        """One read of the pipe's capacity: all it holds, which is all the task's tool
-        wrote (its processes are done by then).  What a thread the tool left running
-        writes meanwhile is not read here: reading on while that thread kept the pipe
-        full held the loop 100 ms at each of the worker's later jobs' ends."""
-        if stream.fd < 0:
-            return
-        try:
-            capacity = fcntl.fcntl(stream.fd, fcntl.F_GETPIPE_SZ)
-        except OSError:
-            capacity = DRAIN_BYTES
-        self.read(stream, capacity)
+        """One read of the pipe's capacity: all it holds, which is all the dead worker's
+        processes wrote.  What an orphan that escaped the sweep writes meanwhile is not
+        read: reading on while it kept the pipe full held the loop."""
+        if stream.fd >= 0:
+            self.read(stream, _capacity(stream.fd))
+
+    def _conclude(self) -> None:
+        """The job's output is all read: log what was left without a newline."""
+        if self._read_since_end:
+            self._finish()
+        self.job = None
 
     def _finish(self) -> None:
         self._read_since_end = False
@@ -204,6 +236,14 @@ class StdioPipes:
         if self.job is not None:
             fields["id"], fields["tool"] = self.job
         logs.info(capture.log, line.removesuffix("\r"), fields)
+
+
+def _capacity(fd: int) -> int:
+    """What the pipe ``fd`` holds at most."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        return DRAIN_BYTES
 
 
 def redirect(stdout: int, stderr: int) -> io.TextIOWrapper:
