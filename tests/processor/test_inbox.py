@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from processor.inbox import BULK_BUDGET_S, Inbox
+from processor.inbox import BULK_BUDGET_S, BULK_REST_S, Inbox
 
 
 def test_a_post_from_another_thread_wakes_a_sleeping_wait() -> None:
@@ -110,9 +110,43 @@ def test_bulk_readers_share_a_budget_per_wait_and_the_one_left_behind_goes_first
                              bulk=bulk)
             os.write(w, b"1234")
         for _ in range(4):
+            time.sleep(5 * BULK_REST_S)  # past any rest the bulk readers earned
             inbox.wait(5.0)
         # x every time; a and b take turns, each once per wait
         assert calls == ["x", "a", "x", "b", "x", "a", "x", "b"]
+    finally:
+        inbox.close()
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
+def test_bulk_readers_that_took_their_time_rest_as_long_while_others_run() -> None:
+    """Bulk readers kept the loop busy whenever a tool kept writing, and a loop that
+    never sleeps shares its core with the busy tools in slices of milliseconds, which
+    FAST jobs waited out.  Once bulk readers took BULK_REST_S they are not run for as
+    long; the other readers run all the while."""
+    inbox = Inbox()
+    pipes = [os.pipe() for _ in range(2)]
+    calls: list[str] = []
+    cost_s = 0.5  # a rest that no slow host outlasts between two waits
+
+    def bulk_read() -> None:
+        calls.append("a")
+        os.read(pipes[0][0], 1)
+        time.sleep(cost_s)
+
+    try:
+        inbox.add_reader(pipes[0][0], bulk_read, bulk=True)
+        inbox.add_reader(pipes[1][0], lambda: calls.append("x"))
+        for _, w in pipes:
+            os.write(w, b"1234")
+        inbox.wait(5.0)
+        inbox.wait(5.0)  # x is readable: returns at once, a resting (for cost_s)
+        assert calls == ["x", "a", "x"]
+        time.sleep(cost_s + 0.1)
+        inbox.wait(5.0)
+        assert calls[-2:] == ["x", "a"]
     finally:
         inbox.close()
         for r, w in pipes:
