@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 
 Event = tuple[Any, ...]
 BULK_BUDGET_S = 0.0005
+"""The time bulk readers may take of one wait, in all: each readable one runs once per
+wait until it is spent (the first runs even if one reader overran it)."""
 BULK_REST_S = 0.002
 """Bulk readers that have taken this long (over one wait or more) are not run for as
 long again; the loop's poll has a resolution of 1 ms, so shorter rests would be
 longer than what they paid for."""
-"""The time bulk readers may take of one wait, in all: each readable one runs once per
-wait until it is spent (the first runs even if one reader overran it)."""
 
 
 class Inbox:
