@@ -23,6 +23,7 @@ from processor.logs import setup_logging
 from processor.notify import SystemdNotifier
 from processor.pool import LocalPool
 from processor.registry import Registry, load_registry
+from processor.worker import stdin_from_devnull
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in _SINGLE_THREADED_MATH:  # JOB_NUM workers, one core each
             os.environ.setdefault(name, "1")
         setup_logging(settings.log_level)
+        stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
         executor = make_executor(settings)
         notifier = SystemdNotifier.from_env(os.environ)
         return Processor(settings, registry, executor, notifier=notifier).run()

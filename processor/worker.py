@@ -77,7 +77,7 @@ def worker_main(conn: Connection, config: WorkerConfig,
     """Serve tasks from ``conn``; ``output``: the write ends of the pipes the pool reads
     as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
     prepare_process(config.memory_mb)
-    _stdin_from_devnull()
+    stdin_from_devnull()
     log_stream: TextIO | None = None  # None: sys.stderr
     if output is not None:
         # Everything written to fds 1 and 2 (print, C code, child processes) goes to the
@@ -239,11 +239,12 @@ def _data_dir(path: str) -> Path:
     return Path(path)  # the same folder for every task: parse it once
 
 
-def _stdin_from_devnull() -> None:
+def stdin_from_devnull() -> None:
     """Fd 0 reads ``/dev/null``: a tool, or a child of it, that reads its stdin gets end
     of file at once.  It was the processor's stdin (a terminal, a shell's pipe), which
     a job has no business reading: the read hung until the job's timeout, and, from a
-    terminal, took the user's keystrokes."""
+    terminal, took the user's keystrokes.  The processor does the same for its FAST
+    tools, which run in it."""
     devnull = os.open(os.devnull, os.O_RDONLY)
     if devnull != 0:
         os.dup2(devnull, 0)  # inheritable, as fd 0 is

@@ -207,3 +207,10 @@ class ReadsStdin(BaseTool):
         child = subprocess.run(["cat"], capture_output=True, check=True)
         return ToolResult.ok({"read": os.read(0, 100).decode(errors="replace"),
                               "child_read": child.stdout.decode(errors="replace")})
+
+
+class ReadsStdinFast(ReadsStdin):
+    """The same as a FAST tool, which runs in the processor itself."""
+
+    name: ClassVar[str] = "f_reads_stdin_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
