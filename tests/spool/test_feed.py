@@ -77,12 +77,19 @@ def test_a_replaced_folder_is_watched_again(tmp_path: Path, how: str) -> None:
 
 
 def test_a_folder_back_at_once_is_watched_again_by_the_feed_itself(tmp_path: Path) -> None:
+    """When the feed thread learns of the lost watch, a folder is back at the path: the
+    feed watches it itself, with no ``rewatch()`` from its owner."""
     pending = tmp_path / "pending"
     pending.mkdir()
     reports = Reports()
     with ChangeFeed([pending], reports) as feed:
-        pending.rename(tmp_path / "pending.old")
-        pending.mkdir()
+        # "At once" as the feed thread sees it: it takes this lock before handling a
+        # lost watch, so it cannot look at the path between the two steps (it did, once
+        # in a full run, on a host that stalled the test thread after the rename; the
+        # folder was missing then and, rightly, left for the owner's rewatch()).
+        with feed._lock:
+            pending.rename(tmp_path / "pending.old")
+            pending.mkdir()
         wait_for(lambda: RESCAN in reports.calls, "the rescan report")
         wait_for(lambda: not feed.unwatched, "the path watched again")
         (pending / "a.json").write_bytes(b"{}")
