@@ -23,6 +23,7 @@ from processor.logs import setup_logging
 from processor.notify import SystemdNotifier
 from processor.pool import LocalPool
 from processor.registry import Registry, load_registry
+from processor.stdio_pipes import unbuffered
 from processor.worker import stdin_from_devnull
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for name in _SINGLE_THREADED_MATH:  # JOB_NUM workers, one core each
             os.environ.setdefault(name, "1")
-        setup_logging(settings.log_level)
+        # Each log write waits for room, even should a FAST tool's child have made the
+        # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
+        setup_logging(settings.log_level, unbuffered(2))
         stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
         executor = make_executor(settings)
         notifier = SystemdNotifier.from_env(os.environ)

@@ -246,7 +246,7 @@ def _capacity(fd: int) -> int:
         return DRAIN_BYTES
 
 
-def redirect(stdout: int, stderr: int) -> io.TextIOWrapper:
+def redirect(stdout: int, stderr: int) -> TextIO:
     """In the worker: the pipes' write ends become fds 1 and 2, ``sys.stdout`` and
     ``sys.stderr`` write to them unbuffered, and the stream returned (a copy of the
     stderr the worker was given) is where its own log lines go."""
@@ -255,7 +255,9 @@ def redirect(stdout: int, stderr: int) -> io.TextIOWrapper:
         os.dup2(end, fd)  # inheritable, as fds 1 and 2 are
         os.close(end)
     sys.stdout, sys.stderr = unbuffered(1), unbuffered(2)
-    return open(log_fd, "w", encoding="utf-8", errors="backslashreplace")
+    # The processor's stderr, which a FAST tool's child may have made non-blocking: each
+    # log line waits for room, as the processor's own do.
+    return unbuffered(log_fd)
 
 
 def unbuffered(fd: int) -> TextIO:

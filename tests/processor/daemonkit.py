@@ -97,12 +97,14 @@ class Daemon:
         }
         self.argv = [*prefix, sys.executable, "-m", module]
         self.stdin: int | None = None  # the processor's stdin: inherited unless set
+        self.output: int | None = None  # its stdout and stderr: the log file unless set
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True) -> Daemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in abort()/stop()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdin=self.stdin,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdout=self._log if self.output is None
+                                     else self.output, stderr=subprocess.STDOUT,
                                      cwd=self.root.parent)
         if wait_ready:
             wait_for(self.ready, self.ready_timeout, "the processor's status file")

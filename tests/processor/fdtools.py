@@ -195,6 +195,14 @@ class NonBlockingChild(BaseTool):
         return ToolResult.ok({"blocking_at_start": blocking})
 
 
+class NonBlockingChildFast(NonBlockingChild):
+    """The same as a FAST tool: its child makes the processor's own fds 1 and 2 (the
+    log's pipe or socket) non-blocking."""
+
+    name: ClassVar[str] = "f_nonblocking_child_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
 class ReadsStdin(BaseTool):
     """Reads fd 0, itself and through a child (``cat``): returns what each got."""
 

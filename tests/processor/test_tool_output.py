@@ -3,7 +3,10 @@ text between them.  Real daemons (see daemonkit)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -266,3 +269,45 @@ def test_a_tool_reading_stdin_gets_end_of_file_not_the_processors_stdin(
         d.abort()
         if d.proc is not None and d.proc.stdin is not None:
             d.proc.stdin.close()
+
+
+def test_the_processors_log_loses_nothing_after_a_fast_tools_child_made_it_non_blocking(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A FAST tool runs in the processor, so its child inherits the processor's own fds 1
+    and 2, the log's pipe (or journald's socket): one open file, so a child that makes
+    it non-blocking makes it so for the processor too.  Its log writes then met a full
+    pipe with EAGAIN, and the lines of those writes were dropped.  Now a log write waits
+    for room.  The log's reader here starts late, so the pipe is full meanwhile."""
+    d = Daemon(spool_root, tmp_path / "daemon.log", tools="ptools,fdtools")
+    read_end, write_end = os.pipe()
+    d.output = write_end
+    copier = threading.Thread(target=_copy_late, args=(read_end, d.log_path), daemon=True)
+    try:
+        d.start()
+        os.close(write_end)
+        write_end = -1
+        copier.start()
+        drop(spool_root, "fast", {"tool": "f_nonblocking_child_fast", "params": {
+            "lines": 20_000}})
+        rec = wait_record(spool_root, "fast", timeout=90)
+        assert (rec["state"], rec.get("error")) == ("done", None)
+        assert d.stop() == 0
+    finally:
+        d.abort()
+        if write_end >= 0:
+            os.close(write_end)
+        copier.join(30)
+    assert not copier.is_alive()
+    assert job_output(d, "fast", "f_nonblocking_child_fast") == [
+        ("stdout", f"line {n} of a tool whose stdout a child made non-blocking")
+        for n in range(20_000)]
+    assert any(e.get("event") == "done" and e.get("id") == "fast" for e in d.events())
+
+
+def _copy_late(read_end: int, log: Path, delay_s: float = 2.0) -> None:
+    """The processor's output into ``log``, read only from ``delay_s`` after the start
+    (the pipe fills meanwhile), until the processor has closed it."""
+    time.sleep(delay_s)
+    with open(read_end, "rb") as source, open(log, "ab") as sink:
+        while chunk := source.read1(1 << 16):
+            sink.write(chunk)
