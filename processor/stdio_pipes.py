@@ -151,17 +151,17 @@ class StdioPipes:
         """An ended job's output is still in the pipes (see :meth:`end`)."""
         return bool(self._owed)
 
-    def settled(self) -> bool:
-        """Whether the ended job's output is all read (and then the job is over): a pipe
-        found empty, or that gave as much as it holds (all the job can have written; a
-        thread the tool left running may write on), owes no more of it."""
+    def settled(self) -> None:
+        """Look whether the ended job's output is all read, and if so end the job (then
+        :attr:`draining` is False): a pipe found empty, or that gave as much as it holds
+        (all the job can have written; a thread the tool left running may write on),
+        owes no more of it."""
         if self._owed:
             ready = {fd for fd, _ in self._poller.poll(0)}
             for fd in [fd for fd, left in self._owed.items() if fd not in ready or left <= 0]:
                 del self._owed[fd]
             if not self._owed:
                 self._conclude()
-        return not self._owed
 
     def read(self, stream: Stream, size: int = READ_BYTES) -> bool:
         """One non-blocking read of ``stream``, logged; False when nothing was there.
