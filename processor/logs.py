@@ -174,8 +174,4 @@ def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
 
 def transition(event: str, **fields: Any) -> None:
     """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``)."""
-    if _buffer is None or not TRANSITIONS.isEnabledFor(logging.INFO):
-        TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
-        return
-    _buffer.add(_dumps(_entry(time.time(), "info", TRANSITIONS.name, event,
-                              {"event": event, **fields})))
+    info(TRANSITIONS, event, {"event": event, **fields})
