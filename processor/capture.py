@@ -10,8 +10,9 @@ thread until its newline, so two FAST tools printing at once never share a line;
 is left without one is written when the job ends, and text that reaches
 :data:`MAX_HELD` characters without one is written as a line then (a tool drawing dots
 for ever costs bounded memory, and each write costs its own length, never the length
-of what is held).  Bytes written to ``sys.stdout.buffer`` are decoded as UTF-8 (what is
-not UTF-8 becomes U+FFFD) and logged the same way.
+of what is held).  A longer line is cut in lines of that length, never truncated.
+Bytes written to ``sys.stdout.buffer`` are decoded as UTF-8 (what is not UTF-8
+becomes U+FFFD) and logged the same way.
 
 What this cannot see is text written below Python, straight to file descriptors 1 and
 2: by a tool's child process that inherited them, or by C code.  For COMPUTE tools run
@@ -61,13 +62,16 @@ class Held:
         return text
 
     def feed(self, text: str) -> list[str]:
-        """Add ``text``; the lines it completes, and the held text cut in lines of
-        :data:`MAX_HELD` once it reaches that much."""
+        """Add ``text``; the lines it completes, and the held text once it reaches
+        :data:`MAX_HELD`, each cut in lines of at most that much (never truncated)."""
         lines: list[str] = []
         if "\n" in text:
             lines = text.split("\n")
             lines[0] = self.take(lines[0])
             text = lines.pop()
+            if any(len(line) > MAX_HELD for line in lines):
+                lines = [line[start:start + MAX_HELD] for line in lines
+                         for start in range(0, max(len(line), 1), MAX_HELD)]
         if text:
             self.parts.append(text)
             self.size += len(text)

@@ -70,7 +70,7 @@ from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
 from processor import capture, logs
-from processor.capture import MAX_HELD, Held
+from processor.capture import Held
 
 STREAMS = ("stdout", "stderr")
 READ_BYTES = 1 << 10
@@ -227,9 +227,8 @@ class StdioPipes:
                 self._emit(stream.name, stream.held.take())
 
     def _log(self, stream: Stream, text: str) -> None:
-        for line in stream.held.feed(text):
-            for start in range(0, max(len(line), 1), MAX_HELD):  # cut, never truncated
-                self._emit(stream.name, line[start:start + MAX_HELD])
+        for line in stream.held.feed(text):  # each at most MAX_HELD: cut, never truncated
+            self._emit(stream.name, line)
 
     def _emit(self, stream: str, line: str) -> None:
         fields: dict[str, Any] = {"stream": stream}

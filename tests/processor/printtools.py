@@ -76,3 +76,22 @@ class Binary(BaseTool):
         sys.stdout.buffer.write(b"not utf-8: \xff\n")
         sys.stdout.buffer.flush()
         return ToolResult.ok()
+
+
+class LongParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = 40_000
+
+
+class LongLine(BaseTool):
+    """Writes one line of ``size`` characters, newline included, in a single write (as
+    a tool printing a wide table or a JSON document does)."""
+
+    name: ClassVar[str] = "p_long_line"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = LongParams
+
+    def execute(self, params: LongParams, ctx: ToolContext) -> ToolResult:
+        sys.stdout.write("y" * params.size + "\nafter it\n")
+        return ToolResult.ok()

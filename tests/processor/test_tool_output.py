@@ -90,6 +90,20 @@ def test_output_without_newlines_is_written_in_bounded_lines_not_held_whole(
     assert max(map(len, printed)) <= 16_384
 
 
+def test_a_long_line_a_fast_tool_writes_at_once_is_cut_never_truncated(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A FAST tool writing a line longer than a log line in one write (a wide table,
+    a JSON document) had it logged truncated at 16 KiB, with the rest lost, where a
+    COMPUTE tool's was cut into lines that keep all of it.  Both are cut now."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "long", {"tool": "p_long_line", "params": {"size": LONG_LINE}})
+    assert wait_record(spool_root, "long")["state"] == "done"
+    assert d.stop() == 0
+    cut = [16_384, 16_384, LONG_LINE - 2 * 16_384]
+    assert job_output(d, "long", "p_long_line") == (
+        [("stdout", "y" * size) for size in cut] + [("stdout", "after it")])
+
+
 def test_a_tool_writing_bytes_to_stdout_buffer_runs_and_is_logged(
         spool_root: Path, daemon: StartDaemon) -> None:
     """sys.stdout.buffer (a TextIOWrapper's, which tools write bytes to) was missing
