@@ -129,7 +129,7 @@ def simulate(open_: F64, close: F64, lengths: Ints, params: BacktestParams) -> S
     entry_row = np.maximum.accumulate(np.where(entries, rows, 0), axis=0)
     buy = open_ * (1 + params.slippage)
     cost = np.take_along_axis(buy, entry_row, axis=0) * (1 + params.fee)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         proceeds = open_ * (1 - params.slippage) * (1 - params.fee)
         growth = np.where(exits, proceeds / cost, 1.0)
         cash = params.init_cash * np.cumprod(growth, axis=0)
@@ -155,7 +155,9 @@ def metrics(sim: Simulation, init_cash: float, periods_per_year: float) -> dict[
     previous = np.empty_like(equity)
     previous[:1] = init_cash
     previous[1:] = equity[:-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # Overflow (an equity or an annualised growth past the largest float) gives inf,
+    # which the result reports as null: not a warning.
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         returns = np.where(sim.valid, equity / previous - 1.0, 0.0)
         mean = column_sum(returns) / n
         dev = np.where(sim.valid, returns - mean, 0.0)
@@ -219,7 +221,10 @@ def _run_chunk(chunk: list[OwnBars], params: BacktestParams) -> dict[str, dict[s
     for j, series in enumerate(chunk):
         entry: dict[str, Any] = {k: finite_or_none(v[j]) for k, v in values.items()}
         entry.update({k: int(values[k][j]) for k in _COUNTS})
-        curve = sim.equity[: lengths[j], j].tolist()
+        column = sim.equity[: lengths[j], j]
+        curve: list[float | None] = column.tolist()
+        if not np.isfinite(column).all():
+            curve = [finite_or_none(e) for e in curve]
         entry["equity_curve"] = list(zip(series.iso, curve, strict=True))
         out[series.symbol] = entry
     return out

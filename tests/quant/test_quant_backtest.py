@@ -214,3 +214,21 @@ def test_no_nan_in_metrics(tmp_path: Path) -> None:
         assert got[key] is None or math.isfinite(got[key])
     assert got["num_trades"] == 1 and got["num_closed_trades"] == 0 and got["win_rate"] is None
     assert got["max_drawdown"] == pytest.approx(0.0, abs=0.02)
+
+
+def test_overflowing_metrics_are_null_without_warnings(tmp_path: Path) -> None:
+    """Second bars annualise with P = 31,536,000: a 48% gain over 400 bars is
+    1.48^78840, past the largest float, so annualized_return is null (and numpy's
+    overflow warning must not escape: the tests turn warnings into errors).  So is
+    an equity past the largest float, in the metrics and in the equity curve."""
+    write_bars(tmp_path, "SECS", 100 * 1.001 ** np.arange(400))
+    params = BacktestParams(symbols=["SECS"], fast=2, slow=5, periods_per_year=31_536_000)
+    got = run_backtest(params, DataStore(tmp_path))["symbols"]["SECS"]
+    assert got["total_return"] == pytest.approx(1.001 ** 395 / 1.001 - 1, rel=1e-9)
+    assert got["annualized_return"] is None
+    assert got["sharpe"] is not None and got["annualized_volatility"] is not None
+    rich = run_backtest(params.model_copy(update={"init_cash": 1.7e308}), DataStore(tmp_path))
+    curve = rich["symbols"]["SECS"]["equity_curve"]
+    assert curve[0][1] == 1.7e308 and curve[-1][1] is None
+    assert rich["symbols"]["SECS"]["final_equity"] is None
+    assert rich["symbols"]["SECS"]["total_return"] is None
