@@ -14,7 +14,9 @@ Guarantees:
   is 0), so jobs wait in ``pending/`` where other processors can take them.
 * Exactly one outcome per submitted job.  ``timeout``: the task kills its
   child at the deadline; a backstop here fires :data:`BACKSTOP_S` later in
-  case the worker cannot answer.  ``cancelled``: :meth:`DaskExecutor.kill`.
+  case the worker cannot answer.  Both clocks start when the task starts on a
+  worker: a task waiting in Dask for a thread (a cluster shared with other
+  processors) has not used any of its time.  ``cancelled``: :meth:`DaskExecutor.kill`.
   ``worker_crashed``: the child died, the Dask worker died or left
   (``KilledWorker``, or its address gone from the cluster), the task failed
   or was cancelled on the Dask side, or the scheduler connection was lost.
@@ -36,6 +38,7 @@ and ``SPOOL_WORKER_MAX_JOBS`` through :class:`~spool.settings.Settings`.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -66,7 +69,7 @@ class _Flight:
 
     task: Task
     key: str
-    deadline: float
+    deadline: float = math.inf  # set when it starts on a worker: waiting is not running
     future: Any = None
     worker: str | None = None
     kill_reason: str | None = None
@@ -140,7 +143,7 @@ class DaskExecutor:
 
     def submit(self, task: Task) -> None:
         key = f"spoolq-{task.job_id}-{task.attempt}-{self._token}-{uuid.uuid4().hex[:6]}"
-        flight = _Flight(task, key, time.monotonic() + task.timeout_s + BACKSTOP_S)
+        flight = _Flight(task, key)
         with self._lock:
             self._flights[task.job_id] = flight
             self._keys[key] = task.job_id

@@ -65,7 +65,7 @@ class _Child:
 @dataclass(slots=True)
 class _Run:
     key: str
-    child: _Child
+    child: _Child | None = None  # None until it has one (a new one may take a second)
     reason: str | None = None
     fatal: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -174,7 +174,9 @@ class _Host:
             if run is None:
                 return False
             run.reason = run.reason or reason
-        _kill(run.child)
+            child = run.child  # None: it never gets the job (see run_task)
+        if child is not None:
+            _kill(child)
         return True
 
 
@@ -199,18 +201,27 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
 
     worker = get_worker()
     host = _host()
-    child = host.take(config)
-    run = _Run(key, child)
+    run = _Run(key)
     with host.lock:
         host.runs[key] = run
+    # Announced before a child is found: the processor's clock for the job starts
+    # here, and a kill that comes while a new child starts is kept in ``run``.
     _emit(worker, topic, {"event": "started", "key": key, "job_id": task.job_id,
-                          "worker": worker.address, "pid": child.process.pid})
+                          "worker": worker.address})
+    child: _Child | None = None
     try:
-        return _supervise(worker, topic, task, run)
+        child = host.take(config)
+        with host.lock:
+            run.child = child
+            killed = run.reason is not None
+        if killed:  # before the child got the job: it never runs
+            return _death_outcome(task, run, None, worker)
+        return _supervise(worker, topic, task, run, child)
     finally:
         with host.lock:
             host.runs.pop(key, None)
-        host.give_back(config, child)
+        if child is not None:
+            host.give_back(config, child)
 
 
 def kill_on_worker(keys: list[str], reason: str) -> int:
@@ -238,16 +249,17 @@ def _prestart(config: WorkerConfig, wanted: int) -> None:
 # -- the supervision loop -----------------------------------------------------------------
 
 
-def _supervise(worker: Any, topic: str, task: Task, run: _Run) -> Outcome:
-    return _Supervisor(worker, topic, task, run).run()
+def _supervise(worker: Any, topic: str, task: Task, run: _Run, child: _Child) -> Outcome:
+    return _Supervisor(worker, topic, task, run, child).run()
 
 
 class _Supervisor:
     """Waits on one child: its messages, its death, the deadline, and the Dask side."""
 
-    def __init__(self, worker: Any, topic: str, task: Task, run: _Run) -> None:
+    def __init__(self, worker: Any, topic: str, task: Task, run: _Run, child: _Child
+                 ) -> None:
         self.worker, self.topic, self.task, self.run_ = worker, topic, task, run
-        self.child = run.child
+        self.child = child
         self.deadline = time.monotonic() + task.timeout_s
         self.last_progress = 0.0
         self.held: tuple[float, str] | None = None  # a report that came too soon

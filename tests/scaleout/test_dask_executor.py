@@ -286,3 +286,30 @@ def test_no_scheduler_no_slots_and_a_prompt_shutdown(monkeypatch: pytest.MonkeyP
         started = time.monotonic()
         executor.shutdown()
         assert time.monotonic() - started < 10
+
+
+def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
+        run_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two processors share the cluster (docs/scaling.md allows it): one fills both
+    # threads, so the other's job waits in Dask. Its clock starts when it starts on a
+    # worker; it used to fail `timeout` BACKSTOP_S after its timeout without running.
+    from processor import dask_executor  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_executor, "BACKSTOP_S", 0.5)
+    first, first_sink = run_executor()
+    second, second_sink = run_executor()
+    beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
+    for name in ("a", "b"):
+        first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
+    _wait_beats(beats["a"])
+    _wait_beats(beats["b"])
+    second.submit(_task("waits", "d_heartbeat", timeout_s=1.0, path=str(beats["waits"])))
+    time.sleep(3.0)  # well past its timeout and the backstop, still waiting for a thread
+    assert "waits" not in second_sink.outcomes, second_sink.outcomes.get("waits")
+    assert not beats["waits"].exists()
+    assert first.kill("a", ErrorType.CANCELLED.value)
+    assert first_sink.wait("a", 10).error_type is ErrorType.CANCELLED
+    outcome = second_sink.wait("waits", 20)
+    assert outcome.ok, outcome
+    assert len(beats["waits"].read_text().splitlines()) == 1
+    assert len(second_sink.outcomes["waits"]) == 1
