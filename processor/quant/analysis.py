@@ -3,9 +3,10 @@ and turnover, exactly as ``QUANT.md`` steps 1-9 define them.
 
 Everything is vectorised over dates: per-date quantile edges come from one
 row-wise sort with numpy's linear interpolation (``np.quantile``'s, at levels
-``k/Q``), per-date correlations from masked row sums, average ranks from
-``DataFrame.rank(axis=1)``.  Lags and horizons are rows of the panel (the
-outer join of the symbols on timestamp, missing bars NaN).
+``k/Q``), per-date correlations from masked row sums (one within
+``PERFECT_TOLERANCE`` of +-1 is exactly +-1: a perfect correlation, rounded),
+average ranks equal to ``DataFrame.rank(axis=1)``.  Lags and horizons are
+rows of the panel (the outer join of the symbols on timestamp, missing bars NaN).
 
 Undefined values are ``None``: an IC series with no defined date, a standard
 deviation of fewer than two dates, an IR or t-stat with a zero or undefined
@@ -31,6 +32,9 @@ from spool.errors import InvalidParams
 ProgressFn = Callable[[float, str], None]
 Bools = npt.NDArray[np.bool_]
 MAX_HORIZON = 10_000
+# Distance from +-1 within which a correlation is exactly +-1 (measured: at most
+# 2.5 ulps for perfectly correlated rows of 2 to 100,000 names).
+PERFECT_TOLERANCE = 16 * float(np.finfo(np.float64).eps)
 Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
 
 
@@ -146,7 +150,12 @@ def row_pearson(x: F64, y: F64, mask: Bools) -> F64:
         dx, dy = centred
         r = (dx * dy).sum(axis=1) / (
             np.sqrt((dx * dx).sum(axis=1)) * np.sqrt((dy * dy).sum(axis=1)))
-    return np.where(defined, np.clip(r, -1.0, 1.0), np.nan)
+    # A perfect correlation computes as +-1 give or take a few ulps (ranks 1..5 give
+    # 0.9999999999999998, ranks 1..6 give 1.0); left so, a series of them has a std of
+    # pure rounding noise and an IR near 1e16 where the exact std is 0 and the IR null.
+    r = np.clip(r, -1.0, 1.0)
+    r = np.where(np.abs(r) >= 1.0 - PERFECT_TOLERANCE, np.sign(r), r)
+    return np.where(defined, r, np.nan)
 
 
 def series_stats(daily: F64) -> dict[str, Any]:

@@ -201,3 +201,25 @@ def test_catalogue_entries_are_documented() -> None:
     assert resolve("momentum", {})[1] == {"lookback": 20}
     with pytest.raises(InvalidParams):
         resolve("momentum", {"lookback": True})
+
+
+def test_perfect_correlations_are_exactly_one(tmp_path: Path) -> None:
+    """Six symbols growing at fixed, distinct rates: every date ranks the factor and
+    the forward return alike, so each daily rank IC is exactly 1, its std is 0 and
+    the IR undefined.  One symbol misses every third day, so dates hold 5 or 6 names,
+    whose rank correlations round differently (0.9999999999999998 and 1.0): the IR
+    must not come out as that rounding noise divided by itself (about 1e16)."""
+    days = pd.bdate_range("2010-01-04", periods=60).strftime("%Y-%m-%d").tolist()
+    for j, rate in enumerate((-0.02, -0.01, 0.0, 0.01, 0.02, 0.03)):
+        close = 100 * (1 + rate) ** np.arange(60)
+        keep = [i for i in range(60) if j != 5 or i % 3]
+        write_bars(tmp_path, f"G{j}", close[keep], days=[days[i] for i in keep])
+    params = FactorParams(lookback=1, horizons=[1], quantiles=2, symbols=None)
+    got = analyze_factor(params, DataStore(tmp_path))["horizons"]["1"]["rank_ic"]
+    assert got == {"mean": 1.0, "std": 0.0, "ir": None, "t_stat": None, "n": got["n"]}
+    assert got["n"] > 30
+    # Two names: every daily IC is +1 or -1 by definition.
+    pair = analyze_factor(params.model_copy(update={"symbols": ["G0", "G4"]}),
+                          DataStore(tmp_path))["horizons"]["1"]
+    for key in ("ic", "rank_ic"):
+        assert pair[key]["mean"] == 1.0 and pair[key]["std"] == 0.0 and pair[key]["ir"] is None
