@@ -86,12 +86,17 @@ def compact(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Control characters, undecodable bytes (lone surrogates), and the characters that change
+# how the text around them reads without being seen: the Arabic letter mark, zero-width
+# ones, bidi embeddings, overrides and isolates (U+202E shows "evil" as "live"), the BOM.
+# The dashboard escapes the same set (statusd/static/app.js, HIDDEN_CHARS).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
+                          "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal and one line: control characters and undecodable
-    bytes as Python escapes (``\\x1b``, ``\\n``)."""
+    """``text`` safe for a terminal and one line: control characters, invisible and bidi
+    characters and undecodable bytes as Python escapes (``\\x1b``, ``\\n``, ``\\u202e``)."""
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
