@@ -4,8 +4,9 @@
 thread redraws it at most :data:`REDRAW_HZ` times a second from the latest
 record it was given: ``Client.wait`` reports only changes, so without the
 thread a burst of updates could leave a stale state on screen, and the run
-time would stand still.  The line never exceeds the terminal's width (a
-wrapped line cannot be redrawn with ``\\r``) and is cleared at the end.
+time would stand still.  The line never exceeds the terminal's width, counted in
+columns (a wide CJK character takes two; a wrapped line cannot be redrawn with
+``\\r``), and is cleared at the end.
 
 :class:`StateLog` is for logs and pipes: one line per state change, no
 control characters.
@@ -19,7 +20,7 @@ import threading
 from types import TracebackType
 from typing import Protocol, TextIO
 
-from spool.cli.render import elapsed_s, printable
+from spool.cli.render import cells, elapsed_s, fit, pad, printable
 from spool.models import Record
 from spool.states import TERMINAL, JobState
 
@@ -60,7 +61,7 @@ def bar_line(record: Record, columns: int) -> str:
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
     line = (f"{record.id} {record.state.value:<7} [{'#' * filled}{'.' * (BAR_CELLS - filled)}]"
             f" {percent} {clock(seconds)} {message}")
-    return line.rstrip()[: max(columns - 1, 10)]
+    return fit(line.rstrip(), max(columns - 1, 10))  # in columns: CJK takes two each
 
 
 class ProgressBar:
@@ -85,7 +86,7 @@ class ProgressBar:
         self._stop.set()
         self._thread.join()
         if self._shown:
-            self.out.write("\r" + " " * len(self._shown) + "\r")
+            self.out.write("\r" + " " * cells(self._shown) + "\r")
             self.out.flush()
 
     def _run(self) -> None:
@@ -98,9 +99,10 @@ class ProgressBar:
         record = self._record
         if record is None:
             return
-        line = bar_line(record, _columns(self.out))
-        if line != self._shown:
-            self.out.write("\r" + line.ljust(len(self._shown)))
+        columns = _columns(self.out)
+        line = bar_line(record, columns)
+        if line != self._shown:  # blank what is left of a longer line, never past the edge
+            self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 10))))
             self.out.flush()
             self._shown = line
 

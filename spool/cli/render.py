@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,10 +101,34 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
+def cells(text: str) -> int:
+    """How many terminal columns :func:`printable` text takes: East Asian wide and
+    full-width characters two, combining marks none, the rest one."""
+    return sum(0 if unicodedata.combining(char) else
+               2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def fit(text: str, columns: int) -> str:
+    """The longest start of ``text`` that takes at most ``columns`` terminal columns."""
+    used = 0
+    for i, char in enumerate(text):
+        used += cells(char)
+        if used > columns:
+            return text[:i]
+    return text
+
+
+def pad(text: str, columns: int) -> str:
+    """``text`` with spaces after it up to ``columns`` terminal columns (``str.ljust`` by
+    columns, not characters)."""
+    return text + " " * max(0, columns - cells(text))
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+    widths = [max(cells(cell) for cell in column)
+              for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(pad(cell, w) for cell, w in zip(row, widths, strict=True))
                      .rstrip() for row in [header, *rows])
 
 

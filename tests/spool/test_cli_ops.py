@@ -8,11 +8,26 @@ next command works when run as printed, and what reaches the terminal.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import select
+import struct
 import subprocess
+import termios
+import time
+import unicodedata
 from pathlib import Path
 
 import orjson
 from spoolkit import CLI
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job, Progress
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
 
 Proc = subprocess.CompletedProcess[bytes]
 
@@ -21,6 +36,22 @@ def spoolq(env: dict[str, str], *args: str, cwd: Path | None = None) -> Proc:
     return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
                           check=False)
+
+
+def spool_of(root: Path) -> Spool:
+    layout = Layout(root)
+    return Spool(layout, Mover(layout, FsyncMode.NEVER))
+
+
+def columns_of(text: str) -> int:
+    """How many terminal cells ``text`` takes: East Asian wide and full-width characters
+    two, combining marks none."""
+    cells = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        cells += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+    return cells
 
 
 # -- what reaches the terminal --------------------------------------------------------------
@@ -51,3 +82,52 @@ def test_invisible_and_bidi_characters_reach_the_terminal_as_escapes(
     assert "evil \\u202edlrow \\u2066x\\u2069 \\ufeff \\u061c" in shown.stdout.decode()
     record = orjson.loads(spoolq(env, "show", "spoof", "--json").stdout)
     assert record["tool"] == "run_backtest\u200b"  # --json keeps the data as it is
+
+
+def _pty(columns: int) -> tuple[int, int]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return master, slave
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return
+
+
+def test_the_progress_bar_fits_the_terminal_with_wide_characters(
+        root: Path, env: dict[str, str]) -> None:
+    """The bar is redrawn with a carriage return, so it must never wrap: it was cut to
+    the terminal's width in characters, and a progress message in Chinese (two cells a
+    character) wrapped it, leaving a new line on the screen at every redraw."""
+    columns = 60
+    spool = spool_of(root)
+    spool.submit(Job(tool="run_backtest"), "wide")
+    master, slave = _pty(columns)
+    waiting = subprocess.Popen([*CLI, "wait", "wide", "--timeout", "60"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    claim = spool.claim("wide")
+    assert claim is not None
+    message = "回测进度 已完成 120 只股票中的 60 只 正在计算夏普比率"
+    seen = bytearray()
+    for fraction, text in ((0.5, message), (0.6, "ok")):  # a long line, then a short one
+        spool.mover.publish(spool.layout.progress_file("wide"),
+                            Progress(fraction=fraction, message=text).model_dump_json()
+                            .encode())
+        _read_until(master, f"{fraction:.0%}".encode(), seen)
+    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
+    out, _ = waiting.communicate(timeout=30)
+    _read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    assert waiting.returncode == 0 and b"state       done" in out
+    drawn = seen.decode()
+    assert "回测进度" in drawn and "\n" not in drawn
+    for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
+        assert columns_of(segment) < columns, (columns_of(segment), segment)
+    assert drawn.endswith("\r")
