@@ -102,21 +102,25 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     unread: ``--file /dev/zero`` or a mistaken 40 GB export cannot use up the memory.
     """
     limit = max(4 * max_job_bytes, MAX_ACTIVE_BYTES)
+    name = "standard input" if path == "-" else path
     try:
         if path == "-":
+            if sys.stdin is None:  # started with stdin closed (<&-): Python gives None
+                raise SpoolError("cannot read standard input: it is closed (--file - reads "
+                                 "the job from it)")
             data = sys.stdin.buffer.read(limit + 1)
         else:
             with open(path, "rb") as fh:
                 data = fh.read(limit + 1)
     except OSError as exc:
-        raise SpoolError(f"cannot read {path}: {exc.strerror}") from exc
+        raise SpoolError(f"cannot read {name}: {exc.strerror}") from exc
     if len(data) > limit:
-        raise SpoolError(f"{path} is too large: more than {limit} bytes, for a job that may "
+        raise SpoolError(f"{name} is too large: more than {limit} bytes, for a job that may "
                          f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
     try:
         return Job.model_validate_json(data)
     except ValidationError as exc:
-        raise SpoolError(f"{path} is not a valid job: {describe(exc)}") from exc
+        raise SpoolError(f"{name} is not a valid job: {describe(exc)}") from exc
 
 
 def describe(exc: ValidationError) -> str:

@@ -38,6 +38,19 @@ def spoolq(env: dict[str, str], *args: str, cwd: Path | None = None) -> Proc:
                           check=False)
 
 
+def refused(proc: Proc, code: int, *words: str) -> str:
+    """Exit ``code``, nothing on stdout, one error line naming ``words`` (not a bug)."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, (proc.args, proc.returncode, err)
+    assert proc.stdout == b"", proc.stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), err
+    assert "Traceback" not in err and "a bug in spoolq" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
 def spool_of(root: Path) -> Spool:
     layout = Layout(root)
     return Spool(layout, Mover(layout, FsyncMode.NEVER))
@@ -131,3 +144,17 @@ def test_the_progress_bar_fits_the_terminal_with_wide_characters(
     for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
         assert columns_of(segment) < columns, (columns_of(segment), segment)
     assert drawn.endswith("\r")
+
+
+# -- scripts --------------------------------------------------------------------------------
+
+
+def test_submit_file_from_a_closed_stdin_is_one_error_line(root: Path,
+                                                            env: dict[str, str]) -> None:
+    """``spoolq submit --file - <&-`` (a cron line or a unit with no stdin) was
+    "unexpected AttributeError ... (a bug in spoolq)"."""
+    proc = subprocess.run(["sh", "-c", 'exec "$@" <&-', "sh", *CLI, "submit", "--file", "-"],
+                          env=env, cwd=root.parent, capture_output=True, timeout=60,
+                          check=False)
+    refused(proc, 1, "standard input", "closed")
+    assert list((root / "pending").iterdir()) == []
