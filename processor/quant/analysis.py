@@ -49,8 +49,10 @@ class FactorParams(BaseModel):
     lookback: StrictInt | None = Field(None, ge=1,
                                        description="shorthand for factor_params.lookback")
     symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
-    horizons: list[Horizon] = Field(default_factory=lambda: [1, 5, 10], min_length=1,
-                                    max_length=50)
+    horizons: list[Horizon] = Field(
+        default_factory=lambda: [1, 5, 10], min_length=1, max_length=50,
+        description=("forward-return horizons, bars; for h > 1 the daily ICs overlap, "
+                     "so t_stat = ir * sqrt(n) overstates significance"))
     quantiles: int = Field(5, ge=2, le=100, strict=True)
     turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
                                                 description="default: the horizons")

@@ -117,3 +117,10 @@ def test_jsonsafe() -> None:
     assert finite_or_none(float("nan")) is None and finite_or_none(np.float64(2.5)) == 2.5
     assert jsonable({"a": [np.float64("inf"), np.int64(3), (np.bool_(True), 1.5)]}) == \
         {"a": [None, 3, [True, 1.5]]}
+
+
+def test_analyze_factor_schema_warns_of_overlapping_ics() -> None:
+    """QUANT.md: for h > 1 the daily ICs overlap, so the t-stat overstates
+    significance, and the docs say so where a user picks the horizons."""
+    schema = tool("analyze_factor").catalogue_entry()["params_schema"]
+    assert "overstates significance" in schema["properties"]["horizons"]["description"]
