@@ -8,6 +8,7 @@ shape statusd serves (DESIGN section 9: list and stats).
 from __future__ import annotations
 
 import argparse
+import shlex
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,14 +68,19 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
+    """The command for the next page, as the shell takes it: a ``--spool-dir`` given on
+    the command line stays (else the hint lists SPOOL_DIR's spool), and every word is
+    quoted (a tool name with a space)."""
     words = ["spoolq", "ls"]
+    if args.spool_dir:
+        words += ["--spool-dir", args.spool_dir]
     if args.state:
         words += ["--state", args.state]
     if args.tool:
         words += ["--tool", args.tool]
     if args.limit != DEFAULT_LIMIT:
         words += ["--limit", str(args.limit)]
-    return " ".join([*words, "--cursor", cursor])
+    return shlex.join([*words, "--cursor", cursor])
 
 
 # -- stats ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import fcntl
 import os
 import pty
 import select
+import shlex
 import struct
 import subprocess
 import termios
@@ -158,3 +159,35 @@ def test_submit_file_from_a_closed_stdin_is_one_error_line(root: Path,
                           check=False)
     refused(proc, 1, "standard input", "closed")
     assert list((root / "pending").iterdir()) == []
+
+
+def _page_hint(proc: Proc) -> list[str]:
+    assert proc.returncode == 0, proc.stderr
+    hints = [line for line in proc.stderr.decode().splitlines()
+             if line.startswith("spoolq: more: ")]
+    assert len(hints) == 1, proc.stderr
+    words = shlex.split(hints[0].removeprefix("spoolq: more: "))
+    assert words[0] == "spoolq"
+    return words[1:]
+
+
+def test_the_next_page_hint_runs_as_printed(tmp_path: Path, env: dict[str, str]) -> None:
+    """The hint of ``ls`` dropped ``--spool-dir`` (so it listed the default spool, or
+    said to run init) and did not quote a tool name with a space (the shell split it)."""
+    root = tmp_path / "a spool"
+    spool = Spool(Layout(root), Mover(Layout(root), FsyncMode.NEVER))
+    Mover(Layout(root), FsyncMode.NEVER).make_folders()
+    for job_id in ("one", "two", "three"):
+        spool.submit(Job(tool="my tool"), job_id)
+    other = {**env, "SPOOL_DIR": str(tmp_path / "elsewhere")}  # no spool there
+    after = spoolq(other, "ls", "--spool-dir", str(root), "--tool", "my tool", "--limit", "1")
+    before = spoolq(other, "--spool-dir", str(root), "ls", "--tool", "my tool", "--limit", "1")
+    for proc in (after, before):
+        assert proc.stdout.decode().splitlines()[1].startswith("three "), proc.stdout
+        hint = _page_hint(proc)
+        page = spoolq(other, *hint, "--json")
+        assert page.returncode == 0, (hint, page.stderr)
+        assert [t["id"] for t in orjson.loads(page.stdout)["tasks"]] == ["two"], hint
+    second = spoolq(other, *_page_hint(after))
+    last = spoolq(other, *_page_hint(second))
+    assert last.returncode == 0 and last.stdout.decode().splitlines()[1].startswith("one ")
