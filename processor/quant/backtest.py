@@ -53,8 +53,10 @@ class BacktestParams(BaseModel):
     strategy: Literal["ma_crossover"] = "ma_crossover"
     fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
     slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
-    fee: float = Field(0.001, ge=0, lt=1, description="fraction of notional per fill")
-    slippage: float = Field(0.0, ge=0, lt=1, description="fraction of the open price")
+    fee: float = Field(0.001, ge=0, lt=1, allow_inf_nan=False,
+                     description="fraction of notional per fill")
+    slippage: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
+                          description="fraction of the open price")
     init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False)
     periods_per_year: float = Field(252, gt=0, allow_inf_nan=False)
     start: datetime | None = Field(None, description="first bar (inclusive)")

@@ -232,3 +232,11 @@ def test_overflowing_metrics_are_null_without_warnings(tmp_path: Path) -> None:
     assert curve[0][1] == 1.7e308 and curve[-1][1] is None
     assert rich["symbols"]["SECS"]["final_equity"] is None
     assert rich["symbols"]["SECS"]["total_return"] is None
+
+
+@pytest.mark.parametrize("field", ["fee", "slippage", "init_cash", "periods_per_year"])
+def test_nan_is_rejected_as_not_a_number(field: str) -> None:
+    """NaN fails every bound, but the error must say what is wrong with it
+    ("fee: Input should be less than 1" sent the user looking at the wrong thing)."""
+    with pytest.raises(ValidationError, match="finite number"):
+        BacktestParams.model_validate({"symbols": ["AAA"], field: float("nan")})
