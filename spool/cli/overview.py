@@ -2,7 +2,9 @@
 
 Both read the folders directly (:class:`spool.reader.SpoolReader`), like
 Postfix's ``showq``: they work while every daemon is down.  Their JSON is the
-shape statusd serves (DESIGN section 9: list and stats).
+shape statusd serves (DESIGN section 9: list and stats).  ``ls`` reads a record
+over 8 MiB from its head (:class:`spool.large.BoundedReader`), never whole, and
+lists it as statusd's list does: without ``result``, with ``"result_omitted": true``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from spool.cli.render import (
     LIST_HEADER,
     emit_json,
     human_duration,
-    record_json,
+    listed_json,
     record_row,
     table,
 )
+from spool.large import BoundedReader
 from spool.reader import MAX_PAGE
 from spool.settings import Settings
 from spool.states import JobState
@@ -45,13 +48,13 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     state = JobState(args.state) if args.state else None
+    reader = BoundedReader(reader_of(settings).layout)  # a large record: its head only
     try:
-        page = reader_of(settings).page(state=state, tool=args.tool, limit=args.limit,
-                                        cursor=args.cursor)
+        page = reader.page(state=state, tool=args.tool, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # a cursor that is not ours, a limit out of range
         raise UsageError(str(exc)) from exc
     if args.json:
-        emit_json({"tasks": [record_json(r) for r in page.records],
+        emit_json({"tasks": [listed_json(r, reader.large.get(r.id)) for r in page.records],
                    "next_cursor": page.next_cursor})
         return EXIT_OK
     if page.records:

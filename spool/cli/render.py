@@ -48,6 +48,19 @@ def record_json(record: Record) -> dict[str, Any]:
     return data
 
 
+def listed_json(record: Record, large: LargeRecord | None) -> dict[str, Any]:
+    """A record in ``ls --json``: one read from its head (``large``) goes without its
+    result, marked as statusd's list marks it (and ``fields_omitted`` when a field before
+    the result did not end within the head)."""
+    data = record_json(record)
+    if large is not None:
+        data.pop("result", None)
+        data["result_omitted"] = True
+        if not large.complete:
+            data["fields_omitted"] = True
+    return data
+
+
 def show_record(record: Record, as_json: bool, large: LargeRecord | None = None) -> None:
     """``show``/``wait``'s output.  A record too large to read whole (``large``, see
     :mod:`spool.large`): ``--json`` writes its file as stored, a chunk at a time; the

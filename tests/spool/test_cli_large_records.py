@@ -135,3 +135,29 @@ def test_a_small_record_is_shown_as_before(env: dict[str, str], root: Path) -> N
     assert shown.stdout.splitlines()[-4:] == ["result", "  {", f'    "curve": "{"x" * 100}"',
                                               "  }"], shown.stdout
     assert orjson.loads(spoolq(env, "show", "big", "--json").stdout) == record
+
+
+def test_ls_lists_a_large_record_from_its_head_in_bounded_memory(
+        env: dict[str, str], root: Path, big: tuple[Path, str], tmp_path: Path) -> None:
+    """``ls`` read and parsed every record whole, even one its ``--tool`` filter left out:
+    with this 200 MB record beside a small one it took over 1 GiB, and ``ls --json``
+    put the whole result in the list.  It lists such a record as statusd's list does:
+    without ``result``, with ``"result_omitted": true``."""
+    small = {**LEADING, "id": "small", "tool": "echo", "submitted_at": "2026-11-29T11:00:00Z",
+             "result": {"message": "hi"}}
+    Layout(root).job(JobState.DONE, "small").write_bytes(orjson.dumps(small))
+    for args in (["ls"], ["ls", "--tool", "echo"], ["ls", "--json"]):
+        out = tmp_path / "out"
+        code, err, peak = _run(env, out, *args)
+        assert (code, err) == (0, ""), (args, err)
+        assert peak < PEAK_MAX_BYTES, f"{args}: peak RSS {peak / MiB:.0f} MiB"
+    assert out.stat().st_size < MiB
+    listed = {t["id"]: t for t in orjson.loads(out.read_bytes())["tasks"]}
+    assert listed["small"]["result"] == {"message": "hi"} and "result_omitted" not in \
+        listed["small"]
+    assert "result" not in listed["big"] and listed["big"]["result_omitted"] is True
+    assert listed["big"]["meta"] == {"requested_by": "ops"}
+    assert listed["big"]["duration_s"] == 300.0 and listed["big"]["state"] == "done"
+    text = spoolq(env, "ls").stdout.splitlines()
+    assert [row.split()[:3] for row in text[1:]] == [["small", "done", "echo"],
+                                                     ["big", "done", "run_backtest"]]
