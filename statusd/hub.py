@@ -8,7 +8,8 @@ Guarantees:
   closed by the handler), so a stalled client never delays the others.
 * Messages are encoded once per event (bytes), not once per client.
 * A task subscriber is told which message is terminal, so its pump can end the
-  stream after sending it.
+  stream after sending it; and when its task has left the spool (:meth:`Hub.end`),
+  after the messages queued before.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Message:
     terminal: bool = False
 
 
+GONE = Message(b"", terminal=True)
+"""Queued to a task's subscribers when the task has left the spool: nothing to send,
+the stream ends (see :meth:`Hub.end`)."""
+
+
 @dataclass(eq=False, slots=True)
 class Subscriber:
     """One WebSocket client: what it listens to and its queue."""
@@ -39,6 +45,8 @@ class Subscriber:
     with_progress: bool
     queue: asyncio.Queue[Message] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     dropped: bool = False
+    gone: bool = False
+    """Its task left the spool (:data:`GONE` was queued)."""
     pump: asyncio.Task[None] | None = None
 
     def offer(self, message: Message) -> bool:
@@ -102,6 +110,14 @@ class Hub:
             for sub in list(self._tasks.get(job_id, ())):
                 if not sub.offer(task):
                     self._drop(sub)
+
+    def end(self, job_id: str) -> None:
+        """The task ``job_id`` has left the spool: its streams end once they have sent
+        what was queued before."""
+        for sub in list(self._tasks.get(job_id, ())):
+            sub.gone = True
+            if not sub.offer(GONE):
+                self._drop(sub)
 
     async def settle(self, budget_s: float = SETTLE_BUDGET_S) -> None:
         """Let the clients' pumps run until no queue is over half full, or ``budget_s``

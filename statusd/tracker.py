@@ -20,6 +20,11 @@ Guarantees:
 * A cancel always ends :meth:`run`, even one that comes with a wake, so shutdown
   closes the worker thread only once the loop is gone: no read is scheduled on a
   closed thread.
+* An id found in no state folder is shown as it was for ``vanish_grace_s``: a
+  cancel of a pending job, a retry and a quarantine move the file through
+  ``tmp/`` (for a write and its fsync), and the job must not drop out of lists
+  and counts meanwhile, nor its next state be reported as coming from nowhere.
+  An id still gone after that is removed, and its task streams are ended.
 
 What it cannot promise: a state shorter than one feed round trip (a FAST job
 claimed and completed within a millisecond) may be folded into the next one,
@@ -59,6 +64,8 @@ REWATCH_S = 1.0
 heartbeat does the same for its feed)."""
 APPLY_CHUNK = 256
 """Changes applied between two chances for WebSocket clients to read (see Hub.settle)."""
+VANISH_GRACE_S = 2.0
+"""How long an id in no state folder is still shown as it was (a move through tmp/)."""
 
 
 class Tracker:
@@ -79,6 +86,11 @@ class Tracker:
         self._rescan_now = False
         self._feed: ChangeFeed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._missing: dict[str, float] = {}
+        """Ids found in no state folder, and when (monotonic) they are removed if still gone."""
+        self._expired: set[str] = set()
+        """Missing ids being looked at once more (their grace has passed)."""
+        self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
 
@@ -109,6 +121,9 @@ class Tracker:
             timeout = max(0.0, next_scan - time.monotonic())
             if self._feed is not None and self._feed.unwatched:
                 timeout = min(timeout, REWATCH_S)
+            if self._missing:  # the first deadline is the earliest: see _vanish
+                first = next(iter(self._missing.values()))
+                timeout = min(timeout, max(0.0, first - time.monotonic()))
             # Not asyncio.wait_for: on Python 3.11 it drops a cancel that comes in the
             # steps after a wake, and the loop outlived shutdown's cancel (shutdown hung,
             # then every rescan hit the closed worker thread).
@@ -122,6 +137,7 @@ class Tracker:
                 if self._dirty:
                     dirty, self._dirty = self._dirty, set()
                     await self.refresh(dirty)
+                await self._recheck_missing()
                 if self._rescan_now or time.monotonic() >= next_scan:
                     self._rescan_now = False
                     await self.rescan()
@@ -162,12 +178,49 @@ class Tracker:
             await self.refresh(changed)
         self.last_scan_s = time.monotonic() - started
 
+    async def _recheck_missing(self) -> None:
+        """Look once more at the missing ids whose grace has passed: removed if still gone.
+
+        Each gets one look: should it fail (a read error), the ids stay as they were
+        until a rescan finds them missing again, so a failing disk cannot spin the loop.
+        """
+        now = time.monotonic()
+        due = []
+        for job_id, until in self._missing.items():  # in deadline order (insertion)
+            if until > now:
+                break
+            due.append(job_id)
+        if not due:
+            return
+        for job_id in due:
+            del self._missing[job_id]
+        self._expired.update(due)
+        try:
+            await self.refresh(due)
+        finally:
+            self._expired.difference_update(due)
+
     def _apply(self, job_id: str, item: Item | None) -> None:
         if item is None:
-            self.index.remove(job_id)
+            self._vanish(job_id)
             return
+        self._missing.pop(job_id, None)
         old = self.index.put(item)
         self._emit(old, item)
+
+    def _vanish(self, job_id: str) -> None:
+        """An id in no state folder: kept as it was until its grace passes, then removed.
+
+        Deadlines are now plus one grace, so ``_missing`` (a dict, in insertion order)
+        stays in deadline order.
+        """
+        if job_id not in self._expired:
+            if job_id not in self._missing:
+                self._missing[job_id] = time.monotonic() + self.vanish_grace_s
+                self._wake.set()  # so run() recomputes its timeout with this deadline
+            return
+        if self.index.remove(job_id) is not None:
+            self.hub.end(job_id)
 
     def _emit(self, old: Item | None, new: Item) -> None:
         moved = old is None or old.state is not new.state

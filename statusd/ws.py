@@ -6,6 +6,8 @@ frames are processed).  The connection ends when either half ends:
 
 * the client closes, or the heartbeat (ws ping) gets no pong;
 * the pump sent a task's terminal message (close 1000);
+* the task left the spool (a drop withdrawn, a purge): close 1008, as for an id
+  removed while the handshake ran;
 * the hub dropped the client for falling behind (pump cancelled; close 1013,
   or an abort if even the close frame cannot be written);
 * a message, the snapshot included, that the client does not take: cut off
@@ -27,7 +29,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from spool.states import TERMINAL
 from statusd import messages
 from statusd.errors import ApiError, task_id
-from statusd.hub import Subscriber
+from statusd.hub import GONE, Subscriber
 from statusd.items import Item
 from statusd.sending import StallGuard
 from statusd.services import SERVICES, Services
@@ -37,6 +39,8 @@ MAX_CLIENT_MSG_BYTES = 4096
 WS_VERSIONS = ("13", "8", "7")
 """What aiohttp's handshake accepts."""
 SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+GONE_CODE = WSCloseCode.POLICY_VIOLATION
+"""How a task stream ends when its task is not (or no longer) in the spool."""
 
 
 def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
@@ -71,7 +75,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
     guard = StallGuard(request)
     try:
         if item is None:  # purged while the handshake ran
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unknown task")
+            await ws.close(code=GONE_CODE, message=b"unknown task")
             return ws
         snapshot = await snapshot_of(item)
         if not await guard.send(ws.send_frame(snapshot, WSMsgType.TEXT)):
@@ -110,7 +114,9 @@ async def snapshot_of(item: Item) -> bytes:
 
 
 def _code(sub: Subscriber) -> int:
-    return WSCloseCode.TRY_AGAIN_LATER if sub.dropped else WSCloseCode.OK
+    if sub.dropped:
+        return WSCloseCode.TRY_AGAIN_LATER
+    return GONE_CODE if sub.gone else WSCloseCode.OK
 
 
 async def _serve(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -> None:
@@ -131,6 +137,8 @@ async def _serve(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) 
 async def _pump(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -> None:
     while True:
         message = await sub.queue.get()
+        if message is GONE:
+            return
         if not await guard.send(ws.send_frame(message.data, WSMsgType.TEXT)):
             return
         if message.terminal and sub.job_id is not None:

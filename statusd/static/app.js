@@ -10,6 +10,7 @@
 "use strict";
 
 const TERMINAL = new Set(["done", "failed"]);
+const TASK_GONE = 1008;   // the close code of a task stream whose task left the spool
 const PAGE_SIZE = 50;
 const STATS_EVERY_MS = 5000;
 const ui = {
@@ -374,9 +375,16 @@ function watchTask(id) {
       renderProgress(msg.state, msg.progress);
     }
   };
-  socket.onclose = () => {
+  socket.onclose = (event) => {
     if (ui.taskSocket !== socket) return;
     ui.taskSocket = null;
+    if (event.code === TASK_GONE && ui.taskId === id) {
+      // The task left the spool (a withdrawn drop, a purge): nothing more will come.
+      $("task-state").textContent = "not found";
+      $("task-state").className = "state";
+      renderProgress("", null);
+      return;
+    }
     if (!terminal && ui.taskId === id) setTimeout(() => { if (ui.taskId === id) watchTask(id); }, 1000);
   };
 }

@@ -143,6 +143,19 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
 
 
+def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """A drop removed before it ran: its task stream ends (1008) and the view says so,
+    instead of showing it pending for good."""
+    expect = sync_api.expect
+    submit(spool, "withdrawn", tool="sleep")
+    request(server.base, "GET", "/api/v1/tasks/withdrawn")
+    page.goto(server.base + "/#/tasks/withdrawn")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    spool.layout.job(JobState.PENDING, "withdrawn").unlink()
+    expect(page.locator("#task-state")).to_have_text("not found")
+
+
 def test_purged_jobs_leave_the_list(server: ServerThread, spool: Spool,
                                     page: sync_api.Page) -> None:
     """A purge announces nothing on the events stream: the page sees the total fall

@@ -1,0 +1,174 @@
+"""Ids between two folders, and ids that leave the spool.
+
+A cancel of a pending job, a retry and a quarantine move the job file into
+``tmp/`` first and publish its next file after a write and its fsync: for that
+long the id is in no state folder.  statusd must go on showing the job as it
+was (listed, counted, found) and report the move as a transition from the
+state it left.  An id that stays gone (a drop withdrawn with ``rm``) ends the
+task streams that watch it, instead of leaving them open for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    request,
+    settings_for,
+    submit,
+    wait_for,
+)
+
+from spool.errors import ErrorType
+from spool.models import Record
+from spool.states import JobState
+from spool.transitions import Spool
+
+HOLD_S = 1.0
+"""How long the test keeps a job in tmp/: ample for statusd's feed to see it go."""
+
+
+@pytest.fixture
+def patient(spool: Spool) -> Iterator[ServerThread]:
+    """statusd that shows a missing id as it was for 30 s, so a stalled host cannot
+    turn the test's hold into a removal."""
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    srv.in_loop(lambda: setattr(srv.services.tracker, "vanish_grace_s", 30.0))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+class _Held:
+    """Runs ``action`` in a thread with one of its writes held up until released."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def wrap(self, write: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if when(*args, **kwargs):
+                self.reached.set()
+                self.release.wait(30)
+            return write(*args, **kwargs)
+        return held
+
+    def run(self, action: Callable[[], Any]) -> threading.Thread:
+        thread = threading.Thread(target=action, name="held-action")
+        thread.start()
+        assert self.reached.wait(10), "the held write was never reached"
+        return thread
+
+
+def _listed(server: ServerThread, job_id: str) -> str | None:
+    tasks = request(server.base, "GET", "/api/v1/tasks").json()["tasks"]
+    return next((t["state"] for t in tasks if t["id"] == job_id), None)
+
+
+async def _transition(ws: aiohttp.ClientWebSocketResponse, job_id: str) -> dict[str, Any]:
+    while True:
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        data: dict[str, Any] = msg.json()
+        if data["id"] == job_id and data["event"] == "transition":
+            return data
+
+
+def _while_held(server: ServerThread, held: _Held, action: Callable[[], Any],
+                job_id: str, state: str) -> dict[str, Any]:
+    """Start ``action``, check the job while its write is held, release it; the
+    transition the events stream then reports."""
+
+    async def scenario() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/events") as ws:
+            thread = held.run(action)
+            try:
+                await asyncio.sleep(HOLD_S)
+                assert _listed(server, job_id) == state, "the job left the list"
+                stats = request(server.base, "GET", "/api/v1/stats").json()
+                assert stats["counts"][state] == 1, stats["counts"]
+                one = request(server.base, "GET", f"/api/v1/tasks/{job_id}")
+                assert (one.status, one.json()["state"]) == (200, state)
+            finally:
+                held.release.set()
+                thread.join(30)
+            return await _transition(ws, job_id)
+
+    return asyncio.run(scenario())
+
+
+def test_a_cancel_in_progress_keeps_the_job_and_reports_where_it_came_from(
+        patient: ServerThread, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit(spool, "to-cancel")
+    wait_for(lambda: _listed(patient, "to-cancel") == "pending", what="job listed")
+    held = _Held()
+    monkeypatch.setattr(spool, "publish_terminal",
+                        held.wrap(spool.publish_terminal, lambda record: True))
+    event = _while_held(patient, held, lambda: spool.cancel_pending("to-cancel"),
+                        "to-cancel", "pending")
+    assert (event["state"], event["previous"]) == ("failed", "pending")
+    assert event["record"]["error"]["type"] == "cancelled"
+
+
+def test_a_retry_in_progress_keeps_the_job_and_reports_where_it_came_from(
+        patient: ServerThread, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    submit(spool, "to-retry")
+    finish(spool, claim(spool, "to-retry"), error=(ErrorType.TOOL_ERROR, "flaky"))
+    wait_for(lambda: _listed(patient, "to-retry") == "failed", what="failure listed")
+    held = _Held()
+    pending = spool.layout.folder(JobState.PENDING)
+    monkeypatch.setattr(spool.mover, "publish", held.wrap(
+        spool.mover.publish, lambda path, *_, **__: Path(path).parent == pending))
+    retried: list[Record] = []
+    event = _while_held(patient, held, lambda: retried.append(spool.retry("to-retry")),
+                        "to-retry", "failed")
+    assert retried and retried[0].state is JobState.PENDING
+    assert (event["state"], event["previous"]) == ("pending", "failed")
+
+
+def test_a_task_stream_ends_when_its_job_leaves_the_spool(server: ServerThread,
+                                                          spool: Spool) -> None:
+    """A drop withdrawn before it ran (``rm pending/<id>.json``): its watchers are
+    told the task is gone (1008, as for an id removed during the handshake) instead of
+    waiting for good; the task is then unknown."""
+    submit(spool, "withdrawn")
+    wait_for(lambda: _listed(server, "withdrawn") == "pending", what="job listed")
+
+    async def scenario() -> tuple[str, int | None]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/tasks/withdrawn") as ws:
+            first = await ws.receive(timeout=10)
+            spool.layout.job(JobState.PENDING, "withdrawn").unlink()
+            closing = await ws.receive(timeout=15)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
+            return first.json()["event"], ws.close_code
+
+    assert asyncio.run(scenario()) == ("snapshot", 1008)
+    assert request(server.base, "GET", "/api/v1/tasks/withdrawn").status == 404
+    assert _listed(server, "withdrawn") is None
+
+
+def test_a_purged_large_record_is_not_found_while_statusd_still_shows_it(
+        patient: ServerThread, spool: Spool) -> None:
+    """A record over 32 KiB is streamed from its file: once purged, a GET in the
+    grace is a 404 (not the 503 'being replaced, try again' of a record in flux)."""
+    submit(spool, "big")
+    finish(spool, claim(spool, "big"), {"blob": "x" * 100_000})
+    wait_for(lambda: _listed(patient, "big") == "done", what="record listed")
+    assert len(request(patient.base, "GET", "/api/v1/tasks/big").body) > 100_000
+    spool.layout.job(JobState.DONE, "big").unlink()
+    reply = request(patient.base, "GET", "/api/v1/tasks/big")
+    assert reply.status == 404, reply
+    assert reply.json()["error"]["type"] == "not_found"
