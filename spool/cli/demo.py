@@ -41,6 +41,10 @@ from spool.states import TERMINAL
 START_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0
 BAR_WIDTH = 28
+DEMO_FSYNC = FsyncMode.BATCH
+SPOOL_DIR_HELP = ("where to make the demo's spool (default: a new folder in the temporary "
+                  "directory; SPOOL_DIR is not used)")
+FSYNC_HELP = f"durability of the demo spool's writes (default: {DEMO_FSYNC.value})"
 
 
 @dataclass(slots=True)
@@ -54,16 +58,17 @@ def register(subparsers: Any) -> None:
     """Add ``demo`` to the CLI's subcommands."""
     parser = subparsers.add_parser(
         "demo", help="run a backtest and a factor analysis on demo data, end to end",
-        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    parser.add_argument("--symbols", type=parse.positive_int, default=200,
+        description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
+    parser.add_argument("--symbols", type=parse.positive_int, default=200, metavar="N",
                         help="symbols of demo data (default 200)")
-    parser.add_argument("--bars", type=parse.positive_int, default=2520,
+    parser.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                         help="daily bars per symbol (default 2520, ten years)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--port", type=parse.port, default=0, help="statusd port (default: a "
-                        "free one)")
-    parser.add_argument("--job-num", type=parse.positive_int, default=None,
-                        help="COMPUTE workers")
+    parser.add_argument("--seed", type=int, default=7, metavar="S",
+                        help="random seed of the demo data (default 7)")
+    parser.add_argument("--port", type=parse.port, default=0, metavar="PORT",
+                        help="statusd port (default: a free one)")
+    parser.add_argument("--job-num", type=parse.positive_int, default=None, metavar="N",
+                        help="COMPUTE workers (default: JOB_NUM, else the CPU count)")
     parser.add_argument("--keep", action="store_true", help="leave both daemons running")
     parser.add_argument("--json", action="store_true", help="print {spool, dashboard, "
                         "records: [the two records]} on stdout; the narration goes to stderr")
@@ -78,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     Mover(layout, FsyncMode.NEVER).make_folders()
     data_dir = root / "data"
     port = args.port or _free_port()
+    fsync = getattr(args, "fsync", None) or DEMO_FSYNC.value
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_DATA_DIR": str(data_dir),
-           "SPOOL_FSYNC": "batch", "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": str(port),
+           "SPOOL_FSYNC": fsync, "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": str(port),
            "SPOOL_SCAN_S": "2"}
     if args.job_num:
         env["JOB_NUM"] = str(args.job_num)

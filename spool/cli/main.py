@@ -43,14 +43,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"spoolq: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_globals(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
+def _add_globals(parser: argparse.ArgumentParser, *, on_command: bool,
+                 spool_dir_help: str = "the spool root (default: SPOOL_DIR)",
+                 fsync_help: str = "durability of writes (default: SPOOL_FSYNC, else always)",
+                 ) -> None:
     # On a command the defaults are suppressed, so an option given before the
     # command name is not reset by the command's parser.
     default = argparse.SUPPRESS if on_command else None
-    parser.add_argument("--spool-dir", metavar="DIR", default=default,
-                        help="the spool root (default: SPOOL_DIR)")
+    parser.add_argument("--spool-dir", metavar="DIR", default=default, help=spool_dir_help)
     parser.add_argument("--fsync", choices=[m.value for m in FsyncMode], default=default,
-                        help="durability of writes (default: SPOOL_FSYNC, else always)")
+                        help=fsync_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +75,8 @@ def _add_demo(sub: Any) -> None:
     """``demo`` registers its own parser; it takes no Settings (it makes its own spool)."""
     demo.register(sub)
     child = sub.choices["demo"]
-    _add_globals(child, on_command=True)
+    _add_globals(child, on_command=True, spool_dir_help=demo.SPOOL_DIR_HELP,
+                 fsync_help=demo.FSYNC_HELP)
     child.set_defaults(run=_run_demo)
 
 

@@ -191,3 +191,17 @@ def test_the_next_page_hint_runs_as_printed(tmp_path: Path, env: dict[str, str])
     second = spoolq(other, *_page_hint(after))
     last = spoolq(other, *_page_hint(second))
     assert last.returncode == 0 and last.stdout.decode().splitlines()[1].startswith("one ")
+
+
+def test_demo_help_says_what_the_demo_does_with_its_spool(env: dict[str, str]) -> None:
+    """``demo --help`` said ``--spool-dir`` defaults to SPOOL_DIR and ``--fsync`` to
+    SPOOL_FSYNC: the demo makes a fresh spool and ignored both (an ops person with
+    SPOOL_DIR set to the production spool read that the demo would run there); its
+    description showed reST markup (````--keep````) and ``--seed`` had no help."""
+    proc = spoolq(env, "demo", "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode()
+    flat = " ".join(text.split())
+    assert "default: SPOOL_DIR" not in flat and "SPOOL_DIR is not used" in flat
+    assert "default: SPOOL_FSYNC" not in flat and "(default: batch)" in flat
+    assert "``" not in text and "--seed S random seed" in flat
