@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
+from spool.states import JobState
 from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
 
@@ -105,8 +106,10 @@ async def _act(request: web.Request, action: str) -> web.Response:
     try:
         record: Record = await services.in_thread(method, job_id)
     except NotFoundError as exc:
-        item = services.index.get(job_id)
-        if item is not None:  # retry of a job that exists but did not fail
+        # The index may still show a job just removed (the tracker's grace): only a
+        # retry of one in another state than failed is a conflict.
+        item = services.index.get(job_id) if action == "retry" else None
+        if item is not None and item.state is not JobState.FAILED:
             raise ApiError(409, "conflict", f"task {job_id} is {item.state.value}; only "
                            "failed tasks can be retried") from exc
         raise ApiError(404, "not_found", str(exc)) from exc

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from statusdkit import (
+    TOKEN,
     ServerThread,
     claim,
     finish,
@@ -172,3 +173,23 @@ def test_a_purged_large_record_is_not_found_while_statusd_still_shows_it(
     reply = request(patient.base, "GET", "/api/v1/tasks/big")
     assert reply.status == 404, reply
     assert reply.json()["error"]["type"] == "not_found"
+
+
+def test_a_cancel_or_retry_of_a_job_just_purged_is_not_found(patient: ServerThread,
+                                                             spool: Spool) -> None:
+    """Still shown for the grace, but gone from disk: a write to it is a 404 (it was
+    a 409 saying only failed tasks can be retried, for the cancel of a failed task)."""
+    submit(spool, "purged")
+    finish(spool, claim(spool, "purged"), error=(ErrorType.TOOL_ERROR, "broke"))
+    wait_for(lambda: _listed(patient, "purged") == "failed", what="failure listed")
+    spool.layout.job(JobState.FAILED, "purged").unlink()
+    for action in ("retry", "cancel"):
+        reply = request(patient.base, "POST", f"/api/v1/tasks/purged/{action}",
+                        token=TOKEN)
+        assert (reply.status, reply.json()["error"]["type"]) == (404, "not_found"), \
+            (action, reply.body)
+    submit(spool, "ran")
+    finish(spool, claim(spool, "ran"), {"ok": True})
+    wait_for(lambda: _listed(patient, "ran") == "done", what="record listed")
+    reply = request(patient.base, "POST", "/api/v1/tasks/ran/retry", token=TOKEN)
+    assert reply.status == 409 and "only failed tasks" in reply.json()["error"]["message"]
