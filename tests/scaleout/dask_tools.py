@@ -7,6 +7,7 @@ runs, its pid.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -142,3 +143,17 @@ class Append(BaseTool):
 class FastAppend(Append):
     name: ClassVar[str] = "d_append_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class Talk(BaseTool):
+    """Prints a line, writes one to fd 2 below Python, and logs one, each naming its job."""
+
+    name: ClassVar[str] = "d_talk"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        print(f"printed by {ctx.job_id}")
+        os.write(2, f"written by {ctx.job_id}\n".encode())
+        logging.getLogger("dask_tools").warning("logged by %s", ctx.job_id)
+        return ToolResult.ok()

@@ -183,12 +183,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _cluster_process(port: int, n_workers: int = 2) -> Iterator[subprocess.Popen[str]]:
-    """A LocalCluster in its own session; SIGKILL of its group takes it all down."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "cluster_proc.py"), str(port),
-                             str(n_workers)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": TOOLS_PATH})
+def _cluster_process(port: int, n_workers: int = 2, stderr: Path | None = None
+                     ) -> Iterator[subprocess.Popen[str]]:
+    """A LocalCluster in its own session; SIGKILL of its group takes it all down.
+    ``stderr``: a file for the stderr of the scheduler and the workers."""
+    with contextlib.ExitStack() as files:
+        err = files.enter_context(stderr.open("wb")) if stderr else subprocess.DEVNULL
+        proc = subprocess.Popen([sys.executable, str(HERE / "cluster_proc.py"), str(port),
+                                 str(n_workers)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": TOOLS_PATH})
     started = time.time()
     try:
         assert proc.stdout is not None
@@ -266,3 +271,25 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
         assert wait_record(spool_root, "later", 20)["state"] == "done"
         assert d.stop() == 0
     assert len({line.split()[1] for line in _lines(keep)}) == 2, "one run per attempt"
+
+
+def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: StartDaemon,
+                                                  tmp_path: Path) -> None:
+    """As docs/scaling.md says: JSON lines on the worker's stderr, printed ones naming
+    the job; what is written below Python is plain text there."""
+    port = _free_port()
+    workers_log = tmp_path / "cluster.err"
+    with _cluster_process(port, 1, stderr=workers_log):
+        d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
+        drop(spool_root, "talks", {"tool": "d_talk"})
+        assert wait_record(spool_root, "talks", 30)["state"] == "done"
+        assert d.stop() == 0
+        wait_for(lambda: "written by talks" in workers_log.read_text(), 10, "fd 2's line")
+    lines = workers_log.read_text().splitlines()
+    printed = [orjson.loads(line) for line in lines if "printed by talks" in line]
+    assert len(printed) == 1, lines[-20:]
+    assert printed[0]["logger"] == "spoolq.output" and printed[0]["id"] == "talks"
+    logged = [orjson.loads(line) for line in lines if "logged by talks" in line]
+    assert len(logged) == 1 and logged[0]["level"] == "warning", lines[-20:]
+    assert "written by talks" in lines
+    assert "printed by talks" not in d.logs(), "the processor's log has its transitions only"
