@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from spool.cli import parse
-from spool.cli.command import EXIT_OK, Command, add_json, note
+from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
 from spool.cli.render import emit_json, table
 from spool.errors import SpoolError
 from spool.layout import Layout
@@ -125,6 +125,7 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     synth.add_argument("--data-dir", metavar="D",
                        help="where to write (default: SPOOL_DATA_DIR, else $SPOOL_DIR/data)")
+    add_globals(synth, on_command=True)
     add_json(synth, '{"data_dir", "symbols", "bars", "seed"}')
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from spool.client import Client
 from spool.layout import Layout
 from spool.reader import SpoolReader
-from spool.settings import Settings
+from spool.settings import FsyncMode, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,6 +47,20 @@ class Command:
     configure: Configure
     run: Runner
     description: str | None = None
+
+
+def add_globals(parser: argparse.ArgumentParser, *, on_command: bool,
+                spool_dir_help: str = "the spool root (default: SPOOL_DIR)",
+                fsync_help: str = "durability of writes (default: SPOOL_FSYNC, else always)",
+                ) -> None:
+    """``--spool-dir`` and ``--fsync``, which every command takes before or after its name
+    (a command with subcommands, such as ``data synth``, adds them to each)."""
+    # On a command the defaults are suppressed, so an option given before the
+    # command name is not reset by the command's parser.
+    default = argparse.SUPPRESS if on_command else None
+    parser.add_argument("--spool-dir", metavar="DIR", default=default, help=spool_dir_help)
+    parser.add_argument("--fsync", choices=[m.value for m in FsyncMode], default=default,
+                        help=fsync_help)
 
 
 def note(text: str) -> None:

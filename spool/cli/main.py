@@ -23,10 +23,10 @@ import sys
 from typing import Any, NoReturn
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit
-from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError
+from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
-from spool.settings import FsyncMode, Settings, load_settings
+from spool.settings import Settings, load_settings
 
 COMMANDS: tuple[Command, ...] = (
     admin.INIT, submit.SUBMIT, overview.LS, jobs.SHOW, jobs.WAIT, jobs.CANCEL, jobs.RETRY,
@@ -43,28 +43,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"spoolq: error: {message} (see '{self.prog} --help')\n")
 
 
-def _add_globals(parser: argparse.ArgumentParser, *, on_command: bool,
-                 spool_dir_help: str = "the spool root (default: SPOOL_DIR)",
-                 fsync_help: str = "durability of writes (default: SPOOL_FSYNC, else always)",
-                 ) -> None:
-    # On a command the defaults are suppressed, so an option given before the
-    # command name is not reset by the command's parser.
-    default = argparse.SUPPRESS if on_command else None
-    parser.add_argument("--spool-dir", metavar="DIR", default=default, help=spool_dir_help)
-    parser.add_argument("--fsync", choices=[m.value for m in FsyncMode], default=default,
-                        help=fsync_help)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spoolq", description="Submit, watch and manage the jobs of a "
                      "spool (a queue that is a directory); no daemon needed.",
                      epilog="Run 'spoolq COMMAND --help' for a command's options.")
-    _add_globals(parser, on_command=False)
+    add_globals(parser, on_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         child = sub.add_parser(command.name, help=command.help,
                                description=command.description or command.help)
-        _add_globals(child, on_command=True)
+        add_globals(child, on_command=True)
         command.configure(child)
         child.set_defaults(run=command.run)
     _add_demo(sub)
@@ -75,7 +63,7 @@ def _add_demo(sub: Any) -> None:
     """``demo`` registers its own parser; it takes no Settings (it makes its own spool)."""
     demo.register(sub)
     child = sub.choices["demo"]
-    _add_globals(child, on_command=True, spool_dir_help=demo.SPOOL_DIR_HELP,
+    add_globals(child, on_command=True, spool_dir_help=demo.SPOOL_DIR_HELP,
                  fsync_help=demo.FSYNC_HELP)
     child.set_defaults(run=_run_demo)
 

@@ -205,3 +205,19 @@ def test_demo_help_says_what_the_demo_does_with_its_spool(env: dict[str, str]) -
     assert "default: SPOOL_DIR" not in flat and "SPOOL_DIR is not used" in flat
     assert "default: SPOOL_FSYNC" not in flat and "(default: batch)" in flat
     assert "``" not in text and "--seed S random seed" in flat
+
+
+def test_data_synth_takes_the_global_options_after_its_name(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    """Every command takes ``--spool-dir`` and ``--fsync`` before or after its name (the
+    README): ``spoolq data synth --symbols 2 --spool-dir DIR`` was a usage error."""
+    spools = [tmp_path / name for name in ("after", "between", "before")]
+    synth = ["--symbols", "2", "--bars", "30", "--json"]
+    procs = [spoolq(env, "data", "synth", *synth, "--spool-dir", str(spools[0]),
+                    "--fsync", "never"),
+             spoolq(env, "data", "--spool-dir", str(spools[1]), "synth", *synth),
+             spoolq(env, "--spool-dir", str(spools[2]), "data", "synth", *synth)]
+    for proc, spool in zip(procs, spools, strict=True):
+        assert proc.returncode == 0, proc.stderr
+        assert orjson.loads(proc.stdout)["data_dir"] == str(spool / "data")
+        assert len(list((spool / "data").iterdir())) == 2
