@@ -15,8 +15,9 @@ was served), and a connection that has not sent a complete request within
 default was an hour), so slow or silent clients cannot pile up.
 
 SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), stop the
-feed, exit 0.  A spool that is not initialised or bad settings: one line on
-stderr, exit 1 (so systemd restarts and the journal says why).
+feed, exit 0.  A spool that is not initialised, or a port that is taken: one
+line on stderr, exit 1 (so systemd restarts and the journal says why).  Bad
+settings: one line, exit 2 (restarting cannot fix them; the unit does not retry).
 """
 
 from __future__ import annotations

@@ -59,7 +59,10 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
         "description": "WebSocket (GET with Upgrade). Messages are JSON objects with event "
                        "(snapshot, transition, progress), id, state, and progress or record. "
                        "A record over 32 KiB comes as its list summary (no result, "
-                       "result_omitted: true) with record_url, the path of the full record.",
+                       "result_omitted: true) with record_url, the path of the full record. "
+                       "Close codes: 1000 after a task's terminal state, 1008 when the task "
+                       "is not (or no longer) in the spool, 1013 for a client that fell "
+                       "behind, 1001 when statusd stops.",
         "responses": {"101": {"description": "switching to WebSocket"},
                       **_errors(*((400, 404, 426) if with_id else (400, 426)))},
     }
