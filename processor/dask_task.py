@@ -211,8 +211,11 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
     child: _Child | None = None
     try:
         child = host.take(config)
+        wanted = _still_wanted(worker, key)
         with host.lock:
             run.child = child
+            if run.reason is None and not wanted:
+                run.reason = LOST
             killed = run.reason is not None
         if killed:  # before the child got the job: it never runs
             return _death_outcome(task, run, None, worker)
