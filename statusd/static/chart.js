@@ -3,25 +3,34 @@
  * equityCurves(result) finds run_backtest's per-symbol curves
  * (result.symbols[SYMBOL].equity_curve = [[timestamp, equity], ...]);
  * drawEquity(element, curves) draws one path per symbol on shared axes.
- * Long curves are thinned to about one point per horizontal pixel, keeping
- * each bucket's extreme values so drawdowns stay visible.
+ * The x axis is time when every timestamp parses and each curve runs forward in
+ * time, so a symbol with a shorter history is drawn over the dates it covers;
+ * otherwise it is the point's index.  Up to MAX_SERIES curves are drawn, each in
+ * a colour of its own and named in a legend under the plot, which says how many
+ * were left out.  Long curves are thinned to about one point per horizontal
+ * pixel, keeping each bucket's extreme values so drawdowns stay visible.
  */
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART = { width: 760, height: 300, left: 70, right: 16, top: 14, bottom: 34 };
-const COLORS = ["#0b62c4", "#c4321b", "#18794e", "#8a6d00", "#6b3fa0", "#0f7c8c"];
-const MAX_SERIES = 12;
+const COLORS = ["#0b62c4", "#c4321b", "#18794e", "#8a6d00", "#6b3fa0", "#0f7c8c",
+                "#d4477f", "#5a6270", "#e07b00", "#2f9e44", "#3b3bd6", "#8c4a1a"];
+const MAX_SERIES = COLORS.length;
+const LEGEND = { top: 12, row: 16, column: 96 };  // under the plot's date labels
 
 function equityCurves(result) {
-  if (!result || typeof result !== "object" || !result.symbols) return [];
   const curves = [];
+  curves.total = 0;
+  if (!result || typeof result !== "object" || !result.symbols) return curves;
   for (const [symbol, metrics] of Object.entries(result.symbols)) {
     const curve = metrics && metrics.equity_curve;
     if (!Array.isArray(curve) || curve.length < 2) continue;
+    curves.total += 1;
+    if (curves.length >= MAX_SERIES) continue;
     const points = curve.filter((p) => Array.isArray(p) && Number.isFinite(p[1]));
     if (points.length >= 2) curves.push({ symbol, points });
-    if (curves.length >= MAX_SERIES) break;
+    else curves.total -= 1;
   }
   return curves;
 }
@@ -34,7 +43,8 @@ function svgEl(name, attrs, text) {
 }
 
 function thin(points, buckets) {
-  if (points.length <= buckets * 2) return points.map((p, i) => [i, p[1]]);
+  // The indices of the points to draw.
+  if (points.length <= buckets * 2) return points.map((p, i) => i);
   const out = [];
   const size = points.length / buckets;
   for (let b = 0; b < buckets; b++) {
@@ -45,9 +55,22 @@ function thin(points, buckets) {
       if (points[i][1] < points[lo][1]) lo = i;
       if (points[i][1] > points[hi][1]) hi = i;
     }
-    for (const i of lo <= hi ? [lo, hi] : [hi, lo]) out.push([i, points[i][1]]);
+    for (const i of lo <= hi ? [lo, hi] : [hi, lo]) out.push(i);
   }
   return out;
+}
+
+function timeAxis(curves) {
+  // Each curve's times (ms), or null when any does not parse or runs backwards.
+  const all = [];
+  for (const curve of curves) {
+    const times = curve.points.map((p) => Date.parse(String(p[0])));
+    for (let i = 0; i < times.length; i++) {
+      if (!Number.isFinite(times[i]) || (i && times[i] < times[i - 1])) return null;
+    }
+    all.push(times);
+  }
+  return all;
 }
 
 function formatMoney(value) {
@@ -60,16 +83,38 @@ function drawEquity(container, curves) {
   const c = CHART;
   const plotW = c.width - c.left - c.right;
   const plotH = c.height - c.top - c.bottom;
-  const series = curves.map((curve) => ({ ...curve, thin: thin(curve.points, plotW) }));
-  const length = Math.max(...curves.map((curve) => curve.points.length));
+  const times = timeAxis(curves);
+  // Each series: its points' x positions (time, or index) and the indices to draw.
+  let xs, firstLabel, lastLabel;
+  if (times) {
+    const t0 = Math.min(...times.map((t) => t[0]));
+    const t1 = Math.max(...times.map((t) => t[t.length - 1]));
+    const span = Math.max(1, t1 - t0);
+    xs = times.map((t) => t.map((v) => c.left + ((v - t0) / span) * plotW));
+    const starts = curves.map((curve, n) => [times[n][0], curve.points[0][0]]);
+    const ends = curves.map((curve, n) => [times[n][times[n].length - 1],
+                                           curve.points[curve.points.length - 1][0]]);
+    firstLabel = starts.reduce((a, b) => (b[0] < a[0] ? b : a))[1];
+    lastLabel = ends.reduce((a, b) => (b[0] > a[0] ? b : a))[1];
+  } else {
+    const length = Math.max(...curves.map((curve) => curve.points.length));
+    xs = curves.map((curve) => curve.points.map(
+      (p, i) => c.left + (i / Math.max(1, length - 1)) * plotW));
+    firstLabel = curves[0].points[0][0];
+    lastLabel = curves[0].points[curves[0].points.length - 1][0];
+  }
+  const series = curves.map((curve, n) => ({ ...curve, x: xs[n], thin: thin(curve.points, plotW) }));
   let lo = Infinity, hi = -Infinity;
-  for (const s of series) for (const [, v] of s.thin) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  for (const s of series) for (const i of s.thin) { lo = Math.min(lo, s.points[i][1]); hi = Math.max(hi, s.points[i][1]); }
   if (hi === lo) { hi += 1; lo -= 1; }
-  const x = (i) => c.left + (i / Math.max(1, length - 1)) * plotW;
   const y = (v) => c.top + (1 - (v - lo) / (hi - lo)) * plotH;
 
-  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${c.height}`, width: c.width,
-                             height: c.height, role: "img", "aria-label": "equity curve" });
+  const perRow = Math.max(1, Math.floor((c.width - c.left) / LEGEND.column));
+  const omitted = (curves.total || curves.length) - curves.length;
+  const entries = series.length + (omitted > 0 ? 1 : 0);
+  const height = c.height + LEGEND.top + Math.ceil(entries / perRow) * LEGEND.row;
+  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width,
+                             height, role: "img", "aria-label": "equity curve" });
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top + plotH,
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
@@ -78,22 +123,29 @@ function drawEquity(container, curves) {
     svg.appendChild(svgEl("text", { x: c.left - 6, y: y(v) + 4, "text-anchor": "end" },
                           formatMoney(v)));
   }
-  const first = curves[0].points[0][0];
-  const last = curves[0].points[curves[0].points.length - 1][0];
-  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(first).slice(0, 10)));
+  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(firstLabel).slice(0, 10)));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },
-                        String(last).slice(0, 10)));
+                        String(lastLabel).slice(0, 10)));
   series.forEach((s, n) => {
-    const d = s.thin.map(([i, v], k) => `${k ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`);
+    const d = s.thin.map((i, k) => `${k ? "L" : "M"}${s.x[i].toFixed(1)},${y(s.points[i][1]).toFixed(1)}`);
     svg.appendChild(svgEl("path", { class: "equity", "data-symbol": s.symbol, d: d.join(""),
                                     fill: "none", stroke: COLORS[n % COLORS.length],
                                     "stroke-width": 1.5 }));
   });
   const legend = svgEl("g", { class: "legend" });
+  const at = (n) => ({ x: c.left + (n % perRow) * LEGEND.column,
+                       y: c.height + LEGEND.top + Math.floor(n / perRow) * LEGEND.row });
   series.forEach((s, n) => {
-    legend.appendChild(svgEl("text", { x: c.left + 8 + n * 90, y: c.top + 12,
-                                       fill: COLORS[n % COLORS.length] }, s.symbol));
+    // A name is job text: hidden characters shown as escapes (app.js), long ones cut.
+    const name = typeof shown === "function" ? shown(s.symbol) : s.symbol;
+    const label = name.length > 12 ? `${name.slice(0, 11)}…` : name;
+    legend.appendChild(svgEl("text", { ...at(n), fill: COLORS[n % COLORS.length],
+                                       "data-symbol": s.symbol }, label));
   });
+  if (omitted > 0) {
+    legend.appendChild(svgEl("text", at(series.length),
+                             `${series.length} of ${curves.total} symbols`));
+  }
   svg.appendChild(legend);
   container.appendChild(svg);
   return true;

@@ -7,9 +7,12 @@ the task view, and a backtest's equity curve drawn as an SVG path.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from statusdkit import (
@@ -154,6 +157,69 @@ def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, s
     expect(page.locator("#task-state")).to_have_text("pending")
     spool.layout.job(JobState.PENDING, "withdrawn").unlink()
     expect(page.locator("#task-state")).to_have_text("not found")
+
+
+def _curve(start: date, days: int, drift: float) -> list[list[Any]]:
+    equity = 100_000.0
+    out: list[list[Any]] = []
+    for t in range(days):
+        equity *= 1 + drift * ((t % 5) - 2)
+        out.append([f"{start + timedelta(days=t)}T00:00:00", round(equity, 2)])
+    return out
+
+
+def _path_xs(d: str) -> list[float]:
+    return [float(step[1:].split(",")[0]) for step in re.findall(r"[ML][-0-9.]+,[-0-9.]+", d)]
+
+
+def test_equity_curves_of_different_spans_share_one_time_axis(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A symbol listed later has a shorter curve: it is drawn over the dates it covers
+    (it was drawn from the left edge, as if it had started with the others)."""
+    expect = sync_api.expect
+    result = {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _curve(date(2020, 1, 1), 400, 0.001)},
+        "LATE": {"equity_curve": _curve(date(2020, 1, 1) + timedelta(days=300), 100, 0.002)},
+    }}
+    run_job(spool, "spans", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/spans")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    whole = _path_xs(page.locator('path.equity[data-symbol="AAA"]').get_attribute("d") or "")
+    late = _path_xs(page.locator('path.equity[data-symbol="LATE"]').get_attribute("d") or "")
+    assert len(whole) == 400 and len(late) == 100
+    assert abs(late[0] - whole[300]) < 1.0, (late[0], whole[300])
+    assert abs(late[-1] - whole[-1]) < 1.0
+
+
+def test_every_curve_drawn_has_a_colour_and_a_label_of_its_own(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """14 symbols: 12 are drawn (the rest are said to be left out), no two in one
+    colour, each named in a legend that fits in the chart and in the colour of its
+    curve (six colours were reused, labels past the eighth were drawn outside the
+    picture, and a style made every label grey)."""
+    expect = sync_api.expect
+    symbols = {f"SYM{n:02d}": {"equity_curve": _curve(date(2020, 1, 1), 60, 0.001 * (n + 1))}
+               for n in range(14)}
+    run_job(spool, "many", {"strategy": "ma_crossover", "symbols": symbols},
+            tool="run_backtest")
+    page.goto(server.base + "/#/tasks/many")
+    paths = page.locator("#equity svg path.equity")
+    expect(paths).to_have_count(12)
+    strokes = {paths.nth(n).get_attribute("stroke") for n in range(12)}
+    assert len(strokes) == 12, strokes
+    width = float(page.locator("#equity svg").get_attribute("width") or 0)
+    labels = page.locator("#equity svg .legend text")
+    names = labels.all_text_contents()
+    assert [n for n in names if n.startswith("SYM")] == [f"SYM{n:02d}" for n in range(12)]
+    for n in range(labels.count()):
+        box = labels.nth(n).evaluate("e => [e.getBBox().x, e.getBBox().width]")
+        assert box[0] >= 0 and box[0] + box[1] <= width, (names[n], box, width)
+    for n in range(12):  # each label in its curve's colour (a style had made them all grey)
+        label = page.locator(f'#equity svg .legend text[data-symbol="SYM{n:02d}"]')
+        curve = page.locator(f'#equity svg path.equity[data-symbol="SYM{n:02d}"]')
+        shown = label.evaluate("e => getComputedStyle(e).fill")
+        assert shown == curve.evaluate("e => getComputedStyle(e).stroke"), (n, shown)
+    assert any("12 of 14" in name for name in names), names
 
 
 def test_purged_jobs_leave_the_list(server: ServerThread, spool: Spool,
