@@ -15,14 +15,14 @@ raise :class:`~spool.errors.InvalidParams`; malformed data files raise
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from processor.quant.analysis import FactorParams, analyze_factor
 from processor.quant.backtest import BacktestParams, run_backtest
-from processor.quant.data import FIELDS, Bars, DataStore, Symbol
+from processor.quant.data import FIELDS, Bars, DataStore, Symbol, to_time
 from processor.quant.factors import CATALOGUE
 from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
 
@@ -45,6 +45,13 @@ class KlineParams(BaseModel):
     limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, description=(
         "at most this many bars: the first ones from start when only start is "
         "given, else the most recent ones"))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        start, end = to_time(self.start), to_time(self.end)
+        if start is not None and end is not None and start > end:
+            raise ValueError("start is after end")
+        return self
 
 
 def kline(bars: Bars, params: KlineParams) -> dict[str, Any]:

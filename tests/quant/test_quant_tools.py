@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import numpy as np
 import orjson
 import pytest
+from pydantic import ValidationError
 from quant_reference import read_rows, write_bars
 
 from processor.quant.data import DataStore
@@ -90,6 +91,17 @@ def test_get_kline_missing_values_are_null(tmp_path: Path) -> None:
     write_bars(tmp_path, "HOLE", [1.0, float("nan"), 3.0])
     out = get_kline(DataStore(tmp_path), KlineParams(symbol="HOLE"))
     assert out["rows"][1][4] is None and out["rows"][2][4] == 3.0
+
+
+def test_get_kline_refuses_start_after_end(tmp_path: Path) -> None:
+    """``start`` after ``end`` answered an empty list of rows, as if the symbol had no
+    bars then, where run_backtest and analyze_factor refuse the same params."""
+    with pytest.raises(ValidationError, match="start is after end"):
+        KlineParams.model_validate({"symbol": "S0001", "start": "2011-01-02",
+                                    "end": "2011-01-01"})
+    same_day = KlineParams.model_validate({"symbol": "S0001", "start": "2011-01-01",
+                                           "end": "2011-01-01"})
+    assert same_day.start == same_day.end
 
 
 def test_get_kline_unknown_symbol(tmp_path: Path) -> None:
