@@ -16,7 +16,12 @@ and exit sentinel, at most :data:`POLL_S` at a time, and:
   ``Client.run``), when Dask cancels the task (the processor cancelled it or
   lost its connection), and when the worker closes or loses its scheduler,
   so no run outlives the processor's knowledge of it;
-* returns ``worker_crashed`` when the child dies by itself.
+* returns ``worker_crashed`` when the child dies by itself;
+* reads the child's fds 1 and 2, pipes as in the local pool
+  (:mod:`processor.stdio_pipes`), and logs each line as a ``spoolq.output``
+  JSON line of the job on this worker's stderr: ``print``, C code and child
+  processes alike, and text left without a newline when the job ends, however
+  it ends (read once the child and its orphans are gone).
 
 It always returns one :class:`~processor.runner.Outcome` and never raises
 for anything the tool does.  Per worker process, the idle children and the
@@ -27,7 +32,9 @@ are plain functions, so that state cannot be passed down from a ``main()``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,9 +43,12 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from processor import capture
 from processor.executor import Task, WorkerConfig
+from processor.logs import JsonFormatter
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
+from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
 
 POLL_S = 0.1
@@ -55,6 +65,7 @@ class _Child:
     process: BaseProcess
     conn: Connection
     lifeline: Connection  # the child dies when this end closes, with this process
+    output: StdioPipes  # the read ends of its fds 1 and 2
     jobs: int = 0
     retiring: bool = False  # said so with its last result (SPOOL_WORKER_MAX_JOBS)
 
@@ -82,6 +93,7 @@ class _Host:
         self._ctx: ForkServerContext | None = None
         self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
         self._forkserver = 0  # their parent's pid, once one was started
+        _log_output_as_json()
 
     def take(self, config: WorkerConfig) -> _Child:
         """An idle child (waiting for one being prestarted), else a new one."""
@@ -131,8 +143,10 @@ class _Host:
         ctx = self._context()
         parent, child_end = ctx.Pipe(duplex=True)
         life_r, life_w = ctx.Pipe(duplex=False)
+        output = StdioPipes()
+        output_ends = output.hand_over()  # the child dups them to its fds 1 and 2
         process = ctx.Process(target=child_main, name="spoolq-dask-child", daemon=True,
-                              args=(child_end, life_r, config))
+                              args=(child_end, life_r, config, output_ends))
         with _SPAWN_LOCK:
             # Dask worker processes are daemonic by default and multiprocessing
             # refuses children of a daemonic process, to spare them orphans.
@@ -150,7 +164,9 @@ class _Host:
                 self._forkserver = parent_of(process.pid) or self._forkserver
         child_end.close()
         life_r.close()
-        return _Child(process, parent, life_w)
+        for end in output_ends:
+            end.close()
+        return _Child(process, parent, life_w, output)
 
     def _context(self) -> ForkServerContext:
         if self._ctx is None:
@@ -167,6 +183,7 @@ class _Host:
             self._children.discard(child.process.pid or 0)
             if self._forkserver:
                 kill_orphans(self._forkserver, self._children)
+        child.output.close()  # after the sweep: what its orphans wrote is in the pipes
 
     def kill(self, key: str, reason: str) -> bool:
         with self.lock:
@@ -268,6 +285,8 @@ class _Supervisor:
         self.held: tuple[float, str] | None = None  # a report that came too soon
 
     def run(self) -> Outcome:
+        output = self.child.output
+        output.begin(self.task.job_id, self.task.tool)  # its output is the job's from now
         try:
             self.child.conn.send(self.task)
             self.child.jobs += 1
@@ -279,14 +298,20 @@ class _Supervisor:
             if self.held is not None:  # wake to send it once its interval is up
                 timeout = min(timeout, max(0.0, self.last_progress + PROGRESS_EVERY_S
                                            - time.monotonic()))
-            ready = wait([self.child.conn, sentinel], timeout)
+            streams = [s for s in output.streams if s.fd >= 0 and not s.ended]
+            ready = wait([self.child.conn, sentinel, *(s.fd for s in streams)], timeout)
+            for stream in streams:
+                if stream.fd in ready:
+                    output.read(stream, DRAIN_BYTES)
             if self.held is not None and self.run_.reason is None:
                 self._progress(*self.held)
             if self.child.conn in ready:
                 outcome = self._read()
                 if outcome is not None:
+                    _end_output(output)
                     return outcome
             if sentinel in ready or not self.child.process.is_alive():
+                # What it wrote last is read when it is discarded, after the orphan sweep.
                 self.child.process.join(timeout=1)
                 return _death_outcome(self.task, self.run_, self.child.process.exitcode,
                                       self.worker)
@@ -329,6 +354,17 @@ class _Supervisor:
             _emit(self.worker, self.topic, {"event": "progress", "key": self.run_.key,
                                             "job_id": self.task.job_id, "fraction": fraction,
                                             "message": message})
+
+
+def _end_output(output: StdioPipes) -> None:
+    """The job's result came: its processes are gone (the child reaps them first), so
+    what they wrote is in the pipes; read it as the job's, then log what was left
+    without a newline.  Bounded: a pipe gives at most its capacity more."""
+    output.end()
+    while output.draining:
+        for stream in output.streams:
+            output.read(stream, DRAIN_BYTES)
+        output.settled()
 
 
 def _drain(child: _Child) -> list[tuple[Any, ...]]:
@@ -390,7 +426,8 @@ def _discard(child: _Child) -> None:
 # -- the child process ----------------------------------------------------------------------
 
 
-def child_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -> None:
+def child_main(conn: Connection, lifeline: Connection, config: WorkerConfig,
+               output: tuple[Connection, Connection]) -> None:
     """The local pool's worker body, dying with the Dask worker that made it.
 
     A forkserver child's parent is the forkserver, which outlives the Dask
@@ -402,7 +439,27 @@ def child_main(conn: Connection, lifeline: Connection, config: WorkerConfig) -> 
     # Imported here: the forkserver has it preloaded, the Dask worker needs none of it.
     from processor.worker import worker_main  # noqa: PLC0415
 
-    worker_main(conn, config, lifeline)
+    worker_main(conn, config, lifeline, output)
+
+
+class _OutputHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The children's output, as JSON lines on this Dask worker's stderr."""
+
+
+def _log_output_as_json() -> None:
+    """Have ``spoolq.output`` lines (what the children write to fds 1 and 2, read by the
+    supervisors) written as JSON lines on this process's stderr, the processor's shape;
+    distributed configures no handler for them.  Left as it is in a process whose
+    logging spoolq set up already (a cluster inside the processor, in tests)."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        return
+    out = capture.log
+    if not any(isinstance(h, _OutputHandler) for h in out.handlers):
+        handler = _OutputHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        out.addHandler(handler)
+        out.setLevel(logging.INFO)
+        out.propagate = False
 
 
 def _emit(worker: Any, topic: str, message: dict[str, Any]) -> None:

@@ -157,3 +157,17 @@ class Talk(BaseTool):
         os.write(2, f"written by {ctx.job_id}\n".encode())
         logging.getLogger("dask_tools").warning("logged by %s", ctx.job_id)
         return ToolResult.ok()
+
+
+class Partial(BaseTool):
+    """Prints text with no newline and a child's line, then works for ``seconds``."""
+
+    name: ClassVar[str] = "d_partial"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        subprocess.run(["echo", f"child of {ctx.job_id}"], check=True)
+        print(f"unfinished line of {ctx.job_id}", end="", flush=True)
+        time.sleep(params.seconds)
+        return ToolResult.ok()

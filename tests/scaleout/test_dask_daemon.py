@@ -275,21 +275,32 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
 
 def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: StartDaemon,
                                                   tmp_path: Path) -> None:
-    """As docs/scaling.md says: JSON lines on the worker's stderr, printed ones naming
-    the job; what is written below Python is plain text there."""
+    """As docs/scaling.md says: JSON lines on the worker's stderr naming the job, what
+    its C code and child processes write too, and text without a final newline even
+    when a timeout kills the job (it used to be plain text, or lost)."""
     port = _free_port()
     workers_log = tmp_path / "cluster.err"
     with _cluster_process(port, 1, stderr=workers_log):
         d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
         drop(spool_root, "talks", {"tool": "d_talk"})
+        drop(spool_root, "cut", {"tool": "d_partial", "timeout": 1, "params": {"seconds": 60}})
         assert wait_record(spool_root, "talks", 30)["state"] == "done"
+        assert wait_record(spool_root, "cut", 30)["error"]["type"] == "timeout"
         assert d.stop() == 0
-        wait_for(lambda: "written by talks" in workers_log.read_text(), 10, "fd 2's line")
     lines = workers_log.read_text().splitlines()
-    printed = [orjson.loads(line) for line in lines if "printed by talks" in line]
-    assert len(printed) == 1, lines[-20:]
-    assert printed[0]["logger"] == "spoolq.output" and printed[0]["id"] == "talks"
-    logged = [orjson.loads(line) for line in lines if "logged by talks" in line]
-    assert len(logged) == 1 and logged[0]["level"] == "warning", lines[-20:]
-    assert "written by talks" in lines
+
+    def logged(text: str) -> dict[str, Any]:
+        found = [orjson.loads(line) for line in lines if text in line]
+        assert len(found) == 1, (text, found, lines[-30:])
+        assert isinstance(found[0], dict), found[0]
+        return found[0]
+
+    for text, job, stream in (("printed by talks", "talks", "stdout"),
+                              ("written by talks", "talks", "stderr"),
+                              ("child of cut", "cut", "stdout"),
+                              ("unfinished line of cut", "cut", "stdout")):
+        line = logged(text)
+        assert line["logger"] == "spoolq.output" and line["msg"] == text, line
+        assert line["id"] == job and line["stream"] == stream, line
+    assert logged("logged by talks")["level"] == "warning"
     assert "printed by talks" not in d.logs(), "the processor's log has its transitions only"
