@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
+from multiprocessing.util import Finalize
 from typing import Any
 
 from processor import capture
@@ -94,6 +95,10 @@ class _Host:
         self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
         self._forkserver = 0  # their parent's pid, once one was started
         _log_output_as_json()
+        # Run by multiprocessing's exit handler before it SIGTERMs the children and waits
+        # for them: for good (or until a nanny kills this worker) for one whose tool
+        # ignored SIGTERM.  (A Dask worker is a multiprocessing child: atexit is later.)
+        Finalize(None, self.end, exitpriority=10)
 
     def take(self, config: WorkerConfig) -> _Child:
         """An idle child (waiting for one being prestarted), else a new one."""
@@ -184,6 +189,17 @@ class _Host:
             if self._forkserver:
                 kill_orphans(self._forkserver, self._children)
         child.output.close()  # after the sweep: what its orphans wrote is in the pipes
+
+    def end(self) -> None:
+        """This Dask worker process exits: kill every child now, idle or running."""
+        with self.lock:
+            children = [c for pool in self.idle.values() for c in pool]
+            children += [r.child for r in self.runs.values() if r.child is not None]
+            self.idle.clear()
+        for child in children:
+            _kill(child)
+        for child in children:
+            child.process.join(timeout=2)
 
     def kill(self, key: str, reason: str) -> bool:
         with self.lock:

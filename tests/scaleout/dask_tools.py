@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 from typing import ClassVar
@@ -171,3 +172,15 @@ class Partial(BaseTool):
         print(f"unfinished line of {ctx.job_id}", end="", flush=True)
         time.sleep(params.seconds)
         return ToolResult.ok()
+
+
+class IgnoreTerm(BaseTool):
+    """Ignores SIGTERM in its process (which stays, idle, for the next job), and returns."""
+
+    name: ClassVar[str] = "d_ignore_term"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return ToolResult.ok({"pid": os.getpid()})

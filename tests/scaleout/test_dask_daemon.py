@@ -304,3 +304,24 @@ def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: Star
         assert line["id"] == job and line["stream"] == stream, line
     assert logged("logged by talks")["level"] == "warning"
     assert "printed by talks" not in d.logs(), "the processor's log has its transitions only"
+
+
+def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A job's process stays for the next job; one whose tool ignored SIGTERM held its
+    Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then waits) until
+    the nanny killed the worker, or for good without a nanny."""
+    port = _free_port()
+    cluster_log = tmp_path / "cluster.err"
+    with _cluster_process(port, 1, stderr=cluster_log) as cluster:
+        d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
+        drop(spool_root, "stubborn", {"tool": "d_ignore_term"})
+        pid = wait_record(spool_root, "stubborn", 30)["result"]["pid"]
+        assert d.stop() == 0
+        assert alive(pid), "kept for the next job"
+        assert cluster.stdin is not None
+        cluster.stdin.close()  # cluster_proc closes the cluster, as a stop of its unit does
+        cluster.wait(30)
+    text = cluster_log.read_text()
+    assert "still alive after" not in text, "the nanny had to kill its worker"
+    assert not alive(pid)
