@@ -152,25 +152,30 @@ class _Host:
         output_ends = output.hand_over()  # the child dups them to its fds 1 and 2
         process = ctx.Process(target=child_main, name="spoolq-dask-child", daemon=True,
                               args=(child_end, life_r, config, output_ends))
-        with _SPAWN_LOCK:
-            # Dask worker processes are daemonic by default and multiprocessing
-            # refuses children of a daemonic process, to spare them orphans.
-            # This child cannot be orphaned: it dies when its lifeline closes
-            # (see child_main), at the latest when this process ends.
-            me = mp.current_process()
-            daemonic = me.daemon
-            me.daemon = False
-            try:
-                process.start()
-            finally:
-                me.daemon = daemonic
-            if process.pid:
-                self._children.add(process.pid)
-                self._forkserver = parent_of(process.pid) or self._forkserver
-        child_end.close()
-        life_r.close()
-        for end in output_ends:
-            end.close()
+        try:
+            with _SPAWN_LOCK:
+                # Dask worker processes are daemonic by default and multiprocessing
+                # refuses children of a daemonic process, to spare them orphans.
+                # This child cannot be orphaned: it dies when its lifeline closes
+                # (see child_main), at the latest when this process ends.
+                me = mp.current_process()
+                daemonic = me.daemon
+                me.daemon = False
+                try:
+                    process.start()
+                finally:
+                    me.daemon = daemonic
+                if process.pid:
+                    self._children.add(process.pid)
+                    self._forkserver = parent_of(process.pid) or self._forkserver
+        except BaseException:
+            for end in (parent, life_w):
+                end.close()
+            output.close()
+            raise
+        finally:  # the child has its copies (or never started)
+            for end in (child_end, life_r, *output_ends):
+                end.close()
         return _Child(process, parent, life_w, output)
 
     def _context(self) -> ForkServerContext:
