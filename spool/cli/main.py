@@ -17,6 +17,7 @@ before or after its name.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -101,21 +102,53 @@ def _check_streams(args: argparse.Namespace) -> None:
                       "prints its results")
 
 
+def flush_stdout() -> None:
+    """Write out what is buffered for stdout, now, while errors still become exit codes.
+
+    Left to the interpreter's exit, a reader that went away (``| true``) or a full disk
+    under ``> file`` came out as "Exception ignored ... BrokenPipeError" (or OSError)
+    and exit status 120, whatever the command did (with PYTHONUNBUFFERED set, as in
+    many test and container environments, every print raises at once instead)."""
+    if sys.stdout is None:  # closed, and the command printed nothing (wait -q)
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _discard_stdout()
+        raise OSError(exc.errno, f"cannot write to standard output: {exc.strerror}") from exc
+
+
+def _discard_stdout() -> None:
+    """Point descriptor 1 at /dev/null: what is still buffered goes there at exit, so the
+    interpreter's final flush cannot fail a second time."""
+    if sys.stdout is not None:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_streams(args)
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync)
-        return int(args.run(args, settings))
+        code = int(args.run(args, settings))
+        flush_stdout()
+        return code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `spoolq ls | head`: stop quietly, and keep the interpreter's final flush quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         code, message = explain(exc)
         print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
+        try:  # what was printed before the error still goes out, if it can
+            flush_stdout()
+        except OSError:
+            _discard_stdout()
         return code
 
 

@@ -68,15 +68,29 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         job_id = client.submit(job, args.id)
     except ValueError as exc:  # the file's "id" disagrees with --id
         raise UsageError(str(exc)) from exc
+    announce(job_id, as_json=args.json, wait=args.wait)
     if args.wait:
-        if not args.json:
-            print(job_id, flush=True)
         return wait_for(client, job_id, None, as_json=args.json, quiet=False)
-    if args.json:
-        emit_json({"id": job_id})
-    else:
-        print(job_id)
     return EXIT_OK
+
+
+def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
+    """Print the id of the job just dropped (with ``--wait --json`` the record says it).
+
+    A stdout that cannot take it (``> file`` on a full disk) must not read as a failed
+    submit: the job is in pending/ and a second submit would run it twice.
+    """
+    try:
+        if as_json and not wait:
+            emit_json({"id": job_id})
+        elif not as_json:
+            print(job_id)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: stop quietly, as every command does
+        raise
+    except OSError as exc:
+        raise SpoolError(f"job {job_id} was submitted, but its id could not be written to "
+                         f"standard output: {exc.strerror}") from exc
 
 
 def job_from_options(args: argparse.Namespace) -> Job:

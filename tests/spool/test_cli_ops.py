@@ -221,3 +221,38 @@ def test_data_synth_takes_the_global_options_after_its_name(tmp_path: Path,
         assert proc.returncode == 0, proc.stderr
         assert orjson.loads(proc.stdout)["data_dir"] == str(spool / "data")
         assert len(list((spool / "data").iterdir())) == 2
+
+
+def _run_to(env: dict[str, str], stdout: int, *args: str) -> Proc:
+    return subprocess.run([*CLI, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                          stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=60, check=False)
+
+
+def test_a_stdout_that_fails_is_an_exit_code_not_interpreter_noise(
+        root: Path, env: dict[str, str]) -> None:
+    """With stdout buffered (no PYTHONUNBUFFERED, as in an ops shell or a unit) the
+    output went out at the interpreter's exit: ``spoolq ls | true`` printed "Exception
+    ignored ... BrokenPipeError" and exited 120, and so did ``spoolq submit > file`` on
+    a full disk (OSError), its job in pending/ and its id nowhere."""
+    spool_of(root).submit(Job(tool="echo"), "listed")
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    for how, run_env in (("buffered", buffered), ("unbuffered", {**env,
+                                                                 "PYTHONUNBUFFERED": "1"})):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader went away before anything was written
+        try:
+            gone = _run_to(run_env, write_end, "ls")
+        finally:
+            os.close(write_end)
+        assert (gone.returncode, gone.stderr) == (141, b""), (how, gone)
+        with open("/dev/full", "wb") as full:
+            listed = _run_to(run_env, full.fileno(), "ls")
+            submitted = _run_to(run_env, full.fileno(), "submit", "echo", "--id", how)
+        for proc in (listed, submitted):
+            assert proc.returncode == 1, (how, proc)
+            lines = proc.stderr.decode().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), (how, lines)
+            assert "No space left on device" in lines[0], (how, lines)
+        assert f"job {how} was submitted" in submitted.stderr.decode(), how
+        assert (root / "pending" / f"{how}.json").exists()
