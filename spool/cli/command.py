@@ -64,7 +64,12 @@ def add_globals(parser: argparse.ArgumentParser, *, on_command: bool,
 
 
 def note(text: str) -> None:
-    """A remark for the person at the terminal; stdout stays data only."""
+    """A remark for the person at the terminal; stdout stays data only.
+
+    What stdout holds so far goes out first, so that where both streams reach one file
+    or pipe (``>> log 2>&1``, cron's mail) the remark follows what it is about."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
     print(f"spoolq: {text}", file=sys.stderr)
 
 

@@ -256,3 +256,17 @@ def test_a_stdout_that_fails_is_an_exit_code_not_interpreter_noise(
             assert "No space left on device" in lines[0], (how, lines)
         assert f"job {how} was submitted" in submitted.stderr.decode(), how
         assert (root / "pending" / f"{how}.json").exists()
+
+
+def test_a_remark_follows_the_output_it_is_about(root: Path, env: dict[str, str]) -> None:
+    """``spoolq ls >> log 2>&1`` (or cron's mail) put the next-page hint above the
+    table: stdout was buffered until exit, stderr was not."""
+    for job_id in ("older", "newer"):
+        spool_of(root).submit(Job(tool="echo"), job_id)
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([*CLI, "ls", "--limit", "1"], env=buffered, cwd=root.parent,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=60, check=False)
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0 and len(lines) == 3, lines
+    assert lines[0].startswith("ID ") and lines[2].startswith("spoolq: more: "), lines
