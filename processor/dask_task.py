@@ -53,6 +53,9 @@ from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
 
 POLL_S = 0.1
+RESTART_CLOCK_S = 1.0
+"""Finding a child took longer than this (a forkserver starting): announce the start
+again, so the processor's backstop does not count that time as the job's."""
 PROGRESS_EVERY_S = 0.1
 _PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
             "processor.quant.tools"]
@@ -244,11 +247,14 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
         host.runs[key] = run
     # Announced before a child is found: the processor's clock for the job starts
     # here, and a kill that comes while a new child starts is kept in ``run``.
-    _emit(worker, topic, {"event": "started", "key": key, "job_id": task.job_id,
-                          "worker": worker.address})
+    started = {"event": "started", "key": key, "job_id": task.job_id,
+               "worker": worker.address}
+    _emit(worker, topic, started)
     child: _Child | None = None
     try:
         child = host.take(config)
+        if time.monotonic() - run.started > RESTART_CLOCK_S:  # a new child took its time:
+            _emit(worker, topic, started)  # the processor's backstop counts from now
         wanted = _still_wanted(worker, key)
         with host.lock:
             run.child = child
