@@ -947,8 +947,8 @@ def _owner_id() -> str:
 
 
 def _log_recovery(report: RecoveryReport) -> None:
-    """A transition line for each orphan requeued or abandoned, then a summary whose id
-    lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
+    """A transition line for each orphan requeued, abandoned or cancelled, then a summary
+    whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
     if not report.changed:
         return
     for job_id in report.requeued:
@@ -956,8 +956,11 @@ def _log_recovery(report: RecoveryReport) -> None:
     for job_id in report.abandoned:
         logs.transition("failed", id=job_id, error_type=ErrorType.ABANDONED.value,
                         reason="orphaned")
+    for job_id in report.cancelled:
+        logs.transition("failed", id=job_id, error_type=ErrorType.CANCELLED.value,
+                        reason="orphaned")
     fields: dict[str, Any] = {}
-    for name in ("requeued", "abandoned", "finished", "restored"):
+    for name in ("requeued", "abandoned", "cancelled", "finished", "restored"):
         ids = getattr(report, name)
         fields[name] = ids[:RECOVERY_IDS_LOGGED]
         if len(ids) > RECOVERY_IDS_LOGGED:

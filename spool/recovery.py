@@ -6,9 +6,11 @@ its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
 ``tmp/`` is dead when its writer's pid is gone (or it is untouched for a day).
 
 * An orphan whose run has its record (newer than its claim, or as new and of
-  this run) was finished: the leftover ``running/`` file goes.  Otherwise it
-  is requeued with its attempt count raised and a backoff, or failed
-  ``abandoned`` once ``max_attempts`` is spent (DESIGN section 9).
+  this run) was finished: the leftover ``running/`` file goes.  One with a
+  cancel request in ``cancel/`` (asked while its processor was down) is failed
+  ``cancelled``.  Otherwise it is requeued with its attempt count raised and a
+  backoff, or failed ``abandoned`` once ``max_attempts`` is spent (DESIGN
+  section 9).
 * A quarantine, cancel or retry cut short in ``tmp/`` is completed or undone;
   nothing a client sent is dropped.  Other dead staging files are removed.
 * An id with records in both ``done/`` and ``failed/`` keeps the newer; then a
@@ -61,14 +63,15 @@ def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
 class RecoveryReport:
     requeued: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     removed: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.requeued or self.abandoned or self.finished or self.restored
-                    or self.removed)
+        return bool(self.requeued or self.abandoned or self.cancelled or self.finished
+                    or self.restored or self.removed)
 
 
 class Recovery:
@@ -147,6 +150,14 @@ class Recovery:
             report.finished.append(job_id)
             return
         ran = job.attempts + 1
+        if os.path.lexists(self.layout.cancel_str(job_id)):
+            # Asked while no processor ran it (the client was told the request is in):
+            # the cancel wins over a retry.
+            self._abandon(claim, job.model_copy(update={"attempts": ran}),
+                          "cancelled while running; its processor died before stopping it",
+                          ErrorType.CANCELLED)
+            report.cancelled.append(job_id)
+            return
         limit = self.max_attempts(job)
         if ran < limit:
             delay = backoff_s(ran)
@@ -213,7 +224,8 @@ class Recovery:
         return (pending.submitted_at == submitted and pending.attempts >= job.attempts
                 and rest == job.model_dump(exclude=requeue_sets))
 
-    def _abandon(self, claim: Claim, job: Job | None, message: str) -> None:
+    def _abandon(self, claim: Claim, job: Job | None, message: str,
+                 kind: ErrorType = ErrorType.ABANDONED) -> None:
         now = self.spool.clock.now()
         if job is None:
             record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,
@@ -223,7 +235,7 @@ class Recovery:
         record = record.model_copy(update={
             "finished_at": now, "started_at": utc_from_ns(claim.claimed_ns),
             "host": self.spool.host, "pid": self.spool.pid,
-            "error": ErrorInfo(type=ErrorType.ABANDONED, message=message),
+            "error": ErrorInfo(type=kind, message=message),
         })
         self.spool.fail(claim, record)
 

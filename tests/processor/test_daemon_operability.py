@@ -19,6 +19,11 @@ import orjson
 import pytest
 from daemonkit import Daemon, drop, make_spool, tmpfs, wait_for, wait_record
 
+from spool.client import Client
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
+
 StartDaemon = Callable[..., Daemon]
 NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 TOOLS = "ptools,optools"
@@ -194,6 +199,30 @@ def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Pat
     assert requeued[:1] == ["orphaned"] and requeued.count("orphaned") == 1
     summary = [e for e in entries if e.get("msg") == "recovery"]
     assert len(summary) == 1 and summary[0]["requeued"] == ["again"]
+
+
+def test_a_cancel_asked_while_the_processor_was_down_is_honoured_at_restart(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A cancel of a running job whose processor had died was answered (statusd: 200)
+    and kept in cancel/, but the restarted processor's recovery requeued the job and
+    removed the request: the job ran again, with its attempt count raised."""
+    d = daemon()
+    drop(spool_root, "unwanted", {"tool": "sleep", "params": {"seconds": 30},
+                                  "max_attempts": 3})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    d.kill()
+    layout = Layout(spool_root)
+    Client(layout, Mover(layout, FsyncMode.NEVER)).cancel("unwanted", wait_s=0)
+    restarted = daemon()
+    rec = wait_record(spool_root, "unwanted")
+    restarted.stop()
+    assert (rec["state"], rec["error"]["type"], rec["attempts"]) == (
+        "failed", "cancelled", 1)
+    entries = [orjson.loads(line) for line in restarted.logs().splitlines()]
+    mine = [(e["event"], e.get("error_type"), e.get("reason")) for e in entries
+            if e.get("id") == "unwanted" and "event" in e]
+    assert mine == [("failed", "cancelled", "orphaned")]
+    assert os.listdir(spool_root / "cancel") == []
 
 
 def _cpu_s(pid: int) -> float:

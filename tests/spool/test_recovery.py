@@ -28,6 +28,7 @@ from spoolkit import (
 )
 
 import spool.recovery as recovery_module
+from spool.client import Client
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import invalid_id
@@ -173,6 +174,29 @@ def test_max_attempts_spent_fails_abandoned(spool: Spool, holders: Holders) -> N
     assert flaky["error"]["type"] == "abandoned"
     assert "attempt 2 of 2" in flaky["error"]["message"]
     assert listing(spool.layout.folder(R)) == [] and listing(spool.layout.tmp) == []
+
+
+def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
+        spool: Spool, holders: Holders) -> None:
+    """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
+    was answered 200), and recovery requeued the job and removed the request with the
+    run: the job ran again.  Its record is now ``cancelled``; a run without a request
+    is still requeued."""
+    submit(spool, "unwanted", max_attempts=3)
+    submit(spool, "wanted", max_attempts=3)
+    holder = holders.hold(ids=["unwanted", "wanted"])
+    client = Client(spool.layout, spool.mover)
+    assert client.cancel("unwanted", wait_s=0).state is R  # asked; nobody acts on it yet
+    holders.sigkill(holder)
+    report = Recovery(spool).scan()
+    assert (report.cancelled, report.requeued, report.abandoned) == (
+        ["unwanted"], ["wanted"], [])
+    assert locate(spool.layout, "unwanted") == [F]
+    record = read_json(spool.layout.job(F, "unwanted"))
+    assert record["error"]["type"] == ErrorType.CANCELLED.value
+    assert "processor" in record["error"]["message"] and record["attempts"] == 1
+    assert listing(spool.layout.cancel) == [] and listing(spool.layout.folder(R)) == []
+    assert Recovery(spool).scan().changed is False
 
 
 def test_custom_max_attempts_resolver(spool: Spool, holders: Holders) -> None:
