@@ -34,7 +34,7 @@ from spool.cli.command import (
 from spool.cli.progress import watcher_for
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
-from spool.errors import ConflictError, NotFoundError
+from spool.errors import ConflictError, ErrorType, NotFoundError
 from spool.large import BoundedReader
 from spool.models import Record
 from spool.settings import Settings
@@ -132,12 +132,22 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings)
     record = client.cancel(args.id, wait_s=args.timeout)
     show_record(record, args.json)
+    if record.state in TERMINAL and not _cancelled(record):
+        # The run ended (done, or failed for another reason) before its processor acted
+        # on the request: nothing was cancelled, as for a job that had already finished.
+        note(f"error: job {args.id} finished ({record.state.value}) before the cancel took "
+             "effect")
+        return EXIT_FAILED
     if record.state not in TERMINAL:
         alive = client.reader.processors()
         note(f"job {args.id} is still {record.state.value}: the cancel request stays in "
              "cancel/ " + ("for its processor to act on" if alive
                            else "but no processor is running to act on it"))
     return EXIT_OK
+
+
+def _cancelled(record: Record) -> bool:
+    return record.error is not None and record.error.type is ErrorType.CANCELLED
 
 
 # -- retry ----------------------------------------------------------------------------------
@@ -180,7 +190,8 @@ CANCEL = Command(
     description="A pending job fails 'cancelled' at once.  For a running job a "
     "cancel request is written; its processor kills the run and fails it "
     "'cancelled'.  Prints the record (exit 0); exit 1 when the job is unknown or "
-    "already finished.")
+    "already finished, or finishes before the cancel takes effect (its record is "
+    "printed).")
 RETRY = Command(
     "retry", "move a failed job back to pending/ (attempts reset to 0)",
     _configure_retry, run_retry,

@@ -270,3 +270,26 @@ def test_a_remark_follows_the_output_it_is_about(root: Path, env: dict[str, str]
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 0 and len(lines) == 3, lines
     assert lines[0].startswith("ID ") and lines[2].startswith("spoolq: more: "), lines
+
+
+def test_a_cancel_the_run_finished_before_is_no_success(root: Path,
+                                                        env: dict[str, str]) -> None:
+    """A running job that ended on its own while its cancel request waited for the
+    processor: ``cancel`` printed the done record and exited 0, so ``spoolq cancel ID &&
+    ...`` took a job that ran to the end (its side effects done) for a cancelled one."""
+    spool = spool_of(root)
+    spool.submit(Job(tool="echo"), "quick")
+    claim = spool.claim("quick")  # the test stands in for the processor
+    assert claim is not None
+    cancel = subprocess.Popen([*CLI, "cancel", "quick", "--json", "--timeout", "30"],
+                              env=env, cwd=root.parent, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (root / "cancel" / "quick").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))  # before it acted
+    out, err = cancel.communicate(timeout=60)
+    assert cancel.returncode == 1, err
+    assert orjson.loads(out)["state"] == "done"
+    assert err.decode().splitlines() == [
+        "spoolq: error: job quick finished (done) before the cancel took effect"]
