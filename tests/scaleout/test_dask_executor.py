@@ -313,3 +313,39 @@ def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
     assert outcome.ok, outcome
     assert len(beats["waits"].read_text().splitlines()) == 1
     assert len(second_sink.outcomes["waits"]) == 1
+
+
+def _slow_take(delay_s: float) -> None:
+    """On a Dask worker (``Client.run``): finding a child takes ``delay_s`` longer."""
+    from processor import dask_task  # noqa: PLC0415
+
+    take = dask_task._Host.take
+    original = getattr(take, "original", take)
+
+    def slow(self: Any, config: Any) -> Any:
+        time.sleep(delay_s)
+        return original(self, config)
+
+    slow.original = original  # type: ignore[attr-defined]
+    dask_task._Host.take = original if delay_s == 0 else slow  # type: ignore[method-assign]
+
+
+def test_a_job_killed_while_its_process_is_found_never_runs(
+        run_executor: Any, dask_client: Any, tmp_path: Path) -> None:
+    executor, sink = run_executor()
+    beats = tmp_path / "never.beats"
+    dask_client.run(_slow_take, 2.0)
+    try:
+        executor.submit(_task("never", "d_heartbeat", path=str(beats), seconds=60))
+        deadline = time.monotonic() + 10
+        while not any("never" in str(k) for keys in dask_client.processing().values()
+                      for k in keys):
+            assert time.monotonic() < deadline, "never started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the start is announced; the child is not found yet
+        assert executor.kill("never", ErrorType.CANCELLED.value)
+        assert sink.wait("never", 10).error_type is ErrorType.CANCELLED
+        time.sleep(2.5)  # past the slow take: the child must not get the job
+    finally:
+        dask_client.run(_slow_take, 0.0)
+    assert not beats.exists(), "the tool ran after its job was cancelled"
