@@ -26,6 +26,8 @@ from spool.states import TERMINAL, JobState
 
 REDRAW_HZ = 10
 BAR_CELLS = 24
+MIN_BAR_CELLS = 10
+MIN_MESSAGE_CELLS = 30
 
 
 class Watcher(Protocol):
@@ -49,19 +51,44 @@ def clock(seconds: float | None) -> str:
 
 
 def bar_line(record: Record, columns: int) -> str:
-    """``<id> running [#####.....]  42% 0:12 loading data`` cut to ``columns``."""
+    """``<id> running [#####.....]  42% 0:12 loading data`` in at most ``columns - 1``.
+
+    The message is what tells a long run's progress, and it comes last: when the line
+    does not fit, the bar gives up cells first (down to :data:`MIN_BAR_CELLS`), then the
+    id (the command line names it, and ``submit --wait`` printed it just above), and only
+    then is the message cut.  A generated id is 28 characters: on an 80-column terminal
+    the full line left 5 columns for the message.  A message too long for any layout
+    keeps the id beside it when :data:`MIN_MESSAGE_CELLS` of it still show.
+    """
     progress = record.progress
     fraction = progress.fraction if progress and progress.fraction is not None else None
     if fraction is None and record.state is JobState.DONE:
         fraction = 1.0
-    filled = round((fraction or 0.0) * BAR_CELLS)
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
     running = record.state is JobState.RUNNING
     message = printable(progress.message) if progress and running else ""
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
-    line = (f"{record.id} {record.state.value:<7} [{'#' * filled}{'.' * (BAR_CELLS - filled)}]"
-            f" {percent} {clock(seconds)} {message}")
-    return fit(line.rstrip(), max(columns - 1, 10))  # in columns: CJK takes two each
+    room = max(columns - 1, 10)
+
+    def line(bar_cells: int, with_id: bool) -> str:
+        filled = round((fraction or 0.0) * bar_cells)
+        text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
+                f" {percent} {clock(seconds)} {message}").rstrip()
+        return f"{record.id} {text}" if with_id else text
+
+    full = line(BAR_CELLS, True)
+    over = cells(full) - room  # in columns: CJK takes two each
+    if over <= 0:
+        return full
+    with_id = line(max(BAR_CELLS - over, MIN_BAR_CELLS), True)
+    without_id = line(MIN_BAR_CELLS, False)
+    for candidate in (with_id, without_id):
+        if cells(candidate) <= room:
+            return candidate
+    # Even without the id the message is cut: keep the id if the message still gets a fair
+    # share of the line (a wide terminal, a long message).
+    left = room - (cells(with_id) - cells(message))
+    return fit(with_id if left >= MIN_MESSAGE_CELLS else without_id, room)
 
 
 class ProgressBar:

@@ -293,3 +293,31 @@ def test_a_cancel_the_run_finished_before_is_no_success(root: Path,
     assert orjson.loads(out)["state"] == "done"
     assert err.decode().splitlines() == [
         "spoolq: error: job quick finished (done) before the cancel took effect"]
+
+
+def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
+        root: Path, env: dict[str, str]) -> None:
+    """The message is what tells a long run's progress ('backtested 100/200 symbols'):
+    behind a generated id (28 characters), the state, a 24-cell bar, the percentage and
+    the time, an 80-column terminal had 5 columns left for it ('backt')."""
+    job_id = "20261129T120000-0123456789ab"  # as long as the ids spoolq makes
+    spool = spool_of(root)
+    spool.submit(Job(tool="run_backtest"), job_id)
+    master, slave = _pty(80)
+    waiting = subprocess.Popen([*CLI, "wait", job_id, "--timeout", "60"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    claim = spool.claim(job_id)
+    assert claim is not None
+    spool.mover.publish(spool.layout.progress_file(job_id), Progress(
+        fraction=0.5, message="backtested 100/200 symbols").model_dump_json().encode())
+    seen = bytearray()
+    _read_until(master, b"symbols", seen)
+    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
+    out, _ = waiting.communicate(timeout=30)
+    _read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    assert waiting.returncode == 0 and b"state       done" in out
+    drawn = seen.decode()
+    assert " 50% " in drawn and "backtested 100/200 symbols" in drawn, drawn
+    assert all(columns_of(segment) < 80 for segment in drawn.split("\r")), drawn
