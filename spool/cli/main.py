@@ -21,7 +21,7 @@ import contextlib
 import errno
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
@@ -116,16 +116,16 @@ def flush_stdout() -> None:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        _discard_stdout()
+        _discard(sys.stdout)
         raise OSError(exc.errno, f"cannot write to standard output: {exc.strerror}") from exc
 
 
-def _discard_stdout() -> None:
-    """Point descriptor 1 at /dev/null: what is still buffered goes there at exit, so the
-    interpreter's final flush cannot fail a second time."""
-    if sys.stdout is not None:
+def _discard(stream: TextIO | None) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what is still buffered goes there at
+    exit, so the interpreter's final flush cannot fail a second time."""
+    if stream is not None:
         with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,16 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # `spoolq ls | head`: stop quietly, and keep the interpreter's final flush quiet too.
-        _discard_stdout()
+        # `spoolq ls | head` (or a reader of stderr gone): stop quietly, and keep the
+        # interpreter's final flushes quiet too.
+        _discard(sys.stdout)
+        _discard(sys.stderr)
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         code, message = explain(exc)
-        print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
-        try:  # what was printed before the error still goes out, if it can
-            flush_stdout()
-        except OSError:
-            _discard_stdout()
+        try:
+            print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
+            flush_stdout()  # what was printed before the error still goes out, if it can
+        except OSError:  # nowhere to say it: the exit code tells
+            _discard(sys.stdout)
+            _discard(sys.stderr)
         return code
 
 

@@ -321,3 +321,27 @@ def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
     drawn = seen.decode()
     assert " 50% " in drawn and "backtested 100/200 symbols" in drawn, drawn
     assert all(columns_of(segment) < 80 for segment in drawn.split("\r")), drawn
+
+
+def test_a_stderr_whose_reader_went_away_keeps_the_exit_code(root: Path,
+                                                              env: dict[str, str]) -> None:
+    """``spoolq show ID 2>&1 | true``-like: with the error line undeliverable the exit
+    status was the interpreter's 120 (its final flush of stderr failed), not the
+    command's 1; the next-page hint of ``ls`` likewise."""
+    for job_id in ("older", "newer"):
+        spool_of(root).submit(Job(tool="echo"), job_id)
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    results = []
+    for args in (["show", "nobody"], ["ls", "--limit", "1"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            results.append(subprocess.run([*CLI, *args], env=buffered, cwd=root.parent,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=write_end, timeout=60, check=False))
+        finally:
+            os.close(write_end)
+    missing, listed = results
+    assert (missing.returncode, missing.stdout) == (1, b"")
+    assert listed.returncode == 141  # as for a reader of stdout gone: SIGPIPE's status
+    assert listed.stdout.decode().splitlines()[1].startswith("newer "), listed.stdout
