@@ -1,8 +1,8 @@
 """A tool's own output as log lines: what it writes to ``sys.stdout`` and ``sys.stderr``
 (``print``, ``tqdm``, a library's chatter) becomes JSON lines like every other.
 
-Installed in the processor, for FAST tools, and in each COMPUTE worker run by Dask (the
-local pool's workers write to pipes instead: see below).  Each line is one entry of
+Installed in the processor, for FAST tools (COMPUTE workers, on the local pool or on
+Dask, write to pipes instead: see below).  Each line is one entry of
 logger ``spoolq.output``: the text as ``msg``, ``stream`` (``stdout`` or ``stderr``),
 and the ``id`` and ``tool`` of the job the writing thread runs, when it runs one
 (:func:`begin`, :func:`end`, from :func:`processor.runner.run_tool`).  Text is held per
@@ -15,13 +15,13 @@ Bytes written to ``sys.stdout.buffer`` are decoded as UTF-8 (what is not UTF-8
 becomes U+FFFD) and logged the same way.
 
 What this cannot see is text written below Python, straight to file descriptors 1 and
-2: by a tool's child process that inherited them, or by C code.  For COMPUTE tools run
-by the local pool that is seen all the same: there fds 1 and 2 are pipes the processor
-reads (:mod:`processor.stdio_pipes`), and this module is not installed in the worker
+2: by a tool's child process that inherited them, or by C code.  For COMPUTE tools
+that is seen all the same: a worker's fds 1 and 2 are pipes its parent reads
+(:mod:`processor.stdio_pipes`), and this module is not installed in the worker
 (``print`` goes to those pipes too, so no line is logged twice, and text a worker held
-is never lost with it).  What a FAST tool's children or C code write, and what a job
-run on Dask writes below Python, still reaches the processor's own stdout and stderr as
-plain text (redirecting those would hide a Python fatal error of the processor itself).
+is never lost with it).  What a FAST tool's children or C code write still reaches the
+processor's own stdout and stderr as plain text (redirecting those would hide a Python
+fatal error of the processor itself).
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments
 per job: no syscall, no thread.

@@ -55,7 +55,8 @@ that died: its tool's orphans are killed by the pool's sweep first, then what is
 its pipes is read, as its job's, and the pipes are closed; an orphan that escaped the
 sweep and writes later gets ``EPIPE``.
 
-Jobs run on Dask keep :mod:`processor.capture` in their worker (no pipes there).
+A job run on Dask has the same pipes, read by the task that started its worker
+(:mod:`processor.dask_task`), which logs on the Dask worker's stderr.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ numpy, pandas and the tools preloaded.  Each worker:
   left behind, however deeply forked;
 * optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
   after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one;
-* writes its tool's output (``print``, C code, child processes) to the pipes the
-  pool gave it as fds 1 and 2, and its own log lines to a copy of its stderr
-  (:mod:`processor.stdio_pipes`); run under Dask, with no pipes, it logs what its
-  tools print itself (:mod:`processor.capture`); its stdin is ``/dev/null``;
+* writes its tool's output (``print``, C code, child processes) to the pipes its
+  parent gave it as fds 1 and 2 (the local pool, or the Dask task that started
+  it), and its own log lines to a copy of its stderr (:mod:`processor.stdio_pipes`);
+  its stdin is ``/dev/null``;
 * keeps its own deadline for each job (:class:`Deadman`): should whoever
   enforces it stop (a Dask worker frozen by ``SIGSTOP``, a stopped
   processor), the job still dies :data:`DEADMAN_GRACE_S` after its time is up,
@@ -36,7 +36,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
-from processor import capture
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
 from processor.proctree import (
@@ -71,25 +70,19 @@ def prepare_process(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def worker_main(conn: Connection, config: WorkerConfig,
-                lifeline: Connection | None = None,
-                output: tuple[Connection, Connection] | None = None) -> None:
-    """Serve tasks from ``conn``; ``output``: the write ends of the pipes the pool reads
+def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection | None,
+                output: tuple[Connection, Connection]) -> None:
+    """Serve tasks from ``conn``; ``output``: the write ends of the pipes the parent reads
     as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
     prepare_process(config.memory_mb)
     stdin_from_devnull()
-    log_stream: TextIO | None = None  # None: sys.stderr
-    if output is not None:
-        # Everything written to fds 1 and 2 (print, C code, child processes) goes to the
-        # pool, which logs it as the job's; this worker's own log lines do not.
-        ends = [os.dup(end.fileno()) for end in output]
-        for end in output:
-            end.close()
-        log_stream = redirect(*ends)
+    # Everything written to fds 1 and 2 (print, C code, child processes) goes to the
+    # parent, which logs it as the job's; this worker's own log lines do not.
+    ends = [os.dup(end.fileno()) for end in output]
+    for end in output:
+        end.close()
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
-    setup_logging(config.log_level, log_stream, buffered=False)
-    if output is None:
-        capture.install()  # what a tool prints: JSON lines too, naming its job
+    setup_logging(config.log_level, redirect(*ends), buffered=False)
     if lifeline is not None:
         threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                          daemon=True).start()
