@@ -129,7 +129,16 @@ def _discard(stream: TextIO | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # --help printed, or a usage error: the same care for the streams
+        try:
+            flush_stdout()
+            sys.stderr.flush()
+        except OSError:
+            _discard(sys.stdout)
+            _discard(sys.stderr)
+        raise
     try:
         _check_streams(args)
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync)

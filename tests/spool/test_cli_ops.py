@@ -345,3 +345,18 @@ def test_a_stderr_whose_reader_went_away_keeps_the_exit_code(root: Path,
     assert (missing.returncode, missing.stdout) == (1, b"")
     assert listed.returncode == 141  # as for a reader of stdout gone: SIGPIPE's status
     assert listed.stdout.decode().splitlines()[1].startswith("newer "), listed.stdout
+
+
+def test_help_to_a_reader_that_went_away_is_quiet(env: dict[str, str]) -> None:
+    """``spoolq ls --help | true``: the help went out at the interpreter's exit, which
+    printed "Exception ignored ... BrokenPipeError" and made the status 120."""
+    buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([*CLI, "ls", "--help"], env=buffered, stdin=subprocess.DEVNULL,
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=60,
+                              check=False)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, b""), proc
