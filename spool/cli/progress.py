@@ -6,7 +6,7 @@ record it was given: ``Client.wait`` reports only changes, so without the
 thread a burst of updates could leave a stale state on screen, and the run
 time would stand still.  The line never exceeds the terminal's width, counted in
 columns (a wide CJK character takes two; a wrapped line cannot be redrawn with
-``\\r``), and is cleared at the end.
+``\\r``), and is cleared at the end (on Ctrl-C and SIGTERM too).
 
 :class:`StateLog` is for logs and pipes: one line per state change, no
 control characters.
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
-from types import TracebackType
-from typing import Protocol, TextIO
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any, Protocol, TextIO
 
 from spool.cli.render import cells, elapsed_s, fit, pad, printable
 from spool.models import Record
@@ -28,6 +30,10 @@ REDRAW_HZ = 10
 BAR_CELLS = 24
 MIN_BAR_CELLS = 10
 MIN_MESSAGE_CELLS = 30
+
+
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""What ``signal.signal`` returns: the handler to put back."""
 
 
 class Watcher(Protocol):
@@ -100,21 +106,38 @@ class ProgressBar:
         self._shown = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spoolq-bar", daemon=True)
+        self._old_term: Handler = None
 
     def update(self, record: Record) -> None:
         self._record = record  # the thread draws it; a reference swap needs no lock
 
     def __enter__(self) -> ProgressBar:
         self._thread.start()
+        if threading.current_thread() is threading.main_thread():
+            self._old_term = signal.signal(signal.SIGTERM, self._terminated)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._clear()
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+
+    def _clear(self) -> None:
         self._stop.set()
         self._thread.join()
         if self._shown:
             self.out.write("\r" + " " * cells(self._shown) + "\r")
             self.out.flush()
+            self._shown = ""
+
+    def _terminated(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM (``timeout 60 spoolq wait ID``, a kill from elsewhere) left the bar on
+        the terminal, the shell's prompt after it: clear it, then end by the signal, as
+        the process would have without this handler."""
+        self._clear()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _run(self) -> None:
         while True:

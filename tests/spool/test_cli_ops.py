@@ -13,6 +13,7 @@ import os
 import pty
 import select
 import shlex
+import signal
 import struct
 import subprocess
 import termios
@@ -360,3 +361,23 @@ def test_help_to_a_reader_that_went_away_is_quiet(env: dict[str, str]) -> None:
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (0, b""), proc
+
+
+def test_sigterm_clears_the_progress_bar(root: Path, env: dict[str, str]) -> None:
+    """``timeout 60 spoolq wait ID`` (SIGTERM) left the bar on the terminal, with the
+    shell's prompt after it on the same line; Ctrl-C already cleared it."""
+    spool_of(root).submit(Job(tool="echo"), "slow")
+    master, slave = _pty(160)
+    waiting = subprocess.Popen([*CLI, "wait", "slow"], env=env, cwd=root.parent,
+                               stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+    _read_until(master, b"slow pending", seen)
+    waiting.send_signal(signal.SIGTERM)
+    waiting.communicate(timeout=30)
+    _read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    assert waiting.returncode == -signal.SIGTERM  # it still ends by the signal
+    drawn = seen.decode()
+    assert "slow pending" in drawn and drawn.endswith("\r"), drawn
+    assert drawn.rsplit("\r", 2)[1].strip() == "", drawn  # the last thing drawn: blanks
