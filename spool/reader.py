@@ -5,7 +5,10 @@ an id is seen in more than one folder, a file in ``pending/`` wins: it is a drop
 still to run, and a drop of a running id waits there while the run before it
 ends, records (newer than the drop) and is superseded.  Otherwise the newest
 file wins: a terminal record written after the claim beats the ``running/``
-leftover of a completion cut short.
+leftover of a completion cut short.  A running file and a record of the same
+tick of the filesystem's clock are told apart by their content: the record wins
+only if it is of the running file's run (its submission and attempt), else it is
+an earlier run's, whose waiting re-drop was claimed the moment it was written.
 
 A record in ``done/`` or ``failed/`` that cannot be read (not JSON, truncated,
 not UTF-8, not a record, or the record of another id or state) is reported in
@@ -137,7 +140,14 @@ def newest(entries: Iterable[Entry]) -> Entry | None:
     for entry in entries:
         if entry.state is JobState.PENDING:
             return entry
-        if best is None or _age_key(entry) > _age_key(best):
+        if best is None:
+            best = entry
+            continue
+        new, old = _age_key(entry), _age_key(best)
+        if new[0] == old[0] and new[1] != old[1]:  # a running file and a record, one tick
+            running, record = (best, entry) if new[1] else (entry, best)
+            best = record if _records_run_of(record, running) else running
+        elif new > old:
             best = entry
     return best
 
@@ -146,6 +156,30 @@ def _age_key(entry: Entry) -> tuple[int, int]:
     # Claims and drops are renames (ctime moves); records are fresh files (mtime).
     stamp = entry.ctime_ns if entry.state in ACTIVE else entry.mtime_ns
     return stamp, entry.state in (JobState.DONE, JobState.FAILED)
+
+
+def _records_run_of(record: Entry, running: Entry) -> bool:
+    """The terminal ``record`` is of the run ``running`` holds: it records that job's
+    submission and this attempt.  When either cannot be read, as before: the record."""
+    from spool.large import Head, leading_fields, read_record  # noqa: PLC0415 (it imports us)
+
+    job_data = read_regular(running.path, MAX_ACTIVE_BYTES)
+    found = read_record(record.path)
+    try:
+        job = orjson.loads(job_data) if job_data is not None else None
+        if found is None or not isinstance(job, dict):
+            return True
+        fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
+        if not isinstance(fields, dict):
+            return True
+        submitted = job.get("submitted_at")
+        job_submitted = (datetime.fromisoformat(submitted) if isinstance(submitted, str)
+                         else utc_from_ns(running.mtime_ns))  # a drop without one: its mtime
+        record_submitted = datetime.fromisoformat(fields["submitted_at"])
+        attempts = job.get("attempts", 0)
+    except (ValueError, TypeError, KeyError):
+        return True
+    return record_submitted == job_submitted and fields.get("attempts") == attempts + 1
 
 
 class SpoolReader:

@@ -13,7 +13,7 @@ from spoolkit import FakeClock, done_record, submit
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, OwnerStatus, Record, record_bytes
-from spool.reader import Entry, SpoolReader
+from spool.reader import Entry, SpoolReader, newest
 from spool.states import JobState
 from spool.transitions import Claim, Spool
 
@@ -132,6 +132,42 @@ def test_get_prefers_newest_of_duplicates(spool: Spool) -> None:
     later = time.time() + 10
     os.utime(spool.layout.job(F, "dup"), (later, later))
     assert reader.get("dup").state is F
+
+
+def tied(entry: Entry, stamp: int) -> Entry:
+    """``entry`` as if its telling timestamp (ctime of an active file, mtime of a record)
+    were ``stamp``: what one tick of the filesystem's coarse clock gives two events."""
+    return Entry(entry.job_id, entry.state, entry.path, stamp, stamp)
+
+
+@pytest.mark.parametrize("result_bytes", [10, 9 * 1024 * 1024])
+def test_a_tie_between_a_run_and_an_earlier_runs_record_goes_to_the_run(
+        spool: Spool, result_bytes: int) -> None:
+    """A drop of an id that waited for the id's run is claimed the moment that run is
+    recorded, often in the same tick of the filesystem's clock: the claim's ctime equalled
+    the old record's mtime, the tie went to the record, and ``wait`` answered the earlier
+    run's result at once (``show``, ``ls`` and statusd said done for the whole new run).
+    A tie is now decided by whose run the record is; a record of the running file's own
+    run (a completion whose running file is not yet removed) still wins it."""
+    reader = SpoolReader(spool.layout)
+    submit(spool, "re", params={"run": 1}, submitted_at=T0.isoformat())
+    finish(spool, "re")
+    submit(spool, "re", params={"run": 2}, submitted_at=(T0 + timedelta(seconds=1)).isoformat())
+    claim = spool.claim("re")
+    assert claim is not None
+    try:
+        found = {e.state: e for e in reader.entries_of("re")}
+        assert set(found) == {R, D}
+        chosen = newest([tied(found[R], 7), tied(found[D], 7)])
+        assert chosen is not None and chosen.state is R
+        assert reader.load(chosen).params == {"run": 2}  # type: ignore[union-attr]
+
+        spool.publish_terminal(done_record(claim, "x" * result_bytes))  # this run's own
+        found = {e.state: e for e in reader.entries_of("re")}
+        chosen = newest([tied(found[R], 7), tied(found[D], 7)])
+        assert chosen is not None and chosen.state is D
+    finally:
+        claim.close()
 
 
 def test_get_tolerates_garbage_record(spool: Spool) -> None:
