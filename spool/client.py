@@ -26,6 +26,9 @@ from spool.transitions import Spool
 CANCEL_WAIT_S = 5.0
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
+GONE_AFTER_S = 5.0
+"""A job seen by :meth:`Client.wait` and then in no folder for this long is gone (its
+file removed by hand): moves through ``tmp/`` (a cancel, a retry) take far less."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,22 +122,32 @@ class Client:
         return self.reader.get(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None,
-             on_update: Callable[[Record], None] | None = None) -> Record:
+             on_update: Callable[[Record], None] | None = None, *,
+             gone_after_s: float = GONE_AFTER_S) -> Record:
         """Poll until the job is terminal or ``timeout`` passes; the last record seen.
 
-        NotFoundError when the id never appears within the first second.
+        NotFoundError when the id never appears within the first second, or when it
+        leaves every folder for ``gone_after_s`` after it was seen.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         appear_by = time.monotonic() + 1.0
         delay = _POLL_MIN_S
         last: Record | None = None
+        missing_since: float | None = None
         while True:
             record: Record | None
             try:
                 record = self.reader.get(job_id)
+                missing_since = None
             except NotFoundError:
-                if time.monotonic() > appear_by and last is None:
+                now = time.monotonic()
+                if last is None and now > appear_by:
                     raise
+                if last is not None:
+                    missing_since = now if missing_since is None else missing_since
+                    if now - missing_since >= gone_after_s:
+                        raise NotFoundError(f"job {job_id} is gone: it was {last.state} and "
+                                            "is in no folder now (removed?)") from None
                 record = last
             if record is not None:
                 if on_update is not None and record != last:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from spoolkit import FakeClock, done_record, submit
 
+from spool.client import Client
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, OwnerStatus, Record, record_bytes
@@ -168,6 +169,24 @@ def test_a_tie_between_a_run_and_an_earlier_runs_record_goes_to_the_run(
         assert chosen is not None and chosen.state is D
     finally:
         claim.close()
+
+
+def test_wait_ends_when_the_job_it_saw_is_removed(spool: Spool) -> None:
+    """``spoolq wait`` (and ``submit --wait``) of a job whose pending file was then
+    removed by hand polled for ever: it kept the last state it had seen.  Gone from
+    every folder for ``gone_after_s`` (5 s by default), the job is not found."""
+    client = Client(spool.layout, spool.mover)
+    submit(spool, "withdrawn")
+    seen: list[JobState] = []
+
+    def remove_once_seen(record: Record) -> None:
+        seen.append(record.state)
+        spool.layout.job(P, "withdrawn").unlink()
+
+    start = time.monotonic()
+    with pytest.raises(NotFoundError, match="withdrawn is gone: it was pending"):
+        client.wait("withdrawn", on_update=remove_once_seen, gone_after_s=0.3)
+    assert seen == [P] and 0.3 <= time.monotonic() - start < 5
 
 
 def test_get_tolerates_garbage_record(spool: Spool) -> None:
