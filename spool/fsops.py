@@ -122,7 +122,8 @@ def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
 
 def _raise_fatal(exc: OSError, what: str) -> None:
     if exc.errno in _FATAL_ERRNOS:
-        raise SpoolIOError(f"{what}: {exc.strerror} ({exc.filename or ''})") from exc
+        where = f" ({exc.filename})" if exc.filename else ""  # a write names no file
+        raise SpoolIOError(f"{what}: {exc.strerror}{where}") from exc
 
 
 class _RemovedOnError:

@@ -4,11 +4,13 @@ file, no-replace moves refuse, unlink removes what it names and never follows.""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from spoolkit import listing, make_spool
 
+from spool.errors import SpoolIOError
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -76,3 +78,26 @@ def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) 
     assert (outside / "keep").read_bytes() == b"keep", "unlink never follows a symlink"
     assert mover.unlink(plain) is False
     assert mover.unlink_durable(plain) is False
+
+
+def test_a_full_disk_is_named_in_one_clean_line(tmp_path: Path) -> None:
+    """A write refused for lack of space has no file name: the error said
+    ``cannot publish full.json: No space left on device ()``, the empty parentheses in
+    every line a script or an operator saw (docs/operations.md quotes it without)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        spool = make_spool(mnt / "spool")
+        with pytest.raises(OSError), open(mnt / "filler", "wb") as filler:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        with pytest.raises(SpoolIOError) as caught:
+            spool.mover.publish(spool.layout.job(JobState.DONE, "full"), b"x" * 65536)
+        assert str(caught.value) == "cannot publish full.json: No space left on device"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
