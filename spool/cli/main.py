@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:  # --help printed, or a usage error: the same care for the streams
         try:
             flush_stdout()
-            sys.stderr.flush()
+            if sys.stderr is not None:  # closed at start-up (2>&-): argparse wrote nothing
+                sys.stderr.flush()
         except OSError:
             _discard(sys.stdout)
             _discard(sys.stderr)

@@ -189,6 +189,15 @@ def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, s
     assert data(shown) == {"tasks": [], "next_cursor": None}
 
 
+def test_help_and_usage_errors_keep_their_codes_with_stderr_closed(env: dict[str, str]
+                                                                    ) -> None:
+    """Flushing the streams after argparse exits touched a closed (None) stderr: --help
+    exited 1, not 0, and a usage error 1, not 2 (an AttributeError past main)."""
+    helped = run(env, closed("2", "--help"))
+    assert helped.returncode == 0 and b"usage: spoolq" in helped.stdout
+    assert run(env, closed("2", "ls", "--no-such-option")).returncode == 2
+
+
 # -- retry ----------------------------------------------------------------------------------
 
 
