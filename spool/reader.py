@@ -39,7 +39,7 @@ from spool.errors import NotFoundError
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.lease import is_locked, open_nofollow
-from spool.models import OwnerStatus, Progress, Record
+from spool.models import Job, OwnerStatus, Progress, Record
 from spool.states import ACTIVE, JobState
 from spool.transitions import read_fd
 
@@ -166,20 +166,19 @@ def _records_run_of(record: Entry, running: Entry) -> bool:
     job_data = read_regular(running.path, MAX_ACTIVE_BYTES)
     found = read_record(record.path)
     try:
-        job = orjson.loads(job_data) if job_data is not None else None
-        if found is None or not isinstance(job, dict):
+        # Read as the job model reads it (recovery's test of the same question does):
+        # a drop may give its submission as epoch seconds or with any UTC offset.
+        job = Job.model_validate_json(job_data) if job_data is not None else None
+        if found is None or job is None:
             return True
         fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
         if not isinstance(fields, dict):
             return True
-        submitted = job.get("submitted_at")
-        job_submitted = (datetime.fromisoformat(submitted) if isinstance(submitted, str)
-                         else utc_from_ns(running.mtime_ns))  # a drop without one: its mtime
+        job_submitted = job.submitted_at or utc_from_ns(running.mtime_ns)  # else its mtime
         record_submitted = datetime.fromisoformat(fields["submitted_at"])
-        attempts = job.get("attempts", 0)
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError):  # pydantic's ValidationError is a ValueError
         return True
-    return record_submitted == job_submitted and fields.get("attempts") == attempts + 1
+    return record_submitted == job_submitted and fields.get("attempts") == job.attempts + 1
 
 
 class SpoolReader:

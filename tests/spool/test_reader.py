@@ -171,6 +171,26 @@ def test_a_tie_between_a_run_and_an_earlier_runs_record_goes_to_the_run(
         claim.close()
 
 
+@pytest.mark.parametrize("submitted", [b"1764460000", b'"2026-11-30T01:00:00+01:00"'])
+def test_a_tie_with_its_own_runs_record_reads_the_submission_as_the_job_model_does(
+        spool: Spool, submitted: bytes) -> None:
+    """A drop may give ``submitted_at`` as epoch seconds (the job model takes them): the
+    tie-break read only a string, took the file's mtime instead, and so said the job was
+    still running beside the record of that very run (recovery, which reads the model,
+    called the run finished)."""
+    path = spool.layout.job(P, "epoch")
+    path.write_bytes(b'{"tool": "echo", "submitted_at": ' + submitted + b"}")
+    claim = spool.claim("epoch")
+    assert claim is not None
+    try:
+        spool.publish_terminal(done_record(claim, "ok"))
+        found = {e.state: e for e in SpoolReader(spool.layout).entries_of("epoch")}
+        chosen = newest([tied(found[R], 7), tied(found[D], 7)])
+        assert chosen is not None and chosen.state is D
+    finally:
+        claim.close()
+
+
 def test_wait_ends_when_the_job_it_saw_is_removed(spool: Spool) -> None:
     """``spoolq wait`` (and ``submit --wait``) of a job whose pending file was then
     removed by hand polled for ever: it kept the last state it had seen.  Gone from
