@@ -70,7 +70,7 @@ def prepare_process(memory_mb: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection | None,
+def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
                 output: tuple[Connection, Connection]) -> None:
     """Serve tasks from ``conn``; ``output``: the write ends of the pipes the parent reads
     as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
@@ -83,23 +83,22 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection | N
         end.close()
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
     setup_logging(config.log_level, redirect(*ends), buffered=False)
-    if lifeline is not None:
-        threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
-                         daemon=True).start()
+    threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
+                     daemon=True).start()
     try:
         registry = load_registry(list(config.tool_modules))
     except SpoolError as exc:
         conn.send(("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, config.max_jobs, piped=output is not None)
+        _serve(conn, registry, config.max_jobs)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, max_jobs: int, *, piped: bool) -> None:
+def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
     resources: dict[str, Any] = {}
     stdio = _save_stdio()
     streams = (sys.stdout, sys.stderr)
@@ -116,8 +115,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, *, piped: bool) -> No
             deadman.disarm()
         reap_leftovers()
         _restore_stdio(stdio)
-        if piped:
-            streams = _restore_streams(streams)
+        streams = _restore_streams(streams)
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
