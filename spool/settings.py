@@ -81,6 +81,10 @@ def _default_spool_dir() -> Path:
     return Path("~/.local/state/spoolq").expanduser()
 
 
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Every knob of spoolq; see the module docstring for the variable names."""
 
@@ -89,8 +93,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     spool_dir: Path = Field(default_factory=_default_spool_dir, validation_alias="SPOOL_DIR")
-    job_num: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024,
-                         validation_alias="JOB_NUM")
+    job_num: int = Field(default_factory=_cpu_count, ge=1, le=1024, validation_alias="JOB_NUM")
     executor: str = Field(default="local", validation_alias="SPOOL_EXECUTOR")
     fsync: FsyncMode = Field(default=FsyncMode.ALWAYS, validation_alias="SPOOL_FSYNC")
     tools: str = Field(default="", validation_alias="SPOOL_TOOLS")
@@ -142,6 +145,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # `SPOOL_DATA_DIR=` (the example env file's line, uncommented) means the default.
         return None if isinstance(value, str) and not value else value
+
+    @field_validator("job_num", mode="before")
+    @classmethod
+    def _empty_is_cpu_count(cls, value: Any) -> Any:
+        # `JOB_NUM=` (the example env file's line, uncommented) means the default too,
+        # rather than stopping every daemon with exit 2.
+        return _cpu_count() if isinstance(value, str) and not value.strip() else value
 
     @field_validator("spool_dir", "data_dir_override", mode="after")
     @classmethod

@@ -169,6 +169,27 @@ def test_the_environment_example_names_every_setting_with_its_default() -> None:
             assert lines[i - 1].startswith("#"), line
 
 
+def test_every_line_of_the_environment_example_uncommented_as_it_is_gives_the_defaults(
+        tmp_path: Path) -> None:
+    """"Uncomment to change": a line uncommented before its value is filled in (``JOB_NUM=``)
+    must leave the default, not stop every daemon with exit 2."""
+    root = tmp_path / "spool"
+    init_spool(root)
+    text = re.sub(r"^#([A-Z_]+=)", r"\1", unitkit.ENV_EXAMPLE.read_text(), flags=re.MULTILINE)
+    uncommented = tmp_path / "spoolq.env"
+    uncommented.write_text(text)
+    env = {**unitkit.env_file(uncommented), "SPOOL_DIR": str(root),
+           "PATH": unitkit.SYSTEMD_PATH, "LANG": "C.UTF-8", "HOME": "/"}
+    assert env["JOB_NUM"] == ""
+    for argv in (["spool-processor", "tools"], ["spoolq", "stats", "--json"]):
+        argv[0] = str(unitkit.scripts_dir() / argv[0])
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
+                              cwd="/")
+        assert proc.returncode == 0, proc.stderr
+    stats = orjson.loads(proc.stdout)
+    assert stats["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+
+
 # -- helpers for running the daemons ----------------------------------------------------------
 
 
