@@ -376,11 +376,19 @@ class Processor:
                                                "grace_s": self.settings.grace_s}})
 
     def _stop_runs(self) -> None:
-        """Grace is over: kill what still runs and requeue it without counting the attempt."""
+        """Grace is over: kill what still runs and requeue it without counting the attempt
+        (a run with a cancel request fails ``cancelled`` instead)."""
         leftovers = list(self.runs.values())
         self.executor.shutdown()
         for run in leftovers:
             self.runs.pop(run.claim.job_id, None)
+            if os.path.lexists(self.layout.cancel / run.claim.job_id):
+                # Its cancel was asked and not yet acted on (the kill's outcome still on
+                # the way when the grace ended): the cancel wins over a requeue, as in
+                # recovery; requeued, the request would go with the run.
+                self._fail(run, ErrorInfo(type=ErrorType.CANCELLED,
+                                          message="cancelled while running"))
+                continue
             back = run.job.model_copy(update={"not_before": None,
                                               "submitted_at": run.record.submitted_at})
             if self.spool.requeue_cut_short(run.claim, back):

@@ -14,8 +14,12 @@ from pathlib import Path
 
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
 
+from spool.client import Client
+from spool.fsops import Mover
 from spool.layout import Layout
 from spool.reader import SpoolReader
+from spool.settings import FsyncMode
+from spool.states import JobState
 
 StartDaemon = Callable[..., Daemon]
 
@@ -34,6 +38,29 @@ def test_the_shutdown_requeue_line_names_the_attempt_as_every_transition_does(
     lines = [(e["event"], e.get("reason"), e["attempt"]) for e in transitions
              if e.get("id") == "long"]
     assert lines == [("claimed", None, 1), ("requeued", "shutdown", 1)]
+
+
+def test_a_cancel_not_yet_acted_on_when_the_grace_ends_is_honoured_not_requeued(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A cancel asked as the processor stopped (SPOOL_GRACE_S=0, a second SIGTERM): the
+    grace ended before the kill's outcome came, and the run was requeued as cut short,
+    its cancel request dropped with it, so the job ran again though ``spoolq cancel``
+    had said the request stays for its processor.  The cancel wins, as in recovery."""
+    d = daemon(SPOOL_GRACE_S="0")
+    drop(spool_root, "unwanted", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    layout = Layout(spool_root)
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+    os.kill(d.pid, signal.SIGSTOP)  # the request and the stop reach it together
+    try:
+        assert client.cancel("unwanted", wait_s=0).state is JobState.RUNNING
+        os.kill(d.pid, signal.SIGTERM)
+    finally:
+        os.kill(d.pid, signal.SIGCONT)
+    assert d.stop() == 0
+    found = wait_record(spool_root, "unwanted")
+    assert (found["state"], found["error"]["type"]) == ("failed", "cancelled")
+    assert os.listdir(spool_root / "pending") == [] and os.listdir(spool_root / "cancel") == []
 
 
 def test_the_status_file_says_stopping_during_the_grace_period(
