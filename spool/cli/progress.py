@@ -113,7 +113,9 @@ class ProgressBar:
 
     def __enter__(self) -> ProgressBar:
         self._thread.start()
-        if threading.current_thread() is threading.main_thread():
+        # Not over an ignored SIGTERM (``trap '' TERM``): whoever started us chose that.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
             self._old_term = signal.signal(signal.SIGTERM, self._terminated)
         return self
 

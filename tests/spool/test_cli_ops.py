@@ -381,3 +381,23 @@ def test_sigterm_clears_the_progress_bar(root: Path, env: dict[str, str]) -> Non
     drawn = seen.decode()
     assert "slow pending" in drawn and drawn.endswith("\r"), drawn
     assert drawn.rsplit("\r", 2)[1].strip() == "", drawn  # the last thing drawn: blanks
+
+
+def test_an_ignored_sigterm_stays_ignored_while_the_bar_is_drawn(root: Path,
+                                                                 env: dict[str, str]) -> None:
+    """A SIGTERM its parent set to be ignored (``trap '' TERM`` in a script) ended
+    ``spoolq wait`` on a terminal: the bar's handler replaced SIG_IGN and ended the
+    process by the signal.  It waits on, to its timeout (exit 3), as it did."""
+    spool_of(root).submit(Job(tool="echo"), "kept")
+    master, slave = _pty(160)
+    ignoring = ["sh", "-c", "trap '' TERM; exec \"$@\"", "sh"]  # SIG_IGN outlives exec
+    waiting = subprocess.Popen([*ignoring, *CLI, "wait", "kept", "--timeout", "3"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+    _read_until(master, b"kept pending", seen)
+    waiting.send_signal(signal.SIGTERM)
+    waiting.communicate(timeout=30)
+    _read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    assert waiting.returncode == 3, seen.decode()
