@@ -7,11 +7,17 @@ puts this folder on ``sys.path`` (rootdir-relative "prepend" import mode).
 
 from __future__ import annotations
 
+import fcntl
 import grp
 import os
+import pty
 import pwd
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,3 +158,47 @@ def run_all(env: dict[str, str], *commands: list[str], stdin: str | None = None,
 def spoolq(env: dict[str, str], *args: str, stdin: str | None = None) -> Proc:
     """One ``spoolq`` command, text in and out."""
     return run_all(env, list(args), stdin=stdin)[0]
+
+
+# -- the CLI in bytes, and on a terminal ---------------------------------------------------
+
+BytesProc = subprocess.CompletedProcess[bytes]
+
+
+def spoolq_bytes(env: dict[str, str], *args: str | bytes, cwd: Path | None = None
+                 ) -> BytesProc:
+    """One ``spoolq`` command, bytes out (arguments may be bytes that are not UTF-8)."""
+    return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+
+
+def refused_bytes(proc: BytesProc, code: int, *words: str) -> str:
+    """Exit ``code``, nothing on stdout, one error line naming ``words`` (not a bug)."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, (proc.args, proc.returncode, err)
+    assert proc.stdout == b"", proc.stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), err
+    assert "Traceback" not in err and "a bug in spoolq" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def open_pty(columns: int = 160) -> tuple[int, int]:
+    """A terminal of 24 rows and ``columns`` columns: (master, slave)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return master, slave
+
+
+def read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
+    """Read the terminal ``fd`` into ``seen`` until ``wanted`` shows (or the deadline)."""
+    deadline = time.monotonic() + deadline_s
+    while wanted not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                return

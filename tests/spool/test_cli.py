@@ -9,17 +9,12 @@ the file fast; each check is on exit codes, JSON and the files in the spool.
 
 from __future__ import annotations
 
-import fcntl
 import grp
 import os
-import pty
 import pwd
-import select
 import stat
-import struct
 import subprocess
 import sys
-import termios
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,7 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import CLI, NOBODY, Proc, needs_root, run_all, spoolq
+from spoolkit import CLI, NOBODY, Proc, needs_root, open_pty, read_until, run_all, spoolq
 
 from spool.cli.main import main as spoolq_main
 from spool.errors import ErrorType
@@ -343,26 +338,10 @@ def test_wait_exit_codes(root: Path, env: dict[str, str]) -> None:
     refused(usage, 2, "--timeout")
 
 
-def _pty(columns: int = 160) -> tuple[int, int]:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    return master, slave
-
-
-def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while wanted not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.1)[0]:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                return
-
-
 def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
                                                             env: dict[str, str]) -> None:
     drop(root, "barred")
-    master, slave = _pty()
+    master, slave = open_pty()
     cwd = Path(env["SPOOL_DIR"]).parent
     on_tty = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "60"], env=env, cwd=cwd,
                               stdout=subprocess.PIPE, stderr=slave)
@@ -375,14 +354,14 @@ def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
     spool.mover.publish(spool.layout.progress_file("barred"),
                         Progress(fraction=0.5, message="half way").model_dump_json().encode())
     seen = bytearray()
-    _read_until(master, b"half way", seen)
+    read_until(master, b"half way", seen)
     spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
     deadline = time.monotonic() + 30
     while not (root / "pending" / "piped.json").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     finish(root, "piped", JobState.DONE, result={"message": None})
     out, _ = on_tty.communicate(timeout=30)
-    _read_until(master, b"\x00never", seen, deadline_s=1)
+    read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
     piped_out, piped_err = piped.communicate(timeout=30)
     assert on_tty.returncode == 0 and b"state       done" in out

@@ -8,21 +8,19 @@ next command works when run as printed, and what reaches the terminal.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
-import select
 import shlex
 import signal
-import struct
 import subprocess
-import termios
 import time
 import unicodedata
 from pathlib import Path
 
 import orjson
-from spoolkit import CLI
+from spoolkit import CLI, open_pty, read_until
+from spoolkit import BytesProc as Proc
+from spoolkit import refused_bytes as refused
+from spoolkit import spoolq_bytes as spoolq
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -30,27 +28,6 @@ from spool.models import Job, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
-
-Proc = subprocess.CompletedProcess[bytes]
-
-
-def spoolq(env: dict[str, str], *args: str, cwd: Path | None = None) -> Proc:
-    return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
-                          check=False)
-
-
-def refused(proc: Proc, code: int, *words: str) -> str:
-    """Exit ``code``, nothing on stdout, one error line naming ``words`` (not a bug)."""
-    err = proc.stderr.decode(errors="replace")
-    assert proc.returncode == code, (proc.args, proc.returncode, err)
-    assert proc.stdout == b"", proc.stdout
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), err
-    assert "Traceback" not in err and "a bug in spoolq" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def spool_of(root: Path) -> Spool:
@@ -99,22 +76,6 @@ def test_invisible_and_bidi_characters_reach_the_terminal_as_escapes(
     assert record["tool"] == "run_backtest\u200b"  # --json keeps the data as it is
 
 
-def _pty(columns: int) -> tuple[int, int]:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    return master, slave
-
-
-def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while wanted not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.1)[0]:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                return
-
-
 def test_the_progress_bar_fits_the_terminal_with_wide_characters(
         root: Path, env: dict[str, str]) -> None:
     """The bar is redrawn with a carriage return, so it must never wrap: it was cut to
@@ -123,7 +84,7 @@ def test_the_progress_bar_fits_the_terminal_with_wide_characters(
     columns = 60
     spool = spool_of(root)
     spool.submit(Job(tool="run_backtest"), "wide")
-    master, slave = _pty(columns)
+    master, slave = open_pty(columns)
     waiting = subprocess.Popen([*CLI, "wait", "wide", "--timeout", "60"], env=env,
                                cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
@@ -135,10 +96,10 @@ def test_the_progress_bar_fits_the_terminal_with_wide_characters(
         spool.mover.publish(spool.layout.progress_file("wide"),
                             Progress(fraction=fraction, message=text).model_dump_json()
                             .encode())
-        _read_until(master, f"{fraction:.0%}".encode(), seen)
+        read_until(master, f"{fraction:.0%}".encode(), seen)
     spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
     out, _ = waiting.communicate(timeout=30)
-    _read_until(master, b"\x00never", seen, deadline_s=1)
+    read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
     assert waiting.returncode == 0 and b"state       done" in out
     drawn = seen.decode()
@@ -304,7 +265,7 @@ def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
     job_id = "20261129T120000-0123456789ab"  # as long as the ids spoolq makes
     spool = spool_of(root)
     spool.submit(Job(tool="run_backtest"), job_id)
-    master, slave = _pty(80)
+    master, slave = open_pty(80)
     waiting = subprocess.Popen([*CLI, "wait", job_id, "--timeout", "60"], env=env,
                                cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
@@ -313,10 +274,10 @@ def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
     spool.mover.publish(spool.layout.progress_file(job_id), Progress(
         fraction=0.5, message="backtested 100/200 symbols").model_dump_json().encode())
     seen = bytearray()
-    _read_until(master, b"symbols", seen)
+    read_until(master, b"symbols", seen)
     spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
     out, _ = waiting.communicate(timeout=30)
-    _read_until(master, b"\x00never", seen, deadline_s=1)
+    read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
     assert waiting.returncode == 0 and b"state       done" in out
     drawn = seen.decode()
@@ -367,15 +328,15 @@ def test_sigterm_clears_the_progress_bar(root: Path, env: dict[str, str]) -> Non
     """``timeout 60 spoolq wait ID`` (SIGTERM) left the bar on the terminal, with the
     shell's prompt after it on the same line; Ctrl-C already cleared it."""
     spool_of(root).submit(Job(tool="echo"), "slow")
-    master, slave = _pty(160)
+    master, slave = open_pty(160)
     waiting = subprocess.Popen([*CLI, "wait", "slow"], env=env, cwd=root.parent,
                                stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = bytearray()
-    _read_until(master, b"slow pending", seen)
+    read_until(master, b"slow pending", seen)
     waiting.send_signal(signal.SIGTERM)
     waiting.communicate(timeout=30)
-    _read_until(master, b"\x00never", seen, deadline_s=1)
+    read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
     assert waiting.returncode == -signal.SIGTERM  # it still ends by the signal
     drawn = seen.decode()
@@ -389,15 +350,15 @@ def test_an_ignored_sigterm_stays_ignored_while_the_bar_is_drawn(root: Path,
     ``spoolq wait`` on a terminal: the bar's handler replaced SIG_IGN and ended the
     process by the signal.  It waits on, to its timeout (exit 3), as it did."""
     spool_of(root).submit(Job(tool="echo"), "kept")
-    master, slave = _pty(160)
+    master, slave = open_pty(160)
     ignoring = ["sh", "-c", "trap '' TERM; exec \"$@\"", "sh"]  # SIG_IGN outlives exec
     waiting = subprocess.Popen([*ignoring, *CLI, "wait", "kept", "--timeout", "3"], env=env,
                                cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = bytearray()
-    _read_until(master, b"kept pending", seen)
+    read_until(master, b"kept pending", seen)
     waiting.send_signal(signal.SIGTERM)
     waiting.communicate(timeout=30)
-    _read_until(master, b"\x00never", seen, deadline_s=1)
+    read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
     assert waiting.returncode == 3, seen.decode()

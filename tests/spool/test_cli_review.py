@@ -12,20 +12,21 @@ import fcntl
 import os
 import pty
 import resource
-import select
 import signal
 import struct
 import subprocess
 import sys
 import termios
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from spoolkit import CLI, NOBODY, needs_root
+from spoolkit import CLI, NOBODY, needs_root, read_until
+from spoolkit import BytesProc as Proc
+from spoolkit import refused_bytes as refused
+from spoolkit import spoolq_bytes as spoolq
 
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -35,26 +36,6 @@ from spool.settings import FsyncMode
 from spool.states import JobState
 
 Arg = str | bytes
-Proc = subprocess.CompletedProcess[bytes]
-
-
-def spoolq(env: dict[str, str], *args: Arg, cwd: Path | None = None) -> Proc:
-    return subprocess.run([*CLI, *args], env=env, cwd=cwd or Path(env["SPOOL_DIR"]).parent,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
-                          check=False)
-
-
-def refused(proc: Proc, code: int, *words: str) -> str:
-    """Exit ``code``, nothing on stdout, one error line naming ``words`` (not a bug)."""
-    err = proc.stderr.decode(errors="replace")
-    assert proc.returncode == code, (proc.args, proc.returncode, err)
-    assert proc.stdout == b"", proc.stdout
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), err
-    assert "Traceback" not in err and "a bug in spoolq" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def data(proc: Proc) -> Any:
@@ -120,16 +101,6 @@ def test_a_huge_job_file_is_refused_unread(tmp_path: Path, root: Path,
 # -- wait -----------------------------------------------------------------------------------
 
 
-def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while wanted not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], 0.1)[0]:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                return
-
-
 def test_ctrl_c_during_wait_names_the_job_that_goes_on(root: Path, env: dict[str, str]) -> None:
     """On a terminal the bar is cleared at the end: after ``submit --wait --json`` nothing
     showed the id of the job just submitted, and nothing said it still runs."""
@@ -141,10 +112,10 @@ def test_ctrl_c_during_wait_names_the_job_that_goes_on(root: Path, env: dict[str
     os.close(slave)
     seen = bytearray()
     try:
-        _read_until(master, b"ctrlc pending", seen)  # the bar is up: it is waiting
+        read_until(master, b"ctrlc pending", seen)  # the bar is up: it is waiting
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-        _read_until(master, b"\x00never", seen, deadline_s=1)
+        read_until(master, b"\x00never", seen, deadline_s=1)
     finally:
         os.close(master)
     assert proc.returncode == 130 and out == b""
