@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import ID_PATTERN
 from spool.states import JobState
@@ -116,6 +117,13 @@ class Job(_JobFields):
     """A job file as a client writes it.  Only ``tool`` is required."""
 
     tool: str = Field(min_length=1, max_length=128)
+
+    def recorded_by(self, submitted_at: datetime | None, attempts: object,
+                    mtime_ns: int) -> bool:
+        """A record with this ``submitted_at`` and ``attempts`` is of this job's run (the
+        job file's ``mtime_ns`` standing for a submission the job does not name)."""
+        return (submitted_at == (self.submitted_at or utc_from_ns(mtime_ns))
+                and attempts == self.attempts + 1)
 
 
 class Record(_JobFields):

@@ -174,11 +174,10 @@ def _records_run_of(record: Entry, running: Entry) -> bool:
         fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
         if not isinstance(fields, dict):
             return True
-        job_submitted = job.submitted_at or utc_from_ns(running.mtime_ns)  # else its mtime
         record_submitted = datetime.fromisoformat(fields["submitted_at"])
     except (ValueError, TypeError, KeyError):  # pydantic's ValidationError is a ValueError
         return True
-    return record_submitted == job_submitted and fields.get("attempts") == job.attempts + 1
+    return job.recorded_by(record_submitted, fields.get("attempts"), running.mtime_ns)
 
 
 class SpoolReader:

@@ -203,9 +203,8 @@ class Recovery:
             record = parse_record(data) if data is not None else None
         except ValueError:
             return False
-        submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)
         return (record is not None and record.source is None
-                and record.submitted_at == submitted and record.attempts == job.attempts + 1)
+                and job.recorded_by(record.submitted_at, record.attempts, claim.mtime_ns))
 
     def _requeued_already(self, claim: Claim, job: Job) -> bool:
         """``pending/<id>.json`` is this run's own requeue: the same job and submission,
