@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from processor.quant.data import F64, DataStore, Symbol, to_time
+from processor.quant.data import F64, DataStore, Symbol, check_order
 from processor.quant.factors import resolve
 from processor.quant.jsonsafe import finite_or_none
 from spool.errors import InvalidParams
@@ -65,9 +65,7 @@ class FactorParams(BaseModel):
             values = getattr(self, name)
             if values is not None and len(set(values)) != len(values):
                 raise ValueError(f"{name} must not repeat")
-        start, end = to_time(self.start), to_time(self.end)
-        if start is not None and end is not None and start > end:
-            raise ValueError("start is after end")
+        check_order(self.start, self.end)
         return self
 
     def given_factor_params(self) -> dict[str, int]:

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from processor.quant.data import F64, Bars, DataStore, Symbol, to_time
+from processor.quant.data import F64, Bars, DataStore, Symbol, check_order
 from processor.quant.jsonsafe import finite_or_none
 
 ProgressFn = Callable[[float, str], None]
@@ -73,9 +73,7 @@ class BacktestParams(BaseModel):
     def _windows(self) -> Self:
         if not 1 <= self.fast < self.slow:
             raise ValueError("need 1 <= fast < slow")
-        start, end = to_time(self.start), to_time(self.end)
-        if start is not None and end is not None and start > end:
-            raise ValueError("start is after end")
+        check_order(self.start, self.end)
         return self
 
 

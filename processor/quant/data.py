@@ -77,6 +77,14 @@ def to_time(value: datetime | str | None) -> np.datetime64 | None:
     return moment
 
 
+def check_order(start: datetime | None, end: datetime | None) -> None:
+    """ValueError (a params error) when both bounds are given and ``start`` is after
+    ``end``."""
+    first, last = to_time(start), to_time(end)
+    if first is not None and last is not None and first > last:
+        raise ValueError("start is after end")
+
+
 def iso_strings(timestamps: Times) -> list[str]:
     """ISO 8601 text of naive UTC timestamps, to the second unless finer is needed."""
     seconds = timestamps.astype("datetime64[s]")

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from processor.quant.analysis import FactorParams, analyze_factor
 from processor.quant.backtest import BacktestParams, run_backtest
-from processor.quant.data import FIELDS, Bars, DataStore, Symbol, to_time
+from processor.quant.data import FIELDS, Bars, DataStore, Symbol, check_order
 from processor.quant.factors import CATALOGUE
 from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
 
@@ -48,9 +48,7 @@ class KlineParams(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        start, end = to_time(self.start), to_time(self.end)
-        if start is not None and end is not None and start > end:
-            raise ValueError("start is after end")
+        check_order(self.start, self.end)
         return self
 
 
