@@ -40,3 +40,18 @@ def test_unknown_user_is_one_clear_line(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode == 1 and "useradd" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_submit_under_umask_077_is_still_readable_by_the_submit_group(tmp_path: Path) -> None:
+    """docs/operations.md, Permissions: ``spoolq submit`` drops are 0640 whatever the umask
+    (an integration's own files follow its umask: with 077 they are quarantined)."""
+    root = tmp_path / "spool"
+    env = {**os.environ, "SPOOL_DIR": str(root)}
+    subprocess.run([sys.executable, "-m", "spool.cli.main", "init", "--system", "--user",
+                    "nobody", "--group", "nogroup"], env=env, check=True, capture_output=True)
+    submit = ("import os, sys; os.umask(0o077); from spool.cli.main import main; "
+              "sys.exit(main(['submit', 'echo', '--id', 'private']))")
+    subprocess.run([sys.executable, "-c", submit], env=env, check=True, capture_output=True)
+    st = os.stat(root / "pending" / "private.json")
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_gid == grp.getgrnam("nogroup").gr_gid
