@@ -169,6 +169,8 @@ class Mover:
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._spare_base = layout.staging_str(SPARE_TAG).removesuffix(".tmp")  # unique to us
         self._spare_count = itertools.count()
+        self._folder_gids: dict[str, int] = {}  # each folder's group, looked up once
+        self._staged_gid: int | None = None  # the group a new file in tmp/ gets
 
     # -- writing -----------------------------------------------------------------
 
@@ -186,21 +188,50 @@ class Mover:
             # the spare vanished under us: write a fresh file instead
         tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
         with _RemovedOnError(self, tmp, dest):
-            self._write_tmp(tmp, data, durable)
+            self._write_tmp(tmp, data, durable, self._group_of_folder(_parent(os.fspath(dest))))
             if self.move(tmp, dest, replace=replace, durable=durable):
                 return True
         self.unlink(tmp)
         return False
 
-    def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool) -> None:
+    def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool, gid: int) -> None:
+        """A new file ``tmp`` holding ``data``, of group ``gid`` (-1: as made) if its writer
+        may give it that group."""
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)  # whatever the writer's umask: the spool user must read it
+            if gid >= 0 and gid != self._new_file_gid():
+                # tmp/ is setgid spoolq-submit under `init --system`, for the drops; a record
+                # goes to done/ or failed/, whose group (spoolq) may read it.
+                with contextlib.suppress(OSError):  # not the writer's group: as made
+                    os.fchown(fd, -1, gid)
             _write_all(fd, data)
             if durable and self.mode is FsyncMode.ALWAYS:
                 os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _group_of_folder(self, folder: str) -> int:
+        """The group of ``folder`` (-1 when it cannot be seen), which what is published
+        into it takes."""
+        gid = self._folder_gids.get(folder)
+        if gid is None:
+            try:
+                gid = os.stat(folder).st_gid
+            except OSError:
+                return -1
+            self._folder_gids[folder] = gid
+        return gid
+
+    def _new_file_gid(self) -> int:
+        """The group a file made in ``tmp/`` gets: the folder's when it is setgid."""
+        if self._staged_gid is None:
+            try:
+                st = os.stat(self.layout.tmp)
+            except OSError:
+                return self._egid
+            self._staged_gid = st.st_gid if st.st_mode & stat.S_ISGID else self._egid
+        return self._staged_gid
 
     def _rewrite_spare(self, data: bytes, durable: bool) -> tuple[str | None, int]:
         """A spare inode in ``tmp/`` now holding exactly ``data`` (and its inode number)."""

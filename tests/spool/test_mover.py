@@ -4,6 +4,7 @@ file, no-replace moves refuse, unlink removes what it names and never follows.""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from spoolkit import listing, make_spool
 
 from spool.errors import SpoolIOError
+from spool.fsops import Mover
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -101,3 +103,28 @@ def test_a_full_disk_is_named_in_one_clean_line(tmp_path: Path) -> None:
         assert str(caught.value) == "cannot publish full.json: No space left on device"
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give folders other groups")
+def test_a_published_file_takes_its_folders_group_not_the_staging_folders(
+        tmp_path: Path) -> None:
+    """Under ``spoolq init --system``, ``tmp/`` is setgid ``spoolq-submit`` (so drops stay
+    readable by the spool user) and ``done/`` is group ``spoolq``: a record written fresh
+    in ``tmp/`` kept group ``spoolq-submit`` in ``done/``, so members of ``spoolq``, who
+    the docs say read every record, got "Permission denied".  A published file now takes
+    the group of the folder it is published into, when its writer may give it."""
+    spool = make_spool(tmp_path / "spool")
+    submit_gid, spool_gid = 65534, 1  # stand-ins for spoolq-submit and spoolq
+    tmp = spool.layout.tmp
+    os.chown(tmp, -1, submit_gid)
+    os.chmod(tmp, 0o3730)
+    done = spool.layout.folder(JobState.DONE)
+    os.chown(done, -1, spool_gid)
+    pending = spool.layout.folder(JobState.PENDING)
+    os.chown(pending, -1, submit_gid)
+    mover = Mover(spool.layout, FsyncMode.NEVER)  # a fresh one: it learns the folders' groups
+    assert mover.publish(done / "rec.json", b"{}")
+    assert mover.publish(pending / "job.json", b"{}")
+    assert os.stat(done / "rec.json").st_gid == spool_gid
+    assert os.stat(pending / "job.json").st_gid == submit_gid
+    assert stat.S_IMODE(os.stat(done / "rec.json").st_mode) == 0o640
