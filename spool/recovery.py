@@ -141,7 +141,7 @@ class Recovery:
             report.finished.append(job_id)
             return
         if job is None:
-            self._abandon(claim, None, f"running file is not a valid job: {invalid}")
+            self._fail_orphan(claim, None, f"running file is not a valid job: {invalid}")
             report.abandoned.append(job_id)
             return
         if self._requeued_already(claim, job):
@@ -153,7 +153,7 @@ class Recovery:
         if os.path.lexists(self.layout.cancel_str(job_id)):
             # Asked while no processor ran it (the client was told the request is in):
             # the cancel wins over a retry.
-            self._abandon(claim, job.model_copy(update={"attempts": ran}),
+            self._fail_orphan(claim, job.model_copy(update={"attempts": ran}),
                           "cancelled while running; its processor died before stopping it",
                           ErrorType.CANCELLED)
             report.cancelled.append(job_id)
@@ -173,7 +173,7 @@ class Recovery:
             message = "its processor died mid-run; superseded by a newer drop of the id"
         else:
             message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
-        self._abandon(claim, job.model_copy(update={"attempts": ran}), message)
+        self._fail_orphan(claim, job.model_copy(update={"attempts": ran}), message)
         report.abandoned.append(job_id)
 
     def _run_recorded(self, claim: Claim, job: Job | None) -> bool:
@@ -223,8 +223,10 @@ class Recovery:
         return (pending.submitted_at == submitted and pending.attempts >= job.attempts
                 and rest == job.model_dump(exclude=requeue_sets))
 
-    def _abandon(self, claim: Claim, job: Job | None, message: str,
-                 kind: ErrorType = ErrorType.ABANDONED) -> None:
+    def _fail_orphan(self, claim: Claim, job: Job | None, message: str,
+                     kind: ErrorType = ErrorType.ABANDONED) -> None:
+        """Record the orphan failed with ``kind`` (``abandoned``, or ``cancelled`` when a
+        cancel was asked) and take it out of ``running/``."""
         now = self.spool.clock.now()
         if job is None:
             record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,
