@@ -128,7 +128,11 @@ def test_unknown_ids_and_routes_answer_json(server: ServerThread) -> None:
     reply = request(server.base, "DELETE", "/api/v1/tasks")
     assert reply.status == 405 and _error(reply.json())["type"] == "method_not_allowed"
     assert "GET" in reply.headers["allow"]
-    for query in ("state=bogus", "limit=0", "limit=1001", "limit=x", "cursor=%%%",
+    # limit: an integer as OpenAPI means it (Python's int() also took 1_0, ' 5' and a
+    # non-ASCII digit)
+    for query in ("state=bogus", "limit=0", "limit=1001", "limit=x", "limit=1_0",
+                  "limit=%205", "limit=%D9%A5", "limit=%2B5", "limit=" + "9" * 5000,
+                  "cursor=%%%",
                   "cursor=bm90LWEtY3Vyc29y", "tool=" + "t" * 200):
         reply = request(server.base, "GET", f"/api/v1/tasks?{query}")
         assert reply.status == 400, query
