@@ -35,11 +35,18 @@ DEFAULT_LIMIT = 50
 # -- ls -------------------------------------------------------------------------------------
 
 
+def _page_limit(text: str) -> int:
+    value = parse.positive_int(text)
+    if value > MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_PAGE} a page")
+    return value
+
+
 def _configure_ls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", choices=[s.value for s in JobState],
                         help="only jobs in this state")
     parser.add_argument("--tool", help="only jobs of this tool")
-    parser.add_argument("--limit", type=parse.positive_int, default=DEFAULT_LIMIT,
+    parser.add_argument("--limit", type=_page_limit, default=DEFAULT_LIMIT,
                         metavar="N", help=f"jobs per page (default {DEFAULT_LIMIT}, "
                         f"at most {MAX_PAGE})")
     parser.add_argument("--cursor", metavar="C", help="the page after the one that printed C")

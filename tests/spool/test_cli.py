@@ -102,13 +102,14 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
 
 
 def test_usage_errors_and_a_missing_spool_are_one_line(env: dict[str, str]) -> None:
-    none, bogus, bad_option, far, ls, show, stats = run_all(
-        env, [], ["bogus"], ["ls", "--limit", "0"],
+    none, bogus, bad_option, too_many, far, ls, show, stats = run_all(
+        env, [], ["bogus"], ["ls", "--limit", "0"], ["ls", "--limit", "1001"],
         ["submit", "echo", "--not-before", "9999-12-31T23:59:59-01:00"],
         ["ls"], ["show", "x"], ["stats"])
     refused(none, 2, "required")
     refused(bogus, 2, "bogus")
     refused(bad_option, 2, "--limit")
+    refused(too_many, 2, "--limit", "at most 1000")  # named the option nowhere
     refused(far, 2, "out of range")
     refused(spoolq({**env, "SPOOL_FSYNC": "sometimes"}, "ls"), 2, "SPOOL_FSYNC")
     for proc in (ls, show, stats):
