@@ -7,6 +7,7 @@ it goes on their ``PYTHONPATH`` (:data:`TOOLS_PATH`).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,5 +30,13 @@ from daemonkit import (  # noqa: E402
     wait_record,
 )
 
-__all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "locations", "make_spool",
-           "record", "run_daemons", "wait_for", "wait_record"]
+__all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "free_port", "locations",
+           "make_spool", "record", "run_daemons", "wait_for", "wait_record"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

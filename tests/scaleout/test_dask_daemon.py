@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from scalekit import (
     Daemon,
     alive,
     drop,
+    free_port,
     locations,
     record,
     wait_for,
@@ -175,13 +175,6 @@ def test_a_killed_processor_leaves_no_work_running_on_the_cluster(spool_root: Pa
 # -- a scheduler that goes away ------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _cluster_process(port: int, n_workers: int = 2, stderr: Path | None = None
                      ) -> Iterator[subprocess.Popen[str]]:
@@ -241,7 +234,7 @@ def _unlink_orphaned_semaphores(since: float) -> None:
 
 def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     keep, once = tmp_path / "keep.beats", tmp_path / "once.beats"
     with _cluster_process(port) as first:
@@ -278,7 +271,7 @@ def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: Star
     """As docs/scaling.md says: JSON lines on the worker's stderr naming the job, what
     its C code and child processes write too, and text without a final newline even
     when a timeout kills the job (it used to be plain text, or lost)."""
-    port = _free_port()
+    port = free_port()
     workers_log = tmp_path / "cluster.err"
     with _cluster_process(port, 1, stderr=workers_log):
         d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
@@ -311,7 +304,7 @@ def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
     """A job's process stays for the next job; one whose tool ignored SIGTERM held its
     Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then waits) until
     the nanny killed the worker, or for good without a nanny."""
-    port = _free_port()
+    port = free_port()
     cluster_log = tmp_path / "cluster.err"
     with _cluster_process(port, 1, stderr=cluster_log) as cluster:
         d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))

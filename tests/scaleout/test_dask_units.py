@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from scalekit import REPO, TOOLS_PATH
+from scalekit import REPO, TOOLS_PATH, free_port
 
 SCALING = REPO / "docs" / "scaling.md"
 
@@ -73,13 +72,6 @@ def _env(unit: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def _started(argv: list[str], env: dict[str, str], log: Path
              ) -> Iterator[subprocess.Popen[bytes]]:
@@ -108,7 +100,7 @@ def test_workers_come_back_after_their_scheduler_restarts(tmp_path: Path) -> Non
     # 0: with Restart=on-failure no worker came back after a scheduler restart, and every
     # COMPUTE job waited in pending/ for good.
     scheduler_unit, worker_unit = _unit("dask-scheduler.service"), _unit("dask-worker.service")
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     sched_log, worker_log = tmp_path / "scheduler.log", tmp_path / "worker.log"
     with _started(_command(scheduler_unit, address, port, tmp_path),
