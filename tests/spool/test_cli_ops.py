@@ -324,20 +324,28 @@ def test_help_to_a_reader_that_went_away_is_quiet(env: dict[str, str]) -> None:
     assert (proc.returncode, proc.stderr) == (0, b""), proc
 
 
-def test_sigterm_clears_the_progress_bar(root: Path, env: dict[str, str]) -> None:
-    """``timeout 60 spoolq wait ID`` (SIGTERM) left the bar on the terminal, with the
-    shell's prompt after it on the same line; Ctrl-C already cleared it."""
-    spool_of(root).submit(Job(tool="echo"), "slow")
+def _sigterm_during_wait(root: Path, env: dict[str, str], job_id: str, prefix: list[str],
+                         *options: str) -> tuple[subprocess.Popen[bytes], bytearray]:
+    """``spoolq wait`` of a new pending job on a terminal (run through ``prefix``), sent
+    SIGTERM once its bar shows: the ended process and what it drew."""
+    spool_of(root).submit(Job(tool="echo"), job_id)
     master, slave = open_pty(160)
-    waiting = subprocess.Popen([*CLI, "wait", "slow"], env=env, cwd=root.parent,
-                               stdout=subprocess.PIPE, stderr=slave)
+    waiting = subprocess.Popen([*prefix, *CLI, "wait", job_id, *options], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = bytearray()
-    read_until(master, b"slow pending", seen)
+    read_until(master, f"{job_id} pending".encode(), seen)
     waiting.send_signal(signal.SIGTERM)
     waiting.communicate(timeout=30)
     read_until(master, b"\x00never", seen, deadline_s=1)
     os.close(master)
+    return waiting, seen
+
+
+def test_sigterm_clears_the_progress_bar(root: Path, env: dict[str, str]) -> None:
+    """``timeout 60 spoolq wait ID`` (SIGTERM) left the bar on the terminal, with the
+    shell's prompt after it on the same line; Ctrl-C already cleared it."""
+    waiting, seen = _sigterm_during_wait(root, env, "slow", [])
     assert waiting.returncode == -signal.SIGTERM  # it still ends by the signal
     drawn = seen.decode()
     assert "slow pending" in drawn and drawn.endswith("\r"), drawn
@@ -349,16 +357,6 @@ def test_an_ignored_sigterm_stays_ignored_while_the_bar_is_drawn(root: Path,
     """A SIGTERM its parent set to be ignored (``trap '' TERM`` in a script) ended
     ``spoolq wait`` on a terminal: the bar's handler replaced SIG_IGN and ended the
     process by the signal.  It waits on, to its timeout (exit 3), as it did."""
-    spool_of(root).submit(Job(tool="echo"), "kept")
-    master, slave = open_pty(160)
     ignoring = ["sh", "-c", "trap '' TERM; exec \"$@\"", "sh"]  # SIG_IGN outlives exec
-    waiting = subprocess.Popen([*ignoring, *CLI, "wait", "kept", "--timeout", "3"], env=env,
-                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    seen = bytearray()
-    read_until(master, b"kept pending", seen)
-    waiting.send_signal(signal.SIGTERM)
-    waiting.communicate(timeout=30)
-    read_until(master, b"\x00never", seen, deadline_s=1)
-    os.close(master)
+    waiting, seen = _sigterm_during_wait(root, env, "kept", ignoring, "--timeout", "3")
     assert waiting.returncode == 3, seen.decode()
