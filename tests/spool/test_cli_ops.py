@@ -27,7 +27,7 @@ from spool.layout import Layout
 from spool.models import Job, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Spool
+from spool.transitions import Claim, Spool
 
 
 def spool_of(root: Path) -> Spool:
@@ -76,6 +76,18 @@ def test_invisible_and_bidi_characters_reach_the_terminal_as_escapes(
     assert record["tool"] == "run_backtest\u200b"  # --json keeps the data as it is
 
 
+
+def _done_and_drawn(spool: Spool, claim: Claim, waiting: subprocess.Popen[bytes], master: int,
+                    seen: bytearray) -> str:
+    """Complete the job ``spoolq wait`` waits for; what it drew on the terminal ``master``
+    (into ``seen``), once it has exited 0 showing the record."""
+    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
+    out, _ = waiting.communicate(timeout=30)
+    read_until(master, b"\x00never", seen, deadline_s=1)
+    os.close(master)
+    assert waiting.returncode == 0 and b"state       done" in out
+    return seen.decode()
+
 def test_the_progress_bar_fits_the_terminal_with_wide_characters(
         root: Path, env: dict[str, str]) -> None:
     """The bar is redrawn with a carriage return, so it must never wrap: it was cut to
@@ -97,12 +109,7 @@ def test_the_progress_bar_fits_the_terminal_with_wide_characters(
                             Progress(fraction=fraction, message=text).model_dump_json()
                             .encode())
         read_until(master, f"{fraction:.0%}".encode(), seen)
-    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
-    out, _ = waiting.communicate(timeout=30)
-    read_until(master, b"\x00never", seen, deadline_s=1)
-    os.close(master)
-    assert waiting.returncode == 0 and b"state       done" in out
-    drawn = seen.decode()
+    drawn = _done_and_drawn(spool, claim, waiting, master, seen)
     assert "回测进度" in drawn and "\n" not in drawn
     for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
         assert columns_of(segment) < columns, (columns_of(segment), segment)
@@ -275,12 +282,7 @@ def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
         fraction=0.5, message="backtested 100/200 symbols").model_dump_json().encode())
     seen = bytearray()
     read_until(master, b"symbols", seen)
-    spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
-    out, _ = waiting.communicate(timeout=30)
-    read_until(master, b"\x00never", seen, deadline_s=1)
-    os.close(master)
-    assert waiting.returncode == 0 and b"state       done" in out
-    drawn = seen.decode()
+    drawn = _done_and_drawn(spool, claim, waiting, master, seen)
     assert " 50% " in drawn and "backtested 100/200 symbols" in drawn, drawn
     assert all(columns_of(segment) < 80 for segment in drawn.split("\r")), drawn
 
