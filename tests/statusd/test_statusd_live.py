@@ -77,7 +77,12 @@ def test_task_stream_snapshot_progress_transitions_then_close(
 def test_a_finished_task_gets_its_snapshot_and_a_close(server: ServerThread,
                                                        spool: Spool) -> None:
     run_job(spool, "over", {"message": "over"})
-    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/over").status == 200)
+
+    def seen_done() -> bool:  # not just seen: statusd may look between claim and record
+        reply = request(server.base, "GET", "/api/v1/tasks/over")
+        return reply.status == 200 and reply.json()["state"] == "done"
+
+    wait_for(seen_done)
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session, \
