@@ -144,7 +144,8 @@ class Client:
                 if last is None and now > appear_by:
                     raise
                 if last is not None:
-                    missing_since = now if missing_since is None else missing_since
+                    if missing_since is None:
+                        missing_since = now
                     if now - missing_since >= gone_after_s:
                         raise NotFoundError(f"job {job_id} is gone: it was {last.state} and "
                                             "is in no folder now (removed?)") from None
