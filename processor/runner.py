@@ -62,7 +62,7 @@ class Outcome:
 
     @classmethod
     def failed(cls, job_id: str, error: JobError, tb: str | None = None) -> Outcome:
-        return cls(job_id, ErrorType(error.error_type), str(error), tb, error.retryable)
+        return cls(job_id, ErrorType(error.error_type), _text_of(error), tb, error.retryable)
 
 
 class Context:
@@ -118,11 +118,11 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, "out of memory (MemoryError); see "
                           "SPOOL_WORKER_MEMORY_MB", _traceback(exc))
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"the tool called exit ({exc.code!r})",
-                          _traceback(exc))
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
+                          f"the tool called exit ({_text_of(exc.code, repr)})", _traceback(exc))
     except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, f"{type(exc).__name__}: {exc}",
-                          _traceback(exc))
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
+                          f"{type(exc).__name__}: {_text_of(exc)}", _traceback(exc))
     capture.end()
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
@@ -141,13 +141,25 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         raise TypeError(f"{tool.name}.execute returned {type(result).__name__}, "
                         "not a ToolResult")
     if not result.is_ok:
+        if not isinstance(result.error_message, str):
+            raise TypeError(f"{tool.name}.execute returned ToolResult.error with a "
+                            f"{type(result.error_message).__name__} for its message, not a str")
         return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
-                       retryable=result.retryable)
+                       retryable=bool(result.retryable))
     try:
         encoded = orjson.dumps(result.value, option=RESULT_OPTS)
     except TypeError as exc:
         raise TypeError(f"the result is not JSON: {exc}") from None
     return Outcome(job_id, result_json=encoded)
+
+
+def _text_of(value: object, show: Callable[[object], str] = str) -> str:
+    """``str(value)`` (or ``show``), or a note when the tool's own ``__str__`` raises: the
+    record must say something either way."""
+    try:
+        return show(value)
+    except Exception:
+        return f"<{type(value).__name__} whose {show.__name__}() raised>"
 
 
 def _traceback(exc: BaseException) -> str:

@@ -205,3 +205,39 @@ class QuickFast(BaseTool):
 
     def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"marker": params.marker})
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ of the exception raised")
+
+
+class MisreportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case: str
+
+
+def _misreport(case: str) -> ToolResult:
+    if case == "int_message":
+        return ToolResult(error_message=404)  # type: ignore[arg-type]  # the point
+    if case == "unprintable":
+        raise _Unprintable()
+    return ToolResult.ok(case)
+
+
+class MisreportFast(BaseTool):
+    """Fails in ways a careless tool does (``case``): a non-str error message, an
+    exception whose ``__str__`` raises."""
+
+    name: ClassVar[str] = "r_misreport_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = MisreportParams
+
+    def execute(self, params: MisreportParams, ctx: ToolContext) -> ToolResult:
+        return _misreport(params.case)
+
+
+class MisreportCompute(MisreportFast):
+    name: ClassVar[str] = "r_misreport_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE

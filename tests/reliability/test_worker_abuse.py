@@ -137,3 +137,24 @@ def test_a_busy_silent_worker_dies_with_its_processor(spool_root: Path, daemon: 
     finally:
         if alive(worker):
             os.kill(worker, 9)
+
+
+def test_a_tool_whose_failure_cannot_be_put_in_words(spool_root: Path,
+                                                      daemon: StartDaemon) -> None:
+    """A non-str ``ToolResult.error`` message, or an exception whose ``__str__`` raises,
+    ended the processor (FAST) or its worker (COMPUTE, ``worker_crashed``)."""
+    proc = daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        for case in ("int_message", "unprintable"):
+            drop(spool_root, f"{lane}-{case}", {"tool": f"r_misreport_{lane}",
+                                                "params": {"case": case}})
+        rec = wait_record(spool_root, f"{lane}-int_message")
+        assert rec["error"]["type"] == "tool_error", rec["error"]
+        assert "ToolResult.error with a int for its message" in rec["error"]["message"]
+        rec = wait_record(spool_root, f"{lane}-unprintable")
+        assert rec["error"]["type"] == "tool_error", rec["error"]
+        assert rec["error"]["message"] == "_Unprintable: <_Unprintable whose str() raised>"
+        assert "raise _Unprintable()" in rec["error"]["traceback"]
+    drop(spool_root, "after", {"tool": "r_fast"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert proc.running()
