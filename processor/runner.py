@@ -163,8 +163,15 @@ def _text_of(value: object, show: Callable[[object], str] = str) -> str:
 
 
 def _traceback(exc: BaseException) -> str:
+    """The formatted traceback, its middle cut when it is too long: the head names where
+    it was raised (a huge message would otherwise push out every frame), the tail what."""
     text = "".join(traceback.format_exception(exc))
-    return text[-MAX_TRACEBACK_CHARS:]
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    keep = MAX_TRACEBACK_CHARS - 64  # room for the note of the cut
+    head = keep // 2
+    return (text[:head] + f"\n... {len(text) - keep:,} characters cut ...\n"
+            + text[len(text) - (keep - head):])
 
 
 def timed_out_itself(timeout_s: float, exitcode: int | None, ran_s: float) -> bool:

@@ -223,12 +223,14 @@ def _misreport(case: str) -> ToolResult:
         return ToolResult(error_message=404)  # type: ignore[arg-type]  # the point
     if case == "unprintable":
         raise _Unprintable()
+    if case == "huge_message":
+        raise ValueError("M" * 1_000_000)
     return ToolResult.ok(case)
 
 
 class MisreportFast(BaseTool):
     """Fails in ways a careless tool does (``case``): a non-str error message, an
-    exception whose ``__str__`` raises."""
+    exception whose ``__str__`` raises, one with a 1 MB message."""
 
     name: ClassVar[str] = "r_misreport_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

@@ -158,3 +158,19 @@ def test_a_tool_whose_failure_cannot_be_put_in_words(spool_root: Path,
     drop(spool_root, "after", {"tool": "r_fast"})
     assert wait_record(spool_root, "after")["state"] == "done"
     assert proc.running()
+
+
+def test_a_huge_exception_message_leaves_the_traceback_its_frames(spool_root: Path,
+                                                                  daemon: StartDaemon) -> None:
+    """The traceback is cut to 16,000 characters; it kept only its end, so a 1 MB message
+    left nothing of where the exception was raised."""
+    daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        drop(spool_root, lane, {"tool": f"r_misreport_{lane}",
+                                "params": {"case": "huge_message"}})
+        error = wait_record(spool_root, lane)["error"]
+        assert error["type"] == "tool_error" and error["message"] == "ValueError: " + "M" * 10**6
+        assert len(error["traceback"]) <= 16_000
+        assert error["traceback"].startswith("Traceback (most recent call last):")
+        assert 'raise ValueError("M" * 1_000_000)' in error["traceback"]
+        assert error["traceback"].endswith("M\n")
