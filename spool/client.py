@@ -7,13 +7,14 @@ HTTP writes keep the same rules as the processor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from spool.clock import Clock, SystemClock
-from spool.errors import ConflictError, NotFoundError
+from spool.errors import ConflictError, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.layout import Layout
@@ -87,7 +88,14 @@ class Client:
             record = self.spool.cancel_pending(job_id)  # it was between claims
             if record is not None:
                 return record
-        return self.wait(job_id, timeout=wait_s) if wait_s > 0 else self.reader.get(job_id)
+        record = self.wait(job_id, timeout=wait_s) if wait_s > 0 else self.reader.get(job_id)
+        if record.state in TERMINAL:
+            # The run the request was for is over.  Its processor removes a request it
+            # acted on, but one written just after the run ended on its own would stay
+            # until a recovery scan and cancel a new drop of the id claimed meanwhile.
+            with contextlib.suppress(OSError, SpoolIOError):
+                self.spool.mover.unlink(self.layout.cancel_request(job_id))
+        return record
 
     def retry(self, job_id: str) -> Record:
         return self.spool.retry(job_id)

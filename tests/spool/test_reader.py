@@ -209,6 +209,29 @@ def test_wait_ends_when_the_job_it_saw_is_removed(spool: Spool) -> None:
     assert seen == [P] and 0.3 <= time.monotonic() - start < 5
 
 
+def test_a_cancel_asked_as_its_run_ends_leaves_no_request_behind(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel reads the job as running, then writes its request.  When the run ended
+    on its own in between, its processor had already dropped the run's sidecars, so
+    the request stayed in ``cancel/`` until a recovery scan (``SPOOL_SCAN_S``) and
+    cancelled a new drop of the id claimed meanwhile, before it ran."""
+    client = Client(spool.layout, spool.mover)
+    submit(spool, "quick")
+    claim = spool.claim("quick")
+    assert claim is not None
+    read = client.reader.get
+
+    def read_then_end_the_run(job_id: str) -> Record:
+        record = read(job_id)
+        if not claim.closed:  # the run ends on its own just after the cancel saw it
+            spool.complete(claim, done_record(claim))
+        return record
+
+    monkeypatch.setattr(client.reader, "get", read_then_end_the_run)
+    assert client.cancel("quick", wait_s=1.0).state is D
+    assert claim.closed and not os.path.lexists(spool.layout.cancel_request("quick"))
+
+
 def test_get_tolerates_garbage_record(spool: Spool) -> None:
     spool.layout.job(D, "junk").write_bytes(b"{not json")
     record = SpoolReader(spool.layout).get("junk")
