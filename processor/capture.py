@@ -23,8 +23,13 @@ is never lost with it).  What a FAST tool's children or C code write still reach
 processor's own stdout and stderr as plain text (redirecting those would hide a Python
 fatal error of the processor itself).
 
+A FAST tool that replaces ``sys.stdout`` or ``sys.stderr`` (silencing a library the
+quick way) and leaves them so would swallow every later FAST tool's output: when the
+last job running ends, the streams :func:`install` put in place are put back, with a
+warning naming that job.
+
 Nothing here costs a tool that prints nothing more than two thread-local assignments
-per job: no syscall, no thread.
+and a lock per job: no syscall, no thread.
 """
 
 from __future__ import annotations
@@ -44,6 +49,38 @@ _state = threading.local()  # job: (id, tool) | None; held: {stream: Held}; busy
 MAX_HELD = MAX_TEXT
 """Characters held without a newline before they are written as a line: the log
 keeps no more of a line than this anyway."""
+
+
+class _Streams:
+    """The streams :func:`install` put in place and how many jobs run: a tool's
+    replacement is undone only once no job runs, so one that redirects its output for a
+    while (``contextlib.redirect_stdout``) keeps it while it runs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.installed: tuple[Any, Any] | None = None
+
+    def enter(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def leave(self, job: tuple[str, str] | None) -> None:
+        with self.lock:
+            self.running = max(0, self.running - 1)
+            installed = self.installed
+            if self.running or installed is None:
+                return
+            if sys.stdout is installed[0] and sys.stderr is installed[1]:
+                return
+            sys.stdout, sys.stderr = installed
+        fields = {"id": job[0], "tool": job[1]} if job else {}
+        logging.getLogger("spoolq.processor").warning(
+            "a FAST tool replaced sys.stdout or sys.stderr and left it so; put back",
+            extra={"fields": fields})
+
+
+_streams = _Streams()
 
 
 class Held:
@@ -87,6 +124,7 @@ class Held:
 
 def begin(job_id: str, tool: str) -> None:
     """The calling thread runs this job now: its output is the job's."""
+    _streams.enter()
     _state.job = (job_id, tool)
 
 
@@ -104,7 +142,8 @@ def end() -> None:
             if line.parts:
                 _emit(stream, line.take())
         held.clear()
-    _state.job = None
+    job, _state.job = getattr(_state, "job", None), None
+    _streams.leave(job)
 
 
 def _held_line(stream: str) -> Held:
@@ -199,10 +238,12 @@ def install() -> tuple[TextIO, TextIO]:
         sys.stdout = ToolOutput("stdout", sys.stdout)
     if not isinstance(sys.stderr, ToolOutput):
         sys.stderr = ToolOutput("stderr", sys.stderr)
+    _streams.installed = (sys.stdout, sys.stderr)
     return saved
 
 
 def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
+    _streams.installed = None
     end()
     sys.stdout, sys.stderr = saved

@@ -3,6 +3,7 @@ one (``p_fast``) and a COMPUTE one (``p_compute``)."""
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import ClassVar
 
@@ -94,4 +95,17 @@ class LongLine(BaseTool):
 
     def execute(self, params: LongParams, ctx: ToolContext) -> ToolResult:
         sys.stdout.write("y" * params.size + "\nafter it\n")
+        return ToolResult.ok()
+
+
+class Silencer(BaseTool):
+    """Silences a noisy library the quick way, and leaves it so: ``sys.stdout`` and
+    ``sys.stderr`` replaced for good (a FAST tool's are the processor's)."""
+
+    name: ClassVar[str] = "p_silencer"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        sys.stdout = sys.stderr = io.StringIO()
         return ToolResult.ok()

@@ -325,3 +325,19 @@ def _copy_late(read_end: int, log: Path, delay_s: float = 2.0) -> None:
     with open(read_end, "rb") as source, open(log, "ab") as sink:
         while chunk := source.read1(1 << 16):
             sink.write(chunk)
+
+
+def test_a_fast_tool_that_replaces_sys_stdout_does_not_silence_later_jobs(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A FAST tool runs in the processor: one that set ``sys.stdout`` (and stderr) to a
+    StringIO and left it so swallowed every later FAST tool's output, for good."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "silencer", {"tool": "p_silencer"})
+    assert wait_record(spool_root, "silencer")["state"] == "done"
+    drop(spool_root, "after", {"tool": "p_fast"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert d.stop() == 0
+    assert ("stdout", "hello from after") in job_output(d, "after", "p_fast")
+    assert ("stderr", "hello on stderr in two words") in job_output(d, "after", "p_fast")
+    assert any(e["level"] == "warning" and e.get("id") == "silencer"
+               and "replaced sys.stdout" in e["msg"] for e in d.events())
