@@ -271,6 +271,7 @@ function connectEvents() {
     if (msg.event === "transition" && msg.record) {
       if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);
+      taskMoved(msg.record);
       scheduleStats();
     } else if (msg.event === "progress") {
       updateProgress(msg);
@@ -351,6 +352,14 @@ async function renderRecord(record) {
   $("task-params").querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
 }
 
+function taskMoved(record) {
+  // The task stream ends with the terminal state (or when the task leaves the spool):
+  // a retry or a re-drop of the id, which runs it again, only the events stream tells.
+  if (record.id !== ui.taskId || ui.taskSocket) return;
+  renderRecord(record).catch(() => {});
+  if (!TERMINAL.has(record.state)) watchTask(record.id);
+}
+
 function closeTaskSocket() {
   if (ui.taskSocket) {
     const socket = ui.taskSocket;
@@ -369,6 +378,7 @@ function watchTask(id) {
     if (msg.id !== ui.taskId) return;
     if (msg.record) {
       terminal = TERMINAL.has(msg.state);
+      if (terminal) closeTaskSocket();  // what comes after (a retry) comes by the events
       renderRecord(msg.record).catch(() => {});
     } else if (msg.event === "progress") {
       $("task-state").textContent = msg.state;

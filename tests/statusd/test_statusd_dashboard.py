@@ -356,3 +356,26 @@ def test_a_malformed_task_link_says_not_found(server: ServerThread,
     """A cut-off escape in the link threw an uncaught URIError and showed nothing."""
     page.goto(server.base + "/#/tasks/%E0%A4%A")
     sync_api.expect(page.locator("#task-state")).to_have_text("not found")
+
+
+def test_the_task_view_follows_a_retry_of_the_task_it_shows(server: ServerThread,
+                                                            spool: Spool,
+                                                            page: sync_api.Page) -> None:
+    """The task stream ends with the terminal state, and the view stopped listening
+    there: a `spoolq retry` (or a re-drop of the id) ran the job again while the open
+    view still showed the old failure."""
+    expect = sync_api.expect
+    run_job(spool, "again", tool="echo", error=(ErrorType.TOOL_ERROR, "first try"))
+    page.goto(server.base + "/#/tasks/again")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#live")).to_have_text("live")
+    Client.from_settings(server.settings).retry("again")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    running = claim(spool, "again")
+    expect(page.locator("#task-state")).to_have_text("running")
+    report(spool, running, 0.5, "second try")
+    expect(page.locator("#task-progress .text")).to_have_text("50% second try")
+    finish(spool, running, {"message": "second try"})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-error")).to_be_hidden()
+    expect(page.locator("#task-result pre")).to_contain_text("second try")
