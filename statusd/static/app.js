@@ -13,6 +13,7 @@ const TERMINAL = new Set(["done", "failed"]);
 const TASK_GONE = 1008;   // the close code of a task stream whose task left the spool
 const PAGE_SIZE = 50;
 const STATS_EVERY_MS = 5000;
+const TASK_RETRY_MS = 2000;   // a task view that could not load tries again this often
 const ui = {
   filter: { state: "", tool: "" },
   rows: new Map(),        // id -> { tr, key }
@@ -30,9 +31,19 @@ const ui = {
 const $ = (id) => document.getElementById(id);
 
 async function getJSON(url) {
+  // A refusal carries its HTTP status and the message of the API's error body.
   const response = await fetch(url, { cache: "no-store" });
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  return response.json();
+  if (response.ok) return response.json();
+  let message = `HTTP ${response.status}`;
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) message += `: ${body.error.message}`;
+  } catch (err) {
+    // not the API's JSON error shape (a proxy's page): the status says enough
+  }
+  const error = new Error(message);
+  error.status = response.status;
+  throw error;
 }
 
 function wsUrl(path) {
@@ -408,7 +419,19 @@ async function openTask(id) {
   try {
     await renderRecord(await getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`));
   } catch (err) {
-    $("task-state").textContent = "not found";
+    if (ui.taskId !== id) return;
+    if (err.status >= 400 && err.status < 500) {  // 404, or 400 for an id that can't be
+      $("task-state").textContent = "not found";  // a later drop of it comes by the events
+      return;
+    }
+    // statusd unreachable or refusing for now (a restart, a 503): say so, try again.
+    $("task-state").textContent = "unavailable";
+    $("task-state").className = "state";
+    const error = $("task-error");
+    error.hidden = false;
+    error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
+    error.querySelector(".traceback").hidden = true;
+    setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, TASK_RETRY_MS);
     return;
   }
   watchTask(id);

@@ -379,3 +379,30 @@ def test_the_task_view_follows_a_retry_of_the_task_it_shows(server: ServerThread
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-error")).to_be_hidden()
     expect(page.locator("#task-result pre")).to_contain_text("second try")
+
+
+def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThread,
+                                                               spool: Spool,
+                                                               page: sync_api.Page) -> None:
+    """Any failed fetch of the task (statusd restarting, a 503) said "not found", and
+    the view stayed so after statusd answered again."""
+    expect = sync_api.expect
+    run_job(spool, "flaky", {"message": "here"}, tool="echo")
+    failures: list[str] = []
+
+    def unavailable_once(route: sync_api.Route) -> None:
+        if failures:
+            route.continue_()
+            return
+        failures.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"type": "unavailable", "message": "try again"}}')
+
+    page.route("**/api/v1/tasks/flaky", unavailable_once)
+    page.goto(server.base + "/#/tasks/flaky")
+    expect(page.locator("#task-error .message")).to_contain_text("try again")
+    expect(page.locator("#task-state")).not_to_have_text("not found")
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-error")).to_be_hidden()
+    expect(page.locator("#task-result pre")).to_contain_text('"message": "here"')
+    assert len(failures) == 1
