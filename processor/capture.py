@@ -24,19 +24,22 @@ processor's own stdout and stderr as plain text (redirecting those would hide a 
 fatal error of the processor itself).
 
 A FAST tool that replaces ``sys.stdout`` or ``sys.stderr`` (silencing a library the
-quick way) and leaves them so would swallow every later FAST tool's output: when the
-last job running ends, the streams :func:`install` put in place are put back, with a
-warning naming that job.
+quick way) and leaves them so would swallow every later FAST tool's output, and one
+that closes descriptors 0 to 2 (as daemonising code does) would leave the processor's
+own log dark: when the last job running ends, the streams :func:`install` put in place
+are put back (with a warning naming that job), and so are the descriptors.
 
-Nothing here costs a tool that prints nothing more than two thread-local assignments
-and a lock per job: no syscall, no thread.
+Nothing here costs a tool that prints nothing more than two thread-local assignments,
+a lock and three ``dup2`` per job; no thread.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import logging
+import os
 import sys
 import threading
 from typing import Any, TextIO
@@ -52,14 +55,16 @@ keeps no more of a line than this anyway."""
 
 
 class _Streams:
-    """The streams :func:`install` put in place and how many jobs run: a tool's
-    replacement is undone only once no job runs, so one that redirects its output for a
-    while (``contextlib.redirect_stdout``) keeps it while it runs."""
+    """The streams :func:`install` put in place, copies of descriptors 0 to 2 as they
+    were then, and how many jobs run: a tool's replacement is undone only once no job
+    runs, so one that redirects its output for a while (``contextlib.redirect_stdout``)
+    keeps it while it runs."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running = 0
         self.installed: tuple[Any, Any] | None = None
+        self.fds: dict[int, int] = {}  # fd -> a copy of it (not inherited)
 
     def enter(self) -> None:
         with self.lock:
@@ -71,6 +76,9 @@ class _Streams:
             installed = self.installed
             if self.running or installed is None:
                 return
+            for fd, copy in self.fds.items():  # one dup2 each: cheaper than checking
+                with contextlib.suppress(OSError):
+                    os.dup2(copy, fd)
             if sys.stdout is installed[0] and sys.stderr is installed[1]:
                 return
             sys.stdout, sys.stderr = installed
@@ -239,11 +247,17 @@ def install() -> tuple[TextIO, TextIO]:
     if not isinstance(sys.stderr, ToolOutput):
         sys.stderr = ToolOutput("stderr", sys.stderr)
     _streams.installed = (sys.stdout, sys.stderr)
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            _streams.fds[fd] = os.dup(fd)
     return saved
 
 
 def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
     _streams.installed = None
+    for copy in _streams.fds.values():
+        os.close(copy)
+    _streams.fds.clear()
     end()
     sys.stdout, sys.stderr = saved

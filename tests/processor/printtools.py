@@ -4,6 +4,7 @@ one (``p_fast``) and a COMPUTE one (``p_compute``)."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 from typing import ClassVar
 
@@ -108,4 +109,18 @@ class Silencer(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         sys.stdout = sys.stderr = io.StringIO()
+        return ToolResult.ok()
+
+
+class CloseStdio(BaseTool):
+    """Closes descriptors 0, 1 and 2 (as daemonising code does); a FAST tool's are the
+    processor's."""
+
+    name: ClassVar[str] = "p_close_stdio"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        for fd in (0, 1, 2):
+            os.close(fd)
         return ToolResult.ok()

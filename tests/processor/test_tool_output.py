@@ -341,3 +341,21 @@ def test_a_fast_tool_that_replaces_sys_stdout_does_not_silence_later_jobs(
     assert ("stderr", "hello on stderr in two words") in job_output(d, "after", "p_fast")
     assert any(e["level"] == "warning" and e.get("id") == "silencer"
                and "replaced sys.stdout" in e["msg"] for e in d.events())
+
+
+def test_a_fast_tool_that_closes_fds_0_to_2_leaves_the_processors_log_working(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A FAST tool runs in the processor: one that closed descriptors 0, 1 and 2 left
+    the processor's log dark for good (every later line, transitions too, lost, or
+    written into whatever file next took descriptor 2)."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "closer", {"tool": "p_close_stdio"})
+    assert wait_record(spool_root, "closer")["state"] == "done"
+    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
+        drop(spool_root, job_id, {"tool": tool})
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    assert d.stop() == 0
+    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
+    assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
+    assert {"fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
+    assert d.events()[-1]["msg"] == "stopped"
