@@ -308,12 +308,17 @@ function shortResult(result) {
 function renderFields(record) {
   const dl = $("task-fields");
   dl.replaceChildren();
+  const limit = record.max_attempts ? ` of ${record.max_attempts}` : "";
+  const source = record.source;  // a quarantined drop: the file it was, by its name
   const rows = [
-    ["tool", shown(record.tool || "")], ["attempts", record.attempts],
-    ["submitted", fmtTime(record.submitted_at)], ["started", fmtTime(record.started_at)],
+    ["tool", shown(record.tool || "")], ["attempts", `${record.attempts ?? 0}${limit}`],
+    ["timeout", record.timeout ? `${record.timeout} s` : ""],
+    ["submitted", fmtTime(record.submitted_at)], ["not before", fmtTime(record.not_before)],
+    ["started", fmtTime(record.started_at)],
     ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
     ["host", record.host ? `${record.host} (pid ${record.pid})` : ""],
     ["priority", record.priority],
+    ["source", source ? shown(`${source.name} (${source.kind}, ${source.size ?? "?"} bytes)`) : ""],
   ];
   for (const [name, value] of rows) {
     if (value === undefined || value === null || value === "") continue;
@@ -345,6 +350,9 @@ async function renderRecord(record) {
   renderProgress(record.state, record.progress);
   const error = $("task-error");
   error.hidden = !record.error && !record.unreadable;
+  // On a job that is not failed, the error is the one its retry came from.
+  error.querySelector("h3").textContent =
+    record.error && record.state !== "failed" && !record.unreadable ? "last error" : "error";
   if (record.unreadable) {  // a corrupt file in done/ or failed/: no outcome to show
     error.querySelector(".message").textContent = shown(`record unreadable: ${record.unreadable}`);
     error.querySelector(".traceback").hidden = true;
@@ -429,6 +437,7 @@ async function openTask(id) {
     $("task-state").className = "state";
     const error = $("task-error");
     error.hidden = false;
+    error.querySelector("h3").textContent = "error";
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
     setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, TASK_RETRY_MS);

@@ -11,7 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -406,3 +406,36 @@ def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThr
     expect(page.locator("#task-error")).to_be_hidden()
     expect(page.locator("#task-result pre")).to_contain_text('"message": "here"')
     assert len(failures) == 1
+
+
+def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """A quarantined drop's original file name, a job's not-before time, timeout and
+    attempt limit were not on the page (two quarantined files could not be told apart),
+    and the failure a retry came from was headed 'error' on a job that was running."""
+    expect = sync_api.expect
+    name = "<img src=x onerror=alert(1)>\u202e.json"
+    path = spool.layout.entry(JobState.PENDING, name)
+    path.write_bytes(b"not json")
+    st = path.stat()
+    spool.quarantine(name, "bad file name", kind="file", size=st.st_size,
+                     mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+    quarantined = spool.layout.root / "failed"
+    job_id = next(p.stem for p in quarantined.glob("*.json"))
+    later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    submit(spool, "later", tool="sleep", not_before=later, timeout=30, max_attempts=3,
+           attempts=1, error={"type": "timeout", "message": "killed after 30 s"})
+
+    page.goto(server.base + f"/#/tasks/{job_id}")
+    field = page.locator("#task-fields dd[data-field='source']")
+    expect(field).to_have_text("<img src=x onerror=alert(1)>\\u202e.json (file, 8 bytes)")
+    assert page.locator("img").count() == 0
+    page.goto(server.base + "/#/tasks/later")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    fields = page.locator("#task-fields")
+    expect(fields.locator("dd[data-field='attempts']")).to_have_text("1 of 3")
+    expect(fields.locator("dd[data-field='timeout']")).to_have_text("30 s")
+    expected = page.evaluate("t => new Date(t).toLocaleString()", later.isoformat())
+    expect(fields.locator("dd[data-field='not before']")).to_have_text(expected)
+    expect(page.locator("#task-error h3")).to_have_text("last error")
+    expect(page.locator("#task-error .message")).to_have_text("timeout: killed after 30 s")
