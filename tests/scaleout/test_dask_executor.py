@@ -26,6 +26,7 @@ pytest.importorskip("distributed")
 from processor.dask_executor import DaskExecutor, scheduler_address
 from processor.executor import Task
 from processor.runner import Outcome
+from processor.worker import DEADMAN_GRACE_S
 from spool.errors import ConfigError, ErrorType
 from spool.settings import Settings
 
@@ -52,6 +53,13 @@ class RecordingSink:
             assert self.cond.wait_for(lambda: job_id in self.outcomes, timeout), \
                 f"no outcome for {job_id} in {timeout} s"
             return self.outcomes[job_id][0]
+
+
+FROZEN_BACKSTOP_S = DEADMAN_GRACE_S + 2.0
+"""The executor's backstop in the frozen-worker test: the job's own deadline (its
+timeout plus DEADMAN_GRACE_S) and a margin for a loaded machine come first."""
+FROZEN_KILL_GRACE_S = 1.0
+"""How long that test's executor waits for the frozen worker to confirm the kill."""
 
 
 def _settings(address: str, job_num: int = 2) -> Settings:
@@ -243,11 +251,22 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
 
 
 def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
-        run_executor: Any, dask_client: Any, tmp_path: Path) -> None:
+        run_executor: Any, dask_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # SIGSTOP freezes the Dask worker, and with it the thread that would kill the job's
     # process at the deadline. The job's process keeps its own deadline (a grace period
     # later), so it is dead before the executor's backstop reports a timeout, after
     # which the job may be retried elsewhere: never beside its first run.
+    from processor import dask_executor  # noqa: PLC0415
+
+    # The outcome comes at timeout + BACKSTOP_S + KILL_GRACE_S (the frozen worker never
+    # confirms the kill). The order this test exists for holds for the shipped values;
+    # both waits are then shortened, the backstop still well past the job's own
+    # deadline, so the test does not sit through 15 s of them.
+    assert DEADMAN_GRACE_S < FROZEN_BACKSTOP_S <= dask_executor.BACKSTOP_S
+    assert FROZEN_KILL_GRACE_S <= dask_executor.KILL_GRACE_S
+    monkeypatch.setattr(dask_executor, "BACKSTOP_S", FROZEN_BACKSTOP_S)
+    monkeypatch.setattr(dask_executor, "KILL_GRACE_S", FROZEN_KILL_GRACE_S)
     executor, sink = run_executor()
     beats = tmp_path / "frozen.beats"
     executor.submit(_task("frozen", "d_heartbeat", timeout_s=1.0, path=str(beats), seconds=60))
