@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(spool_dir=args.spool_dir, job_num=args.job_num,
                                  executor=args.executor)
+        # FAST tools run in this process, and one may chdir: no path may depend on the
+        # working directory (a relative SPOOL_DIR crashed the processor at its next step).
+        settings = settings.model_copy(update={
+            "spool_dir": settings.spool_dir.absolute(),
+            "data_dir_override": settings.data_dir_override and
+            settings.data_dir_override.absolute()})
         registry = load_registry(settings.tool_modules)
         if args.command == "tools":
             print_tools(registry, args.json)

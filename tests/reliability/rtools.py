@@ -243,3 +243,16 @@ class MisreportFast(BaseTool):
 class MisreportCompute(MisreportFast):
     name: ClassVar[str] = "r_misreport_compute"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+
+
+class Chdir(BaseTool):
+    """Changes the working directory to ``path`` and leaves it so (a FAST tool's is the
+    processor's)."""
+
+    name: ClassVar[str] = "r_chdir"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        os.chdir(params.path or "/")
+        return ToolResult.ok(os.getcwd())

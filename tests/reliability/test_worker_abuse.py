@@ -174,3 +174,20 @@ def test_a_huge_exception_message_leaves_the_traceback_its_frames(spool_root: Pa
         assert error["traceback"].startswith("Traceback (most recent call last):")
         assert 'raise ValueError("M" * 1_000_000)' in error["traceback"]
         assert error["traceback"].endswith("M\n")
+
+
+def test_a_fast_tool_that_changes_directory_under_a_relative_spool_dir(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """``SPOOL_DIR=spool`` (relative: the processor runs where the spool's parent is) and
+    a FAST tool that calls ``os.chdir``: the processor, whose paths were relative, crashed
+    at its next step, the job left in ``running/``."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = daemon(SPOOL_DIR=spool_root.name)
+    drop(spool_root, "chdir", {"tool": "r_chdir", "params": {"path": str(elsewhere)}})
+    assert wait_record(spool_root, "chdir")["result"] == str(elsewhere)
+    drop(spool_root, "after", {"tool": "r_fast"})
+    drop(spool_root, "compute", {"tool": "r_pid"})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert wait_record(spool_root, "compute")["state"] == "done"
+    assert proc.running() and os.listdir(elsewhere) == []
