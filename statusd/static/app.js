@@ -13,7 +13,7 @@ const TERMINAL = new Set(["done", "failed"]);
 const TASK_GONE = 1008;   // the close code of a task stream whose task left the spool
 const PAGE_SIZE = 50;
 const STATS_EVERY_MS = 5000;
-const TASK_RETRY_MS = 2000;   // a task view that could not load tries again this often
+const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
 const ui = {
   filter: { state: "", tool: "" },
   rows: new Map(),        // id -> { tr, key }
@@ -237,13 +237,30 @@ function listUrl(cursor) {
   return `/api/v1/tasks?${params}`;
 }
 
+function listError(err) {
+  // A list that could not load says why (the rows shown, if any, are as they were).
+  const node = $("list-error");
+  node.hidden = !err;
+  if (err) node.textContent = shown(`cannot load the list: ${err.message}`);
+}
+
 async function loadList() {
   const seq = ++ui.listSeq;
   const during = [];
   ui.during = during;
-  const page = await getJSON(listUrl(null));
+  let page;
+  try {
+    page = await getJSON(listUrl(null));
+  } catch (err) {
+    if (seq !== ui.listSeq) return;
+    ui.during = null;
+    listError(err);
+    setTimeout(() => { if (seq === ui.listSeq) loadList().catch(() => {}); }, RETRY_MS);
+    return;
+  }
   if (seq !== ui.listSeq) return; // a newer load (filter change) won
   ui.during = null;
+  listError(null);
   ui.rows.clear();
   $("tasks").tBodies[0].replaceChildren();
   appendRows(page.tasks);
@@ -256,6 +273,7 @@ async function loadList() {
 async function loadMore() {
   if (!ui.cursor) return;
   const page = await getJSON(listUrl(ui.cursor));
+  listError(null);
   appendRows(page.tasks);
   ui.cursor = page.next_cursor;
   $("more").hidden = !ui.cursor;
@@ -440,7 +458,7 @@ async function openTask(id) {
     error.querySelector("h3").textContent = "error";
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
-    setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, TASK_RETRY_MS);
+    setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, RETRY_MS);
     return;
   }
   watchTask(id);
@@ -479,7 +497,7 @@ function start() {
     ui.filter.tool = e.target.value;
     loadList().catch(() => {});
   });
-  $("more").addEventListener("click", () => loadMore().catch(() => {}));
+  $("more").addEventListener("click", () => loadMore().catch(listError));
   window.addEventListener("hashchange", route);
   connectEvents();
   setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);

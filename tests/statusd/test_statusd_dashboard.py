@@ -439,3 +439,28 @@ def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool:
     expect(fields.locator("dd[data-field='not before']")).to_have_text(expected)
     expect(page.locator("#task-error h3")).to_have_text("last error")
     expect(page.locator("#task-error .message")).to_have_text("timeout: killed after 30 s")
+
+
+def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
+                                                          spool: Spool,
+                                                          page: sync_api.Page) -> None:
+    """A failed fetch of the task list was swallowed: the table stayed empty, without
+    even "No tasks.", until the page was reloaded."""
+    expect = sync_api.expect
+    run_job(spool, "listed", tool="echo")
+    failures: list[str] = []
+
+    def unavailable_once(route: sync_api.Route) -> None:
+        if failures:
+            route.continue_()
+            return
+        failures.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"type": "unavailable", "message": "try again"}}')
+
+    page.route("**/api/v1/tasks?*", unavailable_once)
+    page.goto(server.base + "/")
+    expect(page.locator("#list-error")).to_contain_text("HTTP 503: try again")
+    expect(_row(page, "listed", "done")).to_be_visible()
+    expect(page.locator("#list-error")).to_be_hidden()
+    assert len(failures) == 1
