@@ -102,6 +102,20 @@ _Queued = tuple[int, int, str, int, Candidate]
 """(-priority, submitted_ns, id, seq, candidate): compared in C, never up to the candidate."""
 
 
+def _params_refusal(tool: type[BaseTool], params: dict[str, Any]) -> JobError | None:
+    """Why ``params`` are invalid for ``tool``, if they are.  None too when the tool's own
+    validator raised something pydantic passes on (RuntimeError, SystemExit): raised on
+    the loop it ended the processor; the run reports it as ``tool_error`` with its
+    traceback instead, as a FAST run does."""
+    try:
+        validate_params(tool, params)
+    except JobError as exc:
+        return exc
+    except BaseException:  # the tool's fault, reported by its run
+        return None
+    return None
+
+
 class Processor:
     """One processor on one spool; :meth:`run` returns the exit status."""
 
@@ -618,15 +632,14 @@ class Processor:
             # A copy: the record holds the job's params, and a tool may change its own.
             self.inline.append((run, tool, copy.deepcopy(job.params)))  # after this pass's flush
             return
-        try:
-            validate_params(tool, job.params)  # bad params fail here, without a worker
-        except JobError as exc:
-            self._finish_error(run, exc)
-        else:
-            logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
-            self.executor.submit(Task(cand.job_id, job.tool, job.params,
-                                      run.deadline - run.started, str(self.data_dir),
-                                      record.attempts))
+        refusal = _params_refusal(tool, job.params)  # bad params fail here, without a worker
+        if refusal is not None:
+            self._finish_error(run, refusal)
+            return
+        logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
+        self.executor.submit(Task(cand.job_id, job.tool, job.params,
+                                  run.deadline - run.started, str(self.data_dir),
+                                  record.attempts))
 
     def _new_run(self, claim: Claim, job: Job, tool: type[BaseTool] | None, record: Record
                  ) -> Run:

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 
@@ -256,3 +256,35 @@ class Chdir(BaseTool):
     def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         os.chdir(params.path or "/")
         return ToolResult.ok(os.getcwd())
+
+
+class BrokenValidatorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case: str
+
+    @field_validator("case")
+    @classmethod
+    def _check(cls, value: str) -> str:
+        if value == "runtime":
+            raise RuntimeError("the validator's own bug")
+        if value == "exit":
+            raise SystemExit(4)
+        return value
+
+
+class BrokenValidatorFast(BaseTool):
+    """Params whose validator raises what pydantic does not take for a validation error
+    (anything but ValueError and AssertionError): it reaches the caller."""
+
+    name: ClassVar[str] = "r_validator_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = BrokenValidatorParams
+
+    def execute(self, params: BrokenValidatorParams, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok(params.case)
+
+
+class BrokenValidatorCompute(BrokenValidatorFast):
+    name: ClassVar[str] = "r_validator_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE

@@ -191,3 +191,25 @@ def test_a_fast_tool_that_changes_directory_under_a_relative_spool_dir(
     assert wait_record(spool_root, "after")["state"] == "done"
     assert wait_record(spool_root, "compute")["state"] == "done"
     assert proc.running() and os.listdir(elsewhere) == []
+
+
+def test_params_whose_validator_raises_something_else(spool_root: Path,
+                                                      daemon: StartDaemon) -> None:
+    """A Params validator that raised RuntimeError or SystemExit (pydantic passes on all
+    but ValueError and AssertionError) ended the processor when it checked a COMPUTE
+    job's params before starting it, the job left in ``running/``."""
+    proc = daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        for case in ("runtime", "exit"):
+            drop(spool_root, f"{lane}-{case}", {"tool": f"r_validator_{lane}",
+                                                "params": {"case": case}})
+    for lane in ("fast", "compute"):
+        error = wait_record(spool_root, f"{lane}-runtime")["error"]
+        assert error["type"] == "tool_error", error
+        assert error["message"] == "RuntimeError: the validator's own bug"
+        assert "in _check" in error["traceback"]
+        error = wait_record(spool_root, f"{lane}-exit")["error"]
+        assert (error["type"], error["message"]) == ("tool_error", "the tool called exit (4)")
+    drop(spool_root, "after", {"tool": "r_validator_compute", "params": {"case": "fine"}})
+    assert wait_record(spool_root, "after")["result"] == "fine"
+    assert proc.running()
