@@ -40,13 +40,17 @@ from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.lease import is_locked, open_nofollow
 from spool.models import Job, OwnerStatus, Progress, Record
-from spool.states import ACTIVE, JobState
+from spool.states import ACTIVE, TERMINAL, JobState
 from spool.transitions import read_fd
 
 MAX_PAGE = 1000
 MAX_ACTIVE_BYTES = 16 * 1024 * 1024
 """A pending or running file larger than this is not a job (intake quarantines it)."""
 HEARTBEAT_STALE_S = 60.0
+"""A processor whose heartbeat is older than this is not live, though it holds its lock
+(stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
+RECENT_S = 60.0
+"""The window of ``throughput``: records written in ``done/`` and ``failed/`` this recently."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +335,17 @@ class SpoolReader:
         return live
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        """DESIGN section 9's stats shape."""
-        return stats_document(self.counts(), self.oldest_pending_age_s(now),
-                              self.processors(), now)
+        """DESIGN section 9's stats shape, from one scan of the folders."""
+        now = now if now is not None else time.time()
+        counts = {s.value: 0 for s in JobState}
+        recent = {s.value: 0 for s in TERMINAL}
+        since_ns = int((now - RECENT_S) * 1e9)
+        for entry in self.current_entries():
+            counts[entry.state.value] += 1
+            if entry.state in TERMINAL and entry.mtime_ns >= since_ns:
+                recent[entry.state.value] += 1  # a record's mtime: when it was written
+        return stats_document(counts, self.oldest_pending_age_s(now), self.processors(),
+                              now, recent)
 
 
 def terminal_record(entry: Entry, data: bytes) -> Record:
@@ -374,22 +386,28 @@ def _plausible(status: OwnerStatus) -> bool:
 
 
 def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
-                   processors: list[OwnerStatus], now: float | None = None) -> dict[str, Any]:
-    now = now or time.time()
+                   processors: list[OwnerStatus], now: float,
+                   finished_recently: dict[str, int]) -> dict[str, Any]:
+    """The stats document (docs/operations.md, "The stats document", says what each
+    figure means).  ``processors`` are the lock holders; only those whose heartbeat is
+    fresh are live and count.  ``finished_recently``: records written in the last
+    ``RECENT_S`` by state (``done``, ``failed``), from the folders, so a processor's
+    restart, death or hang cannot reset, lose or freeze them."""
+    live = [p for p in processors if now - p.heartbeat_at.timestamp() < HEARTBEAT_STALE_S]
+    live_owners = {p.owner for p in live}
     heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
-    alive = bool(processors) and heartbeat is not None and \
-        now - heartbeat.timestamp() < HEARTBEAT_STALE_S
     return {
         "counts": counts,
         "total": sum(counts.values()),
         "oldest_pending_age_s": oldest_pending_age_s,
-        "job_num": sum(p.job_num for p in processors),
-        "busy_workers": sum(p.busy_workers for p in processors),
-        "fast_running": sum(p.fast_running for p in processors),
-        "processor": {"alive": alive, "heartbeat_at": heartbeat, "count": len(processors)},
-        "processors": [p.model_dump(exclude={"tools"}) for p in processors],
+        "job_num": sum(p.job_num for p in live),
+        "busy_workers": sum(p.busy_workers for p in live),
+        "fast_running": sum(p.fast_running for p in live),
+        "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live)},
+        "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}
+                       for p in processors],
         "throughput": {
-            "done_last_60s": sum(p.done_last_60s for p in processors),
-            "failed_last_60s": sum(p.failed_last_60s for p in processors),
+            "done_last_60s": finished_recently.get(JobState.DONE.value, 0),
+            "failed_last_60s": finished_recently.get(JobState.FAILED.value, 0),
         },
     }

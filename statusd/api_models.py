@@ -55,12 +55,17 @@ class Counts(BaseModel):
 
 
 class Liveness(BaseModel):
-    alive: bool
-    heartbeat_at: datetime | None
-    count: int = Field(ge=0)
+    alive: bool = Field(description="a processor holds its owner lock and heartbeated "
+                        "in the last 60 s")
+    heartbeat_at: datetime | None = Field(description="the newest heartbeat of any "
+                                          "processor holding its lock, live or stale")
+    count: int = Field(ge=0, description="live processors")
 
 
 class Throughput(BaseModel):
+    """Records written in the last 60 s (by file time), whichever processor or client
+    wrote them; a processor's restart does not reset them."""
+
     done_last_60s: int = Field(ge=0)
     failed_last_60s: int = Field(ge=0)
 
@@ -78,14 +83,17 @@ class Stats(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    counts: Counts
+    counts: Counts = Field(description="jobs per state, each id once")
     total: int = Field(ge=0)
-    oldest_pending_age_s: float | None
-    job_num: int = Field(ge=0)
-    busy_workers: int = Field(ge=0)
-    fast_running: int = Field(ge=0)
+    oldest_pending_age_s: float | None = Field(description="seconds since the oldest job "
+                                               "in pending/ arrived there; null when none")
+    job_num: int = Field(ge=0, description="COMPUTE workers of the live processors")
+    busy_workers: int = Field(ge=0, description="COMPUTE workers running a job, of the "
+                              "live processors")
+    fast_running: int = Field(ge=0, description="FAST jobs running, of the live processors")
     processor: Liveness
-    processors: list[dict[str, Any]]
+    processors: list[dict[str, Any]] = Field(description="the status file of each processor "
+                                             "holding its lock, with alive")
     throughput: Throughput
     tools: list[str] = Field(description="tool names seen in the spool or offered by processors")
     statusd: StatusdInfo

@@ -7,6 +7,8 @@ Keys are ``(submitted_us, id)`` (the order of :func:`spool.reader.sort_key`),
 kept ascending in plain lists, one per filter combination: any, per state,
 per tool, per (state, tool).  Pages walk them from the end (newest first); a
 cursor is the key of the last row, so a page stays stable while jobs move.
+Terminal records are also kept by ``(mtime_ns, id)``, so the records written
+since a moment (the stats' throughput) are a bisect, not a walk of 100,000.
 
 Pure data: no I/O, no clock, no locks; only the event loop thread mutates it.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable
 
-from spool.states import JobState
+from spool.states import TERMINAL, JobState
 from statusd.items import Item, Stamp
 
 Key = tuple[int, str]
@@ -36,6 +38,7 @@ class Index:
         self._pending_arrivals: dict[str, int] = {}
         self._oldest_pending_ns: int | None = None
         self._oldest_dirty = False
+        self._written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -57,6 +60,10 @@ class Index:
                 else:
                     found.append(item.key)
             self._note_pending(item)
+            if item.state in TERMINAL:
+                self._written[item.state].append((item.stamp.mtime_ns, item.job_id))
+        for written in self._written.values():
+            written.sort()
         self._oldest_dirty = True
 
     def put(self, item: Item) -> Item | None:
@@ -67,6 +74,8 @@ class Index:
         for flt in _filters(item):
             insort(self._keys.setdefault(flt, []), item.key)
         self._note_pending(item)
+        if item.state in TERMINAL:
+            insort(self._written[item.state], (item.stamp.mtime_ns, item.job_id))
         return old
 
     def remove(self, job_id: str) -> Item | None:
@@ -83,6 +92,11 @@ class Index:
                 del self._keys[flt]
         if self._pending_arrivals.pop(job_id, None) is not None:
             self._oldest_dirty = True
+        if old.state in TERMINAL:
+            written = self._written[old.state]
+            at = bisect_left(written, (old.stamp.mtime_ns, job_id))
+            if at < len(written) and written[at] == (old.stamp.mtime_ns, job_id):
+                del written[at]
         return old
 
     def _note_pending(self, item: Item) -> None:
@@ -124,6 +138,11 @@ class Index:
             self._oldest_pending_ns = min(self._pending_arrivals.values(), default=None)
             self._oldest_dirty = False
         return self._oldest_pending_ns
+
+    def written_since(self, since_ns: int) -> dict[str, int]:
+        """Terminal records by state whose file was written at ``since_ns`` or later."""
+        return {state.value: len(written) - bisect_left(written, (since_ns, ""))
+                for state, written in self._written.items()}
 
     def tools(self) -> list[str]:
         return sorted(t for s, t in self._keys if s is None and t is not None)

@@ -17,7 +17,7 @@ from aiohttp import web
 from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.reader import SpoolReader, stats_document
+from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
 from statusd.hub import Hub
 from statusd.index import Index
@@ -60,7 +60,8 @@ class Services:
         oldest_ns = self.index.oldest_pending_mtime_ns()
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
         processors = self.reader.processors()
-        doc = stats_document(self.index.counts(), age, processors, now)
+        written = self.index.written_since(int((now - RECENT_S) * 1e9))
+        doc = stats_document(self.index.counts(), age, processors, now, written)
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = [t.get("name") for p in processors for t in p.tools]
         doc["tools"] = sorted({*self.index.tools(), *(t for t in offered if isinstance(t, str))})

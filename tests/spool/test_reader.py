@@ -361,3 +361,51 @@ def test_processors_lists_only_held_owners(spool: Spool, clock: FakeClock) -> No
     finally:
         lease.release()
     assert SpoolReader(spool.layout).processors() == []
+
+
+def test_throughput_counts_the_records_of_the_last_minute_with_no_processor(
+        spool: Spool) -> None:
+    """done_last_60s and failed_last_60s came from the processors' own tallies: 0 from the
+    moment a processor stopped or restarted (300 jobs done 5 s before), and blind to what
+    no run of theirs wrote (a quarantine, a cancel).  They count the records written in
+    the last 60 s now, as the folders hold them."""
+    ids = seed(spool, 5)
+    finish(spool, ids[0])
+    finish(spool, ids[1])
+    finish(spool, ids[2])
+    finish(spool, ids[3], F)
+    age(spool.layout.job(D, ids[2]), 120)  # done two minutes ago: outside the window
+    stats = SpoolReader(spool.layout).stats()
+    assert stats["processor"]["count"] == 0
+    assert stats["throughput"] == {"done_last_60s": 2, "failed_last_60s": 1}
+    later = SpoolReader(spool.layout).stats(now=time.time() + 61)
+    assert later["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
+
+
+def test_a_processor_with_a_stale_heartbeat_is_not_counted_live(spool: Spool) -> None:
+    """A processor that holds its lock but stopped heartbeating (SIGSTOP, a hung loop)
+    made processor.alive false, yet still counted as a live processor, with its JOB_NUM,
+    busy workers and a done_last_60s frozen at its last heartbeat."""
+    now = datetime.now(UTC)
+    leases = [OwnerLease(spool.layout.owner_lock(o)) for o in ("hung", "fresh")]
+    try:
+        hung = OwnerStatus(owner="hung", pid=os.getpid(), host="h", version="t",
+                           started_at=now, heartbeat_at=now - timedelta(seconds=90),
+                           job_num=8, busy_workers=3, fast_running=1, done_last_60s=500)
+        spool.layout.owner_status("hung").write_bytes(hung.model_dump_json().encode())
+        reader = SpoolReader(spool.layout)
+        alone = reader.stats()
+        assert alone["processor"] == {"alive": False, "count": 0,
+                                      "heartbeat_at": hung.heartbeat_at}
+        assert (alone["job_num"], alone["busy_workers"], alone["fast_running"]) == (0, 0, 0)
+        assert alone["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
+        assert [p["alive"] for p in alone["processors"]] == [False]
+        write_status(spool, "fresh", now, 4)
+        both = reader.stats()
+        assert both["processor"]["alive"] is True and both["processor"]["count"] == 1
+        assert (both["job_num"], both["busy_workers"]) == (4, 0)
+        assert {p["owner"]: p["alive"] for p in both["processors"]} == {"fresh": True,
+                                                                      "hung": False}
+    finally:
+        for lease in leases:
+            lease.release()
