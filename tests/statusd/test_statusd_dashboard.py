@@ -464,3 +464,23 @@ def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
     expect(_row(page, "listed", "done")).to_be_visible()
     expect(page.locator("#list-error")).to_be_hidden()
     assert len(failures) == 1
+
+
+def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool: Spool,
+                                                     page: sync_api.Page) -> None:
+    """A 100 KB error message (a tool raising with its input in the text) wrapped into
+    a 40,000-pixel paragraph: the traceback and the job were pages of scrolling below."""
+    expect = sync_api.expect
+    page.set_viewport_size({"width": 1280, "height": 800})
+    crashed = run_job(spool, "huge-error", tool="echo", error=(ErrorType.TOOL_ERROR, "-"))
+    spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
+        type=ErrorType.TOOL_ERROR, message="<b>W</b> " * 12_500,
+        traceback="Traceback: line 1")}))
+    page.goto(server.base + "/#/tasks/huge-error")
+    message = page.locator("#task-error .message")
+    expect(message).to_contain_text("tool_error: <b>W</b>")
+    assert message.evaluate("e => e.textContent.length") > 100_000  # all of it, scrollable
+    box = message.bounding_box()
+    assert box is not None and box["height"] <= 800, box
+    traceback = page.locator("#task-error .traceback").bounding_box()
+    assert traceback is not None and traceback["y"] < 2 * 800, traceback
