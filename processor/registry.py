@@ -23,6 +23,7 @@ from processor.builtin import BUILTIN_TOOLS
 from processor.quant.tools import QUANT_TOOLS
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import ConfigError, UnknownTool
+from spool.models import MAX_ATTEMPTS_LIMIT
 
 ENTRY_POINT_GROUP = "spoolq.tools"
 
@@ -39,6 +40,9 @@ class Registry:
         name = getattr(tool, "name", None)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"tool class {tool.__qualname__} has no name")
+        if not name.isprintable():  # a newline, an escape, a zero-width space: a lookalike
+            raise ConfigError(f"tool name {name!r} ({_where(tool)}) has characters that are "
+                              "not printable")
         problem = _declaration_problem(tool)
         if problem is not None:
             raise ConfigError(f"tool {name!r} ({_where(tool)}): {problem}")
@@ -110,7 +114,7 @@ def _tools_in(target: object) -> list[type[BaseTool]]:
 
 def _declaration_problem(tool: type[BaseTool]) -> str | None:
     """What is wrong with a tool's class attributes, if anything (checked at start-up,
-    not when its first job fails)."""
+    not when its first job fails, or when the catalogue is written to the status file)."""
     params = getattr(tool, "Params", None)
     if not (inspect.isclass(params) and issubclass(params, BaseModel)):
         return "Params must be a pydantic BaseModel subclass"
@@ -120,6 +124,23 @@ def _declaration_problem(tool: type[BaseTool]) -> str | None:
     if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
             or not 0 < timeout < math.inf):
         return f"execution_timeout must be a finite number of seconds above 0, not {timeout!r}"
+    attempts = getattr(tool, "max_attempts", None)
+    if (not isinstance(attempts, int) or isinstance(attempts, bool)
+            or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT):
+        return (f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, "
+                f"not {attempts!r}")
+    return _catalogue_problem(tool, params)
+
+
+def _catalogue_problem(tool: type[BaseTool], params: type[BaseModel]) -> str | None:
+    for attr in ("category", "description"):
+        if not isinstance(getattr(tool, attr, None), str):
+            return f"{attr} must be a str, not {type(getattr(tool, attr, None)).__name__}"
+    try:
+        params.model_json_schema()
+    except Exception as exc:  # e.g. a field of a type pydantic cannot describe
+        first = str(exc).strip().split("\n")[0]
+        return f"Params has no JSON Schema: {first or type(exc).__name__}"
     return None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from processor.registry import Registry, load_registry
 from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
@@ -17,6 +17,19 @@ from spool.errors import ConfigError
 
 class NoParams(BaseModel):
     pass
+
+
+class Opaque:
+    pass
+
+
+class Unschematic(BaseModel):
+    """A field pydantic can check but not describe: the processor crashed at start
+    (with a traceback, exit 1) making the catalogue."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    thing: Opaque | None = None
 
 
 def tool_class(**attrs: Any) -> type[BaseTool]:
@@ -35,6 +48,17 @@ def tool_class(**attrs: Any) -> type[BaseTool]:
     ({"execution_timeout": -5}, "execution_timeout must be"),
     ({"execution_timeout": math.inf}, "execution_timeout must be"),
     ({"execution_timeout": True}, "execution_timeout must be"),
+    ({"execution_timeout": math.nan}, "execution_timeout must be"),
+    # These reached the status file: 10**30 made the processor crash at start (orjson).
+    ({"max_attempts": 10**30}, "max_attempts must be"),
+    ({"max_attempts": 0}, "max_attempts must be"),
+    ({"max_attempts": "3"}, "max_attempts must be"),
+    ({"category": {"query"}}, "category must be a str"),
+    ({"description": object()}, "description must be a str"),
+    ({"Params": Unschematic}, "Params has no JSON Schema: Cannot generate a JsonSchema"),
+    ({"name": "ctl\x1b[31mred"}, "not printable"),
+    ({"name": "two\nlines"}, "not printable"),
+    ({"name": "run_backtest\u200b"}, "not printable"),
 ])
 def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, Any],
                                                             says: str) -> None:
@@ -44,6 +68,7 @@ def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, An
 
 def test_a_well_declared_tool_is_registered() -> None:
     assert Registry([tool_class()]).names() == ["t"]
+    assert Registry([tool_class(name="with space ünï 工具")]).names() == ["with space ünï 工具"]
 
 
 def test_a_package_that_re_exports_its_tools_registers_them(tmp_path: Path,
