@@ -151,13 +151,25 @@ function progressCell(progress) {
   return td;
 }
 
+function stateCell(record) {
+  // A failed row says why, as `spoolq ls` does: the error's type, its message on hover.
+  const td = el("td", { class: `state ${record.state}` }, record.state);
+  const error = record.state === "failed" ? record.error : null;
+  if (error) {
+    td.appendChild(document.createTextNode(" "));
+    td.appendChild(el("small", { class: "why" }, shown(error.type)));
+    td.title = shown(`${error.type}: ${String(error.message).slice(0, 1000)}`);
+  }
+  return td;
+}
+
 function rowFor(record) {
   const tr = el("tr", { "data-id": record.id, "data-state": record.state });
   const idCell = el("td", { class: "id" });
   idCell.appendChild(el("a", { href: `#/tasks/${encodeURIComponent(record.id)}` }, record.id));
   tr.appendChild(idCell);
   tr.appendChild(el("td", { class: "tool" }, shown(record.tool || "")));
-  tr.appendChild(el("td", { class: `state ${record.state}` }, record.state));
+  tr.appendChild(stateCell(record));
   tr.appendChild(progressCell(record.state === "running" ? record.progress : null));
   tr.appendChild(el("td", { class: "submitted" }, fmtTime(record.submitted_at)));
   tr.appendChild(el("td", { class: "duration" }, fmtDuration(record.duration_s)));

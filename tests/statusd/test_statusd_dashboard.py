@@ -484,3 +484,19 @@ def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool
     assert box is not None and box["height"] <= 800, box
     traceback = page.locator("#task-error .traceback").bounding_box()
     assert traceback is not None and traceback["y"] < 2 * 800, traceback
+
+
+def test_a_failed_row_says_why(server: ServerThread, spool: Spool,
+                               page: sync_api.Page) -> None:
+    """`spoolq ls` has an error column; the page's list said only "failed", so telling a
+    timeout from a tool's error or a cancel took opening every task."""
+    expect = sync_api.expect
+    run_job(spool, "timed-out", tool="sleep", error=(ErrorType.TIMEOUT, "killed after 2 s"))
+    run_job(spool, "cancelled", tool="sleep", error=(ErrorType.CANCELLED, "<b>by me</b>"))
+    run_job(spool, "fine", tool="echo")
+    page.goto(server.base + "/")
+    expect(_row(page, "timed-out").locator("td.state")).to_have_text("failed timeout")
+    cell = _row(page, "cancelled").locator("td.state")
+    expect(cell).to_have_text("failed cancelled")
+    assert cell.get_attribute("title") == "cancelled: <b>by me</b>"
+    expect(_row(page, "fine").locator("td.state")).to_have_text("done")
