@@ -68,8 +68,8 @@ def timestamp(text: str) -> datetime:
         return datetime.fromtimestamp(float(text), UTC)
     except (ValueError, OverflowError, OSError):
         pass
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:  # RFC 3339 allows a lowercase t and z, and so does a job file's not_before
+        value = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a timestamp: {text!r}") from None
     if value.tzinfo is None:

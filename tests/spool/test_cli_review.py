@@ -288,6 +288,18 @@ def test_a_dotenv_that_is_not_utf8_is_a_bad_setting(tmp_path: Path, root: Path,
     refused(spoolq(env, "stats", "--json", cwd=tmp_path), 2, ".env", "UTF-8")
 
 
+def test_not_before_takes_lowercase_t_and_z_as_a_job_file_does(root: Path,
+                                                               env: dict[str, str]) -> None:
+    """``--not-before 2026-12-01t00:00:00z`` was 'not a timestamp' (exit 2), though RFC
+    3339 allows lowercase t and z and a job file's not_before takes them."""
+    for text in ("2026-12-01t00:00:00z", "2026-12-01T00:00:00z", "2026-12-01t00:00:00+00:00"):
+        job_id = data(spoolq(env, "submit", "echo", "--not-before", text, "--json"))["id"]
+        job = orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())
+        assert job["not_before"] == "2026-12-01T00:00:00Z", text
+    refused(spoolq(env, "submit", "echo", "--not-before", "2026-12-01t00:00:00"), 2,
+            "UTC offset")
+
+
 # -- a spool this user may not use ----------------------------------------------------------
 
 
