@@ -8,6 +8,7 @@ Each parser is an argparse ``type``: a bad value raises
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ import orjson
 
 from spool.ids import is_valid_id
 
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+"""The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
@@ -101,11 +104,46 @@ def utf8_text(value: str) -> str:
 
 
 def json_value(text: str) -> Any:
-    """``text`` as JSON when it parses, else the string itself (``-p name=x`` stays "x")."""
+    """``text`` as JSON when it parses, else the string itself (``-p name=x`` stays "x").
+
+    A number the spool's JSON cannot hold exactly is refused rather than changed."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return text
+        value = text  # orjson refuses 1e400 and 400 digits, which are JSON: checked below
+    inexact_number(text)
+    return value
+
+
+def inexact_number(text: str | bytes) -> None:
+    """Raise ArgumentTypeError naming the first number in the JSON ``text`` that the
+    spool's JSON (orjson) cannot hold: an integer past 64 bits, which it reads as a float
+    (1e+23) or cannot write, or a number past a float's range."""
+
+    def exact(literal: str) -> int:
+        # At most 20 characters (2**64 - 1, -2**63): int() of 4,301 digits raises.
+        value = int(literal) if len(literal) <= 20 else INT_MAX + 1
+        if not INT_MIN <= value <= INT_MAX:
+            raise argparse.ArgumentTypeError(
+                f"the integer {_cut(literal)} does not fit 64 bits ({INT_MIN} to "
+                f"{INT_MAX}); quote it to send it as a string")
+        return value
+
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"the number {_cut(literal)} is out of range; quote it to send it as a string")
+        return value
+
+    try:
+        json.loads(text, parse_int=exact, parse_float=finite)
+    except ValueError:  # not JSON to this parser either: orjson's answer stands
+        return
+
+
+def _cut(literal: str) -> str:
+    return literal if len(literal) <= 40 else f"{literal[:37]}..."
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -113,11 +151,15 @@ def key_value(text: str) -> tuple[str, Any]:
     key, sep, value = utf8_text(text).partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"-p expects key=value, got {text!r}")
-    return key.strip(), json_value(value)
+    try:
+        return key.strip(), json_value(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{key.strip()}: {exc}") from None
 
 
 def json_object(text: str) -> dict[str, Any]:
     """A JSON object such as ``--params '{"seconds": 1}'``."""
+    inexact_number(text)
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:

@@ -132,9 +132,13 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
         raise SpoolError(f"{name} is too large: more than {limit} bytes, for a job that may "
                          f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
     try:
-        return Job.model_validate_json(data)
+        job = Job.model_validate_json(data)
+        parse.inexact_number(data)
     except ValidationError as exc:
         raise SpoolError(f"{name} is not a valid job: {describe(exc)}") from exc
+    except argparse.ArgumentTypeError as exc:
+        raise SpoolError(f"{name} is not a valid job: {exc}") from exc
+    return job
 
 
 def describe(exc: ValidationError) -> str:

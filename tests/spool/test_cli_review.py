@@ -288,6 +288,29 @@ def test_a_dotenv_that_is_not_utf8_is_a_bad_setting(tmp_path: Path, root: Path,
     refused(spoolq(env, "stats", "--json", cwd=tmp_path), 2, ".env", "UTF-8")
 
 
+def test_integers_are_kept_exact_or_refused(root: Path, env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    """``-p n=100000000000000000000000`` dropped ``{"n": 1e+23}``, a float (the spool's
+    JSON reads an integer past 64 bits as one), as did --params and --meta; --file with
+    such a number was "unexpected TypeError ... (a bug in spoolq)"; ``-p n=1e400``
+    dropped the string "1e400".  Integers that fit 64 bits are kept exact; numbers the
+    spool's JSON cannot hold are refused, naming the value."""
+    big = "100000000000000000000000"
+    edge = data(spoolq(env, "submit", "echo", "-p", "n=18446744073709551615", "--json",
+                       "--params", '{"m": -9223372036854775808}'))["id"]
+    assert orjson.loads((root / "pending" / f"{edge}.json").read_bytes())["params"] == \
+        {"n": 2**64 - 1, "m": -(2**63)}
+    refused(spoolq(env, "submit", "echo", "-p", f"n={big}"), 2, "-p", big, "64 bits")
+    refused(spoolq(env, "submit", "echo", "-p", "n=1e400"), 2, "-p", "1e400", "out of range")
+    refused(spoolq(env, "submit", "echo", "--params", f'{{"n": [1, {big}]}}'), 2,
+            "--params", big)
+    refused(spoolq(env, "submit", "echo", "--meta", f'{{"n": -{big}}}'), 2, "--meta", big)
+    job_file = tmp_path / "big.json"
+    job_file.write_text(f'{{"tool": "echo", "params": {{"n": {big}}}}}')
+    refused(spoolq(env, "submit", "--file", str(job_file)), 1, str(job_file), big, "64 bits")
+    assert pending(root) == [f"{edge}.json"]
+
+
 def test_not_before_takes_lowercase_t_and_z_as_a_job_file_does(root: Path,
                                                                env: dict[str, str]) -> None:
     """``--not-before 2026-12-01t00:00:00z`` was 'not a timestamp' (exit 2), though RFC
