@@ -117,6 +117,10 @@ class Job(_JobFields):
     """A job file as a client writes it.  Only ``tool`` is required."""
 
     tool: str = Field(min_length=1, max_length=128)
+    # Runs already spent: a requeue writes fewer than max_attempts.  Unbounded, a drop's
+    # attempt ``attempts + 1`` could pass the 64 bits orjson writes (a record that cannot
+    # be written, the processor stopped at each start).
+    attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS_LIMIT)
 
     def recorded_by(self, submitted_at: datetime | None, attempts: object,
                     mtime_ns: int) -> bool:
@@ -150,8 +154,8 @@ class Record(_JobFields):
         "and nothing else is known (a done job has no result then)")
 
     def to_job(self) -> Job:
-        """The job that re-runs this record (used by requeue and retry)."""
-        fields = self.model_dump(include=set(_JobFields.model_fields))
+        """The job that re-runs this record (used by retry): no attempts spent yet."""
+        fields = self.model_dump(include=set(_JobFields.model_fields) - {"attempts"})
         return Job.model_validate({**fields, "tool": self.tool})
 
 

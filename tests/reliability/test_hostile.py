@@ -61,6 +61,9 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "params-list.json": (b'{"tool": "echo", "params": [1, 2]}', "params: Input should be"),
     "priority-str.json": (b'{"tool": "echo", "priority": "high"}', "priority:"),
     "attempts-huge.json": (b'{"tool": "echo", "max_attempts": 1e308}', "max_attempts:"),
+    # Its run, attempt 2**64, could not be logged nor recorded (orjson writes 64 bits):
+    # the processor crashed, and again at each restart on the file left in running/.
+    "attempts-u64.json": (b'{"tool": "echo", "attempts": 18446744073709551615}', "attempts:"),
     "timeout-neg.json": (b'{"tool": "echo", "timeout": -1}', "timeout:"),
     "not-before.json": (b'{"tool": "echo", "not_before": "yesterday"}', "not_before:"),
     "naive-time.json": (b'{"tool": "echo", "not_before": "2030-01-01T00:00:00"}',

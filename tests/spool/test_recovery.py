@@ -176,6 +176,19 @@ def test_max_attempts_spent_fails_abandoned(spool: Spool, holders: Holders) -> N
     assert listing(spool.layout.folder(R)) == [] and listing(spool.layout.tmp) == []
 
 
+def test_a_running_file_whose_attempts_pass_64_bits_is_abandoned_not_a_crash(
+        spool: Spool, holders: Holders) -> None:
+    """Attempt ``attempts + 1`` of such a file cannot be encoded: recovery raised at every
+    processor start, so the processor never came up again."""
+    drop_raw(spool.layout, "u64.json", b'{"tool": "echo", "attempts": 18446744073709551615}')
+    holders.sigkill(holders.hold(ids=["u64"]))
+    assert Recovery(spool).scan().abandoned == ["u64"]
+    rec = read_json(spool.layout.job(F, "u64"))
+    assert rec["error"]["type"] == "abandoned"
+    assert "not a valid job" in rec["error"]["message"]
+    assert listing(spool.layout.folder(R)) == []
+
+
 def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
         spool: Spool, holders: Holders) -> None:
     """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
