@@ -107,7 +107,7 @@ def params_message(exc: ValidationError) -> str:
 def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Context
              ) -> Outcome:
     """Validate, execute and encode one call; never raises for the tool's faults."""
-    start = time.perf_counter()
+    start, pid = time.perf_counter(), os.getpid()
     capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
     try:
         outcome = _execute(tool, job_id, params, ctx)
@@ -123,6 +123,11 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
                           f"{type(exc).__name__}: {_text_of(exc)}", _traceback(exc))
+    if os.getpid() != pid:
+        # A process the tool forked came back here instead of exiting: a copy of the
+        # processor (or worker) that would record the job in place of its run and go on
+        # as one (taking the pool's messages). It ends now, with nothing flushed.
+        os._exit(0 if outcome.ok else 1)
     capture.end()
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.

@@ -288,3 +288,34 @@ class BrokenValidatorFast(BaseTool):
 class BrokenValidatorCompute(BrokenValidatorFast):
     name: ClassVar[str] = "r_validator_compute"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+
+
+class ForkParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    child_first: bool = False
+    """The child returns at once and the parent 0.5 s later (else the other way)."""
+
+
+def _fork_and_both_return(params: ForkParams) -> ToolResult:
+    """Forks and forgets ``os._exit`` in the child: both return from ``execute``."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0 if params.child_first else 0.5)
+        return ToolResult.error("the forked child's outcome")
+    time.sleep(0.5 if params.child_first else 0)
+    return ToolResult.ok({"child": pid})
+
+
+class ForkBothReturnFast(BaseTool):
+    name: ClassVar[str] = "r_fork_both_return_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = ForkParams
+
+    def execute(self, params: ForkParams, ctx: ToolContext) -> ToolResult:
+        return _fork_and_both_return(params)
+
+
+class ForkBothReturnCompute(ForkBothReturnFast):
+    name: ClassVar[str] = "r_fork_both_return_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE

@@ -213,3 +213,29 @@ def test_params_whose_validator_raises_something_else(spool_root: Path,
     drop(spool_root, "after", {"tool": "r_validator_compute", "params": {"case": "fine"}})
     assert wait_record(spool_root, "after")["result"] == "fine"
     assert proc.running()
+
+
+def test_a_forked_child_that_returns_from_the_tool_is_not_a_second_processor(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A tool that forked and whose child returned from ``execute`` (no ``os._exit``):
+    from a FAST tool the child, a copy of the processor, wrote the job's record over the
+    run's and went on as a second processor (its COMPUTE jobs then hung in ``running/``);
+    from a COMPUTE tool the child's outcome was taken for the job's."""
+    proc = daemon(JOB_NUM="2")
+    for lane in ("fast", "compute"):
+        for child_first in (False, True):
+            job_id = f"{lane}-{'child' if child_first else 'parent'}-first"
+            drop(spool_root, job_id, {"tool": f"r_fork_both_return_{lane}",
+                                      "params": {"child_first": child_first}})
+            rec = wait_record(spool_root, job_id)
+            assert rec["state"] == "done", rec
+            child = rec["result"]["child"]
+            wait_for(lambda c=child: not alive(c), 5, "the child gone")
+    time.sleep(0.7)  # the children would have written their records by now
+    for job_id in ("fast-parent-first", "compute-child-first"):
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    for n in range(4):
+        drop(spool_root, f"after-{n}", {"tool": "r_pid"})
+    for n in range(4):
+        assert wait_record(spool_root, f"after-{n}")["state"] == "done"
+    assert proc.running()
