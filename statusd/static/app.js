@@ -54,12 +54,22 @@ function wsUrl(path) {
 function fmtTime(value) {
   if (!value) return "";
   const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
+  // The browser's zone, named: spoolq and the records say UTC.
+  return Number.isNaN(date.getTime()) ? String(value)
+    : date.toLocaleString(undefined, { timeZoneName: "short" });
+}
+
+function fmtSpan(seconds) {
+  // A minute or more in minutes and hours: a long backtest is "1 h 30 min", not "5400.00 s".
+  const whole = Math.round(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
 }
 
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined) return "";
-  return seconds < 1 ? `${(seconds * 1000).toFixed(0)} ms` : `${seconds.toFixed(2)} s`;
+  if (seconds < 1) return `${(seconds * 1000).toFixed(0)} ms`;
+  return seconds < 60 ? `${seconds.toFixed(2)} s` : fmtSpan(seconds);
 }
 
 // Characters that change how the text around them reads without being seen: bidi
@@ -98,7 +108,8 @@ async function refreshStats() {
   $("processor").className = alive ? "state done" : "state failed";
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
   const age = stats.oldest_pending_age_s;
-  $("oldest").textContent = age === null ? "" : `oldest pending ${age.toFixed(0)} s`;
+  $("oldest").textContent = age === null ? ""
+    : `oldest pending ${age < 60 ? `${age.toFixed(0)} s` : fmtSpan(age)}`;
   updateToolOptions(stats.tools || []);
 }
 

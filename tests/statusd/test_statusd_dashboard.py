@@ -435,7 +435,8 @@ def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool:
     fields = page.locator("#task-fields")
     expect(fields.locator("dd[data-field='attempts']")).to_have_text("1 of 3")
     expect(fields.locator("dd[data-field='timeout']")).to_have_text("30 s")
-    expected = page.evaluate("t => new Date(t).toLocaleString()", later.isoformat())
+    expected = page.evaluate("t => new Date(t).toLocaleString(undefined, {timeZoneName: 'short'})",
+                             later.isoformat())
     expect(fields.locator("dd[data-field='not before']")).to_have_text(expected)
     expect(page.locator("#task-error h3")).to_have_text("last error")
     expect(page.locator("#task-error .message")).to_have_text("timeout: killed after 30 s")
@@ -500,3 +501,39 @@ def test_a_failed_row_says_why(server: ServerThread, spool: Spool,
     expect(cell).to_have_text("failed cancelled")
     assert cell.get_attribute("title") == "cancelled: <b>by me</b>"
     expect(_row(page, "fine").locator("td.state")).to_have_text("done")
+
+
+def test_times_say_their_zone_and_long_spans_read_in_hours(server: ServerThread,
+                                                           spool: Spool,
+                                                           page: sync_api.Page) -> None:
+    """The page shows times in the browser's zone without naming it (spoolq prints
+    UTC): in Tokyo a job submitted at 02:00Z read "11:00 AM", nine hours off the CLI
+    for all a reader could tell.  A 90-minute backtest's duration read "5400.00 s", a
+    job pending for two hours "oldest pending 7200 s"."""
+    expect = sync_api.expect
+    submitted = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    submit(spool, "waiting", tool="sleep", submitted_at=submitted)
+    submit(spool, "long", tool="run_backtest")
+    finish(spool, claim(spool, "long"), {"ok": 1}, duration_s=5_400.5)
+    assert page.context.browser is not None
+    tokyo = page.context.browser.new_context(timezone_id="Asia/Tokyo")
+    try:
+        tab = tokyo.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.route("**/api/v1/stats", _two_hours_pending)  # pending/'s ctime can't be set
+        tab.goto(server.base + "/")
+        local = submitted + timedelta(hours=9)
+        cell = tab.locator('#tasks tr[data-id="waiting"] td.submitted')
+        expect(cell).to_contain_text(f"{local.hour % 12 or 12}:{local:%M:%S}")
+        expect(cell).to_contain_text("GMT+9")
+        duration = tab.locator('#tasks tr[data-id="long"] td.duration')
+        expect(duration).to_have_text("1 h 30 min")
+        expect(tab.locator("#oldest")).to_have_text(re.compile(r"^oldest pending 2 h 0 min$"))
+    finally:
+        tokyo.close()
+
+
+def _two_hours_pending(route: sync_api.Route) -> None:
+    stats = route.fetch().json()
+    stats["oldest_pending_age_s"] = 7_200.4
+    route.fulfill(json=stats)
