@@ -26,8 +26,9 @@ fatal error of the processor itself).
 A FAST tool that replaces ``sys.stdout`` or ``sys.stderr`` (silencing a library the
 quick way) and leaves them so would swallow every later FAST tool's output, and one
 that closes descriptors 0 to 2 (as daemonising code does) would leave the processor's
-own log dark: when the last job running ends, the streams :func:`install` put in place
-are put back (with a warning naming that job), and so are the descriptors.
+own log dark, as would one that turns ``logging`` off: when the last job running ends,
+the streams :func:`install` put in place are put back (with a warning naming that job),
+and so are the descriptors and the log's settings (:func:`processor.logs.repair`).
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments,
 a lock and three ``dup2`` per job; no thread.
@@ -44,6 +45,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from processor import logs
 from processor.logs import MAX_TEXT
 
 log = logging.getLogger("spoolq.output")
@@ -79,6 +81,7 @@ class _Streams:
             for fd, copy in self.fds.items():  # one dup2 each: cheaper than checking
                 with contextlib.suppress(OSError):
                     os.dup2(copy, fd)
+            logs.repair()
             if sys.stdout is installed[0] and sys.stderr is installed[1]:
                 return
             sys.stdout, sys.stderr = installed

@@ -122,6 +122,7 @@ class LineBuffer(logging.Handler):
 
 
 _buffer: LineBuffer | None = None
+_settings = {"level": logging.INFO}  # the root logger's level, as setup_logging set it
 
 
 def set_loop_thread(thread: threading.Thread) -> None:
@@ -141,11 +142,27 @@ def setup_logging(level: str, stream: TextIO | None = None, *, buffered: bool = 
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     _buffer = handler
+    _settings["level"] = root.level
     # What Python itself would print as plain text becomes a line like any other:
     # warnings.warn (numpy's RuntimeWarnings too), and an exception that ends a thread.
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_error
     atexit.register(flush)
+
+
+def repair() -> None:
+    """Put back what a FAST tool (it runs in the processor) may have left changed in
+    logging, which would silence the processor's log for good: ``logging.disable``, the
+    root logger's handler removed, its level changed."""
+    if _buffer is None:
+        return
+    root = logging.getLogger()
+    if root.manager.disable:
+        logging.disable(logging.NOTSET)
+    if _buffer not in root.handlers:
+        root.addHandler(_buffer)
+    if root.level != _settings["level"]:
+        root.setLevel(_settings["level"])
 
 
 def _log_thread_error(args: threading.ExceptHookArgs) -> None:

@@ -4,6 +4,7 @@ one (``p_fast``) and a COMPUTE one (``p_compute``)."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 from typing import ClassVar
@@ -123,4 +124,20 @@ class CloseStdio(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         for fd in (0, 1, 2):
             os.close(fd)
+        return ToolResult.ok()
+
+
+class LoggingOff(BaseTool):
+    """Turns logging off the ways a library or a script does, for good: ``logging.disable``,
+    the root logger's handlers cleared, its level raised (a FAST tool's logging is the
+    processor's)."""
+
+    name: ClassVar[str] = "p_logging_off"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        logging.disable(logging.CRITICAL)
+        logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(logging.CRITICAL)
         return ToolResult.ok()

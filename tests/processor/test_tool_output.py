@@ -359,3 +359,21 @@ def test_a_fast_tool_that_closes_fds_0_to_2_leaves_the_processors_log_working(
     assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
     assert {"fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
     assert d.events()[-1]["msg"] == "stopped"
+
+
+def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A FAST tool runs in the processor: ``logging.disable(CRITICAL)`` or the root
+    logger's handlers cleared in one silenced the processor's log for good (transitions,
+    tool output, its own stop)."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "off", {"tool": "p_logging_off"})
+    assert wait_record(spool_root, "off")["state"] == "done"
+    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
+        drop(spool_root, job_id, {"tool": tool})
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    assert d.stop() == 0
+    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
+    assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
+    assert {"off", "fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
+    assert d.events()[-1]["msg"] == "stopped"
