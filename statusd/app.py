@@ -40,12 +40,13 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     app.on_shutdown.append(ws.close_all)
     app.on_response_prepare.append(json_error_bodies)
     app.on_response_prepare.append(close_declined_upgrades)
+    app.on_response_prepare.append(routes.revalidate_static)
     return app
 
 
 def _add_routes(app: web.Application) -> None:
     app.router.add_get("/", routes.dashboard)
-    app.router.add_static("/static/", routes.STATIC_DIR, follow_symlinks=False,
+    app.router.add_static(routes.STATIC_PREFIX, routes.STATIC_DIR, follow_symlinks=False,
                           append_version=False)
     app.router.add_get("/healthz", routes.health)
     app.router.add_get("/metrics", routes.metrics)

@@ -27,6 +27,7 @@ from statusd.services import SERVICES, Services
 DEFAULT_LIMIT = 50
 MAX_TOOL_CHARS = 128
 STATIC_DIR = Path(str(resources.files("statusd") / "static"))
+STATIC_PREFIX = "/static/"
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -153,6 +154,14 @@ async def openapi(request: web.Request) -> web.Response:
 async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html",
                             headers={"Cache-Control": "no-cache"})
+
+
+async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the page's scripts and style are checked on every load (a 304
+    when unchanged), as the page is; without a Cache-Control the browser kept them by
+    heuristic, and after an upgrade ran the old app.js under the new page."""
+    if request.path.startswith(STATIC_PREFIX) and response.status < 400:
+        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 OPENAPI = web.AppKey("openapi", bytes)

@@ -537,3 +537,25 @@ def _two_hours_pending(route: sync_api.Route) -> None:
     stats = route.fetch().json()
     stats["oldest_pending_age_s"] = 7_200.4
     route.fulfill(json=stats)
+
+
+def test_a_reload_checks_the_page_scripts_with_the_server(server: ServerThread,
+                                                          page: sync_api.Page) -> None:
+    """/ was no-cache but its scripts and style had no Cache-Control: the browser kept
+    them by heuristic (a tenth of their age), so after an upgrade even a reload ran
+    the old app.js under the new page.  Each must be revalidated (a 304 is fine)."""
+    expect = sync_api.expect
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    urls: dict[str, str] = {}
+    unchecked: list[str] = []
+    cdp.on("Network.requestWillBeSent",
+           lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
+    cdp.on("Network.requestServedFromCache", lambda e: unchecked.append(urls[e["requestId"]]))
+    page.reload()
+    expect(page.locator("#live")).to_have_text("live")
+    static = [u for u in urls.values() if "/static/" in u]
+    assert len(static) == 3, urls
+    assert not unchecked, f"taken from the cache without asking statusd: {unchecked}"
