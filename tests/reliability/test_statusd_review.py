@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
+from quick_statusd import IDLE_ENV, SEND_STALL_ENV
 from relkit import Daemon, statusd_port, wait_for
 
 from spool.fsops import Mover
@@ -37,6 +38,12 @@ from statusd.__main__ import IDLE_S
 from statusd.sending import SEND_STALL_S
 
 TOKEN = "review-token-6e2a"
+QUICK_IDLE_S = 4.0
+"""statusd's idle clock in the idle-clients test (IDLE_S ships 15 s): the 150 idle
+clients connect, and a prompt one is served, well within it."""
+QUICK_SEND_STALL_S = 3.0
+"""statusd's stall clock in the large-record test (SEND_STALL_S ships 10 s): its
+clients that do not read are still connected when their memory is measured, 3 s in."""
 
 
 @dataclass
@@ -77,8 +84,10 @@ class Server:
         return status, error
 
 
-def start(root: Path, log: Path, prefix: Sequence[str] = (), **env: str) -> Server:
-    daemon = Daemon(root, log, module="statusd", prefix=prefix, STATUSD_HOST="127.0.0.1",
+def start(root: Path, log: Path, prefix: Sequence[str] = (), module: str = "statusd",
+          **env: str) -> Server:
+    """``python -m statusd`` (or ``module``: quick_statusd shortens its clocks)."""
+    daemon = Daemon(root, log, module=module, prefix=prefix, STATUSD_HOST="127.0.0.1",
                     STATUSD_PORT="0", STATUSD_TOKEN=TOKEN, **env)
     daemon.start(wait_ready=False)
     try:
@@ -218,8 +227,10 @@ def test_idle_clients_neither_use_up_descriptors_nor_stay_for_good(
     never finished their headers left statusd unable to accept anyone (every client
     waited, 4,694 accept tracebacks in 5 s), and aiohttp kept such a connection for an
     hour.  Here the soft limit is 100 (hard 4,096) and 150 clients hang."""
+    assert QUICK_IDLE_S < IDLE_S
     server = start(spool_root, tmp_path / "statusd.log",
-                   prefix=("prlimit", "--nofile=100:4096", "--"))
+                   prefix=("prlimit", "--nofile=100:4096", "--"), module="quick_statusd",
+                   **{IDLE_ENV: str(QUICK_IDLE_S)})
     idle: list[socket.socket] = []
     try:
         for n in range(150):
@@ -232,9 +243,9 @@ def test_idle_clients_neither_use_up_descriptors_nor_stay_for_good(
             assert probe.recv(64).startswith(b"HTTP/1.1 200"), "a prompt client was served"
         began = time.monotonic()
         for sock in idle:  # the server hangs up on each of them
-            sock.settimeout(max(1.0, IDLE_S + 10 - (time.monotonic() - began)))
+            sock.settimeout(max(1.0, QUICK_IDLE_S + 10 - (time.monotonic() - began)))
             assert sock.recv(1024) == b""
-        assert time.monotonic() - began < IDLE_S + 10
+        assert time.monotonic() - began < QUICK_IDLE_S + 10
         status, _, _ = server.request("GET", "/healthz")
         assert status == 200
         assert server.daemon.stop() == 0
@@ -281,7 +292,9 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
     task stream's client was never dropped (a heartbeat closes, which waits for the
     buffer to drain)."""
     size = _big_record(spool_root, "big", 1_500_000)
-    server = start(spool_root, tmp_path / "statusd.log")
+    assert QUICK_SEND_STALL_S < SEND_STALL_S
+    server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
+                   **{SEND_STALL_ENV: str(QUICK_SEND_STALL_S)})
     stalled: list[socket.socket] = []
     stop = threading.Event()
     try:
@@ -320,10 +333,11 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
                                     b"Host: x\r\n\r\n"))
         time.sleep(3)
         grown = _rss_mb(server) - baseline
+        assert _established(server) == 8, "measured once they were cut off: too late"
         assert grown < size / 2**20, f"8 clients that do not read pinned {grown:.0f} MiB"
         for _ in range(2):
             stalled.append(_stalled(server.port, ws_upgrade(b"/api/v1/ws/tasks/big")))
-        wait_for(lambda: _established(server) == 0, 2 * SEND_STALL_S + 10,
+        wait_for(lambda: _established(server) == 0, 2 * QUICK_SEND_STALL_S + 10,
                  "statusd to cut off every client that does not read")
         assert server.request("GET", "/healthz")[0] == 200
         assert "unhandled error" not in server.daemon.logs()
