@@ -42,6 +42,19 @@ class Source(BaseModel):
     kind: str = "file"
 
 
+def aware_utc(value: datetime | None) -> datetime | None:
+    """A timestamp in UTC; ValueError without an offset (it cannot be compared with
+    the others') or out of range once in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: not a ValueError of its own
+        raise ValueError("timestamp out of range in UTC (years 1 to 9999)") from None
+
+
 class Progress(BaseModel):
     """A running job's latest progress report and owner."""
 
@@ -55,6 +68,9 @@ class Progress(BaseModel):
     host: str | None = None
     pid: int | None = None
     owner: str | None = None
+
+    # The processor writes UTC; anything else in progress/ is no progress report.
+    _aware = field_validator("updated_at", "started_at", mode="after")(aware_utc)
 
 
 class OwnerStatus(BaseModel):
@@ -100,17 +116,7 @@ class _JobFields(BaseModel):
     error: ErrorInfo | None = Field(default=None, description="on a job: the failure a "
                                     "retry came from")
 
-    @field_validator("not_before", "submitted_at", mode="after")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: not a ValueError of its own
-            raise ValueError("timestamp out of range in UTC (years 1 to 9999)") from None
+    _aware = field_validator("not_before", "submitted_at", mode="after")(aware_utc)
 
 
 class Job(_JobFields):
@@ -152,6 +158,8 @@ class Record(_JobFields):
         "done/ or failed/ is not a record that can be read (not JSON, truncated, not UTF-8, "
         "not a record of this id); the state is the folder's, submitted_at the file's mtime, "
         "and nothing else is known (a done job has no result then)")
+
+    _run_times_aware = field_validator("started_at", "finished_at", mode="after")(aware_utc)
 
     def to_job(self) -> Job:
         """The job that re-runs this record (used by retry): no attempts spent yet."""

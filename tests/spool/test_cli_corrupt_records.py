@@ -97,3 +97,42 @@ def test_the_read_side_says_unreadable_in_the_folders_state(corrupt: Path) -> No
     page = reader.page()
     assert {r.id for r in page.records if r.unreadable} == set(CORRUPT)
     assert reader.counts() == {"pending": 0, "running": 0, "done": 4, "failed": 1}
+
+
+# Timestamps a datetime parses but no reader can use: no offset (cannot be compared with
+# the others'), or past year 9999 once in UTC.
+ODD_TIMES = {"naive": "2026-11-30T01:00:00", "overflow": "9999-12-31T23:59:59-01:00"}
+
+
+def test_odd_timestamps_in_records_and_progress_are_no_crash(env: dict[str, str],
+                                                            root: Path) -> None:
+    """A record's ``started_at``/``finished_at`` and a progress file's times are checked as
+    a job's are: a progress file with such a time is no progress, such a record is
+    unreadable.  ``ls`` crashed with a TypeError, ``show`` and ``wait`` with an
+    OverflowError ("a bug in spoolq")."""
+    layout = Layout(root)
+    for kind, ts in ODD_TIMES.items():
+        layout.job(JobState.RUNNING, f"run-{kind}").write_bytes(
+            b'{"tool": "echo", "submitted_at": "2026-11-30T00:00:00Z"}')
+        layout.progress_file(f"run-{kind}").write_bytes(orjson.dumps(
+            {"fraction": 0.5, "message": "half", "updated_at": ts, "started_at": ts}))
+        for field in ("started_at", "finished_at"):
+            job_id = f"done-{field}-{kind}"
+            layout.job(JobState.DONE, job_id).write_bytes(orjson.dumps(
+                {"id": job_id, "state": "done", "tool": "echo", "result": 1,
+                 "submitted_at": "2026-11-30T00:00:00Z", field: ts}))
+    listed = spoolq(env, "ls", "--limit", "50")
+    assert listed.returncode == 0, listed.stderr
+    assert "a bug in spoolq" not in listed.stderr
+    for kind in ODD_TIMES:
+        shown = spoolq(env, "show", f"run-{kind}", "--json")
+        assert shown.returncode == 0, shown.stderr
+        record = orjson.loads(shown.stdout)
+        assert record["state"] == "running" and "progress" not in record, record
+        assert record["started_at"].endswith("Z"), record
+        for field in ("started_at", "finished_at"):
+            job_id = f"done-{field}-{kind}"
+            for proc in (spoolq(env, "show", job_id),
+                         spoolq(env, "wait", job_id, "--timeout", "5")):
+                assert proc.returncode == 1, (proc.args, proc.stderr)
+                assert f"{field}:" in _error_line(proc, job_id)
