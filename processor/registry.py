@@ -75,9 +75,9 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 target = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise ConfigError(f"entry point {ep.name} ({ep.value}) failed to load: "
-                                  f"{exc}") from exc
+                                  f"{_failure(exc)}") from exc
             found = _tools_in(target)
             if not found:
                 raise ConfigError(f"entry point {ep.name} ({ep.value}) names no BaseTool "
@@ -87,14 +87,23 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
     for name in modules:
         try:
             module = importlib.import_module(name)
-        except Exception as exc:
-            raise ConfigError(f"SPOOL_TOOLS module {name!r} failed to import: {exc}") from exc
+        except (Exception, SystemExit) as exc:
+            raise ConfigError(f"SPOOL_TOOLS module {name!r} failed to import: "
+                              f"{_failure(exc)}") from exc
         found = _tools_in(module)
         if not found:
             raise ConfigError(f"SPOOL_TOOLS module {name!r} defines no BaseTool with a name")
         for tool in found:
             registry.add(tool)
     return registry
+
+
+def _failure(exc: BaseException) -> str:
+    """Why an import failed; a module that calls exit as it is imported (argparse at the
+    top level) must not stop the processor, with exit 0 and no word."""
+    if isinstance(exc, SystemExit):
+        return f"it called exit ({exc.code!r})"
+    return str(exc)
 
 
 def _tools_in(target: object) -> list[type[BaseTool]]:

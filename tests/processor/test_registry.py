@@ -95,3 +95,21 @@ def test_a_package_that_re_exports_its_tools_registers_them(tmp_path: Path,
         for name in ("mytools", "mytools.impl"):
             sys.modules.pop(name, None)
     assert "hello_pkg" in registry
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    ("raise SystemExit(0)", "failed to import: it called exit \\(0\\)"),
+    ("import sys; sys.exit('usage: mytool ...')",
+     "failed to import: it called exit \\('usage: mytool ...'\\)"),
+])
+def test_a_tool_module_that_exits_as_it_is_imported_is_one_clear_error(
+        code: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script-like module (argparse or sys.exit at import) ended the processor at
+    start: with exit 0 and no word, which Restart=on-failure takes for a clean stop."""
+    (tmp_path / "exiting_tools.py").write_text(code + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=f"SPOOL_TOOLS module 'exiting_tools' {says}"):
+            load_registry(["exiting_tools"], use_entry_points=False)
+    finally:
+        sys.modules.pop("exiting_tools", None)
