@@ -224,10 +224,10 @@ class Tracker:
 
     def _emit(self, old: Item | None, new: Item) -> None:
         moved = old is None or old.state is not new.state
-        # A new record is a new write (mtime); a chmod, a hard link or a backup's touch
-        # moves only ctime and is no second run.
+        # A new record is a new write (mtime) with new times in it; a chmod or a hard link
+        # moves only ctime, and a touch only mtime: neither is a second run.
         rerun = (old is not None and new.state in TERMINAL
-                 and old.stamp.mtime_ns != new.stamp.mtime_ns)
+                 and old.stamp.mtime_ns != new.stamp.mtime_ns and old.summary != new.summary)
         if moved or rerun:
             if new.state in TERMINAL:
                 self.metrics.observe_terminal(new)

@@ -3,10 +3,15 @@ the transitions statusd sees."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
 from statusdkit import FakeOwner, ServerThread, request, run_job, submit, wait_for
 
 from spool.errors import ErrorType
+from spool.states import JobState
 from spool.transitions import Spool
 
 
@@ -53,3 +58,26 @@ def test_metrics_count_jobs_transitions_durations_and_liveness(server: ServerThr
     finally:
         owner.close()
     assert _samples(server)[("spoolq_processor_up", ())] == 0
+
+
+def test_a_record_touched_in_place_is_not_counted_again(server: ServerThread,
+                                                        spool: Spool) -> None:
+    """A record whose mtime moved (``touch``, a tool that rewrites times) was taken for a
+    re-run: spoolq_transitions_total, the failures and the duration histogram counted it
+    once more at the next rescan.  A re-run writes a new record (new times in it)."""
+    run_job(spool, "touched", error=(ErrorType.TIMEOUT, "too slow"))
+    key = ("spoolq_transitions_total", (("outcome", "failed"), ("tool", "echo")))
+    wait_for(lambda: _samples(server).get(key) == 1, what="the failure counted")
+    path = spool.layout.job(JobState.FAILED, "touched")
+    earlier = time.time() - 60  # as a restore that keeps times would (rsync -t, cp -p)
+    os.utime(path, (earlier, earlier))
+    assert server.loop is not None
+    asyncio.run_coroutine_threadsafe(server.services.tracker.rescan(), server.loop).result(10)
+    item = server.in_loop(lambda: server.services.index.get("touched"))
+    assert item.stamp.mtime_ns == os.stat(path).st_mtime_ns  # the rescan saw the touch
+    samples = _samples(server)
+    assert samples[key] == 1
+    assert samples[("spoolq_failures_total", (("error_type", "timeout"), ("tool", "echo")))] == 1
+    assert samples[("spoolq_job_duration_seconds_count", (("tool", "echo"),))] == 1
+    run_job(spool, "touched", error=(ErrorType.TIMEOUT, "too slow again"))  # a real re-run
+    wait_for(lambda: _samples(server).get(key) == 2, what="the re-run counted")
