@@ -295,7 +295,9 @@ async function loadList() {
 
 async function loadMore() {
   if (!ui.cursor) return;
+  const seq = ui.listSeq;
   const page = await getJSON(listUrl(ui.cursor));
+  if (seq !== ui.listSeq) return; // the list was loaded again (a filter change): not its page
   listError(null);
   appendRows(page.tasks);
   ui.cursor = page.next_cursor;

@@ -559,3 +559,34 @@ def test_a_reload_checks_the_page_scripts_with_the_server(server: ServerThread,
     static = [u for u in urls.values() if "/static/" in u]
     assert len(static) == 3, urls
     assert not unchecked, f"taken from the cache without asking statusd: {unchecked}"
+
+
+def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """"older tasks", then a filter change before that page came back: the page of the
+    old filter was appended under the new one (done rows in a list filtered to failed),
+    and its cursor replaced the new list's."""
+    expect = sync_api.expect
+    for n in range(60):
+        run_job(spool, f"ok-{n:02d}", tool="echo")
+    run_job(spool, "bad", tool="echo", error=(ErrorType.TOOL_ERROR, "bad"))
+    page.goto(server.base + "/")
+    expect(page.locator("#tasks tbody tr")).to_have_count(50)
+
+    held: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:  # on its way until let go below
+        held.append(route)
+
+    page.route("**/api/v1/tasks?*cursor=*", hold)
+    page.click("#more")
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    page.select_option("#state-filter", "failed")
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    with page.expect_response("**/api/v1/tasks?*cursor=*"):
+        held[0].continue_()
+    page.wait_for_timeout(200)
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    expect(_row(page, "bad", "failed")).to_be_visible()
+    expect(page.locator("#more")).to_be_hidden()
