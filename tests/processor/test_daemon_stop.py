@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
+from quick_processor import ADOPTED_GRACE_ENV
 
+from processor.proctree import ADOPTED_GRACE_S
 from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -22,6 +24,8 @@ from spool.settings import FsyncMode
 from spool.states import JobState
 
 StartDaemon = Callable[..., Daemon]
+QUICK_ADOPTED_GRACE_S = 1.0
+"""The orphan-reaping test's ADOPTED_GRACE_S (quick_processor)."""
 
 
 def test_the_shutdown_requeue_line_names_the_attempt_as_every_transition_does(
@@ -161,14 +165,17 @@ def test_orphans_of_fast_tools_are_reaped_once_they_exit(
         spool_root: Path, tmp_path: Path, daemon: StartDaemon) -> None:
     """The processor adopts its FAST tools' orphans (a child subreaper, so that a stop can
     kill them): one that exits must not stay a zombie while the processor runs."""
-    d = daemon(SPOOL_TOOLS="ptools,stoptools")
+    # Reaped at a rescan (SPOOL_SCAN_S) once it has been a zombie for ADOPTED_GRACE_S,
+    # which ships 10 s; quick_processor makes it 1 s, so the test does not wait it out.
+    assert QUICK_ADOPTED_GRACE_S < ADOPTED_GRACE_S
+    d = daemon(SPOOL_TOOLS="ptools,stoptools", SPOOL_SCAN_S="0.2", module="quick_processor",
+               **{ADOPTED_GRACE_ENV: str(QUICK_ADOPTED_GRACE_S)})
     pid_file = tmp_path / "orphan.pid"
     drop(spool_root, "orphan", {"tool": "s_fast_orphan",
                                 "params": {"pid_file": str(pid_file), "seconds": 0.2}})
     orphan = _pid(pid_file)
     wait_for(lambda: not alive(orphan), 5, "the orphan to exit")
-    # At a rescan (SPOOL_SCAN_S, 5 s) once it has been a zombie for ADOPTED_GRACE_S (10 s).
-    wait_for(lambda: _zombie_children(d.pid) == [], 25, "the exited orphan to be reaped")
+    wait_for(lambda: _zombie_children(d.pid) == [], 15, "the exited orphan to be reaped")
     assert d.stop() == 0
 
 

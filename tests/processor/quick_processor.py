@@ -1,0 +1,32 @@
+"""``python -m quick_processor``: the real processor, with a clock shortened.
+
+A test of what happens once a clock of the processor runs out proves the same
+with a shorter one, without sitting through the shipped value:
+``QUICK_ADOPTED_GRACE_S`` in the environment sets
+:data:`processor.proctree.ADOPTED_GRACE_S` (10 s: how long an exited orphan is
+left for a tool to wait for), then ``processor.__main__.main`` runs as
+``python -m processor`` would.
+
+Not a test module; the tests start it through daemonkit's runner (``module=``;
+this folder is on the daemon's ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from processor import __main__ as processor_main
+from processor import proctree
+
+ADOPTED_GRACE_ENV = "QUICK_ADOPTED_GRACE_S"
+
+
+def main() -> int:
+    if ADOPTED_GRACE_ENV in os.environ:
+        proctree.ADOPTED_GRACE_S = float(os.environ[ADOPTED_GRACE_ENV])
+    return processor_main.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
