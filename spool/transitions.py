@@ -124,6 +124,12 @@ def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
             return b"".join(chunks)
 
 
+RETRY_MAX_BYTES = 16 * 1024 * 1024
+"""The most of a failed record ``retry`` reads: the readers' largest job file
+(``spool.reader.MAX_ACTIVE_BYTES``).  Anything larger in ``failed/`` is no job's record,
+and read whole it took statusd's memory (a POST .../retry) with it."""
+
+
 class Spool:
     """The transitions of one spool; the only writer of its state folders."""
 
@@ -401,7 +407,11 @@ class Spool:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConflictError(f"failed/{job_id}.json is not a regular file")
-            record = parse_record(read_fd(fd))
+            data = read_fd(fd, RETRY_MAX_BYTES)
+            if len(data) > RETRY_MAX_BYTES:
+                raise ConflictError(f"failed/{job_id}.json is too large to retry (over "
+                                    f"{RETRY_MAX_BYTES} bytes: no job is that large)")
+            record = parse_record(data)
         except ValueError as exc:
             raise ConflictError(f"failed/{job_id}.json is not a valid record") from exc
         finally:

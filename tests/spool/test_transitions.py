@@ -8,6 +8,7 @@ import fcntl
 import itertools
 import os
 import stat
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -437,6 +438,24 @@ def test_retry_never_follows_a_symlink_or_trusts_a_non_record(spool: Spool,
     assert "hunter2" not in str(invalid.value)
     assert os.path.islink(spool.layout.job(F, "ln")) and locate(spool.layout, "junk") == [F]
     assert listing(spool.layout.tmp) == [] and listing(spool.layout.folder(P)) == []
+
+
+def test_retry_reads_no_more_of_a_huge_failed_file_than_a_record_can_be(spool: Spool) -> None:
+    """A sparse 512 MiB file in failed/ is refused after reading at most 16 MiB: retry read
+    it whole (statusd's POST .../retry of a 1 GiB one took it from 57 MB to 3.1 GB)."""
+    path = spool.layout.job(F, "huge")
+    path.write_bytes(b'{"id": "huge", "state": "failed", "tool": "echo", "error": '
+                     b'{"type": "crashed", "message": "')
+    os.truncate(path, 512 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConflictError, match="too large to retry"):
+            spool.retry("huge")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"retry took {peak >> 20} MiB"
+    assert locate(spool.layout, "huge") == [F] and listing(spool.layout.folder(P)) == []
 
 
 # -- cancel ----------------------------------------------------------------------------
