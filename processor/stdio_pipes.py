@@ -48,9 +48,11 @@ is there, the slot takes no other task until it is read (:attr:`StdioPipes.drain
 by the budgeted reads, up to each pipe's capacity, all the job can have written) and
 logged as the job's, so a job's last lines may follow its ``done`` line; without
 this, that text could be logged as the next task's.  Output read while a
-worker runs no task (a thread a tool left running, the worker's own Python-level
-errors) is logged with no ``id``; a thread a tool left running that writes during a
-later job is logged as that job's (one process: nothing tells them apart).  A worker
+worker runs no task (the worker's own Python-level errors) is logged with no ``id``.
+A thread a tool left running is one process with the later jobs: what it writes
+through ``sys.stdout`` and ``sys.stderr`` never reaches the pipes but is logged by the
+worker as its own job's (:mod:`processor.stray_threads`); what it writes below Python
+is logged as the job the worker runs then.  A worker
 that died: its tool's orphans are killed by the pool's sweep first, then what is in
 its pipes is read, as its job's, and the pipes are closed; an orphan that escaped the
 sweep and writes later gets ``EPIPE``.
@@ -72,6 +74,7 @@ from typing import Any, TextIO
 
 from processor import capture, logs
 from processor.capture import Held
+from processor.stray_threads import StrayThreads
 
 STREAMS = ("stdout", "stderr")
 READ_BYTES = 1 << 10
@@ -246,26 +249,29 @@ def _capacity(fd: int) -> int:
         return DRAIN_BYTES
 
 
-def redirect(stdout: int, stderr: int) -> TextIO:
+def redirect(stdout: int, stderr: int, strays: StrayThreads | None = None) -> TextIO:
     """In the worker: the pipes' write ends become fds 1 and 2, ``sys.stdout`` and
-    ``sys.stderr`` write to them unbuffered, and the stream returned (a copy of the
+    ``sys.stderr`` write to them unbuffered (what ``strays`` left running writes to
+    them is logged as its own job's instead), and the stream returned (a copy of the
     stderr the worker was given) is where its own log lines go."""
     log_fd = os.dup(2)  # not inheritable: a tool's children never get it
     for fd, end in ((1, stdout), (2, stderr)):
         os.dup2(end, fd)  # inheritable, as fds 1 and 2 are
         os.close(end)
-    sys.stdout, sys.stderr = unbuffered(1), unbuffered(2)
+    sys.stdout, sys.stderr = unbuffered(1, strays), unbuffered(2, strays)
     # The processor's stderr, which a FAST tool's child may have made non-blocking: each
     # log line waits for room, as the processor's own do.
     return unbuffered(log_fd)
 
 
-def unbuffered(fd: int) -> TextIO:
+def unbuffered(fd: int, strays: StrayThreads | None = None) -> TextIO:
     """A text stream on ``fd`` as ``python -u`` makes ``sys.stdout``: each write goes
     out at once, so no text waits in the worker for a kill to lose.  UTF-8, and a lone
-    surrogate (a file name that is not UTF-8) is escaped rather than failing a print."""
-    return io.TextIOWrapper(WholeWrites(fd), encoding="utf-8", errors="backslashreplace",
-                            write_through=True)
+    surrogate (a file name that is not UTF-8) is escaped rather than failing a print.
+    With ``strays`` (fds 1 and 2 of a worker), what a thread an earlier job left running
+    writes is logged as that job's output (:mod:`processor.stray_threads`)."""
+    return io.TextIOWrapper(WholeWrites(fd, strays), encoding="utf-8",
+                            errors="backslashreplace", write_through=True)
 
 
 class WholeWrites(io.RawIOBase):
@@ -278,9 +284,10 @@ class WholeWrites(io.RawIOBase):
     on their stdout).  Here a write that would block waits for the pipe instead.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, strays: StrayThreads | None = None) -> None:
         super().__init__()
         self._fd = fd
+        self._strays = strays
 
     @property
     def name(self) -> int:
@@ -296,6 +303,9 @@ class WholeWrites(io.RawIOBase):
         raise io.UnsupportedOperation("read")
 
     def write(self, data: Any) -> int:
+        if self._strays is not None and (owner := self._strays.owner()) is not None:
+            self._strays.write(STREAMS[self._fd - 1], owner, bytes(data))
+            return memoryview(data).nbytes
         with memoryview(data) as whole, whole.cast("B") as view:
             done = 0
             while done < len(view):

@@ -48,6 +48,7 @@ from processor.proctree import (
 from processor.registry import load_registry
 from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
 from processor.stdio_pipes import redirect, unbuffered
+from processor.stray_threads import StrayThreads
 from spool.errors import ErrorType, SpoolError
 
 PROGRESS_INTERVAL_S = 0.05
@@ -82,7 +83,8 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
     for end in output:
         end.close()
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
-    setup_logging(config.log_level, redirect(*ends), buffered=False)
+    strays = StrayThreads()
+    setup_logging(config.log_level, redirect(ends[0], ends[1], strays), buffered=False)
     threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                      daemon=True).start()
     try:
@@ -91,14 +93,14 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
         conn.send(("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, config.max_jobs)
+        _serve(conn, registry, config.max_jobs, strays)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
+def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads) -> None:
     resources: dict[str, Any] = {}
     stdio = _save_stdio()
     streams = (sys.stdout, sys.stderr)
@@ -108,14 +110,16 @@ def _serve(conn: Connection, registry: Any, max_jobs: int) -> None:
         task: Task = conn.recv()
         deadman.arm(task.timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, task.job_id)
+        strays.job_started()
         try:
             outcome = _run(progress, registry, task, resources)
         finally:
             progress.close()  # no report goes out after this: the result comes next
             deadman.disarm()
+        strays.job_ended(task.job_id, task.tool)
         reap_leftovers()
         _restore_stdio(stdio)
-        streams = _restore_streams(streams)
+        streams = _restore_streams(streams, strays)
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
@@ -258,7 +262,8 @@ def _restore_stdio(saved: dict[int, int]) -> None:
             os.dup2(copy, fd)
 
 
-def _restore_streams(saved: tuple[TextIO, TextIO]) -> tuple[TextIO, TextIO]:
+def _restore_streams(saved: tuple[TextIO, TextIO], strays: StrayThreads
+                     ) -> tuple[TextIO, TextIO]:
     """``sys.stdout`` and ``sys.stderr`` as before the job, should a tool have replaced
     them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio).
     And the pipes blocking again, should a child of the tool have made them
@@ -269,9 +274,9 @@ def _restore_streams(saved: tuple[TextIO, TextIO]) -> tuple[TextIO, TextIO]:
                 os.set_blocking(fd, True)
     out, err = saved
     if out.closed:
-        out = unbuffered(1)
+        out = unbuffered(1, strays)
     if err.closed:
-        err = unbuffered(2)
+        err = unbuffered(2, strays)
     sys.stdout, sys.stderr = out, err
     return out, err
 

@@ -7,6 +7,8 @@ import io
 import logging
 import os
 import sys
+import threading
+import time
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -140,4 +142,31 @@ class LoggingOff(BaseTool):
         logging.disable(logging.CRITICAL)
         logging.getLogger().handlers.clear()
         logging.getLogger().setLevel(logging.CRITICAL)
+        return ToolResult.ok()
+
+
+class StrayParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: str
+    """The thread prints until this file exists."""
+
+
+class StrayThread(BaseTool):
+    """Leaves a thread behind that prints ``stray <n>`` every 20 ms (until ``until``
+    exists), and returns at once."""
+
+    name: ClassVar[str] = "p_stray_thread"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = StrayParams
+
+    def execute(self, params: StrayParams, ctx: ToolContext) -> ToolResult:
+        def chatter() -> None:
+            n = 0
+            while not os.path.exists(params.until):
+                print(f"stray {n}")
+                n += 1
+                time.sleep(0.02)
+
+        threading.Thread(target=chatter, daemon=True).start()
         return ToolResult.ok()

@@ -377,3 +377,24 @@ def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
     assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
     assert {"off", "fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
     assert d.events()[-1]["msg"] == "stopped"
+
+
+def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """What a thread a COMPUTE tool left running printed during a later job of the same
+    worker was logged as that later job's output."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools", JOB_NUM="1")
+    release = tmp_path / "release"
+    drop(spool_root, "leaver", {"tool": "p_stray_thread", "params": {"until": str(release)}})
+    assert wait_record(spool_root, "leaver")["state"] == "done"
+    drop(spool_root, "next", {"tool": "t_record", "params": {"seconds": 30,
+                                                              "release": str(release)}})
+    wait_for((spool_root / "running" / "next.json").exists, what="next running")
+    time.sleep(0.5)  # the stray thread prints 25 lines meanwhile
+    release.touch()
+    assert wait_record(spool_root, "next")["state"] == "done"
+    assert d.stop() == 0
+    strays = [e for e in d.events()
+              if e["logger"] == "spoolq.output" and e["msg"].startswith("stray")]
+    assert len(strays) >= 10
+    assert {(e.get("id"), e.get("tool")) for e in strays} == {("leaver", "p_stray_thread")}
