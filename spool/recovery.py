@@ -38,7 +38,7 @@ from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
-from spool.reader import read_regular
+from spool.reader import MAX_ACTIVE_BYTES, read_regular
 from spool.states import JobState
 from spool.transitions import Claim, Spool, read_fd, record_from_job
 
@@ -132,10 +132,14 @@ class Recovery:
 
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
-        try:
-            job: Job | None = Job.model_validate_json(claim.data)
-        except ValidationError as exc:
-            job, invalid = None, exc.errors()[0]["msg"]
+        job: Job | None = None
+        if len(claim.data) > MAX_ACTIVE_BYTES:
+            invalid = f"too large (over {MAX_ACTIVE_BYTES} bytes)"
+        else:
+            try:
+                job = Job.model_validate_json(claim.data)
+            except ValidationError as exc:
+                invalid = exc.errors()[0]["msg"]
         if self._run_recorded(claim, job):
             self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
             report.finished.append(job_id)
@@ -478,7 +482,9 @@ def _lease(path: Path, job_id: str) -> Claim | None:
             now = os.lstat(path)
             if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
                 fd_out, fd = fd, -1
-                return Claim(job_id, fd_out, read_fd(fd_out), now.st_ctime_ns, now.st_mtime_ns)
+                # Past MAX_ACTIVE_BYTES it is no job (see _settle_orphan): read no more.
+                data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
+                return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
         return None
     except FileNotFoundError:
         return None

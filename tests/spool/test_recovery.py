@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,6 +187,31 @@ def test_a_running_file_whose_attempts_pass_64_bits_is_abandoned_not_a_crash(
     rec = read_json(spool.layout.job(F, "u64"))
     assert rec["error"]["type"] == "abandoned"
     assert "not a valid job" in rec["error"]["message"]
+    assert listing(spool.layout.folder(R)) == []
+
+
+def test_a_huge_running_file_is_abandoned_reading_no_more_than_a_job_can_be(
+        spool: Spool, holders: Holders) -> None:
+    """A sparse 512 MiB running file (a drop grown through a descriptor its submitter
+    kept, then a kill) is failed as no job after reading 16 MiB at most: recovery read it
+    whole at processor start (a 1 GiB one took the processor to 2 GB)."""
+    drop_raw(spool.layout, "huge.json", b'{"tool": "echo"}')
+    holders.sigkill(holders.hold(ids=["huge"]))
+    path = spool.layout.job(R, "huge")
+    with open(path, "r+b") as fh:
+        fh.seek(0)
+        fh.write(b'{"tool": "echo", "params": {"message": "')
+    os.truncate(path, 512 << 20)
+    tracemalloc.start()
+    try:
+        report = Recovery(spool).scan()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.abandoned == ["huge"]
+    assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
+    rec = read_json(spool.layout.job(F, "huge"))
+    assert rec["error"]["type"] == "abandoned" and "too large" in rec["error"]["message"]
     assert listing(spool.layout.folder(R)) == []
 
 
