@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -202,12 +203,14 @@ def test_an_odd_live_processor_status_breaks_neither_stats_nor_metrics(
     and /metrics answered 500 for as long as the lock was held."""
     layout = Layout(spool_root)
     leases = [OwnerLease(layout.owner_lock(name)) for name in ("good", *ODD_STATUSES)]
+    # A fresh heartbeat: a stale one's JOB_NUM is not counted (the processor is not live).
+    good = {**GOOD_STATUS, "heartbeat_at": datetime.now(UTC).isoformat()}
     try:
-        layout.owner_status("good").write_bytes(orjson.dumps(GOOD_STATUS))
+        layout.owner_status("good").write_bytes(orjson.dumps(good))
         for name, odd in ODD_STATUSES.items():
             # json, not orjson: orjson cannot write the 100-bit count either
             layout.owner_status(name).write_text(
-                json.dumps({**GOOD_STATUS, "owner": name, **odd}))
+                json.dumps({**good, "owner": name, **odd}))
         status, _, body = statusd.request("GET", "/api/v1/stats")
         assert status == 200, body
         stats = orjson.loads(body)
