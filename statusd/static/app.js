@@ -12,6 +12,7 @@
 const TERMINAL = new Set(["done", "failed"]);
 const TASK_GONE = 1008;   // the close code of a task stream whose task left the spool
 const PAGE_SIZE = 50;
+const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
 const ui = {
@@ -24,6 +25,7 @@ const ui = {
   taskId: null,
   taskSocket: null,
   listSeq: 0,
+  trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
 };
@@ -226,10 +228,24 @@ function upsert(record) {
   }
   const tbody = $("tasks").tBodies[0];
   const before = firstOlderRow(tbody.rows, key);
-  if (!before && ui.cursor && tbody.rows.length) return; // belongs to a later page
+  if (!before && (ui.cursor || ui.trimmed) && tbody.rows.length) return; // a later page's
   tbody.insertBefore(tr, before);
   ui.rows.set(record.id, { tr, key });
+  trimRows(tbody);
   showEmpty();
+}
+
+function trimRows(tbody) {
+  // A page open on a busy spool would otherwise grow by a row for every job, for good.
+  if (tbody.rows.length <= MAX_ROWS) return;
+  while (tbody.rows.length > MAX_ROWS) {
+    const last = tbody.rows[tbody.rows.length - 1];
+    ui.rows.delete(last.dataset.id);
+    last.remove();
+  }
+  ui.trimmed = true;
+  ui.cursor = null;  // the cursor after the last row kept is asked for when it is needed
+  $("more").hidden = false;
 }
 
 function firstOlderRow(rows, key) {
@@ -252,8 +268,8 @@ function updateProgress(msg) {
   if (cell) cell.replaceWith(progressCell(msg.progress));
 }
 
-function listUrl(cursor) {
-  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+function listUrl(cursor, limit = PAGE_SIZE) {
+  const params = new URLSearchParams({ limit: String(limit) });
   if (ui.filter.state) params.set("state", ui.filter.state);
   if (ui.filter.tool) params.set("tool", ui.filter.tool);
   if (cursor) params.set("cursor", cursor);
@@ -285,6 +301,7 @@ async function loadList() {
   ui.during = null;
   listError(null);
   ui.rows.clear();
+  ui.trimmed = false;
   $("tasks").tBodies[0].replaceChildren();
   appendRows(page.tasks);
   // What moved while the page was on its way is newer than the page: apply it again.
@@ -294,9 +311,22 @@ async function loadList() {
 }
 
 async function loadMore() {
-  if (!ui.cursor) return;
+  if (!ui.cursor && !ui.trimmed) return;
   const seq = ui.listSeq;
-  const page = await getJSON(listUrl(ui.cursor));
+  let cursor = ui.cursor;
+  if (!cursor) {
+    // Rows were let go: the cursor after the last one kept is that of a page as long as the
+    // list (a job that arrived since only repeats a row; none is skipped).
+    cursor = (await getJSON(listUrl(null, ui.rows.size))).next_cursor;
+    if (seq !== ui.listSeq) return;
+    ui.trimmed = false;
+    ui.cursor = cursor;
+    if (!cursor) {
+      $("more").hidden = true;
+      return;
+    }
+  }
+  const page = await getJSON(listUrl(cursor));
   if (seq !== ui.listSeq) return; // the list was loaded again (a filter change): not its page
   listError(null);
   appendRows(page.tasks);
