@@ -87,7 +87,8 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
     """The top-level fields of a JSON object that come before ``result`` (or its end),
     parsed from its first bytes; and whether every one of them was complete.
 
-    ValueError when the head is not the start of a JSON object.
+    ValueError when the head is not the start of a JSON object, or nests a field deeper
+    than the json module can parse.
     """
     text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
@@ -113,6 +114,8 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
             fields[key], pos = _DECODER.raw_decode(text, pos)
         except ValueError:
             return fields, False  # cut by the end of the head (or bad: the rest is unread)
+        except RecursionError:  # nested past the stack: as orjson refuses a small one
+            raise ValueError("nested too deep") from None
         pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
         if text[pos:pos + 1] == ",":
             pos += 1

@@ -127,6 +127,24 @@ def test_a_large_record_cut_short_is_unreadable(env: dict[str, str], root: Path)
         assert "xxxx" not in proc.stdout
 
 
+def test_a_large_record_nested_too_deep_before_result_is_unreadable(
+        env: dict[str, str], root: Path) -> None:
+    """Leading fields are parsed by the json module, which recursed out of the stack on
+    a params field 100,000 levels deep: ls, show and wait were "a bug in spoolq"."""
+    path = Layout(root).job(JobState.DONE, "deep")
+    path.write_bytes(b'{"id": "deep", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", '
+                     b'"params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 +
+                     b'}, "result": "' + b"x" * (PARSE_MAX_BYTES + MiB) + b'"}')
+    for args in (["show", "deep"], ["show", "deep", "--json"], ["wait", "deep"]):
+        proc = spoolq(env, *args)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "done/deep.json is not JSON" in proc.stderr, proc.stderr
+        assert "a bug in spoolq" not in proc.stderr
+    listed = spoolq(env, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "is not JSON" in orjson.loads(listed.stdout)["tasks"][0]["unreadable"]
+
+
 def test_a_small_record_is_shown_as_before(env: dict[str, str], root: Path) -> None:
     record = {**LEADING, "result": {"curve": "x" * 100}}
     Layout(root).job(JobState.DONE, "big").write_bytes(orjson.dumps(record))

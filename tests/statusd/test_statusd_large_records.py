@@ -148,6 +148,20 @@ def _idle_peak(root: Path) -> int:
         return peak_rss_bytes(proc)
 
 
+def test_a_large_record_nested_too_deep_before_result_is_unreadable(tmp_path: Path) -> None:
+    """statusd parses a large record's leading fields with the json module, which
+    recursed out of the stack on params 100,000 levels deep: statusd could not start."""
+    root = tmp_path / "spool"
+    spool = make_spool(root)
+    spool.layout.job(JobState.DONE, "deep").write_bytes(
+        b'{"id": "deep", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", '
+        b'"params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "result": "' +
+        b"x" * (PARSE_MAX_BYTES + MiB) + b'"}')
+    with statusd_daemon(root) as (port, _):
+        row = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks/deep").json()
+        assert row["state"] == "done" and "done/deep.json is not JSON" in row["unreadable"]
+
+
 def test_leading_fields_stop_at_result_and_at_the_end_of_the_head() -> None:
     fields, complete = leading_fields(b' {"id": "a", "meta": {"k": [1, 2]}, "result": [1, 2')
     assert fields == {"id": "a", "meta": {"k": [1, 2]}} and complete
