@@ -340,12 +340,24 @@ class SpoolReader:
         counts = {s.value: 0 for s in JobState}
         recent = {s.value: 0 for s in TERMINAL}
         since_ns = int((now - RECENT_S) * 1e9)
+        first_due: float | None = None
         for entry in self.current_entries():
             counts[entry.state.value] += 1
             if entry.state in TERMINAL and entry.mtime_ns >= since_ns:
                 recent[entry.state.value] += 1  # a record's mtime: when it was written
+            elif entry.state is JobState.PENDING:
+                due = self._due_at(entry)
+                first_due = due if first_due is None else min(first_due, due)
+        due_age = None if first_due is None or first_due > now else now - first_due
         return stats_document(counts, self.oldest_pending_age_s(now), self.processors(),
-                              now, recent)
+                              now, finished_recently=recent, oldest_due_pending_age_s=due_age)
+
+    def _due_at(self, entry: Entry) -> float:
+        """When a pending job may run: its arrival (ctime), or its not_before if later."""
+        arrived = entry.ctime_ns / 1e9
+        record = self.load(entry)  # a job that cannot be read is due at its arrival
+        not_before = record.not_before if record is not None else None
+        return max(arrived, not_before.timestamp()) if not_before is not None else arrived
 
 
 def terminal_record(entry: Entry, data: bytes) -> Record:
@@ -386,8 +398,9 @@ def _plausible(status: OwnerStatus) -> bool:
 
 
 def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
-                   processors: list[OwnerStatus], now: float,
-                   finished_recently: dict[str, int]) -> dict[str, Any]:
+                   processors: list[OwnerStatus], now: float, *,
+                   finished_recently: dict[str, int],
+                   oldest_due_pending_age_s: float | None) -> dict[str, Any]:
     """The stats document (docs/operations.md, "The stats document", says what each
     figure means).  ``processors`` are the lock holders; only those whose heartbeat is
     fresh are live and count.  ``finished_recently``: records written in the last
@@ -400,6 +413,7 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
         "counts": counts,
         "total": sum(counts.values()),
         "oldest_pending_age_s": oldest_pending_age_s,
+        "oldest_due_pending_age_s": oldest_due_pending_age_s,
         "job_num": sum(p.job_num for p in live),
         "busy_workers": sum(p.busy_workers for p in live),
         "fast_running": sum(p.fast_running for p in live),

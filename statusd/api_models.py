@@ -87,6 +87,9 @@ class Stats(BaseModel):
     total: int = Field(ge=0)
     oldest_pending_age_s: float | None = Field(description="seconds since the oldest job "
                                                "in pending/ arrived there; null when none")
+    oldest_due_pending_age_s: float | None = Field(
+        description="seconds the pending job due longest has waited since it could run "
+        "(since it arrived, or its not_before if later); null when none is due")
     job_num: int = Field(ge=0, description="COMPUTE workers of the live processors")
     busy_workers: int = Field(ge=0, description="COMPUTE workers running a job, of the "
                               "live processors")

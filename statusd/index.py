@@ -35,9 +35,8 @@ class Index:
         self._items: dict[str, Item] = {}
         self._stamps: dict[str, Stamp] = {}
         self._keys: dict[Filter, list[Key]] = {(None, None): []}
-        self._pending_arrivals: dict[str, int] = {}
-        self._oldest_pending_ns: int | None = None
-        self._oldest_dirty = False
+        self._arrived = _Earliest()  # pending ids: when they came into pending/
+        self._due = _Earliest()  # pending ids: when they may run (arrival or not_before)
         self._written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
 
     def __len__(self) -> int:
@@ -64,7 +63,6 @@ class Index:
                 self._written[item.state].append((item.stamp.mtime_ns, item.job_id))
         for written in self._written.values():
             written.sort()
-        self._oldest_dirty = True
 
     def put(self, item: Item) -> Item | None:
         """Insert or replace an id's item; returns the item it replaced."""
@@ -90,8 +88,8 @@ class Index:
                 del keys[at]
             if not keys and flt != (None, None):
                 del self._keys[flt]
-        if self._pending_arrivals.pop(job_id, None) is not None:
-            self._oldest_dirty = True
+        self._arrived.discard(job_id)
+        self._due.discard(job_id)
         if old.state in TERMINAL:
             written = self._written[old.state]
             at = bisect_left(written, (old.stamp.mtime_ns, job_id))
@@ -104,10 +102,8 @@ class Index:
             return
         # Arrival in pending/ (a rename sets ctime; a copy may keep an old mtime).
         arrived = item.stamp.ctime_ns
-        self._pending_arrivals[item.job_id] = arrived
-        if not self._oldest_dirty and (self._oldest_pending_ns is None
-                                       or arrived < self._oldest_pending_ns):
-            self._oldest_pending_ns = arrived
+        self._arrived.add(item.job_id, arrived)
+        self._due.add(item.job_id, max(arrived, item.not_before_ns or arrived))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -134,10 +130,13 @@ class Index:
         return {s.value: len(self._keys.get((s, None), ())) for s in JobState}
 
     def oldest_pending_mtime_ns(self) -> int | None:
-        if self._oldest_dirty:
-            self._oldest_pending_ns = min(self._pending_arrivals.values(), default=None)
-            self._oldest_dirty = False
-        return self._oldest_pending_ns
+        """When the pending job that came first arrived in pending/ (its ctime)."""
+        return self._arrived.first()
+
+    def first_due_ns(self) -> int | None:
+        """The earliest moment a pending job may run: its arrival, or its ``not_before``
+        when later (in the future when no pending job is due yet)."""
+        return self._due.first()
 
     def written_since(self, since_ns: int) -> dict[str, int]:
         """Terminal records by state whose file was written at ``since_ns`` or later."""
@@ -146,6 +145,31 @@ class Index:
 
     def tools(self) -> list[str]:
         return sorted(t for s, t in self._keys if s is None and t is not None)
+
+
+class _Earliest:
+    """The earliest of per-id times, kept without a walk at each change: a removal
+    only marks it stale, and the next read walks once."""
+
+    def __init__(self) -> None:
+        self._times: dict[str, int] = {}
+        self._first: int | None = None
+        self._stale = False
+
+    def add(self, job_id: str, when: int) -> None:
+        self._times[job_id] = when
+        if not self._stale and (self._first is None or when < self._first):
+            self._first = when
+
+    def discard(self, job_id: str) -> None:
+        if self._times.pop(job_id, None) is not None:
+            self._stale = True
+
+    def first(self) -> int | None:
+        if self._stale:
+            self._first = min(self._times.values(), default=None)
+            self._stale = False
+        return self._first
 
 
 def _key(item: Item) -> Key:

@@ -13,7 +13,7 @@ anything that fails it is validated by pydantic instead (:func:`item_of_record`)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
@@ -59,6 +59,8 @@ class Item(NamedTuple):
     error_type: str | None = None
     fraction: float | None = None
     message: str = ""
+    not_before_ns: int | None = None
+    """A pending job's ``not_before`` (the oldest due pending age needs it)."""
 
     @property
     def progress(self) -> dict[str, Any] | None:
@@ -80,6 +82,7 @@ def item_of_record(record: Record, stamp: Stamp) -> Item:
         fraction=progress.fraction if progress else None,
         message=progress.message if progress else "",
         fields=None,
+        not_before_ns=_nanos(record.not_before) if record.not_before else None,
     )
 
 
@@ -139,7 +142,8 @@ def partial_item(job_id: str, stamp: Stamp, fields: dict[str, Any]) -> Item:
 
 def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, *,
                submitted_us: int, duration_s: float | None, error_type: str | None,
-               fraction: float | None, message: str, fields: dict[str, Any] | None) -> Item:
+               fraction: float | None, message: str, fields: dict[str, Any] | None,
+               not_before_ns: int | None = None) -> Item:
     full: bytes | None = body
     if body is None or len(body) > INLINE_MAX_BYTES:
         data = fields if fields is not None else orjson.loads(body or b"{}")
@@ -151,7 +155,7 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
         summary = body
     return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, error_type,
-                fraction, message)
+                fraction, message, not_before_ns)
 
 
 def _error_ok(error: object, state: JobState) -> bool:
@@ -180,6 +184,13 @@ def _parse_ts(value: object) -> int | None:
     except ValueError:
         return None
     return _micros(ts) if ts.tzinfo is not None else None
+
+
+def _nanos(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1) * 1000  # exact, before 1970 too
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _micros(ts: datetime) -> int:

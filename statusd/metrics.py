@@ -3,7 +3,7 @@
 Two kinds:
 
 * Gauges read at scrape time from the index and the processors' status
-  files: jobs by state, oldest pending age, processor up, processors, busy
+  files: jobs by state, oldest pending age (and oldest due), processor up, processors, busy
   workers, ``JOB_NUM``, connected WebSocket clients.
 * Counters and a histogram fed by the tracker as terminal records appear
   (``spoolq_transitions_total{tool,outcome}``,
@@ -55,6 +55,12 @@ class _SpoolGauges:
         yield GaugeMetricFamily("spoolq_oldest_pending_age_seconds",
                                 "Age of the oldest pending job (0 when none)",
                                 value=age if age is not None else 0.0)
+        due = doc["oldest_due_pending_age_s"]
+        yield GaugeMetricFamily("spoolq_oldest_due_pending_age_seconds",
+                                "How long the pending job due longest has waited since it "
+                                "could run: since it arrived, or its not_before if later "
+                                "(0 when none is due)",
+                                value=due if due is not None else 0.0)
         yield GaugeMetricFamily("spoolq_processor_up",
                                 "1 when a live processor holds its lease and heartbeats",
                                 value=1.0 if doc["processor"]["alive"] else 0.0)

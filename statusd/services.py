@@ -61,7 +61,10 @@ class Services:
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
         processors = self.reader.processors()
         written = self.index.written_since(int((now - RECENT_S) * 1e9))
-        doc = stats_document(self.index.counts(), age, processors, now, written)
+        due_ns = self.index.first_due_ns()
+        due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)
+        doc = stats_document(self.index.counts(), age, processors, now,
+                             finished_recently=written, oldest_due_pending_age_s=due_age)
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = [t.get("name") for p in processors for t in p.tools]
         doc["tools"] = sorted({*self.index.tools(), *(t for t in offered if isinstance(t, str))})

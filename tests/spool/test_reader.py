@@ -409,3 +409,20 @@ def test_a_processor_with_a_stale_heartbeat_is_not_counted_live(spool: Spool) ->
     finally:
         for lease in leases:
             lease.release()
+
+
+def test_oldest_due_pending_age_leaves_out_the_wait_for_not_before(spool: Spool) -> None:
+    """oldest_pending_age_s counts a job that waits for its not_before (or a retry
+    backoff), so one job scheduled for tomorrow kept an alert on it firing all day.
+    oldest_due_pending_age_s is how long a pending job has waited since it could run."""
+    start = time.time()
+    submit(spool, "scheduled", not_before=start + 3600)
+    submit(spool, "delayed", not_before=start + 100)
+    arrived = os.stat(spool.layout.job(P, "scheduled")).st_ctime_ns / 1e9
+    reader = SpoolReader(spool.layout)
+    stats = reader.stats(now=arrived + 120)
+    assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=1)
+    assert stats["oldest_due_pending_age_s"] == pytest.approx(arrived + 120 - (start + 100))
+    assert reader.stats(now=arrived + 50)["oldest_due_pending_age_s"] is None
+    submit(spool, "plain")  # no not_before: due from its arrival
+    assert reader.stats()["oldest_due_pending_age_s"] == pytest.approx(0, abs=1)

@@ -225,6 +225,25 @@ def test_stats_throughput_is_the_records_of_the_last_minute(server: ServerThread
     assert stats["throughput"] == SpoolReader(spool.layout).stats()["throughput"]
 
 
+def test_stats_oldest_due_pending_age_leaves_out_not_before(server: ServerThread,
+                                                             spool: Spool) -> None:
+    """A job scheduled for tomorrow is the oldest pending job all day, so an alert on
+    oldest_pending_age_s fired all day; oldest_due_pending_age_s (and its gauge) counts
+    the wait of jobs that could run."""
+    submit(spool, "tomorrow", not_before=(datetime.now(UTC) + timedelta(days=1)).isoformat())
+    stats = wait_for(lambda: (s := request(server.base, "GET", "/api/v1/stats").json())
+                     ["counts"]["pending"] == 1 and s, what="the scheduled job counted")
+    assert stats["oldest_pending_age_s"] is not None
+    assert stats["oldest_due_pending_age_s"] is None
+    assert "spoolq_oldest_due_pending_age_seconds 0.0" in \
+        request(server.base, "GET", "/metrics").body.decode()
+    submit(spool, "now")
+    stats = wait_for(lambda: (s := request(server.base, "GET", "/api/v1/stats").json())
+                     ["counts"]["pending"] == 2 and s, what="the second job counted")
+    assert 0 <= stats["oldest_due_pending_age_s"] <= stats["oldest_pending_age_s"] < 60
+    assert SpoolReader(spool.layout).stats()["oldest_due_pending_age_s"] is not None
+
+
 def test_health_openapi_and_dashboard_are_served(server: ServerThread) -> None:
     health = request(server.base, "GET", "/healthz")
     assert health.status == 200 and health.json()["status"] == "ok"
