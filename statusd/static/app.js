@@ -105,14 +105,26 @@ async function refreshStats() {
   // list so their rows go (a transition never lowers the total).
   if (ui.total !== null && total < ui.total) loadList().catch(() => {});
   ui.total = total;
-  const alive = stats.processor.alive;
-  $("processor").textContent = `processor: ${alive ? "up" : "down"}`;
-  $("processor").className = alive ? "state done" : "state failed";
+  showProcessor(stats);
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
   const age = stats.oldest_pending_age_s;
   $("oldest").textContent = age === null ? ""
     : `oldest pending ${age < 60 ? `${age.toFixed(0)} s` : fmtSpan(age)}`;
   updateToolOptions(stats.tools || []);
+}
+
+function showProcessor(stats) {
+  // "stopping" when every live processor is in its stop grace: it claims nothing more,
+  // and what it runs is requeued when the grace ends.
+  const node = $("processor");
+  const alive = stats.processor.alive;
+  const live = (stats.processors || []).filter((p) => p.alive !== false);
+  const stopping = alive && live.length > 0 && live.every((p) => p.stopping);
+  node.textContent = `processor: ${stopping ? "stopping" : alive ? "up" : "down"}`;
+  node.className = `state ${stopping ? "pending" : alive ? "done" : "failed"}`;
+  const ends = live.map((p) => p.grace_ends_at).filter(Boolean).sort()[0];
+  node.title = stopping ? `asked to stop: it starts nothing more; what runs is requeued ${
+    ends ? `at ${fmtTime(ends)}` : "when its grace ends"}` : "processor liveness";
 }
 
 function scheduleStats() {

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from statusdkit import (
     TOKEN,
+    FakeOwner,
     ServerThread,
     claim,
     equity_result,
@@ -29,7 +30,7 @@ from statusdkit import (
 
 from spool.client import Client
 from spool.errors import ErrorType
-from spool.models import ErrorInfo
+from spool.models import ErrorInfo, OwnerStatus
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -620,3 +621,25 @@ def test_a_long_stream_of_new_jobs_keeps_the_list_bounded(server: ServerThread,
     expect(rows).to_have_count(jobs)
     ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
     assert ids == [f"new-{n:05d}" for n in reversed(range(jobs))]
+
+
+def test_a_processor_asked_to_stop_is_shown_stopping(server: ServerThread, spool: Spool,
+                                                     page: sync_api.Page) -> None:
+    """A processor in its stop grace claims nothing more (pending jobs wait, running
+    ones are requeued when it ends) but the page said "processor: up" until it exited."""
+    expect = sync_api.expect
+    owner = FakeOwner(spool)
+    try:
+        page.goto(server.base + "/")
+        expect(page.locator("#processor")).to_have_text("processor: up")
+        now = datetime.now(UTC)
+        status = OwnerStatus(owner="proc-test", pid=1, host="test", version="0",
+                             started_at=now, heartbeat_at=now, job_num=2, stopping=True,
+                             grace_ends_at=now + timedelta(seconds=30))
+        spool.mover.publish(spool.layout.owner_status("proc-test"),
+                            status.model_dump_json().encode())
+        submit(spool, "waits")  # a transition: the page asks for the stats at once
+        expect(page.locator("#processor")).to_have_text("processor: stopping")
+        assert "requeued" in (page.locator("#processor").get_attribute("title") or "")
+    finally:
+        owner.close()
