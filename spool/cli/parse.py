@@ -138,8 +138,8 @@ def inexact_number(text: str | bytes) -> None:
 
     try:
         json.loads(text, parse_int=exact, parse_float=finite)
-    except ValueError:  # not JSON to this parser either: orjson's answer stands
-        return
+    except (ValueError, RecursionError):  # not JSON to this parser either (or nested past
+        return  # the stack, which orjson refuses too): orjson's answer stands
 
 
 def _cut(literal: str) -> str:

@@ -311,6 +311,19 @@ def test_integers_are_kept_exact_or_refused(root: Path, env: dict[str, str],
     assert pending(root) == [f"{edge}.json"]
 
 
+def test_a_value_nested_past_the_stack_is_no_traceback(root: Path, env: dict[str, str]) -> None:
+    """The check for inexact numbers parses with the json module, which recursed out of
+    the stack on a value 1,500 levels deep: -p and --params printed a raw traceback."""
+    deep = "[" * 1500 + "]" * 1500
+    kept = spoolq(env, "submit", "echo", "-p", f"message={deep}", "--json")
+    assert kept.returncode == 0 and b"Traceback" not in kept.stderr, kept.stderr
+    job_id = data(kept)["id"]  # not JSON to orjson (1,024 levels at most): the string
+    assert orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())["params"] == \
+        {"message": deep}
+    refused(spoolq(env, "submit", "echo", "--params", f'{{"m": {deep}}}'), 2, "--params")
+    assert pending(root) == [f"{job_id}.json"]
+
+
 def test_not_before_takes_lowercase_t_and_z_as_a_job_file_does(root: Path,
                                                                env: dict[str, str]) -> None:
     """``--not-before 2026-12-01t00:00:00z`` was 'not a timestamp' (exit 2), though RFC
