@@ -6,10 +6,12 @@ speeds are for benchmarks (``docs/benchmarks.md``), not tests.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,28 +19,46 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_quick_run_reports_every_workload(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class QuickRun:
+    """One ``--quick`` run, with ``--peers`` when huey is installed."""
+
+    peers: bool
+    stdout: str
+    spools_left: list[str]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """Both tests read one run: its own rows come first and are the same with or without
+    the peers (``run_mode`` before ``run_peers``), and each run costs ~20 s."""
+    where = tmp_path_factory.mktemp("bench")
+    peers = importlib.util.find_spec("huey") is not None
     proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--quick",
-                           "--dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if re.match(r"W[123] ", line)]
-    assert [row[:2] for row in rows] == ["W1", "W1", "W2", "W3"], proc.stdout
-    assert all(" never " in row for row in rows), proc.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [], "spools were not removed"
-
-
-def test_quick_run_with_the_peers_reports_them_too(tmp_path: Path) -> None:
-    pytest.importorskip("huey")
-    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--quick", "--peers",
-                           "--dir", str(tmp_path)],
+                           *(["--peers"] if peers else []), "--dir", str(where)],
                           cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return QuickRun(peers, proc.stdout, sorted(p.name for p in where.iterdir()))
+
+
+def test_quick_run_reports_every_workload(quick_run: QuickRun) -> None:
+    ours = quick_run.stdout.split("peer workload", 1)[0]
+    rows = [line for line in ours.splitlines() if re.match(r"W[123] ", line)]
+    assert [row[:2] for row in rows] == ["W1", "W1", "W2", "W3"], quick_run.stdout
+    assert all(" never " in row for row in rows), quick_run.stdout
+    assert quick_run.spools_left == [], "spools were not removed"
+
+
+def test_quick_run_with_the_peers_reports_them_too(quick_run: QuickRun) -> None:
+    if not quick_run.peers:
+        pytest.skip("huey is not installed")
     labels = ["huey-sqlite", "huey-file"] + (["uwsgi-spool"] if shutil.which("uwsgi") else [])
-    peers = proc.stdout.split("peer workload", 1)[-1]
+    assert "peer workload" in quick_run.stdout, quick_run.stdout
+    peers = quick_run.stdout.split("peer workload", 1)[-1]
     rows = [m.groups() for m in re.finditer(r"^(W[123]) .*?  ([a-z-]+)  ", peers, re.M)]
-    assert rows == [(w, label) for label in labels for w in ("W1", "W2", "W3")], proc.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == [], "peer storage was not removed"
+    assert rows == [(w, label) for label in labels for w in ("W1", "W2", "W3")], \
+        quick_run.stdout
+    assert quick_run.spools_left == [], "peer storage was not removed"
 
 
 def test_benchmarks_import_numpy_only_after_pinning_blas_threads() -> None:
