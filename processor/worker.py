@@ -104,6 +104,9 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
     resources: dict[str, Any] = {}
     stdio = _save_stdio()
     streams = (sys.stdout, sys.stderr)
+    # A tool's os.chdir or os.umask would move every later job of this worker (where its
+    # relative paths land, who may read what it writes): each job starts as the first.
+    cwd, umask = _cwd(), _umask()
     deadman = Deadman()
     done = 0
     while True:
@@ -120,6 +123,10 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
         reap_leftovers()
         _restore_stdio(stdio)
         streams = _restore_streams(streams, strays)
+        os.umask(umask)
+        if cwd is not None:
+            with contextlib.suppress(OSError):  # a tool closed it: as it is
+                os.fchdir(cwd)
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
@@ -244,6 +251,20 @@ def stdin_from_devnull() -> None:
     if devnull != 0:
         os.dup2(devnull, 0)  # inheritable, as fd 0 is
         os.close(devnull)
+
+
+def _cwd() -> int | None:
+    """The working directory, open (by descriptor: it may have been removed)."""
+    try:
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it
+    os.umask(mask)
+    return mask
 
 
 def _save_stdio() -> dict[int, int]:

@@ -319,3 +319,27 @@ class ForkBothReturnFast(BaseTool):
 class ForkBothReturnCompute(ForkBothReturnFast):
     name: ClassVar[str] = "r_fork_both_return_compute"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+
+
+class WhereParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chdir: str | None = None
+    umask: int | None = None
+
+
+class Where(BaseTool):
+    """Answers the worker's working directory and umask, after changing them for good
+    when asked."""
+
+    name: ClassVar[str] = "r_where"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = WhereParams
+
+    def execute(self, params: WhereParams, ctx: ToolContext) -> ToolResult:
+        if params.chdir is not None:
+            os.chdir(params.chdir)
+        mask = os.umask(0o022 if params.umask is None else params.umask)
+        if params.umask is None:
+            os.umask(mask)  # only looked
+        return ToolResult.ok({"cwd": os.getcwd(), "umask": mask, "pid": os.getpid()})

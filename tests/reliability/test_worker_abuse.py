@@ -239,3 +239,22 @@ def test_a_forked_child_that_returns_from_the_tool_is_not_a_second_processor(
     for n in range(4):
         assert wait_record(spool_root, f"after-{n}")["state"] == "done"
     assert proc.running()
+
+
+def test_a_compute_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A worker runs many jobs: one that called ``os.chdir`` or ``os.umask`` moved every
+    later job of its worker, so a tool writing ``report.csv`` wrote it elsewhere, or
+    unreadable, depending on which jobs ran before it on that worker."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "before", {"tool": "r_where"})
+    before = wait_record(spool_root, "before")["result"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    drop(spool_root, "mover", {"tool": "r_where",
+                               "params": {"chdir": str(elsewhere), "umask": 0o077}})
+    assert wait_record(spool_root, "mover")["result"]["cwd"] == str(elsewhere)
+    drop(spool_root, "after", {"tool": "r_where"})
+    after = wait_record(spool_root, "after")["result"]
+    assert after["pid"] == before["pid"]  # the same worker
+    assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
