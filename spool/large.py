@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, NamedTuple
 from pydantic import ValidationError
 
 from spool.lease import open_nofollow
-from spool.models import Record
+from spool.models import MAX_NESTING, Record, nesting_depth
 from spool.reader import Entry, SpoolReader, terminal_record, unreadable_record
 from spool.states import ACTIVE
 from spool.transitions import read_fd
@@ -88,7 +88,7 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
     parsed from its first bytes; and whether every one of them was complete.
 
     ValueError when the head is not the start of a JSON object, or nests a field deeper
-    than the json module can parse.
+    than :data:`~spool.models.MAX_NESTING` (or than the json module can parse).
     """
     text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
@@ -116,6 +116,8 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
             return fields, False  # cut by the end of the head (or bad: the rest is unread)
         except RecursionError:  # nested past the stack: as orjson refuses a small one
             raise ValueError("nested too deep") from None
+        if nesting_depth(fields[key]) > MAX_NESTING:  # no record the spool writes; and
+            raise ValueError("nested too deep")  # past 254 levels orjson cannot write it
         pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
         if text[pos:pos + 1] == ",":
             pos += 1
@@ -143,8 +145,8 @@ def head_fields(entry: Entry, found: Head) -> tuple[dict[str, Any], bool] | Reco
                                  "ending in '}')")
     try:
         return leading_fields(found.head)
-    except ValueError:
-        return unreadable_record(entry, f"{where} is not JSON")
+    except ValueError as exc:
+        return unreadable_record(entry, f"{where} is not JSON ({exc})")
 
 
 def of_this_job(entry: Entry, fields: dict[str, Any]) -> bool:

@@ -148,14 +148,17 @@ def _idle_peak(root: Path) -> int:
         return peak_rss_bytes(proc)
 
 
-def test_a_large_record_nested_too_deep_before_result_is_unreadable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", [500, 100_000])
+def test_a_large_record_nested_too_deep_before_result_is_unreadable(tmp_path: Path,
+                                                                     depth: int) -> None:
     """statusd parses a large record's leading fields with the json module, which
-    recursed out of the stack on params 100,000 levels deep: statusd could not start."""
+    recursed out of the stack on params 100,000 levels deep, and at 500 gave fields
+    orjson cannot encode: either way statusd could not start."""
     root = tmp_path / "spool"
     spool = make_spool(root)
     spool.layout.job(JobState.DONE, "deep").write_bytes(
         b'{"id": "deep", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", '
-        b'"params": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "result": "' +
+        b'"params": {"x": ' + b"[" * depth + b"]" * depth + b'}, "result": "' +
         b"x" * (PARSE_MAX_BYTES + MiB) + b'"}')
     with statusd_daemon(root) as (port, _):
         row = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks/deep").json()
