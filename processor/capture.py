@@ -26,12 +26,14 @@ fatal error of the processor itself).
 A FAST tool that replaces ``sys.stdout`` or ``sys.stderr`` (silencing a library the
 quick way) and leaves them so would swallow every later FAST tool's output, and one
 that closes descriptors 0 to 2 (as daemonising code does) would leave the processor's
-own log dark, as would one that turns ``logging`` off: when the last job running ends,
-the streams :func:`install` put in place are put back (with a warning naming that job),
-and so are the descriptors and the log's settings (:func:`processor.logs.repair`).
+own log dark, as would one that turns ``logging`` off; one that calls ``os.chdir`` or
+``os.umask`` would move every later FAST job: when the last job running ends, the
+streams :func:`install` put in place are put back (with a warning naming that job),
+and so are the descriptors, the log's settings (:func:`processor.logs.repair`), the
+working directory and the umask.
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments,
-a lock and three ``dup2`` per job; no thread.
+a lock and five syscalls (``dup2``, ``umask``, ``fchdir``) per job; no thread.
 """
 
 from __future__ import annotations
@@ -57,16 +59,18 @@ keeps no more of a line than this anyway."""
 
 
 class _Streams:
-    """The streams :func:`install` put in place, copies of descriptors 0 to 2 as they
-    were then, and how many jobs run: a tool's replacement is undone only once no job
-    runs, so one that redirects its output for a while (``contextlib.redirect_stdout``)
-    keeps it while it runs."""
+    """The streams :func:`install` put in place, copies of descriptors 0 to 2, the
+    working directory and umask as they were then, and how many jobs run: a tool's
+    change is undone only once no job runs, so one that redirects its output for a
+    while (``contextlib.redirect_stdout``) keeps it while it runs."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running = 0
         self.installed: tuple[Any, Any] | None = None
         self.fds: dict[int, int] = {}  # fd -> a copy of it (not inherited)
+        self.cwd: int | None = None  # the working directory, open
+        self.umask = 0o022
 
     def enter(self) -> None:
         with self.lock:
@@ -82,6 +86,10 @@ class _Streams:
                 with contextlib.suppress(OSError):
                     os.dup2(copy, fd)
             logs.repair()
+            os.umask(self.umask)
+            if self.cwd is not None:
+                with contextlib.suppress(OSError):
+                    os.fchdir(self.cwd)
             if sys.stdout is installed[0] and sys.stderr is installed[1]:
                 return
             sys.stdout, sys.stderr = installed
@@ -253,6 +261,10 @@ def install() -> tuple[TextIO, TextIO]:
     for fd in (0, 1, 2):
         with contextlib.suppress(OSError):
             _streams.fds[fd] = os.dup(fd)
+    with contextlib.suppress(OSError):
+        _streams.cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _streams.umask = os.umask(0o022)  # reading it means setting it
+    os.umask(_streams.umask)
     return saved
 
 
@@ -262,5 +274,8 @@ def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     for copy in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()
+    if _streams.cwd is not None:
+        os.close(_streams.cwd)
+        _streams.cwd = None
     end()
     sys.stdout, sys.stderr = saved

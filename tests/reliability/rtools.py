@@ -343,3 +343,8 @@ class Where(BaseTool):
         if params.umask is None:
             os.umask(mask)  # only looked
         return ToolResult.ok({"cwd": os.getcwd(), "umask": mask, "pid": os.getpid()})
+
+
+class WhereFast(Where):
+    name: ClassVar[str] = "r_where_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

@@ -258,3 +258,19 @@ def test_a_compute_tool_that_changes_directory_or_umask_does_not_move_later_jobs
     after = wait_record(spool_root, "after")["result"]
     assert after["pid"] == before["pid"]  # the same worker
     assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
+
+
+def test_a_fast_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """The same for FAST tools, which run in the processor itself."""
+    daemon()
+    drop(spool_root, "before", {"tool": "r_where_fast"})
+    before = wait_record(spool_root, "before")["result"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    drop(spool_root, "mover", {"tool": "r_where_fast",
+                               "params": {"chdir": str(elsewhere), "umask": 0o077}})
+    assert wait_record(spool_root, "mover")["result"]["cwd"] == str(elsewhere)
+    drop(spool_root, "after", {"tool": "r_where_fast"})
+    after = wait_record(spool_root, "after")["result"]
+    assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
