@@ -68,6 +68,23 @@ function fmtSpan(seconds) {
   return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
 }
 
+function runningSince(record) {
+  return record.started_at || (record.progress && record.progress.started_at) || null;
+}
+
+function fmtSince(since) {
+  // How long a running job has run, by this browser's clock (never below zero).
+  const started = Date.parse(since);
+  return Number.isNaN(started) ? "" : fmtDuration(Math.max(0, (Date.now() - started) / 1000));
+}
+
+function tickRunning() {
+  // Once a second: every running job's time so far, in the list and the task view.
+  for (const node of document.querySelectorAll("[data-since]")) {
+    node.textContent = fmtSince(node.dataset.since);
+  }
+}
+
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined) return "";
   if (seconds < 1) return `${(seconds * 1000).toFixed(0)} ms`;
@@ -197,7 +214,9 @@ function rowFor(record) {
   tr.appendChild(stateCell(record));
   tr.appendChild(progressCell(record.state === "running" ? record.progress : null));
   tr.appendChild(el("td", { class: "submitted" }, fmtTime(record.submitted_at)));
-  tr.appendChild(el("td", { class: "duration" }, fmtDuration(record.duration_s)));
+  const since = record.state === "running" ? runningSince(record) : null;
+  tr.appendChild(since ? el("td", { class: "duration", "data-since": since }, fmtSince(since))
+    : el("td", { class: "duration" }, fmtDuration(record.duration_s)));
   return tr;
 }
 
@@ -409,6 +428,11 @@ function renderFields(record) {
     if (value === undefined || value === null || value === "") continue;
     dl.appendChild(el("dt", {}, name));
     dl.appendChild(el("dd", { "data-field": name }, value));
+    const since = name === "started" && record.state === "running" ? runningSince(record) : null;
+    if (since) {
+      dl.appendChild(el("dt", {}, "running for"));
+      dl.appendChild(el("dd", { "data-field": "running for", "data-since": since }, fmtSince(since)));
+    }
   }
 }
 
@@ -568,6 +592,7 @@ function start() {
   window.addEventListener("hashchange", route);
   connectEvents();
   setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
+  setInterval(tickRunning, 1000);
   route();
 }
 

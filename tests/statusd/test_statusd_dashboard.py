@@ -643,3 +643,28 @@ def test_a_processor_asked_to_stop_is_shown_stopping(server: ServerThread, spool
         assert "requeued" in (page.locator("#processor").get_attribute("title") or "")
     finally:
         owner.close()
+
+
+def test_a_running_job_shows_how_long_it_has_run(server: ServerThread, spool: Spool,
+                                                 page: sync_api.Page) -> None:
+    """A running row's duration was blank and the task view had only a start time:
+    watching a long backtest, the page never said how long it had been running."""
+    expect = sync_api.expect
+    submit(spool, "busy", tool="sleep")
+    running = claim(spool, "busy")
+    try:
+        report(spool, running, 0.1, "started")
+        page.goto(server.base + "/")
+        cell = _row(page, "busy", "running").locator("td.duration")
+        expect(cell).to_have_text(re.compile(r"^\d+ ms$|^\d+\.\d\d s$"))
+        first = cell.text_content()
+        expect(cell).not_to_have_text(first or "")  # it counts on
+        page.goto(server.base + "/#/tasks/busy")
+        field = page.locator("#task-fields dd[data-field='running for']")
+        expect(field).to_have_text(re.compile(r"^\d+\.\d\d s$"))
+        shown = field.text_content()
+        expect(field).not_to_have_text(shown or "")
+    finally:
+        finish(spool, running, {"slept": 1})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-fields dd[data-field='running for']")).to_have_count(0)
