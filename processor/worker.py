@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
+from processor import logs
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
 from processor.proctree import (
@@ -124,6 +125,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
         _restore_stdio(stdio)
         streams = _restore_streams(streams, strays)
         os.umask(umask)
+        logs.repair()  # a tool that turned logging off: the next job's lines still count
         if cwd is not None:
             with contextlib.suppress(OSError):  # a tool closed it: as it is
                 os.fchdir(cwd)

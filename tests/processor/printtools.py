@@ -170,3 +170,8 @@ class StrayThread(BaseTool):
 
         threading.Thread(target=chatter, daemon=True).start()
         return ToolResult.ok()
+
+
+class LoggingOffCompute(LoggingOff):
+    name: ClassVar[str] = "p_logging_off_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE

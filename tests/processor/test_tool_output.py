@@ -398,3 +398,17 @@ def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
               if e["logger"] == "spoolq.output" and e["msg"].startswith("stray")]
     assert len(strays) >= 10
     assert {(e.get("id"), e.get("tool")) for e in strays} == {("leaver", "p_stray_thread")}
+
+
+def test_a_compute_tool_that_turns_logging_off_leaves_later_jobs_logging(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """In a worker, logging turned off by one job silenced the log lines of every later
+    job of that worker."""
+    d = daemon(SPOOL_TOOLS="ptools,printtools", JOB_NUM="1")
+    drop(spool_root, "off", {"tool": "p_logging_off_compute"})
+    assert wait_record(spool_root, "off")["state"] == "done"
+    drop(spool_root, "logs", {"tool": "t_log"})
+    assert wait_record(spool_root, "logs")["state"] == "done"
+    assert d.stop() == 0
+    tool = {(e["level"], e["msg"]) for e in d.events() if e["logger"] == "ptools.t_log"}
+    assert tool == {("info", "tool info line"), ("warning", "tool warning line")}
