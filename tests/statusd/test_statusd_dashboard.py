@@ -668,3 +668,21 @@ def test_a_running_job_shows_how_long_it_has_run(server: ServerThread, spool: Sp
         finish(spool, running, {"slept": 1})
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-fields dd[data-field='running for']")).to_have_count(0)
+
+
+def test_the_list_reads_on_a_phone(server: ServerThread, spool: Spool,
+                                   page: sync_api.Page) -> None:
+    """At 420 pixels the id column shrank to one character a line: each row was 580
+    pixels tall, one job to a screen.  The table scrolls sideways within the page."""
+    expect = sync_api.expect
+    width = 420
+    page.set_viewport_size({"width": width, "height": 800})
+    for n in range(3):
+        run_job(spool, f"20261130T023331-87ef8174a7c{n}", tool="run_backtest")
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(3)
+    for n in range(3):
+        box = rows.nth(n).bounding_box()
+        assert box is not None and box["height"] < 120, box
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
