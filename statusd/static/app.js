@@ -3,9 +3,12 @@
  * Live updates come from two WebSockets: /api/v1/ws/events?progress=1 keeps
  * the list and the counts current; /api/v1/ws/tasks/{id} drives the open task
  * (snapshot, progress, transitions; the server closes it after the terminal
- * state).  The events socket is opened before the list is fetched, so nothing
+ * state; a retry or re-drop of the open task after that comes by the events
+ * socket).  The events socket is opened before the list is fetched, so nothing
  * that happens in between is missed; after a reconnect the list is fetched
- * again.  All text goes in through textContent: job fields are never HTML.
+ * again.  The list keeps its newest MAX_ROWS rows.  A fetch that fails is said
+ * on the page and tried again, not swallowed.  All text goes in through
+ * textContent: job fields are never HTML.
  */
 "use strict";
 
