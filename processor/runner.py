@@ -152,10 +152,19 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
                        retryable=bool(result.retryable))
     try:
-        encoded = orjson.dumps(result.value, option=RESULT_OPTS)
+        encoded = orjson.dumps(result.value, default=_numpy_view, option=RESULT_OPTS)
     except TypeError as exc:
         raise TypeError(f"the result is not JSON: {exc}") from None
     return Outcome(job_id, result_json=encoded)
+
+
+def _numpy_view(value: Any) -> Any:
+    """What orjson's numpy support refuses that is an array all the same: one that is a
+    view of another (a column ``a[:, 1]``, a step ``a[::2]``, a transpose), not
+    C-contiguous.  Anything else stays not JSON."""
+    if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
+        return value.tolist()
+    raise TypeError
 
 
 def _text_of(value: object, show: Callable[[object], str] = str) -> str:

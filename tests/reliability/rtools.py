@@ -225,6 +225,11 @@ def _misreport(case: str) -> ToolResult:
         raise _Unprintable()
     if case == "huge_message":
         raise ValueError("M" * 1_000_000)
+    if case == "numpy_views":  # no failure: numpy arrays that are views of another
+        import numpy as np  # noqa: PLC0415 - only this case needs it
+        table = np.arange(12).reshape(3, 4)
+        return ToolResult.ok({"column": table[:, 1], "every_other": table[0, ::2],
+                              "transposed": table.T, "whole": table})
     return ToolResult.ok(case)
 
 

@@ -274,3 +274,20 @@ def test_a_fast_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
     drop(spool_root, "after", {"tool": "r_where_fast"})
     after = wait_record(spool_root, "after")["result"]
     assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
+
+
+def test_numpy_arrays_that_are_views_are_results_like_any_array(spool_root: Path,
+                                                               daemon: StartDaemon) -> None:
+    """A result holding a column of a table (``a[:, 1]``), a slice with a step or a
+    transpose failed ``tool_error`` "numpy array is not C contiguous", where the whole
+    array was taken."""
+    daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        drop(spool_root, lane, {"tool": f"r_misreport_{lane}",
+                                "params": {"case": "numpy_views"}})
+        rec = wait_record(spool_root, lane)
+        assert rec["state"] == "done", rec.get("error")
+        assert rec["result"] == {
+            "column": [1, 5, 9], "every_other": [0, 2],
+            "transposed": [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]],
+            "whole": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]}
