@@ -154,7 +154,9 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     try:
         encoded = orjson.dumps(result.value, default=_numpy_view, option=RESULT_OPTS)
     except TypeError as exc:
-        raise TypeError(f"the result is not JSON: {exc}") from None
+        why = ("it is nested more than 254 levels deep" if str(exc) == "Recursion limit reached"
+               else str(exc))  # orjson's words read as a recursion in the tool's own code
+        raise TypeError(f"the result is not JSON: {why}") from None
     return Outcome(job_id, result_json=encoded)
 
 

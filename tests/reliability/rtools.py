@@ -225,6 +225,11 @@ def _misreport(case: str) -> ToolResult:
         raise _Unprintable()
     if case == "huge_message":
         raise ValueError("M" * 1_000_000)
+    if case == "too_deep":
+        nested: list[object] = []
+        for _ in range(300):
+            nested = [nested]
+        return ToolResult.ok(nested)
     if case == "numpy_views":  # no failure: numpy arrays that are views of another
         import numpy as np  # noqa: PLC0415 - only this case needs it
         table = np.arange(12).reshape(3, 4)

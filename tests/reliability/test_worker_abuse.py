@@ -291,3 +291,15 @@ def test_numpy_arrays_that_are_views_are_results_like_any_array(spool_root: Path
             "column": [1, 5, 9], "every_other": [0, 2],
             "transposed": [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]],
             "whole": [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]}
+
+
+def test_a_result_nested_too_deep_says_so(spool_root: Path, daemon: StartDaemon) -> None:
+    """It said "Recursion limit reached" (orjson's words), which reads as a recursion in
+    the tool's own code."""
+    daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        drop(spool_root, lane, {"tool": f"r_misreport_{lane}", "params": {"case": "too_deep"}})
+        error = wait_record(spool_root, lane)["error"]
+        assert (error["type"], error["message"]) == (
+            "tool_error", "TypeError: the result is not JSON: it is nested more than 254 "
+                          "levels deep")
