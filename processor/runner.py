@@ -118,6 +118,8 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR, "out of memory (MemoryError); see "
                           "SPOOL_WORKER_MEMORY_MB", _traceback(exc))
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
+        if os.getpid() != pid:  # in a child the tool forked (see below), the child's status
+            os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
                           f"the tool called exit ({_text_of(exc.code, repr)})", _traceback(exc))
     except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop

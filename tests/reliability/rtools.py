@@ -305,11 +305,18 @@ class ForkParams(BaseModel):
 
     child_first: bool = False
     """The child returns at once and the parent 0.5 s later (else the other way)."""
+    child_exits: int | None = None
+    """The child calls ``sys.exit`` with this, and the parent answers its status."""
 
 
 def _fork_and_both_return(params: ForkParams) -> ToolResult:
     """Forks and forgets ``os._exit`` in the child: both return from ``execute``."""
     pid = os.fork()
+    if pid == 0 and params.child_exits is not None:
+        sys.exit(params.child_exits)
+    if params.child_exits is not None:
+        return ToolResult.ok({"child": pid, "status": os.waitstatus_to_exitcode(
+            os.waitpid(pid, 0)[1])})
     if pid == 0:
         time.sleep(0 if params.child_first else 0.5)
         return ToolResult.error("the forked child's outcome")

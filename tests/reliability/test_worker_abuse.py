@@ -234,6 +234,11 @@ def test_a_forked_child_that_returns_from_the_tool_is_not_a_second_processor(
     time.sleep(0.7)  # the children would have written their records by now
     for job_id in ("fast-parent-first", "compute-child-first"):
         assert wait_record(spool_root, job_id)["state"] == "done"
+    for lane in ("fast", "compute"):  # a child that ends itself with sys.exit keeps its status
+        for status in (0, 3):
+            drop(spool_root, f"{lane}-exits-{status}", {
+                "tool": f"r_fork_both_return_{lane}", "params": {"child_exits": status}})
+            assert wait_record(spool_root, f"{lane}-exits-{status}")["result"]["status"] == status
     for n in range(4):
         drop(spool_root, f"after-{n}", {"tool": "r_pid"})
     for n in range(4):
