@@ -68,7 +68,9 @@ def _assert_all_gone(spool: Path) -> None:
 
 
 def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*DEMO, "--symbols", "400", "--bars", "2520", *_spool_in(tmp_path)],
+    # The interrupt comes once the processor runs a job (it used to come at the first
+    # "submitted", before or after the claim, with 400 symbols to make the jobs long).
+    proc = subprocess.Popen([*DEMO, "--symbols", "100", "--bars", "2520", *_spool_in(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []
@@ -76,6 +78,10 @@ def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
         lines.append(line)
         if line.startswith("submitted"):
             break
+    running = _spool_of("".join(lines)) / "running"
+    deadline = time.monotonic() + 30
+    while not os.listdir(running) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     out = "".join(lines) + rest
