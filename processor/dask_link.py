@@ -13,6 +13,7 @@ Reads nothing from the environment; the executor passes the address (from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -63,6 +64,24 @@ def require_distributed() -> Any:
     return distributed
 
 
+class _NoCancelledReconnect(logging.Filter):
+    """Drops distributed's ERROR line for a cancelled coroutine.
+
+    When the scheduler goes, the client starts reconnecting by itself; the
+    link drops that client and makes a new one, and closing it cancels the
+    reconnect, which ``distributed.utils.log_errors`` logs at ERROR with an
+    empty message.  The loss has its own ERROR line (``Dask scheduler lost``);
+    a cancellation is not an error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        return not (exc is not None and issubclass(exc, asyncio.CancelledError))
+
+
+_CLIENT_LOG_FILTER = _NoCancelledReconnect()
+
+
 class LinkLost(Exception):
     """The scheduler is gone, was replaced, or does not answer."""
 
@@ -87,6 +106,7 @@ class SchedulerLink:
     def __init__(self, address: str, topic: str, config: WorkerConfig,
                  on_event: Callable[[dict[str, Any]], None]) -> None:
         self._dd = require_distributed()
+        logging.getLogger("distributed.client").addFilter(_CLIENT_LOG_FILTER)  # added once
         from distributed.utils import LoopRunner  # noqa: PLC0415 - optional extra
 
         # One IO loop thread for every client this link makes.  A Client that makes its

@@ -264,6 +264,11 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
         assert wait_record(spool_root, "later", 20)["state"] == "done"
         assert d.stop() == 0
     assert len({line.split()[1] for line in _lines(keep)}) == 2, "one run per attempt"
+    # Ops read ERROR lines as alerts: the loss is one line that says what happened, not
+    # also distributed's empty one for the reconnect it gave up when its client closed.
+    errors = [(e["logger"], e["msg"]) for e in d.events() if e.get("level") == "error"]
+    assert errors == [("spoolq.dask", "Dask scheduler lost; jobs in flight fail "
+                       "worker_crashed; reconnecting")], errors
 
 
 def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: StartDaemon,
