@@ -45,7 +45,7 @@ from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
 from processor.registry import Registry
 from processor.relay import Relay
-from processor.runner import Context, Outcome, run_tool, validate_params
+from processor.runner import Context, Outcome, run_tool
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
@@ -100,20 +100,6 @@ class Run:
 
 _Queued = tuple[int, int, str, int, Candidate]
 """(-priority, submitted_ns, id, seq, candidate): compared in C, never up to the candidate."""
-
-
-def _params_refusal(tool: type[BaseTool], params: dict[str, Any]) -> JobError | None:
-    """Why ``params`` are invalid for ``tool``, if they are.  None too when the tool's own
-    validator raised something pydantic passes on (RuntimeError, SystemExit): raised on
-    the loop it ended the processor; the run reports it as ``tool_error`` with its
-    traceback instead, as a FAST run does."""
-    try:
-        validate_params(tool, params)
-    except JobError as exc:
-        return exc
-    except BaseException:  # the tool's fault, reported by its run
-        return None
-    return None
 
 
 class Processor:
@@ -632,10 +618,9 @@ class Processor:
             # A copy: the record holds the job's params, and a tool may change its own.
             self.inline.append((run, tool, copy.deepcopy(job.params)))  # after this pass's flush
             return
-        refusal = _params_refusal(tool, job.params)  # bad params fail here, without a worker
-        if refusal is not None:
-            self._finish_error(run, refusal)
-            return
+        # Its params are checked by run_tool in the worker, as a FAST job's are in its
+        # thread: a Params validator is the tool's code, which may be slow (a file server,
+        # a database) or raise anything, and must not run on the loop.
         logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
         self.executor.submit(Task(cand.job_id, job.tool, job.params,
                                   run.deadline - run.started, str(self.data_dir),

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 
@@ -365,3 +365,27 @@ class Where(BaseTool):
 class WhereFast(Where):
     name: ClassVar[str] = "r_where_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class SlowCheckParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    release: str
+
+    @model_validator(mode="after")
+    def _wait(self) -> SlowCheckParams:
+        """A check that waits on something slow (a file server, a database): here until
+        ``release`` exists, 30 s at most."""
+        until = time.monotonic() + 30
+        while not os.path.exists(self.release) and time.monotonic() < until:
+            time.sleep(0.01)
+        return self
+
+
+class SlowCheck(BaseTool):
+    name: ClassVar[str] = "r_slow_check"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = SlowCheckParams
+
+    def execute(self, params: SlowCheckParams, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok()

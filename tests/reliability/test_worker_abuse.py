@@ -308,3 +308,22 @@ def test_a_result_nested_too_deep_says_so(spool_root: Path, daemon: StartDaemon)
         assert (error["type"], error["message"]) == (
             "tool_error", "TypeError: the result is not JSON: it is nested more than 254 "
                           "levels deep")
+
+
+def test_a_slow_params_check_of_a_compute_tool_stalls_nothing_else(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A COMPUTE job's params were checked on the processor's loop before it started: a
+    tool's validator that waited on something slow stopped every FAST job and every
+    claim meanwhile (a 5 s check: a FAST echo took 4.7 s), and ran twice."""
+    daemon()
+    release = tmp_path / "release"
+    drop(spool_root, "slow", {"tool": "r_slow_check", "params": {"release": str(release)}})
+    wait_for((spool_root / "running" / "slow.json").exists, what="the slow job claimed")
+    drop(spool_root, "quick", {"tool": "r_fast"})
+    assert wait_record(spool_root, "quick", 10)["state"] == "done"
+    assert not release.exists()  # the check still waits
+    release.touch()
+    assert wait_record(spool_root, "slow")["state"] == "done"
+    drop(spool_root, "bad", {"tool": "r_slow_check", "params": {}})
+    error = wait_record(spool_root, "bad")["error"]
+    assert (error["type"], error["message"]) == ("invalid_params", "release: Field required")
