@@ -46,7 +46,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from processor.dask_link import LinkLost, Probe, SchedulerLink, scheduler_address
+from processor.dask_link import TOPIC_PREFIX, LinkLost, Probe, SchedulerLink, scheduler_address
 from processor.executor import Sink, Task, WorkerConfig
 from processor.runner import Outcome
 from spool.errors import ErrorType
@@ -87,7 +87,7 @@ class DaskExecutor:
         self._token = uuid.uuid4().hex[:12]
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.link = SchedulerLink(
-            scheduler_address(settings.executor), f"spoolq-{self._token}",
+            scheduler_address(settings.executor), f"{TOPIC_PREFIX}{self._token}",
             WorkerConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
                         settings.worker_max_jobs, settings.log_level),
             lambda message: self._events.put(("task", message)))

@@ -39,6 +39,8 @@ FETCH_TIMEOUT_S = 600.0
 FETCH_THREADS = 2
 WARN_EVERY_S = 60.0
 CALL_THREADS = 4
+TOPIC_PREFIX = "spoolq-"
+"""Every processor's event topic is named this and a token of its own."""
 
 
 def scheduler_address(executor: str) -> str:
@@ -155,7 +157,8 @@ class SchedulerLink:
         return probe
 
     def _prepare(self, client: Any) -> None:
-        """Warn when the scheduler may re-run a lost worker's task."""
+        """Warn when the scheduler may re-run a lost worker's task, and drop the event
+        topics of processors that are gone."""
         with contextlib.suppress(Exception):
             allowed = client.run_on_scheduler(lambda dask_scheduler:
                                               dask_scheduler.allowed_failures)
@@ -164,6 +167,12 @@ class SchedulerLink:
                             "(distributed.scheduler.allowed-failures is not 0); spoolq "
                             "cancels and kills such re-runs, 0 rules them out",
                             extra={"fields": {"allowed_failures": allowed}})
+        with contextlib.suppress(Exception):
+            forgotten = client.run_on_scheduler(_forget_gone_topics(TOPIC_PREFIX, self.topic),
+                                                callback_timeout=RPC_TIMEOUT_S)
+            if forgotten:
+                log.info("dropped the Dask event topics of processors that are gone",
+                         extra={"fields": {"topics": forgotten}})
 
     def warm(self, workers: list[str]) -> None:
         """Start idle children on these workers, in the background."""
@@ -269,6 +278,33 @@ class SchedulerLink:
         client = self.client
         if client is not None and future is not None:
             self._calls.submit(_quiet, functools.partial(client.cancel, [future], force=True))
+
+
+def _forget_gone_topics(prefix: str, own: str) -> Callable[[Any], int]:
+    """A function for ``Client.run_on_scheduler`` that deletes the topics named
+    ``prefix...`` (but ``own``) none of whose subscribers is still connected; how many.
+
+    The scheduler keeps the last 1,000 events of every topic for good
+    (``distributed.admin.low-level-log-length``) and has no public call to drop one,
+    so a long-lived scheduler grew by up to 1 MB at every processor start.  Made here
+    as a closure so that it travels by value: the scheduler need not import spoolq.
+    Only the broker's private table can be cleared; on a distributed without one
+    this does nothing.
+    """
+
+    def forget(dask_scheduler: Any) -> int:
+        topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
+        if not isinstance(topics, dict):
+            return 0
+        live = set(dask_scheduler.clients)
+        gone = [name for name, topic in topics.items()
+                if isinstance(name, str) and name.startswith(prefix) and name != own
+                and not set(getattr(topic, "subscribers", ())) & live]
+        for name in gone:
+            del topics[name]
+        return len(gone)
+
+    return forget
 
 
 def _quiet(call: Callable[[], Any] | None) -> None:

@@ -146,6 +146,32 @@ def test_slots_follow_job_num_and_the_cluster(run_executor: Any) -> None:
     assert wide.free_slots() == 2, "no more jobs in flight than the cluster has threads"
 
 
+def _topics(dask_client: Any) -> dict[str, int]:
+    """The scheduler's event topics of spoolq processors, with how many events each holds."""
+    return dict(dask_client.run_on_scheduler(lambda dask_scheduler: {
+        name: len(topic.events) for name, topic in dask_scheduler._broker._topics.items()
+        if name.startswith("spoolq-")}))
+
+
+def test_a_gone_processors_event_topic_is_forgotten(run_executor: Any, dask_client: Any
+                                                    ) -> None:
+    # The scheduler keeps the last 1,000 events of every topic for good: without this, a
+    # processor restarted many times (systemd) grew a long-lived scheduler by up to 1 MB
+    # per start. A processor that connects drops the topics of processors that are gone.
+    first, sink = run_executor()
+    first.submit(_task("talks", "d_progress", steps=5))
+    assert sink.wait("talks").ok
+    old = first.link.topic
+    assert _topics(dask_client).get(old, 0) >= 1
+    first.shutdown()
+    second, _ = run_executor()
+    deadline = time.monotonic() + 10
+    while old in _topics(dask_client):
+        assert time.monotonic() < deadline, f"{old} kept: {_topics(dask_client)}"
+        time.sleep(0.05)
+    assert second.link.topic in _topics(dask_client), "a live processor's topic is kept"
+
+
 def test_done_tool_error_and_a_child_that_exits(run_executor: Any, tmp_path: Path) -> None:
     executor, sink = run_executor()
     executor.submit(_task("ok", "d_heartbeat", path=str(tmp_path / "ok.beats")))
