@@ -17,6 +17,7 @@ const TASK_GONE = 1008;   // the close code of a task stream whose task left the
 const PAGE_SIZE = 50;
 const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
+const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
 const ui = {
   filter: { state: "", tool: "" },
@@ -412,6 +413,18 @@ function shortResult(result) {
   ), 2);
 }
 
+function showText(box, text, id) {
+  // A result of megabytes printed whole froze the page for half a minute (the layout of
+  // one huge text node): its start is printed, and the whole record is a link away.
+  const cut = box.querySelector(".cut");
+  cut.hidden = text.length <= MAX_SHOWN_CHARS;
+  box.querySelector("pre").textContent = cut.hidden ? text : `${text.slice(0, MAX_SHOWN_CHARS)}…`;
+  if (cut.hidden) return;
+  const whole = el("a", { href: `/api/v1/tasks/${encodeURIComponent(id)}` }, "the whole record");
+  cut.replaceChildren(`the first ${MAX_SHOWN_CHARS.toLocaleString("en")} of `
+    + `${text.length.toLocaleString("en")} characters; `, whole, " (JSON)");
+}
+
 function renderFields(record) {
   const dl = $("task-fields");
   dl.replaceChildren();
@@ -476,7 +489,7 @@ async function renderRecord(record) {
   }
   const hasResult = record.state === "done" && record.result !== undefined;
   $("task-result").hidden = !hasResult;
-  if (hasResult) $("task-result").querySelector("pre").textContent = shown(shortResult(record.result));
+  if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
   const curves = hasResult ? equityCurves(record.result) : [];
   $("task-chart").hidden = !drawEquity($("equity"), curves);
   const job = { tool: record.tool, params: record.params, meta: record.meta };

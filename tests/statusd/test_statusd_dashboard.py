@@ -686,3 +686,27 @@ def test_the_list_reads_on_a_phone(server: ServerThread, spool: Spool,
         box = rows.nth(n).bounding_box()
         assert box is not None and box["height"] < 120, box
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_a_huge_result_is_cut_with_a_link_to_the_whole_record(server: ServerThread,
+                                                              spool: Spool,
+                                                              page: sync_api.Page) -> None:
+    """A 20 MB result (400,000 bars of get_kline) was printed whole: the task view took
+    26 s to open and 32 s to leave, the page frozen.  The page prints the start of it
+    and links the whole record."""
+    expect = sync_api.expect
+    bars = [[f"2020-01-01T00:00:{n % 60:02d}", 1.0 + n, 2.0, 3.0, 4.0, n] for n in range(40_000)]
+    run_job(spool, "many-bars", {"bars": bars}, tool="get_kline")
+    page.goto(server.base + "/#/tasks/many-bars")
+    expect(page.locator("#task-state")).to_have_text("done")
+    pre = page.locator("#task-result pre")
+    expect(pre).to_contain_text('"bars": [')
+    assert pre.evaluate("e => e.textContent.length") <= 100_001
+    link = page.locator("#task-result .cut a")
+    expect(link).to_be_visible()
+    assert link.get_attribute("href") == "/api/v1/tasks/many-bars"
+    expect(page.locator("#task-result .cut")).to_contain_text("100,000 of")
+    run_job(spool, "small", {"x": 1}, tool="echo")
+    page.goto(server.base + "/#/tasks/small")
+    expect(page.locator("#task-result pre")).to_contain_text('"x": 1')
+    expect(page.locator("#task-result .cut")).to_be_hidden()
