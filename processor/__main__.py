@@ -10,6 +10,7 @@ error (one line on stderr), 1 on anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from processor import capture
 from processor.daemon import Processor
 from processor.executor import ComputeExecutor
 from processor.logs import setup_logging
@@ -82,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             "spool_dir": settings.spool_dir.absolute(),
             "data_dir_override": settings.data_dir_override and
             settings.data_dir_override.absolute()})
-        registry = load_registry(settings.tool_modules)
         if args.command == "tools":
+            # What a tool module prints as it is imported is not the catalogue.
+            with contextlib.redirect_stdout(sys.stderr):
+                registry = load_registry(settings.tool_modules)
             print_tools(registry, args.json)
             return 0
         for name in _SINGLE_THREADED_MATH:  # JOB_NUM workers, one core each
@@ -92,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
         setup_logging(settings.log_level, unbuffered(2))
         stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
+        # What tool modules print or warn as they are imported: JSON lines, like the rest.
+        saved = capture.install()
+        try:
+            registry = load_registry(settings.tool_modules)
+        finally:
+            capture.uninstall(saved)
         executor = make_executor(settings)
         notifier = SystemdNotifier.from_env(os.environ)
         return Processor(settings, registry, executor, notifier=notifier).run()

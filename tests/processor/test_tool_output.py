@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -412,3 +413,36 @@ def test_a_compute_tool_that_turns_logging_off_leaves_later_jobs_logging(
     assert d.stop() == 0
     tool = {(e["level"], e["msg"]) for e in d.events() if e["logger"] == "ptools.t_log"}
     assert tool == {("info", "tool info line"), ("warning", "tool warning line")}
+
+
+CHATTY_MODULE = '''
+import warnings
+from processor.tools import BaseTool, ToolResult
+print("chatty_tools: loading the model ...")
+warnings.warn("chatty_tools: a warning at import", UserWarning, stacklevel=1)
+class Chatty(BaseTool):
+    name = "chatty_import"
+    def execute(self, params, ctx):
+        return ToolResult.ok("c")
+'''
+
+
+def test_a_tool_module_that_prints_as_it_is_imported(spool_root: Path, daemon: StartDaemon,
+                                                     tmp_path: Path) -> None:
+    """A tool module's print (and warning) at import: ``spool-processor tools --json``
+    printed it before the catalogue, so its output was not JSON; the daemon put it in its
+    log as plain text among the JSON lines."""
+    (tmp_path / "chatty_tools.py").write_text(CHATTY_MODULE)
+    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "chatty_tools",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
+                          capture_output=True, check=True)
+    assert "chatty_import" in {t["name"] for t in orjson.loads(done.stdout)}
+    assert b"loading the model" in done.stderr
+    d = daemon(tools="chatty_tools", tools_dir=tmp_path)
+    drop(spool_root, "job", {"tool": "chatty_import"})
+    assert wait_record(spool_root, "job")["state"] == "done"
+    assert d.stop() == 0
+    job_output(d, "job", "chatty_import")  # every line of the log is a JSON line
+    assert {"chatty_tools: loading the model ...", "chatty_tools: a warning at import"} <= {
+        e["msg"].split("\n")[0].split(": UserWarning: ")[-1] for e in d.events()}
