@@ -494,6 +494,7 @@ async function renderRecord(record) {
   $("task-chart").hidden = !drawEquity($("equity"), curves);
   const job = { tool: record.tool, params: record.params, meta: record.meta };
   $("task-params").querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
+  $("task-params").hidden = false;
 }
 
 function taskMoved(record) {
@@ -543,12 +544,22 @@ function watchTask(id) {
   };
 }
 
+function clearTask() {
+  // Nothing of the task viewed before stays under a new id (a "not found" over its result).
+  $("task-state").className = "state";
+  $("task-fields").replaceChildren();
+  for (const box of ["task-progress", "task-error", "task-chart", "task-result", "task-params"]) {
+    $(box).hidden = true;
+  }
+}
+
 async function openTask(id) {
   ui.taskId = id;
   $("list-view").hidden = true;
   $("task-view").hidden = false;
   $("task-id").textContent = id;
   $("task-state").textContent = "";
+  clearTask();
   try {
     await renderRecord(await getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`));
   } catch (err) {

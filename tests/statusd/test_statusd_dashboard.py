@@ -710,3 +710,20 @@ def test_a_huge_result_is_cut_with_a_link_to_the_whole_record(server: ServerThre
     page.goto(server.base + "/#/tasks/small")
     expect(page.locator("#task-result pre")).to_contain_text('"x": 1')
     expect(page.locator("#task-result .cut")).to_be_hidden()
+
+
+def test_a_task_link_shows_nothing_of_the_task_viewed_before(server: ServerThread,
+                                                             spool: Spool,
+                                                             page: sync_api.Page) -> None:
+    """From a backtest's view to a link of an unknown id: the page said "not found"
+    over the backtest's fields, equity curve and result (and, while a task loaded, showed
+    the one before under its id)."""
+    expect = sync_api.expect
+    run_job(spool, "bt-1", equity_result(("AAA",), bars=50), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-1")
+    expect(page.locator("#equity svg path.equity")).to_have_count(1)
+    page.evaluate("location.hash = '#/tasks/no-such-task'")
+    expect(page.locator("#task-state")).to_have_text("not found")
+    expect(page.locator("#task-fields dd")).to_have_count(0)
+    for box in ("#task-chart", "#task-result", "#task-error", "#task-progress", "#task-params"):
+        expect(page.locator(box)).to_be_hidden()
