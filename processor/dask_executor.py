@@ -61,6 +61,8 @@ REFRESH_S = 1.0
 HEALTH_S = 0.2
 BACKSTOP_S = 10.0
 KILL_GRACE_S = 5.0
+RESUBMITS = 3
+"""How many times a job whose Dask worker died before it started is submitted again."""
 
 
 @dataclass(slots=True)
@@ -75,6 +77,7 @@ class _Flight:
     kill_reason: str | None = None
     kill_deadline: float = 0.0
     fetching: bool = False  # finished; its result is on its way (no timeout applies)
+    resubmits: int = 0  # submitted again: its worker died before it started
 
 
 class DaskExecutor:
@@ -142,11 +145,18 @@ class DaskExecutor:
             return len(self._flights)
 
     def submit(self, task: Task) -> None:
-        key = f"spoolq-{task.job_id}-{task.attempt}-{self._token}-{uuid.uuid4().hex[:6]}"
-        flight = _Flight(task, key)
+        flight = _Flight(task, self._new_key(task))
         with self._lock:
             self._flights[task.job_id] = flight
-            self._keys[key] = task.job_id
+            self._keys[flight.key] = task.job_id
+        self._send(flight)
+
+    def _new_key(self, task: Task) -> str:
+        return f"spoolq-{task.job_id}-{task.attempt}-{self._token}-{uuid.uuid4().hex[:6]}"
+
+    def _send(self, flight: _Flight) -> None:
+        key, task = flight.key, flight.task
+        with self._lock:
             connected = self._connected
         try:
             if not connected:
@@ -285,12 +295,39 @@ class DaskExecutor:
                 self.link.fetch(future, lambda got: self._events.put(("fetched", key, got)))
             return
         if status == "error":
+            if self._never_started(flight, future):
+                self._resubmit(flight)
+                return
             outcome = _crashed(flight.task, self.link.failure(future))
         elif not self.link.alive():
             outcome = _crashed(flight.task, "lost the connection to the Dask scheduler")
         else:
             outcome = _crashed(flight.task, f"the Dask task was {status} on the cluster")
         self._finish(flight, outcome)
+
+    def _never_started(self, flight: _Flight, future: Any) -> bool:
+        """Its Dask worker died while the task waited there for a thread (a cluster
+        shared with other processors): the job never ran, so no attempt is spent.
+
+        Its start is announced before the job gets a process, and that event reaches
+        the processor before the task's failure, so no ``started`` means the job did
+        not run (but for the few ms before the worker's batched send, if it died then).
+        """
+        return (flight.worker is None and flight.kill_reason is None
+                and flight.resubmits < RESUBMITS and self.link.killed_worker(future))
+
+    def _resubmit(self, flight: _Flight) -> None:
+        job_id = flight.task.job_id
+        with self._lock:
+            if self._flights.get(job_id) is not flight:
+                return
+            self._keys.pop(flight.key, None)
+            flight.key, flight.future = self._new_key(flight.task), None
+            flight.resubmits += 1
+            self._keys[flight.key] = job_id
+        log.info("the Dask worker holding a job died before the job started; submitted "
+                 "again", extra={"fields": {"id": job_id, "resubmits": flight.resubmits}})
+        self._send(flight)
 
     def _on_fetched(self, key: str, got: Outcome | Exception) -> None:
         flight = self._flight_by_key(key)

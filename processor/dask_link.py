@@ -262,6 +262,15 @@ class SchedulerLink:
             return f"the Dask worker running the job died ({exc})"
         return f"the Dask task failed: {type(exc).__name__}: {exc}"
 
+    @staticmethod
+    def killed_worker(future: Any) -> bool:
+        """The erred task failed because its worker died (``KilledWorker``)."""
+        try:
+            exc = future.exception(timeout=RPC_TIMEOUT_S)
+        except Exception:
+            return False
+        return type(exc).__name__ == "KilledWorker"
+
     def kill(self, worker: str | None, keys: list[str], reason: str, *,
              client: Any = None) -> Future[Any]:
         """Kill the children running ``keys`` on ``worker`` (all workers when None)."""

@@ -360,6 +360,38 @@ def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
     assert len(second_sink.outcomes["waits"]) == 1
 
 
+def test_a_job_queued_on_a_worker_that_dies_runs_elsewhere(
+        run_executor: Any, dask_client: Any, tmp_path: Path) -> None:
+    # On a shared cluster a job can wait on a worker for its thread. That worker dying
+    # failed it KilledWorker (worker_crashed, an attempt spent) though it never ran: it
+    # is submitted again, and runs once.
+    first, first_sink = run_executor()
+    second, second_sink = run_executor()
+    beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
+    for name in ("a", "b"):
+        first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
+    _wait_beats(beats["a"])
+    _wait_beats(beats["b"])
+    second.submit(_task("waits", "d_heartbeat", path=str(beats["waits"])))
+    deadline = time.monotonic() + 10
+    while not (worker := next((addr for addr, keys in dask_client.processing().items()
+                               if any("waits" in str(k) for k in keys)), None)):
+        assert time.monotonic() < deadline, "the job never reached a worker"
+        time.sleep(0.05)
+    os.kill(dask_client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+    try:
+        outcome = second_sink.wait("waits", 30)
+        assert outcome.ok, outcome
+        assert len(beats["waits"].read_text().splitlines()) == 1
+        assert len(second_sink.outcomes["waits"]) == 1
+        ran_there = first_sink.wait("a" if "a" in first_sink.outcomes else "b", 1)
+        assert ran_there.error_type is ErrorType.WORKER_CRASHED, "that one did run"
+    finally:
+        for name in ("a", "b"):
+            first.kill(name, ErrorType.CANCELLED.value)
+        dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it
+
+
 def _slow_take(delay_s: float) -> None:
     """On a Dask worker (``Client.run``): finding a child takes ``delay_s`` longer."""
     from processor import dask_task  # noqa: PLC0415
