@@ -39,7 +39,7 @@ from spool.errors import NotFoundError
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.lease import is_locked, open_nofollow
-from spool.models import Job, OwnerStatus, Progress, Record
+from spool.models import MAX_NESTING, Job, OwnerStatus, Progress, Record, nested_too_deep
 from spool.states import ACTIVE, TERMINAL, JobState
 from spool.transitions import read_fd
 
@@ -238,7 +238,7 @@ class SpoolReader:
     def _active_record(self, entry: Entry, data: bytes) -> Record:
         try:
             obj = orjson.loads(data)
-            fields = obj if isinstance(obj, dict) else {}
+            fields = obj if isinstance(obj, dict) and not too_deep(data, obj) else {}
             record = Record.model_validate({**fields, "id": entry.job_id, "state": entry.state})
         except (ValueError, ValidationError):
             record = Record(id=entry.job_id, state=entry.state)
@@ -364,7 +364,11 @@ def terminal_record(entry: Entry, data: bytes) -> Record:
     """The record a ``done/`` or ``failed/`` file holds, or one marked ``unreadable``."""
     where = f"{entry.state.value}/{entry.job_id}{JOB_SUFFIX}"
     try:
-        record = Record.model_validate(orjson.loads(data))
+        obj = orjson.loads(data)
+        if too_deep(data, obj):
+            return unreadable_record(entry, f"{where} is nested more than {MAX_NESTING} "
+                                     "levels deep")
+        record = Record.model_validate(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "record"
@@ -376,6 +380,13 @@ def terminal_record(entry: Entry, data: bytes) -> Record:
         return unreadable_record(entry, f"{where} holds the record of {record.id} "
                                  f"({record.state.value}), not of this job")
     return record
+
+
+def too_deep(data: bytes, obj: Any) -> bool:
+    """``obj`` (parsed from ``data`` by orjson) nests deeper than the spool writes: orjson
+    reads 1,024 levels but writes 254, so a reader could not encode it.  Counting brackets
+    first spares the check for all but files with that many of them."""
+    return data.count(b"[") + data.count(b"{") > MAX_NESTING and nested_too_deep(obj)
 
 
 def unreadable_record(entry: Entry, reason: str) -> Record:

@@ -136,3 +136,31 @@ def test_odd_timestamps_in_records_and_progress_are_no_crash(env: dict[str, str]
                          spoolq(env, "wait", job_id, "--timeout", "5")):
                 assert proc.returncode == 1, (proc.args, proc.stderr)
                 assert f"{field}:" in _error_line(proc, job_id)
+
+
+DEEP = b'{"tool": "echo", "params": {"x": ' + b"[" * 500 + b"]" * 500 + b"}}"
+DEEP_RECORD = (b'{"id": "deep-done", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", '
+               b'"result": ' + b"[" * 500 + b"]" * 500 + b"}")
+
+
+def test_files_nested_past_what_orjson_writes_are_no_crash(env: dict[str, str],
+                                                            root: Path) -> None:
+    """orjson reads 1,024 levels but writes 254: a drop nested 500 deep (which intake
+    quarantines, and which waits in pending/ while its id runs), the same in running/, and
+    such a record made ls, show and wait "a bug in spoolq" (TypeError)."""
+    layout = Layout(root)
+    layout.job(JobState.PENDING, "deep-pending").write_bytes(DEEP)
+    layout.job(JobState.RUNNING, "deep-running").write_bytes(DEEP)
+    layout.job(JobState.DONE, "deep-done").write_bytes(DEEP_RECORD)
+    listed = spoolq(env, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    tasks = {t["id"]: t for t in orjson.loads(listed.stdout)["tasks"]}
+    assert tasks["deep-pending"]["state"] == "pending" and tasks["deep-pending"]["params"] == {}
+    assert tasks["deep-running"]["state"] == "running" and "result" not in tasks["deep-done"]
+    assert "nested more than" in tasks["deep-done"]["unreadable"]
+    for job_id in ("deep-pending", "deep-running"):
+        shown = spoolq(env, "show", job_id)
+        assert shown.returncode == 0, shown.stderr
+    for proc in (spoolq(env, "show", "deep-done"), spoolq(env, "wait", "deep-done")):
+        assert proc.returncode == 1, (proc.args, proc.stderr)
+        assert "nested more than" in _error_line(proc, "deep-done")

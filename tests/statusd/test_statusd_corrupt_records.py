@@ -54,3 +54,22 @@ def test_rest_and_ws_mark_unreadable_records(spool: Spool) -> None:
         _check(log.messages[0]["record"], "truncated", JobState.DONE)
     finally:
         srv.stop()
+
+
+def test_a_drop_nested_past_what_orjson_writes_does_not_stop_statusd(spool: Spool) -> None:
+    """A pending file nested 500 deep (orjson reads it, cannot write it back): statusd
+    could not start ("TypeError: Recursion limit reached"), and while it ran, every
+    index update that met the file failed.  Anyone who may drop a job could do it."""
+    deep = b'{"tool": "echo", "params": {"x": ' + b"[" * 500 + b"]" * 500 + b"}}"
+    spool.layout.job(JobState.PENDING, "deep").write_bytes(deep)
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    try:
+        spool.layout.job(JobState.RUNNING, "deep-later").write_bytes(deep)
+        run_job(spool, "fine", {"message": "ok"})
+        wait_for(lambda: request(srv.base, "GET", "/api/v1/tasks/fine").status == 200,
+                 what="a job done after the deep files indexed")
+        tasks = {t["id"]: t for t in request(srv.base, "GET", "/api/v1/tasks").json()["tasks"]}
+        assert tasks["deep"]["state"] == "pending" and tasks["deep"]["params"] == {}
+        assert tasks["deep-later"]["state"] == "running"
+    finally:
+        srv.stop()
