@@ -214,7 +214,8 @@ class Recovery:
         """``pending/<id>.json`` is this run's own requeue: the same job and submission,
         with no fewer attempts (a requeue changes only the attempts, the delay and the
         error; a newer drop has a submission time of its own)."""
-        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id))
+        # A drop over MAX_ACTIVE_BYTES is no job (intake quarantines it): never read whole.
+        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES)
         if data is None:
             return False
         try:

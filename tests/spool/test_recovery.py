@@ -215,6 +215,27 @@ def test_a_huge_running_file_is_abandoned_reading_no_more_than_a_job_can_be(
     assert listing(spool.layout.folder(R)) == []
 
 
+def test_a_huge_drop_of_an_orphans_id_is_not_read_whole(spool: Spool,
+                                                          holders: Holders) -> None:
+    """Recovery asks whether a pending drop of an orphan's id is that run's own requeue:
+    it read the drop whole, so a sparse 1 GiB one took the processor to 2.1 GB at start."""
+    submit(spool, "orphan", max_attempts=3)
+    holders.sigkill(holders.hold(ids=["orphan"]))
+    drop = spool.layout.job(P, "orphan")
+    drop.write_bytes(b'{"tool": "echo", "params": {"message": "')
+    os.truncate(drop, 512 << 20)
+    tracemalloc.start()
+    try:
+        report = Recovery(spool).scan()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
+    assert report.abandoned == ["orphan"]  # superseded by the drop, which intake judges
+    assert "superseded" in read_json(spool.layout.job(F, "orphan"))["error"]["message"]
+    assert drop.stat().st_size == 512 << 20
+
+
 def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
         spool: Spool, holders: Holders) -> None:
     """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
