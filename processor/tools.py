@@ -43,6 +43,8 @@ class ToolResult:
 
     @classmethod
     def error(cls, message: str, *, retryable: bool = False) -> ToolResult:
+        if message is None:  # would read as a success (error_message None): fail loudly
+            raise TypeError("ToolResult.error needs a message (a str), not None")
         return cls(error_message=message, retryable=retryable)
 
     @property

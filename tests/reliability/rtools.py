@@ -223,6 +223,8 @@ def _misreport(case: str) -> ToolResult:
         return ToolResult(error_message=404)  # type: ignore[arg-type]  # the point
     if case == "unprintable":
         raise _Unprintable()
+    if case == "error_none":
+        return ToolResult.error(None)  # type: ignore[arg-type]  # the point
     if case == "huge_message":
         raise ValueError("M" * 1_000_000)
     if case == "too_deep":

@@ -155,6 +155,12 @@ def test_a_tool_whose_failure_cannot_be_put_in_words(spool_root: Path,
         assert rec["error"]["type"] == "tool_error", rec["error"]
         assert rec["error"]["message"] == "_Unprintable: <_Unprintable whose str() raised>"
         assert "raise _Unprintable()" in rec["error"]["traceback"]
+    for lane in ("fast", "compute"):  # a failure without words was recorded as a success
+        drop(spool_root, f"{lane}-none", {"tool": f"r_misreport_{lane}",
+                                          "params": {"case": "error_none"}})
+        rec = wait_record(spool_root, f"{lane}-none")
+        assert rec["state"] == "failed" and rec["error"]["type"] == "tool_error", rec
+        assert "ToolResult.error needs a message" in rec["error"]["message"]
     drop(spool_root, "after", {"tool": "r_fast"})
     assert wait_record(spool_root, "after")["state"] == "done"
     assert proc.running()
