@@ -406,7 +406,8 @@ class Recovery:
         key = (st.st_ino, st.st_mtime_ns)
         if self._quarantine_records.get(name) == key:
             return False
-        data = read_regular(record)
+        # A failed record holds no result: one over MAX_ACTIVE_BYTES is no record of ours.
+        data = read_regular(record, MAX_ACTIVE_BYTES)
         if data is None:
             return False
         try:

@@ -236,6 +236,24 @@ def test_a_huge_drop_of_an_orphans_id_is_not_read_whole(spool: Spool,
     assert drop.stat().st_size == 512 << 20
 
 
+def test_a_huge_file_beside_an_original_is_not_read_whole(spool: Spool) -> None:
+    """Every scan asks whether failed/<id>.json beside failed/<id>.orig is a run's record:
+    it read the file whole, at every scan (SPOOL_SCAN_S), since one that is no record is
+    not remembered."""
+    spool.layout.original("q").write_bytes(b"{")
+    record = spool.layout.job(F, "q")
+    record.write_bytes(b'{"id": "q", "state": "failed", "error": {"type": "crashed", "m')
+    os.truncate(record, 512 << 20)
+    tracemalloc.start()
+    try:
+        Recovery(spool).scan()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
+    assert record.stat().st_size == 512 << 20 and spool.layout.original("q").exists()
+
+
 def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
         spool: Spool, holders: Holders) -> None:
     """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
