@@ -399,6 +399,10 @@ function connectEvents() {
   socket.onclose = () => {
     setLive(false);
     if (ui.events !== socket) return;
+    // Without live updates (statusd away, a proxy that passes no WebSocket) the list is
+    // fetched at each try to reconnect, and the counts: they show, and stay roughly current.
+    loadList().catch(() => {});
+    refreshStats().catch(() => {});
     setTimeout(connectEvents, ui.eventsDelay);
     ui.eventsDelay = Math.min(ui.eventsDelay * 2, 10000);
   };

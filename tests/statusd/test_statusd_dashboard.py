@@ -727,3 +727,17 @@ def test_a_task_link_shows_nothing_of_the_task_viewed_before(server: ServerThrea
     expect(page.locator("#task-fields dd")).to_have_count(0)
     for box in ("#task-chart", "#task-result", "#task-error", "#task-progress", "#task-params"):
         expect(page.locator(box)).to_be_hidden()
+
+
+def test_the_list_loads_without_websockets(server: ServerThread, spool: Spool,
+                                           page: sync_api.Page) -> None:
+    """Behind a proxy that passes no WebSocket upgrade the list was fetched only when
+    the events socket opened, so never: an empty table, no word, while the counts
+    said there were jobs."""
+    expect = sync_api.expect
+    run_job(spool, "listed", tool="echo")
+    page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close(code=1011))
+    page.goto(server.base + "/")
+    expect(page.locator("#count-done")).to_have_text("1")
+    expect(_row(page, "listed", "done")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("offline")
