@@ -57,6 +57,7 @@ PROGRESS_INTERVAL_S = 0.05
 # itself: well inside the Dask executor's backstop (processor.dask_executor.BACKSTOP_S).
 DEADMAN_GRACE_S = 2.0
 _LONGEST_WAIT_S = 86_400.0
+_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 
 def prepare_process(memory_mb: int) -> None:
@@ -126,6 +127,8 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
         streams = _restore_streams(streams, strays)
         os.umask(umask)
         logs.repair()  # a tool that turned logging off: the next job's lines still count
+        for timer in _TIMERS:  # signal.alarm left set would kill the next job with SIGALRM
+            signal.setitimer(timer, 0)
         if cwd is not None:
             with contextlib.suppress(OSError):  # a tool closed it: as it is
                 os.fchdir(cwd)

@@ -391,3 +391,18 @@ class SlowCheck(BaseTool):
 
     def execute(self, params: SlowCheckParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok()
+
+
+class LeaveTimers(BaseTool):
+    """Returns with its timers still set (``signal.alarm``, a profiling and a virtual
+    interval timer), as a tool that timed itself with them and returned early does."""
+
+    name: ClassVar[str] = "r_leave_timers"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        signal.alarm(1)
+        signal.setitimer(signal.ITIMER_PROF, 0.5)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0.5)
+        return ToolResult.ok()

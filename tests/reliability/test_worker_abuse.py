@@ -333,3 +333,18 @@ def test_a_slow_params_check_of_a_compute_tool_stalls_nothing_else(
     drop(spool_root, "bad", {"tool": "r_slow_check", "params": {}})
     error = wait_record(spool_root, "bad")["error"]
     assert (error["type"], error["message"]) == ("invalid_params", "release: Field required")
+
+
+def test_timers_a_tool_left_set_do_not_kill_the_next_job(spool_root: Path,
+                                                         daemon: StartDaemon,
+                                                         tmp_path: Path) -> None:
+    """A COMPUTE tool that returned with ``signal.alarm`` set killed the next job of its
+    worker a second later (``worker_crashed``, killed by SIGALRM), a job that had done
+    nothing wrong."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "timers", {"tool": "r_leave_timers"})
+    assert wait_record(spool_root, "timers")["state"] == "done"
+    drop(spool_root, "next", {"tool": "r_silent",
+                              "params": {"seconds": 2, "path": str(tmp_path / "pid")}})
+    rec = wait_record(spool_root, "next")
+    assert rec["state"] == "done", rec.get("error")
