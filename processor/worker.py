@@ -108,7 +108,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
     streams = (sys.stdout, sys.stderr)
     # A tool's os.chdir or os.umask would move every later job of this worker (where its
     # relative paths land, who may read what it writes): each job starts as the first.
-    cwd, umask = _cwd(), _umask()
+    cwd, umask, handlers = _cwd(), _umask(), _signal_handlers()
     deadman = Deadman()
     done = 0
     while True:
@@ -129,6 +129,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
         logs.repair()  # a tool that turned logging off: the next job's lines still count
         for timer in _TIMERS:  # signal.alarm left set would kill the next job with SIGALRM
             signal.setitimer(timer, 0)
+        _restore_signal_handlers(handlers)  # SIGCHLD ignored: the next job's children lost
         if cwd is not None:
             with contextlib.suppress(OSError):  # a tool closed it: as it is
                 os.fchdir(cwd)
@@ -256,6 +257,25 @@ def stdin_from_devnull() -> None:
     if devnull != 0:
         os.dup2(devnull, 0)  # inheritable, as fd 0 is
         os.close(devnull)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """Each standard signal's handler, as Python knows it (None: set outside Python);
+    the real-time ones, which tools leave alone, are not looked at after each job."""
+    handlers: dict[int, Any] = {}
+    for signum in signal.valid_signals():
+        if signum < signal.SIGRTMIN:
+            with contextlib.suppress(ValueError, OSError):
+                handlers[signum] = signal.getsignal(signum)
+    return handlers
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    """Put back the handlers a tool changed (a lookup each; a syscall only for those)."""
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)
 
 
 def _cwd() -> int | None:

@@ -406,3 +406,26 @@ class LeaveTimers(BaseTool):
         signal.setitimer(signal.ITIMER_PROF, 0.5)
         signal.setitimer(signal.ITIMER_VIRTUAL, 0.5)
         return ToolResult.ok()
+
+
+class IgnoreChildren(BaseTool):
+    """Sets SIGCHLD to SIG_IGN (children reaped by the kernel) and leaves it so."""
+
+    name: ClassVar[str] = "r_ignore_sigchld"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        return ToolResult.ok()
+
+
+class ChildStatus(BaseTool):
+    """Runs ``false`` and answers its exit status."""
+
+    name: ClassVar[str] = "r_child_status"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok(subprocess.run(["false"], check=False).returncode)

@@ -348,3 +348,17 @@ def test_timers_a_tool_left_set_do_not_kill_the_next_job(spool_root: Path,
                               "params": {"seconds": 2, "path": str(tmp_path / "pid")}})
     rec = wait_record(spool_root, "next")
     assert rec["state"] == "done", rec.get("error")
+
+
+def test_signal_handlers_a_tool_left_set_do_not_reach_the_next_job(spool_root: Path,
+                                                                   daemon: StartDaemon) -> None:
+    """A COMPUTE tool that set SIGCHLD to SIG_IGN left it so for every later job of its
+    worker: their children were reaped by the kernel, so ``subprocess.run(["false"])``
+    answered 0, a wrong result with no error."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "before", {"tool": "r_child_status"})
+    assert wait_record(spool_root, "before")["result"] == 1
+    drop(spool_root, "ignorer", {"tool": "r_ignore_sigchld"})
+    assert wait_record(spool_root, "ignorer")["state"] == "done"
+    drop(spool_root, "after", {"tool": "r_child_status"})
+    assert wait_record(spool_root, "after")["result"] == 1
