@@ -544,8 +544,19 @@ function watchTask(id) {
       renderProgress("", null);
       return;
     }
-    if (!terminal && ui.taskId === id) setTimeout(() => { if (ui.taskId === id) watchTask(id); }, 1000);
+    if (!terminal && ui.taskId === id) followOverRest(id);
   };
+}
+
+function followOverRest(id) {
+  // Until its stream is back (statusd away, a proxy that passes no WebSocket) the task
+  // is read over REST at each try to reconnect, so the view goes on following it.
+  const retry = () => { if (ui.taskId === id && !ui.taskSocket) watchTask(id); };
+  getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`).then((record) => {
+    if (ui.taskId !== id || ui.taskSocket) return;
+    renderRecord(record).catch(() => {});
+    if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
+  }).catch(() => setTimeout(retry, 1000));
 }
 
 function clearTask() {

@@ -741,3 +741,23 @@ def test_the_list_loads_without_websockets(server: ServerThread, spool: Spool,
     expect(page.locator("#count-done")).to_have_text("1")
     expect(_row(page, "listed", "done")).to_be_visible()
     expect(page.locator("#live")).to_have_text("offline")
+
+
+def test_the_task_view_follows_its_task_without_websockets(server: ServerThread,
+                                                           spool: Spool,
+                                                           page: sync_api.Page) -> None:
+    """Without WebSockets the task view showed the task as it was when opened: a
+    backtest at 0% for good, though it ran on and finished."""
+    expect = sync_api.expect
+    submit(spool, "slow", tool="sleep")
+    running = claim(spool, "slow")
+    try:
+        page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close(code=1011))
+        page.goto(server.base + "/#/tasks/slow")
+        expect(page.locator("#task-state")).to_have_text("running")
+        report(spool, running, 0.5, "half way")
+        expect(page.locator("#task-progress .text")).to_have_text("50% half way")
+    finally:
+        finish(spool, running, {"slept": 1})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
