@@ -163,7 +163,7 @@ def run_retry(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record = client.retry(args.id)
     except NotFoundError:
-        state = client.get(args.id).state  # NotFoundError again when it does not exist
+        state = client.peek(args.id).state  # NotFoundError again when it does not exist
         raise ConflictError(f"job {args.id} is {state.value}; only failed jobs can be "
                             "retried") from None
     show_record(record, args.json)

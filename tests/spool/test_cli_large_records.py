@@ -117,6 +117,17 @@ def test_json_writes_the_record_as_stored_in_bounded_memory(
     assert written.hexdigest() == digest, "the file's bytes, then a newline"
 
 
+@pytest.mark.parametrize("command", ["cancel", "retry"])
+def test_cancel_and_retry_of_a_large_done_record_refuse_in_bounded_memory(
+        env: dict[str, str], big: tuple[Path, str], tmp_path: Path, command: str) -> None:
+    """Both read the record only for its state, but read it whole: a 600 MiB one took
+    spoolq to 1.9 GB, and statusd's POST .../cancel from 1.1 to 2.9 GB."""
+    code, err, peak = _run(env, tmp_path / "out", command, "big")
+    assert code == 1 and "done" in err, err
+    assert peak < PEAK_MAX_BYTES, f"peak RSS {peak / MiB:.0f} MiB"
+    assert big[0].stat().st_size > RESULT_BYTES
+
+
 def test_a_large_record_cut_short_is_unreadable(env: dict[str, str], root: Path) -> None:
     path = Layout(root).job(JobState.DONE, "big")
     _write_large(path, PARSE_MAX_BYTES + MiB, end=b"")  # a disk full mid-write
