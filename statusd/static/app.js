@@ -6,9 +6,11 @@
  * state; a retry or re-drop of the open task after that comes by the events
  * socket).  The events socket is opened before the list is fetched, so nothing
  * that happens in between is missed; after a reconnect the list is fetched
- * again.  The list keeps its newest MAX_ROWS rows.  A fetch that fails is said
- * on the page and tried again, not swallowed.  All text goes in through
- * textContent: job fields are never HTML.
+ * again.  While a socket is down (statusd away, a proxy that passes no
+ * WebSocket) the list, the counts and the open task are read over REST at each
+ * try to reconnect.  The list keeps its newest MAX_ROWS rows.  A fetch that
+ * fails is said on the page and tried again, not swallowed.  All text goes in
+ * through textContent: job fields are never HTML.
  */
 "use strict";
 
