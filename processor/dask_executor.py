@@ -276,6 +276,14 @@ class DaskExecutor:
             flights = list(self._flights.values())
         log.error("Dask scheduler lost; jobs in flight fail worker_crashed; reconnecting",
                   extra={"fields": {"why": why, "in_flight": len(flights)}})
+        # Their runs stop when their workers lose the scheduler too, or when it drops this
+        # client's tasks. A scheduler that is frozen or cut off from this host only does
+        # neither for a while: the workers are told directly.
+        by_worker: dict[str, list[str]] = {}
+        for flight in flights:
+            if flight.worker is not None:
+                by_worker.setdefault(flight.worker, []).append(flight.key)
+        self.link.kill_direct(by_worker, "lost")
         for flight in flights:
             self._resolve(flight, self._kill_outcome(flight) or _crashed(flight.task, why))
         self.link.drop()

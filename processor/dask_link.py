@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -126,6 +127,8 @@ class SchedulerLink:
         # Results come off threads of their own: a large one may take minutes to arrive.
         self._fetches = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="dask-fetch")
         self._next_warning = 0.0
+        self._direct: list[Future[None]] = []  # kills sent straight to workers
+        self._direct_lock = threading.Lock()
 
     # -- connection -------------------------------------------------------------------
 
@@ -212,6 +215,8 @@ class SchedulerLink:
         if client is not None:
             waits = [self.kill(worker, keys, "shutdown", client=client)
                      for worker, keys in keys_by_worker.items()]
+            self.kill_direct({worker: keys for worker, keys in keys_by_worker.items()
+                              if worker is not None}, "shutdown")
             for call in waits:
                 with contextlib.suppress(Exception):
                     call.result(timeout=RPC_TIMEOUT_S)
@@ -219,6 +224,12 @@ class SchedulerLink:
                 with contextlib.suppress(Exception):
                     client.cancel(futures, force=True)
             _close_client(client)
+        deadline = time.monotonic() + RPC_TIMEOUT_S + 1
+        with self._direct_lock:
+            directs = list(self._direct)
+        for direct in directs:  # each is bounded; the loop must run until they end
+            with contextlib.suppress(Exception):
+                direct.result(timeout=max(0.0, deadline - time.monotonic()))
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._fetches.shutdown(wait=False, cancel_futures=True)
         self._loop.stop()
@@ -282,6 +293,21 @@ class SchedulerLink:
             client.run, kill_on_worker, keys, reason, workers=workers,
             callback_timeout=RPC_TIMEOUT_S) if client else None)
 
+    def kill_direct(self, keys_by_worker: dict[str, list[str]], reason: str) -> None:
+        """Kill the children running these keys, sent straight to their workers, not
+        through the scheduler, in the background.
+
+        For a scheduler that does not answer (frozen, or cut off from this host only):
+        the kills that go through it would leave those runs going until it answers
+        again or their timeouts, beside the retries of their jobs.
+        """
+        if not keys_by_worker:
+            return
+        sent = asyncio.run_coroutine_threadsafe(_kill_direct(keys_by_worker, reason),
+                                                self._loop.loop.asyncio_loop)
+        with self._direct_lock:
+            self._direct = [f for f in self._direct if not f.done()] + [sent]
+
     def cancel(self, future: Any) -> None:
         """Cancel a task (a running one notices and kills its child)."""
         client = self.client
@@ -314,6 +340,26 @@ def _forget_gone_topics(prefix: str, own: str) -> Callable[[Any], int]:
         return len(gone)
 
     return forget
+
+
+async def _kill_direct(keys_by_worker: dict[str, list[str]], reason: str) -> None:
+    """:func:`kill_on_worker` on each worker through its own ``run`` handler (what
+    ``Client.run`` has the scheduler call), not through the scheduler; at most
+    :data:`RPC_TIMEOUT_S` in all.  A worker this host cannot reach is left to the
+    scheduler's route."""
+    from distributed.core import rpc as untyped_rpc  # noqa: PLC0415 - optional extra
+    from distributed.protocol.pickle import dumps as untyped_dumps  # noqa: PLC0415
+
+    rpc, dumps = cast(Any, untyped_rpc), cast(Any, untyped_dumps)
+
+    async def one(address: str, keys: list[str]) -> None:
+        async with rpc(address, timeout=RPC_TIMEOUT_S) as worker:
+            await worker.run(function=dumps(kill_on_worker), args=dumps((keys, reason)),
+                             kwargs=dumps({}), wait=True)
+
+    await asyncio.wait_for(asyncio.gather(*(one(address, keys) for address, keys
+                                            in keys_by_worker.items()),
+                                          return_exceptions=True), RPC_TIMEOUT_S)
 
 
 def _quiet(call: Callable[[], Any] | None) -> None:

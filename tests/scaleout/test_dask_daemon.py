@@ -271,6 +271,27 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
                        "worker_crashed; reconnecting")], errors
 
 
+def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    # The scheduler stopped (SIGSTOP), its workers still up: the processor's kills went
+    # only through the scheduler, so the job ran on beside its requeued self until the
+    # scheduler answered again or its timeout. They now also go straight to the worker.
+    port = free_port()
+    beats = tmp_path / "frozen.beats"
+    with _cluster_process(port, n_workers=1) as cluster:
+        d = daemon(SPOOL_GRACE_S="0.5", **_dask_env(f"tcp://127.0.0.1:{port}"))
+        drop(spool_root, "frozen", {"tool": "d_heartbeat",
+                                    "params": {"path": str(beats), "seconds": 60}})
+        wait_for(lambda: len(_lines(beats)) >= 3, 30, "the job running")
+        os.kill(cluster.pid, signal.SIGSTOP)  # the scheduler runs in this process
+        try:
+            assert d.stop() == 0
+            assert locations(spool_root)["frozen"] == ["pending"], "requeued by the stop"
+            _assert_stopped_growing(beats)
+        finally:
+            os.kill(cluster.pid, signal.SIGCONT)
+
+
 def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: StartDaemon,
                                                   tmp_path: Path) -> None:
     """As docs/scaling.md says: JSON lines on the worker's stderr naming the job, what
