@@ -41,11 +41,9 @@ from spool.layout import Layout
 from spool.lease import is_locked, open_nofollow
 from spool.models import MAX_NESTING, Job, OwnerStatus, Progress, Record, nested_too_deep
 from spool.states import ACTIVE, TERMINAL, JobState
-from spool.transitions import read_fd
+from spool.transitions import MAX_ACTIVE_BYTES, read_fd
 
 MAX_PAGE = 1000
-MAX_ACTIVE_BYTES = 16 * 1024 * 1024
-"""A pending or running file larger than this is not a job (intake quarantines it)."""
 HEARTBEAT_STALE_S = 60.0
 """A processor whose heartbeat is older than this is not live, though it holds its lock
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""

@@ -38,9 +38,9 @@ from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
-from spool.reader import MAX_ACTIVE_BYTES, read_regular
+from spool.reader import read_regular
 from spool.states import JobState
-from spool.transitions import Claim, Spool, read_fd, record_from_job
+from spool.transitions import MAX_ACTIVE_BYTES, Claim, Spool, read_fd, record_from_job
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0

@@ -124,10 +124,12 @@ def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
             return b"".join(chunks)
 
 
-RETRY_MAX_BYTES = 16 * 1024 * 1024
-"""The most of a failed record ``retry`` reads: the readers' largest job file
-(``spool.reader.MAX_ACTIVE_BYTES``).  Anything larger in ``failed/`` is no job's record,
-and read whole it took statusd's memory (a POST .../retry) with it."""
+MAX_ACTIVE_BYTES = 16 * 1024 * 1024
+"""A pending or running file larger than this is not a job (intake quarantines it): a
+claim reads no more of one that grew after intake judged it."""
+RETRY_MAX_BYTES = MAX_ACTIVE_BYTES
+"""The most of a failed record ``retry`` reads: anything larger in ``failed/`` is no
+job's record, and read whole it took statusd's memory (a POST .../retry) with it."""
 
 
 class Spool:
@@ -191,7 +193,9 @@ class Spool:
                 fd = self._lease_newer(src, dst)
                 if fd < 0:
                     return None
-            data = read_fd(fd, size=before.st_size if dst_is_ours else -1)
+            # Grown since intake judged it (through a descriptor its writer kept), a file
+            # is read no further than a job can be: the daemon then runs what it judged.
+            data = read_fd(fd, MAX_ACTIVE_BYTES, before.st_size if dst_is_ours else -1)
             claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
             fd = -1  # the claim holds it now
             return claim

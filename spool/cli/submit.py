@@ -25,8 +25,8 @@ from spool.cli.jobs import wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
 from spool.models import Job
-from spool.reader import MAX_ACTIVE_BYTES
 from spool.settings import Settings
+from spool.transitions import MAX_ACTIVE_BYTES
 
 # Options that describe the job; with --file the file describes it alone.
 JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts", "not_before",

@@ -458,6 +458,28 @@ def test_retry_reads_no_more_of_a_huge_failed_file_than_a_record_can_be(spool: S
     assert locate(spool.layout, "huge") == [F] and listing(spool.layout.folder(P)) == []
 
 
+def test_a_claim_reads_no_more_of_a_drop_grown_since_it_was_judged(spool: Spool,
+                                                                    clock: FakeClock) -> None:
+    """A submitter who kept a descriptor on the drop grew it to 512 MiB after intake judged
+    it: the claim read it whole (the processor went to 2.1 GB for a 1 GiB one)."""
+    path = drop_raw(spool.layout, "grown.json", b'{"tool": "echo"}')
+    intake = Intake(spool, max_job_bytes=4096, settle_s=0, clock=clock)
+    assert intake.inspect("grown.json").verdict is Verdict.READY
+    os.truncate(path, 512 << 20)
+    tracemalloc.start()
+    try:
+        claim = spool.claim("grown")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert claim is not None
+    try:
+        assert peak < 64 << 20, f"the claim took {peak >> 20} MiB"
+        assert claim.data.startswith(b'{"tool": "echo"}')
+    finally:
+        claim.close()
+
+
 # -- cancel ----------------------------------------------------------------------------
 
 
