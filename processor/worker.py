@@ -14,6 +14,10 @@ numpy, pandas and the tools preloaded.  Each worker:
   parent gave it as fds 1 and 2 (the local pool, or the Dask task that started
   it), and its own log lines to a copy of its stderr (:mod:`processor.stdio_pipes`);
   its stdin is ``/dev/null``;
+* puts back after each job what its tool changed in the process (descriptors,
+  streams, working directory, umask, logging, timers, signal handlers:
+  :mod:`processor.process_state`), and logs what threads it left running print
+  as that job's (:mod:`processor.stray_threads`);
 * keeps its own deadline for each job (:class:`Deadman`): should whoever
   enforces it stop (a Dask worker frozen by ``SIGSTOP``, a stopped
   processor), the job still dies :data:`DEADMAN_GRACE_S` after its time is up,
@@ -29,16 +33,15 @@ import math
 import os
 import resource
 import signal
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from processor import logs
 from processor.executor import Task, WorkerConfig
 from processor.logs import setup_logging
+from processor.process_state import ProcessState
 from processor.proctree import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
@@ -48,7 +51,7 @@ from processor.proctree import (
 )
 from processor.registry import load_registry
 from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
-from processor.stdio_pipes import redirect, unbuffered
+from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.errors import ErrorType, SpoolError
 
@@ -57,7 +60,6 @@ PROGRESS_INTERVAL_S = 0.05
 # itself: well inside the Dask executor's backstop (processor.dask_executor.BACKSTOP_S).
 DEADMAN_GRACE_S = 2.0
 _LONGEST_WAIT_S = 86_400.0
-_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
 
 
 def prepare_process(memory_mb: int) -> None:
@@ -104,11 +106,7 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
 
 def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads) -> None:
     resources: dict[str, Any] = {}
-    stdio = _save_stdio()
-    streams = (sys.stdout, sys.stderr)
-    # A tool's os.chdir or os.umask would move every later job of this worker (where its
-    # relative paths land, who may read what it writes): each job starts as the first.
-    cwd, umask, handlers = _cwd(), _umask(), _signal_handlers()
+    state = ProcessState(strays)  # what a job may change in this process, put back after it
     deadman = Deadman()
     done = 0
     while True:
@@ -123,16 +121,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
             deadman.disarm()
         strays.job_ended(task.job_id, task.tool)
         reap_leftovers()
-        _restore_stdio(stdio)
-        streams = _restore_streams(streams, strays)
-        os.umask(umask)
-        logs.repair()  # a tool that turned logging off: the next job's lines still count
-        for timer in _TIMERS:  # signal.alarm left set would kill the next job with SIGALRM
-            signal.setitimer(timer, 0)
-        _restore_signal_handlers(handlers)  # SIGCHLD ignored: the next job's children lost
-        if cwd is not None:
-            with contextlib.suppress(OSError):  # a tool closed it: as it is
-                os.fchdir(cwd)
+        state.restore()
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         conn.send(("done", outcome, retiring))  # a retiring worker is never offered again
@@ -257,74 +246,6 @@ def stdin_from_devnull() -> None:
     if devnull != 0:
         os.dup2(devnull, 0)  # inheritable, as fd 0 is
         os.close(devnull)
-
-
-def _signal_handlers() -> dict[int, Any]:
-    """Each standard signal's handler, as Python knows it (None: set outside Python);
-    the real-time ones, which tools leave alone, are not looked at after each job."""
-    handlers: dict[int, Any] = {}
-    for signum in signal.valid_signals():
-        if signum < signal.SIGRTMIN:
-            with contextlib.suppress(ValueError, OSError):
-                handlers[signum] = signal.getsignal(signum)
-    return handlers
-
-
-def _restore_signal_handlers(saved: dict[int, Any]) -> None:
-    """Put back the handlers a tool changed (a lookup each; a syscall only for those)."""
-    for signum, handler in saved.items():
-        if handler is not None and signal.getsignal(signum) is not handler:
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(signum, handler)
-
-
-def _cwd() -> int | None:
-    """The working directory, open (by descriptor: it may have been removed)."""
-    try:
-        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading it means setting it
-    os.umask(mask)
-    return mask
-
-
-def _save_stdio() -> dict[int, int]:
-    """Copies of fds 0-2 (inheritable off), to undo a tool that closed or replaced them."""
-    saved = {}
-    for fd in (0, 1, 2):
-        with contextlib.suppress(OSError):
-            saved[fd] = os.dup(fd)
-    return saved
-
-
-def _restore_stdio(saved: dict[int, int]) -> None:
-    # Unconditionally: one dup2 each, where comparing first took two fstats each.
-    for fd, copy in saved.items():
-        with contextlib.suppress(OSError):
-            os.dup2(copy, fd)
-
-
-def _restore_streams(saved: tuple[TextIO, TextIO], strays: StrayThreads
-                     ) -> tuple[TextIO, TextIO]:
-    """``sys.stdout`` and ``sys.stderr`` as before the job, should a tool have replaced
-    them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio).
-    And the pipes blocking again, should a child of the tool have made them
-    non-blocking: the next job's C code and children expect a stdout that blocks."""
-    for fd in (1, 2):
-        with contextlib.suppress(OSError):
-            if not os.get_blocking(fd):
-                os.set_blocking(fd, True)
-    out, err = saved
-    if out.closed:
-        out = unbuffered(1, strays)
-    if err.closed:
-        err = unbuffered(2, strays)
-    sys.stdout, sys.stderr = out, err
-    return out, err
 
 
 def _die_with_processor(lifeline: Connection) -> None:

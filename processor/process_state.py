@@ -1,0 +1,120 @@
+"""What a COMPUTE job may change in its worker's process, put back before the next job.
+
+A worker runs job after job in one process, so whatever a tool changes there and
+leaves so reaches every later job of that worker, jobs that did nothing wrong:
+descriptors 0 to 2 closed or replaced (the next job's first ``open`` got fd 1),
+``sys.stdout`` and ``sys.stderr`` replaced or closed, the pipes made non-blocking by a
+child, the working directory and umask (where a later job's relative paths land, who
+may read what it writes), ``logging`` turned off, timers left set (``signal.alarm``
+killed the next job with SIGALRM) and signal handlers (SIGCHLD ignored: the next
+job's ``subprocess.run`` read every child's status as 0).  :class:`ProcessState`
+notes them as the worker starts and :meth:`ProcessState.restore` puts them back after
+each job, in about 20 us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from typing import Any, TextIO
+
+from processor import logs
+from processor.stdio_pipes import unbuffered
+from processor.stray_threads import StrayThreads
+
+_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+
+
+class ProcessState:
+    """The worker's process state as it was before its first job."""
+
+    def __init__(self, strays: StrayThreads) -> None:
+        self.strays = strays
+        self.stdio = _save_stdio()
+        self.streams: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
+        self.cwd = _cwd()
+        self.umask = _umask()
+        self.handlers = _signal_handlers()
+
+    def restore(self) -> None:
+        """Put back what the job changed (each step cheaper than checking it first)."""
+        _restore_stdio(self.stdio)
+        self.streams = _restore_streams(self.streams, self.strays)
+        os.umask(self.umask)
+        logs.repair()
+        for timer in _TIMERS:
+            signal.setitimer(timer, 0)
+        _restore_signal_handlers(self.handlers)
+        if self.cwd is not None:
+            with contextlib.suppress(OSError):  # a tool closed it: as it is
+                os.fchdir(self.cwd)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """Each standard signal's handler, as Python knows it (None: set outside Python);
+    the real-time ones, which tools leave alone, are not looked at after each job."""
+    handlers: dict[int, Any] = {}
+    for signum in signal.valid_signals():
+        if signum < signal.SIGRTMIN:
+            with contextlib.suppress(ValueError, OSError):
+                handlers[signum] = signal.getsignal(signum)
+    return handlers
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    """Put back the handlers a tool changed (a lookup each; a syscall only for those)."""
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)
+
+
+def _cwd() -> int | None:
+    """The working directory, open (by descriptor: it may have been removed)."""
+    try:
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it
+    os.umask(mask)
+    return mask
+
+
+def _save_stdio() -> dict[int, int]:
+    """Copies of fds 0-2 (inheritable off), to undo a tool that closed or replaced them."""
+    saved = {}
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            saved[fd] = os.dup(fd)
+    return saved
+
+
+def _restore_stdio(saved: dict[int, int]) -> None:
+    # Unconditionally: one dup2 each, where comparing first took two fstats each.
+    for fd, copy in saved.items():
+        with contextlib.suppress(OSError):
+            os.dup2(copy, fd)
+
+
+def _restore_streams(saved: tuple[TextIO, TextIO], strays: StrayThreads
+                     ) -> tuple[TextIO, TextIO]:
+    """``sys.stdout`` and ``sys.stderr`` as before the job, should a tool have replaced
+    them; one it closed is made anew (on fds 1 and 2, the pipes: see _restore_stdio).
+    And the pipes blocking again, should a child of the tool have made them
+    non-blocking: the next job's C code and children expect a stdout that blocks."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if not os.get_blocking(fd):
+                os.set_blocking(fd, True)
+    out, err = saved
+    if out.closed:
+        out = unbuffered(1, strays)
+    if err.closed:
+        err = unbuffered(2, strays)
+    sys.stdout, sys.stderr = out, err
+    return out, err
