@@ -429,3 +429,17 @@ class ChildStatus(BaseTool):
 
     def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok(subprocess.run(["false"], check=False).returncode)
+
+
+class Environ(BaseTool):
+    """Answers ``SPOOLQ_TEST_VAR`` from its environment, after setting it to ``path``
+    for good when asked."""
+
+    name: ClassVar[str] = "r_environ"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        if params.path is not None:
+            os.environ["SPOOLQ_TEST_VAR"] = params.path
+        return ToolResult.ok(os.environ.get("SPOOLQ_TEST_VAR"))

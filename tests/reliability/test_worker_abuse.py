@@ -362,3 +362,14 @@ def test_signal_handlers_a_tool_left_set_do_not_reach_the_next_job(spool_root: P
     assert wait_record(spool_root, "ignorer")["state"] == "done"
     drop(spool_root, "after", {"tool": "r_child_status"})
     assert wait_record(spool_root, "after")["result"] == 1
+
+
+def test_environment_a_tool_set_does_not_reach_the_next_job(spool_root: Path,
+                                                            daemon: StartDaemon) -> None:
+    """``os.environ`` set by one COMPUTE job (a proxy, credentials, ``TZ``) was the
+    environment of every later job of its worker, and of the processes they start."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "setter", {"tool": "r_environ", "params": {"path": "set by a job"}})
+    assert wait_record(spool_root, "setter")["result"] == "set by a job"
+    drop(spool_root, "next", {"tool": "r_environ"})
+    assert wait_record(spool_root, "next")["result"] is None
