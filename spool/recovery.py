@@ -421,9 +421,14 @@ class Recovery:
     def _keep_newer(self, name: str, report: RecoveryReport) -> None:
         paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]
         try:
-            older = min(paths, key=lambda p: os.lstat(p).st_mtime_ns)
+            stats = [os.lstat(p) for p in paths]
         except FileNotFoundError:
             return
+        if not all(stat.S_ISREG(st.st_mode) for st in stats):
+            # A directory, symlink or FIFO under a record's name is no record (readers skip
+            # it): as the "newer" one it cost the id its only record.
+            return
+        older = paths[0] if stats[0].st_mtime_ns <= stats[1].st_mtime_ns else paths[1]
         report.removed += self.mover.unlink_durable(older)
 
     def _record_for_original(self, job_id: str, st: os.stat_result, name: str,

@@ -254,6 +254,30 @@ def test_a_huge_file_beside_an_original_is_not_read_whole(spool: Spool) -> None:
     assert record.stat().st_size == 512 << 20 and spool.layout.original("q").exists()
 
 
+@pytest.mark.parametrize("junk", ["directory", "symlink", "fifo"])
+def test_junk_named_like_a_record_in_the_other_folder_never_costs_the_record(
+        spool: Spool, junk: str, tmp_path: Path) -> None:
+    """A done and a failed record of one id (a completion cut short) keep the newer: a
+    directory, symlink or FIFO named like the record in the other folder counted as the
+    newer one, so the scan deleted the real record and the job was gone ("no job")."""
+    layout = spool.layout
+    for state, job_id in ((F, "was-failed"), (D, "was-done")):
+        record = Record(id=job_id, state=state, tool="echo",
+                        error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="m")
+                        if state is F else None)
+        spool.publish_terminal(record)
+        other = layout.job(D if state is F else F, job_id)
+        if junk == "directory":
+            other.mkdir()
+        elif junk == "symlink":
+            other.symlink_to(tmp_path / "nowhere.json")
+        else:
+            os.mkfifo(other)
+    Recovery(spool).scan()
+    assert read_json(layout.job(F, "was-failed"))["state"] == "failed"
+    assert read_json(layout.job(D, "was-done"))["state"] == "done"
+
+
 def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
         spool: Spool, holders: Holders) -> None:
     """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
