@@ -192,9 +192,12 @@ class Recovery:
         for state in (JobState.DONE, JobState.FAILED):
             path = self.layout.job(state, claim.job_id)
             try:
-                mtime_ns = os.lstat(path).st_mtime_ns
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a directory or symlink under the name is no record
+            mtime_ns = st.st_mtime_ns
             if mtime_ns > claim.claimed_ns or (mtime_ns == claim.claimed_ns and (
                     job is None or self._records_run(path, claim, job))):
                 return True
@@ -248,10 +251,11 @@ class Recovery:
     def _finished_after(self, job_id: str, claimed_ns: int) -> bool:
         for state in (JobState.DONE, JobState.FAILED):
             try:
-                if os.lstat(self.layout.job(state, job_id)).st_mtime_ns >= claimed_ns:
-                    return True
+                st = os.lstat(self.layout.job(state, job_id))
             except FileNotFoundError:
                 continue
+            if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= claimed_ns:
+                return True  # a record (a directory or symlink under the name is none)
         return False
 
     # -- tmp/ ------------------------------------------------------------------------

@@ -278,6 +278,25 @@ def test_junk_named_like_a_record_in_the_other_folder_never_costs_the_record(
     assert read_json(layout.job(D, "was-done"))["state"] == "done"
 
 
+def test_junk_named_like_a_record_is_not_taken_for_one(spool: Spool,
+                                                         holders: Holders) -> None:
+    """A directory named like a record, newer than an orphan's claim, passed for that run's
+    record: the running file was removed as finished and the job was in no folder.  Newer
+    than a quarantined original, it passed for a later run's record: the original went."""
+    layout = spool.layout
+    submit(spool, "orphan", max_attempts=3)
+    holders.sigkill(holders.hold(ids=["orphan"]))
+    layout.original("quarantined").write_bytes(b"{")
+    time.sleep(0.02)
+    layout.job(D, "orphan").mkdir()
+    layout.job(D, "quarantined").mkdir()
+    report = Recovery(spool).scan()
+    assert report.requeued == ["orphan"] and report.finished == []
+    assert read_json(layout.job(P, "orphan"))["attempts"] == 1  # the junk stays junk
+    assert layout.original("quarantined").read_bytes() == b"{"
+    assert read_json(layout.job(F, "quarantined"))["error"]["type"] == "invalid_job"
+
+
 def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
         spool: Spool, holders: Holders) -> None:
     """A cancel of a running job whose processor was down sat in ``cancel/`` (the client
