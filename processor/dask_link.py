@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,6 +35,8 @@ log = logging.getLogger("spoolq.dask")
 
 DEFAULT_PORT = 8786
 CONNECT_TIMEOUT_S = 2.0
+CONNECT_WAIT_S = CONNECT_TIMEOUT_S + 2.0
+"""How long connect() waits for a new client (distributed's own timeout may not apply)."""
 PROBE_TIMEOUT_S = 10.0
 RPC_TIMEOUT_S = 5.0
 FETCH_TIMEOUT_S = 600.0
@@ -129,20 +133,31 @@ class SchedulerLink:
         self._next_warning = 0.0
         self._direct: list[Future[None]] = []  # kills sent straight to workers
         self._direct_lock = threading.Lock()
+        self._attempt: Future[Any] | None = None  # a connection being made
+        self._connects: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        # A daemon thread: one stuck on a silent scheduler must not hold the exit.
+        threading.Thread(target=self._make_clients, name="dask-connect", daemon=True).start()
 
     # -- connection -------------------------------------------------------------------
 
     def connect(self) -> Probe | None:
-        """A new client, subscribed to the task events; None when no scheduler answers."""
+        """A new client, subscribed to the task events; None when no scheduler answers
+        (within about :data:`CONNECT_WAIT_S`)."""
+        attempt = self._attempt
+        if attempt is None:
+            attempt = self._attempt = Future()
+            self._connects.put(attempt)
         try:
-            client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
-                                     set_as_default=False, loop=self._loop.loop)
-        except Exception as exc:
-            if time.monotonic() >= self._next_warning:  # once a minute while it is down
-                self._next_warning = time.monotonic() + WARN_EVERY_S
-                log.warning("no Dask scheduler; COMPUTE jobs wait in pending/, retrying",
-                            extra={"fields": {"address": self.address, "error": str(exc)}})
+            client = attempt.result(timeout=CONNECT_WAIT_S)
+        except FutureTimeout:  # kept: the next call waits on the same attempt
+            self._no_scheduler(f"no answer in {CONNECT_WAIT_S:g} s")
             return None
+        except Exception as exc:
+            self._attempt = None
+            self._no_scheduler(str(exc))
+            return None
+        self._attempt = None
         try:
             client.subscribe_topic(self.topic, lambda event: self._on_event(event[1]))
             probe = _probe(client.sync(client.scheduler.identity,
@@ -158,6 +173,31 @@ class SchedulerLink:
             "address": self.address, "threads": probe.threads, "topic": self.topic}})
         self._calls.submit(self._prepare, client)
         return probe
+
+    def _no_scheduler(self, error: str) -> None:
+        if time.monotonic() >= self._next_warning:  # once a minute while it is down
+            self._next_warning = time.monotonic() + WARN_EVERY_S
+            log.warning("no Dask scheduler; COMPUTE jobs wait in pending/, retrying",
+                        extra={"fields": {"address": self.address, "error": error}})
+
+    def _make_clients(self) -> None:
+        """The connecting thread: one ``distributed.Client`` per attempt.
+
+        ``Client(address, timeout=...)`` waits for as long as a scheduler that
+        accepted the connection stays silent (one frozen with SIGSTOP): this thread
+        may wait that long, while :meth:`connect` gives up after
+        :data:`CONNECT_WAIT_S`, so the monitor and a stop never hang on it.
+        """
+        while (attempt := self._connects.get()) is not None:
+            try:
+                client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
+                                         set_as_default=False, loop=self._loop.loop)
+            except BaseException as exc:
+                attempt.set_exception(exc)
+                continue
+            if self._closed.is_set():  # it came after close(): nobody takes it
+                return
+            attempt.set_result(client)
 
     def _prepare(self, client: Any) -> None:
         """Warn when the scheduler may re-run a lost worker's task, and drop the event
@@ -211,6 +251,8 @@ class SchedulerLink:
 
     def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]) -> None:
         """Kill these jobs' children, cancel their tasks, close the client and the pool."""
+        self._closed.set()
+        self._connects.put(None)
         client, self.client = self.client, None
         if client is not None:
             waits = [self.kill(worker, keys, "shutdown", client=client)

@@ -292,6 +292,51 @@ def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
             os.kill(cluster.pid, signal.SIGCONT)
 
 
+def test_a_processor_that_gave_up_a_frozen_scheduler_stops_promptly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # distributed.Client(address, timeout=2) waits for as long as a frozen (SIGSTOP)
+    # scheduler stays frozen: the executor's monitor, reconnecting, hung in it, and a
+    # stop waited 30 s for it (a systemd stop timeout of SPOOL_GRACE_S + 15 s then
+    # SIGKILLs the processor).
+    from processor import dask_link  # noqa: PLC0415
+    from processor.dask_executor import DaskExecutor  # noqa: PLC0415
+    from processor.executor import Task  # noqa: PLC0415
+    from spool.settings import Settings  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_link, "PROBE_TIMEOUT_S", 1.0)  # gives it up sooner than 10 s
+    port = free_port()
+    lost: list[Any] = []
+
+    class Sink:
+        def progress(self, job_id: str, fraction: float, message: str) -> None:
+            pass
+
+        def finished(self, outcome: Any) -> None:
+            lost.append(outcome)
+
+    with _cluster_process(port, n_workers=1) as cluster:
+        executor = DaskExecutor(Settings(SPOOL_EXECUTOR=f"dask://127.0.0.1:{port}",
+                                         JOB_NUM=1, SPOOL_TOOLS="dask_tools"))
+        executor.start(Sink())
+        try:
+            wait_for(lambda: executor.free_slots() == 1, 20, "connected")
+            beats = tmp_path / "f.beats"
+            executor.submit(Task("f", "d_heartbeat", {"path": str(beats), "seconds": 60},
+                                 60.0, "/nonexistent", 1))
+            wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+            os.kill(cluster.pid, signal.SIGSTOP)
+            wait_for(lambda: lost, 10, "the scheduler given up")
+            assert lost[0].error_type.value == "worker_crashed"
+            time.sleep(1.0)  # the monitor is trying to connect again
+        finally:
+            started = time.monotonic()
+            executor.shutdown()
+            took = time.monotonic() - started
+            os.kill(cluster.pid, signal.SIGCONT)
+        _assert_stopped_growing(beats)
+    assert took < 8, f"the stop took {took:.1f} s"
+
+
 def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: StartDaemon,
                                                   tmp_path: Path) -> None:
     """As docs/scaling.md says: JSON lines on the worker's stderr naming the job, what
