@@ -30,7 +30,7 @@ own log dark, as would one that turns ``logging`` off; one that calls ``os.chdir
 ``os.umask`` would move every later FAST job: when the last job running ends, the
 streams :func:`install` put in place are put back (with a warning naming that job),
 and so are the descriptors, the log's settings (:func:`processor.logs.repair`), the
-working directory and the umask.
+warnings filters, the working directory and the umask.
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments,
 a lock and five syscalls (``dup2``, ``umask``, ``fchdir``) per job; no thread.
@@ -70,11 +70,16 @@ class _Streams:
         self.installed: tuple[Any, Any] | None = None
         self.fds: dict[int, int] = {}  # fd -> a copy of it (not inherited)
         self.cwd: int | None = None  # the working directory, open
+        self.warnings: logs.WarningFilters | None = None
         self.umask = 0o022
 
     def enter(self) -> None:
         with self.lock:
             self.running += 1
+            if self.installed is not None and self.warnings is None:
+                # At the first job, when the daemon's start-up (Dask's import among it)
+                # has set the filters it wants.
+                self.warnings = logs.WarningFilters()
 
     def leave(self, job: tuple[str, str] | None) -> None:
         with self.lock:
@@ -86,6 +91,8 @@ class _Streams:
                 with contextlib.suppress(OSError):
                     os.dup2(copy, fd)
             logs.repair()
+            if self.warnings is not None:
+                self.warnings.restore()
             os.umask(self.umask)
             if self.cwd is not None:
                 with contextlib.suppress(OSError):
@@ -277,5 +284,8 @@ def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     if _streams.cwd is not None:
         os.close(_streams.cwd)
         _streams.cwd = None
+    if _streams.warnings is not None:
+        _streams.warnings.close()
+        _streams.warnings = None
     end()
     sys.stdout, sys.stderr = saved

@@ -22,6 +22,7 @@ import logging
 import sys
 import threading
 import time
+import warnings
 from typing import Any, TextIO
 
 import orjson
@@ -163,6 +164,27 @@ def repair() -> None:
         root.addHandler(_buffer)
     if root.level != _settings["level"]:
         root.setLevel(_settings["level"])
+
+
+class WarningFilters:
+    """``warnings``' filters (and ``showwarning``) as they are now, put back by
+    :meth:`restore` once a tool changed them for good (``simplefilter("error")`` made a
+    later job that merely warned fail).  ``catch_warnings`` does the work, so the
+    module's caches are told."""
+
+    def __init__(self) -> None:
+        self._guard = warnings.catch_warnings()
+        self._guard.__enter__()
+        self._filters = list(warnings.filters)
+        self._show = warnings.showwarning
+
+    def restore(self) -> None:
+        if warnings.filters != self._filters or warnings.showwarning is not self._show:
+            self._guard.__exit__(None, None, None)
+            self.__init__()  # type: ignore[misc]  # a fresh copy to guard
+
+    def close(self) -> None:
+        self._guard.__exit__(None, None, None)
 
 
 def _log_thread_error(args: threading.ExceptHookArgs) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -108,6 +109,10 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
              ) -> Outcome:
     """Validate, execute and encode one call; never raises for the tool's faults."""
     start, pid = time.perf_counter(), os.getpid()
+    # numpy's floating-point error handling (np.seterr) is the thread's: a tool's
+    # seterr(all="raise") would fail a later job of the thread that divides by zero.
+    numpy = sys.modules.get("numpy")
+    float_errors = numpy.geterr() if numpy is not None else {}
     capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
     try:
         outcome = _execute(tool, job_id, params, ctx)
@@ -131,6 +136,8 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         # as one (taking the pool's messages). It ends now, with nothing flushed.
         os._exit(0 if outcome.ok else 1)
     capture.end()
+    if numpy is not None and numpy.geterr() != float_errors:
+        numpy.seterr(**float_errors)
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
     if outcome.message:

@@ -443,3 +443,37 @@ class Environ(BaseTool):
         if params.path is not None:
             os.environ["SPOOLQ_TEST_VAR"] = params.path
         return ToolResult.ok(os.environ.get("SPOOLQ_TEST_VAR"))
+
+
+class StrictParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strict: bool = False
+
+
+def _strict_or_warn(params: StrictParams) -> ToolResult:
+    """Makes warnings and numpy's floating-point errors raise, for good (``strict``);
+    else warns and divides by zero, as everyday numeric code does."""
+    import warnings  # noqa: PLC0415 - only these tools
+
+    import numpy as np  # noqa: PLC0415
+    if params.strict:
+        warnings.simplefilter("error")
+        np.seterr(all="raise")
+        return ToolResult.ok("strict")
+    warnings.warn("a harmless warning", UserWarning, stacklevel=1)
+    return ToolResult.ok(float(np.float64(1.0) / np.float64(0.0)))
+
+
+class StrictCompute(BaseTool):
+    name: ClassVar[str] = "r_strict_compute"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = StrictParams
+
+    def execute(self, params: StrictParams, ctx: ToolContext) -> ToolResult:
+        return _strict_or_warn(params)
+
+
+class StrictFast(StrictCompute):
+    name: ClassVar[str] = "r_strict_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

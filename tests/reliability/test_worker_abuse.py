@@ -373,3 +373,20 @@ def test_environment_a_tool_set_does_not_reach_the_next_job(spool_root: Path,
     assert wait_record(spool_root, "setter")["result"] == "set by a job"
     drop(spool_root, "next", {"tool": "r_environ"})
     assert wait_record(spool_root, "next")["result"] is None
+
+
+def test_warnings_made_errors_by_one_job_do_not_fail_the_next(spool_root: Path,
+                                                              daemon: StartDaemon) -> None:
+    """``warnings.simplefilter("error")`` or ``np.seterr(all="raise")`` in one job (as
+    strict numeric code does) stayed for every later job of its worker (and, from a FAST
+    tool, of the processor): a later job that merely warned, or divided by zero, failed
+    ``tool_error``."""
+    daemon(JOB_NUM="1")
+    for lane in ("compute", "fast"):
+        drop(spool_root, f"{lane}-strict", {"tool": f"r_strict_{lane}",
+                                            "params": {"strict": True}})
+        assert wait_record(spool_root, f"{lane}-strict")["state"] == "done"
+        drop(spool_root, f"{lane}-lenient", {"tool": f"r_strict_{lane}"})
+        rec = wait_record(spool_root, f"{lane}-lenient")
+        assert rec["state"] == "done", rec.get("error")
+        assert rec["result"] is None  # infinity, written as null
