@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import Any, TextIO
 
 from processor import logs
@@ -54,6 +55,7 @@ class ProcessState:
         if _environ_bytes() != self.environ:
             os.environ.clear()  # unsetenv and putenv too, for the processes jobs start
             os.environb.update(self.environ)
+            time.tzset()  # a TZ the job set and applied: the C library's zone too
         self.warnings.restore()  # np.seterr: see processor.runner.run_tool
         if self.cwd is not None:
             with contextlib.suppress(OSError):  # a tool closed it: as it is

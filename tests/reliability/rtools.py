@@ -477,3 +477,18 @@ class StrictCompute(BaseTool):
 class StrictFast(StrictCompute):
     name: ClassVar[str] = "r_strict_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class TimeZone(BaseTool):
+    """Answers the worker's time zone offset (``time.timezone``), after moving it to
+    ``path`` (a TZ value) with ``time.tzset`` when asked."""
+
+    name: ClassVar[str] = "r_timezone"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        if params.path is not None:
+            os.environ["TZ"] = params.path
+            time.tzset()
+        return ToolResult.ok(time.timezone)

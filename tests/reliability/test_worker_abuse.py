@@ -390,3 +390,17 @@ def test_warnings_made_errors_by_one_job_do_not_fail_the_next(spool_root: Path,
         rec = wait_record(spool_root, f"{lane}-lenient")
         assert rec["state"] == "done", rec.get("error")
         assert rec["result"] is None  # infinity, written as null
+
+
+def test_a_time_zone_a_tool_set_does_not_reach_the_next_job(spool_root: Path,
+                                                            daemon: StartDaemon) -> None:
+    """``TZ`` and ``time.tzset()`` in one job: the environment came back, but the C
+    library kept the zone, so a later job's local times were another zone's."""
+    daemon(JOB_NUM="1")
+    drop(spool_root, "before", {"tool": "r_timezone"})
+    before = wait_record(spool_root, "before")["result"]
+    zone = "Asia/Kolkata" if before != -19800 else "America/Denver"
+    drop(spool_root, "mover", {"tool": "r_timezone", "params": {"path": zone}})
+    assert wait_record(spool_root, "mover")["result"] != before
+    drop(spool_root, "after", {"tool": "r_timezone"})
+    assert wait_record(spool_root, "after")["result"] == before
