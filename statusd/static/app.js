@@ -30,6 +30,8 @@ const ui = {
   statsTimer: null,
   taskId: null,
   taskSocket: null,
+  taskEvent: null,        // the open task's latest record on the events stream
+  renderSeq: 0,
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   during: null,           // transitions that arrive while a list page is on its way
@@ -471,8 +473,10 @@ function renderProgress(state, progress) {
 
 async function renderRecord(record) {
   if (record.id !== ui.taskId) return;
+  const seq = ++ui.renderSeq;
   if (record.result_omitted) {
     record = await getJSON(`/api/v1/tasks/${encodeURIComponent(record.id)}`);
+    if (seq !== ui.renderSeq || record.id !== ui.taskId) return; // a newer one was drawn
   }
   $("task-id").textContent = record.id;
   $("task-state").textContent = record.state;
@@ -506,7 +510,9 @@ async function renderRecord(record) {
 function taskMoved(record) {
   // The task stream ends with the terminal state (or when the task leaves the spool):
   // a retry or a re-drop of the id, which runs it again, only the events stream tells.
-  if (record.id !== ui.taskId || ui.taskSocket) return;
+  if (record.id !== ui.taskId) return;
+  ui.taskEvent = record;
+  if (ui.taskSocket) return;
   renderRecord(record).catch(() => {});
   if (!TERMINAL.has(record.state)) watchTask(record.id);
 }
@@ -524,6 +530,7 @@ function watchTask(id) {
   let terminal = false;
   const socket = new WebSocket(wsUrl(`/api/v1/ws/tasks/${encodeURIComponent(id)}`));
   ui.taskSocket = socket;
+  ui.taskEvent = null;
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
     if (msg.id !== ui.taskId) return;
@@ -531,6 +538,10 @@ function watchTask(id) {
       terminal = TERMINAL.has(msg.state);
       if (terminal) closeTaskSocket();  // what comes after (a retry) comes by the events
       renderRecord(msg.record).catch(() => {});
+      // A retry the events stream told while this stream was still open: follow it (if
+      // that stream only lagged behind this one, a snapshot says so).
+      const later = ui.taskEvent;
+      if (terminal && later && !TERMINAL.has(later.state)) watchTask(id);
     } else if (msg.event === "progress") {
       $("task-state").textContent = msg.state;
       renderProgress(msg.state, msg.progress);

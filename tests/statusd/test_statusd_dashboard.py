@@ -761,3 +761,41 @@ def test_the_task_view_follows_its_task_without_websockets(server: ServerThread,
         finish(spool, running, {"slept": 1})
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
+
+
+def test_a_retry_told_before_the_task_stream_ends_is_followed(server: ServerThread,
+                                                              spool: Spool,
+                                                              page: sync_api.Page) -> None:
+    """The retry reached the page by the events stream while the task stream still had
+    its snapshot (the old failure) and its close on the way: the view went by that
+    snapshot, stopped listening, and showed the failure for good."""
+    expect = sync_api.expect
+    run_job(spool, "again", tool="echo", error=(ErrorType.TOOL_ERROR, "first try"))
+    held: list[str | bytes] = []  # the first task stream's snapshot, until let go
+    first: list[sync_api.WebSocketRoute] = []
+
+    def hold(message: str | bytes) -> None:
+        held.append(message)
+
+    def hold_first_stream(ws: sync_api.WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        if first:
+            return  # a later stream passes as it comes
+        first.append(ws)
+        upstream.on_message(hold)
+        upstream.on_close(lambda code, reason: None)  # its close is held too
+
+    page.route_web_socket("**/api/v1/ws/tasks/**", hold_first_stream)
+    page.goto(server.base + "/#/tasks/again")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#live")).to_have_text("live")
+    for _ in range(200):  # Playwright calls the handlers above only while it is called
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the first task stream sent no snapshot"
+    Client.from_settings(server.settings).retry("again")
+    page.wait_for_timeout(500)  # the events stream tells the retry first
+    first[0].send(held[0])
+    first[0].close(code=1000)
+    expect(page.locator("#task-state")).to_have_text("pending")
