@@ -26,6 +26,7 @@ from statusdkit import (
     request,
     run_job,
     submit,
+    wait_for,
 )
 
 from spool.client import Client
@@ -480,6 +481,8 @@ def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool
     spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
         type=ErrorType.TOOL_ERROR, message="<b>W</b> " * 12_500,
         traceback="Traceback: line 1")}))
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/huge-error").json()["error"]
+             .get("traceback"), what="statusd to have the record with the long message")
     page.goto(server.base + "/#/tasks/huge-error")
     message = page.locator("#task-error .message")
     expect(message).to_contain_text("tool_error: <b>W</b>")
