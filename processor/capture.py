@@ -33,16 +33,18 @@ and so are the descriptors, the log's settings (:func:`processor.logs.repair`), 
 warnings filters, the working directory and the umask.
 
 Nothing here costs a tool that prints nothing more than two thread-local assignments,
-a lock and five syscalls (``dup2``, ``umask``, ``fchdir``) per job; no thread.
+a lock and five syscalls (``fstat``, ``umask``, ``fchdir``) per job; no thread.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import io
 import logging
 import os
+import stat
 import sys
 import threading
 from typing import Any, TextIO
@@ -68,7 +70,8 @@ class _Streams:
         self.lock = threading.Lock()
         self.running = 0
         self.installed: tuple[Any, Any] | None = None
-        self.fds: dict[int, int] = {}  # fd -> a copy of it (not inherited)
+        # fd -> a copy of it (not inherited), and the (device, inode) it was
+        self.fds: dict[int, tuple[int, tuple[int, int]]] = {}
         self.cwd: int | None = None  # the working directory, open
         self.warnings: logs.WarningFilters | None = None
         self.umask = 0o022
@@ -87,9 +90,8 @@ class _Streams:
             installed = self.installed
             if self.running or installed is None:
                 return
-            for fd, copy in self.fds.items():  # one dup2 each: cheaper than checking
-                with contextlib.suppress(OSError):
-                    os.dup2(copy, fd)
+            for fd, (copy, was) in self.fds.items():
+                _put_back(fd, copy, was)
             logs.repair()
             if self.warnings is not None:
                 self.warnings.restore()
@@ -107,6 +109,29 @@ class _Streams:
 
 
 _streams = _Streams()
+
+
+def _put_back(fd: int, copy: int, was: tuple[int, int]) -> None:
+    """Descriptor ``fd`` (0 to 2) as it was, unless what holds it now is someone's.
+
+    A number a tool closed may have been taken since, by a claim the loop made or a
+    file the tool keeps: its holder keeps it, as putting the old file in its place
+    would close the holder's under it (the log lines written meanwhile are lost
+    either way).  A closed one is taken back by ``F_DUPFD``, which gives another
+    number, closed at once, should a thread take it first; one pointed at a device
+    (``/dev/null``, as daemonising code does) is put back.
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            got = fcntl.fcntl(copy, fcntl.F_DUPFD, fd)
+            if got != fd:
+                os.close(got)
+        return
+    if (st.st_dev, st.st_ino) != was and stat.S_ISCHR(st.st_mode):
+        with contextlib.suppress(OSError):
+            os.dup2(copy, fd)
 
 
 class Held:
@@ -267,7 +292,8 @@ def install() -> tuple[TextIO, TextIO]:
     _streams.installed = (sys.stdout, sys.stderr)
     for fd in (0, 1, 2):
         with contextlib.suppress(OSError):
-            _streams.fds[fd] = os.dup(fd)
+            st = os.fstat(fd)
+            _streams.fds[fd] = (os.dup(fd), (st.st_dev, st.st_ino))
     with contextlib.suppress(OSError):
         _streams.cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     _streams.umask = os.umask(0o022)  # reading it means setting it
@@ -278,7 +304,7 @@ def install() -> tuple[TextIO, TextIO]:
 def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
     _streams.installed = None
-    for copy in _streams.fds.values():
+    for copy, _ in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()
     if _streams.cwd is not None:

@@ -129,6 +129,55 @@ class CloseStdio(BaseTool):
         return ToolResult.ok()
 
 
+class PathParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+
+
+KEPT: list[int] = []  # the descriptor p_keep_file opened, for p_write_kept
+
+
+class KeepFile(BaseTool):
+    """Closes descriptors 0 to 2, then opens ``path`` (which so takes descriptor 0) and
+    keeps it open past its job, as a tool's cached log file or connection would be."""
+
+    name: ClassVar[str] = "p_keep_file"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = PathParams
+
+    def execute(self, params: PathParams, ctx: ToolContext) -> ToolResult:
+        for fd in (0, 1, 2):
+            os.close(fd)
+        KEPT.append(os.open(params.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        return ToolResult.ok(KEPT[-1])
+
+
+class WriteKept(BaseTool):
+    name: ClassVar[str] = "p_write_kept"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        os.write(KEPT[-1], f"{params.word}\n".encode())
+        return ToolResult.ok()
+
+
+class StdioToDevnull(BaseTool):
+    """Points descriptors 0 to 2 at /dev/null, as daemonising code does."""
+
+    name: ClassVar[str] = "p_stdio_devnull"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        return ToolResult.ok()
+
+
 class LoggingOff(BaseTool):
     """Turns logging off the ways a library or a script does, for good: ``logging.disable``,
     the root logger's handlers cleared, its level raised (a FAST tool's logging is the

@@ -362,6 +362,30 @@ def test_a_fast_tool_that_closes_fds_0_to_2_leaves_the_processors_log_working(
     assert d.events()[-1]["msg"] == "stopped"
 
 
+def test_putting_fds_0_to_2_back_never_takes_a_descriptor_opened_since(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """Descriptors a FAST tool closed are put back when no FAST job runs, but one of
+    those numbers may have been taken since by a file the processor or a tool opened (a
+    claim's lease, a tool's log file): putting the old one back in its place closed that
+    file under its holder (here, the tool's writes went to /dev/null).  A number taken
+    since is left to its holder; one pointed at /dev/null by a tool is put back."""
+    kept = tmp_path / "kept.log"
+    d = daemon(SPOOL_TOOLS="ptools,printtools")
+    drop(spool_root, "keeper", {"tool": "p_keep_file", "params": {"path": str(kept)}})
+    rec = wait_record(spool_root, "keeper")
+    assert rec["state"] == "done" and rec["result"] == 0, rec  # it took descriptor 0
+    drop(spool_root, "writer", {"tool": "p_write_kept", "params": {"word": "still mine"}})
+    assert wait_record(spool_root, "writer")["state"] == "done"
+    assert kept.read_text() == "still mine\n"
+    drop(spool_root, "nulled", {"tool": "p_stdio_devnull"})
+    assert wait_record(spool_root, "nulled")["state"] == "done"
+    drop(spool_root, "fast", {"tool": "p_fast"})
+    assert wait_record(spool_root, "fast")["state"] == "done"
+    assert d.stop() == 0
+    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
+    assert d.events()[-1]["msg"] == "stopped"
+
+
 def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A FAST tool runs in the processor: ``logging.disable(CRITICAL)`` or the root
