@@ -124,6 +124,8 @@ def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool
     crashed = run_job(spool, "crashed", tool="echo", error=(ErrorType.TOOL_ERROR, "boom"))
     spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
         type=ErrorType.TOOL_ERROR, message="boom", traceback="Traceback: line 1")}))
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/crashed").json()["error"]
+             .get("traceback"), what="statusd to have the record with the traceback")
     page.goto(server.base + "/#/tasks/crashed")
     expect(page.locator("#task-error .traceback")).to_have_text("Traceback: line 1")
     expect(page.locator("#task-error .traceback")).to_be_visible()
