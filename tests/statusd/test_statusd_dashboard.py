@@ -66,6 +66,14 @@ def page(server: ServerThread) -> Iterator[sync_api.Page]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def _wait_served_with_traceback(server: ServerThread, job_id: str) -> None:
+    """Until statusd serves the record that replaced ``job_id``'s first one."""
+    def served() -> Any:
+        record = request(server.base, "GET", f"/api/v1/tasks/{job_id}").json()
+        return (record.get("error") or {}).get("traceback")
+    wait_for(served, what=f"statusd to serve the new record of {job_id}")
+
+
 def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api.Locator:
     selector = f'#tasks tr[data-id="{job_id}"]'
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
@@ -124,8 +132,7 @@ def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool
     crashed = run_job(spool, "crashed", tool="echo", error=(ErrorType.TOOL_ERROR, "boom"))
     spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
         type=ErrorType.TOOL_ERROR, message="boom", traceback="Traceback: line 1")}))
-    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/crashed").json()["error"]
-             .get("traceback"), what="statusd to have the record with the traceback")
+    _wait_served_with_traceback(server, "crashed")
     page.goto(server.base + "/#/tasks/crashed")
     expect(page.locator("#task-error .traceback")).to_have_text("Traceback: line 1")
     expect(page.locator("#task-error .traceback")).to_be_visible()
@@ -483,8 +490,7 @@ def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool
     spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
         type=ErrorType.TOOL_ERROR, message="<b>W</b> " * 12_500,
         traceback="Traceback: line 1")}))
-    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/huge-error").json()["error"]
-             .get("traceback"), what="statusd to have the record with the long message")
+    _wait_served_with_traceback(server, "huge-error")
     page.goto(server.base + "/#/tasks/huge-error")
     message = page.locator("#task-error .message")
     expect(message).to_contain_text("tool_error: <b>W</b>")
