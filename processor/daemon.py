@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import heapq
+import importlib.metadata
 import itertools
 import logging
 import os
@@ -60,7 +61,16 @@ from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 
 log = logging.getLogger("spoolq.processor")
 
-VERSION = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject's), which the status file reports."""
+    try:
+        return importlib.metadata.version("spoolq")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown"
+
+
+VERSION = _version()
 HEARTBEAT_S = 1.0
 PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256

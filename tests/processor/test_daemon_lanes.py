@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -417,6 +418,7 @@ def test_tool_catalogue_from_cli_and_status_file(spool_root: Path, daemon: Start
     status_file = next(p for p in (spool_root / "owners").iterdir() if p.suffix == ".json")
     status = orjson.loads(status_file.read_bytes())
     assert status["pid"] == d.pid and status["job_num"] == 2
+    assert status["version"] == importlib.metadata.version("spoolq")  # not a copy to bump
     assert {t["name"] for t in status["tools"]} == set(names)
 
 
