@@ -35,7 +35,7 @@ from spool.errors import ErrorType
 from spool.ids import invalid_id
 from spool.lease import is_locked
 from spool.models import ErrorInfo, Job, Record, job_bytes
-from spool.recovery import Recovery
+from spool.recovery import Recovery, RecoveryReport
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -190,6 +190,16 @@ def test_a_running_file_whose_attempts_pass_64_bits_is_abandoned_not_a_crash(
     assert listing(spool.layout.folder(R)) == []
 
 
+def _scan_and_peak(spool: Spool) -> tuple[RecoveryReport, int]:
+    """A recovery scan's report, and the most memory Python held during it."""
+    tracemalloc.start()
+    try:
+        report = Recovery(spool).scan()
+        return report, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_huge_running_file_is_abandoned_reading_no_more_than_a_job_can_be(
         spool: Spool, holders: Holders) -> None:
     """A sparse 512 MiB running file (a drop grown through a descriptor its submitter
@@ -202,12 +212,7 @@ def test_a_huge_running_file_is_abandoned_reading_no_more_than_a_job_can_be(
         fh.seek(0)
         fh.write(b'{"tool": "echo", "params": {"message": "')
     os.truncate(path, 512 << 20)
-    tracemalloc.start()
-    try:
-        report = Recovery(spool).scan()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    report, peak = _scan_and_peak(spool)
     assert report.abandoned == ["huge"]
     assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
     rec = read_json(spool.layout.job(F, "huge"))
@@ -224,12 +229,7 @@ def test_a_huge_drop_of_an_orphans_id_is_not_read_whole(spool: Spool,
     drop = spool.layout.job(P, "orphan")
     drop.write_bytes(b'{"tool": "echo", "params": {"message": "')
     os.truncate(drop, 512 << 20)
-    tracemalloc.start()
-    try:
-        report = Recovery(spool).scan()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    report, peak = _scan_and_peak(spool)
     assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
     assert report.abandoned == ["orphan"]  # superseded by the drop, which intake judges
     assert "superseded" in read_json(spool.layout.job(F, "orphan"))["error"]["message"]
@@ -244,12 +244,7 @@ def test_a_huge_file_beside_an_original_is_not_read_whole(spool: Spool) -> None:
     record = spool.layout.job(F, "q")
     record.write_bytes(b'{"id": "q", "state": "failed", "error": {"type": "crashed", "m')
     os.truncate(record, 512 << 20)
-    tracemalloc.start()
-    try:
-        Recovery(spool).scan()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = _scan_and_peak(spool)
     assert peak < 64 << 20, f"recovery took {peak >> 20} MiB"
     assert record.stat().st_size == 512 << 20 and spool.layout.original("q").exists()
 
