@@ -15,28 +15,26 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
-from processor import capture
-from processor.daemon import Processor
-from processor.executor import ComputeExecutor
-from processor.logs import setup_logging
-from processor.notify import SystemdNotifier
-from processor.pool import LocalPool
-from processor.registry import Registry, load_registry
-from processor.stdio_pipes import unbuffered
-from processor.worker import stdin_from_devnull
+from processor import startup
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 
-_SINGLE_THREADED_MATH = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                         "NUMEXPR_NUM_THREADS")
+# The daemon, the pool and the tools are imported once the COMPUTE forkserver has
+# started (see processor.startup): its imports and theirs then run side by side.
+if TYPE_CHECKING:
+    from processor.executor import ComputeExecutor
+    from processor.registry import Registry
 
 
 def make_executor(settings: Settings) -> ComputeExecutor:
     """The COMPUTE executor ``SPOOL_EXECUTOR`` names."""
     if settings.executor == "local":
+        from processor.pool import LocalPool  # noqa: PLC0415 - see the imports above
+
         return LocalPool(settings.job_num, tool_modules=settings.tool_modules,
                          memory_mb=settings.worker_memory_mb,
                          max_jobs=settings.worker_max_jobs, log_level=settings.log_level)
@@ -85,32 +83,48 @@ def main(argv: list[str] | None = None) -> int:
             "data_dir_override": settings.data_dir_override and
             settings.data_dir_override.absolute()})
         if args.command == "tools":
+            from processor.registry import load_registry  # noqa: PLC0415 - see the imports
+
             # What a tool module prints as it is imported is not the catalogue.
             with contextlib.redirect_stdout(sys.stderr):
                 registry = load_registry(settings.tool_modules)
             print_tools(registry, args.json)
             return 0
-        for name in _SINGLE_THREADED_MATH:  # JOB_NUM workers, one core each
-            os.environ.setdefault(name, "1")
-        # Each log write waits for room, even should a FAST tool's child have made the
-        # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
-        setup_logging(settings.log_level, unbuffered(2))
-        stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
-        # What tool modules print or warn as they are imported: JSON lines, like the rest.
-        saved = capture.install()
-        try:
-            registry = load_registry(settings.tool_modules)
-        finally:
-            capture.uninstall(saved)
-        executor = make_executor(settings)
-        notifier = SystemdNotifier.from_env(os.environ)
-        return Processor(settings, registry, executor, notifier=notifier).run()
+        startup.single_threaded_math()
+        startup.stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
+        if settings.executor == "local":
+            startup.start_forkserver()
+        return _run(settings)
     except (ConfigError, SpoolError) as exc:
         print(f"spool-processor: error: {exc}", file=sys.stderr)
         return 2
     except Exception:
         logging.getLogger("spoolq.processor").exception("crashed")
         return 1
+
+
+def _run(settings: Settings) -> int:
+    """Set up the log, load the tools and run the daemon until it stops (its modules
+    imported only now, once the forkserver started: see the imports at the top)."""
+    from processor import capture  # noqa: PLC0415
+    from processor.daemon import Processor  # noqa: PLC0415
+    from processor.logs import setup_logging  # noqa: PLC0415
+    from processor.notify import SystemdNotifier  # noqa: PLC0415
+    from processor.registry import load_registry  # noqa: PLC0415
+    from processor.stdio_pipes import unbuffered  # noqa: PLC0415
+
+    # Each log write waits for room, even should a FAST tool's child have made the
+    # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
+    setup_logging(settings.log_level, unbuffered(2))
+    # What tool modules print or warn as they are imported: JSON lines, like the rest.
+    saved = capture.install()
+    try:
+        registry = load_registry(settings.tool_modules)
+    finally:
+        capture.uninstall(saved)
+    executor = make_executor(settings)
+    notifier = SystemdNotifier.from_env(os.environ)
+    return Processor(settings, registry, executor, notifier=notifier).run()
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from processor.executor import Task, WorkerConfig
 from processor.logs import JsonFormatter
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
+from processor.startup import PRELOAD
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
 
@@ -57,8 +58,6 @@ RESTART_CLOCK_S = 1.0
 """Finding a child took longer than this (a forkserver starting): announce the start
 again, so the processor's backstop does not count that time as the job's."""
 PROGRESS_EVERY_S = 0.1
-_PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
-            "processor.quant.tools"]
 _LIVE_WORKER_STATES = frozenset({"running", "paused", "closing_gracefully"})
 _LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
 LOST = "lost"  # kill reason: the Dask side gave the task up
@@ -184,7 +183,7 @@ class _Host:
     def _context(self) -> ForkServerContext:
         if self._ctx is None:
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
+            ctx.set_forkserver_preload(PRELOAD)
             self._ctx = ctx
         return self._ctx
 

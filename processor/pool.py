@@ -47,6 +47,7 @@ from typing import Any
 from processor.executor import Sink, Task, WorkerConfig
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
+from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
 from spool.errors import ErrorType
@@ -57,8 +58,6 @@ log = logging.getLogger("spoolq.pool")
 # else is its child is the leftover of a worker that died (see _sweep).
 _WORKERS: set[int] = set()
 
-_PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
-            "processor.quant.tools"]
 _IDLE_WAIT_S = 1.0
 _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
@@ -89,7 +88,7 @@ class LocalPool:
         self.tool_modules = tool_modules
         self.config = WorkerConfig(tuple(tool_modules), memory_mb, max_jobs, log_level)
         self._ctx: ForkServerContext = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(_PRELOAD)
+        self._ctx.set_forkserver_preload(PRELOAD)
         self._slots = [_Slot(i) for i in range(size)]
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = mp.Pipe(duplex=False)

@@ -51,6 +51,7 @@ from processor.proctree import (
 )
 from processor.registry import load_registry
 from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
+from processor.startup import stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.errors import ErrorType, SpoolError
@@ -234,18 +235,6 @@ def _run(progress: Progress, registry: Any, task: Task, resources: dict[str, Any
 @functools.lru_cache(maxsize=4)
 def _data_dir(path: str) -> Path:
     return Path(path)  # the same folder for every task: parse it once
-
-
-def stdin_from_devnull() -> None:
-    """Fd 0 reads ``/dev/null``: a tool, or a child of it, that reads its stdin gets end
-    of file at once.  It was the processor's stdin (a terminal, a shell's pipe), which
-    a job has no business reading: the read hung until the job's timeout, and, from a
-    terminal, took the user's keystrokes.  The processor does the same for its FAST
-    tools, which run in it."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    if devnull != 0:
-        os.dup2(devnull, 0)  # inheritable, as fd 0 is
-        os.close(devnull)
 
 
 def _die_with_processor(lifeline: Connection) -> None:
