@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -394,6 +394,21 @@ def test_the_task_view_follows_a_retry_of_the_task_it_shows(server: ServerThread
     expect(page.locator("#task-result pre")).to_contain_text("second try")
 
 
+def _unavailable_once(failures: list[str]) -> Callable[[sync_api.Route], None]:
+    """A route handler that answers the first request 503 (noting its URL in
+    ``failures``) and lets every later one through to statusd."""
+
+    def handle(route: sync_api.Route) -> None:
+        if failures:
+            route.continue_()
+            return
+        failures.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"type": "unavailable", "message": "try again"}}')
+
+    return handle
+
+
 def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThread,
                                                                spool: Spool,
                                                                page: sync_api.Page) -> None:
@@ -402,16 +417,7 @@ def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThr
     expect = sync_api.expect
     run_job(spool, "flaky", {"message": "here"}, tool="echo")
     failures: list[str] = []
-
-    def unavailable_once(route: sync_api.Route) -> None:
-        if failures:
-            route.continue_()
-            return
-        failures.append(route.request.url)
-        route.fulfill(status=503, content_type="application/json",
-                      body='{"error": {"type": "unavailable", "message": "try again"}}')
-
-    page.route("**/api/v1/tasks/flaky", unavailable_once)
+    page.route("**/api/v1/tasks/flaky", _unavailable_once(failures))
     page.goto(server.base + "/#/tasks/flaky")
     expect(page.locator("#task-error .message")).to_contain_text("try again")
     expect(page.locator("#task-state")).not_to_have_text("not found")
@@ -463,16 +469,7 @@ def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
     expect = sync_api.expect
     run_job(spool, "listed", tool="echo")
     failures: list[str] = []
-
-    def unavailable_once(route: sync_api.Route) -> None:
-        if failures:
-            route.continue_()
-            return
-        failures.append(route.request.url)
-        route.fulfill(status=503, content_type="application/json",
-                      body='{"error": {"type": "unavailable", "message": "try again"}}')
-
-    page.route("**/api/v1/tasks?*", unavailable_once)
+    page.route("**/api/v1/tasks?*", _unavailable_once(failures))
     page.goto(server.base + "/")
     expect(page.locator("#list-error")).to_contain_text("HTTP 503: try again")
     expect(_row(page, "listed", "done")).to_be_visible()
