@@ -344,6 +344,17 @@ def test_a_fast_tool_that_replaces_sys_stdout_does_not_silence_later_jobs(
                and "replaced sys.stdout" in e["msg"] for e in d.events())
 
 
+def _later_jobs_are_logged(spool_root: Path, d: Daemon) -> None:
+    """A FAST and a COMPUTE job run after a tool changed the processor: both done and
+    their output logged as theirs, once the processor has stopped cleanly."""
+    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
+        drop(spool_root, job_id, {"tool": tool})
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    assert d.stop() == 0
+    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
+    assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
+
+
 def test_a_fast_tool_that_closes_fds_0_to_2_leaves_the_processors_log_working(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A FAST tool runs in the processor: one that closed descriptors 0, 1 and 2 left
@@ -352,12 +363,7 @@ def test_a_fast_tool_that_closes_fds_0_to_2_leaves_the_processors_log_working(
     d = daemon(SPOOL_TOOLS="ptools,printtools")
     drop(spool_root, "closer", {"tool": "p_close_stdio"})
     assert wait_record(spool_root, "closer")["state"] == "done"
-    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
-        drop(spool_root, job_id, {"tool": tool})
-        assert wait_record(spool_root, job_id)["state"] == "done"
-    assert d.stop() == 0
-    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
-    assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
+    _later_jobs_are_logged(spool_root, d)
     assert {"fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
     assert d.events()[-1]["msg"] == "stopped"
 
@@ -394,12 +400,7 @@ def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
     d = daemon(SPOOL_TOOLS="ptools,printtools")
     drop(spool_root, "off", {"tool": "p_logging_off"})
     assert wait_record(spool_root, "off")["state"] == "done"
-    for job_id, tool in (("fast", "p_fast"), ("compute", "p_compute")):
-        drop(spool_root, job_id, {"tool": tool})
-        assert wait_record(spool_root, job_id)["state"] == "done"
-    assert d.stop() == 0
-    assert ("stdout", "hello from fast") in job_output(d, "fast", "p_fast")
-    assert ("stdout", "hello from compute") in job_output(d, "compute", "p_compute")
+    _later_jobs_are_logged(spool_root, d)
     assert {"off", "fast", "compute"} <= {e.get("id") for e in d.events() if e["msg"] == "done"}
     assert d.events()[-1]["msg"] == "stopped"
 
