@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 from relkit import Daemon, alive, drop, wait_for, wait_record, with_cmdline
 
 StartDaemon = Callable[..., Daemon]
@@ -252,38 +253,23 @@ def test_a_forked_child_that_returns_from_the_tool_is_not_a_second_processor(
     assert proc.running()
 
 
-def test_a_compute_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
-        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
-    """A worker runs many jobs: one that called ``os.chdir`` or ``os.umask`` moved every
-    later job of its worker, so a tool writing ``report.csv`` wrote it elsewhere, or
-    unreadable, depending on which jobs ran before it on that worker."""
+@pytest.mark.parametrize("tool", ["r_where", "r_where_fast"])
+def test_a_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path, tool: str) -> None:
+    """A COMPUTE worker runs many jobs, and FAST tools all run in the processor: one that
+    called ``os.chdir`` or ``os.umask`` moved every later job there, so a tool writing
+    ``report.csv`` wrote it elsewhere, or unreadable, depending on which jobs ran before."""
     daemon(JOB_NUM="1")
-    drop(spool_root, "before", {"tool": "r_where"})
+    drop(spool_root, "before", {"tool": tool})
     before = wait_record(spool_root, "before")["result"]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    drop(spool_root, "mover", {"tool": "r_where",
-                               "params": {"chdir": str(elsewhere), "umask": 0o077}})
+    drop(spool_root, "mover", {"tool": tool, "params": {"chdir": str(elsewhere),
+                                                        "umask": 0o077}})
     assert wait_record(spool_root, "mover")["result"]["cwd"] == str(elsewhere)
-    drop(spool_root, "after", {"tool": "r_where"})
+    drop(spool_root, "after", {"tool": tool})
     after = wait_record(spool_root, "after")["result"]
-    assert after["pid"] == before["pid"]  # the same worker
-    assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
-
-
-def test_a_fast_tool_that_changes_directory_or_umask_does_not_move_later_jobs(
-        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
-    """The same for FAST tools, which run in the processor itself."""
-    daemon()
-    drop(spool_root, "before", {"tool": "r_where_fast"})
-    before = wait_record(spool_root, "before")["result"]
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    drop(spool_root, "mover", {"tool": "r_where_fast",
-                               "params": {"chdir": str(elsewhere), "umask": 0o077}})
-    assert wait_record(spool_root, "mover")["result"]["cwd"] == str(elsewhere)
-    drop(spool_root, "after", {"tool": "r_where_fast"})
-    after = wait_record(spool_root, "after")["result"]
+    assert after["pid"] == before["pid"]  # the same worker (or the processor itself)
     assert (after["cwd"], after["umask"]) == (before["cwd"], before["umask"])
 
 
