@@ -4,9 +4,10 @@ The local pool's workers come from a ``forkserver`` that preloads numpy, pandas
 and the tools (see :mod:`processor.pool`), about half a second of imports.  The
 processor imports as much again (its registry loads the same tools).  Started
 here, first thing, the forkserver does its imports while the processor does
-its own, on another core, instead of after them: the processor is up about a
-quarter of a second sooner (0.75 to 0.83 s against 0.49 to 0.57 s on the
-2-CPU machine of docs/benchmarks.md), which a ``systemctl restart`` waits for.
+its own, on another core, instead of after them: the processor writes its
+status file about 0.3 s sooner (0.56 to 0.62 s after launch against 0.86 to
+0.97 s, on the 2-CPU machine of docs/benchmarks.md), which a ``systemctl
+restart`` waits for.
 
 Everything the forkserver and its workers inherit is set before it starts:
 single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
