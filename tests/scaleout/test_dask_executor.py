@@ -333,6 +333,21 @@ def test_no_scheduler_no_slots_and_a_prompt_shutdown(monkeypatch: pytest.MonkeyP
         assert time.monotonic() - started < 10
 
 
+def _one_fills_the_cluster(run_executor: Any, tmp_path: Path) -> tuple[
+        tuple[Any, Any], tuple[Any, Any], dict[str, Path]]:
+    """Two processors' executors on one cluster, the first running a heartbeat job on
+    each of the cluster's two threads (``a`` and ``b``, beating into ``beats``); the
+    ``waits`` beats file is for the second's job."""
+    first, first_sink = run_executor()
+    second, second_sink = run_executor()
+    beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
+    for name in ("a", "b"):
+        first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
+    _wait_beats(beats["a"])
+    _wait_beats(beats["b"])
+    return (first, first_sink), (second, second_sink), beats
+
+
 def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
         run_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two processors share the cluster (docs/scaling.md allows it): one fills both
@@ -341,13 +356,8 @@ def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
     from processor import dask_executor  # noqa: PLC0415
 
     monkeypatch.setattr(dask_executor, "BACKSTOP_S", 0.5)
-    first, first_sink = run_executor()
-    second, second_sink = run_executor()
-    beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
-    for name in ("a", "b"):
-        first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
-    _wait_beats(beats["a"])
-    _wait_beats(beats["b"])
+    (first, first_sink), (second, second_sink), beats = _one_fills_the_cluster(
+        run_executor, tmp_path)
     second.submit(_task("waits", "d_heartbeat", timeout_s=1.0, path=str(beats["waits"])))
     time.sleep(3.0)  # well past its timeout and the backstop, still waiting for a thread
     assert "waits" not in second_sink.outcomes, second_sink.outcomes.get("waits")
@@ -365,13 +375,8 @@ def test_a_job_queued_on_a_worker_that_dies_runs_elsewhere(
     # On a shared cluster a job can wait on a worker for its thread. That worker dying
     # failed it KilledWorker (worker_crashed, an attempt spent) though it never ran: it
     # is submitted again, and runs once.
-    first, first_sink = run_executor()
-    second, second_sink = run_executor()
-    beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
-    for name in ("a", "b"):
-        first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
-    _wait_beats(beats["a"])
-    _wait_beats(beats["b"])
+    (first, first_sink), (second, second_sink), beats = _one_fills_the_cluster(
+        run_executor, tmp_path)
     second.submit(_task("waits", "d_heartbeat", path=str(beats["waits"])))
     deadline = time.monotonic() + 10
     while not (worker := next((addr for addr, keys in dask_client.processing().items()
