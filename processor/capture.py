@@ -49,7 +49,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from processor import logs
+from processor.kept import KeptSettings
 from processor.logs import MAX_TEXT
 
 log = logging.getLogger("spoolq.output")
@@ -72,17 +72,15 @@ class _Streams:
         self.installed: tuple[Any, Any] | None = None
         # fd -> a copy of it (not inherited), and the (device, inode) it was
         self.fds: dict[int, tuple[int, tuple[int, int]]] = {}
-        self.cwd: int | None = None  # the working directory, open
-        self.warnings: logs.WarningFilters | None = None
-        self.umask = 0o022
+        self.kept: KeptSettings | None = None  # working directory, umask, log, warnings
 
     def enter(self) -> None:
         with self.lock:
             self.running += 1
-            if self.installed is not None and self.warnings is None:
+            if self.kept is not None and self.kept.warnings is None:
                 # At the first job, when the daemon's start-up (Dask's import among it)
                 # has set the filters it wants.
-                self.warnings = logs.WarningFilters()
+                self.kept.keep_warnings()
 
     def leave(self, job: tuple[str, str] | None) -> None:
         with self.lock:
@@ -92,13 +90,8 @@ class _Streams:
                 return
             for fd, (copy, was) in self.fds.items():
                 _put_back(fd, copy, was)
-            logs.repair()
-            if self.warnings is not None:
-                self.warnings.restore()
-            os.umask(self.umask)
-            if self.cwd is not None:
-                with contextlib.suppress(OSError):
-                    os.fchdir(self.cwd)
+            if self.kept is not None:
+                self.kept.restore()
             if sys.stdout is installed[0] and sys.stderr is installed[1]:
                 return
             sys.stdout, sys.stderr = installed
@@ -294,10 +287,7 @@ def install() -> tuple[TextIO, TextIO]:
         with contextlib.suppress(OSError):
             st = os.fstat(fd)
             _streams.fds[fd] = (os.dup(fd), (st.st_dev, st.st_ino))
-    with contextlib.suppress(OSError):
-        _streams.cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    _streams.umask = os.umask(0o022)  # reading it means setting it
-    os.umask(_streams.umask)
+    _streams.kept = KeptSettings()
     return saved
 
 
@@ -307,11 +297,8 @@ def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     for copy, _ in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()
-    if _streams.cwd is not None:
-        os.close(_streams.cwd)
-        _streams.cwd = None
-    if _streams.warnings is not None:
-        _streams.warnings.close()
-        _streams.warnings = None
+    if _streams.kept is not None:
+        _streams.kept.close()
+        _streams.kept = None
     end()
     sys.stdout, sys.stderr = saved

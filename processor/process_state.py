@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from processor import logs
+from processor.kept import KeptSettings
 from processor.stdio_pipes import unbuffered
 from processor.stray_threads import StrayThreads
 
@@ -37,18 +37,15 @@ class ProcessState:
         self.strays = strays
         self.stdio = _save_stdio()
         self.streams: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
-        self.cwd = _cwd()
-        self.umask = _umask()
+        self.kept = KeptSettings()  # working directory, umask, logging, warnings
+        self.kept.keep_warnings()
         self.handlers = _signal_handlers()
         self.environ = dict(_environ_bytes())
-        self.warnings = logs.WarningFilters()
 
     def restore(self) -> None:
         """Put back what the job changed (each step cheaper than checking it first)."""
         _restore_stdio(self.stdio)
         self.streams = _restore_streams(self.streams, self.strays)
-        os.umask(self.umask)
-        logs.repair()
         for timer in _TIMERS:
             signal.setitimer(timer, 0)
         _restore_signal_handlers(self.handlers)
@@ -56,10 +53,7 @@ class ProcessState:
             os.environ.clear()  # unsetenv and putenv too, for the processes jobs start
             os.environb.update(self.environ)
             time.tzset()  # a TZ the job set and applied: the C library's zone too
-        self.warnings.restore()  # np.seterr: see processor.runner.run_tool
-        if self.cwd is not None:
-            with contextlib.suppress(OSError):  # a tool closed it: as it is
-                os.fchdir(self.cwd)
+        self.kept.restore()
 
 
 def _environ_bytes() -> dict[bytes, bytes]:
@@ -86,20 +80,6 @@ def _restore_signal_handlers(saved: dict[int, Any]) -> None:
         if handler is not None and signal.getsignal(signum) is not handler:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(signum, handler)
-
-
-def _cwd() -> int | None:
-    """The working directory, open (by descriptor: it may have been removed)."""
-    try:
-        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading it means setting it
-    os.umask(mask)
-    return mask
 
 
 def _save_stdio() -> dict[int, int]:
