@@ -124,10 +124,8 @@ class DaskExecutor:
             self._flights.clear()
             self._keys.clear()
             self._connected = False
-        by_worker: dict[str | None, list[str]] = {}
-        for f in flights:
-            by_worker.setdefault(f.worker, []).append(f.key)
-        self.link.close([f.future for f in flights if f.future is not None], by_worker)
+        self.link.close([f.future for f in flights if f.future is not None],
+                        _keys_by_worker(flights))
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -279,11 +277,7 @@ class DaskExecutor:
         # Their runs stop when their workers lose the scheduler too, or when it drops this
         # client's tasks. A scheduler that is frozen or cut off from this host only does
         # neither for a while: the workers are told directly.
-        by_worker: dict[str, list[str]] = {}
-        for flight in flights:
-            if flight.worker is not None:
-                by_worker.setdefault(flight.worker, []).append(flight.key)
-        self.link.kill_direct(by_worker, "lost")
+        self.link.kill_direct(_keys_by_worker(flights), "lost")
         for flight in flights:
             self._resolve(flight, self._kill_outcome(flight) or _crashed(flight.task, why))
         self.link.drop()
@@ -438,3 +432,11 @@ class DaskExecutor:
 
 def _crashed(task: Task, message: str) -> Outcome:
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0)
+
+
+def _keys_by_worker(flights: list[_Flight]) -> dict[str | None, list[str]]:
+    """The flights' task keys by the worker each started on (None: not started yet)."""
+    by_worker: dict[str | None, list[str]] = {}
+    for flight in flights:
+        by_worker.setdefault(flight.worker, []).append(flight.key)
+    return by_worker

@@ -257,8 +257,7 @@ class SchedulerLink:
         if client is not None:
             waits = [self.kill(worker, keys, "shutdown", client=client)
                      for worker, keys in keys_by_worker.items()]
-            self.kill_direct({worker: keys for worker, keys in keys_by_worker.items()
-                              if worker is not None}, "shutdown")
+            self.kill_direct(keys_by_worker, "shutdown")
             for call in waits:
                 with contextlib.suppress(Exception):
                     call.result(timeout=RPC_TIMEOUT_S)
@@ -335,17 +334,19 @@ class SchedulerLink:
             client.run, kill_on_worker, keys, reason, workers=workers,
             callback_timeout=RPC_TIMEOUT_S) if client else None)
 
-    def kill_direct(self, keys_by_worker: dict[str, list[str]], reason: str) -> None:
+    def kill_direct(self, keys_by_worker: dict[str | None, list[str]], reason: str) -> None:
         """Kill the children running these keys, sent straight to their workers, not
         through the scheduler, in the background.
 
         For a scheduler that does not answer (frozen, or cut off from this host only):
         the kills that go through it would leave those runs going until it answers
-        again or their timeouts, beside the retries of their jobs.
+        again or their timeouts, beside the retries of their jobs.  Keys under ``None``
+        (not started on any worker yet) have no worker to tell.
         """
-        if not keys_by_worker:
+        started = {worker: keys for worker, keys in keys_by_worker.items() if worker is not None}
+        if not started:
             return
-        sent = asyncio.run_coroutine_threadsafe(_kill_direct(keys_by_worker, reason),
+        sent = asyncio.run_coroutine_threadsafe(_kill_direct(started, reason),
                                                 self._loop.loop.asyncio_loop)
         with self._direct_lock:
             self._direct = [f for f in self._direct if not f.done()] + [sent]
