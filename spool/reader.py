@@ -205,6 +205,16 @@ class SpoolReader:
                 found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
         return found
 
+    def unsearchable_states(self) -> list[JobState]:
+        """The state folders this process may not look into, so cannot tell a job's state
+        from: a member of the submit group only reaches ``pending/`` (docs/operations.md,
+        "Permissions"), and :meth:`get` would fail with EACCES once the job is claimed.
+        Effective ids, as the lookups themselves use (``sudo -u spoolq``)."""
+        effective = os.access in os.supports_effective_ids
+        return [state for state in JobState
+                if os.path.isdir(self.layout.folder(state))
+                and not os.access(self.layout.folder(state), os.X_OK, effective_ids=effective)]
+
     def get(self, job_id: str) -> Record:
         """The record of ``job_id``; NotFoundError when no folder has it."""
         if not is_valid_id(job_id):

@@ -26,6 +26,7 @@ from spool.cli.command import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
     Command,
+    UsageError,
     add_json,
     client_of,
     note,
@@ -76,8 +77,26 @@ def _configure_wait(parser: argparse.ArgumentParser) -> None:
 
 
 def run_wait(args: argparse.Namespace, settings: Settings) -> int:
-    return wait_for(client_of(settings), args.id, args.timeout, as_json=args.json,
-                    quiet=args.quiet)
+    client = client_of(settings)
+    check_can_follow(client, "spoolq wait")
+    return wait_for(client, args.id, args.timeout, as_json=args.json, quiet=args.quiet)
+
+
+def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
+    """A usage error (exit 2) when this user cannot see a job past ``pending/``.
+
+    A member of the submit group only may drop jobs, not read their state once claimed
+    (docs/operations.md, "Permissions"): waiting would end in EACCES on ``running/``,
+    exit 1, which a script reads as "the job failed".
+    """
+    blocked = client.reader.unsearchable_states()
+    if blocked:
+        folders = ", ".join(f"{state.value}/" for state in blocked)
+        raise UsageError(f"{what} needs to look into {folders}, which this user may not "
+                         f"enter: it may drop jobs but not see them run or read their "
+                         f"results{done_so_far}; follow the job through statusd "
+                         "(GET /api/v1/tasks/ID) or as a member of the spool's group (see "
+                         "Permissions in docs/operations.md)")
 
 
 def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
@@ -182,7 +201,8 @@ WAIT = Command(
     _configure_wait, run_wait,
     description="Wait until the job is done (exit 0) or failed (exit 1); exit 3 if it "
     "is still pending or running at --timeout, 1 if there is no such job or its record "
-    "in done/ or failed/ cannot be read (corrupt), 2 on usage errors.  On a terminal a "
+    "in done/ or failed/ cannot be read (corrupt), 2 on usage errors (and when this "
+    "user may not look into running/, done/ or failed/: a submitter only).  On a terminal a "
     "progress bar (state, fraction, message, time) is drawn on stderr; otherwise each "
     "state change is one line on stderr.  The final record goes to stdout.")
 CANCEL = Command(

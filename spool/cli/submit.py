@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
-from spool.cli.jobs import wait_for
+from spool.cli.jobs import check_can_follow, wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
 from spool.models import Job
@@ -64,6 +64,8 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
         else job_from_options(args)
     client = client_of(settings)  # refuses a job over SPOOL_MAX_JOB_BYTES as written
+    if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
+        check_can_follow(client, "--wait", " (nothing was submitted)")
     try:
         job_id = client.submit(job, args.id)
     except ValueError as exc:  # the file's "id" disagrees with --id
@@ -167,4 +169,5 @@ SUBMIT = Command(
     "are JSON when they parse, else strings: -p symbols='[\"AAA\"]' -p fast=10 "
     "-p name=x gives {\"symbols\": [\"AAA\"], \"fast\": 10, \"name\": \"x\"}.  "
     "Prints the id; exit 1 when the job file is invalid or the id is already "
-    "pending, 2 on usage errors.")
+    "pending, 2 on usage errors.  --wait by a user who may not look into running/, "
+    "done/ or failed/ exits 2 before submitting anything.")

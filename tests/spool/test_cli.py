@@ -190,6 +190,36 @@ def test_init_system_sets_postfix_style_modes(open_dir: Path, env: dict[str, str
 
 
 @needs_root
+def test_a_submitter_who_cannot_read_results_is_told_so_not_that_the_job_failed(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """A member of the submit group only (docs/operations.md, Permissions) cannot look into
+    running/, done/, failed/: ``submit --wait`` and ``wait`` exit 2 (never wait's 1,
+    "failed") with one line saying why, and ``submit --wait`` drops nothing."""
+    assert NOBODY is not None
+    gid = NOBODY[1]
+    root = open_dir / "spool"
+    assert spoolq(env, "init", "--system", "--user", "nobody", "--group", "nogroup",
+                  "--spool-dir", str(root)).returncode == 0
+    for name in ("running", "done", "failed", "progress", "cancel", "owners"):
+        # nobody's own group is nogroup here: give the spool user's folders a group of
+        # their own, as a real `spoolq` user (group spoolq) has.
+        os.chown(root / name, -1, 54322)
+    base = ["--spool-dir", str(root), "--fsync", "always"]
+    code, stderr = as_user(54321, [gid], lambda: spoolq_main(
+        [*base, "submit", "echo", "--id", "waited", "--wait"]))
+    assert code == 2 and "--wait" in stderr and "running/" in stderr, stderr
+    assert "nothing was submitted" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (root / "pending" / "waited.json").exists()
+    code, stderr = as_user(54321, [gid], lambda: spoolq_main(
+        [*base, "submit", "echo", "--id", "dropped"]))
+    assert code == 0, stderr
+    code, stderr = as_user(54321, [gid], lambda: spoolq_main(
+        [*base, "wait", "dropped", "--timeout", "1"]))
+    assert code == 2 and "running/" in stderr and "Traceback" not in stderr, stderr
+    assert (root / "pending" / "dropped.json").exists()
+
+
+@needs_root
 def test_init_system_never_hands_a_symlinks_target_to_the_spool_user(
         open_dir: Path, env: dict[str, str]) -> None:
     """The spool user owns the spool and could swap done/ for a link to a root-owned
