@@ -426,3 +426,32 @@ def test_oldest_due_pending_age_leaves_out_the_wait_for_not_before(spool: Spool)
     assert reader.stats(now=arrived + 50)["oldest_due_pending_age_s"] is None
     submit(spool, "plain")  # no not_before: due from its arrival
     assert reader.stats()["oldest_due_pending_age_s"] == pytest.approx(0, abs=1)
+
+
+def test_oldest_due_pending_is_exact_when_the_oldest_jobs_wait_for_later(spool: Spool) -> None:
+    """``stats`` reads pending jobs oldest arrival first and stops once no later arrival
+    can be due sooner; jobs that wait for a ``not_before`` must not end the search early:
+    the one due longest here is the newest but one.  A re-drop of a finished id counts
+    once, as pending."""
+    start = time.time()
+    submit(spool, "scheduled", not_before=start + 3600)  # not due at all
+    submit(spool, "delayed", not_before=start + 50)  # due, but after "plain" arrived
+    (spool.layout.folder(P) / "broken.json").write_bytes(b'{"tool": ')  # due on arrival
+    submit(spool, "plain")
+    finish(spool, "plain")
+    submit(spool, "plain")  # a re-drop: pending again, and due from this arrival
+    arrived = {name: os.stat(spool.layout.job(P, name)).st_ctime_ns / 1e9
+               for name in ("scheduled", "delayed", "broken", "plain")}
+    reader = SpoolReader(spool.layout)
+    now = arrived["plain"] + 100
+    stats = reader.stats(now=now)
+    assert stats["counts"] == {"pending": 4, "running": 0, "done": 0, "failed": 0}
+    assert stats["oldest_pending_age_s"] == pytest.approx(now - arrived["scheduled"])
+    assert stats["oldest_due_pending_age_s"] == pytest.approx(now - arrived["broken"])
+    os.unlink(spool.layout.job(P, "broken"))
+    assert reader.stats(now=now)["oldest_due_pending_age_s"] == pytest.approx(100)
+    assert reader.stats(now=start + 60)["oldest_due_pending_age_s"] == pytest.approx(
+        start + 60 - arrived["plain"])
+    os.unlink(spool.layout.job(P, "plain"))
+    assert reader.stats(now=start + 60)["oldest_due_pending_age_s"] == pytest.approx(10)
+    assert reader.stats(now=start + 40)["oldest_due_pending_age_s"] is None
