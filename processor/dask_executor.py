@@ -116,6 +116,7 @@ class DaskExecutor:
     def shutdown(self) -> None:
         """Stop every job's child on the cluster (no outcomes follow) and disconnect."""
         self._stopping.set()
+        self.link.stop()  # the monitor waits on the scheduler no longer
         self._events.put(("wake",))
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -198,6 +199,14 @@ class DaskExecutor:
             if now >= self._next_health:
                 self._check_health(now)
             self._enforce(now)
+        if self._connected:
+            self._last_probe()
+
+    def _last_probe(self) -> None:
+        """At a stop, ask the scheduler once more (cut short by the stop): one that does
+        not answer is lost now, so the stop does not wait on it to kill the jobs."""
+        self._next_refresh = 0.0
+        self._check_health(time.monotonic())
 
     def _next_timeout(self) -> float:
         now = time.monotonic()

@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, InvalidStateError, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +38,8 @@ CONNECT_TIMEOUT_S = 2.0
 CONNECT_WAIT_S = CONNECT_TIMEOUT_S + 2.0
 """How long connect() waits for a new client (distributed's own timeout may not apply)."""
 PROBE_TIMEOUT_S = 10.0
+STOP_WAIT_S = 0.5
+"""Once :meth:`SchedulerLink.stop` came, how much longer a probe waits for an answer."""
 RPC_TIMEOUT_S = 5.0
 FETCH_TIMEOUT_S = 600.0
 """How long a finished task's result may take to arrive (1.2 GB took more than 5 s)."""
@@ -136,6 +138,7 @@ class SchedulerLink:
         self._attempt: Future[Any] | None = None  # a connection being made
         self._connects: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._stopped: Future[None] = Future()  # done once stop() came
         # A daemon thread: one stuck on a silent scheduler must not hold the exit.
         threading.Thread(target=self._make_clients, name="dask-connect", daemon=True).start()
 
@@ -148,20 +151,20 @@ class SchedulerLink:
         if attempt is None:
             attempt = self._attempt = Future()
             self._connects.put(attempt)
-        try:
-            client = attempt.result(timeout=CONNECT_WAIT_S)
-        except FutureTimeout:  # kept: the next call waits on the same attempt
-            self._no_scheduler(f"no answer in {CONNECT_WAIT_S:g} s")
-            return None
-        except Exception as exc:
-            self._attempt = None
-            self._no_scheduler(str(exc))
+        wait([attempt, self._stopped], CONNECT_WAIT_S, FIRST_COMPLETED)
+        if not attempt.done():  # kept: the next call waits on the same attempt
+            if not self._stopped.done():
+                self._no_scheduler(f"no answer in {CONNECT_WAIT_S:g} s")
             return None
         self._attempt = None
         try:
+            client = attempt.result()
+        except Exception as exc:
+            self._no_scheduler(str(exc))
+            return None
+        try:
             client.subscribe_topic(self.topic, lambda event: self._on_event(event[1]))
-            probe = _probe(client.sync(client.scheduler.identity,
-                                       callback_timeout=PROBE_TIMEOUT_S))
+            probe = self._identity(client)
         except Exception as exc:
             log.warning("the Dask scheduler went away while connecting",
                         extra={"fields": {"address": self.address, "error": str(exc)}})
@@ -234,14 +237,37 @@ class SchedulerLink:
         if not self.alive():
             raise LinkLost(f"lost the connection to the Dask scheduler at {self.address}")
         try:
-            probe = _probe(client.sync(client.scheduler.identity,
-                                       callback_timeout=PROBE_TIMEOUT_S))
+            probe = self._identity(client)
         except Exception as exc:
             raise LinkLost(f"the Dask scheduler at {self.address} does not answer "
                            f"({type(exc).__name__}: {exc})") from exc
         if probe.scheduler_id != self.scheduler_id:
             raise LinkLost(f"the Dask scheduler at {self.address} was replaced")
         return probe
+
+    def _identity(self, client: Any) -> Probe:
+        """The scheduler's answer, waited for at most :data:`PROBE_TIMEOUT_S`, and at most
+        :data:`STOP_WAIT_S` more once :meth:`stop` came: a stop must not wait on a
+        scheduler that does not answer (one frozen with SIGSTOP)."""
+        started = time.monotonic()
+        deadline = started + PROBE_TIMEOUT_S
+        call = asyncio.run_coroutine_threadsafe(client.scheduler.identity(),
+                                                self._loop.loop.asyncio_loop)
+        try:
+            wait([call, self._stopped], PROBE_TIMEOUT_S, FIRST_COMPLETED)
+            if self._stopped.done():
+                deadline = min(deadline, time.monotonic() + STOP_WAIT_S)
+            return _probe(call.result(timeout=max(0.0, deadline - time.monotonic())))
+        except FutureTimeout:
+            raise TimeoutError(f"no answer in {time.monotonic() - started:.1f} s") from None
+        finally:
+            call.cancel()  # a call still waiting stops waiting on the IO loop too
+
+    def stop(self) -> None:
+        """Stop waiting on the scheduler: :meth:`connect` returns None at once, and a
+        probe gives up :data:`STOP_WAIT_S` after this (LinkLost) if no answer came."""
+        with contextlib.suppress(InvalidStateError):
+            self._stopped.set_result(None)
 
     def drop(self) -> None:
         """Forget the client (closed in the background); connect() makes a new one."""

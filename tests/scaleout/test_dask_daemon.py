@@ -271,11 +271,15 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
                        "worker_crashed; reconnecting")], errors
 
 
+@pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
-        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
     # The scheduler stopped (SIGSTOP), its workers still up: the processor's kills went
     # only through the scheduler, so the job ran on beside its requeued self until the
     # scheduler answered again or its timeout. They now also go straight to the worker.
+    # And the stop waited on the scheduler: 5 s for the kills sent through it, or up to
+    # 10 s for a health probe in flight (one starts within about a second of the freeze);
+    # now a probe that comes or is running at a stop is given up 0.5 s after it.
     port = free_port()
     beats = tmp_path / "frozen.beats"
     with _cluster_process(port, n_workers=1) as cluster:
@@ -285,7 +289,11 @@ def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         wait_for(lambda: len(_lines(beats)) >= 3, 30, "the job running")
         os.kill(cluster.pid, signal.SIGSTOP)  # the scheduler runs in this process
         try:
+            time.sleep(frozen_s)
+            started = time.monotonic()
             assert d.stop() == 0
+            took = time.monotonic() - started
+            assert took < 4, f"the stop took {took:.1f} s (grace 0.5 s)"
             assert locations(spool_root)["frozen"] == ["pending"], "requeued by the stop"
             _assert_stopped_growing(beats)
         finally:
