@@ -58,7 +58,7 @@ its pipes is read, as its job's, and the pipes are closed; an orphan that escape
 sweep and writes later gets ``EPIPE``.
 
 A job run on Dask has the same pipes, read by the task that started its worker
-(:mod:`processor.dask_task`), which logs on the Dask worker's stderr.
+(:mod:`processor.dask_supervise`), which logs on the Dask worker's stderr.
 """
 
 from __future__ import annotations

@@ -399,9 +399,9 @@ def test_a_job_queued_on_a_worker_that_dies_runs_elsewhere(
 
 def _slow_take(delay_s: float) -> None:
     """On a Dask worker (``Client.run``): finding a child takes ``delay_s`` longer."""
-    from processor import dask_task  # noqa: PLC0415
+    from processor import dask_host  # noqa: PLC0415
 
-    take = dask_task._Host.take
+    take = dask_host.Host.take
     original = getattr(take, "original", take)
 
     def slow(self: Any, config: Any) -> Any:
@@ -409,7 +409,7 @@ def _slow_take(delay_s: float) -> None:
         return original(self, config)
 
     slow.original = original  # type: ignore[attr-defined]
-    dask_task._Host.take = original if delay_s == 0 else slow  # type: ignore[method-assign]
+    dask_host.Host.take = original if delay_s == 0 else slow  # type: ignore[method-assign]
 
 
 def test_a_job_killed_while_its_process_is_found_never_runs(

@@ -1,0 +1,259 @@
+"""A Dask worker process's job processes, for :mod:`processor.dask_task`.
+
+Owns, per Dask worker process, the children that run COMPUTE jobs: the idle
+ones kept for the next job (per :class:`~processor.executor.WorkerConfig`),
+the ones being started, and the runs in progress (:class:`Host`, made on
+first use by :func:`this_host`: Dask tasks are plain functions, so that state
+cannot be passed down from a ``main()``).  Each child runs the same
+:func:`~processor.worker.worker_main` as the local pool, started from a
+forkserver with numpy, pandas and the tools preloaded.
+
+Guarantees: a child dies with the Dask worker that made it (its lifeline),
+every child is killed with every process below it when this worker process
+exits, and a child that dies leaves no orphan running (the forkserver adopts
+them and they are swept).  What the children write is logged as
+``spoolq.output`` JSON lines on this process's stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.util import Finalize
+
+from processor import capture
+from processor.executor import WorkerConfig
+from processor.logs import JsonFormatter
+from processor.proctree import kill_orphans, kill_tree, parent_of
+from processor.startup import PRELOAD
+from processor.stdio_pipes import StdioPipes
+
+LOST = "lost"  # kill reason: the Dask side gave the task up
+
+
+@dataclass(slots=True)
+class Child:
+    """One job process of this Dask worker, idle or running a job."""
+
+    process: BaseProcess
+    conn: Connection
+    lifeline: Connection  # the child dies when this end closes, with this process
+    output: StdioPipes  # the read ends of its fds 1 and 2
+    jobs: int = 0
+    retiring: bool = False  # said so with its last result (SPOOL_WORKER_MAX_JOBS)
+
+    def alive(self) -> bool:
+        return self.process.is_alive() and not self.conn.closed
+
+
+@dataclass(slots=True)
+class Run:
+    """One job in progress here, from its task's start to its outcome."""
+
+    key: str
+    child: Child | None = None  # None until it has one (a new one may take a second)
+    reason: str | None = None
+    fatal: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Host:
+    """This worker process's idle children, children being started, and running jobs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.idle: dict[WorkerConfig, list[Child]] = {}
+        self.starting: dict[WorkerConfig, int] = {}
+        self.runs: dict[str, Run] = {}
+        self._ctx: ForkServerContext | None = None
+        self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
+        self._forkserver = 0  # their parent's pid, once one was started
+        _log_output_as_json()
+        # Run by multiprocessing's exit handler before it SIGTERMs the children and waits
+        # for them: for good (or until a nanny kills this worker) for one whose tool
+        # ignored SIGTERM.  (A Dask worker is a multiprocessing child: atexit is later.)
+        Finalize(None, self.end, exitpriority=10)
+
+    def take(self, config: WorkerConfig) -> Child:
+        """An idle child (waiting for one being prestarted), else a new one."""
+        dead: list[Child] = []
+        try:
+            with self.lock:
+                while True:
+                    pool = self.idle.setdefault(config, [])
+                    while pool:
+                        child = pool.pop()
+                        if child.alive():
+                            return child
+                        dead.append(child)
+                    if not self.starting.get(config):
+                        break
+                    self.lock.wait(timeout=1.0)
+        finally:
+            for child in dead:
+                self.discard(child)
+        return self.spawn(config)
+
+    def give_back(self, config: WorkerConfig, child: Child) -> None:
+        reusable = child.alive() and not child.retiring and not (
+            config.max_jobs and child.jobs >= config.max_jobs)
+        if not reusable:
+            self.discard(child)
+            return
+        with self.lock:
+            self.idle.setdefault(config, []).append(child)
+            self.lock.notify_all()
+
+    def prestart(self, config: WorkerConfig, wanted: int) -> None:
+        with self.lock:
+            have = sum(c.alive() for c in self.idle.get(config, []))
+            count = max(0, wanted - have - self.starting.get(config, 0))
+            self.starting[config] = self.starting.get(config, 0) + count
+        for _ in range(count):
+            try:
+                child = self.spawn(config)
+            finally:
+                with self.lock:
+                    self.starting[config] -= 1
+                    self.lock.notify_all()
+            self.give_back(config, child)
+
+    def spawn(self, config: WorkerConfig) -> Child:
+        ctx = self._context()
+        parent, child_end = ctx.Pipe(duplex=True)
+        life_r, life_w = ctx.Pipe(duplex=False)
+        output = StdioPipes()
+        output_ends = output.hand_over()  # the child dups them to its fds 1 and 2
+        process = ctx.Process(target=child_main, name="spoolq-dask-child", daemon=True,
+                              args=(child_end, life_r, config, output_ends))
+        try:
+            with _SPAWN_LOCK:
+                # Dask worker processes are daemonic by default and multiprocessing
+                # refuses children of a daemonic process, to spare them orphans.
+                # This child cannot be orphaned: it dies when its lifeline closes
+                # (see child_main), at the latest when this process ends.
+                me = mp.current_process()
+                daemonic = me.daemon
+                me.daemon = False
+                try:
+                    process.start()
+                finally:
+                    me.daemon = daemonic
+                if process.pid:
+                    self._children.add(process.pid)
+                    self._forkserver = parent_of(process.pid) or self._forkserver
+        except BaseException:
+            for end in (parent, life_w):
+                end.close()
+            output.close()
+            raise
+        finally:  # the child has its copies (or never started)
+            for end in (child_end, life_r, *output_ends):
+                end.close()
+        return Child(process, parent, life_w, output)
+
+    def _context(self) -> ForkServerContext:
+        if self._ctx is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            self._ctx = ctx
+        return self._ctx
+
+    def discard(self, child: Child) -> None:
+        """Kill and forget a child, and whatever a dead child's tool left running (the
+        forkserver adopts it: see :mod:`processor.forkserver_init`)."""
+        discard_child(child)
+        with _SPAWN_LOCK:  # no child is being started meanwhile, unknown to the sweep
+            self._children.discard(child.process.pid or 0)
+            if self._forkserver:
+                kill_orphans(self._forkserver, self._children)
+        child.output.close()  # after the sweep: what its orphans wrote is in the pipes
+
+    def end(self) -> None:
+        """This Dask worker process exits: kill every child now, idle or running."""
+        with self.lock:
+            children = [c for pool in self.idle.values() for c in pool]
+            children += [r.child for r in self.runs.values() if r.child is not None]
+            self.idle.clear()
+        for child in children:
+            kill_child(child)
+        for child in children:
+            child.process.join(timeout=2)
+
+    def kill(self, key: str, reason: str) -> bool:
+        with self.lock:
+            run = self.runs.get(key)
+            if run is None:
+                return False
+            run.reason = run.reason or reason
+            child = run.child  # None: it never gets the job (see dask_task.run_task)
+        if child is not None:
+            kill_child(child)
+        return True
+
+
+_HOST: list[Host] = []
+_HOST_LOCK = threading.Lock()
+_SPAWN_LOCK = threading.Lock()
+
+
+def this_host() -> Host:
+    with _HOST_LOCK:
+        if not _HOST:
+            _HOST.append(Host())
+        return _HOST[0]
+
+
+def kill_child(child: Child) -> None:
+    if child.process.pid is not None:
+        kill_tree(child.process.pid)
+
+
+def discard_child(child: Child) -> None:
+    kill_child(child)
+    child.process.join(timeout=2)
+    child.conn.close()
+    child.lifeline.close()
+
+
+def child_main(conn: Connection, lifeline: Connection, config: WorkerConfig,
+               output: tuple[Connection, Connection]) -> None:
+    """The local pool's worker body, dying with the Dask worker that made it.
+
+    A forkserver child's parent is the forkserver, which outlives the Dask
+    worker while any of its children runs, so ``PR_SET_PDEATHSIG`` alone
+    would let a job run on after its worker died.  The lifeline's write end
+    is held only by the Dask worker: ``worker_main`` kills this child's
+    session when it reads end of file.
+    """
+    # Imported here: the forkserver has it preloaded, the Dask worker needs none of it.
+    from processor.worker import worker_main  # noqa: PLC0415
+
+    worker_main(conn, config, lifeline, output)
+
+
+class _OutputHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The children's output, as JSON lines on this Dask worker's stderr."""
+
+
+def _log_output_as_json() -> None:
+    """Have ``spoolq.output`` lines (what the children write to fds 1 and 2, read by the
+    supervisors) written as JSON lines on this process's stderr, the processor's shape;
+    distributed configures no handler for them.  Left as it is in a process whose
+    logging spoolq set up already (a cluster inside the processor, in tests)."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers):
+        return
+    out = capture.log
+    if not any(isinstance(h, _OutputHandler) for h in out.handlers):
+        handler = _OutputHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        out.addHandler(handler)
+        out.setLevel(logging.INFO)
+        out.propagate = False
