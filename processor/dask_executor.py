@@ -46,7 +46,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from processor.dask_link import TOPIC_PREFIX, LinkLost, Probe, SchedulerLink, scheduler_address
+from processor.dask_connect import LinkLost, scheduler_address
+from processor.dask_link import Probe, SchedulerLink
+from processor.dask_prepare import TOPIC_PREFIX
 from processor.executor import Sink, Task, WorkerConfig
 from processor.runner import Outcome
 from spool.errors import ErrorType

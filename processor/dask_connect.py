@@ -1,0 +1,145 @@
+"""Makes the processor's clients to a Dask scheduler, for :mod:`processor.dask_link`.
+
+Owns the IO loop every client runs on and the thread that makes them: one
+``distributed.Client`` per attempt (:class:`ClientMaker`), so that a
+scheduler that accepted the connection and then went silent holds that
+thread only, never the executor's monitor or a stop.  Also reads the
+``SPOOL_EXECUTOR`` address (:func:`scheduler_address`), says how to install
+Dask when it is missing, and keeps distributed's ERROR line for a cancelled
+reconnect out of the log.  :class:`LinkLost` is what every failure to reach
+the scheduler becomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, cast
+
+from spool.errors import ConfigError
+
+DEFAULT_PORT = 8786
+CONNECT_TIMEOUT_S = 2.0
+CONNECT_WAIT_S = CONNECT_TIMEOUT_S + 2.0
+"""How long connect() waits for a new client (distributed's own timeout may not apply)."""
+RPC_TIMEOUT_S = 5.0
+
+
+class LinkLost(Exception):
+    """The scheduler is gone, was replaced, or does not answer."""
+
+
+def scheduler_address(executor: str) -> str:
+    """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials."""
+    scheme, sep, rest = executor.partition("://")
+    if not sep or scheme not in ("dask", "tcp") or not rest or "/" in rest:
+        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
+    host, colon, port = rest.rpartition(":")
+    if not colon:
+        host, port = rest, str(DEFAULT_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
+    return f"tcp://{host}:{port}"
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or a ConfigError saying how to install it."""
+    try:
+        import distributed  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ConfigError("SPOOL_EXECUTOR=dask://... needs Dask distributed, which is not "
+                          "installed: pip install 'spoolq[dask]'") from exc
+    return distributed
+
+
+class _NoCancelledReconnect(logging.Filter):
+    """Drops distributed's ERROR line for a cancelled coroutine.
+
+    When the scheduler goes, the client starts reconnecting by itself; the
+    link drops that client and makes a new one, and closing it cancels the
+    reconnect, which ``distributed.utils.log_errors`` logs at ERROR with an
+    empty message.  The loss has its own ERROR line (``Dask scheduler lost``);
+    a cancellation is not an error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        return not (exc is not None and issubclass(exc, asyncio.CancelledError))
+
+
+_CLIENT_LOG_FILTER = _NoCancelledReconnect()
+
+
+class ClientMaker:
+    """Makes clients to the scheduler at ``address``, one an attempt, all on one IO loop."""
+
+    def __init__(self, address: str) -> None:
+        self._dd = require_distributed()
+        logging.getLogger("distributed.client").addFilter(_CLIENT_LOG_FILTER)  # added once
+        from distributed.utils import LoopRunner  # noqa: PLC0415 - optional extra
+
+        # One IO loop thread for every client this link makes.  A Client that makes its
+        # own loop and then fails to connect never stops it: with the scheduler down,
+        # each attempt left a thread and three descriptors behind (about one every 4 s).
+        self._loop: Any = cast(Any, LoopRunner(asynchronous=False))  # untyped
+        self._loop.start()
+        self.address = address
+        self._attempt: Future[Any] | None = None  # a connection being made
+        self._connects: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        # A daemon thread: one stuck on a silent scheduler must not hold the exit.
+        threading.Thread(target=self._make_clients, name="dask-connect", daemon=True).start()
+
+    @property
+    def asyncio_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop every client runs on, for calls made without one."""
+        return cast(asyncio.AbstractEventLoop, self._loop.loop.asyncio_loop)
+
+    def attempt(self) -> Future[Any]:
+        """The connection being made (a new one when none is): its client, or its error."""
+        attempt = self._attempt
+        if attempt is None:
+            attempt = self._attempt = Future()
+            self._connects.put(attempt)
+        return attempt
+
+    def taken(self) -> None:
+        """The attempt ended and its end was seen: the next :meth:`attempt` is a new one."""
+        self._attempt = None
+
+    def _make_clients(self) -> None:
+        """The connecting thread: one ``distributed.Client`` per attempt.
+
+        ``Client(address, timeout=...)`` waits for as long as a scheduler that
+        accepted the connection stays silent (one frozen with SIGSTOP): this thread
+        may wait that long, while ``SchedulerLink.connect`` gives up after
+        :data:`CONNECT_WAIT_S`, so the monitor and a stop never hang on it.
+        """
+        while (attempt := self._connects.get()) is not None:
+            try:
+                client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
+                                         set_as_default=False, loop=self._loop.loop)
+            except BaseException as exc:
+                attempt.set_exception(exc)
+                continue
+            if self._closed.is_set():  # it came after close(): nobody takes it
+                return
+            attempt.set_result(client)
+
+    def stop(self) -> None:
+        """Make no more clients (one being made now is left to the process's exit)."""
+        self._closed.set()
+        self._connects.put(None)
+
+    def stop_loop(self) -> None:
+        """Stop the IO loop, once every client on it is closed or given up."""
+        self._loop.stop()
+
+
+def close_client(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close(timeout=RPC_TIMEOUT_S)
