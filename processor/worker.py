@@ -58,7 +58,7 @@ from spool.errors import ErrorType, SpoolError
 
 PROGRESS_INTERVAL_S = 0.05
 # Past a job's timeout, how long its worker waits for the parent's kill before killing
-# itself: well inside the Dask executor's backstop (processor.dask_executor.BACKSTOP_S).
+# itself: well inside the Dask executor's backstop (processor.dask_events.BACKSTOP_S).
 DEADMAN_GRACE_S = 2.0
 _LONGEST_WAIT_S = 86_400.0
 
@@ -137,17 +137,23 @@ class Deadman:
 
     One thread, woken only when a deadline comes sooner than the one it sleeps
     towards: with one timeout for every job, arming costs a lock, not a wake-up.
+    Disarmed, it still sleeps towards the latest deadline armed while that is ahead:
+    a job over before the thread looked (it needs the GIL, which the job's thread
+    holds until it waits for its next task) would otherwise leave it asleep for
+    good, and the next job's arming would have to wake it, one wake-up per job.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._deadline = math.inf  # the armed deadline (monotonic), inf when disarmed
+        self._latest = -math.inf  # the latest deadline armed so far
         self._wake_at = math.inf  # when the thread next looks, at the latest
         threading.Thread(target=self._watch, name="deadman", daemon=True).start()
 
     def arm(self, seconds: float) -> None:
         with self._cond:
             self._deadline = time.monotonic() + seconds
+            self._latest = max(self._latest, self._deadline)
             if self._deadline < self._wake_at:
                 self._cond.notify()
 
@@ -161,10 +167,11 @@ class Deadman:
                 now = time.monotonic()
                 if now >= self._deadline:
                     break
-                self._wake_at = self._deadline
+                self._wake_at = min(self._deadline,
+                                    self._latest if self._latest > now else math.inf)
                 # Bounded: a lock's wait overflows on a timeout of 1e300 s.
-                self._cond.wait(None if math.isinf(self._deadline)
-                                else min(self._deadline - now, _LONGEST_WAIT_S))
+                self._cond.wait(None if math.isinf(self._wake_at)
+                                else min(self._wake_at - now, _LONGEST_WAIT_S))
         # Everything below this worker (it is their subreaper, so that is every process
         # its tools started), then the worker itself, with a status that says why.
         kill_descendants(os.getpid())

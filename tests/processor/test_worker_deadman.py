@@ -1,0 +1,49 @@
+"""processor.worker.Deadman: a COMPUTE worker's own deadline for each job.
+
+Run in a child interpreter: the deadman's thread lives as long as its process, and
+ends it (exit status DEADMAN_EXIT) once an armed deadline passes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from processor.runner import DEADMAN_EXIT
+
+_CHILD = """
+import sys, time
+from processor.worker import Deadman
+
+deadman = Deadman()
+notified = 0
+notify = deadman._cond.notify
+
+def counted(n=1):
+    global notified
+    notified += 1
+    notify(n)
+
+deadman._cond.notify = counted
+# Jobs over before the deadman's thread looks (it needs the GIL this thread holds).
+for _ in range(200):
+    deadman.arm(1.0)
+    deadman.disarm()
+    time.sleep(0.0005)
+print(notified, flush=True)
+deadman.arm(1.0)  # a job that overruns, after all those
+time.sleep(60)
+"""
+
+
+def test_short_jobs_wake_the_deadman_once_and_an_overrun_still_dies() -> None:
+    """Each job's arming woke the deadman's thread when the job before was over before
+    that thread looked: a wake-up and a GIL hand-off per job, a tenth of a no-op job's
+    CPU in its worker (docs/benchmarks.md)."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == DEADMAN_EXIT, proc.stderr
+    assert time.monotonic() - start < 30, "killed long after its deadline"
+    assert int(proc.stdout) <= 2  # the first arming, and one more should the thread lag
