@@ -283,15 +283,15 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
     # process at the deadline. The job's process keeps its own deadline (a grace period
     # later), so it is dead before the executor's backstop reports a timeout, after
     # which the job may be retried elsewhere: never beside its first run.
-    from processor import dask_executor  # noqa: PLC0415
+    from processor import dask_events, dask_executor  # noqa: PLC0415
 
     # The outcome comes at timeout + BACKSTOP_S + KILL_GRACE_S (the frozen worker never
     # confirms the kill). The order this test exists for holds for the shipped values;
     # both waits are then shortened, the backstop still well past the job's own
     # deadline, so the test does not sit through 15 s of them.
-    assert DEADMAN_GRACE_S < FROZEN_BACKSTOP_S <= dask_executor.BACKSTOP_S
+    assert DEADMAN_GRACE_S < FROZEN_BACKSTOP_S <= dask_events.BACKSTOP_S
     assert FROZEN_KILL_GRACE_S <= dask_executor.KILL_GRACE_S
-    monkeypatch.setattr(dask_executor, "BACKSTOP_S", FROZEN_BACKSTOP_S)
+    monkeypatch.setattr(dask_events, "BACKSTOP_S", FROZEN_BACKSTOP_S)
     monkeypatch.setattr(dask_executor, "KILL_GRACE_S", FROZEN_KILL_GRACE_S)
     executor, sink = run_executor()
     beats = tmp_path / "frozen.beats"
@@ -353,9 +353,9 @@ def test_a_job_waiting_inside_dask_for_a_thread_does_not_time_out(
     # Two processors share the cluster (docs/scaling.md allows it): one fills both
     # threads, so the other's job waits in Dask. Its clock starts when it starts on a
     # worker; it used to fail `timeout` BACKSTOP_S after its timeout without running.
-    from processor import dask_executor  # noqa: PLC0415
+    from processor import dask_events  # noqa: PLC0415
 
-    monkeypatch.setattr(dask_executor, "BACKSTOP_S", 0.5)
+    monkeypatch.setattr(dask_events, "BACKSTOP_S", 0.5)
     (first, first_sink), (second, second_sink), beats = _one_fills_the_cluster(
         run_executor, tmp_path)
     second.submit(_task("waits", "d_heartbeat", timeout_s=1.0, path=str(beats["waits"])))
