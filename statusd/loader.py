@@ -1,8 +1,11 @@
-"""Reading the spool from disk into index items; runs in a worker thread, never on the loop.
+"""Reading the spool from disk into index items; runs in a worker thread, never on the
+loop (except :meth:`Loader.unchanged`: a few lstat calls, no read).
 
 Owns: which file tells an id's state (delegated to :func:`spool.reader.newest`),
-reading the files (:mod:`statusd.items` turns their bytes into items), and
-the whole-spool scan behind start-up and the periodic rescan.
+reading the files (:mod:`statusd.items` turns their bytes into items), the
+whole-spool scan behind start-up and the periodic rescan, and telling an id
+that left every state folder on a move through ``tmp/`` from one removed for
+good (:class:`Absent`).
 
 Speed matters here: start-up reads every record (100,000 small files take a
 few seconds); a record over :data:`spool.large.PARSE_MAX_BYTES` is read only
@@ -13,6 +16,7 @@ jobs, and terminal files that fail the structural check, go through
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from collections.abc import Iterable
@@ -30,6 +34,22 @@ from spool.states import TERMINAL, JobState
 from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
+
+
+class Absent(enum.Enum):
+    """An indexed id found in no state folder."""
+
+    MOVING = "moving"
+    """Its file is staged in ``tmp/`` (a cancel, a retry, a quarantine) or is a
+    quarantined original waiting for its record: it is coming back."""
+    GONE = "gone"
+    """Removed (a purge, an ``rm``, a move out of the spool): it is not coming back."""
+
+
+STAGED_ACTIONS = ("cancel", "retry", "quarantine")
+"""The tags of the staging names (``tmp/<action>-<id>.<pid>.<hex>.tmp``, see
+:meth:`spool.layout.Layout.staging_str`) under which :mod:`spool.transitions` moves a
+job's file between two state folders."""
 
 
 class Loader:
@@ -129,10 +149,45 @@ class Loader:
                 progress_ns = 0
         return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns)
 
+    def unchanged(self, job_id: str, stamp: Stamp) -> bool:
+        """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
+        version, no other state folder holds the id, and (running) its progress is the
+        same.  Four or five lstat calls and no read, so a GET can ask it on the event
+        loop (:func:`statusd.routes.get_task`); False means "look with :meth:`current`".
+        A folder that cannot be read (EACCES) says nothing new: True, the index stands.
+        """
+        for state in JobState:
+            try:
+                st = os.lstat(self.layout.job_str(state, job_id))
+            except FileNotFoundError:
+                if state is stamp.state:
+                    return False
+                continue
+            except OSError:
+                continue
+            if state is not stamp.state:
+                if S_ISREG(st.st_mode):
+                    return False  # a record, a claim or a re-drop: the rule decides
+            elif not S_ISREG(st.st_mode) or \
+                    (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
+                return False
+        if stamp.state is JobState.RUNNING:
+            try:
+                st = os.lstat(self.layout.progress_str(job_id))
+                progress_ns = st.st_mtime_ns if S_ISREG(st.st_mode) else 0
+            except FileNotFoundError:
+                progress_ns = 0
+            except OSError:
+                return True
+            return progress_ns == stamp.progress_ns
+        return True
+
     def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp]
-                ) -> list[tuple[str, Item | None]]:
-        """Re-read each id whose stamp differs from ``known``: (id, item or None if gone)."""
-        changes: list[tuple[str, Item | None]] = []
+                ) -> list[tuple[str, Item | Absent]]:
+        """Re-read each id whose stamp differs from ``known``: (id, item), or (id, how it
+        is absent) for a known id found in no state folder."""
+        changes: list[tuple[str, Item | Absent]] = []
+        vanished = []
         for job_id in job_ids:
             if not is_valid_id(job_id):
                 continue
@@ -140,10 +195,52 @@ class Loader:
             if stamp == known.get(job_id):
                 continue
             item = self.load(job_id, stamp) if stamp is not None else None
-            if item is None and job_id not in known:
-                continue
-            changes.append((job_id, item))
+            if item is not None:
+                changes.append((job_id, item))
+            elif job_id in known:
+                # stamp None: in no folder; else it vanished between stat and read (a
+                # move on): either way, how it is absent is asked below.
+                vanished.append(job_id)
+        if vanished:
+            changes.extend(self._absent(vanished))
         return changes
+
+    def _absent(self, job_ids: list[str]) -> list[tuple[str, Item | Absent]]:
+        """Moving or gone, for ids just found in no state folder.
+
+        One listing of ``tmp/`` for them all, then each is looked for once more: a move
+        that ended between the first look and the listing is found in its new folder.
+        Only an id in neither place both times is gone; its file is always in one of
+        them while it moves (renames), so that is a removal, not a move.
+        """
+        staged = self._staged_ids()
+        if staged is None:  # tmp/ cannot be listed: nothing tells a move from a removal
+            return [(job_id, Absent.MOVING) for job_id in job_ids]
+        out: list[tuple[str, Item | Absent]] = []
+        for job_id in job_ids:
+            if job_id in staged or os.path.lexists(self.layout.original_str(job_id)):
+                out.append((job_id, Absent.MOVING))
+                continue
+            stamp = self.current(job_id)
+            item = self.load(job_id, stamp) if stamp is not None else None
+            out.append((job_id, item if item is not None else
+                        Absent.GONE if stamp is None else Absent.MOVING))
+        return out
+
+    def _staged_ids(self) -> set[str] | None:
+        """The ids whose file a cancel, retry or quarantine holds in ``tmp/`` now (None
+        when ``tmp/`` cannot be listed)."""
+        staged = set()
+        try:
+            with os.scandir(self.layout.tmp) as it:
+                for entry in it:
+                    parts = entry.name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
+                    action, _, job_id = parts[0].partition("-")
+                    if len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS:
+                        staged.add(job_id)
+        except OSError:
+            return None
+        return staged
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:
         """The item for one version of an id; None when the file vanished meanwhile."""

@@ -20,11 +20,13 @@ Guarantees:
 * A cancel always ends :meth:`run`, even one that comes with a wake, so shutdown
   closes the worker thread only once the loop is gone: no read is scheduled on a
   closed thread.
-* An id found in no state folder is shown as it was for ``vanish_grace_s``: a
-  cancel of a pending job, a retry and a quarantine move the file through
-  ``tmp/`` (for a write and its fsync), and the job must not drop out of lists
-  and counts meanwhile, nor its next state be reported as coming from nowhere.
-  An id still gone after that is removed, and its task streams are ended.
+* An id found in no state folder whose file is staged in ``tmp/`` is shown as it
+  was for ``vanish_grace_s``: a cancel of a pending job, a retry and a quarantine
+  move the file through ``tmp/`` (for a write and its fsync), and the job must
+  not drop out of lists and counts meanwhile, nor its next state be reported as
+  coming from nowhere.  An id still gone after that is removed, and its task
+  streams are ended.  An id in neither place (a purge, an ``rm``) is removed at
+  once (:meth:`statusd.loader.Loader.refresh` tells the two apart).
 
 What it cannot promise: a state shorter than one feed round trip (a FAST job
 claimed and completed within a millisecond) may be folded into the next one,
@@ -50,7 +52,7 @@ from statusd import messages
 from statusd.hub import Hub, Message
 from statusd.index import Index
 from statusd.items import Item, Stamp
-from statusd.loader import Loader
+from statusd.loader import Absent, Loader
 from statusd.metrics import Metrics
 
 log = logging.getLogger("spoolq.statusd")
@@ -200,9 +202,13 @@ class Tracker:
         finally:
             self._expired.difference_update(due)
 
-    def _apply(self, job_id: str, item: Item | None) -> None:
-        if item is None:
+    def _apply(self, job_id: str, item: Item | Absent) -> None:
+        if item is Absent.MOVING:
             self._vanish(job_id)
+            return
+        if item is Absent.GONE:
+            self._missing.pop(job_id, None)
+            self._remove(job_id)
             return
         self._missing.pop(job_id, None)
         old = self.index.put(item)
@@ -219,6 +225,9 @@ class Tracker:
                 self._missing[job_id] = time.monotonic() + self.vanish_grace_s
                 self._wake.set()  # so run() recomputes its timeout with this deadline
             return
+        self._remove(job_id)
+
+    def _remove(self, job_id: str) -> None:
         if self.index.remove(job_id) is not None:
             self.hub.end(job_id)
 

@@ -4,8 +4,9 @@ A cancel of a pending job, a retry and a quarantine move the job file into
 ``tmp/`` first and publish its next file after a write and its fsync: for that
 long the id is in no state folder.  statusd must go on showing the job as it
 was (listed, counted, found) and report the move as a transition from the
-state it left.  An id that stays gone (a drop withdrawn with ``rm``) ends the
-task streams that watch it, instead of leaving them open for good.
+state it left.  An id that is gone and not in ``tmp/`` (a purge, a drop withdrawn
+with ``rm``) leaves the list at once and ends the task streams that watch it,
+instead of leaving them open for good.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from statusdkit import (
     claim,
     finish,
     request,
+    run_job,
     settings_for,
     submit,
     wait_for,
@@ -193,3 +195,20 @@ def test_a_cancel_or_retry_of_a_job_just_purged_is_not_found(patient: ServerThre
     wait_for(lambda: _listed(patient, "ran") == "done", what="record listed")
     reply = request(patient.base, "POST", "/api/v1/tasks/ran/retry", token=TOKEN)
     assert reply.status == 409 and "only failed tasks" in reply.json()["error"]["message"]
+
+
+def test_a_purged_or_withdrawn_job_leaves_the_list_at_once(patient: ServerThread,
+                                                           spool: Spool) -> None:
+    """A file removed for good is not in ``tmp/``: no move will bring it back, so the
+    job goes from the list, the counts and its streams at once (it stayed listed for
+    the whole grace, 2 s by default; 30 s here)."""
+    run_job(spool, "purged", {"ok": True})
+    submit(spool, "withdrawn")
+    wait_for(lambda: _listed(patient, "purged") == "done", what="record listed")
+    wait_for(lambda: _listed(patient, "withdrawn") == "pending", what="job listed")
+    spool.layout.job(JobState.DONE, "purged").unlink()
+    spool.layout.job(JobState.PENDING, "withdrawn").unlink()
+    wait_for(lambda: _listed(patient, "purged") is None and
+             _listed(patient, "withdrawn") is None, timeout=5.0, what="both unlisted")
+    counts = request(patient.base, "GET", "/api/v1/stats").json()["counts"]
+    assert counts == {"pending": 0, "running": 0, "done": 0, "failed": 0}

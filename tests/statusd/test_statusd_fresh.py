@@ -1,0 +1,60 @@
+"""One task is answered as it stands on disk, not as the index last saw it.
+
+The index learns of a move a feed round trip after it happens.  A client that saw
+``failed/<id>.json`` land (or ``spoolq wait`` return) and then asked statusd was
+told ``running`` (16 of 40 tries with a real processor).  These tests hold the
+feed's hints back for good, so a GET that trusted the index would answer the old
+state every time.
+"""
+
+from __future__ import annotations
+
+from statusdkit import ServerThread, claim, finish, report, request, submit, wait_for
+
+from spool.errors import ErrorType
+from spool.states import JobState
+from spool.transitions import Spool
+
+
+def _state(server: ServerThread, job_id: str) -> object:
+    reply = request(server.base, "GET", f"/api/v1/tasks/{job_id}")
+    return reply.json()["state"] if reply.status == 200 else reply.status
+
+
+def _listed(server: ServerThread, job_id: str) -> str | None:
+    tasks = request(server.base, "GET", "/api/v1/tasks").json()["tasks"]
+    return next((t["state"] for t in tasks if t["id"] == job_id), None)
+
+
+def test_a_task_is_answered_as_it_stands_on_disk(server: ServerThread, spool: Spool) -> None:
+    submit(spool, "moving")
+    wait_for(lambda: _state(server, "moving") == "pending", what="the job indexed")
+    # The feed's hints go nowhere from here on: only a look at the disk can tell.
+    server.in_loop(lambda: setattr(server.services.tracker, "_mark", lambda job_id: None))
+
+    running = claim(spool, "moving")
+    assert _state(server, "moving") == "running"
+    report(spool, running, 0.5, "half way")
+    progress = request(server.base, "GET", "/api/v1/tasks/moving").json()["progress"]
+    assert (progress["fraction"], progress["message"]) == (0.5, "half way")
+
+    finish(spool, running, error=(ErrorType.TOOL_ERROR, "broke"))
+    assert _state(server, "moving") == "failed"
+    # The index moved with the answer: the list and the counts say the same.
+    assert _listed(server, "moving") == "failed"
+    counts = request(server.base, "GET", "/api/v1/stats").json()["counts"]
+    assert (counts["running"], counts["failed"]) == (0, 1)
+
+    spool.retry("moving")
+    assert _state(server, "moving") == "pending"
+
+    finish(spool, claim(spool, "moving"), {"ok": True})
+    assert _state(server, "moving") == "done"
+
+    submit(spool, "moving")  # a re-drop of a finished id: the pending drop tells its state
+    assert _state(server, "moving") == "pending"
+
+    finish(spool, claim(spool, "moving"), {"ok": True})
+    spool.layout.job(JobState.DONE, "moving").unlink()  # purged
+    assert _state(server, "moving") == 404
+    assert _listed(server, "moving") is None
