@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import queue
 import socket
@@ -30,8 +31,8 @@ from typing import Any
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import ConflictError, ErrorType, InvalidJob, NotFoundError, SpoolIOError
 from spool.fsops import Mover, StrPath
-from spool.ids import id_from_name, invalid_id
-from spool.layout import Layout
+from spool.ids import JOB_SUFFIX, id_from_name, invalid_id
+from spool.layout import ORIG_SUFFIX, Layout
 from spool.lease import open_nofollow, try_lock
 from spool.models import (
     MAX_NESTING,
@@ -146,6 +147,7 @@ class Spool:
         self.pid = os.getpid()
         self.closer: Callable[[int], None] = os.close
         self.presence: Presence | None = None
+        self._failed_str = functools.partial(layout.job_str, JobState.FAILED)
         if follow:
             presence = Presence([str(layout.progress), str(layout.cancel),
                                  str(layout.folder(JobState.FAILED))])
@@ -241,45 +243,59 @@ class Spool:
         if record.state is not state or record.id != claim.job_id:
             record = record.model_copy(update={"state": state, "id": claim.job_id})
         self.publish_terminal(record)
-        self._retire(claim)
+        self._retire(claim, refresh=False)  # publish_terminal refreshed after the publish
 
     def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
         job_id = record.id
-        self.mover.publish(self.layout.job_str(record.state, job_id), record_bytes(record))
+        layout = self.layout
+        self.mover.publish(layout.job_str(record.state, job_id), record_bytes(record))
         if self.presence is not None:
             self.presence.refresh()
         if record.state is JobState.DONE:
-            dropped_other = self._drop(_FAILED, self.layout.job_str(JobState.FAILED, job_id),
+            dropped_other = self._drop(_FAILED, job_id + JOB_SUFFIX, self._failed_str, job_id,
                                        durable=True)
         else:
-            dropped_other = self.mover.unlink_durable(self.layout.job_str(JobState.DONE, job_id))
+            dropped_other = self.mover.unlink_durable(layout.job_str(JobState.DONE, job_id))
         if record.source is None and (record.state is JobState.FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
-            self._drop(_FAILED, self.layout.original_str(job_id))
+            self._drop(_FAILED, job_id + ORIG_SUFFIX, layout.original_str, job_id)
 
-    def _drop(self, folder: int, path: str, *, durable: bool = False) -> bool:
-        """Remove ``path`` (in the followed folder ``folder``) unless it is certainly absent."""
+    def _drop(self, folder: int, name: str, path_of: Callable[[str], str], job_id: str, *,
+              durable: bool = False) -> bool:
+        """Remove ``path_of(job_id)``, which is ``name`` in the followed folder ``folder``,
+        unless it is certainly absent (its path is built only when it may be there)."""
         presence = self.presence
-        name = os.path.basename(path) if presence is not None else ""
         if presence is not None and not presence.may_exist(folder, name):
             return False
+        path = path_of(job_id)
         removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
         if presence is not None:
             presence.forget(folder, name)
         return removed
 
-    def _retire(self, claim: Claim) -> None:
+    def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
         kept = self.mover.retire(self.layout.job_str(JobState.RUNNING, claim.job_id), claim.fd)
-        self._forget_run(claim.job_id)
+        self._forget_run(claim.job_id, refresh=refresh)
         claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
-    def _forget_run(self, job_id: str) -> None:
-        if self.presence is not None:
+    def _forget_run(self, job_id: str, *, refresh: bool = True) -> None:
+        """Drop the run's progress file and cancel request.
+
+        ``refresh=False`` when the presence was refreshed after the run's terminal
+        record was published: that refresh saw every sidecar that can matter.  A
+        progress file is written by this processor, never once the run is finishing;
+        a cancel request's writer (``Client.cancel``) looks for the terminal record
+        after writing it and removes a request that came too late, so a request
+        created after that refresh is removed by its writer.
+        """
+        if refresh and self.presence is not None:
             self.presence.refresh()
-        self._drop(_PROGRESS, self.layout.progress_str(job_id))
-        self._drop(_CANCEL, self.layout.cancel_str(job_id))
+        layout = self.layout
+        name = job_id + JOB_SUFFIX
+        self._drop(_PROGRESS, name, layout.progress_str, job_id)
+        self._drop(_CANCEL, job_id, layout.cancel_str, job_id)
 
     def requeue(self, claim: Claim, job: Job) -> bool:
         """running -> pending with ``job`` as the new pending file.
