@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -323,3 +324,13 @@ class Big(BaseTool):
         time.sleep(params.seconds)
         _append(params.pid_file, str(os.getpid()))  # the result is on its way
         return ToolResult.ok({"blob": "x" * (params.mb << 20), "pid": os.getpid()})
+
+
+class GcFrozen(BaseTool):
+    """How many objects the processor running it froze out of the collector's reach."""
+
+    name: ClassVar[str] = "t_gc_frozen"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+    def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok(gc.get_freeze_count())
