@@ -9,6 +9,8 @@ Terminal records are written by :mod:`spool.transitions` from validated
 models, so :func:`terminal_item` serves their bytes after an orjson parse and
 a structural check of the fields the index and the dashboard rely on;
 anything that fails it is validated by pydantic instead (:func:`item_of_record`).
+An item of a record over :data:`BRIEF_MAX_BYTES` also keeps its brief list row
+(``?view=brief``), built once when it is indexed, so a brief page is a join too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from spool.states import JobState
 INLINE_MAX_BYTES = 32 * 1024
 """Records larger than this (a backtest's equity curves) stay on disk; lists carry
 them without ``result`` and with ``"result_omitted": true``."""
+
+BRIEF_MAX_BYTES = 4 * 1024
+"""Rows of the brief list (``GET /api/v1/tasks?view=brief``) of records larger than
+this leave out what the list does not show (:func:`_brief`)."""
+BRIEF_LEFT_OUT = ("params", "meta", "result")
+BRIEF_MESSAGE_CHARS = 1000
+"""Of an error message, what a brief row keeps (the dashboard shows this much on hover)."""
 
 DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _ERROR_TYPES = frozenset(e.value for e in ErrorType)
@@ -61,6 +70,13 @@ class Item(NamedTuple):
     message: str = ""
     not_before_ns: int | None = None
     """A pending job's ``not_before`` (the oldest due pending age needs it)."""
+    brief: bytes | None = None
+    """The row of the brief list when it differs from ``summary`` (a record over
+    BRIEF_MAX_BYTES); None: the summary is the brief row too."""
+
+    @property
+    def brief_row(self) -> bytes:
+        return self.summary if self.brief is None else self.brief
 
     @property
     def progress(self) -> dict[str, Any] | None:
@@ -145,17 +161,40 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
                fraction: float | None, message: str, fields: dict[str, Any] | None,
                not_before_ns: int | None = None) -> Item:
     full: bytes | None = body
+    data = fields
     if body is None or len(body) > INLINE_MAX_BYTES:
-        data = fields if fields is not None else orjson.loads(body or b"{}")
+        data = data if data is not None else orjson.loads(body or b"{}")
         short = {k: v for k, v in data.items() if k != "result"}
         short["result_omitted"] = True
         summary = orjson.dumps(short, option=DUMP_OPTS)
         full = None
+        data = short
     else:
         summary = body
+    brief = None
+    if len(summary) > BRIEF_MAX_BYTES:  # the few large ones only: start-up parses no more
+        brief = _brief(data if data is not None else orjson.loads(summary))
     return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, error_type,
-                fraction, message, not_before_ns)
+                fraction, message, not_before_ns, brief)
+
+
+def _brief(data: dict[str, Any]) -> bytes:
+    """A large record's brief row: without ``params``, ``meta`` and ``result`` (each
+    one left out says so: ``"params_omitted": true``), and with the error's type and the
+    start of its message only (``"error_cut": true``)."""
+    row = {k: v for k, v in data.items() if k not in BRIEF_LEFT_OUT}
+    for name in BRIEF_LEFT_OUT:
+        if name in data or data.get(f"{name}_omitted"):
+            row[f"{name}_omitted"] = True
+    error = data.get("error")
+    if isinstance(error, dict):
+        text = error.get("message")
+        text = text if isinstance(text, str) else ""
+        if len(text) > BRIEF_MESSAGE_CHARS or set(error) - {"type", "message"}:
+            row["error"] = {"type": error.get("type"), "message": text[:BRIEF_MESSAGE_CHARS]}
+            row["error_cut"] = True
+    return orjson.dumps(row, option=DUMP_OPTS)
 
 
 def _error_ok(error: object, state: JobState) -> bool:

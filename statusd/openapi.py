@@ -97,6 +97,12 @@ def _list_op() -> dict[str, Any]:
         {"name": "limit", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}},
         {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "view", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": ["full", "brief"], "default": "full"},
+         "description": "brief: rows of records over 4 KiB leave out params, meta and "
+                        "result (params_omitted, meta_omitted, result_omitted: true) and "
+                        "keep of an error its type and the first 1,000 characters of its "
+                        "message (error_cut: true); GET /api/v1/tasks/{id} has the record"},
     ]
     return {"summary": "list records, newest first, paginated", "operationId": "listTasks",
             "parameters": params,

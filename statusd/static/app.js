@@ -308,7 +308,9 @@ function updateProgress(msg) {
 }
 
 function listUrl(cursor, limit = PAGE_SIZE) {
-  const params = new URLSearchParams({ limit: String(limit) });
+  // Brief rows: a large job's params and result are not in its row (50 pending jobs with
+  // 1 MiB params made a 50 MB page); the task view reads the whole record.
+  const params = new URLSearchParams({ limit: String(limit), view: "brief" });
   if (ui.filter.state) params.set("state", ui.filter.state);
   if (ui.filter.tool) params.set("tool", ui.filter.tool);
   if (cursor) params.set("cursor", cursor);

@@ -807,3 +807,36 @@ def test_a_retry_told_before_the_task_stream_ends_is_followed(server: ServerThre
     first[0].send(held[0])
     first[0].close(code=1000)
     expect(page.locator("#task-state")).to_have_text("pending")
+
+
+def test_the_list_reads_brief_rows_and_the_task_view_the_whole_record(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Three pending jobs with 1 MB params made a 3 MB list page (50 of them, 50 MB):
+    the list asks for brief rows, and still shows every column; the task view shows
+    the whole job."""
+    expect = sync_api.expect
+    for n in range(3):
+        submit(spool, f"big-{n}", params={"blob": "x" * 1_000_000})
+    crashed = run_job(spool, "crashed", tool="echo", error=(ErrorType.TOOL_ERROR, "-"))
+    spool.publish_terminal(crashed.model_copy(update={"error": ErrorInfo(
+        type=ErrorType.TOOL_ERROR, message="went wrong " * 500,
+        traceback="Traceback: " + "y" * 1_000_000)}))
+    _wait_served_with_traceback(server, "crashed")
+    wait_for(lambda: len(request(server.base, "GET", "/api/v1/tasks").json()["tasks"]) == 4,
+             what="every job listed")
+    pages: list[int] = []
+    page.on("response", lambda r: pages.append(len(r.body()))
+            if r.url.startswith(server.base + "/api/v1/tasks?") else None)
+    page.goto(server.base + "/")
+    expect(page.locator("#tasks tbody tr")).to_have_count(4)
+    assert pages and max(pages) < 20_000, pages
+    row = _row(page, "big-1", "pending")
+    expect(row.locator("td.tool")).to_have_text("echo")
+    cell = _row(page, "crashed").locator("td.state")
+    expect(cell).to_have_text("failed tool_error")
+    assert cell.get_attribute("title") == "tool_error: " + ("went wrong " * 500)[:1000]
+    row.locator("a").click()
+    expect(page.locator("#task-state")).to_have_text("pending")
+    params = page.locator("#task-params pre")
+    expect(params).to_contain_text('"blob": "xxxx')
+    assert params.evaluate("e => e.textContent.length") > 1_000_000
