@@ -107,7 +107,7 @@ async def get_task(request: web.Request) -> web.StreamResponse:
     """
     job_id = task_id(request)
     services = request.app[SERVICES]
-    await catch_up(services, job_id)
+    await services.tracker.catch_up(job_id)
     for _ in range(STREAM_TRIES):
         item = services.index.get(job_id)
         if item is not None and item.body is not None:
@@ -123,22 +123,6 @@ async def get_task(request: web.Request) -> web.StreamResponse:
     if len(body) <= INLINE_MAX_BYTES:
         return _json(body)
     return await sending.send_bytes(request, body)
-
-
-async def catch_up(services: Services, job_id: str) -> None:
-    """Bring the index's item of ``job_id`` up to what is on disk now.
-
-    The index learns of a move a feed round trip after it (inotify, the loop, a read in
-    the tracker's thread): a client that saw ``failed/<id>.json`` land, or ``spoolq
-    wait`` return, and asked at once was told ``running`` (16 of 40 tries).  So the
-    item's file is looked at first (a few lstat calls, :meth:`Loader.unchanged`, on the
-    loop: a thread hop would cost more than they do), and an item that no longer
-    matches is refreshed as the feed would refresh it: the list, the counts and the
-    streams move with it, and the feed's own hint then finds nothing new.
-    """
-    item = services.index.get(job_id)
-    if item is not None and not services.tracker.loader.unchanged(job_id, item.stamp):
-        await services.tracker.refresh([job_id])
 
 
 async def record_body(services: Services, job_id: str) -> bytes:

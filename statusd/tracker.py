@@ -172,6 +172,22 @@ class Tracker:
                 if n % chunk == 0:
                     await self.hub.settle()  # a burst never fills a live client's queue
 
+    async def catch_up(self, job_id: str) -> None:
+        """Bring the item of ``job_id`` up to what is on disk now (a GET, a task stream's
+        snapshot).
+
+        The index learns of a move a feed round trip after it (inotify, the loop, a read
+        in the worker thread): a client that saw ``failed/<id>.json`` land, or ``spoolq
+        wait`` return, and asked at once was told ``running`` (20 of 100 tries).  So the
+        item's file is looked at first (a few lstat calls, :meth:`Loader.unchanged`, on
+        the loop: a thread hop would cost more than they do), and an item that no longer
+        matches is refreshed as a hint would refresh it: the list, the counts and the
+        streams move with it, and the feed's own hint then finds nothing new.
+        """
+        item = self.index.get(job_id)
+        if item is not None and not self.loader.unchanged(job_id, item.stamp):
+            await self.refresh([job_id])
+
     async def rescan(self) -> None:
         started = time.monotonic()
         stamps = await self._run(self.loader.scan)

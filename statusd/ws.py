@@ -64,6 +64,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     job_id = task_id(request)
     ws = _socket(request, services)
+    await services.tracker.catch_up(job_id)  # the snapshot is what the disk says now
     if services.index.get(job_id) is None:
         await services.tracker.refresh([job_id])
         if services.index.get(job_id) is None:

@@ -1,4 +1,5 @@
-"""One task is answered as it stands on disk, not as the index last saw it.
+"""One task is answered as it stands on disk, not as the index last saw it (a GET,
+and a task stream's snapshot).
 
 The index learns of a move a feed round trip after it happens.  A client that saw
 ``failed/<id>.json`` land (or ``spoolq wait`` return) and then asked statusd was
@@ -9,7 +10,18 @@ state every time.
 
 from __future__ import annotations
 
-from statusdkit import ServerThread, claim, finish, report, request, submit, wait_for
+import asyncio
+
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    report,
+    request,
+    submit,
+    wait_for,
+    ws_collect,
+)
 
 from spool.errors import ErrorType
 from spool.states import JobState
@@ -49,6 +61,10 @@ def test_a_task_is_answered_as_it_stands_on_disk(server: ServerThread, spool: Sp
     assert _state(server, "moving") == "pending"
 
     finish(spool, claim(spool, "moving"), {"ok": True})
+    # A task stream opened now starts from the record too (and so ends at once).
+    stream = asyncio.run(ws_collect(f"{server.base}/api/v1/ws/tasks/moving"))
+    assert [m["state"] for m in stream.messages] == ["done"], stream.messages
+    assert stream.close_code == 1000
     assert _state(server, "moving") == "done"
 
     submit(spool, "moving")  # a re-drop of a finished id: the pending drop tells its state
