@@ -141,6 +141,28 @@ def test_a_retry_in_progress_keeps_the_job_and_reports_where_it_came_from(
     assert (event["state"], event["previous"]) == ("pending", "failed")
 
 
+def test_a_quarantine_in_progress_keeps_the_job(patient: ServerThread, spool: Spool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between its move to ``failed/<id>.orig`` and its record, a quarantined drop is in
+    no state folder and not in ``tmp/``: the original beside the record-to-be says it
+    is moving, not removed."""
+    drop = spool.layout.job(JobState.PENDING, "bad-drop")
+    drop.write_bytes(b"{not json")
+    wait_for(lambda: _listed(patient, "bad-drop") == "pending", what="drop listed")
+    held = _Held()
+    monkeypatch.setattr(spool, "publish_terminal",
+                        held.wrap(spool.publish_terminal, lambda record: True))
+    st = drop.stat()
+
+    def quarantine() -> None:
+        spool.quarantine("bad-drop.json", "malformed JSON", kind="file", size=st.st_size,
+                         mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+
+    event = _while_held(patient, held, quarantine, "bad-drop", "pending")
+    assert (event["state"], event["previous"]) == ("failed", "pending")
+    assert event["record"]["error"]["type"] == "invalid_job"
+
+
 def test_a_task_stream_ends_when_its_job_leaves_the_spool(server: ServerThread,
                                                           spool: Spool) -> None:
     """A drop withdrawn before it ran (``rm pending/<id>.json``): its watchers are
