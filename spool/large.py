@@ -187,6 +187,11 @@ class BoundedReader(SpoolReader):
         self.large: dict[str, LargeRecord] = {}
         """Job id -> the file of its last record read from the head."""
 
+    def record_of(self, entry: Entry, data: bytes) -> Record:
+        if entry.state not in ACTIVE:  # read whole: no longer a large record
+            self.large.pop(entry.job_id, None)
+        return super().record_of(entry, data)
+
     def load(self, entry: Entry) -> Record | None:
         if entry.state in ACTIVE:
             return super().load(entry)

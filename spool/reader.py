@@ -16,12 +16,18 @@ the state of its folder with ``unreadable`` saying why, and nothing else
 claimed about it: never as a clean done with a null result.
 
 Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
-the sort key of the last row, so pages stay stable while jobs move.
+the sort key of the last row, so pages stay stable while jobs move.  A file's time
+cannot stand in for ``submitted_at`` (a record's is when the job finished, a job file
+may carry any ``submitted_at``, and hosts sharing a spool have their own clocks), so
+a page reads every file it may hold, but validates as a record only the few that can
+be on the page (:meth:`SpoolReader.page`).
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
+import math
 import os
 import stat
 import time
@@ -32,14 +38,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from spool.clock import utc_from_ns
 from spool.errors import NotFoundError
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.layout import Layout
 from spool.lease import is_locked, open_nofollow
-from spool.models import MAX_NESTING, Job, OwnerStatus, Progress, Record, nested_too_deep
+from spool.models import (
+    MAX_NESTING,
+    Job,
+    OwnerStatus,
+    Progress,
+    Record,
+    aware_utc,
+    nested_too_deep,
+)
 from spool.states import ACTIVE, TERMINAL, JobState
 from spool.transitions import MAX_ACTIVE_BYTES, read_fd
 
@@ -49,6 +63,13 @@ HEARTBEAT_STALE_S = 60.0
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
 RECENT_S = 60.0
 """The window of ``throughput``: records written in ``done/`` and ``failed/`` this recently."""
+PEEK_MAX_BYTES = 1024 * 1024
+"""A page reads files up to this size for what their sort key can be; a larger one is
+read as a record (:meth:`SpoolReader.load`) whatever its key."""
+KEEP_MAX_BYTES = 64 * 1024
+"""A page keeps the bytes it read of a file up to this size, to build its record from."""
+_SUBMITTED_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
+"""``Record.submitted_at``'s type (its validator, :func:`aware_utc`, is applied after)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +97,21 @@ class Stamp(NamedTuple):
     ctime_ns: int
 
 
+class KeyBounds(NamedTuple):
+    """The least and greatest sort key a file's record can have, and the file's bytes
+    when they were kept (see :meth:`SpoolReader.page`)."""
+
+    least: tuple[float, str]
+    greatest: tuple[float, str]
+    data: bytes | None
+
+
 def sort_key(record: Record) -> tuple[int, str]:
-    ts = record.submitted_at
-    return (int(ts.timestamp() * 1_000_000) if ts else 0, record.id)
+    return _micros(record.submitted_at), record.id
+
+
+def _micros(ts: datetime | None) -> int:
+    return int(ts.timestamp() * 1_000_000) if ts else 0
 
 
 def encode_cursor(key: tuple[int, str]) -> str:
@@ -252,8 +285,10 @@ class SpoolReader:
     def load(self, entry: Entry) -> Record | None:
         """The record a folder entry stands for; None if it vanished meanwhile."""
         data = read_regular(entry.path, MAX_ACTIVE_BYTES if entry.state in ACTIVE else None)
-        if data is None:
-            return None
+        return None if data is None else self.record_of(entry, data)
+
+    def record_of(self, entry: Entry, data: bytes) -> Record:
+        """The record of a folder entry whose bytes were read (:meth:`load`)."""
         if entry.state in ACTIVE:
             return self._active_record(entry, data)
         return terminal_record(entry, data)
@@ -317,25 +352,79 @@ class SpoolReader:
 
     def page(self, *, state: JobState | None = None, tool: str | None = None,
              limit: int = 50, cursor: str | None = None) -> Page:
-        """A page of records, newest first; ValueError on a bad cursor or limit."""
+        """A page of records, newest first; ValueError on a bad cursor or limit.
+
+        Every file that may be listed is read for the least and greatest sort key its
+        record can have (:meth:`_key_bounds`); then, greatest first, files are read as
+        records until the page is full and no file left can sort before its last row.
+        """
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         after = decode_cursor(cursor) if cursor else None
-        records = []
-        for entry in self.current_entries([state] if state else JobState):
-            record = self.load(entry)
-            if record is None:  # moved since the scan (claimed, say): read it where it is
-                record = self._get_or_none(entry.job_id)
-                if record is None or (state is not None and record.state is not state):
-                    continue
-            if tool is not None and record.tool != tool:
+        candidates = []
+        for job_id, stamp in self.current_stamps().items():
+            if state is not None and stamp.state is not state:
                 continue
-            if after is None or sort_key(record) < after:
-                records.append(record)
-        records.sort(key=sort_key, reverse=True)
-        page = records[:limit]
-        more = len(records) > limit
-        return Page(page, encode_cursor(sort_key(page[-1])) if more else None)
+            bounds = self._key_bounds(job_id, stamp, tool)
+            if bounds is not None and (after is None or bounds.least < after):
+                candidates.append((bounds, job_id, stamp))
+        candidates.sort(key=lambda c: c[0].greatest, reverse=True)
+        top: list[tuple[tuple[int, str], int, Record]] = []  # a heap, least first
+        for n, (bounds, job_id, stamp) in enumerate(candidates):
+            if len(top) > limit and bounds.greatest < top[0][0]:
+                break  # no file left can be on this page
+            record = self._listed(self._entry(job_id, stamp), bounds.data, state, tool, after)
+            if record is not None:
+                row = (sort_key(record), n, record)
+                (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
+        rows = [record for _, _, record in sorted(top, reverse=True)]
+        page = rows[:limit]
+        return Page(page, encode_cursor(sort_key(page[-1])) if len(rows) > limit else None)
+
+    def _listed(self, entry: Entry, data: bytes | None, state: JobState | None,
+                tool: str | None, after: tuple[int, str] | None) -> Record | None:
+        """The record of ``entry`` (from ``data`` when its bytes were kept) if it belongs on
+        a page of these filters, else None."""
+        record = self.load(entry) if data is None else self.record_of(entry, data)
+        if record is None:  # moved since the scan (claimed, say): read it where it is
+            record = self._get_or_none(entry.job_id)
+            if record is None or (state is not None and record.state is not state):
+                return None
+        if tool is not None and record.tool != tool:
+            return None
+        return record if after is None or sort_key(record) < after else None
+
+    def _key_bounds(self, job_id: str, stamp: Stamp, tool: str | None) -> KeyBounds | None:
+        """The least and greatest sort key the file's record can have, read from its bytes
+        without validating them; None when its record cannot be of ``tool``.
+
+        The key is the ``submitted_at`` the file gives, or its time when the file turns
+        out not to be a valid record (or, in ``pending/`` and ``running/``, gives none):
+        it is one of the two, whatever the rest of the file holds.  A file gone, moved or
+        over :data:`PEEK_MAX_BYTES` may be anything.
+        """
+        data = read_regular(self.layout.job_str(stamp.state, job_id), PEEK_MAX_BYTES)
+        if data is None:
+            return KeyBounds((-math.inf, job_id), (math.inf, job_id), None)
+        kept = data if len(data) <= KEEP_MAX_BYTES else None
+        keys = [_micros(utc_from_ns(stamp.mtime_ns))]
+        try:
+            fields = orjson.loads(data)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):  # read as unreadable: no tool
+            return None if tool is not None else KeyBounds((keys[0], job_id),
+                                                           (keys[0], job_id), kept)
+        if tool is not None and fields.get("tool") != tool:
+            return None  # a record of another tool, or none (invalid: no tool)
+        try:
+            submitted = aware_utc(_SUBMITTED_AT.validate_python(fields.get("submitted_at")))
+        except ValueError:  # pydantic's ValidationError too: the record is invalid
+            submitted = None
+        else:
+            if submitted is not None or stamp.state in TERMINAL:
+                keys.append(_micros(submitted))
+        return KeyBounds((min(keys), job_id), (max(keys), job_id), kept)
 
     # -- stats ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from spoolkit import FakeClock, done_record, submit
 
@@ -14,7 +15,14 @@ from spool.client import Client
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, OwnerStatus, Record, record_bytes
-from spool.reader import Entry, SpoolReader, newest
+from spool.reader import (
+    PEEK_MAX_BYTES,
+    Entry,
+    SpoolReader,
+    newest,
+    read_regular,
+    sort_key,
+)
 from spool.states import JobState
 from spool.transitions import Claim, Spool
 
@@ -87,16 +95,17 @@ def test_a_job_that_moves_while_a_page_is_read_is_still_listed(
     reader = SpoolReader(spool.layout)
     seed(spool, 5)
     moved: list[Claim] = []
-    load = reader.load
+    pending = os.fspath(spool.layout.job(P, "job-002"))
 
-    def claim_then_load(entry: Entry) -> Record | None:
-        if entry.job_id == "job-002" and not moved:
+    def claim_then_read(path: str | os.PathLike[str], limit: int | None = None
+                        ) -> bytes | None:
+        if os.fspath(path) == pending and not moved:  # its first read, after the scan
             taken = spool.claim("job-002")
             assert taken is not None
             moved.append(taken)
-        return load(entry)
+        return read_regular(path, limit)
 
-    monkeypatch.setattr(reader, "load", claim_then_load)
+    monkeypatch.setattr("spool.reader.read_regular", claim_then_read)
     try:
         listed = {r.id: r.state for r in reader.page(limit=10).records}
         assert len(listed) == 5 and listed["job-002"] is R
@@ -277,6 +286,50 @@ def test_cursor_stable_across_moves(spool: Spool) -> None:
             break
     assert pages == 4
     assert seen == ids[::-1], "every job listed once, in order, while jobs moved"
+
+
+def test_pages_keep_the_submission_order_whatever_the_files_times_say(spool: Spool) -> None:
+    """A page validates only the records that can be on it, bounding each file's sort key
+    by the ``submitted_at`` it gives and its time (what a file that is no valid record
+    sorts by).  A file's time is no stand-in for its submission: records are written
+    when jobs finish, a job file may give any ``submitted_at``.  Every page, with a
+    cursor or a tool, is still a slice of the order of all the records."""
+    ids = seed(spool, 12, tools=("echo", "sleep"))  # submitted months ago
+    for job_id in ids[:8]:
+        finish(spool, job_id)  # records written now
+    submit(spool, "from-the-future", submitted_at="2030-01-01T00:00:00+00:00")
+    age(spool.layout.job(P, "from-the-future"), 86_400)
+    spool.layout.job(P, "raw").write_bytes(b'{"tool": "echo"}')  # no submitted_at: its time
+    age(spool.layout.job(P, "raw"), 30)
+    spool.layout.job(D, "corrupt").write_bytes(b"{not json")
+    age(spool.layout.job(D, "corrupt"), 3600)
+    invalid = {"id": "invalid", "state": "done", "tool": "sleep", "attempts": "many",
+               "submitted_at": "2031-01-01T00:00:00Z"}  # not a record: sorts by its time
+    spool.layout.job(D, "invalid").write_bytes(orjson.dumps(invalid))
+    age(spool.layout.job(D, "invalid"), 2 * 86_400)
+    spool.layout.job(D, "undated").write_bytes(b'{"id": "undated", "state": "done"}')
+    big = {"tool": "sleep", "params": {"pad": "x" * (PEEK_MAX_BYTES + 1)},
+           "submitted_at": "2029-01-01T00:00:00Z"}  # too large to peek at: read whole
+    spool.layout.job(P, "big").write_bytes(orjson.dumps(big))
+    reader = SpoolReader(spool.layout)
+    everything = sorted((reader.get(i) for i in [*ids, "from-the-future", "raw", "corrupt",
+                                                 "invalid", "undated", "big"]),
+                        key=sort_key, reverse=True)
+    assert [r.id for r in everything[:5]] == ["from-the-future", "big", "raw", "corrupt",
+                                              "invalid"]
+    assert everything[-1].id == "undated"
+    for tool in (None, "sleep"):
+        expected = [r.id for r in everything if tool is None or r.tool == tool]
+        for limit in (1, 2, 5, 50):
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = reader.page(limit=limit, cursor=cursor, tool=tool)
+                seen += [r.id for r in page.records]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            assert seen == expected, (tool, limit)
 
 
 def test_page_filters_and_bad_input(spool: Spool) -> None:
