@@ -258,8 +258,13 @@ class DaskExecutor:
         with self._lock:
             self._connected = False
         flights = self._flights.all()
-        log.error("Dask scheduler lost; jobs in flight fail worker_crashed; reconnecting",
-                  extra={"fields": {"why": why, "in_flight": len(flights)}})
+        fields = {"why": why, "in_flight": len(flights)}
+        if self._stopping.is_set():  # nothing to reconnect for, and no alert: ops asked for it
+            log.warning("Dask scheduler did not answer at the stop; its workers are told "
+                        "directly", extra={"fields": fields})
+        else:
+            log.error("Dask scheduler lost; jobs in flight fail worker_crashed; reconnecting",
+                      extra={"fields": fields})
         # Their runs stop when their workers lose the scheduler too, or when it drops this
         # client's tasks. A scheduler that is frozen or cut off from this host only does
         # neither for a while: the workers are told directly.

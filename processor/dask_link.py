@@ -62,6 +62,16 @@ class Probe:
     workers: frozenset[str]
 
 
+def _exit_noise(record: logging.LogRecord) -> bool:
+    """False (dropped; logged at DEBUG instead) for a callback distributed could not run
+    because the process is exiting: what it was for was given up at the stop."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, RuntimeError) and "after interpreter shutdown" in str(exc):
+        log.debug("after the stop, a Dask callback could not run: %s", exc)
+        return False
+    return True
+
+
 def _probe(info: dict[str, Any]) -> Probe:
     return Probe(str(info.get("id")), int(info.get("total_threads", 0)),
                  frozenset(info.get("workers") or ()))
@@ -182,6 +192,10 @@ class SchedulerLink:
     def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]) -> None:
         """Kill these jobs' children, cancel their tasks, close the client and the pool."""
         self._maker.stop()
+        # A client given up on a frozen scheduler is still closing in the background
+        # when the process exits; distributed's callbacks for its futures then fail on
+        # an executor the exit shut down, which tornado logged as an ERROR with a traceback.
+        logging.getLogger("tornado.application").addFilter(_exit_noise)
         client, self.client = self.client, None
         if client is not None:
             waits = [self.kill(worker, keys, "shutdown", client=client)

@@ -296,6 +296,9 @@ def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
             assert took < 4, f"the stop took {took:.1f} s (grace 0.5 s)"
             assert locations(spool_root)["frozen"] == ["pending"], "requeued by the stop"
             _assert_stopped_growing(beats)
+            # A stop asked for is no alert, and nothing reconnects after it.
+            errors = [(e["logger"], e["msg"]) for e in d.events() if e.get("level") == "error"]
+            assert errors == [], errors
         finally:
             os.kill(cluster.pid, signal.SIGCONT)
 
