@@ -83,20 +83,20 @@ def run_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
-    """A usage error (exit 2) when this user cannot see a job past ``pending/``.
+    """A usage error (exit 2) when this user cannot look into every state folder.
 
-    A member of the submit group only may drop jobs, not read their state once claimed
-    (docs/operations.md, "Permissions"): waiting would end in EACCES on ``running/``,
-    exit 1, which a script reads as "the job failed".
+    Under ``spoolq init --system`` (docs/operations.md, "Permissions") a member of the
+    submit group only may drop jobs but not enter ``running/``, ``done/``, ``failed/``,
+    and a member of the spool's group only may read records but not enter ``pending/``:
+    waiting would end in EACCES, exit 1, which a script reads as "the job failed".
     """
     blocked = client.reader.unsearchable_states()
     if blocked:
         folders = ", ".join(f"{state.value}/" for state in blocked)
         raise UsageError(f"{what} needs to look into {folders}, which this user may not "
-                         f"enter: it may drop jobs but not see them run or read their "
-                         f"results{done_so_far}; follow the job through statusd "
-                         "(GET /api/v1/tasks/ID) or as a member of the spool's group (see "
-                         "Permissions in docs/operations.md)")
+                         f"enter{done_so_far}; follow the job through statusd "
+                         "(GET /api/v1/tasks/ID) or as the spool user (see Permissions in "
+                         "docs/operations.md)")
 
 
 def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
