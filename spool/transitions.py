@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import queue
 import socket
@@ -147,7 +146,6 @@ class Spool:
         self.pid = os.getpid()
         self.closer: Callable[[int], None] = os.close
         self.presence: Presence | None = None
-        self._failed_str = functools.partial(layout.job_str, JobState.FAILED)
         if follow:
             presence = Presence([str(layout.progress), str(layout.cancel),
                                  str(layout.folder(JobState.FAILED))])
@@ -250,28 +248,29 @@ class Spool:
         job_id = record.id
         layout = self.layout
         self.mover.publish(layout.job_str(record.state, job_id), record_bytes(record))
-        if self.presence is not None:
-            self.presence.refresh()
+        # Each sidecar below is removed (its path built) only when it may be there.
+        presence = self.presence
+        if presence is not None:
+            presence.refresh()
+        dropped_other = False
         if record.state is JobState.DONE:
-            dropped_other = self._drop(_FAILED, job_id + JOB_SUFFIX, self._failed_str, job_id,
-                                       durable=True)
+            name = job_id + JOB_SUFFIX
+            if presence is None or presence.may_exist(_FAILED, name):
+                dropped_other = self._drop(_FAILED, name, layout.job_str(JobState.FAILED, job_id),
+                                           durable=True)
         else:
             dropped_other = self.mover.unlink_durable(layout.job_str(JobState.DONE, job_id))
         if record.source is None and (record.state is JobState.FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
-            self._drop(_FAILED, job_id + ORIG_SUFFIX, layout.original_str, job_id)
+            name = job_id + ORIG_SUFFIX
+            if presence is None or presence.may_exist(_FAILED, name):
+                self._drop(_FAILED, name, layout.original_str(job_id))
 
-    def _drop(self, folder: int, name: str, path_of: Callable[[str], str], job_id: str, *,
-              durable: bool = False) -> bool:
-        """Remove ``path_of(job_id)``, which is ``name`` in the followed folder ``folder``,
-        unless it is certainly absent (its path is built only when it may be there)."""
-        presence = self.presence
-        if presence is not None and not presence.may_exist(folder, name):
-            return False
-        path = path_of(job_id)
+    def _drop(self, folder: int, name: str, path: str, *, durable: bool = False) -> bool:
+        """Remove ``path``, which is ``name`` in the followed folder ``folder``."""
         removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
-        if presence is not None:
-            presence.forget(folder, name)
+        if self.presence is not None:
+            self.presence.forget(folder, name)
         return removed
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
@@ -290,12 +289,14 @@ class Spool:
         after writing it and removes a request that came too late, so a request
         created after that refresh is removed by its writer.
         """
-        if refresh and self.presence is not None:
-            self.presence.refresh()
-        layout = self.layout
+        presence = self.presence
+        if presence is not None and refresh:
+            presence.refresh()
         name = job_id + JOB_SUFFIX
-        self._drop(_PROGRESS, name, layout.progress_str, job_id)
-        self._drop(_CANCEL, job_id, layout.cancel_str, job_id)
+        if presence is None or presence.may_exist(_PROGRESS, name):
+            self._drop(_PROGRESS, name, self.layout.progress_str(job_id))
+        if presence is None or presence.may_exist(_CANCEL, job_id):
+            self._drop(_CANCEL, job_id, self.layout.cancel_str(job_id))
 
     def requeue(self, claim: Claim, job: Job) -> bool:
         """running -> pending with ``job`` as the new pending file.
