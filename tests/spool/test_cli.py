@@ -217,6 +217,10 @@ def test_a_submitter_who_cannot_read_results_is_told_so_not_that_the_job_failed(
         [*base, "wait", "dropped", "--timeout", "1"]))
     assert code == 2 and "running/" in stderr and "Traceback" not in stderr, stderr
     assert (root / "pending" / "dropped.json").exists()
+    # A member of the spool's group only reads records but cannot enter pending/.
+    code, stderr = as_user(54321, [54322], lambda: spoolq_main(
+        [*base, "wait", "dropped", "--timeout", "1"]))
+    assert code == 2 and "pending/" in stderr and "running/" not in stderr, stderr
 
 
 @needs_root
