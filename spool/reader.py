@@ -344,12 +344,6 @@ class SpoolReader:
         return Entry(job_id, stamp.state, self.layout.job(stamp.state, job_id), stamp.mtime_ns,
                      stamp.ctime_ns)
 
-    def current_entries(self, states: Iterable[JobState] = tuple(JobState)) -> list[Entry]:
-        """One entry per id: the file that tells its state, limited to ``states``."""
-        wanted = set(states)
-        return [self._entry(job_id, stamp) for job_id, stamp in self.current_stamps().items()
-                if stamp.state in wanted]
-
     def page(self, *, state: JobState | None = None, tool: str | None = None,
              limit: int = 50, cursor: str | None = None) -> Page:
         """A page of records, newest first; ValueError on a bad cursor or limit.
