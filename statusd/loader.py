@@ -30,7 +30,7 @@ from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
 from spool.reader import Entry, SpoolReader, newest
-from spool.states import TERMINAL, JobState
+from spool.states import ACTIVE, TERMINAL, JobState
 from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
@@ -151,11 +151,16 @@ class Loader:
 
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
         """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
-        version, no other state folder holds the id, and (running) its progress is the
-        same.  Four or five lstat calls and no read, so a GET can ask it on the event
-        loop (:func:`statusd.routes.get_task`); False means "look with :meth:`current`".
-        A folder that cannot be read (EACCES) says nothing new: True, the index stands.
+        version, no other file of the id could tell it instead, and (running) its
+        progress is the same.  Four or five lstat calls and no read, so a GET can ask it
+        on the event loop (:meth:`statusd.tracker.Tracker.catch_up`); False means "look
+        with :meth:`current`".  A folder that cannot be read (EACCES) says nothing new:
+        True, the index stands.
         """
+        # spool.reader.newest's rule, for the cases it settles without a read: a pending
+        # drop tells the state; else the newest file (claims and drops by ctime, records
+        # by mtime).  An older record beside a re-run or a re-drop changes nothing.
+        own_ns = stamp.ctime_ns if stamp.state in ACTIVE else stamp.mtime_ns
         for state in JobState:
             try:
                 st = os.lstat(self.layout.job_str(state, job_id))
@@ -165,12 +170,14 @@ class Loader:
                 continue
             except OSError:
                 continue
-            if state is not stamp.state:
-                if S_ISREG(st.st_mode):
-                    return False  # a record, a claim or a re-drop: the rule decides
-            elif not S_ISREG(st.st_mode) or \
-                    (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
-                return False
+            if state is stamp.state:
+                if not S_ISREG(st.st_mode) or \
+                        (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
+                    return False
+            elif S_ISREG(st.st_mode) and stamp.state is not JobState.PENDING:
+                other_ns = st.st_ctime_ns if state in ACTIVE else st.st_mtime_ns
+                if state is JobState.PENDING or other_ns >= own_ns:
+                    return False  # it may tell the state now: the full rule decides
         if stamp.state is JobState.RUNNING:
             try:
                 st = os.lstat(self.layout.progress_str(job_id))

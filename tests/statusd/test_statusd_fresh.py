@@ -69,8 +69,14 @@ def test_a_task_is_answered_as_it_stands_on_disk(server: ServerThread, spool: Sp
 
     submit(spool, "moving")  # a re-drop of a finished id: the pending drop tells its state
     assert _state(server, "moving") == "pending"
+    rerun = claim(spool, "moving")  # beside the first run's record, until it is replaced
+    assert _state(server, "moving") == "running"
+    assert _state(server, "moving") == "running"  # the older record does not tell it
+    finish(spool, rerun, {"ok": "again"})
+    assert _state(server, "moving") == "done"
+    assert request(server.base, "GET", "/api/v1/tasks/moving").json()["result"] == \
+        {"ok": "again"}
 
-    finish(spool, claim(spool, "moving"), {"ok": True})
     spool.layout.job(JobState.DONE, "moving").unlink()  # purged
     assert _state(server, "moving") == 404
     assert _listed(server, "moving") is None
