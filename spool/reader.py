@@ -233,8 +233,11 @@ def _records_run_of(record: Entry, running: Entry) -> bool:
 class SpoolReader:
     """Reads records and stats straight from a spool's folders."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, states: Iterable[JobState] = JobState) -> None:
+        """``states``: the folders to look into, all but for a user who may not enter some
+        (:meth:`unsearchable_states`); its caller says what was left out."""
         self.layout = layout
+        self.states = tuple(states)
 
     # -- one record ----------------------------------------------------------------
 
@@ -243,7 +246,7 @@ class SpoolReader:
         symlink, directory or FIFO under that name is no job or record, so it cannot
         hide the id's record by being newer."""
         found = []
-        for state in JobState:
+        for state in self.states:
             path = self.layout.job(state, job_id)
             try:
                 st = os.lstat(path)
@@ -253,15 +256,19 @@ class SpoolReader:
                 found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
         return found
 
-    def unsearchable_states(self) -> list[JobState]:
+    def unsearchable_states(self, *, listing: bool = False) -> list[JobState]:
         """The state folders this process may not look into, so cannot tell a job's state
         from: a member of the submit group only reaches ``pending/`` (docs/operations.md,
-        "Permissions"), and :meth:`get` would fail with EACCES once the job is claimed.
-        Effective ids, as the lookups themselves use (``sudo -u spoolq``)."""
+        "Permissions"), a member of the spool's group only all but ``pending/``, and
+        :meth:`get` would fail with EACCES in the others.  ``listing``: the folders it
+        may not list (a submitter may enter ``pending/`` but not list it), where
+        :meth:`page` and :meth:`stats` would fail.  Effective ids, as the lookups
+        themselves use (``sudo -u spoolq``)."""
         effective = os.access in os.supports_effective_ids
+        mode = os.R_OK | os.X_OK if listing else os.X_OK
         return [state for state in JobState
                 if os.path.isdir(self.layout.folder(state))
-                and not os.access(self.layout.folder(state), os.X_OK, effective_ids=effective)]
+                and not os.access(self.layout.folder(state), mode, effective_ids=effective)]
 
     def get(self, job_id: str) -> Record:
         """The record of ``job_id``; NotFoundError when no folder has it."""
@@ -327,7 +334,7 @@ class SpoolReader:
         one pass over each folder, entries built only for an id found in two folders."""
         chosen: dict[str, Stamp] = {}
         clashes: dict[str, list[Entry]] = {}
-        for state in JobState:
+        for state in self.states:
             for job_id, _, mtime_ns, ctime_ns in _scan(self.layout.folder(state)):
                 stamp = Stamp(state, mtime_ns, ctime_ns)
                 first = chosen.setdefault(job_id, stamp)

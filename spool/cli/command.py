@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spool.client import Client
 from spool.layout import Layout
 from spool.reader import SpoolReader
 from spool.settings import FsyncMode, Settings
+from spool.states import JobState
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,6 +83,17 @@ def reader_of(settings: Settings) -> SpoolReader:
     layout = Layout(settings.spool_dir)
     layout.require()
     return SpoolReader(layout)
+
+
+def folders(states: Sequence[JobState]) -> str:
+    """``pending/`` or ``running/, done/``: state folders named as a user sees them."""
+    return ", ".join(f"{state.value}/" for state in states)
+
+
+def out_of_reach(states: Sequence[JobState], verb: str = "enter") -> str:
+    """The folders this user may not ``verb``, named in a clause of one error line (a
+    member of one of the spool's groups only, docs/operations.md "Permissions")."""
+    return f"{folders(states)}, which this user may not {verb}"
 
 
 def client_of(settings: Settings) -> Client:

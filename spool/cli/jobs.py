@@ -29,15 +29,18 @@ from spool.cli.command import (
     UsageError,
     add_json,
     client_of,
+    folders,
     note,
+    out_of_reach,
     reader_of,
 )
 from spool.cli.progress import watcher_for
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
-from spool.errors import ConflictError, ErrorType, NotFoundError
+from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
 from spool.large import BoundedReader
 from spool.models import Record
+from spool.reader import SpoolReader
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
 
@@ -55,9 +58,25 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    reader = BoundedReader(reader_of(settings).layout)
-    record = reader.get(args.id)
+    layout = reader_of(settings).layout
+    blind = SpoolReader(layout).unsearchable_states()
+    seen = [state for state in JobState if state not in blind]
+    if not seen:
+        raise SpoolError(f"spoolq show needs to look into {out_of_reach(blind)} (see "
+                         "Permissions in docs/operations.md)")
+    reader = BoundedReader(layout, seen)
+    try:
+        record = reader.get(args.id)
+    except NotFoundError:
+        if not blind:
+            raise
+        raise NotFoundError(f"no job {args.id} in {folders(seen)} (not looked into: "
+                            f"{out_of_reach(blind)}; see Permissions in docs/operations.md)"
+                            ) from None
     show_record(record, args.json, reader.large.get(args.id))
+    if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
+        note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
+             "drop or run of it there would not show here")
     if record.unreadable is not None:
         note(unreadable_note(record))
         return EXIT_FAILED
@@ -195,7 +214,9 @@ SHOW = Command(
     "when its file in done/ or failed/ cannot be read (corrupt): what is known is "
     "printed, with 'unreadable' saying why, and an error line on stderr.  A record over "
     "8 MiB is shown without its result (its size instead); --json writes its file as "
-    "stored.")
+    "stored.  A user who may not enter some state folders (a member of the spool's "
+    "group only cannot enter pending/) is shown what the others hold, with a line on "
+    "stderr naming the folders not looked into.")
 WAIT = Command(
     "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
     _configure_wait, run_wait,

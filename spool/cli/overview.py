@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from spool.cli import parse
-from spool.cli.command import EXIT_OK, Command, UsageError, add_json, note, reader_of
+from spool.cli.command import (
+    EXIT_OK,
+    Command,
+    UsageError,
+    add_json,
+    folders,
+    note,
+    out_of_reach,
+    reader_of,
+)
 from spool.cli.render import (
     LIST_HEADER,
     emit_json,
@@ -24,10 +33,12 @@ from spool.cli.render import (
     record_row,
     table,
 )
+from spool.errors import SpoolError
 from spool.large import BoundedReader
-from spool.reader import MAX_PAGE
+from spool.layout import Layout
+from spool.reader import MAX_PAGE, SpoolReader
 from spool.settings import Settings
-from spool.states import JobState
+from spool.states import TERMINAL, JobState
 
 DEFAULT_LIMIT = 50
 
@@ -55,7 +66,10 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     state = JobState(args.state) if args.state else None
-    reader = BoundedReader(reader_of(settings).layout)  # a large record: its head only
+    layout = reader_of(settings).layout
+    seen, blind = listable(layout, "spoolq ls" + (f" --state {state.value}" if state else ""),
+                           state)
+    reader = BoundedReader(layout, seen)  # a large record: its head only
     try:
         page = reader.page(state=state, tool=args.tool, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # a cursor that is not ours, a limit out of range
@@ -63,6 +77,8 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json({"tasks": [listed_json(r, reader.large.get(r.id)) for r in page.records],
                    "next_cursor": page.next_cursor})
+        if blind:
+            note(_unseen(blind, state))
         return EXIT_OK
     if page.records:
         print(table(LIST_HEADER, [record_row(r) for r in page.records]))
@@ -72,9 +88,35 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
                  f"spoolq show {unreadable[0]} says why")
     else:
         note("no jobs" + (" on this page" if args.cursor else ""))
+    if blind:
+        note(_unseen(blind, state))
     if page.next_cursor:
         note(f"more: {_next_page_command(args, page.next_cursor)}")
     return EXIT_OK
+
+
+def listable(layout: Layout, what: str, state: JobState | None
+             ) -> tuple[list[JobState], list[JobState]]:
+    """The state folders this user may list, and those it may not (docs/operations.md,
+    "Permissions": a member of the spool's group only may not look into ``pending/``).
+    SpoolError (exit 1) when it may list none that ``what`` needs (``state``'s, else any):
+    an empty answer would read as "no jobs"."""
+    blind = SpoolReader(layout).unsearchable_states(listing=True)
+    needed = [state] if state is not None else list(JobState)
+    if all(s in blind for s in needed):
+        raise SpoolError(f"{what} needs to list {folders(needed)}, which this user may not "
+                         "(see Permissions in docs/operations.md; statusd's API serves every "
+                         "state)")
+    return [s for s in JobState if s not in blind], blind
+
+
+def _unseen(blind: list[JobState], state: JobState | None) -> str:
+    """What a page listed without the ``blind`` folders leaves out."""
+    lead = (f"jobs in {folders(blind)} are not listed (this user may not look into "
+            f"{'it' if len(blind) == 1 else 'them'}), and" if state is None else
+            f"{folders(blind)} not looked into (this user may not):")
+    return f"{lead} a job listed may have a newer drop or run there (see Permissions in " \
+        "docs/operations.md)"
 
 
 def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
@@ -101,18 +143,39 @@ def _configure_stats(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stats(args: argparse.Namespace, settings: Settings) -> int:
-    stats = reader_of(settings).stats()
+    layout = reader_of(settings).layout
+    seen, blind = listable(layout, "spoolq stats", None)
+    stats = SpoolReader(layout, seen).stats()
+    if blind:
+        not_counted(stats, blind)
     if args.json:
         emit_json(stats)
+        if blind:
+            note(f"not counted: {out_of_reach(blind, 'look into')} (null in the document)")
     else:
         print("\n".join(stats_lines(stats)))
     return EXIT_OK
 
 
+def not_counted(stats: dict[str, Any], blind: list[JobState]) -> None:
+    """Make ``null`` what the ``blind`` folders would have told, never a 0 that reads as
+    "none there", and name them in ``not_counted``."""
+    for state in blind:
+        stats["counts"][state.value] = None
+        if state in TERMINAL:
+            stats["throughput"][f"{state.value}_last_60s"] = None
+    stats["total"] = None
+    if JobState.PENDING in blind:
+        stats["oldest_pending_age_s"] = stats["oldest_due_pending_age_s"] = None
+    stats["not_counted"] = [state.value for state in blind]
+
+
 def stats_lines(stats: dict[str, Any]) -> list[str]:
     counts = stats["counts"]
     oldest = stats["oldest_pending_age_s"]
-    lines = [f"{state:<10}{counts[state]}" for state in counts]
+    lines = [f"{state:<10}{n}" if n is not None else
+             f"{state:<10}?  (not counted: this user may not look into {state}/)"
+             for state, n in counts.items()]
     if oldest is not None:
         lines[0] += f"  (oldest waiting {human_duration(oldest)})"
     proc = stats["processor"]
@@ -129,15 +192,24 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
     else:
         lines.append("processor down: no live processor on this spool")
     lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
-    done, failed = stats["throughput"]["done_last_60s"], stats["throughput"]["failed_last_60s"]
-    lines.append(f"last 60 s {done} done, {failed} failed")
+    done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
+    lines.append(f"last 60 s {'?' if done is None else done} done, "
+                 f"{'?' if failed is None else failed} failed")
     return lines
 
 
 LS = Command(
     "ls", "list jobs, newest first", _configure_ls, run_ls,
     description="List jobs newest first (by submission time), a page at a time; "
-    "the hint on stderr gives the command for the next page.")
+    "the hint on stderr gives the command for the next page.  A user who may not look "
+    "into some state folders (a member of the spool's group only: pending/) is shown "
+    "the others' jobs, with a line on stderr naming the folders left out; exit 1 when it "
+    "may list none that it asked for.")
 STATS = Command(
     "stats", "counts per state, oldest pending, processor liveness, workers",
-    _configure_stats, run_stats)
+    _configure_stats, run_stats,
+    description="Counts per state, the oldest pending job's wait, processor liveness and "
+    "workers, read from the folders.  A state folder this user may not look into (a "
+    "member of the spool's group only: pending/) is not counted: '?' in the table, null "
+    "in --json (and so are total and what that folder tells), named in 'not_counted'; "
+    "exit 1 when it may list none.")

@@ -15,6 +15,7 @@ import pwd
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -221,6 +222,66 @@ def test_a_submitter_who_cannot_read_results_is_told_so_not_that_the_job_failed(
     code, stderr = as_user(54321, [54322], lambda: spoolq_main(
         [*base, "wait", "dropped", "--timeout", "1"]))
     assert code == 2 and "pending/" in stderr and "running/" not in stderr, stderr
+
+
+def spoolq_as(uid: int, gids: list[int], *argv: str) -> Proc:
+    """``spoolq argv`` run by :func:`as_user`, with its stdout too, as :func:`spoolq` gives."""
+    with tempfile.TemporaryFile() as out:
+        def body() -> int:
+            os.dup2(out.fileno(), 1)
+            sys.stdout = os.fdopen(1, "w", closefd=False)
+            try:
+                return spoolq_main(list(argv))
+            finally:
+                sys.stdout.flush()
+
+        code, stderr = as_user(uid, gids, body)
+        out.seek(0)
+        return Proc(list(argv), code, out.read().decode(), stderr)
+
+
+@needs_root
+def test_a_member_of_the_spool_group_only_sees_all_but_pending_and_is_told_so(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """docs/operations.md, Permissions: a member of group ``spoolq`` only reads records
+    but may not enter ``pending/``.  ``show`` finds a record in the other folders (and
+    says a new drop in pending/ would not show), ``ls`` lists them and ``stats`` counts
+    them, saying pending/ was left out; what needs pending/ alone is refused in one line.
+    Before: each exited 1 with "Permission denied" on pending/."""
+    root = open_dir / "spool"
+    assert spoolq(env, "init", "--system", "--user", "nobody", "--group", "nogroup",
+                  "--spool-dir", str(root)).returncode == 0
+    for job_id in ("s1", "f1"):
+        drop(root, job_id)
+    finish(root, "s1", JobState.DONE, {"message": "hi"})
+    finish(root, "f1", JobState.FAILED)
+    drop(root, "s1")  # a re-drop of a finished id: this user cannot see it waiting
+    drop(root, "p1")
+    for name in ("running", "done", "failed", "progress", "cancel", "owners"):
+        os.chown(root / name, -1, 54322)  # the spool's group, as in the test above
+    for record in [*(root / "done").iterdir(), *(root / "failed").iterdir()]:
+        os.chown(record, -1, 54322)  # as the spool user's processor leaves them
+    base = ["--spool-dir", str(root)]
+
+    def run(*args: str) -> Proc:
+        return spoolq_as(54321, [54322], *base, *args)
+
+    show = run("show", "s1", "--json")
+    assert data(show)["state"] == "done" and data(show)["result"] == {"message": "hi"}
+    assert "pending/" in show.stderr and len(show.stderr.strip().splitlines()) == 1
+    assert run("show", "f1").returncode == 0
+    refused(run("show", "p1"), 1, "no job p1", "pending/", "not looked into")
+    listed = run("ls", "--json")
+    assert {t["id"] for t in data(listed)["tasks"]} == {"s1", "f1"}
+    assert "pending/" in listed.stderr and "not listed" in listed.stderr
+    refused(run("ls", "--state", "pending"), 1, "pending/")
+    stats = data(run("stats", "--json"))
+    assert stats["counts"] == {"pending": None, "running": 0, "done": 1, "failed": 1}
+    assert stats["not_counted"] == ["pending"] and stats["total"] is None
+    text = run("stats")
+    assert text.returncode == 0 and "pending   ?" in text.stdout, text.stderr
+    # A member of the submit group only may list none of the state folders.
+    refused(spoolq_as(54321, [NOBODY[1] if NOBODY else 0], *base, "stats"), 1, "done/")
 
 
 @needs_root
