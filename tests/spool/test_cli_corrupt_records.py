@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import Proc, spoolq
+from spoolkit import Proc, run_all, spoolq
 
 from spool.layout import Layout
 from spool.reader import SpoolReader
@@ -49,9 +49,9 @@ def _error_line(proc: Proc, job_id: str) -> str:
 def test_show_and_wait_exit_1_naming_the_unreadable_record(env: dict[str, str], corrupt: Path,
                                                            job_id: str) -> None:
     state = CORRUPT[job_id][0]
-    shown = spoolq(env, "show", job_id, "--json")
-    waited = spoolq(env, "wait", job_id, "--json", "--timeout", "5")
-    text = spoolq(env, "show", job_id)
+    shown, waited, text = run_all(env, ["show", job_id, "--json"],
+                                  ["wait", job_id, "--json", "--timeout", "5"],
+                                  ["show", job_id])
     for proc in (shown, waited, text):
         assert proc.returncode == 1, (proc.args, proc.returncode, proc.stderr)
         _error_line(proc, job_id)
@@ -64,14 +64,13 @@ def test_show_and_wait_exit_1_naming_the_unreadable_record(env: dict[str, str], 
 
 
 def test_ls_marks_unreadable_records_and_still_lists(env: dict[str, str], corrupt: Path) -> None:
-    listed = spoolq(env, "ls", "--json")
+    listed, table = run_all(env, ["ls", "--json"], ["ls"])
     assert listed.returncode == 0, listed.stderr
     tasks = {t["id"]: t for t in orjson.loads(listed.stdout)["tasks"]}
     assert set(tasks) == set(CORRUPT)
     for job_id, (state, _) in CORRUPT.items():
         assert tasks[job_id]["state"] == state.value and tasks[job_id]["unreadable"]
         assert "result" not in tasks[job_id]
-    table = spoolq(env, "ls")
     assert table.returncode == 0, table.stderr
     rows = table.stdout.strip().splitlines()[1:]
     assert len(rows) == len(CORRUPT) and all(r.endswith("unreadable record") for r in rows)
@@ -121,21 +120,25 @@ def test_odd_timestamps_in_records_and_progress_are_no_crash(env: dict[str, str]
             layout.job(JobState.DONE, job_id).write_bytes(orjson.dumps(
                 {"id": job_id, "state": "done", "tool": "echo", "result": 1,
                  "submitted_at": "2026-11-30T00:00:00Z", field: ts}))
-    listed = spoolq(env, "ls", "--limit", "50")
+    # Eleven read-only commands on a spool nothing changes: run side by side.
+    unreadable = [(field, f"done-{field}-{kind}") for kind in ODD_TIMES
+                  for field in ("started_at", "finished_at")]
+    listed, *procs = run_all(
+        env, ["ls", "--limit", "50"],
+        *(["show", f"run-{kind}", "--json"] for kind in ODD_TIMES),
+        *(cmd for _, job_id in unreadable
+          for cmd in (["show", job_id], ["wait", job_id, "--timeout", "5"])))
     assert listed.returncode == 0, listed.stderr
     assert "a bug in spoolq" not in listed.stderr
-    for kind in ODD_TIMES:
-        shown = spoolq(env, "show", f"run-{kind}", "--json")
+    for shown in procs[:len(ODD_TIMES)]:
         assert shown.returncode == 0, shown.stderr
         record = orjson.loads(shown.stdout)
         assert record["state"] == "running" and "progress" not in record, record
         assert record["started_at"].endswith("Z"), record
-        for field in ("started_at", "finished_at"):
-            job_id = f"done-{field}-{kind}"
-            for proc in (spoolq(env, "show", job_id),
-                         spoolq(env, "wait", job_id, "--timeout", "5")):
-                assert proc.returncode == 1, (proc.args, proc.stderr)
-                assert f"{field}:" in _error_line(proc, job_id)
+    for n, (field, job_id) in enumerate(unreadable):
+        for proc in procs[len(ODD_TIMES) + 2 * n:len(ODD_TIMES) + 2 * n + 2]:
+            assert proc.returncode == 1, (proc.args, proc.stderr)
+            assert f"{field}:" in _error_line(proc, job_id)
 
 
 DEEP = b'{"tool": "echo", "params": {"x": ' + b"[" * 500 + b"]" * 500 + b"}}"
@@ -152,15 +155,16 @@ def test_files_nested_past_what_orjson_writes_are_no_crash(env: dict[str, str],
     layout.job(JobState.PENDING, "deep-pending").write_bytes(DEEP)
     layout.job(JobState.RUNNING, "deep-running").write_bytes(DEEP)
     layout.job(JobState.DONE, "deep-done").write_bytes(DEEP_RECORD)
-    listed = spoolq(env, "ls", "--json")
+    listed, *shown, done_shown, done_waited = run_all(
+        env, ["ls", "--json"], ["show", "deep-pending"], ["show", "deep-running"],
+        ["show", "deep-done"], ["wait", "deep-done"])
     assert listed.returncode == 0, listed.stderr
     tasks = {t["id"]: t for t in orjson.loads(listed.stdout)["tasks"]}
     assert tasks["deep-pending"]["state"] == "pending" and tasks["deep-pending"]["params"] == {}
     assert tasks["deep-running"]["state"] == "running" and "result" not in tasks["deep-done"]
     assert "nested more than" in tasks["deep-done"]["unreadable"]
-    for job_id in ("deep-pending", "deep-running"):
-        shown = spoolq(env, "show", job_id)
-        assert shown.returncode == 0, shown.stderr
-    for proc in (spoolq(env, "show", "deep-done"), spoolq(env, "wait", "deep-done")):
+    for proc in shown:
+        assert proc.returncode == 0, proc.stderr
+    for proc in (done_shown, done_waited):
         assert proc.returncode == 1, (proc.args, proc.stderr)
         assert "nested more than" in _error_line(proc, "deep-done")
