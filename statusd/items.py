@@ -46,6 +46,9 @@ class Stamp(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     progress_ns: int = 0
+    ino: int = 0
+    """The file's inode: a record replaced within one clock tick of the kernel's coarse
+    file times (a few ms) has the same mtime and ctime as the one it replaced."""
 
 
 class Item(NamedTuple):

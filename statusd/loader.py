@@ -63,45 +63,48 @@ class Loader:
 
     def scan(self) -> dict[str, Stamp]:
         """The current stamp of every id in the spool (one directory pass per folder)."""
-        found: dict[str, list[Entry]] = {}
+        found: dict[str, list[tuple[Entry, int]]] = {}
         single: dict[str, Stamp] = {}
         for state in JobState:
             folder = self.layout.folder(state)
-            for name, mtime_ns, ctime_ns in _list(folder):
+            for name, mtime_ns, ctime_ns, ino in _list(folder):
                 job_id = id_from_name(name)
                 if job_id is None:
                     continue
+                stamp = Stamp(state, mtime_ns, ctime_ns, 0, ino)
                 if job_id in single or job_id in found:
-                    self._collide(found, single, self._entry(job_id, state, mtime_ns, ctime_ns))
+                    self._collide(found, single, job_id, stamp)
                 else:
-                    single[job_id] = Stamp(state, mtime_ns, ctime_ns)
+                    single[job_id] = stamp
         for job_id, entries in found.items():
-            best = newest(entries)
+            best = newest(e for e, _ in entries)
             if best is not None:
-                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns)
+                ino = next(i for e, i in entries if e is best)
+                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, ino)
         progress = self.progress_stamps()
         for job_id, progress_ns in progress.items():
-            stamp = single.get(job_id)
-            if stamp is not None and stamp.state is JobState.RUNNING:
-                single[job_id] = Stamp(stamp.state, stamp.mtime_ns, stamp.ctime_ns, progress_ns)
+            running = single.get(job_id)
+            if running is not None and running.state is JobState.RUNNING:
+                single[job_id] = running._replace(progress_ns=progress_ns)
         return single
 
-    def _collide(self, found: dict[str, list[Entry]], single: dict[str, Stamp],
-                 entry: Entry) -> None:
+    def _collide(self, found: dict[str, list[tuple[Entry, int]]], single: dict[str, Stamp],
+                 job_id: str, stamp: Stamp) -> None:
         # Rare (a completion cut short, a re-drop): only then build Entry objects
         # so the reader's own rule picks the file that tells the state.
-        job_id = entry.job_id
         if job_id not in found:
             first = single[job_id]
-            found[job_id] = [self._entry(job_id, first.state, first.mtime_ns, first.ctime_ns)]
-        found[job_id].append(entry)
+            found[job_id] = [(self._entry(job_id, first.state, first.mtime_ns, first.ctime_ns),
+                              first.ino)]
+        found[job_id].append((self._entry(job_id, stamp.state, stamp.mtime_ns, stamp.ctime_ns),
+                              stamp.ino))
 
     def _entry(self, job_id: str, state: JobState, mtime_ns: int, ctime_ns: int) -> Entry:
         return Entry(job_id, state, self.layout.job(state, job_id), mtime_ns, ctime_ns)
 
     def progress_stamps(self) -> dict[str, int]:
         stamps = {}
-        for name, mtime_ns, _ in _list(self.layout.progress):
+        for name, mtime_ns, _, _ in _list(self.layout.progress):
             job_id = id_from_name(name)
             if job_id is not None:
                 stamps[job_id] = mtime_ns
@@ -135,7 +138,19 @@ class Loader:
 
     def current(self, job_id: str) -> Stamp | None:
         """The stamp of the file that tells ``job_id``'s state now; None when there is none."""
-        best = newest(self.reader.entries_of(job_id))
+        # SpoolReader.entries_of, with each file's inode kept beside its entry.
+        entries: list[Entry] = []
+        inodes: dict[JobState, int] = {}
+        for state in JobState:
+            path = self.layout.job(state, job_id)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if S_ISREG(st.st_mode):
+                entries.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
+                inodes[state] = st.st_ino
+        best = newest(entries)
         if best is None:
             return None
         progress_ns = 0
@@ -147,7 +162,7 @@ class Loader:
                 progress_ns = st.st_mtime_ns if S_ISREG(st.st_mode) else 0
             except OSError:
                 progress_ns = 0
-        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns)
+        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, inodes[best.state])
 
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
         """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
@@ -171,8 +186,8 @@ class Loader:
             except OSError:
                 continue
             if state is stamp.state:
-                if not S_ISREG(st.st_mode) or \
-                        (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
+                if not S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != \
+                        (stamp.mtime_ns, stamp.ctime_ns, stamp.ino):
                     return False
             elif S_ISREG(st.st_mode) and stamp.state is not JobState.PENDING:
                 other_ns = st.st_ctime_ns if state in ACTIVE else st.st_mtime_ns
@@ -283,8 +298,8 @@ class Loader:
             st = os.fstat(fd)
         except OSError:
             st = None
-        if st is None or not S_ISREG(st.st_mode) or \
-                (st.st_mtime_ns, st.st_ctime_ns) != (stamp.mtime_ns, stamp.ctime_ns):
+        if st is None or not S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) \
+                != (stamp.mtime_ns, stamp.ctime_ns, stamp.ino):
             os.close(fd)
             return None
         return fd, st.st_size
@@ -351,8 +366,9 @@ def _read_chunk(paths: list[str]) -> list[bytes | Head | None]:
     return [read_record(path) for path in paths]
 
 
-def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
-    """(name, mtime_ns, ctime_ns) of the regular files of a folder; [] when it is missing.
+def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int, int]]:
+    """(name, mtime_ns, ctime_ns, inode) of the regular files of a folder; [] when it is
+    missing.
 
     Not symlinks, directories or FIFOs: one of those named ``<id>.json`` is no job,
     record or progress, and as the newest file of an id it hid the id's record.
@@ -366,7 +382,7 @@ def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int]]:
                 except FileNotFoundError:
                     continue
                 if S_ISREG(st.st_mode):
-                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns))
+                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
     except FileNotFoundError:
         return []
     return out

@@ -249,10 +249,12 @@ class Tracker:
 
     def _emit(self, old: Item | None, new: Item) -> None:
         moved = old is None or old.state is not new.state
-        # A new record is a new write (mtime) with new times in it; a chmod or a hard link
-        # moves only ctime, and a touch only mtime: neither is a second run.
+        # A new record is a new write (mtime, or a new inode within one tick) with new
+        # times in it; a chmod or a hard link moves only ctime, and a touch only mtime:
+        # neither is a second run.
         rerun = (old is not None and new.state in TERMINAL
-                 and old.stamp.mtime_ns != new.stamp.mtime_ns and old.summary != new.summary)
+                 and (old.stamp.mtime_ns, old.stamp.ino) != (new.stamp.mtime_ns, new.stamp.ino)
+                 and old.summary != new.summary)
         if moved or rerun:
             if new.state in TERMINAL:
                 self.metrics.observe_terminal(new)
