@@ -238,12 +238,15 @@ def test_a_not_before_that_comes_due_in_the_grace_period_does_not_spin_the_loop(
     d = daemon(SPOOL_GRACE_S="5")
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     wait_for(lambda: os.listdir(spool_root / "running"), 10, "the long job to run")
-    drop(spool_root, "later", {"tool": "echo", "not_before": time.time() + 1.0})
-    time.sleep(0.5)  # taken in: it waits in the processor for its time
+    due = time.time() + 1.0
+    drop(spool_root, "later", {"tool": "echo", "not_before": due})
+    # Taken in (it waits in the processor for its time) once a job dropped after it ran.
+    drop(spool_root, "behind", {"tool": "echo"})
+    wait_record(spool_root, "behind", 10)
     assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: any(e.get("msg") == "stopping" for e in d.events()), 10, "stopping")
-    time.sleep(1.2)  # "later" is due now
+    time.sleep(max(0.0, due + 0.2 - time.time()))  # "later" is due now
     before = _cpu_s(d.pid)
     time.sleep(1.5)
     used = _cpu_s(d.pid) - before
