@@ -16,15 +16,18 @@ one line on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from spool.client import Client
+from spool.large import BoundedReader
 from spool.layout import Layout
-from spool.reader import SpoolReader
+from spool.models import Record
+from spool.reader import Entry, SpoolReader
 from spool.settings import FsyncMode, Settings
-from spool.states import JobState
+from spool.states import ACTIVE, JobState
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -94,6 +97,31 @@ def out_of_reach(states: Sequence[JobState], verb: str = "enter") -> str:
     """The folders this user may not ``verb``, named in a clause of one error line (a
     member of one of the spool's groups only, docs/operations.md "Permissions")."""
     return f"{folders(states)}, which this user may not {verb}"
+
+
+class UserReader(BoundedReader):
+    """A reader of the state folders this user may look into, that notes the jobs whose
+    file in ``pending/`` or ``running/`` it may not read.
+
+    Under ``spoolq init --system`` a submitter's drop keeps group ``spoolq-submit`` until
+    its record is written, so a member of the spool's group only may not read a running
+    job's file (docs/operations.md, "Permissions").  The reader takes such a file for one
+    gone (a job not found, a row not listed); ``unread`` lets the command say why.
+    """
+
+    def __init__(self, layout: Layout, states: Iterable[JobState] = JobState) -> None:
+        super().__init__(layout, states)
+        self.unread: dict[str, JobState] = {}
+
+    def load(self, entry: Entry) -> Record | None:
+        record = super().load(entry)
+        if record is None and entry.state in ACTIVE and os.path.isfile(entry.path) and \
+                not os.access(entry.path, os.R_OK, effective_ids=_EFFECTIVE):
+            self.unread[entry.job_id] = entry.state
+        return record
+
+
+_EFFECTIVE = os.access in os.supports_effective_ids
 
 
 def client_of(settings: Settings) -> Client:

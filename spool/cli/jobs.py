@@ -27,6 +27,7 @@ from spool.cli.command import (
     EXIT_OK,
     Command,
     UsageError,
+    UserReader,
     add_json,
     client_of,
     folders,
@@ -64,10 +65,16 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
     if not seen:
         raise SpoolError(f"spoolq show needs to look into {out_of_reach(blind)} (see "
                          "Permissions in docs/operations.md)")
-    reader = BoundedReader(layout, seen)
+    reader = UserReader(layout, seen)
     try:
         record = reader.get(args.id)
     except NotFoundError:
+        if args.id in reader.unread:
+            state = reader.unread[args.id].value
+            raise SpoolError(f"job {args.id} is {state}, but this user may not read its file "
+                             f"{state}/{args.id}.json (a submitter's drop keeps its group "
+                             "until its record is written): see it through statusd or as "
+                             "the spool user (Permissions in docs/operations.md)") from None
         if not blind:
             raise
         raise NotFoundError(f"no job {args.id} in {folders(seen)} (not looked into: "
@@ -216,7 +223,8 @@ SHOW = Command(
     "8 MiB is shown without its result (its size instead); --json writes its file as "
     "stored.  A user who may not enter some state folders (a member of the spool's "
     "group only cannot enter pending/) is shown what the others hold, with a line on "
-    "stderr naming the folders not looked into.")
+    "stderr naming the folders not looked into; exit 1 naming the file when the job's "
+    "file is one it may not read (a submitter's drop, running).")
 WAIT = Command(
     "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
     _configure_wait, run_wait,

@@ -19,6 +19,7 @@ from spool.cli.command import (
     EXIT_OK,
     Command,
     UsageError,
+    UserReader,
     add_json,
     folders,
     note,
@@ -34,7 +35,6 @@ from spool.cli.render import (
     table,
 )
 from spool.errors import SpoolError
-from spool.large import BoundedReader
 from spool.layout import Layout
 from spool.reader import MAX_PAGE, SpoolReader
 from spool.settings import Settings
@@ -69,7 +69,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq ls" + (f" --state {state.value}" if state else ""),
                            state)
-    reader = BoundedReader(layout, seen)  # a large record: its head only
+    reader = UserReader(layout, seen)  # a large record: its head only
     try:
         page = reader.page(state=state, tool=args.tool, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # a cursor that is not ours, a limit out of range
@@ -77,8 +77,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json({"tasks": [listed_json(r, reader.large.get(r.id)) for r in page.records],
                    "next_cursor": page.next_cursor})
-        if blind:
-            note(_unseen(blind, state))
+        _note_unseen(reader, blind, state)
         return EXIT_OK
     if page.records:
         print(table(LIST_HEADER, [record_row(r) for r in page.records]))
@@ -88,8 +87,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
                  f"spoolq show {unreadable[0]} says why")
     else:
         note("no jobs" + (" on this page" if args.cursor else ""))
-    if blind:
-        note(_unseen(blind, state))
+    _note_unseen(reader, blind, state)
     if page.next_cursor:
         note(f"more: {_next_page_command(args, page.next_cursor)}")
     return EXIT_OK
@@ -110,13 +108,21 @@ def listable(layout: Layout, what: str, state: JobState | None
     return [s for s in JobState if s not in blind], blind
 
 
-def _unseen(blind: list[JobState], state: JobState | None) -> str:
-    """What a page listed without the ``blind`` folders leaves out."""
-    lead = (f"jobs in {folders(blind)} are not listed (this user may not look into "
-            f"{'it' if len(blind) == 1 else 'them'}), and" if state is None else
-            f"{folders(blind)} not looked into (this user may not):")
-    return f"{lead} a job listed may have a newer drop or run there (see Permissions in " \
-        "docs/operations.md)"
+def _note_unseen(reader: UserReader, blind: list[JobState], state: JobState | None) -> None:
+    """Say what a page leaves out: the ``blind`` folders, and jobs whose file this user
+    may not read."""
+    if reader.unread:
+        ids = sorted(reader.unread)
+        note(f"{len(ids)} job(s) not listed: this user may not read their files in "
+             f"{folders(sorted(set(reader.unread.values())))} ({', '.join(ids[:3])}"
+             f"{', ...' if len(ids) > 3 else ''}; a submitter's drop keeps its group until "
+             "its record is written): see them through statusd or as the spool user")
+    if blind:
+        lead = (f"jobs in {folders(blind)} are not listed (this user may not look into "
+                f"{'it' if len(blind) == 1 else 'them'}), and" if state is None else
+                f"{folders(blind)} not looked into (this user may not):")
+        note(f"{lead} a job listed may have a newer drop or run there (see Permissions in "
+             "docs/operations.md)")
 
 
 def _next_page_command(args: argparse.Namespace, cursor: str) -> str:

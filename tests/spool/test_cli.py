@@ -247,7 +247,8 @@ def test_a_member_of_the_spool_group_only_sees_all_but_pending_and_is_told_so(
     but may not enter ``pending/``.  ``show`` finds a record in the other folders (and
     says a new drop in pending/ would not show), ``ls`` lists them and ``stats`` counts
     them, saying pending/ was left out; what needs pending/ alone is refused in one line.
-    Before: each exited 1 with "Permission denied" on pending/."""
+    Before: each exited 1 with "Permission denied" on pending/.  A running job whose file
+    this user may not read is named, not taken for one that does not exist."""
     root = open_dir / "spool"
     assert spoolq(env, "init", "--system", "--user", "nobody", "--group", "nogroup",
                   "--spool-dir", str(root)).returncode == 0
@@ -261,6 +262,10 @@ def test_a_member_of_the_spool_group_only_sees_all_but_pending_and_is_told_so(
         os.chown(root / name, -1, 54322)  # the spool's group, as in the test above
     for record in [*(root / "done").iterdir(), *(root / "failed").iterdir()]:
         os.chown(record, -1, 54322)  # as the spool user's processor leaves them
+    claimed = root / "running" / "r1.json"  # another submitter's drop, claimed: its group
+    claimed.write_bytes(b'{"tool": "echo"}')  # stays the submit group's until its record
+    os.chown(claimed, 54323, NOBODY[1] if NOBODY else 0)
+    claimed.chmod(0o640)
     base = ["--spool-dir", str(root)]
 
     def run(*args: str) -> Proc:
@@ -271,12 +276,14 @@ def test_a_member_of_the_spool_group_only_sees_all_but_pending_and_is_told_so(
     assert "pending/" in show.stderr and len(show.stderr.strip().splitlines()) == 1
     assert run("show", "f1").returncode == 0
     refused(run("show", "p1"), 1, "no job p1", "pending/", "not looked into")
+    refused(run("show", "r1"), 1, "r1 is running", "may not read", "running/r1.json")
     listed = run("ls", "--json")
     assert {t["id"] for t in data(listed)["tasks"]} == {"s1", "f1"}
-    assert "pending/" in listed.stderr and "not listed" in listed.stderr
+    assert "pending/ are not listed" in listed.stderr, listed.stderr
+    assert "1 job(s) not listed" in listed.stderr and "(r1;" in listed.stderr
     refused(run("ls", "--state", "pending"), 1, "pending/")
     stats = data(run("stats", "--json"))
-    assert stats["counts"] == {"pending": None, "running": 0, "done": 1, "failed": 1}
+    assert stats["counts"] == {"pending": None, "running": 1, "done": 1, "failed": 1}
     assert stats["not_counted"] == ["pending"] and stats["total"] is None
     text = run("stats")
     assert text.returncode == 0 and "pending   ?" in text.stdout, text.stderr
