@@ -35,7 +35,11 @@ single-threaded everywhere, as the processor sets it for its workers.
 
 ``--profile DIR`` attaches ``py-spy record --subprocesses --format raw`` to each daemon
 for the timed part (collapsed stacks in ``DIR``); ``--processor-cmd`` starts a variant
-of the daemon instead (A/B a patch).  Every process started here is stopped by its
+of the daemon instead (A/B a patch).  A variant from another tree must put that tree on
+``PYTHONPATH`` as well as on its own ``sys.path``: the COMPUTE forkserver (Python 3.11
+ignores the ``sys.path`` it is handed) builds its path from the environment, where this
+benchmark puts the repository first, so its workers would run this repository's code
+whatever the daemon runs.  Every process started here is stopped by its
 pid.  Spools are removed at the end of the run (unless ``--keep``), not between
 workloads: on an ext4 without a journal, thousands of freshly freed inodes slow every
 file creation for a minute or more, and would tax the next workload.
@@ -638,7 +642,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processor-cmd", type=shlex.split,
                         default=[sys.executable, "-m", "processor"],
                         help="how to start the daemon, to compare a variant (default: "
-                        "%(prog)s's python -m processor)")
+                        "%(prog)s's python -m processor); a variant from another tree puts "
+                        "it on PYTHONPATH too, for its COMPUTE workers")
     args = parser.parse_args(argv)
     sizes = (100, 20, 8) if args.quick else (2000, 200, 100)
     args.w1, args.w2, args.w3 = (v or d for v, d in zip((args.w1, args.w2, args.w3), sizes,
