@@ -56,22 +56,27 @@ def require_distributed() -> Any:
     return distributed
 
 
-class _NoCancelledReconnect(logging.Filter):
-    """Drops distributed's ERROR line for a cancelled coroutine.
+class _NoReconnectNoise(logging.Filter):
+    """Drops distributed's ERROR lines about the client's own reconnect.
 
     When the scheduler goes, the client starts reconnecting by itself; the
-    link drops that client and makes a new one, and closing it cancels the
+    link drops that client and makes a new one.  Closing it cancels the
     reconnect, which ``distributed.utils.log_errors`` logs at ERROR with an
-    empty message.  The loss has its own ERROR line (``Dask scheduler lost``);
-    a cancellation is not an error.
+    empty message; and when the close comes later than the client's own
+    timeout (its thread busy with kills sent to the lost scheduler, on a
+    loaded host), the client logs "Failed to reconnect to scheduler" at ERROR.
+    The loss has its own ERROR line (``Dask scheduler lost``), and the link,
+    not that client, reconnects: neither line says anything more.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[0] if record.exc_info else None
-        return not (exc is not None and issubclass(exc, asyncio.CancelledError))
+        if exc is not None and issubclass(exc, asyncio.CancelledError):
+            return False
+        return not str(record.msg).startswith("Failed to reconnect to scheduler")
 
 
-_CLIENT_LOG_FILTER = _NoCancelledReconnect()
+_CLIENT_LOG_FILTER = _NoReconnectNoise()
 
 
 class ClientMaker:
