@@ -107,7 +107,14 @@ async def get_task(request: web.Request) -> web.StreamResponse:
     """
     job_id = task_id(request)
     services = request.app[SERVICES]
-    await services.tracker.catch_up(job_id)
+    if not await services.tracker.catch_up(job_id, wait=False):
+        # The index is applying a batch: this one record is read from disk, not queued
+        # behind it (a large one, or one gone or moving meanwhile, waits as before).
+        body = await services.in_thread(services.tracker.loader.full_body, job_id)
+        if body is not None:
+            return _json(body) if len(body) <= INLINE_MAX_BYTES else \
+                await sending.send_bytes(request, body)
+        await services.tracker.refresh([job_id])
     for _ in range(STREAM_TRIES):
         item = services.index.get(job_id)
         if item is not None and item.body is not None:

@@ -172,9 +172,9 @@ class Tracker:
                 if n % chunk == 0:
                     await self.hub.settle()  # a burst never fills a live client's queue
 
-    async def catch_up(self, job_id: str) -> None:
+    async def catch_up(self, job_id: str, *, wait: bool = True) -> bool:
         """Bring the item of ``job_id`` up to what is on disk now (a GET, a task stream's
-        snapshot).
+        snapshot); False when it is older than the disk and was left so (``wait=False``).
 
         The index learns of a move a feed round trip after it (inotify, the loop, a read
         in the worker thread): a client that saw ``failed/<id>.json`` land, or ``spoolq
@@ -183,10 +183,19 @@ class Tracker:
         the loop: a thread hop would cost more than they do), and an item that no longer
         matches is refreshed as a hint would refresh it: the list, the counts and the
         streams move with it, and the feed's own hint then finds nothing new.
+
+        ``wait=False``: while a batch is being applied (30,000 jobs finishing at once, a
+        rescan's many changes), the refresh would queue behind all of it (a GET waited
+        2.2 s); the caller then reads the record from disk itself, and the index follows
+        with the batch's hints.
         """
         item = self.index.get(job_id)
-        if item is not None and not self.loader.unchanged(job_id, item.stamp):
-            await self.refresh([job_id])
+        if item is None or self.loader.unchanged(job_id, item.stamp):
+            return True
+        if not wait and self._lock.locked():
+            return False
+        await self.refresh([job_id])
+        return True
 
     async def rescan(self) -> None:
         started = time.monotonic()
