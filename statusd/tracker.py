@@ -186,8 +186,9 @@ class Tracker:
 
         ``wait=False``: while a batch is being applied (30,000 jobs finishing at once, a
         rescan's many changes), the refresh would queue behind all of it (a GET waited
-        2.2 s); the caller then reads the record from disk itself, and the index follows
-        with the batch's hints.
+        3.3 s), so False comes at once: a GET then reads the record from disk itself, a
+        task stream starts from the index and gets the move as a transition once the
+        hint that reported it is applied.
         """
         item = self.index.get(job_id)
         if item is None or self.loader.unchanged(job_id, item.stamp):

@@ -64,7 +64,9 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     job_id = task_id(request)
     ws = _socket(request, services)
-    await services.tracker.catch_up(job_id)  # the snapshot is what the disk says now
+    # The snapshot is what the disk says now; while the index applies a batch it is the
+    # index's, and the move the batch is behind on follows as a transition.
+    await services.tracker.catch_up(job_id, wait=False)
     if services.index.get(job_id) is None:
         await services.tracker.refresh([job_id])
         if services.index.get(job_id) is None:

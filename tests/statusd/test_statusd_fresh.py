@@ -152,3 +152,25 @@ def _state_within(server: ServerThread, job_id: str, timeout_s: float) -> object
     finally:
         conn.close()
     return orjson.loads(body)["state"] if reply.status == 200 else reply.status
+
+
+def test_a_task_stream_opens_at_once_while_the_index_applies_a_batch(
+        server: ServerThread, spool: Spool) -> None:
+    """A task stream opened while the index applies a batch does not wait for it (its
+    handshake waited as long as the batch): its snapshot is the index's, and the move the
+    batch is behind on follows as a transition."""
+    submit(spool, "busy")
+    wait_for(lambda: _state(server, "busy") == "pending", what="the job indexed")
+    lock = server.services.tracker._lock
+    server.in_loop(lambda: asyncio.ensure_future(lock.acquire()))
+    wait_for(lambda: server.in_loop(lock.locked), what="the index busy")
+    running = claim(spool, "busy")
+    try:
+        stream = asyncio.run(asyncio.wait_for(ws_collect(
+            f"{server.base}/api/v1/ws/tasks/busy", until=lambda m: m[-1]["state"] == "running",
+            on_open=lambda: server.in_loop(lock.release)), 5.0))
+    finally:
+        if server.in_loop(lock.locked):
+            server.in_loop(lock.release)
+        running.close()
+    assert [m["state"] for m in stream.messages] == ["pending", "running"]
