@@ -148,12 +148,14 @@ async def record_body(services: Services, job_id: str) -> bytes:
         body = await services.in_thread(loader.indexed_body, job_id, item.stamp)
     if body is None:
         body = await services.in_thread(loader.full_body, job_id)
-    if body is None and item is not None and item.stamp.state in TERMINAL and \
-            await services.in_thread(loader.current, job_id) is not None:
-        # A large record replaced each time it was about to be streamed (one purged
-        # a moment ago is still indexed for the tracker's grace: that is a 404).
-        raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced; "
-                       "try again", {"Retry-After": str(RETRY_AFTER_S)})
+    if body is None and item is not None and (services.tracker.moving(job_id) or (
+            item.stamp.state in TERMINAL
+            and await services.in_thread(loader.current, job_id) is not None)):
+        # A large record replaced each time it was about to be streamed, or held in tmp/
+        # by a retry or a cancel (the job is listed meanwhile).  One purged a moment ago
+        # is still indexed for the tracker's grace, but not moving: that is a 404.
+        raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced or "
+                       "moved; try again", {"Retry-After": str(RETRY_AFTER_S)})
     if body is None:
         raise ApiError(404, "not_found", f"no task {job_id}")
     return body

@@ -198,6 +198,11 @@ class Tracker:
         await self.refresh([job_id])
         return True
 
+    def moving(self, job_id: str) -> bool:
+        """Whether ``job_id`` is in no state folder and shown as it was, its file on a
+        move through ``tmp/`` (see :class:`statusd.loader.Absent`)."""
+        return job_id in self._missing
+
     async def rescan(self) -> None:
         started = time.monotonic()
         stamps = await self._run(self.loader.scan)

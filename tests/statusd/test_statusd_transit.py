@@ -234,3 +234,41 @@ def test_a_purged_or_withdrawn_job_leaves_the_list_at_once(patient: ServerThread
              _listed(patient, "withdrawn") is None, timeout=5.0, what="both unlisted")
     counts = request(patient.base, "GET", "/api/v1/stats").json()["counts"]
     assert counts == {"pending": 0, "running": 0, "done": 0, "failed": 0}
+
+
+def test_a_large_record_in_a_retry_in_progress_is_not_called_not_found(
+        patient: ServerThread, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record over 32 KiB is not kept in the index; a retry or a cancel holds its file
+    in tmp/ for a moment, and a GET then answered 404 (191 of 2,710 GETs while a failed
+    job with a 100 KB error was retried and cancelled 200 times), though the job was
+    listed and counted.  It is a 503 'try again' now, as for a large record being
+    replaced."""
+    submit(spool, "big-retry")
+    finish(spool, claim(spool, "big-retry"), error=(ErrorType.TOOL_ERROR, "x" * 100_000))
+    wait_for(lambda: _listed(patient, "big-retry") == "failed", what="failure listed")
+    held = _Held()
+    pending = spool.layout.folder(JobState.PENDING)
+    monkeypatch.setattr(spool.mover, "publish", held.wrap(
+        spool.mover.publish, lambda path, *_, **__: Path(path).parent == pending))
+    thread = held.run(lambda: spool.retry("big-retry"))
+    try:
+        reply = request(patient.base, "GET", "/api/v1/tasks/big-retry")
+        assert reply.status == 503, reply
+        assert reply.headers["retry-after"] == "1"
+        assert _listed(patient, "big-retry") == "failed"
+    finally:
+        held.release.set()
+        thread.join(30)
+    wait_for(lambda: _listed(patient, "big-retry") == "pending", what="the retry listed")
+    # The pending job carries the error it is retried from: as large, and held in tmp/
+    # by a cancel the same way.
+    cancel = _Held()
+    monkeypatch.setattr(spool, "publish_terminal",
+                        cancel.wrap(spool.publish_terminal, lambda record: True))
+    thread = cancel.run(lambda: spool.cancel_pending("big-retry"))
+    try:
+        assert request(patient.base, "GET", "/api/v1/tasks/big-retry").status == 503
+        assert _listed(patient, "big-retry") == "pending"
+    finally:
+        cancel.release.set()
+        thread.join(30)
