@@ -148,17 +148,22 @@ async def record_body(services: Services, job_id: str) -> bytes:
         body = await services.in_thread(loader.indexed_body, job_id, item.stamp)
     if body is None:
         body = await services.in_thread(loader.full_body, job_id)
-    if body is None and item is not None and (services.tracker.moving(job_id) or (
-            item.stamp.state in TERMINAL
-            and await services.in_thread(loader.current, job_id) is not None)):
-        # A large record replaced each time it was about to be streamed, or held in tmp/
-        # by a retry or a cancel (the job is listed meanwhile).  One purged a moment ago
-        # is still indexed for the tracker's grace, but not moving: that is a 404.
-        raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced or "
-                       "moved; try again", {"Retry-After": str(RETRY_AFTER_S)})
-    if body is None:
-        raise ApiError(404, "not_found", f"no task {job_id}")
-    return body
+    if body is not None:
+        return body
+    if item is not None:
+        # Indexed, and its file gone since it was checked: the tracker is told first, so
+        # a move (a retry or a cancel holding it in tmp/, a record replaced each time it
+        # was about to be streamed) is not taken for a removal.  The job is listed
+        # meanwhile: 503, try again.  One purged (removed now) is a 404.
+        if not services.tracker.moving(job_id):
+            await services.tracker.refresh([job_id])
+        now = services.index.get(job_id)
+        if now is not None and now.body is not None and not services.tracker.moving(job_id):
+            return now.body
+        if now is not None:
+            raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced or "
+                           "moved; try again", {"Retry-After": str(RETRY_AFTER_S)})
+    raise ApiError(404, "not_found", f"no task {job_id}")
 
 
 async def stats(request: web.Request) -> web.Response:

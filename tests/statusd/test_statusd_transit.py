@@ -272,3 +272,33 @@ def test_a_large_record_in_a_retry_in_progress_is_not_called_not_found(
     finally:
         cancel.release.set()
         thread.join(30)
+
+
+def test_a_large_job_that_moves_between_the_check_and_the_read_is_not_called_not_found(
+        patient: ServerThread, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large pending job is read from its file after the GET found the index current: a
+    cancel taking it into tmp/ between the two made the GET answer 404 (25 of 1,603 GETs
+    while such a job was retried and cancelled 100 times).  The id is refreshed before a
+    404 is said: it is moving, so 503 'try again'."""
+    submit(spool, "big-pending", params={"message": "x" * 100_000})
+    wait_for(lambda: _listed(patient, "big-pending") == "pending", what="job listed")
+    held = _Held()
+    monkeypatch.setattr(spool, "publish_terminal",
+                        held.wrap(spool.publish_terminal, lambda record: True))
+    loader = patient.services.tracker.loader
+    threads: list[threading.Thread] = []
+
+    def full_body(job_id: str) -> bytes | None:  # the cancel comes first, then the read
+        if not threads:
+            threads.append(held.run(lambda: spool.cancel_pending("big-pending")))
+        return type(loader).full_body(loader, job_id)
+
+    monkeypatch.setattr(loader, "full_body", full_body)
+    try:
+        reply = request(patient.base, "GET", "/api/v1/tasks/big-pending")
+        assert reply.status == 503, reply
+        assert _listed(patient, "big-pending") == "pending"
+    finally:
+        held.release.set()
+        for thread in threads:
+            thread.join(30)
