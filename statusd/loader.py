@@ -232,22 +232,33 @@ class Loader:
 
         One listing of ``tmp/`` for them all, then each is looked for once more: a move
         that ended between the first look and the listing is found in its new folder.
-        Only an id in neither place both times is gone; its file is always in one of
-        them while it moves (renames), so that is a removal, not a move.
+        An id in neither place is looked for in a second listing of ``tmp/`` (a move that
+        ended before the first listing and a next one that began before the second look,
+        a retry and a cancel back to back, evade the first two looks).  Only then is it
+        gone: its file is always in one of these places while it moves (renames), so
+        that is a removal, not a move.
         """
         staged = self._staged_ids()
         if staged is None:  # tmp/ cannot be listed: nothing tells a move from a removal
             return [(job_id, Absent.MOVING) for job_id in job_ids]
         out: list[tuple[str, Item | Absent]] = []
         for job_id in job_ids:
-            if job_id in staged or os.path.lexists(self.layout.original_str(job_id)):
+            if self._moving(job_id, staged):
                 out.append((job_id, Absent.MOVING))
                 continue
             stamp = self.current(job_id)
             item = self.load(job_id, stamp) if stamp is not None else None
             out.append((job_id, item if item is not None else
                         Absent.GONE if stamp is None else Absent.MOVING))
+        if any(found is Absent.GONE for _, found in out):
+            staged = self._staged_ids()
+            out = [(job_id, Absent.MOVING if found is Absent.GONE and (
+                staged is None or self._moving(job_id, staged)) else found)
+                for job_id, found in out]
         return out
+
+    def _moving(self, job_id: str, staged: set[str]) -> bool:
+        return job_id in staged or os.path.lexists(self.layout.original_str(job_id))
 
     def _staged_ids(self) -> set[str] | None:
         """The ids whose file a cancel, retry or quarantine holds in ``tmp/`` now (None

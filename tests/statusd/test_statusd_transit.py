@@ -12,6 +12,7 @@ instead of leaving them open for good.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ from spool.errors import ErrorType
 from spool.models import Record
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd.items import Stamp
+from statusd.loader import Absent, Loader
 
 HOLD_S = 1.0
 """How long the test keeps a job in tmp/: ample for statusd's feed to see it go."""
@@ -302,3 +305,40 @@ def test_a_large_job_that_moves_between_the_check_and_the_read_is_not_called_not
         held.release.set()
         for thread in threads:
             thread.join(30)
+
+
+def test_a_job_moved_twice_while_it_is_looked_for_is_moving_not_gone(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Loader._absent`` looks for an id in no state folder in ``tmp/`` and then once more
+    in the folders: a retry ending and a cancel starting in between (the file in pending/
+    at the listing, in tmp/ again at the second look) made a job that never left the spool
+    'gone': dropped from the list, its task streams ended (1 in 200 retry-and-cancel
+    rounds with a probe on a real spool-statusd).  A second listing of tmp/ finds it."""
+    submit(spool, "chased")
+    finish(spool, claim(spool, "chased"), error=(ErrorType.TOOL_ERROR, "flaky"))
+    loader = Loader(spool.layout)
+    known = loader.scan()
+    failed = spool.layout.job(JobState.FAILED, "chased")
+    pending = spool.layout.job(JobState.PENDING, "chased")
+    retrying = spool.layout.staging("retry-chased")
+    cancelling = spool.layout.staging("cancel-chased")
+    os.rename(failed, retrying)  # a retry holds it: in no state folder
+    staged_ids, current = loader._staged_ids, loader.current
+    looks: list[str] = []
+
+    def listing() -> set[str] | None:
+        if not looks:
+            os.rename(retrying, pending)  # the retry ends before tmp/ is listed
+        looks.append("tmp")
+        return staged_ids()
+
+    def look(job_id: str) -> Stamp | None:
+        if looks == ["tmp"]:
+            os.rename(pending, cancelling)  # a cancel takes it before the second look
+        looks.append("folders")
+        return current(job_id)
+
+    monkeypatch.setattr(loader, "_staged_ids", listing)
+    monkeypatch.setattr(loader, "current", look)
+    assert loader._absent(["chased"]) == [("chased", Absent.MOVING)]
+    assert known["chased"].state is JobState.FAILED
