@@ -46,7 +46,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _record_get(summary: str, op_id: str) -> dict[str, Any]:
     replaced = {**_json(ErrorResponse, "a large record replaced faster than it could be "
-                        "sent; try again after Retry-After seconds"),
+                        "sent, or its job's file held in tmp/ by a retry or a cancel; try "
+                        "again after Retry-After seconds"),
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     return {"get": {"summary": summary, "operationId": op_id, "parameters": [_ID_PARAM],
                     "responses": {"200": _json(Record, "the record"), **_errors(400, 404),
