@@ -38,8 +38,9 @@ from processor.quant.backtest import (
     stack,
 )
 from processor.quant.data import DataStore, Panel
+from processor.quant.kline import get_kline
+from processor.quant.params import KlineParams
 from processor.quant.synth import generate, write_synthetic
-from processor.quant.tools import KlineParams, get_kline
 
 
 def optional(name: str) -> ModuleType | None:

@@ -111,6 +111,7 @@ def _run(settings: Settings) -> int:
     from processor.daemon import Processor  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
+    from processor.quant.tools import FAST_MODULES  # noqa: PLC0415
     from processor.registry import load_registry  # noqa: PLC0415
     from processor.stdio_pipes import unbuffered  # noqa: PLC0415
 
@@ -130,7 +131,14 @@ def _run(settings: Settings) -> int:
     # garbage no longer walks it (43 ms of the loop's CPU, and as long a stall of every
     # job, each time one came).
     gc.freeze()
-    return Processor(settings, registry, executor, notifier=notifier).run()
+    # numpy and pandas, for the FAST quant tools, once the status file says "up".  A stop
+    # that comes sooner waits for the rest of the import (some 0.2 s): a thread cut off
+    # mid-import at exit could hold a module lock the exit needs.
+    imports = startup.BackgroundImports(FAST_MODULES)
+    try:
+        return Processor(settings, registry, executor, notifier=notifier).run(imports.start)
+    finally:
+        imports.join()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -185,7 +186,8 @@ class Processor:
 
     # -- life cycle ---------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Run until stopped; ``on_ready`` is called once the status file says "up"."""
         # The loop thread does many short blocking syscalls, and the pool's timer and a
         # displaced FAST run's thread must get the GIL at once when they wake: a short
         # switch interval keeps them from waiting long for it (0.1 ms).
@@ -215,6 +217,8 @@ class Processor:
                                                   "executor": self.executor.name,
                                                   "spool": str(self.layout.root)}})
             logs.flush()
+            if on_ready is not None:
+                on_ready()
             self.relay.start()
             self.relay.wait()
         finally:

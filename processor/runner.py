@@ -111,8 +111,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     start, pid = time.perf_counter(), os.getpid()
     # numpy's floating-point error handling (np.seterr) is the thread's: a tool's
     # seterr(all="raise") would fail a later job of the thread that divides by zero.
-    numpy = sys.modules.get("numpy")
-    float_errors = numpy.geterr() if numpy is not None else {}
+    float_errors = _float_errors()
     capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
     try:
         outcome = _execute(tool, job_id, params, ctx)
@@ -136,8 +135,8 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         # as one (taking the pool's messages). It ends now, with nothing flushed.
         os._exit(0 if outcome.ok else 1)
     capture.end()
-    if numpy is not None and numpy.geterr() != float_errors:
-        numpy.seterr(**float_errors)
+    if float_errors is not None and _float_errors() != float_errors:
+        sys.modules["numpy"].seterr(**float_errors)
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
     if outcome.message:
@@ -167,6 +166,14 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
                else str(exc))  # orjson's words read as a recursion in the tool's own code
         raise TypeError(f"the result is not JSON: {why}") from None
     return Outcome(job_id, result_json=encoded)
+
+
+def _float_errors() -> dict[str, str] | None:
+    """This thread's ``numpy.geterr()``, or None before numpy is loaded.  A numpy that is
+    still being imported (the processor imports it in the background once it is ready,
+    see :class:`processor.startup.BackgroundImports`) has no ``geterr`` yet: not loaded."""
+    geterr = getattr(sys.modules.get("numpy"), "geterr", None)
+    return None if geterr is None else dict(geterr())
 
 
 def _numpy_view(value: Any) -> Any:

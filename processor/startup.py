@@ -12,18 +12,31 @@ restart`` waits for.
 Everything the forkserver and its workers inherit is set before it starts:
 single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
 ``/dev/null``.  This module imports nothing heavy itself.
+
+The processor itself does not import numpy and pandas before it is ready: only
+its FAST tools need them, and :class:`BackgroundImports` loads them once the
+status file is written, so a ``systemctl restart`` does not wait for them and
+the first FAST job rarely does (one that comes sooner waits, in its own thread,
+for the rest of the import, which Python's per-module import locks serialise).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
+import logging
 import multiprocessing as mp
 import multiprocessing.forkserver
 import os
+import threading
+from collections.abc import Sequence
 
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
-           "processor.quant.tools"]
+           "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis"]
 """What every COMPUTE forkserver imports before it forks a worker
 (:mod:`processor.forkserver_init` first)."""
+
+log = logging.getLogger("spoolq.processor")
 
 _SINGLE_THREADED_MATH = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                          "NUMEXPR_NUM_THREADS")
@@ -53,3 +66,27 @@ def start_forkserver() -> None:
     pool's workers come from it (an idempotent step when it runs already)."""
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
+
+
+class BackgroundImports:
+    """Import modules on a thread of their own, then freeze what they made (as start-up
+    freezes its own objects: the collector need not walk them); :meth:`join` waits."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self.modules = tuple(modules)
+        self._thread = threading.Thread(target=self._run, name="spoolq-imports")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        for name in self.modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the tool that needs it fails its jobs with the same error
+                log.exception("importing %s in the background failed", name)
+        gc.freeze()

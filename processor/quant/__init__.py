@@ -10,6 +10,8 @@ Modules, each owning one concern:
 * :mod:`~processor.quant.backtest`: ``run_backtest`` (``ma_crossover``).
 * :mod:`~processor.quant.analysis`: ``analyze_factor``.
 * :mod:`~processor.quant.jsonsafe`: undefined numbers become ``None``.
+* :mod:`~processor.quant.params`: the tools' parameter models (no numpy, no pandas).
+* :mod:`~processor.quant.kline`: ``get_kline``'s answer.
 * :mod:`~processor.quant.tools`: the four tool classes, ``QUANT_TOOLS``.
 
 Every definition follows ``QUANT.md`` to the letter; the computations are

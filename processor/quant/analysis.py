@@ -17,65 +17,22 @@ overstates significance.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Any, Self
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from processor.quant.data import F64, DataStore, Symbol, check_order
+from processor.quant.data import F64, DataStore
 from processor.quant.factors import resolve
 from processor.quant.jsonsafe import finite_or_none
+from processor.quant.params import FactorParams
 from spool.errors import InvalidParams
 
 ProgressFn = Callable[[float, str], None]
 Bools = npt.NDArray[np.bool_]
-MAX_HORIZON = 10_000
 # Distance from +-1 within which a correlation is exactly +-1 (measured: at most
 # 2.5 ulps for perfectly correlated rows of 2 to 100,000 names).
 PERFECT_TOLERANCE = 16 * float(np.finfo(np.float64).eps)
-Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
-
-
-class FactorParams(BaseModel):
-    """Parameters of ``analyze_factor``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    factor: str = Field("momentum", description="a name from list_factors")
-    # Strict: lax validation would turn true into 1 before the factor's own checks.
-    factor_params: dict[str, StrictInt] = Field(default_factory=dict)
-    lookback: StrictInt | None = Field(None, ge=1,
-                                       description="shorthand for factor_params.lookback")
-    symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
-    horizons: list[Horizon] = Field(
-        default_factory=lambda: [1, 5, 10], min_length=1, max_length=50,
-        description=("forward-return horizons, bars; for h > 1 the daily ICs overlap, "
-                     "so t_stat = ir * sqrt(n) overstates significance"))
-    quantiles: int = Field(5, ge=2, le=100, strict=True)
-    turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
-                                                description="default: the horizons")
-    start: datetime | None = None
-    end: datetime | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        for name in ("symbols", "horizons", "turnover_lags"):
-            values = getattr(self, name)
-            if values is not None and len(set(values)) != len(values):
-                raise ValueError(f"{name} must not repeat")
-        check_order(self.start, self.end)
-        return self
-
-    def given_factor_params(self) -> dict[str, int]:
-        """``factor_params`` with ``lookback`` merged in (a conflict is InvalidParams)."""
-        given = dict(self.factor_params)
-        if self.lookback is not None:
-            if given.get("lookback", self.lookback) != self.lookback:
-                raise InvalidParams("lookback and factor_params.lookback disagree")
-            given["lookback"] = self.lookback
-        return given
 
 
 def forward_return(close: F64, horizon: int) -> F64:

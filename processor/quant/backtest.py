@@ -26,55 +26,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from processor.quant.data import F64, Bars, DataStore, Symbol, check_order
+from processor.quant.data import F64, Bars, DataStore
 from processor.quant.jsonsafe import finite_or_none
+from processor.quant.params import BacktestParams
 
 ProgressFn = Callable[[float, str], None]
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 CHUNK = 50
-MAX_SYMBOLS = 10_000
-MAX_WINDOW = 10_000_000
-
-
-class BacktestParams(BaseModel):
-    """Parameters of ``run_backtest``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
-    strategy: Literal["ma_crossover"] = "ma_crossover"
-    fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
-    slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
-    fee: float = Field(0.001, ge=0, lt=1, allow_inf_nan=False,
-                     description="fraction of notional per fill")
-    slippage: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
-                          description="fraction of the open price")
-    init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False)
-    periods_per_year: float = Field(252, gt=0, allow_inf_nan=False)
-    start: datetime | None = Field(None, description="first bar (inclusive)")
-    end: datetime | None = Field(None, description="last bar (inclusive)")
-
-    @field_validator("symbols")
-    @classmethod
-    def _unique(cls, symbols: list[str]) -> list[str]:
-        if len(set(symbols)) != len(symbols):
-            raise ValueError("symbols must not repeat")
-        return symbols
-
-    @model_validator(mode="after")
-    def _windows(self) -> Self:
-        if not 1 <= self.fast < self.slow:
-            raise ValueError("need 1 <= fast < slow")
-        check_order(self.start, self.end)
-        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,19 +32,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import StringConstraints
 
+from processor.quant.params import SYMBOL_PATTERN
 from spool.errors import InvalidParams, ToolError
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# For pydantic models: its regex engine anchors ``$`` at the very end of the text.
-Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 FIELDS = ("open", "high", "low", "close", "volume")
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -75,14 +72,6 @@ def to_time(value: datetime | str | None) -> np.datetime64 | None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
     moment: np.datetime64 = stamp.to_datetime64().astype("datetime64[us]")
     return moment
-
-
-def check_order(start: datetime | None, end: datetime | None) -> None:
-    """ValueError (a params error) when both bounds are given and ``start`` is after
-    ``end``."""
-    first, last = to_time(start), to_time(end)
-    if first is not None and last is not None and first > last:
-        raise ValueError("start is after end")
 
 
 def iso_strings(timestamps: Times) -> list[str]:

@@ -10,68 +10,37 @@ Each tool gets its :class:`~processor.quant.data.DataStore` from
 parses each file once.  Semantic errors (unknown symbol, unknown factor)
 raise :class:`~spool.errors.InvalidParams`; malformed data files raise
 :class:`~spool.errors.ToolError`.
+
+Importing this module costs no numpy or pandas: the registry needs only the
+classes and their :mod:`~processor.quant.params`, and a processor loads the
+registry before it starts (pandas alone is some 270 ms of a 490 ms start).  The
+computations are imported where a tool runs, in ``execute``; the processor
+imports :data:`FAST_MODULES` in the background as soon as it is ready (see
+:func:`processor.startup.import_in_background`) and the COMPUTE forkservers
+preload the rest (:data:`processor.startup.PRELOAD`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
-from processor.quant.analysis import FactorParams, analyze_factor
-from processor.quant.backtest import BacktestParams, run_backtest
-from processor.quant.data import FIELDS, Bars, DataStore, Symbol, check_order
-from processor.quant.factors import CATALOGUE
+from processor.quant.params import BacktestParams, FactorParams, KlineParams
 from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
 
-MAX_KLINE_ROWS = 1_000_000
+if TYPE_CHECKING:
+    from processor.quant.data import DataStore
+
+FAST_MODULES = ("processor.quant.factors", "processor.quant.kline")
+"""What the FAST tools' ``execute`` imports (with numpy and pandas)."""
 
 
 def datastore(ctx: ToolContext) -> DataStore:
     """The process's DataStore for ``ctx.data_dir``."""
+    from processor.quant.data import DataStore  # noqa: PLC0415 - see the module docstring
+
     return ctx.resource(f"quant.datastore:{ctx.data_dir}", lambda: DataStore(ctx.data_dir))
-
-
-class KlineParams(BaseModel):
-    """Parameters of ``get_kline``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    symbol: Symbol
-    start: datetime | None = Field(None, description="first bar (inclusive)")
-    end: datetime | None = Field(None, description="last bar (inclusive)")
-    limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, description=(
-        "at most this many bars: the first ones from start when only start is "
-        "given, else the most recent ones"))
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        check_order(self.start, self.end)
-        return self
-
-
-def kline(bars: Bars, params: KlineParams) -> dict[str, Any]:
-    """``columns`` and ``rows`` of ``bars`` (already cut to start/end), limited."""
-    if params.limit is not None and params.limit < len(bars):
-        keep = slice(0, params.limit) if params.start is not None and params.end is None \
-            else slice(len(bars) - params.limit, len(bars))
-    else:
-        keep = slice(0, len(bars))
-    columns = [getattr(bars, name)[keep] for name in FIELDS]
-    lists: list[list[float | None]] = [c.tolist() for c in columns]
-    for values, array in zip(lists, columns, strict=True):
-        if not np.isfinite(array).all():
-            for i in np.flatnonzero(~np.isfinite(array)).tolist():
-                values[i] = None
-    return {"symbol": bars.symbol, "columns": ["timestamp", *FIELDS],
-            "rows": list(map(list, zip(bars.iso()[keep], *lists, strict=True)))}
-
-
-def get_kline(store: DataStore, params: KlineParams) -> dict[str, Any]:
-    """Bars of one symbol between ``start`` and ``end``, at most ``limit`` rows."""
-    return kline(store.bars(params.symbol, params.start, params.end), params)
 
 
 class ListFactors(BaseTool):
@@ -84,6 +53,8 @@ class ListFactors(BaseTool):
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        from processor.quant.factors import CATALOGUE  # noqa: PLC0415
+
         return ToolResult.ok({"factors": [f.describe() for f in CATALOGUE.values()]})
 
 
@@ -97,6 +68,8 @@ class GetKline(BaseTool):
     Params: ClassVar[type[BaseModel]] = KlineParams
 
     def execute(self, params: KlineParams, ctx: ToolContext) -> ToolResult:
+        from processor.quant.kline import get_kline  # noqa: PLC0415
+
         return ToolResult.ok(get_kline(datastore(ctx), params))
 
 
@@ -110,6 +83,8 @@ class RunBacktest(BaseTool):
     Params: ClassVar[type[BaseModel]] = BacktestParams
 
     def execute(self, params: BacktestParams, ctx: ToolContext) -> ToolResult:
+        from processor.quant.backtest import run_backtest  # noqa: PLC0415
+
         return ToolResult.ok(run_backtest(params, datastore(ctx), ctx.progress))
 
 
@@ -123,6 +98,8 @@ class AnalyzeFactor(BaseTool):
     Params: ClassVar[type[BaseModel]] = FactorParams
 
     def execute(self, params: FactorParams, ctx: ToolContext) -> ToolResult:
+        from processor.quant.analysis import analyze_factor  # noqa: PLC0415
+
         return ToolResult.ok(analyze_factor(params, datastore(ctx), ctx.progress))
 
 

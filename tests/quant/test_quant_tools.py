@@ -14,7 +14,9 @@ from quant_reference import read_rows, write_bars
 
 from processor.quant.data import DataStore
 from processor.quant.jsonsafe import finite_or_none, jsonable
-from processor.quant.tools import QUANT_TOOLS, KlineParams, get_kline
+from processor.quant.kline import get_kline
+from processor.quant.params import KlineParams
+from processor.quant.tools import QUANT_TOOLS
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import InvalidParams
 

@@ -1,0 +1,143 @@
+"""The quant tools' parameter models: all the registry and the status file need of them.
+
+The registry publishes each tool's ``Params`` JSON Schema, and a processor
+loads it at start-up; the computations (numpy, pandas: some 300 ms of imports)
+are the tools' business once they run, so nothing here imports them.
+
+Guarantees: a symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched
+in full); ``start`` after ``end`` is a params error; the models forbid unknown
+fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from spool.errors import InvalidParams
+
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# For pydantic models: its regex engine anchors ``$`` at the very end of the text.
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+MAX_KLINE_ROWS = 1_000_000
+MAX_SYMBOLS = 10_000
+MAX_WINDOW = 10_000_000
+MAX_HORIZON = 10_000
+Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
+
+
+def check_order(start: datetime | None, end: datetime | None) -> None:
+    """ValueError (a params error) when both bounds are given and ``start`` is after
+    ``end``; a bound without an offset is UTC."""
+    if start is None or end is None:
+        return
+    # start - offset > end - offset', rearranged so that no bound near year 1 or 9999
+    # has to be moved across midnight (which would overflow a datetime).
+    naive_gap = start.replace(tzinfo=None) - end.replace(tzinfo=None)
+    if naive_gap > _offset(start) - _offset(end):
+        raise ValueError("start is after end")
+
+
+def _offset(moment: datetime) -> timedelta:
+    return moment.utcoffset() or timedelta(0)
+
+
+class KlineParams(BaseModel):
+    """Parameters of ``get_kline``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: Symbol
+    start: datetime | None = Field(None, description="first bar (inclusive)")
+    end: datetime | None = Field(None, description="last bar (inclusive)")
+    limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, description=(
+        "at most this many bars: the first ones from start when only start is "
+        "given, else the most recent ones"))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        check_order(self.start, self.end)
+        return self
+
+
+class BacktestParams(BaseModel):
+    """Parameters of ``run_backtest``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
+    strategy: Literal["ma_crossover"] = "ma_crossover"
+    fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
+    slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
+    fee: float = Field(0.001, ge=0, lt=1, allow_inf_nan=False,
+                     description="fraction of notional per fill")
+    slippage: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
+                          description="fraction of the open price")
+    init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False)
+    periods_per_year: float = Field(252, gt=0, allow_inf_nan=False)
+    start: datetime | None = Field(None, description="first bar (inclusive)")
+    end: datetime | None = Field(None, description="last bar (inclusive)")
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique(cls, symbols: list[str]) -> list[str]:
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("symbols must not repeat")
+        return symbols
+
+    @model_validator(mode="after")
+    def _windows(self) -> Self:
+        if not 1 <= self.fast < self.slow:
+            raise ValueError("need 1 <= fast < slow")
+        check_order(self.start, self.end)
+        return self
+
+
+class FactorParams(BaseModel):
+    """Parameters of ``analyze_factor``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factor: str = Field("momentum", description="a name from list_factors")
+    # Strict: lax validation would turn true into 1 before the factor's own checks.
+    factor_params: dict[str, StrictInt] = Field(default_factory=dict)
+    lookback: StrictInt | None = Field(None, ge=1,
+                                       description="shorthand for factor_params.lookback")
+    symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
+    horizons: list[Horizon] = Field(
+        default_factory=lambda: [1, 5, 10], min_length=1, max_length=50,
+        description=("forward-return horizons, bars; for h > 1 the daily ICs overlap, "
+                     "so t_stat = ir * sqrt(n) overstates significance"))
+    quantiles: int = Field(5, ge=2, le=100, strict=True)
+    turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
+                                                description="default: the horizons")
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for name in ("symbols", "horizons", "turnover_lags"):
+            values = getattr(self, name)
+            if values is not None and len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat")
+        check_order(self.start, self.end)
+        return self
+
+    def given_factor_params(self) -> dict[str, int]:
+        """``factor_params`` with ``lookback`` merged in (a conflict is InvalidParams)."""
+        given = dict(self.factor_params)
+        if self.lookback is not None:
+            if given.get("lookback", self.lookback) != self.lookback:
+                raise InvalidParams("lookback and factor_params.lookback disagree")
+            given["lookback"] = self.lookback
+        return given
