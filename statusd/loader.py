@@ -155,13 +155,10 @@ class Loader:
             return None
         progress_ns = 0
         if best.state is JobState.RUNNING:
-            # lstat, as the scan stamps it: a symlink there (to a loop, say) is never
-            # followed, and a progress file that cannot be stat'ed is no progress.
             try:
-                st = os.lstat(self.layout.progress_file(job_id))
-                progress_ns = st.st_mtime_ns if S_ISREG(st.st_mode) else 0
+                progress_ns = self._progress_ns(job_id)
             except OSError:
-                progress_ns = 0
+                progress_ns = 0  # a progress file that cannot be stat'ed is no progress
         return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, inodes[best.state])
 
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
@@ -195,14 +192,20 @@ class Loader:
                     return False  # it may tell the state now: the full rule decides
         if stamp.state is JobState.RUNNING:
             try:
-                st = os.lstat(self.layout.progress_str(job_id))
-                progress_ns = st.st_mtime_ns if S_ISREG(st.st_mode) else 0
-            except FileNotFoundError:
-                progress_ns = 0
+                return self._progress_ns(job_id) == stamp.progress_ns
             except OSError:
                 return True
-            return progress_ns == stamp.progress_ns
         return True
+
+    def _progress_ns(self, job_id: str) -> int:
+        """The mtime of ``job_id``'s progress file, 0 when there is none or it is not a
+        regular file; other OSErrors are the caller's.  lstat, as the scan stamps it: a
+        symlink there (to a loop, say) is never followed."""
+        try:
+            st = os.lstat(self.layout.progress_str(job_id))
+        except FileNotFoundError:
+            return 0
+        return st.st_mtime_ns if S_ISREG(st.st_mode) else 0
 
     def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp]
                 ) -> list[tuple[str, Item | Absent]]:
