@@ -75,6 +75,17 @@ def task_id(request: web.Request) -> str:
     return value
 
 
+def brief_view(value: str | None) -> bool:
+    """``view=brief`` (the list, the events stream): rows of large records without what a
+    list does not show (:func:`statusd.items._brief`); ``view=full`` (the default): the
+    records."""
+    if value is None or value in ("", "full"):
+        return False
+    if value == "brief":
+        return True
+    raise ApiError(400, "bad_request", "view must be full or brief")
+
+
 def _shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "...")
 

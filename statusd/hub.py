@@ -6,7 +6,9 @@ Guarantees:
   interested subscriber's queue with ``put_nowait``.  A subscriber whose queue
   is full is dropped on the spot (its pump task is cancelled and its socket
   closed by the handler), so a stalled client never delays the others.
-* Messages are encoded once per event (bytes), not once per client.
+* Messages are encoded once per event (bytes), not once per client; an events
+  subscriber that asked for brief rows (``view=brief``) gets the event's brief
+  message, the others its full one.
 * A task subscriber is told which message is terminal, so its pump can end the
   stream after sending it; and when its task has left the spool (:meth:`Hub.end`),
   after the messages queued before.
@@ -43,6 +45,8 @@ class Subscriber:
 
     job_id: str | None
     with_progress: bool
+    brief: bool = False
+    """An events subscriber that takes brief rows (see :meth:`Hub.publish`)."""
     queue: asyncio.Queue[Message] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
     dropped: bool = False
     gone: bool = False
@@ -72,8 +76,9 @@ class Hub:
         self._tasks: dict[str, set[Subscriber]] = {}
         self.dropped_total = 0
 
-    def subscribe(self, job_id: str | None, *, with_progress: bool = True) -> Subscriber:
-        sub = Subscriber(job_id, with_progress, asyncio.Queue(self.queue_max))
+    def subscribe(self, job_id: str | None, *, with_progress: bool = True,
+                  brief: bool = False) -> Subscriber:
+        sub = Subscriber(job_id, with_progress, brief, asyncio.Queue(self.queue_max))
         if job_id is None:
             self._events.add(sub)
         else:
@@ -99,11 +104,13 @@ class Hub:
         return bool(self._events) or job_id in self._tasks
 
     def publish(self, job_id: str, *, events: Message | None, task: Message | None,
-                progress: bool = False) -> None:
-        """Offer ``events`` to the events stream and ``task`` to the id's own streams."""
+                progress: bool = False, brief: Message | None = None) -> None:
+        """Offer ``events`` to the events stream (``brief``, when given, to its subscribers
+        of brief rows) and ``task`` to the id's own streams."""
         if events is not None:
             for sub in list(self._events):
-                if (progress and not sub.with_progress) or sub.offer(events):
+                message = brief if sub.brief and brief is not None else events
+                if (progress and not sub.with_progress) or sub.offer(message):
                     continue
                 self._drop(sub)
         if task is not None:

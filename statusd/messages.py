@@ -9,7 +9,9 @@ in as the bytes the index already holds, so a broadcast costs one small
 in the index (over ``INLINE_MAX_BYTES``) is sent as its list summary, without
 ``result`` and with ``"result_omitted": true``, and the message carries
 ``record_url``, the REST path of the full record; so no message, the snapshot
-included, is ever larger than a list row.
+included, is ever larger than a list row.  An events stream opened with
+``view=brief`` gets the brief list row instead (:func:`brief_transition`), also
+with ``record_url`` when the row is not the whole record.
 """
 
 from __future__ import annotations
@@ -33,15 +35,25 @@ def transition(item: Item, previous: JobState | None, record: bytes) -> bytes:
     return _envelope(head, item, record)
 
 
+def brief_transition(item: Item, previous: JobState | None) -> bytes | None:
+    """The transition with the item's brief list row, or None when that row is its
+    summary (a record of at most ``BRIEF_MAX_BYTES``: :func:`transition` says it all)."""
+    if item.brief is None:
+        return None
+    head = {"event": "transition", "previous": previous.value if previous else None}
+    return _envelope(head, item, item.brief, cut=True)
+
+
 def progress(item: Item) -> bytes:
     return _envelope({"event": "progress"}, item, None)
 
 
-def _envelope(head: dict[str, Any], item: Item, record: bytes | None) -> bytes:
+def _envelope(head: dict[str, Any], item: Item, record: bytes | None,
+              cut: bool = False) -> bytes:
     head.update(id=item.job_id, state=item.state.value)
     if item.progress is not None:
         head["progress"] = item.progress
-    if record is not None and item.body is None:  # a large record: its summary only
+    if record is not None and (cut or item.body is None):  # not the whole record
         head["record_url"] = f"{RECORD_PATH}{item.job_id}"
     out = orjson.dumps(head)
     if record is None:

@@ -72,7 +72,14 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
     else:
         op["parameters"] = [{"name": "progress", "in": "query", "required": False,
                              "schema": {"type": "string", "enum": ["0", "1"]},
-                             "description": "1: also send progress events"}]
+                             "description": "1: also send progress events"},
+                            {"name": "view", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["full", "brief"],
+                                        "default": "full"},
+                             "description": "brief: each record as its row of GET "
+                                            "/api/v1/tasks?view=brief (a record over 4 KiB "
+                                            "without params, meta and result, and with "
+                                            "record_url)"}]
     return {"get": op}
 
 

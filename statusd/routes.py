@@ -21,7 +21,7 @@ from aiohttp import web
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
-from statusd.errors import ApiError, task_id
+from statusd.errors import ApiError, brief_view, task_id
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
@@ -54,23 +54,13 @@ async def list_tasks(request: web.Request) -> web.Response:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
         raise ApiError(400, "bad_request", "invalid cursor") from exc
-    brief = _brief(query.get("view"))
+    brief = brief_view(query.get("view"))
     rows, next_key = services.index.page(state, tool, limit, after)
     next_cursor = orjson.dumps(encode_cursor(next_key) if next_key else None)
     encoded = (r.brief_row if brief else r.summary for r in rows)
     body = b"".join((b'{"tasks":[', b",".join(row.strip() for row in encoded),
                      b'],"next_cursor":', next_cursor, b"}"))
     return _json(body)
-
-
-def _brief(value: str | None) -> bool:
-    """``view=brief``: rows of large records without what a list does not show
-    (:func:`statusd.items._brief`); ``view=full`` (the default): the records."""
-    if value is None or value in ("", "full"):
-        return False
-    if value == "brief":
-        return True
-    raise ApiError(400, "bad_request", "view must be full or brief")
 
 
 def _state(value: str | None) -> JobState | None:

@@ -279,7 +279,9 @@ class Tracker:
                                 terminal=new.state in TERMINAL)
                 full = short if new.body is None or new.body is new.summary else Message(
                     messages.transition(new, previous, new.body), terminal=short.terminal)
-                self.hub.publish(new.job_id, events=short, task=full)
+                brief = messages.brief_transition(new, previous)
+                cut = None if brief is None else Message(brief, terminal=short.terminal)
+                self.hub.publish(new.job_id, events=short, task=full, brief=cut)
         elif (new.state is JobState.RUNNING and old is not None
               and (old.fraction, old.message) != (new.fraction, new.message)
               and self.hub.wants(new.job_id)):

@@ -1,5 +1,9 @@
 """WebSocket endpoints: one task's live stream, and the stream of every transition.
 
+The events stream opened with ``view=brief`` sends each transition's record as
+its brief list row (as ``GET /api/v1/tasks?view=brief`` does), for a live list:
+a large job's params and result are left out, not sent at every transition.
+
 Each connection has two halves: a *pump* task that sends what the hub queued
 for it, and the handler itself, which reads the socket (so pongs and close
 frames are processed).  The connection ends when either half ends:
@@ -28,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, task_id
+from statusd.errors import ApiError, brief_view, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
 from statusd.sending import StallGuard
@@ -96,10 +100,11 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
 async def events_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     with_progress = request.query.get("progress", "0") == "1"
+    brief = brief_view(request.query.get("view"))
     ws = _socket(request, services)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    sub = services.hub.subscribe(None, with_progress=with_progress)
+    sub = services.hub.subscribe(None, with_progress=with_progress, brief=brief)
     guard = StallGuard(request)
     try:
         await _serve(guard, ws, sub)

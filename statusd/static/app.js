@@ -1,7 +1,8 @@
 /* spoolq dashboard: counts, a live task list with filters, and a task view.
  *
- * Live updates come from two WebSockets: /api/v1/ws/events?progress=1 keeps
- * the list and the counts current; /api/v1/ws/tasks/{id} drives the open task
+ * Live updates come from two WebSockets: /api/v1/ws/events?progress=1&view=brief
+ * keeps the list and the counts current (brief rows: a large job's params and
+ * result are not sent at each of its moves); /api/v1/ws/tasks/{id} drives the open task
  * (snapshot, progress, transitions; the server closes it after the terminal
  * state; a retry or re-drop of the open task after that comes by the events
  * socket).  The events socket is opened before the list is fetched, so nothing
@@ -383,7 +384,8 @@ function setLive(on) {
 }
 
 function connectEvents() {
-  const socket = new WebSocket(wsUrl("/api/v1/ws/events?progress=1"));
+  // Brief rows, as the list's pages: 1 MB params were sent at each move of their job.
+  const socket = new WebSocket(wsUrl("/api/v1/ws/events?progress=1&view=brief"));
   ui.events = socket;
   socket.onopen = () => {
     ui.eventsDelay = 500;
@@ -473,10 +475,16 @@ function renderProgress(state, progress) {
   box.querySelector(".text").textContent = `${pct}${shown(progress.message || "")}`;
 }
 
+function partial(record) {
+  // A list row or an event's record that left out what the task view shows.
+  return Boolean(record.result_omitted || record.params_omitted || record.meta_omitted
+    || record.error_cut);
+}
+
 async function renderRecord(record) {
   if (record.id !== ui.taskId) return;
   const seq = ++ui.renderSeq;
-  if (record.result_omitted) {
+  if (partial(record)) {
     record = await getJSON(`/api/v1/tasks/${encodeURIComponent(record.id)}`);
     if (seq !== ui.renderSeq || record.id !== ui.taskId) return; // a newer one was drawn
   }

@@ -8,7 +8,20 @@ start of its message, and says so; a small record's row is the record.
 
 from __future__ import annotations
 
-from statusdkit import ServerThread, claim, finish, request, run_job, submit, wait_for
+import asyncio
+
+import aiohttp
+import orjson
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    report,
+    request,
+    run_job,
+    submit,
+    wait_for,
+)
 
 from spool.errors import ErrorType
 from spool.models import ErrorInfo
@@ -68,3 +81,62 @@ def test_a_large_result_row_says_it_left_the_result_out(server: ServerThread,
     row = request(server.base, "GET", "/api/v1/tasks?view=brief").json()["tasks"][0]
     assert row["result_omitted"] is True and row["params_omitted"] is True
     assert "result" not in row and "params" not in row and row["state"] == "done"
+
+
+def test_the_events_stream_sends_brief_rows_when_asked(server: ServerThread,
+                                                      spool: Spool) -> None:
+    """The events stream sent each move of a job with 1 MB params as a 1 MB message, to
+    every client (the dashboard's list too); with ``view=brief`` it sends the brief row
+    (fails before: 1,000,3xx bytes a move), and the default stream still sends the
+    records (DESIGN's ``record``)."""
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        base = server.base.replace("http", "ws")
+        brief_log: list[bytes] = []
+        full_log: list[bytes] = []
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{base}/api/v1/ws/events?progress=1&view=brief") as brief, \
+                session.ws_connect(f"{base}/api/v1/ws/events?progress=1",
+                                   max_msg_size=0) as full:
+            submit(spool, "big", params={"blob": BIG}, meta={"note": "m"})
+            running = claim(spool, "big")
+            await _read_until(brief, brief_log, "big", "running")
+            report(spool, running, 0.5, "half way")
+            await _read_until(brief, brief_log, "big", "running", "progress")
+            finish(spool, running, {"curve": list(range(20_000))})
+            run_job(spool, "small", {"ok": True})
+            await _read_until(brief, brief_log, "small", "done")
+            await _read_until(full, full_log, "small", "done")
+        return brief_log, full_log
+
+    brief_log, full_log = asyncio.run(scenario())
+    got = [orjson.loads(m) for m in brief_log]
+    assert max(map(len, brief_log)) < 2_000, [len(m) for m in brief_log]
+    assert ("big", "running", "progress") in [(m["id"], m["state"], m["event"]) for m in got]
+    done = next(m for m in got if m["id"] == "big" and m["state"] == "done")
+    assert done["record"]["params_omitted"] is True and done["record"]["meta_omitted"] is True
+    assert done["record"]["result_omitted"] is True and "params" not in done["record"]
+    assert done["record_url"] == "/api/v1/tasks/big"
+    small = next(m for m in got if m["id"] == "small" and m["state"] == "done")
+    assert small["record"]["result"] == {"ok": True} and "record_url" not in small
+
+    moves = [m for m in full_log if b'"id":"big"' in m and b'"event":"transition"' in m]
+    assert moves and min(map(len, moves)) > 1_000_000  # the default: the records
+    assert orjson.loads(moves[-1])["record"]["params"] == {"blob": BIG}
+
+    bad = request(server.base, "GET", "/api/v1/ws/events?view=short",
+                  headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                           "Sec-WebSocket-Version": "13",
+                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert bad.status == 400 and bad.json()["error"]["type"] == "bad_request"
+
+
+async def _read_until(ws: aiohttp.ClientWebSocketResponse, log: list[bytes], job_id: str,
+                      state: str, event: str = "transition") -> None:
+    """Read ``ws`` into ``log`` until a message of ``job_id`` with ``state`` and ``event``."""
+    async with asyncio.timeout(10):
+        while True:
+            data = (await ws.receive()).data
+            log.append(data.encode() if isinstance(data, str) else data)
+            msg = orjson.loads(data)
+            if (msg["id"], msg["state"], msg["event"]) == (job_id, state, event):
+                return

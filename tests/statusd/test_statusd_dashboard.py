@@ -840,3 +840,60 @@ def test_the_list_reads_brief_rows_and_the_task_view_the_whole_record(
     params = page.locator("#task-params pre")
     expect(params).to_contain_text('"blob": "xxxx')
     assert params.evaluate("e => e.textContent.length") > 1_000_000
+
+
+def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The events stream sent each move of a job as its record, params and all, to every
+    open dashboard (1 MB params: 1 MB at each move; the list shows none of it): the page
+    asks it for brief rows (fails before: 20,3xx-byte frames for 20 kB params).  A task
+    view told of a retry by that stream (its own stream, opened then, not there yet)
+    reads the whole record, as a brief row of a record under 32 KiB does not say
+    result_omitted, and then shows params, error, progress, result and equity chart."""
+    expect = sync_api.expect
+    frames: list[int] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda data: frames.append(
+        len(data))) if "/ws/events" in ws.url else None)
+    held: list[str | bytes] = []
+    streams: list[sync_api.WebSocketRoute] = []
+
+    def hold_second_stream(ws: sync_api.WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        streams.append(ws)
+        if len(streams) == 2:  # the stream opened on the retry: held until let go
+            upstream.on_message(lambda m: held.append(m) if held[:1] != ["go"] else ws.send(m))
+
+    page.route_web_socket("**/api/v1/ws/tasks/**", hold_second_stream)
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    submit(spool, "big", tool="run_backtest", params={"symbols": ["AAA"], "blob": "x" * 20_000})
+    finish(spool, claim(spool, "big"), error=(ErrorType.TOOL_ERROR, "first try"))
+    expect(_row(page, "big", "failed").locator("td.state")).to_have_text("failed tool_error")
+    _row(page, "big").locator("a").click()
+    expect(page.locator("#task-error .message")).to_have_text("tool_error: first try")
+    page.wait_for_function("() => ui.taskSocket === null")  # its stream ended with failed
+    Client.from_settings(server.settings).retry("big")  # told by the events stream
+    expect(page.locator("#task-state")).to_have_text("pending")
+    text = page.locator("#task-params pre")
+    expect(text).to_contain_text('"blob": "xxxx')
+    assert text.evaluate("e => e.textContent.length") > 20_000
+    expect(page.locator("#task-error h3")).to_have_text("last error")
+    for _ in range(200):  # Playwright calls the handler above only while it is called
+        if len(streams) == 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(streams) == 2, "no task stream was opened on the retry"
+    for message in [*held]:
+        streams[1].send(message)
+    held[:] = ["go"]
+    running = claim(spool, "big")
+    expect(page.locator("#task-state")).to_have_text("running")
+    report(spool, running, 0.5, "second try")
+    expect(page.locator("#task-progress .text")).to_have_text("50% second try")
+    finish(spool, running, equity_result(bars=1000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#equity svg path.equity")).to_have_count(1)
+    expect(page.locator("#task-result pre")).to_contain_text("ma_crossover")
+    expect(page.locator("#task-error")).to_be_hidden()
+    expect(_row(page, "big", "done")).to_have_count(1)  # the list, behind the task view
+    assert len(frames) >= 3 and max(frames) < 4_000, frames  # failed, pending, running, done
