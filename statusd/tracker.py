@@ -1,4 +1,5 @@
-"""Keeps the index current and turns each change into WebSocket events and metrics.
+"""Keeps the index current; each change is told as WebSocket events and metrics
+(:mod:`statusd.announce`).
 
 How (Postfix's pickup, in asyncio): a :class:`spool.feed.ChangeFeed` on the
 state folders and ``progress/`` only marks ids dirty and wakes the loop; the
@@ -47,9 +48,9 @@ from typing import Any, TypeVar
 from spool.feed import ChangeFeed
 from spool.ids import id_from_name
 from spool.layout import Layout
-from spool.states import TERMINAL, JobState
-from statusd import messages
-from statusd.hub import Hub, Message
+from spool.states import JobState
+from statusd.announce import announce
+from statusd.hub import Hub
 from statusd.index import Index
 from statusd.items import Item, Stamp
 from statusd.loader import Absent, Loader
@@ -243,7 +244,7 @@ class Tracker:
             return
         self._missing.pop(job_id, None)
         old = self.index.put(item)
-        self._emit(old, item)
+        announce(self.hub, self.metrics, old, item)
 
     def _vanish(self, job_id: str) -> None:
         """An id in no state folder: kept as it was until its grace passes, then removed.
@@ -261,32 +262,6 @@ class Tracker:
     def _remove(self, job_id: str) -> None:
         if self.index.remove(job_id) is not None:
             self.hub.end(job_id)
-
-    def _emit(self, old: Item | None, new: Item) -> None:
-        moved = old is None or old.state is not new.state
-        # A new record is a new write (mtime, or a new inode within one tick) with new
-        # times in it; a chmod or a hard link moves only ctime, and a touch only mtime:
-        # neither is a second run.
-        rerun = (old is not None and new.state in TERMINAL
-                 and (old.stamp.mtime_ns, old.stamp.ino) != (new.stamp.mtime_ns, new.stamp.ino)
-                 and old.summary != new.summary)
-        if moved or rerun:
-            if new.state in TERMINAL:
-                self.metrics.observe_terminal(new)
-            if self.hub.wants(new.job_id):
-                previous = old.state if old is not None else None
-                short = Message(messages.transition(new, previous, new.summary),
-                                terminal=new.state in TERMINAL)
-                full = short if new.body is None or new.body is new.summary else Message(
-                    messages.transition(new, previous, new.body), terminal=short.terminal)
-                brief = messages.brief_transition(new, previous)
-                cut = None if brief is None else Message(brief, terminal=short.terminal)
-                self.hub.publish(new.job_id, events=short, task=full, brief=cut)
-        elif (new.state is JobState.RUNNING and old is not None
-              and (old.fraction, old.message) != (new.fraction, new.message)
-              and self.hub.wants(new.job_id)):
-            msg = Message(messages.progress(new))
-            self.hub.publish(new.job_id, events=msg, task=msg, progress=True)
 
     # -- plumbing ---------------------------------------------------------------------
 

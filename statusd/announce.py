@@ -1,0 +1,55 @@
+"""What a change of the index tells: a WebSocket event and, for a finished job, metrics.
+
+:func:`announce` is called by :class:`statusd.tracker.Tracker` for each item it
+puts in the index, with the item it replaced.
+
+Guarantees:
+
+* A move to another state is one ``transition``, to the events stream (as the
+  list row, and as the brief row to clients of ``view=brief``) and to the
+  task's own streams (as the whole record when the index holds it), each
+  encoded once; a terminal one is marked so, and counted in the metrics once.
+* A terminal record replaced by a new write (a job run again and finished in
+  the same state) is a transition too; a chmod, a hard link or a touch is not.
+* A running job's new progress is one ``progress`` event.
+* Nothing is encoded when no client listens to the job.
+"""
+
+from __future__ import annotations
+
+from spool.states import TERMINAL, JobState
+from statusd import messages
+from statusd.hub import Hub, Message
+from statusd.items import Item
+from statusd.metrics import Metrics
+
+
+def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item) -> None:
+    """Tell what changed from ``old`` (None: a new id) to ``new``."""
+    moved = old is None or old.state is not new.state
+    # A new record is a new write (mtime, or a new inode within one tick) with new
+    # times in it; a chmod or a hard link moves only ctime, and a touch only mtime:
+    # neither is a second run.
+    rerun = (old is not None and new.state in TERMINAL
+             and (old.stamp.mtime_ns, old.stamp.ino) != (new.stamp.mtime_ns, new.stamp.ino)
+             and old.summary != new.summary)
+    if moved or rerun:
+        if new.state in TERMINAL:
+            metrics.observe_terminal(new)
+        if hub.wants(new.job_id):
+            _transition(hub, old.state if old is not None else None, new)
+    elif (new.state is JobState.RUNNING and old is not None
+          and (old.fraction, old.message) != (new.fraction, new.message)
+          and hub.wants(new.job_id)):
+        msg = Message(messages.progress(new))
+        hub.publish(new.job_id, events=msg, task=msg, progress=True)
+
+
+def _transition(hub: Hub, previous: JobState | None, new: Item) -> None:
+    terminal = new.state in TERMINAL
+    short = Message(messages.transition(new, previous, new.summary), terminal=terminal)
+    full = short if new.body is None or new.body is new.summary else Message(
+        messages.transition(new, previous, new.body), terminal=terminal)
+    brief = messages.brief_transition(new, previous)
+    cut = None if brief is None else Message(brief, terminal=terminal)
+    hub.publish(new.job_id, events=short, task=full, brief=cut)
