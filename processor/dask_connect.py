@@ -63,8 +63,8 @@ class _NoReconnectNoise(logging.Filter):
     link drops that client and makes a new one.  Closing it cancels the
     reconnect, which ``distributed.utils.log_errors`` logs at ERROR with an
     empty message; and when the close comes later than the client's own
-    timeout (its thread busy with kills sent to the lost scheduler, on a
-    loaded host), the client logs "Failed to reconnect to scheduler" at ERROR.
+    reconnect timeout (seen once, on a loaded host), the client logs "Failed
+    to reconnect to scheduler" at ERROR.
     The loss has its own ERROR line (``Dask scheduler lost``), and the link,
     not that client, reconnects: neither line says anything more.
     """
