@@ -118,11 +118,9 @@ def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
     """
     blocked = client.reader.unsearchable_states()
     if blocked:
-        folders = ", ".join(f"{state.value}/" for state in blocked)
-        raise UsageError(f"{what} needs to look into {folders}, which this user may not "
-                         f"enter{done_so_far}; follow the job through statusd "
-                         "(GET /api/v1/tasks/ID) or as the spool user (see Permissions in "
-                         "docs/operations.md)")
+        raise UsageError(f"{what} needs to look into {out_of_reach(blocked)}{done_so_far}; "
+                         "follow the job through statusd (GET /api/v1/tasks/ID) or as "
+                         "the spool user (see Permissions in docs/operations.md)")
 
 
 def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
