@@ -2,12 +2,12 @@
 
 The local pool's workers come from a ``forkserver`` that preloads numpy, pandas
 and the tools (see :mod:`processor.pool`), about half a second of imports.  The
-processor imports as much again (its registry loads the same tools).  Started
-here, first thing, the forkserver does its imports while the processor does
-its own, on another core, instead of after them: the processor writes its
+processor has imports of its own (the daemon, its registry loads the tools).
+Started here, first thing, the forkserver does its imports while the processor
+does its own, on another core, instead of after them: the processor wrote its
 status file about 0.3 s sooner (0.56 to 0.62 s after launch against 0.86 to
-0.97 s, on the 2-CPU machine of docs/benchmarks.md), which a ``systemctl
-restart`` waits for.
+0.97 s, on the 2-CPU machine of docs/benchmarks.md, when the processor still
+imported pandas itself), which a ``systemctl restart`` waits for.
 
 Everything the forkserver and its workers inherit is set before it starts:
 single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
