@@ -87,6 +87,8 @@ class Entry:
     path: Path
     mtime_ns: int
     ctime_ns: int
+    ino: int = 0
+    """The file's inode where its finder kept it (:meth:`SpoolReader.entries_of`), else 0."""
 
 
 class Stamp(NamedTuple):
@@ -253,7 +255,8 @@ class SpoolReader:
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
+                found.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns,
+                                   st.st_ino))
         return found
 
     def unsearchable_states(self, *, listing: bool = False) -> list[JobState]:

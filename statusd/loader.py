@@ -63,7 +63,7 @@ class Loader:
 
     def scan(self) -> dict[str, Stamp]:
         """The current stamp of every id in the spool (one directory pass per folder)."""
-        found: dict[str, list[tuple[Entry, int]]] = {}
+        found: dict[str, list[Entry]] = {}
         single: dict[str, Stamp] = {}
         for state in JobState:
             folder = self.layout.folder(state)
@@ -77,10 +77,9 @@ class Loader:
                 else:
                     single[job_id] = stamp
         for job_id, entries in found.items():
-            best = newest(e for e, _ in entries)
+            best = newest(entries)
             if best is not None:
-                ino = next(i for e, i in entries if e is best)
-                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, ino)
+                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, best.ino)
         progress = self.progress_stamps()
         for job_id, progress_ns in progress.items():
             running = single.get(job_id)
@@ -88,19 +87,17 @@ class Loader:
                 single[job_id] = running._replace(progress_ns=progress_ns)
         return single
 
-    def _collide(self, found: dict[str, list[tuple[Entry, int]]], single: dict[str, Stamp],
+    def _collide(self, found: dict[str, list[Entry]], single: dict[str, Stamp],
                  job_id: str, stamp: Stamp) -> None:
         # Rare (a completion cut short, a re-drop): only then build Entry objects
         # so the reader's own rule picks the file that tells the state.
         if job_id not in found:
-            first = single[job_id]
-            found[job_id] = [(self._entry(job_id, first.state, first.mtime_ns, first.ctime_ns),
-                              first.ino)]
-        found[job_id].append((self._entry(job_id, stamp.state, stamp.mtime_ns, stamp.ctime_ns),
-                              stamp.ino))
+            found[job_id] = [self._entry(job_id, single[job_id])]
+        found[job_id].append(self._entry(job_id, stamp))
 
-    def _entry(self, job_id: str, state: JobState, mtime_ns: int, ctime_ns: int) -> Entry:
-        return Entry(job_id, state, self.layout.job(state, job_id), mtime_ns, ctime_ns)
+    def _entry(self, job_id: str, stamp: Stamp) -> Entry:
+        return Entry(job_id, stamp.state, self.layout.job(stamp.state, job_id), stamp.mtime_ns,
+                     stamp.ctime_ns, stamp.ino)
 
     def progress_stamps(self) -> dict[str, int]:
         stamps = {}
@@ -138,19 +135,7 @@ class Loader:
 
     def current(self, job_id: str) -> Stamp | None:
         """The stamp of the file that tells ``job_id``'s state now; None when there is none."""
-        # SpoolReader.entries_of, with each file's inode kept beside its entry.
-        entries: list[Entry] = []
-        inodes: dict[JobState, int] = {}
-        for state in JobState:
-            path = self.layout.job(state, job_id)
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if S_ISREG(st.st_mode):
-                entries.append(Entry(job_id, state, path, st.st_mtime_ns, st.st_ctime_ns))
-                inodes[state] = st.st_ino
-        best = newest(entries)
+        best = newest(self.reader.entries_of(job_id))
         if best is None:
             return None
         progress_ns = 0
@@ -159,7 +144,7 @@ class Loader:
                 progress_ns = self._progress_ns(job_id)
             except OSError:
                 progress_ns = 0  # a progress file that cannot be stat'ed is no progress
-        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, inodes[best.state])
+        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, best.ino)
 
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
         """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
@@ -290,8 +275,7 @@ class Loader:
             item = terminal_item(job_id, stamp, raw)
             if item is not None:
                 return item
-        record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
-                                              stamp.ctime_ns))
+        record = self.reader.load(self._entry(job_id, stamp))
         return None if record is None else item_of_record(record, stamp)
 
     def open_indexed(self, job_id: str, stamp: Stamp) -> tuple[int, int] | None:
@@ -346,8 +330,7 @@ class Loader:
                 return None
             if terminal_item(job_id, stamp, raw) is not None:
                 return raw
-        record = self.reader.load(self._entry(job_id, stamp.state, stamp.mtime_ns,
-                                              stamp.ctime_ns))
+        record = self.reader.load(self._entry(job_id, stamp))
         return None if record is None else record_bytes(record)
 
 
