@@ -1,0 +1,65 @@
+"""Integers the spool's JSON cannot hold: a drop with one is quarantined, not run.
+
+orjson, which writes every record, holds integers from -2**63 to 2**64 - 1 and
+reads any other integer as a float (so 98765432109876543210 came back in the
+record as 9.876543210987654e+19, ``meta`` no longer "echoed back untouched"),
+while pydantic's JSON parser, which the claim uses on a file over intake's
+4 KiB cache, reads it exactly, and orjson then cannot write the record: the
+processor crashed, and crashed again at every start (recovery's record of the
+orphan). The CLI refuses such numbers since d24f46a; a drop is quarantined with
+the reason, its bytes kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from relkit import Daemon, drop, quarantined, wait_for, wait_record
+
+from spool.intake import inexact_integer
+
+StartDaemon = Callable[..., Daemon]
+
+BIG = "98765432109876543210"
+PAD = "x" * 5000  # past intake's 4 KiB cache: the claim parses the file again
+DROPS = {
+    "big-meta.json": f'{{"tool": "echo", "meta": {{"order": {BIG}}}}}',
+    "big-large.json": f'{{"tool": "echo", "params": {{"message": [{BIG}]}}, '
+                      f'"meta": {{"pad": "{PAD}"}}}}',
+    "below-int64.json": '{"tool": "echo", "params": {"message": -9223372036854775809}}',
+}
+EDGES = {"u64": 18446744073709551615, "i64": -9223372036854775808,
+         "digits-in-text": "12345678901234567890123", "float": 1.2345678901234568e+29}
+
+
+def test_inexact_integer_finds_only_integers_past_64_bits() -> None:
+    assert inexact_integer(b'{"a": [1, {"b": 98765432109876543210}]}') == BIG
+    assert inexact_integer(b'{"a": -9223372036854775809}') == "-9223372036854775809"
+    assert inexact_integer(b'{"a": 18446744073709551615, "b": -9223372036854775808}') is None
+    assert inexact_integer(b'{"a": "98765432109876543210", "b": 1e300, "c": 1.5}') is None
+    assert inexact_integer(b'{"a": 000000000000000000001}') is None  # not JSON: not ours
+    assert inexact_integer(("1" * 5000).encode()) == "1" * 37 + "..."
+
+
+def test_integers_past_64_bits_are_quarantined_and_the_daemon_goes_on(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    d = daemon()
+    pending = spool_root / "pending"
+    for name, text in DROPS.items():
+        (pending / name).write_text(text)
+    for name, value in EDGES.items():
+        drop(spool_root, name, {"tool": "echo", "params": {"message": value}})
+    wait_for(lambda: not os.listdir(pending) or not d.running(), 20, "pending/ to empty")
+    assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
+    found = quarantined(spool_root)
+    for name, text in DROPS.items():
+        rec = found[name]
+        assert rec["error"]["type"] == "invalid_job", rec
+        assert "does not fit 64 bits" in rec["error"]["message"], rec["error"]["message"]
+        orig = spool_root / "failed" / f"{rec['id']}.orig"
+        assert orig.read_text() == text, "the original bytes are kept"
+    for name, value in EDGES.items():
+        assert wait_record(spool_root, name)["result"] == {"message": value}
+    assert d.stop() == 0
