@@ -11,7 +11,8 @@ Guarantees:
 * A job is refused (400 ``invalid_job``) for what intake would quarantine it
   for, so a 202 means the processor will take it: nesting deeper than
   :data:`spool.models.MAX_NESTING` (deeper still, it could not even be
-  written), or a file over ``SPOOL_MAX_JOB_BYTES`` (413).
+  written), an integer past 64 bits (orjson would write it as a float), or a
+  file over ``SPOOL_MAX_JOB_BYTES`` (413).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
   before answering, so a GET right after a 202 finds the job.
@@ -27,6 +28,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
+from spool.intake import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
 from spool.states import JobState
 from statusd.errors import ApiError, task_id
@@ -87,6 +89,8 @@ async def _json_body(request: web.Request, services: Services) -> dict[str, Any]
     if len(raw) > 2 * MAX_NESTING and nesting_depth(data) > MAX_NESTING:
         raise ApiError(400, "invalid_job",
                        f"invalid job: nested more than {MAX_NESTING} levels deep")
+    if (big := inexact_integer(raw)) is not None:
+        raise ApiError(400, "invalid_job", f"invalid job: {big_integer_reason(big)}")
     return data
 
 
