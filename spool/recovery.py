@@ -35,6 +35,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
+from spool.intake import big_integer_reason, inexact_integer
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
@@ -135,6 +136,9 @@ class Recovery:
         job: Job | None = None
         if len(claim.data) > MAX_ACTIVE_BYTES:
             invalid = f"too large (over {MAX_ACTIVE_BYTES} bytes)"
+        elif (big := inexact_integer(claim.data)) is not None:
+            # pydantic reads it exactly, and no record holding it could be written.
+            invalid = big_integer_reason(big)
         else:
             try:
                 job = Job.model_validate_json(claim.data)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from relkit import Daemon, drop, quarantined, wait_for, wait_record
+from relkit import Daemon, drop, quarantined, record, wait_for, wait_record
 
 from spool.intake import inexact_integer
 
@@ -62,4 +62,18 @@ def test_integers_past_64_bits_are_quarantined_and_the_daemon_goes_on(
         assert orig.read_text() == text, "the original bytes are kept"
     for name, value in EDGES.items():
         assert wait_record(spool_root, name)["result"] == {"message": value}
+    assert d.stop() == 0
+
+
+def test_an_orphan_holding_one_is_failed_at_start_not_a_crash_loop(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    # Left by a processor before the intake check (it crashed writing the record), or
+    # rewritten in place between intake and the claim: recovery reads it exactly.
+    (spool_root / "running" / "orphan.json").write_text(DROPS["big-meta.json"])
+    d = daemon()
+    rec = wait_for(lambda: record(spool_root, "orphan") or not d.running() or None, 20,
+                   "the orphan's record, or the processor's exit")
+    assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
+    assert rec["error"]["type"] == "abandoned", rec
+    assert "does not fit 64 bits" in rec["error"]["message"], rec["error"]["message"]
     assert d.stop() == 0
