@@ -52,7 +52,7 @@ from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
-from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.intake import Candidate, Intake, Verdict, inexact_integer, is_in_progress_name
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s
@@ -610,6 +610,8 @@ class Processor:
             return
         if claim.data == cand.data:
             job = cand.job  # the bytes intake judged: no second validation
+        elif inexact_integer(claim.data) is not None:
+            job = cand.job  # rewritten with a number no record could hold: run what we judged
         else:
             try:
                 job = Job.model_validate_json(claim.data)

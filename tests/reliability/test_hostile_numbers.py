@@ -13,6 +13,7 @@ the reason, its bytes kept.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,4 +77,33 @@ def test_an_orphan_holding_one_is_failed_at_start_not_a_crash_loop(
     assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
     assert rec["error"]["type"] == "abandoned", rec
     assert "does not fit 64 bits" in rec["error"]["message"], rec["error"]["message"]
+    assert d.stop() == 0
+
+
+def test_one_written_in_place_between_intake_and_the_claim_is_not_a_crash(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    # Written in place (rsync --inplace --times does so) with the same size and mtime:
+    # the watch gets no event and the rescan sees no change, so intake's verdict stands
+    # and the claim reads the new bytes (pydantic's parser: exactly).
+    d = daemon(JOB_NUM="1")
+    drop(spool_root, "blocker", {"tool": "sleep", "params": {"seconds": 1.5}})
+    wait_for((spool_root / "running" / "blocker.json").exists, 10, "the blocker")
+    path = spool_root / "pending" / "swapped.json"
+    good = f'{{"tool": "sleep", "params": {{"seconds": 0.01}}, "meta": {{"n": 1, "pad": "{PAD}"}}}}'
+    bad = good.replace('"n": 1', f'"n": {BIG}').replace(PAD, PAD[len(BIG) - 1:])
+    assert len(bad) == len(good)
+    path.write_text(good)
+    mtime_ns = path.stat().st_mtime_ns
+    time.sleep(0.5)  # judged ready by intake: it waits for the worker
+    assert (spool_root / "running" / "blocker.json").exists(), "the blocker ended too soon"
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bad.encode(), 0)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        rec = wait_for(lambda: record(spool_root, "swapped") or not d.running() or None, 20,
+                       "the swapped job's record, or the processor's exit")
+    finally:
+        os.close(fd)
+    assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
+    assert rec["state"] == "done" and rec["meta"]["n"] == 1, rec
     assert d.stop() == 0
