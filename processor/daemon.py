@@ -51,8 +51,9 @@ from processor.runner import Context, Outcome, run_tool
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
+from spool.exact import inexact_integer
 from spool.feed import ChangeFeed, PolledFeed
-from spool.intake import Candidate, Intake, Verdict, inexact_integer, is_in_progress_name
+from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s

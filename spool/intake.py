@@ -12,7 +12,7 @@ a symlink or opening a FIFO, socket or device:
 4. a file that is not UTF-8 JSON waits until its size and mtime have been
    unchanged for ``SPOOL_SETTLE_S`` as seen here, then is quarantined;
 5. valid JSON that is not a valid job (or whose ``id`` differs from its
-   name, or that holds an integer past 64 bits, see :func:`inexact_integer`)
+   name, or that holds an integer past 64 bits, see :func:`spool.exact.inexact_integer`)
    is quarantined at once;
 6. anything else is a :class:`Candidate` ready to be claimed.
 
@@ -22,9 +22,7 @@ running id stays in ``pending/`` until that run ends.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
 from dataclasses import dataclass
 from enum import Enum
@@ -34,6 +32,7 @@ import orjson
 from pydantic import ValidationError
 
 from spool.clock import Clock
+from spool.exact import big_integer_reason, inexact_integer
 from spool.ids import ID_PATTERN, id_from_name
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, nesting_depth
@@ -42,9 +41,6 @@ from spool.transitions import Spool, read_fd
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-"""The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 KEEP_BYTES = 4096
 """A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 
@@ -223,39 +219,6 @@ class Intake:
         """Drop settle state for names no longer in ``pending/``."""
         for name in set(self._unsettled) - names:
             del self._unsettled[name]
-
-
-def inexact_integer(data: bytes) -> str | None:
-    """The first integer literal in the JSON ``data`` that the spool's JSON cannot hold
-    exactly (cut to 40 characters), or None.
-
-    orjson reads an integer past 64 bits as a float (98765432109876543210 becomes
-    9.876543210987654e+19: the job would run with another number), and pydantic's JSON
-    parser, which reads a claimed file again, reads it exactly, so that orjson then
-    cannot write the job's record. Only data with 19 digits in a row can hold one, so
-    anything else costs one regex scan. Data that is not JSON to ``json`` gives None.
-    """
-    if _LONG_DIGITS.search(data) is None:
-        return None
-    found: list[str] = []
-
-    def check(literal: str) -> int:
-        # At most 20 characters (2**64 - 1, -2**63): int() of 4,301 digits raises.
-        if not found and (len(literal) > 20 or not INT_MIN <= int(literal) <= INT_MAX):
-            found.append(literal if len(literal) <= 40 else f"{literal[:37]}...")
-        return 0
-
-    try:
-        json.loads(data[3:] if data.startswith(_BOM) else data, parse_int=check,
-                   parse_float=len, parse_constant=len)
-    except (ValueError, RecursionError):
-        return None
-    return found[0] if found else None
-
-
-def big_integer_reason(literal: str) -> str:
-    return (f"the integer {literal} does not fit 64 bits ({INT_MIN} to {INT_MAX}); "
-            "quote it to send it as a string")
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:

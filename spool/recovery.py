@@ -33,9 +33,9 @@ from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
+from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
-from spool.intake import big_integer_reason, inexact_integer
 from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes

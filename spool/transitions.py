@@ -29,6 +29,7 @@ from typing import Any
 
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import ConflictError, ErrorType, InvalidJob, NotFoundError, SpoolIOError
+from spool.exact import inexact_integer
 from spool.fsops import Mover, StrPath
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id
 from spool.layout import ORIG_SUFFIX, Layout
@@ -461,8 +462,11 @@ class Spool:
     def record_of_claim(self, claim: Claim, state: JobState) -> Record:
         """A record for a claimed job file (tolerating a file that is not a valid job)."""
         try:
-            job = Job.model_validate_json(claim.data)
+            # pydantic reads an integer past 64 bits exactly; no record could hold it.
+            job = None if inexact_integer(claim.data) else Job.model_validate_json(claim.data)
         except ValueError:
+            job = None
+        if job is None:
             return Record(id=claim.job_id, state=state, submitted_at=utc_from_ns(claim.mtime_ns),
                           finished_at=self.clock.now(), host=self.host, pid=self.pid)
         return record_from_job(job, claim.job_id, state, claim.mtime_ns,

@@ -28,7 +28,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
-from spool.intake import big_integer_reason, inexact_integer
+from spool.exact import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
 from spool.states import JobState
 from statusd.errors import ApiError, task_id

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from relkit import Daemon, drop, quarantined, record, wait_for, wait_record
 
-from spool.intake import inexact_integer
+from spool.exact import inexact_integer
 
 StartDaemon = Callable[..., Daemon]
 
