@@ -100,7 +100,9 @@ class OwnerStatus(BaseModel):
 class _JobFields(BaseModel):
     """Fields a job file may carry; shared by jobs and records."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Epoch numbers are seconds however large (DESIGN section 9): by default pydantic takes
+    # one past 2e10 for milliseconds, so year 5138 read as 1973 and the job ran at once.
+    model_config = ConfigDict(extra="forbid", val_temporal_unit="seconds")
 
     params: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0, description="seconds; may only lower "

@@ -1,6 +1,7 @@
-"""A pending drop holding an integer past 64 bits, cancelled before intake saw it.
+"""Numbers in job files read as the spool means them.
 
-With no processor running, ``spoolq cancel`` of such a drop (which ``spoolq ls``
+A pending drop holding an integer past 64 bits, cancelled before intake saw it: with
+no processor running, ``spoolq cancel`` of such a drop (which ``spoolq ls``
 lists) said "unexpected TypeError: Integer exceeds 64-bit range (a bug in
 spoolq)", and left the job staged in ``tmp/``: gone from ``pending/``, with no
 record. pydantic reads the number exactly and orjson cannot write the record.
@@ -9,11 +10,16 @@ record. pydantic reads the number exactly and orjson cannot write the record.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+import pytest
+from pydantic import ValidationError
 from spoolkit import drop_raw, listing, read_json, spoolq
 
 from spool.layout import Layout
+from spool.models import Job
 from spool.states import JobState
 
 RAW = b'{"tool": "echo", "params": {"message": 98765432109876543210}}'
@@ -30,3 +36,27 @@ def test_cancel_of_a_pending_drop_with_an_integer_past_64_bits(env: dict[str, st
     record = read_json(layout.job(JobState.FAILED, "big"))
     assert record["error"]["type"] == "cancelled"
     assert not os.path.lexists(layout.job(JobState.DONE, "big"))
+
+
+@pytest.mark.parametrize("value", [99_999_999_999, 1e11, "+99999999999"])
+@pytest.mark.parametrize("field", ["not_before", "submitted_at"])
+def test_epoch_seconds_are_seconds_however_large(field: str, value: object) -> None:
+    # pydantic takes a number past 2e10 for milliseconds: year 5138 became 1973-03-03, so a
+    # job meant for later ran at once. DESIGN section 9 says epoch seconds.
+    for job in (Job.model_validate({"tool": "echo", field: value}),
+                Job.model_validate_json(orjson.dumps({"tool": "echo", field: value}))):
+        when = getattr(job, field)
+        assert when == datetime.fromtimestamp(float(str(value)), UTC), when
+
+
+@pytest.mark.parametrize("value", [-1e12, 1e20, "nan", "inf", True, 253_402_300_800])
+def test_epoch_seconds_out_of_range_are_invalid(value: object) -> None:
+    with pytest.raises(ValidationError):
+        Job.model_validate({"tool": "echo", "not_before": value})
+
+
+def test_small_epoch_seconds_and_iso_times_read_as_before() -> None:
+    job = Job.model_validate({"tool": "echo", "not_before": 1_700_000_000.5,
+                              "submitted_at": "2026-11-28T12:00:00+01:00"})
+    assert job.not_before == datetime(2023, 11, 14, 22, 13, 20, 500000, UTC)
+    assert job.submitted_at == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
