@@ -609,15 +609,19 @@ class Processor:
         self.seen.pop(cand.job_id + ".json", None)
         if claim is None:
             return
-        if claim.data == cand.data:
-            job = cand.job  # the bytes intake judged: no second validation
-        elif inexact_integer(claim.data) is not None:
-            job = cand.job  # rewritten with a number no record could hold: run what we judged
-        else:
+        # The bytes intake judged need no second validation.
+        job = cand.job if claim.data == cand.data else _job_of(claim.data)
+        if job is None:
             try:
-                job = Job.model_validate_json(claim.data)
-            except ValueError:
-                job = cand.job  # replaced by something unparsable: run what we judged
+                released = _replaced(claim, cand) and self.spool.release(claim)
+            except (SpoolIOError, OSError):
+                released = False  # the disk refused the move: run what intake judged
+            if released:
+                # No job, in a file other than the one judged: intake judges it (and
+                # quarantines it with its bytes) instead of it vanishing under a record.
+                self.dirty.add(cand.job_id + ".json")
+                return
+            job = cand.job  # the file intake judged, read otherwise by pydantic
         now = self.clock.now()
         record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns,
                                  attempts=job.attempts + 1, started_at=now,
@@ -957,6 +961,24 @@ class Processor:
         if what not in self.failing_writes:
             self.failing_writes.add(what)
             log.warning(what, extra={"fields": {"error": str(exc)}})
+
+
+def _job_of(data: bytes) -> Job | None:
+    """The job in a claimed file's bytes; None when they hold none (pydantic reads an
+    integer past 64 bits exactly, and no record could hold it)."""
+    if inexact_integer(data) is not None:
+        return None
+    try:
+        return Job.model_validate_json(data)
+    except ValueError:
+        return None
+
+
+def _replaced(claim: Claim, cand: Candidate) -> bool:
+    """The claimed file is not the one intake judged (another inode, size or mtime)."""
+    st = os.fstat(claim.fd)
+    return ((st.st_ino, st.st_dev) != cand.inode or st.st_size != cand.size
+            or st.st_mtime_ns != cand.mtime_ns)
 
 
 def _no_op(signum: int, frame: FrameType | None) -> None:

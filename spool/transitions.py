@@ -312,6 +312,20 @@ class Spool:
         self._retire(claim)
         return True
 
+    def release(self, claim: Claim) -> bool:
+        """running -> pending, the claimed file itself by rename: a claim that found the
+        drop replaced, since intake judged it, by something that is no job gives it back
+        for intake to judge (and quarantine with its bytes).  False (nothing moved) when
+        a newer drop of the id is pending."""
+        check_transition(JobState.RUNNING, JobState.PENDING)
+        if not self.mover.move(self.layout.job_str(JobState.RUNNING, claim.job_id),
+                               self.layout.job_str(JobState.PENDING, claim.job_id)):
+            return False
+        claim.close()
+        with contextlib.suppress(SpoolIOError, OSError):
+            self._forget_run(claim.job_id)  # the job is back; recovery drops what stays
+        return True
+
     def requeue_cut_short(self, claim: Claim, job: Job) -> bool:
         """running -> pending for a run an orderly stop cut short: its attempt not counted.
 
