@@ -12,7 +12,11 @@ Two kinds:
   counted.
 
 Tool names come from job files, so label values are capped at
-``MAX_TOOL_LABELS`` distinct names; the rest are reported as ``other``.
+``MAX_TOOL_LABELS`` distinct names; the rest are reported as ``other``.  Only a
+run of a registered tool (done, or failed after it was found: ``RAN_ERRORS``)
+gives a name a label of its own, so drops naming made-up tools (failed
+``unknown_tool``, ``invalid_job``, cancelled while pending) cannot use the
+labels up before the real tools' first runs.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from spool.states import JobState
 from statusd.items import Item
 
 MAX_TOOL_LABELS = 64
+RAN_ERRORS = frozenset({"invalid_params", "tool_error", "timeout", "worker_crashed"})
+"""Failures of a job whose tool the processor found: its name may take a label."""
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -96,19 +103,20 @@ class Metrics:
         self._tools: set[str] = set()
 
     def observe_terminal(self, item: Item) -> None:
-        tool = self._label(item.tool)
+        tool = self._label(item.tool, item.state is JobState.DONE
+                           or item.error_type in RAN_ERRORS)
         self.transitions.labels(tool=tool, outcome=item.state.value).inc()
         if item.error_type is not None:
             self.failures.labels(tool=tool, error_type=item.error_type).inc()
         if item.duration_s is not None and item.duration_s >= 0:
             self.duration.labels(tool=tool).observe(item.duration_s)
 
-    def _label(self, tool: str | None) -> str:
+    def _label(self, tool: str | None, ran: bool) -> str:
         if tool is None:
             return "none"
         if tool in self._tools:
             return tool
-        if len(self._tools) < MAX_TOOL_LABELS:
+        if ran and len(self._tools) < MAX_TOOL_LABELS:
             self._tools.add(tool)
             return tool
         return "other"

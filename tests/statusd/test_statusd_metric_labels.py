@@ -1,0 +1,48 @@
+"""Tool labels of /metrics cannot be taken by drops naming tools that do not exist.
+
+Labels are capped at MAX_TOOL_LABELS names, first come first served: 64 drops naming
+made-up tools (each failed ``unknown_tool``) after statusd's start took every slot,
+and the real tools' runs were counted as ``other`` for the rest of its life.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spool.states import JobState
+from statusd.items import Item
+from statusd.metrics import MAX_TOOL_LABELS, Metrics
+
+
+def _item(n: int, tool: str, state: JobState, error_type: str | None = None) -> Item:
+    return Item(f"j{n}", state, tool, (n, f"j{n}"), None, b"{}", b"{}",  # type: ignore[arg-type]
+                duration_s=0.1, error_type=error_type)
+
+
+def _transitions(metrics: Metrics) -> dict[tuple[str, str], float]:
+    out = {}
+    for family in metrics.transitions.collect():
+        for sample in family.samples:
+            if sample.name == "spoolq_transitions_total":
+                out[(sample.labels["tool"], sample.labels["outcome"])] = sample.value
+    return out
+
+
+def _status() -> dict[str, Any]:
+    raise AssertionError("not scraped in this test")
+
+
+def test_made_up_tool_names_do_not_take_the_labels_of_real_tools() -> None:
+    metrics = Metrics(_status)
+    for n in range(MAX_TOOL_LABELS + 10):
+        metrics.observe_terminal(_item(n, f"made-up-{n}", JobState.FAILED, "unknown_tool"))
+        metrics.observe_terminal(_item(n, f"bad-{n}", JobState.FAILED, "invalid_job"))
+    metrics.observe_terminal(_item(1000, "run_backtest", JobState.DONE))
+    metrics.observe_terminal(_item(1001, "sleep", JobState.FAILED, "timeout"))
+    metrics.observe_terminal(_item(1002, "run_backtest", JobState.FAILED, "unknown_tool"))
+    seen = _transitions(metrics)
+    assert seen[("run_backtest", "done")] == 1
+    assert seen[("sleep", "failed")] == 1
+    assert seen[("run_backtest", "failed")] == 1, "a name that has a label keeps it"
+    assert seen[("other", "failed")] == 2 * (MAX_TOOL_LABELS + 10)
+    assert not any(tool.startswith(("made-up", "bad-")) for tool, _ in seen)
