@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 
 from spool.cli import parse
-from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
+from spool.cli.command import (
+    EXIT_OK,
+    Command,
+    UsageError,
+    add_json,
+    check_can_change,
+    client_of,
+)
 from spool.cli.render import emit_json, human_duration
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
 from spool.fsops import Mover
@@ -66,6 +73,10 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     states = sorted(TERMINAL) if args.state == "all" else [JobState(args.state)]
     client = client_of(settings)
+    folders = [client.layout.folder(state) for state in states]
+    check_can_change(client.layout, "spoolq purge" + " --dry-run" * args.dry_run,
+                     write=[] if args.dry_run else folders,
+                     listing=folders if args.dry_run else [])
     report = client.purge(args.older_than, states, dry_run=args.dry_run)
     removed, kept = report.removed, report.kept
     if args.json:
@@ -90,4 +101,5 @@ PURGE = Command(
     run_purge,
     description="Remove done/failed records whose files are older than --older-than "
     "(and the quarantined originals beside failed ones).  Pending and running jobs "
-    "are never touched.")
+    "are never touched.  Exit 1, with nothing removed, when this user may not write to "
+    "(with --dry-run: list) those folders.")

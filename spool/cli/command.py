@@ -20,8 +20,10 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from spool.client import Client
+from spool.errors import SpoolError
 from spool.large import BoundedReader
 from spool.layout import Layout
 from spool.models import Record
@@ -97,6 +99,33 @@ def out_of_reach(states: Sequence[JobState], verb: str = "enter") -> str:
     """The folders this user may not ``verb``, named in a clause of one error line (a
     member of one of the spool's groups only, docs/operations.md "Permissions")."""
     return f"{folders(states)}, which this user may not {verb}"
+
+
+def check_can_change(layout: Layout, what: str, *, write: Sequence[Path],
+                     enter: Sequence[Path] = (), listing: Sequence[Path] = (),
+                     instead: str = "", error: type[Exception] = SpoolError) -> None:
+    """A SpoolError (exit 1; ``error`` instead where 1 means something else) naming the
+    folders, before anything is changed, when this user may not ``write`` to (create and
+    remove entries in), ``enter`` or list (``listing``) folders that ``what`` needs.
+
+    A member of one of the spool's groups only (docs/operations.md, "Permissions") got
+    EACCES half-way: a submitter's cancel of her own drop moved it out of ``pending/`` into
+    ``tmp/`` and then could not write its record to ``failed/``.  ``instead``: where this
+    user can do it (after "run it as the spool user")."""
+    lacks: list[tuple[str, list[str]]] = []
+    named: set[str] = set()  # a folder named once, under the first (widest) need
+    for verb, paths, mode in (("write to", write, os.W_OK | os.X_OK),
+                              ("list", listing, os.R_OK | os.X_OK), ("enter", enter, os.X_OK)):
+        shut = [p.name for p in paths if p.name not in named and os.path.isdir(p)
+                and not os.access(p, mode, effective_ids=_EFFECTIVE)]
+        named.update(shut)
+        if shut:
+            lacks.append((verb, shut))
+    if lacks:
+        needs = " and to ".join(f"{verb} {', '.join(name + '/' for name in names)}"
+                                for verb, names in lacks)
+        raise error(f"{what} needs to {needs}, which this user may not; run it as the spool "
+                    f"user{instead} (see Permissions in docs/operations.md)")
 
 
 class UserReader(BoundedReader):

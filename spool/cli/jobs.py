@@ -29,6 +29,7 @@ from spool.cli.command import (
     UsageError,
     UserReader,
     add_json,
+    check_can_change,
     client_of,
     folders,
     note,
@@ -173,6 +174,11 @@ def _configure_cancel(parser: argparse.ArgumentParser) -> None:
 
 def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings)
+    layout = client.layout
+    check_can_change(layout, "spoolq cancel", write=[
+        layout.folder(JobState.PENDING), layout.tmp, *map(layout.folder, TERMINAL),
+        layout.cancel], enter=list(map(layout.folder, JobState)),
+        instead=f" or through statusd (POST /api/v1/tasks/{args.id}/cancel)")
     record = client.cancel(args.id, wait_s=args.timeout)
     show_record(record, args.json)
     if record.state in TERMINAL and not _cancelled(record):
@@ -203,6 +209,11 @@ def _configure_retry(parser: argparse.ArgumentParser) -> None:
 
 def run_retry(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings)
+    layout = client.layout
+    check_can_change(layout, "spoolq retry", write=[
+        layout.folder(JobState.FAILED), layout.tmp, layout.folder(JobState.PENDING)],
+        enter=list(map(layout.folder, JobState)),
+        instead=f" or through statusd (POST /api/v1/tasks/{args.id}/retry)")
     try:
         record = client.retry(args.id)
     except NotFoundError:
@@ -238,11 +249,14 @@ CANCEL = Command(
     "cancel request is written; its processor kills the run and fails it "
     "'cancelled'.  Prints the record (exit 0); exit 1 when the job is unknown or "
     "already finished, or finishes before the cancel takes effect (its record is "
-    "printed).")
+    "printed); exit 1 too, before anything is changed, when this user may not write to "
+    "the folders a cancel changes (a member of one of the spool's groups only: run it as "
+    "the spool user).")
 RETRY = Command(
     "retry", "move a failed job back to pending/ (attempts reset to 0)",
     _configure_retry, run_retry,
     description="Move a failed job back to pending/ with attempts reset to 0, so it "
     "gets its full max_attempts again; the failed record's error goes with it (shown "
-    "as 'last error').  Exit 1 when the job is not failed.  Quarantined files "
+    "as 'last error').  Exit 1 when the job is not failed, or (before anything is "
+    "changed) when this user may not write to failed/, tmp/ and pending/.  Quarantined files "
     "(invalid_job with a source) cannot be retried: fix the file and drop it again.")

@@ -20,12 +20,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from spool.cli import parse
-from spool.cli.command import EXIT_OK, Command, UsageError, add_json, client_of
+from spool.cli.command import (
+    EXIT_OK,
+    Command,
+    UsageError,
+    add_json,
+    check_can_change,
+    client_of,
+)
 from spool.cli.jobs import check_can_follow, wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
 from spool.models import Job
 from spool.settings import Settings
+from spool.states import JobState
 from spool.transitions import MAX_ACTIVE_BYTES
 
 # Options that describe the job; with --file the file describes it alone.
@@ -64,6 +72,11 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
         else job_from_options(args)
     client = client_of(settings)  # refuses a job over SPOOL_MAX_JOB_BYTES as written
+    layout = client.layout
+    # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
+    check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
+        JobState.PENDING)], instead=" or as a member of the submit group",
+        error=UsageError if args.wait else SpoolError)
     if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
         check_can_follow(client, "--wait", " (nothing was submitted)")
     try:
@@ -169,5 +182,6 @@ SUBMIT = Command(
     "are JSON when they parse, else strings: -p symbols='[\"AAA\"]' -p fast=10 "
     "-p name=x gives {\"symbols\": [\"AAA\"], \"fast\": 10, \"name\": \"x\"}.  "
     "Prints the id; exit 1 when the job file is invalid or the id is already "
-    "pending, 2 on usage errors.  --wait by a user who may not look into running/, "
-    "done/ or failed/ exits 2 before submitting anything.")
+    "pending, or when this user may not write to tmp/ and pending/ (not in the submit "
+    "group), 2 on usage errors.  --wait by a user who may not write there, or look into "
+    "running/, done/ or failed/, exits 2 before submitting anything.")

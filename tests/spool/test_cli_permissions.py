@@ -1,0 +1,81 @@
+"""``spoolq`` commands that change the spool, and ``tools``, run by a user in one of the
+spool's groups only, or in neither (docs/operations.md, "Permissions").
+
+The users are made as in test_cli.py: a forked child takes another uid and groups, on a
+spool made by ``spoolq init --system`` (the spool user ``nobody``, submit group
+``nogroup``; the spool's own group 54322 stands in for ``spoolq``).  A refusal is one
+line naming what the user may not do, exit 1 (these commands' "cannot be done"; with
+``submit --wait`` exit 2, as wait's 1 means "failed"), and nothing changed on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spoolkit import NOBODY, Proc, needs_root, spoolq
+from test_cli import drop, finish, refused, spoolq_as
+
+from spool.states import JobState
+
+USER, SPOOL_GROUP, OTHER_GROUP = 54321, 54322, 54323
+
+
+def system_spool(open_dir: Path, env: dict[str, str]) -> Path:
+    """A system spool holding a done job d1, a failed f1 and a pending p1 (root's drop)."""
+    root = open_dir / "spool"
+    assert spoolq(env, "init", "--system", "--user", "nobody", "--group", "nogroup",
+                  "--spool-dir", str(root)).returncode == 0
+    for job_id in ("d1", "f1"):
+        drop(root, job_id)
+    finish(root, "d1", JobState.DONE, {"message": "hi"})
+    finish(root, "f1", JobState.FAILED)
+    drop(root, "p1")
+    for name in ("running", "done", "failed", "progress", "cancel", "owners"):
+        os.chown(root / name, -1, SPOOL_GROUP)
+    for record in [*(root / "done").iterdir(), *(root / "failed").iterdir()]:
+        os.chown(record, -1, SPOOL_GROUP)
+    return root
+
+
+def tree(root: Path) -> dict[str, list[str]]:
+    return {d.name: sorted(p.name for p in d.iterdir()) for d in root.iterdir()}
+
+
+@needs_root
+def test_cancel_retry_purge_submit_are_refused_in_one_line_before_changing_anything(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """Before: a submitter's cancel of her own drop moved it from pending/ to tmp/ and then
+    exited 1 on EACCES in failed/ (the job gone from the queue, with no record); the other
+    refusals were 'Permission denied (path)', naming no missing access."""
+    assert NOBODY is not None
+    submit_group = NOBODY[1]
+    root = system_spool(open_dir, env)
+    base = ["--spool-dir", str(root), "--fsync", "always"]
+
+    def run(group: int, *args: str) -> Proc:
+        return spoolq_as(USER, [group], *base, *args)
+
+    assert run(submit_group, "submit", "echo", "--id", "mine").returncode == 0
+    before = tree(root)
+    assert "mine.json" in before["pending"]
+    own = run(submit_group, "cancel", "mine")  # she may move her drop, not write failed/
+    assert tree(root) == before
+    refused(own, 1, "spoolq cancel", "write to", "failed/", "which this user may not",
+            "spool user")
+    refused(run(submit_group, "retry", "f1"), 1, "spoolq retry", "failed/")
+    refused(run(submit_group, "purge", "--older-than", "0s"), 1, "spoolq purge", "done/")
+    for group in (SPOOL_GROUP, OTHER_GROUP):  # may read records, or nothing
+        refused(run(group, "cancel", "p1"), 1, "spoolq cancel", "pending/", "tmp/",
+                "failed/", "which this user may not")
+        refused(run(group, "retry", "f1"), 1, "spoolq retry", "failed/", "tmp/", "pending/")
+        refused(run(group, "purge", "--older-than", "0s"), 1, "spoolq purge", "done/",
+                "failed/")
+        refused(run(group, "submit", "echo", "--id", "theirs"), 1, "spoolq submit",
+                "tmp/", "pending/", "submit group")
+        refused(run(group, "submit", "echo", "--id", "theirs", "--wait"), 2, "spoolq submit")
+    refused(run(OTHER_GROUP, "purge", "--older-than", "0s", "--dry-run"), 1,
+            "spoolq purge --dry-run", "list done/, failed/")
+    dry = run(SPOOL_GROUP, "purge", "--older-than", "0s", "--dry-run", "--json")
+    assert dry.returncode == 0 and '"removed":2' in dry.stdout.replace(" ", ""), dry
+    assert tree(root) == before
