@@ -10,6 +10,7 @@ subprocess and says so.  ``data synth`` likewise runs
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,15 @@ def _configure_tools(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tools(args: argparse.Namespace, settings: Settings) -> int:
-    tools, source = live_tools(Layout(settings.spool_dir))
-    if not tools:
-        tools, source = installed_tools(), "the installed processor (none is running)"
+    layout = Layout(settings.spool_dir)
+    if _may_list(layout.owners):
+        tools, source = live_tools(layout)
+        if not tools:
+            tools, source = installed_tools(), "the installed processor (none is running)"
+    else:  # a member of the submit group only (docs/operations.md, "Permissions")
+        tools, source = installed_tools(), "the installed processor (this user may not list " \
+            "owners/, where a running processor publishes its own, which its SPOOL_TOOLS " \
+            "may make differ)"
     note(f"tools of {source}")
     if args.json:
         emit_json(tools)
@@ -74,6 +81,12 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
             merged.setdefault(raw["name"], catalogue_entry(raw))
     owners = ", ".join(status.owner for status in live)
     return sorted(merged.values(), key=lambda t: t["name"]), f"the running processor ({owners})"
+
+
+def _may_list(folder: Path) -> bool:
+    """False for a folder this user may not list; True when there is none (no spool)."""
+    return not folder.is_dir() or os.access(folder, os.R_OK | os.X_OK,
+                                            effective_ids=os.access in os.supports_effective_ids)
 
 
 def installed_tools() -> list[dict[str, Any]]:
@@ -149,7 +162,8 @@ TOOLS = Command(
     "tools", "the tool catalogue: name, mode, timeout, params", _configure_tools,
     run_tools,
     description="List the tools jobs may name, from the running processor's status "
-    "file, or (none running) from the installed processor; stderr says which.")
+    "file, or (none running, or owners/ not listable by this user: a member of the "
+    "submit group only) from the installed processor; stderr says which.")
 SCHEMA = Command(
     "schema", "JSON Schema of the job file and the record", _configure_schema,
     run_schema)

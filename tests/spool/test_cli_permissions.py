@@ -11,6 +11,8 @@ line naming what the user may not do, exit 1 (these commands' "cannot be done"; 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from spoolkit import NOBODY, Proc, needs_root, spoolq
@@ -79,3 +81,38 @@ def test_cancel_retry_purge_submit_are_refused_in_one_line_before_changing_anyth
     dry = run(SPOOL_GROUP, "purge", "--older-than", "0s", "--dry-run", "--json")
     assert dry.returncode == 0 and '"removed":2' in dry.stdout.replace(" ", ""), dry
     assert tree(root) == before
+
+
+@needs_root
+def test_tools_by_a_user_who_may_not_list_owners_shows_the_installed_processors(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """Before: a member of the submit group only (or of no group) got exit 1, 'Permission
+    denied (owners)', and never reached the fallback to the installed processor.
+
+    The child cannot run this interpreter (it lives under /root, mode 0700), so the
+    installed processor is asked through a stand-in that prints what the real one printed
+    for the parent (``python -m processor tools --json``), and checks how it was called."""
+    assert NOBODY is not None
+    root = system_spool(open_dir, env)
+    catalogue = open_dir / "catalogue.json"
+    catalogue.write_bytes(subprocess.run([sys.executable, "-m", "processor", "tools", "--json"],
+                                         capture_output=True, check=True).stdout)
+    stand_in = open_dir / "python"
+    stand_in.write_text(f'#!/bin/sh\n[ "$*" = "-m processor tools --json" ] || exit 9\n'
+                        f'exec cat {catalogue}\n')
+    stand_in.chmod(0o755)
+    catalogue.chmod(0o644)
+    real = sys.executable
+    sys.executable = str(stand_in)  # for the forked children only: put back below
+    try:
+        shut_out = [spoolq_as(USER, [group], "--spool-dir", str(root), "tools")
+                    for group in (NOBODY[1], OTHER_GROUP)]
+        reader = spoolq_as(USER, [SPOOL_GROUP], "--spool-dir", str(root), "tools")
+    finally:
+        sys.executable = real
+    for proc in shut_out:
+        assert proc.returncode == 0, proc.stderr
+        assert "echo" in proc.stdout and "sleep" in proc.stdout
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "installed processor" in proc.stderr and "may not list owners/" in proc.stderr
+    assert reader.returncode == 0 and "(none is running)" in reader.stderr, reader.stderr
