@@ -12,6 +12,7 @@ name that is not, as ``os.listdir`` gives it, is written with escapes).
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import signal
@@ -111,7 +112,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     start, pid = time.perf_counter(), os.getpid()
     # numpy's floating-point error handling (np.seterr) is the thread's: a tool's
     # seterr(all="raise") would fail a later job of the thread that divides by zero.
-    float_errors = _float_errors()
+    float_errors = _float_state()
     capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
     try:
         outcome = _execute(tool, job_id, params, ctx)
@@ -135,8 +136,8 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         # as one (taking the pool's messages). It ends now, with nothing flushed.
         os._exit(0 if outcome.ok else 1)
     capture.end()
-    if float_errors is not None and _float_errors() != float_errors:
-        sys.modules["numpy"].seterr(**float_errors)
+    if float_errors is not None:
+        _restore_float_state(float_errors)
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
     if outcome.message:
@@ -168,12 +169,31 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     return Outcome(job_id, result_json=encoded)
 
 
-def _float_errors() -> dict[str, str] | None:
-    """This thread's ``numpy.geterr()``, or None before numpy is loaded.  A numpy that is
-    still being imported (the processor imports it in the background once it is ready,
-    see :class:`processor.startup.BackgroundImports`) has no ``geterr`` yet: not loaded."""
+def _float_state() -> tuple[Any, Any] | None:
+    """This thread's numpy floating-point error state, or None before numpy is loaded.
+
+    numpy 2 keeps it (``seterr``, ``seterrcall``, ``setbufsize``) in one object held by a
+    context variable, which each of those calls replaces: the object itself is the
+    state, read in 0.02 us, where ``geterr()`` builds a dict (1 us, twice a job).  A
+    numpy without that variable: ``geterr()``'s dict.  A numpy that is still being
+    imported (the processor imports it in the background once it is ready, see
+    :class:`processor.startup.BackgroundImports`) has neither yet: not loaded.
+    """
+    var = getattr(sys.modules.get("numpy._core._ufunc_config"), "_extobj_contextvar", None)
+    if isinstance(var, contextvars.ContextVar):
+        return var, var.get()
     geterr = getattr(sys.modules.get("numpy"), "geterr", None)
-    return None if geterr is None else dict(geterr())
+    return None if geterr is None else (None, dict(geterr()))
+
+
+def _restore_float_state(state: tuple[Any, Any]) -> None:
+    """Put back what :func:`_float_state` read, if the tool changed it."""
+    var, saved = state
+    if var is not None:
+        if var.get() is not saved:
+            var.set(saved)
+    elif dict(sys.modules["numpy"].geterr()) != saved:
+        sys.modules["numpy"].seterr(**saved)
 
 
 def _numpy_view(value: Any) -> Any:
