@@ -93,7 +93,8 @@ INIT = Command(
     description="Create the spool's folders; running it again is harmless.  With "
     "--system (as root): pending/ and tmp/ get mode 3730, owner the spool user and "
     "group the submit group, so members can drop jobs (new files keep the group) "
-    "but cannot list or read what others dropped; the other folders get mode 0750, "
+    "but cannot list what others dropped (one who knows a waiting job's id can read "
+    "it: drops are group-readable, for the processor); the other folders get mode 0750, "
     "private to the spool user and its group.  The user and group must exist "
     "(useradd/groupadd) and the user must be in the submit group to read the drops.")
 PURGE = Command(

@@ -3,7 +3,9 @@
 * ``pending/`` and ``tmp/``: mode 3730, owner the spool user, group the
   submit group.  Members of the submit group may create files there (and the
   setgid bit gives new files that group, so the spool user, a member, can
-  read them) but cannot list or read what others dropped; the sticky bit
+  read them) but cannot list what others dropped (a drop is group-readable,
+  for the processor, so a member who knows its name can read it while it
+  waits in ``pending/``); the sticky bit
   (as Postfix's maildrop) stops them removing or replacing another
   member's drop, while the spool user, the folder's owner, still moves them.
 * Every other folder: owner the spool user and its own group, mode 0750, so
