@@ -26,9 +26,21 @@ class SystemClock:
         return time.monotonic()
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 def utc_from_ns(ns: int) -> datetime:
-    """A UTC datetime from a file timestamp in nanoseconds."""
-    return datetime.fromtimestamp(ns / 1e9, UTC)
+    """A UTC datetime from a file timestamp in nanoseconds.
+
+    tmpfs, xfs and btrfs keep 64-bit times, so a file can say a year ``datetime``
+    cannot hold (``touch -d @99999999999999``, copied on by ``cp -p``): it reads as
+    the nearest time that can be held, not as an error in whatever reads it.
+    """
+    try:
+        return datetime.fromtimestamp(ns / 1e9, UTC)
+    except (OverflowError, ValueError, OSError):
+        return _LATEST if ns > 0 else _EARLIEST
 
 
 def isoformat(ts: datetime) -> str:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.models import Record, record_bytes
 from spool.states import JobState
@@ -148,7 +149,7 @@ def partial_item(job_id: str, stamp: Stamp, fields: dict[str, Any]) -> Item:
     submitted = _parse_ts(known.get("submitted_at"))
     if submitted is None:
         submitted = stamp.mtime_ns // 1000
-        known["submitted_at"] = datetime.fromtimestamp(stamp.mtime_ns / 1e9, UTC)
+        known["submitted_at"] = utc_from_ns(stamp.mtime_ns)
     tool = known.get("tool") if isinstance(known.get("tool"), str) else None
     duration = known.get("duration_s")
     error = known.get("error")
