@@ -176,7 +176,7 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings)
     layout = client.layout
     check_can_change(layout, "spoolq cancel", write=[
-        layout.folder(JobState.PENDING), layout.tmp, *map(layout.folder, TERMINAL),
+        *map(layout.folder, (JobState.PENDING, JobState.DONE, JobState.FAILED)), layout.tmp,
         layout.cancel], enter=list(map(layout.folder, JobState)),
         instead=f" or through statusd (POST /api/v1/tasks/{args.id}/cancel)")
     record = client.cancel(args.id, wait_s=args.timeout)
