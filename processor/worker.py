@@ -123,12 +123,14 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
             deadman.disarm()
         strays.job_ended(task.job_id, task.tool)
         reap_leftovers()
-        state.restore()
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         _send(conn, ("done", outcome, retiring))  # a retiring worker is never offered again
         if retiring:
             return
+        # Put back what the job changed while the processor claims the next one: that
+        # job is read only after this, so it still starts in the state the first did.
+        state.restore()
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:
