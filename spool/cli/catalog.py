@@ -91,13 +91,21 @@ def _may_list(folder: Path) -> bool:
 
 def installed_tools() -> list[dict[str, Any]]:
     """``python -m processor tools --json`` (inherits the environment: SPOOL_TOOLS)."""
-    proc = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"],
-                          capture_output=True, check=False)
+    asked = "no running processor's tools to show, and 'python -m processor tools'"
+    proc = _run_python(asked, ["-m", "processor", "tools", "--json"])
     if proc.returncode != 0:
         last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise SpoolError(f"no processor is running and 'python -m processor tools' failed: "
-                         f"{last[0]}")
+        raise SpoolError(f"{asked} failed: {last[0]}")
     return [catalogue_entry(raw) for raw in orjson.loads(proc.stdout)]
+
+
+def _run_python(what: str, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """This interpreter run with ``args``; a SpoolError saying ``what`` could not start (the
+    bare OSError named only the interpreter's path, not why spoolq ran it)."""
+    try:
+        return subprocess.run([sys.executable, *args], capture_output=True, check=False)
+    except OSError as exc:
+        raise SpoolError(f"{what} could not start: {exc.strerror} ({sys.executable})") from exc
 
 
 def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
@@ -144,11 +152,11 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
 
 def run_data_synth(args: argparse.Namespace, settings: Settings) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-    cmd = [sys.executable, "-m", "processor.quant.synth", "--symbols", str(args.symbols),
-           "--bars", str(args.bars), "--seed", str(args.seed), "--data-dir", str(data_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = _run_python("data synth (python -m processor.quant.synth)", [
+        "-m", "processor.quant.synth", "--symbols", str(args.symbols), "--bars",
+        str(args.bars), "--seed", str(args.seed), "--data-dir", str(data_dir)])
     if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise SpoolError(f"data synth failed: {last[0]}")
     if args.json:
         emit_json({"data_dir": str(data_dir), "symbols": args.symbols, "bars": args.bars,

@@ -15,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from spoolkit import NOBODY, Proc, needs_root, spoolq
 from test_cli import drop, finish, refused, spoolq_as
 
+from spool.cli.main import main as spoolq_main
 from spool.states import JobState
 
 USER, SPOOL_GROUP, OTHER_GROUP = 54321, 54322, 54323
@@ -116,3 +118,18 @@ def test_tools_by_a_user_who_may_not_list_owners_shows_the_installed_processors(
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "installed processor" in proc.stderr and "may not list owners/" in proc.stderr
     assert reader.returncode == 0 and "(none is running)" in reader.stderr, reader.stderr
+
+
+def test_an_interpreter_that_cannot_start_is_named_with_what_spoolq_ran_it_for(
+        root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """``tools`` (with no processor running) and ``data synth`` run this interpreter; one
+    that cannot start (here: gone; above: under /root 0700 for the test user) said only
+    'No such file or directory (/path/python)', not what spoolq was doing."""
+    monkeypatch.setattr(sys, "executable", str(root / "gone" / "python"))
+    for argv, words in ((["tools"], "'python -m processor tools' could not start"),
+                        (["data", "synth", "--data-dir", str(root / "data")],
+                         "data synth (python -m processor.quant.synth) could not start")):
+        assert spoolq_main(["--spool-dir", str(root), *argv]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "gone/python" in lines[0], lines
