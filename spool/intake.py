@@ -8,7 +8,10 @@ a symlink or opening a FIFO, socket or device:
 2. symlinks, directories, FIFOs, sockets and devices are quarantined by
    rename (their targets are never touched);
 3. a bad name (not ``<id>.json``), a hard link, or a file over
-   ``SPOOL_MAX_JOB_BYTES`` is quarantined without being read;
+   ``MAX_ACTIVE_BYTES`` is quarantined without being read; one over
+   ``SPOOL_MAX_JOB_BYTES`` is quarantined as too large unless it is a job whose
+   fields other than those a requeue adds (``REQUEUE_FIELDS``) fit the limit:
+   a retry of a job near the limit is the spool's own file, not a bigger drop;
 4. a file that is not UTF-8 JSON waits until its size and mtime have been
    unchanged for ``SPOOL_SETTLE_S`` as seen here, then is quarantined;
 5. valid JSON that is not a valid job (or whose ``id`` differs from its
@@ -37,10 +40,12 @@ from spool.ids import ID_PATTERN, id_from_name
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, nesting_depth
 from spool.states import JobState
-from spool.transitions import Spool, read_fd
+from spool.transitions import MAX_ACTIVE_BYTES, Spool, read_fd
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"
+REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
+"""What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES."""
 KEEP_BYTES = 4096
 """A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 
@@ -128,10 +133,12 @@ class Intake:
             return f"bad file name: must be <id>.json with id matching {ID_PATTERN}"
         if st.st_nlink > 1:
             return f"hard link ({st.st_nlink} links): drop a file of its own"
-        if st.st_size > self.max_job_bytes:
-            return (f"too large: {st.st_size} bytes is over SPOOL_MAX_JOB_BYTES="
-                    f"{self.max_job_bytes}")
+        if st.st_size > MAX_ACTIVE_BYTES:
+            return self._too_large(st.st_size)
         return None
+
+    def _too_large(self, size: int) -> str:
+        return f"too large: {size} bytes is over SPOOL_MAX_JOB_BYTES={self.max_job_bytes}"
 
     def _read_and_judge(self, name: str, path: str, st: os.stat_result
                         ) -> Inspection:
@@ -146,10 +153,10 @@ class Intake:
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return Inspection(Verdict.GONE)
-            data = read_fd(fd, self.max_job_bytes, fst.st_size)
+            data = read_fd(fd, MAX_ACTIVE_BYTES, fst.st_size)
         finally:
             os.close(fd)
-        if len(data) > self.max_job_bytes:
+        if len(data) > MAX_ACTIVE_BYTES:
             return self._quarantine(name, fst, "file", f"too large: over SPOOL_MAX_JOB_BYTES="
                                     f"{self.max_job_bytes}")
         try:
@@ -161,6 +168,9 @@ class Intake:
 
     def _unsettled_or_quarantine(self, name: str, st: os.stat_result, data: bytes,
                                  exc: orjson.JSONDecodeError) -> Inspection:
+        if len(data) > self.max_job_bytes:  # no job, even once it is whole
+            self._unsettled.pop(name, None)
+            return self._quarantine(name, st, "file", self._too_large(len(data)))
         key = (st.st_size, st.st_mtime_ns)
         now = self.clock.monotonic()
         seen = self._unsettled.get(name)
@@ -182,13 +192,16 @@ class Intake:
             return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
                                     f"object, not {type(obj).__name__}")
         tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
+        reason = None
         # Each level takes an opening and a closing bracket: a short file cannot nest deep.
         if len(data) > 2 * MAX_NESTING and nesting_depth(obj) > MAX_NESTING:
-            return self._quarantine(name, st, "file", f"invalid job: nested more than "
-                                    f"{MAX_NESTING} levels deep", tool=tool)
-        if (big := inexact_integer(data)) is not None:
-            return self._quarantine(name, st, "file", f"invalid job: {big_integer_reason(big)}",
-                                    tool=tool)
+            reason = f"invalid job: nested more than {MAX_NESTING} levels deep"
+        elif len(data) > self.max_job_bytes and not self._fits_but_for_requeue(obj):
+            reason = self._too_large(len(data))
+        elif (big := inexact_integer(data)) is not None:
+            reason = f"invalid job: {big_integer_reason(big)}"
+        if reason is not None:
+            return self._quarantine(name, st, "file", reason, tool=tool)
         try:
             job = Job.model_validate(obj)
         except ValidationError as exc:
@@ -199,6 +212,17 @@ class Intake:
         return Inspection(Verdict.READY, Candidate(
             job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev),
             data if len(data) <= KEEP_BYTES else None))
+
+    def _fits_but_for_requeue(self, obj: dict[str, Any]) -> bool:
+        """``obj`` is a job that fits SPOOL_MAX_JOB_BYTES without the fields a requeue
+        adds (a retry, a recovery or a stop's requeue of a job near the limit)."""
+        sent = {k: v for k, v in obj.items() if k not in REQUEUE_FIELDS
+                and (k, v) not in (("priority", 0), ("params", {}))}  # a requeue adds these
+        try:
+            Job.model_validate(sent)
+            return len(orjson.dumps(sent)) <= self.max_job_bytes
+        except (ValidationError, TypeError):  # TypeError: orjson cannot write it
+            return False
 
     def _quarantine(self, name: str, st: os.stat_result, kind: str, message: str,
                     tool: str | None = None) -> Inspection:
