@@ -50,7 +50,7 @@ class _Supervisor:
         output = self.child.output
         output.begin(self.task.job_id, self.task.tool)  # its output is the job's from now
         try:
-            self.child.conn.send(self.task)
+            self.child.conn.send(self.task.fields())  # what a worker reads
             self.child.jobs += 1
         except OSError:
             pass  # the child is dying: its sentinel tells
@@ -99,8 +99,7 @@ class _Supervisor:
             if kind == "done":
                 self.child.retiring = len(message) > 2 and bool(message[2])
                 if run.reason is None:
-                    outcome: Outcome = message[1]
-                    return outcome
+                    return Outcome(*message[1])
             elif kind == "progress" and run.reason is None:
                 self._progress(message[2], message[3])
             elif kind == "fatal":

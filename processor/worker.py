@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from processor.executor import Task, WorkerConfig
+from processor.executor import WorkerConfig
 from processor.logs import setup_logging
 from processor.process_state import ProcessState
 from processor.proctree import (
@@ -112,20 +112,22 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
     deadman = Deadman()
     done = 0
     while True:
-        task: Task = conn.recv()
-        deadman.arm(task.timeout_s + DEADMAN_GRACE_S)
-        progress = Progress(conn, task.job_id)
+        task = conn.recv()  # Task.fields(): plain data, as the result goes back
+        job_id, tool, _, timeout_s, _, _ = task
+        deadman.arm(timeout_s + DEADMAN_GRACE_S)
+        progress = Progress(conn, job_id)
         strays.job_started()
         try:
             outcome = _run(progress, registry, task, resources)
         finally:
             progress.close()  # no report goes out after this: the result comes next
             deadman.disarm()
-        strays.job_ended(task.job_id, task.tool)
+        strays.job_ended(job_id, tool)
         reap_leftovers()
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
-        _send(conn, ("done", outcome, retiring))  # a retiring worker is never offered again
+        # A retiring worker is never offered again.
+        _send(conn, ("done", outcome.fields(), retiring))
         if retiring:
             return
         # Put back what the job changed while the processor claims the next one: that
@@ -239,14 +241,16 @@ class Progress:
                 self._timer = None
 
 
-def _run(progress: Progress, registry: Any, task: Task, resources: dict[str, Any]
-         ) -> Outcome:
+def _run(progress: Progress, registry: Any, task: tuple[Any, ...],
+         resources: dict[str, Any]) -> Outcome:
+    """Run ``task`` (:meth:`Task.fields <processor.executor.Task.fields>`)."""
+    job_id, name, params, _, data_dir, _ = task
     try:
-        tool = registry.get(task.tool)
+        tool = registry.get(name)
     except SpoolError as exc:
-        return Outcome(task.job_id, ErrorType.UNKNOWN_TOOL, str(exc))
-    ctx = Context(task.job_id, _data_dir(task.data_dir), progress.report, resources)
-    return run_tool(tool, task.job_id, task.params, ctx)
+        return Outcome(job_id, ErrorType.UNKNOWN_TOOL, str(exc))
+    ctx = Context(job_id, _data_dir(data_dir), progress.report, resources)
+    return run_tool(tool, job_id, params, ctx)
 
 
 @functools.lru_cache(maxsize=4)
