@@ -50,7 +50,7 @@ from processor.relay import Relay
 from processor.runner import Context, Outcome, run_tool
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
-from spool.errors import RETRYABLE, ErrorType, JobError, SpoolIOError
+from spool.errors import RETRYABLE, ErrorType, InvalidJob, JobError, SpoolIOError
 from spool.exact import inexact_integer
 from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
@@ -628,6 +628,10 @@ class Processor:
                                  host=self.spool.host, pid=self.spool.pid, error=None)
         try:
             tool = self.registry.get(job.tool)
+            if job.attempts and job.attempts >= (limit := self.max_attempts(job)):
+                # A run goes while attempts < max_attempts (DESIGN section 9).
+                raise InvalidJob(f"attempts {job.attempts} already reach max_attempts "
+                                 f"{limit}: not run again")
         except JobError as exc:
             self._finish_error(self._new_run(claim, job, None, record), exc)
             return
