@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import sys
 from typing import Any, NoReturn, TextIO
 
@@ -39,6 +40,13 @@ EXIT_BROKEN_PIPE = 141  # what a shell reports for a reader that went away (SIGP
 
 class _Parser(argparse.ArgumentParser):
     """argparse with DESIGN's one-line usage errors and exit code 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A negative duration ("-1d", "-2.5h") is a value for its option to refuse, not an
+        # option: argparse's own pattern takes only "-1" and "-1.5" for values, so
+        # "--older-than -1d" read as the option without its argument.
+        self._negative_number_matcher = re.compile(r"^-(\d+(\.\d+)?|\.\d+)\s*[smhdw]?$")
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"spoolq: error: {message} (see '{self.prog} --help')\n")

@@ -27,6 +27,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 def duration(text: str) -> float:
     """``90``, ``30s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds (a bare number is seconds)."""
     match = _DURATION.match(text)
+    if not match and _DURATION.match(text.strip().removeprefix("-")):
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
     if not match:
         raise argparse.ArgumentTypeError(
             f"not a duration: {text!r} (use e.g. 30s, 15m, 12h, 7d, 2w)")
