@@ -76,9 +76,10 @@ def _state(value: str | None) -> JobState | None:
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not (value.isascii() and value.isdigit()):  # int() would take "1_0", " 5", "+5"
-        raise ApiError(400, "bad_request", "limit must be an integer")
-    limit = int(value) if len(value) <= 9 else MAX_PAGE + 1  # int() refuses 4,301 digits
+    digits = value.removeprefix("-")  # a negative integer is out of range, not "no integer"
+    if not (digits.isascii() and digits.isdigit()):  # int() would take "1_0", " 5", "+5"
+        raise ApiError(400, "bad_request", f"limit must be an integer 1..{MAX_PAGE}")
+    limit = int(value) if len(digits) <= 9 else MAX_PAGE + 1  # int() refuses 4,301 digits
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit must be 1..{MAX_PAGE}")
     return limit
