@@ -34,7 +34,7 @@ class Echo(BaseTool):
 class SleepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float = Field(ge=0, le=MAX_SLEEP_S)
+    seconds: float = Field(ge=0, le=MAX_SLEEP_S, allow_inf_nan=False)  # NaN: not "<= 86400"
 
 
 class Sleep(BaseTool):
