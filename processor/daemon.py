@@ -59,6 +59,7 @@ from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
+from spool.text import seconds_text
 from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 
 log = logging.getLogger("spoolq.processor")
@@ -738,7 +739,7 @@ class Processor:
             return False
         self._abandon_fast(run)  # a thread still running it cannot be killed
         self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
-                                  f"FAST tool past its {run.deadline - run.started:g} s "
+                                  f"FAST tool past its {seconds_text(run.deadline - run.started)} "
                                   "timeout (its thread is abandoned)", retryable=True,
                                   duration_s=now - run.started))
         return True

@@ -20,6 +20,7 @@ from typing import Any
 from processor.executor import Sink, Task
 from processor.runner import Outcome
 from spool.errors import ErrorType
+from spool.text import seconds_text
 
 
 @dataclass(slots=True)
@@ -112,7 +113,8 @@ def kill_outcome(flight: Flight) -> Outcome | None:
     reason, task = flight.kill_reason, flight.task
     if reason == ErrorType.TIMEOUT.value:
         return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {task.timeout_s:g} s (timeout)", retryable=True, pid=0)
+                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
+                       pid=0)
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0)
     if reason is not None:

@@ -23,6 +23,7 @@ from processor.executor import Task
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
+from spool.text import seconds_text
 
 POLL_S = 0.1
 PROGRESS_EVERY_S = 0.1
@@ -153,7 +154,7 @@ def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Ou
     if run.reason == ErrorType.TIMEOUT.value or (
             run.reason is None and timed_out_itself(task.timeout_s, exitcode, ran_s)):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {task.timeout_s:g} s (timeout)", retryable=True,
+                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
                        pid=0, duration_s=ran_s)
     if run.reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0,

@@ -50,6 +50,7 @@ from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
 from spool.errors import ErrorType
+from spool.text import seconds_text
 
 log = logging.getLogger("spoolq.pool")
 
@@ -466,7 +467,7 @@ def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: 
                    pid: int | None) -> Outcome:
     if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {task.timeout_s:g} s (timeout)", retryable=True,
+                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
                        pid=pid or 0, duration_s=ran_s)
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
