@@ -54,6 +54,9 @@ SPARES_MAX = 32
 SPARE_TAG = "+spare"  # no job id starts with "+", so no record's staging file has this tag
 _F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+# Read once: on Python 3.11 each ``FsyncMode.X`` goes through the enum class's
+# ``__getattr__`` hook (0.11 us), and every move and publish asks the mode.
+_ALWAYS, _BATCH, _NEVER = FsyncMode.ALWAYS, FsyncMode.BATCH, FsyncMode.NEVER
 
 # Paths are taken as ``str`` or ``Path``: the per-job path passes strings (see
 # ``Layout.job_str``), everything else passes ``Path``.
@@ -204,7 +207,7 @@ class Mover:
                 with contextlib.suppress(OSError):  # not the writer's group: as made
                     os.fchown(fd, -1, gid)
             _write_all(fd, data)
-            if durable and self.mode is FsyncMode.ALWAYS:
+            if durable and self.mode is _ALWAYS:
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -251,7 +254,7 @@ class Mover:
                     _write_all(fd, data[written:])
                 if len(data) < size:
                     os.ftruncate(fd, len(data))
-                if durable and self.mode is FsyncMode.ALWAYS:
+                if durable and self.mode is _ALWAYS:
                     os.fsync(fd)
             except OSError:
                 self.unlink(spare)
@@ -281,7 +284,7 @@ class Mover:
         except OSError as exc:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
-        if self.mode is not FsyncMode.NEVER:
+        if self.mode is not _NEVER:
             self._synced(_parent(path))
         st = _reusable(lease_fd, self._euid, self._egid)
         if st is not None:
@@ -314,7 +317,7 @@ class Mover:
         except OSError as exc:
             _raise_fatal(exc, f"cannot move {_name(src)} to {_name(_parent(dst))}/")
             raise
-        if durable and self.mode is not FsyncMode.NEVER:
+        if durable and self.mode is not _NEVER:
             self._synced(_parent(dst), _parent(src))
         return True
 
@@ -367,16 +370,16 @@ class Mover:
 
     def unlink_durable(self, path: StrPath) -> bool:
         removed = self.unlink(path)
-        if removed and self.mode is not FsyncMode.NEVER:
+        if removed and self.mode is not _NEVER:
             self._synced(_parent(path))
         return removed
 
     # -- durability --------------------------------------------------------------
 
     def _synced(self, *folders: StrPath, durable: bool = True) -> None:
-        if not durable or self.mode is FsyncMode.NEVER:
+        if not durable or self.mode is _NEVER:
             return
-        if self.mode is FsyncMode.ALWAYS:
+        if self.mode is _ALWAYS:
             for folder in dict.fromkeys(folders):
                 self.sync_dir(folder)
             return
@@ -387,7 +390,7 @@ class Mover:
 
     def flush(self) -> None:
         """Make every earlier operation durable (``batch``: one syncfs for the group)."""
-        if self.mode is not FsyncMode.BATCH or not self._pending_ops:
+        if self.mode is not _BATCH or not self._pending_ops:
             return
         fd = os.open(self.layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

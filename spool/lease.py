@@ -18,12 +18,12 @@ import fcntl
 import os
 from pathlib import Path
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def open_nofollow(path: str | os.PathLike[str]) -> int:
     """Open for reading without following a symlink or blocking on a FIFO."""
-    return os.open(path, _OPEN_FLAGS)
+    return os.open(path, OPEN_FLAGS)
 
 
 def try_lock(fd: int) -> bool:

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from spool.clock import Clock, SystemClock, utc_from_ns
@@ -33,7 +34,7 @@ from spool.exact import inexact_integer
 from spool.fsops import Mover, StrPath
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id
 from spool.layout import ORIG_SUFFIX, Layout
-from spool.lease import open_nofollow, try_lock
+from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 from spool.models import (
     MAX_NESTING,
     ErrorInfo,
@@ -52,6 +53,10 @@ from spool.states import JobState, check_transition
 _READ_CHUNK = 1 << 16
 # Folders a Spool's Presence follows, by index.
 _PROGRESS, _CANCEL, _FAILED = 0, 1, 2
+# The states, read once: on Python 3.11 each ``JobState.X`` goes through the enum class's
+# ``__getattr__`` hook (0.11 us), and a claim-and-complete read a dozen of them.
+_S_PENDING, _S_RUNNING, _S_DONE, _S_FAILED = (JobState.PENDING, JobState.RUNNING,
+                                              JobState.DONE, JobState.FAILED)
 
 
 @dataclass(slots=True)
@@ -170,33 +175,40 @@ class Spool:
 
     def claim(self, job_id: str) -> Claim | None:
         """pending -> running; None when another claimant won or the id is running."""
-        check_transition(JobState.PENDING, JobState.RUNNING)
-        return self._take(self.layout.job_str(JobState.PENDING, job_id),
-                          self.layout.job_str(JobState.RUNNING, job_id), job_id)
+        check_transition(_S_PENDING, _S_RUNNING)
+        layout = self.layout
+        return self._take(layout.job_str(_S_PENDING, job_id),
+                          layout.job_str(_S_RUNNING, job_id), job_id)
 
     def _take(self, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         try:
-            fd = open_nofollow(src)
+            fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
         except OSError:
             return None  # gone, or not a regular file: intake's business
         try:
             before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode) or not try_lock(fd):
+            if not S_ISREG(before.st_mode) or not try_lock(fd):
                 return None
-            if not self.mover.move(src, dst, replace=False):
+            if not self.mover.move(src, dst):  # never replaces
                 return None
             after = os.lstat(dst)
-            dst_is_ours = (after.st_ino, after.st_dev) == (before.st_ino, before.st_dev)
-            if not dst_is_ours:
+            if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
+                size = before.st_size
+                # Grown since intake judged it (through a descriptor its writer kept), a
+                # file is read no further than a job can be: the daemon then runs what it
+                # judged.  One read when the file is as its stat says (read_fd's own first
+                # step, without its frame).
+                data = os.read(fd, size + 1) if size < _READ_CHUNK else b""
+                if len(data) != size:
+                    data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
+            else:
                 # A newer drop replaced the file between open and move: lease that one.
                 os.close(fd)
                 fd = -1  # closed: the finally below must not close it again
                 fd = self._lease_newer(src, dst)
                 if fd < 0:
                     return None
-            # Grown since intake judged it (through a descriptor its writer kept), a file
-            # is read no further than a job can be: the daemon then runs what it judged.
-            data = read_fd(fd, MAX_ACTIVE_BYTES, before.st_size if dst_is_ours else -1)
+                data = read_fd(fd, MAX_ACTIVE_BYTES)
             claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
             fd = -1  # the claim holds it now
             return claim
@@ -231,14 +243,14 @@ class Spool:
 
     def complete(self, claim: Claim, record: Record) -> None:
         """running -> done."""
-        self._finish(claim, record, JobState.DONE)
+        self._finish(claim, record, _S_DONE)
 
     def fail(self, claim: Claim, record: Record) -> None:
         """running -> failed."""
-        self._finish(claim, record, JobState.FAILED)
+        self._finish(claim, record, _S_FAILED)
 
     def _finish(self, claim: Claim, record: Record, state: JobState) -> None:
-        check_transition(JobState.RUNNING, state)
+        check_transition(_S_RUNNING, state)
         if record.state is not state or record.id != claim.job_id:
             record = record.model_copy(update={"state": state, "id": claim.job_id})
         self.publish_terminal(record)
@@ -246,22 +258,22 @@ class Spool:
 
     def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
-        job_id = record.id
+        job_id, state = record.id, record.state
         layout = self.layout
-        self.mover.publish(layout.job_str(record.state, job_id), record_bytes(record))
+        self.mover.publish(layout.job_str(state, job_id), record_bytes(record))
         # Each sidecar below is removed (its path built) only when it may be there.
         presence = self.presence
         if presence is not None:
             presence.refresh()
         dropped_other = False
-        if record.state is JobState.DONE:
+        if state is _S_DONE:
             name = job_id + JOB_SUFFIX
             if presence is None or presence.may_exist(_FAILED, name):
-                dropped_other = self._drop(_FAILED, name, layout.job_str(JobState.FAILED, job_id),
+                dropped_other = self._drop(_FAILED, name, layout.job_str(_S_FAILED, job_id),
                                            durable=True)
         else:
-            dropped_other = self.mover.unlink_durable(layout.job_str(JobState.DONE, job_id))
-        if record.source is None and (record.state is JobState.FAILED or dropped_other):
+            dropped_other = self.mover.unlink_durable(layout.job_str(_S_DONE, job_id))
+        if record.source is None and (state is _S_FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
             name = job_id + ORIG_SUFFIX
             if presence is None or presence.may_exist(_FAILED, name):
@@ -276,7 +288,7 @@ class Spool:
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
-        kept = self.mover.retire(self.layout.job_str(JobState.RUNNING, claim.job_id), claim.fd)
+        kept = self.mover.retire(self.layout.job_str(_S_RUNNING, claim.job_id), claim.fd)
         self._forget_run(claim.job_id, refresh=refresh)
         claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
