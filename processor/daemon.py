@@ -59,7 +59,7 @@ from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
-from spool.text import seconds_text
+from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text, seconds_text
 from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 
 log = logging.getLogger("spoolq.processor")
@@ -839,8 +839,11 @@ class Processor:
             self._complete(run, outcome)
         else:
             assert outcome.error_type is not None
-            error = ErrorInfo(type=outcome.error_type, message=outcome.message or "",
-                              traceback=outcome.traceback)
+            # Cut: a retry's job file carries it, and intake forgives only so much.
+            error = ErrorInfo(type=outcome.error_type,
+                              message=cut_text(outcome.message or "", MAX_MESSAGE_CHARS),
+                              traceback=outcome.traceback and cut_text(
+                                  outcome.traceback, MAX_TRACEBACK_CHARS))
             if self._should_retry(run, outcome):
                 self._retry(run, error)
             else:

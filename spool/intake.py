@@ -10,8 +10,9 @@ a symlink or opening a FIFO, socket or device:
 3. a bad name (not ``<id>.json``), a hard link, or a file over
    ``MAX_ACTIVE_BYTES`` is quarantined without being read; one over
    ``SPOOL_MAX_JOB_BYTES`` is quarantined as too large unless it is a job whose
-   fields other than those a requeue adds (``REQUEUE_FIELDS``) fit the limit:
-   a retry of a job near the limit is the spool's own file, not a bigger drop;
+   fields other than those a requeue adds (``REQUEUE_FIELDS``) fit the limit and
+   those fields no more than a requeue writes (``REQUEUE_ADDS_BYTES``): a retry of
+   a job near the limit is the spool's own file, not a bigger drop;
 4. a file that is not UTF-8 JSON waits until its size and mtime have been
    unchanged for ``SPOOL_SETTLE_S`` as seen here, then is quarantined;
 5. valid JSON that is not a valid job (or whose ``id`` differs from its
@@ -40,12 +41,20 @@ from spool.ids import ID_PATTERN, id_from_name
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, nesting_depth
 from spool.states import JobState
+from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
 from spool.transitions import MAX_ACTIVE_BYTES, Spool, read_fd
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"
 REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
-"""What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES."""
+"""What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES, up to
+``REQUEUE_ADDS_BYTES``."""
+REQUEUE_ADDS_BYTES = 6 * (MAX_MESSAGE_CHARS + MAX_TRACEBACK_CHARS) + 1024
+"""The most a requeue adds: the run's error at its longest (the processor cuts its
+message and traceback to those lengths), each character 6 bytes in JSON at worst (a
+control character, ``\\u0001``), and the other fields (the id 128 characters, two
+timestamps, the attempts) well within 1 KiB.  A drop that carries more in those fields
+is measured whole: a forged ``error`` is no way past the limit."""
 KEEP_BYTES = 4096
 """A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 
@@ -218,9 +227,11 @@ class Intake:
         adds (a retry, a recovery or a stop's requeue of a job near the limit)."""
         sent = {k: v for k, v in obj.items() if k not in REQUEUE_FIELDS
                 and (k, v) not in (("priority", 0), ("params", {}))}  # a requeue adds these
+        added = {k: v for k, v in obj.items() if k in REQUEUE_FIELDS}
         try:
             Job.model_validate(sent)
-            return len(orjson.dumps(sent)) <= self.max_job_bytes
+            return (len(orjson.dumps(sent)) <= self.max_job_bytes
+                    and len(orjson.dumps(added)) <= REQUEUE_ADDS_BYTES)
         except (ValidationError, TypeError):  # TypeError: orjson cannot write it
             return False
 

@@ -49,3 +49,20 @@ def seconds_text(seconds: float) -> str:
     scale, unit = next(((scale, unit) for scale, unit in ((1e3, "ms"), (1e6, "µs"))
                         if seconds * scale >= 1), (1e9, "ns"))
     return f"{seconds * scale:.3g}".replace("e+03", "000") + f" {unit}"  # 999.6 -> 1000
+
+
+MAX_MESSAGE_CHARS = 4_000
+"""The longest error message a run's record (and a retry's job file) holds."""
+MAX_TRACEBACK_CHARS = 16_000
+"""The longest traceback a run's record (and a retry's job file) holds."""
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: its middle cut, with a note of the cut
+    (the head says where, the tail what)."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 64  # room for the note
+    head = keep // 2
+    return (text[:head] + f"\n... {len(text) - keep:,} characters cut ...\n"
+            + text[len(text) - (keep - head):])
