@@ -18,10 +18,13 @@ library runs with ``recycle=True`` and ``follow=True``, as the processor does.
 
 Also printed: the same syscalls issued directly from Python with no spool
 library (the protocol's own floor), so the gap splits into what the protocol
-costs on this filesystem and what the library adds.  Jobs are seeded untimed
-(``never``) and the filesystem is synced before each timed loop.  Every spool
-and scratch folder lives under ``--dir`` (default: a temporary folder in the
-repository, so on the repository's filesystem) and is removed afterwards.
+costs on this filesystem and what the library adds.  Each line also gives the
+CPU time (user + system, ``time.process_time``) per item, and each ratio is
+also given by CPU time: on a shared host the wall clock follows the load, CPU
+time much less.  Jobs are seeded untimed (``never``) and the filesystem is
+synced before each timed loop.  Every spool and scratch folder lives under
+``--dir`` (default: a temporary folder in the repository, so on the
+repository's filesystem) and is removed afterwards.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -52,6 +56,13 @@ REPO = Path(__file__).resolve().parents[1]
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 JOB = {"tool": "echo", "params": {"message": "hello"}, "meta": {"bench": True}}
 RESULT = {"message": "hello"}
+
+
+class Rate(NamedTuple):
+    """One timed loop: items per second (wall clock) and CPU seconds per item."""
+
+    per_s: float
+    cpu_s: float
 
 
 def filesystem_of(path: Path) -> str:
@@ -73,7 +84,7 @@ def filesystem_of(path: Path) -> str:
 # -- floors ----------------------------------------------------------------------------
 
 
-def bare_rename(base: Path, n: int) -> float:
+def bare_rename(base: Path, n: int) -> Rate:
     """Renames per second of n small files from one folder to another."""
     src, dst = base / "a", base / "b"
     src.mkdir()
@@ -83,16 +94,16 @@ def bare_rename(base: Path, n: int) -> float:
         (src / name).write_bytes(b'{"tool": "echo"}')
     pairs = [(str(src / name), str(dst / name)) for name in names]
     os.sync()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for old, new in pairs:
         os.rename(old, new)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     shutil.rmtree(src)
     shutil.rmtree(dst)
-    return n / elapsed
+    return Rate(n / elapsed, cpu / n)
 
 
-def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> float:
+def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> Rate:
     """Jobs per second issuing a claim-and-complete's essential syscalls directly.
 
     ``recycle``: as the processor does it (the finished job's inode becomes the
@@ -110,7 +121,7 @@ def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> float:
     record = b'{"tool": "echo", "state": "done", "result": {"message": "hello"}}'
     spare = ""
     os.sync()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for pending, running, tmp, done in paths:
         fd = os.open(pending, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,10 +144,10 @@ def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> float:
             spare = ""
             os.unlink(running)
         os.close(fd)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     for folder in folders.values():
         shutil.rmtree(folder)
-    return n / elapsed
+    return Rate(n / elapsed, cpu / n)
 
 
 # -- the library -------------------------------------------------------------------------
@@ -172,14 +183,14 @@ def claim_and_complete(spool: Spool, ids: list[str]) -> None:
 
 
 def library_rate(base: Path, mode: FsyncMode, n: int,
-                 profile: cProfile.Profile | None = None) -> float:
+                 profile: cProfile.Profile | None = None) -> Rate:
     root = base / f"spool-{mode.value}"
     spool, ids = seeded_spool(root, mode, n)
     if profile is not None:
         profile.enable()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     claim_and_complete(spool, ids)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if profile is not None:
         profile.disable()
     leftovers = [p for s in (JobState.PENDING, JobState.RUNNING)
@@ -187,14 +198,20 @@ def library_rate(base: Path, mode: FsyncMode, n: int,
     if leftovers or len(os.listdir(spool.layout.folder(JobState.DONE))) != n:
         raise RuntimeError("the spool is not in the expected end state")
     shutil.rmtree(root)
-    return n / elapsed
+    return Rate(n / elapsed, cpu / n)
 
 
-def line(label: str, n: int, rate: float, unit: str, ratio: float | None = None) -> None:
-    """One figure; for jobs, ``ratio`` (jobs/s over renames/s) per job and per transition."""
-    text = (f"{ratio:6.2f}x floor per job, {2 * ratio:5.2f}x per transition"
-            if ratio is not None else "")
-    print(f"  {label:<44} N={n:<6} {rate:10,.0f} {unit:<11} {1e6 / rate:8.1f} us  {text}")
+def line(label: str, n: int, rate: float, unit: str, *, cpu_s: float,
+         ratios: tuple[float, float] | None = None) -> None:
+    """One figure; for jobs, ``ratios`` to the floor (by wall clock, by CPU time) per job,
+    printed per job and per transition."""
+    text = ""
+    if ratios is not None:
+        wall, cpu = ratios
+        text = (f"{wall:5.2f}x floor per job, {2 * wall:5.2f}x per transition "
+                f"(CPU: {2 * cpu:5.2f}x)")
+    print(f"  {label:<44} N={n:<6} {rate:10,.0f} {unit:<11} {1e6 / rate:7.1f} us "
+          f"cpu {1e6 * cpu_s:6.1f} us  {text}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +246,7 @@ def run(base: Path, args: argparse.Namespace) -> None:
     print(f"spool under {base} on {filesystem_of(base)}")
     print(f"medians of {repeat} rounds, each between two floor runs (ratios to their mean); "
           "one job = claim + record + complete (2 transitions)")
-    measured: list[tuple[str, int, Callable[[], float]]] = [
+    measured: list[tuple[str, int, Callable[[], Rate]]] = [
         ("same syscalls, no library (protocol floor)", n,
          lambda: protocol_syscalls(base, n)),
         ("  the same, a new inode per record", n,
@@ -240,17 +257,22 @@ def run(base: Path, args: argparse.Namespace) -> None:
         measured.append((f"claim-and-complete SPOOL_FSYNC={mode.value}", count,
                          functools.partial(library_rate, base, mode, count)))
     floors = [bare_rename(base, n)]
-    rates: list[list[float]] = [[] for _ in measured]
+    rates: list[list[Rate]] = [[] for _ in measured]
     for _ in range(repeat):
         for i, (_, _, fn) in enumerate(measured):
             rates[i].append(fn())
         floors.append(bare_rename(base, n))
-    line("bare os.rename loop (the floor)", n, statistics.median(floors), "renames/s")
-    bases = [(a + b) / 2 for a, b in itertools.pairwise(floors)]
+    line("bare os.rename loop (the floor)", n, statistics.median(f.per_s for f in floors),
+         "renames/s", cpu_s=statistics.median(f.cpu_s for f in floors))
+    bases = [Rate((a.per_s + b.per_s) / 2, (a.cpu_s + b.cpu_s) / 2)
+             for a, b in itertools.pairwise(floors)]
     for (label, count, _), runs in zip(measured, rates, strict=True):
-        line(label, count, statistics.median(runs), "jobs/s",
-             statistics.median(r / f for r, f in zip(runs, bases, strict=True)))
-    print(f"  floor runs, in order: {', '.join(f'{f:,.0f}' for f in floors)} renames/s")
+        pairs = list(zip(runs, bases, strict=True))
+        line(label, count, statistics.median(r.per_s for r in runs), "jobs/s",
+             cpu_s=statistics.median(r.cpu_s for r in runs),
+             ratios=(statistics.median(r.per_s / f.per_s for r, f in pairs),
+                     statistics.median(f.cpu_s / r.cpu_s for r, f in pairs)))
+    print(f"  floor runs, in order: {', '.join(f'{f.per_s:,.0f}' for f in floors)} renames/s")
     if args.profile:
         profile = cProfile.Profile()
         library_rate(base, FsyncMode.NEVER, n, profile)
