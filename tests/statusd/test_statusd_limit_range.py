@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from statusdkit import ServerThread, request
 
-from statusd.routes import MAX_PAGE
+from spool.reader import MAX_PAGE
 
 
 def test_a_negative_limit_is_told_the_range(server: ServerThread) -> None:
