@@ -1,14 +1,14 @@
 """The local COMPUTE pool: exactly ``JOB_NUM`` killable worker processes.
 
-The daemon's loop thread reads the workers: every worker's socket and process
-sentinel is one of the loop's readers (:meth:`Sink.watch`), so a result
-reaches the loop with no thread in between, and a worker's death is handled
-there too.  Reads never block: each takes what has arrived and unpickles the
-messages that are complete, so a large result, or a worker stopped halfway
-through sending one, never holds the loop.  One timer thread only keeps
-time: it sleeps until the nearest deadline and kills a task past it with its
-whole process group, so a stuck task dies on time even while the loop is
-busy.  The death then reaches the loop through the sentinel and the task
+The daemon's loop thread reads the workers: every worker's channel (two pipes,
+:mod:`processor.channel`) and process sentinel is one of the loop's readers
+(:meth:`Sink.watch`), so a result reaches the loop with no thread in between,
+and a worker's death is handled there too.  Reads never block: each takes what
+has arrived and unpickles the messages that are complete, so a large result, or
+a worker stopped halfway through sending one, never holds the loop.  One timer
+thread only keeps time: it sleeps until the nearest deadline and kills a task
+past it with its whole process group, so a stuck task dies on time even while
+the loop is busy.  The death then reaches the loop through the sentinel and the task
 fails ``timeout`` (unless its result had already arrived: a result wins over
 a deadline that passed while the loop was busy); a worker that dies on its
 own (``os._exit``, a segfault, the OOM killer) fails only its task as
@@ -34,7 +34,6 @@ import math
 import multiprocessing as mp
 import pickle
 import select
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from processor.channel import ParentEnd, WorkerEnd, open_channel
 from processor.executor import Sink, Task, WorkerConfig
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, how_it_ended, timed_out_itself
@@ -67,7 +67,7 @@ _RESPAWN_RETRY_S = 1.0
 class _Slot:
     index: int
     process: BaseProcess | None = None
-    sock: socket.socket | None = None  # this end of the worker's Connection
+    channel: ParentEnd | None = None  # this end of the worker's pipes
     unread: bytearray = field(default_factory=bytearray)  # a message still arriving
     task: Task | None = None
     deadline: float = 0.0
@@ -95,7 +95,7 @@ class LocalPool:
         self._stopping = False
         self._wake_at = 0.0  # the timer's next wake-up at the latest (under _lock)
         self._respawn_at = 0.0  # when to try again to start workers that failed to start
-        self._buffer = bytearray(_READ_BYTES)  # the loop thread's reads of worker sockets
+        self._buffer = bytearray(_READ_BYTES)  # the loop thread's reads of worker channels
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
         self._forkserver = 0  # the pid of the workers' parent, once one was started
@@ -164,13 +164,13 @@ class LocalPool:
             self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                  "its worker died before the job reached it", retryable=True))
             return
-        assert slot.sock is not None and slot.output is not None  # only this thread closes them
+        assert slot.channel is not None and slot.output is not None  # only this thread closes them
         slot.output.begin(task.job_id, task.tool)
         # Plain pickle: a task is plain data, and multiprocessing's pickler (reducers for
         # sockets and descriptors) is a Python-level class, twice the cost.
         data = pickle.dumps(task.fields())
         with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
-            slot.sock.sendall(_frame_header(len(data)) + data)
+            slot.channel.sendall(_frame_header(len(data)) + data)
         if early:
             self._poke()
 
@@ -185,32 +185,32 @@ class LocalPool:
 
     # -- reading the workers (loop thread) --------------------------------------------
 
-    def _readable(self, slot: _Slot, sock: socket.socket) -> bool:
+    def _readable(self, slot: _Slot, link: ParentEnd) -> bool:
         """Read what the worker sent, without blocking; handle each complete message.
 
         False when nothing more was there to read.
         """
-        if slot.sock is not sock:
-            return False  # an earlier worker's socket, closed since the poll
+        if slot.channel is not link:
+            return False  # an earlier worker's channel, closed since the poll
         try:
             # Into a buffer kept for it: recv(n) allocates n bytes first, and at 1 MiB
             # that is an mmap and munmap per message.
-            size = sock.recv_into(self._buffer, _READ_BYTES, socket.MSG_DONTWAIT)
+            size = link.recv_into(self._buffer)
         except BlockingIOError:
             return False
         except OSError:
             size = 0
         if not size:
-            self._close_socket(slot)  # the worker is gone: its sentinel tells the rest
+            self._close_channel(slot)  # the worker is gone: its sentinel tells the rest
             return False
         with memoryview(self._buffer) as view:
             slot.unread += view[:size]
         try:
             for message in _complete_messages(slot.unread):
                 self._handle(slot, message)
-        except Exception:  # e.g. a tool wrote into its worker's socket: the stream is lost
+        except Exception:  # e.g. a tool wrote into its worker's channel: the stream is lost
             log.exception("unreadable message from worker %d: killing it", slot.index)
-            self._close_socket(slot)
+            self._close_channel(slot)
             with self._lock:
                 self._kill(slot)  # its sentinel reports its job as worker_crashed
             return False
@@ -229,7 +229,7 @@ class LocalPool:
             outcome = Outcome(*message[1])
             if message[2]:
                 # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
-                self._close_socket(slot)
+                self._close_channel(slot)
             with self._lock:
                 if slot.task is None or slot.task.job_id != outcome.job_id:
                     return
@@ -240,7 +240,7 @@ class LocalPool:
                 # read it (the worker's death that follows reports nothing).
                 slot.task, slot.kill_reason = None, None
             if killed:
-                self._close_socket(slot)  # dying: not offered again before its successor
+                self._close_channel(slot)  # dying: not offered again before its successor
             if slot.output is not None:
                 slot.output.end()  # the slot takes no other task until this is read
             sink.finished(outcome)
@@ -251,7 +251,7 @@ class LocalPool:
         """The worker's sentinel is readable: it died.  Report its task, start another."""
         if slot.process is not process or process.is_alive():
             return
-        while slot.sock is not None and self._readable(slot, slot.sock):
+        while slot.channel is not None and self._readable(slot, slot.channel):
             pass  # a result sent just before exiting still counts
         process.join(timeout=0)
         with self._lock:
@@ -328,16 +328,15 @@ class LocalPool:
     # -- processes --------------------------------------------------------------------
 
     def _spawn(self, slot: _Slot) -> None:
-        # A Connection's socket pair, as ctx.Pipe makes it, keeping this end a socket
-        # to read without blocking (MSG_DONTWAIT) and write with blocking sendall.
-        opened: list[socket.socket | Connection | StdioPipes] = []
+        # Two pipes in Connection's framing: this end reads without blocking and writes
+        # blocking (see processor.channel for why not a socket pair).
+        opened: list[ParentEnd | WorkerEnd | Connection | StdioPipes] = []
         try:
             output = StdioPipes()
             opened.append(output)
             output_ends = output.hand_over()  # for the worker, which dups them to 1 and 2
             opened += output_ends
-            parent, child_end = socket.socketpair()
-            child = Connection(child_end.detach())
+            parent, child = open_channel()
             opened += [parent, child]
             # Only this process holds the lifeline's write end: when it dies, however it
             # dies, the worker reads EOF and kills itself with everything its tool
@@ -357,14 +356,14 @@ class LocalPool:
         life_r.close()
         for end in output_ends:
             end.close()
-        slot.process, slot.sock, slot.lifeline = process, parent, life_w
+        slot.process, slot.channel, slot.lifeline = process, parent, life_w
         slot.output = output
         if process.pid:
             _WORKERS.add(process.pid)
             self._forkserver = parent_of(process.pid) or self._forkserver
         slot.unread.clear()
         assert self._sink is not None
-        # Bound to this socket and process: stale readiness never reaches a successor.
+        # Bound to this channel and process: stale readiness never reaches a successor.
         self._sink.watch(parent.fileno(), lambda: self._readable(slot, parent))
         self._sink.watch(process.sentinel, lambda: self._exited(slot, process))
         for stream in output.streams:
@@ -389,17 +388,17 @@ class LocalPool:
                 self._sink.unwatch(stream.fd)
             output.close()
 
-    def _close_socket(self, slot: _Slot) -> None:
-        sock, slot.sock = slot.sock, None
-        if sock is not None:
+    def _close_channel(self, slot: _Slot) -> None:
+        link, slot.channel = slot.channel, None
+        if link is not None:
             assert self._sink is not None
-            self._sink.unwatch(sock.fileno())
-            sock.close()
+            self._sink.unwatch(link.fileno())
+            link.close()
 
     def _bury(self, slot: _Slot, *, keep_output: bool = False) -> None:
         """Forget a dead worker: stop reading it and close what led to it (its pipes
         too, unless ``keep_output``: then the caller closes them)."""
-        self._close_socket(slot)
+        self._close_channel(slot)
         if slot.process is not None:
             assert self._sink is not None
             self._sink.unwatch(slot.process.sentinel)
@@ -425,7 +424,7 @@ class LocalPool:
 def _free(slot: _Slot) -> bool:
     """The slot's worker may take a task: it runs none, is not dying or retiring, and
     what its last task wrote is read (see :meth:`StdioPipes.end`)."""
-    return (slot.task is None and slot.sock is not None
+    return (slot.task is None and slot.channel is not None
             and not (slot.output is not None and slot.output.draining))
 
 

@@ -144,9 +144,9 @@ def test_a_result_that_arrived_wins_over_a_deadline_the_loop_was_late_for(
     slot = pool._slots[0]
     try:
         pool.submit(task("quick", "t_pid", tmp_path, timeout_s=0.3))
-        assert slot.sock is not None and slot.process is not None
+        assert slot.channel is not None and slot.process is not None
         worker = slot.process
-        wait_for(lambda: readable(slot.sock.fileno()), 30, "the result in the worker's socket")
+        wait_for(lambda: readable(slot.channel.fileno()), 30, "the result in the worker's pipe")
         time.sleep(max(0.0, slot.deadline - time.monotonic()))  # the deadline is past
     finally:
         gate.open()
@@ -206,7 +206,7 @@ def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
         assert time.monotonic() < deadline, "the tool never ran"
         time.sleep(0.02)
     pid = int(pid_file.read_text())
-    time.sleep(0.5)  # pickled and sending: blocked on the full socket, nobody reads
+    time.sleep(0.5)  # pickled and sending: blocked on the full pipe, nobody reads
     os.kill(pid, signal.SIGSTOP)
     try:
         pumped = threading.Event()
@@ -220,7 +220,7 @@ def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         reader.join(10)
-        assert pumped.is_set(), "a read of the frozen worker's socket blocked the loop"
+        assert pumped.is_set(), "a read of the frozen worker's pipe blocked the loop"
     finally:
         os.kill(pid, signal.SIGCONT)
     outcome = finished(inbox)
