@@ -956,9 +956,8 @@ class Processor:
             grace_ends_at=self.grace_ends_at, tools=[]).model_dump()
         status["tools"] = self.catalogue_json  # serialised once: it never changes
         try:
-            self.spool.mover.publish(self.layout.owner_status(self.owner),
-                                     orjson.dumps(status, option=orjson.OPT_UTC_Z),
-                                     durable=False)
+            self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),
+                                              orjson.dumps(status, option=orjson.OPT_UTC_Z))
         except (SpoolIOError, OSError) as exc:
             self._write_failed("cannot write status file", exc)
         else:

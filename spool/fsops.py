@@ -20,6 +20,9 @@ Guarantees:
   can leave a record file holding an earlier job file's bytes (which fail
   record validation) where a fresh inode would have been left empty;
   ``always`` fsyncs the spare before its rename, as it fsyncs a fresh file.
+* :meth:`Mover.publish_advisory` replaces a file rewritten again and again (the
+  processor's status) by swapping names with a kept inode, never freeing one; a
+  file a reader holds is never written into (see the method).
 * Durability follows ``SPOOL_FSYNC``: ``always`` fsyncs file and folder at
   each step; ``batch`` defers to one ``syncfs`` per group of operations
   (at most ``BATCH_OPS`` operations or ``BATCH_INTERVAL_S`` seconds apart, and
@@ -65,6 +68,7 @@ _name = os.path.basename
 _parent = os.path.dirname
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
                            errno.EXDEV})
@@ -166,6 +170,8 @@ class Mover:
         self._spare_count = itertools.count()
         self._folder_gids: dict[str, int] = {}  # each folder's group, looked up once
         self._staged_gid: int | None = None  # the group a new file in tmp/ gets
+        self._buffers: dict[str, tuple[str, int]] = {}  # see publish_advisory
+        self._exchange = _renameat2 is not None
 
     # -- writing -----------------------------------------------------------------
 
@@ -194,6 +200,81 @@ class Mover:
             raise
         self.unlink(tmp)
         return False
+
+    def publish_advisory(self, dest: StrPath, data: bytes) -> None:
+        """Replace ``dest`` (a file rewritten again and again: the processor's status)
+        with ``data``, whole at every instant but not durably, keeping the inode replaced.
+
+        A rename over ``dest`` frees the inode it replaces: about 0.4 ms on ext4 mounted
+        with ``discard``, in the loop that completes jobs.  Here the new file and ``dest``
+        swap names (``renameat2(RENAME_EXCHANGE)``), and the old one stays in ``tmp/`` as
+        ``dest``'s buffer for the next call, which rewrites it holding a write lease: one
+        is granted only when nothing else has the file open (a reader that opened
+        ``dest`` before the swap), and should anything open it meanwhile, its open waits
+        until the write is whole.  A buffer that cannot be leased is unlinked.  Only on a
+        recycling Mover (whose process does not die of ``SIGIO``): others publish.
+        """
+        if not self.recycle:
+            self.publish(dest, data, durable=False)
+            return
+        path = os.fspath(dest)
+        buffer, inode = self._buffers.pop(path, ("", 0))
+        if not buffer or not self._rewrite_buffer(buffer, inode, data):
+            buffer = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+            try:
+                self._write_tmp(buffer, data, False, self._group_of_folder(_parent(path)))
+            except BaseException as exc:
+                _remove_on_error(self, buffer, dest, exc)
+                raise
+        try:
+            if self._exchange and self._swap(buffer, path):
+                self._buffers[path] = (buffer, os.lstat(buffer).st_ino)
+            else:
+                os.rename(buffer, path)
+        except BaseException as exc:
+            _remove_on_error(self, buffer, dest, exc)
+            raise
+
+    def _swap(self, src: str, dst: str) -> bool:
+        """Exchange ``src`` and ``dst``; False when ``dst`` is missing or the filesystem
+        cannot (the caller renames instead)."""
+        assert _renameat2 is not None
+        if _renameat2(_AT_FDCWD, src.encode(_FS_ENCODING, _FS_ERRORS),
+                      _AT_FDCWD, dst.encode(_FS_ENCODING, _FS_ERRORS), _RENAME_EXCHANGE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS):
+            self._exchange = False
+        elif err != errno.ENOENT:
+            raise OSError(err, os.strerror(err), dst)
+        return False
+
+    def _rewrite_buffer(self, buffer: str, inode: int, data: bytes) -> bool:
+        """Write ``data`` into the kept inode ``buffer`` under a write lease; False (and
+        the buffer unlinked when it is ours) if it is not ours alone."""
+        try:
+            fd = os.open(buffer, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if (st.st_ino != inode or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode)
+                    or st.st_uid != self._euid):
+                return False  # not the file we kept: leave it alone
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)  # EAGAIN: open elsewhere
+            try:
+                _write_all(fd, data)
+                if len(data) < st.st_size:
+                    os.ftruncate(fd, len(data))
+            finally:
+                fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        except OSError:
+            with contextlib.suppress(OSError, SpoolIOError):
+                self.unlink(buffer)
+            return False
+        finally:
+            os.close(fd)
+        return True
 
     def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool, gid: int) -> None:
         """A new file ``tmp`` holding ``data``, of group ``gid`` (-1: as made) if its writer
@@ -297,10 +378,14 @@ class Mover:
         """Remove every spare inode (at shutdown)."""
         while self._spares:
             self.unlink(self._spares.pop()[0])
+        while self._buffers:
+            self.unlink(self._buffers.popitem()[1][0])
 
     def holds_spare(self, path: StrPath) -> bool:
         """True when ``path`` is one of this Mover's spares."""
-        return any(spare == os.fspath(path) for spare, _, _ in self._spares)
+        name = os.fspath(path)
+        return (any(spare == name for spare, _, _ in self._spares)
+                or any(buffer == name for buffer, _ in self._buffers.values()))
 
     # -- moving ------------------------------------------------------------------
 
