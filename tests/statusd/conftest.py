@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from statusdkit import ServerThread, make_spool, settings_for
+from statusdkit import SHARED_HELPERS, ServerThread, make_spool, settings_for
 
 from spool.transitions import Spool
 
@@ -62,5 +62,12 @@ def server(spool: Spool) -> Iterator[ServerThread]:
 
 
 def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:
-    """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak)."""
-    return [c for c in me.children(recursive=True) if c.pid not in earlier]
+    """Children this test started (a session-wide helper, e.g. a forkserver, is not a leak,
+    nor is a module's shared browser with the renderers it starts for each test's page)."""
+    shared = set(SHARED_HELPERS)
+    for pid in SHARED_HELPERS:
+        try:
+            shared.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return [c for c in me.children(recursive=True) if c.pid not in earlier | shared]

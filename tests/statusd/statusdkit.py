@@ -36,6 +36,9 @@ from statusd.services import SERVICES, Services
 
 TOKEN = "s3cret-token"
 REPO = Path(__file__).resolve().parents[2]
+# Pids of processes a module shares between its tests (the dashboard's browser): they,
+# and what they start, are not a test's leak (conftest's no_leaks skips them).
+SHARED_HELPERS: set[int] = set()
 
 
 def make_spool(root: Path) -> Spool:

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import psutil
 import pytest
 from statusdkit import (
+    SHARED_HELPERS,
     TOKEN,
     FakeOwner,
     ServerThread,
@@ -50,19 +52,36 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
-@pytest.fixture
-def page(server: ServerThread) -> Iterator[sync_api.Page]:
-    errors: list[str] = []
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    """One Chromium for the module (its start was ~2 s of every test); each test still
+    gets a page in a context of its own (``page``), so no cookie, storage, cache or
+    route of one test reaches the next."""
+    me = psutil.Process()
+    before = {c.pid for c in me.children()}
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     headless=True)
+        shared = {c.pid for c in me.children()} - before  # the Playwright driver
+        SHARED_HELPERS.update(shared)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                      headless=True)
         try:
-            tab = browser.new_page()
-            tab.set_default_timeout(TIMEOUT_MS)
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield tab
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+            SHARED_HELPERS.difference_update(shared)
+
+
+@pytest.fixture
+def page(server: ServerThread, browser: sync_api.Browser) -> Iterator[sync_api.Page]:
+    errors: list[str] = []
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(TIMEOUT_MS)
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield tab
+    finally:
+        context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
