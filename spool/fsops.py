@@ -3,12 +3,12 @@
 Guarantees:
 
 * :meth:`Mover.publish` makes a file visible only when complete: write to
-  ``tmp/``, fsync the file, rename into place, fsync the folder.
+  a staging folder, fsync the file, rename into place, fsync the folder.
 * :meth:`Mover.move` with ``replace=False`` never overwrites: it uses
   ``renameat2(RENAME_NOREPLACE)`` (falling back to ``link`` + ``unlink`` on
   filesystems without it) and reports a lost race as ``False``.
 * :meth:`Mover.retire` takes a finished job file out of ``running/``.  With
-  ``recycle`` on, the inode is kept in ``tmp/`` as a *spare* and the next
+  ``recycle`` on, the inode is kept in ``stage/`` as a *spare* and the next
   :meth:`Mover.publish` writes its file into it instead of creating one: on
   ext4, creating an inode and freeing one cost ten renames, so a
   claim-and-complete that does neither runs about eight times faster.  A job
@@ -23,6 +23,15 @@ Guarantees:
 * :meth:`Mover.publish_advisory` replaces a file rewritten again and again (the
   processor's status) by swapping names with a kept inode, never freeing one; a
   file a reader holds is never written into (see the method).
+* A recycling Mover (the processor's) stages everything in ``stage/``, a folder
+  of its own, and leaves ``tmp/`` to the drops every client stages there: its
+  renames in and out of ``tmp/`` otherwise contend with theirs for the folder's
+  lock (a quarter to half of the processor's CPU under a burst of drops, in
+  ``rwsem_spin_on_owner``).  A spool made before ``stage/`` existed gets it at
+  the processor's start; when it cannot be made (or used), the Mover stages in
+  ``tmp/`` as before and :attr:`Mover.staging_note` says why.  Clients stage in
+  ``tmp/``, and so do the actions of :mod:`spool.transitions` (statusd looks for
+  them there).
 * Durability follows ``SPOOL_FSYNC``: ``always`` fsyncs file and folder at
   each step; ``batch`` defers to one ``syncfs`` per group of operations
   (at most ``BATCH_OPS`` operations or ``BATCH_INTERVAL_S`` seconds apart, and
@@ -55,6 +64,7 @@ FILE_MODE = 0o640
 BATCH_INTERVAL_S = 0.05
 SPARES_MAX = 32
 SPARE_TAG = "+spare"  # no job id starts with "+", so no record's staging file has this tag
+STAGE_MODE = 0o700  # stage/ as a processor makes it: its own
 _F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 # Read once: on Python 3.11 each ``FsyncMode.X`` goes through the enum class's
@@ -144,7 +154,7 @@ def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseExcepti
     Called from an ``except`` clause rather than a context manager: entering and
     leaving one cost a few hundred nanoseconds on every publish.
     """
-    # tmp/ not writable (so never made): report what failed first, not the clean-up.
+    # The staging folder not writable (so never made): report what failed first.
     with contextlib.suppress(OSError, SpoolIOError):
         mover.unlink(tmp)
     if isinstance(exc, OSError):
@@ -158,7 +168,7 @@ class Mover:
         self.layout = layout
         self.mode = mode
         self.recycle = recycle
-        # Spare inodes in tmp/ as (path, inode, size).  Only the thread that
+        # Spare inodes in stage/ as (path, inode, size).  Only the thread that
         # completes runs may publish or retire on a recycling Mover.
         self._spares: list[tuple[str, int, int]] = []
         self._pending_ops = 0
@@ -166,10 +176,12 @@ class Mover:
         self._noreplace_native = _renameat2 is not None
         # Set once: a Mover serves one process (the processor never forks with it).
         self._euid, self._egid = os.geteuid(), os.getegid()
-        self._spare_base = layout.staging_str(SPARE_TAG).removesuffix(".tmp")  # unique to us
+        # Why a recycling Mover stages in tmp/ (for its owner to log); None when it need not.
+        self.staging_note: str | None = None
+        self._choose_staging()
         self._spare_count = itertools.count()
         self._folder_gids: dict[str, int] = {}  # each folder's group, looked up once
-        self._staged_gid: int | None = None  # the group a new file in tmp/ gets
+        self._staged_gid: int | None = None  # the group a new staged file gets
         self._buffers: dict[str, tuple[str, int]] = {}  # see publish_advisory
         self._exchange = _renameat2 is not None
 
@@ -190,7 +202,7 @@ class Mover:
                 self._spares.append((spare, inode, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
-        tmp = self.layout.staging_str(_name(dest).removesuffix(".json"))
+        tmp = self._staging(_name(dest).removesuffix(".json"))
         try:
             self._write_tmp(tmp, data, durable, self._group_of_folder(_parent(os.fspath(dest))))
             if self.move(tmp, dest, replace=replace, durable=durable):
@@ -207,7 +219,7 @@ class Mover:
 
         A rename over ``dest`` frees the inode it replaces: about 0.4 ms on ext4 mounted
         with ``discard``, in the loop that completes jobs.  Here the new file and ``dest``
-        swap names (``renameat2(RENAME_EXCHANGE)``), and the old one stays in ``tmp/`` as
+        swap names (``renameat2(RENAME_EXCHANGE)``), and the old one stays in ``stage/`` as
         ``dest``'s buffer for the next call, which rewrites it holding a write lease: one
         is granted only when nothing else has the file open (a reader that opened
         ``dest`` before the swap), and should anything open it meanwhile, its open waits
@@ -306,17 +318,18 @@ class Mover:
         return gid
 
     def _new_file_gid(self) -> int:
-        """The group a file made in ``tmp/`` gets: the folder's when it is setgid."""
+        """The group a file made in the staging folder gets: the folder's when it is
+        setgid (``tmp/`` under ``init --system``)."""
         if self._staged_gid is None:
             try:
-                st = os.stat(self.layout.tmp)
+                st = os.stat(self._stage_dir)
             except OSError:
                 return self._egid
             self._staged_gid = st.st_gid if st.st_mode & stat.S_ISGID else self._egid
         return self._staged_gid
 
     def _rewrite_spare(self, data: bytes, durable: bool) -> tuple[str | None, int]:
-        """A spare inode in ``tmp/`` now holding exactly ``data`` (and its inode number)."""
+        """A spare inode (in ``stage/``) now holding exactly ``data`` (and its inode number)."""
         while True:
             try:
                 spare, inode, size = self._spares.pop()
@@ -386,6 +399,46 @@ class Mover:
         name = os.fspath(path)
         return (any(spare == name for spare, _, _ in self._spares)
                 or any(buffer == name for buffer, _ in self._buffers.values()))
+
+    def _choose_staging(self) -> None:
+        """Stage in ``stage/`` when this Mover recycles and may, else in ``tmp/``."""
+        self.staging_note = None
+        private = self.recycle and self._private_staging()
+        self._stage_dir = os.fspath(self.layout.stage if private else self.layout.tmp)
+        self._staging = (self.layout.private_staging_str if private
+                         else self.layout.staging_str)
+        self._staged_gid = None
+        self._spare_base = self._staging(SPARE_TAG).removesuffix(".tmp")  # unique to us
+
+    def _private_staging(self) -> bool:
+        """True when this Mover may stage in ``stage/``: a folder of this user's on the
+        spool's filesystem, made now if the spool (its ``tmp/``) lacks it; else False, with
+        :attr:`staging_note` saying why (when there is a spool to say it of)."""
+        stage, tmp = self.layout.stage, self.layout.tmp
+        try:
+            tmp_dev = os.stat(tmp).st_dev
+        except OSError:
+            return False  # no spool (yet): make nothing in it, stage as clients do
+        try:
+            with contextlib.suppress(FileExistsError):  # another processor's, made just now
+                os.mkdir(stage, STAGE_MODE)
+            st = os.lstat(stage)
+        except OSError as exc:
+            self.staging_note = f"cannot make {stage}: {exc.strerror}"
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            self.staging_note = f"{stage} is not a directory"
+        elif st.st_dev != tmp_dev:
+            self.staging_note = f"{stage} is not on tmp/'s filesystem"
+        elif self._euid not in (st.st_uid, 0):
+            self.staging_note = f"{stage} is not this user's (uid {st.st_uid})"
+        elif st.st_mode & 0o022:  # others could rename our files there
+            self.staging_note = f"{stage} is writable by others (mode {st.st_mode & 0o7777:o})"
+        elif not os.access(stage, os.W_OK | os.X_OK, effective_ids=True):
+            self.staging_note = f"{stage} is not writable"
+        else:
+            return True
+        return False
 
     # -- moving ------------------------------------------------------------------
 
@@ -511,3 +564,5 @@ class Mover:
                 _raise_fatal(exc, f"cannot create {folder}")
                 raise
         self.sync_dir(self.layout.root)
+        if self.recycle:
+            self._choose_staging()  # stage/ is there now

@@ -6,6 +6,8 @@
       pending/   the drop folder          running/  claimed jobs
       done/      finished records         failed/   failed records, <id>.orig originals
       tmp/       staging for atomic writes (same filesystem)
+      stage/     a processor's private staging: spare inodes, records being written
+                 (optional: a spool made before it has none, and tmp/ serves instead)
       progress/  <id>.json: owner and progress of a running job (advisory)
       cancel/    <id>: a request to cancel a running job
       owners/    <owner>.lock (flock held while alive), <owner>.json (status)
@@ -38,7 +40,7 @@ class Layout:
     _state_dirs: dict[JobState, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = [s.value for s in JobState] + ["tmp", "progress", "cancel", "owners"]
+        names = [s.value for s in JobState] + ["tmp", "stage", "progress", "cancel", "owners"]
         folders = {name: self.root / name for name in names}
         object.__setattr__(self, "_folders", folders)
         object.__setattr__(self, "_dirs", {name: str(path) for name, path in folders.items()})
@@ -48,6 +50,12 @@ class Layout:
     @property
     def tmp(self) -> Path:
         return self._folders["tmp"]
+
+    @property
+    def stage(self) -> Path:
+        """A processor's own staging folder: drops staged in ``tmp/`` by every client
+        then never wait on the processor's renames for ``tmp/``'s directory lock."""
+        return self._folders["stage"]
 
     @property
     def progress(self) -> Path:
@@ -65,6 +73,12 @@ class Layout:
         return self._folders[state.value]
 
     def all_folders(self) -> list[Path]:
+        """Every folder ``spoolq init`` makes."""
+        return [*self.required_folders(), self.stage]
+
+    def required_folders(self) -> list[Path]:
+        """The folders a spool cannot work without (not ``stage/``, which a spool made
+        before it lacks: its processor stages in ``tmp/``)."""
         states = [self.folder(s) for s in JobState]
         return [*states, self.tmp, self.progress, self.cancel, self.owners]
 
@@ -120,14 +134,18 @@ class Layout:
     def staging_str(self, tag: str) -> str:
         return f"{self._dirs['tmp']}/{tag}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
 
+    def private_staging_str(self, tag: str) -> str:
+        """As :meth:`staging_str`, in ``stage/``."""
+        return f"{self._dirs['stage']}/{tag}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+
     def exists(self) -> bool:
-        return all(p.is_dir() for p in self.all_folders())
+        return all(p.is_dir() for p in self.required_folders())
 
     def require(self) -> None:
         """Raise SpoolIOError unless every folder of the spool exists."""
         if self.root.exists() and not self.root.is_dir():  # 'spoolq init' cannot help
             raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
-        missing = [p.name for p in self.all_folders() if not p.is_dir()]
+        missing = [p.name for p in self.required_folders() if not p.is_dir()]
         if missing:
             raise SpoolIOError(
                 f"{self.root} is not an initialised spool (missing {', '.join(missing)}); "

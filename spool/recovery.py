@@ -3,7 +3,8 @@
 Run by each processor before its first claim and every ``SPOOL_SCAN_S``.  It
 only ever touches what no live process holds: a running job is an orphan when
 its claim lease (the flock on ``running/<id>.json``) is free, a staged file in
-``tmp/`` is dead when its writer's pid is gone (or it is untouched for a day).
+``tmp/`` or ``stage/`` is dead when its writer's pid is gone (or it is untouched for
+a day).
 
 * An orphan whose run has its record (newer than its claim, or as new and of
   this run) was finished: the leftover ``running/`` file goes.  One with a
@@ -262,11 +263,13 @@ class Recovery:
                 return True  # a record (a directory or symlink under the name is none)
         return False
 
-    # -- tmp/ ------------------------------------------------------------------------
+    # -- tmp/ and stage/ --------------------------------------------------------------
 
     def _dead_staging(self, report: RecoveryReport) -> None:
+        """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
+        and the records it writes, see :class:`spool.fsops.Mover`)."""
         now_s = self.spool.clock.now().timestamp()
-        for entry in _entries(self.layout.tmp):
+        for entry in [*_entries(self.layout.tmp), *_entries(self.layout.stage, optional=True)]:
             parsed = _parse_staging(entry.name)
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -477,12 +480,19 @@ class Recovery:
             report.removed += self.mover.unlink(Path(entry.path))
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
+def _entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` ([] when missing; ``optional``: also when it cannot be
+    listed, as ``stage/``, which a processor stages in only when it can, see
+    :class:`spool.fsops.Mover`)."""
     try:
         with os.scandir(folder) as it:
             return list(it)
     except FileNotFoundError:
         return []
+    except OSError:
+        if optional:
+            return []
+        raise
 
 
 def _lease(path: Path, job_id: str) -> Claim | None:

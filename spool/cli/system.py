@@ -8,6 +8,9 @@
   waits in ``pending/``); the sticky bit
   (as Postfix's maildrop) stops them removing or replacing another
   member's drop, while the spool user, the folder's owner, still moves them.
+* ``stage/``: owner the spool user and its own group, mode 0700: the
+  processor's own staging (spare inodes, records being written), which
+  nobody else reads.
 * Every other folder: owner the spool user and its own group, mode 0750, so
   a daemon running in that group (statusd) can read records.
 * The root: mode 0755, so submitters can reach ``pending/`` and ``tmp/``.
@@ -34,6 +37,7 @@ DEFAULT_USER = "spoolq"
 DEFAULT_GROUP = "spoolq-submit"
 DROP_MODE = 0o3730
 PRIVATE_MODE = 0o750
+STAGE_MODE = 0o700
 ROOT_MODE = 0o755
 
 
@@ -52,6 +56,8 @@ def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None
     for folder in layout.all_folders():
         if folder in drop:
             _set(folder, owner.pw_uid, submit.gr_gid, DROP_MODE)
+        elif folder == layout.stage:
+            _set(folder, owner.pw_uid, owner.pw_gid, STAGE_MODE)
         else:
             _set(folder, owner.pw_uid, owner.pw_gid, PRIVATE_MODE)
 

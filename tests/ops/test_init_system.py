@@ -31,6 +31,9 @@ def test_drop_folders_are_setgid_and_group_writable_the_rest_private(tmp_path: P
         st = os.stat(root / name)
         assert stat.S_IMODE(st.st_mode) == 0o750, name
         assert st.st_uid == nobody.pw_uid and st.st_gid == nobody.pw_gid
+    st = os.stat(root / "stage")  # the processor's own staging: nobody else's to read
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == nobody.pw_uid and st.st_gid == nobody.pw_gid
 
 
 def test_unknown_user_is_one_clear_line(tmp_path: Path) -> None:

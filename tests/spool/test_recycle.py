@@ -1,6 +1,6 @@
 """Recycled job inodes (``Mover(recycle=True)``, what the processor uses).
 
-A finished job file is kept in ``tmp/`` as a spare and the next record is
+A finished job file is kept in ``stage/`` as a spare and the next record is
 written into it, so a claim-and-complete creates and frees no inode.  These
 tests pin down when that may happen: only for a regular file of this user
 with one link that no other process has open, never in a way a reader or a
@@ -35,7 +35,7 @@ def spool(tmp_path: Path, clock: FakeClock) -> Spool:
 
 
 def spares(spool: Spool) -> list[str]:
-    return [n for n in listing(spool.layout.tmp) if n.startswith(SPARE_TAG + ".")]
+    return [n for n in listing(spool.layout.stage) if n.startswith(SPARE_TAG + ".")]
 
 
 def finish(spool: Spool, job_id: str, result: object = None) -> int:
@@ -53,17 +53,17 @@ def test_the_job_file_becomes_the_next_record(spool: Spool) -> None:
     os.chmod(spool.layout.job(JobState.PENDING, "b"), 0o600)
     first = finish(spool, "a", "A")
     assert len(spares(spool)) == 1
-    assert os.stat(spool.layout.tmp / spares(spool)[0]).st_ino == first
+    assert os.stat(spool.layout.stage / spares(spool)[0]).st_ino == first
     second = finish(spool, "b", "B")
     record = spool.layout.job(D, "b")
     assert os.stat(record).st_ino == first, "b's record was written into a's job file"
     assert read_json(record)["result"] == "B" and read_json(record)["id"] == "b"
     assert read_json(spool.layout.job(D, "a"))["result"] == "A"
-    assert os.stat(spool.layout.tmp / spares(spool)[0]).st_ino == second
-    assert oct(os.stat(spool.layout.tmp / spares(spool)[0]).st_mode & 0o7777) == oct(FILE_MODE)
+    assert os.stat(spool.layout.stage / spares(spool)[0]).st_ino == second
+    assert oct(os.stat(spool.layout.stage / spares(spool)[0]).st_mode & 0o7777) == oct(FILE_MODE)
     assert listing(spool.layout.folder(R)) == []
     spool.mover.drop_spares()
-    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.stage) == []
 
 
 def test_a_job_file_another_process_holds_open_is_never_rewritten(spool: Spool) -> None:
@@ -118,11 +118,11 @@ def test_a_spare_that_vanished_is_replaced_by_a_fresh_file(spool: Spool) -> None
     submit(spool, "y")
     finish(spool, "x")
     (spare,) = spares(spool)
-    os.unlink(spool.layout.tmp / spare)
+    os.unlink(spool.layout.stage / spare)
     finish(spool, "y", "still recorded")
     assert read_json(spool.layout.job(D, "y"))["result"] == "still recorded"
     spool.mover.drop_spares()
-    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.stage) == []
 
 
 def test_a_refused_publish_keeps_the_spare(spool: Spool) -> None:
@@ -140,7 +140,7 @@ def test_a_refused_publish_keeps_the_spare(spool: Spool) -> None:
     finally:
         claim.close()
     spool.mover.drop_spares()
-    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.stage) == []
 
 
 def test_recovery_keeps_a_live_spare_and_removes_a_dead_ones(spool: Spool,
@@ -149,15 +149,15 @@ def test_recovery_keeps_a_live_spare_and_removes_a_dead_ones(spool: Spool,
     finish(spool, "old")
     (spare,) = spares(spool)
     two_days_ago = clock.now().timestamp() - 2 * 86_400
-    os.utime(spool.layout.tmp / spare, (two_days_ago, two_days_ago))
+    os.utime(spool.layout.stage / spare, (two_days_ago, two_days_ago))
     Recovery(spool, lambda job: 3).scan()
     assert spares(spool) == [spare], "a spare keeps its job's mtime; only its pid counts"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead = spare.replace(f".{os.getpid()}.", f".{int(gone.stdout)}.")
-    os.rename(spool.layout.tmp / spare, spool.layout.tmp / dead)
+    os.rename(spool.layout.stage / spare, spool.layout.stage / dead)
     Recovery(spool, lambda job: 3).scan()
-    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.stage) == []
     spool.mover.drop_spares()  # nothing left to drop: recovery took it
 
 
@@ -168,7 +168,7 @@ def test_a_recycled_file_takes_this_process_group(spool: Spool) -> None:
     os.chown(spool.layout.job(JobState.PENDING, "grouped"), -1, 65534)
     finish(spool, "grouped")
     (spare,) = spares(spool)
-    assert os.stat(spool.layout.tmp / spare).st_gid == os.getegid()
+    assert os.stat(spool.layout.stage / spare).st_gid == os.getegid()
     spool.mover.drop_spares()
 
 
@@ -178,7 +178,7 @@ def test_recovery_removes_spares_an_earlier_process_with_this_pid_left(spool: Sp
     finish(spool, "kept")
     (ours,) = spares(spool)
     earlier = ours.replace(ours.rsplit(".", 2)[1], "0" * 12)
-    (spool.layout.tmp / earlier).write_bytes(b'{"tool": "echo"}')
+    (spool.layout.stage / earlier).write_bytes(b'{"tool": "echo"}')
     Recovery(spool, lambda job: 3).scan()
     assert spares(spool) == [ours]
     spool.mover.drop_spares()

@@ -24,7 +24,7 @@ def spool(tmp_path: Path) -> Spool:
 
 
 def buffers(spool: Spool) -> list[str]:
-    return [n for n in listing(spool.layout.tmp) if n.startswith(SPARE_TAG + ".")]
+    return [n for n in listing(spool.layout.stage) if n.startswith(SPARE_TAG + ".")]
 
 
 def test_two_inodes_take_turns_and_none_is_freed(spool: Spool) -> None:
@@ -39,8 +39,8 @@ def test_two_inodes_take_turns_and_none_is_freed(spool: Spool) -> None:
     assert len(set(seen)) == 2, seen
     assert seen[0::2] == [seen[0]] * 3 and seen[1::2] == [seen[1]] * 3
     (buffer,) = buffers(spool)
-    assert mover.holds_spare(spool.layout.tmp / buffer)  # a recovery scan leaves it
-    assert os.stat(spool.layout.tmp / buffer).st_nlink == 1
+    assert mover.holds_spare(spool.layout.stage / buffer)  # a recovery scan leaves it
+    assert os.stat(spool.layout.stage / buffer).st_nlink == 1
     mover.drop_spares()
     assert buffers(spool) == []
     assert dest.read_bytes() == data
