@@ -55,7 +55,7 @@ from spool.exact import inexact_integer
 from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
+from spool.models import ErrorInfo, Job, Progress, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
@@ -946,15 +946,17 @@ class Processor:
         if self.feed is not None and self.feed.rewatch():
             self.next_scan = 0.0  # watched again: what came meanwhile is found by a rescan
         self._forget_old_counts()
-        status = OwnerStatus.model_construct(
-            owner=self.owner, pid=os.getpid(), host=self.spool.host, version=VERSION,
-            started_at=self.started_at, heartbeat_at=self.clock.now(),
-            executor=self.executor.name, job_num=self.executor.capacity(),
-            busy_workers=self.executor.busy(), fast_running=self.fast_busy,
-            done_last_60s=self.finished_last_60s[True],
-            failed_last_60s=self.finished_last_60s[False], stopping=self.stopping,
-            grace_ends_at=self.grace_ends_at, tools=[]).model_dump()
-        status["tools"] = self.catalogue_json  # serialised once: it never changes
+        # OwnerStatus's fields in its order, as a plain dict: what model_construct and
+        # model_dump made, for a fifth of their CPU (tests/processor/test_status_file.py).
+        status = {
+            "owner": self.owner, "pid": os.getpid(), "host": self.spool.host,
+            "version": VERSION, "started_at": self.started_at,
+            "heartbeat_at": self.clock.now(), "executor": self.executor.name,
+            "job_num": self.executor.capacity(), "busy_workers": self.executor.busy(),
+            "fast_running": self.fast_busy, "done_last_60s": self.finished_last_60s[True],
+            "failed_last_60s": self.finished_last_60s[False], "stopping": self.stopping,
+            "grace_ends_at": self.grace_ends_at,
+            "tools": self.catalogue_json}  # serialised once: it never changes
         try:
             self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),
                                               orjson.dumps(status, option=orjson.OPT_UTC_Z))
