@@ -206,6 +206,9 @@ class Processor:
         self._install_signals()
         self.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
         try:
+            if self.spool.mover.staging_note is not None:
+                log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
+                            extra={"fields": {"reason": self.spool.mover.staging_note}})
             _log_recovery(self.recovery.scan())
             self.executor.start(InboxSink(self.inbox))
             self._start_feed()

@@ -32,6 +32,8 @@ import psutil
 import pytest
 from relkit import Daemon, drop, locations, make_spool, record, tmpfs, wait_for
 
+from spool.fsops import SPARE_TAG
+
 StartDaemon = Callable[..., Daemon]
 MALFORMED = b'{"tool": '
 JOBS: dict[str, dict[str, Any]] = {
@@ -53,8 +55,12 @@ def _drop_all(root: Path) -> None:
     (root / "pending" / "malformed.json").write_bytes(MALFORMED)
 
 
-def _staging(root: Path) -> list[str]:
-    return [n for n in os.listdir(root / "tmp") if n.endswith(".tmp")]
+def _staging(root: Path, *, spares: bool = True) -> list[str]:
+    """Staging files left in tmp/ (clients', the staged actions') or stage/ (the
+    processor's own); ``spares=False``: not the spare inodes and status buffer a
+    running processor keeps (``+spare.*``, gone at its stop)."""
+    return [n for folder in ("tmp", "stage") for n in os.listdir(root / folder)
+            if n.endswith(".tmp") and (spares or not n.startswith(SPARE_TAG + "."))]
 
 
 def _assert_consistent(root: Path) -> None:
@@ -140,7 +146,8 @@ def test_enospc_pauses_then_everything_finishes(small_fs: Path, daemon: StartDae
     assert not any(record(root, i) for i in EXPECTED), "no record can be written yet"
     _assert_quiet(d, 0, 4 + 2)
     filler.unlink()
-    wait_for(lambda: all(record(root, i) for i in EXPECTED) and not _staging(root), 30,
+    wait_for(lambda: all(record(root, i) for i in EXPECTED)
+             and not _staging(root, spares=False), 30,
              "every job to finish once space is back")
     assert d.stop() == 0
     _assert_finished(root)
@@ -200,21 +207,24 @@ def test_enospc_at_shutdown_requeues_without_counting_the_attempt(small_fs: Path
 # -- EACCES -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("folder", ["running", "done", "failed", "tmp", "pending"])
+@pytest.mark.parametrize("folder", ["running", "done", "failed", "tmp", "stage", "pending"])
 def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartDaemon,
                                                 folder: str) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
     _drop_all(spool_root)
     locked = spool_root / folder
-    if folder != "pending":
+    # stage/ unwritable at the start leaves the processor staging in tmp/ (see
+    # tests/spool/test_stage.py); pending/ and stage/ are locked mid-run.
+    mid_run = folder in ("pending", "stage")
+    if not mid_run:
         locked.chmod(0o555)
     d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
                SPOOL_SETTLE_S="0.2")
     try:
         d.start(wait_ready=False)
         d.wait_started()
-        if folder == "pending":  # a requeue mid-run: lock it once the timeout job runs
+        if mid_run:  # a requeue mid-run: lock it once the timeout job runs
             wait_for((spool_root / "running" / "retried.json").exists, 20, "a claim")
             locked.chmod(0o555)
         wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
@@ -225,8 +235,10 @@ def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartD
         locked.chmod(0o750)
         wait_for(lambda: all(record(spool_root, i) for i in EXPECTED), 30,
                  "every job to finish once the folder is writable")
-        wait_for(lambda: not _staging(spool_root), 10, "tmp/ to be clean")
+        wait_for(lambda: not _staging(spool_root, spares=False), 10,
+                 "tmp/ and stage/ to be clean")
         assert d.stop() == 0
+        assert _staging(spool_root) == [], "a clean stop leaves no spare"
     finally:
         locked.chmod(0o750)
         d.abort()
