@@ -82,7 +82,20 @@ def page(server: ServerThread, browser: sync_api.Browser) -> Iterator[sync_api.P
         yield tab
     finally:
         context.close()
+        # Unlike closing the whole browser, closing a context leaves Chromium to drop its
+        # connections a moment later: the server stopping meanwhile was seen to leave a
+        # socket it had just accepted open (no_leaks).  Stop it once they are gone.
+        wait_for(lambda: not _browser_connections(server.port),
+                 what="the page's connections to statusd to close")
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _browser_connections(port: int) -> list[Any]:
+    """statusd's sockets on ``port`` whose other end is not in this process (the browser)."""
+    conns = psutil.Process().net_connections(kind="tcp")
+    ours = {c.laddr for c in conns}
+    return [c for c in conns if c.laddr and c.laddr.port == port and c.raddr
+            and c.raddr not in ours]
 
 
 def _wait_served_with_traceback(server: ServerThread, job_id: str) -> None:
