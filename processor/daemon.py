@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import heapq
-import importlib.metadata
 import itertools
 import logging
 import os
@@ -48,6 +47,7 @@ from processor.notify import SystemdNotifier
 from processor.registry import Registry
 from processor.relay import Relay
 from processor.runner import Context, Outcome, run_tool
+from processor.status import StatusFile
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, InvalidJob, JobError, SpoolIOError
@@ -65,15 +65,6 @@ from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 log = logging.getLogger("spoolq.processor")
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject's), which the status file reports."""
-    try:
-        return importlib.metadata.version("spoolq")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
-        return "unknown"
-
-
-VERSION = _version()
 HEARTBEAT_S = 1.0
 PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
@@ -149,8 +140,6 @@ class Processor:
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: set[str] = set()
         self.cancels: set[str] = set()
-        self.finished_at: deque[tuple[float, bool]] = deque()
-        self.finished_last_60s = {True: 0, False: 0}
         self.stopping = False
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
@@ -159,15 +148,13 @@ class Processor:
         self.next_watchdog = 0.0
         self.io_pause_until = 0.0
         self.io_failures = 0
-        self.started_at = self.clock.now()
         self.lease: OwnerLease | None = None
         self.feed: ChangeFeed | PolledFeed | None = None
         self.resources: dict[str, Any] = {}
-        self.catalogue = registry.catalogue()
-        self.catalogue_json = orjson.Fragment(orjson.dumps(self.catalogue))
+        self.status = StatusFile(self.spool, self.owner, executor, self.clock,
+                                 registry.catalogue())
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.freed: list[Outcome] = []
-        self.failing_writes: set[str] = set()
         self.signal_pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
@@ -809,9 +796,9 @@ class Processor:
                                      orjson.dumps(progress.model_dump(exclude_none=True),
                                                   option=orjson.OPT_UTC_Z), durable=False)
         except (SpoolIOError, OSError) as exc:
-            self._write_failed("cannot write progress", exc)
+            self.status.write_failed("cannot write progress", exc)
         else:
-            self.failing_writes.discard("cannot write progress")
+            self.status.failing_writes.discard("cannot write progress")
 
     def _on_finished(self, outcome: Outcome) -> None:
         """A COMPUTE run's outcome, from the executor."""
@@ -877,7 +864,7 @@ class Processor:
         # The tool's result is already JSON: written as it is, never parsed again.
         record.result = orjson.Fragment(outcome.result_json or b"null")
         self._end(run, lambda: self.spool.complete(run.claim, record))
-        self._count(True)
+        self.status.count(True)
         logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, duration_s=record.duration_s)
 
@@ -886,7 +873,7 @@ class Processor:
         record.error = error
         record.result = None  # set if recording it as done failed on disk trouble first
         self._end(run, lambda: self.spool.fail(run.claim, record))
-        self._count(False)
+        self.status.count(False)
         logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, error_type=error.type.value,
                         message=error.message[:300])
@@ -931,48 +918,13 @@ class Processor:
         log.error("spool I/O trouble; pausing claims", extra={"fields": {
             "error": str(exc), "pause_s": pause}})
 
-    def _count(self, ok: bool) -> None:
-        self.finished_at.append((time.monotonic(), ok))
-        self.finished_last_60s[ok] += 1
-        self._forget_old_counts()
-
-    def _forget_old_counts(self) -> None:
-        now = time.monotonic()
-        while self.finished_at and now - self.finished_at[0][0] > 60:
-            _, ok = self.finished_at.popleft()
-            self.finished_last_60s[ok] -= 1
-
     # -- status -------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         if self.feed is not None and self.feed.rewatch():
             self.next_scan = 0.0  # watched again: what came meanwhile is found by a rescan
-        self._forget_old_counts()
-        # OwnerStatus's fields in its order, as a plain dict: what model_construct and
-        # model_dump made, for a fifth of their CPU (tests/processor/test_status_file.py).
-        status = {
-            "owner": self.owner, "pid": os.getpid(), "host": self.spool.host,
-            "version": VERSION, "started_at": self.started_at,
-            "heartbeat_at": self.clock.now(), "executor": self.executor.name,
-            "job_num": self.executor.capacity(), "busy_workers": self.executor.busy(),
-            "fast_running": self.fast_busy, "done_last_60s": self.finished_last_60s[True],
-            "failed_last_60s": self.finished_last_60s[False], "stopping": self.stopping,
-            "grace_ends_at": self.grace_ends_at,
-            "tools": self.catalogue_json}  # serialised once: it never changes
-        try:
-            self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),
-                                              orjson.dumps(status, option=orjson.OPT_UTC_Z))
-        except (SpoolIOError, OSError) as exc:
-            self._write_failed("cannot write status file", exc)
-        else:
-            self.failing_writes.discard("cannot write status file")
-
-    def _write_failed(self, what: str, exc: Exception) -> None:
-        """Advisory files (status, progress) warn once per outage, not on every write."""
-        if what not in self.failing_writes:
-            self.failing_writes.add(what)
-            log.warning(what, extra={"fields": {"error": str(exc)}})
+        self.status.write(self.fast_busy, self.stopping, self.grace_ends_at)
 
 
 def _job_of(data: bytes) -> Job | None:
