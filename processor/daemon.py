@@ -3,7 +3,7 @@
 One thread owns every decision.  It reads the change feed itself (names
 that moved in ``pending/`` and ``cancel/``, from inotify), the local pool's
 workers (their results and deaths, :mod:`processor.pool`) and the stop
-signals (SIGTERM, SIGINT, SIGHUP: see ``_install_signals``), and runs
+signals (SIGTERM, SIGINT, SIGHUP: see :mod:`processor.stop_signals`), and runs
 FAST tools in place, handing the loop to a standby thread when one holds it
 (:mod:`processor.relay`); everything else only posts events to its inbox: a
 Dask executor (progress, outcomes), a FAST tool's thread once the loop has
@@ -33,9 +33,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -44,10 +42,13 @@ from processor import capture, logs, proctree
 from processor.executor import ComputeExecutor, Task
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
+from processor.progress import ProgressFiles
 from processor.registry import Registry
 from processor.relay import Relay
+from processor.run import Run
 from processor.runner import Context, Outcome, run_tool
 from processor.status import StatusFile
+from processor.stop_signals import StopSignals
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import RETRYABLE, ErrorType, InvalidJob, JobError, SpoolIOError
@@ -55,7 +56,7 @@ from spool.exact import inexact_integer
 from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job, Progress, Record
+from spool.models import ErrorInfo, Job, Record
 from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import Settings
 from spool.states import JobState
@@ -66,7 +67,6 @@ log = logging.getLogger("spoolq.processor")
 
 
 HEARTBEAT_S = 1.0
-PROGRESS_WRITE_S = 0.2
 INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
 SWITCH_INTERVAL_S = 0.0001
@@ -76,30 +76,10 @@ STOP_MARGIN_S = 15.0
 STUCK_FAST_PER_THREAD = 4
 """Abandoned FAST threads (tools still running after their runs ended) allowed, per
 SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 RECOVERY_IDS_LOGGED = 32
 """Ids of each kind named in a recovery summary line; each has a transition line too."""
 _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
-
-
-@dataclass(slots=True)
-class Run:
-    """A claimed job while it runs here."""
-
-    claim: Claim
-    job: Job
-    tool: type[BaseTool]
-    record: Record
-    started: float
-    deadline: float
-    mode: ExecutionMode
-    abandoned: bool = False
-    finishing: bool = False  # its outcome is known; only the record is still to write
-    executing: bool = False  # a FAST run's tool is running on some thread
-    stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
-    last_progress_write: float = 0.0
-    progress: tuple[float, str] | None = None
 
 
 _Queued = tuple[int, int, str, int, Candidate]
@@ -131,7 +111,6 @@ class Processor:
         self.fast_busy = 0
         # Ids whose ended FAST runs still execute on abandoned threads (see _abandon_fast).
         self.stuck: Counter[str] = Counter()
-        self.progress_due: dict[str, float] = {}  # job id -> when its held-back report is due
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
         self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
@@ -153,10 +132,11 @@ class Processor:
         self.resources: dict[str, Any] = {}
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
+        self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
+                                      self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.freed: list[Outcome] = []
-        self.signal_pipe: tuple[int, ...] = ()  # (read end, write end) once installed
-        self.saved_handlers: dict[int, Any] = {}
+        self.signals = StopSignals(self.inbox, self._begin_stop)
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
         self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
 
@@ -190,7 +170,7 @@ class Processor:
         except BaseException:
             self._release()
             raise
-        self._install_signals()
+        self.signals.install()
         self.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
         try:
             if self.spool.mover.staging_note is not None:
@@ -226,37 +206,6 @@ class Processor:
         except OSError as exc:
             raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
 
-    def _install_signals(self) -> None:
-        """Stop on SIGTERM, SIGINT (Ctrl-C) or SIGHUP (a closed terminal, ``kill -HUP``).
-
-        The loop reads the signals itself, from the pipe Python's C-level handler
-        writes each signal's number to (``signal.set_wakeup_fd``): that handler runs
-        on whichever thread the kernel picks, while a Python-level handler runs on
-        the main thread only, and the main thread sleeps in :meth:`Relay.wait` (a
-        signal the kernel gave another thread, as it may just after a SIGCONT,
-        waited there for good).  The Python-level handlers do nothing.
-        """
-        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.signal_pipe = (read_end, write_end)
-        self.inbox.add_reader(read_end, self._read_signals)
-        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        # SIGIO: recycling a job file takes a write lease for an instant
-        # (spool.fsops.Mover.retire); should anything open that file then, the kernel's
-        # notice must not end the daemon.
-        for signum in (*STOP_SIGNALS, signal.SIGIO):
-            self.saved_handlers[signum] = signal.signal(signum, _no_op)
-
-    def _read_signals(self) -> None:
-        try:
-            received = os.read(self.signal_pipe[0], 256)
-        except BlockingIOError:
-            return
-        # One stop signal per read: a Ctrl-C that reached the whole process group, and
-        # a supervisor's SIGTERM beside it, are one request to stop, not two.
-        stop = next((signum for signum in received if signum in STOP_SIGNALS), None)
-        if stop is not None:
-            self._begin_stop(stop)
-
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).
 
@@ -286,8 +235,8 @@ class Processor:
         if time.monotonic() >= self.io_pause_until:
             self._cancel_requested()
         self._expire_fast(now)
-        if self.progress_due:
-            self._write_due_progress(now)
+        if self.progress.due:
+            self.progress.write_due(now)
         if now >= self.io_pause_until:
             if self.unfinished:
                 self._retry_unfinished()
@@ -309,8 +258,8 @@ class Processor:
             wakes.append(self.grace_deadline)
         if self.delayed and not self.stopping:  # stopping: nothing more is claimed
             wakes.append(max(now + self.delayed[0][0] - time.time(), self.io_pause_until))
-        if self.progress_due:
-            wakes.append(min(self.progress_due.values()))
+        if self.progress.due:
+            wakes.append(min(self.progress.due.values()))
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
@@ -335,7 +284,7 @@ class Processor:
         if kind == "fs":
             self._on_change(event[1], event[2])
         elif kind == "progress":
-            self._on_progress(event[1], event[2], event[3], *event[4:])
+            self.progress.report(event[1], event[2], event[3], *event[4:])
         elif kind == "finished":
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
@@ -434,13 +383,7 @@ class Processor:
         if self.saved_stdio is not None:
             capture.uninstall(self.saved_stdio)
             self.saved_stdio = None
-        if self.signal_pipe:
-            signal.set_wakeup_fd(-1)
-            for signum, handler in self.saved_handlers.items():
-                signal.signal(signum, handler)
-            for fd in self.signal_pipe:
-                os.close(fd)
-            self.signal_pipe = ()
+        self.signals.restore()
 
     # -- discovery ----------------------------------------------------------------------
 
@@ -762,44 +705,6 @@ class Processor:
 
     # -- outcomes -----------------------------------------------------------------------
 
-    def _on_progress(self, job_id: str, fraction: float, message: str,
-                     source: Run | None = None) -> None:
-        """A progress report (``source``: the FAST run it came from, if any)."""
-        run = self.runs.get(job_id)
-        if run is None or run.abandoned or (source is not None and source is not run):
-            return
-        run.progress = (fraction, message)
-        if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
-            self._write_progress(run, fraction, message)
-        else:  # too soon: written once the interval is up, unless a newer one comes first
-            self.progress_due.setdefault(job_id, run.last_progress_write + PROGRESS_WRITE_S)
-
-    def _write_due_progress(self, now: float) -> None:
-        """Write the latest progress of runs whose last report was held back."""
-        for job_id, due in list(self.progress_due.items()):
-            if due > now:
-                continue
-            del self.progress_due[job_id]
-            run = self.runs.get(job_id)
-            if run is not None and run.progress is not None and not (
-                    run.abandoned or run.finishing):
-                self._write_progress(run, *run.progress)
-
-    def _write_progress(self, run: Run, fraction: float, message: str) -> None:
-        self.progress_due.pop(run.claim.job_id, None)
-        run.last_progress_write = time.monotonic()
-        progress = Progress(fraction=fraction, message=message, updated_at=self.clock.now(),
-                            started_at=run.record.started_at, attempt=run.record.attempts,
-                            host=self.spool.host, pid=self.spool.pid, owner=self.owner)
-        try:
-            self.spool.mover.publish(self.layout.progress_file(run.claim.job_id),
-                                     orjson.dumps(progress.model_dump(exclude_none=True),
-                                                  option=orjson.OPT_UTC_Z), durable=False)
-        except (SpoolIOError, OSError) as exc:
-            self.status.write_failed("cannot write progress", exc)
-        else:
-            self.status.failing_writes.discard("cannot write progress")
-
     def _on_finished(self, outcome: Outcome) -> None:
         """A COMPUTE run's outcome, from the executor."""
         run = self.runs.get(outcome.job_id)
@@ -907,7 +812,7 @@ class Processor:
             self._io_trouble(exc)
             raise
         self.runs.pop(job_id, None)
-        self.progress_due.pop(job_id, None)
+        self.progress.due.pop(job_id, None)
         self._release_blocked(job_id)
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
@@ -954,11 +859,6 @@ def _copy_params(params: dict[str, Any]) -> dict[str, Any]:
     if all(type(value) in _SCALARS for value in params.values()):
         return dict(params)
     return copy.deepcopy(params)
-
-
-def _no_op(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler that only keeps the default action away (see
-    :meth:`Processor._install_signals`)."""
 
 
 def _owner_id() -> str:

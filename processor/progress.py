@@ -1,0 +1,78 @@
+"""Progress files: what a running job reports of itself, written to ``progress/<id>.json``.
+
+:class:`ProgressFiles` owns the reports' pacing: a run's report is written at once
+when its last was at least PROGRESS_WRITE_S ago (or it says 1.0), otherwise it is
+held back, never dropped: the latest held-back report is written once the interval
+is up, unless a newer one comes first.  Reports of runs that ended, were abandoned
+or were replaced by a newer run of their id are ignored.  Progress files are
+advisory: written without fsync, and a failure to write one only warns, once per
+outage (:meth:`processor.status.StatusFile.write_failed`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from processor.run import Run
+from processor.status import StatusFile
+from spool.clock import Clock
+from spool.errors import SpoolIOError
+from spool.models import Progress
+from spool.transitions import Spool
+
+PROGRESS_WRITE_S = 0.2
+PROGRESS_WRITE = "cannot write progress"
+
+
+class ProgressFiles:
+    """The progress files of one processor's runs (``runs``: the processor's own dict)."""
+
+    def __init__(self, spool: Spool, owner: str, clock: Clock, runs: dict[str, Run],
+                 status: StatusFile) -> None:
+        self.spool = spool
+        self.layout = spool.layout
+        self.owner = owner
+        self.clock = clock
+        self.runs = runs
+        self.status = status
+        self.due: dict[str, float] = {}  # job id -> when its held-back report is due
+
+    def report(self, job_id: str, fraction: float, message: str,
+               source: Run | None = None) -> None:
+        """A progress report (``source``: the FAST run it came from, if any)."""
+        run = self.runs.get(job_id)
+        if run is None or run.abandoned or (source is not None and source is not run):
+            return
+        run.progress = (fraction, message)
+        if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
+            self.write(run, fraction, message)
+        else:  # too soon: written once the interval is up, unless a newer one comes first
+            self.due.setdefault(job_id, run.last_progress_write + PROGRESS_WRITE_S)
+
+    def write_due(self, now: float) -> None:
+        """Write the latest progress of runs whose last report was held back."""
+        for job_id, due in list(self.due.items()):
+            if due > now:
+                continue
+            del self.due[job_id]
+            run = self.runs.get(job_id)
+            if run is not None and run.progress is not None and not (
+                    run.abandoned or run.finishing):
+                self.write(run, *run.progress)
+
+    def write(self, run: Run, fraction: float, message: str) -> None:
+        self.due.pop(run.claim.job_id, None)
+        run.last_progress_write = time.monotonic()
+        progress = Progress(fraction=fraction, message=message, updated_at=self.clock.now(),
+                            started_at=run.record.started_at, attempt=run.record.attempts,
+                            host=self.spool.host, pid=self.spool.pid, owner=self.owner)
+        try:
+            self.spool.mover.publish(self.layout.progress_file(run.claim.job_id),
+                                     orjson.dumps(progress.model_dump(exclude_none=True),
+                                                  option=orjson.OPT_UTC_Z), durable=False)
+        except (SpoolIOError, OSError) as exc:
+            self.status.write_failed(PROGRESS_WRITE, exc)
+        else:
+            self.status.failing_writes.discard(PROGRESS_WRITE)

@@ -1,0 +1,33 @@
+"""A claimed job while it runs here: :class:`Run`, the processor's one record of it.
+
+The loop thread alone reads and changes a Run (a FAST tool's thread only carries it
+back in an event); the flags say how far the run has come, so that an outcome that
+comes late (a timeout or a cancel got there first) is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processor.tools import BaseTool, ExecutionMode
+from spool.models import Job, Record
+from spool.transitions import Claim
+
+
+@dataclass(slots=True)
+class Run:
+    """A claimed job while it runs here."""
+
+    claim: Claim
+    job: Job
+    tool: type[BaseTool]
+    record: Record
+    started: float
+    deadline: float
+    mode: ExecutionMode
+    abandoned: bool = False
+    finishing: bool = False  # its outcome is known; only the record is still to write
+    executing: bool = False  # a FAST run's tool is running on some thread
+    stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
+    last_progress_write: float = 0.0
+    progress: tuple[float, str] | None = None
