@@ -33,13 +33,12 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-
-import orjson
 
 from processor import capture, logs, proctree
 from processor.executor import ComputeExecutor, Task
+from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
 from processor.progress import ProgressFiles
@@ -51,16 +50,16 @@ from processor.status import StatusFile
 from processor.stop_signals import StopSignals
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
-from spool.errors import RETRYABLE, ErrorType, InvalidJob, JobError, SpoolIOError
+from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
 from spool.exact import inexact_integer
 from spool.feed import ChangeFeed, PolledFeed
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, Record
-from spool.recovery import Recovery, RecoveryReport, backoff_s
+from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.states import JobState
-from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text, seconds_text
+from spool.text import seconds_text
 from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
 
 log = logging.getLogger("spoolq.processor")
@@ -132,6 +131,8 @@ class Processor:
         self.resources: dict[str, Any] = {}
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
+        self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
+                                 self._end)
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
@@ -341,8 +342,8 @@ class Processor:
                 # Its cancel was asked and not yet acted on (the kill's outcome still on
                 # the way when the grace ended): the cancel wins over a requeue, as in
                 # recovery; requeued, the request would go with the run.
-                self._fail(run, ErrorInfo(type=ErrorType.CANCELLED,
-                                          message="cancelled while running"))
+                self.finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
+                                                  message="cancelled while running"))
                 continue
             back = run.job.model_copy(update={"not_before": None,
                                               "submitted_at": run.record.submitted_at})
@@ -352,8 +353,9 @@ class Processor:
                 logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                                 reason="shutdown", attempt=run.record.attempts)
             else:
-                self._fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor shut "
-                                          "down and a newer drop of the id is pending"))
+                self.finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor "
+                                                  "shut down and a newer drop of the id is "
+                                                  "pending"))
 
     def _close(self) -> None:
         killed = proctree.kill_tool_processes()  # the pool's workers are gone already
@@ -720,7 +722,7 @@ class Processor:
             self.unfinished.append((run, outcome))  # the disk is in trouble: wait in line
             return
         try:
-            self._record_outcome(run, outcome)
+            self.finisher.record(run, outcome)
         except SpoolIOError:
             self.unfinished.append((run, outcome))  # kept with its claim; retried after a pause
 
@@ -729,79 +731,9 @@ class Processor:
         for run, outcome in waiting:
             self._finish(run, outcome)
 
-    def _record_outcome(self, run: Run, outcome: Outcome) -> None:
-        if outcome.ok:
-            self._complete(run, outcome)
-        else:
-            assert outcome.error_type is not None
-            # Cut: a retry's job file carries it, and intake forgives only so much.
-            error = ErrorInfo(type=outcome.error_type,
-                              message=cut_text(outcome.message or "", MAX_MESSAGE_CHARS),
-                              traceback=outcome.traceback and cut_text(
-                                  outcome.traceback, MAX_TRACEBACK_CHARS))
-            if self._should_retry(run, outcome):
-                self._retry(run, error)
-            else:
-                self._fail(run, error, outcome)
-
     def _finish_error(self, run: Run, exc: JobError) -> None:
         self._finish(run, Outcome(run.claim.job_id, ErrorType(exc.error_type), str(exc),
                                   retryable=exc.retryable))
-
-    def _should_retry(self, run: Run, outcome: Outcome) -> bool:
-        assert outcome.error_type is not None
-        retryable = outcome.error_type in RETRYABLE or (
-            outcome.error_type is ErrorType.TOOL_ERROR and outcome.retryable)
-        return retryable and run.record.attempts < self.max_attempts(run.job)
-
-    def _final_record(self, run: Run, outcome: Outcome | None, state: JobState) -> Record:
-        """The run's record, finished in place (the run ends with it)."""
-        record = run.record
-        record.state = state
-        record.finished_at = self.clock.now()
-        record.duration_s = round(time.monotonic() - run.started, 6)
-        if outcome is not None and outcome.pid:
-            record.pid = outcome.pid
-        return record
-
-    def _complete(self, run: Run, outcome: Outcome) -> None:
-        record = self._final_record(run, outcome, JobState.DONE)
-        # The tool's result is already JSON: written as it is, never parsed again.
-        record.result = orjson.Fragment(outcome.result_json or b"null")
-        self._end(run, lambda: self.spool.complete(run.claim, record))
-        self.status.count(True)
-        logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
-                        attempt=record.attempts, duration_s=record.duration_s)
-
-    def _fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
-        record = self._final_record(run, outcome, JobState.FAILED)
-        record.error = error
-        record.result = None  # set if recording it as done failed on disk trouble first
-        self._end(run, lambda: self.spool.fail(run.claim, record))
-        self.status.count(False)
-        logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
-                        attempt=record.attempts, error_type=error.type.value,
-                        message=error.message[:300])
-
-    def _retry(self, run: Run, error: ErrorInfo) -> None:
-        attempts = run.record.attempts
-        delay = backoff_s(attempts)
-        job = run.job.model_copy(update={
-            "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
-            "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
-        requeued = False
-
-        def requeue() -> None:
-            nonlocal requeued
-            requeued = self.spool.requeue(run.claim, job)
-
-        self._end(run, requeue)
-        if not requeued:
-            self._fail(run, error)
-            return
-        logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
-                        attempt=attempts, error_type=error.type.value,
-                        retry_in_s=round(delay, 3))
 
     def _end(self, run: Run, action: Any) -> None:
         """Apply a finishing transition; on disk trouble keep the run and retry later."""

@@ -1,0 +1,116 @@
+"""Finishing a run: its outcome becomes a record in ``done/`` or ``failed/``, or a
+requeue with backoff while attempts remain (DESIGN section 9).
+
+:class:`Finisher` owns the choice (retryable error types, or a tool error its tool
+called retryable, and attempts below max_attempts), the record's last fields, and
+the transition line each ending logs.  The transition itself goes through the
+processor's ``end`` callback, which applies it and forgets the run, or, on disk
+trouble, raises :class:`~spool.errors.SpoolIOError` with the run kept (its claim
+held) so the processor writes it again after a pause.  A run's error is cut to
+MAX_MESSAGE_CHARS and MAX_TRACEBACK_CHARS: a retry's job file carries it, and
+intake forgives only so much.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from processor import logs
+from processor.run import Run
+from processor.runner import Outcome
+from processor.status import StatusFile
+from spool.clock import Clock
+from spool.errors import RETRYABLE, ErrorType
+from spool.models import ErrorInfo, Job, Record
+from spool.recovery import backoff_s
+from spool.states import JobState
+from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text
+from spool.transitions import Spool
+
+
+class Finisher:
+    """Records the outcomes of one processor's runs (``end``: the processor's own)."""
+
+    def __init__(self, spool: Spool, clock: Clock, status: StatusFile,
+                 max_attempts: Callable[[Job], int],
+                 end: Callable[[Run, Callable[[], Any]], None]) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.status = status
+        self.max_attempts = max_attempts
+        self.end = end
+
+    def record(self, run: Run, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.complete(run, outcome)
+        else:
+            assert outcome.error_type is not None
+            # Cut: a retry's job file carries it, and intake forgives only so much.
+            error = ErrorInfo(type=outcome.error_type,
+                              message=cut_text(outcome.message or "", MAX_MESSAGE_CHARS),
+                              traceback=outcome.traceback and cut_text(
+                                  outcome.traceback, MAX_TRACEBACK_CHARS))
+            if self.should_retry(run, outcome):
+                self.retry(run, error)
+            else:
+                self.fail(run, error, outcome)
+
+    def should_retry(self, run: Run, outcome: Outcome) -> bool:
+        assert outcome.error_type is not None
+        retryable = outcome.error_type in RETRYABLE or (
+            outcome.error_type is ErrorType.TOOL_ERROR and outcome.retryable)
+        return retryable and run.record.attempts < self.max_attempts(run.job)
+
+    def final_record(self, run: Run, outcome: Outcome | None, state: JobState) -> Record:
+        """The run's record, finished in place (the run ends with it)."""
+        record = run.record
+        record.state = state
+        record.finished_at = self.clock.now()
+        record.duration_s = round(time.monotonic() - run.started, 6)
+        if outcome is not None and outcome.pid:
+            record.pid = outcome.pid
+        return record
+
+    def complete(self, run: Run, outcome: Outcome) -> None:
+        record = self.final_record(run, outcome, JobState.DONE)
+        # The tool's result is already JSON: written as it is, never parsed again.
+        record.result = orjson.Fragment(outcome.result_json or b"null")
+        self.end(run, lambda: self.spool.complete(run.claim, record))
+        self.status.count(True)
+        logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=record.attempts, duration_s=record.duration_s)
+
+    def fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
+        record = self.final_record(run, outcome, JobState.FAILED)
+        record.error = error
+        record.result = None  # set if recording it as done failed on disk trouble first
+        self.end(run, lambda: self.spool.fail(run.claim, record))
+        self.status.count(False)
+        logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=record.attempts, error_type=error.type.value,
+                        message=error.message[:300])
+
+    def retry(self, run: Run, error: ErrorInfo) -> None:
+        attempts = run.record.attempts
+        delay = backoff_s(attempts)
+        job = run.job.model_copy(update={
+            "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
+            "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
+        requeued = False
+
+        def requeue() -> None:
+            nonlocal requeued
+            requeued = self.spool.requeue(run.claim, job)
+
+        self.end(run, requeue)
+        if not requeued:
+            self.fail(run, error)
+            return
+        logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
+                        attempt=attempts, error_type=error.type.value,
+                        retry_in_s=round(delay, 3))
