@@ -1,10 +1,11 @@
 """The ``spool-processor`` daemon: watch, classify, run, record.
 
 One thread owns every decision.  It reads the change feed itself (names
-that moved in ``pending/`` and ``cancel/``, from inotify), the local pool's
-workers (their results and deaths, :mod:`processor.pool`) and the stop
-signals (SIGTERM, SIGINT, SIGHUP: see :mod:`processor.stop_signals`), and runs
-FAST tools in place, handing the loop to a standby thread when one holds it
+that moved in ``pending/`` and ``cancel/``, from inotify:
+:mod:`processor.discovery`), the local pool's workers (their results and
+deaths, :mod:`processor.pool`) and the stop signals (SIGTERM, SIGINT,
+SIGHUP: see :mod:`processor.stop_signals`), and runs FAST tools in place,
+handing the loop to a standby thread when one holds it
 (:mod:`processor.relay`); everything else only posts events to its inbox: a
 Dask executor (progress, outcomes), a FAST tool's thread once the loop has
 moved on.  The loop wakes on an event or on the
@@ -16,12 +17,18 @@ waits in the FAST or COMPUTE queue (highest priority, then oldest); it is
 claimed only when the FAST lane or a COMPUTE worker has room, so other
 processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
-(DESIGN section 9).
+(DESIGN section 9, :mod:`processor.finish`).
+
+This module owns the loop, the queues and their dispatch, the FAST lane, cancels,
+the I/O pause, and start and stop; the :class:`Processor` holds one of each of
+its collaborators, each owning its own fields: :class:`~processor.discovery.Discovery`
+(what to look at), :class:`~processor.finish.Finisher` (records),
+:class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
+(the advisory files), :class:`~processor.stop_signals.StopSignals`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import heapq
 import itertools
@@ -37,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from processor import capture, logs, proctree
+from processor.discovery import Discovery
 from processor.executor import ComputeExecutor, Task
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
@@ -52,8 +60,7 @@ from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
 from spool.exact import inexact_integer
-from spool.feed import ChangeFeed, PolledFeed
-from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.intake import Candidate, Intake
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import Recovery, RecoveryReport
@@ -66,7 +73,6 @@ log = logging.getLogger("spoolq.processor")
 
 
 HEARTBEAT_S = 1.0
-INTAKE_BATCH = 256
 IO_BACKOFF_S = (0.5, 30.0)
 SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
@@ -100,8 +106,6 @@ class Processor:
         self.closer = BackgroundCloser()
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
-        self.intake = Intake(self.spool, max_job_bytes=settings.max_job_bytes,
-                             settle_s=settings.settle_s, clock=self.clock)
         self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
         self.owner = _owner_id()
@@ -115,20 +119,18 @@ class Processor:
         self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
         self.delayed: list[tuple[float, int, Candidate]] = []
         self.blocked: dict[str, Candidate] = {}
-        self.seen: dict[str, tuple[int, int, int]] = {}
-        self.dirty: set[str] = set()
-        self.cancels: set[str] = set()
         self.stopping = False
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
-        self.next_scan = 0.0
         self.next_heartbeat = 0.0
         self.next_watchdog = 0.0
         self.io_pause_until = 0.0
         self.io_failures = 0
         self.lease: OwnerLease | None = None
-        self.feed: ChangeFeed | PolledFeed | None = None
         self.resources: dict[str, Any] = {}
+        self.discovery = Discovery(settings, self.layout, self.inbox, Intake(
+            self.spool, max_job_bytes=settings.max_job_bytes, settle_s=settings.settle_s,
+            clock=self.clock), ready=self.ready, enqueue=self._enqueue)
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
@@ -179,8 +181,8 @@ class Processor:
                             extra={"fields": {"reason": self.spool.mover.staging_note}})
             _log_recovery(self.recovery.scan())
             self.executor.start(InboxSink(self.inbox))
-            self._start_feed()
-            self._rescan()
+            self.discovery.start_feed()
+            self.discovery.rescan()
             logs.flush()  # the recovery's lines are out before the status file says "up"
             self._heartbeat()
             self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
@@ -230,7 +232,7 @@ class Processor:
         if self.freed:
             self._after_results()
         now = time.monotonic()
-        if now >= self.next_scan and not self.stopping and now >= self.io_pause_until:
+        if now >= self.discovery.next_scan and not self.stopping and now >= self.io_pause_until:
             self._periodic()  # its writes would only fail again while paused
         self._intake()
         if time.monotonic() >= self.io_pause_until:
@@ -254,7 +256,7 @@ class Processor:
         now = time.monotonic()
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:
-            wakes.append(max(self.next_scan, self.io_pause_until))
+            wakes.append(max(self.discovery.next_scan, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
         if self.delayed and not self.stopping:  # stopping: nothing more is claimed
@@ -265,8 +267,9 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        intake = self.dirty and not self.stopping  # stopping: drops wait for the next start
-        if now >= self.io_pause_until and (intake or self.cancels or self._can_dispatch()):
+        discovery = self.discovery
+        intake = discovery.dirty and not self.stopping  # stopping: drops wait for the next start
+        if now >= self.io_pause_until and (intake or discovery.cancels or self._can_dispatch()):
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         return max(0.0, min(wakes) - now)
 
@@ -276,14 +279,14 @@ class Processor:
                                          for mode in ExecutionMode)
 
     def _wait_and_drain(self, timeout: float) -> None:
-        self.inbox.wait(timeout)  # reads the polled feed too: see _on_change
+        self.inbox.wait(timeout)  # reads the polled feed too: see Discovery.on_change
         while (event := self.inbox.get()) is not None:
             self._handle(event)
 
     def _handle(self, event: Event) -> None:
         kind = event[0]
         if kind == "fs":
-            self._on_change(event[1], event[2])
+            self.discovery.on_change(event[1], event[2])
         elif kind == "progress":
             self.progress.report(event[1], event[2], event[3], *event[4:])
         elif kind == "finished":
@@ -362,10 +365,7 @@ class Processor:
         if killed:
             log.info("killed processes FAST tools left running", extra={"fields": {
                 "pids": killed[:32], "count": len(killed)}})
-        if self.feed is not None:
-            if isinstance(self.feed, PolledFeed):
-                self.inbox.remove_reader(self.feed.fileno())
-            self.feed.stop()
+        self.discovery.stop_feed()
         self.spool.mover.drop_spares()
         self.spool.mover.flush()
         self.spool.mover.unlink(self.layout.owner_status(self.owner))
@@ -389,29 +389,8 @@ class Processor:
 
     # -- discovery ----------------------------------------------------------------------
 
-    def _start_feed(self) -> None:
-        """Watch pending/ and cancel/: on the loop thread itself where inotify allows."""
-        folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
-        if PolledFeed.available():
-            feed = PolledFeed(folders, self._on_change, arrivals_only=True)
-            feed.start()
-            self.inbox.add_reader(feed.fileno(), feed.drain)
-            self.feed = feed
-        else:  # pragma: no cover - not Linux: a feed thread posts its events
-            self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
-                ("fs", folder, name)), arrivals_only=True)
-            self.feed.start()
-
-    def _on_change(self, folder: str, name: str) -> None:
-        if not folder:
-            self.next_scan = 0.0  # events were lost: rescan now
-        elif folder == JobState.PENDING.value:
-            self.dirty.add(name)
-        elif folder == self.layout.cancel.name:
-            self.cancels.add(name)
-
     def _periodic(self) -> None:
-        self.next_scan = time.monotonic() + self.settings.scan_s
+        self.discovery.next_scan = time.monotonic() + self.settings.scan_s
         self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
         try:
             report = self.recovery.scan()
@@ -419,66 +398,16 @@ class Processor:
             self._io_trouble(exc)
             return
         _log_recovery(report)
-        self._rescan()
-
-    def _rescan(self) -> None:
-        """Mark every pending name whose inode, size or mtime changed since last seen."""
-        self.next_scan = time.monotonic() + self.settings.scan_s
-        if self.feed is not None:
-            self.feed.rewatch()  # a folder replaced since: watched again once it is back
-        present: set[str] = set()
-        try:
-            with os.scandir(self.layout.folder(JobState.PENDING)) as it:
-                for entry in it:
-                    present.add(entry.name)
-                    if is_in_progress_name(entry.name):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
-                        self.dirty.add(entry.name)
-        except OSError as exc:
-            log.error("cannot scan pending/", extra={"fields": {"error": str(exc)}})
-            return
-        for name in set(self.seen) - present:
-            del self.seen[name]
-        self.intake.forget(present)
-        with contextlib.suppress(FileNotFoundError):
-            self.cancels.update(os.listdir(self.layout.cancel))
+        self.discovery.rescan()
 
     def _intake(self) -> None:
-        if self.stopping or not self.dirty or time.monotonic() < self.io_pause_until:
+        discovery = self.discovery
+        if self.stopping or not discovery.dirty or time.monotonic() < self.io_pause_until:
             return
-        for _ in range(min(INTAKE_BATCH, len(self.dirty))):
-            name = self.dirty.pop()
-            try:
-                self._inspect(name)
-            except SpoolIOError as exc:
-                self.dirty.add(name)
-                self._io_trouble(exc)
-                return
-
-    def _inspect(self, name: str) -> None:
-        result = self.intake.inspect(name)
-        if result.verdict is Verdict.QUARANTINED and result.record is not None:
-            logs.transition("quarantined", id=result.record.id, reason=result.record.error
-                            and result.record.error.message, source=name)
-            return
-        if result.verdict is Verdict.WAITING:
-            self.next_scan = min(self.next_scan, time.monotonic() + self.settings.settle_s / 2
-                                 + 0.05)
-            return
-        if result.verdict is not Verdict.READY or result.candidate is None:
-            self.seen.pop(name, None)
-            return
-        cand = result.candidate
-        self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
-        old = self.ready.get(cand.job_id)
-        if old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns:
-            return
-        self._enqueue(cand)
+        try:
+            discovery.intake_batch()
+        except SpoolIOError as exc:
+            self._io_trouble(exc)
 
     def _enqueue(self, cand: Candidate) -> None:
         self.ready[cand.job_id] = cand
@@ -542,7 +471,7 @@ class Processor:
         claim = self.spool.claim(cand.job_id)
         # Claimed, or not (another processor won or runs the id, or it is gone): either
         # way the next rescan looks afresh at whatever is pending under this name.
-        self.seen.pop(cand.job_id + ".json", None)
+        self.discovery.seen.pop(cand.job_id + ".json", None)
         if claim is None:
             return
         # The bytes intake judged need no second validation.
@@ -555,7 +484,7 @@ class Processor:
             if released:
                 # No job, in a file other than the one judged: intake judges it (and
                 # quarantines it with its bytes) instead of it vanishing under a record.
-                self.dirty.add(cand.job_id + ".json")
+                self.discovery.dirty.add(cand.job_id + ".json")
                 return
             job = cand.job  # the file intake judged, read otherwise by pydantic
         now = self.clock.now()
@@ -682,8 +611,9 @@ class Processor:
     # -- cancel -------------------------------------------------------------------------
 
     def _cancel_requested(self) -> None:
-        while self.cancels:
-            job_id = self.cancels.pop()
+        cancels = self.discovery.cancels
+        while cancels:
+            job_id = cancels.pop()
             if not os.path.lexists(self.layout.cancel / job_id):
                 continue
             run = self.runs.get(job_id)
@@ -698,7 +628,7 @@ class Processor:
                 try:
                     record = self.spool.cancel_pending(job_id)
                 except SpoolIOError as exc:
-                    self.cancels.add(job_id)  # asked again once the disk trouble passes
+                    cancels.add(job_id)  # asked again once the disk trouble passes
                     self._io_trouble(exc)
                     return
                 if record is not None:
@@ -759,8 +689,7 @@ class Processor:
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
-        if self.feed is not None and self.feed.rewatch():
-            self.next_scan = 0.0  # watched again: what came meanwhile is found by a rescan
+        self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         self.status.write(self.fast_busy, self.stopping, self.grace_ends_at)
 
 

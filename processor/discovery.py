@@ -1,0 +1,141 @@
+"""Discovery: which names in ``pending/`` and ``cancel/`` the processor must look at.
+
+Watch events only wake the loop: the change feed (inotify, read on the loop thread
+where it can be) marks a name that moved into ``pending/`` dirty, or a name in
+``cancel/`` asked; the directory scan is the truth.  :class:`Discovery` owns the
+feed, the names seen in ``pending/`` (inode, size, mtime when intake last judged
+them), the dirty and cancel sets and when the next scan is due: a rescan marks
+every pending name whose inode, size or mtime changed since last seen, so an event
+the feed lost (inotify overflow, a folder replaced) costs a scan interval at most.
+Intake takes at most INTAKE_BATCH dirty names per pass; a ready job goes to the
+processor's ``enqueue``, a name still being written waits for the settle time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from processor import logs
+from processor.inbox import Inbox
+from spool.errors import SpoolIOError
+from spool.feed import ChangeFeed, PolledFeed
+from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.layout import Layout
+from spool.settings import Settings
+from spool.states import JobState
+
+log = logging.getLogger("spoolq.processor")
+
+INTAKE_BATCH = 256
+
+
+class Discovery:
+    """The pending and cancel names one processor has yet to look at (``ready``: the
+    processor's own dict of judged candidates, ``enqueue``: where a ready job goes)."""
+
+    def __init__(self, settings: Settings, layout: Layout, inbox: Inbox, intake: Intake, *,
+                 ready: dict[str, Candidate], enqueue: Callable[[Candidate], None]) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.inbox = inbox
+        self.intake = intake
+        self.ready = ready
+        self.enqueue = enqueue
+        self.feed: ChangeFeed | PolledFeed | None = None
+        self.seen: dict[str, tuple[int, int, int]] = {}
+        self.dirty: set[str] = set()
+        self.cancels: set[str] = set()
+        self.next_scan = 0.0
+
+    def rewatch(self) -> None:
+        """Watch a replaced folder again; what came meanwhile is found by a rescan."""
+        if self.feed is not None and self.feed.rewatch():
+            self.next_scan = 0.0
+
+    def stop_feed(self) -> None:
+        if self.feed is not None:
+            if isinstance(self.feed, PolledFeed):
+                self.inbox.remove_reader(self.feed.fileno())
+            self.feed.stop()
+
+    def intake_batch(self) -> None:
+        """Judge up to INTAKE_BATCH dirty names; on disk trouble the name stays dirty."""
+        for _ in range(min(INTAKE_BATCH, len(self.dirty))):
+            name = self.dirty.pop()
+            try:
+                self._inspect(name)
+            except SpoolIOError:
+                self.dirty.add(name)
+                raise
+
+    def start_feed(self) -> None:
+        """Watch pending/ and cancel/: on the loop thread itself where inotify allows."""
+        folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
+        if PolledFeed.available():
+            feed = PolledFeed(folders, self.on_change, arrivals_only=True)
+            feed.start()
+            self.inbox.add_reader(feed.fileno(), feed.drain)
+            self.feed = feed
+        else:  # pragma: no cover - not Linux: a feed thread posts its events
+            self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
+                ("fs", folder, name)), arrivals_only=True)
+            self.feed.start()
+
+    def on_change(self, folder: str, name: str) -> None:
+        if not folder:
+            self.next_scan = 0.0  # events were lost: rescan now
+        elif folder == JobState.PENDING.value:
+            self.dirty.add(name)
+        elif folder == self.layout.cancel.name:
+            self.cancels.add(name)
+
+    def rescan(self) -> None:
+        """Mark every pending name whose inode, size or mtime changed since last seen."""
+        self.next_scan = time.monotonic() + self.settings.scan_s
+        if self.feed is not None:
+            self.feed.rewatch()  # a folder replaced since: watched again once it is back
+        present: set[str] = set()
+        try:
+            with os.scandir(self.layout.folder(JobState.PENDING)) as it:
+                for entry in it:
+                    present.add(entry.name)
+                    if is_in_progress_name(entry.name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
+                        self.dirty.add(entry.name)
+        except OSError as exc:
+            log.error("cannot scan pending/", extra={"fields": {"error": str(exc)}})
+            return
+        for name in set(self.seen) - present:
+            del self.seen[name]
+        self.intake.forget(present)
+        with contextlib.suppress(FileNotFoundError):
+            self.cancels.update(os.listdir(self.layout.cancel))
+
+    def _inspect(self, name: str) -> None:
+        result = self.intake.inspect(name)
+        if result.verdict is Verdict.QUARANTINED and result.record is not None:
+            logs.transition("quarantined", id=result.record.id, reason=result.record.error
+                            and result.record.error.message, source=name)
+            return
+        if result.verdict is Verdict.WAITING:
+            self.next_scan = min(self.next_scan, time.monotonic() + self.settings.settle_s / 2
+                                 + 0.05)
+            return
+        if result.verdict is not Verdict.READY or result.candidate is None:
+            self.seen.pop(name, None)
+            return
+        cand = result.candidate
+        self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
+        old = self.ready.get(cand.job_id)
+        if old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns:
+            return
+        self.enqueue(cand)
