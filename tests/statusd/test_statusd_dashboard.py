@@ -623,7 +623,10 @@ def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
 
     page.route("**/api/v1/tasks?*cursor=*", hold)
     page.click("#more")
-    page.wait_for_timeout(200)
+    for _ in range(100):  # Playwright handles its events only inside its own calls
+        if held:
+            break
+        page.wait_for_timeout(50)
     assert len(held) == 1
     page.select_option("#state-filter", "failed")
     expect(page.locator("#tasks tbody tr")).to_have_count(1)
