@@ -6,8 +6,8 @@ Run from the repository root: ``python -m bench.spool_ops`` (``--help`` for
 sizes).  A *claim-and-complete* is what a processor does per job around the
 tool: ``Spool.claim`` (flock the pending inode, rename it into ``running/``
 with NOREPLACE, read it), building the ``Record``, and ``Spool.complete``
-(write the record into the spare inode the previous job left in ``tmp/``,
-rename it into ``done/``, move the running file to ``tmp/`` as the next spare,
+(write the record into the spare inode the previous job left in ``stage/``,
+rename it into ``done/``, move the running file to ``stage/`` as the next spare,
 remove any stale sidecars, which ``follow=True`` finds without a syscall).  That
 is two transitions and at least three renames per job, against one rename per
 item for the floor; ratios are given per job and per transition.  Every
@@ -110,19 +110,19 @@ def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> Rate:
     next record's staging file); otherwise a fresh inode per record and an
     unlink per job file, as before recycling.
     """
-    folders = {name: base / name for name in ("pending", "running", "done", "tmp")}
+    folders = {name: base / name for name in ("pending", "running", "done", "stage")}
     for folder in folders.values():
         folder.mkdir()
     names = [f"job-{i:06d}.json" for i in range(n)]
     for name in names:
         (folders["pending"] / name).write_bytes(b'{"tool": "echo"}')
-    paths = [tuple(str(folders[f] / name) for f in ("pending", "running", "tmp", "done"))
+    paths = [tuple(str(folders[f] / name) for f in ("pending", "running", "stage", "done"))
              for name in names]
     record = b'{"tool": "echo", "state": "done", "result": {"message": "hello"}}'
     spare = ""
     os.sync()
     cpu, start = time.process_time(), time.perf_counter()
-    for pending, running, tmp, done in paths:
+    for pending, running, staged, done in paths:
         fd = os.open(pending, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.rename(pending, running)  # the library uses renameat2(NOREPLACE)
@@ -130,13 +130,13 @@ def protocol_syscalls(base: Path, n: int, recycle: bool = True) -> Rate:
         if spare:
             out = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         else:
-            spare = tmp
+            spare = staged
             out = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
         os.write(out, record)
         os.close(out)
         os.rename(spare, done)
         if recycle:
-            spare = tmp
+            spare = staged
             os.rename(running, spare)
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)  # nobody else has it open
             fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
