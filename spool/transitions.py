@@ -258,9 +258,14 @@ class Spool:
 
     def publish_terminal(self, record: Record) -> None:
         """Write the one terminal record of an id, replacing any earlier one."""
+        self.mover.publish(self.layout.job_str(record.state, record.id), record_bytes(record))
+        self._drop_superseded(record)
+
+    def _drop_superseded(self, record: Record) -> None:
+        """Remove what the just-published terminal ``record`` replaces: the other terminal
+        record of its id and, when it belongs to it, a quarantined original."""
         job_id, state = record.id, record.state
         layout = self.layout
-        self.mover.publish(layout.job_str(state, job_id), record_bytes(record))
         # Each sidecar below is removed (its path built) only when it may be there.
         presence = self.presence
         if presence is not None:
@@ -430,11 +435,25 @@ class Spool:
         return self.finish_cancel(claim, staged)
 
     def finish_cancel(self, claim: Claim, staged: Path) -> Record:
-        """Publish the ``cancelled`` record of a job staged for cancel, then drop the staging."""
+        """Publish the ``cancelled`` record of a job staged for cancel, then drop the staging.
+
+        Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
+        before the error is raised: the cancel did not happen, and left staged the job
+        would wait for a recovery scan to put it back (unless a newer drop of the id is
+        pending by then; recovery settles that case as it always has).
+        """
         try:
             record = self.record_of_claim(claim, JobState.FAILED)
             record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
-            self.publish_terminal(record)
+            try:
+                self.mover.publish(self.layout.job_str(_S_FAILED, claim.job_id),
+                                   record_bytes(record))
+            except BaseException:
+                with contextlib.suppress(SpoolIOError, OSError):
+                    self.mover.move(staged, self.layout.job(JobState.PENDING, claim.job_id),
+                                    replace=False)
+                raise
+            self._drop_superseded(record)
             self.mover.unlink(staged)
             return record
         finally:

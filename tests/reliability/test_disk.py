@@ -22,6 +22,8 @@ import errno
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,6 +204,32 @@ def test_enospc_at_shutdown_requeues_without_counting_the_attempt(small_fs: Path
     assert [(e["event"], e.get("attempt")) for e in lines] == [("claimed", 1)], lines
     assert record(root, "long") is None, "not abandoned"
     assert again.stop() == 0
+
+
+def test_enospc_during_a_cancel_leaves_the_job_pending(small_fs: Path) -> None:
+    """``spoolq cancel`` of a pending job moves it to tmp/ (a rename, which needs no
+    space) and then writes its record: with the disk full that write failed and the job
+    stayed staged in tmp/ until a processor's recovery scan put it back, out of the
+    queue meanwhile.  It goes back to pending/ before the one-line error, and cancels
+    once there is space."""
+    root = small_fs / "spool"
+    make_spool(root)
+    job = {"tool": "echo", "params": {"message": "hello"}}
+    drop(root, "victim", job)
+    filler = _fill(small_fs)
+    env = {**os.environ, "SPOOL_DIR": str(root)}
+    cmd = [sys.executable, "-m", "spool.cli.main", "cancel", "victim"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "No space left" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (root / "pending" / "victim.json").read_bytes() == orjson.dumps(job)
+    assert _staging(root) == [] and os.listdir(root / "failed") == []
+    filler.unlink()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again
+    assert record(root, "victim")["error"]["type"] == "cancelled"  # type: ignore[index]
+    assert os.listdir(root / "pending") == [] and _staging(root) == []
 
 
 # -- EACCES -------------------------------------------------------------------------------
