@@ -219,14 +219,16 @@ def test_enospc_during_a_cancel_leaves_the_job_pending(small_fs: Path) -> None:
     filler = _fill(small_fs)
     env = {**os.environ, "SPOOL_DIR": str(root)}
     cmd = [sys.executable, "-m", "spool.cli.main", "cancel", "victim"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
     assert done.returncode == 1, done
     assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
     assert "No space left" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert (root / "pending" / "victim.json").read_bytes() == orjson.dumps(job)
     assert _staging(root) == [] and os.listdir(root / "failed") == []
     filler.unlink()
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
     assert again.returncode == 0, again
     assert record(root, "victim")["error"]["type"] == "cancelled"  # type: ignore[index]
     assert os.listdir(root / "pending") == [] and _staging(root) == []
