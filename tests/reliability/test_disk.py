@@ -228,7 +228,7 @@ def test_enospc_during_a_cancel_leaves_the_job_pending(small_fs: Path) -> None:
     assert _staging(root) == [] and os.listdir(root / "failed") == []
     filler.unlink()
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+                           check=False)
     assert again.returncode == 0, again
     assert record(root, "victim")["error"]["type"] == "cancelled"  # type: ignore[index]
     assert os.listdir(root / "pending") == [] and _staging(root) == []
