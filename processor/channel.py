@@ -18,9 +18,19 @@ CPU a round trip, 28-42 -> 18-22 us of wall time.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from multiprocessing.connection import Connection
 from typing import Any
+
+TASK_PIPE_BYTES = 256 << 10
+"""Room asked for in the task pipe (a pipe holds 64 KiB by default).  The processor's
+loop writes a task blocking; the socket pair this replaced took about 200 KiB before
+a write waited, so a task of 64 to 200 KiB to a worker not reading yet (starting,
+putting its process back, stopped) would hold the loop, and every FAST job, heartbeat
+and stop with it, until the worker read or the task's deadline killed it.  256 KiB is
+64 pages of the user's pipe allowance (fs.pipe-user-pages-soft, 16,384 by default),
+charged only as the task pipe's ring, not allocated until written."""
 
 
 class ParentEnd:
@@ -74,6 +84,9 @@ def open_channel() -> tuple[ParentEnd, WorkerEnd]:
     """A new link: the processor's end and the worker's (to hand over, then close here)."""
     task_r, task_w = os.pipe2(os.O_CLOEXEC)
     try:
+        # Best effort: a user past its pipe allowance (EPERM) keeps 64 KiB.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(task_w, fcntl.F_SETPIPE_SZ, TASK_PIPE_BYTES)
         message_r, message_w = os.pipe2(os.O_CLOEXEC)
     except OSError:
         os.close(task_r)
