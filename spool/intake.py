@@ -205,7 +205,7 @@ class Intake:
         # Each level takes an opening and a closing bracket: a short file cannot nest deep.
         if len(data) > 2 * MAX_NESTING and nesting_depth(obj) > MAX_NESTING:
             reason = f"invalid job: nested more than {MAX_NESTING} levels deep"
-        elif len(data) > self.max_job_bytes and not self._fits_but_for_requeue(obj):
+        elif len(data) > self.max_job_bytes and not self._fits_but_for_requeue(obj, len(data)):
             reason = self._too_large(len(data))
         elif (big := inexact_integer(data)) is not None:
             reason = f"invalid job: {big_integer_reason(big)}"
@@ -222,15 +222,19 @@ class Intake:
             job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev),
             data if len(data) <= KEEP_BYTES else None))
 
-    def _fits_but_for_requeue(self, obj: dict[str, Any]) -> bool:
-        """``obj`` is a job that fits SPOOL_MAX_JOB_BYTES without the fields a requeue
-        adds (a retry, a recovery or a stop's requeue of a job near the limit)."""
+    def _fits_but_for_requeue(self, obj: dict[str, Any], size: int) -> bool:
+        """``obj``, read from a file of ``size`` bytes, is a job that fits
+        SPOOL_MAX_JOB_BYTES without the fields a requeue adds (a retry, a recovery or a
+        stop's requeue of a job near the limit).  Only those fields' bytes, as a requeue
+        writes them (compact), are taken off the file's size: what the parse threw away
+        (whitespace, a key given twice) still counts, as DESIGN's limit is on the file."""
         sent = {k: v for k, v in obj.items() if k not in REQUEUE_FIELDS
                 and (k, v) not in (("priority", 0), ("params", {}))}  # a requeue adds these
         added = {k: v for k, v in obj.items() if k in REQUEUE_FIELDS}
         try:
             Job.model_validate(sent)
-            return (len(orjson.dumps(sent)) <= self.max_job_bytes
+            forgiven = len(orjson.dumps(obj)) - len(orjson.dumps(sent))
+            return (size - forgiven <= self.max_job_bytes
                     and len(orjson.dumps(added)) <= REQUEUE_ADDS_BYTES)
         except (ValidationError, TypeError):  # TypeError: orjson cannot write it
             return False

@@ -47,3 +47,26 @@ def test_a_retry_near_the_limit_runs(spool_root: Path, daemon: StartDaemon) -> N
         assert "too large" in found[name]["error"]["message"], found[name]
     assert "near.json" not in found
     assert d.stop() == 0
+
+
+def test_a_drop_over_the_limit_in_its_bytes_is_too_large_however_small_its_job(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    # DESIGN: larger job files fail.  Only the requeue fields are forgiven, so what a
+    # parser throws away (whitespace, a key given twice) still counts.
+    small = orjson.dumps({"tool": "echo", "params": {"message": "x"}})
+    pad = "x" * LIMIT
+    drops = {
+        "spaces": small[:-1] + b" " * LIMIT + b"}",
+        "twice": b'{"params":{"message":"' + pad.encode() + b'"},' + small[1:],
+        "pretty": orjson.dumps({"tool": "echo", "params": {"message": "y" * (LIMIT - 100)}},
+                               option=orjson.OPT_INDENT_2).replace(b"\n", b"\n" + b" " * 40),
+    }
+    for name, data in drops.items():
+        assert len(data) > LIMIT
+        (spool_root / "pending" / f"{name}.json").write_bytes(data)
+    d = daemon(SPOOL_MAX_JOB_BYTES=str(LIMIT), JOB_NUM="1")
+    wait_for(lambda: not os.listdir(spool_root / "pending"), 10, "pending/ to empty")
+    found = quarantined(spool_root)
+    for name in drops:
+        assert "too large" in found[f"{name}.json"]["error"]["message"], found.get(name)
+    assert d.stop() == 0
