@@ -256,9 +256,22 @@ class Spool:
         self.publish_terminal(record)
         self._retire(claim, refresh=False)  # publish_terminal refreshed after the publish
 
-    def publish_terminal(self, record: Record) -> None:
-        """Write the one terminal record of an id, replacing any earlier one."""
-        self.mover.publish(self.layout.job_str(record.state, record.id), record_bytes(record))
+    def publish_terminal(self, record: Record,
+                         unwritten: Callable[[], object] | None = None) -> None:
+        """Write the one terminal record of an id, replacing any earlier one.
+
+        ``unwritten`` is called before the error propagates when the write fails and
+        no record of the id is in its folder (a failure after the rename landed, such
+        as a folder fsync's EIO, leaves the record in place and skips it).
+        """
+        path = self.layout.job_str(record.state, record.id)
+        try:
+            self.mover.publish(path, record_bytes(record))
+        except BaseException:
+            if unwritten is not None and not os.path.lexists(path):
+                with contextlib.suppress(SpoolIOError, OSError):
+                    unwritten()
+            raise
         self._drop_superseded(record)
 
     def _drop_superseded(self, record: Record) -> None:
@@ -439,21 +452,16 @@ class Spool:
 
         Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
         before the error is raised: the cancel did not happen, and left staged the job
-        would wait for a recovery scan to put it back (unless a newer drop of the id is
-        pending by then; recovery settles that case as it always has).
+        would wait for a recovery scan to put it back.  Recovery still settles what this
+        leaves: a newer drop of the id pending meanwhile, or an error after the record
+        landed.
         """
         try:
             record = self.record_of_claim(claim, JobState.FAILED)
             record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
-            try:
-                self.mover.publish(self.layout.job_str(_S_FAILED, claim.job_id),
-                                   record_bytes(record))
-            except BaseException:
-                with contextlib.suppress(SpoolIOError, OSError):
-                    self.mover.move(staged, self.layout.job(JobState.PENDING, claim.job_id),
-                                    replace=False)
-                raise
-            self._drop_superseded(record)
+            pending = self.layout.job(JobState.PENDING, claim.job_id)
+            self.publish_terminal(record, unwritten=lambda: self.mover.move(
+                staged, pending, replace=False))
             self.mover.unlink(staged)
             return record
         finally:

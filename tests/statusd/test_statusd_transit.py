@@ -121,7 +121,7 @@ def test_a_cancel_in_progress_keeps_the_job_and_reports_where_it_came_from(
     wait_for(lambda: _listed(patient, "to-cancel") == "pending", what="job listed")
     held = _Held()
     monkeypatch.setattr(spool, "publish_terminal",
-                        held.wrap(spool.publish_terminal, lambda record: True))
+                        held.wrap(spool.publish_terminal, lambda record, **_: True))
     event = _while_held(patient, held, lambda: spool.cancel_pending("to-cancel"),
                         "to-cancel", "pending")
     assert (event["state"], event["previous"]) == ("failed", "pending")
@@ -154,7 +154,7 @@ def test_a_quarantine_in_progress_keeps_the_job(patient: ServerThread, spool: Sp
     wait_for(lambda: _listed(patient, "bad-drop") == "pending", what="drop listed")
     held = _Held()
     monkeypatch.setattr(spool, "publish_terminal",
-                        held.wrap(spool.publish_terminal, lambda record: True))
+                        held.wrap(spool.publish_terminal, lambda record, **_: True))
     st = drop.stat()
 
     def quarantine() -> None:
@@ -267,7 +267,7 @@ def test_a_large_record_in_a_retry_in_progress_is_not_called_not_found(
     # by a cancel the same way.
     cancel = _Held()
     monkeypatch.setattr(spool, "publish_terminal",
-                        cancel.wrap(spool.publish_terminal, lambda record: True))
+                        cancel.wrap(spool.publish_terminal, lambda record, **_: True))
     thread = cancel.run(lambda: spool.cancel_pending("big-retry"))
     try:
         assert request(patient.base, "GET", "/api/v1/tasks/big-retry").status == 503
@@ -287,7 +287,7 @@ def test_a_large_job_that_moves_between_the_check_and_the_read_is_not_called_not
     wait_for(lambda: _listed(patient, "big-pending") == "pending", what="job listed")
     held = _Held()
     monkeypatch.setattr(spool, "publish_terminal",
-                        held.wrap(spool.publish_terminal, lambda record: True))
+                        held.wrap(spool.publish_terminal, lambda record, **_: True))
     loader = patient.services.tracker.loader
     threads: list[threading.Thread] = []
 
