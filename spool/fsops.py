@@ -202,9 +202,17 @@ class Mover:
                 self._spares.append((spare, inode, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
-        tmp = self._staging(_name(dest).removesuffix(".json"))
+        tag = _name(dest).removesuffix(".json")
+        gid = self._group_of_folder(_parent(os.fspath(dest)))
+        tmp = self._staging(tag)
         try:
-            self._write_tmp(tmp, data, durable, self._group_of_folder(_parent(os.fspath(dest))))
+            try:
+                self._write_tmp(tmp, data, durable, gid)
+            except FileNotFoundError:
+                if not self._staging_gone():
+                    raise
+                tmp = self._staging(tag)
+                self._write_tmp(tmp, data, durable, gid)
             if self.move(tmp, dest, replace=replace, durable=durable):
                 return True
         except BaseException as exc:
@@ -233,8 +241,15 @@ class Mover:
         buffer, inode = self._buffers.pop(path, ("", 0))
         if not buffer or not self._rewrite_buffer(buffer, inode, data):
             buffer = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+            gid = self._group_of_folder(_parent(path))
             try:
-                self._write_tmp(buffer, data, False, self._group_of_folder(_parent(path)))
+                try:
+                    self._write_tmp(buffer, data, False, gid)
+                except FileNotFoundError:
+                    if not self._staging_gone():
+                        raise
+                    buffer = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+                    self._write_tmp(buffer, data, False, gid)
             except BaseException as exc:
                 _remove_on_error(self, buffer, dest, exc)
                 raise
@@ -374,7 +389,16 @@ class Mover:
         try:
             os.rename(path, spare)
         except FileNotFoundError:
-            return False
+            if not self._staging_gone():
+                return False  # the job file is gone
+            spare = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+            try:
+                os.rename(path, spare)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                _raise_fatal(exc, f"cannot remove {_name(path)}")
+                raise
         except OSError as exc:
             _raise_fatal(exc, f"cannot remove {_name(path)}")
             raise
@@ -409,6 +433,19 @@ class Mover:
                          else self.layout.staging_str)
         self._staged_gid = None
         self._spare_base = self._staging(SPARE_TAG).removesuffix(".tmp")  # unique to us
+
+    def _staging_gone(self) -> bool:
+        """After ENOENT writing into the staging folder: True when that folder is gone (an
+        operator removed ``stage/`` under a running processor) and staging was chosen
+        again, ``stage/`` made anew or else ``tmp/`` (:attr:`staging_note` says why).  The
+        spares and buffers went with the folder.  False for a non-recycling Mover, or when
+        the folder is there (what was missing was something else)."""
+        if not self.recycle or os.path.isdir(self._stage_dir):
+            return False
+        self._spares.clear()
+        self._buffers.clear()
+        self._choose_staging()
+        return True
 
     def _private_staging(self) -> bool:
         """True when this Mover may stage in ``stage/``: a folder of this user's on the

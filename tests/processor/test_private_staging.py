@@ -88,3 +88,23 @@ def test_a_spool_without_a_stage_it_may_make_runs_staging_in_tmp(
     assert warnings[0]["reason"] == f"cannot make {spool_root / 'stage'}: Permission denied"
     assert not (spool_root / "stage").exists()
     assert os.listdir(spool_root / "tmp") == [], "its spares, gone at a clean stop"
+
+
+def test_a_stage_removed_under_a_running_processor_is_made_again(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """An operator removing stage/ (the processor's alone) under a running processor
+    stopped it at its next record or status write: FileNotFoundError out of the loop,
+    its runs left for the next start's recovery.  It makes stage/ again and goes on."""
+    d = daemon(JOB_NUM="2")
+    _drop_in_place(spool_root, 10)
+    wait_for(lambda: _all_done(spool_root, 10), 60, "the first records")
+    shutil.rmtree(spool_root / "stage")
+    for n in range(10, 30):
+        (spool_root / "pending" / f"j{n}.json").write_bytes(
+            orjson.dumps({"tool": "echo", "params": {"message": f"m{n}"}}))
+    wait_for(lambda: _all_done(spool_root, 30), 60, "the records after stage/ went")
+    assert d.proc is not None and d.proc.poll() is None, d.logs()
+    assert os.listdir(spool_root / "running") == []
+    assert (spool_root / "stage").is_dir()
+    assert d.stop() == 0
+    assert os.listdir(spool_root / "stage") == [], "a clean stop leaves no spare"
