@@ -53,6 +53,7 @@ import shutil
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import TypeAlias
 
 from spool.errors import SpoolIOError
@@ -203,16 +204,8 @@ class Mover:
                 return False
             # the spare vanished under us: write a fresh file instead
         tag = _name(dest).removesuffix(".json")
-        gid = self._group_of_folder(_parent(os.fspath(dest)))
-        tmp = self._staging(tag)
+        tmp = self._write_fresh(lambda: self._staging(tag), dest, data, durable)
         try:
-            try:
-                self._write_tmp(tmp, data, durable, gid)
-            except FileNotFoundError:
-                if not self._staging_gone():
-                    raise
-                tmp = self._staging(tag)
-                self._write_tmp(tmp, data, durable, gid)
             if self.move(tmp, dest, replace=replace, durable=durable):
                 return True
         except BaseException as exc:
@@ -240,19 +233,7 @@ class Mover:
         path = os.fspath(dest)
         buffer, inode = self._buffers.pop(path, ("", 0))
         if not buffer or not self._rewrite_buffer(buffer, inode, data):
-            buffer = f"{self._spare_base}{next(self._spare_count):x}.tmp"
-            gid = self._group_of_folder(_parent(path))
-            try:
-                try:
-                    self._write_tmp(buffer, data, False, gid)
-                except FileNotFoundError:
-                    if not self._staging_gone():
-                        raise
-                    buffer = f"{self._spare_base}{next(self._spare_count):x}.tmp"
-                    self._write_tmp(buffer, data, False, gid)
-            except BaseException as exc:
-                _remove_on_error(self, buffer, dest, exc)
-                raise
+            buffer = self._write_fresh(self._spare_name, path, data, False)
         try:
             if self._exchange and self._swap(buffer, path):
                 self._buffers[path] = (buffer, os.lstat(buffer).st_ino)
@@ -302,6 +283,30 @@ class Mover:
         finally:
             os.close(fd)
         return True
+
+    def _write_fresh(self, name: Callable[[], str], dest: StrPath, data: bytes,
+                     durable: bool) -> str:
+        """A new staged file holding ``data`` for ``dest``, at the path ``name()`` gives,
+        and at another should the staging folder have gone (:meth:`_staging_gone`); on
+        failure it is removed and the error raised as :func:`_remove_on_error` says."""
+        gid = self._group_of_folder(_parent(os.fspath(dest)))
+        path = name()
+        try:
+            try:
+                self._write_tmp(path, data, durable, gid)
+            except FileNotFoundError:
+                if not self._staging_gone():
+                    raise
+                path = name()
+                self._write_tmp(path, data, durable, gid)
+        except BaseException as exc:
+            _remove_on_error(self, path, dest, exc)
+            raise
+        return path
+
+    def _spare_name(self) -> str:
+        """A new name in the staging folder for a spare or a buffer, unique to this Mover."""
+        return f"{self._spare_base}{next(self._spare_count):x}.tmp"
 
     def _write_tmp(self, tmp: StrPath, data: bytes, durable: bool, gid: int) -> None:
         """A new file ``tmp`` holding ``data``, of group ``gid`` (-1: as made) if its writer
@@ -385,13 +390,13 @@ class Mover:
         if not self.recycle or len(self._spares) >= SPARES_MAX:
             self.unlink_durable(path)
             return False
-        spare = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+        spare = self._spare_name()
         try:
             os.rename(path, spare)
         except FileNotFoundError:
             if not self._staging_gone():
                 return False  # the job file is gone
-            spare = f"{self._spare_base}{next(self._spare_count):x}.tmp"
+            spare = self._spare_name()
             try:
                 os.rename(path, spare)
             except FileNotFoundError:
