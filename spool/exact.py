@@ -32,9 +32,8 @@ def inexact_integer(data: bytes) -> str | None:
     found: list[str] = []
 
     def check(literal: str) -> int:
-        # At most 20 characters (2**64 - 1, -2**63): int() of 4,301 digits raises.
-        if not found and (len(literal) > 20 or not INT_MIN <= int(literal) <= INT_MAX):
-            found.append(literal if len(literal) <= 40 else f"{literal[:37]}...")
+        if not found and not fits_64_bits(literal):
+            found.append(cut_literal(literal))
         return 0
 
     try:
@@ -43,6 +42,17 @@ def inexact_integer(data: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     return found[0] if found else None
+
+
+def fits_64_bits(literal: str) -> bool:
+    """The integer literal is one the spool's JSON holds exactly."""
+    # At most 20 characters (2**64 - 1, -2**63): int() of 4,301 digits raises.
+    return len(literal) <= 20 and INT_MIN <= int(literal) <= INT_MAX
+
+
+def cut_literal(literal: str) -> str:
+    """A number's literal as a message shows it: at most 40 characters."""
+    return literal if len(literal) <= 40 else f"{literal[:37]}..."
 
 
 def big_integer_reason(literal: str) -> str:

@@ -40,7 +40,6 @@ def valid_strings(value: Any) -> Any:
     return value
 
 
-
 def seconds_text(seconds: float) -> str:
     """A duration for a message: ``600 s``, ``1.235 s``, ``300 ms``, ``25 µs``, ``1 ns``
     (``:g`` wrote a tiny timeout as ``1.00408e-09 s``)."""

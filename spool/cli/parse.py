@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from spool.exact import big_integer_reason, cut_literal, fits_64_bits
 from spool.ids import is_valid_id
 
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 """The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -123,29 +123,21 @@ def inexact_number(text: str | bytes) -> None:
     (1e+23) or cannot write, or a number past a float's range."""
 
     def exact(literal: str) -> int:
-        # At most 20 characters (2**64 - 1, -2**63): int() of 4,301 digits raises.
-        value = int(literal) if len(literal) <= 20 else INT_MAX + 1
-        if not INT_MIN <= value <= INT_MAX:
-            raise argparse.ArgumentTypeError(
-                f"the integer {_cut(literal)} does not fit 64 bits ({INT_MIN} to "
-                f"{INT_MAX}); quote it to send it as a string")
-        return value
+        if not fits_64_bits(literal):
+            raise argparse.ArgumentTypeError(big_integer_reason(cut_literal(literal)))
+        return int(literal)
 
     def finite(literal: str) -> float:
         value = float(literal)
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(
-                f"the number {_cut(literal)} is out of range; quote it to send it as a string")
+            raise argparse.ArgumentTypeError(f"the number {cut_literal(literal)} is out of "
+                                             "range; quote it to send it as a string")
         return value
 
     try:
         json.loads(text, parse_int=exact, parse_float=finite)
     except (ValueError, RecursionError):  # not JSON to this parser either (or nested past
         return  # the stack, which orjson refuses too): orjson's answer stands
-
-
-def _cut(literal: str) -> str:
-    return literal if len(literal) <= 40 else f"{literal[:37]}..."
 
 
 def key_value(text: str) -> tuple[str, Any]:
