@@ -30,12 +30,11 @@ from pydantic import ValidationError
 from processor import capture
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
-from spool.text import valid_text
+from spool.text import MAX_TRACEBACK_CHARS, cut_text, valid_text
 
 T = TypeVar("T")
 
 RESULT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
-MAX_TRACEBACK_CHARS = 16_000
 DEADMAN_EXIT = 124  # a worker's exit status when its own deadline ended it (as timeout(1))
 ProgressFn = Callable[[float, str], None]
 
@@ -222,13 +221,7 @@ def _text_of(value: object, show: Callable[[object], str] = str) -> str:
 def _traceback(exc: BaseException) -> str:
     """The formatted traceback, its middle cut when it is too long: the head names where
     it was raised (a huge message would otherwise push out every frame), the tail what."""
-    text = "".join(traceback.format_exception(exc))
-    if len(text) <= MAX_TRACEBACK_CHARS:
-        return text
-    keep = MAX_TRACEBACK_CHARS - 64  # room for the note of the cut
-    head = keep // 2
-    return (text[:head] + f"\n... {len(text) - keep:,} characters cut ...\n"
-            + text[len(text) - (keep - head):])
+    return cut_text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)
 
 
 def timed_out_itself(timeout_s: float, exitcode: int | None, ran_s: float) -> bool:
