@@ -59,7 +59,6 @@ from processor.stop_signals import StopSignals
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import Clock, SystemClock
 from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
-from spool.exact import inexact_integer
 from spool.intake import Candidate, Intake
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, Record
@@ -67,7 +66,7 @@ from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.states import JobState
 from spool.text import seconds_text
-from spool.transitions import BackgroundCloser, Claim, Spool, record_from_job
+from spool.transitions import BackgroundCloser, Claim, Spool, job_in, record_from_job
 
 log = logging.getLogger("spoolq.processor")
 
@@ -475,7 +474,7 @@ class Processor:
         if claim is None:
             return
         # The bytes intake judged need no second validation.
-        job = cand.job if claim.data == cand.data else _job_of(claim.data)
+        job = cand.job if claim.data == cand.data else job_in(claim.data)
         if job is None:
             try:
                 released = _replaced(claim, cand) and self.spool.release(claim)
@@ -691,17 +690,6 @@ class Processor:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         self.status.write(self.fast_busy, self.stopping, self.grace_ends_at)
-
-
-def _job_of(data: bytes) -> Job | None:
-    """The job in a claimed file's bytes; None when they hold none (pydantic reads an
-    integer past 64 bits exactly, and no record could hold it)."""
-    if inexact_integer(data) is not None:
-        return None
-    try:
-        return Job.model_validate_json(data)
-    except ValueError:
-        return None
 
 
 def _replaced(claim: Claim, cand: Candidate) -> bool:

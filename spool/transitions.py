@@ -514,16 +514,23 @@ class Spool:
 
     def record_of_claim(self, claim: Claim, state: JobState) -> Record:
         """A record for a claimed job file (tolerating a file that is not a valid job)."""
-        try:
-            # pydantic reads an integer past 64 bits exactly; no record could hold it.
-            job = None if inexact_integer(claim.data) else Job.model_validate_json(claim.data)
-        except ValueError:
-            job = None
+        job = job_in(claim.data)
         if job is None:
             return Record(id=claim.job_id, state=state, submitted_at=utc_from_ns(claim.mtime_ns),
                           finished_at=self.clock.now(), host=self.host, pid=self.pid)
         return record_from_job(job, claim.job_id, state, claim.mtime_ns,
                                finished_at=self.clock.now(), host=self.host, pid=self.pid)
+
+
+def job_in(data: bytes) -> Job | None:
+    """The job a job file's bytes hold; None when they hold none (not a valid job, or an
+    integer past 64 bits: pydantic reads it exactly, and no record could hold it)."""
+    if inexact_integer(data) is not None:
+        return None
+    try:
+        return Job.model_validate_json(data)
+    except ValueError:
+        return None
 
 
 def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
