@@ -36,7 +36,7 @@ from daemonkit import (  # noqa: E402
 from statusd_daemonkit import wait_listening  # noqa: E402
 
 __all__ = ["Daemon", "drop", "locations", "make_spool", "record", "tmpfs", "wait_for",
-           "wait_record"]
+           "wait_quarantined", "wait_record"]
 
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"
@@ -51,6 +51,17 @@ def quarantined(root: Path) -> dict[str, dict[str, Any]]:
         rec = orjson.loads(path.read_bytes())
         if rec.get("source"):
             found[rec["source"]["name"]] = rec
+    return found
+
+
+def wait_quarantined(root: Path, names: Sequence[str], timeout: float = 10.0
+                     ) -> dict[str, dict[str, Any]]:
+    """:func:`quarantined` once each of ``names`` has its record.  ``pending/`` empties
+    before the last record is published (the drop is moved first), so an empty
+    ``pending/`` alone does not mean every record is there."""
+    found: dict[str, dict[str, Any]] = wait_for(
+        lambda: (q := quarantined(root)).keys() >= set(names) and q, timeout,
+        f"quarantine records of {sorted(names)}")
     return found
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from relkit import Daemon, drop, quarantined, record, wait_for, wait_record
+from relkit import Daemon, drop, record, wait_for, wait_quarantined, wait_record
 
 from spool.exact import inexact_integer
 
@@ -54,7 +54,7 @@ def test_integers_past_64_bits_are_quarantined_and_the_daemon_goes_on(
         drop(spool_root, name, {"tool": "echo", "params": {"message": value}})
     wait_for(lambda: not os.listdir(pending) or not d.running(), 20, "pending/ to empty")
     assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
-    found = quarantined(spool_root)
+    found = wait_quarantined(spool_root, list(DROPS))
     for name, text in DROPS.items():
         rec = found[name]
         assert rec["error"]["type"] == "invalid_job", rec

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from relkit import Daemon, quarantined, wait_for, wait_record
+from relkit import Daemon, wait_for, wait_quarantined, wait_record
 
 StartDaemon = Callable[..., Daemon]
 LIMIT = 2000
@@ -42,7 +42,7 @@ def test_a_retry_near_the_limit_runs(spool_root: Path, daemon: StartDaemon) -> N
     rec = wait_record(spool_root, "near", 30)
     assert rec["error"]["type"] == "timeout" and rec["attempts"] == 2, rec
     wait_for(lambda: not os.listdir(spool_root / "pending"), 10, "pending/ to empty")
-    found = quarantined(spool_root)
+    found = wait_quarantined(spool_root, ("forged.json", "plain.json"))
     for name in ("forged.json", "plain.json"):
         assert "too large" in found[name]["error"]["message"], found[name]
     assert "near.json" not in found
@@ -65,8 +65,8 @@ def test_a_drop_over_the_limit_in_its_bytes_is_too_large_however_small_its_job(
         assert len(data) > LIMIT
         (spool_root / "pending" / f"{name}.json").write_bytes(data)
     d = daemon(SPOOL_MAX_JOB_BYTES=str(LIMIT), JOB_NUM="1")
-    wait_for(lambda: not os.listdir(spool_root / "pending"), 10, "pending/ to empty")
-    found = quarantined(spool_root)
+    found = wait_quarantined(spool_root, [f"{name}.json" for name in drops])
+    assert not os.listdir(spool_root / "pending")
     for name in drops:
         assert "too large" in found[f"{name}.json"]["error"]["message"], found.get(name)
     assert d.stop() == 0
