@@ -51,6 +51,10 @@ def test_fast_jobs_never_wait_behind_compute(spool_root: Path, daemon: StartDaem
         drop(spool_root, "quick", {"tool": "echo", "params": {"message": "now"}})
         rec = wait_record(spool_root, "quick", 20)
         assert rec["state"] == "done"
+        # Its running file goes just after its record is published: waited for, not
+        # looked for at once.
+        wait_for(lambda: not (spool_root / "running" / "quick.json").exists(), 10,
+                 "quick's running file gone after its record")
         assert sorted(os.listdir(spool_root / "running")) == held, \
             "quick ran only once a COMPUTE job had ended"
         assert sorted(os.listdir(spool_root / "pending")) == ["slow2.json", "slow3.json"], \
