@@ -30,6 +30,7 @@ import orjson
 from spool.text import valid_strings, valid_text
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
+_TRANSITIONS_NAME = TRANSITIONS.name
 _loop_thread = threading.main_thread()  # the processor's loop thread (see set_loop_thread)
 
 
@@ -42,16 +43,25 @@ def _dumps(entry: dict[str, Any]) -> str:
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+_milli: tuple[int, str] = (-1, "")  # the last millisecond formatted, and its timestamp
 
 
 def _timestamp(created: float) -> str:
-    global _second
-    second, text = _second  # one read: another thread may swap the tuple meanwhile
-    if second != int(created):
-        second = int(created)
+    """``created`` to the millisecond, in UTC; the lines of one pass of the loop mostly
+    share a millisecond, and then its text."""
+    global _second, _milli
+    milli = int(created * 1000)
+    last, stamp = _milli  # one read: another thread may swap the tuple meanwhile
+    if last == milli:
+        return stamp
+    second, text = _second
+    if second != milli // 1000:
+        second = milli // 1000
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second = (second, text)
-    return f"{text}.{int(created % 1 * 1000):03d}Z"
+    stamp = f"{text}.{milli % 1000:03d}Z"
+    _milli = (milli, stamp)
+    return stamp
 
 
 def _entry(created: float, level: str, logger: str, msg: str,
@@ -103,11 +113,8 @@ class LineBuffer(logging.Handler):
             self.flush()
 
     def add(self, line: str) -> None:
-        self.acquire()
-        try:
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
             self.lines.append(line)
-        finally:
-            self.release()
 
     def flush(self) -> None:
         self.acquire()  # held while writing: two threads' flushes never interleave
@@ -212,5 +219,11 @@ def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
 
 
 def transition(event: str, **fields: Any) -> None:
-    """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``)."""
-    info(TRANSITIONS, event, {"event": event, **fields})
+    """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``): the line
+    :func:`info` makes, its entry built in one dict (two lines a job, on the loop)."""
+    buffer = _buffer
+    if buffer is None or not TRANSITIONS.isEnabledFor(logging.INFO):
+        TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
+        return
+    buffer.add(_dumps({"ts": _timestamp(time.time()), "level": "info",
+                       "logger": _TRANSITIONS_NAME, "msg": event, "event": event, **fields}))
