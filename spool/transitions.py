@@ -540,12 +540,14 @@ def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
     ``fields`` set or override record fields in the same validation.  The job's
     fields go in as they are, not dumped first: validating its field values
     again is a third of the cost of a dump (and ``model_construct`` is slower
-    than either).
+    than either).  The dict is built in one expression and handed to the
+    validator itself: ``model_validate`` only forwards to it, and its frame and
+    keyword handling were a sixth of building a record (1 us of 6).
     """
-    data = dict(job.__dict__)
-    data.update(id=job_id, state=state, submitted_at=job.submitted_at or utc_from_ns(mtime_ns))
-    data.update(fields)
-    return Record.model_validate(data)
+    record: Record = Record.__pydantic_validator__.validate_python(
+        {**job.__dict__, "id": job_id, "state": state,
+         "submitted_at": job.submitted_at or utc_from_ns(mtime_ns), **fields})
+    return record
 
 
 def printable_name(name: str) -> str:
