@@ -67,9 +67,11 @@ class Verdict(Enum):
     GONE = "gone"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Candidate:
-    """A valid job file in ``pending/``, as read at inspection."""
+    """A valid job file in ``pending/``, as read at inspection; never changed once made
+    (not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which
+    made building one three times as costly, once per drop on the processor's loop)."""
 
     job_id: str
     job: Job
@@ -86,8 +88,10 @@ class Candidate:
         return self.mtime_ns
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Inspection:
+    """What :meth:`Intake.inspect` made of a name (never changed, as a Candidate)."""
+
     verdict: Verdict
     candidate: Candidate | None = None
     record: Record | None = None
@@ -98,6 +102,8 @@ def is_in_progress_name(name: str) -> bool:
 
 
 def kind_of(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"  # nearly every drop: without building the table below
     for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISLNK, "symlink"),
                        (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"),
                        (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
@@ -128,17 +134,20 @@ class Intake:
             self._unsettled.pop(name, None)
             return Inspection(Verdict.GONE)
         kind = kind_of(st.st_mode)
-        problem = self._unreadable_reason(name, st, kind)
+        job_id = id_from_name(name)
+        problem = self._unreadable_reason(job_id, st, kind)
         if problem is not None:
             return self._quarantine(name, st, kind, problem)
-        return self._read_and_judge(name, path, st)
+        assert job_id is not None
+        return self._read_and_judge(name, job_id, path, st)
 
-    def _unreadable_reason(self, name: str, st: os.stat_result, kind: str) -> str | None:
+    def _unreadable_reason(self, job_id: str | None, st: os.stat_result, kind: str
+                           ) -> str | None:
         if kind == "symlink":
             return "symlink (never followed): drop the file itself"
         if kind != "file":
             return f"not a regular file: {kind}"
-        if id_from_name(name) is None:
+        if job_id is None:
             return f"bad file name: must be <id>.json with id matching {ID_PATTERN}"
         if st.st_nlink > 1:
             return f"hard link ({st.st_nlink} links): drop a file of its own"
@@ -149,7 +158,7 @@ class Intake:
     def _too_large(self, size: int) -> str:
         return f"too large: {size} bytes is over SPOOL_MAX_JOB_BYTES={self.max_job_bytes}"
 
-    def _read_and_judge(self, name: str, path: str, st: os.stat_result
+    def _read_and_judge(self, name: str, job_id: str, path: str, st: os.stat_result
                         ) -> Inspection:
         try:
             fd = open_nofollow(path)
@@ -173,7 +182,7 @@ class Intake:
         except orjson.JSONDecodeError as exc:
             return self._unsettled_or_quarantine(name, fst, data, exc)
         self._unsettled.pop(name, None)
-        return self._judge_json(name, fst, obj, data)
+        return self._judge_json(name, job_id, fst, obj, data)
 
     def _unsettled_or_quarantine(self, name: str, st: os.stat_result, data: bytes,
                                  exc: orjson.JSONDecodeError) -> Inspection:
@@ -193,10 +202,8 @@ class Intake:
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, "file", malformed_reason(data, exc))
 
-    def _judge_json(self, name: str, st: os.stat_result, obj: Any, data: bytes
-                    ) -> Inspection:
-        job_id = id_from_name(name)
-        assert job_id is not None
+    def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
+                    data: bytes) -> Inspection:
         if not isinstance(obj, dict):
             return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
                                     f"object, not {type(obj).__name__}")
