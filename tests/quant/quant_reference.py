@@ -2,9 +2,12 @@
 
 Written from QUANT.md without looking at the vectorised code: files are read
 with the ``csv`` module, the backtest is a plain bar-by-bar account loop per
-symbol, and the factor analysis loops over dates with ``pd.qcut`` and
-``scipy.stats``.  Missing-bar rule for the backtest (the one the tool
-documents): each symbol runs on its own rows whose open and close are present.
+symbol, and the factor analysis loops over dates with ``pd.qcut``, average ranks
+from ``scipy.stats.rankdata`` and the textbook Pearson formula (scipy's
+``pearsonr`` computes the same, to a few ulps, as test_quant_reference checks, but
+spends ~0.3 ms per call on argument handling: 3,600 calls per analysis).
+Missing-bar rule for the backtest (the one the tool documents): each symbol runs
+on its own rows whose open and close are present.
 """
 
 from __future__ import annotations
@@ -122,10 +125,25 @@ def close_panel(data_dir: Path, symbols: list[str]) -> pd.DataFrame:
     return pd.concat(series, axis=1, join="outer").sort_index()
 
 
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r of two samples: the centred vectors' cosine, clipped to [-1, 1]; two
+    points are perfectly correlated (as ``scipy.stats.pearsonr`` has it)."""
+    if len(x) == 2:
+        return float(np.sign(x[1] - x[0]) * np.sign(y[1] - y[0]))
+    xm, ym = x - x.mean(), y - y.mean()
+    r = float(np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym)))
+    return min(max(r, -1.0), 1.0)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho: Pearson's r of the average ranks."""
+    return pearson(stats.rankdata(x), stats.rankdata(y))
+
+
 def _corr(x: np.ndarray, y: np.ndarray, fn: Any) -> float | None:
     if len(x) < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
         return None
-    return float(fn(x, y)[0])
+    return float(fn(x, y))
 
 
 @dataclass
@@ -178,7 +196,7 @@ def _horizon(f: np.ndarray, fwd: np.ndarray, dates: dict[int, _Date],
     per_bucket: dict[int, list[float]] = {q: [] for q in range(1, quantiles + 1)}
     for t, d in dates.items():
         x, r = f[t, d.names], fwd[t, d.names]
-        ic, ric = _corr(x, r, stats.pearsonr), _corr(x, r, stats.spearmanr)
+        ic, ric = _corr(x, r, pearson), _corr(x, r, spearman)
         if ic is not None:
             ics.append(ic)
         if ric is not None:
@@ -201,7 +219,7 @@ def _autocorr(ranks: dict[int, tuple[np.ndarray, np.ndarray]], lag: int) -> floa
             continue
         old_names, old = ranks[t - lag]
         _, i, j = np.intersect1d(names, old_names, return_indices=True)
-        value = _corr(now[i], old[j], stats.pearsonr)
+        value = _corr(now[i], old[j], pearson)
         if value is not None:
             values.append(value)
     return float(np.mean(values)) if values else None
