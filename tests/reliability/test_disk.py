@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,13 +141,23 @@ def test_enospc_pauses_then_everything_finishes(small_fs: Path, daemon: StartDae
     d = daemon(wait_ready=False, root=root, JOB_NUM="1", SPOOL_SETTLE_S="0.2")
     d.wait_started()
     wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
-    cpu_before = _cpu_s(d.pid)
-    time.sleep(4)  # longer than r_fast's 1 s timeout: a finished run must stay finished
+    began, cpu_before = time.monotonic(), _cpu_s(d.pid)
+    # Full for about 3 s, longer than r_fast's 1 s timeout: a finished run must stay
+    # finished.  The space comes back within the third pause (2 s, the tries at about
+    # 0, 0.5, 1.5 and 3.5 s), not in the fourth (4 s), which the test waited out.
+    wait_for(lambda: len(_trouble(d)) >= 3, 10, "the third try")
+    time.sleep(1.5)
+    outage_s = time.monotonic() - began
+    tries = _trouble(d)[:3]
+    pauses = [e["pause_s"] for e in tries]
+    assert pauses[0] < pauses[1] < pauses[2], f"the pauses grow: {pauses}"
+    at = [datetime.fromisoformat(e["ts"]).timestamp() for e in tries]
+    assert all(at[n + 1] - at[n] > pauses[n] - 0.05 for n in (0, 1)), (at, pauses)
     assert _cpu_s(d.pid) - cpu_before < 1.0, "the daemon waits; it does not spin"
     assert "No space left on device" in _trouble(d)[0]["error"]
     _assert_consistent(root)
     assert not any(record(root, i) for i in EXPECTED), "no record can be written yet"
-    _assert_quiet(d, 0, 4 + 2)
+    _assert_quiet(d, 0, outage_s + 2)
     filler.unlink()
     wait_for(lambda: all(record(root, i) for i in EXPECTED)
              and not _staging(root, spares=False), 30,
