@@ -180,6 +180,9 @@ def test_a_claim_lost_to_another_processors_run_is_tried_again(spool_root: Path,
     rec = wait_for(lambda: (r := record(spool_root, "x")) and r["result"] == {"message":
                                                                              "second"} and r,
                    10, "the second drop to run")
+    # Its running file goes just after its record is published.
+    wait_for(lambda: not (spool_root / "running" / "x.json").exists(), 10,
+             "x's running file gone after its record")
     assert rec["state"] == "done" and locations(spool_root) == {"x": ["done"]}
 
 
