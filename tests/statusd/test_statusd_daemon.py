@@ -138,7 +138,7 @@ def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
     (hang / "sitecustomize.py").write_text("import time\ntime.sleep(3600)\n")
     started = time.monotonic()
     with pytest.raises(AssertionError, match="did not listen within"), \
-            statusd_daemon(spool.layout.root, ready_timeout=2.0, PYTHONPATH=str(hang)):
+            statusd_daemon(spool.layout.root, ready_timeout=0.5, PYTHONPATH=str(hang)):
         pass
     assert time.monotonic() - started < 20
 

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -31,6 +32,7 @@ from statusdkit import (
     wait_for,
 )
 
+import statusd
 from spool.client import Client
 from spool.errors import ErrorType
 from spool.models import ErrorInfo, OwnerStatus
@@ -42,6 +44,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 15_000
+APP_JS = (Path(statusd.__file__).parent / "static" / "app.js").read_text()
+# How often the page refreshes its stats, and how soon a list or task view that could
+# not load tries again: tests run the page's clock on by these, not wait them out.
+STATS_EVERY_MS, RETRY_MS = (int(re.search(rf"const {name} = (\d+);", APP_JS)[1])
+                            for name in ("STATS_EVERY_MS", "RETRY_MS"))
+# How often running durations count on, and a task without its stream is read again.
+TICK_MS = int(re.search(r"setInterval\(tickRunning, (\d+)\)", APP_JS)[1])
+REREAD_MS = int(re.search(r"setTimeout\(retry, (\d+)\)", APP_JS)[1])
 
 pytestmark = [
     pytest.mark.browser,
@@ -273,9 +283,11 @@ def test_purged_jobs_leave_the_list(server: ServerThread, spool: Spool,
     for job_id in ("old-1", "old-2"):
         run_job(spool, job_id, tool="echo")
     run_job(spool, "kept", tool="echo", error=(ErrorType.TOOL_ERROR, "kept"))
+    page.clock.install()  # the page's clock, run on to its next stats refresh below
     page.goto(server.base + "/")
     expect(_row(page, "old-1", "done")).to_be_visible()
     Client.from_settings(server.settings).purge(0.0, [JobState.DONE])
+    page.clock.fast_forward(STATS_EVERY_MS)  # not waited out (up to 5 s)
     expect(page.locator("#tasks tbody tr")).to_have_count(1, timeout=15_000)
     expect(_row(page, "kept", "failed")).to_be_visible()
 
@@ -450,8 +462,10 @@ def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThr
     run_job(spool, "flaky", {"message": "here"}, tool="echo")
     failures: list[str] = []
     page.route("**/api/v1/tasks/flaky", _unavailable_once(failures))
+    page.clock.install()
     page.goto(server.base + "/#/tasks/flaky")
     expect(page.locator("#task-error .message")).to_contain_text("try again")
+    page.clock.fast_forward(RETRY_MS)
     expect(page.locator("#task-state")).not_to_have_text("not found")
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-error")).to_be_hidden()
@@ -502,8 +516,10 @@ def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
     run_job(spool, "listed", tool="echo")
     failures: list[str] = []
     page.route("**/api/v1/tasks?*", _unavailable_once(failures))
+    page.clock.install()
     page.goto(server.base + "/")
     expect(page.locator("#list-error")).to_contain_text("HTTP 503: try again")
+    page.clock.fast_forward(RETRY_MS)
     expect(_row(page, "listed", "done")).to_be_visible()
     expect(page.locator("#list-error")).to_be_hidden()
     assert len(failures) == 1
@@ -697,15 +713,18 @@ def test_a_running_job_shows_how_long_it_has_run(server: ServerThread, spool: Sp
     running = claim(spool, "busy")
     try:
         report(spool, running, 0.1, "started")
+        page.clock.install()
         page.goto(server.base + "/")
         cell = _row(page, "busy", "running").locator("td.duration")
         expect(cell).to_have_text(re.compile(r"^\d+ ms$|^\d+\.\d\d s$"))
         first = cell.text_content()
+        page.clock.fast_forward(TICK_MS)  # the next tick, not waited for
         expect(cell).not_to_have_text(first or "")  # it counts on
         page.goto(server.base + "/#/tasks/busy")
         field = page.locator("#task-fields dd[data-field='running for']")
         expect(field).to_have_text(re.compile(r"^\d+\.\d\d s$"))
         shown = field.text_content()
+        page.clock.fast_forward(TICK_MS)
         expect(field).not_to_have_text(shown or "")
     finally:
         finish(spool, running, {"slept": 1})
@@ -796,12 +815,15 @@ def test_the_task_view_follows_its_task_without_websockets(server: ServerThread,
     running = claim(spool, "slow")
     try:
         page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close(code=1011))
+        page.clock.install()
         page.goto(server.base + "/#/tasks/slow")
         expect(page.locator("#task-state")).to_have_text("running")
         report(spool, running, 0.5, "half way")
+        page.clock.fast_forward(REREAD_MS)  # its next read, not waited for
         expect(page.locator("#task-progress .text")).to_have_text("50% half way")
     finally:
         finish(spool, running, {"slept": 1})
+    page.clock.fast_forward(REREAD_MS)
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
 
