@@ -12,7 +12,6 @@ back; :mod:`processor.capture` (FAST) and :mod:`processor.process_state`
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from processor import logs
@@ -42,8 +41,10 @@ class KeptSettings:
             self.warnings.restore()  # np.seterr too: see processor.runner.run_tool
         os.umask(self.umask)
         if self.cwd is not None:
-            with contextlib.suppress(OSError):  # a tool closed it: as it is
+            try:  # (not contextlib.suppress: 0.27 us a use, this runs after every job)
                 os.fchdir(self.cwd)
+            except OSError:
+                return  # a tool closed it: as it is
 
     def close(self) -> None:
         if self.cwd is not None:

@@ -169,10 +169,12 @@ class LocalPool:
         # Plain pickle: a task is plain data, and multiprocessing's pickler (reducers for
         # sockets and descriptors) is a Python-level class, twice the cost.
         data = pickle.dumps(task.fields())
-        with contextlib.suppress(OSError):  # the worker is dying: its sentinel reports it
-            slot.channel.sendall(_frame_header(len(data)) + data)
         if early:
             self._poke()
+        try:  # (not contextlib.suppress, 0.27 us a use: this runs for every task)
+            slot.channel.sendall(_frame_header(len(data)) + data)
+        except OSError:
+            return  # the worker is dying: its sentinel reports it
 
     def kill(self, job_id: str, reason: str) -> bool:
         with self._lock:

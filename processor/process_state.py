@@ -100,10 +100,14 @@ def _save_stdio() -> dict[int, int]:
 
 
 def _restore_stdio(saved: dict[int, int]) -> None:
-    # Unconditionally: one dup2 each, where comparing first took two fstats each.
+    # Unconditionally: one dup2 each, where comparing first took two fstats each.  Here
+    # and below, a try statement rather than contextlib.suppress, which costs 0.27 us a
+    # use (an object, two calls), 0.02 for the try: five of each job's put-back steps.
     for fd, copy in saved.items():
-        with contextlib.suppress(OSError):
+        try:
             os.dup2(copy, fd)
+        except OSError:
+            continue
 
 
 def _restore_streams(saved: tuple[TextIO, TextIO], strays: StrayThreads
@@ -113,9 +117,11 @@ def _restore_streams(saved: tuple[TextIO, TextIO], strays: StrayThreads
     And the pipes blocking again, should a child of the tool have made them
     non-blocking: the next job's C code and children expect a stdout that blocks."""
     for fd in (1, 2):
-        with contextlib.suppress(OSError):
+        try:
             if not os.get_blocking(fd):
                 os.set_blocking(fd, True)
+        except OSError:
+            continue
     out, err = saved
     if out.closed:
         out = unbuffered(1, strays)
