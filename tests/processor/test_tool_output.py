@@ -3,9 +3,13 @@ text between them.  Real daemons (see daemonkit)."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import select
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -296,7 +300,9 @@ def test_the_processors_log_loses_nothing_after_a_fast_tools_child_made_it_non_b
     d = Daemon(spool_root, tmp_path / "daemon.log", tools="ptools,fdtools")
     read_end, write_end = os.pipe()
     d.output = write_end
-    copier = threading.Thread(target=_copy_late, args=(read_end, d.log_path), daemon=True)
+    full: list[bool] = []
+    copier = threading.Thread(target=_copy_late, args=(read_end, d.log_path, full),
+                              daemon=True)
     try:
         d.start()
         os.close(write_end)
@@ -313,16 +319,26 @@ def test_the_processors_log_loses_nothing_after_a_fast_tools_child_made_it_non_b
             os.close(write_end)
         copier.join(30)
     assert not copier.is_alive()
+    assert full == [True], "the log's pipe was never full: nothing waited for room"
     assert job_output(d, "fast", "f_nonblocking_child_fast") == [
         ("stdout", f"line {n} of a tool whose stdout a child made non-blocking")
         for n in range(20_000)]
     assert any(e.get("event") == "done" and e.get("id") == "fast" for e in d.events())
 
 
-def _copy_late(read_end: int, log: Path, delay_s: float = 2.0) -> None:
-    """The processor's output into ``log``, read only from ``delay_s`` after the start
-    (the pipe fills meanwhile), until the processor has closed it."""
-    time.sleep(delay_s)
+def _copy_late(read_end: int, log: Path, full: list[bool]) -> None:
+    """The processor's output into ``log``, read only once the pipe is full (within a
+    PIPE_BUF of its size: no write of a line fits; ``full`` then gets True) or after
+    30 s, until the processor has closed it.  It was read from a fixed 2 s on."""
+    size = fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ)
+    held = array.array("i", [0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        fcntl.ioctl(read_end, termios.FIONREAD, held)
+        if held[0] > size - select.PIPE_BUF:
+            full.append(True)
+            break
+        time.sleep(0.01)
     with open(read_end, "rb") as source, open(log, "ab") as sink:
         while chunk := source.read1(1 << 16):
             sink.write(chunk)
