@@ -86,6 +86,9 @@ _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
 
 
+_MODE_TEXT = {mode: mode.value for mode in ExecutionMode}
+"""An enum member's ``.value`` is a property: 0.1 us a read, once a claim."""
+
 _Queued = tuple[int, int, str, int, Candidate]
 """(-priority, submitted_ns, id, seq, candidate): compared in C, never up to the candidate."""
 
@@ -445,7 +448,7 @@ class Processor:
     def _has_room(self, mode: ExecutionMode) -> bool:
         """The lane may start another run: FAST below its in-flight bound, a free worker."""
         if mode is ExecutionMode.FAST:
-            stuck = self.stuck.total()
+            stuck = self.stuck.total() if self.stuck else 0  # usually empty: no sum then
             return (self.fast_busy - stuck < self.settings.fast_threads
                     and stuck < STUCK_FAST_PER_THREAD * self.settings.fast_threads)
         return self.executor.free_slots() > 0
@@ -501,8 +504,8 @@ class Processor:
             return
         run = self._new_run(claim, job, tool, record)
         logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
-                        mode=tool.execution_mode.value)
-        if tool.execution_mode is ExecutionMode.FAST:
+                        mode=_MODE_TEXT[run.mode])
+        if run.mode is ExecutionMode.FAST:
             self.fast_busy += 1  # run_tool validates its params, as it does in a worker
             # A copy: the record holds the job's params, and a tool may change its own.
             self.inline.append((run, tool, _copy_params(job.params)))  # after this pass's flush
@@ -542,7 +545,10 @@ class Processor:
             self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
             return
         self.fast_busy -= 1
-        self._fast_finished(run, outcome)
+        # Still pending: only the loop ends a run, and it was this thread's the whole time
+        # (no other thread led meanwhile); it may have run late.
+        if not self._timed_out(run, time.monotonic()):
+            self._finish(run, outcome)
 
     def _fast_finished(self, run: Run, outcome: Outcome) -> None:
         """Record a FAST run's outcome, unless the run ended meanwhile or ran late."""
@@ -674,7 +680,8 @@ class Processor:
             raise
         self.runs.pop(job_id, None)
         self.progress.due.pop(job_id, None)
-        self._release_blocked(job_id)
+        if self.blocked:
+            self._release_blocked(job_id)
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
     def _io_trouble(self, exc: SpoolIOError) -> None:
@@ -705,9 +712,10 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 def _copy_params(params: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of a job's params: a plain ``dict()`` when every value is a scalar
     (nothing in it can change), which is the usual case and 4x cheaper than deepcopy."""
-    if all(type(value) in _SCALARS for value in params.values()):
-        return dict(params)
-    return copy.deepcopy(params)
+    for value in params.values():
+        if type(value) not in _SCALARS:
+            return copy.deepcopy(params)
+    return dict(params)
 
 
 def _owner_id() -> str:
