@@ -166,6 +166,12 @@ class Held:
         return lines
 
 
+def installed() -> bool:
+    """Whether :func:`install` routes this process's ``sys.stdout`` and ``sys.stderr``
+    (else :func:`begin` and :func:`end` have nothing to attribute: see :func:`install`)."""
+    return _streams.installed is not None
+
+
 def begin(job_id: str, tool: str) -> None:
     """The calling thread runs this job now: its output is the job's."""
     _streams.enter()

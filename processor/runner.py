@@ -117,7 +117,12 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     # numpy's floating-point error handling (np.seterr) is the thread's: a tool's
     # seterr(all="raise") would fail a later job of the thread that divides by zero.
     float_errors = _float_state()
-    capture.begin(job_id, tool.name)  # what the tool prints is logged as this job's
+    # What the tool prints is logged as this job's, where capture is installed (the
+    # processor, for FAST tools); a COMPUTE worker's output goes to pipes instead
+    # (processor.stdio_pipes), and begin and end were 2 to 3 us of each job's time there.
+    captured = capture.installed()
+    if captured:
+        capture.begin(job_id, tool.name)
     try:
         outcome = _execute(tool, job_id, params, ctx)
     except JobError as exc:
@@ -139,7 +144,8 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         # processor (or worker) that would record the job in place of its run and go on
         # as one (taking the pool's messages). It ends now, with nothing flushed.
         os._exit(0 if outcome.ok else 1)
-    capture.end()
+    if captured:
+        capture.end()
     if float_errors is not None:
         _restore_float_state(float_errors)
     outcome.duration_s = time.perf_counter() - start
