@@ -86,6 +86,8 @@ _SEQ = itertools.count()
 """Tie-breaker for heap entries, so candidates themselves are never compared."""
 
 
+_MODES = tuple(ExecutionMode)
+"""Iterating an enum class runs a Python generator (0.6 us for two members, 0.15 here)."""
 _MODE_TEXT = {mode: mode.value for mode in ExecutionMode}
 """An enum member's ``.value`` is a property: 0.1 us a read, once a claim."""
 
@@ -256,9 +258,13 @@ class Processor:
 
     def _next_wake(self) -> float:
         now = time.monotonic()
+        discovery = self.discovery
+        intake = discovery.dirty and not self.stopping  # stopping: drops wait for the next start
+        if now >= self.io_pause_until and (intake or discovery.cancels or self._can_dispatch()):
+            return 0.0  # (intake, cancels and claims wait out an I/O pause)
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:
-            wakes.append(max(self.discovery.next_scan, self.io_pause_until))
+            wakes.append(max(discovery.next_scan, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
         if self.delayed and not self.stopping:  # stopping: nothing more is claimed
@@ -269,16 +275,12 @@ class Processor:
             wakes.append(self.io_pause_until)
         wakes.extend(r.deadline for r in self.runs.values()
                      if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
-        discovery = self.discovery
-        intake = discovery.dirty and not self.stopping  # stopping: drops wait for the next start
-        if now >= self.io_pause_until and (intake or discovery.cancels or self._can_dispatch()):
-            return 0.0  # (intake, cancels and claims wait out an I/O pause)
         return max(0.0, min(wakes) - now)
 
     def _can_dispatch(self) -> bool:
         """A lane has queued work and room for it (a run that ends inline posts nothing)."""
         return not self.stopping and any(self.queues[mode] and self._has_room(mode)
-                                         for mode in ExecutionMode)
+                                         for mode in _MODES)
 
     def _wait_and_drain(self, timeout: float) -> None:
         self.inbox.wait(timeout)  # reads the polled feed too: see Discovery.on_change
