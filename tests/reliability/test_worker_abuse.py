@@ -64,7 +64,9 @@ def test_a_job_that_allocates_past_the_memory_limit(spool_root: Path,
 def test_a_job_that_ignores_sigterm_times_out(spool_root: Path, daemon: StartDaemon) -> None:
     daemon(JOB_NUM="1")
     marker = _marker("term")
-    drop(spool_root, "deaf", {"tool": "r_ignore_term", "timeout": 1,
+    # 3 s: the child must still be there when a scan of every process (slow on a loaded
+    # host) finds it; with 1 s the timeout once killed it first.
+    drop(spool_root, "deaf", {"tool": "r_ignore_term", "timeout": 3,
                               "params": {"seconds": 600, "marker": marker}})
     wait_for(lambda: with_cmdline(marker), 20, "the tool's child to start")
     rec = wait_record(spool_root, "deaf", 30)
