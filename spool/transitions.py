@@ -460,12 +460,36 @@ class Spool:
             record = self.record_of_claim(claim, JobState.FAILED)
             record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
             pending = self.layout.job(JobState.PENDING, claim.job_id)
+            if record.tool is None:  # no job in it: kept as intake would have
+                return self._cancel_no_job(claim, staged, record, pending)
             self.publish_terminal(record, unwritten=lambda: self.mover.move(
                 staged, pending, replace=False))
             self.mover.unlink(staged)
             return record
         finally:
             claim.close()
+
+    def _cancel_no_job(self, claim: Claim, staged: Path, record: Record,
+                       pending: Path) -> Record:
+        """Cancel a pending file that holds no job: its bytes become the record's
+        quarantined original (``failed/<id>.orig``), as intake's quarantine keeps them,
+        and a retry asks for the file to be fixed.  An earlier original of the id goes:
+        it belonged to the failed record this one replaces.  Cut short between the two
+        renames, recovery writes the original's record (``Recovery._settle_original``)."""
+        original = self.layout.original(claim.job_id)
+        record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
+            f"cancelled while pending; not a valid job, its bytes are kept in "
+            f"failed/{original.name}"))
+        record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
+                               size=os.fstat(claim.fd).st_size)
+        try:
+            self.mover.move(staged, original, replace=True)
+        except SpoolIOError:
+            self.mover.move(staged, pending, replace=False)  # not cancelled: back it goes
+            raise
+        self.publish_terminal(record, unwritten=lambda: self.mover.move(
+            original, pending, replace=False))
+        return record
 
     def retry(self, job_id: str) -> Record:
         """failed -> pending with attempts reset to 0; the failed record goes with it."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from spoolkit import (
     FakeClock,
@@ -499,6 +500,28 @@ def test_cancel_pending_only(spool: Spool) -> None:
     assert record.error is not None and record.error.type == "cancelled"
     assert locate(spool.layout, "p1") == [F]
     assert spool.cancel_pending("p1") is None, "twice is a no-op"
+    assert listing(spool.layout.tmp) == []
+
+
+@pytest.mark.parametrize("data", [
+    b'{"tool": "echo", "priority": "high"}',  # invalid fields
+    b'{"tool": "echo", "meta": {"order": 98765432109876543210}}',  # past 64 bits
+    b'{"tool": "echo", "params": ',  # cut short
+], ids=["fields", "big-integer", "cut-short"])
+def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
+                                                                  data: bytes) -> None:
+    # Nothing is lost: as intake would have quarantined it, the cancel keeps the bytes
+    # beside the record (failed/<id>.orig), and a retry says to fix the file.
+    spool.layout.job(P, "bad").write_bytes(data)
+    record = spool.cancel_pending("bad")
+    assert record is not None and record.state is F and record.tool is None
+    assert record.error is not None and record.error.type == "cancelled"
+    assert "bad.orig" in record.error.message, record.error.message
+    assert record.source is not None and record.source.size == len(data)
+    assert spool.layout.original("bad").read_bytes() == data
+    assert orjson.loads(spool.layout.job(F, "bad").read_bytes())["source"]["size"] == len(data)
+    with pytest.raises(ConflictError, match="fix the file"):
+        spool.retry("bad")
     assert listing(spool.layout.tmp) == []
 
 
