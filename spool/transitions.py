@@ -482,13 +482,38 @@ class Spool:
             f"failed/{original.name}"))
         record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
                                size=os.fstat(claim.fd).st_size)
+        record_path = self.layout.job(JobState.FAILED, claim.job_id)
+        earlier = _inode(record_path)
+        # An earlier original is replaced below, yet it stays its record's should this
+        # record not be written: a link to it is kept in tmp/ until then.
+        aside: Path | None = None
         try:
-            self.mover.move(staged, original, replace=True)
-        except SpoolIOError:
-            self.mover.move(staged, pending, replace=False)  # not cancelled: back it goes
-            raise
-        self.publish_terminal(record, unwritten=lambda: self.mover.move(
-            original, pending, replace=False))
+            os.link(original, kept := self.layout.staging(f"kept-{claim.job_id}"),
+                    follow_symlinks=False)
+            aside = kept
+        except OSError:
+            pass  # none (or not one a link can keep)
+        try:
+            try:
+                self.mover.move(staged, original, replace=True)
+            except SpoolIOError:
+                self.mover.move(staged, pending, replace=False)  # not cancelled: back it goes
+                raise
+            try:
+                self.publish_terminal(record)
+            except BaseException:
+                # Not written (an earlier record of the id still stands, or none does):
+                # the cancel did not happen, the bytes go back and the earlier original
+                # with them.  publish_terminal's own undo runs only with no record there.
+                if _inode(record_path) == earlier:
+                    with contextlib.suppress(SpoolIOError, OSError):
+                        if self.mover.move(original, pending, replace=False) and aside:
+                            self.mover.move(aside, original, replace=False)
+                raise
+        finally:
+            if aside is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(aside)
         return record
 
     def retry(self, job_id: str) -> Record:
@@ -544,6 +569,14 @@ class Spool:
                           finished_at=self.clock.now(), host=self.host, pid=self.pid)
         return record_from_job(job, claim.job_id, state, claim.mtime_ns,
                                finished_at=self.clock.now(), host=self.host, pid=self.pid)
+
+
+def _inode(path: Path) -> int | None:
+    """The inode ``path`` names now; None when nothing is there."""
+    try:
+        return os.lstat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def job_in(data: bytes) -> Job | None:

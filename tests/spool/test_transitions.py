@@ -26,7 +26,7 @@ from spoolkit import (
     submit,
 )
 
-from spool.errors import ConflictError, NotFoundError, TransitionError
+from spool.errors import ConflictError, NotFoundError, SpoolIOError, TransitionError
 from spool.fsops import StrPath
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake, Verdict
@@ -522,6 +522,38 @@ def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
     assert orjson.loads(spool.layout.job(F, "bad").read_bytes())["source"]["size"] == len(data)
     with pytest.raises(ConflictError, match="fix the file"):
         spool.retry("bad")
+    assert listing(spool.layout.tmp) == []
+
+
+@pytest.mark.parametrize("earlier", ["run", "original"])
+def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_itself(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, earlier: str) -> None:
+    # With an earlier failed record of the id (a run's, or a quarantine's beside its
+    # original), a record write refused (ENOSPC) left the file's bytes in failed/x.orig
+    # beside the earlier record, in place of the earlier original: the cancel raised,
+    # yet the job was gone from pending/.  The cancel must not have happened.
+    if earlier == "run":
+        submit(spool, "x")
+    else:
+        spool.layout.job(P, "x").write_bytes(b'{"tool": "echo", "priority": "early"}')
+    assert spool.cancel_pending("x") is not None
+    before = {name: (spool.layout.folder(F) / name).read_bytes()
+              for name in listing(spool.layout.folder(F))}
+    data = b'{"tool": "echo", "params": '
+    spool.layout.job(P, "x").write_bytes(data)
+    publish = spool.mover.publish
+
+    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
+        if str(dest) == str(spool.layout.job(F, "x")):
+            raise SpoolIOError("cannot publish x.json: No space left on device")
+        return publish(dest, payload, **kwargs)
+
+    monkeypatch.setattr(spool.mover, "publish", full)
+    with pytest.raises(SpoolIOError):
+        spool.cancel_pending("x")
+    assert spool.layout.job(P, "x").read_bytes() == data
+    assert {name: (spool.layout.folder(F) / name).read_bytes()
+            for name in listing(spool.layout.folder(F))} == before
     assert listing(spool.layout.tmp) == []
 
 
