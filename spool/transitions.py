@@ -496,8 +496,12 @@ class Spool:
         try:
             try:
                 self.mover.move(staged, original, replace=True)
-            except SpoolIOError:
+            except (SpoolIOError, OSError) as exc:
                 self.mover.move(staged, pending, replace=False)  # not cancelled: back it goes
+                if isinstance(exc, OSError):  # an earlier original that is a directory
+                    raise ConflictError(
+                        f"{claim.job_id} is not cancelled: its bytes cannot be kept as "
+                        f"failed/{original.name} ({exc.strerror})") from exc
                 raise
             try:
                 self.publish_terminal(record)

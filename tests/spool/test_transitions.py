@@ -557,6 +557,22 @@ def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_it
     assert listing(spool.layout.tmp) == []
 
 
+def test_a_cancel_that_cannot_keep_the_bytes_beside_a_directory_original_undoes_itself(
+        spool: Spool) -> None:
+    # A directory dropped as x.json is quarantined as failed/x.orig; a file that is no
+    # job, dropped as x.json later, could not be renamed over it: the cancel raised
+    # IsADirectoryError and left the file in tmp/, gone from pending/.
+    spool.layout.folder(F).joinpath("x.orig").mkdir()
+    (spool.layout.folder(F) / "x.orig" / "inner").write_bytes(b"kept")
+    data = b'{"tool": "echo", "params": '
+    spool.layout.job(P, "x").write_bytes(data)
+    with pytest.raises(ConflictError, match=r"failed/x\.orig"):
+        spool.cancel_pending("x")
+    assert spool.layout.job(P, "x").read_bytes() == data
+    assert (spool.layout.folder(F) / "x.orig" / "inner").read_bytes() == b"kept"
+    assert listing(spool.layout.tmp) == []
+
+
 def test_submit_conflicts_with_pending(spool: Spool) -> None:
     submit(spool, "dup", params={"a": 1})
     with pytest.raises(ConflictError):
