@@ -532,6 +532,17 @@ class Mover:
         os.unlink(src)
         return True
 
+    @staticmethod
+    def link(src: StrPath, dst: StrPath) -> bool:
+        """A second name ``dst`` for the file ``src`` (a symlink itself, never followed);
+        False when there is none to make: src gone or a directory, dst taken, or the
+        filesystem refusing."""
+        try:
+            os.link(src, dst, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
     # -- removing ----------------------------------------------------------------
 
     def unlink(self, path: StrPath) -> bool:

@@ -486,13 +486,8 @@ class Spool:
         earlier = _inode(record_path)
         # An earlier original is replaced below, yet it stays its record's should this
         # record not be written: a link to it is kept in tmp/ until then.
-        aside: Path | None = None
-        try:
-            os.link(original, kept := self.layout.staging(f"kept-{claim.job_id}"),
-                    follow_symlinks=False)
-            aside = kept
-        except OSError:
-            pass  # none (or not one a link can keep)
+        kept = self.layout.staging(f"kept-{claim.job_id}")
+        aside = kept if self.mover.link(original, kept) else None
         try:
             try:
                 self.mover.move(staged, original, replace=True)
@@ -516,8 +511,8 @@ class Spool:
                 raise
         finally:
             if aside is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(aside)
+                with contextlib.suppress(SpoolIOError, OSError):
+                    self.mover.unlink(aside)
         return record
 
     def retry(self, job_id: str) -> Record:
