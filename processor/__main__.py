@@ -132,8 +132,9 @@ def _run(settings: Settings) -> int:
     # job, each time one came).
     gc.freeze()
     # numpy and pandas, for the FAST quant tools, once the status file says "up".  A stop
-    # that comes sooner waits for the rest of the import (some 0.2 s): a thread cut off
-    # mid-import at exit could hold a module lock the exit needs.
+    # that comes sooner waits for the rest of the import (some 0.2 s on a quiet host,
+    # seconds on a loaded one: 3.1 s seen at load 18): a thread cut off mid-import at
+    # exit could hold a module lock the exit needs.
     imports = startup.BackgroundImports(FAST_MODULES)
     try:
         return Processor(settings, registry, executor, notifier=notifier).run(imports.start)
