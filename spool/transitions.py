@@ -261,14 +261,16 @@ class Spool:
         """Write the one terminal record of an id, replacing any earlier one.
 
         ``unwritten`` is called before the error propagates when the write fails and
-        no record of the id is in its folder (a failure after the rename landed, such
-        as a folder fsync's EIO, leaves the record in place and skips it).
+        the record's path still names what it named before (no record, or an earlier
+        one of the id); a failure after the rename landed, such as a folder fsync's
+        EIO, leaves this record in place and skips it.
         """
         path = self.layout.job_str(record.state, record.id)
+        before = _inode(path) if unwritten is not None else None
         try:
             self.mover.publish(path, record_bytes(record))
         except BaseException:
-            if unwritten is not None and not os.path.lexists(path):
+            if unwritten is not None and _inode(path) == before:
                 with contextlib.suppress(SpoolIOError, OSError):
                     unwritten()
             raise
@@ -482,8 +484,6 @@ class Spool:
             f"failed/{original.name}"))
         record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
                                size=os.fstat(claim.fd).st_size)
-        record_path = self.layout.job(JobState.FAILED, claim.job_id)
-        earlier = _inode(record_path)
         # An earlier original is replaced below, yet it stays its record's should this
         # record not be written: a link to it is kept in tmp/ until then.
         kept = self.layout.staging(f"kept-{claim.job_id}")
@@ -498,17 +498,12 @@ class Spool:
                         f"{claim.job_id} is not cancelled: its bytes cannot be kept as "
                         f"failed/{original.name} ({exc.strerror})") from exc
                 raise
-            try:
-                self.publish_terminal(record)
-            except BaseException:
-                # Not written (an earlier record of the id still stands, or none does):
-                # the cancel did not happen, the bytes go back and the earlier original
-                # with them.  publish_terminal's own undo runs only with no record there.
-                if _inode(record_path) == earlier:
-                    with contextlib.suppress(SpoolIOError, OSError):
-                        if self.mover.move(original, pending, replace=False) and aside:
-                            self.mover.move(aside, original, replace=False)
-                raise
+
+            def undo() -> None:  # not written: the bytes go back, the earlier original too
+                if self.mover.move(original, pending, replace=False) and aside:
+                    self.mover.move(aside, original, replace=False)
+
+            self.publish_terminal(record, unwritten=undo)
         finally:
             if aside is not None:
                 with contextlib.suppress(SpoolIOError, OSError):
@@ -570,7 +565,7 @@ class Spool:
                                finished_at=self.clock.now(), host=self.host, pid=self.pid)
 
 
-def _inode(path: Path) -> int | None:
+def _inode(path: StrPath) -> int | None:
     """The inode ``path`` names now; None when nothing is there."""
     try:
         return os.lstat(path).st_ino

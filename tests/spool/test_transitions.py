@@ -557,6 +557,31 @@ def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_it
     assert listing(spool.layout.tmp) == []
 
 
+def test_a_cancel_whose_record_is_not_written_beside_an_earlier_one_undoes_itself(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same for a valid job: the undo ran only when no record of the id was there,
+    # so with an earlier failed run's record a refused write (ENOSPC) left the job
+    # staged in tmp/, out of the queue until a recovery scan, though the cancel raised.
+    submit(spool, "x")
+    assert spool.cancel_pending("x") is not None
+    earlier = spool.layout.job(F, "x").read_bytes()
+    submit(spool, "x", params={"again": 1})
+    again = spool.layout.job(P, "x").read_bytes()
+    publish = spool.mover.publish
+
+    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
+        if str(dest) == str(spool.layout.job(F, "x")):
+            raise SpoolIOError("cannot publish x.json: No space left on device")
+        return publish(dest, payload, **kwargs)
+
+    monkeypatch.setattr(spool.mover, "publish", full)
+    with pytest.raises(SpoolIOError):
+        spool.cancel_pending("x")
+    assert spool.layout.job(P, "x").read_bytes() == again
+    assert spool.layout.job(F, "x").read_bytes() == earlier
+    assert listing(spool.layout.tmp) == []
+
+
 def test_a_cancel_that_cannot_keep_the_bytes_beside_a_directory_original_undoes_itself(
         spool: Spool) -> None:
     # A directory dropped as x.json is quarantined as failed/x.orig; a file that is no
