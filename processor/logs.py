@@ -30,7 +30,6 @@ import orjson
 from spool.text import valid_strings, valid_text
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
-_TRANSITIONS_NAME = TRANSITIONS.name
 _loop_thread = threading.main_thread()  # the processor's loop thread (see set_loop_thread)
 
 
@@ -219,11 +218,5 @@ def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
 
 
 def transition(event: str, **fields: Any) -> None:
-    """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``): the line
-    :func:`info` makes, its entry built in one dict (two lines a job, on the loop)."""
-    buffer = _buffer
-    if buffer is None or not TRANSITIONS.isEnabledFor(logging.INFO):
-        TRANSITIONS.info(event, extra={"fields": {"event": event, **fields}})
-        return
-    buffer.add(_dumps({"ts": _timestamp(time.time()), "level": "info",
-                       "logger": _TRANSITIONS_NAME, "msg": event, "event": event, **fields}))
+    """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``)."""
+    info(TRANSITIONS, event, {"event": event, **fields})
