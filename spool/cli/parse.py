@@ -19,7 +19,6 @@ import orjson
 from spool.exact import big_integer_reason, cut_literal, fits_64_bits
 from spool.ids import is_valid_id
 
-"""The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
