@@ -525,6 +525,18 @@ def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
     assert listing(spool.layout.tmp) == []
 
 
+def _refuse_failed_record(spool: Spool, monkeypatch: pytest.MonkeyPatch, job_id: str) -> None:
+    """From now on, writing failed/<job_id>.json fails as on a full disk."""
+    publish = spool.mover.publish
+
+    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
+        if str(dest) == str(spool.layout.job(F, job_id)):
+            raise SpoolIOError(f"cannot publish {job_id}.json: No space left on device")
+        return publish(dest, payload, **kwargs)
+
+    monkeypatch.setattr(spool.mover, "publish", full)
+
+
 @pytest.mark.parametrize("earlier", ["run", "original"])
 def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_itself(
         spool: Spool, monkeypatch: pytest.MonkeyPatch, earlier: str) -> None:
@@ -541,14 +553,7 @@ def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_it
               for name in listing(spool.layout.folder(F))}
     data = b'{"tool": "echo", "params": '
     spool.layout.job(P, "x").write_bytes(data)
-    publish = spool.mover.publish
-
-    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
-        if str(dest) == str(spool.layout.job(F, "x")):
-            raise SpoolIOError("cannot publish x.json: No space left on device")
-        return publish(dest, payload, **kwargs)
-
-    monkeypatch.setattr(spool.mover, "publish", full)
+    _refuse_failed_record(spool, monkeypatch, "x")
     with pytest.raises(SpoolIOError):
         spool.cancel_pending("x")
     assert spool.layout.job(P, "x").read_bytes() == data
@@ -567,14 +572,7 @@ def test_a_cancel_whose_record_is_not_written_beside_an_earlier_one_undoes_itsel
     earlier = spool.layout.job(F, "x").read_bytes()
     submit(spool, "x", params={"again": 1})
     again = spool.layout.job(P, "x").read_bytes()
-    publish = spool.mover.publish
-
-    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
-        if str(dest) == str(spool.layout.job(F, "x")):
-            raise SpoolIOError("cannot publish x.json: No space left on device")
-        return publish(dest, payload, **kwargs)
-
-    monkeypatch.setattr(spool.mover, "publish", full)
+    _refuse_failed_record(spool, monkeypatch, "x")
     with pytest.raises(SpoolIOError):
         spool.cancel_pending("x")
     assert spool.layout.job(P, "x").read_bytes() == again
