@@ -9,7 +9,9 @@ baseline, which runs the very same functions:
   FAST ``echo``; :func:`noop` is its body.
 * ``bench_matmul`` (COMPUTE): :func:`matmul_work`, ``reps`` products of two
   ``size`` x ``size`` float64 matrices; the benchmark calibrates ``reps`` to
-  about 20 ms on the machine at hand and passes it as a param.
+  about 20 ms on the machine at hand and passes it as a param.  With
+  ``timed: true`` it returns :func:`matmul_timed`'s timings instead of a
+  checksum (``bench/w3_gaps.py``).
 * ``bench_flood`` (COMPUTE): short lines on stdout as fast as it can, until told
   to stop, for ``bench/output_flood.py``.
 
@@ -51,6 +53,16 @@ def matmul_work(size: int, reps: int) -> float:
     return float(b[0, 0])
 
 
+def matmul_timed(size: int, reps: int) -> dict[str, float]:
+    """:func:`matmul_work`, timed where it runs: its process, its start and end on the
+    system-wide monotonic clock (comparable across processes) and its thread's CPU
+    seconds, for ``bench/w3_gaps.py``."""
+    start, cpu = time.perf_counter(), time.thread_time()
+    matmul_work(size, reps)
+    return {"pid": os.getpid(), "start": start, "end": time.perf_counter(),
+            "cpu_s": time.thread_time() - cpu}
+
+
 class BenchNoop(BaseTool):
     """Return at once, in a COMPUTE worker (the no-op of the COMPUTE lane)."""
 
@@ -70,6 +82,7 @@ class MatmulParams(BaseModel):
 
     size: int = Field(ge=1, le=4096)
     reps: int = Field(ge=1, le=100_000)
+    timed: bool = False  # the result says when and where the work ran (matmul_timed)
 
 
 class BenchMatmul(BaseTool):
@@ -82,6 +95,8 @@ class BenchMatmul(BaseTool):
     Params: ClassVar[type[BaseModel]] = MatmulParams
 
     def execute(self, params: MatmulParams, ctx: ToolContext) -> ToolResult:
+        if params.timed:
+            return ToolResult.ok(matmul_timed(params.size, params.reps))
         return ToolResult.ok({"checksum": matmul_work(params.size, params.reps)})
 
 
