@@ -390,23 +390,17 @@ class Mover:
         if not self.recycle or len(self._spares) >= SPARES_MAX:
             self.unlink_durable(path)
             return False
-        spare = self._spare_name()
-        try:
-            os.rename(path, spare)
-        except FileNotFoundError:
-            if not self._staging_gone():
-                return False  # the job file is gone
+        for again in (False, True):  # again: into a staging folder made afresh
             spare = self._spare_name()
             try:
                 os.rename(path, spare)
+                break
             except FileNotFoundError:
-                return False
+                if again or not self._staging_gone():
+                    return False  # the job file is gone
             except OSError as exc:
                 _raise_fatal(exc, f"cannot remove {_name(path)}")
                 raise
-        except OSError as exc:
-            _raise_fatal(exc, f"cannot remove {_name(path)}")
-            raise
         if self.mode is not _NEVER:
             self._synced(_parent(path))
         st = _reusable(lease_fd, self._euid, self._egid)
