@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
-from spool.errors import ErrorType
+from spool.errors import ConflictError, ErrorType
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
@@ -347,8 +347,18 @@ class Recovery:
         if self.mover.move(path, self.layout.job(JobState.PENDING, job_id), replace=False):
             return  # cancel undone: the job is pending again
         claim = _lease(path, job_id)  # a newer drop is pending: finish the cancel
-        if claim is not None:
+        if claim is None:
+            return
+        try:
             self.spool.finish_cancel(claim, path)
+        except ConflictError as exc:
+            # A file that is no job, whose bytes cannot become failed/<id>.orig (a
+            # directory is there), and cannot go back (the newer drop): kept as a
+            # quarantine under an id of its own, as Spool.quarantine keeps a drop
+            # beside an earlier original.
+            self._restore_quarantine(job_id, path, st, (
+                f"not a valid job, its cancel cut short (its canceller died) and neither "
+                f"finished ({exc}) nor undone (a newer drop of the id is pending)"))
 
     def _restore_retry(self, job_id: str, path: Path, st: os.stat_result) -> None:
         pending = self.layout.job(JobState.PENDING, job_id)

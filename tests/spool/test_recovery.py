@@ -470,6 +470,49 @@ def test_dead_staged_non_files_are_settled_unopened(spool: Spool, holders: Holde
         assert read_json(layout.job(F, job_id))["error"]["type"] == "invalid_job"
 
 
+def test_a_cut_short_cancel_beside_a_directory_original_and_a_newer_drop_is_kept(
+        spool: Spool, holders: Holders) -> None:
+    """A cancel of a file that holds no job, killed once it staged the file, while
+    failed/x.orig is a directory (a quarantined directory drop) and a newer drop of x is
+    pending: finishing that cancel raised ConflictError out of the scan (a processor
+    exited 2 at start, and at its next periodic pass).  The bytes are kept under an id
+    of their own, with a record that says why."""
+    layout = spool.layout
+
+    def staged_by_a_dead_process(tag: str) -> None:
+        stager = actor(layout.root, "stage", {"ops": [{"from": ["pending", "x.json"],
+                                                        "tag": tag}]})
+        holders.procs.append(stager)
+        await_line(stager, "STAGED ")
+        assert stager.wait(timeout=10) == 0
+
+    (layout.folder(P) / "x.json").mkdir()
+    (layout.folder(P) / "x.json" / "inner").write_bytes(b"kept")
+    staged_by_a_dead_process("quarantine-x")
+    Recovery(spool).scan()  # the directory becomes failed/x.orig, beside its record
+    layout.job(P, "x").write_bytes(b'{"tool": "echo", "params": ')
+    staged_by_a_dead_process("cancel-x")
+    quarantined = layout.job(F, "x").read_bytes()
+    newer = b'{"tool": "echo", "params": {"newer": true}}'
+    layout.job(P, "x").write_bytes(newer)
+
+    report = Recovery(spool).scan()
+
+    assert report.restored == ["x"]
+    assert listing(layout.tmp) == []
+    assert layout.job(P, "x").read_bytes() == newer
+    assert (layout.original("x") / "inner").read_bytes() == b"kept"
+    assert layout.job(F, "x").read_bytes() == quarantined
+    [kept] = [n for n in listing(layout.folder(F)) if n.endswith(".orig") and n != "x.orig"]
+    job_id = kept.removesuffix(".orig")
+    assert layout.original(job_id).read_bytes() == b'{"tool": "echo", "params": '
+    record = read_json(layout.job(F, job_id))
+    assert record["error"]["type"] == "invalid_job"
+    assert "failed/x.orig" in record["error"]["message"], record["error"]["message"]
+    assert "directory" in record["error"]["message"], record["error"]["message"]
+    assert not Recovery(spool).scan().changed
+
+
 def test_orphan_original_gets_a_record_and_duplicate_terminals_keep_newer(
         spool: Spool) -> None:
     layout = spool.layout
