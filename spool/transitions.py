@@ -500,7 +500,11 @@ class Spool:
                 raise
 
             def undo() -> None:  # not written: the bytes go back, the earlier original too
-                if self.mover.move(original, pending, replace=False) and aside:
+                # With a newer drop of the id pending meanwhile, the bytes stay staged:
+                # recovery finishes the cancel (Recovery._restore_cancel), as it does
+                # for a job whose record is not written.
+                if (self.mover.move(original, pending, replace=False)
+                        or self.mover.move(original, staged, replace=False)) and aside:
                     self.mover.move(aside, original, replace=False)
 
             self.publish_terminal(record, unwritten=undo)

@@ -525,12 +525,16 @@ def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
     assert listing(spool.layout.tmp) == []
 
 
-def _refuse_failed_record(spool: Spool, monkeypatch: pytest.MonkeyPatch, job_id: str) -> None:
-    """From now on, writing failed/<job_id>.json fails as on a full disk."""
+def _refuse_failed_record(spool: Spool, monkeypatch: pytest.MonkeyPatch, job_id: str,
+                          meanwhile: Callable[[], object] | None = None) -> None:
+    """From now on, writing failed/<job_id>.json fails as on a full disk (``meanwhile``
+    is called first: what another process did while the write was tried)."""
     publish = spool.mover.publish
 
     def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
         if str(dest) == str(spool.layout.job(F, job_id)):
+            if meanwhile is not None:
+                meanwhile()
             raise SpoolIOError(f"cannot publish {job_id}.json: No space left on device")
         return publish(dest, payload, **kwargs)
 
@@ -559,6 +563,39 @@ def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_it
     assert spool.layout.job(P, "x").read_bytes() == data
     assert {name: (spool.layout.folder(F) / name).read_bytes()
             for name in listing(spool.layout.folder(F))} == before
+    assert listing(spool.layout.tmp) == []
+
+
+def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_drop(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The undo put the bytes back in pending/ and only then the earlier original back in
+    # failed/x.orig; with a newer drop of x pending meanwhile neither happened, and the
+    # earlier original's one other name (in tmp/) was removed: it was lost, and the
+    # cancelled bytes sat in its place beside its record.  Now the earlier original is
+    # back, and the cancelled bytes wait in tmp/ for recovery to finish their cancel.
+    spool.layout.job(P, "x").write_bytes(b'{"tool": "echo", "priority": "early"}')
+    assert spool.cancel_pending("x") is not None
+    before = {name: (spool.layout.folder(F) / name).read_bytes()
+              for name in listing(spool.layout.folder(F))}
+    data = b'{"tool": "echo", "params": '
+    spool.layout.job(P, "x").write_bytes(data)
+    newer = b'{"tool": "echo", "params": {"newer": true}}'
+    _refuse_failed_record(spool, monkeypatch, "x",
+                          meanwhile=lambda: spool.layout.job(P, "x").write_bytes(newer))
+    with pytest.raises(SpoolIOError):
+        spool.cancel_pending("x")
+    assert spool.layout.job(P, "x").read_bytes() == newer
+    assert {name: (spool.layout.folder(F) / name).read_bytes()
+            for name in listing(spool.layout.folder(F))} == before
+    [staged] = listing(spool.layout.tmp)
+    assert staged.startswith("cancel-x.") and (spool.layout.tmp / staged).read_bytes() == data
+    # Once this process is gone (as recovery sees it), a scan finishes that cancel.
+    monkeypatch.setattr("spool.recovery._pid_alive", lambda pid: False)
+    assert Recovery(make_spool(spool.layout.root)).scan().restored == ["x"]
+    assert spool.layout.original("x").read_bytes() == data
+    record = read_json(spool.layout.job(F, "x"))
+    assert record["error"]["type"] == "cancelled" and record["source"]["size"] == len(data)
+    assert spool.layout.job(P, "x").read_bytes() == newer
     assert listing(spool.layout.tmp) == []
 
 
