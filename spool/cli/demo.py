@@ -40,6 +40,7 @@ from spool.states import TERMINAL
 
 START_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 40.0
 BAR_WIDTH = 28
 DEMO_FSYNC = FsyncMode.BATCH
 SPOOL_DIR_HELP = ("where to make the demo's spool (default: a new folder in the temporary "
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"\ndashboard  {url}\n")
             return 0 if all(r.state.value == "done" for r in records) else 1
     except KeyboardInterrupt:
-        out.write("\ninterrupted: stopping the daemons\n")
+        out.write("\ninterrupted: stopping the daemons (running jobs may finish first: "
+                  "Ctrl-C again to stop them now)\n")
         args.keep = False
         return 130
     finally:
@@ -169,16 +171,35 @@ def _statusd_up(port: int) -> bool:
 
 
 def _stop_daemons(daemons: list[Daemon], out: TextIO) -> None:
+    """SIGTERM both and wait: the processor gives running jobs its grace period.  A
+    Ctrl-C (or SIGTERM) meanwhile is passed on as a second SIGTERM, which ends that
+    grace period at once, and the wait goes on: the demo never leaves a daemon behind."""
+    hurry: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: hurry.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _terminate(daemons)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        passed_on = 0
+        for d in daemons:
+            while d.proc.poll() is None and time.monotonic() < deadline:
+                if len(hurry) > passed_on:
+                    passed_on = len(hurry)
+                    out.write("stopping now: running jobs are stopped and requeued\n")
+                    _terminate(daemons)
+                time.sleep(0.05)
+            if d.proc.poll() is None:
+                d.proc.kill()
+            out.write(f"stopped    {d.name} (exit {d.proc.wait()})\n")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _terminate(daemons: list[Daemon]) -> None:
     for d in daemons:
         if d.proc.poll() is None:
             d.proc.send_signal(signal.SIGTERM)
-    for d in daemons:
-        try:
-            code = d.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            d.proc.kill()
-            code = d.proc.wait()
-        out.write(f"stopped    {d.name} (exit {code})\n")
 
 
 @contextlib.contextmanager

@@ -90,6 +90,40 @@ def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
     _assert_all_gone(_spool_of(out))
 
 
+def test_a_second_interrupt_stops_the_running_jobs_now_and_still_stops_the_daemons(
+        tmp_path: Path) -> None:
+    """The first Ctrl-C gives running jobs the processor's grace period (30 s); a second
+    one, as in a terminal, ends it: the demo passes it on and still waits for both daemons.
+    It used to end the demo at once (exit 130), leaving the processor running its jobs
+    until they finished, with nothing printed about it."""
+    proc = subprocess.Popen([*DEMO, "--symbols", "500", "--bars", "2520", *_spool_in(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("submitted"):
+            break
+    spool = _spool_of("".join(lines))
+    deadline = time.monotonic() + 30
+    while not os.listdir(spool / "running") and proc.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    log = spool / "spool-processor.log"
+    while '"msg":"stopping"' not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(spool / "running"), "the jobs still run at the second interrupt"
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "stopped    spool-processor (exit 0)" in out, out
+    assert "stopping now" in log.read_text()
+    assert len(os.listdir(spool / "pending")) == 2, "both jobs requeued, not run to the end"
+    _assert_all_gone(spool)
+
+
 def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) -> None:
     """statusd cannot bind a busy port: the processor already started is stopped too."""
     with socket.socket() as busy:
