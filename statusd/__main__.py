@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpoolError as exc:
         print(f"spool-statusd: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # e.g. the port is taken
-        print(f"spool-statusd: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. the port is taken, or a spool folder it may not read
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"spool-statusd: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     return 0
 

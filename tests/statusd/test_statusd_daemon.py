@@ -7,6 +7,7 @@ import asyncio
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,27 @@ def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> N
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop the capabilities that pass modes")
+def test_a_spool_folder_it_may_not_read_is_named_in_its_one_line(spool: Spool,
+                                                                  tmp_path: Path) -> None:
+    """Before: 'spool-statusd: Permission denied', naming no file (the line kept only the
+    OSError's strerror, meant for a taken port)."""
+    pending = spool.layout.root / "pending"
+    pending.chmod(0)
+    try:  # root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH meets the folder's mode 000
+        proc = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all",
+                               sys.executable, "-m", "statusd"],
+                              env=_env(spool.layout.root), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, check=False)
+    finally:
+        pending.chmod(0o750)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1 and "Permission denied" in lines[0], proc.stderr
+    assert str(pending) in lines[0], proc.stderr
 
 
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
