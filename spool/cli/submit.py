@@ -55,7 +55,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         "time-ordered one)")
     parser.add_argument("--priority", type=int, metavar="N", help="higher runs first")
     parser.add_argument("--timeout", type=parse.positive_seconds, metavar="S",
-                        help="run time limit (30, 30s, 5m); may only lower the tool's")
+                        help="the job's run time limit (30, 30s, 5m); may only lower the "
+                        "tool's execution_timeout; not how long --wait waits (that is "
+                        "'spoolq wait ID --timeout S')")
     parser.add_argument("--max-attempts", type=int, metavar="N",
                         help="runs allowed when a run times out or crashes")
     parser.add_argument("--not-before", type=parse.timestamp, metavar="T",

@@ -176,6 +176,17 @@ def test_demo_help_says_what_the_demo_does_with_its_spool(env: dict[str, str]) -
     assert "``" not in text and "--seed S random seed" in flat
 
 
+def test_submit_help_says_timeout_limits_the_run_not_the_wait(env: dict[str, str]) -> None:
+    """``submit --timeout``'s help ended mid-phrase ("may only lower the tool's") and did
+    not say it is the job's limit: ``spoolq submit sleep --wait --timeout 3`` reads as a
+    3 s wait, and waited for ever with no processor running."""
+    proc = spoolq(env, "submit", "--help")
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stdout.decode().split())
+    assert "may only lower the tool's execution_timeout" in flat
+    assert "not how long --wait waits" in flat
+
+
 def test_data_synth_takes_the_global_options_after_its_name(tmp_path: Path,
                                                             env: dict[str, str]) -> None:
     """Every command takes ``--spool-dir`` and ``--fsync`` before or after its name (the
