@@ -17,7 +17,16 @@ a day).
 * An id with records in both ``done/`` and ``failed/`` keeps the newer; then a
   ``failed/<id>.orig`` without its quarantine record gets one, or goes if a
   later run superseded it; progress and cancel files of jobs no longer
-  running, and lock files of dead owners, are removed.  One pass settles all.
+  running, and lock files of dead owners, are removed.
+
+The first pass of a :class:`Recovery` (a processor's start-up pass) settles all.  The
+later, periodic ones settle what other processes leave meanwhile, at a cost that does
+not grow with ``done/`` and ``failed/``: they check only the names of ``failed/`` that
+:class:`spool.recheck.Recheck` picks, so a leftover in ``done/`` and ``failed/`` is
+settled by the first pass after it is made in ``failed/``, and within
+``ceil(len(failed/) / ROTATION_NAMES) + 1`` passes when made in ``done/`` alone.  A
+pass that finds a dead owner checks every name: a processor that died mid-completion
+is what leaves those.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from spool.layout import ORIG_SUFFIX
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
 from spool.reader import read_regular
+from spool.recheck import Recheck
 from spool.states import JobState
 from spool.transitions import MAX_ACTIVE_BYTES, Claim, Spool, read_fd, record_from_job
 
@@ -91,16 +101,18 @@ class Recovery:
         self._quarantine_records: dict[str, tuple[int, int]] = {}
         # How many names done/ held when last listed (None: not yet), see _in_done.
         self._done_seen: int | None = None
+        self._recheck = Recheck(self.layout.folder(JobState.FAILED),
+                                self.layout.folder(JobState.DONE))
 
     def scan(self) -> RecoveryReport:
         report = RecoveryReport()
-        self._dead_owners(report)
+        owners_died = self._dead_owners(report)
         self._dead_staging(report)
         for entry in _entries(self.layout.folder(JobState.RUNNING)):
             job_id = id_from_name(entry.name)
             if job_id is not None:
                 self._orphan(job_id, report)
-        self._terminal_leftovers(report)
+        self._terminal_leftovers(report, full=owners_died)
         self._sidecars(report)
         self.mover.flush()
         return report
@@ -371,18 +383,20 @@ class Recovery:
 
     # -- done/ and failed/ -----------------------------------------------------------
 
-    def _terminal_leftovers(self, report: RecoveryReport) -> None:
-        failed = _entries(self.layout.folder(JobState.FAILED))
-        for name in self._in_done([entry.name for entry in failed]):
+    def _terminal_leftovers(self, report: RecoveryReport, *, full: bool) -> None:
+        """Settle the names of ``failed/`` the :class:`Recheck` picks (all: ``full``)."""
+        plan = self._recheck.full() if full else self._recheck.next()
+        for name in self._in_done(plan.names):
             self._keep_newer(name, report)
         # Then the originals, so one whose record just went is settled in this same pass.
-        for entry in failed:
-            job_id = entry.name.removesuffix(ORIG_SUFFIX)
-            if job_id != entry.name and is_valid_id(job_id):
-                self._settle_original(job_id, entry, report)
-        names = {entry.name for entry in failed}
-        self._quarantine_records = {name: key for name, key in self._quarantine_records.items()
-                                    if name in names}
+        for name in plan.names:
+            job_id = name.removesuffix(ORIG_SUFFIX)
+            if job_id != name and is_valid_id(job_id):
+                self._settle_original(job_id, report)
+        if plan.listed is not None:
+            self._quarantine_records = {name: key for name, key
+                                        in self._quarantine_records.items()
+                                        if name in plan.listed}
 
     def _in_done(self, names: list[str]) -> list[str]:
         """The ``names`` (of ``failed/``) that ``done/`` holds too.
@@ -392,8 +406,10 @@ class Recovery:
         holds at least LOOKUP_RATIO names per name of ``failed/``, each name is looked up
         in ``done/`` instead (one ``faccessat``, about twice a listed name's cost), so a
         pass's cost follows ``failed/``, not ``done/`` (a listing of 200,000 names held
-        the processor's loop ~0.2 s every pass).  Every pass still checks every name.
+        the processor's loop ~0.2 s every pass).
         """
+        if not names:
+            return []
         done = self.layout.folder(JobState.DONE)
         if self._done_seen is not None and len(names) * LOOKUP_RATIO <= self._done_seen:
             try:
@@ -416,8 +432,7 @@ class Recovery:
         self._done_seen = len(listed)
         return [name for name in names if name in listed]
 
-    def _settle_original(self, job_id: str, entry: os.DirEntry[str],
-                         report: RecoveryReport) -> None:
+    def _settle_original(self, job_id: str, report: RecoveryReport) -> None:
         """A ``failed/<id>.orig`` must sit beside its quarantine record (one with a
         ``source``); else a quarantine or a completion was cut short.
 
@@ -429,8 +444,9 @@ class Recovery:
         cut short before its record: write it, replacing the earlier one as the
         quarantine would have.
         """
+        original = self.layout.original(job_id)
         try:
-            st = entry.stat(follow_symlinks=False)
+            st = os.lstat(original)
         except FileNotFoundError:
             return
         record = self.layout.job(JobState.FAILED, job_id)
@@ -440,12 +456,12 @@ class Recovery:
             record_st = None
         if record_st is None:
             superseded = self._finished_after(job_id, st.st_ctime_ns)
-        elif self._runs_record(entry.name, record, record_st):
+        elif self._runs_record(original.name, record, record_st):
             superseded = record_st.st_mtime_ns >= st.st_ctime_ns
         else:
             return  # its quarantine record (or no valid record: not ours to judge)
         if superseded:
-            report.removed += self.mover.unlink_durable(Path(entry.path))
+            report.removed += self.mover.unlink_durable(original)
             return
         self._record_for_original(job_id, st, job_id + JOB_SUFFIX,
                                   "quarantined when its processor died",
@@ -456,7 +472,7 @@ class Recovery:
         """True when ``record`` is a valid record of a run (no ``source``): not the
         quarantine record of the original ``name``.
 
-        Every original is checked on every scan, so a record found to be its quarantine's
+        An original is checked on many scans, so a record found to be its quarantine's
         is remembered by inode and mtime, and not read again while they stay.
         """
         key = (st.st_ino, st.st_mtime_ns)
@@ -514,7 +530,9 @@ class Recovery:
             if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
                 report.removed += self.mover.unlink(Path(entry.path))
 
-    def _dead_owners(self, report: RecoveryReport) -> None:
+    def _dead_owners(self, report: RecoveryReport) -> bool:
+        """Remove the lock and status files of owners that are gone; True if any was."""
+        died = False
         for entry in _entries(self.layout.owners):
             if not entry.name.endswith(".lock"):
                 continue
@@ -523,6 +541,8 @@ class Recovery:
                 continue
             report.removed += self.mover.unlink(self.layout.owner_status(owner))
             report.removed += self.mover.unlink(Path(entry.path))
+            died = True
+        return died
 
 
 def _entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:

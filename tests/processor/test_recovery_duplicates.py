@@ -58,3 +58,25 @@ def test_a_running_processor_settles_duplicates_left_by_others(
     assert (root / "failed" / "lost.orig").read_bytes() == b"what a client sent"
     assert d.running()
     assert d.stop() == 0
+
+
+def test_a_duplicate_left_after_many_quiet_scans_is_still_settled(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """The periodic scans of a quiet spool check no name of failed/ (see
+    tests/spool/test_recovery_quiet.py); a record another processor then publishes in
+    done/ alone, beside an older failed one of its id, is still settled by the scans'
+    rotation over failed/ (within ceil(2,500 / 1,000) + 1 scans)."""
+    root = spool_root
+    d = daemon(SPOOL_SCAN_S="0.1")
+    drop(root, "real", {"tool": "echo", "params": {"message": "m"}})
+    done_bytes = orjson.dumps(wait_record(root, "real"))
+    failed_bytes = done_bytes.replace(b'"state":"done"', b'"state":"failed"')
+    for n in range(2500):
+        _aged(root / "failed" / f"bad-{n:04d}.json", failed_bytes, 100)
+    time.sleep(4.0)  # scans that find failed/ and done/ unchanged, dozens of them
+
+    (root / "done" / "bad-2400.json").write_bytes(done_bytes)
+    wait_for(lambda: _where(root, "bad-2400") == ["done"], 10.0, "the duplicate settled")
+    assert len(os.listdir(root / "failed")) == 2499
+    assert d.running()
+    assert d.stop() == 0

@@ -1,0 +1,149 @@
+"""Which names of ``failed/`` a periodic recovery pass checks, so that its cost does not
+grow with ``failed/`` and ``done/``, which only ``spoolq purge`` shrinks.
+
+What recovery settles there (an id with a record in both ``done/`` and ``failed/``, an
+original beside no record or beside a later run's record) is always made by a change of
+one of the two folders: a record or an original moved in, replaced or removed.  So a
+:class:`Recheck` watches each folder's stamp (device, inode, mtime, ctime: any entry
+added, removed or renamed over changes it):
+
+* ``failed/`` unchanged: not listed.  Changed: listed, and the ids of the names added,
+  removed or replaced (another inode) since the last listing are checked, both their
+  record and their original, in that same pass.
+* ``done/`` unchanged: nothing is looked up in it.  Changed (as every job done changes
+  it): which names came is unknown without listing ``done/``, so the names of
+  ``failed/`` are checked in a rotation, in sorted order, :data:`ROTATION_NAMES` a pass,
+  until one full turn has passed since the last change.
+
+Hence every such leftover is settled by the first pass after it is made, when it is
+made in ``failed/``, and within ``ceil(len(failed/) / ROTATION_NAMES) + 1`` passes when
+it is made in ``done/`` alone (the last change of ``done/`` restarts the turn).  A quiet
+pass costs two ``stat`` calls; one after ``done/`` changed, at most ROTATION_NAMES
+lookups; one after ``failed/`` changed, a listing of it.
+
+A stamp read less than :data:`RACY_NS` after the folder's last change may miss a change
+made in the same tick of the filesystem's clock (or second, where timestamps are that
+coarse), so the next pass looks again.  The filesystem's times are compared with the
+wall clock, not the spool's (injectable) clock.  On a network filesystem a client's
+cached attributes delay what a stamp shows by their cache time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spool.ids import JOB_SUFFIX
+from spool.layout import ORIG_SUFFIX
+
+ROTATION_NAMES = 1000
+"""Names of ``failed/`` a pass checks after ``done/`` changed (about 2 ms of lookups)."""
+RACY_NS = 2_000_000_000
+"""How long after a folder's change its stamp is not trusted to show the next one."""
+
+Stamp = tuple[int, int, int, int]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one pass checks: ``names`` of ``failed/`` (some perhaps gone), and every name
+    of ``failed/`` when this pass listed it (else None)."""
+
+    names: list[str]
+    listed: set[str] | None
+
+
+class Recheck:
+    """The names of ``failed/`` each pass checks (see the module docstring)."""
+
+    def __init__(self, failed: Path, done: Path) -> None:
+        self.failed = failed
+        self.done = done
+        self._inodes: dict[str, int] | None = None  # failed/'s names when last listed
+        self._stamps: tuple[Stamp | None, Stamp | None] = (None, None)
+        self._rotation: list[str] = []  # failed/'s names, sorted
+        self._after = ""  # the rotation goes on after this name
+        self._owed = 0  # names the rotation still checks since done/ last changed
+
+    def full(self) -> Plan:
+        """Every name of ``failed/`` (the start-up pass, and whenever asked)."""
+        failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
+        inodes = _listing(self.failed)
+        self._relisted(inodes)
+        self._owed = 0
+        self._stamps = (failed_stamp, done_stamp)
+        return Plan(list(inodes), set(inodes))
+
+    def next(self) -> Plan:
+        """The names a periodic pass checks: those changed in ``failed/`` since the last
+        pass, and the rotation's share while ``done/`` has changed."""
+        if self._inodes is None:
+            return self.full()
+        failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
+        names: set[str] = set()
+        listed = None
+        if failed_stamp is None or failed_stamp != self._stamps[0]:
+            inodes = _listing(self.failed)
+            before = self._inodes
+            changed = {name for name, ino in inodes.items() if before.get(name) != ino}
+            changed.update(name for name in before if name not in inodes)
+            for name in changed:
+                job_id = _stem(name)
+                names.update((job_id + JOB_SUFFIX, job_id + ORIG_SUFFIX))
+            self._relisted(inodes)
+            listed = set(inodes)
+        if done_stamp is None or done_stamp != self._stamps[1]:
+            self._owed = len(self._rotation)
+        names.update(self._turn())
+        self._stamps = (failed_stamp, done_stamp)
+        return Plan(sorted(names), listed)
+
+    def _relisted(self, inodes: dict[str, int]) -> None:
+        if self._inodes is None or self._inodes.keys() != inodes.keys():
+            self._rotation = sorted(inodes)
+        self._inodes = inodes
+
+    def _turn(self) -> list[str]:
+        """The rotation's next names, after the last one checked, wrapping round."""
+        rotation = self._rotation
+        count = min(self._owed, ROTATION_NAMES, len(rotation))
+        if count == 0:
+            self._owed = 0
+            return []
+        start = bisect.bisect_right(rotation, self._after)
+        names = (rotation[start:start + count]
+                 + rotation[:max(0, start + count - len(rotation))])
+        self._after = names[-1]
+        self._owed -= count
+        return names
+
+
+def _stem(name: str) -> str:
+    for suffix in (JOB_SUFFIX, ORIG_SUFFIX):
+        if name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def _stamp(folder: Path) -> Stamp | None:
+    """The folder's stamp; None when it is missing or may not show a change made now."""
+    now_ns = time.time_ns()  # before the stat: a change after it is newer than this
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        return None
+    if max(st.st_mtime_ns, st.st_ctime_ns) >= now_ns - RACY_NS:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Name -> inode of every entry of ``folder`` (read with the names, no ``stat``)."""
+    try:
+        with os.scandir(folder) as it:
+            return {entry.name: entry.inode() for entry in it}
+    except FileNotFoundError:
+        return {}

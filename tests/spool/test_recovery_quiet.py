@@ -1,0 +1,158 @@
+"""What a periodic recovery pass costs with a large ``failed/``, counted in system calls.
+
+A processor runs a pass on its loop every SPOOL_SCAN_S, and FAST jobs wait behind it.
+``failed/`` only shrinks by ``spoolq purge``: with 20,000 records, a pass that lists it
+and looks each name up in ``done/`` held the loop tens of milliseconds every 5 s.  The
+passes after the start-up one must cost the same whatever ``failed/`` holds: next to
+nothing while neither ``failed/`` nor ``done/`` changes, a bounded slice of lookups while
+only ``done/`` does (every job done changes it).  The calls are counted with ``strace``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from spoolkit import locate
+
+from spool.errors import ErrorType
+from spool.models import ErrorInfo, Record, Source, record_bytes
+from spool.recheck import ROTATION_NAMES
+from spool.recovery import Recovery
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.timeout(120)
+
+D, F = JobState.DONE, JobState.FAILED
+
+FAILED_RECORDS = 20_000
+PASSES = 8
+# The calls that read a folder or look a name up (lstat is newfstatat or statx).
+CALLS = "getdents64,faccessat2,faccessat,access,newfstatat,statx,openat"
+
+SCRIPT = """
+import os, sys, time
+sys.path[:0] = [sys.argv[2]]
+from pathlib import Path
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job, record_bytes
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool, record_from_job
+
+layout = Layout(Path(sys.argv[1]))
+mover = Mover(layout, FsyncMode.NEVER)
+mover.make_folders()
+spool = Spool(layout, mover)
+done, failed = layout.folder(JobState.DONE), layout.folder(JobState.FAILED)
+data = record_bytes(record_from_job(Job(tool="echo"), "x", JobState.FAILED, time.time_ns()))
+for i in range(int(sys.argv[3])):
+    (failed / f"f-{i:06d}.json").write_bytes(data)
+for i in range(100):
+    (done / f"d-{i:03d}.json").write_bytes(data)
+time.sleep(2.5)  # past the folders' last change: their times say so (see spool.recheck)
+recovery = Recovery(spool)
+recovery.scan()  # the start-up pass: every name
+marker = sys.argv[4]
+os.access(marker + "-quiet", os.F_OK)
+for _ in range(int(sys.argv[5])):
+    assert not recovery.scan().changed
+os.access(marker + "-busy", os.F_OK)
+for i in range(int(sys.argv[5])):
+    (done / f"new-{i}.json").write_bytes(data)  # a job done between two passes
+    assert not recovery.scan().changed
+os.access(marker + "-end", os.F_OK)
+"""
+
+
+def _count(trace: str, marker: str) -> dict[str, int]:
+    """Names read (a directory listing's entries) and other calls made between each
+    marker and the next, by the marker's phase name."""
+    counts: dict[str, int] = {}
+    phase = None
+    for line in trace.splitlines():
+        if marker in line:
+            phase = line.split(marker + "-", 1)[1].split('"', 1)[0]
+            counts[phase] = 0
+        elif phase is None or "(" not in line or "resumed>" in line:
+            continue
+        elif (entries := re.search(r"/\* (\d+) entries \*/", line)) is not None:
+            counts[phase] += int(entries.group(1))
+        elif "getdents64(" not in line:
+            counts[phase] += 1
+    return counts
+
+
+def test_periodic_passes_cost_does_not_follow_the_size_of_failed(tmp_path: Path) -> None:
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    repo = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "trace"
+    marker = str(tmp_path / "phase")
+    proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
+                           sys.executable, "-c", SCRIPT, str(tmp_path / "spool"), repo,
+                           str(FAILED_RECORDS), marker, str(PASSES)],
+                          capture_output=True, check=False, timeout=110)
+    if proc.returncode != 0 and b"PTRACE" in proc.stderr:
+        pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    counts = _count(out.read_text(), marker)
+    quiet, busy = counts["quiet"] / PASSES, counts["busy"] / PASSES
+    # Nothing changed: a pass looks at the folders (a few dozen names and calls in all,
+    # whatever failed/ holds); it does not list failed/ nor look its names up.
+    assert quiet < 100, f"a quiet pass read or looked up {quiet:.0f} names"
+    # done/ changed: a bounded slice of failed/'s names is looked up, not all of them.
+    assert busy < 2_000, f"a pass after a job was done read or looked up {busy:.0f} names"
+
+
+def _records(spool: Spool, state: JobState, ids: list[str], **fields: object) -> None:
+    """Write records straight into ``state``'s folder, as years of jobs leave them."""
+    data = record_bytes(Record.model_validate({"id": "x", "tool": "echo", "state": state,
+                                               **fields}))
+    for job_id in ids:
+        spool.layout.job(state, job_id).write_bytes(data)
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_what_done_alone_gains_is_settled_within_one_turn_after_quiet_passes(
+        spool: Spool) -> None:
+    """After quiet passes, which check no name, another processor's completion cut short
+    (its done record published, the earlier failed one of the id not yet removed) and a
+    later run's done record beside a quarantined original are settled within
+    ceil(len(failed/) / ROTATION_NAMES) + 1 passes, though only done/ changed."""
+    layout = spool.layout
+    failed_ids = [f"bad-{i:04d}" for i in range(2500)]
+    _records(spool, F, failed_ids, error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="m"))
+    layout.original("zzz").write_bytes(b"what a client sent")  # sorts last in failed/
+    spool.mover.publish(layout.job(F, "zzz"), record_bytes(Record(
+        id="zzz", state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB, message="bad"),
+        source=Source(name="zzz.json", size=18, kind="file"))))
+    _records(spool, D, [f"fine-{i}" for i in range(20)], result=1)
+    time.sleep(2.5)  # past the folders' last change (see spool.recheck)
+    recovery = Recovery(spool)
+    assert not recovery.scan().changed
+    for _ in range(5):
+        assert not recovery.scan().changed
+
+    time.sleep(0.03)  # the coarse filesystem clock ticks past the failed records' times
+    _records(spool, D, ["bad-2400", "zzz"], result=1)
+    bound = math.ceil((len(failed_ids) + 2) / ROTATION_NAMES) + 1
+    passes = 0
+    while locate(layout, "bad-2400") != [D] or os.path.lexists(layout.original("zzz")):
+        passes += 1
+        assert passes <= bound, f"not settled within {bound} passes"
+        recovery.scan()
+    assert passes > 1  # the rotation, not a full pass, found them
+    assert locate(layout, "zzz") == [D]
+    assert not recovery.scan().changed
