@@ -183,10 +183,10 @@ class Processor:
             if self.spool.mover.staging_note is not None:
                 log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
                             extra={"fields": {"reason": self.spool.mover.staging_note}})
-            _log_recovery(self.recovery.scan())
+            self._unless_unusable(lambda: _log_recovery(self.recovery.scan()))
             self.executor.start(InboxSink(self.inbox))
-            self.discovery.start_feed()
-            self.discovery.rescan()
+            self._unless_unusable(self.discovery.start_feed)
+            self._unless_unusable(self.discovery.rescan)
             logs.flush()  # the recovery's lines are out before the status file says "up"
             self._heartbeat()
             self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
@@ -212,6 +212,17 @@ class Processor:
             return OwnerLease(path)
         except OSError as exc:
             raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
+
+    @staticmethod
+    def _unless_unusable(step: Callable[[], None]) -> None:
+        """A start-up step that reads the spool: a folder it cannot read or watch (wrong
+        owners after a restore, say) is a broken environment (one line, exit status 2),
+        not a crash whose restart every 2 s cannot fix it."""
+        try:
+            step()
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise SpoolIOError(f"cannot use the spool: {exc.strerror or exc}{where}") from exc
 
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).

@@ -158,6 +158,29 @@ def test_an_owners_folder_it_cannot_write_exits_2_with_one_line(spool_root: Path
     assert os.listdir(owners) == []
 
 
+@pytest.mark.parametrize("folder", ["pending", "running", "failed", "tmp", "cancel"])
+def test_a_state_folder_it_cannot_read_exits_2_with_one_line(spool_root: Path, tmp_path: Path,
+                                                             folder: str) -> None:
+    """With owners/ writable but another folder not readable (wrong owners after a
+    restore, say), start-up crashed: a 'crashed' log line with a traceback and exit
+    status 1, so systemd restarted it every 2 s.  Like owners/ above: one line naming
+    the folder, exit status 2 (docs/operations.md, Troubleshooting)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    path = spool_root / folder
+    mode = path.stat().st_mode
+    path.chmod(0)
+    try:
+        lines = _start_and_fail(spool_root, tmp_path / "daemon.log", NO_DAC)
+    finally:
+        path.chmod(mode)
+    plain = [line for line in lines if not line.startswith("{")]
+    assert len(plain) == 1, lines
+    assert plain[0].startswith("spool-processor: error: cannot use the spool: "), lines
+    assert str(path) in plain[0] and "Permission denied" in plain[0], lines
+    assert not any("Traceback" in line or '"crashed"' in line for line in lines), lines
+
+
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")
