@@ -6,7 +6,10 @@ Guarantees:
   a staging folder, fsync the file, rename into place, fsync the folder.
 * :meth:`Mover.move` with ``replace=False`` never overwrites: it uses
   ``renameat2(RENAME_NOREPLACE)`` (falling back to ``link`` + ``unlink`` on
-  filesystems without it) and reports a lost race as ``False``.
+  filesystems without it) and reports a lost race as ``False``.  With
+  ``replace=FILES_ONLY`` it replaces a regular file only: anything else at the
+  name (a directory, FIFO, socket or symlink) is left there and ``False``
+  returned, for the caller to set it aside.
 * :meth:`Mover.retire` takes a finished job file out of ``running/``.  With
   ``recycle`` on, the inode is kept in ``stage/`` as a *spare* and the next
   :meth:`Mover.publish` writes its file into it instead of creating one: on
@@ -54,7 +57,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 from spool.errors import SpoolIOError
 from spool.layout import Layout
@@ -75,6 +78,9 @@ _ALWAYS, _BATCH, _NEVER = FsyncMode.ALWAYS, FsyncMode.BATCH, FsyncMode.NEVER
 # Paths are taken as ``str`` or ``Path``: the per-job path passes strings (see
 # ``Layout.job_str``), everything else passes ``Path``.
 StrPath: TypeAlias = str | os.PathLike[str]
+FILES_ONLY: Literal["files"] = "files"
+"""``replace=FILES_ONLY``: replace a regular file, and nothing else (see :meth:`Mover.move`)."""
+Replace: TypeAlias = bool | Literal["files"]
 _name = os.path.basename
 _parent = os.path.dirname
 _AT_FDCWD = -100
@@ -188,9 +194,10 @@ class Mover:
 
     # -- writing -----------------------------------------------------------------
 
-    def publish(self, dest: StrPath, data: bytes, *, replace: bool = True,
+    def publish(self, dest: StrPath, data: bytes, *, replace: Replace = True,
                 durable: bool = True) -> bool:
-        """Write ``data`` to ``dest`` atomically; False if ``replace=False`` and it exists."""
+        """Write ``data`` to ``dest`` atomically; False if something is there that
+        ``replace`` (as for :meth:`move`) may not replace."""
         spare, inode = self._rewrite_spare(data, durable)
         if spare is not None:
             try:
@@ -478,13 +485,22 @@ class Mover:
 
     # -- moving ------------------------------------------------------------------
 
-    def move(self, src: StrPath, dst: StrPath, *, replace: bool = False,
+    def move(self, src: StrPath, dst: StrPath, *, replace: Replace = False,
              durable: bool = True) -> bool:
-        """Rename ``src`` to ``dst``; False when src is gone or (no replace) dst exists."""
+        """Rename ``src`` to ``dst``; False when src is gone or dst exists and ``replace``
+        does not allow replacing it: ``True`` replaces anything, ``FILES_ONLY`` a regular
+        file (a record by its newer one) but never a directory, FIFO, socket or symlink,
+        ``False`` nothing.
+
+        ``FILES_ONLY`` costs what ``True`` does when ``dst`` is free (one ``renameat2``)
+        and one ``lstat`` more when it is taken: where a rename over it would fail
+        (EISDIR) or silently take away a name someone else made.
+        """
         try:
-            if replace:
+            if replace is True:
                 os.rename(src, dst)
-            elif not self._rename_noreplace(src, dst):
+            elif not self._rename_noreplace(src, dst) and not (
+                    replace == FILES_ONLY and self._rename_over_file(src, dst)):
                 return False
         except FileNotFoundError:
             return False
@@ -513,6 +529,18 @@ class Mover:
         return self._link_then_unlink(src, dst)
 
     @staticmethod
+    def _rename_over_file(src: StrPath, dst: StrPath) -> bool:
+        """Rename ``src`` over ``dst`` when that is a regular file (or went meanwhile);
+        False, nothing moved, when it is anything else."""
+        try:
+            if not stat.S_ISREG(os.lstat(dst).st_mode):
+                return False
+        except FileNotFoundError:
+            pass  # the name is free now
+        os.rename(src, dst)
+        return True
+
+    @staticmethod
     def _link_then_unlink(src: StrPath, dst: StrPath) -> bool:
         if stat.S_ISDIR(os.lstat(src).st_mode):
             if os.path.lexists(dst):
@@ -539,12 +567,15 @@ class Mover:
 
     # -- removing ----------------------------------------------------------------
 
-    def unlink(self, path: StrPath) -> bool:
-        """Remove a file or symlink (a directory tree too); False if it was not there."""
+    def unlink(self, path: StrPath, *, tree: bool = True) -> bool:
+        """Remove a file or symlink (a directory tree too; with ``tree=False`` a directory
+        raises IsADirectoryError instead); False if it was not there."""
         try:
             try:
                 os.unlink(path)  # never follows a symlink; EISDIR for a directory
             except IsADirectoryError:
+                if not tree:
+                    raise
                 shutil.rmtree(path)
         except FileNotFoundError:
             return False
@@ -553,8 +584,8 @@ class Mover:
             raise
         return True
 
-    def unlink_durable(self, path: StrPath) -> bool:
-        removed = self.unlink(path)
+    def unlink_durable(self, path: StrPath, *, tree: bool = True) -> bool:
+        removed = self.unlink(path, tree=tree)
         if removed and self.mode is not _NEVER:
             self._synced(_parent(path))
         return removed

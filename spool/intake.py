@@ -39,7 +39,7 @@ from spool.clock import Clock
 from spool.exact import big_integer_reason, inexact_integer
 from spool.ids import ID_PATTERN, id_from_name
 from spool.lease import open_nofollow
-from spool.models import MAX_NESTING, Job, Record, nesting_depth
+from spool.models import MAX_NESTING, Job, Record, kind_of, nesting_depth
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
 from spool.transitions import MAX_ACTIVE_BYTES, Spool, read_fd
@@ -99,18 +99,6 @@ class Inspection:
 
 def is_in_progress_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
-
-
-def kind_of(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"  # nearly every drop: without building the table below
-    for test, kind in ((stat.S_ISREG, "file"), (stat.S_ISLNK, "symlink"),
-                       (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"),
-                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return kind
-    return "unknown"
 
 
 class Intake:

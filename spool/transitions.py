@@ -11,6 +11,12 @@ Guarantees (DESIGN sections 2 and 9):
 * Quarantine renames (never copies, never follows) the original to
   ``failed/<id>.orig`` before it publishes the record, so a crash can leave an
   original without a record (recovery writes one) but never lose it.
+* A record replaces an earlier record of its id, and finishing a run removes the
+  id's other record and its sidecars, but only ever regular files: anything else
+  found at one of those names (a directory, FIFO, socket or symlink that an
+  operator or a script made there) is set aside as a quarantined original of an
+  id of its own, beside a record saying what it was and where it stood
+  (:meth:`Spool.set_aside`), so no such entry stops the spool or is lost.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import ConflictError, ErrorType, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import inexact_integer
-from spool.fsops import Mover, StrPath
+from spool.fsops import FILES_ONLY, Mover, StrPath
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id
 from spool.layout import ORIG_SUFFIX, Layout
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
@@ -42,6 +48,7 @@ from spool.models import (
     Record,
     Source,
     job_bytes,
+    kind_of,
     nesting_depth,
     parse_record,
     record_bytes,
@@ -133,6 +140,9 @@ def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
 MAX_ACTIVE_BYTES = 16 * 1024 * 1024
 """A pending or running file larger than this is not a job (intake quarantines it): a
 claim reads no more of one that grew after intake judged it."""
+ASIDE_TRIES = 3
+"""How often a record's publish sets aside what took its name before giving up: more
+than once only when something keeps making a directory (say) there."""
 RETRY_MAX_BYTES = MAX_ACTIVE_BYTES
 """The most of a failed record ``retry`` reads: anything larger in ``failed/`` is no
 job's record, and read whole it took statusd's memory (a POST .../retry) with it."""
@@ -267,8 +277,17 @@ class Spool:
         """
         path = self.layout.job_str(record.state, record.id)
         before = _inode(path) if unwritten is not None else None
+        data = record_bytes(record)
         try:
-            self.mover.publish(path, record_bytes(record))
+            for _ in range(ASIDE_TRIES):
+                # It replaces an earlier record; anything else at its name is set aside.
+                if self.mover.publish(path, data, replace=FILES_ONLY):
+                    break
+                if self.set_aside(path, record.id, "record"):
+                    before = None  # the name is free: the record is not written till it lands
+            else:
+                raise SpoolIOError(f"cannot publish {record.state}/{record.id}.json: "
+                                   "something that is not a regular file keeps taking its name")
         except BaseException:
             if unwritten is not None and _inode(path) == before:
                 with contextlib.suppress(SpoolIOError, OSError):
@@ -290,21 +309,82 @@ class Spool:
             name = job_id + JOB_SUFFIX
             if presence is None or presence.may_exist(_FAILED, name):
                 dropped_other = self._drop(_FAILED, name, layout.job_str(_S_FAILED, job_id),
-                                           durable=True)
+                                           durable=True, of=(job_id, "record"))
         else:
-            dropped_other = self.mover.unlink_durable(layout.job_str(_S_DONE, job_id))
+            dropped_other = self.remove_file(layout.job_str(_S_DONE, job_id), job_id, "record",
+                                             durable=True)
         if record.source is None and (state is _S_FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
             name = job_id + ORIG_SUFFIX
             if presence is None or presence.may_exist(_FAILED, name):
                 self._drop(_FAILED, name, layout.original_str(job_id))
 
-    def _drop(self, folder: int, name: str, path: str, *, durable: bool = False) -> bool:
-        """Remove ``path``, which is ``name`` in the followed folder ``folder``."""
-        removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
+    def _drop(self, folder: int, name: str, path: str, *, durable: bool = False,
+              of: tuple[str, str] | None = None) -> bool:
+        """Remove ``path``, which is ``name`` in the followed folder ``folder``: whatever
+        it is (a quarantined original may be a directory drop), or with ``of`` (the job id
+        and what the spool keeps there) only a regular file (:meth:`remove_file`)."""
+        if of is not None:
+            removed = self.remove_file(path, *of, durable=durable)
+        else:
+            removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
         if self.presence is not None:
             self.presence.forget(folder, name)
         return removed
+
+    def remove_file(self, path: str, job_id: str, what: str, *, durable: bool = False) -> bool:
+        """Remove ``path``, where the spool keeps ``what`` of job ``job_id``, when it is a
+        regular file; anything else there is set aside (:meth:`set_aside`).  True when a
+        file was removed.  The lstat replaces the unlink that found nothing, as it
+        usually does: no cost but when something is there."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if S_ISREG(st.st_mode):
+            unlink = self.mover.unlink_durable if durable else self.mover.unlink
+            try:
+                return unlink(path, tree=False)
+            except IsADirectoryError:
+                pass  # a directory made there since the lstat
+        self.set_aside(path, job_id, what)
+        return False
+
+    def set_aside(self, path: str, job_id: str, what: str) -> bool:
+        """Move what stands at ``path``, where the spool keeps ``what`` of job ``job_id``
+        (its record, its progress, its cancel request), out of the way when it is not a
+        regular file: a directory, FIFO, socket or symlink made there by an operator or a
+        script.  Before, a rename of a record over a directory failed (the processor
+        crashed, and again at each restart), one over anything else took it away, and
+        the removal of a sidecar or the id's other record removed a directory whole.
+
+        It is renamed (never copied, deleted nor followed) into ``failed/`` as the
+        quarantined original of an id of its own, beside a record (``invalid_job``) whose
+        ``source`` says what it was and where it stood, as intake keeps a directory or
+        FIFO dropped in ``pending/``.  False when nothing was set aside: ``path`` is a
+        regular file or nothing.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if S_ISREG(st.st_mode):
+            return False
+        aside = invalid_id(self.clock.now())
+        if not self.mover.move(path, self.layout.original(aside), replace=False):
+            return False  # gone meanwhile
+        kind = kind_of(st.st_mode)
+        where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+        record = Record(
+            id=aside, state=_S_FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
+            finished_at=self.clock.now(), host=self.host, pid=self.pid,
+            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
+                f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} of "
+                f"job {job_id}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
+            source=Source(name=where, size=None, kind=kind))
+        self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
+                           replace=False)
+        return True
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
@@ -327,9 +407,11 @@ class Spool:
             presence.refresh()
         name = job_id + JOB_SUFFIX
         if presence is None or presence.may_exist(_PROGRESS, name):
-            self._drop(_PROGRESS, name, self.layout.progress_str(job_id))
+            self._drop(_PROGRESS, name, self.layout.progress_str(job_id),
+                       of=(job_id, "progress"))
         if presence is None or presence.may_exist(_CANCEL, job_id):
-            self._drop(_CANCEL, job_id, self.layout.cancel_str(job_id))
+            self._drop(_CANCEL, job_id, self.layout.cancel_str(job_id),
+                       of=(job_id, "cancel request"))
 
     def requeue(self, claim: Claim, job: Job) -> bool:
         """running -> pending with ``job`` as the new pending file.

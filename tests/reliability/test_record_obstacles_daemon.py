@@ -1,0 +1,86 @@
+"""The real processor keeps going when something that is no record sits where a record
+goes: a directory at ``done/<id>.json`` or ``failed/<id>.json`` (an operator's or a
+script's, with the spool user's rights).
+
+Before, the rename of the record over it raised IsADirectoryError: the processor
+logged "crashed" and exited 1 with the job left in ``running/``, and its next start
+crashed the same way recovering that job, so one such entry stopped the spool for
+good.  Now the record is written, the directory is kept whole as a quarantined
+original ``failed/invalid-....orig`` beside a record naming where it stood, and the
+daemon goes on with the next job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from relkit import Daemon, drop, quarantined, wait_for
+
+StartDaemon = Callable[..., Daemon]
+
+
+def _occupy(path: Path) -> None:
+    path.mkdir()
+    (path / "notes.txt").write_text("an operator's notes\n")
+
+
+def _record(root: Path, job_id: str) -> dict[str, Any] | None:
+    """The record of ``job_id`` once it is one (the directory at its name is none)."""
+    for state in ("done", "failed"):
+        path = root / state / f"{job_id}.json"
+        if path.is_file() and not path.is_symlink():
+            data: dict[str, Any] = orjson.loads(path.read_bytes())
+            return data
+    return None
+
+
+def wait_record(root: Path, job_id: str) -> dict[str, Any]:
+    rec: dict[str, Any] = wait_for(lambda: _record(root, job_id), 20, f"a record of {job_id}")
+    return rec
+
+
+def _kept(root: Path, where: str) -> dict[str, Any]:
+    """The record of what stood at ``where``, its original checked whole."""
+    rec = wait_for(lambda: quarantined(root).get(where), 10, f"the record of {where}")
+    assert rec["error"]["type"] == "invalid_job" and rec["source"]["kind"] == "directory"
+    original = root / "failed" / f"{rec['id']}.orig"
+    assert (original / "notes.txt").read_text() == "an operator's notes\n"
+    return dict(rec)
+
+
+def test_a_record_lands_over_a_directory_and_the_daemon_goes_on(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    _occupy(spool_root / "done" / "y.json")
+    _occupy(spool_root / "failed" / "x.json")
+    d = daemon()
+    drop(spool_root, "y", {"tool": "echo", "params": {"message": "hi"}})
+    drop(spool_root, "x", {"tool": "no-such-tool"})
+    assert wait_record(spool_root, "y")["result"] == {"message": "hi"}
+    assert wait_record(spool_root, "x")["error"]["type"] == "unknown_tool"
+    _kept(spool_root, "done/y.json")
+    _kept(spool_root, "failed/x.json")
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": 1}})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert not list((spool_root / "running").iterdir())
+    assert d.running(), d.logs()
+    assert "crashed" not in d.logs()
+    assert d.stop() == 0
+
+
+def test_recovery_records_an_orphan_over_a_directory_and_starts(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A processor that died mid-run (SIGKILL) left ``running/x.json``; ``failed/x.json``
+    is a directory.  Before, every start crashed on recovering it."""
+    _occupy(spool_root / "failed" / "x.json")
+    (spool_root / "running" / "x.json").write_bytes(orjson.dumps(
+        {"tool": "echo", "params": {"message": 1}, "id": "x", "attempts": 0}))
+    d = daemon()
+    rec = wait_record(spool_root, "x")
+    assert rec["state"] == "failed" and rec["error"]["type"] == "abandoned"
+    _kept(spool_root, "failed/x.json")
+    assert not (spool_root / "running" / "x.json").exists()
+    assert d.running(), d.logs()
+    assert d.stop() == 0
