@@ -187,6 +187,14 @@ def test_submit_help_says_timeout_limits_the_run_not_the_wait(env: dict[str, str
     assert "not how long --wait waits" in flat
 
 
+def test_data_synth_help_gives_the_seed_default(env: dict[str, str]) -> None:
+    """``--symbols`` and ``--bars`` said their defaults and ``--seed`` did not (it is 0,
+    where the demo's is 7): the same data again needs the seed it was made with."""
+    proc = spoolq(env, "data", "synth", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--seed S random seed (default 0)" in " ".join(proc.stdout.decode().split())
+
+
 def test_data_synth_takes_the_global_options_after_its_name(tmp_path: Path,
                                                             env: dict[str, str]) -> None:
     """Every command takes ``--spool-dir`` and ``--fsync`` before or after its name (the
