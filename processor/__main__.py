@@ -132,14 +132,13 @@ def _run(settings: Settings) -> int:
     # job, each time one came).
     gc.freeze()
     # numpy and pandas, for the FAST quant tools, once the status file says "up".  A stop
-    # that comes sooner waits for the rest of the import (some 0.2 s on a quiet host,
-    # seconds on a loaded one: 3.1 s seen at load 18): a thread cut off mid-import at
-    # exit could hold a module lock the exit needs.
+    # that comes sooner does not wait for the rest of the import: the process ends at
+    # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
+    # waits for it, as any ordinary exit does (the thread is not a daemon).
     imports = startup.BackgroundImports(FAST_MODULES)
-    try:
-        return Processor(settings, registry, executor, notifier=notifier).run(imports.start)
-    finally:
-        imports.join()
+    status = Processor(settings, registry, executor, notifier=notifier).run(imports.start)
+    imports.exit_now_if_running(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@ them, its start-up does not), and its FAST quant tools work all the same."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from daemonkit import Daemon, drop, wait_record
+import orjson
+import pytest
+from daemonkit import Daemon, alive, drop, wait_for, wait_record
 
 from processor.quant.synth import write_synthetic
 
@@ -29,3 +34,52 @@ def test_status_file_comes_before_pandas(daemon: Callable[..., Daemon],
     assert seen == {"loaded_with_the_tools": [], "status_file_when_pandas_imported": True}
     assert d.stop() == 0
     assert not [e for e in d.events() if e.get("level") in ("warning", "error")]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the COMPUTE forkserver, its workers, the resource
+    tracker); one that ends while they are listed is passed over."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for tid in os.listdir(f"/proc/{parent}/task"):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                        open(f"/proc/{parent}/task/{tid}/children") as fh:
+                    children = [int(c) for c in fh.read().split()]
+                found += children
+                todo += children
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_does_not_wait_for_the_background_import(
+        daemon: Callable[..., Daemon], spool_root: Path, tmp_path: Path,
+        signum: signal.Signals) -> None:
+    """A stop soon after start waited for the background import of numpy and pandas to
+    end before the process exited (seconds on a loaded host; here it is held for an
+    hour, mid-import, by slowimport).  The stop keeps every other promise all the same."""
+    mark = tmp_path / "import-held"
+    d = daemon(tools="ptools,slowimport", SPOOL_GRACE_S="0.5", SLOWIMPORT_MARK=str(mark))
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    assert wait_for(mark.exists, 10, "the background import held") is True
+    assert mark.read_text() == "processor.quant.factors"
+    drop(spool_root, "held", {"tool": "import_held"})
+    assert wait_record(spool_root, "held")["result"] == {"held": ["processor.quant.factors"]}
+    below = _descendants(d.pid)
+    assert below, "the forkserver and its workers"
+    assert d.proc is not None
+    d.proc.send_signal(signum)
+    assert d.stop(timeout=20) == 0
+    wait_for(lambda: not any(alive(pid) for pid in below), 10,
+             "the forkserver, its workers and the resource tracker to end")
+    back = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert back["attempts"] == 0, "requeued, the run cut short not counted"
+    assert os.listdir(spool_root / "running") == [] and os.listdir(spool_root / "owners") == []
+    lines = d.logs().splitlines()
+    events = [orjson.loads(line) for line in lines]  # every line JSON: nothing else printed
+    assert [(e["event"], e.get("reason")) for e in events if e.get("id") == "long"] == [
+        ("claimed", None), ("requeued", "shutdown")]
+    assert events[-1]["msg"] == "stopped", "the last line is out"
+    assert not [e for e in events if e.get("level") in ("warning", "error")]

@@ -1,0 +1,53 @@
+"""A SPOOL_TOOLS module that holds the processor's background import (numpy and pandas,
+see :class:`processor.startup.BackgroundImports`) for an hour, as a very slow host would.
+
+Loaded with the tools, before that import starts, it puts a finder first on
+``sys.meta_path`` that, asked for the first module on the ``spoolq-imports`` thread,
+writes that module's name to the file ``SLOWIMPORT_MARK`` names and sleeps: the
+thread then holds that module's import lock, mid-import.  The FAST tool
+``import_held`` says which module that is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from processor.tools import BaseTool, ExecutionMode, NoParams, ToolContext, ToolResult
+
+HOLD_S = 3600.0
+_held: list[str] = []
+
+
+class _HoldTheBackgroundImport:
+    @staticmethod
+    def find_spec(fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if threading.current_thread().name == "spoolq-imports" and not _held:
+            _held.append(fullname)
+            Path(os.environ["SLOWIMPORT_MARK"]).write_text(fullname)
+            time.sleep(HOLD_S)
+        return None  # the usual finders find it
+
+
+sys.meta_path.insert(0, _HoldTheBackgroundImport())
+
+
+class ImportHeld(BaseTool):
+    """The module whose import is held, if one is yet."""
+
+    name: ClassVar[str] = "import_held"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: NoParams, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"held": _held[:1]})
