@@ -46,7 +46,14 @@ MAX_NOFILE = 1 << 20
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="spool-statusd", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="spool-statusd", description="REST, WebSocket, metrics and dashboard of a "
+        "spool (writes are off unless STATUSD_TOKEN is set).",
+        epilog="Settings come from the environment (and a .env file): SPOOL_DIR, "
+        "SPOOL_FSYNC, SPOOL_SCAN_S, SPOOL_LOG_LEVEL, STATUSD_HOST (default 127.0.0.1), "
+        "STATUSD_PORT (default 8000), STATUSD_TOKEN (the bearer token writes need; "
+        "unset: writes answer 403), STATUSD_MAX_BODY_BYTES. The options above override "
+        "them.")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")
     parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
     parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")

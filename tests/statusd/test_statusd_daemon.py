@@ -151,6 +151,19 @@ def test_a_spool_folder_it_may_not_read_is_named_in_its_one_line(spool: Spool,
     assert str(pending) in lines[0], proc.stderr
 
 
+def test_help_is_plain_text_and_names_the_settings(tmp_path: Path) -> None:
+    """``spool-statusd --help`` showed reST markup (````spool-statusd````) and named none
+    of the variables it reads: an ops person could not learn from it how to turn writes
+    on (STATUSD_TOKEN)."""
+    proc = subprocess.run([sys.executable, "-m", "statusd", "--help"],
+                          env=_env(tmp_path / "nothing"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "``" not in proc.stdout, proc.stdout
+    for variable in ("SPOOL_DIR", "STATUSD_HOST", "STATUSD_PORT", "STATUSD_TOKEN"):
+        assert variable in proc.stdout, (variable, proc.stdout)
+
+
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
                                                                   tmp_path: Path) -> None:
     """A statusd that hangs before it listens fails its test within the kit's deadline
