@@ -15,6 +15,11 @@ overflow lists the folders again; a folder that is moved or removed, or grows
 past :data:`MAX_NAMES`, is no longer followed (every name "may exist").  A
 name created at the same moment as the check may be missed, exactly as an
 ``unlink`` issued a moment earlier would have missed it.
+
+A folder can also be tracked (:meth:`Presence.track`): the names created, moved in or
+out, or removed there are kept until taken (:meth:`Presence.take_changed`), so a caller
+that listed the folder once learns what changed since without listing it again.  Unlike
+the set of names, this goes on past MAX_NAMES names in the folder.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class Presence:
     def __init__(self, folders: Sequence[str]) -> None:
         self.folders = list(folders)
         self._names: list[set[str] | None] = [None] * len(self.folders)  # None: not followed
+        # Tracked folder index -> names changed since last taken (None: some were lost).
+        self._changed: dict[int, set[str] | None] = {}
         self._wd: dict[int, int] = {}  # watch descriptor -> folder index
         self._fd = -1
         self._waiting = array.array("i", [0])
@@ -97,6 +104,7 @@ class Presence:
             return
         if not all([self._apply(wd, mask, name) for wd, mask, name in read_inotify(self._fd)]):
             self._list_all()  # events were lost: list again, later events go on top
+            self._changed = dict.fromkeys(self._changed)
 
     def _apply(self, wd: int, mask: int, raw: bytes) -> bool:
         """Apply one event; False when events were lost."""
@@ -110,8 +118,18 @@ class Presence:
         if mask & (const.IN_DELETE_SELF | const.IN_MOVE_SELF | const.IN_IGNORED):
             del self._wd[wd]  # the folder itself went: stop following it
             self._names[index] = None
-        elif names is not None and raw:
-            name = os.fsdecode(raw)
+            if index in self._changed:
+                self._changed[index] = None
+            return True
+        if not raw:
+            return True
+        name = os.fsdecode(raw)
+        if (changed := self._changed.get(index)) is not None:
+            if len(changed) < MAX_NAMES:
+                changed.add(name)
+            else:
+                self._changed[index] = None  # too many to keep: "some were lost"
+        if names is not None:
             if not mask & (const.IN_CREATE | const.IN_MOVED_TO):
                 names.discard(name)
             elif len(names) < MAX_NAMES:
@@ -119,6 +137,23 @@ class Presence:
             else:
                 self._names[index] = None  # too many to follow
         return True
+
+    def track(self, index: int) -> bool:
+        """Keep the names changed in folder ``index`` from now on; False when it is not
+        followed (then nothing is kept)."""
+        if index not in self._wd.values():
+            return False
+        self._changed[index] = set()
+        return True
+
+    def take_changed(self, index: int) -> set[str] | None:
+        """The names changed in tracked folder ``index`` since :meth:`track` or the last
+        take, events read so far (call :meth:`refresh` first); None when some may have
+        been lost, or the folder is no longer followed: list it again."""
+        changed = self._changed.get(index)
+        if index in self._wd.values() and index in self._changed:
+            self._changed[index] = set()
+        return changed
 
     def may_exist(self, index: int, name: str) -> bool:
         """False only when ``name`` is certainly not in folder ``index``."""
@@ -148,3 +183,5 @@ class Presence:
                 os.close(self._fd)
             self._fd = -1
         self._names = [None] * len(self.folders)
+        self._wd.clear()
+        self._changed.clear()

@@ -7,9 +7,11 @@ one of the two folders: a record or an original moved in, replaced or removed.  
 :class:`Recheck` watches each folder's stamp (device, inode, mtime, ctime: any entry
 added, removed or renamed over changes it):
 
-* ``failed/`` unchanged: not listed.  Changed: listed, and the ids of the names added,
-  removed or replaced (another inode) since the last listing are checked, both their
-  record and their original, in that same pass.
+* ``failed/`` unchanged: not listed.  Changed: the ids of the names added, removed or
+  replaced (another inode) since the last pass are checked, both their record and their
+  original, in that same pass.  Where a :class:`~spool.presence.Presence` follows
+  ``failed/`` (a processor's, on a local filesystem) its events name them; else
+  ``failed/`` is listed again and compared with the last listing.
 * ``done/`` unchanged: nothing is looked up in it.  Changed (as every job done changes
   it): which names came is unknown without listing ``done/``, so the names of
   ``failed/`` are checked in a rotation, in sorted order, :data:`ROTATION_NAMES` a pass,
@@ -19,7 +21,8 @@ Hence every such leftover is settled by the first pass after it is made, when it
 made in ``failed/``, and within ``ceil(len(failed/) / ROTATION_NAMES) + 1`` passes when
 it is made in ``done/`` alone (the last change of ``done/`` restarts the turn).  A quiet
 pass costs two ``stat`` calls; one after ``done/`` changed, at most ROTATION_NAMES
-lookups; one after ``failed/`` changed, a listing of it.
+lookups; one after ``failed/`` changed, a ``stat`` of each name that changed (a
+listing of ``failed/`` where no Presence follows it, or it lost events).
 
 A stamp read less than :data:`RACY_NS` after the folder's last change may miss a change
 made in the same tick of the filesystem's clock (or second, where timestamps are that
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from spool.ids import JOB_SUFFIX
 from spool.layout import ORIG_SUFFIX
+from spool.presence import Presence
 
 ROTATION_NAMES = 1000
 """Names of ``failed/`` a pass checks after ``done/`` changed (about 2 ms of lookups)."""
@@ -59,9 +63,12 @@ class Plan:
 class Recheck:
     """The names of ``failed/`` each pass checks (see the module docstring)."""
 
-    def __init__(self, failed: Path, done: Path) -> None:
+    def __init__(self, failed: Path, done: Path, presence: Presence | None = None) -> None:
+        """``presence``: one that follows ``failed/``, to learn its changes from."""
         self.failed = failed
         self.done = done
+        self.presence = presence
+        self._index: int | None = None  # failed/'s in presence.folders, once tracked
         self._inodes: dict[str, int] | None = None  # failed/'s names when last listed
         self._stamps: tuple[Stamp | None, Stamp | None] = (None, None)
         self._rotation: list[str] = []  # failed/'s names, sorted
@@ -71,6 +78,7 @@ class Recheck:
     def full(self) -> Plan:
         """Every name of ``failed/`` (the start-up pass, and whenever asked)."""
         failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
+        self._track()  # before the listing: a change after it is among the events
         inodes = _listing(self.failed)
         self._relisted(inodes)
         self._owed = 0
@@ -83,23 +91,67 @@ class Recheck:
         if self._inodes is None:
             return self.full()
         failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
-        names: set[str] = set()
+        tracked = self._index is not None
+        changed = self._events()
         listed = None
-        if failed_stamp is None or failed_stamp != self._stamps[0]:
+        if changed is not None:
+            self._learn(changed)
+        elif tracked or failed_stamp is None or failed_stamp != self._stamps[0]:
+            # No events to tell (or some were lost): list failed/ and compare.
             inodes = _listing(self.failed)
             before = self._inodes
             changed = {name for name, ino in inodes.items() if before.get(name) != ino}
             changed.update(name for name in before if name not in inodes)
-            for name in changed:
-                job_id = _stem(name)
-                names.update((job_id + JOB_SUFFIX, job_id + ORIG_SUFFIX))
             self._relisted(inodes)
             listed = set(inodes)
+        names: set[str] = set()
+        for name in changed or ():
+            job_id = _stem(name)
+            names.update((job_id + JOB_SUFFIX, job_id + ORIG_SUFFIX))
         if done_stamp is None or done_stamp != self._stamps[1]:
             self._owed = len(self._rotation)
         names.update(self._turn())
         self._stamps = (failed_stamp, done_stamp)
         return Plan(sorted(names), listed)
+
+    def _track(self) -> None:
+        presence = self.presence
+        folder = str(self.failed)
+        if presence is not None and folder in presence.folders:
+            index = presence.folders.index(folder)
+            presence.refresh()
+            self._index = index if presence.track(index) else None
+
+    def _events(self) -> set[str] | None:
+        """The names changed in ``failed/`` since the last pass, by the presence's
+        events; None when there are none to tell."""
+        if self.presence is None or self._index is None:
+            return None
+        self.presence.refresh()
+        changed = self.presence.take_changed(self._index)
+        if changed is None and not self.presence.track(self._index):
+            self._index = None  # no longer followed: the stamps tell from now on
+        return changed
+
+    def _learn(self, changed: set[str]) -> None:
+        """Bring the listing and the rotation up to date with the ``changed`` names."""
+        inodes, rotation = self._inodes, self._rotation
+        assert inodes is not None
+        for name in changed:
+            try:
+                ino: int | None = os.lstat(self.failed / name).st_ino
+            except FileNotFoundError:
+                ino = None
+            known = name in inodes
+            if ino is not None:
+                inodes[name] = ino
+                if not known:
+                    bisect.insort(rotation, name)
+            elif known:
+                del inodes[name]
+                at = bisect.bisect_left(rotation, name)
+                if rotation[at:at + 1] == [name]:
+                    del rotation[at]
 
     def _relisted(self, inodes: dict[str, int]) -> None:
         if self._inodes is None or self._inodes.keys() != inodes.keys():

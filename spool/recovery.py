@@ -102,7 +102,7 @@ class Recovery:
         # How many names done/ held when last listed (None: not yet), see _in_done.
         self._done_seen: int | None = None
         self._recheck = Recheck(self.layout.folder(JobState.FAILED),
-                                self.layout.folder(JobState.DONE))
+                                self.layout.folder(JobState.DONE), spool.presence)
 
     def scan(self) -> RecoveryReport:
         report = RecoveryReport()
@@ -448,6 +448,7 @@ class Recovery:
         try:
             st = os.lstat(original)
         except FileNotFoundError:
+            self._quarantine_records.pop(original.name, None)
             return
         record = self.layout.job(JobState.FAILED, job_id)
         try:

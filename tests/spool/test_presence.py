@@ -142,3 +142,35 @@ def test_a_rerun_replaces_the_failed_record_seen_at_start(
     finally:
         spool.mover.drop_spares()
         spool.close()
+
+
+def test_a_tracked_folder_tells_the_names_changed_since_last_taken(
+        folders: tuple[Presence, list[Path]], tmp_path: Path) -> None:
+    presence, (a, b) = folders
+    assert presence.take_changed(0) is None  # not tracked: nothing to tell
+    assert presence.track(0)
+    (a / "new").write_bytes(b"x")
+    (a / "there-at-start").unlink()
+    (b / "elsewhere").write_bytes(b"x")  # b is not tracked
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"y")
+    os.rename(outside, a / "new")  # renamed over: the same name, another file
+    presence.refresh()
+    assert presence.take_changed(0) == {"new", "there-at-start"}
+    assert presence.take_changed(0) == set()
+    (a / "later").write_bytes(b"")
+    presence.refresh()
+    assert presence.take_changed(0) == {"later"}
+
+
+def test_a_tracked_folder_that_goes_tells_that_changes_were_lost(
+        folders: tuple[Presence, list[Path]]) -> None:
+    presence, (a, _b) = folders
+    assert presence.track(0)
+    shutil.rmtree(a)
+    a.mkdir()
+    (a / "in-the-new-folder").write_bytes(b"")
+    presence.refresh()
+    assert presence.take_changed(0) is None  # list it again
+    assert not presence.track(0)  # and no longer followed: nothing more to tell
+    assert presence.take_changed(0) is None

@@ -5,7 +5,9 @@ A processor runs a pass on its loop every SPOOL_SCAN_S, and FAST jobs wait behin
 and looks each name up in ``done/`` held the loop tens of milliseconds every 5 s.  The
 passes after the start-up one must cost the same whatever ``failed/`` holds: next to
 nothing while neither ``failed/`` nor ``done/`` changes, a bounded slice of lookups while
-only ``done/`` does (every job done changes it).  The calls are counted with ``strace``.
+``done/`` does (every job done changes it), and, in a processor (whose Spool follows
+``failed/`` through inotify), a few calls per name changed in ``failed/``.  The calls
+are counted with ``strace``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from spoolkit import locate
+from spoolkit import locate, make_spool, read_json
 
 from spool.errors import ErrorType
 from spool.models import ErrorInfo, Record, Source, record_bytes
@@ -53,7 +55,7 @@ from spool.transitions import Spool, record_from_job
 layout = Layout(Path(sys.argv[1]))
 mover = Mover(layout, FsyncMode.NEVER)
 mover.make_folders()
-spool = Spool(layout, mover)
+spool = Spool(layout, mover, follow=sys.argv[6] == "follow")
 done, failed = layout.folder(JobState.DONE), layout.folder(JobState.FAILED)
 data = record_bytes(record_from_job(Job(tool="echo"), "x", JobState.FAILED, time.time_ns()))
 for i in range(int(sys.argv[3])):
@@ -71,7 +73,13 @@ os.access(marker + "-busy", os.F_OK)
 for i in range(int(sys.argv[5])):
     (done / f"new-{i}.json").write_bytes(data)  # a job done between two passes
     assert not recovery.scan().changed
+os.access(marker + "-failed", os.F_OK)
+for i in range(int(sys.argv[5])):
+    (done / f"more-{i}.json").write_bytes(data)  # a job done and one failed
+    (failed / f"more-{i}-x.json").write_bytes(data)
+    assert not recovery.scan().changed
 os.access(marker + "-end", os.F_OK)
+spool.close()
 """
 
 
@@ -93,7 +101,9 @@ def _count(trace: str, marker: str) -> dict[str, int]:
     return counts
 
 
-def test_periodic_passes_cost_does_not_follow_the_size_of_failed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("follow", ["follow", "no-follow"])
+def test_periodic_passes_cost_does_not_follow_the_size_of_failed(
+        tmp_path: Path, follow: str) -> None:
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed")
@@ -102,18 +112,21 @@ def test_periodic_passes_cost_does_not_follow_the_size_of_failed(tmp_path: Path)
     marker = str(tmp_path / "phase")
     proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
                            sys.executable, "-c", SCRIPT, str(tmp_path / "spool"), repo,
-                           str(FAILED_RECORDS), marker, str(PASSES)],
+                           str(FAILED_RECORDS), marker, str(PASSES), follow],
                           capture_output=True, check=False, timeout=110)
     if proc.returncode != 0 and b"PTRACE" in proc.stderr:
         pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
     assert proc.returncode == 0, proc.stderr.decode()
     counts = _count(out.read_text(), marker)
-    quiet, busy = counts["quiet"] / PASSES, counts["busy"] / PASSES
+    quiet, busy, failed = (counts[phase] / PASSES for phase in ("quiet", "busy", "failed"))
     # Nothing changed: a pass looks at the folders (a few dozen names and calls in all,
     # whatever failed/ holds); it does not list failed/ nor look its names up.
     assert quiet < 100, f"a quiet pass read or looked up {quiet:.0f} names"
     # done/ changed: a bounded slice of failed/'s names is looked up, not all of them.
     assert busy < 2_000, f"a pass after a job was done read or looked up {busy:.0f} names"
+    if follow == "follow":
+        # failed/ changed too: the names its events name are checked, it is not listed.
+        assert failed < 2_000, f"a pass after a job failed read or looked up {failed:.0f}"
 
 
 def _records(spool: Spool, state: JobState, ids: list[str], **fields: object) -> None:
@@ -156,3 +169,51 @@ def test_what_done_alone_gains_is_settled_within_one_turn_after_quiet_passes(
     assert passes > 1  # the rotation, not a full pass, found them
     assert locate(layout, "zzz") == [D]
     assert not recovery.scan().changed
+
+
+@pytest.mark.usefixtures("no_leaks")
+def test_what_failed_gains_is_settled_by_the_next_pass_of_a_following_spool(
+        tmp_path: Path) -> None:
+    """A processor's Spool follows failed/ through inotify, and its passes check just the
+    names changed there: a cancel's failed record beside the id's older done record, an
+    original without its record, and a later run's failed record renamed over a
+    quarantine record (same names in failed/, another inode) are all settled by the
+    next pass after quiet ones."""
+    spool = make_spool(tmp_path / "spool", recycle=True, follow=True)
+    assert spool.presence is not None, "tmp_path should be on a local filesystem"
+    layout = spool.layout
+    try:
+        _records(spool, F, [f"bad-{i:04d}" for i in range(3000)],
+                 error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="m"))
+        _records(spool, D, ["cancelled"], result=1)
+        layout.original("rerun").write_bytes(b"the bad drop before")
+        spool.mover.publish(layout.job(F, "rerun"), record_bytes(Record(
+            id="rerun", state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB, message="bad"),
+            source=Source(name="rerun.json", size=19, kind="file"))))
+        time.sleep(2.5)  # past the folders' last change (see spool.recheck)
+        recovery = Recovery(spool)
+        assert not recovery.scan().changed
+        for _ in range(5):
+            assert not recovery.scan().changed
+
+        time.sleep(0.03)  # the coarse filesystem clock ticks past the done record's time
+        spool.mover.publish(layout.job(F, "cancelled"), record_bytes(Record(
+            id="cancelled", tool="echo", state=F,
+            error=ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending"))),
+            replace=False)
+        layout.original("lost").write_bytes(b"what a client sent")
+        spool.mover.publish(layout.job(F, "rerun"), record_bytes(Record(
+            id="rerun", tool="echo", state=F,
+            error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="a later run"))))
+
+        report = recovery.scan()
+
+        assert sorted(report.restored) == ["lost"] and report.removed == 2
+        assert locate(layout, "cancelled") == [F]
+        assert read_json(layout.job(F, "lost"))["error"]["type"] == "invalid_job"
+        assert not os.path.lexists(layout.original("rerun"))
+        assert read_json(layout.job(F, "rerun"))["error"]["message"] == "a later run"
+        assert not recovery.scan().changed
+    finally:
+        spool.mover.drop_spares()
+        spool.close()
