@@ -37,6 +37,10 @@ from spool.states import JobState
 from spool.transitions import MAX_ACTIVE_BYTES
 
 # Options that describe the job; with --file the file describes it alone.
+OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",
+             "max_attempts": "argument --max-attempts",
+             "not_before": "argument --not-before", "meta": "argument --meta"}
+"""The option each job field comes from, to name it in an error as argparse does."""
 JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts", "not_before",
                "meta")
 
@@ -121,8 +125,8 @@ def job_from_options(args: argparse.Namespace) -> Job:
             fields[name] = value
     try:
         return Job.model_validate(fields)
-    except ValidationError as exc:
-        raise UsageError(describe(exc)) from exc
+    except ValidationError as exc:  # named as the option it came from, as argparse does
+        raise UsageError(describe(exc, OPTION_OF)) from exc
 
 
 def job_from_file(path: str, max_job_bytes: int) -> Job:
@@ -158,11 +162,13 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     return job
 
 
-def describe(exc: ValidationError) -> str:
-    """The first validation error as ``field: reason``, counting the rest."""
+def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
+    """The first validation error as ``field: reason``, counting the rest; ``names``
+    gives another name for a top-level field."""
     errors = exc.errors()
     first = errors[0]
     where = ".".join(str(p) for p in first["loc"]) or "job"
+    where = (names or {}).get(where, where)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first['msg']}{more}"
 

@@ -390,7 +390,7 @@ def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str
     refused(bad_id, 2, "invalid id")
     refused(dup, 1, "already pending")
     refused(no_tool, 2, "TOOL")
-    refused(attempts, 2, "max_attempts")
+    refused(attempts, 2, "argument --max-attempts")
     assert files(root, "pending") == {"dup.json"}
     assert files(root, "tmp") == set()
 
