@@ -4,7 +4,7 @@
     spool-processor tools [--json]
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 on a configuration
-error (one line on stderr), 1 on anything else.
+error or a spool it cannot use (one line on stderr), 1 on anything else.
 """
 
 from __future__ import annotations
@@ -46,9 +46,23 @@ def make_executor(settings: Settings) -> ComputeExecutor:
     raise ConfigError(f"SPOOL_EXECUTOR={settings.executor!r}: use 'local' or 'dask://host:port'")
 
 
+EPILOG = """\
+Settings come from the environment (and a .env file); the options above override them:
+  SPOOL_DIR, JOB_NUM, SPOOL_EXECUTOR, SPOOL_FSYNC, SPOOL_TOOLS, SPOOL_DATA_DIR,
+  SPOOL_MAX_JOB_BYTES, SPOOL_SETTLE_S, SPOOL_SCAN_S, SPOOL_GRACE_S, SPOOL_FAST_THREADS,
+  SPOOL_WORKER_MAX_JOBS, SPOOL_WORKER_MEMORY_MB, SPOOL_LOG_LEVEL (see spool/settings.py)
+
+Exit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 2 on a configuration
+error or a spool it cannot use (one line on stderr), 1 on anything else."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spool-processor", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run")
+    parser = argparse.ArgumentParser(
+        prog="spool-processor", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the spoolq daemon on a spool, or list its tools.", epilog=EPILOG)
+    parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run",
+                        help="run: the daemon (the default); tools: print the tool "
+                        "catalogue without a running daemon")
     parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")
     parser.add_argument("--job-num", type=int, help="COMPUTE workers (JOB_NUM)")
     parser.add_argument("--executor", help="local, or dask://host:port (SPOOL_EXECUTOR)")

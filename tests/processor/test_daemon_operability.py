@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,6 +180,23 @@ def test_a_state_folder_it_cannot_read_exits_2_with_one_line(spool_root: Path, t
     assert plain[0].startswith("spool-processor: error: cannot use the spool: "), lines
     assert str(path) in plain[0] and "Permission denied" in plain[0], lines
     assert not any("Traceback" in line or '"crashed"' in line for line in lines), lines
+
+
+def test_help_is_plain_text_and_says_the_commands_settings_and_exit_codes(
+        tmp_path: Path) -> None:
+    """``spool-processor --help`` showed reST markup (````spool-processor````), gave
+    ``{run,tools}`` no help and named none of the variables the daemon reads beyond its
+    three options, nor its exit codes (2: no restart under systemd)."""
+    proc = subprocess.run([sys.executable, "-m", "processor", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    flat = " ".join(text.split())
+    assert "``" not in text, text
+    assert "run: the daemon (the default)" in flat and "tools: print the tool" in flat, text
+    for variable in ("SPOOL_DIR", "SPOOL_TOOLS", "SPOOL_GRACE_S", "SPOOL_SCAN_S"):
+        assert variable in text, (variable, text)
+    assert "Exit status: 0 after a clean stop" in flat, text
 
 
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
