@@ -17,7 +17,10 @@ a day).
 * An id with records in both ``done/`` and ``failed/`` keeps the newer; then a
   ``failed/<id>.orig`` without its quarantine record gets one, or goes if a
   later run superseded it; progress and cancel files of jobs no longer
-  running, and lock files of dead owners, are removed.
+  running, and lock files of dead owners, are removed.  Only regular files are
+  removed or written over there: anything else at those names (a directory,
+  FIFO, socket or symlink) is set aside into ``failed/`` with a record saying
+  where it stood (``Spool.set_aside``).
 
 The first pass of a :class:`Recovery` (a processor's start-up pass) settles all.  The
 later, periodic ones settle what other processes leave meanwhile, at a cost that does
@@ -378,8 +381,16 @@ class Recovery:
             retried = os.lstat(pending).st_mtime_ns >= st.st_ctime_ns
         except FileNotFoundError:
             retried = False
-        if retried or not self.mover.move(path, self.layout.job(JobState.FAILED, job_id)):
-            self.mover.unlink(path)  # the retry completed, or a newer record stands
+        if retried:
+            self.mover.unlink(path)  # the retry completed
+            return
+        failed = self.layout.job_str(JobState.FAILED, job_id)
+        # Back into failed/ unless a newer record stands there: what is no record (a
+        # directory, say) is set aside, never taken for one.
+        if not self.mover.move(path, failed) and not (
+                self.spool.set_aside(failed, job_id, "record")
+                and self.mover.move(path, failed)):
+            self.mover.unlink(path)  # a newer record stands
 
     # -- done/ and failed/ -----------------------------------------------------------
 
@@ -455,7 +466,9 @@ class Recovery:
             record_st: os.stat_result | None = os.lstat(record)
         except FileNotFoundError:
             record_st = None
-        if record_st is None:
+        if record_st is None or not stat.S_ISREG(record_st.st_mode):
+            # No record: a directory, FIFO or symlink at its name is none (the record's
+            # publish sets it aside).
             superseded = self._finished_after(job_id, st.st_ctime_ns)
         elif self._runs_record(original.name, record, record_st):
             superseded = record_st.st_mtime_ns >= st.st_ctime_ns
@@ -514,22 +527,28 @@ class Recovery:
             finished_at=self.spool.clock.now(), host=self.spool.host, pid=self.spool.pid,
             error=ErrorInfo(type=ErrorType.INVALID_JOB, message=message),
             source=Source(name=name, size=st.st_size, kind=kind))
-        if self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
-                              replace=replace):
-            self.mover.unlink_durable(self.layout.job(JobState.DONE, job_id))
+        if replace:  # and what is no record at its name is set aside (Spool.set_aside)
+            self.spool.publish_terminal(record)
+        elif self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
+                                replace=False):
+            self.spool.remove_file(self.layout.job_str(JobState.DONE, job_id), job_id,
+                                   "record", durable=True)
 
     # -- sidecars and owners ---------------------------------------------------------
 
     def _sidecars(self, report: RecoveryReport) -> None:
         running = self.layout.folder(JobState.RUNNING)
         pending = self.layout.folder(JobState.PENDING)
+        # Only regular files go: anything else there is set aside (Spool.remove_file).
         for entry in _entries(self.layout.progress):
             if not os.path.lexists(running / entry.name):
-                report.removed += self.mover.unlink(Path(entry.path))
+                report.removed += self.spool.remove_file(
+                    entry.path, entry.name.removesuffix(JOB_SUFFIX), "progress")
         for entry in _entries(self.layout.cancel):
             name = entry.name + JOB_SUFFIX
             if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
-                report.removed += self.mover.unlink(Path(entry.path))
+                report.removed += self.spool.remove_file(entry.path, entry.name,
+                                                         "cancel request")
 
     def _dead_owners(self, report: RecoveryReport) -> bool:
         """Remove the lock and status files of owners that are gone; True if any was."""

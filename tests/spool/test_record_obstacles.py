@@ -164,3 +164,69 @@ def test_a_directory_at_a_sidecar_is_kept_when_the_run_ends(
     finally:
         spool.mover.drop_spares()
         spool.close()
+
+
+# -- recovery's own writes and removals --------------------------------------------------
+
+
+def _dead_staging(spool: Spool, tag: str, data: bytes) -> Path:
+    """A staging file of a process that is gone (pid 999999 is past pid_max here)."""
+    path = spool.layout.tmp / f"{tag}.999999.abcdefabcdef.tmp"
+    path.write_bytes(data)
+    return path
+
+
+def test_recovery_finishes_a_quarantine_over_a_directory(spool: Spool, tmp_path: Path) -> None:
+    """A quarantine cut short (its processor died with the drop staged): before, the
+    start-up pass raised IsADirectoryError writing the record, and later passes left
+    ``failed/x.orig`` without one."""
+    check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
+    _dead_staging(spool, "quarantine-x", b"not json")
+    Recovery(spool).scan()
+    rec = read_json(spool.layout.job(F, "x"))
+    assert rec["error"]["type"] == "invalid_job" and rec["source"]["name"] == "x.json"
+    assert spool.layout.original("x").read_bytes() == b"not json"
+    _check_aside(spool, "failed/x.json", "directory", "x", check)
+    assert os.listdir(spool.layout.tmp) == []
+
+
+def test_recovery_writes_the_record_of_an_original_over_a_directory(
+        spool: Spool, tmp_path: Path) -> None:
+    check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
+    spool.layout.original("x").write_bytes(b"not json")
+    Recovery(spool).scan()
+    rec = read_json(spool.layout.job(F, "x"))
+    assert rec["error"]["type"] == "invalid_job" and rec["source"]["name"] == "x.json"
+    assert spool.layout.original("x").read_bytes() == b"not json"
+    _check_aside(spool, "failed/x.json", "directory", "x", check)
+
+
+def test_recovery_puts_back_a_retry_over_a_directory(spool: Spool, tmp_path: Path) -> None:
+    """A retry cut short with the failed record staged: before, a directory at its name
+    read as a newer record, and the staged record was removed."""
+    submit(spool, "x")
+    claim = spool.claim("x")
+    assert claim is not None
+    spool.fail(claim, done_record(claim, None, F))
+    data = spool.layout.job(F, "x").read_bytes()
+    os.rename(spool.layout.job(F, "x"), spool.layout.tmp / "retry-x.999999.abcdefabcdef.tmp")
+    check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
+    Recovery(spool).scan()
+    assert spool.layout.job(F, "x").read_bytes() == data
+    _check_aside(spool, "failed/x.json", "directory", "x", check)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_recovery_keeps_what_is_no_file_in_the_sidecar_folders(
+        spool: Spool, tmp_path: Path, kind: str) -> None:
+    """Progress files and cancel requests of jobs not running go; before, a directory
+    among them went whole, and a FIFO, socket or symlink went too."""
+    checks = {
+        "progress/zz.json": _plant(kind, spool.layout.progress_file("zz"), tmp_path / "o1"),
+        "cancel/zz": _plant(kind, spool.layout.cancel_request("zz"), tmp_path / "o2"),
+    }
+    spool.layout.progress_file("old").write_bytes(b"{}")  # a stale file: removed as before
+    Recovery(spool).scan()
+    assert os.listdir(spool.layout.progress) == [] and os.listdir(spool.layout.cancel) == []
+    for where, check in checks.items():
+        _check_aside(spool, where, kind, "zz", check)
