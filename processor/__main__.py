@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -63,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run",
                         help="run: the daemon (the default); tools: print the tool "
                         "catalogue without a running daemon")
-    parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")
+    # A str: Settings refuses an empty one, where Path("") would be the working directory.
+    parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
     parser.add_argument("--job-num", type=int, help="COMPUTE workers (JOB_NUM)")
     parser.add_argument("--executor", help="local, or dask://host:port (SPOOL_EXECUTOR)")
     parser.add_argument("--json", action="store_true", help="tools: print JSON")

@@ -29,7 +29,6 @@ import logging
 import resource
 import signal
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
@@ -56,7 +55,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "them.")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")
     parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
-    parser.add_argument("--spool-dir", type=Path, help="the spool root (SPOOL_DIR)")
+    # A str: Settings refuses an empty one, where Path("") would be the working directory.
+    parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser.parse_args(argv)
 

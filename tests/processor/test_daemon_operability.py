@@ -199,6 +199,19 @@ def test_help_is_plain_text_and_says_the_commands_settings_and_exit_codes(
     assert "Exit status: 0 after a clean stop" in flat, text
 
 
+def test_an_empty_spool_dir_option_is_refused_like_an_empty_spool_dir(tmp_path: Path) -> None:
+    """``--spool-dir ''`` became Path('.'), the working directory, where ``SPOOL_DIR=``
+    and ``spoolq --spool-dir ''`` are refused: a daemon started from inside a spool ran
+    on it, from elsewhere it said '. is not an initialised spool'."""
+    proc = subprocess.run([sys.executable, "-m", "processor", "--spool-dir", ""],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False, env={k: v for k, v in os.environ.items()
+                                            if not k.startswith("SPOOL_")})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is empty" in lines[0], proc.stderr
+
+
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")

@@ -164,6 +164,17 @@ def test_help_is_plain_text_and_names_the_settings(tmp_path: Path) -> None:
         assert variable in proc.stdout, (variable, proc.stdout)
 
 
+def test_an_empty_spool_dir_option_is_a_bad_setting(tmp_path: Path) -> None:
+    """``--spool-dir ''`` was the working directory (statusd served the spool it was
+    started in), where ``SPOOL_DIR=`` is refused as a bad setting."""
+    proc = subprocess.run([sys.executable, "-m", "statusd", "--spool-dir", ""],
+                          env=_env(tmp_path / "nothing"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is empty" in lines[0], proc.stderr
+
+
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
                                                                   tmp_path: Path) -> None:
     """A statusd that hangs before it listens fails its test within the kit's deadline
