@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from spool.clock import Clock, SystemClock
 from spool.errors import ConflictError, NotFoundError, SpoolIOError
-from spool.fsops import Mover
+from spool.fsops import FILES_ONLY, Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.large import BoundedReader
 from spool.layout import Layout
@@ -84,7 +84,7 @@ class Client:
         current = self.peek(job_id)
         if current.state in TERMINAL:
             raise ConflictError(f"job {job_id} already finished ({current.state})")
-        self.spool.mover.publish(self.layout.cancel_request(job_id), b"{}", durable=False)
+        self._request_cancel(job_id)
         if current.state is JobState.PENDING:
             record = self.spool.cancel_pending(job_id)  # it was between claims
             if record is not None:
@@ -97,6 +97,17 @@ class Client:
             with contextlib.suppress(OSError, SpoolIOError):
                 self.spool.mover.unlink(self.layout.cancel_request(job_id))
         return record
+
+    def _request_cancel(self, job_id: str) -> None:
+        """Write ``cancel/<id>``; what stands there and is no file (a directory, say) is
+        set aside first, kept in ``failed/`` (``Spool.set_aside``): the rename of the
+        request over a directory failed, 'Is a directory (tmp/...)'."""
+        request = self.layout.cancel_str(job_id)
+        for _ in range(2):
+            if self.spool.mover.publish(request, b"{}", durable=False, replace=FILES_ONLY):
+                return
+            self.spool.set_aside(request, job_id, "cancel request")
+        # Made again at once: whatever is there is a request (the processor asks lexists).
 
     def retry(self, job_id: str) -> Record:
         return self.spool.retry(job_id)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from spoolkit import FakeClock, done_record, locate, make_spool, read_json, submit
 
+from spool.client import Client
 from spool.recovery import Recovery
 from spool.states import JobState
 from spool.transitions import Spool
@@ -230,3 +231,17 @@ def test_recovery_keeps_what_is_no_file_in_the_sidecar_folders(
     assert os.listdir(spool.layout.progress) == [] and os.listdir(spool.layout.cancel) == []
     for where, check in checks.items():
         _check_aside(spool, where, kind, "zz", check)
+
+
+def test_a_cancel_request_is_written_over_a_directory(spool: Spool, tmp_path: Path) -> None:
+    """``spoolq cancel`` of a running job with a directory at ``cancel/<id>``: before,
+    'Is a directory (tmp/...)' and exit 1."""
+    check = _plant("directory", spool.layout.cancel_request("y"), tmp_path / "outside")
+    claim = _run(spool, "y")
+    try:
+        record = Client(spool.layout, spool.mover).cancel("y", wait_s=0)
+        assert record.state is R
+        assert spool.layout.cancel_request("y").read_bytes() == b"{}"
+        _check_aside(spool, "cancel/y", "directory", "y", check)
+    finally:
+        claim.close()
