@@ -22,6 +22,7 @@ import errno
 import os
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit
@@ -50,6 +51,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"spoolq: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """argparse's, with an unknown argument pointing to its command's help: the top
+        parser finds it, after the command's parser has passed it on."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            words = [self.prog, getattr(parsed, "command", None),
+                     getattr(parsed, "data_command", None)]
+            prog = " ".join(w for w in words if w)
+            self.exit(EXIT_USAGE, f"spoolq: error: unrecognized arguments: "
+                      f"{' '.join(extras)} (see '{prog} --help')\n")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:

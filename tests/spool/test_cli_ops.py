@@ -199,6 +199,15 @@ def test_a_job_option_out_of_range_is_named_as_the_option(env: dict[str, str]) -
     assert os.listdir(Path(env["SPOOL_DIR"]) / "pending") == []
 
 
+def test_an_unknown_option_points_to_its_commands_help(env: dict[str, str]) -> None:
+    """``spoolq tools --bogus`` said "(see 'spoolq --help')", whose page lists no
+    command's options, where every other usage error names the command's own help."""
+    for args, where in ((["tools", "--bogus"], "spoolq tools --help"),
+                        (["ls", "--state", "done", "extra"], "spoolq ls --help"),
+                        (["data", "synth", "--bogus"], "spoolq data synth --help")):
+        refused(spoolq(env, *args), 2, "unrecognized arguments", f"(see '{where}')")
+
+
 def test_data_synth_help_gives_the_seed_default(env: dict[str, str]) -> None:
     """``--symbols`` and ``--bars`` said their defaults and ``--seed`` did not (it is 0,
     where the demo's is 7): the same data again needs the seed it was made with."""
