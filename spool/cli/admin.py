@@ -95,7 +95,8 @@ INIT = Command(
     "group the submit group, so members can drop jobs (new files keep the group) "
     "but cannot list what others dropped (one who knows a waiting job's id can read "
     "it: drops are group-readable, for the processor); the other folders get mode 0750, "
-    "private to the spool user and its group.  The user and group must exist "
+    "private to the spool user and its group, but stage/ (the processor's own staging) "
+    "gets 0700.  The user and group must exist "
     "(useradd/groupadd) and the user must be in the submit group to read the drops.")
 PURGE = Command(
     "purge", "remove finished records older than a duration", _configure_purge,

@@ -208,6 +208,15 @@ def test_an_unknown_option_points_to_its_commands_help(env: dict[str, str]) -> N
         refused(spoolq(env, *args), 2, "unrecognized arguments", f"(see '{where}')")
 
 
+def test_init_help_gives_stage_its_own_mode(env: dict[str, str]) -> None:
+    """``init --help`` said every folder but pending/ and tmp/ gets 0750; stage/, the
+    processor's own staging, gets 0700 (docs/operations.md, Permissions)."""
+    proc = spoolq(env, "init", "--help")
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stdout.decode().split())
+    assert "stage/ (the processor's own staging) gets 0700" in flat, flat
+
+
 def test_data_synth_help_gives_the_seed_default(env: dict[str, str]) -> None:
     """``--symbols`` and ``--bars`` said their defaults and ``--seed`` did not (it is 0,
     where the demo's is 7): the same data again needs the seed it was made with."""
