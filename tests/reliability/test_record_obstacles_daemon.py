@@ -84,3 +84,19 @@ def test_recovery_records_an_orphan_over_a_directory_and_starts(
     assert not (spool_root / "running" / "x.json").exists()
     assert d.running(), d.logs()
     assert d.stop() == 0
+
+
+def test_progress_is_written_over_a_directory(spool_root: Path, daemon: StartDaemon) -> None:
+    """Before, every progress write of the run failed ('cannot write progress', Is a
+    directory), so its progress was never seen; the directory went only at its end."""
+    d = daemon()
+    _occupy(spool_root / "progress" / "y.json")  # after the start-up pass: found by the run
+    drop(spool_root, "y", {"tool": "sleep", "params": {"seconds": 5}})
+    progress = spool_root / "progress" / "y.json"
+    wait_for(lambda: progress.is_file() and not progress.is_symlink(), 4,
+             "a progress file of y while it runs")
+    assert (spool_root / "running" / "y.json").exists()
+    _kept(spool_root, "progress/y.json")
+    assert wait_record(spool_root, "y")["state"] == "done"
+    assert "cannot write progress" not in d.logs()
+    assert d.stop() == 0
