@@ -382,8 +382,15 @@ class Spool:
                 f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} of "
                 f"job {job_id}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
             source=Source(name=where, size=None, kind=kind))
-        self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
-                           replace=False)
+        try:
+            self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
+                               replace=False)
+        except BaseException:
+            # Not recorded (ENOSPC): back it goes, so the caller's write fails on the name
+            # as it was (and its undo sees that).  Left there, recovery would record it.
+            with contextlib.suppress(SpoolIOError, OSError):
+                self.mover.move(self.layout.original(aside), path, replace=False)
+            raise
         return True
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:

@@ -24,6 +24,7 @@ import pytest
 from spoolkit import FakeClock, done_record, locate, make_spool, read_json, submit
 
 from spool.client import Client
+from spool.errors import SpoolIOError
 from spool.recovery import Recovery
 from spool.states import JobState
 from spool.transitions import Spool
@@ -245,3 +246,27 @@ def test_a_cancel_request_is_written_over_a_directory(spool: Spool, tmp_path: Pa
         _check_aside(spool, "cancel/y", "directory", "y", check)
     finally:
         claim.close()
+
+
+def test_a_cancel_whose_setting_aside_fails_puts_all_back(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record of what is set aside refused (ENOSPC: a processor's record may be
+    written into a recycled inode, that one needs a new one): the cancel did not happen,
+    so the job is back in pending/ and the directory back at its name.  Before, the
+    directory stayed set aside without its record and the job staged in tmp/."""
+    _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
+    submit(spool, "x")
+    publish = spool.mover.publish
+
+    def full(dest: Any, payload: bytes, **kwargs: Any) -> bool:
+        if os.path.basename(dest).startswith("invalid-"):
+            raise SpoolIOError("cannot publish: No space left on device")
+        return publish(dest, payload, **kwargs)
+
+    monkeypatch.setattr(spool.mover, "publish", full)
+    with pytest.raises(SpoolIOError):
+        spool.cancel_pending("x")
+    assert locate(spool.layout, "x") == [JobState.PENDING, F]
+    assert (spool.layout.job(F, "x") / "keep.txt").exists()
+    assert sorted(os.listdir(spool.layout.folder(F))) == ["x.json"]
+    assert os.listdir(spool.layout.tmp) == []
