@@ -145,12 +145,21 @@ class Layout:
         """Raise SpoolIOError unless every folder of the spool exists."""
         if self.root.exists() and not self.root.is_dir():  # 'spoolq init' cannot help
             raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
-        missing = [p.name for p in self.required_folders() if not p.is_dir()]
+        missing = [p for p in self.required_folders() if not p.is_dir()]
         if missing:
+            self.require_no_file_in_place(missing)
             raise SpoolIOError(
-                f"{self.root} is not an initialised spool (missing {', '.join(missing)}); "
-                "run 'spoolq init'"
+                f"{self.root} is not an initialised spool (missing "
+                f"{', '.join(p.name for p in missing)}); run 'spoolq init'"
             )
+
+    def require_no_file_in_place(self, folders: list[Path]) -> None:
+        """SpoolIOError naming the first of ``folders`` whose path holds something else
+        than a folder: 'spoolq init' cannot make it there, so it is not all the advice."""
+        for folder in folders:
+            if folder.exists() and not folder.is_dir():
+                raise SpoolIOError(f"{folder} is not a directory: move it out of the way, "
+                                   "then run 'spoolq init'")
 
 
 _last_checked: str | None = None

@@ -217,6 +217,20 @@ def test_init_help_gives_stage_its_own_mode(env: dict[str, str]) -> None:
     assert "stage/ (the processor's own staging) gets 0700" in flat, flat
 
 
+def test_a_state_folder_that_is_a_file_is_named_as_such(env: dict[str, str]) -> None:
+    """A regular file named done/ in the spool: every command said the spool was not
+    initialised ('missing done; run spoolq init'), and 'spoolq init' then failed with
+    'File exists': advice that went round in a circle."""
+    spoolq(env, "init")
+    done = Path(env["SPOOL_DIR"]) / "done"
+    done.rmdir()
+    done.write_bytes(b"")
+    for args in (["ls"], ["stats"], ["show", "x"], ["init"]):
+        line = refused(spoolq(env, *args), 1, f"{done} is not a directory",
+                       "move it out of the way")
+        assert "missing" not in line and "File exists" not in line, line
+
+
 def test_data_synth_help_gives_the_seed_default(env: dict[str, str]) -> None:
     """``--symbols`` and ``--bars`` said their defaults and ``--seed`` did not (it is 0,
     where the demo's is 7): the same data again needs the seed it was made with."""
