@@ -270,3 +270,20 @@ def test_a_cancel_whose_setting_aside_fails_puts_all_back(
     assert (spool.layout.job(F, "x") / "keep.txt").exists()
     assert sorted(os.listdir(spool.layout.folder(F))) == ["x.json"]
     assert os.listdir(spool.layout.tmp) == []
+
+
+def test_recovery_finishes_a_cut_short_cancel_over_a_directory(
+        spool: Spool, tmp_path: Path) -> None:
+    """A cancel whose canceller died with the job staged, a newer drop of the id pending
+    since, and failed/x.json a directory: the pass finishes the cancel.  Before, it
+    raised IsADirectoryError, at every start of the processor."""
+    check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
+    submit(spool, "x")
+    os.rename(spool.layout.job(JobState.PENDING, "x"),
+              spool.layout.tmp / "cancel-x.999999.abcdefabcdef.tmp")
+    submit(spool, "x", params={"newer": True})
+    Recovery(spool).scan()
+    assert read_json(spool.layout.job(F, "x"))["error"]["type"] == "cancelled"
+    assert read_json(spool.layout.job(JobState.PENDING, "x"))["params"] == {"newer": True}
+    _check_aside(spool, "failed/x.json", "directory", "x", check)
+    assert os.listdir(spool.layout.tmp) == []
