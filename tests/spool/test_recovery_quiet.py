@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from spoolkit import locate, make_spool, read_json
 
+from spool import recheck
 from spool.errors import ErrorType
 from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.recheck import ROTATION_NAMES
@@ -37,6 +38,11 @@ D, F = JobState.DONE, JobState.FAILED
 
 FAILED_RECORDS = 20_000
 PASSES = 8
+# A folder's stamp is trusted once RACY_NS (2 s) has passed since its last change; the
+# tests shorten it, so that each waits 0.6 s for a quiet spool, not 2.5 s.  Every pass
+# below still runs well inside the window (after a change) or well past it (quiet).
+QUICK_RACY_NS = 500_000_000
+QUIET_S = 0.6
 # The calls that read a folder or look a name up (lstat is newfstatat or statx).
 CALLS = "getdents64,faccessat2,faccessat,access,newfstatat,statx,openat"
 
@@ -44,6 +50,7 @@ SCRIPT = """
 import os, sys, time
 sys.path[:0] = [sys.argv[2]]
 from pathlib import Path
+import spool.recheck
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job, record_bytes
@@ -52,6 +59,7 @@ from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool, record_from_job
 
+spool.recheck.RACY_NS = int(sys.argv[7])
 layout = Layout(Path(sys.argv[1]))
 mover = Mover(layout, FsyncMode.NEVER)
 mover.make_folders()
@@ -62,7 +70,7 @@ for i in range(int(sys.argv[3])):
     (failed / f"f-{i:06d}.json").write_bytes(data)
 for i in range(100):
     (done / f"d-{i:03d}.json").write_bytes(data)
-time.sleep(2.5)  # past the folders' last change: their times say so (see spool.recheck)
+time.sleep(float(sys.argv[8]))  # past the folders' last change: their times say so
 recovery = Recovery(spool)
 recovery.scan()  # the start-up pass: every name
 marker = sys.argv[4]
@@ -81,6 +89,13 @@ for i in range(int(sys.argv[5])):
 os.access(marker + "-end", os.F_OK)
 spool.close()
 """
+
+
+@pytest.fixture
+def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process, stamps trusted QUICK_RACY_NS after a change (see QUIET_S)."""
+    assert QUICK_RACY_NS < recheck.RACY_NS
+    monkeypatch.setattr(recheck, "RACY_NS", QUICK_RACY_NS)
 
 
 def _count(trace: str, marker: str) -> dict[str, int]:
@@ -112,7 +127,8 @@ def test_periodic_passes_cost_does_not_follow_the_size_of_failed(
     marker = str(tmp_path / "phase")
     proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
                            sys.executable, "-c", SCRIPT, str(tmp_path / "spool"), repo,
-                           str(FAILED_RECORDS), marker, str(PASSES), follow],
+                           str(FAILED_RECORDS), marker, str(PASSES), follow,
+                           str(QUICK_RACY_NS), str(QUIET_S)],
                           capture_output=True, check=False, timeout=110)
     if proc.returncode != 0 and b"PTRACE" in proc.stderr:
         pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
@@ -137,7 +153,7 @@ def _records(spool: Spool, state: JobState, ids: list[str], **fields: object) ->
         spool.layout.job(state, job_id).write_bytes(data)
 
 
-@pytest.mark.usefixtures("no_leaks")
+@pytest.mark.usefixtures("no_leaks", "quick_recheck")
 def test_what_done_alone_gains_is_settled_within_one_turn_after_quiet_passes(
         spool: Spool) -> None:
     """After quiet passes, which check no name, another processor's completion cut short
@@ -152,7 +168,7 @@ def test_what_done_alone_gains_is_settled_within_one_turn_after_quiet_passes(
         id="zzz", state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB, message="bad"),
         source=Source(name="zzz.json", size=18, kind="file"))))
     _records(spool, D, [f"fine-{i}" for i in range(20)], result=1)
-    time.sleep(2.5)  # past the folders' last change (see spool.recheck)
+    time.sleep(QUIET_S)  # past the folders' last change (see spool.recheck)
     recovery = Recovery(spool)
     assert not recovery.scan().changed
     for _ in range(5):
@@ -171,7 +187,7 @@ def test_what_done_alone_gains_is_settled_within_one_turn_after_quiet_passes(
     assert not recovery.scan().changed
 
 
-@pytest.mark.usefixtures("no_leaks")
+@pytest.mark.usefixtures("no_leaks", "quick_recheck")
 def test_what_failed_gains_is_settled_by_the_next_pass_of_a_following_spool(
         tmp_path: Path) -> None:
     """A processor's Spool follows failed/ through inotify, and its passes check just the
@@ -190,7 +206,7 @@ def test_what_failed_gains_is_settled_by_the_next_pass_of_a_following_spool(
         spool.mover.publish(layout.job(F, "rerun"), record_bytes(Record(
             id="rerun", state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB, message="bad"),
             source=Source(name="rerun.json", size=19, kind="file"))))
-        time.sleep(2.5)  # past the folders' last change (see spool.recheck)
+        time.sleep(QUIET_S)  # past the folders' last change (see spool.recheck)
         recovery = Recovery(spool)
         assert not recovery.scan().changed
         for _ in range(5):
