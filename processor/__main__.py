@@ -45,6 +45,8 @@ def make_executor(settings: Settings) -> ComputeExecutor:
     raise ConfigError(f"SPOOL_EXECUTOR={settings.executor!r}: use 'local' or 'dask://host:port'")
 
 
+OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
+"""The option of each setting it overrides, to name it in an error."""
 EPILOG = """\
 Settings come from the environment (and a .env file); the options above override them:
   SPOOL_DIR, JOB_NUM, SPOOL_EXECUTOR, SPOOL_FSYNC, SPOOL_TOOLS, SPOOL_DATA_DIR,
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(spool_dir=args.spool_dir, job_num=args.job_num,
-                                 executor=args.executor)
+                                 executor=args.executor, options=OPTIONS)
         # FAST tools run in this process, and one may chdir: no path may depend on the
         # working directory (a relative SPOOL_DIR crashed the processor at its next step).
         settings = settings.model_copy(update={

@@ -172,8 +172,12 @@ class Settings(BaseSettings):
         return [m.strip() for m in self.tools.split(",") if m.strip()]
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment with CLI overrides; bad values raise ConfigError."""
+def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment with CLI overrides; bad values raise ConfigError.
+
+    A bad value is named as it was given: a variable by its name (``SPOOL_DIR``), an
+    override by its command-line option in ``options`` (field name -> ``--spool-dir``).
+    """
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
@@ -182,4 +186,5 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
+        where = (options or {}).get(where, where)
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc

@@ -42,6 +42,8 @@ log = logging.getLogger("spoolq.statusd")
 IDLE_S = 15.0
 """How long a connection may go without a complete request (headers included)."""
 MAX_NOFILE = 1 << 20
+OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
+"""The option of each setting it overrides, to name it in an error."""
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
-                                 spool_dir=args.spool_dir)
+                                 spool_dir=args.spool_dir, options=OPTIONS)
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(serve(settings, access_log=args.access_log))

@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         _check_streams(args)
-        settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync)
+        settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync,
+                                 options={"spool_dir": "--spool-dir", "fsync": "--fsync"})
         code = int(args.run(args, settings))
         flush_stdout()
         return code

@@ -212,6 +212,19 @@ def test_an_empty_spool_dir_option_is_refused_like_an_empty_spool_dir(tmp_path: 
     assert len(lines) == 1 and "is empty" in lines[0], proc.stderr
 
 
+def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
+    """``--job-num 0`` said 'invalid setting job_num: ...', the settings field, not the
+    option given (nor the variable JOB_NUM, which was not set)."""
+    proc = subprocess.run([sys.executable, "-m", "processor", "--job-num", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False, env={k: v for k, v in os.environ.items()
+                                            if not k.startswith("SPOOL_")})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "spool-processor: error: invalid setting --job-num: Input should be greater than "
+        "or equal to 1"], proc.stderr
+
+
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")

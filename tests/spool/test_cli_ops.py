@@ -231,6 +231,13 @@ def test_a_state_folder_that_is_a_file_is_named_as_such(env: dict[str, str]) -> 
         assert "missing" not in line and "File exists" not in line, line
 
 
+def test_an_empty_spool_dir_option_is_named_as_the_option(env: dict[str, str]) -> None:
+    """``spoolq --spool-dir '' ls`` said 'invalid setting spool_dir: ...', the settings
+    field, where ``SPOOL_DIR=`` is named SPOOL_DIR."""
+    refused(spoolq(env, "--spool-dir", "", "ls"), 2, "invalid setting --spool-dir: ",
+            "is empty")
+
+
 def test_data_synth_help_gives_the_seed_default(env: dict[str, str]) -> None:
     """``--symbols`` and ``--bars`` said their defaults and ``--seed`` did not (it is 0,
     where the demo's is 7): the same data again needs the seed it was made with."""

@@ -175,6 +175,17 @@ def test_an_empty_spool_dir_option_is_a_bad_setting(tmp_path: Path) -> None:
     assert len(lines) == 1 and "is empty" in lines[0], proc.stderr
 
 
+def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
+    """``--port 99999`` said 'invalid setting statusd_port: ...', a name neither the
+    option (--port) nor the variable (STATUSD_PORT)."""
+    proc = subprocess.run([sys.executable, "-m", "statusd", "--port", "99999"],
+                          env=_env(tmp_path / "nothing"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid setting --port: " in lines[0], proc.stderr
+
+
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
                                                                   tmp_path: Path) -> None:
     """A statusd that hangs before it listens fails its test within the kit's deadline
