@@ -159,18 +159,30 @@ def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaem
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
-@pytest.mark.parametrize("new_session", [False, True])
 def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: StartDaemon,
-                                                   tmp_path: Path, new_session: bool) -> None:
+                                                   tmp_path: Path) -> None:
+    # A child in the tool's own process group, and one in a session of its own: both
+    # kinds run at once in one processor's two workers (a test each started a processor
+    # and waited out a timeout of its own).
     daemon()
-    pid_file = tmp_path / "child.pid"
-    drop(spool_root, "hang", {"tool": "t_spawn_hang", "timeout": 1,
-                              "params": {"pid_file": str(pid_file), "new_session": new_session}})
-    child = int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10, "child pid"))
-    assert alive(child)
-    rec = wait_record(spool_root, "hang", 10)
-    assert rec["error"]["type"] == "timeout"
-    wait_for(lambda: not alive(child), 5, "the tool's child to be gone")
+    hangs = {"hang": False, "hang-session": True}  # job id -> new_session
+    for job_id, new_session in hangs.items():
+        drop(spool_root, job_id, {"tool": "t_spawn_hang", "timeout": 1, "params": {
+            "pid_file": str(tmp_path / f"{job_id}.pid"), "new_session": new_session}})
+    children = {}
+    for job_id in hangs:
+        children[job_id] = _child_pid(tmp_path / f"{job_id}.pid")
+        assert alive(children[job_id])
+    for job_id in hangs:
+        rec = wait_record(spool_root, job_id, 10)
+        assert rec["error"]["type"] == "timeout"
+    wait_for(lambda: not any(alive(child) for child in children.values()), 5,
+             "the tools' children to be gone")
+
+
+def _child_pid(pid_file: Path) -> int:
+    return int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10,
+                        f"the child pid in {pid_file.name}"))
 
 
 def test_a_stopped_processors_job_still_ends_at_its_deadline(spool_root: Path,
