@@ -28,6 +28,7 @@ from spool.settings import FsyncMode
 StartDaemon = Callable[..., Daemon]
 NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 TOOLS = "ptools,optools"
+MODES = ("fast", "compute")
 
 
 def _other_threads(pid: int) -> list[int]:
@@ -57,8 +58,10 @@ def _assert_stopped_cleanly(root: Path, d: Daemon, job_id: str) -> None:
 def test_a_stop_signal_the_kernel_gives_another_thread_still_stops_it(
         spool_root: Path, daemon: StartDaemon, signum: int) -> None:
     """Python runs signal handlers on the main thread only, which slept in an
-    untimed wait: a SIGTERM taken by any other thread was never acted on."""
-    d = daemon(SPOOL_GRACE_S="1")
+    untimed wait: a SIGTERM taken by any other thread was never acted on.  No grace:
+    the run is cut short at once, and requeued as a stop leaves it (a grace of 1 s was
+    waited out here and in the SIGHUP test below)."""
+    d = daemon(SPOOL_GRACE_S="0")
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
     _tgkill(d.pid, _other_threads(d.pid)[0], signum)
@@ -66,7 +69,7 @@ def test_a_stop_signal_the_kernel_gives_another_thread_still_stops_it(
     try:
         assert d.proc.wait(20) == 0
     except subprocess.TimeoutExpired:
-        pytest.fail("still running 20 s after the signal (grace: 1 s)")
+        pytest.fail("still running 20 s after the signal (grace: 0 s)")
     stopping = [e for e in d.events() if e.get("msg") == "stopping"]
     assert [e["signal"] for e in stopping] == [signal.Signals(signum).name]
     _assert_stopped_cleanly(spool_root, d, "long")
@@ -77,7 +80,7 @@ def test_sighup_stops_the_daemon_as_sigterm_does(spool_root: Path, daemon: Start
     """A closed terminal or a `kill -HUP` ended it at once: jobs left in running/ (an
     attempt spent each at the next start), its lease file and status file left behind,
     and systemd (which counts SIGHUP as a clean end) did not restart it."""
-    d = daemon(SPOOL_GRACE_S="1")
+    d = daemon(SPOOL_GRACE_S="0")  # as above: the run is requeued, not waited for
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
     assert d.proc is not None
@@ -87,46 +90,51 @@ def test_sighup_stops_the_daemon_as_sigterm_does(spool_root: Path, daemon: Start
     _assert_stopped_cleanly(spool_root, d, "long")
 
 
-@pytest.mark.parametrize("mode", ["fast", "compute"])
 def test_tool_text_that_is_not_utf8_is_recorded_not_fatal(
-        spool_root: Path, daemon: StartDaemon, mode: str) -> None:
+        spool_root: Path, daemon: StartDaemon) -> None:
     """An error message, an exception or a progress report carrying lone surrogates
     (a file name that is not UTF-8, as os.listdir gives it) crashed the processor
-    while it wrote the record or the progress file, with every run in flight."""
+    while it wrote the record or the progress file, with every run in flight.  A FAST
+    and a COMPUTE tool of each in one processor (a processor each took a second more)."""
     d = daemon(SPOOL_TOOLS=TOOLS)
     drop(spool_root, "beside", {"tool": "sleep", "params": {"seconds": 1}})
-    for what in ("error", "raise", "progress"):
-        drop(spool_root, what, {"tool": f"o_{mode}", "params": {"what": what}})
-    for what in ("error", "raise"):
-        rec = wait_record(spool_root, what, 20)
-        assert rec["error"]["type"] == "tool_error"
-        assert "cannot read name \\xff\\xfe of a file, a lone \\ud800 half" in \
-            rec["error"]["message"]
-    assert "\\xff" in wait_record(spool_root, "raise")["error"]["traceback"]
-    assert wait_record(spool_root, "progress", 20)["state"] == "done"
+    for mode in MODES:
+        for what in ("error", "raise", "progress"):
+            drop(spool_root, f"{mode}-{what}", {"tool": f"o_{mode}", "params": {"what": what}})
+    for mode in MODES:
+        for what in ("error", "raise"):
+            rec = wait_record(spool_root, f"{mode}-{what}", 20)
+            assert rec["error"]["type"] == "tool_error"
+            assert "cannot read name \\xff\\xfe of a file, a lone \\ud800 half" in \
+                rec["error"]["message"]
+        assert "\\xff" in wait_record(spool_root, f"{mode}-raise")["error"]["traceback"]
+        assert wait_record(spool_root, f"{mode}-progress", 20)["state"] == "done"
     assert wait_record(spool_root, "beside", 20)["state"] == "done"
     assert d.running()
     assert d.stop() == 0
 
 
-@pytest.mark.parametrize("mode", ["fast", "compute"])
 def test_warnings_and_errors_in_threads_are_json_lines(
-        spool_root: Path, daemon: StartDaemon, mode: str) -> None:
+        spool_root: Path, daemon: StartDaemon) -> None:
     """`warnings.warn` (numpy's RuntimeWarnings too) and an exception in a thread a
-    tool started came out as plain text on stderr, between the JSON lines."""
+    tool started came out as plain text on stderr, between the JSON lines.  A FAST and
+    a COMPUTE tool of each in one processor; each line names its job."""
     d = daemon(SPOOL_TOOLS=TOOLS)
-    for what in ("warn", "thread"):
-        drop(spool_root, what, {"tool": f"o_{mode}", "params": {"what": what}})
-        assert wait_record(spool_root, what, 20)["state"] == "done"
+    for mode in MODES:
+        for what in ("warn", "thread"):
+            drop(spool_root, f"{mode}-{what}", {"tool": f"o_{mode}", "params": {"what": what}})
+            assert wait_record(spool_root, f"{mode}-{what}", 20)["state"] == "done"
     assert d.stop() == 0
     lines = d.logs().splitlines()
     plain = [line for line in lines if not line.startswith("{")]
     assert plain == []
     entries = [orjson.loads(line) for line in lines]
-    warned = [e for e in entries if "warn: a warning from a tool" in e["msg"]]
-    assert [e["level"] for e in warned] == ["warning"]
-    failed = [e for e in entries if "an error in a thread" in e.get("exc", "")]
-    assert [e["level"] for e in failed] == ["error"]
+    for mode in MODES:
+        warned = [e for e in entries if f"{mode}-warn: a warning from a tool" in e["msg"]]
+        assert [e["level"] for e in warned] == ["warning"], mode
+        failed = [e for e in entries
+                  if f"{mode}-thread: an error in a thread" in e.get("exc", "")]
+        assert [e["level"] for e in failed] == ["error"], mode
 
 
 def _start_and_fail(root: Path, log: Path, prefix: list[str]) -> list[str]:
