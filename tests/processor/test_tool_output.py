@@ -267,22 +267,24 @@ def test_print_loses_nothing_after_a_child_made_the_pipe_non_blocking(
             for n in range(50_000)]
 
 
-@pytest.mark.parametrize("tool", ["f_reads_stdin", "f_reads_stdin_fast"])
 def test_a_tool_reading_stdin_gets_end_of_file_not_the_processors_stdin(
-        spool_root: Path, tmp_path: Path, tool: str) -> None:
+        spool_root: Path, tmp_path: Path) -> None:
     """A COMPUTE worker's fd 0 was the processor's own stdin, and so was a FAST tool's
     (it runs in the processor): started from a shell's pipe (or a terminal), a tool or
     its child that read stdin hung there until the job's timeout (from a terminal it
     would take the user's keystrokes).  It is now /dev/null: both read end of file at
-    once."""
+    once.  One job of each kind, in one processor."""
     d = Daemon(spool_root, tmp_path / "daemon.log", tools="ptools,fdtools")
     d.stdin = subprocess.PIPE  # open, and never written to
+    tools = ("f_reads_stdin", "f_reads_stdin_fast")
     try:
         d.start()
-        drop(spool_root, "stdin", {"tool": tool})
-        rec = wait_record(spool_root, "stdin")
-        assert (rec["state"], rec.get("error")) == ("done", None)
-        assert rec["result"] == {"read": "", "child_read": ""}
+        for tool in tools:
+            drop(spool_root, tool.replace("_", "-"), {"tool": tool})
+        for tool in tools:
+            rec = wait_record(spool_root, tool.replace("_", "-"))
+            assert (rec["state"], rec.get("error")) == ("done", None), tool
+            assert rec["result"] == {"read": "", "child_read": ""}, tool
         assert d.stop() == 0
     finally:
         d.abort()
