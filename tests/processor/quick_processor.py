@@ -4,8 +4,9 @@ A test of what happens once a clock of the processor runs out proves the same
 with a shorter one, without sitting through the shipped value:
 ``QUICK_ADOPTED_GRACE_S`` in the environment sets
 :data:`processor.proctree.ADOPTED_GRACE_S` (10 s: how long an exited orphan is
-left for a tool to wait for), then ``processor.__main__.main`` runs as
-``python -m processor`` would.
+left for a tool to wait for), ``QUICK_RACY_NS`` sets :data:`spool.recheck.RACY_NS`
+(2 s: how long after a folder's change recovery's passes do not trust its stamp),
+then ``processor.__main__.main`` runs as ``python -m processor`` would.
 
 Not a test module; the tests start it through daemonkit's runner (``module=``;
 this folder is on the daemon's ``PYTHONPATH``).
@@ -18,13 +19,17 @@ import sys
 
 from processor import __main__ as processor_main
 from processor import proctree
+from spool import recheck
 
 ADOPTED_GRACE_ENV = "QUICK_ADOPTED_GRACE_S"
+RACY_ENV = "QUICK_RACY_NS"
 
 
 def main() -> int:
     if ADOPTED_GRACE_ENV in os.environ:
         proctree.ADOPTED_GRACE_S = float(os.environ[ADOPTED_GRACE_ENV])
+    if RACY_ENV in os.environ:
+        recheck.RACY_NS = int(os.environ[RACY_ENV])
     return processor_main.main()
 
 

@@ -13,10 +13,14 @@ from pathlib import Path
 import orjson
 import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
+from quick_processor import RACY_ENV
+
+from spool import recheck
 
 pytestmark = pytest.mark.timeout(90)
 
 StartDaemon = Callable[..., Daemon]
+QUICK_RACY_NS = 500_000_000
 
 
 def _where(root: Path, job_id: str) -> list[str]:
@@ -67,13 +71,18 @@ def test_a_duplicate_left_after_many_quiet_scans_is_still_settled(
     done/ alone, beside an older failed one of its id, is still settled by the scans'
     rotation over failed/ (within ceil(2,500 / 1,000) + 1 scans)."""
     root = spool_root
-    d = daemon(SPOOL_SCAN_S="0.1")
+    # The folders' stamps are trusted 0.5 s after their last change, not 2 s
+    # (quick_processor): the same 20 quiet scans come 1.5 s sooner.
+    assert QUICK_RACY_NS < recheck.RACY_NS
+    d = daemon(SPOOL_SCAN_S="0.1", module="quick_processor", **{RACY_ENV: str(QUICK_RACY_NS)})
     drop(root, "real", {"tool": "echo", "params": {"message": "m"}})
     done_bytes = orjson.dumps(wait_record(root, "real"))
     failed_bytes = done_bytes.replace(b'"state":"done"', b'"state":"failed"')
     for n in range(2500):
         _aged(root / "failed" / f"bad-{n:04d}.json", failed_bytes, 100)
-    time.sleep(4.0)  # scans that find failed/ and done/ unchanged, dozens of them
+    # Scans that find failed/ and done/ unchanged, dozens of them: about 20 once the
+    # stamps are trusted, as 4 s gave with the shipped 2 s.
+    time.sleep(QUICK_RACY_NS / 1e9 + 2.0)
 
     (root / "done" / "bad-2400.json").write_bytes(done_bytes)
     wait_for(lambda: _where(root, "bad-2400") == ["done"], 10.0, "the duplicate settled")
