@@ -39,8 +39,9 @@ from spool.transitions import Spool
 from statusd.items import Stamp
 from statusd.loader import Absent, Loader
 
-HOLD_S = 1.0
-"""How long the test keeps a job in tmp/: ample for statusd's feed to see it go."""
+HOLD_S = 10.0
+"""The longest the test waits for statusd to see a held job leave its folder (its
+tracker's ``moving``); it kept the job in tmp/ a fixed 1 s for that before."""
 
 
 @pytest.fixture
@@ -101,7 +102,9 @@ def _while_held(server: ServerThread, held: _Held, action: Callable[[], Any],
                 session.ws_connect(f"{server.base}/api/v1/ws/events") as ws:
             thread = held.run(action)
             try:
-                await asyncio.sleep(HOLD_S)
+                # Seen gone from its folder, and shown as it was (not merely not seen yet).
+                wait_for(lambda: server.in_loop(lambda: server.services.tracker.moving(job_id)),
+                         HOLD_S, f"statusd to see {job_id} leave {state}/")
                 assert _listed(server, job_id) == state, "the job left the list"
                 stats = request(server.base, "GET", "/api/v1/stats").json()
                 assert stats["counts"][state] == 1, stats["counts"]
