@@ -67,10 +67,12 @@ def _assert_all_gone(spool: Path) -> None:
     assert left == []
 
 
-def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
-    # The interrupt comes once the processor runs a job (it used to come at the first
-    # "submitted", before or after the claim, with 400 symbols to make the jobs long).
-    proc = subprocess.Popen([*DEMO, "--symbols", "100", "--bars", "2520", *_spool_in(tmp_path)],
+def _demo_running_a_job(tmp_path: Path, *, symbols: int
+                        ) -> tuple[subprocess.Popen[str], list[str], Path]:
+    """A demo started in ``tmp_path``, once its processor runs a job (or it ended): the
+    process, its output lines so far, its spool."""
+    proc = subprocess.Popen([*DEMO, "--symbols", str(symbols), "--bars", "2520",
+                             *_spool_in(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines = []
@@ -78,10 +80,18 @@ def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
         lines.append(line)
         if line.startswith("submitted"):
             break
-    running = _spool_of("".join(lines)) / "running"
+    spool = _spool_of("".join(lines))
     deadline = time.monotonic() + 30
-    while not os.listdir(running) and proc.poll() is None and time.monotonic() < deadline:
+    while not os.listdir(spool / "running") and proc.poll() is None and \
+            time.monotonic() < deadline:
         time.sleep(0.01)
+    return proc, lines, spool
+
+
+def test_demo_stops_the_daemons_on_interrupt(tmp_path: Path) -> None:
+    # The interrupt comes once the processor runs a job (it used to come at the first
+    # "submitted", before or after the claim, with 400 symbols to make the jobs long).
+    proc, lines, _ = _demo_running_a_job(tmp_path, symbols=100)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     out = "".join(lines) + rest
@@ -96,19 +106,8 @@ def test_a_second_interrupt_stops_the_running_jobs_now_and_still_stops_the_daemo
     one, as in a terminal, ends it: the demo passes it on and still waits for both daemons.
     It used to end the demo at once (exit 130), leaving the processor running its jobs
     until they finished, with nothing printed about it."""
-    proc = subprocess.Popen([*DEMO, "--symbols", "500", "--bars", "2520", *_spool_in(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("submitted"):
-            break
-    spool = _spool_of("".join(lines))
+    proc, lines, spool = _demo_running_a_job(tmp_path, symbols=500)
     deadline = time.monotonic() + 30
-    while not os.listdir(spool / "running") and proc.poll() is None and \
-            time.monotonic() < deadline:
-        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     log = spool / "spool-processor.log"
     while '"msg":"stopping"' not in log.read_text() and time.monotonic() < deadline:
