@@ -94,11 +94,8 @@ def _run(spool: Spool, job_id: str, tool: str = "echo") -> Any:
     return claim
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("state", [D, F])
-def test_a_record_is_written_over_what_is_no_record_and_that_is_kept(
-        spool: Spool, tmp_path: Path, kind: str, state: JobState) -> None:
-    check = _plant(kind, spool.layout.job(state, "y"), tmp_path / "outside")
+def _finish_y(spool: Spool, state: JobState) -> None:
+    """Run job ``y`` and finish it into ``state`` (done or failed); it is there alone."""
     claim = _run(spool, "y")
     record = done_record(claim, {"message": "hi"}, state)
     if state is D:
@@ -106,6 +103,14 @@ def test_a_record_is_written_over_what_is_no_record_and_that_is_kept(
     else:
         spool.fail(claim, record)
     assert locate(spool.layout, "y") == [state]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("state", [D, F])
+def test_a_record_is_written_over_what_is_no_record_and_that_is_kept(
+        spool: Spool, tmp_path: Path, kind: str, state: JobState) -> None:
+    check = _plant(kind, spool.layout.job(state, "y"), tmp_path / "outside")
+    _finish_y(spool, state)
     assert stat.S_ISREG(os.lstat(spool.layout.job(state, "y")).st_mode)
     assert read_json(spool.layout.job(state, "y"))["id"] == "y"
     _check_aside(spool, f"{state.value}/y.json", kind, "y", check)
@@ -117,13 +122,7 @@ def test_what_stands_at_the_other_terminal_name_is_kept_not_removed(
         spool: Spool, tmp_path: Path, kind: str, state: JobState) -> None:
     other = F if state is D else D
     check = _plant(kind, spool.layout.job(other, "y"), tmp_path / "outside")
-    claim = _run(spool, "y")
-    record = done_record(claim, {"message": "hi"}, state)
-    if state is D:
-        spool.complete(claim, record)
-    else:
-        spool.fail(claim, record)
-    assert locate(spool.layout, "y") == [state]
+    _finish_y(spool, state)
     _check_aside(spool, f"{other.value}/y.json", kind, "y", check)
 
 
