@@ -541,6 +541,12 @@ def _refuse_failed_record(spool: Spool, monkeypatch: pytest.MonkeyPatch, job_id:
     monkeypatch.setattr(spool.mover, "publish", full)
 
 
+def _failed_bytes(spool: Spool) -> dict[str, bytes]:
+    """What ``failed/`` holds, name by name."""
+    return {name: (spool.layout.folder(F) / name).read_bytes()
+            for name in listing(spool.layout.folder(F))}
+
+
 @pytest.mark.parametrize("earlier", ["run", "original"])
 def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_itself(
         spool: Spool, monkeypatch: pytest.MonkeyPatch, earlier: str) -> None:
@@ -553,16 +559,14 @@ def test_a_cancel_of_a_file_that_is_no_job_whose_record_is_not_written_undoes_it
     else:
         spool.layout.job(P, "x").write_bytes(b'{"tool": "echo", "priority": "early"}')
     assert spool.cancel_pending("x") is not None
-    before = {name: (spool.layout.folder(F) / name).read_bytes()
-              for name in listing(spool.layout.folder(F))}
+    before = _failed_bytes(spool)
     data = b'{"tool": "echo", "params": '
     spool.layout.job(P, "x").write_bytes(data)
     _refuse_failed_record(spool, monkeypatch, "x")
     with pytest.raises(SpoolIOError):
         spool.cancel_pending("x")
     assert spool.layout.job(P, "x").read_bytes() == data
-    assert {name: (spool.layout.folder(F) / name).read_bytes()
-            for name in listing(spool.layout.folder(F))} == before
+    assert _failed_bytes(spool) == before
     assert listing(spool.layout.tmp) == []
 
 
@@ -575,8 +579,7 @@ def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_dro
     # back, and the cancelled bytes wait in tmp/ for recovery to finish their cancel.
     spool.layout.job(P, "x").write_bytes(b'{"tool": "echo", "priority": "early"}')
     assert spool.cancel_pending("x") is not None
-    before = {name: (spool.layout.folder(F) / name).read_bytes()
-              for name in listing(spool.layout.folder(F))}
+    before = _failed_bytes(spool)
     data = b'{"tool": "echo", "params": '
     spool.layout.job(P, "x").write_bytes(data)
     newer = b'{"tool": "echo", "params": {"newer": true}}'
@@ -585,8 +588,7 @@ def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_dro
     with pytest.raises(SpoolIOError):
         spool.cancel_pending("x")
     assert spool.layout.job(P, "x").read_bytes() == newer
-    assert {name: (spool.layout.folder(F) / name).read_bytes()
-            for name in listing(spool.layout.folder(F))} == before
+    assert _failed_bytes(spool) == before
     [staged] = listing(spool.layout.tmp)
     assert staged.startswith("cancel-x.") and (spool.layout.tmp / staged).read_bytes() == data
     # Once this process is gone (as recovery sees it), a scan finishes that cancel.
