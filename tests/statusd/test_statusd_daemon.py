@@ -164,26 +164,27 @@ def test_help_is_plain_text_and_names_the_settings(tmp_path: Path) -> None:
         assert variable in proc.stdout, (variable, proc.stdout)
 
 
-def test_an_empty_spool_dir_option_is_a_bad_setting(tmp_path: Path) -> None:
-    """``--spool-dir ''`` was the working directory (statusd served the spool it was
-    started in), where ``SPOOL_DIR=`` is refused as a bad setting."""
-    proc = subprocess.run([sys.executable, "-m", "statusd", "--spool-dir", ""],
+def _refused_line(tmp_path: Path, *args: str) -> str:
+    """The one line statusd started with ``args`` writes on stderr as it exits 2."""
+    proc = subprocess.run([sys.executable, "-m", "statusd", *args],
                           env=_env(tmp_path / "nothing"), cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is empty" in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_an_empty_spool_dir_option_is_a_bad_setting(tmp_path: Path) -> None:
+    """``--spool-dir ''`` was the working directory (statusd served the spool it was
+    started in), where ``SPOOL_DIR=`` is refused as a bad setting."""
+    assert "is empty" in _refused_line(tmp_path, "--spool-dir", "")
 
 
 def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
     """``--port 99999`` said 'invalid setting statusd_port: ...', a name neither the
     option (--port) nor the variable (STATUSD_PORT)."""
-    proc = subprocess.run([sys.executable, "-m", "statusd", "--port", "99999"],
-                          env=_env(tmp_path / "nothing"), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "invalid setting --port: " in lines[0], proc.stderr
+    assert "invalid setting --port: " in _refused_line(tmp_path, "--port", "99999")
 
 
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
