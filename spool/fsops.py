@@ -584,6 +584,18 @@ class Mover:
             raise
         return True
 
+    def remove_empty_dir(self, path: StrPath) -> bool:
+        """Remove ``path`` if it is an empty directory (never a symlink to one); False,
+        nothing removed, when it is not there, not a directory, or not empty."""
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            _raise_fatal(exc, f"cannot remove {_name(path)}")
+            raise
+        return True
+
     def unlink_durable(self, path: StrPath, *, tree: bool = True) -> bool:
         removed = self.unlink(path, tree=tree)
         if removed and self.mode is not _NEVER:

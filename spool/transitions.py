@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any
 
 from spool.clock import Clock, SystemClock, utc_from_ns
@@ -361,8 +361,9 @@ class Spool:
         It is renamed (never copied, deleted nor followed) into ``failed/`` as the
         quarantined original of an id of its own, beside a record (``invalid_job``) whose
         ``source`` says what it was and where it stood, as intake keeps a directory or
-        FIFO dropped in ``pending/``.  False when nothing was set aside: ``path`` is a
-        regular file or nothing.
+        FIFO dropped in ``pending/``.  An empty directory that cannot change parent (not
+        the spool user's to write) is removed instead.  False when nothing was set aside:
+        ``path`` is a regular file or nothing.
         """
         try:
             st = os.lstat(path)
@@ -371,7 +372,16 @@ class Spool:
         if S_ISREG(st.st_mode):
             return False
         aside = invalid_id(self.clock.now())
-        if not self.mover.move(path, self.layout.original(aside), replace=False):
+        try:
+            moved = self.mover.move(path, self.layout.original(aside), replace=False)
+        except SpoolIOError:
+            # A directory may change parent only if its owner may write it (for its
+            # '..'): an operator's `sudo mkdir` here cannot go to failed/.  Empty, it
+            # holds nothing to keep, and its removal needs no more than this folder.
+            if S_ISDIR(st.st_mode) and self.mover.remove_empty_dir(path):
+                return True
+            raise
+        if not moved:
             return False  # gone meanwhile
         kind = kind_of(st.st_mode)
         where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"

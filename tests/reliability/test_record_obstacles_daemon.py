@@ -12,11 +12,13 @@ daemon goes on with the next job.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from relkit import Daemon, drop, quarantined, wait_for
 
 StartDaemon = Callable[..., Daemon]
@@ -99,4 +101,31 @@ def test_progress_is_written_over_a_directory(spool_root: Path, daemon: StartDae
     _kept(spool_root, "progress/y.json")
     assert wait_record(spool_root, "y")["state"] == "done"
     assert "cannot write progress" not in d.logs()
+    assert d.stop() == 0
+
+
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+def test_an_empty_directory_it_may_not_move_is_removed(spool_root: Path,
+                                                       daemon: StartDaemon) -> None:
+    """An operator's ``sudo mkdir`` at a sidecar's or a record's name: a directory of
+    another user, mode 0555, which the spool user may remove (it is empty) but not move
+    into failed/ (a directory changing parent needs write permission on itself, for its
+    '..').  Before, its move aside raised EACCES: the start-up pass exited 2 on one at
+    progress/y.json ('cannot move y.json to failed/: Permission denied'), where the
+    removal before d07f887 went on; one at a record's name paused claims for good.
+    Empty, it holds nothing to keep: it is removed (a processor without CAP_DAC_OVERRIDE
+    stands for the spool user)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    for path in (spool_root / "progress" / "y.json", spool_root / "done" / "w.json"):
+        path.mkdir(mode=0o555)
+    d = daemon(prefix=NO_DAC)
+    drop(spool_root, "w", {"tool": "echo", "params": {"message": 1}})
+    assert wait_record(spool_root, "w")["state"] == "done"
+    assert not (spool_root / "progress" / "y.json").exists()
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": 2}})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert "I/O trouble" not in d.logs()
     assert d.stop() == 0
