@@ -19,7 +19,6 @@ from processor.run import Run
 from processor.status import StatusFile
 from spool.clock import Clock
 from spool.errors import SpoolIOError
-from spool.fsops import FILES_ONLY
 from spool.models import Progress
 from spool.transitions import Spool
 
@@ -70,14 +69,12 @@ class ProgressFiles:
                             started_at=run.record.started_at, attempt=run.record.attempts,
                             host=self.spool.host, pid=self.spool.pid, owner=self.owner)
         job_id = run.claim.job_id
-        path = self.layout.progress_str(job_id)
         data = orjson.dumps(progress.model_dump(exclude_none=True), option=orjson.OPT_UTC_Z)
         try:
             # Over the run's last report; anything there that is no file (a directory an
-            # operator made, say) is set aside into failed/, kept with a record, once.
-            written = self.spool.mover.publish(path, data, durable=False, replace=FILES_ONLY)
-            if not written and self.spool.set_aside(path, job_id, "progress"):
-                self.spool.mover.publish(path, data, durable=False, replace=FILES_ONLY)
+            # operator made, say) is set aside into failed/, kept with a record.
+            self.spool.publish_file(self.layout.progress_str(job_id), data, job_id,
+                                    "progress", durable=False)
         except (SpoolIOError, OSError) as exc:
             self.status.write_failed(PROGRESS_WRITE, exc)
         else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from spool.clock import Clock, SystemClock
 from spool.errors import ConflictError, NotFoundError, SpoolIOError
-from spool.fsops import FILES_ONLY, Mover
+from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.large import BoundedReader
 from spool.layout import Layout
@@ -102,12 +102,10 @@ class Client:
         """Write ``cancel/<id>``; what stands there and is no file (a directory, say) is
         set aside first, kept in ``failed/`` (``Spool.set_aside``): the rename of the
         request over a directory failed, 'Is a directory (tmp/...)'."""
-        request = self.layout.cancel_str(job_id)
-        for _ in range(2):
-            if self.spool.mover.publish(request, b"{}", durable=False, replace=FILES_ONLY):
-                return
-            self.spool.set_aside(request, job_id, "cancel request")
-        # Made again at once: whatever is there is a request (the processor asks lexists).
+        # Should something keep taking the name, whatever is there is a request (the
+        # processor asks lexists).
+        self.spool.publish_file(self.layout.cancel_str(job_id), b"{}", job_id,
+                                "cancel request", durable=False)
 
     def retry(self, job_id: str) -> Record:
         return self.spool.retry(job_id)

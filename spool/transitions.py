@@ -141,8 +141,8 @@ MAX_ACTIVE_BYTES = 16 * 1024 * 1024
 """A pending or running file larger than this is not a job (intake quarantines it): a
 claim reads no more of one that grew after intake judged it."""
 ASIDE_TRIES = 3
-"""How often a record's publish sets aside what took its name before giving up: more
-than once only when something keeps making a directory (say) there."""
+"""How often :meth:`Spool.publish_file` sets aside what took its name before giving up:
+more than once only when something keeps making a directory (say) there."""
 RETRY_MAX_BYTES = MAX_ACTIVE_BYTES
 """The most of a failed record ``retry`` reads: anything larger in ``failed/`` is no
 job's record, and read whole it took statusd's memory (a POST .../retry) with it."""
@@ -272,24 +272,18 @@ class Spool:
 
         ``unwritten`` is called before the error propagates when the write fails and
         the record's path still names what it named before (no record, or an earlier
-        one of the id); a failure after the rename landed, such as a folder fsync's
-        EIO, leaves this record in place and skips it.
+        one of the id) or nothing (what was there set aside); a failure after the
+        rename landed, such as a folder fsync's EIO, leaves this record in place and
+        skips it.
         """
         path = self.layout.job_str(record.state, record.id)
         before = _inode(path) if unwritten is not None else None
-        data = record_bytes(record)
         try:
-            for _ in range(ASIDE_TRIES):
-                # It replaces an earlier record; anything else at its name is set aside.
-                if self.mover.publish(path, data, replace=FILES_ONLY):
-                    break
-                if self.set_aside(path, record.id, "record"):
-                    before = None  # the name is free: the record is not written till it lands
-            else:
+            if not self.publish_file(path, record_bytes(record), record.id, "record"):
                 raise SpoolIOError(f"cannot publish {record.state}/{record.id}.json: "
                                    "something that is not a regular file keeps taking its name")
         except BaseException:
-            if unwritten is not None and _inode(path) == before:
+            if unwritten is not None and _inode(path) in (before, None):
                 with contextlib.suppress(SpoolIOError, OSError):
                     unwritten()
             raise
@@ -348,6 +342,18 @@ class Spool:
             except IsADirectoryError:
                 pass  # a directory made there since the lstat
         self.set_aside(path, job_id, what)
+        return False
+
+    def publish_file(self, path: str, data: bytes, job_id: str, what: str, *,
+                     durable: bool = True) -> bool:
+        """Write ``data`` at ``path``, where the spool keeps ``what`` of job ``job_id``
+        (its record, its progress, its cancel request), over a regular file there (an
+        earlier one); anything else there is set aside first (:meth:`set_aside`).  False
+        when something that is no regular file keeps taking the name."""
+        for _ in range(ASIDE_TRIES):
+            if self.mover.publish(path, data, replace=FILES_ONLY, durable=durable):
+                return True
+            self.set_aside(path, job_id, what)
         return False
 
     def set_aside(self, path: str, job_id: str, what: str) -> bool:
