@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +255,12 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
     wait_for(lambda: locations(spool_root).get("keep") == ["pending"], 15, "keep requeued")
     _assert_stopped_growing(keep, once)
     drop(spool_root, "later", {"tool": "d_heartbeat", "params": {"seconds": 0}})
-    time.sleep(2.5)  # past the requeue backoff: still nothing may be claimed
+    # Past keep's requeue backoff (0.5 to 1 s) and 1.5 s more, a rescan (1 s) and a
+    # heartbeat after both jobs are due: still nothing may be claimed.  A fixed 2.5 s
+    # from here was most of a second longer.
+    due = datetime.fromisoformat(orjson.loads(
+        (spool_root / "pending" / "keep.json").read_bytes())["not_before"])
+    time.sleep(max(0.0, due.timestamp() - time.time()) + 1.5)
     assert alive(d.pid) and d.ready(), "the processor stays up without a scheduler"
     where = locations(spool_root)
     assert where["keep"] == ["pending"] and where["later"] == ["pending"], where
