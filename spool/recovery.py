@@ -319,6 +319,8 @@ class Recovery:
     def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
                        report: RecoveryReport) -> None:
         action, _, job_id = tag.partition("-")
+        if action == "kept" and is_valid_id(job_id):
+            self._settle_kept(job_id, path, st, report)
         if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
             report.removed += self.mover.unlink(path)
             return
@@ -328,6 +330,37 @@ class Recovery:
             self._restore_cancel(job_id, path, st)
         else:
             self._restore_retry(job_id, path, st)
+        report.restored.append(job_id)
+
+    def _settle_kept(self, job_id: str, path: Path, kept: os.stat_result,
+                     report: RecoveryReport) -> None:
+        """Finish a cancel of a file that holds no job cut short beside an earlier
+        original of its id, which it keeps linked in ``tmp/`` until its record is written
+        (``Spool._cancel_no_job``); the link itself goes after this.
+
+        ``failed/<id>.orig`` gone: the cancel's undo took its bytes out and died before
+        the earlier original went back: it goes back.  Another file there, newer than
+        ``failed/<id>.json``: the cancel's bytes replaced the earlier original and its
+        record was never written: written now (the earlier original goes, as the
+        cancel meant).
+        """
+        original = self.layout.original(job_id)
+        try:
+            st = os.lstat(original)
+        except FileNotFoundError:
+            self.mover.move(path, original, replace=False)
+            return
+        record = self.layout.job(JobState.FAILED, job_id)
+        try:
+            record_st = os.lstat(record)
+        except FileNotFoundError:
+            return  # an original without record: _settle_original writes it
+        if ((st.st_ino, st.st_dev) == (kept.st_ino, kept.st_dev)
+                or record_st.st_mtime_ns >= st.st_ctime_ns):
+            return  # not replaced, or its record was written since
+        self._record_for_original(job_id, st, job_id + JOB_SUFFIX, (
+            f"not a valid job, cancelled while pending (its canceller died before writing "
+            f"this record); its bytes are kept in failed/{original.name}"), replace=True)
         report.restored.append(job_id)
 
     def _restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,

@@ -33,8 +33,9 @@ from spool.client import Client
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import invalid_id
+from spool.layout import Layout
 from spool.lease import is_locked
-from spool.models import ErrorInfo, Job, Record, job_bytes
+from spool.models import ErrorInfo, Job, Record, Source, job_bytes
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -510,6 +511,73 @@ def test_a_cut_short_cancel_beside_a_directory_original_and_a_newer_drop_is_kept
     assert record["error"]["type"] == "invalid_job"
     assert "failed/x.orig" in record["error"]["message"], record["error"]["message"]
     assert "directory" in record["error"]["message"], record["error"]["message"]
+    assert not Recovery(spool).scan().changed
+
+
+def _kept_by_a_dead_canceller(layout: Layout, job_id: str) -> None:
+    """The link ``Spool._cancel_no_job`` keeps in tmp/ to the earlier original, named as
+    a process that is gone left it."""
+    pid = os.getpid()
+    while True:  # a pid that is not alive
+        pid += 7919
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            continue
+    os.link(layout.original(job_id), layout.tmp / f"kept-{job_id}.{pid}.0123456789ab.tmp")
+
+
+def test_a_cancel_cut_short_after_replacing_an_earlier_original_gets_its_record(
+        spool: Spool) -> None:
+    """A cancel of a file that holds no job, beside an earlier quarantine of its id, killed
+    once its bytes replaced failed/x.orig and before its record (seen with a real
+    'spoolq cancel' SIGKILLed by strace at that publish): recovery removed the link to the
+    earlier original it kept in tmp/, and left the new bytes beside the earlier record,
+    which describes other bytes (their size, time and cause).  Now the bytes get their
+    record, as the cancel meant (the earlier original goes with its record)."""
+    layout = spool.layout
+    layout.original("x").write_bytes(b"OLD")
+    spool.publish_terminal(Record(id="x", state=F, error=ErrorInfo(
+        type=ErrorType.INVALID_JOB, message="malformed JSON"),
+        source=Source(name="x.json", size=3, kind="file")))
+    _kept_by_a_dead_canceller(layout, "x")
+    time.sleep(0.05)  # past the coarse filesystem clock's tick of the record
+    staged = layout.tmp / "new"
+    staged.write_bytes(b"the newer bytes")
+    os.rename(staged, layout.original("x"))  # the cancel's bytes, its record never written
+
+    report = Recovery(spool).scan()
+
+    assert report.restored == ["x"]
+    assert listing(layout.tmp) == []
+    assert layout.original("x").read_bytes() == b"the newer bytes"
+    record = read_json(layout.job(F, "x"))
+    assert record["source"]["size"] == len(b"the newer bytes")
+    assert "malformed JSON" not in record["error"]["message"]
+    assert "cancel" in record["error"]["message"], record["error"]["message"]
+    assert not Recovery(spool).scan().changed
+
+
+def test_a_cancel_undo_cut_short_puts_the_earlier_original_back(spool: Spool) -> None:
+    """The undo of a cancel whose record was not written took the new bytes out of
+    failed/x.orig, then died before putting the earlier original back from tmp/:
+    recovery removed that last name of the earlier original."""
+    layout = spool.layout
+    layout.original("x").write_bytes(b"OLD")
+    spool.publish_terminal(Record(id="x", state=F, error=ErrorInfo(
+        type=ErrorType.INVALID_JOB, message="malformed JSON"),
+        source=Source(name="x.json", size=3, kind="file")))
+    quarantined = layout.job(F, "x").read_bytes()
+    _kept_by_a_dead_canceller(layout, "x")
+    os.unlink(layout.original("x"))  # replaced, then moved out by the undo
+
+    Recovery(spool).scan()
+
+    assert listing(layout.tmp) == []
+    assert layout.original("x").read_bytes() == b"OLD"
+    assert layout.job(F, "x").read_bytes() == quarantined
     assert not Recovery(spool).scan().changed
 
 
