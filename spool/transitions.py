@@ -582,7 +582,8 @@ class Spool:
         quarantined original (``failed/<id>.orig``), as intake's quarantine keeps them,
         and a retry asks for the file to be fixed.  An earlier original of the id goes:
         it belonged to the failed record this one replaces.  Cut short between the two
-        renames, recovery writes the original's record (``Recovery._settle_original``)."""
+        renames, recovery writes the original's record (``Recovery._settle_original``;
+        ``Recovery._settle_kept`` when an earlier original was kept linked in ``tmp/``)."""
         original = self.layout.original(claim.job_id)
         record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
             f"cancelled while pending; not a valid job, its bytes are kept in "
