@@ -7,8 +7,8 @@ deaths, :mod:`processor.pool`) and the stop signals (SIGTERM, SIGINT,
 SIGHUP: see :mod:`processor.stop_signals`), and runs FAST tools in place,
 handing the loop to a standby thread when one holds it
 (:mod:`processor.relay`); everything else only posts events to its inbox: a
-Dask executor (progress, outcomes), a FAST tool's thread once the loop has
-moved on.  The loop wakes on an event or on the
+Dask executor (progress, outcomes, room again after a connect), a FAST tool's
+thread once the loop has moved on.  The loop wakes on an event or on the
 nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
 grace), so it never polls busily.
 
@@ -310,6 +310,8 @@ class Processor:
             self.fast_busy -= 1
             self._unstick(event[1])
             self._fast_finished(event[1], event[2])
+        # "slots" (the executor has room again: connected, workers joined) only wakes
+        # the loop: this pass dispatches, as every pass does.
 
     def _after_results(self) -> None:
         """Workers came free: give them work first, then write the finished runs' records.

@@ -29,7 +29,10 @@ Guarantees:
   ``distributed.scheduler.allowed-failures: 0`` on the scheduler closes even
   that window (a warning says so when it is not).
 * A lost scheduler never stops the processor: the monitor thread reconnects
-  with backoff and offers slots again once connected.  Nor does it hold a
+  with backoff and offers slots again once connected.  Whenever the free slots
+  rise without a job ending (a connect, workers joining), the sink hears it
+  (:meth:`~processor.executor.Sink.slots_freed`), so jobs already waiting are
+  claimed at once rather than at the daemon's next heartbeat.  Nor does it hold a
   stop: :meth:`DaskExecutor.shutdown` gives a scheduler that does not answer
   about half a second (:data:`~processor.dask_link.STOP_WAIT_S`), then kills
   the jobs' children through their workers directly.
@@ -178,6 +181,7 @@ class DaskExecutor:
                     self._on_probe(probe)
                     with self._lock:
                         self._connected = True
+                    self._announce_room(0)
                     delay = RECONNECT_S[0]
                 else:
                     self._stopping.wait(delay)
@@ -243,8 +247,10 @@ class DaskExecutor:
         if new:
             self._warmed.update(new)
             self.link.warm(new)
+        free = self.free_slots()
         with self._lock:
             self._threads = probe.threads
+        self._announce_room(free)
         gone = [f for f in self._flights.all()
                 if f.worker is not None and f.worker not in probe.workers]
         for flight in gone:  # its worker left: lost, and Dask must not re-run it
@@ -252,6 +258,13 @@ class DaskExecutor:
             self._flights.resolve(flight, kill_outcome(flight) or crashed(
                 flight.task, f"the Dask worker {flight.worker} died or left while running "
                 "the job"))
+
+    def _announce_room(self, free_before: int) -> None:
+        """Tell the sink when free_slots() rose above ``free_before``: the daemon sleeps
+        until a timer otherwise, with jobs waiting for just this room."""
+        sink = self._flights.sink
+        if sink is not None and self.free_slots() > free_before:
+            sink.slots_freed()
 
     def _lost(self, why: str) -> None:
         """Fail every job in flight (retryable) and start over with a new client."""

@@ -57,6 +57,16 @@ class Sink(Protocol):
 
     def finished(self, outcome: Outcome) -> None: ...
 
+    def slots_freed(self) -> None:
+        """:meth:`ComputeExecutor.free_slots` rose without a task ending (from any thread).
+
+        For an executor whose room comes and goes on its own: the Dask one when it
+        connects or reconnects, or workers join.  The daemon dispatches at once, as
+        after an outcome, instead of at its next timer (up to a heartbeat later).  The
+        local pool never calls it: its workers come free only as its tasks end.
+        """
+        ...
+
     def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
               ) -> None:
         """Have the daemon's loop thread call ``callback`` whenever ``fd`` is readable.

@@ -173,6 +173,9 @@ class InboxSink:
     def finished(self, outcome: Outcome) -> None:
         self.inbox.post(("finished", outcome))
 
+    def slots_freed(self) -> None:
+        self.inbox.post(("slots",))
+
     def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
               ) -> None:
         self.inbox.add_reader(fd, callback, bulk=bulk)

@@ -278,6 +278,26 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
                        "worker_crashed; reconnecting")], errors
 
 
+def _logged_s(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def test_a_job_waiting_for_the_connection_is_claimed_as_it_connects(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any) -> None:
+    # Dropped before the processor starts, the job is judged before the executor has
+    # connected (no free slot yet); the connect must wake the loop, not leave the claim
+    # to the next heartbeat (1 s: it came 0.97 s after "connected"), nor a rescan.
+    drop(spool_root, "early", {"tool": "d_heartbeat", "params": {"seconds": 0}})
+    d = daemon(SPOOL_SCAN_S="60", **_dask_env(dask_cluster.scheduler_address))
+    assert wait_record(spool_root, "early", 20)["state"] == "done"
+    events = d.events()
+    connected = next(_logged_s(e) for e in events
+                     if e.get("msg") == "connected to the Dask scheduler")
+    claimed = next(_logged_s(e) for e in events
+                   if e.get("event") == "claimed" and e.get("id") == "early")
+    assert claimed - connected < 0.5, f"claimed {claimed - connected:.3f} s after connected"
+
+
 @pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
@@ -331,6 +351,16 @@ def test_a_processor_that_gave_up_a_frozen_scheduler_stops_promptly(
 
         def finished(self, outcome: Any) -> None:
             lost.append(outcome)
+
+        def slots_freed(self) -> None:
+            pass
+
+        def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
+                  ) -> None:
+            pass
+
+        def unwatch(self, fd: int) -> None:
+            pass
 
     with _cluster_process(port, n_workers=1) as cluster:
         executor = DaskExecutor(Settings(SPOOL_EXECUTOR=f"dask://127.0.0.1:{port}",

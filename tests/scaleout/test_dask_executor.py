@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.outcomes: dict[str, list[Outcome]] = {}
         self.progress_seen: list[tuple[str, float, str]] = []
+        self.room_calls = 0  # slots_freed() calls: free slots rose without an outcome
         self.cond = threading.Condition()
 
     def progress(self, job_id: str, fraction: float, message: str) -> None:
@@ -47,6 +48,18 @@ class RecordingSink:
         with self.cond:
             self.outcomes.setdefault(outcome.job_id, []).append(outcome)
             self.cond.notify_all()
+
+    def slots_freed(self) -> None:
+        with self.cond:
+            self.room_calls += 1
+            self.cond.notify_all()
+
+    def watch(self, fd: int, callback: Callable[[], object], *, bulk: bool = False
+              ) -> None:
+        raise AssertionError("the Dask executor watches no descriptors")
+
+    def unwatch(self, fd: int) -> None:
+        raise AssertionError("the Dask executor watches no descriptors")
 
     def wait(self, job_id: str, timeout: float = 30.0) -> Outcome:
         with self.cond:
@@ -144,6 +157,16 @@ def test_slots_follow_job_num_and_the_cluster(run_executor: Any) -> None:
     wide, _ = run_executor(job_num=8)
     assert wide.capacity() == 8
     assert wide.free_slots() == 2, "no more jobs in flight than the cluster has threads"
+
+
+def test_the_sink_hears_when_a_connect_frees_slots(run_executor: Any) -> None:
+    # The daemon sleeps until a timer unless told: jobs waiting for a connection were
+    # claimed only at its next heartbeat, up to 1 s after it.
+    _, sink = run_executor()
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: sink.room_calls, 5), "never told of the room"
+    time.sleep(1.5)  # a probe or more (every REFRESH_S) with the same cluster: no more calls
+    assert sink.room_calls == 1 and not sink.outcomes
 
 
 def _topics(dask_client: Any) -> dict[str, int]:
