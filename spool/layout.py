@@ -26,6 +26,14 @@ from spool.ids import ID_RE, JOB_SUFFIX
 from spool.states import JobState
 
 ORIG_SUFFIX = ".orig"
+KEPT_TAG = ".kept-"
+"""Marks ``.<name>.kept-<id>``: a directory spoolq could neither move out of its folder
+nor remove (another user's, see :meth:`Layout.kept_str`), renamed within it.  The
+leading dot hides it from intake and every reader; failed record ``<id>`` says what it
+was and where it stood."""
+_KEPT_NAME_BYTES = 200
+"""The most of the old name a kept name keeps: with the dot, the tag and an invalid id
+(31 characters) it stays within NAME_MAX (255 bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,15 @@ class Layout:
         """``failed/<id>.orig``: the quarantined original of an invalid drop."""
         return Path(self.original_str(job_id))
 
+    def kept_str(self, path: str, record_id: str) -> str:
+        """Where what stands at ``path`` is kept in its own folder when spoolq may not move
+        it out of it (a directory changes folder only if its mover may write it, for its
+        '..'; a rename within the folder needs only the folder): ``.<name>.kept-<id>``,
+        ``record_id`` its failed record's."""
+        folder, _, name = path.rpartition("/")
+        head = os.fsdecode(os.fsencode(name)[:_KEPT_NAME_BYTES])
+        return f"{folder}/.{head}{KEPT_TAG}{_checked(record_id)}"
+
     def progress_file(self, job_id: str) -> Path:
         return Path(self.progress_str(job_id))
 
@@ -160,6 +177,12 @@ class Layout:
             if folder.exists() and not folder.is_dir():
                 raise SpoolIOError(f"{folder} is not a directory: move it out of the way, "
                                    "then run 'spoolq init'")
+
+
+def is_kept_name(name: str) -> bool:
+    """A name :meth:`Layout.kept_str` gave: left alone by every pass (its record says an
+    operator must remove it)."""
+    return name.startswith(".") and KEPT_TAG in name
 
 
 _last_checked: str | None = None

@@ -36,11 +36,14 @@ class ErrorInfo(BaseModel):
 
 
 class Source(BaseModel):
-    """What a quarantined drop was: its original name, size and kind."""
+    """What a quarantined drop was: its original name, size and kind; ``kept_at`` (a
+    path under the spool) where it now is when spoolq could not move it into
+    ``failed/`` (a directory of another user): an operator must remove it."""
 
     name: str
     size: int | None = None
     kind: str = "file"
+    kept_at: str | None = None
 
 
 def kind_of(mode: int) -> str:

@@ -500,8 +500,14 @@ class Spool:
         job_id = id_from_name(name) or invalid_id(self.clock.now())
         staged = self.layout.staging(f"quarantine-{job_id}")
         src = self.layout.entry(JobState.PENDING, name)
-        if not self.mover.move(src, staged, replace=False, durable=False):
-            return None
+        try:
+            if not self.mover.move(src, staged, replace=False, durable=False):
+                return None
+        except SpoolIOError as exc:
+            if kind != "directory" or not may_not_change_folder(str(src), exc):
+                raise
+            return self._quarantine_in_place(name, message, kind=kind, mtime_ns=mtime_ns,
+                                             inode=inode, tool=tool)
         moved = os.lstat(staged)
         if (moved.st_ino, moved.st_dev) != inode and self.mover.move(staged, src):
             return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
@@ -523,6 +529,47 @@ class Spool:
         )
         self.publish_terminal(record)
         return record
+
+    def _quarantine_in_place(self, name: str, message: str, *, kind: str, mtime_ns: int,
+                             inode: tuple[int, int], tool: str | None) -> Record | None:
+        """Quarantine a directory in ``pending/`` that the spool user may not move out of
+        it (a submitter's: see :func:`may_not_change_folder`) by renaming it within
+        ``pending/`` to a name intake ignores (:meth:`Layout.kept_str`), beside a record of
+        an id of its own saying where it is: an operator must remove it.  Before, the
+        failed move paused claims after every retry, so one ``mkdir`` in the drop folder
+        stopped the spool.  Its own id, not the name's: a later run of that id replaces
+        the id's record, and would leave the kept directory with none."""
+        job_id = invalid_id(self.clock.now())
+        src = self.layout.entry_str(JobState.PENDING, name)
+        kept = self.layout.kept_str(src, job_id)
+        if not self.mover.move(src, kept, replace=False):
+            return None
+        moved = os.lstat(kept)
+        if (moved.st_ino, moved.st_dev) != inode and self.mover.move(kept, src):
+            return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
+        record = self._kept_record(job_id, kept, moved.st_mode, mtime_ns, tool=tool,
+                                   name=printable_name(name), message=(
+            f"{message}; the spool user may not move it out of pending/"))
+        try:
+            self.publish_terminal(record)
+        except BaseException:
+            with contextlib.suppress(SpoolIOError, OSError):
+                self.mover.move(kept, src, replace=False)  # judged again later
+            raise
+        return record
+
+    def _kept_record(self, job_id: str, kept: str, mode: int, mtime_ns: int, *,
+                     name: str, message: str, tool: str | None = None) -> Record:
+        """The failed record of what was kept in its own folder at ``kept``."""
+        kept_at = spool_relative(kept)
+        return Record(
+            id=job_id, tool=tool, state=_S_FAILED, submitted_at=utc_from_ns(mtime_ns),
+            finished_at=self.clock.now(), host=self.host, pid=self.pid,
+            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
+                f"{message} (a directory changes folder only if its mover may write it), "
+                f"so it was renamed to {kept_at}, which spoolq ignores: an operator must "
+                "remove it")),
+            source=Source(name=name, size=None, kind=kind_of(mode), kept_at=kept_at))
 
     # -- client operations -------------------------------------------------------
 
@@ -681,6 +728,23 @@ def _inode(path: StrPath) -> int | None:
         return os.lstat(path).st_ino
     except FileNotFoundError:
         return None
+
+
+def may_not_change_folder(path: str, exc: SpoolIOError) -> bool:
+    """``exc``, raised moving ``path`` to another folder, says the spool user may not move
+    that directory out of its folder: refused (EACCES, EPERM) and the directory is not
+    the spool user's to write.  Linux lets a directory change parent only if its mover
+    may write it (its '..'); a rename within its folder needs only the folder."""
+    cause = exc.__cause__
+    return (isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
+            and os.path.isdir(path) and not os.path.islink(path)
+            and not os.access(path, os.W_OK, effective_ids=True))
+
+
+def spool_relative(path: str) -> str:
+    """``<folder>/<name>`` of a path in one of the spool's folders, printable."""
+    folder, _, name = path.rpartition("/")
+    return printable_name(f"{os.path.basename(folder)}/{name}")
 
 
 def job_in(data: bytes) -> Job | None:

@@ -13,6 +13,7 @@ unchanged.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from relkit import Daemon, drop, quarantined, record, wait_for, wait_record
+from relkit import Daemon, drop, quarantined, record, wait_for, wait_quarantined, wait_record
 
 StartDaemon = Callable[..., Daemon]
 MAX_JOB_BYTES = 1_048_576  # the default
@@ -283,3 +284,57 @@ def test_a_job_nested_300_deep_is_quarantined_not_a_crash(spool_root: Path,
              "a record of deep300, or the processor's exit")
     assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
     assert wait_record(spool_root, "deep300")["error"]["type"] == "invalid_job"
+
+
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+NOBODY = 65534
+
+
+def _foreign_dir(path: Path) -> None:
+    """A directory with a file in it, another user's (mode 0755): as a member of the
+    submit group makes one with ``mkdir pending/foo.json``."""
+    path.mkdir()
+    (path / "notes.txt").write_text("a submitter's notes\n")
+    for each in (path / "notes.txt", path):
+        os.chown(each, NOBODY, NOBODY)
+
+
+def test_a_directory_the_spool_user_may_not_move_is_kept_in_place_with_its_record(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A submitter's directory in pending/ (not the spool user's to write): a directory
+    may change folder only if its mover may write it (its '..'), so quarantine's move to
+    tmp/ failed with EACCES.  Before, the processor paused claims ("spool I/O trouble")
+    and retried after each pause, so no other job ever ran.  Now it is renamed within
+    pending/ to a name intake ignores, beside a record saying where it is and that an
+    operator must remove it; the daemon goes on, and a new drop of the name runs.  A
+    processor without CAP_DAC_OVERRIDE stands for the spool user."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root (to make another user's directory) and setpriv")
+    pending = spool_root / "pending"
+    for name in ("foo.json", "bad name"):
+        _foreign_dir(pending / name)
+    d = daemon(prefix=NO_DAC)
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still up"}})
+    assert wait_record(spool_root, "after")["result"] == {"message": "still up"}
+    found = wait_quarantined(spool_root, ["foo.json", "bad name"])
+    for name, rec in found.items():
+        assert rec["error"]["type"] == "invalid_job" and rec["source"]["kind"] == "directory"
+        assert "operator" in rec["error"]["message"], rec
+        kept = spool_root / rec["source"]["kept_at"]
+        # An id of its own, which its kept name ends with: a later run of foo replaces
+        # failed/foo.json, and the kept directory would be left with no record.
+        assert kept.parent == pending and kept.name.startswith("."), rec
+        assert rec["id"].startswith("invalid-") and kept.name.endswith(rec["id"]), rec
+        assert (kept / "notes.txt").read_text() == "a submitter's notes\n"
+        assert not (pending / name).exists()
+    (pending / "foo.json").write_bytes(ECHO)  # the name is free again
+    assert wait_for(lambda: (r := record(spool_root, "foo")) and r["state"] == "done" and r,
+                    20, "foo's new run")["result"] == {"message": "hello"}
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0
+    d = daemon(prefix=NO_DAC)  # a restart leaves what is kept alone
+    drop(spool_root, "later", {"tool": "echo", "params": {"message": 2}})
+    assert wait_record(spool_root, "later")["state"] == "done"
+    assert quarantined(spool_root) == found
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0
