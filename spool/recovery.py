@@ -49,7 +49,7 @@ from spool.errors import ConflictError, ErrorType
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
-from spool.layout import ORIG_SUFFIX
+from spool.layout import ORIG_SUFFIX, is_kept_name
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
 from spool.reader import read_regular
@@ -572,13 +572,16 @@ class Recovery:
     def _sidecars(self, report: RecoveryReport) -> None:
         running = self.layout.folder(JobState.RUNNING)
         pending = self.layout.folder(JobState.PENDING)
-        # Only regular files go: anything else there is set aside (Spool.remove_file).
+        # Only regular files go: anything else there is set aside (Spool.remove_file),
+        # but for what set_aside kept here already (an operator's to remove).
         for entry in _entries(self.layout.progress):
-            if not os.path.lexists(running / entry.name):
+            if not os.path.lexists(running / entry.name) and not is_kept_name(entry.name):
                 report.removed += self.spool.remove_file(
                     entry.path, entry.name.removesuffix(JOB_SUFFIX), "progress")
         for entry in _entries(self.layout.cancel):
             name = entry.name + JOB_SUFFIX
+            if is_kept_name(entry.name):
+                continue
             if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
                 report.removed += self.spool.remove_file(entry.path, entry.name,
                                                          "cancel request")

@@ -368,8 +368,11 @@ class Spool:
         quarantined original of an id of its own, beside a record (``invalid_job``) whose
         ``source`` says what it was and where it stood, as intake keeps a directory or
         FIFO dropped in ``pending/``.  An empty directory that cannot change parent (not
-        the spool user's to write) is removed instead.  False when nothing was set aside:
-        ``path`` is a regular file or nothing.
+        the spool user's to write) is removed instead; one that holds files is renamed
+        within its own folder (:meth:`Layout.kept_str`), beside such a record saying where
+        it is and that an operator must remove it: before, the caller's finish was retried
+        after every I/O pause and claims stayed paused for good.  False when nothing was
+        set aside: ``path`` is a regular file or nothing.
         """
         try:
             st = os.lstat(path)
@@ -378,26 +381,38 @@ class Spool:
         if S_ISREG(st.st_mode):
             return False
         aside = invalid_id(self.clock.now())
+        original = kept = self.layout.original_str(aside)
         try:
-            moved = self.mover.move(path, self.layout.original(aside), replace=False)
-        except SpoolIOError:
+            moved = self.mover.move(path, kept, replace=False)
+        except SpoolIOError as exc:
             # A directory may change parent only if its owner may write it (for its
             # '..'): an operator's `sudo mkdir` here cannot go to failed/.  Empty, it
             # holds nothing to keep, and its removal needs no more than this folder.
             if S_ISDIR(st.st_mode) and self.mover.remove_empty_dir(path):
                 return True
-            raise
+            if not may_not_change_folder(path, exc):
+                raise
+            # Not empty either: kept in its own folder, under a name every pass ignores.
+            kept = self.layout.kept_str(path, aside)
+            moved = self.mover.move(path, kept, replace=False)
         if not moved:
             return False  # gone meanwhile
         kind = kind_of(st.st_mode)
-        where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
-        record = Record(
-            id=aside, state=_S_FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
-            finished_at=self.clock.now(), host=self.host, pid=self.pid,
-            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
-                f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} of "
-                f"job {job_id}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
-            source=Source(name=where, size=None, kind=kind))
+        where = spool_relative(path)
+        message = (f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} "
+                   f"of job {job_id}")
+        if kept == original:
+            record = Record(
+                id=aside, state=_S_FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
+                finished_at=self.clock.now(), host=self.host, pid=self.pid,
+                error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
+                    f"{message}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
+                source=Source(name=where, size=None, kind=kind))
+        else:
+            record = self._kept_record(aside, kept, st.st_mode, st.st_mtime_ns, name=where,
+                                       message=f"{message}; the spool user may neither "
+                                       "move it into failed/ nor remove it, as it holds "
+                                       "files")
         try:
             self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
                                replace=False)
@@ -405,7 +420,7 @@ class Spool:
             # Not recorded (ENOSPC): back it goes, so the caller's write fails on the name
             # as it was (and its undo sees that).  Left there, recovery would record it.
             with contextlib.suppress(SpoolIOError, OSError):
-                self.mover.move(self.layout.original(aside), path, replace=False)
+                self.mover.move(kept, path, replace=False)
             raise
         return True
 

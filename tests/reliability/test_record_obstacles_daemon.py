@@ -12,6 +12,7 @@ daemon goes on with the next job.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -129,3 +130,52 @@ def test_an_empty_directory_it_may_not_move_is_removed(spool_root: Path,
     assert wait_record(spool_root, "after")["state"] == "done"
     assert "I/O trouble" not in d.logs()
     assert d.stop() == 0
+
+
+def test_a_directory_of_another_user_it_may_neither_move_nor_remove_is_kept_in_place(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A non-empty directory of another user at a record's or a sidecar's name: the spool
+    user may not move it into failed/ (it may not write its '..') nor remove it (it holds
+    files).  Before, one at progress/y.json made the start-up pass exit 2 ('cannot move
+    y.json to failed/: Permission denied'), and one at done/w.json paused claims for
+    good (the finish retried after each I/O pause).  Now each is renamed within its own
+    folder to a name every reader and pass ignores, beside a record saying where it stood,
+    where it is and that an operator must remove it; the records land, the daemon goes
+    on, and a restart leaves them alone."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root (to make another user's directory) and setpriv")
+    places = ("done/w.json", "progress/y.json", "cancel/v")
+    for where in (*places, "failed/x.json"):
+        _occupy(spool_root / where)
+        for each in (spool_root / where / "notes.txt", spool_root / where):
+            os.chown(each, 65534, 65534)
+    d = daemon(prefix=NO_DAC)
+    drop(spool_root, "w", {"tool": "echo", "params": {"message": "hi"}})
+    drop(spool_root, "x", {"tool": "no-such-tool"})
+    assert wait_record(spool_root, "w")["result"] == {"message": "hi"}
+    assert wait_record(spool_root, "x")["error"]["type"] == "unknown_tool"
+    kept = {where: _kept_in_place(spool_root, where) for where in places}
+    # One in failed/ moves to failed/<id>.orig as any other: no folder to change.
+    kept["failed/x.json"] = _kept(spool_root, "failed/x.json")
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": 1}})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0
+    d = daemon(prefix=NO_DAC)
+    drop(spool_root, "later", {"tool": "echo", "params": {"message": 2}})
+    assert wait_record(spool_root, "later")["state"] == "done"
+    assert quarantined(spool_root) == kept
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0
+
+
+def _kept_in_place(root: Path, where: str) -> dict[str, Any]:
+    """The record of the directory that stood at ``where``, kept in its own folder."""
+    rec = wait_for(lambda: quarantined(root).get(where), 10, f"the record of {where}")
+    assert rec["error"]["type"] == "invalid_job" and rec["source"]["kind"] == "directory"
+    assert "operator" in rec["error"]["message"], rec
+    kept = root / rec["source"]["kept_at"]
+    assert kept.parent == (root / where).parent and kept.name.startswith("."), rec
+    assert kept.name.endswith(rec["id"]), rec
+    assert (kept / "notes.txt").read_text() == "an operator's notes\n"
+    return dict(rec)
