@@ -45,7 +45,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
-from spool.errors import ConflictError, ErrorType
+from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
@@ -55,7 +55,14 @@ from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_by
 from spool.reader import read_regular
 from spool.recheck import Recheck
 from spool.states import JobState
-from spool.transitions import MAX_ACTIVE_BYTES, Claim, Spool, read_fd, record_from_job
+from spool.transitions import (
+    MAX_ACTIVE_BYTES,
+    Claim,
+    Spool,
+    may_not_change_folder,
+    read_fd,
+    record_from_job,
+)
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
@@ -147,7 +154,20 @@ class Recovery:
         if stat.S_ISREG(st.st_mode):
             return  # a live owner's lease
         staged = self.layout.staging(f"quarantine-{job_id}")
-        if self.mover.move(path, staged, replace=False, durable=False):
+        try:
+            moved = self.mover.move(path, staged, replace=False, durable=False)
+        except SpoolIOError as exc:
+            # Another user's directory (an operator's `sudo mkdir`): kept in running/, as
+            # no claim or pass looks at its name, beside a record; each start exited 2.
+            if not may_not_change_folder(str(path), exc):
+                raise
+            if self.spool.keep_in_place(str(path), name=f"running/{path.name}", message=(
+                    "found in running/, not a regular file; the spool user may not move it "
+                    "out of running/ (a directory changes folder only if its mover may "
+                    "write it)")):
+                report.restored.append(job_id)
+            return
+        if moved:
             self._restore_quarantine(job_id, staged, st, "found in running/, not a regular "
                                      "file (swapped in for the drop while it was claimed)")
             report.restored.append(job_id)
@@ -508,7 +528,7 @@ class Recovery:
         else:
             return  # its quarantine record (or no valid record: not ours to judge)
         if superseded:
-            report.removed += self.mover.unlink_durable(original)
+            report.removed += self.spool.remove_original(str(original), durable=True)
             return
         self._record_for_original(job_id, st, job_id + JOB_SUFFIX,
                                   "quarantined when its processor died",

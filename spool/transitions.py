@@ -321,7 +321,7 @@ class Spool:
         if of is not None:
             removed = self.remove_file(path, *of, durable=durable)
         else:
-            removed = self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
+            removed = self.remove_original(path, durable=durable)
         if self.presence is not None:
             self.presence.forget(folder, name)
         return removed
@@ -381,9 +381,12 @@ class Spool:
         if S_ISREG(st.st_mode):
             return False
         aside = invalid_id(self.clock.now())
-        original = kept = self.layout.original_str(aside)
+        kind = kind_of(st.st_mode)
+        where = spool_relative(path)
+        message = (f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} "
+                   f"of job {job_id}")
         try:
-            moved = self.mover.move(path, kept, replace=False)
+            moved = self.mover.move(path, self.layout.original(aside), replace=False)
         except SpoolIOError as exc:
             # A directory may change parent only if its owner may write it (for its
             # '..'): an operator's `sudo mkdir` here cannot go to failed/.  Empty, it
@@ -393,26 +396,18 @@ class Spool:
             if not may_not_change_folder(path, exc):
                 raise
             # Not empty either: kept in its own folder, under a name every pass ignores.
-            kept = self.layout.kept_str(path, aside)
-            moved = self.mover.move(path, kept, replace=False)
+            return self.keep_in_place(path, name=where, message=(
+                f"{message}; the spool user may neither move it into failed/ (a directory "
+                "changes folder only if its mover may write it) nor remove it, as it holds "
+                "files"))
         if not moved:
             return False  # gone meanwhile
-        kind = kind_of(st.st_mode)
-        where = spool_relative(path)
-        message = (f"not a regular file ({kind}) at {where}, where spoolq keeps the {what} "
-                   f"of job {job_id}")
-        if kept == original:
-            record = Record(
-                id=aside, state=_S_FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
-                finished_at=self.clock.now(), host=self.host, pid=self.pid,
-                error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
-                    f"{message}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
-                source=Source(name=where, size=None, kind=kind))
-        else:
-            record = self._kept_record(aside, kept, st.st_mode, st.st_mtime_ns, name=where,
-                                       message=f"{message}; the spool user may neither "
-                                       "move it into failed/ nor remove it, as it holds "
-                                       "files")
+        record = Record(
+            id=aside, state=_S_FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
+            finished_at=self.clock.now(), host=self.host, pid=self.pid,
+            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
+                f"{message}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
+            source=Source(name=where, size=None, kind=kind))
         try:
             self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
                                replace=False)
@@ -420,9 +415,54 @@ class Spool:
             # Not recorded (ENOSPC): back it goes, so the caller's write fails on the name
             # as it was (and its undo sees that).  Left there, recovery would record it.
             with contextlib.suppress(SpoolIOError, OSError):
+                self.mover.move(self.layout.original(aside), path, replace=False)
+            raise
+        return True
+
+    def keep_in_place(self, path: str, *, name: str, message: str) -> bool:
+        """Rename what stands at ``path``, which the spool user may neither move out of its
+        folder nor remove (another user's directory), within that folder to a name every
+        pass and reader ignores (:meth:`Layout.kept_str`), beside a failed record of an id
+        of its own (``invalid_job``; ``source.name``: ``name``, ``source.kept_at``: where
+        it now is) saying ``message`` and that an operator must remove it.  A rename
+        within a folder needs only that folder's write permission.  False when nothing
+        was there.  Should the record not be written, the entry goes back first."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        aside = invalid_id(self.clock.now())
+        kept = self.layout.kept_str(path, aside)
+        if not self.mover.move(path, kept, replace=False):
+            return False
+        record = self._kept_record(aside, kept, st.st_mode, st.st_mtime_ns, name=name,
+                                   message=message)
+        try:
+            self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
+                               replace=False)
+        except BaseException:
+            with contextlib.suppress(SpoolIOError, OSError):
                 self.mover.move(kept, path, replace=False)
             raise
         return True
+
+    def remove_original(self, path: str, *, durable: bool = False) -> bool:
+        """Remove the quarantined original at ``path`` (a directory drop whole); True when
+        it was there.  One the spool user may not remove (a submitter's directory it may
+        move, holding a folder of theirs with files in it) is kept in ``failed/``
+        (:meth:`keep_in_place`): before, its removal by the completion of a later run of
+        its id failed with EACCES after each I/O pause, and claims stayed paused."""
+        try:
+            return self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
+        except SpoolIOError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
+                    and os.path.isdir(path) and not os.path.islink(path)):
+                raise
+            where = spool_relative(path)
+            return self.keep_in_place(path, name=where, message=(
+                f"the quarantined original {where}, superseded by a later record of its "
+                "id: the spool user may not remove it, as it holds files it may not delete"))
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
@@ -564,7 +604,8 @@ class Spool:
             return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
         record = self._kept_record(job_id, kept, moved.st_mode, mtime_ns, tool=tool,
                                    name=printable_name(name), message=(
-            f"{message}; the spool user may not move it out of pending/"))
+            f"{message}; the spool user may not move it out of pending/ (a directory "
+            "changes folder only if its mover may write it)"))
         try:
             self.publish_terminal(record)
         except BaseException:
@@ -581,9 +622,8 @@ class Spool:
             id=job_id, tool=tool, state=_S_FAILED, submitted_at=utc_from_ns(mtime_ns),
             finished_at=self.clock.now(), host=self.host, pid=self.pid,
             error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
-                f"{message} (a directory changes folder only if its mover may write it), "
-                f"so it was renamed to {kept_at}, which spoolq ignores: an operator must "
-                "remove it")),
+                f"{message}, so it was renamed to {kept_at}, which spoolq ignores: an "
+                "operator must remove it")),
             source=Source(name=name, size=None, kind=kind_of(mode), kept_at=kept_at))
 
     # -- client operations -------------------------------------------------------

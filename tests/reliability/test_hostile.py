@@ -338,3 +338,35 @@ def test_a_directory_the_spool_user_may_not_move_is_kept_in_place_with_its_recor
     assert quarantined(spool_root) == found
     assert "I/O trouble" not in d.logs()
     assert d.stop() == 0
+
+
+def test_a_quarantined_directory_the_spool_user_may_not_remove_is_kept_when_superseded(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A submitter's directory the spool user may move (mode 0777) but not remove whole
+    (a subdirectory of theirs, 0755, holds a file) is quarantined as failed/foo.orig; a
+    later run of foo supersedes it, and its completion removes it.  Before, that removal
+    failed with EACCES and the finish was retried after every I/O pause: claims paused
+    for good.  Now it is renamed within failed/ beside a record saying an operator must
+    remove it, and the daemon goes on."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root (to make another user's directory) and setpriv")
+    top = spool_root / "pending" / "foo.json"
+    _foreign_dir(top)
+    _foreign_dir(top / "sub")
+    top.chmod(0o777)
+    d = daemon(prefix=NO_DAC)
+    assert wait_record(spool_root, "foo")["error"]["type"] == "invalid_job"
+    assert (spool_root / "failed" / "foo.orig").is_dir()
+    (spool_root / "pending" / "foo.json").write_bytes(ECHO)
+    assert wait_for(lambda: (r := record(spool_root, "foo")) and r["state"] == "done" and r,
+                    20, "foo's new run")["result"] == {"message": "hello"}
+    rec = wait_quarantined(spool_root, ["failed/foo.orig"])["failed/foo.orig"]
+    assert "operator" in rec["error"]["message"], rec
+    kept = spool_root / rec["source"]["kept_at"]
+    assert kept.parent.name == "failed" and kept.name.endswith(rec["id"]), rec
+    assert (kept / "sub" / "notes.txt").read_text() == "a submitter's notes\n"
+    assert not (spool_root / "failed" / "foo.orig").exists()
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still up"}})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0

@@ -179,3 +179,29 @@ def _kept_in_place(root: Path, where: str) -> dict[str, Any]:
     assert kept.name.endswith(rec["id"]), rec
     assert (kept / "notes.txt").read_text() == "an operator's notes\n"
     return dict(rec)
+
+
+def test_a_directory_of_another_user_in_running_is_kept_in_place(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """An operator's directory at running/r.json, not the spool user's to write: recovery
+    moves what is no file out of running/ to quarantine it, and a directory may change
+    folder only if its mover may write it.  Before, every start exited 2 ('cannot move
+    r.json to tmp/: Permission denied').  Now it is kept in running/ under a name no
+    pass looks at, beside a record saying an operator must remove it."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root (to make another user's directory) and setpriv")
+    where = spool_root / "running" / "r.json"
+    _occupy(where)
+    for each in (where / "notes.txt", where):
+        os.chown(each, 65534, 65534)
+    d = daemon(prefix=NO_DAC)
+    kept = _kept_in_place(spool_root, "running/r.json")
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": 1}})
+    assert wait_record(spool_root, "after")["state"] == "done"
+    assert "I/O trouble" not in d.logs()
+    assert d.stop() == 0
+    d = daemon(prefix=NO_DAC)
+    drop(spool_root, "later", {"tool": "echo", "params": {"message": 2}})
+    assert wait_record(spool_root, "later")["state"] == "done"
+    assert quarantined(spool_root) == {"running/r.json": kept}
+    assert d.stop() == 0
