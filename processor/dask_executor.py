@@ -39,7 +39,8 @@ Guarantees:
 
 One monitor thread owns the waiting: task ends, task events (started,
 progress) and kill requests arrive in its queue; it also probes the
-scheduler every :data:`REFRESH_S` and enforces the backstops.  Reads
+scheduler every :data:`REFRESH_S` (every :data:`HEALTH_S` while workers are joining
+just after a connect) and enforces the backstops.  Reads
 ``SPOOL_EXECUTOR``, ``JOB_NUM``, ``SPOOL_TOOLS``, ``SPOOL_WORKER_MEMORY_MB``
 and ``SPOOL_WORKER_MAX_JOBS`` through :class:`~spool.settings.Settings`.
 """
@@ -69,6 +70,11 @@ log = logging.getLogger("spoolq.dask")
 RECONNECT_S = (0.5, 2.0)
 REFRESH_S = 1.0
 HEALTH_S = 0.2
+JOINING_S = 10.0
+"""For this long after a connect, while the cluster has fewer threads than JOB_NUM, it is
+probed at each health check (every HEALTH_S), not every REFRESH_S: a scheduler
+(re)started answers before its workers register, and each worker joining was
+otherwise offered up to 1 s late."""
 KILL_GRACE_S = 5.0
 
 
@@ -94,6 +100,7 @@ class DaskExecutor:
         self._warmed: set[str] = set()  # workers given idle children
         self._next_refresh = 0.0
         self._next_health = 0.0
+        self._joining_until = 0.0  # see JOINING_S
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -178,6 +185,7 @@ class DaskExecutor:
                 probe = self.link.connect()
                 if probe is not None and not self._stopping.is_set():
                     self._warmed.clear()
+                    self._joining_until = time.monotonic() + JOINING_S
                     self._on_probe(probe)
                     with self._lock:
                         self._connected = True
@@ -241,7 +249,9 @@ class DaskExecutor:
         self._on_probe(probe)
 
     def _on_probe(self, probe: Probe) -> None:
-        self._next_refresh = time.monotonic() + REFRESH_S
+        now = time.monotonic()
+        joining = probe.threads < self.size and now < self._joining_until
+        self._next_refresh = now if joining else now + REFRESH_S  # now: the next check
         new = sorted(probe.workers - self._warmed)
         self._warmed &= probe.workers
         if new:

@@ -169,6 +169,39 @@ def test_the_sink_hears_when_a_connect_frees_slots(run_executor: Any) -> None:
     assert sink.room_calls == 1 and not sink.outcomes
 
 
+def test_workers_joining_just_after_a_connect_are_offered_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A scheduler (re)started answers before its workers register: the connect found
+    # 0 threads, and each worker joining was seen only at the next probe (REFRESH_S),
+    # 1 to 2.2 s after the connect on a real processor. Right after a connect the probe
+    # comes every HEALTH_S while the cluster is short of JOB_NUM threads.
+    from processor import dask_executor  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_executor, "REFRESH_S", 60.0)  # only the fast probes remain
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=0, processes=True, threads_per_worker=1,
+                                       host="127.0.0.1", scheduler_port=0,
+                                       dashboard_address="127.0.0.1:0")
+    executor = DaskExecutor(_settings(cluster.scheduler_address))
+    sink = RecordingSink()
+    try:
+        executor.start(sink)
+        deadline = time.monotonic() + 15
+        while not executor.link.alive():
+            assert time.monotonic() < deadline, "the executor never connected"
+            time.sleep(0.02)
+        assert executor.free_slots() == 0
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=30)
+        with sink.cond:
+            assert sink.cond.wait_for(lambda: executor.free_slots() == 2, 3), \
+                f"{executor.free_slots()} slots offered 3 s after 2 workers joined"
+        assert sink.room_calls >= 1
+    finally:
+        executor.shutdown()
+        cluster.close(timeout=30)
+
+
 def _topics(dask_client: Any) -> dict[str, int]:
     """The scheduler's event topics of spoolq processors, with how many events each holds."""
     return dict(dask_client.run_on_scheduler(lambda dask_scheduler: {
