@@ -157,6 +157,14 @@ def test_a_directory_of_another_user_it_may_neither_move_nor_remove_is_kept_in_p
     kept = {where: _kept_in_place(spool_root, where) for where in places}
     # One in failed/ moves to failed/<id>.orig as any other: no folder to change.
     kept["failed/x.json"] = _kept(spool_root, "failed/x.json")
+    d = _runs_on_and_after_a_restart(spool_root, daemon, d)
+    assert quarantined(spool_root) == kept
+    assert d.stop() == 0
+
+
+def _runs_on_and_after_a_restart(spool_root: Path, daemon: StartDaemon, d: Daemon) -> Daemon:
+    """The next job runs on ``d``, which then stops with 0, and one more on a processor
+    started again (no I/O trouble either time); that one is returned, still running."""
     drop(spool_root, "after", {"tool": "echo", "params": {"message": 1}})
     assert wait_record(spool_root, "after")["state"] == "done"
     assert "I/O trouble" not in d.logs()
@@ -164,9 +172,8 @@ def test_a_directory_of_another_user_it_may_neither_move_nor_remove_is_kept_in_p
     d = daemon(prefix=NO_DAC)
     drop(spool_root, "later", {"tool": "echo", "params": {"message": 2}})
     assert wait_record(spool_root, "later")["state"] == "done"
-    assert quarantined(spool_root) == kept
     assert "I/O trouble" not in d.logs()
-    assert d.stop() == 0
+    return d
 
 
 def _kept_in_place(root: Path, where: str) -> dict[str, Any]:
@@ -196,12 +203,6 @@ def test_a_directory_of_another_user_in_running_is_kept_in_place(
         os.chown(each, 65534, 65534)
     d = daemon(prefix=NO_DAC)
     kept = _kept_in_place(spool_root, "running/r.json")
-    drop(spool_root, "after", {"tool": "echo", "params": {"message": 1}})
-    assert wait_record(spool_root, "after")["state"] == "done"
-    assert "I/O trouble" not in d.logs()
-    assert d.stop() == 0
-    d = daemon(prefix=NO_DAC)
-    drop(spool_root, "later", {"tool": "echo", "params": {"message": 2}})
-    assert wait_record(spool_root, "later")["state"] == "done"
+    d = _runs_on_and_after_a_restart(spool_root, daemon, d)
     assert quarantined(spool_root) == {"running/r.json": kept}
     assert d.stop() == 0
