@@ -161,9 +161,12 @@ def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseExcepti
     Called from an ``except`` clause rather than a context manager: entering and
     leaving one cost a few hundred nanoseconds on every publish.
     """
-    # The staging folder not writable (so never made): report what failed first.
-    with contextlib.suppress(OSError, SpoolIOError):
+    # The staging folder not writable (so never made): report what failed first.  One
+    # made before its folder turned unwritable stays: the next sweep removes it.
+    try:
         mover.unlink(tmp)
+    except (OSError, SpoolIOError):
+        mover.litter.append(tmp)
     if isinstance(exc, OSError):
         _raise_fatal(exc, f"cannot publish {_name(dest)}")
 
@@ -178,6 +181,9 @@ class Mover:
         # Spare inodes in stage/ as (path, inode, size).  Only the thread that
         # completes runs may publish or retire on a recycling Mover.
         self._spares: list[tuple[str, int, int]] = []
+        # Staging files whose removal after a failed write or move was refused (their
+        # folder made unwritable meanwhile): removed by sweep_litter.
+        self.litter: list[StrPath] = []
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
@@ -417,8 +423,19 @@ class Mover:
         self.unlink(spare)
         return False
 
+    def sweep_litter(self) -> None:
+        """Remove the staging files a failed write left behind (see :attr:`litter`);
+        those whose folder still refuses stay listed for the next sweep."""
+        litter, self.litter = self.litter, []
+        for path in litter:
+            try:
+                self.unlink(path)
+            except (OSError, SpoolIOError):
+                self.litter.append(path)
+
     def drop_spares(self) -> None:
-        """Remove every spare inode (at shutdown)."""
+        """Remove every spare inode and what a failed write left (at shutdown)."""
+        self.sweep_litter()
         while self._spares:
             self.unlink(self._spares.pop()[0])
         while self._buffers:

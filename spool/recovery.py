@@ -124,6 +124,7 @@ class Recovery:
                 self._orphan(job_id, report)
         self._terminal_leftovers(report, full=owners_died)
         self._sidecars(report)
+        self.mover.sweep_litter()  # this process's own staging files a failed write left
         self.mover.flush()
         return report
 

@@ -128,3 +128,29 @@ def test_a_published_file_takes_its_folders_group_not_the_staging_folders(
     assert os.stat(done / "rec.json").st_gid == spool_gid
     assert os.stat(pending / "job.json").st_gid == submit_gid
     assert stat.S_IMODE(os.stat(done / "rec.json").st_mode) == 0o640
+
+
+def test_a_staging_file_whose_removal_was_refused_is_swept_by_the_next_pass(
+        any_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder made unwritable between a staging file's write and its move (an
+    operator's chmod of stage/ mid-run) refuses both the move and the removal of what
+    was written: the file stayed for as long as the processor ran, since recovery
+    removes only dead processes' staging files (the reliability suite's stage/ case
+    failed once on it: 'tmp/ and stage/ to be clean').  The next recovery pass, or the
+    stop, removes it now.  Root ignores modes, so both refusals are injected."""
+    from spool.recovery import Recovery  # noqa: PLC0415 - only this test needs it
+
+    mover, layout = any_spool.mover, any_spool.layout
+
+    def refused(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "rename", refused)
+        patched.setattr(os, "unlink", refused)
+        with pytest.raises((SpoolIOError, OSError)):
+            mover.publish(layout.job(JobState.DONE, "a"), b"{}")
+    assert listing(layout.tmp) != [], "the refused write left its staging file"
+    Recovery(any_spool).scan()
+    assert listing(layout.tmp) == []
+    assert listing(layout.folder(JobState.DONE)) == []
