@@ -408,15 +408,7 @@ class Spool:
             error=ErrorInfo(type=ErrorType.INVALID_JOB, message=(
                 f"{message}: moved aside, kept as failed/{aside}{ORIG_SUFFIX}")),
             source=Source(name=where, size=None, kind=kind))
-        try:
-            self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
-                               replace=False)
-        except BaseException:
-            # Not recorded (ENOSPC): back it goes, so the caller's write fails on the name
-            # as it was (and its undo sees that).  Left there, recovery would record it.
-            with contextlib.suppress(SpoolIOError, OSError):
-                self.mover.move(self.layout.original(aside), path, replace=False)
-            raise
+        self._record_or_put_back(record, str(self.layout.original(aside)), path)
         return True
 
     def keep_in_place(self, path: str, *, name: str, message: str) -> bool:
@@ -437,14 +429,21 @@ class Spool:
             return False
         record = self._kept_record(aside, kept, st.st_mode, st.st_mtime_ns, name=name,
                                    message=message)
+        self._record_or_put_back(record, kept, path)
+        return True
+
+    def _record_or_put_back(self, record: Record, moved: str, back: str) -> None:
+        """Publish the failed ``record`` of an entry just moved from ``back`` to ``moved``;
+        not recorded (ENOSPC), the entry goes back before the error propagates, so the
+        caller's write fails on the name as it was (and its undo sees that).  Left
+        there, recovery would record it."""
         try:
-            self.mover.publish(self.layout.job_str(_S_FAILED, aside), record_bytes(record),
+            self.mover.publish(self.layout.job_str(_S_FAILED, record.id), record_bytes(record),
                                replace=False)
         except BaseException:
             with contextlib.suppress(SpoolIOError, OSError):
-                self.mover.move(kept, path, replace=False)
+                self.mover.move(moved, back, replace=False)
             raise
-        return True
 
     def remove_original(self, path: str, *, durable: bool = False) -> bool:
         """Remove the quarantined original at ``path`` (a directory drop whole); True when
