@@ -454,9 +454,7 @@ class Spool:
         try:
             return self.mover.unlink_durable(path) if durable else self.mover.unlink(path)
         except SpoolIOError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
-                    and os.path.isdir(path) and not os.path.islink(path)):
+            if not refused_directory(path, exc):
                 raise
             where = spool_relative(path)
             return self.keep_in_place(path, name=where, message=(
@@ -789,10 +787,15 @@ def may_not_change_folder(path: str, exc: SpoolIOError) -> bool:
     that directory out of its folder: refused (EACCES, EPERM) and the directory is not
     the spool user's to write.  Linux lets a directory change parent only if its mover
     may write it (its '..'); a rename within its folder needs only the folder."""
+    return refused_directory(path, exc) and not os.access(path, os.W_OK, effective_ids=True)
+
+
+def refused_directory(path: str, exc: SpoolIOError) -> bool:
+    """``exc``, raised moving or removing ``path``, is a refusal (EACCES, EPERM) and
+    ``path`` is a directory (not a symlink to one)."""
     cause = exc.__cause__
     return (isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM)
-            and os.path.isdir(path) and not os.path.islink(path)
-            and not os.access(path, os.W_OK, effective_ids=True))
+            and os.path.isdir(path) and not os.path.islink(path))
 
 
 def spool_relative(path: str) -> str:
