@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
-from typing import Any
+from typing import Any, NamedTuple
 
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import ConflictError, ErrorType, InvalidJob, NotFoundError, SpoolIOError
@@ -81,6 +81,14 @@ class Claim:
         if not self.closed:
             self.closed = True
             closer(self.fd)
+
+
+class Drop(NamedTuple):
+    """What intake judged of a drop in ``pending/`` it quarantines in place."""
+
+    inode: tuple[int, int]
+    mtime_ns: int
+    tool: str | None
 
 
 class BackgroundCloser:
@@ -399,7 +407,7 @@ class Spool:
             return self.keep_in_place(path, name=where, message=(
                 f"{message}; the spool user may neither move it into failed/ (a directory "
                 "changes folder only if its mover may write it) nor remove it, as it holds "
-                "files"))
+                "files")) is not None
         if not moved:
             return False  # gone meanwhile
         record = Record(
@@ -411,35 +419,55 @@ class Spool:
         self._record_or_put_back(record, str(self.layout.original(aside)), path)
         return True
 
-    def keep_in_place(self, path: str, *, name: str, message: str) -> bool:
+    def keep_in_place(self, path: str, *, name: str, message: str,
+                      drop: Drop | None = None) -> Record | None:
         """Rename what stands at ``path``, which the spool user may neither move out of its
         folder nor remove (another user's directory), within that folder to a name every
         pass and reader ignores (:meth:`Layout.kept_str`), beside a failed record of an id
         of its own (``invalid_job``; ``source.name``: ``name``, ``source.kept_at``: where
         it now is) saying ``message`` and that an operator must remove it.  A rename
-        within a folder needs only that folder's write permission.  False when nothing
-        was there.  Should the record not be written, the entry goes back first."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
+        within a folder needs only that folder's write permission.  The record; None when
+        nothing was there.  Should the record not be written, the entry goes back first.
+
+        ``drop``: what intake judged at ``path``, a drop in ``pending/`` it quarantines in
+        place (:meth:`quarantine`).  Anything else found there once renamed (a newer drop)
+        goes back to be judged afresh (None); the record has the drop's time and tool, and
+        is published as every quarantine record is (:meth:`publish_terminal`).
+        """
+        if drop is None:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return None
         aside = invalid_id(self.clock.now())
         kept = self.layout.kept_str(path, aside)
         if not self.mover.move(path, kept, replace=False):
-            return False
-        record = self._kept_record(aside, kept, st.st_mode, st.st_mtime_ns, name=name,
-                                   message=message)
-        self._record_or_put_back(record, kept, path)
-        return True
+            return None
+        if drop is None:
+            mtime_ns, tool = st.st_mtime_ns, None
+        else:
+            st = os.lstat(kept)
+            if (st.st_ino, st.st_dev) != drop.inode and self.mover.move(kept, path):
+                return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
+            mtime_ns, tool = drop.mtime_ns, drop.tool
+        record = self._kept_record(aside, kept, st.st_mode, mtime_ns, name=name,
+                                   message=message, tool=tool)
+        self._record_or_put_back(record, kept, path, terminal=drop is not None)
+        return record
 
-    def _record_or_put_back(self, record: Record, moved: str, back: str) -> None:
-        """Publish the failed ``record`` of an entry just moved from ``back`` to ``moved``;
+    def _record_or_put_back(self, record: Record, moved: str, back: str, *,
+                            terminal: bool = False) -> None:
+        """Publish the failed ``record`` of an entry just moved from ``back`` to ``moved``
+        (never over anything at its name; ``terminal``: as :meth:`publish_terminal` does);
         not recorded (ENOSPC), the entry goes back before the error propagates, so the
         caller's write fails on the name as it was (and its undo sees that).  Left
         there, recovery would record it."""
         try:
-            self.mover.publish(self.layout.job_str(_S_FAILED, record.id), record_bytes(record),
-                               replace=False)
+            if terminal:
+                self.publish_terminal(record)
+            else:
+                self.mover.publish(self.layout.job_str(_S_FAILED, record.id),
+                                   record_bytes(record), replace=False)
         except BaseException:
             with contextlib.suppress(SpoolIOError, OSError):
                 self.mover.move(moved, back, replace=False)
@@ -459,7 +487,8 @@ class Spool:
             where = spool_relative(path)
             return self.keep_in_place(path, name=where, message=(
                 f"the quarantined original {where}, superseded by a later record of its "
-                "id: the spool user may not remove it, as it holds files it may not delete"))
+                "id: the spool user may not remove it, as it holds files it may not delete")) \
+                is not None
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
@@ -558,8 +587,15 @@ class Spool:
         except SpoolIOError as exc:
             if kind != "directory" or not may_not_change_folder(str(src), exc):
                 raise
-            return self._quarantine_in_place(name, message, kind=kind, mtime_ns=mtime_ns,
-                                             inode=inode, tool=tool)
+            # A submitter's directory (see may_not_change_folder): kept in pending/ under a
+            # name intake ignores.  Before, the failed move paused claims after every retry,
+            # so one mkdir in the drop folder stopped the spool.  Its own id, not the
+            # name's: a later run of that id replaces the id's record, and would leave the
+            # kept directory with none.
+            return self.keep_in_place(str(src), name=printable_name(name), message=(
+                f"{message}; the spool user may not move it out of pending/ (a directory "
+                "changes folder only if its mover may write it)"),
+                drop=Drop(inode, mtime_ns, tool))
         moved = os.lstat(staged)
         if (moved.st_ino, moved.st_dev) != inode and self.mover.move(staged, src):
             return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
@@ -580,35 +616,6 @@ class Spool:
             host=self.host, pid=self.pid,
         )
         self.publish_terminal(record)
-        return record
-
-    def _quarantine_in_place(self, name: str, message: str, *, kind: str, mtime_ns: int,
-                             inode: tuple[int, int], tool: str | None) -> Record | None:
-        """Quarantine a directory in ``pending/`` that the spool user may not move out of
-        it (a submitter's: see :func:`may_not_change_folder`) by renaming it within
-        ``pending/`` to a name intake ignores (:meth:`Layout.kept_str`), beside a record of
-        an id of its own saying where it is: an operator must remove it.  Before, the
-        failed move paused claims after every retry, so one ``mkdir`` in the drop folder
-        stopped the spool.  Its own id, not the name's: a later run of that id replaces
-        the id's record, and would leave the kept directory with none."""
-        job_id = invalid_id(self.clock.now())
-        src = self.layout.entry_str(JobState.PENDING, name)
-        kept = self.layout.kept_str(src, job_id)
-        if not self.mover.move(src, kept, replace=False):
-            return None
-        moved = os.lstat(kept)
-        if (moved.st_ino, moved.st_dev) != inode and self.mover.move(kept, src):
-            return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
-        record = self._kept_record(job_id, kept, moved.st_mode, mtime_ns, tool=tool,
-                                   name=printable_name(name), message=(
-            f"{message}; the spool user may not move it out of pending/ (a directory "
-            "changes folder only if its mover may write it)"))
-        try:
-            self.publish_terminal(record)
-        except BaseException:
-            with contextlib.suppress(SpoolIOError, OSError):
-                self.mover.move(kept, src, replace=False)  # judged again later
-            raise
         return record
 
     def _kept_record(self, job_id: str, kept: str, mode: int, mtime_ns: int, *,
