@@ -17,6 +17,7 @@ from spool.clock import Clock, SystemClock
 from spool.errors import ConflictError, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
+from spool.kept import held_by_record_file
 from spool.large import BoundedReader
 from spool.layout import Layout
 from spool.models import Job, Record
@@ -37,6 +38,9 @@ file removed by hand): moves through ``tmp/`` (a cancel, a retry) take far less.
 class PurgeReport:
     removed: int
     kept: int
+    """Records not removed: newer than the cutoff, or ``held``."""
+    held: tuple[str, ...] = ()
+    """The ``kept_at`` of each old record kept as its kept entry is still there."""
 
 
 class Client:
@@ -120,16 +124,26 @@ class Client:
               dry_run: bool = False) -> PurgeReport:
         """Remove terminal records (and quarantined originals) finished before the cutoff.
 
-        ``dry_run`` counts what would go and removes nothing.
+        The record of a kept entry (``source.kept_at``: another user's directory spoolq
+        renamed within its folder, which every pass ignores) stays while that entry is
+        there, as nothing else accounts for it; it goes once an operator has removed the
+        entry (:func:`spool.kept.held_by_record_file`).  ``dry_run`` counts what would go
+        and removes nothing.
         """
         cutoff_ns = int((self.clock.now().timestamp() - older_than_s) * 1e9)
         removed = kept = 0
+        held: list[str] = []
         for state in states:
             if state not in TERMINAL:
                 raise ValueError(f"purge removes finished jobs only, not {state}")
             for entry in scan_folder(self.layout, state, files_only=False):  # junk goes too
                 if entry.mtime_ns >= cutoff_ns:
                     kept += 1
+                    continue
+                if state is JobState.FAILED and (
+                        kept_at := held_by_record_file(self.layout, entry.path)) is not None:
+                    kept += 1  # the one thing that accounts for an entry still there
+                    held.append(kept_at)
                     continue
                 if dry_run:
                     removed += 1
@@ -138,7 +152,7 @@ class Client:
                     self.spool.mover.unlink(self.layout.original(entry.job_id))
                 removed += self.spool.mover.unlink(entry.path)
         self.spool.mover.flush()
-        return PurgeReport(removed, kept)
+        return PurgeReport(removed, kept, tuple(held))
 
     # -- reads ----------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ added, removed or renamed over changes it):
 
 * ``failed/`` unchanged: not listed.  Changed: the ids of the names added, removed or
   replaced (another inode) since the last pass are checked, both their record and their
-  original, in that same pass.  Where a :class:`~spool.presence.Presence` follows
-  ``failed/`` (a processor's, on a local filesystem) its events name them; else
-  ``failed/`` is listed again and compared with the last listing.
+  original, in that same pass (a kept name, ``.<name>.kept-<id>``, itself).  Where a
+  :class:`~spool.presence.Presence` follows ``failed/`` (a processor's, on a local
+  filesystem) its events name them; else ``failed/`` is listed again and compared with
+  the last listing.
 * ``done/`` unchanged: nothing is looked up in it.  Changed (as every job done changes
   it): which names came is unknown without listing ``done/``, so the names of
   ``failed/`` are checked in a rotation, in sorted order, :data:`ROTATION_NAMES` a pass,
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spool.ids import JOB_SUFFIX
-from spool.layout import ORIG_SUFFIX
+from spool.layout import ORIG_SUFFIX, is_kept_name
 from spool.presence import Presence
 
 ROTATION_NAMES = 1000
@@ -106,6 +107,9 @@ class Recheck:
             listed = set(inodes)
         names: set[str] = set()
         for name in changed or ():
+            if is_kept_name(name):
+                names.add(name)  # its record is named after the id it carries
+                continue
             job_id = _stem(name)
             names.update((job_id + JOB_SUFFIX, job_id + ORIG_SUFFIX))
         if done_stamp is None or done_stamp != self._stamps[1]:

@@ -21,6 +21,12 @@ a day).
   removed or written over there: anything else at those names (a directory,
   FIFO, socket or symlink) is set aside into ``failed/`` with a record saying
   where it stood (``Spool.set_aside``).
+* A kept entry (``.<name>.kept-<id>``, another user's directory renamed within its
+  folder) whose record ``failed/<id>.json`` is missing, its writer killed between the
+  rename and the record, gets that record (:class:`spool.kept.KeptLedger`): every pass
+  looks in ``running/``, ``progress/``, ``cancel/`` and at the names of ``failed/`` it
+  checks, the first pass and one that finds a dead owner in ``pending/`` and ``done/``
+  too (a client killed keeping one in ``done/`` is so settled by the next such pass).
 
 The first pass of a :class:`Recovery` (a processor's start-up pass) settles all.  The
 later, periodic ones settle what other processes leave meanwhile, at a cost that does
@@ -49,6 +55,7 @@ from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
+from spool.kept import KeptLedger
 from spool.layout import ORIG_SUFFIX, is_kept_name
 from spool.lease import is_locked, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, Source, parse_record, record_bytes
@@ -113,6 +120,8 @@ class Recovery:
         self._done_seen: int | None = None
         self._recheck = Recheck(self.layout.folder(JobState.FAILED),
                                 self.layout.folder(JobState.DONE), spool.presence)
+        self._kept = KeptLedger(spool)
+        self._first = True
 
     def scan(self) -> RecoveryReport:
         report = RecoveryReport()
@@ -122,8 +131,17 @@ class Recovery:
             job_id = id_from_name(entry.name)
             if job_id is not None:
                 self._orphan(job_id, report)
+            elif is_kept_name(entry.name):
+                self._kept.note(entry.path)
         self._terminal_leftovers(report, full=owners_died)
         self._sidecars(report)
+        if owners_died or self._first:
+            # What only a processor keeps there (intake, completion) and, in done/, a
+            # client's cancel: folders the later passes do not list.
+            self._kept.note_folder(self.layout.folder(JobState.PENDING))
+            self._kept.note_folder(self.layout.folder(JobState.DONE))
+        self._first = False
+        report.restored.extend(self._kept.settle())
         self.mover.sweep_litter()  # this process's own staging files a failed write left
         self.mover.flush()
         return report
@@ -451,6 +469,10 @@ class Recovery:
     def _terminal_leftovers(self, report: RecoveryReport, *, full: bool) -> None:
         """Settle the names of ``failed/`` the :class:`Recheck` picks (all: ``full``)."""
         plan = self._recheck.full() if full else self._recheck.next()
+        failed = self.layout.folder(JobState.FAILED)
+        for name in plan.names:
+            if is_kept_name(name):
+                self._kept.note(f"{failed}/{name}")
         for name in self._in_done(plan.names):
             self._keep_newer(name, report)
         # Then the originals, so one whose record just went is settled in this same pass.
@@ -596,12 +618,15 @@ class Recovery:
         # Only regular files go: anything else there is set aside (Spool.remove_file),
         # but for what set_aside kept here already (an operator's to remove).
         for entry in _entries(self.layout.progress):
-            if not os.path.lexists(running / entry.name) and not is_kept_name(entry.name):
+            if is_kept_name(entry.name):
+                self._kept.note(entry.path)
+            elif not os.path.lexists(running / entry.name):
                 report.removed += self.spool.remove_file(
                     entry.path, entry.name.removesuffix(JOB_SUFFIX), "progress")
         for entry in _entries(self.layout.cancel):
             name = entry.name + JOB_SUFFIX
             if is_kept_name(entry.name):
+                self._kept.note(entry.path)
                 continue
             if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
                 report.removed += self.spool.remove_file(entry.path, entry.name,
