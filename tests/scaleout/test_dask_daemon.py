@@ -35,6 +35,7 @@ from scalekit import (
     record,
     wait_for,
     wait_record,
+    wait_replaced,
 )
 
 StartDaemon = Callable[..., Daemon]
@@ -140,7 +141,7 @@ def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
     rec = wait_record(spool_root, "exits", 30)
     assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 2
     assert len(_lines(exits)) == 2, "one run per attempt, no more"
-    dask_client.wait_for_workers(2, timeout=30)
+    wait_replaced(dask_client, worker)  # by its nanny, for the next tests
 
 
 

@@ -23,6 +23,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from scalekit import wait_replaced
+
 from processor.dask_executor import DaskExecutor, scheduler_address
 from processor.executor import Task
 from processor.runner import Outcome
@@ -329,7 +331,7 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
     pids = {line.split()[1] for line in beats.read_text().splitlines()}
     assert len(pids) == 1, "Dask must not run the job again on another worker"
     assert len(sink.outcomes["victim"]) == 1
-    dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it for the next tests
+    wait_replaced(dask_client, worker)  # by its nanny, for the next tests
 
 
 def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
@@ -450,7 +452,7 @@ def test_a_job_queued_on_a_worker_that_dies_runs_elsewhere(
     finally:
         for name in ("a", "b"):
             first.kill(name, ErrorType.CANCELLED.value)
-        dask_client.wait_for_workers(2, timeout=30)  # the nanny restarts it
+        wait_replaced(dask_client, worker)  # by its nanny, for the next tests
 
 
 def _slow_take(delay_s: float) -> None:
