@@ -28,7 +28,7 @@ from spoolkit import (
     submit,
 )
 
-import spool.recovery as recovery_module
+import spool.staged as staged_module
 from spool.client import Client
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
@@ -367,7 +367,7 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     layout = spool.layout
     # Untouched (by ctime) for longer than the age limit, shortened for the test.
-    monkeypatch.setattr(recovery_module, "DEAD_STAGING_AGE_S", 1.0)
+    monkeypatch.setattr(staged_module, "DEAD_STAGING_AGE_S", 1.0)
     old = layout.tmp / "old-foreign"
     old.write_bytes(b"?")
     old_since = time.monotonic()

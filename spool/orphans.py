@@ -1,0 +1,258 @@
+"""Orphans: jobs left in ``running/`` by a processor that died (DESIGN sections 2, 9).
+
+A running job is an orphan when its claim lease (the flock on ``running/<id>.json``) is
+free; one a live owner holds is never touched.  An orphan whose run has its record
+(newer than its claim, or as new and of this run) was finished: the leftover
+``running/`` file goes.  One with a cancel request in ``cancel/`` (asked while its
+processor was down) is failed ``cancelled``.  Otherwise it is requeued with its attempt
+count raised and a backoff (:func:`backoff_s`), or failed ``abandoned`` once
+``max_attempts`` is spent.  What no claim leaves in ``running/`` (anything but a regular
+file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from spool.clock import utc_from_ns
+from spool.errors import ErrorType, SpoolIOError
+from spool.exact import big_integer_reason, inexact_integer
+from spool.lease import open_nofollow, try_lock
+from spool.models import ErrorInfo, Job, Record, parse_record
+from spool.reader import read_regular
+from spool.states import JobState
+from spool.transitions import (
+    MAX_ACTIVE_BYTES,
+    Claim,
+    Spool,
+    may_not_change_folder,
+    read_fd,
+    record_from_job,
+)
+
+if TYPE_CHECKING:
+    from spool.recovery import RecoveryReport
+    from spool.staged import Staged
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 300.0
+
+MaxAttempts = Callable[[Job], int]
+
+
+def default_max_attempts(job: Job) -> int:
+    return job.max_attempts or 1
+
+
+def backoff_s(attempts: int, rng: random.Random | None = None) -> float:
+    """Delay before run ``attempts + 1``: exponential from 1 s, capped, with jitter."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** max(attempts - 1, 0))
+    return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+
+class Orphans:
+    """Settles the orphans of one spool; ``max_attempts`` resolves a job's limit, and
+    ``staged`` finishes the quarantine of what is no file in ``running/``."""
+
+    def __init__(self, spool: Spool, max_attempts: MaxAttempts, staged: Staged) -> None:
+        self.spool = spool
+        self.layout = spool.layout
+        self.mover = spool.mover
+        self.max_attempts = max_attempts
+        self.staged = staged
+
+    def settle(self, job_id: str, report: RecoveryReport) -> None:
+        """Settle ``running/<id>.json`` unless a live owner holds it."""
+        path = self.layout.job(JobState.RUNNING, job_id)
+        claim = lease(path, job_id)
+        if claim is None:
+            self._not_a_file(job_id, path, report)
+            return  # a live owner holds it, or it just finished
+        try:
+            self._settle_orphan(claim, report)
+        finally:
+            claim.close()
+
+    def _not_a_file(self, job_id: str, path: Path, report: RecoveryReport) -> None:
+        """Quarantine what no claim leaves in ``running/``: anything but a regular file.
+
+        A claim moves only the regular file it locked, but a symlink, directory or
+        FIFO swapped in for the drop at that moment moves with it (the claimant sends
+        it back to ``pending/`` unless a newer drop is there, see ``Spool._take``).
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return  # a live owner's lease
+        staged = self.layout.staging(f"quarantine-{job_id}")
+        try:
+            moved = self.mover.move(path, staged, replace=False, durable=False)
+        except SpoolIOError as exc:
+            # Another user's directory (an operator's `sudo mkdir`): kept in running/, as
+            # no claim or pass looks at its name, beside a record; each start exited 2.
+            if not may_not_change_folder(str(path), exc):
+                raise
+            if self.spool.keep_in_place(str(path), name=f"running/{path.name}", message=(
+                    "found in running/, not a regular file; the spool user may not move it "
+                    "out of running/ (a directory changes folder only if its mover may "
+                    "write it)")):
+                report.restored.append(job_id)
+            return
+        if moved:
+            self.staged.restore_quarantine(job_id, staged, st, "found in running/, not a regular "
+                                     "file (swapped in for the drop while it was claimed)")
+            report.restored.append(job_id)
+
+    def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
+        job_id = claim.job_id
+        job: Job | None = None
+        if len(claim.data) > MAX_ACTIVE_BYTES:
+            invalid = f"too large (over {MAX_ACTIVE_BYTES} bytes)"
+        elif (big := inexact_integer(claim.data)) is not None:
+            # pydantic reads it exactly, and no record holding it could be written.
+            invalid = big_integer_reason(big)
+        else:
+            try:
+                job = Job.model_validate_json(claim.data)
+            except ValidationError as exc:
+                invalid = exc.errors()[0]["msg"]
+        if self._run_recorded(claim, job):
+            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
+            report.finished.append(job_id)
+            return
+        if job is None:
+            self._fail_orphan(claim, None, f"running file is not a valid job: {invalid}")
+            report.abandoned.append(job_id)
+            return
+        if self._requeued_already(claim, job):
+            # Requeued, then killed before the running file went: finish that requeue.
+            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
+            report.finished.append(job_id)
+            return
+        ran = job.attempts + 1
+        if os.path.lexists(self.layout.cancel_str(job_id)):
+            # Asked while no processor ran it (the client was told the request is in):
+            # the cancel wins over a retry.
+            self._fail_orphan(claim, job.model_copy(update={"attempts": ran}),
+                          "cancelled while running; its processor died before stopping it",
+                          ErrorType.CANCELLED)
+            report.cancelled.append(job_id)
+            return
+        limit = self.max_attempts(job)
+        if ran < limit:
+            delay = backoff_s(ran)
+            retry = job.model_copy(update={
+                "attempts": ran, "submitted_at": job.submitted_at or utc_from_ns(claim.mtime_ns),
+                "not_before": self.spool.clock.now() + timedelta(seconds=delay),
+                "error": ErrorInfo(type=ErrorType.ABANDONED,
+                                   message="its processor died mid-run; requeued"),
+            })
+            if self.spool.requeue(claim, retry):
+                report.requeued.append(job_id)
+                return
+            message = "its processor died mid-run; superseded by a newer drop of the id"
+        else:
+            message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
+        self._fail_orphan(claim, job.model_copy(update={"attempts": ran}), message)
+        report.abandoned.append(job_id)
+
+    def _run_recorded(self, claim: Claim, job: Job | None) -> bool:
+        """This run's record is in ``done/`` or ``failed/``: its completion was cut short.
+
+        A record written in a later tick of the filesystem's clock than the claim is this
+        run's.  One of the same tick may be the record of the run before it: a drop of the
+        id that waited for that run is claimed the moment it ends, well within a tick
+        (4 ms here).  It is this run's only if it records this job's submission and
+        attempt.
+        """
+        for state in (JobState.DONE, JobState.FAILED):
+            path = self.layout.job(state, claim.job_id)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a directory or symlink under the name is no record
+            mtime_ns = st.st_mtime_ns
+            if mtime_ns > claim.claimed_ns or (mtime_ns == claim.claimed_ns and (
+                    job is None or self._records_run(path, claim, job))):
+                return True
+        return False
+
+    @staticmethod
+    def _records_run(path: Path, claim: Claim, job: Job) -> bool:
+        data = read_regular(path)
+        try:
+            record = parse_record(data) if data is not None else None
+        except ValueError:
+            return False
+        return (record is not None and record.source is None
+                and job.recorded_by(record.submitted_at, record.attempts, claim.mtime_ns))
+
+    def _requeued_already(self, claim: Claim, job: Job) -> bool:
+        """``pending/<id>.json`` is this run's own requeue: the same job and submission,
+        with no fewer attempts (a requeue changes only the attempts, the delay and the
+        error; a newer drop has a submission time of its own)."""
+        # A drop over MAX_ACTIVE_BYTES is no job (intake quarantines it): never read whole.
+        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES)
+        if data is None:
+            return False
+        try:
+            pending = Job.model_validate_json(data)
+        except ValueError:
+            return False
+        submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)
+        requeue_sets = {"attempts", "not_before", "error", "submitted_at", "id"}
+        rest = pending.model_dump(exclude=requeue_sets)
+        return (pending.submitted_at == submitted and pending.attempts >= job.attempts
+                and rest == job.model_dump(exclude=requeue_sets))
+
+    def _fail_orphan(self, claim: Claim, job: Job | None, message: str,
+                     kind: ErrorType = ErrorType.ABANDONED) -> None:
+        """Record the orphan failed with ``kind`` (``abandoned``, or ``cancelled`` when a
+        cancel was asked) and take it out of ``running/``."""
+        now = self.spool.clock.now()
+        if job is None:
+            record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,
+                            submitted_at=utc_from_ns(claim.mtime_ns))
+        else:
+            record = record_from_job(job, claim.job_id, JobState.FAILED, claim.mtime_ns)
+        record = record.model_copy(update={
+            "finished_at": now, "started_at": utc_from_ns(claim.claimed_ns),
+            "host": self.spool.host, "pid": self.spool.pid,
+            "error": ErrorInfo(type=kind, message=message),
+        })
+        self.spool.fail(claim, record)
+
+
+def lease(path: Path, job_id: str) -> Claim | None:
+    """Lock an existing file in place (no move); None when it is gone or held."""
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and try_lock(fd):
+            now = os.lstat(path)
+            if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                fd_out, fd = fd, -1
+                # Past MAX_ACTIVE_BYTES it is no job (see _settle_orphan): read no more.
+                data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
+                return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
+        return None
+    except FileNotFoundError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)

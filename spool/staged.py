@@ -1,0 +1,212 @@
+"""Staged files: what a write, quarantine, cancel or retry left in ``tmp/`` or ``stage/``.
+
+A staged file is dead when its writer's pid is gone (or it is untouched for
+:data:`DEAD_STAGING_AGE_S`); one a live process holds or may still move is never
+touched, nor a regular file under a claim lease.  A quarantine, cancel or retry cut
+short there is completed or undone, so nothing a client sent is dropped; other dead
+staging files are removed.  Part of :class:`spool.recovery.Recovery`'s pass.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spool.errors import ConflictError
+from spool.fsops import SPARE_TAG
+from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
+from spool.lease import is_locked
+from spool.orphans import lease
+from spool.states import JobState
+from spool.transitions import Spool
+
+if TYPE_CHECKING:
+    from spool.recovery import RecoveryReport
+    from spool.terminal_leftovers import TerminalLeftovers
+
+DEAD_STAGING_AGE_S = 86_400.0
+
+
+class Staged:
+    """Settles the dead staging files of one spool; ``terminal`` answers for ``done/``
+    and ``failed/`` (whether the id finished since, the record of an original)."""
+
+    def __init__(self, spool: Spool, terminal: TerminalLeftovers) -> None:
+        self.spool = spool
+        self.layout = spool.layout
+        self.mover = spool.mover
+        self.terminal = terminal
+
+    def settle(self, report: RecoveryReport) -> None:
+        """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
+        and the records it writes, see :class:`spool.fsops.Mover`)."""
+        now_s = self.spool.clock.now().timestamp()
+        for entry in [*entries(self.layout.tmp), *entries(self.layout.stage, optional=True)]:
+            parsed = _parse_staging(entry.name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            # ctime: any write, rename or utime sets it, where a drop may carry the mtime
+            # of its source (scp -p, rsync -t) from long ago.
+            old = now_s - st.st_ctime > DEAD_STAGING_AGE_S
+            if parsed is None:
+                if old:
+                    report.removed += self.mover.unlink(Path(entry.path))
+                continue
+            tag, pid = parsed
+            path = Path(entry.path)
+            if tag == SPARE_TAG and pid == os.getpid():
+                if self.mover.holds_spare(entry.path):
+                    continue
+                # else a spare of an earlier process that had this pid (a restarted container)
+            elif _pid_alive(pid) and (not old or tag == SPARE_TAG):
+                continue  # a live process's spare, however long it has waited
+            # Only a regular file can carry a claim lease; never open a symlink,
+            # FIFO, socket or device left by a quarantine cut short.
+            if stat.S_ISREG(st.st_mode) and is_locked(path):
+                continue
+            self._settle_staged(tag, path, st, report)
+
+    def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
+                       report: RecoveryReport) -> None:
+        action, _, job_id = tag.partition("-")
+        if action == "kept" and is_valid_id(job_id):
+            self._settle_kept(job_id, path, st, report)
+        if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
+            report.removed += self.mover.unlink(path)
+            return
+        if action == "quarantine":
+            self.restore_quarantine(job_id, path, st)
+        elif action == "cancel":
+            self._restore_cancel(job_id, path, st)
+        else:
+            self._restore_retry(job_id, path, st)
+        report.restored.append(job_id)
+
+    def _settle_kept(self, job_id: str, path: Path, kept: os.stat_result,
+                     report: RecoveryReport) -> None:
+        """Finish a cancel of a file that holds no job cut short beside an earlier
+        original of its id, which it keeps linked in ``tmp/`` until its record is written
+        (``Spool._cancel_no_job``); the link itself goes after this.
+
+        ``failed/<id>.orig`` gone: the cancel's undo took its bytes out and died before
+        the earlier original went back: it goes back.  Another file there, newer than
+        ``failed/<id>.json``: the cancel's bytes replaced the earlier original and its
+        record was never written: written now (the earlier original goes, as the
+        cancel meant).
+        """
+        original = self.layout.original(job_id)
+        try:
+            st = os.lstat(original)
+        except FileNotFoundError:
+            self.mover.move(path, original, replace=False)
+            return
+        record = self.layout.job(JobState.FAILED, job_id)
+        try:
+            record_st = os.lstat(record)
+        except FileNotFoundError:
+            return  # an original without record: TerminalLeftovers settles it
+        if ((st.st_ino, st.st_dev) == (kept.st_ino, kept.st_dev)
+                or record_st.st_mtime_ns >= st.st_ctime_ns):
+            return  # not replaced, or its record was written since
+        self.terminal.record_for_original(job_id, st, job_id + JOB_SUFFIX, (
+            f"not a valid job, cancelled while pending (its canceller died before writing "
+            f"this record); its bytes are kept in failed/{original.name}"), replace=True)
+        report.restored.append(job_id)
+
+    def restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
+                            message: str = "quarantined when its processor died; the "
+                            "original name was lost") -> None:
+        """Finish a quarantine cut short in ``tmp/``: the original into ``failed/``, then
+        its record, replacing the id's earlier records as the quarantine would have.
+
+        Like ``Spool.quarantine`` it never replaces an earlier original of the id, nor
+        (here) a record written after the quarantine began: the drop then gets an id of
+        its own, and its record under that id.
+        """
+        name = job_id + JOB_SUFFIX
+        taken = (os.path.lexists(self.layout.original(job_id))
+                 or self.terminal.finished_after(job_id, st.st_ctime_ns))
+        while True:
+            if taken:
+                job_id = invalid_id(self.spool.clock.now())
+            if self.mover.move(path, self.layout.original(job_id), replace=False):
+                break
+            if not os.path.lexists(path):
+                return  # settled meanwhile by another processor's scan
+            taken = True
+        if job_id + JOB_SUFFIX != name:
+            message += f" (an earlier {name} keeps its own record)"
+        self.terminal.record_for_original(job_id, st, name, message, replace=True)
+
+    def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
+        if self.terminal.finished_after(job_id, st.st_ctime_ns):
+            self.mover.unlink(path)  # the cancel completed
+            return
+        if self.mover.move(path, self.layout.job(JobState.PENDING, job_id), replace=False):
+            return  # cancel undone: the job is pending again
+        claim = lease(path, job_id)  # a newer drop is pending: finish the cancel
+        if claim is None:
+            return
+        try:
+            self.spool.finish_cancel(claim, path)
+        except ConflictError as exc:
+            # A file that is no job, whose bytes cannot become failed/<id>.orig (a
+            # directory is there), and cannot go back (the newer drop): kept as a
+            # quarantine under an id of its own, as Spool.quarantine keeps a drop
+            # beside an earlier original.
+            self.restore_quarantine(job_id, path, st, (
+                f"not a valid job, its cancel cut short (its canceller died) and neither "
+                f"finished ({exc}) nor undone (a newer drop of the id is pending)"))
+
+    def _restore_retry(self, job_id: str, path: Path, st: os.stat_result) -> None:
+        pending = self.layout.job(JobState.PENDING, job_id)
+        try:
+            retried = os.lstat(pending).st_mtime_ns >= st.st_ctime_ns
+        except FileNotFoundError:
+            retried = False
+        if retried:
+            self.mover.unlink(path)  # the retry completed
+            return
+        failed = self.layout.job_str(JobState.FAILED, job_id)
+        # Back into failed/ unless a newer record stands there: what is no record (a
+        # directory, say) is set aside, never taken for one.
+        if not self.mover.move(path, failed) and not (
+                self.spool.set_aside(failed, job_id, "record")
+                and self.mover.move(path, failed)):
+            self.mover.unlink(path)  # a newer record stands
+
+
+def entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` ([] when missing; ``optional``: also when it cannot be
+    listed, as ``stage/``, which a processor stages in only when it can, see
+    :class:`spool.fsops.Mover`)."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+    except OSError:
+        if optional:
+            return []
+        raise
+
+
+def _parse_staging(name: str) -> tuple[str, int] | None:
+    parts = name.rsplit(".", 3)
+    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
