@@ -7,19 +7,26 @@ Two forms (DESIGN section 9)::
 
 Bad options are usage errors (exit 2); a job file that is not a valid job
 exits 1 with the validation reason, so the file never reaches ``pending/``
-only to be quarantined there.  The job is written through
-:meth:`spool.client.Client.submit`: staged in ``tmp/`` and renamed in.
+only to be quarantined there.  For the same reason a tool that the running
+processor does not offer (the catalogue in its status file, as ``spoolq tools``
+shows it) is refused, exit 2, unless ``--any-tool``: it would fail ``unknown_tool``
+at once.  With no processor running (or ``owners/`` out of this user's reach)
+nothing is checked: the job waits for a processor, which may know it.  The job
+is written through :meth:`spool.client.Client.submit`: staged in ``tmp/`` and
+renamed in.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from typing import Any
 
 from pydantic import ValidationError
 
 from spool.cli import parse
+from spool.cli.catalog import offered_tools
 from spool.cli.command import (
     EXIT_OK,
     Command,
@@ -31,6 +38,7 @@ from spool.cli.command import (
 from spool.cli.jobs import check_can_follow, wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
+from spool.layout import Layout
 from spool.models import Job
 from spool.settings import Settings
 from spool.states import JobState
@@ -43,6 +51,8 @@ OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",
 """The option each job field comes from, to name it in an error as argparse does."""
 JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts", "not_before",
                "meta")
+NAMED_TOOLS = 20
+"""The most known tools an unknown-tool error lists (an entry point may add many)."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +80,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="a JSON object echoed back in the record")
     parser.add_argument("--wait", action="store_true",
                         help="then wait like 'spoolq wait' (its output and exit codes)")
+    parser.add_argument("--any-tool", action="store_true",
+                        help="submit even a tool the running processor does not offer "
+                        "(by default that is refused, exit 2; one that starts later may "
+                        "offer it)")
     add_json(parser, '{"id": ...} (with --wait: the final record)')
 
 
@@ -79,6 +93,8 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         else job_from_options(args)
     client = client_of(settings)  # refuses a job over SPOOL_MAX_JOB_BYTES as written
     layout = client.layout
+    if not args.any_tool:
+        check_tool(layout, job.tool)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
         JobState.PENDING)], instead=" or as a member of the submit group",
@@ -162,6 +178,22 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     return job
 
 
+def check_tool(layout: Layout, tool: str) -> None:
+    """A usage error (exit 2) naming the known tools when the live processors publish a
+    catalogue without ``tool``: the job would fail ``unknown_tool`` at once."""
+    offered = offered_tools(layout)
+    if offered is None or tool in offered[0]:
+        return
+    names, owners = sorted(offered[0]), ", ".join(offered[1])
+    known = ", ".join(names[:NAMED_TOOLS]) + (
+        f" and {len(names) - NAMED_TOOLS} more" if len(names) > NAMED_TOOLS else "")
+    close = difflib.get_close_matches(tool, names, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UsageError(f"unknown tool {tool!r}{guess}: the running processor ({owners}) "
+                     f"offers {known or 'none'}; 'spoolq tools' lists them, --any-tool "
+                     "submits it anyway")
+
+
 def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
     """The first validation error as ``field: reason``, counting the rest; ``names``
     gives another name for a top-level field."""
@@ -191,5 +223,8 @@ SUBMIT = Command(
     "-p name=x gives {\"symbols\": [\"AAA\"], \"fast\": 10, \"name\": \"x\"}.  "
     "Prints the id; exit 1 when the job file is invalid or the id is already "
     "pending, or when this user may not write to tmp/ and pending/ (not in the submit "
-    "group), 2 on usage errors.  --wait by a user who may not write there, or look into "
-    "running/, done/ or failed/, exits 2 before submitting anything.")
+    "group), 2 on usage errors and when the running processor does not offer the "
+    "tool (see 'spoolq tools'; --any-tool submits it anyway; with no processor running "
+    "any tool is taken).  --wait by a user who may not write there, or look into "
+    "running/, done/ or failed/, exits 2 before submitting anything; while it waits, a "
+    "line on stderr says so when no processor seems to be running (and it waits on).")
