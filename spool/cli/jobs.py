@@ -36,13 +36,14 @@ from spool.cli.command import (
     out_of_reach,
     reader_of,
 )
+from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
 from spool.large import BoundedReader
 from spool.models import Record
-from spool.reader import SpoolReader
+from spool.reader import HEARTBEAT_STALE_S, SpoolReader
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
 
@@ -129,12 +130,16 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     """Wait for ``job_id``, show the outcome, and return ``wait``'s exit code.
 
     Ctrl-C stops the waiting (exit 130) with a line naming the job, which goes on:
-    after ``submit --wait --json`` that line is the only place its id is shown.
+    after ``submit --wait --json`` that line is the only place its id is shown.  Unless
+    ``quiet``, a line on stderr says so when no processor seems to be running
+    (:mod:`spool.cli.lookout`), once, and the wait goes on.
     """
     seen: list[Record] = []
     reader = client.reader = BoundedReader(client.layout)  # a large record: its head only
     try:
-        with watcher_for(sys.stderr, quiet) as watcher:
+        with watcher_for(sys.stderr, quiet) as watcher, lookout_for(
+                client.layout, job_id, watcher.note,
+                lambda: bool(seen) and seen[0].state not in TERMINAL, quiet=quiet):
             def update(record: Record) -> None:
                 seen[:] = [record]
                 watcher.update(record)
@@ -242,7 +247,11 @@ WAIT = Command(
     "in done/ or failed/ cannot be read (corrupt), 2 on usage errors (and when this "
     "user may not look into running/, done/ or failed/: a submitter only).  On a terminal a "
     "progress bar (state, fraction, message, time) is drawn on stderr; otherwise each "
-    "state change is one line on stderr.  The final record goes to stdout.")
+    "state change is one line on stderr.  The final record goes to stdout.  When no "
+    "processor seems to be running (none holds its lock with a heartbeat under "
+    f"{HEARTBEAT_STALE_S:g} s old), a line on stderr says so, once: at once when owners/ "
+    f"shows one killed or hung, after {QUIET_S:g} s when it holds no status file; the "
+    "wait goes on.")
 CANCEL = Command(
     "cancel", "cancel a pending or running job", _configure_cancel, run_cancel,
     description="A pending job fails 'cancelled' at once.  For a running job a "

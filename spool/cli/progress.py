@@ -6,7 +6,9 @@ record it was given: ``Client.wait`` reports only changes, so without the
 thread a burst of updates could leave a stale state on screen, and the run
 time would stand still.  The line never exceeds the terminal's width, counted in
 columns (a wide CJK character takes two; a wrapped line cannot be redrawn with
-``\\r``), and is cleared at the end (on Ctrl-C and SIGTERM too).
+``\\r``), and is cleared at the end (on Ctrl-C and SIGTERM too).  A note from
+another thread (:meth:`ProgressBar.note`) blanks the bar, takes a line of its own
+and leaves the bar to be drawn again below it.
 
 :class:`StateLog` is for logs and pipes: one line per state change, no
 control characters.
@@ -40,6 +42,9 @@ class Watcher(Protocol):
     """What ``wait`` feeds every record it sees."""
 
     def update(self, record: Record) -> None: ...
+
+    def note(self, text: str) -> None:
+        """One line for the person watching (any thread)."""
 
     def __enter__(self) -> Watcher: ...
 
@@ -104,12 +109,20 @@ class ProgressBar:
         self.out = out
         self._record: Record | None = None
         self._shown = ""
+        self._lock = threading.Lock()  # the line on screen: the bar's thread and notes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spoolq-bar", daemon=True)
         self._old_term: Handler = None
 
     def update(self, record: Record) -> None:
         self._record = record  # the thread draws it; a reference swap needs no lock
+
+    def note(self, text: str) -> None:
+        """``spoolq: text`` on a line of its own; the bar's thread draws the bar again."""
+        with self._lock:
+            self._blank()
+            self.out.write(f"spoolq: {text}\n")
+            self.out.flush()
 
     def __enter__(self) -> ProgressBar:
         self._thread.start()
@@ -128,9 +141,15 @@ class ProgressBar:
     def _clear(self) -> None:
         self._stop.set()
         self._thread.join()
+        with self._lock:
+            self._blank()
+            self.out.flush()
+
+    def _blank(self) -> None:
+        """Blank the bar's line and put the cursor at its start (the caller holds the
+        lock)."""
         if self._shown:
             self.out.write("\r" + " " * cells(self._shown) + "\r")
-            self.out.flush()
             self._shown = ""
 
     def _terminated(self, signum: int, frame: FrameType | None) -> None:
@@ -153,10 +172,11 @@ class ProgressBar:
             return
         columns = _columns(self.out)
         line = bar_line(record, columns)
-        if line != self._shown:  # blank what is left of a longer line, never past the edge
-            self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 10))))
-            self.out.flush()
-            self._shown = line
+        with self._lock:
+            if line != self._shown:  # blank what is left of a longer line, not past the edge
+                self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 10))))
+                self.out.flush()
+                self._shown = line
 
 
 def _columns(out: TextIO) -> int:
@@ -174,11 +194,19 @@ class StateLog:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._state: str | None = None
+        self._lock = threading.Lock()  # whole lines: a note comes from another thread
 
     def update(self, record: Record) -> None:
         if record.state.value != self._state:
             self._state = record.state.value
-            self.out.write(f"{record.id}: {record.state.value}\n")
+            self._line(f"{record.id}: {record.state.value}")
+
+    def note(self, text: str) -> None:
+        self._line(f"spoolq: {text}")
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self.out.write(text + "\n")
             self.out.flush()
 
     def __enter__(self) -> StateLog:
@@ -193,6 +221,9 @@ class Silent:
     """``--quiet``: the exit code says it all."""
 
     def update(self, record: Record) -> None:
+        return None
+
+    def note(self, text: str) -> None:
         return None
 
     def __enter__(self) -> Silent:

@@ -1,0 +1,255 @@
+"""``spoolq`` beside a real ``spool-processor``: what a script learns from the processor.
+
+* ``submit`` of a tool the running processor does not offer (its status file lists
+  its catalogue) is refused, exit 2, with nothing dropped: before, the drop was
+  accepted and failed ``unknown_tool`` a moment later.  ``--any-tool`` submits it
+  anyway; with no processor running nothing is checked.
+* ``wait`` and ``submit --wait`` say once, on stderr, when no processor seems to be
+  running, and wait on: before, they waited in silence for ever.
+
+The processor is the real one (``python -m processor``), started and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from spoolkit import CLI, Proc, open_pty, read_until, run_all, spoolq
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.lease import OwnerLease
+from spool.models import Job, OwnerStatus
+from spool.settings import FsyncMode
+from spool.transitions import Spool
+
+NO_PROCESSOR = "no processor seems to be running"
+
+Start = Callable[[], subprocess.Popen[bytes]]
+
+
+def spool_of(root: Path) -> Spool:
+    layout = Layout(root)
+    return Spool(layout, Mover(layout, FsyncMode.NEVER))
+
+
+def refused(proc: Proc, code: int, *words: str) -> str:
+    """Exit ``code``, nothing on stdout, one ``spoolq: error:`` line naming ``words``."""
+    assert proc.returncode == code, (proc.args, proc.returncode, proc.stderr)
+    assert proc.stdout == "", proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spoolq: error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def _ready(proc: subprocess.Popen[bytes], owners: Path) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"the processor exited {proc.returncode}")
+    return any(n.endswith(".json") and f"-{proc.pid}-" in n for n in os.listdir(owners))
+
+
+@pytest.fixture
+def processor(root: Path, env: dict[str, str], tmp_path: Path
+              ) -> Iterator[Start]:
+    """Start a real processor on ``root`` (its status file written); each is stopped by
+    SIGTERM (killed if it does not stop) when the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"processor-{len(started)}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "processor"],
+                                    env={**env, "JOB_NUM": "1", "SPOOL_SCAN_S": "1"},
+                                    cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while not _ready(proc, root / "owners"):
+            assert time.monotonic() < deadline, "no status file from the processor in 30 s"
+            time.sleep(0.02)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# -- submit: the running processor's catalogue --------------------------------------------
+
+
+def test_submit_refuses_a_tool_the_running_processor_does_not_offer(
+        root: Path, env: dict[str, str], processor: Start, tmp_path: Path) -> None:
+    processor()
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(orjson.dumps({"tool": "NOSUCHTOOL", "params": {"x": 1}}))
+    options, from_file, waiting, typo, anyway, known = run_all(
+        env, ["submit", "NOSUCHTOOL"], ["submit", "--file", str(job_file)],
+        ["submit", "NOSUCHTOOL", "--wait", "--json"], ["submit", "ehco", "-p", "message=hi"],
+        ["submit", "NOSUCHTOOL", "--any-tool", "--id", "anyway"],
+        ["submit", "echo", "-p", "message=hi", "--wait", "--json"])
+    for proc in (options, from_file, waiting):
+        line = refused(proc, 2, "unknown tool 'NOSUCHTOOL'", "echo, get_kline",
+                       "spoolq tools", "--any-tool")
+        assert "running processor" in line, line
+    refused(typo, 2, "unknown tool 'ehco'", "did you mean 'echo'?")
+    assert anyway.returncode == 0 and anyway.stdout == "anyway\n", anyway
+    assert anyway.stderr == ""
+    assert known.returncode == 0, known.stderr
+    assert orjson.loads(known.stdout)["result"] == {"message": "hi"}
+    assert NO_PROCESSOR not in known.stderr
+    # Only the job submitted --any-tool reached the spool; the processor fails it.
+    ran = spoolq(env, "wait", "anyway", "--json", "--timeout", "30")
+    assert ran.returncode == 1 and orjson.loads(ran.stdout)["error"]["type"] == "unknown_tool"
+    listed = orjson.loads(spoolq(env, "ls", "--json").stdout)["tasks"]
+    assert sorted(r["tool"] for r in listed) == ["NOSUCHTOOL", "echo"]
+
+
+def test_submit_with_no_processor_running_checks_no_tool(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """No status file (no processor ever ran, or it stopped cleanly): nothing to check
+    against, and a spool is a queue: the job waits for a processor that may know it."""
+    never = spoolq(env, "submit", "NOSUCHTOOL", "--id", "before")
+    assert (never.returncode, never.stdout, never.stderr) == (0, "before\n", "")
+    proc = processor()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert not list((root / "owners").iterdir())  # the clean stop removed its status file
+    after = spoolq(env, "submit", "NOSUCHTOOL", "--id", "after")
+    assert (after.returncode, after.stdout, after.stderr) == (0, "after\n", "")
+
+
+# -- wait: no processor -------------------------------------------------------------------
+
+
+def _stderr_until(path: Path, proc: subprocess.Popen[str], text: str) -> str:
+    deadline = time.monotonic() + 30
+    while text not in (seen := path.read_text()):
+        assert proc.poll() is None, (proc.returncode, seen)
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+    return seen
+
+
+def test_wait_says_once_that_no_processor_runs_and_waits_on(
+        root: Path, env: dict[str, str], processor: Start, tmp_path: Path) -> None:
+    err_path = tmp_path / "wait.err"
+    with open(err_path, "w") as err:
+        waiting = subprocess.Popen([*CLI, "submit", "echo", "-p", "message=late", "--id",
+                                    "late", "--wait"], env=env, cwd=tmp_path, text=True,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=err)
+    try:
+        said = _stderr_until(err_path, waiting, NO_PROCESSOR)
+        processor()  # the job may be picked up later: the wait goes on, and ends with it
+        out, _ = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 0, err_path.read_text()
+    assert out.startswith("late\n") and "state       done" in out
+    lines = err_path.read_text().splitlines()
+    assert [line for line in lines if NO_PROCESSOR in line] == [said.splitlines()[-1]]
+    note = said.splitlines()[-1]
+    assert note.startswith("spoolq: ") and f"no status file in {root}/owners/" in note, note
+    assert "late" in note and lines[-1] == "late: done", lines
+
+
+def test_wait_says_at_once_when_the_processor_was_killed(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """A SIGKILLed processor leaves its status file, its lock free: said at once (the
+    wait's --timeout of 1 s ends before a spool with no status file at all is noted)."""
+    proc = processor()
+    ran = spoolq(env, "submit", "echo", "--id", "ran", "--wait")
+    assert ran.returncode == 0, ran.stderr
+    proc.kill()
+    proc.wait(10)
+    spool_of(root).submit(Job(tool="echo"), "orphaned")
+    waited, finished = run_all(env, ["wait", "orphaned", "--timeout", "1"], ["wait", "ran"])
+    # A finished job's wait ends at once: no word about processors, whatever owners/ holds.
+    assert (finished.returncode, finished.stderr) == (0, "ran: done\n"), finished.stderr
+    assert waited.returncode == 3, waited.stderr
+    notes = [line for line in waited.stderr.splitlines() if NO_PROCESSOR in line]
+    assert len(notes) == 1, waited.stderr
+    assert f"pid {proc.pid}" in notes[0] and "last heartbeat" in notes[0], notes
+    assert "holds no lock" in notes[0] and f"{root}/owners/" in notes[0], notes
+
+
+def test_wait_says_at_once_when_a_live_processor_stopped_heartbeating(
+        root: Path, env: dict[str, str]) -> None:
+    """Its lock held (a SIGSTOPped or hung processor) but its heartbeat 2 minutes old."""
+    layout = Layout(root)
+    spool_of(root).submit(Job(tool="echo"), "stuck")
+    old = datetime.now(UTC) - timedelta(minutes=2)
+    lease = OwnerLease(layout.owner_lock("hung-1"))
+    try:
+        spool_of(root).mover.publish(layout.owner_status("hung-1"), OwnerStatus(
+            owner="hung-1", pid=os.getpid(), host="test", version="0", started_at=old,
+            heartbeat_at=old, tools=[{"name": "echo"}]).model_dump_json().encode())
+        waited = spoolq(env, "wait", "stuck", "--timeout", "1")
+    finally:
+        lease.release()
+    assert waited.returncode == 3, waited.stderr
+    notes = [line for line in waited.stderr.splitlines() if NO_PROCESSOR in line]
+    assert len(notes) == 1, waited.stderr
+    assert "hung-1" in notes[0] and "holds its lock" in notes[0], notes
+    assert "last heartbeat 2.0m ago" in notes[0], notes
+
+
+def test_wait_says_nothing_while_a_processor_runs(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """A job not due for a minute: the wait outlasts the delay before a note, silently."""
+    processor()
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    spool_of(root).submit(Job(tool="echo", not_before=later), "later")
+    waited, quiet = run_all(env, ["wait", "later", "--timeout", "5"],
+                            ["wait", "later", "--timeout", "5", "--quiet"])
+    assert waited.returncode == 3 and waited.stderr.splitlines() == [
+        "later: pending", "spoolq: job later is still pending after 5 s"], waited.stderr
+    assert (quiet.returncode, quiet.stderr) == (3, "")
+
+
+def test_the_note_leaves_the_progress_bar_whole(root: Path, env: dict[str, str]) -> None:
+    """On a terminal the bar is cleared, the note gets a line of its own, and the bar is
+    drawn again below it."""
+    spool_of(root).submit(Job(tool="echo"), "barred")
+    master, slave = open_pty(160)
+    waiting = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "5"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        read_until(master, b"barred pending", seen)
+        read_until(master, NO_PROCESSOR.encode(), seen)
+        waiting.communicate(timeout=30)
+        read_until(master, b"\x00never", seen, deadline_s=1)
+    finally:
+        os.close(master)
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 3
+    drawn = seen.decode()
+    before, note_and_after = drawn.split("spoolq: no processor", 1)
+    assert before.startswith("\rbarred pending") and before.endswith("\r"), drawn
+    assert before.rsplit("\r", 2)[1].strip() == "", drawn  # the bar blanked before it
+    note, after = note_and_after.split("\r\n", 1)  # the note: one line of its own
+    assert "\r" not in note, drawn
+    assert after.startswith("\rbarred pending"), drawn  # the bar again, below the note
+    assert NO_PROCESSOR not in after
