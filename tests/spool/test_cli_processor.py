@@ -230,7 +230,7 @@ def test_the_note_leaves_the_progress_bar_whole(root: Path, env: dict[str, str])
     drawn again below it."""
     spool_of(root).submit(Job(tool="echo"), "barred")
     master, slave = open_pty(160)
-    waiting = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "5"], env=env,
+    waiting = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "7"], env=env,
                                cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = bytearray()
