@@ -17,17 +17,16 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-import orjson
-
 from processor import startup
 from spool.errors import ConfigError, SpoolError
-from spool.settings import Settings, load_settings
 
-# The daemon, the pool and the tools are imported once the COMPUTE forkserver has
-# started (see processor.startup): its imports and theirs then run side by side.
+# The settings, the daemon, the pool and the tools are imported once the COMPUTE
+# forkserver has started, where that can come first (see processor.startup): its
+# imports and theirs then run side by side.
 if TYPE_CHECKING:
     from processor.executor import ComputeExecutor
     from processor.registry import Registry
+    from spool.settings import Settings
 
 
 def make_executor(settings: Settings) -> ComputeExecutor:
@@ -75,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 def print_tools(registry: Registry, as_json: bool) -> None:
     entries = registry.catalogue()
     if as_json:
+        import orjson  # noqa: PLC0415 - see the imports above
+
         sys.stdout.write(orjson.dumps([{
             "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
             "category": e["category"], "max_attempts": e["max_attempts"],
@@ -91,14 +92,14 @@ def print_tools(registry: Registry, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(spool_dir=args.spool_dir, job_num=args.job_num,
-                                 executor=args.executor, options=OPTIONS)
-        # FAST tools run in this process, and one may chdir: no path may depend on the
-        # working directory (a relative SPOOL_DIR crashed the processor at its next step).
-        settings = settings.model_copy(update={
-            "spool_dir": settings.spool_dir.absolute(),
-            "data_dir_override": settings.data_dir_override and
-            settings.data_dir_override.absolute()})
+        # The forkserver's imports are on the way to READY (the first worker waits for
+        # them): it starts before the settings load when they can only say "local".
+        early = args.command == "run" and not startup.executor_may_be_named(
+            args.executor, os.environ)
+        if early:
+            _prepare_children()
+            startup.start_forkserver()
+        settings = _load_settings(args)
         if args.command == "tools":
             from processor.registry import load_registry  # noqa: PLC0415 - see the imports
 
@@ -107,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 registry = load_registry(settings.tool_modules)
             print_tools(registry, args.json)
             return 0
-        startup.single_threaded_math()
-        startup.stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
-        if settings.executor == "local":
-            startup.start_forkserver()
+        if not early:
+            _prepare_children()
+            if settings.executor == "local":
+                startup.start_forkserver()
         return _run(settings)
     except (ConfigError, SpoolError) as exc:
         print(f"spool-processor: error: {exc}", file=sys.stderr)
@@ -118,6 +119,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         logging.getLogger("spoolq.processor").exception("crashed")
         return 1
+
+
+def _prepare_children() -> None:
+    """What the forkserver, its workers and FAST tools inherit, set before any starts."""
+    startup.single_threaded_math()
+    startup.stdin_from_devnull()  # FAST tools run here: a read of stdin gets end of file
+
+
+def _load_settings(args: argparse.Namespace) -> Settings:
+    from spool.settings import load_settings  # noqa: PLC0415 - see the imports above
+
+    settings = load_settings(spool_dir=args.spool_dir, job_num=args.job_num,
+                             executor=args.executor, options=OPTIONS)
+    # FAST tools run in this process, and one may chdir: no path may depend on the
+    # working directory (a relative SPOOL_DIR crashed the processor at its next step).
+    return settings.model_copy(update={
+        "spool_dir": settings.spool_dir.absolute(),
+        "data_dir_override": settings.data_dir_override and
+        settings.data_dir_override.absolute()})
 
 
 def _run(settings: Settings) -> int:

@@ -7,7 +7,11 @@ Started here, first thing, the forkserver does its imports while the processor
 does its own, on another core, instead of after them: the processor wrote its
 status file about 0.3 s sooner (0.56 to 0.62 s after launch against 0.86 to
 0.97 s, on the 2-CPU machine of docs/benchmarks.md, when the processor still
-imported pandas itself), which a ``systemctl restart`` waits for.
+imported pandas itself), which a ``systemctl restart`` waits for.  The first
+worker's start waits for the end of the forkserver's imports, so they are on
+the way to READY: the forkserver starts even before the settings load (about
+0.15 s of CPU, pydantic-settings' import most of it) when nothing could name
+another executor (:func:`executor_may_be_named`).
 
 Everything the forkserver and its workers inherit is set before it starts:
 single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
@@ -34,7 +38,7 @@ import multiprocessing.forkserver
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
            "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis"]
@@ -64,6 +68,18 @@ def stdin_from_devnull() -> None:
     if devnull != 0:
         os.dup2(devnull, 0)  # inheritable, as fd 0 is
         os.close(devnull)
+
+
+def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> bool:
+    """Whether the settings could name an executor other than the default ``local``,
+    judged without loading them: ``--executor``, a variable whose name ends with
+    ``EXECUTOR`` in any case (``SPOOL_EXECUTOR``, or ``EXECUTOR``: the settings
+    accept the field's own name too, and ignore case), or a ``.env`` (of any kind) in
+    the working directory.  These are every source :class:`spool.settings.Settings`
+    reads; where this says False, the executor is ``local``."""
+    if option is not None or os.path.lexists(".env"):
+        return True
+    return any(name.upper().endswith("EXECUTOR") for name in environ)
 
 
 def start_forkserver() -> None:
