@@ -9,10 +9,12 @@ Guarantees:
   ``client_max_size`` enforces it while reading; a declared Content-Length
   over it is refused before reading).
 * A job is refused (400 ``invalid_job``) for what intake would quarantine it
-  for, so a 202 means the processor will take it: nesting deeper than
+  for, so a 202 means the processor will claim it: nesting deeper than
   :data:`spool.models.MAX_NESTING` (deeper still, it could not even be
   written), an integer past 64 bits (orjson would write it as a float), or a
-  file over ``SPOOL_MAX_JOB_BYTES`` (413).
+  file over ``SPOOL_MAX_JOB_BYTES`` (413).  The tool is not checked here (unlike
+  ``spoolq submit``): a tool no processor offers is claimed and fails
+  ``unknown_tool``, and a record says so.
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
   before answering, so a GET right after a 202 finds the job.
