@@ -29,10 +29,12 @@ ENTRY_POINT_GROUP = "spoolq.tools"
 
 
 class Registry:
-    """Tool classes by name, with their catalogue."""
+    """Tool classes by name, with their catalogue (each entry made once, as its tool is
+    added: the params' JSON Schema is what start-up checks, and it never changes)."""
 
     def __init__(self, tools: Iterable[type[BaseTool]] = ()) -> None:
         self._tools: dict[str, type[BaseTool]] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
         for tool in tools:
             self.add(tool)
 
@@ -43,13 +45,14 @@ class Registry:
         if not name.isprintable():  # a newline, an escape, a zero-width space: a lookalike
             raise ConfigError(f"tool name {name!r} ({_where(tool)}) has characters that are "
                               "not printable")
-        problem = _declaration_problem(tool)
-        if problem is not None:
-            raise ConfigError(f"tool {name!r} ({_where(tool)}): {problem}")
+        entry = _catalogue_entry(tool)
+        if isinstance(entry, str):
+            raise ConfigError(f"tool {name!r} ({_where(tool)}): {entry}")
         known = self._tools.get(name)
         if known is not None and known is not tool:
             raise ConfigError(f"two tools named {name!r}: {_where(known)} and {_where(tool)}")
         self._tools[name] = tool
+        self._entries[name] = entry
 
     def get(self, name: str) -> type[BaseTool]:
         try:
@@ -65,7 +68,9 @@ class Registry:
         return sorted(self._tools)
 
     def catalogue(self) -> list[dict[str, Any]]:
-        return [self._tools[n].catalogue_entry() for n in self.names()]
+        """Each tool's :meth:`~processor.tools.BaseTool.catalogue_entry`, by name (the
+        registry's own dicts: read them, do not change them)."""
+        return [self._entries[n] for n in self.names()]
 
 
 def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
@@ -121,9 +126,21 @@ def _tools_in(target: object) -> list[type[BaseTool]]:
     return found
 
 
+def _catalogue_entry(tool: type[BaseTool]) -> dict[str, Any] | str:
+    """The tool's catalogue entry, or what is wrong with its class attributes (checked
+    at start-up, not when its first job fails, or when the catalogue is written to the
+    status file)."""
+    problem = _declaration_problem(tool)
+    if problem is not None:
+        return problem
+    try:
+        return tool.catalogue_entry()
+    except Exception as exc:  # e.g. a field of a type pydantic cannot describe
+        first = str(exc).strip().split("\n")[0]
+        return f"Params has no JSON Schema: {first or type(exc).__name__}"
+
+
 def _declaration_problem(tool: type[BaseTool]) -> str | None:
-    """What is wrong with a tool's class attributes, if anything (checked at start-up,
-    not when its first job fails, or when the catalogue is written to the status file)."""
     params = getattr(tool, "Params", None)
     if not (inspect.isclass(params) and issubclass(params, BaseModel)):
         return "Params must be a pydantic BaseModel subclass"
@@ -138,18 +155,9 @@ def _declaration_problem(tool: type[BaseTool]) -> str | None:
             or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT):
         return (f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS_LIMIT}, "
                 f"not {attempts!r}")
-    return _catalogue_problem(tool, params)
-
-
-def _catalogue_problem(tool: type[BaseTool], params: type[BaseModel]) -> str | None:
     for attr in ("category", "description"):
         if not isinstance(getattr(tool, attr, None), str):
             return f"{attr} must be a str, not {type(getattr(tool, attr, None)).__name__}"
-    try:
-        params.model_json_schema()
-    except Exception as exc:  # e.g. a field of a type pydantic cannot describe
-        first = str(exc).strip().split("\n")[0]
-        return f"Params has no JSON Schema: {first or type(exc).__name__}"
     return None
 
 
