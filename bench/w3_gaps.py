@@ -13,7 +13,14 @@ system-wide monotonic clock and its thread's CPU time.  Per round and side:
 * *gap*: per worker, from the end of one job's work to the start of the next one's
   (the result going back, the next task coming, everything around the tool), median
   and mean;
-* *busy*: the work's share of JOB_NUM x wall, and the wall itself.
+* *busy*: the work's share of JOB_NUM x wall, and the wall itself;
+* *CPU a job* (all threads, from ``/proc/<pid>/task/*/schedstat``): the pool's parent
+  (this process: its submitting and result threads), the processor, and this client
+  beside it; each side's workers beside the work itself (their CPU less the work's);
+  and the machine's idle share over the round (``/proc/stat``).  With JOB_NUM=2 on 2
+  cores both are busy nearly all of a round (idle 0 to 2.5 % in 2026-11-30's runs),
+  so a side's wall follows its CPU a job: work moved off the path from a result to the
+  next task still takes a core from a worker.
 
 The pool queues the next task into its workers' pipe before they ask for it; the
 processor hands a worker its next job only once it is free (issue 3, item 3), so
@@ -28,6 +35,7 @@ import argparse
 import concurrent.futures as cf
 import itertools
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -51,6 +59,46 @@ from bench.throughput import (
 )
 
 TIMEOUT_S = 300.0
+
+
+class Meter:
+    """CPU of some processes and the machine's idle time, between two readings."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.start = self._read()
+
+    def _read(self) -> tuple[dict[str, int], float, float, float]:
+        with open("/proc/stat") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+        return ({name: sum(cpu_ns(p) for p in pids) for name, pids in self.pids.items()},
+                time.process_time(), ticks[3] + ticks[4], sum(ticks))
+
+    def line(self, n: int, work_cpu_s: float, parts: tuple[str, ...]) -> str:
+        """CPU a job of this process (``parts[0]``), of each process group (the workers'
+        less ``work_cpu_s``), and the idle share since the start."""
+        (cpus, me, idle, total), (cpus0, me0, idle0, total0) = self._read(), self.start
+        spent = {name: (cpus[name] - cpus0[name]) / 1e9 for name in cpus}
+        spent["workers"] -= work_cpu_s
+        shown = [f"{parts[0]} {(me - me0) / n * 1e6:.0f}"] + [
+            f"{name} {spent[name] / n * 1e6:.0f}" for name in parts[1:]]
+        return f"{', '.join(shown)} us; idle {100 * (idle - idle0) / max(1, total - total0):.1f}%"
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU nanoseconds of the live threads of process ``pid`` (0 once it is gone)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def split(label: str, timings: list[dict[str, Any]], wall_s: float, job_num: int) -> str:
@@ -87,6 +135,25 @@ def spool_round(daemon: Daemon, arrivals: Arrivals, tag: str, n: int, cal: Calib
     return timings, wall
 
 
+def one_round(executor: cf.ProcessPoolExecutor, daemon: Daemon, arrivals: Arrivals, *,
+              tag: str, args: argparse.Namespace, cal: Calibration, our_workers: set[int]
+              ) -> None:
+    """The pool's round, then spoolq's; a line each, and one of their CPU a job."""
+    n = args.jobs
+    meter = Meter({"workers": list(executor._processes)})  # (no public list of them)
+    timings, wall = pool_round(executor, n, cal)
+    print(split("pool", timings, wall, args.job_num))
+    theirs = meter.line(n, sum(t["cpu_s"] for t in timings), ("parent", "workers"))
+    assert daemon.proc is not None
+    meter = Meter({"processor": [daemon.proc.pid], "workers": sorted(our_workers)})
+    timings, wall = spool_round(daemon, arrivals, tag, n, cal)
+    print(split("spoolq", timings, wall, args.job_num))
+    ours = meter.line(n, sum(t["cpu_s"] for t in timings), ("client", "processor", "workers"))
+    if not {t["pid"] for t in timings} <= our_workers:
+        ours += " (not every worker measured)"
+    print(f"  CPU a job: pool {theirs}; spoolq {ours}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.w3_gaps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--job-num", type=int, default=2, help="JOB_NUM (default 2)")
     parser.add_argument("--dir", type=Path, help="where the spool goes (default /tmp)")
+    parser.add_argument("--processor-cmd", type=shlex.split,
+                        default=[sys.executable, "-m", "processor"],
+                        help="how to start the daemon, to compare a variant (as "
+                        "bench.throughput's)")
     args = parser.parse_args(argv)
     if "numpy" in sys.modules:
         print("bench.w3_gaps: error: numpy was imported before the BLAS thread count "
@@ -108,19 +179,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{cal.single_s * 1e3:.1f} ms in-process; SPOOL_FSYNC=never", flush=True)
     base = Path(tempfile.mkdtemp(prefix="spoolq-w3gaps-", dir=where))
     executor = cf.ProcessPoolExecutor(args.job_num)
-    daemon = Daemon(base, "never", args.job_num, [sys.executable, "-m", "processor"])
+    daemon = Daemon(base, "never", args.job_num, args.processor_cmd)
     try:
         pool_round(executor, 2 * args.job_num, cal)  # workers started, numpy loaded
         daemon.start()
         arrivals = Arrivals([daemon.root / "done", daemon.root / "failed"])
         try:
-            spool_round(daemon, arrivals, "warm", 2 * args.job_num, cal)
+            warm, _ = spool_round(daemon, arrivals, "warm", 4 * args.job_num, cal)
             daemon.wait_idle()
             for r in range(args.rounds):
                 print(f"round {r + 1}")
-                print(split("pool", *pool_round(executor, args.jobs, cal), args.job_num))
-                print(split("spoolq", *spool_round(daemon, arrivals, f"r{r}", args.jobs, cal),
-                            args.job_num), flush=True)
+                one_round(executor, daemon, arrivals, tag=f"r{r}", args=args, cal=cal,
+                          our_workers={t["pid"] for t in warm})
         finally:
             arrivals.close()
     except BenchError as exc:
