@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spool.fsops import Mover
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.models import Job
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Spool, record_from_job
+from spool.transitions import Spool
 
 REPO = Path(__file__).resolve().parents[1]
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)

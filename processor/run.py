@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from processor.tools import BaseTool, ExecutionMode
+from spool.claim import Claim
 from spool.models import Job, Record
-from spool.transitions import Claim
 
 
 @dataclass(slots=True)

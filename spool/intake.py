@@ -38,11 +38,12 @@ from pydantic import ValidationError
 from spool.clock import Clock
 from spool.exact import big_integer_reason, inexact_integer
 from spool.ids import ID_PATTERN, id_from_name
+from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, kind_of, nesting_depth
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
-from spool.transitions import MAX_ACTIVE_BYTES, Spool, read_fd
+from spool.transitions import Spool
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 _BOM = b"\xef\xbb\xbf"

@@ -36,11 +36,11 @@ from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 
+from spool.jobfile import read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Record, nesting_depth
 from spool.reader import Entry, SpoolReader, terminal_record, unreadable_record
 from spool.states import ACTIVE
-from spool.transitions import read_fd
 
 PARSE_MAX_BYTES = 8 * 1024 * 1024
 """Terminal records up to this size are read and parsed whole."""

@@ -25,13 +25,13 @@ from pathlib import Path
 from stat import S_ISREG
 
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
 from spool.reader import Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
-from spool.transitions import read_fd
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
 

@@ -32,11 +32,12 @@ from pydantic import ValidationError
 from spool.clock import SystemClock
 from spool.fsops import Mover
 from spool.intake import Intake, Verdict
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.models import Job, Record, parse_record, record_bytes
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Spool, record_from_job
+from spool.transitions import Spool
 
 MAX_BYTES = 4096
 EXAMPLES = 200

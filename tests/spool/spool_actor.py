@@ -28,14 +28,16 @@ from typing import Any
 
 import orjson
 
+from spool.claim import Claim
 from spool.fsops import Mover
 from spool.ids import id_from_name
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import Job, OwnerStatus, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Claim, Spool, record_from_job
+from spool.transitions import Spool
 
 
 def record_for(claim: Claim, result: Any) -> Any:

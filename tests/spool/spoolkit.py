@@ -25,12 +25,14 @@ from typing import Any
 import orjson
 import pytest
 
+from spool.claim import Claim
 from spool.fsops import Mover
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.models import Job, Record
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Claim, Spool, record_from_job
+from spool.transitions import Spool
 
 ACTOR = Path(__file__).with_name("spool_actor.py")
 REPO = Path(__file__).resolve().parents[2]

@@ -22,12 +22,13 @@ from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
+from spool.claim import Claim
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Claim, Spool
+from spool.transitions import Spool
 
 
 def spool_of(root: Path) -> Spool:

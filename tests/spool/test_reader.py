@@ -11,6 +11,7 @@ import orjson
 import pytest
 from spoolkit import FakeClock, done_record, submit
 
+from spool.claim import Claim
 from spool.client import Client
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
@@ -24,7 +25,7 @@ from spool.reader import (
     sort_key,
 )
 from spool.states import JobState
-from spool.transitions import Claim, Spool
+from spool.transitions import Spool
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from spool.models import Job, record_bytes
 from spool.recovery import Recovery
 from spool.states import JobState
-from spool.transitions import Spool, record_from_job
+from spool.jobfile import record_from_job
+from spool.transitions import Spool
 from spool.layout import Layout
 from spool.fsops import Mover
 from spool.settings import FsyncMode

@@ -55,12 +55,13 @@ sys.path[:0] = [sys.argv[2]]
 from pathlib import Path
 import spool.recheck
 from spool.fsops import Mover
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.models import Job, record_bytes
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import JobState
-from spool.transitions import Spool, record_from_job
+from spool.transitions import Spool
 
 spool.recheck.RACY_NS = int(sys.argv[7])
 layout = Layout(Path(sys.argv[1]))

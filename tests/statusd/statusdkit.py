@@ -23,14 +23,16 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from spool.claim import Claim
 from spool.errors import ErrorType
 from spool.fsops import Mover
+from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.settings import FsyncMode, Settings, load_settings
 from spool.states import JobState
-from spool.transitions import Claim, Spool, record_from_job
+from spool.transitions import Spool
 from statusd.app import create_app
 from statusd.services import SERVICES, Services
 

@@ -1,0 +1,111 @@
+"""Cancel of a pending job (pending -> failed ``cancelled``) for :class:`~spool.transitions.Spool`.
+
+The job is claimed into a staging name (``tmp/cancel-<id>``, under its lease, as a run's
+claim takes it), so no processor claims it meanwhile, and its ``cancelled`` record is
+published before the staged file goes.
+
+Guarantees (DESIGN sections 2 and 9):
+
+* A job that is not (or no longer) pending is not cancelled: None, never an exception.
+* Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
+  before the error is raised: the cancel did not happen.  Recovery settles what a
+  crash leaves staged (``Recovery._restore_cancel``).
+* A pending file that holds no job keeps its bytes as the record's quarantined original
+  (``failed/<id>.orig``), as intake's quarantine would; an earlier original of the id,
+  which this record supersedes, stays linked in ``tmp/`` until the record is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spool.claim import Claim, take
+from spool.errors import ConflictError, ErrorType, SpoolIOError
+from spool.ids import JOB_SUFFIX
+from spool.models import ErrorInfo, Record, Source
+from spool.states import JobState, check_transition
+
+if TYPE_CHECKING:
+    from spool.transitions import Spool
+
+
+def cancel_pending(spool: Spool, job_id: str) -> Record | None:
+    """pending -> failed ``cancelled``; None when the job is not (or no longer) pending."""
+    check_transition(JobState.PENDING, JobState.FAILED)
+    staged = spool.layout.staging(f"cancel-{job_id}")
+    claim = take(spool.mover, spool.layout.job(JobState.PENDING, job_id), staged, job_id)
+    if claim is None:
+        return None
+    return finish_cancel(spool, claim, staged)
+
+
+def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:
+    """Publish the ``cancelled`` record of a job staged for cancel, then drop the staging.
+
+    Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
+    before the error is raised: the cancel did not happen, and left staged the job
+    would wait for a recovery scan to put it back.  Recovery still settles what this
+    leaves: a newer drop of the id pending meanwhile, or an error after the record
+    landed.
+    """
+    try:
+        record = spool.record_of_claim(claim, JobState.FAILED)
+        record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
+        pending = spool.layout.job(JobState.PENDING, claim.job_id)
+        if record.tool is None:  # no job in it: kept as intake would have
+            return _cancel_no_job(spool, claim, staged, record, pending)
+        spool.publish_terminal(record, unwritten=lambda: spool.mover.move(
+            staged, pending, replace=False))
+        spool.mover.unlink(staged)
+        return record
+    finally:
+        claim.close()
+
+
+def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
+                   pending: Path) -> Record:
+    """Cancel a pending file that holds no job: its bytes become the record's
+    quarantined original (``failed/<id>.orig``), as intake's quarantine keeps them,
+    and a retry asks for the file to be fixed.  An earlier original of the id goes:
+    it belonged to the failed record this one replaces.  Cut short between the two
+    renames, recovery writes the original's record (``Recovery._settle_original``;
+    ``Recovery._settle_kept`` when an earlier original was kept linked in ``tmp/``)."""
+    mover = spool.mover
+    original = spool.layout.original(claim.job_id)
+    record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
+        f"cancelled while pending; not a valid job, its bytes are kept in "
+        f"failed/{original.name}"))
+    record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
+                           size=os.fstat(claim.fd).st_size)
+    # An earlier original is replaced below, yet it stays its record's should this
+    # record not be written: a link to it is kept in tmp/ until then.
+    kept = spool.layout.staging(f"kept-{claim.job_id}")
+    aside = kept if mover.link(original, kept) else None
+    try:
+        try:
+            mover.move(staged, original, replace=True)
+        except (SpoolIOError, OSError) as exc:
+            mover.move(staged, pending, replace=False)  # not cancelled: back it goes
+            if isinstance(exc, OSError):  # an earlier original that is a directory
+                raise ConflictError(
+                    f"{claim.job_id} is not cancelled: its bytes cannot be kept as "
+                    f"failed/{original.name} ({exc.strerror})") from exc
+            raise
+
+        def undo() -> None:  # not written: the bytes go back, the earlier original too
+            # With a newer drop of the id pending meanwhile, the bytes stay staged:
+            # recovery finishes the cancel (Recovery._restore_cancel), as it does
+            # for a job whose record is not written.
+            if (mover.move(original, pending, replace=False)
+                    or mover.move(original, staged, replace=False)) and aside:
+                mover.move(aside, original, replace=False)
+
+        spool.publish_terminal(record, unwritten=undo)
+    finally:
+        if aside is not None:
+            with contextlib.suppress(SpoolIOError, OSError):
+                mover.unlink(aside)
+    return record

@@ -1,0 +1,133 @@
+"""Taking a job file: the no-overwrite move under its lease, and the claim that holds it.
+
+Guarantees (DESIGN sections 2 and 9):
+
+* A claim never overwrites its destination (``running/<id>.json``, or a staging name
+  for a cancel or a retry); a lost race returns None, never an exception.
+* The claim lease (an flock on the job's inode, see :mod:`spool.lease`) is taken
+  before the move, so a live owner's running job is never taken.
+* Only a regular file is claimed: anything else swapped in mid-claim goes back for
+  intake to judge, and a file grown since intake judged it is read no further than a
+  job can be (:data:`~spool.jobfile.MAX_ACTIVE_BYTES`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from stat import S_ISREG
+
+from spool.fsops import Mover, StrPath
+from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
+from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
+
+
+@dataclass(slots=True)
+class Claim:
+    """A job taken into ``running/`` (or staging) with its lease held on ``fd``."""
+
+    job_id: str
+    fd: int
+    data: bytes
+    claimed_ns: int
+    mtime_ns: int
+    closed: bool = field(default=False)
+
+    def close(self, closer: Callable[[int], None] = os.close) -> None:
+        if not self.closed:
+            self.closed = True
+            closer(self.fd)
+
+
+class BackgroundCloser:
+    """Closes descriptors on a thread of its own.
+
+    Closing the last descriptor of an unlinked job file is when the
+    filesystem frees the inode, which on ext4 costs as much as the rest of a
+    transition.  Once the file is gone from every folder its lease protects
+    nothing, so the close can happen off the caller's thread.
+    """
+
+    def __init__(self) -> None:
+        self._fds: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="closer", daemon=True)
+        self._thread.start()
+
+    def close(self, fd: int) -> None:
+        self._fds.put(fd)
+
+    def _run(self) -> None:
+        while (fd := self._fds.get()) is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def stop(self) -> None:
+        self._fds.put(None)
+        self._thread.join(timeout=10)
+
+
+def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
+    """Move the job file ``src`` to ``dst`` under its lease, and read it; None when it is
+    gone, not a regular file, leased by someone else, or ``dst`` is taken."""
+    try:
+        fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
+    except OSError:
+        return None  # gone, or not a regular file: intake's business
+    try:
+        before = os.fstat(fd)
+        if not S_ISREG(before.st_mode) or not try_lock(fd):
+            return None
+        if not mover.move(src, dst):  # never replaces
+            return None
+        after = os.lstat(dst)
+        if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
+            size = before.st_size
+            # Grown since intake judged it (through a descriptor its writer kept), a
+            # file is read no further than a job can be: the daemon then runs what it
+            # judged.  One read when the file is as its stat says (read_fd's own first
+            # step, without its frame).
+            data = os.read(fd, size + 1) if size < READ_CHUNK else b""
+            if len(data) != size:
+                data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
+        else:
+            # A newer drop replaced the file between open and move: lease that one.
+            os.close(fd)
+            fd = -1  # closed: the finally below must not close it again
+            fd = _lease_newer(mover, src, dst)
+            if fd < 0:
+                return None
+            data = read_fd(fd, MAX_ACTIVE_BYTES)
+        claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
+        fd = -1  # the claim holds it now
+        return claim
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _lease_newer(mover: Mover, src: StrPath, dst: StrPath) -> int:
+    """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``); -1 if
+    there is none to take.
+
+    Only a regular file can be claimed.  Anything else (a symlink, a directory, a
+    FIFO swapped in mid-claim) goes back to ``src`` for intake to quarantine; should a
+    newer drop hold ``src`` by then, recovery quarantines it from ``dst``.  A regular
+    file someone else holds stays: it is that claimant's, or recovery's once it lets go.
+    """
+    try:
+        fd = open_nofollow(dst)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        if S_ISREG(os.fstat(fd).st_mode):
+            if try_lock(fd):
+                return fd
+            os.close(fd)
+            return -1  # another claimant's: theirs, or recovery's once they let go
+        os.close(fd)
+    mover.move(dst, src, replace=False)  # not a file: back for intake to judge
+    return -1

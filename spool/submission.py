@@ -1,0 +1,107 @@
+"""A client's ways into ``pending/``: submit a new job, retry a failed one.
+
+For :class:`~spool.transitions.Spool`.  Guarantees (DESIGN sections 2 and 9):
+
+* A job is published whole (tmp, fsync, rename) and never over a pending job of its
+  id: that is a :class:`~spool.errors.ConflictError`, and so is a retry by someone else.
+* :func:`submit` refuses (:class:`~spool.errors.InvalidJob`) what intake would
+  quarantine: nesting too deep, or a job file over the size it is given.
+* :func:`retry` reads no more than :data:`RETRY_MAX_BYTES` of a failed record, never
+  follows a symlink in ``failed/``, and retries only what ran: a quarantined file must
+  be fixed and dropped again.  The failed record is claimed (under its lease) into a
+  staging name before the pending job is written, and goes back should that fail.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spool.claim import take
+from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
+from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
+from spool.lease import open_nofollow
+from spool.models import MAX_NESTING, Job, Record, job_bytes, nesting_depth, parse_record
+from spool.states import JobState, check_transition
+
+if TYPE_CHECKING:
+    from spool.transitions import Spool
+
+RETRY_MAX_BYTES = MAX_ACTIVE_BYTES
+"""The most of a failed record ``retry`` reads: anything larger in ``failed/`` is no
+job's record, and read whole it took statusd's memory (a POST .../retry) with it."""
+
+
+def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None) -> None:
+    """Publish a new job into ``pending/``; ConflictError if that id is pending.
+
+    InvalidJob for what intake would quarantine: nesting deeper than
+    :data:`~spool.models.MAX_NESTING` and, with ``max_bytes``, a job file (as
+    written with its id and submission time) over that size.
+    """
+    if nesting_depth({"params": job.params, "meta": job.meta}) > MAX_NESTING:
+        raise InvalidJob(f"invalid job: nested more than {MAX_NESTING} levels deep")
+    job = job.model_copy(update={"id": job_id, "submitted_at": job.submitted_at
+                                 or spool.clock.now()})
+    data = job_bytes(job)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InvalidJob(f"too large: the job file would be {len(data)} bytes, over "
+                         f"SPOOL_MAX_JOB_BYTES={max_bytes}")
+    if not spool.mover.publish(spool.layout.job(JobState.PENDING, job_id), data,
+                               replace=False):
+        raise ConflictError(f"job {job_id} is already pending")
+
+
+def retry(spool: Spool, job_id: str) -> Record:
+    """failed -> pending with attempts reset to 0; the failed record goes with it."""
+    check_transition(JobState.FAILED, JobState.PENDING)
+    src = spool.layout.job(JobState.FAILED, job_id)
+    record = _failed_record(src, job_id)
+    if record.source is not None or record.tool is None:
+        reason = record.error.message if record.error else "invalid job"
+        raise ConflictError(f"{job_id} was quarantined ({reason}); "
+                            "fix the file and drop it again")
+    staged = spool.layout.staging(f"retry-{job_id}")
+    claim = take(spool.mover, src, staged, job_id)
+    if claim is None:
+        raise ConflictError(f"job {job_id} is being retried by someone else")
+    try:
+        job = record.to_job().model_copy(update={"attempts": 0, "not_before": None,
+                                                 "id": job_id, "error": record.error})
+        if not spool.mover.publish(spool.layout.job(JobState.PENDING, job_id),
+                                   job_bytes(job), replace=False):
+            spool.mover.move(staged, src, replace=False)
+            raise ConflictError(f"job {job_id} is already pending")
+        spool.mover.unlink_durable(staged)
+    finally:
+        claim.close()
+    # The job as it now stands in pending/ (no run's start, host or backoff).
+    return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
+
+
+def _failed_record(src: Path, job_id: str) -> Record:
+    """The failed record of ``job_id`` at ``src``, read without following a symlink and
+    no further than :data:`RETRY_MAX_BYTES`."""
+    try:
+        fd = open_nofollow(src)  # a symlink in failed/ is never followed out of the spool
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"no failed job {job_id}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, a socket
+            raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
+        raise SpoolIOError(f"cannot read failed/{job_id}.json: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConflictError(f"failed/{job_id}.json is not a regular file")
+        data = read_fd(fd, RETRY_MAX_BYTES)
+        if len(data) > RETRY_MAX_BYTES:
+            raise ConflictError(f"failed/{job_id}.json is too large to retry (over "
+                                f"{RETRY_MAX_BYTES} bytes: no job is that large)")
+        return parse_record(data)
+    except ValueError as exc:
+        raise ConflictError(f"failed/{job_id}.json is not a valid record") from exc
+    finally:
+        os.close(fd)
