@@ -1,19 +1,10 @@
 """The read side: one record, a filtered page of records, stats, processors.
 
-Needs no daemon: everything is read from the folders (DESIGN section 2).  When
-an id is seen in more than one folder, a file in ``pending/`` wins: it is a drop
-still to run, and a drop of a running id waits there while the run before it
-ends, records (newer than the drop) and is superseded.  Otherwise the newest
-file wins: a terminal record written after the claim beats the ``running/``
-leftover of a completion cut short.  A running file and a record of the same
-tick of the filesystem's clock are told apart by their content: the record wins
-only if it is of the running file's run (its submission and attempt), else it is
-an earlier run's, whose waiting re-drop was claimed the moment it was written.
-
-A record in ``done/`` or ``failed/`` that cannot be read (not JSON, truncated,
-not UTF-8, not a record, or the record of another id or state) is reported in
-the state of its folder with ``unreadable`` saying why, and nothing else
-claimed about it: never as a clean done with a null result.
+Needs no daemon: everything is read from the folders (DESIGN section 2).  Which of an
+id's files tells its state is :func:`spool.entries.newest`'s rule; what a ``done/`` or
+``failed/`` file that cannot be read is reported as, :mod:`spool.terminal_records`'s;
+the stats document is built by :mod:`spool.stats`, and a listing's order and cursors
+are :mod:`spool.cursor`'s.  This module re-exports the names its users import from it.
 
 Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
 the sort key of the last row, so pages stay stable while jobs move.  A file's time
@@ -25,44 +16,67 @@ be on the page (:meth:`SpoolReader.page`).
 
 from __future__ import annotations
 
-import base64
 import heapq
 import math
 import os
 import stat
-import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from spool import stats
 from spool.clock import utc_from_ns
-from spool.errors import NotFoundError
-from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
-from spool.layout import Layout
-from spool.lease import is_locked, open_nofollow
-from spool.models import (
-    MAX_NESTING,
-    Job,
-    OwnerStatus,
-    Progress,
-    Record,
-    aware_utc,
-    nested_too_deep,
+from spool.cursor import (
+    MAX_PAGE,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    micros,
+    sort_key,
 )
+from spool.entries import (
+    Entry,
+    Stamp,
+    newest,
+    read_regular,
+    scan_folder,
+    scan_ids,
+)
+from spool.errors import NotFoundError
+from spool.ids import is_valid_id
+from spool.layout import Layout
+from spool.models import OwnerStatus, Progress, Record, aware_utc
 from spool.states import ACTIVE, TERMINAL, JobState
-from spool.transitions import MAX_ACTIVE_BYTES, read_fd
+from spool.stats import HEARTBEAT_STALE_S, RECENT_S, stats_document
+from spool.terminal_records import terminal_record, too_deep, unreadable_record
+from spool.transitions import MAX_ACTIVE_BYTES
 
-MAX_PAGE = 1000
-HEARTBEAT_STALE_S = 60.0
-"""A processor whose heartbeat is older than this is not live, though it holds its lock
-(stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
-RECENT_S = 60.0
-"""The window of ``throughput``: records written in ``done/`` and ``failed/`` this recently."""
+__all__ = [
+    "HEARTBEAT_STALE_S",
+    "KEEP_MAX_BYTES",
+    "MAX_PAGE",
+    "PEEK_MAX_BYTES",
+    "RECENT_S",
+    "Entry",
+    "KeyBounds",
+    "Page",
+    "SpoolReader",
+    "Stamp",
+    "decode_cursor",
+    "encode_cursor",
+    "newest",
+    "read_regular",
+    "scan_folder",
+    "sort_key",
+    "stats_document",
+    "terminal_record",
+    "too_deep",
+    "unreadable_record",
+]
+
 PEEK_MAX_BYTES = 1024 * 1024
 """A page reads files up to this size for what their sort key can be; a larger one is
 read as a record (:meth:`SpoolReader.load`) whatever its key."""
@@ -72,33 +86,6 @@ _SUBMITTED_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
 """``Record.submitted_at``'s type (its validator, :func:`aware_utc`, is applied after)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    records: list[Record]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One job file as found in a state folder."""
-
-    job_id: str
-    state: JobState
-    path: Path
-    mtime_ns: int
-    ctime_ns: int
-    ino: int = 0
-    """The file's inode where its finder kept it (:meth:`SpoolReader.entries_of`), else 0."""
-
-
-class Stamp(NamedTuple):
-    """What a folder scan knows of an id's file, without building its path."""
-
-    state: JobState
-    mtime_ns: int
-    ctime_ns: int
-
-
 class KeyBounds(NamedTuple):
     """The least and greatest sort key a file's record can have, and the file's bytes
     when they were kept (see :meth:`SpoolReader.page`)."""
@@ -106,130 +93,6 @@ class KeyBounds(NamedTuple):
     least: tuple[float, str]
     greatest: tuple[float, str]
     data: bytes | None
-
-
-def sort_key(record: Record) -> tuple[int, str]:
-    return _micros(record.submitted_at), record.id
-
-
-def _micros(ts: datetime | None) -> int:
-    return int(ts.timestamp() * 1_000_000) if ts else 0
-
-
-def encode_cursor(key: tuple[int, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """The sort key a cursor stands for; ValueError when it is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        micros, job_id = orjson.loads(raw)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("invalid cursor") from exc
-    if not isinstance(micros, int) or not isinstance(job_id, str):
-        raise ValueError("invalid cursor")
-    return micros, job_id
-
-
-def scan_folder(layout: Layout, state: JobState, *, files_only: bool = True
-                ) -> Iterator[Entry]:
-    """The ``<id>.json`` entries of one state folder, other names skipped.
-
-    ``files_only``: regular files only; a symlink, directory or FIFO dropped under such a
-    name is no job or record (intake quarantines those in ``pending/``).
-    """
-    for job_id, path, mtime_ns, ctime_ns in _scan(layout.folder(state), files_only):
-        yield Entry(job_id, state, Path(path), mtime_ns, ctime_ns)
-
-
-def _scan(folder: Path, files_only: bool = True) -> Iterator[tuple[str, str, int, int]]:
-    """``(id, path, mtime_ns, ctime_ns)`` of :func:`scan_folder`'s entries: plain values,
-    as a scan of 100,000 records spent half its time building a ``Path`` per entry."""
-    try:
-        with os.scandir(folder) as it:
-            for item in it:
-                job_id = id_from_name(item.name)
-                if job_id is None:
-                    continue
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if files_only and not stat.S_ISREG(st.st_mode):
-                    continue
-                yield job_id, item.path, st.st_mtime_ns, st.st_ctime_ns
-    except FileNotFoundError:
-        return
-
-
-def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes | None:
-    """A regular file's bytes, never following a symlink nor blocking on a FIFO.
-
-    None when it is gone, not a regular file, unreadable, or over ``limit``:
-    anything can be dropped into ``pending/``, and a reader serves what it reads.
-    """
-    try:
-        fd = open_nofollow(path)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
-            return None
-        data = read_fd(fd, limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return None if limit is not None and len(data) > limit else data
-
-
-def newest(entries: Iterable[Entry]) -> Entry | None:
-    """Which of an id's files tells its state: a pending drop, else the newest file
-    (see the module docstring)."""
-    best: Entry | None = None
-    for entry in entries:
-        if entry.state is JobState.PENDING:
-            return entry
-        if best is None:
-            best = entry
-            continue
-        new, old = _age_key(entry), _age_key(best)
-        if new[0] == old[0] and new[1] != old[1]:  # a running file and a record, one tick
-            running, record = (best, entry) if new[1] else (entry, best)
-            best = record if _records_run_of(record, running) else running
-        elif new > old:
-            best = entry
-    return best
-
-
-def _age_key(entry: Entry) -> tuple[int, int]:
-    # Claims and drops are renames (ctime moves); records are fresh files (mtime).
-    stamp = entry.ctime_ns if entry.state in ACTIVE else entry.mtime_ns
-    return stamp, entry.state in (JobState.DONE, JobState.FAILED)
-
-
-def _records_run_of(record: Entry, running: Entry) -> bool:
-    """The terminal ``record`` is of the run ``running`` holds: it records that job's
-    submission and this attempt.  When either cannot be read, as before: the record."""
-    from spool.large import Head, leading_fields, read_record  # noqa: PLC0415 (it imports us)
-
-    job_data = read_regular(running.path, MAX_ACTIVE_BYTES)
-    found = read_record(record.path)
-    try:
-        # Read as the job model reads it (recovery's test of the same question does):
-        # a drop may give its submission as epoch seconds or with any UTC offset.
-        job = Job.model_validate_json(job_data) if job_data is not None else None
-        if found is None or job is None:
-            return True
-        fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
-        if not isinstance(fields, dict):
-            return True
-        record_submitted = datetime.fromisoformat(fields["submitted_at"])
-    except (ValueError, TypeError, KeyError):  # pydantic's ValidationError is a ValueError
-        return True
-    return job.recorded_by(record_submitted, fields.get("attempts"), running.mtime_ns)
 
 
 class SpoolReader:
@@ -338,19 +201,20 @@ class SpoolReader:
         chosen: dict[str, Stamp] = {}
         clashes: dict[str, list[Entry]] = {}
         for state in self.states:
-            for job_id, _, mtime_ns, ctime_ns in _scan(self.layout.folder(state)):
+            for job_id, _, mtime_ns, ctime_ns in scan_ids(self.layout.folder(state)):
                 stamp = Stamp(state, mtime_ns, ctime_ns)
                 first = chosen.setdefault(job_id, stamp)
                 if first is not stamp:  # rare: a re-drop, a completion cut short
-                    group = clashes.setdefault(job_id, [self._entry(job_id, first)])
-                    group.append(self._entry(job_id, stamp))
+                    group = clashes.setdefault(job_id, [self.entry(job_id, first)])
+                    group.append(self.entry(job_id, stamp))
         for job_id, group in clashes.items():
             best = newest(group)
             if best is not None:
                 chosen[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns)
         return chosen
 
-    def _entry(self, job_id: str, stamp: Stamp) -> Entry:
+    def entry(self, job_id: str, stamp: Stamp) -> Entry:
+        """The entry of the file ``stamp`` tells of."""
         return Entry(job_id, stamp.state, self.layout.job(stamp.state, job_id), stamp.mtime_ns,
                      stamp.ctime_ns)
 
@@ -377,7 +241,7 @@ class SpoolReader:
         for n, (bounds, job_id, stamp) in enumerate(candidates):
             if len(top) > limit and bounds.greatest < top[0][0]:
                 break  # no file left can be on this page
-            record = self._listed(self._entry(job_id, stamp), bounds.data, state, tool, after)
+            record = self._listed(self.entry(job_id, stamp), bounds.data, state, tool, after)
             if record is not None:
                 row = (sort_key(record), n, record)
                 (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
@@ -411,7 +275,7 @@ class SpoolReader:
         if data is None:
             return KeyBounds((-math.inf, job_id), (math.inf, job_id), None)
         kept = data if len(data) <= KEEP_MAX_BYTES else None
-        keys = [_micros(utc_from_ns(stamp.mtime_ns))]
+        keys = [micros(utc_from_ns(stamp.mtime_ns))]
         try:
             fields = orjson.loads(data)
         except ValueError:
@@ -427,156 +291,18 @@ class SpoolReader:
             submitted = None
         else:
             if submitted is not None or stamp.state in TERMINAL:
-                keys.append(_micros(submitted))
+                keys.append(micros(submitted))
         return KeyBounds((min(keys), job_id), (max(keys), job_id), kept)
 
-    # -- stats ------------------------------------------------------------------------
+    # -- stats (spool.stats) ------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in JobState}
-        for stamp in self.current_stamps().values():
-            counts[stamp.state.value] += 1
-        return counts
+        return stats.counts(self)
 
     def processors(self) -> list[OwnerStatus]:
         """Status of every live processor (its owner lock held)."""
-        live = []
-        try:
-            names = sorted(os.listdir(self.layout.owners))
-        except FileNotFoundError:
-            return []
-        for name in names:
-            owner = name.removesuffix(JOB_SUFFIX)
-            if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
-                continue
-            if not is_locked(self.layout.owner_lock(owner)):
-                continue
-            try:
-                data = read_regular(self.layout.owner_status(owner), MAX_ACTIVE_BYTES)
-                status = None if data is None else OwnerStatus.model_validate_json(data)
-            except (FileNotFoundError, ValueError):
-                continue
-            if status is not None and _plausible(status):
-                live.append(status)
-        return live
+        return stats.processors(self.layout)
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """DESIGN section 9's stats shape, from one scan of the folders."""
-        now = now if now is not None else time.time()
-        counts = {s.value: 0 for s in JobState}
-        recent = {s.value: 0 for s in TERMINAL}
-        since_ns = int((now - RECENT_S) * 1e9)
-        pending: list[tuple[str, Stamp]] = []  # every pending file: a drop tells its id
-        for job_id, stamp in self.current_stamps().items():
-            counts[stamp.state.value] += 1
-            if stamp.state in TERMINAL and stamp.mtime_ns >= since_ns:
-                recent[stamp.state.value] += 1  # a record's mtime: when it was written
-            elif stamp.state is JobState.PENDING:
-                pending.append((job_id, stamp))
-        # ctime: the rename into pending/ sets it, where a copy may keep an old mtime.
-        oldest_ns = min((stamp.ctime_ns for _, stamp in pending), default=None)
-        age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
-        first_due = self._first_due(pending)
-        due_age = None if first_due is None or first_due > now else now - first_due
-        return stats_document(counts, age, self.processors(), now,
-                              finished_recently=recent, oldest_due_pending_age_s=due_age)
-
-    def _first_due(self, pending: list[tuple[str, Stamp]]) -> float | None:
-        """The earliest time a pending job may run (see :meth:`_due_at`).
-
-        A job is due no earlier than its arrival, so taken by arrival, oldest first, the
-        jobs after one that arrived when the earliest found is due cannot be due sooner:
-        only jobs that wait for a ``not_before`` make it read more than the oldest.
-        """
-        first: float | None = None
-        for job_id, stamp in sorted(pending, key=lambda p: p[1].ctime_ns):
-            if first is not None and stamp.ctime_ns / 1e9 >= first:
-                break
-            due = self._due_at(self._entry(job_id, stamp))
-            first = due if first is None else min(first, due)
-        return first
-
-    def _due_at(self, entry: Entry) -> float:
-        """When a pending job may run: its arrival (ctime), or its not_before if later."""
-        arrived = entry.ctime_ns / 1e9
-        record = self.load(entry)  # a job that cannot be read is due at its arrival
-        not_before = record.not_before if record is not None else None
-        return max(arrived, not_before.timestamp()) if not_before is not None else arrived
-
-
-def terminal_record(entry: Entry, data: bytes) -> Record:
-    """The record a ``done/`` or ``failed/`` file holds, or one marked ``unreadable``."""
-    where = f"{entry.state.value}/{entry.job_id}{JOB_SUFFIX}"
-    try:
-        obj = orjson.loads(data)
-        if too_deep(data, obj):
-            return unreadable_record(entry, f"{where} is nested more than {MAX_NESTING} "
-                                     "levels deep")
-        record = Record.model_validate(obj)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "record"
-        return unreadable_record(entry, f"{where} is not a valid record ({field}: "
-                                 f"{first['msg']})")
-    except ValueError as exc:  # orjson: not JSON, truncated, not UTF-8, empty
-        return unreadable_record(entry, f"{where} is not JSON ({exc})")
-    if record.id != entry.job_id or record.state is not entry.state:
-        return unreadable_record(entry, f"{where} holds the record of {record.id} "
-                                 f"({record.state.value}), not of this job")
-    return record
-
-
-def too_deep(data: bytes, obj: Any) -> bool:
-    """``obj`` (parsed from ``data`` by orjson) nests deeper than the spool writes: orjson
-    reads 1,024 levels but writes 254, so a reader could not encode it.  Counting brackets
-    first spares the check for all but files with that many of them."""
-    return data.count(b"[") + data.count(b"{") > MAX_NESTING and nested_too_deep(obj)
-
-
-def unreadable_record(entry: Entry, reason: str) -> Record:
-    """What is known of a terminal file that cannot be read: its id, its folder, its time."""
-    return Record(id=entry.job_id, state=entry.state, submitted_at=utc_from_ns(entry.mtime_ns),
-                  unreadable=reason)
-
-
-MAX_COUNT = 2**31 - 1
-
-
-def _plausible(status: OwnerStatus) -> bool:
-    """A status as a processor writes it.  Anything else in ``owners/`` is not read as
-    one: a timestamp without an offset cannot be compared with the others', and a
-    count past 64 bits cannot be encoded."""
-    counts = (status.pid, status.job_num, status.busy_workers, status.fast_running,
-              status.done_last_60s, status.failed_last_60s)
-    return (status.heartbeat_at.tzinfo is not None and status.started_at.tzinfo is not None
-            and all(0 <= n <= MAX_COUNT for n in counts))
-
-
-def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
-                   processors: list[OwnerStatus], now: float, *,
-                   finished_recently: dict[str, int],
-                   oldest_due_pending_age_s: float | None) -> dict[str, Any]:
-    """The stats document (docs/operations.md, "The stats document", says what each
-    figure means).  ``processors`` are the lock holders; only those whose heartbeat is
-    fresh are live and count.  ``finished_recently``: records written in the last
-    ``RECENT_S`` by state (``done``, ``failed``), from the folders, so a processor's
-    restart, death or hang cannot reset, lose or freeze them."""
-    live = [p for p in processors if now - p.heartbeat_at.timestamp() < HEARTBEAT_STALE_S]
-    live_owners = {p.owner for p in live}
-    heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
-    return {
-        "counts": counts,
-        "total": sum(counts.values()),
-        "oldest_pending_age_s": oldest_pending_age_s,
-        "oldest_due_pending_age_s": oldest_due_pending_age_s,
-        "job_num": sum(p.job_num for p in live),
-        "busy_workers": sum(p.busy_workers for p in live),
-        "fast_running": sum(p.fast_running for p in live),
-        "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live)},
-        "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}
-                       for p in processors],
-        "throughput": {
-            "done_last_60s": finished_recently.get(JobState.DONE.value, 0),
-            "failed_last_60s": finished_recently.get(JobState.FAILED.value, 0),
-        },
-    }
+        return stats.stats(self, now)

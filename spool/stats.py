@@ -1,0 +1,148 @@
+"""The stats document (DESIGN section 9): counts per state, the oldest pending job's
+age, throughput, and the live processors, read from the folders and ``owners/`` alone,
+so it needs no daemon and no daemon's restart, death or hang can reset or freeze it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from spool.entries import Entry, Stamp, read_regular
+from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.layout import Layout
+from spool.lease import is_locked
+from spool.models import OwnerStatus
+from spool.states import TERMINAL, JobState
+from spool.transitions import MAX_ACTIVE_BYTES
+
+if TYPE_CHECKING:
+    from spool.reader import SpoolReader
+
+HEARTBEAT_STALE_S = 60.0
+"""A processor whose heartbeat is older than this is not live, though it holds its lock
+(stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
+RECENT_S = 60.0
+"""The window of ``throughput``: records written in ``done/`` and ``failed/`` this recently."""
+
+
+def counts(reader: SpoolReader) -> dict[str, int]:
+    """How many ids each state holds."""
+    counts = {s.value: 0 for s in JobState}
+    for stamp in reader.current_stamps().values():
+        counts[stamp.state.value] += 1
+    return counts
+
+
+def processors(layout: Layout) -> list[OwnerStatus]:
+    """Status of every live processor (its owner lock held)."""
+    live = []
+    try:
+        names = sorted(os.listdir(layout.owners))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        owner = name.removesuffix(JOB_SUFFIX)
+        if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
+            continue
+        if not is_locked(layout.owner_lock(owner)):
+            continue
+        try:
+            data = read_regular(layout.owner_status(owner), MAX_ACTIVE_BYTES)
+            status = None if data is None else OwnerStatus.model_validate_json(data)
+        except (FileNotFoundError, ValueError):
+            continue
+        if status is not None and _plausible(status):
+            live.append(status)
+    return live
+
+
+def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
+    """DESIGN section 9's stats shape, from one scan of the folders."""
+    now = now if now is not None else time.time()
+    counts = {s.value: 0 for s in JobState}
+    recent = {s.value: 0 for s in TERMINAL}
+    since_ns = int((now - RECENT_S) * 1e9)
+    pending: list[tuple[str, Stamp]] = []  # every pending file: a drop tells its id
+    for job_id, stamp in reader.current_stamps().items():
+        counts[stamp.state.value] += 1
+        if stamp.state in TERMINAL and stamp.mtime_ns >= since_ns:
+            recent[stamp.state.value] += 1  # a record's mtime: when it was written
+        elif stamp.state is JobState.PENDING:
+            pending.append((job_id, stamp))
+    # ctime: the rename into pending/ sets it, where a copy may keep an old mtime.
+    oldest_ns = min((stamp.ctime_ns for _, stamp in pending), default=None)
+    age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
+    first_due = _first_due(reader, pending)
+    due_age = None if first_due is None or first_due > now else now - first_due
+    return stats_document(counts, age, processors(reader.layout), now,
+                          finished_recently=recent, oldest_due_pending_age_s=due_age)
+
+
+def _first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | None:
+    """The earliest time a pending job may run (see :func:`_due_at`).
+
+    A job is due no earlier than its arrival, so taken by arrival, oldest first, the
+    jobs after one that arrived when the earliest found is due cannot be due sooner:
+    only jobs that wait for a ``not_before`` make it read more than the oldest.
+    """
+    first: float | None = None
+    for job_id, stamp in sorted(pending, key=lambda p: p[1].ctime_ns):
+        if first is not None and stamp.ctime_ns / 1e9 >= first:
+            break
+        due = _due_at(reader, reader.entry(job_id, stamp))
+        first = due if first is None else min(first, due)
+    return first
+
+
+def _due_at(reader: SpoolReader, entry: Entry) -> float:
+    """When a pending job may run: its arrival (ctime), or its not_before if later."""
+    arrived = entry.ctime_ns / 1e9
+    record = reader.load(entry)  # a job that cannot be read is due at its arrival
+    not_before = record.not_before if record is not None else None
+    return max(arrived, not_before.timestamp()) if not_before is not None else arrived
+
+
+MAX_COUNT = 2**31 - 1
+
+
+def _plausible(status: OwnerStatus) -> bool:
+    """A status as a processor writes it.  Anything else in ``owners/`` is not read as
+    one: a timestamp without an offset cannot be compared with the others', and a
+    count past 64 bits cannot be encoded."""
+    counts = (status.pid, status.job_num, status.busy_workers, status.fast_running,
+              status.done_last_60s, status.failed_last_60s)
+    return (status.heartbeat_at.tzinfo is not None and status.started_at.tzinfo is not None
+            and all(0 <= n <= MAX_COUNT for n in counts))
+
+
+def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
+                   processors: list[OwnerStatus], now: float, *,
+                   finished_recently: dict[str, int],
+                   oldest_due_pending_age_s: float | None) -> dict[str, Any]:
+    """The stats document (docs/operations.md, "The stats document", says what each
+    figure means).  ``processors`` are the lock holders; only those whose heartbeat is
+    fresh are live and count.  ``finished_recently``: records written in the last
+    ``RECENT_S`` by state (``done``, ``failed``), from the folders, so a processor's
+    restart, death or hang cannot reset, lose or freeze them."""
+    live = [p for p in processors if now - p.heartbeat_at.timestamp() < HEARTBEAT_STALE_S]
+    live_owners = {p.owner for p in live}
+    heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
+    return {
+        "counts": counts,
+        "total": sum(counts.values()),
+        "oldest_pending_age_s": oldest_pending_age_s,
+        "oldest_due_pending_age_s": oldest_due_pending_age_s,
+        "job_num": sum(p.job_num for p in live),
+        "busy_workers": sum(p.busy_workers for p in live),
+        "fast_running": sum(p.fast_running for p in live),
+        "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live)},
+        "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}
+                       for p in processors],
+        "throughput": {
+            "done_last_60s": finished_recently.get(JobState.DONE.value, 0),
+            "failed_last_60s": finished_recently.get(JobState.FAILED.value, 0),
+        },
+    }
