@@ -41,9 +41,10 @@ import threading
 from collections.abc import Mapping, Sequence
 
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
-           "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis"]
+           "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis",
+           "processor.forkserver_ready"]
 """What every COMPUTE forkserver imports before it forks a worker
-(:mod:`processor.forkserver_init` first)."""
+(:mod:`processor.forkserver_init` first, :mod:`processor.forkserver_ready` last)."""
 
 log = logging.getLogger("spoolq.processor")
 

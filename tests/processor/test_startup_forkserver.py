@@ -5,6 +5,7 @@ way the processor runs COMPUTE jobs."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,19 @@ def test_a_dotenv_or_an_option_may_name_the_executor(tmp_path: Path,
     (tmp_path / ".env").write_text(f"SPOOL_EXECUTOR={DASK}\n")
     assert load_settings().executor == DASK
     assert executor_may_be_named(None, environ)
+
+
+def test_workers_and_the_processor_collect_with_start_up_frozen(
+        daemon: Callable[..., Daemon], spool_root: Path) -> None:
+    """The collector is off during start-up's imports (the forkserver's preload, the
+    processor's own) and on again after: each keeps what start-up made frozen, so a
+    worker's collections never walk the modules it shares with the forkserver."""
+    d = daemon(tools="gctools")
+    drop(spool_root, "w", {"tool": "gc_in_worker"})
+    drop(spool_root, "p", {"tool": "gc_in_processor"})
+    worker, processor = wait_record(spool_root, "w"), wait_record(spool_root, "p")
+    assert worker["state"] == processor["state"] == "done", (worker, processor)
+    assert worker["result"]["enabled"] and processor["result"]["enabled"]
+    assert worker["result"]["frozen"] > 100_000, "numpy, pandas, the tools: frozen"
+    assert processor["result"]["frozen"] > 10_000
+    assert d.stop() == 0
