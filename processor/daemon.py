@@ -108,9 +108,7 @@ class Processor:
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.spool = Spool.from_settings(settings, self.clock, recycle=True)
         self.closer = BackgroundCloser()
-        # Handed to the closer thread only as the loop goes to sleep: see _wait_and_drain.
-        self.to_close: list[int] = []
-        self.spool.closer = self.to_close.append
+        self.spool.closer = self.closer.close
         self.layout = self.spool.layout
         self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
@@ -296,20 +294,9 @@ class Processor:
                                          for mode in _MODES)
 
     def _wait_and_drain(self, timeout: float) -> None:
-        self._hand_closes()
         self.inbox.wait(timeout)  # reads the polled feed too: see Discovery.on_change
         while (event := self.inbox.get()) is not None:
             self._handle(event)
-
-    def _hand_closes(self) -> None:
-        """Give the closer thread the descriptors of the runs recorded since the last
-        wait.  Not one by one as each record lands: the thread then wants the GIL in the
-        middle of the loop's pass, and with a switch interval of 0.1 ms the loop stops
-        until that thread is scheduled; at the wait, the loop lets go of it anyway."""
-        if self.to_close:
-            fds, self.to_close = self.to_close, []
-            for fd in fds:
-                self.closer.close(fd)
 
     def _handle(self, event: Event) -> None:
         kind = event[0]
@@ -409,7 +396,6 @@ class Processor:
     def _release(self) -> None:
         """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
         and give the signals back (on the main thread, where run() installed them)."""
-        self._hand_closes()
         self.closer.stop()
         self.spool.close()
         self.inbox.close()

@@ -1,7 +1,7 @@
 """A recorded run's lease is let go: the processor holds no descriptor of a job file it
 has finished with (the running file, unlinked once the record is written), however
-the run ended and whichever lane ran it.  The descriptors are closed on the closer
-thread, handed to it as the loop waits (see ``Processor._hand_closes``)."""
+the run ended and whichever lane ran it (closed on the closer thread: see
+``spool.transitions.BackgroundCloser``)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_recorded_runs_hold_no_descriptor(spool_root: Path, daemon: StartDaemon)
              "the processor to let go of every finished run's file")
     # A run going on holds its lease (what the look above would have seen).
     release = spool_root.parent / "release"
-    drop(spool_root, "held", {"tool": "t_record", "params": {"release": str(release)}})
+    drop(spool_root, "held", {"tool": "t_record",
+                             "params": {"release": str(release), "seconds": 30}})
     assert wait_for(lambda: running_files_held(d.proc.pid, spool_root), 10, "its lease")
     release.touch()
     assert wait_record(spool_root, "held")["state"] == "done"
