@@ -9,7 +9,7 @@ Guarantees (DESIGN sections 2 and 9):
 * A job that is not (or no longer) pending is not cancelled: None, never an exception.
 * Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
   before the error is raised: the cancel did not happen.  Recovery settles what a
-  crash leaves staged (``Recovery._restore_cancel``).
+  crash leaves staged (``spool.staged.Staged._restore_cancel``).
 * A pending file that holds no job keeps its bytes as the record's quarantined original
   (``failed/<id>.orig``), as intake's quarantine would; an earlier original of the id,
   which this record supersedes, stays linked in ``tmp/`` until the record is written.
@@ -71,8 +71,8 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
     quarantined original (``failed/<id>.orig``), as intake's quarantine keeps them,
     and a retry asks for the file to be fixed.  An earlier original of the id goes:
     it belonged to the failed record this one replaces.  Cut short between the two
-    renames, recovery writes the original's record (``Recovery._settle_original``;
-    ``Recovery._settle_kept`` when an earlier original was kept linked in ``tmp/``)."""
+    renames, recovery writes the original's record (``TerminalLeftovers._settle_original``;
+    ``Staged._settle_kept`` when an earlier original was kept linked in ``tmp/``)."""
     mover = spool.mover
     original = spool.layout.original(claim.job_id)
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
@@ -97,7 +97,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
 
         def undo() -> None:  # not written: the bytes go back, the earlier original too
             # With a newer drop of the id pending meanwhile, the bytes stay staged:
-            # recovery finishes the cancel (Recovery._restore_cancel), as it does
+            # recovery finishes the cancel (Staged._restore_cancel), as it does
             # for a job whose record is not written.
             if (mover.move(original, pending, replace=False)
                     or mover.move(original, staged, replace=False)) and aside:

@@ -67,7 +67,7 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
                         help="which finished records (default all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="count what would go; remove nothing")
-    add_json(parser, '{"removed": n, "kept": n, "dry_run": bool}')
+    add_json(parser, '{"removed": n, "kept": n, "held": [path, ...], "dry_run": bool}')
 
 
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,11 +80,18 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     report = client.purge(args.older_than, states, dry_run=args.dry_run)
     removed, kept = report.removed, report.kept
     if args.json:
-        emit_json({"removed": removed, "kept": kept, "dry_run": args.dry_run})
-    else:
-        verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
-              f"kept {kept}")
+        emit_json({"removed": removed, "kept": kept, "held": list(report.held),
+                   "dry_run": args.dry_run})
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
+          f"kept {kept}")
+    if report.held:
+        # Each is the only account of another user's directory spoolq could not move.
+        print(f"{len(report.held)} of them stay while what they record is there; remove "
+              "it (as its owner or root) and purge again:")
+        for kept_at in report.held:
+            print(f"  {client.layout.root / kept_at}")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from spoolkit import NOBODY, REPO, FakeClock, listing, make_spool, read_json, submit
 
@@ -209,3 +210,29 @@ def test_purge_keeps_the_record_of_a_kept_entry_still_there(tmp_path: Path) -> N
     shutil.rmtree(layout.folder(D) / kept_name)  # the operator's part
     assert client.purge(60) == type(report)(1, 0)
     assert listing(layout.folder(F)) == []
+
+
+def test_purge_names_the_entries_that_hold_records(tmp_path: Path) -> None:
+    """``spoolq purge`` says which records it kept for entries still there, and where
+    they are, in its text and in ``--json``: an operator has to remove them."""
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    _occupy(layout.job(D, "w"))
+    assert spool.keep_in_place(str(layout.job(D, "w")), name="done/w.json", message="kept")
+    [kept_name] = [n for n in listing(layout.folder(D)) if n.startswith(".")]
+    [record_name] = listing(layout.folder(F))
+    hour_ago = datetime.now(UTC).timestamp() - 3600
+    os.utime(layout.folder(F) / record_name, (hour_ago, hour_ago))
+    env = {**os.environ, "SPOOL_DIR": str(layout.root)}
+    cli = [sys.executable, "-m", "spool.cli.main", "purge", "--older-than", "1m"]
+
+    as_json = subprocess.run([*cli, "--json"], env=env, capture_output=True, text=True,
+                             timeout=60, check=True)
+    as_text = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60,
+                             check=True)
+
+    assert orjson.loads(as_json.stdout) == {"removed": 0, "kept": 1, "dry_run": False,
+                                            "held": [f"done/{kept_name}"]}
+    assert "1 of them stay while what they record is there" in as_text.stdout
+    assert f"  {layout.folder(D) / kept_name}\n" in as_text.stdout
+    assert listing(layout.folder(F)) == [record_name]
