@@ -123,6 +123,8 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # processor.startup.executor_may_be_named judges from these sources, before
+        # they are read, whether the executor can be other than "local": keep it in step.
         dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file())
         return init_settings, env_settings, dotenv, file_secret_settings
 
