@@ -9,6 +9,7 @@ SIGKILLs).
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -191,49 +192,58 @@ def _cluster_process(port: int, n_workers: int = 2, stderr: Path | None = None
                                 stdout=subprocess.PIPE, stderr=err, text=True,
                                 start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": TOOLS_PATH})
-    started = time.time()
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
         yield proc
     finally:
         _kill_group(proc)
-        _unlink_orphaned_semaphores(started)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the cluster's group, and unlink the named semaphores its processes had:
+    the kill takes multiprocessing's resource tracker with it, which would have."""
+    semaphores = _group_semaphores(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    for name in semaphores:
+        with contextlib.suppress(OSError):
+            (Path("/dev/shm") / name).unlink()
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
 
 
-def _unlink_orphaned_semaphores(since: float) -> None:
-    """Remove the named semaphores the killed group left in /dev/shm.
+def _group_semaphores(pgid: int) -> set[str]:
+    """The names in /dev/shm of the named semaphores (``sem.mp-*``) that processes of
+    group ``pgid`` map by name: a cluster's nannies hand each worker its own."""
+    names: set[str] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (proc / "maps").read_text().splitlines():
+                path = line.split()[-1]
+                if path.startswith("/dev/shm/sem.mp-"):
+                    names.add(path.rsplit("/", 1)[1])
+    return names
 
-    SIGKILL of the whole group takes multiprocessing's resource tracker with
-    it, so the cluster's semaphores are never unlinked.  Those made since
-    ``since`` that no live process maps are the group's.
-    """
-    candidates = []
-    for path in Path("/dev/shm").glob("sem.mp-*"):
-        with contextlib.suppress(OSError):
-            if path.stat().st_mtime >= since - 1:
-                candidates.append(path)
-    if not candidates:
-        return
-    mapped: set[str] = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        with contextlib.suppress(OSError):
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if "/dev/shm/sem.mp-" in line)
-    for path in candidates:
-        if str(path) not in mapped:
-            with contextlib.suppress(OSError):
-                path.unlink()
+
+def test_a_killed_cluster_takes_only_its_own_semaphores_with_it() -> None:
+    # The cleanup after the group's SIGKILL unlinked every sem.mp-* made meanwhile that no
+    # process mapped by that name. A semaphore's maker maps it by a temporary name, so it
+    # took those of this process and of other test runs on the machine: a LocalCluster
+    # starting there failed ("Nanny failed to start worker process", FileNotFoundError in
+    # SemLock._rebuild in the worker), as could a nanny's restart of a killed worker.
+    with _cluster_process(free_port(), n_workers=1) as cluster:
+        bystander = multiprocessing.get_context("spawn").Lock()  # made while it runs
+        theirs = _group_semaphores(cluster.pid)
+        assert theirs, "a cluster's nanny hands its worker named semaphores"
+    mine = Path("/dev/shm") / f"sem.{bystander._semlock.name.lstrip('/')}"  # type: ignore[attr-defined]
+    assert mine.exists(), "another process's semaphore was unlinked"
+    assert not [name for name in theirs if (Path("/dev/shm") / name).exists()]
 
 
 def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
