@@ -11,7 +11,9 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from spool.clock import Clock, SystemClock
 from spool.errors import ConflictError, NotFoundError, SpoolIOError
@@ -27,6 +29,11 @@ from spool.states import TERMINAL, JobState
 from spool.transitions import Spool
 
 CANCEL_WAIT_S = 5.0
+PURGE_THREADS = 4
+"""Unlinks purge keeps in flight: on ext4 mounted ``discard`` without a journal each
+unlink of a written-out record waits for its blocks' discard (0.1 to over 1 ms), and
+four at once took 30,000 records from 10 to 23 s down to 2 to 3 s (docs/operations.md)."""
+_PURGE_BATCH = 512  # records handed to the threads at once: bounded memory on any spool
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
 GONE_AFTER_S = 5.0
@@ -133,26 +140,39 @@ class Client:
         cutoff_ns = int((self.clock.now().timestamp() - older_than_s) * 1e9)
         removed = kept = 0
         held: list[str] = []
-        for state in states:
-            if state not in TERMINAL:
-                raise ValueError(f"purge removes finished jobs only, not {state}")
-            for entry in scan_folder(self.layout, state, files_only=False):  # junk goes too
-                if entry.mtime_ns >= cutoff_ns:
-                    kept += 1
-                    continue
-                if state is JobState.FAILED and (
-                        kept_at := held_by_record_file(self.layout, entry.path)) is not None:
-                    kept += 1  # the one thing that accounts for an entry still there
-                    held.append(kept_at)
-                    continue
-                if dry_run:
-                    removed += 1
-                    continue
-                if state is JobState.FAILED:
-                    self.spool.mover.unlink(self.layout.original(entry.job_id))
-                removed += self.spool.mover.unlink(entry.path)
+        batch: list[list[Path]] = []
+        with ThreadPoolExecutor(PURGE_THREADS, thread_name_prefix="purge") as pool:
+            for state in states:
+                if state not in TERMINAL:
+                    raise ValueError(f"purge removes finished jobs only, not {state}")
+                for entry in scan_folder(self.layout, state, files_only=False):  # junk too
+                    if entry.mtime_ns >= cutoff_ns:
+                        kept += 1
+                        continue
+                    if state is JobState.FAILED and (kept_at := held_by_record_file(
+                            self.layout, entry.path)) is not None:
+                        kept += 1  # the one thing that accounts for an entry still there
+                        held.append(kept_at)
+                        continue
+                    if dry_run:
+                        removed += 1
+                        continue
+                    # A failed record's original goes first: never an original left alone.
+                    batch.append([self.layout.original(entry.job_id), entry.path]
+                                 if state is JobState.FAILED else [entry.path])
+                    if len(batch) >= _PURGE_BATCH:
+                        removed += sum(pool.map(self._remove_in_order, batch))
+                        batch.clear()
+            removed += sum(pool.map(self._remove_in_order, batch))
         self.spool.mover.flush()
         return PurgeReport(removed, kept, tuple(held))
+
+    def _remove_in_order(self, paths: list[Path]) -> bool:
+        """Unlink ``paths`` in turn; whether the last (the record) was there."""
+        found = False
+        for path in paths:
+            found = self.spool.mover.unlink(path)
+        return found
 
     # -- reads ----------------------------------------------------------------------
 
