@@ -57,16 +57,18 @@ from processor.runner import Context, Outcome, run_tool
 from processor.status import StatusFile
 from processor.stop_signals import StopSignals
 from processor.tools import BaseTool, ExecutionMode
+from spool.claim import BackgroundCloser, Claim
 from spool.clock import Clock, SystemClock
 from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
 from spool.intake import Candidate, Intake
+from spool.jobfile import job_in, record_from_job
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.states import JobState
 from spool.text import seconds_text
-from spool.transitions import BackgroundCloser, Claim, Spool, job_in, record_from_job
+from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
 

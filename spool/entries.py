@@ -27,11 +27,11 @@ from typing import NamedTuple
 import orjson
 
 from spool.ids import id_from_name
+from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import Job
 from spool.states import ACTIVE, JobState
-from spool.transitions import MAX_ACTIVE_BYTES, read_fd
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,21 +22,17 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
+from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
+from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
 from spool.states import JobState
-from spool.transitions import (
-    MAX_ACTIVE_BYTES,
-    Claim,
-    Spool,
-    may_not_change_folder,
-    read_fd,
-    record_from_job,
-)
+from spool.transitions import Spool
 
 if TYPE_CHECKING:
     from spool.recovery import RecoveryReport

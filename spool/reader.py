@@ -47,12 +47,12 @@ from spool.entries import (
 )
 from spool.errors import NotFoundError
 from spool.ids import is_valid_id
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.models import OwnerStatus, Progress, Record, aware_utc
 from spool.states import ACTIVE, TERMINAL, JobState
 from spool.stats import HEARTBEAT_STALE_S, RECENT_S, stats_document
 from spool.terminal_records import terminal_record, too_deep, unreadable_record
-from spool.transitions import MAX_ACTIVE_BYTES
 
 __all__ = [
     "HEARTBEAT_STALE_S",

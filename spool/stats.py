@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from spool.entries import Entry, Stamp, read_regular
 from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
-from spool.transitions import MAX_ACTIVE_BYTES
 
 if TYPE_CHECKING:
     from spool.reader import SpoolReader

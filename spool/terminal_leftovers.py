@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
 from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.kept import KeptLedger
 from spool.layout import KEPT_TAG, ORIG_SUFFIX, is_kept_name
 from spool.models import ErrorInfo, Record, Source, parse_record, record_bytes
 from spool.reader import read_regular
 from spool.recheck import Recheck
 from spool.states import JobState
-from spool.transitions import MAX_ACTIVE_BYTES, Spool
+from spool.transitions import Spool
 
 if TYPE_CHECKING:
     from spool.recovery import RecoveryReport

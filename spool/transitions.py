@@ -31,31 +31,17 @@ from pathlib import Path
 from stat import S_ISREG
 
 from spool import cancellation, quarantine, submission
-from spool.claim import BackgroundCloser, Claim, take
+from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import SpoolIOError
 from spool.fsops import FILES_ONLY, Mover, StrPath
 from spool.ids import JOB_SUFFIX
-from spool.jobfile import MAX_ACTIVE_BYTES, job_in, read_fd, record_from_job
+from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
 from spool.models import Job, Record, job_bytes, record_bytes
 from spool.presence import Presence
-from spool.quarantine import may_not_change_folder
 from spool.settings import Settings
 from spool.states import JobState, check_transition
-
-__all__ = [
-    # Imported from here by modules other work owns for now; they live in
-    # spool.claim, spool.jobfile and spool.quarantine.
-    "MAX_ACTIVE_BYTES",
-    "BackgroundCloser",
-    "Claim",
-    "Spool",
-    "job_in",
-    "may_not_change_folder",
-    "read_fd",
-    "record_from_job",
-]
 
 # Folders a Spool's Presence follows, by index.
 _PROGRESS, _CANCEL, _FAILED = 0, 1, 2

@@ -36,10 +36,10 @@ from types import TracebackType
 
 from spool.cli.render import human_duration, printable
 from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.models import OwnerStatus
 from spool.reader import HEARTBEAT_STALE_S, SpoolReader, read_regular
-from spool.transitions import MAX_ACTIVE_BYTES
 
 CHECK_S = 1.0
 """How often ``owners/`` is read while waiting."""

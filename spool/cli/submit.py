@@ -38,11 +38,11 @@ from spool.cli.command import (
 from spool.cli.jobs import check_can_follow, wait_for
 from spool.cli.render import emit_json
 from spool.errors import SpoolError
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.models import Job
 from spool.settings import Settings
 from spool.states import JobState
-from spool.transitions import MAX_ACTIVE_BYTES
 
 # Options that describe the job; with --file the file describes it alone.
 OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",

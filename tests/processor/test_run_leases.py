@@ -1,7 +1,7 @@
 """A recorded run's lease is let go: the processor holds no descriptor of a job file it
 has finished with (the running file, unlinked once the record is written), however
 the run ended and whichever lane ran it (closed on the closer thread: see
-``spool.transitions.BackgroundCloser``)."""
+``spool.claim.BackgroundCloser``)."""
 
 from __future__ import annotations
 
