@@ -31,8 +31,8 @@ from spool.transitions import Spool
 CANCEL_WAIT_S = 5.0
 PURGE_THREADS = 4
 """Unlinks purge keeps in flight: on ext4 mounted ``discard`` without a journal each
-unlink of a written-out record waits for its blocks' discard (0.1 to over 1 ms), and
-four at once took 30,000 records from 10 to 23 s down to 2 to 3 s (docs/operations.md)."""
+unlink of a written-out record waits for its blocks' discard (0.1 to over 1 ms); four
+at once took a purge of 20,000 from 3.8 to 7.2 s down to 1.9 to 2.5 s (docs/operations.md)."""
 _PURGE_BATCH = 512  # records handed to the threads at once: bounded memory on any spool
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
