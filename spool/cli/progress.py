@@ -32,6 +32,8 @@ REDRAW_HZ = 10
 BAR_CELLS = 24
 MIN_BAR_CELLS = 10
 MIN_MESSAGE_CELLS = 30
+TERM_LOCK_WAIT_S = 1.0
+"""How long the SIGTERM handler waits for the line (a note being written) to blank it."""
 
 
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
@@ -138,12 +140,18 @@ class ProgressBar:
         if self._old_term is not None:
             signal.signal(signal.SIGTERM, self._old_term)
 
-    def _clear(self) -> None:
+    def _clear(self, lock_wait_s: float = -1) -> None:
+        """Stop the bar's thread and blank the line; ``lock_wait_s``: how long to wait for
+        the line (-1: as long as it takes), after which it is left as it is."""
         self._stop.set()
         self._thread.join()
-        with self._lock:
+        if not self._lock.acquire(timeout=lock_wait_s):
+            return
+        try:
             self._blank()
             self.out.flush()
+        finally:
+            self._lock.release()
 
     def _blank(self) -> None:
         """Blank the bar's line and put the cursor at its start (the caller holds the
@@ -155,8 +163,11 @@ class ProgressBar:
     def _terminated(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM (``timeout 60 spoolq wait ID``, a kill from elsewhere) left the bar on
         the terminal, the shell's prompt after it: clear it, then end by the signal, as
-        the process would have without this handler."""
-        self._clear()
+        the process would have without this handler.  It may run inside a write this
+        thread makes under the bar's lock (the wait's own blank, blocked on a terminal that
+        reads nothing: Ctrl-S): it waited for that lock for ever, so after
+        :data:`TERM_LOCK_WAIT_S` the line is left as it is."""
+        self._clear(TERM_LOCK_WAIT_S)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 

@@ -433,3 +433,60 @@ def test_an_ignored_sigterm_stays_ignored_while_the_bar_is_drawn(root: Path,
     ignoring = ["sh", "-c", "trap '' TERM; exec \"$@\"", "sh"]  # SIG_IGN outlives exec
     waiting, seen = _sigterm_during_wait(root, env, "kept", ignoring, "--timeout", "3")
     assert waiting.returncode == 3, seen.decode()
+
+
+_STUCK_BAR = """
+import fcntl, os, sys, time
+from datetime import UTC, datetime
+from spool.cli.progress import ProgressBar
+from spool.models import Record
+from spool.states import JobState
+fd = int(sys.argv[1])
+bar = ProgressBar(os.fdopen(fd, "w"))
+with bar:
+    bar.update(Record(id="stuck", tool="echo", state=JobState.RUNNING,
+                      submitted_at=datetime.now(UTC)))
+    while not bar._shown:
+        time.sleep(0.01)
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        while True:  # the terminal reads nothing more (Ctrl-S): the next write blocks
+            os.write(fd, b"x" * 4096)
+    except BlockingIOError:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    print("stuck", file=sys.stderr, flush=True)
+"""
+
+
+def test_sigterm_while_the_bar_is_blanked_on_a_stuck_terminal_ends_the_process() -> None:
+    """SIGTERM while the wait's end blanks the bar on a terminal that reads nothing
+    (Ctrl-S, then ``timeout``'s SIGTERM): the handler ran inside that blocked write, under
+    the bar's lock, and waited for that lock for ever; once the terminal reads again the
+    process ends by the signal (a pipe stands for the stuck terminal)."""
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(["python", "-c", _STUCK_BAR, str(write_end)],
+                             pass_fds=(write_end,), stderr=subprocess.PIPE)
+    os.close(write_end)
+    try:
+        assert child.stderr is not None and child.stderr.readline() == b"stuck\n"
+        time.sleep(0.3)  # into the bar's blank, blocked in its flush
+        child.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        os.set_blocking(read_end, False)
+        deadline = time.monotonic() + 10
+        while child.poll() is None and time.monotonic() < deadline:
+            try:
+                os.read(read_end, 1 << 16)  # the terminal reads again
+            except BlockingIOError:
+                time.sleep(0.02)
+        ended = child.poll()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        assert child.stderr is not None
+        told = child.stderr.read().decode()
+        child.stderr.close()
+        os.close(read_end)
+    assert ended == -signal.SIGTERM, told[-2000:]  # None: it hung
