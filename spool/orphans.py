@@ -82,7 +82,7 @@ class Orphans:
 
         A claim moves only the regular file it locked, but a symlink, directory or
         FIFO swapped in for the drop at that moment moves with it (the claimant sends
-        it back to ``pending/`` unless a newer drop is there, see ``Spool._take``).
+        it back to ``pending/`` unless a newer drop is there, see :func:`spool.claim.take`).
         """
         try:
             st = os.lstat(path)

@@ -90,7 +90,7 @@ class Staged:
                      report: RecoveryReport) -> None:
         """Finish a cancel of a file that holds no job cut short beside an earlier
         original of its id, which it keeps linked in ``tmp/`` until its record is written
-        (``Spool._cancel_no_job``); the link itself goes after this.
+        (``spool.cancellation._cancel_no_job``); the link itself goes after this.
 
         ``failed/<id>.orig`` gone: the cancel's undo took its bytes out and died before
         the earlier original went back: it goes back.  Another file there, newer than
