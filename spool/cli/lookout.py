@@ -16,7 +16,7 @@ than :data:`spool.reader.HEARTBEAT_STALE_S`.  When:
   stale (stopped by SIGSTOP, or hung);
 * after :data:`QUIET_S` when there is no status file at all (none ever ran, or it
   stopped cleanly): a processor started just before the wait has that long to write
-  its first one.
+  its first one; never while one holds its lock without a status file yet (starting).
 
 Only while the job is seen unfinished: a wait for a job done long ago ends at
 once, whatever ``owners/`` holds.  An ``owners/`` this user may not list: nothing
@@ -38,6 +38,7 @@ from spool.cli.render import human_duration, printable
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
+from spool.lease import is_locked
 from spool.models import OwnerStatus
 from spool.reader import HEARTBEAT_STALE_S, SpoolReader, read_regular
 
@@ -47,6 +48,8 @@ QUIET_S = 3.0
 """How long a spool with no status file at all may wait before it is said."""
 SEEN_POLL_S = 0.05
 """How often to look whether the wait has seen the job unfinished yet."""
+NEW_LOCK_S = 1.0
+"""How new a lock file without a status file is taken for a processor's, unchecked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ def absence(layout: Layout, now: float) -> Absence | None:
     held = SpoolReader(layout).processors()  # the lock holders
     if any(now - status.heartbeat_at.timestamp() < HEARTBEAT_STALE_S for status in held):
         return None
+    if _starting(layout, {status.owner for status in held}, now):
+        return None
     if held:
         status = _newest(held)
         return Absence(f"{_named(layout, status)} holds its lock, last heartbeat "
@@ -74,6 +79,23 @@ def absence(layout: Layout, now: float) -> Absence | None:
         return Absence(f"{_named(layout, status)} holds no lock, last heartbeat "
                        f"{_age(status, now)} ago (killed?)", certain=True)
     return Absence(f"no status file in {layout.owners}/ after {QUIET_S:g} s", certain=False)
+
+
+def _starting(layout: Layout, known: set[str], now: float) -> bool:
+    """A processor holds its lock and has written no status file yet: it writes the first
+    with its first heartbeat, after its start-up's recovery and its executor's start
+    (seconds for a Dask cluster).  A lock file made less than :data:`NEW_LOCK_S` ago is
+    not tried (its maker, about to lock it, would find it taken and fail to start)."""
+    for name in os.listdir(layout.owners):
+        owner = name.removesuffix(".lock")
+        if (not name.endswith(".lock") or not is_valid_id(owner) or owner in known
+                or os.path.lexists(layout.owner_status(owner))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if (now - os.lstat(layout.owner_lock(owner)).st_ctime < NEW_LOCK_S
+                    or is_locked(layout.owner_lock(owner))):
+                return True
+    return False
 
 
 def _left_behind(layout: Layout, live: set[str]) -> list[OwnerStatus]:
