@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -465,7 +466,7 @@ def test_sigterm_while_the_bar_is_blanked_on_a_stuck_terminal_ends_the_process()
     the bar's lock, and waited for that lock for ever; once the terminal reads again the
     process ends by the signal (a pipe stands for the stuck terminal)."""
     read_end, write_end = os.pipe()
-    child = subprocess.Popen(["python", "-c", _STUCK_BAR, str(write_end)],
+    child = subprocess.Popen([sys.executable, "-c", _STUCK_BAR, str(write_end)],
                              pass_fds=(write_end,), stderr=subprocess.PIPE)
     os.close(write_end)
     try:
