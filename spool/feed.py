@@ -22,7 +22,8 @@ again as soon as a folder is back there: at once, or on the owner's next
 :class:`PolledFeed` reads the same inotify events without a thread: its
 owner waits on :meth:`PolledFeed.fileno` in its own loop and calls
 :meth:`PolledFeed.drain`.  The processor does, so an arrival costs no thread
-hand-off (docs/benchmarks.md).
+hand-off (docs/benchmarks.md), and so does statusd's tracker (its event loop
+reads the descriptor).
 """
 
 from __future__ import annotations
@@ -269,6 +270,11 @@ class PolledFeed:
 
     def fileno(self) -> int:
         return self._fd
+
+    @property
+    def unwatched(self) -> frozenset[Path]:
+        """The folders whose watch was lost and that are not back yet."""
+        return frozenset(self._unwatched)
 
     def drain(self) -> None:
         """Report every event waiting now; never blocks."""

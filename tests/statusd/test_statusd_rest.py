@@ -284,6 +284,10 @@ class _DeafFeed:
     def __init__(self, folders: object, on_change: object) -> None:
         pass
 
+    @staticmethod
+    def available() -> bool:  # as PolledFeed: not pollable, so the ChangeFeed (this) is used
+        return False
+
     def start(self) -> None:
         pass
 
@@ -322,6 +326,7 @@ def test_a_failing_rescan_is_retried_once_a_scan_interval_not_in_a_busy_loop(
 def test_the_periodic_rescan_covers_lost_events(spool: Spool, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(statusd.tracker, "ChangeFeed", _DeafFeed)
+    monkeypatch.setattr(statusd.tracker, "PolledFeed", _DeafFeed)
     srv = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
     try:
         run_job(spool, "unannounced", {"ok": 1})
