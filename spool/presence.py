@@ -19,7 +19,9 @@ name created at the same moment as the check may be missed, exactly as an
 A folder can also be tracked (:meth:`Presence.track`): the names created, moved in or
 out, or removed there are kept until taken (:meth:`Presence.take_changed`), so a caller
 that listed the folder once learns what changed since without listing it again.  Unlike
-the set of names, this goes on past MAX_NAMES names in the folder.
+the set of names, this goes on past MAX_NAMES names in the folder.  Or the whole set of
+names can be read (:meth:`Presence.names`): after :meth:`Presence.refresh` it is what a
+listing would say then, without one (statusd's loader asks it what ``tmp/`` holds).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import fcntl
 import os
 import termios
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from spool.feed import inotify_c, open_inotify, read_inotify
 
@@ -154,6 +157,11 @@ class Presence:
         if index in self._wd.values() and index in self._changed:
             self._changed[index] = set()
         return changed
+
+    def names(self, index: int) -> AbstractSet[str] | None:
+        """Every name in folder ``index`` as of the events read so far (call
+        :meth:`refresh` first; do not change the set); None when it is not followed."""
+        return self._names[index]
 
     def may_exist(self, index: int, name: str) -> bool:
         """False only when ``name`` is certainly not in folder ``index``."""

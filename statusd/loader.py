@@ -30,6 +30,7 @@ from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
+from spool.presence import Presence
 from spool.reader import Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
@@ -53,11 +54,24 @@ job's file between two state folders."""
 
 
 class Loader:
-    """Builds items from one spool's folders (thread-safe: no shared mutable state)."""
+    """Builds items from one spool's folders.
+
+    Thread-safe but for :meth:`refresh`, which one thread at a time calls (the
+    tracker's worker): it follows ``tmp/`` (see :meth:`_staged_ids`).  :meth:`close`
+    when done.
+    """
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.reader = SpoolReader(layout)
+        self._tmp: Presence | None = None
+        """``tmp/``'s names kept current by inotify, once a removal was looked into."""
+        self._tmp_tried = False
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.close()
+            self._tmp = None
 
     # -- whole spool ----------------------------------------------------------------
 
@@ -250,17 +264,34 @@ class Loader:
 
     def _staged_ids(self) -> set[str] | None:
         """The ids whose file a cancel, retry or quarantine holds in ``tmp/`` now (None
-        when ``tmp/`` cannot be listed)."""
-        staged = set()
+        when ``tmp/`` cannot be listed).
+
+        Its names come from a :class:`spool.presence.Presence` where one can follow
+        ``tmp/``: once its events so far are read, its names are what a listing would
+        say now, without the listing (two per removal: a purge of records one by one
+        listed ``tmp/`` twice per record, h67).  Elsewhere, or once it stops following
+        (``tmp/`` replaced), ``tmp/`` is listed.
+        """
+        if not self._tmp_tried:
+            self._tmp_tried = True
+            tmp = Presence([os.fspath(self.layout.tmp)])
+            if tmp.start():
+                self._tmp = tmp
+        names: Iterable[str] | None = None
+        if self._tmp is not None:
+            self._tmp.refresh()
+            names = self._tmp.names(0)
         try:
-            with os.scandir(self.layout.tmp) as it:
-                for entry in it:
-                    parts = entry.name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
-                    action, _, job_id = parts[0].partition("-")
-                    if len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS:
-                        staged.add(job_id)
+            if names is None:
+                names = os.listdir(self.layout.tmp)
         except OSError:
             return None
+        staged = set()
+        for name in names:
+            parts = name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
+            action, _, job_id = parts[0].partition("-")
+            if len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS:
+                staged.add(job_id)
         return staged
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:

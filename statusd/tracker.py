@@ -166,6 +166,7 @@ class Tracker:
         """Stop the feed and the worker thread (on the loop, once :meth:`run` is over)."""
         self.stop_feed()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.loader.close()
 
     def _start_feed(self) -> None:
         folders = [self.layout.folder(s) for s in JobState] + [self.layout.progress]

@@ -343,5 +343,44 @@ def test_a_job_moved_twice_while_it_is_looked_for_is_moving_not_gone(
 
     monkeypatch.setattr(loader, "_staged_ids", listing)
     monkeypatch.setattr(loader, "current", look)
-    assert loader._absent(["chased"]) == [("chased", Absent.MOVING)]
+    try:
+        assert loader._absent(["chased"]) == [("chased", Absent.MOVING)]
+    finally:
+        loader.close()
     assert known["chased"].state is JobState.FAILED
+
+
+def test_records_removed_one_by_one_list_tmp_once_not_twice_each(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id found in no state folder is looked for in ``tmp/`` (a move) before it is
+    gone.  A purge of records one by one listed ``tmp/`` twice per record (h67: most of
+    21,435 getdents64 for 10,000 removals); ``tmp/``'s names are followed by inotify
+    instead, and still tell a move that begins after the first removal."""
+    for n in range(20):
+        submit(spool, f"r-{n}")
+        finish(spool, claim(spool, f"r-{n}"), {"n": n})
+    loader = Loader(spool.layout)
+    known = loader.scan()
+    tmp = os.fspath(spool.layout.tmp)
+    listings: list[str] = []
+    real_listdir, real_scandir = os.listdir, os.scandir
+
+    def listdir(path: Any = ".") -> Any:
+        listings.extend([tmp] if os.fspath(path) == tmp else [])
+        return real_listdir(path)
+
+    def scandir(path: Any = ".") -> Any:
+        listings.extend([tmp] if os.fspath(path) == tmp else [])
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        for n in range(19):
+            os.unlink(spool.layout.job(JobState.DONE, f"r-{n}"))
+            assert loader.refresh([f"r-{n}"], known) == [(f"r-{n}", Absent.GONE)]
+        os.rename(spool.layout.job(JobState.DONE, "r-19"), spool.layout.staging("retry-r-19"))
+        assert loader.refresh(["r-19"], known) == [("r-19", Absent.MOVING)]
+    finally:
+        loader.close()
+    assert len(listings) <= 1, f"{len(listings)} listings of tmp/ for 20 ids"
