@@ -384,3 +384,42 @@ def test_records_removed_one_by_one_list_tmp_once_not_twice_each(
     finally:
         loader.close()
     assert len(listings) <= 1, f"{len(listings)} listings of tmp/ for 20 ids"
+
+
+def test_looking_up_removed_records_builds_no_path_and_stats_their_own_file_first(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each hint is looked into on the loop (Loader.unchanged), then re-read in the
+    worker (Loader.current, twice for an id in no folder).  The lookups built a Path
+    for every state folder (half the worker's Python time in a purge one by one, h67),
+    and unchanged stat'ed the folders in order before the id's own: three lstat calls
+    on the loop to learn that a done record is gone, where one tells."""
+    for n in range(10):
+        submit(spool, f"p-{n}")
+        finish(spool, claim(spool, f"p-{n}"), {"n": n})
+    loader = Loader(spool.layout)
+    known = loader.scan()
+    for n in range(10):
+        os.unlink(spool.layout.job(JobState.DONE, f"p-{n}"))
+    paths: list[str] = []
+    lstats: list[str] = []
+    real_job, real_lstat = type(spool.layout).job, os.lstat
+
+    def job(layout: Any, state: JobState, job_id: str) -> Path:
+        paths.append(job_id)
+        return real_job(layout, state, job_id)
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        lstats.append(os.fspath(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(spool.layout), "job", job)
+    monkeypatch.setattr(os, "lstat", lstat)
+    try:
+        assert not any(loader.unchanged(f"p-{n}", known[f"p-{n}"]) for n in range(10))
+        on_the_loop = len(lstats)
+        ids = [f"p-{n}" for n in range(10)]
+        assert loader.refresh(ids, known) == [(i, Absent.GONE) for i in ids]
+    finally:
+        loader.close()
+    assert on_the_loop == 10, f"{on_the_loop} lstat calls to find 10 removed records gone"
+    assert paths == [], f"{len(paths)} paths built to find 10 ids in no folder"
