@@ -8,11 +8,13 @@ puts this folder on ``sys.path`` (rootdir-relative "prepend" import mode).
 from __future__ import annotations
 
 import fcntl
+import functools
 import grp
 import os
 import pty
 import pwd
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -204,3 +206,14 @@ def read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) 
                 seen += os.read(fd, 4096)
             except OSError:  # EIO: the child closed the terminal
                 return
+
+
+@functools.cache
+def strace_path() -> str | None:
+    """strace, if it is installed and may trace here (ptrace can be forbidden)."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-o", os.devnull, "true"], check=False, capture_output=True,
+                           timeout=30)
+    return found if probe.returncode == 0 else None

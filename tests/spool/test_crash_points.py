@@ -10,16 +10,14 @@ left in ``tmp/``, and every quarantined original sits beside its own record.
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, drop_raw, listing, locate, read_json, submit
+from spoolkit import REPO, drop_raw, listing, locate, read_json, strace_path, submit
 
 from spool.clock import SystemClock
 from spool.errors import ErrorType
@@ -36,20 +34,9 @@ P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
 CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
 
 
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may trace here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", os.devnull, "true"], check=False, capture_output=True,
-                           timeout=30)
-    return found if probe.returncode == 0 else None
-
-
 @pytest.fixture(autouse=True)
-def _needs_strace() -> None:
-    if _strace() is None:
+def _needsstrace_path() -> None:
+    if strace_path() is None:
         pytest.skip("needs strace, allowed to trace")
 
 
@@ -57,7 +44,7 @@ def kill_at_first_touch(root: Path, path: Path | None, command: str, arg: str, *
                         mode: FsyncMode = FsyncMode.ALWAYS, syscalls: str = "%file") -> None:
     """Run crash_actor.py's ``command arg`` on the spool at ``root``, SIGKILLed on entering
     its first syscall of ``syscalls`` that names ``path`` (None: the actor kills itself)."""
-    strace = _strace()
+    strace = strace_path()
     assert strace is not None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

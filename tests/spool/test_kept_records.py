@@ -10,7 +10,6 @@ the entry is there.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import NOBODY, REPO, FakeClock, listing, make_spool, read_json, submit
+from spoolkit import NOBODY, REPO, FakeClock, listing, make_spool, read_json, strace_path, submit
 
 from spool import kept as kept_module
 from spool.client import Client
@@ -38,17 +37,6 @@ pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
 NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-
-
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may trace here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", os.devnull, "true"], check=False, capture_output=True,
-                           timeout=30)
-    return found if probe.returncode == 0 else None
 
 
 def _occupy(path: Path, *, foreign: bool = False) -> None:
@@ -82,7 +70,7 @@ def test_a_cancel_killed_between_keeping_a_directory_and_its_record_is_recorded(
     with another user's directory at cancel/v: it keeps the directory in cancel/, and is
     SIGKILLed by strace on its fsync of cancel/ right after that rename, before its record.
     Before, no pass ever wrote that record (every pass leaves kept names alone)."""
-    strace = _strace()
+    strace = strace_path()
     if strace is None:
         pytest.skip("needs strace, allowed to trace")
     root = Path(env["SPOOL_DIR"])
