@@ -53,6 +53,30 @@ def matmul_work(size: int, reps: int) -> float:
     return float(b[0, 0])
 
 
+def matmul_reps(size: int, target_ms: float) -> int:
+    """The ``reps`` that make :func:`matmul_work` take about ``target_ms`` here.
+
+    A line through two counts (10 and 30 products, medians of 5), since a job's time
+    is a fixed part (two random matrices: 2 ms at size 256) plus one per product:
+    dividing a single run's time by its count put the fixed part into every product
+    and landed 256^2 jobs at 16 ms for a 20 ms target.
+    """
+    import statistics  # noqa: PLC0415 - a benchmark's start-up, not the tool's
+
+    def median_s(reps: int) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            matmul_work(size, reps)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    matmul_work(size, 3)  # numpy imported, the caches warm
+    short, long = median_s(10), median_s(30)
+    per_rep = max((long - short) / 20, 1e-9)
+    return max(1, round((target_ms / 1e3 - (short - 10 * per_rep)) / per_rep))
+
+
 def matmul_timed(size: int, reps: int) -> dict[str, float]:
     """:func:`matmul_work`, timed where it runs: its process, its start and end on the
     system-wide monotonic clock (comparable across processes) and its thread's CPU

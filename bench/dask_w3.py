@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from bench.bench_tools import BLAS_THREADS, matmul_work
+from bench.bench_tools import BLAS_THREADS, matmul_reps, matmul_work
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 256
@@ -82,9 +82,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def calibrate(target_ms: float) -> Calibration:
-    matmul_work(SIZE, 20)  # warm numpy and the caches
-    per_rep = statistics.median(_timed(lambda: matmul_work(SIZE, 20)) for _ in range(5)) / 20
-    reps = max(1, round(target_ms / 1e3 / per_rep))
+    reps = matmul_reps(SIZE, target_ms)
     single = statistics.median(_timed(lambda: matmul_work(SIZE, reps)) for _ in range(15))
     return Calibration(reps, single)
 

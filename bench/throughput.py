@@ -464,11 +464,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 def calibrate(tools: ModuleType) -> Calibration:
     """Chained products of MATMUL_SIZE matrices adding up to about TARGET_MS here."""
-    work = tools.matmul_work
-    work(MATMUL_SIZE, 3)
-    per_rep = statistics.median(timed(lambda: work(MATMUL_SIZE, 10)) for _ in range(5)) / 10
-    return Calibration(MATMUL_SIZE, max(1, round(TARGET_MS / 1e3 / per_rep)), 0.0,
-                       work).remeasured()
+    return Calibration(MATMUL_SIZE, tools.matmul_reps(MATMUL_SIZE, TARGET_MS), 0.0,
+                       tools.matmul_work).remeasured()
 
 
 class Pool:
