@@ -532,14 +532,14 @@ class Processor:
         # a database) or raise anything, and must not run on the loop.
         logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
         self.executor.submit(Task(cand.job_id, job.tool, job.params,
-                                  run.deadline - run.started, str(self.data_dir),
+                                  run.timeout_s, str(self.data_dir),
                                   record.attempts))
 
     def _new_run(self, claim: Claim, job: Job, tool: type[BaseTool] | None, record: Record
                  ) -> Run:
         started = time.monotonic()
         timeout = self.timeout_of(job, tool) if tool else 0.0
-        run = Run(claim, job, tool or BaseTool, record, started, started + timeout,
+        run = Run(claim, job, tool or BaseTool, record, started, timeout, started + timeout,
                   tool.execution_mode if tool else ExecutionMode.FAST)
         self.runs[claim.job_id] = run
         return run
@@ -625,7 +625,7 @@ class Processor:
             return False
         self._abandon_fast(run)  # a thread still running it cannot be killed
         self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
-                                  f"FAST tool past its {seconds_text(run.deadline - run.started)} "
+                                  f"FAST tool past its {seconds_text(run.timeout_s)} "
                                   "timeout (its thread is abandoned)", retryable=True,
                                   duration_s=now - run.started))
         return True

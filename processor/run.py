@@ -23,6 +23,7 @@ class Run:
     tool: type[BaseTool]
     record: Record
     started: float
+    timeout_s: float  # the limit itself: deadline - started is off by the clock's rounding
     deadline: float
     mode: ExecutionMode
     abandoned: bool = False
