@@ -369,6 +369,15 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
     assert len(sink.outcomes["frozen"]) == 1
 
 
+def _fd_counts(looks: int = 20, apart_s: float = 0.025) -> list[int]:
+    """This process's open descriptors, counted ``looks`` times ``apart_s`` apart."""
+    counts = []
+    for _ in range(looks):
+        counts.append(len(os.listdir("/proc/self/fd")))
+        time.sleep(apart_s)
+    return counts
+
+
 def test_no_scheduler_no_slots_and_a_prompt_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
     from processor import dask_executor  # noqa: PLC0415
 
@@ -381,10 +390,12 @@ def test_no_scheduler_no_slots_and_a_prompt_shutdown(monkeypatch: pytest.MonkeyP
     try:
         time.sleep(1.0)
         assert executor.free_slots() == 0 and executor.capacity() == 2
-        threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+        threads, fds = threading.active_count(), max(_fd_counts())
         time.sleep(2.0)  # a scheduler that stays down costs nothing more, attempt after attempt
         assert threading.active_count() <= threads, [t.name for t in threading.enumerate()]
-        assert len(os.listdir("/proc/self/fd")) <= fds
+        # An attempt's socket may be open at any one look (63 against 62 seen once in a
+        # full run): a leak is a count that stays higher, so the fewest of the later looks.
+        assert min(_fd_counts()) <= fds
     finally:
         started = time.monotonic()
         executor.shutdown()
