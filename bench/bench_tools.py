@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +54,13 @@ def matmul_work(size: int, reps: int) -> float:
     return float(b[0, 0])
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds ``fn()`` took (the benchmarks' one stopwatch)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def matmul_reps(size: int, target_ms: float) -> int:
     """The ``reps`` that make :func:`matmul_work` take about ``target_ms`` here.
 
@@ -64,12 +72,7 @@ def matmul_reps(size: int, target_ms: float) -> int:
     import statistics  # noqa: PLC0415 - a benchmark's start-up, not the tool's
 
     def median_s(reps: int) -> float:
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            matmul_work(size, reps)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return statistics.median(timed(lambda: matmul_work(size, reps)) for _ in range(5))
 
     matmul_work(size, 3)  # numpy imported, the caches warm
     short, long = median_s(10), median_s(30)

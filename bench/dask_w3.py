@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from bench.bench_tools import BLAS_THREADS, matmul_reps, matmul_work
+from bench.bench_tools import BLAS_THREADS, matmul_reps, matmul_work, timed
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 256
@@ -75,15 +75,9 @@ class Result:
         return (self.job_num * self.wall_s / self.n - self.single_s) * 1e3
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def calibrate(target_ms: float) -> Calibration:
     reps = matmul_reps(SIZE, target_ms)
-    single = statistics.median(_timed(lambda: matmul_work(SIZE, reps)) for _ in range(15))
+    single = statistics.median(timed(lambda: matmul_work(SIZE, reps)) for _ in range(15))
     return Calibration(reps, single)
 
 

@@ -74,7 +74,7 @@ from typing import Any
 import orjson
 
 from bench import bench_tools
-from bench.bench_tools import BLAS_THREADS
+from bench.bench_tools import BLAS_THREADS, timed
 from bench.peers import Peer, PeerError, installed_peers
 from processor.proctree import descendants
 from spool.fsops import Mover
@@ -454,12 +454,6 @@ class Calibration:
         self.work(self.size, self.reps)
         return replace(self, single_s=statistics.median(
             timed(lambda: self.work(self.size, self.reps)) for _ in range(9)))
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def calibrate(tools: ModuleType) -> Calibration:
