@@ -539,7 +539,7 @@ class Processor:
                  ) -> Run:
         started = time.monotonic()
         timeout = self.timeout_of(job, tool) if tool else 0.0
-        run = Run(claim, job, tool or BaseTool, record, started, timeout, started + timeout,
+        run = Run(claim, job, tool or BaseTool, record, started, timeout,
                   tool.execution_mode if tool else ExecutionMode.FAST)
         self.runs[claim.job_id] = run
         return run

@@ -23,8 +23,7 @@ class Run:
     tool: type[BaseTool]
     record: Record
     started: float
-    timeout_s: float  # the limit itself: deadline - started is off by the clock's rounding
-    deadline: float
+    timeout_s: float  # the limit itself (deadline - started is off by the clock's rounding)
     mode: ExecutionMode
     abandoned: bool = False
     finishing: bool = False  # its outcome is known; only the record is still to write
@@ -32,3 +31,8 @@ class Run:
     stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
     last_progress_write: float = 0.0
     progress: tuple[float, str] | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When the run's time is up (monotonic)."""
+        return self.started + self.timeout_s
