@@ -8,6 +8,7 @@ as ``null``.
 
 from __future__ import annotations
 
+import re
 import stat
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,9 @@ from spool.states import JobState
 _DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS_LIMIT = 100
+# Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
+# string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
+_EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
 
 
 class ErrorInfo(BaseModel):
@@ -146,6 +150,14 @@ class Job(_JobFields):
     # attempt ``attempts + 1`` could pass the 64 bits orjson writes (a record that cannot
     # be written, the processor stopped at each start).
     attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS_LIMIT)
+
+    @field_validator("not_before", "submitted_at", mode="before")
+    @classmethod
+    def _epoch_fraction(cls, value: Any) -> Any:
+        """A client's ``"99999999999.5"`` as the number it spells, which is read as seconds."""
+        if isinstance(value, str) and _EPOCH_FRACTION.fullmatch(value):
+            return float(value)
+        return value
 
     def recorded_by(self, submitted_at: datetime | None, attempts: object,
                     mtime_ns: int) -> bool:
