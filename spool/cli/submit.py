@@ -80,6 +80,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="a JSON object echoed back in the record")
     parser.add_argument("--wait", action="store_true",
                         help="then wait like 'spoolq wait' (its output and exit codes)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="with --wait: print only the id, then wait in silence; the "
+                        "exit code tells")
     parser.add_argument("--any-tool", action="store_true",
                         help="submit even a tool the running processor does not offer "
                         "(by default that is refused, exit 2; one that starts later may "
@@ -107,7 +110,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from exc
     announce(job_id, as_json=args.json, wait=args.wait)
     if args.wait:
-        return wait_for(client, job_id, None, as_json=args.json, quiet=False)
+        return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
     return EXIT_OK
 
 
@@ -206,7 +209,10 @@ def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
 
 
 def check_form(args: argparse.Namespace) -> None:
-    """``--file`` carries the whole job: refuse job options beside it (usage error)."""
+    """``--file`` carries the whole job: refuse job options beside it; ``--quiet`` quiets
+    the wait, so it needs ``--wait`` (usage errors)."""
+    if args.quiet and not args.wait:
+        raise UsageError("--quiet quiets --wait; without it submit prints only the id")
     if args.file is None:
         return
     given = [name for name in JOB_OPTIONS if getattr(args, name) is not None]

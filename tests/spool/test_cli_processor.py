@@ -134,6 +134,22 @@ def test_submit_with_no_processor_running_checks_no_tool(
     assert (after.returncode, after.stdout, after.stderr) == (0, "after\n", "")
 
 
+def test_submit_wait_quiet_prints_only_the_id_and_exits_as_wait_does(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """``submit --wait -q``: the id for a script to keep, then wait's exit code (0 done,
+    1 failed) with nothing else; ``-q`` without ``--wait`` is a usage error."""
+    processor()
+    done, failed, alone = run_all(
+        env, ["submit", "echo", "--id", "ok", "--wait", "-q"],
+        ["submit", "sleep", "-p", "seconds=-1", "--id", "bad", "--wait", "--quiet"],
+        ["submit", "echo", "--id", "alone", "-q"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+    assert (failed.returncode, failed.stdout, failed.stderr) == (1, "bad\n", "")
+    assert spoolq(env, "show", "bad", "--json").stdout.count("invalid_params") == 1
+    refused(alone, 2, "--quiet", "--wait")
+    assert not os.path.lexists(root / "pending" / "alone.json")
+
+
 # -- wait: no processor -------------------------------------------------------------------
 
 
