@@ -60,9 +60,9 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _configure_purge(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--older-than", type=parse.duration, required=True,
-                        metavar="DURATION", help="finished before this long ago: 30s, 15m, "
-                        "12h, 7d, 2w")
+    parser.add_argument("--older-than", type=parse.age, required=True,
+                        metavar="DURATION", help="finished before this long ago, with its "
+                        "unit: 30s, 15m, 12h, 7d, 2w")
     parser.add_argument("--state", choices=["done", "failed", "all"], default="all",
                         help="which finished records (default all)")
     parser.add_argument("--dry-run", action="store_true",

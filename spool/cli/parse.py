@@ -37,6 +37,16 @@ def duration(text: str) -> float:
     return value
 
 
+def age(text: str) -> float:
+    """A :func:`duration` with its unit written out: for a command that removes what is
+    older, where a bare ``7`` could mean days to whoever typed it and seconds to us."""
+    match = _DURATION.match(text)
+    if match and not match.group(2):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs a unit: {match.group(1)}d for days, h, m or s")
+    return duration(text)
+
+
 def positive_seconds(text: str) -> float:
     """A duration above zero: a timeout of 0 would mean 'never wait' by accident."""
     value = duration(text)

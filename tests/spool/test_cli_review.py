@@ -62,7 +62,7 @@ def test_arguments_that_are_not_utf8_are_usage_errors(root: Path,
 def test_durations_past_any_clock_are_usage_errors(root: Path, env: dict[str, str]) -> None:
     """400 digits is a float's infinity: purge overflowed, a timeout of inf became none."""
     huge = "9" * 400
-    refused(spoolq(env, "purge", "--older-than", huge, "--json"), 2, "--older-than",
+    refused(spoolq(env, "purge", "--older-than", f"{huge}d", "--json"), 2, "--older-than",
             "too large")
     refused(spoolq(env, "submit", "echo", "--timeout", huge), 2, "--timeout", "too large")
     refused(spoolq(env, "wait", "x", "--timeout", f"{huge}s"), 2, "--timeout", "too large")
