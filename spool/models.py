@@ -142,8 +142,17 @@ class _JobFields(BaseModel):
     _aware = field_validator("not_before", "submitted_at", mode="after")(aware_utc)
 
 
+def _epoch_seconds_in_schema(schema: dict[str, Any]) -> None:
+    """Job's JSON Schema: its times may be epoch seconds too, as the model reads them."""
+    for name in ("not_before", "submitted_at"):
+        schema["properties"][name]["anyOf"].insert(
+            1, {"type": "number", "description": "epoch seconds"})
+
+
 class Job(_JobFields):
     """A job file as a client writes it.  Only ``tool`` is required."""
+
+    model_config = ConfigDict(json_schema_extra=_epoch_seconds_in_schema)
 
     tool: str = Field(min_length=1, max_length=128)
     # Runs already spent: a requeue writes fewer than max_attempts.  Unbounded, a drop's

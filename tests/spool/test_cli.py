@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from spoolkit import CLI, NOBODY, Proc, needs_root, open_pty, read_until, run_all, spoolq
@@ -635,6 +636,14 @@ def test_schema(root: Path, env: dict[str, str]) -> None:
     assert data(both) == {"job": data(job), "record": data(record)}
     assert data(job)["required"] == ["tool"]
     assert {"id", "state", "result", "error"} <= set(data(record)["properties"])
+    # A job's times may be epoch seconds (DESIGN section 9): the published schema said
+    # only "string, date-time", so a client validating with it refused what we take.
+    validator = jsonschema.Draft202012Validator(data(job))
+    for when in (1_764_000_000, 1_764_000_000.5, "2026-11-28T12:00:00Z", None):
+        for field in ("not_before", "submitted_at"):
+            validator.validate({"tool": "echo", field: when})
+            Job.model_validate({"tool": "echo", field: when})
+    assert not validator.is_valid({"tool": "echo", "not_before": [1]})
 
 
 def test_data_synth_writes_seeded_csv(env: dict[str, str], tmp_path: Path) -> None:
