@@ -77,8 +77,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = Path(args.spool_dir) if getattr(args, "spool_dir", None) else \
-        Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
+    given = getattr(args, "spool_dir", None)
+    root = Path(given) if given else Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
     out = sys.stderr if args.json else sys.stdout  # with --json stdout holds the JSON only
     layout = Layout(root)
     Mover(layout, FsyncMode.NEVER).make_folders()
@@ -105,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
                            "records": [record_json(r) for r in records]})
             else:
                 _summary(records, out)
-            out.write(f"\ndashboard  {url}\n")
+            if args.keep:
+                out.write(f"\ndashboard  {url}\n")
+            else:
+                out.write(f"\ndashboard  {url} stops with the demo, now ('spoolq demo "
+                          "--keep' leaves both daemons running)\n")
             return 0 if all(r.state.value == "done" for r in records) else 1
     except KeyboardInterrupt:
         out.write("\ninterrupted: stopping the daemons (running jobs may finish first: "
@@ -118,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
             out.write(f"left running: {pids} (stop them with kill -TERM)\n")
         else:
             _stop_daemons(daemons, out)
+        if not given:  # a folder of ours in the temporary directory: say it is there
+            out.write(f"spool      {root} stays for a look ('spoolq --spool-dir {root} "
+                      "ls'); remove it when done\n")
 
 
 # -- set-up ------------------------------------------------------------------------------
@@ -334,10 +341,17 @@ def _backtest_table(result: dict[str, Any], out: TextIO) -> None:
                   f"{_fmt(m.get('annualized_volatility'), '7.1%')} "
                   f"{_fmt(m.get('sharpe'), '7.2f')} {_fmt(m.get('max_drawdown'), '8.1%')} "
                   f"{_fmt(m.get('num_trades'), '6d')} {_fmt(m.get('win_rate'), '6.0%')}\n")
-    extras = ", ".join(f"{k}={_fmt(v, '.4g') if isinstance(v, float) else v}"
-                       for k, v in summary.items())
+    extras = ", ".join(f"{k}={_summary_value(k, v)}" for k, v in summary.items())
     out.write(textwrap.fill(extras, width=88, initial_indent="  summary: ",
                             subsequent_indent=" " * 11) + "\n")
+
+
+def _summary_value(key: str, value: Any) -> str:
+    """As the table above shows it: returns, drawdowns and win rates in percent."""
+    if not isinstance(value, float):
+        return str(value)
+    percent = any(word in key for word in ("return", "drawdown", "win_rate"))
+    return _fmt(value, ".1%" if percent else ".4g")
 
 
 def _ic_table(result: dict[str, Any], out: TextIO) -> None:

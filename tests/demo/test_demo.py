@@ -41,20 +41,26 @@ def _daemons_of(spool: Path) -> list[psutil.Process]:
 
 def test_demo_runs_both_jobs_prints_results_and_stops_the_daemons(tmp_path: Path) -> None:
     started = time.monotonic()
-    proc = subprocess.run([*DEMO, "--symbols", "60", "--bars", "800", *_spool_in(tmp_path)],
-                          capture_output=True,
+    # As the README runs it: the spool a new folder in the temporary directory.
+    proc = subprocess.run([*DEMO, "--symbols", "60", "--bars", "800"], capture_output=True,
                           text=True, timeout=120, check=False,
-                          env={**os.environ, "HOME": str(tmp_path)})
+                          env={**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert time.monotonic() - started < 60
     assert "Backtest: ma_crossover fast=10 slow=50" in out
     assert re.search(r"^\s+S\d{4}\s+-?\d+\.\d%", out, re.MULTILINE), "a metrics row"
     assert re.search(r"^\s+1\s+-?\d\.\d{4}", out, re.MULTILINE), "an IC row for horizon 1"
-    assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/", out)
+    # Returns in percent, as the table gives them (the summary said 0.4975 under 305.9%).
+    assert re.search(r"mean_total_return=-?\d+\.\d%", out), out
+    # The URL printed last is dead a moment later: the line says so, and how to keep it.
+    assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/ stops with the demo, now "
+                     r"\('spoolq demo --keep'", out), out
     assert "stopped    spool-processor (exit 0)" in out
     assert "stopped    spool-statusd (exit 0)" in out
     spool = _spool_of(out)
+    assert spool.parent == tmp_path
+    assert out.splitlines()[-1].startswith(f"spool      {spool} stays for a look"), out
     assert len(os.listdir(spool / "done")) == 2
     _assert_all_gone(spool)
 
