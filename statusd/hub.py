@@ -145,6 +145,13 @@ class Hub:
         subs = [*self._events, *(s for group in self._tasks.values() for s in group)]
         return max((s.queue.qsize() for s in subs), default=0)
 
+    def cut_off(self, sub: Subscriber) -> None:
+        """``sub``'s client took nothing of a waiting message and its connection was cut
+        (:class:`~statusd.sending.StallGuard`): it fell behind too, and is counted so."""
+        if not sub.dropped:
+            sub.dropped = True
+            self.dropped_total += 1
+
     def _drop(self, sub: Subscriber) -> None:
         self.unsubscribe(sub)
         self.dropped_total += 1

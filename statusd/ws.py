@@ -92,6 +92,8 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
             await _serve(guard, ws, sub)
     finally:
         guard.close()
+        if guard.dropped:
+            services.hub.cut_off(sub)
         services.hub.unsubscribe(sub)
     await _close(request, ws, _code(sub))
     return ws
@@ -110,6 +112,8 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         await _serve(guard, ws, sub)
     finally:
         guard.close()
+        if guard.dropped:
+            services.hub.cut_off(sub)
         services.hub.unsubscribe(sub)
     await _close(request, ws, _code(sub))
     return ws

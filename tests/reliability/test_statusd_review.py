@@ -362,6 +362,35 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
         server.daemon.abort()
 
 
+def test_events_clients_cut_off_for_taking_nothing_count_as_dropped(
+        spool_root: Path, tmp_path: Path) -> None:
+    """Events clients that never read, then transitions of 500 KB records: each is cut
+    off ("took nothing ... dropped" in the log), and ws_dropped and its metric said 0,
+    so an alert on spoolq_statusd_websocket_dropped never fired."""
+    server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
+                   **{SEND_STALL_ENV: str(QUICK_SEND_STALL_S)})
+    stalled = [_stalled(server.port, ws_upgrade(b"/api/v1/ws/events")) for _ in range(3)]
+    try:
+        wait_for(lambda: _established(server) == 3, 10, "three events clients")
+        for n in range(12):
+            (spool_root / "done" / f"big{n}.json").write_bytes(orjson.dumps({
+                "id": f"big{n}", "state": "done", "tool": "echo",
+                "params": {"message": "x" * 500_000}, "result": None,
+                "submitted_at": "2026-11-29T00:00:00Z", "attempts": 1}))
+        wait_for(lambda: _established(server) == 0, 2 * QUICK_SEND_STALL_S + 10,
+                 "statusd to cut off every events client that does not read")
+        assert server.daemon.logs().count("took nothing") == 3
+        stats = orjson.loads(server.request("GET", "/api/v1/stats")[2])
+        assert (stats["statusd"]["ws_dropped"], stats["statusd"]["ws_clients"]) == (3, 0)
+        metrics = server.request("GET", "/metrics")[2].decode()
+        assert "spoolq_statusd_websocket_dropped_total 3.0" in metrics, metrics[-2000:]
+        assert server.daemon.stop() == 0
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.daemon.abort()
+
+
 def ws_upgrade(path: bytes) -> bytes:
     return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
             b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
