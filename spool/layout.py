@@ -185,6 +185,13 @@ def is_kept_name(name: str) -> bool:
     return name.startswith(".") and KEPT_TAG in name
 
 
+def is_staging_hex(text: str) -> bool:
+    """The random part of a staging name (:meth:`Layout.staging_str`): 12 lowercase hex
+    digits, more for a spare (a count follows them)."""
+    return len(text) >= 12 and all(c in _HEX for c in text)
+
+
+_HEX = frozenset("0123456789abcdef")
 _last_checked: str | None = None
 
 

@@ -27,7 +27,7 @@ from stat import S_ISREG
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
-from spool.layout import Layout
+from spool.layout import Layout, is_staging_hex
 from spool.lease import open_nofollow
 from spool.models import record_bytes
 from spool.presence import Presence
@@ -308,7 +308,8 @@ class Loader:
         for name in names:
             parts = name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
             action, _, job_id = parts[0].partition("-")
-            if len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS:
+            if (len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS
+                    and is_staging_hex(parts[2])):
                 staged.add(job_id)
         return staged
 

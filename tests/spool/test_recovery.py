@@ -409,18 +409,25 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
     live_staging.write_bytes(b"in progress")
     young = layout.tmp / "young-foreign"
     young.write_bytes(b"?")
+    # A client's staging files, fresh, shaped almost like spoolq's (a tag, digits that
+    # are no live pid, no 12-digit hex part): removed mid-write before.
+    clients = ["export.20261201.part.tmp", "cancel-c-undo.99999999.a.tmp",
+               "job.4000000.ABCDEF012345.tmp"]
+    for name in clients:
+        (layout.tmp / name).write_bytes(b'{"tool": "echo",')
     past = datetime.now(UTC).timestamp() - 3 * 86_400
     os.utime(young, (past, past))  # an old mtime (a copy keeps it) makes nothing old
     # The scan's clock stops at the young files' ctime: however long the host stalls
     # before it runs, they are 0 s old and old-foreign at least 1.2 s.
-    scan_time = utc_from_ns(max(p.stat().st_ctime_ns for p in (live_staging, young)))
+    scan_time = utc_from_ns(max(p.stat().st_ctime_ns for p in (
+        live_staging, young, *(layout.tmp / name for name in clients))))
 
     report = Recovery(make_spool(layout.root, clock=FakeClock(scan_time))).scan()
 
     assert sorted(report.restored) == sorted(
         [bad_id, "c-undo", "c-done", "c-newer", "r-undo", "r-done"])
     assert report.removed == 3  # two dead half-written files, the old foreign one
-    assert listing(layout.tmp) == sorted([live_staging.name, "young-foreign"])
+    assert listing(layout.tmp) == sorted([live_staging.name, "young-foreign", *clients])
     # quarantine: the original is kept, with a record saying why
     assert layout.original(bad_id).read_bytes() == b"\x00hostile bytes\xff"
     quarantined = read_json(layout.job(F, bad_id))
