@@ -7,8 +7,9 @@ a symlink or opening a FIFO, socket or device:
    .crdownload ~`` are in progress: ignored until renamed;
 2. symlinks, directories, FIFOs, sockets and devices are quarantined by
    rename (their targets are never touched);
-3. a bad name (not ``<id>.json``), a hard link, or a file over
-   ``MAX_ACTIVE_BYTES`` is quarantined without being read; one over
+3. a bad name (not ``<id>.json``), a hard link, or a file too large to pass even
+   forgiven what a requeue adds (``Intake.read_limit``) is quarantined without being
+   read; one over
    ``SPOOL_MAX_JOB_BYTES`` is quarantined as too large unless it is a job whose
    fields other than those a requeue adds (``REQUEUE_FIELDS``) fit the limit and
    those fields no more than a requeue writes (``REQUEUE_ADDS_BYTES``): a retry of
@@ -109,6 +110,10 @@ class Intake:
                  clock: Clock) -> None:
         self.spool = spool
         self.max_job_bytes = max_job_bytes
+        # Past this a file cannot pass, even forgiven a requeue's fields (see
+        # _fits_but_for_requeue): judged by its size, unread.  A 16 MiB drop was read
+        # and parsed on the processor's loop, about 3.7 s each, timeouts held up.
+        self.read_limit = min(MAX_ACTIVE_BYTES, max_job_bytes + REQUEUE_ADDS_BYTES + 1024)
         self.settle_s = settle_s
         self.clock = clock
         self._unsettled: dict[str, tuple[int, int, float]] = {}
@@ -140,7 +145,7 @@ class Intake:
             return f"bad file name: must be <id>.json with id matching {ID_PATTERN}"
         if st.st_nlink > 1:
             return f"hard link ({st.st_nlink} links): drop a file of its own"
-        if st.st_size > MAX_ACTIVE_BYTES:
+        if st.st_size > self.read_limit:
             return self._too_large(st.st_size)
         return None
 
@@ -160,10 +165,10 @@ class Intake:
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return Inspection(Verdict.GONE)
-            data = read_fd(fd, MAX_ACTIVE_BYTES, fst.st_size)
+            data = read_fd(fd, self.read_limit, fst.st_size)
         finally:
             os.close(fd)
-        if len(data) > MAX_ACTIVE_BYTES:
+        if len(data) > self.read_limit:  # it grew past it since the lstat
             return self._quarantine(name, fst, "file", f"too large: over SPOOL_MAX_JOB_BYTES="
                                     f"{self.max_job_bytes}")
         try:
@@ -198,8 +203,11 @@ class Intake:
                                     f"object, not {type(obj).__name__}")
         tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
         reason = None
-        # Each level takes an opening and a closing bracket: a short file cannot nest deep.
-        if len(data) > 2 * MAX_NESTING and nesting_depth(obj) > MAX_NESTING:
+        # Each level takes an opening and a closing bracket: a short file cannot nest deep,
+        # nor one with few brackets (a 1 MiB list of numbers: its walk took 0.15 s).
+        if (len(data) > 2 * MAX_NESTING
+                and data.count(b"[") + data.count(b"{") > MAX_NESTING
+                and nesting_depth(obj) > MAX_NESTING):
             reason = f"invalid job: nested more than {MAX_NESTING} levels deep"
         elif len(data) > self.max_job_bytes and not self._fits_but_for_requeue(obj, len(data)):
             reason = self._too_large(len(data))

@@ -31,6 +31,7 @@ from spoolkit import (
     submit,
 )
 
+from spool import intake as intake_module
 from spool.intake import Inspection, Intake, Verdict
 from spool.states import JobState
 from spool.transitions import Spool
@@ -123,6 +124,24 @@ def test_oversized_quarantined_unread(spool: Spool, intake: Intake) -> None:
     drop_raw(spool.layout, "big.json", data)
     job_id = quarantined_file(spool, intake.inspect("big.json"), "big.json", "too large", data)
     assert job_id == "big"
+
+
+def test_a_drop_too_large_to_pass_is_judged_by_its_size_unread(
+        spool: Spool, intake: Intake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drop past what any job (requeue fields forgiven) can be is quarantined from its
+    size: it was read and parsed whole up to 16 MiB, about 3.7 s of the processor's loop
+    each (timeouts of running jobs held up).  One just within is still read."""
+    data = b'{"tool": "echo", "params": {"pad": [' + b"0," * intake.read_limit + b'0]}}'
+    drop_raw(spool.layout, "huge.json", data)
+    drop_raw(spool.layout, "near.json", VALID[:-1] + b', "error": {"type": "timeout", '
+             b'"message": "' + b"m" * MAX_BYTES + b'"}}')
+    reads: list[int] = []
+    real_read = intake_module.read_fd
+    monkeypatch.setattr(intake_module, "read_fd", lambda fd, *a: reads.append(fd) or
+                        real_read(fd, *a))
+    quarantined_file(spool, intake.inspect("huge.json"), "huge.json", "too large", data)
+    assert reads == [] and intake.read_limit < len(data)
+    assert intake.inspect("near.json").verdict is Verdict.READY and len(reads) == 1
 
 
 def atime_is_tracked(folder: Path) -> bool:
