@@ -494,18 +494,22 @@ class Processor:
         if claim is None:
             return
         # The bytes intake judged need no second validation.
-        job = cand.job if claim.data == cand.data else job_in(claim.data)
+        job = cand.job if claim.data == cand.data else None
         if job is None:
             try:
                 released = _replaced(claim, cand) and self.spool.release(claim)
             except (SpoolIOError, OSError):
                 released = False  # the disk refused the move: run what intake judged
             if released:
-                # No job, in a file other than the one judged: intake judges it (and
-                # quarantines it with its bytes) instead of it vanishing under a record.
+                # A file other than the one judged (replaced, or rewritten in place, which
+                # no event tells): intake judges it whole (size, id, nesting), and
+                # quarantines it with its bytes, instead of the model alone letting a
+                # 3 MiB job under another id run as this one.
                 self.discovery.dirty.add(cand.job_id + ".json")
                 return
-            job = cand.job  # the file intake judged, read otherwise by pydantic
+            # The file intake judged (a large one is not kept to compare), read again; or,
+            # should the model read those bytes otherwise, what intake judged.
+            job = job_in(claim.data) or cand.job
         now = self.clock.now()
         record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns,
                                  attempts=job.attempts + 1, started_at=now,
