@@ -69,7 +69,11 @@ def retry(spool: Spool, job_id: str) -> Record:
     if claim is None:
         raise ConflictError(f"job {job_id} is being retried by someone else")
     try:
-        job = record.to_job().model_copy(update={"attempts": 0, "not_before": None,
+        # A time still ahead is the job's schedule (a cancelled job meant for later), kept;
+        # one past (a backoff that ran out) would only be noise on a pending job.
+        ahead = record.not_before if record.not_before and record.not_before > \
+            spool.clock.now() else None
+        job = record.to_job().model_copy(update={"attempts": 0, "not_before": ahead,
                                                  "id": job_id, "error": record.error})
         if not spool.mover.publish(spool.layout.job(JobState.PENDING, job_id),
                                    job_bytes(job), replace=False):

@@ -190,6 +190,19 @@ def test_retry_answers_with_the_job_as_it_now_stands(root: Path, env: dict[str, 
         assert retried.get(gone) is None, gone
 
 
+def test_a_retry_keeps_a_schedule_still_ahead(root: Path, env: dict[str, str]) -> None:
+    """A job meant for later, cancelled while it waited, lost its not_before on a retry and
+    ran at once (a backoff that has run out is still dropped, above)."""
+    later = datetime.now(UTC) + timedelta(days=30)
+    submitted = spoolq(env, "submit", "echo", "--id", "later", "--not-before",
+                       later.isoformat())
+    assert submitted.returncode == 0, submitted.stderr
+    assert spoolq(env, "cancel", "later").returncode == 0
+    retried = data(spoolq(env, "retry", "later", "--json"))
+    assert retried["state"] == "pending"
+    assert datetime.fromisoformat(retried["not_before"]) == later
+
+
 # -- what a terminal is shown ---------------------------------------------------------------
 
 
