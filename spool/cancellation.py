@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 def cancel_pending(spool: Spool, job_id: str) -> Record | None:
     """pending -> failed ``cancelled``; None when the job is not (or no longer) pending."""
     check_transition(JobState.PENDING, JobState.FAILED)
-    staged = spool.layout.staging(f"cancel-{job_id}")
+    staged = spool.mover.action_staging(f"cancel-{job_id}")
     claim = take(spool.mover, spool.layout.job(JobState.PENDING, job_id), staged, job_id)
     if claim is None:
         return None
@@ -82,7 +82,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
                            size=os.fstat(claim.fd).st_size)
     # An earlier original is replaced below, yet it stays its record's should this
     # record not be written: a link to it is kept in tmp/ until then.
-    kept = spool.layout.staging(f"kept-{claim.job_id}")
+    kept = spool.mover.action_staging(f"kept-{claim.job_id}")
     aside = kept if mover.link(original, kept) else None
     try:
         try:

@@ -57,6 +57,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal, TypeAlias
 
 from spool.errors import SpoolIOError
@@ -470,20 +471,38 @@ class Mover:
         self._choose_staging()
         return True
 
-    def _private_staging(self) -> bool:
+    def action_staging(self, tag: str) -> Path:
+        """Where a cancel, retry or quarantine holds a job's file while it moves it:
+        ``stage/`` when this user may stage there, else ``tmp/``.  Recovery completes
+        what such a move left only where no submitter could have named a file like it
+        (:class:`spool.staged.Staged`): in a shared ``tmp/`` a member of the submit group
+        could, and had recovery replace another user's record with hers."""
+        return Path(self.layout.private_staging_str(tag) if self.moves_in_stage()
+                    else self.layout.staging_str(tag))
+
+    def moves_in_stage(self) -> bool:
+        """True when :meth:`action_staging` names a file in ``stage/``."""
+        # A processor's Mover chose once (and said why not); another looks now.
+        return (self._stage_dir == os.fspath(self.layout.stage) if self.recycle
+                else self._private_staging(make=False))
+
+    def _private_staging(self, *, make: bool = True) -> bool:
         """True when this Mover may stage in ``stage/``: a folder of this user's on the
-        spool's filesystem, made now if the spool (its ``tmp/``) lacks it; else False, with
-        :attr:`staging_note` saying why (when there is a spool to say it of)."""
+        spool's filesystem, made now (``make``) if the spool (its ``tmp/``) lacks it; else
+        False, with :attr:`staging_note` saying why (when there is a spool to say it of)."""
         stage, tmp = self.layout.stage, self.layout.tmp
         try:
             tmp_dev = os.stat(tmp).st_dev
         except OSError:
             return False  # no spool (yet): make nothing in it, stage as clients do
         try:
-            with contextlib.suppress(FileExistsError):  # another processor's, made just now
-                os.mkdir(stage, STAGE_MODE)
+            if make:
+                with contextlib.suppress(FileExistsError):  # another processor's, just made
+                    os.mkdir(stage, STAGE_MODE)
             st = os.lstat(stage)
         except OSError as exc:
+            if not make:
+                return False  # none yet, or not ours to look into: stage as clients do
             self.staging_note = f"cannot make {stage}: {exc.strerror}"
             return False
         if not stat.S_ISDIR(st.st_mode):

@@ -90,7 +90,7 @@ class Orphans:
             return
         if stat.S_ISREG(st.st_mode):
             return  # a live owner's lease
-        staged = self.layout.staging(f"quarantine-{job_id}")
+        staged = self.mover.action_staging(f"quarantine-{job_id}")
         try:
             moved = self.mover.move(path, staged, replace=False, durable=False)
         except SpoolIOError as exc:

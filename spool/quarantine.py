@@ -57,7 +57,7 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     check_transition(JobState.PENDING, JobState.FAILED)
     layout, mover = spool.layout, spool.mover
     job_id = id_from_name(name) or invalid_id(spool.clock.now())
-    staged = layout.staging(f"quarantine-{job_id}")
+    staged = mover.action_staging(f"quarantine-{job_id}")
     src = layout.entry(JobState.PENDING, name)
     try:
         if not mover.move(src, staged, replace=False, durable=False):

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
+ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
+"""The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
 class Staged:
@@ -44,8 +46,13 @@ class Staged:
         """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
         and the records it writes, see :class:`spool.fsops.Mover`)."""
         now_s = self.spool.clock.now().timestamp()
-        for entry in [*entries(self.layout.tmp), *entries(self.layout.stage, optional=True)]:
+        trusted = self._tmp_trusted()
+        listed = [(e, trusted) for e in entries(self.layout.tmp)]
+        listed += [(e, True) for e in entries(self.layout.stage, optional=True)]
+        for entry, trusted in listed:
             parsed = _parse_staging(entry.name)
+            if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
+                parsed = None  # named like a move's, in a tmp/ submitters share: theirs
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -70,6 +77,18 @@ class Staged:
             if stat.S_ISREG(st.st_mode) and is_locked(path):
                 continue
             self._settle_staged(tag, path, st, report)
+
+    def _tmp_trusted(self) -> bool:
+        """A move's staging name in ``tmp/`` can only be a spoolq process's: nobody but
+        its owner may write there, or moves stage there (no usable ``stage/``).  Else
+        one is a submitter's, who could name a file ``retry-<id>.<pid>.<hex>.tmp`` and
+        have it replace another user's record (moves stage in ``stage/``,
+        :meth:`spool.fsops.Mover.action_staging`)."""
+        try:
+            shared = os.stat(self.layout.tmp).st_mode & 0o022
+        except OSError:
+            return True  # nothing there to settle
+        return not shared or not self.mover.moves_in_stage()
 
     def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
                        report: RecoveryReport) -> None:

@@ -64,7 +64,7 @@ def retry(spool: Spool, job_id: str) -> Record:
         reason = record.error.message if record.error else "invalid job"
         raise ConflictError(f"{job_id} was quarantined ({reason}); "
                             "fix the file and drop it again")
-    staged = spool.layout.staging(f"retry-{job_id}")
+    staged = spool.mover.action_staging(f"retry-{job_id}")
     claim = take(spool.mover, src, staged, job_id)
     if claim is None:
         raise ConflictError(f"job {job_id} is being retried by someone else")

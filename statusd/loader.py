@@ -48,30 +48,31 @@ class Absent(enum.Enum):
 
 
 STAGED_ACTIONS = ("cancel", "retry", "quarantine")
-"""The tags of the staging names (``tmp/<action>-<id>.<pid>.<hex>.tmp``, see
-:meth:`spool.layout.Layout.staging_str`) under which :mod:`spool.transitions` moves a
-job's file between two state folders."""
+"""The tags of the staging names (``stage/`` or ``tmp/<action>-<id>.<pid>.<hex>.tmp``,
+see :meth:`spool.fsops.Mover.action_staging`) under which :mod:`spool.transitions`
+moves a job's file between two state folders."""
 
 
 class Loader:
     """Builds items from one spool's folders.
 
     Thread-safe but for :meth:`refresh`, which one thread at a time calls (the
-    tracker's worker): it follows ``tmp/`` (see :meth:`_staged_ids`).  :meth:`close`
+    tracker's worker): it follows ``tmp/`` and ``stage/`` (see :meth:`_staged_ids`).  :meth:`close`
     when done.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.reader = SpoolReader(layout)
-        self._tmp: Presence | None = None
-        """``tmp/``'s names kept current by inotify, once a removal was looked into."""
-        self._tmp_tried = False
+        self._staging: dict[str, Presence | None] = {}
+        """``tmp/``'s and ``stage/``'s names kept current by inotify, once a removal was
+        looked into (None: that folder cannot be followed)."""
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.close()
-            self._tmp = None
+        for presence in self._staging.values():
+            if presence is not None:
+                presence.close()
+        self._staging.clear()
 
     # -- whole spool ----------------------------------------------------------------
 
@@ -281,29 +282,22 @@ class Loader:
         return job_id in staged or os.path.lexists(self.layout.original_str(job_id))
 
     def _staged_ids(self) -> set[str] | None:
-        """The ids whose file a cancel, retry or quarantine holds in ``tmp/`` now (None
-        when ``tmp/`` cannot be listed).
+        """The ids whose file a cancel, retry or quarantine holds in ``stage/`` or
+        ``tmp/`` now (None when ``tmp/`` cannot be listed; a ``stage/`` that cannot be,
+        missing or another user's, holds none that statusd could know of).
 
-        Its names come from a :class:`spool.presence.Presence` where one can follow
-        ``tmp/``: once its events so far are read, its names are what a listing would
+        Their names come from a :class:`spool.presence.Presence` where one can follow
+        the folder: once its events so far are read, its names are what a listing would
         say now, without the listing (two per removal: a purge of records one by one
         listed ``tmp/`` twice per record, h67).  Elsewhere, or once it stops following
-        (``tmp/`` replaced), ``tmp/`` is listed.
+        (the folder replaced), the folder is listed.
         """
-        if not self._tmp_tried:
-            self._tmp_tried = True
-            tmp = Presence([os.fspath(self.layout.tmp)])
-            if tmp.start():
-                self._tmp = tmp
-        names: Iterable[str] | None = None
-        if self._tmp is not None:
-            self._tmp.refresh()
-            names = self._tmp.names(0)
-        try:
-            if names is None:
-                names = os.listdir(self.layout.tmp)
-        except OSError:
-            return None
+        names: list[str] = []
+        for folder in (self.layout.tmp, self.layout.stage):
+            found = self._names_in(os.fspath(folder))
+            if found is None and folder == self.layout.tmp:
+                return None
+            names.extend(found or ())
         staged = set()
         for name in names:
             parts = name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
@@ -312,6 +306,20 @@ class Loader:
                     and is_staging_hex(parts[2])):
                 staged.add(job_id)
         return staged
+
+    def _names_in(self, folder: str) -> Iterable[str] | None:
+        if folder not in self._staging:
+            presence = Presence([folder])
+            self._staging[folder] = presence if presence.start() else None
+        follower = self._staging[folder]
+        if follower is not None:
+            follower.refresh()
+            if (names := follower.names(0)) is not None:
+                return names
+        try:
+            return os.listdir(folder)
+        except OSError:
+            return None
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:
         """The item for one version of an id; None when the file vanished meanwhile."""

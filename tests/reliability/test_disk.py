@@ -268,6 +268,14 @@ def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartD
         if mid_run:  # a requeue mid-run: lock it once the timeout job runs
             wait_for((spool_root / "running" / "retried.json").exists, 20, "a claim")
             locked.chmod(0o555)
+        if folder == "tmp":
+            # The processor's moves and records stage in stage/: it needs nothing of the
+            # clients' tmp/, and every job finishes with tmp/ locked.
+            wait_for(lambda: all(record(spool_root, i) for i in EXPECTED), 30,
+                     "every job to finish with tmp/ locked")
+            assert _trouble(d) == []
+            assert d.stop() == 0
+            return
         wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
         assert "Permission denied" in _trouble(d)[0]["error"]
         time.sleep(2)

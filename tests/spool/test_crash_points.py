@@ -74,22 +74,22 @@ def failed_run(spool: Spool, job_id: str) -> None:
 
 def settled_in_one_scan(spool: Spool) -> None:
     Recovery(spool).scan()
-    assert listing(spool.layout.tmp) == []
+    assert listing(spool.layout.tmp) == [] and listing(spool.layout.stage) == []
     assert listing(spool.layout.folder(R)) == []
     assert not Recovery(spool).scan().changed, "a second scan still had work"
 
 
 def test_a_quarantine_killed_beside_an_earlier_original_gets_an_id_of_its_own(
         spool: Spool) -> None:
-    """Killed between staging the drop in ``tmp/`` and moving it beside the id's earlier
-    original: it stayed in ``tmp/`` with no record, restored and left again at each scan."""
+    """Killed between staging the drop in ``stage/`` and moving it beside the id's earlier
+    original: it stayed staged with no record, restored and left again at each scan."""
     layout = spool.layout
     quarantine(spool, "dup.json", b"{the first bad drop")
     earlier = {path: path.read_bytes() for path in (layout.original("dup"), layout.job(F, "dup"))}
     drop_raw(layout, "dup.json", b"{the second bad drop")
 
     kill_at_first_touch(layout.root, layout.original("dup"), "quarantine", "dup.json")
-    assert [n.split(".")[0] for n in listing(layout.tmp)] == ["quarantine-dup"]
+    assert [n.split(".")[0] for n in listing(layout.stage)] == ["quarantine-dup"]
 
     settled_in_one_scan(spool)
     assert {path: path.read_bytes() for path in earlier} == earlier

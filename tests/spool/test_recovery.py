@@ -648,3 +648,40 @@ def test_recovery_under_durable_modes(tmp_path: Path, mode: FsyncMode,
     report = Recovery(spool).scan()
     assert (report.requeued, report.abandoned) == (["a"], ["b"])
     assert locate(spool.layout, "a") == [P] and locate(spool.layout, "b") == [F]
+
+
+def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool) -> None:
+    """In a tmp/ the submit group shares, a file named like a cut-short move of a dead
+    process was completed by recovery: ``retry-<id>...`` became failed/<id>.json byte for
+    byte over the id's done record, ``quarantine-<id>...`` replaced it with a quarantine.
+    Moves stage in stage/ now; such names in a shared tmp/ are the submitter's own files."""
+    layout = spool.layout
+    for job_id in ("g1", "q3", "c4"):
+        submit(spool, job_id)
+        claim = spool.claim(job_id)
+        assert claim is not None
+        spool.complete(claim, spool.record_of_claim(claim, D))
+    submit(spool, "c4")  # a newer drop, pending
+    done = {j: layout.job(D, j).read_bytes() for j in ("g1", "q3", "c4")}
+    pending = layout.job(P, "c4").read_bytes()
+    layout.tmp.chmod(0o3770)  # as spoolq init --system makes it, writable by a group
+    forged = {f"retry-g1.99999998.{'ab' * 6}.tmp": b'{"id": "g1", "state": "failed", '
+              b'"error": {"type": "timeout", "message": "FORGED"}}',
+              f"quarantine-q3.99999997.{'cd' * 6}.tmp": b"junk",
+              f"cancel-c4.99999996.{'ef' * 6}.tmp": b'{"tool": "echo"}'}
+    for name, data in forged.items():
+        (layout.tmp / name).write_bytes(data)
+
+    report = Recovery(make_spool(layout.root)).scan()
+
+    assert report.restored == [] and report.removed == 0
+    assert {j: layout.job(D, j).read_bytes() for j in done} == done
+    assert listing(layout.folder(F)) == [] and layout.job(P, "c4").read_bytes() == pending
+    assert listing(layout.tmp) == sorted(forged), "a submitter's files are hers to remove"
+    # A move cut short in stage/ is still settled: a cancel of c4 undone.
+    staged = spool.mover.action_staging("cancel-c4")
+    assert staged.parent == layout.stage
+    os.rename(layout.job(P, "c4"), staged.with_name(staged.name.replace(
+        f".{os.getpid()}.", ".99999995.")))
+    assert Recovery(make_spool(layout.root)).scan().restored == ["c4"]
+    assert layout.job(P, "c4").read_bytes() == pending

@@ -576,7 +576,7 @@ def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_dro
     # failed/x.orig; with a newer drop of x pending meanwhile neither happened, and the
     # earlier original's one other name (in tmp/) was removed: it was lost, and the
     # cancelled bytes sat in its place beside its record.  Now the earlier original is
-    # back, and the cancelled bytes wait in tmp/ for recovery to finish their cancel.
+    # back, and the cancelled bytes wait in stage/ for recovery to finish their cancel.
     spool.layout.job(P, "x").write_bytes(b'{"tool": "echo", "priority": "early"}')
     assert spool.cancel_pending("x") is not None
     before = _failed_bytes(spool)
@@ -589,8 +589,8 @@ def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_dro
         spool.cancel_pending("x")
     assert spool.layout.job(P, "x").read_bytes() == newer
     assert _failed_bytes(spool) == before
-    [staged] = listing(spool.layout.tmp)
-    assert staged.startswith("cancel-x.") and (spool.layout.tmp / staged).read_bytes() == data
+    [staged] = listing(spool.layout.stage)
+    assert staged.startswith("cancel-x.") and (spool.layout.stage / staged).read_bytes() == data
     # Once this process is gone (as recovery sees it), a scan finishes that cancel.
     monkeypatch.setattr("spool.staged._pid_alive", lambda pid: False)
     assert Recovery(make_spool(spool.layout.root)).scan().restored == ["x"]
