@@ -47,7 +47,7 @@ class Submitted(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "spool_missing"]
     indexed: int = Field(ge=0, description="records in statusd's index")
 
 

@@ -124,7 +124,9 @@ def build_openapi() -> dict[str, Any]:
     record_ok = {"200": _json(Record, "the record")}
     paths = {
         "/healthz": {"get": {"summary": "liveness", "operationId": "health",
-                             "responses": {"200": _json(Health, "alive")}}},
+                             "responses": {"200": _json(Health, "alive"), "503": _json(
+                                 Health, "alive, but the spool's folders are missing "
+                                 "(status spool_missing; the index is kept as it was)")}}},
         "/api/v1/tasks": {
             "get": _list_op(),
             **_write("submit a job", "submitTask", submit_ok,

@@ -38,6 +38,9 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    if services.tracker.spool_missing:  # the index shows the spool as it last was
+        return _json(orjson.dumps({"status": "spool_missing", "indexed": len(services.index)}),
+                     status=503)
     return _json(orjson.dumps({"status": "ok", "indexed": len(services.index)}))
 
 

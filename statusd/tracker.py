@@ -106,6 +106,8 @@ class Tracker:
         self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
+        self.spool_missing = False
+        """The spool's folders were not all there at the last look (see :meth:`_spool_here`)."""
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -194,6 +196,8 @@ class Tracker:
         """Re-read the given ids now and apply what changed (also used after HTTP writes)."""
         ids = list(job_ids)
         async with self._lock:
+            if not await self._run(self._spool_here):
+                return
             known = self.index.stamps_of(ids)
             changes = await self._run(self.loader.refresh, ids, known)
             chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 2))
@@ -255,6 +259,8 @@ class Tracker:
 
     async def rescan(self) -> None:
         started = time.monotonic()
+        if not await self._run(self._spool_here):
+            return
         stamps = await self._run(self.loader.scan)
         changed = await self._run(_diff, stamps, self.index.stamps())
         if changed:
@@ -282,6 +288,22 @@ class Tracker:
             await self.refresh(due)
         finally:
             self._expired.difference_update(due)
+
+    def _spool_here(self) -> bool:
+        """Whether the spool's folders are all there.  When they are not (unmounted,
+        moved away, a restore under way) the index stays as it was and /healthz says
+        so: emptied, it showed a healthy empty spool, and when the folders came back
+        every record was counted again in the metrics as a new transition."""
+        here = self.layout.exists()
+        if here == self.spool_missing:
+            if here:
+                log.warning("the spool's folders are back in %s: following it again",
+                            self.layout.root)
+            else:
+                log.error("the spool's folders are missing in %s: the index is kept as it "
+                          "was until they are back", self.layout.root)
+        self.spool_missing = not here
+        return here
 
     def _apply(self, job_id: str, item: Item | Absent) -> None:
         if item is Absent.MOVING:

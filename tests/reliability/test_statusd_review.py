@@ -31,7 +31,7 @@ from relkit import Daemon, statusd_port, wait_for
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.lease import OwnerLease
-from spool.models import Job
+from spool.models import Job, Record
 from spool.reader import SpoolReader
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -451,3 +451,38 @@ def test_a_body_that_is_not_its_content_encoding_is_a_400(statusd: Server,
     assert status == 202, body
     assert len(list((spool_root / "pending").iterdir())) == 1
 
+
+
+def test_a_spool_moved_away_is_unhealthy_and_counted_once_when_back(
+        spool_root: Path, tmp_path: Path) -> None:
+    """The spool's folders gone (unmounted, moved away): /healthz said ok with 0 indexed,
+    and when they came back every record counted again in spoolq_transitions_total."""
+    spool = spool_of(spool_root)
+    for n in range(5):
+        spool.publish_terminal(Record(id=f"r{n}", tool="echo", state=JobState.DONE,
+                                      submitted_at=datetime.now(UTC)))
+    server = start(spool_root, tmp_path / "statusd.log", SPOOL_SCAN_S="0.2")
+    away = spool_root.with_name("away")
+    try:
+        def counted() -> float:
+            text = server.request("GET", "/metrics")[2].decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("spoolq_transitions_total{"))
+
+        assert server.request("GET", "/healthz")[0] == 200
+        before = counted()
+        spool_root.rename(away)
+        wait_for(lambda: server.request("GET", "/healthz")[0] == 503, 10, "healthz 503")
+        status, _, body = server.request("GET", "/healthz")
+        assert (status, orjson.loads(body)) == (503, {"status": "spool_missing", "indexed": 5})
+        time.sleep(3)  # past the grace after which a missing id leaves the index
+        assert orjson.loads(server.request("GET", "/healthz")[2])["indexed"] == 5
+        away.rename(spool_root)
+        wait_for(lambda: server.request("GET", "/healthz")[0] == 200, 10, "healthz 200")
+        time.sleep(1)  # a few rescans
+        assert counted() == before, "records counted again as new transitions"
+        assert server.daemon.stop() == 0
+    finally:
+        if away.exists():
+            away.rename(spool_root)
+        server.daemon.abort()
