@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 from processor import startup
@@ -46,20 +47,37 @@ def make_executor(settings: Settings) -> ComputeExecutor:
 
 OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
 """The option of each setting it overrides, to name it in an error."""
-EPILOG = """\
-Settings come from the environment (and a .env file); the options above override them:
-  SPOOL_DIR, JOB_NUM, SPOOL_EXECUTOR, SPOOL_FSYNC, SPOOL_TOOLS, SPOOL_DATA_DIR,
-  SPOOL_MAX_JOB_BYTES, SPOOL_SETTLE_S, SPOOL_SCAN_S, SPOOL_GRACE_S, SPOOL_FAST_THREADS,
-  SPOOL_WORKER_MAX_JOBS, SPOOL_WORKER_MEMORY_MB, SPOOL_LOG_LEVEL (see spool/settings.py)
+_DEFAULT_TEXT = {"JOB_NUM": "the CPU count", "SPOOL_TOOLS": "none",
+                 "SPOOL_DATA_DIR": "SPOOL_DIR/data", "SPOOL_WORKER_MAX_JOBS": "0, no limit",
+                 "SPOOL_WORKER_MEMORY_MB": "0, no limit"}
+"""Defaults the model holds as something else than what they mean."""
 
-Exit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 2 on a configuration
-error or a spool it cannot use (one line on stderr), 1 on anything else."""
+
+def _epilog() -> str:
+    """The settings the processor reads, each with its default (from the model itself,
+    so the help cannot drift from it)."""
+    from spool.settings import Settings  # noqa: PLC0415 - only for --help
+
+    names = []
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str) and not alias.startswith("STATUSD_"):
+            default = _DEFAULT_TEXT.get(alias) or field.get_default(call_default_factory=True)
+            default = getattr(default, "value", default)  # an enum's, as it is written
+            names.append(f"{alias}\0[{default}]".replace(" ", "\0"))  # \0: no break there
+    listed = textwrap.fill(", ".join(names), width=88, initial_indent="  ",
+                           subsequent_indent="  ").replace("\0", " ")
+    return ("Settings come from the environment (and a .env file), defaults in brackets; "
+            "the\noptions above override them:\n" + listed
+            + "\n\nExit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 2 on a "
+            "configuration\nerror or a spool it cannot use (one line on stderr), 1 on "
+            "anything else.")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spool-processor", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the spoolq daemon on a spool, or list its tools.", epilog=EPILOG)
+        description="Run the spoolq daemon on a spool, or list its tools.", epilog=_epilog())
     parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run",
                         help="run: the daemon (the default); tools: print the tool "
                         "catalogue without a running daemon")

@@ -205,6 +205,12 @@ def test_help_is_plain_text_and_says_the_commands_settings_and_exit_codes(
     for variable in ("SPOOL_DIR", "SPOOL_TOOLS", "SPOOL_GRACE_S", "SPOOL_SCAN_S"):
         assert variable in text, (variable, text)
     assert "Exit status: 0 after a clean stop" in flat, text
+    # Each with its default, from the settings model; it sent readers to a source file
+    # (spool/settings.py) that an installed package's user does not have.
+    assert "settings.py" not in text
+    for setting in ("SPOOL_SCAN_S [5.0]", "SPOOL_GRACE_S [30.0]", "SPOOL_FSYNC [always]",
+                    "SPOOL_MAX_JOB_BYTES [1048576]", "JOB_NUM [the CPU count]"):
+        assert setting in text, (setting, text)
 
 
 def test_an_empty_spool_dir_option_is_refused_like_an_empty_spool_dir(tmp_path: Path) -> None:
