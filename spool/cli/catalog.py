@@ -33,7 +33,7 @@ DESCRIPTION_CHARS = 50
 
 
 def _configure_schema(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("which", nargs="?", choices=["job", "record"],
+    parser.add_argument("which", nargs="?", choices=["job", "record"], metavar="job|record",
                         help="one schema (default: both, as {\"job\": ..., \"record\": ...})")
     add_json(parser, "the schema (it is always JSON; accepted for symmetry)")
 

@@ -183,7 +183,13 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
              f"{state:<10}?  (not counted: this user may not look into {state}/)"
              for state, n in counts.items()]
     if oldest is not None:
-        lines[0] += f"  (oldest waiting {human_duration(oldest)})"
+        due = stats.get("oldest_due_pending_age_s")
+        note = f"oldest waiting {human_duration(oldest)}"
+        if due is None:  # each waits for its not_before: none is late, none looks stuck
+            note += ", none due yet"
+        elif due < oldest - 1:
+            note += f"; oldest due for {human_duration(due)}"
+        lines[0] += f"  ({note})"
     proc = stats["processor"]
     if proc["alive"]:
         age = (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds()
@@ -195,9 +201,9 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
             left = max(0.0, (min(ends) - datetime.now(UTC)).total_seconds()) if ends else None
             lines[-1] += f"; {len(stopping)} stopping" + (
                 f" (grace ends in {human_duration(left)})" if left is not None else "")
-    else:
+        lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
+    else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append("processor down: no live processor on this spool")
-    lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
     lines.append(f"last 60 s {'?' if done is None else done} done, "
                  f"{'?' if failed is None else failed} failed")

@@ -402,3 +402,20 @@ def test_cancel_of_a_pending_job_does_not_load_numpy(root: Path, env: dict[str, 
     assert proc.stdout.decode().splitlines()[-1] == "numpy not loaded 0", proc
     record = data(spoolq(env, "show", job_id, "--json"))
     assert (record["state"], record["error"]["type"]) == ("failed", "cancelled"), record
+
+
+def test_stats_says_when_no_pending_job_is_due_and_counts_no_workers_without_a_processor(
+        root: Path, env: dict[str, str]) -> None:
+    """A job meant for 2030 read as "oldest waiting 4 s", like one stuck; with no processor
+    the table still said "workers 0 busy of 0 (JOB_NUM)"."""
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    assert spoolq(env, "submit", "echo", "--id", "later", "--not-before", later).returncode == 0
+    table = spoolq(env, "stats")
+    assert table.returncode == 0, table.stderr
+    text = table.stdout.decode()
+    first = text.splitlines()[0]
+    assert first.startswith("pending   1  (oldest waiting ") and first.endswith(
+        ", none due yet)"), first
+    assert "processor down" in text and "busy of" not in text, text
+    assert spoolq(env, "submit", "echo", "--id", "now").returncode == 0
+    assert b"none due yet" not in spoolq(env, "stats").stdout.splitlines()[0]
