@@ -12,7 +12,11 @@ Connections: the soft limit on open files is raised to the hard one at start
 (systemd leaves services 1,024, which 1,000 idle clients used up: nobody else
 was served), and a connection that has not sent a complete request within
 ``IDLE_S`` of opening, or of its last response, is closed (aiohttp's own
-default was an hour), so slow or silent clients cannot pile up.
+default was an hour), and a write's body must arrive within ``IDLE_S`` of its
+handler starting to read it (408 and closed otherwise), so slow or silent
+clients cannot pile up.  Client faults (a body that is not its
+Content-Encoding, a hang-up mid-body) are one throttled line each, never an
+ERROR with a traceback (:mod:`statusd.errors`).
 
 SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), stop the
 feed, exit 0.  A spool that is not initialised, or a port that is taken: one
@@ -35,6 +39,7 @@ from aiohttp import web
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 from statusd.app import create_app
+from statusd.errors import CLIENT_FAULTS, ServerLog
 from statusd.protocol import AppRunner
 
 log = logging.getLogger("spoolq.statusd")
@@ -91,10 +96,12 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     _raise_nofile()
-    app = create_app(settings)
+    app = create_app(settings, body_timeout_s=IDLE_S)
     runner = AppRunner(app, handle_signals=False, keepalive_timeout=IDLE_S,
-                           access_log=logging.getLogger("aiohttp.access") if access_log
-                           else None)
+                       access_log=logging.getLogger("aiohttp.access") if access_log
+                       else None,
+                       logger=ServerLog(logging.getLogger("aiohttp.server"),
+                                        app[CLIENT_FAULTS]))
     await runner.setup()
     # The index is built: move it out of the collector's way, or every full
     # collection walks 100,000s of records and stalls the loop for 100 ms or more.

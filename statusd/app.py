@@ -21,17 +21,22 @@ from aiohttp import web
 
 from spool.settings import Settings
 from statusd import routes, writes, ws
-from statusd.errors import error_middleware
+from statusd.errors import CLIENT_FAULTS, ClientFaults, error_middleware
 from statusd.openapi import build_openapi
 from statusd.protocol import close_declined_upgrades, json_error_bodies
 from statusd.services import SERVICES, Services
 
 
 def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
-               queue_max: int | None = None) -> web.Application:
-    """The statusd app for one spool; raises SpoolIOError when the spool is not initialised."""
+               queue_max: int | None = None, body_timeout_s: float = 15.0
+               ) -> web.Application:
+    """The statusd app for one spool; raises SpoolIOError when the spool is not initialised.
+
+    ``body_timeout_s``: how long a write's body may take to arrive (then 408)."""
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings.statusd_max_body_bytes)
+    app[CLIENT_FAULTS] = ClientFaults()
+    app[writes.BODY_TIMEOUT] = body_timeout_s
     app[SERVICES] = Services(settings, heartbeat_s=heartbeat_s, queue_max=queue_max)
     app[routes.OPENAPI] = orjson.dumps(build_openapi())
     app[ws.SOCKETS] = weakref.WeakSet()

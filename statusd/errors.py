@@ -9,8 +9,22 @@ below a handler becomes a response:
 * a 404 under an id-bearing prefix is a malformed id (``..%2f..``, an empty
   or multi-segment id that did not route): 400 ``invalid_id``;
 * a body aiohttp cannot decode as the handler reads it (``Content-Encoding:
-  gzip`` on bytes that are not) is the client's 400, not a 500;
+  gzip`` on bytes that are not) is the client's 400, not a 500, and an
+  :class:`ApiError` with ``hang_up`` (a body that never completes: 408) is
+  answered at once and the connection closed, since the rest of that body will
+  never be read;
+* a client that hangs up while its body is read is answered 499 (nginx's
+  "client closed request"), which only the access log sees: never a 5xx;
 * anything else is logged with its traceback and answered 500 ``internal``.
+
+Client faults are the client's doing and any client can repeat them, so each is
+one line without a traceback (WARNING for a bad body, INFO for a hang-up), at
+most :data:`CLIENT_FAULT_LINES` a minute through :class:`ClientFaults`; the next
+line logged counts what was held back.  aiohttp meets some of them outside any
+handler (it reads, after the answer, the body a handler left unread, and logs
+what that raises at ERROR with a traceback): :class:`ServerLog`, the logger
+``__main__`` gives aiohttp's server, sends those to :class:`ClientFaults` too and
+everything else on to ``aiohttp.server`` as it was.
 
 What aiohttp answers outside any handler (parse errors, the ``Expect`` check)
 is put in the same shape by :mod:`statusd.protocol`.
@@ -19,8 +33,12 @@ is put in the same shape by :mod:`statusd.protocol`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -33,11 +51,15 @@ log = logging.getLogger("spoolq.statusd")
 ID_PREFIXES = ("/api/v1/tasks/", "/api/v1/backtest/tasks/", "/api/v1/ws/tasks/",
                "/api/v1/ws/backtest/")
 _TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-          414: "uri_too_long", 415: "unsupported_media_type", 417: "expectation_failed",
-          426: "upgrade_required", 431: "request_header_fields_too_large", 500: "internal",
-          503: "unavailable", 504: "timeout"}
+          405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
+          413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+          417: "expectation_failed", 426: "upgrade_required",
+          431: "request_header_fields_too_large", 499: "client_closed_request",
+          500: "internal", 503: "unavailable", 504: "timeout"}
 _KEEP_HEADERS = ("Allow", "WWW-Authenticate")
+CLIENT_FAULT_LINES = 10
+"""Log lines a minute for client faults; more are counted, not logged."""
+UNKNOWN_CLIENT = "unknown client"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,12 +68,84 @@ class ApiError(Exception):
     """An error a handler answers with; ``kind`` is the body's ``error.type``."""
 
     def __init__(self, status: int, kind: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, *, hang_up: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
         self.headers = dict(headers or {})
+        # A client fault that leaves the body unread: log it, answer, close the connection.
+        self.hang_up = hang_up
+
+
+class ClientFaults:
+    """One line per client fault, at most ``per_minute`` a minute (see the module docstring).
+
+    It also remembers the address behind each connection's task, so that a fault
+    aiohttp meets after the handler (in that task, through :class:`ServerLog`) is
+    logged with the client's address too."""
+
+    def __init__(self, per_minute: int = CLIENT_FAULT_LINES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.window_start: float | None = None
+        self.logged = 0
+        self.held_back = 0
+        self._requests: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[str, str]] = \
+            weakref.WeakKeyDictionary()
+
+    def seen(self, request: web.Request) -> None:
+        """Remember who is behind the connection ``request`` came on, and what it asked."""
+        self._requests[request.task] = (_peer(request), f"{request.method} {request.path}")
+
+    def current(self) -> tuple[str, str]:
+        """The address behind the connection the running task serves, and its last request."""
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop running
+            task = None
+        found = self._requests.get(task) if task is not None else None
+        return found or (UNKNOWN_CLIENT, "a request")
+
+    def note(self, level: int, message: str, *args: object) -> None:
+        now = self.clock()
+        if self.window_start is None or now - self.window_start >= 60.0:
+            self.window_start, self.logged = now, 0
+        if self.logged >= self.per_minute:
+            self.held_back += 1
+            return
+        self.logged += 1
+        if self.held_back:
+            message += " (%d more client faults since the last such line were not logged)"
+            args = (*args, self.held_back)
+        self.held_back = 0
+        log.log(level, message, *args)
+
+
+CLIENT_FAULTS = web.AppKey("client_faults", ClientFaults)
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger (``logger=`` of the runner), but for client faults: what
+    a client's body raised after the handler (a ``Content-Encoding`` it is not, a hang-up
+    while aiohttp read it) becomes one throttled line in :class:`ClientFaults`, not an
+    ERROR with a traceback.  Anything else goes on to the logger unchanged."""
+
+    def __init__(self, logger: logging.Logger, faults: ClientFaults) -> None:
+        super().__init__(logger, {})
+        self.faults = faults
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError):
+            peer, asked = self.faults.current()
+            self.faults.note(logging.WARNING, "bad request from %s: %s (%s)", peer,
+                             _payload_reason(exc), asked)
+        elif isinstance(exc, ConnectionResetError):
+            self.faults.note(logging.INFO, "hang-up from %s during %s", *self.faults.current())
+        else:
+            super().log(level, msg, *args, **kwargs)
 
 
 def error_type(status: int) -> str:
@@ -90,33 +184,86 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:80] + "...")
 
 
+def _payload_reason(exc: web.RequestPayloadError) -> str:
+    cause = exc.__cause__
+    reason = cause.message if isinstance(cause, HttpProcessingError) else ""
+    return reason.strip().split("\n", 1)[0][:200] or "the body could not be read"
+
+
+def _peer(request: web.Request) -> str:
+    return request.remote or UNKNOWN_CLIENT
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _answer_and_hang_up(request: web.Request,
+                              response: web.Response) -> web.StreamResponse:
+    """Send ``response`` now, then close the connection.  The rest of the request's body is
+    never read: left to aiohttp, it would go on reading it after the answer, raising the
+    body's error again (logged with a traceback) or waiting on a stalled client."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()  # asyncio still sends what is buffered, then closes
+    return response
+
+
+def _internal(request: web.Request) -> web.Response:
+    """A server bug: its traceback in the log (call it from the ``except``), 500 to the client."""
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return json_error(500, "internal", "internal error (see the statusd log)")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[CLIENT_FAULTS].seen(request)
     try:
         return await handler(request)
-    except ApiError as exc:
-        return json_error(exc.status, exc.kind, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        if exc.status == 404 and request.raw_path.startswith(ID_PREFIXES):
-            return json_error(400, "invalid_id", "invalid task id in the path")
-        headers = {k: v for k, v in exc.headers.items() if k in _KEEP_HEADERS}
-        return json_error(exc.status, error_type(exc.status), exc.reason, headers)
-    except web.RequestPayloadError as exc:
-        # A body aiohttp could not decode while the handler read it (a Content-Encoding
-        # it is not): the client's fault.  The rest of that body cannot be read either,
-        # so the connection is not kept.
-        cause = exc.__cause__
-        reason = cause.message if isinstance(cause, HttpProcessingError) else ""
-        response = json_error(400, "bad_request", reason.strip() or "the body could not "
-                              "be read")
-        response.force_close()
-        return response
+        return _http_error(request, exc)
+    except (ApiError, web.RequestPayloadError) as exc:
+        return await _client_error(request, exc)
     except (ConnectionResetError, asyncio.IncompleteReadError):
-        # The client hung up (mid-body, say): nothing to answer, nothing to alarm anyone.
-        log.debug("client went away on %s %s", request.method, request.path)
-        raise
+        return _went_away(request) if _client_gone(request) else _internal(request)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "internal", "internal error (see the statusd log)")
+        return _internal(request)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 4xx and 5xx (routing, the body limit) in the JSON shape."""
+    if exc.status == 404 and request.raw_path.startswith(ID_PREFIXES):
+        return json_error(400, "invalid_id", "invalid task id in the path")
+    headers = {k: v for k, v in exc.headers.items() if k in _KEEP_HEADERS}
+    return json_error(exc.status, error_type(exc.status), exc.reason, headers)
+
+
+async def _client_error(request: web.Request,
+                        exc: ApiError | web.RequestPayloadError) -> web.StreamResponse:
+    if isinstance(exc, ApiError):
+        response = json_error(exc.status, exc.kind, exc.message, exc.headers)
+        if not exc.hang_up:
+            return response
+        reason = exc.message
+    else:
+        # A body aiohttp could not decode while the handler read it (a Content-Encoding
+        # it is not): the client's 400.  The rest of that body cannot be read either.
+        reason = _payload_reason(exc)
+        response = json_error(400, "bad_request", reason)
+    request.app[CLIENT_FAULTS].note(logging.WARNING, "bad request from %s: %s (%s %s)",
+                                    _peer(request), reason, request.method, request.path)
+    return await _answer_and_hang_up(request, response)
+
+
+def _went_away(request: web.Request) -> web.Response:
+    """The client hung up (mid-body, say): nobody to answer, nothing wrong here.  Only the
+    access log sees the answer's status: 499, never a 5xx."""
+    request.app[CLIENT_FAULTS].note(logging.INFO, "hang-up from %s during %s %s",
+                                    _peer(request), request.method, request.path)
+    return json_error(499, "client_closed_request",
+                      "the client closed the connection before its request was read")

@@ -8,6 +8,11 @@ Guarantees:
 * Bodies above ``STATUSD_MAX_BODY_BYTES`` answer 413 (aiohttp's
   ``client_max_size`` enforces it while reading; a declared Content-Length
   over it is refused before reading).
+* A body must arrive within :data:`BODY_TIMEOUT` seconds of the handler
+  starting to read it (``IDLE_S``, 15 s, as served by ``__main__``): a client
+  that stalls mid-body (fewer bytes than its Content-Length, an unfinished
+  chunked body) is answered 408 and its connection closed, so it cannot hold
+  the connection, and what it sent, forever.
 * A job is refused (400 ``invalid_job``) for what intake would quarantine it
   for, so a 202 means the processor will claim it: nesting deeper than
   :data:`spool.models.MAX_NESTING` (deeper still, it could not even be
@@ -22,6 +27,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -37,6 +43,8 @@ from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spoolq"'}
+BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
+"""Seconds a write's body may take to arrive once its handler reads it."""
 
 
 def authorize(request: web.Request, services: Services) -> None:
@@ -81,7 +89,13 @@ async def _json_body(request: web.Request, services: Services) -> dict[str, Any]
         raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the job as application/json")
-    raw = await request.read()
+    timeout_s = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"the body did not arrive within "
+                       f"{timeout_s:g} s", hang_up=True) from None
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
