@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -290,18 +291,19 @@ class Tracker:
             self._expired.difference_update(due)
 
     def _spool_here(self) -> bool:
-        """Whether the spool's folders are all there.  When they are not (unmounted,
-        moved away, a restore under way) the index stays as it was and /healthz says
-        so: emptied, it showed a healthy empty spool, and when the folders came back
-        every record was counted again in the metrics as a new transition."""
-        here = self.layout.exists()
+        """Whether the spool is there: any of its state folders.  When none is (the
+        spool unmounted, moved away, a restore under way) the index stays as it was and
+        /healthz says so: emptied, it showed a healthy empty spool, and when the folders
+        came back every record was counted again in the metrics as a new transition.
+        One folder removed (``rm -r pending``) takes its jobs with it, as before."""
+        here = any(os.path.isdir(self.layout.folder(state)) for state in JobState)
         if here == self.spool_missing:
             if here:
                 log.warning("the spool's folders are back in %s: following it again",
                             self.layout.root)
             else:
-                log.error("the spool's folders are missing in %s: the index is kept as it "
-                          "was until they are back", self.layout.root)
+                log.error("no state folder in %s: the spool is gone (unmounted, moved?); "
+                          "the index is kept as it was until it is back", self.layout.root)
         self.spool_missing = not here
         return here
 
