@@ -38,6 +38,7 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid id or request", 401: "missing or wrong bearer token",
             403: "writes are off (no STATUSD_TOKEN)", 404: "no such job",
+            408: "the body did not arrive in time (the connection is closed)",
             409: "the job's state does not allow this", 413: "request body too large",
             415: "body is not application/json", 426: "WebSocket upgrade required",
             503: "the spool cannot be written"}
@@ -130,7 +131,7 @@ def build_openapi() -> dict[str, Any]:
         "/api/v1/tasks": {
             "get": _list_op(),
             **_write("submit a job", "submitTask", submit_ok,
-                     (400, 401, 403, 409, 413, 415, 503), body=True),
+                     (400, 401, 403, 408, 409, 413, 415, 503), body=True),
         },
         "/api/v1/tasks/{id}": _record_get("one record", "getTask"),
         "/api/v1/backtest/tasks/{id}": _record_get("one record (legacy path)", "getBacktest"),
