@@ -74,7 +74,10 @@ function timeAxis(curves) {
 }
 
 function formatMoney(value) {
-  return value.toLocaleString(undefined, { maximumFractionDigits: 0 });
+  // Past a million, compact ("151.2M"): the axis's 70 px cut 151,245,126 to 51,245,126.
+  return value.toLocaleString(undefined, Math.abs(value) >= 1e6
+    ? { notation: "compact", maximumFractionDigits: 1 }
+    : { maximumFractionDigits: 0 });
 }
 
 function drawEquity(container, curves) {

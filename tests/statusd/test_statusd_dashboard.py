@@ -121,6 +121,21 @@ def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
 
 
+def test_equity_axis_labels_fit_however_large_the_equity(server: ServerThread, spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """A curve past 100 million: the labels, at most 70 px left of the axis, began left of
+    the chart's edge (151,245,126 showed as 51,245,126)."""
+    result = equity_result(("AAA",), bars=50)
+    for point in result["symbols"]["AAA"]["equity_curve"]:
+        point[1] *= 1_500
+    run_job(spool, "bt-big", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-big")
+    labels = page.locator("#equity svg text[x=\"64\"]")  # at CHART.left - 6
+    sync_api.expect(labels).to_have_count(3)  # the y axis: low, middle, high
+    lefts = labels.evaluate_all("nodes => nodes.map((n) => n.getBBox().x)")
+    assert min(lefts) >= 0, (lefts, labels.all_text_contents())
+
+
 def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool,
                                               page: sync_api.Page) -> None:
     expect = sync_api.expect
