@@ -11,12 +11,7 @@ held open for good.  The real daemon on 127.0.0.1, spoken to over raw sockets.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
-from statusd_daemonkit import wait_listening
+from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, make_spool
 
 from statusd.errors import CLIENT_FAULT_LINES, ClientFaults, ServerLog
@@ -54,28 +49,11 @@ def statusd(tmp_path: Path, *, broken: bool = False) -> Iterator[tuple[int, list
     block ends: it is stopped with SIGTERM and must exit 0)."""
     root = tmp_path / "spool"
     make_spool(root)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SPOOL_", "STATUSD_", "JOB_NUM"))}
-    env.update(SPOOL_DIR=str(root), SPOOL_FSYNC="never", STATUSD_HOST="127.0.0.1",
-               STATUSD_PORT="0", STATUSD_TOKEN=TOKEN, SPOOL_LOG_LEVEL="INFO")
-    proc = subprocess.Popen([sys.executable, "-c", _DAEMON, str(QUICK_IDLE_S),
-                             "broken" if broken else "whole"],
-                            env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
     log: list[str] = []
-    drain = threading.Thread(target=log.extend, args=(proc.stderr,), name="statusd-stderr")
-    drain.start()
-    try:
-        yield wait_listening(proc, lambda: "".join(log)), log
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, log[-20:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        drain.join(10)
-        proc.stderr.close()
+    with statusd_daemon(root, log=log, argv=["-c", _DAEMON, str(QUICK_IDLE_S),
+                                             "broken" if broken else "whole"],
+                        STATUSD_TOKEN=TOKEN) as (port, _):
+        yield port, log
 
 
 def head(method: str, path: str, *headers: str) -> bytes:
