@@ -1,8 +1,9 @@
 """Cancel of a pending job (pending -> failed ``cancelled``) for :class:`~spool.transitions.Spool`.
 
-The job is claimed into a staging name (``tmp/cancel-<id>``, under its lease, as a run's
-claim takes it), so no processor claims it meanwhile, and its ``cancelled`` record is
-published before the staged file goes.
+The job is claimed into a staging name (``cancel-<id>...`` in ``stage/``, or ``tmp/``,
+see :meth:`spool.fsops.Mover.action_staging`; under its lease, as a run's claim takes
+it), so no processor claims it meanwhile, and its ``cancelled`` record is published
+before the staged file goes.
 
 Guarantees (DESIGN sections 2 and 9):
 
@@ -12,7 +13,7 @@ Guarantees (DESIGN sections 2 and 9):
   crash leaves staged (``spool.staged.Staged._restore_cancel``).
 * A pending file that holds no job keeps its bytes as the record's quarantined original
   (``failed/<id>.orig``), as intake's quarantine would; an earlier original of the id,
-  which this record supersedes, stays linked in ``tmp/`` until the record is written.
+  which this record supersedes, stays linked where moves stage until the record is written.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
     and a retry asks for the file to be fixed.  An earlier original of the id goes:
     it belonged to the failed record this one replaces.  Cut short between the two
     renames, recovery writes the original's record (``TerminalLeftovers._settle_original``;
-    ``Staged._settle_kept`` when an earlier original was kept linked in ``tmp/``)."""
+    ``Staged._settle_kept`` when an earlier original was kept linked where moves stage)."""
     mover = spool.mover
     original = spool.layout.original(claim.job_id)
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
@@ -81,7 +82,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
     record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
                            size=os.fstat(claim.fd).st_size)
     # An earlier original is replaced below, yet it stays its record's should this
-    # record not be written: a link to it is kept in tmp/ until then.
+    # record not be written: a link to it is kept staged until then.
     kept = spool.mover.action_staging(f"kept-{claim.job_id}")
     aside = kept if mover.link(original, kept) else None
     try:

@@ -109,7 +109,7 @@ class Staged:
     def _settle_kept(self, job_id: str, path: Path, kept: os.stat_result,
                      report: RecoveryReport) -> None:
         """Finish a cancel of a file that holds no job cut short beside an earlier
-        original of its id, which it keeps linked in ``tmp/`` until its record is written
+        original of its id, which it keeps linked where moves stage until its record is written
         (``spool.cancellation._cancel_no_job``); the link itself goes after this.
 
         ``failed/<id>.orig`` gone: the cancel's undo took its bytes out and died before
@@ -140,7 +140,7 @@ class Staged:
     def restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
                             message: str = "quarantined when its processor died; the "
                             "original name was lost") -> None:
-        """Finish a quarantine cut short in ``tmp/``: the original into ``failed/``, then
+        """Finish a quarantine cut short where it staged: the original into ``failed/``, then
         its record, replacing the id's earlier records as the quarantine would have.
 
         Like ``Spool.quarantine`` it never replaces an earlier original of the id, nor
