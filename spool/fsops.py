@@ -477,8 +477,24 @@ class Mover:
         what such a move left only where no submitter could have named a file like it
         (:class:`spool.staged.Staged`): in a shared ``tmp/`` a member of the submit group
         could, and had recovery replace another user's record with hers."""
-        return Path(self.layout.private_staging_str(tag) if self.moves_in_stage()
-                    else self.layout.staging_str(tag))
+        if self.moves_in_stage():
+            return Path(self.layout.private_staging_str(tag))
+        if not self.recycle and self.tmp_shared():
+            # Recovery keeps such a move cut short in a shared tmp/ as a quarantine, not
+            # as the move: refused before anything moves.  (A processor that cannot use
+            # stage/ stages in tmp/ as before: its own recovery trusts tmp/ then.)
+            raise SpoolIOError(
+                f"cannot stage this move in {self.layout.stage} ({self.staging_note or 'missing'})"
+                " and tmp/ is shared with submitters: run it as the spool's user, or start "
+                "the processor once (it makes stage/)")
+        return self.layout.staging(tag)
+
+    def tmp_shared(self) -> bool:
+        """``tmp/`` may be written by others than its owner (a submit group)."""
+        try:
+            return bool(os.stat(self.layout.tmp).st_mode & 0o022)
+        except OSError:
+            return False
 
     def moves_in_stage(self) -> bool:
         """True when :meth:`action_staging` names a file in ``stage/``."""

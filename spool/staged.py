@@ -51,11 +51,13 @@ class Staged:
         listed += [(e, True) for e in entries(self.layout.stage, optional=True)]
         for entry, trusted in listed:
             parsed = _parse_staging(entry.name)
-            if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
-                parsed = None  # named like a move's, in a tmp/ submitters share: theirs
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
+                if not _pid_alive(parsed[1]):  # never completed, however old
+                    self._keep_untrusted(Path(entry.path), st, report)
                 continue
             # ctime: any write, rename or utime sets it, where a drop may carry the mtime
             # of its source (scp -p, rsync -t) from long ago.
@@ -78,17 +80,28 @@ class Staged:
                 continue
             self._settle_staged(tag, path, st, report)
 
+    def _keep_untrusted(self, path: Path, st: os.stat_result, report: RecoveryReport) -> None:
+        """A dead process's move, by its name, in a ``tmp/`` submitters share: a
+        submitter could have named it so (see :meth:`_tmp_trusted`), so it is not
+        completed over the id it names; nor dropped, as it may hold a job a cut-short
+        move (an older spoolq's, or one that could not stage in ``stage/``) left.
+        Quarantined under an id of its own, its bytes kept, its record naming it."""
+        job_id = invalid_id(self.spool.clock.now())
+        if not self.mover.move(path, self.layout.original(job_id), replace=False):
+            return  # settled meanwhile, or the id taken: the next pass looks again
+        self.terminal.record_for_original(job_id, st, path.name, (
+            f"found in tmp/ named like a move of a process that died ({path.name}); "
+            "not completed, as a submitter could have named it so: its bytes are kept "
+            f"in failed/{job_id}.orig"), replace=False)
+        report.restored.append(job_id)
+
     def _tmp_trusted(self) -> bool:
         """A move's staging name in ``tmp/`` can only be a spoolq process's: nobody but
         its owner may write there, or moves stage there (no usable ``stage/``).  Else
         one is a submitter's, who could name a file ``retry-<id>.<pid>.<hex>.tmp`` and
         have it replace another user's record (moves stage in ``stage/``,
         :meth:`spool.fsops.Mover.action_staging`)."""
-        try:
-            shared = os.stat(self.layout.tmp).st_mode & 0o022
-        except OSError:
-            return True  # nothing there to settle
-        return not shared or not self.mover.moves_in_stage()
+        return not self.mover.tmp_shared() or not self.mover.moves_in_stage()
 
     def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
                        report: RecoveryReport) -> None:
