@@ -1,12 +1,20 @@
 """``run_backtest``: the ``ma_crossover`` strategy, exactly as ``QUANT.md`` defines it.
 
-All symbols of a chunk (``CHUNK`` columns) are one 2-D computation; there is no
-Python loop over bars.  The sequential cash/share recurrence is solved in
-closed form: all cash goes in at an entry and comes out at an exit, so the
-cash after the k-th exit is ``init_cash`` times the product of the first k
-trade growth factors ``S_exit(1-fee) / (B_entry(1+fee))`` (a ``cumprod`` over
-the exit bars), and while a trade is open the equity is
-``cash / (B_entry(1+fee)) * C_t``.
+All symbols of a chunk are one 2-D computation; there is no Python loop over
+bars.  The sequential cash/share recurrence is solved in closed form: all cash
+goes in at an entry and comes out at an exit, so the cash after the k-th exit
+is ``init_cash`` times the product of the first k trade growth factors
+``S_exit(1-fee) / (B_entry(1+fee))`` (a ``cumprod`` over the exit bars), and
+while a trade is open the equity is ``cash / (B_entry(1+fee)) * C_t``.
+
+Progress: a chunk takes symbols until it holds ``CHUNK`` of them or
+``CHUNK_CELLS`` bars, and runs down its rows in blocks of about ``BLOCK_CELLS``
+cells, reporting after each block, so reports come steadily whatever the shape
+(one symbol of a million bars, or five hundred of a few thousand).  A block
+continues every running sum, product and maximum from the row before it, in
+the same order as one pass over all rows: results do not depend on the block
+or chunk size, bit for bit.  The fraction counts symbols, and within a chunk
+its rows (a symbol's bars are read only when its chunk comes up).
 
 Missing bars: **each symbol runs on its own bars**, the rows of its file
 (within ``start``/``end``) whose open and close are both present.  A bar
@@ -24,7 +32,7 @@ tie, whatever the last digits of the two means say.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,109 +44,249 @@ from processor.quant.jsonsafe import finite_or_none
 from processor.quant.params import BacktestParams
 
 ProgressFn = Callable[[float, str], None]
+BlockFn = Callable[[int, int, F64], None]
+"""Called with ``(start, stop, equity)`` once rows ``start:stop`` are simulated."""
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 CHUNK = 50
+"""At most this many symbols share one 2-D computation."""
+CHUNK_CELLS = 1 << 17
+"""A chunk takes no more symbols once it holds this many bars (50 x 2520 fit)."""
+BLOCK_CELLS = 1 << 17
+"""Rows x symbols computed between two progress reports (some 20-30 ms of work)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Simulation:
-    """Per-bar and per-symbol outcome of one 2-D run; rows past a symbol's length are NaN."""
+    """Per-bar equity and bar returns of one 2-D run (rows past a symbol's length are
+    NaN and 0), and the per-symbol sums the metrics need."""
 
     equity: F64
-    valid: Bools
-    entries: Bools
-    exits: Bools
+    returns: F64
+    lengths: Ints
+    return_sum: F64
+    drawdown: F64
+    entries: Ints
+    exits: Ints
     wins: Ints
 
 
-def crossover_signal(close: F64, fast: int, slow: int) -> Bools:
-    """``SMA_fast > SMA_slow`` per cell; False while either window is incomplete, and
-    where the slow window is flat (a tie, however the running sums round)."""
-    csum = np.cumsum(close - close[:1], axis=0)
-    with np.errstate(invalid="ignore"):
-        above = _window_mean(csum, fast) > _window_mean(csum, slow)
-    return above & ~_flat_for(close, slow)
+def _accumulate(op: np.ufunc, values: npt.NDArray[Any], carry: npt.NDArray[Any] | None,
+                out: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]:
+    """``op.accumulate`` down the columns of ``values``, continuing from ``carry``, the
+    running value of the row above (None: the first row).  The first row is
+    ``carry op values[0]``, the very step one pass over all rows takes, so a running
+    sum keeps its row order (``ndarray.sum`` would sum pairwise, and a symbol's last
+    digits would depend on the block size and on the symbols sharing its job)."""
+    if carry is None:
+        result: npt.NDArray[Any] = op.accumulate(values, axis=0, out=out)
+        return result
+    if out is None:
+        out = np.empty_like(values)
+    out[0] = op(carry, values[0])
+    out[1:] = values[1:]
+    result = op.accumulate(out, axis=0, out=out)
+    return result
 
 
-def _flat_for(close: F64, window: int) -> Bools:
-    """Cells that end a run of at least ``window`` equal closes down their column."""
-    rows = np.arange(len(close))[:, None]
-    changed = np.ones(close.shape, dtype=bool)
-    changed[1:] = close[1:] != close[:-1]  # NaN never equals: padding ends every run
-    run_start = np.maximum.accumulate(np.where(changed, rows, 0), axis=0)
-    return rows - run_start >= window - 1
-
-
-def _window_mean(csum: F64, window: int) -> F64:
-    out = np.full_like(csum, np.nan)
-    if window <= len(csum):
-        out[window - 1] = csum[window - 1]
-        out[window:] = csum[window:] - csum[:-window]
+def _window_mean(csum: F64, start: int, stop: int, window: int) -> F64:
+    """Rows ``start:stop`` of the running-sum window mean (NaN before the window fills);
+    ``csum`` holds the running sums of every row before ``stop``."""
+    out = np.full((stop - start, csum.shape[1]), np.nan)
+    lo = max(start, window - 1)
+    if lo == window - 1 and lo < stop:
+        out[lo - start] = csum[lo]
+        lo += 1
+    if lo < stop:
+        out[lo - start:] = csum[lo:stop] - csum[lo - window: stop - window]
     return out / window
 
 
-def simulate(open_: F64, close: F64, lengths: Ints, params: BacktestParams) -> Simulation:
-    """Run the strategy on columns holding ``lengths[j]`` bars each (then NaN)."""
-    rows = np.arange(close.shape[0])[:, None]
-    valid = rows < lengths[None, :]
-    signal = crossover_signal(close, params.fast, params.slow)
-    pos = np.zeros_like(valid)
-    pos[1:] = signal[:-1]
-    pos &= valid
-    held = np.zeros_like(pos)
-    held[1:] = pos[:-1]
-    entries = pos & ~held
-    exits = held & ~pos & valid
-    entry_row = np.maximum.accumulate(np.where(entries, rows, 0), axis=0)
-    buy = open_ * (1 + params.slippage)
-    cost = np.take_along_axis(buy, entry_row, axis=0) * (1 + params.fee)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        proceeds = open_ * (1 - params.slippage) * (1 - params.fee)
+class _Crossover:
+    """``SMA_fast > SMA_slow`` per cell, block of rows by block; False while either
+    window is incomplete, and where the slow window is flat (a tie, however the
+    running sums round)."""
+
+    def __init__(self, close: F64, fast: int, slow: int) -> None:
+        self.close, self.fast, self.slow = close, fast, slow
+        self.csum = np.empty_like(close)
+        self.run_start = np.zeros(close.shape[1], dtype=np.int64)
+
+    def rows(self, start: int, stop: int) -> Bools:
+        """The signal of rows ``start:stop``, the rows after the last call's."""
+        close, rows = self.close[start:stop], np.arange(start, stop)[:, None]
+        _accumulate(np.add, close - self.close[0], self.csum[start - 1] if start else None,
+                    out=self.csum[start:stop])
+        with np.errstate(invalid="ignore"):
+            above = (_window_mean(self.csum, start, stop, self.fast)
+                     > _window_mean(self.csum, start, stop, self.slow))
+        # Flat: the row ends a run of at least ``slow`` equal closes (NaN never equals,
+        # so the padding below a column ends every run).
+        changed = np.empty(close.shape, dtype=bool)
+        changed[0] = close[0] != self.close[start - 1] if start else True
+        changed[1:] = close[1:] != close[:-1]
+        run_start = _accumulate(np.maximum, np.where(changed, rows, 0),
+                                self.run_start if start else None)
+        self.run_start = run_start[-1].copy()
+        flat: Bools = rows - run_start >= self.slow - 1
+        return above & ~flat
+
+
+def crossover_signal(close: F64, fast: int, slow: int) -> Bools:
+    """The whole signal of ``close`` at once (see :class:`_Crossover`)."""
+    return _Crossover(close, fast, slow).rows(0, len(close))
+
+
+class _Run:
+    """One 2-D run, block of rows by block: the account of every column at the row
+    boundary reached so far, and the per-row arrays later blocks and the metrics read."""
+
+    def __init__(self, open_: F64, close: F64, lengths: Ints, params: BacktestParams) -> None:
+        self.open, self.close, self.lengths, self.params = open_, close, lengths, params
+        self.crossover = _Crossover(close, params.fast, params.slow)
+        self.equity = np.empty_like(close)
+        self.returns = np.empty_like(close)
+        width = close.shape[1]
+        # The running values at the row above the next block (copies of the last row:
+        # a view would keep a whole block's array alive).
+        self.signal = np.zeros(width, dtype=bool)
+        self.pos = np.zeros(width, dtype=bool)
+        self.entry_buy: F64 = open_[0] * (1 + params.slippage)
+        self.growth: F64 | None = None
+        self.return_sum: F64 | None = None
+        self.peak: F64 | None = None
+        self.drawdown = np.zeros(width)
+        self.entries = np.zeros(width, dtype=np.int64)
+        self.exits = np.zeros(width, dtype=np.int64)
+        self.wins = np.zeros(width, dtype=np.int64)
+
+    def step(self, start: int, stop: int) -> None:
+        """Simulate rows ``start:stop``, the rows after the last block."""
+        past = _past_end(start, stop, self.lengths)
+        signal = self.crossover.rows(start, stop)
+        pos = np.empty_like(signal)  # held during the bar: the signal of the bar before
+        pos[0], pos[1:] = self.signal, signal[:-1]
+        if past is not None:
+            pos &= ~past
+        held = np.empty_like(pos)  # held during the bar before
+        held[0], held[1:] = self.pos, pos[:-1]
+        self.signal, self.pos = signal[-1].copy(), pos[-1].copy()
+        entries = pos & ~held
+        exits = held & ~pos
+        if past is not None:
+            exits &= ~past
+        self.entries += entries.sum(axis=0)
+        self.exits += exits.sum(axis=0)
+        # Overflow (an equity or an annualised growth past the largest float) gives inf,
+        # which the result reports as null: not a warning.
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            self._account(start, stop, pos, entries, exits)
+            if past is not None:
+                self.equity[start:stop][past] = np.nan
+            self._returns(start, stop, past)
+
+    def _account(self, start: int, stop: int, pos: Bools, entries: Bools, exits: Bools) -> None:
+        """Equity of rows ``start:stop``: all cash in at an entry's open, out at an exit's."""
+        p = self.params
+        open_, close = self.open[start:stop], self.close[start:stop]
+        buy = np.empty((stop - start + 1, open_.shape[1]))  # row 0: the open entry's price
+        buy[0] = self.entry_buy
+        np.multiply(open_, 1 + p.slippage, out=buy[1:])
+        marks = np.where(entries, np.arange(1, stop - start + 1)[:, None], 0)
+        entry_buy = np.take_along_axis(buy, np.maximum.accumulate(marks, axis=0), axis=0)
+        self.entry_buy = entry_buy[-1].copy()
+        cost = entry_buy * (1 + p.fee)
+        proceeds = open_ * (1 - p.slippage) * (1 - p.fee)
         growth = np.where(exits, proceeds / cost, 1.0)
-        cash = params.init_cash * np.cumprod(growth, axis=0)
-        equity = np.where(pos, cash / cost * close, cash)
-    equity[~valid] = np.nan
-    wins = (exits & (growth - 1.0 > 0)).sum(axis=0)
-    return Simulation(equity, valid, entries, exits, wins)
+        self.wins += (exits & (growth - 1.0 > 0)).sum(axis=0)
+        product = _accumulate(np.multiply, growth, self.growth)
+        self.growth = product[-1].copy()
+        equity = self.equity[start:stop]
+        np.multiply(p.init_cash, product, out=equity)  # the cash
+        np.copyto(equity, equity / cost * close, where=pos)
+
+    def _returns(self, start: int, stop: int, past: Bools | None) -> None:
+        """Bar returns of rows ``start:stop`` and the running sums the metrics need."""
+        init_cash = self.params.init_cash
+        equity, returns = self.equity[start:stop], self.returns[start:stop]
+        previous = np.empty_like(equity)
+        previous[0] = self.equity[start - 1] if start else init_cash
+        previous[1:] = equity[:-1]
+        np.divide(equity, previous, out=returns)
+        returns -= 1.0
+        running = _accumulate(np.fmax, equity, self.peak)
+        self.peak = running[-1].copy()
+        drawdown = equity / np.maximum(running, init_cash) - 1.0
+        if past is not None:
+            returns[past] = 0.0
+            drawdown[past] = 0.0
+        self.return_sum = _accumulate(np.add, returns, self.return_sum)[-1].copy()
+        self.drawdown = np.minimum(self.drawdown, drawdown.min(axis=0, initial=0.0))
+
+    def result(self) -> Simulation:
+        assert self.return_sum is not None, "no rows simulated"
+        return Simulation(self.equity, self.returns, self.lengths, self.return_sum,
+                          self.drawdown, self.entries, self.exits, self.wins)
 
 
-def column_sum(values: F64) -> F64:
-    """Sums down each column, always in row order (``ndarray.sum`` switches to pairwise
-    summation for a contiguous column, which would make a symbol's last digits depend
-    on how many symbols share its job)."""
-    sums: F64 = np.cumsum(values, axis=0)[-1]
-    return sums
+def _past_end(start: int, stop: int, lengths: Ints) -> Bools | None:
+    """The cells of rows ``start:stop`` past their column's bars; None when there are
+    none (the usual case: symbols of one calendar), which spares the masking."""
+    if stop <= lengths.min():
+        return None
+    past: Bools = np.arange(start, stop)[:, None] >= lengths[None, :]
+    return past
+
+
+def _blocks(rows: int, width: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive row blocks of about ``BLOCK_CELLS`` cells."""
+    size = max(1, BLOCK_CELLS // max(1, width))
+    for start in range(0, rows, size):
+        yield start, min(rows, start + size)
+
+
+def simulate(open_: F64, close: F64, lengths: Ints, params: BacktestParams,
+             on_block: BlockFn | None = None) -> Simulation:
+    """Run the strategy on columns holding ``lengths[j]`` bars each (then NaN)."""
+    run = _Run(open_, close, lengths, params)
+    for start, stop in _blocks(*close.shape):
+        run.step(start, stop)
+        if on_block is not None:
+            on_block(start, stop, run.equity[start:stop])
+    return run.result()
+
+
+def _squared_deviations(sim: Simulation, mean: F64) -> F64:
+    """Per column, the sum of ``(r - mean)^2`` over its bars, in row order."""
+    total: F64 | None = None
+    for start, stop in _blocks(*sim.returns.shape):
+        dev = sim.returns[start:stop] - mean
+        past = _past_end(start, stop, sim.lengths)
+        if past is not None:
+            dev[past] = 0.0
+        total = _accumulate(np.add, dev * dev, total)[-1].copy()
+    assert total is not None
+    return total
 
 
 def metrics(sim: Simulation, init_cash: float, periods_per_year: float) -> dict[str, F64]:
     """Per-symbol metrics as arrays (NaN where undefined)."""
-    lengths = sim.valid.sum(axis=0)
+    lengths = sim.lengths
     n = lengths.astype(np.float64)
-    equity = sim.equity
-    previous = np.empty_like(equity)
-    previous[:1] = init_cash
-    previous[1:] = equity[:-1]
-    # Overflow (an equity or an annualised growth past the largest float) gives inf,
-    # which the result reports as null: not a warning.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        returns = np.where(sim.valid, equity / previous - 1.0, 0.0)
-        mean = column_sum(returns) / n
-        dev = np.where(sim.valid, returns - mean, 0.0)
-        std = np.where(n >= 2, np.sqrt(column_sum(dev * dev) / (n - 1)), np.nan)
-        final = np.where(lengths > 0, equity[np.maximum(lengths - 1, 0), np.arange(n.size)],
-                         np.nan)
+        mean = sim.return_sum / n
+        std = np.where(n >= 2, np.sqrt(_squared_deviations(sim, mean) / (n - 1)), np.nan)
+        final = np.where(lengths > 0,
+                         sim.equity[np.maximum(lengths - 1, 0), np.arange(n.size)], np.nan)
         total = final / init_cash - 1.0
-        peak = np.maximum(np.fmax.accumulate(equity, axis=0), init_cash)
-        drawdown = np.where(sim.valid, equity / peak - 1.0, 0.0).min(axis=0, initial=0.0)
-        closed = sim.exits.sum(axis=0).astype(np.float64)
+        closed = sim.exits.astype(np.float64)
         return {
             "total_return": total,
             "annualized_return": (1.0 + total) ** (periods_per_year / n) - 1.0,
             "annualized_volatility": std * np.sqrt(periods_per_year),
             "sharpe": np.where(std > 0, mean / std * np.sqrt(periods_per_year), np.nan),
-            "max_drawdown": np.where(lengths > 0, drawdown, np.nan),
-            "num_trades": sim.entries.sum(axis=0).astype(np.float64),
+            "max_drawdown": np.where(lengths > 0, sim.drawdown, np.nan),
+            "num_trades": sim.entries.astype(np.float64),
             "num_closed_trades": closed,
             "win_rate": sim.wins / closed,
             "final_equity": final,
@@ -176,20 +324,64 @@ def stack(columns: list[F64]) -> F64:
 _COUNTS = ("num_trades", "num_closed_trades", "bars")
 
 
-def _run_chunk(chunk: list[OwnBars], params: BacktestParams) -> dict[str, dict[str, Any]]:
+def _chunks(params: BacktestParams, store: DataStore) -> Iterator[list[OwnBars]]:
+    """The symbols' own bars, read chunk by chunk: ``CHUNK`` symbols or ``CHUNK_CELLS`` bars."""
+    chunk: list[OwnBars] = []
+    cells = 0
+    for symbol in params.symbols:
+        chunk.append(own_bars(store.bars(symbol, params.start, params.end)))
+        cells += len(chunk[-1].close)
+        if len(chunk) == CHUNK or cells >= CHUNK_CELLS:
+            yield chunk
+            chunk, cells = [], 0
+    if chunk:
+        yield chunk
+
+
+class _Curves:
+    """A chunk's equity curves, extended block by block, and its progress reports: the
+    fraction counts the symbols done before the chunk plus the chunk's rows done."""
+
+    def __init__(self, chunk: list[OwnBars], progress: ProgressFn | None,
+                 done: int, total: int) -> None:
+        self.chunk, self.progress, self.done, self.total = chunk, progress, done, total
+        self.rows = max(len(s.close) for s in chunk)
+        self.curves: list[list[tuple[str, float | None]]] = [[] for _ in chunk]
+
+    def extend(self, start: int, stop: int, equity: F64) -> None:
+        """Append rows ``start:stop`` (``equity``) to every curve and report."""
+        for j, series in enumerate(self.chunk):
+            end = min(stop, len(series.close))
+            if end <= start:
+                continue
+            column = equity[: end - start, j]
+            values: list[float | None] = column.tolist()
+            if not np.isfinite(column).all():
+                values = [finite_or_none(e) for e in values]
+            iso = series.iso if end - start == len(series.iso) else series.iso[start:end]
+            if self.curves[j]:
+                self.curves[j] += zip(iso, values, strict=True)
+            else:  # list() is faster than extending an empty list
+                self.curves[j] = list(zip(iso, values, strict=True))
+        if self.progress is not None and stop < self.rows:
+            size, first, last = len(self.chunk), self.chunk[0].symbol, self.chunk[-1].symbol
+            what = (f"{first} (symbol {self.done + 1}" if size == 1 else
+                    f"{first} to {last} (symbols {self.done + 1}-{self.done + size}")
+            self.progress((self.done + size * stop / self.rows) / self.total,
+                          f"backtesting {what} of {self.total}): bar {stop}/{self.rows}")
+
+
+def _run_chunk(chunk: list[OwnBars], params: BacktestParams,
+               curves: _Curves) -> dict[str, dict[str, Any]]:
     lengths = np.array([len(s.close) for s in chunk], dtype=np.int64)
     sim = simulate(stack([s.open for s in chunk]), stack([s.close for s in chunk]),
-                   lengths, params)
+                   lengths, params, curves.extend)
     values = metrics(sim, params.init_cash, params.periods_per_year)
     out: dict[str, dict[str, Any]] = {}
-    for j, series in enumerate(chunk):
+    for j, (series, curve) in enumerate(zip(chunk, curves.curves, strict=True)):
         entry: dict[str, Any] = {k: finite_or_none(v[j]) for k, v in values.items()}
         entry.update({k: int(values[k][j]) for k in _COUNTS})
-        column = sim.equity[: lengths[j], j]
-        curve: list[float | None] = column.tolist()
-        if not np.isfinite(column).all():
-            curve = [finite_or_none(e) for e in curve]
-        entry["equity_curve"] = list(zip(series.iso, curve, strict=True))
+        entry["equity_curve"] = curve
         out[series.symbol] = entry
     return out
 
@@ -229,13 +421,11 @@ def run_backtest(params: BacktestParams, store: DataStore,
                  progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run ``params`` on ``store``'s data; the result shape is ``QUANT.md``'s."""
     results: dict[str, dict[str, Any]] = {}
-    total = len(params.symbols)
-    for lo in range(0, total, CHUNK):
-        names = params.symbols[lo: lo + CHUNK]
-        chunk = [own_bars(store.bars(s, params.start, params.end)) for s in names]
-        results.update(_run_chunk(chunk, params))
+    total, done = len(params.symbols), 0
+    for chunk in _chunks(params, store):
+        results.update(_run_chunk(chunk, params, _Curves(chunk, progress, done, total)))
+        done += len(chunk)
         if progress is not None:
-            done = lo + len(names)
             progress(done / total, f"backtested {done}/{total} symbols")
     return {
         "strategy": params.strategy,

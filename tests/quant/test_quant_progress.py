@@ -1,0 +1,110 @@
+"""Progress of ``run_backtest``: reports come steadily whatever the shape of the job
+(few symbols of many bars included), and the results do not depend on how the work
+is cut into chunks and blocks to report it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pytest
+from quant_reference import read_rows, write_bars
+
+import processor.quant.backtest as backtest_module
+from processor.quant.data import DataStore
+from processor.quant.params import BacktestParams
+from processor.quant.synth import write_synthetic
+from processor.quant.tools import QUANT_TOOLS
+
+T = TypeVar("T")
+LONG_BARS = 300_000
+
+
+@pytest.fixture(scope="module")
+def long_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 symbols x 300,000 bars: the shape whose backtest reported once, at the end."""
+    directory = tmp_path_factory.mktemp("long")
+    write_synthetic(directory, symbols=2, bars=LONG_BARS, seed=11)
+    return directory
+
+
+class Recorder:
+    """A tool context whose progress sink records every (fraction, message)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.job_id = "job-1"
+        self.data_dir = data_dir
+        self.updates: list[tuple[float, str]] = []
+        self.resources: dict[str, Any] = {}
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.updates.append((fraction, message))
+
+    def resource(self, key: str, factory: Callable[[], T]) -> T:
+        if key not in self.resources:
+            self.resources[key] = factory()
+        value: T = self.resources[key]
+        return value
+
+
+def execute(name: str, params: dict[str, Any], ctx: Recorder) -> Any:
+    tool = next(cls for cls in QUANT_TOOLS if cls.name == name)()
+    result = tool.execute(tool.Params.model_validate(params), ctx)
+    assert result.is_ok, result.error_message
+    return orjson.loads(orjson.dumps(result.value))
+
+
+def steps(fractions: list[float]) -> list[float]:
+    return [b - a for a, b in zip([0.0, *fractions], fractions, strict=False)]
+
+
+def test_backtest_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None:
+    ctx = Recorder(long_dir)
+    out = execute("run_backtest", {"symbols": ["S0000", "S0001"]}, ctx)
+    assert [out["symbols"][s]["bars"] for s in ("S0000", "S0001")] == [LONG_BARS, LONG_BARS]
+    assert ctx.updates[-1] == (1.0, "backtested 2/2 symbols")
+    fractions = [f for f, _ in ctx.updates]
+    assert len(fractions) >= 5, ctx.updates  # one report per chunk of 50 gave one, at 1.0
+    assert all(step > 0 for step in steps(fractions)), fractions
+    assert max(steps(fractions)) <= 0.3, fractions
+    assert (0.5, "backtested 1/2 symbols") in ctx.updates
+    within = [m for f, m in ctx.updates if f < 0.5]
+    assert within and all(
+        re.fullmatch(rf"backtesting S0000 \(symbol 1 of 2\): bar \d+/{LONG_BARS}", m)
+        for m in within), within
+
+
+def odd_symbols(directory: Path, synth_dir: Path) -> list[str]:
+    """Symbols of different lengths, with gaps and flat stretches, next to normal ones."""
+    full = read_rows(synth_dir / "S0005.csv")
+    close = np.array(full.close)
+    opens = np.array(full.open)
+    opens[[30, 31, 300]] = np.nan  # rows a backtest skips
+    days = [t.strftime("%Y-%m-%d") for t in full.timestamps]
+    write_bars(directory, "GAPPY", close, days=days, open_=opens)
+    flat = close[:400].copy()
+    flat[100:250] = flat[100]
+    write_bars(directory, "FLATTISH", flat, days=days[:400])
+    write_bars(directory, "SHORT", close[50:80], days=days[50:80])
+    for name in ("S0001", "S0002", "S0003"):
+        (directory / f"{name}.csv").write_bytes((synth_dir / f"{name}.csv").read_bytes())
+    return ["S0001", "GAPPY", "SHORT", "S0002", "FLATTISH", "S0003"]
+
+
+@pytest.mark.parametrize(("block_cells", "chunk_cells"), [(1, 1), (7, 700), (500, 10**9)])
+def test_backtest_results_do_not_depend_on_blocks_or_chunks(
+        tmp_path: Path, synth_dir: Path, block_cells: int, chunk_cells: int) -> None:
+    symbols = odd_symbols(tmp_path, synth_dir)
+    store = DataStore(tmp_path)
+    for fast, slow in ((10, 50), (3, 12)):
+        params = BacktestParams(symbols=symbols, fast=fast, slow=slow, slippage=0.0005)
+        want = orjson.dumps(backtest_module.run_backtest(params, store))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(backtest_module, "BLOCK_CELLS", block_cells)
+            patch.setattr(backtest_module, "CHUNK_CELLS", chunk_cells)
+            got = orjson.dumps(backtest_module.run_backtest(params, store))
+        assert got == want
