@@ -11,7 +11,14 @@ import pytest
 from pydantic import ValidationError
 from quant_reference import close_panel, factor_analysis, read_rows, write_bars
 
-from processor.quant.analysis import FactorParams, analyze_factor, quantile_edges
+from processor.quant.analysis import (
+    LAG_COST,
+    READ_SHARE,
+    SAMPLE_COST,
+    FactorParams,
+    analyze_factor,
+    quantile_edges,
+)
 from processor.quant.data import DataStore
 from processor.quant.factors import CATALOGUE, compute_factor, resolve
 from spool.errors import InvalidParams
@@ -153,11 +160,21 @@ def test_quantile_edges_equal_numpy() -> None:
             assert increasing[t] == bool(np.all(np.diff(want) > 0))
 
 
-def test_progress_per_horizon(synth_dir: Path) -> None:
-    calls: list[float] = []
+def test_progress_per_symbol_read_then_per_pass(synth_dir: Path) -> None:
+    calls: list[tuple[float, str]] = []
     analyze_factor(FactorParams(horizons=[1, 2, 3]), DataStore(synth_dir),
-                   lambda f, m: calls.append(f))
-    assert calls == [0.25, 0.5, 0.75, 1.0]
+                   lambda f, m: calls.append((f, m)))
+    assert calls[:30] == [(pytest.approx(READ_SHARE * i / 30), f"read {i}/30 symbols")
+                          for i in range(1, 31)]
+    # 30 x 600 is one block per pass: a report at the end of each.
+    total = SAMPLE_COST + 3 + 3 * LAG_COST
+    at = {m: f for f, m in calls}
+    for h in (1, 2, 3):
+        assert at[f"horizon {h}: 600/600 dates"] == pytest.approx(
+            READ_SHARE + (1 - READ_SHARE) * (SAMPLE_COST + h) / total)
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and calls[-1] == (1.0, "done")
+    assert fractions.count(1.0) == 1
 
 
 def test_fewer_than_two_symbols_is_invalid_params(tmp_path: Path, synth_dir: Path) -> None:

@@ -1,6 +1,6 @@
-"""Progress of ``run_backtest``: reports come steadily whatever the shape of the job
-(few symbols of many bars included), and the results do not depend on how the work
-is cut into chunks and blocks to report it."""
+"""Progress of the COMPUTE quant tools: reports come steadily whatever the shape of
+the job (few symbols of many bars included), and the results do not depend on how
+the work is cut into chunks and blocks to report it."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import orjson
 import pytest
 from quant_reference import read_rows, write_bars
 
+import processor.quant.analysis as analysis_module
 import processor.quant.backtest as backtest_module
 from processor.quant.data import DataStore
-from processor.quant.params import BacktestParams
+from processor.quant.params import BacktestParams, FactorParams
 from processor.quant.synth import write_synthetic
 from processor.quant.tools import QUANT_TOOLS
 
@@ -78,6 +79,23 @@ def test_backtest_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None
         for m in within), within
 
 
+def test_factor_analysis_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None:
+    ctx = Recorder(long_dir)
+    out = execute("analyze_factor", {"factor": "momentum", "horizons": [1, 5]}, ctx)
+    assert out["symbols"] == 2 and out["dates"] == LONG_BARS - 20 - 5
+    assert ctx.updates[-1] == (1.0, "done")
+    fractions = [f for f, _ in ctx.updates]
+    assert all(step >= 0 for step in steps(fractions)), fractions
+    assert fractions.count(1.0) == 1
+    # One report per horizon gave 1/3, 2/3, 1.0: nothing while the files were read and
+    # the sample built, nothing while each horizon ran.
+    assert len(set(fractions)) >= 20, ctx.updates
+    assert max(steps(fractions)) <= 0.1, fractions
+    messages = [m for _, m in ctx.updates]
+    assert messages[:2] == ["read 1/2 symbols", "read 2/2 symbols"]
+    assert any(m.startswith("horizon 5: ") for m in messages)
+
+
 def odd_symbols(directory: Path, synth_dir: Path) -> list[str]:
     """Symbols of different lengths, with gaps and flat stretches, next to normal ones."""
     full = read_rows(synth_dir / "S0005.csv")
@@ -108,3 +126,17 @@ def test_backtest_results_do_not_depend_on_blocks_or_chunks(
             patch.setattr(backtest_module, "CHUNK_CELLS", chunk_cells)
             got = orjson.dumps(backtest_module.run_backtest(params, store))
         assert got == want
+
+
+@pytest.mark.parametrize("block_cells", [1, 45, 10**9])
+def test_factor_analysis_results_do_not_depend_on_blocks(
+        tmp_path: Path, synth_dir: Path, block_cells: int) -> None:
+    odd_symbols(tmp_path, synth_dir)
+    store = DataStore(tmp_path)
+    params = FactorParams(factor="reversal", lookback=3, horizons=[1, 4],
+                          turnover_lags=[1, 2, 700], quantiles=3)
+    want = orjson.dumps(analysis_module.analyze_factor(params, store))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(analysis_module, "BLOCK_CELLS", block_cells)
+        got = orjson.dumps(analysis_module.analyze_factor(params, store))
+    assert got == want

@@ -124,7 +124,11 @@ def test_analyze_factor_tool_reports_progress(synth_dir: Path) -> None:
     out = run("analyze_factor", {"factor": "momentum", "lookback": 10, "horizons": [1, 5]}, ctx)
     assert out["symbols"] == 30 and out["dates"] == 600 - 10 - 5
     assert set(out["horizons"]) == {"1", "5"} and set(out["turnover"]) == {"1", "5"}
-    assert [f for f, _ in ctx.updates] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    fractions = [f for f, _ in ctx.updates]
+    assert fractions == sorted(fractions) and ctx.updates[-1] == (1.0, "done")
+    messages = [m for _, m in ctx.updates]
+    assert messages[0] == "read 1/30 symbols"
+    assert {"horizon 1: 600/600 dates", "horizon 5: 600/600 dates"} <= set(messages)
 
 
 def test_jsonsafe() -> None:
