@@ -74,10 +74,18 @@ def _epilog() -> str:
             "anything else.")
 
 
+class _Parser(argparse.ArgumentParser):
+    def format_help(self) -> str:
+        # Only for --help: importing the settings first would delay the forkserver's start
+        # (see processor.startup), which begins before they are read.
+        self.epilog = _epilog()
+        return super().format_help()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spool-processor", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the spoolq daemon on a spool, or list its tools.", epilog=_epilog())
+        description="Run the spoolq daemon on a spool, or list its tools.")
     parser.add_argument("command", nargs="?", choices=["run", "tools"], default="run",
                         help="run: the daemon (the default); tools: print the tool "
                         "catalogue without a running daemon")
