@@ -5,7 +5,6 @@ the work is cut into chunks and blocks to report it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from quant_reference import read_rows, write_bars
+from quantkit import Context
 
 import processor.quant.analysis as analysis_module
 import processor.quant.backtest as backtest_module
@@ -33,26 +33,7 @@ def long_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-class Recorder:
-    """A tool context whose progress sink records every (fraction, message)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.job_id = "job-1"
-        self.data_dir = data_dir
-        self.updates: list[tuple[float, str]] = []
-        self.resources: dict[str, Any] = {}
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.updates.append((fraction, message))
-
-    def resource(self, key: str, factory: Callable[[], T]) -> T:
-        if key not in self.resources:
-            self.resources[key] = factory()
-        value: T = self.resources[key]
-        return value
-
-
-def execute(name: str, params: dict[str, Any], ctx: Recorder) -> Any:
+def execute(name: str, params: dict[str, Any], ctx: Context) -> Any:
     tool = next(cls for cls in QUANT_TOOLS if cls.name == name)()
     result = tool.execute(tool.Params.model_validate(params), ctx)
     assert result.is_ok, result.error_message
@@ -64,7 +45,7 @@ def steps(fractions: list[float]) -> list[float]:
 
 
 def test_backtest_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None:
-    ctx = Recorder(long_dir)
+    ctx = Context(long_dir)
     out = execute("run_backtest", {"symbols": ["S0000", "S0001"]}, ctx)
     assert [out["symbols"][s]["bars"] for s in ("S0000", "S0001")] == [LONG_BARS, LONG_BARS]
     assert ctx.updates[-1] == (1.0, "backtested 2/2 symbols")
@@ -80,7 +61,7 @@ def test_backtest_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None
 
 
 def test_factor_analysis_of_few_long_symbols_reports_as_it_runs(long_dir: Path) -> None:
-    ctx = Recorder(long_dir)
+    ctx = Context(long_dir)
     out = execute("analyze_factor", {"factor": "momentum", "horizons": [1, 5]}, ctx)
     assert out["symbols"] == 2 and out["dates"] == LONG_BARS - 20 - 5
     assert ctx.updates[-1] == (1.0, "done")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 from quant_reference import read_rows, write_bars
+from quantkit import Context
 
 from processor.quant.data import DataStore
 from processor.quant.jsonsafe import finite_or_none, jsonable
@@ -21,25 +21,6 @@ from processor.tools import BaseTool, ExecutionMode
 from spool.errors import InvalidParams
 
 T = TypeVar("T")
-
-
-class Context:
-    """What the processor hands a tool: progress sink, data dir, resource cache."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.job_id = "job-1"
-        self.data_dir = data_dir
-        self.updates: list[tuple[float, str]] = []
-        self.resources: dict[str, Any] = {}
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.updates.append((fraction, message))
-
-    def resource(self, key: str, factory: Callable[[], T]) -> T:
-        if key not in self.resources:
-            self.resources[key] = factory()
-        value: T = self.resources[key]
-        return value
 
 
 def tool(name: str) -> BaseTool:
