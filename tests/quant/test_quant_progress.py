@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
@@ -21,7 +21,6 @@ from processor.quant.params import BacktestParams, FactorParams
 from processor.quant.synth import write_synthetic
 from processor.quant.tools import QUANT_TOOLS
 
-T = TypeVar("T")
 LONG_BARS = 300_000
 
 

@@ -1,9 +1,9 @@
-"""The four tool classes on the tool API, with a minimal in-test ToolContext."""
+"""The four tool classes on the tool API, with a recording ToolContext (quantkit)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,8 +19,6 @@ from processor.quant.params import KlineParams
 from processor.quant.tools import QUANT_TOOLS
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import InvalidParams
-
-T = TypeVar("T")
 
 
 def tool(name: str) -> BaseTool:
