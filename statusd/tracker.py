@@ -197,10 +197,10 @@ class Tracker:
         """Re-read the given ids now and apply what changed (also used after HTTP writes)."""
         ids = list(job_ids)
         async with self._lock:
-            if not await self._run(self._spool_here):
-                return
             known = self.index.stamps_of(ids)
-            changes = await self._run(self.loader.refresh, ids, known)
+            changes = await self._run(self._refresh_if_here, ids, known)
+            if changes is None:
+                return
             chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 2))
             for n, (job_id, item) in enumerate(changes, 1):
                 self._apply(job_id, item)
@@ -260,9 +260,9 @@ class Tracker:
 
     async def rescan(self) -> None:
         started = time.monotonic()
-        if not await self._run(self._spool_here):
+        stamps = await self._run(self._scan_if_here)
+        if stamps is None:
             return
-        stamps = await self._run(self.loader.scan)
         changed = await self._run(_diff, stamps, self.index.stamps())
         if changed:
             await self.refresh(changed)
@@ -289,6 +289,15 @@ class Tracker:
             await self.refresh(due)
         finally:
             self._expired.difference_update(due)
+
+    def _refresh_if_here(self, ids: list[str], known: dict[str, Stamp]
+                         ) -> list[tuple[str, Item | Absent]] | None:
+        """The loader's refresh, on the worker thread, None when the spool is gone: the
+        look for it rides the same hop to the thread, not one of its own."""
+        return self.loader.refresh(ids, known) if self._spool_here() else None
+
+    def _scan_if_here(self) -> dict[str, Stamp] | None:
+        return self.loader.scan() if self._spool_here() else None
 
     def _spool_here(self) -> bool:
         """Whether the spool is there: any of its state folders.  When none is (the
