@@ -185,10 +185,16 @@ def is_kept_name(name: str) -> bool:
     return name.startswith(".") and KEPT_TAG in name
 
 
-def is_staging_hex(text: str) -> bool:
-    """The random part of a staging name (:meth:`Layout.staging_str`): 12 lowercase hex
-    digits, more for a spare (a count follows them)."""
-    return len(text) >= 12 and all(c in _HEX for c in text)
+def parse_staging(name: str) -> tuple[str, int] | None:
+    """``(tag, pid)`` of a name spoolq stages under (``<tag>.<pid>.<hex>.tmp``, see
+    :meth:`Layout.staging_str`), else None: a client's file.  The random part is 12
+    lowercase hex digits, more for a spare (a count follows them): a client staging its
+    drop as ``export.20261201.part.tmp`` had it removed within a scan, mid-write."""
+    parts = name.rsplit(".", 3)
+    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit() \
+            or len(parts[2]) < 12 or not all(c in _HEX for c in parts[2]):
+        return None
+    return parts[0], int(parts[1])
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from spool.errors import ConflictError
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
-from spool.layout import is_staging_hex
+from spool.layout import parse_staging
 from spool.lease import is_locked
 from spool.orphans import lease
 from spool.states import JobState
@@ -50,7 +50,7 @@ class Staged:
         listed = [(e, trusted) for e in entries(self.layout.tmp)]
         listed += [(e, True) for e in entries(self.layout.stage, optional=True)]
         for entry, trusted in listed:
-            parsed = _parse_staging(entry.name)
+            parsed = parse_staging(entry.name)
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -226,18 +226,6 @@ def entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
         if optional:
             return []
         raise
-
-
-def _parse_staging(name: str) -> tuple[str, int] | None:
-    """``(tag, pid)`` of a name spoolq stages under (``<tag>.<pid>.<hex>.tmp``, see
-    :meth:`spool.layout.Layout.staging_str`), else None: a client's file.  The random
-    part is 12 or more lowercase hex digits: a client staging its drop as
-    ``export.20261201.part.tmp`` had it removed within a scan, mid-write."""
-    parts = name.rsplit(".", 3)
-    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit() \
-            or not is_staging_hex(parts[2]):
-        return None
-    return parts[0], int(parts[1])
 
 
 def _pid_alive(pid: int) -> bool:

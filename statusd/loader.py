@@ -27,7 +27,7 @@ from stat import S_ISREG
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
-from spool.layout import Layout, is_staging_hex
+from spool.layout import Layout, parse_staging
 from spool.lease import open_nofollow
 from spool.models import record_bytes
 from spool.presence import Presence
@@ -300,11 +300,10 @@ class Loader:
             names.extend(found or ())
         staged = set()
         for name in names:
-            parts = name.rsplit(".", 3)  # <action>-<id>, pid, hex, "tmp"
-            action, _, job_id = parts[0].partition("-")
-            if (len(parts) == 4 and parts[3] == "tmp" and action in STAGED_ACTIONS
-                    and is_staging_hex(parts[2])):
-                staged.add(job_id)
+            if (parsed := parse_staging(name)) is not None:
+                action, _, job_id = parsed[0].partition("-")  # <action>-<id>
+                if action in STAGED_ACTIONS:
+                    staged.add(job_id)
         return staged
 
     def _names_in(self, folder: str) -> Iterable[str] | None:
