@@ -86,9 +86,11 @@ class ClientFaults:
     logged with the client's address too."""
 
     def __init__(self, per_minute: int = CLIENT_FAULT_LINES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 held_back: str = "more client faults") -> None:
         self.per_minute = per_minute
         self.clock = clock
+        self.held_back_text = held_back  # "(N <this> since the last such line ...)"
         self.window_start: float | None = None
         self.logged = 0
         self.held_back = 0
@@ -117,7 +119,7 @@ class ClientFaults:
             return
         self.logged += 1
         if self.held_back:
-            message += " (%d more client faults since the last such line were not logged)"
+            message += f" (%d {self.held_back_text} since the last such line were not logged)"
             args = (*args, self.held_back)
         self.held_back = 0
         log.log(level, message, *args)

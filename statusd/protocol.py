@@ -47,7 +47,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from statusd.errors import error_type, json_error
+from statusd.errors import UNKNOWN_CLIENT, ClientFaults, error_type, json_error
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -58,27 +58,15 @@ _FILE_PATHS = ("/static/",)
 
 
 class _BadRequestLog:
-    """One WARNING line per unparsable request, at most ``per_minute`` a minute."""
+    """One WARNING line per unparsable request, at most ``per_minute`` a minute (the
+    throttle of :class:`statusd.errors.ClientFaults`, with a budget of its own)."""
 
     def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.window_start = -60.0
-        self.logged = 0
-        self.held_back = 0
+        self._lines = ClientFaults(per_minute, time.monotonic, held_back="more")
 
     def note(self, remote: str | None, exc: HttpProcessingError) -> None:
-        now = time.monotonic()
-        if now - self.window_start >= 60.0:
-            self.window_start, self.logged = now, 0
-        if self.logged >= self.per_minute:
-            self.held_back += 1
-            return
-        self.logged += 1
-        more = (f" ({self.held_back} more since the last such line were not logged)"
-                if self.held_back else "")
-        self.held_back = 0
-        log.warning("bad request from %s: %s%s", remote or "unknown client",
-                    _summary(400, exc, None), more)
+        self._lines.note(logging.WARNING, "bad request from %s: %s", remote or UNKNOWN_CLIENT,
+                         _summary(400, exc, None))
 
 
 _bad_requests = _BadRequestLog(BAD_REQUEST_LINES)
