@@ -91,10 +91,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
         if item.state not in TERMINAL:
             await _serve(guard, ws, sub)
     finally:
-        guard.close()
-        if guard.dropped:
-            services.hub.cut_off(sub)
-        services.hub.unsubscribe(sub)
+        _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
 
@@ -111,12 +108,18 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
     try:
         await _serve(guard, ws, sub)
     finally:
-        guard.close()
-        if guard.dropped:
-            services.hub.cut_off(sub)
-        services.hub.unsubscribe(sub)
+        _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
+
+
+def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
+    """A stream is over: its guard stopped, its subscription ended, and a client the guard
+    cut off for taking nothing counted as dropped."""
+    guard.close()
+    if guard.dropped:
+        services.hub.cut_off(sub)
+    services.hub.unsubscribe(sub)
 
 
 async def snapshot_of(item: Item) -> bytes:
