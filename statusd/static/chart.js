@@ -75,6 +75,9 @@ function timeAxis(curves) {
 
 function formatMoney(value) {
   // Past a million, compact ("151.2M"): the axis's 70 px cut 151,245,126 to 51,245,126.
+  // Compact notation ends at trillions ("220,000,000,000,000T" for 2.2e29, cut to
+  // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").
+  if (Math.abs(value) >= 1e15) return value.toExponential(1).replace("e+", "e");
   return value.toLocaleString(undefined, Math.abs(value) >= 1e6
     ? { notation: "compact", maximumFractionDigits: 1 }
     : { maximumFractionDigits: 0 });

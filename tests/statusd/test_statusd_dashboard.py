@@ -121,13 +121,17 @@ def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
 
 
+@pytest.mark.parametrize("scale", [1_500, 2e24], ids=["past 100 million", "past 1e29"])
 def test_equity_axis_labels_fit_however_large_the_equity(server: ServerThread, spool: Spool,
-                                                         page: sync_api.Page) -> None:
+                                                         page: sync_api.Page,
+                                                         scale: float) -> None:
     """A curve past 100 million: the labels, at most 70 px left of the axis, began left of
-    the chart's edge (151,245,126 showed as 51,245,126)."""
+    the chart's edge (151,245,126 showed as 51,245,126).  Compact notation stops at
+    trillions: a 300,000-bar backtest that ended at 2.2e29 was labelled
+    "220,000,000,000,000T", cut to "00,000,000T"."""
     result = equity_result(("AAA",), bars=50)
     for point in result["symbols"]["AAA"]["equity_curve"]:
-        point[1] *= 1_500
+        point[1] *= scale
     run_job(spool, "bt-big", result, tool="run_backtest")
     page.goto(server.base + "/#/tasks/bt-big")
     labels = page.locator("#equity svg text[x=\"64\"]")  # at CHART.left - 6
