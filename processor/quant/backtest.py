@@ -23,11 +23,18 @@ held: SMA windows, the one-bar signal delay, ``T`` in the metrics and the
 equity curve all count that symbol's own bars only.  So a symbol's result
 never depends on which other symbols share the job.
 
-A signal compares window means of ``C - C[0]`` (the symbol's first close),
-which equals comparing the SMAs.  Differences of running sums carry rounding
-noise, so where the slow window is flat (every close in it equal) the two SMAs
-are equal by definition and the signal is False, as ``QUANT.md`` has it for a
-tie, whatever the last digits of the two means say.
+A signal compares window sums, ``slow * sum_fast > fast * sum_slow`` (the SMAs
+compared without a division).  The sums are exact but for the last digits:
+each close splits into a high part, a whole multiple of a power-of-two unit
+chosen per symbol so that running sums of high parts are exact, and a low
+part under half that unit, whose running sums stay tiny; a window's sum is a
+difference of running sums of each.  A price is quoted in decimals that
+binary floats only approximate, so two SMAs equal in those decimals
+(``(49.99 + 50.00) / 2`` and ``(50.01 + 49.98 + 49.99 + 50.00) / 4``) come out
+a few ulps apart, either way: a difference within ``TIE_ULPS`` eps of the
+SMAs' sum is a tie, and ``QUANT.md`` has a tie false.  (Running sums of the closes
+alone, as before, put such ties an ulp or more apart, bought on about half of
+them, and their noise grows with the series' length.)
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ CHUNK_CELLS = 1 << 17
 """A chunk takes no more symbols once it holds this many bars (50 x 2520 fit)."""
 BLOCK_CELLS = 1 << 17
 """Rows x symbols computed between two progress reports (some 20-30 ms of work)."""
+EPS = float(np.finfo(np.float64).eps)
+TIE_ULPS = 8
+"""``|SMA_fast - SMA_slow| <= TIE_ULPS * EPS * (SMA_fast + SMA_slow)`` is a tie (some 16
+ulps of either SMA): SMAs equal in the file's decimals come out within 3 EPS of that
+sum, and SMAs of prices quoted to 1e-4 of their value differ, unless equal, by at
+least 1e-4 / (fast * slow) of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +102,8 @@ def _accumulate(op: np.ufunc, values: npt.NDArray[Any], carry: npt.NDArray[Any] 
     return result
 
 
-def _window_mean(csum: F64, start: int, stop: int, window: int) -> F64:
-    """Rows ``start:stop`` of the running-sum window mean (NaN before the window fills);
+def _window_sum(csum: F64, start: int, stop: int, window: int) -> F64:
+    """Rows ``start:stop`` of the running-sum window sums (NaN before the window fills);
     ``csum`` holds the running sums of every row before ``stop``."""
     out = np.full((stop - start, csum.shape[1]), np.nan)
     lo = max(start, window - 1)
@@ -99,37 +112,41 @@ def _window_mean(csum: F64, start: int, stop: int, window: int) -> F64:
         lo += 1
     if lo < stop:
         out[lo - start:] = csum[lo:stop] - csum[lo - window: stop - window]
-    return out / window
+    return out
 
 
 class _Crossover:
     """``SMA_fast > SMA_slow`` per cell, block of rows by block; False while either
-    window is incomplete, and where the slow window is flat (a tie, however the
-    running sums round)."""
+    window is incomplete, and on a tie (see ``TIE_ULPS``)."""
 
     def __init__(self, close: F64, fast: int, slow: int) -> None:
         self.close, self.fast, self.slow = close, fast, slow
-        self.csum = np.empty_like(close)
-        self.run_start = np.zeros(close.shape[1], dtype=np.int64)
+        # A power of two with every running sum of the high parts below 2**52 units.
+        with np.errstate(invalid="ignore"):
+            top = np.fmax.reduce(close, axis=0)
+        top = np.where(np.isfinite(top), top, 1.0)
+        bits = np.ceil(np.log2(top) + np.log2(max(1, len(close)))).astype(np.int64)
+        self.unit = np.ldexp(1.0, bits - 51)
+        self.high_sum = np.empty_like(close)
+        self.low_sum = np.empty_like(close)
 
     def rows(self, start: int, stop: int) -> Bools:
         """The signal of rows ``start:stop``, the rows after the last call's."""
-        close, rows = self.close[start:stop], np.arange(start, stop)[:, None]
-        _accumulate(np.add, close - self.close[0], self.csum[start - 1] if start else None,
-                    out=self.csum[start:stop])
+        close = self.close[start:stop]
+        high = np.rint(close / self.unit) * self.unit  # exact: a power-of-two scaling
+        for part, csum in ((high, self.high_sum), (close - high, self.low_sum)):
+            _accumulate(np.add, part, csum[start - 1] if start else None,
+                        out=csum[start:stop])
+        fast, slow = self.fast, self.slow
+        sum_fast = (_window_sum(self.high_sum, start, stop, fast)
+                    + _window_sum(self.low_sum, start, stop, fast))
+        sum_slow = (_window_sum(self.high_sum, start, stop, slow)
+                    + _window_sum(self.low_sum, start, stop, slow))
+        scaled_fast, scaled_slow = slow * sum_fast, fast * sum_slow
         with np.errstate(invalid="ignore"):
-            above = (_window_mean(self.csum, start, stop, self.fast)
-                     > _window_mean(self.csum, start, stop, self.slow))
-        # Flat: the row ends a run of at least ``slow`` equal closes (NaN never equals,
-        # so the padding below a column ends every run).
-        changed = np.empty(close.shape, dtype=bool)
-        changed[0] = close[0] != self.close[start - 1] if start else True
-        changed[1:] = close[1:] != close[:-1]
-        run_start = _accumulate(np.maximum, np.where(changed, rows, 0),
-                                self.run_start if start else None)
-        self.run_start = run_start[-1].copy()
-        flat: Bools = rows - run_start >= self.slow - 1
-        return above & ~flat
+            above: Bools = (scaled_fast - scaled_slow
+                            > TIE_ULPS * EPS * (scaled_fast + scaled_slow))
+        return above
 
 
 def crossover_signal(close: F64, fast: int, slow: int) -> Bools:

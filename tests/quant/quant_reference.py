@@ -18,6 +18,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,12 @@ def own_bars(rows: Rows, start: datetime | None = None, end: datetime | None = N
     return out
 
 
-def _sma(values: list[float], t: int, window: int) -> float:
-    total = 0.0
+def _sma(values: list[float], t: int, window: int) -> Decimal:
+    """The mean of the closes as the file quotes them (the shortest decimal of each
+    float), in exact decimal arithmetic: an SMA tie is a tie, not a float's last digit."""
+    total = Decimal(0)
     for k in range(t - window + 1, t + 1):
-        total += values[k]
+        total += Decimal(repr(values[k]))
     return total / window
 
 

@@ -240,3 +240,38 @@ def test_nan_is_rejected_as_not_a_number(field: str) -> None:
     ("fee: Input should be less than 1" sent the user looking at the wrong thing)."""
     with pytest.raises(ValidationError, match="finite number"):
         BacktestParams.model_validate({"symbols": ["AAA"], field: float("nan")})
+
+
+def test_equal_smas_of_decimal_prices_are_a_tie(tmp_path: Path) -> None:
+    """QUANT.md: equality is false.  On bar 5 SMA_2 = (49.99 + 50.00) / 2 = 49.995 and
+    SMA_4 = (50.01 + 49.98 + 49.99 + 50.00) / 4 = 49.995: a tie, so no entry on bar 6.
+    The running sums behind the means put SMA_2 an ulp above SMA_4 and bought.  (On the
+    last bar SMA_2 = 50.01 is above SMA_4 = 49.9975, but that signal is never executed.)"""
+    close = [50.03, 49.99, 50.01, 49.98, 49.99, 50.00, 50.02]
+    write_bars(tmp_path, "TICK", close)
+    signal = backtest_module.crossover_signal(np.array(close)[:, None], 2, 4)[:, 0]
+    assert signal.tolist() == [False] * 6 + [True]
+    params = BacktestParams(symbols=["TICK"], fast=2, slow=4)
+    got = run_backtest(params, DataStore(tmp_path))["symbols"]["TICK"]
+    assert (got["num_trades"], got["total_return"]) == (0, 0.0)
+
+
+@pytest.mark.parametrize(("ticks", "fast", "slow"), [(100, 2, 4), (100, 1, 3), (100, 10, 50),
+                                                     (10_000, 5, 20)])
+def test_signal_is_the_exact_comparison_of_decimal_smas(ticks: int, fast: int,
+                                                        slow: int) -> None:
+    """Closes quoted to 1/ticks: in whole ticks the SMAs compare exactly
+    (SMA_f > SMA_s <=> slow * sum_f > fast * sum_s), ties included, and the signal on
+    the parsed floats must say the same on every bar of a long walk."""
+    rng = np.random.default_rng(ticks + fast)
+    whole = 50 * ticks + np.cumsum(rng.integers(-3, 4, 20_000))
+    close = np.array([float(f"{w / ticks:.{len(str(ticks)) - 1}f}") for w in whole])
+    sums = np.concatenate([[0], np.cumsum(whole)])
+    t = np.arange(slow - 1, len(whole))
+    exact = np.zeros(len(whole), dtype=bool)
+    exact[t] = slow * (sums[t + 1] - sums[t + 1 - fast]) > fast * (sums[t + 1] - sums[t + 1 - slow])
+    ties = np.zeros(len(whole), dtype=bool)
+    ties[t] = slow * (sums[t + 1] - sums[t + 1 - fast]) == fast * (sums[t + 1] - sums[t + 1 - slow])
+    assert ties.sum() > 20  # the walk does tie, often
+    signal = backtest_module.crossover_signal(close[:, None], fast, slow)[:, 0]
+    np.testing.assert_array_equal(signal, exact)
