@@ -769,6 +769,23 @@ def test_the_list_reads_on_a_phone(server: ServerThread, spool: Spool,
     assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
+def test_the_equity_chart_on_a_phone_has_no_empty_band(server: ServerThread, spool: Spool,
+                                                       page: sync_api.Page) -> None:
+    """At 390 pixels the chart shrank to the screen's width but kept its height: the plot
+    sat in the middle of a box twice its height, empty above and below."""
+    expect = sync_api.expect
+    page.set_viewport_size({"width": 390, "height": 844})
+    run_job(spool, "bt-phone", equity_result(("AAA", "BBB")), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-phone")
+    svg = page.locator("#equity svg")
+    expect(svg).to_be_visible()
+    view = svg.evaluate("(n) => n.viewBox.baseVal.width / n.viewBox.baseVal.height")
+    box = svg.bounding_box()
+    assert box is not None and box["width"] <= 390, box
+    # The box's shape is the drawing's (borders aside): no band the drawing leaves empty.
+    assert abs(box["width"] / box["height"] - view) < 0.05, (box, view)
+
+
 def test_a_huge_result_is_cut_with_a_link_to_the_whole_record(server: ServerThread,
                                                               spool: Spool,
                                                               page: sync_api.Page) -> None:
