@@ -62,12 +62,19 @@ function wsUrl(path) {
   return `${scheme}//${location.host}${path}`;
 }
 
+// What Date.toLocaleString(undefined, { timeZoneName: "short" }) shows, built once: that
+// call builds a locale formatter each time (0.18 ms in Chromium), and a burst of 2,000
+// jobs (three transitions each, a row drawn at each) spent a second of script on it.
+const TIME_FORMAT = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "numeric", day: "numeric",
+  hour: "numeric", minute: "numeric", second: "numeric", timeZoneName: "short",
+});
+
 function fmtTime(value) {
   if (!value) return "";
   const date = new Date(value);
   // The browser's zone, named: spoolq and the records say UTC.
-  return Number.isNaN(date.getTime()) ? String(value)
-    : date.toLocaleString(undefined, { timeZoneName: "short" });
+  return Number.isNaN(date.getTime()) ? String(value) : TIME_FORMAT.format(date);
 }
 
 function fmtSpan(seconds) {
