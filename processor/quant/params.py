@@ -4,7 +4,8 @@ The registry publishes each tool's ``Params`` JSON Schema, and a processor
 loads it at start-up; the computations (numpy, pandas: some 300 ms of imports)
 are the tools' business once they run, so nothing here imports them.
 
-Guarantees: a symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched
+Guarantees: numbers are JSON numbers (a bool or a string is a params error); a
+symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched
 in full); ``start`` after ``end`` is a params error; the models forbid unknown
 fields.
 """
@@ -60,7 +61,7 @@ class KlineParams(BaseModel):
     symbol: Symbol
     start: datetime | None = Field(None, description="first bar (inclusive)")
     end: datetime | None = Field(None, description="last bar (inclusive)")
-    limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, description=(
+    limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, strict=True, description=(
         "at most this many bars: the first ones from start when only start is "
         "given, else the most recent ones"))
 
@@ -79,12 +80,13 @@ class BacktestParams(BaseModel):
     strategy: Literal["ma_crossover"] = "ma_crossover"
     fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
     slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
-    fee: float = Field(0.001, ge=0, lt=1, allow_inf_nan=False,
+    # Strict: lax validation would take true as 1.0 and "0.01" as 0.01 (whole numbers pass).
+    fee: float = Field(0.001, ge=0, lt=1, allow_inf_nan=False, strict=True,
                      description="fraction of notional per fill")
-    slippage: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False,
+    slippage: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False, strict=True,
                           description="fraction of the open price")
-    init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False)
-    periods_per_year: float = Field(252, gt=0, allow_inf_nan=False)
+    init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False, strict=True)
+    periods_per_year: float = Field(252, gt=0, allow_inf_nan=False, strict=True)
     start: datetime | None = Field(None, description="first bar (inclusive)")
     end: datetime | None = Field(None, description="last bar (inclusive)")
 

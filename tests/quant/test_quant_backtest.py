@@ -275,3 +275,20 @@ def test_signal_is_the_exact_comparison_of_decimal_smas(ticks: int, fast: int,
     assert ties.sum() > 20  # the walk does tie, often
     signal = backtest_module.crossover_signal(close[:, None], fast, slow)[:, 0]
     np.testing.assert_array_equal(signal, exact)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("init_cash", True), ("periods_per_year", True), ("fee", False), ("slippage", False),
+    ("fee", "0.01"), ("init_cash", "1e5"),
+])
+def test_a_bool_or_a_string_is_not_a_number(field: str, value: object) -> None:
+    """``{"init_cash": true}`` ran a backtest on 1.0 of cash and ``{"fee": false}``
+    one without fees: a JSON bool or string is a params error, as for fast and slow."""
+    with pytest.raises(ValidationError, match="valid number"):
+        BacktestParams.model_validate({"symbols": ["AAA"], field: value})
+
+
+def test_whole_numbers_are_still_numbers() -> None:
+    params = BacktestParams.model_validate({"symbols": ["AAA"], "init_cash": 50_000,
+                                            "periods_per_year": 365, "fee": 0})
+    assert (params.init_cash, params.periods_per_year, params.fee) == (50_000, 365, 0)

@@ -121,3 +121,10 @@ def test_analyze_factor_schema_warns_of_overlapping_ics() -> None:
     significance, and the docs say so where a user picks the horizons."""
     schema = tool("analyze_factor").catalogue_entry()["params_schema"]
     assert "overstates significance" in schema["properties"]["horizons"]["description"]
+
+
+@pytest.mark.parametrize("limit", [True, "5", 2.0])
+def test_get_kline_limit_is_a_whole_number(limit: object) -> None:
+    """``{"limit": true}`` answered one bar, and "5" five."""
+    with pytest.raises(ValidationError, match="valid integer"):
+        KlineParams.model_validate({"symbol": "S0001", "limit": limit})
