@@ -218,6 +218,36 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
 
 
+def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: Spool,
+                                                  page: sync_api.Page) -> None:
+    """A backtest's record of 170 MB took 4 s to load after it finished: all that while
+    the view said "running" with its last progress.  The state the stream told is shown
+    at once, the result when it has come."""
+    expect = sync_api.expect
+    submit(spool, "big-bt", tool="run_backtest")
+    running = claim(spool, "big-bt")
+    report(spool, running, 0.85, "backtested 17/20 symbols")
+    page.goto(server.base + "/#/tasks/big-bt")
+    expect(page.locator("#task-progress .text")).to_have_text("85% backtested 17/20 symbols")
+    held: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:  # Playwright takes no builtin (held.append)
+        held.append(route)
+
+    page.route("**/api/v1/tasks/big-bt", hold)  # the whole record: held back
+    result = equity_result(("AAA", "BBB"), bars=2_000)  # past the 32 KiB a list row carries
+    finish(spool, running, result)
+    expect(page.locator("#task-state")).to_have_text("done", timeout=5_000)
+    expect(page.locator("#task-progress")).to_be_hidden()
+    expect(page.locator("#task-fields dd[data-field='duration']")).to_have_text("250 ms")
+    assert held, "the whole record was not asked for"
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/v1/tasks/big-bt")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
+
+
 def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page) -> None:
     """A drop removed before it ran: its task stream ends (1008) and the view says so,
