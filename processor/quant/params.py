@@ -4,19 +4,22 @@ The registry publishes each tool's ``Params`` JSON Schema, and a processor
 loads it at start-up; the computations (numpy, pandas: some 300 ms of imports)
 are the tools' business once they run, so nothing here imports them.
 
-Guarantees: numbers are JSON numbers (a bool or a string is a params error); a
-symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched
+Guarantees: numbers are JSON numbers (a bool or a string is a params error);
+``start`` and ``end`` are ISO 8601 (a number is a params error, not seconds since
+1970); a symbol is an id (``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$``, matched
 in full); ``start`` after ``end`` is a params error; the models forbid unknown
 fields.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -35,6 +38,20 @@ MAX_SYMBOLS = 10_000
 MAX_WINDOW = 10_000_000
 MAX_HORIZON = 10_000
 Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    """Refuse a number, or a string of one: pydantic would read it as seconds since
+    1970 (``start=2020`` as 1970-01-01T00:33:40), where QUANT.md's times are ISO 8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(f"{value!r} is not an ISO 8601 date or time "
+                         "(e.g. 2020-01-31 or 2020-01-31T09:30:00Z)")
+    return value
+
+
+Bound = Annotated[datetime | None, BeforeValidator(_iso_only)]
+"""``start`` or ``end``: ISO 8601 text (or a datetime); a bound without an offset is UTC."""
 
 
 def check_order(start: datetime | None, end: datetime | None) -> None:
@@ -59,8 +76,8 @@ class KlineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     symbol: Symbol
-    start: datetime | None = Field(None, description="first bar (inclusive)")
-    end: datetime | None = Field(None, description="last bar (inclusive)")
+    start: Bound = Field(None, description="first bar (inclusive)")
+    end: Bound = Field(None, description="last bar (inclusive)")
     limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, strict=True, description=(
         "at most this many bars: the first ones from start when only start is "
         "given, else the most recent ones"))
@@ -87,8 +104,8 @@ class BacktestParams(BaseModel):
                           description="fraction of the open price")
     init_cash: float = Field(100_000.0, gt=0, allow_inf_nan=False, strict=True)
     periods_per_year: float = Field(252, gt=0, allow_inf_nan=False, strict=True)
-    start: datetime | None = Field(None, description="first bar (inclusive)")
-    end: datetime | None = Field(None, description="last bar (inclusive)")
+    start: Bound = Field(None, description="first bar (inclusive)")
+    end: Bound = Field(None, description="last bar (inclusive)")
 
     @field_validator("symbols")
     @classmethod
@@ -123,8 +140,8 @@ class FactorParams(BaseModel):
     quantiles: int = Field(5, ge=2, le=100, strict=True)
     turnover_lags: list[Horizon] | None = Field(None, min_length=1, max_length=50,
                                                 description="default: the horizons")
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Bound = None
+    end: Bound = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from quantkit import Context
 from processor.quant.data import DataStore
 from processor.quant.jsonsafe import finite_or_none, jsonable
 from processor.quant.kline import get_kline
-from processor.quant.params import KlineParams
+from processor.quant.params import BacktestParams, FactorParams, KlineParams
 from processor.quant.tools import QUANT_TOOLS
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import InvalidParams
@@ -128,3 +129,24 @@ def test_get_kline_limit_is_a_whole_number(limit: object) -> None:
     """``{"limit": true}`` answered one bar, and "5" five."""
     with pytest.raises(ValidationError, match="valid integer"):
         KlineParams.model_validate({"symbol": "S0001", "limit": limit})
+
+
+@pytest.mark.parametrize("value", [2020, "2020", "20200101", 1577836800, 1.5e9, "1577836800.5"])
+def test_a_bound_is_an_iso_date_not_a_count_of_seconds(value: object) -> None:
+    """QUANT.md's timestamps are ISO 8601; pydantic took a number, or a string of
+    digits, as seconds since 1970: start=2020 (as ``spoolq submit -p start=2020``
+    sends it) meant 1970-01-01T00:33:40 and quietly kept every bar."""
+    for model, base in ((KlineParams, {"symbol": "S0001"}),
+                        (BacktestParams, {"symbols": ["S0001"]}), (FactorParams, {})):
+        for bound in ("start", "end"):
+            with pytest.raises(ValidationError, match="ISO 8601"):
+                model.model_validate(base | {bound: value})
+
+
+def test_iso_bounds_still_parse() -> None:
+    params = KlineParams.model_validate({"symbol": "S0001", "start": "2020-01-31",
+                                         "end": "2020-02-01T09:30:00+01:00"})
+    assert params.start is not None and params.start.isoformat() == "2020-01-31T00:00:00"
+    assert params.end is not None and params.end.isoformat() == "2020-02-01T09:30:00+01:00"
+    assert BacktestParams(symbols=["A"], start=datetime(2020, 1, 31)).start == \
+        datetime(2020, 1, 31)
