@@ -12,6 +12,11 @@
  * try to reconnect.  The list keeps its newest MAX_ROWS rows.  A fetch that
  * fails is said on the page and tried again, not swallowed.  All text goes in
  * through textContent: job fields are never HTML.
+ *
+ * The task view cancels a pending or running task and retries a failed one, as
+ * `spoolq cancel` and `spoolq retry` do, through the API's writes: statusd's token
+ * (STATUSD_TOKEN) is asked for on the page the first time and kept for the tab
+ * (sessionStorage), sent as a bearer header, never in a cookie or the URL.
  */
 "use strict";
 
@@ -488,6 +493,87 @@ function renderHead(record) {
   $("task-state").className = `state ${record.state}`;
   renderFields(record);
   renderProgress(record.state, record.progress);
+  showActions(record);
+}
+
+/* ---- cancel and retry --------------------------------------------------------------- */
+
+const TOKEN_KEY = "spoolq-token";
+const ACTING = { cancel: "cancelling", retry: "retrying" };
+
+function showActions(record) {
+  // What `spoolq cancel` and `spoolq retry` take: a pending or running task, a failed one.
+  const cancel = $("cancel-task");
+  const retry = $("retry-task");
+  cancel.hidden = record.state !== "pending" && record.state !== "running";
+  retry.hidden = record.state !== "failed" || Boolean(record.unreadable);
+  $("task-actions").hidden = cancel.hidden && retry.hidden && $("token-form").hidden;
+}
+
+function sayAction(text) {
+  const node = $("action-status");
+  node.hidden = !text;
+  node.textContent = text ? shown(text) : "";
+}
+
+function askToken(action, why) {
+  const form = $("token-form");
+  form.dataset.action = action;
+  form.hidden = false;
+  $("task-actions").hidden = false;
+  sayAction(why);
+  $("token").focus();
+}
+
+async function act(action) {
+  const id = ui.taskId;
+  if (!id) return;
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) {
+    askToken(action, "writes need statusd's token (its STATUSD_TOKEN)");
+    return;
+  }
+  const buttons = [$("cancel-task"), $("retry-task")];
+  for (const button of buttons) button.disabled = true;
+  sayAction(`${ACTING[action]} ${id}…`);
+  let response;
+  let body = null;
+  try {
+    response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}/${action}`, {
+      method: "POST", cache: "no-store", headers: { Authorization: `Bearer ${token}` },
+    });
+    body = await response.json().catch(() => null);
+  } catch (err) {
+    if (ui.taskId === id) sayAction(`cannot ${action} ${id}: ${err.message}`);
+    return;
+  } finally {
+    for (const button of buttons) button.disabled = false;
+  }
+  if (ui.taskId !== id) return;
+  const why = body && body.error && body.error.message ? body.error.message : `HTTP ${response.status}`;
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    askToken(action, `statusd refused the token (${why}): enter it again`);
+    return;
+  }
+  if (!response.ok) {
+    sayAction(`cannot ${action} ${id}: ${why}`);
+    return;
+  }
+  sayAction(action === "cancel" ? `${id} cancelled` : `${id} is pending again`);
+  renderRecord(body).catch(() => {});
+  if (!TERMINAL.has(body.state) && !ui.taskSocket) watchTask(id);
+}
+
+function useToken(event) {
+  event.preventDefault();
+  const form = $("token-form");
+  const token = $("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  form.hidden = true;
+  act(form.dataset.action).catch(() => {});
 }
 
 function partial(record) {
@@ -579,6 +665,7 @@ function watchTask(id) {
       $("task-state").textContent = "not found";
       $("task-state").className = "state";
       renderProgress("", null);
+      showActions({ state: "" });
       return;
     }
     if (!terminal && ui.taskId === id) followOverRest(id);
@@ -600,7 +687,8 @@ function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
-  for (const box of ["task-progress", "task-error", "task-chart", "task-result", "task-params"]) {
+  for (const box of ["task-progress", "task-error", "task-chart", "task-result", "task-params",
+                     "task-actions", "token-form", "action-status"]) {
     $(box).hidden = true;
   }
 }
@@ -668,6 +756,9 @@ function start() {
     loadList().catch(() => {});
   });
   $("more").addEventListener("click", () => loadMore().catch(listError));
+  $("cancel-task").addEventListener("click", () => act("cancel").catch(() => {}));
+  $("retry-task").addEventListener("click", () => act("retry").catch(() => {}));
+  $("token-form").addEventListener("submit", useToken);
   window.addEventListener("hashchange", route);
   connectEvents();
   setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);

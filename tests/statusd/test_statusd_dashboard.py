@@ -248,6 +248,59 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
     expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
 
 
+def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spool: Spool,
+                                                       page: sync_api.Page) -> None:
+    """What `spoolq cancel` and `spoolq retry` do, from the task view: the token is asked
+    for once (a wrong one is said so, and changes nothing), then kept for the tab."""
+    expect = sync_api.expect
+    submit(spool, "victim", tool="sleep")
+    page.goto(server.base + "/#/tasks/victim")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#retry-task")).to_be_hidden()
+    page.locator("#cancel-task").click()
+    expect(page.locator("#action-status")).to_contain_text("STATUSD_TOKEN")
+    page.locator("#token").fill("not-the-token")
+    page.locator("#token").press("Enter")
+    expect(page.locator("#action-status")).to_contain_text("refused the token")
+    expect(page.locator("#token-form")).to_be_visible()
+    assert request(server.base, "GET", "/api/v1/tasks/victim").json()["state"] == "pending"
+    page.locator("#token").fill(TOKEN)
+    page.locator("#token").press("Enter")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#task-error .message")).to_have_text("cancelled: cancelled while pending")
+    expect(page.locator("#cancel-task")).to_be_hidden()
+    record = request(server.base, "GET", "/api/v1/tasks/victim").json()
+    assert (record["state"], record["error"]["type"]) == ("failed", "cancelled")
+    page.locator("#retry-task").click()  # the token is kept: no second question
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#action-status")).to_have_text("victim is pending again")
+    expect(page.locator("#token-form")).to_be_hidden()
+    assert request(server.base, "GET", "/api/v1/tasks/victim").json()["state"] == "pending"
+    expect(page.locator("#cancel-task")).to_be_visible()
+
+
+def test_a_refused_cancel_says_why(server: ServerThread, spool: Spool,
+                                   page: sync_api.Page) -> None:
+    """A task that finished while its view still offered the cancel: the API's 409 is
+    said on the page, and the view shows the task as it is."""
+    expect = sync_api.expect
+    submit(spool, "quick", tool="sleep")
+    running = claim(spool, "quick")
+    page.goto(server.base + "/#/tasks/quick")
+    expect(page.locator("#task-state")).to_have_text("running")
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+
+    def finish_first(route: sync_api.Route) -> None:  # the job ends as the cancel is sent
+        finish(spool, running, {"slept": 0})
+        route.continue_()
+
+    page.route("**/api/v1/tasks/quick/cancel", finish_first)
+    page.locator("#cancel-task").click()
+    expect(page.locator("#action-status")).to_contain_text("cannot cancel quick")
+    expect(page.locator("#action-status")).to_contain_text("already finished")
+    expect(page.locator("#task-state")).to_have_text("done")
+
+
 def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page) -> None:
     """A drop removed before it ran: its task stream ends (1008) and the view says so,
