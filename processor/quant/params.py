@@ -14,6 +14,7 @@ fields.
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, Self
 
@@ -113,6 +114,15 @@ class BacktestParams(BaseModel):
         if len(set(symbols)) != len(symbols):
             raise ValueError("symbols must not repeat")
         return symbols
+
+    @field_validator("init_cash")
+    @classmethod
+    def _normal(cls, cash: float) -> float:
+        # A subnormal cash has too few digits to account with (5e-324 lost it all).
+        if cash < sys.float_info.min:
+            raise ValueError(f"init_cash must be at least {sys.float_info.min!r}, "
+                             "the smallest normal float")
+        return cash
 
     @model_validator(mode="after")
     def _windows(self) -> Self:

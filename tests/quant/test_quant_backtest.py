@@ -292,3 +292,13 @@ def test_whole_numbers_are_still_numbers() -> None:
     params = BacktestParams.model_validate({"symbols": ["AAA"], "init_cash": 50_000,
                                             "periods_per_year": 365, "fee": 0})
     assert (params.init_cash, params.periods_per_year, params.fee) == (50_000, 365, 0)
+
+
+@pytest.mark.parametrize("cash", [5e-324, 1e-320, 1e-310])
+def test_subnormal_init_cash_is_refused(cash: float) -> None:
+    """Below the smallest normal float the account has too few digits: init_cash 5e-324
+    reported total_return 0.0 beside max_drawdown -1.0, and 1e-320 a total_return off
+    in the third digit."""
+    with pytest.raises(ValidationError, match=r"at least 2\.2250738585072014e-308"):
+        BacktestParams.model_validate({"symbols": ["AAA"], "init_cash": cash})
+    assert BacktestParams(symbols=["AAA"], init_cash=2.2250738585072014e-308).init_cash > 0
