@@ -102,16 +102,19 @@ def _accumulate(op: np.ufunc, values: npt.NDArray[Any], carry: npt.NDArray[Any] 
     return result
 
 
-def _window_sum(csum: F64, start: int, stop: int, window: int) -> F64:
-    """Rows ``start:stop`` of the running-sum window sums (NaN before the window fills);
-    ``csum`` holds the running sums of every row before ``stop``."""
-    out = np.full((stop - start, csum.shape[1]), np.nan)
+def _window_sum(parts: tuple[F64, F64], start: int, stop: int, window: int) -> F64:
+    """Rows ``start:stop`` of the window sums, NaN before the window fills: a difference
+    of running sums of each part (holding every row before ``stop``), the two added."""
+    out = np.full((stop - start, parts[0].shape[1]), np.nan)
     lo = max(start, window - 1)
     if lo == window - 1 and lo < stop:
-        out[lo - start] = csum[lo]
+        out[lo - start] = parts[0][lo] + parts[1][lo]
         lo += 1
     if lo < stop:
-        out[lo - start:] = csum[lo:stop] - csum[lo - window: stop - window]
+        rest = out[lo - start:]
+        np.subtract(parts[0][lo:stop], parts[0][lo - window: stop - window], out=rest)
+        rest += parts[1][lo:stop]
+        rest -= parts[1][lo - window: stop - window]
     return out
 
 
@@ -127,25 +130,28 @@ class _Crossover:
         top = np.where(np.isfinite(top), top, 1.0)
         bits = np.ceil(np.log2(top) + np.log2(max(1, len(close)))).astype(np.int64)
         self.unit = np.ldexp(1.0, bits - 51)
-        self.high_sum = np.empty_like(close)
-        self.low_sum = np.empty_like(close)
+        self.per_unit = np.ldexp(1.0, 51 - bits)
+        self.sums = (np.empty_like(close), np.empty_like(close))  # of high and low parts
 
     def rows(self, start: int, stop: int) -> Bools:
         """The signal of rows ``start:stop``, the rows after the last call's."""
         close = self.close[start:stop]
-        high = np.rint(close / self.unit) * self.unit  # exact: a power-of-two scaling
-        for part, csum in ((high, self.high_sum), (close - high, self.low_sum)):
+        high = np.rint(close * self.per_unit)  # exact: power-of-two scalings
+        high *= self.unit
+        low = np.subtract(close, high)
+        for part, csum in zip((high, low), self.sums, strict=True):
             _accumulate(np.add, part, csum[start - 1] if start else None,
                         out=csum[start:stop])
-        fast, slow = self.fast, self.slow
-        sum_fast = (_window_sum(self.high_sum, start, stop, fast)
-                    + _window_sum(self.low_sum, start, stop, fast))
-        sum_slow = (_window_sum(self.high_sum, start, stop, slow)
-                    + _window_sum(self.low_sum, start, stop, slow))
-        scaled_fast, scaled_slow = slow * sum_fast, fast * sum_slow
+        # slow * sum_fast against fast * sum_slow: the SMAs compared without a division.
+        scaled_fast = _window_sum(self.sums, start, stop, self.fast)
+        scaled_fast *= self.slow
+        scaled_slow = _window_sum(self.sums, start, stop, self.slow)
+        scaled_slow *= self.fast
+        tie = np.add(scaled_fast, scaled_slow)
+        tie *= TIE_ULPS * EPS
+        scaled_fast -= scaled_slow
         with np.errstate(invalid="ignore"):
-            above: Bools = (scaled_fast - scaled_slow
-                            > TIE_ULPS * EPS * (scaled_fast + scaled_slow))
+            above: Bools = scaled_fast > tie
         return above
 
 
