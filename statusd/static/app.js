@@ -27,6 +27,10 @@ const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest
 const STATS_EVERY_MS = 5000;
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
+// A record larger than this is not loaded whole: a page cannot parse one of 678 MB (a
+// string that long is past what the browser holds), and the view fetched it again and
+// again.  Its state and times are shown, and a link to it.
+const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 const ui = {
   filter: { state: "", tool: "" },
   rows: new Map(),        // id -> { tr, key }
@@ -46,9 +50,18 @@ const ui = {
 
 const $ = (id) => document.getElementById(id);
 
-async function getJSON(url) {
-  // A refusal carries its HTTP status and the message of the API's error body.
-  const response = await fetch(url, { cache: "no-store" });
+async function getJSON(url, maxBytes = Infinity) {
+  // A refusal carries its HTTP status and the message of the API's error body; an answer
+  // over maxBytes is not read (its size is the error's tooLarge).
+  const control = new AbortController();
+  const response = await fetch(url, { cache: "no-store", signal: control.signal });
+  const size = Number(response.headers.get("Content-Length"));
+  if (response.ok && size > maxBytes) {
+    control.abort();
+    const error = new Error(`${url} is ${size} bytes`);
+    error.tooLarge = size;
+    throw error;
+  }
   if (response.ok) return response.json();
   let message = `HTTP ${response.status}`;
   try {
@@ -441,6 +454,7 @@ function showText(box, text, id) {
   // A result of megabytes printed whole froze the page for half a minute (the layout of
   // one huge text node): its start is printed, and the whole record is a link away.
   const cut = box.querySelector(".cut");
+  box.querySelector("pre").hidden = false;  // hidden for a record too large to load
   cut.hidden = text.length <= MAX_SHOWN_CHARS;
   box.querySelector("pre").textContent = cut.hidden ? text : `${text.slice(0, MAX_SHOWN_CHARS)}…`;
   if (cut.hidden) return;
@@ -485,6 +499,34 @@ function renderProgress(state, progress) {
   const pct = progress.fraction === null || progress.fraction === undefined
     ? "" : `${(fraction * 100).toFixed(0)}% `;
   box.querySelector(".text").textContent = `${pct}${shown(progress.message || "")}`;
+}
+
+function getRecord(id) {
+  return getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES);
+}
+
+function showTooLarge(record, size) {
+  // The record without its result (a stream's or the list's), and where the whole one is.
+  renderError(record);
+  $("task-chart").hidden = true;
+  const box = $("task-result");
+  box.hidden = false;
+  box.querySelector("pre").hidden = true;
+  const cut = box.querySelector(".cut");
+  cut.hidden = false;
+  const whole = el("a", { href: `/api/v1/tasks/${encodeURIComponent(record.id)}` },
+    "the whole record");
+  cut.replaceChildren(`the record is ${(size / 1048576).toFixed(0)} MiB, too large to show `
+    + "here: ", whole, " (JSON)");
+  renderJob(record);
+}
+
+function renderJob(record) {
+  // What was asked (a brief row of a large job has no params: nothing to show then).
+  const box = $("task-params");
+  box.hidden = Boolean(record.params_omitted || record.meta_omitted);
+  const job = { tool: record.tool, params: record.params, meta: record.meta };
+  if (!box.hidden) box.querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
 }
 
 function renderHead(record) {
@@ -589,10 +631,28 @@ async function renderRecord(record) {
     // Its state and times at once: a backtest's record of 170 MB took 4 s to come, and
     // the view said "running" with its last progress all that while.
     renderHead(record);
-    record = await getJSON(`/api/v1/tasks/${encodeURIComponent(record.id)}`);
-    if (seq !== ui.renderSeq || record.id !== ui.taskId) return; // a newer one was drawn
+    let whole;
+    try {
+      whole = await getRecord(record.id);
+    } catch (err) {
+      if (!err.tooLarge) throw err;
+      if (seq === ui.renderSeq && record.id === ui.taskId) showTooLarge(record, err.tooLarge);
+      return;
+    }
+    if (seq !== ui.renderSeq || whole.id !== ui.taskId) return; // a newer one was drawn
+    record = whole;
   }
   renderHead(record);
+  renderError(record);
+  const hasResult = record.state === "done" && record.result !== undefined;
+  $("task-result").hidden = !hasResult;
+  if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
+  const curves = hasResult ? equityCurves(record.result) : [];
+  $("task-chart").hidden = !drawEquity($("equity"), curves);
+  renderJob(record);
+}
+
+function renderError(record) {
   const error = $("task-error");
   error.hidden = !record.error && !record.unreadable;
   // On a job that is not failed, the error is the one its retry came from.
@@ -607,14 +667,6 @@ async function renderRecord(record) {
     traceback.textContent = shown(record.error.traceback || "");
     traceback.hidden = !record.error.traceback;
   }
-  const hasResult = record.state === "done" && record.result !== undefined;
-  $("task-result").hidden = !hasResult;
-  if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
-  const curves = hasResult ? equityCurves(record.result) : [];
-  $("task-chart").hidden = !drawEquity($("equity"), curves);
-  const job = { tool: record.tool, params: record.params, meta: record.meta };
-  $("task-params").querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
-  $("task-params").hidden = false;
 }
 
 function taskMoved(record) {
@@ -676,7 +728,7 @@ function followOverRest(id) {
   // Until its stream is back (statusd away, a proxy that passes no WebSocket) the task
   // is read over REST at each try to reconnect, so the view goes on following it.
   const retry = () => { if (ui.taskId === id && !ui.taskSocket) watchTask(id); };
-  getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`).then((record) => {
+  getRecord(id).then((record) => {
     if (ui.taskId !== id || ui.taskSocket) return;
     renderRecord(record).catch(() => {});
     if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
@@ -701,9 +753,13 @@ async function openTask(id) {
   $("task-state").textContent = "";
   clearTask();
   try {
-    await renderRecord(await getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`));
+    await renderRecord(await getRecord(id));
   } catch (err) {
     if (ui.taskId !== id) return;
+    if (err.tooLarge) {  // its stream's first message is the record without its result
+      watchTask(id);
+      return;
+    }
     if (err.status >= 400 && err.status < 500) {  // 404, or 400 for an id that can't be
       $("task-state").textContent = "not found";  // a later drop of it comes by the events
       return;

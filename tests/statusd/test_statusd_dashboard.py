@@ -248,6 +248,49 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
     expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
 
 
+SMALL_RECORD_LIMIT = 64 * 1024
+"""The page's limit on a record it loads whole, lowered for a test (see below)."""
+
+
+def _lower_record_limit(page: sync_api.Page) -> None:
+    """Serve app.js with its MAX_RECORD_BYTES lowered: a record over the real limit (256
+    MiB) is too large for a test to write, one over 64 KiB is not."""
+    def lowered(route: sync_api.Route) -> None:
+        text = route.fetch().text()
+        limit = r"const MAX_RECORD_BYTES = [^;]+;"
+        route.fulfill(body=re.sub(limit, f"const MAX_RECORD_BYTES = {SMALL_RECORD_LIMIT};",
+                                  text), content_type="application/javascript")
+    page.route("**/static/app.js", lowered)
+
+
+def test_a_record_too_large_to_load_says_so_once(server: ServerThread, spool: Spool,
+                                                 page: sync_api.Page) -> None:
+    """A record past what a page can parse (a 678 MB backtest: "Unexpected end of JSON
+    input") showed "unavailable" with no state, and was fetched again, whole, every
+    6 s for as long as the page stayed open.  It is not loaded: its state, times and
+    a link to the whole record are shown, and nothing is fetched again."""
+    expect = sync_api.expect
+    _lower_record_limit(page)
+    record = run_job(spool, "huge", equity_result(("AAA", "BBB", "CCC"), bars=2_000),
+                     tool="run_backtest")
+    size = len(request(server.base, "GET", "/api/v1/tasks/huge").body)
+    assert size > SMALL_RECORD_LIMIT
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/tasks/huge") else None)
+    page.clock.install()  # run on below past the page's retries, not waited out
+    page.goto(server.base + "/#/tasks/huge")
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-fields dd[data-field='duration']")).to_have_text("250 ms")
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("too large to show here")
+    expect(note.locator("a")).to_have_attribute("href", "/api/v1/tasks/huge")
+    expect(page.locator("#task-error")).to_be_hidden()
+    assert record.state.value == "done"
+    page.clock.fast_forward(RETRY_MS * 5)
+    page.wait_for_timeout(300)
+    assert len(asked) <= 2, asked  # the first look, and the one after its stream's snapshot
+
+
 def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """What `spoolq cancel` and `spoolq retry` do, from the task view: the token is asked
