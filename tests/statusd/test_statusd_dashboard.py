@@ -932,6 +932,28 @@ def test_the_list_reads_on_a_phone(server: ServerThread, spool: Spool,
     assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
+def test_the_status_line_reads_on_a_phone(server: ServerThread, spool: Spool,
+                                         page: sync_api.Page) -> None:
+    """At 390 pixels each status item broke inside itself ("processor:" over "up",
+    "oldest pending 6" over "min 1 s"): each item keeps to one line, the line wraps
+    between them."""
+    expect = sync_api.expect
+    owner = FakeOwner(spool)
+    try:
+        submit(spool, "waiting")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(server.base + "/")
+        expect(page.locator("#processor")).to_have_text("processor: up")
+        expect(page.locator("#oldest")).to_contain_text("oldest pending")
+        for item in ("processor", "workers", "oldest", "live"):
+            lines = page.locator(f"#{item}").evaluate("""(n) => Math.round(
+                n.getBoundingClientRect().height / parseFloat(getComputedStyle(n).lineHeight))""")
+            assert lines == 1, f"#{item} is broken over {lines} lines"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        owner.close()
+
+
 def test_the_equity_chart_on_a_phone_has_no_empty_band(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """At 390 pixels the chart shrank to the screen's width but kept its height: the plot
