@@ -785,10 +785,19 @@ function showList() {
   $("list-view").hidden = false;
 }
 
+function focusRow(id) {
+  // Back in the list, the keyboard is where it left: on the link of the task it opened.
+  const entry = id === null ? null : ui.rows.get(id);
+  const link = entry && entry.tr.querySelector("a");
+  if (link) link.focus();
+}
+
 function route() {
   const match = location.hash.match(/^#\/tasks\/(.+)$/);
   if (!match) {
+    const from = ui.taskId;
     showList();
+    focusRow(from);
     return;
   }
   let id = match[1];
@@ -798,6 +807,9 @@ function route() {
     // A mistyped or cut-off link ("%E0%A4%A"): no such task, not an uncaught URIError.
   }
   openTask(id);
+  // The link that opened it is hidden now: the keyboard goes on from the task's heading,
+  // not from the page's top.
+  $("task-title").focus();
 }
 
 /* ---- start --------------------------------------------------------------------------- */

@@ -954,6 +954,28 @@ def test_the_status_line_reads_on_a_phone(server: ServerThread, spool: Spool,
         owner.close()
 
 
+def test_the_keyboard_goes_to_a_task_and_back_to_its_row(server: ServerThread, spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """Enter on a task's link left the focus nowhere (the link was hidden with the list),
+    so Tab began again at the page's top; and back in the list, at its first row however
+    far down the task was.  The focus goes to the task's heading, and back to its row."""
+    expect = sync_api.expect
+    for n in range(3):
+        run_job(spool, f"key-{n}")
+    page.goto(server.base + "/")
+    expect(page.locator("#tasks tbody tr")).to_have_count(3)
+    page.locator('#tasks tr[data-id="key-1"] a').focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-state")).to_have_text("done")
+    assert page.evaluate("document.activeElement.id") == "task-title"
+    page.keyboard.press("Shift+Tab")  # to "all tasks"
+    assert page.evaluate("document.activeElement.getAttribute('href')") == "#/"
+    page.keyboard.press("Enter")
+    expect(page.locator("#list-view")).to_be_visible()
+    focused = page.evaluate("document.activeElement.closest('tr')?.dataset.id")
+    assert focused == "key-1"
+
+
 def test_the_equity_chart_on_a_phone_has_no_empty_band(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """At 390 pixels the chart shrank to the screen's width but kept its height: the plot
