@@ -37,11 +37,12 @@ class TaskEvents:
 
     def __init__(self, flights: Flights, link: SchedulerLink,
                  events: queue.SimpleQueue[tuple[Any, ...]],
-                 resubmit: Callable[[Flight], None]) -> None:
+                 resubmit: Callable[[Flight], None], lost: Callable[[str], None]) -> None:
         self._flights = flights
         self._link = link
         self._events = events  # where a fetched result comes back
         self._resubmit = resubmit
+        self._lost = lost  # the connection is gone: every flight ends, with one log line
 
     def handle(self, event: tuple[Any, ...]) -> None:
         """Act on one event of the monitor's queue (others, such as ``wake``, do nothing)."""
@@ -73,7 +74,10 @@ class TaskEvents:
                 return
             outcome = crashed(flight.task, self._link.failure(future))
         elif not self._link.alive():
-            outcome = crashed(flight.task, "lost the connection to the Dask scheduler")
+            # The first task to end on a lost connection: all of them end at once, after
+            # the one ERROR line that counts them (taken alone, each ended before it).
+            self._lost(f"lost the connection to the Dask scheduler at {self._link.address}")
+            return
         else:
             outcome = crashed(flight.task, f"the Dask task was {status} on the cluster")
         self._finish(flight, outcome)

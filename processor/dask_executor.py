@@ -94,7 +94,8 @@ class DaskExecutor:
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()  # guards the connection state
         self._flights = Flights()
-        self._task_events = TaskEvents(self._flights, self.link, self._events, self._resubmit)
+        self._task_events = TaskEvents(self._flights, self.link, self._events, self._resubmit,
+                                      self._lost)
         self._connected = False
         self._threads = 0
         self._warmed: set[str] = set()  # workers given idle children

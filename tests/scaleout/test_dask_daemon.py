@@ -287,6 +287,14 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
     errors = [(e["logger"], e["msg"]) for e in d.events() if e.get("level") == "error"]
     assert errors == [("spoolq.dask", "Dask scheduler lost; jobs in flight fail "
                        "worker_crashed; reconnecting")], errors
+    # That line comes first and counts the jobs it fails: each job's end on the lost
+    # connection used to be taken alone, so the line came after both and said 0.
+    order = [(e.get("msg"), e.get("id"), e.get("in_flight")) for e in d.events()
+             if e.get("level") == "error" or (e.get("event") in ("failed", "requeued")
+                                              and e.get("id") in ("keep", "once"))]
+    assert order[0] == ("Dask scheduler lost; jobs in flight fail worker_crashed; "
+                        "reconnecting", None, 2), order
+    assert sorted(order[1:]) == [("failed", "once", None), ("requeued", "keep", None)], order
 
 
 def _logged_s(event: dict[str, Any]) -> float:
