@@ -25,6 +25,7 @@ const TASK_GONE = 1008;   // the close code of a task stream whose task left the
 const PAGE_SIZE = 50;
 const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
+const HEARTBEAT_MS = 1000;    // how often a processor writes its status (busy workers)
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
 // A record larger than this is not loaded whole: a page cannot parse one of 678 MB (a
@@ -38,6 +39,7 @@ const ui = {
   events: null,
   eventsDelay: 500,
   statsTimer: null,
+  statsLater: null,       // the stats read again after the processor's next heartbeat
   taskId: null,
   taskSocket: null,
   taskEvent: null,        // the open task's latest record on the events stream
@@ -179,11 +181,21 @@ function showProcessor(stats) {
 }
 
 function scheduleStats() {
-  if (ui.statsTimer) return;
-  ui.statsTimer = setTimeout(() => {
-    ui.statsTimer = null;
-    refreshStats().catch(() => {});
-  }, 200);
+  // After a transition: the counts at once, and the workers again after the processor's
+  // next heartbeat (one a second), which is when it says a claimed job's worker is busy
+  // ("workers 0/2" stood beside a running backtest until the next refresh, 5 s on).
+  if (!ui.statsTimer) {
+    ui.statsTimer = setTimeout(() => {
+      ui.statsTimer = null;
+      refreshStats().catch(() => {});
+    }, 200);
+  }
+  if (!ui.statsLater) {
+    ui.statsLater = setTimeout(() => {
+      ui.statsLater = null;
+      refreshStats().catch(() => {});
+    }, HEARTBEAT_MS + 300);
+  }
 }
 
 function updateToolOptions(tools) {

@@ -886,6 +886,40 @@ def test_a_processor_asked_to_stop_is_shown_stopping(server: ServerThread, spool
         owner.close()
 
 
+def _publish_status(spool: Spool, busy: int) -> None:
+    """A heartbeat of statusdkit.FakeOwner's processor, with ``busy`` COMPUTE workers."""
+    now = datetime.now(UTC)
+    status = OwnerStatus(owner="proc-test", pid=1, host="test", version="0", started_at=now,
+                         heartbeat_at=now, job_num=2, busy_workers=busy)
+    spool.mover.publish(spool.layout.owner_status("proc-test"), status.model_dump_json().encode())
+
+
+def test_busy_workers_follow_a_claim_within_a_heartbeat(server: ServerThread, spool: Spool,
+                                                        page: sync_api.Page) -> None:
+    """A claim is a transition, and the page reads the stats at once, but the processor
+    says its worker is busy at its next heartbeat (one a second): the header said
+    "workers 0/2" beside a running backtest until the next refresh, 5 s on."""
+    expect = sync_api.expect
+    owner = FakeOwner(spool, busy=0)
+    try:
+        submit(spool, "work", tool="sleep")
+        page.clock.install()  # the page's timers run only as far as the test takes them
+        page.goto(server.base + "/")
+        expect(page.locator("#workers")).to_have_text("workers 0/2")
+        running = claim(spool, "work")
+        expect(_row(page, "work", "running")).to_be_visible()
+        with page.expect_response(lambda r: "/api/v1/stats" in r.url) as read:
+            page.clock.fast_forward(300)  # the read at once, still before the heartbeat
+        assert read.value.json()["busy_workers"] == 0
+        expect(page.locator("#workers")).to_have_text("workers 0/2")
+        _publish_status(spool, busy=1)  # the processor's next heartbeat
+        page.clock.fast_forward(1_500)
+        expect(page.locator("#workers")).to_have_text("workers 1/2", timeout=3_000)
+        finish(spool, running, {"slept": 0})
+    finally:
+        owner.close()
+
+
 def test_a_running_job_shows_how_long_it_has_run(server: ServerThread, spool: Spool,
                                                  page: sync_api.Page) -> None:
     """A running row's duration was blank and the task view had only a start time:
