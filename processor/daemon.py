@@ -19,10 +19,11 @@ processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9, :mod:`processor.finish`).
 
-This module owns the loop, the queues and their dispatch, the FAST lane, cancels,
-the I/O pause, and start and stop; the :class:`Processor` holds one of each of
-its collaborators, each owning its own fields: :class:`~processor.discovery.Discovery`
-(what to look at), :class:`~processor.finish.Finisher` (records),
+This module owns the loop, the queues and their dispatch, cancels, the I/O
+pause, and start and stop; the :class:`Processor` holds one of each of its
+collaborators, each owning its own fields: :class:`~processor.discovery.Discovery`
+(what to look at), :class:`~processor.fast_lane.FastLane` (FAST runs on the loop
+thread, their deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
 (the advisory files), :class:`~processor.stop_signals.StopSignals`.
 """
@@ -38,7 +39,6 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +46,7 @@ from typing import Any
 from processor import capture, logs, proctree
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor, Task
+from processor.fast_lane import FastLane
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
@@ -53,7 +54,7 @@ from processor.progress import ProgressFiles
 from processor.registry import Registry
 from processor.relay import Relay
 from processor.run import Run
-from processor.runner import Context, Outcome, run_tool
+from processor.runner import Outcome
 from processor.status import StatusFile
 from processor.stop_signals import StopSignals
 from processor.tools import BaseTool, ExecutionMode
@@ -67,7 +68,6 @@ from spool.models import ErrorInfo, Job, Record
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.states import JobState
-from spool.text import seconds_text
 from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
@@ -79,9 +79,6 @@ SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
 STOP_MARGIN_S = 15.0
-STUCK_FAST_PER_THREAD = 4
-"""Abandoned FAST threads (tools still running after their runs ended) allowed, per
-SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
 RECOVERY_IDS_LOGGED = 32
 """Ids of each kind named in a recovery summary line; each has a transition line too."""
 _SEQ = itertools.count()
@@ -115,11 +112,7 @@ class Processor:
         self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
         self.owner = _owner_id()
-        self.inline: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
-        self.fast_busy = 0
-        # Ids whose ended FAST runs still execute on abandoned threads (see _abandon_fast).
-        self.stuck: Counter[str] = Counter()
         self.runs: dict[str, Run] = {}
         self.ready: dict[str, Candidate] = {}
         self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
@@ -134,6 +127,9 @@ class Processor:
         self.io_failures = 0
         self.lease: OwnerLease | None = None
         self.resources: dict[str, Any] = {}
+        self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
+                             data_dir=self.data_dir, resources=self.resources,
+                             finish=self._finish, unblock=self._release_blocked)
         self.discovery = Discovery(settings, self.layout, self.inbox, Intake(
             self.spool, max_job_bytes=settings.max_job_bytes, settle_s=settings.settle_s,
             clock=self.clock), ready=self.ready, enqueue=self._enqueue)
@@ -234,8 +230,7 @@ class Processor:
         no daemon state and simply returns.  Otherwise one pass.  False once the
         loop is over.
         """
-        if self.inline:
-            self._run_inline(*self.inline.popleft())
+        if self.fast.run_next():
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline):
             self._stop_runs()
@@ -254,7 +249,7 @@ class Processor:
         self._intake()
         if time.monotonic() >= self.io_pause_until:
             self._cancel_requested()
-        self._expire_fast(now)
+        self.fast.expire(now)
         if self.progress.due:
             self.progress.write_due(now)
         if now >= self.io_pause_until:
@@ -286,8 +281,7 @@ class Processor:
             wakes.append(min(self.progress.due.values()))
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
-        wakes.extend(r.deadline for r in self.runs.values()
-                     if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
+        wakes.extend(self.fast.deadlines())
         return max(0.0, min(wakes) - now)
 
     def _can_dispatch(self) -> bool:
@@ -309,9 +303,7 @@ class Processor:
         elif kind == "finished":
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
-            self.fast_busy -= 1
-            self._unstick(event[1])
-            self._fast_finished(event[1], event[2])
+            self.fast.returned(event[1], event[2])
         # "slots" (the executor has room again: connected, workers joined) only wakes
         # the loop: this pass dispatches, as every pass does.
 
@@ -465,9 +457,7 @@ class Processor:
     def _has_room(self, mode: ExecutionMode) -> bool:
         """The lane may start another run: FAST below its in-flight bound, a free worker."""
         if mode is ExecutionMode.FAST:
-            stuck = self.stuck.total() if self.stuck else 0  # usually empty: no sum then
-            return (self.fast_busy - stuck < self.settings.fast_threads
-                    and stuck < STUCK_FAST_PER_THREAD * self.settings.fast_threads)
+            return self.fast.has_room()
         return self.executor.free_slots() > 0
 
     def _dispatch_lane(self, mode: ExecutionMode) -> None:
@@ -476,7 +466,7 @@ class Processor:
             cand = heapq.heappop(lane)[-1]
             if self.ready.get(cand.job_id) is not cand:
                 continue  # superseded by a newer drop or already gone
-            if cand.job_id in self.runs or cand.job_id in self.stuck:
+            if cand.job_id in self.runs or cand.job_id in self.fast.stuck:
                 self.blocked[cand.job_id] = cand  # same id running: waits its turn
                 continue
             del self.ready[cand.job_id]
@@ -527,9 +517,8 @@ class Processor:
         logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
                         mode=_MODE_TEXT[run.mode])
         if run.mode is ExecutionMode.FAST:
-            self.fast_busy += 1  # run_tool validates its params, as it does in a worker
             # A copy: the record holds the job's params, and a tool may change its own.
-            self.inline.append((run, tool, _copy_params(job.params)))  # after this pass's flush
+            self.fast.start(run, tool, _copy_params(job.params))
             return
         # Its params are checked by run_tool in the worker, as a FAST job's are in its
         # thread: a Params validator is the tool's code, which may be slow (a file server,
@@ -548,91 +537,14 @@ class Processor:
         self.runs[claim.job_id] = run
         return run
 
-    def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
-        """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
-        job_id = run.claim.job_id
-        if not self._fast_pending(run) or self._timed_out(run, time.monotonic()):
-            self.fast_busy -= 1  # ended before it started, or its wait in line used its time
-            return
-
-        def report(fraction: float, message: str) -> None:
-            self.inbox.post(("progress", job_id, fraction, message, run))
-
-        ctx = Context(job_id, self.data_dir, report, self.resources)
-        run.executing = True
-        still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
-        run.executing = False
-        if not still_loop:
-            self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
-            return
-        self.fast_busy -= 1
-        # Still pending: only the loop ends a run, and it was this thread's the whole time
-        # (no other thread led meanwhile); it may have run late.
-        if not self._timed_out(run, time.monotonic()):
-            self._finish(run, outcome)
-
-    def _fast_finished(self, run: Run, outcome: Outcome) -> None:
-        """Record a FAST run's outcome, unless the run ended meanwhile or ran late."""
-        if self._fast_pending(run) and not self._timed_out(run, time.monotonic()):
-            self._finish(run, outcome)
-
-    def _fast_pending(self, run: Run) -> bool:
-        """The run still awaits its outcome: not timed out or cancelled, nor replaced by a
-        newer run of its id."""
-        return self.runs.get(run.claim.job_id) is run and not (run.abandoned or run.finishing)
-
-    def _abandon_fast(self, run: Run) -> None:
-        """End a FAST run whose tool may still be running: its result will be ignored.
-
-        Its thread cannot be killed, so until the tool returns the id stays blocked (a
-        retry or a newer drop of it never runs beside it) and the thread counts apart
-        from the lane's in-flight bound, up to STUCK_FAST_PER_THREAD x the bound.
-        """
-        run.abandoned = True
-        if run.executing and not run.stuck:
-            run.stuck = True
-            self.stuck[run.claim.job_id] += 1
-            log.warning("a FAST tool is still running after its run ended; its thread is "
-                        "abandoned", extra={"fields": {"id": run.claim.job_id,
-                                                       "tool": run.job.tool,
-                                                       "abandoned_threads":
-                                                       self.stuck.total()}})
-
-    def _unstick(self, run: Run) -> None:
-        """An abandoned FAST run's tool returned at last: its id may run again."""
-        if not run.stuck:
-            return
-        run.stuck = False
-        job_id = run.claim.job_id
-        self.stuck[job_id] -= 1
-        if self.stuck[job_id] <= 0:
-            del self.stuck[job_id]
-            self._release_blocked(job_id)
-
     def _release_blocked(self, job_id: str) -> None:
         """Queue the drop that waited for ``job_id``'s runs to end, once none is left."""
-        if job_id in self.runs or job_id in self.stuck:
+        if job_id in self.runs or job_id in self.fast.stuck:
             return
         waiting = self.blocked.pop(job_id, None)
         if waiting is not None and self.ready.get(job_id) is waiting:
             del self.ready[job_id]
             self._enqueue(waiting)
-
-    def _expire_fast(self, now: float) -> None:
-        for run in list(self.runs.values()):
-            if run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing:
-                self._timed_out(run, now)
-
-    def _timed_out(self, run: Run, now: float) -> bool:
-        """True, with the run failed ``timeout``, once ``now`` is past its deadline."""
-        if now < run.deadline:
-            return False
-        self._abandon_fast(run)  # a thread still running it cannot be killed
-        self._finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
-                                  f"FAST tool past its {seconds_text(run.timeout_s)} "
-                                  "timeout (its thread is abandoned)", retryable=True,
-                                  duration_s=now - run.started))
-        return True
 
     # -- cancel -------------------------------------------------------------------------
 
@@ -647,7 +559,7 @@ class Processor:
                 if run.mode is ExecutionMode.COMPUTE:
                     self.executor.kill(job_id, ErrorType.CANCELLED.value)
                 else:
-                    self._abandon_fast(run)
+                    self.fast.abandon(run)
                     self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
                                               "cancelled while running"))
             elif run is None and job_id in self.ready:
@@ -717,7 +629,7 @@ class Processor:
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
-        self.status.write(self.fast_busy, self.stopping, self.grace_ends_at)
+        self.status.write(self.fast.busy, self.stopping, self.grace_ends_at)
 
 
 def _replaced(claim: Claim, cand: Candidate) -> bool:

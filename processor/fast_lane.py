@@ -1,0 +1,165 @@
+"""The FAST lane: FAST runs on the loop thread, their deadlines, and their stuck threads.
+
+A FAST tool is light I/O, under 100 ms (DESIGN section 4).  A claimed FAST run
+waits here until the top of the loop thread's next step, then runs on that thread
+itself (:meth:`processor.relay.Relay.run_inline`); should it hold the thread for
+long, the loop moves to a standby and the old thread posts the outcome as an event.
+
+Guarantees:
+
+* at most ``SPOOL_FAST_THREADS`` FAST runs are in flight at once;
+* a run past its deadline fails ``timeout`` at once, by the loop, whatever its tool
+  is doing; its thread cannot be killed, so it is *abandoned*: its outcome is ignored,
+  and until its tool returns the id stays blocked (a retry or a newer drop of it never
+  runs beside it) and the thread counts apart from the in-flight bound, up to
+  :data:`STUCK_FAST_PER_THREAD` x the bound;
+* an outcome that comes late (the run timed out, was cancelled, or a newer run of its
+  id replaced it) is ignored.
+
+The loop thread alone calls this lane; a tool's thread only posts events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from processor.inbox import Inbox
+from processor.relay import Relay
+from processor.run import Run
+from processor.runner import Context, Outcome, run_tool
+from processor.tools import BaseTool, ExecutionMode
+from spool.errors import ErrorType
+from spool.text import seconds_text
+
+log = logging.getLogger("spoolq.processor")
+
+STUCK_FAST_PER_THREAD = 4
+"""Abandoned FAST threads (tools still running after their runs ended) allowed, per
+SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
+
+
+class FastLane:
+    """FAST runs of one processor.  ``runs``: the processor's runs by id (shared);
+    ``finish``: records a run's outcome; ``unblock``: an id may run again (its last
+    stuck thread returned)."""
+
+    def __init__(self, threads: int, relay: Relay, inbox: Inbox, runs: dict[str, Run], *,
+                 data_dir: Path, resources: dict[str, Any],
+                 finish: Callable[[Run, Outcome], None],
+                 unblock: Callable[[str], None]) -> None:
+        self.threads = threads
+        self.relay = relay
+        self.inbox = inbox
+        self.runs = runs
+        self.data_dir = data_dir
+        self.resources = resources
+        self.finish = finish
+        self.unblock = unblock
+        self.busy = 0  # in flight: waiting for the loop thread, or running
+        # Ids whose ended runs still execute on abandoned threads (see abandon).
+        self.stuck: Counter[str] = Counter()
+        self.waiting: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
+
+    def has_room(self) -> bool:
+        """Another run may start: in flight below the bound, and not too many stuck."""
+        stuck = self.stuck.total() if self.stuck else 0  # usually empty: no sum then
+        return (self.busy - stuck < self.threads
+                and stuck < STUCK_FAST_PER_THREAD * self.threads)
+
+    def start(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
+        """Run ``run`` at the top of the loop thread's next step (after this pass's
+        flush); ``params``: its own copy, as a tool may change them."""
+        self.busy += 1  # run_tool validates its params, as it does in a worker
+        self.waiting.append((run, tool, params))
+
+    def run_next(self) -> bool:
+        """Run the first waiting run on this (the loop) thread; False when none waits."""
+        if not self.waiting:
+            return False
+        self._run_inline(*self.waiting.popleft())
+        return True
+
+    def returned(self, run: Run, outcome: Outcome) -> None:
+        """A run's tool returned on a thread the loop had moved away from."""
+        self.busy -= 1
+        self._unstick(run)
+        if self._pending(run) and not self.timed_out(run, time.monotonic()):
+            self.finish(run, outcome)
+
+    def deadlines(self) -> Iterator[float]:
+        """The deadlines the loop must wake for: those of runs still awaiting an outcome."""
+        return (r.deadline for r in self.runs.values()
+                if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
+
+    def expire(self, now: float) -> None:
+        """Fail ``timeout`` every run past its deadline."""
+        for run in list(self.runs.values()):
+            if run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing:
+                self.timed_out(run, now)
+
+    def timed_out(self, run: Run, now: float) -> bool:
+        """True, with the run failed ``timeout``, once ``now`` is past its deadline."""
+        if now < run.deadline:
+            return False
+        self.abandon(run)  # a thread still running it cannot be killed
+        self.finish(run, Outcome(run.claim.job_id, ErrorType.TIMEOUT,
+                                 f"FAST tool past its {seconds_text(run.timeout_s)} "
+                                 "timeout (its thread is abandoned)", retryable=True,
+                                 duration_s=now - run.started))
+        return True
+
+    def abandon(self, run: Run) -> None:
+        """End a run whose tool may still be running: its result will be ignored."""
+        run.abandoned = True
+        if run.executing and not run.stuck:
+            run.stuck = True
+            self.stuck[run.claim.job_id] += 1
+            log.warning("a FAST tool is still running after its run ended; its thread is "
+                        "abandoned", extra={"fields": {"id": run.claim.job_id,
+                                                       "tool": run.job.tool,
+                                                       "abandoned_threads":
+                                                       self.stuck.total()}})
+
+    def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
+        """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
+        job_id = run.claim.job_id
+        if not self._pending(run) or self.timed_out(run, time.monotonic()):
+            self.busy -= 1  # ended before it started, or its wait in line used its time
+            return
+
+        def report(fraction: float, message: str) -> None:
+            self.inbox.post(("progress", job_id, fraction, message, run))
+
+        ctx = Context(job_id, self.data_dir, report, self.resources)
+        run.executing = True
+        still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
+        run.executing = False
+        if not still_loop:
+            self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
+            return
+        self.busy -= 1
+        # Still pending: only the loop ends a run, and it was this thread's the whole time
+        # (no other thread led meanwhile); it may have run late.
+        if not self.timed_out(run, time.monotonic()):
+            self.finish(run, outcome)
+
+    def _pending(self, run: Run) -> bool:
+        """The run still awaits its outcome: not timed out or cancelled, nor replaced by a
+        newer run of its id."""
+        return self.runs.get(run.claim.job_id) is run and not (run.abandoned or run.finishing)
+
+    def _unstick(self, run: Run) -> None:
+        """An abandoned run's tool returned at last: its id may run again."""
+        if not run.stuck:
+            return
+        run.stuck = False
+        job_id = run.claim.job_id
+        self.stuck[job_id] -= 1
+        if self.stuck[job_id] <= 0:
+            del self.stuck[job_id]
+            self.unblock(job_id)
