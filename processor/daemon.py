@@ -19,10 +19,11 @@ processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9, :mod:`processor.finish`).
 
-This module owns the loop, the queues and their dispatch, cancels, the I/O
-pause, and start and stop; the :class:`Processor` holds one of each of its
+This module owns the loop, the dispatch and the claim, cancels, the I/O pause,
+and start and stop; the :class:`Processor` holds one of each of its
 collaborators, each owning its own fields: :class:`~processor.discovery.Discovery`
-(what to look at), :class:`~processor.fast_lane.FastLane` (FAST runs on the loop
+(what to look at), :class:`~processor.queues.Queues` (ready jobs in priority
+order, delayed, blocked), :class:`~processor.fast_lane.FastLane` (FAST runs on the loop
 thread, their deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
 (the advisory files), :class:`~processor.stop_signals.StopSignals`.
@@ -31,8 +32,6 @@ thread, their deadlines and stuck threads), :class:`~processor.finish.Finisher` 
 from __future__ import annotations
 
 import copy
-import heapq
-import itertools
 import logging
 import os
 import signal
@@ -51,6 +50,7 @@ from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
 from processor.progress import ProgressFiles
+from processor.queues import Queues
 from processor.registry import Registry
 from processor.relay import Relay
 from processor.run import Run
@@ -81,17 +81,12 @@ HANDOFF_S = 0.01
 STOP_MARGIN_S = 15.0
 RECOVERY_IDS_LOGGED = 32
 """Ids of each kind named in a recovery summary line; each has a transition line too."""
-_SEQ = itertools.count()
-"""Tie-breaker for heap entries, so candidates themselves are never compared."""
 
 
 _MODES = tuple(ExecutionMode)
 """Iterating an enum class runs a Python generator (0.6 us for two members, 0.15 here)."""
 _MODE_TEXT = {mode: mode.value for mode in ExecutionMode}
 """An enum member's ``.value`` is a property: 0.1 us a read, once a claim."""
-
-_Queued = tuple[int, int, str, int, Candidate]
-"""(-priority, submitted_ns, id, seq, candidate): compared in C, never up to the candidate."""
 
 
 class Processor:
@@ -114,10 +109,7 @@ class Processor:
         self.owner = _owner_id()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.runs: dict[str, Run] = {}
-        self.ready: dict[str, Candidate] = {}
-        self.queues: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
-        self.delayed: list[tuple[float, int, Candidate]] = []
-        self.blocked: dict[str, Candidate] = {}
+        self.queues = Queues(self._mode_of)
         self.stopping = False
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
@@ -132,7 +124,7 @@ class Processor:
                              finish=self._finish, unblock=self._release_blocked)
         self.discovery = Discovery(settings, self.layout, self.inbox, Intake(
             self.spool, max_job_bytes=settings.max_job_bytes, settle_s=settings.settle_s,
-            clock=self.clock), ready=self.ready, enqueue=self._enqueue)
+            clock=self.clock), ready=self.queues.ready, enqueue=self.queues.add)
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
@@ -275,8 +267,8 @@ class Processor:
             wakes.append(max(discovery.next_scan, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
-        if self.delayed and not self.stopping:  # stopping: nothing more is claimed
-            wakes.append(max(now + self.delayed[0][0] - time.time(), self.io_pause_until))
+        if (due := self.queues.next_due()) is not None and not self.stopping:
+            wakes.append(max(now + due, self.io_pause_until))  # stopping: no more claims
         if self.progress.due:
             wakes.append(min(self.progress.due.values()))
         if self.io_pause_until > now:
@@ -286,7 +278,8 @@ class Processor:
 
     def _can_dispatch(self) -> bool:
         """A lane has queued work and room for it (a run that ends inline posts nothing)."""
-        return not self.stopping and any(self.queues[mode] and self._has_room(mode)
+        lanes = self.queues.lanes
+        return not self.stopping and any(lanes[mode] and self._has_room(mode)
                                          for mode in _MODES)
 
     def _wait_and_drain(self, timeout: float) -> None:
@@ -420,15 +413,6 @@ class Processor:
         except SpoolIOError as exc:
             self._io_trouble(exc)
 
-    def _enqueue(self, cand: Candidate) -> None:
-        self.ready[cand.job_id] = cand
-        if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
-            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
-            return
-        mode = self._mode_of(cand.job.tool)
-        heapq.heappush(self.queues[mode], (-cand.job.priority, cand.submitted_ns, cand.job_id,
-                                           next(_SEQ), cand))
-
     def _mode_of(self, tool: str) -> ExecutionMode:
         # Unknown tools fail at once: the FAST lane does that without a worker.
         if tool in self.registry:
@@ -438,12 +422,7 @@ class Processor:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        now = time.time()
-        while self.delayed and self.delayed[0][0] <= now:
-            _, _, cand = heapq.heappop(self.delayed)
-            if self.ready.get(cand.job_id) is cand:
-                del self.ready[cand.job_id]
-                self._enqueue(cand)
+        self.queues.promote_due()
         failures = self.io_failures
         try:
             self._dispatch_lane(ExecutionMode.FAST)
@@ -461,20 +440,21 @@ class Processor:
         return self.executor.free_slots() > 0
 
     def _dispatch_lane(self, mode: ExecutionMode) -> None:
-        lane = self.queues[mode]
+        queues, lane = self.queues, self.queues.lanes[mode]
         while lane and self._has_room(mode):
-            cand = heapq.heappop(lane)[-1]
-            if self.ready.get(cand.job_id) is not cand:
-                continue  # superseded by a newer drop or already gone
-            if cand.job_id in self.runs or cand.job_id in self.fast.stuck:
-                self.blocked[cand.job_id] = cand  # same id running: waits its turn
-                continue
-            del self.ready[cand.job_id]
+            cand = queues.pop(mode, self._running)
+            if cand is None:
+                return
             try:
                 self._start(cand)
             except SpoolIOError:
-                self._enqueue(cand)  # not claimed: it waits for the trouble to pass
+                queues.add(cand)  # not claimed: it waits for the trouble to pass
                 raise
+
+    def _running(self, job_id: str) -> bool:
+        """A run of ``job_id`` goes on here: in this processor's runs, or still on an
+        abandoned FAST thread."""
+        return job_id in self.runs or job_id in self.fast.stuck
 
     def _start(self, cand: Candidate) -> None:
         claim = self.spool.claim(cand.job_id)
@@ -539,12 +519,8 @@ class Processor:
 
     def _release_blocked(self, job_id: str) -> None:
         """Queue the drop that waited for ``job_id``'s runs to end, once none is left."""
-        if job_id in self.runs or job_id in self.fast.stuck:
-            return
-        waiting = self.blocked.pop(job_id, None)
-        if waiting is not None and self.ready.get(job_id) is waiting:
-            del self.ready[job_id]
-            self._enqueue(waiting)
+        if not self._running(job_id):
+            self.queues.unblock(job_id)
 
     # -- cancel -------------------------------------------------------------------------
 
@@ -562,7 +538,7 @@ class Processor:
                     self.fast.abandon(run)
                     self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
                                               "cancelled while running"))
-            elif run is None and job_id in self.ready:
+            elif run is None and job_id in self.queues.ready:
                 try:
                     record = self.spool.cancel_pending(job_id)
                 except SpoolIOError as exc:
@@ -570,7 +546,7 @@ class Processor:
                     self._io_trouble(exc)
                     return
                 if record is not None:
-                    self.ready.pop(job_id, None)
+                    self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
 
     # -- outcomes -----------------------------------------------------------------------
@@ -613,7 +589,7 @@ class Processor:
             raise
         self.runs.pop(job_id, None)
         self.progress.due.pop(job_id, None)
-        if self.blocked:
+        if self.queues.blocked:
             self._release_blocked(job_id)
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 

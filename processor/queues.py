@@ -1,0 +1,85 @@
+"""The jobs one processor has judged ready and not yet claimed, in their queues.
+
+A ready job (a :class:`~spool.intake.Candidate`) waits in one of three places
+until its lane has room:
+
+* its lane's queue, FAST or COMPUTE: a heap, highest ``priority`` first, then the
+  oldest drop, then the first seen (compared in C, never up to the candidate);
+* ``delayed``, while its ``not_before`` is ahead (wall-clock time);
+* ``blocked``, while a run of its id goes on (an id never runs twice at once).
+
+``ready`` holds the newest candidate of each id: an entry of an older one left in a
+queue is skipped when it comes up (a newer drop superseded it, or it went).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+
+from processor.tools import ExecutionMode
+from spool.intake import Candidate
+
+_SEQ = itertools.count()
+"""Tie-breaker for heap entries, so candidates themselves are never compared."""
+
+_Queued = tuple[int, int, str, int, Candidate]
+"""(-priority, submitted_ns, id, seq, candidate)."""
+
+
+class Queues:
+    """The ready jobs of one processor; ``mode_of`` names a tool's lane."""
+
+    def __init__(self, mode_of: Callable[[str], ExecutionMode]) -> None:
+        self.mode_of = mode_of
+        self.ready: dict[str, Candidate] = {}
+        self.lanes: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
+        self.delayed: list[tuple[float, int, Candidate]] = []
+        self.blocked: dict[str, Candidate] = {}
+
+    def add(self, cand: Candidate) -> None:
+        """``cand`` is ready: queued in its lane, or delayed until its ``not_before``."""
+        self.ready[cand.job_id] = cand
+        if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
+            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
+            return
+        heapq.heappush(self.lanes[self.mode_of(cand.job.tool)],
+                       (-cand.job.priority, cand.submitted_ns, cand.job_id, next(_SEQ), cand))
+
+    def promote_due(self) -> None:
+        """Queue the delayed jobs whose ``not_before`` has come."""
+        now = time.time()
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            _, _, cand = heapq.heappop(delayed)
+            if self.ready.get(cand.job_id) is cand:
+                del self.ready[cand.job_id]
+                self.add(cand)
+
+    def next_due(self) -> float | None:
+        """Seconds until the first delayed job is due (may be negative); None: none waits."""
+        return self.delayed[0][0] - time.time() if self.delayed else None
+
+    def pop(self, mode: ExecutionMode, running: Callable[[str], bool]) -> Candidate | None:
+        """The next job of ``mode``'s lane, no longer ready; None when the lane is empty.
+        One whose id is ``running`` is set aside in ``blocked`` (see :meth:`unblock`)."""
+        lane = self.lanes[mode]
+        while lane:
+            cand = heapq.heappop(lane)[-1]
+            if self.ready.get(cand.job_id) is not cand:
+                continue  # superseded by a newer drop or already gone
+            if running(cand.job_id):
+                self.blocked[cand.job_id] = cand  # same id running: waits its turn
+                continue
+            del self.ready[cand.job_id]
+            return cand
+        return None
+
+    def unblock(self, job_id: str) -> None:
+        """The runs of ``job_id`` are over: the drop that waited for them is queued."""
+        waiting = self.blocked.pop(job_id, None)
+        if waiting is not None and self.ready.get(job_id) is waiting:
+            del self.ready[job_id]
+            self.add(waiting)
