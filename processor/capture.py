@@ -49,6 +49,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from processor import logs
 from processor.kept import KeptSettings
 from processor.logs import MAX_TEXT
 
@@ -170,6 +171,11 @@ def installed() -> bool:
     """Whether :func:`install` routes this process's ``sys.stdout`` and ``sys.stderr``
     (else :func:`begin` and :func:`end` have nothing to attribute: see :func:`install`)."""
     return _streams.installed is not None
+
+
+def current_job() -> tuple[str, str] | None:
+    """The (id, tool) of the job the calling thread runs, if it runs one."""
+    return getattr(_state, "job", None)
 
 
 def begin(job_id: str, tool: str) -> None:
@@ -294,12 +300,14 @@ def install() -> tuple[TextIO, TextIO]:
             st = os.fstat(fd)
             _streams.fds[fd] = (os.dup(fd), (st.st_dev, st.st_ino))
     _streams.kept = KeptSettings()
+    logs.tag_lines_with(current_job)  # a FAST tool's logging lines name its job too
     return saved
 
 
 def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
     _streams.installed = None
+    logs.tag_lines_with(None)
     for copy, _ in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()

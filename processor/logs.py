@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
@@ -31,6 +32,14 @@ from spool.text import valid_strings, valid_text
 
 TRANSITIONS = logging.getLogger("spoolq.transitions")
 _loop_thread = threading.main_thread()  # the processor's loop thread (see set_loop_thread)
+
+
+def _no_job() -> tuple[str, str] | None:
+    return None
+
+
+_job_of_line: Callable[[], tuple[str, str] | None] = _no_job
+"""The (id, tool) of the job a line logged now belongs to (see tag_lines_with)."""
 
 
 def _dumps(entry: dict[str, Any]) -> str:
@@ -79,6 +88,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         entry = _entry(record.created, record.levelname.lower(), record.name, "",
                        fields if isinstance(fields, dict) else {})
+        if "id" not in entry and (job := _job_of_line()) is not None:
+            entry["id"], entry["tool"] = job
         message = record.getMessage()
         if len(message) > MAX_TEXT:
             message, entry["truncated"] = message[:MAX_TEXT], True
@@ -155,6 +166,14 @@ def setup_logging(level: str, stream: TextIO | None = None, *, buffered: bool = 
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_error
     atexit.register(flush)
+
+
+def tag_lines_with(job_of: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Lines logged through ``logging`` without an ``id`` (a tool's own loggers, warnings,
+    a tool thread's exception) carry the ``id`` and ``tool`` of the job ``job_of`` names
+    at the time, so one jq query finds everything about a job; None: no tagging."""
+    global _job_of_line
+    _job_of_line = job_of or _no_job
 
 
 def repair() -> None:

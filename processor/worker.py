@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.executor import WorkerConfig
-from processor.logs import setup_logging
+from processor.logs import setup_logging, tag_lines_with
 from processor.process_state import ProcessState
 from processor.proctree import (
     PR_SET_CHILD_SUBREAPER,
@@ -111,9 +111,13 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
     state = ProcessState(strays)  # what a job may change in this process, put back after it
     deadman = Deadman()
     done = 0
+    # Lines logged while a job runs, on any of this worker's threads, are that job's.
+    running: list[tuple[str, str] | None] = [None]
+    tag_lines_with(lambda: running[0])
     while True:
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
+        running[0] = (job_id, tool)
         deadman.arm(timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, job_id)
         strays.job_started()
@@ -123,6 +127,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
             progress.close()  # no report goes out after this: the result comes next
             deadman.disarm()
         strays.job_ended(job_id, tool)
+        running[0] = None
         reap_leftovers()
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)

@@ -313,6 +313,13 @@ class Logs(BaseTool):
         return ToolResult.ok()
 
 
+class LogsFast(Logs):
+    """The same lines from a FAST tool, on the processor's own thread."""
+
+    name: ClassVar[str] = "t_log_fast"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
 class Big(BaseTool):
     """A result of ``mb`` MiB: many reads of the worker's socket before it is whole."""
 

@@ -277,7 +277,7 @@ def test_memory_limit_and_max_jobs_per_worker(spool_root: Path, daemon: StartDae
 
 def test_retries_with_backoff_then_a_poison_job_fails(spool_root: Path, daemon: StartDaemon,
                                                      tmp_path: Path) -> None:
-    daemon()
+    d = daemon()
     log = tmp_path / "poison.log"
     drop(spool_root, "poison", {"tool": "t_crash", "max_attempts": 3,
                                 "params": {"log": str(log)}})
@@ -292,6 +292,12 @@ def test_retries_with_backoff_then_a_poison_job_fails(spool_root: Path, daemon: 
     starts = [line.split()[1] for line in log.read_text().splitlines()]
     assert starts.count("poison") == 3 and starts.count("nonretry") == 1
     assert starts.count("retry") == 2
+    # Each requeue's line says why the attempt failed, as the failed line does.
+    assert d.stop() == 0
+    requeued = [e for e in d.events() if e.get("event") == "requeued" and e["id"] == "poison"]
+    assert [e["attempt"] for e in requeued] == [1, 2]
+    assert {(e["error_type"], e["message"]) for e in requeued} == {
+        ("worker_crashed", rec["error"]["message"])}
 
 
 def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) -> None:
@@ -415,6 +421,24 @@ def test_a_compute_tools_log_lines_are_json_lines_too(spool_root: Path,
     parsed = [orjson.loads(line) for line in lines]  # every line is one JSON object
     tool = {(e["level"], e["msg"]) for e in parsed if e["logger"] == "ptools.t_log"}
     assert tool == {("info", "tool info line"), ("warning", "tool warning line")}
+
+
+def test_a_tools_log_lines_name_its_job(spool_root: Path, daemon: StartDaemon) -> None:
+    """A tool's own logging lines carry its job's id and tool, COMPUTE (in a worker) and
+    FAST (in the processor), so operations.md's query for one job finds them; the
+    processor's own lines after the jobs name none."""
+    d = daemon()
+    drop(spool_root, "slow", {"tool": "t_log"})
+    drop(spool_root, "quick", {"tool": "t_log_fast"})
+    assert wait_record(spool_root, "slow")["state"] == "done"
+    assert wait_record(spool_root, "quick")["state"] == "done"
+    assert d.stop() == 0
+    lines = [e for e in d.events() if e["logger"] == "ptools.t_log"]
+    assert sorted((e.get("id"), e.get("tool"), e["msg"]) for e in lines) == [
+        ("quick", "t_log_fast", "tool info line"), ("quick", "t_log_fast", "tool warning line"),
+        ("slow", "t_log", "tool info line"), ("slow", "t_log", "tool warning line")]
+    stopped = [e for e in d.events() if e["msg"] == "stopped"]
+    assert stopped and "id" not in stopped[0]
 
 
 def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
