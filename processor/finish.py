@@ -122,4 +122,4 @@ class Finisher:
             return
         logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                         attempt=attempts, error_type=error.type.value,
-                        retry_in_s=round(delay, 3))
+                        message=error.message[:300], retry_in_s=round(delay, 3))
