@@ -637,14 +637,18 @@ def _log_recovery(report: RecoveryReport) -> None:
     whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
     if not report.changed:
         return
+    def run_of(job_id: str) -> dict[str, Any]:
+        tool, attempt = report.runs.get(job_id, (None, None))
+        return {} if tool is None else {"tool": tool, "attempt": attempt}
+
     for job_id in report.requeued:
-        logs.transition("requeued", id=job_id, reason="orphaned")
+        logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned")
     for job_id in report.abandoned:
-        logs.transition("failed", id=job_id, error_type=ErrorType.ABANDONED.value,
-                        reason="orphaned")
+        logs.transition("failed", id=job_id, **run_of(job_id),
+                        error_type=ErrorType.ABANDONED.value, reason="orphaned")
     for job_id in report.cancelled:
-        logs.transition("failed", id=job_id, error_type=ErrorType.CANCELLED.value,
-                        reason="orphaned")
+        logs.transition("failed", id=job_id, **run_of(job_id),
+                        error_type=ErrorType.CANCELLED.value, reason="orphaned")
     fields: dict[str, Any] = {}
     for name in ("requeued", "abandoned", "cancelled", "finished", "restored"):
         ids = getattr(report, name)

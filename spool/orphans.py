@@ -136,6 +136,7 @@ class Orphans:
             report.finished.append(job_id)
             return
         ran = job.attempts + 1
+        report.runs[job_id] = (job.tool, ran)
         if os.path.lexists(self.layout.cancel_str(job_id)):
             # Asked while no processor ran it (the client was told the request is in):
             # the cancel wins over a retry.

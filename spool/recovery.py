@@ -70,6 +70,9 @@ class RecoveryReport:
     finished: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     removed: int = 0
+    runs: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
+    file held a job (for its transition line)."""
 
     @property
     def changed(self) -> bool:

@@ -274,10 +274,14 @@ def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Pat
     abandoned = [e["id"] for e in entries
                  if e.get("event") == "failed" and e.get("error_type") == "abandoned"]
     assert sorted(abandoned) == sorted(["once", *long_ids])
-    requeued = [e["reason"] for e in entries if e.get("event") == "requeued"
-                and e["id"] == "again"]
+    requeued = [(e["reason"], e.get("tool"), e.get("attempt")) for e in entries
+                if e.get("event") == "requeued" and e["id"] == "again"]
     # Once its backoff is over it runs again, and the stop may requeue it for "shutdown".
-    assert requeued[:1] == ["orphaned"] and requeued.count("orphaned") == 1
+    assert requeued[:1] == [("orphaned", "sleep", 1)]
+    assert [r[0] for r in requeued].count("orphaned") == 1
+    # The orphans' lines name their tool and attempt, as a run's own lines do.
+    once = [e for e in entries if e.get("event") == "failed" and e["id"] == "once"]
+    assert [(e["tool"], e["attempt"]) for e in once] == [("sleep", 1)]
     summary = [e for e in entries if e.get("msg") == "recovery"]
     assert len(summary) == 1 and summary[0]["requeued"] == ["again"]
 
