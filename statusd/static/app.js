@@ -517,6 +517,16 @@ function getRecord(id) {
   return getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES);
 }
 
+function showLoading(text = "loading the result…") {
+  // Said while a large record comes (a backtest's of 170 MB took seconds).
+  const box = $("task-result");
+  box.hidden = false;
+  box.querySelector("pre").hidden = true;
+  const cut = box.querySelector(".cut");
+  cut.hidden = false;
+  cut.textContent = shown(text);
+}
+
 function showTooLarge(record, size) {
   // The record without its result (a stream's or the list's), and where the whole one is.
   renderError(record);
@@ -643,12 +653,21 @@ async function renderRecord(record) {
     // Its state and times at once: a backtest's record of 170 MB took 4 s to come, and
     // the view said "running" with its last progress all that while.
     renderHead(record);
+    if (record.result_omitted && record.state === "done") showLoading();
     let whole;
     try {
       whole = await getRecord(record.id);
     } catch (err) {
-      if (!err.tooLarge) throw err;
-      if (seq === ui.renderSeq && record.id === ui.taskId) showTooLarge(record, err.tooLarge);
+      if (seq !== ui.renderSeq || record.id !== ui.taskId) return;
+      if (err.tooLarge) {
+        showTooLarge(record, err.tooLarge);
+        return;
+      }
+      // Refused for a moment (a restart, a 503): said, and tried again.
+      if (record.state === "done") showLoading(`cannot load the result: ${err.message}; trying again`);
+      setTimeout(() => {
+        if (seq === ui.renderSeq && record.id === ui.taskId) renderRecord(record).catch(() => {});
+      }, RETRY_MS);
       return;
     }
     if (seq !== ui.renderSeq || whole.id !== ui.taskId) return; // a newer one was drawn

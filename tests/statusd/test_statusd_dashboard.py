@@ -222,7 +222,7 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
                                                   page: sync_api.Page) -> None:
     """A backtest's record of 170 MB took 4 s to load after it finished: all that while
     the view said "running" with its last progress.  The state the stream told is shown
-    at once, the result when it has come."""
+    at once, with word that the result is coming, and the result when it has come."""
     expect = sync_api.expect
     submit(spool, "big-bt", tool="run_backtest")
     running = claim(spool, "big-bt")
@@ -240,12 +240,14 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
     expect(page.locator("#task-state")).to_have_text("done", timeout=5_000)
     expect(page.locator("#task-progress")).to_be_hidden()
     expect(page.locator("#task-fields dd[data-field='duration']")).to_have_text("250 ms")
+    expect(page.locator("#task-result .cut")).to_have_text("loading the result…")
     assert held, "the whole record was not asked for"
     for route in held:
         route.continue_()
     page.unroute("**/api/v1/tasks/big-bt")
     expect(page.locator("#equity svg path.equity")).to_have_count(2)
     expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
+    expect(page.locator("#task-result .cut")).to_be_hidden()
 
 
 SMALL_RECORD_LIMIT = 64 * 1024
@@ -342,6 +344,29 @@ def test_a_refused_cancel_says_why(server: ServerThread, spool: Spool,
     expect(page.locator("#action-status")).to_contain_text("cannot cancel quick")
     expect(page.locator("#action-status")).to_contain_text("already finished")
     expect(page.locator("#task-state")).to_have_text("done")
+
+
+def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The whole record of a finished task fetched while statusd refused for a moment
+    (a 503): the view said "loading the result…" for good.  It says why, and tries
+    again."""
+    expect = sync_api.expect
+    submit(spool, "big-flaky", tool="run_backtest")
+    running = claim(spool, "big-flaky")
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/big-flaky")
+    expect(page.locator("#task-state")).to_have_text("running")
+    failures: list[str] = []
+    page.route("**/api/v1/tasks/big-flaky", _unavailable_once(failures))
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result .cut")).to_contain_text("cannot load the result")
+    expect(page.locator("#task-result .cut")).to_contain_text("try again")
+    page.clock.fast_forward(RETRY_MS)
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#task-result .cut")).to_be_hidden()
+    assert len(failures) == 1
 
 
 def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
