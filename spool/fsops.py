@@ -489,6 +489,25 @@ class Mover:
                 "the processor once (it makes stage/)")
         return self.layout.staging(tag)
 
+    def write_note(self, tag: str, data: bytes) -> str | None:
+        """``data`` in ``stage/`` as ``<tag>.<pid>.<hex>.tmp``, for recovery to read should
+        this process die mid-move (durable under ``always``: the file and the folder);
+        the caller removes it when the move is done.  None, with nothing left, when moves
+        do not stage in ``stage/`` (in a shared ``tmp/`` a submitter could write one) or
+        it cannot be written (a full disk): a note only adds to what recovery knows."""
+        if not self.moves_in_stage():
+            return None
+        path = self.layout.private_staging_str(tag)
+        try:
+            self._write_tmp(path, data, True, -1)
+            if self.mode is _ALWAYS:
+                self.sync_dir(self.layout.stage)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
+        return path
+
     def tmp_shared(self) -> bool:
         """``tmp/`` may be written by others than its owner (a submit group)."""
         try:

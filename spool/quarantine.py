@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from spool.transitions import Spool
 
 
+RECORD_NOTE = "record"
+"""Tag of the note a quarantine leaves in ``stage/`` while it moves the drop into
+``failed/``: the record it is about to publish (see :func:`from_pending`)."""
+
+
 class Drop(NamedTuple):
     """What intake judged of a drop in ``pending/`` it quarantines in place."""
 
@@ -81,11 +86,6 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
         # Never replace an earlier original: this drop gets an id of its own.
         earlier, job_id = job_id, invalid_id(spool.clock.now())
         message += f" (an earlier quarantined {earlier}.json is kept under its id)"
-    try:
-        mover.move(staged, layout.original(job_id), replace=False)
-    except SpoolIOError:
-        mover.move(staged, src, replace=False)  # back to pending/, judged again later
-        raise
     record = Record(
         id=job_id, tool=tool, state=JobState.FAILED,
         submitted_at=utc_from_ns(mtime_ns), finished_at=spool.clock.now(),
@@ -93,8 +93,23 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
         source=Source(name=printable_name(name), size=size, kind=kind),
         host=spool.host, pid=spool.pid,
     )
+    # Should this process die before the record is out, recovery publishes this note of
+    # it: the drop's name and why it was refused are known only here.
+    note = mover.write_note(f"{RECORD_NOTE}-{job_id}", record_bytes(record))
+    try:
+        mover.move(staged, layout.original(job_id), replace=False)
+    except SpoolIOError:
+        mover.move(staged, src, replace=False)  # back to pending/, judged again later
+        _drop_note(spool, note)
+        raise
     spool.publish_terminal(record)
+    _drop_note(spool, note)
     return record
+
+
+def _drop_note(spool: Spool, note: str | None) -> None:
+    if note is not None:
+        spool.mover.unlink(note)
 
 
 def set_aside(spool: Spool, path: str, job_id: str, what: str) -> bool:

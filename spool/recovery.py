@@ -54,7 +54,7 @@ from spool.kept import KeptLedger
 from spool.layout import is_kept_name
 from spool.lease import is_locked
 from spool.orphans import MaxAttempts, Orphans, backoff_s, default_max_attempts
-from spool.staged import Staged, entries
+from spool.staged import RecordNotes, Staged, entries
 from spool.states import JobState
 from spool.terminal_leftovers import TerminalLeftovers
 from spool.transitions import Spool
@@ -89,8 +89,9 @@ class Recovery:
         self.mover = spool.mover
         self.max_attempts = max_attempts
         self._kept = KeptLedger(spool)
-        self._terminal = TerminalLeftovers(spool, self._kept)
-        self._staged = Staged(spool, self._terminal)
+        self._notes = RecordNotes(spool)
+        self._terminal = TerminalLeftovers(spool, self._kept, self._notes)
+        self._staged = Staged(spool, self._terminal, self._notes)
         self._orphans = Orphans(spool, max_attempts, self._staged)
         self._first = True
 
@@ -105,6 +106,10 @@ class Recovery:
             elif is_kept_name(entry.name):
                 self._kept.note(entry.path)
         self._terminal.settle(report, full=owners_died)
+        if owners_died or self._first:
+            # A note's writer is a processor: its death makes a pass full, which settles
+            # the quarantine it cut short (above) before its note goes.
+            report.removed += self._notes.drop_dead()
         self._sidecars(report)
         if owners_died or self._first:
             self._kept_in_unlisted_folders()

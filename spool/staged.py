@@ -14,12 +14,16 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from spool.errors import ConflictError
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.layout import parse_staging
 from spool.lease import is_locked
+from spool.models import Record
 from spool.orphans import lease
+from spool.quarantine import RECORD_NOTE
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -32,15 +36,53 @@ ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
+class RecordNotes:
+    """The records quarantines were about to publish, as notes in ``stage/``
+    (:data:`spool.quarantine.RECORD_NOTE`), by id, as one recovery pass found them: a
+    quarantine cut short gets the record it meant, with the drop's name and why it was
+    refused, where recovery alone knows neither."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.paths: dict[str, tuple[str, int]] = {}  # id -> (path, writer's pid)
+
+    def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
+        """Note the notes among ``stage/``'s entries; their paths."""
+        self.paths.clear()
+        for entry in listed:
+            parsed = parse_staging(entry.name)
+            if parsed is not None and parsed[0].startswith(RECORD_NOTE + "-"):
+                job_id = parsed[0].removeprefix(RECORD_NOTE + "-")
+                self.paths[job_id] = (entry.path, parsed[1])
+        return {path for path, _ in self.paths.values()}
+
+    def record(self, job_id: str) -> Record | None:
+        """The record noted for ``job_id``; None when there is none or it is unreadable."""
+        noted = self.paths.get(job_id)
+        if noted is None:
+            return None
+        try:
+            with open(noted[0], "rb") as file:
+                return Record.model_validate_json(file.read())
+        except (OSError, ValidationError):
+            return None
+
+    def drop_dead(self) -> int:
+        """Remove the notes of dead writers (their quarantines are settled by now)."""
+        return sum(self.spool.mover.unlink(path) for path, pid in self.paths.values()
+                   if not _pid_alive(pid))
+
+
 class Staged:
     """Settles the dead staging files of one spool; ``terminal`` answers for ``done/``
     and ``failed/`` (whether the id finished since, the record of an original)."""
 
-    def __init__(self, spool: Spool, terminal: TerminalLeftovers) -> None:
+    def __init__(self, spool: Spool, terminal: TerminalLeftovers, notes: RecordNotes) -> None:
         self.spool = spool
         self.layout = spool.layout
         self.mover = spool.mover
         self.terminal = terminal
+        self.notes = notes
 
     def settle(self, report: RecoveryReport) -> None:
         """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
@@ -48,7 +90,9 @@ class Staged:
         now_s = self.spool.clock.now().timestamp()
         trusted = self._tmp_trusted()
         listed = [(e, trusted) for e in entries(self.layout.tmp)]
-        listed += [(e, True) for e in entries(self.layout.stage, optional=True)]
+        staged = entries(self.layout.stage, optional=True)
+        notes = self.notes.collect(staged)  # read by the passes below, dropped after them
+        listed += [(e, True) for e in staged if e.path not in notes]
         for entry, trusted in listed:
             parsed = parse_staging(entry.name)
             try:
@@ -112,7 +156,7 @@ class Staged:
             report.removed += self.mover.unlink(path)
             return
         if action == "quarantine":
-            self.restore_quarantine(job_id, path, st)
+            self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id))
         elif action == "cancel":
             self._restore_cancel(job_id, path, st)
         else:
@@ -152,15 +196,18 @@ class Staged:
 
     def restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
                             message: str = "quarantined when its processor died; the "
-                            "original name was lost") -> None:
+                            "original name was lost", *, noted: Record | None = None) -> None:
         """Finish a quarantine cut short where it staged: the original into ``failed/``, then
-        its record, replacing the id's earlier records as the quarantine would have.
+        its record (the one ``noted``, if the quarantine left it), replacing the id's
+        earlier records as the quarantine would have.
 
         Like ``Spool.quarantine`` it never replaces an earlier original of the id, nor
         (here) a record written after the quarantine began: the drop then gets an id of
         its own, and its record under that id.
         """
-        name = job_id + JOB_SUFFIX
+        staged_id, name = job_id, job_id + JOB_SUFFIX
+        if noted is not None and noted.error is not None and noted.source is not None:
+            name, message = noted.source.name, noted.error.message
         taken = (os.path.lexists(self.layout.original(job_id))
                  or self.terminal.finished_after(job_id, st.st_ctime_ns))
         while True:
@@ -171,9 +218,10 @@ class Staged:
             if not os.path.lexists(path):
                 return  # settled meanwhile by another processor's scan
             taken = True
-        if job_id + JOB_SUFFIX != name:
-            message += f" (an earlier {name} keeps its own record)"
-        self.terminal.record_for_original(job_id, st, name, message, replace=True)
+        if job_id != staged_id:
+            message += f" (an earlier {staged_id}{JOB_SUFFIX} keeps its own record)"
+        self.terminal.record_for_original(job_id, st, name, message, replace=True,
+                                          noted=noted)
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):

@@ -34,6 +34,7 @@ from spool.transitions import Spool
 
 if TYPE_CHECKING:
     from spool.recovery import RecoveryReport
+    from spool.staged import RecordNotes
 
 # done/ is looked up name by name, not listed, once it holds this many names per name
 # of failed/ (a lookup costs about two listed names; see TerminalLeftovers._in_done).
@@ -42,13 +43,14 @@ LOOKUP_RATIO = 4
 
 class TerminalLeftovers:
     """Settles the leftovers of ``done/`` and ``failed/`` of one spool, noting the kept
-    names it meets in ``kept``."""
+    names it meets in ``kept``; ``notes``: the records cut-short quarantines meant."""
 
-    def __init__(self, spool: Spool, kept: KeptLedger) -> None:
+    def __init__(self, spool: Spool, kept: KeptLedger, notes: RecordNotes) -> None:
         self.spool = spool
         self.layout = spool.layout
         self.mover = spool.mover
         self.kept = kept
+        self.notes = notes
         # failed/<id>.orig name -> (inode, mtime) of the quarantine record beside it
         self._quarantine_records: dict[str, tuple[int, int]] = {}
         # How many names done/ held when last listed (None: not yet), see _in_done.
@@ -149,9 +151,14 @@ class TerminalLeftovers:
         if superseded:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
-        self.record_for_original(job_id, st, job_id + JOB_SUFFIX,
-                                  "quarantined when its processor died",
-                                  replace=record_st is not None)
+        noted = self.notes.record(job_id)
+        if noted is not None and noted.error is not None and noted.source is not None:
+            self.record_for_original(job_id, st, noted.source.name, noted.error.message,
+                                      replace=record_st is not None, noted=noted)
+        else:
+            self.record_for_original(job_id, st, job_id + JOB_SUFFIX,
+                                      "quarantined when its processor died",
+                                      replace=record_st is not None)
         report.restored.append(job_id)
 
     def _runs_record(self, name: str, record: Path, st: os.stat_result) -> bool:
@@ -190,15 +197,20 @@ class TerminalLeftovers:
         report.removed += self.mover.unlink_durable(older)
 
     def record_for_original(self, job_id: str, st: os.stat_result, name: str,
-                             message: str, *, replace: bool) -> None:
+                             message: str, *, replace: bool, noted: Record | None = None
+                             ) -> None:
         """Publish the quarantine record of ``failed/<id>.orig`` (``st``, once ``name``), the
-        id's one terminal record; ``replace``: over an earlier failed record of the id."""
-        kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-        record = Record(
-            id=job_id, state=JobState.FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
-            finished_at=self.spool.clock.now(), host=self.spool.host, pid=self.spool.pid,
-            error=ErrorInfo(type=ErrorType.INVALID_JOB, message=message),
-            source=Source(name=name, size=st.st_size, kind=kind))
+        id's one terminal record; ``replace``: over an earlier failed record of the id.
+        ``noted``: the record its quarantine meant (its times, tool and source kept)."""
+        error = ErrorInfo(type=ErrorType.INVALID_JOB, message=message)
+        if noted is not None:
+            record = noted.model_copy(update={"id": job_id, "error": error})
+        else:
+            kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+            record = Record(
+                id=job_id, state=JobState.FAILED, submitted_at=utc_from_ns(st.st_mtime_ns),
+                finished_at=self.spool.clock.now(), host=self.spool.host, pid=self.spool.pid,
+                error=error, source=Source(name=name, size=st.st_size, kind=kind))
         if replace:  # and what is no record at its name is set aside (Spool.set_aside)
             self.spool.publish_terminal(record)
         elif self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),

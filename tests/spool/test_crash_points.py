@@ -216,3 +216,43 @@ def test_a_run_recorded_in_the_tick_of_its_claim_is_finished_not_run_again(
     settled_in_one_scan(spool)
     assert locate(layout, "quick") == [D]
     assert layout.job(D, "quick").read_bytes() == done
+
+
+def kill_at_rename(root: Path, nth: int, command: str, arg: str) -> None:
+    """Run crash_actor.py's ``command arg``, SIGKILLed on entering its ``nth`` rename."""
+    strace = strace_path()
+    assert strace is not None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    renames = "rename,renameat,renameat2"
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-e", f"trace={renames}",
+         "-e", f"inject={renames}:signal=SIGKILL:when={nth}",
+         sys.executable, str(CRASH_ACTOR), str(root), FsyncMode.ALWAYS.value, command, arg],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("kill_at", ["staged", "placed"])
+def test_a_badly_named_drop_killed_mid_quarantine_keeps_its_name_and_reason(
+        spool: Spool, kill_at: str) -> None:
+    """Killed with the drop staged in ``stage/`` (before its second rename, into
+    ``failed/``) or with its original in ``failed/`` (before its record's rename), the
+    record recovery wrote said "the original name was lost" or named the generated id
+    as the drop, and never why the drop was refused."""
+    layout = spool.layout
+    drop_raw(layout, "Q3 report (final).json", b'{"tool": "echo"}')
+    kill_at_rename(layout.root, 2 if kill_at == "staged" else 3, "quarantine",
+                   "Q3 report (final).json")
+    staged = [n for n in listing(layout.stage) if n.startswith("quarantine-")]
+    originals = [n for n in listing(layout.folder(F)) if n.endswith(".orig")]
+    assert (len(staged), len(originals)) == ((1, 0) if kill_at == "staged" else (0, 1))
+    assert not [n for n in listing(layout.folder(F)) if n.endswith(".json")]
+
+    settled_in_one_scan(spool)
+    [orig] = [n for n in listing(layout.folder(F)) if n.endswith(".orig")]
+    assert (layout.folder(F) / orig).read_bytes() == b'{"tool": "echo"}'
+    record = read_json(layout.job(F, orig.removesuffix(".orig")))
+    assert record["source"]["name"] == "Q3 report (final).json"
+    assert record["error"]["type"] == "invalid_job"
+    assert "name" in record["error"]["message"] and "lost" not in record["error"]["message"]
