@@ -57,6 +57,17 @@ class StrayThreads:
             return None
         return self._owners.get(threading.current_thread())
 
+    def job_of(self, running: tuple[str, str] | None) -> tuple[str, str] | None:
+        """Whose a line the calling thread logs now is: the job that left the thread
+        running; else ``running``'s (the job running now) for its own threads, the main
+        thread that runs its tool and those it started; None for the worker's own."""
+        thread = threading.current_thread()
+        if self._owners and (owner := self._owners.get(thread)) is not None:
+            return owner
+        if thread in self._before and thread is not threading.main_thread():
+            return None  # the worker's lifeline, its deadman, a stray with no owner
+        return running
+
     def write(self, stream: str, owner: tuple[str, str], data: bytes) -> None:
         """Log ``data``, written by the calling thread to ``stream``, as ``owner``'s."""
         key = (threading.current_thread(), stream)

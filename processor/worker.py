@@ -111,9 +111,10 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads)
     state = ProcessState(strays)  # what a job may change in this process, put back after it
     deadman = Deadman()
     done = 0
-    # Lines logged while a job runs, on any of this worker's threads, are that job's.
+    # Lines logged while a job runs are that job's, and a thread a job left running
+    # logs as that job's (see StrayThreads.job_of).
     running: list[tuple[str, str] | None] = [None]
-    tag_lines_with(lambda: running[0])
+    tag_lines_with(lambda: strays.job_of(running[0]))
     while True:
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task

@@ -214,6 +214,7 @@ class StrayThread(BaseTool):
             n = 0
             while not os.path.exists(params.until):
                 print(f"stray {n}")
+                logging.getLogger("printtools.stray").info("logged stray %d", n)
                 n += 1
                 time.sleep(0.02)
 

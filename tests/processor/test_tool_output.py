@@ -442,6 +442,10 @@ def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
               if e["logger"] == "spoolq.output" and e["msg"].startswith("stray")]
     assert len(strays) >= 10
     assert {(e.get("id"), e.get("tool")) for e in strays} == {("leaver", "p_stray_thread")}
+    # Its logging lines too (they named the job running beside it).
+    logged = [e for e in d.events() if e["logger"] == "printtools.stray"]
+    assert len(logged) >= 10
+    assert {(e.get("id"), e.get("tool")) for e in logged} == {("leaver", "p_stray_thread")}
 
 
 def test_a_compute_tool_that_turns_logging_off_leaves_later_jobs_logging(
