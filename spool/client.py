@@ -55,8 +55,9 @@ class Client:
 
     def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None, *,
                  max_job_bytes: int | None = None) -> None:
-        """``max_job_bytes``: submit refuses what intake would quarantine as too large."""
-        layout.require()
+        """``max_job_bytes``: submit refuses what intake would quarantine as too large.
+        SpoolIOError when ``layout`` is no spool, or one this user may not enter."""
+        require_spool(layout)
         self.layout = layout
         self.clock: Clock = clock or SystemClock()
         self.max_job_bytes = max_job_bytes
@@ -221,6 +222,22 @@ class Client:
                 return last
             time.sleep(min(delay, deadline - now) if deadline else delay)
             delay = min(delay * 2, _POLL_MAX_S)
+
+
+def require_spool(layout: Layout) -> None:
+    """:meth:`Layout.require`, with a spool this user may not enter (EACCES on its root or
+    a folder) a SpoolIOError naming it, as the exception tree says: it was a bare
+    PermissionError, and the CLI's line 'Permission denied (<spool>/pending)'."""
+    try:
+        layout.require()
+    except PermissionError as exc:
+        raise SpoolIOError(f"cannot use the spool {layout.root}: this user may not enter it "
+                           f"({exc.strerror}: {exc.filename})") from exc
+
+
+def denied(exc: SpoolIOError) -> bool:
+    """Whether ``exc`` (from :func:`require_spool`) says this user may not enter the spool."""
+    return isinstance(exc.__cause__, PermissionError)
 
 
 def spool_exists(settings: Settings) -> bool:

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from spool.client import Client
-from spool.errors import SpoolError
+from spool.client import Client, denied, require_spool
+from spool.errors import SpoolError, SpoolIOError
 from spool.large import BoundedReader
 from spool.layout import Layout
 from spool.models import Record
@@ -84,9 +84,10 @@ def add_json(parser: argparse.ArgumentParser, what: str = "the output") -> None:
 
 
 def reader_of(settings: Settings) -> SpoolReader:
-    """A reader of an initialised spool (SpoolIOError naming ``spoolq init`` if not)."""
+    """A reader of an initialised spool (SpoolIOError naming ``spoolq init`` if not, or
+    the spool when this user may not enter it)."""
     layout = Layout(settings.spool_dir)
-    layout.require()
+    require_spool(layout)
     return SpoolReader(layout)
 
 
@@ -153,5 +154,13 @@ class UserReader(BoundedReader):
 _EFFECTIVE = os.access in os.supports_effective_ids
 
 
-def client_of(settings: Settings) -> Client:
-    return Client.from_settings(settings)
+def client_of(settings: Settings, *, usage: bool = False) -> Client:
+    """The client of the spool.  ``usage``: a spool this user may not enter is a usage
+    error (exit 2), for ``wait`` and ``submit --wait``, whose exit 1 reads as "the job
+    failed" (as :func:`spool.cli.jobs.check_can_follow` does for its folders)."""
+    try:
+        return Client.from_settings(settings)
+    except SpoolIOError as exc:
+        if usage and denied(exc):
+            raise UsageError(str(exc)) from exc
+        raise

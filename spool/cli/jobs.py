@@ -105,7 +105,7 @@ def _configure_wait(parser: argparse.ArgumentParser) -> None:
 
 
 def run_wait(args: argparse.Namespace, settings: Settings) -> int:
-    client = client_of(settings)
+    client = client_of(settings, usage=True)
     check_can_follow(client, "spoolq wait")
     return wait_for(client, args.id, args.timeout, as_json=args.json, quiet=args.quiet)
 
@@ -245,7 +245,8 @@ WAIT = Command(
     description="Wait until the job is done (exit 0) or failed (exit 1); exit 3 if it "
     "is still pending or running at --timeout, 1 if there is no such job or its record "
     "in done/ or failed/ cannot be read (corrupt), 2 on usage errors (and when this "
-    "user may not look into running/, done/ or failed/: a submitter only).  On a terminal a "
+    "user may not enter the spool, or look into running/, done/ or failed/: a submitter "
+    "only).  On a terminal a "
     "progress bar (state, fraction, message, time) is drawn on stderr; otherwise each "
     "state change is one line on stderr.  The final record goes to stdout.  When no "
     "processor seems to be running (none holds its lock with a heartbeat under "

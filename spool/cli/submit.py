@@ -94,7 +94,9 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     check_form(args)
     job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
         else job_from_options(args)
-    client = client_of(settings)  # refuses a job over SPOOL_MAX_JOB_BYTES as written
+    # Refuses a job over SPOOL_MAX_JOB_BYTES as written; with --wait, a spool this user
+    # may not enter is a usage error (exit 1 would read as "the job failed").
+    client = client_of(settings, usage=args.wait)
     layout = client.layout
     if not args.any_tool:
         check_tool(layout, job.tool)
