@@ -61,8 +61,8 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     """pending -> failed for what cannot be a job; None if the entry vanished."""
     check_transition(JobState.PENDING, JobState.FAILED)
     layout, mover = spool.layout, spool.mover
-    job_id = id_from_name(name) or invalid_id(spool.clock.now())
-    staged = mover.action_staging(f"quarantine-{job_id}")
+    job_id = staged_id = id_from_name(name) or invalid_id(spool.clock.now())
+    staged = mover.action_staging(f"quarantine-{staged_id}")
     src = layout.entry(JobState.PENDING, name)
     try:
         if not mover.move(src, staged, replace=False, durable=False):
@@ -95,7 +95,8 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     )
     # Should this process die before the record is out, recovery publishes this note of
     # it: the drop's name and why it was refused are known only here.
-    note = mover.write_note(f"{RECORD_NOTE}-{job_id}", record_bytes(record))
+    # Named as the staged drop is: its id may have changed since (an earlier original).
+    note = mover.write_note(f"{RECORD_NOTE}-{staged_id}", record_bytes(record))
     try:
         mover.move(staged, layout.original(job_id), replace=False)
     except SpoolIOError:

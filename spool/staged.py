@@ -44,32 +44,37 @@ class RecordNotes:
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.paths: dict[str, tuple[str, int]] = {}  # id -> (path, writer's pid)
+        self.paths: dict[str, int] = {}  # note's path -> its writer's pid
+        self.records: dict[str, Record] = {}  # staged drop's id and record's id -> record
 
     def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
-        """Note the notes among ``stage/``'s entries; their paths."""
+        """Read the notes among ``stage/``'s entries (there are none but for quarantines
+        in flight or cut short); their paths."""
         self.paths.clear()
+        self.records.clear()
         for entry in listed:
             parsed = parse_staging(entry.name)
-            if parsed is not None and parsed[0].startswith(RECORD_NOTE + "-"):
-                job_id = parsed[0].removeprefix(RECORD_NOTE + "-")
-                self.paths[job_id] = (entry.path, parsed[1])
-        return {path for path, _ in self.paths.values()}
+            if parsed is None or not parsed[0].startswith(RECORD_NOTE + "-"):
+                continue
+            self.paths[entry.path] = parsed[1]
+            try:
+                with open(entry.path, "rb") as file:
+                    record = Record.model_validate_json(file.read())
+            except (OSError, ValidationError):
+                continue  # unreadable: the quarantine's record is made without it
+            # The staged drop's id, and the id its original and record take in failed/
+            # (another when the drop's id already had an original).
+            self.records[parsed[0].removeprefix(RECORD_NOTE + "-")] = record
+            self.records[record.id] = record
+        return set(self.paths)
 
     def record(self, job_id: str) -> Record | None:
-        """The record noted for ``job_id``; None when there is none or it is unreadable."""
-        noted = self.paths.get(job_id)
-        if noted is None:
-            return None
-        try:
-            with open(noted[0], "rb") as file:
-                return Record.model_validate_json(file.read())
-        except (OSError, ValidationError):
-            return None
+        """The record a quarantine of ``job_id`` (as staged, or in ``failed/``) meant."""
+        return self.records.get(job_id)
 
     def drop_dead(self) -> int:
         """Remove the notes of dead writers (their quarantines are settled by now)."""
-        return sum(self.spool.mover.unlink(path) for path, pid in self.paths.values()
+        return sum(self.spool.mover.unlink(path) for path, pid in self.paths.items()
                    if not _pid_alive(pid))
 
 

@@ -256,3 +256,24 @@ def test_a_badly_named_drop_killed_mid_quarantine_keeps_its_name_and_reason(
     assert record["source"]["name"] == "Q3 report (final).json"
     assert record["error"]["type"] == "invalid_job"
     assert "name" in record["error"]["message"] and "lost" not in record["error"]["message"]
+
+
+@pytest.mark.parametrize("kill_at", ["staged", "placed"])
+def test_a_second_bad_drop_of_an_id_killed_mid_quarantine_keeps_its_reason(
+        spool: Spool, kill_at: str) -> None:
+    """The drop's id had an earlier original, so its record took an id of its own, and
+    its note went under that id where recovery looked under the staged one: the record
+    said "the original name was lost" and not why the drop was refused."""
+    layout = spool.layout
+    quarantine(spool, "rep.json", b"{the first bad drop")
+    drop_raw(layout, "rep.json", b"{the second bad drop")
+    kill_at_rename(layout.root, 2 if kill_at == "staged" else 3, "quarantine", "rep.json")
+
+    settled_in_one_scan(spool)
+    [orig] = [n for n in listing(layout.folder(F)) if n.endswith(".orig") and n != "rep.orig"]
+    assert (layout.folder(F) / orig).read_bytes() == b"{the second bad drop"
+    record = read_json(layout.job(F, orig.removesuffix(".orig")))
+    assert record["source"]["name"] == "rep.json"
+    first = read_json(layout.job(F, "rep"))["error"]["message"]
+    assert record["error"]["message"].startswith(first.partition(" (")[0])
+    assert "lost" not in record["error"]["message"]
