@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spool.clock import Clock, SystemClock
+from spool.cursor import Page
 from spool.errors import ConflictError, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
@@ -74,7 +76,10 @@ class Client:
     def submit(self, job: Job, job_id: str | None = None) -> str:
         """Drop ``job`` into ``pending/``; returns its id.  ConflictError if pending,
         InvalidJob if over ``max_job_bytes``."""
-        job_id = job_id or job.id or new_job_id(self.clock.now())
+        # None only: an empty id given is refused below, not taken for none (a caller's
+        # empty variable made up an id the caller never knew).
+        if job_id is None:
+            job_id = job.id if job.id is not None else new_job_id(self.clock.now())
         if not is_valid_id(job_id):
             raise ValueError(f"invalid id {job_id!r}: use letters, digits and ._- "
                              "(at most 128, starting with a letter or digit)")
@@ -179,6 +184,19 @@ class Client:
 
     def get(self, job_id: str) -> Record:
         return self.reader.get(job_id)
+
+    def list(self, *, state: JobState | None = None, tool: str | None = None,
+             limit: int = 50, cursor: str | None = None) -> Page:
+        """A page of records, newest ``submitted_at`` first, as ``spoolq ls`` and statusd
+        list them; pass ``next_cursor`` back for the next page (None after the last).
+        Pages stay stable while jobs move: none is skipped or repeated.  ValueError on a
+        bad cursor or a ``limit`` outside 1..:data:`~spool.cursor.MAX_PAGE`."""
+        return self.reader.page(state=state, tool=tool, limit=limit, cursor=cursor)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per state, oldest pending age, processor liveness, workers: the document
+        of ``spoolq stats --json`` and ``GET /api/v1/stats``."""
+        return self.reader.stats()
 
     def wait(self, job_id: str, timeout: float | None = None,
              on_update: Callable[[Record], None] | None = None, *,

@@ -1,0 +1,92 @@
+"""The Python client API as an integration uses it, beside a real processor.
+
+DESIGN section 1 names the client API: submit, get, list, cancel, retry, purge.
+``Client`` had no ``list`` (nor ``stats``): a script reached into ``client.reader``.
+Here ``Client.list`` pages through a spool, filtered, while a real processor
+(``python -m processor``, started and stopped by pid) moves the jobs, and no job is
+skipped or repeated across pages; ``Client.stats`` gives statusd's stats document.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spool.client import Client
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job
+from spool.settings import FsyncMode
+from spool.states import JobState
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Client:
+    layout = Layout(tmp_path / "spool")
+    mover = Mover(layout, FsyncMode.NEVER)
+    mover.make_folders()
+    return Client(layout, mover)
+
+
+@pytest.fixture
+def processor(client: Client, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "SPOOL_DIR": str(client.layout.root), "SPOOL_FSYNC": "never",
+           "JOB_NUM": "2", "SPOOL_SCAN_S": "1"}
+    with open(tmp_path / "processor.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "processor"], env=env, cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_list_pages_every_job_once_while_a_processor_moves_them(
+        client: Client, processor: subprocess.Popen[bytes]) -> None:
+    ids = [client.submit(Job(tool="sleep" if n % 4 == 0 else "echo",
+                             params={"seconds": 0.02} if n % 4 == 0 else {"message": n},
+                             meta={"n": n}))
+           for n in range(120)]
+    seen: list[str] = []
+    states: set[JobState] = set()
+    cursor: str | None = None
+    while True:
+        page = client.list(limit=7, cursor=cursor)
+        seen += [record.id for record in page.records]
+        states.update(record.state for record in page.records)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        time.sleep(0.01)  # let the jobs move between pages
+    assert sorted(seen) == sorted(ids)  # none skipped, none repeated
+    for job_id in ids:
+        client.wait(job_id, timeout=60)
+    sleeps = client.list(tool="sleep", state=JobState.DONE, limit=1000)
+    assert sorted(r.id for r in sleeps.records) == sorted(ids[::4])
+    assert sleeps.next_cursor is None
+    stats = client.stats()
+    assert stats["counts"] == {"pending": 0, "running": 0, "done": 120, "failed": 0}
+    assert stats["processor"]["alive"] is True
+    with pytest.raises(ValueError, match="invalid cursor"):
+        client.list(cursor="not-a-cursor")
+
+
+def test_submit_refuses_an_empty_id_given_explicitly(client: Client) -> None:
+    """Before: ``submit(job, "")`` took the empty string for no id and made one up, so a
+    caller's empty variable submitted a job under an id it never knew."""
+    with pytest.raises(ValueError, match="invalid id"):
+        client.submit(Job(tool="echo"), "")
+    assert list(client.layout.folder(JobState.PENDING).iterdir()) == []
