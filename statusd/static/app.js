@@ -624,7 +624,11 @@ async function act(action) {
     sayAction(`cannot ${action} ${id}: ${why}`);
     return;
   }
-  sayAction(action === "cancel" ? `${id} cancelled` : `${id} is pending again`);
+  if (action === "retry") sayAction(`${id} is pending again`);
+  // A running task's cancel answers with the task as it is after statusd's wait: still
+  // running when its processor has not stopped it yet (the request stays for it).
+  else if (body.state === "failed") sayAction(`${id} cancelled`);
+  else sayAction(`cancel of ${id} asked; it is still ${body.state} until its processor stops it`);
   renderRecord(body).catch(() => {});
   if (!TERMINAL.has(body.state) && !ui.taskSocket) watchTask(id);
 }
@@ -661,6 +665,11 @@ async function renderRecord(record) {
       if (seq !== ui.renderSeq || record.id !== ui.taskId) return;
       if (err.tooLarge) {
         showTooLarge(record, err.tooLarge);
+        return;
+      }
+      if (err.status >= 400 && err.status < 500) {
+        // Gone (a purge) or refused for good: nothing to try again; its stream tells more.
+        if (record.state === "done") showLoading(`cannot load the result: ${err.message}`);
         return;
       }
       // Refused for a moment (a restart, a 503): said, and tried again.

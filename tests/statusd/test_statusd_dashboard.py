@@ -346,6 +346,54 @@ def test_a_refused_cancel_says_why(server: ServerThread, spool: Spool,
     expect(page.locator("#task-state")).to_have_text("done")
 
 
+def test_a_cancel_the_processor_has_not_acted_on_yet_says_so(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A running task's cancel answers with the task as it is after statusd's wait (5 s),
+    still running when its processor has not stopped it yet (here: none runs); the page
+    said "cancelled" beside "running"."""
+    expect = sync_api.expect
+    submit(spool, "stubborn", tool="sleep")
+    running = claim(spool, "stubborn")
+    page.goto(server.base + "/#/tasks/stubborn")
+    expect(page.locator("#task-state")).to_have_text("running")
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+    page.locator("#cancel-task").click()
+    status = page.locator("#action-status")
+    expect(status).to_contain_text("still running", timeout=15_000)
+    expect(status).not_to_contain_text("stubborn cancelled")
+    expect(page.locator("#task-state")).to_have_text("running")
+    finish(spool, running, {"slept": 0})  # its claim's lease goes with it
+
+
+def test_a_large_result_that_is_gone_is_not_fetched_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The whole record of a finished task gone when the view fetched it (a purge: 404):
+    the view retried every 2 s for as long as it stayed open, saying "trying again"."""
+    expect = sync_api.expect
+    submit(spool, "big-gone", tool="run_backtest")
+    running = claim(spool, "big-gone")
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/big-gone")
+    expect(page.locator("#task-state")).to_have_text("running")
+    asked: list[str] = []
+
+    def gone(route: sync_api.Route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json",
+                      body='{"error": {"type": "not_found", "message": "no task big-gone"}}')
+
+    page.route("**/api/v1/tasks/big-gone", gone)
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("no task big-gone")
+    expect(note).not_to_contain_text("trying again")
+    fetched = len(asked)
+    page.clock.fast_forward(RETRY_MS * 5)
+    page.wait_for_timeout(300)
+    assert len(asked) == fetched == 1, asked
+
+
 def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The whole record of a finished task fetched while statusd refused for a moment
