@@ -352,9 +352,7 @@ class Processor:
                 self.finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
                                                   message="cancelled while running"))
                 continue
-            # Not counted, nor an error of the job's: an earlier attempt's error (an
-            # earlier processor's death, say) is no word on this one.
-            back = run.job.model_copy(update={"not_before": None, "error": None,
+            back = run.job.model_copy(update={"not_before": None,
                                               "submitted_at": run.record.submitted_at})
             if self.spool.requeue_cut_short(run.claim, back):
                 # The attempt cut short, as its claimed line named it (not counted: the

@@ -44,23 +44,6 @@ def test_the_shutdown_requeue_line_names_the_attempt_as_every_transition_does(
     assert lines == [("claimed", None, 1), ("requeued", "shutdown", 1)]
 
 
-def test_a_shutdown_requeue_drops_an_earlier_attempts_error(
-        spool_root: Path, daemon: StartDaemon) -> None:
-    """A job requeued by an earlier processor's death carries that error ("its processor
-    died mid-run"); requeued again by a clean shutdown, it still showed it, as if this
-    run had been killed too (found in the dashboard while the job waited)."""
-    d = daemon(SPOOL_GRACE_S="0.5")
-    drop(spool_root, "again", {"tool": "sleep", "params": {"seconds": 60}, "attempts": 1,
-                               "max_attempts": 3, "error": {
-                                   "type": "abandoned",
-                                   "message": "its processor died mid-run; requeued"}})
-    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
-    assert d.stop() == 0
-    back = SpoolReader(Layout(spool_root)).get("again")
-    assert back is not None and back.state is JobState.PENDING
-    assert (back.attempts, back.error) == (1, None)
-
-
 def test_a_cancel_not_yet_acted_on_when_the_grace_ends_is_honoured_not_requeued(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A cancel asked as the processor stopped (SPOOL_GRACE_S=0, a second SIGTERM): the
