@@ -198,7 +198,9 @@ class DaskExecutor:
                 continue
             self._drain(self._next_timeout())
             now = time.monotonic()
-            if now >= self._next_health:
+            # Not after a task's end found the scheduler lost (_lost, in the drain): a
+            # second look at the dropped link would log the loss again, for 0 jobs.
+            if self._connected and now >= self._next_health:
                 self._check_health(now)
             self._enforce(now)
         if self._connected:
