@@ -18,7 +18,7 @@ from typing import Any
 
 from spool.clock import Clock, SystemClock
 from spool.cursor import Page
-from spool.errors import ConflictError, NotFoundError, SpoolIOError
+from spool.errors import ConflictError, InvalidId, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.kept import held_by_record_file
@@ -81,10 +81,10 @@ class Client:
         if job_id is None:
             job_id = job.id if job.id is not None else new_job_id(self.clock.now())
         if not is_valid_id(job_id):
-            raise ValueError(f"invalid id {job_id!r}: use letters, digits and ._- "
+            raise InvalidId(f"invalid id {job_id!r}: use letters, digits and ._- "
                              "(at most 128, starting with a letter or digit)")
         if job.id is not None and job.id != job_id:
-            raise ValueError(f"the job says id {job.id!r} but was given id {job_id!r}")
+            raise InvalidId(f"the job says id {job.id!r} but was given id {job_id!r}")
         self.spool.submit(job, job_id, max_bytes=self.max_job_bytes)
         return job_id
 

@@ -7,6 +7,7 @@
     ├── SpoolIOError                the spool itself is unusable (EACCES, ENOSPC)
     ├── TransitionError             a move the state table forbids
     ├── NotFoundError               no job with that id
+    ├── InvalidId                   no id can be that (also a ValueError)
     ├── ConflictError               the job is not in a state that allows this
     └── JobError                    a job failed; ``error_type`` is the record's error.type
         ├── InvalidJob              invalid_job
@@ -56,6 +57,11 @@ class ConfigError(SpoolError):
 
 class SpoolIOError(SpoolError):
     """The spool directory cannot be used (permissions, disk full, missing)."""
+
+
+class InvalidId(SpoolError, ValueError):
+    """A job id that cannot be one (letters, digits and ``._-``, as DESIGN section 1
+    says), or one that disagrees with the job's own; a ValueError too, as it was."""
 
 
 class TransitionError(SpoolError):

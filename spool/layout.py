@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spool.errors import SpoolIOError
+from spool.errors import InvalidId, SpoolIOError
 from spool.ids import ID_RE, JOB_SUFFIX
 from spool.states import JobState
 
@@ -211,6 +211,6 @@ def _checked(job_id: str) -> str:
     if job_id is _last_checked:
         return job_id
     if ID_RE.fullmatch(job_id) is None:
-        raise ValueError(f"invalid id: {job_id!r}")
+        raise InvalidId(f"invalid id: {job_id!r}")
     _last_checked = job_id
     return job_id

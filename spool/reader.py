@@ -45,7 +45,7 @@ from spool.entries import (
     scan_folder,
     scan_ids,
 )
-from spool.errors import NotFoundError
+from spool.errors import InvalidId, NotFoundError
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -139,7 +139,7 @@ class SpoolReader:
     def get(self, job_id: str) -> Record:
         """The record of ``job_id``; NotFoundError when no folder has it."""
         if not is_valid_id(job_id):
-            raise ValueError(f"invalid id: {job_id!r}")
+            raise InvalidId(f"invalid id: {job_id!r}")
         for _ in range(3):  # a file may move between stat and read: look again
             entry = newest(self.entries_of(job_id))
             if entry is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from spool.client import Client
+from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job
@@ -90,3 +91,16 @@ def test_submit_refuses_an_empty_id_given_explicitly(client: Client) -> None:
     with pytest.raises(ValueError, match="invalid id"):
         client.submit(Job(tool="echo"), "")
     assert list(client.layout.folder(JobState.PENDING).iterdir()) == []
+
+
+@pytest.mark.parametrize("call", ["get", "cancel", "retry", "submit"])
+def test_an_invalid_id_is_a_spool_error(client: Client, call: str) -> None:
+    """spool.errors says everything spoolq raises on purpose is a SpoolError; an id that
+    cannot be one was a bare ValueError from every Client method, so an integration's
+    ``except SpoolError`` let it through.  It is both now."""
+    with pytest.raises(SpoolError, match="invalid id") as raised:
+        if call == "submit":
+            client.submit(Job(tool="echo"), "../etc/passwd")
+        else:
+            getattr(client, call)("../etc/passwd")
+    assert isinstance(raised.value, ValueError)
