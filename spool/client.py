@@ -125,7 +125,17 @@ class Client:
                                 "cancel request", durable=False)
 
     def retry(self, job_id: str) -> Record:
-        return self.spool.retry(job_id)
+        """Move a failed job back to ``pending/`` (attempts reset to 0); the record as it
+        now stands.  ConflictError when the job is in another state (only failed jobs
+        can be retried) or was quarantined; NotFoundError when no folder has it."""
+        try:
+            return self.spool.retry(job_id)
+        except NotFoundError:
+            state = self.peek(job_id).state  # NotFoundError again when it does not exist
+            if state is JobState.FAILED:  # it failed just now, between the two looks
+                return self.spool.retry(job_id)
+            raise ConflictError(f"job {job_id} is {state.value}; only failed jobs can be "
+                                "retried") from None
 
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over

@@ -38,7 +38,6 @@ from pydantic import ValidationError
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
-from spool.states import JobState
 from statusd.errors import ApiError, task_id
 from statusd.services import SERVICES, Services
 
@@ -125,13 +124,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
     method = services.client.cancel if action == "cancel" else services.client.retry
     try:
         record: Record = await services.in_thread(method, job_id)
-    except NotFoundError as exc:
-        # The index may still show a job just removed (the tracker's grace): only a
-        # retry of one in another state than failed is a conflict.
-        item = services.index.get(job_id) if action == "retry" else None
-        if item is not None and item.state is not JobState.FAILED:
-            raise ApiError(409, "conflict", f"task {job_id} is {item.state.value}; only "
-                           "failed tasks can be retried") from exc
+    except NotFoundError as exc:  # a retry of a job in another state is a ConflictError
         raise ApiError(404, "not_found", str(exc)) from exc
     except ConflictError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc

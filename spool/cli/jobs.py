@@ -40,7 +40,7 @@ from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
-from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
+from spool.errors import ErrorType, NotFoundError, SpoolError
 from spool.large import BoundedReader
 from spool.models import Record
 from spool.reader import HEARTBEAT_STALE_S, SpoolReader
@@ -219,12 +219,7 @@ def run_retry(args: argparse.Namespace, settings: Settings) -> int:
         layout.folder(JobState.FAILED), layout.tmp, layout.folder(JobState.PENDING)],
         enter=list(map(layout.folder, JobState)),
         instead=f" or through statusd (POST /api/v1/tasks/{args.id}/retry)")
-    try:
-        record = client.retry(args.id)
-    except NotFoundError:
-        state = client.peek(args.id).state  # NotFoundError again when it does not exist
-        raise ConflictError(f"job {args.id} is {state.value}; only failed jobs can be "
-                            "retried") from None
+    record = client.retry(args.id)  # ConflictError for a job in another state
     show_record(record, args.json)
     return EXIT_OK
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from spool.client import Client
-from spool.errors import SpoolError
+from spool.errors import ConflictError, NotFoundError, SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job
@@ -104,3 +104,15 @@ def test_an_invalid_id_is_a_spool_error(client: Client, call: str) -> None:
         else:
             getattr(client, call)("../etc/passwd")
     assert isinstance(raised.value, ValueError)
+
+
+def test_a_retry_of_a_job_that_did_not_fail_is_a_conflict(client: Client) -> None:
+    """spool.errors: ConflictError is "the job is not in a state that allows this",
+    NotFoundError "no job with that id"; Client.retry of a pending job raised
+    NotFoundError, and the CLI and statusd each worked around it."""
+    client.submit(Job(tool="echo"), "waiting")
+    with pytest.raises(ConflictError, match="waiting is pending; only failed jobs"):
+        client.retry("waiting")
+    with pytest.raises(NotFoundError):
+        client.retry("nobody")
+    assert client.get("waiting").state is JobState.PENDING

@@ -222,7 +222,7 @@ def test_a_cancel_or_retry_of_a_job_just_purged_is_not_found(patient: ServerThre
     finish(spool, claim(spool, "ran"), {"ok": True})
     wait_for(lambda: _listed(patient, "ran") == "done", what="record listed")
     reply = request(patient.base, "POST", "/api/v1/tasks/ran/retry", token=TOKEN)
-    assert reply.status == 409 and "only failed tasks" in reply.json()["error"]["message"]
+    assert reply.status == 409 and "only failed jobs" in reply.json()["error"]["message"]
 
 
 def test_a_purged_or_withdrawn_job_leaves_the_list_at_once(patient: ServerThread,
