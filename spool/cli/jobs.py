@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+import orjson
 
 from spool.cli import parse
 from spool.cli.command import (
@@ -38,7 +41,7 @@ from spool.cli.command import (
 )
 from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
-from spool.cli.render import show_record, unreadable_note
+from spool.cli.render import printable, record_json, show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S, Client
 from spool.errors import ErrorType, NotFoundError, SpoolError
 from spool.large import BoundedReader
@@ -96,18 +99,23 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _configure_wait(parser: argparse.ArgumentParser) -> None:
-    _add_id(parser)
+    parser.add_argument("id", nargs="+", type=parse.job_id, metavar="ID",
+                        help="the job id; several are waited for together")
     parser.add_argument("--timeout", type=parse.positive_seconds, metavar="S",
-                        help="give up after this long (30, 30s, 5m, 2h); exit 3 then")
+                        help="give up after this long (30, 30s, 5m, 2h), for all the jobs "
+                        "together; exit 3 then")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="print nothing; the exit code tells")
-    add_json(parser, "the final record")
+    add_json(parser, "the final record (with several ids: one JSON line each)")
 
 
 def run_wait(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings, usage=True)
     check_can_follow(client, "spoolq wait")
-    return wait_for(client, args.id, args.timeout, as_json=args.json, quiet=args.quiet)
+    ids = list(dict.fromkeys(args.id))  # each once, in the order given
+    if len(ids) == 1:
+        return wait_for(client, ids[0], args.timeout, as_json=args.json, quiet=args.quiet)
+    return wait_all(client, ids, args.timeout, as_json=args.json, quiet=args.quiet)
 
 
 def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
@@ -164,6 +172,63 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     if not quiet:
         note(f"job {job_id} is still {record.state.value} after {timeout or 0:g} s")
     return EXIT_NOT_FINISHED
+
+
+def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: bool,
+             quiet: bool) -> int:
+    """Wait for every job of ``ids`` within one ``timeout``; a line on stdout for each as
+    its end is known (``ID STATE [ERROR]``, or its record as one JSON line), in the order
+    given.  Exit 1 when any failed or is unknown, else 3 when any is unfinished, else 0."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    client.reader = BoundedReader(client.layout)  # a large record: its head only
+    codes: list[int] = []
+    for job_id in ids:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            record = _wait_one(client, job_id, left, quiet)
+        except NotFoundError as exc:
+            if not quiet:
+                note(f"error: {exc}")
+            codes.append(EXIT_FAILED)
+            continue
+        except KeyboardInterrupt:
+            if not quiet:
+                note(f"interrupted: stopped waiting at job {job_id}; the jobs go on")
+            raise
+        code = _exit_code(record)
+        codes.append(code)
+        if quiet:
+            continue
+        if as_json:
+            sys.stdout.write(orjson.dumps(record_json(record)).decode() + "\n")
+        else:
+            error = f" {record.error.type.value}: {record.error.message}" if (
+                record.error and record.state is JobState.FAILED) else ""
+            print(printable(f"{job_id} {record.state.value}{error}"))
+        sys.stdout.flush()
+    if EXIT_FAILED in codes:
+        return EXIT_FAILED
+    return EXIT_NOT_FINISHED if EXIT_NOT_FINISHED in codes else EXIT_OK
+
+
+def _wait_one(client: Client, job_id: str, timeout: float | None, quiet: bool) -> Record:
+    """``client.wait`` for one of several jobs, saying once (unless ``quiet``) when no
+    processor seems to be running while it waits."""
+    seen: list[Record] = []
+
+    def update(record: Record) -> None:
+        seen[:] = [record]
+
+    with lookout_for(client.layout, job_id, note,
+                     lambda: bool(seen) and seen[0].state not in TERMINAL, quiet=quiet):
+        return client.wait(job_id, timeout, on_update=update)
+
+
+def _exit_code(record: Record) -> int:
+    """``wait``'s exit code for a job whose last seen record is ``record``."""
+    if record.unreadable is not None or record.state is JobState.FAILED:
+        return EXIT_FAILED
+    return EXIT_OK if record.state is JobState.DONE else EXIT_NOT_FINISHED
 
 
 # -- cancel ---------------------------------------------------------------------------------
@@ -235,7 +300,7 @@ SHOW = Command(
     "stderr naming the folders not looked into; exit 1 naming the file when the job's "
     "file is one it may not read (a submitter's drop, running).")
 WAIT = Command(
-    "wait", "wait for a job: exit 0 done, 1 failed, 3 still unfinished at --timeout",
+    "wait", "wait for jobs: exit 0 done, 1 failed, 3 still unfinished at --timeout",
     _configure_wait, run_wait,
     description="Wait until the job is done (exit 0) or failed (exit 1); exit 3 if it "
     "is still pending or running at --timeout, 1 if there is no such job or its record "
@@ -247,7 +312,10 @@ WAIT = Command(
     "processor seems to be running (none holds its lock with a heartbeat under "
     f"{HEARTBEAT_STALE_S:g} s old), a line on stderr says so, once: at once when owners/ "
     f"shows one killed or hung, after {QUIET_S:g} s when it holds no status file; the "
-    "wait goes on.")
+    "wait goes on.  With several ids, all are waited for within one --timeout, with no "
+    "bar: one line each on stdout, 'ID STATE [ERROR]' (--json: its record as one JSON "
+    "line), in the order given; the exit code is 1 if any failed or is unknown, else 3 "
+    "if any is unfinished, else 0.")
 CANCEL = Command(
     "cancel", "cancel a pending or running job", _configure_cancel, run_cancel,
     description="A pending job fails 'cancelled' at once.  For a running job a "

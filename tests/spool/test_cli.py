@@ -442,6 +442,30 @@ def test_wait_exit_codes(root: Path, env: dict[str, str]) -> None:
     refused(usage, 2, "--timeout")
 
 
+def test_wait_for_several_jobs_at_once(root: Path, env: dict[str, str]) -> None:
+    """A script waiting for a batch ran one ``spoolq wait`` (one Python start) per id, each
+    with its own --timeout.  Several ids are waited for together, in one --timeout, one
+    line each on stdout; the exit code is the worst of them (failed or unknown 1, then
+    unfinished 3)."""
+    for job_id in ("a1", "a2", "bad", "slow"):
+        drop(root, job_id)
+    for job_id in ("a1", "a2"):
+        finish(root, job_id, JobState.DONE, result={"ok": job_id})
+    finish(root, "bad", JobState.FAILED)
+    done, some_failed, unfinished, lines, unknown = run_all(
+        env, ["wait", "a1", "a2", "a1"], ["wait", "a1", "bad", "slow", "--timeout", "0.5"],
+        ["wait", "a2", "slow", "--timeout", "0.3"], ["wait", "a1", "a2", "--json"],
+        ["wait", "a1", "nobody"])
+    assert (done.returncode, done.stdout) == (0, "a1 done\na2 done\n")
+    assert some_failed.returncode == 1
+    assert some_failed.stdout == "a1 done\nbad failed tool_error: it broke\nslow pending\n"
+    assert (unfinished.returncode, unfinished.stdout) == (3, "a2 done\nslow pending\n")
+    assert [orjson.loads(line)["result"] for line in lines.stdout.splitlines()] == [
+        {"ok": "a1"}, {"ok": "a2"}]
+    assert unknown.returncode == 1 and unknown.stdout == "a1 done\n"
+    assert "no job nobody" in unknown.stderr
+
+
 def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
                                                             env: dict[str, str]) -> None:
     drop(root, "barred")
