@@ -252,6 +252,19 @@ class Client:
             delay = min(delay * 2, _POLL_MAX_S)
 
 
+    def wait_all(self, job_ids: Iterable[str], timeout: float | None = None
+                 ) -> dict[str, Record]:
+        """:meth:`wait` for every job of ``job_ids`` within one ``timeout`` (not one each):
+        the last record seen of each, by id in the order given, terminal unless the time
+        ran out.  NotFoundError as :meth:`wait` raises it, for the first such id."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        records: dict[str, Record] = {}
+        for job_id in dict.fromkeys(job_ids):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            records[job_id] = self.wait(job_id, left)
+        return records
+
+
 def require_spool(layout: Layout) -> None:
     """:meth:`Layout.require`, with a spool this user may not enter (EACCES on its root or
     a folder) a SpoolIOError naming it, as the exception tree says: it was a bare

@@ -116,3 +116,17 @@ def test_a_retry_of_a_job_that_did_not_fail_is_a_conflict(client: Client) -> Non
     with pytest.raises(NotFoundError):
         client.retry("nobody")
     assert client.get("waiting").state is JobState.PENDING
+
+
+def test_wait_all_waits_for_every_job_within_one_timeout(
+        client: Client, processor: subprocess.Popen[bytes]) -> None:
+    """A batch waited for job by job gave each job the whole timeout: 20 jobs, 20 times
+    it.  wait_all shares one timeout and answers each job's last record."""
+    ids = [client.submit(Job(tool="echo", params={"message": n})) for n in range(20)]
+    slow = [client.submit(Job(tool="sleep", params={"seconds": 60})) for _ in range(3)]
+    started = time.monotonic()
+    records = client.wait_all([*ids, *slow], timeout=3.0)
+    assert time.monotonic() - started < 7.0  # one timeout, not one each (9 s)
+    assert list(records) == [*ids, *slow]
+    assert [records[i].result for i in ids] == [{"message": n} for n in range(20)]
+    assert {records[i].state for i in slow} <= {JobState.PENDING, JobState.RUNNING}
