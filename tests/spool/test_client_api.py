@@ -39,7 +39,7 @@ def client(tmp_path: Path) -> Client:
 @pytest.fixture
 def processor(client: Client, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, "SPOOL_DIR": str(client.layout.root), "SPOOL_FSYNC": "never",
-           "JOB_NUM": "2", "SPOOL_SCAN_S": "1"}
+           "JOB_NUM": "2", "SPOOL_SCAN_S": "1", "SPOOL_GRACE_S": "1"}  # a stop cuts sleeps short
     with open(tmp_path / "processor.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "processor"], env=env, cwd=tmp_path,
                                 stdin=subprocess.DEVNULL, stdout=log,
