@@ -31,10 +31,14 @@ part under half that unit, whose running sums stay tiny; a window's sum is a
 difference of running sums of each.  A price is quoted in decimals that
 binary floats only approximate, so two SMAs equal in those decimals
 (``(49.99 + 50.00) / 2`` and ``(50.01 + 49.98 + 49.99 + 50.00) / 4``) come out
-a few ulps apart, either way: a difference within ``TIE_ULPS`` eps of the
-SMAs' sum is a tie, and ``QUANT.md`` has a tie false.  (Running sums of the closes
-alone, as before, put such ties an ulp or more apart, bought on about half of
-them, and their noise grows with the series' length.)
+a few ulps apart, either way.  So a difference beyond ``TIE_ULPS`` eps of the SMAs'
+sum decides the cell, and a cell within it is near: a tie, or a real difference
+below float noise (SMAs of prices quoted to a tick differ by as little as
+``tick / lcm(fast, slow)``: one cent at 1e9 with windows 60/61).  Near cells are
+decided exactly on the closes' quoted decimals by :mod:`exact_crossover`, so the
+signal is exact decimal arithmetic on every cell, and ``QUANT.md`` has a tie false.
+(Running sums of the closes alone, as before, put ties an ulp or more apart, bought
+on about half of them, and their noise grows with the series' length.)
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processor.quant.data import F64, Bars, DataStore
+from processor.quant.exact_crossover import NearTies
 from processor.quant.jsonsafe import finite_or_none
 from processor.quant.params import BacktestParams
 
@@ -62,11 +67,12 @@ CHUNK_CELLS = 1 << 17
 BLOCK_CELLS = 1 << 17
 """Rows x symbols computed between two progress reports (some 20-30 ms of work)."""
 EPS = float(np.finfo(np.float64).eps)
+MIN_UNIT_BITS = -1022 + 51
+"""The high parts' unit, ``2**(bits - 51)``, is at least the smallest normal float."""
 TIE_ULPS = 8
-"""``|SMA_fast - SMA_slow| <= TIE_ULPS * EPS * (SMA_fast + SMA_slow)`` is a tie (some 16
-ulps of either SMA): SMAs equal in the file's decimals come out within 3 EPS of that
-sum, and SMAs of prices quoted to 1e-4 of their value differ, unless equal, by at
-least 1e-4 / (fast * slow) of it."""
+"""``|SMA_fast - SMA_slow| <= TIE_ULPS * EPS * (SMA_fast + SMA_slow)`` is near (some 16
+ulps of either SMA), decided exactly: SMAs equal in the file's decimals come out
+within 3 EPS of that sum.  Outside it the float comparison is right."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +126,7 @@ def _window_sum(parts: tuple[F64, F64], start: int, stop: int, window: int) -> F
 
 class _Crossover:
     """``SMA_fast > SMA_slow`` per cell, block of rows by block; False while either
-    window is incomplete, and on a tie (see ``TIE_ULPS``)."""
+    window is incomplete, and on a tie (near cells, see ``TIE_ULPS``, are exact)."""
 
     def __init__(self, close: F64, fast: int, slow: int) -> None:
         self.close, self.fast, self.slow = close, fast, slow
@@ -129,9 +135,14 @@ class _Crossover:
             top = np.fmax.reduce(close, axis=0)
         top = np.where(np.isfinite(top), top, 1.0)
         bits = np.ceil(np.log2(top) + np.log2(max(1, len(close)))).astype(np.int64)
+        # Tiny prices: a unit below the smallest normal float would make high parts
+        # inexact and 2**(51 - bits) overflow; a larger unit only leaves more in the
+        # (still exact) low parts.
+        np.maximum(bits, MIN_UNIT_BITS, out=bits)
         self.unit = np.ldexp(1.0, bits - 51)
         self.per_unit = np.ldexp(1.0, 51 - bits)
         self.sums = (np.empty_like(close), np.empty_like(close))  # of high and low parts
+        self.near_ties = NearTies(close, fast, slow)
 
     def rows(self, start: int, stop: int) -> Bools:
         """The signal of rows ``start:stop``, the rows after the last call's."""
@@ -152,6 +163,9 @@ class _Crossover:
         scaled_fast -= scaled_slow
         with np.errstate(invalid="ignore"):
             above: Bools = scaled_fast > tie
+            near: Bools = np.abs(scaled_fast, out=scaled_fast) <= tie
+        if near.any():  # ties, or differences below float noise: decided exactly
+            self.near_ties.settle(above, near, tie, start)
         return above
 
 
