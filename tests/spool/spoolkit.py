@@ -15,6 +15,7 @@ import pty
 import pwd
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -66,6 +67,19 @@ def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
     mover = Mover(layout, mode, recycle=recycle)
     mover.make_folders()
     return Spool(layout, mover, clock, follow=follow)
+
+
+def stop_processor(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a processor this test started and wait out its grace (30 s by default),
+    then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def locate(layout: Layout, job_id: str) -> list[JobState]:

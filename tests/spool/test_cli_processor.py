@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import CLI, Proc, open_pty, read_until, run_all, spoolq
+from spoolkit import CLI, Proc, open_pty, read_until, run_all, spoolq, stop_processor
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -81,13 +81,7 @@ def processor(root: Path, env: dict[str, str], tmp_path: Path
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_processor(proc)
 
 
 # -- submit: the running processor's catalogue --------------------------------------------

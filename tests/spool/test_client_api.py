@@ -10,7 +10,6 @@ skipped or repeated across pages; ``Client.stats`` gives statusd's stats documen
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from spoolkit import stop_processor
 
 from spool.client import Client
 from spool.errors import ConflictError, NotFoundError, SpoolError
@@ -47,12 +47,7 @@ def processor(client: Client, tmp_path: Path) -> Iterator[subprocess.Popen[bytes
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_processor(proc)
 
 
 def test_list_pages_every_job_once_while_a_processor_moves_them(

@@ -33,6 +33,7 @@ from statusdkit import (
 )
 
 import statusd
+from spool.claim import Claim
 from spool.client import Client
 from spool.errors import ErrorType
 from spool.models import ErrorInfo, OwnerStatus
@@ -324,15 +325,25 @@ def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spo
     expect(page.locator("#cancel-task")).to_be_visible()
 
 
+def _open_running(server: ServerThread, spool: Spool, page: sync_api.Page, job_id: str,
+                  tool: str = "sleep", *, fake_clock: bool = False) -> Claim:
+    """A job of ``tool`` claimed (its claim returned), its view open and showing it
+    running; ``fake_clock``: on a page whose clock the test moves on."""
+    submit(spool, job_id, tool=tool)
+    running = claim(spool, job_id)
+    if fake_clock:
+        page.clock.install()
+    page.goto(f"{server.base}/#/tasks/{job_id}")
+    sync_api.expect(page.locator("#task-state")).to_have_text("running")
+    return running
+
+
 def test_a_refused_cancel_says_why(server: ServerThread, spool: Spool,
                                    page: sync_api.Page) -> None:
     """A task that finished while its view still offered the cancel: the API's 409 is
     said on the page, and the view shows the task as it is."""
     expect = sync_api.expect
-    submit(spool, "quick", tool="sleep")
-    running = claim(spool, "quick")
-    page.goto(server.base + "/#/tasks/quick")
-    expect(page.locator("#task-state")).to_have_text("running")
+    running = _open_running(server, spool, page, "quick")
     page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
 
     def finish_first(route: sync_api.Route) -> None:  # the job ends as the cancel is sent
@@ -352,10 +363,7 @@ def test_a_cancel_the_processor_has_not_acted_on_yet_says_so(
     still running when its processor has not stopped it yet (here: none runs); the page
     said "cancelled" beside "running"."""
     expect = sync_api.expect
-    submit(spool, "stubborn", tool="sleep")
-    running = claim(spool, "stubborn")
-    page.goto(server.base + "/#/tasks/stubborn")
-    expect(page.locator("#task-state")).to_have_text("running")
+    running = _open_running(server, spool, page, "stubborn")
     page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
     page.locator("#cancel-task").click()
     status = page.locator("#action-status")
@@ -370,11 +378,7 @@ def test_a_large_result_that_is_gone_is_not_fetched_again(
     """The whole record of a finished task gone when the view fetched it (a purge: 404):
     the view retried every 2 s for as long as it stayed open, saying "trying again"."""
     expect = sync_api.expect
-    submit(spool, "big-gone", tool="run_backtest")
-    running = claim(spool, "big-gone")
-    page.clock.install()
-    page.goto(server.base + "/#/tasks/big-gone")
-    expect(page.locator("#task-state")).to_have_text("running")
+    running = _open_running(server, spool, page, "big-gone", "run_backtest", fake_clock=True)
     asked: list[str] = []
 
     def gone(route: sync_api.Route) -> None:
@@ -400,11 +404,8 @@ def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
     (a 503): the view said "loading the result…" for good.  It says why, and tries
     again."""
     expect = sync_api.expect
-    submit(spool, "big-flaky", tool="run_backtest")
-    running = claim(spool, "big-flaky")
-    page.clock.install()
-    page.goto(server.base + "/#/tasks/big-flaky")
-    expect(page.locator("#task-state")).to_have_text("running")
+    running = _open_running(server, spool, page, "big-flaky", "run_backtest",
+                            fake_clock=True)
     failures: list[str] = []
     page.route("**/api/v1/tasks/big-flaky", _unavailable_once(failures))
     finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
