@@ -8,7 +8,10 @@
  * otherwise it is the point's index.  Up to MAX_SERIES curves are drawn, each in
  * a colour of its own and named in a legend under the plot, which says how many
  * were left out.  Long curves are thinned to about one point per horizontal
- * pixel, keeping each bucket's extreme values so drawdowns stay visible.
+ * pixel, keeping each bucket's extreme values so drawdowns stay visible.  The y
+ * axis is logarithmic (and says so) when every value drawn is positive and the
+ * largest is LOG_SPAN times the smallest or more: a curve that grew to 1e29 beside
+ * ones near their start cash flattened those into its base line.
  */
 "use strict";
 
@@ -18,6 +21,7 @@ const COLORS = ["#0b62c4", "#c4321b", "#18794e", "#8a6d00", "#6b3fa0", "#0f7c8c"
                 "#d4477f", "#5a6270", "#e07b00", "#2f9e44", "#3b3bd6", "#8c4a1a"];
 const MAX_SERIES = COLORS.length;
 const LEGEND = { top: 12, row: 16, column: 96 };  // under the plot's date labels
+const LOG_SPAN = 100;
 
 function equityCurves(result) {
   const curves = [];
@@ -113,7 +117,10 @@ function drawEquity(container, curves) {
   let lo = Infinity, hi = -Infinity;
   for (const s of series) for (const i of s.thin) { lo = Math.min(lo, s.points[i][1]); hi = Math.max(hi, s.points[i][1]); }
   if (hi === lo) { hi += 1; lo -= 1; }
-  const y = (v) => c.top + (1 - (v - lo) / (hi - lo)) * plotH;
+  const log = lo > 0 && hi / lo >= LOG_SPAN;
+  const scale = log ? Math.log : (v) => v;
+  const [sLo, sHi] = [scale(lo), scale(hi)];
+  const y = (v) => c.top + (1 - (scale(v) - sLo) / (sHi - sLo)) * plotH;
 
   const perRow = Math.max(1, Math.floor((c.width - c.left) / LEGEND.column));
   const omitted = (curves.total || curves.length) - curves.length;
@@ -125,9 +132,13 @@ function drawEquity(container, curves) {
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
                                   y2: c.top + plotH }));
-  for (const v of [lo, (lo + hi) / 2, hi]) {
+  for (const v of [lo, log ? Math.sqrt(lo) * Math.sqrt(hi) : (lo + hi) / 2, hi]) {
     svg.appendChild(svgEl("text", { x: c.left - 6, y: y(v) + 4, "text-anchor": "end" },
                           formatMoney(v)));
+  }
+  if (log) {
+    svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },
+                          "log scale"));
   }
   svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(firstLabel).slice(0, 10)));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },

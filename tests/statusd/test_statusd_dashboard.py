@@ -141,6 +141,36 @@ def test_equity_axis_labels_fit_however_large_the_equity(server: ServerThread, s
     assert min(lefts) >= 0, (lefts, labels.all_text_contents())
 
 
+def _path_span(page: sync_api.Page, symbol: str) -> float:
+    """How many pixels the drawn curve of ``symbol`` spans up and down."""
+    box = page.locator(f'#equity svg path.equity[data-symbol="{symbol}"]').bounding_box()
+    assert box is not None, symbol
+    return float(box["height"])
+
+
+def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A symbol that grew 10,000-fold flattened the others into the chart's base line (a
+    symbol that doubled spanned 0.03 px).  Past a 100-fold span of positive values the
+    axis is logarithmic and says so; a usual backtest's stays linear."""
+    expect = sync_api.expect
+    result = equity_result(("AAA", "BBB"), bars=200)
+    for t, point in enumerate(result["symbols"]["AAA"]["equity_curve"]):
+        point[1] = 100_000.0 * (1 + t / 199)  # doubles
+    for t, point in enumerate(result["symbols"]["BBB"]["equity_curve"]):
+        point[1] = 100_000.0 * 10 ** (4 * t / 199)  # 10,000-fold
+    run_job(spool, "bt-wide", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-wide")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#equity svg text.scale")).to_have_text("log scale")
+    assert _path_span(page, "AAA") >= 10
+    run_job(spool, "bt-usual", equity_result(("AAA", "BBB"), bars=200), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-usual")
+    expect(page.locator("#task-id")).to_have_text("bt-usual")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#equity svg text.scale")).to_have_count(0)
+
+
 def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool,
                                               page: sync_api.Page) -> None:
     expect = sync_api.expect
