@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import ValidationError
 
@@ -36,6 +36,14 @@ ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
+class Noted(NamedTuple):
+    """A note's record, with the drop's name and why it was refused."""
+
+    record: Record
+    name: str
+    message: str
+
+
 class RecordNotes:
     """The records quarantines were about to publish, as notes in ``stage/``
     (:data:`spool.quarantine.RECORD_NOTE`), by id, as one recovery pass found them: a
@@ -45,7 +53,7 @@ class RecordNotes:
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.paths: dict[str, int] = {}  # note's path -> its writer's pid
-        self.records: dict[str, Record] = {}  # staged drop's id and record's id -> record
+        self.records: dict[str, Noted] = {}  # staged drop's id and record's id -> note
 
     def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
         """Read the notes among ``stage/``'s entries (there are none but for quarantines
@@ -62,13 +70,16 @@ class RecordNotes:
                     record = Record.model_validate_json(file.read())
             except (OSError, ValidationError):
                 continue  # unreadable: the quarantine's record is made without it
+            if record.source is None or record.error is None:
+                continue  # not a quarantine's record: none is written so
+            noted = Noted(record, record.source.name, record.error.message)
             # The staged drop's id, and the id its original and record take in failed/
             # (another when the drop's id already had an original).
-            self.records[parsed[0].removeprefix(RECORD_NOTE + "-")] = record
-            self.records[record.id] = record
+            self.records[parsed[0].removeprefix(RECORD_NOTE + "-")] = noted
+            self.records[record.id] = noted
         return set(self.paths)
 
-    def record(self, job_id: str) -> Record | None:
+    def record(self, job_id: str) -> Noted | None:
         """The record a quarantine of ``job_id`` (as staged, or in ``failed/``) meant."""
         return self.records.get(job_id)
 
@@ -201,7 +212,7 @@ class Staged:
 
     def restore_quarantine(self, job_id: str, path: Path, st: os.stat_result,
                             message: str = "quarantined when its processor died; the "
-                            "original name was lost", *, noted: Record | None = None) -> None:
+                            "original name was lost", *, noted: Noted | None = None) -> None:
         """Finish a quarantine cut short where it staged: the original into ``failed/``, then
         its record (the one ``noted``, if the quarantine left it), replacing the id's
         earlier records as the quarantine would have.
@@ -211,8 +222,8 @@ class Staged:
         its own, and its record under that id.
         """
         staged_id, name = job_id, job_id + JOB_SUFFIX
-        if noted is not None and noted.error is not None and noted.source is not None:
-            name, message = noted.source.name, noted.error.message
+        if noted is not None:
+            name, message = noted.name, noted.message
         taken = (os.path.lexists(self.layout.original(job_id))
                  or self.terminal.finished_after(job_id, st.st_ctime_ns))
         while True:
@@ -226,7 +237,7 @@ class Staged:
         if job_id != staged_id:
             message += f" (an earlier {staged_id}{JOB_SUFFIX} keeps its own record)"
         self.terminal.record_for_original(job_id, st, name, message, replace=True,
-                                          noted=noted)
+                                          noted=noted.record if noted else None)
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):

@@ -152,9 +152,9 @@ class TerminalLeftovers:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
         noted = self.notes.record(job_id)
-        if noted is not None and noted.error is not None and noted.source is not None:
-            self.record_for_original(job_id, st, noted.source.name, noted.error.message,
-                                      replace=record_st is not None, noted=noted)
+        if noted is not None:
+            self.record_for_original(job_id, st, noted.name, noted.message,
+                                      replace=record_st is not None, noted=noted.record)
         else:
             self.record_for_original(job_id, st, job_id + JOB_SUFFIX,
                                       "quarantined when its processor died",

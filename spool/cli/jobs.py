@@ -161,17 +161,14 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
         raise
     if not quiet:
         show_record(record, as_json, reader.large.get(job_id))
+    code = _exit_code(record)
+    if quiet:
+        return code
     if record.unreadable is not None:  # finished, but with no outcome a script can trust
-        if not quiet:
-            note(unreadable_note(record))
-        return EXIT_FAILED
-    if record.state is JobState.DONE:
-        return EXIT_OK
-    if record.state is JobState.FAILED:
-        return EXIT_FAILED
-    if not quiet:
+        note(unreadable_note(record))
+    elif code == EXIT_NOT_FINISHED:
         note(f"job {job_id} is still {record.state.value} after {timeout or 0:g} s")
-    return EXIT_NOT_FINISHED
+    return code
 
 
 def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: bool,
