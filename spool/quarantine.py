@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
 RECORD_NOTE = "record"
 """Tag of the note a quarantine leaves in ``stage/`` while it moves the drop into
-``failed/``: the record it is about to publish (see :func:`from_pending`)."""
+``failed/``: the record it is about to publish (see :func:`from_pending`), named
+``record-<inode>-<staged id>``: the drop's inode, which its staged file and original
+keep, ties the note to them alone (:class:`spool.staged.RecordNotes`)."""
 
 
 class Drop(NamedTuple):
@@ -95,8 +97,9 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     )
     # Should this process die before the record is out, recovery publishes this note of
     # it: the drop's name and why it was refused are known only here.
-    # Named as the staged drop is: its id may have changed since (an earlier original).
-    note = mover.write_note(f"{RECORD_NOTE}-{staged_id}", record_bytes(record))
+    # Named by the drop's inode and staged id: its id may have changed since (an earlier
+    # original), and a note a live process left (pid reuse) names another drop.
+    note = mover.write_note(f"{RECORD_NOTE}-{moved.st_ino}-{staged_id}", record_bytes(record))
     try:
         mover.move(staged, layout.original(job_id), replace=False)
     except SpoolIOError:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import ValidationError
 
+from spool.clock import utc_from_ns
 from spool.errors import ConflictError
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
@@ -37,34 +38,50 @@ ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
 
 
 class Noted(NamedTuple):
-    """A note's record, with the drop's name and why it was refused."""
+    """A note's record, with the drop's name and why it was refused; ``staged_id``: the
+    id the drop was staged under (its record's id differs beside an earlier original)."""
 
     record: Record
     name: str
     message: str
+    staged_id: str
 
 
 class RecordNotes:
     """The records quarantines were about to publish, as notes in ``stage/``
-    (:data:`spool.quarantine.RECORD_NOTE`), by id, as one recovery pass found them: a
+    (:data:`spool.quarantine.RECORD_NOTE`), as one recovery pass found them: a
     quarantine cut short gets the record it meant, with the drop's name and why it was
-    refused, where recovery alone knows neither."""
+    refused, where recovery alone knows neither.
+
+    A note belongs to the drop whose inode it names, staged or in ``failed/`` (a rename
+    keeps the inode, size and mtime its record took), under the staged id or its
+    record's: never to another drop of the name, such as one a later quarantine, cut
+    short too, staged (on the inode of the first, were that purged since).
+    """
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.paths: dict[str, int] = {}  # note's path -> its writer's pid
-        self.records: dict[str, Noted] = {}  # staged drop's id and record's id -> note
+        self.paths: dict[str, tuple[int, bool]] = {}  # note's path -> (writer's pid, old)
+        self.records: dict[int, list[Noted]] = {}  # a drop's inode -> notes naming it
 
     def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
         """Read the notes among ``stage/``'s entries (there are none but for quarantines
         in flight or cut short); their paths."""
         self.paths.clear()
         self.records.clear()
+        now_s = self.spool.clock.now().timestamp()
         for entry in listed:
             parsed = parse_staging(entry.name)
             if parsed is None or not parsed[0].startswith(RECORD_NOTE + "-"):
                 continue
-            self.paths[entry.path] = parsed[1]
+            try:
+                old = now_s - entry.stat(follow_symlinks=False).st_ctime > DEAD_STAGING_AGE_S
+            except FileNotFoundError:
+                continue
+            self.paths[entry.path] = (parsed[1], old)
+            inode, _, staged_id = parsed[0].removeprefix(RECORD_NOTE + "-").partition("-")
+            if not inode.isdigit() or old:
+                continue  # no drop's note, or one whose quarantine settled long ago
             try:
                 with open(entry.path, "rb") as file:
                     record = Record.model_validate_json(file.read())
@@ -72,21 +89,29 @@ class RecordNotes:
                 continue  # unreadable: the quarantine's record is made without it
             if record.source is None or record.error is None:
                 continue  # not a quarantine's record: none is written so
-            noted = Noted(record, record.source.name, record.error.message)
-            # The staged drop's id, and the id its original and record take in failed/
-            # (another when the drop's id already had an original).
-            self.records[parsed[0].removeprefix(RECORD_NOTE + "-")] = noted
-            self.records[record.id] = noted
+            self.records.setdefault(int(inode), []).append(Noted(
+                record, record.source.name, record.error.message, staged_id))
         return set(self.paths)
 
-    def record(self, job_id: str) -> Noted | None:
-        """The record a quarantine of ``job_id`` (as staged, or in ``failed/``) meant."""
-        return self.records.get(job_id)
+    def record(self, job_id: str, st: os.stat_result) -> Noted | None:
+        """The record a quarantine meant for the drop ``st``, staged as ``job_id`` or
+        in ``failed/`` as ``job_id``'s original."""
+        mtime = utc_from_ns(st.st_mtime_ns)
+        for noted in self.records.get(st.st_ino, ()):
+            source = noted.record.source
+            # Not another drop on a freed inode, nor one of the name beside it:
+            if (job_id in (noted.staged_id, noted.record.id)
+                    and noted.record.submitted_at == mtime
+                    and source is not None and source.size in (None, st.st_size)):
+                return noted
+        return None
 
     def drop_dead(self) -> int:
-        """Remove the notes of dead writers (their quarantines are settled by now)."""
-        return sum(self.spool.mover.unlink(path) for path, pid in self.paths.items()
-                   if not _pid_alive(pid))
+        """Remove the notes of dead writers (their quarantines are settled by now), and
+        those older than :data:`DEAD_STAGING_AGE_S` (a live process's, as its pid was
+        reused: a quarantine takes milliseconds)."""
+        return sum(self.spool.mover.unlink(path) for path, (pid, old) in self.paths.items()
+                   if old or not _pid_alive(pid))
 
 
 class Staged:
@@ -172,7 +197,7 @@ class Staged:
             report.removed += self.mover.unlink(path)
             return
         if action == "quarantine":
-            self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id))
+            self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id, st))
         elif action == "cancel":
             self._restore_cancel(job_id, path, st)
         else:
@@ -222,8 +247,8 @@ class Staged:
         its own, and its record under that id.
         """
         staged_id, name = job_id, job_id + JOB_SUFFIX
-        if noted is not None:
-            name, message = noted.name, noted.message
+        if noted is not None:  # under the id the quarantine meant, if still free
+            name, message, job_id = noted.name, noted.message, noted.record.id
         taken = (os.path.lexists(self.layout.original(job_id))
                  or self.terminal.finished_after(job_id, st.st_ctime_ns))
         while True:
@@ -234,7 +259,8 @@ class Staged:
             if not os.path.lexists(path):
                 return  # settled meanwhile by another processor's scan
             taken = True
-        if job_id != staged_id:
+        if job_id != staged_id and (noted is None or noted.record.id == staged_id):
+            # (A note of a record under another id says so already.)
             message += f" (an earlier {staged_id}{JOB_SUFFIX} keeps its own record)"
         self.terminal.record_for_original(job_id, st, name, message, replace=True,
                                           noted=noted.record if noted else None)

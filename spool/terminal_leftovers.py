@@ -151,7 +151,7 @@ class TerminalLeftovers:
         if superseded:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
-        noted = self.notes.record(job_id)
+        noted = self.notes.record(job_id, st)
         if noted is not None:
             self.record_for_original(job_id, st, noted.name, noted.message,
                                       replace=record_st is not None, noted=noted.record)

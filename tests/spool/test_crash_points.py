@@ -14,10 +14,21 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, drop_raw, listing, locate, read_json, strace_path, submit
+from spoolkit import (
+    REPO,
+    FakeClock,
+    drop_raw,
+    listing,
+    locate,
+    make_spool,
+    read_json,
+    strace_path,
+    submit,
+)
 
 from spool.clock import SystemClock
 from spool.errors import ErrorType
@@ -25,6 +36,7 @@ from spool.intake import Intake, Verdict
 from spool.models import ErrorInfo
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
+from spool.staged import DEAD_STAGING_AGE_S
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -263,17 +275,63 @@ def test_a_second_bad_drop_of_an_id_killed_mid_quarantine_keeps_its_reason(
         spool: Spool, kill_at: str) -> None:
     """The drop's id had an earlier original, so its record took an id of its own, and
     its note went under that id where recovery looked under the staged one: the record
-    said "the original name was lost" and not why the drop was refused."""
+    said "the original name was lost" and not why the drop was refused.  Nor does it say
+    twice that the earlier original keeps its id."""
     layout = spool.layout
     quarantine(spool, "rep.json", b"{the first bad drop")
-    drop_raw(layout, "rep.json", b"{the second bad drop")
+    drop_raw(layout, "rep.json", b"[1]")
     kill_at_rename(layout.root, 2 if kill_at == "staged" else 3, "quarantine", "rep.json")
 
     settled_in_one_scan(spool)
     [orig] = [n for n in listing(layout.folder(F)) if n.endswith(".orig") and n != "rep.orig"]
-    assert (layout.folder(F) / orig).read_bytes() == b"{the second bad drop"
+    assert (layout.folder(F) / orig).read_bytes() == b"[1]"
     record = read_json(layout.job(F, orig.removesuffix(".orig")))
-    assert record["source"]["name"] == "rep.json"
-    first = read_json(layout.job(F, "rep"))["error"]["message"]
-    assert record["error"]["message"].startswith(first.partition(" (")[0])
-    assert "lost" not in record["error"]["message"]
+    assert record["source"] == {"name": "rep.json", "size": 3, "kind": "file"}
+    message = record["error"]["message"]
+    assert message.startswith("invalid job: the file must hold a JSON object, not list")
+    assert message.count("earlier") == 1, message
+    assert read_json(layout.job(F, "rep"))["source"]["size"] == len(b"{the first bad drop")
+
+
+def test_a_note_left_by_a_process_whose_pid_lives_on_names_no_later_drop(
+        spool: Spool) -> None:
+    """A quarantine's note outlives it when its writer dies and the pid is reused (a
+    note of a live pid stays).  Keyed by the drop's id, it gave a later drop of the
+    name, quarantined and cut short too, the first drop's reason and size."""
+    layout = spool.layout
+    drop_raw(layout, "rep.json", b"{the first bad drop")
+    kill_at_rename(layout.root, 2, "quarantine", "rep.json")
+    [note] = [n for n in listing(layout.stage) if n.startswith("record-")]
+    tag, _pid, rand, tmp = note.rsplit(".", 3)
+    os.rename(layout.stage / note, layout.stage / f"{tag}.{os.getpid()}.{rand}.{tmp}")
+    Recovery(spool).scan()
+    assert "unexpected character" in read_json(layout.job(F, "rep"))["error"]["message"]
+    os.unlink(layout.job(F, "rep"))  # purged, say: the id is free again
+    os.unlink(layout.original("rep"))
+
+    drop_raw(layout, "rep.json", b"[1]")
+    kill_at_rename(layout.root, 2, "quarantine", "rep.json")
+    Recovery(spool).scan()
+    assert (layout.original("rep")).read_bytes() == b"[1]"
+    record = read_json(layout.job(F, "rep"))
+    assert record["source"]["size"] == 3
+    assert "not list" in record["error"]["message"], record["error"]
+
+
+def test_a_live_pids_note_a_day_old_is_removed(tmp_path: Path) -> None:
+    """Nothing else removes it: a quarantine takes milliseconds, so a day-old note of a
+    live pid is one whose writer died and whose pid was reused."""
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    drop_raw(layout, "rep.json", b"{the first bad drop")
+    kill_at_rename(layout.root, 2, "quarantine", "rep.json")
+    [note] = [n for n in listing(layout.stage) if n.startswith("record-")]
+    tag, _pid, rand, tmp = note.rsplit(".", 3)
+    os.rename(layout.stage / note, layout.stage / f"{tag}.{os.getpid()}.{rand}.{tmp}")
+    Recovery(spool).scan()
+    assert [n for n in listing(layout.stage) if n.startswith("record-")], "a live pid's note"
+
+    later = FakeClock(datetime.now(UTC) + timedelta(seconds=DEAD_STAGING_AGE_S + 60))
+    Recovery(Spool(layout, spool.mover, later)).scan()
+    assert listing(layout.stage) == []
+    assert "unexpected character" in read_json(layout.job(F, "rep"))["error"]["message"]
