@@ -10,7 +10,11 @@ handlers on them, tqdm) is logged by the worker itself as a ``spoolq.output`` li
 the job that started them, cut into lines as the processor cuts the pipes' text.
 Bytes they write below Python (C code, child processes) still reach the pipes.
 
-A worker with no such thread pays one truth test per write.
+A thread such a thread starts (a re-armed ``threading.Timer``, a helper it spawns) is
+that job's too, from its start (:meth:`StrayThreads.watch_starts`), not the job
+running when it started.
+
+A worker with no such thread pays one truth test per write and per thread start.
 """
 
 from __future__ import annotations
@@ -35,21 +39,46 @@ class StrayThreads:
         self._lock = threading.Lock()
         log.setLevel(logging.INFO)  # a tool's text is kept whatever SPOOL_LOG_LEVEL says
 
+    def watch_starts(self) -> None:
+        """From now on in this process, a thread that a job's leftover thread starts is
+        that job's from its start (``threading.Thread.start`` notes it)."""
+        start = threading.Thread.start
+        strays = self
+
+        def start_owned(thread: threading.Thread) -> None:
+            owner = strays.owner()
+            if owner is None:
+                start(thread)
+                return
+            with strays._lock:
+                strays._owners[thread] = owner
+            try:
+                start(thread)
+            except BaseException:
+                with strays._lock:
+                    strays._owners.pop(thread, None)
+                raise
+
+        threading.Thread.start = start_owned  # type: ignore[method-assign, assignment]
+
     def job_started(self) -> None:
         """Before a job: the threads alive now are not its own; forget the ended ones."""
         self._before = set(threading.enumerate())
         with self._lock:
-            for thread in [t for t in self._owners if not t.is_alive()]:
+            # (One not started yet has no ident: it is being started by its owner.)
+            for thread in [t for t in self._owners
+                           if not t.is_alive() and t.ident is not None]:
                 del self._owners[thread]
                 for stream in ("stdout", "stderr"):
                     self._held.pop((thread, stream), None)
 
     def job_ended(self, job_id: str, tool: str) -> None:
-        """After a job: each thread it started that still runs is that job's."""
+        """After a job: each thread it started that still runs is that job's (but those
+        an earlier job's leftovers started meanwhile, which are that job's)."""
         with self._lock:
             for thread in threading.enumerate():
                 if thread not in self._before and thread.is_alive():
-                    self._owners[thread] = (job_id, tool)
+                    self._owners.setdefault(thread, (job_id, tool))
 
     def owner(self) -> tuple[str, str] | None:
         """The job that left the calling thread running, if it is such a thread."""

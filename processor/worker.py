@@ -90,6 +90,7 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
         end.close()
     # A tool's log lines: JSON on stderr like the processor's, each written at once.
     strays = StrayThreads()
+    strays.watch_starts()
     setup_logging(config.log_level, redirect(ends[0], ends[1], strays), buffered=False)
     threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                      daemon=True).start()

@@ -225,3 +225,28 @@ class StrayThread(BaseTool):
 class LoggingOffCompute(LoggingOff):
     name: ClassVar[str] = "p_logging_off_compute"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+
+
+class StrayTimer(BaseTool):
+    """Leaves a ``threading.Timer`` behind that prints and logs ``timer <n>`` and arms the
+    next Timer, every 20 ms (until ``until`` exists), and returns at once."""
+
+    name: ClassVar[str] = "p_stray_timer"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = StrayParams
+
+    def execute(self, params: StrayParams, ctx: ToolContext) -> ToolResult:
+        def tick(n: int) -> None:
+            if os.path.exists(params.until):
+                return
+            print(f"timer {n}")
+            logging.getLogger("printtools.timer").info("logged timer %d", n)
+            arm(n + 1)
+
+        def arm(n: int) -> None:
+            timer = threading.Timer(0.02, tick, args=(n,))
+            timer.daemon = True
+            timer.start()
+
+        arm(0)
+        return ToolResult.ok()

@@ -423,13 +423,16 @@ def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
     assert d.events()[-1]["msg"] == "stopped"
 
 
+@pytest.mark.parametrize(("tool", "text"), [("p_stray_thread", "stray"),
+                                          ("p_stray_timer", "timer")])
 def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
-        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path, tool: str, text: str) -> None:
     """What a thread a COMPUTE tool left running printed during a later job of the same
-    worker was logged as that later job's output."""
+    worker was logged as that later job's output.  A re-armed Timer (each one started
+    by the last, during the later job) was that job's still."""
     d = daemon(SPOOL_TOOLS="ptools,printtools", JOB_NUM="1")
     release = tmp_path / "release"
-    drop(spool_root, "leaver", {"tool": "p_stray_thread", "params": {"until": str(release)}})
+    drop(spool_root, "leaver", {"tool": tool, "params": {"until": str(release)}})
     assert wait_record(spool_root, "leaver")["state"] == "done"
     drop(spool_root, "next", {"tool": "t_record", "params": {"seconds": 30,
                                                               "release": str(release)}})
@@ -439,13 +442,13 @@ def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
     assert wait_record(spool_root, "next")["state"] == "done"
     assert d.stop() == 0
     strays = [e for e in d.events()
-              if e["logger"] == "spoolq.output" and e["msg"].startswith("stray")]
+              if e["logger"] == "spoolq.output" and e["msg"].startswith(text)]
     assert len(strays) >= 10
-    assert {(e.get("id"), e.get("tool")) for e in strays} == {("leaver", "p_stray_thread")}
+    assert {(e.get("id"), e.get("tool")) for e in strays} == {("leaver", tool)}
     # Its logging lines too (they named the job running beside it).
-    logged = [e for e in d.events() if e["logger"] == "printtools.stray"]
+    logged = [e for e in d.events() if e["logger"] == f"printtools.{text}"]
     assert len(logged) >= 10
-    assert {(e.get("id"), e.get("tool")) for e in logged} == {("leaver", "p_stray_thread")}
+    assert {(e.get("id"), e.get("tool")) for e in logged} == {("leaver", tool)}
 
 
 def test_a_compute_tool_that_turns_logging_off_leaves_later_jobs_logging(
