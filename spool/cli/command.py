@@ -157,7 +157,7 @@ _EFFECTIVE = os.access in os.supports_effective_ids
 def client_of(settings: Settings, *, usage: bool = False) -> Client:
     """The client of the spool.  ``usage``: a spool this user may not enter is a usage
     error (exit 2), for ``wait`` and ``submit --wait``, whose exit 1 reads as "the job
-    failed" (as :func:`spool.cli.jobs.check_can_follow` does for its folders)."""
+    failed" (as :func:`spool.cli.waiting.check_can_follow` does for its folders)."""
     try:
         return Client.from_settings(settings)
     except SpoolIOError as exc:

@@ -25,14 +25,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
-from spool.cli import admin, catalog, demo, jobs, overview, submit
+from spool.cli import admin, catalog, demo, jobs, overview, submit, waiting
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 
 COMMANDS: tuple[Command, ...] = (
-    admin.INIT, submit.SUBMIT, overview.LS, jobs.SHOW, jobs.WAIT, jobs.CANCEL, jobs.RETRY,
+    admin.INIT, submit.SUBMIT, overview.LS, jobs.SHOW, waiting.WAIT, jobs.CANCEL, jobs.RETRY,
     admin.PURGE, overview.STATS, catalog.TOOLS, catalog.SCHEMA, catalog.DATA,
 )
 EXIT_INTERRUPTED = 130

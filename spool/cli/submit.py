@@ -35,8 +35,8 @@ from spool.cli.command import (
     check_can_change,
     client_of,
 )
-from spool.cli.jobs import check_can_follow, wait_for
 from spool.cli.render import emit_json
+from spool.cli.waiting import check_can_follow, wait_for
 from spool.errors import SpoolError
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
