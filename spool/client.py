@@ -52,6 +52,10 @@ class PurgeReport:
     """The ``kept_at`` of each old record kept as its kept entry is still there."""
 
 
+_RETRY_LOOKS = 3
+"""How many times :meth:`Client.retry` looks again at a job that failed between its
+looks, before it calls the job's state a conflict."""
+
 class Client:
     """Submit and manage jobs of one spool (no daemon needed)."""
 
@@ -128,14 +132,18 @@ class Client:
         """Move a failed job back to ``pending/`` (attempts reset to 0); the record as it
         now stands.  ConflictError when the job is in another state (only failed jobs
         can be retried) or was quarantined; NotFoundError when no folder has it."""
-        try:
-            return self.spool.retry(job_id)
-        except NotFoundError:
-            state = self.peek(job_id).state  # NotFoundError again when it does not exist
-            if state is JobState.FAILED:  # it failed just now, between the two looks
+        for _ in range(_RETRY_LOOKS):
+            try:
                 return self.spool.retry(job_id)
-            raise ConflictError(f"job {job_id} is {state.value}; only failed jobs can be "
-                                "retried") from None
+            except NotFoundError:
+                state = self.peek(job_id).state  # NotFoundError again when it does not exist
+                if state is not JobState.FAILED:
+                    raise ConflictError(f"job {job_id} is {state.value}; only failed jobs "
+                                        "can be retried") from None
+                # It failed just now, between the two looks: again.  (Retried by another
+                # meanwhile, it is pending at the next look: a conflict, not "no job".)
+        raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
+                            "meanwhile); look again")
 
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over
@@ -213,8 +221,9 @@ class Client:
              gone_after_s: float = GONE_AFTER_S) -> Record:
         """Poll until the job is terminal or ``timeout`` passes; the last record seen.
 
-        NotFoundError when the id never appears within the first second, or when it
-        leaves every folder for ``gone_after_s`` after it was seen.
+        NotFoundError when the id never appears within the first second (a shorter
+        ``timeout`` included: it returns the record once seen), or when it leaves every
+        folder for ``gone_after_s`` after it was seen.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         appear_by = time.monotonic() + 1.0
@@ -230,12 +239,10 @@ class Client:
                 now = time.monotonic()
                 if last is None and now > appear_by:
                     raise
-                if last is not None:
-                    if missing_since is None:
-                        missing_since = now
-                    if now - missing_since >= gone_after_s:
-                        raise NotFoundError(f"job {job_id} is gone: it was {last.state} and "
-                                            "is in no folder now (removed?)") from None
+                missing_since = missing_since or now
+                if last is not None and now - missing_since >= gone_after_s:
+                    raise NotFoundError(f"job {job_id} is gone: it was {last.state} and is "
+                                        "in no folder now (removed?)") from None
                 record = last
             if record is not None:
                 if on_update is not None and record != last:
@@ -245,9 +252,13 @@ class Client:
                     return record
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                if last is None:
-                    raise NotFoundError(f"no job {job_id}")
-                return last
+                if last is not None:
+                    return last
+                # Not seen yet, maybe caught between folders (a retry or cancel stages it
+                # outside them): it has its first second to appear in (the NotFoundError
+                # above), past a shorter timeout too.
+                time.sleep(_POLL_MIN_S)
+                continue
             time.sleep(min(delay, deadline - now) if deadline else delay)
             delay = min(delay * 2, _POLL_MAX_S)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,10 @@ import pytest
 from spoolkit import stop_processor
 
 from spool.client import Client
-from spool.errors import ConflictError, NotFoundError, SpoolError
+from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.models import Job
+from spool.models import ErrorInfo, Job, Record
 from spool.settings import FsyncMode
 from spool.states import JobState
 
@@ -125,3 +126,55 @@ def test_wait_all_waits_for_every_job_within_one_timeout(
     assert list(records) == [*ids, *slow]
     assert [records[i].result for i in ids] == [{"message": n} for n in range(20)]
     assert {records[i].state for i in slow} <= {JobState.PENDING, JobState.RUNNING}
+
+
+def test_a_short_wait_for_a_job_caught_between_folders_finds_it(client: Client) -> None:
+    """A retry or cancel stages the job outside the state folders for a moment: a wait
+    whose timeout ran out before it looked again said "no job", which a script reads as
+    an unknown id (exit 1)."""
+    client.submit(Job(tool="echo"), "moving")
+    pending = client.layout.job(JobState.PENDING, "moving")
+    staged = client.layout.stage / "retry-moving.1.0123456789ab.tmp"
+    os.rename(pending, staged)
+    back = threading.Timer(0.3, os.rename, args=(staged, pending))
+    back.start()
+    try:
+        record = client.wait("moving", timeout=0.05)
+    finally:
+        back.join()
+    assert (record.id, record.state) == ("moving", JobState.PENDING)
+    started = time.monotonic()
+    with pytest.raises(NotFoundError, match="no job nobody"):
+        client.wait("nobody", timeout=0.05)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_retry_that_races_another_retry_is_a_conflict(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client.retry looks again when the job was not failed at its first try but is at
+    its look: it failed just now.  Another client retrying it before that second try left
+    it pending, and the second try raised NotFoundError: statusd answered 404, "no such
+    job", for a job there.  The two processes' turns are played in order here."""
+    client.submit(Job(tool="echo"), "raced")
+    claim = client.spool.claim("raced")
+    assert claim is not None
+    other = Client(client.layout, client.spool.mover)
+    real_retry = client.spool.retry
+    calls: list[str] = []
+
+    def retry(job_id: str) -> Record:
+        calls.append(job_id)
+        if len(calls) == 2:  # another client's retry gets there first
+            other.retry(job_id)
+        try:
+            return real_retry(job_id)  # running, then pending: NotFoundError both times
+        finally:
+            if len(calls) == 1:  # the run fails between the first try and the look
+                client.spool.fail(claim, client.spool.record_of_claim(
+                    claim, JobState.FAILED).model_copy(update={"error": ErrorInfo(
+                        type=ErrorType.TOOL_ERROR, message="failed between the looks")}))
+
+    monkeypatch.setattr(client.spool, "retry", retry)
+    with pytest.raises(ConflictError, match="raced is pending; only failed jobs"):
+        client.retry("raced")
+    assert client.get("raced").state is JobState.PENDING
