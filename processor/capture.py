@@ -32,8 +32,12 @@ streams :func:`install` put in place are put back (with a warning naming that jo
 and so are the descriptors, the log's settings (:func:`processor.logs.repair`), the
 warnings filters, the working directory and the umask.
 
+A thread a FAST tool starts (and the threads that one starts) writes and logs as the
+job's, as long as it runs (:func:`_start_as_job`).
+
 Nothing here costs a tool that prints nothing more than two thread-local assignments,
-a lock and five syscalls (``fstat``, ``umask``, ``fchdir``) per job; no thread.
+a lock and five syscalls (``fstat``, ``umask``, ``fchdir``) per job, and a thread-local
+look per thread started; no thread.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from processor import logs
@@ -186,6 +191,13 @@ def begin(job_id: str, tool: str) -> None:
 
 def end() -> None:
     """The calling thread's job is over: write what it left without a newline."""
+    _write_held()
+    job, _state.job = getattr(_state, "job", None), None
+    _streams.leave(job)
+
+
+def _write_held() -> None:
+    """Write what the calling thread left without a newline."""
     decoders = getattr(_state, "decoders", None)
     if decoders:
         for stream, decoder in list(decoders.items()):
@@ -198,8 +210,33 @@ def end() -> None:
             if line.parts:
                 _emit(stream, line.take())
         held.clear()
-    job, _state.job = getattr(_state, "job", None), None
-    _streams.leave(job)
+
+
+def _start_as_job(start: Callable[[threading.Thread], None]
+                  ) -> Callable[[threading.Thread], None]:
+    """``threading.Thread.start`` for :func:`install`: a thread started by a thread that
+    runs a job (a FAST tool's helper, a ``Timer`` it arms, and theirs) writes and logs
+    as that job's, also after the job ended, as a COMPUTE job's leftover thread does
+    (:mod:`processor.stray_threads`)."""
+    def start_as_job(thread: threading.Thread) -> None:
+        job = getattr(_state, "job", None)
+        if job is not None:
+            thread.run = _run_as(job, thread.run)  # type: ignore[method-assign]
+        start(thread)
+
+    start_as_job.spoolq_started = start  # type: ignore[attr-defined]
+    return start_as_job
+
+
+def _run_as(job: tuple[str, str], run: Callable[[], None]) -> Callable[[], None]:
+    def run_as_job() -> None:
+        _state.job = job
+        try:
+            run()
+        finally:
+            _write_held()
+
+    return run_as_job
 
 
 def _held_line(stream: str) -> Held:
@@ -301,6 +338,9 @@ def install() -> tuple[TextIO, TextIO]:
             _streams.fds[fd] = (os.dup(fd), (st.st_dev, st.st_ino))
     _streams.kept = KeptSettings()
     logs.tag_lines_with(current_job)  # a FAST tool's logging lines name its job too
+    if not hasattr(threading.Thread.start, "spoolq_started"):  # and its threads'
+        threading.Thread.start = _start_as_job(  # type: ignore[method-assign, assignment]
+            threading.Thread.start)
     return saved
 
 
@@ -308,6 +348,8 @@ def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
     _streams.installed = None
     logs.tag_lines_with(None)
+    threading.Thread.start = getattr(  # type: ignore[method-assign]
+        threading.Thread.start, "spoolq_started", threading.Thread.start)
     for copy, _ in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()

@@ -1,0 +1,45 @@
+"""The threads a FAST tool starts write and log as its job's.  A real daemon (daemonkit).
+
+A FAST tool runs on a thread of the processor, whose lines name its job; a thread it
+started (a helper, a ``Timer``, the next ``Timer`` that one arms) logged and printed
+with no ``id``, so operations.md's query for one job missed them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def test_threads_a_fast_tool_starts_name_its_job(spool_root: Path, daemon: StartDaemon,
+                                                   tmp_path: Path) -> None:
+    d = daemon(tools="threadtools")
+    until = tmp_path / "until"
+    drop(spool_root, "starter", {"tool": "th_helpers", "params": {"until": str(until)}})
+    assert wait_record(spool_root, "starter")["state"] == "done"
+    drop(spool_root, "later", {"tool": "echo", "params": {"message": "x"}})
+    assert wait_record(spool_root, "later")["state"] == "done"
+
+    def timer_lines() -> int:
+        return sum(e["logger"] == "spoolq.output" and e["msg"].startswith("timer ")
+                   for e in d.events())
+
+    wait_for(lambda: timer_lines() >= 10, what="the timers' lines")
+    until.touch()
+    time.sleep(0.2)  # the last timer writes its text without a newline, and ends
+    assert d.stop() == 0
+    events = d.events()
+    printed = [e for e in events if e["logger"] == "spoolq.output"]
+    logged = [e for e in events if e["logger"] == "threadtools"]
+    assert {"helper says", "timer end"} <= {e["msg"] for e in printed}
+    assert sum(e["msg"].startswith("timer ") for e in printed) >= 10
+    assert {e["msg"] for e in logged} >= {"helper logs", "timer logs 0", "timer logs 9"}
+    assert {(e.get("id"), e.get("tool")) for e in [*printed, *logged]} == {
+        ("starter", "th_helpers")}
+    own = [e for e in events if e["logger"].startswith("spoolq.") and e.get("id") == "starter"]
+    assert "done" in {e["msg"] for e in own}
