@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from spool.clock import utc_from_ns
 from spool.errors import ConflictError
 from spool.fsops import SPARE_TAG
-from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
+from spool.ids import JOB_SUFFIX, id_from_name, invalid_id, is_valid_id
 from spool.layout import parse_staging
 from spool.lease import is_locked
 from spool.models import Record
@@ -39,12 +39,14 @@ ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
 
 class Noted(NamedTuple):
     """A note's record, with the drop's name and why it was refused; ``staged_id``: the
-    id the drop was staged under (its record's id differs beside an earlier original)."""
+    id the drop was staged under (its record's id differs beside an earlier original);
+    ``inode``: the drop's (None: a note an earlier spoolq named by the id alone)."""
 
     record: Record
     name: str
     message: str
     staged_id: str
+    inode: int | None
 
 
 class RecordNotes:
@@ -56,13 +58,15 @@ class RecordNotes:
     A note belongs to the drop whose inode it names, staged or in ``failed/`` (a rename
     keeps the inode, size and mtime its record took), under the staged id or its
     record's: never to another drop of the name, such as one a later quarantine, cut
-    short too, staged (on the inode of the first, were that purged since).
+    short too, staged (on the inode of the first, were that purged since).  A note of
+    any age is read (a processor killed mid-quarantine may start again days later); one
+    over a day old is removed after the pass, whoever wrote it.
     """
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.paths: dict[str, tuple[int, bool]] = {}  # note's path -> (writer's pid, old)
-        self.records: dict[int, list[Noted]] = {}  # a drop's inode -> notes naming it
+        self.records: dict[int | None, list[Noted]] = {}  # a drop's inode -> its notes
 
     def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
         """Read the notes among ``stage/``'s entries (there are none but for quarantines
@@ -79,9 +83,6 @@ class RecordNotes:
             except FileNotFoundError:
                 continue
             self.paths[entry.path] = (parsed[1], old)
-            inode, _, staged_id = parsed[0].removeprefix(RECORD_NOTE + "-").partition("-")
-            if not inode.isdigit() or old:
-                continue  # no drop's note, or one whose quarantine settled long ago
             try:
                 with open(entry.path, "rb") as file:
                     record = Record.model_validate_json(file.read())
@@ -89,15 +90,23 @@ class RecordNotes:
                 continue  # unreadable: the quarantine's record is made without it
             if record.source is None or record.error is None:
                 continue  # not a quarantine's record: none is written so
-            self.records.setdefault(int(inode), []).append(Noted(
-                record, record.source.name, record.error.message, staged_id))
+            named = parsed[0].removeprefix(RECORD_NOTE + "-")
+            inode, _, staged_id = named.partition("-")
+            key: int | None = int(inode) if inode.isdigit() else None
+            if named in (id_from_name(record.source.name), record.id):
+                key, staged_id = None, named  # record-<staged id>: an earlier spoolq's
+            elif key is None:
+                continue  # no drop's note
+            self.records.setdefault(key, []).append(Noted(
+                record, record.source.name, record.error.message, staged_id, key))
         return set(self.paths)
 
     def record(self, job_id: str, st: os.stat_result) -> Noted | None:
         """The record a quarantine meant for the drop ``st``, staged as ``job_id`` or
         in ``failed/`` as ``job_id``'s original."""
         mtime = utc_from_ns(st.st_mtime_ns)
-        for noted in self.records.get(st.st_ino, ()):
+        candidates = self.records.get(st.st_ino, []) + self.records.get(None, [])
+        for noted in candidates:
             source = noted.record.source
             # Not another drop on a freed inode, nor one of the name beside it:
             if (job_id in (noted.staged_id, noted.record.id)

@@ -335,3 +335,45 @@ def test_a_live_pids_note_a_day_old_is_removed(tmp_path: Path) -> None:
     Recovery(Spool(layout, spool.mover, later)).scan()
     assert listing(layout.stage) == []
     assert "unexpected character" in read_json(layout.job(F, "rep"))["error"]["message"]
+
+
+@pytest.mark.parametrize("kill_at", ["staged", "placed"])
+def test_a_quarantine_cut_short_keeps_its_reason_when_recovery_comes_a_day_later(
+        tmp_path: Path, kill_at: str) -> None:
+    """A processor killed mid-quarantine and started again only after a weekend: its
+    note, over a day old, was taken for a stale one and never read, and the record said
+    "the original name was lost" (or no reason at all) where it had both."""
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    drop_raw(layout, "rep.json", b"[1]")
+    kill_at_rename(layout.root, 2 if kill_at == "staged" else 3, "quarantine", "rep.json")
+
+    later = FakeClock(datetime.now(UTC) + timedelta(seconds=2 * DEAD_STAGING_AGE_S))
+    settled_in_one_scan(Spool(layout, spool.mover, later))
+    assert layout.original("rep").read_bytes() == b"[1]"
+    record = read_json(layout.job(F, "rep"))
+    assert record["source"] == {"name": "rep.json", "size": 3, "kind": "file"}
+    assert "not list" in record["error"]["message"], record["error"]
+
+
+@pytest.mark.parametrize("kill_at", ["staged", "placed"])
+@pytest.mark.parametrize(("name", "reason"), [("rep.json", "not list"),
+                                              ("Q3 report (final).json", "bad file name")])
+def test_a_note_in_the_format_before_the_drops_inode_still_gives_its_reason(
+        spool: Spool, kill_at: str, name: str, reason: str) -> None:
+    """A spool upgraded with a quarantine cut short by the earlier spoolq: its note,
+    ``record-<id>.<pid>.<hex>.tmp``, was no longer read (no inode in its name), and the
+    record said "the original name was lost"."""
+    layout = spool.layout
+    drop_raw(layout, name, b"[1]")
+    kill_at_rename(layout.root, 2 if kill_at == "staged" else 3, "quarantine", name)
+    [note] = [n for n in listing(layout.stage) if n.startswith("record-")]
+    tag, rest = note.split(".", 1)
+    staged_id = tag.removeprefix("record-").partition("-")[2]
+    os.rename(layout.stage / note, layout.stage / f"record-{staged_id}.{rest}")
+
+    settled_in_one_scan(spool)
+    [orig] = [n for n in listing(layout.folder(F)) if n.endswith(".orig")]
+    record = read_json(layout.job(F, orig.removesuffix(".orig")))
+    assert record["source"] == {"name": name, "size": 3, "kind": "file"}
+    assert reason in record["error"]["message"], record["error"]
