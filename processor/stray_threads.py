@@ -36,6 +36,7 @@ class StrayThreads:
         self._owners: dict[threading.Thread, tuple[str, str]] = {}  # -> (job id, tool)
         self._before: set[threading.Thread] = set()
         self._held: dict[tuple[threading.Thread, str], tuple[Any, Held]] = {}
+        self._starting: set[threading.Thread] = set()  # owned, in Thread.start still
         self._lock = threading.Lock()
         log.setLevel(logging.INFO)  # a tool's text is kept whatever SPOOL_LOG_LEVEL says
 
@@ -51,13 +52,20 @@ class StrayThreads:
                 start(thread)
                 return
             with strays._lock:
+                # Those ended go now, not at the next job: a Timer re-armed every 20 ms
+                # while the worker idles (or runs one long job) left 50 a second.
+                strays._forget_ended()
                 strays._owners[thread] = owner
+                strays._starting.add(thread)
             try:
                 start(thread)
             except BaseException:
                 with strays._lock:
                     strays._owners.pop(thread, None)
                 raise
+            finally:
+                with strays._lock:
+                    strays._starting.discard(thread)
 
         threading.Thread.start = start_owned  # type: ignore[method-assign, assignment]
 
@@ -65,12 +73,16 @@ class StrayThreads:
         """Before a job: the threads alive now are not its own; forget the ended ones."""
         self._before = set(threading.enumerate())
         with self._lock:
-            # (One not started yet has no ident: it is being started by its owner.)
-            for thread in [t for t in self._owners
-                           if not t.is_alive() and t.ident is not None]:
-                del self._owners[thread]
-                for stream in ("stdout", "stderr"):
-                    self._held.pop((thread, stream), None)
+            self._forget_ended()
+
+    def _forget_ended(self) -> None:
+        """Forget the owned threads that ended (under the lock).  One its owner is still
+        starting is not alive yet, though it may have its ident already."""
+        for thread in [t for t in self._owners
+                       if not t.is_alive() and t not in self._starting]:
+            del self._owners[thread]
+            for stream in ("stdout", "stderr"):
+                self._held.pop((thread, stream), None)
 
     def job_ended(self, job_id: str, tool: str) -> None:
         """After a job: each thread it started that still runs is that job's (but those
