@@ -136,7 +136,7 @@ class Client:
             try:
                 return self.spool.retry(job_id)
             except NotFoundError:
-                state = self.peek(job_id).state  # NotFoundError again when it does not exist
+                state = self._peek_moved(job_id).state  # NotFoundError: no such job
                 if state is not JobState.FAILED:
                     raise ConflictError(f"job {job_id} is {state.value}; only failed jobs "
                                         "can be retried") from None
@@ -144,6 +144,39 @@ class Client:
                 # meanwhile, it is pending at the next look: a conflict, not "no job".)
         raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
                             "meanwhile); look again")
+
+    def _peek_moved(self, job_id: str) -> Record:
+        """:meth:`peek`, looking again (up to a second) while a cancel, retry or
+        quarantine holds the job outside the state folders: another client's retry
+        between ``failed/`` and ``pending/`` was "no job", a 404 from statusd."""
+        give_up, looked_again = time.monotonic() + 1.0, False
+        while True:
+            try:
+                return self.peek(job_id)
+            except NotFoundError:
+                if self._moving(job_id) and time.monotonic() < give_up:
+                    looked_again = False
+                    time.sleep(_POLL_MIN_S)
+                elif looked_again:
+                    raise
+                else:
+                    looked_again = True  # once more: a move may have ended just now
+
+    def _moving(self, job_id: str) -> bool:
+        """A cancel, retry or quarantine holds ``job_id``'s file where moves stage
+        (``stage/``, else ``tmp/``), in no state folder for the moment; True too when
+        this user may not look (``stage/`` is the spool user's)."""
+        tags = tuple(f"{action}-{job_id}." for action in ("retry", "cancel", "quarantine"))
+        for folder in (self.layout.stage, self.layout.tmp):
+            try:
+                with os.scandir(folder) as entries:
+                    if any(entry.name.startswith(tags) for entry in entries):
+                        return True
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return True
+        return False
 
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over
@@ -221,15 +254,17 @@ class Client:
              gone_after_s: float = GONE_AFTER_S) -> Record:
         """Poll until the job is terminal or ``timeout`` passes; the last record seen.
 
-        NotFoundError when the id never appears within the first second (a shorter
-        ``timeout`` included: it returns the record once seen), or when it leaves every
-        folder for ``gone_after_s`` after it was seen.
+        NotFoundError when the id never appears within the first second (past a shorter
+        ``timeout`` only while a cancel, retry or quarantine holds it between folders:
+        it returns the record once seen), or when it leaves every folder for
+        ``gone_after_s`` after it was seen.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         appear_by = time.monotonic() + 1.0
         delay = _POLL_MIN_S
         last: Record | None = None
         missing_since: float | None = None
+        looked_again = False
         while True:
             record: Record | None
             try:
@@ -254,9 +289,16 @@ class Client:
             if deadline is not None and now >= deadline:
                 if last is not None:
                     return last
-                # Not seen yet, maybe caught between folders (a retry or cancel stages it
-                # outside them): it has its first second to appear in (the NotFoundError
-                # above), past a shorter timeout too.
+                # Not seen yet: caught between folders (a retry or cancel stages it
+                # outside them), it has its first second to appear in (the NotFoundError
+                # above), past a shorter timeout too; else it is unknown (after one more
+                # look: a move may have ended just now).
+                if not self._moving(job_id):
+                    if looked_again:
+                        raise NotFoundError(f"no job {job_id}")
+                    looked_again = True
+                    continue
+                looked_again = False
                 time.sleep(_POLL_MIN_S)
                 continue
             time.sleep(min(delay, deadline - now) if deadline else delay)

@@ -146,7 +146,42 @@ def test_a_short_wait_for_a_job_caught_between_folders_finds_it(client: Client) 
     started = time.monotonic()
     with pytest.raises(NotFoundError, match="no job nobody"):
         client.wait("nobody", timeout=0.05)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(client: Client) -> None:
+    """da5af3c had a wait whose timeout ran out look a whole second for an id it never
+    saw: ``spoolq wait --timeout 0.1`` of five unknown ids took 5.3 s, not 0.5 (each past
+    the one timeout).  It looks on only while a cancel or retry of the id holds it."""
+    started = time.monotonic()
+    for job_id in ("a", "b", "c", "d", "e"):
+        with pytest.raises(NotFoundError, match=f"no job {job_id}"):
+            client.wait(job_id, timeout=0)
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_retry_while_another_retry_moves_the_job_is_a_conflict(client: Client) -> None:
+    """Another client's retry holds the job in ``stage/`` between ``failed/`` and
+    ``pending/``: a retry then found it in no folder and said "no job" (statusd: 404)."""
+    client.submit(Job(tool="echo"), "moving")
+    claim = client.spool.claim("moving")
+    assert claim is not None
+    client.spool.fail(claim, client.spool.record_of_claim(claim, JobState.FAILED).model_copy(
+        update={"error": ErrorInfo(type=ErrorType.TOOL_ERROR, message="failed")}))
+    staged = client.layout.stage / "retry-moving.1.0123456789ab.tmp"
+    os.rename(client.layout.job(JobState.FAILED, "moving"), staged)
+
+    def other_retry_ends() -> None:
+        client.spool.submit(Job(tool="echo"), "moving")
+        os.unlink(staged)
+
+    ends = threading.Timer(0.2, other_retry_ends)
+    ends.start()
+    try:
+        with pytest.raises(ConflictError, match="moving is pending"):
+            client.retry("moving")
+    finally:
+        ends.join()
 
 
 def test_a_retry_that_races_another_retry_is_a_conflict(
