@@ -23,7 +23,7 @@ from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.kept import held_by_record_file
 from spool.large import BoundedReader
-from spool.layout import Layout
+from spool.layout import Layout, parse_staging
 from spool.models import Job, Record
 from spool.reader import SpoolReader, scan_folder
 from spool.settings import Settings
@@ -166,11 +166,12 @@ class Client:
         """A cancel, retry or quarantine holds ``job_id``'s file where moves stage
         (``stage/``, else ``tmp/``), in no state folder for the moment; True too when
         this user may not look (``stage/`` is the spool user's)."""
-        tags = tuple(f"{action}-{job_id}." for action in ("retry", "cancel", "quarantine"))
+        tags = {f"{action}-{job_id}" for action in ("retry", "cancel", "quarantine")}
         for folder in (self.layout.stage, self.layout.tmp):
             try:
                 with os.scandir(folder) as entries:
-                    if any(entry.name.startswith(tags) for entry in entries):
+                    if any((parse_staging(entry.name) or ("",))[0] in tags
+                           for entry in entries):
                         return True
             except FileNotFoundError:
                 continue
