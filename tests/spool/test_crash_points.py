@@ -293,11 +293,10 @@ def test_a_second_bad_drop_of_an_id_killed_mid_quarantine_keeps_its_reason(
     assert read_json(layout.job(F, "rep"))["source"]["size"] == len(b"{the first bad drop")
 
 
-def test_a_note_left_by_a_process_whose_pid_lives_on_names_no_later_drop(
-        spool: Spool) -> None:
-    """A quarantine's note outlives it when its writer dies and the pid is reused (a
-    note of a live pid stays).  Keyed by the drop's id, it gave a later drop of the
-    name, quarantined and cut short too, the first drop's reason and size."""
+def quarantine_leaving_a_live_pids_note(spool: Spool) -> None:
+    """A bad ``rep.json`` quarantined, killed with it staged, and settled by a scan that
+    leaves its note: the note's pid is this (live) process's, as when the writer's pid
+    was reused."""
     layout = spool.layout
     drop_raw(layout, "rep.json", b"{the first bad drop")
     kill_at_rename(layout.root, 2, "quarantine", "rep.json")
@@ -305,6 +304,15 @@ def test_a_note_left_by_a_process_whose_pid_lives_on_names_no_later_drop(
     tag, _pid, rand, tmp = note.rsplit(".", 3)
     os.rename(layout.stage / note, layout.stage / f"{tag}.{os.getpid()}.{rand}.{tmp}")
     Recovery(spool).scan()
+
+
+def test_a_note_left_by_a_process_whose_pid_lives_on_names_no_later_drop(
+        spool: Spool) -> None:
+    """A quarantine's note outlives it when its writer dies and the pid is reused (a
+    note of a live pid stays).  Keyed by the drop's id, it gave a later drop of the
+    name, quarantined and cut short too, the first drop's reason and size."""
+    layout = spool.layout
+    quarantine_leaving_a_live_pids_note(spool)
     assert "unexpected character" in read_json(layout.job(F, "rep"))["error"]["message"]
     os.unlink(layout.job(F, "rep"))  # purged, say: the id is free again
     os.unlink(layout.original("rep"))
@@ -323,12 +331,7 @@ def test_a_live_pids_note_a_day_old_is_removed(tmp_path: Path) -> None:
     live pid is one whose writer died and whose pid was reused."""
     spool = make_spool(tmp_path / "spool")
     layout = spool.layout
-    drop_raw(layout, "rep.json", b"{the first bad drop")
-    kill_at_rename(layout.root, 2, "quarantine", "rep.json")
-    [note] = [n for n in listing(layout.stage) if n.startswith("record-")]
-    tag, _pid, rand, tmp = note.rsplit(".", 3)
-    os.rename(layout.stage / note, layout.stage / f"{tag}.{os.getpid()}.{rand}.{tmp}")
-    Recovery(spool).scan()
+    quarantine_leaving_a_live_pids_note(spool)
     assert [n for n in listing(layout.stage) if n.startswith("record-")], "a live pid's note"
 
     later = FakeClock(datetime.now(UTC) + timedelta(seconds=DEAD_STAGING_AGE_S + 60))
