@@ -46,7 +46,7 @@ RECORD_NOTE = "record"
 """Tag of the note a quarantine leaves in ``stage/`` while it moves the drop into
 ``failed/``: the record it is about to publish (see :func:`from_pending`), named
 ``record-<inode>-<staged id>``: the drop's inode, which its staged file and original
-keep, ties the note to them alone (:class:`spool.staged.RecordNotes`)."""
+keep, ties the note to them alone (:class:`spool.record_notes.RecordNotes`)."""
 
 
 class Drop(NamedTuple):

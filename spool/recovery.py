@@ -54,7 +54,8 @@ from spool.kept import KeptLedger
 from spool.layout import is_kept_name
 from spool.lease import is_locked
 from spool.orphans import MaxAttempts, Orphans, backoff_s, default_max_attempts
-from spool.staged import RecordNotes, Staged, entries
+from spool.record_notes import RecordNotes
+from spool.staged import Staged, entries
 from spool.states import JobState
 from spool.terminal_leftovers import TerminalLeftovers
 from spool.transitions import Spool

@@ -33,8 +33,8 @@ from spool.states import JobState
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
+    from spool.record_notes import RecordNotes
     from spool.recovery import RecoveryReport
-    from spool.staged import RecordNotes
 
 # done/ is looked up name by name, not listed, once it holds this many names per name
 # of failed/ (a lookup costs about two listed names; see TerminalLeftovers._in_done).
