@@ -11,9 +11,6 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from spool.clock import Clock, SystemClock
@@ -21,35 +18,21 @@ from spool.cursor import Page
 from spool.errors import ConflictError, InvalidId, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
-from spool.kept import held_by_record_file
 from spool.large import BoundedReader
 from spool.layout import Layout, parse_staging
 from spool.models import Job, Record
-from spool.reader import SpoolReader, scan_folder
+from spool.purge import PurgeReport, purge
+from spool.reader import SpoolReader
 from spool.settings import Settings
 from spool.states import TERMINAL, JobState
 from spool.transitions import Spool
 
 CANCEL_WAIT_S = 5.0
-PURGE_THREADS = 4
-"""Unlinks purge keeps in flight: on ext4 mounted ``discard`` without a journal each
-unlink of a written-out record waits for its blocks' discard (0.1 to over 1 ms); four
-at once took a purge of 20,000 from 3.8 to 7.2 s down to 1.9 to 2.5 s (docs/operations.md)."""
-_PURGE_BATCH = 512  # records handed to the threads at once: bounded memory on any spool
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
 GONE_AFTER_S = 5.0
 """A job seen by :meth:`Client.wait` and then in no folder for this long is gone (its
 file removed by hand): moves through ``tmp/`` (a cancel, a retry) take far less."""
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeReport:
-    removed: int
-    kept: int
-    """Records not removed: newer than the cutoff, or ``held``."""
-    held: tuple[str, ...] = ()
-    """The ``kept_at`` of each old record kept as its kept entry is still there."""
 
 
 _RETRY_LOOKS = 3
@@ -187,50 +170,9 @@ class Client:
 
     def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
               dry_run: bool = False) -> PurgeReport:
-        """Remove terminal records (and quarantined originals) finished before the cutoff.
-
-        The record of a kept entry (``source.kept_at``: another user's directory spoolq
-        renamed within its folder, which every pass ignores) stays while that entry is
-        there, as nothing else accounts for it; it goes once an operator has removed the
-        entry (:func:`spool.kept.held_by_record_file`).  ``dry_run`` counts what would go
-        and removes nothing.
-        """
-        cutoff_ns = int((self.clock.now().timestamp() - older_than_s) * 1e9)
-        removed = kept = 0
-        held: list[str] = []
-        batch: list[list[Path]] = []
-        with ThreadPoolExecutor(PURGE_THREADS, thread_name_prefix="purge") as pool:
-            for state in states:
-                if state not in TERMINAL:
-                    raise ValueError(f"purge removes finished jobs only, not {state}")
-                for entry in scan_folder(self.layout, state, files_only=False):  # junk too
-                    if entry.mtime_ns >= cutoff_ns:
-                        kept += 1
-                        continue
-                    if state is JobState.FAILED and (kept_at := held_by_record_file(
-                            self.layout, entry.path)) is not None:
-                        kept += 1  # the one thing that accounts for an entry still there
-                        held.append(kept_at)
-                        continue
-                    if dry_run:
-                        removed += 1
-                        continue
-                    # A failed record's original goes first: never an original left alone.
-                    batch.append([self.layout.original(entry.job_id), entry.path]
-                                 if state is JobState.FAILED else [entry.path])
-                    if len(batch) >= _PURGE_BATCH:
-                        removed += sum(pool.map(self._remove_in_order, batch))
-                        batch.clear()
-            removed += sum(pool.map(self._remove_in_order, batch))
-        self.spool.mover.flush()
-        return PurgeReport(removed, kept, tuple(held))
-
-    def _remove_in_order(self, paths: list[Path]) -> bool:
-        """Unlink ``paths`` in turn; whether the last (the record) was there."""
-        found = False
-        for path in paths:
-            found = self.spool.mover.unlink(path)
-        return found
+        """Remove terminal records (and quarantined originals) finished before the
+        cutoff: :func:`spool.purge.purge`."""
+        return purge(self.spool, older_than_s, states, dry_run=dry_run)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -304,7 +246,6 @@ class Client:
                 continue
             time.sleep(min(delay, deadline - now) if deadline else delay)
             delay = min(delay * 2, _POLL_MAX_S)
-
 
     def wait_all(self, job_ids: Iterable[str], timeout: float | None = None
                  ) -> dict[str, Record]:
