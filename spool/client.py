@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from spool.clock import Clock, SystemClock
@@ -252,12 +252,17 @@ class Client:
         """:meth:`wait` for every job of ``job_ids`` within one ``timeout`` (not one each):
         the last record seen of each, by id in the order given, terminal unless the time
         ran out.  NotFoundError as :meth:`wait` raises it, for the first such id."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        records: dict[str, Record] = {}
-        for job_id in dict.fromkeys(job_ids):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            records[job_id] = self.wait(job_id, left)
-        return records
+        return {job_id: self.wait(job_id, left)
+                for job_id, left in one_timeout(dict.fromkeys(job_ids), timeout)}
+
+
+def one_timeout(job_ids: Iterable[str], timeout: float | None
+                ) -> Iterator[tuple[str, float | None]]:
+    """Each id with the time left of one ``timeout`` shared by all (None: no limit), as
+    its wait begins."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for job_id in job_ids:
+        yield job_id, None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def require_spool(layout: Layout) -> None:

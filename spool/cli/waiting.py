@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import orjson
 
@@ -31,7 +30,7 @@ from spool.cli.command import (
 from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
 from spool.cli.render import printable, record_json, show_record, unreadable_note
-from spool.client import Client
+from spool.client import Client, one_timeout
 from spool.errors import NotFoundError
 from spool.large import BoundedReader
 from spool.models import Record
@@ -118,11 +117,9 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
     """Wait for every job of ``ids`` within one ``timeout``; a line on stdout for each as
     its end is known (``ID STATE [ERROR]``, or its record as one JSON line), in the order
     given.  Exit 1 when any failed or is unknown, else 3 when any is unfinished, else 0."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     client.reader = BoundedReader(client.layout)  # a large record: its head only
     codes: list[int] = []
-    for job_id in ids:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    for job_id, left in one_timeout(ids, timeout):
         try:
             record = _wait_one(client, job_id, left, quiet)
         except NotFoundError as exc:
