@@ -8,6 +8,8 @@
   running, and wait on: before, they waited in silence for ever.
 
 The processor is the real one (``python -m processor``), started and stopped by pid.
+The waits that sit out the quiet period before that note run ``quick_cli.py``: the
+shipped CLI with the period 1 s, not 3.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import CLI, Proc, open_pty, read_until, run_all, spoolq, stop_processor
+from quick_cli import QUICK_CLI, QUIET_ENV
+from spoolkit import Proc, open_pty, read_until, run_all, spoolq, stop_processor
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -33,6 +36,9 @@ from spool.settings import FsyncMode
 from spool.transitions import Spool
 
 NO_PROCESSOR = "no processor seems to be running"
+QUIET_S = 1.0
+"""The lookout's quiet period in the waits below (``spoolq`` ships 3 s): the note on a
+spool with no status file comes that long after the wait began (quick_cli.py)."""
 
 Start = Callable[[], subprocess.Popen[bytes]]
 
@@ -147,6 +153,11 @@ def test_submit_wait_quiet_prints_only_the_id_and_exits_as_wait_does(
 # -- wait: no processor -------------------------------------------------------------------
 
 
+def _quick(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for :data:`QUICK_CLI` with the lookout's quiet period :data:`QUIET_S`."""
+    return {**env, QUIET_ENV: str(QUIET_S)}
+
+
 def _stderr_until(path: Path, proc: subprocess.Popen[str], text: str) -> str:
     deadline = time.monotonic() + 30
     while text not in (seen := path.read_text()):
@@ -160,8 +171,8 @@ def test_wait_says_once_that_no_processor_runs_and_waits_on(
         root: Path, env: dict[str, str], processor: Start, tmp_path: Path) -> None:
     err_path = tmp_path / "wait.err"
     with open(err_path, "w") as err:
-        waiting = subprocess.Popen([*CLI, "submit", "echo", "-p", "message=late", "--id",
-                                    "late", "--wait"], env=env, cwd=tmp_path, text=True,
+        waiting = subprocess.Popen([*QUICK_CLI, "submit", "echo", "-p", "message=late", "--id",
+                                    "late", "--wait"], env=_quick(env), cwd=tmp_path, text=True,
                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=err)
     try:
@@ -228,10 +239,10 @@ def test_wait_says_nothing_while_a_processor_runs(
     processor()
     later = datetime.now(UTC) + timedelta(minutes=1)
     spool_of(root).submit(Job(tool="echo", not_before=later), "later")
-    waited, quiet = run_all(env, ["wait", "later", "--timeout", "5"],
-                            ["wait", "later", "--timeout", "5", "--quiet"])
+    waited, quiet = run_all(_quick(env), ["wait", "later", "--timeout", "3"],
+                            ["wait", "later", "--timeout", "3", "--quiet"], cli=QUICK_CLI)
     assert waited.returncode == 3 and waited.stderr.splitlines() == [
-        "later: pending", "spoolq: job later is still pending after 5 s"], waited.stderr
+        "later: pending", "spoolq: job later is still pending after 3 s"], waited.stderr
     assert (quiet.returncode, quiet.stderr) == (3, "")
 
 
@@ -240,7 +251,7 @@ def test_the_note_leaves_the_progress_bar_whole(root: Path, env: dict[str, str])
     drawn again below it."""
     spool_of(root).submit(Job(tool="echo"), "barred")
     master, slave = open_pty(160)
-    waiting = subprocess.Popen([*CLI, "wait", "barred", "--timeout", "7"], env=env,
+    waiting = subprocess.Popen([*QUICK_CLI, "wait", "barred", "--timeout", "4"], env=_quick(env),
                                cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = bytearray()
