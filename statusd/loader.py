@@ -377,18 +377,28 @@ class Loader:
             os.close(fd)
 
     def full_body(self, job_id: str) -> bytes | None:
-        """The full record JSON of an id as it stands on disk (for large records)."""
-        stamp = self.current(job_id)
-        if stamp is None:
-            return None
-        if stamp.state in TERMINAL:
-            raw = read_record(self.layout.job(stamp.state, job_id))
-            if raw is None or isinstance(raw, Head):  # a large one is streamed, not read
+        """The full record JSON of an id as it stands on disk (for large records).
+
+        A file that moved between its stat and its read (a claim, a completion removing
+        ``running/<id>.json``) is looked for again, as SpoolReader.get does: a job that
+        never left the spool was answered 404.
+        """
+        for _ in range(3):
+            stamp = self.current(job_id)
+            if stamp is None:
                 return None
-            if terminal_item(job_id, stamp, raw) is not None:
-                return raw
-        record = self.reader.load(self._entry(job_id, stamp))
-        return None if record is None else record_bytes(record)
+            if stamp.state in TERMINAL:
+                raw = read_record(self.layout.job(stamp.state, job_id))
+                if isinstance(raw, Head):  # a large one is streamed, not read
+                    return None
+                if raw is None:
+                    continue
+                if terminal_item(job_id, stamp, raw) is not None:
+                    return raw
+            record = self.reader.load(self._entry(job_id, stamp))
+            if record is not None:
+                return record_bytes(record)
+        return None
 
 
 READ_THREADS = 8

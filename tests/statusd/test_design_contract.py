@@ -1,0 +1,59 @@
+"""DESIGN section 6 as an integrator meets it: ``GET /api/v1/tasks/{id}`` answers 404
+only for an id the spool does not hold.
+
+A job is in exactly one state folder at every moment (DESIGN section 2), so a GET
+of a job just dropped, while a processor claims or completes it, has a record to
+answer with.
+"""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+from statusdkit import claim, finish, submit
+
+from spool.states import JobState
+from spool.transitions import Spool
+from statusd.items import Stamp
+from statusd.loader import Loader
+
+
+@pytest.mark.parametrize("move", ["claim", "completion"])
+def test_a_job_moved_between_its_stat_and_its_read_is_read_where_it_went(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, move: str) -> None:
+    """statusd reads a job the index has not seen yet from disk (Loader.full_body): it
+    stat'ed ``pending/<id>.json`` and then read it, and a claim in between made the GET
+    answer 404 "no task" for a job that was in ``running/`` (1 of 60 GETs sent right
+    after a drop, against a real processor running echo jobs). The same at completion,
+    which removes ``running/<id>.json`` right after the record lands. The file is looked
+    for again, as ``spoolq show`` does."""
+    submit(spool, "moved")
+    taken = claim(spool, "moved") if move == "completion" else None
+    loader = Loader(spool.layout)
+    current = loader.current
+    moves: list[str] = []
+
+    def looked(job_id: str) -> Stamp | None:
+        stamp = current(job_id)
+        if not moves:
+            moves.append(move)
+            if taken is None:
+                claim(spool, "moved")  # pending/ -> running/ after the stat
+            else:
+                finish(spool, taken, {"ok": True})  # the record lands, running/ goes
+        return stamp
+
+    monkeypatch.setattr(loader, "current", looked)
+    try:
+        body = loader.full_body("moved")
+    finally:
+        loader.close()
+    assert moves == [move]
+    assert body is not None, "a job in the spool read as no job (GET: 404)"
+    record = orjson.loads(body)
+    assert record["id"] == "moved"
+    expected = JobState.RUNNING if move == "claim" else JobState.DONE
+    assert record["state"] == expected.value
+    assert os.path.exists(spool.layout.job(expected, "moved"))
