@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from quick_statusd import IDLE_ENV, SEND_STALL_ENV
+from quick_statusd import IDLE_ENV, SEND_STALL_ENV, VANISH_ENV
 from relkit import Daemon, statusd_port, wait_for
 
 from spool.fsops import Mover
@@ -38,11 +38,18 @@ from spool.states import JobState
 from spool.transitions import Spool
 from statusd.__main__ import IDLE_S
 from statusd.sending import SEND_STALL_S
+from statusd.tracker import VANISH_GRACE_S
 
 TOKEN = "review-token-6e2a"
 QUICK_IDLE_S = 4.0
 """statusd's idle clock in the idle-clients test (IDLE_S ships 15 s): the 150 idle
 clients connect, and a prompt one is served, well within it."""
+QUICK_EVENTS_STALL_S = 1.0
+"""statusd's stall clock in the events-clients test: its clients never read a byte, so
+any clock cuts them off the same way; nothing is measured while they hang on."""
+QUICK_VANISH_S = 0.5
+"""statusd's grace for an id missing from every folder in the moved-spool test
+(VANISH_GRACE_S ships 2 s): the test waits 1 s past it, as it did past the 2 s."""
 QUICK_SEND_STALL_S = 3.0
 """statusd's stall clock in the large-record test (SEND_STALL_S ships 10 s): its
 clients that do not read are still connected when their memory is measured, 3 s in."""
@@ -368,7 +375,7 @@ def test_events_clients_cut_off_for_taking_nothing_count_as_dropped(
     off ("took nothing ... dropped" in the log), and ws_dropped and its metric said 0,
     so an alert on spoolq_statusd_websocket_dropped never fired."""
     server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
-                   **{SEND_STALL_ENV: str(QUICK_SEND_STALL_S)})
+                   **{SEND_STALL_ENV: str(QUICK_EVENTS_STALL_S)})
     stalled = [_stalled(server.port, ws_upgrade(b"/api/v1/ws/events")) for _ in range(3)]
     try:
         wait_for(lambda: _established(server) == 3, 10, "three events clients")
@@ -377,7 +384,7 @@ def test_events_clients_cut_off_for_taking_nothing_count_as_dropped(
                 "id": f"big{n}", "state": "done", "tool": "echo",
                 "params": {"message": "x" * 500_000}, "result": None,
                 "submitted_at": "2026-11-29T00:00:00Z", "attempts": 1}))
-        wait_for(lambda: _established(server) == 0, 2 * QUICK_SEND_STALL_S + 10,
+        wait_for(lambda: _established(server) == 0, 2 * QUICK_EVENTS_STALL_S + 10,
                  "statusd to cut off every events client that does not read")
         assert server.daemon.logs().count("took nothing") == 3
         stats = orjson.loads(server.request("GET", "/api/v1/stats")[2])
@@ -461,7 +468,9 @@ def test_a_spool_moved_away_is_unhealthy_and_counted_once_when_back(
     for n in range(5):
         spool.publish_terminal(Record(id=f"r{n}", tool="echo", state=JobState.DONE,
                                       submitted_at=datetime.now(UTC)))
-    server = start(spool_root, tmp_path / "statusd.log", SPOOL_SCAN_S="0.2")
+    assert QUICK_VANISH_S < VANISH_GRACE_S
+    server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
+                   SPOOL_SCAN_S="0.2", **{VANISH_ENV: str(QUICK_VANISH_S)})
     away = spool_root.with_name("away")
     try:
         def counted() -> float:
@@ -475,7 +484,7 @@ def test_a_spool_moved_away_is_unhealthy_and_counted_once_when_back(
         wait_for(lambda: server.request("GET", "/healthz")[0] == 503, 10, "healthz 503")
         status, _, body = server.request("GET", "/healthz")
         assert (status, orjson.loads(body)) == (503, {"status": "spool_missing", "indexed": 5})
-        time.sleep(3)  # past the grace after which a missing id leaves the index
+        time.sleep(QUICK_VANISH_S + 1)  # past the grace after which a missing id goes
         assert orjson.loads(server.request("GET", "/healthz")[2])["indexed"] == 5
         away.rename(spool_root)
         wait_for(lambda: server.request("GET", "/healthz")[0] == 200, 10, "healthz 200")
