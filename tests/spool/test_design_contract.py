@@ -1,0 +1,84 @@
+"""DESIGN as an integrator meets it through ``spoolq`` beside a real ``spool-processor``.
+
+A job file an integration writes is one job whichever way it enters the spool: the
+processor's intake reads a UTF-8 file that starts with a byte order mark (what
+Windows tools such as PowerShell 5's ``Out-File -Encoding utf8`` write) as the job
+after it, so ``spoolq submit --file`` of the same file takes it too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from spoolkit import spoolq, stop_processor
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture
+def processor(root: Path, env: dict[str, str], tmp_path: Path
+              ) -> Iterator[subprocess.Popen[bytes]]:
+    """A real processor on ``root`` (its status file written), stopped by SIGTERM."""
+    with open(tmp_path / "processor.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "processor"],
+                                env={**env, "JOB_NUM": "1", "SPOOL_SETTLE_S": "0.5"},
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(n.endswith(".json") and f"-{proc.pid}-" in n
+                      for n in os.listdir(root / "owners")):
+            assert proc.poll() is None, f"the processor exited {proc.returncode}"
+            assert time.monotonic() < deadline, "no status file from the processor in 30 s"
+            time.sleep(0.02)
+        yield proc
+    finally:
+        stop_processor(proc)
+
+
+def _record(root: Path, job_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while True:
+        for state in ("done", "failed"):
+            path = root / state / f"{job_id}.json"
+            if path.exists():
+                record: dict[str, object] = orjson.loads(path.read_bytes())
+                return record
+        assert time.monotonic() < deadline, f"no record of {job_id} in 30 s"
+        time.sleep(0.02)
+
+
+def test_submit_file_takes_a_job_file_with_a_bom_as_the_processor_does(
+        root: Path, env: dict[str, str], tmp_path: Path,
+        processor: subprocess.Popen[bytes]) -> None:
+    """``spoolq submit --file`` refused a job file that starts with a UTF-8 BOM ("not a
+    valid job: Invalid JSON", exit 1), while the same bytes dropped into ``pending/``
+    ran ``done``: the CLI's reading of a job file differed from the processor's."""
+    data = BOM + b'{"tool": "echo", "params": {"message": "from windows"}}\r\n'
+    (root / "tmp" / "dropped").write_bytes(data)
+    os.rename(root / "tmp" / "dropped", root / "pending" / "dropped.json")
+    dropped = _record(root, "dropped")
+    assert dropped["state"] == "done", dropped
+    assert dropped["result"] == {"message": "from windows"}
+
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(data)
+    submitted = spoolq(env, "submit", "--file", str(job_file), "--id", "submitted", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    assert orjson.loads(submitted.stdout) == {"id": "submitted"}
+    record = _record(root, "submitted")
+    assert record["state"] == "done", record
+    assert record["result"] == {"message": "from windows"}
+
+    piped = spoolq(env, "submit", "--file", "-", "--id", "piped",
+                   stdin=data.decode("utf-8"))
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.strip() == "piped"
+    assert _record(root, "piped")["state"] == "done"
