@@ -6,6 +6,8 @@ with a shorter one, without sitting through the shipped value:
 :data:`processor.proctree.ADOPTED_GRACE_S` (10 s: how long an exited orphan is
 left for a tool to wait for), ``QUICK_RACY_NS`` sets :data:`spool.recheck.RACY_NS`
 (2 s: how long after a folder's change recovery's passes do not trust its stamp),
+``QUICK_IO_PAUSE_S`` sets the first pause of :data:`processor.daemon.IO_BACKOFF_S`
+(0.5 s: how long claims pause after spool I/O trouble, doubled at each try since),
 then ``processor.__main__.main`` runs as ``python -m processor`` would.
 
 Not a test module; the tests start it through daemonkit's runner (``module=``;
@@ -23,6 +25,7 @@ from spool import recheck
 
 ADOPTED_GRACE_ENV = "QUICK_ADOPTED_GRACE_S"
 RACY_ENV = "QUICK_RACY_NS"
+IO_PAUSE_ENV = "QUICK_IO_PAUSE_S"
 
 
 def main() -> int:
@@ -30,6 +33,10 @@ def main() -> int:
         proctree.ADOPTED_GRACE_S = float(os.environ[ADOPTED_GRACE_ENV])
     if RACY_ENV in os.environ:
         recheck.RACY_NS = int(os.environ[RACY_ENV])
+    if IO_PAUSE_ENV in os.environ:  # imported here only: it delays the forkserver's start
+        from processor import daemon  # noqa: PLC0415
+
+        daemon.IO_BACKOFF_S = (float(os.environ[IO_PAUSE_ENV]), daemon.IO_BACKOFF_S[1])
     return processor_main.main()
 
 
