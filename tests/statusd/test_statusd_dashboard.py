@@ -142,11 +142,18 @@ def test_equity_axis_labels_fit_however_large_the_equity(server: ServerThread, s
     assert min(lefts) >= 0, (lefts, labels.all_text_contents())
 
 
-def _path_span(page: sync_api.Page, symbol: str) -> float:
-    """How many pixels the drawn curve of ``symbol`` spans up and down."""
-    box = page.locator(f'#equity svg path.equity[data-symbol="{symbol}"]').bounding_box()
-    assert box is not None, symbol
-    return float(box["height"])
+def _path_span(page: sync_api.Page, symbol: str, at_least: float) -> float:
+    """How many pixels the drawn curve of ``symbol`` spans up and down, once it spans
+    ``at_least`` (within 5 s, as ``expect`` waits: under load the chart may be drawn
+    again as the record's stream catches up, its path briefly gone)."""
+    path = page.locator(f'#equity svg path.equity[data-symbol="{symbol}"]')
+    deadline = time.monotonic() + 5.0
+    while True:
+        box = path.bounding_box() if path.count() == 1 else None
+        span = 0.0 if box is None else float(box["height"])
+        if span >= at_least or time.monotonic() > deadline:
+            return span
+        time.sleep(0.05)
 
 
 def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
@@ -164,7 +171,7 @@ def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
     page.goto(server.base + "/#/tasks/bt-wide")
     expect(page.locator("#equity svg path.equity")).to_have_count(2)
     expect(page.locator("#equity svg text.scale")).to_have_text("log scale")
-    assert _path_span(page, "AAA") >= 10
+    assert _path_span(page, "AAA", at_least=10) >= 10
     run_job(spool, "bt-usual", equity_result(("AAA", "BBB"), bars=200), tool="run_backtest")
     page.goto(server.base + "/#/tasks/bt-usual")
     expect(page.locator("#task-id")).to_have_text("bt-usual")
