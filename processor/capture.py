@@ -110,6 +110,20 @@ class _Streams:
 _streams = _Streams()
 
 
+class _ThreadStart:
+    """``Thread.start`` as :func:`install` found it, and its wrapper
+    (:func:`_start_as_job`), told by identity: ``functools.wraps`` copies attributes, so a
+    library's wrapper on ours (sentry_sdk.init() in a tool module) looked like ours.  One
+    put on ours stays, with ours under it, and is not wrapped again."""
+
+    def __init__(self) -> None:
+        self.original: Callable[[threading.Thread], None] | None = None
+        self.wrapper: Callable[[threading.Thread], None] | None = None
+
+
+_thread_start = _ThreadStart()
+
+
 def _put_back(fd: int, copy: int, was: tuple[int, int]) -> None:
     """Descriptor ``fd`` (0 to 2) as it was, unless what holds it now is someone's.
 
@@ -224,7 +238,6 @@ def _start_as_job(start: Callable[[threading.Thread], None]
             thread.run = _run_as(job, thread.run)  # type: ignore[method-assign]
         start(thread)
 
-    start_as_job.spoolq_started = start  # type: ignore[attr-defined]
     return start_as_job
 
 
@@ -338,9 +351,10 @@ def install() -> tuple[TextIO, TextIO]:
             _streams.fds[fd] = (os.dup(fd), (st.st_dev, st.st_ino))
     _streams.kept = KeptSettings()
     logs.tag_lines_with(current_job)  # a FAST tool's logging lines name its job too
-    if not hasattr(threading.Thread.start, "spoolq_started"):  # and its threads'
-        threading.Thread.start = _start_as_job(  # type: ignore[method-assign, assignment]
-            threading.Thread.start)
+    if _thread_start.wrapper is None:  # and its threads'
+        _thread_start.original = threading.Thread.start
+        _thread_start.wrapper = _start_as_job(_thread_start.original)
+        threading.Thread.start = _thread_start.wrapper  # type: ignore[method-assign, assignment]
     return saved
 
 
@@ -348,8 +362,9 @@ def uninstall(saved: tuple[TextIO, TextIO]) -> None:
     """Put back the streams :func:`install` replaced, after writing what is held."""
     _streams.installed = None
     logs.tag_lines_with(None)
-    threading.Thread.start = getattr(  # type: ignore[method-assign]
-        threading.Thread.start, "spoolq_started", threading.Thread.start)
+    if threading.Thread.start is _thread_start.wrapper:  # else wrapped since: it stays
+        threading.Thread.start = _thread_start.original  # type: ignore[method-assign, assignment]
+        _thread_start.wrapper = None
     for copy, _ in _streams.fds.values():
         os.close(copy)
     _streams.fds.clear()

@@ -43,3 +43,19 @@ def test_threads_a_fast_tool_starts_name_its_job(spool_root: Path, daemon: Start
         ("starter", "th_helpers")}
     own = [e for e in events if e["logger"].startswith("spoolq.") and e.get("id") == "starter"]
     assert "done" in {e["msg"] for e in own}
+
+
+def test_a_tool_modules_own_thread_start_wrapper_is_kept(spool_root: Path,
+                                                         daemon: StartDaemon) -> None:
+    """A wrapper of ``Thread.start`` a tool module put in place as it was imported (under
+    capture, as sentry_sdk.init() does with functools.wraps, which copies the wrapped
+    function's attributes) still starts the threads of the tools: capture's uninstall
+    once set Thread.start back to the original, under the library's wrapper.  The
+    thread still prints as the job's (capture's wrapper stays under the library's)."""
+    d = daemon(tools="threadtools,wraptools")
+    drop(spool_root, "wrapped", {"tool": "wr_started", "params": {}})
+    rec = wait_record(spool_root, "wrapped")
+    assert rec["state"] == "done" and rec["result"] is True
+    assert d.stop() == 0
+    printed = [e for e in d.events() if e["msg"] == "probe says"]
+    assert [(e.get("id"), e.get("tool")) for e in printed] == [("wrapped", "wr_started")]
