@@ -238,6 +238,8 @@ class Loader:
             if stamp == known.get(job_id):
                 continue
             item = self.load(job_id, stamp) if stamp is not None else None
+            if item is None and stamp is not None and job_id not in known:
+                item = self._look_again(job_id)  # moved between stat and read
             if item is not None:
                 changes.append((job_id, item))
             elif job_id in known:
@@ -247,6 +249,19 @@ class Loader:
         if vanished:
             changes.extend(self._absent(vanished))
         return changes
+
+    def _look_again(self, job_id: str) -> Item | None:
+        """The item of an id the index does not know whose file moved between its stat
+        and its read (a claim, a completion), looked for twice more as :meth:`full_body`
+        does: a task stream asks for it before answering 404.  (A known id's is asked
+        how it is absent, :meth:`_absent`.)"""
+        for _ in range(2):
+            stamp = self.current(job_id)
+            if stamp is None:
+                return None
+            if (item := self.load(job_id, stamp)) is not None:
+                return item
+        return None
 
     def _absent(self, job_ids: list[str]) -> list[tuple[str, Item | Absent]]:
         """Moving or gone, for ids just found in no state folder.

@@ -17,7 +17,7 @@ from statusdkit import claim, finish, submit
 from spool.states import JobState
 from spool.transitions import Spool
 from statusd.items import Stamp
-from statusd.loader import Loader
+from statusd.loader import Absent, Loader
 
 
 @pytest.mark.parametrize("move", ["claim", "completion"])
@@ -57,3 +57,38 @@ def test_a_job_moved_between_its_stat_and_its_read_is_read_where_it_went(
     expected = JobState.RUNNING if move == "claim" else JobState.DONE
     assert record["state"] == expected.value
     assert os.path.exists(spool.layout.job(expected, "moved"))
+
+
+@pytest.mark.parametrize("move", ["claim", "completion"])
+def test_an_unindexed_job_moved_between_its_stat_and_its_read_is_refreshed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, move: str) -> None:
+    """The same race on the index's own read (Loader.refresh), which a task stream
+    (``/api/v1/ws/tasks/{id}``) asks for an id the index has not seen yet before it
+    answers 404: an id it did not know whose file moved between the stat and the read
+    was left out of the refresh, as if it were in no folder."""
+    submit(spool, "moved")
+    taken = claim(spool, "moved") if move == "completion" else None
+    loader = Loader(spool.layout)
+    current = loader.current
+    moves: list[str] = []
+
+    def looked(job_id: str) -> Stamp | None:
+        stamp = current(job_id)
+        if not moves:
+            moves.append(move)
+            if taken is None:
+                claim(spool, "moved")
+            else:
+                finish(spool, taken, {"ok": True})
+        return stamp
+
+    monkeypatch.setattr(loader, "current", looked)
+    try:
+        changes = loader.refresh(["moved"], {})
+    finally:
+        loader.close()
+    assert moves == [move]
+    assert [job_id for job_id, _ in changes] == ["moved"], "a job in the spool left unindexed"
+    item = changes[0][1]
+    expected = JobState.RUNNING if move == "claim" else JobState.DONE
+    assert not isinstance(item, Absent) and item.state is expected
