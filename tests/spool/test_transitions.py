@@ -592,7 +592,7 @@ def test_a_refused_cancel_of_no_job_keeps_an_earlier_original_beside_a_newer_dro
     [staged] = listing(spool.layout.stage)
     assert staged.startswith("cancel-x.") and (spool.layout.stage / staged).read_bytes() == data
     # Once this process is gone (as recovery sees it), a scan finishes that cancel.
-    monkeypatch.setattr("spool.staged._pid_alive", lambda pid: False)
+    monkeypatch.setattr("spool.staged.pid_alive", lambda pid: False)
     assert Recovery(make_spool(spool.layout.root)).scan().restored == ["x"]
     assert spool.layout.original("x").read_bytes() == data
     record = read_json(spool.layout.job(F, "x"))
