@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from spool.text import without_bom
+
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 """The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
@@ -37,7 +39,7 @@ def inexact_integer(data: bytes) -> str | None:
         return 0
 
     try:
-        json.loads(data[3:] if data.startswith(b"\xef\xbb\xbf") else data, parse_int=check,
+        json.loads(without_bom(data), parse_int=check,
                    parse_float=len, parse_constant=len)
     except (ValueError, RecursionError):
         return None

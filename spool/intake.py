@@ -43,11 +43,10 @@ from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, kind_of, nesting_depth
 from spool.states import JobState
-from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS
+from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
-_BOM = b"\xef\xbb\xbf"
 REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
 """What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES, up to
 ``REQUEUE_ADDS_BYTES``."""
@@ -172,7 +171,7 @@ class Intake:
             return self._quarantine(name, fst, "file", f"too large: over SPOOL_MAX_JOB_BYTES="
                                     f"{self.max_job_bytes}")
         try:
-            obj = orjson.loads(data[3:] if data.startswith(_BOM) else data)
+            obj = orjson.loads(without_bom(data))
         except orjson.JSONDecodeError as exc:
             return self._unsettled_or_quarantine(name, fst, data, exc)
         self._unsettled.pop(name, None)

@@ -17,6 +17,7 @@ from spool.clock import utc_from_ns
 from spool.exact import inexact_integer
 from spool.models import Job, Record
 from spool.states import JobState
+from spool.text import without_bom
 
 READ_CHUNK = 1 << 16
 """The size of each read of :func:`read_fd` past its first."""
@@ -58,7 +59,7 @@ def job_in(data: bytes) -> Job | None:
     if inexact_integer(data) is not None:
         return None
     try:
-        return Job.model_validate_json(data)
+        return Job.model_validate_json(without_bom(data))
     except ValueError:
         return None
 

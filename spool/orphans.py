@@ -32,6 +32,7 @@ from spool.models import ErrorInfo, Job, Record, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
 from spool.states import JobState
+from spool.text import without_bom
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class Orphans:
             invalid = big_integer_reason(big)
         else:
             try:
-                job = Job.model_validate_json(claim.data)
+                job = Job.model_validate_json(without_bom(claim.data))
             except ValidationError as exc:
                 invalid = exc.errors()[0]["msg"]
         if self._run_recorded(claim, job):
@@ -205,7 +206,7 @@ class Orphans:
         if data is None:
             return False
         try:
-            pending = Job.model_validate_json(data)
+            pending = Job.model_validate_json(without_bom(data))
         except ValueError:
             return False
         submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)

@@ -53,6 +53,7 @@ from spool.models import OwnerStatus, Progress, Record, aware_utc
 from spool.states import ACTIVE, TERMINAL, JobState
 from spool.stats import HEARTBEAT_STALE_S, RECENT_S, stats_document
 from spool.terminal_records import terminal_record, too_deep, unreadable_record
+from spool.text import without_bom
 
 __all__ = [
     "HEARTBEAT_STALE_S",
@@ -167,6 +168,7 @@ class SpoolReader:
         return terminal_record(entry, data)
 
     def _active_record(self, entry: Entry, data: bytes) -> Record:
+        data = without_bom(data)
         try:
             obj = orjson.loads(data)
             fields = obj if isinstance(obj, dict) and not too_deep(data, obj) else {}
@@ -277,7 +279,7 @@ class SpoolReader:
         kept = data if len(data) <= KEEP_MAX_BYTES else None
         keys = [micros(utc_from_ns(stamp.mtime_ns))]
         try:
-            fields = orjson.loads(data)
+            fields = orjson.loads(without_bom(data))
         except ValueError:
             fields = None
         if not isinstance(fields, dict):  # read as unreadable: no tool

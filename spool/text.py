@@ -65,3 +65,13 @@ def cut_text(text: str, limit: int) -> str:
     head = keep // 2
     return (text[:head] + f"\n... {len(text) - keep:,} characters cut ...\n"
             + text[len(text) - (keep - head):])
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(data: bytes) -> bytes:
+    """A job file's bytes without the UTF-8 byte order mark some tools write first
+    (PowerShell 5's ``Out-File -Encoding utf8``, Notepad): intake runs such a drop, so
+    every reader of a job file in ``pending/`` or ``running/`` reads it the same way."""
+    return data[len(UTF8_BOM):] if data.startswith(UTF8_BOM) else data

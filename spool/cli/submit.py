@@ -43,6 +43,7 @@ from spool.layout import Layout
 from spool.models import Job
 from spool.settings import Settings
 from spool.states import JobState
+from spool.text import without_bom
 
 # Options that describe the job; with --file the file describes it alone.
 OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",
@@ -150,10 +151,6 @@ def job_from_options(args: argparse.Namespace) -> Job:
         raise UsageError(describe(exc, OPTION_OF)) from exc
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
-"""What Windows tools put before UTF-8 text; a job file dropped with it is a job."""
-
-
 def job_from_file(path: str, max_job_bytes: int) -> Job:
     """The job in ``path``; SpoolError (exit 1) when it cannot be read or is not a job.
 
@@ -177,10 +174,8 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     if len(data) > limit:
         raise SpoolError(f"{name} is too large: more than {limit} bytes, for a job that may "
                          f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
-    if data.startswith(UTF8_BOM):  # as the processor's intake reads a dropped file
-        data = data[len(UTF8_BOM):]
     try:
-        job = Job.model_validate_json(data)
+        job = Job.model_validate_json(without_bom(data))  # as intake reads a drop
         parse.inexact_number(data)
     except ValidationError as exc:
         raise SpoolError(f"{name} is not a valid job: {describe(exc)}") from exc

@@ -156,6 +156,34 @@ def test_a_requeued_raw_drop_keeps_its_drop_time(spool: Spool, holders: Holders)
     assert datetime.fromisoformat(job["submitted_at"]) == utc_from_ns(dropped)
 
 
+def test_a_job_file_with_a_bom_is_read_as_its_job_everywhere(
+        spool: Spool, holders: Holders) -> None:
+    """Intake runs a drop that starts with a UTF-8 byte order mark (PowerShell 5 writes
+    one), and the file keeps it in pending/ and running/.  The other readers of job
+    files did not strip it: such a job, orphaned by a SIGKILL, failed ``abandoned`` ("not
+    a valid job") where it is requeued; ``get`` showed it with no tool, params or meta;
+    and a cancel wrote its failed record without them."""
+    bom = b"\xef\xbb\xbf"
+    job = (b'{"tool": "echo", "params": {"message": "from windows"}, "meta": {"k": "v"}, '
+           b'"max_attempts": 2}')
+    for job_id in ("orphan", "listed", "cancelled"):
+        drop_raw(spool.layout, f"{job_id}.json", bom + job)
+    client = Client(spool.layout, spool.mover, spool.clock)
+    listed = client.get("listed")
+    assert (listed.tool, listed.params, listed.meta) == (
+        "echo", {"message": "from windows"}, {"k": "v"})
+    [paged] = [r for r in client.list(state=P).records if r.id == "listed"]
+    assert paged.tool == "echo"
+    cancelled = client.cancel("cancelled")
+    assert (cancelled.tool, cancelled.params, cancelled.error and cancelled.error.type) == (
+        "echo", {"message": "from windows"}, ErrorType.CANCELLED)
+
+    holders.sigkill(holders.hold(ids=["orphan"]))
+    assert Recovery(spool).scan().requeued == ["orphan"], client.get("orphan").error
+    requeued = client.get("orphan")
+    assert (requeued.state, requeued.tool, requeued.attempts) == (P, "echo", 1)
+
+
 def test_max_attempts_spent_fails_abandoned(spool: Spool, holders: Holders) -> None:
     submit(spool, "flaky", max_attempts=2, meta={"k": "v"})
     submit(spool, "once")  # max_attempts unset: default 1
