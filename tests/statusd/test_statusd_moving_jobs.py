@@ -20,15 +20,11 @@ from statusd.items import Stamp
 from statusd.loader import Absent, Loader
 
 
-@pytest.mark.parametrize("move", ["claim", "completion"])
-def test_a_job_moved_between_its_stat_and_its_read_is_read_where_it_went(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch, move: str) -> None:
-    """statusd reads a job the index has not seen yet from disk (Loader.full_body): it
-    stat'ed ``pending/<id>.json`` and then read it, and a claim in between made the GET
-    answer 404 "no task" for a job that was in ``running/`` (1 of 60 GETs sent right
-    after a drop, against a real processor running echo jobs). The same at completion,
-    which removes ``running/<id>.json`` right after the record lands. The file is looked
-    for again, as ``spoolq show`` does."""
+def _moving_after_its_stat(spool: Spool, monkeypatch: pytest.MonkeyPatch, move: str
+                           ) -> tuple[Loader, list[str]]:
+    """A loader that, the first time it stats job ``moved`` (pending, or running for a
+    ``completion``), has it claimed (pending/ -> running/) or finished (the record lands,
+    running/ goes) right after the stat; the moves it made."""
     submit(spool, "moved")
     taken = claim(spool, "moved") if move == "completion" else None
     loader = Loader(spool.layout)
@@ -40,12 +36,25 @@ def test_a_job_moved_between_its_stat_and_its_read_is_read_where_it_went(
         if not moves:
             moves.append(move)
             if taken is None:
-                claim(spool, "moved")  # pending/ -> running/ after the stat
+                claim(spool, "moved")
             else:
-                finish(spool, taken, {"ok": True})  # the record lands, running/ goes
+                finish(spool, taken, {"ok": True})
         return stamp
 
     monkeypatch.setattr(loader, "current", looked)
+    return loader, moves
+
+
+@pytest.mark.parametrize("move", ["claim", "completion"])
+def test_a_job_moved_between_its_stat_and_its_read_is_read_where_it_went(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, move: str) -> None:
+    """statusd reads a job the index has not seen yet from disk (Loader.full_body): it
+    stat'ed ``pending/<id>.json`` and then read it, and a claim in between made the GET
+    answer 404 "no task" for a job that was in ``running/`` (1 of 60 GETs sent right
+    after a drop, against a real processor running echo jobs). The same at completion,
+    which removes ``running/<id>.json`` right after the record lands. The file is looked
+    for again, as ``spoolq show`` does."""
+    loader, moves = _moving_after_its_stat(spool, monkeypatch, move)
     try:
         body = loader.full_body("moved")
     finally:
@@ -66,23 +75,7 @@ def test_an_unindexed_job_moved_between_its_stat_and_its_read_is_refreshed(
     (``/api/v1/ws/tasks/{id}``) asks for an id the index has not seen yet before it
     answers 404: an id it did not know whose file moved between the stat and the read
     was left out of the refresh, as if it were in no folder."""
-    submit(spool, "moved")
-    taken = claim(spool, "moved") if move == "completion" else None
-    loader = Loader(spool.layout)
-    current = loader.current
-    moves: list[str] = []
-
-    def looked(job_id: str) -> Stamp | None:
-        stamp = current(job_id)
-        if not moves:
-            moves.append(move)
-            if taken is None:
-                claim(spool, "moved")
-            else:
-                finish(spool, taken, {"ok": True})
-        return stamp
-
-    monkeypatch.setattr(loader, "current", looked)
+    loader, moves = _moving_after_its_stat(spool, monkeypatch, move)
     try:
         changes = loader.refresh(["moved"], {})
     finally:
