@@ -235,19 +235,24 @@ def _start_as_job(start: Callable[[threading.Thread], None]
     def start_as_job(thread: threading.Thread) -> None:
         job = getattr(_state, "job", None)
         if job is not None:
-            thread.run = _run_as(job, thread.run)  # type: ignore[method-assign]
+            thread.run = _run_as(thread, job, thread.run)  # type: ignore[method-assign]
         start(thread)
 
     return start_as_job
 
 
-def _run_as(job: tuple[str, str], run: Callable[[], None]) -> Callable[[], None]:
+def _run_as(thread: threading.Thread, job: tuple[str, str], run: Callable[[], None]
+            ) -> Callable[[], None]:
     def run_as_job() -> None:
         _state.job = job
         try:
             run()
         finally:
             _write_held()
+            # thread -> this -> its bound run -> thread: a cycle only the collector
+            # would free (a Timer's function and arguments with it), as Thread.run
+            # drops its target for the same reason.
+            vars(thread).pop("run", None)
 
     return run_as_job
 

@@ -7,11 +7,13 @@ with no ``id``, so operations.md's query for one job missed them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemonkit import Daemon, drop, wait_for, wait_record
+from daemonkit import REPO, Daemon, drop, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
 
@@ -59,3 +61,32 @@ def test_a_tool_modules_own_thread_start_wrapper_is_kept(spool_root: Path,
     assert d.stop() == 0
     printed = [e for e in d.events() if e["msg"] == "probe says"]
     assert [(e.get("id"), e.get("tool")) for e in printed] == [("wrapped", "wr_started")]
+
+
+FREED = '''
+import gc, threading, weakref
+from processor import capture
+gc.disable()
+saved = capture.install()
+capture._state.job = ("j", "t")  # as capture.begin sets it for a FAST job's thread
+class Arg: pass
+arg = Arg()
+thread = threading.Thread(target=lambda a: None, args=(arg,))
+thread.start()
+thread.join()
+capture._state.job = None
+freed = weakref.ref(thread), weakref.ref(arg)
+del thread, arg
+alive = [ref() is not None for ref in freed]
+capture.uninstall(saved)
+print(alive)
+'''
+
+
+def test_a_finished_job_thread_is_freed_without_the_collector() -> None:
+    """Running a thread as its job's wrapped its ``run`` in a function holding the
+    thread's bound ``run``: thread -> wrapper -> thread, a cycle that kept every such
+    thread (a Timer's function and arguments with it) until the garbage collector ran."""
+    done = subprocess.run([sys.executable, "-c", FREED], capture_output=True, text=True,
+                          timeout=60, check=True, cwd=REPO)
+    assert done.stdout.strip() == "[False, False]", done.stdout + done.stderr
