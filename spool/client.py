@@ -119,7 +119,9 @@ class Client:
             try:
                 return self.spool.retry(job_id)
             except NotFoundError:
-                state = self._peek_moved(job_id).state  # NotFoundError: no such job
+                # NotFoundError: no such job.  Another client's retry between failed/
+                # and pending/ was "no job", a 404 from statusd: looked for while moved.
+                state = self._find_moved(job_id, self.peek, time.monotonic() + 1.0).state
                 if state is not JobState.FAILED:
                     raise ConflictError(f"job {job_id} is {state.value}; only failed jobs "
                                         "can be retried") from None
@@ -128,14 +130,15 @@ class Client:
         raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
                             "meanwhile); look again")
 
-    def _peek_moved(self, job_id: str) -> Record:
-        """:meth:`peek`, looking again (up to a second) while a cancel, retry or
-        quarantine holds the job outside the state folders: another client's retry
-        between ``failed/`` and ``pending/`` was "no job", a 404 from statusd."""
-        give_up, looked_again = time.monotonic() + 1.0, False
+    def _find_moved(self, job_id: str, get: Callable[[str], Record], give_up: float
+                    ) -> Record:
+        """``get(job_id)``, looking again (until ``give_up``, on the monotonic clock) while
+        a cancel, retry or quarantine holds the job outside the state folders, and once
+        more after (a move may have ended just now); NotFoundError as ``get`` raises it."""
+        looked_again = False
         while True:
             try:
-                return self.peek(job_id)
+                return get(job_id)
             except NotFoundError:
                 if self._moving(job_id) and time.monotonic() < give_up:
                     looked_again = False
@@ -207,7 +210,6 @@ class Client:
         delay = _POLL_MIN_S
         last: Record | None = None
         missing_since: float | None = None
-        looked_again = False
         while True:
             record: Record | None
             try:
@@ -233,17 +235,12 @@ class Client:
                 if last is not None:
                     return last
                 # Not seen yet: caught between folders (a retry or cancel stages it
-                # outside them), it has its first second to appear in (the NotFoundError
-                # above), past a shorter timeout too; else it is unknown (after one more
-                # look: a move may have ended just now).
-                if not self._moving(job_id):
-                    if looked_again:
-                        raise NotFoundError(f"no job {job_id}")
-                    looked_again = True
-                    continue
-                looked_again = False
-                time.sleep(_POLL_MIN_S)
-                continue
+                # outside them), it has its first second to appear in, past a shorter
+                # timeout too; else it is unknown.
+                record = self._find_moved(job_id, self.reader.get, appear_by)
+                if on_update is not None:
+                    on_update(record)
+                return record
             time.sleep(min(delay, deadline - now) if deadline else delay)
             delay = min(delay * 2, _POLL_MAX_S)
 
