@@ -69,6 +69,27 @@ def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
     return Spool(layout, mover, clock, follow=follow)
 
 
+def start_processor(root: Path, env: dict[str, str], log: Path, **extra: str
+                    ) -> subprocess.Popen[bytes]:
+    """A real ``python -m processor`` on the spool ``root`` (``env`` and ``extra``), its
+    output in ``log``, once it has written its status file; stop it with
+    :func:`stop_processor`."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "processor"], env={**env, **extra},
+                                cwd=log.parent, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not any(n.endswith(".json") and f"-{proc.pid}-" in n
+                  for n in os.listdir(root / "owners")):
+        if proc.poll() is not None:
+            raise AssertionError(f"the processor exited {proc.returncode}")
+        if time.monotonic() > deadline:
+            stop_processor(proc)
+            raise AssertionError("no status file from the processor in 30 s")
+        time.sleep(0.02)
+    return proc
+
+
 def stop_processor(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM a processor this test started and wait out its grace (30 s by default),
     then SIGKILL what is left."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,15 @@ from pathlib import Path
 import orjson
 import pytest
 from quick_cli import QUICK_CLI, QUIET_ENV
-from spoolkit import Proc, open_pty, read_until, run_all, spoolq, stop_processor
+from spoolkit import (
+    Proc,
+    open_pty,
+    read_until,
+    run_all,
+    spoolq,
+    start_processor,
+    stop_processor,
+)
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -59,12 +66,6 @@ def refused(proc: Proc, code: int, *words: str) -> str:
     return lines[0]
 
 
-def _ready(proc: subprocess.Popen[bytes], owners: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"the processor exited {proc.returncode}")
-    return any(n.endswith(".json") and f"-{proc.pid}-" in n for n in os.listdir(owners))
-
-
 @pytest.fixture
 def processor(root: Path, env: dict[str, str], tmp_path: Path
               ) -> Iterator[Start]:
@@ -73,16 +74,9 @@ def processor(root: Path, env: dict[str, str], tmp_path: Path
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        with open(tmp_path / f"processor-{len(started)}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "processor"],
-                                    env={**env, "JOB_NUM": "1", "SPOOL_SCAN_S": "1"},
-                                    cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+        proc = start_processor(root, env, tmp_path / f"processor-{len(started)}.log",
+                               JOB_NUM="1", SPOOL_SCAN_S="1")
         started.append(proc)
-        deadline = time.monotonic() + 30
-        while not _ready(proc, root / "owners"):
-            assert time.monotonic() < deadline, "no status file from the processor in 30 s"
-            time.sleep(0.02)
         return proc
 
     yield start

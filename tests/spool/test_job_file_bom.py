@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import spoolq, stop_processor
+from spoolkit import spoolq, start_processor, stop_processor
 
 BOM = b"\xef\xbb\xbf"
 
@@ -26,18 +25,9 @@ BOM = b"\xef\xbb\xbf"
 def processor(root: Path, env: dict[str, str], tmp_path: Path
               ) -> Iterator[subprocess.Popen[bytes]]:
     """A real processor on ``root`` (its status file written), stopped by SIGTERM."""
-    with open(tmp_path / "processor.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "processor"],
-                                env={**env, "JOB_NUM": "1", "SPOOL_SETTLE_S": "0.5"},
-                                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT)
+    proc = start_processor(root, env, tmp_path / "processor.log", JOB_NUM="1",
+                           SPOOL_SETTLE_S="0.5")
     try:
-        deadline = time.monotonic() + 30
-        while not any(n.endswith(".json") and f"-{proc.pid}-" in n
-                      for n in os.listdir(root / "owners")):
-            assert proc.poll() is None, f"the processor exited {proc.returncode}"
-            assert time.monotonic() < deadline, "no status file from the processor in 30 s"
-            time.sleep(0.02)
         yield proc
     finally:
         stop_processor(proc)
