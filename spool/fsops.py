@@ -60,9 +60,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from spool.durability import FsyncMode
 from spool.errors import SpoolIOError
 from spool.layout import Layout
-from spool.settings import FsyncMode
 
 BATCH_OPS = 64
 FILE_MODE = 0o640

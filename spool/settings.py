@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import stat
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,16 +33,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from spool.durability import FsyncMode  # also imported from here (its home before)
 from spool.errors import ConfigError
 
 MAX_SECONDS = 86_400.0
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-
-class FsyncMode(StrEnum):
-    ALWAYS = "always"
-    BATCH = "batch"
-    NEVER = "never"
 
 
 ENV_FILE = ".env"

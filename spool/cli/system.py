@@ -27,10 +27,10 @@ import grp
 import os
 import pwd
 
+from spool.durability import FsyncMode
 from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.settings import FsyncMode
 from spool.states import JobState
 
 DEFAULT_USER = "spoolq"
