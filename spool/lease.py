@@ -18,6 +18,10 @@ import fcntl
 import os
 from pathlib import Path
 
+HEARTBEAT_STALE_S = 60.0
+"""A processor whose heartbeat is older than this is not live, though it holds its lock
+(stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
+
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 

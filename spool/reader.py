@@ -49,9 +49,10 @@ from spool.errors import InvalidId, NotFoundError
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
+from spool.lease import HEARTBEAT_STALE_S
 from spool.models import OwnerStatus, Progress, Record, aware_utc
 from spool.states import ACTIVE, TERMINAL, JobState
-from spool.stats import HEARTBEAT_STALE_S, RECENT_S, stats_document
+from spool.stats import RECENT_S, stats_document
 from spool.terminal_records import terminal_record, too_deep, unreadable_record
 from spool.text import without_bom
 

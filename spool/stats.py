@@ -14,16 +14,13 @@ from spool.entries import Entry, Stamp, read_regular
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.lease import is_locked
+from spool.lease import HEARTBEAT_STALE_S, is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
     from spool.reader import SpoolReader
 
-HEARTBEAT_STALE_S = 60.0
-"""A processor whose heartbeat is older than this is not live, though it holds its lock
-(stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
 RECENT_S = 60.0
 """The window of ``throughput``: records written in ``done/`` and ``failed/`` this recently."""
 
