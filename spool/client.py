@@ -3,6 +3,10 @@ purge, wait.
 
 Every write goes through :class:`~spool.transitions.Spool`, so the CLI and
 HTTP writes keep the same rules as the processor.
+
+Importing this module is cheap (``spoolq --help`` and the CLI's parser import it for
+its constants): the reader, the transitions and purge, and with them the record
+models, are imported where a :class:`Client` is made or purges.
 """
 
 from __future__ import annotations
@@ -11,21 +15,20 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spool.clock import Clock, SystemClock
-from spool.cursor import Page
 from spool.errors import ConflictError, InvalidId, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
-from spool.large import BoundedReader
 from spool.layout import Layout, parse_staging
-from spool.models import Job, Record
-from spool.purge import PurgeReport, purge
-from spool.reader import SpoolReader
-from spool.settings import Settings
 from spool.states import TERMINAL, JobState
-from spool.transitions import Spool
+
+if TYPE_CHECKING:
+    from spool.cursor import Page
+    from spool.models import Job, Record
+    from spool.purge import PurgeReport
+    from spool.settings import Settings
 
 CANCEL_WAIT_S = 5.0
 _POLL_MIN_S = 0.005
@@ -46,6 +49,9 @@ class Client:
                  max_job_bytes: int | None = None) -> None:
         """``max_job_bytes``: submit refuses what intake would quarantine as too large.
         SpoolIOError when ``layout`` is no spool, or one this user may not enter."""
+        from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see the module's docstring
+        from spool.transitions import Spool  # noqa: PLC0415 - lazy, see the module's docstring
+
         require_spool(layout)
         self.layout = layout
         self.clock: Clock = clock or SystemClock()
@@ -169,12 +175,16 @@ class Client:
         """The record of ``job_id`` read for its state: a terminal one over
         ``PARSE_MAX_BYTES`` from its head, without ``result`` (read whole, a 600 MiB one
         took 1.9 GB to say it was done).  NotFoundError when no folder has it."""
+        from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see the module's docstring
+
         return BoundedReader(self.layout).get(job_id)
 
     def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
               dry_run: bool = False) -> PurgeReport:
         """Remove terminal records (and quarantined originals) finished before the
         cutoff: :func:`spool.purge.purge`."""
+        from spool.purge import purge  # noqa: PLC0415 - lazy, see the module's docstring
+
         return purge(self.spool, older_than_s, states, dry_run=dry_run)
 
     # -- reads ----------------------------------------------------------------------

@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import orjson
 
-from spool.models import Record
+if TYPE_CHECKING:  # only named: the constants and cursors serve what builds no model
+    from spool.models import Record
 
 MAX_PAGE = 1000
 

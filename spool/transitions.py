@@ -29,6 +29,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISREG
+from typing import TYPE_CHECKING
 
 from spool import cancellation, quarantine, submission
 from spool.claim import Claim, take
@@ -39,9 +40,11 @@ from spool.ids import JOB_SUFFIX
 from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
 from spool.models import Job, Record, job_bytes, record_bytes
-from spool.presence import Presence
 from spool.settings import Settings
 from spool.states import JobState, check_transition
+
+if TYPE_CHECKING:
+    from spool.presence import Presence
 
 # Folders a Spool's Presence follows, by index.
 _PROGRESS, _CANCEL, _FAILED = 0, 1, 2
@@ -68,7 +71,9 @@ class Spool:
         self.pid = os.getpid()
         self.closer: Callable[[int], None] = os.close
         self.presence: Presence | None = None
-        if follow:
+        if follow:  # inotify (through watchdog) is imported only to follow
+            from spool.presence import Presence  # noqa: PLC0415
+
             presence = Presence([str(layout.progress), str(layout.cancel),
                                  str(layout.folder(JobState.FAILED))])
             if presence.start():
