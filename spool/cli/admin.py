@@ -9,6 +9,7 @@ records (and quarantined originals beside them) through
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from spool.cli import parse
 from spool.cli.command import (
@@ -23,8 +24,10 @@ from spool.cli.render import emit_json, human_duration
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.settings import Settings
 from spool.states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from spool.settings import Settings
 
 # -- init -----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,9 +23,9 @@ from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
 from spool.cli.render import emit_json, table
 from spool.errors import SpoolError
 from spool.layout import Layout
-from spool.models import schemas
-from spool.reader import SpoolReader
-from spool.settings import Settings
+
+if TYPE_CHECKING:
+    from spool.settings import Settings
 
 DESCRIPTION_CHARS = 50
 
@@ -39,6 +39,8 @@ def _configure_schema(parser: argparse.ArgumentParser) -> None:
 
 
 def run_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from spool.models import schemas  # noqa: PLC0415 - lazy, see spool.cli
+
     docs = schemas()
     emit_json(docs[args.which] if args.which else docs)
     return EXIT_OK
@@ -74,6 +76,8 @@ def run_tools(args: argparse.Namespace, settings: Settings) -> int:
 
 def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
     """The catalogue of every live processor on the spool (merged by name), and its source."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     live = SpoolReader(layout).processors() if layout.exists() else []
     merged: dict[str, dict[str, Any]] = {}
     for status in live:
@@ -88,6 +92,8 @@ def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     catalogues, merged), and their owners; None when that cannot be told: none is
     running, one publishes no catalogue, or this user may not list ``owners/`` (a member
     of the submit group only)."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     try:
         live = SpoolReader(layout).processors()
     except OSError:

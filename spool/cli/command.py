@@ -18,25 +18,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spool.client import Client, denied, require_spool
+from spool.durability import FsyncMode
 from spool.errors import SpoolError, SpoolIOError
-from spool.large import BoundedReader
 from spool.layout import Layout
-from spool.models import Record
-from spool.reader import Entry, SpoolReader
-from spool.settings import FsyncMode, Settings
-from spool.states import ACTIVE, JobState
+from spool.states import JobState
+
+if TYPE_CHECKING:
+    from spool.reader import SpoolReader
+    from spool.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FINISHED = 3
 
-Runner = Callable[[argparse.Namespace, Settings], int]
+Runner = Callable[[argparse.Namespace, "Settings"], int]
 Configure = Callable[[argparse.ArgumentParser], None]
 
 
@@ -86,6 +88,8 @@ def add_json(parser: argparse.ArgumentParser, what: str = "the output") -> None:
 def reader_of(settings: Settings) -> SpoolReader:
     """A reader of an initialised spool (SpoolIOError naming ``spoolq init`` if not, or
     the spool when this user may not enter it)."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     layout = Layout(settings.spool_dir)
     require_spool(layout)
     return SpoolReader(layout)
@@ -118,7 +122,7 @@ def check_can_change(layout: Layout, what: str, *, write: Sequence[Path],
     for verb, paths, mode in (("write to", write, os.W_OK | os.X_OK),
                               ("list", listing, os.R_OK | os.X_OK), ("enter", enter, os.X_OK)):
         shut = [p.name for p in paths if p.name not in named and os.path.isdir(p)
-                and not os.access(p, mode, effective_ids=_EFFECTIVE)]
+                and not os.access(p, mode, effective_ids=EFFECTIVE)]
         named.update(shut)
         if shut:
             lacks.append((verb, shut))
@@ -129,29 +133,8 @@ def check_can_change(layout: Layout, what: str, *, write: Sequence[Path],
                     f"user{instead} (see Permissions in docs/operations.md)")
 
 
-class UserReader(BoundedReader):
-    """A reader of the state folders this user may look into, that notes the jobs whose
-    file in ``pending/`` or ``running/`` it may not read.
-
-    Under ``spoolq init --system`` a submitter's drop keeps group ``spoolq-submit`` until
-    its record is written, so a member of the spool's group only may not read a running
-    job's file (docs/operations.md, "Permissions").  The reader takes such a file for one
-    gone (a job not found, a row not listed); ``unread`` lets the command say why.
-    """
-
-    def __init__(self, layout: Layout, states: Iterable[JobState] = JobState) -> None:
-        super().__init__(layout, states)
-        self.unread: dict[str, JobState] = {}
-
-    def load(self, entry: Entry) -> Record | None:
-        record = super().load(entry)
-        if record is None and entry.state in ACTIVE and os.path.isfile(entry.path) and \
-                not os.access(entry.path, os.R_OK, effective_ids=_EFFECTIVE):
-            self.unread[entry.job_id] = entry.state
-        return record
-
-
-_EFFECTIVE = os.access in os.supports_effective_ids
+EFFECTIVE = os.access in os.supports_effective_ids
+"""Whether ``os.access`` can ask as the effective user and group."""
 
 
 def client_of(settings: Settings, *, usage: bool = False) -> Client:

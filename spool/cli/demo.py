@@ -19,24 +19,24 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spool.cli import parse
 from spool.cli.render import emit_json, record_json
 from spool.client import Client
+from spool.durability import FsyncMode
 from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.models import Job, Record
-from spool.settings import FsyncMode, load_settings
 from spool.states import TERMINAL
+
+if TYPE_CHECKING:
+    from spool.models import Record
 
 START_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0
@@ -77,6 +77,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile  # noqa: PLC0415 - lazy, see spool.cli
+
     given = getattr(args, "spool_dir", None)
     root = Path(given) if given else Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
     out = sys.stderr if args.json else sys.stdout  # with --json stdout holds the JSON only
@@ -170,6 +172,8 @@ def _processor_up(root: Path) -> bool:
 
 
 def _statusd_up(port: int) -> bool:
+    import urllib.request  # noqa: PLC0415 - lazy, see spool.cli
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
             return bool(resp.status == 200)
@@ -241,6 +245,9 @@ def _step(out: TextIO, what: str, action: Any) -> None:
 
 
 def _run_jobs(root: Path, symbols: int, out: TextIO) -> list[Record]:
+    from spool.models import Job  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.settings import load_settings  # noqa: PLC0415 - lazy, see spool.cli
+
     client = Client.from_settings(load_settings(spool_dir=root, fsync=FsyncMode.NEVER))
     names = [f"S{i:04d}" for i in range(symbols)]
     jobs = {

@@ -15,13 +15,13 @@ with ``--json`` writes its file to stdout as stored, a chunk at a time
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from spool.cli import parse
 from spool.cli.command import (
     EXIT_FAILED,
     EXIT_OK,
     Command,
-    UserReader,
     add_json,
     check_can_change,
     client_of,
@@ -33,10 +33,11 @@ from spool.cli.command import (
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S
 from spool.errors import ErrorType, NotFoundError, SpoolError
-from spool.models import Record
-from spool.reader import SpoolReader
-from spool.settings import Settings
 from spool.states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from spool.models import Record
+    from spool.settings import Settings
 
 
 def _add_id(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,9 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     layout = reader_of(settings).layout
     blind = SpoolReader(layout).unsearchable_states()
     seen = [state for state in JobState if state not in blind]

@@ -33,14 +33,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from spool.cli.render import human_duration, printable
 from spool.ids import JOB_SUFFIX, is_valid_id
-from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.lease import is_locked
-from spool.models import OwnerStatus
-from spool.reader import HEARTBEAT_STALE_S, SpoolReader, read_regular
+from spool.lease import HEARTBEAT_STALE_S, is_locked
+
+if TYPE_CHECKING:
+    from spool.models import OwnerStatus
 
 CHECK_S = 1.0
 """How often ``owners/`` is read while waiting."""
@@ -64,6 +65,8 @@ def absence(layout: Layout, now: float) -> Absence | None:
     """None while a processor is live on the spool; else what ``owners/`` shows.
 
     OSError when ``owners/`` cannot be listed (a member of the submit group only)."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     held = SpoolReader(layout).processors()  # the lock holders
     if any(now - status.heartbeat_at.timestamp() < HEARTBEAT_STALE_S for status in held):
         return None
@@ -101,6 +104,10 @@ def _starting(layout: Layout, known: set[str], now: float) -> bool:
 def _left_behind(layout: Layout, live: set[str]) -> list[OwnerStatus]:
     """The status files in ``owners/`` of processors that are not running (a killed one
     leaves its own until the next processor's recovery removes it)."""
+    from spool.jobfile import MAX_ACTIVE_BYTES  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.models import OwnerStatus  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.reader import read_regular  # noqa: PLC0415 - lazy, see spool.cli
+
     found = []
     for name in sorted(os.listdir(layout.owners)):
         owner = name.removesuffix(JOB_SUFFIX)

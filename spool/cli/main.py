@@ -23,13 +23,15 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit, waiting
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
-from spool.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from spool.settings import Settings
 
 COMMANDS: tuple[Command, ...] = (
     admin.INIT, submit.SUBMIT, overview.LS, jobs.SHOW, waiting.WAIT, jobs.CANCEL, jobs.RETRY,
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         _check_streams(args)
+        from spool.settings import load_settings  # noqa: PLC0415 - lazy, see spool.cli
+
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync,
                                  options={"spool_dir": "--spool-dir", "fsync": "--fsync"})
         code = int(args.run(args, settings))

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import shlex
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spool.cli import parse
 from spool.cli.command import (
     EXIT_OK,
     Command,
     UsageError,
-    UserReader,
     add_json,
     folders,
     note,
@@ -34,11 +33,14 @@ from spool.cli.render import (
     record_row,
     table,
 )
+from spool.cursor import MAX_PAGE
 from spool.errors import SpoolError
 from spool.layout import Layout
-from spool.reader import MAX_PAGE, SpoolReader
-from spool.settings import Settings
 from spool.states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from spool.cli.user_reader import UserReader
+    from spool.settings import Settings
 
 DEFAULT_LIMIT = 50
 
@@ -65,6 +67,8 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
+
     state = JobState(args.state) if args.state else None
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq ls" + (f" --state {state.value}" if state else ""),
@@ -99,6 +103,8 @@ def listable(layout: Layout, what: str, state: JobState | None
     "Permissions": a member of the spool's group only may not look into ``pending/``).
     SpoolError (exit 1) when it may list none that ``what`` needs (``state``'s, else any):
     an empty answer would read as "no jobs"."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     blind = SpoolReader(layout).unsearchable_states(listing=True)
     needed = [state] if state is not None else list(JobState)
     if all(s in blind for s in needed):
@@ -149,6 +155,8 @@ def _configure_stats(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq stats", None)
     stats = SpoolReader(layout, seen).stats()

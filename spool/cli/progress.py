@@ -22,11 +22,13 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from spool.cli.render import cells, elapsed_s, fit, pad, printable
-from spool.models import Record
 from spool.states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from spool.models import Record
 
 REDRAW_HZ = 10
 BAR_CELLS = 24

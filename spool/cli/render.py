@@ -16,15 +16,17 @@ import re
 import sys
 import unicodedata
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from spool.errors import ConflictError
-from spool.large import HEAD_BYTES, LargeRecord, copy_record
-from spool.models import Record, record_bytes
 from spool.states import JobState
 from spool.text import valid_strings
+
+if TYPE_CHECKING:
+    from spool.large import LargeRecord
+    from spool.models import Record
 
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 RESULT_LINES = 40
@@ -44,6 +46,8 @@ def emit_json(value: Any) -> None:
 
 def record_json(record: Record) -> dict[str, Any]:
     """The record as the spool stores it and statusd serves it."""
+    from spool.models import record_bytes  # noqa: PLC0415 - lazy, see spool.cli
+
     data: dict[str, Any] = orjson.loads(record_bytes(record))
     return data
 
@@ -66,6 +70,8 @@ def show_record(record: Record, as_json: bool, large: LargeRecord | None = None)
     :mod:`spool.large`): ``--json`` writes its file as stored, a chunk at a time; the
     text shows its leading fields and the record's size in place of the result."""
     if large is not None and as_json:
+        from spool.large import copy_record  # noqa: PLC0415 - lazy, see spool.cli
+
         sys.stdout.flush()
         if not copy_record(large, sys.stdout.buffer):
             raise ConflictError(f"job {record.id}'s record changed while it was read; "
@@ -245,6 +251,8 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
 
 def _large_lines(record: Record, large: LargeRecord) -> list[str]:
     """The outcome of a record read from its head: no result, and where to get it."""
+    from spool.large import HEAD_BYTES  # noqa: PLC0415 - lazy, see spool.cli
+
     lines = _outcome_lines(record, with_result=False)
     if not large.complete:
         lines.append(f"omitted     fields past the first {HEAD_BYTES // 1024 // 1024} MiB "

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from spool.cli import parse
 from spool.cli.catalog import offered_tools
@@ -38,12 +36,15 @@ from spool.cli.command import (
 from spool.cli.render import emit_json
 from spool.cli.waiting import check_can_follow, wait_for
 from spool.errors import SpoolError
-from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.models import Job
-from spool.settings import Settings
 from spool.states import JobState
 from spool.text import without_bom
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from spool.models import Job
+    from spool.settings import Settings
 
 # Options that describe the job; with --file the file describes it alone.
 OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",
@@ -137,6 +138,10 @@ def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
 
 
 def job_from_options(args: argparse.Namespace) -> Job:
+    from pydantic import ValidationError  # noqa: PLC0415 - lazy, see spool.cli
+
+    from spool.models import Job  # noqa: PLC0415 - lazy, see spool.cli
+
     if args.tool is None:
         raise UsageError("give a TOOL name or --file JOB.json")
     params: dict[str, Any] = {**(args.params or {}), **dict(args.param or [])}
@@ -158,6 +163,11 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     quadruples a file, so a file past four times that (16 MiB at least) is refused
     unread: ``--file /dev/zero`` or a mistaken 40 GB export cannot use up the memory.
     """
+    from pydantic import ValidationError  # noqa: PLC0415 - lazy, see spool.cli
+
+    from spool.jobfile import MAX_ACTIVE_BYTES  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.models import Job  # noqa: PLC0415 - lazy, see spool.cli
+
     limit = max(4 * max_job_bytes, MAX_ACTIVE_BYTES)
     name = "standard input" if path == "-" else path
     try:

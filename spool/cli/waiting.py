@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -32,11 +33,12 @@ from spool.cli.progress import watcher_for
 from spool.cli.render import printable, record_json, show_record, unreadable_note
 from spool.client import Client, one_timeout
 from spool.errors import NotFoundError
-from spool.large import BoundedReader
-from spool.models import Record
-from spool.reader import HEARTBEAT_STALE_S
-from spool.settings import Settings
+from spool.lease import HEARTBEAT_STALE_S
 from spool.states import TERMINAL, JobState
+
+if TYPE_CHECKING:
+    from spool.models import Record
+    from spool.settings import Settings
 
 
 def _configure_wait(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +85,8 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     ``quiet``, a line on stderr says so when no processor seems to be running
     (:mod:`spool.cli.lookout`), once, and the wait goes on.
     """
+    from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
+
     seen: list[Record] = []
     reader = client.reader = BoundedReader(client.layout)  # a large record: its head only
     try:
@@ -117,6 +121,8 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
     """Wait for every job of ``ids`` within one ``timeout``; a line on stdout for each as
     its end is known (``ID STATE [ERROR]``, or its record as one JSON line), in the order
     given.  Exit 1 when any failed or is unknown, else 3 when any is unfinished, else 0."""
+    from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
+
     client.reader = BoundedReader(client.layout)  # a large record: its head only
     codes: list[int] = []
     for job_id, left in one_timeout(ids, timeout):
