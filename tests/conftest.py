@@ -1,8 +1,8 @@
 """Suite-wide set-up: compile the project's modules once, before any test runs.
 
 The tests start hundreds of real processors, statusd servers and ``spoolq`` runs as
-subprocesses.  Where ``PYTHONDONTWRITEBYTECODE`` is set (our sandboxes and CI set
-it), none of them caches bytecode, so each compiled every project module it imported
+subprocesses.  Where ``PYTHONDONTWRITEBYTECODE`` is set (our development sandbox
+sets it), none of them caches bytecode, so each compiled every project module it imported
 again: 40 to 50 ms a ``spoolq`` run, more for a processor and its forkserver, and
 about a fifth of the wall time of the CLI and daemon tests.  ``compileall`` writes
 the caches whatever that setting says; a source edited later is compiled again as
