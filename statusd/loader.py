@@ -19,10 +19,11 @@ from __future__ import annotations
 import enum
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
+from typing import TypeVar
 
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.jobfile import read_fd
@@ -51,6 +52,12 @@ STAGED_ACTIONS = ("cancel", "retry", "quarantine")
 """The tags of the staging names (``stage/`` or ``tmp/<action>-<id>.<pid>.<hex>.tmp``,
 see :meth:`spool.fsops.Mover.action_staging`) under which :mod:`spool.transitions`
 moves a job's file between two state folders."""
+
+LOOKS = 3
+"""How many times an id's file is looked up and read when it moves between its stat
+and its read (:meth:`Loader._read_current`), as :meth:`spool.reader.SpoolReader.get`."""
+
+_T = TypeVar("_T")
 
 
 class Loader:
@@ -239,7 +246,10 @@ class Loader:
                 continue
             item = self.load(job_id, stamp) if stamp is not None else None
             if item is None and stamp is not None and job_id not in known:
-                item = self._look_again(job_id)  # moved between stat and read
+                # Moved between its stat and its read (a claim, a completion): a task
+                # stream asks for an id the index does not know before it answers 404.
+                # A known id is asked how it is absent instead (:meth:`_absent`).
+                item = self._read_current(job_id, self.load, LOOKS - 1)
             if item is not None:
                 changes.append((job_id, item))
             elif job_id in known:
@@ -249,19 +259,6 @@ class Loader:
         if vanished:
             changes.extend(self._absent(vanished))
         return changes
-
-    def _look_again(self, job_id: str) -> Item | None:
-        """The item of an id the index does not know whose file moved between its stat
-        and its read (a claim, a completion), looked for twice more as :meth:`full_body`
-        does: a task stream asks for it before answering 404.  (A known id's is asked
-        how it is absent, :meth:`_absent`.)"""
-        for _ in range(2):
-            stamp = self.current(job_id)
-            if stamp is None:
-                return None
-            if (item := self.load(job_id, stamp)) is not None:
-                return item
-        return None
 
     def _absent(self, job_ids: list[str]) -> list[tuple[str, Item | Absent]]:
         """Moving or gone, for ids just found in no state folder.
@@ -392,27 +389,38 @@ class Loader:
             os.close(fd)
 
     def full_body(self, job_id: str) -> bytes | None:
-        """The full record JSON of an id as it stands on disk (for large records).
+        """The full record JSON of an id as it stands on disk (for large records); None
+        when the id is in no state folder or its record is large (streamed, never read
+        whole: :meth:`open_indexed`)."""
+        body = self._read_current(job_id, self._body, LOOKS)
+        return body if isinstance(body, bytes) else None
 
-        A file that moved between its stat and its read (a claim, a completion removing
-        ``running/<id>.json``) is looked for again, as SpoolReader.get does: a job that
-        never left the spool was answered 404.
-        """
-        for _ in range(3):
+    def _body(self, job_id: str, stamp: Stamp) -> bytes | Head | None:
+        """The record JSON of one version of an id, the :class:`Head` of a large record,
+        None when the file vanished meanwhile."""
+        if stamp.state in TERMINAL:
+            raw = read_record(self.layout.job(stamp.state, job_id))
+            if raw is None:
+                return None
+            if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
+                return raw
+        record = self.reader.load(self._entry(job_id, stamp))
+        return None if record is None else record_bytes(record)
+
+    def _read_current(self, job_id: str, read: Callable[[str, Stamp], _T | None],
+                      looks: int) -> _T | None:
+        """``read`` of the file that tells ``job_id``'s state now, looked up again (up to
+        ``looks`` times in all) while the read finds it gone: a file that moved between
+        its stat and its read (a claim, a completion removing ``running/<id>.json``) is
+        read where it went, as :meth:`spool.reader.SpoolReader.get` does, so a job that
+        never left the spool is not answered 404.  None when the id is in no state
+        folder, or moved on at every look."""
+        for _ in range(looks):
             stamp = self.current(job_id)
             if stamp is None:
                 return None
-            if stamp.state in TERMINAL:
-                raw = read_record(self.layout.job(stamp.state, job_id))
-                if isinstance(raw, Head):  # a large one is streamed, not read
-                    return None
-                if raw is None:
-                    continue
-                if terminal_item(job_id, stamp, raw) is not None:
-                    return raw
-            record = self.reader.load(self._entry(job_id, stamp))
-            if record is not None:
-                return record_bytes(record)
+            if (found := read(job_id, stamp)) is not None:
+                return found
         return None
 
 
