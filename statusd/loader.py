@@ -2,30 +2,32 @@
 loop (except :meth:`Loader.unchanged`: a few lstat calls, no read).
 
 Owns: which file tells an id's state (delegated to :func:`spool.reader.newest`),
-reading the files (:mod:`statusd.items` turns their bytes into items), the
-whole-spool scan behind start-up and the periodic rescan, and telling an id
-that left every state folder on a move through ``tmp/`` from one removed for
-good (:class:`Absent`).
+reading one id's files (:mod:`statusd.items` turns their bytes into items), looking
+an id up again when its file moves between the stat and the read
+(:meth:`Loader._read_current`), and telling an id that left every state folder on a
+move through ``tmp/`` from one removed for good (:class:`Absent`).  The whole-spool
+scan behind start-up and the periodic rescan is :mod:`statusd.scan`'s; the loader
+builds the items it cannot.
 
-Speed matters here: start-up reads every record (100,000 small files take a
-few seconds); a record over :data:`spool.large.PARSE_MAX_BYTES` is read only
-for its head and tail (:mod:`statusd.large`), never whole.  Pending and running
-jobs, and terminal files that fail the structural check, go through
-:meth:`spool.reader.SpoolReader.load` (pydantic) like the CLI's view.
+Guarantees: a job that never left the spool is never read as absent because it
+moved while it was read; an id is :attr:`Absent.GONE` only when neither the state
+folders nor two looks at ``tmp/`` and ``stage/`` hold it.  A record over
+:data:`spool.large.PARSE_MAX_BYTES` is read only for its head and tail
+(:mod:`statusd.large`), never whole.  Pending and running jobs, and terminal files
+that fail the structural check, go through :meth:`spool.reader.SpoolReader.load`
+(pydantic) like the CLI's view.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
-from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
+from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout, parse_staging
@@ -36,6 +38,7 @@ from spool.reader import Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
+from statusd.scan import entry_of, scan_spool, terminal_items
 
 
 class Absent(enum.Enum):
@@ -84,68 +87,18 @@ class Loader:
     # -- whole spool ----------------------------------------------------------------
 
     def scan(self) -> dict[str, Stamp]:
-        """The current stamp of every id in the spool (one directory pass per folder)."""
-        found: dict[str, list[Entry]] = {}
-        single: dict[str, Stamp] = {}
-        for state in JobState:
-            folder = self.layout.folder(state)
-            for name, mtime_ns, ctime_ns, ino in _list(folder):
-                job_id = id_from_name(name)
-                if job_id is None:
-                    continue
-                stamp = Stamp(state, mtime_ns, ctime_ns, 0, ino)
-                if job_id in single or job_id in found:
-                    self._collide(found, single, job_id, stamp)
-                else:
-                    single[job_id] = stamp
-        for job_id, entries in found.items():
-            best = newest(entries)
-            if best is not None:
-                single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, best.ino)
-        progress = self.progress_stamps()
-        for job_id, progress_ns in progress.items():
-            running = single.get(job_id)
-            if running is not None and running.state is JobState.RUNNING:
-                single[job_id] = running._replace(progress_ns=progress_ns)
-        return single
-
-    def _collide(self, found: dict[str, list[Entry]], single: dict[str, Stamp],
-                 job_id: str, stamp: Stamp) -> None:
-        # Rare (a completion cut short, a re-drop): only then build Entry objects
-        # so the reader's own rule picks the file that tells the state.
-        if job_id not in found:
-            found[job_id] = [self._entry(job_id, single[job_id])]
-        found[job_id].append(self._entry(job_id, stamp))
-
-    def _entry(self, job_id: str, stamp: Stamp) -> Entry:
-        return Entry(job_id, stamp.state, self.layout.job(stamp.state, job_id), stamp.mtime_ns,
-                     stamp.ctime_ns, stamp.ino)
-
-    def progress_stamps(self) -> dict[str, int]:
-        stamps = {}
-        for name, mtime_ns, _, _ in _list(self.layout.progress):
-            job_id = id_from_name(name)
-            if job_id is not None:
-                stamps[job_id] = mtime_ns
-        return stamps
+        """The current stamp of every id in the spool (:func:`statusd.scan.scan_spool`)."""
+        return scan_spool(self.layout)
 
     def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
         """Items for every id of a scan (ids that vanished meanwhile are left out).
 
-        Terminal records are read by a few threads at once (reads release the GIL,
-        which matters on a cold page cache) and parsed here; the rest go one by one.
+        Terminal records are read at once (:func:`statusd.scan.terminal_items`), and
+        those it cannot build one by one as :meth:`load` does; the rest go one by one.
         """
-        folders = {state: os.fspath(self.layout.folder(state)) for state in TERMINAL}
-        terminal = [(i, s) for i, s in stamps.items() if s.state in TERMINAL]
-        paths = [f"{folders[s.state]}/{i}{JOB_SUFFIX}" for i, s in terminal]
         items = []
-        for (job_id, stamp), raw, path in zip(terminal, _read_many(paths), paths, strict=True):
-            if isinstance(raw, Head):
-                item: Item | None = large_item(job_id, stamp, Path(path), raw)
-            else:
-                item = terminal_item(job_id, stamp, raw) if raw is not None else None
-            if item is None:
-                item = self.load(job_id, stamp)
+        for job_id, stamp, fast in terminal_items(self.layout, stamps):
+            item = fast if fast is not None else self.load(job_id, stamp)
             if item is not None:
                 items.append(item)
         for job_id, stamp in stamps.items():
@@ -344,7 +297,7 @@ class Loader:
             item = terminal_item(job_id, stamp, raw)
             if item is not None:
                 return item
-        record = self.reader.load(self._entry(job_id, stamp))
+        record = self.reader.load(entry_of(self.layout, job_id, stamp))
         return None if record is None else item_of_record(record, stamp)
 
     def open_indexed(self, job_id: str, stamp: Stamp) -> tuple[int, int] | None:
@@ -404,7 +357,7 @@ class Loader:
                 return None
             if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
                 return raw
-        record = self.reader.load(self._entry(job_id, stamp))
+        record = self.reader.load(entry_of(self.layout, job_id, stamp))
         return None if record is None else record_bytes(record)
 
     def _read_current(self, job_id: str, read: Callable[[str, Stamp], _T | None],
@@ -423,53 +376,3 @@ class Loader:
                 return found
         return None
 
-
-READ_THREADS = 8
-COLD_READ_S = 30e-6
-"""A read slower than this per file means a cold page cache: read the rest in threads."""
-_READ_CHUNK = 2048
-
-
-def _read_many(paths: list[str]) -> list[bytes | Head | None]:
-    """The bytes of each file (None when it vanished).
-
-    From the page cache one thread is fastest (threads only fight over the GIL:
-    0.9 s against 1.7 s for 90,000 files here); from disk, reads in flight
-    together are 2-3 times faster.  So the first chunk is timed and decides.
-    """
-    began = time.perf_counter()
-    first = _read_chunk(paths[:_READ_CHUNK])
-    rest = paths[_READ_CHUNK:]
-    if not rest:
-        return first
-    if (time.perf_counter() - began) / len(first) < COLD_READ_S:
-        return first + _read_chunk(rest)
-    chunks = [rest[i:i + _READ_CHUNK] for i in range(0, len(rest), _READ_CHUNK)]
-    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="statusd-read") as pool:
-        return first + [raw for chunk in pool.map(_read_chunk, chunks) for raw in chunk]
-
-
-def _read_chunk(paths: list[str]) -> list[bytes | Head | None]:
-    return [read_record(path) for path in paths]
-
-
-def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int, int]]:
-    """(name, mtime_ns, ctime_ns, inode) of the regular files of a folder; [] when it is
-    missing.
-
-    Not symlinks, directories or FIFOs: one of those named ``<id>.json`` is no job,
-    record or progress, and as the newest file of an id it hid the id's record.
-    """
-    out = []
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if S_ISREG(st.st_mode):
-                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-    except FileNotFoundError:
-        return []
-    return out

@@ -1,0 +1,158 @@
+"""The whole-spool scan behind statusd's start-up and its periodic rescan.
+
+Owns: one directory pass per state folder (and ``progress/``) that stamps every id,
+and reading every terminal record of a scan at once (:func:`terminal_items`).
+:class:`statusd.loader.Loader` owns everything about one id, and builds the items
+this module's fast path cannot.
+
+Guarantees: only regular files are stamped (a symlink, directory or FIFO named
+``<id>.json`` is no job, record or progress); an id with files in two folders is
+stamped from the one :func:`spool.reader.newest` says tells its state; a running
+id's stamp carries its progress file's mtime; a file that vanishes between the
+listing and the read is None, never an error.  Nothing here follows a symlink.
+
+Speed matters here: start-up reads every record (100,000 small files take a few
+seconds).  From the page cache one thread reads fastest; from disk, a few reads
+in flight together are faster, so the first chunk is timed and decides
+(:data:`COLD_READ_S`).  A record over :data:`spool.large.PARSE_MAX_BYTES` is read
+only for its head and tail (:mod:`statusd.large`), never whole.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from stat import S_ISREG
+
+from spool.ids import JOB_SUFFIX, id_from_name
+from spool.large import Head, read_record
+from spool.layout import Layout
+from spool.reader import Entry, newest
+from spool.states import TERMINAL, JobState
+from statusd.items import Item, Stamp, terminal_item
+from statusd.large import large_item
+
+READ_THREADS = 8
+COLD_READ_S = 30e-6
+"""A read slower than this per file means a cold page cache: read the rest in threads."""
+_READ_CHUNK = 2048
+
+
+def scan_spool(layout: Layout) -> dict[str, Stamp]:
+    """The current stamp of every id in the spool (one directory pass per folder)."""
+    found: dict[str, list[Entry]] = {}
+    single: dict[str, Stamp] = {}
+    for state in JobState:
+        folder = layout.folder(state)
+        for name, mtime_ns, ctime_ns, ino in _list(folder):
+            job_id = id_from_name(name)
+            if job_id is None:
+                continue
+            stamp = Stamp(state, mtime_ns, ctime_ns, 0, ino)
+            if job_id in single or job_id in found:
+                _collide(layout, found, single, job_id, stamp)
+            else:
+                single[job_id] = stamp
+    for job_id, entries in found.items():
+        best = newest(entries)
+        if best is not None:
+            single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, best.ino)
+    progress = progress_stamps(layout)
+    for job_id, progress_ns in progress.items():
+        running = single.get(job_id)
+        if running is not None and running.state is JobState.RUNNING:
+            single[job_id] = running._replace(progress_ns=progress_ns)
+    return single
+
+
+def _collide(layout: Layout, found: dict[str, list[Entry]], single: dict[str, Stamp],
+             job_id: str, stamp: Stamp) -> None:
+    # Rare (a completion cut short, a re-drop): only then build Entry objects
+    # so the reader's own rule picks the file that tells the state.
+    if job_id not in found:
+        found[job_id] = [entry_of(layout, job_id, single[job_id])]
+    found[job_id].append(entry_of(layout, job_id, stamp))
+
+
+def entry_of(layout: Layout, job_id: str, stamp: Stamp) -> Entry:
+    """The reader's :class:`~spool.reader.Entry` for one version of an id."""
+    return Entry(job_id, stamp.state, layout.job(stamp.state, job_id), stamp.mtime_ns,
+                 stamp.ctime_ns, stamp.ino)
+
+
+def progress_stamps(layout: Layout) -> dict[str, int]:
+    """The mtime of every id's progress file (regular files only)."""
+    stamps = {}
+    for name, mtime_ns, _, _ in _list(layout.progress):
+        job_id = id_from_name(name)
+        if job_id is not None:
+            stamps[job_id] = mtime_ns
+    return stamps
+
+
+def terminal_items(layout: Layout, stamps: dict[str, Stamp]
+                   ) -> Iterator[tuple[str, Stamp, Item | None]]:
+    """(id, stamp, item) for each terminal id of a scan, in the scan's order.
+
+    The records are read by a few threads at once (reads release the GIL, which
+    matters on a cold page cache) and parsed here.  The item is None where this
+    fast path cannot build it: the file vanished, or it fails the structural check
+    (the loader then reads it through :class:`spool.reader.SpoolReader`).
+    """
+    folders = {state: os.fspath(layout.folder(state)) for state in TERMINAL}
+    terminal = [(i, s) for i, s in stamps.items() if s.state in TERMINAL]
+    paths = [f"{folders[s.state]}/{i}{JOB_SUFFIX}" for i, s in terminal]
+    for (job_id, stamp), raw, path in zip(terminal, _read_many(paths), paths, strict=True):
+        if isinstance(raw, Head):
+            item: Item | None = large_item(job_id, stamp, Path(path), raw)
+        else:
+            item = terminal_item(job_id, stamp, raw) if raw is not None else None
+        yield job_id, stamp, item
+
+
+def _read_many(paths: list[str]) -> list[bytes | Head | None]:
+    """The bytes of each file (None when it vanished).
+
+    From the page cache one thread is fastest (threads only fight over the GIL:
+    0.9 s against 1.7 s for 90,000 files here); from disk, reads in flight
+    together are 2-3 times faster.  So the first chunk is timed and decides.
+    """
+    began = time.perf_counter()
+    first = _read_chunk(paths[:_READ_CHUNK])
+    rest = paths[_READ_CHUNK:]
+    if not rest:
+        return first
+    if (time.perf_counter() - began) / len(first) < COLD_READ_S:
+        return first + _read_chunk(rest)
+    chunks = [rest[i:i + _READ_CHUNK] for i in range(0, len(rest), _READ_CHUNK)]
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="statusd-read") as pool:
+        return first + [raw for chunk in pool.map(_read_chunk, chunks) for raw in chunk]
+
+
+def _read_chunk(paths: list[str]) -> list[bytes | Head | None]:
+    return [read_record(path) for path in paths]
+
+
+def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int, int]]:
+    """(name, mtime_ns, ctime_ns, inode) of the regular files of a folder; [] when it is
+    missing.
+
+    Not symlinks, directories or FIFOs: one of those named ``<id>.json`` is no job,
+    record or progress, and as the newest file of an id it hid the id's record.
+    """
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if S_ISREG(st.st_mode):
+                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    except FileNotFoundError:
+        return []
+    return out
