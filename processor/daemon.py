@@ -19,19 +19,19 @@ processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9, :mod:`processor.finish`).
 
-This module owns the loop, the dispatch and the claim, cancels, the I/O pause,
-and start and stop; the :class:`Processor` holds one of each of its
-collaborators, each owning its own fields: :class:`~processor.discovery.Discovery`
-(what to look at), :class:`~processor.queues.Queues` (ready jobs in priority
-order, delayed, blocked), :class:`~processor.fast_lane.FastLane` (FAST runs on the loop
-thread, their deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
+This module owns the loop, the dispatch, cancels, the I/O pause, and start and
+stop; the :class:`Processor` holds one of each of its collaborators, each owning
+its own fields: :class:`~processor.discovery.Discovery` (what to look at),
+:class:`~processor.queues.Queues` (ready jobs in priority order, delayed, blocked),
+:class:`~processor.starter.Starter` (the claim and a run's start),
+:class:`~processor.fast_lane.FastLane` (FAST runs on the loop thread, their
+deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
 (the advisory files), :class:`~processor.stop_signals.StopSignals`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -44,7 +44,7 @@ from typing import Any
 
 from processor import capture, logs, proctree
 from processor.discovery import Discovery
-from processor.executor import ComputeExecutor, Task
+from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
@@ -55,19 +55,18 @@ from processor.registry import Registry
 from processor.relay import Relay
 from processor.run import Run
 from processor.runner import Outcome
+from processor.starter import Starter
 from processor.status import StatusFile
 from processor.stop_signals import StopSignals
-from processor.tools import BaseTool, ExecutionMode
-from spool.claim import BackgroundCloser, Claim
+from processor.tools import ExecutionMode
+from spool.claim import BackgroundCloser
 from spool.clock import Clock, SystemClock
-from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
-from spool.intake import Candidate, Intake
-from spool.jobfile import job_in, record_from_job
+from spool.errors import ErrorType, SpoolIOError
+from spool.intake import Intake
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job, Record
+from spool.models import ErrorInfo, Job
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
-from spool.states import JobState
 from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
@@ -85,8 +84,6 @@ RECOVERY_IDS_LOGGED = 32
 
 _MODES = tuple(ExecutionMode)
 """Iterating an enum class runs a Python generator (0.6 us for two members, 0.15 here)."""
-_MODE_TEXT = {mode: mode.value for mode in ExecutionMode}
-"""An enum member's ``.value`` is a property: 0.1 us a read, once a claim."""
 
 
 class Processor:
@@ -129,6 +126,10 @@ class Processor:
                                  registry.catalogue())
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
                                  self._end)
+        self.starter = Starter(self.spool, self.clock, registry, self.discovery,
+                               runs=self.runs, fast=self.fast, executor=executor,
+                               data_dir=self.data_dir, max_attempts=self.max_attempts,
+                               finish=self._finish)
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
@@ -145,10 +146,6 @@ class Processor:
         if job.tool in self.registry:
             return self.registry.get(job.tool).max_attempts
         return 1
-
-    def timeout_of(self, job: Job, tool: type[BaseTool]) -> float:
-        limit = tool.execution_timeout
-        return min(job.timeout, limit) if job.timeout else limit
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -446,7 +443,7 @@ class Processor:
             if cand is None:
                 return
             try:
-                self._start(cand)
+                self.starter.start(cand)
             except SpoolIOError:
                 queues.add(cand)  # not claimed: it waits for the trouble to pass
                 raise
@@ -455,67 +452,6 @@ class Processor:
         """A run of ``job_id`` goes on here: in this processor's runs, or still on an
         abandoned FAST thread."""
         return job_id in self.runs or job_id in self.fast.stuck
-
-    def _start(self, cand: Candidate) -> None:
-        claim = self.spool.claim(cand.job_id)
-        # Claimed, or not (another processor won or runs the id, or it is gone): either
-        # way the next rescan looks afresh at whatever is pending under this name.
-        self.discovery.seen.pop(cand.job_id + ".json", None)
-        if claim is None:
-            return
-        # The bytes intake judged need no second validation.
-        job = cand.job if claim.data == cand.data else None
-        if job is None:
-            try:
-                released = _replaced(claim, cand) and self.spool.release(claim)
-            except (SpoolIOError, OSError):
-                released = False  # the disk refused the move: run what intake judged
-            if released:
-                # A file other than the one judged (replaced, or rewritten in place, which
-                # no event tells): intake judges it whole (size, id, nesting), and
-                # quarantines it with its bytes, instead of the model alone letting a
-                # 3 MiB job under another id run as this one.
-                self.discovery.dirty.add(cand.job_id + ".json")
-                return
-            # The file intake judged (a large one is not kept to compare), read again; or,
-            # should the model read those bytes otherwise, what intake judged.
-            job = job_in(claim.data) or cand.job
-        now = self.clock.now()
-        record = record_from_job(job, cand.job_id, JobState.RUNNING, cand.mtime_ns,
-                                 attempts=job.attempts + 1, started_at=now,
-                                 host=self.spool.host, pid=self.spool.pid, error=None)
-        try:
-            tool = self.registry.get(job.tool)
-            if job.attempts and job.attempts >= (limit := self.max_attempts(job)):
-                # A run goes while attempts < max_attempts (DESIGN section 9).
-                raise InvalidJob(f"attempts {job.attempts} already reach max_attempts "
-                                 f"{limit}: not run again")
-        except JobError as exc:
-            self._finish_error(self._new_run(claim, job, None, record), exc)
-            return
-        run = self._new_run(claim, job, tool, record)
-        logs.transition("claimed", id=cand.job_id, tool=job.tool, attempt=record.attempts,
-                        mode=_MODE_TEXT[run.mode])
-        if run.mode is ExecutionMode.FAST:
-            # A copy: the record holds the job's params, and a tool may change its own.
-            self.fast.start(run, tool, _copy_params(job.params))
-            return
-        # Its params are checked by run_tool in the worker, as a FAST job's are in its
-        # thread: a Params validator is the tool's code, which may be slow (a file server,
-        # a database) or raise anything, and must not run on the loop.
-        logs.flush()  # a claim's line is out before its job can run (and the daemon be killed)
-        self.executor.submit(Task(cand.job_id, job.tool, job.params,
-                                  run.timeout_s, str(self.data_dir),
-                                  record.attempts))
-
-    def _new_run(self, claim: Claim, job: Job, tool: type[BaseTool] | None, record: Record
-                 ) -> Run:
-        started = time.monotonic()
-        timeout = self.timeout_of(job, tool) if tool else 0.0
-        run = Run(claim, job, tool or BaseTool, record, started, timeout,
-                  tool.execution_mode if tool else ExecutionMode.FAST)
-        self.runs[claim.job_id] = run
-        return run
 
     def _release_blocked(self, job_id: str) -> None:
         """Queue the drop that waited for ``job_id``'s runs to end, once none is left."""
@@ -575,10 +511,6 @@ class Processor:
         for run, outcome in waiting:
             self._finish(run, outcome)
 
-    def _finish_error(self, run: Run, exc: JobError) -> None:
-        self._finish(run, Outcome(run.claim.job_id, ErrorType(exc.error_type), str(exc),
-                                  retryable=exc.retryable))
-
     def _end(self, run: Run, action: Any) -> None:
         """Apply a finishing transition; on disk trouble keep the run and retry later."""
         job_id = run.claim.job_id
@@ -606,25 +538,6 @@ class Processor:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         self.status.write(self.fast.busy, self.stopping, self.grace_ends_at)
-
-
-def _replaced(claim: Claim, cand: Candidate) -> bool:
-    """The claimed file is not the one intake judged (another inode, size or mtime)."""
-    st = os.fstat(claim.fd)
-    return ((st.st_ino, st.st_dev) != cand.inode or st.st_size != cand.size
-            or st.st_mtime_ns != cand.mtime_ns)
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _copy_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of a job's params: a plain ``dict()`` when every value is a scalar
-    (nothing in it can change), which is the usual case and 4x cheaper than deepcopy."""
-    for value in params.values():
-        if type(value) not in _SCALARS:
-            return copy.deepcopy(params)
-    return dict(params)
 
 
 def _owner_id() -> str:

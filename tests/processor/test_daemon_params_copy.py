@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processor.daemon import _copy_params
+from processor.starter import _copy_params
 
 
 def test_scalar_params_are_a_new_dict() -> None:
