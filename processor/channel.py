@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pickle
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -94,3 +95,31 @@ def open_channel() -> tuple[ParentEnd, WorkerEnd]:
         raise
     return (ParentEnd(message_r, task_w),
             WorkerEnd(Connection(task_r, writable=False), Connection(message_w, readable=False)))
+
+
+def frame_header(size: int) -> bytes:
+    """Connection's framing, which the worker reads: see :func:`complete_messages`."""
+    if size <= 0x7FFFFFFF:
+        return size.to_bytes(4, "big")
+    return b"\xff\xff\xff\xff" + size.to_bytes(8, "big")
+
+
+def complete_messages(unread: bytearray) -> list[Any]:
+    """Take every whole message off the front of ``unread`` (Connection's framing:
+    a signed 4-byte big-endian length, or -1 then an 8-byte one, then a pickle)."""
+    messages: list[Any] = []
+    pos = 0
+    with memoryview(unread) as view:
+        while len(unread) - pos >= 4:
+            size, head = int.from_bytes(view[pos:pos + 4], "big", signed=True), 4
+            if size == -1:
+                if len(unread) - pos < 12:
+                    break
+                size, head = int.from_bytes(view[pos + 4:pos + 12], "big"), 12
+            end = pos + head + size
+            if len(unread) < end:
+                break
+            messages.append(pickle.loads(view[pos + head:end]))
+            pos = end
+    del unread[:pos]
+    return messages

@@ -42,15 +42,14 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from processor.channel import ParentEnd, WorkerEnd, open_channel
+from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import Sink, Task, WorkerConfig
 from processor.proctree import kill_orphans, kill_tree, parent_of
-from processor.runner import Outcome, how_it_ended, timed_out_itself
+from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
 from spool.errors import ErrorType
-from spool.text import seconds_text
 
 log = logging.getLogger("spoolq.pool")
 
@@ -172,7 +171,7 @@ class LocalPool:
         if early:
             self._poke()
         try:  # (not contextlib.suppress, 0.27 us a use: this runs for every task)
-            slot.channel.sendall(_frame_header(len(data)) + data)
+            slot.channel.sendall(frame_header(len(data)) + data)
         except OSError:
             return  # the worker is dying: its sentinel reports it
 
@@ -208,7 +207,7 @@ class LocalPool:
         with memoryview(self._buffer) as view:
             slot.unread += view[:size]
         try:
-            for message in _complete_messages(slot.unread):
+            for message in complete_messages(slot.unread):
                 self._handle(slot, message)
         except Exception:  # e.g. a tool wrote into its worker's channel: the stream is lost
             log.exception("unreadable message from worker %d: killing it", slot.index)
@@ -261,7 +260,7 @@ class LocalPool:
             slot.task, slot.kill_reason = None, None
         self._bury(slot, keep_output=True)
         if task is not None:
-            self._report(_death_outcome(task, reason, process.exitcode,
+            self._report(death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid))
         self._sweep()
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
@@ -430,50 +429,7 @@ def _free(slot: _Slot) -> bool:
             and not (slot.output is not None and slot.output.draining))
 
 
-def _frame_header(size: int) -> bytes:
-    """Connection's framing, which the worker reads: see :func:`_complete_messages`."""
-    if size <= 0x7FFFFFFF:
-        return size.to_bytes(4, "big")
-    return b"\xff\xff\xff\xff" + size.to_bytes(8, "big")
-
-
-def _complete_messages(unread: bytearray) -> list[Any]:
-    """Take every whole message off the front of ``unread`` (Connection's framing:
-    a signed 4-byte big-endian length, or -1 then an 8-byte one, then a pickle)."""
-    messages: list[Any] = []
-    pos = 0
-    with memoryview(unread) as view:
-        while len(unread) - pos >= 4:
-            size, head = int.from_bytes(view[pos:pos + 4], "big", signed=True), 4
-            if size == -1:
-                if len(unread) - pos < 12:
-                    break
-                size, head = int.from_bytes(view[pos + 4:pos + 12], "big"), 12
-            end = pos + head + size
-            if len(unread) < end:
-                break
-            messages.append(pickle.loads(view[pos + head:end]))
-            pos = end
-    del unread[:pos]
-    return messages
-
-
 def _readable_now(fd: int) -> bool:
     poller = select.poll()  # (select.select fails on fds past 1023)
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
-                   pid: int | None) -> Outcome:
-    if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
-        return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
-                       pid=pid or 0, duration_s=ran_s)
-    if reason == ErrorType.CANCELLED.value:
-        return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
-                       pid=pid or 0, duration_s=ran_s)
-    return Outcome(task.job_id, ErrorType.WORKER_CRASHED,
-                   f"worker process {how_it_ended(exitcode)}", retryable=True, pid=pid or 0,
-                   duration_s=ran_s)
-

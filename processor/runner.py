@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -30,7 +30,10 @@ from pydantic import ValidationError
 from processor import capture
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
-from spool.text import MAX_TRACEBACK_CHARS, cut_text, valid_text
+from spool.text import MAX_TRACEBACK_CHARS, cut_text, seconds_text, valid_text
+
+if TYPE_CHECKING:
+    from processor.executor import Task  # (executor imports Outcome from here)
 
 T = TypeVar("T")
 
@@ -244,3 +247,19 @@ def how_it_ended(exitcode: int | None) -> str:
         return f"killed by signal {signal.Signals(-exitcode).name}"
     except ValueError:
         return f"killed by signal {-exitcode}"
+
+
+def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
+                  pid: int | None) -> Outcome:
+    """The outcome of a task whose worker died: killed at its deadline (or by its own
+    deadman), killed by a cancel, or crashed."""
+    if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
+        return Outcome(task.job_id, ErrorType.TIMEOUT,
+                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
+                       pid=pid or 0, duration_s=ran_s)
+    if reason == ErrorType.CANCELLED.value:
+        return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
+                       pid=pid or 0, duration_s=ran_s)
+    return Outcome(task.job_id, ErrorType.WORKER_CRASHED,
+                   f"worker process {how_it_ended(exitcode)}", retryable=True, pid=pid or 0,
+                   duration_s=ran_s)

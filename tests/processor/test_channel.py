@@ -8,8 +8,7 @@ import threading
 
 import pytest
 
-from processor.channel import open_channel
-from processor.pool import _complete_messages, _frame_header
+from processor.channel import complete_messages, frame_header, open_channel
 
 
 def test_reads_never_block_and_end_of_file_reads_zero() -> None:
@@ -20,7 +19,7 @@ def test_reads_never_block_and_end_of_file_reads_zero() -> None:
             parent.recv_into(buffer)
         child.send_bytes(pickle.dumps(("done", 1)))
         size = parent.recv_into(buffer)
-        assert _complete_messages(bytearray(buffer[:size])) == [("done", 1)]
+        assert complete_messages(bytearray(buffer[:size])) == [("done", 1)]
         child.close()  # the worker is gone
         assert parent.recv_into(buffer) == 0
     finally:
@@ -35,7 +34,7 @@ def test_a_task_larger_than_a_pipe_arrives_whole() -> None:
     reader.start()
     try:
         data = pickle.dumps(task)
-        parent.sendall(_frame_header(len(data)) + data)  # blocks until the reader has it
+        parent.sendall(frame_header(len(data)) + data)  # blocks until the reader has it
         reader.join(30)
         assert got == [task]
     finally:
