@@ -6,8 +6,9 @@ reading one id's files (:mod:`statusd.items` turns their bytes into items), look
 an id up again when its file moves between the stat and the read
 (:meth:`Loader._read_current`), and telling an id that left every state folder on a
 move through ``tmp/`` from one removed for good (:class:`Absent`).  The whole-spool
-scan behind start-up and the periodic rescan is :mod:`statusd.scan`'s; the loader
-builds the items it cannot.
+scan behind start-up and the periodic rescan is :mod:`statusd.scan`'s (the loader
+builds the items it cannot), and what ``tmp/`` and ``stage/`` hold is
+:mod:`statusd.staging`'s.
 
 Guarantees: a job that never left the spool is never read as absent because it
 moved while it was read; an id is :attr:`Absent.GONE` only when neither the state
@@ -30,15 +31,15 @@ from typing import TypeVar
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
-from spool.layout import Layout, parse_staging
+from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
-from spool.presence import Presence
 from spool.reader import Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
 from statusd.scan import entry_of, scan_spool, terminal_items
+from statusd.staging import StagedMoves
 
 
 class Absent(enum.Enum):
@@ -51,11 +52,6 @@ class Absent(enum.Enum):
     """Removed (a purge, an ``rm``, a move out of the spool): it is not coming back."""
 
 
-STAGED_ACTIONS = ("cancel", "retry", "quarantine")
-"""The tags of the staging names (``stage/`` or ``tmp/<action>-<id>.<pid>.<hex>.tmp``,
-see :meth:`spool.fsops.Mover.action_staging`) under which :mod:`spool.transitions`
-moves a job's file between two state folders."""
-
 LOOKS = 3
 """How many times an id's file is looked up and read when it moves between its stat
 and its read (:meth:`Loader._read_current`), as :meth:`spool.reader.SpoolReader.get`."""
@@ -67,22 +63,17 @@ class Loader:
     """Builds items from one spool's folders.
 
     Thread-safe but for :meth:`refresh`, which one thread at a time calls (the
-    tracker's worker): it follows ``tmp/`` and ``stage/`` (see :meth:`_staged_ids`).  :meth:`close`
-    when done.
+    tracker's worker): it follows ``tmp/`` and ``stage/`` (see :meth:`_staged_ids`).
+    :meth:`close` when done.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.reader = SpoolReader(layout)
-        self._staging: dict[str, Presence | None] = {}
-        """``tmp/``'s and ``stage/``'s names kept current by inotify, once a removal was
-        looked into (None: that folder cannot be followed)."""
+        self._staged = StagedMoves(layout)
 
     def close(self) -> None:
-        for presence in self._staging.values():
-            if presence is not None:
-                presence.close()
-        self._staging.clear()
+        self._staged.close()
 
     # -- whole spool ----------------------------------------------------------------
 
@@ -247,43 +238,9 @@ class Loader:
         return job_id in staged or os.path.lexists(self.layout.original_str(job_id))
 
     def _staged_ids(self) -> set[str] | None:
-        """The ids whose file a cancel, retry or quarantine holds in ``stage/`` or
-        ``tmp/`` now (None when ``tmp/`` cannot be listed; a ``stage/`` that cannot be,
-        missing or another user's, holds none that statusd could know of).
-
-        Their names come from a :class:`spool.presence.Presence` where one can follow
-        the folder: once its events so far are read, its names are what a listing would
-        say now, without the listing (two per removal: a purge of records one by one
-        listed ``tmp/`` twice per record, h67).  Elsewhere, or once it stops following
-        (the folder replaced), the folder is listed.
-        """
-        names: list[str] = []
-        for folder in (self.layout.tmp, self.layout.stage):
-            found = self._names_in(os.fspath(folder))
-            if found is None and folder == self.layout.tmp:
-                return None
-            names.extend(found or ())
-        staged = set()
-        for name in names:
-            if (parsed := parse_staging(name)) is not None:
-                action, _, job_id = parsed[0].partition("-")  # <action>-<id>
-                if action in STAGED_ACTIONS:
-                    staged.add(job_id)
-        return staged
-
-    def _names_in(self, folder: str) -> Iterable[str] | None:
-        if folder not in self._staging:
-            presence = Presence([folder])
-            self._staging[folder] = presence if presence.start() else None
-        follower = self._staging[folder]
-        if follower is not None:
-            follower.refresh()
-            if (names := follower.names(0)) is not None:
-                return names
-        try:
-            return os.listdir(folder)
-        except OSError:
-            return None
+        """The ids a cancel, retry or quarantine holds in ``tmp/`` or ``stage/`` now
+        (:meth:`statusd.staging.StagedMoves.ids`; None when ``tmp/`` cannot be listed)."""
+        return self._staged.ids()
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:
         """The item for one version of an id; None when the file vanished meanwhile."""
