@@ -19,11 +19,12 @@ processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9, :mod:`processor.finish`).
 
-This module owns the loop, the dispatch, cancels, the I/O pause, and start and
+This module owns the loop, the dispatch, the I/O pause, and start and
 stop; the :class:`Processor` holds one of each of its collaborators, each owning
 its own fields: :class:`~processor.discovery.Discovery` (what to look at),
 :class:`~processor.queues.Queues` (ready jobs in priority order, delayed, blocked),
 :class:`~processor.starter.Starter` (the claim and a run's start),
+:class:`~processor.cancel_requests.CancelRequests` (what ``cancel/`` asks),
 :class:`~processor.fast_lane.FastLane` (FAST runs on the loop thread, their
 deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
@@ -43,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from processor import capture, logs, proctree
+from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
@@ -130,6 +132,10 @@ class Processor:
                                runs=self.runs, fast=self.fast, executor=executor,
                                data_dir=self.data_dir, max_attempts=self.max_attempts,
                                finish=self._finish)
+        self.cancel_requests = CancelRequests(self.spool, self.discovery, self.queues,
+                                              runs=self.runs, fast=self.fast,
+                                              executor=executor, finish=self._finish,
+                                              io_trouble=self._io_trouble)
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
@@ -237,7 +243,7 @@ class Processor:
             self._periodic()  # its writes would only fail again while paused
         self._intake()
         if time.monotonic() >= self.io_pause_until:
-            self._cancel_requested()
+            self.cancel_requests.handle()
         self.fast.expire(now)
         if self.progress.due:
             self.progress.write_due(now)
@@ -457,33 +463,6 @@ class Processor:
         """Queue the drop that waited for ``job_id``'s runs to end, once none is left."""
         if not self._running(job_id):
             self.queues.unblock(job_id)
-
-    # -- cancel -------------------------------------------------------------------------
-
-    def _cancel_requested(self) -> None:
-        cancels = self.discovery.cancels
-        while cancels:
-            job_id = cancels.pop()
-            if not os.path.lexists(self.layout.cancel / job_id):
-                continue
-            run = self.runs.get(job_id)
-            if run is not None and not run.abandoned and not run.finishing:
-                if run.mode is ExecutionMode.COMPUTE:
-                    self.executor.kill(job_id, ErrorType.CANCELLED.value)
-                else:
-                    self.fast.abandon(run)
-                    self._finish(run, Outcome(job_id, ErrorType.CANCELLED,
-                                              "cancelled while running"))
-            elif run is None and job_id in self.queues.ready:
-                try:
-                    record = self.spool.cancel_pending(job_id)
-                except SpoolIOError as exc:
-                    cancels.add(job_id)  # asked again once the disk trouble passes
-                    self._io_trouble(exc)
-                    return
-                if record is not None:
-                    self.queues.ready.pop(job_id, None)
-                    logs.transition("cancelled", id=job_id, tool=record.tool)
 
     # -- outcomes -----------------------------------------------------------------------
 

@@ -1,0 +1,75 @@
+"""Cancel requests: what the processor does with an id asked in ``cancel/``.
+
+:class:`CancelRequests` acts on the ids :class:`~processor.discovery.Discovery`
+found asked; an id whose request file is gone by now is skipped.  A run of the id
+going on here ends ``cancelled`` (DESIGN section 9): a COMPUTE run by killing its
+task in the executor (its outcome comes back from there), a FAST run at once,
+its thread abandoned (:meth:`processor.fast_lane.FastLane.abandon`).  A job
+waiting in this processor's ready queue is recorded cancelled without running
+(:meth:`spool.transitions.Spool.cancel_pending`) and leaves the queue.  Nothing
+else is done here for any other id.
+
+On spool I/O trouble the id goes back to the set, to be asked again, the
+processor's ``io_trouble`` starts its pause, and the other ids wait for a later
+pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from processor import logs
+from processor.discovery import Discovery
+from processor.executor import ComputeExecutor
+from processor.fast_lane import FastLane
+from processor.queues import Queues
+from processor.run import Run
+from processor.runner import Outcome
+from processor.tools import ExecutionMode
+from spool.errors import ErrorType, SpoolIOError
+from spool.transitions import Spool
+
+
+class CancelRequests:
+    """The cancel requests of one processor (``runs``: the processor's own dict, shared;
+    ``finish``: records a run's outcome; ``io_trouble``: starts the I/O pause)."""
+
+    def __init__(self, spool: Spool, discovery: Discovery, queues: Queues, *,
+                 runs: dict[str, Run], fast: FastLane, executor: ComputeExecutor,
+                 finish: Callable[[Run, Outcome], None],
+                 io_trouble: Callable[[SpoolIOError], None]) -> None:
+        self.spool = spool
+        self.layout = spool.layout
+        self.discovery = discovery
+        self.queues = queues
+        self.runs = runs
+        self.fast = fast
+        self.executor = executor
+        self.finish = finish
+        self.io_trouble = io_trouble
+
+    def handle(self) -> None:
+        cancels = self.discovery.cancels
+        while cancels:
+            job_id = cancels.pop()
+            if not os.path.lexists(self.layout.cancel / job_id):
+                continue
+            run = self.runs.get(job_id)
+            if run is not None and not run.abandoned and not run.finishing:
+                if run.mode is ExecutionMode.COMPUTE:
+                    self.executor.kill(job_id, ErrorType.CANCELLED.value)
+                else:
+                    self.fast.abandon(run)
+                    self.finish(run, Outcome(job_id, ErrorType.CANCELLED,
+                                             "cancelled while running"))
+            elif run is None and job_id in self.queues.ready:
+                try:
+                    record = self.spool.cancel_pending(job_id)
+                except SpoolIOError as exc:
+                    cancels.add(job_id)  # asked again once the disk trouble passes
+                    self.io_trouble(exc)
+                    return
+                if record is not None:
+                    self.queues.ready.pop(job_id, None)
+                    logs.transition("cancelled", id=job_id, tool=record.tool)
