@@ -25,6 +25,7 @@ its own fields: :class:`~processor.discovery.Discovery` (what to look at),
 :class:`~processor.queues.Queues` (ready jobs in priority order, delayed, blocked),
 :class:`~processor.starter.Starter` (the claim and a run's start),
 :class:`~processor.cancel_requests.CancelRequests` (what ``cancel/`` asks),
+:class:`~processor.periodic_scan.PeriodicScan` (recovery, the periodic scan),
 :class:`~processor.fast_lane.FastLane` (FAST runs on the loop thread, their
 deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
@@ -51,6 +52,7 @@ from processor.fast_lane import FastLane
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox, InboxSink
 from processor.notify import SystemdNotifier
+from processor.periodic_scan import PeriodicScan
 from processor.progress import ProgressFiles
 from processor.queues import Queues
 from processor.registry import Registry
@@ -67,7 +69,6 @@ from spool.errors import ErrorType, SpoolIOError
 from spool.intake import Intake
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo, Job
-from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.transitions import Spool
 
@@ -80,8 +81,6 @@ SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
 STOP_MARGIN_S = 15.0
-RECOVERY_IDS_LOGGED = 32
-"""Ids of each kind named in a recovery summary line; each has a transition line too."""
 
 
 _MODES = tuple(ExecutionMode)
@@ -103,7 +102,6 @@ class Processor:
         self.closer = BackgroundCloser()
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
-        self.recovery = Recovery(self.spool, self.max_attempts)
         self.inbox = Inbox()
         self.owner = _owner_id()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
@@ -136,13 +134,15 @@ class Processor:
                                               runs=self.runs, fast=self.fast,
                                               executor=executor, finish=self._finish,
                                               io_trouble=self._io_trouble)
+        self.periodic = PeriodicScan(settings, self.spool, self.discovery,
+                                     max_attempts=self.max_attempts,
+                                     io_trouble=self._io_trouble)
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.freed: list[Outcome] = []
         self.signals = StopSignals(self.inbox, self._begin_stop)
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
-        self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
 
     # -- policy -------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ class Processor:
             if self.spool.mover.staging_note is not None:
                 log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
                             extra={"fields": {"reason": self.spool.mover.staging_note}})
-            self._unless_unusable(lambda: _log_recovery(self.recovery.scan()))
+            self._unless_unusable(self.periodic.recover)
             self.executor.start(InboxSink(self.inbox))
             self._unless_unusable(self.discovery.start_feed)
             self._unless_unusable(self.discovery.rescan)
@@ -240,7 +240,7 @@ class Processor:
             self._after_results()
         now = time.monotonic()
         if now >= self.discovery.next_scan and not self.stopping and now >= self.io_pause_until:
-            self._periodic()  # its writes would only fail again while paused
+            self.periodic.run()  # its writes would only fail again while paused
         self._intake()
         if time.monotonic() >= self.io_pause_until:
             self.cancel_requests.handle()
@@ -396,17 +396,6 @@ class Processor:
 
     # -- discovery ----------------------------------------------------------------------
 
-    def _periodic(self) -> None:
-        self.discovery.next_scan = time.monotonic() + self.settings.scan_s
-        self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
-        try:
-            report = self.recovery.scan()
-        except SpoolIOError as exc:
-            self._io_trouble(exc)
-            return
-        _log_recovery(report)
-        self.discovery.rescan()
-
     def _intake(self) -> None:
         discovery = self.discovery
         if self.stopping or not discovery.dirty or time.monotonic() < self.io_pause_until:
@@ -522,30 +511,3 @@ class Processor:
 def _owner_id() -> str:
     host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
     return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]
-
-
-def _log_recovery(report: RecoveryReport) -> None:
-    """A transition line for each orphan requeued, abandoned or cancelled, then a summary
-    whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
-    if not report.changed:
-        return
-    def run_of(job_id: str) -> dict[str, Any]:
-        tool, attempt = report.runs.get(job_id, (None, None))
-        return {} if tool is None else {"tool": tool, "attempt": attempt}
-
-    for job_id in report.requeued:
-        logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned")
-    for job_id in report.abandoned:
-        logs.transition("failed", id=job_id, **run_of(job_id),
-                        error_type=ErrorType.ABANDONED.value, reason="orphaned")
-    for job_id in report.cancelled:
-        logs.transition("failed", id=job_id, **run_of(job_id),
-                        error_type=ErrorType.CANCELLED.value, reason="orphaned")
-    fields: dict[str, Any] = {}
-    for name in ("requeued", "abandoned", "cancelled", "finished", "restored"):
-        ids = getattr(report, name)
-        fields[name] = ids[:RECOVERY_IDS_LOGGED]
-        if len(ids) > RECOVERY_IDS_LOGGED:
-            fields[f"{name}_count"] = len(ids)
-    fields["removed"] = report.removed
-    log.info("recovery", extra={"fields": fields})

@@ -1,0 +1,92 @@
+"""Recovery's passes and the periodic scan of one processor, with the lines they log.
+
+Recovery is an explicit start-up step: :meth:`PeriodicScan.recover` runs
+:class:`~spool.recovery.Recovery` once before the first claim.  Every
+``SPOOL_SCAN_S`` after that, :meth:`PeriodicScan.run` reaps the adopted orphans of
+FAST tools' processes that exited (:class:`~processor.proctree.Reaper`), runs
+recovery again (the runs of processors that died since: DESIGN section 9,
+"Orphans") and rescans ``pending/`` (what the change feed lost).  Spool I/O
+trouble in that recovery pass goes to the processor's ``io_trouble`` and the
+rescan waits for the next scan.
+
+:func:`log_recovery` gives each orphan requeued, abandoned or cancelled a transition
+line of its own (``"reason": "orphaned"``), then one ``recovery`` summary line whose
+id lists are cut to :data:`RECOVERY_IDS_LOGGED` each (journald splits a line past
+48 KiB); a pass that changed nothing logs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from processor import logs, proctree
+from processor.discovery import Discovery
+from spool.errors import ErrorType, SpoolIOError
+from spool.models import Job
+from spool.recovery import Recovery, RecoveryReport
+from spool.settings import Settings
+from spool.transitions import Spool
+
+log = logging.getLogger("spoolq.processor")
+
+RECOVERY_IDS_LOGGED = 32
+"""Ids of each kind named in a recovery summary line; each has a transition line too."""
+
+
+class PeriodicScan:
+    """Recovery and the periodic scan of one processor (``max_attempts``: its policy;
+    ``io_trouble``: starts its I/O pause)."""
+
+    def __init__(self, settings: Settings, spool: Spool, discovery: Discovery, *,
+                 max_attempts: Callable[[Job], int],
+                 io_trouble: Callable[[SpoolIOError], None]) -> None:
+        self.settings = settings
+        self.discovery = discovery
+        self.io_trouble = io_trouble
+        self.recovery = Recovery(spool, max_attempts)
+        self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
+
+    def recover(self) -> None:
+        """The start-up pass, before the first claim."""
+        log_recovery(self.recovery.scan())
+
+    def run(self) -> None:
+        self.discovery.next_scan = time.monotonic() + self.settings.scan_s
+        self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
+        try:
+            report = self.recovery.scan()
+        except SpoolIOError as exc:
+            self.io_trouble(exc)
+            return
+        log_recovery(report)
+        self.discovery.rescan()
+
+
+def log_recovery(report: RecoveryReport) -> None:
+    """A transition line for each orphan requeued, abandoned or cancelled, then a summary
+    whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
+    if not report.changed:
+        return
+    def run_of(job_id: str) -> dict[str, Any]:
+        tool, attempt = report.runs.get(job_id, (None, None))
+        return {} if tool is None else {"tool": tool, "attempt": attempt}
+
+    for job_id in report.requeued:
+        logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned")
+    for job_id in report.abandoned:
+        logs.transition("failed", id=job_id, **run_of(job_id),
+                        error_type=ErrorType.ABANDONED.value, reason="orphaned")
+    for job_id in report.cancelled:
+        logs.transition("failed", id=job_id, **run_of(job_id),
+                        error_type=ErrorType.CANCELLED.value, reason="orphaned")
+    fields: dict[str, Any] = {}
+    for name in ("requeued", "abandoned", "cancelled", "finished", "restored"):
+        ids = getattr(report, name)
+        fields[name] = ids[:RECOVERY_IDS_LOGGED]
+        if len(ids) > RECOVERY_IDS_LOGGED:
+            fields[f"{name}_count"] = len(ids)
+    fields["removed"] = report.removed
+    log.info("recovery", extra={"fields": fields})
