@@ -19,15 +19,17 @@ processors can take what this one cannot start; its outcome becomes a record
 in ``done/`` or ``failed/``, or a requeue with backoff while attempts remain
 (DESIGN section 9, :mod:`processor.finish`).
 
-This module owns the loop, the dispatch, the I/O pause, and start and
-stop; the :class:`Processor` holds one of each of its collaborators, each owning
-its own fields: :class:`~processor.discovery.Discovery` (what to look at),
+This module owns the loop (its wake-ups, the inbox's events, the dispatch, the
+outcomes) and the I/O pause; :mod:`processor.lifecycle` the order of start-up and
+stop, on this module's :class:`Processor` and its stop flags.  The Processor holds
+one of each of its collaborators, each owning its own fields:
+:class:`~processor.discovery.Discovery` (what to look at),
 :class:`~processor.queues.Queues` (ready jobs in priority order, delayed, blocked),
 :class:`~processor.starter.Starter` (the claim and a run's start),
-:class:`~processor.cancel_requests.CancelRequests` (what ``cancel/`` asks),
-:class:`~processor.periodic_scan.PeriodicScan` (recovery, the periodic scan),
 :class:`~processor.fast_lane.FastLane` (FAST runs on the loop thread, their
 deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
+:class:`~processor.cancel_requests.CancelRequests` (what ``cancel/`` asks),
+:class:`~processor.periodic_scan.PeriodicScan` (recovery and the periodic scan),
 :class:`~processor.status.StatusFile` and :class:`~processor.progress.ProgressFiles`
 (the advisory files), :class:`~processor.stop_signals.StopSignals`.
 """
@@ -35,22 +37,18 @@ deadlines and stuck threads), :class:`~processor.finish.Finisher` (records),
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
-import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from processor import capture, logs, proctree
+from processor import lifecycle, logs
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
 from processor.finish import Finisher
-from processor.inbox import Event, Inbox, InboxSink
+from processor.inbox import Event, Inbox
 from processor.notify import SystemdNotifier
 from processor.periodic_scan import PeriodicScan
 from processor.progress import ProgressFiles
@@ -65,10 +63,10 @@ from processor.stop_signals import StopSignals
 from processor.tools import ExecutionMode
 from spool.claim import BackgroundCloser
 from spool.clock import Clock, SystemClock
-from spool.errors import ErrorType, SpoolIOError
+from spool.errors import SpoolIOError
 from spool.intake import Intake
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job
+from spool.models import Job
 from spool.settings import Settings
 from spool.transitions import Spool
 
@@ -77,10 +75,8 @@ log = logging.getLogger("spoolq.processor")
 
 HEARTBEAT_S = 1.0
 IO_BACKOFF_S = (0.5, 30.0)
-SWITCH_INTERVAL_S = 0.0001
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
-STOP_MARGIN_S = 15.0
 
 
 _MODES = tuple(ExecutionMode)
@@ -103,11 +99,11 @@ class Processor:
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
         self.inbox = Inbox()
-        self.owner = _owner_id()
+        self.owner = lifecycle.owner_id()
         self.relay = Relay(self._step, HANDOFF_S, on_lead=logs.set_loop_thread)
         self.runs: dict[str, Run] = {}
         self.queues = Queues(self._mode_of)
-        self.stopping = False
+        self.stopping = False  # this and the grace period: set by lifecycle.begin_stop
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
         self.next_heartbeat = 0.0
@@ -157,65 +153,17 @@ class Processor:
 
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
         """Run until stopped; ``on_ready`` is called once the status file says "up"."""
-        # The loop thread does many short blocking syscalls, and the pool's timer and a
-        # displaced FAST run's thread must get the GIL at once when they wake: a short
-        # switch interval keeps them from waiting long for it (0.1 ms).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        # What FAST tools start stays below this process, double forks too, to be killed
-        # at stop (see processor.proctree).
-        proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+        lifecycle.take_hold(self)
         try:
-            self.layout.require()
-            self.lease = self._take_lease()
-        except BaseException:
-            self._release()
-            raise
-        self.signals.install()
-        self.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
-        try:
-            if self.spool.mover.staging_note is not None:
-                log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
-                            extra={"fields": {"reason": self.spool.mover.staging_note}})
-            self._unless_unusable(self.periodic.recover)
-            self.executor.start(InboxSink(self.inbox))
-            self._unless_unusable(self.discovery.start_feed)
-            self._unless_unusable(self.discovery.rescan)
-            logs.flush()  # the recovery's lines are out before the status file says "up"
-            self._heartbeat()
-            self.notifier.ready(f"{self.executor.name} executor, JOB_NUM="
-                                f"{self.executor.capacity()}")
-            log.info("started", extra={"fields": {"owner": self.owner,
-                                                  "job_num": self.executor.capacity(),
-                                                  "executor": self.executor.name,
-                                                  "spool": str(self.layout.root)}})
-            logs.flush()
-            if on_ready is not None:
-                on_ready()
+            lifecycle.start(self, on_ready)
             self.relay.start()
             self.relay.wait()
         finally:
-            self._close()
+            lifecycle.close(self)
         return 0
 
-    def _take_lease(self) -> OwnerLease:
-        """This processor's lease; a spool it cannot write is a broken environment (one
-        line, exit status 2), not a crash."""
-        path = self.layout.owner_lock(self.owner)
-        try:
-            return OwnerLease(path)
-        except OSError as exc:
-            raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
-
-    @staticmethod
-    def _unless_unusable(step: Callable[[], None]) -> None:
-        """A start-up step that reads the spool: a folder it cannot read or watch (wrong
-        owners after a restore, say) is a broken environment (one line, exit status 2),
-        not a crash whose restart every 2 s cannot fix it."""
-        try:
-            step()
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise SpoolIOError(f"cannot use the spool: {exc.strerror or exc}{where}") from exc
+    def _begin_stop(self, signum: int) -> None:
+        lifecycle.begin_stop(self, signum)
 
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).
@@ -228,7 +176,7 @@ class Processor:
         if self.fast.run_next():
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline):
-            self._stop_runs()
+            lifecycle.stop_runs(self.runs, self.executor, self.spool, self.finisher)
             return False
         self._pass()
         return True
@@ -253,7 +201,7 @@ class Processor:
             if not self.stopping and time.monotonic() >= self.io_pause_until:
                 self._dispatch()  # never while the records of finished runs cannot be written
         if now >= self.next_heartbeat:
-            self._heartbeat()
+            self.heartbeat()
         if now >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now + (self.notifier.watchdog_interval_s or 3600.0)
@@ -318,81 +266,6 @@ class Processor:
             freed, self.freed = self.freed, []
             for outcome in freed:
                 self._on_finished(outcome)
-
-    def _begin_stop(self, signum: int) -> None:
-        if self.stopping:
-            # Asked again: the grace period ends now (what is left is killed and
-            # requeued, without counting the attempt), as a second Ctrl-C does.
-            if self.grace_deadline > time.monotonic():
-                self.grace_deadline = time.monotonic()
-                self.grace_ends_at = self.clock.now()
-                self._heartbeat()
-                log.info("stopping now", extra={"fields": {
-                    "signal": signal.Signals(signum).name, "running": len(self.runs)}})
-            return
-        self.stopping = True
-        self.grace_deadline = time.monotonic() + self.settings.grace_s
-        self.grace_ends_at = self.clock.now() + timedelta(seconds=self.settings.grace_s)
-        self._heartbeat()  # readers see it stopping now, not at the next heartbeat
-        self.notifier.stopping()
-        # Let systemd's stop timeout follow SPOOL_GRACE_S, plus time to requeue.
-        self.notifier.extend_timeout(int((self.settings.grace_s + STOP_MARGIN_S) * 1_000_000))
-        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name,
-                                               "running": len(self.runs),
-                                               "grace_s": self.settings.grace_s}})
-
-    def _stop_runs(self) -> None:
-        """Grace is over: kill what still runs and requeue it without counting the attempt
-        (a run with a cancel request fails ``cancelled`` instead)."""
-        leftovers = list(self.runs.values())
-        self.executor.shutdown()
-        for run in leftovers:
-            self.runs.pop(run.claim.job_id, None)
-            if os.path.lexists(self.layout.cancel / run.claim.job_id):
-                # Its cancel was asked and not yet acted on (the kill's outcome still on
-                # the way when the grace ended): the cancel wins over a requeue, as in
-                # recovery; requeued, the request would go with the run.
-                self.finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
-                                                  message="cancelled while running"))
-                continue
-            back = run.job.model_copy(update={"not_before": None,
-                                              "submitted_at": run.record.submitted_at})
-            if self.spool.requeue_cut_short(run.claim, back):
-                # The attempt cut short, as its claimed line named it (not counted: the
-                # job in pending/ keeps its attempts as they were).
-                logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
-                                reason="shutdown", attempt=run.record.attempts)
-            else:
-                self.finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor "
-                                                  "shut down and a newer drop of the id is "
-                                                  "pending"))
-
-    def _close(self) -> None:
-        killed = proctree.kill_tool_processes()  # the pool's workers are gone already
-        if killed:
-            log.info("killed processes FAST tools left running", extra={"fields": {
-                "pids": killed[:32], "count": len(killed)}})
-        self.discovery.stop_feed()
-        self.spool.mover.drop_spares()
-        self.spool.mover.flush()
-        self.spool.mover.unlink(self.layout.owner_status(self.owner))
-        if self.lease is not None:
-            self.spool.mover.unlink(self.layout.owner_lock(self.owner))
-            self.lease.release()
-        log.info("stopped", extra={"fields": {"owner": self.owner}})
-        logs.flush()
-        self._release()
-
-    def _release(self) -> None:
-        """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
-        and give the signals back (on the main thread, where run() installed them)."""
-        self.closer.stop()
-        self.spool.close()
-        self.inbox.close()
-        if self.saved_stdio is not None:
-            capture.uninstall(self.saved_stdio)
-            self.saved_stdio = None
-        self.signals.restore()
 
     # -- discovery ----------------------------------------------------------------------
 
@@ -502,12 +375,8 @@ class Processor:
 
     # -- status -------------------------------------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
+        """Write the status file now (start-up and the stop call this too)."""
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         self.status.write(self.fast.busy, self.stopping, self.grace_ends_at)
-
-
-def _owner_id() -> str:
-    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
-    return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]

@@ -1,0 +1,211 @@
+"""The processor's start-up and stop, in their order (STYLE 6 and 10).
+
+Functions of the :class:`~processor.daemon.Processor` they start and stop: the
+processor holds the state (its collaborators, the lease, the stop flags its loop
+reads), this module the order of the steps.  :meth:`Processor.run
+<processor.daemon.Processor.run>` calls :func:`take_hold`, :func:`start`, runs the
+loop, and :func:`close` in a ``finally``.
+
+Start-up: a short GIL switch interval; the processor becomes the subreaper of what
+FAST tools start; the spool's folders are checked and the owner lease taken; stop
+signals are read by the loop and the tools' stdout and stderr become JSON lines.
+Then recovery's pass, before the first claim, the executor, the change feed and a
+rescan; the status file says "up" (READY to systemd) before ``on_ready`` is called.
+A spool the processor cannot write, read or watch is a broken environment:
+:class:`~spool.errors.SpoolIOError` (one line, exit status 2), not a crash.
+
+Stop (DESIGN section 9, "Shutdown"): :func:`begin_stop`, at the first stop signal,
+sets ``stopping`` (no more intake or claims) and the grace period of
+``SPOOL_GRACE_S``; a second signal ends the grace period at once.  Once nothing
+runs or the grace period is over, :func:`stop_runs` kills what still runs and
+requeues it without counting the attempt (a run whose cancel was asked fails
+``cancelled``; one whose id has a newer drop pending fails ``abandoned``).
+:func:`close` then kills the processes FAST tools left, stops the feed, removes the
+status file and the lease, and gives back what ``__init__`` and start-up opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from processor import capture, logs, proctree
+from processor.executor import ComputeExecutor
+from processor.finish import Finisher
+from processor.inbox import InboxSink
+from processor.run import Run
+from spool.errors import ErrorType, SpoolIOError
+from spool.layout import Layout
+from spool.lease import OwnerLease
+from spool.models import ErrorInfo
+from spool.transitions import Spool
+
+if TYPE_CHECKING:
+    from processor.daemon import Processor
+
+log = logging.getLogger("spoolq.processor")
+
+SWITCH_INTERVAL_S = 0.0001
+STOP_MARGIN_S = 15.0
+
+
+def take_hold(processor: Processor) -> None:
+    """What start-up takes first: the switch interval, the subreaper, the spool's
+    folders and the owner lease, the stop signals and stdio."""
+    # The loop thread does many short blocking syscalls, and the pool's timer and a
+    # displaced FAST run's thread must get the GIL at once when they wake: a short
+    # switch interval keeps them from waiting long for it (0.1 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # What FAST tools start stays below this process, double forks too, to be killed
+    # at stop (see processor.proctree).
+    proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        processor.layout.require()
+        processor.lease = take_lease(processor.layout, processor.owner)
+    except BaseException:
+        release(processor)
+        raise
+    processor.signals.install()
+    processor.saved_stdio = capture.install()  # FAST tools' print(): JSON lines
+
+
+def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
+    """Recovery, the executor, the change feed and a rescan; then the status file says
+    "up" and ``on_ready`` is called."""
+    if processor.spool.mover.staging_note is not None:
+        log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
+                    extra={"fields": {"reason": processor.spool.mover.staging_note}})
+    unless_unusable(processor.periodic.recover)
+    processor.executor.start(InboxSink(processor.inbox))
+    unless_unusable(processor.discovery.start_feed)
+    unless_unusable(processor.discovery.rescan)
+    logs.flush()  # the recovery's lines are out before the status file says "up"
+    processor.heartbeat()
+    processor.notifier.ready(f"{processor.executor.name} executor, JOB_NUM="
+                             f"{processor.executor.capacity()}")
+    log.info("started", extra={"fields": {"owner": processor.owner,
+                                          "job_num": processor.executor.capacity(),
+                                          "executor": processor.executor.name,
+                                          "spool": str(processor.layout.root)}})
+    logs.flush()
+    if on_ready is not None:
+        on_ready()
+
+
+def take_lease(layout: Layout, owner: str) -> OwnerLease:
+    """This processor's lease; a spool it cannot write is a broken environment (one
+    line, exit status 2), not a crash."""
+    path = layout.owner_lock(owner)
+    try:
+        return OwnerLease(path)
+    except OSError as exc:
+        raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
+
+
+def unless_unusable(step: Callable[[], None]) -> None:
+    """A start-up step that reads the spool: a folder it cannot read or watch (wrong
+    owners after a restore, say) is a broken environment (one line, exit status 2),
+    not a crash whose restart every 2 s cannot fix it."""
+    try:
+        step()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise SpoolIOError(f"cannot use the spool: {exc.strerror or exc}{where}") from exc
+
+
+def begin_stop(processor: Processor, signum: int) -> None:
+    """A stop signal, read by the loop: the first starts the grace period, another
+    ends it."""
+    if processor.stopping:
+        # Asked again: the grace period ends now (what is left is killed and
+        # requeued, without counting the attempt), as a second Ctrl-C does.
+        if processor.grace_deadline > time.monotonic():
+            processor.grace_deadline = time.monotonic()
+            processor.grace_ends_at = processor.clock.now()
+            processor.heartbeat()
+            log.info("stopping now", extra={"fields": {
+                "signal": signal.Signals(signum).name, "running": len(processor.runs)}})
+        return
+    processor.stopping = True
+    processor.grace_deadline = time.monotonic() + processor.settings.grace_s
+    processor.grace_ends_at = processor.clock.now() + timedelta(
+        seconds=processor.settings.grace_s)
+    processor.heartbeat()  # readers see it stopping now, not at the next heartbeat
+    processor.notifier.stopping()
+    # Let systemd's stop timeout follow SPOOL_GRACE_S, plus time to requeue.
+    processor.notifier.extend_timeout(
+        int((processor.settings.grace_s + STOP_MARGIN_S) * 1_000_000))
+    log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name,
+                                           "running": len(processor.runs),
+                                           "grace_s": processor.settings.grace_s}})
+
+
+def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
+              finisher: Finisher) -> None:
+    """Grace is over: kill what still runs and requeue it without counting the attempt
+    (a run with a cancel request fails ``cancelled`` instead)."""
+    leftovers = list(runs.values())
+    executor.shutdown()
+    for run in leftovers:
+        runs.pop(run.claim.job_id, None)
+        if os.path.lexists(spool.layout.cancel / run.claim.job_id):
+            # Its cancel was asked and not yet acted on (the kill's outcome still on
+            # the way when the grace ended): the cancel wins over a requeue, as in
+            # recovery; requeued, the request would go with the run.
+            finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
+                                         message="cancelled while running"))
+            continue
+        back = run.job.model_copy(update={"not_before": None,
+                                          "submitted_at": run.record.submitted_at})
+        if spool.requeue_cut_short(run.claim, back):
+            # The attempt cut short, as its claimed line named it (not counted: the
+            # job in pending/ keeps its attempts as they were).
+            logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
+                            reason="shutdown", attempt=run.record.attempts)
+        else:
+            finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor "
+                                         "shut down and a newer drop of the id is "
+                                         "pending"))
+
+
+def close(processor: Processor) -> None:
+    """The end of :meth:`Processor.run <processor.daemon.Processor.run>`: what FAST
+    tools left is killed, the feed stopped, the status file and lease removed."""
+    killed = proctree.kill_tool_processes()  # the pool's workers are gone already
+    if killed:
+        log.info("killed processes FAST tools left running", extra={"fields": {
+            "pids": killed[:32], "count": len(killed)}})
+    processor.discovery.stop_feed()
+    processor.spool.mover.drop_spares()
+    processor.spool.mover.flush()
+    processor.spool.mover.unlink(processor.layout.owner_status(processor.owner))
+    if processor.lease is not None:
+        processor.spool.mover.unlink(processor.layout.owner_lock(processor.owner))
+        processor.lease.release()
+    log.info("stopped", extra={"fields": {"owner": processor.owner}})
+    logs.flush()
+    release(processor)
+
+
+def release(processor: Processor) -> None:
+    """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
+    and give the signals back (on the main thread, where run() installed them)."""
+    processor.closer.stop()
+    processor.spool.close()
+    processor.inbox.close()
+    if processor.saved_stdio is not None:
+        capture.uninstall(processor.saved_stdio)
+        processor.saved_stdio = None
+    processor.signals.restore()
+
+
+def owner_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]
