@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import processor.quant.backtest as backtest_module
 from processor.quant.backtest import crossover_signal
+from processor.quant.crossover import Crossover
 
 Bools = npt.NDArray[np.bool_]
 EXACT = Context(prec=1000, Emin=-9999, Emax=9999)
@@ -132,7 +132,7 @@ def test_blocks_of_a_few_rows_give_the_same_signal() -> None:
     reach back into earlier blocks."""
     close = sticky_walk("1000000000", "0.01", 3_000, move=0.05, spike=0.0, seed=4)
     want = exact_signal(close, 60, 61)
-    crossover = backtest_module._Crossover(np.column_stack([close, close[::-1]]), 60, 61)
+    crossover = Crossover(np.column_stack([close, close[::-1]]), 60, 61)
     got = np.concatenate([crossover.rows(lo, min(lo + 7, len(close)))
                           for lo in range(0, len(close), 7)])
     np.testing.assert_array_equal(got[:, 0], want)

@@ -16,6 +16,7 @@ from quantkit import Context
 
 import processor.quant.analysis as analysis_module
 import processor.quant.backtest as backtest_module
+import processor.quant.blocks as blocks_module
 from processor.quant.data import DataStore
 from processor.quant.params import BacktestParams, FactorParams
 from processor.quant.synth import write_synthetic
@@ -102,7 +103,7 @@ def test_backtest_results_do_not_depend_on_blocks_or_chunks(
         params = BacktestParams(symbols=symbols, fast=fast, slow=slow, slippage=0.0005)
         want = orjson.dumps(backtest_module.run_backtest(params, store))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(backtest_module, "BLOCK_CELLS", block_cells)
+            patch.setattr(blocks_module, "BLOCK_CELLS", block_cells)
             patch.setattr(backtest_module, "CHUNK_CELLS", chunk_cells)
             got = orjson.dumps(backtest_module.run_backtest(params, store))
         assert got == want
