@@ -685,6 +685,8 @@ async function renderRecord(record) {
   renderHead(record);
   renderError(record);
   const hasResult = record.state === "done" && record.result !== undefined;
+  // A backtest's or a factor analysis's tables (results.js), the JSON collapsed under them.
+  showResultTables(record, $("task-tables"), $("task-result"));
   $("task-result").hidden = !hasResult;
   if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
   const curves = hasResult ? equityCurves(record.result) : [];
@@ -779,10 +781,11 @@ function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
-  for (const box of ["task-progress", "task-error", "task-chart", "task-result", "task-params",
-                     "task-actions", "token-form", "action-status"]) {
+  for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",
+                     "task-params", "task-actions", "token-form", "action-status"]) {
     $(box).hidden = true;
   }
+  $("task-result").open = true;  // a record too large to load says so in it
 }
 
 async function openTask(id) {

@@ -1,0 +1,223 @@
+/* The built-in quant tools' results as tables a researcher reads (QUANT.md, "Result shapes").
+ *
+ * showResultTables(record, box, raw) draws a done task's result into box when it has
+ * the shape of a run_backtest or an analyze_factor result, and closes raw (the
+ * <details> of the result's JSON, which stays there); for any other result it empties
+ * box and opens raw: the JSON view, as before.  The shape is recognised, not the
+ * tool's name, and checked whole before anything is drawn: a field missing, an array
+ * where an object is due, a string where a number is due, and the result is shown as
+ * JSON only.
+ *
+ * run_backtest: its summary, and a table of its symbols sorted by sharpe (highest
+ * first); a click on a column's header sorts by that column, a second one reverses;
+ * nulls stay last.  Rows are built once (200+ symbols) and only moved by a sort.
+ * analyze_factor: IC, rank IC, top minus bottom and quantile mean returns per
+ * horizon; rank autocorrelation and turnover per lag.  Numbers read as `spoolq demo`
+ * prints them (spool/cli/demo.py); null is "–".  Job text goes in through
+ * textContent (app.js's el and shown): it is never HTML.
+ */
+"use strict";
+
+const showResultTables = (() => {
+  const NONE = "–";
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const isNumber = (v) => v === null || (typeof v === "number" && Number.isFinite(v));
+  const isCount = (v) => v === null || Number.isInteger(v);
+
+  // Python's format specs, as demo.py uses them.
+  const orNone = (format) => (v) => (v === null || v === undefined ? NONE : format(v));
+  const pct = (digits) => orNone((v) => `${(v * 100).toFixed(digits)}%`);
+  const fixed = (digits) => orNone((v) => v.toFixed(digits));
+  const integer = orNone((v) => String(v));
+  const money = orNone((v) => v.toLocaleString("en", {
+    minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+  const exp2 = orNone((v) => v.toExponential(2).replace(/e([+-])(\d)$/, "e$10$2"));
+  const general = orNone((v) => String(Number(v.toPrecision(4))));
+
+  const SYMBOL_COLUMNS = [
+    { key: "total_return", label: "total return", format: pct(1) },
+    { key: "annualized_return", label: "annualized return", format: pct(1) },
+    { key: "annualized_volatility", label: "volatility", format: pct(1) },
+    { key: "sharpe", label: "sharpe", format: fixed(2) },
+    { key: "max_drawdown", label: "max drawdown", format: pct(1) },
+    { key: "num_trades", label: "trades", format: integer, count: true },
+    { key: "num_closed_trades", label: "closed trades", format: integer, count: true },
+    { key: "win_rate", label: "win rate", format: pct(0) },
+    { key: "final_equity", label: "final equity", format: money },
+  ];
+
+  /* ---- run_backtest ------------------------------------------------------------ */
+
+  function isBacktest(result) {
+    if (!isObject(result) || !isObject(result.symbols) || !isObject(result.summary)) return false;
+    const summary = Object.values(result.summary);
+    if (!summary.every((v) => isNumber(v) || typeof v === "string")) return false;
+    return Object.values(result.symbols).every((m) => isObject(m) && SYMBOL_COLUMNS.every(
+      (c) => c.key in m && (c.count ? isCount(m[c.key]) : isNumber(m[c.key]))));
+  }
+
+  function summaryValue(key, value) {
+    // As demo.py's summary line: returns, drawdowns and win rates in percent.
+    if (value === null) return NONE;
+    if (typeof value === "string") return shown(value);
+    if (key.includes("sharpe")) return value.toFixed(2);
+    if (/return|drawdown|win_rate/.test(key)) return pct(1)(value);
+    return Number.isInteger(value) ? String(value) : general(value);
+  }
+
+  function backtestView(result) {
+    const view = el("section", { class: "result-view backtest" });
+    const params = isObject(result.params) ? Object.entries(result.params)
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") : "";
+    const count = Object.keys(result.symbols).length;
+    const what = [result.strategy ?? "", params, `on ${count} symbol${count === 1 ? "" : "s"}`];
+    view.appendChild(el("h3", {}, shown(`backtest: ${what.filter(Boolean).join(" ")}`)));
+    const dl = el("dl", { class: "fields summary" });
+    for (const [key, value] of Object.entries(result.summary)) {
+      dl.appendChild(el("dt", {}, shown(key.replaceAll("_", " "))));
+      dl.appendChild(el("dd", { "data-field": key }, summaryValue(key, value)));
+    }
+    view.appendChild(dl);
+    view.appendChild(symbolTable(result.symbols));
+    return view;
+  }
+
+  function symbolTable(symbols) {
+    const table = el("table", { class: "result-table symbols" });
+    const head = el("tr");
+    const columns = [{ key: "symbol", label: "symbol" }, ...SYMBOL_COLUMNS];
+    const rows = Object.entries(symbols).map(([symbol, m]) => {
+      const tr = el("tr", { "data-symbol": symbol });
+      tr.appendChild(el("th", { scope: "row" }, shown(symbol)));
+      for (const c of SYMBOL_COLUMNS) tr.appendChild(el("td", { class: "num" }, c.format(m[c.key])));
+      return { symbol, m, tr };
+    });
+    const tbody = el("tbody");
+    const order = { key: "sharpe", descending: true };
+    const sortBy = (key, descending) => {
+      order.key = key;
+      order.descending = descending;
+      rows.sort(compare(key, descending));
+      tbody.append(...rows.map((r) => r.tr));
+      for (const th of head.children) {
+        th.setAttribute("aria-sort", th.dataset.key !== key ? "none"
+          : descending ? "descending" : "ascending");
+      }
+    };
+    for (const c of columns) {
+      const th = el("th", { scope: "col", "data-key": c.key, class: c.key === "symbol" ? "" : "num" });
+      const button = el("button", { type: "button" }, c.label);
+      // A first click sorts a metric highest first and the symbols A to Z; a second reverses.
+      button.addEventListener("click", () => sortBy(c.key, order.key === c.key
+        ? !order.descending : c.key !== "symbol"));
+      th.appendChild(button);
+      head.appendChild(th);
+    }
+    table.appendChild(el("thead")).appendChild(head);
+    table.appendChild(tbody);
+    sortBy(order.key, order.descending);
+    const wrap = el("div", { class: "table-wrap result-scroll" });
+    wrap.appendChild(table);
+    return wrap;
+  }
+
+  function compare(key, descending) {
+    const bySymbol = (a, b) => (a.symbol < b.symbol ? -1 : a.symbol > b.symbol ? 1 : 0);
+    if (key === "symbol") return descending ? (a, b) => bySymbol(b, a) : bySymbol;
+    return (a, b) => {
+      const x = a.m[key];
+      const y = b.m[key];
+      if (x === null || y === null) return (x === null) - (y === null) || bySymbol(a, b);
+      return (descending ? y - x : x - y) || bySymbol(a, b);
+    };
+  }
+
+  /* ---- analyze_factor ------------------------------------------------------------ */
+
+  function isStats(s) {
+    return isObject(s) && ["mean", "std", "ir", "t_stat"].every((k) => k in s && isNumber(s[k]))
+      && "n" in s && isCount(s.n);
+  }
+
+  function isFactor(result) {
+    if (!isObject(result) || !isObject(result.horizons)) return false;
+    if (!isObject(result.rank_autocorrelation) || !isObject(result.turnover)) return false;
+    const horizons = Object.values(result.horizons);
+    return horizons.length > 0 && horizons.every((h) => isObject(h) && isStats(h.ic)
+        && isStats(h.rank_ic) && Array.isArray(h.quantile_mean_return)
+        && h.quantile_mean_return.every(isNumber) && "top_minus_bottom" in h
+        && isNumber(h.top_minus_bottom))
+      && Object.values(result.rank_autocorrelation).every(isNumber)
+      && Object.values(result.turnover).every((t) => isObject(t) && "top" in t
+        && isNumber(t.top) && "bottom" in t && isNumber(t.bottom));
+  }
+
+  function table(className, labels, rows) {
+    // rows: [[key, [cell text, ...]], ...]; the first cell heads its row.
+    const t = el("table", { class: `result-table ${className}` });
+    const head = el("tr");
+    labels.forEach((label, i) => head.appendChild(el("th", { scope: "col", class: i ? "num" : "" }, label)));
+    t.appendChild(el("thead")).appendChild(head);
+    const tbody = t.appendChild(el("tbody"));
+    for (const [key, cells] of rows) {
+      const tr = tbody.appendChild(el("tr", { "data-key": key }));
+      tr.appendChild(el("th", { scope: "row" }, shown(key)));
+      for (const text of cells) tr.appendChild(el("td", { class: "num" }, text));
+    }
+    const wrap = el("div", { class: "table-wrap" });
+    wrap.appendChild(t);
+    return wrap;
+  }
+
+  function factorView(result) {
+    const view = el("section", { class: "result-view factor" });
+    const params = isObject(result.params) ? ` ${JSON.stringify(result.params)}` : "";
+    view.appendChild(el("h3", {}, shown(`factor analysis: ${result.factor ?? ""}${params} `
+      + `over ${result.symbols ?? "?"} symbols × ${result.dates ?? "?"} dates`)));
+    const horizons = Object.entries(result.horizons);
+    const quantiles = Math.max(...horizons.map(([, h]) => h.quantile_mean_return.length));
+    const q = Array.from({ length: quantiles }, (_, i) => `Q${i + 1}`);
+    view.appendChild(table("horizons", ["horizon", "IC mean", "IC IR", "t", "n", "rank IC mean",
+      "rank IC IR", "top−bottom", ...q], horizons.map(([horizon, h]) => [horizon, [
+      fixed(4)(h.ic.mean), fixed(3)(h.ic.ir), fixed(2)(h.ic.t_stat), integer(h.ic.n),
+      fixed(4)(h.rank_ic.mean), fixed(3)(h.rank_ic.ir), exp2(h.top_minus_bottom),
+      ...q.map((_, i) => exp2(h.quantile_mean_return[i]))]])));
+    const notes = [];
+    if (quantiles > 1) {
+      notes.push(`Q1 to Q${quantiles}: mean forward return of each factor quantile, Q1 the `
+        + "lowest factor values.");
+    }
+    if (horizons.some(([horizon]) => Number(horizon) > 1)) {
+      notes.push("t for horizons over 1 day overstates significance: daily ICs overlap.");
+    }
+    if (notes.length) view.appendChild(el("p", { class: "muted note" }, notes.join(" ")));
+    const autocorr = result.rank_autocorrelation;
+    const lags = [...new Set([...Object.keys(autocorr), ...Object.keys(result.turnover)])];
+    if (lags.length) {
+      view.appendChild(table("lags", ["lag", "rank autocorrelation", "turnover top",
+        "turnover bottom"], lags.map((lag) => {
+        const turnover = result.turnover[lag] || { top: null, bottom: null };
+        return [lag, [fixed(3)(autocorr[lag] ?? null), pct(1)(turnover.top),
+          pct(1)(turnover.bottom)]];
+      })));
+    }
+    return view;
+  }
+
+  /* ---- the task view's part ----------------------------------------------------- */
+
+  let drawn = null;  // the run whose tables box holds: a second render of it keeps its sort
+
+  return function show(record, box, raw) {
+    const result = record.state === "done" ? record.result : undefined;
+    const run = `${record.id}\n${record.attempts}\n${record.finished_at}`;
+    if (drawn === run && !box.hidden) return true;
+    const view = isBacktest(result) ? backtestView(result)
+      : isFactor(result) ? factorView(result) : null;
+    drawn = view ? run : null;
+    box.replaceChildren(...(view ? [view] : []));
+    box.hidden = !view;
+    raw.open = !view;
+    return Boolean(view);
+  };
+})();
