@@ -174,6 +174,24 @@ NOBODY = _nobody()
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
                                 reason="needs root and the nobody user / nogroup group")
 
+LOAD_SPOOL = (
+    "import importlib, pathlib\n"
+    "root = pathlib.Path(importlib.import_module('spool.layout').__file__).parent\n"
+    "for path in sorted(root.rglob('*.py')):\n"
+    "    parts = ('spool', *path.relative_to(root).with_suffix('').parts)\n"
+    "    importlib.import_module('.'.join(parts).removesuffix('.__init__'))\n")
+"""Python that imports every module of the ``spool`` package.  A test that runs the CLI
+as nobody in a process started as root runs this first: the CLI imports most modules
+where a command needs them, and nobody may not read this interpreter's install (under
+/root, mode 0700), which a real user of the CLI can.  (Files, not ``pkgutil``: run in a
+folder holding a spool named ``spool``, ``import spool`` finds that folder first, as a
+namespace package, and the editable install's modules only through its finder.)"""
+
+
+def load_spool() -> None:
+    """:data:`LOAD_SPOOL` in this process (before it forks a child that drops to nobody)."""
+    exec(LOAD_SPOOL, {})
+
 
 CLI = [sys.executable, "-m", "spool.cli.main"]
 Proc = subprocess.CompletedProcess[str]

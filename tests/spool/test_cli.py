@@ -25,7 +25,17 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
-from spoolkit import CLI, NOBODY, Proc, needs_root, open_pty, read_until, run_all, spoolq
+from spoolkit import (
+    CLI,
+    NOBODY,
+    Proc,
+    load_spool,
+    needs_root,
+    open_pty,
+    read_until,
+    run_all,
+    spoolq,
+)
 
 from spool.cli.main import main as spoolq_main
 from spool.errors import ErrorType
@@ -137,6 +147,7 @@ def test_init_creates_the_folders_and_is_idempotent(env: dict[str, str]) -> None
 
 def as_user(uid: int, gids: list[int], body: Callable[[], int]) -> tuple[int, str]:
     """Run ``body`` in a forked child with other credentials: (exit code, its stderr)."""
+    load_spool()  # the child may not read this interpreter's install: see LOAD_SPOOL
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

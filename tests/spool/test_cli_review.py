@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
-from spoolkit import CLI, NOBODY, needs_root, read_until
+from spoolkit import CLI, LOAD_SPOOL, NOBODY, needs_root, read_until
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
@@ -354,7 +354,7 @@ def test_not_before_takes_lowercase_t_and_z_as_a_job_file_does(root: Path,
 
 # The CLI as another user: imported first (the interpreter may sit where that user cannot
 # read, as under /root), then the credentials are dropped, then ``main`` runs.
-AS_NOBODY = ("import os, sys\nfrom spool.cli.main import main\n"
+AS_NOBODY = (LOAD_SPOOL + "import os, sys\nfrom spool.cli.main import main\n"
              "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
              "os.setgroups([gid]); os.setgid(gid); os.setuid(uid)\n"
              "sys.exit(main(sys.argv[3:]))")
