@@ -7,7 +7,12 @@ Modules, each owning one concern:
   :class:`~processor.quant.data.Panel`.
 * :mod:`~processor.quant.synth`: seeded synthetic OHLCV files.
 * :mod:`~processor.quant.factors`: the factor catalogue.
-* :mod:`~processor.quant.backtest`: ``run_backtest`` (``ma_crossover``).
+* :mod:`~processor.quant.backtest`: ``run_backtest`` (``ma_crossover``): chunks of
+  symbols, progress and the result; its parts are
+  :mod:`~processor.quant.blocks` (row blocks and running values),
+  :mod:`~processor.quant.crossover` (the signal, with
+  :mod:`~processor.quant.exact_crossover` for its near ties) and
+  :mod:`~processor.quant.simulation` (the account and the metrics).
 * :mod:`~processor.quant.analysis`: ``analyze_factor``.
 * :mod:`~processor.quant.jsonsafe`: undefined numbers become ``None``.
 * :mod:`~processor.quant.params`: the tools' parameter models (no numpy, no pandas).

@@ -1,6 +1,6 @@
 """Exact decisions of the crossover signal's near ties, on the closes' quoted decimals.
 
-``backtest._Crossover`` compares float window sums.  Where the two scaled SMAs come
+``crossover.Crossover`` compares float window sums.  Where the two scaled SMAs come
 within its tolerance it cannot tell a tie from a real difference: SMAs of prices
 quoted to a tick differ, unless equal, by as little as ``tick / lcm(fast, slow)``,
 which at large prices or long windows is below float noise.  Those few cells are
