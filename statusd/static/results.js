@@ -67,8 +67,9 @@ const showResultTables = (() => {
 
   function backtestView(result) {
     const view = el("section", { class: "result-view backtest" });
+    // Its settings as `spoolq demo` heads its table (an unset one, null, only in the JSON).
     const params = isObject(result.params) ? Object.entries(result.params)
-      .map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") : "";
+      .filter(([, v]) => v !== null).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") : "";
     const count = Object.keys(result.symbols).length;
     const what = [result.strategy ?? "", params, `on ${count} symbol${count === 1 ? "" : "s"}`];
     view.appendChild(el("h3", {}, shown(`backtest: ${what.filter(Boolean).join(" ")}`)));

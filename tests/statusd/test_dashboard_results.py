@@ -23,7 +23,8 @@ browser = dashboard.browser
 page = dashboard.page
 
 ROWS = "#task-tables table.symbols tbody tr"
-NONE, MINUS, TIMES = "\u2013", "\u2212", "\u00d7"  # the en dash of null, the minus and times signs of headings
+# How a null, "top minus bottom" and "symbols by dates" are written on the page.
+NONE, MINUS, TIMES = "\u2013", "\u2212", "\u00d7"
 
 
 def _metrics(total: float | None, sharpe: float | None, **more: Any) -> dict[str, Any]:
