@@ -173,7 +173,7 @@ def claim_and_complete(spool: Spool, ids: list[str]) -> None:
             raise RuntimeError(f"lost the claim of {job_id} with no competitor")
         job = Job.model_validate_json(claim.data)
         now = datetime.now(UTC)
-        # One validation, as the processor builds its record (processor/daemon.py:_start).
+        # One validation, as the processor builds its record (processor/starter.py: Starter.start).
         record = record_from_job(job, job_id, JobState.DONE, claim.mtime_ns, result=RESULT,
                                  attempts=job.attempts + 1, started_at=now, finished_at=now,
                                  duration_s=0.0, host=spool.host, pid=spool.pid)
