@@ -1,25 +1,34 @@
 /* Equity curves as hand-written SVG (no library, no CDN: the page must work offline).
  *
  * equityCurves(result) finds run_backtest's per-symbol curves
- * (result.symbols[SYMBOL].equity_curve = [[timestamp, equity], ...]);
+ * (result.symbols[SYMBOL].equity_curve = [[timestamp, equity], ...]), the first
+ * MAX_SERIES in the result's order: a result that is not a backtest's table
+ * (results.js) is drawn so.  A backtest's table chooses its own (tablechart.js).
  * drawEquity(element, curves) draws one path per symbol on shared axes.
  * The x axis is time when every timestamp parses and each curve runs forward in
  * time, so a symbol with a shorter history is drawn over the dates it covers;
- * otherwise it is the point's index.  Up to MAX_SERIES curves are drawn, each in
- * a colour of its own and named in a legend under the plot, which says how many
- * were left out.  Long curves are thinned to about one point per horizontal
- * pixel, keeping each bucket's extreme values so drawdowns stay visible.  The y
- * axis is logarithmic (and says so) when every value drawn is positive and the
- * largest is LOG_SPAN times the smallest or more: a curve that grew to 1e29 beside
- * ones near their start cash flattened those into its base line.
+ * otherwise it is the point's index.  Each curve is drawn in a colour of its own
+ * (curve.color, or COLORS in order) and named in a legend under the plot; a pinned
+ * curve (curve.pinned) is dashed and named after "pinned:".  The legend ends with
+ * curves.note, or says how many were left out.  Long curves are thinned to about
+ * one point per horizontal pixel, keeping each bucket's extreme values so drawdowns
+ * stay visible.  A curve's times are parsed once (cached by its points array), so a
+ * redraw of the same curves parses nothing.  The y axis is logarithmic (and says so)
+ * when every value drawn is positive and the largest is LOG_SPAN times the smallest
+ * or more: a curve that grew to 1e29 beside ones near their start cash flattened
+ * those into its base line.
  */
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART = { width: 760, height: 300, left: 70, right: 16, top: 14, bottom: 34 };
+// MAX_SERIES + MAX_PINNED colours: the first MAX_SERIES go first, pinned curves past them.
 const COLORS = ["#0b62c4", "#c4321b", "#18794e", "#8a6d00", "#6b3fa0", "#0f7c8c",
-                "#d4477f", "#5a6270", "#e07b00", "#2f9e44", "#3b3bd6", "#8c4a1a"];
-const MAX_SERIES = COLORS.length;
+                "#d4477f", "#5a6270", "#e07b00", "#2f9e44", "#3b3bd6", "#8c4a1a",
+                "#00a3b8", "#7a1f3d", "#6f8f00", "#b8008a", "#364152", "#ff5a36",
+                "#004d40", "#a37cf0", "#b36b00", "#1e88e5", "#9e2a2b", "#558b6e"];
+const MAX_SERIES = 12;
+const MAX_PINNED = 12;
 const LEGEND = { top: 12, row: 16, column: 96 };  // under the plot's date labels
 const LOG_SPAN = 100;
 
@@ -64,17 +73,71 @@ function thin(points, buckets) {
   return out;
 }
 
+const TIMES = new WeakMap();  // a curve's points -> its times (ms), or null
+
+function timesOf(points) {
+  if (!TIMES.has(points)) {
+    let times = points.map((p) => Date.parse(String(p[0])));
+    for (let i = 0; i < times.length; i++) {
+      if (!Number.isFinite(times[i]) || (i && times[i] < times[i - 1])) {
+        times = null;
+        break;
+      }
+    }
+    TIMES.set(points, times);
+  }
+  return TIMES.get(points);
+}
+
 function timeAxis(curves) {
   // Each curve's times (ms), or null when any does not parse or runs backwards.
-  const all = [];
-  for (const curve of curves) {
-    const times = curve.points.map((p) => Date.parse(String(p[0])));
-    for (let i = 0; i < times.length; i++) {
-      if (!Number.isFinite(times[i]) || (i && times[i] < times[i - 1])) return null;
-    }
-    all.push(times);
+  const all = curves.map((curve) => timesOf(curve.points));
+  return all.every(Boolean) ? all : null;
+}
+
+function keepColors(previous, symbols) {
+  // Each symbol's index in COLORS: the one it had while drawn before, else the first free.
+  const colors = new Map();
+  for (const symbol of symbols) {
+    if (previous.has(symbol)) colors.set(symbol, previous.get(symbol));
   }
-  return all;
+  const taken = new Set(colors.values());
+  let free = 0;
+  for (const symbol of symbols) {
+    if (colors.has(symbol)) continue;
+    while (taken.has(free)) free += 1;
+    colors.set(symbol, free);
+    taken.add(free);
+  }
+  return colors;
+}
+
+function legendEntries(series, curves) {
+  // Its texts in order; a heading or a note starts a row, a note takes the whole row.
+  const named = (s) => {
+    // A name is job text: hidden characters shown as escapes (app.js), long ones cut.
+    const name = typeof shown === "function" ? shown(s.symbol) : s.symbol;
+    return { text: name.length > 12 ? `${name.slice(0, 11)}…` : name, series: s };
+  };
+  const entries = series.filter((s) => !s.pinned).map(named);
+  const pinned = series.filter((s) => s.pinned);
+  if (pinned.length) entries.push({ text: "pinned:", row: true }, ...pinned.map(named));
+  const omitted = (curves.total || curves.length) - curves.length;
+  if (curves.note) entries.push({ text: curves.note, row: true, wide: true });
+  else if (omitted > 0) entries.push({ text: `${series.length} of ${curves.total} symbols` });
+  return entries;
+}
+
+function placeLegend(entries, perRow) {
+  // Each entry's slot in rows of perRow columns, and the number of rows.
+  let slot = 0;
+  const slots = entries.map((e) => {
+    if (e.row && slot % perRow) slot += perRow - (slot % perRow);
+    const at = slot;
+    slot += e.wide ? perRow : 1;
+    return at;
+  });
+  return { slots, rows: Math.ceil(slot / perRow) };
 }
 
 function formatMoney(value) {
@@ -123,9 +186,9 @@ function drawEquity(container, curves) {
   const y = (v) => c.top + (1 - (scale(v) - sLo) / (sHi - sLo)) * plotH;
 
   const perRow = Math.max(1, Math.floor((c.width - c.left) / LEGEND.column));
-  const omitted = (curves.total || curves.length) - curves.length;
-  const entries = series.length + (omitted > 0 ? 1 : 0);
-  const height = c.height + LEGEND.top + Math.ceil(entries / perRow) * LEGEND.row;
+  const entries = legendEntries(series, curves);
+  const { slots, rows } = placeLegend(entries, perRow);
+  const height = c.height + LEGEND.top + rows * LEGEND.row;
   const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width,
                              height, role: "img", "aria-label": "equity curve" });
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top + plotH,
@@ -143,26 +206,31 @@ function drawEquity(container, curves) {
   svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(firstLabel).slice(0, 10)));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },
                         String(lastLabel).slice(0, 10)));
+  const colorOf = (s, n) => s.color || COLORS[n % COLORS.length];
   series.forEach((s, n) => {
     const d = s.thin.map((i, k) => `${k ? "L" : "M"}${s.x[i].toFixed(1)},${y(s.points[i][1]).toFixed(1)}`);
-    svg.appendChild(svgEl("path", { class: "equity", "data-symbol": s.symbol, d: d.join(""),
-                                    fill: "none", stroke: COLORS[n % COLORS.length],
-                                    "stroke-width": 1.5 }));
+    const path = svgEl("path", { class: "equity", "data-symbol": s.symbol, d: d.join(""),
+                                 fill: "none", stroke: colorOf(s, n), "stroke-width": 1.5 });
+    if (s.pinned) {
+      path.setAttribute("stroke-dasharray", "6 3");
+      path.setAttribute("data-pinned", "");
+    }
+    svg.appendChild(path);
   });
   const legend = svgEl("g", { class: "legend" });
-  const at = (n) => ({ x: c.left + (n % perRow) * LEGEND.column,
-                       y: c.height + LEGEND.top + Math.floor(n / perRow) * LEGEND.row });
-  series.forEach((s, n) => {
-    // A name is job text: hidden characters shown as escapes (app.js), long ones cut.
-    const name = typeof shown === "function" ? shown(s.symbol) : s.symbol;
-    const label = name.length > 12 ? `${name.slice(0, 11)}…` : name;
-    legend.appendChild(svgEl("text", { ...at(n), fill: COLORS[n % COLORS.length],
-                                       "data-symbol": s.symbol }, label));
+  entries.forEach((e, n) => {
+    const at = { x: c.left + (slots[n] % perRow) * LEGEND.column,
+                 y: c.height + LEGEND.top + Math.floor(slots[n] / perRow) * LEGEND.row };
+    if (!e.series) {
+      legend.appendChild(svgEl("text", { ...at, class: e.row && !e.wide ? "heading" : "note" }, e.text));
+      return;
+    }
+    const s = e.series;
+    const label = svgEl("text", { ...at, fill: colorOf(s, series.indexOf(s)),
+                                  "data-symbol": s.symbol }, e.text);
+    if (s.pinned) label.setAttribute("class", "pinned");
+    legend.appendChild(label);
   });
-  if (omitted > 0) {
-    legend.appendChild(svgEl("text", at(series.length),
-                             `${series.length} of ${curves.total} symbols`));
-  }
   svg.appendChild(legend);
   container.appendChild(svg);
   return true;
