@@ -686,11 +686,13 @@ async function renderRecord(record) {
   renderError(record);
   const hasResult = record.state === "done" && record.result !== undefined;
   // A backtest's or a factor analysis's tables (results.js), the JSON collapsed under them.
-  showResultTables(record, $("task-tables"), $("task-result"));
+  // A backtest's table draws the chart of the symbols it puts first; any other result's
+  // is of its first symbols.
+  const draw = (curves) => { $("task-chart").hidden = !drawEquity($("equity"), curves); };
+  const charted = showResultTables(record, $("task-tables"), $("task-result"), draw);
   $("task-result").hidden = !hasResult;
   if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
-  const curves = hasResult ? equityCurves(record.result) : [];
-  $("task-chart").hidden = !drawEquity($("equity"), curves);
+  if (!charted) draw(hasResult ? equityCurves(record.result) : []);
   renderJob(record);
 }
 

@@ -1,16 +1,22 @@
 /* The built-in quant tools' results as tables a researcher reads (QUANT.md, "Result shapes").
  *
- * showResultTables(record, box, raw) draws a done task's result into box when it has
- * the shape of a run_backtest or an analyze_factor result, and closes raw (the
+ * showResultTables(record, box, raw, draw) draws a done task's result into box when it
+ * has the shape of a run_backtest or an analyze_factor result, and closes raw (the
  * <details> of the result's JSON, which stays there); for any other result it empties
- * box and opens raw: the JSON view, as before.  The shape is recognised, not the
+ * box and opens raw: the JSON view, as before.  It returns true when the view draws
+ * the equity chart itself, through draw(curves): a backtest's table does; for any
+ * other result the page draws equityCurves(result), the first of its symbols.  The shape is recognised, not the
  * tool's name, and checked whole before anything is drawn: a field missing, an array
  * where an object is due, a string where a number is due, and the result is shown as
  * JSON only.
  *
  * run_backtest: its summary, and a table of its symbols sorted by sharpe (highest
  * first); a click on a column's header sorts by that column, a second one reverses;
- * nulls stay last.  Rows are built once (200+ symbols) and only moved by a sort.
+ * nulls stay last.  Rows are built once (200+ symbols) and only moved by a sort.  The
+ * equity chart draws the symbols first in the table's order and redraws at each sort
+ * (tablechart.js); the button before a symbol (Enter or Space) pins its curve onto
+ * the chart, or unpins it.  A drawn symbol's button is in its curve's colour, a pinned
+ * one's filled, its row marked; a pin refused (too many) is said above the table.
  * analyze_factor: IC, rank IC, top minus bottom and quantile mean returns per
  * horizon; rank autocorrelation and turnover per lag.  Numbers read as `spoolq demo`
  * prints them (spool/cli/demo.py); null is "–".  Job text goes in through
@@ -65,7 +71,7 @@ const showResultTables = (() => {
     return Number.isInteger(value) ? String(value) : general(value);
   }
 
-  function backtestView(result) {
+  function backtestView(result, draw) {
     const view = el("section", { class: "result-view backtest" });
     // Its settings as `spoolq demo` heads its table (an unset one, null, only in the JSON).
     const params = isObject(result.params) ? Object.entries(result.params)
@@ -79,21 +85,51 @@ const showResultTables = (() => {
       dl.appendChild(el("dd", { "data-field": key }, summaryValue(key, value)));
     }
     view.appendChild(dl);
-    view.appendChild(symbolTable(result.symbols));
+    const said = el("p", { class: "pin-status error", role: "status" });
+    said.hidden = true;
+    view.appendChild(said);
+    view.appendChild(symbolTable(result.symbols, draw, said));
     return view;
   }
 
-  function symbolTable(symbols) {
+  function symbolTable(symbols, draw, said) {
     const table = el("table", { class: "result-table symbols" });
     const head = el("tr");
     const columns = [{ key: "symbol", label: "symbol" }, ...SYMBOL_COLUMNS];
     const rows = Object.entries(symbols).map(([symbol, m]) => {
       const tr = el("tr", { "data-symbol": symbol });
-      tr.appendChild(el("th", { scope: "row" }, shown(symbol)));
+      const th = tr.appendChild(el("th", { scope: "row" }, shown(symbol)));
+      // Its name is the row's text; the button's is its label (a glyph drawn by app.css).
+      const pin = el("button", { type: "button", class: "pin", "aria-pressed": "false",
+        "aria-label": `pin ${shown(symbol)} on the equity chart`,
+        title: "pin its curve on the equity chart (again: unpin)" });
+      th.prepend(pin);
       for (const c of SYMBOL_COLUMNS) tr.appendChild(el("td", { class: "num" }, c.format(m[c.key])));
-      return { symbol, m, tr };
+      return { symbol, m, tr, pin };
+    });
+    const bySymbol = new Map(rows.map((r) => [r.symbol, r]));
+    let marks = new Map();  // symbol -> its curve's colour, as its row shows it
+    const chart = tableChart(symbols, draw, (colors, pinned) => {
+      // Only the rows whose mark changes are touched (of 200+).
+      for (const symbol of new Set([...marks.keys(), ...colors.keys()])) {
+        const row = bySymbol.get(symbol);
+        const on = pinned.has(symbol);
+        row.pin.style.color = colors.get(symbol) || "";
+        row.pin.setAttribute("aria-pressed", String(on));
+        row.tr.classList.toggle("pinned", on);
+      }
+      marks = colors;
     });
     const tbody = el("tbody");
+    tbody.addEventListener("click", (event) => {
+      const pin = event.target.closest("button.pin");
+      const row = pin && bySymbol.get(pin.closest("tr").dataset.symbol);
+      if (!row) return;
+      const done = chart.toggle(row.symbol, row.m);
+      said.hidden = done;
+      said.textContent = done ? "" : `${shown(row.symbol)} is not drawn: ${MAX_PINNED} symbols `
+        + "are pinned already; unpin one to pin another.";
+    });
     const order = { key: "sharpe", descending: true };
     const sortBy = (key, descending) => {
       order.key = key;
@@ -104,6 +140,7 @@ const showResultTables = (() => {
         th.setAttribute("aria-sort", th.dataset.key !== key ? "none"
           : descending ? "descending" : "ascending");
       }
+      chart.order(rows, columns.find((c) => c.key === key).label, descending);
     };
     for (const c of columns) {
       const th = el("th", { scope: "col", "data-key": c.key, class: c.key === "symbol" ? "" : "num" });
@@ -208,17 +245,19 @@ const showResultTables = (() => {
   /* ---- the task view's part ----------------------------------------------------- */
 
   let drawn = null;  // the run whose tables box holds: a second render of it keeps its sort
+  let charted = false;  // whether its view draws the chart
 
-  return function show(record, box, raw) {
+  return function show(record, box, raw, draw) {
     const result = record.state === "done" ? record.result : undefined;
     const run = `${record.id}\n${record.attempts}\n${record.finished_at}`;
-    if (drawn === run && !box.hidden) return true;
-    const view = isBacktest(result) ? backtestView(result)
+    if (drawn === run && !box.hidden) return charted;
+    charted = isBacktest(result);
+    const view = charted ? backtestView(result, draw)
       : isFactor(result) ? factorView(result) : null;
     drawn = view ? run : null;
     box.replaceChildren(...(view ? [view] : []));
     box.hidden = !view;
     raw.open = !view;
-    return Boolean(view);
+    return charted;
   };
 })();

@@ -4,8 +4,11 @@ What a researcher checks: a backtest's summary and its symbols sorted by sharpe 
 null last), a click on a header sorting by that column, cells formatted as
 `spoolq demo` prints them, a factor analysis's figures per horizon and per lag,
 the raw JSON still there (collapsed), any other shape shown as JSON, and a
-symbol's name shown as text, never run as HTML.  The browser and page fixtures
-are test_statusd_dashboard's (a page with a JavaScript error fails its test).
+symbol's name shown as text, never run as HTML.  The equity chart draws the
+symbols first in the table's order (the best sharpe, then what a sort puts first,
+each keeping its colour while drawn) and those pinned from their rows, from the
+keyboard too, 12 at most.  The browser and page fixtures are test_statusd_dashboard's
+(a page with a JavaScript error fails its test).
 """
 
 from __future__ import annotations
@@ -233,4 +236,190 @@ def test_html_in_a_symbol_is_shown_as_text(server: ServerThread, spool: Spool,
     expect(page.locator("#task-tables h3")).to_contain_text("<b>bold</b>")
     expect(page.locator("#task-tables img")).to_have_count(0)
     expect(page.locator("#task-tables b")).to_have_count(0)
+    assert page.evaluate("window.__xss") is None
+
+
+# The equity chart of a backtest's table: the symbols the table puts first, and pins.
+CURVES = "#equity svg path.equity"
+NOTE = "#equity svg .legend text.note"
+
+
+def _many(count: int) -> dict[str, Any]:
+    """A backtest of S00, S01, ...: total return rises with the name, sharpe in another
+    order (7k mod count, a permutation when count is not a multiple of 7), each symbol
+    a curve of its own."""
+    symbols = {}
+    for k in range(count):
+        metrics = _metrics(k / 100, (7 * k) % count / 10)
+        metrics["equity_curve"] = [[f"2020-01-{d + 1:02d}T00:00:00", 100_000.0 * (1 + k * d / 500)]
+                                   for d in range(20)]
+        symbols[f"S{k:02d}"] = metrics
+    return backtest(symbols)
+
+
+def _by(result: dict[str, Any], key: str, descending: bool = True) -> list[str]:
+    symbols = result["symbols"]
+    return sorted(symbols, key=lambda s: -symbols[s][key] if descending else symbols[s][key])
+
+
+def _drawn(tab: sync_api.Page) -> dict[str, str]:
+    """Each curve drawn: its symbol and its colour."""
+    drawn: dict[str, str] = tab.locator(CURVES).evaluate_all(
+        "ps => Object.fromEntries(ps.map(p => [p.dataset.symbol, p.getAttribute('stroke')]))")
+    return drawn
+
+
+def _sort(tab: sync_api.Page, key: str) -> None:
+    tab.locator(f"#task-tables th[data-key={key}] button").click()
+
+
+def _pin(tab: sync_api.Page, symbol: str) -> sync_api.Locator:
+    return tab.locator(f'{ROWS}[data-symbol="{symbol}"] button.pin')
+
+
+def test_the_chart_draws_the_best_sharpe_first(server: ServerThread, spool: Spool,
+                                               page: sync_api.Page) -> None:
+    """The chart drew the first 12 symbols of the result (S00 to S11), not the ones at the
+    top of the table: the 12 best sharpe, as the legend's note says."""
+    expect = sync_api.expect
+    result = _many(20)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    expect(page.locator(CURVES)).to_have_count(12)
+    assert set(_drawn(page)) == set(_by(result, "sharpe")[:12])
+    # The legend names them in the table's order, each in its curve's colour.
+    legend = page.locator("#equity svg .legend text[data-symbol]")
+    expect(legend).to_have_text(_by(result, "sharpe")[:12])
+    assert len(set(_drawn(page).values())) == 12
+
+
+def test_the_chart_follows_a_sort(server: ServerThread, spool: Spool,
+                                  page: sync_api.Page) -> None:
+    expect = sync_api.expect
+    result = _many(20)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    _sort(page, "total_return")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by total return (highest first)")
+    assert set(_drawn(page)) == {f"S{k:02d}" for k in range(8, 20)}
+    _sort(page, "total_return")
+    expect(page.locator(NOTE)).to_have_text("bottom 12 of 20 by total return (lowest first)")
+    assert set(_drawn(page)) == {f"S{k:02d}" for k in range(12)}
+    _sort(page, "symbol")
+    expect(page.locator(NOTE)).to_have_text("first 12 of 20 by symbol (A to Z)")
+    _sort(page, "symbol")
+    expect(page.locator(NOTE)).to_have_text("first 12 of 20 by symbol (Z to A)")
+    assert set(_drawn(page)) == {f"S{k:02d}" for k in range(8, 20)}
+    _sort(page, "sharpe")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    assert set(_drawn(page)) == set(_by(result, "sharpe")[:12])
+
+
+def test_a_pinned_symbol_is_drawn_beside_the_top_ones(server: ServerThread, spool: Spool,
+                                                      page: sync_api.Page) -> None:
+    """A symbol outside the top 12 is pinned by its row's button (a click, Enter, Space):
+    its curve is drawn, dashed, named under "pinned:", its row marked; a second press
+    unpins it.  Past 12 pins a pin is refused, and said so."""
+    expect = sync_api.expect
+    result = _many(26)
+    worst = _by(result, "sharpe", descending=False)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 26 by sharpe (highest first)")
+    row = page.locator(f'{ROWS}[data-symbol="{worst[0]}"]')
+    expect(row.locator("button.pin")).to_have_attribute("aria-pressed", "false")
+    _pin(page, worst[0]).click()
+    expect(page.locator(CURVES)).to_have_count(13)
+    curve = page.locator(f'{CURVES}[data-symbol="{worst[0]}"]')
+    expect(curve).to_have_attribute("data-pinned", "")
+    expect(curve).to_have_attribute("stroke-dasharray", "6 3")
+    label = page.locator(f'#equity svg .legend text[data-symbol="{worst[0]}"]')
+    expect(label).to_have_class("pinned")
+    expect(page.locator("#equity svg .legend text.heading")).to_have_text("pinned:")
+    expect(row).to_have_class("pinned")
+    expect(row.locator("button.pin")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 26 by sharpe (highest first)")
+    _pin(page, worst[0]).click()
+    expect(page.locator(CURVES)).to_have_count(12)
+    expect(curve).to_have_count(0)
+    expect(row).not_to_have_class("pinned")
+    expect(row.locator("button.pin")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#equity svg .legend text.heading")).to_have_count(0)
+    # From the keyboard: Enter pins, Space unpins.
+    _pin(page, worst[1]).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(f'{CURVES}[data-symbol="{worst[1]}"]')).to_have_count(1)
+    expect(page.locator(f'{ROWS}[data-symbol="{worst[1]}"]')).to_have_class("pinned")
+    page.keyboard.press(" ")
+    expect(page.locator(f'{CURVES}[data-symbol="{worst[1]}"]')).to_have_count(0)
+    # Twelve pins at most: a thirteenth is refused, and said.
+    for symbol in worst[:12]:
+        _pin(page, symbol).click()
+    expect(page.locator(CURVES)).to_have_count(24)
+    status = page.locator("#task-tables .pin-status")
+    expect(status).to_be_hidden()
+    _pin(page, worst[12]).click()
+    expect(status).to_be_visible()
+    expect(status).to_contain_text(f"{worst[12]} is not drawn: 12 symbols are pinned already")
+    expect(page.locator(CURVES)).to_have_count(24)
+    expect(page.locator(f'{ROWS}[data-symbol="{worst[12]}"]')).not_to_have_class("pinned")
+    assert len(set(_drawn(page).values())) == 24
+    _pin(page, worst[0]).click()  # one fewer: the next pin is taken
+    _pin(page, worst[12]).click()
+    expect(status).to_be_hidden()
+    expect(page.locator(f'{CURVES}[data-symbol="{worst[12]}"]')).to_have_count(1)
+
+
+def test_a_curve_keeps_its_colour_while_it_stays_drawn(server: ServerThread, spool: Spool,
+                                                       page: sync_api.Page) -> None:
+    """A sort redraws the chart: a symbol drawn before and after, in the top ones or
+    pinned, is in the same colour; no two curves share one."""
+    expect = sync_api.expect
+    result = _many(20)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    pinned = "S19" if "S19" not in _by(result, "sharpe")[:12] else "S18"
+    _pin(page, pinned).click()  # outside the top by sharpe, first by total return
+    expect(page.locator(CURVES)).to_have_count(13)
+    before = _drawn(page)
+    _sort(page, "total_return")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by total return (highest first)")
+    after = _drawn(page)
+    stayed = set(before) & set(after)
+    assert pinned in stayed and len(stayed) >= 6, (before, after)
+    assert {s: after[s] for s in stayed} == {s: before[s] for s in stayed}
+    assert len(set(after.values())) == len(after) == 12  # the pinned one is in the top now
+    # The table shows each drawn symbol's colour on its button.
+    button = _pin(page, pinned)
+    assert button.evaluate("b => getComputedStyle(b).color") == \
+        page.locator(f'{CURVES}[data-symbol="{pinned}"]').evaluate(
+            "p => getComputedStyle(p).stroke")
+
+
+def test_html_in_a_symbol_is_text_in_the_legend(server: ServerThread, spool: Spool,
+                                                page: sync_api.Page) -> None:
+    """A symbol named with HTML, first by sharpe and so drawn (the result lists it last),
+    and another pinned: both are named as text in the legend and on their buttons."""
+    expect = sync_api.expect
+    evil = '<img src=x onerror="window.__xss = 1">'
+    worse = "<svg onload=window.__xss=2>"
+    result = _many(14)
+    result["symbols"][worse] = _metrics(0.0, -5.0)
+    result["symbols"][evil] = _metrics(0.5, 9.0)
+    run_job(spool, "bt-evil", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-evil")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 16 by sharpe (highest first)")
+    expect(page.locator(f"{ROWS} th").first).to_have_text(evil)
+    _pin(page, worse).click()
+    labels = page.locator("#equity svg .legend text[data-symbol]")
+    expect(labels.first).to_have_text(evil[:11] + "\u2026")
+    expect(labels.last).to_have_text(worse[:11] + "\u2026")
+    expect(labels.last).to_have_class("pinned")
+    assert set(_drawn(page)) >= {evil, worse}
+    expect(_pin(page, worse)).to_have_attribute("aria-label", f"pin {worse} on the equity chart")
+    expect(page.locator("#equity img, #task-tables img")).to_have_count(0)
+    expect(page.locator("#equity svg svg, #task-tables svg")).to_have_count(0)
     assert page.evaluate("window.__xss") is None
