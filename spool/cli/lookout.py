@@ -9,7 +9,7 @@ processor started later runs the job, and nothing more is said.
 
 Live is the reader's and statusd's word (:meth:`spool.reader.SpoolReader.processors`,
 ``GET /api/v1/stats``): a processor holding its owner lock, with a heartbeat younger
-than :data:`spool.reader.HEARTBEAT_STALE_S`.  When:
+than :data:`spool.lease.HEARTBEAT_STALE_S`.  When:
 
 * at once when ``owners/`` shows a processor gone: a status file whose lock nobody
   holds (killed: a clean stop removes both), or a lock holder whose heartbeat is
