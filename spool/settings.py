@@ -33,8 +33,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from spool.durability import FsyncMode  # also imported from here (its home before)
+from spool.durability import FsyncMode
 from spool.errors import ConfigError
+
+__all__ = ["ENV_FILE", "MAX_ENV_FILE_BYTES", "MAX_SECONDS", "FsyncMode", "Settings", "env_file",
+           "load_settings"]  # FsyncMode: re-exported, its home before spool.durability
 
 MAX_SECONDS = 86_400.0
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
