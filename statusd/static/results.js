@@ -231,11 +231,14 @@ const showResultTables = (() => {
     if (notes.length) view.appendChild(el("p", { class: "muted note" }, notes.join(" ")));
     const autocorr = result.rank_autocorrelation;
     const lags = [...new Set([...Object.keys(autocorr), ...Object.keys(result.turnover)])];
+    // A lag in one of the two only: its own value, never the object's ("toString" read
+    // Object.prototype.toString, and the view failed as "unavailable").
+    const own = (values, lag) => (Object.hasOwn(values, lag) ? values[lag] : null);
     if (lags.length) {
       view.appendChild(table("lags", ["lag", "rank autocorrelation", "turnover top",
         "turnover bottom"], lags.map((lag) => {
-        const turnover = result.turnover[lag] || { top: null, bottom: null };
-        return [lag, [fixed(3)(autocorr[lag] ?? null), pct(1)(turnover.top),
+        const turnover = own(result.turnover, lag) || { top: null, bottom: null };
+        return [lag, [fixed(3)(own(autocorr, lag)), pct(1)(turnover.top),
           pct(1)(turnover.bottom)]];
       })));
     }

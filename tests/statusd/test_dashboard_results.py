@@ -423,3 +423,28 @@ def test_html_in_a_symbol_is_text_in_the_legend(server: ServerThread, spool: Spo
     expect(page.locator("#equity img, #task-tables img")).to_have_count(0)
     expect(page.locator("#equity svg svg, #task-tables svg")).to_have_count(0)
     assert page.evaluate("window.__xss") is None
+
+
+# Found by review (h92): what a result's own keys, a slow record and a phone did to the view.
+
+
+def test_a_lag_named_like_an_object_property_is_a_row(server: ServerThread, spool: Spool,
+                                                      page: sync_api.Page) -> None:
+    """Horizon and lag keys are the result's: a lag "toString" in the turnover only read
+    the rank autocorrelation's Object.prototype.toString ("v.toFixed is not a function"):
+    the view said "unavailable" and fetched the record again every 2 s."""
+    expect = sync_api.expect
+    result = factor()
+    result["horizons"]["__proto__"] = result["horizons"]["1"]
+    result["rank_autocorrelation"]["constructor"] = 0.25
+    result["turnover"]["toString"] = {"top": 0.3, "bottom": 0.4}
+    run_job(spool, "fa-keys", result, tool="analyze_factor")
+    page.goto(server.base + "/#/tasks/fa-keys")
+    expect(page.locator("#task-state")).to_have_text("done")
+    horizons = page.locator("#task-tables table.horizons")
+    expect(horizons.locator("tbody th")).to_have_text(["1", "5", "10", "__proto__"])
+    lags = page.locator("#task-tables table.lags")
+    expect(lags.locator("tbody th")).to_have_text(["1", "5", "10", "constructor", "toString"])
+    expect(lags.locator('tr[data-key="constructor"] td')).to_have_text(["0.250", NONE, NONE])
+    expect(lags.locator('tr[data-key="toString"] td')).to_have_text([NONE, "30.0%", "40.0%"])
+    expect(page.locator("#task-error")).to_be_hidden()
