@@ -820,7 +820,9 @@ async function openTask(id) {
     setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, RETRY_MS);
     return;
   }
-  watchTask(id);
+  // A task left while its record came (a large one takes seconds): the one shown now keeps
+  // its stream (this one's closed it, and the view stayed "running" past its end).
+  if (ui.taskId === id) watchTask(id);
 }
 
 function showList() {

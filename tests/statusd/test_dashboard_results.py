@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import test_statusd_dashboard as dashboard
-from statusdkit import ServerThread, run_job
+from statusdkit import ServerThread, claim, finish, report, run_job, submit
 
 from spool.transitions import Spool
 
@@ -448,3 +448,48 @@ def test_a_lag_named_like_an_object_property_is_a_row(server: ServerThread, spoo
     expect(lags.locator('tr[data-key="constructor"] td')).to_have_text(["0.250", NONE, NONE])
     expect(lags.locator('tr[data-key="toString"] td')).to_have_text([NONE, "30.0%", "40.0%"])
     expect(page.locator("#task-error")).to_be_hidden()
+
+
+def test_a_task_left_while_its_record_loads_leaves_the_next_one_live(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Two running backtests, the first left for the second while its record was still on
+    its way (a large one takes seconds): when it came, the first one's stream replaced the
+    second's, and the view shown stayed "running" with no table after its job was done."""
+    expect = sync_api.expect
+    submit(spool, "first", tool="run_backtest")
+    first = claim(spool, "first")
+    submit(spool, "second", tool="run_backtest")
+    second = claim(spool, "second")
+    unfinished = [first, second]  # a claim holds its file open: each is finished below
+    try:
+        page.goto(server.base + "/")
+        expect(page.locator("#live")).to_have_text("live")
+        held: list[sync_api.Route] = []
+
+        def hold(route: sync_api.Route) -> None:  # Playwright takes no builtin (held.append)
+            held.append(route)
+
+        page.route("**/api/v1/tasks/first", hold)
+        page.evaluate("location.hash = '#/tasks/first'")
+        page.wait_for_function("() => ui.taskId === 'first'")
+        page.evaluate("location.hash = '#/tasks/second'")
+        expect(page.locator("#task-state")).to_have_text("running")
+        page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+        for _ in range(100):  # Playwright calls the handler above only while it is called
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the first task's record was not asked for"
+        for route in held:
+            route.continue_()
+        page.wait_for_function("() => performance.getEntriesByType('resource').some("
+                               "e => e.name.endsWith('/api/v1/tasks/first'))")
+        report(spool, second, 0.5, "half of the second")
+        expect(page.locator("#task-progress .text")).to_have_text("50% half of the second")
+        finish(spool, unfinished.pop(), backtest())
+        expect(page.locator("#task-state")).to_have_text("done")
+        expect(page.locator(ROWS)).to_have_count(4)
+        expect(page.locator("#task-id")).to_have_text("second")
+    finally:
+        for running in unfinished:
+            finish(spool, running, backtest())
