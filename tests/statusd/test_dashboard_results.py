@@ -493,3 +493,28 @@ def test_a_task_left_while_its_record_loads_leaves_the_next_one_live(
     finally:
         for running in unfinished:
             finish(spool, running, backtest())
+
+
+def test_a_result_reads_on_a_phone(server: ServerThread, spool: Spool,
+                                   page: sync_api.Page) -> None:
+    """400 px wide: a factor analysis's params as JSON ({"lookback":20,"start":...}) in its
+    heading, a long strategy, summary name or symbol widened the page past the screen;
+    they wrap, and the tables scroll in their boxes."""
+    expect = sync_api.expect
+    page.set_viewport_size({"width": 400, "height": 800})
+    analysis = factor()
+    analysis["params"] = {"lookback": 20, "start": "2010-01-01", "end": "2020-01-01"}
+    run_job(spool, "fa-phone", analysis, tool="analyze_factor")
+    result = backtest({"X" * 300: _metrics(0.1, 1.0), "AAA": _metrics(0.2, 0.5)})
+    result["strategy"] = "ma_crossover_" + "y" * 100
+    result["summary"]["mean_" + "q" * 100] = 1.0
+    run_job(spool, "bt-phone", result, tool="run_backtest")
+    page.goto(server.base + "/")
+    for job_id in ("fa-phone", "bt-phone"):
+        page.evaluate("id => { location.hash = `#/tasks/${id}`; }", job_id)
+        expect(page.locator("#task-tables table").first).to_be_visible()
+        expect(page.locator("#task-id")).to_have_text(job_id)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"{job_id}: the page is {width} px wide"
+    symbol = page.locator(f"{ROWS} th").first
+    assert symbol.evaluate("th => th.getBoundingClientRect().width") < 400
