@@ -50,8 +50,10 @@ function tableChart(symbols, draw, marked) {
     colors = keepColors(colors, [...top, ...more].map((curve) => curve.symbol));
     const drawn = [...top, ...more].map((curve) => ({
       ...curve, pinned: pinned.has(curve.symbol), color: COLORS[colors.get(curve.symbol)] }));
-    drawn.total = total;
-    if (top.length < total) drawn.note = describe(top.length, total, sort);
+    // Fewer than MAX_SERIES drawn: every row was looked at, so they are all that can be
+    // (a curve of two points, one null, was counted: "top 2 of 3" with nothing left out).
+    drawn.total = top.length < MAX_SERIES ? top.length : total;
+    if (top.length < drawn.total) drawn.note = describe(top.length, drawn.total, sort);
     draw(drawn);
     marked(new Map([...colors].map(([symbol, n]) => [symbol, COLORS[n]])), new Set(pinned.keys()));
   }

@@ -518,3 +518,16 @@ def test_a_result_reads_on_a_phone(server: ServerThread, spool: Spool,
         assert width <= 400, f"{job_id}: the page is {width} px wide"
     symbol = page.locator(f"{ROWS} th").first
     assert symbol.evaluate("th => th.getBoundingClientRect().width") < 400
+
+
+def test_a_chart_of_every_drawable_curve_leaves_none_out(server: ServerThread, spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """A curve of two points, one null, cannot be drawn: its symbol was still counted, and
+    the legend said "top 3 of 4 by sharpe" over every curve there was to draw."""
+    expect = sync_api.expect
+    result = backtest()
+    result["symbols"]["CCC"]["equity_curve"][1:] = [["2020-01-02T00:00:00", None]]
+    run_job(spool, "bt-null", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-null")
+    expect(page.locator(CURVES)).to_have_count(3)
+    expect(page.locator("#equity svg .legend text")).to_have_text(["AAA", "DDD", "BBB"])
