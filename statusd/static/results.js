@@ -98,7 +98,9 @@ const showResultTables = (() => {
     const columns = [{ key: "symbol", label: "symbol" }, ...SYMBOL_COLUMNS];
     const rows = Object.entries(symbols).map(([symbol, m]) => {
       const tr = el("tr", { "data-symbol": symbol });
-      const th = tr.appendChild(el("th", { scope: "row" }, shown(symbol)));
+      // Named by its symbol alone: a screen reader says it at each cell, not the pin's label.
+      const th = tr.appendChild(el("th", { scope: "row", "aria-label": shown(symbol) },
+        shown(symbol)));
       // Its name is the row's text; the button's is its label (a glyph drawn by app.css).
       const pin = el("button", { type: "button", class: "pin", "aria-pressed": "false",
         "aria-label": `pin ${shown(symbol)} on the equity chart`,

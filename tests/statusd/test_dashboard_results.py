@@ -531,3 +531,18 @@ def test_a_chart_of_every_drawable_curve_leaves_none_out(server: ServerThread, s
     page.goto(server.base + "/#/tasks/bt-null")
     expect(page.locator(CURVES)).to_have_count(3)
     expect(page.locator("#equity svg .legend text")).to_have_text(["AAA", "DDD", "BBB"])
+
+
+def test_a_screen_reader_names_a_row_by_its_symbol_and_a_column_by_its_label(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A row's header held its pin button: a screen reader named the row "pin AAA on the
+    equity chart AAA" at each cell; the sorted column's arrow was part of its name
+    ("sharpe ▼"), which aria-sort already says."""
+    expect = sync_api.expect
+    run_job(spool, "bt", backtest(), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt")
+    expect(page.get_by_role("rowheader", name="AAA", exact=True)).to_have_count(1)
+    sharpe = page.get_by_role("columnheader", name="sharpe", exact=True)
+    expect(sharpe).to_have_attribute("aria-sort", "descending")
+    expect(sharpe.get_by_role("button", name="sharpe", exact=True)).to_have_count(1)
+    expect(_pin(page, "AAA")).to_have_accessible_name("pin AAA on the equity chart")
