@@ -32,7 +32,10 @@ const showResultTables = (() => {
   const isCount = (v) => v === null || Number.isInteger(v);
 
   // Python's format specs, as demo.py uses them.
-  const orNone = (format) => (v) => (v === null || v === undefined ? NONE : format(v));
+  // A zero is unsigned in every column: -0.0 read "-0.00" through Intl (final equity)
+  // where toFixed wrote "0.00".
+  const orNone = (format) => (v) => (v === null || v === undefined ? NONE
+    : format(v === 0 ? 0 : v));
   const pct = (digits) => orNone((v) => `${(v * 100).toFixed(digits)}%`);
   const fixed = (digits) => orNone((v) => v.toFixed(digits));
   const integer = orNone((v) => String(v));
@@ -68,7 +71,7 @@ const showResultTables = (() => {
     // As demo.py's summary line: returns, drawdowns and win rates in percent.
     if (value === null) return NONE;
     if (typeof value === "string") return shown(value);
-    if (key.includes("sharpe")) return value.toFixed(2);
+    if (key.includes("sharpe")) return fixed(2)(value);
     if (/return|drawdown|win_rate/.test(key)) return pct(1)(value);
     return Number.isInteger(value) ? String(value) : general(value);
   }
