@@ -17,7 +17,8 @@
  * in the table's order and redraws at each sort (tablechart.js); the button before a
  * symbol (Enter or Space) pins its curve onto the chart, or unpins it.  A drawn
  * symbol's button is in its curve's colour, a pinned one's filled, its row marked; a
- * pin refused (too many) is said above the table.
+ * pin refused (too many) is said above the table.  A result of no symbols: its summary
+ * and one line that says so, no table, no chart.
  * analyze_factor: IC, rank IC, top minus bottom and quantile mean returns per
  * horizon; rank autocorrelation and turnover per lag.  Numbers read as `spoolq demo`
  * prints them (spool/cli/demo.py); null is "–".  Job text goes in through
@@ -90,6 +91,11 @@ const showResultTables = (() => {
       dl.appendChild(el("dd", { "data-field": key }, summaryValue(key, value)));
     }
     view.appendChild(dl);
+    if (!count) {  // an empty table and an empty chart said nothing: one line says it
+      view.appendChild(el("p", { class: "muted empty" }, "no symbols in this result"));
+      draw([]);
+      return view;
+    }
     const said = el("p", { class: "pin-status error", role: "status" });
     said.hidden = true;
     view.appendChild(said);

@@ -622,6 +622,23 @@ def test_a_sort_of_a_thousand_symbols_shows_each_symbol_whole(
 # symbols, a negative zero.
 
 
+def test_a_backtest_of_no_symbols_says_so(server: ServerThread, spool: Spool,
+                                          page: sync_api.Page) -> None:
+    """No symbols: an empty table and an empty chart were shown; one line says so, the
+    summary stays."""
+    expect = sync_api.expect
+    result = backtest({"AAA": _metrics(0.1, 1.0)})
+    result["symbols"] = {}
+    run_job(spool, "bt-none", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-none")
+    expect(page.locator("#task-tables .empty")).to_have_text("no symbols in this result")
+    expect(page.locator("#task-tables dl.summary dd").first).to_have_text("1")
+    expect(page.locator("#task-tables h3")).to_contain_text("on 0 symbols")
+    expect(page.locator("#task-tables table")).to_have_count(0)
+    expect(page.locator("#task-chart")).to_be_hidden()
+    expect(page.locator("#equity svg")).to_have_count(0)
+
+
 def test_a_negative_zero_is_shown_unsigned_in_every_column(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """-0.0 showed as 0.00 or 0.0% in most columns but -0.00 in final equity."""
