@@ -17,8 +17,10 @@
  * in the table's order and redraws at each sort (tablechart.js); the button before a
  * symbol (Enter or Space) pins its curve onto the chart, or unpins it.  A drawn
  * symbol's button is in its curve's colour, a pinned one's filled, its row marked; a
- * pin refused (too many) is said above the table.  A result of no symbols: its summary
- * and one line that says so, no table, no chart.
+ * pin refused (too many) is said above the table.  Its sort and pins are kept per run
+ * (id, started_at, attempts) for the page's life, the last 50 runs, and are there again
+ * when the task is opened again; a retry starts in sharpe order, unpinned.  A result of
+ * no symbols: its summary and one line that says so, no table, no chart.
  * analyze_factor: IC, rank IC, top minus bottom and quantile mean returns per
  * horizon; rank autocorrelation and turnover per lag.  Numbers read as `spoolq demo`
  * prints them (spool/cli/demo.py); null is "–".  Job text goes in through
@@ -77,7 +79,7 @@ const showResultTables = (() => {
     return Number.isInteger(value) ? String(value) : general(value);
   }
 
-  function backtestView(result, draw) {
+  function backtestView(result, draw, order) {
     const view = el("section", { class: "result-view backtest" });
     // Its settings as `spoolq demo` heads its table (an unset one, null, only in the JSON).
     const params = isObject(result.params) ? Object.entries(result.params)
@@ -99,11 +101,12 @@ const showResultTables = (() => {
     const said = el("p", { class: "pin-status error", role: "status" });
     said.hidden = true;
     view.appendChild(said);
-    view.appendChild(symbolTable(result.symbols, draw, said));
+    view.appendChild(symbolTable(result.symbols, draw, said, order));
     return view;
   }
 
-  function symbolTable(symbols, draw, said) {
+  function symbolTable(symbols, draw, said, order) {
+    // order: {key, descending, pins}, the run's (kept); a sort and a pin write it.
     const table = el("table", { class: "result-table symbols" });
     const head = el("tr");
     const columns = [{ key: "symbol", label: "symbol" }, ...SYMBOL_COLUMNS];
@@ -150,11 +153,14 @@ const showResultTables = (() => {
       row.texts.forEach((text, i) => { slot.cells[i].data = text; });
       mark(slot);
     };
-    const chart = tableChart(symbols, draw, (colors, pinned) => {
+    const kept = order.pins.filter((symbol) => bySymbol.has(symbol))
+      .map((symbol) => [symbol, bySymbol.get(symbol).m]);
+    const chart = tableChart(symbols, draw, kept, (colors, pinned) => {
       // Only the rows whose mark changes are touched (of 200+).
       const changed = new Set([...marks.keys(), ...colors.keys(), ...pins, ...pinned]);
       marks = colors;
       pins = pinned;
+      order.pins = [...pinned];
       for (const symbol of changed) mark(slotOf.get(symbol));
     });
     tbody.addEventListener("click", (event) => {
@@ -166,7 +172,6 @@ const showResultTables = (() => {
       said.textContent = done ? "" : `${row.name} is not drawn: ${MAX_PINNED} symbols `
         + "are pinned already; unpin one to pin another.";
     });
-    const order = { key: "sharpe", descending: true };
     const sortBy = (key, descending) => {
       order.key = key;
       order.descending = descending;
@@ -285,6 +290,19 @@ const showResultTables = (() => {
 
   /* ---- the task view's part ----------------------------------------------------- */
 
+  // Each run's sort and pins as its reader left them, for the page's life (not stored):
+  // the last RUNS_KEPT runs, a run its id, start and attempts (a retry starts fresh).
+  const RUNS_KEPT = 50;
+  const orders = new Map();  // run -> {key, descending, pins}, the most recent last
+  function orderOf(record) {
+    const run = `${record.id}\n${record.started_at}\n${record.attempts}`;
+    const order = orders.get(run) || { key: "sharpe", descending: true, pins: [] };
+    orders.delete(run);
+    orders.set(run, order);
+    if (orders.size > RUNS_KEPT) orders.delete(orders.keys().next().value);
+    return order;
+  }
+
   let drawn = null;  // the run whose tables box holds: a second render of it keeps its sort
   let charted = false;  // whether its view draws the chart
 
@@ -293,7 +311,7 @@ const showResultTables = (() => {
     const run = `${record.id}\n${record.attempts}\n${record.finished_at}`;
     if (drawn === run && !box.hidden) return charted;
     charted = isBacktest(result);
-    const view = charted ? backtestView(result, draw)
+    const view = charted ? backtestView(result, draw, orderOf(record))
       : isFactor(result) ? factorView(result) : null;
     drawn = view ? run : null;
     box.replaceChildren(...(view ? [view] : []));

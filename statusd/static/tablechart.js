@@ -1,16 +1,17 @@
 /* The equity chart of a backtest's symbols' table (results.js): what the table puts first.
  *
- * tableChart(symbols, draw, marked) keeps the chart of a run_backtest result's symbols
- * (result.symbols).  order(rows, label, descending) is the table's order after a sort
- * (rows: [{symbol, m}], m the symbol's metrics; label the column's name): the chart
- * then draws the first MAX_SERIES symbols of it that have a curve, and says which
- * (curves.note: "top 12 of 200 by sharpe (highest first)").  toggle(symbol, m) pins
- * a symbol's curve onto the chart even when a sort leaves it out, or unpins it; it
- * returns false, and pins nothing, when MAX_PINNED are pinned already.  So at most
- * MAX_SERIES + MAX_PINNED curves are drawn, each in a colour of its own that it keeps
- * while it stays drawn (chart.js's keepColors).  After each drawing,
- * marked(colors, pinned) tells the table each drawn symbol's colour (a Map) and the
- * pinned symbols (a Set).
+ * tableChart(symbols, draw, kept, marked) keeps the chart of a run_backtest result's
+ * symbols (result.symbols); kept is the pins of a table built again ([[symbol, m]], at
+ * most MAX_PINNED, in the order pinned), drawn at the first order().  order(rows, label,
+ * descending) is the table's order after a sort (rows: [{symbol, m}], m the symbol's
+ * metrics; label the column's name): the chart then draws the first MAX_SERIES symbols
+ * of it that have a curve, and says which (curves.note: "top 12 of 200 by sharpe
+ * (highest first)").  toggle(symbol, m) pins a symbol's curve onto the chart even when a
+ * sort leaves it out, or unpins it; it returns false, and pins nothing, when MAX_PINNED
+ * are pinned already.  So at most MAX_SERIES + MAX_PINNED curves are drawn, each in a
+ * colour of its own that it keeps while it stays drawn (chart.js's keepColors).  After
+ * each drawing, marked(colors, pinned) tells the table each drawn symbol's colour (a
+ * Map) and the pinned symbols (a Set).
  *
  * A symbol's curve is read from the result the first time it is drawn and kept (its
  * times are parsed once, chart.js): a sort or a pin reads at most the curves drawn,
@@ -18,7 +19,7 @@
  */
 "use strict";
 
-function tableChart(symbols, draw, marked) {
+function tableChart(symbols, draw, kept, marked) {
   const curves = new Map();  // symbol -> {symbol, points}, or null if it cannot be drawn
   const curveOf = (symbol, m) => {
     if (!curves.has(symbol)) {
@@ -32,7 +33,7 @@ function tableChart(symbols, draw, marked) {
   // As equityCurves counts them: the symbols with a curve of two points or more.
   const total = Object.values(symbols).filter(
     (m) => m && Array.isArray(m.equity_curve) && m.equity_curve.length >= 2).length;
-  const pinned = new Map();  // symbol -> its metrics, in the order pinned
+  const pinned = new Map(kept);  // symbol -> its metrics, in the order pinned
   let rows = [];
   let sort = { label: "", descending: true };
   let colors = new Map();

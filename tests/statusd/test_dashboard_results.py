@@ -622,6 +622,70 @@ def test_a_sort_of_a_thousand_symbols_shows_each_symbol_whole(
 # symbols, a negative zero.
 
 
+def _pinned(tab: sync_api.Page) -> list[str]:
+    pinned: list[str] = tab.locator(f"{ROWS}.pinned").evaluate_all(
+        "trs => trs.map(tr => tr.dataset.symbol)")
+    return sorted(pinned)
+
+
+def _open(tab: sync_api.Page, job_id: str) -> None:
+    """Open a task from the page and wait for its tables (not the last task's, hidden)."""
+    tab.evaluate("id => { location.hash = `#/tasks/${id}`; }", job_id)
+    sync_api.expect(tab.locator("#task-id")).to_have_text(job_id)
+    sync_api.expect(tab.locator("#task-tables")).to_be_visible()
+
+
+def test_a_task_keeps_its_sort_and_pins_when_opened_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Back to the list, or on to another task, and into the same task again: its table
+    was in sharpe order again and its pins were gone.  The same run keeps its sort and
+    pins for the page's life; a new run of the id (its record's started_at) starts fresh."""
+    expect = sync_api.expect
+    result = _many(20)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    run_job(spool, "bt", backtest(), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    _sort(page, "total_return")
+    _sort(page, "total_return")  # lowest first
+    worst = _by(result, "total_return")[0]  # S19: left out of the bottom 12
+    _pin(page, worst).click()
+    _pin(page, "S18").click()
+    expect(page.locator(CURVES)).to_have_count(14)
+    lowest_first = _by(result, "total_return", descending=False)
+
+    def as_left() -> None:
+        _open(page, "bt-many")
+        expect(page.locator(NOTE)).to_have_text("bottom 12 of 20 by total return (lowest first)")
+        _symbols_in_order(page, *lowest_first)
+        expect(page.locator("#task-tables th[data-key=total_return]")).to_have_attribute(
+            "aria-sort", "ascending")
+        expect(page.locator(CURVES)).to_have_count(14)
+        expect(page.locator(f'{CURVES}[data-symbol="{worst}"]')).to_have_attribute(
+            "data-pinned", "")
+        assert _pinned(page) == ["S18", "S19"]
+
+    page.evaluate("location.hash = '#/'")
+    expect(page.locator("#list-view")).to_be_visible()
+    as_left()
+    # Another task between: its own table in sharpe order, and back.
+    _open(page, "bt")
+    _symbols_in_order(page, "CCC", "AAA", "DDD", "BBB")
+    expect(page.locator(f"{ROWS}.pinned")).to_have_count(0)
+    as_left()
+    # A second click on the sorted column still reverses it.
+    _sort(page, "total_return")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by total return (highest first)")
+    # A new run of the same id starts fresh.
+    page.evaluate("location.hash = '#/'")
+    expect(page.locator("#list-view")).to_be_visible()
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    _open(page, "bt-many")
+    expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
+    expect(page.locator(f"{ROWS}.pinned")).to_have_count(0)
+    expect(page.locator(CURVES)).to_have_count(12)
+
+
 def test_a_backtest_of_no_symbols_says_so(server: ServerThread, spool: Spool,
                                           page: sync_api.Page) -> None:
     """No symbols: an empty table and an empty chart were shown; one line says so, the
