@@ -27,12 +27,10 @@ from typing import NamedTuple
 import orjson
 
 from spool.ids import id_from_name
-from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
+from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd
 from spool.layout import Layout
 from spool.lease import open_nofollow
-from spool.models import Job
 from spool.states import ACTIVE, JobState
-from spool.text import without_bom
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +142,7 @@ def _records_run_of(record: Entry, running: Entry) -> bool:
     try:
         # Read as the job model reads it (recovery's test of the same question does):
         # a drop may give its submission as epoch seconds or with any UTC offset.
-        job = Job.model_validate_json(without_bom(job_data)) if job_data is not None else None
+        job = parse_job(job_data) if job_data is not None else None
         if found is None or job is None:
             return True
         fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)

@@ -4,8 +4,9 @@
   bytes when given one, so a file that grows while it is read cannot take the reader's
   memory with it.
 * :data:`MAX_ACTIVE_BYTES` bounds a pending or running file: a larger one is no job.
-* :func:`job_in` gives the job a file's bytes hold, or None (never an exception) for
-  bytes that hold none; :func:`record_from_job` the record view of a job file.
+* :func:`parse_job` gives the job a file's bytes hold, read as intake reads a drop;
+  :func:`job_in` the same, or None (never an exception) for bytes that hold none;
+  :func:`record_from_job` the record view of a job file.
 """
 
 from __future__ import annotations
@@ -53,13 +54,21 @@ def read_fd(fd: int, limit: int | None = None, size: int = -1) -> bytes:
             return b"".join(chunks)
 
 
+def parse_job(data: bytes) -> Job:
+    """The job a job file's bytes hold, a UTF-8 byte order mark first passed over as
+    intake passes it (:func:`spool.text.without_bom`): every reader of a file in
+    ``pending/`` or ``running/`` reads it so.  pydantic's ValidationError (a ValueError)
+    when they hold none."""
+    return Job.model_validate_json(without_bom(data))
+
+
 def job_in(data: bytes) -> Job | None:
     """The job a job file's bytes hold; None when they hold none (not a valid job, or an
     integer past 64 bits: pydantic reads it exactly, and no record could hold it)."""
     if inexact_integer(data) is not None:
         return None
     try:
-        return Job.model_validate_json(without_bom(data))
+        return parse_job(data)
     except ValueError:
         return None
 

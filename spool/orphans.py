@@ -26,13 +26,12 @@ from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
-from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
+from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
 from spool.states import JobState
-from spool.text import without_bom
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
@@ -120,7 +119,7 @@ class Orphans:
             invalid = big_integer_reason(big)
         else:
             try:
-                job = Job.model_validate_json(without_bom(claim.data))
+                job = parse_job(claim.data)
             except ValidationError as exc:
                 invalid = exc.errors()[0]["msg"]
         if self._run_recorded(claim, job):
@@ -206,7 +205,7 @@ class Orphans:
         if data is None:
             return False
         try:
-            pending = Job.model_validate_json(without_bom(data))
+            pending = parse_job(data)
         except ValueError:
             return False
         submitted = job.submitted_at or utc_from_ns(claim.mtime_ns)

@@ -38,7 +38,6 @@ from spool.cli.waiting import check_can_follow, wait_for
 from spool.errors import SpoolError
 from spool.layout import Layout
 from spool.states import JobState
-from spool.text import without_bom
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -165,8 +164,7 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     """
     from pydantic import ValidationError  # noqa: PLC0415 - lazy, see spool.cli
 
-    from spool.jobfile import MAX_ACTIVE_BYTES  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.models import Job  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.jobfile import MAX_ACTIVE_BYTES, parse_job  # noqa: PLC0415 - lazy, see spool.cli
 
     limit = max(4 * max_job_bytes, MAX_ACTIVE_BYTES)
     name = "standard input" if path == "-" else path
@@ -185,7 +183,7 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
         raise SpoolError(f"{name} is too large: more than {limit} bytes, for a job that may "
                          f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
     try:
-        job = Job.model_validate_json(without_bom(data))  # as intake reads a drop
+        job = parse_job(data)  # as intake reads a drop
         parse.inexact_number(data)
     except ValidationError as exc:
         raise SpoolError(f"{name} is not a valid job: {describe(exc)}") from exc
