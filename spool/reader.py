@@ -59,6 +59,7 @@ from spool.text import without_bom
 __all__ = [
     "HEARTBEAT_STALE_S",
     "KEEP_MAX_BYTES",
+    "LOOKS",
     "MAX_PAGE",
     "PEEK_MAX_BYTES",
     "RECENT_S",
@@ -79,6 +80,9 @@ __all__ = [
     "unreadable_record",
 ]
 
+LOOKS = 3
+"""How many times :meth:`SpoolReader.get` looks an id up and reads it, a file that
+moved between its stat and its read (a claim, a completion) read where it went."""
 PEEK_MAX_BYTES = 1024 * 1024
 """A page reads files up to this size for what their sort key can be; a larger one is
 read as a record (:meth:`SpoolReader.load`) whatever its key."""
@@ -142,7 +146,7 @@ class SpoolReader:
         """The record of ``job_id``; NotFoundError when no folder has it."""
         if not is_valid_id(job_id):
             raise InvalidId(f"invalid id: {job_id!r}")
-        for _ in range(3):  # a file may move between stat and read: look again
+        for _ in range(LOOKS):  # a file may move between stat and read: look again
             entry = newest(self.entries_of(job_id))
             if entry is None:
                 break

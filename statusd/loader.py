@@ -34,7 +34,7 @@ from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.models import record_bytes
-from spool.reader import Entry, SpoolReader, newest
+from spool.reader import LOOKS, Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
@@ -51,10 +51,6 @@ class Absent(enum.Enum):
     GONE = "gone"
     """Removed (a purge, an ``rm``, a move out of the spool): it is not coming back."""
 
-
-LOOKS = 3
-"""How many times an id's file is looked up and read when it moves between its stat
-and its read (:meth:`Loader._read_current`), as :meth:`spool.reader.SpoolReader.get`."""
 
 _T = TypeVar("_T")
 
