@@ -12,6 +12,7 @@ usual, since a cache records its source's mtime and size.
 from __future__ import annotations
 
 import compileall
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,18 @@ _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")
 def pytest_sessionstart(session: pytest.Session) -> None:
     for name in _PACKAGES:
         compileall.compile_dir(_ROOT / name, quiet=2)  # a read-only checkout: no caches, no noise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Captured output with a lone surrogate (a non-UTF-8 file name, logged) in UTF-8.
+
+    pytest-xdist sends each report from its worker to the controller as UTF-8, and a
+    surrogate there ended the whole run (``DumpError: strings must be utf-8
+    encodable``), naming the passing test it came from as a crash."""
+    report = yield
+    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+                       for title, text in report.sections]
+    return report
