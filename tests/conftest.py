@@ -32,12 +32,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_makereport(
         item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Captured output with a lone surrogate (a non-UTF-8 file name, logged) in UTF-8.
+    """A report's text with a lone surrogate (a non-UTF-8 file name) in UTF-8.
 
     pytest-xdist sends each report from its worker to the controller as UTF-8, and a
-    surrogate there ended the whole run (``DumpError: strings must be utf-8
-    encodable``), naming the passing test it came from as a crash."""
+    surrogate there, in captured output or in a failure's message, ended the whole run
+    (``DumpError: strings must be utf-8 encodable``) with the test named as a crash,
+    its failure unsaid."""
     report = yield
-    report.sections = [(title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
-                       for title, text in report.sections]
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if _utf8(text) != text:  # the rare case: the failure as plain text
+            report.longrepr = _utf8(text)
     return report
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
