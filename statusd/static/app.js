@@ -727,7 +727,14 @@ function closeTaskSocket() {
   if (ui.taskSocket) {
     const socket = ui.taskSocket;
     ui.taskSocket = null;
-    socket.close();
+    socket.onmessage = null;
+    if (socket.readyState === WebSocket.CONNECTING) {
+      // Closed while connecting, the browser logs a warning for it (a quick switch
+      // between tasks logged one each): it closes once open instead.
+      socket.onopen = () => socket.close();
+    } else {
+      socket.close();
+    }
   }
 }
 

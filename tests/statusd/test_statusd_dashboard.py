@@ -595,6 +595,58 @@ def test_normal_use_logs_no_console_errors(server: ServerThread, spool: Spool,
     assert not console, f"console messages in normal use: {console}"
 
 
+
+# Run before the page's scripts: the first task stream the page opens is left at once,
+# from a microtask, so the page closes the socket while it is still connecting.
+_LEAVE_AT_ONCE = """
+(() => {
+  const Native = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    const socket = new Native(url, protocols);
+    if (!String(url).includes("/ws/tasks/")) return socket;
+    (window.__taskSockets = window.__taskSockets || []).push(socket);
+    if (window.__leaveAtOnce > 0) {
+      window.__leaveAtOnce -= 1;
+      queueMicrotask(() => { location.hash = "#/"; });
+    }
+    return socket;
+  };
+  Object.assign(window.WebSocket, Native);
+  window.WebSocket.prototype = Native.prototype;
+})();
+"""
+
+
+def test_leaving_a_task_before_its_stream_opens_logs_no_warning(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A task left (back to the list, another task) before its stream's socket was open
+    closed the socket while connecting, and Chromium logged a warning for each ("WebSocket
+    is closed before the connection is established"): quick switching filled the
+    console.  The page closes such a socket once it opens instead."""
+    expect = sync_api.expect
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}")
+            if msg.type in ("error", "warning") else None)
+    submit(spool, "long-1")
+    taken = claim(spool, "long-1")
+    page.add_init_script(_LEAVE_AT_ONCE)
+    page.goto(server.base + "/")
+    expect(_row(page, "long-1", "running")).to_be_visible()
+    for _ in range(5):
+        page.evaluate("window.__leaveAtOnce = 1; location.hash = '#/tasks/long-1'")
+        expect(page.locator("#list-view")).to_be_visible()
+        page.wait_for_function("window.__leaveAtOnce === 0")
+    page.evaluate("location.hash = '#/tasks/long-1'")  # and once to stay
+    expect(page.locator("#task-state")).to_have_text("running")
+    page.wait_for_timeout(300)
+    assert not console, f"console messages: {console}"
+    # Each socket left is closed once it opened; the task shown keeps its own open.
+    page.wait_for_function("window.__taskSockets.length === 6 && window.__taskSockets"
+                           ".slice(0, 5).every(s => s.readyState === WebSocket.CLOSED)")
+    assert page.evaluate("window.__taskSockets[5].readyState") == 1  # OPEN
+    finish(spool, taken, {"message": "long-1"})
+    expect(page.locator("#task-state")).to_have_text("done")
+
 def test_a_burst_of_new_jobs_is_placed_without_rescanning_the_list(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """Each new row found its place by reading every row's key: n²/2 reads for a burst
