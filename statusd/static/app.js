@@ -52,9 +52,9 @@ const ui = {
 
 const $ = (id) => document.getElementById(id);
 
-async function getJSON(url, maxBytes = Infinity) {
+async function getJSON(url, maxBytes = Infinity, parse = null) {
   // A refusal carries its HTTP status and the message of the API's error body; an answer
-  // over maxBytes is not read (its size is the error's tooLarge).
+  // over maxBytes is not read (its size is the error's tooLarge); parse: of the body's text.
   const control = new AbortController();
   const response = await fetch(url, { cache: "no-store", signal: control.signal });
   const size = Number(response.headers.get("Content-Length"));
@@ -64,7 +64,7 @@ async function getJSON(url, maxBytes = Infinity) {
     error.tooLarge = size;
     throw error;
   }
-  if (response.ok) return response.json();
+  if (response.ok) return parse ? parse(await response.text()) : response.json();
   let message = `HTTP ${response.status}`;
   try {
     const body = await response.json();
@@ -75,6 +75,23 @@ async function getJSON(url, maxBytes = Infinity) {
   const error = new Error(message);
   error.status = response.status;
   throw error;
+}
+
+// The spool holds integers up to 64 bits exactly, and one past 2**53 parsed into a double
+// prints as another number (18446744073709551615 as 18446744073709552000).  Where the
+// browser has JSON.rawJSON, a record's params, meta and result keep such integers as their
+// digits, which JSON.stringify prints as they came; elsewhere they stay doubles.
+const UNSAFE_INTEGER = /(?<![\d.eE+-])-?\d{16,}(?![\d.eE])/;  // not a float's digits
+const EXACT_FIELDS = ["params", "meta", "result"];
+
+function withExactIntegers(record, text, pick) {
+  // record: parsed from text already; pick: where it is in the value text holds.
+  if (!record || typeof JSON.rawJSON !== "function" || !UNSAFE_INTEGER.test(text)) return record;
+  const exact = pick(JSON.parse(text, (key, value, context) => (
+    typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context.source)
+      ? JSON.rawJSON(context.source) : value)));
+  for (const key of EXACT_FIELDS) if (key in exact) record[key] = exact[key];
+  return record;
 }
 
 function wsUrl(path) {
@@ -514,7 +531,8 @@ function renderProgress(state, progress) {
 }
 
 function getRecord(id) {
-  return getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES);
+  return getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES,
+    (text) => withExactIntegers(JSON.parse(text), text, (value) => value));
 }
 
 function showLoading(text = "loading the result…") {
@@ -748,6 +766,7 @@ function watchTask(id) {
     const msg = JSON.parse(event.data);
     if (msg.id !== ui.taskId) return;
     if (msg.record) {
+      withExactIntegers(msg.record, event.data, (value) => value.record);
       terminal = TERMINAL.has(msg.state);
       if (terminal) closeTaskSocket();  // what comes after (a retry) comes by the events
       renderRecord(msg.record).catch(() => {});

@@ -1403,3 +1403,32 @@ def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
     expect(page.locator("#task-error")).to_be_hidden()
     expect(_row(page, "big", "done")).to_have_count(1)  # the list, behind the task view
     assert len(frames) >= 3 and max(frames) < 4_000, frames  # failed, pending, running, done
+
+
+def test_integers_past_two_to_the_53_are_shown_exactly(server: ServerThread, spool: Spool,
+                                                       page: sync_api.Page) -> None:
+    """The spool holds integers from -2**63 to 2**64 - 1 exactly, and the API answers them
+    so (meta is echoed back untouched), but the page parsed them into doubles:
+    18446744073709551615 showed as 18446744073709552000, 2**53 + 1 as 2**53, in the
+    params, the result and a streamed record alike."""
+    expect = sync_api.expect
+    big, bigger = 2**64 - 1, -(2**63)
+    submit(spool, "big-ints", meta={"order": big})
+    run_job(spool, "big-result", {"message": bigger, "odd": 2**53 + 1, "small": 2**53,
+                                  "float": 0.1})
+    page.goto(server.base + "/#/tasks/big-ints")
+    params = page.locator("#task-params pre")
+    expect(params).to_contain_text(f'"order": {big}')
+    page.evaluate("location.hash = '#/tasks/big-result'")
+    result = page.locator("#task-result pre")
+    expect(result).to_contain_text(f'"message": {bigger}')
+    expect(result).to_contain_text(f'"odd": {2**53 + 1}')
+    expect(result).to_contain_text(f'"small": {2**53}')
+    expect(result).to_contain_text('"float": 0.1')
+    # A record that comes by the task's stream: the job claimed and finished while shown.
+    page.evaluate("location.hash = '#/tasks/big-ints'")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    finish(spool, claim(spool, "big-ints"), {"echo": big})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(result).to_contain_text(f'"echo": {big}')
+    expect(params).to_contain_text(f'"order": {big}')
