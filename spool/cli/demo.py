@@ -325,7 +325,10 @@ def _summary(records: list[Record], out: TextIO) -> None:
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-"
+    # A negative float that rounds to zero prints unsigned ("z"): 0.0%, not -0.0%.
+    return format(value, f"z{spec}" if isinstance(value, float) else spec)
 
 
 def _backtest_table(result: dict[str, Any], out: TextIO) -> None:

@@ -35,10 +35,11 @@ const showResultTables = (() => {
   const isCount = (v) => v === null || Number.isInteger(v);
 
   // Python's format specs, as demo.py uses them.
-  // A zero is unsigned in every column: -0.0 read "-0.00" through Intl (final equity)
-  // where toFixed wrote "0.00".
+  // A zero is unsigned in every column, as is what rounds to one: -0.0 read "-0.00"
+  // through Intl (final equity) where toFixed wrote "0.00", and -0.0004 read "-0.0%".
+  const unsigned = (text) => (/^-[^1-9]*$/.test(text) ? text.slice(1) : text);
   const orNone = (format) => (v) => (v === null || v === undefined ? NONE
-    : format(v === 0 ? 0 : v));
+    : unsigned(format(v)));
   const pct = (digits) => orNone((v) => `${(v * 100).toFixed(digits)}%`);
   const fixed = (digits) => orNone((v) => v.toFixed(digits));
   const integer = orNone((v) => String(v));

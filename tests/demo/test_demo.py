@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from spool.cli import demo
 
 DEMO = [sys.executable, "-m", "spool.cli.main", "demo"]
 
@@ -143,3 +146,23 @@ def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) 
     assert proc.returncode == 1 and "spool-statusd did not start" in out, out
     assert "stopped    spool-processor" in out
     _assert_all_gone(_spool_of(out))
+
+
+def test_a_negative_value_that_rounds_to_zero_prints_unsigned() -> None:
+    """Python's format kept the sign: -0.0004 printed as -0.0%, a -0.001 sharpe as -0.00."""
+    out = io.StringIO()
+    demo._backtest_table({
+        "strategy": "ma_crossover", "params": {"fast": 10, "slow": 50, "fee": 0.0},
+        "symbols": {"AAA": {"total_return": -0.0004, "annualized_return": -0.0004,
+                            "annualized_volatility": 0.2, "sharpe": -0.001,
+                            "max_drawdown": -0.3, "num_trades": 0, "win_rate": -0.004}},
+        "summary": {"mean_total_return": -0.0004, "mean_sharpe": -0.0}}, out)
+    demo._ic_table({
+        "factor": "momentum", "params": {}, "symbols": 2, "dates": 3,
+        "horizons": {"1": {"ic": {"mean": -0.00001, "ir": -0.0001, "t_stat": -0.001},
+                           "rank_ic": {"mean": -0.00004}, "top_minus_bottom": -1e-5}},
+        "rank_autocorrelation": {"1": -0.0001}}, out)
+    lines = [line.split() for line in out.getvalue().splitlines()]
+    assert ["AAA", "0.0%", "0.0%", "20.0%", "0.00", "-30.0%", "0", "0%"] in lines
+    assert ["summary:", "mean_total_return=0.0%,", "mean_sharpe=0"] in lines
+    assert ["1", "0.0000", "0.000", "0.00", "0.0000", "-1.00e-05", "0.000"] in lines

@@ -724,3 +724,26 @@ def test_a_negative_zero_is_shown_unsigned_in_every_column(
     # The record carries the sign (JSON.stringify drops it: the raw view reads 0).
     assert page.evaluate("fetch('/api/v1/tasks/bt-zero').then(r => r.text())"
                          ".then(t => Object.is(JSON.parse(t).result.symbols.AAA.final_equity, -0))")
+
+
+def test_a_negative_value_that_rounds_to_zero_is_shown_unsigned(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """-0.0004 showed as -0.0%, a -0.001 sharpe as -0.00, a -0.004 final equity as -0.00:
+    a sign on a zero, as Python's format printed it too (``spoolq demo`` prints them
+    unsigned now)."""
+    expect = sync_api.expect
+    tiny = -0.0004
+    result = backtest({"AAA": _metrics(tiny, -0.001, annualized_return=tiny,
+                                       max_drawdown=-0.00049, win_rate=-0.004,
+                                       final_equity=-0.004),
+                       "BBB": _metrics(0.1, 1.0)})
+    result["summary"].update(mean_sharpe=-0.004, median_total_return=tiny)
+    run_job(spool, "bt-tiny", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-tiny")
+    expect(page.locator(f'{ROWS}[data-symbol="AAA"] td')).to_have_text(
+        ["0.0%", "0.0%", "20.0%", "0.00", "0.0%", "32", "31", "0%", "0.00"])
+    summary = page.locator("#task-tables dl.summary")
+    expect(summary.locator("dd[data-field=mean_sharpe]")).to_have_text("0.00")
+    expect(summary.locator("dd[data-field=median_total_return]")).to_have_text("0.0%")
+    # A negative value that does not round to zero keeps its sign.
+    expect(page.locator(f'{ROWS}[data-symbol="BBB"] td').nth(4)).to_have_text("-30.0%")
