@@ -703,47 +703,34 @@ def test_a_backtest_of_no_symbols_says_so(server: ServerThread, spool: Spool,
     expect(page.locator("#equity svg")).to_have_count(0)
 
 
-def test_a_negative_zero_is_shown_unsigned_in_every_column(
+def test_a_zero_and_what_rounds_to_one_are_shown_unsigned_in_every_column(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
-    """-0.0 showed as 0.00 or 0.0% in most columns but -0.00 in final equity."""
+    """-0.0 showed as 0.00 or 0.0% in most columns but -0.00 in final equity; -0.0004
+    as -0.0%, a -0.001 sharpe as -0.00, as Python's format printed them too
+    (``spoolq demo`` prints them unsigned now)."""
     expect = sync_api.expect
-    zero = -0.0
-    result = backtest({"AAA": _metrics(zero, zero, annualized_return=zero,
-                                       annualized_volatility=zero, max_drawdown=zero,
-                                       win_rate=zero, final_equity=zero),
-                       "BBB": _metrics(0.1, 1.0)})
-    result["summary"].update(mean_sharpe=zero, median_total_return=zero, mean_win_rate=zero)
-    run_job(spool, "bt-zero", result, tool="run_backtest")
-    page.goto(server.base + "/#/tasks/bt-zero")
-    expect(page.locator(f'{ROWS}[data-symbol="AAA"] td')).to_have_text(
-        ["0.0%", "0.0%", "0.0%", "0.00", "0.0%", "32", "31", "0%", "0.00"])
+    zero, tiny = -0.0, -0.0004
+    cases = {
+        "bt-zero": _metrics(zero, zero, annualized_return=zero, annualized_volatility=zero,
+                            max_drawdown=zero, win_rate=zero, final_equity=zero),
+        "bt-tiny": _metrics(tiny, -0.001, annualized_return=tiny, annualized_volatility=0.00004,
+                            max_drawdown=-0.00049, win_rate=-0.004, final_equity=-0.004),
+    }
     summary = page.locator("#task-tables dl.summary")
-    expect(summary.locator("dd[data-field=mean_sharpe]")).to_have_text("0.00")
-    expect(summary.locator("dd[data-field=median_total_return]")).to_have_text("0.0%")
-    expect(summary.locator("dd[data-field=mean_win_rate]")).to_have_text("0.0%")
+    for job_id, metrics in cases.items():
+        result = backtest({"AAA": metrics, "BBB": _metrics(0.1, 1.0)})
+        value = metrics["total_return"]
+        result["summary"].update(mean_sharpe=value, median_total_return=value,
+                                 mean_win_rate=value)
+        run_job(spool, job_id, result, tool="run_backtest")
+        page.goto(server.base + f"/#/tasks/{job_id}")
+        expect(page.locator(f'{ROWS}[data-symbol="AAA"] td')).to_have_text(
+            ["0.0%", "0.0%", "0.0%", "0.00", "0.0%", "32", "31", "0%", "0.00"])
+        expect(summary.locator("dd[data-field=mean_sharpe]")).to_have_text("0.00")
+        expect(summary.locator("dd[data-field=median_total_return]")).to_have_text("0.0%")
+        expect(summary.locator("dd[data-field=mean_win_rate]")).to_have_text("0.0%")
+    # A negative value that does not round to zero keeps its sign.
+    expect(page.locator(f'{ROWS}[data-symbol="BBB"] td').nth(4)).to_have_text("-30.0%")
     # The record carries the sign (JSON.stringify drops it: the raw view reads 0).
     assert page.evaluate("fetch('/api/v1/tasks/bt-zero').then(r => r.text())"
                          ".then(t => Object.is(JSON.parse(t).result.symbols.AAA.final_equity, -0))")
-
-
-def test_a_negative_value_that_rounds_to_zero_is_shown_unsigned(
-        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
-    """-0.0004 showed as -0.0%, a -0.001 sharpe as -0.00, a -0.004 final equity as -0.00:
-    a sign on a zero, as Python's format printed it too (``spoolq demo`` prints them
-    unsigned now)."""
-    expect = sync_api.expect
-    tiny = -0.0004
-    result = backtest({"AAA": _metrics(tiny, -0.001, annualized_return=tiny,
-                                       max_drawdown=-0.00049, win_rate=-0.004,
-                                       final_equity=-0.004),
-                       "BBB": _metrics(0.1, 1.0)})
-    result["summary"].update(mean_sharpe=-0.004, median_total_return=tiny)
-    run_job(spool, "bt-tiny", result, tool="run_backtest")
-    page.goto(server.base + "/#/tasks/bt-tiny")
-    expect(page.locator(f'{ROWS}[data-symbol="AAA"] td')).to_have_text(
-        ["0.0%", "0.0%", "20.0%", "0.00", "0.0%", "32", "31", "0%", "0.00"])
-    summary = page.locator("#task-tables dl.summary")
-    expect(summary.locator("dd[data-field=mean_sharpe]")).to_have_text("0.00")
-    expect(summary.locator("dd[data-field=median_total_return]")).to_have_text("0.0%")
-    # A negative value that does not round to zero keeps its sign.
-    expect(page.locator(f'{ROWS}[data-symbol="BBB"] td').nth(4)).to_have_text("-30.0%")
