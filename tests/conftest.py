@@ -1,4 +1,5 @@
-"""Suite-wide set-up: compile the project's modules once, before any test runs.
+"""Suite-wide set-up: compile the project's modules once, before any test runs; and
+reports that pytest-xdist's workers can send (:func:`pytest_runtest_makereport`).
 
 The tests start hundreds of real processors, statusd servers and ``spoolq`` runs as
 subprocesses.  Where ``PYTHONDONTWRITEBYTECODE`` is set (our development sandbox
@@ -40,7 +41,7 @@ def pytest_runtest_makereport(
     its failure unsaid."""
     report = yield
     report.sections = [(title, _utf8(text)) for title, text in report.sections]
-    if report.longrepr is not None:
+    if report.failed and report.longrepr is not None:  # a skip's is a tuple: left as it is
         text = str(report.longrepr)
         if _utf8(text) != text:  # the rare case: the failure as plain text
             report.longrepr = _utf8(text)
