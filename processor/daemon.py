@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from processor import lifecycle, logs
@@ -110,6 +110,7 @@ class Processor:
         self.next_watchdog = 0.0
         self.io_pause_until = 0.0
         self.io_failures = 0
+        self.io_trouble: dict[str, Any] | None = None  # the status file's (IoTrouble)
         self.lease: OwnerLease | None = None
         self.resources: dict[str, Any] = {}
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
@@ -372,6 +373,11 @@ class Processor:
         self.io_pause_until = time.monotonic() + pause
         log.error("spool I/O trouble; pausing claims", extra={"fields": {
             "error": str(exc), "pause_s": pause}})
+        now = self.clock.now()  # and the status file says so at once
+        since = self.io_trouble["since"] if self.io_trouble else now
+        self.io_trouble = {"error": str(exc), "since": since,
+                           "retry_at": now + timedelta(seconds=pause)}
+        self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
     # -- status -------------------------------------------------------------------------
 
@@ -379,4 +385,6 @@ class Processor:
         """Write the status file now (start-up and the stop call this too)."""
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
-        self.status.write(self.fast.busy, self.stopping, self.grace_ends_at)
+        if time.monotonic() >= self.io_pause_until and not self.unfinished:
+            self.io_trouble = None  # the pause is over and no record waits: so is the outage
+        self.status.write(self.fast.busy, self.stopping, self.grace_ends_at, self.io_trouble)

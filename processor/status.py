@@ -67,7 +67,8 @@ class StatusFile:
             _, ok = self.finished_at.popleft()
             self.finished_last_60s[ok] -= 1
 
-    def write(self, fast_running: int, stopping: bool, grace_ends_at: datetime | None) -> None:
+    def write(self, fast_running: int, stopping: bool, grace_ends_at: datetime | None,
+              io_trouble: dict[str, Any] | None = None) -> None:
         """Write the status file now (the caller's heartbeat decides when)."""
         self.forget_old_counts()
         # OwnerStatus's fields in its order, as a plain dict: what model_construct and
@@ -79,7 +80,7 @@ class StatusFile:
             "job_num": self.executor.capacity(), "busy_workers": self.executor.busy(),
             "fast_running": fast_running, "done_last_60s": self.finished_last_60s[True],
             "failed_last_60s": self.finished_last_60s[False], "stopping": stopping,
-            "grace_ends_at": grace_ends_at,
+            "grace_ends_at": grace_ends_at, "io_trouble": io_trouble,
             "tools": self.catalogue_json}  # serialised once: it never changes
         try:
             self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),

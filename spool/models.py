@@ -94,6 +94,18 @@ class Progress(BaseModel):
     _aware = field_validator("updated_at", "started_at", mode="after")(aware_utc)
 
 
+class IoTrouble(BaseModel):
+    """The spool refuses a processor's writes (a full disk, a folder it may not write):
+    its claims wait, tried again after a backoff of 0.5 to 30 s, and finished runs wait
+    for their records.  Over once a heartbeat finds no pause and no run waiting."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    error: str = Field(description="the last refusal, as the log's I/O trouble line says it")
+    since: datetime = Field(description="the first refusal of this outage")
+    retry_at: datetime = Field(description="when the processor tries again")
+
+
 class OwnerStatus(BaseModel):
     """A processor's status file, ``owners/<owner>.json``, rewritten every heartbeat."""
 
@@ -115,6 +127,8 @@ class OwnerStatus(BaseModel):
                            "more, and its running jobs have until grace_ends_at")
     grace_ends_at: datetime | None = Field(default=None, description="when what still "
                                            "runs is killed and requeued (SPOOL_GRACE_S)")
+    io_trouble: IoTrouble | None = Field(default=None, description="the spool refuses its "
+                                         "writes and its claims wait; null when all is well")
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
 

@@ -135,7 +135,8 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
         "job_num": sum(p.job_num for p in live),
         "busy_workers": sum(p.busy_workers for p in live),
         "fast_running": sum(p.fast_running for p in live),
-        "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live)},
+        "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live),
+                      "io_trouble": sum(p.io_trouble is not None for p in live)},
         "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}
                        for p in processors],
         "throughput": {

@@ -64,6 +64,9 @@ class Liveness(BaseModel):
     heartbeat_at: datetime | None = Field(description="the newest heartbeat of any "
                                           "processor holding its lock, live or stale")
     count: int = Field(ge=0, description="live processors")
+    io_trouble: int = Field(ge=0, description="live processors whose writes the spool "
+                            "refuses (a full disk, a folder they may not write): their "
+                            "claims wait; each one's io_trouble in processors says why")
 
 
 class Throughput(BaseModel):

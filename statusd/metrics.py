@@ -73,6 +73,10 @@ class _SpoolGauges:
                                 value=1.0 if doc["processor"]["alive"] else 0.0)
         yield GaugeMetricFamily("spoolq_processors", "Live processors on this spool",
                                 value=doc["processor"]["count"])
+        yield GaugeMetricFamily("spoolq_processor_io_trouble",
+                                "Live processors whose writes the spool refuses (a full "
+                                "disk, a folder they may not write): their claims wait",
+                                value=doc["processor"]["io_trouble"])
         yield GaugeMetricFamily("spoolq_busy_workers", "COMPUTE workers running a job",
                                 value=doc["busy_workers"])
         yield GaugeMetricFamily("spoolq_job_num", "COMPUTE workers (JOB_NUM) of live processors",

@@ -30,6 +30,7 @@ from spool.cli.render import (
     emit_json,
     human_duration,
     listed_json,
+    printable,
     record_row,
     table,
 )
@@ -209,6 +210,12 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
             left = max(0.0, (min(ends) - datetime.now(UTC)).total_seconds()) if ends else None
             lines[-1] += f"; {len(stopping)} stopping" + (
                 f" (grace ends in {human_duration(left)})" if left is not None else "")
+        troubled = [p["io_trouble"] for p in stats.get("processors", [])
+                    if p.get("alive") and p.get("io_trouble")]
+        if troubled:  # the spool refuses its writes: claims wait until it takes them again
+            since = (datetime.now(UTC) - min(t["since"] for t in troubled)).total_seconds()
+            lines.append(f"I/O trouble for {human_duration(since)}, claims paused: "
+                         f"{printable(troubled[0]['error'])[:200]}")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append("processor down: no live processor on this spool")

@@ -36,6 +36,8 @@ import pytest
 from relkit import Daemon, drop, locations, make_spool, record, tmpfs, wait_for
 
 from spool.fsops import SPARE_TAG
+from spool.layout import Layout
+from spool.reader import SpoolReader
 
 StartDaemon = Callable[..., Daemon]
 MALFORMED = b'{"tool": '
@@ -290,12 +292,28 @@ def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartD
         wait_for(lambda: _trouble(d), 10, "the I/O trouble line")
         assert "Permission denied" in _trouble(d)[0]["error"]
         assert _trouble(d)[0]["pause_s"] == QUICK_PAUSE_S
+        # Monitoring sees the pause too: the status file, and the stats read from it (but
+        # for stage/, where the status file's own buffer is: it goes stale instead).
+        paused = None if folder == "stage" else wait_for(
+            lambda: d.status()["io_trouble"], 5, "the status file's io_trouble")
+        if paused is not None:
+            assert "Permission denied" in paused["error"]
+            assert paused["since"] <= paused["retry_at"]
+            assert SpoolReader(Layout(spool_root)).stats()["processor"]["io_trouble"] == 1
+            said = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir",
+                                   str(spool_root), "stats"], capture_output=True, text=True,
+                                  check=True).stdout
+            assert "claims paused: " in said and "Permission denied" in said, said
         time.sleep(1)  # tries at about 0, 0.2 and 0.6 s, the next at 1.4 s
         _assert_consistent(spool_root)
         _assert_quiet(d, 0, 1 + 2 * QUICK_PAUSE_S, QUICK_PAUSE_S)  # as 2 + 1 at 0.5 s
+        if paused is not None:
+            assert d.status()["io_trouble"]["since"] == paused["since"], "one outage"
         locked.chmod(0o750)
         wait_for(lambda: all(record(spool_root, i) for i in EXPECTED), 30,
                  "every job to finish once the folder is writable")
+        wait_for(lambda: d.status()["io_trouble"] is None, 5, "io_trouble to clear")
+        assert SpoolReader(Layout(spool_root)).stats()["processor"]["io_trouble"] == 0
         wait_for(lambda: not _staging(spool_root, spares=False), 10,
                  "tmp/ and stage/ to be clean")
         assert d.stop() == 0

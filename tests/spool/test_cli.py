@@ -639,7 +639,8 @@ def test_stats_and_tools_of_a_live_processor(root: Path, env: dict[str, str]) ->
     stats = data(idle_stats)
     assert stats["counts"] == {"pending": 1, "running": 0, "done": 1, "failed": 0}
     assert stats["oldest_pending_age_s"] >= 0
-    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0,
+                                  "io_trouble": 0}
     assert (stats["job_num"], stats["busy_workers"]) == (0, 0)
     tools = {t["name"]: t for t in data(installed)}
     assert tools["sleep"]["mode"] == "compute"

@@ -386,7 +386,8 @@ def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
         assert stats["counts"] == {"pending": 3, "running": 1, "done": 2, "failed": 1}
         assert stats["total"] == 7
         assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=2)
-        assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+        assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0,
+                                      "io_trouble": 0}
     finally:
         claim.close()
 
@@ -449,7 +450,7 @@ def test_a_processor_with_a_stale_heartbeat_is_not_counted_live(spool: Spool) ->
         spool.layout.owner_status("hung").write_bytes(hung.model_dump_json().encode())
         reader = SpoolReader(spool.layout)
         alone = reader.stats()
-        assert alone["processor"] == {"alive": False, "count": 0,
+        assert alone["processor"] == {"alive": False, "count": 0, "io_trouble": 0,
                                       "heartbeat_at": hung.heartbeat_at}
         assert (alone["job_num"], alone["busy_workers"], alone["fast_running"]) == (0, 0, 0)
         assert alone["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}

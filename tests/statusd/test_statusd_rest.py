@@ -188,7 +188,8 @@ def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
     stats = request(server.base, "GET", "/api/v1/stats").json()
     assert stats["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}
     assert stats["oldest_pending_age_s"] is None
-    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0}
+    assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0,
+                                  "io_trouble": 0}
     submit(spool, "waiting")
     days_ago = time.time() - 3 * 86_400  # a copy that kept its mtime waits from its arrival
     os.utime(spool.layout.job(JobState.PENDING, "waiting"), (days_ago, days_ago))
