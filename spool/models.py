@@ -105,6 +105,9 @@ class IoTrouble(BaseModel):
     since: datetime = Field(description="the first refusal of this outage")
     retry_at: datetime = Field(description="when the processor tries again")
 
+    # As a heartbeat: a time without an offset cannot be compared with the others'.
+    _aware = field_validator("since", "retry_at", mode="after")(aware_utc)
+
 
 class OwnerStatus(BaseModel):
     """A processor's status file, ``owners/<owner>.json``, rewritten every heartbeat."""

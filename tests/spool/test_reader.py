@@ -12,6 +12,7 @@ import pytest
 from spoolkit import FakeClock, done_record, submit
 
 from spool.claim import Claim
+from spool.cli.overview import stats_lines
 from spool.client import Client
 from spool.errors import NotFoundError
 from spool.lease import OwnerLease
@@ -510,3 +511,27 @@ def test_oldest_due_pending_is_exact_when_the_oldest_jobs_wait_for_later(spool: 
     os.unlink(spool.layout.job(P, "plain"))
     assert reader.stats(now=start + 60)["oldest_due_pending_age_s"] == pytest.approx(10)
     assert reader.stats(now=start + 40)["oldest_due_pending_age_s"] is None
+
+
+def test_a_status_file_whose_io_trouble_has_no_offset_is_not_read(spool: Spool) -> None:
+    """Like a heartbeat without an offset: ``spoolq stats`` subtracted the outage's start
+    from the time now and crashed on a naive one ("can't subtract offset-naive and
+    offset-aware datetimes")."""
+    now = datetime.now(UTC)
+    lease = OwnerLease(spool.layout.owner_lock("odd"))
+    try:
+        status = OwnerStatus(owner="odd", pid=os.getpid(), host="h", version="t",
+                             started_at=now, heartbeat_at=now).model_dump(mode="json")
+        status["io_trouble"] = {"error": "disk full", "since": "2026-12-01T12:00:00",
+                                "retry_at": "2026-12-01T12:00:30"}
+        spool.layout.owner_status("odd").write_bytes(orjson.dumps(status))
+        stats = SpoolReader(spool.layout).stats()
+        assert stats["processor"]["count"] == 0 and stats["processors"] == []
+        assert "I/O trouble" not in "\n".join(stats_lines(stats))
+        status["io_trouble"].update(since="2026-12-01T12:00:00Z", retry_at="2026-12-01T12:00:30Z")
+        spool.layout.owner_status("odd").write_bytes(orjson.dumps(status))
+        stats = SpoolReader(spool.layout).stats()
+        assert stats["processor"] == {**stats["processor"], "count": 1, "io_trouble": 1}
+        assert "claims paused: disk full" in "\n".join(stats_lines(stats))
+    finally:
+        lease.release()
