@@ -25,6 +25,8 @@ _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: its controller compiled them before starting it
     for name in _PACKAGES:
         compileall.compile_dir(_ROOT / name, quiet=2)  # a read-only checkout: no caches, no noise
 
