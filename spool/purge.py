@@ -1,19 +1,35 @@
-"""``purge``: finished jobs' records removed once old (``spoolq purge``, ``Client.purge``)."""
+"""``purge``: finished jobs' records removed once old (``spoolq purge``, ``Client.purge``).
+
+Guarantee: purge removes only the file it judged old.  It lists a folder first and
+removes later, and a re-drop of a finished id may finish in between: the new run's
+record then replaces the old one by rename (DESIGN section 9), under the same name.
+So a record is moved where moves stage (``purge-<state>-<id>``, see
+:meth:`spool.fsops.Mover.action_staging`) and removed only when it is the inode that
+was listed; a newer record taken by mistake goes back.  A purge that dies in between
+leaves the staged record to recovery, which puts it back unless a newer one stands
+there (:class:`spool.staged.Staged`); the next purge takes it again.  A quarantined
+original goes before its record, never after, unless it is newer than the record: a
+re-drop's, quarantined since the listing, whose own record is on its way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import enum
+import os
+import stat
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
-from spool.fsops import Mover
+from spool.ids import id_from_name
 from spool.kept import held_by_record_file
-from spool.reader import scan_folder
 from spool.states import TERMINAL, JobState
 from spool.transitions import Spool
 
+PURGE_TAG = "purge"
+"""The action of a record purge holds where moves stage: ``purge-<state>-<id>``."""
 PURGE_THREADS = 4
 """Unlinks purge keeps in flight: on ext4 mounted ``discard`` without a journal each
 unlink of a written-out record waits for its blocks' discard (0.1 to over 1 ms); four
@@ -44,14 +60,17 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     cutoff_ns = int((spool.clock.now().timestamp() - older_than_s) * 1e9)
     removed = kept = 0
     held: list[str] = []
-    batch: list[list[Path]] = []
-    remove = partial(_remove_in_order, spool.mover)
+    batch: list[Listed] = []
+    outcomes: Counter[Outcome] = Counter()
+    # (A dry run removes nothing, so needs nowhere to stage.)
+    staging = spool.layout.staging_str if dry_run else _staging_names(spool)
+    remove = partial(_remove, spool, staging)
     with ThreadPoolExecutor(PURGE_THREADS, thread_name_prefix="purge") as pool:
         for state in states:
             if state not in TERMINAL:
                 raise ValueError(f"purge removes finished jobs only, not {state}")
-            for entry in scan_folder(layout, state, files_only=False):  # junk too
-                if entry.mtime_ns >= cutoff_ns:
+            for entry in listed(os.fspath(layout.folder(state)), state):  # junk too
+                if entry.st.st_mtime_ns >= cutoff_ns:
                     kept += 1
                     continue
                 if state is JobState.FAILED and (kept_at := held_by_record_file(
@@ -62,20 +81,106 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
                 if dry_run:
                     removed += 1
                     continue
-                # A failed record's original goes first: never an original left alone.
-                batch.append([layout.original(entry.job_id), entry.path]
-                             if state is JobState.FAILED else [entry.path])
+                batch.append(entry)
                 if len(batch) >= _BATCH:
-                    removed += sum(pool.map(remove, batch))
+                    outcomes.update(pool.map(remove, batch))
                     batch.clear()
-        removed += sum(pool.map(remove, batch))
+        outcomes.update(pool.map(remove, batch))
+    removed += outcomes[Outcome.REMOVED]
+    kept += outcomes[Outcome.REPLACED]
     spool.mover.flush()
     return PurgeReport(removed, kept, tuple(held))
 
 
-def _remove_in_order(mover: Mover, paths: list[Path]) -> bool:
-    """Unlink ``paths`` in turn; whether the last (the record) was there."""
-    found = False
-    for path in paths:
-        found = mover.unlink(path)
-    return found
+class Outcome(enum.Enum):
+    """What became of one old entry purge went to remove."""
+
+    REMOVED = "removed"
+    REPLACED = "replaced"
+    """A newer record took its name since the listing: it stays (a kept record)."""
+    GONE = "gone"
+    """Moved or removed by someone else since the listing (a retry, another purge)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A ``<id>.json`` entry of a terminal folder as purge listed it."""
+
+    job_id: str
+    state: JobState
+    path: str
+    st: os.stat_result
+
+
+def listed(folder: str, state: JobState) -> Iterator[Listed]:
+    """The ``<id>.json`` entries of ``folder``, whatever they are (junk too)."""
+    try:
+        with os.scandir(folder) as it:
+            for item in it:
+                job_id = id_from_name(item.name)
+                if job_id is None:
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                yield Listed(job_id, state, item.path, st)
+    except FileNotFoundError:
+        return
+
+
+def _staging_names(spool: Spool) -> Callable[[str], str]:
+    """Names where this purge holds records, chosen once: where moves stage (SpoolIOError
+    when only a ``tmp/`` shared with submitters is left, as for a cancel)."""
+    layout = spool.layout
+    if spool.mover.action_staging(PURGE_TAG).parent == layout.stage:
+        return layout.private_staging_str
+    return layout.staging_str
+
+
+def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outcome:
+    """Remove ``entry`` (and its quarantined original) if its name still holds what was
+    listed: a newer record that took the name since stays, or goes back."""
+    mover = spool.mover
+    if not stat.S_ISREG(entry.st.st_mode):
+        # Junk (a directory, a FIFO): a record never takes its name by rename, as it is
+        # set aside first.  Looked at again just before it goes, should that have happened.
+        if not _same_file(entry.path, entry.st):
+            return Outcome.GONE if _gone(entry.path) else Outcome.REPLACED
+        _remove_original(spool, entry)
+        return Outcome.REMOVED if mover.unlink(entry.path) else Outcome.GONE
+    staged = staging(f"{PURGE_TAG}-{entry.state.value}-{entry.job_id}")
+    if not mover.move(entry.path, staged, durable=False):
+        return Outcome.GONE  # a retry, a cancel's undo, another purge
+    if not _same_file(staged, entry.st):  # a newer record took the name: it goes back
+        if not mover.move(staged, entry.path):
+            mover.unlink(staged)  # and a newer one still stands there
+        return Outcome.REPLACED
+    _remove_original(spool, entry)
+    mover.unlink(staged)
+    return Outcome.REMOVED
+
+
+def _remove_original(spool: Spool, entry: Listed) -> None:
+    """Remove the quarantined original of a failed record unless it is newer than the
+    record (a re-drop's, quarantined since the listing, its own record on its way)."""
+    if entry.state is JobState.FAILED:
+        original = spool.layout.original_str(entry.job_id)
+        try:
+            newer = os.lstat(original).st_ctime_ns > entry.st.st_ctime_ns
+        except FileNotFoundError:
+            return
+        if not newer:
+            spool.mover.unlink(original)
+
+
+def _gone(path: str) -> bool:
+    return not os.path.lexists(path)
+
+
+def _same_file(path: str, listed_st: os.stat_result) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_ino, st.st_dev) == (listed_st.st_ino, listed_st.st_dev)

@@ -20,6 +20,7 @@ from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.layout import parse_staging
 from spool.lease import is_locked
 from spool.orphans import lease
+from spool.purge import PURGE_TAG
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
-ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept"})
+ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", "purge"})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
@@ -112,6 +113,9 @@ class Staged:
         action, _, job_id = tag.partition("-")
         if action == "kept" and is_valid_id(job_id):
             self._settle_kept(job_id, path, st, report)
+        if action == PURGE_TAG:
+            self._restore_purge(job_id, path, report)
+            return
         if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
             report.removed += self.mover.unlink(path)
             return
@@ -183,6 +187,19 @@ class Staged:
             message += f" (an earlier {staged_id}{JOB_SUFFIX} keeps its own record)"
         self.terminal.record_for_original(job_id, st, name, message, replace=True,
                                           noted=noted.record if noted else None)
+
+    def _restore_purge(self, named: str, path: Path, report: RecoveryReport) -> None:
+        """A record a purge held where moves stage when it died (``purge-<state>-<id>``,
+        :mod:`spool.purge`): it may be a re-run's record taken by mistake, so it goes back,
+        unless a newer record of the id stands there.  Old, it is purged again next time."""
+        state_name, _, job_id = named.partition("-")
+        if state_name not in ("done", "failed") or not is_valid_id(job_id):
+            report.removed += self.mover.unlink(path)
+            return
+        if self.mover.move(path, self.layout.job(JobState(state_name), job_id)):
+            report.restored.append(job_id)
+        else:
+            report.removed += self.mover.unlink(path)  # a newer record was written meanwhile
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):

@@ -8,7 +8,8 @@ Usage: ``python crash_actor.py ROOT FSYNC COMMAND ARG``
 ``fail ID``          claim ``ID`` and fail it (``tool_error``);
 ``rerun ID``         claim ``ID``, drop it again (``{"drop": 2}``, which waits), complete
                      the first run, claim the drop as a processor does the moment the
-                     run ends, and die of SIGKILL during that second run.
+                     run ends, and die of SIGKILL during that second run;
+``purge SECONDS``    purge the records older than SECONDS, as ``spoolq purge`` does.
 
 The operation is the library's own code; the test runs this under strace, which
 SIGKILLs it at a chosen syscall (see test_crash_points.py).
@@ -22,6 +23,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from spool.client import Client
 from spool.clock import SystemClock
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -40,6 +42,9 @@ def main() -> None:
     if command == "quarantine":
         intake = Intake(spool, max_job_bytes=1 << 20, settle_s=0, clock=SystemClock())
         intake.inspect(arg)
+        return
+    if command == "purge":
+        Client(layout, spool.mover, SystemClock()).purge(float(arg))
         return
     claim = spool.claim(arg)
     if claim is None:

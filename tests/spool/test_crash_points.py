@@ -30,6 +30,7 @@ from spoolkit import (
     submit,
 )
 
+from spool.client import Client
 from spool.clock import SystemClock
 from spool.errors import ErrorType
 from spool.intake import Intake, Verdict
@@ -380,3 +381,37 @@ def test_a_note_in_the_format_before_the_drops_inode_still_gives_its_reason(
     record = read_json(layout.job(F, orig.removesuffix(".orig")))
     assert record["source"] == {"name": name, "size": 3, "kind": "file"}
     assert reason in record["error"]["message"], record["error"]
+
+
+def _aged(path: Path, seconds: float = 7200) -> None:
+    old = datetime.now(UTC).timestamp() - seconds
+    os.utime(path, (old, old))
+
+
+@pytest.mark.parametrize("then", ["nothing", "a newer record"])
+def test_a_purge_killed_holding_a_record_leaves_it_to_recovery(spool: Spool, then: str) -> None:
+    """Purge holds a record where moves stage before it removes it, as a re-run's record
+    may have taken the old one's name since the listing (test_purge_race.py).  Killed
+    there, the record went back at the next recovery scan, or went for good when a newer
+    record of the id stood there by then; the next purge takes an old one again."""
+    layout = spool.layout
+    quarantine(spool, "old.json", b"{a bad drop")
+    _aged(layout.job(F, "old"))
+    kill_at_first_touch(layout.root, layout.original("old"), "purge", "3600")
+    assert [n.split(".")[0] for n in listing(layout.stage)] == ["purge-failed-old"]
+    assert listing(layout.folder(F)) == ["old.orig"]
+    if then == "a newer record":
+        failed_run(spool, "old")
+
+    settled_in_one_scan(spool)
+    record = read_json(layout.job(F, "old"))
+    if then == "nothing":
+        assert record["error"]["type"] == "invalid_job"
+        assert listing(layout.folder(F)) == ["old.json", "old.orig"]
+        assert layout.original("old").read_bytes() == b"{a bad drop"
+        report = Client(layout, spool.mover, SystemClock()).purge(3600)
+        assert (report.removed, report.kept) == (1, 0)
+        assert listing(layout.folder(F)) == []
+    else:
+        assert record["error"]["message"] == "earlier run"
+        assert "old.json" in listing(layout.folder(F))

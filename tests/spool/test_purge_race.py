@@ -1,0 +1,115 @@
+"""``spoolq purge`` against a re-run of an old id finishing at the same time.
+
+Purge lists a terminal folder, then removes the old entries it listed, in batches.  A
+re-drop of a finished id leaves the old record in place until the new run's record
+replaces it by rename (DESIGN section 9).  When that rename landed between purge's
+listing and its unlink, purge removed the new run's record under the old one's name:
+the job left ``running/`` a moment later and was gone from every folder, its result
+lost.  Purge must remove only the file it judged old.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from spoolkit import done_record, listing, make_spool, submit
+
+from spool import purge as purge_module
+from spool.client import Client
+from spool.errors import ErrorType
+from spool.models import ErrorInfo
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
+
+D, F = JobState.DONE, JobState.FAILED
+OLD_S = 7200
+
+
+def _finish(spool: Spool, job_id: str, state: JobState, result: object) -> None:
+    claim = spool.claim(job_id)
+    assert claim is not None
+    record = done_record(claim, result, state)
+    if state is F:
+        record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message=f"run {result}")
+        spool.fail(claim, record)
+    else:
+        spool.complete(claim, record)
+
+
+def _age(path: Path) -> None:
+    old = (datetime.now(UTC) - timedelta(seconds=OLD_S)).timestamp()
+    os.utime(path, (old, old))
+
+
+def _rerun_after_listing(monkeypatch: pytest.MonkeyPatch, job_id: str,
+                         rerun: Callable[[], None]) -> list[str]:
+    """Make purge's listing run ``rerun`` right after it hands out ``job_id``'s entry:
+    the re-run's record lands between purge's look and its unlink."""
+    listed = purge_module.listed
+    seen: list[str] = []
+
+    def scan(folder: str, state: JobState) -> Iterator[purge_module.Listed]:
+        for entry in listed(folder, state):
+            yield entry
+            seen.append(entry.job_id)
+            if entry.job_id == job_id:
+                rerun()
+
+    monkeypatch.setattr(purge_module, "listed", scan)
+    return seen
+
+
+@pytest.mark.parametrize("state", [D, F])
+def test_purge_keeps_a_new_runs_record_that_replaced_the_old_one_it_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: JobState) -> None:
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    for job_id in ("again", "other"):
+        submit(spool, job_id)
+        _finish(spool, job_id, state, "first run")
+        _age(layout.job(state, job_id))
+    submit(spool, "again")  # the re-drop, claimed and finished while purge runs
+    seen = _rerun_after_listing(monkeypatch, "again",
+                                lambda: _finish(spool, "again", state, "second run"))
+
+    report = Client(layout, spool.mover).purge(3600)
+
+    assert "again" in seen
+    assert listing(layout.folder(state)) == ["again.json"]
+    record = orjson.loads(layout.job(state, "again").read_bytes())
+    assert record["result"] == "second run"
+    assert (report.removed, report.kept) == (1, 1)
+    assert listing(layout.folder(JobState.RUNNING)) == []
+    assert listing(layout.folder(JobState.PENDING)) == []
+
+
+def test_purge_keeps_an_original_newer_than_the_record_it_removes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quarantine of a re-drop places the drop's bytes at ``failed/<id>.orig`` first and
+    its record after: purge, between the two, removes the old record but not the new
+    original, whose record is on its way."""
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    submit(spool, "bad")
+    _finish(spool, "bad", F, "first run")
+    layout.original("bad").write_bytes(b"{the first bad drop")
+    _age(layout.job(F, "bad"))
+    fresh = tmp_path / "drop"
+
+    def quarantine_begins() -> None:
+        fresh.write_bytes(b"{the second bad drop")
+        os.rename(fresh, layout.original("bad"))
+
+    _rerun_after_listing(monkeypatch, "bad", quarantine_begins)
+    report = Client(layout, spool.mover).purge(3600)
+
+    assert (report.removed, report.kept) == (1, 0)
+    assert listing(layout.folder(F)) == ["bad.orig"]
+    assert layout.original("bad").read_bytes() == b"{the second bad drop"
