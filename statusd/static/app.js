@@ -17,6 +17,12 @@
  * `spoolq cancel` and `spoolq retry` do, through the API's writes: statusd's token
  * (STATUSD_TOKEN) is asked for on the page the first time and kept for the tab
  * (sessionStorage), sent as a bearer header, never in a cookie or the URL.
+ *
+ * Every URL the page asks for (its scripts and style in index.html, fetches, WebSockets,
+ * links to records) is relative to the page's own URL: "api/v1/stats", not "/api/v1/stats",
+ * so the dashboard works as statusd serves it at "/" and behind a reverse proxy that serves
+ * statusd at a sub-path ("/spoolq/", which must end in "/").  The API paths named above
+ * are statusd's; the page reaches them through its own base.
  */
 "use strict";
 
@@ -95,8 +101,10 @@ function withExactIntegers(record, text, pick) {
 }
 
 function wsUrl(path) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}${path}`;
+  // path: relative, as every URL the page asks for (see the header); ws: or wss: as the page.
+  const url = new URL(path, document.baseURI);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
 }
 
 // What Date.toLocaleString(undefined, { timeZoneName: "short" }) shows, built once: that
@@ -164,7 +172,7 @@ function el(name, attrs, text) {
 /* ---- counts and processor status ------------------------------------------------ */
 
 async function refreshStats() {
-  const stats = await getJSON("/api/v1/stats");
+  const stats = await getJSON("api/v1/stats");
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
@@ -369,7 +377,7 @@ function listUrl(cursor, limit = PAGE_SIZE) {
   if (ui.filter.state) params.set("state", ui.filter.state);
   if (ui.filter.tool) params.set("tool", ui.filter.tool);
   if (cursor) params.set("cursor", cursor);
-  return `/api/v1/tasks?${params}`;
+  return `api/v1/tasks?${params}`;
 }
 
 function listError(err) {
@@ -439,7 +447,7 @@ function setLive(on) {
 
 function connectEvents() {
   // Brief rows, as the list's pages: 1 MB params were sent at each move of their job.
-  const socket = new WebSocket(wsUrl("/api/v1/ws/events?progress=1&view=brief"));
+  const socket = new WebSocket(wsUrl("api/v1/ws/events?progress=1&view=brief"));
   ui.events = socket;
   socket.onopen = () => {
     ui.eventsDelay = 500;
@@ -487,7 +495,7 @@ function showText(box, text, id) {
   cut.hidden = text.length <= MAX_SHOWN_CHARS;
   box.querySelector("pre").textContent = cut.hidden ? text : `${text.slice(0, MAX_SHOWN_CHARS)}…`;
   if (cut.hidden) return;
-  const whole = el("a", { href: `/api/v1/tasks/${encodeURIComponent(id)}` }, "the whole record");
+  const whole = el("a", { href: `api/v1/tasks/${encodeURIComponent(id)}` }, "the whole record");
   cut.replaceChildren(`the first ${MAX_SHOWN_CHARS.toLocaleString("en")} of `
     + `${text.length.toLocaleString("en")} characters; `, whole, " (JSON)");
 }
@@ -531,7 +539,7 @@ function renderProgress(state, progress) {
 }
 
 function getRecord(id) {
-  return getJSON(`/api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES,
+  return getJSON(`api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES,
     (text) => withExactIntegers(JSON.parse(text), text, (value) => value));
 }
 
@@ -554,7 +562,7 @@ function showTooLarge(record, size) {
   box.querySelector("pre").hidden = true;
   const cut = box.querySelector(".cut");
   cut.hidden = false;
-  const whole = el("a", { href: `/api/v1/tasks/${encodeURIComponent(record.id)}` },
+  const whole = el("a", { href: `api/v1/tasks/${encodeURIComponent(record.id)}` },
     "the whole record");
   cut.replaceChildren(`the record is ${(size / 1048576).toFixed(0)} MiB, too large to show `
     + "here: ", whole, " (JSON)");
@@ -621,7 +629,7 @@ async function act(action) {
   let response;
   let body = null;
   try {
-    response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}/${action}`, {
+    response = await fetch(`api/v1/tasks/${encodeURIComponent(id)}/${action}`, {
       method: "POST", cache: "no-store", headers: { Authorization: `Bearer ${token}` },
     });
     body = await response.json().catch(() => null);
@@ -759,7 +767,7 @@ function closeTaskSocket() {
 function watchTask(id) {
   closeTaskSocket();
   let terminal = false;
-  const socket = new WebSocket(wsUrl(`/api/v1/ws/tasks/${encodeURIComponent(id)}`));
+  const socket = new WebSocket(wsUrl(`api/v1/ws/tasks/${encodeURIComponent(id)}`));
   ui.taskSocket = socket;
   ui.taskEvent = null;
   socket.onmessage = (event) => {

@@ -255,7 +255,7 @@ def test_health_openapi_and_dashboard_are_served(server: ServerThread) -> None:
     doc = request(server.base, "GET", "/api/v1/openapi.json").json()
     assert doc["openapi"].startswith("3.1") and "Record" in doc["components"]["schemas"]
     page = request(server.base, "GET", "/")
-    assert page.status == 200 and b"/static/app.js" in page.body
+    assert page.status == 200 and b'src="static/app.js"' in page.body
     for asset in ("app.js", "chart.js", "app.css"):
         assert request(server.base, "GET", f"/static/{asset}").status == 200
     assert request(server.base, "GET", "/static/../app.py").status == 404
