@@ -68,6 +68,7 @@ from spool.intake import Intake
 from spool.lease import OwnerLease
 from spool.models import Job
 from spool.settings import Settings
+from spool.text import valid_text
 from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
@@ -375,7 +376,9 @@ class Processor:
             "error": str(exc), "pause_s": pause}})
         now = self.clock.now()  # and the status file says so at once
         since = self.io_trouble["since"] if self.io_trouble else now
-        self.io_trouble = {"error": str(exc), "since": since,
+        # Escaped as the log line's is: a path not UTF-8 (the spool's own, say) gives
+        # the message lone surrogates, and orjson would refuse the whole status file.
+        self.io_trouble = {"error": valid_text(str(exc)), "since": since,
                            "retry_at": now + timedelta(seconds=pause)}
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 

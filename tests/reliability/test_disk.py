@@ -322,3 +322,42 @@ def test_eacces_pauses_then_everything_finishes(spool_root: Path, daemon: StartD
         locked.chmod(0o750)
         d.abort()
     _assert_finished(spool_root)
+
+
+def test_eacces_under_a_spool_path_not_utf8_pauses_and_says_so(tmp_path: Path) -> None:
+    """A spool whose path holds a byte that is not UTF-8 (a directory named in Latin-1)
+    gives I/O trouble a message with a lone surrogate in it (the path, as ``os`` decodes
+    it).  The status file's ``io_trouble`` carried it as it was, orjson refused the whole
+    status file, and the processor crashed at its next heartbeat with a job claimed.  The
+    message is escaped as the log line's is, and the processor waits out the trouble."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    root = tmp_path / os.fsdecode(b"sp\xffool")
+    make_spool(root)
+    drop(root, "echoed", {"tool": "echo", "params": {"message": "hi"}})
+    locked = root / "done"
+    locked.chmod(0o555)
+    d = Daemon(root, tmp_path / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               module="quick_processor", **QUICK_PAUSE)
+    try:
+        d.start()
+
+        def trouble() -> Any:
+            try:
+                return d.status()["io_trouble"]
+            except StopIteration:  # its status file removed on its way out
+                assert d.proc is not None
+                d.proc.wait(10)
+                return {"error": "the processor exited"}
+
+        paused = wait_for(trouble, 10, "the status file's io_trouble")
+        assert d.running(), d.logs()
+        assert "sp\\xffool" in paused["error"] and "Permission denied" in paused["error"]
+        locked.chmod(0o750)
+        rec = wait_for(lambda: record(root, "echoed"), 30, "the job to finish")
+        assert rec["state"] == "done" and rec["result"] == {"message": "hi"}
+        wait_for(lambda: d.status()["io_trouble"] is None, 5, "io_trouble to clear")
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o750)
+        d.abort()
