@@ -85,10 +85,14 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
 
 // The spool holds integers up to 64 bits exactly, and one past 2**53 parsed into a double
 // prints as another number (18446744073709551615 as 18446744073709552000).  Where the
-// browser has JSON.rawJSON, a record's params, meta and result keep such integers as their
-// digits, which JSON.stringify prints as they came; elsewhere they stay doubles.
+// browser has JSON.rawJSON, the text shown of a record's params, meta and result keeps
+// such integers as their digits, which JSON.stringify prints as they came; elsewhere they
+// print as doubles.  Only the text: the record's own fields stay numbers, for the charts
+// and tables that compute with them (a raw JSON value is no number: an equity curve with
+// nanosecond times broke the chart).
 const UNSAFE_INTEGER = /(?<![\d.eE+-])-?\d{16,}(?![\d.eE])/;  // not a float's digits
 const EXACT_FIELDS = ["params", "meta", "result"];
+const exactFields = new WeakMap();  // record -> its EXACT_FIELDS with exact integers
 
 function withExactIntegers(record, text, pick) {
   // record: parsed from text already; pick: where it is in the value text holds.
@@ -96,8 +100,16 @@ function withExactIntegers(record, text, pick) {
   const exact = pick(JSON.parse(text, (key, value, context) => (
     typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context.source)
       ? JSON.rawJSON(context.source) : value)));
-  for (const key of EXACT_FIELDS) if (key in exact) record[key] = exact[key];
+  const fields = {};
+  for (const key of EXACT_FIELDS) if (key in exact) fields[key] = exact[key];
+  exactFields.set(record, fields);
   return record;
+}
+
+function shownField(record, key) {
+  // A record's params, meta or result as its text shows them (see withExactIntegers).
+  const exact = exactFields.get(record);
+  return exact && key in exact ? exact[key] : record[key];
 }
 
 function wsUrl(path) {
@@ -573,7 +585,8 @@ function renderJob(record) {
   // What was asked (a brief row of a large job has no params: nothing to show then).
   const box = $("task-params");
   box.hidden = Boolean(record.params_omitted || record.meta_omitted);
-  const job = { tool: record.tool, params: record.params, meta: record.meta };
+  const job = { tool: record.tool, params: shownField(record, "params"),
+    meta: shownField(record, "meta") };
   if (!box.hidden) box.querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
 }
 
@@ -717,7 +730,9 @@ async function renderRecord(record) {
   const draw = (curves) => { $("task-chart").hidden = !drawEquity($("equity"), curves); };
   const charted = showResultTables(record, $("task-tables"), $("task-result"), draw);
   $("task-result").hidden = !hasResult;
-  if (hasResult) showText($("task-result"), shown(shortResult(record.result)), record.id);
+  if (hasResult) {
+    showText($("task-result"), shown(shortResult(shownField(record, "result"))), record.id);
+  }
   if (!charted) draw(hasResult ? equityCurves(record.result) : []);
   renderJob(record);
 }

@@ -1405,6 +1405,23 @@ def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
     assert len(frames) >= 3 and max(frames) < 4_000, frames  # failed, pending, running, done
 
 
+def test_a_curve_timed_past_two_to_the_53_is_still_drawn(server: ServerThread, spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """Keeping integers past 2**53 exact made them JSON raw values in the record the page
+    computes with: an equity curve timed in epoch nanoseconds broke the chart ("cannot
+    load the task"), and the page fetched the record again every 2 s for good.  The
+    exact digits are for the text; the chart draws the curve, and the text keeps them."""
+    ns = 1_700_000_000_000_000_000
+    day = 86_400 * 10**9
+    curve = [[ns + n * day, 1.0 + n / 10] for n in range(3)]
+    run_job(spool, "ns-curve", {"symbols": {"AAA": {"equity_curve": curve}}, "t0": ns + 1})
+    page.goto(server.base + "/#/tasks/ns-curve")
+    sync_api.expect(page.locator("#task-state")).to_have_text("done")
+    sync_api.expect(page.locator('#equity svg path.equity[data-symbol="AAA"]')).to_have_count(1)
+    sync_api.expect(page.locator("#task-result pre")).to_contain_text(f'"t0": {ns + 1}')
+    sync_api.expect(page.locator("#task-error")).to_be_hidden()
+
+
 def test_integers_past_two_to_the_53_are_shown_exactly(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """The spool holds integers from -2**63 to 2**64 - 1 exactly, and the API answers them
