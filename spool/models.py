@@ -11,10 +11,18 @@ from __future__ import annotations
 import re
 import stat
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
@@ -133,6 +141,26 @@ class OwnerStatus(BaseModel):
     io_trouble: IoTrouble | None = Field(default=None, description="the spool refuses its "
                                          "writes and its claims wait; null when all is well")
     tools: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("io_trouble", mode="wrap")
+    @classmethod
+    def _io_trouble_as_read(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                            info: ValidationInfo) -> IoTrouble | None:
+        """Advisory: one that cannot be read (another version's, say) still tells of
+        trouble, timed by the heartbeat, and never makes a live processor invalid, which
+        would count it as down."""
+        try:
+            return cast("IoTrouble | None", handler(value))
+        except ValidationError:
+            heartbeat = info.data.get("heartbeat_at")
+            if heartbeat is None:
+                raise ValueError("io_trouble unreadable, and no heartbeat to time it") from None
+            error = value.get("error") if isinstance(value, dict) else value
+            try:
+                return IoTrouble(error=f"(io_trouble unreadable) {str(error)[:200]}",
+                                 since=heartbeat, retry_at=heartbeat)
+            except ValidationError:  # a heartbeat without an offset: no time to give it
+                raise ValueError("io_trouble unreadable") from None
 
 
 class _JobFields(BaseModel):

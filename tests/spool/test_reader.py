@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -513,25 +514,35 @@ def test_oldest_due_pending_is_exact_when_the_oldest_jobs_wait_for_later(spool: 
     assert reader.stats(now=start + 40)["oldest_due_pending_age_s"] is None
 
 
-def test_a_status_file_whose_io_trouble_has_no_offset_is_not_read(spool: Spool) -> None:
-    """Like a heartbeat without an offset: ``spoolq stats`` subtracted the outage's start
-    from the time now and crashed on a naive one ("can't subtract offset-naive and
-    offset-aware datetimes")."""
+@pytest.mark.parametrize("trouble", [
+    {"error": "disk full", "since": "2026-12-01T12:00:00", "retry_at": "2026-12-01T12:00:30"},
+    {"error": "disk full", "since": "2026-12-01T12:00:00Z"},
+    "disk full",
+], ids=["no offset", "no retry_at", "a string"])
+def test_a_status_file_whose_io_trouble_cannot_be_read_still_counts_its_processor(
+        spool: Spool, trouble: Any) -> None:
+    """``io_trouble`` is advisory.  One without an offset made ``spoolq stats`` crash
+    ("can't subtract offset-naive and offset-aware datetimes"); then such a status file
+    was not read at all, so a live processor was counted down (``spoolq_processor_up 0``
+    with no other).  It is counted live and in trouble, timed by its heartbeat."""
     now = datetime.now(UTC)
     lease = OwnerLease(spool.layout.owner_lock("odd"))
     try:
         status = OwnerStatus(owner="odd", pid=os.getpid(), host="h", version="t",
                              started_at=now, heartbeat_at=now).model_dump(mode="json")
-        status["io_trouble"] = {"error": "disk full", "since": "2026-12-01T12:00:00",
-                                "retry_at": "2026-12-01T12:00:30"}
-        spool.layout.owner_status("odd").write_bytes(orjson.dumps(status))
-        stats = SpoolReader(spool.layout).stats()
-        assert stats["processor"]["count"] == 0 and stats["processors"] == []
-        assert "I/O trouble" not in "\n".join(stats_lines(stats))
-        status["io_trouble"].update(since="2026-12-01T12:00:00Z", retry_at="2026-12-01T12:00:30Z")
+        status["io_trouble"] = trouble
         spool.layout.owner_status("odd").write_bytes(orjson.dumps(status))
         stats = SpoolReader(spool.layout).stats()
         assert stats["processor"] == {**stats["processor"], "count": 1, "io_trouble": 1}
-        assert "claims paused: disk full" in "\n".join(stats_lines(stats))
+        [processor] = stats["processors"]
+        assert processor["io_trouble"]["since"] == processor["heartbeat_at"]
+        assert "disk full" in processor["io_trouble"]["error"]
+        assert "disk full" in "\n".join(stats_lines(stats))
+        status["io_trouble"] = {"error": "disk full", "since": "2026-12-01T12:00:00Z",
+                                "retry_at": "2026-12-01T12:00:30Z"}
+        spool.layout.owner_status("odd").write_bytes(orjson.dumps(status))
+        stats = SpoolReader(spool.layout).stats()
+        assert stats["processors"][0]["io_trouble"]["error"] == "disk full"
+        assert "I/O trouble for " in "\n".join(stats_lines(stats))
     finally:
         lease.release()
