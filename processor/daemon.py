@@ -382,12 +382,23 @@ class Processor:
                            "retry_at": now + timedelta(seconds=pause)}
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
+    def _outage_over(self) -> bool:
+        """No pause, no record waiting, and no refusal for as long as any refused write
+        takes to be tried again: claims and records at the end of a pause, recovery at its
+        next scan, a quarantine once its file has settled.  (A pause over with nothing
+        tried since told nothing: a refused recovery or quarantine set and cleared it at
+        every try, and an alert on it never fired.)"""
+        now = time.monotonic()
+        retried_by = (self.io_pause_until + max(self.settings.scan_s, self.settings.settle_s)
+                      + 2 * HEARTBEAT_S)
+        return now >= retried_by and not self.unfinished
+
     # -- status -------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
         """Write the status file now (start-up and the stop call this too)."""
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
-        if time.monotonic() >= self.io_pause_until and not self.unfinished:
-            self.io_trouble = None  # the pause is over and no record waits: so is the outage
+        if self.io_trouble is not None and self._outage_over():
+            self.io_trouble = None
         self.status.write(self.fast.busy, self.stopping, self.grace_ends_at, self.io_trouble)

@@ -105,7 +105,8 @@ class Progress(BaseModel):
 class IoTrouble(BaseModel):
     """The spool refuses a processor's writes (a full disk, a folder it may not write):
     its claims wait, tried again after a backoff of 0.5 to 30 s, and finished runs wait
-    for their records.  Over once a heartbeat finds no pause and no run waiting."""
+    for their records.  Over once a heartbeat finds no run waiting and no refusal for as
+    long as any refused write takes to be tried again (processor/daemon.py)."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -213,8 +213,10 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         troubled = [p["io_trouble"] for p in stats.get("processors", [])
                     if p.get("alive") and p.get("io_trouble")]
         if troubled:  # the spool refuses its writes: claims wait until it takes them again
+            # (Claims pause after each refusal; the outage is called over once every
+            # refused write has been tried again: claims may run meanwhile.)
             since = (datetime.now(UTC) - min(t["since"] for t in troubled)).total_seconds()
-            lines.append(f"I/O trouble for {human_duration(since)}, claims paused: "
+            lines.append(f"I/O trouble for {human_duration(since)}, last refusal: "
                          f"{printable(troubled[0]['error'])[:200]}")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
