@@ -10,6 +10,9 @@ For :class:`~spool.transitions.Spool`.  Guarantees (DESIGN sections 2 and 9):
   follows a symlink in ``failed/``, and retries only what ran: a quarantined file must
   be fixed and dropped again.  The failed record is claimed (under its lease) into a
   staging name before the pending job is written, and goes back should that fail.
+* :func:`retry` takes only the record it read: a newer record of the id that replaced
+  it meanwhile (a re-run of the id failing again, a quarantine of a re-drop) goes back
+  and is read afresh, never dropped for the job read before it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spool.claim import take
+from spool.claim import Claim, take
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
 from spool.lease import open_nofollow
@@ -30,6 +33,9 @@ from spool.states import JobState, check_transition
 if TYPE_CHECKING:
     from spool.transitions import Spool
 
+RETRY_LOOKS = 3
+"""How often :func:`retry` reads the failed record again after a newer one replaced the
+one it read, before it calls the job's state a conflict."""
 RETRY_MAX_BYTES = MAX_ACTIVE_BYTES
 """The most of a failed record ``retry`` reads: anything larger in ``failed/`` is no
 job's record, and read whole it took statusd's memory (a POST .../retry) with it."""
@@ -59,15 +65,14 @@ def retry(spool: Spool, job_id: str) -> Record:
     """failed -> pending with attempts reset to 0; the failed record goes with it."""
     check_transition(JobState.FAILED, JobState.PENDING)
     src = spool.layout.job(JobState.FAILED, job_id)
-    record = _failed_record(src, job_id)
-    if record.source is not None or record.tool is None:
-        reason = record.error.message if record.error else "invalid job"
-        raise ConflictError(f"{job_id} was quarantined ({reason}); "
-                            "fix the file and drop it again")
-    staged = spool.mover.action_staging(f"retry-{job_id}")
-    claim = take(spool.mover, src, staged, job_id)
-    if claim is None:
-        raise ConflictError(f"job {job_id} is being retried by someone else")
+    for _ in range(RETRY_LOOKS):
+        taken = _take_failed(spool, src, job_id)
+        if taken is not None:
+            break
+    else:
+        raise ConflictError(f"job {job_id} keeps failing again while it is retried; "
+                            "look again")
+    record, claim, staged = taken
     try:
         # A time still ahead is the job's schedule (a cancelled job meant for later), kept;
         # one past (a backoff that ran out) would only be noise on a pending job.
@@ -86,26 +91,60 @@ def retry(spool: Spool, job_id: str) -> Record:
     return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
 
 
-def _failed_record(src: Path, job_id: str) -> Record:
-    """The failed record of ``job_id`` at ``src``, read without following a symlink and
-    no further than :data:`RETRY_MAX_BYTES`."""
+def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, Path] | None:
+    """Read the failed record at ``src`` and take that very file into a staging name
+    under its lease: the record, the claim and where it is staged.  None when a newer
+    record of the id took the name between the read and the take: that one goes back
+    (or, should a newer one still stand there, goes), to be read afresh.
+
+    The descriptor of the file read stays open until the take is checked, so its inode
+    cannot be freed and given to the newer record: the same inode is the same file."""
+    fd = _open_failed(src, job_id)
     try:
-        fd = open_nofollow(src)  # a symlink in failed/ is never followed out of the spool
+        record = _failed_record(fd, job_id)
+        if record.source is not None or record.tool is None:
+            reason = record.error.message if record.error else "invalid job"
+            raise ConflictError(f"{job_id} was quarantined ({reason}); "
+                                "fix the file and drop it again")
+        staged = spool.mover.action_staging(f"retry-{job_id}")
+        claim = take(spool.mover, src, staged, job_id)
+        if claim is None:
+            raise ConflictError(f"job {job_id} is being retried by someone else")
+        read, taken = os.fstat(fd), os.fstat(claim.fd)
+    finally:
+        os.close(fd)
+    if (read.st_ino, read.st_dev) == (taken.st_ino, taken.st_dev):
+        return record, claim, staged
+    try:
+        if not spool.mover.move(staged, src, replace=False):
+            spool.mover.unlink(staged)  # a newer record still stands there
+    finally:
+        claim.close()
+    return None
+
+
+def _open_failed(src: Path, job_id: str) -> int:
+    """``src`` (``failed/<id>.json``) opened for reading, never following a symlink."""
+    try:
+        return open_nofollow(src)  # a symlink in failed/ is never followed out of the spool
     except FileNotFoundError as exc:
         raise NotFoundError(f"no failed job {job_id}") from exc
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, a socket
             raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
         raise SpoolIOError(f"cannot read failed/{job_id}.json: {exc.strerror}") from exc
+
+
+def _failed_record(fd: int, job_id: str) -> Record:
+    """The failed record of ``job_id`` open on ``fd``, read no further than
+    :data:`RETRY_MAX_BYTES`."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise ConflictError(f"failed/{job_id}.json is not a regular file")
+    data = read_fd(fd, RETRY_MAX_BYTES)
+    if len(data) > RETRY_MAX_BYTES:
+        raise ConflictError(f"failed/{job_id}.json is too large to retry (over "
+                            f"{RETRY_MAX_BYTES} bytes: no job is that large)")
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConflictError(f"failed/{job_id}.json is not a regular file")
-        data = read_fd(fd, RETRY_MAX_BYTES)
-        if len(data) > RETRY_MAX_BYTES:
-            raise ConflictError(f"failed/{job_id}.json is too large to retry (over "
-                                f"{RETRY_MAX_BYTES} bytes: no job is that large)")
         return parse_record(data)
     except ValueError as exc:
         raise ConflictError(f"failed/{job_id}.json is not a valid record") from exc
-    finally:
-        os.close(fd)
