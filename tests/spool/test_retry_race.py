@@ -81,13 +81,13 @@ def test_a_retry_whose_record_keeps_being_replaced_is_a_conflict_that_keeps_it(
     layout = spool.layout
     submit(spool, "daily", params={"message": "day 0"})
     _fail_run(spool, "daily", "day 0 failed")
-    reruns = []
-    for day in (1, 2, 3):
-        def rerun(day: int = day) -> None:
+    def rerun(day: int) -> Callable[[], None]:
+        def failing_again() -> None:
             submit(spool, "daily", params={"message": f"day {day}"})
             _fail_run(spool, "daily", f"day {day} failed")
-        reruns.append(rerun)
-    _after_each_read(monkeypatch, reruns)
+        return failing_again
+
+    _after_each_read(monkeypatch, [rerun(1), rerun(2), rerun(3)])
 
     with pytest.raises(ConflictError, match="keeps failing again"):
         Client(layout, spool.mover).retry("daily")
