@@ -3,8 +3,9 @@
 A staged file is dead when its writer's pid is gone (or it is untouched for
 :data:`DEAD_STAGING_AGE_S`); one a live process holds or may still move is never
 touched, nor a regular file under a claim lease.  A quarantine, cancel or retry cut
-short there is completed or undone, so nothing a client sent is dropped; other dead
-staging files are removed.  Part of :class:`spool.recovery.Recovery`'s pass.
+short there is completed or undone, so nothing a client sent is dropped; a record a
+purge or a finisher (:mod:`spool.superseded`) held there goes back unless a newer one
+stands; other dead staging files are removed.  Part of :class:`spool.recovery.Recovery`'s pass.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from spool.lease import is_locked
 from spool.orphans import lease
 from spool.purge import PURGE_TAG
 from spool.states import JobState
+from spool.superseded import SUPERSEDED_TAG, record_stands
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
-ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", "purge"})
+ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", "purge", SUPERSEDED_TAG})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
@@ -116,6 +118,9 @@ class Staged:
         if action == PURGE_TAG:
             self._restore_purge(job_id, path, report)
             return
+        if action == SUPERSEDED_TAG:
+            self._restore_superseded(job_id, path, report)
+            return
         if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
             report.removed += self.mover.unlink(path)
             return
@@ -200,6 +205,23 @@ class Staged:
             report.restored.append(job_id)
         else:
             report.removed += self.mover.unlink(path)  # a newer record was written meanwhile
+
+    def _restore_superseded(self, named: str, path: Path, report: RecoveryReport) -> None:
+        """A record a finisher held where moves stage when it died
+        (``superseded-<state>-<id>``, :mod:`spool.superseded`): superseded by the record
+        of the id in the other terminal folder, it goes; with none there (a finisher
+        racing this one took it), it goes back, unless a newer record stands there."""
+        state_name, _, job_id = named.partition("-")
+        if state_name not in ("done", "failed") or not is_valid_id(job_id):
+            report.removed += self.mover.unlink(path)
+            return
+        state = JobState(state_name)
+        other = JobState.FAILED if state is JobState.DONE else JobState.DONE
+        if (not record_stands(self.layout.job_str(other, job_id))
+                and self.mover.move(path, self.layout.job(state, job_id))):
+            report.restored.append(job_id)
+        else:
+            report.removed += self.mover.unlink(path)
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):

@@ -30,6 +30,7 @@ from spool.models import ErrorInfo, Record, Source, parse_record, record_bytes
 from spool.reader import read_regular
 from spool.recheck import Recheck
 from spool.states import JobState
+from spool.superseded import drop_other_record
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
@@ -213,10 +214,10 @@ class TerminalLeftovers:
                 error=error, source=Source(name=name, size=st.st_size, kind=kind))
         if replace:  # and what is no record at its name is set aside (Spool.set_aside)
             self.spool.publish_terminal(record)
-        elif self.mover.publish(self.layout.job(JobState.FAILED, job_id), record_bytes(record),
-                                replace=False):
-            self.spool.remove_file(self.layout.job_str(JobState.DONE, job_id), job_id,
-                                   "record", durable=True)
+        else:
+            path = self.layout.job_str(JobState.FAILED, job_id)
+            if self.mover.publish(path, record_bytes(record), replace=False):
+                drop_other_record(self.spool, JobState.DONE, job_id, path)
 
     def finished_after(self, job_id: str, claimed_ns: int) -> bool:
         """The id has a record (a regular file) in ``done/`` or ``failed/`` written at or

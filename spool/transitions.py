@@ -12,7 +12,9 @@ no job, or is no regular file where the spool keeps one), :mod:`spool.cancellati
 Guarantees (DESIGN sections 2 and 9):
 
 * Completion publishes the full record into ``done/`` or ``failed/`` first,
-  removes any older terminal record of the id, then ``running/<id>.json``.
+  removes any older terminal record of the id, then ``running/<id>.json``; the other
+  folder's record goes only while the new one stands (:mod:`spool.superseded`), so two
+  finishers of one id at once (a run and a cancel of its waiting re-drop) leave one.
 * A record replaces an earlier record of its id, and finishing a run removes the
   id's other record and its sidecars, but only ever regular files: anything else
   found at one of those names (a directory, FIFO, socket or symlink that an
@@ -31,7 +33,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING
 
-from spool import cancellation, quarantine, submission
+from spool import cancellation, quarantine, submission, superseded
 from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.errors import SpoolIOError
@@ -139,11 +141,12 @@ class Spool:
                 with contextlib.suppress(SpoolIOError, OSError):
                     unwritten()
             raise
-        self._drop_superseded(record)
+        self._drop_superseded(record, path)
 
-    def _drop_superseded(self, record: Record) -> None:
-        """Remove what the just-published terminal ``record`` replaces: the other terminal
-        record of its id and, when it belongs to it, a quarantined original."""
+    def _drop_superseded(self, record: Record, path: str) -> None:
+        """Remove what the terminal ``record`` just published at ``path`` replaces: the
+        other terminal record of its id, while ``path`` still holds a record
+        (:mod:`spool.superseded`), and, when it belongs to it, a quarantined original."""
         job_id, state = record.id, record.state
         layout = self.layout
         # Each sidecar below is removed (its path built) only when it may be there.
@@ -154,11 +157,13 @@ class Spool:
         if state is _S_DONE:
             name = job_id + JOB_SUFFIX
             if presence is None or presence.may_exist(_FAILED, name):
-                dropped_other = self._drop(_FAILED, name, layout.job_str(_S_FAILED, job_id),
-                                           durable=True, of=(job_id, "record"))
+                other = superseded.drop_other_record(self, _S_FAILED, job_id, path)
+                dropped_other = other is superseded.Other.REMOVED
+                if presence is not None and other is not superseded.Other.STANDS:
+                    presence.forget(_FAILED, name)
         else:
-            dropped_other = self.remove_file(layout.job_str(_S_DONE, job_id), job_id, "record",
-                                             durable=True)
+            dropped_other = superseded.drop_other_record(
+                self, _S_DONE, job_id, path) is superseded.Other.REMOVED
         if record.source is None and (state is _S_FAILED or dropped_other):
             # A quarantined original belongs to the failed record it sat beside.
             name = job_id + ORIG_SUFFIX

@@ -9,7 +9,8 @@ Usage: ``python crash_actor.py ROOT FSYNC COMMAND ARG``
 ``rerun ID``         claim ``ID``, drop it again (``{"drop": 2}``, which waits), complete
                      the first run, claim the drop as a processor does the moment the
                      run ends, and die of SIGKILL during that second run;
-``purge SECONDS``    purge the records older than SECONDS, as ``spoolq purge`` does.
+``purge SECONDS``    purge the records older than SECONDS, as ``spoolq purge`` does;
+``cancel ID``        cancel the pending ``ID``, as ``spoolq cancel`` does.
 
 The operation is the library's own code; the test runs this under strace, which
 SIGKILLs it at a chosen syscall (see test_crash_points.py).
@@ -45,6 +46,9 @@ def main() -> None:
         return
     if command == "purge":
         Client(layout, spool.mover, SystemClock()).purge(float(arg))
+        return
+    if command == "cancel":
+        spool.cancel_pending(arg)
         return
     claim = spool.claim(arg)
     if claim is None:

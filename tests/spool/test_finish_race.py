@@ -1,0 +1,146 @@
+"""Two finishers of one id at once, one record in each terminal folder.
+
+A record replaces the id's record in the other terminal folder by removing it once its
+own is out.  A run finishing while a client cancels the id's re-drop waiting behind it
+(``spoolq cancel``, ``POST .../cancel``) publishes into ``done/`` as the cancel
+publishes into ``failed/``: when both records were out before either removed the other,
+each removed the other's, and the id was left with no record, the run's result lost and
+the job in no folder.  A finisher must remove the other record only while its own
+stands (:mod:`spool.superseded`), and recovery must settle what a finisher killed in
+between holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from spoolkit import REPO, done_record, listing, make_spool, read_json, strace_path, submit
+
+from spool.client import Client
+from spool.fsops import Mover
+from spool.models import Record
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
+
+
+def _inside_window_of(monkeypatch: pytest.MonkeyPatch, first: Spool,
+                      other_finisher: Callable[[], None]) -> None:
+    """Run ``other_finisher`` whole once ``first`` has published its record and before it
+    removes the other folder's: the other finisher publishes and removes in that window."""
+    drop = Spool._drop_superseded
+    pending = [other_finisher]
+
+    def hooked(self: Spool, record: Record, *path: str) -> None:
+        if self is first and pending:
+            pending.pop()()
+        drop(self, record, *path)
+
+    monkeypatch.setattr(Spool, "_drop_superseded", hooked)
+
+
+@pytest.mark.parametrize("first", ["cancel", "run"])
+def test_a_run_and_a_cancel_of_its_waiting_redrop_finishing_at_once_leave_a_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str) -> None:
+    processor = make_spool(tmp_path / "spool")
+    layout = processor.layout
+    submit(processor, "daily")
+    claim = processor.claim("daily")
+    assert claim is not None
+    processor.complete(claim, done_record(claim, "yesterday"))
+    submit(processor, "daily")
+    claim = processor.claim("daily")  # today's run
+    assert claim is not None
+    submit(processor, "daily")  # a re-drop, waiting for the run to end
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+
+    def run_ends() -> None:
+        processor.complete(claim, done_record(claim, "today"))
+
+    def cancel() -> None:
+        client.cancel("daily", wait_s=0)
+
+    if first == "cancel":
+        _inside_window_of(monkeypatch, client.spool, run_ends)
+        cancel()
+    else:
+        _inside_window_of(monkeypatch, processor, cancel)
+        run_ends()
+
+    # The finisher that went second in the window removed the first one's record while
+    # its own stood; the first then found its own gone and put the other back.
+    done, failed = listing(layout.folder(D)), listing(layout.folder(F))
+    if first == "cancel":
+        assert (done, failed) == (["daily.json"], [])
+        assert read_json(layout.job(D, "daily"))["result"] == "today"
+    else:
+        assert (done, failed) == ([], ["daily.json"])
+        assert read_json(layout.job(F, "daily"))["error"]["type"] == "cancelled"
+    assert listing(layout.folder(P)) == listing(layout.folder(R)) == []
+    assert listing(layout.stage) == listing(layout.tmp) == []
+
+
+def _kill_at_stat(root: Path, path: Path, nth: int, command: str, arg: str) -> None:
+    """Run crash_actor.py's ``command arg`` on the spool at ``root`` (``always``),
+    SIGKILLed on entering its ``nth`` stat (``os.lstat``) of ``path``."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("needs strace, allowed to trace")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=%file",
+         "-e", f"inject=%%stat:signal=SIGKILL:when={nth}",
+         sys.executable, str(CRASH_ACTOR), str(root), FsyncMode.ALWAYS.value, command, arg],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.parametrize("then", ["its record stands", "its record is gone"])
+def test_a_finisher_killed_holding_the_record_it_supersedes_leaves_it_to_recovery(
+        tmp_path: Path, then: str) -> None:
+    """A cancel killed after moving the id's done record where moves stage (to remove it:
+    its own failed record is out), before it looked at its own: recovery removes the held
+    record while the failed one stands, and puts it back when none stands there (with
+    the cancel undone: the job pending again)."""
+    spool = make_spool(tmp_path / "spool", FsyncMode.ALWAYS)
+    layout = spool.layout
+    submit(spool, "daily")
+    claim = spool.claim("daily")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, "yesterday"))
+    submit(spool, "daily")
+    # It lstats failed/daily.json (what its record replaces), renames its record there,
+    # moves done/daily.json aside, and only then lstats failed/daily.json again (to see
+    # that its own record stands).
+    _kill_at_stat(layout.root, layout.job(F, "daily"), 2, "cancel", "daily")
+    assert sorted(n.split(".")[0] for n in listing(layout.stage)) == [
+        "cancel-daily", "superseded-done-daily"]
+    assert listing(layout.folder(D)) == []
+    if then == "its record is gone":
+        layout.job(F, "daily").unlink()  # as by a finisher racing it, killed as well
+
+    report = Recovery(spool).scan()
+
+    assert listing(layout.stage) == listing(layout.folder(R)) == []
+    if then == "its record stands":
+        assert listing(layout.folder(D)) == listing(layout.folder(P)) == []
+        assert read_json(layout.job(F, "daily"))["error"]["type"] == "cancelled"
+    else:
+        assert "daily" in report.restored
+        assert listing(layout.folder(F)) == []
+        assert read_json(layout.job(D, "daily"))["result"] == "yesterday"
+        assert listing(layout.folder(P)) == ["daily.json"]
+    assert not Recovery(spool).scan().changed, "a second scan still had work"
