@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 HEARTBEAT_STALE_S = 60.0
@@ -39,6 +40,32 @@ def try_lock(fd: int) -> bool:
     return True
 
 
+def _names(path: Path, fd: int) -> bool:
+    """``path`` names the file open at ``fd``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (held.st_ino, held.st_dev)
+
+
+def lock_if_free(path: Path) -> int | None:
+    """A descriptor of ``path`` holding its lock, taken now, when nobody held it (the
+    caller closes it, which releases it); None when someone does, or there is no such
+    file to test (:func:`is_locked`'s None).  What is removed of a dead owner is removed
+    while this is held, so a processor starting under the same name waits, then makes
+    its lock file again (:class:`OwnerLease`)."""
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return None
+    if try_lock(fd):
+        return fd
+    os.close(fd)
+    return None
+
+
 def is_locked(path: Path) -> bool | None:
     """True when a live process holds ``path``'s lock; None when there is no such file
     (or none this process can test: a symlink, which is never followed, or no read access).
@@ -56,15 +83,35 @@ def is_locked(path: Path) -> bool | None:
         os.close(fd)
 
 
+OWNER_LOCK_WAIT_S = 1.0
+"""How long :class:`OwnerLease` tries for a lock another process holds: readers test
+owner locks by taking them for a moment (:func:`is_locked`), and recovery holds a dead
+owner's while it removes its files (:func:`lock_if_free`)."""
+
+
 class OwnerLease:
-    """A processor's lease on ``owners/<owner>.lock``, held until :meth:`release`."""
+    """A processor's lease on ``owners/<owner>.lock``, held until :meth:`release`.
+
+    The lease is held on the file the path names: a lock taken on a file another
+    processor's recovery removed meanwhile (it found the file unlocked between this
+    one's open and its lock) is no lease, as nobody could see it; the file is made
+    again.  A lock taken for a moment by a reader or a recovery pass is waited for."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        if not try_lock(self._fd):
-            os.close(self._fd)
-            raise RuntimeError(f"owner lease {path.name} is held by another process")
+        deadline = time.monotonic() + OWNER_LOCK_WAIT_S
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            if try_lock(fd):
+                if _names(path, fd):
+                    self._fd = fd
+                    return
+            elif time.monotonic() > deadline:
+                os.close(fd)
+                raise RuntimeError(f"owner lease {path.name} is held by another process")
+            else:
+                time.sleep(0.01)
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd >= 0:

@@ -52,7 +52,7 @@ from pathlib import Path
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.kept import KeptLedger
 from spool.layout import is_kept_name
-from spool.lease import is_locked
+from spool.lease import lock_if_free
 from spool.orphans import MaxAttempts, Orphans, backoff_s, default_max_attempts
 from spool.record_notes import RecordNotes
 from spool.staged import Staged, entries
@@ -162,9 +162,12 @@ class Recovery:
             if not entry.name.endswith(".lock"):
                 continue
             owner = entry.name.removesuffix(".lock")
-            if not is_valid_id(owner) or is_locked(Path(entry.path)) is not False:
+            if not is_valid_id(owner) or (held := lock_if_free(Path(entry.path))) is None:
                 continue
-            report.removed += self.mover.unlink(self.layout.owner_status(owner))
-            report.removed += self.mover.unlink(Path(entry.path))
+            try:  # removed under its lock: a processor starting under the name waits
+                report.removed += self.mover.unlink(self.layout.owner_status(owner))
+                report.removed += self.mover.unlink(Path(entry.path))
+            finally:
+                os.close(held)
             died = True
         return died

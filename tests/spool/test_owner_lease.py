@@ -1,0 +1,75 @@
+"""The owner lease of a starting processor against readers and other processors' recovery.
+
+A processor opens (creating) ``owners/<owner>.lock`` and then locks it.  Another
+processor's recovery pass, between the two, found the file unlocked, took its owner for
+dead and removed the file: the new processor then held its lease on a file nobody could
+see, and statusd and the CLI called it down for its whole life.  And a reader testing
+the lock (statusd, ``spoolq stats``) at the moment the processor locked it made the
+start fail ("held by another process").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from spoolkit import listing, make_spool
+
+from spool import lease
+from spool.lease import OwnerLease, is_locked
+from spool.recovery import Recovery
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def test_a_recovery_pass_between_the_open_and_the_lock_leaves_the_lease_seen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-b-123")
+    real_try_lock = lease.try_lock
+    removed: list[int] = []
+
+    def recovery_first(fd: int) -> bool:
+        if not removed:  # the new processor's first try: another's pass runs now
+            monkeypatch.setattr(lease, "try_lock", real_try_lock)
+            removed.append(Recovery(spool).scan().removed)
+        return real_try_lock(fd)
+
+    monkeypatch.setattr(lease, "try_lock", recovery_first)
+    held = OwnerLease(path)
+    try:
+        assert removed and removed[0] >= 1, "the pass took the unlocked file for a dead owner's"
+        assert listing(spool.layout.owners) == ["host-b-123.lock"]
+        assert is_locked(path) is True
+    finally:
+        held.release()
+    assert is_locked(path) is False
+
+
+def test_a_lock_held_a_moment_is_waited_for(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-c-1")
+    reader = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(reader, fcntl.LOCK_EX)  # a reader testing it (is_locked), held for 0.2 s
+    timer = threading.Timer(0.2, fcntl.flock, (reader, fcntl.LOCK_UN))
+    timer.start()
+    try:
+        held = OwnerLease(path)
+        held.release()
+    finally:
+        timer.join()
+        os.close(reader)
+
+
+def test_a_lock_held_for_good_still_refuses_the_start(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-d-1")
+    other = OwnerLease(path)
+    try:
+        with pytest.raises(RuntimeError, match="held by another process"):
+            OwnerLease(path)
+    finally:
+        other.release()
