@@ -14,6 +14,8 @@ Guarantees (DESIGN sections 2 and 9):
 * A pending file that holds no job keeps its bytes as the record's quarantined original
   (``failed/<id>.orig``), as intake's quarantine would; an earlier original of the id,
   which this record supersedes, stays linked where moves stage until the record is written.
+  While a run of its id goes on, such a file is not cancelled (ConflictError): that run's
+  record would replace this one and take the bytes with it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,15 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
     renames, recovery writes the original's record (``TerminalLeftovers._settle_original``;
     ``Staged._settle_kept`` when an earlier original was kept linked where moves stage)."""
     mover = spool.mover
+    if os.path.lexists(spool.layout.job_str(JobState.RUNNING, claim.job_id)):
+        # The run ahead of it would replace this record with its own and remove the
+        # bytes as the superseded record's original: refused, the file stays pending
+        # and is quarantined once the run ends (intake waits for that too).
+        mover.move(staged, pending, replace=False)
+        raise ConflictError(
+            f"{claim.job_id} is not cancelled: it holds no job and waits for the run of "
+            "its id to end, when it is quarantined in failed/ with its bytes kept; a "
+            "cancel now would lose them to that run's record")
     original = spool.layout.original(claim.job_id)
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
         f"cancelled while pending; not a valid job, its bytes are kept in "

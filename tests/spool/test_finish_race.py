@@ -23,6 +23,7 @@ import pytest
 from spoolkit import REPO, done_record, listing, make_spool, read_json, strace_path, submit
 
 from spool.client import Client
+from spool.errors import ConflictError
 from spool.fsops import Mover
 from spool.models import Record
 from spool.recovery import Recovery
@@ -144,3 +145,28 @@ def test_a_finisher_killed_holding_the_record_it_supersedes_leaves_it_to_recover
         assert read_json(layout.job(D, "daily"))["result"] == "yesterday"
         assert listing(layout.folder(P)) == ["daily.json"]
     assert not Recovery(spool).scan().changed, "a second scan still had work"
+
+
+def test_a_waiting_redrop_that_holds_no_job_is_not_cancelled_while_its_id_runs(
+        tmp_path: Path) -> None:
+    """Cancelled, its bytes went to ``failed/<id>.orig`` beside its record, and the run
+    ahead of it then replaced that record with its own and removed the bytes as the
+    superseded record's original: the client had been told they were kept.  The cancel
+    is refused; the file stays pending, to be quarantined once the run ends."""
+    processor = make_spool(tmp_path / "spool")
+    layout = processor.layout
+    submit(processor, "daily")
+    claim = processor.claim("daily")
+    assert claim is not None
+    half = b'{"tool": "echo", "params": '
+    (layout.folder(P) / "daily.json").write_bytes(half)
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+
+    with pytest.raises(ConflictError, match="holds no job"):
+        client.cancel("daily", wait_s=0)
+    assert (layout.folder(P) / "daily.json").read_bytes() == half
+    assert listing(layout.folder(F)) == []
+    processor.complete(claim, done_record(claim, "the run"))
+    assert read_json(layout.job(D, "daily"))["result"] == "the run"
+    assert (layout.folder(P) / "daily.json").read_bytes() == half
+    assert listing(layout.stage) == [] and listing(layout.tmp) == []
