@@ -87,6 +87,18 @@ class RecordNotes:
                 record, record.source.name, record.error.message, staged_id, key))
         return set(self.paths)
 
+    def look_again(self) -> None:
+        """Read ``stage/``'s notes afresh.  A quarantine writes its note before it moves
+        the drop into ``failed/``: one that began after this pass listed ``stage/`` (a
+        second processor's) has its note there by the time the pass finds its original
+        without a record, and the pass gives it the record it meant, not one that says
+        neither the drop's name nor why it was refused."""
+        try:
+            with os.scandir(self.spool.layout.stage) as listed:
+                self.collect(list(listed))
+        except FileNotFoundError:
+            return
+
     def record(self, job_id: str, st: os.stat_result) -> Noted | None:
         """The record a quarantine meant for the drop ``st``, staged as ``job_id`` or
         in ``failed/`` as ``job_id``'s original."""

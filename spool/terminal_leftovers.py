@@ -153,6 +153,9 @@ class TerminalLeftovers:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
         noted = self.notes.record(job_id, st)
+        if noted is None:  # a quarantine begun since this pass listed stage/ (another
+            self.notes.look_again()  # processor's) wrote its note before this original
+            noted = self.notes.record(job_id, st)
         if noted is not None:
             self.record_for_original(job_id, st, noted.name, noted.message,
                                       replace=record_st is not None, noted=noted.record)
