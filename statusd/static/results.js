@@ -12,8 +12,15 @@
  *
  * run_backtest: its summary, and a table of its symbols sorted by sharpe (highest
  * first); a click on a column's header sorts by that column, a second one reverses;
- * nulls stay last.  Rows are built once (200 to 5,000+ symbols); a sort rewrites
- * their text in place, never moves them.  The equity chart draws the symbols first
+ * nulls stay last.  Only the rows in the table's box's view and a view's height more
+ * each side are in the DOM, a spacer row as tall as the rest (rowWindow): 5,000
+ * symbols laid out whole took 1.2 s to show and as long a sort; now the symbols of
+ * any table are a few dozen rows' work (bench/dashboard_table.py).  A row comes back
+ * as it was (pin, colour, mark); a row holding the focus stays in the DOM while it is
+ * scrolled away or a sort moves it, so its pin keeps the focus; aria-rowcount and each
+ * row's aria-rowindex tell a screen reader how many rows there are and where it is.
+ * The trade-off: the browser's find (Ctrl+F) finds only the rows in the DOM, those near
+ * the view, not a symbol scrolled far away.  The equity chart draws the symbols first
  * in the table's order and redraws at each sort (tablechart.js); the button before a
  * symbol (Enter or Space) pins its curve onto the chart, or unpins it.  A drawn
  * symbol's button is in its curve's colour, a pinned one's filled, its row marked; a
@@ -109,18 +116,20 @@ const showResultTables = (() => {
   function symbolTable(symbols, draw, said, order) {
     // order: {key, descending, pins}, the run's (kept); a sort and a pin write it.
     const table = el("table", { class: "result-table symbols" });
-    const head = el("tr");
+    const head = el("tr", { "aria-rowindex": "1" });
     const columns = [{ key: "symbol", label: "symbol" }, ...SYMBOL_COLUMNS];
-    // Each symbol's cells are formatted once; a sort writes them into the rows.
-    const rows = Object.entries(symbols).map(([symbol, m]) => ({ symbol, m,
+    // Each symbol's cells are formatted once; a row shown writes them in.  px: the
+    // height of its row as last measured (0: not yet).
+    const rows = Object.entries(symbols).map(([symbol, m]) => ({ symbol, m, at: 0, px: 0,
       name: shown(symbol), texts: SYMBOL_COLUMNS.map((c) => c.format(m[c.key])) }));
     const bySymbol = new Map(rows.map((r) => [r.symbol, r]));
-    // The table's rows, built once: a sort rewrites the text of those whose symbol
-    // changes rather than move them (moving 5,000 rows rebuilt all of their boxes,
-    // styles and layout: 0.9 s a sort; rewritten, about half).
+    // Its rows are there for a screen reader to count, though few are in the DOM.
+    table.setAttribute("aria-rowcount", String(rows.length + 1));
     const tbody = el("tbody");
-    const slots = rows.map(() => {
-      const tr = tbody.appendChild(el("tr"));
+    const slotOf = new Map();  // symbol -> the row that shows it, of those in the DOM
+    const free = [];  // rows out of the DOM, to show another symbol
+    const newSlot = () => {
+      const tr = el("tr");
       const th = tr.appendChild(el("th", { scope: "row" }));
       // Its name is the row's text; the button's is its label (a glyph drawn by app.css).
       const pin = th.appendChild(el("button", { type: "button", class: "pin",
@@ -129,8 +138,7 @@ const showResultTables = (() => {
       const cells = SYMBOL_COLUMNS.map(
         () => tr.appendChild(el("td", { class: "num" })).appendChild(document.createTextNode("")));
       return { symbol: null, tr, th, pin, name, cells, color: "", on: false };
-    });
-    const slotOf = new Map();  // symbol -> the row that shows it
+    };
     let marks = new Map();  // symbol -> its curve's colour, as its row shows it
     let pins = new Set();
     const mark = (slot) => {
@@ -145,7 +153,6 @@ const showResultTables = (() => {
     };
     const write = (slot, row) => {
       slot.symbol = row.symbol;
-      slotOf.set(row.symbol, slot);
       slot.tr.dataset.symbol = row.symbol;
       // Named by its symbol alone: a screen reader says it at each cell, not the pin's label.
       slot.th.setAttribute("aria-label", row.name);
@@ -154,15 +161,37 @@ const showResultTables = (() => {
       row.texts.forEach((text, i) => { slot.cells[i].data = text; });
       mark(slot);
     };
+    const wrap = el("div", { class: "table-wrap result-scroll" });
+    const thead = el("thead");
+    const render = rowWindow(wrap, thead, tbody, rows, columns.length, (shownRows) => {
+      // The rows to show, in order: those shown already keep their row (and its focus).
+      const keep = new Set(shownRows.map((row) => row.symbol));
+      for (const [symbol, slot] of slotOf) {
+        if (!keep.has(symbol)) {
+          slotOf.delete(symbol);
+          free.push(slot);
+        }
+      }
+      return shownRows.map((row) => {
+        let slot = slotOf.get(row.symbol);
+        if (!slot) {
+          slot = free.pop() || newSlot();
+          write(slot, row);
+          slotOf.set(row.symbol, slot);
+        }
+        slot.tr.setAttribute("aria-rowindex", String(row.at + 2));
+        return slot.tr;
+      });
+    }, (tr) => bySymbol.get(tr.dataset.symbol));
     const kept = order.pins.filter((symbol) => bySymbol.has(symbol))
       .map((symbol) => [symbol, bySymbol.get(symbol).m]);
     const chart = tableChart(symbols, draw, kept, (colors, pinned) => {
-      // Only the rows whose mark changes are touched (of 200+).
+      // Only the rows shown whose mark changes are touched; a row shown later is marked then.
       const changed = new Set([...marks.keys(), ...colors.keys(), ...pins, ...pinned]);
       marks = colors;
       pins = pinned;
       order.pins = [...pinned];
-      for (const symbol of changed) mark(slotOf.get(symbol));
+      for (const symbol of changed) if (slotOf.has(symbol)) mark(slotOf.get(symbol));
     });
     tbody.addEventListener("click", (event) => {
       const pin = event.target.closest("button.pin");
@@ -177,9 +206,8 @@ const showResultTables = (() => {
       order.key = key;
       order.descending = descending;
       rows.sort(compare(key, descending));
-      rows.forEach((row, i) => {
-        if (slots[i].symbol !== row.symbol) write(slots[i], row);
-      });
+      rows.forEach((row, i) => { row.at = i; });
+      render();  // the same place in the box, the rows of the new order there
       for (const th of head.children) {
         th.setAttribute("aria-sort", th.dataset.key !== key ? "none"
           : descending ? "descending" : "ascending");
@@ -195,12 +223,126 @@ const showResultTables = (() => {
       th.appendChild(button);
       head.appendChild(th);
     }
-    table.appendChild(el("thead")).appendChild(head);
+    table.appendChild(thead).appendChild(head);
     table.appendChild(tbody);
+    table.appendChild(sizer(rows, newSlot()));
     sortBy(order.key, order.descending);
-    const wrap = el("div", { class: "table-wrap result-scroll" });
     wrap.appendChild(table);
     return wrap;
+  }
+
+  function sizer(rows, slot) {
+    // A row no one sees (app.css: visibility: collapse) that holds each column's longest
+    // text: the columns are as wide as every row needs, not only the rows shown, and keep
+    // their widths while rows scroll in and out.
+    const longest = (texts) => texts.reduce((a, b) => (b.length > a.length ? b : a), "");
+    slot.name.data = longest(rows.map((row) => row.name));
+    slot.cells.forEach((cell, i) => { cell.data = longest(rows.map((row) => row.texts[i])); });
+    const foot = el("tfoot", { class: "sizer", "aria-hidden": "true" });
+    foot.appendChild(slot.tr);
+    return foot;
+  }
+
+  /* ---- the symbols' table: a window of its rows ---------------------------------- */
+
+  const ROW_PX = 30;  // a row's height until rows are measured
+  const VIEW_PX = 512;  // the table's box's height until it is laid out (app.css: 32rem)
+
+  function rowWindow(wrap, thead, tbody, rows, colspan, trsOf, rowOf) {
+    // Keeps in tbody the rows in wrap's view and a view's height more each side, and a
+    // spacer row in place of each run of the others as tall as they are (measured once
+    // shown, ROW_PX or the rows' mean until then), so the scrollbar is the whole table's.
+    // A row holding the focus stays in the DOM, wherever it is.  trsOf(rows) gives the
+    // trs that show those rows (each with .at, its place); rowOf(tr) the row a tr shows.
+    // Returns render(), called here at each scroll and resize of wrap, and on a sort.
+    let rowPx = ROW_PX;
+    const spacers = [];
+    const spacer = (k, px) => {
+      if (!spacers[k]) {
+        spacers[k] = el("tr", { class: "spacer", "aria-hidden": "true" });
+        spacers[k].appendChild(el("td", { colspan: String(colspan) }));
+      }
+      spacers[k].firstChild.style.height = `${px}px`;
+      return spacers[k];
+    };
+    function place() {
+      const n = rows.length;
+      const tops = new Float64Array(n + 1);
+      for (let i = 0; i < n; i += 1) tops[i + 1] = tops[i] + (rows[i].px || rowPx);
+      const view = wrap.clientHeight || VIEW_PX;
+      const y = wrap.scrollTop - thead.offsetHeight;
+      const first = rowAt(tops, y - view);
+      const end = Math.min(n, rowAt(tops, y + 2 * view) + 1);
+      const active = document.activeElement;
+      const held = tbody.contains(active) ? active.closest("tr") : null;
+      const f = held && rowOf(held) ? rowOf(held).at : -1;
+      const wanted = rows.slice(first, end);
+      if (f >= 0 && f < first) wanted.unshift(rows[f]);
+      if (f >= end) wanted.push(rows[f]);
+      const trs = trsOf(wanted);
+      const nodes = [];
+      let at = 0;
+      wanted.forEach((row, k) => {
+        if (row.at > at) nodes.push(spacer(nodes.length - k, tops[row.at] - tops[at]));
+        nodes.push(trs[k]);
+        at = row.at + 1;
+      });
+      if (at < n) nodes.push(spacer(nodes.length - wanted.length, tops[n] - tops[at]));
+      arrange(tbody, nodes, held);
+      return trs;
+    }
+    function measure(trs) {
+      // Heights as laid out (none while the table is hidden or not yet in the page).
+      if (!wrap.clientHeight) return false;
+      let changed = false;
+      let sum = 0;
+      for (const tr of trs) {
+        const px = tr.getBoundingClientRect().height;
+        const row = rowOf(tr);
+        sum += px;
+        if (px && Math.abs(px - row.px) > 0.5) {
+          row.px = px;
+          changed = true;
+        }
+      }
+      if (trs.length && sum) rowPx = sum / trs.length;
+      return changed;
+    }
+    function render() {
+      // Twice at most: rows measured anew move the window once.
+      if (measure(place())) measure(place());
+    }
+    wrap.addEventListener("scroll", render, { passive: true });
+    new ResizeObserver(render).observe(wrap);
+    return render;
+  }
+
+  // The row at y (px from the top of the first row): the first whose bottom is below y;
+  // tops[i] is row i's top, tops[n] the bottom of the last.
+  function rowAt(tops, y) {
+    let lo = 0;
+    let hi = tops.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (tops[mid + 1] > y) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+
+  function arrange(parent, nodes, held) {
+    // parent's children become nodes, in this order, without moving held (a row holding
+    // the focus, which a row taken out and put back loses): the others move around it.
+    const wanted = new Set(nodes);
+    for (const child of [...parent.children]) if (!wanted.has(child)) child.remove();
+    let next = null;
+    for (let i = nodes.length - 1; i >= 0; i -= 1) {
+      const node = nodes[i];
+      if (node !== held && (node.parentNode !== parent || node.nextSibling !== next)) {
+        parent.insertBefore(node, next);
+      }
+      next = node;
+    }
   }
 
   function compare(key, descending) {
