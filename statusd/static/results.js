@@ -207,7 +207,7 @@ const showResultTables = (() => {
       order.descending = descending;
       rows.sort(compare(key, descending));
       rows.forEach((row, i) => { row.at = i; });
-      render();  // the same place in the box, the rows of the new order there
+      render(false);  // the same place in the box, the rows of the new order there
       for (const th of head.children) {
         th.setAttribute("aria-sort", th.dataset.key !== key ? "none"
           : descending ? "descending" : "ascending");
@@ -251,11 +251,10 @@ const showResultTables = (() => {
   function rowWindow(wrap, thead, tbody, rows, colspan, trsOf, rowOf) {
     // Keeps in tbody the rows in wrap's view and a view's height more each side, and a
     // spacer row in place of each run of the others as tall as they are (measured once
-    // shown, ROW_PX or the rows' mean until then), so the scrollbar is the whole table's.
+    // shown, guessed until then), so the scrollbar is the whole table's.
     // A row holding the focus stays in the DOM, wherever it is.  trsOf(rows) gives the
     // trs that show those rows (each with .at, its place); rowOf(tr) the row a tr shows.
-    // Returns render(), called here at each scroll and resize of wrap, and on a sort.
-    let rowPx = ROW_PX;
+    // Returns render(false), called here at each scroll and resize of wrap, for a sort.
     const spacers = [];
     const spacer = (k, px) => {
       if (!spacers[k]) {
@@ -265,10 +264,11 @@ const showResultTables = (() => {
       spacers[k].firstChild.style.height = `${px}px`;
       return spacers[k];
     };
+    let tops = new Float64Array(1);  // each row's top as last placed; the last, the end
     function place() {
       const n = rows.length;
-      const tops = new Float64Array(n + 1);
-      for (let i = 0; i < n; i += 1) tops[i + 1] = tops[i] + (rows[i].px || rowPx);
+      tops = new Float64Array(n + 1);
+      for (let i = 0; i < n; i += 1) tops[i + 1] = tops[i] + (rows[i].px || guess(rows[i]));
       const view = wrap.clientHeight || VIEW_PX;
       const y = wrap.scrollTop - thead.offsetHeight;
       const first = rowAt(tops, y - view);
@@ -291,29 +291,56 @@ const showResultTables = (() => {
       arrange(tbody, nodes, held);
       return trs;
     }
+    // A row's height as guessed until it is measured: that of the rows measured whose
+    // symbol is as long (a long one wraps onto more lines), or all rows' measured.
+    const kinds = new Map();  // a symbol's length -> [rows measured, their heights' sum]
+    const all = [0, 0];
+    const guess = (row) => {
+      const [n, px] = kinds.get(row.name.length) || all;
+      return n ? px / n : ROW_PX;
+    };
     function measure(trs) {
       // Heights as laid out (none while the table is hidden or not yet in the page).
       if (!wrap.clientHeight) return false;
       let changed = false;
-      let sum = 0;
       for (const tr of trs) {
-        const px = tr.getBoundingClientRect().height;
+        // In whole pixels: the same row measured 31.98 or 32.48 px as its border fell
+        // (collapsed, half in each row), and a sort that put other rows above the view
+        // changed their sum by a row.
+        const px = Math.round(tr.getBoundingClientRect().height);
         const row = rowOf(tr);
-        sum += px;
-        if (px && Math.abs(px - row.px) > 0.5) {
+        if (px && px !== row.px) {
+          if (!kinds.has(row.name.length)) kinds.set(row.name.length, [0, 0]);
+          for (const kind of [all, kinds.get(row.name.length)]) {
+            kind[0] += row.px ? 0 : 1;
+            kind[1] += px - row.px;
+          }
           row.px = px;
           changed = true;
         }
       }
-      if (trs.length && sum) rowPx = sum / trs.length;
       return changed;
     }
-    function render() {
-      // Twice at most: rows measured anew move the window once.
+    function render(anchored) {
+      // Twice at most: rows measured anew move the window once.  anchored (a scroll, a
+      // resize): the row at the top of the view stays there though rows above it turned
+      // out of another height than guessed (a sort keeps the place in the box instead);
+      // at the end of the table the view stays at its end.
+      const headPx = thead.offsetHeight;
+      const y = wrap.scrollTop - headPx;
+      const at = anchored && tops.length > 1 && wrap.clientHeight ? rowAt(tops, y) : -1;
+      const off = at < 0 ? 0 : y - tops[at];
+      const atEnd = wrap.scrollTop > 0
+        && wrap.scrollTop + wrap.clientHeight >= wrap.scrollHeight - 1;
       if (measure(place())) measure(place());
+      if (atEnd && wrap.scrollTop + wrap.clientHeight < wrap.scrollHeight - 1) {
+        wrap.scrollTop = wrap.scrollHeight;
+      } else if (at >= 0 && Math.abs(tops[at] + off + headPx - wrap.scrollTop) >= 1) {
+        wrap.scrollTop = tops[at] + off + headPx;
+      }
     }
-    wrap.addEventListener("scroll", render, { passive: true });
-    new ResizeObserver(render).observe(wrap);
+    wrap.addEventListener("scroll", () => render(true), { passive: true });
+    new ResizeObserver(() => render(true)).observe(wrap);
     return render;
   }
 
