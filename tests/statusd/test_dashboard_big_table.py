@@ -11,14 +11,18 @@ there are and where each is.  The browser and page fixtures are test_statusd_das
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import TYPE_CHECKING, Any
 
 import test_dashboard_results as results
 from statusdkit import ServerThread, run_job
 
 from spool.transitions import Spool
 
-sync_api = results.sync_api
+if TYPE_CHECKING:
+    from playwright import sync_api
+else:
+    sync_api = results.sync_api
 pytestmark = results.pytestmark
 browser = results.browser
 page = results.page
@@ -29,9 +33,11 @@ BOX, CURVES, NOTE = results.BOX, results.CURVES, results.NOTE
 IN_VIEW = """box => {
   const top = box.querySelector('thead').getBoundingClientRect().bottom;
   const bottom = box.getBoundingClientRect().bottom - box.clientTop;
-  return [...box.querySelectorAll('tbody tr[data-symbol]')].map((tr) => [tr, tr.getBoundingClientRect()])
+  return [...box.querySelectorAll('tbody tr[data-symbol]')]
+    .map((tr) => [tr, tr.getBoundingClientRect()])
     .filter(([, r]) => r.bottom > top + 1 && r.top < bottom - 1)
-    .map(([tr, r]) => [tr.dataset.symbol, Number(tr.getAttribute('aria-rowindex')), r.top, r.bottom]);
+    .map(([tr, r]) => [tr.dataset.symbol, Number(tr.getAttribute('aria-rowindex')),
+                       r.top, r.bottom]);
 }"""
 # The box scrolled to a fraction of its height (0: the top, 1: the end), a frame drawn.
 SCROLL = f"""async (box, fraction) => {{
@@ -39,7 +45,7 @@ SCROLL = f"""async (box, fraction) => {{
   await ({results.FRAME})();
   await ({results.FRAME})();
 }}"""
-WIDTHS = "box => [...box.querySelectorAll('thead th')].map((th) => th.getBoundingClientRect().width)"
+WIDTHS = "b => [...b.querySelectorAll('thead th')].map((th) => th.getBoundingClientRect().width)"
 
 
 def big(count: int = COUNT, long_every: int = 0) -> dict[str, Any]:
@@ -69,8 +75,12 @@ def _in_view(box: sync_api.Locator, order: list[str]) -> tuple[int, list[str]]:
     start = rows[0][1] - 2
     assert [r[1] for r in rows] == list(range(start + 2, start + 2 + len(rows))), rows
     assert [r[0] for r in rows] == order[start:start + len(rows)], (start, rows)
-    assert all(abs(a[3] - b[2]) < 1.5 for a, b in zip(rows, rows[1:], strict=False)), rows
+    assert all(abs(a[3] - b[2]) < 1.5 for a, b in itertools.pairwise(rows)), rows
     return start, [r[0] for r in rows]
+
+
+def _pin(tab: sync_api.Page, symbol: str) -> sync_api.Locator:
+    return tab.locator(f'{results.ROWS}[data-symbol="{symbol}"] button.pin')
 
 
 def _sharpe_order(result: dict[str, Any]) -> list[str]:
@@ -140,7 +150,7 @@ def test_a_pin_stays_while_its_row_is_scrolled_away_and_back(
     run_job(spool, "bt-big", result, tool="run_backtest")
     box = _open(page, server, "bt-big")
     near, far = order[20], order[-3]  # neither among the 12 best drawn
-    pin = results._pin(page, near)
+    pin = _pin(page, near)
     pin.focus()
     page.keyboard.press("Enter")
     curve = page.locator(f'{CURVES}[data-symbol="{near}"]')
@@ -150,7 +160,7 @@ def test_a_pin_stays_while_its_row_is_scrolled_away_and_back(
         box.evaluate(SCROLL, fraction)
         assert page.evaluate(focused) == f"pin {near} on the equity chart", fraction
         expect(curve).to_have_attribute("data-pinned", "")
-    expect(results._pin(page, near)).to_have_attribute("aria-pressed", "true")
+    expect(_pin(page, near)).to_have_attribute("aria-pressed", "true")
     expect(page.locator(f'{results.ROWS}[data-symbol="{near}"]')).to_have_class("pinned")
     assert pin.evaluate("b => getComputedStyle(b).color") == curve.evaluate(
         "p => getComputedStyle(p).stroke")
@@ -159,12 +169,12 @@ def test_a_pin_stays_while_its_row_is_scrolled_away_and_back(
     expect(pin).to_have_attribute("aria-pressed", "false")
     # A pin clicked at the end, the table scrolled to the top and back.
     box.evaluate(SCROLL, 1)
-    results._pin(page, far).click()
+    _pin(page, far).click()
     box.evaluate(SCROLL, 0)
     expect(page.locator(f'{CURVES}[data-symbol="{far}"]')).to_have_attribute("data-pinned", "")
     box.evaluate(SCROLL, 1)
     expect(page.locator(f'{results.ROWS}[data-symbol="{far}"]')).to_have_class("pinned")
-    expect(results._pin(page, far)).to_have_attribute("aria-pressed", "true")
+    expect(_pin(page, far)).to_have_attribute("aria-pressed", "true")
 
 
 def test_rows_of_many_heights_leave_no_gap(server: ServerThread, spool: Spool,
@@ -186,3 +196,22 @@ def test_rows_of_many_heights_leave_no_gap(server: ServerThread, spool: Spool,
         assert abs(start - fraction * COUNT) < 40, (fraction, start)
     assert shown[-1] == order[-1]
     assert [row[0] for row in results.shown_rows(page)] == order
+
+
+def test_tab_walks_the_pins_past_the_rows_first_shown(server: ServerThread, spool: Spool,
+                                                      page: sync_api.Page) -> None:
+    """From the first row's pin, Tab goes to each next row's pin in the table's order, on
+    past the rows first in the DOM, the box scrolling along; Shift+Tab back."""
+    result = big()
+    order = _sharpe_order(result)
+    run_job(spool, "bt-big", result, tool="run_backtest")
+    box = _open(page, server, "bt-big")
+    _pin(page, order[0]).focus()
+    focused = "() => document.activeElement.getAttribute('aria-label')"
+    for k in range(1, 80):  # about 30 rows are in the DOM at first
+        page.keyboard.press("Tab")
+        assert page.evaluate(focused) == f"pin {order[k]} on the equity chart", k
+    for k in range(78, 68, -1):
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate(focused) == f"pin {order[k]} on the equity chart", k
+    assert box.evaluate("b => b.scrollTop") > 0

@@ -578,7 +578,8 @@ ALL_ROWS = f"""async (box) => {{
 # Scroll the table's box down until a symbol's row is in the DOM, then to the row.
 SCROLL_TO = f"""async (box, symbol) => {{
   const frame = {FRAME}, find = () => box.querySelector(`tbody tr[data-symbol="${{symbol}}"]`);
-  for (box.scrollTop = 0, await frame(); !find(); box.scrollTop += box.clientHeight, await frame()) {{
+  box.scrollTop = 0;
+  for (await frame(); !find(); box.scrollTop += box.clientHeight, await frame()) {{
     if (box.scrollTop + box.clientHeight >= box.scrollHeight - 1) throw new Error(symbol);
   }}
   find().scrollIntoView({{ block: 'center' }});
