@@ -126,72 +126,16 @@ const showResultTables = (() => {
     // Its rows are there for a screen reader to count, though few are in the DOM.
     table.setAttribute("aria-rowcount", String(rows.length + 1));
     const tbody = el("tbody");
-    const slotOf = new Map();  // symbol -> the row that shows it, of those in the DOM
-    const free = [];  // rows out of the DOM, to show another symbol
-    const newSlot = () => {
-      const tr = el("tr");
-      const th = tr.appendChild(el("th", { scope: "row" }));
-      // Its name is the row's text; the button's is its label (a glyph drawn by app.css).
-      const pin = th.appendChild(el("button", { type: "button", class: "pin",
-        "aria-pressed": "false", title: "pin its curve on the equity chart (again: unpin)" }));
-      const name = th.appendChild(document.createTextNode(""));
-      const cells = SYMBOL_COLUMNS.map(
-        () => tr.appendChild(el("td", { class: "num" })).appendChild(document.createTextNode("")));
-      return { symbol: null, tr, th, pin, name, cells, color: "", on: false };
-    };
-    let marks = new Map();  // symbol -> its curve's colour, as its row shows it
-    let pins = new Set();
-    const mark = (slot) => {
-      const color = marks.get(slot.symbol) || "";
-      const on = pins.has(slot.symbol);
-      if (slot.color !== color) slot.pin.style.color = slot.color = color;
-      if (slot.on !== on) {
-        slot.on = on;
-        slot.pin.setAttribute("aria-pressed", String(on));
-        slot.tr.classList.toggle("pinned", on);
-      }
-    };
-    const write = (slot, row) => {
-      slot.symbol = row.symbol;
-      slot.tr.dataset.symbol = row.symbol;
-      // Named by its symbol alone: a screen reader says it at each cell, not the pin's label.
-      slot.th.setAttribute("aria-label", row.name);
-      slot.pin.setAttribute("aria-label", `pin ${row.name} on the equity chart`);
-      slot.name.data = row.name;
-      row.texts.forEach((text, i) => { slot.cells[i].data = text; });
-      mark(slot);
-    };
+    const slots = symbolRows();
     const wrap = el("div", { class: "table-wrap result-scroll" });
     const thead = el("thead");
-    const render = rowWindow(wrap, thead, tbody, rows, columns.length, (shownRows) => {
-      // The rows to show, in order: those shown already keep their row (and its focus).
-      const keep = new Set(shownRows.map((row) => row.symbol));
-      for (const [symbol, slot] of slotOf) {
-        if (!keep.has(symbol)) {
-          slotOf.delete(symbol);
-          free.push(slot);
-        }
-      }
-      return shownRows.map((row) => {
-        let slot = slotOf.get(row.symbol);
-        if (!slot) {
-          slot = free.pop() || newSlot();
-          write(slot, row);
-          slotOf.set(row.symbol, slot);
-        }
-        slot.tr.setAttribute("aria-rowindex", String(row.at + 2));
-        return slot.tr;
-      });
-    }, (tr) => bySymbol.get(tr.dataset.symbol));
+    const render = rowWindow(wrap, thead, tbody, rows, columns.length, slots.show,
+      (tr) => bySymbol.get(tr.dataset.symbol));
     const kept = order.pins.filter((symbol) => bySymbol.has(symbol))
       .map((symbol) => [symbol, bySymbol.get(symbol).m]);
     const chart = tableChart(symbols, draw, kept, (colors, pinned) => {
-      // Only the rows shown whose mark changes are touched; a row shown later is marked then.
-      const changed = new Set([...marks.keys(), ...colors.keys(), ...pins, ...pinned]);
-      marks = colors;
-      pins = pinned;
       order.pins = [...pinned];
-      for (const symbol of changed) if (slotOf.has(symbol)) mark(slotOf.get(symbol));
+      slots.mark(colors, pinned);
     });
     tbody.addEventListener("click", (event) => {
       const pin = event.target.closest("button.pin");
@@ -225,10 +169,83 @@ const showResultTables = (() => {
     }
     table.appendChild(thead).appendChild(head);
     table.appendChild(tbody);
-    table.appendChild(sizer(rows, newSlot()));
+    table.appendChild(sizer(rows, slots.newSlot()));
     sortBy(order.key, order.descending);
     wrap.appendChild(table);
     return wrap;
+  }
+
+  function symbolRows() {
+    // The trs that show symbols: those in the DOM, each its symbol's, and those out of
+    // it, kept to show another.  show(rows) gives the trs of those rows ({symbol, name,
+    // texts, at}: at, its place), in order, a row shown already keeping its tr (and the
+    // focus in it); mark(colors, pinned) marks each symbol drawn (its curve's colour, a
+    // Map) and pinned (a Set), as the chart tells it.
+    const slotOf = new Map();  // symbol -> the row that shows it, of those in the DOM
+    const free = [];  // rows out of the DOM, to show another symbol
+    let marks = new Map();  // symbol -> its curve's colour, as its row shows it
+    let pins = new Set();
+    const newSlot = () => {
+      const tr = el("tr");
+      const th = tr.appendChild(el("th", { scope: "row" }));
+      // Its name is the row's text; the button's is its label (a glyph drawn by app.css).
+      const pin = th.appendChild(el("button", { type: "button", class: "pin",
+        "aria-pressed": "false", title: "pin its curve on the equity chart (again: unpin)" }));
+      const name = th.appendChild(document.createTextNode(""));
+      const cells = SYMBOL_COLUMNS.map(
+        () => tr.appendChild(el("td", { class: "num" })).appendChild(document.createTextNode("")));
+      return { symbol: null, tr, th, pin, name, cells, color: "", on: false };
+    };
+    const markSlot = (slot) => {
+      const color = marks.get(slot.symbol) || "";
+      const on = pins.has(slot.symbol);
+      if (slot.color !== color) slot.pin.style.color = slot.color = color;
+      if (slot.on !== on) {
+        slot.on = on;
+        slot.pin.setAttribute("aria-pressed", String(on));
+        slot.tr.classList.toggle("pinned", on);
+      }
+    };
+    const write = (slot, row) => {
+      slot.symbol = row.symbol;
+      slot.tr.dataset.symbol = row.symbol;
+      // Named by its symbol alone: a screen reader says it at each cell, not the pin's label.
+      slot.th.setAttribute("aria-label", row.name);
+      slot.pin.setAttribute("aria-label", `pin ${row.name} on the equity chart`);
+      slot.name.data = row.name;
+      row.texts.forEach((text, i) => { slot.cells[i].data = text; });
+      markSlot(slot);
+    };
+    return {
+      newSlot,
+      show(rows) {
+        const keep = new Set(rows.map((row) => row.symbol));
+        for (const [symbol, slot] of slotOf) {
+          if (!keep.has(symbol)) {
+            slotOf.delete(symbol);
+            free.push(slot);
+          }
+        }
+        return rows.map((row) => {
+          let slot = slotOf.get(row.symbol);
+          if (!slot) {
+            slot = free.pop() || newSlot();
+            write(slot, row);
+            slotOf.set(row.symbol, slot);
+          }
+          slot.tr.setAttribute("aria-rowindex", String(row.at + 2));
+          return slot.tr;
+        });
+      },
+      mark(colors, pinned) {
+        // Only the rows in the DOM whose mark changes are touched; a row shown later is
+        // marked then.
+        const changed = new Set([...marks.keys(), ...colors.keys(), ...pins, ...pinned]);
+        marks = colors;
+        pins = pinned;
+        for (const symbol of changed) if (slotOf.has(symbol)) markSlot(slotOf.get(symbol));
+      },
+    };
   }
 
   function sizer(rows, slot) {
