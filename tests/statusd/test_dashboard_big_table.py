@@ -31,7 +31,7 @@ BOX, CURVES, NOTE = results.BOX, results.CURVES, results.NOTE
 # The rows a reader sees in the table's box (below its sticky header), in the DOM's order:
 # symbol, aria-rowindex, top and bottom (px).
 IN_VIEW = """box => {
-  const top = box.querySelector('thead').getBoundingClientRect().bottom;
+  const top = box.querySelector('thead th').getBoundingClientRect().bottom;  // sticky
   const bottom = box.getBoundingClientRect().bottom - box.clientTop;
   return [...box.querySelectorAll('tbody tr[data-symbol]')]
     .map((tr) => [tr, tr.getBoundingClientRect()])
@@ -71,7 +71,7 @@ def _in_view(box: sync_api.Locator, order: list[str]) -> tuple[int, list[str]]:
     the table's order, each row's aria-rowindex its place (the header is row 1), no gap
     between two rows."""
     rows = box.evaluate(IN_VIEW)
-    assert len(rows) >= 10, rows
+    assert len(rows) >= 3, rows
     start = rows[0][1] - 2
     assert [r[1] for r in rows] == list(range(start + 2, start + 2 + len(rows))), rows
     assert [r[0] for r in rows] == order[start:start + len(rows)], (start, rows)
