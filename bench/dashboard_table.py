@@ -39,9 +39,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 # At a7fc3a0 (every row in the DOM), 5,000 symbols, this script's defaults, 2026-12-01 on
-# the h98 session's host (load average 4 to 5): the lower of two runs' medians, in ms
-# (the other run: render 2049, sort 1240, open 2033).
-BEFORE = {"render": 1587.0, "sort": 1088.0, "open": 1944.0}
+# the h98 session's host (load average 3 to 5): the lower of two runs' medians, in ms
+# (the other run: render 1645, sort 1152, open 2595).
+BEFORE = {"render": 1280.0, "sort": 792.0, "open": 2587.0}
 FRAME = "new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))"
 RENDER = f"""async () => {{
   const box = $('task-tables');
@@ -59,9 +59,12 @@ SORT = f"""async (key) => {{
   return performance.now() - t0;
 }}"""
 OPEN = f"""async (id) => {{
+  const before = document.querySelector('#task-tables table.symbols');
   const t0 = performance.now();
   location.hash = `#/tasks/${{id}}`;
-  while (!document.querySelector('#task-tables table.symbols tbody tr th')
+  // Until the new task's table is in the box (the last one's may stay while it loads).
+  const table = () => document.querySelector('#task-tables table.symbols');
+  while (!table() || table() === before || !table().querySelector('tbody tr th')
          || $('task-tables').hidden || $('task-id').textContent !== id) {{
     await new Promise((r) => setTimeout(r, 2));
   }}
