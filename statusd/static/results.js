@@ -14,8 +14,8 @@
  * first); a click on a column's header sorts by that column, a second one reverses;
  * nulls stay last.  Only the rows in the table's box's view and a view's height more
  * each side are in the DOM, a spacer row as tall as the rest (rowWindow): 5,000
- * symbols laid out whole took 1.2 s to show and as long a sort; now the symbols of
- * any table are a few dozen rows' work (bench/dashboard_table.py).  A row comes back
+ * symbols laid out whole took 1.3 s to show and 0.8 s a sort in headless Chromium; a
+ * few dozen rows, tens of milliseconds (bench/dashboard_table.py).  A row comes back
  * as it was (pin, colour, mark); a row holding the focus stays in the DOM while it is
  * scrolled away or a sort moves it, so its pin keeps the focus; aria-rowcount and each
  * row's aria-rowindex tell a screen reader how many rows there are and where it is.
@@ -272,6 +272,10 @@ const showResultTables = (() => {
     // A row holding the focus stays in the DOM, wherever it is.  trsOf(rows) gives the
     // trs that show those rows (each with .at, its place); rowOf(tr) the row a tr shows.
     // Returns render(false), called here at each scroll and resize of wrap, for a sort.
+    const heights = rowHeights(rowOf);
+    const guess = heights.guess;
+    // Heights as laid out (none while the table is hidden or not yet in the page).
+    const measure = (trs) => wrap.clientHeight > 0 && heights.measure(trs);
     const spacers = [];
     const spacer = (k, px) => {
       if (!spacers[k]) {
@@ -308,36 +312,6 @@ const showResultTables = (() => {
       arrange(tbody, nodes, held);
       return trs;
     }
-    // A row's height as guessed until it is measured: that of the rows measured whose
-    // symbol is as long (a long one wraps onto more lines), or all rows' measured.
-    const kinds = new Map();  // a symbol's length -> [rows measured, their heights' sum]
-    const all = [0, 0];
-    const guess = (row) => {
-      const [n, px] = kinds.get(row.name.length) || all;
-      return n ? px / n : ROW_PX;
-    };
-    function measure(trs) {
-      // Heights as laid out (none while the table is hidden or not yet in the page).
-      if (!wrap.clientHeight) return false;
-      let changed = false;
-      for (const tr of trs) {
-        // In whole pixels: the same row measured 31.98 or 32.48 px as its border fell
-        // (collapsed, half in each row), and a sort that put other rows above the view
-        // changed their sum by a row.
-        const px = Math.round(tr.getBoundingClientRect().height);
-        const row = rowOf(tr);
-        if (px && px !== row.px) {
-          if (!kinds.has(row.name.length)) kinds.set(row.name.length, [0, 0]);
-          for (const kind of [all, kinds.get(row.name.length)]) {
-            kind[0] += row.px ? 0 : 1;
-            kind[1] += px - row.px;
-          }
-          row.px = px;
-          changed = true;
-        }
-      }
-      return changed;
-    }
     function render(anchored) {
       // Twice at most: rows measured anew move the window once.  anchored (a scroll, a
       // resize): the row at the top of the view stays there though rows above it turned
@@ -359,6 +333,40 @@ const showResultTables = (() => {
     wrap.addEventListener("scroll", () => render(true), { passive: true });
     new ResizeObserver(() => render(true)).observe(wrap);
     return render;
+  }
+
+  function rowHeights(rowOf) {
+    // Rows' heights: measure(trs) writes each tr's row's (row.px) and says whether one
+    // changed; guess(row) is a row's until it is measured: that of the rows measured
+    // whose symbol is as long (a long one wraps onto more lines), or all rows' measured.
+    const kinds = new Map();  // a symbol's length -> [rows measured, their heights' sum]
+    const all = [0, 0];
+    return {
+      guess(row) {
+        const [n, px] = kinds.get(row.name.length) || all;
+        return n ? px / n : ROW_PX;
+      },
+      measure(trs) {
+        let changed = false;
+        for (const tr of trs) {
+          // In whole pixels: the same row measured 31.98 or 32.48 px as its border fell
+          // (collapsed, half in each row), and a sort that put other rows above the view
+          // changed their sum by a row.
+          const px = Math.round(tr.getBoundingClientRect().height);
+          const row = rowOf(tr);
+          if (px && px !== row.px) {
+            if (!kinds.has(row.name.length)) kinds.set(row.name.length, [0, 0]);
+            for (const kind of [all, kinds.get(row.name.length)]) {
+              kind[0] += row.px ? 0 : 1;
+              kind[1] += px - row.px;
+            }
+            row.px = px;
+            changed = true;
+          }
+        }
+        return changed;
+      },
+    };
   }
 
   // The row at y (px from the top of the first row): the first whose bottom is below y;
