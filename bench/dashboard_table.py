@@ -17,8 +17,12 @@ Each figure is the median of ``--runs`` runs, timed in the page with performance
 - *open*: another task's view from its hash (the two tasks in turn): the record's
   fetch, parse and every part of the page drawn, not only the table.
 
-The figures from before the table kept only the rows near its view in the DOM are
-printed beside them (BEFORE: measured with this script on the same host).
+The baseline, measured in the same page and run: a plain table of every symbol's row
+(the same ten columns as text, no buttons, no formatting) built and painted (*plain
+render*), and every row's text rewritten in another order (*plain sort*): what the
+browser's layout of all the rows costs, which a table that draws every row pays at
+least (the dashboard did until the table kept only the rows near its view in the DOM;
+docs/benchmarks.md has its figures before and after).
 """
 
 from __future__ import annotations
@@ -38,10 +42,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-# At a7fc3a0 (every row in the DOM), 5,000 symbols, this script's defaults, 2026-12-01 on
-# the h98 session's host (load average 3 to 5): the lower of two runs' medians, in ms
-# (the other run: render 1645, sort 1152, open 2595).
-BEFORE = {"render": 1280.0, "sort": 792.0, "open": 2587.0}
+COLUMNS = ("total_return", "annualized_return", "annualized_volatility", "sharpe",
+           "max_drawdown", "num_trades", "num_closed_trades", "win_rate", "final_equity")
 FRAME = "new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))"
 RENDER = f"""async () => {{
   const box = $('task-tables');
@@ -57,6 +59,38 @@ SORT = f"""async (key) => {{
   document.querySelector(`#task-tables th[data-key=${{key}}] button`).click();
   await {FRAME};
   return performance.now() - t0;
+}}"""
+PLAIN_RENDER = f"""async (columns) => {{
+  const rows = Object.entries(window.benchRecord.result.symbols);
+  const box = document.createElement('div');
+  document.body.appendChild(box);
+  const t0 = performance.now();
+  const table = document.createElement('table');
+  const body = table.createTBody();
+  for (const [symbol, m] of rows) {{
+    const tr = body.insertRow();
+    tr.insertCell().textContent = symbol;
+    for (const key of columns) tr.insertCell().textContent = String(m[key]);
+  }}
+  box.appendChild(table);
+  await {FRAME};
+  const ms = performance.now() - t0;
+  window.benchPlain = box;  // kept for the plain sort, then removed
+  return ms;
+}}"""
+PLAIN_SORT = f"""async (columns) => {{
+  const rows = Object.entries(window.benchRecord.result.symbols).reverse();
+  const trs = window.benchPlain.querySelectorAll('tr');
+  const t0 = performance.now();
+  rows.forEach(([symbol, m], n) => {{
+    const cells = trs[n].cells;
+    cells[0].textContent = symbol;
+    columns.forEach((key, k) => {{ cells[k + 1].textContent = String(m[key]); }});
+  }});
+  await {FRAME};
+  const ms = performance.now() - t0;
+  window.benchPlain.remove();
+  return ms;
 }}"""
 OPEN = f"""async (id) => {{
   const before = document.querySelector('#task-tables table.symbols');
@@ -100,10 +134,12 @@ def write_record(root: Path, job_id: str, result: dict[str, Any]) -> int:
     return len(data)
 
 
-def _ms(name: str, values: list[float], before_too: bool) -> str:
-    before = f"   before {BEFORE[name]:7.1f} ms" if before_too else ""
-    return (f"{name:>6}: median {statistics.median(values):7.1f} ms (min {min(values):.1f}, "
-            f"max {max(values):.1f}, n={len(values)}){before}")
+def _ms(name: str, values: list[float], baseline: list[float] | None = None) -> str:
+    ratio = ("" if not baseline else
+             f"   {statistics.median(values) / statistics.median(baseline):.2f}x the plain "
+             f"table's {statistics.median(baseline):.1f} ms")
+    return (f"{name:>12}: median {statistics.median(values):7.1f} ms (min {min(values):.1f}, "
+            f"max {max(values):.1f}, n={len(values)}){ratio}")
 
 
 def measure(base: str, runs: int) -> dict[str, list[float]]:
@@ -115,8 +151,12 @@ def measure(base: str, runs: int) -> dict[str, list[float]]:
             page.wait_for_selector("#task-tables table.symbols tbody tr", timeout=120_000)
             page.evaluate("fetch('/api/v1/tasks/bt-a').then((r) => r.json())"
                           ".then((r) => { window.benchRecord = r; })")
-            out: dict[str, list[float]] = {"render": [], "sort": [], "open": []}
+            out: dict[str, list[float]] = {"render": [], "sort": [], "open": [],
+                                           "plain render": [], "plain sort": []}
             out["render"] = [page.evaluate(RENDER) for _ in range(runs)]
+            for _ in range(runs):
+                out["plain render"].append(page.evaluate(PLAIN_RENDER, list(COLUMNS)))
+                out["plain sort"].append(page.evaluate(PLAIN_SORT, list(COLUMNS)))
             for _ in range(runs):
                 for key in ("total_return", "symbol", "sharpe"):
                     out["sort"].append(page.evaluate(SORT, key))
@@ -142,11 +182,13 @@ def main() -> int:
               f"Chromium {CHROMIUM}")
         with running(layout.root) as server:
             figures = measure(server.base, args.runs)
-    same = (args.symbols, args.bars) == (5000, 75)  # BEFORE's sizes: comparable
-    for name, values in figures.items():
-        print(_ms(name, values, same))
+    print(_ms("render", figures["render"], figures["plain render"]))
+    print(_ms("sort", figures["sort"], figures["plain sort"]))
+    print(_ms("open", figures["open"]))
+    print(_ms("plain render", figures["plain render"]))
+    print(_ms("plain sort", figures["plain sort"]))
     print("render and sort: to the first frame painted after; open: fetch, parse and the "
-          "whole task view")
+          "whole task view; plain: every row of a plain table (the baseline)")
     return 0
 
 
