@@ -1405,6 +1405,38 @@ def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
     assert len(frames) >= 3 and max(frames) < 4_000, frames  # failed, pending, running, done
 
 
+def test_a_large_record_is_fetched_once_when_its_task_opens(server: ServerThread, spool: Spool,
+                                                            page: sync_api.Page) -> None:
+    """The task view read the record over REST, then its stream's snapshot (a record over
+    32 KiB comes without its result) made it fetch the whole record again: a 14 MB one
+    cost half a second more at each opening.  A snapshot of the run already shown whole
+    fetches nothing."""
+    run_job(spool, "large", {"curve": list(range(20_000))})
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/tasks/large" in r.url else None)
+    page.add_init_script(_COUNT_MESSAGES)
+    page.goto(server.base + "/#/tasks/large")
+    sync_api.expect(page.locator("#task-state")).to_have_text("done")
+    sync_api.expect(page.locator("#task-result")).to_be_visible()
+    page.wait_for_function("window.seenMessages.length >= 1")
+    assert '"result_omitted":true' in page.evaluate("window.seenMessages[0]")
+    time.sleep(0.5)  # what the snapshot set off, a fetch, would have begun by now
+    sync_api.expect(page.locator("#task-state")).to_have_text("done")
+    assert [u for u in asked if "/ws/" not in u] == [server.base + "/api/v1/tasks/large"]
+
+
+_COUNT_MESSAGES = """
+window.seenMessages = [];
+const PageWebSocket = window.WebSocket;
+window.WebSocket = class extends PageWebSocket {
+  constructor(...args) {
+    super(...args);  // heard before the page's own onmessage, in the same task
+    this.addEventListener("message", (event) => window.seenMessages.push(event.data));
+  }
+};
+"""
+
+
 def test_a_curve_timed_past_two_to_the_53_is_still_drawn(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page) -> None:
     """Keeping integers past 2**53 exact made them JSON raw values in the record the page
