@@ -8,8 +8,9 @@ So a record is moved where moves stage (``purge-<state>-<id>``, see
 was listed; a newer record taken by mistake goes back.  A purge that dies in between
 leaves the staged record to recovery, which puts it back unless a newer one stands
 there (:class:`spool.staged.Staged`); the next purge takes it again.  A quarantined
-original goes before its record, never after, unless it is newer than the record: a
-re-drop's, quarantined since the listing, whose own record is on its way.
+original goes before its record (once the record is seen to be the one listed), never
+after, unless it is newer than the record: a re-drop's, quarantined since the listing,
+whose own record is on its way.
 """
 
 from __future__ import annotations
@@ -142,13 +143,17 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
     """Remove ``entry`` (and its quarantined original) if its name still holds what was
     listed: a newer record that took the name since stays, or goes back."""
     mover = spool.mover
-    if not stat.S_ISREG(entry.st.st_mode):
-        # Junk (a directory, a FIFO): a record never takes its name by rename, as it is
-        # set aside first.  Looked at again just before it goes, should that have happened.
+    regular = stat.S_ISREG(entry.st.st_mode)
+    if not regular or entry.state is JobState.FAILED:
+        # Looked at again first: junk (a directory, a FIFO) is removed by name (a record
+        # never takes its name by rename: it is set aside first), and a failed record's
+        # original goes before the record, never an original left without it (a
+        # recovery pass would give it a record of its own).
         if not _same_file(entry.path, entry.st):
             return Outcome.GONE if _gone(entry.path) else Outcome.REPLACED
         _remove_original(spool, entry)
-        return Outcome.REMOVED if mover.unlink(entry.path) else Outcome.GONE
+        if not regular:
+            return Outcome.REMOVED if mover.unlink(entry.path) else Outcome.GONE
     staged = staging(f"{PURGE_TAG}-{entry.state.value}-{entry.job_id}")
     if not mover.move(entry.path, staged, durable=False):
         return Outcome.GONE  # a retry, a cancel's undo, another purge
@@ -156,7 +161,6 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
         if not mover.move(staged, entry.path):
             mover.unlink(staged)  # and a newer one still stands there
         return Outcome.REPLACED
-    _remove_original(spool, entry)
     mover.unlink(staged)
     return Outcome.REMOVED
 
