@@ -261,6 +261,28 @@ def read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) 
                 return
 
 
+CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
+
+
+def kill_in_actor(root: Path, command: str, arg: str, *, syscalls: str, nth: int = 1,
+                  path: Path | None = None, inject: str | None = None,
+                  mode: FsyncMode = FsyncMode.ALWAYS) -> None:
+    """Run crash_actor.py's ``command arg`` on the spool at ``root`` under strace,
+    SIGKILLed on entering its ``nth`` syscall of ``inject`` (default ``syscalls``, the
+    ones traced), counting only those that name ``path`` when given."""
+    strace = strace_path()
+    assert strace is not None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    only = [] if path is None else ["-P", str(path)]
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, *only, "-e", f"trace={syscalls}",
+         "-e", f"inject={inject or syscalls}:signal=SIGKILL:when={nth}",
+         sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
 @functools.cache
 def strace_path() -> str | None:
     """strace, if it is installed and may trace here (ptrace can be forbidden)."""

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 from spoolkit import (
+    CRASH_ACTOR,
     REPO,
     FakeClock,
     drop_raw,
+    kill_in_actor,
     listing,
     locate,
     make_spool,
@@ -44,7 +46,6 @@ from spool.transitions import Spool
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
-CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
 
 
 @pytest.fixture(autouse=True)
@@ -57,17 +58,15 @@ def kill_at_first_touch(root: Path, path: Path | None, command: str, arg: str, *
                         mode: FsyncMode = FsyncMode.ALWAYS, syscalls: str = "%file") -> None:
     """Run crash_actor.py's ``command arg`` on the spool at ``root``, SIGKILLed on entering
     its first syscall of ``syscalls`` that names ``path`` (None: the actor kills itself)."""
-    strace = strace_path()
-    assert strace is not None
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    tracing = [] if path is None else [
-        strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", f"trace={syscalls}",
-        "-e", f"inject={syscalls}:signal=SIGKILL:when=1"]
-    proc = subprocess.run(
-        [*tracing, sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
-        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    if path is None:
+        proc = subprocess.run(
+            [sys.executable, str(CRASH_ACTOR), str(root), mode.value, command, arg],
+            check=False, capture_output=True, text=True, timeout=60, cwd=REPO, env={
+                **os.environ, "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+        return
+    kill_in_actor(root, command, arg, syscalls=syscalls, path=path, mode=mode)
 
 
 def quarantine(spool: Spool, name: str, data: bytes) -> None:
@@ -233,17 +232,7 @@ def test_a_run_recorded_in_the_tick_of_its_claim_is_finished_not_run_again(
 
 def kill_at_rename(root: Path, nth: int, command: str, arg: str) -> None:
     """Run crash_actor.py's ``command arg``, SIGKILLed on entering its ``nth`` rename."""
-    strace = strace_path()
-    assert strace is not None
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    renames = "rename,renameat,renameat2"
-    proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-e", f"trace={renames}",
-         "-e", f"inject={renames}:signal=SIGKILL:when={nth}",
-         sys.executable, str(CRASH_ACTOR), str(root), FsyncMode.ALWAYS.value, command, arg],
-        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    kill_in_actor(root, command, arg, syscalls="rename,renameat,renameat2", nth=nth)
 
 
 @pytest.mark.parametrize("kill_at", ["staged", "placed"])
@@ -390,17 +379,7 @@ def _aged(path: Path, seconds: float = 7200) -> None:
 
 def kill_at_unlink(root: Path, nth: int, command: str, arg: str) -> None:
     """Run crash_actor.py's ``command arg``, SIGKILLed on entering its ``nth`` unlink."""
-    strace = strace_path()
-    assert strace is not None
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    unlinks = "unlink,unlinkat"
-    proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-e", f"trace={unlinks}",
-         "-e", f"inject={unlinks}:signal=SIGKILL:when={nth}",
-         sys.executable, str(CRASH_ACTOR), str(root), FsyncMode.ALWAYS.value, command, arg],
-        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    kill_in_actor(root, command, arg, syscalls="unlink,unlinkat", nth=nth)
 
 
 @pytest.mark.parametrize("then", ["nothing", "a newer record"])

@@ -12,15 +12,19 @@ between holds.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, done_record, listing, make_spool, read_json, strace_path, submit
+from spoolkit import (
+    done_record,
+    kill_in_actor,
+    listing,
+    make_spool,
+    read_json,
+    strace_path,
+    submit,
+)
 
 from spool.client import Client
 from spool.errors import ConflictError
@@ -34,7 +38,6 @@ from spool.transitions import Spool
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
-CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
 
 
 def _inside_window_of(monkeypatch: pytest.MonkeyPatch, first: Spool,
@@ -96,17 +99,9 @@ def test_a_run_and_a_cancel_of_its_waiting_redrop_finishing_at_once_leave_a_reco
 def _kill_at_stat(root: Path, path: Path, nth: int, command: str, arg: str) -> None:
     """Run crash_actor.py's ``command arg`` on the spool at ``root`` (``always``),
     SIGKILLed on entering its ``nth`` stat (``os.lstat``) of ``path``."""
-    strace = strace_path()
-    if strace is None:
+    if strace_path() is None:
         pytest.skip("needs strace, allowed to trace")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=%file",
-         "-e", f"inject=%%stat:signal=SIGKILL:when={nth}",
-         sys.executable, str(CRASH_ACTOR), str(root), FsyncMode.ALWAYS.value, command, arg],
-        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+    kill_in_actor(root, command, arg, syscalls="%file", inject="%%stat", nth=nth, path=path)
 
 
 @pytest.mark.parametrize("then", ["its record stands", "its record is gone"])
