@@ -68,6 +68,13 @@ def scan_folder(layout: Layout, state: JobState, *, files_only: bool = True
 def scan_ids(folder: Path, files_only: bool = True) -> Iterator[tuple[str, str, int, int]]:
     """``(id, path, mtime_ns, ctime_ns)`` of :func:`scan_folder`'s entries: plain values,
     as a scan of 100,000 records spent half its time building a ``Path`` per entry."""
+    for job_id, path, st in scan_stats(folder, files_only):
+        yield job_id, path, st.st_mtime_ns, st.st_ctime_ns
+
+
+def scan_stats(folder: str | os.PathLike[str], files_only: bool = True
+               ) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``(id, path, stat)`` of the ``<id>.json`` entries of ``folder`` (never followed)."""
     try:
         with os.scandir(folder) as it:
             for item in it:
@@ -80,7 +87,7 @@ def scan_ids(folder: Path, files_only: bool = True) -> Iterator[tuple[str, str, 
                     continue
                 if files_only and not stat.S_ISREG(st.st_mode):
                     continue
-                yield job_id, item.path, st.st_mtime_ns, st.st_ctime_ns
+                yield job_id, item.path, st
     except FileNotFoundError:
         return
 

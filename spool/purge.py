@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from spool.ids import id_from_name
+from spool.entries import scan_stats
 from spool.kept import held_by_record_file
 from spool.states import TERMINAL, JobState
 from spool.transitions import Spool
@@ -115,19 +115,8 @@ class Listed:
 
 def listed(folder: str, state: JobState) -> Iterator[Listed]:
     """The ``<id>.json`` entries of ``folder``, whatever they are (junk too)."""
-    try:
-        with os.scandir(folder) as it:
-            for item in it:
-                job_id = id_from_name(item.name)
-                if job_id is None:
-                    continue
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                yield Listed(job_id, state, item.path, st)
-    except FileNotFoundError:
-        return
+    for job_id, path, st in scan_stats(folder, files_only=False):
+        yield Listed(job_id, state, path, st)
 
 
 def _staging_names(spool: Spool) -> Callable[[str], str]:
