@@ -16,8 +16,11 @@ pass.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
+
+import orjson
 
 from processor import logs
 from processor.discovery import Discovery
@@ -27,8 +30,15 @@ from processor.queues import Queues
 from processor.run import Run
 from processor.runner import Outcome
 from processor.tools import ExecutionMode
+from spool.entries import read_regular
 from spool.errors import ErrorType, SpoolIOError
 from spool.transitions import Spool
+
+log = logging.getLogger("spoolq.processor")
+
+
+REQUEST_MAX_BYTES = 4096
+"""The most of a request file read: what a client writes is a few bytes."""
 
 
 class CancelRequests:
@@ -56,6 +66,8 @@ class CancelRequests:
             if not os.path.lexists(self.layout.cancel / job_id):
                 continue
             run = self.runs.get(job_id)
+            if run is not None and not self._for_run(job_id, run):
+                continue  # for a run that ended: dropped, and the request with it
             if run is not None and not run.abandoned and not run.finishing:
                 if run.mode is ExecutionMode.COMPUTE:
                     self.executor.kill(job_id, ErrorType.CANCELLED.value)
@@ -73,3 +85,24 @@ class CancelRequests:
                 if record is not None:
                     self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
+
+    def _for_run(self, job_id: str, run: Run) -> bool:
+        """The request is for ``run``: it names no run (a pending job's), or this one's
+        file (``run_inode``, :meth:`spool.client.Client.cancel`).  One naming another, a
+        run that ended as it was written, is removed: this run is the id's next."""
+        path = self.layout.cancel_str(job_id)
+        data = read_regular(path, REQUEST_MAX_BYTES)
+        try:
+            named = orjson.loads(data).get("run_inode") if data else None
+        except (ValueError, AttributeError):
+            named = None  # not a client's request: for whatever runs
+        if not isinstance(named, int) or named == os.fstat(run.claim.fd).st_ino:
+            return True
+        try:
+            self.spool.remove_file(path, job_id, "cancel request")
+        except SpoolIOError as exc:  # it stays, never acted on; this run's end removes it
+            self.io_trouble(exc)
+            return False
+        log.info("a cancel request for an earlier run of the id dropped",
+                 extra={"fields": {"id": job_id}})
+        return False

@@ -94,7 +94,7 @@ class Client:
         current = self.peek(job_id)
         if current.state in TERMINAL:
             raise ConflictError(f"job {job_id} already finished ({current.state})")
-        self._request_cancel(job_id)
+        self._request_cancel(job_id, current.state)
         if current.state is JobState.PENDING:
             record = self.spool.cancel_pending(job_id)  # it was between claims
             if record is not None:
@@ -108,13 +108,22 @@ class Client:
                 self.spool.mover.unlink(self.layout.cancel_request(job_id))
         return record
 
-    def _request_cancel(self, job_id: str) -> None:
+    def _request_cancel(self, job_id: str, state: JobState) -> None:
         """Write ``cancel/<id>``; what stands there and is no file (a directory, say) is
         set aside first, kept in ``failed/`` (``Spool.set_aside``): the rename of the
-        request over a directory failed, 'Is a directory (tmp/...)'."""
+        request over a directory failed, 'Is a directory (tmp/...)'.
+
+        For a running job it names the run (``run_inode``: its file's in ``running/``):
+        a run that ended as the request was written leaves it to the processor to drop,
+        not to act on for the id's next run, claimed at once when a drop of it waited."""
+        request = b"{}"
+        if state is JobState.RUNNING:
+            with contextlib.suppress(OSError):
+                inode = os.lstat(self.layout.job_str(state, job_id)).st_ino
+                request = b'{"run_inode": %d}' % inode
         # Should something keep taking the name, whatever is there is a request (the
         # processor asks lexists).
-        self.spool.publish_file(self.layout.cancel_str(job_id), b"{}", job_id,
+        self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
                                 "cancel request", durable=False)
 
     def retry(self, job_id: str) -> Record:

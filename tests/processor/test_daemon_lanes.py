@@ -15,7 +15,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemonkit import Daemon, alive, drop, locations, wait_for, wait_record
+from daemonkit import Daemon, alive, drop, locations, record, wait_for, wait_record
+
+from spool.client import Client
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
 
 StartDaemon = Callable[..., Daemon]
 
@@ -448,6 +453,35 @@ def test_cancel_a_running_job(spool_root: Path, daemon: StartDaemon) -> None:
     (spool_root / "cancel" / "victim").write_bytes(b"{}")
     rec = wait_record(spool_root, "victim", 5)
     assert rec["error"]["type"] == "cancelled"
+
+
+def test_a_cancel_request_names_its_run_and_spares_the_next_run_of_the_id(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A request is ``cancel/<id>``: one written as a run ended (the client saw it running)
+    cancelled the id's next run, claimed at once as a drop of it waited.  The client's
+    request names the run's file (``run_inode``); the processor drops one for another
+    run, and acts on one for the run it has."""
+    daemon()
+    running = spool_root / "running" / "daily.json"
+    drop(spool_root, "daily", {"tool": "sleep", "params": {"seconds": 0.5}})
+    wait_for(running.exists, 10, "the first run")
+    first = os.lstat(running).st_ino
+    drop(spool_root, "daily", {"tool": "sleep", "params": {"seconds": 30}, "meta": {"run": 2}})
+
+    def second_run() -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            return os.lstat(running).st_ino != first
+        return False
+
+    wait_for(second_run, 10, "the second run")
+    (spool_root / "cancel" / "daily").write_bytes(b'{"run_inode": %d}' % first)
+    wait_for(lambda: not os.listdir(spool_root / "cancel"), 10, "the stale request dropped")
+    assert running.exists() and record(spool_root, "daily")["state"] == "done"  # the first
+    layout = Layout(spool_root)
+    cancelled = Client(layout, Mover(layout, FsyncMode.NEVER)).cancel("daily", wait_s=10)
+    assert (cancelled.state, cancelled.error.type if cancelled.error else None) == (
+        "failed", "cancelled")
+    assert cancelled.meta == {"run": 2}
 
 
 def test_tool_catalogue_from_cli_and_status_file(spool_root: Path, daemon: StartDaemon,
