@@ -119,7 +119,8 @@ class Processor:
                              finish=self._finish, unblock=self._release_blocked)
         self.discovery = Discovery(settings, self.layout, self.inbox, Intake(
             self.spool, max_job_bytes=settings.max_job_bytes, settle_s=settings.settle_s,
-            clock=self.clock), ready=self.queues.ready, enqueue=self.queues.add)
+            clock=self.clock), ready=self.queues.ready, enqueue=self.queues.add,
+            withdraw=self.queues.withdraw)
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,

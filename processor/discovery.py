@@ -23,6 +23,7 @@ from processor import logs
 from processor.inbox import Inbox
 from spool.errors import SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
+from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.layout import Layout
 from spool.settings import Settings
@@ -35,16 +36,19 @@ INTAKE_BATCH = 256
 
 class Discovery:
     """The pending and cancel names one processor has yet to look at (``ready``: the
-    processor's own dict of judged candidates, ``enqueue``: where a ready job goes)."""
+    processor's own dict of judged candidates, ``enqueue``: where a ready job goes,
+    ``withdraw``: told the ids of ready jobs whose file left ``pending/`` unclaimed)."""
 
     def __init__(self, settings: Settings, layout: Layout, inbox: Inbox, intake: Intake, *,
-                 ready: dict[str, Candidate], enqueue: Callable[[Candidate], None]) -> None:
+                 ready: dict[str, Candidate], enqueue: Callable[[Candidate], None],
+                 withdraw: Callable[[list[str]], None]) -> None:
         self.settings = settings
         self.layout = layout
         self.inbox = inbox
         self.intake = intake
         self.ready = ready
         self.enqueue = enqueue
+        self.withdraw = withdraw
         self.feed: ChangeFeed | PolledFeed | None = None
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: set[str] = set()
@@ -116,6 +120,12 @@ class Discovery:
             return
         for name in set(self.seen) - present:
             del self.seen[name]
+        # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
+        # processor's claim) are forgotten: kept, each stayed until its lane came to it,
+        # a delayed one until its not_before (a day, a year), whatever purge removed.
+        gone = [job_id for job_id in self.ready if job_id + JOB_SUFFIX not in present]
+        if gone:
+            self.withdraw(gone)
         self.intake.forget(present)
         with contextlib.suppress(FileNotFoundError):
             self.cancels.update(os.listdir(self.layout.cancel))

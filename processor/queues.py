@@ -9,7 +9,12 @@ until its lane has room:
 * ``blocked``, while a run of its id goes on (an id never runs twice at once).
 
 ``ready`` holds the newest candidate of each id: an entry of an older one left in a
-queue is skipped when it comes up (a newer drop superseded it, or it went).
+queue is skipped when it comes up (a newer drop superseded it, or it went).  A job
+whose file left ``pending/`` unclaimed (cancelled, withdrawn, claimed by another
+processor) is forgotten at the next rescan (:meth:`Queues.withdraw`), and a queue
+whose skipped entries outnumber the rest is rebuilt without them: what one processor
+holds is bounded by what ``pending/`` holds, not by the jobs cancelled or re-dropped
+before their ``not_before`` (a delayed entry otherwise stayed until it came due).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from processor.tools import ExecutionMode
 from spool.intake import Candidate
@@ -27,6 +33,9 @@ _SEQ = itertools.count()
 
 _Queued = tuple[int, int, str, int, Candidate]
 """(-priority, submitted_ns, id, seq, candidate)."""
+COMPACT_MIN = 64
+"""A queue is rebuilt without its skipped entries once it holds more than twice the
+ready jobs and this many more."""
 
 
 class Queues:
@@ -44,9 +53,30 @@ class Queues:
         self.ready[cand.job_id] = cand
         if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
             heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
+            self._compact(self.delayed)
             return
-        heapq.heappush(self.lanes[self.mode_of(cand.job.tool)],
-                       (-cand.job.priority, cand.submitted_ns, cand.job_id, next(_SEQ), cand))
+        lane = self.lanes[self.mode_of(cand.job.tool)]
+        heapq.heappush(lane, (-cand.job.priority, cand.submitted_ns, cand.job_id, next(_SEQ),
+                              cand))
+        self._compact(lane)
+
+    def withdraw(self, job_ids: Iterable[str]) -> None:
+        """The files of ``job_ids`` left ``pending/`` unclaimed: no longer ready."""
+        for job_id in job_ids:
+            self.ready.pop(job_id, None)
+        self._compact(self.delayed)
+        for lane in self.lanes.values():
+            self._compact(lane)
+
+    def _compact(self, queue: list[Any]) -> None:
+        """Rebuild ``queue`` (in place: a caller may hold it) once its skipped entries
+        outnumber its live ones and COMPACT_MIN: a live entry is a ready candidate, so a
+        queue over twice ``ready`` is mostly skipped entries, and each rebuild is paid for
+        by the entries it drops."""
+        if len(queue) > 2 * len(self.ready) + COMPACT_MIN:
+            ready = self.ready
+            queue[:] = [e for e in queue if ready.get(e[-1].job_id) is e[-1]]
+            heapq.heapify(queue)
 
     def promote_due(self) -> None:
         """Queue the delayed jobs whose ``not_before`` has come."""
