@@ -241,7 +241,8 @@ def test_a_cancel_request_is_written_over_a_directory(spool: Spool, tmp_path: Pa
     try:
         record = Client(spool.layout, spool.mover).cancel("y", wait_s=0)
         assert record.state is R
-        assert spool.layout.cancel_request("y").read_bytes() == b"{}"
+        running = os.lstat(spool.layout.job(R, "y")).st_ino  # the run it is for
+        assert spool.layout.cancel_request("y").read_bytes() == b'{"run_inode": %d}' % running
         _check_aside(spool, "cancel/y", "directory", "y", check)
     finally:
         claim.close()
