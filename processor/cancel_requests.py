@@ -66,7 +66,10 @@ class CancelRequests:
             if not os.path.lexists(self.layout.cancel / job_id):
                 continue
             run = self.runs.get(job_id)
-            if run is not None and not self._for_run(job_id, run):
+            ready = self.queues.ready.get(job_id) if run is None else None
+            held = (os.fstat(run.claim.fd).st_ino if run is not None
+                    else ready.inode[0] if ready is not None else None)
+            if held is not None and not self._for_file(job_id, held):
                 continue  # for a run that ended: dropped, and the request with it
             if run is not None and not run.abandoned and not run.finishing:
                 if run.mode is ExecutionMode.COMPUTE:
@@ -86,21 +89,23 @@ class CancelRequests:
                     self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
 
-    def _for_run(self, job_id: str, run: Run) -> bool:
-        """The request is for ``run``: it names no run (a pending job's), or this one's
-        file (``run_inode``, :meth:`spool.client.Client.cancel`).  One naming another, a
-        run that ended as it was written, is removed: this run is the id's next."""
+    def _for_file(self, job_id: str, inode: int) -> bool:
+        """The request is for the job file ``inode`` (a run's, or a ready job's in
+        ``pending/``): it names no run (a pending job's, an older client's), or that file
+        (``run_inode``, :meth:`spool.client.Client.cancel`; a run requeued keeps its
+        file).  One naming another, a run that ended as it was written, is removed: this
+        is the id's next job, a drop that waited behind it."""
         path = self.layout.cancel_str(job_id)
         data = read_regular(path, REQUEST_MAX_BYTES)
         try:
             named = orjson.loads(data).get("run_inode") if data else None
         except (ValueError, AttributeError):
             named = None  # not a client's request: for whatever runs
-        if not isinstance(named, int) or named == os.fstat(run.claim.fd).st_ino:
+        if not isinstance(named, int) or named == inode:
             return True
         try:
             self.spool.remove_file(path, job_id, "cancel request")
-        except SpoolIOError as exc:  # it stays, never acted on; this run's end removes it
+        except SpoolIOError as exc:  # it stays, never acted on; the job's end removes it
             self.io_trouble(exc)
             return False
         log.info("a cancel request for an earlier run of the id dropped",

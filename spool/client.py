@@ -41,6 +41,9 @@ file removed by hand): moves through ``tmp/`` (a cancel, a retry) take far less.
 _RETRY_LOOKS = 3
 """How many times :meth:`Client.retry` looks again at a job that failed between its
 looks, before it calls the job's state a conflict."""
+_CANCEL_LOOKS = 3
+"""How many times :meth:`Client.cancel` reads a running job's state again when its file
+in ``running/`` changed meanwhile (a run ended, the next claimed), to name the run."""
 
 class Client:
     """Submit and manage jobs of one spool (no daemon needed)."""
@@ -91,10 +94,18 @@ class Client:
         record = self.spool.cancel_pending(job_id)
         if record is not None:
             return record
-        current = self.peek(job_id)
-        if current.state in TERMINAL:
-            raise ConflictError(f"job {job_id} already finished ({current.state})")
-        self._request_cancel(job_id, current.state)
+        for _ in range(_CANCEL_LOOKS):  # the running file the state was read from
+            before = self._running_inode(job_id)
+            current = self.peek(job_id)
+            if current.state in TERMINAL:
+                raise ConflictError(f"job {job_id} already finished ({current.state})")
+            if current.state is not JobState.RUNNING:
+                run = None
+                break
+            run = self._running_inode(job_id)
+            if run is not None and run == before:
+                break  # else the run ended meanwhile, or another began: look again
+        self._request_cancel(job_id, run)
         if current.state is JobState.PENDING:
             record = self.spool.cancel_pending(job_id)  # it was between claims
             if record is not None:
@@ -108,19 +119,22 @@ class Client:
                 self.spool.mover.unlink(self.layout.cancel_request(job_id))
         return record
 
-    def _request_cancel(self, job_id: str, state: JobState) -> None:
+    def _running_inode(self, job_id: str) -> int | None:
+        try:
+            return os.lstat(self.layout.job_str(JobState.RUNNING, job_id)).st_ino
+        except OSError:
+            return None
+
+    def _request_cancel(self, job_id: str, run: int | None) -> None:
         """Write ``cancel/<id>``; what stands there and is no file (a directory, say) is
         set aside first, kept in ``failed/`` (``Spool.set_aside``): the rename of the
         request over a directory failed, 'Is a directory (tmp/...)'.
 
-        For a running job it names the run (``run_inode``: its file's in ``running/``):
-        a run that ended as the request was written leaves it to the processor to drop,
-        not to act on for the id's next run, claimed at once when a drop of it waited."""
-        request = b"{}"
-        if state is JobState.RUNNING:
-            with contextlib.suppress(OSError):
-                inode = os.lstat(self.layout.job_str(state, job_id)).st_ino
-                request = b'{"run_inode": %d}' % inode
+        For a running job it names the run (``run``: the inode of its file in
+        ``running/``, the one its state was read from): a run that ended as the request
+        was written leaves it to the processor to drop, not to act on for the id's next
+        job, a drop of it that waited."""
+        request = b"{}" if run is None else b'{"run_inode": %d}' % run
         # Should something keep taking the name, whatever is there is a request (the
         # processor asks lexists).
         self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
