@@ -43,11 +43,9 @@ def try_lock(fd: int) -> bool:
 def _names(path: Path, fd: int) -> bool:
     """``path`` names the file open at ``fd``."""
     try:
-        st = os.lstat(path)
+        return os.path.samestat(os.lstat(path), os.fstat(fd))
     except FileNotFoundError:
         return False
-    held = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (held.st_ino, held.st_dev)
 
 
 def lock_if_free(path: Path) -> int | None:

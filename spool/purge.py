@@ -139,7 +139,7 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
         # original goes before the record, never an original left without it (a
         # recovery pass would give it a record of its own).
         if not _same_file(entry.path, entry.st):
-            return Outcome.GONE if _gone(entry.path) else Outcome.REPLACED
+            return Outcome.REPLACED if os.path.lexists(entry.path) else Outcome.GONE
         _remove_original(spool, entry)
         if not regular:
             return Outcome.REMOVED if mover.unlink(entry.path) else Outcome.GONE
@@ -167,13 +167,8 @@ def _remove_original(spool: Spool, entry: Listed) -> None:
             spool.mover.unlink(original)
 
 
-def _gone(path: str) -> bool:
-    return not os.path.lexists(path)
-
-
 def _same_file(path: str, listed_st: os.stat_result) -> bool:
     try:
-        st = os.lstat(path)
+        return os.path.samestat(os.lstat(path), listed_st)
     except FileNotFoundError:
         return False
-    return (st.st_ino, st.st_dev) == (listed_st.st_ino, listed_st.st_dev)

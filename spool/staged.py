@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
-ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", "purge", SUPERSEDED_TAG})
+ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", PURGE_TAG, SUPERSEDED_TAG})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
 
@@ -115,11 +115,8 @@ class Staged:
         action, _, job_id = tag.partition("-")
         if action == "kept" and is_valid_id(job_id):
             self._settle_kept(job_id, path, st, report)
-        if action == PURGE_TAG:
-            self._restore_purge(job_id, path, report)
-            return
-        if action == SUPERSEDED_TAG:
-            self._restore_superseded(job_id, path, report)
+        if action in (PURGE_TAG, SUPERSEDED_TAG):
+            self._restore_held(action, job_id, path, report)
             return
         if not is_valid_id(job_id) or action not in ("quarantine", "cancel", "retry"):
             report.removed += self.mover.unlink(path)
@@ -193,35 +190,26 @@ class Staged:
         self.terminal.record_for_original(job_id, st, name, message, replace=True,
                                           noted=noted.record if noted else None)
 
-    def _restore_purge(self, named: str, path: Path, report: RecoveryReport) -> None:
-        """A record a purge held where moves stage when it died (``purge-<state>-<id>``,
-        :mod:`spool.purge`): it may be a re-run's record taken by mistake, so it goes back,
-        unless a newer record of the id stands there.  Old, it is purged again next time."""
-        state_name, _, job_id = named.partition("-")
-        if state_name not in ("done", "failed") or not is_valid_id(job_id):
-            report.removed += self.mover.unlink(path)
-            return
-        if self.mover.move(path, self.layout.job(JobState(state_name), job_id)):
-            report.restored.append(job_id)
-        else:
-            report.removed += self.mover.unlink(path)  # a newer record was written meanwhile
-
-    def _restore_superseded(self, named: str, path: Path, report: RecoveryReport) -> None:
-        """A record a finisher held where moves stage when it died
-        (``superseded-<state>-<id>``, :mod:`spool.superseded`): superseded by the record
-        of the id in the other terminal folder, it goes; with none there (a finisher
-        racing this one took it), it goes back, unless a newer record stands there."""
+    def _restore_held(self, action: str, named: str, path: Path,
+                      report: RecoveryReport) -> None:
+        """A record a purge or a finisher held where moves stage when it died
+        (``<action>-<state>-<id>``, :mod:`spool.purge`, :mod:`spool.superseded`): it goes
+        back unless a newer record of the id stands at its name.  A purge's may be a
+        re-run's record taken by mistake (old, it is purged again next time); a
+        finisher's was superseded by the id's record in the other terminal folder, so it
+        goes back only when none stands there (a finisher racing this one took it)."""
         state_name, _, job_id = named.partition("-")
         if state_name not in ("done", "failed") or not is_valid_id(job_id):
             report.removed += self.mover.unlink(path)
             return
         state = JobState(state_name)
         other = JobState.FAILED if state is JobState.DONE else JobState.DONE
-        if (not record_stands(self.layout.job_str(other, job_id))
-                and self.mover.move(path, self.layout.job(state, job_id))):
+        superseded = (action == SUPERSEDED_TAG
+                      and record_stands(self.layout.job_str(other, job_id)))
+        if not superseded and self.mover.move(path, self.layout.job(state, job_id)):
             report.restored.append(job_id)
         else:
-            report.removed += self.mover.unlink(path)
+            report.removed += self.mover.unlink(path)  # or a newer record was written
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):

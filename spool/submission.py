@@ -113,7 +113,7 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
         read, taken = os.fstat(fd), os.fstat(claim.fd)
     finally:
         os.close(fd)
-    if (read.st_ino, read.st_dev) == (taken.st_ino, taken.st_dev):
+    if os.path.samestat(read, taken):
         return record, claim, staged
     try:
         if not spool.mover.move(staged, src, replace=False):
