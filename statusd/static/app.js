@@ -113,6 +113,15 @@ function shownField(record, key) {
   return exact && key in exact ? exact[key] : record[key];
 }
 
+function taskUrl(id) {
+  // A task's record (relative, as every URL the page asks for: see the header).
+  return `api/v1/tasks/${encodeURIComponent(id)}`;
+}
+
+function wholeRecordLink(id) {
+  return el("a", { href: taskUrl(id) }, "the whole record");
+}
+
 function wsUrl(path) {
   // path: relative, as every URL the page asks for (see the header); ws: or wss: as the page.
   const url = new URL(path, document.baseURI);
@@ -508,7 +517,7 @@ function showText(box, text, id) {
   cut.hidden = text.length <= MAX_SHOWN_CHARS;
   box.querySelector("pre").textContent = cut.hidden ? text : `${text.slice(0, MAX_SHOWN_CHARS)}…`;
   if (cut.hidden) return;
-  const whole = el("a", { href: `api/v1/tasks/${encodeURIComponent(id)}` }, "the whole record");
+  const whole = wholeRecordLink(id);
   cut.replaceChildren(`the first ${MAX_SHOWN_CHARS.toLocaleString("en")} of `
     + `${text.length.toLocaleString("en")} characters; `, whole, " (JSON)");
 }
@@ -552,7 +561,7 @@ function renderProgress(state, progress) {
 }
 
 function getRecord(id) {
-  return getJSON(`api/v1/tasks/${encodeURIComponent(id)}`, MAX_RECORD_BYTES,
+  return getJSON(taskUrl(id), MAX_RECORD_BYTES,
     (text) => withExactIntegers(JSON.parse(text), text, (value) => value));
 }
 
@@ -575,8 +584,7 @@ function showTooLarge(record, size) {
   box.querySelector("pre").hidden = true;
   const cut = box.querySelector(".cut");
   cut.hidden = false;
-  const whole = el("a", { href: `api/v1/tasks/${encodeURIComponent(record.id)}` },
-    "the whole record");
+  const whole = wholeRecordLink(record.id);
   cut.replaceChildren(`the record is ${(size / 1048576).toFixed(0)} MiB, too large to show `
     + "here: ", whole, " (JSON)");
   renderJob(record);
@@ -643,7 +651,7 @@ async function act(action) {
   let response;
   let body = null;
   try {
-    response = await fetch(`api/v1/tasks/${encodeURIComponent(id)}/${action}`, {
+    response = await fetch(`${taskUrl(id)}/${action}`, {
       method: "POST", cache: "no-store", headers: { Authorization: `Bearer ${token}` },
     });
     body = await response.json().catch(() => null);
