@@ -29,10 +29,11 @@ import orjson
 import pytest
 
 from spool.claim import Claim
+from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.jobfile import record_from_job
 from spool.layout import Layout
-from spool.models import Job, Record
+from spool.models import ErrorInfo, Job, Record
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -138,6 +139,26 @@ def done_record(claim: Claim, result: Any = None, state: JobState = JobState.DON
     return record.model_copy(update={"result": result, "attempts": job.attempts + 1,
                                      "started_at": datetime.now(UTC),
                                      "finished_at": datetime.now(UTC), "pid": os.getpid()})
+
+
+def run_to_end(spool: Spool, job_id: str, state: JobState = JobState.DONE,
+               result: Any = None, message: str = "the tool failed") -> None:
+    """Claim pending ``job_id`` and finish it as a processor would: done with ``result``,
+    or failed (``tool_error``, ``message``)."""
+    claim = spool.claim(job_id)
+    assert claim is not None
+    record = done_record(claim, result, state)
+    if state is JobState.FAILED:
+        record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message=message)
+        spool.fail(claim, record)
+    else:
+        spool.complete(claim, record)
+
+
+def age(path: Path, seconds: float = 7200) -> None:
+    """Set ``path``'s times ``seconds`` back (a record that old, for purge)."""
+    old = datetime.now(UTC).timestamp() - seconds
+    os.utime(path, (old, old))
 
 
 def actor(root: Path, command: str, args: dict[str, Any],

@@ -22,6 +22,7 @@ from spoolkit import (
     CRASH_ACTOR,
     REPO,
     FakeClock,
+    age,
     drop_raw,
     kill_in_actor,
     listing,
@@ -372,11 +373,6 @@ def test_a_note_in_the_format_before_the_drops_inode_still_gives_its_reason(
     assert reason in record["error"]["message"], record["error"]
 
 
-def _aged(path: Path, seconds: float = 7200) -> None:
-    old = datetime.now(UTC).timestamp() - seconds
-    os.utime(path, (old, old))
-
-
 def kill_at_unlink(root: Path, nth: int, command: str, arg: str) -> None:
     """Run crash_actor.py's ``command arg``, SIGKILLed on entering its ``nth`` unlink."""
     kill_in_actor(root, command, arg, syscalls="unlink,unlinkat", nth=nth)
@@ -391,7 +387,7 @@ def test_a_purge_killed_holding_a_record_leaves_it_to_recovery(spool: Spool, the
     there by then; the next purge takes an old one again."""
     layout = spool.layout
     quarantine(spool, "old.json", b"{a bad drop")
-    _aged(layout.job(F, "old"))
+    age(layout.job(F, "old"))
     kill_at_unlink(layout.root, 2, "purge", "3600")  # the original's, then the record's
     assert [n.split(".")[0] for n in listing(layout.stage)] == ["purge-failed-old"]
     assert listing(layout.folder(F)) == []

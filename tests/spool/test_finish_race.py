@@ -22,6 +22,7 @@ from spoolkit import (
     listing,
     make_spool,
     read_json,
+    run_to_end,
     strace_path,
     submit,
 )
@@ -61,9 +62,7 @@ def test_a_run_and_a_cancel_of_its_waiting_redrop_finishing_at_once_leave_a_reco
     processor = make_spool(tmp_path / "spool")
     layout = processor.layout
     submit(processor, "daily")
-    claim = processor.claim("daily")
-    assert claim is not None
-    processor.complete(claim, done_record(claim, "yesterday"))
+    run_to_end(processor, "daily", result="yesterday")
     submit(processor, "daily")
     claim = processor.claim("daily")  # today's run
     assert claim is not None
@@ -114,9 +113,7 @@ def test_a_finisher_killed_holding_the_record_it_supersedes_leaves_it_to_recover
     spool = make_spool(tmp_path / "spool", FsyncMode.ALWAYS)
     layout = spool.layout
     submit(spool, "daily")
-    claim = spool.claim("daily")
-    assert claim is not None
-    spool.complete(claim, done_record(claim, "yesterday"))
+    run_to_end(spool, "daily", result="yesterday")
     submit(spool, "daily")
     # It lstats failed/daily.json (what its record replaces), renames its record there,
     # moves done/daily.json aside, and only then lstats failed/daily.json again (to see

@@ -12,40 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import done_record, listing, make_spool, submit
+from spoolkit import age, listing, make_spool, run_to_end, submit
 
 from spool import purge as purge_module
 from spool.client import Client
-from spool.errors import ErrorType
-from spool.models import ErrorInfo
 from spool.states import JobState
-from spool.transitions import Spool
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
 D, F = JobState.DONE, JobState.FAILED
-OLD_S = 7200
-
-
-def _finish(spool: Spool, job_id: str, state: JobState, result: object) -> None:
-    claim = spool.claim(job_id)
-    assert claim is not None
-    record = done_record(claim, result, state)
-    if state is F:
-        record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message=f"run {result}")
-        spool.fail(claim, record)
-    else:
-        spool.complete(claim, record)
-
-
-def _age(path: Path) -> None:
-    old = (datetime.now(UTC) - timedelta(seconds=OLD_S)).timestamp()
-    os.utime(path, (old, old))
 
 
 def _rerun_after_listing(monkeypatch: pytest.MonkeyPatch, job_id: str,
@@ -73,11 +52,11 @@ def test_purge_keeps_a_new_runs_record_that_replaced_the_old_one_it_listed(
     layout = spool.layout
     for job_id in ("again", "other"):
         submit(spool, job_id)
-        _finish(spool, job_id, state, "first run")
-        _age(layout.job(state, job_id))
+        run_to_end(spool, job_id, state, "first run", "run first run")
+        age(layout.job(state, job_id))
     submit(spool, "again")  # the re-drop, claimed and finished while purge runs
-    seen = _rerun_after_listing(monkeypatch, "again",
-                                lambda: _finish(spool, "again", state, "second run"))
+    seen = _rerun_after_listing(monkeypatch, "again", lambda: run_to_end(
+        spool, "again", state, "second run", "run second run"))
 
     report = Client(layout, spool.mover).purge(3600)
 
@@ -98,9 +77,9 @@ def test_purge_keeps_an_original_newer_than_the_record_it_removes(
     spool = make_spool(tmp_path / "spool")
     layout = spool.layout
     submit(spool, "bad")
-    _finish(spool, "bad", F, "first run")
+    run_to_end(spool, "bad", F, "first run", "run first run")
     layout.original("bad").write_bytes(b"{the first bad drop")
-    _age(layout.job(F, "bad"))
+    age(layout.job(F, "bad"))
     fresh = tmp_path / "drop"
 
     def quarantine_begins() -> None:
