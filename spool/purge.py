@@ -27,6 +27,7 @@ from functools import partial
 from spool.entries import scan_stats
 from spool.kept import held_by_record_file
 from spool.states import TERMINAL, JobState
+from spool.superseded import put_back
 from spool.transitions import Spool
 
 PURGE_TAG = "purge"
@@ -147,8 +148,7 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
     if not mover.move(entry.path, staged, durable=False):
         return Outcome.GONE  # a retry, a cancel's undo, another purge
     if not _same_file(staged, entry.st):  # a newer record took the name: it goes back
-        if not mover.move(staged, entry.path):
-            mover.unlink(staged)  # and a newer one still stands there
+        put_back(mover, staged, entry.path)
         return Outcome.REPLACED
     mover.unlink(staged)
     return Outcome.REMOVED

@@ -29,6 +29,7 @@ from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, job_bytes, nesting_depth, parse_record
 from spool.states import JobState, check_transition
+from spool.superseded import put_back
 
 if TYPE_CHECKING:
     from spool.transitions import Spool
@@ -116,8 +117,7 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
     if os.path.samestat(read, taken):
         return record, claim, staged
     try:
-        if not spool.mover.move(staged, src, replace=False):
-            spool.mover.unlink(staged)  # a newer record still stands there
+        put_back(spool.mover, staged, src)
     finally:
         claim.close()
     return None

@@ -31,6 +31,7 @@ from spool import quarantine
 from spool.states import JobState
 
 if TYPE_CHECKING:
+    from spool.fsops import Mover, StrPath
     from spool.transitions import Spool
 
 SUPERSEDED_TAG = "superseded"
@@ -67,8 +68,7 @@ def drop_other_record(spool: Spool, state: JobState, job_id: str, own: str, *,
         return Other.ABSENT  # gone meanwhile: another finisher's, a retry, a purge
     if not record_stands(own):
         # Another finisher took this one's record the same way: its own goes back.
-        if not mover.move(staged, path, durable=durable):
-            mover.unlink(staged)  # a newer record of that folder took the name meanwhile
+        put_back(mover, staged, path, durable=durable)
         return Other.STANDS
     mover.unlink(staged)
     return Other.REMOVED
@@ -81,3 +81,13 @@ def record_stands(path: str) -> bool:
         return S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def put_back(mover: Mover, held: StrPath, path: StrPath, *, durable: bool = True) -> bool:
+    """Move a record held where moves stage back to ``path``: True when it went back.
+    When another took the name meanwhile (a newer record), the held one is superseded
+    and goes (held by a purge, a retry, a finisher)."""
+    if mover.move(held, path, durable=durable):
+        return True
+    mover.unlink(held)
+    return False
