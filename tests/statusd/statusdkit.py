@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import orjson
@@ -57,12 +57,13 @@ def settings_for(root: Path, **overrides: Any) -> Settings:
     return load_settings(**values)
 
 
-class ServerThread:
-    """create_app(settings) served by AppRunner on 127.0.0.1 in its own thread and loop."""
+class AppThread:
+    """An aiohttp app (``make_app``) served by AppRunner on 127.0.0.1, in a thread and
+    event loop of its own, until :meth:`stop`."""
 
-    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
-        self.settings = settings
-        self.app_kwargs = app_kwargs
+    name = "test-app"
+
+    def __init__(self) -> None:
         self.port = 0
         self.app: web.Application | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -71,22 +72,19 @@ class ServerThread:
         self._error: BaseException | None = None
         # A daemon thread: a server that does not stop fails its test (stop() below),
         # and must not also keep the whole pytest run from exiting.
-        self._thread = threading.Thread(target=self._run, name="statusd-test-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def make_app(self) -> web.Application:
+        raise NotImplementedError
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def services(self) -> Services:
-        assert self.app is not None
-        return self.app[SERVICES]
-
-    def start(self) -> ServerThread:
+    def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(30):
-            raise RuntimeError("statusd test server did not start")
+            raise RuntimeError(f"{self.name} did not start")
         if self._error is not None:
             raise self._error
         return self
@@ -101,7 +99,7 @@ class ServerThread:
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.app = create_app(self.settings, **self.app_kwargs)
+        self.app = self.make_app()
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
@@ -120,7 +118,26 @@ class ServerThread:
         if self._thread.is_alive():
             assert self.loop is not None
             stuck = [t.get_stack() for t in asyncio.all_tasks(self.loop)]
-            raise AssertionError(f"statusd test server did not stop; tasks: {stuck}")
+            raise AssertionError(f"{self.name} did not stop; tasks: {stuck}")
+
+
+class ServerThread(AppThread):
+    """create_app(settings) served on 127.0.0.1 in its own thread and loop."""
+
+    name = "statusd-test-server"
+
+    def __init__(self, settings: Settings, **app_kwargs: Any) -> None:
+        self.settings = settings
+        self.app_kwargs = app_kwargs
+        super().__init__()
+
+    def make_app(self) -> web.Application:
+        return create_app(self.settings, **self.app_kwargs)
+
+    @property
+    def services(self) -> Services:
+        assert self.app is not None
+        return self.app[SERVICES]
 
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop (to read its state safely)."""

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -25,7 +24,7 @@ import psutil
 import pytest
 from aiohttp import web
 from statusd_daemonkit import statusd_daemon
-from statusdkit import claim, finish, report, run_job, submit, wait_for
+from statusdkit import AppThread, claim, finish, report, run_job, submit, wait_for
 
 from spool.transitions import Spool
 
@@ -51,68 +50,27 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
-class SubpathProxy:
+class SubpathProxy(AppThread):
     """``/spoolq/<rest>`` forwarded to ``upstream`` + ``/<rest>``, HTTP and WebSocket, on
     127.0.0.1 in a thread and loop of its own; 404 for any other path.  ``paths``: every
     path (with its query) asked for, in order; ``ws_paths``: those that were WebSockets."""
 
+    name = "subpath-proxy"
+
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.port = 0
         self.paths: list[str] = []
         self.ws_paths: list[str] = []
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="subpath-proxy", daemon=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def outside(self) -> list[str]:
         return [path for path in self.paths if not path.startswith(PREFIX)]
 
-    def start(self) -> SubpathProxy:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the proxy did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(20)
-        assert not self._thread.is_alive(), "the proxy did not stop"
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        # Bytes as they come (a gzip answer stays gzip, with its Content-Encoding).
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            app = web.Application()
-            app[SESSION] = session
-            app.router.add_route("*", "/{rest:.*}", self._forward)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
-            await runner.setup()
-            try:
-                site = web.TCPSite(runner, "127.0.0.1", 0)
-                await site.start()
-                self.port = runner.addresses[0][1]
-                self._ready.set()
-                await self._stop.wait()
-            finally:
-                await runner.cleanup()
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.cleanup_ctx.append(_session)
+        app.router.add_route("*", "/{rest:.*}", self._forward)
+        return app
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         session = request.app[SESSION]
@@ -130,6 +88,14 @@ class SubpathProxy:
             body = await answer.read()
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
             return web.Response(status=answer.status, body=body, headers=kept)
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    """The proxy's client session, for its app's life.  Bytes as they come (a gzip
+    answer stays gzip, with its Content-Encoding)."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        app[SESSION] = session
+        yield
 
 
 async def _forward_websocket(request: web.Request, session: aiohttp.ClientSession,
