@@ -13,15 +13,27 @@ only walked them, some 50 of the preload's 370 ms of CPU, and the first worker's
 start (so READY) waits for the preload's end.  :mod:`processor.forkserver_ready`,
 last in the list, freezes what the preload made and turns the collector back on
 before any worker is forked.
+
+And it makes the forkserver ignore SIGTERM and SIGHUP, as multiprocessing makes it
+ignore SIGINT.  Sent to the processor's whole process group (``kill -TERM -PGID``, a
+shell's ``kill %1``, systemd's default ``KillMode=control-group``, a terminal's
+hangup), such a signal must stop the processor alone, which drains and requeues (DESIGN
+section 9): a forkserver that died of it took every worker with it (their parent-death
+signal), failing each running job ``worker_crashed``.  It ends when its parent does
+(EOF on its alive pipe), and its workers put both signals back to the default
+(:func:`processor.worker.prepare_process`).
 """
 
 from __future__ import annotations
 
 import gc
+import signal
 import warnings
 
 from processor.proctree import PR_SET_CHILD_SUBREAPER, prctl
 
 gc.disable()
 prctl(PR_SET_CHILD_SUBREAPER, 1)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")

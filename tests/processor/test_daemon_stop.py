@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+import pytest
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
 from quick_processor import ADOPTED_GRACE_ENV
 
@@ -188,3 +190,49 @@ def test_a_fast_tools_own_child_is_left_for_the_tool_to_wait_for(
     drop(spool_root, "own", {"tool": "s_thread_child"})
     record = wait_record(spool_root, "own")
     assert (record["state"], record.get("result")) == ("done", {"returncode": 3})
+
+
+
+OWN_GROUP = [sys.executable, "-c",
+             "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"]
+"""A prefix that starts the processor as the leader of a process group of its own."""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_sent_to_the_processors_whole_process_group_lets_jobs_finish(
+        spool_root: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    """DESIGN section 9: SIGTERM lets running jobs finish for up to SPOOL_GRACE_S.  Sent
+    to the processor's process group (`kill -TERM -PGID`, a shell's `kill %1`, systemd's
+    default KillMode=control-group, a terminal's hangup) it also reached the COMPUTE
+    forkserver, which died of it and took every worker with it: each running job failed
+    `worker_crashed` at once, spending an attempt (with max_attempts 1, for good), while
+    the processor itself drained and exited 0."""
+    d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP, SPOOL_GRACE_S="30")
+    try:
+        d.start()
+        drop(spool_root, "short", {"tool": "sleep", "params": {"seconds": 2}})
+        wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+        os.killpg(d.pid, signum)
+        assert d.stop(60) == 0
+        found = wait_record(spool_root, "short")
+        assert (found["state"], found["attempts"]) == ("done", 1), found
+    finally:
+        d.abort()
+
+
+def test_a_sigterm_sent_to_the_processors_whole_process_group_requeues_what_the_grace_cut(
+        spool_root: Path, tmp_path: Path) -> None:
+    """The same group-wide SIGTERM past the grace period: the run cut short goes back to
+    `pending/` with its attempt not counted, as for a SIGTERM to the processor alone."""
+    d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP, SPOOL_GRACE_S="0.5")
+    try:
+        d.start()
+        drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+        wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+        os.killpg(d.pid, signal.SIGTERM)
+        assert d.stop(60) == 0
+        assert os.listdir(spool_root / "pending") == ["long.json"]
+        job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+        assert job["attempts"] == 0 and "error" not in job, job
+    finally:
+        d.abort()
