@@ -20,6 +20,10 @@ Guarantees:
   file over ``SPOOL_MAX_JOB_BYTES`` (413).  The tool is not checked here (unlike
   ``spoolq submit``): a tool no processor offers is claimed and fails
   ``unknown_tool``, and a record says so.
+* A spool that cannot be used (its folders gone: unmounted, moved away) answers
+  503 ``unavailable``, never a 500 or a 404 "no job" for a job that may well be
+  there: a write that fails or finds nothing looks at the folders before it
+  answers (:func:`_unusable`).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
   before answering, so a GET right after a 202 finds the job.
@@ -76,6 +80,8 @@ async def submit(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", str(exc)) from exc
     except SpoolIOError as exc:
         raise ApiError(503, "unavailable", str(exc)) from exc
+    except OSError as exc:
+        raise (_unusable(services) or exc) from exc
     await services.tracker.refresh([job_id])
     return web.Response(status=202, body=orjson.dumps({"task_id": job_id}),
                         content_type="application/json",
@@ -125,13 +131,26 @@ async def _act(request: web.Request, action: str) -> web.Response:
     try:
         record: Record = await services.in_thread(method, job_id)
     except NotFoundError as exc:  # a retry of a job in another state is a ConflictError
-        raise ApiError(404, "not_found", str(exc)) from exc
+        raise (_unusable(services) or ApiError(404, "not_found", str(exc))) from exc
     except ConflictError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except SpoolIOError as exc:
         raise ApiError(503, "unavailable", str(exc)) from exc
+    except OSError as exc:
+        raise (_unusable(services) or exc) from exc
     await services.tracker.refresh([job_id])
     return web.Response(body=record_bytes(record), content_type="application/json")
+
+
+def _unusable(services: Services) -> ApiError | None:
+    """503 ``unavailable`` when the spool's folders are not all there (unmounted, moved
+    away), else None.  Looked at only when a write failed or found nothing: a few stat
+    calls on an error path."""
+    try:
+        services.client.layout.require()
+    except SpoolIOError as exc:
+        return ApiError(503, "unavailable", f"the spool cannot be used now: {exc}")
+    return None
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -495,3 +495,36 @@ def test_a_spool_moved_away_is_unhealthy_and_counted_once_when_back(
         if away.exists():
             away.rename(spool_root)
         server.daemon.abort()
+
+
+def test_writes_to_a_spool_moved_away_answer_503_not_500(spool_root: Path,
+                                                         tmp_path: Path) -> None:
+    """With the spool's folders gone (unmounted, moved away), `POST /api/v1/tasks` was a
+    500 `internal` with a FileNotFoundError traceback at ERROR in the log, and a retry or
+    cancel of a job the index still lists said 404 "no job": a client could not tell a
+    spool it cannot reach from a bug or a job that is not there.  Each answers 503
+    `unavailable` (try again), as /healthz says `spool_missing`, both before statusd's
+    rescan has noticed and after."""
+    spool = spool_of(spool_root)
+    spool.publish_terminal(Record(id="r0", tool="echo", state=JobState.FAILED,
+                                  submitted_at=datetime.now(UTC)))
+    log = tmp_path / "statusd.log"
+    server = start(spool_root, log, SPOOL_SCAN_S="60")  # no rescan notices the move
+    away = spool_root.with_name("away")
+    try:
+        wait_for(lambda: server.request("GET", "/api/v1/tasks/r0")[0] == 200, 10, "r0")
+        spool_root.rename(away)
+
+        def answers() -> list[tuple[int, object]]:
+            return [(status, orjson.loads(body)["error"]["type"]) for status, _, body in (
+                server.request("POST", "/api/v1/tasks", b'{"tool": "echo"}', AUTH),
+                server.request("POST", "/api/v1/tasks/r0/retry", b"", AUTH),
+                server.request("POST", "/api/v1/tasks/r0/cancel", b"", AUTH))]
+
+        assert answers() == [(503, "unavailable")] * 3
+        assert server.daemon.stop() == 0
+    finally:
+        if away.exists():
+            away.rename(spool_root)
+        server.daemon.abort()
+    assert "Traceback" not in log.read_text(), log.read_text()
