@@ -41,6 +41,7 @@ __all__ = ["ENV_FILE", "MAX_ENV_FILE_BYTES", "MAX_SECONDS", "FsyncMode", "Settin
            "load_settings"]  # FsyncMode: re-exported, its home before spool.durability
 
 MAX_SECONDS = 86_400.0
+DEFAULT_STATUSD_HOST = "127.0.0.1"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -109,7 +110,7 @@ class Settings(BaseSettings):
     worker_memory_mb: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MEMORY_MB")
     fast_threads: int = Field(default=8, ge=1, le=256, validation_alias="SPOOL_FAST_THREADS")
     log_level: LogLevel = Field(default="INFO", validation_alias="SPOOL_LOG_LEVEL")
-    statusd_host: str = Field(default="127.0.0.1", validation_alias="STATUSD_HOST")
+    statusd_host: str = Field(default=DEFAULT_STATUSD_HOST, validation_alias="STATUSD_HOST")
     statusd_port: int = Field(default=8000, ge=0, le=65535, validation_alias="STATUSD_PORT")
     statusd_token: str | None = Field(default=None, validation_alias="STATUSD_TOKEN")
     statusd_max_body_bytes: int = Field(default=1_048_576, ge=1024,
@@ -152,6 +153,14 @@ class Settings(BaseSettings):
         # `JOB_NUM=` (the example env file's line, uncommented) means the default too,
         # rather than stopping every daemon with exit 2.
         return _cpu_count() if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("statusd_host", mode="before")
+    @classmethod
+    def _empty_host_is_loopback(cls, value: Any) -> Any:
+        # aiohttp binds every interface (0.0.0.0 and ::) for an empty host: `STATUSD_HOST=`
+        # (a templated env file whose value was missing) opened the API to the network.
+        # Empty means the default, as for JOB_NUM; every interface is 0.0.0.0 or ::.
+        return DEFAULT_STATUSD_HOST if isinstance(value, str) and not value.strip() else value
 
     @field_validator("spool_dir", "data_dir_override", mode="after")
     @classmethod

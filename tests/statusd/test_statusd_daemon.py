@@ -268,3 +268,27 @@ def test_end_to_end_with_the_real_processor(spool: Spool, tmp_path: Path) -> Non
             if processor.poll() is None:
                 processor.kill()
                 processor.wait()
+
+
+@pytest.mark.parametrize("how", ["STATUSD_HOST=", "--host ''"])
+def test_an_empty_host_binds_the_default_loopback_not_every_interface(
+        spool: Spool, tmp_path: Path, how: str) -> None:
+    """DESIGN section 7: statusd binds 127.0.0.1 unless told otherwise.  An empty
+    STATUSD_HOST (a templated env file whose value was missing) or ``--host ''`` bound
+    every interface (0.0.0.0 and ::), with writes on where a token was set: the API open
+    to the network where the operator had asked for no address.  Empty means the
+    default, as for JOB_NUM and SPOOL_DATA_DIR."""
+    env = {**_env(spool.layout.root), "STATUSD_HOST": ""}
+    args = ["--host", ""] if how.startswith("--") else []
+    proc = subprocess.Popen([sys.executable, "-m", "statusd", *args], env=env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        base = daemon.wait_listening()
+        assert base.startswith("http://127.0.0.1:"), base
+        assert request(base, "GET", "/healthz").status == 200
+    finally:
+        daemon.stop()
+    listening = [line for line in daemon.log if "listening on" in line]
+    assert len(listening) == 1, daemon.log
