@@ -167,10 +167,13 @@ class Orphans:
         """This run's record is in ``done/`` or ``failed/``: its completion was cut short.
 
         A record written in a later tick of the filesystem's clock than the claim is this
-        run's.  One of the same tick may be the record of the run before it: a drop of the
-        id that waited for that run is claimed the moment it ends, well within a tick
-        (4 ms here).  It is this run's only if it records this job's submission and
-        attempt.
+        run's, unless it is a run's record that says it is another's (another submission
+        or attempt): the wall clock stepped back since the run before this one was
+        recorded (an NTP step, an admin setting the date), and that record is newer by
+        its mtime than this claim.  One of the same tick may be the record of the run
+        before it: a drop of the id that waited for that run is claimed the moment it
+        ends, well within a tick (4 ms here).  It is this run's only if it records this
+        job's submission and attempt.
         """
         for state in (JobState.DONE, JobState.FAILED):
             path = self.layout.job(state, claim.job_id)
@@ -181,20 +184,27 @@ class Orphans:
             if not stat.S_ISREG(st.st_mode):
                 continue  # a directory or symlink under the name is no record
             mtime_ns = st.st_mtime_ns
-            if mtime_ns > claim.claimed_ns or (mtime_ns == claim.claimed_ns and (
-                    job is None or self._records_run(path, claim, job))):
+            if mtime_ns > claim.claimed_ns:
+                if job is None or self._records_run(path, claim, job) is not False:
+                    return True
+            elif mtime_ns == claim.claimed_ns and (
+                    job is None or self._records_run(path, claim, job)):
                 return True
         return False
 
     @staticmethod
-    def _records_run(path: Path, claim: Claim, job: Job) -> bool:
+    def _records_run(path: Path, claim: Claim, job: Job) -> bool | None:
+        """True when ``path`` is a run's record of this job's submission and attempt,
+        False when it is a run's record of another, None when it tells neither (not a
+        readable record, or a quarantine's)."""
         data = read_regular(path)
         try:
             record = parse_record(data) if data is not None else None
         except ValueError:
-            return False
-        return (record is not None and record.source is None
-                and job.recorded_by(record.submitted_at, record.attempts, claim.mtime_ns))
+            return None
+        if record is None or record.source is not None:
+            return None
+        return job.recorded_by(record.submitted_at, record.attempts, claim.mtime_ns)
 
     def _requeued_already(self, claim: Claim, job: Job) -> bool:
         """``pending/<id>.json`` is this run's own requeue: the same job and submission,

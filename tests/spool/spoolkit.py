@@ -59,6 +59,10 @@ class FakeClock:
         self._mono += seconds
         self._now += timedelta(seconds=seconds)
 
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (back when negative); monotonic() stays."""
+        self._now += timedelta(seconds=seconds)
+
 
 def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
                clock: FakeClock | None = None, *, recycle: bool = False,

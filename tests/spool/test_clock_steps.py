@@ -1,0 +1,78 @@
+"""The wall clock stepped (an NTP step, a VM resumed, an admin setting the date) under a
+spool: what the spool compares with file times must not lose or fail a job for it.
+
+Steps are simulated, never made: a file's times are set (``os.utime``) to what a clock
+that stood elsewhere would have stamped, and the library's clock is a fake one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from spoolkit import FakeClock, done_record, locate, read_json, run_to_end, submit
+
+from spool.recovery import Recovery
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+HOUR_NS = 3600 * 10**9
+
+
+def stamped_ahead(path: Path, ns: int = HOUR_NS) -> None:
+    """Give ``path`` the times a clock ``ns`` ahead stamped: written before a step back."""
+    ahead = time.time_ns() + ns
+    os.utime(path, ns=(ahead, ahead))
+
+
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_re_drop_killed_mid_run_after_a_step_back_is_not_taken_for_finished(
+        spool: Spool, clock: FakeClock, max_attempts: int) -> None:
+    """An id that finished, then the clock stepped back an hour, then a drop of it again,
+    whose processor was killed mid-run: the earlier run's record is newer by its mtime
+    than the new run's claim, and recovery took it for the new run's own record, cut
+    short before its running file went. That file was removed, and with it the new drop:
+    never run, no record of it, the earlier run's record standing as the id's."""
+    layout = spool.layout
+    submit(spool, "hourly", params={"run": 1})
+    run_to_end(spool, "hourly", result={"run": 1})
+    stamped_ahead(layout.job(D, "hourly"))  # written when the clock stood an hour ahead
+    clock.step(-3600)
+    submit(spool, "hourly", params={"run": 2}, max_attempts=max_attempts)
+    claim = spool.claim("hourly")
+    assert claim is not None
+    claim.close()  # its processor died mid-run: the lease goes with it
+
+    report = Recovery(spool).scan()
+    assert report.finished == []
+    if max_attempts == 1:
+        assert report.abandoned == ["hourly"] and locate(layout, "hourly") == [F]
+        record = read_json(layout.job(F, "hourly"))
+        assert record["params"] == {"run": 2} and record["error"]["type"] == "abandoned"
+    else:
+        assert report.requeued == ["hourly"] and locate(layout, "hourly") == [P, D]
+        assert read_json(layout.job(P, "hourly"))["params"] == {"run": 2}
+
+
+def test_a_run_recorded_after_a_step_forward_is_still_finished(spool: Spool) -> None:
+    """The other side: a run whose own record is newer than its claim (here by a step
+    forward) and whose running file its killed processor left is finished, not rerun."""
+    layout = spool.layout
+    submit(spool, "once")
+    claim = spool.claim("once")
+    assert claim is not None
+    record = done_record(claim, {"ok": True})
+    spool.publish_terminal(record)  # the completion, killed before the running file went
+    claim.close()
+    stamped_ahead(layout.job(D, "once"))
+    done = layout.job(D, "once").read_bytes()
+
+    report = Recovery(spool).scan()
+    assert report.finished == ["once"] and locate(layout, "once") == [D]
+    assert layout.job(D, "once").read_bytes() == done
+
