@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
+
+Seen = tuple[int, int, float]
+"""A staging file's inode and ctime when a pass first saw it so, and its age then less
+the monotonic clock's reading then (its age since: that plus the clock's reading)."""
 ACTIONS = frozenset({"quarantine", "cancel", "retry", "kept", PURGE_TAG, SUPERSEDED_TAG})
 """The moves whose staging file recovery completes or undoes (``<action>-<id>``)."""
 
@@ -46,6 +50,7 @@ class Staged:
         self.mover = spool.mover
         self.terminal = terminal
         self.notes = notes
+        self._seen: dict[str, Seen] = {}  # each staging file's, see age_s
 
     def settle(self, report: RecoveryReport) -> None:
         """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
@@ -56,6 +61,8 @@ class Staged:
         staged = entries(self.layout.stage, optional=True)
         notes = self.notes.collect(staged)  # read by the passes below, dropped after them
         listed += [(e, True) for e in staged if e.path not in notes]
+        paths = {entry.path for entry, _ in listed}
+        self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
         for entry, trusted in listed:
             parsed = parse_staging(entry.name)
             try:
@@ -66,9 +73,7 @@ class Staged:
                 if not pid_alive(parsed[1]):  # never completed, however old
                     self._keep_untrusted(Path(entry.path), st, report)
                 continue
-            # ctime: any write, rename or utime sets it, where a drop may carry the mtime
-            # of its source (scp -p, rsync -t) from long ago.
-            old = now_s - st.st_ctime > DEAD_STAGING_AGE_S
+            old = self.age_s(entry.path, st, now_s) > DEAD_STAGING_AGE_S
             if parsed is None:
                 if old:
                     report.removed += self.mover.unlink(Path(entry.path))
@@ -86,6 +91,24 @@ class Staged:
             if stat.S_ISREG(st.st_mode) and is_locked(path):
                 continue
             self._settle_staged(tag, path, st, report)
+
+    def age_s(self, path: str, st: os.stat_result, now_s: float) -> float:
+        """How long the staging file ``st`` at ``path`` has stood unchanged.
+
+        By its ctime (any write, rename or utime sets it, where a drop may carry the
+        mtime of its source, scp -p or rsync -t, from long ago) when a pass first saw it
+        so, and by the monotonic clock since: a step of the wall clock after that (an
+        NTP step, a VM resumed after a day, an admin setting the date) ages no file in
+        use.  Judged by the wall clock alone, a step forward past a day made every
+        client's drop still staged in ``tmp/`` (and a live writer's staging file) a
+        day old, and the next pass removed it under its writer.
+        """
+        mono = self.spool.clock.monotonic()
+        seen = self._seen.get(path)
+        if seen is None or seen[:2] != (st.st_ino, st.st_ctime_ns):
+            seen = (st.st_ino, st.st_ctime_ns, now_s - st.st_ctime - mono)
+            self._seen[path] = seen
+        return seen[2] + mono
 
     def _keep_untrusted(self, path: Path, st: os.stat_result, report: RecoveryReport) -> None:
         """A dead process's move, by its name, in a ``tmp/`` submitters share: a

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from spoolkit import FakeClock, done_record, locate, read_json, run_to_end, submit
+from spoolkit import (
+    FakeClock,
+    done_record,
+    listing,
+    locate,
+    make_spool,
+    read_json,
+    run_to_end,
+    submit,
+)
 
 from spool.recovery import Recovery
+from spool.staged import DEAD_STAGING_AGE_S
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -76,3 +87,46 @@ def test_a_run_recorded_after_a_step_forward_is_still_finished(spool: Spool) -> 
     assert report.finished == ["once"] and locate(layout, "once") == [D]
     assert layout.job(D, "once").read_bytes() == done
 
+
+
+def test_a_step_forward_past_a_day_removes_no_staging_file_in_use(tmp_path: Path) -> None:
+    """A client's drop staged in ``tmp/`` and a live writer's staging file, when the wall
+    clock steps a day forward (a VM resumed, NTP correcting a clock that booted days
+    behind): by its ctime each was a day old, and the processor's next pass removed it
+    under its writer (the client's rename into ``pending/`` then failed, its job gone).
+    A day of the processor's own time later they are removed as before."""
+    clock = FakeClock(datetime.now(UTC))
+    spool = make_spool(tmp_path / "spool", clock=clock)
+    layout = spool.layout
+    upload = layout.tmp / "upload.json"
+    upload.write_bytes(b'{"tool": "echo", "params"')  # a client still writing it
+    mine = layout.staging("record-x")  # this live process's write in progress
+    mine.write_bytes(b"{")
+    staged = sorted([upload.name, mine.name])
+    recovery = Recovery(spool)
+    recovery.scan()
+    assert listing(layout.tmp) == staged
+
+    clock.step(DEAD_STAGING_AGE_S + 3600)
+    clock.advance(5)  # the next pass
+    recovery.scan()
+    assert listing(layout.tmp) == staged
+
+    clock.advance(DEAD_STAGING_AGE_S)  # left a day as they were: dead
+    report = recovery.scan()
+    assert report.removed == 2 and listing(layout.tmp) == []
+
+
+def test_a_step_back_keeps_a_dead_staging_file_no_longer(tmp_path: Path) -> None:
+    """The other way: a file a pass saw young is removed a day of the processor's time
+    after it last changed, however far the wall clock stepped back meanwhile."""
+    clock = FakeClock(datetime.now(UTC))
+    spool = make_spool(tmp_path / "spool", clock=clock)
+    layout = spool.layout
+    (layout.tmp / "abandoned.part").write_bytes(b"?")
+    recovery = Recovery(spool)
+    recovery.scan()
+    clock.step(-7 * DEAD_STAGING_AGE_S)
+    clock.advance(DEAD_STAGING_AGE_S + 5)
+    recovery.scan()
+    assert listing(layout.tmp) == []
