@@ -61,12 +61,15 @@ def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
     now = now if now is not None else time.time()
     counts = {s.value: 0 for s in JobState}
     recent = {s.value: 0 for s in TERMINAL}
-    since_ns = int((now - RECENT_S) * 1e9)
+    since_ns, now_ns = int((now - RECENT_S) * 1e9), int(now * 1e9)
     pending: list[tuple[str, Stamp]] = []  # every pending file: a drop tells its id
     for job_id, stamp in reader.current_stamps().items():
         counts[stamp.state.value] += 1
-        if stamp.state in TERMINAL and stamp.mtime_ns >= since_ns:
-            recent[stamp.state.value] += 1  # a record's mtime: when it was written
+        if stamp.state in TERMINAL and since_ns <= stamp.mtime_ns <= now_ns:
+            # A record's mtime: when it was written; one after now was written before the
+            # wall clock stepped back (or by a host whose clock is ahead): counted once
+            # now reaches it, not as this minute's for as long as the step.
+            recent[stamp.state.value] += 1
         elif stamp.state is JobState.PENDING:
             pending.append((job_id, stamp))
     # ctime: the rename into pending/ sets it, where a copy may keep an old mtime.

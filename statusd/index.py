@@ -138,9 +138,11 @@ class Index:
         when later (in the future when no pending job is due yet)."""
         return self._due.first()
 
-    def written_since(self, since_ns: int) -> dict[str, int]:
-        """Terminal records by state whose file was written at ``since_ns`` or later."""
-        return {state.value: len(written) - bisect_left(written, (since_ns, ""))
+    def written_since(self, since_ns: int, until_ns: int) -> dict[str, int]:
+        """Terminal records by state whose file was written from ``since_ns`` to
+        ``until_ns`` (one dated later was written before the wall clock stepped back)."""
+        return {state.value: bisect_left(written, (until_ns + 1, ""))
+                - bisect_left(written, (since_ns, ""))
                 for state, written in self._written.items()}
 
     def tools(self) -> list[str]:

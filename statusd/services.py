@@ -60,7 +60,7 @@ class Services:
         oldest_ns = self.index.oldest_pending_mtime_ns()
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
         processors = self.reader.processors()
-        written = self.index.written_since(int((now - RECENT_S) * 1e9))
+        written = self.index.written_since(int((now - RECENT_S) * 1e9), int(now * 1e9))
         due_ns = self.index.first_due_ns()
         due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)
         doc = stats_document(self.index.counts(), age, processors, now,

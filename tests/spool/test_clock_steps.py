@@ -24,6 +24,7 @@ from spoolkit import (
     submit,
 )
 
+from spool.reader import SpoolReader
 from spool.recovery import Recovery
 from spool.staged import DEAD_STAGING_AGE_S
 from spool.states import JobState
@@ -130,3 +131,17 @@ def test_a_step_back_keeps_a_dead_staging_file_no_longer(tmp_path: Path) -> None
     clock.advance(DEAD_STAGING_AGE_S + 5)
     recovery.scan()
     assert listing(layout.tmp) == []
+
+
+def test_throughput_after_a_step_back_counts_no_record_from_the_future(spool: Spool) -> None:
+    """done_last_60s counted every record written at or after a minute ago, so after a
+    step back of an hour every record of the hour before the step (dated "in the
+    future") counted as finished in the last minute, for that hour: a throughput sixty
+    times what it was. A record dated after now is not counted until now reaches it."""
+    for job_id in ("a", "b"):
+        submit(spool, job_id)
+        run_to_end(spool, job_id)
+    reader = SpoolReader(spool.layout)
+    assert reader.stats()["throughput"] == {"done_last_60s": 2, "failed_last_60s": 0}
+    stats = reader.stats(now=time.time() - 3600)
+    assert stats["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
