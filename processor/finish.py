@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -109,7 +109,7 @@ class Finisher:
         delay = backoff_s(attempts)
         job = run.job.model_copy(update={
             "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
-            "not_before": datetime.now(UTC) + timedelta(seconds=delay)})
+            "not_before": self.clock.now() + timedelta(seconds=delay)})
         requeued = False
 
         def requeue() -> None:
