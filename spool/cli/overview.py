@@ -201,7 +201,8 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         lines[0] += f"  ({note})"
     proc = stats["processor"]
     if proc["alive"]:
-        age = (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds()
+        # (max: a time after now was stamped before the wall clock stepped back)
+        age = max(0.0, (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds())
         lines.append(f"processor up: {proc['count']} live, last heartbeat "
                      f"{human_duration(age)} ago")
         stopping = [p for p in stats.get("processors", []) if p.get("stopping")]
@@ -215,7 +216,8 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         if troubled:  # the spool refuses its writes: claims wait until it takes them again
             # (Claims pause after each refusal; the outage is called over once every
             # refused write has been tried again: claims may run meanwhile.)
-            since = (datetime.now(UTC) - min(t["since"] for t in troubled)).total_seconds()
+            since = max(0.0, (datetime.now(UTC)
+                              - min(t["since"] for t in troubled)).total_seconds())
             lines.append(f"I/O trouble for {human_duration(since)}, last refusal: "
                          f"{printable(troubled[0]['error'])[:200]}")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from spoolkit import (
     submit,
 )
 
+from spool.cli.overview import stats_lines
 from spool.reader import SpoolReader
 from spool.recovery import Recovery
 from spool.staged import DEAD_STAGING_AGE_S
@@ -145,3 +146,18 @@ def test_throughput_after_a_step_back_counts_no_record_from_the_future(spool: Sp
     assert reader.stats()["throughput"] == {"done_last_60s": 2, "failed_last_60s": 0}
     stats = reader.stats(now=time.time() - 3600)
     assert stats["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
+
+
+def test_spoolq_stats_says_no_negative_ages_after_a_step_back() -> None:
+    """A heartbeat or an I/O outage dated after now (stamped before the wall clock stepped
+    back an hour) read "last heartbeat -3599.00s ago", "I/O trouble for -60.0m"."""
+    ahead = datetime.now(UTC) + timedelta(hours=1)
+    stats = {"counts": {"pending": 0, "running": 0, "done": 0, "failed": 0},
+             "oldest_pending_age_s": None, "busy_workers": 0, "job_num": 2,
+             "processor": {"alive": True, "count": 1, "heartbeat_at": ahead},
+             "processors": [{"alive": True, "stopping": False, "io_trouble": {
+                 "error": "disk full", "since": ahead, "retry_at": ahead}}],
+             "throughput": {"done_last_60s": 0, "failed_last_60s": 0}}
+    text = "\n".join(stats_lines(stats))
+    assert "-" not in text.replace("I/O trouble", ""), text
+    assert "last heartbeat 0.00s ago" in text and "I/O trouble for 0.00s" in text
