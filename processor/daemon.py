@@ -47,6 +47,7 @@ from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
+from processor.fd_reserve import DescriptorReserve
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox
 from processor.notify import SystemdNotifier
@@ -97,6 +98,7 @@ class Processor:
         self.notifier = notifier or SystemdNotifier.from_env({})
         self.spool = Spool.from_settings(settings, self.clock, recycle=True)
         self.closer = BackgroundCloser()
+        self.reserve = DescriptorReserve()  # for records, when descriptors run out
         self.spool.closer = self.closer.close
         self.layout = self.spool.layout
         self.inbox = Inbox()
@@ -190,7 +192,12 @@ class Processor:
         if self.freed:
             self._after_results()
         now = time.monotonic()
-        if now >= self.discovery.next_scan and not self.stopping and now >= self.io_pause_until:
+        if self.unfinished and now >= self.io_pause_until:
+            # First: their leases may hold what the scan's reads need (out of
+            # descriptors, a scan that failed first started the pause again, for good).
+            self._retry_unfinished()
+        if (now >= self.discovery.next_scan and not self.stopping
+                and time.monotonic() >= self.io_pause_until):
             self.periodic.run()  # its writes would only fail again while paused
         self._intake()
         if time.monotonic() >= self.io_pause_until:
@@ -198,11 +205,8 @@ class Processor:
         self.fast.expire(now)
         if self.progress.due:
             self.progress.write_due(now)
-        if now >= self.io_pause_until:
-            if self.unfinished:
-                self._retry_unfinished()
-            if not self.stopping and time.monotonic() >= self.io_pause_until:
-                self._dispatch()  # never while the records of finished runs cannot be written
+        if not self.stopping and time.monotonic() >= self.io_pause_until:
+            self._dispatch()  # never while the records of finished runs cannot be written
         if now >= self.next_heartbeat:
             self.heartbeat()
         if now >= self.next_watchdog:
@@ -290,6 +294,8 @@ class Processor:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if not self.reserve.full and not self.reserve.refill():
+            return  # short of descriptors: a claim now could leave none for its record
         self.queues.promote_due()
         failures = self.io_failures
         try:
@@ -352,8 +358,12 @@ class Processor:
 
     def _retry_unfinished(self) -> None:
         waiting, self.unfinished = self.unfinished, []
+        # Out of descriptors, these runs' leases may hold the last ones: the reserve's
+        # are what lets their records be written, and the leases go back.
+        self.reserve.give_up()
         for run, outcome in waiting:
             self._finish(run, outcome)
+        self.reserve.refill()  # or at the next dispatch, once the closer closed the leases
 
     def _end(self, run: Run, action: Any) -> None:
         """Apply a finishing transition; on disk trouble keep the run and retry later."""
@@ -402,4 +412,8 @@ class Processor:
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         if self.io_trouble is not None and self._outage_over():
             self.io_trouble = None
+        if not self.stopping:
+            # A local pool starts here the workers that could not start before, and hands
+            # them the tasks that waited (no dispatch asks while no job is queued).
+            self.executor.free_slots()
         self.status.write(self.fast.busy, self.stopping, self.grace_ends_at, self.io_trouble)

@@ -13,7 +13,6 @@ processor's ``enqueue``, a name still being written waits for the settle time.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ from processor import logs
 from processor.inbox import Inbox
 from spool.errors import SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
+from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.layout import Layout
@@ -127,8 +127,14 @@ class Discovery:
         if gone:
             self.withdraw(gone)
         self.intake.forget(present)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.cancels.update(os.listdir(self.layout.cancel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in NO_DESCRIPTOR:
+                raise
+            log.error("cannot scan cancel/", extra={"fields": {"error": str(exc)}})
 
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)

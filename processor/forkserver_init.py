@@ -22,12 +22,24 @@ section 9): a forkserver that died of it took every worker with it (their parent
 signal), failing each running job ``worker_crashed``.  It ends when its parent does
 (EOF on its alive pipe), and its workers put both signals back to the default
 (:func:`processor.worker.prepare_process`).
+
+And a fork it cannot make (out of processes: ``RLIMIT_NPROC``, the cgroup's
+``pids.max``, systemd's ``TasksMax``; or out of memory) refuses that one request
+instead of ending the forkserver: ``multiprocessing``'s loop lets the error end it,
+and every worker with it, failing each running job ``worker_crashed`` (exit status
+255) for one worker that could not be replaced.  Refused, the request's pipes are
+closed (the pool reads end of file and tries again a second later, see
+:mod:`processor.pool`), and the loop goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
+import os
 import signal
+import sys
 import warnings
 
 from processor.proctree import PR_SET_CHILD_SUBREAPER, prctl
@@ -37,3 +49,31 @@ prctl(PR_SET_CHILD_SUBREAPER, 1)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
+
+_fork = os.fork
+
+
+def _fork_or_refuse() -> int:
+    """``os.fork`` for the forkserver's loop (see the module docstring)."""
+    try:
+        pid = _fork()
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.ENOMEM):
+            raise
+        # What the request brought, which the loop closes only after a fork: the
+        # client's pipe ends (its read of the pid then ends) and the worker's fds.
+        loop = sys._getframe(1).f_locals
+        ends = [loop.get("child_r"), loop.get("child_w"), *(loop.get("fds") or ())]
+        for fd in ends:
+            if isinstance(fd, int):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        # The one error the loop survives (as for a client gone mid-request).
+        raise OSError(errno.ECONNABORTED, f"cannot fork a worker: {exc.strerror}") from exc
+    if pid == 0:
+        os.fork = _fork  # a worker's tools fork as everyone does
+    return pid
+
+
+os.fork = _fork_or_refuse
+

@@ -198,6 +198,7 @@ def release(processor: Processor) -> None:
     """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
     and give the signals back (on the main thread, where run() installed them)."""
     processor.closer.stop()
+    processor.reserve.give_up()
     processor.spool.close()
     processor.inbox.close()
     if processor.saved_stdio is not None:

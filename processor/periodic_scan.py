@@ -25,6 +25,7 @@ from typing import Any
 from processor import logs, proctree
 from processor.discovery import Discovery
 from spool.errors import ErrorType, SpoolIOError
+from spool.fsops import short_of_descriptors
 from spool.models import Job
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
@@ -60,6 +61,11 @@ class PeriodicScan:
             report = self.recovery.scan()
         except SpoolIOError as exc:
             self.io_trouble(exc)
+            return
+        except OSError as exc:  # out of descriptors: a pause, not a crash
+            if (trouble := short_of_descriptors(exc, "recovery pass")) is None:
+                raise
+            self.io_trouble(trouble)
             return
         log_recovery(report)
         self.discovery.rescan()

@@ -13,7 +13,10 @@ fails ``timeout`` (unless its result had already arrived: a result wins over
 a deadline that passed while the loop was busy); a worker that dies on its
 own (``os._exit``, a segfault, the OOM killer) fails only its task as
 ``worker_crashed``.  Either way the slot gets a fresh worker before it is
-offered again, so the pool is always whole.
+offered again, so the pool is always whole.  A worker that says it cannot start
+(out of threads under a limit on processes, its tools not importable) before it
+read its task fails nobody: the task waits for the next worker, started after a
+pause (:data:`_RESPAWN_RETRY_S`), not forked again as fast as it dies.
 
 What a worker's tool writes to fds 1 and 2 (``print``, C code, its child
 processes) comes through two pipes the loop reads the same way, and is logged
@@ -36,6 +39,7 @@ import pickle
 import select
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
@@ -74,6 +78,7 @@ class _Slot:
     started: float = 0.0
     lifeline: Connection | None = None
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
+    fatal: str | None = None  # the worker said it cannot start, before reading a task
 
 
 class LocalPool:
@@ -98,6 +103,12 @@ class LocalPool:
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
         self._forkserver = 0  # the pid of the workers' parent, once one was started
+        # Tasks whose worker could not start (it said so before reading one), each with
+        # when it began to wait: it goes to the next worker that does, as free_slots
+        # finds one, or fails once it waited as long as its timeout.
+        self._waiting: deque[tuple[Task, float]] = deque()
+        self._waited: dict[str, float] = {}  # job id -> when its task first waited
+        self._start_failing: str | None = None  # why, since the last result came
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -116,6 +127,8 @@ class LocalPool:
         """
         with self._lock:
             self._stopping = True
+            self._waiting.clear()
+            self._waited.clear()
             for slot in self._slots:
                 slot.task = None
                 self._kill(slot)
@@ -133,7 +146,9 @@ class LocalPool:
         return self.size
 
     def free_slots(self) -> int:
-        if self._respawn_at and time.monotonic() >= self._respawn_at:
+        """Free workers, once the tasks waiting for one have them (the daemon asks at
+        each dispatch and heartbeat: workers that could not start are started here)."""
+        if self._respawn_at and time.monotonic() >= self._respawn_at and not self._stopping:
             self._respawn_at = 0.0
             for slot in self._slots:
                 if slot.process is None:
@@ -142,11 +157,31 @@ class LocalPool:
             if slot.output is not None and slot.output.draining:
                 slot.output.settled()  # its last task's output read since?
         with self._lock:
-            return sum(1 for s in self._slots if _free(s))
+            free = sum(1 for s in self._slots if _free(s))
+        while self._waiting and free:
+            self.submit(self._waiting.popleft()[0])
+            free -= 1
+        if self._waiting:
+            self._expire_waiting()
+        return max(0, free - len(self._waiting))
+
+    def _expire_waiting(self) -> None:
+        """Fail the waiting tasks that waited their timeout: no worker could start for so
+        long (a tool module that imports only in the processor, say) is no pause."""
+        now = time.monotonic()
+        for entry in list(self._waiting):
+            task, since = entry
+            if now - since >= task.timeout_s:
+                self._waiting.remove(entry)
+                self._waited.pop(task.job_id, None)
+                self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
+                                     f"no worker could start in {task.timeout_s:g} s: "
+                                     f"{self._start_failing}", retryable=True, pid=0,
+                                     duration_s=now - since))
 
     def busy(self) -> int:
         with self._lock:
-            return sum(1 for s in self._slots if s.task is not None)
+            return sum(1 for s in self._slots if s.task is not None) + len(self._waiting)
 
     def submit(self, task: Task) -> None:
         with self._lock:
@@ -182,7 +217,13 @@ class LocalPool:
                     slot.kill_reason = reason
                     self._kill(slot)
                     return True
-        return False
+            waiting = next((e for e in self._waiting if e[0].job_id == job_id), None)
+            if waiting is None:
+                return False
+            self._waiting.remove(waiting)
+            self._waited.pop(job_id, None)
+        self._report(death_outcome(waiting[0], reason, None, 0.0, None))  # it never started
+        return True
 
     # -- reading the workers (loop thread) --------------------------------------------
 
@@ -244,9 +285,25 @@ class LocalPool:
                 self._close_channel(slot)  # dying: not offered again before its successor
             if slot.output is not None:
                 slot.output.end()  # the slot takes no other task until this is read
+            self._result_came(outcome.job_id)
             sink.finished(outcome)
         elif kind == "fatal":
-            log.error("worker cannot start: %s", message[1])
+            self._cannot_start(slot, str(message[1]))
+
+    def _result_came(self, job_id: str) -> None:
+        """A worker started and ran its task: a task that waited for one is done waiting."""
+        if self._start_failing is not None:
+            self._start_failing = None
+            log.info("workers start again")
+        if self._waited:
+            self._waited.pop(job_id, None)
+
+    def _cannot_start(self, slot: _Slot, why: str) -> None:
+        """The worker says it cannot start, before it read a task (see :meth:`_exited`)."""
+        slot.fatal = why
+        if self._start_failing is None:  # one line, not one per try
+            log.error("worker cannot start, trying again every %g s: %s", _RESPAWN_RETRY_S, why)
+        self._start_failing = why
 
     def _exited(self, slot: _Slot, process: BaseProcess) -> None:
         """The worker's sentinel is readable: it died.  Report its task, start another."""
@@ -258,13 +315,28 @@ class LocalPool:
         with self._lock:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
+            fatal, slot.fatal = slot.fatal, None
+            if task is not None and fatal is not None and reason is None:
+                # It never read the task: not the job's crash.  The next worker takes it.
+                # (since it first waited: each worker that fails it again adds no time)
+                self._waiting.appendleft(
+                    (task, self._waited.setdefault(task.job_id, time.monotonic())))
+                task = None
         self._bury(slot, keep_output=True)
         if task is not None:
+            if self._waited:
+                self._waited.pop(task.job_id, None)
             self._report(death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid))
         self._sweep()
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
-        if not self._stopping:
+        if self._stopping:
+            return
+        if fatal is not None:
+            # Started again after a pause, not at once: one that cannot start its threads
+            # (or its tools) would otherwise be forked again and again, as fast as it dies.
+            self._respawn_at = time.monotonic() + _RESPAWN_RETRY_S
+        else:
             self._respawn(slot)
 
     def _sweep(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
@@ -21,6 +22,10 @@ import signal
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+_NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
+"""Out of descriptors: ``/proc`` cannot be read now.  A walk then sees less (the kill of
+``pid`` itself and of its group needs none), a pass of the reaper reaps nothing; the
+next ones see the rest.  Raised, it crashed the processor's loop."""
 
 
 def prctl(option: int, value: int) -> None:
@@ -79,11 +84,22 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+    except OSError as exc:
+        if exc.errno in _NO_DESCRIPTOR:
+            return True  # a descendant just listed: killed, should it still run
+        raise
 
 
 def children_of(pid: int | str) -> list[int]:
-    """The child pids of ``pid`` (or ``"self"``), from every one of its threads."""
-    return [child for pids in _children_by_thread(pid).values() for child in pids]
+    """The child pids of ``pid`` (or ``"self"``), from every one of its threads; none
+    when this process is out of descriptors (see :data:`_NO_DESCRIPTOR`)."""
+    try:
+        by_thread = _children_by_thread(pid)
+    except OSError as exc:
+        if exc.errno not in _NO_DESCRIPTOR:
+            raise
+        return []
+    return [child for pids in by_thread.values() for child in pids]
 
 
 def parent_of(pid: int) -> int:
@@ -93,6 +109,10 @@ def parent_of(pid: int) -> int:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
     except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return 0
+    except OSError as exc:
+        if exc.errno in _NO_DESCRIPTOR:
+            return 0
+        raise
 
 
 def kill_orphans(forkserver: int, workers: set[int]) -> None:
@@ -110,6 +130,10 @@ def _zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+    except OSError as exc:
+        if exc.errno in _NO_DESCRIPTOR:
+            return False  # reaped at a later pass
+        raise
 
 
 def mp_helpers() -> set[int]:
@@ -146,7 +170,12 @@ class Reaper:
     def reap(self, now: float) -> int:
         """Reap the adopted orphans that exited (``now``: ``time.monotonic()``); the count."""
         main = os.getpid()
-        by_thread = _children_by_thread(main)
+        try:
+            by_thread = _children_by_thread(main)
+        except OSError as exc:
+            if exc.errno not in _NO_DESCRIPTOR:
+                raise
+            return 0  # the next pass looks again: a partial look would forget tools' children
         below_main = by_thread.pop(main, [])
         others = {pid for pids in by_thread.values() for pid in pids}
         self.tools_children = (self.tools_children & set(below_main)) | others

@@ -57,6 +57,7 @@ class Relay:
         self._parked = False  # the standby waits without a timer
         self._threads = 0
         self._error: BaseException | None = None
+        self._unspawned = False  # a standby could not be started: tried again at a run
 
     def start(self) -> None:
         self._spawn()
@@ -75,6 +76,11 @@ class Relay:
             self._inline_since = time.monotonic()
             if self._parked:
                 self._cond.notify()
+            if self._unspawned:
+                if self._standbys:  # a displaced thread stands by since
+                    self._unspawned = False
+                else:
+                    self._respawn()
         try:
             result = fn(*args)
         finally:
@@ -152,8 +158,28 @@ class Relay:
         finally:
             self._standbys -= 1
         self._take_over(me)
-        self._spawn()  # a standby for the new leader; the old one may never return
+        self._respawn()  # a standby for the new leader; the old one may never return
         return True
+
+    def _respawn(self) -> None:
+        """Start the new leader's standby (under the condition); out of threads (a
+        limit on processes, RLIMIT_NPROC or the cgroup's pids.max), the loop goes on
+        without one, and the next inline run tries again.  Raised, "can't start new
+        thread" ended the loop: the processor crashed, and its next start failed every
+        run it held as ``abandoned``.  Meanwhile the displaced thread stands by
+        itself once its tool returns (see :meth:`_serve`)."""
+        try:
+            self._spawn()
+        except RuntimeError as exc:
+            self._threads -= 1
+            if not self._unspawned:
+                log.warning("cannot start a standby loop thread; going on without one",
+                            extra={"fields": {"error": str(exc)}})
+            self._unspawned = True
+        else:
+            if self._unspawned:
+                log.info("standby loop thread started again")
+            self._unspawned = False
 
     def _watch_timeout(self) -> float | None:
         """0 once the leader's inline run has lasted ``handoff_s``; else how long to sleep."""

@@ -93,25 +93,32 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
     strays = StrayThreads()
     strays.watch_starts()
     setup_logging(config.log_level, redirect(ends[0], ends[1], strays), buffered=False)
-    threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
-                     daemon=True).start()
+    try:
+        threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
+                         daemon=True).start()
+        deadman = Deadman()
+    except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, the cgroup's pids.max)
+        # Before its first task is read: the pool gives that task to another worker
+        # (see processor.pool), where a crash here failed it as worker_crashed.
+        _send(conn, ("fatal", f"cannot start its threads: {exc}"))
+        return
     try:
         registry = load_registry(list(config.tool_modules))
     except SpoolError as exc:
         _send(conn, ("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, config.max_jobs, strays)
+        _serve(conn, registry, config.max_jobs, strays, deadman)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads) -> None:
+def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
+           deadman: Deadman) -> None:
     resources: dict[str, Any] = {}
     state = ProcessState(strays)  # what a job may change in this process, put back after it
-    deadman = Deadman()
     done = 0
     # Lines logged while a job runs are that job's, and a thread a job left running
     # logs as that job's (see StrayThreads.job_of).

@@ -88,8 +88,14 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
+"""Out of descriptors (this process's RLIMIT_NOFILE, or the system's file table)."""
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
-                           errno.EXDEV})
+                           errno.EXDEV}) | NO_DESCRIPTOR
+"""Errors that say the spool cannot be written now, not that one file is odd: the
+processor pauses claims and writes (its I/O pause) and tries again.  Out of descriptors
+(EMFILE, ENFILE) is one: a crash then failed every run it held as ``abandoned``, where a
+pause lets the runs in flight end and give theirs back."""
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -146,6 +152,16 @@ def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
     except OSError:
         return None
     return st
+
+
+def short_of_descriptors(exc: OSError, what: str) -> SpoolIOError | None:
+    """``exc`` as the SpoolIOError of an I/O pause when it says this process is out of
+    descriptors (a pass that opens files and is not :meth:`Mover`'s: a listing, a read);
+    None for any other error."""
+    if exc.errno not in NO_DESCRIPTOR:
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return SpoolIOError(f"{what}: {exc.strerror}{where}")
 
 
 def _raise_fatal(exc: OSError, what: str) -> None:
@@ -691,14 +707,20 @@ class Mover:
         """Make every earlier operation durable (``batch``: one syncfs for the group)."""
         if self.mode is not _BATCH or not self._pending_ops:
             return
-        fd = os.open(self.layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            if hasattr(_libc, "syncfs"):
-                _libc.syncfs(fd)
-            else:  # pragma: no cover
-                os.sync()
-        finally:
-            os.close(fd)
+            fd = os.open(self.layout.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in NO_DESCRIPTOR:
+                raise
+            os.sync()  # out of descriptors: every filesystem's, which needs none
+        else:
+            try:
+                if hasattr(_libc, "syncfs"):
+                    _libc.syncfs(fd)
+                else:  # pragma: no cover
+                    os.sync()
+            finally:
+                os.close(fd)
         self._pending_ops = 0
         self._last_flush = time.monotonic()
 
@@ -710,6 +732,14 @@ class Mover:
             # A submitter may write to a drop folder it cannot read (mode 3730, see
             # ``spoolq init --system``): its file is fsynced and renamed in; flushing the
             # folder's entry is left to the kernel rather than failing a drop that happened.
+            return
+        except OSError as exc:
+            if exc.errno not in NO_DESCRIPTOR:
+                raise
+            # Out of descriptors after the move it follows was made: raised, the caller
+            # took the move for undone (a claim's file left in running/ with no run).
+            # sync() needs none and makes the folder's entry durable as well.
+            os.sync()
             return
         try:
             os.fsync(fd)

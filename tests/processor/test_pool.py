@@ -226,3 +226,78 @@ def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
     outcome = finished(inbox)
     assert outcome.ok and outcome.result_json is not None
     assert len(outcome.result_json) > 24 << 20
+
+
+def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that says it cannot start (its threads refused under a limit on
+    processes, its tools not importable) before it reads its task: the task is not the
+    job's crash, and the next worker, started after a pause, runs it.  Before, the job
+    failed as worker_crashed without having run, and the slot was forked again at once."""
+    marker = tmp_path / "failed-once"
+    module = f"flaky_start_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(
+        "import os, time\n"
+        "from ptools import Pid\n"
+        "class FlakyPid(Pid):\n"
+        "    name = 'f_pid'\n"
+        f"if not os.path.exists({str(marker)!r}):\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    time.sleep(0.5)  # the task is sent meanwhile\n"
+        "    raise RuntimeError(\"can't start new thread\")\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
+    inbox = Inbox()
+    pool = LocalPool(1, tool_modules=[module])
+    pool.start(InboxSink(inbox))
+    try:
+        pool.submit(task("first", "f_pid", tmp_path))
+        deadline = time.monotonic() + 30
+        outcome = None
+        while outcome is None and time.monotonic() < deadline:
+            pool.free_slots()  # the daemon asks at each dispatch and heartbeat
+            inbox.wait(0.05)
+            while (event := inbox.get()) is not None:
+                if event[0] == "finished":
+                    outcome = event[1]
+        assert marker.exists(), "the first worker did not fail"
+        assert outcome is not None and outcome.ok and outcome.job_id == "first", outcome
+        assert pool.busy() == 0
+    finally:
+        pool.shutdown()
+        inbox.close()
+
+
+def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that never start (a tool module that imports only in the processor):
+    a task waits no longer than its timeout, then fails as worker_crashed saying why."""
+    module = f"never_starts_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(
+        "import time\n"
+        "time.sleep(0.3)  # the task is sent meanwhile\n"
+        "raise RuntimeError('not here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
+    inbox = Inbox()
+    pool = LocalPool(1, tool_modules=[module])
+    pool.start(InboxSink(inbox))
+    try:
+        pool.submit(task("never", "t_pid", tmp_path, timeout_s=1.5))
+        deadline = time.monotonic() + 30
+        outcome = None
+        while outcome is None and time.monotonic() < deadline:
+            pool.free_slots()
+            inbox.wait(0.05)
+            while (event := inbox.get()) is not None:
+                if event[0] == "finished":
+                    outcome = event[1]
+        assert outcome is not None and outcome.job_id == "never"
+        assert outcome.error_type is ErrorType.WORKER_CRASHED
+        assert outcome.message is not None and "no worker could start" in outcome.message
+        assert "not here" in outcome.message
+        assert outcome.duration_s >= 1.5
+        assert pool.busy() == 0
+    finally:
+        pool.shutdown()
+        inbox.close()

@@ -123,3 +123,42 @@ def test_an_error_in_a_step_ends_the_loop_and_reaches_wait() -> None:
     relay.start()
     with pytest.raises(RuntimeError, match="broken step"):
         relay.wait()
+
+
+def test_no_thread_for_a_standby_does_not_end_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of threads (RLIMIT_NPROC, a cgroup's pids.max) when the loop moves to its
+    standby: the new leader goes on without a standby of its own, the held thread stands
+    by once its call returns, and a later run starts one again.  Before, "can't start new
+    thread" ended the loop: the processor crashed with its runs held."""
+    loop = Loop(handoff_s=0.05)
+    loop.relay.start()
+    real = loop.relay._spawn
+    refused: list[str] = []
+
+    def refuse_once() -> None:
+        if not refused:
+            refused.append("refused")
+            loop.relay._threads += 1  # as the real one counts before Thread.start fails
+            raise RuntimeError("can't start new thread")
+        real()
+
+    monkeypatch.setattr(loop.relay, "_spawn", refuse_once)
+    slow = threading.Event()
+    loop.add("slow", slow)
+    loop.add("quick", 0.0)
+    try:
+        loop.wait_for({"quick"}, 5)
+    finally:
+        slow.set()
+    loop.wait_for({"slow"}, 10)
+    assert refused == ["refused"]
+    slow2 = threading.Event()  # a second hold: it needs a standby again
+    loop.add("slow2", slow2)
+    loop.add("quick2", 0.0)
+    try:
+        loop.wait_for({"quick2"}, 5)
+    finally:
+        slow2.set()
+    loop.wait_for({"slow2"}, 10)
+    loop.stop.set()
+    loop.relay.wait()  # no error: the loop ended as asked

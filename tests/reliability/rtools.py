@@ -492,3 +492,41 @@ class TimeZone(BaseTool):
             os.environ["TZ"] = params.path
             time.tzset()
         return ToolResult.ok(time.timezone)
+
+
+_HELD_FDS: list[int] = []
+
+
+class HoldDescriptors(BaseTool):
+    """Takes every descriptor the processor has left, and gives them back ``seconds``
+    later (from a timer thread): a FAST tool that leaks them, a full file table."""
+
+    name: ClassVar[str] = "r_hold_fds"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        import threading  # noqa: PLC0415 - only this tool needs it
+
+        def give_back() -> None:
+            while _HELD_FDS:
+                os.close(_HELD_FDS.pop())
+
+        threading.Timer(params.seconds, give_back).start()
+        try:
+            while True:
+                _HELD_FDS.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            pass
+        return ToolResult.ok({"held": len(_HELD_FDS)})
+
+
+class ExitWorker(BaseTool):
+    """Ends its worker at once (``os._exit``), as a segfault would."""
+
+    name: ClassVar[str] = "r_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        os._exit(3)
