@@ -91,13 +91,27 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
 // print as doubles.  Only the text: the record's own fields stay numbers, for the charts
 // and tables that compute with them (a raw JSON value is no number: an equity curve with
 // nanosecond times broke the chart).
-const UNSAFE_INTEGER = /(?<![\d.eE+-])-?\d{16,}(?![\d.eE])/;  // not a float's digits
 const EXACT_FIELDS = ["params", "meta", "result"];
 const exactFields = new WeakMap();  // record -> its EXACT_FIELDS with exact integers
 
+function hasUnsafeInteger(value) {
+  // Whether value holds a number past 2**53 that is whole, as every integer parsed from
+  // such digits is: only then can the text hold digits the double lost.  A walk of the
+  // parsed value, not a search of the text: 23 ms against 90 for a 14 MB backtest's.
+  if (typeof value === "number") return Number.isInteger(value) && !Number.isSafeInteger(value);
+  if (value === null || typeof value !== "object") return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i += 1) if (hasUnsafeInteger(value[i])) return true;
+    return false;
+  }
+  for (const key in value) if (hasUnsafeInteger(value[key])) return true;
+  return false;
+}
+
 function withExactIntegers(record, text, pick) {
   // record: parsed from text already; pick: where it is in the value text holds.
-  if (!record || typeof JSON.rawJSON !== "function" || !UNSAFE_INTEGER.test(text)) return record;
+  if (!record || typeof JSON.rawJSON !== "function"
+      || !EXACT_FIELDS.some((key) => hasUnsafeInteger(record[key]))) return record;
   const exact = pick(JSON.parse(text, (key, value, context) => (
     typeof value === "number" && !Number.isSafeInteger(value) && /^-?\d+$/.test(context.source)
       ? JSON.rawJSON(context.source) : value)));
