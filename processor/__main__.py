@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from processor import startup
 from spool.errors import ConfigError, SpoolError
+from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
 # forkserver has started, where that can come first (see processor.startup): its
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--job-num", type=int, help="COMPUTE workers (JOB_NUM)")
     parser.add_argument("--executor", help="local, or dask://host:port (SPOOL_EXECUTOR)")
     parser.add_argument("--json", action="store_true", help="tools: print JSON")
+    add_version(parser)
     return parser
 
 

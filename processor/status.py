@@ -10,7 +10,6 @@ ever see a complete file, and a failure to write it never stops a job.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import time
@@ -24,19 +23,12 @@ from processor.executor import ComputeExecutor
 from spool.clock import Clock
 from spool.errors import SpoolIOError
 from spool.transitions import Spool
+from spool.version import version
 
 log = logging.getLogger("spoolq.processor")
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject's), which the status file reports."""
-    try:
-        return importlib.metadata.version("spoolq")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
-        return "unknown"
-
-
-VERSION = _version()
+VERSION = version()
 STATUS_WRITE = "cannot write status file"
 
 

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
+from spool.version import add_version
 from statusd.app import create_app
 from statusd.errors import CLIENT_FAULTS, ServerLog
 from statusd.protocol import AppRunner
@@ -69,6 +70,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     # A str: Settings refuses an empty one, where Path("") would be the working directory.
     parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    add_version(parser)
     return parser.parse_args(argv)
 
 

@@ -29,6 +29,7 @@ from spool.cli import admin, catalog, demo, jobs, overview, submit, waiting
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
+from spool.version import add_version
 
 if TYPE_CHECKING:
     from spool.settings import Settings
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "spool (a queue that is a directory); no daemon needed.",
                      epilog="Run 'spoolq COMMAND --help' for a command's options.")
     add_globals(parser, on_command=False)
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         child = sub.add_parser(command.name, help=command.help,

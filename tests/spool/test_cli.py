@@ -113,6 +113,22 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
     assert "attempts reset to 0" in " ".join(retry.split())
 
 
+def test_each_command_says_its_version(env: dict[str, str]) -> None:
+    """``--version`` of the three console scripts prints the installed distribution's
+    version and exits 0, whatever the settings say (it reads none)."""
+    import importlib.metadata  # noqa: PLC0415 - this test's alone
+
+    expected = importlib.metadata.version("spoolq")
+    broken = {**env, "SPOOL_FSYNC": "sometimes", "JOB_NUM": "many"}
+    for name, module in (("spoolq", "spool.cli"), ("spool-processor", "processor"),
+                         ("spool-statusd", "statusd")):
+        script = Path(sys.executable).with_name(name)
+        cmd = [str(script)] if script.exists() else [sys.executable, "-m", module]
+        proc = subprocess.run([*cmd, "--version"], env=broken, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{name} {expected}\n", "")
+
+
 def test_usage_errors_and_a_missing_spool_are_one_line(env: dict[str, str]) -> None:
     none, bogus, bad_option, too_many, far, ls, show, stats = run_all(
         env, [], ["bogus"], ["ls", "--limit", "0"], ["ls", "--limit", "1001"],
