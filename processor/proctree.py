@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
 import signal
 
+from spool.fsops import NO_DESCRIPTOR
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-_NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
-"""Out of descriptors: ``/proc`` cannot be read now.  A walk then sees less (the kill of
-``pid`` itself and of its group needs none), a pass of the reaper reaps nothing; the
-next ones see the rest.  Raised, it crashed the processor's loop."""
+# Out of descriptors (NO_DESCRIPTOR), ``/proc`` cannot be read now.  A walk then sees
+# less (the kill of ``pid`` itself and of its group needs none), a pass of the reaper
+# reaps nothing; the next ones see the rest.  Raised, it crashed the processor's loop.
 
 
 def prctl(option: int, value: int) -> None:
@@ -85,18 +85,18 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     except OSError as exc:
-        if exc.errno in _NO_DESCRIPTOR:
+        if exc.errno in NO_DESCRIPTOR:
             return True  # a descendant just listed: killed, should it still run
         raise
 
 
 def children_of(pid: int | str) -> list[int]:
     """The child pids of ``pid`` (or ``"self"``), from every one of its threads; none
-    when this process is out of descriptors (see :data:`_NO_DESCRIPTOR`)."""
+    when this process is out of descriptors (see the note above :func:`prctl`)."""
     try:
         by_thread = _children_by_thread(pid)
     except OSError as exc:
-        if exc.errno not in _NO_DESCRIPTOR:
+        if exc.errno not in NO_DESCRIPTOR:
             raise
         return []
     return [child for pids in by_thread.values() for child in pids]
@@ -110,7 +110,7 @@ def parent_of(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
         return 0
     except OSError as exc:
-        if exc.errno in _NO_DESCRIPTOR:
+        if exc.errno in NO_DESCRIPTOR:
             return 0
         raise
 
@@ -131,7 +131,7 @@ def _zombie(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     except OSError as exc:
-        if exc.errno in _NO_DESCRIPTOR:
+        if exc.errno in NO_DESCRIPTOR:
             return False  # reaped at a later pass
         raise
 
@@ -173,7 +173,7 @@ class Reaper:
         try:
             by_thread = _children_by_thread(main)
         except OSError as exc:
-            if exc.errno not in _NO_DESCRIPTOR:
+            if exc.errno not in NO_DESCRIPTOR:
                 raise
             return 0  # the next pass looks again: a partial look would forget tools' children
         below_main = by_thread.pop(main, [])
