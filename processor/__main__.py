@@ -3,14 +3,18 @@
     spool-processor [run] [--spool-dir DIR] [--job-num N] [--executor local|dask://H:P]
     spool-processor tools [--json]
 
-Exit status: 0 after a clean stop (SIGTERM/SIGINT), 2 on a configuration
-error or a spool it cannot use (one line on stderr), 1 on anything else.
+Exit status: 0 after a clean stop (SIGTERM/SIGINT); 2 on a configuration
+error or a spool it cannot use (one line on stderr), which a restart cannot fix
+(the unit's ``RestartPreventExitStatus=2``); 75 (sysexits' ``EX_TEMPFAIL``) on a
+spool it cannot use for now (one line: full, out of descriptors, an I/O error),
+which systemd restarts it after; 1 on anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -19,7 +23,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from processor import startup
-from spool.errors import ConfigError, SpoolError
+from spool.errors import ConfigError, SpoolError, SpoolIOError
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -44,6 +48,23 @@ def make_executor(settings: Settings) -> ComputeExecutor:
 
         return DaskExecutor(settings)
     raise ConfigError(f"SPOOL_EXECUTOR={settings.executor!r}: use 'local' or 'dask://host:port'")
+
+
+EXIT_CONFIG = 2
+EXIT_TEMPFAIL = 75
+PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EAGAIN,
+                            errno.EMFILE, errno.ENFILE})
+"""What a spool refuses for now: a disk full, descriptors or memory short, an I/O error.
+At start-up (its recovery scan, say) the processor exits ``EXIT_TEMPFAIL`` for these,
+so systemd starts it again; with exit status 2 a full disk at boot left it down until
+someone restarted it by hand."""
+
+
+def passing(exc: BaseException) -> bool:
+    """``exc`` is spool trouble that goes away by itself (:data:`PASSING_ERRNOS`)."""
+    cause = exc.__cause__
+    return (isinstance(exc, SpoolIOError) and isinstance(cause, OSError)
+            and cause.errno in PASSING_ERRNOS)
 
 
 OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
@@ -147,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(settings)
     except (ConfigError, SpoolError) as exc:
         print(f"spool-processor: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_TEMPFAIL if passing(exc) else EXIT_CONFIG
     except Exception:
         logging.getLogger("spoolq.processor").exception("crashed")
         return 1
