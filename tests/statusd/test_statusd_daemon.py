@@ -125,12 +125,15 @@ def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
 
 
 def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> None:
+    """One line, in the shape of the other commands' (``spool-processor: error: ...``,
+    ``spoolq: error: ...``), which a journal query can look for; it lacked ``error:``."""
     proc = subprocess.run([sys.executable, "-m", "statusd"], env=_env(tmp_path / "nothing"),
                           cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           check=False)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
+    assert lines[0].startswith("spool-statusd: error: "), proc.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
