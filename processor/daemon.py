@@ -180,11 +180,19 @@ class Processor:
         """
         if self.fast.run_next():
             return True
-        if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline):
+        if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
+                              or self._none_running()):
             lifecycle.stop_runs(self.runs, self.executor, self.spool, self.finisher)
             return False
         self._pass()
         return True
+
+    def _none_running(self) -> bool:
+        """Every run left waits for a worker that could not start (out of processes, its
+        tools not importable there): nothing runs that the grace period would let
+        finish, and they are requeued now, not once it is over."""
+        unstarted = self.executor.unstarted()
+        return bool(unstarted) and all(job_id in unstarted for job_id in self.runs)
 
     def _pass(self) -> None:
         """One pass: wait for work or a timer, then intake, cancels, dispatch, status."""

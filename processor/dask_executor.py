@@ -140,6 +140,9 @@ class DaskExecutor:
     def busy(self) -> int:
         return len(self._flights)
 
+    def unstarted(self) -> frozenset[str]:
+        return frozenset()  # a task Dask has not started yet is the scheduler's to place
+
     def submit(self, task: Task) -> None:
         flight = Flight(task, self._new_key(task))
         self._flights.add(flight)

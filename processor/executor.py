@@ -12,7 +12,7 @@ no backlog hides inside the executor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,6 +97,12 @@ class ComputeExecutor(Protocol):
     def free_slots(self) -> int: ...
 
     def busy(self) -> int: ...
+
+    def unstarted(self) -> Collection[str]:
+        """The job ids of submitted tasks that no worker took yet and none runs: the
+        local pool's, waiting for a worker that could start (a stop requeues these at
+        once: the grace period lets running jobs finish, and these do not run)."""
+        ...
 
     def submit(self, task: Task) -> None: ...
 

@@ -183,6 +183,9 @@ class LocalPool:
         with self._lock:
             return sum(1 for s in self._slots if s.task is not None) + len(self._waiting)
 
+    def unstarted(self) -> frozenset[str]:
+        return frozenset(task.job_id for task, _ in self._waiting)
+
     def submit(self, task: Task) -> None:
         with self._lock:
             slot = next((s for s in self._slots if _free(s)), None)
