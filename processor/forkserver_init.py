@@ -63,6 +63,11 @@ def _fork_or_refuse() -> int:
         # What the request brought, which the loop closes only after a fork: the
         # client's pipe ends (its read of the pid then ends) and the worker's fds.
         loop = sys._getframe(1).f_locals
+        if not isinstance(loop.get("child_w"), int):
+            # Not the loop this knows (multiprocessing/forkserver.py of 3.11 to 3.14):
+            # refused, the request's pipe stayed open and the client's read of the pid
+            # blocked for good, and the processor's loop thread with it.  Let it end.
+            raise
         ends = [loop.get("child_r"), loop.get("child_w"), *(loop.get("fds") or ())]
         for fd in ends:
             if isinstance(fd, int):
