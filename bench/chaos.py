@@ -4,6 +4,7 @@ Run from the repository root::
 
     python -m bench.chaos [--jobs 10000] [--kills 50] [--seed S] [--job-num N]
                           [--fsync always|batch|never] [--max-gap S] [--json]
+                          [--processors N] [--sigterm-share F] [--meddle [--statusd]]
 
 What it does (issue 8, item 1): plans ``--jobs`` jobs of five kinds (FAST and
 COMPUTE, succeeding or failing on purpose, and COMPUTE jobs that hang past a
@@ -32,6 +33,17 @@ prints, and exits 1 unless the first five are 0:
   but whose outcome died with the processor before it was recorded;
 * wall time, from the first drop to the last processor's exit.
 
+Every writer at once: ``--processors N`` runs N processors on the spool, each
+stopped and restarted on its own (``bench/chaos_fleet.py``; ``--kills`` counts
+the stops of all, ``--sigterm-share`` of them graceful), and N last ones finish.
+``--meddle`` adds a meddler process (``--meddlers N``: N at once) that re-drops
+finished ids, cancels pending and running jobs, retries failed ones and purges old
+records (``bench/chaos_meddle.py``; ``--statusd``: half the re-drops through
+statusd's POST), plus 5 % COMPUTE jobs of 0.3 to 1.5 s to cancel; the end checks are then
+``bench/chaos_verdict.py``'s (an id a purge may have removed may be absent, a
+cancel that answered ``cancelled`` must stand, nothing left in pending, running,
+stage or tmp), and a SIGTERM's exit status must be 0.
+
 Jobs get ``max_attempts`` 25 so kills never spend them (timeout jobs: 2).
 Processes are stopped by pid; the spool (under ``--dir``, default a temporary
 folder in ``/tmp``) is removed unless ``--keep``.
@@ -43,8 +55,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,8 +63,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-import psutil
 
+from bench.chaos_fleet import REPO, Fleet, FleetTally, Incarnation, sweep_strays
 from bench.chaos_ledger import Ledger, Watcher
 from bench.chaos_report import (
     KINDS,
@@ -65,13 +75,11 @@ from bench.chaos_report import (
     plan_jobs,
 )
 from bench.chaos_report import render as render_report
+from bench.chaos_verdict import judge, may_be_purged, timelines
+from bench.chaos_writers import Writers
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
-
-REPO = Path(__file__).resolve().parents[1]
-STARTUP_KILL_SHARE = 0.2
-STARTUP_KILL_WINDOW_S = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,49 +94,20 @@ class SoakConfig:
     silent_timeouts: bool = False
     workdir: Path | None = None
     keep: bool = False
+    processors: int = 1
+    sigterm_share: float = 0.0
+    meddle: bool = False
+    meddlers: int = 1
+    statusd: bool = False
 
 
-class Incarnation:
-    """One ``python -m processor`` run; its log goes to ``logs/<n>.log``."""
-
-    def __init__(self, root: Path, env: dict[str, str], log: Path) -> None:
-        self.root = root
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen([sys.executable, "-m", "processor"], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"processor exited {self.proc.returncode} (see its log)")
-        return any(f"-{self.proc.pid}-" in n and n.endswith(".json")
-                   for n in os.listdir(self.root / "owners"))
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.ready():
-            if time.monotonic() > deadline:
-                raise RuntimeError("processor not ready in time")
-            time.sleep(0.01)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.wait(30)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        return self.wait(timeout_s)
-
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        finally:
-            self._log.close()
+SLOW_SHARE = 0.05
+"""With --meddle, the share of COMPUTE jobs that run 0.3 to 1.5 s: cancels' targets."""
 
 
 class Soak:
-    """One soak: a spool, its dropper thread, processor incarnations, a ledger watcher."""
+    """One soak: a spool, its dropper thread, processor slots, a ledger watcher, and
+    with ``--meddle`` the meddler (and statusd) of :mod:`bench.chaos_writers`."""
 
     def __init__(self, cfg: SoakConfig) -> None:
         self.cfg = cfg
@@ -140,9 +119,11 @@ class Soak:
         self.logs = self.base / "logs"
         self.token = os.urandom(8).hex()
         self.ledger = Ledger(self.log)
-        self.kill_ns: dict[int, int] = {}
         self.incarnations: list[Incarnation] = []
         self.kills_over = threading.Event()
+        self.drop_ns: dict[str, int] = {}
+        self.writers = Writers(self.base, self.root, self.env)
+        self._lock = threading.Lock()
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SPOOL_DIR": str(self.root), "JOB_NUM": str(self.cfg.job_num),
@@ -152,8 +133,9 @@ class Soak:
                 "SPOOLQ_CHAOS_SOAK": self.token}
 
     def start(self) -> Incarnation:
-        inc = Incarnation(self.root, self.env(), self.logs / f"{len(self.incarnations)}.log")
-        self.incarnations.append(inc)
+        with self._lock:
+            inc = Incarnation(self.root, self.env(), self.logs / f"{len(self.incarnations)}.log")
+            self.incarnations.append(inc)
         return inc
 
     def run(self) -> SoakReport:
@@ -161,38 +143,49 @@ class Soak:
             folder.mkdir()
         Mover(Layout(self.root), FsyncMode(self.cfg.fsync)).make_folders()
         planned = plan_jobs(self.cfg.jobs, self.rng, self.log, self.locks,
-                            silent_timeouts=self.cfg.silent_timeouts)
-        report = SoakReport(self.cfg.jobs, {k: sum(p.kind == k for p in planned) for k in KINDS})
+                            silent_timeouts=self.cfg.silent_timeouts,
+                            slow_share=SLOW_SHARE if self.cfg.meddle else 0.0)
+        report = SoakReport(self.cfg.jobs, {k: sum(p.kind == k for p in planned) for k in KINDS},
+                            processors=self.cfg.processors)
         watcher = Watcher(self.ledger).start()
         started = time.monotonic()
         dropper = threading.Thread(target=self._drop_all, args=(planned,), name="dropper")
+        fleet = Fleet(self.start, self.rng, stops=self.cfg.kills,
+                      processors=self.cfg.processors, sigterm_share=self.cfg.sigterm_share,
+                      max_gap_s=self.cfg.max_gap_s)
         try:
             dropper.start()
-            self._kill_loop(report)
+            if self.cfg.meddle:
+                self.writers.start(planned, self.rng.randrange(2**32), self.cfg.fsync,
+                                   meddlers=self.cfg.meddlers, statusd=self.cfg.statusd)
+            fleet.run()
             self.kills_over.set()
+            report.meddler_exits = self.writers.stop_meddlers()
             dropper.join()
-            final = self.start()
-            self._wait_drained(planned)
-            report.final_exit_status = final.stop()
+            finals = [self.start() for _ in range(self.cfg.processors)]
+            report.examples["not_drained"] = self._wait_drained(planned)
+            statuses = [inc.stop() for inc in finals]
+            report.final_exit_status = next((s for s in statuses if s != 0), 0)
             report.wall_s = round(time.monotonic() - started, 1)
         finally:
             self.kills_over.set()
+            self.writers.stop()
             for inc in self.incarnations:
                 if inc.proc.poll() is None:
                     inc.kill()
             watcher.stop()
             dropper.join()
-        self._check(planned, report)
+        self._check(planned, report, fleet.tally)
         if not self.cfg.keep:
             shutil.rmtree(self.base, ignore_errors=True)
         return report
 
     def _drop_all(self, planned: list[PlannedJob]) -> None:
-        """Drop at a steady pace over the time the kills are planned to take; once they
-        are over (the kill loop ran faster than planned), drop the rest without waiting:
-        until the last processor starts no processor runs, so the pace can no longer
+        """Drop at a steady pace over the time the stops are planned to take; once they
+        are over (the slots ran faster than planned), drop the rest without waiting:
+        until the last processors start no processor runs, so the pace can no longer
         change what one sees (on a quick host the soak waited ~5 s of 13.5 s for it)."""
-        window_s = self.cfg.kills * (self.cfg.max_gap_s / 2 + 1.5)
+        window_s = self.cfg.kills / self.cfg.processors * (self.cfg.max_gap_s / 2 + 1.5)
         start = time.monotonic()
         for n, job in enumerate(planned):
             delay = start + window_s * n / len(planned) - time.monotonic()
@@ -200,58 +193,46 @@ class Soak:
                 self.kills_over.wait(delay)
             tmp = self.root / "tmp" / f"chaos-drop-{job.job_id}"
             tmp.write_bytes(job.body)
+            self.drop_ns[job.job_id] = time.monotonic_ns()
             os.rename(tmp, self.root / "pending" / f"{job.job_id}.json")
 
-    def _kill_loop(self, report: SoakReport) -> None:
-        for _ in range(self.cfg.kills):
-            inc = self.start()
-            if self.rng.random() < STARTUP_KILL_SHARE:
-                time.sleep(self.rng.uniform(0.0, STARTUP_KILL_WINDOW_S))
-                report.startup_kills += 1
-            else:
-                inc.wait_ready()
-                time.sleep(self.rng.uniform(0.05, self.cfg.max_gap_s))
-            self.kill_ns[inc.proc.pid] = time.monotonic_ns()
-            inc.kill()
-            report.kills += 1
-
-    def _wait_drained(self, planned: list[PlannedJob]) -> None:
-        want = {p.job_id + ".json" for p in planned}
+    def _wait_drained(self, planned: list[PlannedJob]) -> list[str]:
+        """Until every planned id has a record (with --meddle: every id no purge may have
+        removed) and nothing waits or runs; or ``drain_timeout_s``.  (``stage/`` holds
+        a live processor's spare files: it is checked once they have stopped.)"""
+        meddle = timelines(self.drop_ns, self.writers.meddle_logs)
+        want = {p.job_id + ".json" for p in planned
+                if not (self.cfg.meddle and may_be_purged(meddle.timelines[p.job_id],
+                                                          meddle.purges))}
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while time.monotonic() < deadline:
             terminal = set(os.listdir(self.root / "done")) | set(os.listdir(self.root / "failed"))
-            if want <= terminal and not any(os.listdir(self.root / s)
-                                             for s in ("pending", "running")):
-                return
+            busy = [f"{s}/{n}" for s in ("pending", "running")
+                    for n in os.listdir(self.root / s)]
+            if want <= terminal and not busy:
+                return []
             time.sleep(0.2)
+        return sorted(want - terminal)[:5] + busy[:5]
 
     # -- the figures ---------------------------------------------------------------------
 
-    def _check(self, planned: list[PlannedJob], report: SoakReport) -> None:
-        check_spool(self.root, planned, report)
-        count_runs(self.ledger.by_id(), planned, self.kill_ns, report)
-        report.stray_processes = self._sweep_strays()
+    def _check(self, planned: list[PlannedJob], report: SoakReport, tally: FleetTally
+               ) -> None:
+        report.kills, report.startup_kills, report.sigterms = \
+            tally.kills, tally.startup_stops, tally.sigterms
+        report.bad_term_exits, report.early_term_deaths = \
+            tally.bad_term_exits, tally.early_term_deaths
+        grouped = self.ledger.by_id()
+        if self.cfg.meddle:
+            judge(self.root, planned, timelines(self.drop_ns, self.writers.meddle_logs),
+                  grouped, report)
+        else:
+            check_spool(self.root, planned, report)
+        count_runs(grouped, planned, tally.kill_ns, report)
+        report.stray_processes = sweep_strays(self.token)
         report.error_log_lines = sum(
             line.startswith(b'{"') and b'"level":"error"' in line
             for inc in self.logs.iterdir() for line in inc.read_bytes().splitlines())
-
-    def _sweep_strays(self) -> int:
-        """Processes of any incarnation still alive 5 s after the last stop (then killed)."""
-        deadline = time.monotonic() + 5.0
-        while True:
-            strays = [p for p in psutil.process_iter() if self._ours(p)]
-            if not strays or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        for proc in strays:
-            proc.kill()
-        return len(strays)
-
-    def _ours(self, proc: psutil.Process) -> bool:
-        try:
-            return bool(proc.environ().get("SPOOLQ_CHAOS_SOAK") == self.token)
-        except (psutil.Error, OSError):
-            return False
 
 
 def run_soak(cfg: SoakConfig) -> SoakReport:
@@ -276,6 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--silent-timeouts", action="store_true",
                         help="timeout jobs hang without progress reports (see "
                         "docs/reliability.md: a busy silent worker outlives its processor)")
+    parser.add_argument("--processors", type=int, default=1,
+                        help="processors sharing the spool, each stopped and restarted")
+    parser.add_argument("--sigterm-share", type=float, default=0.0,
+                        help="share of the stops that are a SIGTERM, not a SIGKILL")
+    parser.add_argument("--meddle", action="store_true",
+                        help="a meddler re-drops, cancels, retries and purges meanwhile")
+    parser.add_argument("--meddlers", type=int, default=1,
+                        help="with --meddle: meddler processes acting at once")
+    parser.add_argument("--statusd", action="store_true",
+                        help="with --meddle: half the re-drops go through statusd's POST")
+    parser.add_argument("--drain-timeout", type=float, default=900.0,
+                        help="how long the last processors may take to finish (s)")
     parser.add_argument("--dir", type=Path, help="where the temporary spool goes")
     parser.add_argument("--keep", action="store_true", help="keep the spool and logs")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -283,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SoakConfig(jobs=args.jobs, kills=args.kills, seed=args.seed, job_num=args.job_num,
                      fsync=args.fsync, max_gap_s=args.max_gap,
                      silent_timeouts=args.silent_timeouts, workdir=args.dir,
-                     keep=args.keep)
+                     keep=args.keep, processors=args.processors,
+                     sigterm_share=args.sigterm_share, meddle=args.meddle,
+                     meddlers=args.meddlers,
+                     statusd=args.statusd, drain_timeout_s=args.drain_timeout)
     report = run_soak(cfg)
     if args.json:
         print(orjson.dumps({**asdict(report), "ok": report.ok}).decode())

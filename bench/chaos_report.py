@@ -36,6 +36,8 @@ KINDS: dict[str, tuple[float, str, tuple[float, float], bool, tuple[str, frozens
                      ("failed", frozenset({"tool_error"}))),
     "compute_timeout": (0.005, "chaos_compute", (30.0, 30.0), False,
                         ("failed", frozenset({"timeout", "abandoned"}))),
+    # Planned only with --meddle (``slow_share``): runs long enough to be cancelled.
+    "compute_slow": (0.0, "chaos_compute", (0.3, 1.5), False, ("done", frozenset())),
 }
 
 
@@ -69,18 +71,34 @@ class SoakReport:
     final_exit_status: int | None = None
     wall_s: float = 0.0
     examples: dict[str, list[str]] = field(default_factory=dict)
+    # -- with several processors, SIGTERMs or the meddler (bench/chaos_verdict.py) --
+    processors: int = 1
+    sigterms: int = 0
+    bad_term_exits: list[int] = field(default_factory=list)
+    early_term_deaths: int = 0
+    purged: int = 0
+    """Planned ids with no record that a purge may have removed (not lost)."""
+    cancel_not_kept: int = 0
+    left_behind: int = 0
+    cancel_requests_left: int = 0
+    meddled: dict[str, int] = field(default_factory=dict)
+    meddler_exits: list[int | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.run_twice_at_once or self.in_two_folders
                     or self.wrong_outcome or self.stray_processes
-                    or self.final_exit_status != 0)
+                    or self.final_exit_status != 0 or self.cancel_not_kept
+                    or self.left_behind or self.bad_term_exits
+                    or any(self.meddler_exits))
 
 
 def plan_jobs(jobs: int, rng: random.Random, log: Path, locks: Path, *,
-              silent_timeouts: bool = False) -> list[PlannedJob]:
-    counts = {k: max(1, round(share * jobs)) for k, (share, *_rest) in KINDS.items()
-              if k != "compute_ok"}
+              silent_timeouts: bool = False, slow_share: float = 0.0) -> list[PlannedJob]:
+    shares = {k: slow_share if k == "compute_slow" else share
+              for k, (share, *_rest) in KINDS.items()}
+    counts = {k: max(1, round(share * jobs)) for k, share in shares.items()
+              if k != "compute_ok" and share > 0}
     counts["compute_ok"] = jobs - sum(counts.values())
     kinds = [k for k, n in counts.items() for _ in range(n)]
     rng.shuffle(kinds)
@@ -110,7 +128,7 @@ def check_spool(root: Path, planned: list[PlannedJob], report: SoakReport) -> No
                 where.setdefault(name[:-5], []).append(state)
     lost = [p.job_id for p in planned if not set(where.get(p.job_id, ())) & {"done", "failed"}]
     two = [i for i, states in where.items() if len(states) > 1]
-    records = {p.job_id: _record(root, p.job_id) for p in planned}
+    records = {p.job_id: read_record(root, p.job_id) for p in planned}
     wrong = [p.job_id for p in planned
              if p.job_id not in lost and not _as_expected(p, records[p.job_id])]
     report.lost, report.in_two_folders, report.wrong_outcome = len(lost), len(two), len(wrong)
@@ -119,7 +137,7 @@ def check_spool(root: Path, planned: list[PlannedJob], report: SoakReport) -> No
     report.examples.update(lost=lost[:5], in_two_folders=two[:5], wrong=wrong[:5])
 
 
-def _record(root: Path, job_id: str) -> dict[str, Any] | None:
+def read_record(root: Path, job_id: str) -> dict[str, Any] | None:
     for state in ("done", "failed"):
         try:
             data: dict[str, Any] = orjson.loads((root / state / f"{job_id}.json").read_bytes())
@@ -164,23 +182,34 @@ def render(r: SoakReport, settings: str) -> str:
     k = r.kinds
     lines = [
         f"chaos soak: {r.jobs} jobs (FAST {k['fast_ok'] + k['fast_fail']}, COMPUTE "
-        f"{k['compute_ok'] + k['compute_fail'] + k['compute_timeout']}; failing "
-        f"{k['fast_fail'] + k['compute_fail']}, timing out {k['compute_timeout']}), "
-        f"{r.kills} SIGKILLs ({r.startup_kills} during start-up), {settings}",
-        f"  lost                  {r.lost}",
+        f"{k['compute_ok'] + k['compute_fail'] + k['compute_timeout'] + k['compute_slow']}; "
+        f"failing {k['fast_fail'] + k['compute_fail']}, timing out {k['compute_timeout']}, "
+        f"slow {k['compute_slow']}), {r.processors} processor(s), {r.kills} SIGKILLs and "
+        f"{r.sigterms} SIGTERMs ({r.startup_kills} during start-up), {settings}",
+        f"  lost                  {r.lost}  (absent after a purge that may have taken "
+        f"them: {r.purged})",
         f"  run twice at once     {r.run_twice_at_once}  (log overlaps {r.log_overlaps}, "
         f"lock conflicts {r.lock_conflicts})",
         f"  in two folders        {r.in_two_folders}",
         f"  wrong outcome         {r.wrong_outcome}",
+        f"  cancel not kept       {r.cancel_not_kept}",
+        f"  left behind           {r.left_behind}  (pending, running, stage, tmp; "
+        f"cancel requests left {r.cancel_requests_left})",
+        f"  SIGTERM exits not 0   {r.bad_term_exits}  (ended by it before their first log "
+        f"line, not counted: {r.early_term_deaths})",
         f"  stray processes       {r.stray_processes}",
         f"  re-executions         {r.reexecutions}  (cut short by a kill {r.cut_by_kill}, "
-        f"finished but unrecorded when killed {r.finished_unrecorded})",
+        f"finished but unrecorded when killed {r.finished_unrecorded}; with --meddle "
+        "re-drops and retries count too)",
         f"  runs                  {r.runs}; abandoned {r.abandoned} (timeout jobs only may be)",
         f"  a run outlived its processor's SIGKILL by at most {r.max_linger_ms} ms",
-        f"  processor error log lines {r.error_log_lines}; last processor exit status "
+        f"  processor error log lines {r.error_log_lines}; last processors' exit status "
         f"{r.final_exit_status}",
         f"  wall time             {r.wall_s} s",
     ]
+    if r.meddled:
+        lines.insert(-1, f"  meddlers              exits {r.meddler_exits}: " + ", ".join(
+            f"{action} {n}" for action, n in r.meddled.items()))
     if not r.ok:
         lines.append(f"  FAILED; examples: {r.examples}")
     return "\n".join(lines)

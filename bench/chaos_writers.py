@@ -1,0 +1,99 @@
+"""The other writers of ``bench/chaos.py --meddle``: the meddler processes and statusd.
+
+:class:`Writers` starts ``meddlers`` processes ``python -m bench.chaos_meddle`` (their
+plan, the planned jobs by id, written to ``plan.json`` beside the spool; each its own
+log, ``meddle-<n>.log``; the first one also purges) and, with ``statusd``, a
+``python -m statusd`` on a free loopback port with a token, whose
+``POST /api/v1/tasks`` the meddler uses for half its re-drops.  Both run with the
+soak's environment (its marker included, so a survivor counts as a stray).  The
+meddlers are stopped with SIGTERM (each ends the action under way), statusd
+likewise; all by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from bench.chaos_fleet import REPO
+from bench.chaos_report import PlannedJob
+
+STOP_TIMEOUT_S = 30.0
+
+
+class Writers:
+    """The meddlers and statusd of one soak (none until :meth:`start`)."""
+
+    def __init__(self, base: Path, root: Path, env: Callable[[], dict[str, str]]) -> None:
+        self.base = base
+        self.root = root
+        self.env = env
+        self.meddle_logs: list[Path] = []
+        self.meddlers: list[subprocess.Popen[bytes]] = []
+        self.statusd: subprocess.Popen[bytes] | None = None
+
+    def start(self, planned: list[PlannedJob], seed: int, fsync: str, *,
+              meddlers: int, statusd: bool) -> None:
+        plan = self.base / "plan.json"
+        plan.write_bytes(orjson.dumps({p.job_id: orjson.loads(p.body) for p in planned}))
+        env = {**self.env(), "STATUSD_TOKEN": os.urandom(12).hex()}
+        extra = ["--statusd", self._start_statusd(env)] if statusd else []
+        for n in range(meddlers):
+            self.meddle_logs.append(self.base / f"meddle-{n}.log")
+            args = [sys.executable, "-m", "bench.chaos_meddle", str(self.root), str(plan),
+                    str(self.meddle_logs[-1]), str(seed + n), "--fsync", fsync, *extra,
+                    *(["--purges"] if n == 0 else [])]
+            with open(self.base / "logs" / f"meddler-{n}.log", "wb") as log:
+                self.meddlers.append(subprocess.Popen(args, env=env, cwd=REPO, stdout=log,
+                                                      stderr=subprocess.STDOUT))
+
+    def _start_statusd(self, env: dict[str, str]) -> str:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env.update(STATUSD_HOST="127.0.0.1", STATUSD_PORT=str(port))
+        with open(self.base / "logs" / "statusd.log", "wb") as log:
+            self.statusd = subprocess.Popen([sys.executable, "-m", "statusd"], env=env,
+                                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    return url
+            except OSError:
+                if self.statusd.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("statusd did not start (see logs/statusd.log)") from None
+                time.sleep(0.1)
+
+    def stop_meddlers(self) -> list[int | None]:
+        """SIGTERM the meddlers and wait for them; their exit statuses."""
+        for proc in self.meddlers:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        return [_stop(proc) for proc in self.meddlers]
+
+    def stop(self) -> None:
+        self.stop_meddlers()
+        _stop(self.statusd)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> int | None:
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait()
