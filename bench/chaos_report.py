@@ -82,7 +82,7 @@ class SoakReport:
     left_behind: int = 0
     cancel_requests_left: int = 0
     meddled: dict[str, int] = field(default_factory=dict)
-    meddler_exits: list[int | None] = field(default_factory=list)
+    meddler_exits: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -40,6 +40,7 @@ class Writers:
         self.meddle_logs: list[Path] = []
         self.meddlers: list[subprocess.Popen[bytes]] = []
         self.statusd: subprocess.Popen[bytes] | None = None
+        self._termed: set[int] = set()
 
     def start(self, planned: list[PlannedJob], seed: int, fsync: str, *,
               meddlers: int, statusd: bool) -> None:
@@ -75,23 +76,27 @@ class Writers:
                     raise RuntimeError("statusd did not start (see logs/statusd.log)") from None
                 time.sleep(0.1)
 
-    def stop_meddlers(self) -> list[int | None]:
+    def stop_meddlers(self) -> list[int]:
         """SIGTERM the meddlers and wait for them; their exit statuses."""
         for proc in self.meddlers:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        return [_stop(proc) for proc in self.meddlers]
+            self._term(proc)
+        return [_wait(proc) for proc in self.meddlers]
 
     def stop(self) -> None:
         self.stop_meddlers()
-        _stop(self.statusd)
+        if self.statusd is not None:
+            self._term(self.statusd)
+            _wait(self.statusd)
+
+    def _term(self, proc: subprocess.Popen[bytes]) -> None:
+        """One SIGTERM per process: a second one could land while its interpreter is
+        exiting, after it put back the default action (a meddler ended -15 so)."""
+        if proc.pid not in self._termed and proc.poll() is None:
+            self._termed.add(proc.pid)
+            os.kill(proc.pid, signal.SIGTERM)
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> int | None:
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
+def _wait(proc: subprocess.Popen[bytes]) -> int:
     try:
         return proc.wait(STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
