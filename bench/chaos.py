@@ -16,7 +16,7 @@ processor finish everything and stops it with SIGTERM.  Drops still planned once
 the kills are over go at once: no processor runs until that last one starts.  Every run of a job is
 recorded by ``bench/chaos_tools.py`` (markers in one ``O_APPEND`` log, plus a
 per-id ``flock``) and watched by ``bench/chaos_ledger.py``.  At the end it
-prints, and exits 1 unless the first five are 0:
+prints, and exits 1 unless the first six are 0:
 
 * **lost**: planned ids with no terminal record;
 * **run twice at once**: ids with two runs alive at the same time (from the
@@ -28,6 +28,7 @@ prints, and exits 1 unless the first five are 0:
   spent its two attempts, ``abandoned``);
 * **stray processes**: processes of any processor incarnation still alive once
   the last one has stopped;
+* **left behind**: anything in pending, running, stage or tmp after the last stop;
 * **re-executions**: runs of a job beyond its first (timeout jobs' planned
   retries aside), split into runs cut short by a kill and runs that finished
   but whose outcome died with the processor before it was recorded;
@@ -75,7 +76,7 @@ from bench.chaos_report import (
     plan_jobs,
 )
 from bench.chaos_report import render as render_report
-from bench.chaos_verdict import judge, may_be_purged, timelines
+from bench.chaos_verdict import judge, left_behind, may_be_purged, timelines
 from bench.chaos_writers import Writers
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -228,6 +229,7 @@ class Soak:
                   grouped, report)
         else:
             check_spool(self.root, planned, report)
+        left_behind(self.root, report)
         count_runs(grouped, planned, tally.kill_ns, report)
         report.stray_processes = sweep_strays(self.token)
         report.error_log_lines = sum(

@@ -21,8 +21,9 @@ each timed before and after (``CLOCK_MONOTONIC``).
   ``cancelled`` and the record says otherwise, unless that cancel took a pending
   re-drop while a run of the id was alive (that run's record replaces it, DESIGN
   section 9);
-* **left behind**: anything in ``pending/``, ``running/``, ``stage/`` or ``tmp/``;
-  requests left in ``cancel/`` are counted apart (``cancel_requests_left``).
+* **left behind** (:func:`left_behind`, also without meddlers): anything in
+  ``pending/``, ``running/``, ``stage/`` or ``tmp/``; requests left in ``cancel/``
+  are counted apart (``cancel_requests_left``).
 """
 
 from __future__ import annotations
@@ -133,14 +134,18 @@ def judge(root: Path, planned: list[PlannedJob], meddle: MeddleLog,
         len(lost), len(wrong), len(not_kept)
     report.abandoned = sum(_error_type(read_record(root, p.job_id)) == "abandoned"
                            for p in planned)
+    report.meddled = dict(sorted(meddle.counts.items()))
+    report.examples.update(lost=lost[:5], wrong=wrong[:5], cancel_not_kept=not_kept[:5],
+                           in_two_folders=[i for i, s in where.items() if len(s) > 1][:5])
+
+
+def left_behind(root: Path, report: SoakReport) -> None:
+    """What is left in ``pending/``, ``running/``, ``stage/``, ``tmp/`` and ``cancel/``
+    once every processor has stopped (with or without meddlers)."""
     left = {f: sorted(os.listdir(root / f)) for f in LEFT_BEHIND}
     report.left_behind = sum(map(len, left.values()))
     report.cancel_requests_left = len(os.listdir(root / "cancel"))
-    report.meddled = dict(sorted(meddle.counts.items()))
-    report.examples.update(lost=lost[:5], wrong=wrong[:5], cancel_not_kept=not_kept[:5],
-                           in_two_folders=[i for i, s in where.items() if len(s) > 1][:5],
-                           left_behind=[f"{f}/{n}" for f, ns in left.items()
-                                        for n in ns][:5])
+    report.examples["left_behind"] = [f"{f}/{n}" for f, ns in left.items() for n in ns][:5]
 
 
 def _where(root: Path) -> dict[str, list[str]]:
