@@ -99,6 +99,7 @@ class SoakConfig:
     sigterm_share: float = 0.0
     meddle: bool = False
     meddlers: int = 1
+    hot_ids: int = 24
     statusd: bool = False
 
 
@@ -158,7 +159,8 @@ class Soak:
             dropper.start()
             if self.cfg.meddle:
                 self.writers.start(planned, self.rng.randrange(2**32), self.cfg.fsync,
-                                   meddlers=self.cfg.meddlers, statusd=self.cfg.statusd)
+                                   meddlers=self.cfg.meddlers, statusd=self.cfg.statusd,
+                                   hot=self.cfg.hot_ids)
             fleet.run()
             self.kills_over.set()
             report.meddler_exits = self.writers.stop_meddlers()
@@ -267,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a meddler re-drops, cancels, retries and purges meanwhile")
     parser.add_argument("--meddlers", type=int, default=1,
                         help="with --meddle: meddler processes acting at once")
+    parser.add_argument("--hot", type=int, default=24,
+                        help="with --meddle: half the meddlers' picks are among this many ids")
     parser.add_argument("--statusd", action="store_true",
                         help="with --meddle: half the re-drops go through statusd's POST")
     parser.add_argument("--drain-timeout", type=float, default=900.0,
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                      silent_timeouts=args.silent_timeouts, workdir=args.dir,
                      keep=args.keep, processors=args.processors,
                      sigterm_share=args.sigterm_share, meddle=args.meddle,
-                     meddlers=args.meddlers,
+                     meddlers=args.meddlers, hot_ids=args.hot,
                      statusd=args.statusd, drain_timeout_s=args.drain_timeout)
     report = run_soak(cfg)
     if args.json:

@@ -1,7 +1,8 @@
 """The meddler of ``bench/chaos.py --meddle``: a client process acting on the soak's ids.
 
-Run by the soak as ``python -m bench.chaos_meddle SPOOL PLAN LOG SEED [--statusd URL] [--purges]``
-(``STATUSD_TOKEN`` in its environment when ``--statusd`` is given).  Until SIGTERM it
+Run by the soak as ``python -m bench.chaos_meddle SPOOL PLAN LOG SEED [--statusd
+URL] [--purges] [--hot N]`` (``STATUSD_TOKEN`` in its environment when ``--statusd``
+is given).  Until SIGTERM it
 does, at random, one of:
 
 * **redrop**: an id seen in ``done/`` or ``failed/`` is submitted again with its
@@ -15,8 +16,9 @@ does, at random, one of:
   ``Client.purge`` of records older than one of :data:`PURGE_OLDER_THAN_S` (seconds,
   drawn at random).
 
-Half the time it picks among the first :data:`HOT_IDS` planned ids only, so that
-several meddlers (``--meddlers``) and the processors meet on the same ids.
+Half the time it picks among the first ``--hot`` planned ids only (default
+:data:`HOT_IDS`), so that several meddlers (``--meddlers``) and the processors meet on
+the same ids.
 
 Each action is one JSON line in ``LOG``: ``{"a": action, "id": ..., "t0": ns, "t1":
 ns, "out": ...}`` with ``CLOCK_MONOTONIC`` times taken before and after it (the
@@ -72,7 +74,7 @@ class Meddler:
 
     def __init__(self, root: Path, plan: dict[str, bytes], log: Path, *,
                  rng: random.Random, fsync: FsyncMode, statusd: str | None,
-                 purges: bool = True) -> None:
+                 purges: bool = True, hot: int = HOT_IDS) -> None:
         self.root = root
         self.plan = plan
         self.rng = rng
@@ -80,7 +82,7 @@ class Meddler:
         self.client = Client(Layout(root), Mover(Layout(root), fsync))
         self.stop = threading.Event()
         self._log = open(log, "ab", buffering=0)  # noqa: SIM115 - closed in run()
-        self.hot = set(list(plan)[:HOT_IDS])
+        self.hot = set(list(plan)[:hot])
         self.purges = purges
         self._http_turn = False
 
@@ -202,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsync", default="always")
     parser.add_argument("--statusd", help="statusd's base URL (STATUSD_TOKEN set)")
     parser.add_argument("--purges", action="store_true", help="purge now and then too")
+    parser.add_argument("--hot", type=int, default=HOT_IDS, help="how many hot ids")
     args = parser.parse_args(argv)
     plan = {k: orjson.dumps(v) for k, v in orjson.loads(args.plan.read_bytes()).items()}
     meddler = Meddler(args.spool, plan, args.log, rng=random.Random(args.seed),
                       fsync=FsyncMode(args.fsync), statusd=args.statusd,
-                      purges=args.purges)
+                      purges=args.purges, hot=args.hot)
     signal.signal(signal.SIGTERM, lambda *_: meddler.stop.set())
     meddler.run()
     return 0

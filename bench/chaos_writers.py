@@ -43,7 +43,7 @@ class Writers:
         self._termed: set[int] = set()
 
     def start(self, planned: list[PlannedJob], seed: int, fsync: str, *,
-              meddlers: int, statusd: bool) -> None:
+              meddlers: int, statusd: bool, hot: int) -> None:
         plan = self.base / "plan.json"
         plan.write_bytes(orjson.dumps({p.job_id: orjson.loads(p.body) for p in planned}))
         env = {**self.env(), "STATUSD_TOKEN": os.urandom(12).hex()}
@@ -51,7 +51,8 @@ class Writers:
         for n in range(meddlers):
             self.meddle_logs.append(self.base / f"meddle-{n}.log")
             args = [sys.executable, "-m", "bench.chaos_meddle", str(self.root), str(plan),
-                    str(self.meddle_logs[-1]), str(seed + n), "--fsync", fsync, *extra,
+                    str(self.meddle_logs[-1]), str(seed + n), "--fsync", fsync,
+                    "--hot", str(hot), *extra,
                     *(["--purges"] if n == 0 else [])]
             with open(self.base / "logs" / f"meddler-{n}.log", "wb") as log:
                 self.meddlers.append(subprocess.Popen(args, env=env, cwd=REPO, stdout=log,

@@ -23,7 +23,7 @@ S = 1_000_000_000
 def test_two_processors_and_a_meddler_nothing_lost_nothing_run_twice(tmp_path: Path) -> None:
     cfg = SoakConfig(jobs=300, kills=10, seed=5, fsync="never", max_gap_s=1.5,
                      drain_timeout_s=120, workdir=tmp_path, processors=2,
-                     sigterm_share=0.3, meddle=True, statusd=True)
+                     sigterm_share=0.5, meddle=True, statusd=True)
     report = run_soak(cfg)
     shown = render(cfg, report)
     assert report.kills + report.sigterms == 10, shown
