@@ -16,7 +16,7 @@ processor finish everything and stops it with SIGTERM.  Drops still planned once
 the kills are over go at once: no processor runs until that last one starts.  Every run of a job is
 recorded by ``bench/chaos_tools.py`` (markers in one ``O_APPEND`` log, plus a
 per-id ``flock``) and watched by ``bench/chaos_ledger.py``.  At the end it
-prints, and exits 1 unless the first six are 0:
+prints, and exits 1 unless the first seven are 0:
 
 * **lost**: planned ids with no terminal record;
 * **run twice at once**: ids with two runs alive at the same time (from the
@@ -29,6 +29,8 @@ prints, and exits 1 unless the first six are 0:
 * **stray processes**: processes of any processor incarnation still alive once
   the last one has stopped;
 * **left behind**: anything in pending, running, stage or tmp after the last stop;
+* **torn records**: a job file or record read while the soak ran that was not
+  whole, or a record naming another id or state (``bench/chaos_readers.py``);
 * **re-executions**: runs of a job beyond its first (timeout jobs' planned
   retries aside), split into runs cut short by a kill and runs that finished
   but whose outcome died with the processor before it was recorded;
@@ -67,6 +69,7 @@ import orjson
 
 from bench.chaos_fleet import REPO, Fleet, FleetTally, Incarnation, sweep_strays
 from bench.chaos_ledger import Ledger, Watcher
+from bench.chaos_readers import SpoolReader
 from bench.chaos_report import (
     KINDS,
     PlannedJob,
@@ -150,6 +153,7 @@ class Soak:
         report = SoakReport(self.cfg.jobs, {k: sum(p.kind == k for p in planned) for k in KINDS},
                             processors=self.cfg.processors)
         watcher = Watcher(self.ledger).start()
+        reader = SpoolReader(self.root, self.cfg.seed).start()
         started = time.monotonic()
         dropper = threading.Thread(target=self._drop_all, args=(planned,), name="dropper")
         fleet = Fleet(self.start, self.rng, stops=self.cfg.kills,
@@ -177,17 +181,18 @@ class Soak:
                 if inc.proc.poll() is None:
                     inc.kill()
             watcher.stop()
+            reader.stop()
             dropper.join()
         self._check(planned, report, fleet.tally)
+        report.torn_records, report.records_read = len(reader.torn), reader.reads
+        report.examples["torn"] = reader.torn[:5]
         if not self.cfg.keep:
             shutil.rmtree(self.base, ignore_errors=True)
         return report
 
     def _drop_all(self, planned: list[PlannedJob]) -> None:
         """Drop at a steady pace over the time the stops are planned to take; once they
-        are over (the slots ran faster than planned), drop the rest without waiting:
-        until the last processors start no processor runs, so the pace can no longer
-        change what one sees (on a quick host the soak waited ~5 s of 13.5 s for it)."""
+        are over, the rest at once (no processor runs until the last ones start)."""
         window_s = self.cfg.kills / self.cfg.processors * (self.cfg.max_gap_s / 2 + 1.5)
         start = time.monotonic()
         for n, job in enumerate(planned):

@@ -83,6 +83,8 @@ class SoakReport:
     cancel_requests_left: int = 0
     meddled: dict[str, int] = field(default_factory=dict)
     meddler_exits: list[int] = field(default_factory=list)
+    torn_records: int = 0
+    records_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -90,7 +92,7 @@ class SoakReport:
                     or self.wrong_outcome or self.stray_processes
                     or self.final_exit_status != 0 or self.cancel_not_kept
                     or self.left_behind or self.bad_term_exits
-                    or any(self.meddler_exits))
+                    or any(self.meddler_exits) or self.torn_records)
 
 
 def plan_jobs(jobs: int, rng: random.Random, log: Path, locks: Path, *,
@@ -195,6 +197,8 @@ def render(r: SoakReport, settings: str) -> str:
         f"  cancel not kept       {r.cancel_not_kept}",
         f"  left behind           {r.left_behind}  (pending, running, stage, tmp; "
         f"cancel requests left {r.cancel_requests_left})",
+        f"  torn records          {r.torn_records}  (of {r.records_read} job files and "
+        "records read while it ran)",
         f"  SIGTERM exits not 0   {r.bad_term_exits}  (ended by it before their first log "
         f"line, not counted: {r.early_term_deaths})",
         f"  stray processes       {r.stray_processes}",

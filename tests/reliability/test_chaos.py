@@ -26,6 +26,7 @@ def test_400_jobs_6_kills_nothing_lost_nothing_run_twice(tmp_path: Path) -> None
     assert report.stray_processes == 0, shown
     assert report.left_behind == 0, shown
     assert report.final_exit_status == 0, shown
+    assert report.torn_records == 0 and report.records_read > 0, shown
     planned_runs = report.jobs + report.reexecutions
     assert report.runs >= planned_runs, "every job ran, re-executions on top"
 

@@ -15,6 +15,7 @@ import orjson
 
 from bench.chaos import SoakConfig, render, run_soak
 from bench.chaos_ledger import Run
+from bench.chaos_readers import SpoolReader
 from bench.chaos_verdict import cancel_stands, ended, may_be_purged, timelines
 
 S = 1_000_000_000
@@ -33,6 +34,7 @@ def test_two_processors_and_a_meddler_nothing_lost_nothing_run_twice(tmp_path: P
         assert getattr(report, problem) == 0, f"{problem}: {shown}"
     assert report.bad_term_exits == [], shown
     assert report.final_exit_status == 0, shown
+    assert report.torn_records == 0 and report.records_read > 0, shown
     for did in ("redrop ok", "redrop/http ok", "retry ok", "purge ok"):
         assert report.meddled.get(did, 0) > 0, f"the meddler never did {did!r}: {shown}"
     assert report.meddled.get("cancel cancelled:pending", 0) > 0, shown
@@ -89,3 +91,18 @@ def test_a_cancel_that_answered_cancelled_stands_unless_an_earlier_run_was_alive
     # another meddler's re-drop ended after the cancel began: it may have come after
     assert not cancel_stands(lines["o"], [])
     assert lines["o"].cancelled_after()
+
+
+def test_the_reader_counts_a_torn_file_and_a_record_in_the_wrong_place(tmp_path: Path) -> None:
+    for folder in ("pending", "done", "failed"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "pending" / "a.json").write_bytes(b'{"tool": "echo"')  # half written
+    (tmp_path / "done" / "b.json").write_bytes(b'{"id": "b", "state": "done"}')
+    (tmp_path / "done" / "c.json").write_bytes(b'{"id": "c", "state": "failed"}')
+    reader = SpoolReader(tmp_path, seed=1)
+    reader.check("pending", "a.json")
+    reader.check("done", "b.json")
+    reader.check("done", "c.json")
+    reader.check("failed", "gone.json")  # moved on between the listing and the read
+    assert reader.reads == 3
+    assert [t.split(":")[0] for t in reader.torn] == ["pending/a.json", "done/c.json"]
