@@ -36,10 +36,13 @@ def started() -> Iterator[tuple[LocalPool, Inbox]]:
         inbox.close()
 
 
-def finished(inbox: Inbox, timeout_s: float = 30.0) -> Outcome:
-    """Run the loop's side (reads, posts) until an outcome comes."""
+def finished(inbox: Inbox, timeout_s: float = 30.0, pool: LocalPool | None = None) -> Outcome:
+    """Run the loop's side (reads, posts) until an outcome comes; with ``pool``, ask it
+    for free slots each round, as the daemon does at each dispatch and heartbeat."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if pool is not None:
+            pool.free_slots()
         inbox.wait(0.05)
         while (event := inbox.get()) is not None:
             if event[0] == "finished":
@@ -252,16 +255,9 @@ def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
     pool.start(InboxSink(inbox))
     try:
         pool.submit(task("first", "f_pid", tmp_path))
-        deadline = time.monotonic() + 30
-        outcome = None
-        while outcome is None and time.monotonic() < deadline:
-            pool.free_slots()  # the daemon asks at each dispatch and heartbeat
-            inbox.wait(0.05)
-            while (event := inbox.get()) is not None:
-                if event[0] == "finished":
-                    outcome = event[1]
+        outcome = finished(inbox, pool=pool)
         assert marker.exists(), "the first worker did not fail"
-        assert outcome is not None and outcome.ok and outcome.job_id == "first", outcome
+        assert outcome.ok and outcome.job_id == "first", outcome
         assert pool.busy() == 0
     finally:
         pool.shutdown()
@@ -284,15 +280,8 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
     pool.start(InboxSink(inbox))
     try:
         pool.submit(task("never", "t_pid", tmp_path, timeout_s=1.5))
-        deadline = time.monotonic() + 30
-        outcome = None
-        while outcome is None and time.monotonic() < deadline:
-            pool.free_slots()
-            inbox.wait(0.05)
-            while (event := inbox.get()) is not None:
-                if event[0] == "finished":
-                    outcome = event[1]
-        assert outcome is not None and outcome.job_id == "never"
+        outcome = finished(inbox, pool=pool)
+        assert outcome.job_id == "never"
         assert outcome.error_type is ErrorType.WORKER_CRASHED
         assert outcome.message is not None and "no worker could start" in outcome.message
         assert "not here" in outcome.message
