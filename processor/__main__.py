@@ -23,6 +23,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from processor import startup
+from processor.stop_signals import EarlyStops
 from spool.errors import ConfigError, SpoolError, SpoolIOError
 from spool.version import add_version
 
@@ -141,6 +142,7 @@ def print_tools(registry: Registry, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
+        EarlyStops().install()  # a stop from now on is a clean one (see EarlyStops)
         # Start-up's objects live as long as the daemon: collections among them only
         # walked them (some 16 of 240 ms of CPU); _run freezes them, then collects again.
         gc.disable()

@@ -24,6 +24,27 @@ from processor.inbox import Inbox
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
+class EarlyStops:
+    """The stop signals' handler from ``spool-processor``'s start until
+    :meth:`StopSignals.install`: it notes the first one, which ``install`` hands to the
+    loop, so a stop sent while the processor starts (systemd stopping a unit it has just
+    started, a supervisor's restart) is the same clean stop, exit status 0 (DESIGN
+    section 9), not a death by the signal's default action: a SIGTERM in the first 0.8
+    s or so (the imports, the forkserver, the lease) ended it with -15, and a SIGINT
+    with a KeyboardInterrupt wherever it landed."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+
+
 class StopSignals:
     """Stop signals read on the loop thread; ``on_stop`` gets the signal's number."""
 
@@ -44,6 +65,10 @@ class StopSignals:
         # notice must not end the daemon.
         for signum in (*STOP_SIGNALS, signal.SIGIO):
             self.saved_handlers[signum] = signal.signal(signum, _no_op)
+        early = next((h.received for h in self.saved_handlers.values()
+                      if isinstance(h, EarlyStops) and h.received is not None), None)
+        if early is not None:  # a stop sent while the processor started: read first
+            os.write(write_end, bytes([early]))
 
     def _read(self) -> None:
         try:
