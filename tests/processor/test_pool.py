@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -231,6 +232,23 @@ def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
     assert len(outcome.result_json) > 24 << 20
 
 
+@contextlib.contextmanager
+def one_worker_pool(module_dir: Path, module: str, monkeypatch: pytest.MonkeyPatch
+                    ) -> Iterator[tuple[LocalPool, Inbox]]:
+    """A pool of one worker whose workers import ``module`` (from ``module_dir``), started
+    again 0.2 s after one says it cannot start."""
+    monkeypatch.syspath_prepend(str(module_dir))
+    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
+    inbox = Inbox()
+    pool = LocalPool(1, tool_modules=[module])
+    pool.start(InboxSink(inbox))
+    try:
+        yield pool, inbox
+    finally:
+        pool.shutdown()
+        inbox.close()
+
+
 def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that says it cannot start (its threads refused under a limit on
@@ -248,20 +266,12 @@ def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
         f"    open({str(marker)!r}, 'w').close()\n"
         "    time.sleep(0.5)  # the task is sent meanwhile\n"
         "    raise RuntimeError(\"can't start new thread\")\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
-    inbox = Inbox()
-    pool = LocalPool(1, tool_modules=[module])
-    pool.start(InboxSink(inbox))
-    try:
+    with one_worker_pool(tmp_path, module, monkeypatch) as (pool, inbox):
         pool.submit(task("first", "f_pid", tmp_path))
         outcome = finished(inbox, pool=pool)
         assert marker.exists(), "the first worker did not fail"
         assert outcome.ok and outcome.job_id == "first", outcome
         assert pool.busy() == 0
-    finally:
-        pool.shutdown()
-        inbox.close()
 
 
 def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
@@ -273,12 +283,7 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         "import time\n"
         "time.sleep(0.3)  # the task is sent meanwhile\n"
         "raise RuntimeError('not here')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
-    inbox = Inbox()
-    pool = LocalPool(1, tool_modules=[module])
-    pool.start(InboxSink(inbox))
-    try:
+    with one_worker_pool(tmp_path, module, monkeypatch) as (pool, inbox):
         pool.submit(task("never", "t_pid", tmp_path, timeout_s=1.5))
         outcome = finished(inbox, pool=pool)
         assert outcome.job_id == "never"
@@ -287,6 +292,3 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         assert "not here" in outcome.message
         assert outcome.duration_s >= 1.5
         assert pool.busy() == 0
-    finally:
-        pool.shutdown()
-        inbox.close()
