@@ -25,16 +25,23 @@ from processor.runner import Outcome
 from spool.errors import ErrorType
 
 
-@pytest.fixture
-def started() -> Iterator[tuple[LocalPool, Inbox]]:
+@contextlib.contextmanager
+def one_worker_pool(module: str = "ptools") -> Iterator[tuple[LocalPool, Inbox]]:
+    """A pool of one worker whose workers import the tools of ``module``."""
     inbox = Inbox()
-    pool = LocalPool(1, tool_modules=["ptools"])
+    pool = LocalPool(1, tool_modules=[module])
     pool.start(InboxSink(inbox))
     try:
         yield pool, inbox
     finally:
         pool.shutdown()
         inbox.close()
+
+
+@pytest.fixture
+def started() -> Iterator[tuple[LocalPool, Inbox]]:
+    with one_worker_pool() as both:
+        yield both
 
 
 def finished(inbox: Inbox, timeout_s: float = 30.0, pool: LocalPool | None = None) -> Outcome:
@@ -233,20 +240,14 @@ def test_a_worker_stopped_halfway_through_its_result_never_holds_the_loop(
 
 
 @contextlib.contextmanager
-def one_worker_pool(module_dir: Path, module: str, monkeypatch: pytest.MonkeyPatch
-                    ) -> Iterator[tuple[LocalPool, Inbox]]:
-    """A pool of one worker whose workers import ``module`` (from ``module_dir``), started
+def flaky_pool(module_dir: Path, module: str, monkeypatch: pytest.MonkeyPatch
+               ) -> Iterator[tuple[LocalPool, Inbox]]:
+    """:func:`one_worker_pool` of ``module`` (from ``module_dir``), its workers started
     again 0.2 s after one says it cannot start."""
     monkeypatch.syspath_prepend(str(module_dir))
     monkeypatch.setattr(pool_module, "_RESPAWN_RETRY_S", 0.2)
-    inbox = Inbox()
-    pool = LocalPool(1, tool_modules=[module])
-    pool.start(InboxSink(inbox))
-    try:
-        yield pool, inbox
-    finally:
-        pool.shutdown()
-        inbox.close()
+    with one_worker_pool(module) as both:
+        yield both
 
 
 def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
@@ -266,7 +267,7 @@ def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
         f"    open({str(marker)!r}, 'w').close()\n"
         "    time.sleep(0.5)  # the task is sent meanwhile\n"
         "    raise RuntimeError(\"can't start new thread\")\n")
-    with one_worker_pool(tmp_path, module, monkeypatch) as (pool, inbox):
+    with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
         pool.submit(task("first", "f_pid", tmp_path))
         outcome = finished(inbox, pool=pool)
         assert marker.exists(), "the first worker did not fail"
@@ -283,7 +284,7 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         "import time\n"
         "time.sleep(0.3)  # the task is sent meanwhile\n"
         "raise RuntimeError('not here')\n")
-    with one_worker_pool(tmp_path, module, monkeypatch) as (pool, inbox):
+    with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
         pool.submit(task("never", "t_pid", tmp_path, timeout_s=1.5))
         outcome = finished(inbox, pool=pool)
         assert outcome.job_id == "never"
