@@ -181,14 +181,13 @@ class Orphans:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue  # a directory or symlink under the name is no record
-            mtime_ns = st.st_mtime_ns
-            if mtime_ns > claim.claimed_ns:
-                if job is None or self._records_run(path, claim, job) is not False:
-                    return True
-            elif mtime_ns == claim.claimed_ns and (
-                    job is None or self._records_run(path, claim, job)):
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < claim.claimed_ns:
+                continue  # no record (a directory, a symlink), or one older than the claim
+            if job is None:
+                return True
+            recorded = self._records_run(path, claim, job)
+            # A record that tells neither counts only when a later tick wrote it.
+            if recorded or (recorded is None and st.st_mtime_ns > claim.claimed_ns):
                 return True
         return False
 
