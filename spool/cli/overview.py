@@ -185,6 +185,12 @@ def not_counted(stats: dict[str, Any], blind: list[JobState]) -> None:
     stats["not_counted"] = [state.value for state in blind]
 
 
+def _span_s(start: datetime, end: datetime) -> float:
+    """Seconds from ``start`` to ``end``, 0 when ``start`` is later: a time stamped
+    before the wall clock stepped back (or a grace period already over)."""
+    return max(0.0, (end - start).total_seconds())
+
+
 def stats_lines(stats: dict[str, Any]) -> list[str]:
     counts = stats["counts"]
     oldest = stats["oldest_pending_age_s"]
@@ -201,14 +207,13 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         lines[0] += f"  ({note})"
     proc = stats["processor"]
     if proc["alive"]:
-        # (max: a time after now was stamped before the wall clock stepped back)
-        age = max(0.0, (datetime.now(UTC) - proc["heartbeat_at"]).total_seconds())
+        now = datetime.now(UTC)
         lines.append(f"processor up: {proc['count']} live, last heartbeat "
-                     f"{human_duration(age)} ago")
+                     f"{human_duration(_span_s(proc['heartbeat_at'], now))} ago")
         stopping = [p for p in stats.get("processors", []) if p.get("stopping")]
         if stopping:  # draining: claiming nothing more, running jobs in their grace period
             ends = [p["grace_ends_at"] for p in stopping if p.get("grace_ends_at")]
-            left = max(0.0, (min(ends) - datetime.now(UTC)).total_seconds()) if ends else None
+            left = _span_s(now, min(ends)) if ends else None
             lines[-1] += f"; {len(stopping)} stopping" + (
                 f" (grace ends in {human_duration(left)})" if left is not None else "")
         troubled = [p["io_trouble"] for p in stats.get("processors", [])
@@ -216,8 +221,7 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         if troubled:  # the spool refuses its writes: claims wait until it takes them again
             # (Claims pause after each refusal; the outage is called over once every
             # refused write has been tried again: claims may run meanwhile.)
-            since = max(0.0, (datetime.now(UTC)
-                              - min(t["since"] for t in troubled)).total_seconds())
+            since = _span_s(min(t["since"] for t in troubled), now)
             lines.append(f"I/O trouble for {human_duration(since)}, last refusal: "
                          f"{printable(troubled[0]['error'])[:200]}")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
