@@ -103,10 +103,11 @@ class LocalPool:
         self._sink: Sink | None = None
         self._thread: threading.Thread | None = None
         self._forkserver = 0  # the pid of the workers' parent, once one was started
-        # Tasks whose worker could not start (it said so before reading one), each with
-        # when it began to wait: it goes to the next worker that does, as free_slots
-        # finds one, or fails once it waited as long as its timeout.
-        self._waiting: deque[tuple[Task, float]] = deque()
+        # Tasks whose worker could not start (it said so before reading one): each goes
+        # to the next worker that does, as free_slots finds one, or fails once it waited
+        # as long as its timeout, counted from when it first waited (_waited: kept while
+        # another worker has it, so a worker that fails it again adds no time).
+        self._waiting: deque[Task] = deque()
         self._waited: dict[str, float] = {}  # job id -> when its task first waited
         self._start_failing: str | None = None  # why, since the last result came
 
@@ -159,7 +160,7 @@ class LocalPool:
         with self._lock:
             free = sum(1 for s in self._slots if _free(s))
         while self._waiting and free:
-            self.submit(self._waiting.popleft()[0])
+            self.submit(self._waiting.popleft())
             free -= 1
         if self._waiting:
             self._expire_waiting()
@@ -169,11 +170,11 @@ class LocalPool:
         """Fail the waiting tasks that waited their timeout: no worker could start for so
         long (a tool module that imports only in the processor, say) is no pause."""
         now = time.monotonic()
-        for entry in list(self._waiting):
-            task, since = entry
+        for task in list(self._waiting):
+            since = self._waited[task.job_id]
             if now - since >= task.timeout_s:
-                self._waiting.remove(entry)
-                self._waited.pop(task.job_id, None)
+                self._waiting.remove(task)
+                del self._waited[task.job_id]
                 self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                      f"no worker could start in {task.timeout_s:g} s: "
                                      f"{self._start_failing}", retryable=True, pid=0,
@@ -184,7 +185,7 @@ class LocalPool:
             return sum(1 for s in self._slots if s.task is not None) + len(self._waiting)
 
     def unstarted(self) -> frozenset[str]:
-        return frozenset(task.job_id for task, _ in self._waiting)
+        return frozenset(task.job_id for task in self._waiting)
 
     def submit(self, task: Task) -> None:
         with self._lock:
@@ -220,12 +221,12 @@ class LocalPool:
                     slot.kill_reason = reason
                     self._kill(slot)
                     return True
-            waiting = next((e for e in self._waiting if e[0].job_id == job_id), None)
+            waiting = next((t for t in self._waiting if t.job_id == job_id), None)
             if waiting is None:
                 return False
             self._waiting.remove(waiting)
             self._waited.pop(job_id, None)
-        self._report(death_outcome(waiting[0], reason, None, 0.0, None))  # it never started
+        self._report(death_outcome(waiting, reason, None, 0.0, None))  # it never started
         return True
 
     # -- reading the workers (loop thread) --------------------------------------------
@@ -322,8 +323,8 @@ class LocalPool:
             if task is not None and fatal is not None and reason is None:
                 # It never read the task: not the job's crash.  The next worker takes it.
                 # (since it first waited: each worker that fails it again adds no time)
-                self._waiting.appendleft(
-                    (task, self._waited.setdefault(task.job_id, time.monotonic())))
+                self._waited.setdefault(task.job_id, time.monotonic())
+                self._waiting.appendleft(task)
                 task = None
         self._bury(slot, keep_output=True)
         if task is not None:
