@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from stat import S_ISREG
 
-from spool.fsops import Mover, StrPath
+from spool.fsops import Mover, StrPath, short_of_descriptors
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -75,7 +75,12 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     gone, not a regular file, leased by someone else, or ``dst`` is taken."""
     try:
         fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
-    except OSError:
+    except OSError as exc:
+        # Out of descriptors, the file is there all the same: spool trouble, which the
+        # caller waits out, where "lost" had the processor forget the job until its next
+        # periodic scan.
+        if (trouble := short_of_descriptors(exc, f"cannot claim {job_id}")) is not None:
+            raise trouble from exc
         return None  # gone, or not a regular file: intake's business
     try:
         before = os.fstat(fd)

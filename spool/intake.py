@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from spool.clock import Clock
 from spool.exact import big_integer_reason, inexact_integer
+from spool.fsops import short_of_descriptors
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
@@ -158,7 +159,11 @@ class Intake:
         except PermissionError:
             return self._quarantine(name, st, "file", "unreadable: permission denied (the "
                                     "processor's user must be able to read dropped files)")
-        except OSError:
+        except OSError as exc:
+            # Out of descriptors, the file is there all the same: spool trouble, and the
+            # name is judged once it passes, not forgotten until the next periodic scan.
+            if (trouble := short_of_descriptors(exc, f"cannot read {name}")) is not None:
+                raise trouble from exc
             return Inspection(Verdict.GONE)  # replaced meanwhile: judged on the next pass
         try:
             fst = os.fstat(fd)

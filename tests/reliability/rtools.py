@@ -521,6 +521,33 @@ class HoldDescriptors(BaseTool):
         return ToolResult.ok({"held": len(_HELD_FDS)})
 
 
+class LeakDescriptors(BaseTool):
+    """Starts a thread that, for ``seconds``, takes every descriptor the processor frees
+    (a leak that goes on: a handler opened per use and never closed), then gives them all
+    back; returns at once."""
+
+    name: ClassVar[str] = "r_leak_fds"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        import threading  # noqa: PLC0415 - only this tool needs it
+
+        def leak() -> None:
+            held: list[int] = []
+            until = time.monotonic() + params.seconds
+            while time.monotonic() < until:
+                try:
+                    held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+                except OSError:
+                    time.sleep(0.001)
+            while held:
+                os.close(held.pop())
+
+        threading.Thread(target=leak, daemon=True).start()
+        return ToolResult.ok()
+
+
 class ExitWorker(BaseTool):
     """Ends its worker at once (``os._exit``), as a segfault would."""
 

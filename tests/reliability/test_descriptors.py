@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from relkit import Daemon, drop, locations, wait_for, wait_record
@@ -148,6 +149,39 @@ def test_statusd_out_of_descriptors_logs_a_line_not_a_flood(
         accept_lines = [line for line in lines if "accept" in line]
         assert 1 <= len(accept_lines) <= 5, (len(lines), accept_lines[:5])
         assert "Too many open files" in accept_lines[0]
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
+def test_jobs_met_out_of_descriptors_wait_out_the_pause_not_the_next_scan(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A leak holds every descriptor the processor frees for 6 s: jobs judged before it
+    and due during it cannot be opened to be claimed, nor can drops made during it be
+    read to be judged.  Both are spool trouble, said in the log and waited out in the I/O
+    pause: they run within seconds of the leak's end.  Both were taken for files gone
+    (a claim lost to another processor, a drop replaced), said nothing, and the jobs
+    waited for the next periodic scan (``SPOOL_SCAN_S``, here 60 s)."""
+    d = _limited(spool_root, tmp_path / "p.log", 256, SPOOL_SCAN_S="60")
+    try:
+        d.start()
+        due = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+        early = [f"e{i}" for i in range(4)]
+        for job_id in early:  # judged now, due once the leak holds every descriptor
+            drop(spool_root, job_id, {"tool": "echo", "params": {"message": job_id},
+                                      "not_before": due})
+        time.sleep(0.5)
+        drop(spool_root, "hog", {"tool": "r_leak_fds", "params": {"seconds": 6.0}})
+        wait_for((spool_root / "done" / "hog.json").exists, 10, "the hog's record")
+        leak_ends = time.monotonic() + 6.0
+        late = [f"l{i}" for i in range(4)]
+        for job_id in late:  # dropped while the leak lasts
+            drop(spool_root, job_id, {"tool": "echo", "params": {"message": job_id}})
+        _all_recorded(d, spool_root, early + late, leak_ends + 20.0 - time.monotonic())
+        assert _failed(spool_root, early + late) == []
+        errors = [e["error"] for e in d.events()
+                  if e.get("msg") == "spool I/O trouble; pausing claims"]
+        assert errors and all("Too many open files" in e for e in errors), errors
         assert d.stop() == 0
     finally:
         d.abort()
