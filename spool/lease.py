@@ -19,6 +19,8 @@ import os
 import time
 from pathlib import Path
 
+from spool.fsops import NO_DESCRIPTOR
+
 HEARTBEAT_STALE_S = 60.0
 """A processor whose heartbeat is older than this is not live, though it holds its lock
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
@@ -70,7 +72,9 @@ def is_locked(path: Path) -> bool | None:
     """
     try:
         fd = open_nofollow(path)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in NO_DESCRIPTOR:
+            raise  # nothing is known of the lock: "not held" called a live processor dead
         return None
     try:
         if try_lock(fd):

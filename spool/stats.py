@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from spool.entries import Entry, Stamp, read_regular
+from spool.fsops import short_of_descriptors
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -34,7 +35,17 @@ def counts(reader: SpoolReader) -> dict[str, int]:
 
 
 def processors(layout: Layout) -> list[OwnerStatus]:
-    """Status of every live processor (its owner lock held)."""
+    """Status of every live processor (its owner lock held).  Out of descriptors, a
+    SpoolIOError: a live processor is never left out for it (called down)."""
+    try:
+        return _processors(layout)
+    except OSError as exc:
+        if (trouble := short_of_descriptors(exc, "cannot read owners/")) is not None:
+            raise trouble from exc
+        raise
+
+
+def _processors(layout: Layout) -> list[OwnerStatus]:
     live = []
     try:
         names = sorted(os.listdir(layout.owners))

@@ -15,6 +15,10 @@ below a handler becomes a response:
   never be read;
 * a client that hangs up while its body is read is answered 499 (nginx's
   "client closed request"), which only the access log sees: never a 5xx;
+* the spool in trouble that passes (:class:`~spool.errors.SpoolIOError`: statusd
+  out of descriptors, say) is one WARNING line and 503 ``unavailable``: the
+  answer a monitor needs, where a reply made of what could still be read (no
+  processor's owner lock testable: "no processor running") would be wrong;
 * anything else is logged with its traceback and answered 500 ``internal``.
 
 Client faults are the client's doing and any client can repeat them, so each is
@@ -44,6 +48,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from spool.errors import SpoolIOError
 from spool.ids import is_valid_id
 
 log = logging.getLogger("spoolq.statusd")
@@ -233,6 +238,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await _client_error(request, exc)
     except (ConnectionResetError, asyncio.IncompleteReadError):
         return _went_away(request) if _client_gone(request) else _internal(request)
+    except SpoolIOError as exc:
+        log.warning("spool trouble on %s %s: %s", request.method, request.path, exc)
+        return json_error(503, "unavailable", f"spool trouble: {exc}")
     except Exception:
         return _internal(request)
 

@@ -185,3 +185,61 @@ def test_jobs_met_out_of_descriptors_wait_out_the_pause_not_the_next_scan(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_statusd_out_of_descriptors_does_not_call_a_live_processor_down(
+        spool_root: Path, tmp_path: Path) -> None:
+    """Out of descriptors, statusd cannot list ``owners/`` nor test a processor's owner
+    lock: its stats and metrics answer 503 ``unavailable`` and say why.  They answered
+    500 with a traceback at ERROR (the listing's OSError); with a descriptor left for the
+    listing but none for the lock, the lock read as not held and they said no processor
+    was running, an alert for the wrong daemon."""
+    import asyncio  # noqa: PLC0415 - only this test
+
+    import aiohttp  # noqa: PLC0415
+    from relkit import statusd_port  # noqa: PLC0415
+
+    processor = Daemon(spool_root, tmp_path / "p.log")
+    statusd = Daemon(spool_root, tmp_path / "statusd.log", module="statusd",
+                     prefix=["prlimit", "--nofile=64:64", "--"],
+                     STATUSD_HOST="127.0.0.1", STATUSD_PORT="0")
+    try:
+        processor.start()
+        statusd.start(wait_ready=False)
+        base = f"http://127.0.0.1:{statusd_port(statusd)}"
+
+        async def ask() -> list[tuple[int, bytes]]:
+            # One connection kept for the questions, opened before the others take
+            # every descriptor statusd has.
+            asker = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+            crowd = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            async with asker, crowd:
+                async with asker.get(base + "/healthz") as resp:
+                    assert resp.status == 200
+
+                async def one() -> aiohttp.ClientWebSocketResponse | None:
+                    try:
+                        return await asyncio.wait_for(
+                            crowd.ws_connect(base + "/api/v1/ws/events"), 3)
+                    except (TimeoutError, aiohttp.ClientError):
+                        return None
+
+                opened = [ws for ws in await asyncio.gather(*(one() for _ in range(80)))
+                          if ws is not None]
+                answers = []
+                for path in ("/api/v1/stats", "/metrics"):
+                    async with asker.get(base + path) as resp:
+                        answers.append((resp.status, await resp.read()))
+                for ws in opened:
+                    await ws.close()
+            return answers
+
+        (stats_status, stats_body), (metrics_status, metrics_body) = asyncio.run(ask())
+        assert stats_status == 503, stats_body[:300]
+        assert b"Too many open files" in stats_body
+        assert metrics_status == 503, metrics_body[:300]
+        assert statusd.stop() == 0
+        assert processor.stop() == 0
+    finally:
+        statusd.abort()
+        processor.abort()
