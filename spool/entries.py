@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import orjson
 
+from spool.fsops import NO_DESCRIPTOR
 from spool.ids import id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd
 from spool.layout import Layout
@@ -92,15 +93,21 @@ def scan_stats(folder: str | os.PathLike[str], files_only: bool = True
         return
 
 
-def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> bytes | None:
+def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
+                 strict: bool = False) -> bytes | None:
     """A regular file's bytes, never following a symlink nor blocking on a FIFO.
 
     None when it is gone, not a regular file, unreadable, or over ``limit``:
     anything can be dropped into ``pending/``, and a reader serves what it reads.
+    ``strict``: out of descriptors raises the OSError instead, for a caller that
+    decides a job's fate by what it reads (recovery), which must not take a file it
+    could not open for one that tells nothing.
     """
     try:
         fd = open_nofollow(path)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in NO_DESCRIPTOR:
+            raise
         return None
     try:
         st = os.fstat(fd)

@@ -196,7 +196,7 @@ class Orphans:
         """True when ``path`` is a run's record of this job's submission and attempt,
         False when it is a run's record of another, None when it tells neither (not a
         readable record, or a quarantine's)."""
-        data = read_regular(path)
+        data = read_regular(path, strict=True)  # out of descriptors: the pass's trouble
         try:
             record = parse_record(data) if data is not None else None
         except ValueError:
@@ -210,7 +210,8 @@ class Orphans:
         with no fewer attempts (a requeue changes only the attempts, the delay and the
         error; a newer drop has a submission time of its own)."""
         # A drop over MAX_ACTIVE_BYTES is no job (intake quarantines it): never read whole.
-        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES)
+        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES,
+                            strict=True)
         if data is None:
             return False
         try:
