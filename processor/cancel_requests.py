@@ -69,7 +69,13 @@ class CancelRequests:
             ready = self.queues.ready.get(job_id) if run is None else None
             held = (os.fstat(run.claim.fd).st_ino if run is not None
                     else ready.inode[0] if ready is not None else None)
-            if held is not None and not self._for_file(job_id, held):
+            try:
+                wanted = held is None or self._for_file(job_id, held)
+            except SpoolIOError as exc:  # which run it names is unknown for now
+                cancels.add(job_id)  # asked again once the trouble passes
+                self.io_trouble(exc)
+                return
+            if not wanted:
                 continue  # for a run that ended: dropped, and the request with it
             if run is not None and not run.abandoned and not run.finishing:
                 if run.mode is ExecutionMode.COMPUTE:
@@ -96,7 +102,11 @@ class CancelRequests:
         file).  One naming another, a run that ended as it was written, is removed: this
         is the id's next job, a drop that waited behind it."""
         path = self.layout.cancel_str(job_id)
-        data = read_regular(path, REQUEST_MAX_BYTES)
+        try:
+            data = read_regular(path, REQUEST_MAX_BYTES, strict=True)
+        except OSError as exc:  # out of descriptors: unread, it would name no run
+            raise SpoolIOError(f"cannot read the cancel request of {job_id}: "
+                               f"{exc.strerror}") from exc
         try:
             named = orjson.loads(data).get("run_inode") if data else None
         except (ValueError, AttributeError):

@@ -11,6 +11,7 @@ a pending job's) is for whatever the id holds, as before.
 
 from __future__ import annotations
 
+import errno
 import os
 import types
 from pathlib import Path
@@ -95,3 +96,46 @@ def test_a_cancel_as_the_run_ends_names_no_other_run(
     with pytest.raises(ConflictError, match="already finished"):
         client.cancel("x", wait_s=0)
     assert listing(spool.layout.cancel) == []
+
+
+def test_a_request_that_cannot_be_read_cancels_nothing_yet(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors, the request naming the run that ended could not be opened:
+    read as naming none, it cancelled the drop waiting behind that run.  It is now the I/O
+    pause's trouble: nothing is cancelled, and the request is looked at again after."""
+    from spool import entries  # noqa: PLC0415 - only this test
+    from spool.errors import SpoolIOError  # noqa: PLC0415
+    from spool.lease import open_nofollow  # noqa: PLC0415
+
+    spool = make_spool(tmp_path / "spool")
+    submit(spool, "x")
+    first = spool.claim("x")
+    assert first is not None
+    submit(spool, "x", params={"drop": 2})
+    inode = os.lstat(spool.layout.job_str(R, "x")).st_ino
+    spool.complete(first, done_record(first, "the first run"))
+    request = spool.layout.cancel_request("x")
+    request.write_bytes(b'{"run_inode": %d}' % inode)
+
+    def short(target: str | os.PathLike[str]) -> int:
+        if os.fspath(target) == os.fspath(request):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.fspath(target))
+        return open_nofollow(target)
+
+    monkeypatch.setattr(entries, "open_nofollow", short)
+    queues = Queues(lambda tool: ExecutionMode.FAST)
+    candidate = Intake(spool, max_job_bytes=1 << 20, settle_s=0,
+                       clock=SystemClock()).inspect("x.json").candidate
+    assert candidate is not None
+    queues.add(candidate)
+    troubles: list[SpoolIOError] = []
+    cancels = {"x"}
+    CancelRequests(spool, types.SimpleNamespace(cancels=cancels), queues,  # type: ignore[arg-type]
+                   runs={}, fast=None, executor=None,  # type: ignore[arg-type]
+                   finish=lambda *args: None, io_trouble=troubles.append).handle()
+
+    assert orjson.loads(spool.layout.job(P, "x").read_bytes())["params"] == {"drop": 2}
+    assert listing(spool.layout.folder(F)) == []
+    assert [str(t) for t in troubles] == [
+        "cannot read the cancel request of x: Too many open files"]
+    assert cancels == {"x"} and request.exists()
