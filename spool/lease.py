@@ -69,12 +69,14 @@ def lock_if_free(path: Path) -> int | None:
 def is_locked(path: Path) -> bool | None:
     """True when a live process holds ``path``'s lock; None when there is no such file
     (or none this process can test: a symlink, which is never followed, or no read access).
+    Out of descriptors, the OSError: nothing is known of the lock then, and reading it as
+    not held called a live processor dead.
     """
     try:
         fd = open_nofollow(path)
     except OSError as exc:
         if exc.errno in NO_DESCRIPTOR:
-            raise  # nothing is known of the lock: "not held" called a live processor dead
+            raise
         return None
     try:
         if try_lock(fd):
