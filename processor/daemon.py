@@ -179,6 +179,10 @@ class Processor:
         loop is over.
         """
         if self.fast.run_next():
+            # Its line is out now, not at the end of the next pass: that pass may first
+            # wait (100 ms after a run, up to a heartbeat), and the next FAST tool, run
+            # in this process, may end it (os._exit, a crash in C) with the line unsaid.
+            logs.flush()
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):

@@ -5,12 +5,14 @@ journald keeps stderr lines as they are, so ``journalctl -u spool-processor
 thread become such lines too, in the processor and in COMPUTE workers.
 
 Lines are collected in a :class:`LineBuffer` and written by :func:`flush`,
-which the processor's loop calls once per pass and after each COMPUTE claim
+which the processor's loop calls once per pass, after each COMPUTE claim
 (so a claim's line is out before its job can run, whatever kills the daemon
-then; a FAST job runs after the pass that claimed it):
-the end-of-run lines of a burst share writes, and a line waits at most one
-pass of the loop.  Warnings, errors and lines from other threads are written
-at once.  Transitions, and the lines of COMPUTE tools' output the loop reads
+then) and after each FAST run (a FAST tool runs in the processor: one that
+calls ``os._exit`` or crashes in C must not take the lines of the runs recorded
+before it with it, and the next pass may first wait): the end-of-run lines of a
+COMPUTE burst share writes, and a line waits at most one pass of the loop.
+Warnings, errors and lines from other threads are written at once.
+Transitions, and the lines of COMPUTE tools' output the loop reads
 (:func:`info`), skip the ``logging`` record machinery and are formatted
 straight into the buffer; everything else goes through ``logging``.
 """

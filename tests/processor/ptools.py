@@ -253,6 +253,17 @@ class FastExit(BaseTool):
         sys.exit(3)
 
 
+class FastOsExit(BaseTool):
+    """Ends the processor itself: os._exit(7) on its loop thread (as a crash in C would)."""
+
+    name: ClassVar[str] = "t_fast_os_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        os._exit(7)
+
+
 class Pid(BaseTool):
     name: ClassVar[str] = "t_pid"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE

@@ -1,0 +1,35 @@
+"""The processor's log against its records: every transition a record shows has its
+line, with the record's attempt, error type and duration (docs/operations.md, Logs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from daemonkit import Daemon, drop, record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def test_a_fast_tool_that_ends_the_processor_takes_no_earlier_lines_with_it(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """FAST runs run one after another on the loop thread, and their lines waited for
+    the end of the pass: a FAST tool that ended the processor (os._exit, a crash in C)
+    took the ``done`` lines of the runs recorded before it with it, six records in
+    ``done/`` that the log never told of."""
+    for n in range(6):  # claimed in one pass (SPOOL_FAST_THREADS=8), run first
+        drop(spool_root, f"echo-{n}", {"tool": "echo", "params": {"message": n},
+                                       "priority": 5})
+    drop(spool_root, "dies", {"tool": "t_fast_os_exit", "priority": -1})
+    d = daemon(wait_ready=False)
+    assert d.proc is not None
+    assert d.proc.wait(60) == 7
+    lines = {e["id"]: e for e in d.events() if e.get("event") == "done"}
+    finished = sorted(name[:-5] for name in os.listdir(spool_root / "done"))
+    assert finished == [f"echo-{n}" for n in range(6)]
+    for job_id in finished:
+        rec = record(spool_root, job_id)
+        assert rec is not None and job_id in lines, (job_id, d.logs())
+        assert (lines[job_id]["attempt"], lines[job_id]["duration_s"]) == (
+            rec["attempts"], rec["duration_s"])
