@@ -65,6 +65,14 @@ class FastLane:
         self.stuck: Counter[str] = Counter()
         self.waiting: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
 
+    @property
+    def running(self) -> int:
+        """FAST runs in flight (claimed, waiting for the loop thread or running): the
+        status file's ``fast_running``.  An abandoned thread's run is over, recorded
+        ``timeout`` or ``cancelled``: it is no FAST job running, and its tool may never
+        return (the warning that abandoned it counts those threads)."""
+        return self.busy - (self.stuck.total() if self.stuck else 0)
+
     def has_room(self) -> bool:
         """Another run may start: in flight below the bound, and not too many stuck."""
         stuck = self.stuck.total() if self.stuck else 0  # usually empty: no sum then

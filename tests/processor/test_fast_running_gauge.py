@@ -1,0 +1,42 @@
+"""``fast_running`` in the status file (and so in ``spoolq stats`` and
+``GET /api/v1/stats``): FAST jobs running, not the threads of runs already over."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def _beat_after(d: Daemon, when: str) -> dict[str, Any]:
+    """The first status file written after ``when`` (a record's ``finished_at``)."""
+    moment = datetime.fromisoformat(when)
+    status: dict[str, Any] = wait_for(
+        lambda: (s := d.status()) and datetime.fromisoformat(s["heartbeat_at"]) > moment
+        and s, 20, "a heartbeat after the record")
+    return status
+
+
+def test_a_timed_out_fast_job_is_no_fast_job_running(spool_root: Path, daemon: StartDaemon,
+                                                     tmp_path: Path) -> None:
+    """A FAST job past its timeout fails at once and its thread is abandoned, still in
+    the tool; ``fast_running`` counted that thread as a job running for as long as the
+    tool went on (for good, for a tool hung for good), with no job in ``running/``."""
+    d = daemon()
+    release = tmp_path / "release"
+    drop(spool_root, "works", {"tool": "t_fast_record", "params": {
+        "seconds": 8, "release": str(release)}})
+    wait_for(lambda: d.status()["fast_running"] == 1, 20, "the FAST job counted running")
+    release.touch()
+    assert _beat_after(d, wait_record(spool_root, "works")["finished_at"])[
+        "fast_running"] == 0
+    drop(spool_root, "hangs", {"tool": "t_fast_hang", "params": {"seconds": 60}})
+    rec = wait_record(spool_root, "hangs")
+    assert rec["error"]["type"] == "timeout"
+    assert any(e.get("abandoned_threads") == 1 for e in d.events())  # the thread goes on
+    assert _beat_after(d, rec["finished_at"])["fast_running"] == 0
