@@ -37,8 +37,12 @@ from spool.states import JobState
 from statusd.items import Item
 
 MAX_TOOL_LABELS = 64
-RAN_ERRORS = frozenset({"invalid_params", "tool_error", "timeout", "worker_crashed"})
-"""Failures of a job whose tool the processor found: its name may take a label."""
+RAN_ERRORS = frozenset({"invalid_params", "tool_error", "timeout", "worker_crashed",
+                        "abandoned"})
+"""Failures of a job whose tool the processor found: its name may take a label.
+``abandoned``: a run whose processor died (or stopped with a newer drop pending); a job
+with a made-up tool fails ``unknown_tool`` in the pass that claims it, so only a kill in
+that moment leaves one to be abandoned."""
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

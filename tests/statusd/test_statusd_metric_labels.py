@@ -46,3 +46,14 @@ def test_made_up_tool_names_do_not_take_the_labels_of_real_tools() -> None:
     assert seen[("run_backtest", "failed")] == 1, "a name that has a label keeps it"
     assert seen[("other", "failed")] == 2 * (MAX_TOOL_LABELS + 10)
     assert not any(tool.startswith(("made-up", "bad-")) for tool, _ in seen)
+
+
+def test_a_run_abandoned_by_its_dead_processor_is_counted_under_its_tool() -> None:
+    """After a processor's SIGKILL, recovery fails the runs it left ``abandoned``: they
+    ran a real tool, yet were counted under ``other`` until that tool's first done or
+    failed run in this statusd's life (after a statusd restart, every one)."""
+    metrics = Metrics(_status)
+    metrics.observe_terminal(_item(1, "sleep", JobState.FAILED, "abandoned"))
+    metrics.observe_terminal(_item(2, "sleep", JobState.DONE))
+    seen = _transitions(metrics)
+    assert seen == {("sleep", "failed"): 1, ("sleep", "done"): 1}
