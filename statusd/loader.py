@@ -124,6 +124,19 @@ class Loader:
                                    st.st_ino))
         return found
 
+    def record_behind(self, job_id: str) -> Item | None:
+        """The item of ``job_id``'s terminal record, whichever file tells its state (a
+        drop waiting behind its run does, :func:`spool.reader.newest`); None when it has
+        none, or it cannot be read."""
+        try:
+            best = newest(e for e in self._entries_of(job_id) if e.state in TERMINAL)
+            if best is None:
+                return None
+            return self.load(job_id, Stamp(best.state, best.mtime_ns, best.ctime_ns, 0,
+                                           best.ino))
+        except OSError:
+            return None
+
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
         """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
         version, no other file of the id could tell it instead, and (running) its

@@ -54,8 +54,9 @@ from typing import Any, TypeVar
 from spool.feed import ChangeFeed, PolledFeed
 from spool.ids import id_from_name
 from spool.layout import Layout
-from spool.states import JobState
+from spool.states import TERMINAL, JobState
 from statusd.announce import announce
+from statusd.behind import RecordsBehind
 from statusd.hub import Hub
 from statusd.index import Index
 from statusd.items import Item, Stamp
@@ -68,6 +69,7 @@ R = TypeVar("R")
 RESCAN_DUTY = 10.0
 """The rescan interval is at least this many times the last rescan's duration."""
 _WATCHED = frozenset({*(s.value for s in JobState), "progress"})
+_RECORDS = frozenset(s.value for s in TERMINAL)
 REWATCH_S = 1.0
 """While a watched folder is gone, how often to look for it again (the processor's
 heartbeat does the same for its feed)."""
@@ -104,6 +106,9 @@ class Tracker:
         """Ids found in no state folder, and when (monotonic) they are removed if still gone."""
         self._expired: set[str] = set()
         """Missing ids being looked at once more (their grace has passed)."""
+        self._recorded: set[str] = set()
+        """Dirty ids a hint from ``done/`` or ``failed/`` named (see :mod:`statusd.behind`)."""
+        self._behind = RecordsBehind(index, metrics)
         self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
@@ -149,9 +154,12 @@ class Tracker:
                 if self._feed is not None and self._feed.rewatch():
                     self._rescan_now = True  # watched again: a rescan finds what came meanwhile
                 if self._dirty:
+                    recorded, self._recorded = self._recorded, set()
                     dirty, self._dirty = self._unchanged_left_out(self._dirty), set()
                     if dirty:
                         await self.refresh(dirty)
+                    if recorded:
+                        await self._count_behind(recorded)
                 await self._recheck_missing()
                 if self._rescan_now or time.monotonic() >= next_scan:
                     self._rescan_now = False
@@ -326,7 +334,19 @@ class Tracker:
             return
         self._missing.pop(job_id, None)
         old = self.index.put(item)
+        self._behind.applied(old, item)
         announce(self.hub, self.metrics, old, item)
+
+    async def _count_behind(self, job_ids: set[str]) -> None:
+        """Count the runs that ended behind a new drop of their id (:mod:`statusd.behind`)."""
+        ids = self._behind.active(job_ids)
+        if ids:
+            async with self._lock:
+                self._behind.found(await self._run(self._records_behind, ids))
+
+    def _records_behind(self, ids: list[str]) -> list[Item]:
+        return [item for job_id in ids
+                if (item := self.loader.record_behind(job_id)) is not None]
 
     def _vanish(self, job_id: str) -> None:
         """An id in no state folder: kept as it was until its grace passes, then removed.
@@ -342,6 +362,7 @@ class Tracker:
         self._remove(job_id)
 
     def _remove(self, job_id: str) -> None:
+        self._behind.removed(job_id)
         if self.index.remove(job_id) is not None:
             self.hub.end(job_id)
 
@@ -357,6 +378,8 @@ class Tracker:
             return
         job_id = id_from_name(name)
         if job_id is not None:
+            if folder in _RECORDS:
+                self._recorded.add(job_id)
             self._mark(job_id)
 
     def _mark(self, job_id: str) -> None:

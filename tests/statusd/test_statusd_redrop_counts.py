@@ -1,0 +1,72 @@
+"""/metrics counts the run of an id that ends while a new drop of that id waits.
+
+An id has one state, and a drop waiting behind its own run tells it (pending, DESIGN
+section 9), so the run's record lands behind a state that does not change: statusd
+counted no transition for it, and an integration that re-drops a fixed id
+(``nightly-export``) before its run ends had every other run missing from
+``spoolq_transitions_total``, the failures and the durations.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+from statusdkit import ServerThread, claim, finish, request, submit, wait_for
+
+from spool.errors import ErrorType
+from spool.states import JobState
+from spool.transitions import Spool
+
+FAILED_ECHO = ("spoolq_transitions_total", (("outcome", "failed"), ("tool", "echo")))
+DONE_ECHO = ("spoolq_transitions_total", (("outcome", "done"), ("tool", "echo")))
+
+
+def _samples(server: ServerThread) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    reply = request(server.base, "GET", "/metrics")
+    assert reply.status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(reply.body.decode())
+            for s in family.samples}
+
+
+def test_a_run_that_ends_behind_a_new_drop_of_its_id_is_counted(server: ServerThread,
+                                                                 spool: Spool) -> None:
+    submit(spool, "nightly")
+    first = claim(spool, "nightly")
+    submit(spool, "nightly")  # the next night's drop, while the first still runs
+    wait_for(lambda: _samples(server)[("spoolq_jobs", (("state", "pending"),))] == 1,
+             what="the new drop seen")
+    finish(spool, first, error=(ErrorType.TIMEOUT, "too slow"), duration_s=3.0)
+    samples = wait_for(lambda: (s := _samples(server)).get(FAILED_ECHO) == 1 and s,
+                       what="the first run counted")
+    assert samples[("spoolq_failures_total", (("error_type", "timeout"), ("tool", "echo")))] == 1
+    assert samples[("spoolq_job_duration_seconds_sum", (("tool", "echo"),))] == 3.0
+    assert samples[("spoolq_jobs", (("state", "pending"),))] == 1  # still its state
+    # Touched, or looked at again: no second count.  Its own run: one more.
+    path = spool.layout.job(JobState.FAILED, "nightly")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    finish(spool, claim(spool, "nightly"))
+    samples = wait_for(lambda: (s := _samples(server)).get(DONE_ECHO) == 1 and s,
+                       what="the second run counted")
+    assert samples[FAILED_ECHO] == 1
+    assert samples[("spoolq_job_duration_seconds_count", (("tool", "echo"),))] == 2
+
+
+def test_a_record_already_behind_a_new_drop_is_not_counted_again(server: ServerThread,
+                                                                  spool: Spool) -> None:
+    """The usual re-drop, of an id that finished: its record was counted when it landed;
+    touched while the new drop waits, it is no new run."""
+    submit(spool, "weekly")
+    finish(spool, claim(spool, "weekly"))
+    wait_for(lambda: _samples(server).get(DONE_ECHO) == 1, what="the run counted")
+    submit(spool, "weekly")
+    wait_for(lambda: _samples(server)[("spoolq_jobs", (("state", "pending"),))] == 1,
+             what="the new drop seen")
+    path = spool.layout.job(JobState.DONE, "weekly")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    submit(spool, "marker")  # a later change, seen after the touch's
+    finish(spool, claim(spool, "marker"))
+    wait_for(lambda: _samples(server).get(DONE_ECHO) == 2, what="the marker counted")
+    assert _samples(server)[DONE_ECHO] == 2
