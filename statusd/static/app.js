@@ -57,6 +57,9 @@ const ui = {
   total: null,            // the spool's job count at the last stats refresh
 };
 
+// Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
+const COUNT_FORMAT = new Intl.NumberFormat("en");
+
 const $ = (id) => document.getElementById(id);
 
 async function getJSON(url, maxBytes = Infinity, parse = null) {
@@ -212,7 +215,7 @@ async function refreshStats() {
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
-    if (node) node.textContent = String(count);
+    if (node) node.textContent = COUNT_FORMAT.format(count);
     total += count;
   }
   // Fewer jobs than before: some were purged, which no event announces. Reload the
@@ -221,10 +224,26 @@ async function refreshStats() {
   ui.total = total;
   showProcessor(stats);
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
-  const age = stats.oldest_pending_age_s;
-  $("oldest").textContent = age === null ? ""
-    : `oldest pending ${age < 60 ? `${age.toFixed(0)} s` : fmtSpan(age)}`;
+  // Its parts wrap between them on a phone, never inside one.
+  const oldest = fmtOldest(stats.oldest_pending_age_s, stats.oldest_due_pending_age_s);
+  $("oldest").replaceChildren(
+    ...oldest.flatMap((part, n) => [n ? ", " : "", el("span", {}, part)]));
   updateToolOptions(stats.tools || []);
+}
+
+function fmtAge(age) {
+  return age < 60 ? `${age.toFixed(0)} s` : fmtSpan(age);
+}
+
+function fmtOldest(age, due) {
+  // As `spoolq stats` says it: a job waiting for its not_before (a retry's backoff, a
+  // job for tonight) is no late one.  The page said "oldest pending 2 h 0 min" of 20 jobs
+  // due tonight, beside idle workers, as if the queue were stuck.
+  if (age === null || age === undefined) return [];
+  const parts = [`oldest pending ${fmtAge(age)}`];
+  if (due === null) parts.push("none due yet");
+  else if (due !== undefined && due < age - 1) parts.push(`oldest due for ${fmtAge(due)}`);
+  return parts;
 }
 
 function showProcessor(stats) {
@@ -283,6 +302,12 @@ function matches(record) {
     && (!ui.filter.tool || record.tool === ui.filter.tool);
 }
 
+function pct(fraction) {
+  // Whole percent, rounded down: 0.996 read "100%" while the job still ran.  (The 1e-9:
+  // 0.29 * 100 is 28.999999999999996.)
+  return `${Math.floor(fraction * 100 + 1e-9)}%`;
+}
+
 function progressCell(progress) {
   const td = el("td", { class: "progress-cell" });
   if (!progress) return td;
@@ -294,7 +319,7 @@ function progressCell(progress) {
     fill.style.width = `${(fraction * 100).toFixed(1)}%`;
     bar.appendChild(fill);
     td.appendChild(bar);
-    td.appendChild(document.createTextNode(` ${(fraction * 100).toFixed(0)}%`));
+    td.appendChild(document.createTextNode(` ${pct(fraction)}`));
   }
   if (progress.message) td.title = shown(progress.message);
   return td;
@@ -569,9 +594,9 @@ function renderProgress(state, progress) {
   if (box.hidden) return;
   const fraction = progress.fraction ?? 0;
   box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
-  const pct = progress.fraction === null || progress.fraction === undefined
-    ? "" : `${(fraction * 100).toFixed(0)}% `;
-  box.querySelector(".text").textContent = `${pct}${shown(progress.message || "")}`;
+  const done = progress.fraction === null || progress.fraction === undefined
+    ? "" : `${pct(fraction)} `;
+  box.querySelector(".text").textContent = `${done}${shown(progress.message || "")}`;
 }
 
 function getRecord(id) {

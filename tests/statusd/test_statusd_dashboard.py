@@ -945,7 +945,7 @@ def test_times_say_their_zone_and_long_spans_read_in_hours(server: ServerThread,
 
 def _two_hours_pending(route: sync_api.Route) -> None:
     stats = route.fetch().json()
-    stats["oldest_pending_age_s"] = 7_200.4
+    stats["oldest_pending_age_s"] = stats["oldest_due_pending_age_s"] = 7_200.4  # due all along
     route.fulfill(json=stats)
 
 
