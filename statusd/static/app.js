@@ -9,8 +9,12 @@
  * that happens in between is missed; after a reconnect the list is fetched
  * again.  While a socket is down (statusd away, a proxy that passes no
  * WebSocket) the list, the counts and the open task are read over REST at each
- * try to reconnect.  The list keeps its newest MAX_ROWS rows.  A fetch that
- * fails is said on the page and tried again, not swallowed.  All text goes in
+ * try to reconnect.  While statusd does not answer, the processor's liveness is shown
+ * unknown and the task view says it is as last seen; its note also says what the task's
+ * fields can't: a run cut short and requeued (running -> pending on either stream), a
+ * running job with no processor left to run it, what "not found" may mean.  The list
+ * keeps its newest MAX_ROWS rows.  A fetch that fails is said on the page and tried
+ * again, not swallowed.  All text goes in
  * through textContent: job fields are never HTML.
  *
  * The task view cancels a pending or running task and retries a failed one, as
@@ -55,6 +59,9 @@ const ui = {
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
+  processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
+  unreachable: null,      // since when statusd has not answered (ms), or null
+  requeued: null,         // the open task's latest requeue seen: { at, why }
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -210,8 +217,36 @@ function el(name, attrs, text) {
 
 /* ---- counts and processor status ------------------------------------------------ */
 
+function reachable(err) {
+  // Whether statusd answered the page's last read (err: why not).  While it does not,
+  // what the page shows is as last seen: the processor's liveness is not known (it said
+  // "processor: up" in green all the while statusd was down), and the task view says so.
+  if (!err) {
+    ui.unreachable = null;
+  } else if (ui.unreachable === null) {
+    ui.unreachable = Date.now();
+    ui.processorAlive = null;
+    const node = $("processor");
+    node.textContent = "processor: ?";
+    node.className = "state";
+    $("workers").textContent = "";
+    $("oldest").textContent = "";
+  }
+  if (err) {
+    $("processor").title = `statusd unreachable since ${fmtTime(ui.unreachable)}: ${err.message}`;
+  }
+  renderNote();
+}
+
 async function refreshStats() {
-  const stats = await getJSON("api/v1/stats");
+  let stats;
+  try {
+    stats = await getJSON("api/v1/stats");
+  } catch (err) {
+    reachable(err);
+    throw err;
+  }
+  reachable(null);
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
@@ -229,6 +264,7 @@ async function refreshStats() {
   $("oldest").replaceChildren(
     ...oldest.flatMap((part, n) => [n ? ", " : "", el("span", {}, part)]));
   updateToolOptions(stats.tools || []);
+  renderNote();
 }
 
 function fmtAge(age) {
@@ -251,6 +287,7 @@ function showProcessor(stats) {
   // and what it runs is requeued when the grace ends.
   const node = $("processor");
   const alive = stats.processor.alive;
+  ui.processorAlive = alive;
   const live = (stats.processors || []).filter((p) => p.alive !== false);
   const stopping = alive && live.length > 0 && live.every((p) => p.stopping);
   node.textContent = `processor: ${stopping ? "stopping" : alive ? "up" : "down"}`;
@@ -521,6 +558,7 @@ function connectEvents() {
     if (msg.event === "transition" && msg.record) {
       if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);
+      sawTransition(msg, msg.record);
       taskMoved(msg.record);
       scheduleStats();
     } else if (msg.event === "progress") {
@@ -638,6 +676,45 @@ function renderJob(record) {
   if (!box.hidden) box.querySelector("pre").textContent = shown(JSON.stringify(job, null, 2));
 }
 
+function renderNote() {
+  // What the task's fields can't say, watching it for minutes: that statusd is away (the
+  // view is as last seen), that no processor runs (a "running" job whose bar stays put
+  // after a SIGKILL), that it was requeued (a stop's requeue, its run from 0% again, left
+  // no trace but "attempts 0"), or what "not found" may mean.
+  const node = $("task-note");
+  const state = ui.taskId === null ? "" : $("task-state").textContent;
+  const lines = [];
+  if (ui.unreachable !== null) {
+    lines.push(`statusd unreachable since ${fmtTime(ui.unreachable)}: the task as last seen; `
+      + "trying again");
+  } else if (state === "running" && ui.processorAlive === false) {
+    lines.push("no processor is running: this job makes no progress until one starts, "
+      + "and requeues it");
+  }
+  if (state === "not found") {
+    lines.push("no task with this id in the spool: not submitted yet, or its record was "
+      + "purged; it shows here once submitted");
+  } else if (ui.requeued) {
+    lines.push(`requeued at ${fmtTime(ui.requeued.at)}: its run was cut short (${
+      ui.requeued.why}) and runs again from the start`);
+  }
+  node.hidden = lines.length === 0;
+  node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
+}
+
+function sawTransition(msg, record) {
+  // From either stream.  A claim is a live processor's: the "processor: down" of the last
+  // stats (one just started) holds no more, and no "no processor" note flashes beside the
+  // job it claimed.  running -> pending of the open task: its run was cut short (a stop's
+  // requeue, a dead processor's, a retried timeout or crash), the next starts from 0%.
+  if (msg.event !== "transition") return;
+  if (msg.state === "running" && ui.processorAlive === false) ui.processorAlive = null;
+  if (msg.id !== ui.taskId || msg.previous !== "running" || msg.state !== "pending") return;
+  const error = record && record.error;
+  ui.requeued = { at: new Date(), why: error ? shown(error.type) : "its processor stopped" };
+  renderNote();
+}
+
 function renderHead(record) {
   $("task-id").textContent = record.id;
   $("task-state").textContent = record.state;
@@ -645,6 +722,7 @@ function renderHead(record) {
   renderFields(record);
   renderProgress(record.state, record.progress);
   showActions(record);
+  renderNote();
 }
 
 /* ---- cancel and retry --------------------------------------------------------------- */
@@ -849,9 +927,11 @@ function watchTask(id) {
   ui.taskEvent = null;
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
+    if (ui.unreachable !== null) reachable(null);  // statusd is back: its stream says so
     if (msg.id !== ui.taskId) return;
     if (msg.record) {
       withExactIntegers(msg.record, event.data, (value) => value.record);
+      sawTransition(msg, msg.record);
       terminal = TERMINAL.has(msg.state);
       if (terminal) closeTaskSocket();  // what comes after (a retry) comes by the events
       renderRecord(msg.record).catch(() => {});
@@ -862,6 +942,7 @@ function watchTask(id) {
     } else if (msg.event === "progress") {
       $("task-state").textContent = msg.state;
       renderProgress(msg.state, msg.progress);
+      renderNote();
     }
   };
   socket.onclose = (event) => {
@@ -873,6 +954,7 @@ function watchTask(id) {
       $("task-state").className = "state";
       renderProgress("", null);
       showActions({ state: "" });
+      renderNote();
       return;
     }
     if (!terminal && ui.taskId === id) followOverRest(id);
@@ -884,19 +966,24 @@ function followOverRest(id) {
   // is read over REST at each try to reconnect, so the view goes on following it.
   const retry = () => { if (ui.taskId === id && !ui.taskSocket) watchTask(id); };
   getRecord(id).then((record) => {
+    reachable(null);
     if (ui.taskId !== id || ui.taskSocket) return;
     renderRecord(record).catch(() => {});
     if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
-  }).catch(() => setTimeout(retry, 1000));
+  }).catch((err) => {
+    if (!err.status || err.status >= 500) reachable(err);
+    setTimeout(retry, 1000);
+  });
 }
 
 function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
+  ui.requeued = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
   for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",
-                     "task-params", "task-actions", "token-form", "action-status"]) {
+                     "task-params", "task-actions", "token-form", "action-status", "task-note"]) {
     $(box).hidden = true;
   }
   $("task-result").open = true;  // a record too large to load says so in it
@@ -919,6 +1006,7 @@ async function openTask(id) {
     }
     if (err.status >= 400 && err.status < 500) {  // 404, or 400 for an id that can't be
       $("task-state").textContent = "not found";  // a later drop of it comes by the events
+      renderNote();
       return;
     }
     // statusd unreachable or refusing for now (a restart, a 503): say so, try again.

@@ -1,9 +1,10 @@
 """A researcher watching a long job in the dashboard, in a real headless Chromium.
 
-What the page must say while a backtest runs for minutes: its progress, and the
-header's figures read as `spoolq stats` says them, on a phone too.  The browser and
-page fixtures are test_statusd_dashboard's (a page with a JavaScript error fails its
-test).
+What the page must say while a backtest runs for minutes and the machinery around it
+moves: its run cut short and requeued (a processor's stop, its death), no processor
+left to run it, statusd itself away, a link to a task not submitted yet; and the
+header's figures read as `spoolq stats` says them.  The browser and page fixtures are
+test_statusd_dashboard's (a page with a JavaScript error fails its test).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
-from statusdkit import ServerThread, claim, finish, report, submit
+from statusdkit import FakeOwner, ServerThread, claim, finish, report, submit
 
+from spool.models import Job
 from spool.transitions import Spool
 
 sync_api = dashboard.sync_api
@@ -20,6 +22,102 @@ pytestmark = dashboard.pytestmark
 browser = dashboard.browser
 page = dashboard.page
 expect = sync_api.expect
+
+
+def test_a_run_cut_short_and_requeued_is_said_in_the_task_view(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A processor's SIGTERM requeues its running job (the run does not count: attempts
+    back to 0) and the next processor runs it again from 0%.  The view went from
+    "running 40%" to "pending, attempts 0" and back to "running 0%" with no word of what
+    happened: it reads as if the page had lost track."""
+    owner = FakeOwner(spool)
+    try:
+        submit(spool, "bt-long", tool="run_backtest")
+        first = claim(spool, "bt-long")
+        report(spool, first, 0.4, "backtested 40/100 symbols")
+        page.goto(server.base + "/#/tasks/bt-long")
+        expect(page.locator("#task-progress .text")).to_have_text("40% backtested 40/100 symbols")
+        expect(page.locator("#task-note")).to_be_hidden()
+        assert spool.requeue(first, Job.model_validate_json(first.data))
+        expect(page.locator("#task-state")).to_have_text("pending")
+        note = page.locator("#task-note")
+        expect(note).to_contain_text("requeued at ")
+        expect(note).to_contain_text("its run was cut short (its processor stopped)")
+        second = claim(spool, "bt-long")
+        expect(page.locator("#task-state")).to_have_text("running")
+        report(spool, second, 0.0, "loading")
+        expect(page.locator("#task-progress .text")).to_have_text("0% loading")
+        expect(note).to_contain_text("requeued at ")  # still said while it runs again
+        finish(spool, second, {"ok": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
+        page.goto(server.base + "/#/")  # another task's view starts with no such word
+        page.goto(server.base + "/#/tasks/other")
+        expect(page.locator("#task-state")).to_have_text("not found")
+        expect(note).not_to_contain_text("requeued")
+    finally:
+        owner.close()
+
+
+def test_a_running_job_with_no_processor_left_says_it_is_not_progressing(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A SIGKILL'd processor leaves its job in running/ until a processor starts and
+    recovers it: the view said "running", its bar still and its "running for" counting
+    on, and only the header's "processor: down" hinted that nothing ran it."""
+    owner = FakeOwner(spool)
+    submit(spool, "orphan", tool="run_backtest")
+    running = claim(spool, "orphan")
+    try:
+        report(spool, running, 0.3, "backtested 30/100 symbols")
+        page.goto(server.base + "/#/tasks/orphan")
+        expect(page.locator("#processor")).to_have_text("processor: up")
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(page.locator("#task-note")).to_be_hidden()
+        owner.close()  # its lock free: the processor is gone
+        submit(spool, "poke")  # a transition: the page reads the stats at once
+        expect(page.locator("#processor")).to_have_text("processor: down")
+        expect(page.locator("#task-note")).to_contain_text("no processor is running")
+    finally:
+        owner.close()
+        finish(spool, running, {"ok": 1})
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-note")).to_be_hidden()
+
+
+def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """statusd restarted or down: the page went "offline" in a corner, but the header
+    still said "processor: up" in green with its workers, and the task view showed the
+    job running at its last progress, its time counting on, as if all were well."""
+    owner = FakeOwner(spool)
+    submit(spool, "watched", tool="run_backtest")
+    running = claim(spool, "watched")
+    try:
+        report(spool, running, 0.5, "half way")
+        page.goto(server.base + "/#/tasks/watched")
+        expect(page.locator("#processor")).to_have_text("processor: up")
+        expect(page.locator("#task-progress .text")).to_have_text("50% half way")
+        server.stop()  # its sockets close going away (1001), its port refuses
+        expect(page.locator("#live")).to_have_text("offline")
+        expect(page.locator("#processor")).to_have_text("processor: ?")
+        expect(page.locator("#workers")).to_have_text("")
+        expect(page.locator("#task-note")).to_contain_text("statusd unreachable since ")
+        expect(page.locator("#task-note")).to_contain_text("the task as last seen")
+    finally:
+        running.close()
+        owner.close()
+
+
+def test_a_link_to_a_task_not_submitted_yet_says_what_not_found_means(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A link shared a moment before its job was dropped (or one to a purged record)
+    said a bare "not found"; the job, once dropped, does show there."""
+    page.goto(server.base + "/#/tasks/bt-next")
+    expect(page.locator("#task-state")).to_have_text("not found")
+    expect(page.locator("#task-note")).to_contain_text("not submitted yet, or its record "
+                                                       "was purged")
+    submit(spool, "bt-next", tool="run_backtest")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#task-note")).to_be_hidden()
 
 
 def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool: Spool,
