@@ -115,6 +115,7 @@ class Processor:
         self.io_failures = 0
         self.io_trouble: dict[str, Any] | None = None  # the status file's (IoTrouble)
         self.lease: OwnerLease | None = None
+        self.executor_up = False  # started and not shut down: lifecycle.close shuts it down
         self.resources: dict[str, Any] = {}
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
                              data_dir=self.data_dir, resources=self.resources,
@@ -186,6 +187,7 @@ class Processor:
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):
+            self.executor_up = False  # stop_runs shuts it down first
             lifecycle.stop_runs(self.runs, self.executor, self.spool, self.finisher)
             return False
         self._pass()

@@ -84,6 +84,7 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
                     extra={"fields": {"reason": processor.spool.mover.staging_note}})
     unless_unusable(processor.periodic.recover)
     processor.executor.start(InboxSink(processor.inbox))
+    processor.executor_up = True
     unless_unusable(processor.discovery.start_feed)
     unless_unusable(processor.discovery.rescan)
     logs.flush()  # the recovery's lines are out before the status file says "up"
@@ -177,7 +178,16 @@ def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
 
 def close(processor: Processor) -> None:
     """The end of :meth:`Processor.run <processor.daemon.Processor.run>`: what FAST
-    tools left is killed, the feed stopped, the status file and lease removed."""
+    tools left is killed, the feed stopped, the status file and lease removed.
+
+    The executor is shut down here when the loop did not get to it (a start-up step
+    that failed after it started, a loop that crashed): each worker waits for the
+    processor's end of its pipe to close, which the pool holds, and ``multiprocessing``
+    joins its children at exit, so the error line was printed and the process never
+    ended."""
+    if processor.executor_up:
+        processor.executor_up = False
+        processor.executor.shutdown()
     killed = proctree.kill_tool_processes()  # the pool's workers are gone already
     if killed:
         log.info("killed processes FAST tools left running", extra={"fields": {
