@@ -9,6 +9,11 @@ every pending name whose inode, size or mtime changed since last seen, so an eve
 the feed lost (inotify overflow, a folder replaced) costs a scan interval at most.
 Intake takes at most INTAKE_BATCH dirty names per pass; a ready job goes to the
 processor's ``enqueue``, a name still being written waits for the settle time.
+
+Where the kernel's inotify limits are reached (another program of the same user
+holds the instances or watches), there is no feed, or a folder is unwatched: the
+rescan every ``SPOOL_SCAN_S`` finds what arrives, a warning says so once, and the
+feed is tried again at each heartbeat (an info line once it is whole again).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable
 from processor import logs
 from processor.inbox import Inbox
 from spool.errors import SpoolIOError
-from spool.feed import ChangeFeed, PolledFeed
+from spool.feed import SHORT_OF_INOTIFY, ChangeFeed, PolledFeed
 from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
@@ -54,11 +59,42 @@ class Discovery:
         self.dirty: set[str] = set()
         self.cancels: set[str] = set()
         self.next_scan = 0.0
+        self.short_of_inotify: OSError | None = None
+        """Why the feed is missing or partial for want of inotify, once said in the log."""
 
     def rewatch(self) -> None:
-        """Watch a replaced folder again; what came meanwhile is found by a rescan."""
-        if self.feed is not None and self.feed.rewatch():
+        """Watch a replaced folder again, or start the feed that inotify's limits kept
+        out; what came meanwhile is found by a rescan."""
+        if self.feed is None:
+            if self.short_of_inotify is not None:
+                self._retry_feed()
+            return
+        if self.feed.rewatch():
             self.next_scan = 0.0
+        self._say_shortage()
+
+    def _retry_feed(self) -> None:
+        try:
+            self.start_feed()
+        except OSError as exc:  # what is not a limit: the rescans go on as they are
+            log.debug("change feed not started again", extra={"fields": {"error": str(exc)}})
+            return
+        if self.feed is not None:
+            self.next_scan = 0.0
+
+    def _say_shortage(self, refused: OSError | None = None) -> None:
+        """A warning when inotify's limits first keep a folder unwatched, an info line
+        once every folder is watched again (``refused``: inotify_init's own refusal)."""
+        shortage = refused or (self.feed.shortage if isinstance(self.feed, PolledFeed)
+                               else None)
+        if shortage is not None and self.short_of_inotify is None:
+            log.warning("inotify limit reached: finding drops and cancels by scanning "
+                        "every %g s (SPOOL_SCAN_S)", self.settings.scan_s, extra={"fields": {
+                            "error": str(shortage), "see": "fs.inotify.max_user_instances, "
+                            "fs.inotify.max_user_watches"}})
+        elif shortage is None and self.short_of_inotify is not None:
+            log.info("inotify back: watching pending/ and cancel/ again")
+        self.short_of_inotify = shortage
 
     def stop_feed(self) -> None:
         if self.feed is not None:
@@ -77,13 +113,21 @@ class Discovery:
                 raise
 
     def start_feed(self) -> None:
-        """Watch pending/ and cancel/: on the loop thread itself where inotify allows."""
+        """Watch pending/ and cancel/: on the loop thread itself where inotify allows (no
+        feed, or a folder unwatched, where its limits are reached: see the module)."""
         folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
         if PolledFeed.available():
             feed = PolledFeed(folders, self.on_change, arrivals_only=True)
-            feed.start()
+            try:
+                feed.start()
+            except OSError as exc:
+                if exc.errno not in SHORT_OF_INOTIFY:
+                    raise
+                self._say_shortage(exc)
+                return
             self.inbox.add_reader(feed.fileno(), feed.drain)
             self.feed = feed
+            self._say_shortage()
         else:  # pragma: no cover - not Linux: a feed thread posts its events
             self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
                 ("fs", folder, name)), arrivals_only=True)

@@ -24,12 +24,21 @@ owner waits on :meth:`PolledFeed.fileno` in its own loop and calls
 :meth:`PolledFeed.drain`.  The processor does, so an arrival costs no thread
 hand-off (docs/benchmarks.md), and so does statusd's tracker (its event loop
 reads the descriptor).
+
+inotify has per-user kernel limits (``fs.inotify.max_user_instances``, whose
+exhaustion fails ``inotify_init`` with EMFILE; ``fs.inotify.max_user_watches``,
+which fails a watch with ENOSPC), shared with every other program of the same
+user.  A watch refused for want of them (:data:`SHORT_OF_INOTIFY`) leaves its
+folder unwatched, tried again at each ``rewatch()``, and :attr:`PolledFeed.shortage`
+says why; an ``inotify_init`` so refused raises, and the owner goes on without a
+feed.  Either way the owner's periodic rescan finds what arrives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import struct
@@ -57,10 +66,16 @@ except ImportError:  # pragma: no cover - not Linux
     inotify_c = None  # type: ignore[assignment]
 
 # inotify_c is exported for spool.presence, which reads the same events.
-__all__ = ["ChangeFeed", "OnChange", "PolledFeed", "inotify_c", "open_inotify", "read_inotify"]
+__all__ = ["SHORT_OF_INOTIFY", "ChangeFeed", "OnChange", "PolledFeed", "inotify_c",
+           "open_inotify", "read_inotify"]
 
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len
 _INOTIFY_BUFFER = 1 << 16
+
+SHORT_OF_INOTIFY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.ENOMEM})
+"""What ``inotify_init`` or a watch fails with when a kernel limit is reached (instances:
+EMFILE; watches: ENOSPC) or descriptors or memory run short: not a broken spool, a
+feed that cannot follow for now."""
 
 OnChange = Callable[[str, str], None]
 """Called from a feed thread with (folder name, file name); ("", "") means rescan."""
@@ -243,12 +258,17 @@ class PolledFeed:
         self._folder_of: dict[int, Path] = {}
         self._unwatched: set[Path] = set()
         self._mask = _watch_mask(arrivals_only) if self.available() else 0
+        self.shortage: OSError | None = None
+        """Why a folder is unwatched for want of inotify (:data:`SHORT_OF_INOTIFY`): a
+        refusal at the last start or rewatch; None when none was refused so."""
 
     @staticmethod
     def available() -> bool:
         return getattr(inotify_c, "inotify_init", None) is not None
 
     def start(self) -> None:
+        """Watch the folders; OSError if inotify cannot be had, or a folder watched for
+        another reason than a limit (a watch refused at a limit leaves it unwatched)."""
         fd = open_inotify()
         if fd < 0:
             raise _errno_error("inotify_init")
@@ -256,7 +276,11 @@ class PolledFeed:
         try:
             for folder in self.folders:
                 if not self._watch(folder):
-                    raise _errno_error(f"cannot watch {folder}")
+                    error = _errno_error(f"cannot watch {folder}")
+                    if error.errno not in SHORT_OF_INOTIFY:
+                        raise error
+                    self.shortage = error
+                    self._unwatched.add(folder)
         except BaseException:
             self.stop()
             raise
@@ -302,10 +326,14 @@ class PolledFeed:
         """Watch again each folder that lost its watch and exists again; True if one
         did (what arrived there unwatched is for a rescan to find)."""
         found = False
+        shortage = None
         for folder in list(self._unwatched):
             if self._watch(folder):
                 self._unwatched.discard(folder)
                 found = True
+            elif (error := _errno_error(f"cannot watch {folder}")).errno in SHORT_OF_INOTIFY:
+                shortage = error
+        self.shortage = shortage
         return found
 
     def stop(self) -> None:
