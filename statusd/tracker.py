@@ -14,6 +14,10 @@ ten times its own duration on huge spools, so it never takes more than a
 tenth of a core).  A watched folder that is replaced (``mv pending
 pending.old && mkdir pending``) rescans at once, and is watched again as
 soon as it is back: at once, or within ``REWATCH_S``, and a rescan follows.
+Where inotify's kernel limits are reached (another program of the same user
+holds every instance or watch), there is no feed or a folder is unwatched: the
+rescans keep the index current, a warning says so once, and the feed is tried
+again every ``REWATCH_S`` (an info line once it is whole).
 
 Guarantees:
 
@@ -51,7 +55,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from spool.feed import ChangeFeed, PolledFeed
+from spool.feed import SHORT_OF_INOTIFY, ChangeFeed, PolledFeed
 from spool.ids import id_from_name
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
@@ -101,6 +105,8 @@ class Tracker:
         self._feed: ChangeFeed | PolledFeed | None = None
         self._feed_fd = -1
         """The polled feed's descriptor, while the loop reads it."""
+        self._short_of_inotify: OSError | None = None
+        """Why the feed is missing or partial for want of inotify, once said in the log."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._missing: dict[str, float] = {}
         """Ids found in no state folder, and when (monotonic) they are removed if still gone."""
@@ -138,7 +144,8 @@ class Tracker:
         next_scan = time.monotonic() + self.scan_s
         while True:
             timeout = max(0.0, next_scan - time.monotonic())
-            if self._feed is not None and self._feed.unwatched:
+            if self._short_of_inotify is not None or (self._feed is not None
+                                                      and self._feed.unwatched):
                 timeout = min(timeout, REWATCH_S)
             if self._missing:  # the first deadline is the earliest: see _vanish
                 first = next(iter(self._missing.values()))
@@ -151,7 +158,7 @@ class Tracker:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                if self._feed is not None and self._feed.rewatch():
+                if self._rewatch():
                     self._rescan_now = True  # watched again: a rescan finds what came meanwhile
                 if self._dirty:
                     recorded, self._recorded = self._recorded, set()
@@ -183,12 +190,47 @@ class Tracker:
         folders = [self.layout.folder(s) for s in JobState] + [self.layout.progress]
         if PolledFeed.available() and self._loop is not None:
             feed = PolledFeed(folders, self._on_event)
-            feed.start()
+            try:
+                feed.start()
+            except OSError as exc:
+                if exc.errno not in SHORT_OF_INOTIFY:
+                    raise
+                self._say_shortage(exc)
+                return
             self._loop.add_reader(feed.fileno(), feed.drain)
             self._feed, self._feed_fd = feed, feed.fileno()
+            self._say_shortage(feed.shortage)
         else:  # pragma: no cover - not Linux: a feed thread hands its hints over
             self._feed = ChangeFeed(folders, self._on_change)
             self._feed.start()
+
+    def _rewatch(self) -> bool:
+        """Watch again what lost its watch, or start the feed inotify's limits kept out;
+        True when a folder is watched again (a rescan finds what came meanwhile)."""
+        if self._feed is None:
+            if self._short_of_inotify is None:
+                return False
+            try:
+                self._start_feed()
+            except OSError as exc:  # not a limit: the rescans go on as they are
+                log.debug("change feed not started again: %s", exc)
+                return False
+            return self._feed is not None
+        found = self._feed.rewatch()
+        if isinstance(self._feed, PolledFeed):
+            self._say_shortage(self._feed.shortage)
+        return found
+
+    def _say_shortage(self, shortage: OSError | None) -> None:
+        """A warning when inotify's limits first keep a folder unwatched, an info line
+        once every folder is watched again."""
+        if shortage is not None and self._short_of_inotify is None:
+            log.warning("inotify limit reached (%s; see fs.inotify.max_user_instances and "
+                        "max_user_watches): following the spool by rescans every %g s",
+                        shortage, self.scan_s)
+        elif shortage is None and self._short_of_inotify is not None:
+            log.info("inotify back: following the spool by its change feed again")
+        self._short_of_inotify = shortage
 
     def stop_feed(self) -> None:
         """Stop the feed (on the loop); nothing is reported after."""

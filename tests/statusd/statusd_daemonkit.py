@@ -46,16 +46,18 @@ def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
 @contextmanager
 def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
                    log: list[str] | None = None, argv: Sequence[str] = ("-m", "statusd"),
+                   prefix: Sequence[str] = (),
                    **env_vars: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Run statusd on the spool at ``root``; yields its port and process; stops it with
     SIGTERM and checks it exits 0.  A statusd that has not logged that it listens within
     ``ready_timeout`` seconds is killed and the test fails with its log.  ``log``, when
     given, receives the daemon's stderr lines as they come; ``argv``: the interpreter's
-    arguments (a script that changes statusd before it runs it)."""
+    arguments (a script that changes statusd before it runs it); ``prefix``: a command
+    that runs the interpreter (``unshare ...``)."""
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never",
            "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0", "SPOOL_LOG_LEVEL": "INFO",
            **env_vars}
-    proc = subprocess.Popen([sys.executable, *argv], env=env, cwd=root.parent,
+    proc = subprocess.Popen([*prefix, sys.executable, *argv], env=env, cwd=root.parent,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
