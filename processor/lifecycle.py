@@ -68,6 +68,7 @@ def take_hold(processor: Processor) -> None:
     proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
     try:
         processor.layout.require()
+        processor.spool.mover.require_one_mount()
         processor.lease = take_lease(processor.layout, processor.owner)
     except BaseException:
         release(processor)

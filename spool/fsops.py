@@ -63,6 +63,7 @@ from typing import Literal, TypeAlias
 from spool.durability import FsyncMode
 from spool.errors import SpoolIOError
 from spool.layout import Layout
+from spool.states import JobState
 
 BATCH_OPS = 64
 FILE_MODE = 0o640
@@ -162,6 +163,19 @@ def short_of_descriptors(exc: OSError, what: str) -> SpoolIOError | None:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
+
+
+def same_mount(a: StrPath, b: StrPath) -> bool:
+    """Whether a rename from folder ``a`` into folder ``b`` could succeed: the kernel
+    refuses one between two mounts (EXDEV) before it looks the names up, so renaming a
+    name that is not in ``a`` tells, with nothing moved (ENOENT: the same mount).  A
+    bind mount of the same filesystem is another mount, which ``st_dev`` misses."""
+    name = f".spoolq-mount-probe.{os.getpid()}.{os.urandom(6).hex()}"
+    try:
+        os.rename(os.path.join(a, name), os.path.join(b, name))
+    except OSError as exc:
+        return exc.errno != errno.EXDEV
+    return True  # it was there after all: moved, and on one mount
 
 
 def _raise_fatal(exc: OSError, what: str) -> None:
@@ -558,8 +572,8 @@ class Mover:
             return False
         if not stat.S_ISDIR(st.st_mode):
             self.staging_note = f"{stage} is not a directory"
-        elif st.st_dev != tmp_dev:
-            self.staging_note = f"{stage} is not on tmp/'s filesystem"
+        elif st.st_dev != tmp_dev or not same_mount(stage, tmp):
+            self.staging_note = f"{stage} is not on tmp/'s mount"
         elif self._euid not in (st.st_uid, 0):
             self.staging_note = f"{stage} is not this user's (uid {st.st_uid})"
         elif st.st_mode & 0o022:  # others could rename our files there
@@ -745,6 +759,22 @@ class Mover:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def require_one_mount(self) -> None:
+        """SpoolIOError naming the spool's folders that are on another mount than
+        ``pending/`` (a mount point, or a symlink to another filesystem): a rename
+        between them fails (EXDEV), so no job could move through them.  ``stage/`` is
+        left out: a processor stages in ``tmp/`` where it cannot use it."""
+        pending = self.layout.folder(JobState.PENDING)
+        apart = [folder.name for folder in self.layout.required_folders()
+                 if folder != pending and not same_mount(pending, folder)]
+        if apart:
+            raise SpoolIOError(
+                f"{', '.join(name + '/' for name in apart)} of {self.layout.root} "
+                f"{'is' if len(apart) == 1 else 'are'} on another mount than pending/ (a "
+                "mount point, or a symlink to another filesystem): rename() cannot cross "
+                "mounts (EXDEV), so no job could move; the spool's folders must be one "
+                "mount")
 
     def make_folders(self, mode: int = 0o750) -> None:
         """Create the spool's folders (idempotent)."""
