@@ -778,6 +778,7 @@ class Mover:
 
     def make_folders(self, mode: int = 0o750) -> None:
         """Create the spool's folders (idempotent)."""
+        self.layout.require_short_enough()
         self.layout.require_no_file_in_place(self.layout.all_folders())
         for folder in self.layout.all_folders():
             try:

@@ -31,6 +31,12 @@ KEPT_TAG = ".kept-"
 nor remove (another user's, see :meth:`Layout.kept_str`), renamed within it.  The
 leading dot hides it from intake and every reader; failed record ``<id>`` says what it
 was and where it stood."""
+PATH_MAX = 4096
+"""Linux's limit on a path given to a system call, in bytes with its final NUL."""
+NAME_MAX = 255
+MAX_ROOT_BYTES = PATH_MAX - 1 - len("/progress/") - NAME_MAX
+"""The longest spool root (absolute, in bytes) under which any name a folder may hold
+(a client's drop: up to NAME_MAX bytes) can still be named: 3,830 bytes."""
 _KEPT_NAME_BYTES = 200
 """The most of the old name a kept name keeps: with the dot, the tag and an invalid id
 (31 characters) it stays within NAME_MAX (255 bytes)."""
@@ -159,7 +165,9 @@ class Layout:
         return all(p.is_dir() for p in self.required_folders())
 
     def require(self) -> None:
-        """Raise SpoolIOError unless every folder of the spool exists."""
+        """Raise SpoolIOError unless every folder of the spool exists (and its path is
+        short enough: :meth:`require_short_enough`)."""
+        self.require_short_enough()
         if self.root.exists() and not self.root.is_dir():  # 'spoolq init' cannot help
             raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
         missing = [p for p in self.required_folders() if not p.is_dir()]
@@ -169,6 +177,19 @@ class Layout:
                 f"{self.root} is not an initialised spool (missing "
                 f"{', '.join(p.name for p in missing)}); run 'spoolq init'"
             )
+
+    def require_short_enough(self) -> None:
+        """SpoolIOError when the root is longer than :data:`MAX_ROOT_BYTES`: a drop with a
+        long name (or a staging name with a long id) would then be past PATH_MAX, which
+        no daemon could read, quarantine or move (the processor logged an error at each
+        scan of ``pending/``, and the jobs stayed there for good)."""
+        size = len(os.fsencode(os.path.abspath(self.root)))
+        if size > MAX_ROOT_BYTES:
+            raise SpoolIOError(
+                f"the spool path is {size} bytes long, over {MAX_ROOT_BYTES}: a file "
+                f"name of up to {NAME_MAX} bytes in its folders would pass the kernel's "
+                f"PATH_MAX ({PATH_MAX} bytes) and could not be read or moved; use a "
+                "shorter SPOOL_DIR (a symlink to this one will do)")
 
     def require_no_file_in_place(self, folders: list[Path]) -> None:
         """SpoolIOError naming the first of ``folders`` whose path holds something else
