@@ -181,7 +181,21 @@ def same_mount(a: StrPath, b: StrPath) -> bool:
 def _raise_fatal(exc: OSError, what: str) -> None:
     if exc.errno in _FATAL_ERRNOS:
         where = f" ({exc.filename})" if exc.filename else ""  # a write names no file
-        raise SpoolIOError(f"{what}: {exc.strerror}{where}") from exc
+        raise SpoolIOError(f"{what}: {_reason(exc)}{where}") from exc
+
+
+def _reason(exc: OSError) -> str:
+    """``exc``'s text; for a file that could not be made on a filesystem out of inodes,
+    said so: "No space left on device" alone sent operators to ``df -h``, which showed
+    room to spare."""
+    if exc.errno == errno.ENOSPC and exc.filename:
+        try:
+            fs = os.statvfs(os.path.dirname(os.fsdecode(exc.filename)) or ".")
+        except OSError:
+            return str(exc.strerror)
+        if fs.f_files and not fs.f_favail:  # 0 files in all: inodes made as needed
+            return f"{exc.strerror}: no free inodes (df -i)"
+    return str(exc.strerror)
 
 
 def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseException) -> None:
