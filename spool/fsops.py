@@ -295,11 +295,29 @@ class Mover:
         try:
             if self._exchange and self._swap(buffer, path):
                 self._buffers[path] = (buffer, os.lstat(buffer).st_ino)
-            else:
-                os.rename(buffer, path)
+                return
+            os.rename(buffer, path)
         except BaseException as exc:
             _remove_on_error(self, buffer, dest, exc)
             raise
+        if self._exchange:
+            self._keep_buffer(path, data)
+
+    def _keep_buffer(self, path: str, data: bytes) -> None:
+        """``path`` was just made (it was not there): its buffer is made now, while an
+        inode can be had, not at the next :meth:`publish_advisory` (on a filesystem out
+        of inodes by then, the status file could not be rewritten, and went stale until
+        one was free).  Nothing when it cannot be made."""
+        try:
+            spare = self._write_fresh(self._spare_name, path, data, False)
+        except (OSError, SpoolIOError):
+            return
+        with contextlib.suppress(OSError):
+            if self._swap(spare, path):  # the same bytes: readers see no change
+                self._buffers[path] = (spare, os.lstat(spare).st_ino)
+                return
+        with contextlib.suppress(OSError, SpoolIOError):
+            self.unlink(spare)
 
     def _swap(self, src: str, dst: str) -> bool:
         """Exchange ``src`` and ``dst``; False when ``dst`` is missing or the filesystem

@@ -2,8 +2,9 @@
 
 A tmpfs with ``nr_inodes=`` (or ext4 full of small files) refuses to make a file
 with ENOSPC while ``df -h`` shows room.  The CLI and the processor said only "No
-space left on device"; they now add "no free inodes (df -i)".  Nothing is lost
-meanwhile: once inodes are free the processor goes on by itself.
+space left on device"; they now add "no free inodes (df -i)".  The processor's
+status file keeps being rewritten (in place), and nothing is lost meanwhile: once
+inodes are free the processor goes on by itself.
 """
 
 from __future__ import annotations
@@ -57,15 +58,17 @@ def test_out_of_inodes_is_said_and_nothing_is_lost(small_fs: Path, tmp_path: Pat
     proc = start_processor(root, env, tmp_path / "processor.log", SPOOL_SETTLE_S="0.2",
                            SPOOL_SCAN_S="0.5", JOB_NUM="1")
     try:
-        # Its second heartbeat leaves the status file a spare inode to rewrite in place
-        # (the first one had none: its heartbeats then wait for a free inode).
-        first = _heartbeat(root)
+        filler = _fill(small_fs)  # at once: before its second heartbeat, most likely
+        assert filler, "no inode was free to take"
+        # Its status file is rewritten in place: the processor shows as up, and says why
+        # it pauses (its first heartbeat once left it no inode to do so: it went stale).
+        full = _heartbeat(root)
         for _ in range(100):
-            if _heartbeat(root) != first:
+            if _heartbeat(root) != full:
                 break
             subprocess.run(["sleep", "0.1"], check=True)
-        filler = _fill(small_fs)
-        assert filler, "no inode was free to take"
+        else:
+            raise AssertionError("the status file was not rewritten while out of inodes")
         assert os.statvfs(small_fs).f_bavail > 0  # bytes to spare: only inodes are out
         submitted = spoolq(env, "submit", "echo", "-p", "message=1", "--id", "later")
         assert submitted.returncode == 1
