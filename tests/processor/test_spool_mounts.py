@@ -77,8 +77,9 @@ def test_a_bind_mounted_stage_folder_is_left_for_tmp(
     stage = spool_root / "stage"
     _mount(["--bind", str(stage), str(stage)])  # the same device number, another mount
     mounts.append(stage)
-    d = Daemon(spool_root, tmp_path / "daemon.log").start()
+    d = Daemon(spool_root, tmp_path / "daemon.log")
     try:
+        d.start()
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0}})
         assert wait_record(spool_root, "j1")["state"] == "done"
