@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 
+from spool.fsops import NO_DESCRIPTOR
 from spool.jobfile import read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Record, nesting_depth
@@ -61,12 +62,17 @@ class Head(NamedTuple):
     size: int
 
 
-def read_record(path: str | os.PathLike[str]) -> bytes | Head | None:
+def read_record(path: str | os.PathLike[str], *, strict: bool = False
+                ) -> bytes | Head | None:
     """A terminal file's bytes, or its :class:`Head` when over PARSE_MAX_BYTES; None when
-    it is gone or not a regular file (never following a symlink, never blocking)."""
+    it is gone or not a regular file (never following a symlink, never blocking).
+    ``strict``: out of descriptors raises the OSError instead, as
+    :func:`spool.entries.read_regular` does."""
     try:
         fd = open_nofollow(path)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in NO_DESCRIPTOR:
+            raise
         return None
     try:
         st = os.fstat(fd)
@@ -192,10 +198,10 @@ class BoundedReader(SpoolReader):
             self.large.pop(entry.job_id, None)
         return super().record_of(entry, data)
 
-    def load(self, entry: Entry) -> Record | None:
+    def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
         if entry.state in ACTIVE:
-            return super().load(entry)
-        found = read_record(entry.path)
+            return super().load(entry, strict=strict)
+        found = read_record(entry.path, strict=strict)
         if found is None:
             return None
         self.large.pop(entry.job_id, None)

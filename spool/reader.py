@@ -46,6 +46,7 @@ from spool.entries import (
     scan_ids,
 )
 from spool.errors import InvalidId, NotFoundError
+from spool.fsops import short_of_descriptors
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -143,14 +144,21 @@ class SpoolReader:
                 and not os.access(self.layout.folder(state), mode, effective_ids=effective)]
 
     def get(self, job_id: str) -> Record:
-        """The record of ``job_id``; NotFoundError when no folder has it."""
+        """The record of ``job_id``; NotFoundError when no folder has it, SpoolIOError when
+        this process is out of descriptors (its file unopened is no job gone: "no job"
+        had ``show`` and ``wait`` exit 1, and statusd's cancel and retry answer 404)."""
         if not is_valid_id(job_id):
             raise InvalidId(f"invalid id: {job_id!r}")
         for _ in range(LOOKS):  # a file may move between stat and read: look again
             entry = newest(self.entries_of(job_id))
             if entry is None:
                 break
-            record = self.load(entry)
+            try:
+                record = self.load(entry, strict=True)
+            except OSError as exc:
+                if (trouble := short_of_descriptors(exc, f"cannot read {job_id}")) is None:
+                    raise
+                raise trouble from exc
             if record is not None:
                 return record
         raise NotFoundError(f"no job {job_id}")
@@ -161,9 +169,11 @@ class SpoolReader:
         except NotFoundError:
             return None
 
-    def load(self, entry: Entry) -> Record | None:
-        """The record a folder entry stands for; None if it vanished meanwhile."""
-        data = read_regular(entry.path, MAX_ACTIVE_BYTES if entry.state in ACTIVE else None)
+    def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
+        """The record a folder entry stands for; None if it vanished meanwhile.
+        ``strict``: out of descriptors raises the OSError (:func:`read_regular`)."""
+        data = read_regular(entry.path, MAX_ACTIVE_BYTES if entry.state in ACTIVE else None,
+                            strict=strict)
         return None if data is None else self.record_of(entry, data)
 
     def record_of(self, entry: Entry, data: bytes) -> Record:

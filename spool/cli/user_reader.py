@@ -32,8 +32,8 @@ class UserReader(BoundedReader):
         super().__init__(layout, states)
         self.unread: dict[str, JobState] = {}
 
-    def load(self, entry: Entry) -> Record | None:
-        record = super().load(entry)
+    def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
+        record = super().load(entry, strict=strict)
         if record is None and entry.state in ACTIVE and os.path.isfile(entry.path) and \
                 not os.access(entry.path, os.R_OK, effective_ids=EFFECTIVE):
             self.unread[entry.job_id] = entry.state
