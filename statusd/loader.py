@@ -21,13 +21,15 @@ that fail the structural check, go through :meth:`spool.reader.SpoolReader.load`
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
+from spool.fsops import short_of_descriptors
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -252,19 +254,23 @@ class Loader:
         return self._staged.ids()
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:
-        """The item for one version of an id; None when the file vanished meanwhile."""
-        path = self.layout.job(stamp.state, job_id)
-        if stamp.state in TERMINAL:
-            raw = read_record(path)
-            if raw is None:
-                return None
-            if isinstance(raw, Head):  # never parsed whole, nor by the reader below
-                return large_item(job_id, stamp, path, raw)
-            item = terminal_item(job_id, stamp, raw)
-            if item is not None:
-                return item
-        record = self.reader.load(entry_of(self.layout, job_id, stamp))
-        return None if record is None else item_of_record(record, stamp)
+        """The item for one version of an id; None when the file vanished meanwhile.
+        SpoolIOError when statusd is out of descriptors: a file it could not open is no
+        file gone (as one, a job that moved then was removed from the index, its streams
+        ended, a GET answered 404)."""
+        with _descriptors_short(job_id):
+            path = self.layout.job(stamp.state, job_id)
+            if stamp.state in TERMINAL:
+                raw = read_record(path, strict=True)
+                if raw is None:
+                    return None
+                if isinstance(raw, Head):  # never parsed whole, nor by the reader below
+                    return large_item(job_id, stamp, path, raw)
+                item = terminal_item(job_id, stamp, raw)
+                if item is not None:
+                    return item
+            record = self.reader.load(entry_of(self.layout, job_id, stamp), strict=True)
+            return None if record is None else item_of_record(record, stamp)
 
     def open_indexed(self, job_id: str, stamp: Stamp) -> tuple[int, int] | None:
         """A descriptor open on the terminal record ``stamp`` was built from, and its size.
@@ -316,15 +322,16 @@ class Loader:
 
     def _body(self, job_id: str, stamp: Stamp) -> bytes | Head | None:
         """The record JSON of one version of an id, the :class:`Head` of a large record,
-        None when the file vanished meanwhile."""
-        if stamp.state in TERMINAL:
-            raw = read_record(self.layout.job(stamp.state, job_id))
-            if raw is None:
-                return None
-            if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
-                return raw
-        record = self.reader.load(entry_of(self.layout, job_id, stamp))
-        return None if record is None else record_bytes(record)
+        None when the file vanished meanwhile; SpoolIOError as :meth:`load` raises it."""
+        with _descriptors_short(job_id):
+            if stamp.state in TERMINAL:
+                raw = read_record(self.layout.job(stamp.state, job_id), strict=True)
+                if raw is None:
+                    return None
+                if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
+                    return raw
+            record = self.reader.load(entry_of(self.layout, job_id, stamp), strict=True)
+            return None if record is None else record_bytes(record)
 
     def _read_current(self, job_id: str, read: Callable[[str, Stamp], _T | None],
                       looks: int) -> _T | None:
@@ -342,3 +349,14 @@ class Loader:
                 return found
         return None
 
+
+@contextlib.contextmanager
+def _descriptors_short(job_id: str) -> Iterator[None]:
+    """An OSError that says statusd is out of descriptors, as the SpoolIOError of spool
+    trouble (a 503 on a request, a warning and a retry in the tracker)."""
+    try:
+        yield
+    except OSError as exc:
+        if (trouble := short_of_descriptors(exc, f"cannot read {job_id}")) is None:
+            raise
+        raise trouble from exc

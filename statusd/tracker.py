@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from spool.errors import SpoolIOError
 from spool.feed import SHORT_OF_INOTIFY, ChangeFeed, PolledFeed
 from spool.ids import id_from_name
 from spool.layout import Layout
@@ -173,7 +174,7 @@ class Tracker:
                     await self.rescan()
                     next_scan = time.monotonic() + max(self.scan_s,
                                                        RESCAN_DUTY * self.last_scan_s)
-            except OSError as exc:
+            except (OSError, SpoolIOError) as exc:  # out of descriptors, say: it passes
                 log.warning("reading the spool failed (%s); retrying on the next rescan", exc)
                 next_scan = time.monotonic() + self.scan_s  # not at once: no busy retry loop
             except Exception:  # a bug must not freeze the index: log it, rescan later

@@ -1,0 +1,75 @@
+"""statusd out of descriptors: a job whose file it cannot open is not a job gone.
+
+A tracker that could not open the file of a job that moved (EMFILE: statusd at its
+RLIMIT_NOFILE, its WebSocket clients holding the descriptors) took the failed read for
+a file that vanished: the id was "moving", and once the vanish grace passed it was
+removed from the index, its task streams ended and a GET answered 404, for a job
+still in the spool.  One open is made to fail, as a real limit cannot aim at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+
+import pytest
+from statusdkit import claim, finish, submit
+
+from spool import entries as spool_entries
+from spool import large as spool_large
+from spool.states import JobState
+from spool.transitions import Spool
+from statusd.hub import Hub
+from statusd.index import Index
+from statusd.metrics import Metrics
+from statusd.tracker import Tracker
+
+
+def _out_of_descriptors(path: str | os.PathLike[str]) -> int:
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.fspath(path))
+
+
+def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    submit(spool, "busy")
+    running = claim(spool, "busy")
+    tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
+    tracker.vanish_grace_s = 0.05
+
+    async def scenario() -> tuple[JobState | None, JobState | None]:
+        await tracker.start()
+        assert tracker.index.get("busy") is not None
+        loop_task = asyncio.create_task(tracker.run())
+        try:
+            with monkeypatch.context() as faults:
+                for module in (spool_entries, spool_large):
+                    faults.setattr(module, "open_nofollow", _out_of_descriptors)
+                finish(spool, running)  # its file moves to done/, unreadable to statusd
+                tracker._on_event(JobState.DONE.value, "busy.json")
+                for _ in range(20):  # well past the vanish grace
+                    await asyncio.sleep(0.02)
+                during = tracker.index.get("busy")
+            tracker._rescan_now = True  # descriptors back: the next rescan reads it
+            tracker._wake.set()
+            for _ in range(250):
+                item = tracker.index.get("busy")
+                if item is not None and item.state is JobState.DONE:
+                    break
+                await asyncio.sleep(0.02)
+            after = tracker.index.get("busy")
+            return (during.state if during else None), (after.state if after else None)
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            tracker.stop()
+
+    during, after = asyncio.run(scenario())
+    assert during is JobState.RUNNING, "the job was dropped from the index"
+    assert after is JobState.DONE
+    assert "Too many open files" in caplog.text
+    assert "updating the index failed" not in caplog.text  # a warning, no traceback
+
