@@ -20,7 +20,8 @@ than :data:`spool.lease.HEARTBEAT_STALE_S`.  When:
 
 Only while the job is seen unfinished: a wait for a job done long ago ends at
 once, whatever ``owners/`` holds.  An ``owners/`` this user may not list: nothing
-is said (nothing is known).
+is said (nothing is known).  Out of descriptors (SpoolIOError): nothing is known for
+now, and it looks again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from spool.cli.render import human_duration, printable
+from spool.errors import SpoolIOError
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, is_locked
@@ -167,6 +169,9 @@ class Lookout:
                 continue
             try:
                 found = absence(self.layout, time.time())
+            except SpoolIOError:  # out of descriptors: nothing known now, look again later
+                pause = CHECK_S
+                continue
             except OSError:
                 return
             if found is not None and (found.certain or time.monotonic() - started >= QUIET_S):

@@ -1,0 +1,57 @@
+"""``spoolq wait``'s lookout out of descriptors: nothing known for now, then it goes on.
+
+:meth:`spool.reader.SpoolReader.processors` raises SpoolIOError when it cannot open an
+owner's lock for lack of descriptors (a live processor is never called down for it).
+The lookout's thread caught only OSError: SpoolIOError ended it with a traceback on
+stderr, and the wait never said that no processor was running.  One call is made to
+fail, as a real limit cannot aim at the lookout's thread alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from spool import stats
+from spool.cli.lookout import Lookout
+from spool.layout import Layout
+from spool.models import OwnerStatus
+from spool.version import version
+
+
+def test_the_lookout_waits_out_a_lack_of_descriptors(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = Layout(root)
+    # A processor killed: its status file left, its lock free.
+    beat = datetime.now(UTC) - timedelta(seconds=5)
+    layout.owner_status("gone-1").write_text(OwnerStatus(
+        owner="gone-1", pid=999_999, host="h", version=version(), started_at=beat,
+        heartbeat_at=beat).model_dump_json())
+    layout.owner_lock("gone-1").touch()
+    real = stats._processors
+    calls = []
+
+    def short_once(layout: Layout) -> list[OwnerStatus]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real(layout)
+
+    monkeypatch.setattr(stats, "_processors", short_once)
+    said: list[str] = []
+    told = threading.Event()
+
+    def say(line: str) -> None:
+        said.append(line)
+        told.set()
+
+    with Lookout(layout, "job-1", say, lambda: True):
+        told.wait(5.0)
+    assert len(calls) >= 2, "the lookout stopped at the first failed look"
+    assert len(said) == 1 and "no processor seems to be running" in said[0]
+    assert "killed?" in said[0]
