@@ -100,13 +100,13 @@ def test_a_job_that_moves_while_a_page_is_read_is_still_listed(
     moved: list[Claim] = []
     pending = os.fspath(spool.layout.job(P, "job-002"))
 
-    def claim_then_read(path: str | os.PathLike[str], limit: int | None = None
-                        ) -> bytes | None:
+    def claim_then_read(path: str | os.PathLike[str], limit: int | None = None, *,
+                        strict: bool = False) -> bytes | None:
         if os.fspath(path) == pending and not moved:  # its first read, after the scan
             taken = spool.claim("job-002")
             assert taken is not None
             moved.append(taken)
-        return read_regular(path, limit)
+        return read_regular(path, limit, strict=strict)
 
     monkeypatch.setattr("spool.reader.read_regular", claim_then_read)
     try:
