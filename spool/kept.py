@@ -28,6 +28,7 @@ from pathlib import Path
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
+from spool.fsops import short_of_descriptors
 from spool.ids import JOB_SUFFIX
 from spool.layout import KEPT_TAG, Layout, is_kept_name
 from spool.models import ErrorInfo, Record, Source, kind_of, parse_record, record_bytes
@@ -96,10 +97,16 @@ def _search(folder: Path, record_id: str) -> str | None:
 def held_by_record_file(layout: Layout, path: str | os.PathLike[str]) -> str | None:
     """The ``kept_at`` of the record file at ``path`` while its kept entry is still there
     (:func:`held_entry`), else None.  Only a record of an id spoolq gives a kept entry is
-    read (a few hundred bytes)."""
+    read (a few hundred bytes).  SpoolIOError when it cannot be opened for lack of
+    descriptors: read as none, its record was purged with its entry still there."""
     if not _KEPT_ID.fullmatch(os.path.basename(path).removesuffix(JOB_SUFFIX)):
         return None
-    data = read_regular(path, KEPT_RECORD_MAX_BYTES)
+    try:
+        data = read_regular(path, KEPT_RECORD_MAX_BYTES, strict=True)
+    except OSError as exc:
+        if (trouble := short_of_descriptors(exc, "cannot read a kept entry's record")) is None:
+            raise
+        raise trouble from exc
     try:
         record = parse_record(data) if data is not None else None
     except ValueError:  # pydantic's ValidationError too: no record, nothing it keeps
