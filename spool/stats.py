@@ -58,7 +58,9 @@ def _processors(layout: Layout) -> list[OwnerStatus]:
         if not is_locked(layout.owner_lock(owner)):
             continue
         try:
-            data = read_regular(layout.owner_status(owner), MAX_ACTIVE_BYTES)
+            # Out of descriptors, the OSError (processors' SpoolIOError): unopened, it
+            # read as none, and the live processor holding its lock was left out.
+            data = read_regular(layout.owner_status(owner), MAX_ACTIVE_BYTES, strict=True)
             status = None if data is None else OwnerStatus.model_validate_json(data)
         except (FileNotFoundError, ValueError):
             continue
