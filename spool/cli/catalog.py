@@ -21,7 +21,7 @@ import orjson
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
 from spool.cli.render import emit_json, table
-from spool.errors import SpoolError
+from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 
 if TYPE_CHECKING:
@@ -90,13 +90,13 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
 def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     """The names of the tools the live processors on the spool offer (their status files'
     catalogues, merged), and their owners; None when that cannot be told: none is
-    running, one publishes no catalogue, or this user may not list ``owners/`` (a member
-    of the submit group only)."""
+    running, one publishes no catalogue, this user may not list ``owners/`` (a member
+    of the submit group only), or this process is out of descriptors (SpoolIOError)."""
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
 
     try:
         live = SpoolReader(layout).processors()
-    except OSError:
+    except (OSError, SpoolIOError):
         return None
     if not live or not all(status.tools for status in live):
         return None

@@ -32,7 +32,7 @@ from spool.cli.command import (
 )
 from spool.cli.render import show_record, unreadable_note
 from spool.client import CANCEL_WAIT_S
-from spool.errors import ErrorType, NotFoundError, SpoolError
+from spool.errors import ErrorType, NotFoundError, SpoolError, SpoolIOError
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
@@ -114,7 +114,10 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
              "effect")
         return EXIT_FAILED
     if record.state not in TERMINAL:
-        alive = client.reader.processors()
+        try:
+            alive = bool(client.reader.processors())
+        except SpoolIOError:  # out of descriptors: the request is in all the same
+            alive = True
         note(f"job {args.id} is still {record.state.value}: the cancel request stays in "
              "cancel/ " + ("for its processor to act on" if alive
                            else "but no processor is running to act on it"))
