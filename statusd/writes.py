@@ -32,6 +32,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from typing import Any
 
@@ -82,7 +83,7 @@ async def submit(request: web.Request) -> web.Response:
         raise ApiError(503, "unavailable", str(exc)) from exc
     except OSError as exc:
         raise (_unusable(services) or exc) from exc
-    await services.tracker.refresh([job_id])
+    await _index_after_write(services, job_id)
     return web.Response(status=202, body=orjson.dumps({"task_id": job_id}),
                         content_type="application/json",
                         headers={"Location": f"/api/v1/tasks/{job_id}"})
@@ -138,8 +139,16 @@ async def _act(request: web.Request, action: str) -> web.Response:
         raise ApiError(503, "unavailable", str(exc)) from exc
     except OSError as exc:
         raise (_unusable(services) or exc) from exc
-    await services.tracker.refresh([job_id])
+    await _index_after_write(services, job_id)
     return web.Response(body=record_bytes(record), content_type="application/json")
+
+
+async def _index_after_write(services: Services, job_id: str) -> None:
+    """Show the write in the index now.  The write is done: out of descriptors (the
+    index's read raises SpoolIOError), the rescan shows it later, and the answer stays
+    the write's (a 503 then had a client that retried a submit drop the job twice)."""
+    with contextlib.suppress(SpoolIOError):
+        await services.tracker.refresh([job_id])
 
 
 def _unusable(services: Services) -> ApiError | None:

@@ -14,8 +14,9 @@ import contextlib
 import errno
 import os
 
+import orjson
 import pytest
-from statusdkit import claim, finish, submit
+from statusdkit import TOKEN, ServerThread, claim, finish, request, submit
 
 from spool import entries as spool_entries
 from spool import large as spool_large
@@ -73,3 +74,16 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
     assert "Too many open files" in caplog.text
     assert "updating the index failed" not in caplog.text  # a warning, no traceback
 
+
+
+def test_a_submit_done_while_statusd_is_short_of_descriptors_is_answered_202(
+        server: ServerThread, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job is in ``pending/`` once the client's submit returns; the index's look at
+    it after is no part of the write.  Answered 503 for that look, a client that retried
+    dropped the job twice."""
+    for module in (spool_entries, spool_large):
+        monkeypatch.setattr(module, "open_nofollow", _out_of_descriptors)
+    reply = request(server.base, "POST", "/api/v1/tasks", {"tool": "echo"}, token=TOKEN)
+    assert reply.status == 202, reply.body[:300]
+    task_id = orjson.loads(reply.body)["task_id"]
+    assert spool.layout.job(JobState.PENDING, task_id).is_file()
