@@ -236,7 +236,8 @@ class Client:
         NotFoundError when the id never appears within the first second (past a shorter
         ``timeout`` only while a cancel, retry or quarantine holds it between folders:
         it returns the record once seen), or when it leaves every folder for
-        ``gone_after_s`` after it was seen.
+        ``gone_after_s`` after it was seen.  A look that cannot read the job for lack of
+        descriptors (SpoolIOError) is a look that saw nothing new: it looks again.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         appear_by = time.monotonic() + 1.0
@@ -248,6 +249,8 @@ class Client:
             try:
                 record = self.reader.get(job_id)
                 missing_since = None
+            except SpoolIOError:  # out of descriptors: not read this time, looked at again
+                record = last
             except NotFoundError:
                 now = time.monotonic()
                 if last is None and now > appear_by:

@@ -17,6 +17,7 @@ import pytest
 from spoolkit import done_record, submit
 
 from spool import entries, large
+from spool.client import Client
 from spool.errors import NotFoundError, SpoolIOError
 from spool.reader import SpoolReader
 from spool.states import JobState
@@ -45,3 +46,28 @@ def test_a_job_unopened_for_lack_of_descriptors_is_spool_trouble(
         reader.get("there")
     with pytest.raises(NotFoundError):  # a job that is not there is still none
         reader.get("absent")
+
+
+def test_wait_looks_again_through_a_lack_of_descriptors(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``spoolq wait`` (and ``submit --wait``, statusd's cancel) polls the job: a look
+    that cannot open its file is looked at again, as a look that finds it moving is,
+    never the end of the wait."""
+    submit(spool, "slow")
+    claim = spool.claim("slow")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, {"ok": True}))
+    failed: list[str] = []
+    real = entries.open_nofollow
+
+    def short_twice(path: str | os.PathLike[str]) -> int:
+        if len(failed) < 2:
+            failed.append(os.fspath(path))
+            return _out_of_descriptors(path)
+        return real(path)
+
+    for module in (entries, large):
+        monkeypatch.setattr(module, "open_nofollow", short_twice)
+    record = Client(spool.layout, spool.mover).wait("slow", timeout=5.0)
+    assert record.state is JobState.DONE
+    assert len(failed) == 2
