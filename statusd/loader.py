@@ -29,6 +29,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
+from spool.errors import SpoolIOError
 from spool.fsops import short_of_descriptors
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
@@ -84,16 +85,25 @@ class Loader:
 
         Terminal records are read at once (:func:`statusd.scan.terminal_items`), and
         those it cannot build one by one as :meth:`load` does; the rest go one by one.
+        One that cannot be opened for lack of descriptors is left out too: the first
+        rescan reads it (statusd starts, where its SpoolIOError ended the start-up).
         """
         items = []
         for job_id, stamp, fast in terminal_items(self.layout, stamps):
-            item = fast if fast is not None else self.load(job_id, stamp)
+            item = fast if fast is not None else self._load_at_start(job_id, stamp)
             if item is not None:
                 items.append(item)
         for job_id, stamp in stamps.items():
-            if stamp.state not in TERMINAL and (item := self.load(job_id, stamp)) is not None:
+            if stamp.state not in TERMINAL and \
+                    (item := self._load_at_start(job_id, stamp)) is not None:
                 items.append(item)
         return items
+
+    def _load_at_start(self, job_id: str, stamp: Stamp) -> Item | None:
+        try:
+            return self.load(job_id, stamp)
+        except SpoolIOError:
+            return None
 
     # -- one id -----------------------------------------------------------------------
 

@@ -87,3 +87,25 @@ def test_a_submit_done_while_statusd_is_short_of_descriptors_is_answered_202(
     assert reply.status == 202, reply.body[:300]
     task_id = orjson.loads(reply.body)["task_id"]
     assert spool.layout.job(JobState.PENDING, task_id).is_file()
+
+
+def test_statusd_starts_short_of_descriptors_and_indexes_the_rest_later(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose file start-up cannot open is left out until the first rescan reads it,
+    as before the loader raised for it: its SpoolIOError ended the start-up (exit 1)."""
+    submit(spool, "early")
+    tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
+
+    async def scenario() -> tuple[bool, bool]:
+        try:
+            with monkeypatch.context() as faults:
+                for module in (spool_entries, spool_large):
+                    faults.setattr(module, "open_nofollow", _out_of_descriptors)
+                await tracker.start()
+                at_start = tracker.index.get("early") is not None
+            await tracker.rescan()
+            return at_start, tracker.index.get("early") is not None
+        finally:
+            tracker.stop()
+
+    assert asyncio.run(scenario()) == (False, True)
