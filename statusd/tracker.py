@@ -116,6 +116,8 @@ class Tracker:
         self._recorded: set[str] = set()
         """Dirty ids a hint from ``done/`` or ``failed/`` named (see :mod:`statusd.behind`)."""
         self._behind = RecordsBehind(index, metrics)
+        self._quiet_until = 0.0
+        """Until when (monotonic) a failed read logs no line: one per rescan interval."""
         self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
@@ -175,8 +177,12 @@ class Tracker:
                     next_scan = time.monotonic() + max(self.scan_s,
                                                        RESCAN_DUTY * self.last_scan_s)
             except (OSError, SpoolIOError) as exc:  # out of descriptors, say: it passes
-                log.warning("reading the spool failed (%s); retrying on the next rescan", exc)
-                next_scan = time.monotonic() + self.scan_s  # not at once: no busy retry loop
+                now = time.monotonic()
+                if now >= self._quiet_until:  # a line a rescan interval, not a hint batch
+                    log.warning("reading the spool failed (%s); retrying on the next rescan",
+                                exc)
+                    self._quiet_until = now + self.scan_s
+                next_scan = now + self.scan_s  # not at once: no busy retry loop
             except Exception:  # a bug must not freeze the index: log it, rescan later
                 log.exception("updating the index failed; retrying on the next rescan")
                 next_scan = time.monotonic() + self.scan_s

@@ -109,3 +109,34 @@ def test_statusd_starts_short_of_descriptors_and_indexes_the_rest_later(
             tracker.stop()
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every hint batch's read fails while statusd is out of descriptors: a busy spool's
+    hints come every few milliseconds, and each logged its warning."""
+    for n in range(30):
+        submit(spool, f"j-{n}")
+    tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
+
+    async def scenario() -> None:
+        await tracker.start()
+        loop_task = asyncio.create_task(tracker.run())
+        try:
+            with monkeypatch.context() as faults:
+                for module in (spool_entries, spool_large):
+                    faults.setattr(module, "open_nofollow", _out_of_descriptors)
+                for n in range(30):  # each claimed: a hint batch of its own
+                    claim(spool, f"j-{n}").close()
+                    tracker._on_event(JobState.RUNNING.value, f"j-{n}.json")
+                    await asyncio.sleep(0.005)
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            tracker.stop()
+
+    asyncio.run(scenario())
+    failed = [r for r in caplog.records if "reading the spool failed" in r.getMessage()]
+    assert len(failed) == 1, len(failed)
