@@ -20,8 +20,8 @@ than :data:`spool.lease.HEARTBEAT_STALE_S`.  When:
 
 Only while the job is seen unfinished: a wait for a job done long ago ends at
 once, whatever ``owners/`` holds.  An ``owners/`` this user may not list: nothing
-is said (nothing is known).  Out of descriptors (SpoolIOError): nothing is known for
-now, and it looks again.
+is said (nothing is known).  Out of descriptors (SpoolIOError, or the OSError of a
+lock it cannot test): nothing is known for now, and it looks again.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from spool.cli.render import human_duration, printable
 from spool.errors import SpoolIOError
+from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, is_locked
@@ -169,11 +170,11 @@ class Lookout:
                 continue
             try:
                 found = absence(self.layout, time.time())
-            except SpoolIOError:  # out of descriptors: nothing known now, look again later
-                pause = CHECK_S
+            except (SpoolIOError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in NO_DESCRIPTOR:
+                    return  # owners/ this user may not list: nothing is known, ever
+                pause = CHECK_S  # out of descriptors: nothing known now, look again later
                 continue
-            except OSError:
-                return
             if found is not None and (found.certain or time.monotonic() - started >= QUIET_S):
                 self.say(printable(f"no processor seems to be running on {self.layout.root}: "
                                    f"{found.reason}; still waiting for job {self.job_id}, "

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from spool import stats
+from spool.cli import lookout
 from spool.cli.lookout import Lookout
 from spool.layout import Layout
 from spool.models import OwnerStatus
@@ -55,3 +56,34 @@ def test_the_lookout_waits_out_a_lack_of_descriptors(
     assert len(calls) >= 2, "the lookout stopped at the first failed look"
     assert len(said) == 1 and "no processor seems to be running" in said[0]
     assert "killed?" in said[0]
+
+
+def test_the_lookout_waits_out_a_lock_it_cannot_test(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock file without a status file (a processor starting, or one stopped long ago)
+    is tested with :func:`spool.lease.is_locked`, which raises the OSError out of
+    descriptors: the lookout ended there, and said nothing for the rest of the wait."""
+    layout = Layout(root)
+    layout.owner_lock("quiet-1").touch()
+    real = lookout.is_locked
+    calls = []
+
+    def short_once(path: Path) -> bool | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(lookout, "is_locked", short_once)
+    monkeypatch.setattr(lookout, "NEW_LOCK_S", 0.0)
+    said: list[str] = []
+    told = threading.Event()
+
+    def say(line: str) -> None:
+        said.append(line)
+        told.set()
+
+    with Lookout(layout, "job-1", say, lambda: True):
+        told.wait(lookout.QUIET_S + 3 * lookout.CHECK_S)
+    assert len(calls) >= 2, "the lookout stopped at the first failed look"
+    assert len(said) == 1 and "no status file" in said[0]
