@@ -197,7 +197,24 @@ def _load_settings(args: argparse.Namespace) -> Settings:
 
 def _run(settings: Settings) -> int:
     """Set up the log, load the tools and run the daemon until it stops (its modules
-    imported only now, once the forkserver started: see the imports at the top)."""
+    imported only now, once the forkserver started: see the imports at the top).
+
+    Out of descriptors before the status file says "up" (the loop's wake pipe, a
+    worker's pipes: a limit too low for start-up, the system's file table full) is
+    trouble that passes: one line and exit status 75, as in recovery's pass, not a
+    crash's traceback and 1.  Once up, the daemon pauses for it instead.
+    """
+    up: list[bool] = []
+    try:
+        return _start(settings, up)
+    except OSError as exc:
+        if up or exc.errno not in (errno.EMFILE, errno.ENFILE):  # spool.fsops.NO_DESCRIPTOR
+            raise
+        raise SpoolIOError(f"out of descriptors at start-up: {exc.strerror}") from exc
+
+
+def _start(settings: Settings, up: list[bool]) -> int:
+    """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture  # noqa: PLC0415
     from processor.daemon import Processor  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
@@ -228,7 +245,12 @@ def _run(settings: Settings) -> int:
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
     imports = startup.BackgroundImports(FAST_MODULES)
-    status = Processor(settings, registry, executor, notifier=notifier).run(imports.start)
+
+    def on_ready() -> None:
+        up.append(True)
+        imports.start()
+
+    status = Processor(settings, registry, executor, notifier=notifier).run(on_ready)
     imports.exit_now_if_running(status)
     return status
 
