@@ -139,7 +139,7 @@ class Loader:
     def record_behind(self, job_id: str) -> Item | None:
         """The item of ``job_id``'s terminal record, whichever file tells its state (a
         drop waiting behind its run does, :func:`spool.reader.newest`); None when it has
-        none, or it cannot be read."""
+        none, or it cannot be read; SpoolIOError as :meth:`load` raises it."""
         try:
             best = newest(e for e in self._entries_of(job_id) if e.state in TERMINAL)
             if best is None:
