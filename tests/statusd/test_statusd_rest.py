@@ -281,6 +281,7 @@ class _DeafFeed:
     """A change feed that never reports anything (a dropped inotify queue)."""
 
     unwatched: frozenset[Path] = frozenset()
+    shortage: OSError | None = None  # as PolledFeed's: no inotify limit met
 
     def __init__(self, folders: object, on_change: object) -> None:
         pass
