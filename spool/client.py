@@ -82,7 +82,15 @@ class Client:
         if job.id is not None and job.id != job_id:
             raise InvalidId(f"the job says id {job.id!r} but was given id {job_id!r}")
         self.spool.submit(job, job_id, max_bytes=self.max_job_bytes)
+        self._synced()
         return job_id
+
+    def _synced(self) -> None:
+        """Make this client's writes durable now under ``SPOOL_FSYNC=batch`` (a no-op under
+        the other modes): a batch Mover syncs a group only at a later operation, which a
+        one-shot client (``spoolq submit``) never makes, so its drop was left to the
+        kernel, as under ``never``, after it said the job was in."""
+        self.spool.mover.flush()
 
     def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:
         """Cancel a pending job at once, or ask the processor to kill a running one.
@@ -93,6 +101,7 @@ class Client:
         """
         record = self.spool.cancel_pending(job_id)
         if record is not None:
+            self._synced()
             return record
         for _ in range(_CANCEL_LOOKS):  # the running file the state was read from
             before = self._running_inode(job_id)
@@ -109,6 +118,7 @@ class Client:
         if current.state is JobState.PENDING:
             record = self.spool.cancel_pending(job_id)  # it was between claims
             if record is not None:
+                self._synced()
                 return record
         record = self.wait(job_id, timeout=wait_s) if wait_s > 0 else self.reader.get(job_id)
         if record.state in TERMINAL:
@@ -146,7 +156,7 @@ class Client:
         can be retried) or was quarantined; NotFoundError when no folder has it."""
         for _ in range(_RETRY_LOOKS):
             try:
-                return self.spool.retry(job_id)
+                record = self.spool.retry(job_id)
             except NotFoundError:
                 # NotFoundError: no such job.  Another client's retry between failed/
                 # and pending/ was "no job", a 404 from statusd: looked for while moved.
@@ -156,6 +166,9 @@ class Client:
                                         "can be retried") from None
                 # It failed just now, between the two looks: again.  (Retried by another
                 # meanwhile, it is pending at the next look: a conflict, not "no job".)
+            else:
+                self._synced()
+                return record
         raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
                             "meanwhile); look again")
 
