@@ -140,6 +140,28 @@ class StuckInC(BaseTool):
         return ToolResult.ok()
 
 
+class StuckHoldingTheGil(BaseTool):
+    """Blocks inside libc sleep() holding the GIL (a ``PyDLL`` call never releases it): no
+    other thread of its worker runs, its Deadman included, so only the pool's timer can
+    end it at its timeout."""
+
+    name: ClassVar[str] = "t_stuck_gil"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 600.0
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        ctypes.PyDLL(None).sleep(1000)
+        return ToolResult.ok()
+
+
+class ShortLimit(Record):
+    """:class:`Record` with a tool timeout of 1 s, which a job's ``timeout`` may only lower."""
+
+    name: ClassVar[str] = "t_short_limit"
+    execution_timeout: ClassVar[float] = 1.0
+
+
 class SpawnAndHang(BaseTool):
     """Starts a child process (pid written to pid_file; in a session of its own with
     ``new_session``, out of reach of a kill of the worker's process group), then hangs."""

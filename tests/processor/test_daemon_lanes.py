@@ -164,6 +164,33 @@ def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaem
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
+def test_a_job_timeout_above_its_tools_limit_is_clamped_to_it(spool_root: Path,
+                                                             daemon: StartDaemon) -> None:
+    """A job's ``timeout`` may only lower its tool's ``execution_timeout`` (DESIGN
+    sections 3 and 9): asking for 600 s of a tool whose limit is 1 s gets 1 s."""
+    daemon()
+    drop(spool_root, "long", {"tool": "t_short_limit", "timeout": 600,
+                              "params": {"seconds": 60}})
+    rec = wait_record(spool_root, "long", 20)
+    assert rec["error"]["type"] == "timeout", rec["error"]
+    assert rec["error"]["message"] == "killed after 1 s (timeout)"
+    assert rec["duration_s"] < 10
+
+
+def test_a_job_holding_the_gil_is_killed_at_its_timeout_by_the_pool(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """The pool's timer kills a COMPUTE job at its timeout (DESIGN section 4), whatever the
+    job does: one that holds the GIL in C code stops every thread of its worker, its
+    Deadman (a backstop 2 s after the timeout) too, and only the timer ends it."""
+    daemon()
+    drop(spool_root, "gil", {"tool": "t_stuck_gil", "timeout": 4})
+    rec = wait_record(spool_root, "gil", 30)
+    assert rec["error"]["type"] == "timeout", rec["error"]
+    # Killed at 4 s: not at twice that, nor at the 600 s limit of its tool (2 s of
+    # room for a slow host on either side).
+    assert 4 <= rec["duration_s"] < 6, rec["duration_s"]
+
+
 def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: StartDaemon,
                                                    tmp_path: Path) -> None:
     # A child in the tool's own process group, and one in a session of its own: both
@@ -303,6 +330,55 @@ def test_retries_with_backoff_then_a_poison_job_fails(spool_root: Path, daemon: 
     assert [e["attempt"] for e in requeued] == [1, 2]
     assert {(e["error_type"], e["message"]) for e in requeued} == {
         ("worker_crashed", rec["error"]["message"])}
+
+
+def test_a_retry_waits_out_its_backoff_before_it_runs_again(spool_root: Path,
+                                                           daemon: StartDaemon) -> None:
+    """A retried run is requeued "with exponential backoff and jitter" (DESIGN section 9):
+    its next run starts no sooner than the delay its requeue line names, between half
+    and all of 1 s for a first retry, not at once."""
+    d = daemon()
+    drop(spool_root, "again", {"tool": "t_fail", "max_attempts": 2,
+                               "params": {"retryable": True}})
+    rec = wait_record(spool_root, "again", 20)
+    assert rec["attempts"] == 2 and rec["error"]["type"] == "tool_error"
+    assert d.stop() == 0
+    events = [e for e in d.events() if e.get("id") == "again"]
+    [requeued] = [e for e in events if e.get("event") == "requeued"]
+    [second] = [e for e in events if e.get("event") == "claimed" and e["attempt"] == 2]
+    assert 0.5 <= requeued["retry_in_s"] <= 1.0, requeued
+    # The requeue's line is logged just after the delay was counted from: the next claim
+    # comes the delay after it at the least (less the lines' millisecond rounding).
+    waited = _logged_at(second) - _logged_at(requeued)
+    assert waited >= requeued["retry_in_s"] - 0.01, (requeued, second)
+
+
+def _logged_at(event: dict[str, str]) -> float:
+    """When a structured log line was written (its ``ts``), in epoch seconds."""
+    return datetime.fromisoformat(event["ts"]).timestamp()
+
+
+def test_a_retry_refused_by_a_newer_drop_fails_its_run_and_the_drop_runs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A run that ends in a retryable error while a newer drop of its id waits in
+    ``pending/``: its requeue may not replace that drop (DESIGN sections 2 and 9), so the
+    run is failed, and the drop, which waited for the run to end, runs."""
+    d = daemon()
+    log = tmp_path / "runs.log"
+    drop(spool_root, "dup", {"tool": "t_record", "timeout": 1, "max_attempts": 3,
+                             "params": {"log": str(log), "seconds": 60}})
+    wait_for(lambda: log.exists() and "start dup" in log.read_text(), 20, "the first run")
+    drop(spool_root, "dup", {"tool": "t_record", "params": {"log": str(log)}})
+    rec = wait_for(lambda: (spool_root / "done" / "dup.json").exists()
+                   and wait_record(spool_root, "dup"), 20, "the newer drop's record")
+    assert rec["state"] == "done" and rec["params"] == {"log": str(log)}
+    assert rec["attempts"] == 1
+    assert locations(spool_root) == {"dup": ["done"]}
+    assert [line.split()[:2] for line in log.read_text().splitlines()
+            if line.startswith("start")] == [["start", "dup"], ["start", "dup"]]
+    assert d.stop() == 0
+    [failed] = [e for e in d.events() if e.get("id") == "dup" and e.get("event") == "failed"]
+    assert failed["error_type"] == "timeout" and failed["attempt"] == 1
 
 
 def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) -> None:

@@ -126,6 +126,28 @@ def test_oversized_quarantined_unread(spool: Spool, intake: Intake) -> None:
     assert job_id == "big"
 
 
+def test_a_job_of_exactly_the_limit_is_ready_and_one_byte_more_is_too_large(
+        spool: Spool, intake: Intake) -> None:
+    """SPOOL_MAX_JOB_BYTES is the largest job file taken (DESIGN section 7: larger ones
+    fail as ``invalid_job``): one of exactly that many bytes is a job, one a byte longer
+    is quarantined as too large, its bytes kept."""
+    head, tail = b'{"tool": "echo", "params": {"message": "', b'"}}'
+
+    def padded(size: int) -> bytes:
+        return head + b"x" * (size - len(head) - len(tail)) + tail
+
+    at, over = padded(MAX_BYTES), padded(MAX_BYTES + 1)
+    assert (len(at), len(over)) == (MAX_BYTES, MAX_BYTES + 1)
+    drop_raw(spool.layout, "at.json", at)
+    drop_raw(spool.layout, "over.json", over)
+    assert intake.inspect("at.json").verdict is Verdict.READY
+    insp = intake.inspect("over.json")
+    assert insp.verdict is Verdict.QUARANTINED and insp.record is not None
+    assert insp.record.id == "over" and insp.record.error is not None
+    assert insp.record.error.message.startswith(f"too large: {MAX_BYTES + 1} bytes")
+    assert spool.layout.original("over").read_bytes() == over
+
+
 def test_a_drop_too_large_to_pass_is_judged_by_its_size_unread(
         spool: Spool, intake: Intake, monkeypatch: pytest.MonkeyPatch) -> None:
     """A drop past what any job (requeue fields forgiven) can be is quarantined from its
@@ -316,6 +338,27 @@ def test_settle_restarts_when_the_file_changes(spool: Spool, intake: Intake,
     assert locate(spool.layout, "grow") == [P]
 
 
+def test_settle_restarts_when_a_rewrite_in_place_keeps_the_size(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    """An unparsable file waits until its size *and* mtime have been unchanged for
+    SPOOL_SETTLE_S (DESIGN section 9): a writer that rewrites it in place at the same
+    size (a fixed-width export, a preallocated file) restarts the wait by its mtime."""
+    path = drop_raw(spool.layout, "same.json", b'{"tool": "ec')
+    first = os.stat(path).st_mtime_ns
+    assert intake.inspect("same.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)
+    path.write_bytes(b'{"tool": "xx')  # the same size, written again
+    os.utime(path, ns=(first + 10**9, first + 10**9))  # a later tick, on any filesystem
+    assert intake.inspect("same.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)  # past the settle time since first seen, not since changed
+    assert intake.inspect("same.json").verdict is Verdict.WAITING
+    assert listing(spool.layout.folder(F)) == []
+    clock.advance(SETTLE_S * 0.1)
+    insp = intake.inspect("same.json")
+    assert insp.verdict is Verdict.QUARANTINED and insp.record is not None
+    assert spool.layout.original("same").read_bytes() == b'{"tool": "xx'
+
+
 @pytest.mark.parametrize(("data", "reason", "tool"), [
     (b"[1, 2, 3]", "JSON object, not list", None),
     (b'"a string"', "JSON object, not str", None),
@@ -437,6 +480,28 @@ def test_a_second_bad_drop_of_an_id_keeps_the_first_original(spool: Spool,
                               "earlier quarantined", b'{"tool": 5}')
     assert first == "twice" and second.startswith("invalid-")
     assert spool.layout.original("twice").read_bytes() == b"[1]"
+
+
+def test_a_drop_replaced_after_it_was_judged_goes_back_to_be_judged_afresh(
+        spool: Spool, intake: Intake) -> None:
+    """Intake judged a drop no job; before its quarantine moved it, the client renamed a
+    valid job over the name.  The quarantine moves what it finds, sees another inode than
+    the one judged, and puts it back: the valid job is never failed with the reason of
+    the file it replaced, nor its bytes kept as that file's original."""
+    layout = spool.layout
+    path = drop_raw(layout, "swap.json", b"[1, 2, 3]")
+    judged = os.lstat(path)
+    staged = layout.tmp / "swap.newer"
+    staged.write_bytes(VALID)
+    os.rename(staged, path)  # the safe drop of a newer file, after intake looked
+
+    record = spool.quarantine("swap.json", "invalid job: the file must hold a JSON object",
+                              kind="file", size=judged.st_size, mtime_ns=judged.st_mtime_ns,
+                              inode=(judged.st_ino, judged.st_dev))
+    assert record is None
+    assert path.read_bytes() == VALID
+    assert listing(layout.folder(F)) == [] and listing(layout.tmp) == []
+    assert intake.inspect("swap.json").verdict is Verdict.READY
 
 
 def test_an_unreadable_drop_is_quarantined_not_ignored(spool: Spool, intake: Intake,

@@ -270,6 +270,19 @@ def test_page_newest_first(spool: Spool) -> None:
     assert page.next_cursor is not None
 
 
+def test_jobs_submitted_within_one_second_are_listed_newest_first(spool: Spool) -> None:
+    """Newest ``submitted_at`` first (DESIGN section 9, "HTTP shapes"), to the
+    microsecond: jobs submitted within one second are not ordered by their ids."""
+    for job_id, offset_ms in (("a", 900), ("b", 100), ("c", 500)):
+        submit(spool, job_id, submitted_at=(T0 + timedelta(milliseconds=offset_ms)).isoformat())
+    reader = SpoolReader(spool.layout)
+    assert [r.id for r in reader.page(limit=10).records] == ["a", "c", "b"]
+    first = reader.page(limit=1)
+    assert [r.id for r in first.records] == ["a"]
+    rest = reader.page(limit=10, cursor=first.next_cursor)
+    assert [r.id for r in rest.records] == ["c", "b"]
+
+
 def test_cursor_stable_across_moves(spool: Spool) -> None:
     ids = seed(spool, 25)
     reader = SpoolReader(spool.layout)
@@ -390,6 +403,27 @@ def test_stats_counts_and_oldest_pending(spool: Spool) -> None:
         assert stats["oldest_pending_age_s"] == pytest.approx(120, abs=2)
         assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0,
                                       "io_trouble": 0}
+    finally:
+        claim.close()
+
+
+def test_stats_count_a_completion_cut_short_once_as_its_record(spool: Spool) -> None:
+    """A completion killed between publishing its record and removing ``running/<id>.json``
+    leaves both; the record tells the state (DESIGN section 9), in the counts too: the job
+    counts once, as done, not as running."""
+    submit(spool, "cut")
+    submit(spool, "other")
+    claim = spool.claim("cut")
+    assert claim is not None
+    try:
+        spool.publish_terminal(done_record(claim, "ok"))
+        assert os.path.lexists(spool.layout.job(R, "cut"))
+        reader = SpoolReader(spool.layout)
+        assert reader.get("cut").state is D
+        expected = {"pending": 1, "running": 0, "done": 1, "failed": 0}
+        assert reader.counts() == expected
+        assert reader.stats()["counts"] == expected
+        assert reader.stats()["total"] == 2
     finally:
         claim.close()
 

@@ -36,7 +36,7 @@ from spool.ids import invalid_id
 from spool.layout import Layout
 from spool.lease import is_locked
 from spool.models import ErrorInfo, Job, Record, Source, job_bytes
-from spool.recovery import Recovery, RecoveryReport
+from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -342,6 +342,31 @@ def test_a_cancel_asked_of_a_dead_processors_run_is_honoured_not_requeued(
     assert "processor" in record["error"]["message"] and record["attempts"] == 1
     assert listing(spool.layout.cancel) == [] and listing(spool.layout.folder(R)) == []
     assert Recovery(spool).scan().changed is False
+
+
+def test_orphans_are_requeued_with_exponential_backoff_and_jitter(
+        spool: Spool, clock: FakeClock, holders: Holders) -> None:
+    """A dead processor's runs are retried "with exponential backoff and jitter" (DESIGN
+    section 9): run n + 1 waits between half and all of 2^(n-1) s (capped at 300 s), each
+    job a delay of its own, so the jobs of one crash do not all come back at one instant."""
+    ids = [f"j{n:02d}" for n in range(16)]
+    for job_id in ids:
+        submit(spool, job_id, max_attempts=3)
+    for ran, ceiling in ((1, 1.0), (2, 2.0)):
+        holders.sigkill(holders.hold(ids=ids))
+        assert sorted(Recovery(spool).scan().requeued) == ids
+        delays = []
+        for job_id in ids:
+            job = read_json(spool.layout.job(P, job_id))
+            assert job["attempts"] == ran
+            due = datetime.fromisoformat(job["not_before"])
+            delays.append((due - clock.now()).total_seconds())
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays), delays
+        assert len(set(delays)) > len(ids) // 2, f"no jitter: {delays}"
+    for attempts, ceiling in ((1, 1.0), (3, 4.0), (9, 256.0), (10, 300.0), (40, 300.0)):
+        drawn = [backoff_s(attempts) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in drawn), (attempts, drawn)
+        assert max(drawn) - min(drawn) > ceiling / 4, (attempts, "no jitter")
 
 
 def test_custom_max_attempts_resolver(spool: Spool, holders: Holders) -> None:
