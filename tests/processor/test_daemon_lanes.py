@@ -136,6 +136,24 @@ def test_exactly_job_num_workers_and_priority_order(spool_root: Path,
     assert peak == 1, "JOB_NUM=1 must never run two COMPUTE jobs at once"
 
 
+def test_equal_priorities_run_in_submission_order_then_by_id(spool_root: Path,
+                                                           daemon: StartDaemon,
+                                                           tmp_path: Path) -> None:
+    """Equal priorities run in submission order: ``submitted_at``, then id (DESIGN section
+    9), whatever order the files were dropped in or their names sort in."""
+    log = tmp_path / "order.log"
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for job_id, second in (("m", 1), ("c", 3), ("x", 0), ("b", 2), ("a", 2)):
+        drop(spool_root, job_id, {"tool": "t_record", "params": {"log": str(log)},
+                                  "submitted_at": (base + timedelta(seconds=second)).isoformat()})
+    daemon(JOB_NUM="1")
+    for job_id in "mcxba":
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    starts = [line.split()[1] for line in log.read_text().splitlines()
+              if line.startswith("start")]
+    assert starts == ["x", "m", "a", "b", "c"]
+
+
 def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
     # A job not due yet stays in pending/: checked on one due in an hour, so no stall of
     # the host between the drop and the look can make it due (a job due in 1.5 s looked
