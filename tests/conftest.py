@@ -13,12 +13,20 @@ usual, since a cache records its source's mtime and size.
 from __future__ import annotations
 
 import compileall
+import os
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 
 _ROOT = Path(__file__).resolve().parent.parent
+# Every process a test starts (the CLI, both daemons, the actors) imports this tree's
+# packages, as pytest's own does (``pythonpath`` in pyproject.toml): with the package
+# installed editable from another checkout (a git worktree), a ``spoolq`` or statusd
+# a test ran imported that checkout instead, and passed or failed on code other than
+# the code under test.  (A test that builds a PYTHONPATH from this one keeps it.)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
 # Everything a test's subprocess imports from this tree: the packages, the
 # benchmarks' tools and the tests' own tool modules (SPOOL_TOOLS=...).
 _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")
