@@ -26,7 +26,7 @@ from collections.abc import Callable
 from processor import logs
 from processor.inbox import Inbox
 from spool.errors import SpoolIOError
-from spool.feed import SHORT_OF_INOTIFY, ChangeFeed, PolledFeed
+from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
@@ -118,12 +118,8 @@ class Discovery:
         folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
         if PolledFeed.available():
             feed = PolledFeed(folders, self.on_change, arrivals_only=True)
-            try:
-                feed.start()
-            except OSError as exc:
-                if exc.errno not in SHORT_OF_INOTIFY:
-                    raise
-                self._say_shortage(exc)
+            if not feed.try_start():
+                self._say_shortage(feed.shortage)
                 return
             self.inbox.add_reader(feed.fileno(), feed.drain)
             self.feed = feed

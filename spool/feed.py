@@ -285,6 +285,18 @@ class PolledFeed:
             self.stop()
             raise
 
+    def try_start(self) -> bool:
+        """:meth:`start`; False when inotify's limits keep any feed out (``shortage`` says
+        why), and its owner goes on by its rescans."""
+        try:
+            self.start()
+        except OSError as exc:
+            if exc.errno not in SHORT_OF_INOTIFY:
+                raise
+            self.shortage = exc
+            return False
+        return True
+
     def _watch(self, folder: Path) -> bool:
         wd = inotify_c.inotify_add_watch(self._fd, os.fsencode(folder), self._mask)
         if wd < 0:

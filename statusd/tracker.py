@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from spool.errors import SpoolIOError
-from spool.feed import SHORT_OF_INOTIFY, ChangeFeed, PolledFeed
+from spool.feed import ChangeFeed, PolledFeed
 from spool.ids import id_from_name
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
@@ -197,12 +197,8 @@ class Tracker:
         folders = [self.layout.folder(s) for s in JobState] + [self.layout.progress]
         if PolledFeed.available() and self._loop is not None:
             feed = PolledFeed(folders, self._on_event)
-            try:
-                feed.start()
-            except OSError as exc:
-                if exc.errno not in SHORT_OF_INOTIFY:
-                    raise
-                self._say_shortage(exc)
+            if not feed.try_start():
+                self._say_shortage(feed.shortage)
                 return
             self._loop.add_reader(feed.fileno(), feed.drain)
             self._feed, self._feed_fd = feed, feed.fileno()
