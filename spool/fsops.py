@@ -69,6 +69,11 @@ BATCH_OPS = 64
 FILE_MODE = 0o640
 BATCH_INTERVAL_S = 0.05
 SPARES_MAX = 32
+WRITE_TAG = "="
+"""Begins the staging tag of a file :meth:`Mover.publish` writes afresh (``=<name>``, its
+destination's name): no id or owner starts with it, so no such name reads as a move's
+(``cancel-x`` is the record of job ``cancel-x``, never a cancel of ``x``).  Before it the
+tag was the name alone (see :func:`spool.staged.names_itself`)."""
 SPARE_TAG = "+spare"  # no job id starts with "+", so no record's staging file has this tag
 STAGE_MODE = 0o700  # stage/ as a processor makes it: its own
 _F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
@@ -261,7 +266,7 @@ class Mover:
                 self._spares.append((spare, inode, len(data)))
                 return False
             # the spare vanished under us: write a fresh file instead
-        tag = _name(dest).removesuffix(".json")
+        tag = WRITE_TAG + _name(dest).removesuffix(".json")
         tmp = self._write_fresh(lambda: self._staging(tag), dest, data, durable)
         try:
             if self.move(tmp, dest, replace=replace, durable=durable):

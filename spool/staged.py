@@ -10,14 +10,17 @@ stands; other dead staging files are removed.  Part of :class:`spool.recovery.Re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.errors import ConflictError
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
+from spool.large import Head, leading_fields, read_record
 from spool.layout import parse_staging
 from spool.lease import is_locked
 from spool.orphans import lease
@@ -57,6 +60,7 @@ class Staged:
         and the records it writes, see :class:`spool.fsops.Mover`)."""
         now_s = self.spool.clock.now().timestamp()
         trusted = self._tmp_trusted()
+        own_uids = set() if trusted else self._spool_uids()
         listed = [(e, trusted) for e in entries(self.layout.tmp)]
         staged = entries(self.layout.stage, optional=True)
         notes = self.notes.collect(staged)  # read by the passes below, dropped after them
@@ -70,9 +74,13 @@ class Staged:
             except FileNotFoundError:
                 continue
             if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
-                if not pid_alive(parsed[1]):  # never completed, however old
-                    self._keep_untrusted(Path(entry.path), st, report)
-                continue
+                if pid_alive(parsed[1]):
+                    continue
+                if not _owned_by(st, own_uids):  # never completed, however old
+                    self._keep_untrusted(Path(entry.path), parsed[0], st, report)
+                    continue
+                # The spool user's own file: no submitter's.  An older spoolq's move (they
+                # staged in tmp/), cut short: settled below as any move.
             old = self.age_s(entry.path, st, now_s) > DEAD_STAGING_AGE_S
             if parsed is None:
                 if old:
@@ -110,20 +118,49 @@ class Staged:
             self._seen[path] = seen
         return seen[2] + mono
 
-    def _keep_untrusted(self, path: Path, st: os.stat_result, report: RecoveryReport) -> None:
-        """A dead process's move, by its name, in a ``tmp/`` submitters share: a
-        submitter could have named it so (see :meth:`_tmp_trusted`), so it is not
-        completed over the id it names; nor dropped, as it may hold a job a cut-short
-        move (an older spoolq's, or one that could not stage in ``stage/``) left.
-        Quarantined under an id of its own, its bytes kept, its record naming it."""
-        job_id = invalid_id(self.spool.clock.now())
-        if not self.mover.move(path, self.layout.original(job_id), replace=False):
-            return  # settled meanwhile, or the id taken: the next pass looks again
-        self.terminal.record_for_original(job_id, st, path.name, (
+    def _keep_untrusted(self, path: Path, tag: str, st: os.stat_result,
+                        report: RecoveryReport) -> None:
+        """A dead process's move, by its name, in a ``tmp/`` submitters share, of a file
+        that is not the spool user's own (see :meth:`settle`): a submitter could have
+        named it so (see :meth:`_tmp_trusted`), so it is not completed over the id it
+        names; nor dropped, as it may hold a job a cut-short move (an older spoolq's,
+        or one that could not stage in ``stage/``) left.  A cancel's goes back to
+        ``pending/`` when the name is free and the id has not finished since: the
+        cancel undone, as recovery undoes one it trusts, and no more than the
+        submitter could do herself (rename her file to ``pending/<id>.json``); an
+        older spoolq's cancel of a submitter's drop leaves that file.  Anything else
+        is quarantined under an id of its own, its bytes kept, its record naming it."""
+        action, _, named = tag.partition("-")
+        if (action == "cancel" and is_valid_id(named)
+                and not self.terminal.finished_after(named, st.st_ctime_ns)
+                and self.mover.move(path, self.layout.job(JobState.PENDING, named),
+                                    replace=False)):
+            report.restored.append(named)
+            return
+        self._keep_as_own(path, st, report, lambda orig: (
             f"found in tmp/ named like a move of a process that died ({path.name}); "
             "not completed, as a submitter could have named it so: its bytes are kept "
-            f"in failed/{job_id}.orig"), replace=False)
+            f"in failed/{orig}"))
+
+    def _keep_as_own(self, path: Path, st: os.stat_result, report: RecoveryReport,
+                     message: Callable[[str], str]) -> None:
+        """Quarantine the staging file ``path`` under an id of its own, its bytes kept,
+        its record saying ``message`` of the name they are kept under."""
+        job_id = invalid_id(self.spool.clock.now())
+        orig = self.layout.original(job_id)
+        if not self.mover.move(path, orig, replace=False):
+            return  # settled meanwhile, or the id taken: the next pass looks again
+        self.terminal.record_for_original(job_id, st, path.name,
+                                          message(orig.name), replace=False)
         report.restored.append(job_id)
+
+    def _spool_uids(self) -> set[int]:
+        """Who may own a move's file in a shared ``tmp/`` that no submitter could have
+        made: this process's user, root, and ``tmp/``'s owner (the spool user)."""
+        uids = {os.geteuid(), 0}
+        with contextlib.suppress(OSError):
+            uids.add(os.stat(self.layout.tmp).st_uid)
+        return uids
 
     def _tmp_trusted(self) -> bool:
         """A move's staging name in ``tmp/`` can only be a spoolq process's: nobody but
@@ -136,6 +173,9 @@ class Staged:
     def _settle_staged(self, tag: str, path: Path, st: os.stat_result,
                        report: RecoveryReport) -> None:
         action, _, job_id = tag.partition("-")
+        if action in ACTIONS and is_valid_id(tag) and names_itself(path, tag):
+            self._settle_own_write(tag, path, st, report)
+            return
         if action == "kept" and is_valid_id(job_id):
             self._settle_kept(job_id, path, st, report)
         if action in (PURGE_TAG, SUPERSEDED_TAG):
@@ -151,6 +191,25 @@ class Staged:
         else:
             self._restore_retry(job_id, path, st)
         report.restored.append(job_id)
+
+    def _settle_own_write(self, tag: str, path: Path, st: os.stat_result,
+                          report: RecoveryReport) -> None:
+        """A write's staging file that an earlier spoolq named after the file it wrote
+        (:meth:`spool.fsops.Mover.publish`): the record, job or status of an id or owner
+        ``tag`` that starts like a move (``cancel-x``, ``retry-x``), whose writer died
+        before its rename.  No move of ``x``: completed as one, it replaced ``x``'s
+        record, or ran ``cancel-x``'s job as ``x``.  It goes, as any dead write's; but
+        where a move's file holds anybody's bytes (a cancel's, a quarantine's, a kept
+        original's), a drop that names ``tag`` could look the same, so it is kept as a
+        quarantine under an id of its own instead."""
+        action, _, named = tag.partition("-")
+        if action not in ("cancel", "quarantine", "kept"):
+            report.removed += self.mover.unlink(path)
+            return
+        self._keep_as_own(path, st, report, lambda orig: (
+            f"found in {path.parent.name}/ named like a {action} of {named} cut short "
+            f"({path.name}), but holding a file of {tag} itself (a write cut short); "
+            f"not completed over {named}: its bytes are kept in failed/{orig}"))
 
     def _settle_kept(self, job_id: str, path: Path, kept: os.stat_result,
                      report: RecoveryReport) -> None:
@@ -285,6 +344,28 @@ def entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
         if optional:
             return []
         raise
+
+
+def names_itself(path: Path, tag: str) -> bool:
+    """The file at ``path`` is a JSON object that names ``tag`` (its staging name's tag)
+    as its ``id`` or ``owner``: a record, job file or processor status being written
+    under a name made from its own (judged from its leading fields: one cut short
+    mid-write may still tell)."""
+    found = read_record(path)
+    if found is None:
+        return False
+    try:
+        fields, _ = leading_fields(found.head if isinstance(found, Head) else found)
+    except ValueError:
+        return False
+    return tag in (fields.get("id"), fields.get("owner"))
+
+
+def _owned_by(st: os.stat_result, uids: set[int]) -> bool:
+    """A regular file of one link whose owner is among ``uids``: made or moved there by
+    one of them.  A submitter can make no file another user owns, nor link one of
+    spoolq's there (a second link; and ``fs.protected_hardlinks`` refuses it)."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid in uids
 
 
 def pid_alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from spoolkit import (
+    NOBODY,
     FakeClock,
     actor,
     await_line,
@@ -24,6 +25,7 @@ from spoolkit import (
     listing,
     locate,
     make_spool,
+    needs_root,
     read_json,
     submit,
 )
@@ -703,11 +705,16 @@ def test_recovery_under_durable_modes(tmp_path: Path, mode: FsyncMode,
     assert locate(spool.layout, "a") == [P] and locate(spool.layout, "b") == [F]
 
 
+@needs_root
 def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool) -> None:
     """In a tmp/ the submit group shares, a file named like a cut-short move of a dead
     process was completed by recovery: ``retry-<id>...`` became failed/<id>.json byte for
     byte over the id's done record, ``quarantine-<id>...`` replaced it with a quarantine.
-    Moves stage in stage/ now; such names in a shared tmp/ are the submitter's own files."""
+    Moves stage in stage/ now; such names in a shared tmp/ are the submitter's own files
+    (hers: the spool user's own are an older spoolq's moves, see
+    test_upgrade_leftovers.py).  A cancel's goes back to pending/ only where the name is
+    free (here c4's newer drop holds it), as she could rename it there herself."""
+    assert NOBODY is not None
     layout = spool.layout
     for job_id in ("g1", "q3", "c4"):
         submit(spool, job_id)
@@ -724,6 +731,7 @@ def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool
               f"cancel-c4.99999996.{'ef' * 6}.tmp": b'{"tool": "echo"}'}
     for name, data in forged.items():
         (layout.tmp / name).write_bytes(data)
+        os.chown(layout.tmp / name, *NOBODY)
 
     report = Recovery(make_spool(layout.root)).scan()
 

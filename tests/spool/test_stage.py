@@ -19,7 +19,7 @@ import pytest
 from spoolkit import FakeClock, done_record, listing, make_spool, submit
 
 from spool.feed import inotify_c, open_inotify, read_inotify
-from spool.fsops import SPARE_TAG, STAGE_MODE, Mover
+from spool.fsops import SPARE_TAG, STAGE_MODE, WRITE_TAG, Mover
 from spool.layout import Layout
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
@@ -81,7 +81,8 @@ def test_the_processor_stages_in_stage_and_leaves_tmp_to_the_clients(
         finish(processor, f"j{n}")
     assert in_tmp.names() == [], "the processor made, renamed or removed nothing in tmp/"
     staged = in_stage.names()
-    assert any(name.startswith("j0.") for name in staged), "the first record, written fresh"
+    assert any(name.startswith(WRITE_TAG + "j0.") for name in staged), \
+        "the first record, written fresh"
     assert any(name.startswith(SPARE_TAG + ".") for name in staged), "a spare"
     assert [n.split(".")[0] for n in listing(layout.stage)] == [SPARE_TAG]
     submit(client, "later")
