@@ -274,9 +274,13 @@ def _data_dir(path: str) -> Path:
 
 
 def _die_with_processor(lifeline: Connection) -> None:
-    """Block on the lifeline; EOF means the processor is gone: end this session now."""
+    """Block on the lifeline; EOF means the processor is gone: end everything below this
+    worker (its subreaper: what its tools started, in sessions of their own too, which
+    would otherwise run on beside the job's next run), then this session, now."""
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()
+    with contextlib.suppress(OSError):
+        kill_descendants(os.getpid())
     with contextlib.suppress(OSError):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(1)

@@ -293,6 +293,23 @@ def test_a_crashed_workers_processes_do_not_outlive_it(spool_root: Path, daemon:
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
+def test_processes_a_compute_tool_started_do_not_outlive_a_sigkilled_processor(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """The worker ends its own session when its processor dies (its lifeline); a child
+    the tool started in a session of its own lived on, and the job's next run (the
+    orphan requeued by the next processor: a rolling upgrade's, or its restart) ran
+    beside the old run's child (found by h110)."""
+    d = daemon()
+    hangs = {"hang": False, "hang-session": True}  # job id -> new_session
+    for job_id, new_session in hangs.items():
+        drop(spool_root, job_id, {"tool": "t_spawn_hang", "params": {
+            "pid_file": str(tmp_path / f"{job_id}.pid"), "new_session": new_session}})
+    children = [_child_pid(tmp_path / f"{job_id}.pid") for job_id in hangs]
+    d.kill()
+    wait_for(lambda: not any(alive(child) for child in children), 5,
+             "the SIGKILLed processor's tools' children to be killed")
+
+
 def test_worker_crash_fails_only_its_job_and_the_pool_recovers(spool_root: Path,
                                                               daemon: StartDaemon) -> None:
     daemon()
