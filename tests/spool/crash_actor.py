@@ -24,6 +24,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from spool import fsops
 from spool.client import Client
 from spool.clock import SystemClock
 from spool.errors import ErrorType
@@ -38,6 +39,10 @@ from spool.transitions import Spool
 
 def main() -> None:
     root, mode, command, arg = sys.argv[1:5]
+    # The tests count the operation's renames to kill it midway; the probe of stage/'s
+    # mount (a rename of a name that is not there, see spool.fsops.same_mount) is not
+    # the operation's, and one spool here is one mount.
+    fsops.same_mount = lambda a, b: True
     layout = Layout(Path(root))
     spool = Spool(layout, Mover(layout, FsyncMode(mode)), SystemClock())
     if command == "quarantine":
