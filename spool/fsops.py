@@ -56,7 +56,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -168,6 +168,19 @@ def short_of_descriptors(exc: OSError, what: str) -> SpoolIOError | None:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
+
+
+@contextlib.contextmanager
+def descriptors_short_as_trouble(what: str) -> Iterator[None]:
+    """Within it, an OSError that says this process is out of descriptors is raised as
+    the SpoolIOError of :func:`short_of_descriptors` (spool trouble, never "the file is
+    gone"); any other OSError as it is."""
+    try:
+        yield
+    except OSError as exc:
+        if (trouble := short_of_descriptors(exc, what)) is None:
+            raise
+        raise trouble from exc
 
 
 def same_mount(a: StrPath, b: StrPath) -> bool:

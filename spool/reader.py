@@ -46,7 +46,7 @@ from spool.entries import (
     scan_ids,
 )
 from spool.errors import InvalidId, NotFoundError
-from spool.fsops import short_of_descriptors
+from spool.fsops import descriptors_short_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -153,12 +153,8 @@ class SpoolReader:
             entry = newest(self.entries_of(job_id))
             if entry is None:
                 break
-            try:
+            with descriptors_short_as_trouble(f"cannot read {job_id}"):
                 record = self.load(entry, strict=True)
-            except OSError as exc:
-                if (trouble := short_of_descriptors(exc, f"cannot read {job_id}")) is None:
-                    raise
-                raise trouble from exc
             if record is not None:
                 return record
         raise NotFoundError(f"no job {job_id}")

@@ -21,16 +21,15 @@ that fail the structural check, go through :meth:`spool.reader.SpoolReader.load`
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
 from spool.errors import SpoolIOError
-from spool.fsops import short_of_descriptors
+from spool.fsops import descriptors_short_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -268,7 +267,7 @@ class Loader:
         SpoolIOError when statusd is out of descriptors: a file it could not open is no
         file gone (as one, a job that moved then was removed from the index, its streams
         ended, a GET answered 404)."""
-        with _descriptors_short(job_id):
+        with descriptors_short_as_trouble(f"cannot read {job_id}"):
             path = self.layout.job(stamp.state, job_id)
             if stamp.state in TERMINAL:
                 raw = read_record(path, strict=True)
@@ -333,7 +332,7 @@ class Loader:
     def _body(self, job_id: str, stamp: Stamp) -> bytes | Head | None:
         """The record JSON of one version of an id, the :class:`Head` of a large record,
         None when the file vanished meanwhile; SpoolIOError as :meth:`load` raises it."""
-        with _descriptors_short(job_id):
+        with descriptors_short_as_trouble(f"cannot read {job_id}"):
             if stamp.state in TERMINAL:
                 raw = read_record(self.layout.job(stamp.state, job_id), strict=True)
                 if raw is None:
@@ -358,15 +357,3 @@ class Loader:
             if (found := read(job_id, stamp)) is not None:
                 return found
         return None
-
-
-@contextlib.contextmanager
-def _descriptors_short(job_id: str) -> Iterator[None]:
-    """An OSError that says statusd is out of descriptors, as the SpoolIOError of spool
-    trouble (a 503 on a request, a warning and a retry in the tracker)."""
-    try:
-        yield
-    except OSError as exc:
-        if (trouble := short_of_descriptors(exc, f"cannot read {job_id}")) is None:
-            raise
-        raise trouble from exc
