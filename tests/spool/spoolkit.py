@@ -289,6 +289,40 @@ def read_until(fd: int, wanted: bytes, seen: bytearray, deadline_s: float = 30) 
 CRASH_ACTOR = Path(__file__).with_name("crash_actor.py")
 
 
+class Holders:
+    """Actor processes holding claims; every one is reaped at the end of the test."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def hold(self, **args: Any) -> subprocess.Popen[str]:
+        proc = actor(self.spool.layout.root, "hold", args)
+        self.procs.append(proc)
+        held = orjson.loads(await_line(proc, "READY "))
+        assert held == args.get("ids", [])
+        return proc
+
+    def sigkill(self, proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+
+    def tell(self, proc: subprocess.Popen[str], line: str, reply: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        await_line(proc, reply)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
 def kill_in_actor(root: Path, command: str, arg: str, *, syscalls: str, nth: int = 1,
                   path: Path | None = None, inject: str | None = None,
                   mode: FsyncMode = FsyncMode.ALWAYS) -> None:

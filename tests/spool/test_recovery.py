@@ -5,20 +5,18 @@ transitions cut short in ``tmp/`` are settled without losing a byte."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from spoolkit import (
     NOBODY,
     FakeClock,
+    Holders,
     actor,
     await_line,
     drop_raw,
@@ -46,40 +44,6 @@ from spool.transitions import Spool
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
-
-
-class Holders:
-    """Actor processes holding claims; every one is reaped at the end of the test."""
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def hold(self, **args: Any) -> subprocess.Popen[str]:
-        proc = actor(self.spool.layout.root, "hold", args)
-        self.procs.append(proc)
-        held = orjson.loads(await_line(proc, "READY "))
-        assert held == args.get("ids", [])
-        return proc
-
-    def sigkill(self, proc: subprocess.Popen[str]) -> None:
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-
-    def tell(self, proc: subprocess.Popen[str], line: str, reply: str) -> None:
-        assert proc.stdin is not None
-        proc.stdin.write(line + "\n")
-        proc.stdin.flush()
-        await_line(proc, reply)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
-from spoolkit import actor, await_line, locate, submit
+from spoolkit import Holders, locate, submit
 
 from spool import entries
 from spool.lease import open_nofollow
@@ -37,18 +35,11 @@ P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
 
 def _killed_holding(spool: Spool, job_id: str, **args: object) -> None:
     """A process claims ``job_id`` (and does what ``args`` say), then dies by SIGKILL."""
-    proc = actor(spool.layout.root, "hold", {"ids": [job_id], **args})
+    holders = Holders(spool)
     try:
-        assert orjson.loads(await_line(proc, "READY ")) == [job_id]
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        holders.sigkill(holders.hold(ids=[job_id], **args))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        holders.close()
 
 
 def _no_descriptor_for(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
