@@ -208,7 +208,9 @@ def _run(settings: Settings) -> int:
     try:
         return _start(settings, up)
     except OSError as exc:
-        if up or exc.errno not in (errno.EMFILE, errno.ENFILE):  # spool.fsops.NO_DESCRIPTOR
+        from spool.fsops import NO_DESCRIPTOR  # noqa: PLC0415 - imported by the daemon by now
+
+        if up or exc.errno not in NO_DESCRIPTOR:
             raise
         raise SpoolIOError(f"out of descriptors at start-up: {exc.strerror}") from exc
 
