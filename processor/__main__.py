@@ -246,13 +246,14 @@ def _start(settings: Settings, up: list[bool]) -> int:
     # that comes sooner does not wait for the rest of the import: the process ends at
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
-    imports = startup.BackgroundImports(FAST_MODULES)
+    processor = Processor(settings, registry, executor, notifier=notifier)
+    imports = startup.BackgroundImports(FAST_MODULES, on_broken=processor.request_restart)
 
     def on_ready() -> None:
         up.append(True)
         imports.start()
 
-    status = Processor(settings, registry, executor, notifier=notifier).run(on_ready)
+    status = processor.run(on_ready)
     imports.exit_now_if_running(status)
     return status
 

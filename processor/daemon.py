@@ -107,6 +107,7 @@ class Processor:
         self.runs: dict[str, Run] = {}
         self.queues = Queues(self._mode_of)
         self.stopping = False  # this and the grace period: set by lifecycle.begin_stop
+        self.exit_status = 0  # lifecycle.restart's EXIT_RESTART once it asked for one
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
         self.next_heartbeat = 0.0
@@ -166,7 +167,12 @@ class Processor:
             self.relay.wait()
         finally:
             lifecycle.close(self)
-        return 0
+        return self.exit_status
+
+    def request_restart(self, why: str) -> None:
+        """Stop now and exit for a fresh start (:func:`processor.lifecycle.restart`);
+        from any thread."""
+        self.inbox.post(("restart", why))
 
     def _begin_stop(self, signum: int) -> None:
         lifecycle.begin_stop(self, signum)
@@ -269,6 +275,8 @@ class Processor:
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
             self.fast.returned(event[1], event[2])
+        elif kind == "restart":
+            lifecycle.restart(self, event[1])
         # "slots" (the executor has room again: connected, workers joined) only wakes
         # the loop: this pass dispatches, as every pass does.
 

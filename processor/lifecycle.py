@@ -22,6 +22,8 @@ requeues it without counting the attempt (a run whose cancel was asked fails
 ``cancelled``; one whose id has a newer drop pending fails ``abandoned``).
 :func:`close` then kills the processes FAST tools left, stops the feed, removes the
 status file and the lease, and gives back what ``__init__`` and start-up opened.
+:func:`restart` is such a stop with no grace period and exit status 75, for a process
+whose modules are no longer to be trusted.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ log = logging.getLogger("spoolq.processor")
 
 SWITCH_INTERVAL_S = 0.0001
 STOP_MARGIN_S = 15.0
+EXIT_RESTART = 75
+"""The exit status of :func:`restart`: sysexits' ``EX_TEMPFAIL``, which the unit's
+``Restart=on-failure`` starts again (as ``spool-processor``'s own for trouble that
+passes at start-up)."""
 
 
 def take_hold(processor: Processor) -> None:
@@ -147,6 +153,28 @@ def begin_stop(processor: Processor, signum: int) -> None:
     log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name,
                                            "running": len(processor.runs),
                                            "grace_s": processor.settings.grace_s}})
+
+
+def restart(processor: Processor, why: str) -> None:
+    """This process cannot be trusted to run tools any more (``why``: its background
+    import of numpy and pandas was cut short, see
+    :class:`processor.startup.BackgroundImports`): stop claiming, end what runs now and
+    requeue it without counting the attempt, as a second stop signal does (a FAST run
+    finishing on half-made modules could record a wrong result), and exit with
+    :data:`EXIT_RESTART` for the service manager to start a fresh process."""
+    if processor.exit_status == EXIT_RESTART:
+        return
+    processor.exit_status = EXIT_RESTART
+    log.error("restarting: %s; the modules it left half-made would serve this process's "
+              "tools, so what runs is requeued and the process exits %d to be started "
+              "afresh", why, EXIT_RESTART, extra={"fields": {"running": len(processor.runs)}})
+    if not processor.stopping:
+        processor.stopping = True
+        processor.notifier.stopping()
+        processor.notifier.extend_timeout(int(STOP_MARGIN_S * 1_000_000))
+    processor.grace_deadline = time.monotonic()
+    processor.grace_ends_at = processor.clock.now()
+    processor.heartbeat()
 
 
 def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import gc
 import importlib
 import logging
@@ -38,7 +39,7 @@ import multiprocessing.forkserver
 import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
            "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis",
@@ -97,10 +98,19 @@ class BackgroundImports:
     The thread is not a daemon: an ordinary exit waits for it, since a thread cut off
     mid-import while the interpreter finalizes could hold a module lock the exit needs.
     A stopped processor calls :meth:`exit_now_if_running` instead, which does not wait.
+
+    An import cut short for lack of a resource (:func:`cut_short`) leaves numpy or
+    pandas half-made: the modules loaded before the failure stay, and an import tried
+    again in this process builds the rest beside them (a pandas Series then printed
+    without its dtype line).  ``on_broken`` is called with what happened, and nothing
+    more is imported: the processor restarts (:func:`processor.lifecycle.restart`).
+    Any other failure is the module's own, which its tools' jobs fail with.
     """
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str],
+                 on_broken: Callable[[str], None] = lambda why: None) -> None:
         self.modules = tuple(modules)
+        self.on_broken = on_broken
         self._thread = threading.Thread(target=self._run, name="spoolq-imports")
 
     def start(self) -> None:
@@ -135,6 +145,30 @@ class BackgroundImports:
         for name in self.modules:
             try:
                 importlib.import_module(name)
-            except Exception:  # the tool that needs it fails its jobs with the same error
+            except Exception as exc:  # the tool that needs it fails its jobs with the same
                 log.exception("importing %s in the background failed", name)
+                if cut_short(exc):
+                    self.on_broken(f"importing {name} failed: {exc}")
+                    return
         gc.freeze()
+
+
+SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EIO})
+"""The errors of an import cut short by its host rather than by its module: descriptors
+or memory short, a read that failed."""
+
+
+def cut_short(exc: BaseException) -> bool:
+    """``exc`` (or what it came from) is an import the host cut short: an OSError of
+    :data:`SHORT_OF`, a MemoryError, or an extension module whose ``dlopen`` failed for
+    one of those (an ImportError that gives only the error's text)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError) or (
+                isinstance(seen, OSError) and seen.errno in SHORT_OF):
+            return True
+        if isinstance(seen, ImportError) and any(
+                os.strerror(code) in str(seen) for code in SHORT_OF):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

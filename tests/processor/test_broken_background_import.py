@@ -1,0 +1,61 @@
+"""A processor whose background import of numpy and pandas fails for lack of a resource
+(descriptors, memory) restarts rather than run its FAST tools on a half-made numpy."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+from processor.startup import cut_short
+
+
+def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
+        daemon: Callable[..., Daemon], spool_root: Path) -> None:
+    """Retried in the same process, such an import "works" on what the failed one left:
+    a numpy whose modules loaded before the failure are not those it uses after it (a
+    pandas Series printed without its dtype line, seen by hand).  The processor requeues
+    what runs, without counting the attempt, and exits 75 (EX_TEMPFAIL), which the
+    unit's ``Restart=on-failure`` restarts; the grace period (60 s here) is not waited
+    for, since what would finish in it is what the broken modules may spoil."""
+    d = daemon(tools="ptools,brokenimport", SPOOL_GRACE_S="60")
+    drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    assert d.proc is not None
+    d.proc.wait(30)
+    assert d.proc.returncode == 75, d.logs()
+    back = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert back["attempts"] == 0, "requeued, the run cut short not counted"
+    assert os.listdir(spool_root / "running") == [] and os.listdir(spool_root / "owners") == []
+    events = d.events()
+    restart = [e for e in events if e.get("msg", "").startswith("restarting")]
+    assert len(restart) == 1 and restart[0]["level"] == "error", events
+    assert "numpy._core._type_aliases" in restart[0]["msg"]
+    assert "Too many open files" in restart[0]["msg"]
+    assert events[-1]["msg"] == "stopped", "the last line is out"
+
+    # Started afresh (as systemd would), the same processor runs the job and a FAST
+    # quant tool on a whole numpy and pandas.
+    d = daemon(tools="ptools")
+    drop(spool_root, "factors", {"tool": "list_factors"})
+    assert wait_record(spool_root, "factors")["state"] == "done"
+    wait_for((spool_root / "running" / "long.json").exists, 30, "the job to run")
+    assert d.stop() == 0
+
+
+def test_only_an_import_its_host_cut_short_counts_as_one() -> None:
+    """A restart helps an import that lacked descriptors or memory, not a module's own
+    failure (it would fail again at each start, for ever)."""
+    emfile = OSError(errno.EMFILE, os.strerror(errno.EMFILE), "numpy/_core/x.py")
+    dlopen = ImportError("libopenblas.so.0: cannot open shared object file: "
+                         + os.strerror(errno.ENFILE))
+    wrapped = ImportError("numpy failed to import")
+    wrapped.__cause__ = emfile
+    assert cut_short(emfile) and cut_short(dlopen) and cut_short(wrapped)
+    assert cut_short(MemoryError())
+    assert not cut_short(ModuleNotFoundError("No module named 'numpy'"))
+    assert not cut_short(ValueError("a tool module's own bug"))
+    assert not cut_short(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "data.csv"))
