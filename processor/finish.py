@@ -101,8 +101,8 @@ class Finisher:
         self.end(run, lambda: self.spool.fail(run.claim, record))
         self.status.count(False)
         logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
-                        attempt=record.attempts, error_type=error.type.value,
-                        message=error.message[:300])
+                        attempt=record.attempts, duration_s=record.duration_s,
+                        error_type=error.type.value, message=error.message[:300])
 
     def retry(self, run: Run, error: ErrorInfo) -> None:
         attempts = run.record.attempts

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from daemonkit import Daemon, drop, record
+from daemonkit import Daemon, drop, record, wait_record
 
 StartDaemon = Callable[..., Daemon]
 
@@ -33,3 +33,24 @@ def test_a_fast_tool_that_ends_the_processor_takes_no_earlier_lines_with_it(
         assert rec is not None and job_id in lines, (job_id, d.logs())
         assert (lines[job_id]["attempt"], lines[job_id]["duration_s"]) == (
             rec["attempts"], rec["duration_s"])
+
+
+def test_a_failed_line_says_how_long_the_run_took_as_its_record_does(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """``done`` lines carried ``duration_s`` and ``failed`` lines did not, so a
+    journal query for slow failures (a timeout's 2 s against a crash's instant) had to
+    read every record."""
+    d = daemon()
+    drop(spool_root, "fails", {"tool": "t_fail"})
+    drop(spool_root, "stuck", {"tool": "t_stuck", "timeout": 1, "max_attempts": 1})
+    drop(spool_root, "fast", {"tool": "t_fast_base_exc"})
+    for job_id in ("fails", "stuck", "fast"):
+        wait_record(spool_root, job_id)
+    assert d.stop() == 0
+    lines = {e["id"]: e for e in d.events() if e.get("event") == "failed"}
+    for job_id in ("fails", "stuck", "fast"):
+        rec = record(spool_root, job_id)
+        assert rec is not None and rec["state"] == "failed", rec
+        assert (lines[job_id]["attempt"], lines[job_id].get("duration_s")) == (
+            rec["attempts"], rec["duration_s"]), lines[job_id]
+    assert lines["stuck"]["duration_s"] >= 1.0, "the timeout's run lasted its second"
