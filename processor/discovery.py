@@ -58,6 +58,7 @@ class Discovery:
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: set[str] = set()
         self.cancels: set[str] = set()
+        self.unscanned: dict[str, str] = {}  # folder -> the error said of it, while it lasts
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
@@ -156,8 +157,9 @@ class Discovery:
                     if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
                         self.dirty.add(entry.name)
         except OSError as exc:
-            log.error("cannot scan pending/", extra={"fields": {"error": str(exc)}})
+            self._cannot_scan("pending/", exc)
             return
+        self._scanned("pending/")
         for name in set(self.seen) - present:
             del self.seen[name]
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
@@ -174,7 +176,23 @@ class Discovery:
         except OSError as exc:
             if exc.errno not in NO_DESCRIPTOR:
                 raise
-            log.error("cannot scan cancel/", extra={"fields": {"error": str(exc)}})
+            self._cannot_scan("cancel/", exc)
+            return
+        self._scanned("cancel/")
+
+    def _cannot_scan(self, folder: str, exc: OSError) -> None:
+        """One ERROR line when a folder cannot be listed, and again only should the error
+        change: it was one a scan (every ``SPOOL_SCAN_S``, 17,000 lines a day) for as
+        long as it lasted.  :meth:`_scanned` says when it is over."""
+        said = str(exc)
+        if self.unscanned.get(folder) != said:
+            log.error("cannot scan %s; said again only if the error changes", folder,
+                      extra={"fields": {"error": said}})
+        self.unscanned[folder] = said
+
+    def _scanned(self, folder: str) -> None:
+        if self.unscanned.pop(folder, None) is not None:
+            log.info("scanning %s again", folder)
 
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)
