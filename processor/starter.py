@@ -108,6 +108,9 @@ class Starter:
                 raise InvalidJob(f"attempts {job.attempts} already reach max_attempts "
                                  f"{limit}: not run again")
         except JobError as exc:
+            # Claimed all the same (pending -> running -> failed): each its line.
+            logs.transition("claimed", id=cand.job_id, tool=job.tool,
+                            attempt=record.attempts)
             self._finish_error(self._new_run(claim, job, None, record), exc)
             return
         run = self._new_run(claim, job, tool, record)

@@ -54,3 +54,24 @@ def test_a_failed_line_says_how_long_the_run_took_as_its_record_does(
         assert (lines[job_id]["attempt"], lines[job_id].get("duration_s")) == (
             rec["attempts"], rec["duration_s"]), lines[job_id]
     assert lines["stuck"]["duration_s"] >= 1.0, "the timeout's run lasted its second"
+
+
+def test_a_job_failed_at_its_claim_has_its_claimed_line(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A job failed as it was claimed (a tool the processor does not have, attempts
+    already spent) moved pending -> running -> failed with only the failed line: one
+    line a transition (issue 3), and ``select(.id==ID)`` in docs/operations.md showed
+    no claim for a record that has one (its ``started_at``, ``attempts`` 1)."""
+    d = daemon()
+    drop(spool_root, "nosuch", {"tool": "no_such_tool"})
+    drop(spool_root, "spent", {"tool": "echo", "attempts": 3, "max_attempts": 3})
+    for job_id in ("nosuch", "spent"):
+        assert wait_record(spool_root, job_id)["state"] == "failed"
+    assert d.stop() == 0
+    for job_id, error_type in (("nosuch", "unknown_tool"), ("spent", "invalid_job")):
+        rec = record(spool_root, job_id)
+        assert rec is not None and rec["error"]["type"] == error_type, rec
+        mine = [(e["event"], e.get("tool"), e.get("attempt"), e.get("error_type"))
+                for e in d.events() if e.get("id") == job_id and "event" in e]
+        assert mine == [("claimed", rec["tool"], rec["attempts"], None),
+                        ("failed", rec["tool"], rec["attempts"], error_type)], mine
