@@ -247,10 +247,12 @@ def _start(settings: Settings, up: list[bool]) -> int:
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
     processor = Processor(settings, registry, executor, notifier=notifier)
-    imports = startup.BackgroundImports(FAST_MODULES, on_broken=processor.request_restart)
+    imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
+                                        on_broken=processor.request_restart)
 
     def on_ready() -> None:
         up.append(True)
+        processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
         imports.start()
 
     status = processor.run(on_ready)

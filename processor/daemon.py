@@ -174,6 +174,10 @@ class Processor:
         from any thread."""
         self.inbox.post(("restart", why))
 
+    def release_fast(self) -> None:
+        """FAST runs may start again (see ``FastLane.held``); from any thread."""
+        self.inbox.post(("release_fast",))
+
     def _begin_stop(self, signum: int) -> None:
         lifecycle.begin_stop(self, signum)
 
@@ -277,6 +281,8 @@ class Processor:
             self.fast.returned(event[1], event[2])
         elif kind == "restart":
             lifecycle.restart(self, event[1])
+        elif kind == "release_fast":
+            self.fast.held = False  # this pass dispatches
         # "slots" (the executor has room again: connected, workers joined) only wakes
         # the loop: this pass dispatches, as every pass does.
 

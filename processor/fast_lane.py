@@ -64,6 +64,10 @@ class FastLane:
         # Ids whose ended runs still execute on abandoned threads (see abandon).
         self.stuck: Counter[str] = Counter()
         self.waiting: deque[tuple[Run, type[BaseTool], dict[str, Any]]] = deque()
+        # No run starts while set: the processor's background import of numpy and pandas
+        # is under way (see processor.startup.BackgroundImports), whose failure would
+        # leave a tool that imports them beside it half-made modules.
+        self.held = False
 
     @property
     def running(self) -> int:
@@ -74,7 +78,10 @@ class FastLane:
         return self.busy - (self.stuck.total() if self.stuck else 0)
 
     def has_room(self) -> bool:
-        """Another run may start: in flight below the bound, and not too many stuck."""
+        """Another run may start: not held, in flight below the bound, and not too many
+        stuck."""
+        if self.held:
+            return False
         stuck = self.stuck.total() if self.stuck else 0  # usually empty: no sum then
         return (self.busy - stuck < self.threads
                 and stuck < STUCK_FAST_PER_THREAD * self.threads)

@@ -19,9 +19,10 @@ single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
 
 The processor itself does not import numpy and pandas before it is ready: only
 its FAST tools need them, and :class:`BackgroundImports` loads them once the
-status file is written, so a ``systemctl restart`` does not wait for them and
-the first FAST job rarely does (one that comes sooner waits, in its own thread,
-for the rest of the import, which Python's per-module import locks serialise).
+status file is written, so a ``systemctl restart`` does not wait for them (a
+FAST job that comes sooner waits in ``pending/`` for the rest of the import:
+0.3 to 0.8 s after READY on the machine of docs/benchmarks.md; COMPUTE jobs
+start at once).
 A processor stopped before that import ends does not wait for it either: see
 :meth:`BackgroundImports.exit_now_if_running`.
 """
@@ -104,12 +105,17 @@ class BackgroundImports:
     again in this process builds the rest beside them (a pandas Series then printed
     without its dtype line).  ``on_broken`` is called with what happened, and nothing
     more is imported: the processor restarts (:func:`processor.lifecycle.restart`).
-    Any other failure is the module's own, which its tools' jobs fail with.
+    Any other failure is the module's own, which its tools' jobs fail with; then, or
+    once every module is imported, ``on_done`` is called.  The processor holds its
+    FAST runs until then (a FAST tool that imported numpy beside a failing import got
+    the half-made module: ``cannot import name`` from a partly initialised module, a
+    ``tool_error`` that spent the job's attempt).
     """
 
-    def __init__(self, modules: Sequence[str],
-                 on_broken: Callable[[str], None] = lambda why: None) -> None:
+    def __init__(self, modules: Sequence[str], *, on_done: Callable[[], None],
+                 on_broken: Callable[[str], None]) -> None:
         self.modules = tuple(modules)
+        self.on_done = on_done
         self.on_broken = on_broken
         self._thread = threading.Thread(target=self._run, name="spoolq-imports")
 
@@ -151,6 +157,7 @@ class BackgroundImports:
                     self.on_broken(f"importing {name} failed: {exc}")
                     return
         gc.freeze()
+        self.on_done()
 
 
 SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EIO})

@@ -5,7 +5,8 @@ Loaded with the tools, before that import starts, it puts a finder first on
 ``sys.meta_path`` that, asked for the first module on the ``spoolq-imports`` thread,
 writes that module's name to the file ``SLOWIMPORT_MARK`` names and sleeps: the
 thread then holds that module's import lock, mid-import.  The FAST tool
-``import_held`` says which module that is.
+``import_held`` says which module that is, should a FAST run start beside that
+import (none does: the processor holds its FAST runs until it ends).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from daemonkit import Daemon, drop, wait_for, wait_record
+from daemonkit import Daemon, drop, record, wait_for, wait_record
 
+from processor.quant.synth import write_synthetic
 from processor.startup import cut_short
 
 
@@ -22,6 +23,14 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
     what runs, without counting the attempt, and exits 75 (EX_TEMPFAIL), which the
     unit's ``Restart=on-failure`` restarts; the grace period (60 s here) is not waited
     for, since what would finish in it is what the broken modules may spoil."""
+    # FAST quant jobs there at start: one that ran beside the failing import failed
+    # tool_error "cannot import name 'CATALOGUE' from partially initialized module",
+    # its attempt spent.  FAST runs wait for the import now, so these are never claimed.
+    write_synthetic(spool_root / "data", symbols=1, bars=30, seed=3)
+    early = {"factors": {"tool": "list_factors"},
+             "kline": {"tool": "get_kline", "params": {"symbol": "S0000", "limit": 2}}}
+    for job_id, body in early.items():
+        drop(spool_root, job_id, body)
     d = daemon(tools="ptools,brokenimport", SPOOL_GRACE_S="60")
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     assert d.proc is not None
@@ -29,6 +38,9 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
     assert d.proc.returncode == 75, d.logs()
     back = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
     assert back["attempts"] == 0, "requeued, the run cut short not counted"
+    assert sorted(os.listdir(spool_root / "pending")) == ["factors.json", "kline.json",
+                                                          "long.json"]
+    assert os.listdir(spool_root / "failed") == [] and os.listdir(spool_root / "done") == []
     assert os.listdir(spool_root / "running") == [] and os.listdir(spool_root / "owners") == []
     events = d.events()
     restart = [e for e in events if e.get("msg", "").startswith("restarting")]
@@ -40,8 +52,9 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
     # Started afresh (as systemd would), the same processor runs the job and a FAST
     # quant tool on a whole numpy and pandas.
     d = daemon(tools="ptools")
-    drop(spool_root, "factors", {"tool": "list_factors"})
-    assert wait_record(spool_root, "factors")["state"] == "done"
+    for job_id in early:
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    assert len(record(spool_root, "kline")["result"]["rows"]) == 2
     wait_for((spool_root / "running" / "long.json").exists, 30, "the job to run")
     assert d.stop() == 0
 
