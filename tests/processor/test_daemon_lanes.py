@@ -375,7 +375,7 @@ def test_a_retry_waits_out_its_backoff_before_it_runs_again(spool_root: Path,
     d = daemon()
     drop(spool_root, "again", {"tool": "t_fail", "max_attempts": 2,
                                "params": {"retryable": True}})
-    rec = wait_record(spool_root, "again", 20)
+    rec = wait_record(spool_root, "again", 60)
     assert rec["attempts"] == 2 and rec["error"]["type"] == "tool_error"
     assert d.stop() == 0
     events = [e for e in d.events() if e.get("id") == "again"]
