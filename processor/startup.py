@@ -151,7 +151,10 @@ class BackgroundImports:
         for name in self.modules:
             try:
                 importlib.import_module(name)
-            except Exception as exc:  # the tool that needs it fails its jobs with the same
+            # Whatever it raised (a SystemExit too: the thread would end with neither
+            # call, and the FAST runs held for good); the tool that needs the module
+            # fails its jobs with the same.
+            except BaseException as exc:
                 log.exception("importing %s in the background failed", name)
                 if cut_short(exc):
                     self.on_broken(f"importing {name} failed: {exc}")

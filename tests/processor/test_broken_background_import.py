@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 from daemonkit import Daemon, drop, record, wait_for, wait_record
 
 from processor.quant.synth import write_synthetic
-from processor.startup import cut_short
+from processor.startup import BackgroundImports, cut_short
 
 
 def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
@@ -72,3 +73,25 @@ def test_only_an_import_its_host_cut_short_counts_as_one() -> None:
     assert not cut_short(ModuleNotFoundError("No module named 'numpy'"))
     assert not cut_short(ValueError("a tool module's own bug"))
     assert not cut_short(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "data.csv"))
+
+
+@pytest.mark.parametrize(("body", "outcome"), [
+    ("raise OSError(errno.EMFILE, 'Too many open files')", "broken"),
+    ("raise ValueError('its own bug')", "done"),
+    ("raise SystemExit(3)", "done"),
+    ("VALUE = 1", "done"),
+], ids=["emfile", "own-error", "system-exit", "fine"])
+def test_the_fast_runs_held_for_the_import_are_released_or_the_processor_restarts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, outcome: str) -> None:
+    """Whatever the import does, exactly one of on_done (FAST runs released) and
+    on_broken (restart) is called: a module that raised SystemExit ended the thread
+    with neither, and the FAST jobs would have waited for good."""
+    name = f"bgmod_{outcome.replace('-', '_')}_{abs(hash(body))}"
+    (tmp_path / f"{name}.py").write_text(f"import errno\n{body}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls: list[str] = []
+    imports = BackgroundImports([name], on_done=lambda: calls.append("done"),
+                                on_broken=lambda why: calls.append("broken"))
+    imports.start()
+    imports._thread.join(30)
+    assert calls == [outcome]
