@@ -116,7 +116,7 @@ class Processor:
         self.io_failures = 0
         self.io_trouble: dict[str, Any] | None = None  # the status file's (IoTrouble)
         self.lease: OwnerLease | None = None
-        self.executor_up = False  # started and not shut down: lifecycle.close shuts it down
+        self.executor_up = False  # started (or starting), not shut down: close shuts it
         self.resources: dict[str, Any] = {}
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
                              data_dir=self.data_dir, resources=self.resources,

@@ -90,8 +90,10 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
         log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
                     extra={"fields": {"reason": processor.spool.mover.staging_note}})
     unless_unusable(processor.periodic.recover)
-    processor.executor.start(InboxSink(processor.inbox))
+    # Up before its start: a start that fails part way (out of descriptors at the third
+    # worker's pipes) leaves the workers started so far, which close must end too.
     processor.executor_up = True
+    processor.executor.start(InboxSink(processor.inbox))
     unless_unusable(processor.discovery.start_feed)
     unless_unusable(processor.discovery.rescan)
     logs.flush()  # the recovery's lines are out before the status file says "up"
@@ -209,8 +211,8 @@ def close(processor: Processor) -> None:
     """The end of :meth:`Processor.run <processor.daemon.Processor.run>`: what FAST
     tools left is killed, the feed stopped, the status file and lease removed.
 
-    The executor is shut down here when the loop did not get to it (a start-up step
-    that failed after it started, a loop that crashed): each worker waits for the
+    The executor is shut down here when the loop did not get to it (its own start, or a
+    start-up step after it, that failed; a loop that crashed): each worker waits for the
     processor's end of its pipe to close, which the pool holds, and ``multiprocessing``
     joins its children at exit, so the error line was printed and the process never
     ended."""

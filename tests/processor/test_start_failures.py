@@ -42,3 +42,19 @@ def test_a_start_up_step_that_fails_after_the_pool_started_ends_the_process(
     finally:
         d.abort()
     assert "spool-processor: error: cannot use the spool: Permission denied" in d.logs()
+
+
+def test_a_pool_whose_start_fails_part_way_ends_the_process(spool_root: Path,
+                                                            tmp_path: Path) -> None:
+    """The pool's own start failing after its first worker was up (out of descriptors
+    at the second's pipes) hung the process as above: close shut the pool down only once
+    its start had returned, and SIGTERM was no help (the early-stop handler is back by
+    then).  Seen with real limits, ``prlimit --nofile=52``, ``JOB_NUM=4``: 1 start in 6."""
+    d = Daemon(spool_root, tmp_path / "daemon.log", module="broken_processor",
+               BROKEN_STEP="second_worker", JOB_NUM="2").start(wait_ready=False)
+    try:
+        assert _exit_status(d, 30) == 75
+    finally:
+        d.abort()
+    assert ("spool-processor: error: out of descriptors at start-up: Too many open files"
+            in d.logs())
