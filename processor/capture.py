@@ -231,11 +231,18 @@ def _start_as_job(start: Callable[[threading.Thread], None]
     """``threading.Thread.start`` for :func:`install`: a thread started by a thread that
     runs a job (a FAST tool's helper, a ``Timer`` it arms, and theirs) writes and logs
     as that job's, also after the job ended, as a COMPUTE job's leftover thread does
-    (:mod:`processor.stray_threads`)."""
+    (:mod:`processor.stray_threads`).
+
+    Such a thread is a daemon: one the tool left running (a ``Timer`` armed for later, a
+    helper that sleeps) kept the interpreter's exit waiting after the processor had
+    stopped, for good for one that never ends, deaf to SIGTERM by then.  At a stop what
+    FAST tools left is ended, their processes killed (:func:`processor.proctree
+    .kill_tool_processes`), their threads with the process."""
     def start_as_job(thread: threading.Thread) -> None:
         job = getattr(_state, "job", None)
         if job is not None:
             thread.run = _run_as(thread, job, thread.run)  # type: ignore[method-assign]
+            thread.daemon = True
         start(thread)
 
     return start_as_job

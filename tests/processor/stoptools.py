@@ -1,6 +1,7 @@
 """FAST tools that leave processes behind, for the stop tests (``SPOOL_TOOLS=ptools,stoptools``).
 
-Each writes the pid of what it left to ``pid_file`` and returns at once.
+Each writes the pid of what it left to ``pid_file`` and returns at once (but
+``s_fast_thread``, which leaves threads).
 """
 
 from __future__ import annotations
@@ -76,3 +77,28 @@ class FastThreadChild(BaseTool):
         thread.join()  # the thread that forked the child is gone: the child is the main thread's
         time.sleep(params.wait_after_s)
         return ToolResult.ok({"returncode": started[0].wait()})
+
+
+class ThreadParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 1000.0
+
+
+class FastThread(BaseTool):
+    """Leaves two threads that are no daemons behind: a ``threading.Timer`` armed for
+    ``seconds`` and a thread that sleeps as long (and starts one of its own that does)."""
+
+    name: ClassVar[str] = "s_fast_thread"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = ThreadParams
+
+    def execute(self, params: ThreadParams, ctx: ToolContext) -> ToolResult:
+        threading.Timer(params.seconds, lambda: None).start()
+
+        def sleeps() -> None:
+            threading.Thread(target=time.sleep, args=(params.seconds,), daemon=False).start()
+            time.sleep(params.seconds)
+
+        threading.Thread(target=sleeps, daemon=False).start()
+        return ToolResult.ok()
