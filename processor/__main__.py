@@ -256,7 +256,7 @@ def _start(settings: Settings, up: list[bool]) -> int:
         imports.start()
 
     status = processor.run(on_ready)
-    imports.exit_now_if_running(status)
+    imports.exit_now_if_running(status, tool_threads=capture.threads_left())
     return status
 
 

@@ -51,6 +51,7 @@ import os
 import stat
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -61,6 +62,10 @@ from processor.logs import MAX_TEXT
 log = logging.getLogger("spoolq.output")
 _state = threading.local()  # job: (id, tool) | None; held: {stream: Held}; busy: bool;
 # decoders: {stream: UTF-8 decoder of what was written to its buffer}
+# Threads jobs' threads started (_start_as_job), held weakly: one that ended is freed
+# at once, as it was before (no cycle, no strong reference left to it).
+_job_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_job_threads_lock = threading.Lock()
 MAX_HELD = MAX_TEXT
 """Characters held without a newline before they are written as a line: the log
 keeps no more of a line than this anyway."""
@@ -233,8 +238,9 @@ def _start_as_job(start: Callable[[threading.Thread], None]
     as that job's, also after the job ended, as a COMPUTE job's leftover thread does
     (:mod:`processor.stray_threads`).
 
-    Such a thread is a daemon: one the tool left running (a ``Timer`` armed for later, a
-    helper that sleeps) kept the interpreter's exit waiting after the processor had
+    Such a thread is a daemon, and :func:`threads_left` tells of it: one the tool left
+    running (a ``Timer`` armed for later, a helper that sleeps, a ``ThreadPoolExecutor``'s
+    worker busy with a task) kept the interpreter's exit waiting after the processor had
     stopped, for good for one that never ends, deaf to SIGTERM by then.  At a stop what
     FAST tools left is ended, their processes killed (:func:`processor.proctree
     .kill_tool_processes`), their threads with the process."""
@@ -243,9 +249,18 @@ def _start_as_job(start: Callable[[threading.Thread], None]
         if job is not None:
             thread.run = _run_as(thread, job, thread.run)  # type: ignore[method-assign]
             thread.daemon = True
+            with _job_threads_lock:
+                _job_threads.add(thread)
         start(thread)
 
     return start_as_job
+
+
+def threads_left() -> bool:
+    """Whether a thread that a job's thread started still runs: the processor's exit then
+    waits for none (:meth:`processor.startup.BackgroundImports.exit_now_if_running`)."""
+    with _job_threads_lock:
+        return any(t.is_alive() for t in _job_threads)
 
 
 def _run_as(thread: threading.Thread, job: tuple[str, str], run: Callable[[], None]

@@ -122,9 +122,10 @@ class BackgroundImports:
     def start(self) -> None:
         self._thread.start()
 
-    def exit_now_if_running(self, status: int) -> None:
-        """End the process with ``status`` now if the imports still run; else return, and
-        the interpreter exits as usual.
+    def exit_now_if_running(self, status: int, *, tool_threads: bool = False) -> None:
+        """End the process with ``status`` now if the imports still run, or
+        ``tool_threads`` (threads FAST tools left run: :func:`processor.capture
+        .threads_left`); else return, and the interpreter exits as usual.
 
         A stop soon after start waited for the rest of the import of numpy and
         pandas (some 0.2 s on a quiet host, seconds on a loaded one: 3.1 s seen at
@@ -136,10 +137,15 @@ class BackgroundImports:
         nothing but this thread: another thread that is not a daemon (a Dask link's
         call thread still closing a client) is left to the ordinary exit, which
         waits for it and for the import.
+
+        A tool's threads are daemons, but the ordinary exit still waits for those of a
+        ``ThreadPoolExecutor`` (its own exit hook joins them), for good for a task that
+        never ends; and a daemon cut off mid-import could hold a lock as this thread
+        would.
         """
         others = [t for t in threading.enumerate() if t.is_alive() and not t.daemon
                   and t is not self._thread and t is not threading.main_thread()]
-        if not self._thread.is_alive() or others:
+        if not (self._thread.is_alive() or tool_threads) or others:
             return
         atexit._run_exitfuncs()  # as the interpreter's exit would, before it finalizes
         for stream in (sys.stdout, sys.stderr):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -85,15 +86,26 @@ class ThreadParams(BaseModel):
     seconds: float = 1000.0
 
 
+_POOL = ThreadPoolExecutor(1)
+"""A pool a tool keeps across jobs: its threads are joined by the interpreter's exit."""
+
+
 class FastThread(BaseTool):
-    """Leaves two threads that are no daemons behind: a ``threading.Timer`` armed for
-    ``seconds`` and a thread that sleeps as long (and starts one of its own that does)."""
+    """Leaves threads behind: a ``threading.Timer`` armed for ``seconds``, a thread that
+    sleeps as long (and starts one of its own that does), none of them daemons, and a
+    task that sleeps as long on :data:`_POOL`.  It first waits for the processor's
+    background import to end: a stop while it runs exits without the interpreter's own
+    exit, which would hide what this tool leaves."""
 
     name: ClassVar[str] = "s_fast_thread"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    execution_timeout: ClassVar[float] = 60.0
     Params: ClassVar[type[BaseModel]] = ThreadParams
 
     def execute(self, params: ThreadParams, ctx: ToolContext) -> ToolResult:
+        for thread in threading.enumerate():
+            if thread.name == "spoolq-imports":
+                thread.join(50)
         threading.Timer(params.seconds, lambda: None).start()
 
         def sleeps() -> None:
@@ -101,4 +113,5 @@ class FastThread(BaseTool):
             time.sleep(params.seconds)
 
         threading.Thread(target=sleeps, daemon=False).start()
+        _POOL.submit(time.sleep, params.seconds)
         return ToolResult.ok()

@@ -167,9 +167,10 @@ def test_processes_fast_tools_started_do_not_outlive_a_stop(
 def test_threads_fast_tools_left_do_not_hold_the_processors_exit(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A FAST tool runs in the processor: a thread it left that is no daemon (a
-    ``threading.Timer`` armed for later, a helper sleeping) kept the interpreter's exit
-    waiting for it after the processor's "stopped" line, for good for a thread that never
-    ends, and SIGTERM or Ctrl-C did nothing then (the early-stop handlers are back)."""
+    ``threading.Timer`` armed for later, a helper sleeping), or a task still running on a
+    ``ThreadPoolExecutor`` it keeps, kept the interpreter's exit waiting for it after the
+    processor's "stopped" line, for good for one that never ends, and SIGTERM or Ctrl-C
+    did nothing then (the early-stop handlers are back)."""
     d = daemon(SPOOL_TOOLS="ptools,stoptools")
     drop(spool_root, "threads", {"tool": "s_fast_thread", "params": {"seconds": 600}})
     assert wait_record(spool_root, "threads")["state"] == "done"
