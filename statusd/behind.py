@@ -11,6 +11,12 @@ active (the one a re-drop of a finished id waits in front of, touched, say) or
 one counted so already.  Only the metrics are told: the streams follow the id's
 state, which is the drop's.  The tracker reads the records (in its worker
 thread) and calls this on the event loop.
+
+Hints are not the only way: following the spool by rescans (inotify's limits reached)
+there are none, and every such run went uncounted.  So each rescan's stamps of the
+records behind active ids (:func:`statusd.scan.scan_spool`) are compared with the last
+rescan's, and the ids whose record changed are read as a hint's are (the stamps found
+at start-up are only noted: what was there then is no run statusd saw end).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterable
 
 from spool.states import ACTIVE, TERMINAL
 from statusd.index import Index
-from statusd.items import Item
+from statusd.items import Item, Stamp
 from statusd.metrics import Metrics
 
 
@@ -31,6 +37,8 @@ class RecordsBehind:
         self.metrics = metrics
         self._known: dict[str, bytes] = {}
         """Active ids that were terminal: the summary of the record they were."""
+        self._stamps: dict[str, Stamp] = {}
+        """The last scan's stamp of the record behind each active id that has one."""
 
     def applied(self, old: Item | None, new: Item) -> None:
         """``new`` replaced ``old`` in the index."""
@@ -47,6 +55,14 @@ class RecordsBehind:
         them is behind it (for any other, the record is its state, counted as it came)."""
         return [job_id for job_id in job_ids
                 if (item := self.index.get(job_id)) is not None and item.state in ACTIVE]
+
+    def rescanned(self, behind: dict[str, Stamp]) -> list[str]:
+        """The ids whose record behind their drop is new since the last scan (``behind``:
+        this scan's, :func:`statusd.scan.scan_spool`)."""
+        changed = [job_id for job_id, stamp in behind.items()
+                   if self._stamps.get(job_id) != stamp]
+        self._stamps = behind
+        return changed
 
     def found(self, records: Iterable[Item]) -> None:
         """The terminal records read for active ids: each new one counted once."""

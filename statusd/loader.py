@@ -75,9 +75,10 @@ class Loader:
 
     # -- whole spool ----------------------------------------------------------------
 
-    def scan(self) -> dict[str, Stamp]:
-        """The current stamp of every id in the spool (:func:`statusd.scan.scan_spool`)."""
-        return scan_spool(self.layout)
+    def scan(self, behind: dict[str, Stamp] | None = None) -> dict[str, Stamp]:
+        """The current stamp of every id in the spool, and of the records ``behind``
+        active ids (:func:`statusd.scan.scan_spool`)."""
+        return scan_spool(self.layout, behind)
 
     def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
         """Items for every id of a scan (ids that vanished meanwhile are left out).

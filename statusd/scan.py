@@ -31,7 +31,7 @@ from spool.ids import JOB_SUFFIX, id_from_name
 from spool.large import Head, read_record
 from spool.layout import Layout
 from spool.reader import Entry, newest
-from spool.states import TERMINAL, JobState
+from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, terminal_item
 from statusd.large import large_item
 
@@ -41,8 +41,12 @@ COLD_READ_S = 30e-6
 _READ_CHUNK = 2048
 
 
-def scan_spool(layout: Layout) -> dict[str, Stamp]:
-    """The current stamp of every id in the spool (one directory pass per folder)."""
+def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None) -> dict[str, Stamp]:
+    """The current stamp of every id in the spool (one directory pass per folder).
+
+    ``behind``, when given, receives the stamp of the newest record of each id whose
+    state is pending or running (a record behind a new drop: :mod:`statusd.behind`).
+    """
     found: dict[str, list[Entry]] = {}
     single: dict[str, Stamp] = {}
     for state in JobState:
@@ -60,6 +64,11 @@ def scan_spool(layout: Layout) -> dict[str, Stamp]:
         best = newest(entries)
         if best is not None:
             single[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns, 0, best.ino)
+            if behind is not None and best.state in ACTIVE:
+                record = newest(e for e in entries if e.state in TERMINAL)
+                if record is not None:
+                    behind[job_id] = Stamp(record.state, record.mtime_ns, record.ctime_ns,
+                                           0, record.ino)
     progress = progress_stamps(layout)
     for job_id, progress_ns in progress.items():
         running = single.get(job_id)

@@ -131,8 +131,10 @@ class Tracker:
         started = time.monotonic()
         self._loop = asyncio.get_running_loop()
         self._start_feed()
+        behind: dict[str, Stamp] = {}
         async with self._lock:
-            stamps = await self._run(self.loader.scan)
+            stamps = await self._run(self.loader.scan, behind)
+            self._behind.rescanned(behind)  # the runs that ended before: not counted
             scanned = time.monotonic()
             items = await self._run(self.loader.load_all, stamps)
             loaded = time.monotonic()
@@ -313,12 +315,15 @@ class Tracker:
 
     async def rescan(self) -> None:
         started = time.monotonic()
-        stamps = await self._run(self._scan_if_here)
+        behind: dict[str, Stamp] = {}
+        stamps = await self._run(self._scan_if_here, behind)
         if stamps is None:
             return
         changed = await self._run(_diff, stamps, self.index.stamps())
         if changed:
             await self.refresh(changed)
+        if recorded := self._behind.rescanned(behind):  # a run ended behind a re-drop
+            await self._count_behind(set(recorded))
         self.last_scan_s = time.monotonic() - started
 
     async def _recheck_missing(self) -> None:
@@ -349,8 +354,8 @@ class Tracker:
         look for it rides the same hop to the thread, not one of its own."""
         return self.loader.refresh(ids, known) if self._spool_here() else None
 
-    def _scan_if_here(self) -> dict[str, Stamp] | None:
-        return self.loader.scan() if self._spool_here() else None
+    def _scan_if_here(self, behind: dict[str, Stamp]) -> dict[str, Stamp] | None:
+        return self.loader.scan(behind) if self._spool_here() else None
 
     def _spool_here(self) -> bool:
         """Whether the spool is there: any of its state folders.  When none is (the
