@@ -62,6 +62,7 @@ const ui = {
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
   requeued: null,         // the open task's latest requeue seen: { at, why }
+  runAttempts: null,      // the attempts of the open task's latest running record seen
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -695,8 +696,10 @@ function renderNote() {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "
       + "purged; it shows here once submitted");
   } else if (ui.requeued) {
+    // Once the job has ended, the run cut short is history: a failed job "runs again" no
+    // more (it said so of a job failed for good).
     lines.push(`requeued at ${fmtTime(ui.requeued.at)}: its run was cut short (${
-      ui.requeued.why}) and runs again from the start`);
+      ui.requeued.why}) and ${TERMINAL.has(state) ? "it ran" : "runs"} again from the start`);
   }
   node.hidden = lines.length === 0;
   node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
@@ -707,15 +710,26 @@ function sawTransition(msg, record) {
   // stats (one just started) holds no more, and no "no processor" note flashes beside the
   // job it claimed.  running -> pending of the open task: its run was cut short (a stop's
   // requeue, a dead processor's, a retried timeout or crash), the next starts from 0%.
+  // Why: a stop's requeue does not count the run (its attempts go back), and its record
+  // keeps the error of an earlier retry, which is not why this run ended ("cut short
+  // (timeout)" of a run a stop cut short 2 s in).  A retry or a re-drop of an ended job
+  // runs it anew: a requeue of an earlier run is no news of it.
   if (msg.event !== "transition") return;
   if (msg.state === "running" && ui.processorAlive === false) ui.processorAlive = null;
-  if (msg.id !== ui.taskId || msg.previous !== "running" || msg.state !== "pending") return;
-  const error = record && record.error;
-  ui.requeued = { at: new Date(), why: error ? shown(error.type) : "its processor stopped" };
+  if (msg.id !== ui.taskId) return;
+  if (TERMINAL.has(msg.previous) && !TERMINAL.has(msg.state)) ui.requeued = null;
+  if (msg.previous === "running" && msg.state === "pending") {
+    const error = record && record.error;
+    const uncounted = ui.runAttempts !== null && (record.attempts ?? 0) < ui.runAttempts;
+    ui.requeued = { at: new Date(),
+      why: error && !uncounted ? shown(error.type) : "its processor stopped" };
+  }
+  if (msg.state === "running" && record) ui.runAttempts = record.attempts ?? 0;
   renderNote();
 }
 
 function renderHead(record) {
+  if (record.state === "running") ui.runAttempts = record.attempts ?? 0;
   $("task-id").textContent = record.id;
   $("task-state").textContent = record.state;
   $("task-state").className = `state ${record.state}`;
@@ -980,6 +994,7 @@ function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
   ui.requeued = null;
+  ui.runAttempts = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
   for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",

@@ -14,7 +14,10 @@ from datetime import UTC, datetime, timedelta
 import test_statusd_dashboard as dashboard
 from statusdkit import FakeOwner, ServerThread, claim, finish, report, submit
 
-from spool.models import Job
+from spool.claim import Claim
+from spool.client import Client
+from spool.errors import ErrorType
+from spool.models import ErrorInfo, Job
 from spool.transitions import Spool
 
 sync_api = dashboard.sync_api
@@ -54,6 +57,68 @@ def test_a_run_cut_short_and_requeued_is_said_in_the_task_view(
         page.goto(server.base + "/#/tasks/other")
         expect(page.locator("#task-state")).to_have_text("not found")
         expect(note).not_to_contain_text("requeued")
+    finally:
+        owner.close()
+
+
+def _retry_later(spool: Spool, running: Claim, why: ErrorType) -> None:
+    """What the processor does with a run that timed out (or crashed) with attempts left:
+    the run counts, and its error goes with the job."""
+    job = Job.model_validate_json(running.data)
+    assert spool.requeue(running, job.model_copy(update={
+        "attempts": job.attempts + 1, "error": ErrorInfo(type=why, message="killed")}))
+
+
+def test_a_stop_after_a_retried_timeout_is_said_as_a_stop(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A backtest timed out and was retried; its second run was cut short 2 s in by the
+    processor's stop.  The note said "cut short (timeout)": the pending job keeps the
+    error its retry came from, which was not why this run ended."""
+    owner = FakeOwner(spool)
+    try:
+        submit(spool, "bt-retried", tool="run_backtest", max_attempts=3)
+        page.goto(server.base + "/#/tasks/bt-retried")
+        expect(page.locator("#task-state")).to_have_text("pending")
+        first = claim(spool, "bt-retried")
+        expect(page.locator("#task-state")).to_have_text("running")
+        _retry_later(spool, first, ErrorType.TIMEOUT)
+        note = page.locator("#task-note")
+        expect(note).to_contain_text("its run was cut short (timeout)")
+        second = claim(spool, "bt-retried")
+        expect(page.locator('#task-fields [data-field="attempts"]')).to_have_text("2 of 3")
+        assert spool.requeue(second, Job.model_validate_json(second.data))  # a stop's
+        expect(page.locator('#task-fields [data-field="attempts"]')).to_have_text("1 of 3")
+        expect(note).to_contain_text("its run was cut short (its processor stopped)")
+    finally:
+        owner.close()
+
+
+def test_a_requeue_is_not_said_of_an_ended_job_nor_of_its_retry(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A run cut short by a stop, then the job failed for good: the note still said it
+    "runs again from the start", and after a `spoolq retry` it told that old requeue of
+    the new run, which no stop had cut short."""
+    owner = FakeOwner(spool)
+    try:
+        submit(spool, "bt-failing", tool="run_backtest")
+        page.goto(server.base + "/#/tasks/bt-failing")
+        first = claim(spool, "bt-failing")
+        expect(page.locator("#task-state")).to_have_text("running")
+        assert spool.requeue(first, Job.model_validate_json(first.data))
+        note = page.locator("#task-note")
+        expect(note).to_contain_text("and runs again from the start")
+        finish(spool, claim(spool, "bt-failing"), error=(ErrorType.TIMEOUT, "killed"))
+        expect(page.locator("#task-state")).to_have_text("failed")
+        expect(note).to_contain_text("and it ran again from the start")
+        Client.from_settings(server.settings).retry("bt-failing")
+        expect(page.locator("#task-state")).to_have_text("pending")
+        expect(note).to_be_hidden()
+        again = claim(spool, "bt-failing")
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(note).to_be_hidden()
+        finish(spool, again, {"ok": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
+        expect(note).to_be_hidden()
     finally:
         owner.close()
 
