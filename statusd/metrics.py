@@ -42,7 +42,9 @@ RAN_ERRORS = frozenset({"invalid_params", "tool_error", "timeout", "worker_crash
 """Failures of a job whose tool the processor found: its name may take a label.
 ``abandoned``: a run whose processor died (or stopped with a newer drop pending); a job
 with a made-up tool fails ``unknown_tool`` in the pass that claims it, so only a kill in
-that moment leaves one to be abandoned."""
+that moment leaves one to be abandoned.  A job cancelled while it ran (its record has a
+``duration_s``, which one cancelled while pending lacks) ran its tool too: see
+:func:`ran_its_tool`."""
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -93,6 +95,14 @@ class _SpoolGauges:
                                   value=doc["statusd"]["ws_dropped"])
 
 
+def ran_its_tool(item: Item) -> bool:
+    """Whether a terminal ``item`` is of a run of a tool the processor found: done, failed
+    as :data:`RAN_ERRORS`, or cancelled while it ran (a researcher's cancel of a running
+    backtest was counted under ``other``)."""
+    return (item.state is JobState.DONE or item.error_type in RAN_ERRORS
+            or (item.error_type == "cancelled" and item.duration_s is not None))
+
+
 class Metrics:
     """statusd's registry with the counters the tracker feeds."""
 
@@ -111,8 +121,7 @@ class Metrics:
         self._tools: set[str] = set()
 
     def observe_terminal(self, item: Item) -> None:
-        tool = self._label(item.tool, item.state is JobState.DONE
-                           or item.error_type in RAN_ERRORS)
+        tool = self._label(item.tool, ran_its_tool(item))
         self.transitions.labels(tool=tool, outcome=item.state.value).inc()
         if item.error_type is not None:
             self.failures.labels(tool=tool, error_type=item.error_type).inc()

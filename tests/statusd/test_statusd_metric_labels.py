@@ -14,9 +14,10 @@ from statusd.items import Item
 from statusd.metrics import MAX_TOOL_LABELS, Metrics
 
 
-def _item(n: int, tool: str, state: JobState, error_type: str | None = None) -> Item:
+def _item(n: int, tool: str, state: JobState, error_type: str | None = None,
+          duration_s: float | None = 0.1) -> Item:
     return Item(f"j{n}", state, tool, (n, f"j{n}"), None, b"{}", b"{}",  # type: ignore[arg-type]
-                duration_s=0.1, error_type=error_type)
+                duration_s=duration_s, error_type=error_type)
 
 
 def _transitions(metrics: Metrics) -> dict[tuple[str, str], float]:
@@ -57,3 +58,14 @@ def test_a_run_abandoned_by_its_dead_processor_is_counted_under_its_tool() -> No
     metrics.observe_terminal(_item(2, "sleep", JobState.DONE))
     seen = _transitions(metrics)
     assert seen == {("sleep", "failed"): 1, ("sleep", "done"): 1}
+
+
+def test_a_run_cancelled_while_it_ran_is_counted_under_its_tool() -> None:
+    """A researcher cancelling a running backtest (``spoolq cancel``, the page's button):
+    it ran a real tool, yet was counted under ``other`` until that tool's first done
+    run in this statusd's life.  A drop cancelled while pending (no ``duration_s``) may
+    name any tool: it takes no label."""
+    metrics = Metrics(_status)
+    metrics.observe_terminal(_item(1, "made-up", JobState.FAILED, "cancelled", duration_s=None))
+    metrics.observe_terminal(_item(2, "sleep", JobState.FAILED, "cancelled", duration_s=3.3))
+    assert _transitions(metrics) == {("other", "failed"): 1, ("sleep", "failed"): 1}
