@@ -42,6 +42,9 @@ const RETRY_MS = 2000;        // a list or task view that could not load tries a
 // string that long is past what the browser holds), and the view fetched it again and
 // again.  Its state and times are shown, and a link to it.
 const MAX_RECORD_BYTES = 256 * 1024 * 1024;
+// A task id as DESIGN section 2 fixes it: a link cut short or run into the text after it
+// ("bt-7)." pasted from a chat) names no task that can ever be.
+const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ui = {
   filter: { state: "", tool: "" },
   rows: new Map(),        // id -> { tr, key }
@@ -695,6 +698,9 @@ function renderNote() {
   if (state === "not found") {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "
       + "purged; it shows here once submitted");
+  } else if (state === "invalid id") {
+    lines.push("no task can have this id (letters, digits and ._-, at most 128, starting "
+      + "with a letter or digit): is the link cut short, or run into the text after it?");
   } else if (ui.requeued) {
     // Once the job has ended, the run cut short is history: a failed job "runs again" no
     // more (it said so of a job failed for good).
@@ -1011,6 +1017,11 @@ async function openTask(id) {
   $("task-id").textContent = id;
   $("task-state").textContent = "";
   clearTask();
+  if (!VALID_ID.test(id)) {  // it said "not found ... it shows here once submitted"
+    $("task-state").textContent = "invalid id";
+    renderNote();
+    return;
+  }
   try {
     await renderRecord(await getRecord(id));
   } catch (err) {
@@ -1019,8 +1030,8 @@ async function openTask(id) {
       watchTask(id);
       return;
     }
-    if (err.status >= 400 && err.status < 500) {  // 404, or 400 for an id that can't be
-      $("task-state").textContent = "not found";  // a later drop of it comes by the events
+    if (err.status >= 400 && err.status < 500) {  // 404 (400, an id that can't be, is
+      $("task-state").textContent = err.status === 400 ? "invalid id" : "not found";  // above)
       renderNote();
       return;
     }

@@ -185,6 +185,26 @@ def test_a_link_to_a_task_not_submitted_yet_says_what_not_found_means(
     expect(page.locator("#task-note")).to_be_hidden()
 
 
+def test_a_link_run_into_the_text_after_it_says_no_task_can_have_its_id(
+        server: ServerThread, page: sync_api.Page) -> None:
+    """A link pasted from a chat took the ")." after it: the view said "not found" and
+    "not submitted yet ... it shows here once submitted", of an id no task can have.
+    The page asks statusd nothing for it (a 400 in the console)."""
+    asked = []
+    page.on("request", lambda req: asked.append(req.url) if "bt-7" in req.url else None)
+    page.goto(server.base + "/#/tasks/bt-7).")
+    expect(page.locator("#task-state")).to_have_text("invalid id")
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("no task can have this id")
+    expect(note).not_to_contain_text("once submitted")
+    page.goto(server.base + "/#/tasks/" + "x" * 129)
+    expect(page.locator("#task-state")).to_have_text("invalid id")
+    page.goto(server.base + "/#/tasks/bt-7")  # the id as it was meant
+    expect(page.locator("#task-state")).to_have_text("not found")
+    expect(note).to_contain_text("it shows here once submitted")
+    assert asked == [server.base + "/api/v1/tasks/bt-7"]
+
+
 def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool: Spool,
                                                      page: sync_api.Page) -> None:
     """0.996 was rounded to "100%" while the backtest still ran (and 0.29 must not read

@@ -759,11 +759,11 @@ def test_invisible_characters_in_job_text_are_shown(server: ServerThread, spool:
     expect(page.locator('#task-fields dd[data-field="tool"]')).to_have_text("\\u202eevil")
 
 
-def test_a_malformed_task_link_says_not_found(server: ServerThread,
-                                              page: sync_api.Page) -> None:
+def test_a_malformed_task_link_says_invalid_id(server: ServerThread,
+                                               page: sync_api.Page) -> None:
     """A cut-off escape in the link threw an uncaught URIError and showed nothing."""
     page.goto(server.base + "/#/tasks/%E0%A4%A")
-    sync_api.expect(page.locator("#task-state")).to_have_text("not found")
+    sync_api.expect(page.locator("#task-state")).to_have_text("invalid id")
 
 
 def test_the_task_view_follows_a_retry_of_the_task_it_shows(server: ServerThread,
