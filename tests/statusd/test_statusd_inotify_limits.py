@@ -106,5 +106,9 @@ def test_a_run_that_ends_behind_a_new_drop_is_counted_by_the_rescans(spool: Spoo
         _wait("the second run counted", lambda: _done_echo(base) == 2)
         finish(spool, claim(spool, "nightly"))
         _wait("the third run counted", lambda: _done_echo(base) == 3)
+        submit(spool, "nightly")  # a re-drop of the ended id: its record is no new run
+        _wait("the re-drop seen", lambda: _counts(base)["pending"] == 1)
+        claim(spool, "nightly").close()  # claimed: the record stays behind it
+        _wait("the claim seen", lambda: _counts(base)["running"] == 1)
         time.sleep(1.0)  # a few rescans more: none counted again
         assert _done_echo(base) == 3
