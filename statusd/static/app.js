@@ -51,6 +51,7 @@ const ui = {
   cursor: null,
   events: null,
   eventsDelay: 500,
+  eventsLater: null,      // the events socket's next try while it is down (a timer)
   statsTimer: null,
   statsLater: null,       // the stats read again after the processor's next heartbeat
   taskId: null,
@@ -226,6 +227,7 @@ function reachable(err) {
   // what the page shows is as last seen: the processor's liveness is not known (it said
   // "processor: up" in green all the while statusd was down), and the task view says so.
   if (!err) {
+    if (ui.unreachable !== null) reconnectEvents();
     ui.unreachable = null;
   } else if (ui.unreachable === null) {
     ui.unreachable = Date.now();
@@ -576,9 +578,21 @@ function connectEvents() {
     // fetched at each try to reconnect, and the counts: they show, and stay roughly current.
     loadList().catch(() => {});
     refreshStats().catch(() => {});
-    setTimeout(connectEvents, ui.eventsDelay);
+    ui.eventsLater = setTimeout(() => {
+      ui.eventsLater = null;
+      connectEvents();
+    }, ui.eventsDelay);
     ui.eventsDelay = Math.min(ui.eventsDelay * 2, 10000);
   };
+}
+
+function reconnectEvents() {
+  // statusd answers again: its events at once, not when the backoff's next try comes (the
+  // list said "offline", its rows still, for up to 10 s beside the task read afresh).
+  if (ui.eventsLater === null) return;
+  clearTimeout(ui.eventsLater);
+  ui.eventsLater = null;
+  connectEvents();
 }
 
 /* ---- the task view ---------------------------------------------------------------- */

@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
-from statusdkit import FakeOwner, ServerThread, claim, finish, report, submit
+from statusd_daemonkit import statusd_daemon
+from statusdkit import FakeOwner, ServerThread, claim, finish, free_port, report, submit
 
 from spool.claim import Claim
 from spool.client import Client
@@ -167,6 +168,38 @@ def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
         expect(page.locator("#workers")).to_have_text("")
         expect(page.locator("#task-note")).to_contain_text("statusd unreachable since ")
         expect(page.locator("#task-note")).to_contain_text("the task as last seen")
+    finally:
+        running.close()
+        owner.close()
+
+
+def test_the_list_is_live_again_as_soon_as_statusd_answers(
+        spool: Spool, page: sync_api.Page) -> None:
+    """statusd restarted after a while away: the page read the task and the stats again
+    at once ("processor: up"), but its events socket waited out its backoff (up to 10 s)
+    and the list said "offline", its rows and progress still, meanwhile."""
+    owner = FakeOwner(spool)
+    submit(spool, "watched", tool="run_backtest")
+    running = claim(spool, "watched")
+    port = free_port()
+    try:
+        page.clock.install()
+        with statusd_daemon(spool.layout.root, STATUSD_PORT=str(port)):
+            page.goto(f"http://127.0.0.1:{port}/#/tasks/watched")
+            expect(page.locator("#live")).to_have_text("live")
+            expect(page.locator("#task-state")).to_have_text("running")
+            page.clock.pause_at(datetime.now(UTC) + timedelta(minutes=1))
+        for _ in range(6):  # its events socket tried again and again: 10 s apart by now
+            page.clock.run_for(10_000)
+            page.wait_for_timeout(200)  # the refused try closes, and sets its next
+        expect(page.locator("#task-note")).to_contain_text("statusd unreachable since ")
+        with statusd_daemon(spool.layout.root, STATUSD_PORT=str(port)):
+            page.clock.run_for(1_500)  # the task view's next read (a second apart)
+            expect(page.locator("#task-note")).to_be_hidden()  # statusd answers
+            expect(page.locator("#live")).to_have_text("live", timeout=5_000)
+            submit(spool, "next")
+            expect(dashboard._row(page, "next", "pending")).to_have_count(1)
+            page.goto("about:blank")  # its sockets closed before statusd stops
     finally:
         running.close()
         owner.close()
