@@ -11,6 +11,10 @@ Guarantees:
   encoded once; a terminal one is marked so, and counted in the metrics once.
 * A terminal record replaced by a new write (a job run again and finished in
   the same state) is a transition too; a chmod, a hard link or a touch is not.
+* So is a running job whose file is another claim's (another inode, or moved since):
+  its run was cut short and the job claimed again before statusd saw it pending (a
+  stopping processor's requeue that another processor took at once).  The task view
+  kept the run before's start, its time counting from it, and no word of a requeue.
 * A running job's new progress is one ``progress`` event.
 * Nothing is encoded when no client listens to the job.
 """
@@ -33,7 +37,10 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item) -> None:
     rerun = (old is not None and new.state in TERMINAL
              and (old.stamp.mtime_ns, old.stamp.ino) != (new.stamp.mtime_ns, new.stamp.ino)
              and old.summary != new.summary)
-    if moved or rerun:
+    reclaimed = (old is not None and old.state is JobState.RUNNING
+                 and new.state is JobState.RUNNING
+                 and (old.stamp.ctime_ns, old.stamp.ino) != (new.stamp.ctime_ns, new.stamp.ino))
+    if moved or rerun or reclaimed:
         if new.state in TERMINAL:
             metrics.observe_terminal(new)
         if hub.wants(new.job_id):

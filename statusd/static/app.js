@@ -738,9 +738,12 @@ function sawTransition(msg, record) {
   if (msg.state === "running" && ui.processorAlive === false) ui.processorAlive = null;
   if (msg.id !== ui.taskId) return;
   if (TERMINAL.has(msg.previous) && !TERMINAL.has(msg.state)) ui.requeued = null;
-  if (msg.previous === "running" && msg.state === "pending") {
+  // running -> running: claimed again before statusd saw it pending (another processor
+  // took a stopping one's requeue at once); its claim raised the attempts once more.
+  if (msg.previous === "running" && (msg.state === "pending" || msg.state === "running")) {
     const error = record && record.error;
-    const uncounted = ui.runAttempts !== null && (record.attempts ?? 0) < ui.runAttempts;
+    const queued = (record.attempts ?? 0) - (msg.state === "running" ? 1 : 0);
+    const uncounted = ui.runAttempts !== null && queued < ui.runAttempts;
     ui.requeued = { at: new Date(),
       why: error && !uncounted ? shown(error.type) : "its processor stopped" };
   }

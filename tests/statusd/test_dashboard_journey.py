@@ -9,6 +9,7 @@ test_statusd_dashboard's (a page with a JavaScript error fails its test).
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
@@ -120,6 +121,41 @@ def test_a_requeue_is_not_said_of_an_ended_job_nor_of_its_retry(
         finish(spool, again, {"ok": 1})
         expect(page.locator("#task-state")).to_have_text("done")
         expect(note).to_be_hidden()
+    finally:
+        owner.close()
+
+
+def test_a_run_claimed_again_before_statusd_saw_it_pending_is_a_new_run(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Two processors on a spool: one stops, and the other claims its requeued backtest
+    at once, before statusd sees it pending (2 of 4 tries with real processors).  The
+    view kept the first run's start, "running for" counting from it beside the new run's
+    10%, and no word of the requeue."""
+    owner = FakeOwner(spool)
+    try:
+        submit(spool, "bt-handed", tool="run_backtest", max_attempts=3)
+        first = claim(spool, "bt-handed")
+        report(spool, first, 0.4, "backtested 40/100 symbols")
+        page.goto(server.base + "/#/tasks/bt-handed")
+        expect(page.locator("#task-progress .text")).to_have_text("40% backtested 40/100 symbols")
+        started = page.locator('#task-fields [data-field="started"]').inner_text()
+        time.sleep(1.1)  # the next run starts a second later
+
+        def handed_over() -> Claim:  # on statusd's loop: it reads both moves as one
+            assert spool.requeue(first, Job.model_validate_json(first.data))
+            return claim(spool, "bt-handed")
+
+        second = server.in_loop(handed_over)
+        try:
+            report(spool, second, 0.1, "backtested 10/100 symbols")
+            expect(page.locator("#task-note")).to_contain_text(
+                "its run was cut short (its processor stopped)")
+            expect(page.locator('#task-fields [data-field="started"]')).not_to_have_text(started)
+            expect(page.locator("#task-progress .text")).to_have_text(
+                "10% backtested 10/100 symbols")
+        finally:
+            finish(spool, second, {"ok": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
     finally:
         owner.close()
 
