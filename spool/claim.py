@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from stat import S_ISREG
 
-from spool.fsops import Mover, StrPath, short_of_descriptors
+from spool.errors import SpoolIOError
+from spool.fsops import Mover, StrPath, failing_read
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -76,18 +77,22 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     try:
         fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
     except OSError as exc:
-        # Out of descriptors, the file is there all the same: spool trouble, which the
-        # caller waits out, where "lost" had the processor forget the job until its next
-        # periodic scan.
-        if (trouble := short_of_descriptors(exc, f"cannot claim {job_id}")) is not None:
+        # Out of descriptors (or the disk failing), the file is there all the same: spool
+        # trouble, which the caller waits out, where "lost" had the processor forget the
+        # job until its next periodic scan.
+        if (trouble := failing_read(exc, f"cannot claim {job_id}")) is not None:
             raise trouble from exc
         return None  # gone, or not a regular file: intake's business
     try:
         before = os.fstat(fd)
         if not S_ISREG(before.st_mode) or not try_lock(fd):
             return None
-        if not mover.move(src, dst):  # never replaces
-            return None
+        try:
+            if not mover.move(src, dst):  # never replaces
+                return None
+        except SpoolIOError:
+            _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
+            raise
         after = os.lstat(dst)
         if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
             size = before.st_size
@@ -95,9 +100,13 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # file is read no further than a job can be: the daemon then runs what it
             # judged.  One read when the file is as its stat says (read_fd's own first
             # step, without its frame).
-            data = os.read(fd, size + 1) if size < READ_CHUNK else b""
-            if len(data) != size:
-                data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
+            try:
+                data = os.read(fd, size + 1) if size < READ_CHUNK else b""
+                if len(data) != size:
+                    data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
+            except OSError as exc:  # EIO: the claim is given back, the trouble waited out
+                _give_back(mover, src, dst, before)
+                raise SpoolIOError(f"cannot claim {job_id}: {exc.strerror}") from exc
         else:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
@@ -112,6 +121,18 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result) -> None:
+    """Move the job file ``before`` describes from ``dst`` back to ``src`` when the claim
+    fails on disk trouble after its move: closing its lease with the file left in
+    ``running/`` made it an orphan, which the next scan failed ``abandoned`` (at
+    ``max_attempts`` 1) under a live processor.  Nothing when it did not land there, or
+    when the disk refuses this move too (then recovery settles it)."""
+    with contextlib.suppress(OSError, SpoolIOError):
+        after = os.lstat(dst)
+        if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
+            mover.move(dst, src, replace=False, durable=False)
 
 
 def _lease_newer(mover: Mover, src: StrPath, dst: StrPath) -> int:

@@ -40,7 +40,7 @@ Guarantees:
   (at most ``BATCH_OPS`` operations or ``BATCH_INTERVAL_S`` seconds apart, and
   on :meth:`Mover.flush`); ``never`` leaves it to the kernel.
 
-OS errors that mean the spool is unusable (EACCES, ENOSPC, EROFS, EDQUOT)
+OS errors that mean the spool is unusable (EACCES, ENOSPC, EROFS, EDQUOT, EIO)
 are raised as :class:`~spool.errors.SpoolIOError`.
 """
 
@@ -96,12 +96,17 @@ _RENAME_EXCHANGE = 2
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
 """Out of descriptors (this process's RLIMIT_NOFILE, or the system's file table)."""
+FAILING_IO = frozenset({errno.EIO, errno.ESTALE, errno.ENOMEM})
+"""The device or the kernel failed the operation (a failing disk, an NFS handle gone
+stale, kernel memory short): nothing about the file, and another try may go through."""
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
-                           errno.EXDEV}) | NO_DESCRIPTOR
+                           errno.EXDEV}) | NO_DESCRIPTOR | FAILING_IO
 """Errors that say the spool cannot be written now, not that one file is odd: the
 processor pauses claims and writes (its I/O pause) and tries again.  Out of descriptors
 (EMFILE, ENFILE) is one: a crash then failed every run it held as ``abandoned``, where a
-pause lets the runs in flight end and give theirs back."""
+pause lets the runs in flight end and give theirs back.  So is :data:`FAILING_IO`: an EIO
+writing a record crashed the processor (a traceback, exit 1), and the next one failed
+the run it had finished ``abandoned``."""
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -166,6 +171,16 @@ def short_of_descriptors(exc: OSError, what: str) -> SpoolIOError | None:
     None for any other error."""
     if exc.errno not in NO_DESCRIPTOR:
         return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return SpoolIOError(f"{what}: {exc.strerror}{where}")
+
+
+def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
+    """``exc`` as the SpoolIOError of an I/O pause when it says the spool cannot be read
+    now, for a reason that is not the file's: out of descriptors, or the device or the
+    kernel failing (:data:`FAILING_IO`); None for any other error (gone, not a file)."""
+    if exc.errno not in FAILING_IO:
+        return short_of_descriptors(exc, what)
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
 
@@ -582,7 +597,7 @@ class Mover:
             self._write_tmp(path, data, True, -1)
             if self.mode is _ALWAYS:
                 self.sync_dir(self.layout.stage)
-        except OSError:
+        except (OSError, SpoolIOError):
             with contextlib.suppress(OSError):
                 os.unlink(path)
             return None
@@ -780,7 +795,13 @@ class Mover:
         else:
             try:
                 if hasattr(_libc, "syncfs"):
-                    _libc.syncfs(fd)
+                    # Its failure was not looked at: an EIO went unsaid, the group taken
+                    # for durable.  Raised as an fsync's is under ``always``.
+                    if _libc.syncfs(fd) != 0:
+                        err = ctypes.get_errno()
+                        failed = OSError(err, os.strerror(err))
+                        _raise_fatal(failed, f"cannot sync {self.layout.root}")
+                        raise failed
                 else:  # pragma: no cover
                     os.sync()
             finally:
@@ -799,6 +820,7 @@ class Mover:
             return
         except OSError as exc:
             if exc.errno not in NO_DESCRIPTOR:
+                _raise_fatal(exc, f"cannot sync {_name(folder)}/")
                 raise
             # Out of descriptors after the move it follows was made: raised, the caller
             # took the move for undone (a claim's file left in running/ with no run).
@@ -807,6 +829,9 @@ class Mover:
             return
         try:
             os.fsync(fd)
+        except OSError as exc:
+            _raise_fatal(exc, f"cannot sync {_name(folder)}/")  # EIO: spool trouble
+            raise
         finally:
             os.close(fd)
 

@@ -37,8 +37,9 @@ import orjson
 from pydantic import ValidationError
 
 from spool.clock import Clock
+from spool.errors import SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import short_of_descriptors
+from spool.fsops import failing_read
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
@@ -160,9 +161,10 @@ class Intake:
             return self._quarantine(name, st, "file", "unreadable: permission denied (the "
                                     "processor's user must be able to read dropped files)")
         except OSError as exc:
-            # Out of descriptors, the file is there all the same: spool trouble, and the
-            # name is judged once it passes, not forgotten until the next periodic scan.
-            if (trouble := short_of_descriptors(exc, f"cannot read {name}")) is not None:
+            # Out of descriptors (or the disk failing), the file is there all the same:
+            # spool trouble, and the name is judged once it passes, not forgotten until
+            # the next periodic scan.
+            if (trouble := failing_read(exc, f"cannot read {name}")) is not None:
                 raise trouble from exc
             return Inspection(Verdict.GONE)  # replaced meanwhile: judged on the next pass
         try:
@@ -170,6 +172,8 @@ class Intake:
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return Inspection(Verdict.GONE)
             data = read_fd(fd, self.read_limit, fst.st_size)
+        except OSError as exc:  # EIO: an exception out of the loop crashed the processor
+            raise SpoolIOError(f"cannot read {name}: {exc.strerror}") from exc
         finally:
             os.close(fd)
         if len(data) > self.read_limit:  # it grew past it since the lstat

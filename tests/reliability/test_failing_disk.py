@@ -1,0 +1,121 @@
+"""A failing disk under a running processor: an I/O error (EIO) in a record's write, a
+claim's folder sync, a read of a pending job, a batch's ``syncfs``.  Each is spool trouble,
+the I/O pause of section 3 of docs/reliability.md: no crash, no job failed for it, every
+job recorded once the error has passed.
+
+The error is injected by strace, attached to the running processor (``-p``) and failing
+one call on one path (``-P``, ``inject=...:error=EIO:when=1``), then detached.
+
+Before, each of these was an OSError nothing expected (only EACCES, ENOSPC, EROFS,
+EDQUOT and out of descriptors were trouble): the processor crashed with a traceback,
+exit 1, and the next start failed the run it held ``abandoned`` (at ``max_attempts`` 1),
+a job done in all but its record.  A claim whose folder sync failed after its move was
+left in ``running/`` without its lease, and the processor's own periodic scan failed it
+``abandoned`` under it.  Under ``batch`` a failed ``syncfs`` was not looked at.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from relkit import Daemon, drop, locations, record, wait_for
+
+TROUBLE = "spool I/O trouble; pausing claims"
+
+
+@functools.cache
+def _strace() -> str | None:
+    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
+                           capture_output=True, timeout=30)
+    return found if probe.returncode == 0 else None
+
+
+@pytest.fixture
+def attach(tmp_path: Path) -> Iterator[Callable[..., Callable[[], None]]]:
+    """Attach strace to a pid, failing the first ``syscall`` on ``path`` of each of its
+    threads (strace counts ``when`` per thread) with EIO; the callable it returns
+    detaches it."""
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(pid: int, syscall: str, path: Path | None) -> Callable[[], None]:
+        err = tmp_path / f"strace-{len(procs)}.err"
+        only = [] if path is None else ["-P", str(path)]
+        with open(err, "wb") as out:
+            procs.append(subprocess.Popen(
+                [strace, "-f", "-o", "/dev/null", "-p", str(pid), *only,
+                 "-e", f"trace={syscall}", "-e", f"inject={syscall}:error=EIO:when=1"],
+                stdout=subprocess.DEVNULL, stderr=out))
+        wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
+        return functools.partial(_detach, procs[-1])
+
+    yield start
+    for proc in procs:
+        _detach(proc)
+
+
+def _detach(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # detaches: the processor runs on
+    proc.wait(20)
+
+
+def _troubled(d: Daemon) -> list[str]:
+    return [e.get("error", "") for e in d.events() if e.get("msg") == TROUBLE]
+
+
+CASES = {
+    # A record's rename into done/.
+    "record": ("always", "renameat2", "done/{id}.json"),
+    # A claim's folder sync, after its move into running/ landed.
+    "claim-sync": ("always", "fsync", "running"),
+    # The read of a pending job at intake.
+    "intake-read": ("always", "read", "pending/{id}.json"),
+    # The record's folder sync, after its rename landed.
+    "record-sync": ("always", "fsync", "done"),
+    # A batch's syncfs (its failure was never looked at).
+    "batch-syncfs": ("batch", "syncfs", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_an_io_error_pauses_the_processor_and_loses_nothing(
+        case: str, spool_root: Path, tmp_path: Path,
+        attach: Callable[..., Callable[[], None]]) -> None:
+    fsync, syscall, where = CASES[case]
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC=fsync, SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        path = None if where is None else spool_root / where.format(id="j1")
+        detach = attach(d.pid, syscall, path)
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0.01}})
+
+        def recorded() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+
+        wait_for(recorded, 30, "both records")
+        for job_id in ("j1", "j2"):
+            rec = record(spool_root, job_id)
+            assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
+        troubles = _troubled(d)
+        assert troubles and all("Input/output error" in t for t in troubles), d.logs()[-3000:]
+        wait_for(lambda: locations(spool_root) == {"j1": ["done"], "j2": ["done"]}, 10,
+                 "each job in done/ alone")
+        detach()  # the disk is well again: the stop's own writes go through
+        assert d.stop() == 0
+    finally:
+        d.abort()
