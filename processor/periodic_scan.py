@@ -25,7 +25,7 @@ from typing import Any
 from processor import logs, proctree
 from processor.discovery import Discovery
 from spool.errors import ErrorType, SpoolIOError
-from spool.fsops import short_of_descriptors
+from spool.fsops import failing_read
 from spool.models import Job
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
@@ -62,8 +62,8 @@ class PeriodicScan:
         except SpoolIOError as exc:
             self.io_trouble(exc)
             return
-        except OSError as exc:  # out of descriptors: a pause, not a crash
-            if (trouble := short_of_descriptors(exc, "recovery pass")) is None:
+        except OSError as exc:  # out of descriptors, a failing disk: a pause, not a crash
+            if (trouble := failing_read(exc, "recovery pass")) is None:
                 raise
             self.io_trouble(trouble)
             return

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import orjson
 
-from spool.fsops import NO_DESCRIPTOR
+from spool.fsops import NOT_NOW
 from spool.ids import id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd
 from spool.layout import Layout
@@ -99,14 +99,14 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
 
     None when it is gone, not a regular file, unreadable, or over ``limit``:
     anything can be dropped into ``pending/``, and a reader serves what it reads.
-    ``strict``: out of descriptors raises the OSError instead, for a caller that
-    decides a job's fate by what it reads (recovery), which must not take a file it
-    could not open for one that tells nothing.
+    ``strict``: out of descriptors or the disk failing (:data:`~spool.fsops.NOT_NOW`)
+    raises the OSError instead, for a caller that decides a job's fate by what it reads
+    (recovery), which must not take a file it could not open for one that tells nothing.
     """
     try:
         fd = open_nofollow(path)
     except OSError as exc:
-        if strict and exc.errno in NO_DESCRIPTOR:
+        if strict and exc.errno in NOT_NOW:
             raise
         return None
     try:
@@ -114,7 +114,9 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
         if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
             return None
         data = read_fd(fd, limit)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in NOT_NOW:  # a read the disk failed: no file gone
+            raise
         return None
     finally:
         os.close(fd)

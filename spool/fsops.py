@@ -99,6 +99,10 @@ NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
 FAILING_IO = frozenset({errno.EIO, errno.ESTALE, errno.ENOMEM})
 """The device or the kernel failed the operation (a failing disk, an NFS handle gone
 stale, kernel memory short): nothing about the file, and another try may go through."""
+NOT_NOW = NO_DESCRIPTOR | FAILING_IO
+"""A file could not be opened or read now, for a reason that is not the file's: a reader
+that decides by what it reads (recovery, statusd's index, ``show``) raises these, never
+taking the file for one gone."""
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT,
                            errno.EXDEV}) | NO_DESCRIPTOR | FAILING_IO
 """Errors that say the spool cannot be written now, not that one file is odd: the
@@ -165,35 +169,25 @@ def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
     return st
 
 
-def short_of_descriptors(exc: OSError, what: str) -> SpoolIOError | None:
-    """``exc`` as the SpoolIOError of an I/O pause when it says this process is out of
-    descriptors (a pass that opens files and is not :meth:`Mover`'s: a listing, a read);
-    None for any other error."""
-    if exc.errno not in NO_DESCRIPTOR:
+def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
+    """``exc`` as the SpoolIOError of an I/O pause when it says the spool cannot be read
+    now, for a reason that is not the file's (:data:`NOT_NOW`: out of descriptors, the
+    device or the kernel failing); None for any other error (gone, not a file)."""
+    if exc.errno not in NOT_NOW:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
 
 
-def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
-    """``exc`` as the SpoolIOError of an I/O pause when it says the spool cannot be read
-    now, for a reason that is not the file's: out of descriptors, or the device or the
-    kernel failing (:data:`FAILING_IO`); None for any other error (gone, not a file)."""
-    if exc.errno not in FAILING_IO:
-        return short_of_descriptors(exc, what)
-    where = f" ({exc.filename})" if exc.filename else ""
-    return SpoolIOError(f"{what}: {exc.strerror}{where}")
-
-
 @contextlib.contextmanager
-def descriptors_short_as_trouble(what: str) -> Iterator[None]:
-    """Within it, an OSError that says this process is out of descriptors is raised as
-    the SpoolIOError of :func:`short_of_descriptors` (spool trouble, never "the file is
-    gone"); any other OSError as it is."""
+def unreadable_as_trouble(what: str) -> Iterator[None]:
+    """Within it, an OSError of :data:`NOT_NOW` (this process out of descriptors, the disk
+    failing) is raised as the SpoolIOError of :func:`failing_read` (spool trouble, never
+    "the file is gone"); any other OSError as it is."""
     try:
         yield
     except OSError as exc:
-        if (trouble := short_of_descriptors(exc, what)) is None:
+        if (trouble := failing_read(exc, what)) is None:
             raise
         raise trouble from exc
 

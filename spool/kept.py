@@ -28,7 +28,7 @@ from pathlib import Path
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
-from spool.fsops import descriptors_short_as_trouble
+from spool.fsops import unreadable_as_trouble
 from spool.ids import JOB_SUFFIX
 from spool.layout import KEPT_TAG, Layout, is_kept_name
 from spool.models import ErrorInfo, Record, Source, kind_of, parse_record, record_bytes
@@ -101,7 +101,7 @@ def held_by_record_file(layout: Layout, path: str | os.PathLike[str]) -> str | N
     descriptors: read as none, its record was purged with its entry still there."""
     if not _KEPT_ID.fullmatch(os.path.basename(path).removesuffix(JOB_SUFFIX)):
         return None
-    with descriptors_short_as_trouble("cannot read a kept entry's record"):
+    with unreadable_as_trouble("cannot read a kept entry's record"):
         data = read_regular(path, KEPT_RECORD_MAX_BYTES, strict=True)
     try:
         record = parse_record(data) if data is not None else None

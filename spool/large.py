@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 
-from spool.fsops import NO_DESCRIPTOR
+from spool.fsops import NOT_NOW
 from spool.jobfile import read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Record, nesting_depth
@@ -66,12 +66,12 @@ def read_record(path: str | os.PathLike[str], *, strict: bool = False
                 ) -> bytes | Head | None:
     """A terminal file's bytes, or its :class:`Head` when over PARSE_MAX_BYTES; None when
     it is gone or not a regular file (never following a symlink, never blocking).
-    ``strict``: out of descriptors raises the OSError instead, as
+    ``strict``: out of descriptors or the disk failing raises the OSError instead, as
     :func:`spool.entries.read_regular` does."""
     try:
         fd = open_nofollow(path)
     except OSError as exc:
-        if strict and exc.errno in NO_DESCRIPTOR:
+        if strict and exc.errno in NOT_NOW:
             raise
         return None
     try:
@@ -83,7 +83,9 @@ def read_record(path: str | os.PathLike[str], *, strict: bool = False
         head = os.pread(fd, HEAD_BYTES, 0)
         tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
         return Head(head, tail, st.st_size)
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in NOT_NOW:  # a read the disk failed: no file gone
+            raise
         return None
     finally:
         os.close(fd)

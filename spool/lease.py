@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from spool.fsops import NO_DESCRIPTOR
+from spool.fsops import NOT_NOW
 
 HEARTBEAT_STALE_S = 60.0
 """A processor whose heartbeat is older than this is not live, though it holds its lock
@@ -69,13 +69,13 @@ def lock_if_free(path: Path) -> int | None:
 def is_locked(path: Path) -> bool | None:
     """True when a live process holds ``path``'s lock; None when there is no such file
     (or none this process can test: a symlink, which is never followed, or no read access).
-    Out of descriptors, the OSError: nothing is known of the lock then, and reading it as
-    not held called a live processor dead.
+    Out of descriptors or the disk failing, the OSError: nothing is known of the lock
+    then, and reading it as not held called a live processor dead.
     """
     try:
         fd = open_nofollow(path)
     except OSError as exc:
-        if exc.errno in NO_DESCRIPTOR:
+        if exc.errno in NOT_NOW:
             raise
         return None
     try:

@@ -46,7 +46,7 @@ from spool.entries import (
     scan_ids,
 )
 from spool.errors import InvalidId, NotFoundError
-from spool.fsops import descriptors_short_as_trouble
+from spool.fsops import unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -145,15 +145,16 @@ class SpoolReader:
 
     def get(self, job_id: str) -> Record:
         """The record of ``job_id``; NotFoundError when no folder has it, SpoolIOError when
-        this process is out of descriptors (its file unopened is no job gone: "no job"
-        had ``show`` and ``wait`` exit 1, and statusd's cancel and retry answer 404)."""
+        this process is out of descriptors or the disk fails (its file unopened is no job
+        gone: "no job" had ``show`` and ``wait`` exit 1, and statusd's cancel and retry
+        answer 404)."""
         if not is_valid_id(job_id):
             raise InvalidId(f"invalid id: {job_id!r}")
         for _ in range(LOOKS):  # a file may move between stat and read: look again
             entry = newest(self.entries_of(job_id))
             if entry is None:
                 break
-            with descriptors_short_as_trouble(f"cannot read {job_id}"):
+            with unreadable_as_trouble(f"cannot read {job_id}"):
                 record = self.load(entry, strict=True)
             if record is not None:
                 return record

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from spool.entries import Entry, Stamp, read_regular
-from spool.fsops import descriptors_short_as_trouble
+from spool.fsops import unreadable_as_trouble
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -37,7 +37,7 @@ def counts(reader: SpoolReader) -> dict[str, int]:
 def processors(layout: Layout) -> list[OwnerStatus]:
     """Status of every live processor (its owner lock held).  Out of descriptors, a
     SpoolIOError: a live processor is never left out for it (called down)."""
-    with descriptors_short_as_trouble("cannot read owners/"):
+    with unreadable_as_trouble("cannot read owners/"):
         return _processors(layout)
 
 

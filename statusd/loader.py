@@ -29,7 +29,7 @@ from stat import S_ISREG
 from typing import TypeVar
 
 from spool.errors import SpoolIOError
-from spool.fsops import descriptors_short_as_trouble
+from spool.fsops import unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -265,10 +265,10 @@ class Loader:
 
     def load(self, job_id: str, stamp: Stamp) -> Item | None:
         """The item for one version of an id; None when the file vanished meanwhile.
-        SpoolIOError when statusd is out of descriptors: a file it could not open is no
-        file gone (as one, a job that moved then was removed from the index, its streams
-        ended, a GET answered 404)."""
-        with descriptors_short_as_trouble(f"cannot read {job_id}"):
+        SpoolIOError when statusd is out of descriptors or the disk fails (EIO): a file it
+        could not open is no file gone (as one, a job that moved then was removed from the
+        index, its streams ended, a GET answered 404)."""
+        with unreadable_as_trouble(f"cannot read {job_id}"):
             path = self.layout.job(stamp.state, job_id)
             if stamp.state in TERMINAL:
                 raw = read_record(path, strict=True)
@@ -333,7 +333,7 @@ class Loader:
     def _body(self, job_id: str, stamp: Stamp) -> bytes | Head | None:
         """The record JSON of one version of an id, the :class:`Head` of a large record,
         None when the file vanished meanwhile; SpoolIOError as :meth:`load` raises it."""
-        with descriptors_short_as_trouble(f"cannot read {job_id}"):
+        with unreadable_as_trouble(f"cannot read {job_id}"):
             if stamp.state in TERMINAL:
                 raw = read_record(self.layout.job(stamp.state, job_id), strict=True)
                 if raw is None:

@@ -1,0 +1,42 @@
+"""The CLI on a failing disk: a record it cannot read (EIO) is no job gone.
+
+``spoolq show``, ``wait``, ``cancel`` and ``retry`` of a job whose record read failed
+with EIO said ``no job <id>``: a script took the job for purged, or never submitted, and
+submitted it again.  They name the error now (exit 1, one line, no traceback).  strace
+fails each open of the record with EIO.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spoolkit import REPO, make_spool, run_to_end, strace_path, submit
+
+from spool.states import JobState
+
+
+@pytest.mark.parametrize("command", [["show", "j"], ["retry", "j"], ["cancel", "j"],
+                                     ["wait", "j", "--timeout", "1"]])
+def test_a_record_the_disk_cannot_read_is_named_not_called_missing(
+        env: dict[str, str], command: list[str]) -> None:
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    submit(spool, "j")
+    run_to_end(spool, "j", JobState.FAILED)
+    record = root / "failed" / "j.json"
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(record), "-e", "trace=openat",
+         "-e", "inject=openat:error=EIO:when=1+", sys.executable, "-m", "spool.cli.main",
+         *command], check=False, capture_output=True, text=True, timeout=60, env=env,
+        cwd=REPO)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Input/output error" in lines[0], proc.stderr
+    assert "no job" not in proc.stderr
+    assert record.is_file()  # nothing moved
