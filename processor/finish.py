@@ -107,9 +107,12 @@ class Finisher:
     def retry(self, run: Run, error: ErrorInfo) -> None:
         attempts = run.record.attempts
         delay = backoff_s(attempts)
-        job = run.job.model_copy(update={
+        # Tried again after disk trouble, the requeue writes the bytes it wrote before: one
+        # that landed before the trouble (a folder sync's EIO) is then known as its own.
+        job = run.requeue or run.job.model_copy(update={
             "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
             "not_before": self.clock.now() + timedelta(seconds=delay)})
+        run.requeue = job
         requeued = False
 
         def requeue() -> None:

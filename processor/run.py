@@ -31,6 +31,7 @@ class Run:
     stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
     last_progress_write: float = 0.0
     progress: tuple[float, str] | None = None
+    requeue: Job | None = None  # the job a requeue wrote or tried to: the same once more
 
     @property
     def deadline(self) -> float:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from spool import cancellation, quarantine, submission, superseded
 from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
+from spool.entries import read_regular
 from spool.errors import SpoolIOError
 from spool.fsops import FILES_ONLY, Mover, StrPath
 from spool.ids import JOB_SUFFIX
@@ -244,11 +245,15 @@ class Spool:
         """running -> pending with ``job`` as the new pending file.
 
         False (nothing moved) when a newer drop of the id is already pending:
-        the caller then fails the run, and the newer drop supersedes it.
+        the caller then fails the run, and the newer drop supersedes it.  A pending file
+        holding exactly ``job``'s bytes is this requeue, written before disk trouble
+        (its folder's sync failed after the rename) and now tried again: it stands.
         """
         check_transition(JobState.RUNNING, JobState.PENDING)
         dest = self.layout.job_str(JobState.PENDING, claim.job_id)
-        if not self.mover.publish(dest, job_bytes(job), replace=False):
+        data = job_bytes(job)
+        if not self.mover.publish(dest, data, replace=False) and read_regular(
+                dest, len(data)) != data:
             return False
         self._retire(claim)
         return True

@@ -119,3 +119,38 @@ def test_an_io_error_pauses_the_processor_and_loses_nothing(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_a_requeue_whose_folder_sync_failed_is_not_also_failed(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The requeue of a timed-out run lands in ``pending/``, then the sync of ``stage/``
+    (the folder it came from) fails.  Tried again after the pause, the requeue found its
+    own file in ``pending/``, took it for a newer drop and failed the run as well: a
+    ``failed`` record beside the pending retry, one timeout logged and counted twice."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always")
+    try:
+        d.start()
+        detach = attach(d.pid, "fsync", spool_root / "stage")
+        drop(spool_root, "j1", {"tool": "sleep", "params": {"seconds": 5.0}, "timeout": 0.5,
+                                "max_attempts": 2})
+
+        def recorded() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return record(spool_root, "j1") is not None and not (
+                spool_root / "pending" / "j1.json").exists() and not (
+                spool_root / "running" / "j1.json").exists()
+
+        def ends() -> list[tuple[str, int]]:
+            return [(e["msg"], e["attempt"]) for e in d.events()
+                    if e.get("id") == "j1" and e.get("msg") in ("requeued", "failed")]
+
+        wait_for(recorded, 30, "the second attempt's record")
+        rec = record(spool_root, "j1")
+        assert rec is not None and (rec["state"], rec["attempts"]) == ("failed", 2), rec
+        wait_for(lambda: ("failed", 2) in ends(), 10, "the record's line")  # logged after
+        assert ends() == [("requeued", 1), ("failed", 2)], ends()
+        assert _troubled(d), d.logs()[-3000:]
+        detach()
+        assert d.stop() == 0
+    finally:
+        d.abort()
