@@ -89,8 +89,11 @@ class Client:
         """Make this client's writes durable now under ``SPOOL_FSYNC=batch`` (a no-op under
         the other modes): a batch Mover syncs a group only at a later operation, which a
         one-shot client (``spoolq submit``) never makes, so its drop was left to the
-        kernel, as under ``never``, after it said the job was in."""
-        self.spool.mover.flush()
+        kernel, as under ``never``, after it said the job was in.  A sync the disk fails
+        (EIO) leaves the write made, as durable as under ``never``: said to have failed,
+        a submit was made twice by the script that asked."""
+        with contextlib.suppress(SpoolIOError):
+            self.spool.mover.flush()
 
     def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:
         """Cancel a pending job at once, or ask the processor to kill a running one.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.claim import Claim, take
+from spool.entries import read_regular
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
 from spool.lease import open_nofollow
@@ -57,8 +58,16 @@ def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None)
     if max_bytes is not None and len(data) > max_bytes:
         raise InvalidJob(f"too large: the job file would be {len(data)} bytes, over "
                          f"SPOOL_MAX_JOB_BYTES={max_bytes}")
-    if not spool.mover.publish(spool.layout.job(JobState.PENDING, job_id), data,
-                               replace=False):
+    dest = spool.layout.job(JobState.PENDING, job_id)
+    try:
+        published = spool.mover.publish(dest, data, replace=False)
+    except SpoolIOError:
+        # In pending/, then its folder's sync failed (EIO): the job is in, and will run.
+        # Said to have failed, it was submitted again by the script that asked.
+        if read_regular(dest, len(data)) == data:
+            return
+        raise
+    if not published:
         raise ConflictError(f"job {job_id} is already pending")
 
 

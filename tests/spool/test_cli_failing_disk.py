@@ -1,13 +1,18 @@
-"""The CLI on a failing disk: a record it cannot read (EIO) is no job gone.
+"""The CLI on a failing disk (strace fails a call with EIO).
 
 ``spoolq show``, ``wait``, ``cancel`` and ``retry`` of a job whose record read failed
 with EIO said ``no job <id>``: a script took the job for purged, or never submitted, and
-submitted it again.  They name the error now (exit 1, one line, no traceback).  strace
-fails each open of the record with EIO.
+submitted it again.  They name the error now (exit 1, one line, no traceback).
+
+``spoolq submit`` whose drop landed in ``pending/`` before the folder's sync failed
+(``always``: the fsync of ``pending/``; ``batch``: the syncfs after it) said it failed
+(exit 1), and the script that asked submitted the job twice.  The job is in: its id and
+exit 0, as for any drop.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +45,23 @@ def test_a_record_the_disk_cannot_read_is_named_not_called_missing(
     assert len(lines) == 1 and "Input/output error" in lines[0], proc.stderr
     assert "no job" not in proc.stderr
     assert record.is_file()  # nothing moved
+
+
+@pytest.mark.parametrize(("fsync", "syscall", "path"), [("always", "fsync", "pending"),
+                                                         ("batch", "syncfs", None)])
+def test_a_submit_whose_folder_sync_fails_after_the_drop_is_a_submit(
+        env: dict[str, str], fsync: str, syscall: str, path: str | None) -> None:
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    only = [] if path is None else ["-P", str(root / path)]
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", *only, "-e", f"trace={syscall}",
+         "-e", f"inject={syscall}:error=EIO:when=1", sys.executable, "-m",
+         "spool.cli.main", "submit", "echo", "-p", "message=hi"], check=False,
+        capture_output=True, text=True, timeout=60, env={**env, "SPOOL_FSYNC": fsync},
+        cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(root / "pending")) == [f"{proc.stdout.strip()}.json"]
