@@ -54,7 +54,7 @@ def make_executor(settings: Settings) -> ComputeExecutor:
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75
 PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
-                            errno.EAGAIN, errno.EMFILE, errno.ENFILE})
+                            errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE})
 """What a spool refuses for now: a disk full, descriptors or memory short, an I/O error,
 an NFS handle gone stale (a new process looks every path up afresh).  At start-up (its
 recovery scan, say) the processor exits ``EXIT_TEMPFAIL`` for these, so systemd starts
