@@ -44,20 +44,32 @@ class StatusFile:
         self.clock = clock
         self.started_at = clock.now()
         self.catalogue_json = orjson.Fragment(orjson.dumps(catalogue))
-        self.finished_at: deque[tuple[float, bool]] = deque()
+        # Finished runs by second of the monotonic clock: [second, done, failed].  One
+        # entry a run (a tuple each) held 13,000 at 220 jobs/s, 360,000 (some 30 MB) at
+        # W1's 6,000; a second's entry is one list, 61 of them at most.
+        self.finished_at: deque[list[int]] = deque()
         self.finished_last_60s = {True: 0, False: 0}
         self.failing_writes: set[str] = set()
 
     def count(self, ok: bool) -> None:
-        self.finished_at.append((time.monotonic(), ok))
+        second = int(time.monotonic())
+        finished = self.finished_at
+        if finished and finished[-1][0] == second:
+            finished[-1][1 if ok else 2] += 1
+        else:
+            finished.append([second, int(ok), int(not ok)])
+            self.forget_old_counts()
         self.finished_last_60s[ok] += 1
-        self.forget_old_counts()
 
     def forget_old_counts(self) -> None:
+        """Drop the seconds that ended more than 60 s ago: the counts cover the last 60
+        to 61 s."""
         now = time.monotonic()
-        while self.finished_at and now - self.finished_at[0][0] > 60:
-            _, ok = self.finished_at.popleft()
-            self.finished_last_60s[ok] -= 1
+        finished = self.finished_at
+        while finished and now - (finished[0][0] + 1) > 60:
+            _, done, failed = finished.popleft()
+            self.finished_last_60s[True] -= done
+            self.finished_last_60s[False] -= failed
 
     def write(self, fast_running: int, stopping: bool, grace_ends_at: datetime | None,
               io_trouble: dict[str, Any] | None = None) -> None:
