@@ -7,10 +7,17 @@ writes that module's name to the file ``SLOWIMPORT_MARK`` names and sleeps: the
 thread then holds that module's import lock, mid-import.  The FAST tool
 ``import_held`` says which module that is, should a FAST run start beside that
 import (none does: the processor holds its FAST runs until it ends).
+
+With ``SLOWIMPORT_REFUSE`` set, the finder instead refuses that one module on that
+thread, once, with the kernel's EMFILE, as the module file's ``open`` does when
+descriptors run out midway (a FAST tool's leak, the system's file table full): the
+modules loaded so far stay loaded, the rest not, and a numpy imported after that is
+half-made.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -40,7 +47,19 @@ class _HoldTheBackgroundImport:
         return None  # the usual finders find it
 
 
-sys.meta_path.insert(0, _HoldTheBackgroundImport())
+class _RefuseOneModule:
+    @staticmethod
+    def find_spec(fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if (fullname == os.environ["SLOWIMPORT_REFUSE"] and not _held
+                and threading.current_thread().name == "spoolq-imports"):
+            _held.append(fullname)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), fullname)
+        return None  # the usual finders find it
+
+
+sys.meta_path.insert(0, _RefuseOneModule() if os.environ.get("SLOWIMPORT_REFUSE")
+                     else _HoldTheBackgroundImport())
 
 
 class ImportHeld(BaseTool):

@@ -32,7 +32,8 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
              "kline": {"tool": "get_kline", "params": {"symbol": "S0000", "limit": 2}}}
     for job_id, body in early.items():
         drop(spool_root, job_id, body)
-    d = daemon(tools="ptools,brokenimport", SPOOL_GRACE_S="60")
+    d = daemon(tools="ptools,slowimport", SPOOL_GRACE_S="60",
+               SLOWIMPORT_REFUSE="numpy._core._type_aliases")
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     assert d.proc is not None
     d.proc.wait(30)
