@@ -20,9 +20,9 @@ single-threaded BLAS (``JOB_NUM`` workers, a core each) and stdin on
 The processor itself does not import numpy and pandas before it is ready: only
 its FAST tools need them, and :class:`BackgroundImports` loads them once the
 status file is written, so a ``systemctl restart`` does not wait for them (a
-FAST job that comes sooner waits in ``pending/`` for the rest of the import:
-0.3 to 0.8 s after READY on the machine of docs/benchmarks.md; COMPUTE jobs
-start at once).
+FAST job that comes sooner waits in ``pending/`` for the rest of the import,
+which py-spy saw end 0.4 to 0.8 s after READY on the machine of
+docs/benchmarks.md; COMPUTE jobs start at once).
 A processor stopped before that import ends does not wait for it either: see
 :meth:`BackgroundImports.exit_now_if_running`.
 """
