@@ -29,7 +29,7 @@ from spool.errors import SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX
-from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.intake import Candidate, Intake, UnreadableDrop, Verdict, is_in_progress_name
 from spool.layout import Layout
 from spool.settings import Settings
 from spool.states import JobState
@@ -59,6 +59,7 @@ class Discovery:
         self.dirty: set[str] = set()
         self.cancels: set[str] = set()
         self.unscanned: dict[str, str] = {}  # folder -> the error said of it, while it lasts
+        self.unreadable: dict[str, str] = {}  # pending name -> the error said of it
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
@@ -104,11 +105,14 @@ class Discovery:
             self.feed.stop()
 
     def intake_batch(self) -> None:
-        """Judge up to INTAKE_BATCH dirty names; on disk trouble the name stays dirty."""
+        """Judge up to INTAKE_BATCH dirty names; on disk trouble the name stays dirty.  A
+        file whose read fails is left for the next scan, and the others are judged."""
         for _ in range(min(INTAKE_BATCH, len(self.dirty))):
             name = self.dirty.pop()
             try:
                 self._inspect(name)
+            except UnreadableDrop as exc:
+                self._unreadable(name, exc)
             except SpoolIOError:
                 self.dirty.add(name)
                 raise
@@ -160,8 +164,9 @@ class Discovery:
             self._cannot_scan("pending/", exc)
             return
         self._scanned("pending/")
-        for name in set(self.seen) - present:
-            del self.seen[name]
+        for name in (self.seen.keys() | self.unreadable.keys()) - present:
+            self.seen.pop(name, None)
+            self.unreadable.pop(name, None)
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
         # processor's claim) are forgotten: kept, each stayed until its lane came to it,
         # a delayed one until its not_before (a day, a year), whatever purge removed.
@@ -194,8 +199,17 @@ class Discovery:
         if self.unscanned.pop(folder, None) is not None:
             log.info("scanning %s again", folder)
 
+    def _unreadable(self, name: str, exc: UnreadableDrop) -> None:
+        """Unseen, the file is judged again at the next scan; said once while it lasts."""
+        self.seen.pop(name, None)
+        if self.unreadable.get(name) != str(exc):
+            self.unreadable[name] = str(exc)
+            log.warning("cannot read a pending file; trying it again at each scan",
+                        extra={"fields": {"name": name, "error": str(exc)}})
+
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)
+        self.unreadable.pop(name, None)
         if result.verdict is Verdict.QUARANTINED and result.record is not None:
             logs.transition("quarantined", id=result.record.id, reason=result.record.error
                             and result.record.error.message, source=name)

@@ -100,6 +100,12 @@ class Inspection:
     record: Record | None = None
 
 
+class UnreadableDrop(SpoolIOError):
+    """A pending file opened but whose read failed (EIO: a bad sector): that file's trouble,
+    not the spool's.  Taken for the I/O pause, one such file paused every claim for good,
+    each try of it the pause's next step; its name is tried again at the next scan."""
+
+
 def is_in_progress_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
 
@@ -173,7 +179,7 @@ class Intake:
                 return Inspection(Verdict.GONE)
             data = read_fd(fd, self.read_limit, fst.st_size)
         except OSError as exc:  # EIO: an exception out of the loop crashed the processor
-            raise SpoolIOError(f"cannot read {name}: {exc.strerror}") from exc
+            raise UnreadableDrop(f"cannot read {name}: {exc.strerror}") from exc
         finally:
             os.close(fd)
         if len(data) > self.read_limit:  # it grew past it since the lstat

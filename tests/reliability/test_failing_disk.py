@@ -29,6 +29,7 @@ import pytest
 from relkit import Daemon, drop, locations, record, wait_for
 
 TROUBLE = "spool I/O trouble; pausing claims"
+UNREADABLE = "cannot read a pending file; trying it again at each scan"
 
 
 @functools.cache
@@ -52,14 +53,14 @@ def attach(tmp_path: Path) -> Iterator[Callable[..., Callable[[], None]]]:
         pytest.skip("strace is not available here")
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(pid: int, syscall: str, path: Path | None, error: str = "EIO"
-              ) -> Callable[[], None]:
+    def start(pid: int, syscall: str, path: Path | None, error: str = "EIO",
+              when: str = "1") -> Callable[[], None]:
         err = tmp_path / f"strace-{len(procs)}.err"
         only = [] if path is None else ["-P", str(path)]
         with open(err, "wb") as out:
             procs.append(subprocess.Popen(
                 [strace, "-f", "-o", "/dev/null", "-p", str(pid), *only,
-                 "-e", f"trace={syscall}", "-e", f"inject={syscall}:error={error}:when=1"],
+                 "-e", f"trace={syscall}", "-e", f"inject={syscall}:error={error}:when={when}"],
                 stdout=subprocess.DEVNULL, stderr=out))
         wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
         return functools.partial(_detach, procs[-1])
@@ -75,8 +76,8 @@ def _detach(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(20)
 
 
-def _troubled(d: Daemon) -> list[str]:
-    return [e.get("error", "") for e in d.events() if e.get("msg") == TROUBLE]
+def _troubled(d: Daemon, msg: str = TROUBLE) -> list[str]:
+    return [e.get("error", "") for e in d.events() if e.get("msg") == msg]
 
 
 CASES = {
@@ -117,7 +118,8 @@ def test_an_io_error_pauses_the_processor_and_loses_nothing(
         for job_id in ("j1", "j2"):
             rec = record(spool_root, job_id)
             assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
-        troubles = _troubled(d)
+        # One file's failed read is that file's, not a pause: said, and tried again.
+        troubles = _troubled(d, UNREADABLE if case == "intake-read" else TROUBLE)
         said = os.strerror(getattr(errno, error))
         assert troubles and all(said in t for t in troubles), d.logs()[-3000:]
         wait_for(lambda: locations(spool_root) == {"j1": ["done"], "j2": ["done"]}, 10,
@@ -158,6 +160,39 @@ def test_a_requeue_whose_folder_sync_failed_is_not_also_failed(
         assert ends() == [("requeued", 1), ("failed", 2)], ends()
         assert _troubled(d), d.logs()[-3000:]
         detach()
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
+def test_one_unreadable_pending_file_does_not_stop_the_others(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """Every read of one pending file fails (a bad sector).  Taken for the I/O pause, it
+    paused every claim for good: each try of that file the pause's next step (0.5 s up to
+    30 s), the jobs dropped after it left in ``pending/``.  It is that file's trouble: said
+    once, tried again at each scan, and the others run."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        bad = spool_root / "pending" / "bad.json"
+        detach = attach(d.pid, "read", bad, when="1+")
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d), 20, "the bad file read")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+
+        def recorded() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+
+        wait_for(recorded, 30, "the other jobs' records")
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]  # not once a scan
+        assert bad.exists()
+        detach()  # readable again: judged at the next scan, and run
+        wait_for(lambda: record(spool_root, "bad") is not None, 30, "the bad file's record")
+        rec = record(spool_root, "bad")
+        assert rec is not None and rec["state"] == "done", rec
         assert d.stop() == 0
     finally:
         d.abort()
