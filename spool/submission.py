@@ -64,11 +64,32 @@ def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None)
     except SpoolIOError:
         # In pending/, then its folder's sync failed (EIO): the job is in, and will run.
         # Said to have failed, it was submitted again by the script that asked.
-        if read_regular(dest, len(data)) == data:
+        if _landed(spool, job, job_id, data):
             return
         raise
     if not published:
         raise ConflictError(f"job {job_id} is already pending")
+
+
+def _landed(spool: Spool, job: Job, job_id: str, data: bytes) -> bool:
+    """The drop ``data`` of ``job`` is in: its bytes in ``pending/``, or a processor took
+    it meanwhile (a failing disk's sync can take seconds): its bytes in ``running/``, or
+    its record (the same submission time, tool and params).  Looked at in the order a
+    job moves, so one that moves on between two looks is found at the next."""
+    layout = spool.layout
+    for state in (JobState.PENDING, JobState.RUNNING):
+        if read_regular(layout.job(state, job_id), len(data)) == data:
+            return True
+    for state in (JobState.DONE, JobState.FAILED):
+        raw = read_regular(layout.job(state, job_id), RETRY_MAX_BYTES)
+        try:
+            rec = parse_record(raw) if raw is not None else None
+        except ValueError:
+            continue
+        if rec is not None and (rec.submitted_at, rec.tool, rec.params) == (
+                job.submitted_at, job.tool, job.params):
+            return True
+    return False
 
 
 def retry(spool: Spool, job_id: str) -> Record:

@@ -7,7 +7,9 @@ submitted it again.  They name the error now (exit 1, one line, no traceback).
 ``spoolq submit`` whose drop landed in ``pending/`` before the folder's sync failed
 (``always``: the fsync of ``pending/``; ``batch``: the syncfs after it) said it failed
 (exit 1), and the script that asked submitted the job twice.  The job is in: its id and
-exit 0, as for any drop.
+exit 0, as for any drop.  So is one a processor claimed while the sync took its time (a
+failing disk's can take seconds): it was looked for in ``pending/`` alone, and exit 1
+had the script submit a job that was running, or done, a second time.
 """
 
 from __future__ import annotations
@@ -15,10 +17,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, make_spool, run_to_end, strace_path, submit
+from spoolkit import (
+    REPO,
+    make_spool,
+    read_json,
+    run_to_end,
+    start_processor,
+    stop_processor,
+    strace_path,
+    submit,
+)
 
 from spool.states import JobState
 
@@ -65,3 +77,36 @@ def test_a_submit_whose_folder_sync_fails_after_the_drop_is_a_submit(
         cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(root / "pending")) == [f"{proc.stdout.strip()}.json"]
+
+
+@pytest.mark.parametrize(("params", "moved_to"), [(["message=hi"], "done"),
+                                                  (["seconds=3"], "running")])
+def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
+        env: dict[str, str], tmp_path: Path, params: list[str], moved_to: str) -> None:
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    proc = start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
+    try:
+        tool = "echo" if moved_to == "done" else "sleep"
+        # The sync of pending/ takes 2 s, then fails: the processor claims the job meanwhile.
+        sub = subprocess.run(
+            [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+             "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:delay_enter=2000000:when=1",
+             sys.executable, "-m", "spool.cli.main", "submit", tool,
+             *(arg for p in params for arg in ("-p", p)), "--id", "j1"],
+            check=False, capture_output=True, text=True, timeout=60,
+            env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+        where = [s for s in ("pending", "running", "done") if (root / s / "j1.json").exists()]
+        assert sub.returncode == 0, (sub.stderr, where)
+        assert sub.stdout.strip() == "j1"
+        assert where in (["pending"], [moved_to]), where  # in, as said
+        deadline = time.monotonic() + 30
+        while not (root / "done" / "j1.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rec = read_json(root / "done" / "j1.json")
+        assert (rec["state"], rec["attempts"]) == ("done", 1), rec
+    finally:
+        stop_processor(proc)
