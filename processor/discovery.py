@@ -209,7 +209,8 @@ class Discovery:
 
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)
-        self.unreadable.pop(name, None)
+        if self.unreadable:  # a dict pop on every drop otherwise (intake is hot)
+            self.unreadable.pop(name, None)
         if result.verdict is Verdict.QUARANTINED and result.record is not None:
             logs.transition("quarantined", id=result.record.id, reason=result.record.error
                             and result.record.error.message, source=name)
