@@ -64,7 +64,8 @@ from processor.stop_signals import StopSignals
 from processor.tools import ExecutionMode
 from spool.claim import BackgroundCloser
 from spool.clock import Clock, SystemClock
-from spool.errors import SpoolIOError
+from spool.errors import SpoolIOError, UnreadableDrop
+from spool.ids import JOB_SUFFIX
 from spool.intake import Intake
 from spool.lease import OwnerLease
 from spool.models import Job
@@ -349,6 +350,8 @@ class Processor:
                 return
             try:
                 self.starter.start(cand)
+            except UnreadableDrop as exc:  # given back: found again at the next scan
+                self.discovery.unreadable_file(cand.job_id + JOB_SUFFIX, exc)
             except SpoolIOError:
                 queues.add(cand)  # not claimed: it waits for the trouble to pass
                 raise

@@ -25,11 +25,11 @@ from collections.abc import Callable
 
 from processor import logs
 from processor.inbox import Inbox
-from spool.errors import SpoolIOError
+from spool.errors import SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import NO_DESCRIPTOR
 from spool.ids import JOB_SUFFIX
-from spool.intake import Candidate, Intake, UnreadableDrop, Verdict, is_in_progress_name
+from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.layout import Layout
 from spool.settings import Settings
 from spool.states import JobState
@@ -112,7 +112,7 @@ class Discovery:
             try:
                 self._inspect(name)
             except UnreadableDrop as exc:
-                self._unreadable(name, exc)
+                self.unreadable_file(name, exc)
             except SpoolIOError:
                 self.dirty.add(name)
                 raise
@@ -138,7 +138,8 @@ class Discovery:
         if not folder:
             self.next_scan = 0.0  # events were lost: rescan now
         elif folder == JobState.PENDING.value:
-            self.dirty.add(name)
+            if not self.unreadable or name not in self.unreadable:
+                self.dirty.add(name)
         elif folder == self.layout.cancel.name:
             self.cancels.add(name)
 
@@ -199,8 +200,10 @@ class Discovery:
         if self.unscanned.pop(folder, None) is not None:
             log.info("scanning %s again", folder)
 
-    def _unreadable(self, name: str, exc: UnreadableDrop) -> None:
-        """Unseen, the file is judged again at the next scan; said once while it lasts."""
+    def unreadable_file(self, name: str, exc: UnreadableDrop) -> None:
+        """Unseen, the file is judged again at the next scan, not at its events (a claim's
+        give-back is one: tried again at once, a file whose claim fails looped); said once
+        while it stays in ``pending/``."""
         self.seen.pop(name, None)
         if self.unreadable.get(name) != str(exc):
             self.unreadable[name] = str(exc)
@@ -209,8 +212,6 @@ class Discovery:
 
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)
-        if self.unreadable:  # a dict pop on every drop otherwise (intake is hot)
-            self.unreadable.pop(name, None)
         if result.verdict is Verdict.QUARANTINED and result.record is not None:
             logs.transition("quarantined", id=result.record.id, reason=result.record.error
                             and result.record.error.message, source=name)

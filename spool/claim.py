@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from stat import S_ISREG
 
-from spool.errors import SpoolIOError
+from spool.errors import SpoolIOError, UnreadableDrop
 from spool.fsops import Mover, StrPath, failing_read
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
@@ -104,9 +104,9 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
                 data = os.read(fd, size + 1) if size < READ_CHUNK else b""
                 if len(data) != size:
                     data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
-            except OSError as exc:  # EIO: the claim is given back, the trouble waited out
+            except OSError as exc:  # EIO: the claim is given back, the file's trouble
                 _give_back(mover, src, dst, before)
-                raise SpoolIOError(f"cannot claim {job_id}: {exc.strerror}") from exc
+                raise UnreadableDrop(f"cannot claim {job_id}: {exc.strerror}") from exc
         else:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)

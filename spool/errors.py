@@ -59,6 +59,14 @@ class SpoolIOError(SpoolError):
     """The spool directory cannot be used (permissions, disk full, missing)."""
 
 
+class UnreadableDrop(SpoolIOError):
+    """A job file opened but whose read failed (EIO: a bad sector), at intake or at its
+    claim (which gave it back to ``pending/``): that file's trouble, not the spool's.
+    Taken for the I/O pause, one such file paused every claim for good, each try of it
+    the pause's next step; the processor tries it again at its next scan.  A caller that
+    does not know it takes it for spool trouble, as before."""
+
+
 class InvalidId(SpoolError, ValueError):
     """A job id that cannot be one (letters, digits and ``._-``, as DESIGN section 1
     says), or one that disagrees with the job's own; a ValueError too, as it was."""

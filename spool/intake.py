@@ -37,7 +37,7 @@ import orjson
 from pydantic import ValidationError
 
 from spool.clock import Clock
-from spool.errors import SpoolIOError
+from spool.errors import UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_read
 from spool.ids import ID_PATTERN, id_from_name
@@ -98,12 +98,6 @@ class Inspection:
     verdict: Verdict
     candidate: Candidate | None = None
     record: Record | None = None
-
-
-class UnreadableDrop(SpoolIOError):
-    """A pending file opened but whose read failed (EIO: a bad sector): that file's trouble,
-    not the spool's.  Taken for the I/O pause, one such file paused every claim for good,
-    each try of it the pause's next step; its name is tried again at the next scan."""
 
 
 def is_in_progress_name(name: str) -> bool:

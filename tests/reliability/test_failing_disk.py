@@ -165,17 +165,21 @@ def test_a_requeue_whose_folder_sync_failed_is_not_also_failed(
         d.abort()
 
 
-def test_one_unreadable_pending_file_does_not_stop_the_others(
-        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
-    """Every read of one pending file fails (a bad sector).  Taken for the I/O pause, it
-    paused every claim for good: each try of that file the pause's next step (0.5 s up to
-    30 s), the jobs dropped after it left in ``pending/``.  It is that file's trouble: said
-    once, tried again at each scan, and the others run."""
+@pytest.mark.parametrize("folder", ["pending", "running"])
+def test_one_unreadable_job_file_does_not_stop_the_others(
+        folder: str, spool_root: Path, tmp_path: Path,
+        attach: Callable[..., Callable[[], None]]) -> None:
+    """Every read of one job file fails (a bad sector): at intake (``pending/``), or at
+    its claim (``running/``, the page intake read evicted since).  Taken for the I/O
+    pause, it paused every claim for good: each try of that file the pause's next step
+    (0.5 s up to 30 s), the jobs dropped after it left in ``pending/``.  It is that file's
+    trouble: said once, the file (given back by its claim) tried again at each scan, and
+    the others run."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
     try:
         d.start()
         bad = spool_root / "pending" / "bad.json"
-        detach = attach(d.pid, "read", bad, when="1+")
+        detach = attach(d.pid, "read", spool_root / folder / "bad.json", when="1+")
         drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0}})
         wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d), 20, "the bad file read")
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
@@ -188,7 +192,7 @@ def test_one_unreadable_pending_file_does_not_stop_the_others(
         wait_for(recorded, 30, "the other jobs' records")
         assert not _troubled(d), d.logs()[-3000:]
         assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]  # not once a scan
-        assert bad.exists()
+        assert bad.exists() and locations(spool_root)["bad"] == ["pending"]
         detach()  # readable again: judged at the next scan, and run
         wait_for(lambda: record(spool_root, "bad") is not None, 30, "the bad file's record")
         rec = record(spool_root, "bad")
