@@ -21,6 +21,9 @@ MAX_PAGE = 1000
 class Page:
     records: list[Record]
     next_cursor: str | None
+    trouble: tuple[str, ...] = ()
+    """The read errors (EIO) of records listed as ``unreadable`` rows: the page is not
+    whole, which ``spoolq ls`` says (exit 1) after the rows it could read."""
 
 
 def sort_key(record: Record) -> tuple[int, str]:

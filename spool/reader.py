@@ -45,7 +45,7 @@ from spool.entries import (
     scan_folder,
     scan_ids,
 )
-from spool.errors import InvalidId, NotFoundError
+from spool.errors import InvalidId, NotFoundError, SpoolIOError
 from spool.fsops import unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
@@ -252,16 +252,30 @@ class SpoolReader:
                 candidates.append((bounds, job_id, stamp))
         candidates.sort(key=lambda c: c[0].greatest, reverse=True)
         top: list[tuple[tuple[int, str], int, Record]] = []  # a heap, least first
+        trouble: list[str] = []
         for n, (bounds, job_id, stamp) in enumerate(candidates):
             if len(top) > limit and bounds.greatest < top[0][0]:
                 break  # no file left can be on this page
-            record = self._listed(self.entry(job_id, stamp), bounds.data, state, tool, after)
+            entry = self.entry(job_id, stamp)
+            try:
+                record = self._listed(entry, bounds.data, state, tool, after)
+            except SpoolIOError as exc:
+                # One file the disk cannot read (EIO) is a row that says so, not a listing
+                # refused whole: the other jobs were hidden by one bad sector.  (Of a tool
+                # unknown: said, not listed, under ``tool``.)
+                record = unreadable_record(entry, str(exc))
+                if after is not None and sort_key(record) >= after:
+                    continue  # on an earlier page
+                trouble.append(str(exc))
+                if tool is not None:
+                    continue
             if record is not None:
                 row = (sort_key(record), n, record)
                 (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
         rows = [record for _, _, record in sorted(top, reverse=True)]
         page = rows[:limit]
-        return Page(page, encode_cursor(sort_key(page[-1])) if len(rows) > limit else None)
+        return Page(page, encode_cursor(sort_key(page[-1])) if len(rows) > limit else None,
+                    tuple(trouble))
 
     def _listed(self, entry: Entry, data: bytes | None, state: JobState | None,
                 tool: str | None, after: tuple[int, str] | None) -> Record | None:

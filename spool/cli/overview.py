@@ -83,10 +83,11 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
         emit_json({"tasks": [listed_json(r, reader.large.get(r.id)) for r in page.records],
                    "next_cursor": page.next_cursor})
         _note_unseen(reader, blind, state)
-        return EXIT_OK
+        return _trouble_said(page.trouble)
     if page.records:
         print(table(LIST_HEADER, [record_row(r) for r in page.records]))
-        unreadable = [r.id for r in page.records if r.unreadable is not None]
+        unreadable = [r.id for r in page.records  # corrupt: a read error is said below
+                      if r.unreadable is not None and r.unreadable not in page.trouble]
         if unreadable:
             note(f"{len(unreadable)} record(s) on this page cannot be read (corrupt): "
                  f"spoolq show {unreadable[0]} says why")
@@ -95,7 +96,15 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     _note_unseen(reader, blind, state)
     if page.next_cursor:
         note(f"more: {_next_page_command(args, page.next_cursor)}")
-    return EXIT_OK
+    return _trouble_said(page.trouble)
+
+
+def _trouble_said(trouble: tuple[str, ...]) -> int:
+    """Exit 1, each read error named, when a record listed could not be read (EIO): the
+    listing is not whole, which a script must not take for the spool's."""
+    for error in trouble:
+        note(f"error: {error}")
+    return 1 if trouble else EXIT_OK
 
 
 def listable(layout: Layout, what: str, state: JobState | None

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from spoolkit import (
     REPO,
@@ -110,3 +111,35 @@ def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
         assert (rec["state"], rec["attempts"]) == ("done", 1), rec
     finally:
         stop_processor(proc)
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_ls_lists_the_jobs_beside_a_record_the_disk_cannot_read(
+        env: dict[str, str], json_out: bool) -> None:
+    """One record whose read fails (EIO) refused the whole listing: ``spoolq ls`` printed
+    no job at all (exit 1), every other job hidden by one bad sector, where statusd lists
+    them.  The others are listed, that one as a row that cannot be read; the error is
+    named and the exit is 1 (the listing is not whole)."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    for job_id in ("j1", "j2", "j3"):
+        submit(spool, job_id)
+        run_to_end(spool, job_id)
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "done" / "j2.json"),
+         "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+", sys.executable, "-m",
+         "spool.cli.main", "ls", *(["--json"] if json_out else [])], check=False,
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "Input/output error" in proc.stderr, proc.stderr
+    if json_out:
+        tasks = {t["id"]: t for t in orjson.loads(proc.stdout)["tasks"]}
+        assert sorted(tasks) == ["j1", "j2", "j3"], proc.stdout
+        assert "Input/output error" in tasks["j2"]["unreadable"]
+        assert tasks["j1"]["state"] == tasks["j3"]["state"] == "done"
+    else:
+        rows = proc.stdout.splitlines()
+        assert all(any(job_id in row for row in rows) for job_id in ("j1", "j2", "j3")), rows
