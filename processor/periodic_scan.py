@@ -49,10 +49,18 @@ class PeriodicScan:
         self.io_trouble = io_trouble
         self.recovery = Recovery(spool, max_attempts)
         self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
+        self.unreadable: set[str] = set()  # the orphans' read errors said, while they last
 
     def recover(self) -> None:
         """The start-up pass, before the first claim."""
-        log_recovery(self.recovery.scan())
+        log_recovery(self._unsaid(self.recovery.scan()))
+
+    def _unsaid(self, report: RecoveryReport) -> RecoveryReport:
+        """``report`` with only the orphans' read errors not said at the pass before."""
+        errors, said = report.unreadable, self.unreadable
+        self.unreadable = set(errors)
+        report.unreadable = [error for error in errors if error not in said]
+        return report
 
     def run(self) -> None:
         self.discovery.next_scan = time.monotonic() + self.settings.scan_s
@@ -67,13 +75,16 @@ class PeriodicScan:
                 raise
             self.io_trouble(trouble)
             return
-        log_recovery(report)
+        log_recovery(self._unsaid(report))
         self.discovery.rescan()
 
 
 def log_recovery(report: RecoveryReport) -> None:
     """A transition line for each orphan requeued, abandoned or cancelled, then a summary
     whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
+    for error in report.unreadable:
+        log.warning("cannot read an orphan in running/; left there, tried at each pass",
+                    extra={"fields": {"error": error}})
     if not report.changed:
         return
     def run_of(job_id: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from spool.claim import Claim
 from spool.clock import utc_from_ns
-from spool.errors import ErrorType, SpoolIOError
+from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
@@ -68,7 +68,14 @@ class Orphans:
     def settle(self, job_id: str, report: RecoveryReport) -> None:
         """Settle ``running/<id>.json`` unless a live owner holds it."""
         path = self.layout.job(JobState.RUNNING, job_id)
-        claim = lease(path, job_id)
+        try:
+            claim = lease(path, job_id)
+        except UnreadableDrop as exc:
+            # Left in running/, tried again at the next pass: raised, one bad sector under
+            # one orphan stopped each start (exit 75, restarted for ever) and paused claims
+            # at each pass, the orphans listed after it never settled.
+            report.unreadable.append(str(exc))
+            return
         if claim is None:
             self._not_a_file(job_id, path, report)
             return  # a live owner holds it, or it just finished
@@ -255,7 +262,12 @@ def lease(path: Path, job_id: str) -> Claim | None:
             if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
                 fd_out, fd = fd, -1
                 # Past MAX_ACTIVE_BYTES it is no job (see _settle_orphan): read no more.
-                data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
+                try:
+                    data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
+                except OSError as exc:  # EIO: its trouble, not the pass's (see settle)
+                    os.close(fd_out)
+                    raise UnreadableDrop(f"cannot read running/{path.name}: "
+                                         f"{exc.strerror}") from exc
                 return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
         return None
     except FileNotFoundError:

@@ -71,6 +71,8 @@ class RecoveryReport:
     finished: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
     removed: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    """The read errors of orphans left in ``running/`` for the next pass (EIO)."""
     runs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
     file held a job (for its transition line)."""

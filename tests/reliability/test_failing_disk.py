@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -197,6 +198,40 @@ def test_one_unreadable_job_file_does_not_stop_the_others(
         wait_for(lambda: record(spool_root, "bad") is not None, 30, "the bad file's record")
         rec = record(spool_root, "bad")
         assert rec is not None and rec["state"] == "done", rec
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
+def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """Every read of one orphan in ``running/`` fails (a bad sector).  Recovery raised:
+    each periodic pass paused claims (an ERROR line and the status file's ``io_trouble``
+    every ``SPOOL_SCAN_S``), the orphans after it in the folder never settled, and at
+    start-up the processor exited 75, restarted for ever with no job run.  It is that
+    file's trouble: left in ``running/``, said once, tried again at each pass."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        bad = spool_root / "running" / "bad.json"
+        detach = attach(d.pid, "read", bad, when="1+")
+        bad.write_text('{"tool": "echo", "params": {"message": 0}}')
+        (spool_root / "running" / "orph.json").write_text(
+            '{"tool": "echo", "params": {"message": 1}}')
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 2}})
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+
+        def settled() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return (record(spool_root, "j1") is not None and record(spool_root, "orph")
+                    is not None and len(_troubled(d, said) + _troubled(d)) > 0)
+
+        wait_for(settled, 30, "the other jobs settled, the bad orphan read")
+        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert locations(spool_root)["bad"] == ["running"]
+        detach()
         assert d.stop() == 0
     finally:
         d.abort()
