@@ -111,11 +111,7 @@ def test_an_io_error_pauses_the_processor_and_loses_nothing(
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0.01}})
 
-        def recorded() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-
-        wait_for(recorded, 30, "both records")
+        _wait_recorded(d, spool_root, "both records")
         for job_id in ("j1", "j2"):
             rec = record(spool_root, job_id)
             assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
@@ -186,11 +182,7 @@ def test_one_unreadable_job_file_does_not_stop_the_others(
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
 
-        def recorded() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-
-        wait_for(recorded, 30, "the other jobs' records")
+        _wait_recorded(d, spool_root, "the other jobs' records")
         assert not _troubled(d), d.logs()[-3000:]
         assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]  # not once a scan
         assert bad.exists() and locations(spool_root)["bad"] == ["pending"]
@@ -235,3 +227,12 @@ def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
+    """Until j1 and j2 have records, the processor running all along."""
+    def recorded() -> bool:
+        assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+        return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+
+    wait_for(recorded, 30, what)
