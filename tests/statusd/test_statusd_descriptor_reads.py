@@ -10,13 +10,12 @@ still in the spool.  One open is made to fail, as a real limit cannot aim at it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 
 import orjson
 import pytest
-from statusdkit import TOKEN, ServerThread, claim, finish, request, submit
+from statusdkit import TOKEN, ServerThread, claim, finish, request, submit, tracker_running
 
 from spool import entries as spool_entries
 from spool import large as spool_large
@@ -43,8 +42,7 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
     async def scenario() -> tuple[JobState | None, JobState | None]:
         await tracker.start()
         assert tracker.index.get("busy") is not None
-        loop_task = asyncio.create_task(tracker.run())
-        try:
+        async with tracker_running(tracker):
             with monkeypatch.context() as faults:
                 for module in (spool_entries, spool_large):
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)
@@ -62,11 +60,6 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
                 await asyncio.sleep(0.02)
             after = tracker.index.get("busy")
             return (during.state if during else None), (after.state if after else None)
-        finally:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-            tracker.stop()
 
     during, after = asyncio.run(scenario())
     assert during is JobState.RUNNING, "the job was dropped from the index"
@@ -122,8 +115,7 @@ def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
 
     async def scenario() -> None:
         await tracker.start()
-        loop_task = asyncio.create_task(tracker.run())
-        try:
+        async with tracker_running(tracker):
             with monkeypatch.context() as faults:
                 for module in (spool_entries, spool_large):
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)
@@ -131,11 +123,6 @@ def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
                     claim(spool, f"j-{n}").close()
                     tracker._on_event(JobState.RUNNING.value, f"j-{n}.json")
                     await asyncio.sleep(0.005)
-        finally:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-            tracker.stop()
 
     asyncio.run(scenario())
     failed = [r for r in caplog.records if "reading the spool failed" in r.getMessage()]

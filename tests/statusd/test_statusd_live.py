@@ -25,6 +25,7 @@ from statusdkit import (
     run_job,
     settings_for,
     submit,
+    tracker_running,
     wait_for,
 )
 
@@ -445,8 +446,7 @@ def test_a_hint_that_changes_nothing_costs_no_thread_hop(spool: Spool) -> None:
             return real(job_ids, known)
 
         tracker.loader.refresh = counting  # type: ignore[method-assign,assignment]
-        loop_task = asyncio.create_task(tracker.run())
-        try:
+        async with tracker_running(tracker):
             for n in range(20):  # what a finished job's running/ unlink reports
                 tracker._on_event("running", f"j-{n}.json")
                 await asyncio.sleep(0.005)
@@ -455,11 +455,6 @@ def test_a_hint_that_changes_nothing_costs_no_thread_hop(spool: Spool) -> None:
                 if tracker.index.get("new") is not None:
                     break
                 await asyncio.sleep(0.01)
-        finally:
-            loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
-            tracker.stop()
 
     asyncio.run(scenario())
     assert tracker.index.get("new") is not None
