@@ -44,15 +44,7 @@ def test_the_lookout_waits_out_a_lack_of_descriptors(
         return real(layout)
 
     monkeypatch.setattr(stats, "_processors", short_once)
-    said: list[str] = []
-    told = threading.Event()
-
-    def say(line: str) -> None:
-        said.append(line)
-        told.set()
-
-    with Lookout(layout, "job-1", say, lambda: True):
-        told.wait(5.0)
+    said = _said(layout, 5.0)
     assert len(calls) >= 2, "the lookout stopped at the first failed look"
     assert len(said) == 1 and "no processor seems to be running" in said[0]
     assert "killed?" in said[0]
@@ -76,6 +68,14 @@ def test_the_lookout_waits_out_a_lock_it_cannot_test(
 
     monkeypatch.setattr(lookout, "is_locked", short_once)
     monkeypatch.setattr(lookout, "NEW_LOCK_S", 0.0)
+    said = _said(layout, lookout.QUIET_S + 3 * lookout.CHECK_S)
+    assert len(calls) >= 2, "the lookout stopped at the first failed look"
+    assert len(said) == 1 and "no status file" in said[0]
+
+
+def _said(layout: Layout, wait_s: float) -> list[str]:
+    """What a lookout on job-1 (still waited for) says within ``wait_s``, up to its first
+    line."""
     said: list[str] = []
     told = threading.Event()
 
@@ -84,6 +84,5 @@ def test_the_lookout_waits_out_a_lock_it_cannot_test(
         told.set()
 
     with Lookout(layout, "job-1", say, lambda: True):
-        told.wait(lookout.QUIET_S + 3 * lookout.CHECK_S)
-    assert len(calls) >= 2, "the lookout stopped at the first failed look"
-    assert len(said) == 1 and "no status file" in said[0]
+        told.wait(wait_s)
+    return said
