@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from spool.cli.render import human_duration, printable
 from spool.errors import SpoolIOError
-from spool.fsops import NO_DESCRIPTOR
+from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, is_locked
@@ -171,9 +171,11 @@ class Lookout:
             try:
                 found = absence(self.layout, time.time())
             except (SpoolIOError, OSError) as exc:
-                if isinstance(exc, OSError) and exc.errno not in NO_DESCRIPTOR:
+                if isinstance(exc, OSError) and exc.errno not in NOT_NOW:
                     return  # owners/ this user may not list: nothing is known, ever
-                pause = CHECK_S  # out of descriptors: nothing known now, look again later
+                # Out of descriptors, the disk failing (what is_locked raises): nothing
+                # known now, look again later.
+                pause = CHECK_S
                 continue
             if found is not None and (found.certain or time.monotonic() - started >= QUIET_S):
                 self.say(printable(f"no processor seems to be running on {self.layout.root}: "

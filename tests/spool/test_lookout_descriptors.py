@@ -50,11 +50,14 @@ def test_the_lookout_waits_out_a_lack_of_descriptors(
     assert "killed?" in said[0]
 
 
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.EIO], ids=["emfile", "eio"])
 def test_the_lookout_waits_out_a_lock_it_cannot_test(
-        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        root: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """A lock file without a status file (a processor starting, or one stopped long ago)
     is tested with :func:`spool.lease.is_locked`, which raises the OSError out of
-    descriptors: the lookout ended there, and said nothing for the rest of the wait."""
+    descriptors: the lookout ended there, and said nothing for the rest of the wait.
+    Since 60b446d it raises a failing disk's EIO too, which the lookout still took for
+    an ``owners/`` it may never read."""
     layout = Layout(root)
     layout.owner_lock("quiet-1").touch()
     real = lookout.is_locked
@@ -63,7 +66,7 @@ def test_the_lookout_waits_out_a_lock_it_cannot_test(
     def short_once(path: Path) -> bool | None:
         calls.append(1)
         if len(calls) == 1:
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), os.fspath(path))
+            raise OSError(code, os.strerror(code), os.fspath(path))
         return real(path)
 
     monkeypatch.setattr(lookout, "is_locked", short_once)
