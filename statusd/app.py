@@ -11,8 +11,6 @@ answered in the JSON error shape too.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
@@ -73,16 +71,12 @@ async def _tracking(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     try:
         await services.tracker.start()
-        loop_task = asyncio.create_task(services.tracker.run(), name="statusd-tracker")
     except BaseException:
         services.tracker.stop()
         services.close()
         raise
     try:
-        yield
+        async with services.tracker.running():
+            yield
     finally:
-        loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop_task
-        services.tracker.stop()
         services.close()

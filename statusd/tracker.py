@@ -51,7 +51,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -188,6 +188,20 @@ class Tracker:
             except Exception:  # a bug must not freeze the index: log it, rescan later
                 log.exception("updating the index failed; retrying on the next rescan")
                 next_scan = time.monotonic() + self.scan_s
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """:meth:`run` on this event loop for the block (the tracker started already);
+        cancelled, waited for and the tracker stopped after it, whatever the block
+        raised."""
+        loop_task = asyncio.create_task(self.run(), name="statusd-tracker")
+        try:
+            yield
+        finally:
+            loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+            self.stop()
 
     def stop(self) -> None:
         """Stop the feed and the worker thread (on the loop, once :meth:`run` is over)."""

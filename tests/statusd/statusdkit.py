@@ -8,13 +8,12 @@ this folder on ``sys.path``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,6 @@ from spool.states import JobState
 from spool.transitions import Spool
 from statusd.app import create_app
 from statusd.services import SERVICES, Services
-from statusd.tracker import Tracker
 
 TOKEN = "s3cret-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -301,16 +299,3 @@ def free_port() -> int:
         port: int = s.getsockname()[1]
         return port
 
-
-@contextlib.asynccontextmanager
-async def tracker_running(tracker: Tracker) -> AsyncIterator[None]:
-    """``tracker``'s loop running on this event loop for the block (started already);
-    cancelled and the tracker stopped after it, whatever the block raised."""
-    loop_task = asyncio.create_task(tracker.run())
-    try:
-        yield
-    finally:
-        loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop_task
-        tracker.stop()

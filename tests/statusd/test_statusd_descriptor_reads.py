@@ -15,7 +15,7 @@ import os
 
 import orjson
 import pytest
-from statusdkit import TOKEN, ServerThread, claim, finish, request, submit, tracker_running
+from statusdkit import TOKEN, ServerThread, claim, finish, request, submit
 
 from spool import entries as spool_entries
 from spool import large as spool_large
@@ -42,7 +42,7 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
     async def scenario() -> tuple[JobState | None, JobState | None]:
         await tracker.start()
         assert tracker.index.get("busy") is not None
-        async with tracker_running(tracker):
+        async with tracker.running():
             with monkeypatch.context() as faults:
                 for module in (spool_entries, spool_large):
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)
@@ -115,7 +115,7 @@ def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
 
     async def scenario() -> None:
         await tracker.start()
-        async with tracker_running(tracker):
+        async with tracker.running():
             with monkeypatch.context() as faults:
                 for module in (spool_entries, spool_large):
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)

@@ -25,7 +25,6 @@ from statusdkit import (
     run_job,
     settings_for,
     submit,
-    tracker_running,
     wait_for,
 )
 
@@ -446,7 +445,7 @@ def test_a_hint_that_changes_nothing_costs_no_thread_hop(spool: Spool) -> None:
             return real(job_ids, known)
 
         tracker.loader.refresh = counting  # type: ignore[method-assign,assignment]
-        async with tracker_running(tracker):
+        async with tracker.running():
             for n in range(20):  # what a finished job's running/ unlink reports
                 tracker._on_event("running", f"j-{n}.json")
                 await asyncio.sleep(0.005)
