@@ -1082,10 +1082,52 @@ function focusRow(id) {
   if (link) link.focus();
 }
 
+/* The list's filters live in its link ("#/?state=failed&tool=run_backtest"): a filtered
+   list can be bookmarked, sent, reloaded, and is the list a task view goes back to. */
+const STATES = new Set(["pending", "running", "done", "failed"]);
+
+function filterOf(hash) {
+  const at = hash.indexOf("?");
+  const params = new URLSearchParams(at < 0 ? "" : hash.slice(at + 1));
+  const state = params.get("state") || "";
+  return { state: STATES.has(state) ? state : "", tool: params.get("tool") || "" };
+}
+
+function listHash(filter) {
+  const params = new URLSearchParams();
+  if (filter.state) params.set("state", filter.state);
+  if (filter.tool) params.set("tool", filter.tool);
+  const query = params.toString();
+  return query ? `#/?${query}` : "#/";
+}
+
+function showFilter() {
+  // The selects say the filter in force; a tool no stats have named yet (a link to a
+  // tool with no job now) gets its option, or the select would show "all".
+  updateToolOptions(ui.filter.tool ? [ui.filter.tool] : []);
+  $("state-filter").value = ui.filter.state;
+  $("tool-filter").value = ui.filter.tool;
+  $("back-to-list").href = listHash(ui.filter);
+}
+
+function setFilter(filter) {
+  // A change of the selects: the link says it, in place (no history entry per change).
+  ui.filter = filter;
+  history.replaceState(null, "", listHash(filter));
+  showFilter();
+  loadList().catch(() => {});
+}
+
 function route() {
   const match = location.hash.match(/^#\/tasks\/(.+)$/);
   if (!match) {
     const from = ui.taskId;
+    const filter = filterOf(location.hash);
+    if (filter.state !== ui.filter.state || filter.tool !== ui.filter.tool) {
+      ui.filter = filter;
+      showFilter();
+      loadList().catch(() => {});
+    }
     showList();
     focusRow(from);
     return;
@@ -1106,12 +1148,10 @@ function route() {
 
 function start() {
   $("state-filter").addEventListener("change", (e) => {
-    ui.filter.state = e.target.value;
-    loadList().catch(() => {});
+    setFilter({ ...ui.filter, state: e.target.value });
   });
   $("tool-filter").addEventListener("change", (e) => {
-    ui.filter.tool = e.target.value;
-    loadList().catch(() => {});
+    setFilter({ ...ui.filter, tool: e.target.value });
   });
   $("more").addEventListener("click", () => loadMore().catch(listError));
   $("cancel-task").addEventListener("click", () => act("cancel").catch(() => {}));

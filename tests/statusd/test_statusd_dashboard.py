@@ -1006,6 +1006,59 @@ def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
     expect(page.locator("#more")).to_be_hidden()
 
 
+def test_the_list_filters_are_in_its_link(server: ServerThread, spool: Spool,
+                                          page: sync_api.Page) -> None:
+    """A filtered list could not be bookmarked, sent or reloaded, and a task opened from
+    it went back to every task: the filters lived only in the selects.  They are in the
+    link now ("#/?state=failed&tool=echo"), the way back from a task keeps them, the
+    browser's Back brings an earlier filter back, and a count in the header links to
+    its state's list."""
+    expect = sync_api.expect
+    run_job(spool, "broken", tool="echo", error=(ErrorType.TOOL_ERROR, "it broke"))
+    run_job(spool, "bt-bad", tool="run_backtest", error=(ErrorType.TOOL_ERROR, "bad"))
+    run_job(spool, "fine", tool="echo")
+    rows = page.locator("#tasks tbody tr")
+
+    page.goto(server.base + "/#/?state=failed")
+    expect(page.locator("#state-filter")).to_have_value("failed")
+    expect(rows).to_have_count(2)
+    page.select_option("#tool-filter", "echo")
+    expect(rows).to_have_count(1)
+    expect(_row(page, "broken", "failed")).to_be_visible()
+    assert page.evaluate("location.hash") == "#/?state=failed&tool=echo"
+
+    _row(page, "broken").locator("a").click()
+    expect(page.locator("#task-id")).to_have_text("broken")
+    page.click("#back-to-list")
+    expect(page.locator("#list-view")).to_be_visible()
+    assert page.evaluate("location.hash") == "#/?state=failed&tool=echo"
+    expect(rows).to_have_count(1)
+
+    page.reload()
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#state-filter")).to_have_value("failed")
+    expect(page.locator("#tool-filter")).to_have_value("echo")
+    expect(rows).to_have_count(1)
+    expect(_row(page, "broken", "failed")).to_be_visible()
+
+    page.click("header .counts .done a")
+    expect(page.locator("#state-filter")).to_have_value("done")
+    expect(page.locator("#tool-filter")).to_have_value("")
+    expect(rows).to_have_count(1)
+    expect(_row(page, "fine", "done")).to_be_visible()
+    page.go_back()
+    expect(page.locator("#state-filter")).to_have_value("failed")
+    expect(page.locator("#tool-filter")).to_have_value("echo")
+    expect(rows).to_have_count(1)
+    expect(_row(page, "broken", "failed")).to_be_visible()
+
+    # A tool no job names now: the select says it (not "all"), and the list is empty.
+    page.goto(server.base + "/#/?tool=no_such_tool")
+    expect(page.locator("#tool-filter")).to_have_value("no_such_tool")
+    expect(page.locator("#empty")).to_be_visible()
+    expect(rows).to_have_count(0)
+
+
 def test_a_long_stream_of_new_jobs_keeps_the_list_bounded(server: ServerThread,
                                                           spool: Spool,
                                                           page: sync_api.Page) -> None:
