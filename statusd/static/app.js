@@ -65,6 +65,7 @@ const ui = {
   total: null,            // the spool's job count at the last stats refresh
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
+  unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
 };
@@ -238,10 +239,17 @@ function reachable(err) {
     $("workers").textContent = "";
     $("oldest").textContent = "";
   }
-  if (err) {
-    $("processor").title = `statusd unreachable since ${fmtTime(ui.unreachable)}: ${err.message}`;
-  }
+  // A 503 (the spool's disk failing, a record replaced faster than it can be sent) is an
+  // answer: statusd runs and says why, which "unreachable" hid.
+  ui.unavailable = err && err.status ? err.message : null;
+  if (err) $("processor").title = `${away()}: ${err.message}`;
   renderNote();
+}
+
+function away() {
+  const since = fmtTime(ui.unreachable);
+  return ui.unavailable === null ? `statusd unreachable since ${since}`
+    : `statusd unavailable since ${since} (${ui.unavailable})`;
 }
 
 async function refreshStats() {
@@ -261,7 +269,10 @@ async function refreshStats() {
   }
   // Fewer jobs than before: some were purged, which no event announces. Reload the
   // list so their rows go (a transition never lowers the total).
-  if (ui.total !== null && total < ui.total) loadList().catch(() => {});
+  if (ui.total !== null && total < ui.total) {
+    loadList().catch(() => {});
+    checkEndedTask().catch(() => {});
+  }
   ui.total = total;
   showProcessor(stats);
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
@@ -703,8 +714,7 @@ function renderNote() {
   const state = ui.taskId === null ? "" : $("task-state").textContent;
   const lines = [];
   if (ui.unreachable !== null) {
-    lines.push(`statusd unreachable since ${fmtTime(ui.unreachable)}: the task as last seen; `
-      + "trying again");
+    lines.push(`${away()}: the task as last seen; trying again`);
   } else if (state === "running" && ui.processorAlive === false) {
     lines.push("no processor is running: this job makes no progress until one starts, "
       + "and requeues it");
@@ -986,16 +996,33 @@ function watchTask(id) {
     if (ui.taskSocket !== socket) return;
     ui.taskSocket = null;
     if (event.code === TASK_GONE && ui.taskId === id) {
-      // The task left the spool (a withdrawn drop, a purge): nothing more will come.
-      $("task-state").textContent = "not found";
-      $("task-state").className = "state";
-      renderProgress("", null);
-      showActions({ state: "" });
-      renderNote();
+      showGone();
       return;
     }
     if (!terminal && ui.taskId === id) followOverRest(id);
   };
+}
+
+function showGone() {
+  // The task left the spool (a withdrawn drop, a purge): nothing more will come.
+  $("task-state").textContent = "not found";
+  $("task-state").className = "state";
+  renderProgress("", null);
+  showActions({ state: "" });
+  renderNote();
+}
+
+async function checkEndedTask() {
+  // A purge announces nothing, and an ended task's stream is closed: when the spool's
+  // total falls, the ended task the view shows is asked for again (its headers only: a
+  // backtest's record may be 170 MB), or it went on showing a purged record as there.
+  const id = ui.taskId;
+  if (id === null || ui.taskSocket || !TERMINAL.has($("task-state").textContent)) return;
+  const control = new AbortController();
+  const response = await fetch(taskUrl(id), { method: "HEAD", cache: "no-store",
+    signal: control.signal });
+  control.abort();
+  if (response.status === 404 && ui.taskId === id && !ui.taskSocket) showGone();
 }
 
 function followOverRest(id) {

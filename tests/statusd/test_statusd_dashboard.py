@@ -554,6 +554,66 @@ def test_purged_jobs_leave_the_list(server: ServerThread, spool: Spool,
     expect(_row(page, "kept", "failed")).to_be_visible()
 
 
+def test_an_ended_task_purged_while_open_says_it_is_gone(server: ServerThread,
+                                                         spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """An ended task's stream is closed and a purge announces nothing: its view went on
+    showing it done, with a retry button for a failed one, after its record was purged."""
+    expect = sync_api.expect
+    run_job(spool, "old", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
+    run_job(spool, "kept", tool="echo")
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/old")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#retry-task")).to_be_visible()
+    expect(page.locator("#count-failed")).to_have_text("1")
+    Client.from_settings(server.settings).purge(0.0, [JobState.FAILED])
+    page.clock.fast_forward(STATS_EVERY_MS)
+    expect(page.locator("#task-state")).to_have_text("not found", timeout=15_000)
+    expect(page.locator("#task-note")).to_contain_text("its record was purged")
+    expect(page.locator("#retry-task")).to_be_hidden()
+
+    page.goto(server.base + "/#/tasks/kept")  # one still there stays as it is
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#count-done")).to_have_text("1")
+    run_job(spool, "other", tool="echo", error=(ErrorType.TOOL_ERROR, "other"))
+    expect(page.locator("#count-failed")).to_have_text("1")
+    Client.from_settings(server.settings).purge(0.0, [JobState.FAILED])
+    page.clock.fast_forward(STATS_EVERY_MS)
+    expect(page.locator("#count-failed")).to_have_text("0", timeout=15_000)
+    page.wait_for_timeout(300)  # the look at "kept" (a HEAD) has come back
+    expect(page.locator("#task-state")).to_have_text("done")
+
+
+def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
+                                                         spool: Spool,
+                                                         page: sync_api.Page) -> None:
+    """A 503 (the spool's disk failing) is statusd answering and saying why: the page
+    called it "statusd unreachable", sending an operator to look for a dead daemon."""
+    expect = sync_api.expect
+    run_job(spool, "seen", tool="echo")
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/seen")
+    expect(page.locator("#task-state")).to_have_text("done")
+
+    def refuse(route: sync_api.Route) -> None:
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"type": "unavailable", '
+                           '"message": "spool trouble: [Errno 5] Input/output error"}}')
+
+    page.route("**/api/v1/stats", refuse)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("statusd unavailable since ")
+    expect(note).to_contain_text("(HTTP 503: spool trouble: [Errno 5] Input/output error)")
+    expect(note).not_to_contain_text("unreachable")
+    expect(page.locator("#processor")).to_have_attribute(
+        "title", re.compile(r"^statusd unavailable since .*HTTP 503: spool trouble"))
+    page.unroute("**/api/v1/stats", refuse)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    expect(note).to_be_hidden()
+
+
 def test_a_job_that_moves_while_the_list_loads_is_not_lost(server: ServerThread,
                                                            spool: Spool,
                                                            page: sync_api.Page) -> None:
