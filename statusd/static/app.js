@@ -68,6 +68,7 @@ const ui = {
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
+  runSince: null,         // when the open task's run started (its record's), if it runs
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -195,6 +196,9 @@ function tickRunning() {
   // Once a second: every running job's time so far, in the list and the task view.
   for (const node of document.querySelectorAll("[data-since]")) {
     node.textContent = fmtSince(node.dataset.since);
+  }
+  for (const node of document.querySelectorAll("[data-until]")) {
+    node.textContent = fmtLeft(Number(node.dataset.until));
   }
 }
 
@@ -664,6 +668,40 @@ function renderProgress(state, progress) {
   const done = progress.fraction === null || progress.fraction === undefined
     ? "" : `${pct(fraction)} `;
   box.querySelector(".text").textContent = `${done}${shown(progress.message || "")}`;
+  const eta = box.querySelector(".eta");
+  const until = finishesAt(progress);
+  if (until === null) {
+    delete eta.dataset.until;
+    eta.textContent = "";
+  } else {
+    eta.dataset.until = until;
+    eta.textContent = fmtLeft(until);
+  }
+}
+
+// A run's end as its progress so far points to (a straight line from its start through
+// its latest report), once that says enough: at 2% or more, a second or more in.
+const ETA_MIN_FRACTION = 0.02;
+const ETA_MIN_SECONDS = 1;
+
+function finishesAt(progress) {
+  // A record's progress has its times; a progress event has none: the run's start is
+  // the view's, and the report is as of now, when it came.
+  const fraction = progress.fraction;
+  const started = Date.parse(progress.started_at || ui.runSince || "");
+  const updated = progress.updated_at ? Date.parse(progress.updated_at) : Date.now();
+  if (typeof fraction !== "number" || fraction < ETA_MIN_FRACTION || fraction >= 1
+      || Number.isNaN(started) || Number.isNaN(updated)) return null;
+  const spent = (updated - started) / 1000;
+  if (spent < ETA_MIN_SECONDS) return null;
+  return updated + spent * (1 - fraction) / fraction * 1000;
+}
+
+function fmtLeft(until) {
+  // Counted down by this browser's clock, as "running for" counts up.
+  const left = Math.round((until - Date.now()) / 1000);
+  if (left <= 0) return "about to finish, at its pace so far";
+  return `about ${left < 60 ? `${left} s` : fmtSpan(left)} left`;
 }
 
 function getRecord(id) {
@@ -763,6 +801,7 @@ function sawTransition(msg, record) {
 
 function renderHead(record) {
   if (record.state === "running") ui.runAttempts = record.attempts ?? 0;
+  ui.runSince = record.state === "running" ? runningSince(record) : null;
   $("task-id").textContent = record.id;
   $("task-state").textContent = record.state;
   $("task-state").className = `state ${record.state}`;
@@ -1045,6 +1084,7 @@ function clearTask() {
   ui.shownRun = null;
   ui.requeued = null;
   ui.runAttempts = null;
+  ui.runSince = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
   for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",

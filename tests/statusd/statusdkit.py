@@ -232,10 +232,13 @@ def claim(spool: Spool, job_id: str) -> Claim:
     return taken
 
 
-def report(spool: Spool, claim_: Claim, fraction: float, message: str) -> None:
-    """Write the progress sidecar as the processor does."""
-    progress = Progress(fraction=fraction, message=message, updated_at=datetime.now(UTC),
-                        started_at=datetime.now(UTC), attempt=1, host="test", pid=os.getpid())
+def report(spool: Spool, claim_: Claim, fraction: float, message: str, *,
+           started_at: datetime | None = None) -> None:
+    """Write the progress sidecar as the processor does (``started_at``: the run's start,
+    by default now)."""
+    now = datetime.now(UTC)
+    progress = Progress(fraction=fraction, message=message, updated_at=now,
+                        started_at=started_at or now, attempt=1, host="test", pid=os.getpid())
     spool.mover.publish(spool.layout.progress_file(claim_.job_id),
                         progress.model_dump_json().encode(), durable=False)
 

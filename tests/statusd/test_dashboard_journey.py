@@ -9,6 +9,7 @@ test_statusd_dashboard's (a page with a JavaScript error fails its test).
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -183,6 +184,40 @@ def test_a_running_job_with_no_processor_left_says_it_is_not_progressing(
         finish(spool, running, {"ok": 1})
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-note")).to_be_hidden()
+
+
+def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """A researcher watching a backtest saw "25%" and "running for 30 s", and had to work
+    out when it would end.  The view says it, from the run's pace so far, and counts it
+    down; a progress event that changes the pace changes it."""
+    owner = FakeOwner(spool)
+    submit(spool, "bt-eta", tool="run_backtest")
+    running = claim(spool, "bt-eta")
+    eta = page.locator("#task-progress .eta")
+    try:
+        started = datetime.now(UTC) - timedelta(seconds=30)
+        report(spool, running, 0.01, "1/100", started_at=started)
+        page.clock.install()
+        page.goto(server.base + "/#/tasks/bt-eta")
+        expect(page.locator("#task-progress .text")).to_have_text("1% 1/100")
+        expect(eta).to_have_text("")  # 1% says too little of the pace
+        report(spool, running, 0.25, "25/100", started_at=started)  # 90 s to go
+        expect(page.locator("#task-progress .text")).to_have_text("25% 25/100")
+        expect(eta).to_have_text(re.compile(r"^about 1 min (2[4-9]|30) s left$"))
+        page.clock.run_for(30_000)  # counted down by the page's clock
+        expect(eta).to_have_text(re.compile(r"^about (5[4-9] s|1 min 0 s) left$"))
+        report(spool, running, 0.75, "75/100", started_at=started)  # faster: 20 s to go
+        expect(page.locator("#task-progress .text")).to_have_text("75% 75/100")
+        expect(eta).to_have_text(re.compile(r"^about (1[4-9]|2[0-1]) s left$"))
+        page.clock.run_for(60_000)
+        expect(eta).to_have_text("about to finish, at its pace so far")
+        finish(spool, running, {"ok": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
+        expect(page.locator("#task-progress")).to_be_hidden()
+    finally:
+        running.close()
+        owner.close()
 
 
 def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
