@@ -1185,6 +1185,26 @@ function setFilter(filter) {
   loadList().catch(() => {});
 }
 
+function openById(event) {
+  // Enter in "open task": its view, from an id or a task's link pasted whole (a chat's
+  // "http://host:8000/#/tasks/bt-7"); what no task can have says so there.
+  event.preventDefault();
+  const input = $("goto-id");
+  let id = input.value.trim();
+  const at = id.lastIndexOf("#/tasks/");
+  if (at >= 0) {
+    id = id.slice(at + "#/tasks/".length);
+    try {
+      id = decodeURIComponent(id);
+    } catch (err) {
+      // left as pasted: the view says no task can have it
+    }
+  }
+  if (!id) return;
+  input.value = "";
+  location.hash = `#/tasks/${encodeURIComponent(id)}`;
+}
+
 function route() {
   const match = location.hash.match(/^#\/tasks\/(.+)$/);
   if (!match) {
@@ -1220,6 +1240,7 @@ function start() {
   $("tool-filter").addEventListener("change", (e) => {
     setFilter({ ...ui.filter, tool: e.target.value });
   });
+  $("filters").addEventListener("submit", openById);
   $("more").addEventListener("click", () => loadMore().catch(listError));
   $("cancel-task").addEventListener("click", () => act("cancel").catch(() => {}));
   $("retry-task").addEventListener("click", () => act("retry").catch(() => {}));

@@ -1119,6 +1119,33 @@ def test_the_list_filters_are_in_its_link(server: ServerThread, spool: Spool,
     expect(rows).to_have_count(0)
 
 
+def test_a_task_opens_from_its_id_or_its_link(server: ServerThread, spool: Spool,
+                                              page: sync_api.Page) -> None:
+    """An id from a log line or a chat had to be typed into the address bar after "#/tasks/"
+    (Flower and RQ's dashboards search by id).  "open task" takes an id or a whole link,
+    without reloading the page."""
+    expect = sync_api.expect
+    run_job(spool, "bt-7", tool="run_backtest")
+    page.goto(server.base + "/#/?state=done")
+    expect(_row(page, "bt-7", "done")).to_be_visible()
+    page.evaluate("window.notReloaded = true")
+    box = page.locator("#goto-id")
+    for typed, shown_id, state in (
+            ("  bt-7 ", "bt-7", "done"),
+            ("http://elsewhere:8000/#/tasks/bt-7", "bt-7", "done"),
+            ("bt-7).", "bt-7).", "invalid id"),
+            ("bt-8", "bt-8", "not found")):
+        box.fill(typed)
+        box.press("Enter")
+        expect(page.locator("#task-id")).to_have_text(shown_id)
+        expect(page.locator("#task-state")).to_have_text(state)
+        page.click("#back-to-list")
+        expect(page.locator("#list-view")).to_be_visible()
+        expect(box).to_have_value("")
+    assert page.evaluate("window.notReloaded") is True
+    assert page.evaluate("location.hash") == "#/?state=done"
+
+
 def test_a_long_stream_of_new_jobs_keeps_the_list_bounded(server: ServerThread,
                                                           spool: Spool,
                                                           page: sync_api.Page) -> None:
