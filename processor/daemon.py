@@ -447,4 +447,5 @@ class Processor:
             # A local pool starts here the workers that could not start before, and hands
             # them the tasks that waited (no dispatch asks while no job is queued).
             self.executor.free_slots()
+        self.progress.say_where(time.monotonic())
         self.status.write(self.fast.running, self.stopping, self.grace_ends_at, self.io_trouble)

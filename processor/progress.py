@@ -24,6 +24,12 @@ from spool.transitions import Spool
 
 PROGRESS_WRITE_S = 0.2
 PROGRESS_WRITE = "cannot write progress"
+WHERE_AFTER_S = 1.0
+"""A run that has reported nothing this long after its start gets a progress file all
+the same, without a fraction: until a report, readers (``spoolq show``, statusd) had no
+host or pid of a running job, a tool that reports nothing never, and after a requeue
+another processor claimed they showed none until its first report.  Shorter runs are
+spared the write (W1's no-op jobs: one more file each)."""
 
 
 class ProgressFiles:
@@ -62,7 +68,15 @@ class ProgressFiles:
                     run.abandoned or run.finishing):
                 self.write(run, *run.progress)
 
-    def write(self, run: Run, fraction: float, message: str) -> None:
+    def say_where(self, now: float) -> None:
+        """A progress file without a fraction for each run :data:`WHERE_AFTER_S` in that
+        has reported nothing (the heartbeat calls this)."""
+        for run in self.runs.values():
+            if (not run.last_progress_write and now - run.started >= WHERE_AFTER_S
+                    and not (run.abandoned or run.finishing)):
+                self.write(run, None, "")
+
+    def write(self, run: Run, fraction: float | None, message: str) -> None:
         self.due.pop(run.claim.job_id, None)
         run.last_progress_write = time.monotonic()
         progress = Progress(fraction=fraction, message=message, updated_at=self.clock.now(),

@@ -225,10 +225,12 @@ def _run_lines(record: Record) -> list[str]:
         lines.append(f"duration    {record.duration_s:.3f} s")
     if record.host is not None:
         lines.append(f"host        {record.host} (pid {record.pid or '-'})")
-    if record.state is JobState.RUNNING and record.progress is not None:
-        fraction = record.progress.fraction
-        shown = "-" if fraction is None else f"{fraction:.0%}"
-        lines.append(f"progress    {shown} {record.progress.message}".rstrip())
+    progress = record.progress
+    # One without a fraction or a message only says where the run is (host, above).
+    if record.state is JobState.RUNNING and progress is not None and (
+            progress.fraction is not None or progress.message):
+        shown = "-" if progress.fraction is None else f"{progress.fraction:.0%}"
+        lines.append(f"progress    {shown} {progress.message}".rstrip())
     return lines
 
 

@@ -660,8 +660,11 @@ function renderFields(record) {
 }
 
 function renderProgress(state, progress) {
+  // A progress file without a fraction or a message only says where the run is (the
+  // processor writes one a second into a run that has reported nothing): no bar.
   const box = $("task-progress");
-  box.hidden = state !== "running" || !progress;
+  box.hidden = state !== "running" || !progress
+    || ((progress.fraction === null || progress.fraction === undefined) && !progress.message);
   if (box.hidden) return;
   const fraction = progress.fraction ?? 0;
   box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;

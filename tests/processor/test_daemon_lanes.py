@@ -6,6 +6,7 @@ import contextlib
 import importlib.metadata
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ import orjson
 import pytest
 from daemonkit import Daemon, alive, drop, locations, record, wait_for, wait_record
 
+from spool.cli.render import record_lines
 from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
+from spool.models import Record
 from spool.settings import FsyncMode
+from spool.states import JobState
 
 StartDaemon = Callable[..., Daemon]
 
@@ -488,7 +492,7 @@ def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon,
 
     def fraction() -> float | None:
         with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
-            return float(orjson.loads(path.read_bytes())["fraction"])
+            return orjson.loads(path.read_bytes()).get("fraction")  # none yet: 1 s in
         return None
 
     try:
@@ -500,6 +504,40 @@ def test_progress_reaches_the_spool(spool_root: Path, daemon: StartDaemon,
             (acks / str(i)).touch()
     assert wait_record(spool_root, "prog")["state"] == "done"
     wait_for(lambda: not path.exists(), 5, "the progress file to go with the run")
+
+
+@pytest.mark.parametrize("tool", ["t_record", "t_fast_record"])
+def test_a_run_that_reports_nothing_says_where_it_runs(spool_root: Path, daemon: StartDaemon,
+                                                       tmp_path: Path, tool: str) -> None:
+    """A running job's host and pid came only with its tool's first progress report:
+    ``spoolq show`` and statusd never said where a tool that reports nothing ran (which
+    host of several, which pid to look at), nor, after a requeue, where its next run was.
+    A second in, its progress file says so, without a fraction."""
+    d = daemon()
+    release = tmp_path / "release"
+    drop(spool_root, "quiet", {"tool": tool, "params": {"seconds": 60,
+                                                        "release": str(release)}})
+    layout = Layout(spool_root)
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+
+    def where() -> Record | None:
+        seen = client.get("quiet")
+        return seen if seen.host and seen.state is JobState.RUNNING else None
+
+    try:
+        seen = wait_for(where, 15, "the running job's host and pid")
+    finally:
+        release.touch()
+    assert seen.state is JobState.RUNNING
+    assert (seen.host, seen.pid) == (socket.gethostname(), d.proc.pid if d.proc else None)
+    assert seen.progress is not None and seen.progress.fraction is None
+    assert seen.progress.message == "" and seen.progress.attempt == 1
+    shown = record_lines(seen)  # `spoolq show`: where, and no progress line of "-"
+    assert f"host        {seen.host} (pid {seen.pid})" in shown, shown
+    assert not [line for line in shown if line.startswith("progress")], shown
+    assert wait_record(spool_root, "quiet")["state"] == "done"
+    wait_for(lambda: not (spool_root / "progress" / "quiet.json").exists(), 5,
+             "the progress file to go with the run")
 
 
 @pytest.mark.parametrize("tool", ["t_progress_burst", "t_fast_progress_burst"])

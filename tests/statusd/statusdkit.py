@@ -232,7 +232,7 @@ def claim(spool: Spool, job_id: str) -> Claim:
     return taken
 
 
-def report(spool: Spool, claim_: Claim, fraction: float, message: str, *,
+def report(spool: Spool, claim_: Claim, fraction: float | None, message: str, *,
            started_at: datetime | None = None) -> None:
     """Write the progress sidecar as the processor does (``started_at``: the run's start,
     by default now)."""
