@@ -252,7 +252,7 @@ class SpoolReader:
                 candidates.append((bounds, job_id, stamp))
         candidates.sort(key=lambda c: c[0].greatest, reverse=True)
         top: list[tuple[tuple[int, str], int, Record]] = []  # a heap, least first
-        trouble: list[str] = []
+        trouble: list[tuple[tuple[int, str], str]] = []  # (sort key, error) of each
         for n, (bounds, job_id, stamp) in enumerate(candidates):
             if len(top) > limit and bounds.greatest < top[0][0]:
                 break  # no file left can be on this page
@@ -266,7 +266,7 @@ class SpoolReader:
                 record = unreadable_record(entry, str(exc))
                 if after is not None and sort_key(record) >= after:
                     continue  # on an earlier page
-                trouble.append(str(exc))
+                trouble.append((sort_key(record), str(exc)))
                 if tool is not None:
                     continue
             if record is not None:
@@ -274,8 +274,13 @@ class SpoolReader:
                 (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
         rows = [record for _, _, record in sorted(top, reverse=True)]
         page = rows[:limit]
-        return Page(page, encode_cursor(sort_key(page[-1])) if len(rows) > limit else None,
-                    tuple(trouble))
+        if len(rows) <= limit:
+            return Page(page, None, tuple(error for _, error in trouble))
+        # Only the errors of this page's range: one of a record a later page lists had
+        # ``ls`` exit 1 and name it under a page whose every row was read.
+        last = sort_key(page[-1])
+        return Page(page, encode_cursor(last),
+                    tuple(error for key, error in trouble if key >= last))
 
     def _listed(self, entry: Entry, data: bytes | None, state: JobState | None,
                 tool: str | None, after: tuple[int, str] | None) -> Record | None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -143,3 +144,34 @@ def test_ls_lists_the_jobs_beside_a_record_the_disk_cannot_read(
     else:
         rows = proc.stdout.splitlines()
         assert all(any(job_id in row for row in rows) for job_id in ("j1", "j2", "j3")), rows
+
+
+def test_ls_names_a_record_the_disk_cannot_read_on_its_own_page_alone(
+        env: dict[str, str]) -> None:
+    """A record whose read fails, older than a page: the first page, every row of it
+    read, exited 1 and named that record's error (a script paging took the listing for
+    broken); the page that lists the record as unreadable says it, and exits 1."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    for job_id in ("j1", "j2", "j3"):  # j1 the oldest: on the second page of two rows
+        submit(spool, job_id)
+        run_to_end(spool, job_id)
+
+    def ls(*args: str) -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run(
+            [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "done" / "j1.json"),
+             "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+", sys.executable,
+             "-m", "spool.cli.main", "ls", "--json", "--limit", "2", *args], check=False,
+            capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+        return proc.returncode, orjson.loads(proc.stdout), proc.stderr
+
+    status, first, said = ls()
+    assert [t["id"] for t in first["tasks"]] == ["j3", "j2"], first
+    assert (status, said) == (0, ""), said
+    status, second, said = ls("--cursor", first["next_cursor"])
+    assert [t["id"] for t in second["tasks"]] == ["j1"], second
+    assert "Input/output error" in second["tasks"][0]["unreadable"]
+    assert status == 1 and "Input/output error" in said, said
