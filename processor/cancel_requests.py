@@ -9,9 +9,10 @@ waiting in this processor's ready queue is recorded cancelled without running
 (:meth:`spool.transitions.Spool.cancel_pending`) and leaves the queue.  Nothing
 else is done here for any other id.
 
-On spool I/O trouble the id goes back to the set, to be asked again, the
-processor's ``io_trouble`` starts its pause, and the other ids wait for a later
-pass.
+A ready job whose file cannot be read (EIO) leaves the queue, to be judged again at
+the next scan.  On other spool I/O trouble the id goes back to the set, to be asked
+again, the processor's ``io_trouble`` starts its pause, and the other ids wait for a
+later pass.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from processor.run import Run
 from processor.runner import Outcome
 from processor.tools import ExecutionMode
 from spool.entries import read_regular
-from spool.errors import ErrorType, SpoolIOError
+from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
+from spool.ids import JOB_SUFFIX
 from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
@@ -87,6 +89,14 @@ class CancelRequests:
             elif run is None and job_id in self.queues.ready:
                 try:
                     record = self.spool.cancel_pending(job_id)
+                except UnreadableDrop as exc:
+                    # Its file's trouble (given back to pending/), not the spool's: taken
+                    # for a pause, the request was tried again at each pause's end, and
+                    # every claim paused for good.  Judged again at the next scan, and
+                    # cancelled there once it reads (the request stays: asked each scan).
+                    self.queues.ready.pop(job_id, None)
+                    self.discovery.unreadable_file(job_id + JOB_SUFFIX, exc)
+                    continue
                 except SpoolIOError as exc:
                     cancels.add(job_id)  # asked again once the disk trouble passes
                     self.io_trouble(exc)

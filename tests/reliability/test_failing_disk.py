@@ -236,3 +236,40 @@ def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
         return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
 
     wait_for(recorded, 30, what)
+
+
+def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A job judged ready (due in an hour), its sector bad since, and a cancel request
+    for it (``cancel/<id>``, naming no run).  The cancel's read failed and was taken for
+    spool trouble: the request tried again at each pause's end, and failed again, every
+    claim paused for good (the jobs dropped after it left in ``pending/``).  It is that
+    file's trouble: said once, the jobs run, and the cancel is done once it reads."""
+    flag = tmp_path / "sector-bad"
+    d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
+               BAD_SECTOR_NAME="bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
+                                 "not_before": "2099-01-01T00:00:00Z"})
+        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
+        # Judged with j0 at the latest (each pass judges every dirty name first).
+        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        flag.touch()
+        (spool_root / "cancel" / "bad").write_bytes(b"{}")
+        wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d), 20, "the cancel's read")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+
+        _wait_recorded(d, spool_root, "the other jobs' records")
+        assert not _troubled(d), d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["pending"]
+        flag.unlink()  # readable again: judged at the next scan, and cancelled
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the cancel's record")
+        rec = record(spool_root, "bad")
+        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
+            "failed", "cancelled"), rec
+        assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        d.abort()
