@@ -94,27 +94,27 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
             raise
         after = os.lstat(dst)
-        if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
-            size = before.st_size
-            # Grown since intake judged it (through a descriptor its writer kept), a
-            # file is read no further than a job can be: the daemon then runs what it
-            # judged.  One read when the file is as its stat says (read_fd's own first
-            # step, without its frame).
-            try:
-                data = os.read(fd, size + 1) if size < READ_CHUNK else b""
-                if len(data) != size:
-                    data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
-            except OSError as exc:  # EIO: the claim is given back, the file's trouble
-                _give_back(mover, src, dst, before)
-                raise UnreadableDrop(f"cannot claim {job_id}: {exc.strerror}") from exc
-        else:
+        if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
             fd = -1  # closed: the finally below must not close it again
             fd = _lease_newer(mover, src, dst)
             if fd < 0:
                 return None
-            data = read_fd(fd, MAX_ACTIVE_BYTES)
+            before = os.fstat(fd)  # read, and given back on EIO, as the file it replaced
+        size = before.st_size
+        # Grown since intake judged it (through a descriptor its writer kept), a file is
+        # read no further than a job can be: the daemon then runs what it judged.  One
+        # read when the file is as its stat says (read_fd's own first step, without its
+        # frame).
+        try:
+            data = os.read(fd, size + 1) if size < READ_CHUNK else b""
+            if len(data) != size:
+                data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
+        except OSError as exc:  # EIO: the claim is given back, the file's trouble (a
+            # newer drop's got out raw, and crashed the processor)
+            _give_back(mover, src, dst, before)
+            raise UnreadableDrop(f"cannot claim {job_id}: {exc.strerror}") from exc
         claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
         fd = -1  # the claim holds it now
         return claim

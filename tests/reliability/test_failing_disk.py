@@ -273,3 +273,52 @@ def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_a_newer_drop_the_disk_cannot_read_at_its_claim_is_not_a_crash(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A claim whose file was replaced by a newer drop between its open and its move
+    leases and reads the newer one in ``running/``; that read's EIO got out raw: the
+    processor crashed (exit 1), the newer drop left in ``running/`` an orphan, never run.
+    It is that file's trouble, as the claim's own read: given back, said once, the
+    others run, and it runs once it reads."""
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    flag = tmp_path / "sector-bad"
+    flag.touch()  # the reads of running/bad.json fail: the claim's, not intake's
+    d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
+               BAD_SECTOR_NAME="running/bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
+    trace, err = tmp_path / "flock.trace", tmp_path / "flock.err"
+    tracer: subprocess.Popen[bytes] | None = None
+    try:
+        d.start()
+        # The claim's lock of pending/bad.json takes 2 s: the newer drop comes meanwhile.
+        with open(err, "wb") as out:
+            tracer = subprocess.Popen(
+                [strace, "-f", "-o", str(trace), "-p", str(d.pid), "-P",
+                 str(spool_root / "pending" / "bad.json"), "-e", "trace=flock",
+                 "-e", "inject=flock:delay_exit=2000000:when=1"],
+                stdout=subprocess.DEVNULL, stderr=out)
+        wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: trace.exists() and b"flock(" in trace.read_bytes(), 20,
+                 "the claim's lock")
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+
+        _wait_recorded(d, spool_root, "the other jobs' records")
+        wait_for(lambda: _troubled(d, UNREADABLE), 20, "the newer drop's read")
+        assert not _troubled(d), d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["pending"]
+        flag.unlink()  # readable again: judged at the next scan, and run
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the newer drop's record")
+        rec = record(spool_root, "bad")
+        assert rec is not None and (rec["state"], rec["params"]) == ("done", {"message": 1})
+        assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        if tracer is not None:
+            _detach(tracer)
+        d.abort()
