@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from spool.claim import Claim, take
 from spool.entries import read_regular
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
-from spool.jobfile import MAX_ACTIVE_BYTES, read_fd, record_from_job
+from spool.jobfile import MAX_ACTIVE_BYTES, job_in, read_fd, record_from_job
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Job, Record, job_bytes, nesting_depth, parse_record
 from spool.states import JobState, check_transition
@@ -73,12 +73,21 @@ def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None)
 
 def _landed(spool: Spool, job: Job, job_id: str, data: bytes) -> bool:
     """The drop ``data`` of ``job`` is in: its bytes in ``pending/``, or a processor took
-    it meanwhile (a failing disk's sync can take seconds): its bytes in ``running/``, or
-    its record (the same submission time, tool and params).  Looked at in the order a
-    job moves, so one that moves on between two looks is found at the next."""
+    it meanwhile (a failing disk's sync can take seconds): in ``running/``, requeued to
+    ``pending/`` with its attempt counted (other bytes), or its record: the same
+    submission time, tool and params.  Looked at in the order a job moves, so one that
+    moves on between two looks is found at the next."""
     layout = spool.layout
     for state in (JobState.PENDING, JobState.RUNNING):
-        if read_regular(layout.job(state, job_id), len(data)) == data:
+        raw = read_regular(layout.job(state, job_id), MAX_ACTIVE_BYTES)
+        if raw == data:
+            return True
+        # Requeued (a retry, a stop's requeue): its attempts, error and not_before told,
+        # the same job.  Looked for by its bytes alone, the submit said it failed, and
+        # the script that asked submitted it again, to run twice.
+        found = job_in(raw) if raw is not None else None
+        if found is not None and (found.submitted_at, found.tool, found.params) == (
+                job.submitted_at, job.tool, job.params):
             return True
     for state in (JobState.DONE, JobState.FAILED):
         raw = read_regular(layout.job(state, job_id), RETRY_MAX_BYTES)

@@ -114,6 +114,47 @@ def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
         stop_processor(proc)
 
 
+def test_a_submit_requeued_while_its_folder_sync_failed_is_a_submit(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """The drop is claimed while the sync of ``pending/`` takes its time, its run fails
+    (a timeout) and is requeued with its attempt counted: ``pending/`` and ``running/``
+    then hold the job with other bytes than the drop's, and no record is written yet.
+    Looked for by its bytes, the submit said it failed (exit 1), and the script that
+    asked submitted the job again, to run twice."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    proc = start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
+    try:
+        sub = subprocess.run(
+            [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+             "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:delay_enter=3000000:when=1",
+             sys.executable, "-m", "spool.cli.main", "submit", "sleep", "-p", "seconds=5",
+             "--timeout", "0.2", "--max-attempts", "20", "--id", "j1"],
+            check=False, capture_output=True, text=True, timeout=60,
+            env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+        assert (sub.returncode, sub.stdout.strip()) == (0, "j1"), sub.stderr
+
+        def attempts() -> list[int]:
+            found = []
+            for state in ("pending", "running"):
+                try:
+                    found.append(read_json(root / state / "j1.json")["attempts"])
+                except FileNotFoundError:
+                    continue
+            return found
+
+        deadline = time.monotonic() + 10  # (between two moves, in neither folder)
+        while not (found := attempts()):
+            assert time.monotonic() < deadline, "j1 is gone"
+            time.sleep(0.02)
+        assert found[0] >= 1, found  # in, as said, and requeued meanwhile
+    finally:
+        stop_processor(proc)
+
+
 @pytest.mark.parametrize("json_out", [False, True])
 def test_ls_lists_the_jobs_beside_a_record_the_disk_cannot_read(
         env: dict[str, str], json_out: bool) -> None:
