@@ -12,6 +12,7 @@ file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
@@ -81,6 +82,8 @@ class Orphans:
             return  # a live owner holds it, or it just finished
         try:
             self._settle_orphan(claim, report)
+        except UnreadableDrop as exc:  # its record, or its id's drop: as its own read
+            report.unreadable.append(str(exc))
         finally:
             claim.close()
 
@@ -203,7 +206,7 @@ class Orphans:
         """True when ``path`` is a run's record of this job's submission and attempt,
         False when it is a run's record of another, None when it tells neither (not a
         readable record, or a quarantine's)."""
-        data = read_regular(path, strict=True)  # out of descriptors: the pass's trouble
+        data = _read_told(path, None)
         try:
             record = parse_record(data) if data is not None else None
         except ValueError:
@@ -217,8 +220,7 @@ class Orphans:
         with no fewer attempts (a requeue changes only the attempts, the delay and the
         error; a newer drop has a submission time of its own)."""
         # A drop over MAX_ACTIVE_BYTES is no job (intake quarantines it): never read whole.
-        data = read_regular(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES,
-                            strict=True)
+        data = _read_told(self.layout.job(JobState.PENDING, claim.job_id), MAX_ACTIVE_BYTES)
         if data is None:
             return False
         try:
@@ -247,6 +249,20 @@ class Orphans:
             "error": ErrorInfo(type=kind, message=message),
         })
         self.spool.fail(claim, record)
+
+
+def _read_told(path: Path, limit: int | None) -> bytes | None:
+    """What an orphan's fate is told by (its record, its id's drop), read as
+    :func:`~spool.entries.read_regular` strictly reads: out of descriptors is the pass's
+    trouble.  An I/O error (EIO: a bad sector) is that orphan's, as its own read's: it got
+    out of the pass, which paused claims at each pass and exited 75 at each start."""
+    try:
+        return read_regular(path, limit, strict=True)
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        raise UnreadableDrop(f"cannot read {path.parent.name}/{path.name}, which tells "
+                             f"the orphan's run: {exc.strerror}") from exc
 
 
 def lease(path: Path, job_id: str) -> Claim | None:

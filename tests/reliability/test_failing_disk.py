@@ -229,6 +229,47 @@ def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
         d.abort()
 
 
+def test_an_orphan_whose_record_the_disk_cannot_read_is_left_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """An orphan whose run was recorded (its processor died between the record and the
+    running file's removal), every read of that record failing (a bad sector).  Recovery
+    reads it to tell the orphan's run: the error got out of the pass, which paused claims
+    at each pass (as ee2e91c saw of the orphan's own read) and exited 75 at each start.
+    It is that orphan's trouble: left in ``running/``, said once, settled once it reads."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        done = spool_root / "done" / "bad.json"
+        detach = attach(d.pid, "read", done, when="1+")
+        # The record first, of a tick later than the orphan's claim (its file's ctime).
+        done.write_text('{"id": "bad", "state": "done", "tool": "echo"}')
+        later = time.time() + 3600
+        os.utime(done, (later, later))
+        staged = spool_root / "tmp" / "orphan-bad"
+        staged.write_text('{"tool": "echo", "params": {"message": 0}}')
+        os.rename(staged, spool_root / "running" / "bad.json")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+
+        def settled() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+                    and len(_troubled(d, said) + _troubled(d)) > 0)
+
+        wait_for(settled, 30, "the other jobs run, the bad record read")
+        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert locations(spool_root)["bad"] == ["running", "done"]
+        detach()  # readable again: the orphan's run was recorded, its file goes
+        wait_for(lambda: not (spool_root / "running" / "bad.json").exists(), 20,
+                 "the orphan settled")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     """Until j1 and j2 have records, the processor running all along."""
     def recorded() -> bool:
