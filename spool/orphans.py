@@ -282,7 +282,7 @@ def lease(path: Path, job_id: str) -> Claim | None:
                     data = read_fd(fd_out, MAX_ACTIVE_BYTES, st.st_size)
                 except OSError as exc:  # EIO: its trouble, not the pass's (see settle)
                     os.close(fd_out)
-                    raise UnreadableDrop(f"cannot read running/{path.name}: "
+                    raise UnreadableDrop(f"cannot read {path.parent.name}/{path.name}: "
                                          f"{exc.strerror}") from exc
                 return Claim(job_id, fd_out, data, now.st_ctime_ns, now.st_mtime_ns)
         return None

@@ -72,7 +72,8 @@ class RecoveryReport:
     restored: list[str] = field(default_factory=list)
     removed: int = 0
     unreadable: list[str] = field(default_factory=list)
-    """The read errors of orphans left in ``running/`` for the next pass (EIO)."""
+    """The read errors of orphans left in ``running/`` for the next pass (EIO), and of
+    cancels cut short left staged."""
     runs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
     file held a job (for its transition line)."""

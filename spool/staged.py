@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spool.errors import ConflictError
+from spool.errors import ConflictError, UnreadableDrop
 from spool.fsops import SPARE_TAG
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
@@ -187,7 +187,13 @@ class Staged:
         if action == "quarantine":
             self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id, st))
         elif action == "cancel":
-            self._restore_cancel(job_id, path, st)
+            try:
+                self._restore_cancel(job_id, path, st)
+            except UnreadableDrop as exc:
+                # Left for the next pass, as an orphan whose read fails: raised, one bad
+                # sector under it paused claims at each pass and exited 75 at each start.
+                report.unreadable.append(str(exc))
+                return
         else:
             self._restore_retry(job_id, path, st)
         report.restored.append(job_id)

@@ -270,6 +270,46 @@ def test_an_orphan_whose_record_the_disk_cannot_read_is_left_not_a_pause(
         d.abort()
 
 
+def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """A cancel cut short (its canceller gone) left the job staged in ``stage/``, a newer
+    drop of the id is pending, and every read of the staged file fails (a bad sector).
+    Recovery leases and reads it to finish the cancel: the read's error got out of the
+    pass, which paused claims at each pass (an ERROR line every ``SPOOL_SCAN_S``) and
+    would exit 75 at each start.  It is that file's trouble: left, said once."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        # A newer drop of the id, due in an hour (it waits, pending, all along).
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 1},
+                                 "not_before": "2099-01-01T00:00:00Z"})
+        canceller = subprocess.Popen(["true"])  # gone: its pid is the staging name's
+        canceller.wait()
+        staged = spool_root / "stage" / f"cancel-bad.{canceller.pid}.0123456789ab.tmp"
+        detach = attach(d.pid, "read", staged, when="1+")
+        written = spool_root / "tmp" / "staged-bad"
+        written.write_text('{"tool": "echo", "params": {"message": 0}}')
+        os.rename(written, staged)
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+
+        def settled() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+                    and len(_troubled(d, said) + _troubled(d)) > 0)
+
+        wait_for(settled, 30, "the other jobs run, the staged cancel read")
+        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert staged.exists()
+        detach()
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     """Until j1 and j2 have records, the processor running all along."""
     def recorded() -> bool:
