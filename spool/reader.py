@@ -151,7 +151,8 @@ class SpoolReader:
         if not is_valid_id(job_id):
             raise InvalidId(f"invalid id: {job_id!r}")
         for _ in range(LOOKS):  # a file may move between stat and read: look again
-            entry = newest(self.entries_of(job_id))
+            with unreadable_as_trouble(f"cannot look up {job_id}"):  # lstat's EIO too
+                entry = newest(self.entries_of(job_id))
             if entry is None:
                 break
             with unreadable_as_trouble(f"cannot read {job_id}"):

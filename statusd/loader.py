@@ -29,7 +29,7 @@ from stat import S_ISREG
 from typing import TypeVar
 
 from spool.errors import SpoolIOError
-from spool.fsops import unreadable_as_trouble
+from spool.fsops import failing_read, unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -123,7 +123,9 @@ class Loader:
     def _entries_of(self, job_id: str) -> list[Entry]:
         """:meth:`spool.reader.SpoolReader.entries_of`, with a Path built only for the
         files found: most lookups find one file or none, and building a Path for each
-        state folder was half this thread's Python time in a purge one by one."""
+        state folder was half this thread's Python time in a purge one by one.
+        SpoolIOError when an lstat fails for a reason not the file's (EIO: a GET
+        answered 500)."""
         found = []
         for state in self.reader.states:
             path = self.layout.job_str(state, job_id)
@@ -131,6 +133,10 @@ class Loader:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                if (trouble := failing_read(exc, f"cannot look up {job_id}")) is None:
+                    raise
+                raise trouble from exc
             if S_ISREG(st.st_mode):
                 found.append(Entry(job_id, state, Path(path), st.st_mtime_ns, st.st_ctime_ns,
                                    st.st_ino))

@@ -159,6 +159,8 @@ def _unusable(services: Services) -> ApiError | None:
         services.client.layout.require()
     except SpoolIOError as exc:
         return ApiError(503, "unavailable", f"the spool cannot be used now: {exc}")
+    except OSError as exc:  # its folders cannot even be stat'ed (EIO)
+        return ApiError(503, "unavailable", f"the spool cannot be used now: {exc.strerror}")
     return None
 
 

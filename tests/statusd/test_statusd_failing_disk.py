@@ -7,6 +7,10 @@ Before, the index's reads took only "out of descriptors" for trouble: an EIO rea
 file that vanished, the job left the index once the vanish grace passed, and a GET
 answered 404 ``no task`` for a job in ``done/``, with nothing in the log.  It answers 503
 ``unavailable`` now (one warning a rescan), and the job as it is once the disk reads.
+
+The same for a look-up the disk fails (lstat's EIO): a GET of an id the index has not
+seen, a cancel, and a retry whose check of the spool's folders failed so, answered 500
+with a traceback in the log; they answer 503.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 from statusd_daemonkit import statusd_daemon
-from statusdkit import claim, finish, request, submit, wait_for
+from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 from spool.transitions import Spool
 
@@ -48,24 +54,14 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="1") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/j").status == 200
-        err = tmp_path / "strace.err"
-        with open(err, "wb") as out:
-            tracer = subprocess.Popen(
-                [strace, "-f", "-o", "/dev/null", "-p", str(proc.pid),
-                 "-P", str(root / "running" / "j.json"), "-P", str(root / "done" / "j.json"),
-                 "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+"],
-                stdout=subprocess.DEVNULL, stderr=out)
-        try:
-            wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
+        paths = [root / "running" / "j.json", root / "done" / "j.json"]
+        with _failing(strace, proc.pid, paths, ["openat"], tmp_path / "strace.err"):
             finish(spool, claim(spool, "j"), {"ok": True})
             answers = set()
             deadline = time.monotonic() + 4.0  # well past the 2 s vanish grace
             while time.monotonic() < deadline:
                 answers.add(request(base, "GET", "/api/v1/tasks/j").status)
                 time.sleep(0.2)
-        finally:
-            tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
-            tracer.wait(20)
         assert 404 not in answers, answers
         assert 503 in answers, answers  # its moves were not read: said so
 
@@ -75,3 +71,55 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
 
         wait_for(done, 20, "the job read as done once the disk reads")
     assert any("Input/output error" in line for line in log), log[-20:]
+
+
+def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_path: Path
+                                                              ) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    submit(spool, "j")
+    finish(spool, claim(spool, "j"), {"ok": True})
+    log: list[str] = []
+    with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert request(base, "GET", "/api/v1/tasks/j").status == 200
+        # Every lstat of these files fails, as on a disk that cannot read their inodes;
+        # then that of the spool's root (a write that found nothing looks at the spool).
+        files = [root / state / f"{job_id}.json" for state in ("pending", "running")
+                 for job_id in ("j", "unseen")]
+        with _failing(strace, proc.pid, files, ["newfstatat", "statx"],
+                      tmp_path / "strace.err"):
+            replies = [request(base, "GET", "/api/v1/tasks/unseen"),
+                       request(base, "POST", "/api/v1/tasks/j/cancel", token=TOKEN)]
+        with _failing(strace, proc.pid, [root], ["newfstatat", "statx"],
+                      tmp_path / "strace-root.err"):
+            replies.append(request(base, "POST", "/api/v1/tasks/unseen/retry", token=TOKEN))
+        for reply in replies:
+            assert reply.status == 503, (reply.status, reply.body)
+            assert orjson.loads(reply.body)["error"]["type"] == "unavailable"
+        assert request(base, "GET", "/api/v1/tasks/unseen").status == 404
+        assert request(base, "POST", "/api/v1/tasks/j/cancel", token=TOKEN).status == 409
+        assert request(base, "POST", "/api/v1/tasks/unseen/retry", token=TOKEN).status == 404
+    assert not any("Traceback" in line for line in log), "".join(log[-40:])
+
+
+@contextmanager
+def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
+             err: Path) -> Iterator[None]:
+    """strace attached to ``pid`` for the block: each of ``calls`` on ``paths`` fails with
+    EIO; then it detaches and the process runs on."""
+    injects = [arg for call in calls for arg in ("-e", f"inject={call}:error=EIO:when=1+")]
+    with open(err, "wb") as out:
+        tracer = subprocess.Popen(
+            [strace, "-f", "-o", "/dev/null", "-p", str(pid),
+             *(arg for path in paths for arg in ("-P", str(path))),
+             "-e", f"trace={','.join(calls)}", *injects],
+            stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
+        yield
+    finally:
+        tracer.send_signal(signal.SIGTERM)  # detaches: the process runs on
+        tracer.wait(20)
