@@ -108,6 +108,8 @@ class Tracker:
         """The polled feed's descriptor, while the loop reads it."""
         self._short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
+        self._feed_failed: OSError | None = None
+        """Why the feed's last read failed, once said in the log; None once one succeeds."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._missing: dict[str, float] = {}
         """Ids found in no state folder, and when (monotonic) they are removed if still gone."""
@@ -149,8 +151,8 @@ class Tracker:
         next_scan = time.monotonic() + self.scan_s
         while True:
             timeout = max(0.0, next_scan - time.monotonic())
-            if self._short_of_inotify is not None or (self._feed is not None
-                                                      and self._feed.unwatched):
+            if self._short_of_inotify is not None or self._feed_failed is not None or (
+                    self._feed is not None and self._feed.unwatched):
                 timeout = min(timeout, REWATCH_S)
             if self._missing:  # the first deadline is the earliest: see _vanish
                 first = next(iter(self._missing.values()))
@@ -216,7 +218,7 @@ class Tracker:
             if not feed.try_start():
                 self._say_shortage(feed.shortage)
                 return
-            self._loop.add_reader(feed.fileno(), feed.drain)
+            self._loop.add_reader(feed.fileno(), self._drain)
             self._feed, self._feed_fd = feed, feed.fileno()
             self._say_shortage(feed.shortage)
         else:  # pragma: no cover - not Linux: a feed thread hands its hints over
@@ -227,7 +229,7 @@ class Tracker:
         """Watch again what lost its watch, or start the feed inotify's limits kept out;
         True when a folder is watched again (a rescan finds what came meanwhile)."""
         if self._feed is None:
-            if self._short_of_inotify is None:
+            if self._short_of_inotify is None and self._feed_failed is None:
                 return False
             try:
                 self._start_feed()
@@ -239,6 +241,30 @@ class Tracker:
         if isinstance(self._feed, PolledFeed):
             self._say_shortage(self._feed.shortage)
         return found
+
+    def _drain(self) -> None:
+        """The loop's reader of the polled feed.  A read that fails (EIO, ENOMEM) drops the
+        feed: its descriptor stays readable, and the loop called a failing reader again at
+        once, logging a traceback each time at full CPU.  The spool is rescanned now and
+        the feed started again within :data:`REWATCH_S` (rescanning), as when inotify's
+        limits kept it out; one warning until a read succeeds again."""
+        feed = self._feed
+        if not isinstance(feed, PolledFeed):
+            return
+        try:
+            feed.drain()
+        except OSError as exc:
+            if self._feed_failed is None:
+                log.warning("the change feed cannot be read (%s): rescanning the spool, "
+                            "and starting the feed again every %g s", exc, REWATCH_S)
+            self._feed_failed = exc
+            self.stop_feed()
+            self._rescan_now = True
+            self._wake.set()
+            return
+        if self._feed_failed is not None:
+            log.info("change feed read again")
+            self._feed_failed = None
 
     def _say_shortage(self, shortage: OSError | None) -> None:
         """A warning when inotify's limits first keep a folder unwatched, an info line

@@ -11,6 +11,12 @@ answered 404 ``no task`` for a job in ``done/``, with nothing in the log.  It an
 The same for a look-up the disk fails (lstat's EIO): a GET of an id the index has not
 seen, a cancel, and a retry whose check of the spool's folders failed so, answered 500
 with a traceback in the log; they answer 503.
+
+A change feed that cannot be read (inotify's read failing, EIO or ENOMEM): the loop
+called its reader again at once, and again, each time logging a traceback (2,304 in a
+second and a half, at full CPU), and a job that moved meanwhile was seen only at the
+periodic rescan.  The feed is dropped with one warning and started again a second
+later, and the spool is rescanned meanwhile.
 """
 
 from __future__ import annotations
@@ -103,6 +109,37 @@ def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_
         assert request(base, "POST", "/api/v1/tasks/j/cancel", token=TOKEN).status == 409
         assert request(base, "POST", "/api/v1/tasks/unseen/retry", token=TOKEN).status == 404
     assert not any("Traceback" in line for line in log), "".join(log[-40:])
+
+
+def test_a_change_feed_that_cannot_be_read_is_started_again(spool: Spool, tmp_path: Path
+                                                            ) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    submit(spool, "before")
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert request(base, "GET", "/api/v1/tasks/before").status == 200
+        with _failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
+                      tmp_path / "strace.err"):
+            finish(spool, claim(spool, "before"), {"ok": True})
+            submit(spool, "during")
+            wait_for(lambda: _listed(base) == {"before": "done", "during": "pending"}, 10,
+                     "the moves made while the feed could not be read listed")
+        submit(spool, "after")
+        wait_for(lambda: _listed(base).get("after") == "pending", 10,
+                 "a job dropped once the feed reads again listed")
+    text = "".join(log)
+    assert "Traceback" not in text, text[-3000:]
+    assert text.count("change feed cannot be read") == 1, text[-3000:]
+
+
+def _listed(base: str) -> dict[str, str]:
+    reply = request(base, "GET", "/api/v1/tasks")
+    assert reply.status == 200, reply
+    return {task["id"]: task["state"] for task in orjson.loads(reply.body)["tasks"]}
 
 
 @contextmanager
