@@ -49,8 +49,7 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
 
 def _add_routes(app: web.Application) -> None:
     app.router.add_get("/", routes.dashboard)
-    app.router.add_static(routes.STATIC_PREFIX, routes.STATIC_DIR, follow_symlinks=False,
-                          append_version=False)
+    app.router.add_get(routes.STATIC_PREFIX + "{name}", routes.static_file)
     app.router.add_get("/healthz", routes.health)
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/api/v1/openapi.json", routes.openapi)

@@ -12,12 +12,15 @@ read (:mod:`statusd.sending`): not parsed again, never whole in memory.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from importlib import resources
 from pathlib import Path
 
 import orjson
 from aiohttp import web
 
+from spool.fsops import failing_read
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
@@ -30,6 +33,8 @@ DEFAULT_LIMIT = 50
 MAX_TOOL_CHARS = 128
 STATIC_DIR = Path(str(resources.files("statusd") / "static"))
 STATIC_PREFIX = "/static/"
+STATIC_NAMES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+"""The files ``/static/`` serves: the page's, as installed."""
 
 
 def _json(body: bytes, status: int = 200) -> web.Response:
@@ -175,8 +180,39 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html",
-                            headers={"Cache-Control": "no-cache"})
+    return await _package_file(STATIC_DIR / "index.html", {"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """One of the page's files, by its name in the folder (nothing else is served)."""
+    name = request.match_info["name"]
+    if name not in STATIC_NAMES:
+        raise web.HTTPNotFound()
+    return await _package_file(STATIC_DIR / name)
+
+
+async def _package_file(path: Path, headers: dict[str, str] | None = None
+                        ) -> web.FileResponse:
+    """A file of the page, once it is seen to open: aiohttp's file server answers any
+    OSError of its stat or open with an empty 404 (or a 500 with a traceback, its folder
+    check's), so a failing disk or a statusd out of descriptors said the page was not
+    there.  Such a failure is a 503."""
+    try:
+        await asyncio.to_thread(_opens, path)
+    except OSError as exc:
+        if failing_read(exc, "") is None:
+            raise web.HTTPNotFound() from exc
+        raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
+                       f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)}
+                       ) from exc
+    return web.FileResponse(path, headers=headers)
+
+
+def _opens(path: Path) -> None:
+    """Stat and open ``path`` as the file server will (OSError when it cannot)."""
+    os.stat(path)
+    with open(path, "rb"):
+        pass
 
 
 async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:

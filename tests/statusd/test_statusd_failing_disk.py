@@ -17,6 +17,10 @@ called its reader again at once, and again, each time logging a traceback (2,304
 second and a half, at full CPU), and a job that moved meanwhile was seen only at the
 periodic rescan.  The feed is dropped with one warning and started again a second
 later, and the spool is rescanned meanwhile.
+
+The dashboard's own files on a disk that fails: aiohttp's file server answered the page
+an empty 404 when their open failed (EIO, or out of descriptors) and a 500 with a
+traceback when their stat did.  Both are 503 ``unavailable`` now.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import pytest
 from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
+import statusd
 from spool.transitions import Spool
 
 
@@ -140,6 +145,31 @@ def _listed(base: str) -> dict[str, str]:
     reply = request(base, "GET", "/api/v1/tasks")
     assert reply.status == 200, reply
     return {task["id"]: task["state"] for task in orjson.loads(reply.body)["tasks"]}
+
+
+@pytest.mark.parametrize("call", ["openat", "newfstatat,statx"])
+def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
+        spool: Spool, tmp_path: Path, call: str) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    static = Path(statusd.__file__).parent / "static"
+    asks = ["/", "/static/app.js", "/static/app.css"]
+    log: list[str] = []
+    with statusd_daemon(spool.layout.root, log=log) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        paths = [static / "index.html", static / "app.js", static / "app.css"]
+        with _failing(strace, proc.pid, paths, call.split(","), tmp_path / "strace.err"):
+            replies = [request(base, "GET", path) for path in asks]
+            missing = request(base, "GET", "/static/nothing.js")
+            outside = request(base, "GET", "/static/..%2f__init__.py")
+        for path, reply in zip(asks, replies, strict=True):
+            assert reply.status == 503, (path, reply.status, reply.body)
+            assert orjson.loads(reply.body)["error"]["type"] == "unavailable", reply.body
+        assert (missing.status, outside.status) == (404, 404)
+        for path in asks:
+            assert request(base, "GET", path).status == 200, path
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
 @contextmanager
