@@ -103,8 +103,17 @@ async def stream_file(request: web.Request, services: Services, fd: int, size: i
             return response
         offset = 0
         while offset < size:
-            chunk: bytes = await services.in_thread(os.pread, fd, min(CHUNK_BYTES,
-                                                                       size - offset), offset)
+            try:
+                chunk: bytes = await services.in_thread(os.pread, fd, min(
+                    CHUNK_BYTES, size - offset), offset)
+            except (OSError, RuntimeError) as exc:
+                # EIO, or no thread to read in: the headers are out, so the client can
+                # only be told by a cut connection (an error answer now was never sent,
+                # and the client waited for the rest of the body for good).
+                log.warning("cannot read the record sent to %s (%s); connection cut",
+                            request.remote, exc)
+                _abort(request)
+                return response
             if not chunk:  # cut short in place (records are replaced, never rewritten)
                 _abort(request)
                 return response

@@ -21,6 +21,11 @@ later, and the spool is rescanned meanwhile.
 The dashboard's own files on a disk that fails: aiohttp's file server answered the page
 an empty 404 when their open failed (EIO, or out of descriptors) and a 500 with a
 traceback when their stat did.  Both are 503 ``unavailable`` now.
+
+A large record whose read failed part way through its streaming (its headers sent): the
+error went to the error middleware as if nothing had been sent, and the client waited
+for the rest of the body for good.  The connection is cut now, as when the record is
+cut short on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import functools
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -172,12 +178,41 @@ def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
+def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    submit(spool, "big")
+    finish(spool, claim(spool, "big"), {"x": "a" * (9 << 20)})  # indexed by its head
+    size = (root / "done" / "big.json").stat().st_size
+    log: list[str] = []
+    with statusd_daemon(root, log=log) as (port, proc):
+        with _failing(strace, proc.pid, [root / "done" / "big.json"], ["pread64"],
+                      tmp_path / "strace.err", when="3+"), \
+                socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(b"GET /api/v1/tasks/big HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            started = time.monotonic()
+            while chunk := sock.recv(1 << 20):  # socket.timeout: the client waited
+                got += chunk
+            took = time.monotonic() - started
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert 0 < len(body) < size, (len(body), size)
+        assert took < 10, took
+        reply = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks/big")
+        assert reply.status == 200 and len(reply.body) == size
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
 @contextmanager
 def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
-             err: Path) -> Iterator[None]:
+             err: Path, *, when: str = "1+") -> Iterator[None]:
     """strace attached to ``pid`` for the block: each of ``calls`` on ``paths`` fails with
-    EIO; then it detaches and the process runs on."""
-    injects = [arg for call in calls for arg in ("-e", f"inject={call}:error=EIO:when=1+")]
+    EIO (from its ``when``-th call on); then it detaches and the process runs on."""
+    injects = [arg for call in calls for arg in ("-e", f"inject={call}:error=EIO:when={when}")]
     with open(err, "wb") as out:
         tracer = subprocess.Popen(
             [strace, "-f", "-o", "/dev/null", "-p", str(pid),
