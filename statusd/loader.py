@@ -75,10 +75,12 @@ class Loader:
 
     # -- whole spool ----------------------------------------------------------------
 
-    def scan(self, behind: dict[str, Stamp] | None = None) -> dict[str, Stamp]:
+    def scan(self, behind: dict[str, Stamp] | None = None,
+             unreadable: set[str] | None = None) -> dict[str, Stamp]:
         """The current stamp of every id in the spool, and of the records ``behind``
-        active ids (:func:`statusd.scan.scan_spool`)."""
-        return scan_spool(self.layout, behind)
+        active ids; the ids the disk could not stat in ``unreadable``
+        (:func:`statusd.scan.scan_spool`)."""
+        return scan_spool(self.layout, behind, unreadable)
 
     def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
         """Items for every id of a scan (ids that vanished meanwhile are left out).

@@ -9,7 +9,8 @@ Guarantees: only regular files are stamped (a symlink, directory or FIFO named
 ``<id>.json`` is no job, record or progress); an id with files in two folders is
 stamped from the one :func:`spool.reader.newest` says tells its state; a running
 id's stamp carries its progress file's mtime; a file that vanishes between the
-listing and the read is None, never an error.  Nothing here follows a symlink.
+listing and the read is None, never an error, and an id with a file the disk cannot
+stat (EIO) is left out of the scan and named.  Nothing here follows a symlink.
 
 Speed matters here: start-up reads every record (100,000 small files take a few
 seconds).  From the page cache one thread reads fastest; from disk, a few reads
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
 
+from spool.fsops import FAILING_IO
 from spool.ids import JOB_SUFFIX, id_from_name
 from spool.large import Head, read_record
 from spool.layout import Layout
@@ -41,17 +43,21 @@ COLD_READ_S = 30e-6
 _READ_CHUNK = 2048
 
 
-def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None) -> dict[str, Stamp]:
+def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None,
+               unreadable: set[str] | None = None) -> dict[str, Stamp]:
     """The current stamp of every id in the spool (one directory pass per folder).
 
     ``behind``, when given, receives the stamp of the newest record of each id whose
     state is pending or running (a record behind a new drop: :mod:`statusd.behind`).
+    ``unreadable`` receives the ids with a file the disk could not stat (EIO: see
+    :func:`_list`); they are left out of the stamps.
     """
     found: dict[str, list[Entry]] = {}
     single: dict[str, Stamp] = {}
+    failed: set[str] = set()
     for state in JobState:
         folder = layout.folder(state)
-        for name, mtime_ns, ctime_ns, ino in _list(folder):
+        for name, mtime_ns, ctime_ns, ino in _list(folder, failed):
             job_id = id_from_name(name)
             if job_id is None:
                 continue
@@ -74,7 +80,19 @@ def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None) -> dict[s
         running = single.get(job_id)
         if running is not None and running.state is JobState.RUNNING:
             single[job_id] = running._replace(progress_ns=progress_ns)
+    _leave_out(single, failed, unreadable)
     return single
+
+
+def _leave_out(stamps: dict[str, Stamp], names: set[str], unreadable: set[str] | None
+               ) -> None:
+    """Take the ids of the file ``names`` a scan could not stat out of its ``stamps``
+    (which of an id's files tells its state is not known) and into ``unreadable``."""
+    ids = {job_id for name in names if (job_id := id_from_name(name)) is not None}
+    for job_id in ids:
+        stamps.pop(job_id, None)
+    if unreadable is not None:
+        unreadable.update(ids)
 
 
 def _collide(layout: Layout, found: dict[str, list[Entry]], single: dict[str, Stamp],
@@ -145,12 +163,16 @@ def _read_chunk(paths: list[str]) -> list[bytes | Head | None]:
     return [read_record(path) for path in paths]
 
 
-def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int, int]]:
+def _list(folder: os.PathLike[str] | str, failed: set[str] | None = None
+          ) -> list[tuple[str, int, int, int]]:
     """(name, mtime_ns, ctime_ns, inode) of the regular files of a folder; [] when it is
     missing.
 
     Not symlinks, directories or FIFOs: one of those named ``<id>.json`` is no job,
-    record or progress, and as the newest file of an id it hid the id's record.
+    record or progress, and as the newest file of an id it hid the id's record.  A file
+    the disk cannot stat (:data:`~spool.fsops.FAILING_IO`: one bad inode) is left out
+    and its name put in ``failed``: it failed the whole scan, and so statusd's start and
+    every rescan, for as long as it lasted.
     """
     out = []
     try:
@@ -159,6 +181,11 @@ def _list(folder: os.PathLike[str] | str) -> list[tuple[str, int, int, int]]:
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if failed is None or exc.errno not in FAILING_IO:
+                        raise
+                    failed.add(entry.name)
                     continue
                 if S_ISREG(st.st_mode):
                     out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))

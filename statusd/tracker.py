@@ -134,8 +134,10 @@ class Tracker:
         self._loop = asyncio.get_running_loop()
         self._start_feed()
         behind: dict[str, Stamp] = {}
+        unreadable: set[str] = set()
         async with self._lock:
-            stamps = await self._run(self.loader.scan, behind)
+            stamps = await self._run(self.loader.scan, behind, unreadable)
+            self._say_unreadable(unreadable)
             self._behind.rescanned(behind)  # the runs that ended before: not counted
             scanned = time.monotonic()
             items = await self._run(self.loader.load_all, stamps)
@@ -356,9 +358,11 @@ class Tracker:
     async def rescan(self) -> None:
         started = time.monotonic()
         behind: dict[str, Stamp] = {}
-        stamps = await self._run(self._scan_if_here, behind)
+        unreadable: set[str] = set()
+        stamps = await self._run(self._scan_if_here, behind, unreadable)
         if stamps is None:
             return
+        self._say_unreadable(unreadable)
         changed = await self._run(_diff, stamps, self.index.stamps())
         if changed:
             await self.refresh(changed)
@@ -394,8 +398,19 @@ class Tracker:
         look for it rides the same hop to the thread, not one of its own."""
         return self.loader.refresh(ids, known) if self._spool_here() else None
 
-    def _scan_if_here(self, behind: dict[str, Stamp]) -> dict[str, Stamp] | None:
-        return self.loader.scan(behind) if self._spool_here() else None
+    def _scan_if_here(self, behind: dict[str, Stamp], unreadable: set[str]
+                      ) -> dict[str, Stamp] | None:
+        return self.loader.scan(behind, unreadable) if self._spool_here() else None
+
+    def _say_unreadable(self, ids: set[str]) -> None:
+        """A warning (a line a rescan interval at most) naming the ids a scan left out
+        because the disk could not stat one of their files."""
+        now = time.monotonic()
+        if ids and now >= self._quiet_until:
+            shown = ", ".join(sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
+            log.warning("%d job files could not be looked at (I/O error), left as they "
+                        "were: %s", len(ids), shown)
+            self._quiet_until = now + self.scan_s
 
     def _spool_here(self) -> bool:
         """Whether the spool is there: any of its state folders.  When none is (the

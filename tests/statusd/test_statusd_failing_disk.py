@@ -26,6 +26,11 @@ A large record whose read failed part way through its streaming (its headers sen
 error went to the error middleware as if nothing had been sent, and the client waited
 for the rest of the body for good.  The connection is cut now, as when the record is
 cut short on disk.
+
+A record whose inode the disk cannot read (lstat's EIO in the scan): statusd did not
+start ("error: Input/output error", exit 1, and systemd restarted it into the same), and
+once started every rescan failed on it, so what the feed missed was never found.  The
+file is left out of the scan with a warning (the index keeps what it had of it).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
@@ -205,6 +211,55 @@ def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
         reply = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks/big")
         assert reply.status == 200 and len(reply.body) == size
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
+def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    for job_id in ("bad", "good"):
+        submit(spool, job_id)
+        finish(spool, claim(spool, job_id), {"ok": True})
+    prefix = [strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
+              "-e", "trace=newfstatat,statx", "-e", "inject=newfstatat:error=EIO:when=1+",
+              "-e", "inject=statx:error=EIO:when=1+"]
+    log: list[str] = []
+    with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert _listed(base) == {"good": "done"}
+        submit(spool, "later")
+        wait_for(lambda: _listed(base).get("later") == "pending", 10, "a new drop listed")
+        wait_for(lambda: "".join(log).count("could not be looked at") >= 3, 10,
+                 "rescans that left the file out")
+        statusd_proc = psutil.Process(proc.pid).children()[0]
+        statusd_proc.terminate()  # strace then exits with statusd's status
+        proc.wait(20)
+    text = "".join(log)
+    assert "reading the spool failed" not in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    submit(spool, "bad")
+    finish(spool, claim(spool, "bad"), {"ok": True})
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert _listed(base) == {"bad": "done"}
+        with _failing(strace, proc.pid, [root / "done" / "bad.json"],
+                      ["newfstatat", "statx"], tmp_path / "strace.err"):
+            wait_for(lambda: "".join(log).count("could not be looked at") >= 3, 10,
+                     "rescans that left the file out")
+            submit(spool, "later")
+            wait_for(lambda: _listed(base) == {"bad": "done", "later": "pending"}, 10,
+                     "the index as it was, and a new drop")
+    assert "reading the spool failed" not in "".join(log), "".join(log)[-3000:]
 
 
 @contextmanager
