@@ -306,7 +306,8 @@ def test_a_failing_rescan_is_retried_once_a_scan_interval_not_in_a_busy_loop(
     srv = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
     calls: list[float] = []
 
-    def failing_scan(behind: dict[str, Any] | None = None) -> dict[str, Any]:
+    def failing_scan(behind: dict[str, Any] | None = None,
+                     unreadable: set[str] | None = None) -> dict[str, Any]:
         calls.append(time.monotonic())
         raise OSError(5, "Input/output error")
 
