@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 from spool.errors import ConfigError
@@ -126,6 +127,7 @@ class ClientMaker:
         """
         while (attempt := self._connects.get()) is not None:
             try:
+                self._require_scheduler()
                 client = self._dd.Client(self.address, timeout=CONNECT_TIMEOUT_S,
                                          set_as_default=False, loop=self._loop.loop)
             except BaseException as exc:
@@ -135,6 +137,31 @@ class ClientMaker:
                 return
             attempt.set_result(client)
 
+    def _require_scheduler(self) -> None:
+        """What answers at the address is a Dask scheduler, else :class:`LinkLost` saying
+        what it is.
+
+        ``Client()`` pointed at a worker's or a nanny's port (a wrong port in
+        ``SPOOL_EXECUTOR``) failed only after it had connected ("Worker.identity() got an
+        unexpected keyword argument"), and left that half-made client open: two
+        descriptors an attempt, for good, and at the exit 4 s each in its ``__del__``
+        (a stop took 28 s after 40 s up).  Asked here on a connection of its own, closed
+        after the answer, at most a second past :data:`CONNECT_TIMEOUT_S` (distributed's
+        own "Timed out trying to connect" comes first, naming the address).
+        """
+        call = asyncio.run_coroutine_threadsafe(_identity(self.address), self.asyncio_loop)
+        try:
+            info = call.result(timeout=CONNECT_TIMEOUT_S + 2.0)
+        except FutureTimeout:
+            call.cancel()
+            raise TimeoutError(f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
+        kind = info.get("type") if isinstance(info, dict) else None
+        if kind != "Scheduler":
+            its = info.get("scheduler") if isinstance(info, dict) else None
+            hint = f"; its scheduler is at {its}" if its else ""
+            raise LinkLost(f"a Dask {kind or 'server'} listens at {self.address}, "
+                           f"not a scheduler{hint}")
+
     def stop(self) -> None:
         """Make no more clients (one being made now is left to the process's exit)."""
         self._closed.set()
@@ -143,6 +170,21 @@ class ClientMaker:
     def stop_loop(self) -> None:
         """Stop the IO loop, once every client on it is closed or given up."""
         self._loop.stop()
+
+
+async def _identity(address: str) -> Any:
+    """The ``identity`` answer of the Dask server at ``address`` (its ``type`` says what
+    it is), on a connection closed after it; at most a second past
+    :data:`CONNECT_TIMEOUT_S`, the connection's own timeout."""
+    from distributed.core import rpc as untyped_rpc  # noqa: PLC0415 - optional extra
+
+    rpc = cast(Any, untyped_rpc)
+
+    async def ask() -> Any:
+        async with rpc(address, timeout=CONNECT_TIMEOUT_S) as server:
+            return await server.identity()
+
+    return await asyncio.wait_for(ask(), CONNECT_TIMEOUT_S + 1.0)
 
 
 def close_client(client: Any) -> None:

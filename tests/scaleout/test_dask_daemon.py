@@ -318,6 +318,26 @@ def test_a_job_waiting_for_the_connection_is_claimed_as_it_connects(
     assert claimed - connected < 0.5, f"claimed {claimed - connected:.3f} s after connected"
 
 
+def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any) -> None:
+    # SPOOL_EXECUTOR with a Dask worker's port in place of the scheduler's: each attempt
+    # (every 0.5 to 2 s) failed after connecting, "Worker.identity() got an unexpected
+    # keyword argument 'n_workers'", and left its half-made client open: two descriptors
+    # an attempt, and 4 s each at the exit ("Exception ignored in Client.__del__ ...
+    # TimeoutError"), so a stop after 40 s took 28 s.
+    worker = next(iter(dask_client.scheduler_info()["workers"]))
+    d = daemon(**_dask_env(worker))
+    time.sleep(4.0)  # attempts at about 0, 0.5, 1.5 and 3.5 s
+    started = time.monotonic()
+    assert d.stop() == 0
+    took = time.monotonic() - started
+    assert took < 3, f"the stop took {took:.1f} s"
+    warning = next(e for e in d.events() if e.get("msg", "").startswith("no Dask scheduler"))
+    assert warning["error"] == (f"a Dask Worker listens at {worker}, not a scheduler; its "
+                                f"scheduler is at {dask_cluster.scheduler_address}"), warning
+    assert "Exception ignored" not in d.logs()
+
+
 @pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
