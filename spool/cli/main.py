@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import os
 import re
 import sys
@@ -123,6 +124,12 @@ def _check_streams(args: argparse.Namespace) -> None:
     """
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A stdout that is not UTF-8 (LC_ALL=C with PYTHONUTF8=0, PYTHONIOENCODING=ascii)
+        # stopped ``show`` of a record holding "é" half-way, exit 1 (to ``wait``: the job
+        # failed): what it cannot encode is shown as escapes (``\xe9``), as stderr does;
+        # JSON carries such characters as JSON escapes (render.json_text).
+        sys.stdout.reconfigure(errors="backslashreplace")
     if sys.stdout is None and not getattr(args, "quiet", False):
         raise OSError(errno.EBADF, "standard output is closed, and it is where spoolq "
                       "prints its results")

@@ -12,6 +12,7 @@ would forge a table row) are shown as escapes (:func:`printable`).
 
 from __future__ import annotations
 
+import codecs
 import re
 import sys
 import unicodedata
@@ -41,7 +42,42 @@ def emit_json(value: Any) -> None:
         text = orjson.dumps(value, option=_JSON, default=str)
     except orjson.JSONEncodeError:  # a path argument with bytes that are not UTF-8
         text = orjson.dumps(valid_strings(value), option=_JSON, default=str)
-    sys.stdout.write(text.decode() + "\n")
+    sys.stdout.write(json_text(text) + "\n")
+
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def json_text(data: bytes) -> str:
+    """orjson's ``data`` as text stdout can carry whatever its encoding.
+
+    Where stdout is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``, ``PYTHONIOENCODING=
+    ascii`` or ``latin-1``), a record holding "é" or "✓" stopped ``show --json``, ``ls
+    --json`` and ``wait`` with "unexpected UnicodeEncodeError" and exit 1 (to ``wait``:
+    the job failed).  There every character past ASCII is written as its JSON escape
+    (``\\u00e9``, a surrogate pair past U+FFFF): the same JSON, in any encoding.  orjson
+    writes such characters only inside strings, where the escapes are valid."""
+    text = data.decode()
+    if utf8_out():
+        return text
+    return _NON_ASCII.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def utf8_out() -> bool:
+    """Whether stdout's encoding is UTF-8 (not a stream that names none)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def record_json(record: Record) -> dict[str, Any]:

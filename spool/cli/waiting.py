@@ -30,7 +30,13 @@ from spool.cli.command import (
 )
 from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
-from spool.cli.render import printable, record_json, show_record, unreadable_note
+from spool.cli.render import (
+    json_text,
+    printable,
+    record_json,
+    show_record,
+    unreadable_note,
+)
 from spool.client import Client, one_timeout
 from spool.errors import NotFoundError
 from spool.lease import HEARTBEAT_STALE_S
@@ -142,7 +148,7 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
         if quiet:
             continue
         if as_json:
-            sys.stdout.write(orjson.dumps(record_json(record)).decode() + "\n")
+            sys.stdout.write(json_text(orjson.dumps(record_json(record))) + "\n")
         else:
             error = f" {record.error.type.value}: {record.error.message}" if (
                 record.error and record.state is JobState.FAILED) else ""

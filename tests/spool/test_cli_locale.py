@@ -1,0 +1,61 @@
+"""``spoolq`` in the locales ops scripts and units give it: stdout and argv not UTF-8.
+
+``LC_ALL=C`` alone leaves Python in UTF-8 mode (PEP 540); with ``PYTHONUTF8=0`` too,
+or ``PYTHONIOENCODING=ascii`` / ``latin-1``, stdout is not UTF-8, and with
+``PYTHONUTF8=0`` the arguments are decoded as ASCII (their other bytes as lone
+surrogates).  Each test runs the real CLI as a subprocess on a real spool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from spoolkit import BytesProc as Proc
+from spoolkit import spoolq_bytes as spoolq
+
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job
+from spool.settings import FsyncMode
+from spool.transitions import Spool
+
+WORDS = "h\u00e9llo \u2192 \u2713 \U0001f600"  # Latin-1, BMP and past U+FFFF
+NOT_UTF8_OUT = {"ascii": {"PYTHONIOENCODING": "ascii"},
+                "latin-1": {"PYTHONIOENCODING": "latin-1"},
+                "C, PYTHONUTF8=0": {"LC_ALL": "C", "PYTHONUTF8": "0"}}
+
+
+def spool_of(root: Path) -> Spool:
+    layout = Layout(root)
+    return Spool(layout, Mover(layout, FsyncMode.NEVER))
+
+
+def ok(proc: Proc, code: int = 0) -> str:
+    """Exit ``code`` with no bug line; stdout as ASCII-safe text."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == code, (proc.args, proc.returncode, err)
+    assert "Traceback" not in err and "a bug in spoolq" not in err, err
+    return proc.stdout.decode("latin-1")
+
+
+@pytest.mark.parametrize("how", list(NOT_UTF8_OUT))
+def test_records_past_ascii_reach_a_stdout_that_is_not_utf8(root: Path, env: dict[str, str],
+                                                            how: str) -> None:
+    """A record holding "é" or "✓" stopped ``show``, ``show --json``, ``ls --json`` and
+    ``wait`` with "unexpected UnicodeEncodeError ... (a bug in spoolq)" and exit 1, its
+    output cut short: to a script, ``wait``'s 1 says the job failed, while it was pending.
+    JSON now carries such characters as JSON escapes, text as Python escapes."""
+    spool_of(root).submit(Job(tool="echo", params={"message": WORDS}), "words")
+    run_env = {**env, **NOT_UTF8_OUT[how]}
+    shown = ok(spoolq(run_env, "show", "words"))
+    assert "\\u2713" in shown and "\\U0001f600" in shown, shown  # latin-1 has the é
+    as_json = ok(spoolq(run_env, "show", "words", "--json"))
+    assert orjson.loads(as_json)["params"] == {"message": WORDS}
+    listed = ok(spoolq(run_env, "ls", "--json"))
+    assert orjson.loads(listed)["tasks"][0]["params"] == {"message": WORDS}
+    waited = ok(spoolq(run_env, "wait", "words", "--timeout", "0.1", "--json"), 3)
+    assert orjson.loads(waited)["params"] == {"message": WORDS}
+    both = ok(spoolq(run_env, "wait", "words", "words2", "--timeout", "0.1", "--json"), 1)
+    assert orjson.loads(both.splitlines()[0])["params"] == {"message": WORDS}
