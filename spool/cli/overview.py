@@ -59,7 +59,7 @@ def _page_limit(text: str) -> int:
 def _configure_ls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", choices=[s.value for s in JobState],
                         help="only jobs in this state")
-    parser.add_argument("--tool", help="only jobs of this tool")
+    parser.add_argument("--tool", type=parse.utf8_text, help="only jobs of this tool")
     parser.add_argument("--limit", type=_page_limit, default=DEFAULT_LIMIT,
                         metavar="N", help=f"jobs per page (default {DEFAULT_LIMIT}, "
                         f"at most {MAX_PAGE})")

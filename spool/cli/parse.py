@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -105,12 +106,20 @@ def job_id(text: str) -> str:
 
 
 def utf8_text(value: str) -> str:
-    """Text a job may carry: an argument with bytes that are not UTF-8 cannot be JSON."""
+    """Text a job may carry: an argument with bytes that are not UTF-8 cannot be JSON.
+
+    Where the locale is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``) Python decodes the
+    arguments as ASCII, each byte past it a lone surrogate: the argument is its bytes
+    read as UTF-8 then, as they are in UTF-8 mode.  ``-p message=é`` there was refused
+    as "not valid UTF-8: b'message=\\xc3\\xa9'", and ``ls --tool é`` listed nothing."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(
-            f"not valid UTF-8: {value.encode('utf-8', 'surrogateescape')!r}") from None
+        raw = os.fsencode(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise argparse.ArgumentTypeError(f"not valid UTF-8: {raw!r}") from None
     return value
 
 
@@ -162,6 +171,7 @@ def key_value(text: str) -> tuple[str, Any]:
 
 def json_object(text: str) -> dict[str, Any]:
     """A JSON object such as ``--params '{"seconds": 1}'``."""
+    text = utf8_text(text)
     inexact_number(text)
     try:
         value = orjson.loads(text)

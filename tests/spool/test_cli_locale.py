@@ -59,3 +59,31 @@ def test_records_past_ascii_reach_a_stdout_that_is_not_utf8(root: Path, env: dic
     assert orjson.loads(waited)["params"] == {"message": WORDS}
     both = ok(spoolq(run_env, "wait", "words", "words2", "--timeout", "0.1", "--json"), 1)
     assert orjson.loads(both.splitlines()[0])["params"] == {"message": WORDS}
+
+
+ASCII_ARGV = {"LC_ALL": "C", "PYTHONUTF8": "0"}
+"""Python decodes the arguments as ASCII, the other bytes as lone surrogates."""
+
+
+def test_utf8_arguments_are_taken_where_the_locale_is_ascii(root: Path,
+                                                            env: dict[str, str]) -> None:
+    """``-p message=é`` was refused as "not valid UTF-8: b'message=h\\xc3\\xa9llo'" (bytes
+    that are UTF-8), ``--params`` and ``--meta`` as "not JSON: str is not valid UTF-8",
+    and ``ls --tool`` of a tool named past ASCII listed nothing.  Bytes that are not
+    UTF-8 are still refused."""
+    run_env = {**env, **ASCII_ARGV}
+    word = WORDS.encode()
+    ok(spoolq(run_env, "submit", "echo", "-p", b"message=" + word, "--id", "by-p"))
+    ok(spoolq(run_env, "submit", "echo", "--params", b'{"message": "' + word + b'"}',
+              "--meta", b'{"who": "' + word + b'"}', "--id", "by-params"))
+    for job_id in ("by-p", "by-params"):
+        job = orjson.loads((root / "pending" / f"{job_id}.json").read_bytes())
+        assert job["params"] == {"message": WORDS}, job
+    assert orjson.loads((root / "pending" / "by-params.json").read_bytes())["meta"] == {
+        "who": WORDS}
+    spool_of(root).submit(Job(tool="t\u00f6\u00f6l"), "named")
+    listed = ok(spoolq(run_env, "ls", "--tool", "t\u00f6\u00f6l".encode(), "--json"))
+    assert [t["id"] for t in orjson.loads(listed)["tasks"]] == ["named"]
+    bad = spoolq(run_env, "submit", "echo", "-p", b"message=\xff", "--id", "bad")
+    assert bad.returncode == 2 and b"not valid UTF-8: b'message=\\xff'" in bad.stderr, bad
+    assert not (root / "pending" / "bad.json").exists()
