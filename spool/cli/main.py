@@ -23,8 +23,8 @@ import io
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit, waiting
 from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
@@ -161,6 +161,43 @@ def _discard(stream: TextIO | None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+class Remarks(io.TextIOBase):
+    """``sys.stderr`` while a command runs.  What spoolq says there is for a person
+    (progress, notes, the error line): a write of it that fails turns stderr into
+    /dev/null and the command goes on, its exit code its own.  ``spoolq wait ID
+    2>>log`` on a full disk (or an fd 2 open for reading only) stopped at the first
+    state line, exit 1 ("the job failed") without waiting, its record never printed.
+    A reader gone (EPIPE) still ends the command, 141, as it does for stdout."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with self._lenient():
+            self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lenient():
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @contextlib.contextmanager
+    def _lenient(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError:
+            _discard(self.stream)  # what is still buffered goes to /dev/null, as the rest
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -175,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         _check_streams(args)
+        sys.stderr = cast(TextIO, Remarks(sys.stderr))
         from spool.settings import load_settings  # noqa: PLC0415 - lazy, see spool.cli
 
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync,
@@ -199,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             _discard(sys.stdout)
             _discard(sys.stderr)
         return code
+    finally:
+        if isinstance(sys.stderr, Remarks):
+            sys.stderr = sys.stderr.stream
 
 
 if __name__ == "__main__":
