@@ -73,6 +73,19 @@ def stdin_from_devnull() -> None:
         os.close(devnull)
 
 
+def leave_a_removed_cwd() -> None:
+    """Move to ``/`` when the working directory was removed (started from a folder a
+    script deleted since: ``cd build; ...; rm -rf build``).  The forkserver's start asks
+    for it (multiprocessing passes it to its children), and the processor crashed with
+    a traceback and exit 1, which systemd restarts, or a shell's script never sees.  No
+    relative path can be reached from a removed folder: a relative ``SPOOL_DIR`` is
+    then read from ``/``, and refused by name when no spool is there."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        os.chdir("/")
+
+
 def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> bool:
     """Whether the settings could name an executor other than the default ``local``,
     judged without loading them: ``--executor``, a variable whose name ends with

@@ -1,0 +1,31 @@
+"""``spool-processor`` started from a working directory that was removed since (a
+script's ``cd build; ...; rm -rf build`` before it starts the daemon)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemonkit import Daemon, drop, wait_record
+
+GONE_CWD = ["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"']
+"""A prefix that starts the command in the folder given after it, removed first."""
+
+
+def test_a_removed_working_directory_still_runs_jobs(spool_root: Path, tmp_path: Path
+                                                     ) -> None:
+    """The forkserver's start asks for the working directory: the processor crashed
+    with a traceback (FileNotFoundError in multiprocessing's get_preparation_data) and
+    exit 1 before it ran a job.  It runs COMPUTE and FAST jobs now, and stops with 0."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    daemon = Daemon(spool_root, tmp_path / "daemon.log", prefix=[*GONE_CWD, str(gone)])
+    try:
+        daemon.start()
+        drop(spool_root, "computed", {"tool": "sleep", "params": {"seconds": 0}})
+        drop(spool_root, "fast", {"tool": "echo", "params": {"message": "hi"}})
+        assert wait_record(spool_root, "computed", 60)["state"] == "done", daemon.logs()
+        assert wait_record(spool_root, "fast", 60)["result"] == {"message": "hi"}
+        assert daemon.stop() == 0, daemon.logs()
+        assert not gone.exists() and "Traceback" not in daemon.logs(), daemon.logs()
+    finally:
+        daemon.abort()
