@@ -76,6 +76,9 @@ destination's name): no id or owner starts with it, so no such name reads as a m
 tag was the name alone (see :func:`spool.staged.names_itself`)."""
 SPARE_TAG = "+spare"  # no job id starts with "+", so no record's staging file has this tag
 STAGE_MODE = 0o700  # stage/ as a processor makes it: its own
+PARENT_MODE = 0o755
+"""The spool root and the folders above it that ``make_folders`` creates (less what the
+umask takes): writable by their owner only, whatever the umask."""
 _F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 # Read once: on Python 3.11 each ``FsyncMode.X`` goes through the enum class's
@@ -853,10 +856,27 @@ class Mover:
         self.layout.require_no_file_in_place(self.layout.all_folders())
         for folder in self.layout.all_folders():
             try:
-                folder.mkdir(parents=True, exist_ok=True, mode=mode)
+                _make_dir(folder, mode)
             except OSError as exc:
                 _raise_fatal(exc, f"cannot create {folder}")
                 raise
         self.sync_dir(self.layout.root)
         if self.recycle:
             self._choose_staging()  # stage/ is there now
+
+
+def _make_dir(path: Path, mode: int) -> None:
+    """``mkdir -p`` with :data:`PARENT_MODE` for the folders above ``path``.
+
+    ``Path.mkdir(parents=True)`` makes them 0777 less the umask: under umask 000 (a
+    cron job's, a container's) ``spoolq init`` left the spool root world-writable, so
+    any local user could rename ``pending/`` or ``done/`` away and put a folder of
+    their own in its place (jobs taken, results forged)."""
+    try:
+        path.mkdir(mode=mode)
+    except FileNotFoundError:
+        _make_dir(path.parent, PARENT_MODE)
+        path.mkdir(mode=mode, exist_ok=True)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
