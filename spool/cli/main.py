@@ -124,6 +124,9 @@ def _check_streams(args: argparse.Namespace) -> None:
     """
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if isinstance(sys.stdout, io.TextIOWrapper) and \
+            not isinstance(sys.stdout.buffer, io.BufferedIOBase):
+        sys.stdout = _buffered(sys.stdout)
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A stdout that is not UTF-8 (LC_ALL=C with PYTHONUTF8=0, PYTHONIOENCODING=ascii)
         # stopped ``show`` of a record holding "é" half-way, exit 1 (to ``wait``: the job
@@ -133,6 +136,20 @@ def _check_streams(args: argparse.Namespace) -> None:
     if sys.stdout is None and not getattr(args, "quiet", False):
         raise OSError(errno.EBADF, "standard output is closed, and it is where spoolq "
                       "prints its results")
+
+
+def _buffered(stdout: io.TextIOWrapper) -> io.TextIOWrapper:
+    """An unbuffered stdout (``PYTHONUNBUFFERED``, ``-u``: set in many containers and
+    units) as a line-buffered one that writes each line through at once.
+
+    Unbuffered, Python hands each print to one write(2) and drops what a partial write
+    left over: under a file-size limit, on a disk filling up or to a reader gone mid-way
+    (``| head -c 10``), ``ls --json > file`` left the JSON cut short and exited 0, where
+    buffered the error line and exit 1 (or 141) tell.  A buffered writer writes the rest
+    or raises."""
+    raw = io.FileIO(stdout.fileno(), "w", closefd=False)  # fd 1 stays the old stream's
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stdout.encoding,
+                            errors=stdout.errors, line_buffering=True, write_through=True)
 
 
 def flush_stdout() -> None:
