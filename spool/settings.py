@@ -77,7 +77,17 @@ def env_file() -> Path | None:
 
 
 def _default_spool_dir() -> Path:
-    return Path("~/.local/state/spoolq").expanduser()
+    """``~/.local/state/spoolq``; ConfigError when this user has no home to put it in.
+
+    With HOME unset and no passwd entry for the uid (a container run as an arbitrary
+    user) ``expanduser`` raises RuntimeError: spoolq said "unexpected RuntimeError ... (a
+    bug in spoolq)", exit 1, and the processor crashed with a traceback."""
+    try:
+        return Path("~/.local/state/spoolq").expanduser()
+    except RuntimeError:
+        raise ConfigError("SPOOL_DIR is not set, and its default ~/.local/state/spoolq "
+                          "has no home to be in (HOME is unset and this user has no "
+                          "passwd entry); set SPOOL_DIR") from None
 
 
 def _cpu_count() -> int:
@@ -165,7 +175,11 @@ class Settings(BaseSettings):
     @field_validator("spool_dir", "data_dir_override", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser()
+        try:
+            return None if value is None else value.expanduser()
+        except RuntimeError:  # no home: '~' cannot be expanded
+            raise ValueError(f"{value} starts with ~, and this user has no home directory "
+                             "(HOME is unset, no passwd entry); give the whole path") from None
 
     @field_validator("statusd_token", mode="after")
     @classmethod
