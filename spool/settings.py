@@ -90,6 +90,14 @@ def _default_spool_dir() -> Path:
                           "passwd entry); set SPOOL_DIR") from None
 
 
+def _cwd_exists() -> bool:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _cpu_count() -> int:
     return os.cpu_count() or 1
 
@@ -176,10 +184,15 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         try:
-            return None if value is None else value.expanduser()
+            path = None if value is None else value.expanduser()
         except RuntimeError:  # no home: '~' cannot be expanded
             raise ValueError(f"{value} starts with ~, and this user has no home directory "
                              "(HOME is unset, no passwd entry); give the whole path") from None
+        if path is not None and not path.is_absolute() and not _cwd_exists():
+            # Said "No such file or directory", naming no file (os.path.abspath's getcwd).
+            raise ValueError(f"{path} is relative, and the working directory it is relative "
+                             "to was removed; give the whole path")
+        return path
 
     @field_validator("statusd_token", mode="after")
     @classmethod
