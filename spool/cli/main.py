@@ -134,8 +134,11 @@ def _check_streams(args: argparse.Namespace) -> None:
         # JSON carries such characters as JSON escapes (render.json_text).
         sys.stdout.reconfigure(errors="backslashreplace")
     if sys.stdout is None and not getattr(args, "quiet", False):
-        raise OSError(errno.EBADF, "standard output is closed, and it is where spoolq "
-                      "prints its results")
+        why = "standard output is closed, and it is where spoolq prints its results"
+        if args.command == "wait" or getattr(args, "wait", False) is True:
+            # wait's exit 1 reads as "the job failed" (as in waiting.check_can_follow)
+            raise UsageError(f"{why} (--quiet prints nothing: the exit code tells)")
+        raise OSError(errno.EBADF, why)
 
 
 def _buffered(stdout: io.TextIOWrapper) -> io.TextIOWrapper:

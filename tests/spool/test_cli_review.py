@@ -152,6 +152,16 @@ def test_a_closed_stdout_is_refused_before_anything_is_done(root: Path,
     assert (waited.returncode, waited.stderr) == (3, b"")  # -q prints nothing: it may run
 
 
+def test_a_closed_stdout_is_a_usage_error_for_a_wait(root: Path, env: dict[str, str]
+                                                     ) -> None:
+    """``spoolq wait ID >&-`` exited 1, which to a script says the job failed, for a job
+    that had not even started; ``submit --wait`` likewise, before submitting."""
+    (root / "pending" / "waited.json").write_bytes(b'{"tool": "echo"}')
+    for args in (["wait", "waited", "--timeout", "0.2"], ["submit", "echo", "--wait"]):
+        refused(run(env, closed("1", *args)), 2, "standard output is closed", "--quiet")
+    assert pending(root) == ["waited.json"]
+
+
 def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, str]) -> None:
     """``print(file=None)`` writes to stdout: the error line became a script's data."""
     proc = run(env, closed("2", "show", "nosuch", "--json"))
