@@ -17,6 +17,7 @@ before or after its name.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import io
@@ -132,13 +133,28 @@ def _check_streams(args: argparse.Namespace) -> None:
         # stopped ``show`` of a record holding "é" half-way, exit 1 (to ``wait``: the job
         # failed): what it cannot encode is shown as escapes (``\xe9``), as stderr does;
         # JSON carries such characters as JSON escapes (render.json_text).
-        sys.stdout.reconfigure(errors="backslashreplace")
+        codecs.register_error(OUT_ERRORS, _escape)
+        sys.stdout.reconfigure(errors=OUT_ERRORS)
     if sys.stdout is None and not getattr(args, "quiet", False):
         why = "standard output is closed, and it is where spoolq prints its results"
         if args.command == "wait" or getattr(args, "wait", False) is True:
             # wait's exit 1 reads as "the job failed" (as in waiting.check_can_follow)
             raise UsageError(f"{why} (--quiet prints nothing: the exit code tells)")
         raise OSError(errno.EBADF, why)
+
+
+OUT_ERRORS = "spoolq.escape"
+"""stdout's error handler: :func:`_escape`."""
+
+
+def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """A path's bytes that are not UTF-8 (lone surrogates) as those bytes, as Python's
+    ``surrogateescape`` writes them (``init`` names the spool it made: the name must be
+    the folder's); any other character the encoding lacks as an escape (``\\xe9``)."""
+    try:
+        return codecs.lookup_error("surrogateescape")(exc)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(exc)
 
 
 def _buffered(stdout: io.TextIOWrapper) -> io.TextIOWrapper:

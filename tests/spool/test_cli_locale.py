@@ -8,6 +8,7 @@ surrogates).  Each test runs the real CLI as a subprocess on a real spool.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -87,3 +88,14 @@ def test_utf8_arguments_are_taken_where_the_locale_is_ascii(root: Path,
     bad = spoolq(run_env, "submit", "echo", "-p", b"message=\xff", "--id", "bad")
     assert bad.returncode == 2 and b"not valid UTF-8: b'message=\\xff'" in bad.stderr, bad
     assert not (root / "pending" / "bad.json").exists()
+
+
+@pytest.mark.parametrize("how", ["UTF-8", *NOT_UTF8_OUT])
+def test_a_path_that_is_not_utf8_is_printed_as_its_bytes(tmp_path: Path, env: dict[str, str],
+                                                         how: str) -> None:
+    """``spoolq init`` names the spool it made: a folder named with a byte that is not
+    UTF-8 was printed as '\\udcff' (with stdout's errors set to backslashreplace), a name
+    no folder has; under PYTHONIOENCODING=ascii it was an "unexpected UnicodeEncodeError"."""
+    root = os.fsencode(tmp_path) + b"/sp\xffool"
+    proc = spoolq({**env, **NOT_UTF8_OUT.get(how, {})}, "--spool-dir", root, "init")
+    assert ok(proc).encode("latin-1") == b"spool ready at " + root + b"\n"
