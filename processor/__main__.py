@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 startup.start_forkserver()
         return _run(settings)
     except (ConfigError, SpoolError) as exc:
-        print(f"spool-processor: error: {exc}", file=sys.stderr)
+        from spool.text import one_line  # noqa: PLC0415 - see the imports above
+
+        print(f"spool-processor: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_TEMPFAIL if passing(exc) else EXIT_CONFIG
     except Exception:
         logging.getLogger("spoolq.processor").exception("crashed")

@@ -24,6 +24,18 @@ def valid_text(value: str) -> str:
     return value
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of plain text: control characters (a newline, a carriage
+    return) as escapes (``\\r``), and lone surrogates as :func:`valid_text` writes them.
+    A daemon's one error line naming a ``SPOOL_DIR`` that ended in ``\\r`` (a variable
+    read from a file with CRLF line ends) was cut in two, or overwritten on a terminal,
+    and journalctl shows a message with a control character as ``[blob data]``."""
+    return valid_text(_CONTROL.sub(lambda m: ascii(m.group())[1:-1], text))
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"

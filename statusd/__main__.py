@@ -40,6 +40,7 @@ from aiohttp import web
 
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
+from spool.text import one_line
 from spool.version import add_version
 from statusd.app import create_app
 from statusd.errors import CLIENT_FAULTS, ServerLog
@@ -83,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(serve(settings, access_log=args.access_log))
     except ConfigError as exc:  # restarting cannot fix it (RestartPreventExitStatus=2)
-        print(f"spool-statusd: error: {exc}", file=sys.stderr)
+        print(f"spool-statusd: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SpoolError as exc:
-        print(f"spool-statusd: error: {exc}", file=sys.stderr)
+        print(f"spool-statusd: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. the port is taken, or a spool folder it may not read
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"spool-statusd: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"spool-statusd: error: {one_line(f'{exc.strerror or exc}{where}')}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -136,6 +136,19 @@ def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> N
     assert lines[0].startswith("spool-statusd: error: "), proc.stderr
 
 
+def test_the_error_line_shows_control_characters_as_escapes(tmp_path: Path) -> None:
+    """A SPOOL_DIR ending in a carriage return (read from a file with CRLF line ends)
+    went into the one error line as it was: on a terminal the rest of the line wrote
+    over its start, and journalctl shows such a message as ``[blob data]``."""
+    env = {**_env(tmp_path / "nothing"), "SPOOL_DIR": f"{tmp_path}/spool\r"}
+    proc = subprocess.run([sys.executable, "-m", "statusd"], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith(f"spool-statusd: error: {tmp_path}/spool\\r is not an "
+                                  "initialised spool".encode()), proc.stderr
+    assert b"\r" not in proc.stderr and proc.stderr.count(b"\n") == 1, proc.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root and setpriv to drop the capabilities that pass modes")
 def test_a_spool_folder_it_may_not_read_is_named_in_its_one_line(spool: Spool,
