@@ -1,6 +1,7 @@
 """How ``spoolq wait`` shows a job moving: a live bar on a terminal, plain lines otherwise.
 
-:class:`ProgressBar` keeps one ``\\r``-redrawn line on a terminal.  Its own
+:class:`ProgressBar` keeps one ``\\r``-redrawn line on a terminal (its run time, and
+once its progress tells a pace, what is left at that pace: ``0:12<0:17``).  Its own
 thread redraws it at most :data:`REDRAW_HZ` times a second from the latest
 record it was given: ``Client.wait`` reports only changes, so without the
 thread a burst of updates could leave a stale state on screen, and the run
@@ -21,6 +22,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -65,8 +67,34 @@ def clock(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+ETA_MIN_FRACTION = 0.02
+ETA_MIN_S = 1.0
+"""A run's time left is told once its progress says enough of its pace: at 2% or more,
+a second or more after its start."""
+
+
+def left_s(record: Record, now: datetime | None = None) -> float | None:
+    """How long a running job has left at its pace so far (a straight line from its
+    start through its latest report), counted from ``now``; None until that says enough
+    (:data:`ETA_MIN_FRACTION`, :data:`ETA_MIN_S`).  A researcher watching a backtest
+    saw 42% and its run time, and had to work out the rest."""
+    progress = record.progress
+    if record.state is not JobState.RUNNING or progress is None:
+        return None
+    fraction, started, updated = progress.fraction, progress.started_at, progress.updated_at
+    if fraction is None or not ETA_MIN_FRACTION <= fraction < 1 or started is None \
+            or updated is None:
+        return None
+    spent = (updated - started).total_seconds()
+    if spent < ETA_MIN_S:
+        return None
+    until = updated + timedelta(seconds=spent * (1 - fraction) / fraction)
+    return max(0.0, (until - (now or datetime.now(UTC))).total_seconds())
+
+
 def bar_line(record: Record, columns: int) -> str:
-    """``<id> running [#####.....]  42% 0:12 loading data`` in at most ``columns - 1``.
+    """``<id> running [#####.....]  42% 0:12<0:17 loading data`` in at most ``columns - 1``:
+    the run time so far, then (``<``) what is left at its pace (:func:`left_s`).
 
     The message is what tells a long run's progress, and it comes last: when the line
     does not fit, the bar gives up cells first (down to :data:`MIN_BAR_CELLS`), then the
@@ -83,12 +111,14 @@ def bar_line(record: Record, columns: int) -> str:
     running = record.state is JobState.RUNNING
     message = printable(progress.message) if progress and running else ""
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
+    left = left_s(record)
+    times = clock(seconds) if left is None else f"{clock(seconds)}<{clock(left)}"
     room = max(columns - 1, 10)
 
     def line(bar_cells: int, with_id: bool) -> str:
         filled = round((fraction or 0.0) * bar_cells)
         text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
-                f" {percent} {clock(seconds)} {message}").rstrip()
+                f" {percent} {times} {message}").rstrip()
         return f"{record.id} {text}" if with_id else text
 
     full = line(BAR_CELLS, True)

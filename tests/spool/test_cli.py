@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -38,11 +39,12 @@ from spoolkit import (
 )
 
 from spool.cli.main import main as spoolq_main
+from spool.cli.progress import bar_line, left_s
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job, OwnerStatus, Progress
+from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -493,6 +495,30 @@ def test_wait_for_several_jobs_at_once(root: Path, env: dict[str, str]) -> None:
     assert "no job nobody" in unknown.stderr
 
 
+def test_the_bar_tells_what_is_left_at_the_runs_pace() -> None:
+    """A quarter done in 30 s is 90 s from its end, counted down from its last report;
+    too little said (under 2%, under a second in, no fraction, done, not running) is no
+    estimate."""
+    now = datetime.now(UTC)
+
+    def running(fraction: float | None, spent_s: float,
+                state: JobState = JobState.RUNNING) -> Record:
+        started = now - timedelta(seconds=spent_s)
+        return Record(id="bt", tool="run_backtest", state=state, started_at=started,
+                      progress=Progress(fraction=fraction, message="loading",
+                                        started_at=started, updated_at=now))
+
+    assert left_s(running(0.25, 30), now) == pytest.approx(90)
+    assert left_s(running(0.25, 30), now + timedelta(seconds=60)) == pytest.approx(30)
+    assert left_s(running(0.25, 30), now + timedelta(seconds=200)) == 0
+    for silent in (running(0.01, 30), running(0.5, 0.5), running(None, 30),
+                   running(1.0, 30), running(0.5, 30, JobState.PENDING)):
+        assert left_s(silent, now) is None
+    line = bar_line(running(0.25, 30), 100)
+    assert re.search(r"  25% 0:(29|3[0-5])<1:(2[4-9]|30) loading$", line), line
+    assert "<" not in bar_line(running(0.01, 30), 100)
+
+
 def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
                                                             env: dict[str, str]) -> None:
     drop(root, "barred")
@@ -506,8 +532,10 @@ def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
     spool = spool_of(root)
     claim = spool.claim("barred")
     assert claim is not None
-    spool.mover.publish(spool.layout.progress_file("barred"),
-                        Progress(fraction=0.5, message="half way").model_dump_json().encode())
+    started = datetime.now(UTC) - timedelta(seconds=20)  # half way in 20 s: 20 s to go
+    spool.mover.publish(spool.layout.progress_file("barred"), Progress(
+        fraction=0.5, message="half way", started_at=started,
+        updated_at=datetime.now(UTC)).model_dump_json().encode())
     seen = bytearray()
     read_until(master, b"half way", seen)
     spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
@@ -521,6 +549,7 @@ def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
     piped_out, piped_err = piped.communicate(timeout=30)
     assert on_tty.returncode == 0 and b"state       done" in out
     assert b"\rbarred running [############............]  50%" in seen
+    assert re.search(rb"  50% 0:(19|2[0-9])<0:(0[0-9]|1[0-9]|20) half way", seen), seen
     assert b"half way" in seen and seen.endswith(b"\r")  # the bar is cleared at the end
     assert piped.returncode == 0
     assert piped_out.decode().startswith("piped\n") and "state       done" in piped_out.decode()
