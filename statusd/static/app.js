@@ -80,7 +80,9 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
   // A refusal carries its HTTP status and the message of the API's error body; an answer
   // over maxBytes is not read (its size is the error's tooLarge); parse: of the body's text.
   const control = new AbortController();
+  const sentAt = Date.now();
   const response = await fetch(url, { cache: "no-store", signal: control.signal });
+  noteServerClock(response, sentAt);
   const size = Number(response.headers.get("Content-Length"));
   if (response.ok && size > maxBytes) {
     control.abort();
@@ -99,6 +101,32 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
   const error = new Error(message);
   error.status = response.status;
   throw error;
+}
+
+// statusd's clock against this browser's: a run's times are statusd's, and a browser set
+// minutes off counted a run's time left from them by its own (10 min fast: "about to
+// finish" 30 s into a 2 min run).  Each answer's Date (to the second) bounds how far apart
+// the two are; the smallest difference within every bound is taken, none for clocks that
+// agree to the second.
+const serverClock = { lo: -Infinity, hi: Infinity, offset: 0 };
+
+function noteServerClock(response, sentAt) {
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (Number.isNaN(date)) return;
+  const now = Date.now();
+  // statusd's time as it answered is in [date, date + 1 s); this browser's, in [sentAt, now].
+  const lo = Math.max(serverClock.lo, date - now);
+  const hi = Math.min(serverClock.hi, date + 1000 - sentAt);
+  // Out of the bounds so far: a clock was set since (or a page's test clock moved on);
+  // the reckoning stays as it was, as if this answer had not come.
+  if (lo > hi) return;
+  serverClock.lo = lo;
+  serverClock.hi = hi;
+  serverClock.offset = Math.min(Math.max(0, lo), hi);
+}
+
+function serverNow() {
+  return Date.now() + serverClock.offset;
 }
 
 // The spool holds integers up to 64 bits exactly, and one past 2**53 parsed into a double
@@ -692,7 +720,7 @@ function finishesAt(progress) {
   // the view's, and the report is as of now, when it came.
   const fraction = progress.fraction;
   const started = Date.parse(progress.started_at || ui.runSince || "");
-  const updated = progress.updated_at ? Date.parse(progress.updated_at) : Date.now();
+  const updated = progress.updated_at ? Date.parse(progress.updated_at) : serverNow();
   if (typeof fraction !== "number" || fraction < ETA_MIN_FRACTION || fraction >= 1
       || Number.isNaN(started) || Number.isNaN(updated)) return null;
   const spent = (updated - started) / 1000;
@@ -701,8 +729,8 @@ function finishesAt(progress) {
 }
 
 function fmtLeft(until) {
-  // Counted down by this browser's clock, as "running for" counts up.
-  const left = Math.round((until - Date.now()) / 1000);
+  // Counted down by statusd's clock as this browser reckons it (see noteServerClock).
+  const left = Math.round((until - serverNow()) / 1000);
   if (left <= 0) return "about to finish, at its pace so far";
   return `about ${left < 60 ? `${left} s` : fmtSpan(left)} left`;
 }

@@ -223,6 +223,31 @@ def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool:
         owner.close()
 
 
+def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A laptop's clock 10 minutes fast: a run 30 s in at 25% (90 s to go) read "about to
+    finish" from its record, and "about 10 min 30 s left" at its next report, as the
+    browser's clock was taken for statusd's.  The Date of statusd's answers says how far
+    apart the two are."""
+    owner = FakeOwner(spool)
+    submit(spool, "bt-skew", tool="run_backtest")
+    running = claim(spool, "bt-skew")
+    eta = page.locator("#task-progress .eta")
+    try:
+        started = datetime.now(UTC) - timedelta(seconds=30)
+        report(spool, running, 0.25, "25/100", started_at=started)
+        page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
+        page.goto(server.base + "/#/tasks/bt-skew")
+        expect(page.locator("#task-progress .text")).to_have_text("25% 25/100")
+        expect(eta).to_have_text(re.compile(r"^about 1 min (2[0-9]|30) s left$"))
+        report(spool, running, 0.5, "50/100", started_at=started)  # 30 s to go, or so
+        expect(page.locator("#task-progress .text")).to_have_text("50% 50/100")
+        expect(eta).to_have_text(re.compile(r"^about ([1-3][0-9]|4[0-5]) s left$"))
+    finally:
+        running.close()
+        owner.close()
+
+
 def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """statusd restarted or down: the page went "offline" in a corner, but the header
