@@ -63,6 +63,7 @@ const ui = {
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
+  arrived: 0,             // new ids the events stream told of since (a transition from none)
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
@@ -286,6 +287,7 @@ function away() {
 
 async function refreshStats() {
   let stats;
+  const arrived = ui.arrived;  // what came before the ask, which its counts hold
   try {
     stats = await getJSON("api/v1/stats");
   } catch (err) {
@@ -301,10 +303,12 @@ async function refreshStats() {
   }
   // Fewer jobs than before: some were purged, which no event announces. Reload the
   // list so their rows go (a transition never lowers the total).
-  if (ui.total !== null && total < ui.total) {
-    loadList().catch(() => {});
-    checkEndedTask().catch(() => {});
-  }
+  if (ui.total !== null && total < ui.total) loadList().catch(() => {});
+  // Fewer than before and the new ones told since: the open ended task may be one (a purge
+  // with as many drops left the total as it was).  A new job told after the counts held it
+  // makes one look too many, which costs a HEAD, not a reload of the list.
+  ui.arrived -= arrived;
+  if (ui.total !== null && total < ui.total + arrived) checkEndedTask().catch(() => {});
   ui.total = total;
   showProcessor(stats);
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
@@ -605,6 +609,7 @@ function connectEvents() {
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
     if (msg.event === "transition" && msg.record) {
+      if (msg.previous === null) ui.arrived += 1;
       if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);
       sawTransition(msg, msg.record);

@@ -585,6 +585,32 @@ def test_an_ended_task_purged_while_open_says_it_is_gone(server: ServerThread,
     expect(page.locator("#task-state")).to_have_text("done")
 
 
+def test_a_task_purged_as_others_arrive_says_it_is_gone(server: ServerThread,
+                                                        spool: Spool,
+                                                        page: sync_api.Page) -> None:
+    """A purge is seen by the spool's total falling; one that came with as many new jobs
+    (a nightly purge while a batch was dropped) left it as it was, and the purged task's
+    view went on showing it failed, with its retry button.  What arrived since (a
+    transition from no state) is counted against the total."""
+    expect = sync_api.expect
+    run_job(spool, "old", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/old")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#count-failed")).to_have_text("1")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))  # no refresh until told
+    Client.from_settings(server.settings).purge(0.0, [JobState.FAILED])
+    submit(spool, "new")
+    expect(_row(page, "new", "pending")).to_have_count(1)
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/old").status == 404,
+             what="statusd to see the purge")
+    page.clock.run_for(STATS_EVERY_MS)
+    expect(page.locator("#count-pending")).to_have_text("1")
+    expect(page.locator("#count-failed")).to_have_text("0")
+    expect(page.locator("#task-state")).to_have_text("not found")
+    expect(page.locator("#retry-task")).to_be_hidden()
+
+
 def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
                                                          spool: Spool,
                                                          page: sync_api.Page) -> None:
