@@ -105,8 +105,8 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
 }
 
 // statusd's clock against this browser's: a run's times are statusd's, and a browser set
-// minutes off counted a run's time left from them by its own (10 min fast: "about to
-// finish" 30 s into a 2 min run).  Each answer's Date (to the second) bounds how far apart
+// minutes off counted a run's time so far and left from them by its own (10 min fast:
+// "about to finish" 30 s into a 2 min run).  Each answer's Date (to the second) bounds how far apart
 // the two are; the smallest difference within every bound is taken, none for clocks that
 // agree to the second.
 const serverClock = { lo: -Infinity, hi: Infinity, offset: 0 };
@@ -216,9 +216,10 @@ function runningSince(record) {
 }
 
 function fmtSince(since) {
-  // How long a running job has run, by this browser's clock (never below zero).
+  // How long a running job has run, by statusd's clock as this browser reckons it (see
+  // noteServerClock; never below zero).
   const started = Date.parse(since);
-  return Number.isNaN(started) ? "" : fmtDuration(Math.max(0, (Date.now() - started) / 1000));
+  return Number.isNaN(started) ? "" : fmtDuration(Math.max(0, (serverNow() - started) / 1000));
 }
 
 function tickRunning() {

@@ -248,6 +248,28 @@ def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
         owner.close()
 
 
+def test_running_for_is_by_statusds_clock_not_a_browsers_set_wrong(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A laptop's clock 10 minutes fast: a job claimed a moment ago read "running for
+    10 min 0 s" in its view and in the list, the browser's clock taken for statusd's."""
+    owner = FakeOwner(spool)
+    submit(spool, "bt-since", tool="run_backtest")
+    running = claim(spool, "bt-since")
+    try:
+        page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
+        page.goto(server.base + "/#/tasks/bt-since")
+        expect(page.locator("#task-state")).to_have_text("running")
+        under_a_minute = re.compile(r"^(\d+ ms|\d{1,2}\.\d\d s)$")
+        expect(page.locator('#task-fields dd[data-field="running for"]')).to_have_text(
+            under_a_minute)
+        page.goto(server.base + "/#/")
+        expect(page.locator('#tasks tr[data-id="bt-since"] td.duration')).to_have_text(
+            under_a_minute)
+    finally:
+        running.close()
+        owner.close()
+
+
 def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """statusd restarted or down: the page went "offline" in a corner, but the header
