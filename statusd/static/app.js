@@ -70,6 +70,7 @@ const ui = {
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
   runSince: null,         // when the open task's run started (its record's), if it runs
+  heads: 0,               // records the task view has shown (a look at one asks if it is still)
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -837,6 +838,7 @@ function sawTransition(msg, record) {
 }
 
 function renderHead(record) {
+  ui.heads += 1;
   if (record.state === "running") ui.runAttempts = record.attempts ?? 0;
   ui.runSince = record.state === "running" ? runningSince(record) : null;
   $("task-id").textContent = record.id;
@@ -1094,11 +1096,16 @@ async function checkEndedTask() {
   // backtest's record may be 170 MB), or it went on showing a purged record as there.
   const id = ui.taskId;
   if (id === null || ui.taskSocket || !TERMINAL.has($("task-state").textContent)) return;
+  const heads = ui.heads;
   const control = new AbortController();
   const response = await fetch(taskUrl(id), { method: "HEAD", cache: "no-store",
     signal: control.signal });
   control.abort();
-  if (response.status === 404 && ui.taskId === id && !ui.taskSocket) showGone();
+  // A record shown since (the id dropped again, and run, while this was out) is newer
+  // than the 404: it said "not found" beside the task there, done.
+  if (response.status === 404 && ui.taskId === id && !ui.taskSocket && ui.heads === heads) {
+    showGone();
+  }
 }
 
 function followOverRest(id) {

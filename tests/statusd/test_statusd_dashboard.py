@@ -611,6 +611,36 @@ def test_a_task_purged_as_others_arrive_says_it_is_gone(server: ServerThread,
     expect(page.locator("#retry-task")).to_be_hidden()
 
 
+def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The look at a purged task (a HEAD) answered 404 after the id had been dropped again
+    and run to done: the view said "not found" beside a task that was there, done."""
+    expect = sync_api.expect
+    run_job(spool, "old", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
+    held: list[sync_api.Route] = []
+
+    def hold_head(route: sync_api.Route) -> None:
+        if route.request.method == "HEAD":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/tasks/old", hold_head)
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/old")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#count-failed")).to_have_text("1")
+    Client.from_settings(server.settings).purge(0.0, [JobState.FAILED])
+    page.clock.fast_forward(STATS_EVERY_MS)
+    expect(page.locator("#count-failed")).to_have_text("0", timeout=15_000)
+    wait_for(lambda: held, what="the look at the purged task")
+    run_job(spool, "old", tool="echo")  # dropped again, and run, while the look is out
+    expect(page.locator("#task-state")).to_have_text("done")
+    held[0].fulfill(status=404)
+    page.wait_for_timeout(300)  # the look's answer has come back
+    expect(page.locator("#task-state")).to_have_text("done")
+
+
 def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
                                                          spool: Spool,
                                                          page: sync_api.Page) -> None:
