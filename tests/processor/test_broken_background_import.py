@@ -76,6 +76,20 @@ def test_only_an_import_its_host_cut_short_counts_as_one() -> None:
     assert not cut_short(OSError(errno.ENOENT, os.strerror(errno.ENOENT), "data.csv"))
 
 
+def test_an_import_cut_short_by_a_failing_disk_or_under_a_guard_counts_as_one() -> None:
+    """A read the disk failed (EIO) cuts an import short as a want of descriptors does,
+    and so does the ImportError a module's guard raises while handling such an error
+    with no ``from`` (the cause is then only the exception's context)."""
+    eio = OSError(errno.EIO, os.strerror(errno.EIO), "pandas/core/frame.py")
+    guarded = ImportError("pandas failed to import")
+    guarded.__context__ = OSError(errno.EMFILE, os.strerror(errno.EMFILE), "numpy/x.py")
+    assert cut_short(eio)
+    assert cut_short(guarded)
+    unrelated = ImportError("No module named 'tables'")
+    unrelated.__context__ = ValueError("a module's own bug")
+    assert not cut_short(unrelated)
+
+
 @pytest.mark.parametrize(("body", "outcome"), [
     ("raise OSError(errno.EMFILE, 'Too many open files')", "broken"),
     ("raise ValueError('its own bug')", "done"),
