@@ -40,3 +40,24 @@ def test_a_timed_out_fast_job_is_no_fast_job_running(spool_root: Path, daemon: S
     assert rec["error"]["type"] == "timeout"
     assert any(e.get("abandoned_threads") == 1 for e in d.events())  # the thread goes on
     assert _beat_after(d, rec["finished_at"])["fast_running"] == 0
+
+
+def test_stuck_fast_threads_past_their_bound_hold_the_fast_lane(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A FAST tool that never returns leaves a thread per run; the lane takes no more
+    FAST runs once ``STUCK_FAST_PER_THREAD`` (4) x ``SPOOL_FAST_THREADS`` are left, so
+    hung tools cannot pile up threads without bound.  COMPUTE jobs still run, and once
+    the stuck tools return, the FAST job that waited runs."""
+    d = daemon(SPOOL_FAST_THREADS="1")
+    release = tmp_path / "release"
+    for i in range(4):
+        drop(spool_root, f"hang{i}", {"tool": "t_fast_record", "timeout": 0.3, "params": {
+            "seconds": 60, "release": str(release)}})
+        assert wait_record(spool_root, f"hang{i}")["error"]["type"] == "timeout"
+    assert any(e.get("abandoned_threads") == 4 for e in d.events()), d.logs()[-3000:]
+    drop(spool_root, "waits", {"tool": "echo", "params": {"message": "after the stuck"}})
+    drop(spool_root, "compute", {"tool": "t_record"})
+    _beat_after(d, wait_record(spool_root, "compute")["finished_at"])
+    assert (spool_root / "pending" / "waits.json").exists(), "run beside 4 stuck threads"
+    release.touch()
+    assert wait_record(spool_root, "waits")["state"] == "done"
