@@ -370,6 +370,24 @@ def test_a_requeue_cut_short_is_finished_not_failed(spool: Spool, holders: Holde
     assert spool.layout.job(P, "again").read_bytes() == requeued
 
 
+def test_a_shutdown_requeue_cut_short_is_finished_not_failed(spool: Spool,
+                                                             holders: Holders) -> None:
+    """A stop's requeue does not count the attempt cut short (processor.lifecycle
+    .stop_runs): its pending file has the running one's attempts, not one more.  Killed
+    before the running file went, that is still the run's own requeue, not a newer drop
+    that would fail the run ``abandoned`` ("superseded") beside it."""
+    submit(spool, "stopped", max_attempts=3)
+    holder = holders.hold(ids=["stopped"])
+    running = Job.model_validate_json(spool.layout.job(R, "stopped").read_bytes())
+    requeued = job_bytes(running.model_copy(update={"not_before": None}))
+    spool.layout.job(P, "stopped").write_bytes(requeued)
+    holders.sigkill(holder)
+    report = Recovery(spool).scan()
+    assert report.finished == ["stopped"] and report.abandoned == []
+    assert locate(spool.layout, "stopped") == [P]
+    assert spool.layout.job(P, "stopped").read_bytes() == requeued
+
+
 def test_terminal_record_newer_than_claim_removes_leftover(spool: Spool,
                                                            holders: Holders) -> None:
     submit(spool, "almost", max_attempts=3)
