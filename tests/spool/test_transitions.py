@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import socket
 import stat
 import tracemalloc
 from collections.abc import Callable
@@ -438,6 +439,19 @@ def test_retry_never_follows_a_symlink_or_trusts_a_non_record(spool: Spool,
         spool.retry("junk")
     assert "hunter2" not in str(invalid.value)
     assert os.path.islink(spool.layout.job(F, "ln")) and locate(spool.layout, "junk") == [F]
+    assert listing(spool.layout.tmp) == [] and listing(spool.layout.folder(P)) == []
+
+
+def test_retry_of_a_socket_in_failed_is_a_conflict_not_a_disk_error(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket's open fails ENXIO: what is in ``failed/`` is no record (a conflict, as a
+    symlink is), not the spool's I/O trouble (statusd's 503, "cannot read")."""
+    monkeypatch.chdir(spool.layout.folder(F))  # a socket's path: at most 107 bytes
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("sock.json")
+        with pytest.raises(ConflictError, match="not a regular file"):
+            spool.retry("sock")
+    assert stat.S_ISSOCK(os.lstat(spool.layout.job(F, "sock")).st_mode)
     assert listing(spool.layout.tmp) == [] and listing(spool.layout.folder(P)) == []
 
 
