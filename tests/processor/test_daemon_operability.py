@@ -286,6 +286,21 @@ def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Pat
     assert len(summary) == 1 and summary[0]["requeued"] == ["again"]
 
 
+def test_a_recovery_pass_that_changed_nothing_logs_nothing(spool_root: Path, tmp_path: Path,
+                                                           daemon: StartDaemon) -> None:
+    """A ``recovery`` summary line comes with the pass that settled an orphan, not with
+    every pass: an empty one each ``SPOOL_SCAN_S`` would be 17,000 lines a day."""
+    d = daemon()
+    for job_id in ("first", "second"):  # left by a processor that died, found by a pass
+        left = tmp_path / f"{job_id}.json"
+        left.write_bytes(b'{"tool": "echo"}')
+        os.rename(left, spool_root / "running" / f"{job_id}.json")
+        assert wait_record(spool_root, job_id)["error"]["type"] == "abandoned"
+    assert d.stop() == 0
+    summary = [e for e in d.events() if e.get("msg") == "recovery"]
+    assert [e["abandoned"] for e in summary] == [["first"], ["second"]], summary
+
+
 def test_a_cancel_asked_while_the_processor_was_down_is_honoured_at_restart(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A cancel of a running job whose processor had died was answered (statusd: 200)
