@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from daemonkit import Daemon, drop, wait_for, wait_record
+
+from processor.fast_lane import FastLane
+from processor.run import Run
+from processor.runner import Outcome
+from processor.tools import BaseTool, ExecutionMode
+from spool.claim import Claim
+from spool.errors import ErrorType
+from spool.models import Job, Record
+from spool.states import JobState
 
 StartDaemon = Callable[..., Daemon]
 
@@ -61,3 +71,23 @@ def test_stuck_fast_threads_past_their_bound_hold_the_fast_lane(
     assert (spool_root / "pending" / "waits.json").exists(), "run beside 4 stuck threads"
     release.touch()
     assert wait_record(spool_root, "waits")["state"] == "done"
+
+
+def test_a_fast_outcome_posted_past_its_deadline_is_a_timeout(tmp_path: Path) -> None:
+    """A FAST tool that held the loop thread past its run's deadline (the loop moved to
+    a standby) and returns before the loop's deadline wake: the run fails ``timeout``,
+    as it would a moment later, not ``done`` with a result past its time."""
+    runs: dict[str, Run] = {}
+    finished: list[Outcome] = []
+    lane = FastLane(1, None, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
+                    finish=lambda run, outcome: finished.append(outcome),
+                    unblock=lambda job_id: None)
+    job = Job(tool="echo")
+    run = Run(Claim("late", -1, b"", 0, 0), job, BaseTool,
+              Record(id="late", state=JobState.RUNNING, tool="echo"),
+              started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)
+    runs["late"] = run
+    lane.busy = 1
+    lane.returned(run, Outcome("late", result_json=b"{}"))
+    assert [o.error_type for o in finished] == [ErrorType.TIMEOUT]
+    assert lane.busy == 0
