@@ -91,3 +91,29 @@ def test_a_fast_outcome_posted_past_its_deadline_is_a_timeout(tmp_path: Path) ->
     lane.returned(run, Outcome("late", result_json=b"{}"))
     assert [o.error_type for o in finished] == [ErrorType.TIMEOUT]
     assert lane.busy == 0
+
+
+def test_a_fast_run_whose_wait_in_line_used_its_time_never_starts(tmp_path: Path) -> None:
+    """A FAST job's timeout counts from its claim: one still waiting for the loop thread
+    at its deadline fails ``timeout`` there and its tool is never started (whose work
+    would come after the job was already recorded failed)."""
+    runs: dict[str, Run] = {}
+    finished: list[Outcome] = []
+    started: list[str] = []
+
+    class Relay:
+        def run_inline(self, *args: Any) -> tuple[bool, Outcome]:
+            started.append(args[2])
+            return True, Outcome(args[2], result_json=b"{}")
+
+    lane = FastLane(1, Relay(), None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
+                    finish=lambda run, outcome: finished.append(outcome),
+                    unblock=lambda job_id: None)
+    run = Run(Claim("queued", -1, b"", 0, 0), Job(tool="echo"), BaseTool,
+              Record(id="queued", state=JobState.RUNNING, tool="echo"),
+              started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)
+    runs["queued"] = run
+    lane.start(run, BaseTool, {})
+    assert lane.run_next()
+    assert started == [] and [o.error_type for o in finished] == [ErrorType.TIMEOUT]
+    assert lane.busy == 0
