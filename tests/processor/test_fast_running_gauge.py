@@ -1,5 +1,6 @@
 """``fast_running`` in the status file (and so in ``spoolq stats`` and
-``GET /api/v1/stats``): FAST jobs running, not the threads of runs already over."""
+``GET /api/v1/stats``): FAST jobs running, not the threads of runs already over; and
+the FAST lane's bound on those threads and its deadlines (:mod:`processor.fast_lane`)."""
 
 from __future__ import annotations
 
