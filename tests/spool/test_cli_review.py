@@ -28,6 +28,7 @@ from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
+from spool.cli.overview import stats_lines
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -429,3 +430,17 @@ def test_stats_says_when_no_pending_job_is_due_and_counts_no_workers_without_a_p
     assert "processor down" in text and "busy of" not in text, text
     assert spoolq(env, "submit", "echo", "--id", "now").returncode == 0
     assert b"none due yet" not in spoolq(env, "stats").stdout.splitlines()[0]
+
+
+def test_stats_names_the_oldest_due_wait_only_apart_from_the_oldest() -> None:
+    """The oldest job is most often the oldest due one too, its two ages a rounding
+    apart: ``; oldest due for`` is said only when another job's wait is shorter by more
+    than a second (a job meant for later is the oldest), not beside the same wait."""
+    def first_line(oldest: float, due: float) -> str:
+        return stats_lines({
+            "counts": {"pending": 2}, "oldest_pending_age_s": oldest,
+            "oldest_due_pending_age_s": due, "processor": {"alive": False},
+            "throughput": {"done_last_60s": 0, "failed_last_60s": 0}})[0]
+
+    assert "oldest due" not in first_line(300.0, 299.4), first_line(300.0, 299.4)
+    assert "; oldest due for " in first_line(300.0, 120.0), first_line(300.0, 120.0)
