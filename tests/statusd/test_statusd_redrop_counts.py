@@ -10,9 +10,11 @@ counted no transition for it, and an integration that re-drops a fixed id
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from statusdkit import ServerThread, claim, finish, request, submit, wait_for
+from statusdkit import ServerThread, claim, finish, request, settings_for, submit, wait_for
 
 from spool.errors import ErrorType
 from spool.states import JobState
@@ -71,3 +73,26 @@ def test_a_record_already_behind_a_new_drop_is_not_counted_again(server: ServerT
     finish(spool, claim(spool, "marker"))
     wait_for(lambda: _samples(server).get(DONE_ECHO) == 2, what="the marker counted")
     assert _samples(server)[DONE_ECHO] == 2
+
+
+@pytest.fixture
+def hints_only(spool: Spool) -> Iterator[ServerThread]:
+    """statusd whose rescans are an hour apart: what it counts came by the change feed."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_a_run_behind_a_new_drop_is_counted_at_its_hint_not_at_a_rescan(
+        hints_only: ServerThread, spool: Spool) -> None:
+    """The record's own hint (from ``failed/``) counts it: left to the next rescan, it
+    was missing from /metrics for up to ``SPOOL_SCAN_S``."""
+    submit(spool, "nightly")
+    first = claim(spool, "nightly")
+    submit(spool, "nightly")
+    wait_for(lambda: _samples(hints_only)[("spoolq_jobs", (("state", "pending"),))] == 1,
+             what="the new drop seen")
+    finish(spool, first, error=(ErrorType.TIMEOUT, "too slow"), duration_s=3.0)
+    wait_for(lambda: _samples(hints_only).get(FAILED_ECHO) == 1, what="the run counted")
