@@ -5,6 +5,7 @@ two inodes taking turns (``Mover.publish_advisory``), none freed a heartbeat."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -86,3 +87,43 @@ def test_the_last_minutes_counts_take_an_entry_a_second_not_a_run(
     clock[0] += 31
     status.forget_old_counts()
     assert status.finished_last_60s == {True: 0, False: 0} and not status.finished_at
+
+
+def test_a_status_file_that_cannot_be_written_warns_once_an_outage(
+        spool_root: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The status file is advisory: a write that fails warns once while the writes keep
+    failing (not every heartbeat), and again at the next outage once one went through."""
+    class Executor:
+        name = "local"
+
+        def capacity(self) -> int:
+            return 1
+
+        def busy(self) -> int:
+            return 0
+
+    layout = Layout(spool_root)
+    mover = Mover(layout, FsyncMode.NEVER)
+    status = StatusFile(Spool(layout, mover), "o", Executor(),  # type: ignore[arg-type]
+                        SystemClock(), [])
+    real, full = mover.publish_advisory, [True]
+
+    def publish(dest: Path, data: bytes) -> None:
+        if full[0]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
+        real(dest, data)
+
+    monkeypatch.setattr(mover, "publish_advisory", publish)
+
+    def warned() -> int:
+        return sum(r.getMessage() == "cannot write status file" for r in caplog.records)
+
+    for outage in (1, 2):
+        full[0] = True
+        for _ in range(3):
+            status.write(0, False, None)
+        assert warned() == outage
+        full[0] = False
+        status.write(0, False, None)
+        assert (spool_root / "owners" / "o.json").exists() and warned() == outage
