@@ -186,6 +186,11 @@ def test_one_unreadable_job_file_does_not_stop_the_others(
         assert not _troubled(d), d.logs()[-3000:]
         assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]  # not once a scan
         assert bad.exists() and locations(spool_root)["bad"] == ["pending"]
+        # Given back by its claim, its arrival in pending/ is no cue to try it again at
+        # once: that looped (claim, read error, give-back, claim), a core's worth of CPU.
+        spent = _cpu_s(d.pid)
+        time.sleep(3)  # three scans (SPOOL_SCAN_S=1), the file tried once at each
+        assert _cpu_s(d.pid) - spent < 0.3, "the processor spun on the unreadable file"
         detach()  # readable again: judged at the next scan, and run
         wait_for(lambda: record(spool_root, "bad") is not None, 30, "the bad file's record")
         rec = record(spool_root, "bad")
@@ -308,6 +313,12 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def _cpu_s(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
