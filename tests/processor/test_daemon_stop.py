@@ -47,6 +47,20 @@ def test_the_shutdown_requeue_line_names_the_attempt_as_every_transition_does(
     assert lines == [("claimed", None, 1), ("requeued", "shutdown", 1)]
 
 
+def test_a_shutdown_requeue_drops_a_schedule_already_past(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A job that ran once its ``not_before`` came (a client's schedule, a retry's backoff)
+    is requeued by a stop without it: the time is past and only noise on a pending job,
+    and after the wall clock stepped back it would hold the job back again."""
+    d = daemon(SPOOL_GRACE_S="0.5")
+    due = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    drop(spool_root, "due", {"tool": "sleep", "params": {"seconds": 60}, "not_before": due})
+    wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
+    assert d.stop() == 0
+    job = orjson.loads((spool_root / "pending" / "due.json").read_bytes())
+    assert (job["attempts"], job.get("not_before")) == (0, None), job
+
+
 def test_a_cancel_not_yet_acted_on_when_the_grace_ends_is_honoured_not_requeued(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A cancel asked as the processor stopped (SPOOL_GRACE_S=0, a second SIGTERM): the
