@@ -315,6 +315,28 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
         d.abort()
 
 
+def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The periodic recovery pass cannot open ``running/`` (EIO): spool trouble, the I/O
+    pause, not an OSError that ends the processor; once the disk reads again, jobs run."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="never", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        detach = attach(d.pid, "openat", spool_root / "running", when="1+")
+
+        def said() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return any(os.strerror(errno.EIO) in t for t in _troubled(d))
+
+        wait_for(said, 30, "the pass's trouble said")
+        detach()
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        wait_for(lambda: record(spool_root, "j1") is not None, 30, "j1's record")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _cpu_s(pid: int) -> float:
     """The CPU time (user and system) process ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
