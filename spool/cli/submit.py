@@ -19,8 +19,12 @@ renamed in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import signal
 import sys
+from collections.abc import Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from spool.cli import parse
@@ -108,13 +112,55 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
         check_can_follow(client, "--wait", " (nothing was submitted)")
     try:
-        job_id = client.submit(job, args.id)
+        with _held_signals() as held:
+            job_id = client.submit(job, args.id)
     except ValueError as exc:  # the file's "id" disagrees with --id
         raise UsageError(str(exc)) from exc
     announce(job_id, as_json=args.json, wait=args.wait)
+    if held:
+        print(f"spoolq: interrupted ({signal.Signals(held[0]).name}) as job {job_id} was "
+              "submitted: it is in pending/", file=sys.stderr)
+        signal.raise_signal(held[0])  # its own handler's way: 130 for SIGINT, as ever
     if args.wait:
         return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
     return EXIT_OK
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _held_signals() -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP held while the job file is published (milliseconds; a
+    failing disk's sync, seconds), and listed in what this yields.
+
+    A Ctrl-C after the file's rename (during its folder's fsync) ended ``submit`` with
+    130 and the job in ``pending/``, its id never printed: the script that asked took it
+    for not submitted and submitted it again, to run twice.  Held, the drop ends one way
+    or the other and its id is printed before the signal is acted on.  A second signal
+    is not held: a submit stuck on a dead disk still stops at a second Ctrl-C.
+    """
+    held: list[int] = []
+    old: dict[int, Any] = {}
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if held:  # the second: acted on now, as it would have been
+            _restore(old)
+            signal.raise_signal(signum)
+            return
+        held.append(signum)
+
+    for sig in HELD_SIGNALS:
+        old[sig] = signal.signal(sig, hold)
+    try:
+        yield held
+    finally:
+        _restore(old)
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def announce(job_id: str, *, as_json: bool, wait: bool) -> None:

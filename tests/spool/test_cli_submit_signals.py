@@ -1,0 +1,57 @@
+"""A signal that comes as ``spoolq submit`` drops its job.
+
+A Ctrl-C after the job file's rename, during its folder's fsync (strace delays that
+fsync here, as a slow or failing disk does), ended submit with 130 and the job in
+``pending/``, its id never printed: the script that asked took it for not submitted and
+submitted it again, to run twice.  The drop now ends first, its id printed, and then the
+signal is acted on as ever.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from spoolkit import REPO, make_spool, strace_path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
+                                                       sig: signal.Signals) -> None:
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    sub = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+         "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=3000000:when=1",
+         sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
+         "--id", "j1", "--any-tool"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+    try:
+        landed = root / "pending" / "j1.json"
+        deadline = time.monotonic() + 30
+        while not landed.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert landed.exists(), "the drop never landed"
+        # Its folder's fsync is held up for 3 s from here: the signal comes during it.
+        cli = next(p for p in psutil.Process(sub.pid).children()
+                   if "spool.cli.main" in " ".join(p.cmdline()))
+        cli.send_signal(sig)
+        out, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+    assert out == "j1\n", (out, err)
+    assert f"interrupted ({sig.name}) as job j1 was submitted: it is in pending/" in err
+    assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (
+        sub.returncode, err)
+    assert landed.exists()
