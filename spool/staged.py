@@ -11,6 +11,7 @@ stands; other dead staging files are removed.  Part of :class:`spool.recovery.Re
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -69,9 +70,8 @@ class Staged:
         self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
         for entry, trusted in listed:
             parsed = parse_staging(entry.name)
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
+            st = _lstat(entry, report)
+            if st is None:
                 continue
             if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
                 if pid_alive(parsed[1]):
@@ -350,6 +350,23 @@ def entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
         if optional:
             return []
         raise
+
+
+def _lstat(entry: os.DirEntry[str], report: RecoveryReport) -> os.stat_result | None:
+    """The entry's own stat; None when it is gone, or when the disk fails to tell (EIO: a
+    bad sector under its inode): then it is left for the next pass, as an orphan whose
+    read fails, and said in ``report``.  Raised, that error failed every pass (claims
+    paused at each) for as long as the sector stayed bad."""
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        folder = os.path.basename(os.path.dirname(entry.path))
+        report.unreadable.append(f"cannot look up {folder}/{entry.name}: {exc.strerror}")
+        return None
 
 
 def names_itself(path: Path, tag: str) -> bool:

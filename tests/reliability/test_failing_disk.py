@@ -337,6 +337,48 @@ def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
         d.abort()
 
 
+@pytest.mark.parametrize("action", ["retry", "quarantine"])
+def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
+        action: str, spool_root: Path, tmp_path: Path,
+        attach: Callable[..., Callable[[], None]]) -> None:
+    """A retry or quarantine cut short (its mover gone) left its file staged in
+    ``stage/``, and every lstat of it fails (a bad sector under its inode).  Recovery's
+    look at it raised out of the pass, which paused claims at each pass (an ERROR line
+    every ``SPOOL_SCAN_S``).  It is that file's trouble: left, said once, settled once
+    it can be looked at."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        mover = subprocess.Popen(["true"])  # gone: its pid is the staging name's
+        mover.wait()
+        staged = spool_root / "stage" / f"{action}-bad.{mover.pid}.0123456789ab.tmp"
+        detach = attach(d.pid, "newfstatat", staged, when="1+")
+        written = spool_root / "tmp" / "staged-bad"
+        written.write_text('{"id": "bad", "state": "failed", "tool": "echo", '
+                           '"error": {"type": "timeout", "message": "m"}}')
+        os.rename(written, staged)
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+
+        def settled() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+                    and len(_troubled(d, said) + _troubled(d)) > 0)
+
+        wait_for(settled, 30, "the other jobs run, the staged file looked at")
+        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert os.path.lexists(staged)
+        detach()  # looked at again: back into failed/ (a retry's) or quarantined
+        wait_for(lambda: not os.path.lexists(staged), 20, "the staged file settled")
+        assert record(spool_root, "bad") is not None
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _cpu_s(pid: int) -> float:
     """The CPU time (user and system) process ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
