@@ -18,6 +18,7 @@ feed is tried again at each heartbeat (an info line once it is whole again).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -155,9 +156,8 @@ class Discovery:
                     present.add(entry.name)
                     if is_in_progress_name(entry.name):
                         continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
+                    st = self._lstat(entry)
+                    if st is None:
                         continue
                     if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
                         self.dirty.add(entry.name)
@@ -185,6 +185,23 @@ class Discovery:
             self._cannot_scan("cancel/", exc)
             return
         self._scanned("cancel/")
+
+    def _lstat(self, entry: os.DirEntry[str]) -> os.stat_result | None:
+        """A pending entry's own stat; None when it is gone, or when the disk fails to
+        tell (EIO: a bad sector under its inode): that file's trouble, said once and
+        looked at again at each scan, as a file whose read fails.  Raised, it ended the
+        scan at that entry at each scan ("cannot scan pending/"), the names after it
+        and ``cancel/`` never scanned while it lasted."""
+        try:
+            return entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self.unreadable_file(entry.name, UnreadableDrop(
+                f"cannot look up {entry.name}: {exc.strerror}"))
+            return None
 
     def _cannot_scan(self, folder: str, exc: OSError) -> None:
         """One ERROR line when a folder cannot be listed, and again only should the error

@@ -31,6 +31,7 @@ from relkit import Daemon, drop, locations, record, wait_for
 
 TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
+CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
 
 
 @functools.cache
@@ -383,6 +384,32 @@ def _cpu_s(pid: int) -> float:
     """The CPU time (user and system) process ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """A pending job (due in an hour) every lstat of which fails since it was judged (a
+    bad sector under its inode).  The periodic scan of ``pending/`` stopped at it
+    ("cannot scan pending/"), and no drop the feed missed was found again.  It is that
+    file's trouble: said once, the scan goes on past it."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
+                                 "not_before": "2099-01-01T00:00:00Z"})
+        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        detach = attach(d.pid, "newfstatat", spool_root / "pending" / "bad.json", when="1+")
+        wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d, CANNOT_SCAN), 20,
+                 "the scan's look at it")
+        time.sleep(2)  # more scans (SPOOL_SCAN_S=1): said once, not once a scan
+        assert not _troubled(d, CANNOT_SCAN), d.logs()[-3000:]
+        assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["pending"]
+        detach()
+        assert d.stop() == 0
+    finally:
+        d.abort()
 
 
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
