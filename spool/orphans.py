@@ -288,6 +288,11 @@ def lease(path: Path, job_id: str) -> Claim | None:
         return None
     except FileNotFoundError:
         return None
+    except OSError as exc:  # its fstat or lstat (a bad sector under its inode): as a read's
+        if exc.errno != errno.EIO:
+            raise
+        raise UnreadableDrop(f"cannot look up {path.parent.name}/{path.name}: "
+                             f"{exc.strerror}") from exc
     finally:
         if fd >= 0:
             os.close(fd)

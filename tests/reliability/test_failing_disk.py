@@ -412,6 +412,42 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
         d.abort()
 
 
+def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """An orphan in ``running/`` (its processor gone) every lstat of which fails (a bad
+    sector under its inode).  Recovery leases it, then lstats it to check the lease is
+    of the file at its name: that error got out of the pass, which paused claims at each
+    pass and would exit 75 at each start.  It is that orphan's trouble, as its read's:
+    left in ``running/``, said once, settled once it can be looked at."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        orphan = spool_root / "running" / "bad.json"
+        detach = attach(d.pid, "newfstatat", orphan, when="1+")
+        staged = spool_root / "tmp" / "orphan-bad"
+        staged.write_text('{"tool": "echo", "params": {"message": 0}}')
+        os.rename(staged, orphan)
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+
+        def settled() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+                    and len(_troubled(d, said) + _troubled(d)) > 0)
+
+        wait_for(settled, 30, "the other jobs run, the orphan looked at")
+        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert locations(spool_root)["bad"] == ["running"]
+        detach()  # looked at again: requeued (an orphan's first attempt)
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the orphan run")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     """Until j1 and j2 have records, the processor running all along."""
     def recorded() -> bool:
