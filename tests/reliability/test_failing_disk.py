@@ -373,8 +373,8 @@ def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
         assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
         assert os.path.lexists(staged)
         detach()  # looked at again: back into failed/ (a retry's) or quarantined
-        wait_for(lambda: not os.path.lexists(staged), 20, "the staged file settled")
-        assert record(spool_root, "bad") is not None
+        wait_for(lambda: not os.path.lexists(staged) and record(spool_root, "bad"), 20,
+                 "the staged file settled, its record out")
         assert d.stop() == 0
     finally:
         d.abort()
