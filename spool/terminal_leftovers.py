@@ -15,6 +15,7 @@ are noted for :class:`spool.kept.KeptLedger`.  Part of
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -131,16 +132,24 @@ class TerminalLeftovers:
         quarantine would have.
         """
         original = self.layout.original(job_id)
+        record = self.layout.job(JobState.FAILED, job_id)
         try:
             st = os.lstat(original)
+            try:
+                record_st: os.stat_result | None = os.lstat(record)
+            except FileNotFoundError:
+                record_st = None
         except FileNotFoundError:
             self._quarantine_records.pop(original.name, None)
             return
-        record = self.layout.job(JobState.FAILED, job_id)
-        try:
-            record_st: os.stat_result | None = os.lstat(record)
-        except FileNotFoundError:
-            record_st = None
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            # Left for a later pass: raised, one bad sector under either name failed
+            # every full pass, and so each start (exit 75, restarted for ever).
+            report.unreadable.append(f"cannot look up failed/{os.path.basename(str(exc.filename))}"
+                                     f", {job_id}'s quarantine: {exc.strerror}")
+            return
         if record_st is None or not stat.S_ISREG(record_st.st_mode):
             # No record: a directory, FIFO or symlink at its name is none (the record's
             # publish sets it aside).

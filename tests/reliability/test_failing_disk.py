@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from relkit import Daemon, drop, locations, record, wait_for
 
@@ -443,6 +444,38 @@ def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
         assert locations(spool_root)["bad"] == ["running"]
         detach()  # looked at again: requeued (an orphan's first attempt)
         wait_for(lambda: record(spool_root, "bad") is not None, 20, "the orphan run")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
+def test_a_quarantined_original_the_disk_cannot_look_up_is_not_an_exit_at_start(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A quarantine's original (``failed/<id>.orig``) every lstat of which fails (a bad
+    sector under its inode).  The pass at start checks every name of ``failed/``: the
+    error got out of it, and the processor exited at each start ("cannot use the
+    spool"), restarted for ever.  It is that file's trouble: said once, the jobs run."""
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    (spool_root / "failed" / "bad.orig").write_bytes(b"not a job")
+    (spool_root / "failed" / "bad.json").write_text(
+        '{"id": "bad", "state": "failed", "error": {"type": "invalid_job", "message": "m"}}')
+    original = spool_root / "failed" / "bad.orig"
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1", prefix=[
+        strace, "-f", "-o", "/dev/null", "-P", str(original), "-e", "trace=newfstatat",
+        "-e", "inject=newfstatat:error=EIO:when=1+"])
+    try:
+        d.start(wait_ready=False)
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        _wait_recorded(d, spool_root, "the jobs' records")
+        said = "cannot read an orphan in running/; left there, tried at each pass"
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]
+        assert original.exists()
+        # SIGTERM to the processor itself: strace does not pass it on, and exits with it.
+        (processor,) = psutil.Process(d.pid).children()
+        processor.terminate()
         assert d.stop() == 0
     finally:
         d.abort()
