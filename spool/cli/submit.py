@@ -138,7 +138,10 @@ def _held_signals() -> Iterator[list[int]]:
     130 and the job in ``pending/``, its id never printed: the script that asked took it
     for not submitted and submitted it again, to run twice.  Held, the drop ends one way
     or the other and its id is printed before the signal is acted on.  A second signal
-    is not held: a submit stuck on a dead disk still stops at a second Ctrl-C.
+    is not held: a submit stuck on a dead disk still stops at a second Ctrl-C.  One
+    ignored (``nohup``'s SIGHUP, a script's background job's SIGINT) stays ignored: held,
+    it was told as 'interrupted' while nothing was, and a Ctrl-C after it was taken for
+    the second signal, acted on in the middle of the drop.
     """
     held: list[int] = []
     old: dict[int, Any] = {}
@@ -151,7 +154,8 @@ def _held_signals() -> Iterator[list[int]]:
         held.append(signum)
 
     for sig in HELD_SIGNALS:
-        old[sig] = signal.signal(sig, hold)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, hold)
     try:
         yield held
     finally:

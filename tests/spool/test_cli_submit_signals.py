@@ -55,3 +55,40 @@ def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
     assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (
         sub.returncode, err)
     assert landed.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["HUP", "INT"])
+def test_an_ignored_signal_as_the_job_lands_is_still_ignored(env: dict[str, str],
+                                                            sig: signal.Signals) -> None:
+    """Under ``nohup`` (SIGHUP ignored), or as a script's background job (SIGINT ignored),
+    such a signal as the job landed said 'interrupted (SIGHUP) as job j1 was submitted'
+    and went on: nothing was interrupted.  Worse, a Ctrl-C after it counted as the
+    second signal, acted on in the middle of the drop.  An ignored signal stays ignored."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    sub = subprocess.Popen(  # the shell's trap '' leaves the signal ignored through exec
+        ["sh", "-c", f"trap '' {sig.name[3:]}; exec \"$@\"", "sh",
+         strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+         "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=1000000:when=1",
+         sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
+         "--id", "j1", "--any-tool"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+    try:
+        landed = root / "pending" / "j1.json"
+        deadline = time.monotonic() + 30
+        while not landed.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert landed.exists(), "the drop never landed"
+        cli = next(p for p in psutil.Process(sub.pid).children()
+                   if "spool.cli.main" in " ".join(p.cmdline()))
+        cli.send_signal(sig)
+        out, err = sub.communicate(timeout=30)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+    assert (out, err, sub.returncode) == ("j1\n", "", 0)
