@@ -23,7 +23,7 @@ import orjson
 
 from spool.errors import ConflictError
 from spool.states import JobState
-from spool.text import valid_strings
+from spool.text import valid_strings, valid_text
 
 if TYPE_CHECKING:
     from spool.large import LargeRecord
@@ -152,8 +152,11 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
 
 def printable(text: str) -> str:
     """``text`` safe for a terminal and one line: control characters, invisible and bidi
-    characters and undecodable bytes as Python escapes (``\\x1b``, ``\\n``, ``\\u202e``)."""
-    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+    characters as Python escapes (``\\x1b``, ``\\n``, ``\\u202e``), and undecodable bytes as
+    :func:`spool.text.valid_text` writes them (``\\xff``, as the daemons' lines do): as
+    ``\\udcff`` an error line named a folder no ``$'...'`` pasted from it reaches."""
+    return _UNPRINTABLE.sub(lambda m: valid_text(m.group()) if "\ud800" <= m.group() <= "\udfff"
+                            else ascii(m.group())[1:-1], text)
 
 
 def cells(text: str) -> int:

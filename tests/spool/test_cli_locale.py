@@ -99,3 +99,15 @@ def test_a_path_that_is_not_utf8_is_printed_as_its_bytes(tmp_path: Path, env: di
     root = os.fsencode(tmp_path) + b"/sp\xffool"
     proc = spoolq({**env, **NOT_UTF8_OUT.get(how, {})}, "--spool-dir", root, "init")
     assert ok(proc).encode("latin-1") == b"spool ready at " + root + b"\n"
+
+
+def test_an_error_line_names_a_byte_that_is_not_utf8_as_that_byte(tmp_path: Path,
+                                                                  env: dict[str, str]) -> None:
+    """The error line of ``spoolq --spool-dir $'/x/sp\\xffool' ls`` said 'sp\\udcffool':
+    pasted into ``$'...'`` that names another folder, and spool-processor's own line
+    says 'sp\\xffool' for the same spool (spool.text.one_line)."""
+    root = os.fsencode(tmp_path) + b"/sp\xffool"
+    proc = spoolq(env, "--spool-dir", root, "ls")
+    err = proc.stderr.decode("ascii")
+    assert proc.returncode == 1, err
+    assert os.fsdecode(tmp_path) + "/sp\\xffool is not an initialised spool" in err, err
