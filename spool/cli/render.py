@@ -17,7 +17,7 @@ import re
 import sys
 import unicodedata
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 
@@ -80,6 +80,25 @@ def utf8_out() -> bool:
         return False
 
 
+class _Escaped:
+    """A binary stdout that is not UTF-8, for a large record's file copied to it: each
+    character past ASCII as its JSON escape, as :func:`json_text` writes a small record's
+    (written as stored, "é" reached a latin-1 or ASCII reader as 'Ã©' or was refused).
+    A character cut by the copy's chunks waits for its rest."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data: bytes) -> int:
+        text = self.decoder.decode(data)
+        self.out.write(_NON_ASCII.sub(_json_escape, text).encode("ascii"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def record_json(record: Record) -> dict[str, Any]:
     """The record as the spool stores it and statusd serves it."""
     from spool.models import record_bytes  # noqa: PLC0415 - lazy, see spool.cli
@@ -109,7 +128,8 @@ def show_record(record: Record, as_json: bool, large: LargeRecord | None = None)
         from spool.large import copy_record  # noqa: PLC0415 - lazy, see spool.cli
 
         sys.stdout.flush()
-        if not copy_record(large, sys.stdout.buffer):
+        out = sys.stdout.buffer if utf8_out() else cast(BinaryIO, _Escaped(sys.stdout.buffer))
+        if not copy_record(large, out):
             raise ConflictError(f"job {record.id}'s record changed while it was read; "
                                 "run the command again")
         sys.stdout.buffer.write(b"\n")

@@ -192,3 +192,22 @@ def test_ls_lists_a_large_record_from_its_head_in_bounded_memory(
     text = spoolq(env, "ls").stdout.splitlines()
     assert [row.split()[:3] for row in text[1:]] == [["small", "done", "echo"],
                                                      ["big", "done", "run_backtest"]]
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_json_of_a_large_record_is_escaped_where_stdout_is_not_utf8(
+        env: dict[str, str], root: Path, encoding: str) -> None:
+    """Where stdout is not UTF-8 a small record's JSON carries "é" as ``\\u00e9``
+    (render.json_text); a large one was written as stored, UTF-8 bytes, which a reader in
+    that encoding took for other characters ('Ã©') or refused.  Characters cut by the
+    copy's chunks are escaped whole."""
+    path = Layout(root).job(JobState.DONE, "big")
+    head = orjson.dumps(LEADING)[:-1] + b',"result":{"curve":"'
+    words = "h\u00e9llo \u2192 \u2713 \U0001f600".encode()
+    pad = b"x" * (MiB - len(head) - 2)  # the copy's first chunk ends inside "é"
+    body = head + pad + words * (PARSE_MAX_BYTES // len(words) + 1) + b'"}}'
+    path.write_bytes(body)
+    proc = spoolq({**env, "PYTHONIOENCODING": encoding}, "show", "big", "--json")
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+    proc.stdout.encode("ascii")  # escapes only
+    assert orjson.loads(proc.stdout) == orjson.loads(body)
