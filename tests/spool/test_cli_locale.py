@@ -111,3 +111,18 @@ def test_an_error_line_names_a_byte_that_is_not_utf8_as_that_byte(tmp_path: Path
     err = proc.stderr.decode("ascii")
     assert proc.returncode == 1, err
     assert os.fsdecode(tmp_path) + "/sp\\xffool is not an initialised spool" in err, err
+
+
+@pytest.mark.parametrize("how", list(NOT_UTF8_OUT))
+def test_ls_columns_line_up_where_stdout_escapes(root: Path, env: dict[str, str],
+                                                 how: str) -> None:
+    """``ls`` padded a tool named "\u2713t\u00e9st" as 5 columns, and stdout wrote it as
+    '\\u2713t\\xe9st' (or '\\u2713t\u00e9st' in latin-1): every column after it
+    stood off from the header's."""
+    spool_of(root).submit(Job(tool="\u2713t\u00e9st", params={}), "a")
+    spool_of(root).submit(Job(tool="echo", params={}), "b")
+    lines = ok(spoolq({**env, **NOT_UTF8_OUT[how]}, "ls")).splitlines()
+    starts = {line.index("pending" if line != lines[0] else "STATE") for line in lines}
+    assert len(starts) == 1, lines
+    starts = {line.index("20" if line != lines[0] else "SUBMITTED", 10) for line in lines}
+    assert len(starts) == 1, lines
