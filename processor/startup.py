@@ -42,6 +42,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from spool.errors import ConfigError
+
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
            "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis",
            "processor.forkserver_ready"]
@@ -73,16 +75,22 @@ def stdin_from_devnull() -> None:
         os.close(devnull)
 
 
-def leave_a_removed_cwd() -> None:
+def leave_a_removed_cwd(spool_dir: str | None, name: str = "SPOOL_DIR") -> None:
     """Move to ``/`` when the working directory was removed (started from a folder a
     script deleted since: ``cd build; ...; rm -rf build``).  The forkserver's start asks
     for it (multiprocessing passes it to its children), and the processor crashed with
-    a traceback and exit 1, which systemd restarts, or a shell's script never sees.  No
-    relative path can be reached from a removed folder: a relative ``SPOOL_DIR`` is
-    then read from ``/``, and refused by name when no spool is there."""
+    a traceback and exit 1, which systemd restarts, or a shell's script never sees.
+
+    No relative path can be reached from a removed folder: a relative ``spool_dir`` (the
+    setting ``name``) is refused then, as spoolq and statusd refuse it.
+    Read from ``/``, it took the jobs of whatever spool stood there."""
     try:
         os.getcwd()
     except FileNotFoundError:
+        if spool_dir and not os.path.isabs(os.path.expanduser(spool_dir)):
+            raise ConfigError(f"invalid setting {name}: {spool_dir} is relative, and the "
+                              "working directory it is relative to was removed; give the "
+                              "whole path") from None
         os.chdir("/")
 
 

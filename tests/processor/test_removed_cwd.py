@@ -29,3 +29,23 @@ def test_a_removed_working_directory_still_runs_jobs(spool_root: Path, tmp_path:
         assert not gone.exists() and "Traceback" not in daemon.logs(), daemon.logs()
     finally:
         daemon.abort()
+
+
+def test_a_relative_spool_dir_from_a_removed_directory_is_refused(spool_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """A relative SPOOL_DIR was read from ``/`` once the processor left its removed
+    working directory: it took the jobs of whatever spool stood there (here the test's,
+    named from ``/``), where spoolq and statusd refuse that setting by name (exit 2)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    relative = str(spool_root.relative_to("/"))
+    daemon = Daemon(spool_root, tmp_path / "daemon.log", prefix=[*GONE_CWD, str(gone)],
+                    SPOOL_DIR=relative)
+    try:
+        daemon.start(wait_ready=False)
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=20) == 2, daemon.logs()
+        assert f"{relative} is relative, and the working directory it is relative to " \
+            "was removed; give the whole path" in daemon.logs(), daemon.logs()
+    finally:
+        daemon.abort()
