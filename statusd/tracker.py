@@ -363,7 +363,10 @@ class Tracker:
         if stamps is None:
             return
         self._say_unreadable(unreadable)
-        changed = await self._run(_diff, stamps, self.index.stamps())
+        # An id left out is kept as it was, not re-read: its look-up fails again, and
+        # that failed the refresh of every id this rescan found changed.
+        changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
+                   if job_id not in unreadable]
         if changed:
             await self.refresh(changed)
         if recorded := self._behind.rescanned(behind):  # a run ended behind a re-drop

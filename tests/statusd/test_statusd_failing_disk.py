@@ -30,7 +30,10 @@ cut short on disk.
 A record whose inode the disk cannot read (lstat's EIO in the scan): statusd did not
 start ("error: Input/output error", exit 1, and systemd restarted it into the same), and
 once started every rescan failed on it, so what the feed missed was never found.  The
-file is left out of the scan with a warning (the index keeps what it had of it).
+file is left out of the scan with a warning (the index keeps what it had of it).  An
+indexed one left out so was re-read by each rescan as gone, its look-up failed that
+rescan's whole refresh, and a new drop only a rescan could find (no inotify watch) was
+never listed while the file lasted.
 """
 
 from __future__ import annotations
@@ -235,6 +238,36 @@ def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> No
         statusd_proc = psutil.Process(proc.pid).children()[0]
         statusd_proc.terminate()  # strace then exits with statusd's status
         proc.wait(20)
+    text = "".join(log)
+    assert "reading the spool failed" not in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
+    root = spool.layout.root
+    submit(spool, "bad")
+    finish(spool, claim(spool, "bad"), {"ok": True})
+    # No inotify watch at all (the limit 0 in a user namespace of its own), so only a
+    # rescan finds a new drop.
+    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c",
+              'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh"]
+    log: list[str] = []
+    with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert _listed(base) == {"bad": "done"}
+        with _failing(strace, proc.pid, [root / "done" / "bad.json"],
+                      ["newfstatat", "statx"], tmp_path / "strace.err"):
+            wait_for(lambda: "could not be looked at" in "".join(log), 10,
+                     "a rescan that left the file out")
+            submit(spool, "later")
+            wait_for(lambda: _listed(base) == {"bad": "done", "later": "pending"}, 10,
+                     "a new drop a rescan found, and the index as it was")
     text = "".join(log)
     assert "reading the spool failed" not in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
