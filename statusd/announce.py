@@ -28,8 +28,10 @@ from statusd.items import Item
 from statusd.metrics import Metrics
 
 
-def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item) -> None:
-    """Tell what changed from ``old`` (None: a new id) to ``new``."""
+def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
+             counted: bool = True) -> None:
+    """Tell what changed from ``old`` (None: a new id) to ``new``; ``counted=False``: not
+    in the metrics (a record from before statusd started, read late)."""
     moved = old is None or old.state is not new.state
     # A new record is a new write (mtime, or a new inode within one tick) with new
     # times in it; a chmod or a hard link moves only ctime, and a touch only mtime:
@@ -41,7 +43,7 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item) -> None:
                  and new.state is JobState.RUNNING
                  and (old.stamp.ctime_ns, old.stamp.ino) != (new.stamp.ctime_ns, new.stamp.ino))
     if moved or rerun or reclaimed:
-        if new.state in TERMINAL:
+        if new.state in TERMINAL and counted:
             metrics.observe_terminal(new)
         if hub.wants(new.job_id):
             _transition(hub, old.state if old is not None else None, new)

@@ -118,6 +118,9 @@ class Tracker:
         self._recorded: set[str] = set()
         """Dirty ids a hint from ``done/`` or ``failed/`` named (see :mod:`statusd.behind`)."""
         self._behind = RecordsBehind(index, metrics)
+        self._unseen: set[str] = set()
+        """Ids the start's scan left out (the disk could not stat a file of theirs): found
+        later, each is what the spool held at start, not a move then (see :meth:`_apply`)."""
         self._quiet_until = 0.0
         """Until when (monotonic) a failed read logs no line: one per rescan interval."""
         self.vanish_grace_s = VANISH_GRACE_S
@@ -138,6 +141,7 @@ class Tracker:
         async with self._lock:
             stamps = await self._run(self.loader.scan, behind, unreadable)
             self._say_unreadable(unreadable)
+            self._unseen = unreadable
             self._behind.rescanned(behind)  # the runs that ended before: not counted
             scanned = time.monotonic()
             items = await self._run(self.loader.load_all, stamps)
@@ -438,12 +442,17 @@ class Tracker:
             return
         if item is Absent.GONE:
             self._missing.pop(job_id, None)
+            self._unseen.discard(job_id)
             self._remove(job_id)
             return
         self._missing.pop(job_id, None)
         old = self.index.put(item)
         self._behind.applied(old, item)
-        announce(self.hub, self.metrics, old, item)
+        # One the start's scan left out ended before statusd started, as those it loaded:
+        # counted, the disk's recovery was a burst of finishes in the metrics.
+        seen_at_start = old is None and job_id in self._unseen
+        self._unseen.discard(job_id)
+        announce(self.hub, self.metrics, old, item, counted=not seen_at_start)
 
     async def _count_behind(self, job_ids: set[str]) -> None:
         """Count the runs that ended behind a new drop of their id (:mod:`statusd.behind`)."""

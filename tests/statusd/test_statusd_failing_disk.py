@@ -33,7 +33,8 @@ once started every rescan failed on it, so what the feed missed was never found.
 file is left out of the scan with a warning (the index keeps what it had of it).  An
 indexed one left out so was re-read by each rescan as gone, its look-up failed that
 rescan's whole refresh, and a new drop only a rescan could find (no inotify watch) was
-never listed while the file lasted.
+never listed while the file lasted.  One left out at start and read once the disk
+recovered was counted in the metrics as a job that had just finished.
 """
 
 from __future__ import annotations
@@ -241,6 +242,32 @@ def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> No
     text = "".join(log)
     assert "reading the spool failed" not in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+
+
+def test_a_record_the_disk_could_not_stat_at_start_is_no_new_finish(spool: Spool) -> None:
+    strace = _strace()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = spool.layout.root
+    for job_id in ("bad", "good"):
+        submit(spool, job_id)
+        finish(spool, claim(spool, job_id), {"ok": True})
+    # Only the start's scan cannot stat it; the rescans after it can.
+    prefix = [strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
+              "-e", "trace=newfstatat,statx", "-e", "inject=newfstatat:error=EIO:when=1",
+              "-e", "inject=statx:error=EIO:when=1"]
+    log: list[str] = []
+    with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert "could not be looked at" in "".join(log), "".join(log)[-3000:]
+        wait_for(lambda: _listed(base) == {"bad": "done", "good": "done"}, 10,
+                 "the record listed once the disk reads it")
+        metrics = request(base, "GET", "/metrics").body.decode()
+        statusd_proc = psutil.Process(proc.pid).children()[0]
+        statusd_proc.terminate()  # strace then exits with statusd's status
+        proc.wait(20)
+    # Both ended before statusd started: neither is a finish it saw.
+    assert 'spoolq_transitions_total{outcome="done"' not in metrics, metrics
 
 
 def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
