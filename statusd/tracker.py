@@ -121,6 +121,8 @@ class Tracker:
         self._unseen: set[str] = set()
         """Ids the start's scan left out (the disk could not stat a file of theirs): found
         later, each is what the spool held at start, not a move then (see :meth:`_apply`)."""
+        self._unreadable_said: set[str] = set()
+        """The ids the last scan left out (see :meth:`_say_unreadable`)."""
         self._quiet_until = 0.0
         """Until when (monotonic) a failed read logs no line: one per rescan interval."""
         self.vanish_grace_s = VANISH_GRACE_S
@@ -410,14 +412,21 @@ class Tracker:
         return self.loader.scan(behind, unreadable) if self._spool_here() else None
 
     def _say_unreadable(self, ids: set[str]) -> None:
-        """A warning (a line a rescan interval at most) naming the ids a scan left out
-        because the disk could not stat one of their files."""
-        now = time.monotonic()
-        if ids and now >= self._quiet_until:
+        """A warning naming the ids a scan left out because the disk could not stat one
+        of their files, when one is new to it; an info line once a scan leaves none out.
+        Said at each rescan (every ``SPOOL_SCAN_S``: 17,000 lines a day for one bad
+        sector), and on the quiet time of the read failures' warning, which it hid."""
+        if not ids:
+            if self._unreadable_said:
+                log.info("the job files that could not be looked at can all be looked "
+                         "at again")
+                self._unreadable_said = set()
+            return
+        if not ids <= self._unreadable_said:
             shown = ", ".join(sorted(ids)[:5]) + (" ..." if len(ids) > 5 else "")
             log.warning("%d job files could not be looked at (I/O error), left as they "
                         "were: %s", len(ids), shown)
-            self._quiet_until = now + self.scan_s
+        self._unreadable_said = set(ids)
 
     def _spool_here(self) -> bool:
         """Whether the spool is there: any of its state folders.  When none is (the
