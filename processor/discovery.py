@@ -61,6 +61,7 @@ class Discovery:
         self.cancels: set[str] = set()
         self.unscanned: dict[str, str] = {}  # folder -> the error said of it, while it lasts
         self.unreadable: dict[str, str] = {}  # pending name -> the error said of it
+        self.unstatable: set[str] = set()  # those of them whose lstat failed
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
@@ -168,6 +169,7 @@ class Discovery:
         for name in (self.seen.keys() | self.unreadable.keys()) - present:
             self.seen.pop(name, None)
             self.unreadable.pop(name, None)
+            self.unstatable.discard(name)
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
         # processor's claim) are forgotten: kept, each stayed until its lane came to it,
         # a delayed one until its not_before (a day, a year), whatever purge removed.
@@ -193,7 +195,7 @@ class Discovery:
         scan at that entry at each scan ("cannot scan pending/"), the names after it
         and ``cancel/`` never scanned while it lasted."""
         try:
-            return entry.stat(follow_symlinks=False)
+            st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -201,7 +203,12 @@ class Discovery:
                 raise
             self.unreadable_file(entry.name, UnreadableDrop(
                 f"cannot look up {entry.name}: {exc.strerror}"))
+            self.unstatable.add(entry.name)
             return None
+        if entry.name in self.unstatable:  # looked up again: a next failure is said again
+            self.unstatable.discard(entry.name)
+            self.unreadable.pop(entry.name, None)
+        return st
 
     def _cannot_scan(self, folder: str, exc: OSError) -> None:
         """One ERROR line when a folder cannot be listed, and again only should the error

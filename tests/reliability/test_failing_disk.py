@@ -481,6 +481,32 @@ def test_a_quarantined_original_the_disk_cannot_look_up_is_not_an_exit_at_start(
         d.abort()
 
 
+def test_a_pending_file_the_disk_fails_again_is_said_again(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The same bad sector under a pending job's inode, twice, the file read in between.
+    The first outage's warning stood for good: the second one (a sector going bad for
+    good, say) was not said."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="0.3")
+    try:
+        d.start()
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
+                                 "not_before": "2099-01-01T00:00:00Z"})
+        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        path = spool_root / "pending" / "bad.json"
+        detach = attach(d.pid, "newfstatat", path, when="1+")
+        wait_for(lambda: _troubled(d, UNREADABLE), 20, "the first outage said")
+        detach()
+        time.sleep(1.5)  # scans (SPOOL_SCAN_S=0.3) that read it again: nothing to see
+        detach = attach(d.pid, "newfstatat", path, when="1+")
+        wait_for(lambda: len(_troubled(d, UNREADABLE)) == 2, 20, "the second outage said")
+        detach()
+        assert locations(spool_root)["bad"] == ["pending"]
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     """Until j1 and j2 have records, the processor running all along."""
     def recorded() -> bool:
