@@ -497,7 +497,7 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
         detach = attach(d.pid, "newfstatat", path, when="1+")
         wait_for(lambda: _troubled(d, UNREADABLE), 20, "the first outage said")
         detach()
-        time.sleep(1.5)  # scans (SPOOL_SCAN_S=0.3) that read it again: nothing to see
+        time.sleep(3)  # ten scans (SPOOL_SCAN_S=0.3) that look it up again: none to see
         detach = attach(d.pid, "newfstatat", path, when="1+")
         wait_for(lambda: len(_troubled(d, UNREADABLE)) == 2, 20, "the second outage said")
         detach()
