@@ -33,6 +33,7 @@ from relkit import Daemon, drop, locations, record, wait_for
 TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
 CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
+LEFT = "cannot read an orphan in running/; left there, tried at each pass"
 
 
 @functools.cache
@@ -218,17 +219,15 @@ def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
         (spool_root / "running" / "orph.json").write_text(
             '{"tool": "echo", "params": {"message": 1}}')
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 2}})
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-
         def settled() -> bool:
             assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
             return (record(spool_root, "j1") is not None and record(spool_root, "orph")
-                    is not None and len(_troubled(d, said) + _troubled(d)) > 0)
+                    is not None and len(_troubled(d, LEFT) + _troubled(d)) > 0)
 
         wait_for(settled, 30, "the other jobs settled, the bad orphan read")
         time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
         assert not _troubled(d), d.logs()[-3000:]
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]  # not once a pass
         assert locations(spool_root)["bad"] == ["running"]
         detach()
         assert d.stop() == 0
@@ -255,19 +254,7 @@ def test_an_orphan_whose_record_the_disk_cannot_read_is_left_not_a_pause(
         staged = spool_root / "tmp" / "orphan-bad"
         staged.write_text('{"tool": "echo", "params": {"message": 0}}')
         os.rename(staged, spool_root / "running" / "bad.json")
-        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
-        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-
-        def settled() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-                    and len(_troubled(d, said) + _troubled(d)) > 0)
-
-        wait_for(settled, 30, "the other jobs run, the bad record read")
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
-        assert not _troubled(d), d.logs()[-3000:]
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        _left_once(d, spool_root, "the other jobs run, the bad record read")
         assert locations(spool_root)["bad"] == ["running", "done"]
         detach()  # readable again: the orphan's run was recorded, its file goes
         wait_for(lambda: not (spool_root / "running" / "bad.json").exists(), 20,
@@ -297,19 +284,7 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
         written = spool_root / "tmp" / "staged-bad"
         written.write_text('{"tool": "echo", "params": {"message": 0}}')
         os.rename(written, staged)
-        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
-        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-
-        def settled() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-                    and len(_troubled(d, said) + _troubled(d)) > 0)
-
-        wait_for(settled, 30, "the other jobs run, the staged cancel read")
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
-        assert not _troubled(d), d.logs()[-3000:]
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        _left_once(d, spool_root, "the other jobs run, the staged cancel read")
         assert staged.exists()
         detach()
         assert d.stop() == 0
@@ -359,19 +334,7 @@ def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
         written.write_text('{"id": "bad", "state": "failed", "tool": "echo", '
                            '"error": {"type": "timeout", "message": "m"}}')
         os.rename(written, staged)
-        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
-        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-
-        def settled() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-                    and len(_troubled(d, said) + _troubled(d)) > 0)
-
-        wait_for(settled, 30, "the other jobs run, the staged file looked at")
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
-        assert not _troubled(d), d.logs()[-3000:]
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        _left_once(d, spool_root, "the other jobs run, the staged file looked at")
         assert os.path.lexists(staged)
         detach()  # looked at again: back into failed/ (a retry's) or quarantined
         wait_for(lambda: not os.path.lexists(staged) and record(spool_root, "bad"), 20,
@@ -428,19 +391,7 @@ def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
         staged = spool_root / "tmp" / "orphan-bad"
         staged.write_text('{"tool": "echo", "params": {"message": 0}}')
         os.rename(staged, orphan)
-        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
-        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-
-        def settled() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-                    and len(_troubled(d, said) + _troubled(d)) > 0)
-
-        wait_for(settled, 30, "the other jobs run, the orphan looked at")
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
-        assert not _troubled(d), d.logs()[-3000:]
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]  # not once a pass
+        _left_once(d, spool_root, "the other jobs run, the orphan looked at")
         assert locations(spool_root)["bad"] == ["running"]
         detach()  # looked at again: requeued (an orphan's first attempt)
         wait_for(lambda: record(spool_root, "bad") is not None, 20, "the orphan run")
@@ -470,8 +421,7 @@ def test_a_quarantined_original_the_disk_cannot_look_up_is_not_an_exit_at_start(
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
         _wait_recorded(d, spool_root, "the jobs' records")
-        said = "cannot read an orphan in running/; left there, tried at each pass"
-        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]
+        assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]
         assert original.exists()
         # SIGTERM to the processor itself: strace does not pass it on, and exits with it.
         (processor,) = psutil.Process(d.pid).children()
@@ -505,6 +455,24 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def _left_once(d: Daemon, spool_root: Path, what: str) -> None:
+    """Drop j1 and j2, and wait until both have records and the file recovery left was
+    said; after three more passes (SPOOL_SCAN_S=1) it was said once, not once a pass,
+    and no pass was the spool's trouble."""
+    drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+    drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+
+    def settled() -> bool:
+        assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+        return (all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+                and len(_troubled(d, LEFT) + _troubled(d)) > 0)
+
+    wait_for(settled, 30, what)
+    time.sleep(3)  # more passes: said once, not once a pass
+    assert not _troubled(d), d.logs()[-3000:]
+    assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]
 
 
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:

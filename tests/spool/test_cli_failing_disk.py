@@ -81,16 +81,22 @@ def test_a_submit_whose_folder_sync_fails_after_the_drop_is_a_submit(
     assert sorted(os.listdir(root / "pending")) == [f"{proc.stdout.strip()}.json"]
 
 
-@pytest.mark.parametrize(("params", "moved_to"), [(["message=hi"], "done"),
-                                                  (["seconds=3"], "running")])
-def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
-        env: dict[str, str], tmp_path: Path, params: list[str], moved_to: str) -> None:
+def _strace_and_processor(env: dict[str, str], tmp_path: Path
+                          ) -> tuple[str, Path, subprocess.Popen[bytes]]:
+    """strace (or a skip), the spool, and a processor on it under ``always``."""
     strace = strace_path()
     if strace is None:
         pytest.skip("strace is not available here")
     root = Path(env["SPOOL_DIR"])
     make_spool(root)
-    proc = start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
+    return strace, root, start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
+
+
+@pytest.mark.parametrize(("params", "moved_to"), [(["message=hi"], "done"),
+                                                  (["seconds=3"], "running")])
+def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
+        env: dict[str, str], tmp_path: Path, params: list[str], moved_to: str) -> None:
+    strace, root, proc = _strace_and_processor(env, tmp_path)
     try:
         tool = "echo" if moved_to == "done" else "sleep"
         # The sync of pending/ takes 2 s, then fails: the processor claims the job meanwhile.
@@ -121,12 +127,7 @@ def test_a_submit_requeued_while_its_folder_sync_failed_is_a_submit(
     then hold the job with other bytes than the drop's, and no record is written yet.
     Looked for by its bytes, the submit said it failed (exit 1), and the script that
     asked submitted the job again, to run twice."""
-    strace = strace_path()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    root = Path(env["SPOOL_DIR"])
-    make_spool(root)
-    proc = start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
+    strace, root, proc = _strace_and_processor(env, tmp_path)
     try:
         sub = subprocess.run(
             [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),

@@ -20,17 +20,19 @@ import pytest
 from spoolkit import REPO, make_spool, strace_path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
-                                                       sig: signal.Signals) -> None:
+def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: int,
+                           prefix: tuple[str, ...] = ()) -> tuple[str, str, int, Path]:
+    """``spoolq submit`` whose ``pending/`` fsync strace holds up ``delay_us``, sent ``sig``
+    during it, once its file has landed (``prefix``: what runs strace): its stdout, its
+    stderr, its exit code, and where its file landed."""
     strace = strace_path()
     if strace is None:
         pytest.skip("strace is not available here")
     root = Path(env["SPOOL_DIR"])
     make_spool(root)
     sub = subprocess.Popen(
-        [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
-         "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=3000000:when=1",
+        [*prefix, strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+         "-e", "trace=fsync", "-e", f"inject=fsync:delay_enter={delay_us}:when=1",
          sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
          "--id", "j1", "--any-tool"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -41,7 +43,7 @@ def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
         while not landed.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         assert landed.exists(), "the drop never landed"
-        # Its folder's fsync is held up for 3 s from here: the signal comes during it.
+        # Its folder's fsync is held up from here: the signal comes during it.
         cli = next(p for p in psutil.Process(sub.pid).children()
                    if "spool.cli.main" in " ".join(p.cmdline()))
         cli.send_signal(sig)
@@ -50,10 +52,16 @@ def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
         if sub.poll() is None:
             sub.kill()
             sub.communicate()
+    return out, err, sub.returncode, landed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
+                                                       sig: signal.Signals) -> None:
+    out, err, code, landed = _signalled_as_it_lands(env, sig, 3_000_000)
     assert out == "j1\n", (out, err)
     assert f"interrupted ({sig.name}) as job j1 was submitted: it is in pending/" in err
-    assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (
-        sub.returncode, err)
+    assert code in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (code, err)
     assert landed.exists()
 
 
@@ -64,31 +72,8 @@ def test_an_ignored_signal_as_the_job_lands_is_still_ignored(env: dict[str, str]
     such a signal as the job landed said 'interrupted (SIGHUP) as job j1 was submitted'
     and went on: nothing was interrupted.  Worse, a Ctrl-C after it counted as the
     second signal, acted on in the middle of the drop.  An ignored signal stays ignored."""
-    strace = strace_path()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    root = Path(env["SPOOL_DIR"])
-    make_spool(root)
-    sub = subprocess.Popen(  # the shell's trap '' leaves the signal ignored through exec
-        ["sh", "-c", f"trap '' {sig.name[3:]}; exec \"$@\"", "sh",
-         strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
-         "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=1000000:when=1",
-         sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
-         "--id", "j1", "--any-tool"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
-    try:
-        landed = root / "pending" / "j1.json"
-        deadline = time.monotonic() + 30
-        while not landed.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert landed.exists(), "the drop never landed"
-        cli = next(p for p in psutil.Process(sub.pid).children()
-                   if "spool.cli.main" in " ".join(p.cmdline()))
-        cli.send_signal(sig)
-        out, err = sub.communicate(timeout=30)
-    finally:
-        if sub.poll() is None:
-            sub.kill()
-            sub.communicate()
-    assert (out, err, sub.returncode) == ("j1\n", "", 0)
+    # The shell's trap '' leaves the signal ignored through exec.
+    out, err, code, _ = _signalled_as_it_lands(
+        env, sig, 1_000_000, ("sh", "-c", f"trap '' {sig.name[3:]}; exec \"$@\"", "sh"))
+    assert (out, err, code) == ("j1\n", "", 0)
+

@@ -9,8 +9,10 @@ test_statusd_dashboard's (a page with a JavaScript error fails its test).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
@@ -28,6 +30,19 @@ pytestmark = dashboard.pytestmark
 browser = dashboard.browser
 page = dashboard.page
 expect = sync_api.expect
+
+
+@contextlib.contextmanager
+def _claimed_backtest(spool: Spool, job_id: str) -> Iterator[Claim]:
+    """A backtest claimed under a live (stand-in) processor, for the block."""
+    owner = FakeOwner(spool)
+    submit(spool, job_id, tool="run_backtest")
+    running = claim(spool, job_id)
+    try:
+        yield running
+    finally:
+        running.close()
+        owner.close()
 
 
 def test_a_run_cut_short_and_requeued_is_said_in_the_task_view(
@@ -191,11 +206,8 @@ def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool:
     """A researcher watching a backtest saw "25%" and "running for 30 s", and had to work
     out when it would end.  The view says it, from the run's pace so far, and counts it
     down; a progress event that changes the pace changes it."""
-    owner = FakeOwner(spool)
-    submit(spool, "bt-eta", tool="run_backtest")
-    running = claim(spool, "bt-eta")
     eta = page.locator("#task-progress .eta")
-    try:
+    with _claimed_backtest(spool, "bt-eta") as running:
         started = datetime.now(UTC) - timedelta(seconds=30)
         report(spool, running, None, "", started_at=started)  # where it runs, no more
         page.clock.install()
@@ -218,9 +230,6 @@ def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool:
         finish(spool, running, {"ok": 1})
         expect(page.locator("#task-state")).to_have_text("done")
         expect(page.locator("#task-progress")).to_be_hidden()
-    finally:
-        running.close()
-        owner.close()
 
 
 def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
@@ -229,11 +238,8 @@ def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
     finish" from its record, and "about 10 min 30 s left" at its next report, as the
     browser's clock was taken for statusd's.  The Date of statusd's answers says how far
     apart the two are."""
-    owner = FakeOwner(spool)
-    submit(spool, "bt-skew", tool="run_backtest")
-    running = claim(spool, "bt-skew")
     eta = page.locator("#task-progress .eta")
-    try:
+    with _claimed_backtest(spool, "bt-skew") as running:
         started = datetime.now(UTC) - timedelta(seconds=30)
         report(spool, running, 0.25, "25/100", started_at=started)
         page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
@@ -243,19 +249,13 @@ def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
         report(spool, running, 0.5, "50/100", started_at=started)  # 30 s to go, or so
         expect(page.locator("#task-progress .text")).to_have_text("50% 50/100")
         expect(eta).to_have_text(re.compile(r"^about ([1-3][0-9]|4[0-5]) s left$"))
-    finally:
-        running.close()
-        owner.close()
 
 
 def test_running_for_is_by_statusds_clock_not_a_browsers_set_wrong(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A laptop's clock 10 minutes fast: a job claimed a moment ago read "running for
     10 min 0 s" in its view and in the list, the browser's clock taken for statusd's."""
-    owner = FakeOwner(spool)
-    submit(spool, "bt-since", tool="run_backtest")
-    running = claim(spool, "bt-since")
-    try:
+    with _claimed_backtest(spool, "bt-since"):
         page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
         page.goto(server.base + "/#/tasks/bt-since")
         expect(page.locator("#task-state")).to_have_text("running")
@@ -265,9 +265,6 @@ def test_running_for_is_by_statusds_clock_not_a_browsers_set_wrong(
         page.goto(server.base + "/#/")
         expect(page.locator('#tasks tr[data-id="bt-since"] td.duration')).to_have_text(
             under_a_minute)
-    finally:
-        running.close()
-        owner.close()
 
 
 def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
@@ -275,10 +272,7 @@ def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
     """statusd restarted or down: the page went "offline" in a corner, but the header
     still said "processor: up" in green with its workers, and the task view showed the
     job running at its last progress, its time counting on, as if all were well."""
-    owner = FakeOwner(spool)
-    submit(spool, "watched", tool="run_backtest")
-    running = claim(spool, "watched")
-    try:
+    with _claimed_backtest(spool, "watched") as running:
         report(spool, running, 0.5, "half way")
         page.goto(server.base + "/#/tasks/watched")
         expect(page.locator("#processor")).to_have_text("processor: up")
@@ -289,9 +283,6 @@ def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
         expect(page.locator("#workers")).to_have_text("")
         expect(page.locator("#task-note")).to_contain_text("statusd unreachable since ")
         expect(page.locator("#task-note")).to_contain_text("the task as last seen")
-    finally:
-        running.close()
-        owner.close()
 
 
 def test_the_list_is_live_again_as_soon_as_statusd_answers(

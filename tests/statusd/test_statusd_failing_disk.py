@@ -219,7 +219,9 @@ def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
-def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> None:
+def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
+    """Jobs "bad" and "good", done, and the strace prefix that fails the stat of bad's
+    record (EIO) at the calls ``when`` names."""
     strace = _strace()
     if strace is None:
         pytest.skip("strace is not available here")
@@ -227,9 +229,14 @@ def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> No
     for job_id in ("bad", "good"):
         submit(spool, job_id)
         finish(spool, claim(spool, job_id), {"ok": True})
-    prefix = [strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
-              "-e", "trace=newfstatat,statx", "-e", "inject=newfstatat:error=EIO:when=1+",
-              "-e", "inject=statx:error=EIO:when=1+"]
+    return [strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
+            "-e", "trace=newfstatat,statx", "-e", f"inject=newfstatat:error=EIO:when={when}",
+            "-e", f"inject=statx:error=EIO:when={when}"]
+
+
+def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> None:
+    root = spool.layout.root
+    prefix = _bad_and_good_under_strace(spool, "1+")
     log: list[str] = []
     with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
@@ -245,17 +252,8 @@ def test_a_record_the_disk_cannot_stat_does_not_stop_statusd(spool: Spool) -> No
 
 
 def test_a_record_the_disk_could_not_stat_at_start_is_no_new_finish(spool: Spool) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
     root = spool.layout.root
-    for job_id in ("bad", "good"):
-        submit(spool, job_id)
-        finish(spool, claim(spool, job_id), {"ok": True})
-    # Only the start's scan cannot stat it; the rescans after it can.
-    prefix = [strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
-              "-e", "trace=newfstatat,statx", "-e", "inject=newfstatat:error=EIO:when=1",
-              "-e", "inject=statx:error=EIO:when=1"]
+    prefix = _bad_and_good_under_strace(spool, "1")  # the start's scan only; not rescans
     log: list[str] = []
     with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
