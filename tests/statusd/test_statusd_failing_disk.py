@@ -72,11 +72,16 @@ def _strace() -> str | None:
     return found if probe.returncode == 0 else None
 
 
-def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_path: Path
-                                                           ) -> None:
+def _strace_or_skip() -> str:
     strace = _strace()
     if strace is None:
         pytest.skip("strace is not available here")
+    return strace
+
+
+def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_path: Path
+                                                           ) -> None:
+    strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
@@ -104,9 +109,7 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
 
 def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_path: Path
                                                               ) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     finish(spool, claim(spool, "j"), {"ok": True})
@@ -136,9 +139,7 @@ def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_
 
 def test_a_change_feed_that_cannot_be_read_is_started_again(spool: Spool, tmp_path: Path
                                                             ) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "before")
     log: list[str] = []
@@ -168,9 +169,7 @@ def _listed(base: str) -> dict[str, str]:
 @pytest.mark.parametrize("call", ["openat", "newfstatat,statx"])
 def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
         spool: Spool, tmp_path: Path, call: str) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     static = Path(statusd.__file__).parent / "static"
     asks = ["/", "/static/app.js", "/static/app.css"]
     log: list[str] = []
@@ -192,9 +191,7 @@ def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
 
 def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "big")
     finish(spool, claim(spool, "big"), {"x": "a" * (9 << 20)})  # indexed by its head
@@ -222,9 +219,7 @@ def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
     """Jobs "bad" and "good", done, and the strace prefix that fails the stat of bad's
     record (EIO) at the calls ``when`` names."""
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     root = spool.layout.root
     for job_id in ("bad", "good"):
         submit(spool, job_id)
@@ -270,9 +265,7 @@ def test_a_record_the_disk_could_not_stat_at_start_is_no_new_finish(spool: Spool
 
 def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
     root = spool.layout.root
@@ -310,9 +303,7 @@ def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
 
 def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
+    strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "bad")
     finish(spool, claim(spool, "bad"), {"ok": True})
