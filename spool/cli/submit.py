@@ -138,7 +138,9 @@ def _held_signals() -> Iterator[list[int]]:
     130 and the job in ``pending/``, its id never printed: the script that asked took it
     for not submitted and submitted it again, to run twice.  Held, the drop ends one way
     or the other and its id is printed before the signal is acted on.  A second signal
-    is not held: a submit stuck on a dead disk still stops at a second Ctrl-C.  One
+    is not held: it is acted on once the call under way returns (Python runs a handler
+    between calls, so a submit stuck in an fsync on a dead disk waits for that call, or
+    for SIGKILL; SIGTERM's default action ended it at once before).  One
     ignored (``nohup``'s SIGHUP, a script's background job's SIGINT) stays ignored: held,
     it was told as 'interrupted' while nothing was, and a Ctrl-C after it was taken for
     the second signal, acted on in the middle of the drop.
