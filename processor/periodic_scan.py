@@ -83,7 +83,9 @@ def log_recovery(report: RecoveryReport) -> None:
     """A transition line for each orphan requeued, abandoned or cancelled, then a summary
     whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
     for error in report.unreadable:
-        log.warning("cannot read an orphan in running/; left there, tried at each pass",
+        # Its error names the file: an orphan in running/, its record, a move cut short
+        # in stage/, a quarantine's original (said "an orphan in running/" of them all).
+        log.warning("recovery cannot read a file; left there, tried at each pass",
                     extra={"fields": {"error": error}})
     if not report.changed:
         return

@@ -33,7 +33,7 @@ from relkit import Daemon, drop, locations, record, wait_for
 TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
 CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
-LEFT = "cannot read an orphan in running/; left there, tried at each pass"
+LEFT = "recovery cannot read a file; left there, tried at each pass"
 
 
 @functools.cache
