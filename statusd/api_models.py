@@ -47,7 +47,7 @@ class Submitted(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "spool_missing"]
+    status: Literal["ok", "spool_missing", "spool_unreadable"]
     indexed: int = Field(ge=0, description="records in statusd's index")
 
 

@@ -43,8 +43,12 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    if services.tracker.spool_missing:  # the index shows the spool as it last was
-        return _json(orjson.dumps({"status": "spool_missing", "indexed": len(services.index)}),
+    tracker = services.tracker
+    if tracker.spool_missing:  # the index shows the spool as it last was
+        # The disk failing to tell (EIO) is not a spool gone: an operator looked for an
+        # unmount where a disk was failing.
+        status = "spool_unreadable" if tracker.spool_trouble is not None else "spool_missing"
+        return _json(orjson.dumps({"status": status, "indexed": len(services.index)}),
                      status=503)
     return _json(orjson.dumps({"status": "ok", "indexed": len(services.index)}))
 

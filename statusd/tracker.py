@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ from typing import Any, TypeVar
 
 from spool.errors import SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
+from spool.fsops import FAILING_IO
 from spool.ids import id_from_name
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
@@ -129,6 +131,10 @@ class Tracker:
         self.last_scan_s = 0.0
         self.startup_s = 0.0
         self.spool_missing = False
+        self.spool_trouble: OSError | None = None
+        """Why the spool's folders could not be looked at (EIO), while that lasts: they
+        were said to be gone ("unmounted, moved?"), where the disk failed to tell."""
+        self._spool_said: str | None = None  # what the log last said of the folders
         """The spool's folders were not all there at the last look (see :meth:`_spool_here`)."""
 
     # -- life cycle -------------------------------------------------------------------
@@ -434,15 +440,21 @@ class Tracker:
         /healthz says so: emptied, it showed a healthy empty spool, and when the folders
         came back every record was counted again in the metrics as a new transition.
         One folder removed (``rm -r pending``) takes its jobs with it, as before."""
-        here = any(os.path.isdir(self.layout.folder(state)) for state in JobState)
-        if here == self.spool_missing:
+        here, trouble = _folders_here(self.layout)
+        said = None if here else (str(trouble) if trouble is not None else "missing")
+        if said != self._spool_said:
             if here:
                 log.warning("the spool's folders are back in %s: following it again",
                             self.layout.root)
+            elif trouble is not None:
+                log.error("cannot look at the spool's folders in %s (%s): the index is "
+                          "kept as it was until they can be", self.layout.root, trouble)
             else:
                 log.error("no state folder in %s: the spool is gone (unmounted, moved?); "
                           "the index is kept as it was until it is back", self.layout.root)
+        self._spool_said = said
         self.spool_missing = not here
+        self.spool_trouble = None if here else trouble
         return here
 
     def _apply(self, job_id: str, item: Item | Absent) -> None:
@@ -521,6 +533,20 @@ class Tracker:
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _folders_here(layout: Layout) -> tuple[bool, OSError | None]:
+    """Whether any state folder is there; when none is known to be, the error that kept
+    one from being looked at (a failing disk: ``os.path.isdir`` took EIO for "none")."""
+    trouble = None
+    for state in JobState:
+        try:
+            if stat.S_ISDIR(os.stat(layout.folder(state)).st_mode):
+                return True, None
+        except OSError as exc:  # not there, or not for this user: "none", as before
+            if exc.errno in FAILING_IO:
+                trouble = exc
+    return False, trouble
 
 
 def _diff(current: dict[str, Stamp], known: dict[str, Stamp]) -> list[str]:

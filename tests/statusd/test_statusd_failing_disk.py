@@ -58,6 +58,7 @@ from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
+from spool.states import JobState
 from spool.transitions import Spool
 
 
@@ -214,6 +215,36 @@ def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
         reply = request(f"http://127.0.0.1:{port}", "GET", "/api/v1/tasks/big")
         assert reply.status == 200 and len(reply.body) == size
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
+def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
+                                                               tmp_path: Path) -> None:
+    """The disk failing the stat of the spool's folders (EIO) was said as the spool gone:
+    ``/healthz`` answered ``spool_missing`` and the log "the spool is gone (unmounted,
+    moved?)", sending an operator to look for an unmount where a disk was failing.  It
+    is ``spool_unreadable`` and the error; the index is kept as for a spool gone."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+    log: list[str] = []
+
+    def health() -> tuple[int, str]:
+        reply = request(base, "GET", "/healthz")
+        return reply.status, orjson.loads(reply.body)["status"]
+
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert health() == (200, "ok")
+        folders = [root / state.value for state in JobState]
+        with _failing(strace, proc.pid, folders, ["newfstatat", "statx"],
+                      tmp_path / "strace.err"):
+            wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
+            assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
+        wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk shows them")
+    text = "".join(log)
+    assert "cannot look at the spool's folders" in text, text[-3000:]
+    assert "Input/output error" in text, text[-3000:]
+    assert "the spool is gone" not in text, text[-3000:]
 
 
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
