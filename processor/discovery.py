@@ -18,7 +18,6 @@ feed is tried again at each heartbeat (an info line once it is whole again).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from processor import logs
 from processor.inbox import Inbox
 from spool.errors import SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
-from spool.fsops import NO_DESCRIPTOR
+from spool.fsops import NO_DESCRIPTOR, failing_file
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.layout import Layout
@@ -199,10 +198,9 @@ class Discovery:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno != errno.EIO:
+            if (trouble := failing_file(exc, f"cannot look up {entry.name}")) is None:
                 raise
-            self.unreadable_file(entry.name, UnreadableDrop(
-                f"cannot look up {entry.name}: {exc.strerror}"))
+            self.unreadable_file(entry.name, trouble)
             self.unstatable.add(entry.name)
             return None
         if entry.name in self.unstatable:  # looked up again: a next failure is said again

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from spool.durability import FsyncMode
-from spool.errors import SpoolIOError
+from spool.errors import SpoolIOError, UnreadableDrop
 from spool.layout import Layout
 from spool.states import JobState
 
@@ -182,6 +182,16 @@ def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
+
+
+def failing_file(exc: OSError, what: str) -> UnreadableDrop | None:
+    """``exc`` as one file's trouble when the disk failed that file (EIO: a bad sector
+    under it), the :class:`~spool.errors.UnreadableDrop` to raise or say, left and looked
+    at again later; None for any other error.  Taken for the spool's, such a file
+    paused every claim, or failed every recovery pass, for as long as it lasted."""
+    if exc.errno != errno.EIO:
+        return None
+    return UnreadableDrop(f"{what}: {exc.strerror}")
 
 
 @contextlib.contextmanager

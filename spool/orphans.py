@@ -12,7 +12,6 @@ file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import stat
@@ -27,6 +26,7 @@ from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
+from spool.fsops import failing_file
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
@@ -259,10 +259,10 @@ def _read_told(path: Path, limit: int | None) -> bytes | None:
     try:
         return read_regular(path, limit, strict=True)
     except OSError as exc:
-        if exc.errno != errno.EIO:
+        if (trouble := failing_file(exc, f"cannot read {path.parent.name}/{path.name}, "
+                                         "which tells the orphan's run")) is None:
             raise
-        raise UnreadableDrop(f"cannot read {path.parent.name}/{path.name}, which tells "
-                             f"the orphan's run: {exc.strerror}") from exc
+        raise trouble from exc
 
 
 def lease(path: Path, job_id: str) -> Claim | None:
@@ -289,10 +289,10 @@ def lease(path: Path, job_id: str) -> Claim | None:
     except FileNotFoundError:
         return None
     except OSError as exc:  # its fstat or lstat (a bad sector under its inode): as a read's
-        if exc.errno != errno.EIO:
+        if (trouble := failing_file(exc, f"cannot look up {path.parent.name}/{path.name}")
+                ) is None:
             raise
-        raise UnreadableDrop(f"cannot look up {path.parent.name}/{path.name}: "
-                             f"{exc.strerror}") from exc
+        raise trouble from exc
     finally:
         if fd >= 0:
             os.close(fd)

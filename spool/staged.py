@@ -11,7 +11,6 @@ stands; other dead staging files are removed.  Part of :class:`spool.recovery.Re
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.errors import ConflictError, UnreadableDrop
-from spool.fsops import SPARE_TAG
+from spool.fsops import SPARE_TAG, failing_file
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
 from spool.layout import parse_staging
@@ -362,10 +361,10 @@ def _lstat(entry: os.DirEntry[str], report: RecoveryReport) -> os.stat_result | 
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno != errno.EIO:
-            raise
         folder = os.path.basename(os.path.dirname(entry.path))
-        report.unreadable.append(f"cannot look up {folder}/{entry.name}: {exc.strerror}")
+        if (trouble := failing_file(exc, f"cannot look up {folder}/{entry.name}")) is None:
+            raise
+        report.unreadable.append(str(trouble))
         return None
 
 

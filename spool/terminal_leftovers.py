@@ -15,7 +15,6 @@ are noted for :class:`spool.kept.KeptLedger`.  Part of
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
+from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.kept import KeptLedger
@@ -143,12 +143,13 @@ class TerminalLeftovers:
             self._quarantine_records.pop(original.name, None)
             return
         except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
             # Left for a later pass: raised, one bad sector under either name failed
             # every full pass, and so each start (exit 75, restarted for ever).
-            report.unreadable.append(f"cannot look up failed/{os.path.basename(str(exc.filename))}"
-                                     f", {job_id}'s quarantine: {exc.strerror}")
+            name = os.path.basename(str(exc.filename))
+            if (trouble := failing_file(exc, f"cannot look up failed/{name}, {job_id}'s "
+                                             "quarantine")) is None:
+                raise
+            report.unreadable.append(str(trouble))
             return
         if record_st is None or not stat.S_ISREG(record_st.st_mode):
             # No record: a directory, FIFO or symlink at its name is none (the record's

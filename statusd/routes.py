@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from spool.fsops import failing_read
+from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
@@ -204,7 +204,7 @@ async def _package_file(path: Path, headers: dict[str, str] | None = None
     try:
         await asyncio.to_thread(_opens, path)
     except OSError as exc:
-        if failing_read(exc, "") is None:
+        if exc.errno not in NOT_NOW:  # not there, or not a file: not the page's
             raise web.HTTPNotFound() from exc
         raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
                        f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)}
