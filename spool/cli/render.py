@@ -202,18 +202,18 @@ def pad(text: str, columns: int) -> str:
     return text + " " * max(0, columns - cells(text))
 
 
-def as_written(text: str) -> str:
-    """``text`` as a stdout that is not UTF-8 writes it: what its encoding lacks as
-    escapes (``\\xe9``).  ``ls`` padded a tool named "✓tést" as 5 columns, then stdout
+def as_written(text: str, encoding: str) -> str:
+    """``text`` as a stdout in ``encoding`` (not UTF-8) writes it: what the encoding lacks
+    as escapes (``\\xe9``).  ``ls`` padded a tool named "✓tést" as 5 columns, then stdout
     wrote '\\u2713t\\xe9st': the columns after it stood off from the header's."""
-    if utf8_out():
-        return text
-    encoding = sys.stdout.encoding
     return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
-    rows = [[as_written(printable(cell)) for cell in row] for row in rows]
+    # Whether stdout escapes is asked once a table, not once a cell (a page of 1,000 rows).
+    encoding = None if utf8_out() else sys.stdout.encoding
+    rows = [[printable(cell) if encoding is None else as_written(printable(cell), encoding)
+             for cell in row] for row in rows]
     widths = [max(cells(cell) for cell in column)
               for column in zip(header, *rows, strict=True)]
     return "\n".join("  ".join(pad(cell, w) for cell, w in zip(row, widths, strict=True))
