@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import orjson
 
@@ -32,6 +32,8 @@ from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd
 from spool.layout import Layout
 from spool.lease import open_nofollow
 from spool.states import ACTIVE, JobState
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,21 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
     raises the OSError instead, for a caller that decides a job's fate by what it reads
     (recovery), which must not take a file it could not open for one that tells nothing.
     """
+    def whole(fd: int, st: os.stat_result) -> bytes | None:
+        if limit is not None and st.st_size > limit:
+            return None
+        data = read_fd(fd, limit)
+        return None if limit is not None and len(data) > limit else data
+
+    return read_opened(path, whole, strict=strict)
+
+
+def read_opened(path: str | os.PathLike[str],
+                read: Callable[[int, os.stat_result], T], *,
+                strict: bool = False) -> T | None:
+    """What ``read`` makes of a regular file open at a descriptor, with its stat; None
+    when the file is gone, not a regular file or unreadable, as :func:`read_regular`
+    says (``strict`` too)."""
     try:
         fd = open_nofollow(path)
     except OSError as exc:
@@ -111,16 +128,13 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (limit is not None and st.st_size > limit):
-            return None
-        data = read_fd(fd, limit)
+        return read(fd, st) if stat.S_ISREG(st.st_mode) else None
     except OSError as exc:
         if strict and exc.errno in NOT_NOW:  # a read the disk failed: no file gone
             raise
         return None
     finally:
         os.close(fd)
-    return None if limit is not None and len(data) > limit else data
 
 
 def newest(entries: Iterable[Entry]) -> Entry | None:

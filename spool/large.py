@@ -31,12 +31,11 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
 from typing import Any, BinaryIO, NamedTuple
 
 from pydantic import ValidationError
 
-from spool.fsops import NOT_NOW
+from spool.entries import read_opened
 from spool.jobfile import read_fd
 from spool.lease import open_nofollow
 from spool.models import MAX_NESTING, Record, nesting_depth
@@ -68,27 +67,14 @@ def read_record(path: str | os.PathLike[str], *, strict: bool = False
     it is gone or not a regular file (never following a symlink, never blocking).
     ``strict``: out of descriptors or the disk failing raises the OSError instead, as
     :func:`spool.entries.read_regular` does."""
-    try:
-        fd = open_nofollow(path)
-    except OSError as exc:
-        if strict and exc.errno in NOT_NOW:
-            raise
-        return None
-    try:
-        st = os.fstat(fd)
-        if not S_ISREG(st.st_mode):
-            return None
+    def head_or_whole(fd: int, st: os.stat_result) -> bytes | Head:
         if st.st_size <= PARSE_MAX_BYTES:
             return read_fd(fd)
         head = os.pread(fd, HEAD_BYTES, 0)
         tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
         return Head(head, tail, st.st_size)
-    except OSError as exc:
-        if strict and exc.errno in NOT_NOW:  # a read the disk failed: no file gone
-            raise
-        return None
-    finally:
-        os.close(fd)
+
+    return read_opened(path, head_or_whole, strict=strict)
 
 
 def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
