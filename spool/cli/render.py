@@ -165,14 +165,17 @@ def compact(value: Any, limit: int = 200) -> str:
 # Control characters, undecodable bytes (lone surrogates), and the characters that change
 # how the text around them reads without being seen: the Arabic letter mark, zero-width
 # ones, bidi embeddings, overrides and isolates (U+202E shows "evil" as "live"), the BOM.
-# The dashboard escapes the same set (statusd/static/app.js, HIDDEN_CHARS).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
+# The dashboard escapes the same set (statusd/static/app.js, HIDDEN_CHARS), less the line
+# and paragraph separators (U+2028, U+2029): a page has no lines to cut, a script reading
+# spoolq's output line by line (``splitlines``) cuts at them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
                           "\u2060-\u2064\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
     """``text`` safe for a terminal and one line: control characters, invisible and bidi
-    characters as Python escapes (``\\x1b``, ``\\n``, ``\\u202e``), and undecodable bytes as
+    characters and the line separators as Python escapes (``\\x1b``, ``\\n``,
+    ``\\u202e``, ``\\u2028``), and undecodable bytes as
     :func:`spool.text.valid_text` writes them (``\\xff``, as the daemons' lines do): as
     ``\\udcff`` an error line named a folder no ``$'...'`` pasted from it reaches."""
     return _UNPRINTABLE.sub(lambda m: valid_text(m.group()) if "\ud800" <= m.group() <= "\udfff"
@@ -314,7 +317,7 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
         label = "error      " if record.state is JobState.FAILED else "last error "
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
         if record.error.traceback and record.state is JobState.FAILED:
-            lines += ["traceback", *_indented(record.error.traceback.rstrip().splitlines())]
+            lines += ["traceback", *_indented(_text_lines(record.error.traceback.rstrip()))]
     if record.state is JobState.DONE and with_result:
         lines += ["result", *_indented(_result_text(record.result))]
     return lines
@@ -341,11 +344,18 @@ def unreadable_note(record: Record) -> str:
 
 
 def _result_text(result: Any) -> list[str]:
-    text = orjson.dumps(result, default=str, option=_JSON).decode().splitlines()
+    text = orjson.dumps(result, default=str, option=_JSON).decode().split("\n")
     if len(text) <= RESULT_LINES:
         return text
     return [*text[:RESULT_LINES], f"... {len(text) - RESULT_LINES} more lines "
             "(spoolq show ID --json for all of it)"]
+
+
+def _text_lines(text: str) -> list[str]:
+    """``text`` cut at its newlines (``\\r\\n`` too) alone: ``str.splitlines`` also cut at
+    a NEL, U+2028 or a form feed, which printable() shows as escapes on the line they
+    are part of (a result's string went out in two pieces, the character gone)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _indented(lines: list[str]) -> list[str]:
