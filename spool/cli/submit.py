@@ -111,12 +111,15 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         error=UsageError if args.wait else SpoolError)
     if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
         check_can_follow(client, "--wait", " (nothing was submitted)")
-    try:
-        with _held_signals() as held:
+    # The id is printed inside the hold too: a signal between the drop and its id (the
+    # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
+    # and no id, as before the hold.
+    with _held_signals() as held:
+        try:
             job_id = client.submit(job, args.id)
-    except ValueError as exc:  # the file's "id" disagrees with --id
-        raise UsageError(str(exc)) from exc
-    announce(job_id, as_json=args.json, wait=args.wait)
+        except ValueError as exc:  # the file's "id" disagrees with --id
+            raise UsageError(str(exc)) from exc
+        announce(job_id, as_json=args.json, wait=args.wait)
     if held:
         print(f"spoolq: interrupted ({signal.Signals(held[0]).name}) as job {job_id} was "
               "submitted: it is in pending/", file=sys.stderr)
@@ -132,7 +135,7 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def _held_signals() -> Iterator[list[int]]:
     """SIGINT, SIGTERM and SIGHUP held while the job file is published (milliseconds; a
-    failing disk's sync, seconds), and listed in what this yields.
+    failing disk's sync, seconds) and its id printed, and listed in what this yields.
 
     A Ctrl-C after the file's rename (during its folder's fsync) ended ``submit`` with
     130 and the job in ``pending/``, its id never printed: the script that asked took it

@@ -77,3 +77,34 @@ def test_an_ignored_signal_as_the_job_lands_is_still_ignored(env: dict[str, str]
         env, sig, 1_000_000, ("sh", "-c", f"trap '' {sig.name[3:]}; exec \"$@\"", "sh"))
     assert (out, err, code) == ("j1\n", "", 0)
 
+
+
+AS_THE_ID_IS_PRINTED = """
+import signal, sys
+from spool.cli import main, submit
+real = submit.announce
+def announce(*args, **kwargs):
+    signal.raise_signal(signal.SIG{name})  # the drop is in pending/, its id not yet out
+    real(*args, **kwargs)
+submit.announce = announce
+sys.exit(main.main())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_between_the_drop_and_its_id_still_prints_the_id(
+        env: dict[str, str], sig: signal.Signals) -> None:
+    """The hold ended as the drop's call returned, before its id was printed: a signal
+    in between (a real one, raised where the id is about to be printed) ended submit
+    with 130 (or SIGTERM's death), the job in pending/ and no id, as before the hold.
+    The id is printed inside the hold now."""
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", AS_THE_ID_IS_PRINTED.format(name=sig.name[3:]), "submit",
+         "echo", "-p", "message=x", "--id", "j1", "--any-tool"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False)
+    assert (root / "pending" / "j1.json").exists()
+    assert proc.stdout == "j1\n", (proc.stdout, proc.stderr)
+    assert f"interrupted ({sig.name}) as job j1 was submitted" in proc.stderr
+    assert proc.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig))
