@@ -127,8 +127,9 @@ def build_openapi() -> dict[str, Any]:
         "/healthz": {"get": {"summary": "liveness", "operationId": "health",
                              "responses": {"200": _json(Health, "alive"), "503": _json(
                                  Health, "alive, but the spool's folders are missing "
-                                 "(status spool_missing) or the disk fails to show them "
-                                 "(spool_unreadable); the index is kept as it was")}}},
+                                 "(status spool_missing) or the disk fails to show or "
+                                 "list them (spool_unreadable); the index is kept as it "
+                                 "was")}}},
         "/api/v1/tasks": {
             "get": _list_op(),
             **_write("submit a job", "submitTask", submit_ok,

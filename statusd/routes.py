@@ -50,6 +50,9 @@ async def health(request: web.Request) -> web.Response:
         status = "spool_unreadable" if tracker.spool_trouble is not None else "spool_missing"
         return _json(orjson.dumps({"status": status, "indexed": len(services.index)}),
                      status=503)
+    if tracker.scan_trouble is not None:  # the folders are there, their listing fails
+        return _json(orjson.dumps({"status": "spool_unreadable",
+                                   "indexed": len(services.index)}), status=503)
     return _json(orjson.dumps({"status": "ok", "indexed": len(services.index)}))
 
 

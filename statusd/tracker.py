@@ -131,11 +131,16 @@ class Tracker:
         self.last_scan_s = 0.0
         self.startup_s = 0.0
         self.spool_missing = False
+        """The spool's folders were not all there at the last look (see :meth:`_spool_here`)."""
         self.spool_trouble: OSError | None = None
         """Why the spool's folders could not be looked at (EIO), while that lasts: they
         were said to be gone ("unmounted, moved?"), where the disk failed to tell."""
         self._spool_said: str | None = None  # what the log last said of the folders
-        """The spool's folders were not all there at the last look (see :meth:`_spool_here`)."""
+        self.scan_trouble: OSError | None = None
+        """The disk's error (EIO) that failed the last rescan's listing of a state folder,
+        until a rescan goes through.  The folders' stat can go through (the inodes
+        cached) while their listing fails: every rescan failed, the index stood still,
+        and /healthz said ok."""
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -371,7 +376,13 @@ class Tracker:
         started = time.monotonic()
         behind: dict[str, Stamp] = {}
         unreadable: set[str] = set()
-        stamps = await self._run(self._scan_if_here, behind, unreadable)
+        try:
+            stamps = await self._run(self._scan_if_here, behind, unreadable)
+        except OSError as exc:
+            if exc.errno in FAILING_IO:  # not out of descriptors: that passes
+                self.scan_trouble = exc
+            raise
+        self.scan_trouble = None
         if stamps is None:
             return
         self._say_unreadable(unreadable)

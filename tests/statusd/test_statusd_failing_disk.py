@@ -37,6 +37,10 @@ never listed while the file lasted.  One left out at start and read once the dis
 recovered was counted in the metrics as a job that had just finished.  The warning
 naming such files was said at each rescan while they lasted (every SPOOL_SCAN_S);
 it is said once, and an info line when they can all be looked at again.
+
+A state folder whose stat goes through but whose listing fails (openat EIO): every
+rescan failed and /healthz said ok; it says ``spool_unreadable`` until a rescan goes
+through.
 """
 
 from __future__ import annotations
@@ -245,6 +249,29 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
     assert "cannot look at the spool's folders" in text, text[-3000:]
     assert "Input/output error" in text, text[-3000:]
     assert "the spool is gone" not in text, text[-3000:]
+
+
+def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool,
+                                                                   tmp_path: Path) -> None:
+    """The folders' stat went through (their inodes cached) while their listing failed
+    (openat EIO): every rescan failed, the index stood still, and ``/healthz`` said ok.
+    It is ``spool_unreadable`` until a rescan goes through."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+
+    def health() -> tuple[int, str]:
+        reply = request(base, "GET", "/healthz")
+        return reply.status, orjson.loads(reply.body)["status"]
+
+    with statusd_daemon(root, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert health() == (200, "ok")
+        with _failing(strace, proc.pid, [root / "pending", root / "done"], ["openat"],
+                      tmp_path / "strace.err"):
+            wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
+            assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
+        wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk lists them")
 
 
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
