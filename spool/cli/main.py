@@ -135,11 +135,17 @@ def _check_streams(args: argparse.Namespace) -> None:
         # JSON carries such characters as JSON escapes (render.json_text).
         codecs.register_error(OUT_ERRORS, _escape)
         sys.stdout.reconfigure(errors=OUT_ERRORS)
-    if sys.stdout is None and not getattr(args, "quiet", False):
+    # Only wait's --quiet prints nothing: submit --wait --quiet still prints the id (it
+    # was dropped, then print(None stdout) failed as "a bug in spoolq", exit 1).
+    silent = args.command == "wait" and getattr(args, "quiet", False)
+    if sys.stdout is None and not silent:
         why = "standard output is closed, and it is where spoolq prints its results"
-        if args.command == "wait" or getattr(args, "wait", False) is True:
+        if args.command == "wait":
             # wait's exit 1 reads as "the job failed" (as in waiting.check_can_follow)
             raise UsageError(f"{why} (--quiet prints nothing: the exit code tells)")
+        if getattr(args, "wait", False) is True:
+            raise UsageError(f"{why} (submit --wait prints the job's id there, --quiet "
+                             "too; nothing was submitted)")
         raise OSError(errno.EBADF, why)
 
 

@@ -163,6 +163,19 @@ def test_a_closed_stdout_is_a_usage_error_for_a_wait(root: Path, env: dict[str, 
     assert pending(root) == ["waited.json"]
 
 
+def test_a_closed_stdout_refuses_a_quiet_submit_wait_before_submitting(
+        root: Path, env: dict[str, str]) -> None:
+    """``submit --wait --quiet`` still prints the id, but its --quiet let it past the
+    closed-stdout check: the job was dropped, then the id's print failed as 'unexpected
+    AttributeError (a bug in spoolq)', exit 1 (the job failed, to a script, which
+    submitted it again), and nothing was waited for."""
+    for args in (["submit", "echo", "--wait", "--quiet"],
+                 ["submit", "echo", "--wait", "-q", "--json", "--any-tool"]):
+        refused(run(env, closed("1", *args)), 2, "standard output is closed",
+                "nothing was submitted")
+    assert pending(root) == []
+
+
 def test_a_closed_stderr_keeps_errors_out_of_stdout(root: Path, env: dict[str, str]) -> None:
     """``print(file=None)`` writes to stdout: the error line became a script's data."""
     proc = run(env, closed("2", "show", "nosuch", "--json"))
