@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
@@ -88,8 +88,10 @@ def left_s(record: Record, now: datetime | None = None) -> float | None:
     spent = (updated - started).total_seconds()
     if spent < ETA_MIN_S:
         return None
-    until = updated + timedelta(seconds=spent * (1 - fraction) / fraction)
-    return max(0.0, (until - (now or datetime.now(UTC))).total_seconds())
+    # In seconds, not as a date: a start far off (a clock set wrong) put the end past the
+    # year 9999, an OverflowError that ended the bar's thread.
+    since_report = ((now or datetime.now(UTC)) - updated).total_seconds()
+    return max(0.0, spent * (1 - fraction) / fraction - since_report)
 
 
 def bar_line(record: Record, columns: int) -> str:
@@ -115,7 +117,8 @@ def bar_line(record: Record, columns: int) -> str:
     times = clock(seconds) if left is None else f"{clock(seconds)}<{clock(left)}"
     room = max(columns - 1, 10)
 
-    def line(bar_cells: int, with_id: bool) -> str:
+    def line(bar_cells: int, with_id: bool, times: str = times, message: str = message
+             ) -> str:
         filled = round((fraction or 0.0) * bar_cells)
         text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
                 f" {percent} {times} {message}").rstrip()
@@ -130,10 +133,14 @@ def bar_line(record: Record, columns: int) -> str:
     for candidate in (with_id, without_id):
         if cells(candidate) <= room:
             return candidate
+    if cells(line(MIN_BAR_CELLS, False, message="")) > room:
+        # Not even the times fit: what is left goes, not the end of a number (on 40
+        # columns '1:00:00<12:34:56' was cut to '1:00:00<12:34', 12 min for 12 h).
+        return fit(line(MIN_BAR_CELLS, False, times=clock(seconds)), room).rstrip()
     # Even without the id the message is cut: keep the id if the message still gets a fair
     # share of the line (a wide terminal, a long message).
-    left = room - (cells(with_id) - cells(message))
-    return fit(with_id if left >= MIN_MESSAGE_CELLS else without_id, room)
+    share = room - (cells(with_id) - cells(message))
+    return fit(with_id if share >= MIN_MESSAGE_CELLS else without_id, room).rstrip()
 
 
 class ProgressBar:

@@ -519,6 +519,31 @@ def test_the_bar_tells_what_is_left_at_the_runs_pace() -> None:
     assert "<" not in bar_line(running(0.01, 30), 100)
 
 
+def test_the_bar_leaves_out_what_is_left_rather_than_cut_it() -> None:
+    """On 40 columns, an hour into a run at 7%, '1:00:00<12:29:42' was cut to
+    '1:00:00<12:29': 12 minutes left, to the eye, for 12 hours.  Where the times do not
+    fit whole, what is left is not shown (the run time and the message are).  A start
+    far off (a clock set wrong) put the end past the year 9999: an OverflowError that
+    ended the bar's thread."""
+    now = datetime.now(UTC)
+    started = now - timedelta(seconds=3600)
+    long_run = Record(id="20261202T052231-d0437e7889df", tool="run_backtest",
+                      state=JobState.RUNNING, started_at=started,
+                      progress=Progress(fraction=0.0741, message="loading data",
+                                        started_at=started, updated_at=now))
+    for columns in (36, 40, 42):
+        line = bar_line(long_run, columns)
+        assert re.fullmatch(r"running \[#\.{9}\]   7% 1:00:0\d( l[a-z]*)?", line), \
+            (columns, line)
+    assert re.search(r"   7% 1:00:0\d<12:2\d:\d\d loading data$", bar_line(long_run, 80))
+    ancient = datetime(1, 1, 1, tzinfo=UTC)
+    far_off = Record(id="old", tool="run_backtest", state=JobState.RUNNING,
+                     started_at=ancient,
+                     progress=Progress(fraction=0.02, started_at=ancient, updated_at=now))
+    assert left_s(far_off, now) == pytest.approx(49 * (now - ancient).total_seconds())
+    assert "<" in bar_line(far_off, 200)
+
+
 def test_wait_draws_a_bar_on_a_terminal_and_lines_elsewhere(root: Path,
                                                             env: dict[str, str]) -> None:
     drop(root, "barred")
