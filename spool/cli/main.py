@@ -224,6 +224,11 @@ class Remarks(io.TextIOBase):
         with self._lenient():
             self.stream.flush()
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        """The stream's (the bar cuts its line to what the stream writes: escapes)."""
+        return self.stream.encoding
+
     def isatty(self) -> bool:
         return self.stream.isatty()
 

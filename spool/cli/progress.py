@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from spool.cli.render import cells, elapsed_s, fit, pad, printable
+from spool.cli.render import as_written, cells, elapsed_s, fit, pad, printable, utf8_codec
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
@@ -94,9 +94,12 @@ def left_s(record: Record, now: datetime | None = None) -> float | None:
     return max(0.0, spent * (1 - fraction) / fraction - since_report)
 
 
-def bar_line(record: Record, columns: int) -> str:
+def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     """``<id> running [#####.....]  42% 0:12<0:17 loading data`` in at most ``columns - 1``:
     the run time so far, then (``<``) what is left at its pace (:func:`left_s`).
+
+    ``escaping``: the encoding of a stream that is not UTF-8, which writes what it lacks
+    as escapes (PYTHONIOENCODING=ascii; LC_ALL=C with PYTHONUTF8=0).
 
     The message is what tells a long run's progress, and it comes last: when the line
     does not fit, the bar gives up cells first (down to :data:`MIN_BAR_CELLS`), then the
@@ -112,6 +115,8 @@ def bar_line(record: Record, columns: int) -> str:
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
     running = record.state is JobState.RUNNING
     message = printable(progress.message) if progress and running else ""
+    if escaping is not None:  # counted as the stream writes it: "\\u56de" is 6 columns
+        message = as_written(message, escaping)
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
     left = left_s(record)
     times = clock(seconds) if left is None else f"{clock(seconds)}<{clock(left)}"
@@ -154,6 +159,8 @@ class ProgressBar:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spoolq-bar", daemon=True)
         self._old_term: Handler = None
+        encoding = getattr(out, "encoding", None)
+        self._escaping = None if encoding is None or utf8_codec(encoding) else encoding
 
     def update(self, record: Record) -> None:
         self._record = record  # the thread draws it; a reference swap needs no lock
@@ -221,7 +228,7 @@ class ProgressBar:
         if record is None:
             return
         columns = _columns(self.out)
-        line = bar_line(record, columns)
+        line = bar_line(record, columns, self._escaping)
         with self._lock:
             if line != self._shown:  # blank what is left of a longer line, not past the edge
                 self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 10))))

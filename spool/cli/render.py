@@ -73,7 +73,11 @@ def _json_escape(match: re.Match[str]) -> str:
 
 def utf8_out() -> bool:
     """Whether stdout's encoding is UTF-8 (not a stream that names none)."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return utf8_codec(getattr(sys.stdout, "encoding", None) or "utf-8")
+
+
+def utf8_codec(encoding: str) -> bool:
+    """Whether ``encoding`` names UTF-8 (``UTF8``, ``utf_8``)."""
     try:
         return codecs.lookup(encoding).name == "utf-8"
     except LookupError:

@@ -118,6 +118,33 @@ def test_the_progress_bar_fits_the_terminal_with_wide_characters(
     assert drawn.endswith("\r")
 
 
+def test_the_progress_bar_fits_the_terminal_where_stderr_escapes(
+        root: Path, env: dict[str, str]) -> None:
+    """Where stderr is not UTF-8 (PYTHONIOENCODING=ascii, LC_ALL=C with PYTHONUTF8=0) it
+    writes a Chinese progress message as escapes, six columns a character, but the bar
+    was cut to the terminal by the characters' own two: it wrapped, a new line on the
+    screen at every redraw (as ls's columns stood off, f1ad7b1)."""
+    columns = 60
+    spool = spool_of(root)
+    spool.submit(Job(tool="run_backtest"), "escaped")
+    master, slave = open_pty(columns)
+    waiting = subprocess.Popen([*CLI, "wait", "escaped", "--timeout", "60"],
+                               env={**env, "PYTHONIOENCODING": "ascii"}, cwd=root.parent,
+                               stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    claim = spool.claim("escaped")
+    assert claim is not None
+    spool.mover.publish(spool.layout.progress_file("escaped"), Progress(
+        fraction=0.5, message="回测进度 已完成 60 只 é").model_dump_json().encode())
+    seen = bytearray()
+    read_until(master, b"50%", seen)
+    read_until(master, b"\\u", seen)
+    drawn = _done_and_drawn(spool, claim, waiting, master, seen)
+    assert "\\u56de\\u6d4b" in drawn and "\n" not in drawn
+    for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
+        assert columns_of(segment) < columns, (columns_of(segment), segment)
+
+
 # -- scripts --------------------------------------------------------------------------------
 
 
