@@ -201,7 +201,9 @@ class Tracker:
                                                        RESCAN_DUTY * self.last_scan_s)
             except (OSError, SpoolIOError) as exc:  # out of descriptors, say: it passes
                 now = time.monotonic()
-                if now >= self._quiet_until:  # a line a rescan interval, not a hint batch
+                # A listing the disk fails was said once by rescan: an hour of it was 720
+                # lines at the default SPOOL_SCAN_S.
+                if exc is not self.scan_trouble and now >= self._quiet_until:
                     log.warning("reading the spool failed (%s); retrying on the next rescan",
                                 exc)
                     self._quiet_until = now + self.scan_s
@@ -380,8 +382,13 @@ class Tracker:
             stamps = await self._run(self._scan_if_here, behind, unreadable)
         except OSError as exc:
             if exc.errno in FAILING_IO:  # not out of descriptors: that passes
+                if self.scan_trouble is None:  # said once an outage, not at each rescan
+                    log.error("cannot list the spool's folders in %s (%s): the index is "
+                              "kept as it was until they can be", self.layout.root, exc)
                 self.scan_trouble = exc
             raise
+        if self.scan_trouble is not None:
+            log.warning("the spool's folders in %s can be listed again", self.layout.root)
         self.scan_trouble = None
         if stamps is None:
             return

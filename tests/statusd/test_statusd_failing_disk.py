@@ -39,8 +39,9 @@ naming such files was said at each rescan while they lasted (every SPOOL_SCAN_S)
 it is said once, and an info line when they can all be looked at again.
 
 A state folder whose stat goes through but whose listing fails (openat EIO): every
-rescan failed and /healthz said ok; it says ``spool_unreadable`` until a rescan goes
-through.
+rescan failed and /healthz said ok, and the log said so at each rescan; /healthz says
+``spool_unreadable`` until a rescan goes through, and the log says it once, and once
+when it ends.
 """
 
 from __future__ import annotations
@@ -264,14 +265,21 @@ def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool
         reply = request(base, "GET", "/healthz")
         return reply.status, orjson.loads(reply.body)["status"]
 
-    with statusd_daemon(root, SPOOL_SCAN_S="0.2") as (port, proc):
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert health() == (200, "ok")
         with _failing(strace, proc.pid, [root / "pending", root / "done"], ["openat"],
                       tmp_path / "strace.err"):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
+            time.sleep(1.5)  # rescans every 0.2 s: seven and more fail meanwhile
         wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk lists them")
+    text = "".join(log)
+    # Said once an outage, and once when it ends: a line a rescan filled the log.
+    assert text.count("Input/output error") == 1, text[-3000:]
+    assert text.count("cannot list the spool's folders") == 1, text[-3000:]
+    assert "can be listed again" in text, text[-3000:]
 
 
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
