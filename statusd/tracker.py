@@ -387,11 +387,11 @@ class Tracker:
                               "kept as it was until they can be", self.layout.root, exc)
                 self.scan_trouble = exc
             raise
+        if stamps is None:  # gone (or not to be looked at): /healthz says that first
+            return
         if self.scan_trouble is not None:
             log.warning("the spool's folders in %s can be listed again", self.layout.root)
-        self.scan_trouble = None
-        if stamps is None:
-            return
+            self.scan_trouble = None
         self._say_unreadable(unreadable)
         # An id left out is kept as it was, not re-read: its look-up fails again, and
         # that failed the refresh of every id this rescan found changed.
