@@ -83,6 +83,9 @@ class StatusdInfo(BaseModel):
     ws_dropped: int = Field(ge=0, description="clients dropped for falling behind")
     startup_s: float
     last_scan_s: float
+    spool: Literal["ok", "spool_missing", "spool_unreadable"] = Field(
+        default="ok", description="as /healthz says it: while not ok, the counts are the "
+        "spool as statusd last saw it")
 
 
 class Stats(BaseModel):

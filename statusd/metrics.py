@@ -4,7 +4,8 @@ Two kinds:
 
 * Gauges read at scrape time from the index and the processors' status
   files: jobs by state, oldest pending age (and oldest due), processor up, processors, busy
-  workers, ``JOB_NUM``, connected WebSocket clients.
+  workers, ``JOB_NUM``, connected WebSocket clients, whether statusd sees the spool
+  (``spoolq_statusd_spool_ok``, as /healthz says it).
 * Counters and a histogram fed by the tracker as terminal records appear
   (``spoolq_transitions_total{tool,outcome}``,
   ``spoolq_job_duration_seconds{tool}``).  They count from statusd's start,
@@ -90,6 +91,12 @@ class _SpoolGauges:
         yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
                                 "WebSocket clients connected to statusd",
                                 value=doc["statusd"]["ws_clients"])
+        yield GaugeMetricFamily("spoolq_statusd_spool_ok",
+                                "1 while statusd sees the spool's folders; 0 while /healthz "
+                                "says spool_missing or spool_unreadable (the gauges above "
+                                "are then the spool as it last saw it)",
+                                value=1.0 if doc["statusd"].get("spool", "ok") == "ok"
+                                else 0.0)
         yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
                                   "WebSocket clients dropped for falling behind",
                                   value=doc["statusd"]["ws_dropped"])

@@ -43,17 +43,9 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    tracker = services.tracker
-    if tracker.spool_missing:  # the index shows the spool as it last was
-        # The disk failing to tell (EIO) is not a spool gone: an operator looked for an
-        # unmount where a disk was failing.
-        status = "spool_unreadable" if tracker.spool_trouble is not None else "spool_missing"
-        return _json(orjson.dumps({"status": status, "indexed": len(services.index)}),
-                     status=503)
-    if tracker.scan_trouble is not None:  # the folders are there, their listing fails
-        return _json(orjson.dumps({"status": "spool_unreadable",
-                                   "indexed": len(services.index)}), status=503)
-    return _json(orjson.dumps({"status": "ok", "indexed": len(services.index)}))
+    status = services.tracker.spool_health()  # not ok: the index shows the spool as it was
+    return _json(orjson.dumps({"status": status, "indexed": len(services.index)}),
+                 status=200 if status == "ok" else 503)
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -71,7 +71,8 @@ class Services:
         doc["statusd"] = {"indexed": len(self.index), "ws_clients": self.hub.clients,
                           "ws_dropped": self.hub.dropped_total,
                           "startup_s": round(self.tracker.startup_s, 4),
-                          "last_scan_s": round(self.tracker.last_scan_s, 4)}
+                          "last_scan_s": round(self.tracker.last_scan_s, 4),
+                          "spool": self.tracker.spool_health()}
         return doc
 
 

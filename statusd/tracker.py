@@ -374,6 +374,16 @@ class Tracker:
         move through ``tmp/`` (see :class:`statusd.loader.Absent`)."""
         return job_id in self._missing
 
+    def spool_health(self) -> str:
+        """What /healthz (and the metrics' ``spoolq_statusd_spool_ok``) say of the spool:
+        ``ok``, ``spool_missing`` (no state folder there) or ``spool_unreadable`` (the
+        disk fails to show or list them); the index is kept as it was meanwhile."""
+        if self.spool_missing:
+            # The disk failing to tell (EIO) is not a spool gone: an operator looked for an
+            # unmount where a disk was failing.
+            return "spool_unreadable" if self.spool_trouble is not None else "spool_missing"
+        return "ok" if self.scan_trouble is None else "spool_unreadable"
+
     async def rescan(self) -> None:
         started = time.monotonic()
         behind: dict[str, Stamp] = {}

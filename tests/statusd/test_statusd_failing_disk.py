@@ -41,7 +41,8 @@ it is said once, and an info line when they can all be looked at again.
 A state folder whose stat goes through but whose listing fails (openat EIO): every
 rescan failed and /healthz said ok, and the log said so at each rescan; /healthz says
 ``spool_unreadable`` until a rescan goes through, and the log says it once, and once
-when it ends.
+when it ends.  /metrics told none of a spool missing or unreadable (its gauges went on
+as usual, the index as it was): ``spoolq_statusd_spool_ok`` is 0 meanwhile.
 """
 
 from __future__ import annotations
@@ -245,7 +246,9 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
                       tmp_path / "strace.err"):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
+            assert _spool_ok(base) == 0
         wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk shows them")
+        assert _spool_ok(base) == 1
     text = "".join(log)
     assert "cannot look at the spool's folders" in text, text[-3000:]
     assert "Input/output error" in text, text[-3000:]
@@ -269,17 +272,29 @@ def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert health() == (200, "ok")
+        assert _spool_ok(base) == 1
         with _failing(strace, proc.pid, [root / "pending", root / "done"], ["openat"],
                       tmp_path / "strace.err"):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
+            assert _spool_ok(base) == 0  # the metrics' gauges say all is well otherwise
             time.sleep(1.5)  # rescans every 0.2 s: seven and more fail meanwhile
         wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk lists them")
+        assert _spool_ok(base) == 1
     text = "".join(log)
     # Said once an outage, and once when it ends: a line a rescan filled the log.
     assert text.count("Input/output error") == 1, text[-3000:]
     assert text.count("cannot list the spool's folders") == 1, text[-3000:]
     assert "can be listed again" in text, text[-3000:]
+
+
+def _spool_ok(base: str) -> float:
+    """The ``spoolq_statusd_spool_ok`` gauge of statusd's /metrics: a scrape saw every
+    other gauge as usual while /healthz said 503 (no metric told the spool's trouble)."""
+    for line in request(base, "GET", "/metrics").body.decode().splitlines():
+        if line.startswith("spoolq_statusd_spool_ok "):
+            return float(line.split()[1])
+    raise AssertionError("no spoolq_statusd_spool_ok in /metrics")
 
 
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
