@@ -10,7 +10,8 @@ the thing asked for does not exist or cannot be done (``wait``: the job
 failed); :data:`EXIT_USAGE` usage errors; :data:`EXIT_NOT_FINISHED` ``wait``
 gave up at its ``--timeout``.  Commands raise :class:`UsageError` for exit 2
 and any :class:`~spool.errors.SpoolError` for exit 1; ``main`` turns them into
-one line on stderr.
+one line on stderr.  A signal held while the error came (:class:`SignalAfter`) is
+acted on after that line: its exit, not the error's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ Configure = Callable[[argparse.ArgumentParser], None]
 
 class UsageError(Exception):
     """Arguments that parse but make no sense together: exit 2."""
+
+
+class SignalAfter(Exception):
+    """``error`` ended a command that held the signal ``signum`` meanwhile (``submit``, as
+    it publishes a job): ``main`` prints the error's line, then acts on the signal, whose
+    exit it is (130 for SIGINT, death by SIGTERM or SIGHUP), as it was for the signal
+    held through a drop that went well."""
+
+    def __init__(self, error: Exception, signum: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.signum = signum
 
 
 @dataclass(frozen=True, slots=True)

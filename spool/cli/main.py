@@ -23,12 +23,20 @@ import errno
 import io
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from spool.cli import admin, catalog, demo, jobs, overview, submit, waiting
-from spool.cli.command import EXIT_FAILED, EXIT_USAGE, Command, UsageError, add_globals
+from spool.cli.command import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Command,
+    SignalAfter,
+    UsageError,
+    add_globals,
+)
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
 from spool.version import add_version
@@ -275,18 +283,34 @@ def main(argv: list[str] | None = None) -> int:
         _discard(sys.stdout)
         _discard(sys.stderr)
         return EXIT_BROKEN_PIPE
+    except SignalAfter as held:  # the error told, then the signal held meanwhile acted on
+        _report(held.error)
+        return _act_on(held.signum)
     except Exception as exc:
-        code, message = explain(exc)
-        try:
-            print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
-            flush_stdout()  # what was printed before the error still goes out, if it can
-        except OSError:  # nowhere to say it: the exit code tells
-            _discard(sys.stdout)
-            _discard(sys.stderr)
-        return code
+        return _report(exc)
     finally:
         if isinstance(sys.stderr, Remarks):
             sys.stderr = sys.stderr.stream
+
+
+def _report(exc: Exception) -> int:
+    """Say ``exc`` in its one error line; its exit code."""
+    code, message = explain(exc)
+    try:
+        print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
+        flush_stdout()  # what was printed before the error still goes out, if it can
+    except OSError:  # nowhere to say it: the exit code tells
+        _discard(sys.stdout)
+        _discard(sys.stderr)
+    return code
+
+
+def _act_on(signum: int) -> int:
+    """Act on ``signum`` as its handler would have: SIGTERM's or SIGHUP's default ends the
+    process here; SIGINT's raises KeyboardInterrupt, exit 130 as everywhere else."""
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.raise_signal(signum)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

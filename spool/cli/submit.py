@@ -32,6 +32,7 @@ from spool.cli.catalog import offered_tools
 from spool.cli.command import (
     EXIT_OK,
     Command,
+    SignalAfter,
     UsageError,
     add_json,
     check_can_change,
@@ -114,12 +115,18 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     # The id is printed inside the hold too: a signal between the drop and its id (the
     # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
     # and no id, as before the hold.
-    with _held_signals() as held:
-        try:
-            job_id = client.submit(job, args.id)
-        except ValueError as exc:  # the file's "id" disagrees with --id
-            raise UsageError(str(exc)) from exc
-        announce(job_id, as_json=args.json, wait=args.wait)
+    held: list[int] = []  # a signal that came as the job was published
+    try:
+        with _held_signals(held):
+            try:
+                job_id = client.submit(job, args.id)
+            except ValueError as exc:  # the file's "id" disagrees with --id
+                raise UsageError(str(exc)) from exc
+            announce(job_id, as_json=args.json, wait=args.wait)
+    except Exception as exc:
+        if held:  # told first, then acted on (see _held_signals)
+            raise SignalAfter(exc, held[0]) from exc
+        raise
     if held:
         print(f"spoolq: interrupted ({signal.Signals(held[0]).name}) as job {job_id} was "
               "submitted: it is in pending/", file=sys.stderr)
@@ -133,9 +140,9 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _held_signals() -> Iterator[list[int]]:
+def _held_signals(held: list[int]) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP held while the job file is published (milliseconds; a
-    failing disk's sync, seconds) and its id printed, and listed in what this yields.
+    failing disk's sync, seconds) and its id printed, and listed in ``held``.
 
     A Ctrl-C after the file's rename (during its folder's fsync) ended ``submit`` with
     130 and the job in ``pending/``, its id never printed: the script that asked took it
@@ -147,8 +154,20 @@ def _held_signals() -> Iterator[list[int]]:
     ignored (``nohup``'s SIGHUP, a script's background job's SIGINT) stays ignored: held,
     it was told as 'interrupted' while nothing was, and a Ctrl-C after it was taken for
     the second signal, acted on in the middle of the drop.
+
+    A held signal is acted on whether the submit went well or not: when it failed (the
+    id already pending, a disk error, its id not written), its error line comes first,
+    then the signal's exit.  The signal, not the failure, decides the exit code (130
+    for SIGINT, 143 for SIGTERM, 129 for SIGHUP): whoever sent it (a Ctrl-C'd script,
+    ``timeout``, a service's stop) is told the command was stopped, as for a signal
+    before the drop, which exits 130 with nothing submitted.  So after such an exit the
+    code does not say whether the job is in; the output does, as ever: its id on stdout
+    (with ``--wait --json``: the stderr line "interrupted (SIG...) as job ID was
+    submitted: it is in pending/") means it is in, an error line without it that it is
+    not, but for the one error that says the job "was submitted" (its id could not be
+    written).  Dropped after a failure (exit 1), the signal went unheard: whoever sent it
+    was told only that the submit failed.
     """
-    held: list[int] = []
     old: dict[int, Any] = {}
 
     def hold(signum: int, frame: FrameType | None) -> None:
@@ -162,7 +181,7 @@ def _held_signals() -> Iterator[list[int]]:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             old[sig] = signal.signal(sig, hold)
     try:
-        yield held
+        yield
     finally:
         _restore(old)
 

@@ -21,29 +21,38 @@ from spoolkit import REPO, make_spool, strace_path
 
 
 def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: int,
-                           prefix: tuple[str, ...] = ()) -> tuple[str, str, int, Path]:
+                           prefix: tuple[str, ...] = (), *,
+                           already_pending: bool = False) -> tuple[str, str, int, Path]:
     """``spoolq submit`` whose ``pending/`` fsync strace holds up ``delay_us``, sent ``sig``
     during it, once its file has landed (``prefix``: what runs strace): its stdout, its
-    stderr, its exit code, and where its file landed."""
+    stderr, its exit code, and where its file landed.  ``already_pending``: a file of its
+    id is in ``pending/`` before, and the fsync held up is the staged file's, in
+    ``tmp/`` (the submit then fails: the id is pending)."""
     strace = strace_path()
     if strace is None:
         pytest.skip("strace is not available here")
     root = Path(env["SPOOL_DIR"])
     make_spool(root)
+    landed = root / "pending" / "j1.json"
+    if already_pending:
+        landed.write_bytes(b'{"tool": "echo"}')
+    # The first fsync: the staged file's in tmp/ (no -P: its name is made up), else its
+    # folder's in pending/ once it landed.
+    only = () if already_pending else ("-P", str(root / "pending"))
     sub = subprocess.Popen(
-        [*prefix, strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
+        [*prefix, strace, "-f", "-qq", "-o", "/dev/null", *only,
          "-e", "trace=fsync", "-e", f"inject=fsync:delay_enter={delay_us}:when=1",
          sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
          "--id", "j1", "--any-tool"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
     try:
-        landed = root / "pending" / "j1.json"
         deadline = time.monotonic() + 30
-        while not landed.exists() and time.monotonic() < deadline:
+        while not (any((root / "tmp").iterdir()) if already_pending else landed.exists()) \
+                and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert landed.exists(), "the drop never landed"
-        # Its folder's fsync is held up from here: the signal comes during it.
+        assert landed.exists() and time.monotonic() < deadline, "the drop never came"
+        # Its fsync is held up from here: the signal comes during it.
         cli = next(p for p in psutil.Process(sub.pid).children()
                    if "spool.cli.main" in " ".join(p.cmdline()))
         cli.send_signal(sig)
@@ -108,3 +117,17 @@ def test_a_signal_between_the_drop_and_its_id_still_prints_the_id(
     assert proc.stdout == "j1\n", (proc.stdout, proc.stderr)
     assert f"interrupted ({sig.name}) as job j1 was submitted" in proc.stderr
     assert proc.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_a_failing_submit_writes_is_acted_on_after_its_error(
+        env: dict[str, str], sig: signal.Signals) -> None:
+    """A signal held while the file was written was dropped when the submit then failed
+    (its id already pending): exit 1 with the error, as if no Ctrl-C or SIGTERM had come.
+    The error line is printed, then the signal is acted on (130, 143): no id on stdout
+    says the job is not in."""
+    out, err, code, landed = _signalled_as_it_lands(env, sig, 2_000_000, already_pending=True)
+    assert out == "", (out, err)
+    assert "spoolq: error: job j1 is already pending" in err, err
+    assert code in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (code, err)
+    assert landed.read_bytes() == b'{"tool": "echo"}'  # the one there before
