@@ -122,7 +122,9 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     id (the command line names it, and ``submit --wait`` printed it just above), and only
     then is the message cut.  A generated id is 28 characters: on an 80-column terminal
     the full line left 5 columns for the message.  A message too long for any layout
-    keeps the id beside it when :data:`MIN_MESSAGE_CELLS` of it still show.
+    keeps the id beside it when :data:`MIN_MESSAGE_CELLS` of it still show.  A terminal
+    too narrow for the shortest bar (under about 36 columns) gets no bar
+    (:func:`narrow_line`).
     """
     progress = record.progress
     fraction = progress.fraction if progress and progress.fraction is not None else None
@@ -135,15 +137,18 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
         message = as_written(message, escaping)
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)
     times = run_times(seconds, left_s(record))
-    room = max(columns - 1, 10)
+    room = max(columns - 1, 0)
 
-    def line(bar_cells: int, with_id: bool, times: str = times, message: str = message
-             ) -> str:
+    def line(bar_cells: int, with_id: bool, message: str = message) -> str:
         filled = round((fraction or 0.0) * bar_cells)
         text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
                 f" {percent} {times} {message}").rstrip()
         return f"{record.id} {text}" if with_id else text
 
+    if cells(line(MIN_BAR_CELLS, False, message="")) > room:
+        # Not even the times fit beside a bar: whole pieces, never the end of a number (on
+        # 40 columns '1:00:00<12:34:56' was cut to '1:00:00<12:34', 12 min for 12 h).
+        return narrow_line(record.state.value, percent.strip(), times, message, room)
     full = line(BAR_CELLS, True)
     over = cells(full) - room  # in columns: CJK takes two each
     if over <= 0:
@@ -153,14 +158,21 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     for candidate in (with_id, without_id):
         if cells(candidate) <= room:
             return candidate
-    if cells(line(MIN_BAR_CELLS, False, message="")) > room:
-        # Not even the times fit: what is left goes, not the end of a number (on 40
-        # columns '1:00:00<12:34:56' was cut to '1:00:00<12:34', 12 min for 12 h).
-        return fit(line(MIN_BAR_CELLS, False, times=clock(seconds)), room).rstrip()
     # Even without the id the message is cut: keep the id if the message still gets a fair
     # share of the line (a wide terminal, a long message).
     share = room - (cells(with_id) - cells(message))
     return fit(with_id if share >= MIN_MESSAGE_CELLS else without_id, room).rstrip()
+
+
+def narrow_line(state: str, percent: str, times: str, message: str, room: int) -> str:
+    """The line in ``room`` columns where no bar fits: ``running 42% 0:12<0:17 load``, the
+    message cut; narrower, ``42% 0:12<0:17``, then ``42%``, then nothing.  The bar took
+    10 columns whatever the width, so under 11 it wrapped at each redraw, a new line on
+    the screen every second, and under 36 it was cut before its fraction."""
+    told = f"{state} {percent} {times}"
+    if cells(told) <= room:
+        return fit(f"{told} {message}".rstrip(), room)
+    return next((text for text in (f"{percent} {times}", percent) if cells(text) <= room), "")
 
 
 class ProgressBar:
@@ -246,7 +258,7 @@ class ProgressBar:
         line = bar_line(record, columns, self._escaping)
         with self._lock:
             if line != self._shown:  # blank what is left of a longer line, not past the edge
-                self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 10))))
+                self.out.write("\r" + pad(line, min(cells(self._shown), max(columns - 1, 0))))
                 self.out.flush()
                 self._shown = line
 

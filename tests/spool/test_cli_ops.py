@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from spoolkit import CLI, open_pty, read_until
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
@@ -546,3 +547,30 @@ def test_the_bar_says_a_run_past_its_estimate_is_overdue(root: Path,
     assert "slow part" in drawn, drawn
     assert "<0:00" not in drawn and "<" not in drawn, drawn
     assert re.search(r"  50% \d:\d\d overdue slow part", drawn), drawn
+
+
+@pytest.mark.parametrize("columns", [5, 8, 10])
+def test_the_progress_bar_fits_a_narrow_terminal(root: Path, env: dict[str, str],
+                                                 columns: int) -> None:
+    """The bar took 10 columns at least, whatever the terminal's width: under 11 columns
+    each redraw wrapped, a new line on the screen each second.  Each redraw fits one
+    line; a terminal too narrow for a bar shows the fraction and times alone."""
+    spool = spool_of(root)
+    spool.submit(Job(tool="run_backtest"), "narrow")
+    master, slave = open_pty(columns)
+    waiting = subprocess.Popen([*CLI, "wait", "narrow", "--timeout", "60"], env=env,
+                               cwd=root.parent, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    claim = spool.claim("narrow")
+    assert claim is not None
+    spool.mover.publish(spool.layout.progress_file("narrow"), Progress(
+        fraction=0.5, message="half way there").model_dump_json().encode())
+    seen = bytearray()
+    read_until(master, b"50%", seen)
+    read_until(master, b"\x00never", seen, deadline_s=1.5)  # a redraw a second or so
+    # A note (no processor running, after 3 s on a loaded machine) is a line of its own.
+    drawn = re.sub(r"spoolq: [^\r\n]*\r\n", "", _done_and_drawn(spool, claim, waiting,
+                                                                master, seen))
+    assert "50%" in drawn and "\n" not in drawn, drawn
+    for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
+        assert columns_of(segment) < columns, (columns_of(segment), segment)
