@@ -22,6 +22,7 @@ and is passed over, as pydantic-settings does.
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 from typing import Any, Literal
@@ -83,11 +84,30 @@ def _default_spool_dir() -> Path:
     user) ``expanduser`` raises RuntimeError: spoolq said "unexpected RuntimeError ... (a
     bug in spoolq)", exit 1, and the processor crashed with a traceback."""
     try:
-        return Path("~/.local/state/spoolq").expanduser()
+        return _expand_home(Path("~/.local/state/spoolq"))
     except RuntimeError:
         raise ConfigError("SPOOL_DIR is not set, and its default ~/.local/state/spoolq "
-                          "has no home to be in (HOME is unset and this user has no "
-                          "passwd entry); set SPOOL_DIR") from None
+                          "has no home to be in (HOME is unset or empty and this user has "
+                          "no passwd entry); set SPOOL_DIR") from None
+
+
+def _expand_home(path: Path) -> Path:
+    """``path.expanduser()``, an empty HOME taken for unset (this user's passwd entry);
+    RuntimeError when this user has no home.
+
+    ``HOME=`` (a cron line, a unit's ``Environment=HOME=``) made Python's ``~`` the
+    empty string: the default spool was ``/.local/state/spoolq``, ``~/spool`` was
+    ``/spool``, folders at the root of the filesystem."""
+    first, _, rest = str(path).partition("/")
+    if first != "~" or os.environ.get("HOME") != "":  # ~user is the passwd entry's anyway
+        return path.expanduser()
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        home = ""
+    if not home:
+        raise RuntimeError("no home directory")
+    return Path(home, rest)
 
 
 def _cwd_exists() -> bool:
@@ -184,10 +204,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         try:
-            path = None if value is None else value.expanduser()
+            path = None if value is None else _expand_home(value)
         except RuntimeError:  # no home: '~' cannot be expanded
             raise ValueError(f"{value} starts with ~, and this user has no home directory "
-                             "(HOME is unset, no passwd entry); give the whole path") from None
+                             "(HOME is unset or empty, no passwd entry); give the whole "
+                             "path") from None
         if path is not None and not path.is_absolute() and not _cwd_exists():
             # Said "No such file or directory", naming no file (os.path.abspath's getcwd).
             raise ValueError(f"{path} is relative, and the working directory it is relative "
