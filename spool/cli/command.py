@@ -47,6 +47,20 @@ class UsageError(Exception):
     """Arguments that parse but make no sense together: exit 2."""
 
 
+class OutputError(OSError):
+    """A write to standard output failed: said "cannot write to standard output: REASON"
+    (``reason``, the system's words), whichever write it was (``spool.cli.main``)."""
+
+    reason: str
+
+    @classmethod
+    def of(cls, exc: OSError) -> OutputError:
+        reason = exc.strerror or str(exc)
+        error = cls(exc.errno, f"cannot write to standard output: {reason}")
+        error.reason = reason
+        return error
+
+
 class SignalAfter(Exception):
     """``error`` ended a command that held the signal ``signum`` meanwhile (``submit``, as
     it publishes a job): ``main`` prints the error's line, then acts on the signal, whose

@@ -33,6 +33,7 @@ from spool.cli.command import (
     EXIT_FAILED,
     EXIT_USAGE,
     Command,
+    OutputError,
     SignalAfter,
     UsageError,
     add_globals,
@@ -42,6 +43,8 @@ from spool.errors import ConfigError, SpoolError
 from spool.version import add_version
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
     from spool.settings import Settings
 
 COMMANDS: tuple[Command, ...] = (
@@ -133,9 +136,8 @@ def _check_streams(args: argparse.Namespace) -> None:
     """
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    if isinstance(sys.stdout, io.TextIOWrapper) and \
-            not isinstance(sys.stdout.buffer, io.BufferedIOBase):
-        sys.stdout = _buffered(sys.stdout)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout = _named(sys.stdout)
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A stdout that is not UTF-8 (LC_ALL=C with PYTHONUTF8=0, PYTHONIOENCODING=ascii)
         # stopped ``show`` of a record holding "é" half-way, exit 1 (to ``wait``: the job
@@ -171,18 +173,47 @@ def _escape(exc: UnicodeError) -> tuple[str | bytes, int]:
         return codecs.lookup_error("backslashreplace")(exc)
 
 
-def _buffered(stdout: io.TextIOWrapper) -> io.TextIOWrapper:
-    """An unbuffered stdout (``PYTHONUNBUFFERED``, ``-u``: set in many containers and
-    units) as a line-buffered one that writes each line through at once.
+def _named(stdout: io.TextIOWrapper) -> io.TextIOWrapper:
+    """``stdout`` over fd 1 as :class:`_Stdout`, whose write errors name standard output;
+    unbuffered (``PYTHONUNBUFFERED``, ``-u``: set in many containers and units), as a
+    line-buffered one that writes each line through at once.  A stream with no descriptor
+    (a test's capture) is left as it is.
+
+    Only the write at the end (:func:`flush_stdout`) named standard output: one made as
+    the command went (a print past the buffer, each print unbuffered, a large record's
+    copy) said "File too large" or "No space left on device", naming nothing.
 
     Unbuffered, Python hands each print to one write(2) and drops what a partial write
     left over: under a file-size limit, on a disk filling up or to a reader gone mid-way
     (``| head -c 10``), ``ls --json > file`` left the JSON cut short and exited 0, where
     buffered the error line and exit 1 (or 141) tell.  A buffered writer writes the rest
     or raises."""
-    raw = io.FileIO(stdout.fileno(), "w", closefd=False)  # fd 1 stays the old stream's
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+        return stdout
+    if isinstance(getattr(stdout.buffer, "raw", None), _Stdout):
+        return stdout  # main run again in one process
+    unbuffered = not isinstance(stdout.buffer, io.BufferedIOBase)
+    with contextlib.suppress(OSError, ValueError):
+        stdout.flush()  # what a caller of main printed before it goes first
+    raw = _Stdout(fd, "w", closefd=False)  # fd 1 stays the old stream's
     return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stdout.encoding,
-                            errors=stdout.errors, line_buffering=True, write_through=True)
+                            errors=stdout.errors, write_through=unbuffered,
+                            line_buffering=unbuffered or stdout.line_buffering)
+
+
+class _Stdout(io.FileIO):
+    """fd 1 for stdout: a write that fails raises :class:`OutputError`, whichever write of
+    the command it was (a reader gone stays BrokenPipeError: exit 141)."""
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError.of(exc) from exc
 
 
 def flush_stdout() -> None:
@@ -200,7 +231,9 @@ def flush_stdout() -> None:
         raise
     except OSError as exc:
         _discard(sys.stdout)
-        raise OSError(exc.errno, f"cannot write to standard output: {exc.strerror}") from exc
+        if isinstance(exc, OutputError):  # named by _Stdout
+            raise
+        raise OutputError.of(exc) from exc
 
 
 def _discard(stream: TextIO | None) -> None:

@@ -32,6 +32,7 @@ from spool.cli.catalog import offered_tools
 from spool.cli.command import (
     EXIT_OK,
     Command,
+    OutputError,
     SignalAfter,
     UsageError,
     add_json,
@@ -206,8 +207,9 @@ def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
     except BrokenPipeError:  # the reader went away: stop quietly, as every command does
         raise
     except OSError as exc:
+        reason = exc.reason if isinstance(exc, OutputError) else exc.strerror
         raise SpoolError(f"job {job_id} was submitted, but its id could not be written to "
-                         f"standard output: {exc.strerror}") from exc
+                         f"standard output: {reason}") from exc
 
 
 def job_from_options(args: argparse.Namespace) -> Job:

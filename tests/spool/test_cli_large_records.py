@@ -12,13 +12,14 @@ count (``VmHWM``, read by the process as it exits).
 from __future__ import annotations
 
 import hashlib
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import spoolq
+from spoolkit import CLI, spoolq
 
 from spool.large import PARSE_MAX_BYTES
 from spool.layout import Layout
@@ -211,3 +212,24 @@ def test_json_of_a_large_record_is_escaped_where_stdout_is_not_utf8(
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
     proc.stdout.encode("ascii")  # escapes only
     assert orjson.loads(proc.stdout) == orjson.loads(body)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_a_write_error_of_a_large_records_copy_names_standard_output(
+        env: dict[str, str], root: Path, tmp_path: Path, unbuffered: bool) -> None:
+    """``show --json > file`` under a file-size limit (``ulimit -f``, or a disk filling
+    up): the large record's copy said "spoolq: error: File too large", naming nothing,
+    where a small record's output says "cannot write to standard output"."""
+    _write_large(Layout(root).job(JobState.DONE, "big"), PARSE_MAX_BYTES + MiB)
+    run_env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        run_env["PYTHONUNBUFFERED"] = "1"
+    with (tmp_path / "shown.json").open("wb") as out:
+        proc = subprocess.run(
+            [*CLI, "show", "big", "--json"], env=run_env, cwd=tmp_path,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, timeout=60,
+            check=False, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                               (MiB, MiB)))
+    lines = proc.stderr.decode().splitlines()
+    assert (proc.returncode, lines) == (
+        1, ["spoolq: error: cannot write to standard output: File too large"])
