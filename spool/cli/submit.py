@@ -196,7 +196,9 @@ def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
     """Print the id of the job just dropped (with ``--wait --json`` the record says it).
 
     A stdout that cannot take it (``> file`` on a full disk) must not read as a failed
-    submit: the job is in pending/ and a second submit would run it twice.
+    submit: the job is in pending/ and a second submit would run it twice.  With
+    ``--wait`` that is exit 2, as ``wait`` gives when it cannot write the outcome (exit
+    1 reads as "the job failed"); the job is not waited for.
     """
     try:
         if as_json and not wait:
@@ -208,8 +210,9 @@ def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
         raise
     except OSError as exc:
         reason = exc.reason if isinstance(exc, OutputError) else exc.strerror
-        raise SpoolError(f"job {job_id} was submitted, but its id could not be written to "
-                         f"standard output: {reason}") from exc
+        raise (UsageError if wait else SpoolError)(
+            f"job {job_id} was submitted, but its id could not be written to standard "
+            f"output: {reason}") from exc
 
 
 def job_from_options(args: argparse.Namespace) -> Job:

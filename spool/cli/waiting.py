@@ -1,9 +1,10 @@
 """``spoolq wait``: what scripts branch on.
 
-Exit 0 done, 1 failed (or no such job), 2 usage error, 3 still pending or running at
-``--timeout``.  A job whose file in ``done/`` or ``failed/`` is not a readable record
-(not JSON, truncated, not UTF-8) has no outcome to trust: ``wait`` prints what is known
-and exits 1 with an error line, as ``show`` does (:mod:`spool.cli.jobs`).  A record over
+Exit 0 done, 1 failed (or no such job), 2 usage error (and when the outcome cannot be
+written to stdout: a full disk), 3 still pending or running at ``--timeout``.  A job
+whose file in ``done/`` or ``failed/`` is not a readable record (not JSON, truncated,
+not UTF-8) has no outcome to trust: ``wait`` prints what is known and exits 1 with an
+error line, as ``show`` does (:mod:`spool.cli.jobs`).  A record over
 8 MiB is shown by its head (:mod:`spool.large`).  Waiting never changes the job; Ctrl-C
 stops the waiting only.  ``submit --wait`` waits here too.
 """
@@ -11,7 +12,9 @@ stops the waiting only.  ``submit --wait`` waits here too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -22,6 +25,7 @@ from spool.cli.command import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
     Command,
+    OutputError,
     UsageError,
     add_json,
     client_of,
@@ -111,7 +115,8 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
                  f"on (spoolq cancel {job_id} stops it)")
         raise
     if not quiet:
-        show_record(record, as_json, reader.large.get(job_id))
+        with _told(record, "its record"):
+            show_record(record, as_json, reader.large.get(job_id))
     code = _exit_code(record)
     if quiet:
         return code
@@ -147,13 +152,13 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
         codes.append(code)
         if quiet:
             continue
-        if as_json:
-            sys.stdout.write(json_text(orjson.dumps(record_json(record))) + "\n")
-        else:
-            error = f" {record.error.type.value}: {record.error.message}" if (
-                record.error and record.state is JobState.FAILED) else ""
-            print(printable(f"{job_id} {record.state.value}{error}"))
-        sys.stdout.flush()
+        with _told(record, "its line"):
+            if as_json:
+                sys.stdout.write(json_text(orjson.dumps(record_json(record))) + "\n")
+            else:
+                error = f" {record.error.type.value}: {record.error.message}" if (
+                    record.error and record.state is JobState.FAILED) else ""
+                print(printable(f"{job_id} {record.state.value}{error}"))
     if EXIT_FAILED in codes:
         return EXIT_FAILED
     return EXIT_NOT_FINISHED if EXIT_NOT_FINISHED in codes else EXIT_OK
@@ -172,6 +177,23 @@ def _wait_one(client: Client, job_id: str, timeout: float | None, quiet: bool) -
         return client.wait(job_id, timeout, on_update=update)
 
 
+@contextlib.contextmanager
+def _told(record: Record, what: str) -> Iterator[None]:
+    """Write ``what`` of ``record`` to stdout, flushed; a usage error (exit 2) when stdout
+    cannot take it (a full disk under ``> file``): exit 1, as other commands give then,
+    read as "the job failed", for a job that was done.  The error line says how it
+    ended.  A reader gone (EPIPE) is 141, as everywhere."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        reason = exc.reason if isinstance(exc, OutputError) else exc.strerror or str(exc)
+        raise UsageError(f"job {record.id} is {record.state.value}, but {what} could not be "
+                         f"written to standard output: {reason}") from exc
+
+
 def _exit_code(record: Record) -> int:
     """``wait``'s exit code for a job whose last seen record is ``record``."""
     if record.unreadable is not None or record.state is JobState.FAILED:
@@ -186,7 +208,8 @@ WAIT = Command(
     "is still pending or running at --timeout, 1 if there is no such job or its record "
     "in done/ or failed/ cannot be read (corrupt), 2 on usage errors (and when this "
     "user may not enter the spool, or look into running/, done/ or failed/: a submitter "
-    "only).  On a terminal a "
+    "only; and when the outcome cannot be written to stdout, a full disk: an error line "
+    "says how the job ended).  On a terminal a "
     "progress bar (state, fraction, message, time) is drawn on stderr; otherwise each "
     "state change is one line on stderr.  The final record goes to stdout.  When no "
     "processor seems to be running (none holds its lock with a heartbeat under "

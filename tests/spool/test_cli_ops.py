@@ -574,3 +574,38 @@ def test_the_progress_bar_fits_a_narrow_terminal(root: Path, env: dict[str, str]
     assert "50%" in drawn and "\n" not in drawn, drawn
     for segment in drawn.split("\r"):  # each redraw, and the blank that clears the bar
         assert columns_of(segment) < columns, (columns_of(segment), segment)
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_wait_that_cannot_write_its_outcome_is_no_failed_job(root: Path, env: dict[str, str],
+                                                             unbuffered: bool) -> None:
+    """``spoolq wait ID > out`` on a full disk exited 1, which a script reads as "the job
+    failed", for a job that was done.  Other commands exit 1 when stdout cannot be
+    written; wait (and ``submit --wait``) exits 2, as it does for a closed stdout, with
+    the one error line saying how the job ended."""
+    spool = spool_of(root)
+    for job_id in ("fine", "also"):
+        spool.submit(Job(tool="echo"), job_id)
+        claim = spool.claim(job_id)
+        assert claim is not None
+        spool.complete(claim, spool.record_of_claim(claim, JobState.DONE))
+    run_env = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        run_env["PYTHONUNBUFFERED"] = "1"
+    with open("/dev/full", "wb") as full:
+        runs = {what: _run_to(run_env, full.fileno(), *args) for what, args in (
+            ("wait", ("wait", "fine")), ("json", ("wait", "fine", "--json")),
+            ("several", ("wait", "fine", "also")),
+            ("submit", ("submit", "echo", "--id", "later", "--wait", "--any-tool")))}
+        shown = _run_to(run_env, full.fileno(), "show", "fine")
+    for what, proc in runs.items():
+        lines = proc.stderr.decode().splitlines()
+        errors = [line for line in lines if line.startswith("spoolq: error: ")]
+        assert proc.returncode == 2, (what, proc.returncode, lines)
+        assert len(errors) == 1 and "standard output: No space left on device" in errors[0], \
+            (what, lines)
+    for what in ("wait", "json"):
+        assert "job fine is done, but" in runs[what].stderr.decode(), what
+    assert "job later was submitted" in runs["submit"].stderr.decode()
+    assert (root / "pending" / "later.json").exists()  # not waited for: its id is nowhere
+    assert shown.returncode == 1, shown  # a command that is no wait: 1, as before
