@@ -2,7 +2,10 @@
 
 Guarantees: rows are in time order, cut to ``start``/``end`` (inclusive) and then to
 ``limit`` (the first rows when only ``start`` is given, else the most recent ones);
-a missing value is ``None``, never NaN.
+a missing value is ``None``, never NaN.  An answer holds at most ``MAX_KLINE_ROWS``
+(1,000,000) bars: without ``limit``, more bars than that between ``start`` and ``end``
+is :class:`~spool.errors.InvalidParams` (a FAST tool must not spend its lane, and
+the processor's memory, on a file of millions of bars).
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from typing import Any
 import numpy as np
 
 from processor.quant.data import FIELDS, Bars, DataStore
-from processor.quant.params import KlineParams
+from processor.quant.params import MAX_KLINE_ROWS, KlineParams
+from spool.errors import InvalidParams
 
 
 def kline(bars: Bars, params: KlineParams) -> dict[str, Any]:
     """``columns`` and ``rows`` of ``bars`` (already cut to start/end), limited."""
+    if params.limit is None and len(bars) > MAX_KLINE_ROWS:
+        raise InvalidParams(
+            f"symbol {bars.symbol!r} has {len(bars)} bars between start and end, and "
+            f"get_kline answers at most {MAX_KLINE_ROWS}: give a limit (at most "
+            f"{MAX_KLINE_ROWS}) or a narrower start and end")
     if params.limit is not None and params.limit < len(bars):
         keep = slice(0, params.limit) if params.start is not None and params.end is None \
             else slice(len(bars) - params.limit, len(bars))

@@ -81,7 +81,8 @@ class KlineParams(BaseModel):
     end: Bound = Field(None, description="last bar (inclusive)")
     limit: int | None = Field(None, ge=1, le=MAX_KLINE_ROWS, strict=True, description=(
         "at most this many bars: the first ones from start when only start is "
-        "given, else the most recent ones"))
+        "given, else the most recent ones; without it, every bar between start "
+        f"and end, which must then be at most {MAX_KLINE_ROWS}"))
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -86,6 +86,25 @@ def test_get_kline_refuses_start_after_end(tmp_path: Path) -> None:
     assert same_day.start == same_day.end
 
 
+def test_get_kline_without_limit_is_bounded(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no ``limit``, get_kline answered every bar between start and end: a
+    5,000,000-row file ran the FAST lane to its 10 s timeout and left an abandoned
+    thread holding 700 MB in the processor.  Past MAX_KLINE_ROWS bars it is a params
+    error that names the bound and the way out; within it, nothing changes."""
+    monkeypatch.setattr("processor.quant.kline.MAX_KLINE_ROWS", 5, raising=False)
+    write_bars(tmp_path, "LONG", np.arange(1.0, 9.0))
+    ctx = Context(tmp_path)
+    with pytest.raises(InvalidParams, match=r"'LONG' has 8 bars .*at most 5.*limit"):
+        run("get_kline", {"symbol": "LONG"}, ctx)
+    with pytest.raises(InvalidParams, match="at most 5"):
+        run("get_kline", {"symbol": "LONG", "start": "2010-01-05"}, ctx)
+    assert len(run("get_kline", {"symbol": "LONG", "limit": 5}, ctx)["rows"]) == 5
+    assert len(run("get_kline", {"symbol": "LONG", "start": "2010-01-07"}, ctx)["rows"]) == 5
+    assert len(run("get_kline", {"symbol": "LONG", "start": "2010-01-08",
+                                 "end": "2010-01-08"}, ctx)["rows"]) == 1
+
+
 def test_get_kline_unknown_symbol(tmp_path: Path) -> None:
     with pytest.raises(InvalidParams, match="'NOPE'"):
         run("get_kline", {"symbol": "NOPE"}, Context(tmp_path))
