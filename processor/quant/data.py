@@ -74,27 +74,51 @@ def to_time(value: datetime | str | None) -> np.datetime64 | None:
     return moment
 
 
-def iso_strings(timestamps: Times) -> list[str]:
-    """ISO 8601 text of naive UTC timestamps, to the second unless finer is needed."""
-    seconds = timestamps.astype("datetime64[s]")
-    unit: Literal["s", "us"] = "s" if np.array_equal(seconds, timestamps) else "us"
-    text: list[str] = np.datetime_as_string(timestamps, unit=unit).tolist()
+def iso_unit(timestamps: Times) -> Literal["s", "us"]:
+    """The unit ISO text of ``timestamps`` is written to: the second unless finer is needed."""
+    return "s" if np.array_equal(timestamps.astype("datetime64[s]"), timestamps) else "us"
+
+
+def iso_strings(timestamps: Times, unit: Literal["s", "us"] | None = None) -> list[str]:
+    """ISO 8601 text of naive UTC timestamps, in ``unit`` (default: :func:`iso_unit`'s)."""
+    text: list[str] = np.datetime_as_string(timestamps, unit=unit or iso_unit(timestamps)).tolist()
     return text
 
 
-class _IsoCache:
-    """ISO text of a file's timestamps, computed on first use (benign race)."""
+ISO_CACHE_SHARE = 4
+"""ISO text of a file is made whole and cached when a read wants at least a
+1/ISO_CACHE_SHARE part of it; a smaller part is formatted alone."""
 
-    __slots__ = ("_text", "timestamps")
+
+class _IsoCache:
+    """ISO text of a file's timestamps, computed on first use (benign race), all in
+    the one unit the whole file needs."""
+
+    __slots__ = ("_text", "_unit", "timestamps")
 
     def __init__(self, timestamps: Times) -> None:
         self.timestamps = timestamps
         self._text: list[str] | None = None
+        self._unit: Literal["s", "us"] | None = None
 
     def get(self) -> list[str]:
         if self._text is None:
-            self._text = iso_strings(self.timestamps)
+            self._text = iso_strings(self.timestamps, self.unit())
         return self._text
+
+    def unit(self) -> Literal["s", "us"]:
+        if self._unit is None:
+            self._unit = iso_unit(self.timestamps)
+        return self._unit
+
+    def part(self, rows: slice) -> list[str]:
+        """The text of ``rows`` (step 1): from the cache when it is made or ``rows`` is a
+        large part of the file, else formatted alone (five bars of a file of millions
+        must not format, and keep, the text of them all)."""
+        size = rows.stop - rows.start
+        if self._text is not None or size * ISO_CACHE_SHARE >= len(self.timestamps):
+            return self.get()[rows]
+        return iso_strings(self.timestamps[rows], self.unit())
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +141,14 @@ class Bars:
     def iso(self) -> list[str]:
         """The timestamps as ISO 8601 strings (cached per file)."""
         return self._iso.get()[self._iso_slice]
+
+    def iso_of(self, rows: slice) -> list[str]:
+        """The ISO 8601 strings of ``rows`` of these bars (a slice with step 1), the
+        same text :meth:`iso` has for them; cached per file only when they are a
+        large part of it (see ``ISO_CACHE_SHARE``)."""
+        lo, hi, _ = rows.indices(len(self))
+        base = self._iso_slice.start
+        return self._iso.part(slice(base + lo, base + max(lo, hi)))
 
     def between(self, start: np.datetime64 | None, end: np.datetime64 | None) -> Bars:
         """The bars with ``start <= timestamp <= end`` (both optional, inclusive)."""

@@ -38,7 +38,7 @@ def kline(bars: Bars, params: KlineParams) -> dict[str, Any]:
             for i in np.flatnonzero(~np.isfinite(array)).tolist():
                 values[i] = None
     return {"symbol": bars.symbol, "columns": ["timestamp", *FIELDS],
-            "rows": list(map(list, zip(bars.iso()[keep], *lists, strict=True)))}
+            "rows": list(map(list, zip(bars.iso_of(keep), *lists, strict=True)))}
 
 
 def get_kline(store: DataStore, params: KlineParams) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from processor.quant.data import DataStore
 from processor.quant.jsonsafe import finite_or_none, jsonable
 from processor.quant.kline import get_kline
 from processor.quant.params import BacktestParams, FactorParams, KlineParams
-from processor.quant.tools import QUANT_TOOLS
+from processor.quant.tools import QUANT_TOOLS, datastore
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import InvalidParams
 
@@ -103,6 +103,27 @@ def test_get_kline_without_limit_is_bounded(tmp_path: Path,
     assert len(run("get_kline", {"symbol": "LONG", "start": "2010-01-07"}, ctx)["rows"]) == 5
     assert len(run("get_kline", {"symbol": "LONG", "start": "2010-01-08",
                                  "end": "2010-01-08"}, ctx)["rows"]) == 1
+
+
+def test_get_kline_formats_only_the_bars_it_answers(tmp_path: Path) -> None:
+    """``limit: 5`` on a 5,000,000-row file formatted the ISO text of every bar in
+    the file (and cached it, some 400 MB) to answer five: past the FAST timeout.  A
+    few bars of a long file are formatted alone, in the file's own format (here with
+    microseconds, which one bar of the file needs), and nothing is cached for them."""
+    days = [f"2020-01-{d:02d}T00:00:00" for d in range(1, 29)]
+    days[0] = "2020-01-01T00:00:00.5"
+    write_bars(tmp_path, "MANY", np.arange(1.0, 29.0), days=days)
+    ctx = Context(tmp_path)
+    last = run("get_kline", {"symbol": "MANY", "limit": 2}, ctx)["rows"]
+    assert [r[0] for r in last] == ["2020-01-27T00:00:00.000000", "2020-01-28T00:00:00.000000"]
+    cached = datastore(ctx).bars("MANY")
+    assert cached._iso._text is None
+    first = run("get_kline", {"symbol": "MANY", "start": "2020-01-01", "limit": 1}, ctx)
+    assert first["rows"][0][0] == "2020-01-01T00:00:00.500000"
+    whole = run("get_kline", {"symbol": "MANY"}, ctx)["rows"]
+    assert [r[0] for r in whole[-2:]] == [r[0] for r in last]
+    assert cached._iso._text is not None
+    assert run("get_kline", {"symbol": "MANY", "limit": 2}, ctx)["rows"] == last
 
 
 def test_get_kline_unknown_symbol(tmp_path: Path) -> None:
