@@ -13,7 +13,8 @@ Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
   price must be > 0.  A file that breaks these rules raises
   :class:`~spool.errors.ToolError` naming the symbol.
 * :class:`DataStore` caches parsed files keyed by path and re-parses a file
-  when its ``(mtime_ns, size, inode)`` changes.  It is thread-safe; cached
+  when its ``(mtime_ns, size, inode)`` changes.  It is thread-safe, and threads
+  asking for one uncached file parse it once (the others wait); cached
   arrays are read-only and shared (files with identical timestamps share
   one timestamp array and its ISO text).  The cache is bounded by
   ``max_bytes`` (least recently used files are dropped first).
@@ -241,6 +242,7 @@ class DataStore:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._cache: OrderedDict[Path, tuple[FileKey, Bars]] = OrderedDict()
+        self._parsing: dict[Path, threading.Lock] = {}  # one a file ever asked for
         self._bytes = 0
         # Files on one calendar share one timestamp array and one ISO text list.
         self._calendars: OrderedDict[tuple[int, int, int], _IsoCache] = OrderedDict()
@@ -267,9 +269,18 @@ class DataStore:
         key = (info.st_mtime_ns, info.st_size, info.st_ino)
         cached = self._get(path, key)
         if cached is None:
-            cached = self._share_calendar(parse_csv(path, symbol))
-            self._put(path, key, cached)
+            # One thread parses a file; the others wait for its bars (each parse of a
+            # file of millions of bars holds hundreds of MB while it runs).
+            with self._parse_lock(path):
+                cached = self._get(path, key)
+                if cached is None:
+                    cached = self._share_calendar(parse_csv(path, symbol))
+                    self._put(path, key, cached)
         return cached.between(to_time(start), to_time(end))
+
+    def _parse_lock(self, path: Path) -> threading.Lock:
+        with self._lock:
+            return self._parsing.setdefault(path, threading.Lock())
 
     def panel(self, symbols: list[str], start: datetime | str | None = None,
               end: datetime | str | None = None) -> Panel:

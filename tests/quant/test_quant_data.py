@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from quant_reference import read_rows, write_bars
 
-from processor.quant import synth
+from processor.quant import data, synth
 from processor.quant.data import DataStore, validate_symbol
 from spool.errors import InvalidParams, ToolError
 
@@ -104,6 +105,38 @@ def test_threads_share_one_store(synth_dir: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_threads_wanting_one_file_parse_it_once(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads asking for one uncached file each parsed it: in the processor, FAST
+    get_kline jobs on a 5,000,000-row file (each abandoned at its timeout, the parse
+    going on) held some 650 MB apiece, two of them 1.3 GB.  One parses; the others
+    wait for its bars."""
+    write_bars(tmp_path, "ONE", np.arange(1.0, 50.0))
+    parses: list[str] = []
+    first_started = threading.Event()
+    real_parse = data.parse_csv
+
+    def slow_parse(path: Path, symbol: str) -> data.Bars:
+        parses.append(symbol)
+        first_started.set()
+        time.sleep(0.5)
+        return real_parse(path, symbol)
+
+    monkeypatch.setattr(data, "parse_csv", slow_parse)
+    store = DataStore(tmp_path)
+    got: list[data.Bars] = []
+    threads = [threading.Thread(target=lambda: got.append(store.bars("ONE")))
+               for _ in range(4)]
+    threads[0].start()
+    assert first_started.wait(30)
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert parses == ["ONE"]
+    assert len(got) == 4 and all(b.close is got[0].close for b in got)
 
 
 @pytest.mark.parametrize(("text", "match"), [
