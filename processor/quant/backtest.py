@@ -23,6 +23,10 @@ missing from the file, or a row with an empty open or close, is skipped, not
 held: SMA windows, the one-bar signal delay, ``T`` in the metrics and the
 equity curve all count that symbol's own bars only.  So a symbol's result
 never depends on which other symbols share the job.
+
+Size: a job runs on at most :data:`MAX_BARS` (10,000,000) bars, all its symbols'
+together; past that it is :class:`~spool.errors.InvalidParams` (its equity curves
+would make a record of gigabytes, which the worker and the processor must hold).
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ import numpy as np
 from processor.quant.crossover import crossover_signal
 from processor.quant.data import F64, Bars, DataStore
 from processor.quant.jsonsafe import finite_or_none
-from processor.quant.params import BacktestParams
+from processor.quant.params import MAX_BACKTEST_BARS, BacktestParams
 from processor.quant.simulation import Simulation, metrics, simulate
+from spool.errors import InvalidParams
 
-__all__ = ["CHUNK", "CHUNK_CELLS", "BacktestParams", "OwnBars", "Simulation",
+__all__ = ["CHUNK", "CHUNK_CELLS", "MAX_BARS", "BacktestParams", "OwnBars", "Simulation",
            "crossover_signal", "metrics", "own_bars", "run_backtest", "simulate",
            "stack", "summarize"]
 
@@ -48,6 +53,8 @@ CHUNK = 50
 """At most this many symbols share one 2-D computation."""
 CHUNK_CELLS = 1 << 17
 """A chunk takes no more symbols once it holds this many bars (50 x 2520 fit)."""
+MAX_BARS = MAX_BACKTEST_BARS
+"""The bars of one job, all symbols together (:data:`~processor.quant.params.MAX_BACKTEST_BARS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +90,17 @@ _COUNTS = ("num_trades", "num_closed_trades", "bars")
 def _chunks(params: BacktestParams, store: DataStore) -> Iterator[list[OwnBars]]:
     """The symbols' own bars, read chunk by chunk: ``CHUNK`` symbols or ``CHUNK_CELLS`` bars."""
     chunk: list[OwnBars] = []
-    cells = 0
+    cells = total = 0
     for symbol in params.symbols:
         chunk.append(own_bars(store.bars(symbol, params.start, params.end)))
         cells += len(chunk[-1].close)
+        total += len(chunk[-1].close)
+        if total > MAX_BARS:
+            raise InvalidParams(
+                f"run_backtest takes at most {MAX_BARS} bars in one job (all symbols "
+                f"together; the record holds an equity curve point for each), and "
+                f"symbol {symbol!r} brings these symbols to {total}: split the symbols "
+                f"over several jobs or give a narrower start and end")
         if len(chunk) == CHUNK or cells >= CHUNK_CELLS:
             yield chunk
             chunk, cells = [], 0

@@ -36,6 +36,12 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
 MAX_KLINE_ROWS = 1_000_000
 MAX_SYMBOLS = 10_000
+MAX_BACKTEST_BARS = 10_000_000
+"""The bars of one ``run_backtest`` job, all symbols together (between ``start`` and
+``end``): its record holds an equity curve point for each (about 45 bytes of JSON; the
+worker needs some 250 bytes while it runs, and the processor holds the record too).
+4,000 symbols x 10 years daily, or 10 x 1,000,000 minutes (a job at the bound needs
+some 2.5 GB in its worker and makes a record of some 450 MB)."""
 MAX_WINDOW = 10_000_000
 MAX_HORIZON = 10_000
 Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
@@ -95,7 +101,9 @@ class BacktestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS)
+    symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS, description=(
+        f"at most {MAX_BACKTEST_BARS:,} bars in all between start and end (each is a "
+        "point of an equity curve in the record): split larger runs over several jobs"))
     strategy: Literal["ma_crossover"] = "ma_crossover"
     fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
     slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")

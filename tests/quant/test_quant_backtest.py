@@ -206,6 +206,26 @@ def test_unknown_symbol_is_invalid_params(synth_dir: Path) -> None:
         run_backtest(params, DataStore(synth_dir))
 
 
+def test_the_bars_of_one_job_are_bounded(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing bounded a backtest's bars, all of which its record holds as equity
+    curves: 1,000,000 bars cost the worker some 250 MB and the record 44 MB, which the
+    processor holds too (5,000,000: a 229 MB record, the processor at 529 MB), so the
+    10,000 symbols a job may name, of 10,000 bars each, would need tens of GB.  Past
+    MAX_BARS bars in all (between start and end) the job is invalid_params, naming the
+    bound, the symbol that passed it and the way out; up to it, nothing changes."""
+    monkeypatch.setattr(backtest_module, "MAX_BARS", 25, raising=False)
+    for name in ("A", "B", "C"):
+        write_bars(tmp_path, name, np.linspace(10, 20, 10))
+    store = DataStore(tmp_path)
+    with pytest.raises(InvalidParams, match=r"at most 25 bars.*'C'.*start and end"):
+        run_backtest(BacktestParams(symbols=["A", "B", "C"], fast=2, slow=3), store)
+    two = run_backtest(BacktestParams(symbols=["A", "B"], fast=2, slow=3), store)
+    assert [s["bars"] for s in two["symbols"].values()] == [10, 10]
+    cut = BacktestParams(symbols=["A", "B", "C"], fast=2, slow=3, start=datetime(2010, 1, 6))
+    assert sum(s["bars"] for s in run_backtest(cut, store)["symbols"].values()) == 24
+
+
 def test_no_nan_in_metrics(tmp_path: Path) -> None:
     write_bars(tmp_path, "UP", np.linspace(10, 40, 120))
     result = run_backtest(BacktestParams(symbols=["UP"], fast=2, slow=5), DataStore(tmp_path))
