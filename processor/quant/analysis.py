@@ -18,6 +18,10 @@ report after every block, so reports come steadily whatever the shape.  Every pe
 depends on its own row only, and the means over dates are taken once over the
 whole series: results do not depend on the block size, bit for bit.
 
+Size: the panel (the symbols' timestamps outer-joined, dates x symbols) holds at
+most :data:`MAX_CELLS` (25,000,000) cells, at some 110 bytes a cell while the
+analysis runs; past that the job is :class:`~spool.errors.InvalidParams`.
+
 Undefined values are ``None``: an IC series with no defined date, a standard
 deviation of fewer than two dates, an IR or t-stat with a zero or undefined
 standard deviation.  For ``h > 1`` the daily ICs overlap, so the t-stat
@@ -35,7 +39,7 @@ import numpy.typing as npt
 from processor.quant.data import F64, DataStore, Panel, build_panel
 from processor.quant.factors import resolve
 from processor.quant.jsonsafe import finite_or_none
-from processor.quant.params import FactorParams
+from processor.quant.params import MAX_FACTOR_CELLS, FactorParams
 from spool.errors import InvalidParams
 
 ProgressFn = Callable[[float, str], None]
@@ -45,6 +49,8 @@ Bools = npt.NDArray[np.bool_]
 PERFECT_TOLERANCE = 16 * float(np.finfo(np.float64).eps)
 BLOCK_CELLS = 1 << 16
 """Dates x symbols computed between two progress reports."""
+MAX_CELLS = MAX_FACTOR_CELLS
+"""The panel of one job, dates x symbols (:data:`~processor.quant.params.MAX_FACTOR_CELLS`)."""
 READ_SHARE = 0.1
 """The part of the progress bar that reading the symbols' files takes."""
 # Cost of a pass over the dates relative to a horizon's (measured: 500 x 2520 daily
@@ -260,7 +266,7 @@ def _read(store: DataStore, symbols: list[str], params: FactorParams,
     for symbol in symbols:
         series.append(store.bars(symbol, params.start, params.end))
         report.read(len(series))
-    return build_panel(series)
+    return build_panel(series, MAX_CELLS)
 
 
 def analyze_factor(params: FactorParams, store: DataStore,

@@ -217,14 +217,21 @@ class Panel:
         return (len(self.timestamps), len(self.symbols))
 
 
-def build_panel(series: list[Bars]) -> Panel:
-    """Outer-join ``series`` on timestamp (no forward fill)."""
+def build_panel(series: list[Bars], max_cells: int | None = None) -> Panel:
+    """Outer-join ``series`` on timestamp (no forward fill); more than ``max_cells``
+    cells (dates x symbols) is InvalidParams, raised before the arrays are made."""
     first = series[0].timestamps if series else np.array([], dtype="datetime64[us]")
     if all(np.array_equal(s.timestamps, first) for s in series):
         union, rows = first, None
     else:
         union = np.unique(np.concatenate([s.timestamps for s in series]))
         rows = [np.searchsorted(union, s.timestamps) for s in series]
+    if max_cells is not None and len(union) * len(series) > max_cells:
+        raise InvalidParams(
+            f"at most {max_cells} cells (dates x symbols, the symbols' timestamps "
+            f"outer-joined) fit in one job, and these make {len(union)} dates x "
+            f"{len(series)} symbols = {len(union) * len(series)}: give fewer symbols "
+            f"or a narrower start and end")
     arrays = []
     for name in FIELDS:
         out = np.full((len(union), len(series)), np.nan)

@@ -42,6 +42,10 @@ MAX_BACKTEST_BARS = 10_000_000
 worker needs some 250 bytes while it runs, and the processor holds the record too).
 4,000 symbols x 10 years daily, or 10 x 1,000,000 minutes (a job at the bound needs
 some 2.5 GB in its worker and makes a record of some 450 MB)."""
+MAX_FACTOR_CELLS = 25_000_000
+"""The panel of one ``analyze_factor`` job: dates (the symbols' timestamps outer-joined,
+between ``start`` and ``end``) x symbols.  Some 110 bytes a cell while it runs (2.7 GB
+at the bound): 10,000 symbols x 2,500 days, or 500 x 50,000 bars."""
 MAX_WINDOW = 10_000_000
 MAX_HORIZON = 10_000
 Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
@@ -151,7 +155,9 @@ class FactorParams(BaseModel):
     factor_params: dict[str, StrictInt] = Field(default_factory=dict)
     lookback: StrictInt | None = Field(None, ge=1,
                                        description="shorthand for factor_params.lookback")
-    symbols: list[Symbol] | None = Field(None, min_length=1, description="default: all")
+    symbols: list[Symbol] | None = Field(None, min_length=1, description=(
+        "default: all; their timestamps outer-joined between start and end make at "
+        f"most {MAX_FACTOR_CELLS:,} cells (dates x symbols)"))
     horizons: list[Horizon] = Field(
         default_factory=lambda: [1, 5, 10], min_length=1, max_length=50,
         description=("forward-return horizons, bars; for h > 1 the daily ICs overlap, "
