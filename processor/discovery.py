@@ -60,6 +60,9 @@ class Discovery:
         self.cancels: set[str] = set()
         self.unscanned: dict[str, str] = {}  # folder -> the error said of it, while it lasts
         self.unreadable: dict[str, str] = {}  # pending name -> the error said of it
+        self.unread_file: dict[str, tuple[int, int] | None] = {}
+        """Of each unreadable name, the file that failed (inode, mtime; None when its lstat
+        failed too): an event of another file under that name is no give-back."""
         self.unstatable: set[str] = set()  # those of them whose lstat failed
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
@@ -139,7 +142,7 @@ class Discovery:
         if not folder:
             self.next_scan = 0.0  # events were lost: rescan now
         elif folder == JobState.PENDING.value:
-            if not self.unreadable or name not in self.unreadable:
+            if not self.unreadable or name not in self.unreadable or self._replaced(name):
                 self.dirty.add(name)
         elif folder == self.layout.cancel.name:
             self.cancels.add(name)
@@ -168,6 +171,7 @@ class Discovery:
         for name in (self.seen.keys() | self.unreadable.keys()) - present:
             self.seen.pop(name, None)
             self.unreadable.pop(name, None)
+            self.unread_file.pop(name, None)
             self.unstatable.discard(name)
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
         # processor's claim) are forgotten: kept, each stayed until its lane came to it,
@@ -206,6 +210,7 @@ class Discovery:
         if entry.name in self.unstatable:  # looked up again: a next failure is said again
             self.unstatable.discard(entry.name)
             self.unreadable.pop(entry.name, None)
+            self.unread_file.pop(entry.name, None)
         return st
 
     def _cannot_scan(self, folder: str, exc: OSError) -> None:
@@ -225,12 +230,27 @@ class Discovery:
     def unreadable_file(self, name: str, exc: UnreadableDrop) -> None:
         """Unseen, the file is judged again at the next scan, not at its events (a claim's
         give-back is one: tried again at once, a file whose claim fails looped); said once
-        while it stays in ``pending/``."""
+        while it stays in ``pending/``.  Another file put under that name since (a
+        re-drop, a retry: another inode or mtime) is judged on its own event."""
         self.seen.pop(name, None)
+        self.unread_file[name] = self._identity(name)
         if self.unreadable.get(name) != str(exc):
             self.unreadable[name] = str(exc)
             log.warning("cannot read a pending file; trying it again at each scan",
                         extra={"fields": {"name": name, "error": str(exc)}})
+
+    def _replaced(self, name: str) -> bool:
+        """The event of an unreadable name is another file's: it waited up to
+        ``SPOOL_SCAN_S`` for the scan.  The failed file's own give-back (moved back,
+        inode and mtime kept) still waits for the scan."""
+        return self._identity(name) != self.unread_file.get(name)
+
+    def _identity(self, name: str) -> tuple[int, int] | None:
+        try:
+            st = os.lstat(os.path.join(self.layout.folder(JobState.PENDING), name))
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     def _inspect(self, name: str) -> None:
         result = self.intake.inspect(name)

@@ -1,0 +1,44 @@
+"""Names whose file the disk cannot read (a bad sector), and the drops that come under
+them afterwards.
+
+The processor runs under ``bad_sector_processor``: every ``os.read`` of a file whose path
+holds ``BAD_SECTOR_NAME`` fails with EIO while the flag file exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relkit import Daemon, drop, record, wait_for
+
+UNREADABLE = "cannot read a pending file; trying it again at each scan"
+
+
+def _said(d: Daemon, msg: str) -> list[dict[str, object]]:
+    return [e for e in d.events() if e.get("msg") == msg]
+
+
+def test_a_redrop_of_an_unreadable_pending_name_is_judged_on_its_event(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A pending file whose read failed is judged again at the next scan, not at its
+    events (its claim's give-back is one).  A new file dropped under that name (a quick
+    re-drop, a retry: another inode, another mtime) waited for that scan too, up to
+    ``SPOOL_SCAN_S`` (here 60 s); it is judged on its own event."""
+    flag = tmp_path / "sector-bad"
+    flag.touch()
+    d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
+               BAD_SECTOR_NAME="pending/bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="60")
+    try:
+        d.start()
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: _said(d, UNREADABLE), 20, "the bad file's failed read")
+        flag.unlink()  # the new file lies elsewhere on the disk: it reads
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 1}})
+        rec = wait_for(lambda: record(spool_root, "bad"), 20,
+                       "the re-drop's record (before the 60 s scan)")
+        assert (rec["state"], rec["params"]) == ("done", {"message": 1}), rec
+        assert len(_said(d, UNREADABLE)) == 1, d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
