@@ -7,7 +7,8 @@ FAST tools' processes that exited (:class:`~processor.proctree.Reaper`), runs
 recovery again (the runs of processors that died since: DESIGN section 9,
 "Orphans") and rescans ``pending/`` (what the change feed lost).  Spool I/O
 trouble in that recovery pass goes to the processor's ``io_trouble`` and the
-rescan waits for the next scan.
+rescan waits for the next scan.  A drop whose id has an orphan recovery cannot read
+waits behind it (a claim never overwrites ``running/``): a warning says so once.
 
 :func:`log_recovery` gives each orphan requeued, abandoned or cancelled a transition
 line of its own (``"reason": "orphaned"``), then one ``recovery`` summary line whose
@@ -18,6 +19,7 @@ id lists are cut to :data:`RECOVERY_IDS_LOGGED` each (journald splits a line pas
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,7 @@ from spool.fsops import failing_read
 from spool.models import Job
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
+from spool.states import JobState
 from spool.transitions import Spool
 
 log = logging.getLogger("spoolq.processor")
@@ -50,10 +53,14 @@ class PeriodicScan:
         self.recovery = Recovery(spool, max_attempts)
         self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
         self.unreadable: set[str] = set()  # the orphans' read errors said, while they last
+        self.layout = spool.layout
+        self.blocked: set[str] = set()  # ids whose drop waits behind such an orphan, said
 
     def recover(self) -> None:
         """The start-up pass, before the first claim."""
-        log_recovery(self._unsaid(self.recovery.scan()))
+        report = self.recovery.scan()
+        log_recovery(self._unsaid(report))
+        self._say_blocked(report.unread_orphans)
 
     def _unsaid(self, report: RecoveryReport) -> RecoveryReport:
         """``report`` with only the orphans' read errors not said at the pass before."""
@@ -61,6 +68,18 @@ class PeriodicScan:
         self.unreadable = set(errors)
         report.unreadable = [error for error in errors if error not in said]
         return report
+
+    def _say_blocked(self, orphans: list[str]) -> None:
+        """A warning, once while it lasts, for each drop in ``pending/`` whose id's orphan
+        recovery cannot read: never claimed while that orphan stays in ``running/``, it
+        waited with no line but the orphan's one warning."""
+        blocked = {job_id for job_id in orphans
+                   if os.path.lexists(self.layout.job(JobState.PENDING, job_id))}
+        for job_id in sorted(blocked - self.blocked):
+            log.warning("a drop waits behind its id's orphan, which recovery cannot read; "
+                        "claimed once that orphan is settled", extra={"fields": {
+                            "id": job_id, "waits_behind": f"running/{job_id}.json"}})
+        self.blocked = blocked
 
     def run(self) -> None:
         self.discovery.next_scan = time.monotonic() + self.settings.scan_s
@@ -76,6 +95,7 @@ class PeriodicScan:
             self.io_trouble(trouble)
             return
         log_recovery(self._unsaid(report))
+        self._say_blocked(report.unread_orphans)
         self.discovery.rescan()
 
 

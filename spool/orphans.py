@@ -76,6 +76,7 @@ class Orphans:
             # one orphan stopped each start (exit 75, restarted for ever) and paused claims
             # at each pass, the orphans listed after it never settled.
             report.unreadable.append(str(exc))
+            report.unread_orphans.append(job_id)
             return
         if claim is None:
             self._not_a_file(job_id, path, report)
@@ -84,6 +85,7 @@ class Orphans:
             self._settle_orphan(claim, report)
         except UnreadableDrop as exc:  # its record, or its id's drop: as its own read
             report.unreadable.append(str(exc))
+            report.unread_orphans.append(job_id)
         finally:
             claim.close()
 

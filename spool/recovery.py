@@ -74,6 +74,9 @@ class RecoveryReport:
     unreadable: list[str] = field(default_factory=list)
     """The read errors of orphans left in ``running/`` for the next pass (EIO), and of
     cancels cut short left staged."""
+    unread_orphans: list[str] = field(default_factory=list)
+    """The ids of those orphans left in ``running/``: a drop of one waits behind it (a
+    claim never overwrites)."""
     runs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
     file held a job (for its transition line)."""

@@ -78,7 +78,13 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
                             f"{out_of_reach(blind)}; see Permissions in docs/operations.md)"
                             ) from None
     show_record(record, args.json, reader.large.get(args.id))
-    if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
+    if record.state is JobState.PENDING and JobState.RUNNING not in blind and (
+            layout.job(JobState.RUNNING, args.id).exists()):
+        # Never claimed while that file stays (a claim never overwrites); shown pending
+        # alone, a drop kept there by an orphan the processor cannot read said nothing.
+        note(f"job {args.id} waits behind running/{args.id}.json (a run of the same id, or "
+             "an orphan recovery has yet to settle: see the processor's log); it is claimed "
+             "once that file leaves running/")  # a pending drop wins over the rest
         note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
              "drop or run of it there would not show here")
     if record.unreadable is not None:
