@@ -28,7 +28,7 @@ from pathlib import Path
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
-from spool.fsops import unreadable_as_trouble
+from spool.fsops import failing_file, failing_read
 from spool.ids import JOB_SUFFIX
 from spool.layout import KEPT_TAG, Layout, is_kept_name
 from spool.models import ErrorInfo, Record, Source, kind_of, parse_record, record_bytes
@@ -98,11 +98,17 @@ def held_by_record_file(layout: Layout, path: str | os.PathLike[str]) -> str | N
     """The ``kept_at`` of the record file at ``path`` while its kept entry is still there
     (:func:`held_entry`), else None.  Only a record of an id spoolq gives a kept entry is
     read (a few hundred bytes).  SpoolIOError when it cannot be opened for lack of
-    descriptors: read as none, its record was purged with its entry still there."""
+    descriptors: read as none, its record was purged with its entry still there.
+    UnreadableDrop when the disk fails its read (EIO): that record's trouble, which
+    purge keeps and names while it removes the others."""
     if not _KEPT_ID.fullmatch(os.path.basename(path).removesuffix(JOB_SUFFIX)):
         return None
-    with unreadable_as_trouble("cannot read a kept entry's record"):
+    try:
         data = read_regular(path, KEPT_RECORD_MAX_BYTES, strict=True)
+    except OSError as exc:  # strict: only what says the record cannot be read now
+        if (trouble := failing_file(exc, f"cannot read {os.fspath(path)}")) is not None:
+            raise trouble from exc
+        raise failing_read(exc, "cannot read a kept entry's record") or exc from exc
     try:
         record = parse_record(data) if data is not None else None
     except ValueError:  # pydantic's ValidationError too: no record, nothing it keeps

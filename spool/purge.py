@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from spool.entries import scan_stats
+from spool.errors import UnreadableDrop
 from spool.kept import held_by_record_file
 from spool.states import TERMINAL, JobState
 from spool.superseded import put_back
@@ -46,6 +47,9 @@ class PurgeReport:
     """Records not removed: newer than the cutoff, or ``held``."""
     held: tuple[str, ...] = ()
     """The ``kept_at`` of each old record kept as its kept entry is still there."""
+    unread: tuple[str, ...] = ()
+    """Why each old record kept unjudged was kept: the disk failed its read (EIO), so
+    whether it accounts for a kept entry is unknown."""
 
 
 def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
@@ -55,13 +59,15 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     The record of a kept entry (``source.kept_at``: another user's directory spoolq
     renamed within its folder, which every pass ignores) stays while that entry is
     there, as nothing else accounts for it; it goes once an operator has removed the
-    entry (:func:`spool.kept.held_by_record_file`).  ``dry_run`` counts what would go
-    and removes nothing.
+    entry (:func:`spool.kept.held_by_record_file`); one such record whose read the disk
+    fails is kept, and said in ``unread``, while the others go (it failed the whole
+    purge).  ``dry_run`` counts what would go and removes nothing.
     """
     layout = spool.layout
     cutoff_ns = int((spool.clock.now().timestamp() - older_than_s) * 1e9)
     removed = kept = 0
     held: list[str] = []
+    unread: list[str] = []
     batch: list[Listed] = []
     outcomes: Counter[Outcome] = Counter()
     # (A dry run removes nothing, so needs nowhere to stage.)
@@ -75,8 +81,14 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
                 if entry.st.st_mtime_ns >= cutoff_ns:
                     kept += 1
                     continue
-                if state is JobState.FAILED and (kept_at := held_by_record_file(
-                        layout, entry.path)) is not None:
+                try:
+                    kept_at = (held_by_record_file(layout, entry.path)
+                               if state is JobState.FAILED else None)
+                except UnreadableDrop as exc:
+                    kept += 1  # it may account for an entry still there
+                    unread.append(str(exc))
+                    continue
+                if kept_at is not None:
                     kept += 1  # the one thing that accounts for an entry still there
                     held.append(kept_at)
                     continue
@@ -91,7 +103,7 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     removed += outcomes[Outcome.REMOVED]
     kept += outcomes[Outcome.REPLACED]
     spool.mover.flush()
-    return PurgeReport(removed, kept, tuple(held))
+    return PurgeReport(removed, kept, tuple(held), tuple(unread))
 
 
 class Outcome(enum.Enum):

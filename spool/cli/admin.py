@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 from spool.cli import parse
 from spool.cli.command import (
+    EXIT_FAILED,
     EXIT_OK,
     Command,
     UsageError,
     add_json,
     check_can_change,
     client_of,
+    note,
 )
 from spool.cli.render import emit_json, human_duration
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
@@ -70,7 +72,8 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
                         help="which finished records (default all)")
     parser.add_argument("--dry-run", action="store_true",
                         help="count what would go; remove nothing")
-    add_json(parser, '{"removed": n, "kept": n, "held": [path, ...], "dry_run": bool}')
+    add_json(parser, '{"removed": n, "kept": n, "held": [path, ...], "unreadable": '
+             '[error, ...], "dry_run": bool}')
 
 
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
@@ -84,18 +87,22 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     removed, kept = report.removed, report.kept
     if args.json:
         emit_json({"removed": removed, "kept": kept, "held": list(report.held),
-                   "dry_run": args.dry_run})
-        return EXIT_OK
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
-          f"kept {kept}")
-    if report.held:
-        # Each is the only account of another user's directory spoolq could not move.
-        print(f"{len(report.held)} of them stay while what they record is there; remove "
-              "it (as its owner or root) and purge again:")
-        for kept_at in report.held:
-            print(f"  {client.layout.root / kept_at}")
-    return EXIT_OK
+                   "unreadable": list(report.unread), "dry_run": args.dry_run})
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
+              f"kept {kept}")
+        if report.held:
+            # Each is the only account of another user's directory spoolq could not move.
+            print(f"{len(report.held)} of them stay while what they record is there; "
+                  "remove it (as its owner or root) and purge again:")
+            for kept_at in report.held:
+                print(f"  {client.layout.root / kept_at}")
+    # Each may account for a kept entry still there: kept, said, and exit 1 once the
+    # rest is purged (it failed the whole purge, nothing removed).
+    for error in report.unread:
+        note(f"error: kept a record whose read the disk failed: {error}")
+    return EXIT_FAILED if report.unread else EXIT_OK
 
 
 INIT = Command(
@@ -114,4 +121,6 @@ PURGE = Command(
     description="Remove done/failed records whose files are older than --older-than "
     "(and the quarantined originals beside failed ones).  Pending and running jobs "
     "are never touched.  Exit 1, with nothing removed, when this user may not write to "
-    "(with --dry-run: list) those folders.")
+    "(with --dry-run: list) those folders; exit 1 too when the disk failed the read of a "
+    "record purge must read to judge (a kept entry's): that record is kept and named, "
+    "the others purged.")

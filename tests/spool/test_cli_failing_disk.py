@@ -217,3 +217,36 @@ def test_ls_names_a_record_the_disk_cannot_read_on_its_own_page_alone(
     assert [t["id"] for t in second["tasks"]] == ["j1"], second
     assert "Input/output error" in second["tasks"][0]["unreadable"]
     assert status == 1 and "Input/output error" in said, said
+
+
+def test_purge_keeps_and_names_a_record_the_disk_cannot_read_and_purges_the_rest(
+        env: dict[str, str]) -> None:
+    """``spoolq purge`` reads the record of a kept entry (another user's directory spoolq
+    renamed in its folder) to keep it while the entry is there.  One such read failing
+    (EIO) failed the whole purge: exit 1, nothing removed, every day.  That record is kept
+    (it may account for the entry) and named; the others go; exit 1 as the help says."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    (root / "done" / "w.json").mkdir()  # a directory under a record's name, kept
+    assert spool.keep_in_place(str(root / "done" / "w.json"), name="done/w.json",
+                               message="kept")
+    [kept_record] = (root / "failed").glob("invalid-*.json")
+    submit(spool, "old")
+    run_to_end(spool, "old", JobState.DONE)
+    day_ago = time.time() - 86400
+    for path in (kept_record, root / "done" / "old.json"):
+        os.utime(path, (day_ago, day_ago))
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(kept_record), "-e", "trace=read",
+         "-e", "inject=read:error=EIO:when=1+", sys.executable, "-m", "spool.cli.main",
+         "purge", "--older-than", "1h"], check=False, capture_output=True, text=True,
+        timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout.startswith("removed 1 record(s)"), proc.stdout
+    [line] = proc.stderr.strip().splitlines()
+    assert kept_record.name in line and "Input/output error" in line, proc.stderr
+    assert not (root / "done" / "old.json").exists()
+    assert kept_record.is_file()
