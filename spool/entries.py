@@ -137,6 +137,21 @@ def read_opened(path: str | os.PathLike[str],
         os.close(fd)
 
 
+def denied_file(layout: Layout, job_id: str) -> str | None:
+    """The ``<state>/<id>.json`` of ``job_id`` this process may not open (EACCES), which
+    :func:`read_regular` reads as no file: a job that is there all the same, never to be
+    answered "no job".  None when it has none such.  For a look-up that found nothing."""
+    for state in JobState:
+        try:
+            fd = open_nofollow(layout.job_str(state, job_id))
+        except PermissionError:
+            return f"{state.value}/{job_id}.json"
+        except OSError:
+            continue
+        os.close(fd)
+    return None
+
+
 def newest(entries: Iterable[Entry]) -> Entry | None:
     """Which of an id's files tells its state: a pending drop, else the newest file
     (see the module docstring)."""

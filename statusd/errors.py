@@ -48,8 +48,10 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from spool.entries import denied_file
 from spool.errors import SpoolIOError
 from spool.ids import is_valid_id
+from spool.layout import Layout
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -81,6 +83,19 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         # A client fault that leaves the body unread: log it, answer, close the connection.
         self.hang_up = hang_up
+
+
+def not_found(layout: Layout, job_id: str, message: str) -> ApiError:
+    """404 ``not_found`` (``message``) for an id a look-up found nothing of, unless a file
+    of it is there that statusd may not read (EACCES, read as no file): then 503
+    ``unavailable`` naming it.  A cancel or retry answered 404 "no job" for a job that was
+    there, and an operator took it for gone."""
+    denied = denied_file(layout, job_id)
+    if denied is None:
+        return ApiError(404, "not_found", message)
+    return ApiError(503, "unavailable", f"job {job_id} is there ({denied}), but statusd may "
+                    "not read it: Permission denied (its owner or mode; see Permissions in "
+                    "docs/operations.md)")
 
 
 class ClientFaults:

@@ -41,14 +41,16 @@ def _errors(*codes: int) -> dict[str, Any]:
             408: "the body did not arrive in time (the connection is closed)",
             409: "the job's state does not allow this", 413: "request body too large",
             415: "body is not application/json", 426: "WebSocket upgrade required",
-            503: "the spool cannot be written"}
+            503: "the spool cannot be written, or the job's file read (a disk error, a "
+                 "file statusd may not read)"}
     return {str(c): _json(ErrorResponse, text[c]) for c in codes}
 
 
 def _record_get(summary: str, op_id: str) -> dict[str, Any]:
     replaced = {**_json(ErrorResponse, "a large record replaced faster than it could be "
                         "sent, or its job's file held in tmp/ by a retry or a cancel; try "
-                        "again after Retry-After seconds"),
+                        "again after Retry-After seconds.  Without Retry-After: its job's "
+                        "file cannot be read (a disk error, a file statusd may not read)"),
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
     return {"get": {"summary": summary, "operationId": op_id, "parameters": [_ID_PARAM],
                     "responses": {"200": _json(Record, "the record"), **_errors(400, 404),

@@ -24,7 +24,7 @@ from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
-from statusd.errors import ApiError, brief_view, task_id
+from statusd.errors import ApiError, brief_view, not_found, task_id
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
@@ -161,7 +161,7 @@ async def record_body(services: Services, job_id: str) -> bytes:
         if now is not None:
             raise ApiError(503, "unavailable", f"the record of {job_id} is being replaced or "
                            "moved; try again", {"Retry-After": str(RETRY_AFTER_S)})
-    raise ApiError(404, "not_found", f"no task {job_id}")
+    raise not_found(services.layout, job_id, f"no task {job_id}")
 
 
 async def stats(request: web.Request) -> web.Response:

@@ -23,7 +23,8 @@ Guarantees:
 * A spool that cannot be used (its folders gone: unmounted, moved away) answers
   503 ``unavailable``, never a 500 or a 404 "no job" for a job that may well be
   there: a write that fails or finds nothing looks at the folders before it
-  answers (:func:`_unusable`).
+  answers (:func:`_unusable`), and at the id's files (one statusd may not read is
+  a 503 naming it: :func:`statusd.errors.not_found`).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
   before answering, so a GET right after a 202 finds the job.
@@ -43,7 +44,7 @@ from pydantic import ValidationError
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
-from statusd.errors import ApiError, task_id
+from statusd.errors import ApiError, not_found, task_id
 from statusd.services import SERVICES, Services
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spoolq"'}
@@ -132,7 +133,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
     try:
         record: Record = await services.in_thread(method, job_id)
     except NotFoundError as exc:  # a retry of a job in another state is a ConflictError
-        raise (_unusable(services) or ApiError(404, "not_found", str(exc))) from exc
+        raise (_unusable(services) or not_found(services.layout, job_id, str(exc))) from exc
     except ConflictError as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except SpoolIOError as exc:

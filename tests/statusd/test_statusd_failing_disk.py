@@ -64,6 +64,7 @@ from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
+from spool.errors import ErrorType
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -404,10 +405,11 @@ def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
 
 @contextmanager
 def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
-             err: Path, *, when: str = "1+") -> Iterator[None]:
+             err: Path, *, when: str = "1+", error: str = "EIO") -> Iterator[None]:
     """strace attached to ``pid`` for the block: each of ``calls`` on ``paths`` fails with
-    EIO (from its ``when``-th call on); then it detaches and the process runs on."""
-    injects = [arg for call in calls for arg in ("-e", f"inject={call}:error=EIO:when={when}")]
+    ``error`` (from its ``when``-th call on); then it detaches and the process runs on."""
+    injects = [arg for call in calls
+               for arg in ("-e", f"inject={call}:error={error}:when={when}")]
     with open(err, "wb") as out:
         tracer = subprocess.Popen(
             [strace, "-f", "-o", "/dev/null", "-p", str(pid),
@@ -420,3 +422,42 @@ def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
     finally:
         tracer.send_signal(signal.SIGTERM)  # detaches: the process runs on
         tracer.wait(20)
+
+
+@pytest.mark.parametrize("state", ["failed", "pending"])
+def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
+                                                   state: str) -> None:
+    """A job whose file statusd may not read (EACCES: a record another user wrote 0600,
+    a drop that kept a group statusd is not in).  Cancel and retry read it as no file:
+    404 ``no job``, an operator told the job did not exist; so did a GET of one the index
+    had not seen.  They answer 503 ``unavailable`` naming the file, and act once it reads."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+    if state == "failed":
+        finish(spool, claim(spool, "j"), error=(ErrorType.TOOL_ERROR, "the tool failed"))
+    log: list[str] = []
+    with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert request(base, "GET", "/api/v1/tasks/j").status == 200
+        denied = [root / state / "j.json", root / "pending" / "unseen.json"]
+        with _failing(strace, proc.pid, denied, ["openat"], tmp_path / "strace.err",
+                      error="EACCES"):
+            submit(spool, "unseen")
+            replies = {action: request(base, "POST", f"/api/v1/tasks/j/{action}",
+                                       token=TOKEN) for action in ("retry", "cancel")}
+            replies["GET unseen"] = request(base, "GET", "/api/v1/tasks/unseen")
+            indexed = request(base, "GET", "/api/v1/tasks/j")
+        for asked, reply in replies.items():
+            assert reply.status == 503, (asked, reply.status, reply.body)
+            error = orjson.loads(reply.body)["error"]
+            assert error["type"] == "unavailable", (asked, error)
+            assert "Permission denied" in error["message"], (asked, error)
+        assert indexed.status == 200, (indexed.status, indexed.body)  # as last read
+        assert (root / state / "j.json").is_file()  # nothing moved
+        action = "retry" if state == "failed" else "cancel"
+        reply = request(base, "POST", f"/api/v1/tasks/j/{action}", token=TOKEN)
+        assert reply.status == 200, (reply.status, reply.body)
+        assert request(base, "GET", "/api/v1/tasks/unseen").status == 200
+        assert request(base, "GET", "/api/v1/tasks/never").status == 404
+    assert not any("Traceback" in line for line in log), "".join(log[-40:])
