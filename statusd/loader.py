@@ -29,7 +29,7 @@ from stat import S_ISREG
 from typing import TypeVar
 
 from spool.errors import SpoolIOError
-from spool.fsops import failing_read, unreadable_as_trouble
+from spool.fsops import NO_DESCRIPTOR, failing_read, unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -205,19 +205,34 @@ class Loader:
             return 0
         return st.st_mtime_ns if S_ISREG(st.st_mode) else 0
 
-    def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp]
-                ) -> list[tuple[str, Item | Absent]]:
+    def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp],
+                failed: list[SpoolIOError] | None = None) -> list[tuple[str, Item | Absent]]:
         """Re-read each id whose stamp differs from ``known``: (id, item), or (id, how it
-        is absent) for a known id found in no state folder."""
+        is absent) for a known id found in no state folder.  ``failed``: where an id whose
+        files the disk fails to look up or read (EIO) is said and left out, kept as it
+        was, the others read (raised, it failed the whole batch, whose other moves waited
+        for the next rescan); without it, or out of descriptors, the error is raised."""
         changes: list[tuple[str, Item | Absent]] = []
         vanished = []
         for job_id in job_ids:
             if not is_valid_id(job_id):
                 continue
-            stamp = self.current(job_id)
+            try:
+                stamp = self.current(job_id)
+            except SpoolIOError as exc:
+                if failed is None or _for_want_of_descriptors(exc):
+                    raise
+                failed.append(exc)
+                continue
             if stamp == known.get(job_id):
                 continue
-            item = self.load(job_id, stamp) if stamp is not None else None
+            try:
+                item = self.load(job_id, stamp) if stamp is not None else None
+            except SpoolIOError as exc:
+                if failed is None or _for_want_of_descriptors(exc):
+                    raise
+                failed.append(exc)
+                continue
             if item is None and stamp is not None and job_id not in known:
                 # Moved between its stat and its read (a claim, a completion): a task
                 # stream asks for an id the index does not know before it answers 404.
@@ -366,3 +381,9 @@ class Loader:
             if (found := read(job_id, stamp)) is not None:
                 return found
         return None
+
+
+def _for_want_of_descriptors(exc: SpoolIOError) -> bool:
+    """The trouble is the process's (out of descriptors: every id's read would fail
+    alike), not one file's."""
+    return isinstance(exc.__cause__, OSError) and exc.__cause__.errno in NO_DESCRIPTOR

@@ -310,11 +310,14 @@ class Tracker:
     # -- updates ----------------------------------------------------------------------
 
     async def refresh(self, job_ids: Iterable[str]) -> None:
-        """Re-read the given ids now and apply what changed (also used after HTTP writes)."""
+        """Re-read the given ids now and apply what changed (also used after HTTP writes).
+        An id whose files the disk fails to look up or read is kept as it was, and its
+        error raised once the others are applied (it failed them all, until a rescan)."""
         ids = list(job_ids)
+        failed: list[SpoolIOError] = []
         async with self._lock:
             known = self.index.stamps_of(ids)
-            changes = await self._run(self._refresh_if_here, ids, known)
+            changes = await self._run(self._refresh_if_here, ids, known, failed)
             if changes is None:
                 return
             chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 2))
@@ -322,6 +325,8 @@ class Tracker:
                 self._apply(job_id, item)
                 if n % chunk == 0:
                     await self.hub.settle()  # a burst never fills a live client's queue
+        if failed:
+            raise failed[0]
 
     def _unchanged_left_out(self, dirty: set[str]) -> set[str]:
         """The dirty ids less those whose indexed file surely still tells their state.
@@ -435,11 +440,11 @@ class Tracker:
         finally:
             self._expired.difference_update(due)
 
-    def _refresh_if_here(self, ids: list[str], known: dict[str, Stamp]
-                         ) -> list[tuple[str, Item | Absent]] | None:
+    def _refresh_if_here(self, ids: list[str], known: dict[str, Stamp],
+                         failed: list[SpoolIOError]) -> list[tuple[str, Item | Absent]] | None:
         """The loader's refresh, on the worker thread, None when the spool is gone: the
         look for it rides the same hop to the thread, not one of its own."""
-        return self.loader.refresh(ids, known) if self._spool_here() else None
+        return self.loader.refresh(ids, known, failed) if self._spool_here() else None
 
     def _scan_if_here(self, behind: dict[str, Stamp], unreadable: set[str]
                       ) -> dict[str, Stamp] | None:

@@ -461,3 +461,35 @@ def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
         assert request(base, "GET", "/api/v1/tasks/unseen").status == 200
         assert request(base, "GET", "/api/v1/tasks/never").status == 404
     assert not any("Traceback" in line for line in log), "".join(log[-40:])
+
+
+def test_a_hint_batch_with_an_id_the_disk_cannot_look_up_applies_the_others(
+        spool: Spool, tmp_path: Path) -> None:
+    """A batch of change hints (more than the few looked at on the loop first) holding
+    an id each lstat of whose files fails (EIO): the batch's refresh failed whole, and
+    the others' moves waited for the next rescan (``SPOOL_SCAN_S``, here 600 s).  They
+    are applied; the one that cannot be looked up is kept as it was."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    ids = [f"ok{n}" for n in range(12)]
+    for job_id in ["bad", *ids]:
+        submit(spool, job_id)
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert set(_listed(base).values()) == {"pending"}
+        paths = [root / state / "bad.json" for state in ("pending", "running", "done",
+                                                         "failed")]
+        with _failing(strace, proc.pid, paths, ["newfstatat", "statx"],
+                      tmp_path / "strace.err"):
+            proc.send_signal(signal.SIGSTOP)  # every move's hint in one batch
+            try:
+                for job_id in [*ids, "bad"]:
+                    finish(spool, claim(spool, job_id), {"ok": True})
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: all(_listed(base)[job_id] == "done" for job_id in ids), 15,
+                     "the others' moves applied (before the 600 s rescan)")
+            assert _listed(base)["bad"] == "pending"  # kept as it was
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+

@@ -440,9 +440,9 @@ def test_a_hint_that_changes_nothing_costs_no_thread_hop(spool: Spool) -> None:
         await tracker.start()
         real = tracker.loader.refresh
 
-        def counting(job_ids: list[str], known: dict[str, Any]) -> Any:
+        def counting(job_ids: list[str], known: dict[str, Any], *failed: Any) -> Any:
             refreshed.append(sorted(job_ids))
-            return real(job_ids, known)
+            return real(job_ids, known, *failed)
 
         tracker.loader.refresh = counting  # type: ignore[method-assign,assignment]
         async with tracker.running():
