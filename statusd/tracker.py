@@ -170,8 +170,7 @@ class Tracker:
         next_scan = time.monotonic() + self.scan_s
         while True:
             timeout = max(0.0, next_scan - time.monotonic())
-            if self._short_of_inotify is not None or self._feed_failed is not None or (
-                    self._feed is not None and self._feed.unwatched):
+            if self._to_rewatch():
                 timeout = min(timeout, REWATCH_S)
             if self._missing:  # the first deadline is the earliest: see _vanish
                 first = next(iter(self._missing.values()))
@@ -245,6 +244,14 @@ class Tracker:
         else:  # pragma: no cover - not Linux: a feed thread hands its hints over
             self._feed = ChangeFeed(folders, self._on_change)
             self._feed.start()
+
+    def _to_rewatch(self) -> bool:
+        """Whether :meth:`_rewatch` has something to do (each ``REWATCH_S``): no feed, for
+        inotify's limits or a read that failed, or a folder unwatched.  A feed started
+        again after its read failed woke the loop each second until an event came."""
+        if self._feed is None:
+            return self._short_of_inotify is not None or self._feed_failed is not None
+        return bool(self._feed.unwatched) or self._short_of_inotify is not None
 
     def _rewatch(self) -> bool:
         """Watch again what lost its watch, or start the feed inotify's limits kept out;

@@ -493,3 +493,37 @@ def test_a_hint_batch_with_an_id_the_disk_cannot_look_up_applies_the_others(
             assert _listed(base)["bad"] == "pending"  # kept as it was
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
+
+def _wakes(strace: str, pid: int, seconds: float, out: Path) -> int:
+    """How many times the process's threads returned from a poll for events (epoll_wait)
+    in ``seconds``, strace attached meanwhile."""
+    tracer = subprocess.Popen([strace, "-f", "-qq", "-o", str(out), "-p", str(pid),
+                               "-e", "trace=epoll_wait,epoll_pwait"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    tracer.send_signal(signal.SIGTERM)
+    tracer.wait(20)
+    return sum(1 for line in out.read_text().splitlines() if "epoll_" in line and "= " in line)
+
+
+def test_a_change_feed_started_again_lets_the_loop_sleep(spool: Spool, tmp_path: Path
+                                                         ) -> None:
+    """Once the feed whose read failed is started again, the tracker woke each second
+    (its rewatch cadence) until a change came, on an idle spool, for as long as none
+    did.  It sleeps until a change or its rescan."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        quiet = _wakes(strace, proc.pid, 4, tmp_path / "quiet.trace")
+        with _failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
+                      tmp_path / "strace.err"):
+            submit(spool, "during")
+            wait_for(lambda: _listed(base) == {"during": "pending"}, 10, "the rescan")
+        time.sleep(2)  # started again (within a second)
+        after = _wakes(strace, proc.pid, 4, tmp_path / "after.trace")
+        assert after <= quiet + 1, (quiet, after)
+        submit(spool, "later")
+        wait_for(lambda: _listed(base).get("later") == "pending", 10, "the feed's hint")
+    assert "".join(log).count("change feed cannot be read") == 1, "".join(log)[-3000:]
