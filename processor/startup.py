@@ -24,7 +24,9 @@ FAST job that comes sooner waits in ``pending/`` for the rest of the import,
 which py-spy saw end 0.4 to 0.8 s after READY on the machine of
 docs/benchmarks.md; COMPUTE jobs start at once).
 A processor stopped before that import ends does not wait for it either: see
-:meth:`BackgroundImports.exit_now_if_running`.
+:meth:`BackgroundImports.exit_now_if_running`.  An import still under way after
+:data:`IMPORT_SLOW_S` (a slow NFS mount, a disk that hangs) is said in a warning that
+names the module it is importing, once, and its end in an info line.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import multiprocessing.forkserver
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from spool.errors import ConfigError
@@ -51,6 +54,10 @@ PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
 (:mod:`processor.forkserver_init` first, :mod:`processor.forkserver_ready` last)."""
 
 log = logging.getLogger("spoolq.processor")
+
+IMPORT_SLOW_S = 10.0
+"""How long the background import may take before a warning says what FAST jobs wait on
+(it ends 0.4 to 0.8 s after READY on the machine of docs/benchmarks.md)."""
 
 _SINGLE_THREADED_MATH = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                          "NUMEXPR_NUM_THREADS")
@@ -139,9 +146,37 @@ class BackgroundImports:
         self.on_done = on_done
         self.on_broken = on_broken
         self._thread = threading.Thread(target=self._run, name="spoolq-imports")
+        # A daemon: never waited for, by an exit or by exit_now_if_running.
+        self._watch = threading.Timer(IMPORT_SLOW_S, self._say_slow)
+        self._watch.daemon = True
+        self._started = 0.0
+        self._said_slow = False
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self._thread.start()
+        self._watch.start()
+
+    def _say_slow(self) -> None:
+        """The import is still under way: FAST jobs wait in ``pending/`` with no line that
+        said why (a hung NFS mount held them for good)."""
+        if not self._thread.is_alive():
+            return
+        self._said_slow = True
+        log.warning("FAST jobs wait for the background import, under way for %g s: "
+                    "importing %s", IMPORT_SLOW_S, self._importing(), extra={"fields": {
+                        "see": "the disk or mount it reads from (sys.path)"}})
+
+    def _importing(self) -> str:
+        """The module the import thread is importing now: the innermost of the imports
+        under way on it (``importlib``'s own frames name it), or ``?``."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        while frame is not None:
+            if frame.f_code.co_name == "_find_and_load" and isinstance(
+                    name := frame.f_locals.get("name"), str):
+                return name
+            frame = frame.f_back
+        return "?"
 
     def exit_now_if_running(self, status: int, *, tool_threads: bool = False) -> None:
         """End the process with ``status`` now if the imports still run, or
@@ -184,8 +219,13 @@ class BackgroundImports:
             except BaseException as exc:
                 log.exception("importing %s in the background failed", name)
                 if cut_short(exc):
+                    self._watch.cancel()
                     self.on_broken(f"importing {name} failed: {exc}")
                     return
+        self._watch.cancel()
+        if self._said_slow:
+            log.info("background import done after %.1f s: FAST jobs run",
+                     time.monotonic() - self._started)
         gc.freeze()
         self.on_done()
 

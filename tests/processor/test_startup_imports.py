@@ -85,3 +85,27 @@ def test_a_stop_does_not_wait_for_the_background_import(
         ("claimed", None), ("requeued", "shutdown")]
     assert events[-1]["msg"] == "stopped", "the last line is out"
     assert not [e for e in events if e.get("level") in ("warning", "error")]
+
+
+SLOW_IMPORT = "FAST jobs wait for the background import, under way for 10 s: importing %s"
+
+
+def test_a_background_import_that_hangs_is_said_with_what_it_imports(
+        daemon: Callable[..., Daemon], spool_root: Path, tmp_path: Path) -> None:
+    """Every FAST job, echo too, waits for the background import of numpy and pandas.
+    One that hangs (a slow NFS mount; here slowimport holds it for an hour, mid-import)
+    held them with no line that said why.  A warning says so once it has taken 10 s,
+    naming the module it is importing."""
+    mark = tmp_path / "import-held"
+    d = daemon(tools="ptools,slowimport", SLOWIMPORT_MARK=str(mark))
+    assert wait_for(mark.exists, 10, "the background import held") is True
+    drop(spool_root, "echo", {"tool": "echo", "params": {"message": "hi"}})
+
+    def said() -> list[dict[str, object]]:
+        return [e for e in d.events() if e.get("level") == "warning"]
+
+    [line] = wait_for(said, 30, "the warning of the import that hangs")
+    assert line["msg"] == SLOW_IMPORT % "processor.quant.factors", line
+    assert os.listdir(spool_root / "pending") == ["echo.json"]  # held, as before
+    assert d.stop(timeout=20) == 0
+    assert len(said()) == 1, d.logs()[-3000:]
