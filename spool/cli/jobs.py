@@ -84,7 +84,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         # alone, a drop kept there by an orphan the processor cannot read said nothing.
         note(f"job {args.id} waits behind running/{args.id}.json (a run of the same id, or "
              "an orphan recovery has yet to settle: see the processor's log); it is claimed "
-             "once that file leaves running/")  # a pending drop wins over the rest
+             "once that file leaves running/")
+    if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
         note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
              "drop or run of it there would not show here")
     if record.unreadable is not None:
