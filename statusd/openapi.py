@@ -68,7 +68,7 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
                        "is not (or no longer) in the spool, 1013 for a client that fell "
                        "behind, 1001 when statusd stops.",
         "responses": {"101": {"description": "switching to WebSocket"},
-                      **_errors(*((400, 404, 426) if with_id else (400, 426)))},
+                      **_errors(*((400, 404, 426, 503) if with_id else (400, 426)))},
     }
     if with_id:
         op["parameters"] = [_ID_PARAM]

@@ -32,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, brief_view, task_id
+from statusd.errors import ApiError, brief_view, not_found, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
 from statusd.sending import StallGuard
@@ -74,7 +74,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
     if services.index.get(job_id) is None:
         await services.tracker.refresh([job_id])
         if services.index.get(job_id) is None:
-            raise ApiError(404, "not_found", f"no task {job_id}")
+            raise not_found(services.layout, job_id, f"no task {job_id}")
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     sub = services.hub.subscribe(job_id)

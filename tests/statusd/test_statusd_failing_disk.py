@@ -424,13 +424,18 @@ def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
         tracer.wait(20)
 
 
+_WS_HANDSHAKE = {"Connection": "Upgrade", "Upgrade": "websocket",
+                 "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
 @pytest.mark.parametrize("state", ["failed", "pending"])
 def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
                                                    state: str) -> None:
     """A job whose file statusd may not read (EACCES: a record another user wrote 0600,
     a drop that kept a group statusd is not in).  Cancel and retry read it as no file:
     404 ``no job``, an operator told the job did not exist; so did a GET of one the index
-    had not seen.  They answer 503 ``unavailable`` naming the file, and act once it reads."""
+    had not seen, and a task stream's handshake.  They answer 503 ``unavailable`` naming
+    the file, and act once it reads."""
     strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
@@ -447,6 +452,8 @@ def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
             replies = {action: request(base, "POST", f"/api/v1/tasks/j/{action}",
                                        token=TOKEN) for action in ("retry", "cancel")}
             replies["GET unseen"] = request(base, "GET", "/api/v1/tasks/unseen")
+            replies["WS unseen"] = request(base, "GET", "/api/v1/ws/tasks/unseen",
+                                           headers=_WS_HANDSHAKE)
             indexed = request(base, "GET", "/api/v1/tasks/j")
         for asked, reply in replies.items():
             assert reply.status == 503, (asked, reply.status, reply.body)
