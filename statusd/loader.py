@@ -218,26 +218,14 @@ class Loader:
             if not is_valid_id(job_id):
                 continue
             try:
-                stamp = self.current(job_id)
+                changed, item = self._reread(job_id, known)
             except SpoolIOError as exc:
                 if failed is None or _for_want_of_descriptors(exc):
                     raise
                 failed.append(exc)
                 continue
-            if stamp == known.get(job_id):
+            if not changed:
                 continue
-            try:
-                item = self.load(job_id, stamp) if stamp is not None else None
-            except SpoolIOError as exc:
-                if failed is None or _for_want_of_descriptors(exc):
-                    raise
-                failed.append(exc)
-                continue
-            if item is None and stamp is not None and job_id not in known:
-                # Moved between its stat and its read (a claim, a completion): a task
-                # stream asks for an id the index does not know before it answers 404.
-                # A known id is asked how it is absent instead (:meth:`_absent`).
-                item = self._read_current(job_id, self.load, LOOKS - 1)
             if item is not None:
                 changes.append((job_id, item))
             elif job_id in known:
@@ -247,6 +235,20 @@ class Loader:
         if vanished:
             changes.extend(self._absent(vanished))
         return changes
+
+    def _reread(self, job_id: str, known: dict[str, Stamp]) -> tuple[bool, Item | None]:
+        """Whether the stamp of ``job_id`` differs from ``known``, and then its item (None
+        when it is in no state folder, or vanished between its stat and its read)."""
+        stamp = self.current(job_id)
+        if stamp == known.get(job_id):
+            return False, None
+        item = self.load(job_id, stamp) if stamp is not None else None
+        if item is None and stamp is not None and job_id not in known:
+            # Moved between its stat and its read (a claim, a completion): a task
+            # stream asks for an id the index does not know before it answers 404.
+            # A known id is asked how it is absent instead (:meth:`_absent`).
+            item = self._read_current(job_id, self.load, LOOKS - 1)
+        return True, item
 
     def _absent(self, job_ids: list[str]) -> list[tuple[str, Item | Absent]]:
         """Moving or gone, for ids just found in no state folder.
