@@ -1231,10 +1231,18 @@ function setFilter(filter) {
 
 function openById(event) {
   // Enter in "open task": its view, from an id or a task's link pasted whole (a chat's
-  // "http://host:8000/#/tasks/bt-7"); what no task can have says so there.
+  // "http://host:8000/#/tasks/bt-7"); what no task can have says so there.  A list's link
+  // ("http://host:8000/#/?state=failed", no id can hold "#") opens that list: it was taken
+  // for an id and said "invalid id".
   event.preventDefault();
   const input = $("goto-id");
   let id = input.value.trim();
+  const list = id.lastIndexOf("#/");
+  if (list >= 0 && !id.startsWith("tasks/", list + 2)) {
+    input.value = "";
+    location.hash = listHash(filterOf(id.slice(list + 1)));
+    return;
+  }
   const at = id.lastIndexOf("#/tasks/");
   if (at >= 0) {
     id = id.slice(at + "#/tasks/".length);

@@ -1202,6 +1202,34 @@ def test_a_task_opens_from_its_id_or_its_link(server: ServerThread, spool: Spool
     assert page.evaluate("location.hash") == "#/?state=done"
 
 
+def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
+                                                          page: sync_api.Page) -> None:
+    """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
+    was taken for an id: "invalid id".  It opens that list, filters and all, in place."""
+    expect = sync_api.expect
+    run_job(spool, "bt-ok", tool="run_backtest")
+    run_job(spool, "bt-bad", tool="run_backtest", error=(ErrorType.TOOL_ERROR, "no data"))
+    run_job(spool, "echo-bad", tool="echo", error=(ErrorType.TOOL_ERROR, "no"))
+    page.goto(server.base + "/")
+    expect(page.locator("#tasks tbody tr")).to_have_count(3)
+    page.evaluate("window.notReloaded = true")
+    box = page.locator("#goto-id")
+    box.fill(" http://elsewhere:8000/spoolq/#/?state=failed&tool=run_backtest ")
+    box.press("Enter")
+    expect(page.locator("#state-filter")).to_have_value("failed")
+    expect(page.locator("#tool-filter")).to_have_value("run_backtest")
+    expect(page.locator("#tasks tbody tr")).to_have_count(1)
+    expect(_row(page, "bt-bad", "failed")).to_be_visible()
+    expect(page.locator("#list-view")).to_be_visible()
+    expect(box).to_have_value("")
+    assert page.evaluate("location.hash") == "#/?state=failed&tool=run_backtest"
+    box.fill("http://elsewhere:8000/#/")  # the whole list's
+    box.press("Enter")
+    expect(page.locator("#tasks tbody tr")).to_have_count(3)
+    expect(page.locator("#state-filter")).to_have_value("")
+    assert page.evaluate("window.notReloaded") is True
+
+
 def test_a_long_stream_of_new_jobs_keeps_the_list_bounded(server: ServerThread,
                                                           spool: Spool,
                                                           page: sync_api.Page) -> None:
