@@ -17,7 +17,16 @@ from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
 from statusd_daemonkit import statusd_daemon
-from statusdkit import FakeOwner, ServerThread, claim, finish, free_port, report, submit
+from statusdkit import (
+    FakeOwner,
+    ServerThread,
+    claim,
+    finish,
+    free_port,
+    report,
+    submit,
+    wait_for,
+)
 
 from spool.claim import Claim
 from spool.client import Client
@@ -405,3 +414,24 @@ def test_large_counts_are_grouped_and_the_header_fits_a_phone(
     expect(page.locator("#oldest")).to_have_text("oldest pending 2 h 0 min, "
                                                  "oldest due for 59 min 59 s")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_a_long_progress_message_leaves_the_bar_its_width(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A tool's progress message may run to 500 characters (the processor's cut): the
+    bar beside it shrank to a sliver (60 px of 240 at 1200 px wide, less on a phone),
+    and the view said "50%" with no bar.  The text wraps under the bar instead."""
+    message = " ".join(f"SYM{n:03d}" for n in range(70))  # 489 characters
+    with _claimed_backtest(spool, "bt-wordy") as running:
+        report(spool, running, 0.5, message)
+        for width in (1200, 360):
+            page.set_viewport_size({"width": width, "height": 740})
+            page.goto(server.base + "/#/tasks/bt-wordy")
+            expect(page.locator("#task-progress .text")).to_have_text(f"50% {message}")
+            bar = page.locator("#task-progress .bar").bounding_box()
+            assert bar is not None and bar["width"] >= min(240, width - 60), (width, bar)
+            wait_for(lambda: abs(page.locator("#task-progress .fill").evaluate(
+                "e => e.getBoundingClientRect().width") - bar["width"] / 2) <= 1,  # noqa: B023
+                what="the bar filled to half")
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            page.goto(server.base + "/#/")
