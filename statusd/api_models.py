@@ -86,6 +86,9 @@ class StatusdInfo(BaseModel):
     spool: Literal["ok", "spool_missing", "spool_unreadable"] = Field(
         default="ok", description="as /healthz says it: while not ok, the counts are the "
         "spool as statusd last saw it")
+    removed: int = Field(ge=0, description="jobs that left the spool (a purge, an rm) since "
+                         "statusd started, which no event tells of: a page whose rows may "
+                         "hold one reloads when it grows")
 
 
 class Stats(BaseModel):

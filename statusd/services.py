@@ -72,7 +72,8 @@ class Services:
                           "ws_dropped": self.hub.dropped_total,
                           "startup_s": round(self.tracker.startup_s, 4),
                           "last_scan_s": round(self.tracker.last_scan_s, 4),
-                          "spool": self.tracker.spool_health()}
+                          "spool": self.tracker.spool_health(),
+                          "removed": self.tracker.removed}
         return doc
 
 

@@ -130,6 +130,8 @@ class Tracker:
         self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
+        self.removed = 0
+        """Ids that left the spool (a purge, an ``rm``) since start: no event tells of them."""
         self.spool_missing = False
         """The spool's folders were not all there at the last look (see :meth:`_spool_here`)."""
         self.spool_trouble: OSError | None = None
@@ -542,6 +544,7 @@ class Tracker:
     def _remove(self, job_id: str) -> None:
         self._behind.removed(job_id)
         if self.index.remove(job_id) is not None:
+            self.removed += 1
             self.hub.end(job_id)
 
     # -- plumbing ---------------------------------------------------------------------

@@ -63,6 +63,7 @@ const ui = {
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
+  removed: null,          // statusd's count then of jobs that left the spool (a purge)
   arrived: 0,             // new ids the events stream told of since (a transition from none)
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
@@ -303,14 +304,23 @@ async function refreshStats() {
     if (node) node.textContent = COUNT_FORMAT.format(count);
     total += count;
   }
-  // Fewer jobs than before: some were purged, which no event announces. Reload the
-  // list so their rows go (a transition never lowers the total).
-  if (ui.total !== null && total < ui.total) loadList().catch(() => {});
-  // Fewer than before and the new ones told since: the open ended task may be one (a purge
-  // with as many drops left the total as it was).  A new job told after the counts held it
-  // makes one look too many, which costs a HEAD, not a reload of the list.
+  // Jobs left the spool (a purge), which no event announces: reload the list so their rows
+  // go.  statusd counts them (its removed); a fall of the total is the sign where it does
+  // not say (a transition never lowers the total).  The total alone missed a purge that
+  // came with as many new drops between two refreshes: the purged rows stayed.
+  const removed = stats.statusd && Number.isInteger(stats.statusd.removed)
+    ? stats.statusd.removed : null;
+  const purged = (ui.removed !== null && removed !== null && removed !== ui.removed)
+    || (ui.total !== null && total < ui.total);
+  ui.removed = removed;
+  if (purged) loadList().catch(() => {});
+  // Or fewer than before and the new ones told since: the open ended task may be one (a
+  // purge with as many drops left the total as it was).  A new job told after the counts
+  // held it makes one look too many, which costs a HEAD, not a reload of the list.
   ui.arrived -= arrived;
-  if (ui.total !== null && total < ui.total + arrived) checkEndedTask().catch(() => {});
+  if (purged || (ui.total !== null && total < ui.total + arrived)) {
+    checkEndedTask().catch(() => {});
+  }
   ui.total = total;
   showProcessor(stats);
   $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";

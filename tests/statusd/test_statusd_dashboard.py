@@ -611,6 +611,34 @@ def test_a_task_purged_as_others_arrive_says_it_is_gone(server: ServerThread,
     expect(page.locator("#retry-task")).to_be_hidden()
 
 
+def test_rows_purged_as_as_many_jobs_arrive_leave_the_list(server: ServerThread,
+                                                          spool: Spool,
+                                                          page: sync_api.Page) -> None:
+    """A nightly purge of two done jobs while two new ones were dropped, between two stats
+    refreshes: the total stayed 2, the page saw no purge, and the purged rows stayed in
+    the list for good (their links said "not found").  statusd's count of jobs removed
+    tells the page."""
+    expect = sync_api.expect
+    for job_id in ("old-1", "old-2"):
+        run_job(spool, job_id, tool="echo")
+    page.clock.install()
+    page.goto(server.base + "/")
+    expect(_row(page, "old-2", "done")).to_be_visible()
+    expect(page.locator("#count-done")).to_have_text("2")
+    page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))  # no refresh until told
+    Client.from_settings(server.settings).purge(0.0, [JobState.DONE])
+    for job_id in ("new-1", "new-2"):
+        submit(spool, job_id)
+        expect(_row(page, job_id, "pending")).to_have_count(1)
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/old-2").status == 404,
+             what="statusd to see the purge")
+    page.clock.run_for(STATS_EVERY_MS)
+    expect(page.locator("#count-pending")).to_have_text("2")
+    expect(page.locator("#count-done")).to_have_text("0")
+    expect(page.locator("#tasks tbody tr")).to_have_count(2)
+    expect(_row(page, "old-1")).to_have_count(0)
+
+
 def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The look at a purged task (a HEAD) answered 404 after the id had been dropped again

@@ -25,6 +25,7 @@ from statusdkit import (
 )
 
 import statusd.tracker
+from spool.client import Client
 from spool.errors import ErrorType
 from spool.models import Job
 from spool.reader import SpoolReader
@@ -205,6 +206,26 @@ def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
         owner.close()
     stats = request(server.base, "GET", "/api/v1/stats").json()
     assert stats["processor"]["alive"] is False  # the lock is gone: the kernel says so
+
+
+def test_stats_count_the_jobs_that_left_the_spool(server: ServerThread, spool: Spool) -> None:
+    """A purge announces nothing on the events stream, and one that came with as many new
+    drops leaves every count as it was: statusd.removed says jobs left (the dashboard
+    reloads its list on it).  A move is no removal."""
+    def stats() -> Any:
+        return request(server.base, "GET", "/api/v1/stats").json()
+
+    assert stats()["statusd"]["removed"] == 0
+    for job_id in ("old-1", "old-2"):
+        run_job(spool, job_id)
+    submit(spool, "moving")
+    wait_for(lambda: stats()["counts"]["done"] == 2, what="the jobs indexed")
+    finish(spool, claim(spool, "moving"))
+    wait_for(lambda: stats()["counts"]["done"] == 3, what="the move indexed")
+    assert stats()["statusd"]["removed"] == 0
+    Client.from_settings(server.settings).purge(0.0, [JobState.DONE])
+    wait_for(lambda: stats()["statusd"]["removed"] == 3, what="the purge counted")
+    assert stats()["total"] == 0
 
 
 def test_stats_throughput_is_the_records_of_the_last_minute(spool: Spool) -> None:
