@@ -84,8 +84,9 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
   // over maxBytes is not read (its size is the error's tooLarge); parse: of the body's text.
   const control = new AbortController();
   const sentAt = Date.now();
+  const sentWall = wallClock();
   const response = await fetch(url, { cache: "no-store", signal: control.signal });
-  noteServerClock(response, sentAt);
+  noteServerClock(response, sentAt, sentWall);
   const size = Number(response.headers.get("Content-Length"));
   if (response.ok && size > maxBytes) {
     control.abort();
@@ -111,17 +112,45 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
 // "about to finish" 30 s into a 2 min run).  Each answer's Date (to the second) bounds how far apart
 // the two are; the smallest difference within every bound is taken, none for clocks that
 // agree to the second.
-const serverClock = { lo: -Infinity, hi: Infinity, offset: 0 };
+const serverClock = { lo: -Infinity, hi: Infinity, offset: 0, wall: wallClock() };
+// A step of this browser's clock (set by hand, by NTP) larger than this starts the
+// reckoning again; a clock slewed by NTP drifts by far less between two looks.
+const CLOCK_STEP_MS = 1000;
 
-function noteServerClock(response, sentAt) {
+function wallClock() {
+  // This browser's clock against its monotonic one, which no setting of the clock moves:
+  // this changes by as much as the clock is set (or jumps after a sleep).
+  return Date.now() - performance.now();
+}
+
+function followClockSet() {
+  // The browser's clock set since the last look: the bounds were of the clock as it was,
+  // and an answer by the new one fell outside them, was taken for a page's test clock, and
+  // left the reckoning as it was for good (a clock set 10 min on said 10 min more of each
+  // run).  It starts again from the next answer; until then statusd's clock is taken to have
+  // gone on as it was (not so after a sleep, which the next answer puts right).
+  const wall = wallClock();
+  const step = wall - serverClock.wall;
+  serverClock.wall = wall;
+  if (Math.abs(step) < CLOCK_STEP_MS) return;
+  serverClock.lo = -Infinity;
+  serverClock.hi = Infinity;
+  serverClock.offset -= step;
+}
+
+function noteServerClock(response, sentAt, sentWall) {
+  followClockSet();
+  // An answer whose ask went out before the clock was set holds the two clocks mixed.
+  if (Math.abs(serverClock.wall - sentWall) >= CLOCK_STEP_MS) return;
   const date = Date.parse(response.headers.get("Date") || "");
   if (Number.isNaN(date)) return;
   const now = Date.now();
   // statusd's time as it answered is in [date, date + 1 s); this browser's, in [sentAt, now].
   const lo = Math.max(serverClock.lo, date - now);
   const hi = Math.min(serverClock.hi, date + 1000 - sentAt);
-  // Out of the bounds so far: a clock was set since (or a page's test clock moved on);
-  // the reckoning stays as it was, as if this answer had not come.
+  // Out of the bounds so far: statusd's clock was set since (or a page's test clock moved
+  // on, which moves performance.now too); the reckoning stays as it was, as if this answer
+  // had not come.
   if (lo > hi) return;
   serverClock.lo = lo;
   serverClock.hi = hi;
@@ -129,6 +158,7 @@ function noteServerClock(response, sentAt) {
 }
 
 function serverNow() {
+  followClockSet();
   return Date.now() + serverClock.offset;
 }
 

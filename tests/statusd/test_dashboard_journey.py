@@ -276,6 +276,35 @@ def test_running_for_is_by_statusds_clock_not_a_browsers_set_wrong(
             under_a_minute)
 
 
+def test_a_browser_clock_set_while_the_page_is_open_is_reckoned_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The laptop's clock set 10 minutes on while the page was open (by hand, by NTP at
+    last): the reckoning of statusd's clock was of the clock as it had been, each answer
+    after fell outside it and was left out, and a job claimed a moment ago read "running
+    for 10 min" until the page was reloaded."""
+    under_a_minute = re.compile(r"^(\d+ ms|\d{1,2}\.\d\d s)$")
+    running_for = page.locator('#task-fields dd[data-field="running for"]')
+    with _claimed_backtest(spool, "bt-set"):
+        page.clock.install()
+        page.goto(server.base + "/#/tasks/bt-set")
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(running_for).to_have_text(under_a_minute)
+        page.clock.set_system_time(datetime.now(UTC) + timedelta(minutes=10))
+        page.clock.run_for(dashboard.TICK_MS)
+        expect(running_for).to_have_text(under_a_minute)
+        page.clock.run_for(dashboard.STATS_EVERY_MS)  # a stats answer by the clock as set
+        expect(page.locator("#processor")).to_have_text("processor: up")
+        page.clock.run_for(dashboard.TICK_MS)
+        expect(running_for).to_have_text(under_a_minute)
+        page.clock.set_system_time(datetime.now(UTC) - timedelta(minutes=10))  # and back
+        page.goto(server.base + "/#/")
+        expect(page.locator('#tasks tr[data-id="bt-set"] td.duration')).to_have_text(
+            under_a_minute)
+        page.clock.run_for(dashboard.STATS_EVERY_MS)
+        expect(page.locator('#tasks tr[data-id="bt-set"] td.duration')).to_have_text(
+            under_a_minute)
+
+
 def test_statusd_away_is_said_and_the_processor_is_not_shown_up(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """statusd restarted or down: the page went "offline" in a corner, but the header
