@@ -13,7 +13,7 @@
  * unknown and the task view says it is as last seen; its note also says what the task's
  * fields can't: a run cut short and requeued (running -> pending on either stream), a
  * running job with no processor left to run it, what "not found" may mean.  The list
- * keeps its newest MAX_ROWS rows.  A fetch that fails is said on the page and tried
+ * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).  A fetch that fails is said on the page and tried
  * again, not swallowed.  All text goes in
  * through textContent: job fields are never HTML.
  *
@@ -61,6 +61,7 @@ const ui = {
   shownRun: null,         // the run whose whole record the task view shows (runOf)
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
+  keep: 1000,             // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
@@ -513,6 +514,7 @@ function upsert(record) {
   const tr = rowFor(record);
   tr.classList.add("flash");
   if (existing && existing.key[0] === key[0]) {
+    if (existing.tr.dataset.after) tr.dataset.after = existing.tr.dataset.after;
     existing.tr.replaceWith(tr);
     ui.rows.set(record.id, { tr, key });
     return;
@@ -532,15 +534,36 @@ function upsert(record) {
 
 function trimRows(tbody) {
   // A page open on a busy spool would otherwise grow by a row for every job, for good.
-  if (tbody.rows.length <= MAX_ROWS) return;
-  while (tbody.rows.length > MAX_ROWS) {
+  // It keeps as many as the reader paged to with "older tasks", if more: those rows went at
+  // the next new job, and on a busy spool no click got past the 1,000th.
+  if (tbody.rows.length <= ui.keep) return;
+  const dropLast = () => {
     const last = tbody.rows[tbody.rows.length - 1];
     ui.rows.delete(last.dataset.id);
     last.remove();
-  }
-  ui.trimmed = true;
-  ui.cursor = null;  // the cursor after the last row kept is asked for when it is needed
+  };
+  while (tbody.rows.length > ui.keep) dropLast();
   $("more").hidden = false;
+  // The next page starts after the end of a page kept (rows past the API's largest page
+  // cannot be asked for again in one page); else its cursor is asked for when it is needed.
+  let end = tbody.rows.length - 1;
+  while (end >= 0 && !tbody.rows[end].dataset.after) end -= 1;
+  if (end >= 0 && tbody.rows.length > MAX_ROWS) {
+    while (tbody.rows.length > end + 1) dropLast();
+    ui.cursor = tbody.rows[end].dataset.after;
+    ui.trimmed = false;
+    return;
+  }
+  while (tbody.rows.length > MAX_ROWS) dropLast();  // none: so many new jobs came since
+  ui.keep = MAX_ROWS;
+  ui.trimmed = true;
+  ui.cursor = null;
+}
+
+function markPageEnd(cursor) {
+  // The last row of a page says the cursor after it (see trimRows).
+  const rows = $("tasks").tBodies[0].rows;
+  if (cursor && rows.length) rows[rows.length - 1].dataset.after = cursor;
 }
 
 function firstOlderRow(rows, key) {
@@ -599,8 +622,10 @@ async function loadList() {
   listError(null);
   ui.rows.clear();
   ui.trimmed = false;
+  ui.keep = MAX_ROWS;
   $("tasks").tBodies[0].replaceChildren();
   appendRows(page.tasks);
+  markPageEnd(page.next_cursor);
   // What moved while the page was on its way is newer than the page: apply it again.
   for (const record of during) upsert(record);
   ui.cursor = page.next_cursor;
@@ -627,6 +652,8 @@ async function loadMore() {
   if (seq !== ui.listSeq) return; // the list was loaded again (a filter change): not its page
   listError(null);
   appendRows(page.tasks);
+  markPageEnd(page.next_cursor);
+  ui.keep = Math.max(ui.keep, ui.rows.size);
   ui.cursor = page.next_cursor;
   $("more").hidden = !ui.cursor;
 }

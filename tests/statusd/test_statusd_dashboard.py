@@ -1230,6 +1230,36 @@ def test_a_task_opens_from_its_id_or_its_link(server: ServerThread, spool: Spool
     assert page.evaluate("location.hash") == "#/?state=done"
 
 
+def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The list keeps its newest 1,000 rows as jobs arrive, and it cut to them at the next
+    new job whatever "older tasks" had brought: a researcher who paged back to yesterday's
+    jobs lost them as they read, and on a busy spool no click got past the 1,000th row.
+    What was paged to stays (bar a page's end), and "older tasks" goes on with no gap."""
+    expect = sync_api.expect
+    jobs = 1_060
+    for n in range(jobs):
+        submit(spool, f"old-{n:05d}")
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    for shown in range(100, jobs, 50):
+        page.click("#more")
+        expect(rows).to_have_count(shown)
+    page.click("#more")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    for n in range(5):
+        submit(spool, f"new-{n}")
+    expect(rows.first).to_have_attribute("data-id", "new-4")
+    assert rows.count() >= jobs - 50
+    expect(page.locator("#more")).to_be_visible()
+    page.click("#more")
+    expect(rows).to_have_count(jobs + 5)
+    ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
+    assert ids == [f"new-{n}" for n in reversed(range(5))] + [
+        f"old-{n:05d}" for n in reversed(range(jobs))]
+
+
 def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
                                                           page: sync_api.Page) -> None:
     """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
