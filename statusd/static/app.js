@@ -1209,7 +1209,7 @@ async function openTask(id) {
   ui.taskId = id;
   $("list-view").hidden = true;
   $("task-view").hidden = false;
-  $("task-id").textContent = id;
+  $("task-id").textContent = shown(id);  // a link's: anyone's text (a bidi override)
   $("task-state").textContent = "";
   clearTask();
   if (!VALID_ID.test(id)) {  // it said "not found ... it shows here once submitted"

@@ -910,6 +910,17 @@ def test_a_malformed_task_link_says_invalid_id(server: ServerThread,
     sync_api.expect(page.locator("#task-state")).to_have_text("invalid id")
 
 
+def test_a_link_with_a_bidi_override_in_its_id_does_not_turn_the_heading(
+        server: ServerThread, page: sync_api.Page) -> None:
+    """An id in a link is anyone's text: "#/tasks/%E2%80%AE..." put a right-to-left
+    override in the heading, which read "di dilavni cba", the state turned with it (a
+    link's text could make it read as another task's).  It is shown as job text is."""
+    expect = sync_api.expect
+    page.goto(server.base + "/#/tasks/%E2%80%AEabc%E2%81%A6")
+    expect(page.locator("#task-state")).to_have_text("invalid id")
+    expect(page.locator("#task-id")).to_have_text("\\u202eabc\\u2066")
+
+
 def test_the_task_view_follows_a_retry_of_the_task_it_shows(server: ServerThread,
                                                             spool: Spool,
                                                             page: sync_api.Page) -> None:
