@@ -62,6 +62,7 @@ const ui = {
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   keep: 1000,             // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
+  paging: false,          // a page of "older tasks" is on its way
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
@@ -536,7 +537,7 @@ function trimRows(tbody) {
   // A page open on a busy spool would otherwise grow by a row for every job, for good.
   // It keeps as many as the reader paged to with "older tasks", if more: those rows went at
   // the next new job, and on a busy spool no click got past the 1,000th.
-  if (tbody.rows.length <= ui.keep) return;
+  if (tbody.rows.length <= ui.keep || ui.paging) return;
   const dropLast = () => {
     const last = tbody.rows[tbody.rows.length - 1];
     ui.rows.delete(last.dataset.id);
@@ -633,7 +634,19 @@ async function loadList() {
 }
 
 async function loadMore() {
-  if (!ui.cursor && !ui.trimmed) return;
+  // No row is let go while the page is on its way (see trimRows): new jobs let the last
+  // rows go, and the page came in after the rows kept, those let go missing between for good.
+  if ((!ui.cursor && !ui.trimmed) || ui.paging) return;
+  ui.paging = true;
+  try {
+    await loadPageAfter();
+  } finally {
+    ui.paging = false;
+    trimRows($("tasks").tBodies[0]);
+  }
+}
+
+async function loadPageAfter() {
   const seq = ui.listSeq;
   let cursor = ui.cursor;
   if (!cursor) {

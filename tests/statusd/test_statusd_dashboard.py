@@ -1271,6 +1271,48 @@ def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
         f"old-{n:05d}" for n in reversed(range(jobs))]
 
 
+def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spool: Spool,
+                                                     page: sync_api.Page) -> None:
+    """New jobs came while a page of "older tasks" was on its way: they let the list's last
+    rows go (it keeps 1,000), and the page came in after the rows kept, the rows let go
+    missing between them for good, and no "older tasks" to bring them back."""
+    expect = sync_api.expect
+    jobs = 1_010
+    for n in range(jobs):
+        submit(spool, f"old-{n:05d}")
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    for shown in range(100, 1_001, 50):
+        page.click("#more")
+        expect(rows).to_have_count(shown)
+    held: list[sync_api.Route] = []
+
+    def hold_first(route: sync_api.Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/api/v1/tasks?*cursor=*", hold_first)
+    page.click("#more")
+    wait_for(lambda: held, what="the page of older tasks asked for")
+    for n in range(5):
+        submit(spool, f"new-{n}")
+    expect(rows.first).to_have_attribute("data-id", "new-4")
+    held[0].continue_()
+    expect(_row(page, "old-00000")).to_have_count(1)  # the page has come
+    for _ in range(3):  # "older tasks" brings back what was let go, if it is offered
+        if page.locator("#more").is_hidden():
+            break
+        count = rows.count()
+        page.click("#more")
+        expect(rows).not_to_have_count(count)
+    ids_js = "[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)"
+    want = [f"new-{n}" for n in reversed(range(5))]
+    want += [f"old-{n:05d}" for n in reversed(range(jobs))]
+    assert page.evaluate(ids_js) == want
+
+
 def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
                                                           page: sync_api.Page) -> None:
     """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
