@@ -1680,7 +1680,30 @@ def test_the_list_reads_brief_rows_and_the_task_view_the_whole_record(
     expect(page.locator("#task-state")).to_have_text("pending")
     params = page.locator("#task-params pre")
     expect(params).to_contain_text('"blob": "xxxx')
-    assert params.evaluate("e => e.textContent.length") > 1_000_000
+    # The whole job came: its text is cut as a result's is, and says how long it is.
+    expect(page.locator("#task-params .cut")).to_contain_text(" of 1,000,0")
+
+
+def test_a_job_of_many_small_values_is_cut_as_a_result_is(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A job within SPOOL_MAX_JOB_BYTES (1 MB) of many small values: its params printed
+    as 1.6 million characters on 120,000 lines, and opening "job" froze the page for
+    seconds.  Its start is printed, as a result's is, and the whole record is a link away."""
+    expect = sync_api.expect
+    submit(spool, "many", params={"dates": list(range(120_000))})
+    page.goto(server.base + "/#/tasks/many")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    params = page.locator("#task-params pre")
+    expect(params).to_contain_text('"dates": [')
+    assert params.evaluate("e => e.textContent.length") <= 100_001
+    cut = page.locator("#task-params .cut")
+    expect(cut).to_contain_text("the first 100,000 of 1,")
+    expect(cut.locator("a")).to_have_attribute("href", "api/v1/tasks/many")
+    page.goto(server.base + "/#/tasks/other")  # a small job's is whole, with no such word
+    submit(spool, "other")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(params).to_contain_text('"message": "other"')
+    expect(cut).to_be_hidden()
 
 
 def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
