@@ -615,6 +615,9 @@ async function loadList() {
     if (seq !== ui.listSeq) return;
     ui.during = null;
     listError(err);
+    // A refusal of the ask itself (a link's tool of 200 characters: "tool is at most 128")
+    // is said, and not asked again every 2 s for as long as the page is open.
+    if (err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) return;
     setTimeout(() => { if (seq === ui.listSeq) loadList().catch(() => {}); }, RETRY_MS);
     return;
   }

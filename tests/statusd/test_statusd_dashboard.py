@@ -1313,6 +1313,28 @@ def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spoo
     assert page.evaluate(ids_js) == want
 
 
+def test_a_list_the_api_refuses_is_said_and_not_asked_again_and_again(
+        server: ServerThread, page: sync_api.Page) -> None:
+    """A link's filter no list can have (a tool of 200 characters, past the 128 a tool may
+    have): statusd refuses it (400), and the page asked again every 2 s for as long as it
+    was open.  It says why, once; another filter asks again."""
+    expect = sync_api.expect
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/tasks?" in r.url else None)
+    page.clock.install()
+    page.goto(server.base + "/#/?tool=" + "x" * 200)
+    expect(page.locator("#list-error")).to_contain_text("tool is at most 128 characters")
+    expect(page.locator("#live")).to_have_text("live")  # its load of the list is asked
+    before = len(asked)
+    for _ in range(4):  # it asked again at each
+        page.clock.run_for(RETRY_MS)
+        page.wait_for_timeout(300)  # a try the clock set off has been answered
+    assert len(asked) - before <= 1, asked  # (one asked before may be told late)
+    page.goto(server.base + "/#/?state=done")
+    expect(page.locator("#list-error")).to_be_hidden()
+    expect(page.locator("#empty")).to_be_visible()
+
+
 def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
                                                           page: sync_api.Page) -> None:
     """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
