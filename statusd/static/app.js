@@ -1235,10 +1235,13 @@ async function openTask(id) {
     renderNote();
     return;
   }
+  const heads = ui.heads;
   try {
     await renderRecord(await getRecord(id));
   } catch (err) {
-    if (ui.taskId !== id) return;
+    // A record shown since the ask (the task submitted as the view opened, told by the
+    // events stream before this 404 came) is newer: "not found" stood over it, pending.
+    if (ui.taskId !== id || ui.heads !== heads) return;
     if (err.tooLarge) {  // its stream's first message is the record without its result
       watchTask(id);
       return;

@@ -639,6 +639,34 @@ def test_rows_purged_as_as_many_jobs_arrive_leave_the_list(server: ServerThread,
     expect(_row(page, "old-1")).to_have_count(0)
 
 
+def test_a_task_submitted_as_its_view_opens_is_not_said_not_found(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A link to a task opened as it was submitted: statusd answered the view's read 404,
+    the events stream told the new task, shown pending, before that answer came, and the
+    404 put "not found" over it, which stayed while the task waited (its next move alone
+    showed it again)."""
+    expect = sync_api.expect
+    held: list[sync_api.Route] = []
+
+    def hold_get(route: sync_api.Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/tasks/late", hold_get)
+    page.goto(server.base + "/#/tasks/late")
+    expect(page.locator("#live")).to_have_text("live")
+    wait_for(lambda: held, what="the view's read of the task")
+    submit(spool, "late")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    held[0].fulfill(status=404, json={"error": {"code": "not_found",
+                                                "message": "no task with id 'late'"}})
+    page.wait_for_timeout(300)  # the read's answer has come back
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#task-note")).to_be_hidden()
+
+
 def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The look at a purged task (a HEAD) answered 404 after the id had been dropped again
@@ -1721,8 +1749,8 @@ def test_a_job_of_many_small_values_is_cut_as_a_result_is(
     cut = page.locator("#task-params .cut")
     expect(cut).to_contain_text("the first 100,000 of 1,")
     expect(cut.locator("a")).to_have_attribute("href", "api/v1/tasks/many")
-    page.goto(server.base + "/#/tasks/other")  # a small job's is whole, with no such word
     submit(spool, "other")
+    page.goto(server.base + "/#/tasks/other")  # a small job's is whole, with no such word
     expect(page.locator("#task-state")).to_have_text("pending")
     expect(params).to_contain_text('"message": "other"')
     expect(cut).to_be_hidden()
