@@ -1342,6 +1342,10 @@ function openById(event) {
   }
   if (!id) return;
   input.value = "";
+  // Half a surrogate pair (a paste cut short) has no link (an uncaught URIError, and Enter
+  // did nothing): it is U+FFFD, which no id can hold either.
+  id = id.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
+    "\ufffd");
   location.hash = `#/tasks/${encodeURIComponent(id)}`;
 }
 

@@ -1363,6 +1363,19 @@ def test_a_list_the_api_refuses_is_said_and_not_asked_again_and_again(
     expect(page.locator("#empty")).to_be_visible()
 
 
+def test_a_lone_surrogate_in_open_task_says_invalid_id(server: ServerThread,
+                                                       page: sync_api.Page) -> None:
+    """Half of an emoji's pair left in "open task" (a paste cut short): its link could not
+    be made (an uncaught URIError) and Enter did nothing.  No task can have it: it says so."""
+    expect = sync_api.expect
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    page.evaluate("document.getElementById('goto-id').value = 'bt-7\\ud83d'")
+    page.locator("#goto-id").press("Enter")
+    expect(page.locator("#task-state")).to_have_text("invalid id")
+    expect(page.locator("#task-id")).to_have_text("bt-7\ufffd")
+
+
 def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
                                                           page: sync_api.Page) -> None:
     """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
