@@ -13,8 +13,8 @@
  * unknown and the task view says it is as last seen; its note also says what the task's
  * fields can't: a run cut short and requeued (running -> pending on either stream), a
  * running job with no processor left to run it, what "not found" may mean.  The list
- * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).  A fetch that fails is said on the page and tried
- * again, not swallowed.  All text goes in
+ * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).
+ * A fetch that fails is said on the page and tried again, not swallowed.  All text goes in
  * through textContent: job fields are never HTML.
  *
  * The task view cancels a pending or running task and retries a failed one, as
@@ -61,7 +61,7 @@ const ui = {
   shownRun: null,         // the run whose whole record the task view shows (runOf)
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
-  keep: 1000,             // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
+  keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
   paging: false,          // a page of "older tasks" is on its way
   during: null,           // transitions that arrive while a list page is on its way
   total: null,            // the spool's job count at the last stats refresh
