@@ -100,6 +100,11 @@ class Orphans:
             st = os.lstat(path)
         except FileNotFoundError:
             return
+        except OSError as exc:  # as the lease's look-up: left, said, tried at each pass
+            if (trouble := failing_file(exc, f"cannot look up running/{path.name}")) is None:
+                raise
+            report.unreadable.append(str(trouble))
+            return
         if stat.S_ISREG(st.st_mode):
             return  # a live owner's lease
         staged = self.mover.action_staging(f"quarantine-{job_id}")
@@ -271,8 +276,14 @@ def lease(path: Path, job_id: str) -> Claim | None:
     """Lock an existing file in place (no move); None when it is gone or held."""
     try:
         fd = open_nofollow(path)
-    except OSError:
-        return None
+    except OSError as exc:
+        # Its open's EIO (a bad sector under its inode) is its trouble, as its read's:
+        # taken for "held", such an orphan stayed in running/ unsaid for good, or (its
+        # lstat failing too, in _not_a_file) got out of the pass, a pause at each pass.
+        if (trouble := failing_file(exc, f"cannot open {path.parent.name}/{path.name}")
+                ) is not None:
+            raise trouble from exc
+        return None  # gone, no file to open (quarantined by the caller), or held for now
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and try_lock(fd):

@@ -376,18 +376,24 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
         d.abort()
 
 
+@pytest.mark.parametrize("syscalls", ["newfstatat", "openat", "openat,newfstatat"])
 def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
-        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
+        syscalls: str) -> None:
     """An orphan in ``running/`` (its processor gone) every lstat of which fails (a bad
     sector under its inode).  Recovery leases it, then lstats it to check the lease is
     of the file at its name: that error got out of the pass, which paused claims at each
     pass and would exit 75 at each start.  It is that orphan's trouble, as its read's:
-    left in ``running/``, said once, settled once it can be looked at."""
+    left in ``running/``, said once, settled once it can be looked at.
+
+    Its open failing too (``openat``: the inode unreadable): the lease took it for one
+    held by a live processor, and the lstat that tells a file from what is none got out
+    of the pass as above; only its open failing, it stayed in ``running/`` unsaid."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
     try:
         d.start()
         orphan = spool_root / "running" / "bad.json"
-        detach = attach(d.pid, "newfstatat", orphan, when="1+")
+        detach = attach(d.pid, syscalls, orphan, when="1+")
         staged = spool_root / "tmp" / "orphan-bad"
         staged.write_text('{"tool": "echo", "params": {"message": 0}}')
         os.rename(staged, orphan)
