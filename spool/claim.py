@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from stat import S_ISREG
 
 from spool.errors import SpoolIOError, UnreadableDrop
-from spool.fsops import Mover, StrPath, failing_read
+from spool.fsops import Mover, StrPath, failing_file, failing_read
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -74,17 +74,10 @@ class BackgroundCloser:
 def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     """Move the job file ``src`` to ``dst`` under its lease, and read it; None when it is
     gone, not a regular file, leased by someone else, or ``dst`` is taken."""
-    try:
-        fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
-    except OSError as exc:
-        # Out of descriptors (or the disk failing), the file is there all the same: spool
-        # trouble, which the caller waits out, where "lost" had the processor forget the
-        # job until its next periodic scan.
-        if (trouble := failing_read(exc, f"cannot claim {job_id}")) is not None:
-            raise trouble from exc
+    if (opened := _open(src, job_id)) is None:
         return None  # gone, or not a regular file: intake's business
+    fd, before = opened
     try:
-        before = os.fstat(fd)
         if not S_ISREG(before.st_mode) or not try_lock(fd):
             return None
         try:
@@ -121,6 +114,32 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
+    """``src`` open and its fstat; None when it is gone or no file to open.
+
+    EIO (a bad sector under its inode) is the file's trouble, as its read's in
+    :func:`take`: taken for the spool's, the claim was tried again at each pause's end,
+    and every claim paused for as long as it lasted (its fstat's, out of the loop,
+    crashed the processor).  Out of descriptors (or the kernel failing), the file is
+    there all the same: spool trouble, which the caller waits out, where "lost" had the
+    processor forget the job until its next periodic scan."""
+    try:
+        fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
+    except OSError as exc:
+        if (bad := failing_file(exc, f"cannot claim {job_id}")) is not None:
+            raise bad from exc
+        if (trouble := failing_read(exc, f"cannot claim {job_id}")) is not None:
+            raise trouble from exc
+        return None
+    try:
+        return fd, os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
+            raise
+        raise bad from exc
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result) -> None:

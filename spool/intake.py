@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from spool.clock import Clock
 from spool.errors import UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_read
+from spool.fsops import failing_file, failing_read
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
@@ -128,6 +128,10 @@ class Intake:
         except FileNotFoundError:
             self._unsettled.pop(name, None)
             return Inspection(Verdict.GONE)
+        except OSError as exc:  # EIO: its trouble, as a scan's look-up of it (discovery)
+            if (trouble := failing_file(exc, f"cannot look up {name}")) is None:
+                raise
+            raise trouble from exc  # out of the loop, it crashed the processor (exit 1)
         kind = kind_of(st.st_mode)
         job_id = id_from_name(name)
         problem = self._unreadable_reason(job_id, st, kind)
@@ -161,7 +165,11 @@ class Intake:
             return self._quarantine(name, st, "file", "unreadable: permission denied (the "
                                     "processor's user must be able to read dropped files)")
         except OSError as exc:
-            # Out of descriptors (or the disk failing), the file is there all the same:
+            # EIO (a bad sector under its inode) is this file's trouble, as its read's:
+            # taken for the spool's, it paused every claim for as long as it lasted.
+            if (bad := failing_file(exc, f"cannot read {name}")) is not None:
+                raise bad from exc
+            # Out of descriptors (or the kernel failing), the file is there all the same:
             # spool trouble, and the name is judged once it passes, not forgotten until
             # the next periodic scan.
             if (trouble := failing_read(exc, f"cannot read {name}")) is not None:

@@ -376,6 +376,38 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
         d.abort()
 
 
+@pytest.mark.parametrize(("syscalls", "when"), [
+    ("newfstatat", "1+"),  # intake's lstat: out of the loop, a crash (exit 1)
+    ("openat", "1+"),  # intake's open: a pause at each try, every claim held up
+    ("openat,newfstatat,read", "1+"),  # its inode unreadable: the crash
+    ("openat", "2+"),  # the claim's open, once intake read it: a pause at each try
+])
+def test_a_drop_the_disk_cannot_open_is_its_trouble(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
+        syscalls: str, when: str) -> None:
+    """A drop that arrives (the feed's event) already failing: intake's lstat of it, or
+    its open, or the claim's open once intake read it (a bad sector under its inode).
+    The lstat's EIO got out of the loop (a traceback, exit 1); an open's was taken for
+    the spool's trouble, the name tried again at each pause's end, and no job was
+    claimed while it lasted.  It is that file's trouble: said, the others run."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        detach = attach(d.pid, syscalls, spool_root / "pending" / "bad.json", when=when)
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0}})
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        _wait_recorded(d, spool_root, "the other jobs' records")
+        assert _troubled(d, UNREADABLE), d.logs()[-3000:]
+        assert not _troubled(d), d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["pending"]
+        detach()  # readable again: run at a next scan
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "bad's record")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 @pytest.mark.parametrize("syscalls", ["newfstatat", "openat", "openat,newfstatat"])
 def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
         spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
