@@ -10,9 +10,10 @@ waiting in this processor's ready queue is recorded cancelled without running
 else is done here for any other id.
 
 A ready job whose file cannot be read (EIO) leaves the queue, to be judged again at
-the next scan.  On other spool I/O trouble the id goes back to the set, to be asked
-again, the processor's ``io_trouble`` starts its pause, and the other ids wait for a
-later pass.
+the next scan; a request that cannot be read (EIO) is said once, and asked again at
+the next scan of ``cancel/``.  On other spool I/O trouble the id goes back to the
+set, to be asked again, the processor's ``io_trouble`` starts its pause, and the
+other ids wait for a later pass.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from processor.runner import Outcome
 from processor.tools import ExecutionMode
 from spool.entries import read_regular
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
+from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX
 from spool.transitions import Spool
 
@@ -58,6 +60,7 @@ class CancelRequests:
         self.runs = runs
         self.fast = fast
         self.executor = executor
+        self.unreadable: dict[str, str] = {}  # id -> the error said of its request
         self.finish = finish
         self.io_trouble = io_trouble
 
@@ -66,6 +69,7 @@ class CancelRequests:
         while cancels:
             job_id = cancels.pop()
             if not os.path.lexists(self.layout.cancel / job_id):
+                self.unreadable.pop(job_id, None)
                 continue
             run = self.runs.get(job_id)
             ready = self.queues.ready.get(job_id) if run is None else None
@@ -73,6 +77,11 @@ class CancelRequests:
                     else ready.inode[0] if ready is not None else None)
             try:
                 wanted = held is None or self._for_file(job_id, held)
+            except UnreadableDrop as exc:
+                # The request's own trouble (a bad sector under it): taken for the spool's,
+                # it was asked again at each pause's end, and every claim paused for good.
+                self._unreadable(job_id, exc)
+                continue
             except SpoolIOError as exc:  # which run it names is unknown for now
                 cancels.add(job_id)  # asked again once the trouble passes
                 self.io_trouble(exc)
@@ -105,6 +114,13 @@ class CancelRequests:
                     self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
 
+    def _unreadable(self, job_id: str, exc: UnreadableDrop) -> None:
+        """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""
+        if self.unreadable.get(job_id) != str(exc):
+            self.unreadable[job_id] = str(exc)
+            log.warning("cannot read a cancel request; asked again at each scan",
+                        extra={"fields": {"id": job_id, "error": str(exc)}})
+
     def _for_file(self, job_id: str, inode: int) -> bool:
         """The request is for the job file ``inode`` (a run's, or a ready job's in
         ``pending/``): it names no run (a pending job's, an older client's), or that file
@@ -112,11 +128,14 @@ class CancelRequests:
         file).  One naming another, a run that ended as it was written, is removed: this
         is the id's next job, a drop that waited behind it."""
         path = self.layout.cancel_str(job_id)
+        what = f"cannot read the cancel request of {job_id}"
         try:
             data = read_regular(path, REQUEST_MAX_BYTES, strict=True)
         except OSError as exc:  # out of descriptors: unread, it would name no run
-            raise SpoolIOError(f"cannot read the cancel request of {job_id}: "
-                               f"{exc.strerror}") from exc
+            if (bad := failing_file(exc, what)) is not None:
+                raise bad from exc
+            raise SpoolIOError(f"{what}: {exc.strerror}") from exc
+        self.unreadable.pop(job_id, None)  # read again: a next failure is said again
         try:
             named = orjson.loads(data).get("run_inode") if data else None
         except (ValueError, AttributeError):

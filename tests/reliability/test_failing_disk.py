@@ -522,6 +522,44 @@ def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     wait_for(recorded, 30, what)
 
 
+def test_a_cancel_request_the_disk_cannot_read_is_not_a_pause(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """A cancel request (``cancel/<id>``) of a ready job (due in an hour) every read of
+    which fails (a bad sector under it).  Its read was taken for spool trouble: the
+    request asked again at each pause's end and failing again, every claim paused for as
+    long as it lasted (the jobs dropped after it left in ``pending/``).  It is that
+    request's trouble: said once, the jobs run, the cancel done once it reads."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
+                                 "not_before": "2099-01-01T00:00:00Z"})
+        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
+        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        request = spool_root / "cancel" / "bad"
+        detach = attach(d.pid, "read", request, when="1+")
+        staged = spool_root / "tmp" / "cancel-bad"
+        staged.write_bytes(b"{}")
+        os.rename(staged, request)
+        said = "cannot read a cancel request; asked again at each scan"
+        wait_for(lambda: _troubled(d, said) or _troubled(d), 20, "the request's read")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+        _wait_recorded(d, spool_root, "the other jobs' records")
+        time.sleep(2)  # more scans (SPOOL_SCAN_S=1): said once, not once a scan
+        assert not _troubled(d), d.logs()[-3000:]
+        assert len(_troubled(d, said)) == 1, d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["pending"]
+        detach()  # readable again: asked at the next scan, and cancelled
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the cancel's record")
+        rec = record(spool_root, "bad")
+        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
+            "failed", "cancelled"), rec
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
 def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
         spool_root: Path, tmp_path: Path) -> None:
     """A job judged ready (due in an hour), its sector bad since, and a cancel request
