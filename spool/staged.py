@@ -95,9 +95,24 @@ class Staged:
                 continue  # a live process's spare, however long it has waited
             # Only a regular file can carry a claim lease; never open a symlink,
             # FIFO, socket or device left by a quarantine cut short.
-            if stat.S_ISREG(st.st_mode) and is_locked(path):
+            if stat.S_ISREG(st.st_mode) and self._locked(entry, report):
                 continue
             self._settle_staged(tag, path, st, report)
+
+    @staticmethod
+    def _locked(entry: os.DirEntry[str], report: RecoveryReport) -> bool:
+        """A live process holds the staging file's lock; also True (left) when its open
+        fails with EIO (a bad sector under its inode), said in ``report`` as a look-up's
+        (:func:`_lstat`): raised, that error failed every pass (claims paused at each)
+        and each start (exit 75) for as long as the sector stayed bad."""
+        try:
+            return bool(is_locked(Path(entry.path)))
+        except OSError as exc:
+            folder = os.path.basename(os.path.dirname(entry.path))
+            if (trouble := failing_file(exc, f"cannot open {folder}/{entry.name}")) is None:
+                raise
+            report.unreadable.append(str(trouble))
+            return True
 
     def age_s(self, path: str, st: os.stat_result, now_s: float) -> float:
         """How long the staging file ``st`` at ``path`` has stood unchanged.

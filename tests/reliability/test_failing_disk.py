@@ -314,22 +314,24 @@ def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
         d.abort()
 
 
+@pytest.mark.parametrize("syscalls", ["newfstatat", "openat"])
 @pytest.mark.parametrize("action", ["retry", "quarantine"])
 def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
-        action: str, spool_root: Path, tmp_path: Path,
+        action: str, syscalls: str, spool_root: Path, tmp_path: Path,
         attach: Callable[..., Callable[[], None]]) -> None:
     """A retry or quarantine cut short (its mover gone) left its file staged in
     ``stage/``, and every lstat of it fails (a bad sector under its inode).  Recovery's
     look at it raised out of the pass, which paused claims at each pass (an ERROR line
     every ``SPOOL_SCAN_S``).  It is that file's trouble: left, said once, settled once
-    it can be looked at."""
+    it can be looked at.  So too when its open fails (``openat``: recovery opens it to
+    test its lock, whether a live mover holds it)."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
     try:
         d.start()
         mover = subprocess.Popen(["true"])  # gone: its pid is the staging name's
         mover.wait()
         staged = spool_root / "stage" / f"{action}-bad.{mover.pid}.0123456789ab.tmp"
-        detach = attach(d.pid, "newfstatat", staged, when="1+")
+        detach = attach(d.pid, syscalls, staged, when="1+")
         written = spool_root / "tmp" / "staged-bad"
         written.write_text('{"id": "bad", "state": "failed", "tool": "echo", '
                            '"error": {"type": "timeout", "message": "m"}}')
