@@ -148,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         # walked them (some 16 of 240 ms of CPU); _run freezes them, then collects again.
         gc.disable()
     try:
-        if args.spool_dir:
-            startup.leave_a_removed_cwd(args.spool_dir, "--spool-dir")
-        else:
-            startup.leave_a_removed_cwd(os.environ.get("SPOOL_DIR"))
+        startup.leave_a_removed_cwd(startup.path_settings(args.spool_dir, os.environ))
         # The forkserver's imports are on the way to READY (the first worker waits for
         # them): it starts before the settings load when they can only say "local".
         early = args.command == "run" and not startup.executor_may_be_named(

@@ -82,23 +82,34 @@ def stdin_from_devnull() -> None:
         os.close(devnull)
 
 
-def leave_a_removed_cwd(spool_dir: str | None, name: str = "SPOOL_DIR") -> None:
+def leave_a_removed_cwd(paths: Mapping[str, str | None]) -> None:
     """Move to ``/`` when the working directory was removed (started from a folder a
     script deleted since: ``cd build; ...; rm -rf build``).  The forkserver's start asks
     for it (multiprocessing passes it to its children), and the processor crashed with
     a traceback and exit 1, which systemd restarts, or a shell's script never sees.
 
-    No relative path can be reached from a removed folder: a relative ``spool_dir`` (the
-    setting ``name``) is refused then, as spoolq and statusd refuse it.
-    Read from ``/``, it took the jobs of whatever spool stood there."""
+    No relative path can be reached from a removed folder: a relative one of ``paths``
+    (setting name -> value) is refused then, as spoolq and statusd refuse it.  Read from
+    ``/``, a spool's took the jobs of whatever spool stood there, a data folder's gave
+    the tools whatever data stood there."""
     try:
         os.getcwd()
     except FileNotFoundError:
-        if spool_dir and not os.path.isabs(os.path.expanduser(spool_dir)):
-            raise ConfigError(f"invalid setting {name}: {spool_dir} is relative, and the "
-                              "working directory it is relative to was removed; give the "
-                              "whole path") from None
+        for name, path in paths.items():
+            if path and not os.path.isabs(os.path.expanduser(path)):
+                raise ConfigError(f"invalid setting {name}: {path} is relative, and the "
+                                  "working directory it is relative to was removed; give "
+                                  "the whole path") from None
         os.chdir("/")
+
+
+def path_settings(spool_dir: str | None, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """The settings that name a folder, as given (``--spool-dir``, else ``SPOOL_DIR``;
+    ``SPOOL_DATA_DIR``), for :func:`leave_a_removed_cwd`.  The settings read a variable's
+    name in any case (pydantic-settings), and so does this."""
+    upper = {key.upper(): value for key, value in environ.items()}
+    return {"--spool-dir" if spool_dir else "SPOOL_DIR": spool_dir or upper.get("SPOOL_DIR"),
+            "SPOOL_DATA_DIR": upper.get("SPOOL_DATA_DIR")}
 
 
 def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> bool:

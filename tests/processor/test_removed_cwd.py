@@ -49,3 +49,24 @@ def test_a_relative_spool_dir_from_a_removed_directory_is_refused(spool_root: Pa
             "was removed; give the whole path" in daemon.logs(), daemon.logs()
     finally:
         daemon.abort()
+
+
+def test_a_relative_data_dir_from_a_removed_directory_is_refused(spool_root: Path,
+                                                                 tmp_path: Path) -> None:
+    """A relative SPOOL_DATA_DIR (here in lower case, which the settings read as well)
+    was read from ``/`` as the relative SPOOL_DIR was: the tools were given whatever data
+    stood there.  Refused by name (exit 2), as that SPOOL_DIR is."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    relative = str((tmp_path / "data").relative_to("/"))
+    daemon = Daemon(spool_root, tmp_path / "daemon.log", prefix=[*GONE_CWD, str(gone)],
+                    spool_data_dir=relative)
+    try:
+        daemon.start(wait_ready=False)
+        assert daemon.proc is not None
+        assert daemon.proc.wait(timeout=20) == 2, daemon.logs()
+        assert f"invalid setting SPOOL_DATA_DIR: {relative} is relative, and the working " \
+            "directory it is relative to was removed; give the whole path" in daemon.logs(), \
+            daemon.logs()
+    finally:
+        daemon.abort()
