@@ -22,6 +22,7 @@ that fail the structural check, go through :meth:`spool.reader.SpoolReader.load`
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -82,29 +83,34 @@ class Loader:
         (:func:`statusd.scan.scan_spool`)."""
         return scan_spool(self.layout, behind, unreadable)
 
-    def load_all(self, stamps: dict[str, Stamp]) -> list[Item]:
+    def load_all(self, stamps: dict[str, Stamp], unreadable: set[str] | None = None
+                 ) -> list[Item]:
         """Items for every id of a scan (ids that vanished meanwhile are left out).
 
         Terminal records are read at once (:func:`statusd.scan.terminal_items`), and
         those it cannot build one by one as :meth:`load` does; the rest go one by one.
         One that cannot be opened for lack of descriptors is left out too: the first
         rescan reads it (statusd starts, where its SpoolIOError ended the start-up).
+        Those the disk failed to read (EIO) are added to ``unreadable``.
         """
         items = []
         for job_id, stamp, fast in terminal_items(self.layout, stamps):
-            item = fast if fast is not None else self._load_at_start(job_id, stamp)
+            item = fast if fast is not None else self._load_at_start(job_id, stamp, unreadable)
             if item is not None:
                 items.append(item)
         for job_id, stamp in stamps.items():
             if stamp.state not in TERMINAL and \
-                    (item := self._load_at_start(job_id, stamp)) is not None:
+                    (item := self._load_at_start(job_id, stamp, unreadable)) is not None:
                 items.append(item)
         return items
 
-    def _load_at_start(self, job_id: str, stamp: Stamp) -> Item | None:
+    def _load_at_start(self, job_id: str, stamp: Stamp, unreadable: set[str] | None
+                       ) -> Item | None:
         try:
             return self.load(job_id, stamp)
-        except SpoolIOError:
+        except SpoolIOError as exc:
+            if unreadable is not None and failed_file(exc):
+                unreadable.add(job_id)
             return None
 
     # -- one id -----------------------------------------------------------------------
@@ -206,12 +212,16 @@ class Loader:
         return st.st_mtime_ns if S_ISREG(st.st_mode) else 0
 
     def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp],
-                failed: list[SpoolIOError] | None = None) -> list[tuple[str, Item | Absent]]:
+                failed: dict[str, SpoolIOError] | None = None
+                ) -> list[tuple[str, Item | Absent]]:
         """Re-read each id whose stamp differs from ``known``: (id, item), or (id, how it
-        is absent) for a known id found in no state folder.  ``failed``: where an id whose
-        files the disk fails to look up or read (EIO) is said and left out, kept as it
-        was, the others read (raised, it failed the whole batch, whose other moves waited
-        for the next rescan); without it, or out of descriptors, the error is raised."""
+        is absent) for a known id found in no state folder.
+
+        ``failed``: where an id whose files the disk fails to look up or read (EIO: a bad
+        sector) goes with its error, left out and kept as it was, the others read: raised,
+        it failed the refresh of every id of the batch (a hint batch's moves waited for
+        the next rescan; a rescan's failed at each rescan, nothing the feed missed ever
+        applied).  Without it, or out of descriptors, the error is raised."""
         changes: list[tuple[str, Item | Absent]] = []
         vanished = []
         for job_id in job_ids:
@@ -222,7 +232,7 @@ class Loader:
             except SpoolIOError as exc:
                 if failed is None or _for_want_of_descriptors(exc):
                     raise
-                failed.append(exc)
+                failed[job_id] = exc
                 continue
             if not changed:
                 continue
@@ -389,3 +399,10 @@ def _for_want_of_descriptors(exc: SpoolIOError) -> bool:
     """The trouble is the process's (out of descriptors: every id's read would fail
     alike), not one file's."""
     return isinstance(exc.__cause__, OSError) and exc.__cause__.errno in NO_DESCRIPTOR
+
+
+def failed_file(exc: SpoolIOError) -> bool:
+    """``exc`` (of :func:`~spool.fsops.unreadable_as_trouble`) is the disk failing one
+    file (EIO: a bad sector under it), not statusd short of descriptors."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.EIO

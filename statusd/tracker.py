@@ -67,7 +67,7 @@ from statusd.behind import RecordsBehind
 from statusd.hub import Hub
 from statusd.index import Index
 from statusd.items import Item, Stamp
-from statusd.loader import Absent, Loader
+from statusd.loader import Absent, Loader, failed_file
 from statusd.metrics import Metrics
 
 log = logging.getLogger("spoolq.statusd")
@@ -155,12 +155,12 @@ class Tracker:
         unreadable: set[str] = set()
         async with self._lock:
             stamps = await self._run(self.loader.scan, behind, unreadable)
-            self._say_unreadable(unreadable)
-            self._unseen = unreadable
             self._behind.rescanned(behind)  # the runs that ended before: not counted
             scanned = time.monotonic()
-            items = await self._run(self.loader.load_all, stamps)
+            items = await self._run(self.loader.load_all, stamps, unreadable)
             loaded = time.monotonic()
+            self._say_unreadable(unreadable)
+            self._unseen = unreadable  # those it could not stat, or read
             self.index.load(items)
         self.startup_s = time.monotonic() - started
         log.info("indexed %d records in %.2f s (scan %.2f s, read and parse %.2f s, sort %.2f s)",
@@ -190,8 +190,8 @@ class Tracker:
                 if self._dirty:
                     recorded, self._recorded = self._recorded, set()
                     dirty, self._dirty = self._unchanged_left_out(self._dirty), set()
-                    if dirty:
-                        await self.refresh(dirty)
+                    if dirty:  # one the disk cannot read: left, said at the next rescan
+                        await self.refresh(dirty, set())
                     if recorded:
                         await self._count_behind(recorded)
                 await self._recheck_missing()
@@ -318,12 +318,15 @@ class Tracker:
 
     # -- updates ----------------------------------------------------------------------
 
-    async def refresh(self, job_ids: Iterable[str]) -> None:
+    async def refresh(self, job_ids: Iterable[str], unreadable: set[str] | None = None
+                      ) -> None:
         """Re-read the given ids now and apply what changed (also used after HTTP writes).
-        An id whose files the disk fails to look up or read is kept as it was, and its
-        error raised once the others are applied (it failed them all, until a rescan)."""
+        An id whose files the disk fails to look up or read is kept as it was: with
+        ``unreadable``, one the disk fails (EIO) is added to it, for the caller to say
+        once; else its error is raised once the others are applied (it failed them all,
+        until a rescan)."""
         ids = list(job_ids)
-        failed: list[SpoolIOError] = []
+        failed: dict[str, SpoolIOError] = {}
         async with self._lock:
             known = self.index.stamps_of(ids)
             changes = await self._run(self._refresh_if_here, ids, known, failed)
@@ -334,8 +337,12 @@ class Tracker:
                 self._apply(job_id, item)
                 if n % chunk == 0:
                     await self.hub.settle()  # a burst never fills a live client's queue
+        if unreadable is not None:
+            said = {job_id for job_id, exc in failed.items() if failed_file(exc)}
+            unreadable.update(said)
+            failed = {job_id: exc for job_id, exc in failed.items() if job_id not in said}
         if failed:
-            raise failed[0]
+            raise next(iter(failed.values()))
 
     def _unchanged_left_out(self, dirty: set[str]) -> set[str]:
         """The dirty ids less those whose indexed file surely still tells their state.
@@ -416,13 +423,13 @@ class Tracker:
         if self.scan_trouble is not None:
             log.warning("the spool's folders in %s can be listed again", self.layout.root)
             self.scan_trouble = None
-        self._say_unreadable(unreadable)
         # An id left out is kept as it was, not re-read: its look-up fails again, and
         # that failed the refresh of every id this rescan found changed.
         changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
                    if job_id not in unreadable]
         if changed:
-            await self.refresh(changed)
+            await self.refresh(changed, unreadable)  # and those it cannot read
+        self._say_unreadable(unreadable)
         if recorded := self._behind.rescanned(behind):  # a run ended behind a re-drop
             await self._count_behind(set(recorded))
         self.last_scan_s = time.monotonic() - started
@@ -450,7 +457,8 @@ class Tracker:
             self._expired.difference_update(due)
 
     def _refresh_if_here(self, ids: list[str], known: dict[str, Stamp],
-                         failed: list[SpoolIOError]) -> list[tuple[str, Item | Absent]] | None:
+                         failed: dict[str, SpoolIOError]
+                         ) -> list[tuple[str, Item | Absent]] | None:
         """The loader's refresh, on the worker thread, None when the spool is gone: the
         look for it rides the same hop to the thread, not one of its own."""
         return self.loader.refresh(ids, known, failed) if self._spool_here() else None

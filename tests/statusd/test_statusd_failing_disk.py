@@ -6,7 +6,8 @@ files in ``running/`` and ``done/`` with EIO while the job moves there, then det
 Before, the index's reads took only "out of descriptors" for trouble: an EIO read as a
 file that vanished, the job left the index once the vanish grace passed, and a GET
 answered 404 ``no task`` for a job in ``done/``, with nothing in the log.  It answers 503
-``unavailable`` now (one warning a rescan), and the job as it is once the disk reads.
+``unavailable`` now (the file said once while it lasts), and the job as it is once
+the disk reads.
 
 The same for a look-up the disk fails (lstat's EIO): a GET of an id the index has not
 seen, a cancel, and a retry whose check of the spool's folders failed so, answered 500
@@ -43,6 +44,11 @@ rescan failed and /healthz said ok, and the log said so at each rescan; /healthz
 ``spool_unreadable`` until a rescan goes through, and the log says it once, and once
 when it ends.  /metrics told none of a spool missing or unreadable (its gauges went on
 as usual, the index as it was): ``spoolq_statusd_spool_ok`` is 0 meanwhile.
+
+A record whose open or read fails (EIO, its stat working): read at each rescan as a
+change, its error failed that rescan's whole refresh, a warning "reading the spool
+failed" each rescan, and nothing only a rescan finds was ever listed while it lasted.
+It is left out as one that cannot be looked at, said once.
 """
 
 from __future__ import annotations
@@ -401,6 +407,37 @@ def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
             wait_for(lambda: _listed(base) == {"bad": "done", "later": "pending"}, 10,
                      "the index as it was, and a new drop")
     assert "reading the spool failed" not in "".join(log), "".join(log)[-3000:]
+
+
+def test_a_record_the_disk_cannot_read_does_not_hide_what_a_rescan_finds(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace_or_skip()
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
+    root = spool.layout.root
+    submit(spool, "bad")
+    finish(spool, claim(spool, "bad"), {"ok": True})
+    # No inotify watch (as above): only a rescan finds a new drop.  Every open of bad's
+    # record fails (its stat works): never indexed, it is changed at each rescan.
+    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c",
+              'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
+              strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
+              "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+"]
+    log: list[str] = []
+    with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
+        statusd_proc = psutil.Process(proc.pid).children()[0]
+        try:
+            base = f"http://127.0.0.1:{port}"
+            submit(spool, "later")
+            wait_for(lambda: _listed(base).get("later") == "pending", 10,
+                     "a new drop a rescan found")
+            time.sleep(1)  # more rescans (SPOOL_SCAN_S=0.2): said once, not at each
+        finally:
+            text = "".join(log)
+            statusd_proc.terminate()  # strace then exits with statusd's status
+            proc.wait(20)
+    assert text.count("could not be looked at") == 1, text[-3000:]
+    assert "reading the spool failed" not in text, text[-3000:]
 
 
 @contextmanager
