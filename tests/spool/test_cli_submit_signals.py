@@ -131,3 +131,30 @@ def test_a_signal_as_a_failing_submit_writes_is_acted_on_after_its_error(
     assert "spoolq: error: job j1 is already pending" in err, err
     assert code in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (code, err)
     assert landed.read_bytes() == b'{"tool": "echo"}'  # the one there before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_submit_waits_ends_it(env: dict[str, str], sig: signal.Signals) -> None:
+    """The signals held for the drop are given back once it has landed: a Ctrl-C (or
+    ``timeout``'s SIGTERM) while ``submit --wait`` waits for a job no processor runs ends
+    it, as it ends ``spoolq wait``.  Still held, it was taken for the drop's and ignored,
+    and only a second one ended the wait."""
+    make_spool(Path(env["SPOOL_DIR"]))
+    sub = subprocess.Popen(
+        [sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
+         "--id", "j1", "--any-tool", "--wait"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        assert sub.stdout is not None
+        assert sub.stdout.readline() == "j1\n"  # dropped, and waiting now
+        sub.send_signal(sig)
+        try:
+            _out, err = sub.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"submit --wait went on waiting after {sig.name}")
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+    assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), err
+    assert "interrupted" not in err, err  # not taken for a signal as the job landed
