@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from daemonkit import Daemon, drop, wait_record
 
 GONE_CWD = ["sh", "-c", 'cd "$0" && rmdir "$0" && exec "$@"']
@@ -31,22 +32,29 @@ def test_a_removed_working_directory_still_runs_jobs(spool_root: Path, tmp_path:
         daemon.abort()
 
 
+@pytest.mark.parametrize("given", ["SPOOL_DIR", "--spool-dir"])
 def test_a_relative_spool_dir_from_a_removed_directory_is_refused(spool_root: Path,
-                                                                  tmp_path: Path) -> None:
+                                                                  tmp_path: Path,
+                                                                  given: str) -> None:
     """A relative SPOOL_DIR was read from ``/`` once the processor left its removed
     working directory: it took the jobs of whatever spool stood there (here the test's,
-    named from ``/``), where spoolq and statusd refuse that setting by name (exit 2)."""
+    named from ``/``), where spoolq and statusd refuse that setting by name (exit 2).
+    ``--spool-dir`` is refused alike, by its own name (SPOOL_DIR unset: the option alone
+    names the spool)."""
     gone = tmp_path / "gone"
     gone.mkdir()
     relative = str(spool_root.relative_to("/"))
     daemon = Daemon(spool_root, tmp_path / "daemon.log", prefix=[*GONE_CWD, str(gone)],
                     SPOOL_DIR=relative)
+    if given == "--spool-dir":
+        del daemon.env["SPOOL_DIR"]
+        daemon.argv += ["--spool-dir", relative]
     try:
         daemon.start(wait_ready=False)
         assert daemon.proc is not None
         assert daemon.proc.wait(timeout=20) == 2, daemon.logs()
-        assert f"{relative} is relative, and the working directory it is relative to " \
-            "was removed; give the whole path" in daemon.logs(), daemon.logs()
+        assert f"invalid setting {given}: {relative} is relative, and the working directory" \
+            " it is relative to was removed; give the whole path" in daemon.logs(), daemon.logs()
     finally:
         daemon.abort()
 
