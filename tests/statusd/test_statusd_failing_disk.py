@@ -384,7 +384,13 @@ def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
                  "a drop found once the disk reads")
         wait_for(lambda: "can all be looked at again" in "".join(log), 10,
                  "the file read again, said")
+        for job_id in ("after2", "after3"):  # each found by a rescan after that line
+            submit(spool, job_id)
+            wait_for(lambda job_id=job_id: _listed(base).get(job_id) == "pending", 10,
+                     f"{job_id} found by a later rescan")
     text = "".join(log)
+    # Said once, not at each rescan once the disk reads (every SPOOL_SCAN_S).
+    assert text.count("can all be looked at again") == 1, text[-3000:]
     assert "reading the spool failed" not in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
 
