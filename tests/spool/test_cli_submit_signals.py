@@ -156,5 +156,7 @@ def test_a_signal_while_submit_waits_ends_it(env: dict[str, str], sig: signal.Si
         if sub.poll() is None:
             sub.kill()
             sub.communicate()
-    assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), err
-    assert "interrupted" not in err, err  # not taken for a signal as the job landed
+    # 130 for SIGINT as a rule; a Ctrl-C right after the id is printed is now and then the
+    # signal's own exit (-SIGINT, no note), which a shell reports as 130 all the same.
+    assert sub.returncode in ((130, -sig) if sig is signal.SIGINT else (-sig, 128 + sig)), err
+    assert "as job j1 was submitted" not in err, err  # not taken for one as the job landed
