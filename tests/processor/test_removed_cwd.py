@@ -78,3 +78,21 @@ def test_a_relative_data_dir_from_a_removed_directory_is_refused(spool_root: Pat
             daemon.logs()
     finally:
         daemon.abort()
+
+
+def test_a_spool_dir_under_home_from_a_removed_directory_is_taken(spool_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """``SPOOL_DIR=~/spool`` is a whole path (the settings expand ``~``), not a relative
+    one: from a removed working directory it names the same spool, and the processor
+    runs its jobs, where a relative one is refused."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    daemon = Daemon(spool_root, tmp_path / "daemon.log", prefix=[*GONE_CWD, str(gone)],
+                    HOME=str(spool_root.parent), SPOOL_DIR=f"~/{spool_root.name}")
+    try:
+        daemon.start()
+        drop(spool_root, "home", {"tool": "echo", "params": {"message": "hi"}})
+        assert wait_record(spool_root, "home", 60)["state"] == "done", daemon.logs()
+        assert daemon.stop() == 0, daemon.logs()
+    finally:
+        daemon.abort()
