@@ -248,6 +248,8 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert health() == (200, "ok")
+        time.sleep(1)  # rescans (SPOOL_SCAN_S=0.2) of a spool that is there: nothing said
+        assert "the spool's folders are back" not in "".join(log), "".join(log)[-3000:]
         folders = [root / state.value for state in JobState]
         with _failing(strace, proc.pid, folders, ["newfstatat", "statx"],
                       tmp_path / "strace.err"):
@@ -260,6 +262,9 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
     assert "cannot look at the spool's folders" in text, text[-3000:]
     assert "Input/output error" in text, text[-3000:]
     assert "the spool is gone" not in text, text[-3000:]
+    # Each said once an outage, not at each rescan.
+    assert text.count("the spool's folders are back") == \
+        text.count("cannot look at the spool's folders"), text[-3000:]
 
 
 def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool,
