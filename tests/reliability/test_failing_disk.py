@@ -370,7 +370,9 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
                  "the scan's look at it")
         time.sleep(2)  # more scans (SPOOL_SCAN_S=1): said once, not once a scan
         assert not _troubled(d, CANNOT_SCAN), d.logs()[-3000:]
-        assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]
+        # The line names the file and the disk's error: "Input/output error" is the cause.
+        assert _troubled(d, UNREADABLE) == ["cannot look up bad.json: Input/output error"], \
+            d.logs()[-3000:]
         assert locations(spool_root)["bad"] == ["pending"]
         detach()
         assert d.stop() == 0
