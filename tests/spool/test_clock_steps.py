@@ -90,6 +90,30 @@ def test_a_run_recorded_after_a_step_forward_is_still_finished(spool: Spool) -> 
     assert layout.job(D, "once").read_bytes() == done
 
 
+@pytest.mark.parametrize("max_attempts", [1, 3])
+def test_a_run_recorded_in_its_claims_tick_is_still_finished(spool: Spool,
+                                                             max_attempts: int) -> None:
+    """A run recorded in the very tick of the filesystem's clock that stamped its claim
+    (a coarse clock: 4 ms here, where a FAST run ends well within one), its running file
+    left by its killed processor: its record, which names this submission and attempt,
+    is its own.  Taken for none, the run was abandoned over its done record, or run
+    again."""
+    layout = spool.layout
+    submit(spool, "quick", max_attempts=max_attempts)
+    claim = spool.claim("quick")
+    assert claim is not None
+    spool.publish_terminal(done_record(claim, {"ok": True}))  # killed before running/ went
+    claim.close()
+    tick = os.lstat(layout.job(R, "quick")).st_ctime_ns  # the claim's time, as recovery reads it
+    os.utime(layout.job(D, "quick"), ns=(tick, tick))
+    done = layout.job(D, "quick").read_bytes()
+
+    report = Recovery(spool).scan()
+    assert report.finished == ["quick"] and locate(layout, "quick") == [D], report
+    assert report.requeued == [] and report.abandoned == []
+    assert layout.job(D, "quick").read_bytes() == done
+
+
 
 def test_a_step_forward_past_a_day_removes_no_staging_file_in_use(tmp_path: Path) -> None:
     """A client's drop staged in ``tmp/`` and a live writer's staging file, when the wall
