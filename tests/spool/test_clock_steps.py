@@ -114,6 +114,27 @@ def test_a_run_recorded_in_its_claims_tick_is_still_finished(spool: Spool,
     assert layout.job(D, "quick").read_bytes() == done
 
 
+def test_a_record_that_tells_no_run_in_the_claims_tick_is_not_the_runs(spool: Spool) -> None:
+    """A file at the id's record name that tells no run (unreadable as a record: a torn
+    write, junk), stamped in the very tick of the orphan's claim, may be the run before
+    it: counted as this run's record only when a later tick wrote it.  Counted, the
+    running file was removed as a completion cut short, and the job was lost: never run
+    again, no record of it."""
+    layout = spool.layout
+    submit(spool, "torn", max_attempts=3)
+    claim = spool.claim("torn")
+    assert claim is not None
+    claim.close()  # its processor died mid-run
+    junk = layout.job(F, "torn")
+    junk.write_bytes(b'{"id": "torn", "sta')
+    tick = os.lstat(layout.job(R, "torn")).st_ctime_ns
+    os.utime(junk, ns=(tick, tick))
+
+    report = Recovery(spool).scan()
+    assert report.finished == [] and report.requeued == ["torn"], report
+    assert P in locate(layout, "torn")
+
+
 
 def test_a_step_forward_past_a_day_removes_no_staging_file_in_use(tmp_path: Path) -> None:
     """A client's drop staged in ``tmp/`` and a live writer's staging file, when the wall
