@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from spool.fsops import SPARE_TAG, STAGE_MODE, WRITE_TAG, Mover
 from spool.layout import Layout
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
+from spool.staged import DEAD_STAGING_AGE_S
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -194,6 +196,30 @@ def test_recovery_clears_dead_owners_leftovers_in_stage_and_keeps_live_ones(
     assert live.wait(timeout=10) == 0
     spool.mover.drop_spares()
     assert listing(spool.layout.folder(JobState.RUNNING)) == []
+
+
+def test_a_live_processors_spare_is_kept_however_old(tmp_path: Path) -> None:
+    """Another live processor's spare in ``stage/`` (made at its start, kept unchanged
+    while the disk has room: days) is its own however long it waits.  Settled as any
+    staging file a day old, it was removed under its processor, which then had no spare
+    when the disk filled."""
+    clock = FakeClock(datetime.now(UTC))  # the files' times are the real clock's
+    spool = make_spool(tmp_path / "spool", clock=clock, recycle=True)
+    stage = spool.layout.stage
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as live:
+        spare = stage / f"{SPARE_TAG}.{live.pid}.0123456789ab0.tmp"
+        spare.write_bytes(b"")
+        recovery = Recovery(spool, lambda job: 3)
+        recovery.scan()
+        assert spare.exists()
+        clock.advance(DEAD_STAGING_AGE_S + 60)  # a day of the processor's own time
+        recovery.scan()
+        assert spare.exists(), listing(stage)
+        assert live.stdin is not None
+        live.stdin.close()
+    assert live.wait(timeout=10) == 0
+    spool.mover.drop_spares()
 
 
 def test_recovery_passes_over_a_stage_it_cannot_list(tmp_path: Path, clock: FakeClock) -> None:
