@@ -35,7 +35,7 @@ from spool.errors import ErrorType, SpoolIOError
 from spool.ids import invalid_id
 from spool.layout import Layout
 from spool.lease import is_locked
-from spool.models import ErrorInfo, Job, Record, Source, job_bytes
+from spool.models import ErrorInfo, Job, Record, Source, job_bytes, record_bytes
 from spool.recovery import Recovery, RecoveryReport, backoff_s
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -663,6 +663,27 @@ def test_an_original_left_by_a_cut_short_completion_goes_not_the_done_record(
     assert locate(layout, "requarantined") == [F]
     assert not Recovery(spool).scan().changed
     assert layout.original("requarantined").read_bytes() == b"the bad drop after"
+
+
+def test_a_failed_run_recorded_in_its_originals_tick_keeps_its_record(spool: Spool) -> None:
+    """A run's failed record written in the very tick of the filesystem's clock that
+    stamped an earlier quarantine's original (a drop of the id run and failed within 4 ms
+    of it), its completion cut short, is that later run's: the original goes and the
+    record stands.  Taken for an
+    earlier one, the run's record was replaced by a quarantine record, its outcome lost."""
+    layout = spool.layout
+    layout.original("tick").write_bytes(b"the bad drop before")
+    # Its completion, killed before it removed the original it supersedes.
+    layout.job(F, "tick").write_bytes(record_bytes(Record(
+        id="tick", tool="echo", state=F,
+        error=ErrorInfo(type=ErrorType.TOOL_ERROR, message="it broke"))))
+    tick = os.lstat(layout.original("tick")).st_ctime_ns
+    os.utime(layout.job(F, "tick"), ns=(tick, tick))
+    failed = layout.job(F, "tick").read_bytes()
+    report = Recovery(spool).scan()
+    assert report.removed == 1 and report.restored == [], report
+    assert not os.path.lexists(layout.original("tick"))
+    assert layout.job(F, "tick").read_bytes() == failed
 
 
 def test_dead_owner_files_removed_live_kept(spool: Spool, holders: Holders) -> None:
