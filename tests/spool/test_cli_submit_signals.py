@@ -64,7 +64,7 @@ def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: i
     return out, err, sub.returncode, landed
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
                                                        sig: signal.Signals) -> None:
     out, err, code, landed = _signalled_as_it_lands(env, sig, 3_000_000)
