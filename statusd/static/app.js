@@ -616,8 +616,17 @@ async function loadList() {
     ui.during = null;
     listError(err);
     // A refusal of the ask itself (a link's tool of 200 characters: "tool is at most 128")
-    // is said, and not asked again every 2 s for as long as the page is open.
-    if (err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) return;
+    // is said, and not asked again every 2 s for as long as the page is open.  No row is
+    // shown under it: those of the list before stayed, for good, as if of this filter.
+    if (err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+      ui.rows.clear();
+      ui.trimmed = false;
+      ui.keep = MAX_ROWS;
+      ui.cursor = null;
+      $("tasks").tBodies[0].replaceChildren();
+      $("more").hidden = true;
+      return;
+    }
     setTimeout(() => { if (seq === ui.listSeq) loadList().catch(() => {}); }, RETRY_MS);
     return;
   }

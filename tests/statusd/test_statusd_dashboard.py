@@ -1376,6 +1376,24 @@ def test_a_lone_surrogate_in_open_task_says_invalid_id(server: ServerThread,
     expect(page.locator("#task-id")).to_have_text("bt-7\ufffd")
 
 
+def test_a_list_the_api_refuses_shows_no_rows_of_the_list_before(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """From the list of every task to a link's filter statusd refuses (a tool of 200
+    characters): the rows of the list before stayed under it, for good (it is not asked
+    again), as if they were that tool's tasks.  Only the reason is shown."""
+    expect = sync_api.expect
+    submit(spool, "before", tool="echo")
+    page.goto(server.base + "/#/")
+    expect(_row(page, "before")).to_be_visible()
+    page.goto(server.base + "/#/?tool=" + "x" * 200)
+    expect(page.locator("#list-error")).to_contain_text("tool is at most 128 characters")
+    expect(page.locator("#tasks tbody tr")).to_have_count(0)
+    expect(page.locator("#more")).to_be_hidden()
+    page.goto(server.base + "/#/")  # a list it can have: its rows again
+    expect(page.locator("#list-error")).to_be_hidden()
+    expect(_row(page, "before")).to_be_visible()
+
+
 def test_a_list_link_pasted_into_open_task_opens_that_list(server: ServerThread, spool: Spool,
                                                           page: sync_api.Page) -> None:
     """A filtered list's link pasted into "open task" (a colleague's "failed backtests")
