@@ -15,8 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from spool.client import Client
-from spool.fsops import Mover
+from spool.errors import SpoolIOError
+from spool.fsops import FAILING_IO, Mover
 from spool.layout import Layout
+from spool.models import OwnerStatus
 from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
 from statusd.hub import Hub
@@ -46,6 +48,8 @@ class Services:
         self.client = Client(self.layout, Mover(self.layout, settings.fsync),
                              max_job_bytes=settings.max_job_bytes)
         self._writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="statusd-write")
+        self._processors: list[OwnerStatus] = []
+        """The live processors at the last look that went through (see :meth:`processors`)."""
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         """Run a blocking spool call (client writes, disk reads) off the event loop."""
@@ -54,12 +58,26 @@ class Services:
     def close(self) -> None:
         self._writes.shutdown(wait=True, cancel_futures=True)
 
+    def processors(self) -> list[OwnerStatus]:
+        """The live processors; those of the last look that went through while the disk
+        fails to list ``owners/`` (EIO) and statusd says the spool unreadable, as the
+        counts are the index as it was.  Raised, /api/v1/stats and /metrics answered 503
+        for as long as the disk failed, and no scrape told ``spoolq_statusd_spool_ok`` 0."""
+        try:
+            self._processors = self.reader.processors()
+        except SpoolIOError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OSError) and cause.errno in FAILING_IO) \
+                    or self.tracker.spool_health() == "ok":
+                raise
+        return self._processors
+
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """DESIGN section 9's stats document, from the index (no folder scan)."""
         now = now if now is not None else time.time()
         oldest_ns = self.index.oldest_pending_mtime_ns()
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
-        processors = self.reader.processors()
+        processors = self.processors()
         written = self.index.written_since(int((now - RECENT_S) * 1e9), int(now * 1e9))
         due_ns = self.index.first_due_ns()
         due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)

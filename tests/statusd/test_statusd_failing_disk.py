@@ -300,6 +300,36 @@ def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool
     assert "can be listed again" in text, text[-3000:]
 
 
+def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
+        spool: Spool, tmp_path: Path) -> None:
+    """A failing disk fails every folder's listing, ``owners/`` (the processors' status
+    files) as well as the state folders.  The stats read ``owners/`` at each ask: /metrics
+    and /api/v1/stats answered an error, so no scrape ever told
+    ``spoolq_statusd_spool_ok`` 0, and the dashboard's counts said statusd unavailable.
+    They answer, the spool said unreadable, and no live processor told."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert _spool_ok(base) == 1
+        folders = [root / name for name in ("pending", "running", "done", "failed",
+                                            "owners")]
+        with _failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err"):
+            wait_for(lambda: request(base, "GET", "/healthz").status == 503, 10,
+                     "spool_unreadable")
+            reply = request(base, "GET", "/api/v1/stats")
+            assert reply.status == 200, (reply.status, reply.body)
+            doc = orjson.loads(reply.body)
+            assert doc["statusd"]["spool"] == "spool_unreadable", doc
+            assert doc["counts"]["pending"] == 1, doc  # the index, as it was
+            assert _spool_ok(base) == 0
+        wait_for(lambda: request(base, "GET", "/healthz").status == 200, 10, "healthy")
+        assert _spool_ok(base) == 1
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
 def _spool_ok(base: str) -> float:
     """The ``spoolq_statusd_spool_ok`` gauge of statusd's /metrics: a scrape saw every
     other gauge as usual while /healthz said 503 (no metric told the spool's trouble)."""
