@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 
 from spool.errors import SpoolIOError
 from spool.feed import ChangeFeed, PolledFeed
-from spool.fsops import FAILING_IO
+from spool.fsops import FAILING_IO, NO_DESCRIPTOR
 from spool.ids import id_from_name
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
@@ -139,7 +139,7 @@ class Tracker:
         were said to be gone ("unmounted, moved?"), where the disk failed to tell."""
         self._spool_said: str | None = None  # what the log last said of the folders
         self.scan_trouble: OSError | None = None
-        """The disk's error (EIO) that failed the last rescan's listing of a state folder,
+        """The error (EIO, EACCES) that failed the last rescan's listing of a state folder,
         until a rescan goes through.  The folders' stat can go through (the inodes
         cached) while their listing fails: every rescan failed, the index stood still,
         and /healthz said ok."""
@@ -412,7 +412,10 @@ class Tracker:
         try:
             stamps = await self._run(self._scan_if_here, behind, unreadable)
         except OSError as exc:
-            if exc.errno in FAILING_IO:  # not out of descriptors: that passes
+            # Not out of descriptors (that passes): the disk failing (EIO), or a folder
+            # statusd may no longer list (EACCES: a restore that left it root's), which
+            # /healthz said ok while the index stood still, a warning at each rescan.
+            if exc.errno not in NO_DESCRIPTOR:
                 if self.scan_trouble is None:  # said once an outage, not at each rescan
                     log.error("cannot list the spool's folders in %s (%s): the index is "
                               "kept as it was until they can be", self.layout.root, exc)

@@ -330,6 +330,36 @@ def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
+def test_a_spool_folder_statusd_may_not_list_is_unreadable_and_said_once(
+        spool: Spool, tmp_path: Path) -> None:
+    """A state folder statusd may no longer list (EACCES: a restore that left it root's,
+    a chmod): every rescan failed as with a disk's EIO, the index stood still while
+    /healthz said ok, and "reading the spool failed" was logged at each rescan.  It is
+    ``spool_unreadable`` and said once, as a listing the disk fails."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+
+    def health() -> tuple[int, str]:
+        reply = request(base, "GET", "/healthz")
+        return reply.status, orjson.loads(reply.body)["status"]
+
+    log: list[str] = []
+    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert health() == (200, "ok")
+        with _failing(strace, proc.pid, [root / "done"], ["openat"],
+                      tmp_path / "strace.err", error="EACCES"):
+            wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
+            assert _spool_ok(base) == 0
+            time.sleep(1.5)  # rescans every 0.2 s: seven and more fail meanwhile
+        wait_for(lambda: health() == (200, "ok"), 10, "healthy once it may list them")
+    text = "".join(log)
+    assert text.count("Permission denied") == 1, text[-3000:]
+    assert text.count("cannot list the spool's folders") == 1, text[-3000:]
+    assert "can be listed again" in text, text[-3000:]
+
+
 def _spool_ok(base: str) -> float:
     """The ``spoolq_statusd_spool_ok`` gauge of statusd's /metrics: a scrape saw every
     other gauge as usual while /healthz said 503 (no metric told the spool's trouble)."""
