@@ -59,16 +59,19 @@ class Services:
         self._writes.shutdown(wait=True, cancel_futures=True)
 
     def processors(self) -> list[OwnerStatus]:
-        """The live processors; those of the last look that went through while the disk
-        fails to list ``owners/`` (EIO) and statusd says the spool unreadable, as the
-        counts are the index as it was.  Raised, /api/v1/stats and /metrics answered 503
-        for as long as the disk failed, and no scrape told ``spoolq_statusd_spool_ok`` 0."""
+        """The live processors; those of the last look that went through while ``owners/``
+        cannot be listed (the disk failing, EIO; statusd not let, EACCES) and the spool
+        is said unreadable, as the counts are the index as it was.  Raised, /api/v1/stats
+        and /metrics answered 503 (a 500 for EACCES) for as long as it lasted, and no
+        scrape told ``spoolq_statusd_spool_ok`` 0.  Out of descriptors is raised: a live
+        processor is never told dead for it."""
         try:
             self._processors = self.reader.processors()
-        except SpoolIOError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, OSError) and cause.errno in FAILING_IO) \
-                    or self.tracker.spool_health() == "ok":
+        except (SpoolIOError, PermissionError) as exc:
+            cause = exc.__cause__ if isinstance(exc, SpoolIOError) else exc
+            listing_fails = isinstance(cause, PermissionError) or (
+                isinstance(cause, OSError) and cause.errno in FAILING_IO)
+            if not listing_fails or self.tracker.spool_health() == "ok":
                 raise
         return self._processors
 

@@ -300,13 +300,16 @@ def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool
     assert "can be listed again" in text, text[-3000:]
 
 
+@pytest.mark.parametrize("error", ["EIO", "EACCES"])
 def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
-        spool: Spool, tmp_path: Path) -> None:
+        spool: Spool, tmp_path: Path, error: str) -> None:
     """A failing disk fails every folder's listing, ``owners/`` (the processors' status
     files) as well as the state folders.  The stats read ``owners/`` at each ask: /metrics
     and /api/v1/stats answered an error, so no scrape ever told
     ``spoolq_statusd_spool_ok`` 0, and the dashboard's counts said statusd unavailable.
-    They answer, the spool said unreadable, and no live processor told."""
+    They answer, the spool said unreadable, the processors as last seen.  So for folders
+    statusd may no longer list (EACCES: a restore that left them root's): a 500 and a
+    traceback."""
     strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
@@ -316,7 +319,8 @@ def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
         assert _spool_ok(base) == 1
         folders = [root / name for name in ("pending", "running", "done", "failed",
                                             "owners")]
-        with _failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err"):
+        with _failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err",
+                      error=error):
             wait_for(lambda: request(base, "GET", "/healthz").status == 503, 10,
                      "spool_unreadable")
             reply = request(base, "GET", "/api/v1/stats")
