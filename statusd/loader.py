@@ -29,6 +29,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
+from spool.entries import denied_file
 from spool.errors import SpoolIOError
 from spool.fsops import NO_DESCRIPTOR, failing_read, unreadable_as_trouble
 from spool.ids import is_valid_id
@@ -53,6 +54,10 @@ class Absent(enum.Enum):
     quarantined original waiting for its record: it is coming back."""
     GONE = "gone"
     """Removed (a purge, an ``rm``, a move out of the spool): it is not coming back."""
+    DENIED = "denied"
+    """Its file is there, but statusd may not read it (EACCES): kept as it was.  Taken
+    for one moving, it was removed once the vanish grace passed (the row gone, counted in
+    ``removed``) while a GET said it was there."""
 
 
 _T = TypeVar("_T")
@@ -282,7 +287,9 @@ class Loader:
             stamp = self.current(job_id)
             item = self.load(job_id, stamp) if stamp is not None else None
             out.append((job_id, item if item is not None else
-                        Absent.GONE if stamp is None else Absent.MOVING))
+                        Absent.GONE if stamp is None else
+                        Absent.DENIED if denied_file(self.layout, job_id) is not None else
+                        Absent.MOVING))
         if any(found is Absent.GONE for _, found in out):
             staged = self._staged_ids()
             out = [(job_id, Absent.MOVING if found is Absent.GONE and (

@@ -511,6 +511,9 @@ class Tracker:
         return here
 
     def _apply(self, job_id: str, item: Item | Absent) -> None:
+        if item is Absent.DENIED:  # there: GET says so, naming its file
+            self._missing.pop(job_id, None)
+            return
         if item is Absent.MOVING:
             self._vanish(job_id)
             return

@@ -582,6 +582,33 @@ def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
     assert not any("Traceback" in line for line in log), "".join(log[-40:])
 
 
+def test_a_job_that_moves_to_a_file_statusd_may_not_read_stays_listed(
+        spool: Spool, tmp_path: Path) -> None:
+    """A job claimed into a file statusd may not read (EACCES: a drop of mode 0600 by
+    another user): read as no file, it was taken for one moving, and once the vanish grace
+    passed removed from the index (gone from the list and the counts, counted in the stats'
+    ``removed``, so a dashboard reloaded its list without it) while a GET said it was
+    there.  It is kept as it was, and follows its moves once it reads."""
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "j")
+    log: list[str] = []
+    with statusd_daemon(root, log=log) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        assert _listed(base) == {"j": "pending"}
+        with _failing(strace, proc.pid, [root / "running" / "j.json"], ["openat"],
+                      tmp_path / "strace.err", error="EACCES"):
+            claim(spool, "j")
+            time.sleep(6)  # three vanish graces (2 s): it was removed after one
+            assert _listed(base) == {"j": "pending"}  # as last read
+            stats = orjson.loads(request(base, "GET", "/api/v1/stats").body)
+            assert stats["statusd"]["removed"] == 0, stats
+            assert request(base, "GET", "/api/v1/tasks/j").status == 200
+        (root / "running" / "j.json").touch()  # a hint: read again, now it may
+        wait_for(lambda: _listed(base) == {"j": "running"}, 10, "its claim, once it reads")
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
 def test_a_hint_batch_with_an_id_the_disk_cannot_look_up_applies_the_others(
         spool: Spool, tmp_path: Path) -> None:
     """A batch of change hints (more than the few looked at on the loop first) holding
