@@ -149,7 +149,7 @@ class Recovery:
         for entry in entries(self.layout.progress):
             if is_kept_name(entry.name):
                 self._kept.note(entry.path)
-            elif not os.path.lexists(running / entry.name):
+            elif not _may_be_there(running / entry.name):
                 report.removed += self.spool.remove_file(
                     entry.path, entry.name.removesuffix(JOB_SUFFIX), "progress")
         for entry in entries(self.layout.cancel):
@@ -157,7 +157,7 @@ class Recovery:
             if is_kept_name(entry.name):
                 self._kept.note(entry.path)
                 continue
-            if not (os.path.lexists(running / name) or os.path.lexists(pending / name)):
+            if not (_may_be_there(running / name) or _may_be_there(pending / name)):
                 report.removed += self.spool.remove_file(entry.path, entry.name,
                                                          "cancel request")
 
@@ -177,3 +177,17 @@ class Recovery:
                 os.close(held)
             died = True
         return died
+
+
+def _may_be_there(path: Path) -> bool:
+    """False only if ``path`` is known gone: a lookup that fails otherwise (EIO, a bad
+    sector under the job's inode) keeps its sidecar for a later pass.  ``lexists`` took
+    every error for gone, and a cancel request of a job it could not look up was removed,
+    the job then run."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True

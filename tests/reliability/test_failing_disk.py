@@ -648,3 +648,35 @@ def test_a_newer_drop_the_disk_cannot_read_at_its_claim_is_not_a_crash(
         if tracer is not None:
             _detach(tracer)
         d.abort()
+
+
+def test_a_cancel_of_an_orphan_the_disk_cannot_look_up_is_kept(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """An orphan in ``running/`` every lstat of which fails (a bad sector under its
+    inode), and a cancel request for it.  Recovery asked whether the job was still there
+    with ``os.path.lexists``, whose False for the EIO took it for gone: the request was
+    removed as a leftover, and once the disk read again the orphan was requeued and run,
+    the user's cancel lost.  The request stays while the job cannot be looked up."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        orphan = spool_root / "running" / "bad.json"
+        detach = attach(d.pid, "newfstatat", orphan, when="1+")
+        staged = spool_root / "tmp" / "orphan-bad"
+        staged.write_text('{"tool": "echo", "params": {"message": 0}}')
+        os.rename(staged, orphan)
+        request = spool_root / "cancel" / "bad"
+        staged = spool_root / "tmp" / "cancel-bad"
+        staged.write_bytes(b"{}")
+        os.rename(staged, request)
+        _left_once(d, spool_root, "the other jobs run, the orphan looked at")
+        assert request.exists(), d.logs()[-3000:]
+        assert locations(spool_root)["bad"] == ["running"]
+        detach()  # looked at again: the orphan is cancelled, not run
+        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the orphan's record")
+        rec = record(spool_root, "bad")
+        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
+            "failed", "cancelled"), rec
+        assert d.stop() == 0
+    finally:
+        d.abort()
