@@ -86,7 +86,14 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         except SpoolIOError:
             _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
             raise
-        after = os.lstat(dst)
+        try:
+            after = os.lstat(dst)
+        except OSError as exc:  # moved, then not looked up (EIO): given back, as a read's
+            # error (raised, it crashed the processor, the job left unleased in running/)
+            if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
+                raise
+            _give_back(mover, src, dst, before)
+            raise bad from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)

@@ -680,3 +680,30 @@ def test_a_cancel_of_an_orphan_the_disk_cannot_look_up_is_kept(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_a_claim_whose_moved_file_cannot_be_looked_up_is_given_back(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The claim's lstat of the job it just moved into ``running/`` fails with EIO once (a
+    bad sector under its inode, read again later).  The error got out of the claim: the
+    processor crashed (a traceback, exit 1) and left the job in ``running/`` with no
+    lease.  It is that file's trouble: given back to ``pending/``, run at a later scan."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        attach(d.pid, "newfstatat", spool_root / "running" / "j1.json", when="1")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
+
+        def recorded() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
+
+        wait_for(recorded, 30, "both records")
+        for job_id in ("j1", "j2"):
+            rec = record(spool_root, job_id)
+            assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
+        assert _troubled(d, UNREADABLE), d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        d.abort()
