@@ -78,7 +78,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         return None  # gone, or not a regular file: intake's business
     fd, before = opened
     try:
-        if not S_ISREG(before.st_mode) or not try_lock(fd):
+        if not S_ISREG(before.st_mode) or not _lock(fd, job_id):
             return None
         try:
             if not mover.move(src, dst):  # never replaces
@@ -144,6 +144,17 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
         return fd, os.fstat(fd)
     except OSError as exc:
         os.close(fd)
+        if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
+            raise
+        raise bad from exc
+
+
+def _lock(fd: int, job_id: str) -> bool:
+    """:func:`~spool.lease.try_lock` of the job still in ``pending/``; its EIO is the
+    file's trouble, as its open's (raised, it crashed the processor: a traceback, exit 1)."""
+    try:
+        return try_lock(fd)
+    except OSError as exc:
         if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
             raise
         raise bad from exc
