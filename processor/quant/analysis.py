@@ -261,10 +261,21 @@ def _horizon(factor: F64, sample: _Sample, returns: F64, label: str) -> dict[str
 
 def _read(store: DataStore, symbols: list[str], params: FactorParams,
           report: _Progress) -> Panel:
-    """The panel of ``symbols``, read one symbol at a time."""
+    """The panel of ``symbols``, read one symbol at a time.  A panel past :data:`MAX_CELLS`
+    fails as soon as one symbol's bars make it so (the dates are at least its bars): read
+    to the end first, every symbol's bars were held (500 files of 1,000,000 bars, some
+    20 GB in the worker) before the panel's own check."""
     series = []
+    longest = 0
     for symbol in symbols:
         series.append(store.bars(symbol, params.start, params.end))
+        longest = max(longest, len(series[-1].timestamps))
+        if longest * len(symbols) > MAX_CELLS:
+            raise InvalidParams(
+                f"at most {MAX_CELLS} cells (dates x symbols, the symbols' timestamps "
+                f"outer-joined) fit in one job, and these make at least {longest} dates "
+                f"(symbol {symbol!r}) x {len(symbols)} symbols = {longest * len(symbols)}: "
+                "give fewer symbols or a narrower start and end")
         report.read(len(series))
     return build_panel(series, MAX_CELLS)
 

@@ -230,6 +230,33 @@ def test_the_panel_of_one_job_is_bounded(tmp_path: Path,
     assert analyze_factor(cut, store)["symbols"] == 2
 
 
+
+def test_a_panel_past_its_bound_fails_before_the_other_symbols_are_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel's bound was checked once every symbol was read, each symbol's bars held
+    until then: 500 files of 1,000,000 bars held some 20 GB in the worker before the job
+    failed.  A symbol whose bars alone make the panel too large (its dates x the symbols)
+    fails the job at once, the symbols after it unread."""
+    monkeypatch.setattr(analysis_module, "MAX_CELLS", 10, raising=False)
+    days = [f"2020-01-{day:02d}" for day in range(1, 7)]
+    write_bars(tmp_path, "A", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], days=days)
+    write_bars(tmp_path, "B", [1.0, 3.0, 2.0], days=days[:3])
+    write_bars(tmp_path, "C", [2.0, 1.0, 3.0], days=days[:3])
+    store = DataStore(tmp_path)
+    read: list[str] = []
+    bars = store.bars
+
+    def counted(symbol: str, *args: Any, **kwargs: Any) -> Any:
+        read.append(symbol)
+        return bars(symbol, *args, **kwargs)
+
+    monkeypatch.setattr(store, "bars", counted)
+    with pytest.raises(InvalidParams, match=r"at most 10 cells") as raised:
+        analyze_factor(FactorParams(symbols=["A", "B", "C"], horizons=[1]), store)
+    assert read == ["A"]
+    assert "at least 6 dates (symbol 'A') x 3 symbols = 18" in str(raised.value)
+
+
 def test_catalogue_entries_are_documented() -> None:
     assert {"momentum", "reversal", "volatility", "volume_ratio", "ma_distance"} <= set(CATALOGUE)
     for factor in CATALOGUE.values():
