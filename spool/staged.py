@@ -108,10 +108,7 @@ class Staged:
         try:
             return bool(is_locked(Path(entry.path)))
         except OSError as exc:
-            folder = os.path.basename(os.path.dirname(entry.path))
-            if (trouble := failing_file(exc, f"cannot open {folder}/{entry.name}")) is None:
-                raise
-            report.unreadable.append(str(trouble))
+            _left_unread(exc, entry, "cannot open", report)
             return True
 
     def age_s(self, path: str, st: os.stat_result, now_s: float) -> float:
@@ -376,11 +373,18 @@ def _lstat(entry: os.DirEntry[str], report: RecoveryReport) -> os.stat_result | 
     except FileNotFoundError:
         return None
     except OSError as exc:
-        folder = os.path.basename(os.path.dirname(entry.path))
-        if (trouble := failing_file(exc, f"cannot look up {folder}/{entry.name}")) is None:
-            raise
-        report.unreadable.append(str(trouble))
+        _left_unread(exc, entry, "cannot look up", report)
         return None
+
+
+def _left_unread(exc: OSError, entry: os.DirEntry[str], doing: str,
+                 report: RecoveryReport) -> None:
+    """Said in ``report`` when ``exc`` is the disk failing this one file (EIO), which is
+    then left for the next pass; else ``exc`` is raised (the spool's trouble)."""
+    folder = os.path.basename(os.path.dirname(entry.path))
+    if (trouble := failing_file(exc, f"{doing} {folder}/{entry.name}")) is None:
+        raise exc
+    report.unreadable.append(str(trouble))
 
 
 def names_itself(path: Path, tag: str) -> bool:
