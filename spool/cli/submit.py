@@ -38,6 +38,7 @@ from spool.cli.command import (
     add_json,
     check_can_change,
     client_of,
+    note,
 )
 from spool.cli.render import emit_json
 from spool.cli.waiting import check_can_follow, wait_for
@@ -113,22 +114,34 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         error=UsageError if args.wait else SpoolError)
     if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
         check_can_follow(client, "--wait", " (nothing was submitted)")
+        # What the wait loads, loaded before the id is printed: a Ctrl-C just after it,
+        # as the module was compiled, ended spoolq by SIGINT itself (no note, exit -2).
+        import spool.large  # noqa: F401, PLC0415 - lazy, see spool.cli
     # The id is printed inside the hold too: a signal between the drop and its id (the
     # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
     # and no id, as before the hold.
     held: list[int] = []  # a signal that came as the job was published
+    printed: list[bool] = []  # set as its id goes out: a signal from then is the wait's
     try:
-        with _held_signals(held):
+        with _held_signals(held, printed):
             try:
                 job_id = client.submit(job, args.id)
             except ValueError as exc:  # the file's "id" disagrees with --id
                 raise UsageError(str(exc)) from exc
+            printed.append(True)  # before: its reader may send a signal upon the line
             announce(job_id, as_json=args.json, wait=args.wait)
     except Exception as exc:
         if held:  # told first, then acted on (see _held_signals)
-            raise SignalAfter(exc, held[0]) from exc
+            raise SignalAfter(exc, abs(held[0])) from exc
         raise
+    if held and held[0] < 0 and args.wait:
+        # After its id was printed (read by now, a Ctrl-C upon it): the wait's signal, told
+        # as the wait tells it; taken for the drop's, --wait ended saying the job landed.
+        note(f"interrupted: stopped waiting for job {job_id} (not seen yet); the job goes "
+             f"on (spoolq cancel {job_id} stops it)")
+        signal.raise_signal(-held[0])
     if held:
+        held[0] = abs(held[0])
         print(f"spoolq: interrupted ({signal.Signals(held[0]).name}) as job {job_id} was "
               "submitted: it is in pending/", file=sys.stderr)
         signal.raise_signal(held[0])  # its own handler's way: 130 for SIGINT, as ever
@@ -141,7 +154,7 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _held_signals(held: list[int]) -> Iterator[None]:
+def _held_signals(held: list[int], printed: list[bool] | None = None) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP held while the job file is published (milliseconds; a
     failing disk's sync, seconds) and its id printed, and listed in ``held``.
 
@@ -154,7 +167,10 @@ def _held_signals(held: list[int]) -> Iterator[None]:
     for SIGKILL; SIGTERM's default action ended it at once before).  One
     ignored (``nohup``'s SIGHUP, a script's background job's SIGINT) stays ignored: held,
     it was told as 'interrupted' while nothing was, and a Ctrl-C after it was taken for
-    the second signal, acted on in the middle of the drop.
+    the second signal, acted on in the middle of the drop.  With ``--wait``, one that
+    comes once the id is going out (a Ctrl-C upon reading it) is the wait's: told as
+    the wait tells it ("interrupted: stopped waiting for job ID"), not as one that came
+    as the job landed.
 
     A held signal is acted on whether the submit went well or not: when it failed (the
     id already pending, a disk error, its id not written), its error line comes first,
@@ -176,7 +192,7 @@ def _held_signals(held: list[int]) -> Iterator[None]:
             _restore(old)
             signal.raise_signal(signum)
             return
-        held.append(signum)
+        held.append(-signum if printed else signum)  # negative: once the id was out
 
     for sig in HELD_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:

@@ -95,11 +95,12 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     ``quiet``, a line on stderr says so when no processor seems to be running
     (:mod:`spool.cli.lookout`), once, and the wait goes on.
     """
-    from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
-
     seen: list[Record] = []
-    reader = client.reader = BoundedReader(client.layout)  # a large record: its head only
-    try:
+    try:  # from the start: a Ctrl-C as spool.large loads is told too (submit --wait's
+        # id just printed, it ended 130 with no word of the job, or by SIGINT itself)
+        from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
+
+        reader = client.reader = BoundedReader(client.layout)  # a large record: its head
         with watcher_for(sys.stderr, quiet) as watcher, lookout_for(
                 client.layout, job_id, watcher.note,
                 lambda: bool(seen) and seen[0].state not in TERMINAL, quiet=quiet):

@@ -9,6 +9,7 @@ signal is acted on as ever.
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import sys
@@ -156,7 +157,33 @@ def test_a_signal_while_submit_waits_ends_it(env: dict[str, str], sig: signal.Si
         if sub.poll() is None:
             sub.kill()
             sub.communicate()
-    # 130 for SIGINT as a rule; a Ctrl-C right after the id is printed is now and then the
-    # signal's own exit (-SIGINT, no note), which a shell reports as 130 all the same.
-    assert sub.returncode in ((130, -sig) if sig is signal.SIGINT else (-sig, 128 + sig)), err
+    assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), err
     assert "as job j1 was submitted" not in err, err  # not taken for one as the job landed
+
+
+def test_a_ctrl_c_just_after_submit_wait_prints_its_id_is_told(env: dict[str, str]) -> None:
+    """A Ctrl-C 0 to 8 ms after ``submit --wait`` printed its id stops the wait with its
+    note, exit 130, every time.  It came as the wait loaded what it needed (spool.large):
+    about one run in three ended 130 with no word of the job, and now and then spoolq
+    died by SIGINT itself (-2), the signal lost in that module's compile."""
+    make_spool(Path(env["SPOOL_DIR"]))
+    rng = random.Random(137)
+    outcomes = []
+    for n in range(25):
+        sub = subprocess.Popen(
+            [sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
+             "--id", f"j{n}", "--any-tool", "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        try:
+            assert sub.stdout is not None
+            assert sub.stdout.readline() == f"j{n}\n"
+            time.sleep(rng.uniform(0, 0.008))
+            sub.send_signal(signal.SIGINT)
+            _out, err = sub.communicate(timeout=30)
+        finally:
+            if sub.poll() is None:
+                sub.kill()
+                sub.communicate()
+        outcomes.append((sub.returncode, f"stopped waiting for job j{n}" in err, err))
+    told = [o for o in outcomes if o[:2] == (130, True)]
+    assert len(told) == len(outcomes), [o for o in outcomes if o[:2] != (130, True)]
