@@ -137,8 +137,9 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     if held and held[0] < 0 and args.wait:
         # After its id was printed (read by now, a Ctrl-C upon it): the wait's signal, told
         # as the wait tells it; taken for the drop's, --wait ended saying the job landed.
-        note(f"interrupted: stopped waiting for job {job_id} (not seen yet); the job goes "
-             f"on (spoolq cancel {job_id} stops it)")
+        if not args.quiet:
+            note(f"interrupted: stopped waiting for job {job_id} (not seen yet); the job "
+                 f"goes on (spoolq cancel {job_id} stops it)")
         signal.raise_signal(-held[0])
     if held:
         held[0] = abs(held[0])

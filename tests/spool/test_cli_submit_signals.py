@@ -187,3 +187,40 @@ def test_a_ctrl_c_just_after_submit_wait_prints_its_id_is_told(env: dict[str, st
         outcomes.append((sub.returncode, f"stopped waiting for job j{n}" in err, err))
     told = [o for o in outcomes if o[:2] == (130, True)]
     assert len(told) == len(outcomes), [o for o in outcomes if o[:2] != (130, True)]
+
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "loud"])
+def test_a_ctrl_c_upon_the_id_of_submit_wait_is_the_waits(env: dict[str, str],
+                                                          quiet: bool) -> None:
+    """A Ctrl-C as soon as ``submit --wait`` printed its id (strace holds each write's
+    return 0.3 s: the signal comes still inside the hold) stops the wait as the wait
+    tells it, and ``--quiet`` says nothing, as ``wait --quiet``: it was told as a
+    signal that came as the job landed, and then regardless of --quiet."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    make_spool(Path(env["SPOOL_DIR"]))
+    sub = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=write",
+         "-e", "inject=write:delay_exit=300000", sys.executable, "-m", "spool.cli.main",
+         "submit", "echo", "-p", "message=x", "--id", "j1", "--any-tool", "--wait",
+         *(["--quiet"] if quiet else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        assert sub.stdout is not None
+        assert sub.stdout.readline() == "j1\n"
+        cli = next(p for p in psutil.Process(sub.pid).children()
+                   if "spool.cli.main" in " ".join(p.cmdline()))
+        cli.send_signal(signal.SIGINT)
+        _out, err = sub.communicate(timeout=60)
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.communicate()
+    assert sub.returncode == 130, err
+    if quiet:
+        assert err == "", err
+    else:
+        assert "interrupted: stopped waiting for job j1" in err, err
+        assert "as job j1 was submitted" not in err, err
