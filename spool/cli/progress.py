@@ -130,8 +130,10 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     fraction = progress.fraction if progress and progress.fraction is not None else None
     if fraction is None and record.state is JobState.DONE:
         fraction = 1.0
-    percent = "   -" if fraction is None else f"{fraction:4.0%}"
     running = record.state is JobState.RUNNING
+    if running and fraction is not None:  # 99.6% going on is no '100%' and a full bar
+        fraction = min(fraction, 0.99)
+    percent = "   -" if fraction is None else f"{fraction:4.0%}"
     message = printable(progress.message) if progress and running else ""
     if escaping is not None:  # counted as the stream writes it: "\\u56de" is 6 columns
         message = as_written(message, escaping)
@@ -140,7 +142,7 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     room = max(columns - 1, 0)
 
     def line(bar_cells: int, with_id: bool, message: str = message) -> str:
-        filled = round((fraction or 0.0) * bar_cells)
+        filled = int((fraction or 0.0) * bar_cells)  # full only when it is done
         text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
                 f" {percent} {times} {message}").rstrip()
         return f"{record.id} {text}" if with_id else text
@@ -171,7 +173,7 @@ def narrow_line(state: str, percent: str, times: str, message: str, room: int) -
     the screen every second, and under 36 it was cut before its fraction."""
     told = f"{state} {percent} {times}"
     if cells(told) <= room:
-        return fit(f"{told} {message}".rstrip(), room)
+        return fit(f"{told} {message}", room).rstrip()
     return next((text for text in (f"{percent} {times}", percent) if cells(text) <= room), "")
 
 

@@ -520,6 +520,25 @@ def test_the_bar_tells_what_is_left_at_the_runs_pace() -> None:
     assert "<" not in bar_line(running(0.01, 30), 100)
 
 
+def test_a_running_bar_never_says_100_and_a_narrow_line_ends_in_no_space() -> None:
+    """A run at 99.6% showed '100%' and a full bar while it went on (the fraction
+    rounded); a running bar says at most 99%.  A line too narrow for a bar, its message
+    cut after a space, ended in that space."""
+    now = datetime.now(UTC)
+    started = now - timedelta(seconds=600)
+    nearly = Record(id="bt", tool="run_backtest", state=JobState.RUNNING,
+                    started_at=started,
+                    progress=Progress(fraction=0.996, message="writing the results",
+                                      started_at=started, updated_at=now))
+    line = bar_line(nearly, 100)
+    assert " 99% " in line and "100%" not in line and ".]" in line, line
+    finished = nearly.model_copy(update={"state": JobState.DONE, "duration_s": 600.0})
+    assert "100%" in bar_line(finished, 100)
+    for columns in range(20, 40):
+        narrow = bar_line(nearly, columns)
+        assert narrow == narrow.rstrip() and cells(narrow) <= columns - 1, (columns, narrow)
+
+
 def test_the_bar_leaves_out_what_is_left_rather_than_cut_it() -> None:
     """On 40 columns, an hour into a run at 7%, '1:00:00<12:29:42' was cut to
     '1:00:00<12:29': 12 minutes left, to the eye, for 12 hours.  Where the times do not
