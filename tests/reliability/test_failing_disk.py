@@ -682,42 +682,21 @@ def test_a_cancel_of_an_orphan_the_disk_cannot_look_up_is_kept(
         d.abort()
 
 
-def test_a_claim_whose_moved_file_cannot_be_looked_up_is_given_back(
-        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
-    """The claim's lstat of the job it just moved into ``running/`` fails with EIO once (a
-    bad sector under its inode, read again later).  The error got out of the claim: the
-    processor crashed (a traceback, exit 1) and left the job in ``running/`` with no
-    lease.  It is that file's trouble: given back to ``pending/``, run at a later scan."""
+@pytest.mark.parametrize(("call", "folder"), [("newfstatat", "running"), ("flock", "pending")],
+                         ids=["lookup-after-move", "lease"])
+def test_a_claim_whose_file_fails_once_is_that_files_trouble(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
+        call: str, folder: str) -> None:
+    """A claim's call on its job's file fails with EIO once (a bad sector under its inode,
+    read again later): the lstat of the job it just moved into ``running/``, or the flock
+    of the pending job.  The error got out of the claim: the processor crashed (a
+    traceback, exit 1), the first leaving the job in ``running/`` with no lease.  It is
+    that file's trouble: the job is given back (or stays) in ``pending/`` and runs at a
+    later scan, the processor on."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
     try:
         d.start()
-        attach(d.pid, "newfstatat", spool_root / "running" / "j1.json", when="1")
-        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
-        drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
-
-        def recorded() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-
-        wait_for(recorded, 30, "both records")
-        for job_id in ("j1", "j2"):
-            rec = record(spool_root, job_id)
-            assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
-        assert _troubled(d, UNREADABLE), d.logs()[-3000:]
-        assert d.stop() == 0
-    finally:
-        d.abort()
-
-
-def test_a_claim_whose_lease_fails_is_the_files_trouble(
-        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
-    """The claim's flock of a pending job fails with EIO once.  The error got out of the
-    claim and crashed the processor (a traceback, exit 1).  It is that file's trouble: the
-    job stays in ``pending/`` and runs at a later scan, the processor on."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
-    try:
-        d.start()
-        attach(d.pid, "flock", spool_root / "pending" / "j1.json", when="1")
+        attach(d.pid, call, spool_root / folder / "j1.json", when="1")
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
 
