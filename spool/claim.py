@@ -92,7 +92,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # error (raised, it crashed the processor, the job left unleased in running/)
             if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
                 raise
-            _give_back(mover, src, dst, before)
+            _give_back(mover, src, dst, before, moved=True)
             raise bad from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
@@ -160,14 +160,27 @@ def _lock(fd: int, job_id: str) -> bool:
         raise bad from exc
 
 
-def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result) -> None:
+def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,
+               moved: bool = False) -> None:
     """Move the job file ``before`` describes from ``dst`` back to ``src`` when the claim
     fails on disk trouble after its move: closing its lease with the file left in
     ``running/`` made it an orphan, which the next scan failed ``abandoned`` (at
     ``max_attempts`` 1) under a live processor.  Nothing when it did not land there, or
-    when the disk refuses this move too (then recovery settles it)."""
+    when the disk refuses this move too (then recovery settles it).
+
+    ``moved`` (the move into ``dst`` is known to have landed): a ``dst`` the disk cannot
+    look up (EIO) goes back all the same, what is there being what that move put there
+    (it never replaces), where doing nothing left the job in ``running/`` with its lease
+    closed, abandoned by the next scan under a live processor."""
     with contextlib.suppress(OSError, SpoolIOError):
-        after = os.lstat(dst)
+        try:
+            after = os.lstat(dst)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # not there: nothing to give back
+        except OSError:
+            if not moved:
+                return
+            after = before  # not looked up: the claim's own move put it there
         if after.st_ino == before.st_ino and after.st_dev == before.st_dev:
             mover.move(dst, src, replace=False, durable=False)
 

@@ -712,3 +712,30 @@ def test_a_claim_whose_file_fails_once_is_that_files_trouble(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_a_claimed_file_still_unreadable_at_its_give_back_goes_back_all_the_same(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The claim's lstat of the job it just moved into ``running/`` fails with EIO, and
+    so does the give-back's own lstat of it (the sector still bad a moment later).  The
+    give-back then did nothing: the job stayed in ``running/`` with its lease closed, an
+    orphan under a live processor.  The file at ``running/`` is the one the claim moved
+    there (its move never replaces), so it goes back to ``pending/`` unlooked-at, and
+    runs once at a later scan, at one attempt."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    try:
+        d.start()
+        attach(d.pid, "newfstatat", spool_root / "running" / "j1.json", when="1..2")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+
+        def recorded() -> bool:
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            return record(spool_root, "j1") is not None
+
+        wait_for(recorded, 30, "j1's record")
+        rec = record(spool_root, "j1")
+        assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
+        assert _troubled(d, UNREADABLE), d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        d.abort()
