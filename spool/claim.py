@@ -98,10 +98,9 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
             fd = -1  # closed: the finally below must not close it again
-            fd = _lease_newer(mover, src, dst)
-            if fd < 0:
+            if (newer := _lease_newer(mover, src, dst, job_id)) is None:
                 return None
-            before = os.fstat(fd)  # read, and given back on EIO, as the file it replaced
+            fd, before = newer  # its one fstat, given back on EIO as the file it replaced
         size = before.st_size
         # Grown since intake judged it (through a descriptor its writer kept), a file is
         # read no further than a job can be: the daemon then runs what it judged.  One
@@ -185,25 +184,38 @@ def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result,
             mover.move(dst, src, replace=False, durable=False)
 
 
-def _lease_newer(mover: Mover, src: StrPath, dst: StrPath) -> int:
-    """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``); -1 if
-    there is none to take.
+def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
+                 ) -> tuple[int, os.stat_result] | None:
+    """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``), and its
+    fstat; None if there is none to take.
 
     Only a regular file can be claimed.  Anything else (a symlink, a directory, a
     FIFO swapped in mid-claim) goes back to ``src`` for intake to quarantine; should a
     newer drop hold ``src`` by then, recovery quarantines it from ``dst``.  A regular
     file someone else holds stays: it is that claimant's, or recovery's once it lets go.
+    One whose fstat or lock fails with EIO is given back and raised as
+    :class:`~spool.errors.UnreadableDrop`, as the file it replaced (raised raw, it crashed
+    the processor, the descriptor left open and the file unleased in ``running/``).
     """
     try:
         fd = open_nofollow(dst)
     except OSError:
         fd = -1
     if fd >= 0:
-        if S_ISREG(os.fstat(fd).st_mode):
-            if try_lock(fd):
-                return fd
+        try:
+            st = os.fstat(fd)
+            regular = S_ISREG(st.st_mode)
+            if regular and try_lock(fd):
+                return fd, st
+        except OSError as exc:
             os.close(fd)
-            return -1  # another claimant's: theirs, or recovery's once they let go
+            if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
+                raise
+            with contextlib.suppress(OSError, SpoolIOError):
+                mover.move(dst, src, replace=False, durable=False)
+            raise bad from exc
         os.close(fd)
+        if regular:
+            return None  # another claimant's: theirs, or recovery's once they let go
     mover.move(dst, src, replace=False)  # not a file: back for intake to judge
-    return -1
+    return None
