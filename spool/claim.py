@@ -112,7 +112,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
                 data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
         except OSError as exc:  # EIO: the claim is given back, the file's trouble (a
             # newer drop's got out raw, and crashed the processor)
-            _give_back(mover, src, dst, before)
+            _give_back(mover, src, dst, before, moved=True)
             raise UnreadableDrop(f"cannot claim {job_id}: {exc.strerror}") from exc
         claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
         fd = -1  # the claim holds it now

@@ -112,3 +112,34 @@ def test_a_newer_drop_is_claimed_as_it_reads(
         assert claim.data == NEWER and dst.read_bytes() == NEWER and not src.exists()
     finally:
         claim.close()
+
+
+def test_a_claimed_file_unreadable_then_not_looked_up_is_given_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_leaks: None) -> None:
+    """The read of the job just moved into ``running/`` fails with EIO, and so does the
+    give-back's lstat of it: the give-back did nothing, the job left in ``running/`` with
+    its lease closed (an orphan under a live processor, failed ``abandoned``)."""
+    _, mover, src, dst = _spool(tmp_path)
+    real_lstat, real_read = os.lstat, os.read
+    looks = [0]
+
+    def lstat(path: StrPath) -> os.stat_result:
+        if os.fspath(path) == os.fspath(dst):
+            looks[0] += 1
+            if looks[0] == 2:  # the give-back's, after the claim's own went through
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_lstat(path)
+
+    def read(fd: int, n: int) -> bytes:
+        if os.readlink(f"/proc/self/fd/{fd}") == os.fspath(dst):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(os, "read", read)
+    with pytest.raises(UnreadableDrop, match="cannot claim j1: Input/output error"):
+        take(mover, src, dst, "j1")
+    monkeypatch.undo()
+    assert looks[0] == 2
+    assert not dst.exists(), "the job was left in running/ with no lease"
+    assert src.exists()
