@@ -267,11 +267,18 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
         text.count("cannot look at the spool's folders"), text[-3000:]
 
 
-def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool,
-                                                                   tmp_path: Path) -> None:
-    """The folders' stat went through (their inodes cached) while their listing failed
-    (openat EIO): every rescan failed, the index stood still, and ``/healthz`` said ok.
-    It is ``spool_unreadable`` until a rescan goes through."""
+@pytest.mark.parametrize(("error", "folders", "said"), [
+    ("EIO", ("pending", "done"), "Input/output error"),
+    ("EACCES", ("done",), "Permission denied")], ids=["EIO", "EACCES"])
+def test_a_spool_folder_statusd_cannot_list_is_unreadable_and_said_once(
+        spool: Spool, tmp_path: Path, error: str, folders: tuple[str, ...],
+        said: str) -> None:
+    """The folders' stat went through (their inodes cached) while their listing failed:
+    a failing disk (openat EIO), or a folder statusd may no longer list (EACCES: a
+    restore that left it root's, a chmod).  Every rescan failed, the index stood still,
+    ``/healthz`` said ok, and the failure was logged at each rescan.  It is
+    ``spool_unreadable`` until a rescan goes through, the metrics' gauge 0 meanwhile,
+    said once an outage and once when it ends."""
     strace = _strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
@@ -285,17 +292,17 @@ def test_a_spool_folder_the_disk_fails_to_list_is_unreadable_not_ok(spool: Spool
         base = f"http://127.0.0.1:{port}"
         assert health() == (200, "ok")
         assert _spool_ok(base) == 1
-        with _failing(strace, proc.pid, [root / "pending", root / "done"], ["openat"],
-                      tmp_path / "strace.err"):
+        with _failing(strace, proc.pid, [root / name for name in folders], ["openat"],
+                      tmp_path / "strace.err", error=error):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
             assert _spool_ok(base) == 0  # the metrics' gauges say all is well otherwise
             time.sleep(1.5)  # rescans every 0.2 s: seven and more fail meanwhile
-        wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk lists them")
+        wait_for(lambda: health() == (200, "ok"), 10, "healthy once it lists them")
         assert _spool_ok(base) == 1
     text = "".join(log)
     # Said once an outage, and once when it ends: a line a rescan filled the log.
-    assert text.count("Input/output error") == 1, text[-3000:]
+    assert text.count(said) == 1, text[-3000:]
     assert text.count("cannot list the spool's folders") == 1, text[-3000:]
     assert "can be listed again" in text, text[-3000:]
 
@@ -332,36 +339,6 @@ def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
         wait_for(lambda: request(base, "GET", "/healthz").status == 200, 10, "healthy")
         assert _spool_ok(base) == 1
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
-
-
-def test_a_spool_folder_statusd_may_not_list_is_unreadable_and_said_once(
-        spool: Spool, tmp_path: Path) -> None:
-    """A state folder statusd may no longer list (EACCES: a restore that left it root's,
-    a chmod): every rescan failed as with a disk's EIO, the index stood still while
-    /healthz said ok, and "reading the spool failed" was logged at each rescan.  It is
-    ``spool_unreadable`` and said once, as a listing the disk fails."""
-    strace = _strace_or_skip()
-    root = spool.layout.root
-    submit(spool, "j")
-
-    def health() -> tuple[int, str]:
-        reply = request(base, "GET", "/healthz")
-        return reply.status, orjson.loads(reply.body)["status"]
-
-    log: list[str] = []
-    with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
-        base = f"http://127.0.0.1:{port}"
-        assert health() == (200, "ok")
-        with _failing(strace, proc.pid, [root / "done"], ["openat"],
-                      tmp_path / "strace.err", error="EACCES"):
-            wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
-            assert _spool_ok(base) == 0
-            time.sleep(1.5)  # rescans every 0.2 s: seven and more fail meanwhile
-        wait_for(lambda: health() == (200, "ok"), 10, "healthy once it may list them")
-    text = "".join(log)
-    assert text.count("Permission denied") == 1, text[-3000:]
-    assert text.count("cannot list the spool's folders") == 1, text[-3000:]
-    assert "can be listed again" in text, text[-3000:]
 
 
 def _spool_ok(base: str) -> float:
