@@ -317,7 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         _discard(sys.stderr)
         return EXIT_BROKEN_PIPE
     except SignalAfter as held:  # the error told, then the signal held meanwhile acted on
-        _report(held.error)
+        if isinstance(held.error, BrokenPipeError):
+            # The reader gone as well (a Ctrl-C to `spoolq submit ... | reader` stops
+            # both): quiet, as a reader gone is everywhere, and the signal's exit.  It
+            # was told as "spoolq: error: Broken pipe".
+            _discard(sys.stdout)
+            _discard(sys.stderr)
+        else:
+            _report(held.error)
         return _act_on(held.signum)
     except Exception as exc:
         return _report(exc)

@@ -9,6 +9,7 @@ signal is acted on as ever.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -23,12 +24,14 @@ from spoolkit import REPO, make_spool, strace_path
 
 def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: int,
                            prefix: tuple[str, ...] = (), *,
-                           already_pending: bool = False) -> tuple[str, str, int, Path]:
+                           already_pending: bool = False, reader_gone: bool = False
+                           ) -> tuple[str, str, int, Path]:
     """``spoolq submit`` whose ``pending/`` fsync strace holds up ``delay_us``, sent ``sig``
     during it, once its file has landed (``prefix``: what runs strace): its stdout, its
     stderr, its exit code, and where its file landed.  ``already_pending``: a file of its
     id is in ``pending/`` before, and the fsync held up is the staged file's, in
-    ``tmp/`` (the submit then fails: the id is pending)."""
+    ``tmp/`` (the submit then fails: the id is pending).  ``reader_gone``: its stdout a
+    pipe whose reader has closed it (stdout then comes back empty)."""
     strace = strace_path()
     if strace is None:
         pytest.skip("strace is not available here")
@@ -40,13 +43,18 @@ def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: i
     # The first fsync: the staged file's in tmp/ (no -P: its name is made up), else its
     # folder's in pending/ once it landed.
     only = () if already_pending else ("-P", str(root / "pending"))
+    if reader_gone:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
     sub = subprocess.Popen(
         [*prefix, strace, "-f", "-qq", "-o", "/dev/null", *only,
          "-e", "trace=fsync", "-e", f"inject=fsync:delay_enter={delay_us}:when=1",
          sys.executable, "-m", "spool.cli.main", "submit", "echo", "-p", "message=x",
          "--id", "j1", "--any-tool"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+        stdout=write_end if reader_gone else subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**env, "SPOOL_FSYNC": "always"}, cwd=REPO)
+    if reader_gone:
+        os.close(write_end)
     try:
         deadline = time.monotonic() + 30
         while not (any((root / "tmp").iterdir()) if already_pending else landed.exists()) \
@@ -62,7 +70,7 @@ def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: i
         if sub.poll() is None:
             sub.kill()
             sub.communicate()
-    return out, err, sub.returncode, landed
+    return out or "", err, sub.returncode, landed
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -71,6 +79,18 @@ def test_a_signal_as_the_job_lands_still_prints_its_id(env: dict[str, str],
     out, err, code, landed = _signalled_as_it_lands(env, sig, 3_000_000)
     assert out == "j1\n", (out, err)
     assert f"interrupted ({sig.name}) as job j1 was submitted: it is in pending/" in err
+    assert code in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (code, err)
+    assert landed.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_as_the_job_lands_to_a_reader_gone_is_quiet(env: dict[str, str],
+                                                             sig: signal.Signals) -> None:
+    """A Ctrl-C to ``spoolq submit ... | reader`` stops both: the id's write finds the
+    reader gone (EPIPE) while the signal is held.  Quiet, as a reader gone is everywhere,
+    and the signal's exit; it said "spoolq: error: Broken pipe"."""
+    out, err, code, landed = _signalled_as_it_lands(env, sig, 2_000_000, reader_gone=True)
+    assert (out, err) == ("", ""), (out, err)
     assert code in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), (code, err)
     assert landed.exists()
 
