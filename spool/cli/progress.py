@@ -131,7 +131,8 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     if fraction is None and record.state is JobState.DONE:
         fraction = 1.0
     running = record.state is JobState.RUNNING
-    if running and fraction is not None:  # 99.6% going on is no '100%' and a full bar
+    done = record.state is JobState.DONE
+    if not done and fraction is not None:  # 99.6% going on (or failed) is no '100%'
         fraction = min(fraction, 0.99)
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
     message = printable(progress.message) if progress and running else ""
@@ -142,7 +143,10 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     room = max(columns - 1, 0)
 
     def line(bar_cells: int, with_id: bool, message: str = message) -> str:
-        filled = int((fraction or 0.0) * bar_cells)  # full only when it is done
+        # A cell is filled once it is reached; done, as its percent rounds: at 99.6% a
+        # done job said '100%' beside a bar a cell short of full.
+        reached = (fraction or 0.0) * bar_cells
+        filled = round(reached) if done else int(reached)
         text = (f"{record.state.value:<7} [{'#' * filled}{'.' * (bar_cells - filled)}]"
                 f" {percent} {times} {message}").rstrip()
         return f"{record.id} {text}" if with_id else text

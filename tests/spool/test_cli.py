@@ -39,7 +39,7 @@ from spoolkit import (
 )
 
 from spool.cli.main import main as spoolq_main
-from spool.cli.progress import bar_line, left_s
+from spool.cli.progress import BAR_CELLS, bar_line, left_s
 from spool.cli.render import cells
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -534,6 +534,15 @@ def test_a_running_bar_never_says_100_and_a_narrow_line_ends_in_no_space() -> No
     assert " 99% " in line and "100%" not in line and ".]" in line, line
     finished = nearly.model_copy(update={"state": JobState.DONE, "duration_s": 600.0})
     assert "100%" in bar_line(finished, 100)
+    # Done, the bar is full beside its '100%' (it was a cell short); failed at 99.6%, the
+    # run never reached its end: no '100%', and the bar agrees.
+    assert f"[{'#' * BAR_CELLS}] 100%" in bar_line(finished, 100), bar_line(finished, 100)
+    failed = nearly.model_copy(update={"state": JobState.FAILED, "duration_s": 600.0})
+    line = bar_line(failed, 100)
+    assert " 99% " in line and "100%" not in line and ".]" in line, line
+    half = nearly.model_copy(update={"state": JobState.FAILED, "duration_s": 600.0,
+                                     "progress": Progress(fraction=0.5, message="x")})
+    assert f"[{'#' * (BAR_CELLS // 2)}{'.' * (BAR_CELLS // 2)}]  50%" in bar_line(half, 100)
     for columns in range(20, 40):
         narrow = bar_line(nearly, columns)
         assert narrow == narrow.rstrip() and cells(narrow) <= columns - 1, (columns, narrow)
