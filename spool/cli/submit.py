@@ -130,6 +130,13 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
                 raise UsageError(str(exc)) from exc
             printed.append(True)  # before: its reader may send a signal upon the line
             announce(job_id, as_json=args.json, wait=args.wait)
+    except KeyboardInterrupt:
+        # A Ctrl-C as the handlers were put back (a second one, or one between their
+        # restores), its id out: the wait's, told as the wait tells it; it got out as 130
+        # with no word of the job.
+        if printed and args.wait and not args.quiet:
+            _stopped_waiting(job_id)
+        raise
     except Exception as exc:
         if held:  # told first, then acted on (see _held_signals)
             raise SignalAfter(exc, abs(held[0])) from exc
@@ -138,8 +145,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         # After its id was printed (read by now, a Ctrl-C upon it): the wait's signal, told
         # as the wait tells it; taken for the drop's, --wait ended saying the job landed.
         if not args.quiet:
-            note(f"interrupted: stopped waiting for job {job_id} (not seen yet); the job "
-                 f"goes on (spoolq cancel {job_id} stops it)")
+            _stopped_waiting(job_id)
         signal.raise_signal(-held[0])
     if held:
         held[0] = abs(held[0])
@@ -149,6 +155,12 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait:
         return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
     return EXIT_OK
+
+
+def _stopped_waiting(job_id: str) -> None:
+    """The wait's word of a Ctrl-C that came once the id was out (as ``spoolq wait``'s)."""
+    note(f"interrupted: stopped waiting for job {job_id} (not seen yet); the job goes on "
+         f"(spoolq cancel {job_id} stops it)")
 
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -244,3 +244,35 @@ def test_a_ctrl_c_upon_the_id_of_submit_wait_is_the_waits(env: dict[str, str],
     else:
         assert "interrupted: stopped waiting for job j1" in err, err
         assert "as job j1 was submitted" not in err, err
+
+
+AS_THE_HANDLERS_ARE_PUT_BACK = """
+import signal, sys
+from spool.cli import main, submit
+real = submit._restore
+def _restore(handlers):
+    real(handlers)
+    if not getattr(_restore, "done", False):  # once: as the hold ends, its id printed
+        _restore.done = True
+        signal.raise_signal(signal.SIGINT)
+submit._restore = _restore
+sys.exit(main.main())
+"""
+
+
+def test_a_ctrl_c_as_submit_wait_puts_its_handlers_back_is_the_waits(
+        env: dict[str, str]) -> None:
+    """A Ctrl-C as the hold ended (its handlers put back one by one, the id printed) got
+    out of the hold as a KeyboardInterrupt, outside the wait's handler: exit 130 with no
+    word of the job, where a Ctrl-C a moment before or after says the wait stopped and
+    the job goes on."""
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    proc = subprocess.run(
+        [sys.executable, "-c", AS_THE_HANDLERS_ARE_PUT_BACK, "submit", "echo", "-p",
+         "message=x", "--id", "j1", "--any-tool", "--wait"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False)
+    assert (root / "pending" / "j1.json").exists()
+    assert proc.stdout == "j1\n", (proc.stdout, proc.stderr)
+    assert "interrupted: stopped waiting for job j1" in proc.stderr, proc.stderr
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
