@@ -361,10 +361,7 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
     try:
         d.start()
-        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
-                                 "not_before": "2099-01-01T00:00:00Z"})
-        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
-        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        _a_bad_job_due_later(spool_root)
         detach = attach(d.pid, "newfstatat", spool_root / "pending" / "bad.json", when="1+")
         wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d, CANNOT_SCAN), 20,
                  "the scan's look at it")
@@ -481,10 +478,7 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="0.3")
     try:
         d.start()
-        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
-                                 "not_before": "2099-01-01T00:00:00Z"})
-        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
-        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        _a_bad_job_due_later(spool_root)
         path = spool_root / "pending" / "bad.json"
         detach = attach(d.pid, "newfstatat", path, when="1+")
         wait_for(lambda: _troubled(d, UNREADABLE), 20, "the first outage said")
@@ -517,6 +511,16 @@ def _left_once(d: Daemon, spool_root: Path, what: str) -> None:
     assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]
 
 
+def _a_bad_job_due_later(spool_root: Path) -> None:
+    """Drop ``bad`` (due in 2099: it waits in ``pending/``, looked at each scan) and j0,
+    and wait for j0's record (``bad`` judged with it at the latest: each pass judges every
+    dirty name first)."""
+    drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
+                             "not_before": "2099-01-01T00:00:00Z"})
+    drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
+    wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+
+
 def _wait_recorded(d: Daemon, spool_root: Path, what: str) -> None:
     """Until j1 and j2 have records, the processor running all along."""
     def recorded() -> bool:
@@ -536,10 +540,7 @@ def test_a_cancel_request_the_disk_cannot_read_is_not_a_pause(
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
     try:
         d.start()
-        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
-                                 "not_before": "2099-01-01T00:00:00Z"})
-        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
-        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        _a_bad_job_due_later(spool_root)
         request = spool_root / "cancel" / "bad"
         detach = attach(d.pid, "read", request, when="1+")
         staged = spool_root / "tmp" / "cancel-bad"
@@ -576,11 +577,7 @@ def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
                BAD_SECTOR_NAME="bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
     try:
         d.start()
-        drop(spool_root, "bad", {"tool": "echo", "params": {"message": 0},
-                                 "not_before": "2099-01-01T00:00:00Z"})
-        drop(spool_root, "j0", {"tool": "echo", "params": {"message": 0}})
-        # Judged with j0 at the latest (each pass judges every dirty name first).
-        wait_for(lambda: record(spool_root, "j0") is not None, 20, "j0's record")
+        _a_bad_job_due_later(spool_root)
         flag.touch()
         (spool_root / "cancel" / "bad").write_bytes(b"{}")
         wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d), 20, "the cancel's read")
@@ -700,11 +697,7 @@ def test_a_claim_whose_file_fails_once_is_that_files_trouble(
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
 
-        def recorded() -> bool:
-            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return all(record(spool_root, job_id) for job_id in ("j1", "j2"))
-
-        wait_for(recorded, 30, "both records")
+        _wait_recorded(d, spool_root, "both records")
         for job_id in ("j1", "j2"):
             rec = record(spool_root, job_id)
             assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec

@@ -397,20 +397,30 @@ def test_a_record_the_disk_could_not_stat_at_start_is_no_new_finish(spool: Spool
     assert 'spoolq_transitions_total{outcome="done"' not in metrics, metrics
 
 
-def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
-        spool: Spool, tmp_path: Path) -> None:
+NO_INOTIFY = ["unshare", "--user", "--map-root-user", "sh", "-c",
+              'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh"]
+"""A command prefix that runs statusd with no inotify watch at all (the limit 0 in a user
+namespace of its own): only a rescan finds a new drop."""
+
+
+def _done_bad(spool: Spool, *, no_inotify: bool = False) -> str:
+    """strace's path (else the test is skipped, as without unshare for ``no_inotify``),
+    once job ``bad`` is done."""
     strace = _strace_or_skip()
-    if shutil.which("unshare") is None:
+    if no_inotify and shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
-    root = spool.layout.root
     submit(spool, "bad")
     finish(spool, claim(spool, "bad"), {"ok": True})
-    # No inotify watch at all (the limit 0 in a user namespace of its own), so only a
-    # rescan finds a new drop.
-    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c",
-              'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh"]
+    return strace
+
+
+def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _done_bad(spool, no_inotify=True)
+    root = spool.layout.root
     log: list[str] = []
-    with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
+    with statusd_daemon(root, log=log, prefix=NO_INOTIFY,
+                        SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"bad": "done"}
         with _failing(strace, proc.pid, [root / "done" / "bad.json"],
@@ -443,10 +453,8 @@ def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
 
 def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
+    strace = _done_bad(spool)
     root = spool.layout.root
-    submit(spool, "bad")
-    finish(spool, claim(spool, "bad"), {"ok": True})
     log: list[str] = []
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
@@ -463,17 +471,12 @@ def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
 
 def test_a_record_the_disk_cannot_read_does_not_hide_what_a_rescan_finds(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
+    strace = _done_bad(spool, no_inotify=True)
     root = spool.layout.root
-    submit(spool, "bad")
-    finish(spool, claim(spool, "bad"), {"ok": True})
     # No inotify watch (as above): only a rescan finds a new drop.  Every open of bad's
     # record fails (its stat works): never indexed, it is changed at each rescan.
-    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c",
-              'echo 0 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh",
-              strace, "-f", "-o", "/dev/null", "-P", str(root / "done" / "bad.json"),
+    prefix = [*NO_INOTIFY, strace, "-f", "-o", "/dev/null",
+              "-P", str(root / "done" / "bad.json"),
               "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+"]
     log: list[str] = []
     with statusd_daemon(root, log=log, prefix=prefix, SPOOL_SCAN_S="0.2") as (port, proc):
