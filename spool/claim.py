@@ -90,8 +90,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             after = os.lstat(dst)
         except OSError as exc:  # moved, then not looked up (EIO): given back, as a read's
             # error (raised, it crashed the processor, the job left unleased in running/)
-            if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
-                raise
+            bad = _files_trouble(exc, job_id)
             _give_back(mover, src, dst, before, moved=True)
             raise bad from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
@@ -143,9 +142,7 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
         return fd, os.fstat(fd)
     except OSError as exc:
         os.close(fd)
-        if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
-            raise
-        raise bad from exc
+        raise _files_trouble(exc, job_id) from exc
 
 
 def _lock(fd: int, job_id: str) -> bool:
@@ -154,9 +151,15 @@ def _lock(fd: int, job_id: str) -> bool:
     try:
         return try_lock(fd)
     except OSError as exc:
-        if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
-            raise
-        raise bad from exc
+        raise _files_trouble(exc, job_id) from exc
+
+
+def _files_trouble(exc: OSError, job_id: str) -> UnreadableDrop:
+    """The claim's :class:`~spool.errors.UnreadableDrop` for ``exc``, an EIO on its job's
+    file (a bad sector under its inode); ``exc`` itself is raised when it is none."""
+    if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
+        raise exc
+    return bad
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,
@@ -209,8 +212,7 @@ def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
                 return fd, st
         except OSError as exc:
             os.close(fd)
-            if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
-                raise
+            bad = _files_trouble(exc, job_id)
             with contextlib.suppress(OSError, SpoolIOError):
                 mover.move(dst, src, replace=False, durable=False)
             raise bad from exc
