@@ -511,6 +511,14 @@ def _left_once(d: Daemon, spool_root: Path, what: str) -> None:
     assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]
 
 
+def _bad_cancelled(spool_root: Path, what: str) -> None:
+    """Wait for ``bad``'s record (``what``), and it says the job was cancelled."""
+    wait_for(lambda: record(spool_root, "bad") is not None, 20, what)
+    rec = record(spool_root, "bad")
+    assert rec is not None and (rec["state"], rec["error"]["type"]) == (
+        "failed", "cancelled"), rec
+
+
 def _a_bad_job_due_later(spool_root: Path) -> None:
     """Drop ``bad`` (due in 2099: it waits in ``pending/``, looked at each scan) and j0,
     and wait for j0's record (``bad`` judged with it at the latest: each pass judges every
@@ -556,10 +564,7 @@ def test_a_cancel_request_the_disk_cannot_read_is_not_a_pause(
         assert len(_troubled(d, said)) == 1, d.logs()[-3000:]
         assert locations(spool_root)["bad"] == ["pending"]
         detach()  # readable again: asked at the next scan, and cancelled
-        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the cancel's record")
-        rec = record(spool_root, "bad")
-        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
-            "failed", "cancelled"), rec
+        _bad_cancelled(spool_root, "the cancel's record")
         assert d.stop() == 0
     finally:
         d.abort()
@@ -588,10 +593,7 @@ def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
         assert not _troubled(d), d.logs()[-3000:]
         assert locations(spool_root)["bad"] == ["pending"]
         flag.unlink()  # readable again: judged at the next scan, and cancelled
-        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the cancel's record")
-        rec = record(spool_root, "bad")
-        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
-            "failed", "cancelled"), rec
+        _bad_cancelled(spool_root, "the cancel's record")
         assert len(_troubled(d, UNREADABLE)) == 1, d.logs()[-3000:]
         assert d.stop() == 0
     finally:
@@ -670,10 +672,7 @@ def test_a_cancel_of_an_orphan_the_disk_cannot_look_up_is_kept(
         assert request.exists(), d.logs()[-3000:]
         assert locations(spool_root)["bad"] == ["running"]
         detach()  # looked at again: the orphan is cancelled, not run
-        wait_for(lambda: record(spool_root, "bad") is not None, 20, "the orphan's record")
-        rec = record(spool_root, "bad")
-        assert rec is not None and (rec["state"], rec["error"]["type"]) == (
-            "failed", "cancelled"), rec
+        _bad_cancelled(spool_root, "the orphan's record")
         assert d.stop() == 0
     finally:
         d.abort()
