@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
 import orjson
@@ -192,6 +192,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if value:
             return value
         time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class _Pauses(Protocol):
+    def wait_for_timeout(self, timeout: float) -> None: ...
+
+
+def wait_in_page(page: _Pauses, predicate: Callable[[], Any], timeout: float = 10.0,
+                 what: str = "condition") -> Any:
+    """`wait_for` for what a Playwright handler (a route, a web socket's) sets: the sync API
+    runs those handlers only inside its own calls, so a `time.sleep` loop waits for good
+    on a request that came in after the last call returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(20)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import test_statusd_dashboard as dashboard
-from statusdkit import ServerThread, claim, finish, report, run_job, submit
+from statusdkit import ServerThread, claim, finish, report, run_job, submit, wait_in_page
 
 from spool.transitions import Spool
 
@@ -475,11 +475,7 @@ def test_a_task_left_while_its_record_loads_leaves_the_next_one_live(
         page.evaluate("location.hash = '#/tasks/second'")
         expect(page.locator("#task-state")).to_have_text("running")
         page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
-        for _ in range(100):  # Playwright calls the handler above only while it is called
-            if held:
-                break
-            page.wait_for_timeout(50)
-        assert held, "the first task's record was not asked for"
+        wait_in_page(page, lambda: held, what="the first task's record asked for")
         for route in held:
             route.continue_()
         page.wait_for_function("() => performance.getEntriesByType('resource').some("

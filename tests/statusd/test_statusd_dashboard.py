@@ -31,6 +31,7 @@ from statusdkit import (
     run_job,
     submit,
     wait_for,
+    wait_in_page,
 )
 
 import statusd
@@ -657,7 +658,7 @@ def test_a_task_submitted_as_its_view_opens_is_not_said_not_found(
     page.route("**/api/v1/tasks/late", hold_get)
     page.goto(server.base + "/#/tasks/late")
     expect(page.locator("#live")).to_have_text("live")
-    wait_for(lambda: held, what="the view's read of the task")
+    wait_in_page(page, lambda: held, what="the view's read of the task")
     submit(spool, "late")
     expect(page.locator("#task-state")).to_have_text("pending")
     held[0].fulfill(status=404, json={"error": {"code": "not_found",
@@ -689,7 +690,7 @@ def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
     Client.from_settings(server.settings).purge(0.0, [JobState.FAILED])
     page.clock.fast_forward(STATS_EVERY_MS)
     expect(page.locator("#count-failed")).to_have_text("0", timeout=15_000)
-    wait_for(lambda: held, what="the look at the purged task")
+    wait_in_page(page, lambda: held, what="the look at the purged task")
     run_job(spool, "old", tool="echo")  # dropped again, and run, while the look is out
     expect(page.locator("#task-state")).to_have_text("done")
     held[0].fulfill(status=404)
@@ -1174,10 +1175,7 @@ def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
 
     page.route("**/api/v1/tasks?*cursor=*", hold)
     page.click("#more")
-    for _ in range(100):  # Playwright handles its events only inside its own calls
-        if held:
-            break
-        page.wait_for_timeout(50)
+    wait_in_page(page, lambda: held, what="the page of older tasks asked for")
     assert len(held) == 1
     page.select_option("#state-filter", "failed")
     expect(page.locator("#tasks tbody tr")).to_have_count(1)
@@ -1323,7 +1321,7 @@ def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spoo
 
     page.route("**/api/v1/tasks?*cursor=*", hold_first)
     page.click("#more")
-    wait_for(lambda: held, what="the page of older tasks asked for")
+    wait_in_page(page, lambda: held, what="the page of older tasks asked for")
     for n in range(5):
         submit(spool, f"new-{n}")
     expect(rows.first).to_have_attribute("data-id", "new-4")
@@ -1717,11 +1715,7 @@ def test_a_retry_told_before_the_task_stream_ends_is_followed(server: ServerThre
     page.goto(server.base + "/#/tasks/again")
     expect(page.locator("#task-state")).to_have_text("failed")
     expect(page.locator("#live")).to_have_text("live")
-    for _ in range(200):  # Playwright calls the handlers above only while it is called
-        if held:
-            break
-        page.wait_for_timeout(50)
-    assert held, "the first task stream sent no snapshot"
+    wait_in_page(page, lambda: held, what="the first task stream's snapshot")
     Client.from_settings(server.settings).retry("again")
     page.wait_for_timeout(500)  # the events stream tells the retry first
     first[0].send(held[0])
@@ -1823,11 +1817,7 @@ def test_the_live_list_takes_brief_rows_and_the_open_task_everything(
     expect(text).to_contain_text('"blob": "xxxx')
     assert text.evaluate("e => e.textContent.length") > 20_000
     expect(page.locator("#task-error h3")).to_have_text("last error")
-    for _ in range(200):  # Playwright calls the handler above only while it is called
-        if len(streams) == 2:
-            break
-        page.wait_for_timeout(50)
-    assert len(streams) == 2, "no task stream was opened on the retry"
+    wait_in_page(page, lambda: len(streams) == 2, what="a task stream opened on the retry")
     for message in [*held]:
         streams[1].send(message)
     held[:] = ["go"]
