@@ -14,6 +14,7 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import threading
@@ -88,11 +89,11 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             raise
         try:
             after = os.lstat(dst)
-        except OSError as exc:  # moved, then not looked up (EIO): given back, as a read's
-            # error (raised, it crashed the processor, the job left unleased in running/)
-            bad = _files_trouble(exc, job_id)
+        except OSError as exc:  # moved, then not looked up (EIO, ESTALE): given back, as
+            # a read's error, whatever the error (raised first, it crashed the processor,
+            # the job left unleased in running/ and failed 'abandoned', never run)
             _give_back(mover, src, dst, before, moved=True)
-            raise bad from exc
+            raise _files_trouble(exc, job_id) from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
@@ -129,7 +130,8 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
     and every claim paused for as long as it lasted (its fstat's, out of the loop,
     crashed the processor).  Out of descriptors (or the kernel failing), the file is
     there all the same: spool trouble, which the caller waits out, where "lost" had the
-    processor forget the job until its next periodic scan."""
+    processor forget the job until its next periodic scan.  Its fstat's errors are taken
+    as the open's (:func:`_files_trouble`)."""
     try:
         fd = os.open(src, OPEN_FLAGS)  # open_nofollow's flags, without its frame
     except OSError as exc:
@@ -146,20 +148,32 @@ def _open(src: StrPath, job_id: str) -> tuple[int, os.stat_result] | None:
 
 
 def _lock(fd: int, job_id: str) -> bool:
-    """:func:`~spool.lease.try_lock` of the job still in ``pending/``; its EIO is the
-    file's trouble, as its open's (raised, it crashed the processor: a traceback, exit 1)."""
+    """:func:`~spool.lease.try_lock` of the job still in ``pending/``; its errors are taken
+    as its open's (:func:`_files_trouble`; raised, they crashed the processor: a
+    traceback, exit 1)."""
     try:
         return try_lock(fd)
     except OSError as exc:
         raise _files_trouble(exc, job_id) from exc
 
 
-def _files_trouble(exc: OSError, job_id: str) -> UnreadableDrop:
-    """The claim's :class:`~spool.errors.UnreadableDrop` for ``exc``, an EIO on its job's
-    file (a bad sector under its inode); ``exc`` itself is raised when it is none."""
-    if (bad := failing_file(exc, f"cannot claim {job_id}")) is None:
-        raise exc
-    return bad
+def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
+    """What the claim raises for ``exc``, an error on its job's open file (its fstat, its
+    lock, its lookup once moved): an EIO (a bad sector under its inode) is the file's
+    :class:`~spool.errors.UnreadableDrop`, tried again at a later scan; the spool's
+    passing trouble (:data:`~spool.fsops.NOT_NOW`: ESTALE, ENOMEM, EINTR, out of
+    descriptors; ENOLCK, the kernel or the lock daemon short of locks) is the
+    :class:`~spool.errors.SpoolIOError` the processor waits out, the job queued again,
+    as the open's is (raised raw, it crashed the processor: a traceback, exit 1).
+    ``exc`` itself is raised for any other error (a bug)."""
+    what = f"cannot claim {job_id}"
+    if (bad := failing_file(exc, what)) is not None:
+        return bad
+    if (trouble := failing_read(exc, what)) is not None:
+        return trouble
+    if exc.errno == errno.ENOLCK:
+        return SpoolIOError(f"{what}: {exc.strerror}")
+    raise exc
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,
@@ -196,9 +210,10 @@ def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
     FIFO swapped in mid-claim) goes back to ``src`` for intake to quarantine; should a
     newer drop hold ``src`` by then, recovery quarantines it from ``dst``.  A regular
     file someone else holds stays: it is that claimant's, or recovery's once it lets go.
-    One whose fstat or lock fails with EIO is given back and raised as
-    :class:`~spool.errors.UnreadableDrop`, as the file it replaced (raised raw, it crashed
-    the processor, the descriptor left open and the file unleased in ``running/``).
+    One whose fstat or lock fails is given back, whatever the error, and raised as the
+    file it replaced would be (:func:`_files_trouble`: EIO its
+    :class:`~spool.errors.UnreadableDrop`, ESTALE or ENOMEM spool trouble); raised raw, it
+    crashed the processor, the file unleased in ``running/``.
     """
     try:
         fd = open_nofollow(dst)
@@ -210,12 +225,11 @@ def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
             regular = S_ISREG(st.st_mode)
             if regular and try_lock(fd):
                 return fd, st
-        except OSError as exc:
+        except OSError as exc:  # given back whatever the error, then raised as the claim's
             os.close(fd)
-            bad = _files_trouble(exc, job_id)
             with contextlib.suppress(OSError, SpoolIOError):
                 mover.move(dst, src, replace=False, durable=False)
-            raise bad from exc
+            raise _files_trouble(exc, job_id) from exc
         os.close(fd)
         if regular:
             return None  # another claimant's: theirs, or recovery's once they let go
