@@ -70,11 +70,14 @@ class ProgressFiles:
 
     def say_where(self, now: float) -> None:
         """A progress file without a fraction for each run :data:`WHERE_AFTER_S` in that
-        has reported nothing (the heartbeat calls this)."""
+        has reported nothing (the heartbeat calls this), or its latest report for one
+        whose every write failed so far: taken for written, a run whose first write failed
+        (a full disk for a moment) had no progress file for as long as its tool said
+        nothing, readers showing no host or pid of it, never for a quiet tool."""
         for run in self.runs.values():
-            if (not run.last_progress_write and now - run.started >= WHERE_AFTER_S
+            if (not run.progress_written and now - run.started >= WHERE_AFTER_S
                     and not (run.abandoned or run.finishing)):
-                self.write(run, None, "")
+                self.write(run, *(run.progress or (None, "")))
 
     def write(self, run: Run, fraction: float | None, message: str) -> None:
         self.due.pop(run.claim.job_id, None)
@@ -92,4 +95,5 @@ class ProgressFiles:
         except (SpoolIOError, OSError) as exc:
             self.status.write_failed(PROGRESS_WRITE, exc)
         else:
+            run.progress_written = True
             self.status.failing_writes.discard(PROGRESS_WRITE)

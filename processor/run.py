@@ -30,6 +30,7 @@ class Run:
     executing: bool = False  # a FAST run's tool is running on some thread
     stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
     last_progress_write: float = 0.0
+    progress_written: bool = False  # a progress file of this run went out (say_where's)
     progress: tuple[float, str] | None = None
     requeue: Job | None = None  # the job a requeue wrote or tried to: the same once more
 
