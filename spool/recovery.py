@@ -157,7 +157,11 @@ class Recovery:
             if is_kept_name(entry.name):
                 self._kept.note(entry.path)
                 continue
-            if not (_may_be_there(running / name) or _may_be_there(pending / name)):
+            # running/ once more after pending/: a claim between the first two lookups
+            # (pending/ to running/) made the job seen in neither, its request removed
+            # and the job run, the cancel lost; a requeue the first lookup catches.
+            if not (_may_be_there(running / name) or _may_be_there(pending / name)
+                    or _may_be_there(running / name)):
                 report.removed += self.spool.remove_file(entry.path, entry.name,
                                                          "cancel request")
 
