@@ -128,10 +128,13 @@ class Intake:
         except FileNotFoundError:
             self._unsettled.pop(name, None)
             return Inspection(Verdict.GONE)
-        except OSError as exc:  # EIO: its trouble, as a scan's look-up of it (discovery)
-            if (trouble := failing_file(exc, f"cannot look up {name}")) is None:
+        except OSError as exc:  # EIO: its trouble, as a scan's look-up of it (discovery);
+            # ESTALE, ENOMEM: spool trouble, waited out, as the open's.  Out of the loop,
+            # either crashed the processor (a traceback, exit 1).
+            what = f"cannot look up {name}"
+            if (trouble := failing_file(exc, what) or failing_read(exc, what)) is None:
                 raise
-            raise trouble from exc  # out of the loop, it crashed the processor (exit 1)
+            raise trouble from exc
         kind = kind_of(st.st_mode)
         job_id = id_from_name(name)
         problem = self._unreadable_reason(job_id, st, kind)
