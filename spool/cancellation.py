@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from spool.claim import Claim, take
 from spool.errors import ConflictError, ErrorType, SpoolIOError
-from spool.fsops import failing_file
+from spool.fsops import is_there
 from spool.ids import JOB_SUFFIX
 from spool.models import ErrorInfo, Record, Source
 from spool.states import JobState, check_transition
@@ -78,8 +78,14 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
     renames, recovery writes the original's record (``TerminalLeftovers._settle_original``;
     ``Staged._settle_kept`` when an earlier original was kept linked where moves stage)."""
     mover = spool.mover
+    job_id = claim.job_id
     try:
-        running = _runs(spool, claim.job_id)
+        # Not os.path.lexists, which took the disk failing (EIO) for no run: the cancel
+        # went on, and the run's record, once it ended, took the bytes kept in failed/
+        # for its superseded record's original, removing them.
+        running = is_there(spool.layout.job_str(JobState.RUNNING, job_id),
+                           f"{job_id} is not cancelled: cannot look up "
+                           f"running/{job_id}{JOB_SUFFIX}")
     except SpoolIOError:
         mover.move(staged, pending, replace=False)  # not cancelled: back it goes
         raise
@@ -128,19 +134,3 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
                 mover.unlink(aside)
     return record
 
-
-def _runs(spool: Spool, job_id: str) -> bool:
-    """``running/<id>.json`` is there; raised when the disk cannot say: an EIO as that
-    file's :class:`~spool.errors.UnreadableDrop` (a processor's cancel of a queued job
-    is not paused for it), anything else as a :class:`~spool.errors.SpoolIOError`.
-    ``os.path.lexists`` took such an error for no run: the cancel went on, and the run's
-    record, once it ended, took the bytes kept in ``failed/`` for its superseded record's
-    original, removing them."""
-    try:
-        os.lstat(spool.layout.job_str(JobState.RUNNING, job_id))
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        what = f"{job_id} is not cancelled: cannot look up running/{job_id}{JOB_SUFFIX}"
-        raise failing_file(exc, what) or SpoolIOError(f"{what}: {exc.strerror}") from exc
-    return True

@@ -194,6 +194,20 @@ def failing_file(exc: OSError, what: str) -> UnreadableDrop | None:
     return UnreadableDrop(f"{what}: {exc.strerror}")
 
 
+def is_there(path: StrPath, what: str) -> bool:
+    """``path`` names something (never followed); raised when the disk cannot say: an EIO
+    as that file's :class:`~spool.errors.UnreadableDrop` (see :func:`failing_file`), any
+    other error as a :class:`~spool.errors.SpoolIOError` saying ``what`` failed.
+    ``os.path.lexists`` takes such an error for nothing there."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise failing_file(exc, what) or SpoolIOError(f"{what}: {exc.strerror}") from exc
+    return True
+
+
 @contextlib.contextmanager
 def unreadable_as_trouble(what: str) -> Iterator[None]:
     """Within it, an OSError of :data:`NOT_NOW` (this process out of descriptors, the disk

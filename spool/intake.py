@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from spool.clock import Clock
 from spool.errors import UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_file, failing_read
+from spool.fsops import failing_file, failing_read, is_there
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
@@ -265,11 +265,13 @@ class Intake:
     def _quarantine(self, name: str, st: os.stat_result, kind: str, message: str,
                     tool: str | None = None) -> Inspection:
         job_id = id_from_name(name)
-        if job_id is not None and os.path.lexists(
-                self.spool.layout.job_str(JobState.RUNNING, job_id)):
+        if job_id is not None and is_there(
+                self.spool.layout.job_str(JobState.RUNNING, job_id),
+                f"cannot look up running/{job_id}.json"):
             # A drop of a running id stays in pending/ until that run ends (DESIGN section
             # 9), bad or not: judged now, its failed record would stand beside the run,
-            # and the run's own record would then erase it with its original.
+            # and the run's own record would then erase it with its original.  A run the
+            # disk cannot look up (EIO) is not taken for none (os.path.lexists did).
             return Inspection(Verdict.WAITING)
         self._unsettled.pop(name, None)
         record = self.spool.quarantine(

@@ -45,3 +45,35 @@ def test_a_drop_not_looked_up_for_now_is_left_for_later(
     monkeypatch.undo()
     assert isinstance(raised.value, UnreadableDrop) == (kind is UnreadableDrop)
     assert intake.inspect("j1.json").verdict is Verdict.READY
+
+
+def test_a_bad_drop_whose_ids_run_cannot_be_looked_up_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad drop of an id whose ``running/`` file the disk fails (EIO) is left, said as
+    that file's trouble.  ``os.path.lexists`` took the error for no run: the drop was
+    quarantined beside the run, whose record, once it ended, erased it with its bytes."""
+    spool = make_spool(tmp_path / "spool")
+    submit(spool, "x")
+    claim = spool.claim("x")
+    assert claim is not None
+    try:
+        pending = spool.layout.job(JobState.PENDING, "x")
+        pending.write_bytes(b'{"tool": "echo", "priority": "high"}')
+        running = spool.layout.job_str(JobState.RUNNING, "x")
+        intake = Intake(spool, max_job_bytes=1 << 20, settle_s=0, clock=SystemClock())
+        real_lstat = os.lstat
+
+        def lstat(p: StrPath, *args: object, **kw: object) -> os.stat_result:
+            if os.fspath(p) == running:
+                raise OSError(errno.EIO, os.strerror(errno.EIO), running)
+            return real_lstat(p, *args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        with pytest.raises(UnreadableDrop, match=r"cannot look up running/x\.json"):
+            intake.inspect("x.json")
+        monkeypatch.undo()
+        assert pending.exists()
+        assert os.listdir(spool.layout.folder(JobState.FAILED)) == []
+        assert intake.inspect("x.json").verdict is Verdict.WAITING  # the run ends first
+    finally:
+        claim.close()
