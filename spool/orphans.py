@@ -26,7 +26,7 @@ from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_file
+from spool.fsops import failing_file, is_there
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
@@ -154,9 +154,12 @@ class Orphans:
             return
         ran = job.attempts + 1
         report.runs[job_id] = (job.tool, ran)
-        if os.path.lexists(self.layout.cancel_str(job_id)):
+        if is_there(self.layout.cancel_str(job_id),
+                    f"cannot look up the cancel request of {job_id}"):
             # Asked while no processor ran it (the client was told the request is in):
-            # the cancel wins over a retry.
+            # the cancel wins over a retry.  A request the disk cannot look up (EIO)
+            # leaves the orphan for a later pass: os.path.lexists took it for none, and
+            # the job was requeued and run again, the user's cancel lost.
             self._fail_orphan(claim, job.model_copy(update={"attempts": ran}),
                           "cancelled while running; its processor died before stopping it",
                           ErrorType.CANCELLED)
