@@ -49,6 +49,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.kept import KeptLedger
 from spool.layout import is_kept_name
@@ -150,8 +151,8 @@ class Recovery:
             if is_kept_name(entry.name):
                 self._kept.note(entry.path)
             elif not _may_be_there(running / entry.name):
-                report.removed += self.spool.remove_file(
-                    entry.path, entry.name.removesuffix(JOB_SUFFIX), "progress")
+                self._remove_sidecar(entry.path, entry.name.removesuffix(JOB_SUFFIX),
+                                     "progress", report)
         for entry in entries(self.layout.cancel):
             name = entry.name + JOB_SUFFIX
             if is_kept_name(entry.name):
@@ -162,8 +163,20 @@ class Recovery:
             # and the job run, the cancel lost; a requeue the first lookup catches.
             if not (_may_be_there(running / name) or _may_be_there(pending / name)
                     or _may_be_there(running / name)):
-                report.removed += self.spool.remove_file(entry.path, entry.name,
-                                                         "cancel request")
+                self._remove_sidecar(entry.path, entry.name, "cancel request", report)
+
+    def _remove_sidecar(self, path: str, job_id: str, what: str,
+                        report: RecoveryReport) -> None:
+        """Remove a sidecar no job needs; one the disk cannot look up (EIO) is left and
+        said, tried again at the next pass: raised, it failed every pass (a pause each)
+        for as long as the sector stayed bad."""
+        try:
+            report.removed += self.spool.remove_file(path, job_id, what)
+        except OSError as exc:
+            where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+            if (bad := failing_file(exc, f"cannot look up {where}")) is None:
+                raise
+            report.unreadable.append(str(bad))
 
     def _dead_owners(self, report: RecoveryReport) -> bool:
         """Remove the lock and status files of owners that are gone; True if any was."""

@@ -217,7 +217,12 @@ class Spool:
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
         kept = self.mover.retire(self.layout.job_str(_S_RUNNING, claim.job_id), claim.fd)
-        self._forget_run(claim.job_id, refresh=refresh)
+        # A sidecar the disk cannot look up (EIO under progress/<id>.json) once the run is
+        # recorded and its file gone: left for recovery's sidecar pass, as release leaves
+        # them.  Raised, it got out of complete() raw: the processor crashed (a traceback,
+        # exit 1), the lease left open.  (SpoolIOError: the caller's pause and retry.)
+        with contextlib.suppress(OSError):
+            self._forget_run(claim.job_id, refresh=refresh)
         claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
     def _forget_run(self, job_id: str, *, refresh: bool = True) -> None:
