@@ -216,6 +216,31 @@ def kill_tool_processes() -> list[int]:
     touched.
     """
     helpers = mp_helpers()
-    # Not reaped: a tool's thread may still wait for its own child.
-    return [child for child in children_of("self")
-            if child not in helpers and kill_tree(child, group=False)]
+    killed: list[int] = []
+    tried = set(helpers)  # a child killed may take a while to die: killed once
+    for _ in range(50):  # again until none is left: a tool's thread may fork meanwhile
+        live = [p for p in _children_of_process(os.getpid()) if p not in tried and _alive(p)]
+        if not live:
+            break
+        tried.update(live)
+        # Not reaped: a tool's thread may still wait for its own child.
+        killed.extend(child for child in live if kill_tree(child, group=False))
+    return killed
+
+
+def _children_of_process(pid: int) -> list[int]:
+    """Every process whose parent is ``pid``, whichever of its threads started it.
+
+    Not read from each thread's ``children`` list, as :func:`children_of` does: when a
+    thread ends, the kernel moves its children to the main thread, and one moved while
+    the lists were read (the loop thread that ran the FAST tools ends as the processor
+    stops) was in none of them, and outlived the stop.  A process's parent pid is the
+    thread group's, the same before and after such a move.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError as exc:
+        if exc.errno not in NO_DESCRIPTOR:
+            raise
+        return []
+    return [int(name) for name in names if name.isdigit() and parent_of(int(name)) == pid]
