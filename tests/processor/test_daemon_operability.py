@@ -336,6 +336,10 @@ def test_a_not_before_that_comes_due_in_the_grace_period_does_not_spin_the_loop(
     """The loop woke at once, over and over, for a delayed job (or a retry in backoff)
     it would not claim while stopping: a core at 100 % for the rest of the grace."""
     d = daemon(SPOOL_GRACE_S="10")
+    # FAST runs wait for the processor's background import of numpy and pandas, seconds
+    # on a loaded host, and "later" would be due by the time "behind" ran: over first.
+    drop(spool_root, "warm", {"tool": "echo"})
+    wait_record(spool_root, "warm", 60)
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
     wait_for(lambda: os.listdir(spool_root / "running"), 10, "the long job to run")
     # "later" must still be waiting when the stop comes: due 1 s on, it was claimed and
@@ -345,7 +349,7 @@ def test_a_not_before_that_comes_due_in_the_grace_period_does_not_spin_the_loop(
     drop(spool_root, "later", {"tool": "echo", "not_before": due})
     # Taken in (it waits in the processor for its time) once a job dropped after it ran.
     drop(spool_root, "behind", {"tool": "echo"})
-    wait_record(spool_root, "behind", 10)
+    wait_record(spool_root, "behind", 30)
     assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: any(e.get("msg") == "stopping" for e in d.events()), 10, "stopping")
