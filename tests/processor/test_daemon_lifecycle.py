@@ -89,7 +89,7 @@ def test_sigkill_mid_job_requeues_or_abandons_at_restart(spool_root: Path,
     # The workers die with the processor (parent-death signal): nothing runs unowned.
     assert sorted(os.listdir(spool_root / "running")) == ["again.json", "once.json"]
     restarted = daemon()
-    rec = wait_record(spool_root, "once", 10)
+    rec = wait_record(spool_root, "once", 30)
     assert rec["error"]["type"] == "abandoned" and rec["attempts"] == 1
     recovery = next(e for e in restarted.events() if e.get("msg") == "recovery")
     assert recovery["requeued"] == ["again"] and recovery["abandoned"] == ["once"]
@@ -219,7 +219,7 @@ def test_a_replaced_pending_folder_is_watched_again(spool_root: Path, daemon: St
     left to the periodic rescan (SPOOL_SCAN_S is a minute here)."""
     daemon(SPOOL_SCAN_S="60")
     drop(spool_root, "before", {"tool": "echo"})
-    assert wait_record(spool_root, "before", 10)["state"] == "done"
+    assert wait_record(spool_root, "before", 30)["state"] == "done"
     pending = spool_root / "pending"
     if how == "removed":
         pending.rmdir()
@@ -228,7 +228,7 @@ def test_a_replaced_pending_folder_is_watched_again(spool_root: Path, daemon: St
     pending.mkdir()
     for n in range(3):
         drop(spool_root, f"after-{n}", {"tool": "echo"})
-        assert wait_record(spool_root, f"after-{n}", 5)["state"] == "done"
+        assert wait_record(spool_root, f"after-{n}", 30)["state"] == "done"
 
 
 def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon) -> None:
@@ -246,7 +246,7 @@ def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon
             fh.write(body[start:start + 100])
             fh.flush()
             time.sleep(0.25)
-    rec = wait_record(spool_root, "slow", 10)
+    rec = wait_record(spool_root, "slow", 30)
     assert rec["state"] == "done" and rec["result"]["message"] == "x" * 2000
 
 
@@ -254,8 +254,8 @@ def test_a_fifo_never_blocks_the_daemon(spool_root: Path, daemon: StartDaemon) -
     daemon()
     os.mkfifo(spool_root / "pending" / "x.json")
     drop(spool_root, "behind", {"tool": "echo"})
-    assert wait_record(spool_root, "behind", 5)["state"] == "done"
-    rec = wait_record(spool_root, "x", 5)
+    assert wait_record(spool_root, "behind", 30)["state"] == "done"
+    rec = wait_record(spool_root, "x", 30)
     assert rec["error"]["type"] == "invalid_job" and "fifo" in rec["error"]["message"]
     assert (spool_root / "failed" / "x.orig").is_fifo()
 

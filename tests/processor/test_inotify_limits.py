@@ -94,6 +94,6 @@ def test_the_feed_comes_back_once_inotify_is_free_again(
                          for e in d.events()), 10, "the feed to come back")
     # With an hour between scans, only the feed brings this drop in.
     drop(spool_root, "fed", {"tool": "echo", "params": {"message": 1}})
-    assert wait_record(spool_root, "fed", 10)["state"] == "done"
+    assert wait_record(spool_root, "fed", 30)["state"] == "done"
     assert d.stop() == 0
     assert len(_warnings(d)) == 1

@@ -217,7 +217,7 @@ def test_the_hostile_corpus(spool_root: Path, daemon: StartDaemon, outside: Outs
     wait_for(lambda: sorted(os.listdir(pending)) == sorted(IGNORED), 30,
              "pending/ to hold only the in-progress names")
     drop(spool_root, "canary", {"tool": "echo", "params": {"message": "still up"}})
-    assert wait_record(spool_root, "canary", 10)["result"] == {"message": "still up"}
+    assert wait_record(spool_root, "canary", 30)["result"] == {"message": "still up"}
     assert d.running()
 
     found = quarantined(spool_root)

@@ -316,7 +316,7 @@ def test_a_slow_params_check_of_a_compute_tool_stalls_nothing_else(
     drop(spool_root, "slow", {"tool": "r_slow_check", "params": {"release": str(release)}})
     wait_for((spool_root / "running" / "slow.json").exists, what="the slow job claimed")
     drop(spool_root, "quick", {"tool": "r_fast"})
-    assert wait_record(spool_root, "quick", 10)["state"] == "done"
+    assert wait_record(spool_root, "quick", 20)["state"] == "done"  # the check waits 30 s
     assert not release.exists()  # the check still waits
     release.touch()
     assert wait_record(spool_root, "slow")["state"] == "done"
