@@ -423,6 +423,21 @@ def test_a_fast_tool_that_turns_logging_off_leaves_the_processors_log_on(
     assert d.events()[-1]["msg"] == "stopped"
 
 
+def _beside(d: Daemon, job_id: str, text: str) -> int:
+    """The fewer of the lines printed and logged starting with ``text`` since the claim
+    of ``job_id``."""
+    events = d.events()
+    claimed = next((i for i, e in enumerate(events)
+                    if e.get("event") == "claimed" and e.get("id") == job_id), None)
+    if claimed is None:
+        return 0
+    later = events[claimed:]
+    printed = sum(e.get("logger") == "spoolq.output" and e["msg"].startswith(text)
+                  for e in later)
+    logged = sum(e.get("logger") == f"printtools.{text}" for e in later)
+    return min(printed, logged)
+
+
 @pytest.mark.parametrize(("tool", "text"), [("p_stray_thread", "stray"),
                                           ("p_stray_timer", "timer")])
 def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
@@ -437,7 +452,9 @@ def test_a_thread_a_compute_tool_left_printing_is_not_the_next_jobs_output(
     drop(spool_root, "next", {"tool": "t_record", "params": {"seconds": 30,
                                                               "release": str(release)}})
     wait_for((spool_root / "running" / "next.json").exists, what="next running")
-    time.sleep(0.5)  # the stray thread prints 25 lines meanwhile
+    # The stray prints and logs a line every 20 ms: ten of each once "next" is claimed
+    # (a fixed 0.5 s was too short for ten on a loaded host, where the worker waited).
+    wait_for(lambda: _beside(d, "next", text) >= 10, 30, f"{text} lines beside next")
     release.touch()
     assert wait_record(spool_root, "next")["state"] == "done"
     assert d.stop() == 0
