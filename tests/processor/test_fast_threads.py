@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +32,10 @@ def test_threads_a_fast_tool_starts_name_its_job(spool_root: Path, daemon: Start
 
     wait_for(lambda: timer_lines() >= 10, what="the timers' lines")
     until.touch()
-    time.sleep(0.2)  # the last timer writes its text without a newline, and ends
+    # The last timer writes its text without a newline, and ends: the line is out then
+    # (waited for, not given a fixed 0.2 s, which a loaded host may not schedule it in).
+    wait_for(lambda: any(e["logger"] == "spoolq.output" and e["msg"] == "timer end"
+                         for e in d.events()), 30, "the last timer's line")
     assert d.stop() == 0
     events = d.events()
     printed = [e for e in events if e["logger"] == "spoolq.output"]
