@@ -208,9 +208,9 @@ def test_a_job_holding_the_gil_is_killed_at_its_timeout_by_the_pool(
     drop(spool_root, "gil", {"tool": "t_stuck_gil", "timeout": 4})
     rec = wait_record(spool_root, "gil", 30)
     assert rec["error"]["type"] == "timeout", rec["error"]
-    # Killed at 4 s: not at twice that, nor at the 600 s limit of its tool (2 s of
-    # room for a slow host on either side).
-    assert 4 <= rec["duration_s"] < 6, rec["duration_s"]
+    # Killed at 4 s: not at twice that, nor at the 600 s limit of its tool (up to 4 s
+    # late for a loaded host, whose timer thread and loop may each wait to be run).
+    assert 4 <= rec["duration_s"] < 8, rec["duration_s"]
 
 
 def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: StartDaemon,
