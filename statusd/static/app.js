@@ -703,6 +703,9 @@ function connectEvents() {
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
     if (msg.event === "transition" && msg.record) {
+      // Its record may be the one the open task's view draws (its end told after the task
+      // stream's, which closed): exact, as that stream's.
+      withExactIntegers(msg.record, event.data, (value) => value.record);
       if (msg.previous === null) ui.arrived += 1;
       if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);

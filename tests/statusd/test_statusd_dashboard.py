@@ -1910,3 +1910,42 @@ def test_integers_past_two_to_the_53_are_shown_exactly(server: ServerThread, spo
     expect(page.locator("#task-state")).to_have_text("done")
     expect(result).to_contain_text(f'"echo": {big}')
     expect(params).to_contain_text(f'"order": {big}')
+
+
+def test_a_big_integer_stays_exact_when_the_events_stream_tells_the_end_last(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The task stream told the job's end first and closed; the events stream's word of the
+    same end came after, and the view drew that record, parsed as doubles: a result of
+    18446744073709551615 showed as 18446744073709552000 (once in a full run, under load)."""
+    expect = sync_api.expect
+    big = 2**64 - 1
+    submit(spool, "late-word", meta={"order": big})
+    held: list[str | bytes] = []  # the events stream's word of the end, until let go
+    streams: list[sync_api.WebSocketRoute] = []
+
+    def hold_the_end(ws: sync_api.WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        streams.append(ws)
+
+        def on_message(message: str | bytes) -> None:
+            if '"state":"done"' in str(message) and "late-word" in str(message):
+                held.append(message)
+            else:
+                ws.send(message)
+        upstream.on_message(on_message)
+
+    page.route_web_socket("**/api/v1/ws/events**", hold_the_end)
+    page.goto(server.base + "/#/tasks/late-word")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#live")).to_have_text("live")
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    finish(spool, claim(spool, "late-word"), {"echo": big})
+    result = page.locator("#task-result pre")
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(result).to_contain_text(f'"echo": {big}')
+    page.wait_for_function("() => ui.taskSocket === null")  # the task stream has ended
+    wait_in_page(page, lambda: held, what="the events stream's word of the end")
+    streams[0].send(held[0])
+    page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
+    expect(result).to_contain_text(f'"echo": {big}')
+    expect(page.locator("#task-params pre")).to_contain_text(f'"order": {big}')
