@@ -993,7 +993,13 @@ async function act(action) {
     response = await fetch(`${taskUrl(id)}/${action}`, {
       method: "POST", cache: "no-store", headers: { Authorization: `Bearer ${token}` },
     });
-    body = await response.json().catch(() => null);
+    // The task it answers with is drawn, as exact as a read of it (see withExactIntegers).
+    const text = await response.text().catch(() => "");
+    try {
+      body = withExactIntegers(JSON.parse(text), text, (value) => value);
+    } catch {
+      body = null;
+    }
   } catch (err) {
     if (ui.taskId === id) sayAction(`cannot ${action} ${id}: ${err.message}`);
     return;

@@ -1949,3 +1949,30 @@ def test_a_big_integer_stays_exact_when_the_events_stream_tells_the_end_last(
     page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
     expect(result).to_contain_text(f'"echo": {big}')
     expect(page.locator("#task-params pre")).to_contain_text(f'"order": {big}')
+
+
+def test_a_big_integer_stays_exact_in_the_record_a_cancel_answers(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view draws the task a cancel or a retry answers with, and read that answer into
+    doubles: once it came after the streams' word, the job's 18446744073709551615 showed
+    as 18446744073709552000 for good."""
+    expect = sync_api.expect
+    big = 2**64 - 1
+    submit(spool, "exact-cancel", tool="sleep", meta={"order": big})
+    page.goto(server.base + "/#/tasks/exact-cancel")
+    params = page.locator("#task-params pre")
+    expect(params).to_contain_text(f'"order": {big}')
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+    answers: list[tuple[sync_api.Route, sync_api.APIResponse]] = []
+
+    def hold_the_answer(route: sync_api.Route) -> None:
+        answers.append((route, route.fetch()))
+
+    page.route("**/api/v1/tasks/exact-cancel/cancel", hold_the_answer)
+    page.locator("#cancel-task").click()
+    expect(page.locator("#task-state")).to_have_text("failed")  # told by the streams
+    wait_in_page(page, lambda: answers, what="the cancel's answer")
+    route, answer = answers[0]
+    route.fulfill(response=answer)
+    expect(page.locator("#action-status")).to_have_text("exact-cancel cancelled")
+    expect(params).to_contain_text(f'"order": {big}')
