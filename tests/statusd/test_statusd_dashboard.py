@@ -282,7 +282,7 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
     expect(page.locator("#task-progress")).to_be_hidden()
     expect(page.locator("#task-fields dd[data-field='duration']")).to_have_text("250 ms")
     expect(page.locator("#task-result .cut")).to_have_text("loading the result…")
-    assert held, "the whole record was not asked for"
+    wait_in_page(page, lambda: held, what="the whole record asked for")
     for route in held:
         route.continue_()
     page.unroute("**/api/v1/tasks/big-bt")
@@ -1498,7 +1498,7 @@ def test_busy_workers_follow_a_claim_within_a_heartbeat(server: ServerThread, sp
         expect(page.locator("#workers")).to_have_text("workers 0/2")
         _publish_status(spool, busy=1)  # the processor's next heartbeat
         page.clock.fast_forward(1_500)
-        expect(page.locator("#workers")).to_have_text("workers 1/2", timeout=3_000)
+        expect(page.locator("#workers")).to_have_text("workers 1/2")
         finish(spool, running, {"slept": 0})
     finally:
         owner.close()
@@ -1717,7 +1717,8 @@ def test_a_retry_told_before_the_task_stream_ends_is_followed(server: ServerThre
     expect(page.locator("#live")).to_have_text("live")
     wait_in_page(page, lambda: held, what="the first task stream's snapshot")
     Client.from_settings(server.settings).retry("again")
-    page.wait_for_timeout(500)  # the events stream tells the retry first
+    # The events stream tells the retry first (a wait of 500 ms was not always enough).
+    page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'pending'")
     first[0].send(held[0])
     first[0].close(code=1000)
     expect(page.locator("#task-state")).to_have_text("pending")
