@@ -987,6 +987,7 @@ async function act(action) {
   const buttons = [$("cancel-task"), $("retry-task")];
   for (const button of buttons) button.disabled = true;
   sayAction(`${ACTING[action]} ${id}…`);
+  const heads = ui.heads;
   let response;
   let body = null;
   try {
@@ -1022,7 +1023,10 @@ async function act(action) {
   // running when its processor has not stopped it yet (the request stays for it).
   else if (body.state === "failed") sayAction(`${id} cancelled`);
   else sayAction(`cancel of ${id} asked; it is still ${body.state} until its processor stops it`);
-  renderRecord(body).catch(() => {});
+  // A record the streams drew since the ask went out is as new as this answer or newer: a
+  // retry's "pending" came after their "running" of the job claimed at once, and stood
+  // beside it until the job ended.  Whatever they have not told yet, they tell.
+  if (ui.heads === heads) renderRecord(body).catch(() => {});
   if (!TERMINAL.has(body.state) && !ui.taskSocket) watchTask(id);
 }
 

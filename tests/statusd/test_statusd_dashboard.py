@@ -1954,26 +1954,58 @@ def test_a_big_integer_stays_exact_when_the_events_stream_tells_the_end_last(
 
 def test_a_big_integer_stays_exact_in_the_record_a_cancel_answers(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
-    """The view draws the task a cancel or a retry answers with, and read that answer into
-    doubles: once it came after the streams' word, the job's 18446744073709551615 showed
-    as 18446744073709552000 for good."""
+    """The view draws the task a cancel or a retry answers with (when the streams have not
+    told it first), and read that answer into doubles: the job's 18446744073709551615
+    showed as 18446744073709552000."""
     expect = sync_api.expect
     big = 2**64 - 1
     submit(spool, "exact-cancel", tool="sleep", meta={"order": big})
+    quiet: list[bool] = []  # once set, the streams tell the page nothing more
+
+    def until_quiet(ws: sync_api.WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        upstream.on_message(lambda message: None if quiet else ws.send(message))
+        upstream.on_close(lambda code, reason: None)  # no close tells it either
+
+    page.route_web_socket("**/api/v1/ws/**", until_quiet)
     page.goto(server.base + "/#/tasks/exact-cancel")
     params = page.locator("#task-params pre")
     expect(params).to_contain_text(f'"order": {big}')
+    expect(page.locator("#live")).to_have_text("live")
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+    quiet.append(True)  # what the page shows of the cancel is its answer's
+    page.locator("#cancel-task").click()
+    expect(page.locator("#action-status")).to_have_text("exact-cancel cancelled")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(params).to_contain_text(f'"order": {big}')
+
+
+def test_a_retry_answered_after_its_job_was_claimed_leaves_it_running(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A retry from the view, and a processor that claimed the job at once: the streams
+    told "running" before the retry's answer (the job pending) came, and the view drew
+    that answer over it: "pending" beside a running job, until it ended."""
+    expect = sync_api.expect
+    run_job(spool, "quick-again", tool="sleep", error=(ErrorType.TOOL_ERROR, "first try"))
+    page.goto(server.base + "/#/tasks/quick-again")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#live")).to_have_text("live")
     page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
     answers: list[tuple[sync_api.Route, sync_api.APIResponse]] = []
 
     def hold_the_answer(route: sync_api.Route) -> None:
         answers.append((route, route.fetch()))
 
-    page.route("**/api/v1/tasks/exact-cancel/cancel", hold_the_answer)
-    page.locator("#cancel-task").click()
-    expect(page.locator("#task-state")).to_have_text("failed")  # told by the streams
-    wait_in_page(page, lambda: answers, what="the cancel's answer")
-    route, answer = answers[0]
-    route.fulfill(response=answer)
-    expect(page.locator("#action-status")).to_have_text("exact-cancel cancelled")
-    expect(params).to_contain_text(f'"order": {big}')
+    page.route("**/api/v1/tasks/quick-again/retry", hold_the_answer)
+    page.locator("#retry-task").click()
+    wait_in_page(page, lambda: answers, what="the retry's answer")
+    running = claim(spool, "quick-again")
+    try:
+        expect(page.locator("#task-state")).to_have_text("running")  # told by the streams
+        route, answer = answers[0]
+        route.fulfill(response=answer)
+        expect(page.locator("#action-status")).to_have_text("quick-again is pending again")
+        expect(page.locator("#task-state")).to_have_text("running")
+    finally:
+        finish(spool, running, {"slept": 0})
+    expect(page.locator("#task-state")).to_have_text("done")
