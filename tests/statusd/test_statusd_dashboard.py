@@ -120,6 +120,16 @@ def _wait_served_with_traceback(server: ServerThread, job_id: str) -> None:
     wait_for(served, what=f"statusd to serve the new record of {job_id}")
 
 
+def _wait_indexed(server: ServerThread, total: int) -> None:
+    """Until statusd counts ``total`` jobs: jobs it sees only after the page has read its
+    list come by the events stream as new rows (a loaded CI: 893 rows where the test
+    counted a page of 100)."""
+    def counted() -> bool:
+        counts = request(server.base, "GET", "/api/v1/stats").json()["counts"]
+        return sum(counts.values()) >= total
+    wait_for(counted, timeout=60.0, what=f"statusd to count {total} jobs")
+
+
 def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api.Locator:
     selector = f'#tasks tr[data-id="{job_id}"]'
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
@@ -1165,6 +1175,7 @@ def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
     for n in range(60):
         run_job(spool, f"ok-{n:02d}", tool="echo")
     run_job(spool, "bad", tool="echo", error=(ErrorType.TOOL_ERROR, "bad"))
+    _wait_indexed(server, 61)
     page.goto(server.base + "/")
     expect(page.locator("#tasks tbody tr")).to_have_count(50)
 
@@ -1277,6 +1288,7 @@ def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
     jobs = 1_060
     for n in range(jobs):
         submit(spool, f"old-{n:05d}")
+    _wait_indexed(server, jobs)
     page.goto(server.base + "/")
     rows = page.locator("#tasks tbody tr")
     for shown in range(100, jobs, 50):
@@ -1306,6 +1318,7 @@ def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spoo
     jobs = 1_010
     for n in range(jobs):
         submit(spool, f"old-{n:05d}")
+    _wait_indexed(server, jobs)
     page.goto(server.base + "/")
     rows = page.locator("#tasks tbody tr")
     for shown in range(100, 1_001, 50):
