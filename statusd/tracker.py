@@ -102,6 +102,8 @@ class Tracker:
         self.loader = Loader(layout)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="statusd-index")
         self._lock = asyncio.Lock()
+        self._lock_users = 0
+        """Tasks holding or waiting for ``_lock`` (see :meth:`_applying`)."""
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._rescan_now = False
@@ -153,7 +155,7 @@ class Tracker:
         self._start_feed()
         behind: dict[str, Stamp] = {}
         unreadable: set[str] = set()
-        async with self._lock:
+        async with self._applying():
             stamps = await self._run(self.loader.scan, behind, unreadable)
             self._behind.rescanned(behind)  # the runs that ended before: not counted
             scanned = time.monotonic()
@@ -327,7 +329,7 @@ class Tracker:
         until a rescan)."""
         ids = list(job_ids)
         failed: dict[str, SpoolIOError] = {}
-        async with self._lock:
+        async with self._applying():
             known = self.index.stamps_of(ids)
             changes = await self._run(self._refresh_if_here, ids, known, failed)
             if changes is None:
@@ -385,10 +387,28 @@ class Tracker:
         item = self.index.get(job_id)
         if item is None or self.loader.unchanged(job_id, item.stamp):
             return True
-        if not wait and self._lock.locked():
+        if not wait and self.busy():
             return False
         await self.refresh([job_id])
         return True
+
+    def busy(self) -> bool:
+        """Whether a load-and-apply holds the index's lock or waits for it.  Not
+        ``_lock.locked()`` alone: it reads False between one holder's release and the
+        wake of the next in line, and a handshake that looked then refreshed its task
+        behind that next batch, waiting as long as it (a task stream's handshake went
+        unanswered for 5 s)."""
+        return self._lock.locked() or self._lock_users > 0
+
+    @contextlib.asynccontextmanager
+    async def _applying(self) -> AsyncIterator[None]:
+        """``_lock`` for the block, counted from the wait on (see :meth:`busy`)."""
+        self._lock_users += 1
+        try:
+            async with self._lock:
+                yield
+        finally:
+            self._lock_users -= 1
 
     def moving(self, job_id: str) -> bool:
         """Whether ``job_id`` is in no state folder and shown as it was, its file on a
@@ -535,7 +555,7 @@ class Tracker:
         """Count the runs that ended behind a new drop of their id (:mod:`statusd.behind`)."""
         ids = self._behind.active(job_ids)
         if ids:
-            async with self._lock:
+            async with self._applying():
                 self._behind.found(await self._run(self._records_behind, ids))
 
     def _records_behind(self, ids: list[str]) -> list[Item]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import threading
 
 import orjson
 from statusdkit import (
@@ -162,8 +163,10 @@ def test_a_task_stream_opens_at_once_while_the_index_applies_a_batch(
     submit(spool, "busy")
     wait_for(lambda: _state(server, "busy") == "pending", what="the job indexed")
     lock = server.services.tracker._lock
-    server.in_loop(lambda: asyncio.ensure_future(lock.acquire()))
-    wait_for(lambda: server.in_loop(lock.locked), what="the index busy")
+    held = server.in_loop(lambda: asyncio.ensure_future(lock.acquire()))
+    # Its own acquire done, not the lock merely locked: held by a batch of the tracker's
+    # meanwhile, it was this test's acquire that waited next in line (see the test below).
+    wait_for(lambda: server.in_loop(held.done), what="the index busy")
     running = claim(spool, "busy")
     try:
         stream = asyncio.run(asyncio.wait_for(ws_collect(
@@ -174,3 +177,43 @@ def test_a_task_stream_opens_at_once_while_the_index_applies_a_batch(
             server.in_loop(lock.release)
         running.close()
     assert [m["state"] for m in stream.messages] == ["pending", "running"]
+
+
+def test_a_task_stream_does_not_wait_for_the_batch_next_in_line(
+        server: ServerThread, spool: Spool) -> None:
+    """Between two batches (the one applied releases the index's lock, the next is not yet
+    woken to take it) the lock reads free: a task stream's handshake, or a GET, that looked
+    then refreshed its task behind the next batch and waited as long as it.  The test
+    above went unanswered so for 5 s in a CI run, its own hold of the lock next in line."""
+    submit(spool, "busy")
+    wait_for(lambda: _state(server, "busy") == "pending", what="the job indexed")
+    tracker = server.services.tracker
+    server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))  # hints held back
+    running = claim(spool, "busy")  # the index is behind the disk from here on
+    gate = threading.Event()
+
+    async def between_two_batches() -> bool:
+        await tracker._lock.acquire()  # the batch being applied
+        after = asyncio.ensure_future(tracker.refresh(["other"]))  # the next, waiting
+        await asyncio.sleep(0)
+        tracker._executor.submit(gate.wait)  # its read lasts until the gate opens
+        tracker._lock.release()  # handed to the next: it has not run yet
+        try:
+            async with asyncio.timeout(STUCK_S):
+                return await tracker.catch_up("busy", wait=False)
+        finally:
+            gate.set()
+            await after
+
+    assert server.loop is not None
+    try:
+        fresh = asyncio.run_coroutine_threadsafe(between_two_batches(), server.loop
+                                                 ).result(STUCK_S + 20)
+    finally:
+        gate.set()
+        running.close()
+    assert fresh is False  # at once: the index is busy, the disk is read instead
+
+
+STUCK_S = 10.0
+"""Far past an answer at once: waiting on the batch's gate, which opens only after it."""
