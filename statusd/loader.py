@@ -248,7 +248,7 @@ class Loader:
                 # move on): either way, how it is absent is asked below.
                 vanished.append(job_id)
         if vanished:
-            changes.extend(self._absent(vanished))
+            changes.extend(self._absent(vanished, failed))
         return changes
 
     def _reread(self, job_id: str, known: dict[str, Stamp]) -> tuple[bool, Item | None]:
@@ -265,7 +265,8 @@ class Loader:
             item = self._read_current(job_id, self.load, LOOKS - 1)
         return True, item
 
-    def _absent(self, job_ids: list[str]) -> list[tuple[str, Item | Absent]]:
+    def _absent(self, job_ids: list[str], failed: dict[str, SpoolIOError] | None = None
+                ) -> list[tuple[str, Item | Absent]]:
         """Moving or gone, for ids just found in no state folder.
 
         One listing of ``tmp/`` for them all, then each is looked for once more: a move
@@ -275,6 +276,10 @@ class Loader:
         a retry and a cancel back to back, evade the first two looks).  Only then is it
         gone: its file is always in one of these places while it moves (renames), so
         that is a removal, not a move.
+
+        ``failed``: as for :meth:`refresh`; an id whose second look or read the disk fails
+        goes there and is left out (it failed every id of the batch: found in its new
+        folder, a record on a bad sector kept the batch's moves unapplied).
         """
         staged = self._staged_ids()
         if staged is None:  # tmp/ cannot be listed: nothing tells a move from a removal
@@ -284,8 +289,14 @@ class Loader:
             if self._moving(job_id, staged):
                 out.append((job_id, Absent.MOVING))
                 continue
-            stamp = self.current(job_id)
-            item = self.load(job_id, stamp) if stamp is not None else None
+            try:
+                stamp = self.current(job_id)
+                item = self.load(job_id, stamp) if stamp is not None else None
+            except SpoolIOError as exc:
+                if failed is None or _for_want_of_descriptors(exc):
+                    raise
+                failed[job_id] = exc
+                continue
             out.append((job_id, item if item is not None else
                         Absent.GONE if stamp is None else
                         Absent.DENIED if denied_file(self.layout, job_id) is not None else

@@ -12,6 +12,7 @@ instead of leaving them open for good.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -32,11 +33,11 @@ from statusdkit import (
     wait_for,
 )
 
-from spool.errors import ErrorType
+from spool.errors import ErrorType, SpoolIOError
 from spool.models import Record
 from spool.states import JobState
 from spool.transitions import Spool
-from statusd.items import Stamp
+from statusd.items import Item, Stamp
 from statusd.loader import Absent, Loader
 
 HOLD_S = 10.0
@@ -348,6 +349,45 @@ def test_a_job_moved_twice_while_it_is_looked_for_is_moving_not_gone(
     finally:
         loader.close()
     assert known["chased"].state is JobState.FAILED
+
+
+def test_an_id_whose_second_look_the_disk_fails_is_left_out_not_the_whole_batch(
+        spool: Spool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id found in no state folder is looked for once more (``Loader._absent``); a
+    move that ended meanwhile is found in its new folder, and read.  The disk failing that
+    read (EIO: a bad sector under the record) failed the refresh of every id in the batch,
+    where a failing first read leaves only that id out (``failed``)."""
+    for job_id in ("removed", "landed"):
+        submit(spool, job_id)
+        finish(spool, claim(spool, job_id), {"ok": True})
+    loader = Loader(spool.layout)
+    known = loader.scan()
+    record = spool.layout.job(JobState.DONE, "landed")
+    away = tmp_path / "landed.json"
+    os.rename(record, away)  # on a move: in no state folder at the first look
+    os.unlink(spool.layout.job(JobState.DONE, "removed"))
+    staged_ids, load = loader._staged_ids, loader.load
+
+    def listing() -> set[str] | None:
+        if away.exists():
+            os.rename(away, record)  # the move ends before the second look
+        return staged_ids()
+
+    def bad_sector(job_id: str, stamp: Stamp) -> Item | None:
+        if job_id == "landed":  # the disk fails its read
+            raise SpoolIOError("cannot read landed: Input/output error") from OSError(
+                errno.EIO, "Input/output error")
+        return load(job_id, stamp)
+
+    monkeypatch.setattr(loader, "_staged_ids", listing)
+    monkeypatch.setattr(loader, "load", bad_sector)
+    failed: dict[str, SpoolIOError] = {}
+    try:
+        changes = loader.refresh(["removed", "landed"], known, failed)
+    finally:
+        loader.close()
+    assert changes == [("removed", Absent.GONE)]
+    assert list(failed) == ["landed"]
 
 
 def test_records_removed_one_by_one_list_tmp_once_not_twice_each(
