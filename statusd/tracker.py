@@ -450,8 +450,16 @@ class Tracker:
         # that failed the refresh of every id this rescan found changed.
         changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
                    if job_id not in unreadable]
-        if changed:
-            await self.refresh(changed, unreadable)  # and those it cannot read
+        try:
+            if changed:
+                await self.refresh(changed, unreadable)  # and those it cannot read
+        except BaseException:
+            # Another id's error (ESTALE, ENOMEM) ends the pass: those the disk failed in
+            # it are said all the same (they went unsaid while it lasted), and those said
+            # before are kept, as this pass did not look at them all.
+            if unreadable:
+                self._say_unreadable(unreadable | self._unreadable_said)
+            raise
         self._say_unreadable(unreadable)
         if recorded := self._behind.rescanned(behind):  # a run ended behind a re-drop
             await self._count_behind(set(recorded))

@@ -5,12 +5,16 @@ RLIMIT_NOFILE, its WebSocket clients holding the descriptors) took the failed re
 a file that vanished: the id was "moving", and once the vanish grace passed it was
 removed from the index, its task streams ended and a GET answered 404, for a job
 still in the spool.  One open is made to fail, as a real limit cannot aim at it.
+
+So for the other errors that are not the file's (an NFS handle gone stale, ESTALE),
+made to fail so for the same reason, beside a record the disk fails (EIO).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 
 import orjson
@@ -19,6 +23,7 @@ from statusdkit import TOKEN, ServerThread, claim, finish, request, submit
 
 from spool import entries as spool_entries
 from spool import large as spool_large
+from spool.errors import SpoolIOError
 from spool.states import JobState
 from spool.transitions import Spool
 from statusd.hub import Hub
@@ -127,3 +132,42 @@ def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
     asyncio.run(scenario())
     failed = [r for r in caplog.records if "reading the spool failed" in r.getMessage()]
     assert len(failed) == 1, len(failed)
+
+
+def test_a_rescan_failing_on_one_id_still_says_the_files_the_disk_failed(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescan's refresh leaves out the records the disk fails (EIO) and says them once,
+    and raises another id's error (ESTALE: an NFS handle gone stale; ENOMEM) once the rest
+    are applied.  That raise skipped the line: the EIO records went unsaid for as long as
+    the other error lasted."""
+    tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
+    real_open = spool_large.open_nofollow
+    failing = {"bad.json": errno.EIO, "stale.json": errno.ESTALE}
+
+    def disk(path: str | os.PathLike[str]) -> int:
+        code = failing.get(os.path.basename(path))
+        if code is not None:
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_open(path)
+
+    async def scenario() -> None:
+        await tracker.start()  # no run(): only the rescan below reads what follows
+        try:
+            for job_id in ("bad", "stale", "fine"):
+                submit(spool, job_id)
+                finish(spool, claim(spool, job_id), {"ok": True})
+            with monkeypatch.context() as faults:
+                for module in (spool_entries, spool_large):
+                    faults.setattr(module, "open_nofollow", disk)
+                with pytest.raises(SpoolIOError, match="Stale"):
+                    await tracker.rescan()
+        finally:
+            tracker.stop()
+
+    with caplog.at_level(logging.INFO, logger="spoolq.statusd"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if "could not be looked at" in
+            r.getMessage()]
+    assert len(said) == 1 and "bad" in said[0] and "stale" not in said[0], said
+    assert tracker.index.get("fine") is not None  # the rest applied
