@@ -96,6 +96,9 @@ def test_a_record_replaced_within_one_clock_tick_is_served(server: ServerThread,
     index is handed the new file's times with the old record."""
     first = run_job(spool, "twice", error=(ErrorType.TOOL_ERROR, "first"))
     wait_for(lambda: _message(server, "twice") == "first", what="the first record served")
+    # Served is not indexed: a GET while a batch waits for the index reads the disk.
+    wait_for(lambda: server.in_loop(lambda: _indexed_state(server, "twice")) == "failed",
+             what="the first record indexed")
     tracker = server.services.tracker
     server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))
     spool.publish_terminal(first.model_copy(update={"error": ErrorInfo(
@@ -112,6 +115,11 @@ def test_a_record_replaced_within_one_clock_tick_is_served(server: ServerThread,
     assert _message(server, "twice") == "second"
     row = request(server.base, "GET", "/api/v1/tasks").json()["tasks"][0]
     assert row["error"]["message"] == "second"
+
+
+def _indexed_state(server: ServerThread, job_id: str) -> str | None:
+    item = server.services.index.get(job_id)
+    return None if item is None else item.state.value
 
 
 def _message(server: ServerThread, job_id: str) -> object:
@@ -186,7 +194,8 @@ def test_a_task_stream_does_not_wait_for_the_batch_next_in_line(
     then refreshed its task behind the next batch and waited as long as it.  The test
     above went unanswered so for 5 s in a CI run, its own hold of the lock next in line."""
     submit(spool, "busy")
-    wait_for(lambda: _state(server, "busy") == "pending", what="the job indexed")
+    wait_for(lambda: server.in_loop(lambda: _indexed_state(server, "busy")) == "pending",
+             what="the job indexed")
     tracker = server.services.tracker
     server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))  # hints held back
     running = claim(spool, "busy")  # the index is behind the disk from here on
