@@ -231,10 +231,12 @@ class Discovery:
         """Unseen, the file is judged again at the next scan, not at its events (a claim's
         give-back is one: tried again at once, a file whose claim fails looped); said once
         while it stays in ``pending/``.  Another file put under that name since (a
-        re-drop, a retry: another inode or mtime) is judged on its own event."""
+        re-drop, a retry: another inode or mtime) is judged on its own event.  Said once
+        whichever call failed: a claim's ("cannot claim") and a read's ("cannot read") of
+        one bad file were each said, in the order a cancel and a scan met it."""
         self.seen.pop(name, None)
         self.unread_file[name] = self._identity(name)
-        if self.unreadable.get(name) != str(exc):
+        if name not in self.unreadable:
             self.unreadable[name] = str(exc)
             log.warning("cannot read a pending file; trying it again at each scan",
                         extra={"fields": {"name": name, "error": str(exc)}})
