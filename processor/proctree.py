@@ -103,11 +103,20 @@ def children_of(pid: int | str) -> list[int]:
 
 
 def parent_of(pid: int) -> int:
-    """The parent pid of ``pid``; 0 when it is gone."""
+    """The parent pid of ``pid``; 0 when it is gone, or hidden from this process.
+
+    Hidden: ``/proc`` mounted ``hidepid=noaccess`` (systemd's ``ProtectProc=noaccess``)
+    lists another user's processes but refuses a look inside (EPERM).  Raised, it got
+    out of the stop's scan of every process (:func:`kill_tool_processes`): the stop
+    crashed, its status file and lease left, and what FAST tools started outlived it.
+    A child of this process runs as its user (the unit sets NoNewPrivileges=): never
+    hidden from it.
+    """
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError,
+            ValueError):
         return 0
     except OSError as exc:
         if exc.errno in NO_DESCRIPTOR:
