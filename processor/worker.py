@@ -287,15 +287,20 @@ def _die_with_processor(lifeline: Connection) -> None:
 
 
 def reap_leftovers() -> None:
-    """Kill and reap every process a tool left behind (this worker is their subreaper)."""
-    try:
-        os.waitpid(-1, os.WNOHANG)  # reaps one that already exited, if any
-    except ChildProcessError:
-        return  # no child at all, the usual case: one syscall instead of a /proc scan
+    """Kill and reap every process a tool left behind (this worker is their subreaper).
+
+    Done when the kernel says no child is left (``waitpid``), not when the threads'
+    ``children`` lists name none: a thread the tool started that ends while they are
+    read has its children moved to the main thread, whose list may have been read
+    already; taken for none left, such a child ran on beside the worker's next job.
+    Killed ones' own children come to this worker (their subreaper) and are found next.
+    """
     for _ in range(50):
-        children = children_of("self")
-        if not children:
-            return
+        try:
+            os.waitpid(-1, os.WNOHANG)  # reaps one that already exited, if any
+        except ChildProcessError:
+            return  # no child (at all, the usual case: one syscall, no /proc read)
+        children = children_of("self")  # none listed: moved mid-read, read again
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
