@@ -201,7 +201,7 @@ class Deadman:
                                 else min(self._wake_at - now, _LONGEST_WAIT_S))
         # Everything below this worker (it is their subreaper, so that is every process
         # its tools started), then the worker itself, with a status that says why.
-        kill_descendants(os.getpid())
+        kill_everything_below()
         os._exit(DEADMAN_EXIT)
 
 
@@ -280,10 +280,29 @@ def _die_with_processor(lifeline: Connection) -> None:
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()
     with contextlib.suppress(OSError):
-        kill_descendants(os.getpid())
+        kill_everything_below()
     with contextlib.suppress(OSError):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(1)
+
+
+def kill_everything_below() -> None:
+    """SIGKILL every process below this worker, which ends now (the deadman's and the
+    lifeline's end): again while the kernel says a child is left (``waitpid``), as
+    :func:`reap_leftovers` does, not only while the threads' ``children`` lists name one
+    (:func:`kill_descendants`): a child whose thread ended mid-read was in none, and
+    outlived the worker, unowned.  The killed ones are reaped on the way, no thread
+    waits on them (the worker exits), and none is waited for: one slow to die (its
+    memory torn down, a disk's wait) leaves the look after 50 tries."""
+    for _ in range(50):
+        kill_descendants(os.getpid())
+        try:
+            for _ in range(1_000):  # the killed ones, reaped (bounded: a stray may fork)
+                if not os.waitpid(-1, os.WNOHANG)[0]:
+                    break
+        except ChildProcessError:
+            return  # no child left
+        # A child still runs (or dies yet): looked for again
 
 
 def reap_leftovers() -> None:

@@ -1,0 +1,85 @@
+"""A COMPUTE worker's deadman (``processor.worker.Deadman``) against a tool's thread that
+ends while it looks for what to kill: run in a child interpreter, which the deadman
+ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from processor.runner import DEADMAN_EXIT
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import builtins, os, subprocess, threading, time
+from processor import proctree, worker
+
+started, leave = threading.Event(), threading.Event()
+children = []
+
+def tool_thread():  # a thread the tool started: its child is listed under it
+    children.append(subprocess.Popen(["sleep", "60"]))
+    started.set()
+    leave.wait()
+
+thread = threading.Thread(target=tool_thread)
+thread.start()
+started.wait()
+tid = thread.native_id
+real_open = builtins.open
+
+def opening(path, *args, **kwargs):
+    if str(path).endswith(f"/task/{tid}/children"):
+        # The thread ends, and the kernel moves its child to the main thread, once the
+        # main thread's own list was read.
+        leave.set()
+        thread.join()
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return real_open(path, *args, **kwargs)
+
+proctree.open = opening  # shadows the builtin in proctree's lookups
+print(children[0].pid, flush=True)
+worker.Deadman().arm(0.05)  # the job overruns: the deadman ends this process
+time.sleep(60)
+"""
+
+
+def _state(pid: int) -> str:
+    """The process's state letter; "gone" once reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_a_child_of_a_tool_thread_that_ends_as_the_deadman_looks_is_killed() -> None:
+    """The deadman killed what was below its worker from each thread's ``children``
+    list; a thread the tool started that ended while the lists were read had its child
+    moved to the main thread after that one's list was read: in no list, it outlived
+    the worker, running on unowned."""
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    try:
+        assert proc.wait(60) == DEADMAN_EXIT
+        proc.stdout.close()
+        deadline = time.monotonic() + 10  # killed, then reaped by init once orphaned
+        while _state(child) not in ("gone", "Z") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(child) in ("gone", "Z")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if _state(child) not in ("gone", "Z"):
+            os.kill(child, signal.SIGKILL)
