@@ -1018,6 +1018,16 @@ async function act(action) {
     sayAction(`cannot ${action} ${id}: ${why}`);
     return;
   }
+  if (!body || body.id !== id || typeof body.state !== "string") {
+    // A 200 whose body is not the task (cut short, a proxy's page): the write may well be
+    // done.  Read as a task, it threw: "retrying" said for good, the view (the streams
+    // down) on the state before the retry, its new run never followed.  The task as it is
+    // now is asked for instead.
+    sayAction(`${action} of ${id} sent; its answer could not be read (HTTP ${
+      response.status}): the task is shown as it is now`);
+    if (!ui.taskSocket) watchTask(id);
+    return;
+  }
   if (action === "retry") sayAction(`${id} is pending again`);
   // A running task's cancel answers with the task as it is after statusd's wait: still
   // running when its processor has not stopped it yet (the request stays for it).

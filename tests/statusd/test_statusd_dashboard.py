@@ -2022,3 +2022,32 @@ def test_a_retry_answered_after_its_job_was_claimed_leaves_it_running(
     finally:
         finish(spool, running, {"slept": 0})
     expect(page.locator("#task-state")).to_have_text("done")
+
+
+def test_a_retry_whose_answer_cannot_be_read_shows_the_task_as_it_is(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A retry's 200 whose body is not the task (cut short, a proxy's page), the streams
+    down: the view read it as a task and threw, so "retrying" stood for good and the view
+    stayed on "failed" while the job ran again.  The task as it is now is asked for."""
+    expect = sync_api.expect
+    run_job(spool, "unread", tool="sleep", error=(ErrorType.TOOL_ERROR, "first try"))
+    page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close())  # no stream gets through
+    page.goto(server.base + "/#/tasks/unread")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    page.wait_for_function("() => ui.taskSocket === null")  # its stream tried, and refused
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+
+    def not_the_task(route: sync_api.Route) -> None:
+        route.fetch()  # the retry is done
+        route.fulfill(status=200, content_type="text/html", body="<html>sign in</html>")
+
+    page.route("**/api/v1/tasks/unread/retry", not_the_task)
+    page.locator("#retry-task").click()
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#action-status")).to_contain_text("could not be read (HTTP 200)")
+    running = claim(spool, "unread")
+    try:
+        expect(page.locator("#task-state")).to_have_text("running")  # followed, over REST
+    finally:
+        finish(spool, running, {"slept": 0})
+    expect(page.locator("#task-state")).to_have_text("done")
