@@ -8,6 +8,7 @@ it goes on their ``PYTHONPATH`` (:data:`TOOLS_PATH`).
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import time
@@ -38,11 +39,29 @@ __all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "free_port",
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing uses now, below the kernel's ephemeral range.
+
+    A port of that range (what binding port 0 gives) is also what the kernel hands the
+    next outgoing connection on this host, and a Dask cluster and its clients make many:
+    one took a test's port before its scheduler bound it (the cluster's process exited,
+    nothing printed, in a full run)."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 REPLACE_S = 60.0
