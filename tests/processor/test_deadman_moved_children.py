@@ -9,42 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from childkit import REPO, THREAD_ENDS_MID_LOOK, script_env
 
 from processor.runner import DEADMAN_EXIT
 
-REPO = Path(__file__).resolve().parents[2]
-
-SCRIPT = r"""
-import builtins, os, subprocess, threading, time
-from processor import proctree, worker
-
-started, leave = threading.Event(), threading.Event()
-children = []
-
-def tool_thread():  # a thread the tool started: its child is listed under it
-    children.append(subprocess.Popen(["sleep", "60"]))
-    started.set()
-    leave.wait()
-
-thread = threading.Thread(target=tool_thread)
-thread.start()
-started.wait()
-tid = thread.native_id
-real_open = builtins.open
-
-def opening(path, *args, **kwargs):
-    if str(path).endswith(f"/task/{tid}/children"):
-        # The thread ends, and the kernel moves its child to the main thread, once the
-        # main thread's own list was read.
-        leave.set()
-        thread.join()
-        deadline = time.monotonic() + 30
-        while os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return real_open(path, *args, **kwargs)
-
-proctree.open = opening  # shadows the builtin in proctree's lookups
+SCRIPT = THREAD_ENDS_MID_LOOK + r"""
 print(children[0].pid, flush=True)
 worker.Deadman().arm(0.05)  # the job overruns: the deadman ends this process
 time.sleep(60)
@@ -66,8 +36,7 @@ def test_a_child_of_a_tool_thread_that_ends_as_the_deadman_looks_is_killed() -> 
     moved to the main thread after that one's list was read: in no list, it outlived
     the worker, running on unowned."""
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+                            cwd=REPO, env=script_env())
     assert proc.stdout is not None
     child = int(proc.stdout.readline())
     try:

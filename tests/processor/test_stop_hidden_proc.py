@@ -5,14 +5,7 @@ child of the process that calls it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import orjson
-
-REPO = Path(__file__).resolve().parents[2]
+from childkit import run_script
 
 SCRIPT = r"""
 import builtins, errno, os, subprocess
@@ -52,10 +45,6 @@ def test_a_stop_where_proc_hides_other_users_processes_kills_the_tools_children(
     user whose ``/proc`` entry refused the look (EPERM, under ``hidepid=noaccess`` for
     the ``spoolq`` user) raised out of the kill: the stop crashed before it removed the
     status file and the lease, and what FAST tools started outlived it."""
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, check=True,
-                          timeout=120, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                              filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
-    found = orjson.loads(done.stdout)
+    found = run_script(SCRIPT)
     assert (found["error"], found["killed"], found["status"]) == (
         None, [found["child"]], -9), found
