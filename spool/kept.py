@@ -28,7 +28,7 @@ from pathlib import Path
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
-from spool.fsops import failing_file, failing_read
+from spool.fsops import failing_file, failing_read, is_there
 from spool.ids import JOB_SUFFIX
 from spool.layout import KEPT_TAG, Layout, is_kept_name
 from spool.models import ErrorInfo, Record, Source, kind_of, parse_record, record_bytes
@@ -65,7 +65,9 @@ def kept_since(record_id: str) -> datetime:
 
 def held_entry(layout: Layout, record: Record) -> str | None:
     """The path of the kept entry ``record`` accounts for while it is still there, else
-    None (no kept entry named, or it is gone: removed by an operator).
+    None (no kept entry named, or it is gone: removed by an operator).  Raised when the
+    disk cannot say (:func:`~spool.fsops.is_there`: EIO as that entry's
+    :class:`~spool.errors.UnreadableDrop`, which purge keeps and names).
 
     ``source.kept_at`` is ``<folder>/<name>`` with bytes that are not UTF-8 written as
     escapes; where it holds a backslash, the folder is searched for the one kept name
@@ -77,7 +79,9 @@ def held_entry(layout: Layout, record: Record) -> str | None:
             or folder_name not in {folder.name for folder in layout.all_folders()}):
         return None  # not a kept name of this record's in a folder of the spool
     path = layout.root / folder_name / name
-    if os.path.lexists(path):
+    # Not os.path.lexists, which took the disk failing (EIO) for nothing there: purge
+    # removed the record of an entry still in place, then accounted for by nothing.
+    if is_there(path, f"cannot look up {kept_at}, which a record accounts for"):
         return str(path)
     return _search(path.parent, record.id) if "\\" in name else None
 
@@ -99,8 +103,8 @@ def held_by_record_file(layout: Layout, path: str | os.PathLike[str]) -> str | N
     (:func:`held_entry`), else None.  Only a record of an id spoolq gives a kept entry is
     read (a few hundred bytes).  SpoolIOError when it cannot be opened for lack of
     descriptors: read as none, its record was purged with its entry still there.
-    UnreadableDrop when the disk fails its read (EIO): that record's trouble, which
-    purge keeps and names while it removes the others."""
+    UnreadableDrop when the disk fails its read, or the lookup of its kept entry (EIO):
+    that record's trouble, which purge keeps and names while it removes the others."""
     if not _KEPT_ID.fullmatch(os.path.basename(path).removesuffix(JOB_SUFFIX)):
         return None
     try:
