@@ -84,10 +84,10 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     moved = os.lstat(staged)
     if (moved.st_ino, moved.st_dev) != inode and mover.move(staged, src):
         return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
-    if os.path.lexists(layout.original(job_id)):
+    if (taken := _original_taken(layout.original_str(job_id), job_id)) is not None:
         # Never replace an earlier original: this drop gets an id of its own.
-        earlier, job_id = job_id, invalid_id(spool.clock.now())
-        message += f" (an earlier quarantined {earlier}.json is kept under its id)"
+        job_id = invalid_id(spool.clock.now())
+        message += taken
     record = Record(
         id=job_id, tool=tool, state=JobState.FAILED,
         submitted_at=utc_from_ns(mtime_ns), finished_at=spool.clock.now(),
@@ -101,14 +101,39 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     # original), and a note a live process left (pid reuse) names another drop.
     note = mover.write_note(f"{RECORD_NOTE}-{moved.st_ino}-{staged_id}", record_bytes(record))
     try:
-        mover.move(staged, layout.original(job_id), replace=False)
+        placed = mover.move(staged, layout.original(job_id), replace=False)
     except SpoolIOError:
         mover.move(staged, src, replace=False)  # back to pending/, judged again later
         _drop_note(spool, note)
         raise
+    if not placed:
+        # An original of the id came since the lookup (a quarantine of another drop of
+        # it): neither it nor its record is replaced (this record was published over the
+        # earlier one's, these bytes left staged).  Back to pending/, judged afresh under
+        # an id of its own; should a newer drop hold that name, recovery finishes this
+        # quarantine from its note (Staged.restore_quarantine), as a crash leaves it.
+        if mover.move(staged, src, replace=False):
+            _drop_note(spool, note)
+        return None
     spool.publish_terminal(record)
     _drop_note(spool, note)
     return record
+
+
+def _original_taken(original: str, job_id: str) -> str | None:
+    """What a drop of ``job_id`` quarantined under an id of its own says of why, as the
+    earlier original at ``original`` (``failed/<id>.orig``) is there, or the disk cannot
+    look it up (EIO, ESTALE); None when the name is free.  ``os.path.lexists`` took such
+    an error for nothing there: the drop's record replaced the earlier one's."""
+    try:
+        os.lstat(original)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return (f" (failed/{job_id}{ORIG_SUFFIX}, where an earlier quarantined {job_id}.json "
+                f"may be kept, cannot be looked up: {exc.strerror}; this one is kept under "
+                "an id of its own)")
+    return f" (an earlier quarantined {job_id}.json is kept under its id)"
 
 
 def _drop_note(spool: Spool, note: str | None) -> None:
