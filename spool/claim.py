@@ -14,7 +14,6 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import queue
 import threading
@@ -161,8 +160,8 @@ def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
     """What the claim raises for ``exc``, an error on its job's open file (its fstat, its
     lock, its lookup once moved): an EIO (a bad sector under its inode) is the file's
     :class:`~spool.errors.UnreadableDrop`, tried again at a later scan; the spool's
-    passing trouble (:data:`~spool.fsops.NOT_NOW`: ESTALE, ENOMEM, EINTR, out of
-    descriptors; ENOLCK, the kernel or the lock daemon short of locks) is the
+    passing trouble (:data:`~spool.fsops.NOT_NOW`: ESTALE, ENOMEM, EINTR, ENOLCK (the
+    kernel or the lock daemon short of locks), out of descriptors) is the
     :class:`~spool.errors.SpoolIOError` the processor waits out, the job queued again,
     as the open's is (raised raw, it crashed the processor: a traceback, exit 1).
     ``exc`` itself is raised for any other error (a bug)."""
@@ -171,8 +170,6 @@ def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
         return bad
     if (trouble := failing_read(exc, what)) is not None:
         return trouble
-    if exc.errno == errno.ENOLCK:
-        return SpoolIOError(f"{what}: {exc.strerror}")
     raise exc
 
 

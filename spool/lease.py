@@ -60,8 +60,12 @@ def lock_if_free(path: Path) -> int | None:
         fd = open_nofollow(path)
     except OSError:
         return None
-    if try_lock(fd):
-        return fd
+    try:
+        if try_lock(fd):
+            return fd
+    except OSError:  # ENOLCK: raised, the descriptor closed (it was left open)
+        os.close(fd)
+        raise
     os.close(fd)
     return None
 

@@ -26,7 +26,7 @@ from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_file, is_there
+from spool.fsops import failing_file, failing_read, is_there
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
@@ -304,11 +304,13 @@ def lease(path: Path, job_id: str) -> Claim | None:
         return None
     except FileNotFoundError:
         return None
-    except OSError as exc:  # its fstat or lstat (a bad sector under its inode): as a read's
-        if (trouble := failing_file(exc, f"cannot look up {path.parent.name}/{path.name}")
-                ) is None:
+    except OSError as exc:  # its fstat or lstat (a bad sector under its inode): as a read's;
+        # passing trouble (ESTALE, ENOMEM; its lock's ENOLCK) is the pass's, waited out, as
+        # the claim's (raw, ENOLCK was none the processor knew: a traceback, exit 1)
+        what = f"cannot look up {path.parent.name}/{path.name}"
+        if (known := failing_file(exc, what) or failing_read(exc, what)) is None:
             raise
-        raise trouble from exc
+        raise known from exc
     finally:
         if fd >= 0:
             os.close(fd)
