@@ -199,12 +199,16 @@ def is_there(path: StrPath, what: str) -> bool:
     """``path`` names something (never followed); raised when the disk cannot say: an EIO
     as that file's :class:`~spool.errors.UnreadableDrop` (see :func:`failing_file`), any
     other error as a :class:`~spool.errors.SpoolIOError` saying ``what`` failed.
-    ``os.path.lexists`` takes such an error for nothing there."""
+    ``os.path.lexists`` takes such an error for nothing there.  A name past the longest a
+    folder holds (ENAMETOOLONG) names nothing, as one under a file (ENOTDIR): raised, a
+    kept entry's non-UTF-8 name, four characters a byte in its record, failed a purge."""
     try:
         os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
         raise failing_file(exc, what) or SpoolIOError(f"{what}: {exc.strerror}") from exc
     return True
 

@@ -49,3 +49,24 @@ def test_purge_keeps_a_record_whose_kept_entry_cannot_be_looked_up(
     assert (report.removed, report.kept) == (0, 1)
     assert any(kept_name in said for said in report.unread), report.unread
     assert os.path.isdir(kept)
+
+
+def test_purge_keeps_the_record_of_a_kept_entry_whose_name_is_not_utf8(
+        tmp_path: Path) -> None:
+    """A kept name of bytes that are not UTF-8 is in its record's ``kept_at`` as escapes,
+    four characters a byte: a lookup of that text is past the longest name a folder holds
+    (ENAMETOOLONG), which names nothing there, so the folder is searched.  Taken for the
+    disk failing, it failed the whole purge."""
+    spool = make_spool(tmp_path / "spool",
+                       clock=FakeClock(datetime.now(UTC) + timedelta(hours=1)))
+    layout = spool.layout
+    occupied = os.path.join(os.fsencode(layout.folder(JobState.DONE)), b"\xff" * 150)
+    os.mkdir(occupied)
+    with open(os.path.join(occupied, b"notes.txt"), "w") as notes:
+        notes.write("an operator's notes\n")
+    record = spool.keep_in_place(os.fsdecode(occupied), name="done/w.json", message="kept")
+    assert record is not None and record.source is not None
+    assert len(os.fsencode(str(record.source.kept_at))) > 255
+    report = Client(layout, spool.mover, spool.clock).purge(60)
+    assert (report.removed, report.kept, report.held) == (0, 1, (record.source.kept_at,))
+    assert listing(layout.folder(JobState.FAILED)) == [f"{record.id}.json"]
