@@ -110,9 +110,12 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             if len(data) != size:
                 data += read_fd(fd, MAX_ACTIVE_BYTES - len(data))
         except OSError as exc:  # EIO: the claim is given back, the file's trouble (a
-            # newer drop's got out raw, and crashed the processor)
+            # newer drop's got out raw, and crashed the processor); ESTALE, ENOMEM: the
+            # spool's, waited out as its fstat's (said the file's, it waited for a scan)
             _give_back(mover, src, dst, before, moved=True)
-            raise UnreadableDrop(f"cannot claim {job_id}: {exc.strerror}") from exc
+            what = f"cannot claim {job_id}"
+            raise (failing_file(exc, what) or failing_read(exc, what)
+                   or UnreadableDrop(f"{what}: {exc.strerror}")) from exc
         claim = Claim(job_id, fd, data, after.st_ctime_ns, after.st_mtime_ns)
         fd = -1  # the claim holds it now
         return claim

@@ -162,3 +162,26 @@ def test_an_error_that_is_no_disk_trouble_still_gives_the_newer_drop_back(
     monkeypatch.undo()
     assert raised.value.errno == errno.EBADF
     assert not dst.exists() and src.read_bytes() == NEWER
+
+
+@pytest.mark.parametrize("code", [errno.ESTALE, errno.ENOMEM], ids=["ESTALE", "ENOMEM"])
+def test_a_moved_job_whose_read_fails_for_now_is_spool_trouble(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Its read failing for a passing reason, the claim is given back and raised as the
+    spool trouble its fstat's same error is, the job queued again at the pause's end:
+    taken for the file's own (an EIO's UnreadableDrop), it was said unreadable and left
+    until the next scan, no pause for the spool's trouble."""
+    mover, src, dst = _spool(tmp_path)
+    real_read = os.read
+
+    def read(fd: int, n: int) -> bytes:
+        if os.readlink(f"/proc/self/fd/{fd}") == os.fspath(dst):
+            raise _error(code)
+        return real_read(fd, n)
+
+    monkeypatch.setattr(os, "read", read)
+    with pytest.raises(SpoolIOError, match="cannot claim j1") as raised:
+        take(mover, src, dst, "j1")
+    monkeypatch.undo()
+    assert not isinstance(raised.value, UnreadableDrop)
+    assert not dst.exists() and src.read_bytes() == JOB
