@@ -217,11 +217,14 @@ class Spool:
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
         kept = self.mover.retire(self.layout.job_str(_S_RUNNING, claim.job_id), claim.fd)
-        # A sidecar the disk cannot look up (EIO under progress/<id>.json) once the run is
-        # recorded and its file gone: left for recovery's sidecar pass, as release leaves
-        # them.  Raised, it got out of complete() raw: the processor crashed (a traceback,
-        # exit 1), the lease left open.  (SpoolIOError: the caller's pause and retry.)
-        with contextlib.suppress(OSError):
+        # A sidecar the disk cannot look up or remove (EIO under progress/<id>.json) once
+        # the run is recorded and its file gone: left for recovery's sidecar pass, as
+        # release leaves them.  Raised, it got out of complete() raw (an OSError: the
+        # processor crashed, exit 1); or (a SpoolIOError) the processor kept the run and
+        # did the transition again after its pause, over what had happened since: a
+        # requeue found its job pending or claimed, and failed it beside that, retiring
+        # another claimant's running file; a record replaced a later run's.
+        with contextlib.suppress(OSError, SpoolIOError):
             self._forget_run(claim.job_id, refresh=refresh)
         claim.close(os.close if kept else self.closer)  # only freeing an inode is slow
 
