@@ -49,6 +49,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spool.errors import SpoolIOError
 from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.kept import KeptLedger
@@ -167,14 +168,20 @@ class Recovery:
 
     def _remove_sidecar(self, path: str, job_id: str, what: str,
                         report: RecoveryReport) -> None:
-        """Remove a sidecar no job needs; one the disk cannot look up (EIO) is left and
-        said, tried again at the next pass: raised, it failed every pass (a pause each)
-        for as long as the sector stayed bad."""
+        """Remove a sidecar no job needs; one the disk cannot look up or remove (EIO) is
+        left and said, tried again at the next pass: raised, it failed every pass (a pause
+        each) for as long as the sector stayed bad."""
+        where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
         try:
             report.removed += self.spool.remove_file(path, job_id, what)
         except OSError as exc:
-            where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
             if (bad := failing_file(exc, f"cannot look up {where}")) is None:
+                raise
+            report.unreadable.append(str(bad))
+        except SpoolIOError as exc:  # its unlink's EIO (the mover's SpoolIOError)
+            cause = exc.__cause__
+            if not isinstance(cause, OSError) or (
+                    bad := failing_file(cause, f"cannot remove {where}")) is None:
                 raise
             report.unreadable.append(str(bad))
 

@@ -12,6 +12,7 @@ import os
 import pytest
 from spoolkit import done_record, listing, submit
 
+from spool.errors import SpoolIOError
 from spool.fsops import StrPath
 from spool.recovery import Recovery
 from spool.states import JobState
@@ -58,3 +59,26 @@ def test_a_leftover_progress_file_that_cannot_be_looked_up_is_said_and_left(
     assert os.path.exists(progress)
     assert Recovery(spool).scan().removed == 1  # the disk reads again
     assert not os.path.exists(progress)
+
+
+def test_a_leftover_progress_file_that_cannot_be_removed_is_said_and_left(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its unlink failing with EIO (SpoolIOError), as its lookup's: raised, it failed the
+    pass, a pause at each pass for as long as the sector stayed bad."""
+    progress = spool.layout.progress_str("gone")
+    with open(progress, "wb") as out:
+        out.write(b'{"fraction": 0.5}')  # of a run that ended long ago
+    real_unlink = spool.mover.unlink
+
+    def unlink(path: StrPath, **kw: bool) -> bool:
+        if os.fspath(path) == progress:
+            raise SpoolIOError("cannot remove gone.json: Input/output error") from OSError(
+                errno.EIO, os.strerror(errno.EIO), progress)
+        return real_unlink(path, **kw)
+
+    monkeypatch.setattr(spool.mover, "unlink", unlink)
+    report = Recovery(spool).scan()
+    monkeypatch.undo()
+    assert any("progress/gone.json" in said for said in report.unreadable), report.unreadable
+    assert os.path.exists(progress)
+    assert Recovery(spool).scan().removed == 1  # the disk writes again
