@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from spool.clock import utc_from_ns
-from spool.errors import ErrorType
+from spool.errors import ErrorType, UnreadableDrop
 from spool.fsops import failing_file, failing_read, is_there
 from spool.ids import JOB_SUFFIX
 from spool.layout import KEPT_TAG, Layout, is_kept_name
@@ -151,14 +151,23 @@ class KeptLedger:
         except FileNotFoundError:
             return
 
-    def settle(self) -> list[str]:
+    def settle(self, unreadable: list[str] | None = None) -> list[str]:
         """Record every noted (or earlier young) kept entry that has no record; the ids of
-        the records written."""
+        the records written.  One the disk cannot look up (EIO) is said in ``unreadable``
+        and kept in mind for a later pass: raised, it failed the pass (a pause at each)
+        for as long as the sector stayed bad.  (Its record's lookup may take an error for
+        none there: the record is then published never over anything at its name.)"""
         paths, self._noted = self._noted | self._young, set()
         self._young = set()
         written = []
         for path in sorted(paths):
-            record_id = self._settle(path)
+            try:
+                record_id = self._settle(path)
+            except UnreadableDrop as exc:
+                self._young.add(path)
+                if unreadable is not None:
+                    unreadable.append(str(exc))
+                continue
             if record_id is not None:
                 written.append(record_id)
         return written
@@ -178,6 +187,11 @@ class KeptLedger:
             st = os.lstat(path)
         except FileNotFoundError:
             return None  # removed by an operator, or put back by its writer
+        except OSError as exc:
+            where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+            if (bad := failing_file(exc, f"cannot look up {valid_text(where)}")) is None:
+                raise
+            raise bad from exc
         record = self._record(record_id, path, st)
         if not self.spool.mover.publish(record_path, record_bytes(record), replace=False):
             return None  # its writer's record came meanwhile

@@ -123,7 +123,7 @@ class Recovery:
         if owners_died or self._first:
             self._kept_in_unlisted_folders()
         self._first = False
-        report.restored.extend(self._kept.settle())
+        report.restored.extend(self._kept.settle(report.unreadable))
         self.mover.sweep_litter()  # this process's own staging files a failed write left
         self.mover.flush()
         return report
