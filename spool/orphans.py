@@ -27,6 +27,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there
+from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, parse_record
@@ -155,7 +156,9 @@ class Orphans:
         ran = job.attempts + 1
         report.runs[job_id] = (job.tool, ran)
         if is_there(self.layout.cancel_str(job_id),
-                    f"cannot look up the cancel request of {job_id}"):
+                    f"cannot look up the cancel request of {job_id} (cancel/{job_id}); "
+                    f"running/{job_id}{JOB_SUFFIX} is left there, neither requeued nor "
+                    "cancelled, until it can be (a drop of the id waits behind it)"):
             # Asked while no processor ran it (the client was told the request is in):
             # the cancel wins over a retry.  A request the disk cannot look up (EIO)
             # leaves the orphan for a later pass: os.path.lexists took it for none, and

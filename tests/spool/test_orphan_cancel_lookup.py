@@ -44,6 +44,8 @@ def test_an_orphans_cancel_request_not_looked_up_leaves_it_for_later(
     monkeypatch.undo()
     assert report.requeued == [] and report.unread_orphans == ["x"]
     assert any("cancel request of x" in said for said in report.unreadable), report.unreadable
+    # said with what it holds: the job itself, and its id (said once by the processor)
+    assert any("running/x.json is left there" in said for said in report.unreadable)
     assert locate(spool.layout, "x") == [JobState.RUNNING]
     assert os.path.exists(request)
     assert Recovery(spool).scan().cancelled == ["x"]  # the disk reads again
