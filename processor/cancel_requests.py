@@ -34,7 +34,7 @@ from processor.runner import Outcome
 from processor.tools import ExecutionMode
 from spool.entries import read_regular
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
-from spool.fsops import failing_file
+from spool.fsops import failing_file, is_there
 from spool.ids import JOB_SUFFIX
 from spool.transitions import Spool
 
@@ -68,15 +68,12 @@ class CancelRequests:
         cancels = self.discovery.cancels
         while cancels:
             job_id = cancels.pop()
-            if not os.path.lexists(self.layout.cancel / job_id):
-                self.unreadable.pop(job_id, None)
-                continue
             run = self.runs.get(job_id)
             ready = self.queues.ready.get(job_id) if run is None else None
             held = (os.fstat(run.claim.fd).st_ino if run is not None
                     else ready.inode[0] if ready is not None else None)
             try:
-                wanted = held is None or self._for_file(job_id, held)
+                wanted = self._there(job_id) and (held is None or self._for_file(job_id, held))
             except UnreadableDrop as exc:
                 # The request's own trouble (a bad sector under it): taken for the spool's,
                 # it was asked again at each pause's end, and every claim paused for good.
@@ -113,6 +110,16 @@ class CancelRequests:
                 if record is not None:
                     self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
+
+    def _there(self, job_id: str) -> bool:
+        """The request is still there; its lookup's EIO is its own trouble (an
+        :class:`~spool.errors.UnreadableDrop`), which ``os.path.lexists`` took for no
+        request: dropped at each scan of ``cancel/`` with no word while it lasted."""
+        there = is_there(self.layout.cancel / job_id,
+                         f"cannot look up the cancel request of {job_id}")
+        if not there:
+            self.unreadable.pop(job_id, None)
+        return there
 
     def _unreadable(self, job_id: str, exc: UnreadableDrop) -> None:
         """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""
