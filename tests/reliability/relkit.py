@@ -8,7 +8,10 @@ suite's autouse fixture finds anything left running after a test.
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,3 +115,14 @@ def statusd_port(daemon: Daemon, timeout: float = 30.0) -> int:
     """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged."""
     assert daemon.proc is not None
     return wait_listening(daemon.proc, daemon.logs, timeout)
+
+
+@functools.cache
+def strace_usable() -> str | None:
+    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
+                           capture_output=True, timeout=30)
+    return found if probe.returncode == 0 else None

@@ -4,26 +4,14 @@ processor runs: strace, attached to a real processor, fails every ``newfstatat``
 
 from __future__ import annotations
 
-import functools
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from relkit import Daemon, drop, locations, record, wait_for
+from relkit import Daemon, drop, locations, record, strace_usable, wait_for
 
 UNREAD = "cannot read a cancel request; asked again at each scan"
-
-
-@functools.cache
-def _strace() -> str | None:
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None
 
 
 def test_a_cancel_request_the_disk_cannot_look_up_is_said_and_acted_on_later(
@@ -32,7 +20,7 @@ def test_a_cancel_request_the_disk_cannot_look_up_is_said_and_acted_on_later(
     dropped it again with no word, the job waiting on and nobody told why its cancel
     did nothing.  It is the request's trouble, said once; the cancel goes through once
     the lookup works."""
-    strace = _strace()
+    strace = strace_usable()
     if strace is None:
         pytest.skip("strace is not available here")
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="0.5")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from relkit import Daemon, drop, locations, record, wait_for
+from relkit import Daemon, drop, locations, record, strace_usable, wait_for
 
 TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
@@ -36,23 +35,12 @@ CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
 LEFT = "recovery cannot read a file; left there, tried at each pass"
 
 
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None
-
-
 @pytest.fixture
 def attach(tmp_path: Path) -> Iterator[Callable[..., Callable[[], None]]]:
     """Attach strace to a pid, failing the first ``syscall`` on ``path`` of each of its
     threads (strace counts ``when`` per thread) with EIO; the callable it returns
     detaches it."""
-    strace = _strace()
+    strace = strace_usable()
     if strace is None:
         pytest.skip("strace is not available here")
     procs: list[subprocess.Popen[bytes]] = []
@@ -445,7 +433,7 @@ def test_a_quarantined_original_the_disk_cannot_look_up_is_not_an_exit_at_start(
     sector under its inode).  The pass at start checks every name of ``failed/``: the
     error got out of it, and the processor exited at each start ("cannot use the
     spool"), restarted for ever.  It is that file's trouble: said once, the jobs run."""
-    strace = _strace()
+    strace = strace_usable()
     if strace is None:
         pytest.skip("strace is not available here")
     (spool_root / "failed" / "bad.orig").write_bytes(b"not a job")
@@ -607,7 +595,7 @@ def test_a_newer_drop_the_disk_cannot_read_at_its_claim_is_not_a_crash(
     processor crashed (exit 1), the newer drop left in ``running/`` an orphan, never run.
     It is that file's trouble, as the claim's own read: given back, said once, the
     others run, and it runs once it reads."""
-    strace = _strace()
+    strace = strace_usable()
     if strace is None:
         pytest.skip("strace is not available here")
     flag = tmp_path / "sector-bad"

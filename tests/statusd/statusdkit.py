@@ -185,13 +185,14 @@ def request(base: str, method: str, path: str, body: Any = None, *,
         conn.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             pause: Callable[[], None] = lambda: time.sleep(0.02)) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.02)
+        pause()
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -204,13 +205,7 @@ def wait_in_page(page: _Pauses, predicate: Callable[[], Any], timeout: float = 1
     """`wait_for` for what a Playwright handler (a route, a web socket's) sets: the sync API
     runs those handlers only inside its own calls, so a `time.sleep` loop waits for good
     on a request that came in after the last call returned."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        page.wait_for_timeout(20)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(predicate, timeout, what, pause=lambda: page.wait_for_timeout(20))
 
 
 @dataclass
