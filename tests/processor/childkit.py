@@ -53,6 +53,18 @@ proctree.open = opening  # shadows the builtin in proctree's lookups
 of its ``children`` list (``children[0]`` is the sleep, ``end_thread()`` ends it)."""
 
 
+CHILD_STATUS = r"""
+try:
+    status = child.wait(10)  # a zombie at once once killed
+except subprocess.TimeoutExpired:
+    child.kill()
+    child.wait()
+    status = None
+"""
+"""A script's lines that set ``status``: how ``child`` (a ``subprocess.Popen``) ended
+once killed, ``None`` (and killed now) when it still ran 10 s on."""
+
+
 def script_env() -> dict[str, str]:
     """The environment of a script that imports this tree's ``processor``."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(

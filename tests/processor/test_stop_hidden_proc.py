@@ -5,7 +5,7 @@ child of the process that calls it."""
 
 from __future__ import annotations
 
-from childkit import run_script
+from childkit import CHILD_STATUS, run_script
 
 SCRIPT = r"""
 import builtins, errno, os, subprocess
@@ -29,12 +29,7 @@ try:
     killed, error = proctree.kill_tool_processes(), None
 except OSError as exc:
     killed, error = [], repr(exc)
-try:
-    status = child.wait(10)  # a zombie at once once killed
-except subprocess.TimeoutExpired:
-    child.kill()
-    child.wait()
-    status = None
+""" + CHILD_STATUS + r"""
 print(orjson.dumps({"killed": killed, "child": child.pid, "status": status,
                     "error": error}).decode())
 """

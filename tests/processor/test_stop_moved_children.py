@@ -4,18 +4,13 @@ takes every child of the process that calls it."""
 
 from __future__ import annotations
 
-from childkit import THREAD_ENDS_MID_LOOK, run_script
+from childkit import CHILD_STATUS, THREAD_ENDS_MID_LOOK, run_script
 
 SCRIPT = THREAD_ENDS_MID_LOOK + r"""
 killed = proctree.kill_tool_processes()
 end_thread()
 child = children[0]
-try:
-    status = child.wait(10)  # a zombie at once once killed
-except subprocess.TimeoutExpired:
-    child.kill()
-    child.wait()
-    status = None
+""" + CHILD_STATUS + r"""
 print(orjson.dumps({"killed": killed, "child": child.pid, "status": status}).decode())
 """
 
