@@ -12,7 +12,8 @@ With ``SLOWIMPORT_REFUSE`` set, the finder instead refuses that one module on th
 thread, once, with the kernel's EMFILE, as the module file's ``open`` does when
 descriptors run out midway (a FAST tool's leak, the system's file table full): the
 modules loaded so far stay loaded, the rest not, and a numpy imported after that is
-half-made.
+half-made.  It refuses once the file ``SLOWIMPORT_GATE`` names exists, so that a test
+can have a job running first.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class _RefuseOneModule:
         if (fullname == os.environ["SLOWIMPORT_REFUSE"] and not _held
                 and threading.current_thread().name == "spoolq-imports"):
             _held.append(fullname)
+            gate = Path(os.environ["SLOWIMPORT_GATE"])
+            deadline = time.monotonic() + 120
+            while not gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
             raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), fullname)
         return None  # the usual finders find it
 

@@ -32,9 +32,14 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
              "kline": {"tool": "get_kline", "params": {"symbol": "S0000", "limit": 2}}}
     for job_id, body in early.items():
         drop(spool_root, job_id, body)
+    gate = spool_root.parent / "refuse-now"
     d = daemon(tools="ptools,slowimport", SPOOL_GRACE_S="60",
-               SLOWIMPORT_REFUSE="numpy._core._type_aliases")
+               SLOWIMPORT_REFUSE="numpy._core._type_aliases", SLOWIMPORT_GATE=str(gate))
     drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 60}})
+    # The import fails only once the job runs: refused before its claim, the job was
+    # left as dropped (CI saw that once, on a slow host).
+    wait_for((spool_root / "running" / "long.json").exists, 30, "the job to run")
+    gate.touch()
     assert d.proc is not None
     d.proc.wait(30)
     assert d.proc.returncode == 75, d.logs()
