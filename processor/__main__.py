@@ -54,12 +54,14 @@ def make_executor(settings: Settings) -> ComputeExecutor:
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75
 PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
-                            errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE})
+                            errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE,
+                            errno.ENOLCK})
 """What a spool refuses for now: a disk full, descriptors or memory short, an I/O error,
-an NFS handle gone stale (a new process looks every path up afresh).  At start-up (its
-recovery scan, say) the processor exits ``EXIT_TEMPFAIL`` for these, so systemd starts
-it again; with exit status 2 a full disk at boot left it down until someone restarted
-it by hand."""
+an NFS handle gone stale (a new process looks every path up afresh), a network
+filesystem's lock daemon down (ENOLCK: the owner lease and recovery's claims are
+``flock`` calls).  At start-up (its recovery scan, say) the processor exits
+``EXIT_TEMPFAIL`` for these, so systemd starts it again; with exit status 2 a full disk
+at boot, or lockd not yet up, left it down until someone restarted it by hand."""
 
 
 def passing(exc: BaseException) -> bool:
