@@ -19,7 +19,8 @@ sets ``stopping`` (no more intake or claims) and the grace period of
 ``SPOOL_GRACE_S``; a second signal ends the grace period at once.  Once nothing
 runs or the grace period is over, :func:`stop_runs` kills what still runs and
 requeues it without counting the attempt (a run whose cancel was asked fails
-``cancelled``; one whose id has a newer drop pending fails ``abandoned``).
+``cancelled``; one whose id has a newer drop pending fails ``abandoned``; one whose
+cancel request the disk cannot look up is left in ``running/`` for recovery).
 :func:`close` then kills the processes FAST tools left, stops the feed, removes the
 status file and the lease, and gives back what ``__init__`` and start-up opened.
 :func:`restart` is such a stop with no grace period and exit status 75, for a process
@@ -44,6 +45,7 @@ from processor.finish import Finisher
 from processor.inbox import InboxSink
 from processor.run import Run
 from spool.errors import ErrorType, SpoolIOError
+from spool.fsops import is_there
 from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo
@@ -182,12 +184,16 @@ def restart(processor: Processor, why: str) -> None:
 def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
               finisher: Finisher) -> None:
     """Grace is over: kill what still runs and requeue it without counting the attempt
-    (a run with a cancel request fails ``cancelled`` instead)."""
+    (a run with a cancel request fails ``cancelled`` instead; one whose request the disk
+    cannot look up is left to recovery, see :func:`_cancel_asked`)."""
     leftovers = list(runs.values())
     executor.shutdown()
     for run in leftovers:
         runs.pop(run.claim.job_id, None)
-        if os.path.lexists(spool.layout.cancel / run.claim.job_id):
+        asked = _cancel_asked(run, spool)
+        if asked is None:
+            continue
+        if asked:
             # Its cancel was asked and not yet acted on (the kill's outcome still on
             # the way when the grace ended): the cancel wins over a requeue, as in
             # recovery; requeued, the request would go with the run.
@@ -205,6 +211,26 @@ def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
             finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor "
                                          "shut down and a newer drop of the id is "
                                          "pending"))
+
+
+def _cancel_asked(run: Run, spool: Spool) -> bool | None:
+    """Whether the cancel of ``run`` was asked; None when the disk cannot say (EIO, a
+    stale NFS handle): the run is then left in ``running/``, its lease let go, for
+    recovery's pass, which cancels it once the request can be looked up (see
+    :mod:`spool.orphans`), at the price of the attempt counted.  ``os.path.lexists``
+    took the error for no request: the run was requeued as cut short into a new file,
+    the request (naming the run's file) was dropped as another run's, and the job ran
+    again though ``spoolq cancel`` had told the client the request stays."""
+    job_id = run.claim.job_id
+    try:
+        return is_there(spool.layout.cancel / job_id,
+                        f"cannot look up the cancel request of {job_id}")
+    except SpoolIOError as exc:
+        run.claim.close()
+        log.error("a run the stop cut short is left in running/ for recovery: whether its "
+                  "cancel was asked cannot be told", extra={"fields": {
+                      "id": job_id, "tool": run.job.tool, "error": str(exc)}})
+        return None
 
 
 def close(processor: Processor) -> None:
