@@ -38,7 +38,7 @@ from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.entries import read_regular
 from spool.errors import SpoolIOError
-from spool.fsops import FILES_ONLY, Mover, StrPath
+from spool.fsops import FILES_ONLY, Mover, StrPath, is_there
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
@@ -295,7 +295,13 @@ class Spool:
         except (SpoolIOError, OSError):
             running = self.layout.job_str(JobState.RUNNING, claim.job_id)
             pending = self.layout.job_str(JobState.PENDING, claim.job_id)
-            if os.path.lexists(pending) or not os.path.lexists(running):
+            # Not os.path.lexists, which took the disk failing (EIO) for no pending file:
+            # the move back then found this requeue at its name, took it for a newer
+            # drop, and the run was failed "abandoned" beside its own requeue.  A lookup
+            # that fails raises: left for recovery, as here.
+            if (is_there(pending, f"cannot look up pending/{claim.job_id}{JOB_SUFFIX}")
+                    or not is_there(running,
+                                    f"cannot look up running/{claim.job_id}{JOB_SUFFIX}")):
                 # Written, then the disk failed (recovery finishes that requeue), or a
                 # newer drop is pending (recovery fails this run as superseded, as the
                 # caller would): either way, left for recovery.
