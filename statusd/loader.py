@@ -25,13 +25,14 @@ import enum
 import errno
 import os
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from stat import S_ISREG
 from typing import TypeVar
 
 from spool.entries import denied_file
 from spool.errors import SpoolIOError
-from spool.fsops import NO_DESCRIPTOR, failing_read, unreadable_as_trouble
+from spool.fsops import NO_DESCRIPTOR, failing_read, is_there, unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
@@ -277,39 +278,64 @@ class Loader:
         gone: its file is always in one of these places while it moves (renames), so
         that is a removal, not a move.
 
-        ``failed``: as for :meth:`refresh`; an id whose second look or read the disk fails
-        goes there and is left out (it failed every id of the batch: found in its new
-        folder, a record on a bad sector kept the batch's moves unapplied).
+        ``failed``: as for :meth:`refresh`; an id whose second look or read, or the lookup
+        of its quarantined original, the disk fails goes there and is left out (it failed
+        every id of the batch: found in its new folder, a record on a bad sector kept the
+        batch's moves unapplied).
         """
         staged = self._staged_ids()
         if staged is None:  # tmp/ cannot be listed: nothing tells a move from a removal
             return [(job_id, Absent.MOVING) for job_id in job_ids]
-        out: list[tuple[str, Item | Absent]] = []
-        for job_id in job_ids:
-            if self._moving(job_id, staged):
-                out.append((job_id, Absent.MOVING))
-                continue
+        out = self._each([(job_id, Absent.GONE) for job_id in job_ids],
+                         partial(self._found, staged=staged), failed)
+        if any(found is Absent.GONE for _, found in out):
+            out = self._each(out, partial(self._gone_still, staged=self._staged_ids()),
+                             failed)
+        return out
+
+    @staticmethod
+    def _each(out: list[tuple[str, Item | Absent]],
+              look: Callable[[str, Item | Absent], Item | Absent],
+              failed: dict[str, SpoolIOError] | None) -> list[tuple[str, Item | Absent]]:
+        """``look`` for each id of ``out``; one whose look the disk fails goes to
+        ``failed``, left out (raised without it, or out of descriptors)."""
+        looked: list[tuple[str, Item | Absent]] = []
+        for job_id, found in out:
             try:
-                stamp = self.current(job_id)
-                item = self.load(job_id, stamp) if stamp is not None else None
+                looked.append((job_id, look(job_id, found)))
             except SpoolIOError as exc:
                 if failed is None or _for_want_of_descriptors(exc):
                     raise
                 failed[job_id] = exc
-                continue
-            out.append((job_id, item if item is not None else
-                        Absent.GONE if stamp is None else
-                        Absent.DENIED if denied_file(self.layout, job_id) is not None else
-                        Absent.MOVING))
-        if any(found is Absent.GONE for _, found in out):
-            staged = self._staged_ids()
-            out = [(job_id, Absent.MOVING if found is Absent.GONE and (
-                staged is None or self._moving(job_id, staged)) else found)
-                for job_id, found in out]
-        return out
+        return looked
+
+    def _found(self, job_id: str, _: Item | Absent, staged: set[str]) -> Item | Absent:
+        """The first look at an id found in no state folder (see :meth:`_absent`)."""
+        if self._moving(job_id, staged):
+            return Absent.MOVING
+        stamp = self.current(job_id)
+        item = self.load(job_id, stamp) if stamp is not None else None
+        return (item if item is not None else
+                Absent.GONE if stamp is None else
+                Absent.DENIED if denied_file(self.layout, job_id) is not None else
+                Absent.MOVING)
+
+    def _gone_still(self, job_id: str, found: Item | Absent, staged: set[str] | None
+                    ) -> Item | Absent:
+        """``found`` after the second listing of ``tmp/`` (``staged``: None when it
+        cannot be listed): an id gone at the first look may be moving."""
+        if found is Absent.GONE and (staged is None or self._moving(job_id, staged)):
+            return Absent.MOVING
+        return found
 
     def _moving(self, job_id: str, staged: set[str]) -> bool:
-        return job_id in staged or os.path.lexists(self.layout.original_str(job_id))
+        """Staged for a move, or quarantined: its original in ``failed/``, its record on
+        the way.  Raised when the disk cannot look the original up (EIO, a stale NFS
+        handle): ``os.path.lexists`` took that for no original and the id for gone,
+        removed from the index (its task streams ended, a GET answered 404) while its
+        record was being written."""
+        return job_id in staged or is_there(
+            self.layout.original_str(job_id), f"cannot look up the original of {job_id}")
 
     def _staged_ids(self) -> set[str] | None:
         """The ids a cancel, retry or quarantine holds in ``tmp/`` or ``stage/`` now
