@@ -737,10 +737,16 @@ class Mover:
     @staticmethod
     def _link_then_unlink(src: StrPath, dst: StrPath) -> bool:
         if stat.S_ISDIR(os.lstat(src).st_mode):
-            if os.path.lexists(dst):
-                return False
-            os.rename(src, dst)  # directories cannot be hard-linked; best effort
-            return True
+            # Directories cannot be hard-linked; best effort.  A lookup the disk fails
+            # (EIO, ESTALE) is raised, as the rename's would be: os.path.lexists took it
+            # for a free name, and the rename replaced an empty directory there (an
+            # earlier drop's kept original).
+            try:
+                os.lstat(dst)
+            except FileNotFoundError:
+                os.rename(src, dst)
+                return True
+            return False
         try:
             os.link(src, dst, follow_symlinks=False)
         except FileExistsError:
