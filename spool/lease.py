@@ -14,6 +14,7 @@ Descriptors are opened ``O_CLOEXEC`` and workers are started by
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -70,16 +71,23 @@ def lock_if_free(path: Path) -> int | None:
     return None
 
 
-def is_locked(path: Path) -> bool | None:
+NOT_THERE = frozenset({errno.ENOENT, errno.ELOOP, errno.ENXIO})
+"""What an open in ``owners/`` says when there is no file there to test or read: none
+(gone since it was listed), a symlink (never followed), a socket."""
+
+
+def is_locked(path: Path, *, strict: bool = False) -> bool | None:
     """True when a live process holds ``path``'s lock; None when there is no such file
     (or none this process can test: a symlink, which is never followed, or no read access).
     Out of descriptors or the disk failing, the OSError: nothing is known of the lock
-    then, and reading it as not held called a live processor dead.
+    then, and reading it as not held called a live processor dead.  ``strict``: any open
+    that fails for another reason than :data:`NOT_THERE` is raised too (no read access,
+    EACCES), for a caller that says whether a processor is alive.
     """
     try:
         fd = open_nofollow(path)
     except OSError as exc:
-        if exc.errno in NOT_NOW:
+        if exc.errno in NOT_NOW or (strict and exc.errno not in NOT_THERE):
             raise
         return None
     try:

@@ -6,16 +6,19 @@ so it needs no daemon and no daemon's restart, death or hang can reset or freeze
 from __future__ import annotations
 
 import os
+import stat
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spool.entries import Entry, Stamp, read_regular
-from spool.fsops import unreadable_as_trouble
+from spool.entries import Entry, Stamp
+from spool.errors import SpoolIOError
+from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
-from spool.jobfile import MAX_ACTIVE_BYTES
+from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S, is_locked
+from spool.lease import HEARTBEAT_STALE_S, NOT_THERE, is_locked, open_nofollow
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
@@ -34,35 +37,94 @@ def counts(reader: SpoolReader) -> dict[str, int]:
     return counts
 
 
+UNKNOWN = "cannot tell whether a processor is alive"
+"""How the SpoolIOError of processors that cannot be read begins."""
+
+
 def processors(layout: Layout) -> list[OwnerStatus]:
-    """Status of every live processor (its owner lock held).  Out of descriptors, a
-    SpoolIOError: a live processor is never left out for it (called down)."""
-    with unreadable_as_trouble("cannot read owners/"):
+    """Status of every live processor (its owner lock held).
+
+    A SpoolIOError whenever whether one is alive cannot be told for another reason than
+    a file's absence: an owner lock that cannot be tested, or a held lock's status file
+    that cannot be read (EACCES: a processor's file statusd may not open; EIO: the disk
+    failing; this process out of descriptors).  Such a processor was left out: a live
+    one called dead (``alive: false``, which monitoring acts on).  ``owners/`` that cannot
+    be listed: a SpoolIOError too when the disk fails it or this process is out of
+    descriptors, else the OSError (a member of the submit group only may not list it,
+    and the CLI's callers say so); :func:`known_processors` raises none but
+    SpoolIOErrors."""
+    try:
         return _processors(layout)
+    except OSError as exc:  # the listing's: the others are named where they are met
+        if exc.errno not in NOT_NOW:
+            raise
+        raise _unknown(exc, "cannot list owners/") from exc
 
 
 def _processors(layout: Layout) -> list[OwnerStatus]:
-    live = []
     try:
         names = sorted(os.listdir(layout.owners))
     except FileNotFoundError:
         return []
+    live = []
     for name in names:
         owner = name.removesuffix(JOB_SUFFIX)
         if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
             continue
-        if not is_locked(layout.owner_lock(owner)):
-            continue
         try:
-            # Out of descriptors, the OSError (processors' SpoolIOError): unopened, it
-            # read as none, and the live processor holding its lock was left out.
-            data = read_regular(layout.owner_status(owner), MAX_ACTIVE_BYTES, strict=True)
+            if not is_locked(layout.owner_lock(owner), strict=True):
+                continue
+        except OSError as exc:
+            raise _unknown(exc, f"cannot test processor {owner}'s owner lock") from exc
+        try:
+            data = _status_bytes(layout.owner_status(owner))
+        except OSError as exc:
+            raise _unknown(exc, f"cannot read processor {owner}'s status file") from exc
+        try:
             status = None if data is None else OwnerStatus.model_validate_json(data)
-        except (FileNotFoundError, ValueError):
+        except ValueError:
             continue
         if status is not None and _plausible(status):
             live.append(status)
     return live
+
+
+def known_processors(layout: Layout) -> list[OwnerStatus]:
+    """:func:`processors`, for a document that says whether a processor is alive (the
+    stats document): ``owners/`` that cannot be listed is a SpoolIOError naming it too.
+    It was a PermissionError: a 500 with a traceback from statusd."""
+    try:
+        return processors(layout)
+    except OSError as exc:
+        raise _unknown(exc, "cannot list owners/") from exc
+
+
+def _unknown(exc: OSError, what: str) -> SpoolIOError:
+    """The SpoolIOError of processors whose state ``exc`` kept from being read: what
+    could not be done, the errno's text and the path, never a traceback."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return SpoolIOError(f"{UNKNOWN}: {what}: {exc.strerror or exc}{where}")
+
+
+def _status_bytes(path: Path) -> bytes | None:
+    """A held owner lock's status file; None when there is none (a processor starting
+    writes it with its first heartbeat) or it is no processor's (a symlink, not a
+    regular file, over the size of one).  Any other OSError raised: read as none, a
+    status file statusd may not open (EACCES) called its live processor dead."""
+    try:
+        fd = open_nofollow(path)
+    except OSError as exc:
+        if exc.errno in NOT_THERE:
+            return None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ACTIVE_BYTES:
+            return None
+        data = read_fd(fd, MAX_ACTIVE_BYTES, st.st_size)
+        return None if len(data) > MAX_ACTIVE_BYTES else data
+    finally:
+        os.close(fd)
 
 
 def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
@@ -86,7 +148,7 @@ def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
     age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
     first_due = _first_due(reader, pending)
     due_age = None if first_due is None or first_due > now else now - first_due
-    return stats_document(counts, age, processors(reader.layout), now,
+    return stats_document(counts, age, known_processors(reader.layout), now,
                           finished_recently=recent, oldest_due_pending_age_s=due_age)
 
 

@@ -1,0 +1,67 @@
+"""``spoolq stats`` when it cannot read the processors' state: one line, exit 1.
+
+A live processor (a held owner lock, a fresh status file); strace fails every open of
+``owners/``, of its status file or of its lock (EACCES, EIO).  Before: ``owners/`` it
+could not list said ``Permission denied (<path>)`` without saying what for, and a status
+file or lock it could not open (EACCES) printed "processor down: no live processor on
+this spool" (exit 0), about a processor that ran.  It names the cause now, on one line
+of stderr, exit 1, and prints no table that would say the processor is down.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from spoolkit import REPO, strace_path
+
+from spool.layout import Layout
+from spool.lease import OwnerLease
+from spool.models import OwnerStatus
+
+OWNER = "live-1"
+
+
+@pytest.mark.parametrize("case", [
+    ("owners", "EACCES", "cannot list owners/", "Permission denied"),
+    ("owners", "EIO", "cannot list owners/", "Input/output error"),
+    ("status", "EACCES", f"cannot read processor {OWNER}'s status file", "Permission denied"),
+    ("status", "EIO", f"cannot read processor {OWNER}'s status file", "Input/output error"),
+    ("lock", "EACCES", f"cannot test processor {OWNER}'s owner lock", "Permission denied"),
+])
+def test_stats_that_cannot_read_the_processors_say_why_not_down(
+        env: dict[str, str], root: Path, case: tuple[str, str, str, str]) -> None:
+    """``case``: what fails, its errno, and what the line says of it."""
+    target, error, said, text = case
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    layout = Layout(root)
+    path = {"owners": layout.owners, "status": layout.owner_status(OWNER),
+            "lock": layout.owner_lock(OWNER)}[target]
+    lease = OwnerLease(layout.owner_lock(OWNER))
+    try:
+        now = datetime.now(UTC)
+        layout.owner_status(OWNER).write_text(OwnerStatus(
+            owner=OWNER, pid=os.getpid(), host="h", version="0", started_at=now,
+            heartbeat_at=now, job_num=2).model_dump_json())
+        stats = [sys.executable, "-m", "spool.cli.main", "stats"]
+        known = subprocess.run(stats, check=False, capture_output=True, text=True,
+                               timeout=60, env=env, cwd=REPO)
+        assert known.returncode == 0 and "processor up" in known.stdout, known
+        proc = subprocess.run(
+            [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=openat",
+             "-e", f"inject=openat:error={error}:when=1+", *stats],
+            check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    finally:
+        lease.release()
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot tell whether a processor is alive" in lines[0], lines
+    assert said in lines[0] and text in lines[0], lines
+    assert "processor down" not in proc.stdout, proc.stdout
