@@ -5,7 +5,11 @@ Two kinds:
 * Gauges read at scrape time from the index and the processors' status
   files: jobs by state, oldest pending age (and oldest due), processor up, processors, busy
   workers, ``JOB_NUM``, connected WebSocket clients, whether statusd sees the spool
-  (``spoolq_statusd_spool_ok``, as /healthz says it).
+  (``spoolq_statusd_spool_ok``, as /healthz says it) and whether it can read the
+  processors' state (``spoolq_statusd_processors_ok``).  While it cannot, the scrape
+  answers 200 all the same, without the processor gauges: a 503 would have lost the
+  counts and counters with them and read as statusd down (``up`` 0), and a made-up
+  ``spoolq_processor_up 0`` would fire the "processor down" alert for a live one.
 * Counters and a histogram fed by the tracker as terminal records appear
   (``spoolq_transitions_total{tool,outcome}``,
   ``spoolq_job_duration_seconds{tool}``).  They count from statusd's start,
@@ -50,7 +54,8 @@ DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 90
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 StatusSource = Callable[[], dict[str, Any]]
-"""Returns the /api/v1/stats document (plus ``ws_clients``)."""
+"""Returns the /api/v1/stats document (plus ``ws_clients``); without the processors'
+fields and with ``processors_unknown`` (the cause) when their state cannot be read."""
 
 
 class _SpoolGauges:
@@ -75,19 +80,14 @@ class _SpoolGauges:
                                 "could run: since it arrived, or its not_before if later "
                                 "(0 when none is due)",
                                 value=due if due is not None else 0.0)
-        yield GaugeMetricFamily("spoolq_processor_up",
-                                "1 when a live processor holds its lease and heartbeats",
-                                value=1.0 if doc["processor"]["alive"] else 0.0)
-        yield GaugeMetricFamily("spoolq_processors", "Live processors on this spool",
-                                value=doc["processor"]["count"])
-        yield GaugeMetricFamily("spoolq_processor_io_trouble",
-                                "Live processors whose writes the spool refuses (a full "
-                                "disk, a folder they may not write): their claims wait",
-                                value=doc["processor"]["io_trouble"])
-        yield GaugeMetricFamily("spoolq_busy_workers", "COMPUTE workers running a job",
-                                value=doc["busy_workers"])
-        yield GaugeMetricFamily("spoolq_job_num", "COMPUTE workers (JOB_NUM) of live processors",
-                                value=doc["job_num"])
+        yield GaugeMetricFamily("spoolq_statusd_processors_ok",
+                                "1 while statusd can tell whether processors are alive; 0 "
+                                "while it cannot read their state (owners/ not listed, a "
+                                "lock not tested, a status file not read): the processor "
+                                "gauges are then left out, never reported down",
+                                value=0.0 if "processors_unknown" in doc else 1.0)
+        if "processors_unknown" not in doc:
+            yield from _processor_gauges(doc)
         yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
                                 "WebSocket clients connected to statusd",
                                 value=doc["statusd"]["ws_clients"])
@@ -100,6 +100,23 @@ class _SpoolGauges:
         yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
                                   "WebSocket clients dropped for falling behind",
                                   value=doc["statusd"]["ws_dropped"])
+
+
+def _processor_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
+    """The gauges the processors' status files tell (only when they could be read)."""
+    yield GaugeMetricFamily("spoolq_processor_up",
+                            "1 when a live processor holds its lease and heartbeats",
+                            value=1.0 if doc["processor"]["alive"] else 0.0)
+    yield GaugeMetricFamily("spoolq_processors", "Live processors on this spool",
+                            value=doc["processor"]["count"])
+    yield GaugeMetricFamily("spoolq_processor_io_trouble",
+                            "Live processors whose writes the spool refuses (a full "
+                            "disk, a folder they may not write): their claims wait",
+                            value=doc["processor"]["io_trouble"])
+    yield GaugeMetricFamily("spoolq_busy_workers", "COMPUTE workers running a job",
+                            value=doc["busy_workers"])
+    yield GaugeMetricFamily("spoolq_job_num", "COMPUTE workers (JOB_NUM) of live processors",
+                            value=doc["job_num"])
 
 
 def ran_its_tool(item: Item) -> bool:

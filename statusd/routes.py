@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
@@ -165,8 +166,15 @@ async def record_body(services: Services, job_id: str) -> bytes:
 
 
 async def stats(request: web.Request) -> web.Response:
+    """The stats document; 503 ``unavailable`` naming the cause while whether a processor
+    is alive cannot be told (``processor.alive`` is a bool: no ``false`` is made up)."""
     services = request.app[SERVICES]
-    return _json(orjson.dumps(services.stats(), option=DUMP_OPTS))
+    try:
+        doc = services.stats()
+    except SpoolIOError as exc:  # logged once a run by Services.processors
+        raise ApiError(503, "unavailable", str(exc),
+                       {"Retry-After": str(RETRY_AFTER_S)}) from exc
+    return _json(orjson.dumps(doc, option=DUMP_OPTS))
 
 
 async def metrics(request: web.Request) -> web.Response:

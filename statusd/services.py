@@ -8,6 +8,7 @@ uses, run in a thread because it blocks), and the stats document.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,16 +17,21 @@ from aiohttp import web
 
 from spool.client import Client
 from spool.errors import SpoolIOError
-from spool.fsops import FAILING_IO, Mover
+from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import OwnerStatus
 from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
+from spool.stats import known_processors
 from statusd.hub import Hub
 from statusd.index import Index
 from statusd.metrics import Metrics
 from statusd.tracker import Tracker
 
+log = logging.getLogger("spoolq.statusd")
+
+PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")
+"""What the processors' status files tell in the stats document."""
 WRITE_THREADS = 4
 """Concurrent writes (a cancel of a running job may wait up to 5 s in one)."""
 
@@ -41,15 +47,15 @@ class Services:
         self.reader = SpoolReader(self.layout)
         self.index = Index()
         self.hub = Hub() if queue_max is None else Hub(queue_max)
-        self.metrics = Metrics(self.stats)
+        self.metrics = Metrics(self.scrape)
         self.tracker = Tracker(self.layout, self.index, self.hub, self.metrics,
                                settings.scan_s)
         self.heartbeat_s = heartbeat_s
         self.client = Client(self.layout, Mover(self.layout, settings.fsync),
                              max_job_bytes=settings.max_job_bytes)
         self._writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="statusd-write")
-        self._processors: list[OwnerStatus] = []
-        """The live processors at the last look that went through (see :meth:`processors`)."""
+        self._processors_trouble: str | None = None
+        """Why the processors' state could not be read at the last ask, or None."""
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         """Run a blocking spool call (client writes, disk reads) off the event loop."""
@@ -59,28 +65,49 @@ class Services:
         self._writes.shutdown(wait=True, cancel_futures=True)
 
     def processors(self) -> list[OwnerStatus]:
-        """The live processors; those of the last look that went through while ``owners/``
-        cannot be listed (the disk failing, EIO; statusd not let, EACCES) and the spool
-        is said unreadable, as the counts are the index as it was.  Raised, /api/v1/stats
-        and /metrics answered 503 (a 500 for EACCES) for as long as it lasted, and no
-        scrape told ``spoolq_statusd_spool_ok`` 0.  Out of descriptors is raised: a live
-        processor is never told dead for it."""
+        """The live processors, read from ``owners/`` at each ask.  A SpoolIOError naming
+        the cause whenever whether one is alive cannot be told (``owners/`` not listed, a
+        lock not tested, a status file not read: EACCES, EIO, out of descriptors); the
+        first of such a run is logged once, and its end.  Before, an ``owners/`` statusd
+        may not list answered 500 with a traceback, a status file it may not read made
+        its live processor a dead one (``alive: false``), and while the disk failed every
+        folder the processors of the last look that went through were served (none, for
+        a statusd started during the outage): each a made-up answer monitoring acts on."""
         try:
-            self._processors = self.reader.processors()
-        except (SpoolIOError, PermissionError) as exc:
-            cause = exc.__cause__ if isinstance(exc, SpoolIOError) else exc
-            listing_fails = isinstance(cause, PermissionError) or (
-                isinstance(cause, OSError) and cause.errno in FAILING_IO)
-            if not listing_fails or self.tracker.spool_health() == "ok":
-                raise
-        return self._processors
+            found = known_processors(self.layout)
+        except SpoolIOError as exc:
+            if self._processors_trouble is None:
+                log.warning("%s; /api/v1/stats answers 503 and /metrics leaves out the "
+                            "processors' gauges until it can", exc)
+            self._processors_trouble = str(exc)
+            raise
+        if self._processors_trouble is not None:
+            log.info("the processors' state can be read again")
+            self._processors_trouble = None
+        return found
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        """DESIGN section 9's stats document, from the index (no folder scan)."""
+        """DESIGN section 9's stats document, from the index (no folder scan); a
+        SpoolIOError when the processors' state cannot be read (:meth:`processors`)."""
+        return self._document(self.processors(), now)
+
+    def scrape(self) -> dict[str, Any]:
+        """The stats document for /metrics: when the processors' state cannot be read,
+        without what they tell (``processor``, ``job_num``, ``busy_workers``, ...) and
+        with ``processors_unknown``, the cause; the counts are known all the same."""
+        try:
+            return self._document(self.processors(), None)
+        except SpoolIOError as exc:
+            doc = self._document([], None)
+            for key in PROCESSOR_FIELDS:
+                del doc[key]
+            doc["processors_unknown"] = str(exc)
+            return doc
+
+    def _document(self, processors: list[OwnerStatus], now: float | None) -> dict[str, Any]:
         now = now if now is not None else time.time()
         oldest_ns = self.index.oldest_pending_mtime_ns()
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
-        processors = self.processors()
         written = self.index.written_since(int((now - RECENT_S) * 1e9), int(now * 1e9))
         due_ns = self.index.first_due_ns()
         due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)
