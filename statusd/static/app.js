@@ -310,7 +310,9 @@ function reachable(err) {
   // A 503 (the spool's disk failing, a record replaced faster than it can be sent) is an
   // answer: statusd runs and says why, which "unreachable" hid.
   ui.unavailable = err && err.status ? err.message : null;
-  if (err) $("processor").title = `${away()}: ${err.message}`;
+  // A refusal's message is in away() already (the tooltip said it twice); no answer's
+  // (a network error) is not.
+  if (err) $("processor").title = ui.unavailable === null ? `${away()}: ${err.message}` : away();
   renderNote();
 }
 

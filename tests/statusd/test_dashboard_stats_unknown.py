@@ -1,0 +1,115 @@
+"""The dashboard while statusd cannot read the processors' state (its stats answer 503).
+
+The real ``python -m statusd`` beside a live processor, the page in headless Chromium;
+strace fails statusd's opens of the processor's status file (EACCES) for a while.  The
+page says the processor's state is not known ("processor: ?", never "down"), keeps the
+counts, says why on the processor's tooltip and in the task view's note, and says
+"up" again once statusd reads the file.  The tooltip said the 503's message twice
+("... (HTTP 503: why): HTTP 503: why"); it says it once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from statusd_daemonkit import statusd_daemon
+from statusdkit import SHARED_HELPERS, FakeOwner, submit, wait_for
+
+import statusd
+from spool.transitions import Spool
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+APP_JS = (Path(statusd.__file__).parent / "static" / "app.js").read_text()
+STATS_EVERY_MS = int(re.search(r"const STATS_EVERY_MS = (\d+);", APP_JS)[1])
+WHY = "cannot tell whether a processor is alive: cannot read processor proc-test's status file"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@pytest.fixture
+def page() -> Iterator[sync_api.Page]:
+    """A page of its own Chromium; the Playwright driver is a shared helper (no_leaks)."""
+    me = psutil.Process()
+    before = {c.pid for c in me.children()}
+    errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        shared = {c.pid for c in me.children()} - before
+        SHARED_HELPERS.update(shared)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            tab = browser.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield tab
+        finally:
+            browser.close()
+            SHARED_HELPERS.difference_update(shared)
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def _attach(pid: int, path: Path, err: Path) -> subprocess.Popen[bytes]:
+    """strace on ``pid``: every open of ``path`` fails with EACCES until it is stopped."""
+    with open(err, "wb") as out:
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-o", os.devnull, "-p", str(pid), "-P", str(path),
+             "-e", "trace=openat", "-e", "inject=openat:error=EACCES:when=1+"],
+            stdout=subprocess.DEVNULL, stderr=out)
+    wait_for(lambda: b"attached" in err.read_bytes() or tracer.poll() is not None, 20,
+             "strace attached")
+    if tracer.poll() is not None:
+        pytest.skip(f"strace may not attach here: {err.read_text()[-300:]}")
+    return tracer
+
+
+def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
+        spool: Spool, tmp_path: Path, page: sync_api.Page) -> None:
+    expect = sync_api.expect
+    submit(spool, "j")
+    owner = FakeOwner(spool)
+    try:
+        with statusd_daemon(spool.layout.root) as (port, proc):
+            page.clock.install()
+            page.goto(f"http://127.0.0.1:{port}/#/tasks/j")
+            processor, note = page.locator("#processor"), page.locator("#task-note")
+            expect(processor).to_have_text("processor: up")
+            expect(page.locator("#count-pending")).to_have_text("1")
+            tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"),
+                             tmp_path / "strace.err")
+            try:
+                page.clock.fast_forward(STATS_EVERY_MS)
+                expect(processor).to_have_text("processor: ?")
+                title = processor.get_attribute("title") or ""
+                assert title.startswith("statusd unavailable since "), title
+                assert title.count(WHY) == 1, title  # said once, not twice
+                expect(note).to_contain_text(f"(HTTP 503: {WHY}: Permission denied")
+                expect(page.locator("#count-pending")).to_have_text("1")  # as last seen
+                page.clock.fast_forward(STATS_EVERY_MS)  # it keeps asking
+                expect(processor).to_have_text("processor: ?")
+            finally:
+                tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
+                tracer.wait(20)
+            page.clock.fast_forward(STATS_EVERY_MS)
+            expect(processor).to_have_text("processor: up")
+            expect(note).to_be_hidden()
+    finally:
+        owner.close()
