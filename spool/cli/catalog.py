@@ -57,9 +57,15 @@ def _configure_tools(parser: argparse.ArgumentParser) -> None:
 def run_tools(args: argparse.Namespace, settings: Settings) -> int:
     layout = Layout(settings.spool_dir)
     if _may_list(layout.owners):
-        tools, source = live_tools(layout)
-        if not tools:
-            tools, source = installed_tools(), "the installed processor (none is running)"
+        try:
+            tools, source = live_tools(layout)
+        except SpoolIOError as exc:
+            # A live processor's catalogue unread (EACCES, EIO): the installed one, and
+            # why, rather than no list at all, or "none is running" of one that may be.
+            tools, source = installed_tools(), f"the installed processor ({exc})"
+        else:
+            if not tools:
+                tools, source = installed_tools(), "the installed processor (none is running)"
     else:  # a member of the submit group only (docs/operations.md, "Permissions")
         tools, source = installed_tools(), "the installed processor (this user may not list " \
             "owners/, where a running processor publishes its own, which its SPOOL_TOOLS " \

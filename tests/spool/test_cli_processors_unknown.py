@@ -10,6 +10,7 @@ of stderr, exit 1, and prints no table that would say the processor is down.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,3 +66,30 @@ def test_stats_that_cannot_read_the_processors_say_why_not_down(
     assert "cannot tell whether a processor is alive" in lines[0], lines
     assert said in lines[0] and text in lines[0], lines
     assert "processor down" not in proc.stdout, proc.stdout
+
+
+def test_tools_whose_live_catalogue_cannot_be_read_lists_the_installed_ones_and_why(
+        env: dict[str, str], root: Path) -> None:
+    """A status file the disk fails (EIO): ``spoolq tools`` lists the installed tools and
+    says why, neither exit 1 with no list nor "none is running" of a processor that runs."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    layout = Layout(root)
+    lease = OwnerLease(layout.owner_lock(OWNER))
+    try:
+        now = datetime.now(UTC)
+        layout.owner_status(OWNER).write_text(OwnerStatus(
+            owner=OWNER, pid=os.getpid(), host="h", version="0", started_at=now,
+            heartbeat_at=now, job_num=2).model_dump_json())
+        proc = subprocess.run(
+            [strace, "-f", "-qq", "-o", os.devnull, "-P", str(layout.owner_status(OWNER)),
+             "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+",
+             sys.executable, "-m", "spool.cli.main", "tools", "--json"],
+            check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    finally:
+        lease.release()
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "echo" in {tool["name"] for tool in json.loads(proc.stdout)}, proc.stdout
+    assert "tools of the installed processor" in proc.stderr, proc.stderr
+    assert "Input/output error" in proc.stderr and "none is running" not in proc.stderr
