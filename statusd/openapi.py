@@ -145,7 +145,15 @@ def build_openapi() -> dict[str, Any]:
                                            record_ok, (400, 401, 403, 404, 409, 503)),
         "/api/v1/stats": {"get": {"summary": "counts, ages, processor liveness",
                                   "operationId": "stats",
-                                  "responses": {"200": _json(Stats, "spool statistics")}}},
+                                  "responses": {
+                                      "200": _json(Stats, "spool statistics"),
+                                      "503": {**_json(ErrorResponse, "whether a processor "
+                                                      "is alive cannot be told (owners/ "
+                                                      "or a status file not read: a disk "
+                                                      "error, a file statusd may not "
+                                                      "read); the message names it"),
+                                              "headers": {"Retry-After": {
+                                                  "schema": {"type": "integer"}}}}}}},
         "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {}}}}}},
