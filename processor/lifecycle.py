@@ -20,7 +20,8 @@ sets ``stopping`` (no more intake or claims) and the grace period of
 runs or the grace period is over, :func:`stop_runs` kills what still runs and
 requeues it without counting the attempt (a run whose cancel was asked fails
 ``cancelled``; one whose id has a newer drop pending fails ``abandoned``; one whose
-cancel request the disk cannot look up is left in ``running/`` for recovery).
+end the disk fails, its cancel request's lookup say, is left in ``running/`` for
+recovery).
 :func:`close` then kills the processes FAST tools left, stops the feed, removes the
 status file and the lease, and gives back what ``__init__`` and start-up opened.
 :func:`restart` is such a stop with no grace period and exit status 75, for a process
@@ -184,53 +185,54 @@ def restart(processor: Processor, why: str) -> None:
 def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
               finisher: Finisher) -> None:
     """Grace is over: kill what still runs and requeue it without counting the attempt
-    (a run with a cancel request fails ``cancelled`` instead; one whose request the disk
-    cannot look up is left to recovery, see :func:`_cancel_asked`)."""
+    (a run with a cancel request fails ``cancelled`` instead).  A run whose end the disk
+    fails (its cancel request's lookup, its requeue, its record) is left in ``running/``,
+    its lease let go, for recovery, and the others are ended all the same: raised, that
+    one run's trouble left every run after it in ``running/`` (their attempts then
+    counted by the next start's recovery, a job of one attempt failed ``abandoned``) and
+    the clean stop exited 75."""
     leftovers = list(runs.values())
     executor.shutdown()
     for run in leftovers:
         runs.pop(run.claim.job_id, None)
-        asked = _cancel_asked(run, spool)
-        if asked is None:
-            continue
-        if asked:
-            # Its cancel was asked and not yet acted on (the kill's outcome still on
-            # the way when the grace ended): the cancel wins over a requeue, as in
-            # recovery; requeued, the request would go with the run.
-            finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
-                                         message="cancelled while running"))
-            continue
-        back = run.job.model_copy(update={"not_before": None,
-                                          "submitted_at": run.record.submitted_at})
-        if spool.requeue_cut_short(run.claim, back):
-            # The attempt cut short, as its claimed line named it (not counted: the
-            # job in pending/ keeps its attempts as they were).
-            logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
-                            reason="shutdown", attempt=run.record.attempts)
-        else:
-            finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor "
-                                         "shut down and a newer drop of the id is "
-                                         "pending"))
+        try:
+            _stop_run(run, spool, finisher)
+        except SpoolIOError as exc:
+            run.claim.close()
+            log.error("a run the stop cut short is left in running/ for recovery: the "
+                      "disk failed its end", extra={"fields": {
+                          "id": run.claim.job_id, "tool": run.job.tool, "error": str(exc)}})
 
 
-def _cancel_asked(run: Run, spool: Spool) -> bool | None:
-    """Whether the cancel of ``run`` was asked; None when the disk cannot say (EIO, a
-    stale NFS handle): the run is then left in ``running/``, its lease let go, for
-    recovery's pass, which cancels it once the request can be looked up (see
-    :mod:`spool.orphans`), at the price of the attempt counted.  ``os.path.lexists``
-    took the error for no request: the run was requeued as cut short into a new file,
-    the request (naming the run's file) was dropped as another run's, and the job ran
-    again though ``spoolq cancel`` had told the client the request stays."""
+def _stop_run(run: Run, spool: Spool, finisher: Finisher) -> None:
+    """End one run the stop cut short: failed ``cancelled`` when its cancel was asked,
+    else requeued (failed ``abandoned`` when a newer drop of its id is pending).
+
+    The request is looked up with :func:`~spool.fsops.is_there`, which raises when the
+    disk cannot say (EIO, a stale NFS handle): recovery's pass then cancels the run once
+    the request can be looked up (see :mod:`spool.orphans`), at the price of the attempt
+    counted.  ``os.path.lexists`` took the error for no request: the run was requeued as
+    cut short into a new file, the request (naming the run's file) was dropped as
+    another run's, and the job ran again though ``spoolq cancel`` had told the client
+    the request stays."""
     job_id = run.claim.job_id
-    try:
-        return is_there(spool.layout.cancel / job_id,
-                        f"cannot look up the cancel request of {job_id}")
-    except SpoolIOError as exc:
-        run.claim.close()
-        log.error("a run the stop cut short is left in running/ for recovery: whether its "
-                  "cancel was asked cannot be told", extra={"fields": {
-                      "id": job_id, "tool": run.job.tool, "error": str(exc)}})
-        return None
+    if is_there(spool.layout.cancel / job_id, f"cannot look up the cancel request of {job_id}"):
+        # Its cancel was asked and not yet acted on (the kill's outcome still on the way
+        # when the grace ended): the cancel wins over a requeue, as in recovery;
+        # requeued, the request would go with the run.
+        finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
+                                     message="cancelled while running"))
+        return
+    back = run.job.model_copy(update={"not_before": None,
+                                      "submitted_at": run.record.submitted_at})
+    if spool.requeue_cut_short(run.claim, back):
+        # The attempt cut short, as its claimed line named it (not counted: the job in
+        # pending/ keeps its attempts as they were).
+        logs.transition("requeued", id=job_id, tool=run.job.tool, reason="shutdown",
+                        attempt=run.record.attempts)
+    else:
+        finisher.fail(run, ErrorInfo(type=ErrorType.ABANDONED, message="processor shut "
+                                     "down and a newer drop of the id is pending"))
 
 
 def close(processor: Processor) -> None:
