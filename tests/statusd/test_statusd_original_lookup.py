@@ -46,3 +46,31 @@ def test_an_id_whose_original_cannot_be_looked_up_is_kept_not_gone(
         assert loader.refresh(["q"], {"q": stamp}, {}) == [("q", Absent.MOVING)]
     finally:
         loader.close()
+
+
+def test_the_lookup_of_originals_costs_what_lexists_did_when_the_disk_answers(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id gone for good (a purge removes thousands) has its original looked up twice:
+    :func:`~spool.fsops.is_there`'s message, built at each of those lookups whatever
+    came of them, made them some 5% slower than ``os.path.lexists``.  It is asked only once
+    the disk fails the plain ``lstat``; the answers stay those of the disk."""
+    for job_id in ("purged", "quarantined"):
+        submit(spool, job_id)
+    loader = Loader(spool.layout)
+    try:
+        known = {job_id: stamp for job_id in ("purged", "quarantined")
+                 if (stamp := loader.current(job_id)) is not None}
+        os.unlink(spool.layout.job(JobState.PENDING, "purged"))
+        os.rename(spool.layout.job(JobState.PENDING, "quarantined"),
+                  spool.layout.original_str("quarantined"))
+
+        def is_there(path: StrPath, what: str) -> bool:
+            raise AssertionError(f"looked up with a message built: {what}")
+
+        monkeypatch.setattr("statusd.loader.is_there", is_there)
+        failed: dict[str, SpoolIOError] = {}
+        changes = loader.refresh(["purged", "quarantined"], known, failed)
+        assert sorted(changes) == [("purged", Absent.GONE), ("quarantined", Absent.MOVING)]
+        assert failed == {}
+    finally:
+        loader.close()
