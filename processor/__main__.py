@@ -96,7 +96,9 @@ def _epilog() -> str:
     return ("Settings come from the environment (and a .env file), defaults in brackets; "
             "the\noptions above override them:\n" + listed
             + "\n\nExit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 2 on a "
-            "configuration\nerror or a spool it cannot use (one line on stderr), 1 on "
+            "configuration\nerror or a spool it cannot use (one line on stderr), 75 on a "
+            "spool it cannot use\nfor now (full, out of descriptors, an I/O error, a "
+            "network filesystem's lock\ndaemon down: one line; systemd restarts it), 1 on "
             "anything else.")
 
 
