@@ -1,6 +1,7 @@
-"""A stop whose requeue of one run the disk fails (EIO on the rename into ``pending/``
-and on the look for what landed there): strace, attached to a real processor, fails
-every ``renameat2`` and ``newfstatat`` naming ``pending/first.json``."""
+"""A stop whose requeue of one run the disk fails (EIO on the rename, or the link where
+the filesystem has no ``RENAME_NOREPLACE``, into ``pending/`` and on the look for what
+landed there): strace, attached to a real processor, fails every ``renameat2``,
+``linkat`` and ``newfstatat`` naming ``pending/first.json``."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def test_one_run_the_stop_cannot_requeue_leaves_the_others_requeued(
             tracer = subprocess.Popen(
                 [strace, "-f", "-o", "/dev/null", "-p", str(d.pid), "-P",
                  str(layout.root / "pending" / "first.json"),
-                 "-e", "trace=renameat2,newfstatat",
-                 "-e", "inject=renameat2,newfstatat:error=EIO"],
+                 "-e", "trace=renameat2,linkat,newfstatat",
+                 "-e", "inject=renameat2,linkat,newfstatat:error=EIO"],
                 stdout=subprocess.DEVNULL, stderr=out)
         wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
         assert d.stop(60) == 0, d.logs()[-3000:]
