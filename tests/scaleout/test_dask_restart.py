@@ -54,8 +54,9 @@ def test_a_restart_requeues_the_dask_jobs_uncounted_and_stops_their_runs(
     assert {name: len(_lines(path)) for name, path in beats.items()} == sizes, \
         "a run went on on the cluster after the restart"
     # Started afresh (as systemd would), a processor runs them again: max_attempts 1 is
-    # not spent by the run the restart cut short.
-    again = daemon(**env)
+    # not spent by the run the restart cut short.  Its stop cuts the 60 s runs short
+    # after a grace of 1 s (daemonkit's 5 s were waited out in full).
+    again = daemon(SPOOL_GRACE_S="1", **env)
     wait_for(lambda: all(len(_lines(p)) >= sizes[n] + 3 for n, p in beats.items()), 60,
              "both jobs running again")
     assert all(record(spool_root, name) is None for name in beats)
