@@ -12,6 +12,7 @@ count (``VmHWM``, read by the process as it exits).
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import subprocess
 import sys
@@ -79,10 +80,22 @@ def _run(env: dict[str, str], out: Path, *args: str) -> tuple[int, str, int]:
     return proc.returncode, proc.stderr.decode(), int(peak.read_text())
 
 
-@pytest.fixture
-def big(root: Path) -> tuple[Path, str]:
-    path = Layout(root).job(JobState.DONE, "big")
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The 200 MiB record, written (and hashed) once for the module: each of six tests
+    took a second or two to write its own.  Only ever read; :func:`big` links it."""
+    path = tmp_path_factory.mktemp("large") / "big.json"
     return path, _write_large(path, RESULT_BYTES)
+
+
+@pytest.fixture
+def big(root: Path, big_file: tuple[Path, str]) -> tuple[Path, str]:
+    """``done/big.json`` in this test's spool: a hard link to :func:`big_file`, so a
+    command that moved or replaced it (a rename, as every spool move is) leaves the
+    other tests' copy as it was."""
+    path = Layout(root).job(JobState.DONE, "big")
+    os.link(big_file[0], path)
+    return path, big_file[1]
 
 
 def test_show_prints_the_leading_fields_and_the_size_in_bounded_memory(
