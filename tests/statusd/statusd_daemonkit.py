@@ -23,6 +23,21 @@ READY_TIMEOUT_S = 30.0
 """How long statusd may take to index its spool and log that it listens."""
 
 
+_QUICK_VANISH = """
+import sys
+from statusd import __main__, tracker
+tracker.VANISH_GRACE_S = float(sys.argv[1])  # read by each Tracker as it is made
+sys.exit(__main__.main([]))
+"""
+
+
+def quick_vanish(grace_s: float) -> list[str]:
+    """``argv`` for :func:`statusd_daemon`: statusd whose vanish grace (how long an id in
+    no state folder is still shown, ``statusd.tracker.VANISH_GRACE_S``: 2 s as shipped) is
+    ``grace_s``, for a test that waits it out several times over."""
+    return ["-c", _QUICK_VANISH, str(grace_s)]
+
+
 def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
                    timeout: float = READY_TIMEOUT_S) -> int:
     """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged (``logs()``

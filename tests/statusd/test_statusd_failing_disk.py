@@ -53,7 +53,9 @@ It is left out as one that cannot be looked at, said once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 import signal
 import socket
@@ -66,7 +68,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from statusd_daemonkit import statusd_daemon
+from statusd_daemonkit import quick_vanish, statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
@@ -86,6 +88,10 @@ def _strace() -> str | None:
     return found if probe.returncode == 0 else None
 
 
+QUICK_VANISH_S = 0.5
+"""The vanish grace of the daemon in tests that wait it out (statusd ships 2 s)."""
+
+
 def _strace_or_skip() -> str:
     strace = _strace()
     if strace is None:
@@ -99,14 +105,15 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
-    with statusd_daemon(root, log=log, SPOOL_SCAN_S="1") as (port, proc):
+    with statusd_daemon(root, log=log, argv=quick_vanish(QUICK_VANISH_S),
+                        SPOOL_SCAN_S="1") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/j").status == 200
         paths = [root / "running" / "j.json", root / "done" / "j.json"]
         with _failing(strace, proc.pid, paths, ["openat"], tmp_path / "strace.err"):
             finish(spool, claim(spool, "j"), {"ok": True})
             answers = set()
-            deadline = time.monotonic() + 4.0  # well past the 2 s vanish grace
+            deadline = time.monotonic() + 4 * QUICK_VANISH_S  # well past the vanish grace
             while time.monotonic() < deadline:
                 answers.add(request(base, "GET", "/api/v1/tasks/j").status)
                 time.sleep(0.2)
@@ -576,18 +583,21 @@ def test_a_job_that_moves_to_a_file_statusd_may_not_read_stays_listed(
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
-    with statusd_daemon(root, log=log) as (port, proc):
+    with statusd_daemon(root, log=log, argv=quick_vanish(QUICK_VANISH_S)) as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"j": "pending"}
         with _failing(strace, proc.pid, [root / "running" / "j.json"], ["openat"],
                       tmp_path / "strace.err", error="EACCES"):
             claim(spool, "j")
-            time.sleep(6)  # three vanish graces (2 s): it was removed after one
+            time.sleep(3 * QUICK_VANISH_S)  # three vanish graces: it was removed after one
             assert _listed(base) == {"j": "pending"}  # as last read
             stats = orjson.loads(request(base, "GET", "/api/v1/stats").body)
             assert stats["statusd"]["removed"] == 0, stats
             assert request(base, "GET", "/api/v1/tasks/j").status == 200
-        (root / "running" / "j.json").touch()  # a hint: read again, now it may
+        # A hint (IN_CLOSE_WRITE: Path.touch's utime alone is no change the feed tells
+        # of, and left it to the next rescan, 5 s on): read again, now it may.
+        with (root / "running" / "j.json").open("ab"):
+            pass
         wait_for(lambda: _listed(base) == {"j": "running"}, 10, "its claim, once it reads")
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
@@ -635,6 +645,20 @@ def _wakes(strace: str, pid: int, seconds: float, out: Path) -> int:
     return sum(1 for line in out.read_text().splitlines() if "epoll_" in line and "= " in line)
 
 
+WAKES_S = 2.0
+"""How long the loop's wakes are counted: with the bug, a feed started again woke it 8
+times in 4 s (its epoll waits returned twice a second); an idle one, 0."""
+
+
+def _inotify_fds(pid: int) -> int:
+    """How many inotify instances the process holds (its change feed is one)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(fd) == "anon_inode:inotify"
+    return count
+
+
 def test_a_change_feed_started_again_lets_the_loop_sleep(spool: Spool, tmp_path: Path
                                                          ) -> None:
     """Once the feed whose read failed is started again, the tracker woke each second
@@ -645,13 +669,16 @@ def test_a_change_feed_started_again_lets_the_loop_sleep(spool: Spool, tmp_path:
     log: list[str] = []
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):
         base = f"http://127.0.0.1:{port}"
-        quiet = _wakes(strace, proc.pid, 4, tmp_path / "quiet.trace")
+        feeds = _inotify_fds(proc.pid)
+        quiet = _wakes(strace, proc.pid, WAKES_S, tmp_path / "quiet.trace")
         with _failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
                       tmp_path / "strace.err"):
             submit(spool, "during")
             wait_for(lambda: _listed(base) == {"during": "pending"}, 10, "the rescan")
-        time.sleep(2)  # started again (within a second)
-        after = _wakes(strace, proc.pid, 4, tmp_path / "after.trace")
+        # The feed was dropped (its read failed: the rescan); it is started again within
+        # a second (REWATCH_S), its descriptor back.
+        wait_for(lambda: _inotify_fds(proc.pid) >= feeds, 10, "the feed started again")
+        after = _wakes(strace, proc.pid, WAKES_S, tmp_path / "after.trace")
         assert after <= quiet + 1, (quiet, after)
         submit(spool, "later")
         wait_for(lambda: _listed(base).get("later") == "pending", 10, "the feed's hint")
