@@ -28,6 +28,8 @@ from statusd.errors import CLIENT_FAULT_LINES, ClientFaults, ServerLog
 
 QUICK_IDLE_S = 2.0
 """statusd's IDLE_S (and so its body bound) in these tests; it ships 15 s."""
+STALL_IDLE_S = 1.0
+"""IDLE_S where a test waits the body bound out (a stalled body's 408)."""
 # The daemon as ``spool-statusd --access-log`` runs it, with IDLE_S shortened first
 # (as tests/reliability/quick_statusd does); "broken" makes GET /healthz a server bug.
 _DAEMON = """
@@ -44,13 +46,14 @@ sys.exit(main.main(["--access-log"]))
 
 
 @contextmanager
-def statusd(tmp_path: Path, *, broken: bool = False) -> Iterator[tuple[int, list[str]]]:
-    """The daemon on 127.0.0.1; yields its port and its stderr lines (complete once the
-    block ends: it is stopped with SIGTERM and must exit 0)."""
+def statusd(tmp_path: Path, *, broken: bool = False, idle_s: float = QUICK_IDLE_S
+            ) -> Iterator[tuple[int, list[str]]]:
+    """The daemon on 127.0.0.1, its IDLE_S ``idle_s``; yields its port and its stderr lines
+    (complete once the block ends: it is stopped with SIGTERM and must exit 0)."""
     root = tmp_path / "spool"
     make_spool(root)
     log: list[str] = []
-    with statusd_daemon(root, log=log, argv=["-c", _DAEMON, str(QUICK_IDLE_S),
+    with statusd_daemon(root, log=log, argv=["-c", _DAEMON, str(idle_s),
                                              "broken" if broken else "whole"],
                         STATUSD_TOKEN=TOKEN) as (port, _):
         yield port, log
@@ -140,17 +143,17 @@ def test_a_body_that_never_completes_is_answered_408_and_closed(
         tmp_path: Path, framing: str, data: bytes) -> None:
     """An authorized POST whose body stalled was held open for good (still open after
     300 s), with what it had sent; now 408 and closed within the bound (IDLE_S)."""
-    with statusd(tmp_path) as (port, log):
+    with statusd(tmp_path, idle_s=STALL_IDLE_S) as (port, log):
         status, raw, closed = answer(port, head(
             "POST", "/api/v1/tasks", f"Authorization: Bearer {TOKEN}",
             "Content-Type: application/json", framing) + data,
-            timeout_s=QUICK_IDLE_S + 8)
+            timeout_s=STALL_IDLE_S + 8)
         assert answer(port, head("GET", "/healthz", "Connection: close"))[0] == 200
     assert status == 408, raw
     assert error_of(raw) == {"type": "request_timeout",
-                             "message": f"the body did not arrive within {QUICK_IDLE_S:g} s"}
+                             "message": f"the body did not arrive within {STALL_IDLE_S:g} s"}
     assert b"\r\nConnection: close\r\n" in raw, raw
-    assert closed < QUICK_IDLE_S + 5, closed
+    assert closed < STALL_IDLE_S + 5, closed
     text = "".join(log)
     assert "Traceback" not in text and "ERROR" not in text, text[-4000:]
     assert '"POST /api/v1/tasks HTTP/1.1" 408 ' in text, text[-4000:]
