@@ -22,20 +22,22 @@ LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
 READY_TIMEOUT_S = 30.0
 """How long statusd may take to index its spool and log that it listens."""
 
-
-_QUICK_VANISH = """
+_QUICK = """
 import sys
 from statusd import __main__, tracker
-tracker.VANISH_GRACE_S = float(sys.argv[1])  # read by each Tracker as it is made
+for name, value in zip(sys.argv[1::2], sys.argv[2::2], strict=True):
+    assert hasattr(tracker, name), name
+    setattr(tracker, name, float(value))  # each read as the tracker runs, or is made
 sys.exit(__main__.main([]))
 """
 
 
-def quick_vanish(grace_s: float) -> list[str]:
-    """``argv`` for :func:`statusd_daemon`: statusd whose vanish grace (how long an id in
-    no state folder is still shown, ``statusd.tracker.VANISH_GRACE_S``: 2 s as shipped) is
-    ``grace_s``, for a test that waits it out several times over."""
-    return ["-c", _QUICK_VANISH, str(grace_s)]
+def quick_tracker(**clocks: float) -> list[str]:
+    """``argv`` for :func:`statusd_daemon`: statusd with clocks of ``statusd.tracker``
+    shortened, for a test that waits them out several times over: ``VANISH_GRACE_S`` (how
+    long an id in no state folder is still shown, 2 s as shipped), ``REWATCH_S`` (how
+    often a feed short of inotify is tried again, 1 s)."""
+    return ["-c", _QUICK, *(str(part) for item in clocks.items() for part in item)]
 
 
 def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],

@@ -68,7 +68,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from statusd_daemonkit import quick_vanish, statusd_daemon
+from statusd_daemonkit import quick_tracker, statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
@@ -105,7 +105,7 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
-    with statusd_daemon(root, log=log, argv=quick_vanish(QUICK_VANISH_S),
+    with statusd_daemon(root, log=log, argv=quick_tracker(VANISH_GRACE_S=QUICK_VANISH_S),
                         SPOOL_SCAN_S="1") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/j").status == 200
@@ -583,7 +583,8 @@ def test_a_job_that_moves_to_a_file_statusd_may_not_read_stays_listed(
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
-    with statusd_daemon(root, log=log, argv=quick_vanish(QUICK_VANISH_S)) as (port, proc):
+    with statusd_daemon(root, log=log,
+                        argv=quick_tracker(VANISH_GRACE_S=QUICK_VANISH_S)) as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"j": "pending"}
         with _failing(strace, proc.pid, [root / "running" / "j.json"], ["openat"],
