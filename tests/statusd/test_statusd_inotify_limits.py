@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from statusd_daemonkit import statusd_daemon
+from statusd_daemonkit import quick_tracker, statusd_daemon
 from statusdkit import claim, finish, request, submit
 
 from spool.transitions import Spool
 
+QUICK_REWATCH_S = 0.25
+"""How often statusd tries the feed again here (statusd.tracker.REWATCH_S ships 1 s)."""
 LIMITED = ('echo "$1" > /proc/sys/user/max_inotify_instances && '
            'echo "$2" > /proc/sys/user/max_inotify_watches && shift 2 && exec "$@"')
 
@@ -52,6 +54,7 @@ def test_statusd_follows_the_spool_by_rescans_when_inotify_is_used_up(
     log: list[str] = []
     submit(spool, "before")
     with statusd_daemon(spool.layout.root, log=log, SPOOL_SCAN_S="0.5",
+                        argv=quick_tracker(REWATCH_S=QUICK_REWATCH_S),
                         prefix=limited(instances, watches)) as (port, _proc):
         base = f"http://127.0.0.1:{port}"
         assert _counts(base)["pending"] == 1
@@ -60,7 +63,7 @@ def test_statusd_follows_the_spool_by_rescans_when_inotify_is_used_up(
         while _counts(base)["pending"] != 2:
             assert time.monotonic() < deadline, "the new drop was never seen"
             time.sleep(0.1)
-        time.sleep(1.5)  # more tries of the feed (every second), no more warnings
+        time.sleep(3 * QUICK_REWATCH_S)  # three more tries of the feed, no more warnings
     said = [line for line in log if "inotify limit reached" in line]
     assert len(said) == 1, log
     assert ("Too many open files" if instances == 0 else "No space left on device") in said[0]
@@ -89,7 +92,7 @@ def test_a_run_that_ends_behind_a_new_drop_is_counted_by_the_rescans(spool: Spoo
     the id waited was never counted: only a hint from done/ counted it, and with no
     inotify there is none (2 of 6 runs in /metrics, re-dropping a fixed id before each
     run ended)."""
-    with statusd_daemon(spool.layout.root, SPOOL_SCAN_S="0.3",
+    with statusd_daemon(spool.layout.root, SPOOL_SCAN_S="0.1",
                         prefix=limited(0, 1000)) as (port, _proc):
         base = f"http://127.0.0.1:{port}"
         submit(spool, "nightly")
@@ -110,5 +113,5 @@ def test_a_run_that_ends_behind_a_new_drop_is_counted_by_the_rescans(spool: Spoo
         _wait("the re-drop seen", lambda: _counts(base)["pending"] == 1)
         claim(spool, "nightly").close()  # claimed: the record stays behind it
         _wait("the claim seen", lambda: _counts(base)["running"] == 1)
-        time.sleep(1.0)  # a few rescans more: none counted again
+        time.sleep(0.5)  # a few rescans more (SPOOL_SCAN_S=0.1): none counted again
         assert _done_echo(base) == 3
