@@ -18,6 +18,7 @@ import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
 import signal
+from collections.abc import Collection
 
 from spool.fsops import NO_DESCRIPTOR
 
@@ -34,21 +35,35 @@ def prctl(option: int, value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
-def kill_descendants(pid: int) -> None:
-    """SIGKILL every live descendant of ``pid``, whatever session or group it is in.
+def kill_descendants(pid: int, spare: Collection[int] = ()) -> list[int]:
+    """SIGKILL every live descendant of ``pid`` but ``spare`` and those below them,
+    whatever session or group it is in; the pids killed.
 
     For a worker about to be killed mid-job: a tool's child that started a session of
     its own is out of reach of the worker's ``killpg``, and once the worker is dead
     its descendants belong to init, out of reach of any walk.  Orphans of the tool's
     children were re-parented to the worker (a subreaper), so the walk finds them.
+
+    Walked again until a walk finds no process alive, and only ones that had ended
+    (zombies) at the walk before already: a process that ends while it is walked (one
+    killed the walk before, still dying) hands its children to the nearest subreaper
+    above it (``pid`` itself, for a worker or the processor), whose list may have been
+    read already.  Such a walk found it ended and none alive, and the children outlived
+    the kill; the next walk finds them.  A walk that finds none at all is the last.
     """
+    killed: dict[int, None] = {}
+    dead: set[int] = set()  # found ended (a zombie, or gone) by the walk before
     for _ in range(50):  # again until none is left: one may fork while it is walked
-        live = [p for p in descendants(pid) if _alive(p)]
-        if not live:
-            return
+        found = descendants(pid, spare)
+        live = [p for p in found if _alive(p)]
+        if not live and dead.issuperset(found):
+            break
+        dead = set(found).difference(live)
         for child in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signal.SIGKILL)
+                killed[child] = None
+    return list(killed)
 
 
 def kill_tree(pid: int, *, group: bool = True) -> bool:
@@ -67,13 +82,15 @@ def kill_tree(pid: int, *, group: bool = True) -> bool:
     return True
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``: its children, theirs, and so on."""
+def descendants(pid: int, spare: Collection[int] = ()) -> list[int]:
+    """Every process below ``pid``: its children, theirs, and so on; none of ``spare``
+    nor of those below them."""
     found, todo = [], children_of(pid)
     while todo:
         child = todo.pop()
-        found.append(child)
-        todo.extend(children_of(child))
+        if child not in spare:
+            found.append(child)
+            todo.extend(children_of(child))
     return found
 
 
@@ -91,15 +108,18 @@ def _alive(pid: int) -> bool:
 
 
 def children_of(pid: int | str) -> list[int]:
-    """The child pids of ``pid`` (or ``"self"``), from every one of its threads; none
-    when this process is out of descriptors (see the note above :func:`prctl`)."""
+    """The child pids of ``pid`` (or ``"self"``), from every one of its threads: every
+    child it had throughout the read (see :func:`_children_by_thread`); none when this
+    process is out of descriptors (see the note above :func:`prctl`)."""
     try:
         by_thread = _children_by_thread(pid)
     except OSError as exc:
         if exc.errno not in NO_DESCRIPTOR:
             raise
         return []
-    return [child for pids in by_thread.values() for child in pids]
+    # Once only: one whose thread ended between the reads of that thread's list and
+    # the main thread's is in both.
+    return list(dict.fromkeys(child for pids in by_thread.values() for child in pids))
 
 
 def parent_of(pid: int) -> int:
@@ -107,10 +127,10 @@ def parent_of(pid: int) -> int:
 
     Hidden: ``/proc`` mounted ``hidepid=noaccess`` (systemd's ``ProtectProc=noaccess``)
     lists another user's processes but refuses a look inside (EPERM).  Raised, it got
-    out of the stop's scan of every process (:func:`kill_tool_processes`): the stop
-    crashed, its status file and lease left, and what FAST tools started outlived it.
-    A child of this process runs as its user (the unit sets NoNewPrivileges=): never
-    hidden from it.
+    out of the stop's old scan of every process's parent: the stop crashed, its status
+    file and lease left, and what FAST tools started outlived it.  A child of this
+    process runs as its user (the unit sets NoNewPrivileges=): never hidden from it;
+    a descendant that ran a set-user-ID program may be (:func:`_read_children`).
     """
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -205,51 +225,75 @@ class Reaper:
         return reaped
 
 
+_READS = 8
+"""Reads of the lists at most, while each differs from the one before (a process that
+forks and reaps without a pause): the last is taken."""
+
+
 def _children_by_thread(pid: int | str) -> dict[int, list[int]]:
-    """Each thread of ``pid`` (or ``"self"``) -> its child pids."""
+    """Each thread of ``pid`` (or ``"self"``) that has children -> their pids: every
+    child ``pid`` had throughout the read is in one of the lists (two, if its thread
+    ended mid-read), while its main thread (the thread group's leader) is alive, as
+    that of a process running Python is.
+
+    The kernel keeps a list of children per thread, and changes it while it is read:
+
+    * a thread that ends has its children moved to the main thread's list.  Read in the
+      order the threads are listed, the main thread first, a thread that ended after
+      that list was read and before its own left its children in none (taken for "none
+      left", they outlived a worker, or a stop).  The main thread's list is read last:
+      the children of a thread that ended before that read are in it, those of one that
+      ended after it were in its own list, read before.  (The kernel gives them to the
+      oldest thread alive: should the main thread have ended, ``pthread_exit``, the
+      others are read newest first.)
+    * a list is read one child at a time, the next one found by its place in the list
+      when the one before it is gone: a child reaped (or moved) while its list is read
+      makes the read pass over as many of those behind it.  So the lists are read again
+      until two reads agree (the child reaped is in the first, not in the second); a
+      read that lists none needs no second, as no child it listed can have gone.
+    """
+    leader = os.getpid() if pid == "self" else int(pid)
+    last: dict[int, list[int]] | None = None
+    for _ in range(_READS):
+        found = _read_children(pid, leader)
+        if found == last or not found:
+            return found
+        last = found
+    return found
+
+
+def _read_children(pid: int | str, leader: int) -> dict[int, list[int]]:
+    """One read of each thread's list (see :func:`_children_by_thread`); none when the
+    process is gone, or hidden from this one (see :func:`parent_of`)."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    tids.reverse()  # listed oldest first: newest first, the main thread last
+    tids.sort(key=lambda tid: tid == leader)
     found: dict[int, list[int]] = {}
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-                    open(f"/proc/{pid}/task/{tid}/children") as fh:
-                found[int(tid)] = [int(p) for p in fh.read().split()]
+    for tid in tids:
+        # Gone: it ended since the listing, and left its children to the main thread.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError), \
+                open(f"/proc/{pid}/task/{tid}/children") as fh:
+            children = [int(p) for p in fh.read().split()]
+            if children:  # a thread with none is left out: reads compare equal without it
+                found[tid] = children
     return found
 
 
 def kill_tool_processes() -> list[int]:
     """SIGKILL every process below this one but the ``multiprocessing`` helpers and theirs
-    (the COMPUTE pool stops its workers itself); the children killed.
+    (the COMPUTE pool stops its workers itself); the pids killed.
 
     For the processor's stop: what its FAST tools started (and orphans of it, adopted
     by this subreaper) must not outlive it.  Nothing outside this process's tree is
-    touched.
+    touched.  Not reaped: a tool's thread may still wait for its own child.
+
+    The loop thread that ran the FAST tools ends as the processor stops: its children
+    move to the main thread while they are looked for, which :func:`children_of` reads
+    last (a scan of every process's parent pid stood in for it, some 18 us a process on
+    the host at each of up to 50 looks, and it had to pass over processes that
+    ``hidepid`` hides).
     """
-    helpers = mp_helpers()
-    killed: list[int] = []
-    tried = set(helpers)  # a child killed may take a while to die: killed once
-    for _ in range(50):  # again until none is left: a tool's thread may fork meanwhile
-        live = [p for p in _children_of_process(os.getpid()) if p not in tried and _alive(p)]
-        if not live:
-            break
-        tried.update(live)
-        # Not reaped: a tool's thread may still wait for its own child.
-        killed.extend(child for child in live if kill_tree(child, group=False))
-    return killed
-
-
-def _children_of_process(pid: int) -> list[int]:
-    """Every process whose parent is ``pid``, whichever of its threads started it.
-
-    Not read from each thread's ``children`` list, as :func:`children_of` does: when a
-    thread ends, the kernel moves its children to the main thread, and one moved while
-    the lists were read (the loop thread that ran the FAST tools ends as the processor
-    stops) was in none of them, and outlived the stop.  A process's parent pid is the
-    thread group's, the same before and after such a move.
-    """
-    try:
-        names = os.listdir("/proc")
-    except OSError as exc:
-        if exc.errno not in NO_DESCRIPTOR:
-            raise
-        return []
-    return [int(name) for name in names if name.isdigit() and parent_of(int(name)) == pid]
+    return kill_descendants(os.getpid(), spare=mp_helpers())

@@ -200,8 +200,9 @@ class Deadman:
                 self._cond.wait(None if math.isinf(self._wake_at)
                                 else min(self._wake_at - now, _LONGEST_WAIT_S))
         # Everything below this worker (it is their subreaper, so that is every process
-        # its tools started), then the worker itself, with a status that says why.
-        kill_everything_below()
+        # its tools started), then the worker itself, with a status that says why.  Not
+        # reaped: the forkserver, a subreaper too, reaps what this worker leaves.
+        kill_descendants(os.getpid())
         os._exit(DEADMAN_EXIT)
 
 
@@ -280,46 +281,25 @@ def _die_with_processor(lifeline: Connection) -> None:
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()
     with contextlib.suppress(OSError):
-        kill_everything_below()
+        kill_descendants(os.getpid())
     with contextlib.suppress(OSError):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(1)
 
 
-def kill_everything_below() -> None:
-    """SIGKILL every process below this worker, which ends now (the deadman's and the
-    lifeline's end): again while the kernel says a child is left (``waitpid``), as
-    :func:`reap_leftovers` does, not only while the threads' ``children`` lists name one
-    (:func:`kill_descendants`): a child whose thread ended mid-read was in none, and
-    outlived the worker, unowned.  The killed ones are reaped on the way, no thread
-    waits on them (the worker exits), and none is waited for: one slow to die (its
-    memory torn down, a disk's wait) leaves the look after 50 tries."""
-    for _ in range(50):
-        kill_descendants(os.getpid())
-        try:
-            for _ in range(1_000):  # the killed ones, reaped (bounded: a stray may fork)
-                if not os.waitpid(-1, os.WNOHANG)[0]:
-                    break
-        except ChildProcessError:
-            return  # no child left
-        # A child still runs (or dies yet): looked for again
-
-
 def reap_leftovers() -> None:
     """Kill and reap every process a tool left behind (this worker is their subreaper).
 
-    Done when the kernel says no child is left (``waitpid``), not when the threads'
-    ``children`` lists name none: a thread the tool started that ends while they are
-    read has its children moved to the main thread, whose list may have been read
-    already; taken for none left, such a child ran on beside the worker's next job.
-    Killed ones' own children come to this worker (their subreaper) and are found next.
+    Done when the kernel says no child is left (``waitpid``): in the usual case that is
+    one syscall, and no ``/proc`` read.  Each round kills the children and waits for
+    them; their own children come to this worker (their subreaper), killed next round.
     """
     for _ in range(50):
         try:
             os.waitpid(-1, os.WNOHANG)  # reaps one that already exited, if any
         except ChildProcessError:
-            return  # no child (at all, the usual case: one syscall, no /proc read)
-        children = children_of("self")  # none listed: moved mid-read, read again
+            return  # no child at all
+        children = children_of("self")  # none: just reaped, by the line above or a tool
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
