@@ -18,7 +18,7 @@ import pytest
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
 from quick_processor import ADOPTED_GRACE_ENV
 
-from processor.proctree import ADOPTED_GRACE_S
+from processor.proctree import ADOPTED_GRACE_S, children_of
 from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -133,18 +133,14 @@ def _pid(path: Path) -> int:
 
 
 def _zombie_children(pid: int) -> list[int]:
-    """The zombies among ``pid``'s children.  A thread that ends, or a child reaped,
-    between the listing and the look is passed over (it raised FileNotFoundError)."""
+    """The zombies among ``pid``'s children (read as the processor's stop reads them, the
+    main thread's list last: a thread's read first missed what it moved there)."""
     zombies = []
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                children = fh.read().split()
-            for child in children:
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-                        open(f"/proc/{child}/stat") as stat:
-                    if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        zombies.append(int(child))
+    for child in children_of(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
+                open(f"/proc/{child}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                zombies.append(child)
     return zombies
 
 

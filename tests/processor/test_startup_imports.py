@@ -3,7 +3,6 @@ them, its start-up does not), and its FAST quant tools work all the same."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import orjson
 import pytest
 from daemonkit import Daemon, alive, drop, wait_for, wait_record
 
+from processor.proctree import descendants
 from processor.quant.synth import write_synthetic
 
 
@@ -38,18 +38,8 @@ def test_status_file_comes_before_pandas(daemon: Callable[..., Daemon],
 
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (the COMPUTE forkserver, its workers, the resource
-    tracker); one that ends while they are listed is passed over."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            for tid in os.listdir(f"/proc/{parent}/task"):
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-                        open(f"/proc/{parent}/task/{tid}/children") as fh:
-                    children = [int(c) for c in fh.read().split()]
-                found += children
-                todo += children
-    return found
+    tracker), read as the processor's kills read them."""
+    return descendants(pid)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
