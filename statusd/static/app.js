@@ -35,6 +35,8 @@ const TASK_GONE = 1008;   // the close code of a task stream whose task left the
 const PAGE_SIZE = 50;
 const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
+// How a stats 503 begins when statusd cannot read the processors' state (spool.stats.UNKNOWN).
+const PROCESSORS_UNKNOWN = "cannot tell whether a processor is alive";
 const HEARTBEAT_MS = 1000;    // how often a processor writes its status (busy workers)
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
@@ -70,6 +72,7 @@ const ui = {
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
+  processorsUnknown: null, // statusd's stats' 503 that it cannot read the processors' state
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
   runSince: null,         // when the open task's run started (its record's), if it runs
@@ -328,10 +331,20 @@ async function refreshStats() {
   try {
     stats = await getJSON("api/v1/stats");
   } catch (err) {
-    reachable(err);
+    if (err.status === 503 && err.message.includes(PROCESSORS_UNKNOWN)) {
+      // statusd answers; only whether a processor is alive is unknown (a status file it
+      // may not open), maybe for good.  Called "statusd unavailable", each message of the
+      // open task's live stream took it back and the next stats said it again: the note
+      // flickered beside a running backtest, its "since" always the last refresh.
+      reachable(null);
+      showUnknownProcessor(err.message);
+    } else {
+      reachable(err);
+    }
     throw err;
   }
   reachable(null);
+  ui.processorsUnknown = null;
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
@@ -379,6 +392,18 @@ function fmtOldest(age, due) {
   if (due === null) parts.push("none due yet");
   else if (due !== undefined && due < age - 1) parts.push(`oldest due for ${fmtAge(due)}`);
   return parts;
+}
+
+function showUnknownProcessor(why) {
+  // The counts stay as last seen (statusd sends none without the processors' state).
+  ui.processorsUnknown = why;
+  ui.processorAlive = null;
+  const node = $("processor");
+  node.textContent = "processor: ?";
+  node.className = "state";
+  node.title = `processor liveness unknown (${why})`;
+  $("workers").textContent = "";
+  renderNote();
 }
 
 function showProcessor(stats) {
@@ -893,6 +918,8 @@ function renderNote() {
   } else if (state === "running" && ui.processorAlive === false) {
     lines.push("no processor is running: this job makes no progress until one starts, "
       + "and requeues it");
+  } else if ((state === "running" || state === "pending") && ui.processorsUnknown !== null) {
+    lines.push(`whether a processor is running cannot be told (${ui.processorsUnknown})`);
   }
   if (state === "not found") {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "

@@ -5,7 +5,9 @@ strace fails statusd's opens of the processor's status file (EACCES) for a while
 page says the processor's state is not known ("processor: ?", never "down"), keeps the
 counts, says why on the processor's tooltip and in the task view's note, and says
 "up" again once statusd reads the file.  The tooltip said the 503's message twice
-("... (HTTP 503: why): HTTP 503: why"); it says it once.
+("... (HTTP 503: why): HTTP 503: why"); it says it once.  statusd answers all the while
+(only the processors' state is unknown): the page no longer calls it unavailable, which
+a running task's stream took back at each message.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 from statusd_daemonkit import statusd_daemon
-from statusdkit import SHARED_HELPERS, FakeOwner, submit, wait_for
+from statusdkit import SHARED_HELPERS, FakeOwner, claim, report, submit, wait_for
 
 import statusd
 from spool.transitions import Spool
@@ -99,7 +101,7 @@ def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
                 page.clock.fast_forward(STATS_EVERY_MS)
                 expect(processor).to_have_text("processor: ?")
                 title = processor.get_attribute("title") or ""
-                assert title.startswith("statusd unavailable since "), title
+                assert title.startswith("processor liveness unknown ("), title
                 assert title.count(WHY) == 1, title  # said once, not twice
                 expect(note).to_contain_text(f"(HTTP 503: {WHY}: Permission denied")
                 expect(page.locator("#count-pending")).to_have_text("1")  # as last seen
@@ -113,3 +115,47 @@ def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
             expect(note).to_be_hidden()
     finally:
         owner.close()
+
+
+def test_a_running_task_streamed_meanwhile_keeps_saying_why_the_processor_is_unknown(
+        spool: Spool, tmp_path: Path, page: sync_api.Page) -> None:
+    """statusd answers (its task stream is live) and only the processors' state is unknown,
+    for as long as a status file it may not open stays so.  The page called statusd
+    unavailable and the task "as last seen": each progress message of the running task
+    took that back (the note went, the tooltip stayed stale), the next stats' 503 said it
+    again with a new "since", so the note flickered beside a running backtest."""
+    expect = sync_api.expect
+    submit(spool, "j")
+    running = claim(spool, "j")
+    report(spool, running, 0.1, "first")
+    owner = FakeOwner(spool)
+    try:
+        with statusd_daemon(spool.layout.root) as (port, proc):
+            page.clock.install()
+            page.goto(f"http://127.0.0.1:{port}/#/tasks/j")
+            processor, note = page.locator("#processor"), page.locator("#task-note")
+            progress = page.locator("#task-progress .text")
+            expect(processor).to_have_text("processor: up")
+            expect(progress).to_contain_text("first")
+            tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"),
+                             tmp_path / "strace.err")
+            try:
+                page.clock.fast_forward(STATS_EVERY_MS)
+                expect(processor).to_have_text("processor: ?")
+                expect(note).to_contain_text(WHY)
+                report(spool, running, 0.5, "second")  # streamed: statusd answers
+                expect(progress).to_contain_text("second")
+                expect(note).to_contain_text(WHY)
+                assert "unavailable" not in (note.text_content() or ""), note.text_content()
+                expect(processor).to_have_text("processor: ?")
+                title = processor.get_attribute("title") or ""
+                assert title.count(WHY) == 1, title
+            finally:
+                tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
+                tracer.wait(20)
+            page.clock.fast_forward(STATS_EVERY_MS)
+            expect(processor).to_have_text("processor: up")
+            expect(note).to_be_hidden()
+    finally:
+        owner.close()
+        running.close()
