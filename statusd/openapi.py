@@ -46,6 +46,11 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(ErrorResponse, text[c]) for c in codes}
 
 
+STATS_UNKNOWN = ("type processors_unknown: whether a processor is alive cannot be told "
+                 "(owners/ or a status file not read: a disk error, a file statusd may not "
+                 "read); the message names it")
+
+
 def _record_get(summary: str, op_id: str) -> dict[str, Any]:
     replaced = {**_json(ErrorResponse, "a large record replaced faster than it could be "
                         "sent, or its job's file held in tmp/ by a retry or a cancel; try "
@@ -147,11 +152,7 @@ def build_openapi() -> dict[str, Any]:
                                   "operationId": "stats",
                                   "responses": {
                                       "200": _json(Stats, "spool statistics"),
-                                      "503": {**_json(ErrorResponse, "whether a processor "
-                                                      "is alive cannot be told (owners/ "
-                                                      "or a status file not read: a disk "
-                                                      "error, a file statusd may not "
-                                                      "read); the message names it"),
+                                      "503": {**_json(ErrorResponse, STATS_UNKNOWN),
                                               "headers": {"Retry-After": {
                                                   "schema": {"type": "integer"}}}}}}},
         "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",

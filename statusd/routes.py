@@ -166,13 +166,15 @@ async def record_body(services: Services, job_id: str) -> bytes:
 
 
 async def stats(request: web.Request) -> web.Response:
-    """The stats document; 503 ``unavailable`` naming the cause while whether a processor
-    is alive cannot be told (``processor.alive`` is a bool: no ``false`` is made up)."""
+    """The stats document; 503 ``processors_unknown`` naming the cause while whether a
+    processor is alive cannot be told (``processor.alive`` is a bool: no ``false`` is made
+    up).  A type of its own: a client (the dashboard) tells it from statusd's spool
+    trouble (``unavailable``) without reading the message."""
     services = request.app[SERVICES]
     try:
         doc = services.stats()
     except SpoolIOError as exc:  # logged once a run by Services.processors
-        raise ApiError(503, "unavailable", str(exc),
+        raise ApiError(503, "processors_unknown", str(exc),
                        {"Retry-After": str(RETRY_AFTER_S)}) from exc
     return _json(orjson.dumps(doc, option=DUMP_OPTS))
 

@@ -35,8 +35,8 @@ const TASK_GONE = 1008;   // the close code of a task stream whose task left the
 const PAGE_SIZE = 50;
 const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
-// How a stats 503 begins when statusd cannot read the processors' state (spool.stats.UNKNOWN).
-const PROCESSORS_UNKNOWN = "cannot tell whether a processor is alive";
+// The error type of a stats 503 when statusd cannot read the processors' state.
+const PROCESSORS_UNKNOWN = "processors_unknown";
 const HEARTBEAT_MS = 1000;    // how often a processor writes its status (busy workers)
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
@@ -85,7 +85,7 @@ const COUNT_FORMAT = new Intl.NumberFormat("en");
 const $ = (id) => document.getElementById(id);
 
 async function getJSON(url, maxBytes = Infinity, parse = null) {
-  // A refusal carries its HTTP status and the message of the API's error body; an answer
+  // A refusal carries its HTTP status, and the type and message of the API's error body; an answer
   // over maxBytes is not read (its size is the error's tooLarge); parse: of the body's text.
   const control = new AbortController();
   const sentAt = Date.now();
@@ -101,14 +101,17 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
   }
   if (response.ok) return parse ? parse(await response.text()) : response.json();
   let message = `HTTP ${response.status}`;
+  let type = null;
   try {
     const body = await response.json();
     if (body && body.error && body.error.message) message += `: ${body.error.message}`;
+    if (body && body.error && typeof body.error.type === "string") type = body.error.type;
   } catch (err) {
     // not the API's JSON error shape (a proxy's page): the status says enough
   }
   const error = new Error(message);
   error.status = response.status;
+  error.type = type;
   throw error;
 }
 
@@ -331,7 +334,7 @@ async function refreshStats() {
   try {
     stats = await getJSON("api/v1/stats");
   } catch (err) {
-    if (err.status === 503 && err.message.includes(PROCESSORS_UNKNOWN)) {
+    if (err.status === 503 && err.type === PROCESSORS_UNKNOWN) {
       // statusd answers; only whether a processor is alive is unknown (a status file it
       // may not open), maybe for good.  Called "statusd unavailable", each message of the
       // open task's live stream took it back and the next stats said it again: the note

@@ -92,7 +92,7 @@ def _check_unknown(base: str, said: str, text: str) -> None:
     reply = request(base, "GET", "/api/v1/stats")
     assert reply.status == 503, (reply.status, reply.body)
     error = orjson.loads(reply.body)["error"]
-    assert error["type"] == "unavailable", error
+    assert error["type"] == "processors_unknown", error
     assert said in error["message"] and text in error["message"], error
     assert "Traceback" not in error["message"], error
     gauges = _gauges(base)
