@@ -190,7 +190,8 @@ def test_jobs_met_out_of_descriptors_wait_out_the_pause_not_the_next_scan(
 def test_statusd_out_of_descriptors_does_not_call_a_live_processor_down(
         spool_root: Path, tmp_path: Path) -> None:
     """Out of descriptors, statusd cannot list ``owners/`` nor test a processor's owner
-    lock: its stats and metrics answer 503 ``unavailable`` and say why.  They answered
+    lock: its stats answer 503 ``processors_unknown`` and say why, its metrics leave the
+    processors' gauges out (``spoolq_statusd_processors_ok 0``).  They answered
     500 with a traceback at ERROR (the listing's OSError); with a descriptor left for the
     listing but none for the lock, the lock read as not held and they said no processor
     was running, an alert for the wrong daemon."""
@@ -237,7 +238,12 @@ def test_statusd_out_of_descriptors_does_not_call_a_live_processor_down(
         (stats_status, stats_body), (metrics_status, metrics_body) = asyncio.run(ask())
         assert stats_status == 503, stats_body[:300]
         assert b"Too many open files" in stats_body
-        assert metrics_status == 503, metrics_body[:300]
+        assert b'"processors_unknown"' in stats_body, stats_body[:300]
+        # The scrape says what it knows, and that the processors' state is not known:
+        # no spoolq_processor_up 0 for a processor that runs.
+        assert metrics_status == 200, metrics_body[:300]
+        assert b"\nspoolq_statusd_processors_ok 0.0\n" in metrics_body, metrics_body
+        assert b"\nspoolq_processor_up" not in metrics_body, metrics_body
         assert statusd.stop() == 0
         assert processor.stop() == 0
     finally:
