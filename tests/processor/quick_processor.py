@@ -8,7 +8,9 @@ left for a tool to wait for), ``QUICK_RACY_NS`` sets :data:`spool.recheck.RACY_N
 (2 s: how long after a folder's change recovery's passes do not trust its stamp),
 ``QUICK_IO_PAUSE_S`` sets the first pause of :data:`processor.daemon.IO_BACKOFF_S`
 (0.5 s: how long claims pause after spool I/O trouble, doubled at each try since),
-then ``processor.__main__.main`` runs as ``python -m processor`` would.
+``QUICK_IMPORT_SLOW_S`` sets :data:`processor.startup.IMPORT_SLOW_S` (10 s: how long the
+background import may take before a warning names what it imports), then
+``processor.__main__.main`` runs as ``python -m processor`` would.
 
 Not a test module; the tests start it through daemonkit's runner (``module=``;
 this folder is on the daemon's ``PYTHONPATH``).
@@ -20,12 +22,13 @@ import os
 import sys
 
 from processor import __main__ as processor_main
-from processor import proctree
+from processor import proctree, startup
 from spool import recheck
 
 ADOPTED_GRACE_ENV = "QUICK_ADOPTED_GRACE_S"
 RACY_ENV = "QUICK_RACY_NS"
 IO_PAUSE_ENV = "QUICK_IO_PAUSE_S"
+IMPORT_SLOW_ENV = "QUICK_IMPORT_SLOW_S"
 
 
 def main() -> int:
@@ -33,6 +36,8 @@ def main() -> int:
         proctree.ADOPTED_GRACE_S = float(os.environ[ADOPTED_GRACE_ENV])
     if RACY_ENV in os.environ:
         recheck.RACY_NS = int(os.environ[RACY_ENV])
+    if IMPORT_SLOW_ENV in os.environ:
+        startup.IMPORT_SLOW_S = float(os.environ[IMPORT_SLOW_ENV])
     if IO_PAUSE_ENV in os.environ:  # imported here only: it delays the forkserver's start
         from processor import daemon  # noqa: PLC0415
 
