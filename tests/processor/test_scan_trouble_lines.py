@@ -7,24 +7,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemonkit import Daemon, drop, wait_record
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+SCAN_S = 0.25
+"""The scan interval here: the scans that would repeat a line come four times a second."""
 
 
 def test_a_pending_folder_that_cannot_be_scanned_is_said_once_and_its_return_too(
         daemon: Callable[..., Daemon], spool_root: Path) -> None:
     """While ``pending/`` could not be listed (here: moved away; a mount put over it, out
-    of descriptors), each scan logged the same ERROR (every ``SPOOL_SCAN_S``, 1 s
+    of descriptors), each scan logged the same ERROR (every ``SPOOL_SCAN_S``, 0.25 s
     here), and nothing said when scans worked again."""
-    d = daemon()
+    d = daemon(SPOOL_SCAN_S=str(SCAN_S))
+
+    def said(level: str) -> list[dict[str, str]]:
+        return [e for e in d.events() if "pending/" in e.get("msg", "")
+                and e.get("level") == level]
+
     os.rename(spool_root / "pending", spool_root / "pending-away")
-    time.sleep(4.5)  # four scans or more
+    wait_for(lambda: said("error"), 30, "the first scan that cannot list pending/")
+    time.sleep(5 * SCAN_S)  # five scans or more that repeated the line
     os.rename(spool_root / "pending-away", spool_root / "pending")
     drop(spool_root, "after", {"tool": "echo"})
     assert wait_record(spool_root, "after")["state"] == "done"
-    time.sleep(1.5)  # a scan after the drop at least
+    wait_for(lambda: said("info"), 30, "a scan after the return")
+    time.sleep(3 * SCAN_S)  # more scans, which say nothing
     assert d.stop() == 0
-    said = [e for e in d.events() if "pending/" in e.get("msg", "")]
-    assert [(e["level"], e["msg"]) for e in said] == [
+    lines = [e for e in d.events() if "pending/" in e.get("msg", "")]
+    assert [(e["level"], e["msg"]) for e in lines] == [
         ("error", "cannot scan pending/; said again only if the error changes"),
-        ("info", "scanning pending/ again")], said
-    assert "No such file or directory" in said[0]["error"]
+        ("info", "scanning pending/ again")], lines
+    assert "No such file or directory" in lines[0]["error"]
