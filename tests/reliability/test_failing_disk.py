@@ -33,6 +33,13 @@ TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
 CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
 LEFT = "recovery cannot read a file; left there, tried at each pass"
+SCAN_S = "0.3"
+"""The scan interval of the tests that wait for scans and passes: the next one once the
+disk reads again, or those that would repeat a line (the shipped 5 s, and 1 s, proved
+the same more slowly)."""
+PASSES_S = 4 * float(SCAN_S)
+"""Long enough for more passes (and scans) to come, each of which could say a line
+again."""
 
 
 @pytest.fixture
@@ -198,7 +205,7 @@ def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
     every ``SPOOL_SCAN_S``), the orphans after it in the folder never settled, and at
     start-up the processor exited 75, restarted for ever with no job run.  It is that
     file's trouble: left in ``running/``, said once, tried again at each pass."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         bad = spool_root / "running" / "bad.json"
@@ -213,7 +220,7 @@ def test_an_orphan_the_disk_cannot_read_is_left_not_a_pause(
                     is not None and len(_troubled(d, LEFT) + _troubled(d)) > 0)
 
         wait_for(settled, 30, "the other jobs settled, the bad orphan read")
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        time.sleep(PASSES_S)  # more passes: said once, not once a pass
         assert not _troubled(d), d.logs()[-3000:]
         assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]  # not once a pass
         assert locations(spool_root)["bad"] == ["running"]
@@ -230,7 +237,7 @@ def test_an_orphan_whose_record_the_disk_cannot_read_is_left_not_a_pause(
     reads it to tell the orphan's run: the error got out of the pass, which paused claims
     at each pass (as ee2e91c saw of the orphan's own read) and exited 75 at each start.
     It is that orphan's trouble: left in ``running/``, said once, settled once it reads."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         done = spool_root / "done" / "bad.json"
@@ -259,7 +266,7 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
     Recovery leases and reads it to finish the cancel: the read's error got out of the
     pass, which paused claims at each pass (an ERROR line every ``SPOOL_SCAN_S``) and
     would exit 75 at each start.  It is that file's trouble: left, said once."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         # A newer drop of the id, due in an hour (it waits, pending, all along).
@@ -284,7 +291,7 @@ def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
         spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
     """The periodic recovery pass cannot open ``running/`` (EIO): spool trouble, the I/O
     pause, not an OSError that ends the processor; once the disk reads again, jobs run."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="never", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="never", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         detach = attach(d.pid, "openat", spool_root / "running", when="1+")
@@ -313,7 +320,7 @@ def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
     every ``SPOOL_SCAN_S``).  It is that file's trouble: left, said once, settled once
     it can be looked at.  So too when its open fails (``openat``: recovery opens it to
     test its lock, whether a live mover holds it)."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         mover = subprocess.Popen(["true"])  # gone: its pid is the staging name's
@@ -346,14 +353,14 @@ def test_a_pending_file_the_disk_cannot_look_up_is_not_a_pause(
     bad sector under its inode).  The periodic scan of ``pending/`` stopped at it
     ("cannot scan pending/"), and no drop the feed missed was found again.  It is that
     file's trouble: said once, the scan goes on past it."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         _a_bad_job_due_later(spool_root)
         detach = attach(d.pid, "newfstatat", spool_root / "pending" / "bad.json", when="1+")
         wait_for(lambda: _troubled(d, UNREADABLE) or _troubled(d, CANNOT_SCAN), 20,
                  "the scan's look at it")
-        time.sleep(2)  # more scans (SPOOL_SCAN_S=1): said once, not once a scan
+        time.sleep(PASSES_S)  # more scans: said once, not once a scan
         assert not _troubled(d, CANNOT_SCAN), d.logs()[-3000:]
         # The line names the file and the disk's error: "Input/output error" is the cause.
         assert _troubled(d, UNREADABLE) == ["cannot look up bad.json: Input/output error"], \
@@ -379,7 +386,7 @@ def test_a_drop_the_disk_cannot_open_is_its_trouble(
     The lstat's EIO got out of the loop (a traceback, exit 1); an open's was taken for
     the spool's trouble, the name tried again at each pause's end, and no job was
     claimed while it lasted.  It is that file's trouble: said, the others run."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         detach = attach(d.pid, syscalls, spool_root / "pending" / "bad.json", when=when)
@@ -410,7 +417,7 @@ def test_an_orphan_the_disk_cannot_look_up_is_left_not_a_pause(
     Its open failing too (``openat``: the inode unreadable): the lease took it for one
     held by a live processor, and the lstat that tells a file from what is none got out
     of the pass as above; only its open failing, it stayed in ``running/`` unsaid."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         orphan = spool_root / "running" / "bad.json"
@@ -483,7 +490,7 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
 
 def _left_once(d: Daemon, spool_root: Path, what: str) -> None:
     """Drop j1 and j2, and wait until both have records and the file recovery left was
-    said; after three more passes (SPOOL_SCAN_S=1) it was said once, not once a pass,
+    said; after more passes (:data:`PASSES_S`) it was said once, not once a pass,
     and no pass was the spool's trouble."""
     drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
     drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
@@ -494,7 +501,7 @@ def _left_once(d: Daemon, spool_root: Path, what: str) -> None:
                 and len(_troubled(d, LEFT) + _troubled(d)) > 0)
 
     wait_for(settled, 30, what)
-    time.sleep(3)  # more passes: said once, not once a pass
+    time.sleep(PASSES_S)  # more passes: said once, not once a pass
     assert not _troubled(d), d.logs()[-3000:]
     assert len(_troubled(d, LEFT)) == 1, d.logs()[-3000:]
 
@@ -533,7 +540,7 @@ def test_a_cancel_request_the_disk_cannot_read_is_not_a_pause(
     request asked again at each pause's end and failing again, every claim paused for as
     long as it lasted (the jobs dropped after it left in ``pending/``).  It is that
     request's trouble: said once, the jobs run, the cancel done once it reads."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         _a_bad_job_due_later(spool_root)
@@ -547,7 +554,7 @@ def test_a_cancel_request_the_disk_cannot_read_is_not_a_pause(
         drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
         drop(spool_root, "j2", {"tool": "echo", "params": {"message": 2}})
         _wait_recorded(d, spool_root, "the other jobs' records")
-        time.sleep(2)  # more scans (SPOOL_SCAN_S=1): said once, not once a scan
+        time.sleep(PASSES_S)  # more scans: said once, not once a scan
         assert not _troubled(d), d.logs()[-3000:]
         assert len(_troubled(d, said)) == 1, d.logs()[-3000:]
         assert locations(spool_root)["bad"] == ["pending"]
@@ -567,7 +574,7 @@ def test_a_cancel_of_a_ready_job_the_disk_cannot_read_is_not_a_pause(
     file's trouble: said once, the jobs run, and the cancel is done once it reads."""
     flag = tmp_path / "sector-bad"
     d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
-               BAD_SECTOR_NAME="bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
+               BAD_SECTOR_NAME="bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         _a_bad_job_due_later(spool_root)
@@ -601,7 +608,7 @@ def test_a_newer_drop_the_disk_cannot_read_at_its_claim_is_not_a_crash(
     flag = tmp_path / "sector-bad"
     flag.touch()  # the reads of running/bad.json fail: the claim's, not intake's
     d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
-               BAD_SECTOR_NAME="running/bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
+               BAD_SECTOR_NAME="running/bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S=SCAN_S)
     trace, err = tmp_path / "flock.trace", tmp_path / "flock.err"
     tracer: subprocess.Popen[bytes] | None = None
     try:
@@ -644,7 +651,7 @@ def test_a_cancel_of_an_orphan_the_disk_cannot_look_up_is_kept(
     with ``os.path.lexists``, whose False for the EIO took it for gone: the request was
     removed as a leftover, and once the disk read again the orphan was requeued and run,
     the user's cancel lost.  The request stays while the job cannot be looked up."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         orphan = spool_root / "running" / "bad.json"
@@ -677,7 +684,7 @@ def test_a_claim_whose_file_fails_once_is_that_files_trouble(
     traceback, exit 1), the first leaving the job in ``running/`` with no lease.  It is
     that file's trouble: the job is given back (or stays) in ``pending/`` and runs at a
     later scan, the processor on."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         attach(d.pid, call, spool_root / folder / "j1.json", when="1")
@@ -702,7 +709,7 @@ def test_a_claimed_file_still_unreadable_at_its_give_back_goes_back_all_the_same
     orphan under a live processor.  The file at ``running/`` is the one the claim moved
     there (its move never replaces), so it goes back to ``pending/`` unlooked-at, and
     runs once at a later scan, at one attempt."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="1")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         attach(d.pid, "newfstatat", spool_root / "running" / "j1.json", when="1..2")
