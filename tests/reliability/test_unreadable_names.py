@@ -49,6 +49,8 @@ def test_a_redrop_of_an_unreadable_pending_name_is_judged_on_its_event(
 WAITS = ("a drop waits behind its id's orphan, which recovery cannot read; claimed once "
          "that orphan is settled")
 LEFT = "recovery cannot read a file; left there, tried at each pass"
+SCAN_S = 0.3
+"""The scan interval of the test that waits for passes that could repeat a line."""
 
 
 def test_a_drop_behind_an_orphan_the_disk_cannot_read_is_said_once(
@@ -61,14 +63,15 @@ def test_a_drop_behind_an_orphan_the_disk_cannot_read_is_said_once(
     flag.touch()
     (spool_root / "running" / "bad.json").write_text('{"tool": "echo", "params": {}}')
     d = Daemon(spool_root, tmp_path / "p.log", module="bad_sector_processor",
-               BAD_SECTOR_NAME="running/bad.", BAD_SECTOR_FLAG=str(flag), SPOOL_SCAN_S="1")
+               BAD_SECTOR_NAME="running/bad.", BAD_SECTOR_FLAG=str(flag),
+               SPOOL_SCAN_S=str(SCAN_S))
     try:
         d.start()
         wait_for(lambda: _said(d, LEFT), 20, "the orphan's failed read")
         drop(spool_root, "bad", {"tool": "echo", "params": {"message": 1}})
         said = wait_for(lambda: _said(d, WAITS), 20, "the line of the drop that waits")
         assert said[0]["id"] == "bad", said
-        time.sleep(3)  # more passes (SPOOL_SCAN_S=1): said once, not once a pass
+        time.sleep(4 * SCAN_S)  # more passes: said once, not once a pass
         assert len(_said(d, WAITS)) == 1, d.logs()[-3000:]
         assert len(_said(d, LEFT)) == 1, d.logs()[-3000:]
         assert (spool_root / "pending" / "bad.json").exists()
