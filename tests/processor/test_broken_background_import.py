@@ -57,8 +57,9 @@ def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
     assert events[-1]["msg"] == "stopped", "the last line is out"
 
     # Started afresh (as systemd would), the same processor runs the job and a FAST
-    # quant tool on a whole numpy and pandas.
-    d = daemon(tools="ptools")
+    # quant tool on a whole numpy and pandas.  Its stop requeues the job still running
+    # after a short grace period, not the kit's 5 s.
+    d = daemon(tools="ptools", SPOOL_GRACE_S="0.5")
     for job_id in early:
         assert wait_record(spool_root, job_id)["state"] == "done"
     assert len(record(spool_root, "kline")["result"]["rows"]) == 2
