@@ -470,7 +470,7 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
     """The same bad sector under a pending job's inode, twice, the file read in between.
     The first outage's warning stood for good: the second one (a sector going bad for
     good, say) was not said."""
-    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S="0.3")
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
         _a_bad_job_due_later(spool_root)
@@ -478,7 +478,7 @@ def test_a_pending_file_the_disk_fails_again_is_said_again(
         detach = attach(d.pid, "newfstatat", path, when="1+")
         wait_for(lambda: _troubled(d, UNREADABLE), 20, "the first outage said")
         detach()
-        time.sleep(3)  # ten scans (SPOOL_SCAN_S=0.3) that look it up again: none to see
+        time.sleep(PASSES_S)  # scans that look it up again: none to see
         detach = attach(d.pid, "newfstatat", path, when="1+")
         wait_for(lambda: len(_troubled(d, UNREADABLE)) == 2, 20, "the second outage said")
         detach()
