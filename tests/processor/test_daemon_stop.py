@@ -237,7 +237,10 @@ def test_a_stop_signal_sent_to_the_processors_whole_process_group_lets_jobs_fini
     d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP, SPOOL_GRACE_S="30")
     try:
         d.start()
-        drop(spool_root, "short", {"tool": "sleep", "params": {"seconds": 2}})
+        # "short" runs until the processor says it is stopping, then 0.2 s more: in
+        # flight at the signal however slow the host (a 2 s sleep waited its 2 s out).
+        drop(spool_root, "short", {"tool": "t_until_stopping", "params": {
+            "seconds": 60, "owners": str(spool_root / "owners")}})
         wait_for(lambda: os.listdir(spool_root / "running"), 10, "the job to run")
         os.killpg(d.pid, signum)
         assert d.stop(60) == 0
