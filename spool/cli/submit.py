@@ -41,7 +41,7 @@ from spool.cli.command import (
     note,
 )
 from spool.cli.render import emit_json
-from spool.cli.waiting import check_can_follow, wait_for
+from spool.cli.waiting import WaitStopped, check_can_follow, wait_for
 from spool.errors import SpoolError
 from spool.layout import Layout
 from spool.states import JobState
@@ -49,6 +49,7 @@ from spool.states import JobState
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from spool.client import Client
     from spool.models import Job
     from spool.settings import Settings
 
@@ -153,8 +154,22 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
               "submitted: it is in pending/", file=sys.stderr)
         signal.raise_signal(held[0])  # its own handler's way: 130 for SIGINT, as ever
     if args.wait:
-        return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
+        return _wait(client, job_id, args)
     return EXIT_OK
+
+
+def _wait(client: Client, job_id: str, args: argparse.Namespace) -> int:
+    """``--wait``'s wait for ``job_id``, just submitted and its id printed."""
+    try:
+        return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
+    except WaitStopped:
+        raise
+    except KeyboardInterrupt:
+        # Before the wait's own watch began (its call, the handlers just put back): on a
+        # loaded host one run in 16 ended 130 with no word of the job.
+        if not args.quiet:
+            _stopped_waiting(job_id)
+        raise
 
 
 def _stopped_waiting(job_id: str) -> None:

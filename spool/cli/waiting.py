@@ -86,6 +86,11 @@ def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
                          "the spool user (see Permissions in docs/operations.md)")
 
 
+class WaitStopped(KeyboardInterrupt):
+    """A Ctrl-C :func:`wait_for` has told of: a caller that tells of one that came before
+    the wait began (``submit --wait``) leaves this one be."""
+
+
 def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: bool,
              quiet: bool) -> int:
     """Wait for ``job_id``, show the outcome, and return ``wait``'s exit code.
@@ -109,12 +114,12 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
                 watcher.update(record)
 
             record = client.wait(job_id, timeout, on_update=update)
-    except KeyboardInterrupt:  # the bar is cleared by now
+    except KeyboardInterrupt as exc:  # the bar is cleared by now
         if not quiet:
             state = f"last seen {seen[0].state.value}" if seen else "not seen yet"
             note(f"interrupted: stopped waiting for job {job_id} ({state}); the job goes "
                  f"on (spoolq cancel {job_id} stops it)")
-        raise
+        raise WaitStopped from exc
     if not quiet:
         with _told(record, "its record"):
             show_record(record, as_json, reader.large.get(job_id))
