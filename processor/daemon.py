@@ -326,15 +326,11 @@ class Processor:
         if not self.reserve.full and not self.reserve.refill():
             return  # short of descriptors: a claim now could leave none for its record
         self.queues.promote_due()
-        failures = self.io_failures
         try:
             self._dispatch_lane(ExecutionMode.FAST)
             self._dispatch_lane(ExecutionMode.COMPUTE)
         except SpoolIOError as exc:
             self._io_trouble(exc)
-        else:
-            if self.io_failures == failures:  # a run that failed to record keeps the backoff
-                self.io_failures = 0
 
     def _has_room(self, mode: ExecutionMode) -> bool:
         """The lane may start another run: FAST below its in-flight bound, a free worker."""
@@ -442,7 +438,12 @@ class Processor:
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         if self.io_trouble is not None and self._outage_over():
+            # The backoff is the outage's, and starts again with the next one.  (A dispatch
+            # that raised nothing reset it: one that claimed nothing, or claimed into
+            # running/ while failed/ refused a quarantine, so each retry of the refused
+            # write paused claims for the first pause again, and was tried at that pace.)
             self.io_trouble = None
+            self.io_failures = 0
         if not self.stopping:
             # A local pool starts here the workers that could not start before, and hands
             # them the tasks that waited (no dispatch asks while no job is queued).

@@ -404,3 +404,32 @@ def test_a_refused_quarantine_keeps_io_trouble_set_until_it_lands(spool_root: Pa
     finally:
         locked.chmod(0o750)
         d.abort()
+
+
+def test_a_refused_quarantine_tried_again_backs_off(spool_root: Path) -> None:
+    """A quarantine refused (failed/ not writable) goes back to pending/ and is tried again
+    once it has settled after the pause; the pass in between dispatched nothing, raised
+    nothing, and that reset the backoff: every try paused for the first pause again, and
+    the refused write was tried at that pace for as long as the trouble lasted (eight
+    trouble lines in 4 s under load).  The pauses grow through the one outage."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    locked = spool_root / "failed"
+    locked.chmod(0o555)
+    (spool_root / "pending" / "malformed.json").write_bytes(MALFORMED)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               SPOOL_SETTLE_S="0.2", module="quick_processor", **QUICK_PAUSE)
+    try:
+        d.start()
+        tries = wait_for(lambda: _trouble(d)[3:] and _trouble(d), 30, "four tries")[:4]
+        pauses = [e["pause_s"] for e in tries]
+        assert pauses == [QUICK_PAUSE_S * 2 ** n for n in range(4)], pauses
+        # The daemon's own timestamps: a loaded test reading the log late cannot skew them.
+        at = [datetime.fromisoformat(e["ts"]).timestamp() for e in tries]
+        assert all(at[n + 1] - at[n] > pauses[n] - 0.05 for n in range(3)), (at, pauses)
+        locked.chmod(0o750)
+        wait_for(lambda: record(spool_root, "malformed"), 30, "the quarantine to land")
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o750)
+        d.abort()
