@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,25 @@ from spool.models import OwnerStatus
 OWNER = "live-1"
 
 
+@pytest.fixture
+def live(root: Path) -> Iterator[tuple[Layout, str]]:
+    """A live processor on the spool (its owner lock held, a fresh status file), and the
+    path of strace, which fails what the test names."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    layout = Layout(root)
+    lease = OwnerLease(layout.owner_lock(OWNER))
+    try:
+        now = datetime.now(UTC)
+        layout.owner_status(OWNER).write_text(OwnerStatus(
+            owner=OWNER, pid=os.getpid(), host="h", version="0", started_at=now,
+            heartbeat_at=now, job_num=2).model_dump_json())
+        yield layout, strace
+    finally:
+        lease.release()
+
+
 @pytest.mark.parametrize("case", [
     ("owners", "EACCES", "cannot list owners/", "Permission denied"),
     ("owners", "EIO", "cannot list owners/", "Input/output error"),
@@ -35,31 +55,21 @@ OWNER = "live-1"
     ("lock", "EACCES", f"cannot test processor {OWNER}'s owner lock", "Permission denied"),
 ])
 def test_stats_that_cannot_read_the_processors_say_why_not_down(
-        env: dict[str, str], root: Path, case: tuple[str, str, str, str]) -> None:
+        env: dict[str, str], live: tuple[Layout, str], case: tuple[str, str, str, str]
+        ) -> None:
     """``case``: what fails, its errno, and what the line says of it."""
     target, error, said, text = case
-    strace = strace_path()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    layout = Layout(root)
+    layout, strace = live
     path = {"owners": layout.owners, "status": layout.owner_status(OWNER),
             "lock": layout.owner_lock(OWNER)}[target]
-    lease = OwnerLease(layout.owner_lock(OWNER))
-    try:
-        now = datetime.now(UTC)
-        layout.owner_status(OWNER).write_text(OwnerStatus(
-            owner=OWNER, pid=os.getpid(), host="h", version="0", started_at=now,
-            heartbeat_at=now, job_num=2).model_dump_json())
-        stats = [sys.executable, "-m", "spool.cli.main", "stats"]
-        known = subprocess.run(stats, check=False, capture_output=True, text=True,
-                               timeout=60, env=env, cwd=REPO)
-        assert known.returncode == 0 and "processor up" in known.stdout, known
-        proc = subprocess.run(
-            [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=openat",
-             "-e", f"inject=openat:error={error}:when=1+", *stats],
-            check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
-    finally:
-        lease.release()
+    stats = [sys.executable, "-m", "spool.cli.main", "stats"]
+    known = subprocess.run(stats, check=False, capture_output=True, text=True,
+                           timeout=60, env=env, cwd=REPO)
+    assert known.returncode == 0 and "processor up" in known.stdout, known
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=openat",
+         "-e", f"inject=openat:error={error}:when=1+", *stats],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -69,26 +79,15 @@ def test_stats_that_cannot_read_the_processors_say_why_not_down(
 
 
 def test_tools_whose_live_catalogue_cannot_be_read_lists_the_installed_ones_and_why(
-        env: dict[str, str], root: Path) -> None:
+        env: dict[str, str], live: tuple[Layout, str]) -> None:
     """A status file the disk fails (EIO): ``spoolq tools`` lists the installed tools and
     says why, neither exit 1 with no list nor "none is running" of a processor that runs."""
-    strace = strace_path()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    layout = Layout(root)
-    lease = OwnerLease(layout.owner_lock(OWNER))
-    try:
-        now = datetime.now(UTC)
-        layout.owner_status(OWNER).write_text(OwnerStatus(
-            owner=OWNER, pid=os.getpid(), host="h", version="0", started_at=now,
-            heartbeat_at=now, job_num=2).model_dump_json())
-        proc = subprocess.run(
-            [strace, "-f", "-qq", "-o", os.devnull, "-P", str(layout.owner_status(OWNER)),
-             "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+",
-             sys.executable, "-m", "spool.cli.main", "tools", "--json"],
-            check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
-    finally:
-        lease.release()
+    layout, strace = live
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(layout.owner_status(OWNER)),
+         "-e", "trace=openat", "-e", "inject=openat:error=EIO:when=1+",
+         sys.executable, "-m", "spool.cli.main", "tools", "--json"],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert "echo" in {tool["name"] for tool in json.loads(proc.stdout)}, proc.stdout
     assert "tools of the installed processor" in proc.stderr, proc.stderr
