@@ -371,19 +371,25 @@ def test_eacces_under_a_spool_path_not_utf8_pauses_and_says_so(tmp_path: Path) -
         d.abort()
 
 
+def _refused_quarantine(spool_root: Path, *, settle_s: str) -> tuple[Daemon, Path]:
+    """A processor (not started) without CAP_DAC_OVERRIDE whose one drop, malformed, is to
+    be quarantined in a ``failed/`` it may not write; and that folder."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    locked = spool_root / "failed"
+    locked.chmod(0o555)
+    (spool_root / "pending" / "malformed.json").write_bytes(MALFORMED)
+    return Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+                  SPOOL_SETTLE_S=settle_s, module="quick_processor", **QUICK_PAUSE), locked
+
+
 def test_a_refused_quarantine_keeps_io_trouble_set_until_it_lands(spool_root: Path) -> None:
     """With only a quarantine refused (failed/ not writable, a malformed drop), the status
     file's io_trouble was set at each try and cleared at the next heartbeat, its
     ``since`` new each time: ``/metrics`` showed the gauge at 1 in one sample of 12, and
     an alert with ``for: 2m`` never fired.  It stays set, one outage, until the
     quarantine lands."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
-    locked = spool_root / "failed"
-    locked.chmod(0o555)
-    (spool_root / "pending" / "malformed.json").write_bytes(MALFORMED)
-    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
-               SPOOL_SETTLE_S="1.5", module="quick_processor", **QUICK_PAUSE)
+    d, locked = _refused_quarantine(spool_root, settle_s="1.5")
     try:
         d.start()
         first = wait_for(lambda: d.status()["io_trouble"], 10, "the status file's io_trouble")
@@ -412,13 +418,7 @@ def test_a_refused_quarantine_tried_again_backs_off(spool_root: Path) -> None:
     nothing, and that reset the backoff: every try paused for the first pause again, and
     the refused write was tried at that pace for as long as the trouble lasted (eight
     trouble lines in 4 s under load).  The pauses grow through the one outage."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
-    locked = spool_root / "failed"
-    locked.chmod(0o555)
-    (spool_root / "pending" / "malformed.json").write_bytes(MALFORMED)
-    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
-               SPOOL_SETTLE_S="0.2", module="quick_processor", **QUICK_PAUSE)
+    d, locked = _refused_quarantine(spool_root, settle_s="0.2")
     try:
         d.start()
         tries = wait_for(lambda: _trouble(d)[3:] and _trouble(d), 30, "four tries")[:4]
