@@ -1,4 +1,5 @@
-"""A processor whose start-up meets a failing disk or a stale NFS handle exits 75.
+"""A processor whose start-up meets a failing disk, a stale NFS handle or NFS's lock
+daemon down exits 75.
 
 Spool trouble that passes exits ``EX_TEMPFAIL`` (75), which the unit restarts after;
 2, a configuration error, it does not restart.  An NFS spool whose handle went stale
@@ -23,10 +24,8 @@ from spool.settings import FsyncMode
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("error", "text"), [("EIO", "Input/output error"),
-                                             ("ESTALE", "Stale file handle")])
-def test_start_up_on_a_failing_disk_is_exit_75_and_one_line(
-        tmp_path: Path, error: str, text: str) -> None:
+def _start_under_strace(tmp_path: Path, *faults: str) -> subprocess.CompletedProcess[str]:
+    """A processor started on a fresh spool under strace with ``faults`` (its options)."""
     strace = shutil.which("strace")
     if strace is None or subprocess.run([strace, "-o", os.devnull, "true"], check=False,
                                         capture_output=True, timeout=30).returncode:
@@ -36,12 +35,34 @@ def test_start_up_on_a_failing_disk_is_exit_75_and_one_line(
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never", "JOB_NUM": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                        os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(root / "running"),
-         "-e", "trace=openat", "-e", f"inject=openat:error={error}:when=1",
-         sys.executable, "-m", "processor"], env=env, cwd=tmp_path, check=False,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60)
+    return subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, *faults, sys.executable, "-m", "processor"],
+        env=env, cwd=tmp_path, check=False, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+def _exit_75_and_one_line(proc: subprocess.CompletedProcess[str], text: str) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith("spool-processor: error: ") and text in last, proc.stderr
     assert proc.returncode == 75, proc.stderr
+
+
+@pytest.mark.parametrize(("error", "text"), [("EIO", "Input/output error"),
+                                             ("ESTALE", "Stale file handle")])
+def test_start_up_on_a_failing_disk_is_exit_75_and_one_line(
+        tmp_path: Path, error: str, text: str) -> None:
+    proc = _start_under_strace(tmp_path, "-P", str(tmp_path / "spool" / "running"),
+                               "-e", "trace=openat",
+                               "-e", f"inject=openat:error={error}:when=1")
+    _exit_75_and_one_line(proc, text)
+
+
+def test_start_up_with_the_lock_daemon_down_is_exit_75_and_one_line(tmp_path: Path) -> None:
+    """A start-up that cannot take a lock because a network filesystem's lock daemon is
+    down (ENOLCK: NFS's lockd or rpc.statd stopped) exits 75, which the unit restarts
+    after: the lock daemon comes back by itself.  It exited 2, a configuration error the
+    unit does not restart, and the processor stayed down until someone started it by
+    hand.  strace fails every ``flock`` (the owner lease's, recovery's claims)."""
+    proc = _start_under_strace(tmp_path, "-e", "trace=flock", "-e", "inject=flock:error=ENOLCK")
+    _exit_75_and_one_line(proc, "No locks available")
