@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -41,17 +42,24 @@ class Listener:
                 pid = UCRED.unpack(payload[:UCRED.size])[0]
         return Message(time.monotonic(), pid, data.decode())
 
-    def until(self, text: str, timeout: float = 10.0) -> list[Message]:
-        """Every message up to and including the first equal to ``text``."""
+    def until(self, text: str, timeout: float = 10.0,
+              sender: subprocess.Popen[bytes] | None = None) -> list[Message]:
+        """Every message up to and including the first equal to ``text``; given the
+        ``sender``, an error as soon as it has exited without sending it (it waited out
+        the whole timeout for a process that had died at its start)."""
         got: list[Message] = []
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no {text!r} within {timeout} s; got {got}")
-            try:
-                got.append(self.next(left))
+            exited = sender is not None and sender.poll() is not None
+            try:  # what it sent before it exited is queued: read first
+                got.append(self.next(min(left, 0.5) if sender is not None else left))
             except TimeoutError:
+                if exited:
+                    raise AssertionError(f"no {text!r}: its sender exited "
+                                         f"({sender.returncode}); got {got}") from None
                 continue
             if got[-1].text.split("\n")[0] == text:
                 return got
