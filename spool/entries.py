@@ -96,7 +96,8 @@ def scan_stats(folder: str | os.PathLike[str], files_only: bool = True
 
 
 def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
-                 strict: bool = False) -> bytes | None:
+                 strict: bool = False, absent: frozenset[int] | None = None
+                 ) -> bytes | None:
     """A regular file's bytes, never following a symlink nor blocking on a FIFO.
 
     None when it is gone, not a regular file, unreadable, or over ``limit``:
@@ -104,6 +105,8 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
     ``strict``: out of descriptors or the disk failing (:data:`~spool.fsops.NOT_NOW`)
     raises the OSError instead, for a caller that decides a job's fate by what it reads
     (recovery), which must not take a file it could not open for one that tells nothing.
+    ``absent``: the only errnos read as no file, any other raised (EACCES too), for a
+    caller that must not take a file it may not read for none (a processor's status).
     """
     def whole(fd: int, st: os.stat_result) -> bytes | None:
         if limit is not None and st.st_size > limit:
@@ -111,26 +114,30 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
         data = read_fd(fd, limit)
         return None if limit is not None and len(data) > limit else data
 
-    return read_opened(path, whole, strict=strict)
+    return read_opened(path, whole, strict=strict, absent=absent)
 
 
 def read_opened(path: str | os.PathLike[str],
                 read: Callable[[int, os.stat_result], T], *,
-                strict: bool = False) -> T | None:
+                strict: bool = False, absent: frozenset[int] | None = None) -> T | None:
     """What ``read`` makes of a regular file open at a descriptor, with its stat; None
     when the file is gone, not a regular file or unreadable, as :func:`read_regular`
-    says (``strict`` too)."""
+    says (``strict`` and ``absent`` too)."""
+    def raised(exc: OSError) -> bool:
+        return (strict and exc.errno in NOT_NOW) or (
+            absent is not None and exc.errno not in absent)
+
     try:
         fd = open_nofollow(path)
     except OSError as exc:
-        if strict and exc.errno in NOT_NOW:
+        if raised(exc):
             raise
         return None
     try:
         st = os.fstat(fd)
         return read(fd, st) if stat.S_ISREG(st.st_mode) else None
     except OSError as exc:
-        if strict and exc.errno in NOT_NOW:  # a read the disk failed: no file gone
+        if raised(exc):  # a read the disk failed: no file gone
             raise
         return None
     finally:

@@ -6,19 +6,17 @@ so it needs no daemon and no daemon's restart, death or hang can reset or freeze
 from __future__ import annotations
 
 import os
-import stat
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spool.entries import Entry, Stamp
+from spool.entries import Entry, Stamp, read_regular
 from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
-from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
+from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S, NOT_THERE, is_locked, open_nofollow
+from spool.lease import HEARTBEAT_STALE_S, NOT_THERE, is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
@@ -77,7 +75,12 @@ def _processors(layout: Layout) -> list[OwnerStatus]:
         except OSError as exc:
             raise _unknown(exc, f"cannot test processor {owner}'s owner lock") from exc
         try:
-            data = _status_bytes(layout.owner_status(owner))
+            # Read as none only when there is none (a processor starting writes it with
+            # its first heartbeat) or it is no processor's (a symlink, not a regular
+            # file, over the size of one): one statusd may not open (EACCES) read as
+            # none called its live processor dead.
+            data = read_regular(layout.owner_status(owner), MAX_ACTIVE_BYTES,
+                                absent=NOT_THERE)
         except OSError as exc:
             raise _unknown(exc, f"cannot read processor {owner}'s status file") from exc
         try:
@@ -104,27 +107,6 @@ def _unknown(exc: OSError, what: str) -> SpoolIOError:
     could not be done, the errno's text and the path, never a traceback."""
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{UNKNOWN}: {what}: {exc.strerror or exc}{where}")
-
-
-def _status_bytes(path: Path) -> bytes | None:
-    """A held owner lock's status file; None when there is none (a processor starting
-    writes it with its first heartbeat) or it is no processor's (a symlink, not a
-    regular file, over the size of one).  Any other OSError raised: read as none, a
-    status file statusd may not open (EACCES) called its live processor dead."""
-    try:
-        fd = open_nofollow(path)
-    except OSError as exc:
-        if exc.errno in NOT_THERE:
-            return None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ACTIVE_BYTES:
-            return None
-        data = read_fd(fd, MAX_ACTIVE_BYTES, st.st_size)
-        return None if len(data) > MAX_ACTIVE_BYTES else data
-    finally:
-        os.close(fd)
 
 
 def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
