@@ -12,6 +12,7 @@ a running task's stream took back at each message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -83,6 +84,26 @@ def _attach(pid: int, path: Path, err: Path) -> subprocess.Popen[bytes]:
     return tracer
 
 
+@contextlib.contextmanager
+def _status_file_denied(page: sync_api.Page, proc: subprocess.Popen[bytes], spool: Spool,
+                        tmp_path: Path) -> Iterator[None]:
+    """Inside the block statusd may not open the processor's status file, and the page,
+    asked for the stats again, says ``processor: ?``; after it, asked again, "up", its
+    note gone."""
+    processor = page.locator("#processor")
+    tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"), tmp_path / "strace.err")
+    try:
+        page.clock.fast_forward(STATS_EVERY_MS)
+        sync_api.expect(processor).to_have_text("processor: ?")
+        yield
+    finally:
+        tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
+        tracer.wait(20)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    sync_api.expect(processor).to_have_text("processor: up")
+    sync_api.expect(page.locator("#task-note")).to_be_hidden()
+
+
 def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
         spool: Spool, tmp_path: Path, page: sync_api.Page) -> None:
     expect = sync_api.expect
@@ -95,11 +116,7 @@ def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
             processor, note = page.locator("#processor"), page.locator("#task-note")
             expect(processor).to_have_text("processor: up")
             expect(page.locator("#count-pending")).to_have_text("1")
-            tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"),
-                             tmp_path / "strace.err")
-            try:
-                page.clock.fast_forward(STATS_EVERY_MS)
-                expect(processor).to_have_text("processor: ?")
+            with _status_file_denied(page, proc, spool, tmp_path):
                 title = processor.get_attribute("title") or ""
                 assert title.startswith("processor liveness unknown ("), title
                 assert title.count(WHY) == 1, title  # said once, not twice
@@ -107,12 +124,6 @@ def test_the_dashboard_says_the_processor_is_unknown_then_up_again(
                 expect(page.locator("#count-pending")).to_have_text("1")  # as last seen
                 page.clock.fast_forward(STATS_EVERY_MS)  # it keeps asking
                 expect(processor).to_have_text("processor: ?")
-            finally:
-                tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
-                tracer.wait(20)
-            page.clock.fast_forward(STATS_EVERY_MS)
-            expect(processor).to_have_text("processor: up")
-            expect(note).to_be_hidden()
     finally:
         owner.close()
 
@@ -137,11 +148,7 @@ def test_a_running_task_streamed_meanwhile_keeps_saying_why_the_processor_is_unk
             progress = page.locator("#task-progress .text")
             expect(processor).to_have_text("processor: up")
             expect(progress).to_contain_text("first")
-            tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"),
-                             tmp_path / "strace.err")
-            try:
-                page.clock.fast_forward(STATS_EVERY_MS)
-                expect(processor).to_have_text("processor: ?")
+            with _status_file_denied(page, proc, spool, tmp_path):
                 expect(note).to_contain_text(WHY)
                 report(spool, running, 0.5, "second")  # streamed: statusd answers
                 expect(progress).to_contain_text("second")
@@ -150,12 +157,6 @@ def test_a_running_task_streamed_meanwhile_keeps_saying_why_the_processor_is_unk
                 expect(processor).to_have_text("processor: ?")
                 title = processor.get_attribute("title") or ""
                 assert title.count(WHY) == 1, title
-            finally:
-                tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
-                tracer.wait(20)
-            page.clock.fast_forward(STATS_EVERY_MS)
-            expect(processor).to_have_text("processor: up")
-            expect(note).to_be_hidden()
     finally:
         owner.close()
         running.close()
