@@ -109,3 +109,27 @@ def peak_rss_bytes(proc: subprocess.Popen[str]) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc")
+
+
+@contextmanager
+def failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
+            err: Path, *, when: str = "1+", error: str = "EIO") -> Iterator[None]:
+    """strace attached to ``pid`` for the block: each of ``calls`` on ``paths`` fails with
+    ``error`` (from its ``when``-th call on); then it detaches and the process runs on."""
+    injects = [arg for call in calls
+               for arg in ("-e", f"inject={call}:error={error}:when={when}")]
+    with open(err, "wb") as out:
+        tracer = subprocess.Popen(
+            [strace, "-f", "-o", "/dev/null", "-p", str(pid),
+             *(arg for path in paths for arg in ("-P", str(path))),
+             "-e", f"trace={','.join(calls)}", *injects],
+            stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        deadline = time.monotonic() + 20
+        while b"attached" not in err.read_bytes():
+            assert time.monotonic() < deadline, f"strace not attached: {err.read_text()}"
+            time.sleep(0.02)
+        yield
+    finally:
+        tracer.send_signal(signal.SIGTERM)  # detaches: the process runs on
+        tracer.wait(20)

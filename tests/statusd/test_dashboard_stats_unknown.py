@@ -13,18 +13,16 @@ a running task's stream took back at each message.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from statusd_daemonkit import statusd_daemon
-from statusdkit import SHARED_HELPERS, FakeOwner, claim, report, submit, wait_for
+from statusd_daemonkit import failing, statusd_daemon
+from statusdkit import SHARED_HELPERS, FakeOwner, claim, report, submit
 
 import statusd
 from spool.transitions import Spool
@@ -70,20 +68,6 @@ def page() -> Iterator[sync_api.Page]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def _attach(pid: int, path: Path, err: Path) -> subprocess.Popen[bytes]:
-    """strace on ``pid``: every open of ``path`` fails with EACCES until it is stopped."""
-    with open(err, "wb") as out:
-        tracer = subprocess.Popen(
-            ["strace", "-f", "-o", os.devnull, "-p", str(pid), "-P", str(path),
-             "-e", "trace=openat", "-e", "inject=openat:error=EACCES:when=1+"],
-            stdout=subprocess.DEVNULL, stderr=out)
-    wait_for(lambda: b"attached" in err.read_bytes() or tracer.poll() is not None, 20,
-             "strace attached")
-    if tracer.poll() is not None:
-        pytest.skip(f"strace may not attach here: {err.read_text()[-300:]}")
-    return tracer
-
-
 @contextlib.contextmanager
 def _status_file_denied(page: sync_api.Page, proc: subprocess.Popen[bytes], spool: Spool,
                         tmp_path: Path) -> Iterator[None]:
@@ -91,14 +75,13 @@ def _status_file_denied(page: sync_api.Page, proc: subprocess.Popen[bytes], spoo
     asked for the stats again, says ``processor: ?``; after it, asked again, "up", its
     note gone."""
     processor = page.locator("#processor")
-    tracer = _attach(proc.pid, spool.layout.owner_status("proc-test"), tmp_path / "strace.err")
-    try:
+    strace = shutil.which("strace")
+    assert strace is not None  # the module is skipped without it
+    with failing(strace, proc.pid, [spool.layout.owner_status("proc-test")], ["openat"],
+                 tmp_path / "strace.err", error="EACCES"):
         page.clock.fast_forward(STATS_EVERY_MS)
         sync_api.expect(processor).to_have_text("processor: ?")
         yield
-    finally:
-        tracer.send_signal(signal.SIGTERM)  # detaches: statusd runs on
-        tracer.wait(20)
     page.clock.fast_forward(STATS_EVERY_MS)
     sync_api.expect(processor).to_have_text("processor: up")
     sync_api.expect(page.locator("#task-note")).to_be_hidden()

@@ -61,14 +61,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import psutil
 import pytest
-from statusd_daemonkit import quick_tracker, statusd_daemon
+from statusd_daemonkit import failing, quick_tracker, statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
@@ -110,7 +108,7 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/j").status == 200
         paths = [root / "running" / "j.json", root / "done" / "j.json"]
-        with _failing(strace, proc.pid, paths, ["openat"], tmp_path / "strace.err"):
+        with failing(strace, proc.pid, paths, ["openat"], tmp_path / "strace.err"):
             finish(spool, claim(spool, "j"), {"ok": True})
             answers = set()
             deadline = time.monotonic() + 4 * QUICK_VANISH_S  # well past the vanish grace
@@ -142,11 +140,11 @@ def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_
         # then that of the spool's root (a write that found nothing looks at the spool).
         files = [root / state / f"{job_id}.json" for state in ("pending", "running")
                  for job_id in ("j", "unseen")]
-        with _failing(strace, proc.pid, files, ["newfstatat", "statx"],
+        with failing(strace, proc.pid, files, ["newfstatat", "statx"],
                       tmp_path / "strace.err"):
             replies = [request(base, "GET", "/api/v1/tasks/unseen"),
                        request(base, "POST", "/api/v1/tasks/j/cancel", token=TOKEN)]
-        with _failing(strace, proc.pid, [root], ["newfstatat", "statx"],
+        with failing(strace, proc.pid, [root], ["newfstatat", "statx"],
                       tmp_path / "strace-root.err"):
             replies.append(request(base, "POST", "/api/v1/tasks/unseen/retry", token=TOKEN))
         for reply in replies:
@@ -167,7 +165,7 @@ def test_a_change_feed_that_cannot_be_read_is_started_again(spool: Spool, tmp_pa
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/before").status == 200
-        with _failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
+        with failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
                       tmp_path / "strace.err"):
             finish(spool, claim(spool, "before"), {"ok": True})
             submit(spool, "during")
@@ -197,7 +195,7 @@ def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
     with statusd_daemon(spool.layout.root, log=log) as (port, proc):
         base = f"http://127.0.0.1:{port}"
         paths = [static / "index.html", static / "app.js", static / "app.css"]
-        with _failing(strace, proc.pid, paths, call.split(","), tmp_path / "strace.err"):
+        with failing(strace, proc.pid, paths, call.split(","), tmp_path / "strace.err"):
             replies = [request(base, "GET", path) for path in asks]
             missing = request(base, "GET", "/static/nothing.js")
             outside = request(base, "GET", "/static/..%2f__init__.py")
@@ -219,7 +217,7 @@ def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
     size = (root / "done" / "big.json").stat().st_size
     log: list[str] = []
     with statusd_daemon(root, log=log) as (port, proc):
-        with _failing(strace, proc.pid, [root / "done" / "big.json"], ["pread64"],
+        with failing(strace, proc.pid, [root / "done" / "big.json"], ["pread64"],
                       tmp_path / "strace.err", when="3+"), \
                 socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
             sock.sendall(b"GET /api/v1/tasks/big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -258,7 +256,7 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
         time.sleep(1)  # rescans (SPOOL_SCAN_S=0.2) of a spool that is there: nothing said
         assert "the spool's folders are back" not in "".join(log), "".join(log)[-3000:]
         folders = [root / state.value for state in JobState]
-        with _failing(strace, proc.pid, folders, ["newfstatat", "statx"],
+        with failing(strace, proc.pid, folders, ["newfstatat", "statx"],
                       tmp_path / "strace.err"):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
@@ -299,7 +297,7 @@ def test_a_spool_folder_statusd_cannot_list_is_unreadable_and_said_once(
         base = f"http://127.0.0.1:{port}"
         assert health() == (200, "ok")
         assert _spool_ok(base) == 1
-        with _failing(strace, proc.pid, [root / name for name in folders], ["openat"],
+        with failing(strace, proc.pid, [root / name for name in folders], ["openat"],
                       tmp_path / "strace.err", error=error):
             wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
@@ -334,7 +332,7 @@ def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
         assert _spool_ok(base) == 1
         folders = [root / name for name in ("pending", "running", "done", "failed",
                                             "owners")]
-        with _failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err",
+        with failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err",
                       error=error):
             wait_for(lambda: request(base, "GET", "/healthz").status == 503, 10,
                      "spool_unreadable")
@@ -433,7 +431,7 @@ def test_a_record_the_disk_stops_stat_ing_does_not_hide_what_a_rescan_finds(
                         SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"bad": "done"}
-        with _failing(strace, proc.pid, [root / "done" / "bad.json"],
+        with failing(strace, proc.pid, [root / "done" / "bad.json"],
                       ["newfstatat", "statx"], tmp_path / "strace.err"):
             wait_for(lambda: "could not be looked at" in "".join(log), 10,
                      "a rescan that left the file out")
@@ -469,7 +467,7 @@ def test_a_record_the_disk_stops_stat_ing_stays_listed_and_rescans_go_on(
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"bad": "done"}
-        with _failing(strace, proc.pid, [root / "done" / "bad.json"],
+        with failing(strace, proc.pid, [root / "done" / "bad.json"],
                       ["newfstatat", "statx"], tmp_path / "strace.err"):
             wait_for(lambda: "could not be looked at" in "".join(log), 10,
                      "a rescan that left the file out")
@@ -505,27 +503,6 @@ def test_a_record_the_disk_cannot_read_does_not_hide_what_a_rescan_finds(
     assert "reading the spool failed" not in text, text[-3000:]
 
 
-@contextmanager
-def _failing(strace: str, pid: int, paths: Sequence[Path], calls: Sequence[str],
-             err: Path, *, when: str = "1+", error: str = "EIO") -> Iterator[None]:
-    """strace attached to ``pid`` for the block: each of ``calls`` on ``paths`` fails with
-    ``error`` (from its ``when``-th call on); then it detaches and the process runs on."""
-    injects = [arg for call in calls
-               for arg in ("-e", f"inject={call}:error={error}:when={when}")]
-    with open(err, "wb") as out:
-        tracer = subprocess.Popen(
-            [strace, "-f", "-o", "/dev/null", "-p", str(pid),
-             *(arg for path in paths for arg in ("-P", str(path))),
-             "-e", f"trace={','.join(calls)}", *injects],
-            stdout=subprocess.DEVNULL, stderr=out)
-    try:
-        wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
-        yield
-    finally:
-        tracer.send_signal(signal.SIGTERM)  # detaches: the process runs on
-        tracer.wait(20)
-
-
 _WS_HANDSHAKE = {"Connection": "Upgrade", "Upgrade": "websocket",
                  "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
@@ -548,7 +525,7 @@ def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
         base = f"http://127.0.0.1:{port}"
         assert request(base, "GET", "/api/v1/tasks/j").status == 200
         denied = [root / state / "j.json", root / "pending" / "unseen.json"]
-        with _failing(strace, proc.pid, denied, ["openat"], tmp_path / "strace.err",
+        with failing(strace, proc.pid, denied, ["openat"], tmp_path / "strace.err",
                       error="EACCES"):
             submit(spool, "unseen")
             replies = {action: request(base, "POST", f"/api/v1/tasks/j/{action}",
@@ -587,7 +564,7 @@ def test_a_job_that_moves_to_a_file_statusd_may_not_read_stays_listed(
                         argv=quick_tracker(VANISH_GRACE_S=QUICK_VANISH_S)) as (port, proc):
         base = f"http://127.0.0.1:{port}"
         assert _listed(base) == {"j": "pending"}
-        with _failing(strace, proc.pid, [root / "running" / "j.json"], ["openat"],
+        with failing(strace, proc.pid, [root / "running" / "j.json"], ["openat"],
                       tmp_path / "strace.err", error="EACCES"):
             claim(spool, "j")
             time.sleep(3 * QUICK_VANISH_S)  # three vanish graces: it was removed after one
@@ -620,7 +597,7 @@ def test_a_hint_batch_with_an_id_the_disk_cannot_look_up_applies_the_others(
         assert set(_listed(base).values()) == {"pending"}
         paths = [root / state / "bad.json" for state in ("pending", "running", "done",
                                                          "failed")]
-        with _failing(strace, proc.pid, paths, ["newfstatat", "statx"],
+        with failing(strace, proc.pid, paths, ["newfstatat", "statx"],
                       tmp_path / "strace.err"):
             proc.send_signal(signal.SIGSTOP)  # every move's hint in one batch
             try:
@@ -672,7 +649,7 @@ def test_a_change_feed_started_again_lets_the_loop_sleep(spool: Spool, tmp_path:
         base = f"http://127.0.0.1:{port}"
         feeds = _inotify_fds(proc.pid)
         quiet = _wakes(strace, proc.pid, WAKES_S, tmp_path / "quiet.trace")
-        with _failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
+        with failing(strace, proc.pid, [Path("anon_inode:inotify")], ["read"],
                       tmp_path / "strace.err"):
             submit(spool, "during")
             wait_for(lambda: _listed(base) == {"during": "pending"}, 10, "the rescan")

@@ -19,16 +19,13 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import signal
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from statusd_daemonkit import statusd_daemon
+from statusd_daemonkit import failing, statusd_daemon
 from statusdkit import FakeOwner, request, submit, wait_for
 
 from spool.transitions import Spool
@@ -52,25 +49,6 @@ def _strace_or_skip() -> str:
     if strace is None:
         pytest.skip("strace is not available here")
     return strace
-
-
-@contextmanager
-def _failing(strace: str, pid: int, paths: Sequence[Path], err: Path, error: str
-             ) -> Iterator[None]:
-    """strace attached to ``pid`` for the block: every open of ``paths`` fails with
-    ``error``; then it detaches and the process runs on."""
-    with open(err, "wb") as out:
-        tracer = subprocess.Popen(
-            [strace, "-f", "-o", os.devnull, "-p", str(pid),
-             *(arg for path in paths for arg in ("-P", str(path))),
-             "-e", "trace=openat", "-e", f"inject=openat:error={error}:when=1+"],
-            stdout=subprocess.DEVNULL, stderr=out)
-    try:
-        wait_for(lambda: b"attached" in err.read_bytes(), 20, "strace attached")
-        yield
-    finally:
-        tracer.send_signal(signal.SIGTERM)  # detaches: the process runs on
-        tracer.wait(20)
 
 
 def _gauges(base: str) -> dict[str, float]:
@@ -125,7 +103,8 @@ def test_processors_statusd_cannot_read_are_unknown_not_down(
         with statusd_daemon(layout.root, log=log) as (port, proc):
             base = f"http://127.0.0.1:{port}"
             assert _alive(base) is True
-            with _failing(strace, proc.pid, [path], tmp_path / "strace.err", error):
+            with failing(strace, proc.pid, [path], ["openat"], tmp_path / "strace.err",
+                         error=error):
                 _check_unknown(base, said, text)
                 _check_unknown(base, said, text)  # a dashboard's next poll: said again
             assert _alive(base) is True  # and known again once it reads
@@ -154,7 +133,7 @@ def test_a_statusd_whose_disk_fails_before_its_first_look_does_not_say_no_proces
     try:
         with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, proc):
             base = f"http://127.0.0.1:{port}"
-            with _failing(strace, proc.pid, folders, tmp_path / "strace.err", "EIO"):
+            with failing(strace, proc.pid, folders, ["openat"], tmp_path / "strace.err"):
                 wait_for(lambda: request(base, "GET", "/healthz").status == 503, 20,
                          "the spool said unreadable")
                 _check_unknown(base, "cannot list owners/", "Input/output error")
