@@ -195,7 +195,6 @@ def test_a_child_of_one_that_ends_as_kill_descendants_walks_is_killed() -> None:
     assert (found["state"], found["killed"]) == ("Z", [found["grandchild"]]), found
 
 
-
 SPARES_HELPERS = r"""
 import multiprocessing, os, subprocess, time
 import orjson
