@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from spool import stats
+from spool import entries
 from spool.errors import SpoolIOError
 from spool.lease import OwnerLease
 from spool.models import OwnerStatus
@@ -37,7 +37,7 @@ def test_a_live_processor_whose_status_cannot_be_opened_is_not_left_out(
             heartbeat_at=now).model_dump_json())
         reader = SpoolReader(layout)
         assert [s.owner for s in reader.processors()] == ["live-1"]
-        real = stats.open_nofollow
+        real = entries.open_nofollow
         status_path = os.fspath(layout.owner_status("live-1"))
 
         def short_for_status(path: str | os.PathLike[str]) -> int:
@@ -45,7 +45,7 @@ def test_a_live_processor_whose_status_cannot_be_opened_is_not_left_out(
                 raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), status_path)
             return real(path)
 
-        monkeypatch.setattr(stats, "open_nofollow", short_for_status)
+        monkeypatch.setattr(entries, "open_nofollow", short_for_status)
         with pytest.raises(SpoolIOError, match="Too many open files"):
             reader.processors()
     finally:
