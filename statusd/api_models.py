@@ -91,8 +91,8 @@ class StatusdInfo(BaseModel):
                          "hold one reloads when it grows")
 
 
-class Stats(BaseModel):
-    """Counts per state, oldest pending age, throughput, processor liveness, workers."""
+class SpoolStats(BaseModel):
+    """What the stats document tells of the spool itself, known without the processors."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -103,6 +103,14 @@ class Stats(BaseModel):
     oldest_due_pending_age_s: float | None = Field(
         description="seconds the pending job due longest has waited since it could run "
         "(since it arrived, or its not_before if later); null when none is due")
+    throughput: Throughput
+    tools: list[str] = Field(description="tool names seen in the spool or offered by processors")
+    statusd: StatusdInfo
+
+
+class Stats(SpoolStats):
+    """Counts per state, oldest pending age, throughput, processor liveness, workers."""
+
     job_num: int = Field(ge=0, description="COMPUTE workers of the live processors")
     busy_workers: int = Field(ge=0, description="COMPUTE workers running a job, of the "
                               "live processors")
@@ -110,6 +118,10 @@ class Stats(BaseModel):
     processor: Liveness
     processors: list[dict[str, Any]] = Field(description="the status file of each processor "
                                              "holding its lock, with alive")
-    throughput: Throughput
-    tools: list[str] = Field(description="tool names seen in the spool or offered by processors")
-    statusd: StatusdInfo
+
+
+class PartialStats(SpoolStats):
+    """``?partial=1`` while the processors' state cannot be read: the spool's figures,
+    without the fields the processors tell (never a made-up ``alive: false``)."""
+
+    processors_unknown: str = Field(description="why the processors' state cannot be read")

@@ -17,10 +17,18 @@ from spool.ids import ID_PATTERN
 from spool.models import Job, Record
 from spool.reader import MAX_PAGE
 from spool.states import JobState
-from statusd.api_models import ErrorResponse, Health, Stats, Submitted, TaskPage
+from statusd.api_models import (
+    ErrorResponse,
+    Health,
+    PartialStats,
+    Stats,
+    Submitted,
+    TaskPage,
+)
 
 _REF = "#/components/schemas/{model}"
-_MODELS: list[type[BaseModel]] = [Job, Record, TaskPage, Submitted, Health, Stats, ErrorResponse]
+_MODELS: list[type[BaseModel]] = [Job, Record, TaskPage, Submitted, Health, Stats, PartialStats,
+                                  ErrorResponse]
 
 _ID_PARAM = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
@@ -125,6 +133,25 @@ def _list_op() -> dict[str, Any]:
             "responses": {"200": _json(TaskPage, "a page of records"), **_errors(400)}}
 
 
+def _stats_op() -> dict[str, Any]:
+    partial = {"name": "partial", "in": "query", "required": False,
+               "schema": {"type": "string", "enum": ["0", "1"], "default": "0"},
+               "description": "1: while the processors' state cannot be read, 200 with "
+                              "the spool's figures and processors_unknown (the cause), "
+                              "without job_num, busy_workers, fast_running, processor and "
+                              "processors, instead of the 503"}
+    ok = {"description": "spool statistics; with partial=1, PartialStats while the "
+                         "processors' state cannot be read",
+          "content": {"application/json": {"schema": {
+              "anyOf": [_ref(Stats), _ref(PartialStats)]}}}}
+    return {"summary": "counts, ages, processor liveness", "operationId": "stats",
+            "parameters": [partial],
+            "responses": {"200": ok,
+                          "503": {**_json(ErrorResponse, STATS_UNKNOWN),
+                                  "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+                          **_errors(400)}}
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document (built once per app)."""
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
@@ -148,13 +175,7 @@ def build_openapi() -> dict[str, Any]:
                                             record_ok, (400, 401, 403, 404, 409, 503)),
         "/api/v1/tasks/{id}/retry": _write("move a failed job back to pending", "retryTask",
                                            record_ok, (400, 401, 403, 404, 409, 503)),
-        "/api/v1/stats": {"get": {"summary": "counts, ages, processor liveness",
-                                  "operationId": "stats",
-                                  "responses": {
-                                      "200": _json(Stats, "spool statistics"),
-                                      "503": {**_json(ErrorResponse, STATS_UNKNOWN),
-                                              "headers": {"Retry-After": {
-                                                  "schema": {"type": "integer"}}}}}}},
+        "/api/v1/stats": {"get": _stats_op()},
         "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {}}}}}},

@@ -168,15 +168,29 @@ async def record_body(services: Services, job_id: str) -> bytes:
 async def stats(request: web.Request) -> web.Response:
     """The stats document; 503 ``processors_unknown`` naming the cause while whether a
     processor is alive cannot be told (``processor.alive`` is a bool: no ``false`` is made
-    up).  A type of its own: a client (the dashboard) tells it from statusd's spool
-    trouble (``unavailable``) without reading the message."""
+    up), or with ``partial=1`` the spool's figures without the processors' (a dashboard's
+    counts).  A type of its own: a client tells it from statusd's spool trouble
+    (``unavailable``) without reading the message."""
     services = request.app[SERVICES]
+    if _partial(request.query.get("partial")):
+        return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
     try:
         doc = services.stats()
     except SpoolIOError as exc:  # logged once a run by Services.processors
         raise ApiError(503, "processors_unknown", str(exc),
                        {"Retry-After": str(RETRY_AFTER_S)}) from exc
     return _json(orjson.dumps(doc, option=DUMP_OPTS))
+
+
+def _partial(value: str | None) -> bool:
+    """``partial=1``: while the processors' state cannot be read, 200 with the spool's
+    figures and ``processors_unknown`` instead of the 503 (the dashboard's counts went on
+    showing the spool of the last answer, for as long as a status file stayed unread)."""
+    if value is None or value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise ApiError(400, "bad_request", "partial must be 0 or 1")
 
 
 async def metrics(request: web.Request) -> web.Response:

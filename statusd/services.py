@@ -92,7 +92,8 @@ class Services:
         return self._document(self.processors(), now)
 
     def scrape(self) -> dict[str, Any]:
-        """The stats document for /metrics: when the processors' state cannot be read,
+        """The stats document for /metrics and ``GET /api/v1/stats?partial=1``: when the
+        processors' state cannot be read,
         without what they tell (``processor``, ``job_num``, ``busy_workers``, ...) and
         with ``processors_unknown``, the cause; the counts are known all the same."""
         try:

@@ -36,7 +36,6 @@ const PAGE_SIZE = 50;
 const MAX_ROWS = 1000;        // rows kept as new jobs arrive (the API's largest page)
 const STATS_EVERY_MS = 5000;
 // The error type of a stats 503 when statusd cannot read the processors' state.
-const PROCESSORS_UNKNOWN = "processors_unknown";
 const HEARTBEAT_MS = 1000;    // how often a processor writes its status (busy workers)
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
@@ -72,7 +71,7 @@ const ui = {
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   unreachable: null,      // since when statusd has not answered (ms), or null
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
-  processorsUnknown: null, // statusd's stats' 503 that it cannot read the processors' state
+  processorsUnknown: null, // why statusd cannot read the processors' state (its stats said)
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
   runSince: null,         // when the open task's run started (its record's), if it runs
@@ -332,22 +331,15 @@ async function refreshStats() {
   let stats;
   const arrived = ui.arrived;  // what came before the ask, which its counts hold
   try {
-    stats = await getJSON("api/v1/stats");
+    // partial=1: while statusd cannot read the processors' state (a status file it may
+    // not open), the counts all the same, with the cause instead of the processors'
+    // fields; asked without it, the 503 left the counts as last seen all the while.
+    stats = await getJSON("api/v1/stats?partial=1");
   } catch (err) {
-    if (err.status === 503 && err.type === PROCESSORS_UNKNOWN) {
-      // statusd answers; only whether a processor is alive is unknown (a status file it
-      // may not open), maybe for good.  Called "statusd unavailable", each message of the
-      // open task's live stream took it back and the next stats said it again: the note
-      // flickered beside a running backtest, its "since" always the last refresh.
-      reachable(null);
-      showUnknownProcessor(err.message);
-    } else {
-      reachable(err);
-    }
+    reachable(err);
     throw err;
   }
   reachable(null);
-  ui.processorsUnknown = null;
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
     const node = $(`count-${state}`);
@@ -372,8 +364,18 @@ async function refreshStats() {
     checkEndedTask().catch(() => {});
   }
   ui.total = total;
-  showProcessor(stats);
-  $("workers").textContent = stats.job_num ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
+  if (typeof stats.processors_unknown === "string") {
+    // statusd answers; only whether a processor is alive is unknown, maybe for good.
+    // Called "statusd unavailable", each message of the open task's live stream took it
+    // back and the next stats said it again: the note flickered beside a running
+    // backtest, its "since" always the last refresh.
+    showUnknownProcessor(stats.processors_unknown);
+  } else {
+    ui.processorsUnknown = null;
+    showProcessor(stats);
+    $("workers").textContent = stats.job_num
+      ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
+  }
   // Its parts wrap between them on a phone, never inside one.
   const oldest = fmtOldest(stats.oldest_pending_age_s, stats.oldest_due_pending_age_s);
   $("oldest").replaceChildren(
@@ -398,7 +400,6 @@ function fmtOldest(age, due) {
 }
 
 function showUnknownProcessor(why) {
-  // The counts stay as last seen (statusd sends none without the processors' state).
   ui.processorsUnknown = why;
   ui.processorAlive = null;
   const node = $("processor");

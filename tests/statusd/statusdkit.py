@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import re
 import socket
 import threading
 import time
@@ -37,6 +38,8 @@ from statusd.app import create_app
 from statusd.services import SERVICES, Services
 
 TOKEN = "s3cret-token"
+STATS_URL = re.compile(r"/api/v1/stats(\?[^/]*)?$")
+"""What a page route takes for the dashboard's stats reads (it asks ``?partial=1``)."""
 REPO = Path(__file__).resolve().parents[2]
 # Pids of processes a module shares between its tests (the dashboard's browser): they,
 # and what they start, are not a test's leak (conftest's no_leaks skips them).

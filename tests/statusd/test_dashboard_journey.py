@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import test_statusd_dashboard as dashboard
 from statusd_daemonkit import statusd_daemon
 from statusdkit import (
+    STATS_URL,
     FakeOwner,
     ServerThread,
     claim,
@@ -434,7 +435,7 @@ def test_large_counts_are_grouped_and_the_header_fits_a_phone(
     items, within the screen."""
     width = 360
     page.set_viewport_size({"width": width, "height": 740})
-    page.route("**/api/v1/stats", _many)
+    page.route(STATS_URL, _many)
     page.goto(server.base + "/")
     expect(page.locator("#count-done")).to_have_text("1,234,567")
     expect(page.locator("#count-pending")).to_have_text("1,234")

@@ -20,6 +20,7 @@ import psutil
 import pytest
 from statusdkit import (
     SHARED_HELPERS,
+    STATS_URL,
     TOKEN,
     FakeOwner,
     ServerThread,
@@ -724,7 +725,7 @@ def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
                       body='{"error": {"type": "unavailable", '
                            '"message": "spool trouble: [Errno 5] Input/output error"}}')
 
-    page.route("**/api/v1/stats", refuse)
+    page.route(STATS_URL, refuse)
     page.clock.fast_forward(STATS_EVERY_MS)
     note = page.locator("#task-note")
     expect(note).to_contain_text("statusd unavailable since ")
@@ -732,7 +733,7 @@ def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
     expect(note).not_to_contain_text("unreachable")
     expect(page.locator("#processor")).to_have_attribute(
         "title", re.compile(r"^statusd unavailable since .*HTTP 503: spool trouble"))
-    page.unroute("**/api/v1/stats", refuse)
+    page.unroute(STATS_URL, refuse)
     page.clock.fast_forward(STATS_EVERY_MS)
     expect(note).to_be_hidden()
 
@@ -1124,7 +1125,7 @@ def test_times_say_their_zone_and_long_spans_read_in_hours(server: ServerThread,
     try:
         tab = tokyo.new_page()
         tab.set_default_timeout(TIMEOUT_MS)
-        tab.route("**/api/v1/stats", _two_hours_pending)  # pending/'s ctime can't be set
+        tab.route(STATS_URL, _two_hours_pending)  # pending/'s ctime can't be set
         tab.goto(server.base + "/")
         local = submitted + timedelta(hours=9)
         cell = tab.locator('#tasks tr[data-id="waiting"] td.submitted')

@@ -62,7 +62,13 @@ def _gauges(base: str) -> dict[str, float]:
 def _alive(base: str) -> Any:
     reply = request(base, "GET", "/api/v1/stats")
     assert reply.status == 200, (reply.status, reply.body)
-    return orjson.loads(reply.body)["processor"]["alive"]
+    partial = request(base, "GET", "/api/v1/stats?partial=1")
+    assert partial.status == 200, (partial.status, partial.body)
+    known = orjson.loads(partial.body)
+    assert "processors_unknown" not in known, known  # known: the whole document
+    alive = orjson.loads(reply.body)["processor"]["alive"]
+    assert known["processor"]["alive"] == alive, known
+    return alive
 
 
 def _check_unknown(base: str, said: str, text: str) -> None:
@@ -73,6 +79,14 @@ def _check_unknown(base: str, said: str, text: str) -> None:
     assert error["type"] == "processors_unknown", error
     assert said in error["message"] and text in error["message"], error
     assert "Traceback" not in error["message"], error
+    # partial=1 (the dashboard's ask): the spool's figures all the same, and the cause
+    partial = request(base, "GET", "/api/v1/stats?partial=1")
+    assert partial.status == 200, (partial.status, partial.body)
+    doc = orjson.loads(partial.body)
+    assert doc["counts"]["pending"] == 1 and doc["total"] == 1, doc
+    assert said in doc["processors_unknown"] and text in doc["processors_unknown"], doc
+    for unknown in ("processor", "processors", "job_num", "busy_workers", "fast_running"):
+        assert unknown not in doc, doc  # left out: never a made-up alive: false
     gauges = _gauges(base)
     assert gauges["spoolq_statusd_processors_ok"] == 0, gauges
     assert gauges['spoolq_jobs{state="pending"}'] == 1, gauges  # the counts are known

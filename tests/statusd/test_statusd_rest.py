@@ -208,6 +208,17 @@ def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
     assert stats["processor"]["alive"] is False  # the lock is gone: the kernel says so
 
 
+def test_stats_partial_takes_0_or_1(server: ServerThread) -> None:
+    """``partial`` (the dashboard's counts while the processors' state is unknown: see
+    test_statusd_processors_unknown.py) refuses what it does not know, as ``view`` does."""
+    for value in ("0", "1", ""):
+        reply = request(server.base, "GET", f"/api/v1/stats?partial={value}")
+        assert reply.status == 200 and "processor" in reply.json(), (value, reply.body)
+    bad = request(server.base, "GET", "/api/v1/stats?partial=yes")
+    assert bad.status == 400, bad.body
+    assert bad.json()["error"] == {"type": "bad_request", "message": "partial must be 0 or 1"}
+
+
 def test_stats_count_the_jobs_that_left_the_spool(server: ServerThread, spool: Spool) -> None:
     """A purge announces nothing on the events stream, and one that came with as many new
     drops leaves every count as it was: statusd.removed says jobs left (the dashboard
