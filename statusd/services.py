@@ -54,8 +54,8 @@ class Services:
         self.client = Client(self.layout, Mover(self.layout, settings.fsync),
                              max_job_bytes=settings.max_job_bytes)
         self._writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="statusd-write")
-        self._processors_trouble: str | None = None
-        """Why the processors' state could not be read at the last ask, or None."""
+        self._processors_unread = False
+        """Whether the processors' state could not be read at the last ask."""
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         """Run a blocking spool call (client writes, disk reads) off the event loop."""
@@ -76,14 +76,14 @@ class Services:
         try:
             found = known_processors(self.layout)
         except SpoolIOError as exc:
-            if self._processors_trouble is None:
+            if not self._processors_unread:
                 log.warning("%s; /api/v1/stats answers 503 and /metrics leaves out the "
                             "processors' gauges until it can", exc)
-            self._processors_trouble = str(exc)
+            self._processors_unread = True
             raise
-        if self._processors_trouble is not None:
+        if self._processors_unread:
             log.info("the processors' state can be read again")
-            self._processors_trouble = None
+            self._processors_unread = False
         return found
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
@@ -93,9 +93,9 @@ class Services:
 
     def scrape(self) -> dict[str, Any]:
         """The stats document for /metrics and ``GET /api/v1/stats?partial=1``: when the
-        processors' state cannot be read,
-        without what they tell (``processor``, ``job_num``, ``busy_workers``, ...) and
-        with ``processors_unknown``, the cause; the counts are known all the same."""
+        processors' state cannot be read, without what they tell (``processor``,
+        ``job_num``, ``busy_workers``, ...) and with ``processors_unknown``, the cause; the
+        counts are known all the same."""
         try:
             return self._document(self.processors(), None)
         except SpoolIOError as exc:
