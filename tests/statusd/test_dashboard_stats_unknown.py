@@ -13,58 +13,33 @@ a running task's stream took back at each message.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
+from statusd_browserkit import BROWSER_MARKS, STATS_EVERY_MS, chromium, sync_api, watched
 from statusd_daemonkit import failing, statusd_daemon
-from statusdkit import SHARED_HELPERS, FakeOwner, claim, report, submit
+from statusdkit import FakeOwner, claim, report, submit
 
-import statusd
 from spool.transitions import Spool
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
-APP_JS = (Path(statusd.__file__).parent / "static" / "app.js").read_text()
-STATS_EVERY_MS = int(re.search(r"const STATS_EVERY_MS = (\d+);", APP_JS)[1])
 WHY = "cannot tell whether a processor is alive: cannot read processor proc-test's status file"
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    *BROWSER_MARKS,
     pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed"),
 ]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
 @pytest.fixture
 def page() -> Iterator[sync_api.Page]:
-    """A page of its own Chromium; the Playwright driver is a shared helper (no_leaks)."""
-    me = psutil.Process()
-    before = {c.pid for c in me.children()}
-    errors: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        shared = {c.pid for c in me.children()} - before
-        SHARED_HELPERS.update(shared)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     headless=True)
-        try:
-            tab = browser.new_page()
-            tab.set_default_timeout(TIMEOUT_MS)
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield tab
-        finally:
-            browser.close()
-            SHARED_HELPERS.difference_update(shared)
+    """A page of its own Chromium."""
+    with chromium() as browser:
+        tab = browser.new_page()
+        errors = watched(tab)
+        yield tab
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 

@@ -14,7 +14,6 @@ and the page is loaded in a real headless Chromium through the proxy only.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -23,16 +22,12 @@ import orjson
 import psutil
 import pytest
 from aiohttp import web
+from statusd_browserkit import BROWSER_MARKS, chromium, sync_api, watched
 from statusd_daemonkit import statusd_daemon
 from statusdkit import AppThread, claim, finish, report, run_job, submit, wait_for
 
 from spool.transitions import Spool
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
 PREFIX = "/spoolq/"
 # Hop-by-hop headers (RFC 9110 section 7.6.1), and those aiohttp sets itself for the
 # body it sends: never forwarded as they came.
@@ -41,13 +36,8 @@ HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "te", "
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
 class SubpathProxy(AppThread):
@@ -144,17 +134,10 @@ def proxied(spool: Spool) -> Iterator[SubpathProxy]:
 
 @pytest.fixture
 def page(proxied: SubpathProxy) -> Iterator[sync_api.Page]:
-    errors: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                     headless=True)
-        try:
-            tab = browser.new_page()
-            tab.set_default_timeout(TIMEOUT_MS)
-            tab.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield tab
-        finally:
-            browser.close()
+    with chromium() as browser:
+        tab = browser.new_page()
+        errors = watched(tab)
+        yield tab
     wait_for(lambda: not _connections_to(proxied.port),
              what="the browser's connections to the proxy to close")
     assert not errors, f"JavaScript errors on the page: {errors}"

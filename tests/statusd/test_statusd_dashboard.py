@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from statusd_browserkit import (
+    BROWSER_MARKS,
+    REREAD_MS,
+    RETRY_MS,
+    STATIC_DIR,
+    STATS_EVERY_MS,
+    TICK_MS,
+    TIMEOUT_MS,
+    chromium,
+    sync_api,
+    watched,
+)
 from statusdkit import (
-    SHARED_HELPERS,
     STATS_URL,
     TOKEN,
     FakeOwner,
@@ -35,7 +44,6 @@ from statusdkit import (
     wait_in_page,
 )
 
-import statusd
 from spool.claim import Claim
 from spool.client import Client
 from spool.errors import ErrorType
@@ -43,28 +51,7 @@ from spool.models import ErrorInfo, OwnerStatus
 from spool.states import JobState
 from spool.transitions import Spool
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-TIMEOUT_MS = 15_000
-STATIC_DIR = Path(statusd.__file__).parent / "static"
-APP_JS = (STATIC_DIR / "app.js").read_text()
-# How often the page refreshes its stats, and how soon a list or task view that could
-# not load tries again: tests run the page's clock on by these, not wait them out.
-STATS_EVERY_MS, RETRY_MS = (int(re.search(rf"const {name} = (\d+);", APP_JS)[1])
-                            for name in ("STATS_EVERY_MS", "RETRY_MS"))
-# How often running durations count on, and a task without its stream is read again.
-TICK_MS = int(re.search(r"setInterval\(tickRunning, (\d+)\)", APP_JS)[1])
-REREAD_MS = int(re.search(r"setTimeout\(retry, (\d+)\)", APP_JS)[1])
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -72,28 +59,16 @@ def browser() -> Iterator[sync_api.Browser]:
     """One Chromium for the module (its start was ~2 s of every test); each test still
     gets a page in a context of its own (``page``), so no cookie, storage, cache or
     route of one test reaches the next."""
-    me = psutil.Process()
-    before = {c.pid for c in me.children()}
-    with sync_api.sync_playwright() as pw:
-        shared = {c.pid for c in me.children()} - before  # the Playwright driver
-        SHARED_HELPERS.update(shared)
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                      headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            SHARED_HELPERS.difference_update(shared)
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(server: ServerThread, browser: sync_api.Browser) -> Iterator[sync_api.Page]:
-    errors: list[str] = []
     context = browser.new_context()
     try:
         tab = context.new_page()
-        tab.set_default_timeout(TIMEOUT_MS)
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        errors = watched(tab)
         yield tab
     finally:
         context.close()

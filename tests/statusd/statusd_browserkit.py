@@ -1,0 +1,70 @@
+"""The dashboard's browser in tests: Debian's headless Chromium, driven by Playwright.
+
+A test module that imports this is skipped where Playwright is not installed, and marks
+its tests with :data:`BROWSER_MARKS` (skipped without Chromium).  The page's own clocks
+are read from ``app.js``, so tests run a page's clock on by them instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from statusdkit import SHARED_HELPERS
+
+import statusd
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 15_000
+STATIC_DIR = Path(statusd.__file__).parent / "static"
+APP_JS = (STATIC_DIR / "app.js").read_text()
+# How often the page refreshes its stats, and how soon a list or task view that could
+# not load tries again: tests run the page's clock on by these, not wait them out.
+STATS_EVERY_MS, RETRY_MS = (int(re.search(rf"const {name} = (\d+);", APP_JS)[1])
+                            for name in ("STATS_EVERY_MS", "RETRY_MS"))
+# How often running durations count on, and a task without its stream is read again.
+TICK_MS = int(re.search(r"setInterval\(tickRunning, (\d+)\)", APP_JS)[1])
+REREAD_MS = int(re.search(r"setTimeout\(retry, (\d+)\)", APP_JS)[1])
+
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                       reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[sync_api.Browser]:
+    """A launched Chromium, closed after the block; the Playwright driver it talks to is
+    a shared helper meanwhile (the no_leaks check leaves it be)."""
+    me = psutil.Process()
+    before = {c.pid for c in me.children()}
+    with sync_api.sync_playwright() as pw:
+        shared = {c.pid for c in me.children()} - before  # the Playwright driver
+        SHARED_HELPERS.update(shared)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+            SHARED_HELPERS.difference_update(shared)
+
+
+def watched(tab: sync_api.Page) -> list[str]:
+    """``tab`` with the tests' timeout, and the list its JavaScript errors go to (a page
+    with one fails its test)."""
+    errors: list[str] = []
+    tab.set_default_timeout(TIMEOUT_MS)
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
