@@ -64,7 +64,7 @@ from processor.stop_signals import StopSignals
 from processor.tools import ExecutionMode
 from spool.claim import BackgroundCloser
 from spool.clock import Clock, SystemClock
-from spool.errors import SpoolIOError, UnreadableDrop
+from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake
 from spool.lease import OwnerLease
@@ -248,6 +248,8 @@ class Processor:
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:
             wakes.append(max(discovery.next_scan, self.io_pause_until))
+            if discovery.held:
+                wakes.append(max(discovery.held_until, self.io_pause_until))
         else:
             wakes.append(self.grace_deadline)
         if (due := self.queues.next_due()) is not None and not self.stopping:
@@ -307,10 +309,18 @@ class Processor:
 
     def _intake(self) -> None:
         discovery = self.discovery
-        if self.stopping or not discovery.dirty or time.monotonic() < self.io_pause_until:
+        if self.stopping or time.monotonic() < self.io_pause_until:
+            return
+        discovery.release_held(time.monotonic())
+        if not discovery.dirty:
             return
         try:
             discovery.intake_batch()
+        except QuarantineRefused as exc:
+            # That drop's trouble, and it waits: claims go on (a refused record pauses
+            # them itself), so the good jobs dropped beside it do not wait behind it.
+            discovery.held_until = time.monotonic() + self._trouble(
+                exc, "spool I/O trouble; pausing quarantines")
         except SpoolIOError as exc:
             self._io_trouble(exc)
 
@@ -407,11 +417,15 @@ class Processor:
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
 
     def _io_trouble(self, exc: SpoolIOError) -> None:
+        self.io_pause_until = time.monotonic() + self._trouble(
+            exc, "spool I/O trouble; pausing claims")
+
+    def _trouble(self, exc: SpoolIOError, line: str) -> float:
+        """Say ``exc`` (the log ``line``, the status file's io_trouble); the pause, in
+        seconds, of what it refused: the outage's backoff, grown at each refusal."""
         self.io_failures += 1
-        pause = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** (self.io_failures - 1))
-        self.io_pause_until = time.monotonic() + pause
-        log.error("spool I/O trouble; pausing claims", extra={"fields": {
-            "error": str(exc), "pause_s": pause}})
+        pause: float = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** (self.io_failures - 1))
+        log.error(line, extra={"fields": {"error": str(exc), "pause_s": pause}})
         now = self.clock.now()  # and the status file says so at once
         since = self.io_trouble["since"] if self.io_trouble else now
         # Escaped as the log line's is: a path not UTF-8 (the spool's own, say) gives
@@ -419,6 +433,7 @@ class Processor:
         self.io_trouble = {"error": valid_text(str(exc)), "since": since,
                            "retry_at": now + timedelta(seconds=pause)}
         self.next_heartbeat = min(self.next_heartbeat, time.monotonic() + 0.1)
+        return pause
 
     def _outage_over(self) -> bool:
         """No pause, no record waiting, and no refusal for as long as any refused write
@@ -427,9 +442,10 @@ class Processor:
         tried since told nothing: a refused recovery or quarantine set and cleared it at
         every try, and an alert on it never fired.)"""
         now = time.monotonic()
-        retried_by = (self.io_pause_until + max(self.settings.scan_s, self.settings.settle_s)
-                      + 2 * HEARTBEAT_S)
-        return now >= retried_by and not self.unfinished
+        paused_until = max(self.io_pause_until, self.discovery.held_until)
+        retried_by = paused_until + max(self.settings.scan_s, self.settings.settle_s) + (
+            2 * HEARTBEAT_S)
+        return now >= retried_by and not self.unfinished and not self.discovery.held
 
     # -- status -------------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ them), the dirty and cancel sets and when the next scan is due: a rescan marks
 every pending name whose inode, size or mtime changed since last seen, so an event
 the feed lost (inotify overflow, a folder replaced) costs a scan interval at most.
 Intake takes at most INTAKE_BATCH dirty names per pass; a ready job goes to the
-processor's ``enqueue``, a name still being written waits for the settle time.
+processor's ``enqueue``, a name still being written waits for the settle time.  A drop
+whose quarantine the spool refuses (``failed/`` not writable, a full disk) is held back
+until ``held_until``, the processor's I/O backoff, neither its give-back's event nor a
+rescan trying it sooner, while the other names of its batch are judged as ever.
 
 Where the kernel's inotify limits are reached (another program of the same user
 holds the instances or watches), there is no feed, or a folder is unwatched: the
@@ -25,7 +28,7 @@ from collections.abc import Callable
 
 from processor import logs
 from processor.inbox import Inbox
-from spool.errors import SpoolIOError, UnreadableDrop
+from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import NO_DESCRIPTOR, failing_file
 from spool.ids import JOB_SUFFIX
@@ -64,6 +67,8 @@ class Discovery:
         """Of each unreadable name, the file that failed (inode, mtime; None when its lstat
         failed too): an event of another file under that name is no give-back."""
         self.unstatable: set[str] = set()  # those of them whose lstat failed
+        self.held: set[str] = set()  # pending names whose quarantine was refused
+        self.held_until = 0.0  # when they are judged again (monotonic)
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
@@ -110,16 +115,30 @@ class Discovery:
 
     def intake_batch(self) -> None:
         """Judge up to INTAKE_BATCH dirty names; on disk trouble the name stays dirty.  A
-        file whose read fails is left for the next scan, and the others are judged."""
+        file whose read fails is left for the next scan, a drop whose quarantine is
+        refused is held back, and the others are judged; then the last refusal is raised
+        (for the processor to set ``held_until``)."""
+        refused: QuarantineRefused | None = None
         for _ in range(min(INTAKE_BATCH, len(self.dirty))):
             name = self.dirty.pop()
             try:
                 self._inspect(name)
             except UnreadableDrop as exc:
                 self.unreadable_file(name, exc)
+            except QuarantineRefused as exc:
+                self.held.add(name)
+                refused = exc
             except SpoolIOError:
                 self.dirty.add(name)
                 raise
+        if refused is not None:
+            raise refused
+
+    def release_held(self, now: float) -> None:
+        """The held names are judged again once ``held_until`` has passed."""
+        if self.held and now >= self.held_until:
+            self.dirty |= self.held
+            self.held.clear()
 
     def start_feed(self) -> None:
         """Watch pending/ and cancel/: on the loop thread itself where inotify allows (no
@@ -142,6 +161,8 @@ class Discovery:
         if not folder:
             self.next_scan = 0.0  # events were lost: rescan now
         elif folder == JobState.PENDING.value:
+            if name in self.held:
+                return  # its quarantine's give-back, or a re-drop: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
                 self.dirty.add(name)
         elif folder == self.layout.cancel.name:
@@ -157,7 +178,7 @@ class Discovery:
             with os.scandir(self.layout.folder(JobState.PENDING)) as it:
                 for entry in it:
                     present.add(entry.name)
-                    if is_in_progress_name(entry.name):
+                    if is_in_progress_name(entry.name) or entry.name in self.held:
                         continue
                     st = self._lstat(entry)
                     if st is None:
@@ -168,6 +189,7 @@ class Discovery:
             self._cannot_scan("pending/", exc)
             return
         self._scanned("pending/")
+        self.held &= present
         for name in (self.seen.keys() | self.unreadable.keys()) - present:
             self.seen.pop(name, None)
             self.unreadable.pop(name, None)

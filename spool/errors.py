@@ -5,6 +5,8 @@
     SpoolError                      anything spoolq raises on purpose
     ├── ConfigError                 bad settings: the daemon exits non-zero
     ├── SpoolIOError                the spool itself is unusable (EACCES, ENOSPC)
+    │   ├── UnreadableDrop          one file's read failed (EIO), not the spool's
+    │   └── QuarantineRefused       one drop's quarantine was refused, not a claim
     ├── TransitionError             a move the state table forbids
     ├── NotFoundError               no job with that id
     ├── InvalidId                   no id can be that (also a ValueError)
@@ -65,6 +67,15 @@ class UnreadableDrop(SpoolIOError):
     Taken for the I/O pause, one such file paused every claim for good, each try of it
     the pause's next step; the processor tries it again at its next scan.  A caller that
     does not know it takes it for spool trouble, as before."""
+
+
+class QuarantineRefused(SpoolIOError):
+    """A drop intake judged no job whose move into ``failed/`` the spool refused (that
+    folder not writable, a full disk): the drop stays in ``pending/`` and is tried again
+    after a pause, while the other drops are judged and the good jobs claimed.  Taken
+    for the I/O pause, it was judged first at each pause's end and paused claims again,
+    so good jobs dropped beside it waited for as long as the refusal lasted.  A caller
+    that does not know it takes it for spool trouble, as before."""
 
 
 class InvalidId(SpoolError, ValueError):

@@ -37,7 +37,7 @@ import orjson
 from pydantic import ValidationError
 
 from spool.clock import Clock
-from spool.errors import UnreadableDrop
+from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there
 from spool.ids import ID_PATTERN, id_from_name
@@ -274,9 +274,14 @@ class Intake:
             # disk cannot look up (EIO) is not taken for none (os.path.lexists did).
             return Inspection(Verdict.WAITING)
         self._unsettled.pop(name, None)
-        record = self.spool.quarantine(
-            name, message, kind=kind, size=st.st_size if kind == "file" else None,
-            mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev), tool=tool)
+        try:
+            record = self.spool.quarantine(
+                name, message, kind=kind, size=st.st_size if kind == "file" else None,
+                mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev), tool=tool)
+        except UnreadableDrop:
+            raise  # the drop's own trouble (EIO), as its read's
+        except SpoolIOError as exc:  # that drop's trouble: judged again after a pause
+            raise QuarantineRefused(str(exc)) from exc
         return Inspection(Verdict.QUARANTINED if record else Verdict.GONE, record=record)
 
     def forget(self, names: set[str]) -> None:

@@ -1,0 +1,81 @@
+"""A drop whose quarantine the spool refuses holds up no other job.
+
+The processor runs as root without ``CAP_DAC_OVERRIDE`` (``setpriv --bounding-set``), so
+a ``failed/`` made ``0555`` refuses it as it would refuse any user: a drop that is no
+job cannot be quarantined, while ``running/`` and ``done/`` take the good jobs'
+claims and records as ever.  The refused drop stays in ``pending/`` and is tried
+again with a growing pause, and once ``failed/`` takes it, it lands there with its
+record.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relkit import Daemon, drop, record, wait_for, wait_quarantined
+
+HERE = Path(__file__).resolve().parent
+QUICK_PAUSE_S = 0.2
+"""The first pause after I/O trouble (0.5 s shipped), doubled at each try as shipped."""
+QUICK_PAUSE = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
+                                              str(HERE.parents[1]),
+                                              os.environ.get("PYTHONPATH", "")]),
+               "QUICK_IO_PAUSE_S": str(QUICK_PAUSE_S)}
+"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+NO_JOB = b'{"tool": 5}'
+"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+GOOD = {**{f"fast-{n}": {"tool": "echo", "params": {"message": n}} for n in range(4)},
+        **{f"compute-{n}": {"tool": "sleep", "params": {"seconds": 0.05}} for n in range(2)}}
+
+
+def _tries(d: Daemon) -> list[dict[str, Any]]:
+    """The daemon's lines for spool I/O trouble, each a refused try and its pause."""
+    return [e for e in d.events() if str(e.get("msg", "")).startswith("spool I/O trouble")]
+
+
+def test_good_drops_run_while_a_bad_one_cannot_be_quarantined(spool_root: Path) -> None:
+    """Each pass judged the refused drop first, paused claims, and skipped the dispatch:
+    the good jobs dropped beside it waited in ``pending/`` for as long as ``failed/``
+    refused it (an unwritable folder, a full disk), however long that was."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    locked = spool_root / "failed"
+    locked.chmod(0o555)
+    (spool_root / "pending" / "nojob.json").write_bytes(NO_JOB)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               module="quick_processor", **QUICK_PAUSE)
+    try:
+        d.start()
+        wait_for(lambda: _tries(d), 10, "the refused quarantine")
+        for job_id, job in GOOD.items():
+            drop(spool_root, job_id, job)
+        wait_for(lambda: all(record(spool_root, i) for i in GOOD), 30,
+                 "the good jobs' records while failed/ refuses the bad drop")
+        assert all(record(spool_root, i)["state"] == "done" for i in GOOD)  # type: ignore[index]
+        wait_for(lambda: len(_tries(d)) >= 3, 30, "the refused quarantine tried again")
+        assert (spool_root / "pending" / "nojob.json").read_bytes() == NO_JOB, "still there"
+        # Tried again after growing pauses, not at each pass (the daemon's own
+        # timestamps: a test reading the log late cannot skew them).
+        tries = _tries(d)
+        pauses = [e["pause_s"] for e in tries]
+        assert pauses == sorted(pauses) and pauses[-1] > pauses[0], pauses
+        at = [datetime.fromisoformat(e["ts"]).timestamp() for e in tries]
+        span_s = at[-1] - at[0]
+        assert len(at) <= math.log2(span_s / QUICK_PAUSE_S + 1) + 2, (at, pauses)
+        locked.chmod(0o755)
+        found = wait_quarantined(spool_root, ["nojob.json"], 60)
+        rec = found["nojob.json"]
+        assert rec["state"] == "failed" and rec["error"]["type"] == "invalid_job", rec
+        assert (spool_root / "failed" / f"{rec['id']}.orig").read_bytes() == NO_JOB
+        assert os.listdir(spool_root / "pending") == []
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o755)
+        d.abort()
