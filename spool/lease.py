@@ -118,16 +118,24 @@ class OwnerLease:
         deadline = time.monotonic() + OWNER_LOCK_WAIT_S
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-            if try_lock(fd):
-                if _names(path, fd):
+            try:
+                if self._held(fd, deadline):
                     self._fd = fd
                     return
-            elif time.monotonic() > deadline:
-                os.close(fd)
-                raise RuntimeError(f"owner lease {path.name} is held by another process")
-            else:
-                time.sleep(0.01)
+            except BaseException:  # ENOLCK (a network lock daemon down), an lstat's EIO:
+                os.close(fd)  # raised with the descriptor closed (it was left open)
+                raise
             os.close(fd)
+
+    def _held(self, fd: int, deadline: float) -> bool:
+        """One try: True when ``fd`` holds the lock of the file the path names; False to
+        try again (a lock held a moment, or taken on a file removed meanwhile)."""
+        if try_lock(fd):
+            return _names(self.path, fd)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"owner lease {self.path.name} is held by another process")
+        time.sleep(0.01)
+        return False
 
     def release(self) -> None:
         if self._fd >= 0:

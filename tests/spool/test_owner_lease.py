@@ -10,13 +10,17 @@ start fail ("held by another process").
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
-from spoolkit import listing, make_spool
+from spoolkit import REPO, listing, make_spool, strace_path
 
 from spool import lease
 from spool.lease import OwnerLease, is_locked
@@ -73,3 +77,40 @@ def test_a_lock_held_for_good_still_refuses_the_start(tmp_path: Path) -> None:
             OwnerLease(path)
     finally:
         other.release()
+
+
+LEASE_UNDER_ENOLCK = """
+import json, os, sys
+from pathlib import Path
+from spool.lease import OwnerLease
+path = Path(sys.argv[1])
+try:
+    OwnerLease(path).release()
+    said = None
+except OSError as exc:
+    said = exc.errno
+fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+       if os.path.exists(f"/proc/self/fd/{fd}")]
+print(json.dumps({"errno": said, "open": [fd for fd in fds if fd == str(path)]}))
+"""
+
+
+def test_a_lock_refused_with_enolck_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    """NFS's lock daemon down, ``flock`` fails with ENOLCK: the lease's error reached
+    the caller with the lock file still open, a descriptor the caller had no way to
+    close (strace fails the call in a process of its own)."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-e-1")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-e", "trace=flock",
+         "-e", "inject=flock:error=ENOLCK", sys.executable, "-c", LEASE_UNDER_ENOLCK,
+         str(path)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = json.loads(done.stdout)
+    assert said["errno"] == errno.ENOLCK, said
+    assert said["open"] == [], "the lock file's descriptor was left open"
