@@ -30,10 +30,12 @@ whose modules are no longer to be trusted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +49,6 @@ from processor.inbox import InboxSink
 from processor.run import Run
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import is_there
-from spool.layout import Layout
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo
 from spool.transitions import Spool
@@ -78,7 +79,7 @@ def take_hold(processor: Processor) -> None:
     try:
         processor.layout.require()
         processor.spool.mover.require_one_mount()
-        processor.lease = take_lease(processor.layout, processor.owner)
+        processor.lease = take_lease(processor.spool, processor.owner)
     except BaseException:
         release(processor)
         raise
@@ -112,13 +113,20 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
         on_ready()
 
 
-def take_lease(layout: Layout, owner: str) -> OwnerLease:
+def take_lease(spool: Spool, owner: str) -> OwnerLease:
     """This processor's lease; a spool it cannot write is a broken environment (one
-    line, exit status 2), not a crash."""
-    path = layout.owner_lock(owner)
+    line, exit status 2), not a crash.  A lock file made but not locked (ENOLCK: a
+    network filesystem's lock daemon down) is removed: nobody's, it stayed, and each
+    restart while the trouble lasted left one more in ``owners/``."""
+    path = spool.layout.owner_lock(owner)
     try:
         return OwnerLease(path)
     except OSError as exc:
+        with contextlib.suppress(OSError, SpoolIOError):  # the error said is the lease's
+            # A regular file under this process's own owner id can only be the one the
+            # lease made; anything else there (a symlink) is not this process's to remove.
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                spool.mover.unlink(path, tree=False)
         raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
 
 

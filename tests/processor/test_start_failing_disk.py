@@ -63,6 +63,11 @@ def test_start_up_with_the_lock_daemon_down_is_exit_75_and_one_line(tmp_path: Pa
     down (ENOLCK: NFS's lockd or rpc.statd stopped) exits 75, which the unit restarts
     after: the lock daemon comes back by itself.  It exited 2, a configuration error the
     unit does not restart, and the processor stayed down until someone started it by
-    hand.  strace fails every ``flock`` (the owner lease's, recovery's claims)."""
+    hand.  strace fails every ``flock`` (the owner lease's, recovery's claims).
+
+    The lock file it made is removed: left, nobody's, each restart while the lock daemon
+    stayed down (every few seconds under systemd) added one to ``owners/``, until a
+    processor started at last and its recovery removed them."""
     proc = _start_under_strace(tmp_path, "-e", "trace=flock", "-e", "inject=flock:error=ENOLCK")
     _exit_75_and_one_line(proc, "No locks available")
+    assert os.listdir(tmp_path / "spool" / "owners") == []
