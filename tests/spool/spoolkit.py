@@ -7,9 +7,11 @@ puts this folder on ``sys.path`` (rootdir-relative "prepend" import mode).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import grp
+import io
 import os
 import pty
 import pwd
@@ -23,9 +25,10 @@ import termios
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from spool.claim import Claim
@@ -178,13 +181,66 @@ def actor(root: Path, command: str, args: dict[str, Any],
 
 def await_line(proc: subprocess.Popen[str], prefix: str) -> str:
     """The next stdout line of ``proc``, which must start with ``prefix``."""
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+    line = read_line(proc)
     if not line.startswith(prefix):
-        proc.kill()
-        proc.wait()
+        stop(proc)
         raise AssertionError(f"actor said {line!r}, expected {prefix!r}")
     return line[len(prefix):].strip()
+
+
+LINE_WAIT_S = 30.0
+"""How long :func:`read_line` waits for a line: a child's start-up on a loaded host is
+well within it."""
+
+
+def read_line(proc: subprocess.Popen[Any], pipe: IO[Any] | None = None,
+              timeout: float = LINE_WAIT_S) -> Any:
+    """The next line ``proc`` writes to ``pipe`` (its stdout unless given): text or bytes
+    as the pipe was opened, what came before the end of file if it closes first.
+
+    A child that never writes fails the test within ``timeout`` seconds, saying so, and
+    is stopped with what it started (:func:`stop`); ``pipe.readline()`` waited for ever,
+    and pytest-timeout's one alarm then left the test's ``finally`` to wait for the child
+    again.  Read a byte at a time from the descriptor, so nothing is left in the file
+    object's buffer: every line of one pipe is to be read here."""
+    pipe = proc.stdout if pipe is None else pipe
+    assert pipe is not None
+    fd = pipe.fileno()
+    deadline = time.monotonic() + timeout
+    got = bytearray()
+    while not got.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            stop(proc)
+            raise AssertionError(f"no line from {proc.args!r} in {timeout:g} s "
+                                 f"(it wrote {bytes(got)!r})")
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        got += byte
+    if isinstance(pipe, io.TextIOBase):
+        return got.decode(pipe.encoding or "utf-8").replace("\r\n", "\n")
+    return bytes(got)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 30.0) -> tuple[Any, Any]:
+    """Kill ``proc`` if it still runs, and what it started (strace's tracee outlives a
+    killed strace, holding its pipes: ``communicate()`` after ``kill()`` then waited as
+    long as it ran, for ever for a ``submit --wait``); what was left on its pipes."""
+    if proc.poll() is None:
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            children = []
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # a grandchild that escaped holds a pipe
+        raise AssertionError(f"{proc.args!r}'s pipes still open {timeout:g} s after it was "
+                             "killed") from exc
 
 
 def _nobody() -> tuple[int, int] | None:

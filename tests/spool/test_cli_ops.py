@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import CLI, open_pty, read_until
+from spoolkit import CLI, open_pty, read_line, read_until, stop
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
@@ -500,7 +500,7 @@ def test_sigterm_while_the_bar_is_blanked_on_a_stuck_terminal_ends_the_process()
                              pass_fds=(write_end,), stderr=subprocess.PIPE)
     os.close(write_end)
     try:
-        assert child.stderr is not None and child.stderr.readline() == b"stuck\n"
+        assert read_line(child, child.stderr) == b"stuck\n"
         time.sleep(0.3)  # into the bar's blank, blocked in its flush
         child.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -513,12 +513,7 @@ def test_sigterm_while_the_bar_is_blanked_on_a_stuck_terminal_ends_the_process()
                 time.sleep(0.02)
         ended = child.poll()
     finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        assert child.stderr is not None
-        told = child.stderr.read().decode()
-        child.stderr.close()
+        told = (stop(child)[1] or b"").decode()
         os.close(read_end)
     assert ended == -signal.SIGTERM, told[-2000:]  # None: it hung
 

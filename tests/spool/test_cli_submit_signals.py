@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from spoolkit import REPO, make_spool, strace_path
+from spoolkit import REPO, make_spool, read_line, stop, strace_path
 
 
 def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: int,
@@ -68,8 +68,7 @@ def _signalled_as_it_lands(env: dict[str, str], sig: signal.Signals, delay_us: i
         out, err = sub.communicate(timeout=30)
     finally:
         if sub.poll() is None:
-            sub.kill()
-            sub.communicate()
+            stop(sub)  # strace and its tracee
     return out or "", err, sub.returncode, landed
 
 
@@ -166,8 +165,7 @@ def test_a_signal_while_submit_waits_ends_it(env: dict[str, str], sig: signal.Si
          "--id", "j1", "--any-tool", "--wait"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        assert sub.stdout is not None
-        assert sub.stdout.readline() == "j1\n"  # dropped, and waiting now
+        assert read_line(sub) == "j1\n"  # dropped, and waiting now
         sub.send_signal(sig)
         try:
             _out, err = sub.communicate(timeout=20)
@@ -175,8 +173,7 @@ def test_a_signal_while_submit_waits_ends_it(env: dict[str, str], sig: signal.Si
             pytest.fail(f"submit --wait went on waiting after {sig.name}")
     finally:
         if sub.poll() is None:
-            sub.kill()
-            sub.communicate()
+            stop(sub)
     assert sub.returncode in ((130,) if sig is signal.SIGINT else (-sig, 128 + sig)), err
     assert "as job j1 was submitted" not in err, err  # not taken for one as the job landed
 
@@ -197,15 +194,13 @@ def test_a_ctrl_c_just_after_submit_wait_prints_its_id_is_told(env: dict[str, st
              "--id", f"j{n}", "--any-tool", "--wait"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         try:
-            assert sub.stdout is not None
-            assert sub.stdout.readline() == f"j{n}\n"
+            assert read_line(sub) == f"j{n}\n"
             time.sleep(rng.uniform(0, 0.008))
             sub.send_signal(signal.SIGINT)
             _out, err = sub.communicate(timeout=30)
         finally:
             if sub.poll() is None:
-                sub.kill()
-                sub.communicate()
+                stop(sub)
         outcomes.append((sub.returncode, f"stopped waiting for job j{n}" in err, err))
     told = [o for o in outcomes if o[:2] == (130, True)]
     assert len(told) == len(outcomes), [o for o in outcomes if o[:2] != (130, True)]
@@ -230,16 +225,14 @@ def test_a_ctrl_c_upon_the_id_of_submit_wait_is_the_waits(env: dict[str, str],
          *(["--quiet"] if quiet else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        assert sub.stdout is not None
-        assert sub.stdout.readline() == "j1\n"
+        assert read_line(sub) == "j1\n"
         cli = next(p for p in psutil.Process(sub.pid).children()
                    if "spool.cli.main" in " ".join(p.cmdline()))
         cli.send_signal(signal.SIGINT)
         _out, err = sub.communicate(timeout=60)
     finally:
         if sub.poll() is None:
-            sub.kill()
-            sub.communicate()
+            stop(sub)  # strace and its tracee, a submit --wait that waits for ever
     assert sub.returncode == 130, err
     if quiet:
         assert err == "", err

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spoolkit import FakeClock, done_record, listing, make_spool, read_json, submit
+from spoolkit import FakeClock, done_record, listing, make_spool, read_json, read_line, submit
 
 from spool.fsops import FILE_MODE, SPARE_TAG, Mover
 from spool.models import Job
@@ -79,7 +79,7 @@ def test_a_job_file_another_process_holds_open_is_never_rewritten(spool: Spool) 
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as writer:
         assert writer.stdout is not None and writer.stdin is not None
         try:
-            assert writer.stdout.readline() == "open\n"
+            assert read_line(writer) == "open\n"
             finish(spool, "held", 1)
             assert spares(spool) == [], "a file open elsewhere must not be kept for reuse"
             finish(spool, "next", 2)
