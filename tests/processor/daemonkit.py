@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -55,6 +57,32 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_line(proc: subprocess.Popen[Any], timeout: float = 60.0) -> Any:
+    """The next line ``proc`` writes to its stdout (text or bytes as the pipe was opened),
+    read a byte at a time from the descriptor within ``timeout`` seconds: a child that
+    never writes it is killed and fails the test saying so, where ``readline()`` waited
+    until pytest-timeout's alarm, the child then left running.  Every line of that pipe
+    is to be read here (nothing is left in the file object's buffer)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    got = bytearray()
+    while not got.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"no line from {proc.args!r} in {timeout:g} s "
+                                 f"(it wrote {bytes(got)!r})")
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        got += byte
+    if isinstance(proc.stdout, io.TextIOBase):
+        return got.decode(proc.stdout.encoding or "utf-8")
+    return bytes(got)
 
 
 def wait_record(root: Path, job_id: str, timeout: float = 20.0) -> dict[str, Any]:

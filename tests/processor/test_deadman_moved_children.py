@@ -11,6 +11,7 @@ import sys
 import time
 
 from childkit import REPO, THREAD_ENDS_MID_LOOK, script_env
+from daemonkit import read_line
 
 from processor.runner import DEADMAN_EXIT
 
@@ -38,7 +39,7 @@ def test_a_child_of_a_tool_thread_that_ends_as_the_deadman_looks_is_killed() -> 
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE,
                             cwd=REPO, env=script_env())
     assert proc.stdout is not None
-    child = int(proc.stdout.readline())
+    child = int(read_line(proc))
     try:
         assert proc.wait(60) == DEADMAN_EXIT
         proc.stdout.close()

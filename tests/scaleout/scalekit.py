@@ -28,6 +28,7 @@ from daemonkit import (  # noqa: E402
     drop,
     locations,
     make_spool,
+    read_line,
     record,
     run_daemons,
     wait_for,
@@ -35,7 +36,8 @@ from daemonkit import (  # noqa: E402
 )
 
 __all__ = ["HERE", "REPO", "TOOLS_PATH", "Daemon", "alive", "drop", "free_port", "locations",
-           "make_spool", "record", "run_daemons", "wait_for", "wait_record", "wait_replaced"]
+           "make_spool", "read_line", "record", "run_daemons", "wait_for", "wait_record",
+           "wait_replaced"]
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ from scalekit import (
     drop,
     free_port,
     locations,
+    read_line,
     record,
     wait_for,
     wait_record,
@@ -199,8 +200,7 @@ def _cluster_process(port: int, n_workers: int = 2, stderr: Path | None = None
                                 start_new_session=True,
                                 env={**os.environ, "PYTHONPATH": TOOLS_PATH})
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == f"tcp://127.0.0.1:{port}"
+        assert read_line(proc, 120).strip() == f"tcp://127.0.0.1:{port}"
         yield proc
     finally:
         _kill_group(proc)
