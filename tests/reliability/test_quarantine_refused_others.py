@@ -49,13 +49,17 @@ def test_good_drops_run_while_a_bad_one_cannot_be_quarantined(spool_root: Path) 
     locked = spool_root / "failed"
     locked.chmod(0o555)
     (spool_root / "pending" / "nojob.json").write_bytes(NO_JOB)
+    early = dict(list(GOOD.items())[::2])  # judged in one batch with the bad drop
+    for job_id, job in early.items():
+        drop(spool_root, job_id, job)
     d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
                module="quick_processor", **QUICK_PAUSE)
     try:
         d.start()
         wait_for(lambda: _tries(d), 10, "the refused quarantine")
-        for job_id, job in GOOD.items():
-            drop(spool_root, job_id, job)
+        for job_id, job in GOOD.items():  # and the others while it is refused
+            if job_id not in early:
+                drop(spool_root, job_id, job)
         wait_for(lambda: all(record(spool_root, i) for i in GOOD), 30,
                  "the good jobs' records while failed/ refuses the bad drop")
         assert all(record(spool_root, i)["state"] == "done" for i in GOOD)  # type: ignore[index]
