@@ -13,6 +13,8 @@ import grp
 import os
 import pwd
 import re
+import select
+import signal
 import stat
 import subprocess
 import sys
@@ -182,9 +184,33 @@ def as_user(uid: int, gids: list[int], body: Callable[[], int]) -> tuple[int, st
             sys.stderr.flush()
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end) as err:
-        stderr = err.read()
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), stderr
+    said = bytearray()
+    deadline = time.monotonic() + AS_USER_S
+    try:
+        while chunk := _read_by(read_end, deadline):
+            said += chunk
+    except TimeoutError:  # a command that never ends: killed, and the test says so
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"spoolq as uid {uid} did not end in {AS_USER_S:g} s: "
+                             f"{bytes(said)!r}") from None
+    finally:
+        os.close(read_end)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), said.decode()
+
+
+AS_USER_S = 60.0
+"""How long :func:`as_user`'s command may take; its stderr was read with no deadline, so
+one that never ended held the test until pytest-timeout's alarm, the child left running."""
+
+
+def _read_by(fd: int, deadline: float) -> bytes:
+    """What ``fd`` has to read, b"" at its end; TimeoutError when nothing came by
+    ``deadline`` (monotonic)."""
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([fd], [], [], left)[0]:
+        raise TimeoutError
+    return os.read(fd, 65536)
 
 
 @needs_root
