@@ -78,6 +78,8 @@ log = logging.getLogger("spoolq.processor")
 
 HEARTBEAT_S = 1.0
 IO_BACKOFF_S = (0.5, 30.0)
+_MOST_DOUBLINGS = 64
+"""The doublings of the first pause counted at most: 2 ** 64 times it is past the longest."""
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
 
@@ -424,7 +426,11 @@ class Processor:
         """Say ``exc`` (the log ``line``, the status file's io_trouble); the pause, in
         seconds, of what it refused: the outage's backoff, grown at each refusal."""
         self.io_failures += 1
-        pause: float = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** (self.io_failures - 1))
+        # The doublings stop counting once past any longest pause: the count is reset
+        # only once the outage is over, and at its 1025th try (some 8 h of 30 s pauses)
+        # 2 ** 1024 was no float, and the processor crashed.
+        doublings = min(self.io_failures - 1, _MOST_DOUBLINGS)
+        pause: float = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** doublings)
         log.error(line, extra={"fields": {"error": str(exc), "pause_s": pause}})
         now = self.clock.now()  # and the status file says so at once
         since = self.io_trouble["since"] if self.io_trouble else now

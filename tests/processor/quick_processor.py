@@ -7,7 +7,8 @@ with a shorter one, without sitting through the shipped value:
 left for a tool to wait for), ``QUICK_RACY_NS`` sets :data:`spool.recheck.RACY_NS`
 (2 s: how long after a folder's change recovery's passes do not trust its stamp),
 ``QUICK_IO_PAUSE_S`` sets the first pause of :data:`processor.daemon.IO_BACKOFF_S`
-(0.5 s: how long claims pause after spool I/O trouble, doubled at each try since),
+(0.5 s: how long claims pause after spool I/O trouble, doubled at each try since) and
+``QUICK_IO_PAUSE_MAX_S`` its longest (30 s),
 ``QUICK_IMPORT_SLOW_S`` sets :data:`processor.startup.IMPORT_SLOW_S` (10 s: how long the
 background import may take before a warning names what it imports), then
 ``processor.__main__.main`` runs as ``python -m processor`` would.
@@ -28,6 +29,7 @@ from spool import recheck
 ADOPTED_GRACE_ENV = "QUICK_ADOPTED_GRACE_S"
 RACY_ENV = "QUICK_RACY_NS"
 IO_PAUSE_ENV = "QUICK_IO_PAUSE_S"
+IO_PAUSE_MAX_ENV = "QUICK_IO_PAUSE_MAX_S"
 IMPORT_SLOW_ENV = "QUICK_IMPORT_SLOW_S"
 
 
@@ -38,10 +40,12 @@ def main() -> int:
         recheck.RACY_NS = int(os.environ[RACY_ENV])
     if IMPORT_SLOW_ENV in os.environ:
         startup.IMPORT_SLOW_S = float(os.environ[IMPORT_SLOW_ENV])
-    if IO_PAUSE_ENV in os.environ:  # imported here only: it delays the forkserver's start
-        from processor import daemon  # noqa: PLC0415
+    if IO_PAUSE_ENV in os.environ or IO_PAUSE_MAX_ENV in os.environ:
+        from processor import daemon  # noqa: PLC0415 - here only: it delays the forkserver
 
-        daemon.IO_BACKOFF_S = (float(os.environ[IO_PAUSE_ENV]), daemon.IO_BACKOFF_S[1])
+        first, longest = daemon.IO_BACKOFF_S
+        daemon.IO_BACKOFF_S = (float(os.environ.get(IO_PAUSE_ENV, first)),
+                               float(os.environ.get(IO_PAUSE_MAX_ENV, longest)))
     return processor_main.main()
 
 

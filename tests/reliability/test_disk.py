@@ -441,3 +441,33 @@ def test_a_refused_quarantine_tried_again_backs_off(spool_root: Path) -> None:
     finally:
         locked.chmod(0o750)
         d.abort()
+
+
+def test_an_outage_of_many_tries_pauses_at_the_longest_and_does_not_crash(
+        spool_root: Path) -> None:
+    """The backoff's count of tries is reset only once the outage is over, so a long one
+    (a full disk over a night: a try every 30 s at the longest pause) counts on; at the
+    1025th try the pause's ``2 ** 1024`` was no float (OverflowError), the processor
+    crashed (a traceback, exit 1), and the run whose record it had waited to write was
+    counted by the next start's recovery: failed ``abandoned`` though it had finished.
+    With the pauses cut short, those tries come in seconds."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    drop(spool_root, "echoed", {"tool": "echo", "params": {"message": "hi"}})
+    locked = spool_root / "done"
+    locked.chmod(0o555)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               module="quick_processor", **{**QUICK_PAUSE, "QUICK_IO_PAUSE_S": "0.0001",
+                                            "QUICK_IO_PAUSE_MAX_S": "0.001"})
+    try:
+        d.start()
+        wait_for(lambda: len(_trouble(d)) > 1100 or not d.running(), 120, "1100 tries")
+        assert d.running(), d.logs()[-3000:]
+        assert _trouble(d)[-1]["pause_s"] == 0.001
+        locked.chmod(0o750)
+        rec = wait_for(lambda: record(spool_root, "echoed"), 30, "the record to land")
+        assert rec["state"] == "done" and rec["result"] == {"message": "hi"}
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o750)
+        d.abort()
