@@ -101,6 +101,8 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+    except PermissionError:
+        return True  # hidden (see parent_of), zombie or not: killed, should it still run
     except OSError as exc:
         if exc.errno in NO_DESCRIPTOR:
             return True  # a descendant just listed: killed, should it still run
@@ -129,8 +131,10 @@ def parent_of(pid: int) -> int:
     lists another user's processes but refuses a look inside (EPERM).  Raised, it got
     out of the stop's old scan of every process's parent: the stop crashed, its status
     file and lease left, and what FAST tools started outlived it.  A child of this
-    process runs as its user (the unit sets NoNewPrivileges=): never hidden from it;
-    a descendant that ran a set-user-ID program may be (:func:`_read_children`).
+    process runs as its user (the unit sets NoNewPrivileges=), but one below it that
+    made itself non-dumpable (``ssh-agent``, ``gpg-agent``), or that ran a set-user-ID
+    program, is hidden from it all the same, zombie or not: :func:`_read_children` lists
+    none below it, :func:`_alive` takes it for running, :func:`_zombie` asks ``waitid``.
     """
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -154,10 +158,16 @@ def kill_orphans(forkserver: int, workers: set[int]) -> None:
 
 
 def _zombie(pid: int) -> bool:
+    """``pid``, a child of this process, has exited and waits to be reaped."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except PermissionError:
+        # Hidden (see parent_of): asked of the kernel as its parent, without reaping it.
+        with contextlib.suppress(ChildProcessError):
+            return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         return False
     except OSError as exc:
         if exc.errno in NO_DESCRIPTOR:
