@@ -36,7 +36,7 @@ def test_a_cancel_the_stop_cannot_look_up_is_left_to_recovery_not_lost(
     try:
         d.start()
         drop(spool_root, "unwanted", {"tool": "sleep", "params": {"seconds": 120}})
-        wait_for(lambda: locations(spool_root)["unwanted"] == ["running"], 30,
+        wait_for(lambda: locations(spool_root).get("unwanted") == ["running"], 30,
                  "the job to run")
         err = tmp_path / "strace.err"
         with open(err, "wb") as out:
