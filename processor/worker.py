@@ -201,9 +201,13 @@ class Deadman:
                                 else min(self._wake_at - now, _LONGEST_WAIT_S))
         # Everything below this worker (it is their subreaper, so that is every process
         # its tools started), then the worker itself, with a status that says why.  Not
-        # reaped: the forkserver, a subreaper too, reaps what this worker leaves.
-        kill_descendants(os.getpid())
-        os._exit(DEADMAN_EXIT)
+        # reaped: the forkserver, a subreaper too, reaps what this worker leaves.  The
+        # worker ends whatever the walk raises: an error out of it ended this thread,
+        # and the job ran on past its limit.
+        try:
+            kill_descendants(os.getpid())
+        finally:
+            os._exit(DEADMAN_EXIT)
 
 
 class Progress:

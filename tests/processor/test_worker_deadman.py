@@ -52,3 +52,25 @@ def test_short_jobs_wake_the_deadman_once_and_an_overrun_still_dies() -> None:
     assert proc.returncode == DEADMAN_EXIT, proc.stderr
     assert time.monotonic() - start < 30, "killed long after its deadline"
     assert int(proc.stdout) == 0  # once the thread sleeps towards a deadline, no wake-ups
+
+
+_FAILING_WALK = """
+import time
+import processor.worker as worker
+
+def walk(pid):
+    raise OSError(5, "Input/output error")  # /proc failing mid-walk, say
+
+worker.kill_descendants = walk
+worker.Deadman().arm(0.1)
+time.sleep(60)
+"""
+
+
+def test_a_deadman_whose_walk_fails_still_ends_its_worker() -> None:
+    """The deadman is the job's limit when the processor cannot act: an error out of its
+    walk of the worker's processes ended its thread, and the worker ran on past its
+    deadline for as long as the job did."""
+    proc = subprocess.run([sys.executable, "-c", _FAILING_WALK], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == DEADMAN_EXIT, (proc.returncode, proc.stderr)
