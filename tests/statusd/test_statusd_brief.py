@@ -39,9 +39,17 @@ def test_brief_rows_leave_out_what_the_list_does_not_show(server: ServerThread,
         type=ErrorType.TOOL_ERROR, message="why " * 2000, traceback="Traceback: " + BIG)}))
     run_job(spool, "small", {"ok": True})
     wait_for(lambda: "traceback" in request(server.base, "GET", "/api/v1/tasks/crashed")
-             .json()["error"], what="the new failure indexed")
-    wait_for(lambda: len(request(server.base, "GET", "/api/v1/tasks?view=brief")
-                         .json()["tasks"]) == 5, what="every job listed")
+             .json()["error"], what="the new failure served")
+
+    def ended() -> bool:
+        """Every job listed as it ended: the list is the index, which may hold a job as
+        pending or running a while after a GET (which reads the disk) says it ended."""
+        rows = {t["id"]: t for t in request(server.base, "GET", "/api/v1/tasks?view=brief")
+                .json()["tasks"]}
+        return len(rows) == 5 and rows.get("small", {}).get("state") == "done" and \
+            rows["crashed"]["error"]["message"] != "-"
+
+    wait_for(ended, what="every job listed as it ended")
 
     full = request(server.base, "GET", "/api/v1/tasks")
     brief = request(server.base, "GET", "/api/v1/tasks?view=brief")
