@@ -89,11 +89,21 @@ def _browser_connections(port: int) -> list[Any]:
 
 
 def _wait_served_with_traceback(server: ServerThread, job_id: str) -> None:
-    """Until statusd serves the record that replaced ``job_id``'s first one."""
+    """Until statusd serves the record that replaced ``job_id``'s first one, and its
+    index holds it: a GET made while the index applies a batch reads the disk, and the
+    page's list and task stream are the index's (a row still titled with the first
+    record's error was seen when the index applied the new one late)."""
     def served() -> Any:
         record = request(server.base, "GET", f"/api/v1/tasks/{job_id}").json()
         return (record.get("error") or {}).get("traceback")
+
+    def listed() -> Any:
+        rows = request(server.base, "GET", "/api/v1/tasks?state=failed").json()["tasks"]
+        row = next((r for r in rows if r["id"] == job_id), {})
+        return (row.get("error") or {}).get("traceback")
+
     wait_for(served, what=f"statusd to serve the new record of {job_id}")
+    wait_for(listed, what=f"statusd's index to hold the new record of {job_id}")
 
 
 def _wait_indexed(server: ServerThread, total: int) -> None:
