@@ -1262,12 +1262,21 @@ function followOverRest(id) {
   // Until its stream is back (statusd away, a proxy that passes no WebSocket) the task
   // is read over REST at each try to reconnect, so the view goes on following it.
   const retry = () => { if (ui.taskId === id && !ui.taskSocket) watchTask(id); };
+  const heads = ui.heads;
   getRecord(id).then((record) => {
     reachable(null);
     if (ui.taskId !== id || ui.taskSocket) return;
     renderRecord(record).catch(() => {});
     if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
   }).catch((err) => {
+    if (err.status === 404) {
+      // Gone (withdrawn, purged) before its stream's handshake, which was refused: the
+      // browser tells that as a close 1006, not the stream's 1008.  Taken for statusd
+      // away, it was asked again every second and the view said "pending" for good.  A
+      // new drop of the id comes by the events stream (taskMoved).
+      if (ui.taskId === id && !ui.taskSocket && ui.heads === heads) showGone();
+      return;
+    }
     if (!err.status || err.status >= 500) reachable(err);
     setTimeout(retry, 1000);
   });

@@ -471,6 +471,31 @@ def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, s
     expect(page.locator("#task-state")).to_have_text("not found")
 
 
+def test_a_job_withdrawn_before_its_stream_opened_says_not_found(server: ServerThread,
+                                                                 spool: Spool,
+                                                                 page: sync_api.Page) -> None:
+    """A drop withdrawn between the view's read of it and its task stream's handshake (one
+    that waited for a batch of the index): the handshake is refused (404, which the
+    browser tells as a close 1006, not the stream's 1008), and the view, reading the task
+    over REST, took that 404 for statusd away for a moment: it asked again every second
+    and said "pending" for good."""
+    expect = sync_api.expect
+    submit(spool, "withdrawn", tool="sleep")
+    wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/withdrawn").status == 200,
+             what="statusd to serve the drop")
+
+    def withdrawn_as_it_is_answered(route: sync_api.Route) -> None:
+        pending = route.fetch()  # what the view reads: the job, pending
+        spool.layout.job(JobState.PENDING, "withdrawn").unlink()
+        wait_for(lambda: request(server.base, "GET", "/api/v1/tasks/withdrawn").status == 404,
+                 what="statusd to see the drop withdrawn")
+        route.fulfill(response=pending)
+
+    page.route("**/api/v1/tasks/withdrawn", withdrawn_as_it_is_answered, times=1)
+    page.goto(server.base + "/#/tasks/withdrawn")
+    expect(page.locator("#task-state")).to_have_text("not found")
+
+
 def _curve(start: date, days: int, drift: float) -> list[list[Any]]:
     equity = 100_000.0
     out: list[list[Any]] = []
