@@ -252,6 +252,12 @@ def test_the_time_left_is_by_statusds_clock_not_a_browsers_set_wrong(
     with _claimed_backtest(spool, "bt-skew") as running:
         started = datetime.now(UTC) - timedelta(seconds=30)
         report(spool, running, 0.25, "25/100", started_at=started)
+        # Indexed with its progress before the view opens: the task stream's snapshot is
+        # the index's, and one of the claim alone (its start the claim's, not the report's
+        # 30 s earlier) left the next report's pace to be reckoned from a second or so.
+        wait_for(lambda: server.in_loop(lambda: getattr(
+                     server.services.index.get("bt-skew"), "fraction", None)) == 0.25,
+                 what="statusd's index to hold the report")
         page.clock.install(time=datetime.now(UTC) + timedelta(minutes=10))
         page.goto(server.base + "/#/tasks/bt-skew")
         expect(page.locator("#task-progress .text")).to_have_text("25% 25/100")
