@@ -337,6 +337,7 @@ class SpoolReader:
         """Status of every live processor (its owner lock held)."""
         return stats.processors(self.layout)
 
-    def stats(self, now: float | None = None) -> dict[str, Any]:
-        """DESIGN section 9's stats shape, from one scan of the folders."""
-        return stats.stats(self, now)
+    def stats(self, now: float | None = None, *, partial: bool = False) -> dict[str, Any]:
+        """DESIGN section 9's stats shape, from one scan of the folders
+        (:func:`spool.stats.stats`)."""
+        return stats.stats(self, now, partial=partial)

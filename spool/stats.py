@@ -109,8 +109,26 @@ def _unknown(exc: OSError, what: str) -> SpoolIOError:
     return SpoolIOError(f"{UNKNOWN}: {what}: {exc.strerror or exc}{where}")
 
 
-def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
-    """DESIGN section 9's stats shape, from one scan of the folders."""
+PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")
+"""What the processors' status files tell in the stats document."""
+
+
+def without_processors(doc: dict[str, Any], cause: str) -> dict[str, Any]:
+    """``doc`` without what the processors tell, and with ``processors_unknown``, why
+    their state could not be read: what is known of the spool, never a made-up
+    ``alive: false`` (``/metrics``, ``GET /api/v1/stats?partial=1``, ``spoolq stats
+    --partial``)."""
+    for key in PROCESSOR_FIELDS:
+        doc.pop(key, None)
+    doc["processors_unknown"] = cause
+    return doc
+
+
+def stats(reader: SpoolReader, now: float | None = None, *,
+          partial: bool = False) -> dict[str, Any]:
+    """DESIGN section 9's stats shape, from one scan of the folders; ``partial``: the
+    document :func:`without_processors` where their state cannot be read, instead of
+    the SpoolIOError."""
     now = now if now is not None else time.time()
     counts = {s.value: 0 for s in JobState}
     recent = {s.value: 0 for s in TERMINAL}
@@ -130,8 +148,16 @@ def stats(reader: SpoolReader, now: float | None = None) -> dict[str, Any]:
     age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
     first_due = _first_due(reader, pending)
     due_age = None if first_due is None or first_due > now else now - first_due
-    return stats_document(counts, age, known_processors(reader.layout), now,
-                          finished_recently=recent, oldest_due_pending_age_s=due_age)
+    try:
+        found = known_processors(reader.layout)
+    except SpoolIOError as exc:
+        if not partial:
+            raise
+        return without_processors(stats_document(
+            counts, age, [], now, finished_recently=recent,
+            oldest_due_pending_age_s=due_age), str(exc))
+    return stats_document(counts, age, found, now, finished_recently=recent,
+                          oldest_due_pending_age_s=due_age)
 
 
 def _first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | None:

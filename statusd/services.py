@@ -22,7 +22,7 @@ from spool.layout import Layout
 from spool.models import OwnerStatus
 from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
-from spool.stats import known_processors
+from spool.stats import known_processors, without_processors
 from statusd.hub import Hub
 from statusd.index import Index
 from statusd.metrics import Metrics
@@ -30,8 +30,6 @@ from statusd.tracker import Tracker
 
 log = logging.getLogger("spoolq.statusd")
 
-PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")
-"""What the processors' status files tell in the stats document."""
 WRITE_THREADS = 4
 """Concurrent writes (a cancel of a running job may wait up to 5 s in one)."""
 
@@ -99,11 +97,7 @@ class Services:
         try:
             return self._document(self.processors(), None)
         except SpoolIOError as exc:
-            doc = self._document([], None)
-            for key in PROCESSOR_FIELDS:
-                del doc[key]
-            doc["processors_unknown"] = str(exc)
-            return doc
+            return without_processors(self._document([], None), str(exc))
 
     def _document(self, processors: list[OwnerStatus], now: float | None) -> dict[str, Any]:
         now = now if now is not None else time.time()

@@ -162,6 +162,12 @@ def _next_page_command(args: argparse.Namespace, cursor: str) -> str:
 
 def _configure_stats(parser: argparse.ArgumentParser) -> None:
     add_json(parser, "the stats document statusd serves at /api/v1/stats")
+    parser.add_argument(
+        "--partial", action="store_true",
+        help="while whether a processor is alive cannot be told (owners/ or a status "
+        "file this user may not read, a failing disk), print what is known of the spool "
+        "and why, and exit 0 (in --json: processors_unknown in place of the processors' "
+        "fields, as /api/v1/stats?partial=1); without it, that is an error (exit 1)")
 
 
 def run_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,7 +175,7 @@ def run_stats(args: argparse.Namespace, settings: Settings) -> int:
 
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq stats", None)
-    stats = SpoolReader(layout, seen).stats()
+    stats = SpoolReader(layout, seen).stats(partial=args.partial)
     if blind:
         not_counted(stats, blind)
     if args.json:
@@ -214,8 +220,10 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         elif due < oldest - 1:
             note += f"; oldest due for {human_duration(due)}"
         lines[0] += f"  ({note})"
-    proc = stats["processor"]
-    if proc["alive"]:
+    proc = stats.get("processor")
+    if proc is None:  # --partial: their state could not be read, nor their workers
+        lines.append(f"processor ?: {printable(stats['processors_unknown'])}")
+    elif proc["alive"]:
         now = datetime.now(UTC)
         lines.append(f"processor up: {proc['count']} live, last heartbeat "
                      f"{human_duration(_span_s(proc['heartbeat_at'], now))} ago")

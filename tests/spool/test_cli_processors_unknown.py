@@ -66,16 +66,32 @@ def test_stats_that_cannot_read_the_processors_say_why_not_down(
     known = subprocess.run(stats, check=False, capture_output=True, text=True,
                            timeout=60, env=env, cwd=REPO)
     assert known.returncode == 0 and "processor up" in known.stdout, known
-    proc = subprocess.run(
-        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=openat",
-         "-e", f"inject=openat:error={error}:when=1+", *stats],
-        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+
+    def failing(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [strace, "-f", "-qq", "-o", os.devnull, "-P", str(path), "-e", "trace=openat",
+             "-e", f"inject=openat:error={error}:when=1+", *stats, *extra],
+            check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+
+    proc = failing()
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "cannot tell whether a processor is alive" in lines[0], lines
     assert said in lines[0] and text in lines[0], lines
     assert "processor down" not in proc.stdout, proc.stdout
+    # --partial: what is known of the spool all the same, and why the rest is not
+    partial = failing("--partial", "--json")
+    assert partial.returncode == 0, (partial.returncode, partial.stdout, partial.stderr)
+    doc = json.loads(partial.stdout)
+    assert doc["counts"] == {"pending": 0, "running": 0, "done": 0, "failed": 0}, doc
+    assert said in doc["processors_unknown"] and text in doc["processors_unknown"], doc
+    for unknown in ("processor", "processors", "job_num", "busy_workers", "fast_running"):
+        assert unknown not in doc, doc  # never a made-up alive: false
+    table = failing("--partial")
+    assert table.returncode == 0, (table.returncode, table.stdout, table.stderr)
+    assert f"processor ?: cannot tell whether a processor is alive: {said}" in table.stdout
+    assert "pending" in table.stdout and "processor down" not in table.stdout, table.stdout
 
 
 def test_tools_whose_live_catalogue_cannot_be_read_lists_the_installed_ones_and_why(
