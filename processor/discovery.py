@@ -11,7 +11,8 @@ Intake takes at most INTAKE_BATCH dirty names per pass; a ready job goes to the
 processor's ``enqueue``, a name still being written waits for the settle time.  A drop
 whose quarantine the spool refuses (``failed/`` not writable, a full disk) is held back
 until ``held_until``, the processor's I/O backoff, neither its give-back's event nor a
-rescan trying it sooner, while the other names of its batch are judged as ever.
+rescan trying it sooner, while the other names of its batch are judged as ever; another
+file put under that name meanwhile (a client's fixed re-drop) is judged at once.
 
 Where the kernel's inotify limits are reached (another program of the same user
 holds the instances or watches), there is no feed, or a folder is unwatched: the
@@ -67,7 +68,9 @@ class Discovery:
         """Of each unreadable name, the file that failed (inode, mtime; None when its lstat
         failed too): an event of another file under that name is no give-back."""
         self.unstatable: set[str] = set()  # those of them whose lstat failed
-        self.held: set[str] = set()  # pending names whose quarantine was refused
+        self.held: dict[str, tuple[int, int] | None] = {}
+        """Pending names whose quarantine was refused, each with its file (inode, mtime;
+        None when its lstat failed): another file under that name is not held."""
         self.held_until = 0.0  # when they are judged again (monotonic)
         self.next_scan = 0.0
         self.short_of_inotify: OSError | None = None
@@ -126,7 +129,7 @@ class Discovery:
             except UnreadableDrop as exc:
                 self.unreadable_file(name, exc)
             except QuarantineRefused as exc:
-                self.held.add(name)
+                self.held[name] = self._identity(name)  # given back: the same inode, mtime
                 refused = exc
             except SpoolIOError:
                 self.dirty.add(name)
@@ -137,8 +140,19 @@ class Discovery:
     def release_held(self, now: float) -> None:
         """The held names are judged again once ``held_until`` has passed."""
         if self.held and now >= self.held_until:
-            self.dirty |= self.held
+            self.dirty.update(self.held)
             self.held.clear()
+
+    def _still_held(self, name: str) -> bool:
+        """``name`` is held, and still the file whose quarantine was refused: another
+        file there (a re-drop, the job fixed) is let go, judged as any drop.  It waited
+        for the held one's pause (up to 30 s), taken for its give-back."""
+        if name not in self.held:
+            return False
+        if self._identity(name) == self.held[name]:
+            return True
+        del self.held[name]
+        return False
 
     def start_feed(self) -> None:
         """Watch pending/ and cancel/: on the loop thread itself where inotify allows (no
@@ -161,8 +175,8 @@ class Discovery:
         if not folder:
             self.next_scan = 0.0  # events were lost: rescan now
         elif folder == JobState.PENDING.value:
-            if name in self.held:
-                return  # its quarantine's give-back, or a re-drop: judged at held_until
+            if self._still_held(name):
+                return  # its quarantine's give-back: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
                 self.dirty.add(name)
         elif folder == self.layout.cancel.name:
@@ -178,7 +192,7 @@ class Discovery:
             with os.scandir(self.layout.folder(JobState.PENDING)) as it:
                 for entry in it:
                     present.add(entry.name)
-                    if is_in_progress_name(entry.name) or entry.name in self.held:
+                    if is_in_progress_name(entry.name) or self._still_held(entry.name):
                         continue
                     st = self._lstat(entry)
                     if st is None:
@@ -189,12 +203,7 @@ class Discovery:
             self._cannot_scan("pending/", exc)
             return
         self._scanned("pending/")
-        self.held &= present
-        for name in (self.seen.keys() | self.unreadable.keys()) - present:
-            self.seen.pop(name, None)
-            self.unreadable.pop(name, None)
-            self.unread_file.pop(name, None)
-            self.unstatable.discard(name)
+        self._forget_gone(present)
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
         # processor's claim) are forgotten: kept, each stayed until its lane came to it,
         # a delayed one until its not_before (a day, a year), whatever purge removed.
@@ -212,6 +221,16 @@ class Discovery:
             self._cannot_scan("cancel/", exc)
             return
         self._scanned("cancel/")
+
+    def _forget_gone(self, present: set[str]) -> None:
+        """What is known of the names no longer in ``pending/`` (``present``)."""
+        for name in self.held.keys() - present:
+            del self.held[name]
+        for name in (self.seen.keys() | self.unreadable.keys()) - present:
+            self.seen.pop(name, None)
+            self.unreadable.pop(name, None)
+            self.unread_file.pop(name, None)
+            self.unstatable.discard(name)
 
     def _lstat(self, entry: os.DirEntry[str]) -> os.stat_result | None:
         """A pending entry's own stat; None when it is gone, or when the disk fails to

@@ -1,0 +1,68 @@
+"""A held drop replaced by a good job under the same name runs at once.
+
+A drop whose quarantine the spool refuses (``failed/`` not writable) is held back until
+the I/O backoff's end, its own events (the quarantine's give-back) ignored meanwhile.
+A client that fixes its job and drops it again under the same name puts another file
+there: that file is a new drop, judged on its own event, as the other good jobs are.
+The processor runs as root without ``CAP_DAC_OVERRIDE`` (``setpriv --bounding-set``), so
+the ``0555`` ``failed/`` refuses it as it would any user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relkit import Daemon, drop, record, wait_for
+
+HERE = Path(__file__).resolve().parent
+LONG_PAUSE_S = 30.0
+"""The first I/O pause (0.5 s shipped) made as long as the backoff's cap: the refused
+drop is held for that long, far beyond what the fixed job's run takes."""
+QUICK = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
+                                        str(HERE.parents[1]),
+                                        os.environ.get("PYTHONPATH", "")]),
+         "QUICK_IO_PAUSE_S": str(LONG_PAUSE_S)}
+"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+NO_JOB = b'{"tool": 5}'
+"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+FIXED = {"tool": "echo", "params": {"message": "fixed"}}
+
+
+def _tries(d: Daemon) -> list[dict[str, Any]]:
+    return [e for e in d.events() if e.get("msg") == "spool I/O trouble; pausing quarantines"]
+
+
+def test_a_held_drop_dropped_again_fixed_is_not_held(spool_root: Path) -> None:
+    """The fixed job's events were taken for the held drop's give-back and its rescans
+    skipped the name: it waited in ``pending/`` until the held drop's pause was over (up
+    to 30 s), the good job held up by the bad one it replaced."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    locked = spool_root / "failed"
+    locked.chmod(0o555)
+    (spool_root / "pending" / "job.json").write_bytes(NO_JOB)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               module="quick_processor", **QUICK)
+    try:
+        d.start()
+        first = wait_for(lambda: _tries(d), 10, "the refused quarantine")[0]
+        assert first["pause_s"] == LONG_PAUSE_S, first
+        drop(spool_root, "job", FIXED)  # the client's fix, under the same name
+        rec = wait_for(lambda: record(spool_root, "job"), 2 * LONG_PAUSE_S + 30,
+                       "the fixed job's record")
+        assert rec["state"] == "done" and rec["result"] == {"message": "fixed"}, rec
+        # The daemon's own timestamps: a test reading late cannot skew them.
+        held_until = datetime.fromisoformat(first["ts"]) + timedelta(seconds=LONG_PAUSE_S)
+        assert datetime.fromisoformat(rec["finished_at"]) < held_until, (
+            "the fixed job waited for the held drop's pause", rec["finished_at"], first["ts"])
+        assert len(_tries(d)) == 1, "the fixed job is no drop to quarantine"
+        assert d.stop() == 0
+    finally:
+        locked.chmod(0o755)
+        d.abort()
