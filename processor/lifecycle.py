@@ -117,15 +117,24 @@ def take_lease(spool: Spool, owner: str) -> OwnerLease:
     """This processor's lease; a spool it cannot write is a broken environment (one
     line, exit status 2), not a crash.  A lock file made but not locked (ENOLCK: a
     network filesystem's lock daemon down) is removed: nobody's, it stayed, and each
-    restart while the trouble lasted left one more in ``owners/``."""
+    restart while the trouble lasted left one more in ``owners/``.  One that was there
+    before is another's: owner ids repeat across pid namespaces (containers sharing a
+    host name) once in 65,536 starts, and a live processor's lock file was removed."""
     path = spool.layout.owner_lock(owner)
+    try:
+        os.lstat(path)
+        made = False
+    except FileNotFoundError:
+        made = True
+    except OSError:  # nothing known of it: not this start's to remove
+        made = False
     try:
         return OwnerLease(path)
     except OSError as exc:
         with contextlib.suppress(OSError, SpoolIOError):  # the error said is the lease's
-            # A regular file under this process's own owner id can only be the one the
-            # lease made; anything else there (a symlink) is not this process's to remove.
-            if stat.S_ISREG(os.lstat(path).st_mode):
+            # A regular file there that was not before can only be the one the lease
+            # made; anything else there (a symlink) is not this process's to remove.
+            if made and stat.S_ISREG(os.lstat(path).st_mode):
                 spool.mover.unlink(path, tree=False)
         raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
 
