@@ -12,7 +12,8 @@ processor's ``enqueue``, a name still being written waits for the settle time.  
 whose quarantine the spool refuses (``failed/`` not writable, a full disk) is held back
 until ``held_until``, the processor's I/O backoff, neither its give-back's event nor a
 rescan trying it sooner, while the other names of its batch are judged as ever; another
-file put under that name meanwhile (a client's fixed re-drop) is judged at once.
+file put under that name meanwhile (a client's fixed re-drop) is judged at once.  Until
+then quarantines pause: a drop judged no job meanwhile is held with it, untried.
 
 Where the kernel's inotify limits are reached (another program of the same user
 holds the instances or watches), there is no feed, or a folder is unwatched: the
@@ -122,10 +123,13 @@ class Discovery:
         refused is held back, and the others are judged; then the last refusal is raised
         (for the processor to set ``held_until``)."""
         refused: QuarantineRefused | None = None
+        # Quarantines paused: each bad drop that came meanwhile was tried, refused and
+        # said at once, and grew the backoff (to its cap after seven drops).
+        quarantine = time.monotonic() >= self.held_until
         for _ in range(min(INTAKE_BATCH, len(self.dirty))):
             name = self.dirty.pop()
             try:
-                self._inspect(name)
+                self._inspect(name, quarantine)
             except UnreadableDrop as exc:
                 self.unreadable_file(name, exc)
             except QuarantineRefused as exc:
@@ -295,8 +299,11 @@ class Discovery:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def _inspect(self, name: str) -> None:
-        result = self.intake.inspect(name)
+    def _inspect(self, name: str, quarantine: bool) -> None:
+        result = self.intake.inspect(name, quarantine=quarantine)
+        if result.verdict is Verdict.HELD:
+            self.held[name] = self._identity(name)
+            return
         if result.verdict is Verdict.QUARANTINED and result.record is not None:
             logs.transition("quarantined", id=result.record.id, reason=result.record.error
                             and result.record.error.message, source=name)

@@ -68,6 +68,7 @@ class Verdict(Enum):
     QUARANTINED = "quarantined"
     READY = "ready"
     GONE = "gone"
+    HELD = "held"  # no job, but quarantines are paused (one was refused): judged later
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +119,12 @@ class Intake:
         self.settle_s = settle_s
         self.clock = clock
         self._unsettled: dict[str, tuple[int, int, float]] = {}
+        self._may_quarantine = True  # this inspect's: see inspect
 
-    def inspect(self, name: str) -> Inspection:
+    def inspect(self, name: str, *, quarantine: bool = True) -> Inspection:
+        """What ``name`` in ``pending/`` is; ``quarantine=False`` (quarantines paused, as
+        the spool refused one): a drop that is no job is left there, :attr:`Verdict.HELD`."""
+        self._may_quarantine = quarantine
         if is_in_progress_name(name):
             return Inspection(Verdict.IGNORED)
         path = self.spool.layout.entry_str(JobState.PENDING, name)
@@ -273,6 +278,8 @@ class Intake:
             # and the run's own record would then erase it with its original.  A run the
             # disk cannot look up (EIO) is not taken for none (os.path.lexists did).
             return Inspection(Verdict.WAITING)
+        if not self._may_quarantine:
+            return Inspection(Verdict.HELD)
         self._unsettled.pop(name, None)
         try:
             record = self.spool.quarantine(
