@@ -38,13 +38,27 @@ from daemonkit import (  # noqa: E402
 )
 from statusd_daemonkit import wait_listening  # noqa: E402
 
-__all__ = ["Daemon", "drop", "locations", "make_spool", "record", "tmpfs", "wait_for",
-           "wait_quarantined", "wait_record"]
+__all__ = ["NO_DAC", "NO_JOB", "Daemon", "drop", "locations", "make_spool", "quick_pause",
+           "record", "tmpfs", "wait_for", "wait_quarantined", "wait_record"]
 
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"
 SESSION_TOKEN = os.urandom(6).hex()
 STATES = ("pending", "running", "done", "failed")
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+"""A command prefix: root without the capabilities that pass over file modes, so a
+folder made read-only refuses its writes."""
+NO_JOB = b'{"tool": 5}'
+"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+
+
+def quick_pause(first_s: float) -> dict[str, str]:
+    """The environment of tests/processor's quick_processor (``module="quick_processor"``)
+    whose first pause after I/O trouble is ``first_s`` (0.5 s shipped), doubled at each
+    try as shipped."""
+    return {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
+                                           str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "QUICK_IO_PAUSE_S": str(first_s)}
 
 
 def quarantined(root: Path) -> dict[str, dict[str, Any]]:

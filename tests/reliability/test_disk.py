@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from relkit import Daemon, drop, locations, make_spool, record, tmpfs, wait_for
+from relkit import NO_DAC, Daemon, drop, locations, make_spool, quick_pause, record, tmpfs, wait_for
 
 from spool.fsops import SPARE_TAG
 from spool.layout import Layout
@@ -56,13 +56,7 @@ HELD = "spool I/O trouble; pausing quarantines"
 QUICK_PAUSE_S = 0.2
 """The first pause after I/O trouble in the EACCES tests (0.5 s shipped), doubled at
 each try as shipped: they see the same backed-off tries in half the time."""
-HERE = Path(__file__).resolve().parent
-QUICK_PAUSE = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
-                                              str(HERE.parents[1]),
-                                              os.environ.get("PYTHONPATH", "")]),
-               "QUICK_IO_PAUSE_S": str(QUICK_PAUSE_S)}
-"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+QUICK_PAUSE = quick_pause(QUICK_PAUSE_S)
 CLEARS_S = 20
 """The status file's io_trouble clears once no write has been refused for a scan interval
 (5 s) and two heartbeats after the pause: well within this."""

@@ -10,7 +10,6 @@ the ``0555`` ``failed/`` refuses it as it would any user.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from datetime import datetime, timedelta
@@ -18,20 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relkit import Daemon, drop, record, wait_for
+from relkit import NO_DAC, NO_JOB, Daemon, drop, quick_pause, record, wait_for
 
-HERE = Path(__file__).resolve().parent
 LONG_PAUSE_S = 30.0
 """The first I/O pause (0.5 s shipped) made as long as the backoff's cap: the refused
 drop is held for that long, far beyond what the fixed job's run takes."""
-QUICK = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
-                                        str(HERE.parents[1]),
-                                        os.environ.get("PYTHONPATH", "")]),
-         "QUICK_IO_PAUSE_S": str(LONG_PAUSE_S)}
-"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-NO_JOB = b'{"tool": 5}'
-"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+QUICK = quick_pause(LONG_PAUSE_S)
 FIXED = {"tool": "echo", "params": {"message": "fixed"}}
 NO_INOTIFY = ["unshare", "--user", "--map-root-user", "sh", "-c",
               'echo 0 > /proc/sys/user/max_inotify_instances && exec "$@"', "sh"]

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from relkit import Daemon, drop, quarantined, record, wait_for, wait_quarantined, wait_record
+from relkit import (
+    NO_DAC,
+    Daemon,
+    drop,
+    quarantined,
+    record,
+    wait_for,
+    wait_quarantined,
+    wait_record,
+)
 
 StartDaemon = Callable[..., Daemon]
 MAX_JOB_BYTES = 1_048_576  # the default
@@ -286,7 +295,6 @@ def test_a_job_nested_300_deep_is_quarantined_not_a_crash(spool_root: Path,
     assert wait_record(spool_root, "deep300")["error"]["type"] == "invalid_job"
 
 
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 NOBODY = 65534
 
 

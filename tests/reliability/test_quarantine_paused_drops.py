@@ -17,19 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relkit import Daemon, drop, record, wait_for, wait_quarantined
+from relkit import NO_DAC, NO_JOB, Daemon, drop, quick_pause, record, wait_for, wait_quarantined
 
-HERE = Path(__file__).resolve().parent
 FIRST_PAUSE_S = 5.0
 """The first I/O pause (0.5 s shipped), doubled at each try as shipped."""
-QUICK = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
-                                        str(HERE.parents[1]),
-                                        os.environ.get("PYTHONPATH", "")]),
-         "QUICK_IO_PAUSE_S": str(FIRST_PAUSE_S)}
-"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-NO_JOB = b'{"tool": 5}'
-"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+QUICK = quick_pause(FIRST_PAUSE_S)
 ROUNDS = 6
 
 

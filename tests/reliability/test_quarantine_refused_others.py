@@ -18,19 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relkit import Daemon, drop, record, wait_for, wait_quarantined
+from relkit import NO_DAC, NO_JOB, Daemon, drop, quick_pause, record, wait_for, wait_quarantined
 
-HERE = Path(__file__).resolve().parent
 QUICK_PAUSE_S = 0.2
 """The first pause after I/O trouble (0.5 s shipped), doubled at each try as shipped."""
-QUICK_PAUSE = {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
-                                              str(HERE.parents[1]),
-                                              os.environ.get("PYTHONPATH", "")]),
-               "QUICK_IO_PAUSE_S": str(QUICK_PAUSE_S)}
-"""The environment of tests/processor's quick_processor (``module=``) with that pause."""
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-NO_JOB = b'{"tool": 5}'
-"""Valid JSON but no job: quarantined at once, with no settle time to wait."""
+QUICK_PAUSE = quick_pause(QUICK_PAUSE_S)
 GOOD = {**{f"fast-{n}": {"tool": "echo", "params": {"message": n}} for n in range(4)},
         **{f"compute-{n}": {"tool": "sleep", "params": {"seconds": 0.05}} for n in range(2)}}
 

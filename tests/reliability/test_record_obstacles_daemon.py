@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import pytest
-from relkit import Daemon, drop, quarantined, wait_for
+from relkit import NO_DAC, Daemon, drop, quarantined, wait_for
 
 StartDaemon = Callable[..., Daemon]
 
@@ -105,7 +105,6 @@ def test_progress_is_written_over_a_directory(spool_root: Path, daemon: StartDae
     assert d.stop() == 0
 
 
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
 
 
 def test_an_empty_directory_it_may_not_move_is_removed(spool_root: Path,
