@@ -7,7 +7,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from processor.inbox import BULK_BUDGET_S, BULK_REST_S, Inbox
+from processor.inbox import BULK_BUDGET_S, Inbox
+
+
+def sleep_out_the_rest(inbox: Inbox) -> None:
+    """Sleep until the rest the bulk readers earned is over.  The rest is as long as they
+    took, and a reader's ``time.sleep`` runs over by as much as the host stalls it: a
+    fixed pause (10 ms, 0.6 s) fell short under load, and a wait that was to run them
+    found them resting."""
+    time.sleep(max(0.0, inbox._rest_until - time.monotonic()))
 
 
 def test_a_post_from_another_thread_wakes_a_sleeping_wait() -> None:
@@ -110,7 +118,7 @@ def test_bulk_readers_share_a_budget_per_wait_and_the_one_left_behind_goes_first
                              bulk=bulk)
             os.write(w, b"1234")
         for _ in range(4):
-            time.sleep(5 * BULK_REST_S)  # past any rest the bulk readers earned
+            sleep_out_the_rest(inbox)
             inbox.wait(5.0)
         # x every time; a and b take turns, each once per wait
         assert calls == ["x", "a", "x", "b", "x", "a", "x", "b"]
@@ -141,10 +149,14 @@ def test_bulk_readers_that_took_their_time_rest_as_long_while_others_run() -> No
         inbox.add_reader(pipes[1][0], lambda: calls.append("x"))
         for _, w in pipes:
             os.write(w, b"1234")
+        before = time.monotonic()
         inbox.wait(5.0)
+        after = time.monotonic()
         inbox.wait(5.0)  # x is readable: returns at once, a resting (for cost_s)
         assert calls == ["x", "a", "x"]
-        time.sleep(cost_s + 0.1)
+        # As long a rest as the reader took: at least its cost, at most the whole wait.
+        assert before + 2 * cost_s <= inbox._rest_until <= after + (after - before)
+        sleep_out_the_rest(inbox)
         inbox.wait(5.0)
         assert calls[-2:] == ["x", "a"]
     finally:
