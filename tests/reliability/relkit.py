@@ -9,11 +9,13 @@ suite's autouse fixture finds anything left running after a test.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,9 @@ from daemonkit import (  # noqa: E402
 )
 from statusd_daemonkit import wait_listening  # noqa: E402
 
-__all__ = ["NO_DAC", "NO_JOB", "Daemon", "drop", "locations", "make_spool", "quick_pause",
-           "record", "tmpfs", "wait_for", "wait_quarantined", "wait_record"]
+__all__ = ["NO_DAC", "NO_JOB", "Daemon", "drop", "locations", "make_spool",
+           "most_backed_off_tries", "quick_pause", "record", "tmpfs", "wait_for",
+           "wait_quarantined", "wait_quarantined_originals", "wait_record"]
 
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"
@@ -59,6 +62,27 @@ def quick_pause(first_s: float) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "processor"),
                                            str(REPO), os.environ.get("PYTHONPATH", "")]),
             "QUICK_IO_PAUSE_S": str(first_s)}
+
+
+def most_backed_off_tries(lines: Sequence[dict[str, Any]], first_pause_s: float) -> float:
+    """How many of the log ``lines`` (each a refused try) a backoff of ``first_pause_s``,
+    doubled at each try, lets pass in their span (their own timestamps: the test's clock,
+    read late under load, could skew it): n tries span at least ``first_pause_s *
+    (2 ** (n - 1) - 1)``, and one try more is let pass."""
+    at = [datetime.fromisoformat(e["ts"]).timestamp() for e in lines]
+    span_s = at[-1] - at[0] if at else 0.0
+    return math.log2(span_s / first_pause_s + 1) + 2
+
+
+def wait_quarantined_originals(root: Path, names: Sequence[str], original: bytes,
+                               timeout: float) -> None:
+    """Each of ``names`` lands in ``failed/``: its ``invalid_job`` record, and beside it
+    its ``original`` bytes."""
+    found = wait_quarantined(root, names, timeout)
+    for name in names:
+        rec = found[name]
+        assert rec["state"] == "failed" and rec["error"]["type"] == "invalid_job", rec
+        assert (root / "failed" / f"{rec['id']}.orig").read_bytes() == original
 
 
 def quarantined(root: Path) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,6 @@ ends every job finishes as it would have.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import shutil
 import subprocess
@@ -33,7 +32,18 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from relkit import NO_DAC, Daemon, drop, locations, make_spool, quick_pause, record, tmpfs, wait_for
+from relkit import (
+    NO_DAC,
+    Daemon,
+    drop,
+    locations,
+    make_spool,
+    most_backed_off_tries,
+    quick_pause,
+    record,
+    tmpfs,
+    wait_for,
+)
 
 from spool.fsops import SPARE_TAG
 from spool.layout import Layout
@@ -113,12 +123,8 @@ def _assert_quiet(d: Daemon, since: int, first_pause_s: float = 0.5) -> None:
     events = d.events()[since:]
     noise = [e["msg"] for e in events if e.get("level") in ("warning", "error")]
     for msg in (TROUBLE, HELD):  # claims and quarantines, each tried again after its pause
-        at = [datetime.fromisoformat(e["ts"]).timestamp() for e in events
-              if e.get("msg") == msg]
-        span_s = at[-1] - at[0] if at else 0.0
-        # Pauses of 0.5, 1, 2, 4 ... s (shipped; first_pause_s under QUICK_PAUSE): n tries
-        # span at least first_pause_s * (2 ** (n - 1) - 1), and one try more is let pass.
-        assert len(at) <= math.log2(span_s / first_pause_s + 1) + 2, (msg, at, noise)
+        lines = [e for e in events if e.get("msg") == msg]
+        assert len(lines) <= most_backed_off_tries(lines, first_pause_s), (msg, lines, noise)
     assert all(noise.count(m) <= 1 for m in set(noise) - {TROUBLE, HELD}), noise
 
 

@@ -9,15 +9,23 @@ user, while the good jobs dropped beside them run.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from relkit import NO_DAC, NO_JOB, Daemon, drop, quick_pause, record, wait_for, wait_quarantined
+from relkit import (
+    NO_DAC,
+    NO_JOB,
+    Daemon,
+    drop,
+    most_backed_off_tries,
+    quick_pause,
+    record,
+    wait_for,
+    wait_quarantined_originals,
+)
 
 FIRST_PAUSE_S = 5.0
 """The first I/O pause (0.5 s shipped), doubled at each try as shipped."""
@@ -58,16 +66,10 @@ def test_bad_drops_during_a_quarantine_pause_are_held_untried(spool_root: Path) 
         # Tried again after growing pauses, not once a drop (the daemon's timestamps: a
         # test reading the log late cannot skew them).
         tries = _tries(d)
-        at = [datetime.fromisoformat(e["ts"]).timestamp() for e in tries]
-        span_s = at[-1] - at[0]
-        assert len(at) <= math.log2(span_s / FIRST_PAUSE_S + 1) + 2, (
+        assert len(tries) <= most_backed_off_tries(tries, FIRST_PAUSE_S), (
             "a try for each bad drop", [(e["ts"], e["pause_s"]) for e in tries])
         locked.chmod(0o755)
-        found = wait_quarantined(spool_root, names, 120)
-        for name in names:
-            rec = found[name]
-            assert rec["state"] == "failed" and rec["error"]["type"] == "invalid_job", rec
-            assert (spool_root / "failed" / f"{rec['id']}.orig").read_bytes() == NO_JOB
+        wait_quarantined_originals(spool_root, names, NO_JOB, 120)
         assert os.listdir(spool_root / "pending") == []
         assert d.stop() == 0
     finally:
