@@ -142,6 +142,13 @@ class ServerThread(AppThread):
         assert self.app is not None
         return self.app[SERVICES]
 
+    def indexed_state(self, job_id: str) -> JobState | None:
+        """The state statusd's index holds for ``job_id`` (None: not indexed): what the
+        list, the counts and a task stream's snapshot go by, where a GET made while the
+        index applies a batch reads the disk."""
+        item = self.in_loop(lambda: self.services.index.get(job_id))
+        return None if item is None else item.state
+
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop (to read its state safely)."""
         assert self.loop is not None

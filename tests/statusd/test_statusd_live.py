@@ -83,7 +83,7 @@ def test_a_finished_task_gets_its_snapshot_and_a_close(server: ServerThread,
     # The index's own state, not a GET's: a GET made while the index applies a batch
     # reads the record from disk, and the stream then starts from the index (running)
     # with the move to done as a transition (a CI run did so).
-    wait_for(lambda: srv_state(server, "over") is JobState.DONE,
+    wait_for(lambda: server.indexed_state("over") is JobState.DONE,
              what="statusd's index to hold the job done")
 
     async def scenario() -> None:
@@ -216,7 +216,7 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
                 wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1,
                          what="the task client subscribed")
                 running.append(claim(spool, "big"))
-                wait_for(lambda: srv_state(srv, "big") is JobState.RUNNING,
+                wait_for(lambda: srv.indexed_state("big") is JobState.RUNNING,
                          what="the claim published")  # not one pending-to-done change
                 finish(spool, running[0], {"message": "big"})
 
@@ -270,7 +270,7 @@ def test_a_record_whose_metadata_changes_is_no_second_transition(
     """A chmod or a backup's hard link moves a record's ctime only: no event, no count."""
     submit(spool, "x")
     finish(spool, claim(spool, "x"), {"message": "x"})
-    wait_for(lambda: srv_state(server, "x") is JobState.DONE, what="x indexed as done")
+    wait_for(lambda: server.indexed_state("x") is JobState.DONE, what="x indexed as done")
 
     async def scenario() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session, \
@@ -288,12 +288,6 @@ def test_a_record_whose_metadata_changes_is_no_second_transition(
     assert (event["id"], event["state"]) == ("y", "pending"), event
     metrics = request(server.base, "GET", "/metrics").body.decode()
     assert 'spoolq_transitions_total{outcome="done",tool="echo"} 1.0' in metrics
-
-
-def srv_state(srv: ServerThread, job_id: str) -> JobState | None:
-    """The state statusd's index holds for ``job_id`` (None: not indexed)."""
-    item = srv.in_loop(lambda: srv.services.index.get(job_id))
-    return None if item is None else item.state
 
 
 def test_lost_events_make_the_index_rescan_at_once(spool: Spool) -> None:
