@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -43,23 +44,27 @@ class Listener:
         return Message(time.monotonic(), pid, data.decode())
 
     def until(self, text: str, timeout: float = 10.0,
-              sender: subprocess.Popen[bytes] | None = None) -> list[Message]:
+              sender: subprocess.Popen[bytes] | None = None,
+              said: Callable[[], str] | None = None) -> list[Message]:
         """Every message up to and including the first equal to ``text``; given the
         ``sender``, an error as soon as it has exited without sending it (it waited out
-        the whole timeout for a process that had died at its start)."""
+        the whole timeout for a process that had died at its start).  ``said``: the
+        sender's log, which the error ends with (it named no cause: a sandbox's failed
+        import was found only by running the unit again)."""
         got: list[Message] = []
         deadline = time.monotonic() + timeout
+        log = (lambda: "\n" + said()[-3000:]) if said is not None else (lambda: "")
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {text!r} within {timeout} s; got {got}")
+                raise AssertionError(f"no {text!r} within {timeout} s; got {got}{log()}")
             exited = sender is not None and sender.poll() is not None
             try:  # what it sent before it exited is queued: read first
                 got.append(self.next(min(left, 0.5) if sender is not None else left))
             except TimeoutError:
                 if exited:
                     raise AssertionError(f"no {text!r}: its sender exited "
-                                         f"({sender.returncode}); got {got}") from None
+                                         f"({sender.returncode}); got {got}{log()}") from None
                 continue
             if got[-1].text.split("\n")[0] == text:
                 return got

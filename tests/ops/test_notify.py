@@ -154,7 +154,8 @@ def test_the_processor_says_ready_after_recovery_pings_and_says_stopping(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=log, stderr=log)
     try:
-        ready = listener.until("READY=1", timeout=60, sender=proc)[-1]
+        ready = listener.until("READY=1", timeout=60, sender=proc,
+                               said=lambda: log_path.read_text(errors="replace"))[-1]
         orphan = orjson.loads((root / "failed" / "orphan.json").read_bytes())
         assert orphan["error"]["type"] == "abandoned"
         assert not (root / "running" / "orphan.json").exists()

@@ -357,7 +357,8 @@ def test_the_processor_runs_real_jobs_inside_its_sandbox(tmp_path: Path,
                               WATCHDOG_USEC="30000000", SPOOL_TOOLS="ops_probe_tools",
                               PYTHONPATH=str(Path(__file__).parent))
         proc = daemons.start(argv, env, "processor")
-        ready = listener.until("READY=1", timeout=60, sender=proc)[-1]
+        ready = listener.until("READY=1", timeout=60, sender=proc,
+                               said=lambda: daemons.log("processor"))[-1]
         assert ready.pid == proc.pid, daemons.log("processor")
         symbols = ["S0000", "S0001", "S0002"]
         jobs: dict[str, dict[str, Any]] = {
