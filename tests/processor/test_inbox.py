@@ -137,7 +137,7 @@ def test_bulk_readers_that_took_their_time_rest_as_long_while_others_run() -> No
     inbox = Inbox()
     pipes = [os.pipe() for _ in range(2)]
     calls: list[str] = []
-    cost_s = 0.5  # a rest that no slow host outlasts between two waits
+    cost_s = 1.5  # a rest no stall between the two waits outlasts (0.5 s could be)
 
     def bulk_read() -> None:
         calls.append("a")
