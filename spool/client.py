@@ -100,17 +100,62 @@ class Client:
 
         A running job's record is returned as soon as it is terminal, or after
         ``wait_s`` as it stands (the processor acts on the request when it sees it).
-        ConflictError when the job already finished; NotFoundError when unknown.
+        A run that goes back to ``pending/`` meanwhile (a stop's requeue, a retry's
+        backoff) is cancelled there: its request names that run, and no processor acts
+        on it for the job pending now.  ConflictError when the job already finished;
+        NotFoundError when unknown.
         """
         record = self.spool.cancel_pending(job_id)
         if record is not None:
             self._synced()
             return record
+        deadline = time.monotonic() + wait_s
+        current, run = self._ask_to_cancel(job_id)
+
+        def sent_back(record: Record) -> bool:
+            """The job asked of is back in pending/, or running again as another run."""
+            if record.state is JobState.RUNNING:
+                return self._running_inode(job_id) not in (run, None)
+            return record.state is JobState.PENDING and (
+                record.submitted_at == current.submitted_at)
+
+        seen = current
+        for _ in range(_CANCEL_LOOKS):
+            if current.state is JobState.PENDING:  # between claims, or sent back
+                cancelled = self.spool.cancel_pending(job_id)
+                if cancelled is not None:
+                    self._drop_request(job_id)
+                    self._synced()
+                    return cancelled
+            left = deadline - time.monotonic()
+            seen = (self.wait(job_id, timeout=left, until=sent_back) if left > 0
+                    else self.reader.get(job_id))
+            if not sent_back(seen):
+                break
+            # Sent back: asked anew, for whatever run (or none) holds it now.
+            current, run = self._ask_to_cancel(job_id, conflict=False)
+            seen = current
+            if current.state in TERMINAL:
+                break
+        if seen.state in TERMINAL:
+            # The run the request was for is over.  Its processor removes a request it
+            # acted on, but one written just after the run ended on its own would stay
+            # until a recovery scan and cancel a new drop of the id claimed meanwhile.
+            self._drop_request(job_id)
+        return seen
+
+    def _ask_to_cancel(self, job_id: str, *, conflict: bool = True
+                       ) -> tuple[Record, int | None]:
+        """Write the cancel request of a job seen running or pending, naming the run it
+        was read from; the job as it was seen, and that run (its file's inode).
+        ConflictError (``conflict``) when it is terminal, and then nothing is written."""
         for _ in range(_CANCEL_LOOKS):  # the running file the state was read from
             before = self._running_inode(job_id)
             current = self.peek(job_id)
             if current.state in TERMINAL:
-                raise ConflictError(f"job {job_id} already finished ({current.state})")
+                if conflict:
+                    raise ConflictError(f"job {job_id} already finished ({current.state})")
+                return current, None
             if current.state is not JobState.RUNNING:
                 run = None
                 break
@@ -118,19 +163,11 @@ class Client:
             if run is not None and run == before:
                 break  # else the run ended meanwhile, or another began: look again
         self._request_cancel(job_id, run)
-        if current.state is JobState.PENDING:
-            record = self.spool.cancel_pending(job_id)  # it was between claims
-            if record is not None:
-                self._synced()
-                return record
-        record = self.wait(job_id, timeout=wait_s) if wait_s > 0 else self.reader.get(job_id)
-        if record.state in TERMINAL:
-            # The run the request was for is over.  Its processor removes a request it
-            # acted on, but one written just after the run ended on its own would stay
-            # until a recovery scan and cancel a new drop of the id claimed meanwhile.
-            with contextlib.suppress(OSError, SpoolIOError):
-                self.spool.mover.unlink(self.layout.cancel_request(job_id))
-        return record
+        return current, run
+
+    def _drop_request(self, job_id: str) -> None:
+        with contextlib.suppress(OSError, SpoolIOError):
+            self.spool.mover.unlink(self.layout.cancel_request(job_id))
 
     def _running_inode(self, job_id: str) -> int | None:
         try:
@@ -246,8 +283,10 @@ class Client:
 
     def wait(self, job_id: str, timeout: float | None = None,
              on_update: Callable[[Record], None] | None = None, *,
-             gone_after_s: float = GONE_AFTER_S) -> Record:
-        """Poll until the job is terminal or ``timeout`` passes; the last record seen.
+             gone_after_s: float = GONE_AFTER_S,
+             until: Callable[[Record], bool] | None = None) -> Record:
+        """Poll until the job is terminal (or ``until`` holds of its record) or ``timeout``
+        passes; the last record seen.
 
         NotFoundError when the id never appears within the first second (past a shorter
         ``timeout`` only while a cancel, retry or quarantine holds it between folders:
@@ -280,7 +319,7 @@ class Client:
                 if on_update is not None and record != last:
                     on_update(record)
                 last = record
-                if record.state in TERMINAL:
+                if record.state in TERMINAL or (until is not None and until(record)):
                     return record
             now = time.monotonic()
             if deadline is not None and now >= deadline:
