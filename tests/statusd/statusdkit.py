@@ -35,6 +35,7 @@ from spool.settings import FsyncMode, Settings, load_settings
 from spool.states import JobState
 from spool.transitions import Spool
 from statusd.app import create_app
+from statusd.items import Item
 from statusd.services import SERVICES, Services
 
 TOKEN = "s3cret-token"
@@ -146,8 +147,13 @@ class ServerThread(AppThread):
         """The state statusd's index holds for ``job_id`` (None: not indexed): what the
         list, the counts and a task stream's snapshot go by, where a GET made while the
         index applies a batch reads the disk."""
-        item = self.in_loop(lambda: self.services.index.get(job_id))
+        item = self.indexed(job_id)
         return None if item is None else item.state
+
+    def indexed(self, job_id: str) -> Item | None:
+        """What statusd's index holds for ``job_id`` (see :meth:`indexed_state`)."""
+        item: Item | None = self.in_loop(lambda: self.services.index.get(job_id))
+        return item
 
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop (to read its state safely)."""

@@ -16,8 +16,18 @@ from __future__ import annotations
 from typing import Any
 
 import test_statusd_dashboard as dashboard
-from statusdkit import ServerThread, claim, finish, report, run_job, submit, wait_in_page
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    report,
+    run_job,
+    submit,
+    wait_for,
+    wait_in_page,
+)
 
+from spool.states import JobState
 from spool.transitions import Spool
 
 sync_api = dashboard.sync_api
@@ -730,7 +740,14 @@ def test_a_task_keeps_its_sort_and_pins_when_opened_again(
     # A new run of the same id starts fresh.
     page.evaluate("location.hash = '#/'")
     expect(page.locator("#list-view")).to_be_visible()
+    first = server.indexed("bt-many")
+    assert first is not None
     run_job(spool, "bt-many", result, tool="run_backtest")
+    # Opened once the index holds the new run: opened sooner, the view starts from the
+    # first run's record, and a finished task's stream ends with its snapshot.
+    wait_for(lambda: (item := server.indexed("bt-many")) is not None
+             and item.state is JobState.DONE and item.stamp != first.stamp,
+             what="statusd's index to hold the new run")
     _open(page, "bt-many")
     expect(page.locator(NOTE)).to_have_text("top 12 of 20 by sharpe (highest first)")
     expect(page.locator(f"{ROWS}.pinned")).to_have_count(0)
