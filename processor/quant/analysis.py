@@ -117,20 +117,36 @@ def row_ranks(values: F64, sample: Bools) -> F64:
     return ranks
 
 
+def _cosine(x: F64, y: F64, mask: Bools, n: npt.NDArray[np.intp]) -> tuple[F64, Bools]:
+    """Per row, the cosine of x and y centred over ``mask``, and whether both sums of
+    squares are finite (values past about 1e154 overflow them)."""
+    parts, finite = [], np.ones(len(n), dtype=bool)
+    for v in (x, y):
+        mean = np.where(mask, v, 0.0).sum(axis=1) / n
+        parts.append(np.where(mask, v - mean[:, None], 0.0))
+        squares = (parts[-1] * parts[-1]).sum(axis=1)
+        finite &= np.isfinite(squares)
+        parts.append(np.sqrt(squares))
+    dx, norm_x, dy, norm_y = parts
+    return (dx * dy).sum(axis=1) / (norm_x * norm_y), finite
+
+
 def row_pearson(x: F64, y: F64, mask: Bools) -> F64:
     """Per row, Pearson of x and y over ``mask``; NaN with < 2 cells or a constant side."""
     n = mask.sum(axis=1)
     defined = n >= 2
-    centred = []
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for v in (x, y):
             masked = np.where(mask, v, np.nan)
             defined &= np.fmin.reduce(masked, axis=1) < np.fmax.reduce(masked, axis=1)
-            mean = np.where(mask, v, 0.0).sum(axis=1) / n
-            centred.append(np.where(mask, masked - mean[:, None], 0.0))
-        dx, dy = centred
-        r = (dx * dy).sum(axis=1) / (
-            np.sqrt((dx * dx).sum(axis=1)) * np.sqrt((dy * dy).sum(axis=1)))
+        r, finite = _cosine(x, y, mask, n)
+        # Overflowed sums made r 0 or NaN: a correlation does not depend on the values'
+        # scale, so those rows again on values scaled to at most 1.
+        redo = defined & ~finite
+        if redo.any():
+            sx, sy = (v[redo] / np.fmax.reduce(np.abs(np.where(mask[redo], v[redo], np.nan)),
+                                               axis=1)[:, None] for v in (x, y))
+            r[redo] = _cosine(sx, sy, mask[redo], n[redo])[0]
     # A perfect correlation computes as +-1 give or take a few ulps (ranks 1..5 give
     # 0.9999999999999998, ranks 1..6 give 1.0); left so, a series of them has a std of
     # pure rounding noise and an IR near 1e16 where the exact std is 0 and the IR null.

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 from quant_reference import close_panel, factor_analysis, read_rows, write_bars
+from scipy import stats
 
 import processor.quant.analysis as analysis_module
 from processor.quant.analysis import (
@@ -288,3 +289,24 @@ def test_perfect_correlations_are_exactly_one(tmp_path: Path) -> None:
                           DataStore(tmp_path))["horizons"]["1"]
     for key in ("ic", "rank_ic"):
         assert pair[key]["mean"] == 1.0 and pair[key]["std"] == 0.0 and pair[key]["ir"] is None
+
+
+def test_ic_of_values_past_1e154_is_pearsons(tmp_path: Path) -> None:
+    """A symbol whose close swings between 1e-100 and 1e100 makes factor values and
+    forward returns near 1e200, whose squares overflow: the IC came out 0.0 on every
+    date (a finite sum over an infinite norm) with std 0.0, where Pearson's r is
+    about -1.  A correlation does not depend on the values' scale: those rows are
+    computed on values scaled to at most 1, and every daily IC is scipy's."""
+    rng = np.random.default_rng(1)
+    write_bars(tmp_path, "A", [1e-100, 1e100] * 6)
+    for symbol in "BCD":
+        write_bars(tmp_path, symbol, 100 * np.exp(np.cumsum(rng.normal(0, 0.05, 12))))
+    result = analyze_factor(FactorParams(lookback=1, horizons=[1], quantiles=2),
+                            DataStore(tmp_path))
+    close = close_panel(tmp_path, ["A", "B", "C", "D"]).to_numpy()
+    factor, ahead = close[1:-1] / close[:-2] - 1, close[2:] / close[1:-1] - 1
+    daily = [stats.pearsonr(f, r)[0] for f, r in zip(factor, ahead, strict=True)]
+    ic = result["horizons"]["1"]["ic"]
+    assert result["dates"] == ic["n"] == len(daily) == 10
+    assert ic["mean"] == pytest.approx(np.mean(daily), rel=1e-12)
+    assert ic["std"] == pytest.approx(np.std(daily, ddof=1), rel=1e-9)
