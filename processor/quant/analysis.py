@@ -24,8 +24,9 @@ analysis runs; past that the job is :class:`~spool.errors.InvalidParams`.
 
 Undefined values are ``None``: an IC series with no defined date, a standard
 deviation of fewer than two dates, an IR or t-stat with a zero or undefined
-standard deviation.  For ``h > 1`` the daily ICs overlap, so the t-stat
-overstates significance.
+standard deviation, and a quantile mean past the largest float (returns near
+1e308: an overflow is null, as in the backtest, never inf).  For ``h > 1`` the
+daily ICs overlap, so the t-stat overstates significance.
 """
 
 from __future__ import annotations
@@ -231,13 +232,18 @@ class _Sample:
         self._keys = positions * quantiles + self.bucket[sample] - 1
 
     def quantile_means(self, returns: F64) -> list[float | None]:
-        """Mean over dates of each bucket's mean return (dates where it is non-empty)."""
+        """Mean over dates of each bucket's mean return (dates where it is non-empty);
+        null when it overflows (returns near 1e308), not a mean of the other dates."""
         size = self.mask.shape[0] * self.quantiles
         sums = np.bincount(self._keys, weights=returns[self.mask], minlength=size)
-        counts = np.bincount(self._keys, minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_date = (sums / counts).reshape(-1, self.quantiles)
-        return [_mean_or_none(per_date[:, q]) for q in range(self.quantiles)]
+        counts = np.bincount(self._keys, minlength=size).reshape(-1, self.quantiles)
+        means: list[float | None] = []
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            per_date = sums.reshape(-1, self.quantiles) / counts
+            for q in range(self.quantiles):
+                dated = per_date[counts[:, q] > 0, q]
+                means.append(finite_or_none(dated.mean()) if dated.size else None)
+        return means
 
     def autocorrelation(self, lag: int) -> float | None:
         """Mean over dates t of the rank correlation with date t - lag."""
@@ -272,7 +278,8 @@ def _horizon(factor: F64, sample: _Sample, returns: F64, label: str) -> dict[str
     top, bottom = means[-1], means[0]
     return {"ic": series_stats(ic), "rank_ic": series_stats(rank_ic),
             "quantile_mean_return": means,
-            "top_minus_bottom": None if top is None or bottom is None else top - bottom}
+            "top_minus_bottom": None if top is None or bottom is None
+            else finite_or_none(top - bottom)}
 
 
 def _read(store: DataStore, symbols: list[str], params: FactorParams,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,31 @@ def test_ic_of_values_past_1e154_is_pearsons(tmp_path: Path) -> None:
     assert result["dates"] == ic["n"] == len(daily) == 10
     assert ic["mean"] == pytest.approx(np.mean(daily), rel=1e-12)
     assert ic["std"] == pytest.approx(np.std(daily, ddof=1), rel=1e-9)
+
+
+def test_a_quantile_mean_past_the_largest_float_is_null(tmp_path: Path) -> None:
+    """Forward returns near 1e308 overflow a quantile's mean.  Two symbols jumping from
+    1e-154 to 1e154 on one date, both in the bottom bucket, made that date's bucket
+    sum infinite and the date was skipped: the bottom mean came out 0.008, the mean
+    of the other dates, where QUANT.md's mean over dates is about 1e307.  One such
+    symbol alone made the mean over dates infinite, and the result held inf and -inf
+    (NaN or Infinity never stands in a result).  A mean that overflows is null, as
+    the backtest's overflowing metrics are."""
+    write_bars(tmp_path, "A", np.where(np.arange(12) < 6, 1e-154, 1e154))
+    write_bars(tmp_path, "B", np.where(np.arange(12) < 6, 1.5e-154, 1.5e154))
+    write_bars(tmp_path, "C", np.linspace(1, 2, 12))
+    write_bars(tmp_path, "D", np.linspace(1, 3, 12))
+    params = FactorParams(lookback=1, horizons=[1], quantiles=2)
+    jumped = analyze_factor(params, DataStore(tmp_path))["horizons"]["1"]
+    assert jumped["quantile_mean_return"][0] is None
+    assert jumped["quantile_mean_return"][1] is not None
+    assert jumped["top_minus_bottom"] is None
+    swinging = tmp_path / "swinging"
+    swinging.mkdir()
+    write_bars(swinging, "A", [1e-154, 1e154] * 6)
+    write_bars(swinging, "C", np.linspace(1, 2, 12))
+    write_bars(swinging, "E", np.linspace(2, 1, 12))
+    result = analyze_factor(params.model_copy(update={"lookback": 2}), DataStore(swinging))
+    assert result["horizons"]["1"]["quantile_mean_return"][0] is None
+    assert result["horizons"]["1"]["top_minus_bottom"] is None
+    json.dumps(result, allow_nan=False)
