@@ -24,8 +24,9 @@ analysis runs; past that the job is :class:`~spool.errors.InvalidParams`.
 
 Undefined values are ``None``: an IC series with no defined date, a standard
 deviation of fewer than two dates, an IR or t-stat with a zero or undefined
-standard deviation.  For ``h > 1`` the daily ICs overlap, so the t-stat
-overstates significance.
+standard deviation, and a quantile mean past the largest float (returns near
+1e308: an overflow is null, as in the backtest, never inf).  For ``h > 1`` the
+daily ICs overlap, so the t-stat overstates significance.
 """
 
 from __future__ import annotations
@@ -117,20 +118,36 @@ def row_ranks(values: F64, sample: Bools) -> F64:
     return ranks
 
 
+def _cosine(x: F64, y: F64, mask: Bools, n: npt.NDArray[np.intp]) -> tuple[F64, Bools]:
+    """Per row, the cosine of x and y centred over ``mask``, and whether both sums of
+    squares are finite (values past about 1e154 overflow them)."""
+    parts, finite = [], np.ones(len(n), dtype=bool)
+    for v in (x, y):
+        mean = np.where(mask, v, 0.0).sum(axis=1) / n
+        parts.append(np.where(mask, v - mean[:, None], 0.0))
+        squares = (parts[-1] * parts[-1]).sum(axis=1)
+        finite &= np.isfinite(squares)
+        parts.append(np.sqrt(squares))
+    dx, norm_x, dy, norm_y = parts
+    return (dx * dy).sum(axis=1) / (norm_x * norm_y), finite
+
+
 def row_pearson(x: F64, y: F64, mask: Bools) -> F64:
     """Per row, Pearson of x and y over ``mask``; NaN with < 2 cells or a constant side."""
     n = mask.sum(axis=1)
     defined = n >= 2
-    centred = []
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for v in (x, y):
             masked = np.where(mask, v, np.nan)
             defined &= np.fmin.reduce(masked, axis=1) < np.fmax.reduce(masked, axis=1)
-            mean = np.where(mask, v, 0.0).sum(axis=1) / n
-            centred.append(np.where(mask, masked - mean[:, None], 0.0))
-        dx, dy = centred
-        r = (dx * dy).sum(axis=1) / (
-            np.sqrt((dx * dx).sum(axis=1)) * np.sqrt((dy * dy).sum(axis=1)))
+        r, finite = _cosine(x, y, mask, n)
+        # Overflowed sums made r 0 or NaN: a correlation does not depend on the values'
+        # scale, so those rows again on values scaled to at most 1.
+        redo = defined & ~finite
+        if redo.any():
+            sx, sy = (v[redo] / np.fmax.reduce(np.abs(np.where(mask[redo], v[redo], np.nan)),
+                                               axis=1)[:, None] for v in (x, y))
+            r[redo] = _cosine(sx, sy, mask[redo], n[redo])[0]
     # A perfect correlation computes as +-1 give or take a few ulps (ranks 1..5 give
     # 0.9999999999999998, ranks 1..6 give 1.0); left so, a series of them has a std of
     # pure rounding noise and an IR near 1e16 where the exact std is 0 and the IR null.
@@ -215,13 +232,18 @@ class _Sample:
         self._keys = positions * quantiles + self.bucket[sample] - 1
 
     def quantile_means(self, returns: F64) -> list[float | None]:
-        """Mean over dates of each bucket's mean return (dates where it is non-empty)."""
+        """Mean over dates of each bucket's mean return (dates where it is non-empty);
+        null when it overflows (returns near 1e308), not a mean of the other dates."""
         size = self.mask.shape[0] * self.quantiles
         sums = np.bincount(self._keys, weights=returns[self.mask], minlength=size)
-        counts = np.bincount(self._keys, minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_date = (sums / counts).reshape(-1, self.quantiles)
-        return [_mean_or_none(per_date[:, q]) for q in range(self.quantiles)]
+        counts = np.bincount(self._keys, minlength=size).reshape(-1, self.quantiles)
+        means: list[float | None] = []
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            per_date = sums.reshape(-1, self.quantiles) / counts
+            for q in range(self.quantiles):
+                dated = per_date[counts[:, q] > 0, q]
+                means.append(finite_or_none(dated.mean()) if dated.size else None)
+        return means
 
     def autocorrelation(self, lag: int) -> float | None:
         """Mean over dates t of the rank correlation with date t - lag."""
@@ -256,7 +278,8 @@ def _horizon(factor: F64, sample: _Sample, returns: F64, label: str) -> dict[str
     top, bottom = means[-1], means[0]
     return {"ic": series_stats(ic), "rank_ic": series_stats(rank_ic),
             "quantile_mean_return": means,
-            "top_minus_bottom": None if top is None or bottom is None else top - bottom}
+            "top_minus_bottom": None if top is None or bottom is None
+            else finite_or_none(top - bottom)}
 
 
 def _read(store: DataStore, symbols: list[str], params: FactorParams,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 from quant_reference import close_panel, factor_analysis, read_rows, write_bars
+from scipy import stats
 
 import processor.quant.analysis as analysis_module
 from processor.quant.analysis import (
@@ -288,3 +290,52 @@ def test_perfect_correlations_are_exactly_one(tmp_path: Path) -> None:
                           DataStore(tmp_path))["horizons"]["1"]
     for key in ("ic", "rank_ic"):
         assert pair[key]["mean"] == 1.0 and pair[key]["std"] == 0.0 and pair[key]["ir"] is None
+
+
+def test_ic_of_values_past_1e154_is_pearsons(tmp_path: Path) -> None:
+    """A symbol whose close swings between 1e-100 and 1e100 makes factor values and
+    forward returns near 1e200, whose squares overflow: the IC came out 0.0 on every
+    date (a finite sum over an infinite norm) with std 0.0, where Pearson's r is
+    about -1.  A correlation does not depend on the values' scale: those rows are
+    computed on values scaled to at most 1, and every daily IC is scipy's."""
+    rng = np.random.default_rng(1)
+    write_bars(tmp_path, "A", [1e-100, 1e100] * 6)
+    for symbol in "BCD":
+        write_bars(tmp_path, symbol, 100 * np.exp(np.cumsum(rng.normal(0, 0.05, 12))))
+    result = analyze_factor(FactorParams(lookback=1, horizons=[1], quantiles=2),
+                            DataStore(tmp_path))
+    close = close_panel(tmp_path, ["A", "B", "C", "D"]).to_numpy()
+    factor, ahead = close[1:-1] / close[:-2] - 1, close[2:] / close[1:-1] - 1
+    daily = [stats.pearsonr(f, r)[0] for f, r in zip(factor, ahead, strict=True)]
+    ic = result["horizons"]["1"]["ic"]
+    assert result["dates"] == ic["n"] == len(daily) == 10
+    assert ic["mean"] == pytest.approx(np.mean(daily), rel=1e-12)
+    assert ic["std"] == pytest.approx(np.std(daily, ddof=1), rel=1e-9)
+
+
+def test_a_quantile_mean_past_the_largest_float_is_null(tmp_path: Path) -> None:
+    """Forward returns near 1e308 overflow a quantile's mean.  Two symbols jumping from
+    1e-154 to 1e154 on one date, both in the bottom bucket, made that date's bucket
+    sum infinite and the date was skipped: the bottom mean came out 0.008, the mean
+    of the other dates, where QUANT.md's mean over dates is about 1e307.  One such
+    symbol alone made the mean over dates infinite, and the result held inf and -inf
+    (NaN or Infinity never stands in a result).  A mean that overflows is null, as
+    the backtest's overflowing metrics are."""
+    write_bars(tmp_path, "A", np.where(np.arange(12) < 6, 1e-154, 1e154))
+    write_bars(tmp_path, "B", np.where(np.arange(12) < 6, 1.5e-154, 1.5e154))
+    write_bars(tmp_path, "C", np.linspace(1, 2, 12))
+    write_bars(tmp_path, "D", np.linspace(1, 3, 12))
+    params = FactorParams(lookback=1, horizons=[1], quantiles=2)
+    jumped = analyze_factor(params, DataStore(tmp_path))["horizons"]["1"]
+    assert jumped["quantile_mean_return"][0] is None
+    assert jumped["quantile_mean_return"][1] is not None
+    assert jumped["top_minus_bottom"] is None
+    swinging = tmp_path / "swinging"
+    swinging.mkdir()
+    write_bars(swinging, "A", [1e-154, 1e154] * 6)
+    write_bars(swinging, "C", np.linspace(1, 2, 12))
+    write_bars(swinging, "E", np.linspace(2, 1, 12))
+    result = analyze_factor(params.model_copy(update={"lookback": 2}), DataStore(swinging))
+    assert result["horizons"]["1"]["quantile_mean_return"][0] is None
+    assert result["horizons"]["1"]["top_minus_bottom"] is None
+    json.dumps(result, allow_nan=False)
