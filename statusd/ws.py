@@ -16,6 +16,9 @@ frames are processed).  The connection ends when either half ends:
   or an abort if even the close frame cannot be written);
 * a message, the snapshot included, that the client does not take: cut off
   (see :class:`statusd.sending.StallGuard`), however few messages it is behind;
+  so is a pong: the read loop answers a client's pings itself, under the same
+  guard (aiohttp's autoping waited for good for a client that pings and never
+  reads, holding its connection and the pongs queued for it);
 * statusd shuts down (every socket is closed 1001 from a copied WeakSet).
 
 The snapshot of a task is taken in the same loop step as the subscription,
@@ -48,7 +51,7 @@ GONE_CODE = WSCloseCode.POLICY_VIOLATION
 
 
 def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=services.heartbeat_s,
+    ws = web.WebSocketResponse(heartbeat=services.heartbeat_s, autoping=False,
                                max_msg_size=MAX_CLIENT_MSG_BYTES, timeout=CLOSE_TIMEOUT_S)
     if ws.can_prepare(request).ok:
         return ws
@@ -140,7 +143,7 @@ async def _serve(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) 
         return  # it fell behind before there was a pump to cancel: the caller closes 1013
     pump = asyncio.create_task(_pump(guard, ws, sub))
     sub.pump = pump
-    reader = asyncio.create_task(_drain(ws))
+    reader = asyncio.create_task(_drain(guard, ws))
     try:
         await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -160,10 +163,13 @@ async def _pump(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -
             return
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    """Read (and ignore) what the client sends; returns when the socket closes."""
+async def _drain(guard: StallGuard, ws: web.WebSocketResponse) -> None:
+    """Read what the client sends, answer its pings (under ``guard``) and ignore the rest;
+    returns when the socket closes or the client is cut off."""
     async for msg in ws:
         if msg.type is WSMsgType.ERROR:
+            return
+        if msg.type is WSMsgType.PING and not await guard.send(ws.pong(msg.data)):
             return
 
 

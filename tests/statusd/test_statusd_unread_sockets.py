@@ -1,0 +1,103 @@
+"""WebSocket clients that stop reading are let go, whatever made the bytes wait for them.
+
+A connection whose client takes nothing holds its descriptor and every byte queued for
+it (the kernel's send buffer, some 4 MiB, and aiohttp's) for as long as the peer keeps
+the TCP connection open, unless statusd cuts it off (an abort).  The pump's messages
+are cut off so by :class:`statusd.sending.StallGuard`; these are the other ways bytes
+come to wait: pongs for a client's pings, and a heartbeat that closes a socket whose
+buffer is not empty.  A real server on 127.0.0.1, clients over raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+
+import aiohttp
+import psutil
+import pytest
+from statusdkit import ServerThread, settings_for, wait_for
+
+from spool.transitions import Spool
+from statusd import sending
+
+QUICK_STALL_S = 1.0
+"""SEND_STALL_S in these tests (it ships 10 s): a client is cut off after twice that."""
+FLOOD_CAP_BYTES = 64 * 2**20
+
+
+def _client(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then reads nothing more."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _ping(payload: bytes) -> bytes:
+    """A masked ping frame, as a client must send it (RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x89, 0x80 | len(payload)]) + mask + masked
+
+
+def _served(port: int) -> int:
+    """statusd's established connections (the server's ends, in this process)."""
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def test_a_client_that_pings_and_never_reads_is_cut_off(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp answers each ping with a pong from the socket's read loop, and waits there
+    for the pong's bytes to drain: for good, from a client that does not read.  Its
+    connection (and ~4 MiB of pongs) stayed, heartbeat or not, as long as the spool was
+    quiet."""
+    monkeypatch.setattr(sending, "SEND_STALL_S", QUICK_STALL_S)
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    sock = _client(srv.port, "/api/v1/ws/events")
+    try:
+        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+        pings = _ping(b"p" * 125) * 8192
+        sock.settimeout(2.0)
+        sent = 0
+        try:  # until statusd stops reading (its pongs wait), or cuts the client off
+            while sent < FLOOD_CAP_BYTES:
+                sock.sendall(pings)
+                sent += len(pings)
+        except (TimeoutError, ConnectionError):
+            pass
+        assert sent < FLOOD_CAP_BYTES, "statusd read every ping without waiting"
+        wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
+                 "statusd to cut off the client that pings and never reads")
+        assert srv.in_loop(lambda: srv.services.hub.clients) == 0
+    finally:
+        sock.close()
+        srv.stop()
+
+
+def test_a_clients_pings_are_answered(server: ServerThread) -> None:
+    """statusd answers pings itself (above), with the ping's own payload."""
+
+    async def scenario() -> list[tuple[aiohttp.WSMsgType, bytes]]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/events", autoping=False) as ws:
+            answers = []
+            for payload in (b"one", b"two"):
+                await ws.ping(payload)
+                msg = await ws.receive(timeout=10)
+                answers.append((msg.type, msg.data))
+            return answers
+
+    assert asyncio.run(scenario()) == [(aiohttp.WSMsgType.PONG, b"one"),
+                                       (aiohttp.WSMsgType.PONG, b"two")]
