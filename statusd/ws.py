@@ -21,6 +21,9 @@ frames are processed).  The connection ends when either half ends:
   reads, holding its connection and the pongs queued for it);
 * statusd shuts down (every socket is closed 1001 from a copied WeakSet).
 
+However it ends, the connection is gone ``CLOSE_TIMEOUT_S`` after the close (an
+abort when the client has not taken what was queued for it by then).
+
 The snapshot of a task is taken in the same loop step as the subscription,
 so no transition falls between them and none arrives out of order.
 """
@@ -174,13 +177,24 @@ async def _drain(guard: StallGuard, ws: web.WebSocketResponse) -> None:
 
 
 async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> None:
-    if ws.closed:
-        return
-    try:
-        await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
-    except (TimeoutError, ConnectionError):
-        if request.transport is not None:
-            request.transport.abort()
+    """Close the socket with ``code`` (unless the client or the heartbeat closed it), and
+    let the connection go within ``CLOSE_TIMEOUT_S`` however it was closed: a transport
+    closed with bytes unsent waits for the peer to take them, for good if it never reads
+    (a heartbeat's close of a client that stopped reading held its connection, and the
+    kernel's megabytes queued for it, as long as the peer lived)."""
+    if not ws.closed:
+        try:
+            await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
+        except (TimeoutError, ConnectionError):
+            _abort(request)
+            return
+    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, _abort, request)
+
+
+def _abort(request: web.Request) -> None:
+    """Drop the connection and what is queued for it, unless it is gone already."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def close_all(app: web.Application) -> None:

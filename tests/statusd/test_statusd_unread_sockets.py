@@ -20,12 +20,15 @@ import psutil
 import pytest
 from statusdkit import ServerThread, settings_for, wait_for
 
+from spool.models import Job
 from spool.transitions import Spool
-from statusd import sending
+from statusd import sending, ws
+from statusd.ws import CLOSE_TIMEOUT_S
 
 QUICK_STALL_S = 1.0
 """SEND_STALL_S in these tests (it ships 10 s): a client is cut off after twice that."""
 FLOOD_CAP_BYTES = 64 * 2**20
+PONG = 0xA
 
 
 def _client(port: int, path: str) -> socket.socket:
@@ -44,11 +47,12 @@ def _client(port: int, path: str) -> socket.socket:
     return sock
 
 
-def _ping(payload: bytes) -> bytes:
-    """A masked ping frame, as a client must send it (RFC 6455 5.3)."""
+def _ping(payload: bytes, opcode: int = 0x9) -> bytes:
+    """A masked ping frame (or another ``opcode``), as a client must send it (RFC 6455
+    5.3)."""
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x89, 0x80 | len(payload)]) + mask + masked
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
 def _served(port: int) -> int:
@@ -81,6 +85,50 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
         wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
                  "statusd to cut off the client that pings and never reads")
         assert srv.in_loop(lambda: srv.services.hub.clients) == 0
+    finally:
+        sock.close()
+        srv.stop()
+
+
+def _unsent(srv: ServerThread) -> list[int]:
+    """The bytes each WebSocket's transport holds that the kernel has not taken yet (the
+    transport is aiohttp's, not public: read here, on the server's loop, only)."""
+
+    def sizes() -> list[int]:
+        transports = [sock._req.transport if sock._req else None
+                      for sock in list(srv.app[ws.SOCKETS])] if srv.app else []
+        return [t.get_write_buffer_size() for t in transports if t is not None]
+
+    found: list[int] = srv.in_loop(sizes)
+    return found
+
+
+def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool) -> None:
+    """A client that stopped reading after its last message was queued (no write of the
+    pump waits, so no StallGuard runs) and answers no ping: the heartbeat closes its
+    socket, and a transport closed with bytes unsent waits for the peer to take them.
+    The connection, its descriptor and the kernel's ~4 MiB of queued messages stayed
+    for good; now they go within CLOSE_TIMEOUT_S of the close."""
+    srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=1.0).start()
+    sock = _client(srv.port, "/api/v1/ws/events")
+    try:
+        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+        for n in range(2000):  # 20 KiB a message: the kernel's buffer fills, then aiohttp's
+            job_id = f"pad-{n}"
+            sock.sendall(_ping(b"", PONG))  # alive until then: the heartbeat waits
+            spool.submit(Job(tool="echo", params={"pad": "x" * 20_000}), job_id)
+            wait_for(lambda: srv.indexed_state(job_id) is not None,  # noqa: B023
+                     what=f"{job_id} published")
+            if any(_unsent(srv)):
+                break
+        else:
+            raise AssertionError("the kernel took every message")
+        # Silent from now on: the heartbeat (1 s, then 0.5 s for a pong) closes it, and
+        # SEND_STALL_S is 10 s.
+        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 0, 10,
+                 "the heartbeat to close the client")
+        wait_for(lambda: _served(srv.port) == 0, 1.5 + CLOSE_TIMEOUT_S + 5,
+                 "statusd to let go of the client the heartbeat closed")
     finally:
         sock.close()
         srv.stop()
