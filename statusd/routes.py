@@ -49,7 +49,11 @@ async def health(request: web.Request) -> web.Response:
                  status=200 if status == "ok" else 503)
 
 
-async def list_tasks(request: web.Request) -> web.Response:
+async def list_tasks(request: web.Request) -> web.StreamResponse:
+    """A page of the list.  One larger than a record kept whole (1,000 rows of up to 32 KiB
+    each are allowed) is sent as a large record is (:func:`statusd.sending.send_bytes`):
+    handed to aiohttp whole, a page pinned about twice its size for as long as a client
+    that read none of it kept the connection."""
     services = request.app[SERVICES]
     query = request.query
     state = _state(query.get("state"))
@@ -68,7 +72,9 @@ async def list_tasks(request: web.Request) -> web.Response:
     encoded = (r.brief_row if brief else r.summary for r in rows)
     body = b"".join((b'{"tasks":[', b",".join(row.strip() for row in encoded),
                      b'],"next_cursor":', next_cursor, b"}"))
-    return _json(body)
+    if len(body) <= INLINE_MAX_BYTES:
+        return _json(body)
+    return await sending.send_bytes(request, body)
 
 
 def _state(value: str | None) -> JobState | None:

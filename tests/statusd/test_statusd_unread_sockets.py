@@ -1,11 +1,12 @@
-"""WebSocket clients that stop reading are let go, whatever made the bytes wait for them.
+"""Clients that stop reading are let go, whatever made the bytes wait for them.
 
 A connection whose client takes nothing holds its descriptor and every byte queued for
 it (the kernel's send buffer, some 4 MiB, and aiohttp's) for as long as the peer keeps
-the TCP connection open, unless statusd cuts it off (an abort).  The pump's messages
-are cut off so by :class:`statusd.sending.StallGuard`; these are the other ways bytes
-come to wait: pongs for a client's pings, and a heartbeat that closes a socket whose
-buffer is not empty.  A real server on 127.0.0.1, clients over raw sockets.
+the TCP connection open, unless statusd cuts it off (an abort).  A WebSocket pump's
+messages and a large record are cut off so by :class:`statusd.sending.StallGuard`;
+these are the other ways bytes came to wait: pongs for a client's pings, a heartbeat
+that closes a socket whose buffer is not empty, a large page of the task list.  A real
+server on 127.0.0.1, clients over raw sockets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import aiohttp
 import psutil
 import pytest
-from statusdkit import ServerThread, settings_for, wait_for
+from statusdkit import ServerThread, request, run_job, settings_for, wait_for
 
 from spool.models import Job
 from spool.transitions import Spool
@@ -149,3 +150,31 @@ def test_a_clients_pings_are_answered(server: ServerThread) -> None:
 
     assert asyncio.run(scenario()) == [(aiohttp.WSMsgType.PONG, b"one"),
                                        (aiohttp.WSMsgType.PONG, b"two")]
+
+
+def test_a_client_of_a_large_page_that_never_reads_is_cut_off(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page of the task list is built whole (200 rows of 30 KB here; 1,000 rows of up
+    to 32 KiB and more are allowed) and was handed to aiohttp whole: a client that asked
+    for it and read nothing pinned about twice the page (5 such clients of a 30 MB page:
+    +255 MB RSS) for as long as it kept the connection.  It is sent as a large record
+    is, under the stall rule."""
+    monkeypatch.setattr(sending, "SEND_STALL_S", QUICK_STALL_S)
+    for n in range(200):
+        run_job(spool, f"wide-{n:03d}", {"blob": "r" * 30_000})
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        page = request(srv.base, "GET", "/api/v1/tasks?limit=200")
+        assert page.status == 200 and len(page.json()["tasks"]) == 200
+        assert int(page.headers["content-length"]) == len(page.body) > 5 * 2**20
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        sock.sendall(b"GET /api/v1/tasks?limit=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: _served(srv.port) == 1, what="the request taken")
+        wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
+                 "statusd to cut off the client of a large page that never reads")
+        assert request(srv.base, "GET", "/healthz").status == 200
+    finally:
+        sock.close()
+        srv.stop()
