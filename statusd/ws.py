@@ -38,7 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, brief_view, not_found, task_id
+from statusd.errors import ApiError, brief_view, not_found, query_value, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
 from statusd.sending import StallGuard
@@ -104,8 +104,8 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
 
 async def events_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    with_progress = request.query.get("progress", "0") == "1"
-    brief = brief_view(request.query.get("view"))
+    with_progress = _progress(query_value(request, "progress"))
+    brief = brief_view(query_value(request, "view"))
     ws = _socket(request, services)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
@@ -117,6 +117,14 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
+
+
+def _progress(value: str | None) -> bool:
+    """``progress=1``: progress events too; 0 or none: transitions only (anything else was
+    taken for 0, so a client that asked ``progress=true`` silently got no progress)."""
+    if value not in (None, "", "0", "1"):
+        raise ApiError(400, "bad_request", "progress must be 0 or 1")
+    return value == "1"
 
 
 def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
