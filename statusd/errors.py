@@ -191,6 +191,16 @@ def task_id(request: web.Request) -> str:
     return value
 
 
+def query_value(request: web.Request, name: str) -> str | None:
+    """The query parameter ``name`` (None when absent), given once at most: 400
+    ``bad_request`` when repeated, since which value was meant cannot be told (the
+    first one won, silently: ``state=done&state=failed`` listed the done tasks only)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, "bad_request", f"{name} given {len(values)} times: give it once")
+    return values[0] if values else None
+
+
 def brief_view(value: str | None) -> bool:
     """``view=brief`` (the list, the events stream): rows of large records without what a
     list does not show (:func:`statusd.items._brief`); ``view=full`` (the default): the

@@ -25,7 +25,7 @@ from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
-from statusd.errors import ApiError, brief_view, not_found, task_id
+from statusd.errors import ApiError, brief_view, not_found, query_value, task_id
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
@@ -49,26 +49,31 @@ async def health(request: web.Request) -> web.Response:
                  status=200 if status == "ok" else 503)
 
 
-async def list_tasks(request: web.Request) -> web.Response:
+async def list_tasks(request: web.Request) -> web.StreamResponse:
+    """A page of the list.  One larger than a record kept whole (1,000 rows of up to 32 KiB
+    each are allowed) is sent as a large record is (:func:`statusd.sending.send_bytes`):
+    handed to aiohttp whole, a page pinned about twice its size for as long as a client
+    that read none of it kept the connection."""
     services = request.app[SERVICES]
-    query = request.query
-    state = _state(query.get("state"))
-    tool = query.get("tool") or None
+    state = _state(query_value(request, "state"))
+    tool = query_value(request, "tool") or None
     if tool is not None and len(tool) > MAX_TOOL_CHARS:
         raise ApiError(400, "bad_request", f"tool is at most {MAX_TOOL_CHARS} characters")
-    limit = _limit(query.get("limit"))
-    cursor = query.get("cursor") or None
+    limit = _limit(query_value(request, "limit"))
+    cursor = query_value(request, "cursor") or None
     try:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
         raise ApiError(400, "bad_request", "invalid cursor") from exc
-    brief = brief_view(query.get("view"))
+    brief = brief_view(query_value(request, "view"))
     rows, next_key = services.index.page(state, tool, limit, after)
     next_cursor = orjson.dumps(encode_cursor(next_key) if next_key else None)
     encoded = (r.brief_row if brief else r.summary for r in rows)
     body = b"".join((b'{"tasks":[', b",".join(row.strip() for row in encoded),
                      b'],"next_cursor":', next_cursor, b"}"))
-    return _json(body)
+    if len(body) <= INLINE_MAX_BYTES:
+        return _json(body)
+    return await sending.send_bytes(request, body)
 
 
 def _state(value: str | None) -> JobState | None:
@@ -172,7 +177,7 @@ async def stats(request: web.Request) -> web.Response:
     counts).  A type of its own: a client tells it from statusd's spool trouble
     (``unavailable``) without reading the message."""
     services = request.app[SERVICES]
-    if _partial(request.query.get("partial")):
+    if _partial(query_value(request, "partial")):
         return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
     try:
         doc = services.stats()

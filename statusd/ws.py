@@ -16,7 +16,13 @@ frames are processed).  The connection ends when either half ends:
   or an abort if even the close frame cannot be written);
 * a message, the snapshot included, that the client does not take: cut off
   (see :class:`statusd.sending.StallGuard`), however few messages it is behind;
+  so is a pong: the read loop answers a client's pings itself, under the same
+  guard (aiohttp's autoping waited for good for a client that pings and never
+  reads, holding its connection and the pongs queued for it);
 * statusd shuts down (every socket is closed 1001 from a copied WeakSet).
+
+However it ends, the connection is gone ``CLOSE_TIMEOUT_S`` after the close (an
+abort when the client has not taken what was queued for it by then).
 
 The snapshot of a task is taken in the same loop step as the subscription,
 so no transition falls between them and none arrives out of order.
@@ -32,7 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, brief_view, not_found, task_id
+from statusd.errors import ApiError, brief_view, not_found, query_value, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
 from statusd.sending import StallGuard
@@ -48,7 +54,7 @@ GONE_CODE = WSCloseCode.POLICY_VIOLATION
 
 
 def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=services.heartbeat_s,
+    ws = web.WebSocketResponse(heartbeat=services.heartbeat_s, autoping=False,
                                max_msg_size=MAX_CLIENT_MSG_BYTES, timeout=CLOSE_TIMEOUT_S)
     if ws.can_prepare(request).ok:
         return ws
@@ -98,8 +104,8 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
 
 async def events_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    with_progress = request.query.get("progress", "0") == "1"
-    brief = brief_view(request.query.get("view"))
+    with_progress = _progress(query_value(request, "progress"))
+    brief = brief_view(query_value(request, "view"))
     ws = _socket(request, services)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
@@ -111,6 +117,14 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
+
+
+def _progress(value: str | None) -> bool:
+    """``progress=1``: progress events too; 0 or none: transitions only (anything else was
+    taken for 0, so a client that asked ``progress=true`` silently got no progress)."""
+    if value not in (None, "", "0", "1"):
+        raise ApiError(400, "bad_request", "progress must be 0 or 1")
+    return value == "1"
 
 
 def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
@@ -140,7 +154,7 @@ async def _serve(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) 
         return  # it fell behind before there was a pump to cancel: the caller closes 1013
     pump = asyncio.create_task(_pump(guard, ws, sub))
     sub.pump = pump
-    reader = asyncio.create_task(_drain(ws))
+    reader = asyncio.create_task(_drain(guard, ws))
     try:
         await asyncio.wait({pump, reader}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -160,21 +174,35 @@ async def _pump(guard: StallGuard, ws: web.WebSocketResponse, sub: Subscriber) -
             return
 
 
-async def _drain(ws: web.WebSocketResponse) -> None:
-    """Read (and ignore) what the client sends; returns when the socket closes."""
+async def _drain(guard: StallGuard, ws: web.WebSocketResponse) -> None:
+    """Read what the client sends, answer its pings (under ``guard``) and ignore the rest;
+    returns when the socket closes or the client is cut off."""
     async for msg in ws:
         if msg.type is WSMsgType.ERROR:
+            return
+        if msg.type is WSMsgType.PING and not await guard.send(ws.pong(msg.data)):
             return
 
 
 async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> None:
-    if ws.closed:
-        return
-    try:
-        await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
-    except (TimeoutError, ConnectionError):
-        if request.transport is not None:
-            request.transport.abort()
+    """Close the socket with ``code`` (unless the client or the heartbeat closed it), and
+    let the connection go within ``CLOSE_TIMEOUT_S`` however it was closed: a transport
+    closed with bytes unsent waits for the peer to take them, for good if it never reads
+    (a heartbeat's close of a client that stopped reading held its connection, and the
+    kernel's megabytes queued for it, as long as the peer lived)."""
+    if not ws.closed:
+        try:
+            await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
+        except (TimeoutError, ConnectionError):
+            _abort(request)
+            return
+    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, _abort, request)
+
+
+def _abort(request: web.Request) -> None:
+    """Drop the connection and what is queued for it, unless it is gone already."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def close_all(app: web.Application) -> None:
