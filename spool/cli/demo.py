@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
                         help="symbols of demo data (default 200)")
     parser.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                         help="daily bars per symbol (default 2520, ten years)")
-    parser.add_argument("--seed", type=int, default=7, metavar="S",
+    parser.add_argument("--seed", type=parse.seed, default=7, metavar="S",
                         help="random seed of the demo data (default 7)")
     parser.add_argument("--port", type=parse.port, default=0, metavar="PORT",
                         help="statusd port (default: a free one)")

@@ -276,13 +276,15 @@ def test_init_json_of_a_path_that_is_not_utf8(tmp_path: Path, env: dict[str, str
 
 def test_demo_and_data_refuse_impossible_numbers_before_doing_anything(
         tmp_path: Path, env: dict[str, str]) -> None:
-    """They made data, started daemons, and then failed with exit 1."""
+    """They made data, started daemons, and then failed with exit 1.  A negative
+    ``--seed`` (numpy's seeds are 0 or more) made the spool, then failed with exit 1 and
+    "['ValueError: expected non-negative integer']"."""
     for args in (["--symbols", "0"], ["--bars", "-1"], ["--port", "70000"],
-                 ["--job-num", "0"]):
+                 ["--job-num", "0"], ["--seed", "-1"]):
         demo = tmp_path / "demo"
         refused(spoolq(env, "demo", *args, "--spool-dir", str(demo)), 2, args[0])
         assert not demo.exists()
-    for args in (["--symbols", "-1"], ["--bars", "0"]):
+    for args in (["--symbols", "-1"], ["--bars", "0"], ["--seed", "-1"]):
         refused(spoolq(env, "data", "synth", *args, "--data-dir", str(tmp_path / "d")), 2,
                 args[0])
     assert not (tmp_path / "d").exists()
