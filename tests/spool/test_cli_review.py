@@ -290,6 +290,22 @@ def test_demo_and_data_refuse_impossible_numbers_before_doing_anything(
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_data_that_cannot_be_made_is_said_in_a_plain_line(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """The line gave the synth's last stderr line as a Python list:
+    "making demo data failed: [\"FileExistsError: ...\"]"; and the step's line on stdout
+    was left open, so on a terminal the error line ran on from "making ... ..."."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "data").write_bytes(b"")  # where the demo data goes: a file, not a folder
+    proc = spoolq(env, "demo", "--symbols", "1", "--bars", "30", "--spool-dir", str(demo))
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err.splitlines() == [f"spoolq: error: making demo data failed: FileExistsError: "
+                                f"[Errno 17] File exists: '{demo / 'data'}'"], err
+    assert proc.stdout.decode().endswith(" daily bars ... failed\n"), proc.stdout
+
+
 def test_demo_json_is_one_document_on_stdout(tmp_path: Path, env: dict[str, str]) -> None:
     """The narration ('spool ...', 'started ...', bars, 'stopped ...') was on stdout
     with the records, as one JSON line each."""
