@@ -37,7 +37,7 @@ def _unshare() -> list[str] | None:
     if path is None:
         return None
     argv = [path, "-m"] if os.geteuid() == 0 else [path, "-r", "-m"]
-    probe = subprocess.run([*argv, "sh", "-c", READ_ONLY, "/", "true"],
+    probe = subprocess.run([*argv, "sh", "-c", READ_ONLY, str(Path(__file__).parent), "true"],
                            capture_output=True, timeout=30, check=False)
     return argv if probe.returncode == 0 else None
 
