@@ -170,7 +170,7 @@ def _configure_data(parser: argparse.ArgumentParser) -> None:
                        help="how many symbols (default 50)")
     synth.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                        help="daily bars per symbol (default 2520, ten years)")
-    synth.add_argument("--seed", type=int, default=0, metavar="S",
+    synth.add_argument("--seed", type=parse.seed, default=0, metavar="S",
                        help="random seed (default 0)")
     synth.add_argument("--data-dir", metavar="D",
                        help="where to write (default: SPOOL_DATA_DIR, else $SPOOL_DIR/data)")

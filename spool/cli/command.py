@@ -143,7 +143,14 @@ def check_can_change(layout: Layout, what: str, *, write: Sequence[Path],
     A member of one of the spool's groups only (docs/operations.md, "Permissions") got
     EACCES half-way: a submitter's cancel of her own drop moved it out of ``pending/`` into
     ``tmp/`` and then could not write its record to ``failed/``.  ``instead``: where this
-    user can do it (after "run it as the spool user")."""
+    user can do it (after "run it as the spool user").  A folder of ``write`` on a
+    filesystem mounted read-only is named as such: no user can write there."""
+    read_only = [p.name for p in write if os.path.isdir(p) and _on_read_only_fs(p)]
+    if read_only:  # EROFS for root too: no user could, and statusd cannot either
+        are = "is" if len(read_only) == 1 else "are"
+        raise error(f"{what} needs to write to {', '.join(n + '/' for n in read_only)}, "
+                    f"which {are} on a read-only filesystem; remount it read-write (after "
+                    "checking the disk if it turned read-only by itself)")
     lacks: list[tuple[str, list[str]]] = []
     named: set[str] = set()  # a folder named once, under the first (widest) need
     for verb, paths, mode in (("write to", write, os.W_OK | os.X_OK),
@@ -158,6 +165,15 @@ def check_can_change(layout: Layout, what: str, *, write: Sequence[Path],
                                 for verb, names in lacks)
         raise error(f"{what} needs to {needs}, which this user may not; run it as the spool "
                     f"user{instead} (see Permissions in docs/operations.md)")
+
+
+def _on_read_only_fs(path: Path) -> bool:
+    """Whether ``path`` is on a filesystem mounted read-only (``os.access`` says only that
+    it may not be written, as it says for a folder shut to this user)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 EFFECTIVE = os.access in os.supports_effective_ids

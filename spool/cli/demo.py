@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
                         help="symbols of demo data (default 200)")
     parser.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                         help="daily bars per symbol (default 2520, ten years)")
-    parser.add_argument("--seed", type=int, default=7, metavar="S",
+    parser.add_argument("--seed", type=parse.seed, default=7, metavar="S",
                         help="random seed of the demo data (default 7)")
     parser.add_argument("--port", type=parse.port, default=0, metavar="PORT",
                         help="statusd port (default: a free one)")
@@ -136,8 +136,9 @@ def _synth(data_dir: Path, symbols: int, bars: int, seed: int) -> None:
     cmd = [sys.executable, "-m", "processor.quant.synth", "--symbols", str(symbols),
            "--bars", str(bars), "--seed", str(seed), "--data-dir", str(data_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SpoolError(f"making demo data failed: {proc.stderr.strip().splitlines()[-1:]}")
+    if proc.returncode != 0:  # its last line says why (as data synth's error does)
+        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise SpoolError(f"making demo data failed: {last[0]}")
 
 
 def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port: int,
@@ -237,7 +238,11 @@ def _step(out: TextIO, what: str, action: Any) -> None:
     start = time.monotonic()
     out.write(f"making     {what} ...")
     out.flush()
-    action()
+    try:
+        action()
+    except Exception:
+        out.write(" failed\n")  # the error line that follows gets a line of its own
+        raise
     out.write(f" {time.monotonic() - start:.1f} s\n")
 
 

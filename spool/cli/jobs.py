@@ -112,7 +112,14 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
         *map(layout.folder, (JobState.PENDING, JobState.DONE, JobState.FAILED)), layout.tmp,
         layout.cancel], enter=list(map(layout.folder, JobState)),
         instead=f" or through statusd (POST /api/v1/tasks/{args.id}/cancel)")
-    record = client.cancel(args.id, wait_s=args.timeout)
+    try:
+        record = client.cancel(args.id, wait_s=args.timeout)
+    except KeyboardInterrupt:
+        if layout.cancel_request(args.id).exists():  # asked: the cancel goes on without us
+            note(f"interrupted: stopped waiting for job {args.id}; its cancel request stays "
+                 f"in cancel/, for its processor to act on (spoolq show {args.id} tells the "
+                 "outcome)")
+        raise
     show_record(record, args.json)
     if record.state in TERMINAL and not _cancelled(record):
         # The run ended (done, or failed for another reason) before its processor acted
@@ -169,7 +176,9 @@ CANCEL = Command(
     "cancel", "cancel a pending or running job", _configure_cancel, run_cancel,
     description="A pending job fails 'cancelled' at once.  For a running job a "
     "cancel request is written; its processor kills the run and fails it "
-    "'cancelled'.  Prints the record (exit 0); exit 1 when the job is unknown or "
+    "'cancelled'; a Ctrl-C while it waits for that stops the waiting, not the cancel "
+    "(a line on stderr says the request stays).  Prints the record (exit 0); exit 1 when "
+    "the job is unknown or "
     "already finished, or finishes before the cancel takes effect (its record is "
     "printed); exit 1 too, before anything is changed, when this user may not write to "
     "the folders a cancel changes (a member of one of the spool's groups only: run it as "

@@ -66,6 +66,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A random seed for the demo data: a whole number, 0 or more, as numpy takes it
+    (a negative one failed in ``python -m processor.quant.synth``, exit 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
+
+
 def port(text: str) -> int:
     """A TCP port, or 0 for a free one."""
     try:

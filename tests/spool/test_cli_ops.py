@@ -366,6 +366,33 @@ def test_a_cancel_the_run_finished_before_is_no_success(root: Path,
         "spoolq: error: job quick finished (done) before the cancel took effect"]
 
 
+def test_ctrl_c_as_cancel_waits_says_the_request_stays(root: Path,
+                                                       env: dict[str, str]) -> None:
+    """A Ctrl-C while ``cancel`` waited for the processor to act on a running job ended it
+    with 130 and not a word, its request left in cancel/: the job was cancelled all the
+    same, by a command its user took for stopped before it did anything."""
+    spool = spool_of(root)
+    spool.submit(Job(tool="echo"), "long")
+    claim = spool.claim("long")  # the test stands in for a processor that is slow to act
+    assert claim is not None
+    try:
+        cancel = subprocess.Popen([*CLI, "cancel", "long", "--timeout", "60"], env=env,
+                                  cwd=root.parent, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not (root / "cancel" / "long").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cancel.send_signal(signal.SIGINT)
+        out, err = cancel.communicate(timeout=60)
+    finally:
+        claim.close()
+    assert (cancel.returncode, out) == (130, b""), err
+    assert err.decode().splitlines() == [
+        "spoolq: interrupted: stopped waiting for job long; its cancel request stays in "
+        "cancel/, for its processor to act on (spoolq show long tells the outcome)"]
+    assert (root / "cancel" / "long").exists()
+
+
 def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
         root: Path, env: dict[str, str]) -> None:
     """The message is what tells a long run's progress ('backtested 100/200 symbols'):

@@ -276,16 +276,34 @@ def test_init_json_of_a_path_that_is_not_utf8(tmp_path: Path, env: dict[str, str
 
 def test_demo_and_data_refuse_impossible_numbers_before_doing_anything(
         tmp_path: Path, env: dict[str, str]) -> None:
-    """They made data, started daemons, and then failed with exit 1."""
+    """They made data, started daemons, and then failed with exit 1.  A negative
+    ``--seed`` (numpy's seeds are 0 or more) made the spool, then failed with exit 1 and
+    "['ValueError: expected non-negative integer']"."""
     for args in (["--symbols", "0"], ["--bars", "-1"], ["--port", "70000"],
-                 ["--job-num", "0"]):
+                 ["--job-num", "0"], ["--seed", "-1"]):
         demo = tmp_path / "demo"
         refused(spoolq(env, "demo", *args, "--spool-dir", str(demo)), 2, args[0])
         assert not demo.exists()
-    for args in (["--symbols", "-1"], ["--bars", "0"]):
+    for args in (["--symbols", "-1"], ["--bars", "0"], ["--seed", "-1"]):
         refused(spoolq(env, "data", "synth", *args, "--data-dir", str(tmp_path / "d")), 2,
                 args[0])
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_data_that_cannot_be_made_is_said_in_a_plain_line(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """The line gave the synth's last stderr line as a Python list:
+    "making demo data failed: [\"FileExistsError: ...\"]"; and the step's line on stdout
+    was left open, so on a terminal the error line ran on from "making ... ..."."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "data").write_bytes(b"")  # where the demo data goes: a file, not a folder
+    proc = spoolq(env, "demo", "--symbols", "1", "--bars", "30", "--spool-dir", str(demo))
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err.splitlines() == [f"spoolq: error: making demo data failed: FileExistsError: "
+                                f"[Errno 17] File exists: '{demo / 'data'}'"], err
+    assert proc.stdout.decode().endswith(" daily bars ... failed\n"), proc.stdout
 
 
 def test_demo_json_is_one_document_on_stdout(tmp_path: Path, env: dict[str, str]) -> None:
