@@ -56,26 +56,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be {least} or more")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def seed(text: str) -> int:
     """A random seed for the demo data: a whole number, 0 or more, as numpy takes it
     (a negative one failed in ``python -m processor.quant.synth``, exit 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
-    return value
+    return _whole_number(text, 0)
 
 
 def port(text: str) -> int:

@@ -8,6 +8,7 @@ this folder on ``sys.path``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import os
 import re
@@ -173,6 +174,23 @@ class Reply:
 
     def json(self) -> Any:
         return orjson.loads(self.body)
+
+
+def stalled_ws_client(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then reads nothing more (a
+    4 KiB receive buffer, so what statusd sends it backs up soon)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
 
 
 def request(base: str, method: str, path: str, body: Any = None, *,

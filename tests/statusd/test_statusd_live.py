@@ -4,11 +4,9 @@ clients, heartbeats and a clean close on shutdown."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import shutil
-import socket
 import threading
 import time
 from functools import partial
@@ -24,6 +22,7 @@ from statusdkit import (
     request,
     run_job,
     settings_for,
+    stalled_ws_client,
     submit,
     wait_for,
 )
@@ -138,25 +137,10 @@ def _pair(msg: dict[str, Any]) -> tuple[str, str]:
     return msg["id"], msg["state"]
 
 
-def _stalled_client(port: int, path: str) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
 
 def test_a_stalled_client_is_dropped_and_never_slows_the_others(spool: Spool) -> None:
     srv = ServerThread(settings_for(spool.layout.root), queue_max=128).start()
-    stalled = _stalled_client(srv.port, "/api/v1/ws/events")
+    stalled = stalled_ws_client(srv.port, "/api/v1/ws/events")
     jobs = 500
     try:
         wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)

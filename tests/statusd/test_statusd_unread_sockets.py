@@ -12,14 +12,20 @@ server on 127.0.0.1, clients over raw sockets.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 
 import aiohttp
 import psutil
 import pytest
-from statusdkit import ServerThread, request, run_job, settings_for, wait_for
+from statusdkit import (
+    ServerThread,
+    request,
+    run_job,
+    settings_for,
+    stalled_ws_client,
+    wait_for,
+)
 
 from spool.models import Job
 from spool.transitions import Spool
@@ -31,21 +37,6 @@ QUICK_STALL_S = 1.0
 FLOOD_CAP_BYTES = 64 * 2**20
 PONG = 0xA
 
-
-def _client(port: int, path: str) -> socket.socket:
-    """A WebSocket client that completes the handshake and then reads nothing more."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 def _ping(payload: bytes, opcode: int = 0x9) -> bytes:
@@ -70,7 +61,7 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
     quiet."""
     monkeypatch.setattr(sending, "SEND_STALL_S", QUICK_STALL_S)
     srv = ServerThread(settings_for(spool.layout.root)).start()
-    sock = _client(srv.port, "/api/v1/ws/events")
+    sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
     try:
         wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
         pings = _ping(b"p" * 125) * 8192
@@ -111,7 +102,7 @@ def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool)
     The connection, its descriptor and the kernel's ~4 MiB of queued messages stayed
     for good; now they go within CLOSE_TIMEOUT_S of the close."""
     srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=1.0).start()
-    sock = _client(srv.port, "/api/v1/ws/events")
+    sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
     try:
         wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
         for n in range(2000):  # 20 KiB a message: the kernel's buffer fills, then aiohttp's
