@@ -106,18 +106,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     # Refuses a job over SPOOL_MAX_JOB_BYTES as written; with --wait, a spool this user
     # may not enter is a usage error (exit 1 would read as "the job failed").
     client = client_of(settings, usage=args.wait)
-    layout = client.layout
-    if not args.any_tool:
-        check_tool(layout, job.tool)
-    # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
-    check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
-        JobState.PENDING)], instead=" or as a member of the submit group",
-        error=UsageError if args.wait else SpoolError)
-    if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
-        check_can_follow(client, "--wait", " (nothing was submitted)")
-        # What the wait loads, loaded before the id is printed: a Ctrl-C just after it,
-        # as the module was compiled, ended spoolq by SIGINT itself (no note, exit -2).
-        import spool.large  # noqa: F401, PLC0415 - lazy, see spool.cli
+    _check_before_the_drop(client, job, args)
     # The id is printed inside the hold too: a signal between the drop and its id (the
     # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
     # and no id, as before the hold.
@@ -142,34 +131,56 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         if held:  # told first, then acted on (see _held_signals)
             raise SignalAfter(exc, abs(held[0])) from exc
         raise
-    if held and held[0] < 0 and args.wait:
-        # After its id was printed (read by now, a Ctrl-C upon it): the wait's signal, told
-        # as the wait tells it; taken for the drop's, --wait ended saying the job landed.
-        if not args.quiet:
-            _stopped_waiting(job_id)
-        signal.raise_signal(-held[0])
-    if held:
-        held[0] = abs(held[0])
-        print(f"spoolq: interrupted ({signal.Signals(held[0]).name}) as job {job_id} was "
-              "submitted: it is in pending/", file=sys.stderr)
-        signal.raise_signal(held[0])  # its own handler's way: 130 for SIGINT, as ever
-    if args.wait:
-        return _wait(client, job_id, args)
-    return EXIT_OK
-
-
-def _wait(client: Client, job_id: str, args: argparse.Namespace) -> int:
-    """``--wait``'s wait for ``job_id``, just submitted and its id printed."""
+    # The try is here, not inside a function called for it: Python acts on a signal at a
+    # function's first instruction, so a Ctrl-C that came between the hold's end and the
+    # wait's own watch was raised before such a try began (130 with no word of the job,
+    # one run in 16 on a loaded host).  Nothing between the hold's try and this one lets
+    # Python act on a signal (no call, no backward jump).
     try:
+        if held:
+            _act_on_held(held[0], job_id, args)
+        if not args.wait:
+            return EXIT_OK
         return wait_for(client, job_id, None, as_json=args.json, quiet=args.quiet)
     except WaitStopped:
         raise
     except KeyboardInterrupt:
-        # Before the wait's own watch began (its call, the handlers just put back): on a
-        # loaded host one run in 16 ended 130 with no word of the job.
-        if not args.quiet:
+        if args.wait and not held and not args.quiet:  # before the wait's watch began
             _stopped_waiting(job_id)
         raise
+
+
+def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -> None:
+    """What must hold before the job is dropped: its tool offered (unless --any-tool),
+    this user allowed to drop it and, with --wait, to follow it."""
+    layout = client.layout
+    if not args.any_tool:
+        check_tool(layout, job.tool)
+    # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
+    check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
+        JobState.PENDING)], instead=" or as a member of the submit group",
+        error=UsageError if args.wait else SpoolError)
+    if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
+        check_can_follow(client, "--wait", " (nothing was submitted)")
+        # What the wait loads, loaded before the id is printed: a Ctrl-C just after it,
+        # as the module was compiled, ended spoolq by SIGINT itself (no note, exit -2).
+        import spool.large  # noqa: F401, PLC0415 - lazy, see spool.cli
+
+
+def _act_on_held(signum: int, job_id: str, args: argparse.Namespace) -> None:
+    """Tell the signal held as the job was dropped (``signum``, negative once its id was
+    out), then act on it: its handler's way, 130 for SIGINT."""
+    if signum < 0 and args.wait:
+        # After its id was printed (read by now, a Ctrl-C upon it): the wait's signal, told
+        # as the wait tells it; taken for the drop's, --wait ended saying the job landed.
+        if not args.quiet:
+            _stopped_waiting(job_id)
+        signal.raise_signal(-signum)
+        return
+    signum = abs(signum)
+    print(f"spoolq: interrupted ({signal.Signals(signum).name}) as job {job_id} was "
+          "submitted: it is in pending/", file=sys.stderr)
+    signal.raise_signal(signum)
 
 
 def _stopped_waiting(job_id: str) -> None:

@@ -206,6 +206,44 @@ def test_a_ctrl_c_just_after_submit_wait_prints_its_id_is_told(env: dict[str, st
     assert len(told) == len(outcomes), [o for o in outcomes if o[:2] != (130, True)]
 
 
+_SIGINT_AT_THE_FIRST_CALL_AFTER_THE_HOLD = """
+import signal, sys
+from spool.cli import main as cli, submit
+
+over = False
+
+def trace(frame, event, arg):
+    # The hold's last _restore returns, then the next call into Python code is where a
+    # SIGINT that comes in between is acted on: the callee's first instruction.
+    global over
+    if event == "return" and frame.f_code is submit._restore.__code__:
+        over = True
+    elif event == "call" and over:
+        sys.settrace(None)
+        signal.raise_signal(signal.SIGINT)
+    return trace if event == "call" and frame.f_code is submit._restore.__code__ else None
+
+sys.settrace(trace)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_ctrl_c_acted_on_as_the_wait_is_called_is_told(env: dict[str, str]) -> None:
+    """A SIGINT acted on at the first call after ``submit --wait`` put its handlers back
+    (the wait's own first instruction: Python acts on a signal there, outside the try
+    that tells it) stops the wait with its note.  It ended 130 with no word of the job:
+    the test above, one run in 16 under the full suite's load, as a trace function puts
+    the signal there every time."""
+    make_spool(Path(env["SPOOL_DIR"]))
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGINT_AT_THE_FIRST_CALL_AFTER_THE_HOLD, "submit", "echo",
+         "--id", "j1", "--any-tool", "--wait"],
+        check=False, capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert proc.stdout == "j1\n"
+    assert proc.returncode == 130, proc.stderr
+    assert "stopped waiting for job j1" in proc.stderr, proc.stderr
+
+
 
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "loud"])
 def test_a_ctrl_c_upon_the_id_of_submit_wait_is_the_waits(env: dict[str, str],
