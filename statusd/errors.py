@@ -201,6 +201,18 @@ def query_value(request: web.Request, name: str) -> str | None:
     return values[0] if values else None
 
 
+def flag_value(request: web.Request, name: str) -> bool:
+    """A 0/1 query parameter given once at most: ``1`` is True; ``0``, empty or absent is
+    False; anything else is a 400 (``partial``: the stats' figures while the processors'
+    state is unread; ``progress``: the events stream's progress events, where
+    ``progress=true`` was silently taken for 0)."""
+    value = query_value(request, name)
+    if value is None or value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise ApiError(400, "bad_request", f"{name} must be 0 or 1")
+
 def brief_view(value: str | None) -> bool:
     """``view=brief`` (the list, the events stream): rows of large records without what a
     list does not show (:func:`statusd.items._brief`); ``view=full`` (the default): the

@@ -25,7 +25,7 @@ from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
-from statusd.errors import ApiError, brief_view, not_found, query_value, task_id
+from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
@@ -40,6 +40,15 @@ STATIC_NAMES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
 
 def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+async def _reply(request: web.Request, body: bytes) -> web.StreamResponse:
+    """A 200 with ``body`` (JSON): whole when it is small, else a chunk at a time under the
+    stall rule (:func:`statusd.sending.send_bytes`), so a client that reads none of it
+    does not pin it for as long as it keeps the connection."""
+    if len(body) <= INLINE_MAX_BYTES:
+        return _json(body)
+    return await sending.send_bytes(request, body)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -71,9 +80,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     encoded = (r.brief_row if brief else r.summary for r in rows)
     body = b"".join((b'{"tasks":[', b",".join(row.strip() for row in encoded),
                      b'],"next_cursor":', next_cursor, b"}"))
-    if len(body) <= INLINE_MAX_BYTES:
-        return _json(body)
-    return await sending.send_bytes(request, body)
+    return await _reply(request, body)
 
 
 def _state(value: str | None) -> JobState | None:
@@ -116,8 +123,7 @@ async def get_task(request: web.Request) -> web.StreamResponse:
         # behind it (a large one, or one gone or moving meanwhile, waits as before).
         body = await services.in_thread(services.tracker.loader.full_body, job_id)
         if body is not None:
-            return _json(body) if len(body) <= INLINE_MAX_BYTES else \
-                await sending.send_bytes(request, body)
+            return await _reply(request, body)
         await services.tracker.refresh([job_id])
     for _ in range(STREAM_TRIES):
         item = services.index.get(job_id)
@@ -131,9 +137,7 @@ async def get_task(request: web.Request) -> web.StreamResponse:
             return await sending.stream_file(request, services, *opened)
         await services.tracker.refresh([job_id])
     body = await record_body(services, job_id)
-    if len(body) <= INLINE_MAX_BYTES:
-        return _json(body)
-    return await sending.send_bytes(request, body)
+    return await _reply(request, body)
 
 
 async def record_body(services: Services, job_id: str) -> bytes:
@@ -177,7 +181,10 @@ async def stats(request: web.Request) -> web.Response:
     counts).  A type of its own: a client tells it from statusd's spool trouble
     (``unavailable``) without reading the message."""
     services = request.app[SERVICES]
-    if _partial(query_value(request, "partial")):
+    # partial=1: while the processors' state cannot be read, 200 with the spool's figures
+    # and processors_unknown instead of the 503 (the dashboard's counts went on showing the
+    # spool of the last answer, for as long as a status file stayed unread).
+    if flag_value(request, "partial"):
         return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
     try:
         doc = services.stats()
@@ -185,17 +192,6 @@ async def stats(request: web.Request) -> web.Response:
         raise ApiError(503, "processors_unknown", str(exc),
                        {"Retry-After": str(RETRY_AFTER_S)}) from exc
     return _json(orjson.dumps(doc, option=DUMP_OPTS))
-
-
-def _partial(value: str | None) -> bool:
-    """``partial=1``: while the processors' state cannot be read, 200 with the spool's
-    figures and ``processors_unknown`` instead of the 503 (the dashboard's counts went on
-    showing the spool of the last answer, for as long as a status file stayed unread)."""
-    if value is None or value in ("", "0"):
-        return False
-    if value == "1":
-        return True
-    raise ApiError(400, "bad_request", "partial must be 0 or 1")
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -85,7 +85,7 @@ class StallGuard:
             self.dropped = True
             log.info("client %s took nothing in %.0f s; dropped", self.request.remote,
                      2 * SEND_STALL_S)
-            _abort(self.request)
+            abort(self.request)
             return
         self._seen = seen
         self._timer = asyncio.get_running_loop().call_later(SEND_STALL_S, self._check)
@@ -112,10 +112,10 @@ async def stream_file(request: web.Request, services: Services, fd: int, size: i
                 # and the client waited for the rest of the body for good).
                 log.warning("cannot read the record sent to %s (%s); connection cut",
                             request.remote, exc)
-                _abort(request)
+                abort(request)
                 return response
             if not chunk:  # cut short in place (records are replaced, never rewritten)
-                _abort(request)
+                abort(request)
                 return response
             if not await guard.send(response.write(chunk)):
                 return response
@@ -144,6 +144,7 @@ async def send_bytes(request: web.Request, body: bytes) -> web.StreamResponse:
     return response
 
 
-def _abort(request: web.Request) -> None:
+def abort(request: web.Request) -> None:
+    """Drop the connection and what is queued for it, unless it is gone already."""
     if request.transport is not None:
         request.transport.abort()

@@ -38,10 +38,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, brief_view, not_found, query_value, task_id
+from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
-from statusd.sending import StallGuard
+from statusd.sending import StallGuard, abort
 from statusd.services import SERVICES, Services
 
 CLOSE_TIMEOUT_S = 1.0
@@ -104,7 +104,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
 
 async def events_stream(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
-    with_progress = _progress(query_value(request, "progress"))
+    with_progress = flag_value(request, "progress")
     brief = brief_view(query_value(request, "view"))
     ws = _socket(request, services)
     await ws.prepare(request)
@@ -117,14 +117,6 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
-
-
-def _progress(value: str | None) -> bool:
-    """``progress=1``: progress events too; 0 or none: transitions only (anything else was
-    taken for 0, so a client that asked ``progress=true`` silently got no progress)."""
-    if value not in (None, "", "0", "1"):
-        raise ApiError(400, "bad_request", "progress must be 0 or 1")
-    return value == "1"
 
 
 def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
@@ -194,15 +186,9 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> 
         try:
             await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError):
-            _abort(request)
+            abort(request)
             return
-    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, _abort, request)
-
-
-def _abort(request: web.Request) -> None:
-    """Drop the connection and what is queued for it, unless it is gone already."""
-    if request.transport is not None:
-        request.transport.abort()
+    asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, abort, request)
 
 
 async def close_all(app: web.Application) -> None:
