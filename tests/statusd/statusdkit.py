@@ -156,6 +156,11 @@ class ServerThread(AppThread):
         item: Item | None = self.in_loop(lambda: self.services.index.get(job_id))
         return item
 
+    def ws_clients(self) -> int:
+        """How many WebSocket clients statusd's hub holds now."""
+        clients: int = self.in_loop(lambda: self.services.hub.clients)
+        return clients
+
     def in_loop(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the server's loop (to read its state safely)."""
         assert self.loop is not None

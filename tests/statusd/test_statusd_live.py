@@ -143,7 +143,7 @@ def test_a_stalled_client_is_dropped_and_never_slows_the_others(spool: Spool) ->
     stalled = stalled_ws_client(srv.port, "/api/v1/ws/events")
     jobs = 500
     try:
-        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+        wait_for(lambda: srv.ws_clients() == 1)
 
         def produce() -> None:  # 16 KiB a message, 8 MiB in all: more than every buffer
             for n in range(jobs):
@@ -197,7 +197,7 @@ def test_a_task_client_dropped_while_its_snapshot_is_sent_is_closed(
                 session.ws_connect(f"{srv.base}/api/v1/ws/tasks/big") as ws:
 
             def transitions() -> None:  # two messages for a queue of one
-                wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1,
+                wait_for(lambda: srv.ws_clients() == 1,
                          what="the task client subscribed")
                 running.append(claim(spool, "big"))
                 wait_for(lambda: srv.indexed_state("big") is JobState.RUNNING,
@@ -230,7 +230,7 @@ def test_a_burst_larger_than_a_clients_queue_reaches_a_client_that_keeps_up(
         got = 0
         async with aiohttp.ClientSession() as session, \
                 session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
-            wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+            wait_for(lambda: srv.ws_clients() == 1)
             # nothing reaches the index until the one big rescan below
             srv.in_loop(srv.services.tracker.stop_feed)
             for n in range(jobs):

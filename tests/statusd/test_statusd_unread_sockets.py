@@ -63,7 +63,7 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
     srv = ServerThread(settings_for(spool.layout.root)).start()
     sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
     try:
-        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+        wait_for(lambda: srv.ws_clients() == 1)
         pings = _ping(b"p" * 125) * 8192
         sock.settimeout(2.0)
         sent = 0
@@ -76,7 +76,7 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
         assert sent < FLOOD_CAP_BYTES, "statusd read every ping without waiting"
         wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
                  "statusd to cut off the client that pings and never reads")
-        assert srv.in_loop(lambda: srv.services.hub.clients) == 0
+        assert srv.ws_clients() == 0
     finally:
         sock.close()
         srv.stop()
@@ -104,7 +104,7 @@ def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool)
     srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=1.0).start()
     sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
     try:
-        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 1)
+        wait_for(lambda: srv.ws_clients() == 1)
         for n in range(2000):  # 20 KiB a message: the kernel's buffer fills, then aiohttp's
             job_id = f"pad-{n}"
             sock.sendall(_ping(b"", PONG))  # alive until then: the heartbeat waits
@@ -117,7 +117,7 @@ def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool)
             raise AssertionError("the kernel took every message")
         # Silent from now on: the heartbeat (1 s, then 0.5 s for a pong) closes it, and
         # SEND_STALL_S is 10 s.
-        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.clients) == 0, 10,
+        wait_for(lambda: srv.ws_clients() == 0, 10,
                  "the heartbeat to close the client")
         wait_for(lambda: _served(srv.port) == 0, 1.5 + CLOSE_TIMEOUT_S + 5,
                  "statusd to let go of the client the heartbeat closed")
