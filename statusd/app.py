@@ -11,7 +11,6 @@ answered in the JSON error shape too.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import AsyncIterator
 
 import orjson
@@ -37,7 +36,7 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     app[writes.BODY_TIMEOUT] = body_timeout_s
     app[SERVICES] = Services(settings, heartbeat_s=heartbeat_s, queue_max=queue_max)
     app[routes.OPENAPI] = orjson.dumps(build_openapi())
-    app[ws.SOCKETS] = weakref.WeakSet()
+    app[ws.SOCKETS] = ws.Sockets()
     _add_routes(app)
     app.cleanup_ctx.append(_tracking)
     app.on_shutdown.append(ws.close_all)

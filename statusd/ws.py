@@ -19,7 +19,8 @@ frames are processed).  The connection ends when either half ends:
   so is a pong: the read loop answers a client's pings itself, under the same
   guard (aiohttp's autoping waited for good for a client that pings and never
   reads, holding its connection and the pongs queued for it);
-* statusd shuts down (every socket is closed 1001 from a copied WeakSet).
+* statusd shuts down (every socket is closed 1001, and so is one whose handshake was
+  still running: :class:`Sockets`).
 
 However it ends, the connection is gone ``CLOSE_TIMEOUT_S`` after the close (an
 abort when the client has not taken what was queued for it by then).
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import Iterator
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -48,7 +50,31 @@ CLOSE_TIMEOUT_S = 1.0
 MAX_CLIENT_MSG_BYTES = 4096
 WS_VERSIONS = ("13", "8", "7")
 """What aiohttp's handshake accepts."""
-SOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
+STOPPING_MESSAGE = b"statusd is stopping"
+
+
+class Sockets:
+    """The app's open WebSockets, for shutdown to close (1001).  A handshake still running
+    when shutdown closed them is closed 1001 as soon as it completes: it would have been
+    served on, its client answering the heartbeat, and held the stop for aiohttp's
+    60 s shutdown timeout."""
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self.stopping = False
+
+    def __iter__(self) -> Iterator[web.WebSocketResponse]:
+        return iter(list(self._live))
+
+    def enlist(self, ws: web.WebSocketResponse) -> bool:
+        """Count ``ws`` in; False (and not counted) once shutdown has begun."""
+        if self.stopping:
+            return False
+        self._live.add(ws)
+        return True
+
+
+SOCKETS = web.AppKey("websockets", Sockets)
 GONE_CODE = WSCloseCode.POLICY_VIOLATION
 """How a task stream ends when its task is not (or no longer) in the spool."""
 
@@ -82,7 +108,9 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
         if services.index.get(job_id) is None:
             raise not_found(services.layout, job_id, f"no task {job_id}")
     await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
+    if not request.app[SOCKETS].enlist(ws):
+        await _close(request, ws, WSCloseCode.GOING_AWAY, STOPPING_MESSAGE)
+        return ws
     sub = services.hub.subscribe(job_id)
     item = services.index.get(job_id)  # same loop step as subscribe: nothing in between
     guard = StallGuard(request)
@@ -108,7 +136,9 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
     brief = brief_view(query_value(request, "view"))
     ws = _socket(request, services)
     await ws.prepare(request)
-    request.app[SOCKETS].add(ws)
+    if not request.app[SOCKETS].enlist(ws):
+        await _close(request, ws, WSCloseCode.GOING_AWAY, STOPPING_MESSAGE)
+        return ws
     sub = services.hub.subscribe(None, with_progress=with_progress, brief=brief)
     guard = StallGuard(request)
     try:
@@ -176,7 +206,8 @@ async def _drain(guard: StallGuard, ws: web.WebSocketResponse) -> None:
             return
 
 
-async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> None:
+async def _close(request: web.Request, ws: web.WebSocketResponse, code: int,
+                 message: bytes = b"") -> None:
     """Close the socket with ``code`` (unless the client or the heartbeat closed it), and
     let the connection go within ``CLOSE_TIMEOUT_S`` however it was closed: a transport
     closed with bytes unsent waits for the peer to take them, for good if it never reads
@@ -184,7 +215,7 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> 
     kernel's megabytes queued for it, as long as the peer lived)."""
     if not ws.closed:
         try:
-            await asyncio.wait_for(ws.close(code=code), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT_S)
         except (TimeoutError, ConnectionError):
             abort(request)
             return
@@ -192,10 +223,12 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int) -> 
 
 
 async def close_all(app: web.Application) -> None:
-    """on_shutdown: close every socket with 1001 (going away), all at once."""
-    live: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
-    coros = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"statusd is stopping")
-             for ws in list(live)]
+    """on_shutdown: close every socket with 1001 (going away), all at once; a handshake
+    still running closes its socket so once done (:class:`Sockets`)."""
+    sockets = app[SOCKETS]
+    sockets.stopping = True
+    coros = [ws.close(code=WSCloseCode.GOING_AWAY, message=STOPPING_MESSAGE)
+             for ws in sockets]
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.gather(*coros, return_exceptions=True),
                                CLOSE_TIMEOUT_S * 2)

@@ -88,7 +88,7 @@ def _unsent(srv: ServerThread) -> list[int]:
 
     def sizes() -> list[int]:
         transports = [sock._req.transport if sock._req else None
-                      for sock in list(srv.app[ws.SOCKETS])] if srv.app else []
+                      for sock in srv.app[ws.SOCKETS]] if srv.app else []
         return [t.get_write_buffer_size() for t in transports if t is not None]
 
     found: list[int] = srv.in_loop(sizes)
