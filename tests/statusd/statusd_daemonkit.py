@@ -92,13 +92,16 @@ def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM if started else signal.SIGKILL)
         try:
-            code = proc.wait(timeout=20)
+            code: int | None = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            code = None  # failed below, with what it logged
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             drain.join(10)
             proc.stderr.close()
+        assert code is not None, f"statusd still ran 20 s after SIGTERM: {seen[-20:]}"
         if started:
             assert code == 0, (code, seen[-20:])
 

@@ -9,6 +9,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from statusd_daemonkit import statusd_daemon
-from statusdkit import TOKEN, request, submit
+from statusdkit import TOKEN, request, run_job, submit, wait_for
 
 from spool.transitions import Spool
 
@@ -122,6 +123,85 @@ def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
         assert daemon.stop() == 0
         logged = "".join(daemon.log)
         assert "stopping" in logged and "Traceback" not in logged, daemon.log
+
+
+# statusd with every WebSocket handshake held ``argv[1]`` seconds before it is answered.
+_HELD_HANDSHAKE = """
+import asyncio
+import sys
+from aiohttp import web
+import statusd.__main__ as main
+prepare = web.WebSocketResponse.prepare
+async def held(self, request):
+    print("handshake held", file=sys.stderr, flush=True)
+    await asyncio.sleep(float(sys.argv[1]))
+    return await prepare(self, request)
+web.WebSocketResponse.prepare = held
+sys.exit(main.main([]))
+"""
+HANDSHAKE_HELD_S = 1.5
+
+
+def test_a_websocket_whose_handshake_runs_as_statusd_stops_is_closed_1001_too(
+        spool: Spool) -> None:
+    """A socket opened as the stop came (CI: a dashboard's task view opening its stream)
+    was missed by shutdown's close of every socket, and served on: its client answered
+    the heartbeat, and statusd hung in aiohttp's 60 s shutdown timeout, not exiting."""
+    submit(spool, "waiting")
+    log: list[str] = []
+    with statusd_daemon(spool.layout.root, log=log,
+                        argv=["-c", _HELD_HANDSHAKE, str(HANDSHAKE_HELD_S)]) as (port, proc):
+
+        async def open_as_it_stops() -> tuple[aiohttp.WSMsgType, int | None]:
+            async with aiohttp.ClientSession() as session:
+                opening = asyncio.ensure_future(
+                    session.ws_connect(f"http://127.0.0.1:{port}/api/v1/ws/tasks/waiting"))
+                await asyncio.to_thread(wait_for, lambda: "handshake held" in "".join(log),
+                                        10, "the handshake to be held")
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(wait_for, lambda: "stopping" in "".join(log), 10,
+                                        "statusd to log that it stops")
+                async with await opening as ws:
+                    msg = await ws.receive(timeout=10)
+                    return msg.type, ws.close_code
+
+        assert asyncio.run(open_as_it_stops()) == (aiohttp.WSMsgType.CLOSE, 1001)
+        # It exits on that one signal (the kit's own SIGTERM would come while it exits).
+        proc.wait(timeout=10)
+    assert "Traceback" not in "".join(log), log
+
+
+# statusd with its STOP_S set to argv[1].
+_QUICK_STOP = """
+import sys
+import statusd.__main__ as main
+main.STOP_S = float(sys.argv[1])
+sys.exit(main.main([]))
+"""
+QUICK_STOP_S = 1.0
+
+
+def test_a_client_of_a_large_page_that_reads_nothing_does_not_hold_the_stop(
+        spool: Spool) -> None:
+    """aiohttp waits 60 s (and 60 s more after a cancel) for requests in flight at a
+    stop: a client that asked for a 6 MB page and read nothing held statusd's stop until
+    the stall rule cut it off (20 s); one that reads slowly, for as long as it reads.
+    The unit's TimeoutStopSec=15 ends such a stop in a SIGKILL."""
+    for n in range(200):
+        run_job(spool, f"wide-{n:03d}", {"blob": "r" * 30_000})
+    log: list[str] = []
+    with statusd_daemon(spool.layout.root, log=log,
+                        argv=["-c", _QUICK_STOP, str(QUICK_STOP_S)]) as (port, proc), \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /api/v1/tasks?limit=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"  # its handler is sending the page
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        proc.wait(timeout=10)  # it exits on that one signal
+        assert time.monotonic() - stopped < 2 * QUICK_STOP_S + 3
+    assert "Traceback" not in "".join(log), log
 
 
 def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> None:
