@@ -46,6 +46,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         submitted_us, job_id = orjson.loads(raw)
     except (ValueError, TypeError) as exc:
         raise ValueError("invalid cursor") from exc
-    if not isinstance(submitted_us, int) or not isinstance(job_id, str):
+    # JSON's true is an int to isinstance: ``[true, "x"]`` was taken, for an empty page.
+    if type(submitted_us) is not int or not isinstance(job_id, str):
         raise ValueError("invalid cursor")
     return submitted_us, job_id

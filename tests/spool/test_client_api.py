@@ -9,6 +9,7 @@ skipped or repeated across pages; ``Client.stats`` gives statusd's stats documen
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -79,6 +80,17 @@ def test_list_pages_every_job_once_while_a_processor_moves_them(
     assert stats["processor"]["alive"] is True
     with pytest.raises(ValueError, match="invalid cursor"):
         client.list(cursor="not-a-cursor")
+
+
+@pytest.mark.parametrize("key", [b'[true,"x"]', b'["1","x"]', b'[1.5,"x"]', b'[1,2]',
+                                 b'[1]', b'{"a":1}', b'null'])
+def test_a_cursor_that_is_no_sort_key_is_refused(client: Client, key: bytes) -> None:
+    """``[true, "x"]`` (JSON's true passes for an int) was taken, for an empty page."""
+    submit_id = client.submit(Job(tool="echo"), "listed")
+    assert [r.id for r in client.list().records] == [submit_id]
+    cursor = base64.urlsafe_b64encode(key).decode().rstrip("=")
+    with pytest.raises(ValueError, match="invalid cursor"):
+        client.list(cursor=cursor)
 
 
 def test_submit_refuses_an_empty_id_given_explicitly(client: Client) -> None:
