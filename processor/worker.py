@@ -72,7 +72,8 @@ def prepare_process(memory_mb: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the forkserver ignores both
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # the forkserver
+        signal.signal(signum, signal.SIG_DFL)  # ignores these (and SIGTERM)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
