@@ -126,22 +126,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_tools(registry: Registry, as_json: bool) -> None:
+def tools_text(registry: Registry, as_json: bool) -> str:
+    """The catalogue as ``tools`` prints it: a line per tool, or JSON."""
     entries = registry.catalogue()
     if as_json:
         import orjson  # noqa: PLC0415 - see the imports above
 
-        sys.stdout.write(orjson.dumps([{
+        return orjson.dumps([{
             "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
             "category": e["category"], "max_attempts": e["max_attempts"],
             "description": e["description"], "params_schema": e["params_schema"],
-        } for e in entries], option=orjson.OPT_INDENT_2).decode() + "\n")
-        return
+        } for e in entries], option=orjson.OPT_INDENT_2).decode() + "\n"
     width = max(len(e["name"]) for e in entries)
-    for e in entries:
-        params = ", ".join(e["params_schema"].get("properties", {})) or "-"
-        print(f"{e['name']:<{width}}  {e['execution_mode']:<7}  "
-              f"{e['execution_timeout']:>7g}s  params: {params}")
+    return "".join(
+        f"{e['name']:<{width}}  {e['execution_mode']:<7}  {e['execution_timeout']:>7g}s  "
+        f"params: {', '.join(e['params_schema'].get('properties', {})) or '-'}\n"
+        for e in entries)
+
+
+EXIT_BROKEN_PIPE = 141
+"""A reader gone (``| head``): a shell's status for a death by SIGPIPE, said quietly."""
+
+
+def write_out(text: str) -> int:
+    """``text`` on stdout, flushed: 0; or one line and 1 when it cannot be written (closed,
+    a full disk: a script's ``> catalogue.json`` must not read as written), 141 when its
+    reader went away."""
+    why = None
+    if sys.stdout is None:  # closed (>&-): print() would drop the text without a word
+        why = "it is closed"
+    else:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
+        except OSError as exc:
+            _discard_stdout()
+            why = exc.strerror or str(exc)
+    if why is None:
+        return 0
+    if sys.stderr is not None:
+        print(f"spool-processor: error: cannot write to standard output: {why}",
+              file=sys.stderr)
+    return 1
+
+
+def _discard_stdout() -> None:
+    """fd 1 to /dev/null: what is still buffered goes there at exit, so the interpreter's
+    last flush cannot fail a second time ("Exception ignored ...")."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             # What a tool module prints as it is imported is not the catalogue.
             with contextlib.redirect_stdout(sys.stderr):
                 registry = load_registry(settings.tool_modules)
-            print_tools(registry, args.json)
-            return 0
+            return write_out(tools_text(registry, args.json))
         if not early:
             _prepare_children()
             if settings.executor == "local":

@@ -1,0 +1,48 @@
+"""``spool-processor tools`` whose catalogue cannot be written says so: one line, exit 1.
+
+An ops script's ``spool-processor tools --json > catalogue.json`` on a full disk got
+a ``crashed`` line and a Python traceback; with standard output closed (``>&-``) the
+text catalogue went nowhere and the command exited 0, as if it had been written, and
+``--json`` crashed.  (``spoolq tools`` already said "cannot write to standard output".)
+Real ``python -m processor`` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(spool_root: Path) -> dict[str, str]:
+    return {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_full_disk_under_the_catalogue_is_one_line_and_exit_1(
+        spool_root: Path, as_json: bool) -> None:
+    argv = [sys.executable, "-m", "processor", "tools", *(["--json"] if as_json else [])]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, env=_env(spool_root), stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "spool-processor: error: cannot write to standard output: No space left on device"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_closed_standard_output_is_one_line_and_exit_1(spool_root: Path,
+                                                         as_json: bool) -> None:
+    command = (f"exec {sys.executable} -m processor tools"
+               f"{' --json' if as_json else ''} >&-")
+    done = subprocess.run(["sh", "-c", command], env=_env(spool_root), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "spool-processor: error: cannot write to standard output: it is closed"]
