@@ -99,7 +99,8 @@ def _epilog() -> str:
             "configuration\nerror or a spool it cannot use (one line on stderr), 75 on a "
             "spool it cannot use\nfor now (full, out of descriptors, an I/O error, a "
             "network filesystem's lock\ndaemon down: one line; systemd restarts it), 1 on "
-            "anything else.")
+            "anything else.\nSIGUSR1 or SIGUSR2 stops nothing: it logs the runs in flight and "
+            "each thread's stack.")
 
 
 class _Parser(argparse.ArgumentParser):
