@@ -2,12 +2,13 @@
 
 Neither signal stops anything (see :mod:`processor.stop_signals`): an ops person who
 sends one, as Celery's workers are sent SIGUSR1 to dump their threads, gets log lines
-instead of a processor killed mid-run.  One ``running`` line (level info) names the
+instead of a processor killed mid-run.  One ``running`` line names the
 signal, whether a stop is under way, the runs in flight (the first
 :data:`MOST_RUNS_LISTED`; ``runs_total`` counts them all) and how many ready jobs
 wait in each lane or for their ``not_before``; then one ``thread`` line per thread of
 the processor with its stack, innermost call last, cut to :data:`MOST_STACK_CHARS`
-from the end.  Called on the loop thread, which alone reads the runs and queues.
+from the end.  The lines are warnings, so that ``SPOOL_LOG_LEVEL=WARNING`` shows what
+was asked for too.  Called on the loop thread, which alone reads the runs and queues.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def report(processor: Processor, signum: int) -> None:
     ready = processor.queues.ready
     waiting = {mode.value: sum(1 for e in lanes[mode] if ready.get(e[-1].job_id) is e[-1])
                for mode in ExecutionMode}
-    log.info("running", extra={"fields": {
+    log.warning("running", extra={"fields": {
         "signal": name, "stopping": processor.stopping, "runs": runs,
         "runs_total": len(processor.runs), "queued": waiting,
         "delayed": sum(1 for e in processor.queues.delayed if ready.get(e[-1].job_id) is e[-1]),
@@ -50,5 +51,5 @@ def report(processor: Processor, signum: int) -> None:
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))[-MOST_STACK_CHARS:]
-        log.info("thread", extra={"fields": {
+        log.warning("thread", extra={"fields": {
             "signal": name, "thread": names.get(ident, str(ident)), "stack": stack}})

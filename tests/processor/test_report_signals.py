@@ -31,7 +31,9 @@ def test_a_usr_signal_logs_the_runs_and_the_job_finishes(
     running job to finish: done at its first attempt, one line in the log naming the
     signal and the job, the processor still up and stopping cleanly after."""
     release = tmp_path / "release"
-    d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP)
+    # At level WARNING too: the report is what was asked for.
+    d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP,
+               SPOOL_LOG_LEVEL="WARNING")
     try:
         d.start()
         drop(spool_root, "long", {"tool": "t_record", "max_attempts": 1, "params": {
