@@ -33,8 +33,15 @@ MOST_STACK_CHARS = 8_000
 
 
 def report(processor: Processor, signum: int) -> None:
-    """Log the ``running`` line and each thread's ``thread`` line for ``signum``."""
-    name = signal.Signals(signum).name
+    """Log the ``running`` line and each thread's ``thread`` line for ``signum``; a
+    report that fails is one error line, never the loop's end."""
+    try:
+        _report(processor, signal.Signals(signum).name)
+    except Exception:
+        log.exception("cannot report the runs for %s", signal.Signals(signum).name)
+
+
+def _report(processor: Processor, name: str) -> None:
     now = time.monotonic()
     runs = [{"id": job_id, "tool": run.job.tool, "mode": run.mode.value,
              "attempt": run.record.attempts, "running_s": round(now - run.started, 3)}
