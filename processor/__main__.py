@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import errno
 import gc
+import io
 import logging
 import os
 import sys
@@ -127,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tools_text(registry: Registry, as_json: bool) -> str:
-    """The catalogue as ``tools`` prints it: a line per tool, or JSON."""
+def tools_text(registry: Registry, as_json: bool) -> str | bytes:
+    """The catalogue as ``tools`` prints it: a line per tool, or JSON (UTF-8 bytes, as
+    JSON is, whatever stdout's encoding)."""
     entries = registry.catalogue()
     if as_json:
         import orjson  # noqa: PLC0415 - see the imports above
@@ -137,7 +139,7 @@ def tools_text(registry: Registry, as_json: bool) -> str:
             "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
             "category": e["category"], "max_attempts": e["max_attempts"],
             "description": e["description"], "params_schema": e["params_schema"],
-        } for e in entries], option=orjson.OPT_INDENT_2).decode() + "\n"
+        } for e in entries], option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     width = max(len(e["name"]) for e in entries)
     return "".join(
         f"{e['name']:<{width}}  {e['execution_mode']:<7}  {e['execution_timeout']:>7g}s  "
@@ -149,16 +151,23 @@ EXIT_BROKEN_PIPE = 141
 """A reader gone (``| head``): a shell's status for a death by SIGPIPE, said quietly."""
 
 
-def write_out(text: str) -> int:
+def write_out(text: str | bytes) -> int:
     """``text`` on stdout, flushed: 0; or one line and 1 when it cannot be written (closed,
     a full disk: a script's ``> catalogue.json`` must not read as written), 141 when its
-    reader went away."""
+    reader went away.  Bytes go to stdout's buffer as they are; what a stdout that is not
+    UTF-8 cannot encode of a str is shown as escapes (``\\u2013``), not a crash."""
     why = None
     if sys.stdout is None:  # closed (>&-): print() would drop the text without a word
         why = "it is closed"
     else:
         try:
-            sys.stdout.write(text)
+            if isinstance(text, bytes):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(text)
+            else:
+                if isinstance(sys.stdout, io.TextIOWrapper):
+                    sys.stdout.reconfigure(errors="backslashreplace")
+                sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:
             _discard_stdout()

@@ -33,6 +33,8 @@ class StrictParams(BaseModel):
 
 
 class StrictFast(BaseTool):
+    """Orders at a time, a window of bars, a side \N{EN DASH} strict all of them."""
+
     name: ClassVar[str] = "s_fast"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
     Params: ClassVar[type[BaseModel]] = StrictParams

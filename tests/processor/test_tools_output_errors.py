@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 
 
 def _env(spool_root: Path) -> dict[str, str]:
@@ -46,3 +48,23 @@ def test_a_closed_standard_output_is_one_line_and_exit_1(spool_root: Path,
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         "spool-processor: error: cannot write to standard output: it is closed"]
+
+
+def test_a_stdout_that_is_not_utf8_still_gets_the_catalogue(spool_root: Path) -> None:
+    """A tool described in words outside ASCII (an en dash) crashed ``tools --json``
+    with a UnicodeEncodeError traceback under an ASCII stdout (``PYTHONIOENCODING=ascii``,
+    a C locale without UTF-8 mode), as the text list did for a tool or a parameter named
+    so: the JSON is UTF-8, as JSON is, and the text shows such names as escapes."""
+    env = {**_env(spool_root), "SPOOL_TOOLS": "stricttools", "PYTHONIOENCODING": "ascii",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO),
+                                          os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "processor", "tools"]
+    text = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    assert (text.returncode, text.stderr) == (0, b""), text.stderr
+    assert b"s_fast" in text.stdout
+    done = subprocess.run([*argv, "--json"], env=env, capture_output=True, timeout=60,
+                          check=False)
+    assert (done.returncode, done.stderr) == (0, b""), done.stderr
+    tools = {t["name"]: t for t in orjson.loads(done.stdout)}
+    assert tools["s_fast"]["description"] == (
+        "Orders at a time, a window of bars, a side \N{EN DASH} strict all of them.")
