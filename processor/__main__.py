@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import errno
 import gc
+import io
 import logging
 import os
 import sys
@@ -99,7 +100,8 @@ def _epilog() -> str:
             "configuration\nerror or a spool it cannot use (one line on stderr), 75 on a "
             "spool it cannot use\nfor now (full, out of descriptors, an I/O error, a "
             "network filesystem's lock\ndaemon down: one line; systemd restarts it), 1 on "
-            "anything else.")
+            "anything else.\nSIGUSR1 or SIGUSR2 stops nothing: it logs the runs in flight and "
+            "each thread's stack.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,22 +128,66 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_tools(registry: Registry, as_json: bool) -> None:
+def tools_text(registry: Registry, as_json: bool) -> str | bytes:
+    """The catalogue as ``tools`` prints it: a line per tool, or JSON (UTF-8 bytes, as
+    JSON is, whatever stdout's encoding)."""
     entries = registry.catalogue()
     if as_json:
         import orjson  # noqa: PLC0415 - see the imports above
 
-        sys.stdout.write(orjson.dumps([{
+        return orjson.dumps([{
             "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
             "category": e["category"], "max_attempts": e["max_attempts"],
             "description": e["description"], "params_schema": e["params_schema"],
-        } for e in entries], option=orjson.OPT_INDENT_2).decode() + "\n")
-        return
+        } for e in entries], option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     width = max(len(e["name"]) for e in entries)
-    for e in entries:
-        params = ", ".join(e["params_schema"].get("properties", {})) or "-"
-        print(f"{e['name']:<{width}}  {e['execution_mode']:<7}  "
-              f"{e['execution_timeout']:>7g}s  params: {params}")
+    return "".join(
+        f"{e['name']:<{width}}  {e['execution_mode']:<7}  {e['execution_timeout']:>7g}s  "
+        f"params: {', '.join(e['params_schema'].get('properties', {})) or '-'}\n"
+        for e in entries)
+
+
+EXIT_BROKEN_PIPE = 141
+"""A reader gone (``| head``): a shell's status for a death by SIGPIPE, said quietly."""
+
+
+def write_out(text: str | bytes) -> int:
+    """``text`` on stdout, flushed: 0; or one line and 1 when it cannot be written (closed,
+    a full disk: a script's ``> catalogue.json`` must not read as written), 141 when its
+    reader went away.  Bytes go to stdout's buffer as they are; what a stdout that is not
+    UTF-8 cannot encode of a str is shown as escapes (``\\u2013``), not a crash."""
+    why = None
+    if sys.stdout is None:  # closed (>&-): print() would drop the text without a word
+        why = "it is closed"
+    else:
+        try:
+            if isinstance(text, bytes):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(text)
+            else:
+                if isinstance(sys.stdout, io.TextIOWrapper):
+                    sys.stdout.reconfigure(errors="backslashreplace")
+                sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+            return EXIT_BROKEN_PIPE
+        except OSError as exc:
+            _discard_stdout()
+            why = exc.strerror or str(exc)
+    if why is None:
+        return 0
+    if sys.stderr is not None:
+        print(f"spool-processor: error: cannot write to standard output: {why}",
+              file=sys.stderr)
+    return 1
+
+
+def _discard_stdout() -> None:
+    """fd 1 to /dev/null: what is still buffered goes there at exit, so the interpreter's
+    last flush cannot fail a second time ("Exception ignored ...")."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             # What a tool module prints as it is imported is not the catalogue.
             with contextlib.redirect_stdout(sys.stderr):
                 registry = load_registry(settings.tool_modules)
-            print_tools(registry, args.json)
-            return 0
+            return write_out(tools_text(registry, args.json))
         if not early:
             _prepare_children()
             if settings.executor == "local":

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from processor import lifecycle, logs
+from processor import lifecycle, logs, signal_report
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor
@@ -147,7 +147,7 @@ class Processor:
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
         self.freed: list[Outcome] = []
-        self.signals = StopSignals(self.inbox, self._begin_stop)
+        self.signals = StopSignals(self.inbox, self._begin_stop, self._report)
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
 
     # -- policy -------------------------------------------------------------------------
@@ -183,6 +183,9 @@ class Processor:
 
     def _begin_stop(self, signum: int) -> None:
         lifecycle.begin_stop(self, signum)
+
+    def _report(self, signum: int) -> None:
+        signal_report.report(self, signum)
 
     def _step(self) -> bool:
         """One step of the loop, on the loop thread (see :mod:`processor.relay`).

@@ -14,13 +14,14 @@ start (so READY) waits for the preload's end.  :mod:`processor.forkserver_ready`
 last in the list, freezes what the preload made and turns the collector back on
 before any worker is forked.
 
-And it makes the forkserver ignore SIGTERM and SIGHUP, as multiprocessing makes it
-ignore SIGINT.  Sent to the processor's whole process group (``kill -TERM -PGID``, a
-shell's ``kill %1``, systemd's default ``KillMode=control-group``, a terminal's
-hangup), such a signal must stop the processor alone, which drains and requeues (DESIGN
-section 9): a forkserver that died of it took every worker with it (their parent-death
-signal), failing each running job ``worker_crashed``.  It ends when its parent does
-(EOF on its alive pipe), and its workers put both signals back to the default
+And it makes the forkserver ignore SIGTERM and SIGHUP (and SIGUSR1 and SIGUSR2, which
+ask the processor for a report), as multiprocessing makes it ignore SIGINT.  Sent to
+the processor's whole process group (``kill -TERM -PGID``, a shell's ``kill %1``,
+systemd's default ``KillMode=control-group``, a terminal's hangup), such a signal must
+reach the processor alone, which drains and requeues (DESIGN section 9) or reports: a
+forkserver that died of it took every worker with it (their parent-death signal),
+failing each running job ``worker_crashed``.  It ends when its parent does
+(EOF on its alive pipe), and its workers put these signals back to the default
 (:func:`processor.worker.prepare_process`).
 
 And a fork it cannot make (out of processes: ``RLIMIT_NPROC``, the cgroup's
@@ -48,6 +49,8 @@ gc.disable()
 prctl(PR_SET_CHILD_SUBREAPER, 1)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the processor's report signals, likewise
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 warnings.filterwarnings("ignore", message="forkserver: waitpid returned unexpected pid")
 
 _fork = os.fork

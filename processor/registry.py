@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, TypeGuard
 
+import orjson
 from pydantic import BaseModel
 
 from processor.builtin import BUILTIN_TOOLS
@@ -134,10 +135,17 @@ def _catalogue_entry(tool: type[BaseTool]) -> dict[str, Any] | str:
     if problem is not None:
         return problem
     try:
-        return tool.catalogue_entry()
+        entry = tool.catalogue_entry()
     except Exception as exc:  # e.g. a field of a type pydantic cannot describe
         first = str(exc).strip().split("\n")[0]
         return f"Params has no JSON Schema: {first or type(exc).__name__}"
+    try:
+        # What the status file (and ``tools --json``) writes: an integer past 64 bits in
+        # the schema (a bound ``lt=2**64``, a default) crashed the processor there.
+        orjson.dumps(entry)
+    except TypeError as exc:
+        return f"its params schema cannot be written as JSON: {exc}"
+    return entry
 
 
 def _declaration_problem(tool: type[BaseTool]) -> str | None:

@@ -1,4 +1,7 @@
-"""The stop signals: SIGTERM, SIGINT (Ctrl-C) and SIGHUP (a closed terminal, ``kill -HUP``).
+"""The stop signals: SIGTERM, SIGINT (Ctrl-C) and SIGHUP (a closed terminal, ``kill -HUP``);
+and SIGUSR1 and SIGUSR2, which ask for a report (:mod:`processor.signal_report`) and stop
+nothing: their default action ended the processor mid-run, its runs then counted as
+attempts by the next start's recovery (a job of one attempt failed ``abandoned``).
 
 :class:`StopSignals` owns the processor's signal dispositions while it runs: the
 loop reads the signals itself, from the pipe Python's C-level handler writes each
@@ -8,7 +11,8 @@ only, and the main thread sleeps in :meth:`processor.relay.Relay.wait` (a signal
 the kernel gave another thread, as it may just after a SIGCONT, waited there for
 good).  The Python-level handlers do nothing.  Guarantees: one stop request per
 read of the pipe however many stop signals it held, and the handlers and wakeup
-fd as they were once :meth:`StopSignals.restore` has run.
+fd as they were once :meth:`StopSignals.restore` has run.  A report signal is acted on
+once per read of the pipe too; one that comes while the processor starts is ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from processor.inbox import Inbox
 
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
 
 
 class EarlyStops:
@@ -43,14 +48,19 @@ class EarlyStops:
     def install(self) -> None:
         for signum in STOP_SIGNALS:
             signal.signal(signum, self)
+        for signum in REPORT_SIGNALS:  # nothing runs yet to report
+            signal.signal(signum, _no_op)
 
 
 class StopSignals:
-    """Stop signals read on the loop thread; ``on_stop`` gets the signal's number."""
+    """Stop and report signals read on the loop thread; ``on_stop`` and ``on_report`` get
+    the signal's number."""
 
-    def __init__(self, inbox: Inbox, on_stop: Callable[[int], None]) -> None:
+    def __init__(self, inbox: Inbox, on_stop: Callable[[int], None],
+                 on_report: Callable[[int], None] = lambda signum: None) -> None:
         self.inbox = inbox
         self.on_stop = on_stop
+        self.on_report = on_report
         self.pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
 
@@ -63,7 +73,7 @@ class StopSignals:
         # SIGIO: recycling a job file takes a write lease for an instant
         # (spool.fsops.Mover.retire); should anything open that file then, the kernel's
         # notice must not end the daemon.
-        for signum in (*STOP_SIGNALS, signal.SIGIO):
+        for signum in (*STOP_SIGNALS, *REPORT_SIGNALS, signal.SIGIO):
             self.saved_handlers[signum] = signal.signal(signum, _no_op)
         early = next((h.received for h in self.saved_handlers.values()
                       if isinstance(h, EarlyStops) and h.received is not None), None)
@@ -78,6 +88,8 @@ class StopSignals:
         # One stop signal per read: a Ctrl-C that reached the whole process group, and
         # a supervisor's SIGTERM beside it, are one request to stop, not two.
         stop = next((signum for signum in received if signum in STOP_SIGNALS), None)
+        for signum in sorted(REPORT_SIGNALS.intersection(received)):
+            self.on_report(signum)
         if stop is not None:
             self.on_stop(stop)
 

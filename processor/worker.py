@@ -42,6 +42,7 @@ from typing import Any
 
 from processor.executor import WorkerConfig
 from processor.logs import setup_logging, tag_lines_with
+from processor.mp_children import ToolForkserver, allow_children
 from processor.process_state import ProcessState
 from processor.proctree import (
     PR_SET_CHILD_SUBREAPER,
@@ -72,7 +73,8 @@ def prepare_process(memory_mb: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # the forkserver ignores both
+    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # the forkserver
+        signal.signal(signum, signal.SIG_DFL)  # ignores these (and SIGTERM)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -83,6 +85,7 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
     """Serve tasks from ``conn``; ``output``: the write ends of the pipes the parent reads
     as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
     prepare_process(config.memory_mb)
+    allow_children()  # a tool's own Pool or ProcessPoolExecutor (see processor.mp_children)
     stdin_from_devnull()
     # Everything written to fds 1 and 2 (print, C code, child processes) goes to the
     # parent, which logs it as the job's; this worker's own log lines do not.
@@ -124,6 +127,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
     # logs as that job's (see StrayThreads.job_of).
     running: list[tuple[str, str] | None] = [None]
     tag_lines_with(lambda: strays.job_of(running[0]))
+    tool_forkserver = ToolForkserver()
     while True:
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
@@ -139,6 +143,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
         strays.job_ended(job_id, tool)
         running[0] = None
         reap_leftovers()
+        tool_forkserver.forget()  # killed with the rest: the next job's pool starts one
         done += 1
         retiring = bool(max_jobs and done >= max_jobs)
         # A retiring worker is never offered again.

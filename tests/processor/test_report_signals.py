@@ -1,0 +1,62 @@
+"""SIGUSR1 and SIGUSR2 are no stop: the processor logs what it runs and goes on.
+
+Their default action ends a process at once.  An ops person who sends one (Celery's
+workers dump their threads' stacks on SIGUSR1; a logrotate ``postrotate`` written for
+another daemon; ``systemctl kill -s USR1``) killed the processor mid-run: its jobs
+stayed in ``running/``, the next start's recovery counted the run, and a job of one
+attempt was failed ``abandoned``.  Real daemons, real signals (see daemonkit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+OWN_GROUP = [sys.executable, "-c",
+             "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"]
+"""A prefix that starts the processor as the leader of a process group of its own."""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+@pytest.mark.parametrize("to_group", [False, True], ids=["processor", "group"])
+def test_a_usr_signal_logs_the_runs_and_the_job_finishes(
+        spool_root: Path, tmp_path: Path, signum: signal.Signals, to_group: bool) -> None:
+    """Sent to the processor, or to its whole process group (``kill -USR1 -PGID``, which
+    reached the COMPUTE forkserver too, and with it every worker), the signal leaves the
+    running job to finish: done at its first attempt, one line in the log naming the
+    signal and the job, the processor still up and stopping cleanly after."""
+    release = tmp_path / "release"
+    # At level WARNING too: the report is what was asked for.
+    d = Daemon(spool_root, tmp_path / "daemon.log", prefix=OWN_GROUP,
+               SPOOL_LOG_LEVEL="WARNING")
+    try:
+        d.start()
+        drop(spool_root, "long", {"tool": "t_record", "max_attempts": 1, "params": {
+            "seconds": 60, "release": str(release)}})
+        wait_for(lambda: os.listdir(spool_root / "running"), 20, "the job to run")
+        if to_group:
+            os.killpg(d.pid, signum)
+        else:
+            os.kill(d.pid, signum)
+
+        def reported() -> bool:
+            assert d.running(), f"the processor died of {signum.name}:\n{d.logs()}"
+            return any(e.get("signal") == signum.name and e.get("msg") == "running"
+                       for e in d.events())
+
+        wait_for(reported, 20, f"the processor's line for {signum.name}")
+        line = next(e for e in d.events() if e.get("signal") == signum.name)
+        assert [r["id"] for r in line["runs"]] == ["long"], line
+        assert line["runs"][0]["tool"] == "t_record", line
+        release.touch()
+        found = wait_record(spool_root, "long", 30)
+        assert (found["state"], found["attempts"]) == ("done", 1), found
+        assert d.running(), d.logs()
+        assert d.stop(60) == 0, d.logs()
+    finally:
+        d.abort()
