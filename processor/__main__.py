@@ -13,6 +13,7 @@ which systemd restarts it after; 1 on anything else.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import gc
@@ -270,7 +271,7 @@ def _run(settings: Settings) -> int:
 
 def _start(settings: Settings, up: list[bool]) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
-    from processor import capture  # noqa: PLC0415
+    from processor import capture, lifecycle  # noqa: PLC0415
     from processor.daemon import Processor  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
@@ -308,7 +309,11 @@ def _start(settings: Settings, up: list[bool]) -> int:
         processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
         imports.start()
 
-    status = processor.run(on_ready)
+    try:
+        status = processor.run(on_ready)
+    finally:
+        # FAST tool code may run on until the exit: see kill_late_tool_processes.
+        atexit.register(lifecycle.kill_late_tool_processes)
     imports.exit_now_if_running(status, tool_threads=capture.threads_left())
     return status
 

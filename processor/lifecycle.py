@@ -280,6 +280,22 @@ def close(processor: Processor) -> None:
     release(processor)
 
 
+def kill_late_tool_processes() -> None:
+    """The processor's last step, as it exits: kill what FAST tool code started since
+    :func:`close`'s kill of what FAST tools left.  Python threads cannot be killed, so a
+    thread a tool left, or a FAST run the grace period cut short, runs on until the process
+    exits; a process it started meanwhile (the rest of the stop, the exit's own steps) was
+    found by no walk and outlived the processor outside systemd.  An ``atexit`` function
+    registered once the daemon has run, so the first of the exit's (they run last
+    registered first), before even the log is shut: what is left after it is the time
+    the remaining exit functions take."""
+    killed = proctree.kill_tool_processes()
+    if killed:
+        log.info("killed processes FAST tools started during the stop", extra={"fields": {
+            "pids": killed[:32], "count": len(killed)}})
+        logs.flush()
+
+
 def release(processor: Processor) -> None:
     """Close what __init__ opened: the closer thread, the inbox pipe, the spool's watch;
     and give the signals back (on the main thread, where run() installed them)."""

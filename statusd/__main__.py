@@ -19,7 +19,9 @@ Content-Encoding, a hang-up mid-body) are one throttled line each, never an
 ERROR with a traceback (:mod:`statusd.errors`).
 
 SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), give requests
-in flight ``STOP_S`` to finish, stop the feed, exit 0.  A spool that is not
+in flight ``STOP_S`` to finish, stop the feed, exit 0; one that comes while statusd
+starts (imports, settings, the index's load) is the same clean stop, before it serves
+(:class:`EarlyStops`).  A spool that is not
 initialised, or a port that is taken: one line on stderr, exit 1 (so systemd
 restarts and the journal says why).  Bad settings: one line, exit 2 (restarting
 cannot fix them; the unit does not retry).
@@ -39,6 +41,7 @@ import resource
 import signal
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 from spool.errors import ConfigError, SpoolError
@@ -59,6 +62,7 @@ to end in a SIGKILL."""
 MAX_NOFILE = 1 << 20
 ACCEPT_TROUBLE_LINE_S = 10.0
 """Out of descriptors, refused connections are one line this often, with their count."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 
@@ -81,14 +85,41 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class EarlyStops:
+    """The stop signals' handler outside :func:`serve`'s loop: it notes the first one, which
+    ``serve`` acts on as soon as its own handlers are in, so a stop sent while statusd
+    starts (systemd stopping a unit it has just started) is a clean stop, exit status 0.
+    Its handlers came once aiohttp was imported (half a second of the start, more on a
+    loaded host): a SIGTERM before then ended statusd by the signal (-15), and a SIGINT
+    with a KeyboardInterrupt's traceback wherever it landed.  Put back once the loop has
+    closed (which gives the signals their default actions again), a signal while the
+    interpreter exits is one more stop asked of a process that is stopping."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    early = EarlyStops()
+    early.install()
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
                                  spool_dir=args.spool_dir, options=OPTIONS)
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        asyncio.run(serve(settings, access_log=args.access_log))
+        try:
+            asyncio.run(serve(settings, access_log=args.access_log, early=early))
+        finally:
+            early.install()  # the loop's close gave the signals their default actions
     except ConfigError as exc:  # restarting cannot fix it (RestartPreventExitStatus=2)
         print(f"spool-statusd: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -103,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def serve(settings: Settings, *, access_log: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def serve(settings: Settings, *, access_log: bool = False,
+                early: EarlyStops | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or not at all when ``early`` noted one already)."""
     from aiohttp import web  # noqa: PLC0415 - lazy, see the module's docstring
 
     from statusd.app import create_app  # noqa: PLC0415 - lazy, see the module's docstring
@@ -113,8 +145,13 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    if early is not None and early.received is not None:
+        stop.set()  # asked to stop while it started: see EarlyStops
+    if stop.is_set():
+        log.info("stopping")
+        return
     _raise_nofile()
     loop.set_exception_handler(AcceptTrouble(loop.get_exception_handler()))
     app = create_app(settings, body_timeout_s=IDLE_S)
@@ -129,13 +166,14 @@ async def serve(settings: Settings, *, access_log: bool = False) -> None:
     # collection walks 100,000s of records and stalls the loop for 100 ms or more.
     gc.freeze()
     try:
-        site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
-        await site.start()
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("statusd listening on http://%s:%d", shown, port)
-        await stop.wait()
+        if not stop.is_set():  # a stop signal while the index loaded: no serving
+            site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
+            await site.start()
+            for address in runner.addresses:
+                host, port = address[0], address[1]
+                shown = f"[{host}]" if ":" in host else host
+                log.info("statusd listening on http://%s:%d", shown, port)
+            await stop.wait()
         log.info("stopping")
     finally:
         await runner.cleanup()

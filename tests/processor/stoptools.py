@@ -115,3 +115,29 @@ class FastThread(BaseTool):
         threading.Thread(target=sleeps, daemon=False).start()
         _POOL.submit(time.sleep, params.seconds)
         return ToolResult.ok()
+
+
+class SpawnParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = 1000.0
+    every_s: float = 0.02
+
+
+class FastSpawner(BaseTool):
+    """Leaves a thread that starts ``sleep seconds`` every ``every_s`` (as a tool's worker
+    thread that starts a helper for each piece of work would), for as long as the
+    processor lives."""
+
+    name: ClassVar[str] = "s_fast_spawner"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = SpawnParams
+
+    def execute(self, params: SpawnParams, ctx: ToolContext) -> ToolResult:
+        def spawn() -> None:
+            while True:
+                subprocess.Popen(["sleep", str(params.seconds)])
+                time.sleep(params.every_s)
+
+        threading.Thread(target=spawn, daemon=True).start()
+        return ToolResult.ok()

@@ -177,6 +177,39 @@ def test_processes_fast_tools_started_do_not_outlive_a_stop(
                 os.kill(pid, signal.SIGKILL)
 
 
+def _sleeping(seconds: float) -> list[int]:
+    """The pids of the ``sleep seconds`` processes running on the host."""
+    wanted = f"sleep\0{seconds}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted and alive(int(entry)):
+                    found.append(int(entry))
+    return found
+
+
+def test_processes_fast_tool_code_starts_after_the_stops_kill_do_not_outlive_it(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """FAST tool code can run on after the stop's kill of what FAST tools started (a thread
+    a tool left; a run the grace period cut short, whose thread cannot be killed), until
+    the process exits: what it started meanwhile outlived the processor outside
+    systemd.  The rest of the stop is held 0.5 s here; a tool's thread starting a
+    process every 20 ms left one or two running in six stops of six unheld."""
+    seconds = 1000 + int.from_bytes(os.urandom(3), "big") / 2**24  # these sleeps only
+    d = daemon(module="held_close_processor", HELD_CLOSE_S="0.5",
+               SPOOL_TOOLS="ptools,stoptools", SPOOL_GRACE_S="1")
+    drop(spool_root, "spawner", {"tool": "s_fast_spawner", "params": {"seconds": seconds}})
+    try:
+        wait_record(spool_root, "spawner")
+        wait_for(lambda: _sleeping(seconds), 20, "the tool's thread to start processes")
+        assert d.stop() == 0
+        wait_for(lambda: not _sleeping(seconds), 20, "the tool's processes to die")
+    finally:
+        for pid in _sleeping(seconds):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_threads_fast_tools_left_do_not_hold_the_processors_exit(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A FAST tool runs in the processor: a thread it left that is no daemon (a

@@ -58,6 +58,19 @@ class Daemon:
             if match:
                 return match.group(1)
 
+    def wait_line(self, text: str) -> None:
+        """Wait for a line of stderr that holds ``text``."""
+        while True:
+            try:
+                line = self.lines.get(timeout=START_TIMEOUT_S)
+            except queue.Empty:
+                raise AssertionError(f"no {text!r} from statusd: {self.log}") from None
+            if line is None:
+                raise AssertionError(f"statusd exited: {self.log}")
+            self.log.append(line)
+            if text in line:
+                return
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -169,6 +182,60 @@ def test_a_websocket_whose_handshake_runs_as_statusd_stops_is_closed_1001_too(
         # It exits on that one signal (the kit's own SIGTERM would come while it exits).
         proc.wait(timeout=10)
     assert "Traceback" not in "".join(log), log
+
+
+# statusd with a step of its start held ``argv[1]`` seconds: the settings' read (before its
+# loop's handlers are in, as the imports of aiohttp and the app are) or the index's load.
+_HELD_START = """
+import asyncio
+import sys
+import time
+import statusd.__main__ as main
+from statusd.tracker import Tracker
+held_s = float(sys.argv[1])
+load, start = main.load_settings, Tracker.start
+def held_load(**kwargs):
+    print("start held", file=sys.stderr, flush=True)
+    time.sleep(held_s)
+    return load(**kwargs)
+async def held_start(self):
+    print("start held", file=sys.stderr, flush=True)
+    await asyncio.sleep(held_s)
+    await start(self)
+if sys.argv[2] == "settings":
+    main.load_settings = held_load
+else:
+    Tracker.start = held_start
+sys.exit(main.main([]))
+"""
+START_HELD_S = 1.5
+
+
+@pytest.mark.parametrize(("sig", "step"), [(signal.SIGTERM, "settings"),
+                                           (signal.SIGINT, "settings"),
+                                           (signal.SIGTERM, "index")])
+def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_path: Path,
+                                                            sig: int, step: str) -> None:
+    """statusd's handlers came only once aiohttp was imported (half a second of its
+    start, more on a loaded host): a SIGTERM before then (systemd stopping a unit it has
+    just started) ended it by the signal (-15), and a SIGINT with a KeyboardInterrupt's
+    traceback wherever it landed.  The processor's start has been covered so since
+    7af8322.  It exits 0 without serving (a stop during the index's load listened, said
+    so, and then stopped)."""
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_START, str(START_HELD_S), step],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        daemon.wait_line("start held")
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        daemon.stop(signal.SIGKILL)
+    logged = "".join(daemon.log)
+    assert code == 0, daemon.log
+    assert "Traceback" not in logged and "listening" not in logged, daemon.log
 
 
 # statusd with its STOP_S set to argv[1].
