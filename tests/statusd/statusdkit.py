@@ -35,6 +35,7 @@ from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.settings import FsyncMode, Settings, load_settings
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd.__main__ import STOP_S
 from statusd.app import create_app
 from statusd.items import Item
 from statusd.services import SERVICES, Services
@@ -105,7 +106,10 @@ class AppThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.app = self.make_app()
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        # The daemon's bound on requests in flight at a stop: aiohttp's own 60 s (twice,
+        # with the cancel) would outlast stop()'s 20 s wait.
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=STOP_S)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
