@@ -24,7 +24,7 @@ from processor.builtin import BUILTIN_TOOLS
 from processor.quant.tools import QUANT_TOOLS
 from processor.tools import BaseTool, ExecutionMode
 from spool.errors import ConfigError, UnknownTool
-from spool.models import MAX_ATTEMPTS_LIMIT
+from spool.models import MAX_ATTEMPTS_LIMIT, MAX_TOOL_NAME
 
 ENTRY_POINT_GROUP = "spoolq.tools"
 
@@ -43,6 +43,9 @@ class Registry:
         name = getattr(tool, "name", None)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"tool class {tool.__qualname__} has no name")
+        if len(name) > MAX_TOOL_NAME:  # registered, it failed each job naming it invalid_job
+            raise ConfigError(f"tool name {name[:40]!r}... ({_where(tool)}) is longer than "
+                              f"{MAX_TOOL_NAME} characters: no job can name it")
         if not name.isprintable():  # a newline, an escape, a zero-width space: a lookalike
             raise ConfigError(f"tool name {name!r} ({_where(tool)}) has characters that are "
                               "not printable")

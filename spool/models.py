@@ -32,6 +32,8 @@ from spool.states import JobState
 _DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS_LIMIT = 100
+MAX_TOOL_NAME = 128
+"""The longest tool name a job may give (and so a tool may have)."""
 # Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
 # string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
 _EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
@@ -200,7 +202,7 @@ class Job(_JobFields):
 
     model_config = ConfigDict(json_schema_extra=_epoch_seconds_in_schema)
 
-    tool: str = Field(min_length=1, max_length=128)
+    tool: str = Field(min_length=1, max_length=MAX_TOOL_NAME)
     # Runs already spent: a requeue writes fewer than max_attempts.  Unbounded, a drop's
     # attempt ``attempts + 1`` could pass the 64 bits orjson writes (a record that cannot
     # be written, the processor stopped at each start).

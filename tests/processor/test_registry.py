@@ -59,6 +59,7 @@ def tool_class(**attrs: Any) -> type[BaseTool]:
     ({"name": "ctl\x1b[31mred"}, "not printable"),
     ({"name": "two\nlines"}, "not printable"),
     ({"name": "run_backtest\u200b"}, "not printable"),
+    ({"name": "t" * 129}, "longer than 128 characters: no job can name it"),
 ])
 def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, Any],
                                                             says: str) -> None:
@@ -69,6 +70,7 @@ def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, An
 def test_a_well_declared_tool_is_registered() -> None:
     assert Registry([tool_class()]).names() == ["t"]
     assert Registry([tool_class(name="with space ünï 工具")]).names() == ["with space ünï 工具"]
+    assert Registry([tool_class(name="t" * 128)]).names() == ["t" * 128]
 
 
 def test_each_params_schema_is_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
