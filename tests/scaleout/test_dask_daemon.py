@@ -33,6 +33,7 @@ from scalekit import (
     drop,
     free_port,
     locations,
+    make_spool,
     read_line,
     record,
     wait_for,
@@ -179,10 +180,27 @@ def test_a_killed_processor_leaves_no_work_running_on_the_cluster(spool_root: Pa
     drop(spool_root, "orphan", {"tool": "d_heartbeat",
                                 "params": {"path": str(beats), "seconds": 60}})
     wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    left = _job_processes()  # its job's, and the one it had started idle on the other worker
+    assert int(_lines(beats)[0].split()[1]) in left
     d.kill()
     time.sleep(0.5)
     _assert_stopped_growing(beats)
     assert locations(spool_root)["orphan"] == ["running"], "left for the recovery scan"
+    # The next processor to connect has the workers kill what the dead one left idle,
+    # where it stayed for good (the dead one could not say it was over).
+    other = tmp_path / "other"
+    make_spool(other)
+    daemon(root=other, **_dask_env(dask_cluster.scheduler_address))
+    wait_for(lambda: not any(alive(pid) for pid in left), 15,
+             f"the killed processor's job processes gone ({left})")
+
+
+def _job_processes() -> set[int]:
+    """The Dask job processes of the module's cluster: below its workers' forkservers
+    (the workers are this process's children)."""
+    psutil = pytest.importorskip("psutil")
+    return {job.pid for worker in psutil.Process().children()
+            for forkserver in worker.children() for job in forkserver.children()}
 
 # -- a scheduler that goes away ------------------------------------------------------------
 
@@ -467,20 +485,20 @@ def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: Star
 
 def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
-    """A job's process stays for the next job; one whose tool ignored SIGTERM held its
-    Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then waits) until
-    the nanny killed the worker, or for good without a nanny."""
+    """A job's process stays for its processor's next job; one whose tool ignored SIGTERM
+    held its Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then
+    waits) until the nanny killed the worker, or for good without a nanny."""
     port = free_port()
     cluster_log = tmp_path / "cluster.err"
     with _cluster_process(port, 1, stderr=cluster_log) as cluster:
         d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
         drop(spool_root, "stubborn", {"tool": "d_ignore_term"})
         pid = wait_record(spool_root, "stubborn", 30)["result"]["pid"]
-        assert d.stop() == 0
         assert alive(pid), "kept for the next job"
         assert cluster.stdin is not None
         cluster.stdin.close()  # cluster_proc closes the cluster, as a stop of its unit does
         cluster.wait(30)
+    assert d.stop() == 0
     text = cluster_log.read_text()
     assert "still alive after" not in text, "the nanny had to kill its worker"
     assert not alive(pid)

@@ -235,6 +235,37 @@ def test_a_gone_processors_event_topic_is_forgotten(run_executor: Any, dask_clie
     assert second.link.topic in _topics(dask_client), "a live processor's topic is kept"
 
 
+def _descendants() -> set[int]:
+    """Every process below this one: the cluster's workers, forkservers, job processes."""
+    psutil = pytest.importorskip("psutil")
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_a_new_processor_start_gets_new_job_processes(run_executor: Any) -> None:
+    # A processor restarted after its SPOOL_TOOLS modules changed ran its jobs on the
+    # Dask workers' job processes of its last start, which had imported the old code:
+    # results of the old version, and of the new one only where a process was new.
+    # With the local pool every start has new workers; so must the Dask path.
+    first, sink = run_executor()
+    first.submit(_task("old", "d_append"))
+    old = sink.wait("old")
+    assert old.ok
+    old_pid = orjson.loads(old.result_json or b"null")["pid"]
+    before = _descendants()
+    assert old_pid in before
+    first.shutdown()
+    second, sink = run_executor()
+    second.submit(_task("new", "d_append"))
+    new = sink.wait("new")
+    assert new.ok
+    assert orjson.loads(new.result_json or b"null")["pid"] not in before, \
+        "a job ran in a process of the processor's last start"
+    deadline = time.monotonic() + 10
+    while _alive(old_pid):  # and what the last start left idle is gone, not leaked
+        assert time.monotonic() < deadline, "the last start's job process is left idle"
+        time.sleep(0.05)
+
+
 def test_done_tool_error_and_a_child_that_exits(run_executor: Any, tmp_path: Path) -> None:
     executor, sink = run_executor()
     executor.submit(_task("ok", "d_heartbeat", path=str(tmp_path / "ok.beats")))
