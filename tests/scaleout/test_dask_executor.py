@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from scalekit import wait_replaced
+from scalekit import make_spool, wait_replaced
 
 from processor.dask_executor import DaskExecutor, scheduler_address
 from processor.executor import Task
@@ -136,9 +136,33 @@ def test_scheduler_address_forms() -> None:
     assert scheduler_address("dask://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
     assert scheduler_address("tcp://sched:9000") == "tcp://sched:9000"
     assert scheduler_address("dask://sched") == "tcp://sched:8786"
-    for bad in ("dask://", "dask://h:port", "http://h:1", "dask://h:1/x", "dask://h:99999"):
+    assert scheduler_address("dask://[::1]:8786") == "tcp://[::1]:8786"
+    assert scheduler_address("dask://[fe80::1]") == "tcp://[fe80::1]:8786"
+    for bad in ("dask://", "dask://h:port", "http://h:1", "dask://h:1/x", "dask://h:99999",
+                # Each of these was taken, and the processor ran on for good, saying once
+                # a minute that Dask calls it an invalid address.
+                "dask://10.0.0.5:8786:8786", "dask://::1", "dask://::1:8786",
+                "dask://user@sched:8786", "dask://a b:8786", "dask://sched:\u0661\u0662",
+                "dask://[::1", "dask://[nope]:8786"):
         with pytest.raises(ConfigError):
             scheduler_address(bad)
+    with pytest.raises(ConfigError, match=r"IPv6 address in brackets"):
+        scheduler_address("dask://::1")
+
+
+def test_an_address_dask_cannot_dial_stops_the_processor_at_once(tmp_path: Path) -> None:
+    # A pasted port twice (or an IPv6 address without brackets) passed the check: the
+    # processor started, never connected, and said so in a warning once a minute, where
+    # a configuration error is one line and exit status 2 (no restart can fix it).
+    make_spool(tmp_path / "spool")
+    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"),
+           "SPOOL_EXECUTOR": "dask://10.0.0.5:8786:8786"}
+    proc = subprocess.run([sys.executable, "-m", "processor"], env=env, capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "spool-processor: error: SPOOL_EXECUTOR='dask://10.0.0.5:8786:8786': use "
+        "dask://host:port"]
 
 
 def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path) -> None:
