@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import queue
 import re
+import socket
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -192,6 +193,8 @@ class ClientMaker:
         except FutureTimeout:
             call.cancel()
             raise TimeoutError(f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
+        except OSError as exc:  # Dask's "Timed out trying to connect", whatever the cause
+            raise LinkLost(why_unreachable(self.address) or str(exc)) from exc
         kind = info.get("type") if isinstance(info, dict) else None
         if kind != "Scheduler":
             its = info.get("scheduler") if isinstance(info, dict) else None
@@ -207,6 +210,31 @@ class ClientMaker:
     def stop_loop(self) -> None:
         """Stop the IO loop, once every client on it is closed or given up."""
         self._loop.stop()
+
+
+def why_unreachable(address: str) -> str | None:
+    """Why no connection can be made to ``address`` (``tcp://host:port``), in the words
+    Dask's own error hides: it says "Timed out trying to connect ... after 2 s" for a
+    host name that does not resolve (a typo in ``SPOOL_EXECUTOR``) and for a port where
+    nothing listens alike, as it retries both until its timeout.  None when a
+    connection can be made now (the scheduler came up meanwhile, or it is slow)."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot resolve the host name {host!r}: {getattr(exc, 'strerror', exc)}"
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                probe.connect(where)
+            except ConnectionRefusedError:
+                continue
+            except OSError:
+                return None
+            return None
+    return f"nothing listens at {address} (connection refused)"
 
 
 async def _identity(address: str) -> Any:

@@ -363,6 +363,29 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     assert "Exception ignored" not in d.logs()
 
 
+@pytest.mark.parametrize("where", ["port", "name"])
+def test_why_no_scheduler_answers_is_named(spool_root: Path, daemon: StartDaemon,
+                                           where: str) -> None:
+    # A port where nothing listens and a host name that does not resolve (a typo in
+    # SPOOL_EXECUTOR) both read "Timed out trying to connect to ... after 2 s", once a
+    # minute: Dask retries both until its timeout, and the cause was not said.
+    address = (f"tcp://127.0.0.1:{free_port()}" if where == "port"
+               else "tcp://no-such-scheduler.invalid:8786")
+    d = daemon(**_dask_env(address))
+
+    def warning() -> dict[str, Any] | None:
+        return next((e for e in d.events()
+                     if e.get("msg", "").startswith("no Dask scheduler")), None)
+
+    said = wait_for(warning, 15, "the warning")
+    if where == "port":
+        assert said["error"] == f"nothing listens at {address} (connection refused)", said
+    else:  # the resolver's words follow ("Name or service not known", offline another)
+        assert said["error"].startswith(
+            "cannot resolve the host name 'no-such-scheduler.invalid': "), said
+    assert d.stop() == 0
+
+
 @pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
