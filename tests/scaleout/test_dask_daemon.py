@@ -363,6 +363,43 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     assert "Exception ignored" not in d.logs()
 
 
+def test_a_stop_does_not_wait_its_grace_for_a_job_dask_never_started(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
+        tmp_path: Path) -> None:
+    # Every thread of the cluster taken by another client's tasks (a cluster shared
+    # with other processors, which scaling.md allows): a job submitted meanwhile waits
+    # inside Dask and has not started.  A stop waited the whole grace period for it
+    # (SPOOL_GRACE_S, 30 s by default) before requeueing it; the local pool requeues
+    # such a job at once.
+    release = tmp_path / "release"
+
+    def hold(path: str) -> None:
+        while not os.path.exists(path):
+            time.sleep(0.05)
+
+    workers = list(dask_client.scheduler_info()["workers"])
+    holds = [dask_client.submit(hold, str(release), workers=[w], pure=False) for w in workers]
+    ran = tmp_path / "ran"
+    try:
+        wait_for(lambda: sum(map(len, dask_client.processing().values())) == len(workers),
+                 20, "the other client's tasks on every thread")
+        d = daemon(SPOOL_GRACE_S="60", **_dask_env(dask_cluster.scheduler_address))
+        drop(spool_root, "queued", {"tool": "d_append", "params": {"path": str(ran)}})
+        wait_for(lambda: locations(spool_root).get("queued") == ["running"], 20, "the claim")
+        started = time.monotonic()
+        assert d.stop(timeout=20) == 0
+        took = time.monotonic() - started
+        assert took < 10, f"the stop took {took:.1f} s"
+    finally:
+        release.touch()
+        dask_client.gather(holds)
+    assert locations(spool_root)["queued"] == ["pending"]
+    assert orjson.loads((spool_root / "pending" / "queued.json").read_bytes()).get(
+        "attempts", 0) == 0, "a run cut short by the stop is not counted"
+    time.sleep(0.5)  # the threads are free now: a task left in Dask would run
+    assert not ran.exists(), "the job ran after its processor stopped"
+
+
 @pytest.mark.parametrize("where", ["port", "name"])
 def test_why_no_scheduler_answers_is_named(spool_root: Path, daemon: StartDaemon,
                                            where: str) -> None:
