@@ -37,18 +37,19 @@ class LinkLost(Exception):
     """The scheduler is gone, was replaced, or does not answer."""
 
 
-def scheduler_address(executor: str) -> str:
+def scheduler_address(executor: str, named: str = "SPOOL_EXECUTOR") -> str:
     """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials; the port
     defaults to 8786, an IPv6 address is in brackets (``dask://[::1]:8786``).
 
     Anything else is a :class:`ConfigError` now, at start-up: Dask refuses such an
     address only when it dials it ("invalid address"), and the processor, which takes
     that for a scheduler not up yet, ran on for good without one (a port pasted twice,
-    ``dask://10.0.0.5:8786:8786``; an IPv6 address without its brackets).
+    ``dask://10.0.0.5:8786:8786``; an IPv6 address without its brackets).  ``named``
+    is how the error names the setting.
     """
     scheme, sep, rest = executor.partition("://")
     hint = " (an IPv6 address in brackets: dask://[::1]:8786)" if _ipv6(rest) else ""
-    bad = ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port{hint}")
+    bad = ConfigError(f"{named}={executor!r}: use dask://host:port{hint}")
     if not sep or scheme not in ("dask", "tcp"):
         raise bad
     host, port = _host_port(rest)

@@ -150,19 +150,27 @@ def test_scheduler_address_forms() -> None:
         scheduler_address("dask://::1")
 
 
-def test_an_address_dask_cannot_dial_stops_the_processor_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["SPOOL_EXECUTOR", "--executor"])
+def test_an_address_dask_cannot_dial_stops_the_processor_at_once(tmp_path: Path,
+                                                                 given: str) -> None:
     # A pasted port twice (or an IPv6 address without brackets) passed the check: the
     # processor started, never connected, and said so in a warning once a minute, where
-    # a configuration error is one line and exit status 2 (no restart can fix it).
+    # a configuration error is one line and exit status 2 (no restart can fix it).  And
+    # the line names the setting as it was given (it said SPOOL_EXECUTOR of an option).
     make_spool(tmp_path / "spool")
-    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"),
-           "SPOOL_EXECUTOR": "dask://10.0.0.5:8786:8786"}
-    proc = subprocess.run([sys.executable, "-m", "processor"], env=env, capture_output=True,
-                          text=True, timeout=30, cwd=tmp_path, check=False)
+    address = "dask://10.0.0.5:8786:8786"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
+    env["SPOOL_DIR"] = str(tmp_path / "spool")
+    argv = [sys.executable, "-m", "processor"]
+    if given == "--executor":
+        argv.append(f"--executor={address}")
+    else:
+        env["SPOOL_EXECUTOR"] = address
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "spool-processor: error: SPOOL_EXECUTOR='dask://10.0.0.5:8786:8786': use "
-        "dask://host:port"]
+        f"spool-processor: error: {given}='{address}': use dask://host:port"]
 
 
 def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path) -> None:
