@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from spool.settings import Settings
 
 
-def make_executor(settings: Settings) -> ComputeExecutor:
-    """The COMPUTE executor ``SPOOL_EXECUTOR`` names."""
+def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeExecutor:
+    """The COMPUTE executor ``SPOOL_EXECUTOR`` names; ``named`` is how an error names that
+    setting (``--executor`` when the option gave it)."""
     if settings.executor == "local":
         from processor.pool import LocalPool  # noqa: PLC0415 - see the imports above
 
@@ -47,10 +48,12 @@ def make_executor(settings: Settings) -> ComputeExecutor:
                          memory_mb=settings.worker_memory_mb,
                          max_jobs=settings.worker_max_jobs, log_level=settings.log_level)
     if settings.executor.startswith(("dask://", "tcp://")):
+        from processor.dask_connect import scheduler_address  # noqa: PLC0415
         from processor.dask_executor import DaskExecutor  # noqa: PLC0415 - optional extra
 
+        scheduler_address(settings.executor, named)  # a bad one is said as it was given
         return DaskExecutor(settings)
-    raise ConfigError(f"SPOOL_EXECUTOR={settings.executor!r}: use 'local' or 'dask://host:port'")
+    raise ConfigError(f"{named}={settings.executor!r}: use 'local' or 'dask://host:port'")
 
 
 EXIT_CONFIG = 2
@@ -219,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             _prepare_children()
             if settings.executor == "local":
                 startup.start_forkserver()
-        return _run(settings)
+        return _run(settings, OPTIONS["executor"] if args.executor is not None
+                    else "SPOOL_EXECUTOR")
     except (ConfigError, SpoolError) as exc:
         from spool.text import one_line  # noqa: PLC0415 - see the imports above
 
@@ -249,7 +253,7 @@ def _load_settings(args: argparse.Namespace) -> Settings:
         settings.data_dir_override.absolute()})
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, executor_named: str = "SPOOL_EXECUTOR") -> int:
     """Set up the log, load the tools and run the daemon until it stops (its modules
     imported only now, once the forkserver started: see the imports at the top).
 
@@ -260,7 +264,7 @@ def _run(settings: Settings) -> int:
     """
     up: list[bool] = []
     try:
-        return _start(settings, up)
+        return _start(settings, up, executor_named)
     except OSError as exc:
         from spool.fsops import NO_DESCRIPTOR  # noqa: PLC0415 - imported by the daemon by now
 
@@ -269,7 +273,7 @@ def _run(settings: Settings) -> int:
         raise SpoolIOError(f"out of descriptors at start-up: {exc.strerror}") from exc
 
 
-def _start(settings: Settings, up: list[bool]) -> int:
+def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture, lifecycle  # noqa: PLC0415
     from processor.daemon import Processor  # noqa: PLC0415
@@ -288,7 +292,7 @@ def _start(settings: Settings, up: list[bool]) -> int:
         registry = load_registry(settings.tool_modules)
     finally:
         capture.uninstall(saved)
-    executor = make_executor(settings)
+    executor = make_executor(settings, executor_named)
     notifier = SystemdNotifier.from_env(os.environ)
     # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
     # some 70,000 objects) lives as long as the daemon: a full collection of the loop's

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import queue
+import re
+import socket
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -34,17 +37,53 @@ class LinkLost(Exception):
     """The scheduler is gone, was replaced, or does not answer."""
 
 
-def scheduler_address(executor: str) -> str:
-    """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials."""
+def scheduler_address(executor: str, named: str = "SPOOL_EXECUTOR") -> str:
+    """``dask://host:port`` (or ``tcp://host:port``) as the address Dask dials; the port
+    defaults to 8786, an IPv6 address is in brackets (``dask://[::1]:8786``).
+
+    Anything else is a :class:`ConfigError` now, at start-up: Dask refuses such an
+    address only when it dials it ("invalid address"), and the processor, which takes
+    that for a scheduler not up yet, ran on for good without one (a port pasted twice,
+    ``dask://10.0.0.5:8786:8786``; an IPv6 address without its brackets).  ``named``
+    is how the error names the setting.
+    """
     scheme, sep, rest = executor.partition("://")
-    if not sep or scheme not in ("dask", "tcp") or not rest or "/" in rest:
-        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
-    host, colon, port = rest.rpartition(":")
-    if not colon:
-        host, port = rest, str(DEFAULT_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"SPOOL_EXECUTOR={executor!r}: use dask://host:port")
+    hint = " (an IPv6 address in brackets: dask://[::1]:8786)" if _ipv6(rest) else ""
+    bad = ConfigError(f"{named}={executor!r}: use dask://host:port{hint}")
+    if not sep or scheme not in ("dask", "tcp"):
+        raise bad
+    host, port = _host_port(rest)
+    if host is None or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise bad
     return f"tcp://{host}:{port}"
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def _host_port(rest: str) -> tuple[str | None, str]:
+    """The host (None when it is not a host name, an IPv4 address or a bracketed IPv6
+    one) and the port (the default when none is given) of ``host:port``."""
+    port = str(DEFAULT_PORT)
+    if rest.startswith("["):
+        inside, bracket, after = rest[1:].partition("]")
+        if after:
+            if not after.startswith(":"):
+                return None, port
+            port = after[1:]
+        return (f"[{inside}]" if bracket and _ipv6(inside) else None), port
+    host, colon, given = rest.partition(":")
+    if colon:
+        port = given
+    return (host if _HOST_NAME.fullmatch(host) else None), port
 
 
 def require_distributed() -> Any:
@@ -155,6 +194,8 @@ class ClientMaker:
         except FutureTimeout:
             call.cancel()
             raise TimeoutError(f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
+        except OSError as exc:  # Dask's "Timed out trying to connect", whatever the cause
+            raise LinkLost(why_unreachable(self.address) or str(exc)) from exc
         kind = info.get("type") if isinstance(info, dict) else None
         if kind != "Scheduler":
             its = info.get("scheduler") if isinstance(info, dict) else None
@@ -170,6 +211,31 @@ class ClientMaker:
     def stop_loop(self) -> None:
         """Stop the IO loop, once every client on it is closed or given up."""
         self._loop.stop()
+
+
+def why_unreachable(address: str) -> str | None:
+    """Why no connection can be made to ``address`` (``tcp://host:port``), in the words
+    Dask's own error hides: it says "Timed out trying to connect ... after 2 s" for a
+    host name that does not resolve (a typo in ``SPOOL_EXECUTOR``) and for a port where
+    nothing listens alike, as it retries both until its timeout.  None when a
+    connection can be made now (the scheduler came up meanwhile, or it is slow)."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"cannot resolve the host name {host!r}: {getattr(exc, 'strerror', exc)}"
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                probe.connect(where)
+            except ConnectionRefusedError:
+                continue
+            except OSError:
+                return None
+            return None
+    return f"nothing listens at {address} (connection refused)"
 
 
 async def _identity(address: str) -> Any:

@@ -76,6 +76,9 @@ probed at each health check (every HEALTH_S), not every REFRESH_S: a scheduler
 (re)started answers before its workers register, and each worker joining was
 otherwise offered up to 1 s late."""
 KILL_GRACE_S = 5.0
+WAITING_S = 1.0
+"""How long a task may wait inside Dask without starting before it counts as waiting
+(:meth:`DaskExecutor.unstarted`), not as starting."""
 
 
 class DaskExecutor:
@@ -141,7 +144,14 @@ class DaskExecutor:
         return len(self._flights)
 
     def unstarted(self) -> frozenset[str]:
-        return frozenset()  # a task Dask has not started yet is the scheduler's to place
+        """The jobs whose task has waited inside Dask :data:`WAITING_S` or more without
+        starting (every thread taken, on a cluster shared with other processors, or no
+        worker left): a stop requeues them at once rather than at the end of its grace
+        period.  A younger one may be about to start (its start is announced within
+        milliseconds)."""
+        now = time.monotonic()
+        return frozenset(f.task.job_id for f in self._flights.all()
+                         if f.worker is None and now - f.submitted >= WAITING_S)
 
     def submit(self, task: Task) -> None:
         flight = Flight(task, self._new_key(task))

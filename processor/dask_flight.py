@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from processor.executor import Sink, Task
@@ -36,6 +37,7 @@ class Flight:
     kill_deadline: float = 0.0
     fetching: bool = False  # finished; its result is on its way (no timeout applies)
     resubmits: int = 0  # submitted again: its worker died before it started
+    submitted: float = field(default_factory=time.monotonic)
 
 
 class Flights:

@@ -1,8 +1,9 @@
 """A Dask worker process's job processes, for :mod:`processor.dask_task`.
 
 Owns, per Dask worker process, the children that run COMPUTE jobs: the idle
-ones kept for the next job (per :class:`~processor.executor.WorkerConfig`),
-the ones being started, and the runs in progress (:class:`Host`, made on
+ones kept for the next job (per :data:`Pool`: the processor start that asked for
+them and its :class:`~processor.executor.WorkerConfig`), the ones being
+started, and the runs in progress (:class:`Host`, made on
 first use by :func:`this_host`: Dask tasks are plain functions, so that state
 cannot be passed down from a ``main()``).  Each child runs the same
 :func:`~processor.worker.worker_main` as the local pool, started from a
@@ -11,7 +12,11 @@ forkserver with numpy, pandas and the tools preloaded.
 Guarantees: a child dies with the Dask worker that made it (its lifeline),
 every child is killed with every process below it when this worker process
 exits, and a child that dies leaves no orphan running (the forkserver adopts
-them and they are swept).  What the children write is logged as
+them and they are swept).  A child serves one processor start only: the
+``SPOOL_TOOLS`` modules it imported are that start's, so a processor
+restarted after they changed gets new children, as the local pool's workers
+are new at each start; a start that is over has its idle children killed
+(:meth:`Host.retire`).  What the children write is logged as
 ``spoolq.output`` JSON lines on this process's stderr.
 """
 
@@ -36,6 +41,10 @@ from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes
 
 LOST = "lost"  # kill reason: the Dask side gave the task up
+
+Pool = tuple[str, WorkerConfig]
+"""Whose children: the processor start that asked for them (its event topic, its own at
+each start) and the settings they run tools with."""
 
 
 @dataclass(slots=True)
@@ -69,9 +78,10 @@ class Host:
 
     def __init__(self) -> None:
         self.lock = threading.Condition()
-        self.idle: dict[WorkerConfig, list[Child]] = {}
-        self.starting: dict[WorkerConfig, int] = {}
+        self.idle: dict[Pool, list[Child]] = {}
+        self.starting: dict[Pool, int] = {}
         self.runs: dict[str, Run] = {}
+        self._retired: set[str] = set()  # processor starts that are over
         self._ctx: ForkServerContext | None = None
         self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
         self._forkserver = 0  # their parent's pid, once one was started
@@ -81,49 +91,64 @@ class Host:
         # ignored SIGTERM.  (A Dask worker is a multiprocessing child: atexit is later.)
         Finalize(None, self.end, exitpriority=10)
 
-    def take(self, config: WorkerConfig) -> Child:
+    def take(self, pool: Pool) -> Child:
         """An idle child (waiting for one being prestarted), else a new one."""
         dead: list[Child] = []
         try:
             with self.lock:
                 while True:
-                    pool = self.idle.setdefault(config, [])
-                    while pool:
-                        child = pool.pop()
+                    idle = self.idle.setdefault(pool, [])
+                    while idle:
+                        child = idle.pop()
                         if child.alive():
                             return child
                         dead.append(child)
-                    if not self.starting.get(config):
+                    if not self.starting.get(pool):
                         break
                     self.lock.wait(timeout=1.0)
         finally:
             for child in dead:
                 self.discard(child)
-        return self.spawn(config)
+        return self.spawn(pool[1])
 
-    def give_back(self, config: WorkerConfig, child: Child) -> None:
+    def give_back(self, pool: Pool, child: Child) -> None:
+        config = pool[1]
         reusable = child.alive() and not child.retiring and not (
             config.max_jobs and child.jobs >= config.max_jobs)
-        if not reusable:
-            self.discard(child)
-            return
         with self.lock:
-            self.idle.setdefault(config, []).append(child)
-            self.lock.notify_all()
+            if reusable and pool[0] not in self._retired:
+                self.idle.setdefault(pool, []).append(child)
+                self.lock.notify_all()
+                return
+        self.discard(child)
 
-    def prestart(self, config: WorkerConfig, wanted: int) -> None:
+    def prestart(self, pool: Pool, wanted: int) -> None:
         with self.lock:
-            have = sum(c.alive() for c in self.idle.get(config, []))
-            count = max(0, wanted - have - self.starting.get(config, 0))
-            self.starting[config] = self.starting.get(config, 0) + count
+            have = sum(c.alive() for c in self.idle.get(pool, []))
+            count = max(0, wanted - have - self.starting.get(pool, 0))
+            self.starting[pool] = self.starting.get(pool, 0) + count
         for _ in range(count):
             try:
-                child = self.spawn(config)
+                child = self.spawn(pool[1])
             finally:
                 with self.lock:
-                    self.starting[config] -= 1
+                    self.starting[pool] -= 1
                     self.lock.notify_all()
-            self.give_back(config, child)
+            self.give_back(pool, child)
+
+    def retire(self, *, over: str | None = None, live: frozenset[str] | None = None) -> int:
+        """Kill the idle children of processor starts that are over: ``over`` (for good:
+        a child it gives back later goes too), or every one not in ``live``; how many.
+        Children running a job are left to their runs."""
+        with self.lock:
+            if over is not None:
+                self._retired.add(over)
+            pools = [pool for pool in self.idle
+                     if pool[0] == over or (live is not None and pool[0] not in live)]
+            children = [child for pool in pools for child in self.idle.pop(pool)]
+        for child in children:
+            self.discard(child)
+        return len(children)
 
     def spawn(self, config: WorkerConfig) -> Child:
         ctx = self._context()

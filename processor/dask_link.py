@@ -37,7 +37,7 @@ from processor.dask_connect import (
 )
 from processor.dask_direct import DirectKills
 from processor.dask_prepare import prepare
-from processor.dask_task import kill_on_worker, prestart, run_task
+from processor.dask_task import kill_on_worker, prestart, retire, run_task
 from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
 
@@ -139,7 +139,7 @@ class SchedulerLink:
         client = self.client
         if client is not None and workers:
             self._calls.submit(_quiet, functools.partial(client.run, prestart, self.config,
-                                                         workers=workers))
+                                                         self.topic, workers=workers))
 
     def alive(self) -> bool:
         """The client still holds its connection (a local check, no network)."""
@@ -190,7 +190,8 @@ class SchedulerLink:
             self._calls.submit(close_client, client)
 
     def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]) -> None:
-        """Kill these jobs' children, cancel their tasks, close the client and the pool."""
+        """Kill these jobs' children and this start's idle ones, cancel the tasks, close the
+        client and the pool."""
         self._maker.stop()
         # A client given up on a frozen scheduler is still closing in the background
         # when the process exits; distributed's callbacks for its futures then fail on
@@ -200,6 +201,10 @@ class SchedulerLink:
         if client is not None:
             waits = [self.kill(worker, keys, "shutdown", client=client)
                      for worker, keys in keys_by_worker.items()]
+            # This start is over: the job processes it left idle go (a next start
+            # gets its own, with the SPOOL_TOOLS modules as they are then).
+            waits.append(self._calls.submit(_quiet, functools.partial(
+                client.run, retire, over=self.topic, callback_timeout=RPC_TIMEOUT_S)))
             self.kill_direct(keys_by_worker, "shutdown")
             for call in waits:
                 with contextlib.suppress(Exception):

@@ -5,8 +5,9 @@ the worker's thread.  It hands the job to a child process running the same
 :func:`~processor.worker.worker_main` as the local pool (its own session, a
 parent-death signal, a subreaper, the optional memory cap), started from a
 forkserver inside the Dask worker with numpy, pandas and the tools preloaded
-and kept for the next job.  The task thread then waits on the child's pipe
-and exit sentinel, at most :data:`~processor.dask_supervise.POLL_S` at a time, and:
+and kept for its processor's next job.  The task thread then waits on the
+child's pipe and exit sentinel, at most :data:`~processor.dask_supervise.POLL_S`
+at a time, and:
 
 * forwards progress to the processor as Dask events (``Worker.log_event`` on
   the processor's topic), at most every
@@ -37,7 +38,7 @@ import threading
 import time
 from typing import Any
 
-from processor.dask_host import LOST, Child, Run, this_host
+from processor.dask_host import LOST, Child, Pool, Run, this_host
 from processor.dask_supervise import death_outcome, emit, still_wanted, supervise
 from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
@@ -65,8 +66,9 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
                "worker": worker.address}
     emit(worker, topic, started)
     child: Child | None = None
+    pool = (topic, config)  # this processor start's children: see dask_host.Pool
     try:
-        child = host.take(config)
+        child = host.take(pool)
         if time.monotonic() - run.started > RESTART_CLOCK_S:  # a new child took its time:
             emit(worker, topic, started)  # the processor's backstop counts from now
         wanted = still_wanted(worker, key)
@@ -82,7 +84,7 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
         with host.lock:
             host.runs.pop(key, None)
         if child is not None:
-            host.give_back(config, child)
+            host.give_back(pool, child)
 
 
 def kill_on_worker(keys: list[str], reason: str) -> int:
@@ -91,17 +93,33 @@ def kill_on_worker(keys: list[str], reason: str) -> int:
     return sum(host.kill(key, reason) for key in keys)
 
 
-def prestart(config: WorkerConfig, dask_worker: Any = None) -> None:
-    """Start one idle child per worker thread in the background (sent with ``Client.run``).
+def prestart(config: WorkerConfig, topic: str, dask_worker: Any = None) -> None:
+    """Start one idle child per worker thread for the processor start whose event topic
+    is ``topic``, in the background (sent with ``Client.run``).
 
     ``Client.run`` calls this in the worker's event loop, which must not wait
     for a forkserver to start, so the children are made by a thread.
     """
     wanted = int(getattr(dask_worker, "nthreads", 1) or 1)
-    threading.Thread(target=_prestart, args=(config, wanted), name="spoolq-prestart",
+    threading.Thread(target=_prestart, args=((topic, config), wanted),
+                     name="spoolq-prestart", daemon=True).start()
+
+
+def _prestart(pool: Pool, wanted: int) -> None:
+    with contextlib.suppress(Exception):  # a job that finds no idle child starts its own
+        this_host().prestart(pool, wanted)
+
+
+def retire(over: str | None = None, live: list[str] | None = None) -> None:
+    """Kill the idle children of processor starts that are over (sent with
+    ``Client.run``): the one whose topic is ``over`` (its stop), or every one whose
+    topic is not in ``live`` (the live processors', asked at a connect).  In the
+    background, as :func:`prestart`: each kill waits for its child."""
+    kept = None if live is None else frozenset(live)
+    threading.Thread(target=_retire, args=(over, kept), name="spoolq-retire",
                      daemon=True).start()
 
 
-def _prestart(config: WorkerConfig, wanted: int) -> None:
-    with contextlib.suppress(Exception):  # a job that finds no idle child starts its own
-        this_host().prestart(config, wanted)
+def _retire(over: str | None, live: frozenset[str] | None) -> None:
+    with contextlib.suppress(Exception):  # best effort: the worker's exit kills them too
+        this_host().retire(over=over, live=live)

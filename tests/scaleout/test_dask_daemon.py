@@ -33,6 +33,7 @@ from scalekit import (
     drop,
     free_port,
     locations,
+    make_spool,
     read_line,
     record,
     wait_for,
@@ -179,10 +180,27 @@ def test_a_killed_processor_leaves_no_work_running_on_the_cluster(spool_root: Pa
     drop(spool_root, "orphan", {"tool": "d_heartbeat",
                                 "params": {"path": str(beats), "seconds": 60}})
     wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    left = _job_processes()  # its job's, and the one it had started idle on the other worker
+    assert int(_lines(beats)[0].split()[1]) in left
     d.kill()
     time.sleep(0.5)
     _assert_stopped_growing(beats)
     assert locations(spool_root)["orphan"] == ["running"], "left for the recovery scan"
+    # The next processor to connect has the workers kill what the dead one left idle,
+    # where it stayed for good (the dead one could not say it was over).
+    other = tmp_path / "other"
+    make_spool(other)
+    daemon(root=other, **_dask_env(dask_cluster.scheduler_address))
+    wait_for(lambda: not any(alive(pid) for pid in left), 15,
+             f"the killed processor's job processes gone ({left})")
+
+
+def _job_processes() -> set[int]:
+    """The Dask job processes of the module's cluster: below its workers' forkservers
+    (the workers are this process's children)."""
+    psutil = pytest.importorskip("psutil")
+    return {job.pid for worker in psutil.Process().children()
+            for forkserver in worker.children() for job in forkserver.children()}
 
 # -- a scheduler that goes away ------------------------------------------------------------
 
@@ -345,6 +363,66 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     assert "Exception ignored" not in d.logs()
 
 
+def test_a_stop_does_not_wait_its_grace_for_a_job_dask_never_started(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
+        tmp_path: Path) -> None:
+    # Every thread of the cluster taken by another client's tasks (a cluster shared
+    # with other processors, which scaling.md allows): a job submitted meanwhile waits
+    # inside Dask and has not started.  A stop waited the whole grace period for it
+    # (SPOOL_GRACE_S, 30 s by default) before requeueing it; the local pool requeues
+    # such a job at once.
+    release = tmp_path / "release"
+
+    def hold(path: str) -> None:
+        while not os.path.exists(path):
+            time.sleep(0.05)
+
+    workers = list(dask_client.scheduler_info()["workers"])
+    holds = [dask_client.submit(hold, str(release), workers=[w], pure=False) for w in workers]
+    ran = tmp_path / "ran"
+    try:
+        wait_for(lambda: sum(map(len, dask_client.processing().values())) == len(workers),
+                 20, "the other client's tasks on every thread")
+        d = daemon(SPOOL_GRACE_S="60", **_dask_env(dask_cluster.scheduler_address))
+        drop(spool_root, "queued", {"tool": "d_append", "params": {"path": str(ran)}})
+        wait_for(lambda: locations(spool_root).get("queued") == ["running"], 20, "the claim")
+        started = time.monotonic()
+        assert d.stop(timeout=20) == 0
+        took = time.monotonic() - started
+        assert took < 10, f"the stop took {took:.1f} s"
+    finally:
+        release.touch()
+        dask_client.gather(holds)
+    assert locations(spool_root)["queued"] == ["pending"]
+    assert orjson.loads((spool_root / "pending" / "queued.json").read_bytes()).get(
+        "attempts", 0) == 0, "a run cut short by the stop is not counted"
+    time.sleep(0.5)  # the threads are free now: a task left in Dask would run
+    assert not ran.exists(), "the job ran after its processor stopped"
+
+
+@pytest.mark.parametrize("where", ["port", "name"])
+def test_why_no_scheduler_answers_is_named(spool_root: Path, daemon: StartDaemon,
+                                           where: str) -> None:
+    # A port where nothing listens and a host name that does not resolve (a typo in
+    # SPOOL_EXECUTOR) both read "Timed out trying to connect to ... after 2 s", once a
+    # minute: Dask retries both until its timeout, and the cause was not said.
+    address = (f"tcp://127.0.0.1:{free_port()}" if where == "port"
+               else "tcp://no-such-scheduler.invalid:8786")
+    d = daemon(**_dask_env(address))
+
+    def warning() -> dict[str, Any] | None:
+        return next((e for e in d.events()
+                     if e.get("msg", "").startswith("no Dask scheduler")), None)
+
+    said = wait_for(warning, 15, "the warning")
+    if where == "port":
+        assert said["error"] == f"nothing listens at {address} (connection refused)", said
+    else:  # the resolver's words follow ("Name or service not known", offline another)
+        assert said["error"].startswith(
+            "cannot resolve the host name 'no-such-scheduler.invalid': "), said
+    assert d.stop() == 0
+
+
 @pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
@@ -467,20 +545,20 @@ def test_a_jobs_output_is_in_the_dask_workers_log(spool_root: Path, daemon: Star
 
 def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
-    """A job's process stays for the next job; one whose tool ignored SIGTERM held its
-    Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then waits) until
-    the nanny killed the worker, or for good without a nanny."""
+    """A job's process stays for its processor's next job; one whose tool ignored SIGTERM
+    held its Dask worker's exit (multiprocessing's exit handler sends SIGTERM, then
+    waits) until the nanny killed the worker, or for good without a nanny."""
     port = free_port()
     cluster_log = tmp_path / "cluster.err"
     with _cluster_process(port, 1, stderr=cluster_log) as cluster:
         d = daemon(**_dask_env(f"tcp://127.0.0.1:{port}"))
         drop(spool_root, "stubborn", {"tool": "d_ignore_term"})
         pid = wait_record(spool_root, "stubborn", 30)["result"]["pid"]
-        assert d.stop() == 0
         assert alive(pid), "kept for the next job"
         assert cluster.stdin is not None
         cluster.stdin.close()  # cluster_proc closes the cluster, as a stop of its unit does
         cluster.wait(30)
+    assert d.stop() == 0
     text = cluster_log.read_text()
     assert "still alive after" not in text, "the nanny had to kill its worker"
     assert not alive(pid)

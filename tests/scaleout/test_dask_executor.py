@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from scalekit import wait_replaced
+from scalekit import make_spool, wait_replaced
 
 from processor.dask_executor import DaskExecutor, scheduler_address
 from processor.executor import Task
@@ -136,9 +136,41 @@ def test_scheduler_address_forms() -> None:
     assert scheduler_address("dask://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
     assert scheduler_address("tcp://sched:9000") == "tcp://sched:9000"
     assert scheduler_address("dask://sched") == "tcp://sched:8786"
-    for bad in ("dask://", "dask://h:port", "http://h:1", "dask://h:1/x", "dask://h:99999"):
+    assert scheduler_address("dask://[::1]:8786") == "tcp://[::1]:8786"
+    assert scheduler_address("dask://[fe80::1]") == "tcp://[fe80::1]:8786"
+    for bad in ("dask://", "dask://h:port", "http://h:1", "dask://h:1/x", "dask://h:99999",
+                # Each of these was taken, and the processor ran on for good, saying once
+                # a minute that Dask calls it an invalid address.
+                "dask://10.0.0.5:8786:8786", "dask://::1", "dask://::1:8786",
+                "dask://user@sched:8786", "dask://a b:8786", "dask://sched:\u0661\u0662",
+                "dask://[::1", "dask://[nope]:8786"):
         with pytest.raises(ConfigError):
             scheduler_address(bad)
+    with pytest.raises(ConfigError, match=r"IPv6 address in brackets"):
+        scheduler_address("dask://::1")
+
+
+@pytest.mark.parametrize("given", ["SPOOL_EXECUTOR", "--executor"])
+def test_an_address_dask_cannot_dial_stops_the_processor_at_once(tmp_path: Path,
+                                                                 given: str) -> None:
+    # A pasted port twice (or an IPv6 address without brackets) passed the check: the
+    # processor started, never connected, and said so in a warning once a minute, where
+    # a configuration error is one line and exit status 2 (no restart can fix it).  And
+    # the line names the setting as it was given (it said SPOOL_EXECUTOR of an option).
+    make_spool(tmp_path / "spool")
+    address = "dask://10.0.0.5:8786:8786"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
+    env["SPOOL_DIR"] = str(tmp_path / "spool")
+    argv = [sys.executable, "-m", "processor"]
+    if given == "--executor":
+        argv.append(f"--executor={address}")
+    else:
+        env["SPOOL_EXECUTOR"] = address
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"spool-processor: error: {given}='{address}': use dask://host:port"]
 
 
 def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path) -> None:
@@ -233,6 +265,37 @@ def test_a_gone_processors_event_topic_is_forgotten(run_executor: Any, dask_clie
         assert time.monotonic() < deadline, f"{old} kept: {_topics(dask_client)}"
         time.sleep(0.05)
     assert second.link.topic in _topics(dask_client), "a live processor's topic is kept"
+
+
+def _descendants() -> set[int]:
+    """Every process below this one: the cluster's workers, forkservers, job processes."""
+    psutil = pytest.importorskip("psutil")
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_a_new_processor_start_gets_new_job_processes(run_executor: Any) -> None:
+    # A processor restarted after its SPOOL_TOOLS modules changed ran its jobs on the
+    # Dask workers' job processes of its last start, which had imported the old code:
+    # results of the old version, and of the new one only where a process was new.
+    # With the local pool every start has new workers; so must the Dask path.
+    first, sink = run_executor()
+    first.submit(_task("old", "d_append"))
+    old = sink.wait("old")
+    assert old.ok
+    old_pid = orjson.loads(old.result_json or b"null")["pid"]
+    before = _descendants()
+    assert old_pid in before
+    first.shutdown()
+    second, sink = run_executor()
+    second.submit(_task("new", "d_append"))
+    new = sink.wait("new")
+    assert new.ok
+    assert orjson.loads(new.result_json or b"null")["pid"] not in before, \
+        "a job ran in a process of the processor's last start"
+    deadline = time.monotonic() + 10
+    while _alive(old_pid):  # and what the last start left idle is gone, not leaked
+        assert time.monotonic() < deadline, "the last start's job process is left idle"
+        time.sleep(0.05)
 
 
 def test_done_tool_error_and_a_child_that_exits(run_executor: Any, tmp_path: Path) -> None:
