@@ -6,8 +6,9 @@
  * (results.js) is drawn so.  A backtest's table chooses its own (tablechart.js).
  * drawEquity(element, curves) draws one path per symbol on shared axes.
  * The x axis is time when every timestamp parses and each curve runs forward in
- * time, so a symbol with a shorter history is drawn over the dates it covers;
- * otherwise it is the point's index.  Each curve is drawn in a colour of its own
+ * time (a time with no offset is UTC, as run_backtest writes them), so a symbol
+ * with a shorter history is drawn over the dates it covers; otherwise it is the
+ * point's index.  Each curve is drawn in a colour of its own
  * (curve.color, or COLORS in order) and named in a legend under the plot; a pinned
  * curve (curve.pinned) is dashed and named after "pinned:".  The legend ends with
  * curves.note, or says how many were left out.  Long curves are thinned to about
@@ -74,10 +75,21 @@ function thin(points, buckets) {
 }
 
 const TIMES = new WeakMap();  // a curve's points -> its times (ms), or null
+// A date and time with no offset: run_backtest writes its bars' times so, in UTC
+// (processor/quant/data.py).  The browser reads such text as its own local time, so in a
+// zone with a clock change the times repeated or ran backwards (New York's 02:30 -> 03:00
+// on 2024-03-10) and the chart fell back to an index axis.
+const NAIVE_TIME = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d(?::\d\d(?:\.\d+)?)?)$/;
+
+function parseTime(value) {
+  const text = String(value);
+  const naive = NAIVE_TIME.exec(text);
+  return Date.parse(naive ? `${naive[1]}T${naive[2]}Z` : text);
+}
 
 function timesOf(points) {
   if (!TIMES.has(points)) {
-    let times = points.map((p) => Date.parse(String(p[0])));
+    let times = points.map((p) => parseTime(p[0]));
     for (let i = 0; i < times.length; i++) {
       if (!Number.isFinite(times[i]) || (i && times[i] < times[i - 1])) {
         times = null;

@@ -8,6 +8,7 @@ the task view, and a backtest's equity curve drawn as an SVG path.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -526,6 +527,45 @@ def test_equity_curves_of_different_spans_share_one_time_axis(
     assert len(whole) == 400 and len(late) == 100
     assert abs(late[0] - whole[300]) < 1.0, (late[0], whole[300])
     assert abs(late[-1] - whole[-1]) < 1.0
+
+
+def _half_hours(start: datetime, count: int) -> list[list[Any]]:
+    # Bars as run_backtest writes them: naive ISO text of UTC times (processor/quant/data.py).
+    return [[f"{start + timedelta(minutes=30 * k):%Y-%m-%dT%H:%M:%S}", 100_000.0 + k]
+            for k in range(count)]
+
+
+def test_curves_across_a_clock_change_keep_their_time_axis(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A backtest's times are UTC without an offset, which the browser read as its own
+    local time: in New York, half-hour bars over 2024-03-10 (the clocks went forward)
+    ran backwards at 02:30 -> 03:00, the chart fell back to an index axis, and a symbol
+    with a shorter history was drawn from the left edge as if it had started with the
+    others."""
+    expect = sync_api.expect
+    day = datetime(2024, 3, 10)
+    result = {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _half_hours(day, 48)},
+        "LATE": {"equity_curve": _half_hours(day + timedelta(hours=12), 24)},
+    }}
+    run_job(spool, "dst", result, tool="run_backtest")
+    assert page.context.browser is not None
+    new_york = page.context.browser.new_context(timezone_id="America/New_York")
+    try:
+        tab = new_york.new_page()
+        errors = watched(tab)
+        tab.goto(server.base + "/#/tasks/dst")
+        expect(tab.locator("#equity svg path.equity")).to_have_count(2)
+        whole = _path_xs(tab.locator('path.equity[data-symbol="AAA"]').get_attribute("d") or "")
+        late = _path_xs(tab.locator('path.equity[data-symbol="LATE"]').get_attribute("d") or "")
+        assert len(whole) == 48 and len(late) == 24
+        assert abs(late[0] - whole[24]) < 1.0, (late[0], whole[24])
+        # Evenly spaced, as the bars are: no hour lost or doubled at the change.
+        steps = [b - a for a, b in itertools.pairwise(whole)]
+        assert max(steps) - min(steps) < 0.2, steps
+        assert not errors, errors
+    finally:
+        new_york.close()
 
 
 def test_every_curve_drawn_has_a_colour_and_a_label_of_its_own(
