@@ -8,7 +8,8 @@
  * The x axis is time when every timestamp parses and each curve runs forward in
  * time (a time with no offset is UTC, as run_backtest writes them), so a symbol
  * with a shorter history is drawn over the dates it covers; otherwise it is the
- * point's index.  Each curve is drawn in a colour of its own
+ * point's index; its ends are labelled with their dates, and their times when both
+ * fall on one date.  Each curve is drawn in a colour of its own
  * (curve.color, or COLORS in order) and named in a legend under the plot; a pinned
  * curve (curve.pinned) is dashed and named after "pinned:".  The legend ends with
  * curves.note, or says how many were left out.  Long curves are thinned to about
@@ -162,6 +163,17 @@ function formatMoney(value) {
     : { maximumFractionDigits: 0 });
 }
 
+function axisLabels(first, last) {
+  // The time axis's ends: their dates ("2020-01-02"), and their times too when both ends
+  // fall on one date (a day of minute bars read "2020-01-02" at both ends), to the minute
+  // or, if that is one too, the second.  A time with no offset is UTC (see NAIVE_TIME).
+  const [a, b] = [String(first), String(last)];
+  const naive = NAIVE_TIME.test(a) && NAIVE_TIME.test(b);
+  if (!naive || a.slice(0, 10) !== b.slice(0, 10)) return [a.slice(0, 10), b.slice(0, 10)];
+  const n = a.slice(0, 16) !== b.slice(0, 16) ? 16 : 19;
+  return [a, b].map((text) => `${text.slice(0, 10)} ${text.slice(11, n)} UTC`);
+}
+
 function drawEquity(container, curves) {
   container.replaceChildren();
   if (!curves.length) return false;
@@ -215,9 +227,10 @@ function drawEquity(container, curves) {
     svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },
                           "log scale"));
   }
-  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(firstLabel).slice(0, 10)));
+  const [firstText, lastText] = axisLabels(firstLabel, lastLabel);
+  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, firstText));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },
-                        String(lastLabel).slice(0, 10)));
+                        lastText));
   const colorOf = (s, n) => s.color || COLORS[n % COLORS.length];
   series.forEach((s, n) => {
     const d = s.thin.map((i, k) => `${k ? "L" : "M"}${s.x[i].toFixed(1)},${y(s.points[i][1]).toFixed(1)}`);

@@ -568,6 +568,33 @@ def test_curves_across_a_clock_change_keep_their_time_axis(
         new_york.close()
 
 
+def _axis_texts(tab: sync_api.Page) -> list[str]:
+    return tab.locator("#equity svg > text").all_text_contents()
+
+
+def test_an_intraday_curve_says_the_time_of_its_first_and_last_bar(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A day of minute bars was labelled "2020-01-02" at both ends of its time axis (the
+    labels were the first ten characters); they say the time, in UTC as the bars are.  A
+    curve over days keeps its dates alone."""
+    expect = sync_api.expect
+    day = datetime(2020, 1, 2, 14, 30)
+    minutes = [[f"{day + timedelta(minutes=k):%Y-%m-%dT%H:%M:%S}", 100_000.0 + k % 7]
+               for k in range(390)]
+    run_job(spool, "day", {"strategy": "ma_crossover",
+                           "symbols": {"AAA": {"equity_curve": minutes}}}, tool="run_backtest")
+    run_job(spool, "days", {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _curve(date(2020, 1, 1), 30, 0.001)}}}, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/day")
+    expect(page.locator("#equity svg path.equity")).to_have_count(1)
+    texts = _axis_texts(page)
+    assert "2020-01-02 14:30 UTC" in texts and "2020-01-02 20:59 UTC" in texts, texts
+    page.goto(server.base + "/#/tasks/days")
+    expect(page.locator('#equity svg > text[text-anchor="end"]').last).to_have_text("2020-01-30")
+    texts = _axis_texts(page)
+    assert "2020-01-01" in texts and "2020-01-30" in texts, texts
+
+
 def test_every_curve_drawn_has_a_colour_and_a_label_of_its_own(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """14 symbols: 12 are drawn (the rest are said to be left out), no two in one
