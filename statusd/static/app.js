@@ -14,8 +14,9 @@
  * fields can't: a run cut short and requeued (running -> pending on either stream), a
  * running job with no processor left to run it, what "not found" may mean.  The list
  * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).
- * A fetch that fails is said on the page and tried again, not swallowed.  All text goes in
- * through textContent: job fields are never HTML.
+ * A fetch that fails is said on the page and tried again, not swallowed.  The tab's title
+ * names what the view shows: the task, its state and progress, or the list's filter.  All
+ * text goes in through textContent: job fields are never HTML.
  *
  * The task view cancels a pending or running task and retries a failed one, as
  * `spoolq cancel` and `spoolq retry` do, through the API's writes: statusd's token
@@ -75,6 +76,7 @@ const ui = {
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
   runSince: null,         // when the open task's run started (its record's), if it runs
+  shownPercent: "",       // the open task's progress as its view shows it ("42%"), or ""
   heads: 0,               // records the task view has shown (a look at one asks if it is still)
 };
 
@@ -826,6 +828,8 @@ function renderProgress(state, progress) {
   const box = $("task-progress");
   box.hidden = state !== "running" || !progress
     || ((progress.fraction === null || progress.fraction === undefined) && !progress.message);
+  ui.shownPercent = box.hidden || progress.fraction === null || progress.fraction === undefined
+    ? "" : pct(progress.fraction);
   if (box.hidden) return;
   const fraction = progress.fraction ?? 0;
   box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
@@ -939,6 +943,19 @@ function renderNote() {
   }
   node.hidden = lines.length === 0;
   node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
+  showTitle();
+}
+
+function showTitle() {
+  // The tab's title says what the view shows: the task, its state and progress ("bt-7
+  // running 42% · spoolq"), or the list's filter.  Every view was "spoolq": tabs of three
+  // backtests, and the browser's history, could not be told apart.
+  const parts = ui.taskId !== null
+    ? [shown(ui.taskId).slice(0, 128), $("task-state").textContent,
+      $("task-state").textContent === "running" ? ui.shownPercent : ""]
+    : [ui.filter.state, shown(ui.filter.tool)];
+  const what = parts.filter(Boolean).join(" ");
+  document.title = what ? `${what} \u00b7 spoolq` : "spoolq";
 }
 
 function sawTransition(msg, record) {
@@ -1287,6 +1304,7 @@ function clearTask() {
   ui.shownRun = null;
   ui.requeued = null;
   ui.runAttempts = null;
+  ui.shownPercent = "";
   ui.runSince = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
@@ -1333,6 +1351,7 @@ async function openTask(id) {
     error.querySelector("h3").textContent = "error";
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
+    showTitle();
     setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, RETRY_MS);
     return;
   }
@@ -1344,6 +1363,7 @@ async function openTask(id) {
 function showList() {
   ui.taskId = null;
   closeTaskSocket();
+  showTitle();
   $("task-view").hidden = true;
   $("list-view").hidden = false;
 }
@@ -1381,6 +1401,7 @@ function showFilter() {
   $("state-filter").value = ui.filter.state;
   $("tool-filter").value = ui.filter.tool;
   $("back-to-list").href = listHash(ui.filter);
+  showTitle();
 }
 
 function setFilter(filter) {

@@ -256,6 +256,29 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
 
 
+def test_the_tab_title_names_the_task_its_state_and_progress(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Every view was titled "spoolq": three backtests open in three tabs, and the
+    browser's history, could not be told apart, nor a run's progress seen from another
+    tab.  The title names the task, its state and its progress; the list says its filter."""
+    expect = sync_api.expect
+    submit(spool, "bt-7", tool="run_backtest")
+    running = claim(spool, "bt-7")
+    report(spool, running, 0.42, "backtesting")
+    page.goto(server.base + "/#/tasks/bt-7")
+    expect(page).to_have_title("bt-7 running 42% \u00b7 spoolq")
+    report(spool, running, 0.5, "backtesting")
+    expect(page).to_have_title("bt-7 running 50% \u00b7 spoolq")
+    finish(spool, running, {"ok": 1})
+    expect(page).to_have_title("bt-7 done \u00b7 spoolq")
+    page.goto(server.base + "/#/tasks/nope")
+    expect(page).to_have_title("nope not found \u00b7 spoolq")
+    page.goto(server.base + "/#/?state=failed&tool=run_backtest")
+    expect(page).to_have_title("failed run_backtest \u00b7 spoolq")
+    page.goto(server.base + "/#/")
+    expect(page).to_have_title("spoolq")
+
+
 def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: Spool,
                                                   page: sync_api.Page) -> None:
     """A backtest's record of 170 MB took 4 s to load after it finished: all that while
