@@ -1006,9 +1006,25 @@ function showActions(record) {
   // What `spoolq cancel` and `spoolq retry` take: a pending or running task, a failed one.
   const cancel = $("cancel-task");
   const retry = $("retry-task");
+  const held = [cancel, retry].find((button) => button === document.activeElement);
   cancel.hidden = record.state !== "pending" && record.state !== "running";
   retry.hidden = record.state !== "failed" || Boolean(record.unreadable);
   $("task-actions").hidden = cancel.hidden && retry.hidden && $("token-form").hidden;
+  if (held && held.hidden) focusAction();
+}
+
+function focusAction() {
+  // The keyboard stays on the task's actions, on the one the task has now (retry once
+  // cancelled, cancel once pending again), else its heading: a button or the token's
+  // form hidden under the focus sent it to the page's top, a Tab walk from there.
+  const button = [$("cancel-task"), $("retry-task")].find((b) => !b.hidden && !b.disabled);
+  (button || $("task-title")).focus();
+}
+
+function focusLost() {
+  const active = document.activeElement;
+  return !active || active === document.body
+    || ($("task-actions").contains(active) && (active.disabled || active.closest("[hidden]")));
 }
 
 function sayAction(text) {
@@ -1026,9 +1042,18 @@ function askToken(action, why) {
   $("token").focus();
 }
 
-async function act(action) {
+async function act(action, keyed = $("task-actions").contains(document.activeElement)) {
+  // keyed: the focus was on the actions (their button, the token's form just sent).
   const id = ui.taskId;
   if (!id) return;
+  try {
+    await actOn(action, id);
+  } finally {
+    if (keyed && ui.taskId === id && focusLost()) focusAction();
+  }
+}
+
+async function actOn(action, id) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) {
     askToken(action, "writes need statusd's token (its STATUSD_TOKEN)");
@@ -1098,7 +1123,7 @@ function useToken(event) {
   sessionStorage.setItem(TOKEN_KEY, token);
   $("token").value = "";
   form.hidden = true;
-  act(form.dataset.action).catch(() => {});
+  act(form.dataset.action, true).catch(() => {});
 }
 
 function partial(record) {

@@ -385,6 +385,29 @@ def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spo
     expect(page.locator("#cancel-task")).to_be_visible()
 
 
+def test_the_keyboard_stays_on_the_actions_after_a_cancel_and_a_retry(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Keyboard only: the token typed and Enter, the form was hidden and the focus went
+    to the page's top, as it did when a cancel hid its button (the job failed) and a
+    retry its own: a second Tab walk from the top for each action.  The focus goes to
+    the action the task has now (retry once cancelled, cancel once pending again)."""
+    expect = sync_api.expect
+    submit(spool, "keyed", tool="sleep")
+    page.goto(server.base + "/#/tasks/keyed")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    page.locator("#cancel-task").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#token")).to_be_focused()
+    page.keyboard.type(TOKEN)
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#retry-task")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#action-status")).to_have_text("keyed is pending again")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#cancel-task")).to_be_focused()
+
+
 def _open_running(server: ServerThread, spool: Spool, page: sync_api.Page, job_id: str,
                   tool: str = "sleep", *, fake_clock: bool = False) -> Claim:
     """A job of ``tool`` claimed (its claim returned), its view open and showing it
