@@ -1215,6 +1215,20 @@ def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool
     assert traceback is not None and traceback["y"] < 2 * 800, traceback
 
 
+def test_an_error_message_of_several_lines_keeps_them(server: ServerThread, spool: Spool,
+                                                      page: sync_api.Page) -> None:
+    """A tool's error of several lines (one per bad input file, as Python's own
+    messages often are) ran together into one paragraph on the page, where `spoolq show`
+    prints its lines."""
+    expect = sync_api.expect
+    message = "3 files unreadable:\n  AAA.csv: bad timestamp\n  BBB.csv: no close column"
+    run_job(spool, "lines", tool="run_backtest", error=(ErrorType.TOOL_ERROR, message))
+    page.goto(server.base + "/#/tasks/lines")
+    shown = page.locator("#task-error .message")
+    expect(shown).to_have_text(f"tool_error: {message}")
+    assert shown.inner_text() == f"tool_error: {message}"  # as laid out, not run together
+
+
 def test_a_failed_row_says_why(server: ServerThread, spool: Spool,
                                page: sync_api.Page) -> None:
     """`spoolq ls` has an error column; the page's list said only "failed", so telling a
