@@ -357,7 +357,7 @@ async function refreshStats() {
   const purged = (ui.removed !== null && removed !== null && removed !== ui.removed)
     || (ui.total !== null && total < ui.total);
   ui.removed = removed;
-  if (purged) loadList().catch(() => {});
+  if (purged) loadList(true).catch(() => {});
   // Or fewer than before and the new ones told since: the open ended task may be one (a
   // purge with as many drops left the total as it was).  A new job told after the counts
   // held it makes one look too many, which costs a HEAD, not a reload of the list.
@@ -637,13 +637,17 @@ function listError(err) {
   if (err) node.textContent = shown(`cannot load the list: ${err.message}`);
 }
 
-async function loadList() {
+async function loadList(again = false) {
+  // again: the list shown read anew (its events socket back after a drop, a purge): as
+  // many rows as it shows, up to the API's largest page.  Read as its first page, the
+  // rows a reader had paged to with "older tasks" went at every restart of statusd.
   const seq = ++ui.listSeq;
   const during = [];
   ui.during = during;
+  const limit = again ? Math.min(MAX_ROWS, Math.max(PAGE_SIZE, ui.rows.size)) : PAGE_SIZE;
   let page;
   try {
-    page = await getJSON(listUrl(null));
+    page = await getJSON(listUrl(null, limit));
   } catch (err) {
     if (seq !== ui.listSeq) return;
     ui.during = null;
@@ -660,7 +664,7 @@ async function loadList() {
       $("more").hidden = true;
       return;
     }
-    setTimeout(() => { if (seq === ui.listSeq) loadList().catch(() => {}); }, RETRY_MS);
+    setTimeout(() => { if (seq === ui.listSeq) loadList(again).catch(() => {}); }, RETRY_MS);
     return;
   }
   if (seq !== ui.listSeq) return; // a newer load (filter change) won
@@ -730,7 +734,7 @@ function connectEvents() {
   socket.onopen = () => {
     ui.eventsDelay = 500;
     setLive(true);
-    loadList().catch(() => {});
+    loadList(true).catch(() => {});
     refreshStats().catch(() => {});
   };
   socket.onmessage = (event) => {
@@ -754,7 +758,7 @@ function connectEvents() {
     if (ui.events !== socket) return;
     // Without live updates (statusd away, a proxy that passes no WebSocket) the list is
     // fetched at each try to reconnect, and the counts: they show, and stay roughly current.
-    loadList().catch(() => {});
+    loadList(true).catch(() => {});
     refreshStats().catch(() => {});
     ui.eventsLater = setTimeout(() => {
       ui.eventsLater = null;

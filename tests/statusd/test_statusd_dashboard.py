@@ -1447,6 +1447,37 @@ def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
         f"old-{n:05d}" for n in reversed(range(jobs))]
 
 
+def test_older_tasks_paged_to_stay_when_the_events_stream_reconnects(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A researcher paged back with "older tasks" and read there; the events socket
+    dropped (statusd restarted, the network blinked), and the list was read again as its
+    first page: 120 rows became the newest 50, the rows read gone from under the reader.
+    It is read again as long as it was."""
+    expect = sync_api.expect
+    jobs = 120
+    for n in range(jobs):
+        submit(spool, f"old-{n:05d}")
+    _wait_indexed(server, jobs)
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(50)
+    page.click("#more")
+    expect(rows).to_have_count(100)
+    page.click("#more")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    expect(page.locator("#live")).to_have_text("live")
+    lists: list[str] = []
+    page.on("response", lambda r: lists.append(r.url) if "/api/v1/tasks?" in r.url else None)
+    page.evaluate("ui.events.close()")  # as a dropped connection closes it
+    wait_in_page(page, lambda: len(lists) >= 2, what="the list read again after the drop")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
+    assert ids == [f"old-{n:05d}" for n in reversed(range(jobs))]
+
+
 def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spool: Spool,
                                                      page: sync_api.Page) -> None:
     """New jobs came while a page of "older tasks" was on its way: they let the list's last
