@@ -18,7 +18,7 @@
  * redraw of the same curves parses nothing.  The y axis is logarithmic (and says so)
  * when every value drawn is positive and the largest is LOG_SPAN times the smallest
  * or more: a curve that grew to 1e29 beside ones near their start cash flattened
- * those into its base line.
+ * those into its base line.  The image's name tells a screen reader what it draws.
  */
 "use strict";
 
@@ -174,6 +174,19 @@ function axisLabels(first, last) {
   return [a, b].map((text) => `${text.slice(0, 10)} ${text.slice(11, n)} UTC`);
 }
 
+function spokenName(series, entries, [first, last], [lo, hi], log) {
+  // The image's name for a screen reader, which hears none of its texts (the legend is
+  // inside the image): the symbols drawn, the dates, the equity's range and scale, and
+  // the legend's note ("top 12 of 200 by sharpe").
+  const names = series.map((s) => (typeof shown === "function" ? shown(s.symbol) : s.symbol)
+    + (s.pinned ? " (pinned)" : ""));
+  const list = names.length > 1
+    ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names[0];
+  const note = entries.find((e) => !e.series && e.text !== "pinned:");
+  return `equity curve of ${list}, ${first} to ${last}, equity from ${formatMoney(lo)} to `
+    + `${formatMoney(hi)}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
+}
+
 function drawEquity(container, curves) {
   container.replaceChildren();
   if (!curves.length) return false;
@@ -213,8 +226,9 @@ function drawEquity(container, curves) {
   const entries = legendEntries(series, curves);
   const { slots, rows } = placeLegend(entries, perRow);
   const height = c.height + LEGEND.top + rows * LEGEND.row;
-  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width,
-                             height, role: "img", "aria-label": "equity curve" });
+  const [firstText, lastText] = axisLabels(firstLabel, lastLabel);
+  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width, height,
+    role: "img", "aria-label": spokenName(series, entries, [firstText, lastText], [lo, hi], log) });
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top + plotH,
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
@@ -227,7 +241,6 @@ function drawEquity(container, curves) {
     svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },
                           "log scale"));
   }
-  const [firstText, lastText] = axisLabels(firstLabel, lastLabel);
   svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, firstText));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },
                         lastText));

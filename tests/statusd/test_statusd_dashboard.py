@@ -178,6 +178,28 @@ def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
     expect(page.locator("#equity svg text.scale")).to_have_count(0)
 
 
+def test_a_screen_reader_hears_what_the_chart_draws(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """The chart is an image to a screen reader, named "equity curve" and nothing more:
+    its legend's text is inside the image, so which symbols were drawn, over which dates,
+    on what scale, were not said.  Its name says them."""
+    expect = sync_api.expect
+    late = _curve(date(2020, 1, 1) + timedelta(days=300), 100, 0.002)
+    for t, point in enumerate(late):
+        point[1] = 100_000.0 * 10 ** (4 * t / 99)  # 10,000-fold: a log scale
+    result = {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _curve(date(2020, 1, 1), 400, 0.001)},
+        "LATE": {"equity_curve": late},
+    }}
+    run_job(spool, "heard", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/heard")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    last = date(2020, 1, 1) + timedelta(days=399)
+    expect(page.locator("#equity svg")).to_have_attribute("aria-label", re.compile(
+        rf"^equity curve of AAA and LATE, 2020-01-01 to {last}, equity from [0-9.,]+K? to "
+        r"1(,000,000,000|B)[^,;]*, log scale$"))
+
+
 def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool,
                                               page: sync_api.Page) -> None:
     expect = sync_api.expect
