@@ -1014,7 +1014,9 @@ function showActions(record) {
   cancel.hidden = record.state !== "pending" && record.state !== "running";
   retry.hidden = record.state !== "failed" || Boolean(record.unreadable);
   $("task-actions").hidden = cancel.hidden && retry.hidden && $("token-form").hidden;
-  if (held && held.hidden) focusAction();
+  // A button in flight (disabled: its act's answer to come) is left to act, which moves
+  // the focus once the buttons are enabled again.
+  if (held && held.hidden && !held.disabled) focusAction();
 }
 
 function focusAction() {
