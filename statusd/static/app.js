@@ -14,8 +14,9 @@
  * fields can't: a run cut short and requeued (running -> pending on either stream), a
  * running job with no processor left to run it, what "not found" may mean.  The list
  * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).
- * A fetch that fails is said on the page and tried again, not swallowed.  All text goes in
- * through textContent: job fields are never HTML.
+ * A fetch that fails is said on the page and tried again, not swallowed.  The tab's title
+ * names what the view shows: the task, its state and progress, or the list's filter.  All
+ * text goes in through textContent: job fields are never HTML.
  *
  * The task view cancels a pending or running task and retries a failed one, as
  * `spoolq cancel` and `spoolq retry` do, through the API's writes: statusd's token
@@ -75,6 +76,7 @@ const ui = {
   requeued: null,         // the open task's latest requeue seen: { at, why }
   runAttempts: null,      // the attempts of the open task's latest running record seen
   runSince: null,         // when the open task's run started (its record's), if it runs
+  shownPercent: "",       // the open task's progress as its view shows it ("42%"), or ""
   heads: 0,               // records the task view has shown (a look at one asks if it is still)
 };
 
@@ -355,7 +357,7 @@ async function refreshStats() {
   const purged = (ui.removed !== null && removed !== null && removed !== ui.removed)
     || (ui.total !== null && total < ui.total);
   ui.removed = removed;
-  if (purged) loadList().catch(() => {});
+  if (purged) loadList(true).catch(() => {});
   // Or fewer than before and the new ones told since: the open ended task may be one (a
   // purge with as many drops left the total as it was).  A new job told after the counts
   // held it makes one look too many, which costs a HEAD, not a reload of the list.
@@ -635,13 +637,17 @@ function listError(err) {
   if (err) node.textContent = shown(`cannot load the list: ${err.message}`);
 }
 
-async function loadList() {
+async function loadList(again = false) {
+  // again: the list shown read anew (its events socket back after a drop, a purge): as
+  // many rows as it shows, up to the API's largest page.  Read as its first page, the
+  // rows a reader had paged to with "older tasks" went at every restart of statusd.
   const seq = ++ui.listSeq;
   const during = [];
   ui.during = during;
+  const limit = again ? Math.min(MAX_ROWS, Math.max(PAGE_SIZE, ui.rows.size)) : PAGE_SIZE;
   let page;
   try {
-    page = await getJSON(listUrl(null));
+    page = await getJSON(listUrl(null, limit));
   } catch (err) {
     if (seq !== ui.listSeq) return;
     ui.during = null;
@@ -658,7 +664,7 @@ async function loadList() {
       $("more").hidden = true;
       return;
     }
-    setTimeout(() => { if (seq === ui.listSeq) loadList().catch(() => {}); }, RETRY_MS);
+    setTimeout(() => { if (seq === ui.listSeq) loadList(again).catch(() => {}); }, RETRY_MS);
     return;
   }
   if (seq !== ui.listSeq) return; // a newer load (filter change) won
@@ -728,7 +734,7 @@ function connectEvents() {
   socket.onopen = () => {
     ui.eventsDelay = 500;
     setLive(true);
-    loadList().catch(() => {});
+    loadList(true).catch(() => {});
     refreshStats().catch(() => {});
   };
   socket.onmessage = (event) => {
@@ -752,7 +758,7 @@ function connectEvents() {
     if (ui.events !== socket) return;
     // Without live updates (statusd away, a proxy that passes no WebSocket) the list is
     // fetched at each try to reconnect, and the counts: they show, and stay roughly current.
-    loadList().catch(() => {});
+    loadList(true).catch(() => {});
     refreshStats().catch(() => {});
     ui.eventsLater = setTimeout(() => {
       ui.eventsLater = null;
@@ -826,6 +832,8 @@ function renderProgress(state, progress) {
   const box = $("task-progress");
   box.hidden = state !== "running" || !progress
     || ((progress.fraction === null || progress.fraction === undefined) && !progress.message);
+  ui.shownPercent = box.hidden || progress.fraction === null || progress.fraction === undefined
+    ? "" : pct(progress.fraction);
   if (box.hidden) return;
   const fraction = progress.fraction ?? 0;
   box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
@@ -939,6 +947,19 @@ function renderNote() {
   }
   node.hidden = lines.length === 0;
   node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
+  showTitle();
+}
+
+function showTitle() {
+  // The tab's title says what the view shows: the task, its state and progress ("bt-7
+  // running 42% · spoolq"), or the list's filter.  Every view was "spoolq": tabs of three
+  // backtests, and the browser's history, could not be told apart.
+  const parts = ui.taskId !== null
+    ? [shown(ui.taskId).slice(0, 128), $("task-state").textContent,
+      $("task-state").textContent === "running" ? ui.shownPercent : ""]
+    : [ui.filter.state, shown(ui.filter.tool)];
+  const what = parts.filter(Boolean).join(" ");
+  document.title = what ? `${what} \u00b7 spoolq` : "spoolq";
 }
 
 function sawTransition(msg, record) {
@@ -989,9 +1010,27 @@ function showActions(record) {
   // What `spoolq cancel` and `spoolq retry` take: a pending or running task, a failed one.
   const cancel = $("cancel-task");
   const retry = $("retry-task");
+  const held = [cancel, retry].find((button) => button === document.activeElement);
   cancel.hidden = record.state !== "pending" && record.state !== "running";
   retry.hidden = record.state !== "failed" || Boolean(record.unreadable);
   $("task-actions").hidden = cancel.hidden && retry.hidden && $("token-form").hidden;
+  // A button in flight (disabled: its act's answer to come) is left to act, which moves
+  // the focus once the buttons are enabled again.
+  if (held && held.hidden && !held.disabled) focusAction();
+}
+
+function focusAction() {
+  // The keyboard stays on the task's actions, on the one the task has now (retry once
+  // cancelled, cancel once pending again), else its heading: a button or the token's
+  // form hidden under the focus sent it to the page's top, a Tab walk from there.
+  const button = [$("cancel-task"), $("retry-task")].find((b) => !b.hidden && !b.disabled);
+  (button || $("task-title")).focus();
+}
+
+function focusLost() {
+  const active = document.activeElement;
+  return !active || active === document.body
+    || ($("task-actions").contains(active) && (active.disabled || active.closest("[hidden]")));
 }
 
 function sayAction(text) {
@@ -1009,9 +1048,18 @@ function askToken(action, why) {
   $("token").focus();
 }
 
-async function act(action) {
+async function act(action, keyed = $("task-actions").contains(document.activeElement)) {
+  // keyed: the focus was on the actions (their button, the token's form just sent).
   const id = ui.taskId;
   if (!id) return;
+  try {
+    await actOn(action, id);
+  } finally {
+    if (keyed && ui.taskId === id && focusLost()) focusAction();
+  }
+}
+
+async function actOn(action, id) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) {
     askToken(action, "writes need statusd's token (its STATUSD_TOKEN)");
@@ -1081,7 +1129,7 @@ function useToken(event) {
   sessionStorage.setItem(TOKEN_KEY, token);
   $("token").value = "";
   form.hidden = true;
-  act(form.dataset.action).catch(() => {});
+  act(form.dataset.action, true).catch(() => {});
 }
 
 function partial(record) {
@@ -1287,6 +1335,7 @@ function clearTask() {
   ui.shownRun = null;
   ui.requeued = null;
   ui.runAttempts = null;
+  ui.shownPercent = "";
   ui.runSince = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
@@ -1333,6 +1382,7 @@ async function openTask(id) {
     error.querySelector("h3").textContent = "error";
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
+    showTitle();
     setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, RETRY_MS);
     return;
   }
@@ -1344,6 +1394,7 @@ async function openTask(id) {
 function showList() {
   ui.taskId = null;
   closeTaskSocket();
+  showTitle();
   $("task-view").hidden = true;
   $("list-view").hidden = false;
 }
@@ -1381,6 +1432,7 @@ function showFilter() {
   $("state-filter").value = ui.filter.state;
   $("tool-filter").value = ui.filter.tool;
   $("back-to-list").href = listHash(ui.filter);
+  showTitle();
 }
 
 function setFilter(filter) {

@@ -6,8 +6,10 @@
  * (results.js) is drawn so.  A backtest's table chooses its own (tablechart.js).
  * drawEquity(element, curves) draws one path per symbol on shared axes.
  * The x axis is time when every timestamp parses and each curve runs forward in
- * time, so a symbol with a shorter history is drawn over the dates it covers;
- * otherwise it is the point's index.  Each curve is drawn in a colour of its own
+ * time (a time with no offset is UTC, as run_backtest writes them), so a symbol
+ * with a shorter history is drawn over the dates it covers; otherwise it is the
+ * point's index; its ends are labelled with their dates, and their times when both
+ * fall on one date.  Each curve is drawn in a colour of its own
  * (curve.color, or COLORS in order) and named in a legend under the plot; a pinned
  * curve (curve.pinned) is dashed and named after "pinned:".  The legend ends with
  * curves.note, or says how many were left out.  Long curves are thinned to about
@@ -16,7 +18,7 @@
  * redraw of the same curves parses nothing.  The y axis is logarithmic (and says so)
  * when every value drawn is positive and the largest is LOG_SPAN times the smallest
  * or more: a curve that grew to 1e29 beside ones near their start cash flattened
- * those into its base line.
+ * those into its base line.  The image's name tells a screen reader what it draws.
  */
 "use strict";
 
@@ -74,10 +76,21 @@ function thin(points, buckets) {
 }
 
 const TIMES = new WeakMap();  // a curve's points -> its times (ms), or null
+// A date and time with no offset: run_backtest writes its bars' times so, in UTC
+// (processor/quant/data.py).  The browser reads such text as its own local time, so in a
+// zone with a clock change the times repeated or ran backwards (New York's 02:30 -> 03:00
+// on 2024-03-10) and the chart fell back to an index axis.
+const NAIVE_TIME = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d(?::\d\d(?:\.\d+)?)?)$/;
+
+function parseTime(value) {
+  const text = String(value);
+  const naive = NAIVE_TIME.exec(text);
+  return Date.parse(naive ? `${naive[1]}T${naive[2]}Z` : text);
+}
 
 function timesOf(points) {
   if (!TIMES.has(points)) {
-    let times = points.map((p) => Date.parse(String(p[0])));
+    let times = points.map((p) => parseTime(p[0]));
     for (let i = 0; i < times.length; i++) {
       if (!Number.isFinite(times[i]) || (i && times[i] < times[i - 1])) {
         times = null;
@@ -150,6 +163,30 @@ function formatMoney(value) {
     : { maximumFractionDigits: 0 });
 }
 
+function axisLabels(first, last) {
+  // The time axis's ends: their dates ("2020-01-02"), and their times too when both ends
+  // fall on one date (a day of minute bars read "2020-01-02" at both ends), to the minute
+  // or, if that is one too, the second.  A time with no offset is UTC (see NAIVE_TIME).
+  const [a, b] = [String(first), String(last)];
+  const naive = NAIVE_TIME.test(a) && NAIVE_TIME.test(b);
+  if (!naive || a.slice(0, 10) !== b.slice(0, 10)) return [a.slice(0, 10), b.slice(0, 10)];
+  const n = a.slice(0, 16) !== b.slice(0, 16) ? 16 : 19;
+  return [a, b].map((text) => `${text.slice(0, 10)} ${text.slice(11, n)} UTC`);
+}
+
+function spokenName(series, entries, [first, last], [lo, hi], log) {
+  // The image's name for a screen reader, which hears none of its texts (the legend is
+  // inside the image): the symbols drawn, the dates, the equity's range and scale, and
+  // the legend's note ("top 12 of 200 by sharpe").
+  const names = series.map((s) => (typeof shown === "function" ? shown(s.symbol) : s.symbol)
+    + (s.pinned ? " (pinned)" : ""));
+  const list = names.length > 1
+    ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names[0];
+  const note = entries.find((e) => !e.series && e.text !== "pinned:");
+  return `equity curve of ${list}, ${first} to ${last}, equity from ${formatMoney(lo)} to `
+    + `${formatMoney(hi)}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
+}
+
 function drawEquity(container, curves) {
   container.replaceChildren();
   if (!curves.length) return false;
@@ -189,8 +226,9 @@ function drawEquity(container, curves) {
   const entries = legendEntries(series, curves);
   const { slots, rows } = placeLegend(entries, perRow);
   const height = c.height + LEGEND.top + rows * LEGEND.row;
-  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width,
-                             height, role: "img", "aria-label": "equity curve" });
+  const [firstText, lastText] = axisLabels(firstLabel, lastLabel);
+  const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width, height,
+    role: "img", "aria-label": spokenName(series, entries, [firstText, lastText], [lo, hi], log) });
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top + plotH,
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
@@ -203,9 +241,9 @@ function drawEquity(container, curves) {
     svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },
                           "log scale"));
   }
-  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, String(firstLabel).slice(0, 10)));
+  svg.appendChild(svgEl("text", { x: c.left, y: c.height - 10 }, firstText));
   svg.appendChild(svgEl("text", { x: c.left + plotW, y: c.height - 10, "text-anchor": "end" },
-                        String(lastLabel).slice(0, 10)));
+                        lastText));
   const colorOf = (s, n) => s.color || COLORS[n % COLORS.length];
   series.forEach((s, n) => {
     const d = s.thin.map((i, k) => `${k ? "L" : "M"}${s.x[i].toFixed(1)},${y(s.points[i][1]).toFixed(1)}`);

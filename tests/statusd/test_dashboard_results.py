@@ -178,6 +178,32 @@ def test_a_factor_analysis_shows_its_figures_per_horizon_and_lag(
     expect(raw.locator("pre")).to_contain_text('"rank_autocorrelation"')
 
 
+def test_the_horizon_stays_in_view_beside_many_quantiles(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """20 quantiles make the horizons' table wider than the screen: scrolled sideways to
+    read Q20, the horizon each row is of scrolled away with the first columns."""
+    analysis = factor()
+    for k, horizon in analysis["horizons"].items():
+        horizon["quantile_mean_return"] = [1e-4 * int(k) * q for q in range(20)]
+    run_job(spool, "fa-wide", analysis, tool="analyze_factor")
+    page.set_viewport_size({"width": 800, "height": 700})
+    page.goto(server.base + "/#/tasks/fa-wide")
+    table = page.locator("#task-tables table.horizons")
+    sync_api.expect(table.locator("thead th").last).to_have_text("Q20")
+    wrap = page.locator("#task-tables .table-wrap").first
+    wrap.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    sync_api.expect(table.locator("thead th").last).to_be_in_viewport()
+    box = wrap.bounding_box()
+    assert box is not None
+    for name in ("horizon", "5"):
+        cell = (table.locator("thead th").first if name == "horizon"
+                else table.locator('tbody th', has_text=name).first)
+        at = cell.bounding_box()
+        assert at is not None and at["x"] >= box["x"] - 0.5, (name, at, box)
+        assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).textContent",
+                             [at["x"] + at["width"] / 2, at["y"] + at["height"] / 2]) == name
+
+
 def _malformed() -> dict[str, Any]:
     """Results that look like a quant tool's but are not its shape: JSON view for each."""
     no_win_rate = backtest()

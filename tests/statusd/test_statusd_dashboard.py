@@ -8,6 +8,7 @@ the task view, and a backtest's equity curve drawn as an SVG path.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -177,6 +178,28 @@ def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
     expect(page.locator("#equity svg text.scale")).to_have_count(0)
 
 
+def test_a_screen_reader_hears_what_the_chart_draws(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """The chart is an image to a screen reader, named "equity curve" and nothing more:
+    its legend's text is inside the image, so which symbols were drawn, over which dates,
+    on what scale, were not said.  Its name says them."""
+    expect = sync_api.expect
+    late = _curve(date(2020, 1, 1) + timedelta(days=300), 100, 0.002)
+    for t, point in enumerate(late):
+        point[1] = 100_000.0 * 10 ** (4 * t / 99)  # 10,000-fold: a log scale
+    result = {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _curve(date(2020, 1, 1), 400, 0.001)},
+        "LATE": {"equity_curve": late},
+    }}
+    run_job(spool, "heard", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/heard")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    last = date(2020, 1, 1) + timedelta(days=399)
+    expect(page.locator("#equity svg")).to_have_attribute("aria-label", re.compile(
+        rf"^equity curve of AAA and LATE, 2020-01-01 to {last}, equity from [0-9.,]+K? to "
+        r"1(,000,000,000|B)[^,;]*, log scale$"))
+
+
 def test_the_dashboard_follows_the_spool_live(server: ServerThread, spool: Spool,
                                               page: sync_api.Page) -> None:
     expect = sync_api.expect
@@ -253,6 +276,29 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-state")).to_have_text("done")
     expect(page.locator("#task-progress")).to_be_hidden()
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
+
+
+def test_the_tab_title_names_the_task_its_state_and_progress(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Every view was titled "spoolq": three backtests open in three tabs, and the
+    browser's history, could not be told apart, nor a run's progress seen from another
+    tab.  The title names the task, its state and its progress; the list says its filter."""
+    expect = sync_api.expect
+    submit(spool, "bt-7", tool="run_backtest")
+    running = claim(spool, "bt-7")
+    report(spool, running, 0.42, "backtesting")
+    page.goto(server.base + "/#/tasks/bt-7")
+    expect(page).to_have_title("bt-7 running 42% \u00b7 spoolq")
+    report(spool, running, 0.5, "backtesting")
+    expect(page).to_have_title("bt-7 running 50% \u00b7 spoolq")
+    finish(spool, running, {"ok": 1})
+    expect(page).to_have_title("bt-7 done \u00b7 spoolq")
+    page.goto(server.base + "/#/tasks/nope")
+    expect(page).to_have_title("nope not found \u00b7 spoolq")
+    page.goto(server.base + "/#/?state=failed&tool=run_backtest")
+    expect(page).to_have_title("failed run_backtest \u00b7 spoolq")
+    page.goto(server.base + "/#/")
+    expect(page).to_have_title("spoolq")
 
 
 def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: Spool,
@@ -359,6 +405,38 @@ def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spo
     expect(page.locator("#token-form")).to_be_hidden()
     assert request(server.base, "GET", "/api/v1/tasks/victim").json()["state"] == "pending"
     expect(page.locator("#cancel-task")).to_be_visible()
+
+
+def test_the_keyboard_stays_on_the_actions_after_a_cancel_and_a_retry(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Keyboard only: the token typed and Enter, the form was hidden and the focus went
+    to the page's top, as it did when a cancel hid its button (the job failed) and a
+    retry its own: a second Tab walk from the top for each action.  The focus goes to
+    the action the task has now (retry once cancelled, cancel once pending again)."""
+    expect = sync_api.expect
+    submit(spool, "keyed", tool="sleep")
+    page.goto(server.base + "/#/tasks/keyed")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    page.locator("#cancel-task").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#token")).to_be_focused()
+    page.keyboard.type(TOKEN)
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#retry-task")).to_be_focused()
+    # The retry's answer held back until the events stream has told the job pending: the
+    # retry button goes while it waits for its answer (disabled), and the focus still ends
+    # on cancel.
+    held: list[tuple[sync_api.Route, sync_api.APIResponse]] = []
+    page.route("**/api/v1/tasks/keyed/retry",
+               lambda route: held.append((route, route.fetch())))
+    page.keyboard.press("Enter")
+    wait_in_page(page, lambda: held, what="the retry sent")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    route, answer = held[0]
+    route.fulfill(response=answer)
+    expect(page.locator("#action-status")).to_have_text("keyed is pending again")
+    expect(page.locator("#cancel-task")).to_be_focused()
 
 
 def _open_running(server: ServerThread, spool: Spool, page: sync_api.Page, job_id: str,
@@ -526,6 +604,72 @@ def test_equity_curves_of_different_spans_share_one_time_axis(
     assert len(whole) == 400 and len(late) == 100
     assert abs(late[0] - whole[300]) < 1.0, (late[0], whole[300])
     assert abs(late[-1] - whole[-1]) < 1.0
+
+
+def _half_hours(start: datetime, count: int) -> list[list[Any]]:
+    # Bars as run_backtest writes them: naive ISO text of UTC times (processor/quant/data.py).
+    return [[f"{start + timedelta(minutes=30 * k):%Y-%m-%dT%H:%M:%S}", 100_000.0 + k]
+            for k in range(count)]
+
+
+def test_curves_across_a_clock_change_keep_their_time_axis(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A backtest's times are UTC without an offset, which the browser read as its own
+    local time: in New York, half-hour bars over 2024-03-10 (the clocks went forward)
+    ran backwards at 02:30 -> 03:00, the chart fell back to an index axis, and a symbol
+    with a shorter history was drawn from the left edge as if it had started with the
+    others."""
+    expect = sync_api.expect
+    day = datetime(2024, 3, 10)
+    result = {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _half_hours(day, 48)},
+        "LATE": {"equity_curve": _half_hours(day + timedelta(hours=12), 24)},
+    }}
+    run_job(spool, "dst", result, tool="run_backtest")
+    assert page.context.browser is not None
+    new_york = page.context.browser.new_context(timezone_id="America/New_York")
+    try:
+        tab = new_york.new_page()
+        errors = watched(tab)
+        tab.goto(server.base + "/#/tasks/dst")
+        expect(tab.locator("#equity svg path.equity")).to_have_count(2)
+        whole = _path_xs(tab.locator('path.equity[data-symbol="AAA"]').get_attribute("d") or "")
+        late = _path_xs(tab.locator('path.equity[data-symbol="LATE"]').get_attribute("d") or "")
+        assert len(whole) == 48 and len(late) == 24
+        assert abs(late[0] - whole[24]) < 1.0, (late[0], whole[24])
+        # Evenly spaced, as the bars are: no hour lost or doubled at the change.
+        steps = [b - a for a, b in itertools.pairwise(whole)]
+        assert max(steps) - min(steps) < 0.2, steps
+        assert not errors, errors
+    finally:
+        new_york.close()
+
+
+def _axis_texts(tab: sync_api.Page) -> list[str]:
+    return tab.locator("#equity svg > text").all_text_contents()
+
+
+def test_an_intraday_curve_says_the_time_of_its_first_and_last_bar(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A day of minute bars was labelled "2020-01-02" at both ends of its time axis (the
+    labels were the first ten characters); they say the time, in UTC as the bars are.  A
+    curve over days keeps its dates alone."""
+    expect = sync_api.expect
+    day = datetime(2020, 1, 2, 14, 30)
+    minutes = [[f"{day + timedelta(minutes=k):%Y-%m-%dT%H:%M:%S}", 100_000.0 + k % 7]
+               for k in range(390)]
+    run_job(spool, "day", {"strategy": "ma_crossover",
+                           "symbols": {"AAA": {"equity_curve": minutes}}}, tool="run_backtest")
+    run_job(spool, "days", {"strategy": "ma_crossover", "symbols": {
+        "AAA": {"equity_curve": _curve(date(2020, 1, 1), 30, 0.001)}}}, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/day")
+    expect(page.locator("#equity svg path.equity")).to_have_count(1)
+    texts = _axis_texts(page)
+    assert "2020-01-02 14:30 UTC" in texts and "2020-01-02 20:59 UTC" in texts, texts
+    page.goto(server.base + "/#/tasks/days")
+    expect(page.locator('#equity svg > text[text-anchor="end"]').last).to_have_text("2020-01-30")
+    texts = _axis_texts(page)
+    assert "2020-01-01" in texts and "2020-01-30" in texts, texts
 
 
 def test_every_curve_drawn_has_a_colour_and_a_label_of_its_own(
@@ -1102,6 +1246,20 @@ def test_a_huge_error_message_scrolls_in_its_own_box(server: ServerThread, spool
     assert traceback is not None and traceback["y"] < 2 * 800, traceback
 
 
+def test_an_error_message_of_several_lines_keeps_them(server: ServerThread, spool: Spool,
+                                                      page: sync_api.Page) -> None:
+    """A tool's error of several lines (one per bad input file, as Python's own
+    messages often are) ran together into one paragraph on the page, where `spoolq show`
+    prints its lines."""
+    expect = sync_api.expect
+    message = "3 files unreadable:\n  AAA.csv: bad timestamp\n  BBB.csv: no close column"
+    run_job(spool, "lines", tool="run_backtest", error=(ErrorType.TOOL_ERROR, message))
+    page.goto(server.base + "/#/tasks/lines")
+    shown = page.locator("#task-error .message")
+    expect(shown).to_have_text(f"tool_error: {message}")
+    assert shown.inner_text() == f"tool_error: {message}"  # as laid out, not run together
+
+
 def test_a_failed_row_says_why(server: ServerThread, spool: Spool,
                                page: sync_api.Page) -> None:
     """`spoolq ls` has an error column; the page's list said only "failed", so telling a
@@ -1318,6 +1476,37 @@ def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
     ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
     assert ids == [f"new-{n}" for n in reversed(range(5))] + [
         f"old-{n:05d}" for n in reversed(range(jobs))]
+
+
+def test_older_tasks_paged_to_stay_when_the_events_stream_reconnects(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A researcher paged back with "older tasks" and read there; the events socket
+    dropped (statusd restarted, the network blinked), and the list was read again as its
+    first page: 120 rows became the newest 50, the rows read gone from under the reader.
+    It is read again as long as it was."""
+    expect = sync_api.expect
+    jobs = 120
+    for n in range(jobs):
+        submit(spool, f"old-{n:05d}")
+    _wait_indexed(server, jobs)
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(50)
+    page.click("#more")
+    expect(rows).to_have_count(100)
+    page.click("#more")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    expect(page.locator("#live")).to_have_text("live")
+    lists: list[str] = []
+    page.on("response", lambda r: lists.append(r.url) if "/api/v1/tasks?" in r.url else None)
+    page.evaluate("ui.events.close()")  # as a dropped connection closes it
+    wait_in_page(page, lambda: len(lists) >= 2, what="the list read again after the drop")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    ids = page.evaluate("[...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.id)")
+    assert ids == [f"old-{n:05d}" for n in reversed(range(jobs))]
 
 
 def test_new_jobs_while_older_tasks_load_leave_no_gap(server: ServerThread, spool: Spool,
