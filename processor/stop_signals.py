@@ -24,31 +24,25 @@ from types import FrameType
 from typing import Any
 
 from processor.inbox import Inbox
+from spool import early_stops as spool_early_stops
 
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
 
 
-class EarlyStops:
+class EarlyStops(spool_early_stops.EarlyStops):
     """The stop signals' handler from ``spool-processor``'s start until
-    :meth:`StopSignals.install`: it notes the first one, which ``install`` hands to the
-    loop, so a stop sent while the processor starts (systemd stopping a unit it has just
-    started, a supervisor's restart) is the same clean stop, exit status 0 (DESIGN
-    section 9), not a death by the signal's default action: a SIGTERM in the first 0.8
-    s or so (the imports, the forkserver, the lease) ended it with -15, and a SIGINT
-    with a KeyboardInterrupt wherever it landed."""
+    :meth:`StopSignals.install`, which hands the first one noted to the loop (see
+    :mod:`spool.early_stops`): a SIGTERM in the first 0.8 s or so (the imports, the
+    forkserver, the lease) ended the processor with -15.  The report signals do nothing
+    until then: nothing runs yet to report."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
+        super().__init__(STOP_SIGNALS)
 
     def install(self) -> None:
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self)
-        for signum in REPORT_SIGNALS:  # nothing runs yet to report
+        super().install()
+        for signum in REPORT_SIGNALS:
             signal.signal(signum, _no_op)
 
 

@@ -21,7 +21,7 @@ ERROR with a traceback (:mod:`statusd.errors`).
 SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), give requests
 in flight ``STOP_S`` to finish, stop the feed, exit 0; one that comes while statusd
 starts (imports, settings, the index's load) is the same clean stop, before it serves
-(:class:`EarlyStops`).  A spool that is not
+(:class:`spool.early_stops.EarlyStops`).  A spool that is not
 initialised, or a port that is taken: one line on stderr, exit 1 (so systemd
 restarts and the journal says why).  Bad settings: one line, exit 2 (restarting
 cannot fix them; the unit does not retry).
@@ -41,9 +41,9 @@ import resource
 import signal
 import sys
 import time
-from types import FrameType
 from typing import Any
 
+from spool.early_stops import EarlyStops
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 from spool.text import one_line
@@ -85,31 +85,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class EarlyStops:
-    """The stop signals' handler outside :func:`serve`'s loop: it notes the first one, which
-    ``serve`` acts on as soon as its own handlers are in, so a stop sent while statusd
-    starts (systemd stopping a unit it has just started) is a clean stop, exit status 0.
-    Its handlers came once aiohttp was imported (half a second of the start, more on a
-    loaded host): a SIGTERM before then ended statusd by the signal (-15), and a SIGINT
-    with a KeyboardInterrupt's traceback wherever it landed.  Put back once the loop has
-    closed (which gives the signals their default actions again), a signal while the
-    interpreter exits is one more stop asked of a process that is stopping."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
-
-    def install(self) -> None:
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    early = EarlyStops()
+    early = EarlyStops(STOP_SIGNALS)  # a stop while it starts: a clean one, before serving
     early.install()
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
