@@ -46,30 +46,25 @@ class Daemon:
         self.lines.put(None)
 
     def wait_listening(self) -> str:
-        while True:
-            try:
-                line = self.lines.get(timeout=START_TIMEOUT_S)
-            except queue.Empty:
-                raise AssertionError(f"statusd did not start: {self.log}") from None
-            if line is None:
-                raise AssertionError(f"statusd exited: {self.log}")
-            self.log.append(line)
-            match = LISTENING.search(line)
-            if match:
-                return match.group(1)
+        return self._wait(LISTENING.pattern, "statusd did not start").group(1)
 
     def wait_line(self, text: str) -> None:
         """Wait for a line of stderr that holds ``text``."""
+        self._wait(re.escape(text), f"no {text!r} from statusd")
+
+    def _wait(self, pattern: str, missing: str) -> re.Match[str]:
+        """The match of the first line of stderr from now that ``pattern`` is found in."""
         while True:
             try:
                 line = self.lines.get(timeout=START_TIMEOUT_S)
             except queue.Empty:
-                raise AssertionError(f"no {text!r} from statusd: {self.log}") from None
+                raise AssertionError(f"{missing}: {self.log}") from None
             if line is None:
                 raise AssertionError(f"statusd exited: {self.log}")
             self.log.append(line)
-            if text in line:
-                return
+            match = re.search(pattern, line)
+            if match:
+                return match
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
