@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from processor import startup
 from processor.stop_signals import EarlyStops
 from spool.errors import ConfigError, SpoolError, SpoolIOError
+from spool.stdio import EXIT_BROKEN_PIPE, discard
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -151,10 +152,6 @@ def tools_text(registry: Registry, as_json: bool) -> str | bytes:
         for e in entries)
 
 
-EXIT_BROKEN_PIPE = 141
-"""A reader gone (``| head``): a shell's status for a death by SIGPIPE, said quietly."""
-
-
 def write_out(text: str | bytes) -> int:
     """``text`` on stdout, flushed: 0; or one line and 1 when it cannot be written (closed,
     a full disk: a script's ``> catalogue.json`` must not read as written), 141 when its
@@ -174,10 +171,10 @@ def write_out(text: str | bytes) -> int:
                 sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:
-            _discard_stdout()
+            discard(sys.stdout)
             return EXIT_BROKEN_PIPE
         except OSError as exc:
-            _discard_stdout()
+            discard(sys.stdout)
             why = exc.strerror or str(exc)
     if why is None:
         return 0
@@ -185,13 +182,6 @@ def write_out(text: str | bytes) -> int:
         print(f"spool-processor: error: cannot write to standard output: {why}",
               file=sys.stderr)
     return 1
-
-
-def _discard_stdout() -> None:
-    """fd 1 to /dev/null: what is still buffered goes there at exit, so the interpreter's
-    last flush cannot fail a second time ("Exception ignored ...")."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from spool.cli.command import (
 )
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
+from spool.stdio import EXIT_BROKEN_PIPE, discard
 from spool.version import add_version
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ COMMANDS: tuple[Command, ...] = (
     admin.PURGE, overview.STATS, catalog.TOOLS, catalog.SCHEMA, catalog.DATA,
 )
 EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # what a shell reports for a reader that went away (SIGPIPE)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -230,18 +230,10 @@ def flush_stdout() -> None:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        _discard(sys.stdout)
+        discard(sys.stdout)
         if isinstance(exc, OutputError):  # named by _Stdout
             raise
         raise OutputError.of(exc) from exc
-
-
-def _discard(stream: TextIO | None) -> None:
-    """Point ``stream``'s descriptor at /dev/null: what is still buffered goes there at
-    exit, so the interpreter's final flush cannot fail a second time."""
-    if stream is not None:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 class Remarks(io.TextIOBase):
@@ -283,7 +275,7 @@ class Remarks(io.TextIOBase):
         except BrokenPipeError:
             raise
         except OSError:
-            _discard(self.stream)  # what is still buffered goes to /dev/null, as the rest
+            discard(self.stream)  # what is still buffered goes to /dev/null, as the rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             if sys.stderr is not None:  # closed at start-up (2>&-): argparse wrote nothing
                 sys.stderr.flush()
         except OSError:
-            _discard(sys.stdout)
-            _discard(sys.stderr)
+            discard(sys.stdout)
+            discard(sys.stderr)
         raise
     try:
         _check_streams(args)
@@ -313,16 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # `spoolq ls | head` (or a reader of stderr gone): stop quietly, and keep the
         # interpreter's final flushes quiet too.
-        _discard(sys.stdout)
-        _discard(sys.stderr)
+        discard(sys.stdout)
+        discard(sys.stderr)
         return EXIT_BROKEN_PIPE
     except SignalAfter as held:  # the error told, then the signal held meanwhile acted on
         if isinstance(held.error, BrokenPipeError):
             # The reader gone as well (a Ctrl-C to `spoolq submit ... | reader` stops
             # both): quiet, as a reader gone is everywhere, and the signal's exit.  It
             # was told as "spoolq: error: Broken pipe".
-            _discard(sys.stdout)
-            _discard(sys.stderr)
+            discard(sys.stdout)
+            discard(sys.stderr)
         else:
             _report(held.error)
         return _act_on(held.signum)
@@ -340,8 +332,8 @@ def _report(exc: Exception) -> int:
         print(f"spoolq: error: {printable(message)}", file=sys.stderr)  # one line
         flush_stdout()  # what was printed before the error still goes out, if it can
     except OSError:  # nowhere to say it: the exit code tells
-        _discard(sys.stdout)
-        _discard(sys.stderr)
+        discard(sys.stdout)
+        discard(sys.stderr)
     return code
 
 
