@@ -213,6 +213,7 @@ def flag_value(request: web.Request, name: str) -> bool:
         return True
     raise ApiError(400, "bad_request", f"{name} must be 0 or 1")
 
+
 def brief_view(value: str | None) -> bool:
     """``view=brief`` (the list, the events stream): rows of large records without what a
     list does not show (:func:`statusd.items._brief`); ``view=full`` (the default): the

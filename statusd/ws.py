@@ -55,9 +55,9 @@ STOPPING_MESSAGE = b"statusd is stopping"
 
 class Sockets:
     """The app's open WebSockets, for shutdown to close (1001).  A handshake still running
-    when shutdown closed them is closed 1001 as soon as it completes: it would have been
-    served on, its client answering the heartbeat, and held the stop for aiohttp's
-    60 s shutdown timeout."""
+    when shutdown closed them is closed 1001 as soon as it completes: it was served on,
+    its client answering the heartbeat, and held the stop until aiohttp's shutdown
+    timeout (60 s then; statusd's ``STOP_S`` now)."""
 
     def __init__(self) -> None:
         self._live: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
@@ -107,9 +107,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
         await services.tracker.refresh([job_id])
         if services.index.get(job_id) is None:
             raise not_found(services.layout, job_id, f"no task {job_id}")
-    await ws.prepare(request)
-    if not request.app[SOCKETS].enlist(ws):
-        await _close(request, ws, WSCloseCode.GOING_AWAY, STOPPING_MESSAGE)
+    if not await _open(request, ws):
         return ws
     sub = services.hub.subscribe(job_id)
     item = services.index.get(job_id)  # same loop step as subscribe: nothing in between
@@ -135,9 +133,7 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
     with_progress = flag_value(request, "progress")
     brief = brief_view(query_value(request, "view"))
     ws = _socket(request, services)
-    await ws.prepare(request)
-    if not request.app[SOCKETS].enlist(ws):
-        await _close(request, ws, WSCloseCode.GOING_AWAY, STOPPING_MESSAGE)
+    if not await _open(request, ws):
         return ws
     sub = services.hub.subscribe(None, with_progress=with_progress, brief=brief)
     guard = StallGuard(request)
@@ -147,6 +143,16 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
         _leave(services, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
+
+
+async def _open(request: web.Request, ws: web.WebSocketResponse) -> bool:
+    """Complete the handshake and count the socket in for shutdown's close; False (the
+    socket closed 1001) when shutdown began as the handshake ran (:class:`Sockets`)."""
+    await ws.prepare(request)
+    if request.app[SOCKETS].enlist(ws):
+        return True
+    await _close(request, ws, WSCloseCode.GOING_AWAY, STOPPING_MESSAGE)
+    return False
 
 
 def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
