@@ -74,9 +74,14 @@ class Queues:
         queue over twice ``ready`` is mostly skipped entries, and each rebuild is paid for
         by the entries it drops."""
         if len(queue) > 2 * len(self.ready) + COMPACT_MIN:
-            ready = self.ready
-            queue[:] = [e for e in queue if ready.get(e[-1].job_id) is e[-1]]
+            queue[:] = self.live(queue)
             heapq.heapify(queue)
+
+    def live(self, queue: list[Any]) -> list[Any]:
+        """``queue``'s entries whose candidate is still ready (the others are skipped when
+        they come up), in its order."""
+        ready = self.ready
+        return [e for e in queue if ready.get(e[-1].job_id) is e[-1]]
 
     def promote_due(self) -> None:
         """Queue the delayed jobs whose ``not_before`` has come."""

@@ -46,15 +46,12 @@ def _report(processor: Processor, name: str) -> None:
     runs = [{"id": job_id, "tool": run.job.tool, "mode": run.mode.value,
              "attempt": run.record.attempts, "running_s": round(now - run.started, 3)}
             for job_id, run in list(processor.runs.items())[:MOST_RUNS_LISTED]]
-    lanes = processor.queues.lanes
-    ready = processor.queues.ready
-    waiting = {mode.value: sum(1 for e in lanes[mode] if ready.get(e[-1].job_id) is e[-1])
-               for mode in ExecutionMode}
+    queues = processor.queues
+    waiting = {mode.value: len(queues.live(queues.lanes[mode])) for mode in ExecutionMode}
     log.warning("running", extra={"fields": {
         "signal": name, "stopping": processor.stopping, "runs": runs,
         "runs_total": len(processor.runs), "queued": waiting,
-        "delayed": sum(1 for e in processor.queues.delayed if ready.get(e[-1].job_id) is e[-1]),
-        "blocked": len(processor.queues.blocked)}})
+        "delayed": len(queues.live(queues.delayed)), "blocked": len(queues.blocked)}})
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))[-MOST_STACK_CHARS:]
