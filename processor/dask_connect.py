@@ -233,7 +233,7 @@ def why_unreachable(address: str) -> str | None:
             except ConnectionRefusedError:
                 continue
             except OSError:
-                return None
+                pass  # no refusal (a timeout, unreachable): nothing to say beyond Dask's
             return None
     return f"nothing listens at {address} (connection refused)"
 
