@@ -1447,6 +1447,26 @@ def test_a_task_opens_from_its_id_or_its_link(server: ServerThread, spool: Spool
     assert page.evaluate("location.hash") == "#/?state=done"
 
 
+def _paged_to_the_end(server: ServerThread, spool: Spool, page: sync_api.Page,
+                      jobs: int) -> sync_api.Locator:
+    """``jobs`` jobs (``old-00000`` on) submitted, the list opened and paged back with
+    "older tasks", 50 rows a page, until every one shows; the list's rows."""
+    expect = sync_api.expect
+    for n in range(jobs):
+        submit(spool, f"old-{n:05d}")
+    _wait_indexed(server, jobs)
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(50)
+    for shown in range(100, jobs, 50):
+        page.click("#more")
+        expect(rows).to_have_count(shown)
+    page.click("#more")
+    expect(rows).to_have_count(jobs)
+    expect(page.locator("#more")).to_be_hidden()
+    return rows
+
+
 def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The list keeps its newest 1,000 rows as jobs arrive, and it cut to them at the next
@@ -1455,17 +1475,7 @@ def test_older_tasks_paged_past_the_kept_rows_stay_as_new_jobs_arrive(
     What was paged to stays (bar a page's end), and "older tasks" goes on with no gap."""
     expect = sync_api.expect
     jobs = 1_060
-    for n in range(jobs):
-        submit(spool, f"old-{n:05d}")
-    _wait_indexed(server, jobs)
-    page.goto(server.base + "/")
-    rows = page.locator("#tasks tbody tr")
-    for shown in range(100, jobs, 50):
-        page.click("#more")
-        expect(rows).to_have_count(shown)
-    page.click("#more")
-    expect(rows).to_have_count(jobs)
-    expect(page.locator("#more")).to_be_hidden()
+    rows = _paged_to_the_end(server, spool, page, jobs)
     for n in range(5):
         submit(spool, f"new-{n}")
     expect(rows.first).to_have_attribute("data-id", "new-4")
@@ -1486,17 +1496,7 @@ def test_older_tasks_paged_to_stay_when_the_events_stream_reconnects(
     It is read again as long as it was."""
     expect = sync_api.expect
     jobs = 120
-    for n in range(jobs):
-        submit(spool, f"old-{n:05d}")
-    _wait_indexed(server, jobs)
-    page.goto(server.base + "/")
-    rows = page.locator("#tasks tbody tr")
-    expect(rows).to_have_count(50)
-    page.click("#more")
-    expect(rows).to_have_count(100)
-    page.click("#more")
-    expect(rows).to_have_count(jobs)
-    expect(page.locator("#more")).to_be_hidden()
+    rows = _paged_to_the_end(server, spool, page, jobs)
     expect(page.locator("#live")).to_have_text("live")
     lists: list[str] = []
     page.on("response", lambda r: lists.append(r.url) if "/api/v1/tasks?" in r.url else None)
