@@ -639,7 +639,11 @@ def test_a_cancel_request_names_its_run_and_spares_the_next_run_of_the_id(
         return False
 
     wait_for(second_run, 10, "the second run")
-    (spool_root / "cancel" / "daily").write_bytes(b'{"run_inode": %d}' % first)
+    # Published whole, as Client.cancel does: read between its creation and its bytes,
+    # a request names no run and cancels whatever runs (CI-like runs caught that once).
+    request = spool_root / "tmp" / "cancel-daily"
+    request.write_bytes(b'{"run_inode": %d}' % first)
+    request.rename(spool_root / "cancel" / "daily")
     wait_for(lambda: not os.listdir(spool_root / "cancel"), 10, "the stale request dropped")
     assert running.exists() and record(spool_root, "daily")["state"] == "done"  # the first
     layout = Layout(spool_root)
