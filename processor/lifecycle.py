@@ -42,7 +42,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from processor import capture, logs, proctree
+from processor import capture, logs, noforks, proctree
 from processor.executor import ComputeExecutor
 from processor.finish import Finisher
 from processor.inbox import InboxSink
@@ -281,18 +281,20 @@ def close(processor: Processor) -> None:
 
 
 def kill_late_tool_processes() -> None:
-    """The processor's last step, as it exits: kill what FAST tool code started since
+    """The processor's last step, as it exits: forbid this process to start processes
+    (:mod:`processor.noforks`), then kill what FAST tool code started since
     :func:`close`'s kill of what FAST tools left.  Python threads cannot be killed, so a
     thread a tool left, or a FAST run the grace period cut short, runs on until the process
     exits; a process it started meanwhile (the rest of the stop, the exit's own steps) was
-    found by no walk and outlived the processor outside systemd.  An ``atexit`` function
-    registered once the daemon has run, so the first of the exit's (they run last
-    registered first), before even the log is shut: what is left after it is the time
-    the remaining exit functions take."""
+    found by no walk and outlived the processor outside systemd.  Without the ban a kill
+    here still left a window up to the exit (a CI run at load saw one survive it).  An
+    ``atexit`` function registered once the daemon has run, so the first of the exit's
+    (they run last registered first), before even the log is shut."""
+    sealed = noforks.forbid_new_processes()
     killed = proctree.kill_tool_processes()
     if killed:
         log.info("killed processes FAST tools started during the stop", extra={"fields": {
-            "pids": killed[:32], "count": len(killed)}})
+            "pids": killed[:32], "count": len(killed), "new_processes_forbidden": sealed}})
         logs.flush()
 
 
