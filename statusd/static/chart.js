@@ -25,10 +25,14 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART = { width: 760, height: 300, left: 70, right: 16, top: 14, bottom: 34 };
 // MAX_SERIES + MAX_PINNED colours: the first MAX_SERIES go first, pinned curves past them.
+// A legend label is text (11 px) in its curve's colour, so each reaches 4.5:1 on the
+// chart's white (WCAG AA for text; a curve, a graphical object, needs 3:1).  Ten fell
+// short (#e07b00 was 3.0:1): darkened in their hue, and where two came out alike (a cyan
+// beside the teal, two ambers) another hue taken, as far from the rest as any two were.
 const COLORS = ["#0b62c4", "#c4321b", "#18794e", "#8a6d00", "#6b3fa0", "#0f7c8c",
-                "#d4477f", "#5a6270", "#e07b00", "#2f9e44", "#3b3bd6", "#8c4a1a",
-                "#00a3b8", "#7a1f3d", "#6f8f00", "#b8008a", "#364152", "#ff5a36",
-                "#004d40", "#a37cf0", "#b36b00", "#1e88e5", "#9e2a2b", "#558b6e"];
+                "#d13975", "#5a6270", "#b06100", "#28863a", "#3b3bd6", "#8c4a1a",
+                "#0a7bb8", "#7a1f3d", "#617f07", "#b8008a", "#364152", "#ea0d0d",
+                "#004d40", "#c50ce5", "#575d23", "#3a5798", "#9e2a2b", "#318171"];
 const MAX_SERIES = 12;
 const MAX_PINNED = 12;
 const LEGEND = { top: 12, row: 16, column: 96 };  // under the plot's date labels
