@@ -488,12 +488,37 @@ function progressCell(progress) {
     td.appendChild(bar);
     td.appendChild(document.createTextNode(` ${pct(fraction)}`));
   }
-  if (progress.message) td.title = shown(progress.message);
+  if (progress.message) showMessage(td, progress.message);
+  return td;
+}
+
+function showMessage(td, message) {
+  // A row's message on the row, cut to two lines by app.css: it was in a tooltip only,
+  // which a keyboard, a touch screen and a screen reader never show.  Its whole text is
+  // the cell's (a screen reader reads it all), its tooltip's and in the task view.
+  const text = shown(message);
+  td.appendChild(document.createTextNode(" "));
+  td.appendChild(el("span", { class: "message" }, text));
+  td.title = text;
+}
+
+function messageCell(record) {
+  // The progress column: a running row's progress, a failed row's error message.
+  if (record.state === "running") return progressCell(record.progress);
+  const td = el("td", { class: "progress-cell" });
+  const error = record.state === "failed" ? record.error : null;
+  if (error && error.message) {
+    // A brief row keeps a long message's first 1,000 characters (error_cut, which a
+    // traceback sets too): "…" says it was cut.
+    const message = String(error.message);
+    const cut = message.length > 1000 || (record.error_cut && message.length === 1000);
+    showMessage(td, cut ? `${message.slice(0, 1000)}…` : message);
+  }
   return td;
 }
 
 function stateCell(record) {
-  // A failed row says why, as `spoolq ls` does: the error's type, its message on hover.
+  // A failed row says why, as `spoolq ls` does: the error's type (its message beside it).
   const td = el("td", { class: `state ${record.state}` }, record.state);
   const error = record.state === "failed" ? record.error : null;
   if (error) {
@@ -511,7 +536,7 @@ function rowFor(record) {
   tr.appendChild(idCell);
   tr.appendChild(el("td", { class: "tool" }, shown(record.tool || "")));
   tr.appendChild(stateCell(record));
-  tr.appendChild(progressCell(record.state === "running" ? record.progress : null));
+  tr.appendChild(messageCell(record));
   tr.appendChild(el("td", { class: "submitted" }, fmtTime(record.submitted_at)));
   const since = record.state === "running" ? runningSince(record) : null;
   tr.appendChild(since ? el("td", { class: "duration", "data-since": since }, fmtSince(since))

@@ -405,7 +405,7 @@ def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool:
         report(spool, running, 0.996, "backtested 996/1000 symbols")
         page.goto(server.base + "/")
         expect(dashboard._row(page, "nearly", "running").locator(".progress-cell")).to_have_text(
-            " 99%")
+            "99% backtested 996/1000 symbols")  # its message on the row too
         page.goto(server.base + "/#/tasks/nearly")
         text = page.locator("#task-progress .text")
         expect(text).to_have_text("99% backtested 996/1000 symbols")
