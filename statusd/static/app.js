@@ -1013,12 +1013,20 @@ function sawTransition(msg, record) {
   renderNote();
 }
 
+function setTaskState(text) {
+  // The task's state, a polite live region (index.html): written only when it changes, so
+  // a screen reader says "done" when the task ends, not "running" again at each progress
+  // report (a write of the same text replaces the text, which is a change to the region).
+  const node = $("task-state");
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function renderHead(record) {
   ui.heads += 1;
   if (record.state === "running") ui.runAttempts = record.attempts ?? 0;
   ui.runSince = record.state === "running" ? runningSince(record) : null;
   $("task-id").textContent = record.id;
-  $("task-state").textContent = record.state;
+  setTaskState(record.state);
   $("task-state").className = `state ${record.state}`;
   renderFields(record);
   renderProgress(record.state, record.progress);
@@ -1288,7 +1296,7 @@ function watchTask(id) {
       const later = ui.taskEvent;
       if (terminal && later && !TERMINAL.has(later.state)) watchTask(id);
     } else if (msg.event === "progress") {
-      $("task-state").textContent = msg.state;
+      setTaskState(msg.state);
       renderProgress(msg.state, msg.progress);
       renderNote();
     }
@@ -1306,7 +1314,7 @@ function watchTask(id) {
 
 function showGone() {
   // The task left the spool (a withdrawn drop, a purge): nothing more will come.
-  $("task-state").textContent = "not found";
+  setTaskState("not found");
   $("task-state").className = "state";
   renderProgress("", null);
   showActions({ state: "" });
@@ -1376,10 +1384,10 @@ async function openTask(id) {
   $("list-view").hidden = true;
   $("task-view").hidden = false;
   $("task-id").textContent = shown(id);  // a link's: anyone's text (a bidi override)
-  $("task-state").textContent = "";
+  setTaskState("");
   clearTask();
   if (!VALID_ID.test(id)) {  // it said "not found ... it shows here once submitted"
-    $("task-state").textContent = "invalid id";
+    setTaskState("invalid id");
     renderNote();
     return;
   }
@@ -1395,12 +1403,12 @@ async function openTask(id) {
       return;
     }
     if (err.status >= 400 && err.status < 500) {  // 404 (400, an id that can't be, is
-      $("task-state").textContent = err.status === 400 ? "invalid id" : "not found";  // above)
+      setTaskState(err.status === 400 ? "invalid id" : "not found");  // above)
       renderNote();
       return;
     }
     // statusd unreachable or refusing for now (a restart, a 503): say so, try again.
-    $("task-state").textContent = "unavailable";
+    setTaskState("unavailable");
     $("task-state").className = "state";
     const error = $("task-error");
     error.hidden = false;

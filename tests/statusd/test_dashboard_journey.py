@@ -395,6 +395,43 @@ def test_a_link_run_into_the_text_after_it_says_no_task_can_have_its_id(
     assert asked == [server.base + "/api/v1/tasks/bt-7"]
 
 
+# What changed in #task-state since this was run, each change's text as it was then.
+WATCH_STATE = """() => {
+  const node = document.getElementById("task-state");
+  window.stateChanges = [];
+  new MutationObserver(() => window.stateChanges.push(node.textContent))
+    .observe(node, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+def test_a_screen_reader_is_told_when_the_watched_task_ends(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The task's state was plain text in its heading: a screen reader user watching a
+    backtest for minutes was not told when it ended (running -> done).  It is a polite
+    live region, read whole; a progress report, which left the state as it was but wrote
+    it again (a change to the region), changes nothing in it, so it is not said again at
+    every report."""
+    with _claimed_backtest(spool, "bt-said") as running:
+        report(spool, running, 0.1, "backtested 10/100 symbols")
+        page.goto(server.base + "/#/tasks/bt-said")
+        state = page.locator("#task-state")
+        expect(state).to_have_text("running")
+        expect(state).to_have_attribute("aria-live", "polite")
+        expect(state).to_have_attribute("aria-atomic", "true")
+        # The heading's name still says the state (role=status would take it out).
+        expect(page.get_by_role("heading", name="bt-said running", exact=True)).to_be_visible()
+        page.evaluate(WATCH_STATE)
+        for n in (20, 30, 40):
+            report(spool, running, n / 100, f"backtested {n}/100 symbols")
+            expect(page.locator("#task-progress .text")).to_have_text(
+                f"{n}% backtested {n}/100 symbols")
+        assert page.evaluate("window.stateChanges") == []
+        finish(spool, running, {"ok": 1})
+        expect(state).to_have_text("done")
+        wait_for(lambda: page.evaluate("window.stateChanges") == ["done"],
+                 what="one change of the region, to done")
+
+
 def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool: Spool,
                                                      page: sync_api.Page) -> None:
     """0.996 was rounded to "100%" while the backtest still ran (and 0.29 must not read
