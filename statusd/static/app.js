@@ -455,9 +455,22 @@ function updateToolOptions(tools) {
 
 /* ---- the task list ------------------------------------------------------------------ */
 
+// An ISO 8601 time's fraction of a second, which Date.parse keeps only to the millisecond.
+const FRACTION = /\.(\d+)/;
+
 function sortKey(record) {
-  const ms = Date.parse(record.submitted_at || "") || 0;
-  return [ms, record.id];
+  // statusd's order (newest first: submitted_at, then id) for a row that comes live: its
+  // key's time is spool.cursor's micros(), int(timestamp() * 1_000_000) of Python doubles,
+  // reckoned here in the same doubles (whole microseconds are exact in one up to 2255).
+  // By the millisecond, two jobs submitted within one stood in the other order until a
+  // reload; by the exact microsecond, two of after 2038 that statusd's doubles make one
+  // key (then by id) would have.
+  const text = record.submitted_at || "";
+  const fraction = FRACTION.exec(text);
+  const ms = Date.parse(text.replace(FRACTION, ""));  // whole seconds: exact
+  const micros = Number.isNaN(ms) ? 0 : Math.trunc(
+    (ms * 1000 + Number((fraction ? fraction[1] : "").slice(0, 6).padEnd(6, "0"))) / 1e6 * 1e6);
+  return [micros, record.id];
 }
 
 function newer(a, b) {
