@@ -13,7 +13,10 @@
  * unknown and the task view says it is as last seen; its note also says what the task's
  * fields can't: a run cut short and requeued (running -> pending on either stream), a
  * running job with no processor left to run it, what "not found" may mean.  The list
- * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more).
+ * keeps its newest MAX_ROWS rows as new ones come (more if "older tasks" brought more),
+ * each new one where statusd's order puts it (sortKey); a row shows its progress or error
+ * message itself, not only on hover.  The task's state is a polite live region, which a
+ * screen reader says when it changes.
  * A fetch that fails is said on the page and tried again, not swallowed.  The tab's title
  * names what the view shows: the task, its state and progress, or the list's filter.  All
  * text goes in through textContent: job fields are never HTML.

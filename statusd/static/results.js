@@ -13,13 +13,14 @@
  * run_backtest: its summary, and a table of its symbols sorted by sharpe (highest
  * first); a click on a column's header sorts by that column, a second one reverses;
  * nulls stay last; symbols sort in the browser's locale, digits as numbers (S9 before
- * S10), and order a metric's ties.  Only the rows in the table's box's view and a view's height more
- * each side are in the DOM, a spacer row as tall as the rest (rowWindow): 5,000
- * symbols laid out whole took 1.3 s to show and 0.8 s a sort in headless Chromium; a
- * few dozen rows, tens of milliseconds (bench/dashboard_table.py).  A row comes back
- * as it was (pin, colour, mark); a row holding the focus stays in the DOM while it is
- * scrolled away or a sort moves it, so its pin keeps the focus; aria-rowcount and each
- * row's aria-rowindex tell a screen reader how many rows there are and where it is.
+ * S10), and order a metric's ties.  Only the rows in the table's box's view and a
+ * view's height more each side are in the DOM, a spacer row as tall as the rest
+ * (rowWindow): 5,000 symbols laid out whole took 1.3 s to show and 0.8 s a sort in
+ * headless Chromium; a few dozen rows, tens of milliseconds (bench/dashboard_table.py).
+ * A row comes back as it was (pin, colour, mark); a row holding the focus stays in the
+ * DOM while it is scrolled away or a sort moves it, so its pin keeps the focus;
+ * aria-rowcount and each row's aria-rowindex tell a screen reader how many rows there
+ * are and where it is.
  * The trade-off: the browser's find (Ctrl+F) finds only the rows in the DOM, those near
  * the view, not a symbol scrolled far away.  The equity chart draws the symbols first
  * in the table's order and redraws at each sort (tablechart.js); the button before a
