@@ -18,7 +18,8 @@ clients cannot pile up.  Client faults (a body that is not its
 Content-Encoding, a hang-up mid-body) are one throttled line each, never an
 ERROR with a traceback (:mod:`statusd.errors`).
 
-SIGTERM or SIGINT: stop accepting, close every WebSocket (1001), give requests
+SIGTERM, SIGINT or SIGHUP (a closed terminal, as under ``spoolq demo``; the processor
+stops on it too): stop accepting, close every WebSocket (1001), give requests
 in flight ``STOP_S`` to finish, stop the feed, exit 0; one that comes while statusd
 starts (imports, settings, the index's load) is the same clean stop, before it serves
 (:class:`spool.early_stops.EarlyStops`).  A spool that is not
@@ -62,7 +63,10 @@ to end in a SIGKILL."""
 MAX_NOFILE = 1 << 20
 ACCEPT_TROUBLE_LINE_S = 10.0
 """Out of descriptors, refused connections are one line this often, with their count."""
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""SIGHUP's default action ended statusd by the signal (-1: a terminal closed under
+``spoolq demo``, a ``kill -HUP`` meant as "reload"), where the processor beside it stops
+cleanly; there is nothing to reload (settings are read at start)."""
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 
@@ -75,7 +79,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "SPOOL_FSYNC, SPOOL_SCAN_S, SPOOL_LOG_LEVEL, STATUSD_HOST (default 127.0.0.1), "
         "STATUSD_PORT (default 8000), STATUSD_TOKEN (the bearer token writes need; "
         "unset: writes answer 403), STATUSD_MAX_BODY_BYTES. The options above override "
-        "them.")
+        "them. SIGTERM, SIGINT or SIGHUP stops it cleanly (exit status 0).")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")
     parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
     # A str: Settings refuses an empty one, where Path("") would be the working directory.
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(settings: Settings, *, access_log: bool = False,
                 early: EarlyStops | None = None) -> None:
-    """Serve until SIGTERM or SIGINT (or not at all when ``early`` noted one already)."""
+    """Serve until a stop signal (or not at all when ``early`` noted one already)."""
     from aiohttp import web  # noqa: PLC0415 - lazy, see the module's docstring
 
     from statusd.app import create_app  # noqa: PLC0415 - lazy, see the module's docstring

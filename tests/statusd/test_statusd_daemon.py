@@ -1,4 +1,4 @@
-"""``python -m statusd`` as a real subprocess: serve, stop on SIGTERM/SIGINT with exit 0,
+"""``python -m statusd`` as a real subprocess: serve, stop on SIGTERM/SIGINT/SIGHUP with exit 0,
 refuse an uninitialised spool; and end to end with the real processor when it runs."""
 
 from __future__ import annotations
@@ -104,9 +104,11 @@ def statusd(root: Path, cwd: Path) -> Iterator[Daemon]:
         daemon.stop(signal.SIGKILL)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
                                                    sig: int) -> None:
+    """SIGHUP too, as the processor: its default action ended statusd by the signal (-1,
+    a terminal closed under ``spoolq demo``), its WebSockets cut without a close."""
     submit(spool, "waiting")
     with statusd(spool.layout.root, tmp_path) as daemon:
         base = daemon.wait_listening()
@@ -208,7 +210,9 @@ START_HELD_S = 1.5
 
 @pytest.mark.parametrize(("sig", "step"), [(signal.SIGTERM, "settings"),
                                            (signal.SIGINT, "settings"),
-                                           (signal.SIGTERM, "index")])
+                                           (signal.SIGHUP, "settings"),
+                                           (signal.SIGTERM, "index"),
+                                           (signal.SIGHUP, "index")])
 def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_path: Path,
                                                             sig: int, step: str) -> None:
     """statusd's handlers came only once aiohttp was imported (half a second of its
