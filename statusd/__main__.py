@@ -22,7 +22,11 @@ SIGTERM, SIGINT or SIGHUP (a closed terminal, as under ``spoolq demo``; the proc
 stops on it too): stop accepting, close every WebSocket (1001), give requests
 in flight ``STOP_S`` to finish, stop the feed, exit 0; one that comes while statusd
 starts (imports, settings, the index's load) is the same clean stop, before it serves
-(:class:`spool.early_stops.EarlyStops`).  A spool that is not
+(:class:`spool.early_stops.EarlyStops`).  SIGUSR1 or SIGUSR2 stops nothing (their
+default action ended statusd; the processor logs a report on them): one ``serving`` line,
+a warning so that ``SPOOL_LOG_LEVEL=WARNING`` shows it too, with the addresses, the open
+connections, the WebSocket clients and the tasks indexed; while statusd starts they do
+nothing.  A spool that is not
 initialised, or a port that is taken: one line on stderr, exit 1 (so systemd
 restarts and the journal says why).  Bad settings: one line, exit 2 (restarting
 cannot fix them; the unit does not retry).
@@ -42,13 +46,16 @@ import resource
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spool.early_stops import EarlyStops
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
 from spool.text import one_line
 from spool.version import add_version
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -67,6 +74,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """SIGHUP's default action ended statusd by the signal (-1: a terminal closed under
 ``spoolq demo``, a ``kill -HUP`` meant as "reload"), where the processor beside it stops
 cleanly; there is nothing to reload (settings are read at start)."""
+REPORT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 
@@ -79,7 +87,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "SPOOL_FSYNC, SPOOL_SCAN_S, SPOOL_LOG_LEVEL, STATUSD_HOST (default 127.0.0.1), "
         "STATUSD_PORT (default 8000), STATUSD_TOKEN (the bearer token writes need; "
         "unset: writes answer 403), STATUSD_MAX_BODY_BYTES. The options above override "
-        "them. SIGTERM, SIGINT or SIGHUP stops it cleanly (exit status 0).")
+        "them. SIGTERM, SIGINT or SIGHUP stops it cleanly (exit status 0); SIGUSR1 or "
+        "SIGUSR2 stops nothing: it logs what it serves (connections, WebSocket clients).")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")
     parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
     # A str: Settings refuses an empty one, where Path("") would be the working directory.
@@ -91,7 +100,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    early = EarlyStops(STOP_SIGNALS)  # a stop while it starts: a clean one, before serving
+    # A stop while it starts: a clean one, before serving; a report signal: nothing yet.
+    early = EarlyStops(STOP_SIGNALS, ignored=REPORT_SIGNALS)
     early.install()
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
@@ -147,18 +157,37 @@ async def serve(settings: Settings, *, access_log: bool = False,
     # The index is built: move it out of the collector's way, or every full
     # collection walks 100,000s of records and stalls the loop for 100 ms or more.
     gc.freeze()
+    for sig in REPORT_SIGNALS:
+        loop.add_signal_handler(sig, report, sig, runner)
     try:
         if not stop.is_set():  # a stop signal while the index loaded: no serving
             site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
             await site.start()
             for address in runner.addresses:
-                host, port = address[0], address[1]
-                shown = f"[{host}]" if ":" in host else host
-                log.info("statusd listening on http://%s:%d", shown, port)
+                log.info("statusd listening on http://%s", _shown(address))
             await stop.wait()
         log.info("stopping")
     finally:
         await runner.cleanup()
+
+
+def report(signum: int, runner: web.AppRunner) -> None:
+    """The ``serving`` line of a report signal (see the module's docstring)."""
+    from statusd.services import SERVICES  # noqa: PLC0415 - imported by the app by now
+
+    services = runner.app[SERVICES]
+    server = runner.server
+    log.warning("%s: serving %s (connections open: %d, WebSocket clients: %d, tasks "
+                "indexed: %d)", signal.Signals(signum).name,
+                " ".join(_shown(a) for a in runner.addresses) or "nothing yet",
+                len(server.connections) if server is not None else 0,
+                services.hub.clients, len(services.index))
+
+
+def _shown(address: Any) -> str:
+    """``host:port`` of a socket's address, an IPv6 host in brackets."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class AcceptTrouble:

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from statusd_daemonkit import statusd_daemon
-from statusdkit import TOKEN, request, run_job, submit, wait_for
+from statusdkit import TOKEN, claim, finish, request, run_job, submit, wait_for
 
 from spool.transitions import Spool
 
@@ -235,6 +235,67 @@ def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_pa
     logged = "".join(daemon.log)
     assert code == 0, daemon.log
     assert "Traceback" not in logged and "listening" not in logged, daemon.log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_usr_signal_logs_what_statusd_serves_and_stops_nothing(
+        spool: Spool, tmp_path: Path, sig: int) -> None:
+    """Their default action ended statusd (-10, -12: an ops person's ``kill -USR1``, as the
+    processor takes it, or ``systemctl kill -s USR1`` of both units), every WebSocket cut.
+    Now one ``serving`` line (a warning, so ``SPOOL_LOG_LEVEL=WARNING`` shows it too) names
+    the signal, the address, the connections and WebSocket clients, and statusd goes on:
+    the open socket still gets its task's transition, and the stop after is clean."""
+    submit(spool, "watched")
+    proc = subprocess.Popen([sys.executable, "-m", "statusd"],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        base = daemon.wait_listening()
+
+        async def watch() -> list[str]:
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{base}/api/v1/ws/tasks/watched") as ws:
+                assert (await ws.receive_json(timeout=10))["event"] == "snapshot"
+                proc.send_signal(sig)
+                await asyncio.to_thread(daemon.wait_line, f"{signal.Signals(sig).name}: "
+                                        f"serving {base.removeprefix('http://')} (")
+                finish(spool, claim(spool, "watched"), {"ok": True})
+                states = []
+                while not states or states[-1] != "done":
+                    states.append((await ws.receive_json(timeout=10))["state"])
+                return states
+
+        assert asyncio.run(watch())[-1] == "done"
+        assert proc.poll() is None, daemon.log
+        line = next(text for text in daemon.log if "serving" in text)
+        assert "WARNING" in line and "WebSocket clients: 1," in line, line
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert "Traceback" not in "".join(daemon.log), daemon.log
+
+
+def test_a_usr_signal_while_statusd_starts_does_nothing(spool: Spool, tmp_path: Path) -> None:
+    """A SIGUSR1 during the start (the settings' read, before the loop's handler) ended
+    statusd by its default action; now it does nothing there, and statusd goes on to
+    serve and stops cleanly after."""
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_START, str(START_HELD_S), "settings"],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        daemon.wait_line("start held")
+        proc.send_signal(signal.SIGUSR1)
+        base = daemon.wait_listening()
+        assert request(base, "GET", "/healthz").status == 200
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        daemon.stop(signal.SIGKILL)
+    logged = "".join(daemon.log)
+    assert "Traceback" not in logged and "serving" not in logged, daemon.log
 
 
 # statusd with its STOP_S set to argv[1].
