@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from spool.early_stops import EarlyStops
 from spool.errors import ConfigError, SpoolError
 from spool.settings import Settings, load_settings
+from spool.stdio import Parser, parse_args
 from spool.text import one_line
 from spool.version import add_version
 
@@ -80,7 +81,7 @@ OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--s
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="spool-statusd", description="REST, WebSocket, metrics and dashboard of a "
         "spool (writes are off unless STATUSD_TOKEN is set).",
         epilog="Settings come from the environment (and a .env file): SPOOL_DIR, "
@@ -95,7 +96,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     add_version(parser)
-    return parser.parse_args(argv)
+    return parse_args(parser, argv)  # --help that cannot be written: one line, exit 1
 
 
 def main(argv: list[str] | None = None) -> int:
