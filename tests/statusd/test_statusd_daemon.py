@@ -187,10 +187,11 @@ _HELD_START = """
 import asyncio
 import sys
 import time
+import spool.settings
 import statusd.__main__ as main
 from statusd.tracker import Tracker
 held_s = float(sys.argv[1])
-load, start = main.load_settings, Tracker.start
+load, start = spool.settings.load_settings, Tracker.start
 def held_load(**kwargs):
     print("start held", file=sys.stderr, flush=True)
     time.sleep(held_s)
@@ -200,7 +201,7 @@ async def held_start(self):
     await asyncio.sleep(held_s)
     await start(self)
 if sys.argv[2] == "settings":
-    main.load_settings = held_load
+    spool.settings.load_settings = held_load
 else:
     Tracker.start = held_start
 sys.exit(main.main([]))
@@ -228,6 +229,48 @@ def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_pa
     daemon = Daemon(proc)
     try:
         daemon.wait_line("start held")
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        daemon.stop(signal.SIGKILL)
+    logged = "".join(daemon.log)
+    assert code == 0, daemon.log
+    assert "Traceback" not in logged and "listening" not in logged, daemon.log
+
+
+# statusd as its console script starts it, with the first import of ``argv[2]`` held
+# ``argv[1]`` seconds.
+_HELD_IMPORT = """
+import sys
+import time
+from importlib.abc import MetaPathFinder
+class Hold(MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == sys.argv[2]:
+            sys.meta_path.remove(self)
+            print("import held", file=sys.stderr, flush=True)
+            time.sleep(float(sys.argv[1]))
+sys.meta_path.insert(0, Hold())
+from statusd.__main__ import main
+sys.exit(main([]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "module"), [(signal.SIGTERM, "pydantic"),
+                                             (signal.SIGHUP, "asyncio")])
+def test_a_stop_signal_during_the_heavy_imports_is_a_clean_stop(
+        spool: Spool, tmp_path: Path, sig: int, module: str) -> None:
+    """The settings' model (pydantic) and asyncio were imported with ``statusd.__main__``,
+    before ``main`` took the stop signals: some 0.2 s of the start (0.3 s under load) in
+    which a SIGTERM or SIGHUP ended statusd by the signal.  They are imported once
+    ``main``'s handlers are in, so a stop there is clean: exit 0, nothing served."""
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_IMPORT, str(START_HELD_S), module],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        daemon.wait_line("import held")
         proc.send_signal(sig)
         code = proc.wait(timeout=20)
     finally:
