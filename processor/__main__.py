@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from processor import startup
 from processor.stop_signals import EarlyStops
 from spool.errors import ConfigError, SpoolError, SpoolIOError
-from spool.stdio import EXIT_BROKEN_PIPE, discard
+from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -109,7 +109,7 @@ def _epilog() -> str:
             "each thread's stack.")
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(Parser):
     def format_help(self) -> str:
         # Only for --help: importing the settings first would delay the forkserver's start
         # (see processor.startup), which begins before they are read.
@@ -185,7 +185,7 @@ def write_out(text: str | bytes) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(_parser(), argv)  # --help that cannot be written: one line, exit 1
     if args.command == "run":
         EarlyStops().install()  # a stop from now on is a clean one (see EarlyStops)
         # Start-up's objects live as long as the daemon: collections among them only

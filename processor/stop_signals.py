@@ -2,6 +2,11 @@
 and SIGUSR1 and SIGUSR2, which ask for a report (:mod:`processor.signal_report`) and stop
 nothing: their default action ended the processor mid-run, its runs then counted as
 attempts by the next start's recovery (a job of one attempt failed ``abandoned``).
+The timer signals (SIGALRM, SIGVTALRM, SIGPROF) stop nothing either: a FAST tool runs in
+the processor's threads, and its ``signal.alarm(1)`` or ``signal.setitimer`` (its own
+timeout, say) armed the process's one timer, whose signal's default action ended the
+processor a second later, every run with it.  One that comes is a warning line, and the
+timer is disarmed (a repeating one would come again and again).
 
 :class:`StopSignals` owns the processor's signal dispositions while it runs: the
 loop reads the signals itself, from the pipe Python's C-level handler writes each
@@ -11,39 +16,43 @@ only, and the main thread sleeps in :meth:`processor.relay.Relay.wait` (a signal
 the kernel gave another thread, as it may just after a SIGCONT, waited there for
 good).  The Python-level handlers do nothing.  Guarantees: one stop request per
 read of the pipe however many stop signals it held, and the handlers and wakeup
-fd as they were once :meth:`StopSignals.restore` has run.  A report signal is acted on
-once per read of the pipe too; one that comes while the processor starts is ignored.
+fd as they were once :meth:`StopSignals.restore` has run.  A report or timer signal is
+acted on once per read of the pipe too; one that comes while the processor starts, or
+once it has stopped (a FAST tool's thread may run on), is ignored.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from processor.inbox import Inbox
 from spool import early_stops as spool_early_stops
+from spool.early_stops import ignore
+
+log = logging.getLogger("spoolq.processor")
 
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
+TIMER_SIGNALS: dict[int, int] = {signal.SIGALRM: signal.ITIMER_REAL,
+                                 signal.SIGVTALRM: signal.ITIMER_VIRTUAL,
+                                 signal.SIGPROF: signal.ITIMER_PROF}
+"""Each timer signal, and the timer (``signal.setitimer``'s) that sends it."""
 
 
 class EarlyStops(spool_early_stops.EarlyStops):
     """The stop signals' handler from ``spool-processor``'s start until
     :meth:`StopSignals.install`, which hands the first one noted to the loop (see
     :mod:`spool.early_stops`): a SIGTERM in the first 0.8 s or so (the imports, the
-    forkserver, the lease) ended the processor with -15.  The report signals do nothing
-    until then: nothing runs yet to report."""
+    forkserver, the lease) ended the processor with -15.  The report and timer signals do
+    nothing until then (nothing runs yet to report), nor once :meth:`StopSignals.restore`
+    has given them back."""
 
     def __init__(self) -> None:
-        super().__init__(STOP_SIGNALS)
-
-    def install(self) -> None:
-        super().install()
-        for signum in REPORT_SIGNALS:
-            signal.signal(signum, _no_op)
+        super().__init__(STOP_SIGNALS, ignored=REPORT_SIGNALS | TIMER_SIGNALS.keys())
 
 
 class StopSignals:
@@ -67,8 +76,8 @@ class StopSignals:
         # SIGIO: recycling a job file takes a write lease for an instant
         # (spool.fsops.Mover.retire); should anything open that file then, the kernel's
         # notice must not end the daemon.
-        for signum in (*STOP_SIGNALS, *REPORT_SIGNALS, signal.SIGIO):
-            self.saved_handlers[signum] = signal.signal(signum, _no_op)
+        for signum in (*STOP_SIGNALS, *REPORT_SIGNALS, *TIMER_SIGNALS, signal.SIGIO):
+            self.saved_handlers[signum] = signal.signal(signum, ignore)
         early = next((h.received for h in self.saved_handlers.values()
                       if isinstance(h, EarlyStops) and h.received is not None), None)
         if early is not None:  # a stop sent while the processor started: read first
@@ -84,6 +93,8 @@ class StopSignals:
         stop = next((signum for signum in received if signum in STOP_SIGNALS), None)
         for signum in sorted(REPORT_SIGNALS.intersection(received)):
             self.on_report(signum)
+        for timer_signal in sorted(TIMER_SIGNALS.keys() & set(received)):
+            _disarm(timer_signal)
         if stop is not None:
             self.on_stop(stop)
 
@@ -98,6 +109,13 @@ class StopSignals:
             self.pipe = ()
 
 
-def _no_op(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler that only keeps the default action away (see the module's
-    docstring)."""
+def _disarm(signum: int) -> None:
+    """Disarm the timer that sent ``signum`` and say so, unless a handler other than ours
+    took the signal (a profiler's, set on the main thread after ours): its timer is its."""
+    if signal.getsignal(signum) is not ignore:
+        return
+    signal.setitimer(TIMER_SIGNALS[signum], 0)
+    log.warning("timer signal ignored, its timer disarmed", extra={"fields": {
+        "signal": signal.Signals(signum).name,
+        "cause": "a FAST tool's signal.alarm or signal.setitimer? FAST tools run in the "
+                 "processor's threads, where the process's timers are not theirs"}})

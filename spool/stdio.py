@@ -1,14 +1,65 @@
-"""What the daemons' and the CLI's commands share about their standard streams."""
+"""What the daemons' and the CLI's commands share about their standard streams.
+
+``--help`` and ``--version`` (:class:`Parser`, :func:`parse_args`) tell a failed write
+as every other output of the CLI does: one line on stderr and exit status 1, 141 when
+the reader went away.  argparse drops an OSError as it writes its help, so ``spoolq
+--help > /dev/full`` exited 0 in silence (a script's ``> help.txt`` on a full disk read
+as written), or 120 with "Exception ignored" once the interpreter's exit flushed the
+text; ``--version`` there was a traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
-from typing import TextIO
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXIT_BROKEN_PIPE = 141
 """A reader that went away (``| head``): what a shell reports for a death by SIGPIPE,
 said quietly."""
+EXIT_OUTPUT = 1
+"""Standard output could not be written (a full disk, a descriptor open for reading)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose help text, once asked for, is written or raises (see the module's
+    docstring); with standard output closed it goes to stderr, as argparse does."""
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        file = file or sys.stdout
+        if file is None:
+            super().print_help()
+            return
+        file.write(self.format_help())  # flushed by parse_args, as the exit comes
+
+
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, the text of ``--help`` or ``--version`` written out
+    before the exit it asks for: when it cannot be, one line and :data:`EXIT_OUTPUT`
+    (quietly :data:`EXIT_BROKEN_PIPE` for a reader gone) as a SystemExit."""
+    try:
+        try:
+            return parser.parse_args(argv)
+        except SystemExit:
+            if sys.stdout is not None:  # what is buffered: its error now, not at the exit
+                sys.stdout.flush()
+            raise
+    except BrokenPipeError:
+        discard(sys.stdout)
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+    except OSError as exc:
+        discard(sys.stdout)
+        with contextlib.suppress(OSError, AttributeError):  # stderr closed or full too
+            print(f"{parser.prog}: error: cannot write to standard output: "
+                  f"{exc.strerror or exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_OUTPUT) from None
 
 
 def discard(stream: TextIO | None) -> None:

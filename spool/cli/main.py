@@ -40,7 +40,7 @@ from spool.cli.command import (
 )
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
-from spool.stdio import EXIT_BROKEN_PIPE, discard
+from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
 from spool.version import add_version
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ COMMANDS: tuple[Command, ...] = (
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with DESIGN's one-line usage errors and exit code 2."""
+class _Parser(Parser):
+    """argparse with DESIGN's one-line usage errors and exit code 2, and a help text that
+    is written or said not to be (:class:`spool.stdio.Parser`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -280,14 +281,13 @@ class Remarks(io.TextIOBase):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit:  # --help printed, or a usage error: the same care for the streams
+        # --help or --version that cannot be written: one line, exit 1 (parse_args).
+        args = parse_args(build_parser(), argv)
+    except SystemExit:  # --help printed, or a usage error: the same care for stderr
         try:
-            flush_stdout()
             if sys.stderr is not None:  # closed at start-up (2>&-): argparse wrote nothing
                 sys.stderr.flush()
         except OSError:
-            discard(sys.stdout)
             discard(sys.stderr)
         raise
     try:

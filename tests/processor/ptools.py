@@ -374,3 +374,32 @@ class GcFrozen(BaseTool):
 
     def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok(gc.get_freeze_count())
+
+
+class TimerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timer: str = "alarm"
+    """``alarm``: ``signal.alarm(1)``; ``real``, ``virtual``, ``prof``: that
+    ``signal.setitimer`` timer, repeating every 50 ms, then 0.2 s of CPU work (which the
+    last two count)."""
+
+
+class FastTimer(BaseTool):
+    """Arms a process-wide timer from a FAST tool (the processor's thread) and returns."""
+
+    name: ClassVar[str] = "t_fast_timer"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = TimerParams
+
+    def execute(self, params: TimerParams, ctx: ToolContext) -> ToolResult:
+        if params.timer == "alarm":
+            signal.alarm(1)
+            return ToolResult.ok()
+        which = {"real": signal.ITIMER_REAL, "virtual": signal.ITIMER_VIRTUAL,
+                 "prof": signal.ITIMER_PROF}[params.timer]
+        signal.setitimer(which, 0.05, 0.05)
+        until = time.process_time() + 0.2
+        while time.process_time() < until:
+            pass
+        return ToolResult.ok()

@@ -60,3 +60,33 @@ def test_a_usr_signal_logs_the_runs_and_the_job_finishes(
         assert d.stop(60) == 0, d.logs()
     finally:
         d.abort()
+
+
+def test_a_usr_signal_while_the_processor_starts_does_nothing(spool_root: Path,
+                                                              tmp_path: Path) -> None:
+    """From the moment ``main`` takes the signals (EarlyStops, see the stop test of
+    test_daemon_stop) until the loop reads them, a report signal does nothing: the
+    processor comes up, runs a job and stops cleanly, no report logged (nothing ran yet
+    to report).  What is left before then is the interpreter's own start and some 20 ms
+    of imports, as for SIGTERM."""
+    d = Daemon(spool_root, tmp_path / "daemon.log")
+    try:
+        d.start(wait_ready=False)
+        pid = d.pid
+        wait_for(lambda: _catches(pid, signal.SIGUSR1), 60, "main to take SIGUSR1")
+        os.kill(pid, signal.SIGUSR1)
+        wait_for(d.ready, 60, "the processor's status file")
+        drop(spool_root, "after", {"tool": "echo", "params": {"message": "up"}})
+        assert wait_record(spool_root, "after", 30)["state"] == "done"
+        assert d.stop(60) == 0, d.logs()
+        assert not any(e.get("signal") == "SIGUSR1" for e in d.events()), d.logs()
+    finally:
+        d.abort()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Process ``pid`` has a handler of its own for ``signum`` (its status's SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False

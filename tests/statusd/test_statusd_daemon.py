@@ -1,4 +1,4 @@
-"""``python -m statusd`` as a real subprocess: serve, stop on SIGTERM/SIGINT with exit 0,
+"""``python -m statusd`` as a real subprocess: serve, stop on SIGTERM/SIGINT/SIGHUP with exit 0,
 refuse an uninitialised spool; and end to end with the real processor when it runs."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from statusd_daemonkit import statusd_daemon
-from statusdkit import TOKEN, request, run_job, submit, wait_for
+from statusdkit import TOKEN, claim, finish, request, run_job, submit, wait_for
 
 from spool.transitions import Spool
 
@@ -104,9 +104,11 @@ def statusd(root: Path, cwd: Path) -> Iterator[Daemon]:
         daemon.stop(signal.SIGKILL)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_the_daemon_serves_and_exits_0_on_a_signal(spool: Spool, tmp_path: Path,
                                                    sig: int) -> None:
+    """SIGHUP too, as the processor: its default action ended statusd by the signal (-1,
+    a terminal closed under ``spoolq demo``), its WebSockets cut without a close."""
     submit(spool, "waiting")
     with statusd(spool.layout.root, tmp_path) as daemon:
         base = daemon.wait_listening()
@@ -185,10 +187,11 @@ _HELD_START = """
 import asyncio
 import sys
 import time
+import spool.settings
 import statusd.__main__ as main
 from statusd.tracker import Tracker
 held_s = float(sys.argv[1])
-load, start = main.load_settings, Tracker.start
+load, start = spool.settings.load_settings, Tracker.start
 def held_load(**kwargs):
     print("start held", file=sys.stderr, flush=True)
     time.sleep(held_s)
@@ -198,7 +201,7 @@ async def held_start(self):
     await asyncio.sleep(held_s)
     await start(self)
 if sys.argv[2] == "settings":
-    main.load_settings = held_load
+    spool.settings.load_settings = held_load
 else:
     Tracker.start = held_start
 sys.exit(main.main([]))
@@ -208,7 +211,9 @@ START_HELD_S = 1.5
 
 @pytest.mark.parametrize(("sig", "step"), [(signal.SIGTERM, "settings"),
                                            (signal.SIGINT, "settings"),
-                                           (signal.SIGTERM, "index")])
+                                           (signal.SIGHUP, "settings"),
+                                           (signal.SIGTERM, "index"),
+                                           (signal.SIGHUP, "index")])
 def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_path: Path,
                                                             sig: int, step: str) -> None:
     """statusd's handlers came only once aiohttp was imported (half a second of its
@@ -231,6 +236,109 @@ def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_pa
     logged = "".join(daemon.log)
     assert code == 0, daemon.log
     assert "Traceback" not in logged and "listening" not in logged, daemon.log
+
+
+# statusd as its console script starts it, with the first import of ``argv[2]`` held
+# ``argv[1]`` seconds.
+_HELD_IMPORT = """
+import sys
+import time
+from importlib.abc import MetaPathFinder
+class Hold(MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == sys.argv[2]:
+            sys.meta_path.remove(self)
+            print("import held", file=sys.stderr, flush=True)
+            time.sleep(float(sys.argv[1]))
+sys.meta_path.insert(0, Hold())
+from statusd.__main__ import main
+sys.exit(main([]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "module"), [(signal.SIGTERM, "pydantic"),
+                                             (signal.SIGHUP, "asyncio")])
+def test_a_stop_signal_during_the_heavy_imports_is_a_clean_stop(
+        spool: Spool, tmp_path: Path, sig: int, module: str) -> None:
+    """The settings' model (pydantic) and asyncio were imported with ``statusd.__main__``,
+    before ``main`` took the stop signals: some 0.2 s of the start (0.3 s under load) in
+    which a SIGTERM or SIGHUP ended statusd by the signal.  They are imported once
+    ``main``'s handlers are in, so a stop there is clean: exit 0, nothing served."""
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_IMPORT, str(START_HELD_S), module],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        daemon.wait_line("import held")
+        proc.send_signal(sig)
+        code = proc.wait(timeout=20)
+    finally:
+        daemon.stop(signal.SIGKILL)
+    logged = "".join(daemon.log)
+    assert code == 0, daemon.log
+    assert "Traceback" not in logged and "listening" not in logged, daemon.log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_usr_signal_logs_what_statusd_serves_and_stops_nothing(
+        spool: Spool, tmp_path: Path, sig: int) -> None:
+    """Their default action ended statusd (-10, -12: an ops person's ``kill -USR1``, as the
+    processor takes it, or ``systemctl kill -s USR1`` of both units), every WebSocket cut.
+    Now one ``serving`` line (a warning, so ``SPOOL_LOG_LEVEL=WARNING`` shows it too) names
+    the signal, the address, the connections and WebSocket clients, and statusd goes on:
+    the open socket still gets its task's transition, and the stop after is clean."""
+    submit(spool, "watched")
+    proc = subprocess.Popen([sys.executable, "-m", "statusd"],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        base = daemon.wait_listening()
+
+        async def watch() -> list[str]:
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{base}/api/v1/ws/tasks/watched") as ws:
+                assert (await ws.receive_json(timeout=10))["event"] == "snapshot"
+                proc.send_signal(sig)
+                await asyncio.to_thread(daemon.wait_line, f"{signal.Signals(sig).name}: "
+                                        f"serving {base.removeprefix('http://')} (")
+                finish(spool, claim(spool, "watched"), {"ok": True})
+                states = []
+                while not states or states[-1] != "done":
+                    states.append((await ws.receive_json(timeout=10))["state"])
+                return states
+
+        assert asyncio.run(watch())[-1] == "done"
+        assert proc.poll() is None, daemon.log
+        line = next(text for text in daemon.log if "serving" in text)
+        assert "WARNING" in line and "WebSocket clients: 1," in line, line
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert "Traceback" not in "".join(daemon.log), daemon.log
+
+
+def test_a_usr_signal_while_statusd_starts_does_nothing(spool: Spool, tmp_path: Path) -> None:
+    """A SIGUSR1 during the start (the settings' read, before the loop's handler) ended
+    statusd by its default action; now it does nothing there, and statusd goes on to
+    serve and stops cleanly after."""
+    proc = subprocess.Popen([sys.executable, "-c", _HELD_START, str(START_HELD_S), "settings"],
+                            env=_env(spool.layout.root), cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    daemon = Daemon(proc)
+    try:
+        daemon.wait_line("start held")
+        proc.send_signal(signal.SIGUSR1)
+        base = daemon.wait_listening()
+        assert request(base, "GET", "/healthz").status == 200
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        daemon.stop(signal.SIGKILL)
+    logged = "".join(daemon.log)
+    assert "Traceback" not in logged and "serving" not in logged, daemon.log
 
 
 # statusd with its STOP_S set to argv[1].
