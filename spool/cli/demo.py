@@ -6,6 +6,10 @@ factor analysis as job files, shows their live progress, prints the results
 and the dashboard URL, and stops both daemons (SIGTERM, then waits) at the
 end or on Ctrl-C.  ``--keep`` leaves them running and prints their pids.
 
+A SIGTERM or a hangup (SIGHUP: the terminal closed) stops it as Ctrl-C does.  The
+daemons run in sessions of their own (a Ctrl-C is the demo's to pass on), so a
+hangup reached the demo alone: it died of it, and both daemons ran on for good.
+
 The daemons are separate programs reached only through the spool and HTTP,
 exactly as in production; this module never imports them.
 """
@@ -96,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
     _step(out, f"demo data: {args.symbols} symbols x {args.bars} daily bars",
           lambda: _synth(data_dir, args.symbols, args.bars, args.seed))
     daemons: list[Daemon] = []
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # hung up, it is silenced
     try:
-        with _interrupts_as_keyboard():
+        with _interrupts_as_keyboard(terminal):
             _start_daemons(daemons, root, env, port, out)
             url = f"http://127.0.0.1:{port}/"
             out.write(f"dashboard  {url}\n\n")
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             pids = ", ".join(f"{d.name} {d.proc.pid}" for d in daemons)
             out.write(f"left running: {pids} (stop them with kill -TERM)\n")
         else:
-            _stop_daemons(daemons, out)
+            _stop_daemons(daemons, out, terminal)
         if not given:  # a folder of ours in the temporary directory: say it is there
             out.write(f"spool      {root} stays for a look ('spoolq --spool-dir {root} "
                       "ls'); remove it when done\n")
@@ -182,13 +187,20 @@ def _statusd_up(port: int) -> bool:
         return False
 
 
-def _stop_daemons(daemons: list[Daemon], out: TextIO) -> None:
+def _stop_daemons(daemons: list[Daemon], out: TextIO, terminal: list[int]) -> None:
     """SIGTERM both and wait: the processor gives running jobs its grace period.  A
-    Ctrl-C (or SIGTERM) meanwhile is passed on as a second SIGTERM, which ends that
-    grace period at once, and the wait goes on: the demo never leaves a daemon behind."""
+    Ctrl-C (or SIGTERM, or a hangup) meanwhile is passed on as a second SIGTERM, which
+    ends that grace period at once, and the wait goes on: the demo never leaves a daemon
+    behind."""
     hurry: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda signum, frame: hurry.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def hurried(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _silence(terminal)
+        hurry.append(signum)
+
+    handlers = {sig: signal.signal(sig, hurried)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         _terminate(daemons)
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -215,16 +227,30 @@ def _terminate(daemons: list[Daemon]) -> None:
 
 
 @contextlib.contextmanager
-def _interrupts_as_keyboard() -> Iterator[None]:
-    """SIGTERM to the demo stops it like Ctrl-C does: daemons are stopped either way."""
+def _interrupts_as_keyboard(terminal: list[int]) -> Iterator[None]:
+    """SIGTERM or SIGHUP to the demo stops it like Ctrl-C does: daemons are stopped
+    either way."""
     def handler(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _silence(terminal)
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, was in old.items():
+            signal.signal(sig, was)
+
+
+def _silence(terminal: list[int]) -> None:
+    """The terminal hung up: what the demo still says goes to ``/dev/null``.  Each write
+    to a hung-up terminal fails (EIO): the "interrupted" line's would end the demo with
+    a traceback, its wait for the daemons cut short."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in terminal:
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _free_port() -> int:

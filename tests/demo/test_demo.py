@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -130,6 +132,40 @@ def test_a_second_interrupt_stops_the_running_jobs_now_and_still_stops_the_daemo
     assert "stopping now" in log.read_text()
     assert len(os.listdir(spool / "pending")) == 2, "both jobs requeued, not run to the end"
     _assert_all_gone(spool)
+
+
+def test_a_closed_terminal_stops_the_demo_and_both_daemons(tmp_path: Path) -> None:
+    """The demo in a terminal of its own (a pty it leads, as a shell's job is), which
+    closes while a job runs: the hangup (SIGHUP) stops it as Ctrl-C does.  It killed the
+    demo alone (its daemons run in sessions of their own), and both daemons ran on for
+    good; the demo's writes to the hung-up terminal fail, which must not cut the stop
+    short."""
+    spool = tmp_path / "spool"
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the demo, in a session whose terminal is the pty
+        os.execv(sys.executable, [*DEMO, "--symbols", "100", "--bars", "2520",
+                                  *_spool_in(tmp_path)])
+    try:
+        said = b""
+        deadline = time.monotonic() + 60
+        while b"submitted" not in said and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                said += os.read(master, 4096)
+        while not (spool / "running").is_dir() or not os.listdir(spool / "running"):
+            assert time.monotonic() < deadline, said.decode(errors="replace")
+            time.sleep(0.01)
+    finally:
+        os.close(master)  # the terminal hangs up
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 130
+        _assert_all_gone(spool)
+    finally:  # what a failure left running
+        for proc in _daemons_of(spool):
+            proc.kill()
+    # Each stopped by its SIGTERM, not killed at the demo's stop timeout.
+    assert '"msg":"stopped"' in (spool / "spool-processor.log").read_text()
+    assert "spoolq.statusd: stopping" in (spool / "spool-statusd.log").read_text()
 
 
 def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) -> None:
