@@ -288,6 +288,14 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
     assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 1
     assert "scheduler" in rec["error"]["message"]
     wait_for(lambda: locations(spool_root).get("keep") == ["pending"], 15, "keep requeued")
+    # The jobs' processes die with their workers (the lifeline's end of file, the
+    # forkserver's parent-death signal), in their own time after the SIGKILL: the
+    # processor heard of the loss from the scheduler's socket and wrote both records
+    # 0.6 s before once's last beat at load 13.  Nothing orders the two, and nothing
+    # the processor does can (it reaches the workers through the scheduler only).
+    runs = {int(line.split()[1]) for path in (keep, once) for line in _lines(path)}
+    wait_for(lambda: not any(alive(pid) for pid in runs), 10,
+             f"the jobs' processes ({runs}) gone with their workers")
     _assert_stopped_growing(keep, once)
     drop(spool_root, "later", {"tool": "d_heartbeat", "params": {"seconds": 0}})
     # Past keep's requeue backoff (0.5 to 1 s) and 1.5 s more, a rescan (1 s) and a

@@ -92,14 +92,14 @@ def _strace_and_processor(env: dict[str, str], tmp_path: Path
     return strace, root, start_processor(root, env, tmp_path / "p.log", SPOOL_FSYNC="always")
 
 
-@pytest.mark.parametrize(("params", "moved_to"), [(["message=hi"], "done"),
-                                                  (["seconds=3"], "running")])
+@pytest.mark.parametrize(("tool", "params"), [("echo", ["message=hi"]),
+                                             ("sleep", ["seconds=3"])])
 def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
-        env: dict[str, str], tmp_path: Path, params: list[str], moved_to: str) -> None:
+        env: dict[str, str], tmp_path: Path, tool: str, params: list[str]) -> None:
     strace, root, proc = _strace_and_processor(env, tmp_path)
     try:
-        tool = "echo" if moved_to == "done" else "sleep"
-        # The sync of pending/ takes 2 s, then fails: the processor claims the job meanwhile.
+        # The sync of pending/ takes 2 s, then fails: the processor claims the job meanwhile
+        # (echo: done by the submit's look; sleep: most often running still).
         sub = subprocess.run(
             [strace, "-f", "-qq", "-o", "/dev/null", "-P", str(root / "pending"),
              "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:delay_enter=2000000:when=1",
@@ -110,7 +110,13 @@ def test_a_submit_claimed_while_its_folder_sync_failed_is_a_submit(
         where = [s for s in ("pending", "running", "done") if (root / s / "j1.json").exists()]
         assert sub.returncode == 0, (sub.stderr, where)
         assert sub.stdout.strip() == "j1"
-        assert where in (["pending"], [moved_to]), where  # in, as said
+        # In, as said: wherever its one run has got to when this looks (a record in done/
+        # and running/ both for a moment at completion).  The sleep's record is written
+        # 3.05 s after its submitted_at, the submit (under strace) ended 2.7 to 2.9 s after
+        # it with its core shared by six busy loops: "running" alone was a check of that
+        # moment, and failed ("done") in a full run.  The submit's own look, right after
+        # the failed sync at 2 s, most often still finds it running (and looks in done/).
+        assert where in (["pending"], ["running"], ["running", "done"], ["done"]), where
         deadline = time.monotonic() + 30
         while not (root / "done" / "j1.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
