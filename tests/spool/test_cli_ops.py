@@ -32,6 +32,7 @@ from spool.layout import Layout
 from spool.models import Job, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
+from spool.stdio import EXIT_BROKEN_PIPE
 from spool.transitions import Spool
 
 
@@ -442,7 +443,10 @@ def test_a_stderr_whose_reader_went_away_keeps_the_exit_code(root: Path,
 
 def test_help_to_a_reader_that_went_away_is_quiet(env: dict[str, str]) -> None:
     """``spoolq ls --help | true``: the help went out at the interpreter's exit, which
-    printed "Exception ignored ... BrokenPipeError" and made the status 120."""
+    printed "Exception ignored ... BrokenPipeError" and made the status 120.  Quiet now,
+    with 141 as every other output of the CLI to a reader gone (a death by SIGPIPE, as
+    a shell reports it; spool.stdio.EXIT_BROKEN_PIPE), since the help's write is checked
+    (045583a); it was 0."""
     buffered = {k: v for k, v in env.items() if k != "PYTHONUNBUFFERED"}
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -452,7 +456,7 @@ def test_help_to_a_reader_that_went_away_is_quiet(env: dict[str, str]) -> None:
                               check=False)
     finally:
         os.close(write_end)
-    assert (proc.returncode, proc.stderr) == (0, b""), proc
+    assert (proc.returncode, proc.stderr) == (EXIT_BROKEN_PIPE, b""), proc
 
 
 def _sigterm_during_wait(root: Path, env: dict[str, str], job_id: str, prefix: list[str],
@@ -499,6 +503,7 @@ from datetime import UTC, datetime
 from spool.cli.progress import ProgressBar
 from spool.models import Record
 from spool.states import JobState
+from spool.stdio import EXIT_BROKEN_PIPE
 fd = int(sys.argv[1])
 bar = ProgressBar(os.fdopen(fd, "w"))
 with bar:
