@@ -376,17 +376,22 @@ def test_the_chart_follows_a_sort(server: ServerThread, spool: Spool,
     assert set(_drawn(page)) == set(_by(result, "sharpe")[:12])
 
 
+def _open_26(server: ServerThread, spool: Spool, page: sync_api.Page) -> list[str]:
+    """A backtest of 26 symbols opened, its top 12 drawn: its symbols, worst first."""
+    result = _many(26)
+    run_job(spool, "bt-many", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-many")
+    sync_api.expect(page.locator(NOTE)).to_have_text("top 12 of 26 by sharpe (highest first)")
+    return _by(result, "sharpe", descending=False)
+
+
 def test_a_pinned_symbol_is_drawn_beside_the_top_ones(server: ServerThread, spool: Spool,
                                                       page: sync_api.Page) -> None:
     """A symbol outside the top 12 is pinned by its row's button (a click, Enter, Space):
     its curve is drawn, dashed, named under "pinned:", its row marked; a second press
     unpins it.  Past 12 pins a pin is refused, and said so."""
     expect = sync_api.expect
-    result = _many(26)
-    worst = _by(result, "sharpe", descending=False)
-    run_job(spool, "bt-many", result, tool="run_backtest")
-    page.goto(server.base + "/#/tasks/bt-many")
-    expect(page.locator(NOTE)).to_have_text("top 12 of 26 by sharpe (highest first)")
+    worst = _open_26(server, spool, page)
     row = page.locator(f'{ROWS}[data-symbol="{worst[0]}"]')
     expect(row.locator("button.pin")).to_have_attribute("aria-pressed", "false")
     _pin(page, worst[0]).click()
@@ -456,11 +461,7 @@ def test_every_legend_colour_reads_on_the_chart(server: ServerThread, spool: Spo
     the 3:1 a curve needs as a graphical object.  Measured on the colours as computed,
     with all 24 drawn (12 pinned); the chart's other texts too."""
     expect = sync_api.expect
-    result = _many(26)
-    worst = _by(result, "sharpe", descending=False)
-    run_job(spool, "bt-many", result, tool="run_backtest")
-    page.goto(server.base + "/#/tasks/bt-many")
-    expect(page.locator(NOTE)).to_have_text("top 12 of 26 by sharpe (highest first)")
+    worst = _open_26(server, spool, page)
     for symbol in worst[:12]:
         _pin(page, symbol).click()
     expect(page.locator(CURVES)).to_have_count(24)
@@ -468,7 +469,7 @@ def test_every_legend_colour_reads_on_the_chart(server: ServerThread, spool: Spo
     white = svg.evaluate("s => getComputedStyle(s).backgroundColor")
     texts = svg.locator("text").evaluate_all(
         "ts => ts.map((t) => [t.textContent, getComputedStyle(t).fill])")
-    labels = [fill for text, fill in texts if text in result["symbols"]]
+    labels = [fill for text, fill in texts if text in worst]
     assert len(labels) == 24 and len(set(labels)) == 24, texts
     low = {text: round(_contrast(fill, white), 2) for text, fill in texts
            if _contrast(fill, white) < 4.5}

@@ -222,13 +222,21 @@ def test_a_stop_signal_while_statusd_starts_is_a_clean_stop(spool: Spool, tmp_pa
     traceback wherever it landed.  The processor's start has been covered so since
     7af8322.  It exits 0 without serving (a stop during the index's load listened, said
     so, and then stopped)."""
-    proc = subprocess.Popen([sys.executable, "-c", _HELD_START, str(START_HELD_S), step],
+    _assert_a_clean_stop_while_held(spool, tmp_path, sig, script=_HELD_START, held=step,
+                                    line="start held")
+
+
+def _assert_a_clean_stop_while_held(spool: Spool, tmp_path: Path, sig: int, *, script: str,
+                                    held: str, line: str) -> None:
+    """statusd run by ``script`` with ``held`` held START_HELD_S: ``sig`` sent once it
+    says ``line`` ends it with 0, no traceback, nothing served."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(START_HELD_S), held],
                             env=_env(spool.layout.root), cwd=tmp_path,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     daemon = Daemon(proc)
     try:
-        daemon.wait_line("start held")
+        daemon.wait_line(line)
         proc.send_signal(sig)
         code = proc.wait(timeout=20)
     finally:
@@ -264,20 +272,8 @@ def test_a_stop_signal_during_the_heavy_imports_is_a_clean_stop(
     before ``main`` took the stop signals: some 0.2 s of the start (0.3 s under load) in
     which a SIGTERM or SIGHUP ended statusd by the signal.  They are imported once
     ``main``'s handlers are in, so a stop there is clean: exit 0, nothing served."""
-    proc = subprocess.Popen([sys.executable, "-c", _HELD_IMPORT, str(START_HELD_S), module],
-                            env=_env(spool.layout.root), cwd=tmp_path,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    daemon = Daemon(proc)
-    try:
-        daemon.wait_line("import held")
-        proc.send_signal(sig)
-        code = proc.wait(timeout=20)
-    finally:
-        daemon.stop(signal.SIGKILL)
-    logged = "".join(daemon.log)
-    assert code == 0, daemon.log
-    assert "Traceback" not in logged and "listening" not in logged, daemon.log
+    _assert_a_clean_stop_while_held(spool, tmp_path, sig, script=_HELD_IMPORT, held=module,
+                                    line="import held")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2])
