@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from processor import startup
 from processor.stop_signals import EarlyStops
 from spool.errors import ConfigError, SpoolError, SpoolIOError
-from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
+from spool.stdio import Parser, output_failed, parse_args
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -159,31 +159,20 @@ def write_out(text: str | bytes) -> int:
     a full disk: a script's ``> catalogue.json`` must not read as written), 141 when its
     reader went away.  Bytes go to stdout's buffer as they are; what a stdout that is not
     UTF-8 cannot encode of a str is shown as escapes (``\\u2013``), not a crash."""
-    why = None
     if sys.stdout is None:  # closed (>&-): print() would drop the text without a word
-        why = "it is closed"
-    else:
-        try:
-            if isinstance(text, bytes):
-                sys.stdout.flush()
-                sys.stdout.buffer.write(text)
-            else:
-                if isinstance(sys.stdout, io.TextIOWrapper):
-                    sys.stdout.reconfigure(errors="backslashreplace")
-                sys.stdout.write(text)
+        return output_failed("spool-processor", None)
+    try:
+        if isinstance(text, bytes):
             sys.stdout.flush()
-        except BrokenPipeError:
-            discard(sys.stdout)
-            return EXIT_BROKEN_PIPE
-        except OSError as exc:
-            discard(sys.stdout)
-            why = exc.strerror or str(exc)
-    if why is None:
-        return 0
-    if sys.stderr is not None:
-        print(f"spool-processor: error: cannot write to standard output: {why}",
-              file=sys.stderr)
-    return 1
+            sys.stdout.buffer.write(text)
+        else:
+            if isinstance(sys.stdout, io.TextIOWrapper):
+                sys.stdout.reconfigure(errors="backslashreplace")
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        return output_failed("spool-processor", exc)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

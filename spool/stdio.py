@@ -51,15 +51,24 @@ def parse_args(parser: argparse.ArgumentParser,
             if sys.stdout is not None:  # what is buffered: its error now, not at the exit
                 sys.stdout.flush()
             raise
-    except BrokenPipeError:
-        discard(sys.stdout)
-        raise SystemExit(EXIT_BROKEN_PIPE) from None
     except OSError as exc:
+        raise SystemExit(output_failed(parser.prog, exc)) from None
+
+
+def output_failed(prog: str, exc: OSError | None) -> int:
+    """Standard output could not be written (``exc``; None when it is closed): the exit
+    status, :data:`EXIT_BROKEN_PIPE` for a reader gone (quietly), else
+    :data:`EXIT_OUTPUT` after one line on stderr.  What is still buffered is discarded."""
+    if exc is not None:
         discard(sys.stdout)
-        with contextlib.suppress(OSError, AttributeError):  # stderr closed or full too
-            print(f"{parser.prog}: error: cannot write to standard output: "
-                  f"{exc.strerror or exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_OUTPUT) from None
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    why = "it is closed" if exc is None else exc.strerror or str(exc)
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):  # stderr full too
+            print(f"{prog}: error: cannot write to standard output: {why}",
+                  file=sys.stderr, flush=True)
+    return EXIT_OUTPUT
 
 
 def discard(stream: TextIO | None) -> None:
@@ -68,4 +77,14 @@ def discard(stream: TextIO | None) -> None:
     ...")."""
     if stream is not None:
         with contextlib.suppress(OSError, ValueError, AttributeError):  # no descriptor
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            to_devnull(stream.fileno())
+
+
+def to_devnull(*fds: int) -> None:
+    """Point each of ``fds`` at /dev/null, for writing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

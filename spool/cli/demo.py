@@ -38,6 +38,7 @@ from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.states import TERMINAL
+from spool.stdio import to_devnull
 
 if TYPE_CHECKING:
     from spool.models import Record
@@ -247,10 +248,7 @@ def _silence(terminal: list[int]) -> None:
     """The terminal hung up: what the demo still says goes to ``/dev/null``.  Each write
     to a hung-up terminal fails (EIO): the "interrupted" line's would end the demo with
     a traceback, its wait for the daemons cut short."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in terminal:
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    to_devnull(*terminal)
 
 
 def _free_port() -> int:
