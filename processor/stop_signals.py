@@ -31,12 +31,10 @@ from typing import Any
 
 from processor.inbox import Inbox
 from spool import early_stops as spool_early_stops
-from spool.early_stops import ignore
+from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, ignore
 
 log = logging.getLogger("spoolq.processor")
 
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
-REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
 TIMER_SIGNALS: dict[int, int] = {signal.SIGALRM: signal.ITIMER_REAL,
                                  signal.SIGVTALRM: signal.ITIMER_VIRTUAL,
                                  signal.SIGPROF: signal.ITIMER_PROF}

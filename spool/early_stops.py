@@ -15,6 +15,13 @@ import signal
 from collections.abc import Iterable
 from types import FrameType
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+"""What stops either daemon cleanly (DESIGN section 9 names SIGTERM and SIGINT; SIGHUP,
+a terminal closed under ``spoolq demo``, ended them by its default action; neither has
+anything to reload, its settings read at start)."""
+REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
+"""What asks either daemon for a report line and stops nothing (their default action
+ended it)."""
 
 class EarlyStops:
     """The handler of ``signals`` until the loop's: the first one received is noted;

@@ -50,7 +50,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from spool.early_stops import EarlyStops
+from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, EarlyStops
 from spool.errors import ConfigError, SpoolError
 from spool.stdio import Parser, parse_args
 from spool.text import one_line
@@ -76,11 +76,6 @@ to end in a SIGKILL."""
 MAX_NOFILE = 1 << 20
 ACCEPT_TROUBLE_LINE_S = 10.0
 """Out of descriptors, refused connections are one line this often, with their count."""
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-"""SIGHUP's default action ended statusd by the signal (-1: a terminal closed under
-``spoolq demo``, a ``kill -HUP`` meant as "reload"), where the processor beside it stops
-cleanly; there is nothing to reload (settings are read at start)."""
-REPORT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 
