@@ -8,12 +8,16 @@ again: 40 to 50 ms a ``spoolq`` run, more for a processor and its forkserver, an
 about a fifth of the wall time of the CLI and daemon tests.  ``compileall`` writes
 the caches whatever that setting says; a source edited later is compiled again as
 usual, since a cache records its source's mtime and size.
+
+The stop signals the suite was started with ignored or blocked are caught instead
+(:func:`pytest_configure`), so that what it starts gets them as a user's shell does.
 """
 
 from __future__ import annotations
 
 import compileall
 import os
+import signal
 from collections.abc import Generator
 from pathlib import Path
 
@@ -30,6 +34,30 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # Everything a test's subprocess imports from this tree: the packages, the
 # benchmarks' tools and the tests' own tool modules (SPOOL_TOOLS=...).
 _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop signals ignored or blocked here are caught instead, and unblocked.
+
+    An ignored signal stays ignored across ``exec`` and a blocked one stays blocked, in
+    every process a test starts: the suite run as a script's background job (SIGINT and
+    SIGQUIT ignored) or under ``nohup`` (SIGHUP) had every Ctrl-C and hangup test fail,
+    the CLI and the daemons deaf to what the test sent (a ``cancel`` waited out its 60
+    s).  A caught signal is reset to its default at ``exec``; this process still takes
+    no notice of it, as it was started to.  Runs before pytest-xdist starts its
+    workers, which inherit it.
+    """
+    for sig in _STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, _unheeded)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _unheeded(signum: int, frame: object) -> None:
+    """A stop signal this process was started to ignore (see :func:`pytest_configure`)."""
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
