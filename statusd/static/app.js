@@ -314,6 +314,7 @@ function reachable(err) {
     const node = $("processor");
     node.textContent = "processor: ?";
     node.className = "state";
+    processorNote("");  // a stop's note is as stale as the "stopping" it went with
     $("workers").textContent = "";
     $("oldest").textContent = "";
   }
@@ -411,8 +412,18 @@ function showUnknownProcessor(why) {
   node.textContent = "processor: ?";
   node.className = "state";
   node.title = `processor liveness unknown (${why})`;
+  processorNote(node.title);
   $("workers").textContent = "";
   renderNote();
+}
+
+function processorNote(text) {
+  // What the processor's status means beyond its one word, as text beside it: in its
+  // tooltip only, a keyboard, a touch screen and a screen reader never had it (why its
+  // liveness is unknown, when a stop's grace ends and what runs is requeued).
+  const note = $("processor-note");
+  note.hidden = !text;
+  note.textContent = text;
 }
 
 function showProcessor(stats) {
@@ -428,6 +439,7 @@ function showProcessor(stats) {
   const ends = live.map((p) => p.grace_ends_at).filter(Boolean).sort()[0];
   node.title = stopping ? `asked to stop: it starts nothing more; what runs is requeued ${
     ends ? `at ${fmtTime(ends)}` : "when its grace ends"}` : "processor liveness";
+  processorNote(stopping ? node.title : "");
 }
 
 function scheduleStats() {

@@ -13,6 +13,7 @@ a running task's stream took back at each message.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -61,16 +62,19 @@ def _status_file_denied(page: sync_api.Page, proc: subprocess.Popen[bytes], spoo
     """Inside the block statusd may not open the processor's status file, and the page,
     asked for the stats again, says ``processor: ?``; after it, asked again, "up", its
     note gone."""
-    processor = page.locator("#processor")
+    processor, note = page.locator("#processor"), page.locator("#processor-note")
     strace = shutil.which("strace")
     assert strace is not None  # the module is skipped without it
     with failing(strace, proc.pid, [spool.layout.owner_status("proc-test")], ["openat"],
                  tmp_path / "strace.err", error="EACCES"):
         page.clock.fast_forward(STATS_EVERY_MS)
         sync_api.expect(processor).to_have_text("processor: ?")
+        # Why, beside it: in its tooltip only, no keyboard or screen reader had it.
+        sync_api.expect(note).to_have_text(re.compile(r"^processor liveness unknown \(.+\)$"))
         yield
     page.clock.fast_forward(STATS_EVERY_MS)
     sync_api.expect(processor).to_have_text("processor: up")
+    sync_api.expect(note).to_be_hidden()
     sync_api.expect(page.locator("#task-note")).to_be_hidden()
 
 

@@ -1664,21 +1664,39 @@ def test_a_long_stream_of_new_jobs_keeps_the_list_bounded(server: ServerThread,
 def test_a_processor_asked_to_stop_is_shown_stopping(server: ServerThread, spool: Spool,
                                                      page: sync_api.Page) -> None:
     """A processor in its stop grace claims nothing more (pending jobs wait, running
-    ones are requeued when it ends) but the page said "processor: up" until it exited."""
+    ones are requeued when it ends) but the page said "processor: up" until it exited.
+    What that means, and when, is text beside it: it was in the tooltip only, which a
+    keyboard, a touch screen and a screen reader never show."""
     expect = sync_api.expect
     owner = FakeOwner(spool)
+    processor, note = page.locator("#processor"), page.locator("#processor-note")
     try:
         page.goto(server.base + "/")
-        expect(page.locator("#processor")).to_have_text("processor: up")
+        expect(processor).to_have_text("processor: up")
+        expect(note).to_be_hidden()
         now = datetime.now(UTC)
+        ends = now + timedelta(seconds=30)
         status = OwnerStatus(owner="proc-test", pid=1, host="test", version="0",
                              started_at=now, heartbeat_at=now, job_num=2, stopping=True,
-                             grace_ends_at=now + timedelta(seconds=30))
+                             grace_ends_at=ends)
         spool.mover.publish(spool.layout.owner_status("proc-test"),
                             status.model_dump_json().encode())
         submit(spool, "waits")  # a transition: the page asks for the stats at once
-        expect(page.locator("#processor")).to_have_text("processor: stopping")
-        assert "requeued" in (page.locator("#processor").get_attribute("title") or "")
+        expect(processor).to_have_text("processor: stopping")
+        assert "requeued" in (processor.get_attribute("title") or "")
+        expect(note).to_be_visible()
+        expect(note).to_have_text(re.compile(r"^asked to stop: it starts nothing more; what "
+                                             r"runs is requeued at .*\d:\d\d:\d\d"))
+        assert note.text_content() == processor.get_attribute("title")
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: it wraps, in view
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        status = status.model_copy(update={"stopping": False, "grace_ends_at": None,
+                                           "heartbeat_at": datetime.now(UTC)})
+        spool.mover.publish(spool.layout.owner_status("proc-test"),
+                            status.model_dump_json().encode())
+        submit(spool, "waits-too")
+        expect(processor).to_have_text("processor: up")
+        expect(note).to_be_hidden()
     finally:
         owner.close()
 
