@@ -107,8 +107,8 @@ def _epilog() -> str:
             "network filesystem's lock\ndaemon down: one line; systemd restarts it), 1 on "
             "anything else.\nSIGUSR1 or SIGUSR2 stops nothing: it logs the runs in flight and "
             "each thread's stack.\nSIGALRM, SIGVTALRM or SIGPROF (a FAST tool's "
-            "signal.alarm or setitimer) stops\nnothing either: a warning, and the timer is "
-            "disarmed.")
+            "signal.alarm or setitimer) stops\nnothing either: a warning (once a minute at "
+            "most), and the timer is disarmed.")
 
 
 class _Parser(Parser):

@@ -275,6 +275,7 @@ def close(processor: Processor) -> None:
     if processor.lease is not None:
         processor.spool.mover.unlink(processor.layout.owner_lock(processor.owner))
         processor.lease.release()
+    processor.signals.say_unsaid()  # the timer signals not said yet: before "stopped"
     log.info("stopped", extra={"fields": {"owner": processor.owner}})
     logs.flush()
     release(processor)

@@ -6,7 +6,9 @@ The timer signals (SIGALRM, SIGVTALRM, SIGPROF) stop nothing either: a FAST tool
 the processor's threads, and its ``signal.alarm(1)`` or ``signal.setitimer`` (its own
 timeout, say) armed the process's one timer, whose signal's default action ended the
 processor a second later, every run with it.  One that comes is a warning line, and the
-timer is disarmed (a repeating one would come again and again).
+timer is disarmed (a repeating one would come again and again).  A line a minute at most
+for each signal: a tool that arms its alarm at every job said it at every job; the
+next line, or the stop, counts those not said.
 
 :class:`StopSignals` owns the processor's signal dispositions while it runs: the
 loop reads the signals itself, from the pipe Python's C-level handler writes each
@@ -24,8 +26,10 @@ once it has stopped (a FAST tool's thread may run on), is ignored.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +43,8 @@ TIMER_SIGNALS: dict[int, int] = {signal.SIGALRM: signal.ITIMER_REAL,
                                  signal.SIGVTALRM: signal.ITIMER_VIRTUAL,
                                  signal.SIGPROF: signal.ITIMER_PROF}
 """Each timer signal, and the timer (``signal.setitimer``'s) that sends it."""
+TIMER_LINE_EVERY_S = 60.0
+"""A timer signal's warning line comes once in this long at most (each signal's own)."""
 
 
 class EarlyStops(spool_early_stops.EarlyStops):
@@ -64,6 +70,8 @@ class StopSignals:
         self.on_report = on_report
         self.pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
+        # Each timer signal's last line (monotonic) and how often it came since, unsaid.
+        self.timer_lines: dict[int, tuple[float, int]] = {}
 
     def install(self) -> None:
         """Read the stop signals on the loop (see the module's docstring)."""
@@ -92,7 +100,7 @@ class StopSignals:
         for signum in sorted(REPORT_SIGNALS.intersection(received)):
             self.on_report(signum)
         for timer_signal in sorted(TIMER_SIGNALS.keys() & set(received)):
-            _disarm(timer_signal)
+            self._timer_fired(timer_signal)
         if stop is not None:
             self.on_stop(stop)
 
@@ -106,14 +114,34 @@ class StopSignals:
                 os.close(fd)
             self.pipe = ()
 
+    def _timer_fired(self, signum: int) -> None:
+        """Disarm the timer that sent ``signum`` and say so (a line a minute at most),
+        unless a handler other than ours took the signal (a profiler's, set on the main
+        thread after ours): its timer is its."""
+        if signal.getsignal(signum) is not ignore:
+            return
+        signal.setitimer(TIMER_SIGNALS[signum], 0)
+        said, unsaid = self.timer_lines.get(signum, (-math.inf, 0))
+        now = time.monotonic()
+        if now - said < TIMER_LINE_EVERY_S:
+            self.timer_lines[signum] = (said, unsaid + 1)
+            return
+        self.timer_lines[signum] = (now, 0)
+        _say_timer(signum, unsaid)
 
-def _disarm(signum: int) -> None:
-    """Disarm the timer that sent ``signum`` and say so, unless a handler other than ours
-    took the signal (a profiler's, set on the main thread after ours): its timer is its."""
-    if signal.getsignal(signum) is not ignore:
-        return
-    signal.setitimer(TIMER_SIGNALS[signum], 0)
-    log.warning("timer signal ignored, its timer disarmed", extra={"fields": {
+    def say_unsaid(self) -> None:
+        """A line for each timer signal that came since its last one (at the stop)."""
+        for signum, (_, unsaid) in sorted(self.timer_lines.items()):
+            if unsaid:
+                self.timer_lines[signum] = (time.monotonic(), 0)
+                _say_timer(signum, unsaid)
+
+
+def _say_timer(signum: int, unsaid: int) -> None:
+    fields: dict[str, Any] = {
         "signal": signal.Signals(signum).name,
         "cause": "a FAST tool's signal.alarm or signal.setitimer? FAST tools run in the "
-                 "processor's threads, where the process's timers are not theirs"}})
+                 "processor's threads, where the process's timers are not theirs"}
+    if unsaid:
+        fields["since_last_line"] = unsaid  # came and were disarmed, a line a minute at most
+    log.warning("timer signal ignored, its timer disarmed", extra={"fields": fields})

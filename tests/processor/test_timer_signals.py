@@ -48,3 +48,27 @@ def test_a_fast_tools_timer_is_disarmed_and_the_processor_goes_on(
     line = next(e for e in d.events() if e.get("signal") == name)
     assert "disarmed" in line["msg"] and "FAST tool" in line["cause"], line
     assert d.stop(60) == 0, d.logs()
+
+
+def test_a_timer_armed_at_every_job_is_said_once_a_minute_and_counted_at_the_stop(
+        spool_root: Path, daemon: Callable[..., Daemon]) -> None:
+    """A tool that arms its timer at each of its jobs had a warning line for each job, a
+    log of them for a busy tool.  One line a minute at most, for each signal: the later
+    ones are counted, and the stop says the count (``since_last_line``)."""
+    d = daemon()
+
+    def lines() -> list[dict[str, object]]:
+        return [e for e in d.events()
+                if e.get("signal") == "SIGALRM" and e.get("level") == "warning"]
+
+    for n in range(3):
+        drop(spool_root, f"arms-{n}", {"tool": "t_fast_timer", "params": {"timer": "real"}})
+        assert wait_record(spool_root, f"arms-{n}", 30)["state"] == "done"
+        time.sleep(0.3)  # the timer went off within the job (50 ms, then 0.2 s of work)
+        assert d.running(), d.logs()
+    assert len(lines()) == 1 and "since_last_line" not in lines()[0], d.logs()
+    assert d.stop(60) == 0, d.logs()
+    said = lines()
+    assert len(said) == 2 and said[1]["since_last_line"] == 2, said
+    stopped = next(i for i, e in enumerate(d.events()) if e.get("msg") == "stopped")
+    assert d.events().index(said[1]) < stopped, "the count comes before the stop's end"
