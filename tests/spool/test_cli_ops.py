@@ -503,7 +503,6 @@ from datetime import UTC, datetime
 from spool.cli.progress import ProgressBar
 from spool.models import Record
 from spool.states import JobState
-from spool.stdio import EXIT_BROKEN_PIPE
 fd = int(sys.argv[1])
 bar = ProgressBar(os.fdopen(fd, "w"))
 with bar:
