@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from spool.early_stops import STOP_SIGNALS
+
 _ROOT = Path(__file__).resolve().parent.parent
 # Every process a test starts (the CLI, both daemons, the actors) imports this tree's
 # packages, as pytest's own does (``pythonpath`` in pyproject.toml): with the package
@@ -36,7 +38,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_STOP_SIGNALS = STOP_SIGNALS | {signal.SIGQUIT}
+"""The daemons' and the CLI's stop signals, and SIGQUIT, which a background job ignores
+with SIGINT."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
