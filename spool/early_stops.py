@@ -23,6 +23,7 @@ REPORT_SIGNALS = frozenset({signal.SIGUSR1, signal.SIGUSR2})
 """What asks either daemon for a report line and stops nothing (their default action
 ended it)."""
 
+
 class EarlyStops:
     """The handler of ``signals`` until the loop's: the first one received is noted;
     ``ignored`` get a handler that does nothing.
