@@ -259,6 +259,23 @@ def _reason(exc: OSError) -> str:
     return str(exc.strerror)
 
 
+def _require_folder(dest: StrPath) -> None:
+    """After a publish to ``dest`` placed nothing: SpoolIOError when ``dest``'s folder is
+    gone (the rename's ENOENT was read as "something is there", and a client's submit
+    into a spool whose ``pending/`` had been removed said the job was already pending)."""
+    folder = _parent(os.fspath(dest))
+    if not os.path.isdir(folder):
+        raise SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone")
+
+
+def _raise_folder_gone(exc: FileNotFoundError, path: StrPath, dest: StrPath) -> None:
+    """``exc`` from making the staging file ``path``: SpoolIOError when its folder is gone
+    (a bare FileNotFoundError reached the client's caller)."""
+    folder = _parent(os.fspath(path))
+    if not os.path.isdir(folder):
+        raise SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone") from exc
+
+
 def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseException) -> None:
     """Remove the staging file ``tmp`` after writing or placing it failed with ``exc``;
     raise SpoolIOError for an ``exc`` that means the spool is unusable (the caller
@@ -320,6 +337,7 @@ class Mover:
                 raise
             if os.path.lexists(spare):  # dest exists and may not be replaced
                 self._spares.append((spare, inode, len(data)))
+                _require_folder(dest)
                 return False
             # the spare vanished under us: write a fresh file instead
         tag = WRITE_TAG + _name(dest).removesuffix(".json")
@@ -331,6 +349,7 @@ class Mover:
             _remove_on_error(self, tmp, dest, exc)
             raise
         self.unlink(tmp)
+        _require_folder(dest)
         return False
 
     def publish_advisory(self, dest: StrPath, data: bytes) -> None:
@@ -431,8 +450,9 @@ class Mover:
         try:
             try:
                 self._write_tmp(path, data, durable, gid)
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if not self._staging_gone():
+                    _raise_folder_gone(exc, path, dest)
                     raise
                 path = name()
                 self._write_tmp(path, data, durable, gid)

@@ -17,6 +17,7 @@ For :class:`~spool.transitions.Spool`.  Guarantees (DESIGN sections 2 and 9):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -120,8 +121,18 @@ def retry(spool: Spool, job_id: str) -> Record:
             spool.clock.now() else None
         job = record.to_job().model_copy(update={"attempts": 0, "not_before": ahead,
                                                  "id": job_id, "error": record.error})
-        if not spool.mover.publish(spool.layout.job(JobState.PENDING, job_id),
-                                   job_bytes(job), replace=False):
+        dest = spool.layout.job(JobState.PENDING, job_id)
+        try:
+            published = spool.mover.publish(dest, job_bytes(job), replace=False)
+        except SpoolIOError:
+            # Not written (pending/ gone, a full disk): the record goes back, as for a
+            # conflict; left staged, the job was in no folder until a processor's recovery.
+            # (Written, and only the folder's sync failed: it stays staged, as before.)
+            if not os.path.lexists(dest):
+                with contextlib.suppress(OSError, SpoolIOError):
+                    spool.mover.move(staged, src, replace=False)
+            raise
+        if not published:
             spool.mover.move(staged, src, replace=False)
             raise ConflictError(f"job {job_id} is already pending")
         spool.mover.unlink_durable(staged)
