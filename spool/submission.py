@@ -160,6 +160,9 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
         staged = spool.mover.action_staging(f"retry-{job_id}")
         claim = take(spool.mover, src, staged, job_id)
         if claim is None:
+            if not staged.parent.is_dir():  # the move's ENOENT: not another's retry
+                raise SpoolIOError(f"cannot retry {job_id}: the folder {staged.parent} "
+                                   "is gone")
             raise ConflictError(f"job {job_id} is being retried by someone else")
         read, taken = os.fstat(fd), os.fstat(claim.fd)
     finally:

@@ -70,3 +70,12 @@ def test_a_retry_without_pending_says_so_and_keeps_the_record(client: Client) ->
         client.retry("j1")
     assert client.get("j1").state is JobState.FAILED
     assert files(client) == ["failed/j1.json"]
+
+
+def test_a_retry_without_tmp_says_so_not_that_another_retries(client: Client) -> None:
+    client.submit(Job(tool="echo"), "j1")
+    client.cancel("j1")
+    shutil.rmtree(client.layout.root / "tmp")
+    with pytest.raises(SpoolIOError, match="tmp"):
+        client.retry("j1")
+    assert files(client) == ["failed/j1.json"]
