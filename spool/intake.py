@@ -7,9 +7,10 @@ a symlink or opening a FIFO, socket or device:
    .crdownload ~`` are in progress: ignored until renamed;
 2. symlinks, directories, FIFOs, sockets and devices are quarantined by
    rename (their targets are never touched);
-3. a bad name (not ``<id>.json``), a hard link, or a file too large to pass even
-   forgiven what a requeue adds (``Intake.read_limit``) is quarantined without being
-   read; one over
+3. a bad name (not ``<id>.json``), a hard link (once its size and mtime have been
+   unchanged for ``SPOOL_SETTLE_S``: a no-clobber drop links, then unlinks), or a
+   file too large to pass even forgiven what a requeue adds (``Intake.read_limit``)
+   is quarantined without being read; one over
    ``SPOOL_MAX_JOB_BYTES`` is quarantined as too large unless it is a job whose
    fields other than those a requeue adds (``REQUEUE_FIELDS``) fit the limit and
    those fields no more than a requeue writes (``REQUEUE_ADDS_BYTES``): a retry of
@@ -144,6 +145,13 @@ class Intake:
         job_id = id_from_name(name)
         problem = self._unreadable_reason(job_id, st, kind)
         if problem is not None:
+            if st.st_nlink > 1 and kind == "file" and job_id is not None and \
+                    self._settling(name, st):
+                # A no-clobber drop links its staged file in, then unlinks the staged name:
+                # spoolq's own publish where the filesystem has no RENAME_NOREPLACE (NFS,
+                # CIFS, FUSE), a maildir-style writer.  Quarantined in between, the job a
+                # client was told was submitted failed 'hard link', never run.
+                return Inspection(Verdict.WAITING)
             return self._quarantine(name, st, kind, problem)
         assert job_id is not None
         return self._read_and_judge(name, job_id, path, st)
@@ -207,18 +215,21 @@ class Intake:
         if len(data) > self.max_job_bytes:  # no job, even once it is whole
             self._unsettled.pop(name, None)
             return self._quarantine(name, st, "file", self._too_large(len(data)))
+        if self._settling(name, st):
+            return Inspection(Verdict.WAITING)
+        self._unsettled.pop(name, None)
+        return self._quarantine(name, st, "file", malformed_reason(data, exc))
+
+    def _settling(self, name: str, st: os.stat_result) -> bool:
+        """Whether ``name`` (seen as ``st``) has yet to stay unchanged, its size and mtime,
+        for ``settle_s`` as seen here; a change starts the wait again."""
         key = (st.st_size, st.st_mtime_ns)
         now = self.clock.monotonic()
         seen = self._unsettled.get(name)
         if seen is None or seen[:2] != key:
             self._unsettled[name] = (*key, now)
-            if self.settle_s > 0:
-                return Inspection(Verdict.WAITING)
-            seen = self._unsettled[name]
-        if now - seen[2] < self.settle_s:
-            return Inspection(Verdict.WAITING)
-        self._unsettled.pop(name, None)
-        return self._quarantine(name, st, "file", malformed_reason(data, exc))
+            return self.settle_s > 0
+        return now - seen[2] < self.settle_s
 
     def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
                     data: bytes) -> Inspection:

@@ -219,13 +219,36 @@ def test_symlink_to_dir_or_nothing(spool: Spool, intake: Intake, outside: Path,
         assert (target / "inside.json").read_bytes() == VALID
 
 
-def test_hard_link_quarantined(spool: Spool, intake: Intake, outside: Path) -> None:
+def test_hard_link_quarantined(spool: Spool, intake: Intake, outside: Path,
+                               clock: FakeClock) -> None:
+    """Once it has stayed a hard link for the settle time (see the next test)."""
     path = drop_raw(spool.layout, "hl.json", VALID)
     other = outside / "other-name"
     os.link(path, other)
+    assert intake.inspect("hl.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S)
     job_id = quarantined_file(spool, intake.inspect("hl.json"), "hl.json", "hard link", VALID)
     assert os.stat(other).st_ino == os.stat(spool.layout.original(job_id)).st_ino
     assert other.read_bytes() == VALID
+
+
+def test_a_drop_linked_in_then_unlinked_from_tmp_is_a_job(spool: Spool, intake: Intake,
+                                                         clock: FakeClock) -> None:
+    """A no-clobber drop: link the staged file to ``pending/<id>.json``, then unlink the
+    staged name (a maildir-style writer; spoolq's own publish where the filesystem has
+    no RENAME_NOREPLACE).  Seen between the two, it was quarantined as a hard link at
+    once: a job its client was told was submitted failed 'hard link', never run."""
+    staged = spool.layout.tmp / "staged"
+    staged.write_bytes(VALID)
+    os.link(staged, spool.layout.job(P, "nc"))
+    assert intake.inspect("nc.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)
+    assert intake.inspect("nc.json").verdict is Verdict.WAITING
+    staged.unlink()
+    insp = intake.inspect("nc.json")
+    assert insp.verdict is Verdict.READY and insp.candidate is not None
+    assert insp.candidate.job.tool == "echo"
+    assert locate(spool.layout, "nc") == [P]
 
 
 def test_a_second_link_made_by_a_claim_in_progress_is_not_quarantined(
