@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 CANCEL_WAIT_S = 5.0
 _POLL_MIN_S = 0.005
 _POLL_MAX_S = 0.1
+MOVE_WAIT_S = 1.0
+"""How long :meth:`Client.get` and :meth:`Client.peek` look again for a job a cancel, retry
+or quarantine holds between folders (such a move takes milliseconds)."""
 GONE_AFTER_S = 5.0
 """A job seen by :meth:`Client.wait` and then in no folder for this long is gone (its
 file removed by hand): moves through ``tmp/`` (a cancel, a retry) take far less."""
@@ -214,46 +217,18 @@ class Client:
 
     def _find_moved(self, job_id: str, get: Callable[[str], Record], give_up: float
                     ) -> Record:
-        """``get(job_id)``, looking again (until ``give_up``, on the monotonic clock) while
-        a cancel, retry or quarantine holds the job outside the state folders, and once
-        more after (a move may have ended just now); NotFoundError as ``get`` raises it."""
-        looked_again = False
-        while True:
-            try:
-                return get(job_id)
-            except NotFoundError:
-                if self._moving(job_id) and time.monotonic() < give_up:
-                    looked_again = False
-                    time.sleep(_POLL_MIN_S)
-                elif looked_again:
-                    raise
-                else:
-                    looked_again = True  # once more: a move may have ended just now
-
-    def _moving(self, job_id: str) -> bool:
-        """A cancel, retry or quarantine holds ``job_id``'s file where moves stage
-        (``stage/``, else ``tmp/``), in no state folder for the moment; True too when
-        this user may not look (``stage/`` is the spool user's)."""
-        tags = {f"{action}-{job_id}" for action in ("retry", "cancel", "quarantine")}
-        for folder in (self.layout.stage, self.layout.tmp):
-            try:
-                with os.scandir(folder) as entries:
-                    if any((parse_staging(entry.name) or ("",))[0] in tags
-                           for entry in entries):
-                        return True
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return True
-        return False
+        """:func:`find_moved` in this client's spool."""
+        return find_moved(self.layout, job_id, get, give_up)
 
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over
         ``PARSE_MAX_BYTES`` from its head, without ``result`` (read whole, a 600 MiB one
-        took 1.9 GB to say it was done).  NotFoundError when no folder has it."""
+        took 1.9 GB to say it was done).  NotFoundError when no folder has it (looked for
+        again while a move holds it, as :meth:`get`)."""
         from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see the module's docstring
 
-        return BoundedReader(self.layout).get(job_id)
+        return self._find_moved(job_id, BoundedReader(self.layout).get,
+                                time.monotonic() + MOVE_WAIT_S)
 
     def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
               dry_run: bool = False) -> PurgeReport:
@@ -266,7 +241,11 @@ class Client:
     # -- reads ----------------------------------------------------------------------
 
     def get(self, job_id: str) -> Record:
-        return self.reader.get(job_id)
+        """The record of ``job_id`` as it stands.  NotFoundError when no folder has it; a
+        job a cancel, retry or quarantine holds between folders meanwhile is looked for
+        again (up to :data:`MOVE_WAIT_S`): it was "no job" for that moment, and a caller
+        that took it at its word submitted the job again."""
+        return self._find_moved(job_id, self.reader.get, time.monotonic() + MOVE_WAIT_S)
 
     def list(self, *, state: JobState | None = None, tool: str | None = None,
              limit: int = 50, cursor: str | None = None) -> Page:
@@ -342,6 +321,43 @@ class Client:
         ran out.  NotFoundError as :meth:`wait` raises it, for the first such id."""
         return {job_id: self.wait(job_id, left)
                 for job_id, left in one_timeout(dict.fromkeys(job_ids), timeout)}
+
+
+def find_moved(layout: Layout, job_id: str, get: Callable[[str], Record], give_up: float
+               ) -> Record:
+    """``get(job_id)``, looking again (until ``give_up``, on the monotonic clock) while
+    a cancel, retry or quarantine holds the job outside the state folders, and once
+    more after (a move may have ended just now); NotFoundError as ``get`` raises it."""
+    looked_again = False
+    while True:
+        try:
+            return get(job_id)
+        except NotFoundError:
+            if moving(layout, job_id) and time.monotonic() < give_up:
+                looked_again = False
+                time.sleep(_POLL_MIN_S)
+            elif looked_again:
+                raise
+            else:
+                looked_again = True  # once more: a move may have ended just now
+
+
+def moving(layout: Layout, job_id: str) -> bool:
+    """A cancel, retry or quarantine holds ``job_id``'s file where moves stage
+    (``stage/``, else ``tmp/``), in no state folder for the moment; True too when
+    this user may not look (``stage/`` is the spool user's)."""
+    tags = {f"{action}-{job_id}" for action in ("retry", "cancel", "quarantine")}
+    for folder in (layout.stage, layout.tmp):
+        try:
+            with os.scandir(folder) as entries:
+                if any((parse_staging(entry.name) or ("",))[0] in tags
+                       for entry in entries):
+                    return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True
+    return False
 
 
 def one_timeout(job_ids: Iterable[str], timeout: float | None

@@ -15,6 +15,7 @@ with ``--json`` writes its file to stdout as stored, a chunk at a time
 from __future__ import annotations
 
 import argparse
+import time
 from typing import TYPE_CHECKING
 
 from spool.cli import parse
@@ -31,7 +32,7 @@ from spool.cli.command import (
     reader_of,
 )
 from spool.cli.render import show_record, unreadable_note
-from spool.client import CANCEL_WAIT_S
+from spool.client import CANCEL_WAIT_S, MOVE_WAIT_S, find_moved
 from spool.errors import ErrorType, NotFoundError, SpoolError, SpoolIOError
 from spool.states import TERMINAL, JobState
 
@@ -64,7 +65,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
                          "Permissions in docs/operations.md)")
     reader = UserReader(layout, seen)
     try:
-        record = reader.get(args.id)
+        # A cancel or retry holding the job between folders: looked for again, not "no job".
+        record = find_moved(layout, args.id, reader.get, time.monotonic() + MOVE_WAIT_S)
     except NotFoundError:
         if args.id in reader.unread:
             state = reader.unread[args.id].value
