@@ -12,10 +12,11 @@ models, are imported where a :class:`Client` is made or purges.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from spool.clock import Clock, SystemClock
 from spool.errors import ConflictError, InvalidId, NotFoundError, SpoolIOError
@@ -48,8 +49,29 @@ _CANCEL_LOOKS = 3
 """How many times :meth:`Client.cancel` reads a running job's state again when its file
 in ``running/`` changed meanwhile (a run ended, the next claimed), to name the run."""
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _denied_is_spool_trouble(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``method`` with a PermissionError (a folder this user may not read or write: a
+    member of the submit group only, which every reading call met in ``running/`` or
+    ``done/``) raised as the SpoolIOError the exception tree says it is; it got out bare,
+    past callers that catch SpoolError."""
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except PermissionError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise SpoolIOError(f"{exc.strerror}{where}: this user may not use that part of "
+                               "the spool (Permissions in docs/operations.md)") from exc
+    return call
+
+
 class Client:
-    """Submit and manage jobs of one spool (no daemon needed)."""
+    """Submit and manage jobs of one spool (no daemon needed).  Every call raises what
+    :mod:`spool.errors` draws: a folder this user may not use is a SpoolIOError."""
 
     def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None, *,
                  max_job_bytes: int | None = None) -> None:
@@ -72,6 +94,7 @@ class Client:
 
     # -- writes ---------------------------------------------------------------------
 
+    @_denied_is_spool_trouble
     def submit(self, job: Job, job_id: str | None = None) -> str:
         """Drop ``job`` into ``pending/``; returns its id.  ConflictError if pending,
         InvalidJob if over ``max_job_bytes``."""
@@ -98,6 +121,7 @@ class Client:
         with contextlib.suppress(SpoolIOError):
             self.spool.mover.flush()
 
+    @_denied_is_spool_trouble
     def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:
         """Cancel a pending job at once, or ask the processor to kill a running one.
 
@@ -193,6 +217,7 @@ class Client:
         self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
                                 "cancel request", durable=False)
 
+    @_denied_is_spool_trouble
     def retry(self, job_id: str) -> Record:
         """Move a failed job back to ``pending/`` (attempts reset to 0); the record as it
         now stands.  ConflictError when the job is in another state (only failed jobs
@@ -220,6 +245,7 @@ class Client:
         """:func:`find_moved` in this client's spool."""
         return find_moved(self.layout, job_id, get, give_up)
 
+    @_denied_is_spool_trouble
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over
         ``PARSE_MAX_BYTES`` from its head, without ``result`` (read whole, a 600 MiB one
@@ -230,6 +256,7 @@ class Client:
         return self._find_moved(job_id, BoundedReader(self.layout).get,
                                 time.monotonic() + MOVE_WAIT_S)
 
+    @_denied_is_spool_trouble
     def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
               dry_run: bool = False) -> PurgeReport:
         """Remove terminal records (and quarantined originals) finished before the
@@ -240,6 +267,7 @@ class Client:
 
     # -- reads ----------------------------------------------------------------------
 
+    @_denied_is_spool_trouble
     def get(self, job_id: str) -> Record:
         """The record of ``job_id`` as it stands.  NotFoundError when no folder has it; a
         job a cancel, retry or quarantine holds between folders meanwhile is looked for
@@ -247,6 +275,7 @@ class Client:
         that took it at its word submitted the job again."""
         return self._find_moved(job_id, self.reader.get, time.monotonic() + MOVE_WAIT_S)
 
+    @_denied_is_spool_trouble
     def list(self, *, state: JobState | None = None, tool: str | None = None,
              limit: int = 50, cursor: str | None = None) -> Page:
         """A page of records, newest ``submitted_at`` first, as ``spoolq ls`` and statusd
@@ -255,11 +284,13 @@ class Client:
         bad cursor or a ``limit`` outside 1..:data:`~spool.cursor.MAX_PAGE`."""
         return self.reader.page(state=state, tool=tool, limit=limit, cursor=cursor)
 
+    @_denied_is_spool_trouble
     def stats(self) -> dict[str, Any]:
         """Counts per state, oldest pending age, processor liveness, workers: the document
         of ``spoolq stats --json`` and ``GET /api/v1/stats``."""
         return self.reader.stats()
 
+    @_denied_is_spool_trouble
     def wait(self, job_id: str, timeout: float | None = None,
              on_update: Callable[[Record], None] | None = None, *,
              gone_after_s: float = GONE_AFTER_S,
@@ -314,6 +345,7 @@ class Client:
             time.sleep(min(delay, deadline - now) if deadline else delay)
             delay = min(delay * 2, _POLL_MAX_S)
 
+    @_denied_is_spool_trouble
     def wait_all(self, job_ids: Iterable[str], timeout: float | None = None
                  ) -> dict[str, Record]:
         """:meth:`wait` for every job of ``job_ids`` within one ``timeout`` (not one each):
