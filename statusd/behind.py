@@ -56,11 +56,15 @@ class RecordsBehind:
         return [job_id for job_id in job_ids
                 if (item := self.index.get(job_id)) is not None and item.state in ACTIVE]
 
-    def rescanned(self, behind: dict[str, Stamp]) -> list[str]:
+    def changed(self, behind: dict[str, Stamp]) -> list[str]:
         """The ids whose record behind their drop is new since the last scan (``behind``:
         this scan's, :func:`statusd.scan.scan_spool`)."""
-        changed = [job_id for job_id, stamp in behind.items()
-                   if self._stamps.get(job_id) != stamp]
+        return [job_id for job_id, stamp in behind.items()
+                if self._stamps.get(job_id) != stamp]
+
+    def rescanned(self, behind: dict[str, Stamp]) -> list[str]:
+        """:meth:`changed`, and ``behind`` kept as the last scan's."""
+        changed = self.changed(behind)
         self._stamps = behind
         return changed
 

@@ -450,6 +450,15 @@ class Tracker:
         # that failed the refresh of every id this rescan found changed.
         changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
                    if job_id not in unreadable]
+        # An id with a record new behind its drop is re-read too, so that the index says
+        # whether it is still active before that record is counted as a run behind it:
+        # the folders are listed one after another, and a job listed in pending/ that
+        # ran and finished before done/ was listed looked like one (its drop and its
+        # record both seen, the index still saying pending), counted so and again as
+        # the transition it was once the index caught up.
+        listed = set(changed)
+        changed += [job_id for job_id in self._behind.changed(behind)
+                    if job_id not in unreadable and job_id not in listed]
         try:
             if changed:
                 await self.refresh(changed, unreadable)  # and those it cannot read

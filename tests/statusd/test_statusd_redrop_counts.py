@@ -9,8 +9,10 @@ counted no transition for it, and an integration that re-drops a fixed id
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +21,11 @@ from statusdkit import ServerThread, claim, finish, request, settings_for, submi
 from spool.errors import ErrorType
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd import scan
+from statusd.hub import Hub
+from statusd.index import Index
+from statusd.metrics import Metrics
+from statusd.tracker import Tracker
 
 FAILED_ECHO = ("spoolq_transitions_total", (("outcome", "failed"), ("tool", "echo")))
 DONE_ECHO = ("spoolq_transitions_total", (("outcome", "done"), ("tool", "echo")))
@@ -96,3 +103,48 @@ def test_a_run_behind_a_new_drop_is_counted_at_its_hint_not_at_a_rescan(
              what="the new drop seen")
     finish(spool, first, error=(ErrorType.TIMEOUT, "too slow"), duration_s=3.0)
     wait_for(lambda: _samples(hints_only).get(FAILED_ECHO) == 1, what="the run counted")
+
+
+def _done_echo(metrics: Metrics) -> float:
+    for family in metrics.transitions.collect():
+        for sample in family.samples:
+            if sample.name == "spoolq_transitions_total" and sample.labels == {
+                    "tool": "echo", "outcome": "done"}:
+                return sample.value
+    return 0.0
+
+
+def test_a_job_that_ends_during_a_rescan_is_counted_once(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rescan lists the folders one after another: a job listed in ``pending/`` that
+    ran and finished before ``done/`` was listed looked like a run ended behind a new
+    drop of its id (its drop and its record both seen), and was counted so, then once
+    more as the transition it was when the index caught up.  With thousands of jobs
+    moving, ``spoolq_transitions_total`` ran about 1% over the records written (5,057
+    for 5,000 echo jobs), and a rate of failures with it."""
+    submit(spool, "quick")
+    metrics = Metrics(dict)
+    tracker = Tracker(spool.layout, Index(), Hub(), metrics, scan_s=3600.0)
+    real_list = scan._list
+    running_folder = spool.layout.folder(JobState.RUNNING)
+
+    def torn(folder: Any, failed: Any = None) -> Any:
+        if folder == running_folder and spool.layout.job(JobState.PENDING, "quick").exists():
+            finish(spool, claim(spool, "quick"))  # between the listings of pending/ and done/
+        return real_list(folder, failed)
+
+    async def scenario() -> None:
+        await tracker.start()  # no run(): hints wait, as behind a busy loop
+        try:
+            assert tracker.index.get("quick").state is JobState.PENDING  # type: ignore[union-attr]
+            monkeypatch.setattr(scan, "_list", torn)
+            await tracker.rescan()  # torn: the drop listed, then its record
+            monkeypatch.setattr(scan, "_list", real_list)
+            await tracker.rescan()  # the job as it is: done
+            await tracker.refresh(["quick"])  # and the hints that came meanwhile
+        finally:
+            tracker.stop()
+
+    asyncio.run(scenario())
+    assert tracker.index.get("quick").state is JobState.DONE  # type: ignore[union-attr]
+    assert _done_echo(metrics) == 1
