@@ -210,14 +210,17 @@ class SpoolReader:
 
     # -- many records -------------------------------------------------------------
 
-    def current_stamps(self) -> dict[str, Stamp]:
+    def current_stamps(self, state: JobState | None = None) -> dict[str, Stamp]:
         """One stamp per id, of the file that tells its state (as :func:`newest` picks it):
-        one pass over each folder, entries built only for an id found in two folders."""
+        one pass over each folder, entries built only for an id found in two folders.
+        ``state``: only the ids whose file of that state tells theirs (:meth:`_stamps_in`)."""
+        if state is not None:
+            return self._stamps_in(state)
         chosen: dict[str, Stamp] = {}
         clashes: dict[str, list[Entry]] = {}
-        for state in self.states:
-            for job_id, _, mtime_ns, ctime_ns in scan_ids(self.layout.folder(state)):
-                stamp = Stamp(state, mtime_ns, ctime_ns)
+        for folder_state in self.states:
+            for job_id, _, mtime_ns, ctime_ns in scan_ids(self.layout.folder(folder_state)):
+                stamp = Stamp(folder_state, mtime_ns, ctime_ns)
                 first = chosen.setdefault(job_id, stamp)
                 if first is not stamp:  # rare: a re-drop, a completion cut short
                     group = clashes.setdefault(job_id, [self.entry(job_id, first)])
@@ -225,6 +228,31 @@ class SpoolReader:
         for job_id, group in clashes.items():
             best = newest(group)
             if best is not None:
+                chosen[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns)
+        return chosen
+
+    def _stamps_in(self, state: JobState) -> dict[str, Stamp]:
+        """:meth:`current_stamps` of the ids whose ``state`` file tells their state.
+
+        Only that folder's entries are stat'ed: the others are listed by name, and an id
+        found there too is looked up whole (:meth:`entries_of`, :func:`newest`).  A file
+        in ``pending/`` always wins, so ``pending/`` alone needs no other folder.  (With
+        100,000 records, ``spoolq ls --state failed`` stat'ed every one of them.)
+        """
+        if state not in self.states:
+            return {}
+        names: set[str] = set()
+        if state is not JobState.PENDING:
+            for other in self.states:
+                if other is not state:
+                    names.update(_names(self.layout.folder(other)))
+        chosen: dict[str, Stamp] = {}
+        for job_id, path, mtime_ns, ctime_ns in scan_ids(self.layout.folder(state)):
+            if os.path.basename(path) not in names:
+                chosen[job_id] = Stamp(state, mtime_ns, ctime_ns)
+                continue
+            best = newest(self.entries_of(job_id))  # rare: a re-drop, a completion cut short
+            if best is not None and best.state is state:
                 chosen[job_id] = Stamp(best.state, best.mtime_ns, best.ctime_ns)
         return chosen
 
@@ -245,9 +273,7 @@ class SpoolReader:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         after = decode_cursor(cursor) if cursor else None
         candidates = []
-        for job_id, stamp in self.current_stamps().items():
-            if state is not None and stamp.state is not state:
-                continue
+        for job_id, stamp in self.current_stamps(state).items():
             bounds = self._key_bounds(job_id, stamp, tool)
             if bounds is not None and (after is None or bounds.least < after):
                 candidates.append((bounds, job_id, stamp))
@@ -341,3 +367,11 @@ class SpoolReader:
         """DESIGN section 9's stats shape, from one scan of the folders
         (:func:`spool.stats.stats`)."""
         return stats.stats(self, now, partial=partial)
+
+
+def _names(folder: str | os.PathLike[str]) -> list[str]:
+    """The names in ``folder``, none when it is missing."""
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
