@@ -268,18 +268,60 @@ class SpoolReader:
         Every file that may be listed is read for the least and greatest sort key its
         record can have (:meth:`_key_bounds`); then, greatest first, files are read as
         records until the page is full and no file left can sort before its last row.
+        A file whose greatest key is below the least keys of ``limit + 1`` others is
+        dropped as soon as it is read (:meth:`_candidates`): held whole, 120,000 records
+        took 190 MB.  Should those others not give a full page after all (moved, gone,
+        changed since), the page is made again from every file.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         after = decode_cursor(cursor) if cursor else None
+        candidates, dropped = self._candidates(state, tool, after, limit)
+        top, trouble = self._rows(candidates, state, tool, after, limit)
+        if dropped is not None and (len(top) <= limit or dropped >= top[0][0]):
+            candidates, _ = self._candidates(state, tool, after, None)
+            top, trouble = self._rows(candidates, state, tool, after, limit)
+        rows = [record for _, _, record in sorted(top, reverse=True)]
+        page = rows[:limit]
+        if len(rows) <= limit:
+            return Page(page, None, tuple(error for _, error in trouble))
+        # Only the errors of this page's range: one of a record a later page lists had
+        # ``ls`` exit 1 and name it under a page whose every row was read.
+        last = sort_key(page[-1])
+        return Page(page, encode_cursor(last),
+                    tuple(error for key, error in trouble if key >= last))
+
+    def _candidates(self, state: JobState | None, tool: str | None,
+                    after: tuple[int, str] | None, limit: int | None
+                    ) -> tuple[list[tuple[KeyBounds, str, Stamp]], tuple[float, str] | None]:
+        """The files that may be on the page, greatest key first, and the greatest key of
+        those dropped (None if none was).  ``limit``: drop a file whose greatest key is
+        below the least keys of ``limit + 1`` files kept; None keeps every file."""
         candidates = []
+        floor: list[tuple[float, str]] = []  # a heap: the limit + 1 greatest least keys
+        dropped: tuple[float, str] | None = None
         for job_id, stamp in self.current_stamps(state).items():
             bounds = self._key_bounds(job_id, stamp, tool)
-            if bounds is not None and (after is None or bounds.least < after):
-                candidates.append((bounds, job_id, stamp))
+            if bounds is None or (after is not None and bounds.least >= after):
+                continue
+            if limit is not None and len(floor) > limit and bounds.greatest < floor[0]:
+                dropped = bounds.greatest if dropped is None else max(dropped, bounds.greatest)
+                continue
+            candidates.append((bounds, job_id, stamp))
+            if limit is not None:
+                (heapq.heappush if len(floor) <= limit else heapq.heappushpop)(
+                    floor, bounds.least)
         candidates.sort(key=lambda c: c[0].greatest, reverse=True)
-        top: list[tuple[tuple[int, str], int, Record]] = []  # a heap, least first
-        trouble: list[tuple[tuple[int, str], str]] = []  # (sort key, error) of each
+        return candidates, dropped
+
+    def _rows(self, candidates: list[tuple[KeyBounds, str, Stamp]], state: JobState | None,
+              tool: str | None, after: tuple[int, str] | None, limit: int
+              ) -> tuple[list[tuple[tuple[int, str], int, Record]],
+                         list[tuple[tuple[int, str], str]]]:
+        """The ``limit + 1`` greatest rows of ``candidates`` (a heap, least first), and the
+        (sort key, error) of each file the disk failed to read."""
+        top: list[tuple[tuple[int, str], int, Record]] = []
+        trouble: list[tuple[tuple[int, str], str]] = []
         for n, (bounds, job_id, stamp) in enumerate(candidates):
             if len(top) > limit and bounds.greatest < top[0][0]:
                 break  # no file left can be on this page
@@ -299,15 +341,7 @@ class SpoolReader:
             if record is not None:
                 row = (sort_key(record), n, record)
                 (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
-        rows = [record for _, _, record in sorted(top, reverse=True)]
-        page = rows[:limit]
-        if len(rows) <= limit:
-            return Page(page, None, tuple(error for _, error in trouble))
-        # Only the errors of this page's range: one of a record a later page lists had
-        # ``ls`` exit 1 and name it under a page whose every row was read.
-        last = sort_key(page[-1])
-        return Page(page, encode_cursor(last),
-                    tuple(error for key, error in trouble if key >= last))
+        return top, trouble
 
     def _listed(self, entry: Entry, data: bytes | None, state: JobState | None,
                 tool: str | None, after: tuple[int, str] | None) -> Record | None:

@@ -263,6 +263,46 @@ def seed(spool: Spool, count: int, tools: tuple[str, ...] = ("echo",)) -> list[s
     return ids
 
 
+def test_a_page_whose_newest_files_go_while_it_is_read_is_still_whole(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page keeps only the files that can still be on it once ``limit + 1`` others
+    sort after them; should those others be gone by the time they are read as records
+    (large files are read again, not kept), the page is made again from every file:
+    never a short page, nor a last page that ends the listing early."""
+    ids = seed(spool, 12)
+    big = ids[-3:]  # the three newest: over what a page keeps of a file
+    for job_id in big:
+        path = spool.layout.job(P, job_id)
+        fields = orjson.loads(path.read_bytes())
+        path.write_bytes(orjson.dumps({**fields, "params": {"pad": "x" * 70_000}}))
+    for n, job_id in enumerate(ids):  # file times of the submissions: narrow key bounds
+        stamp = (T0 + timedelta(seconds=n)).timestamp()
+        os.utime(spool.layout.job(P, job_id), (stamp, stamp))
+    reader = SpoolReader(spool.layout)
+    stamps = reader.current_stamps
+    # The newest files first, so that the three are what every other file is dropped for.
+    monkeypatch.setattr(reader, "current_stamps", lambda state=None: dict(
+        sorted(stamps(state).items(), reverse=True)))
+    gone = {os.fspath(spool.layout.job(P, job_id)) for job_id in big}
+
+    def read_then_remove(path: str | os.PathLike[str], limit: int | None = None, *,
+                         strict: bool = False) -> bytes | None:
+        data = read_regular(path, limit, strict=strict)
+        if os.fspath(path) in gone:  # read for its key, then gone (purged, say)
+            gone.discard(os.fspath(path))
+            os.unlink(path)
+        return data
+
+    monkeypatch.setattr("spool.reader.read_regular", read_then_remove)
+    page = reader.page(limit=2)
+    assert [r.id for r in page.records] == ids[-4:-6:-1]
+    seen, cursor = [r.id for r in page.records], page.next_cursor
+    while cursor is not None:
+        page = reader.page(limit=2, cursor=cursor)
+        seen, cursor = seen + [r.id for r in page.records], page.next_cursor
+    assert seen == ids[-4::-1]
+
+
 def test_page_newest_first(spool: Spool) -> None:
     ids = seed(spool, 12)
     page = SpoolReader(spool.layout).page(limit=5)
