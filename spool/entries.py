@@ -111,7 +111,9 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None, *,
     def whole(fd: int, st: os.stat_result) -> bytes | None:
         if limit is not None and st.st_size > limit:
             return None
-        data = read_fd(fd, limit)
+        # With the size, one read of size + 1 bytes: without it, two reads of 64 KiB,
+        # the first cut down to the file, which fragmented the heap when many were kept.
+        data = read_fd(fd, limit, st.st_size)
         return None if limit is not None and len(data) > limit else data
 
     return read_opened(path, whole, strict=strict, absent=absent)
