@@ -19,6 +19,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 from spoolkit import FakeClock, make_spool
 
+from spool.client import Client
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
@@ -57,6 +58,15 @@ def clock() -> FakeClock:
 def spool(tmp_path: Path, clock: FakeClock) -> Spool:
     """A spool under ``tmp_path/spool`` with SPOOL_FSYNC=never and the fake clock."""
     return make_spool(tmp_path / "spool", clock=clock)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Client:
+    """A client of a new spool under ``tmp_path/spool`` with SPOOL_FSYNC=never."""
+    layout = Layout(tmp_path / "spool")
+    mover = Mover(layout, FsyncMode.NEVER)
+    mover.make_folders()
+    return Client(layout, mover)
 
 
 def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:

@@ -23,19 +23,8 @@ from spoolkit import stop_processor
 
 from spool.client import Client
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
-from spool.fsops import Mover
-from spool.layout import Layout
 from spool.models import ErrorInfo, Job, Record
-from spool.settings import FsyncMode
 from spool.states import JobState
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Client:
-    layout = Layout(tmp_path / "spool")
-    mover = Mover(layout, FsyncMode.NEVER)
-    mover.make_folders()
-    return Client(layout, mover)
 
 
 @pytest.fixture

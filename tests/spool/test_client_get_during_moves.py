@@ -16,27 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from spool.client import Client
 from spool.errors import SpoolError
 from spool.fsops import Mover
-from spool.layout import Layout
 from spool.models import Job
 from spool.settings import FsyncMode
 from spool.states import JobState
 
 LATER = "2099-01-01T00:00:00Z"  # never due: no processor needed, none runs it
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Client:
-    layout = Layout(tmp_path / "spool")
-    mover = Mover(layout, FsyncMode.NEVER)
-    mover.make_folders()
-    return Client(layout, mover)
 
 
 def flipping(client: Client, job_id: str, seconds: float) -> threading.Thread:
