@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-from spoolkit import FakeClock, make_spool
+from spoolkit import FakeClock, make_client, make_spool
 
 from spool.client import Client
 from spool.fsops import Mover
@@ -63,10 +63,7 @@ def spool(tmp_path: Path, clock: FakeClock) -> Spool:
 @pytest.fixture
 def client(tmp_path: Path) -> Client:
     """A client of a new spool under ``tmp_path/spool`` with SPOOL_FSYNC=never."""
-    layout = Layout(tmp_path / "spool")
-    mover = Mover(layout, FsyncMode.NEVER)
-    mover.make_folders()
-    return Client(layout, mover)
+    return make_client(tmp_path / "spool")
 
 
 def _new_children(me: psutil.Process, earlier: set[int]) -> list[psutil.Process]:

@@ -32,6 +32,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from spool.claim import Claim
+from spool.client import Client
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.jobfile import record_from_job
@@ -75,6 +76,14 @@ def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
     mover = Mover(layout, mode, recycle=recycle)
     mover.make_folders()
     return Spool(layout, mover, clock, follow=follow)
+
+
+def make_client(root: Path, mode: FsyncMode = FsyncMode.NEVER) -> Client:
+    """A client of a fresh, initialised spool at ``root``."""
+    layout = Layout(root)
+    mover = Mover(layout, mode)
+    mover.make_folders()
+    return Client(layout, mover)
 
 
 def start_processor(root: Path, env: dict[str, str], log: Path, **extra: str

@@ -14,11 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from spoolkit import make_client
 
 from spool.client import Client
 from spool.errors import ConflictError, SpoolIOError
-from spool.fsops import Mover
-from spool.layout import Layout
 from spool.models import Job
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -26,10 +25,7 @@ from spool.states import JobState
 
 @pytest.fixture
 def client(tmp_path: Path) -> Client:
-    layout = Layout(tmp_path / "spool")
-    mover = Mover(layout, FsyncMode.ALWAYS)
-    mover.make_folders()
-    return Client(layout, mover)
+    return make_client(tmp_path / "spool", FsyncMode.ALWAYS)
 
 
 def files(client: Client) -> list[str]:
