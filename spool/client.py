@@ -227,8 +227,9 @@ class Client:
                 record = self.spool.retry(job_id)
             except NotFoundError:
                 # NotFoundError: no such job.  Another client's retry between failed/
-                # and pending/ was "no job", a 404 from statusd: looked for while moved.
-                state = self._find_moved(job_id, self.peek, time.monotonic() + 1.0).state
+                # and pending/ was "no job", a 404 from statusd: peek looks for it while
+                # it is moved.
+                state = self.peek(job_id).state
                 if state is not JobState.FAILED:
                     raise ConflictError(f"job {job_id} is {state.value}; only failed jobs "
                                         "can be retried") from None
@@ -240,11 +241,6 @@ class Client:
         raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
                             "meanwhile); look again")
 
-    def _find_moved(self, job_id: str, get: Callable[[str], Record], give_up: float
-                    ) -> Record:
-        """:func:`find_moved` in this client's spool."""
-        return find_moved(self.layout, job_id, get, give_up)
-
     @_denied_is_spool_trouble
     def peek(self, job_id: str) -> Record:
         """The record of ``job_id`` read for its state: a terminal one over
@@ -253,8 +249,8 @@ class Client:
         again while a move holds it, as :meth:`get`)."""
         from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see the module's docstring
 
-        return self._find_moved(job_id, BoundedReader(self.layout).get,
-                                time.monotonic() + MOVE_WAIT_S)
+        return find_moved(self.layout, job_id, BoundedReader(self.layout).get,
+                          time.monotonic() + MOVE_WAIT_S)
 
     @_denied_is_spool_trouble
     def purge(self, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
@@ -273,7 +269,8 @@ class Client:
         job a cancel, retry or quarantine holds between folders meanwhile is looked for
         again (up to :data:`MOVE_WAIT_S`): it was "no job" for that moment, and a caller
         that took it at its word submitted the job again."""
-        return self._find_moved(job_id, self.reader.get, time.monotonic() + MOVE_WAIT_S)
+        return find_moved(self.layout, job_id, self.reader.get,
+                          time.monotonic() + MOVE_WAIT_S)
 
     @_denied_is_spool_trouble
     def list(self, *, state: JobState | None = None, tool: str | None = None,
@@ -338,7 +335,7 @@ class Client:
                 # Not seen yet: caught between folders (a retry or cancel stages it
                 # outside them), it has its first second to appear in, past a shorter
                 # timeout too; else it is unknown.
-                record = self._find_moved(job_id, self.reader.get, appear_by)
+                record = find_moved(self.layout, job_id, self.reader.get, appear_by)
                 if on_update is not None:
                     on_update(record)
                 return record
