@@ -259,21 +259,17 @@ def _reason(exc: OSError) -> str:
     return str(exc.strerror)
 
 
-def _require_folder(dest: StrPath) -> None:
-    """After a publish to ``dest`` placed nothing: SpoolIOError when ``dest``'s folder is
-    gone (the rename's ENOENT was read as "something is there", and a client's submit
-    into a spool whose ``pending/`` had been removed said the job was already pending)."""
-    folder = _parent(os.fspath(dest))
-    if not os.path.isdir(folder):
-        raise SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone")
-
-
-def _raise_folder_gone(exc: FileNotFoundError, path: StrPath, dest: StrPath) -> None:
-    """``exc`` from making the staging file ``path``: SpoolIOError when its folder is gone
-    (a bare FileNotFoundError reached the client's caller)."""
+def _folder_gone(path: StrPath, dest: StrPath) -> SpoolIOError | None:
+    """The SpoolIOError to raise when the folder of ``path`` is gone, for a publish to
+    ``dest``; None while it is there.  ``path`` is ``dest`` after a publish that placed
+    nothing (the rename's ENOENT was read as "something is there", and a client's submit
+    into a spool whose ``pending/`` had been removed said the job was already pending),
+    or the staging file a publish could not make (a bare FileNotFoundError reached the
+    client's caller)."""
     folder = _parent(os.fspath(path))
-    if not os.path.isdir(folder):
-        raise SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone") from exc
+    if os.path.isdir(folder):
+        return None
+    return SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone")
 
 
 def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseException) -> None:
@@ -337,7 +333,8 @@ class Mover:
                 raise
             if os.path.lexists(spare):  # dest exists and may not be replaced
                 self._spares.append((spare, inode, len(data)))
-                _require_folder(dest)
+                if (gone := _folder_gone(dest, dest)) is not None:
+                    raise gone
                 return False
             # the spare vanished under us: write a fresh file instead
         tag = WRITE_TAG + _name(dest).removesuffix(".json")
@@ -349,7 +346,8 @@ class Mover:
             _remove_on_error(self, tmp, dest, exc)
             raise
         self.unlink(tmp)
-        _require_folder(dest)
+        if (gone := _folder_gone(dest, dest)) is not None:
+            raise gone
         return False
 
     def publish_advisory(self, dest: StrPath, data: bytes) -> None:
@@ -452,7 +450,8 @@ class Mover:
                 self._write_tmp(path, data, durable, gid)
             except FileNotFoundError as exc:
                 if not self._staging_gone():
-                    _raise_folder_gone(exc, path, dest)
+                    if (gone := _folder_gone(path, dest)) is not None:
+                        raise gone from exc
                     raise
                 path = name()
                 self._write_tmp(path, data, durable, gid)
