@@ -3,40 +3,24 @@
 Needs no daemon: everything is read from the folders (DESIGN section 2).  Which of an
 id's files tells its state is :func:`spool.entries.newest`'s rule; what a ``done/`` or
 ``failed/`` file that cannot be read is reported as, :mod:`spool.terminal_records`'s;
-the stats document is built by :mod:`spool.stats`, and a listing's order and cursors
-are :mod:`spool.cursor`'s.  This module re-exports the names its users import from it.
-
-Listing is newest ``submitted_at`` first (ties by id, descending); a cursor is
-the sort key of the last row, so pages stay stable while jobs move.  A file's time
-cannot stand in for ``submitted_at`` (a record's is when the job finished, a job file
-may carry any ``submitted_at``, and hosts sharing a spool have their own clocks), so
-a page reads every file it may hold, but validates as a record only the few that can
-be on the page (:meth:`SpoolReader.page`).
+a page of records is made by :mod:`spool.listing`, in the order and with the cursors of
+:mod:`spool.cursor`; the stats document is built by :mod:`spool.stats`.  This module
+re-exports the names its users import from it.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import os
 import stat
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from spool import stats
+from spool import listing, stats
 from spool.clock import utc_from_ns
-from spool.cursor import (
-    MAX_PAGE,
-    Page,
-    decode_cursor,
-    encode_cursor,
-    micros,
-    sort_key,
-)
+from spool.cursor import MAX_PAGE, Page, decode_cursor, encode_cursor, sort_key
 from spool.entries import (
     Entry,
     Stamp,
@@ -45,14 +29,15 @@ from spool.entries import (
     scan_folder,
     scan_ids,
 )
-from spool.errors import InvalidId, NotFoundError, SpoolIOError
+from spool.errors import InvalidId, NotFoundError
 from spool.fsops import unreadable_as_trouble
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S
-from spool.models import OwnerStatus, Progress, Record, aware_utc
-from spool.states import ACTIVE, TERMINAL, JobState
+from spool.listing import KEEP_MAX_BYTES, PEEK_MAX_BYTES, KeyBounds
+from spool.models import OwnerStatus, Progress, Record
+from spool.states import ACTIVE, JobState
 from spool.stats import RECENT_S, stats_document
 from spool.terminal_records import terminal_record, too_deep, unreadable_record
 from spool.text import without_bom
@@ -84,22 +69,6 @@ __all__ = [
 LOOKS = 3
 """How many times :meth:`SpoolReader.get` looks an id up and reads it, a file that
 moved between its stat and its read (a claim, a completion) read where it went."""
-PEEK_MAX_BYTES = 1024 * 1024
-"""A page reads files up to this size for what their sort key can be; a larger one is
-read as a record (:meth:`SpoolReader.load`) whatever its key."""
-KEEP_MAX_BYTES = 64 * 1024
-"""A page keeps the bytes it read of a file up to this size, to build its record from."""
-_SUBMITTED_AT: TypeAdapter[datetime | None] = TypeAdapter(datetime | None)
-"""``Record.submitted_at``'s type (its validator, :func:`aware_utc`, is applied after)."""
-
-
-class KeyBounds(NamedTuple):
-    """The least and greatest sort key a file's record can have, and the file's bytes
-    when they were kept (see :meth:`SpoolReader.page`)."""
-
-    least: tuple[float, str]
-    greatest: tuple[float, str]
-    data: bytes | None
 
 
 class SpoolReader:
@@ -160,12 +129,6 @@ class SpoolReader:
             if record is not None:
                 return record
         raise NotFoundError(f"no job {job_id}")
-
-    def _get_or_none(self, job_id: str) -> Record | None:
-        try:
-            return self.get(job_id)
-        except NotFoundError:
-            return None
 
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
         """The record a folder entry stands for; None if it vanished meanwhile.
@@ -263,130 +226,9 @@ class SpoolReader:
 
     def page(self, *, state: JobState | None = None, tool: str | None = None,
              limit: int = 50, cursor: str | None = None) -> Page:
-        """A page of records, newest first; ValueError on a bad cursor or limit.
-
-        Every file that may be listed is read for the least and greatest sort key its
-        record can have (:meth:`_key_bounds`); then, greatest first, files are read as
-        records until the page is full and no file left can sort before its last row.
-        A file whose greatest key is below the least keys of ``limit + 1`` others is
-        dropped as soon as it is read (:meth:`_candidates`): held whole, 120,000 records
-        took 190 MB.  Should those others not give a full page after all (moved, gone,
-        changed since), the page is made again from every file.
-        """
-        if not 1 <= limit <= MAX_PAGE:
-            raise ValueError(f"limit must be 1..{MAX_PAGE}")
-        after = decode_cursor(cursor) if cursor else None
-        candidates, dropped = self._candidates(state, tool, after, limit)
-        top, trouble = self._rows(candidates, state, tool, after, limit)
-        if dropped is not None and (len(top) <= limit or dropped >= top[0][0]):
-            candidates, _ = self._candidates(state, tool, after, None)
-            top, trouble = self._rows(candidates, state, tool, after, limit)
-        rows = [record for _, _, record in sorted(top, reverse=True)]
-        page = rows[:limit]
-        if len(rows) <= limit:
-            return Page(page, None, tuple(error for _, error in trouble))
-        # Only the errors of this page's range: one of a record a later page lists had
-        # ``ls`` exit 1 and name it under a page whose every row was read.
-        last = sort_key(page[-1])
-        return Page(page, encode_cursor(last),
-                    tuple(error for key, error in trouble if key >= last))
-
-    def _candidates(self, state: JobState | None, tool: str | None,
-                    after: tuple[int, str] | None, limit: int | None
-                    ) -> tuple[list[tuple[KeyBounds, str, Stamp]], tuple[float, str] | None]:
-        """The files that may be on the page, greatest key first, and the greatest key of
-        those dropped (None if none was).  ``limit``: drop a file whose greatest key is
-        below the least keys of ``limit + 1`` files kept; None keeps every file."""
-        candidates = []
-        floor: list[tuple[float, str]] = []  # a heap: the limit + 1 greatest least keys
-        dropped: tuple[float, str] | None = None
-        for job_id, stamp in self.current_stamps(state).items():
-            bounds = self._key_bounds(job_id, stamp, tool)
-            if bounds is None or (after is not None and bounds.least >= after):
-                continue
-            if limit is not None and len(floor) > limit and bounds.greatest < floor[0]:
-                dropped = bounds.greatest if dropped is None else max(dropped, bounds.greatest)
-                continue
-            candidates.append((bounds, job_id, stamp))
-            if limit is not None:
-                (heapq.heappush if len(floor) <= limit else heapq.heappushpop)(
-                    floor, bounds.least)
-        candidates.sort(key=lambda c: c[0].greatest, reverse=True)
-        return candidates, dropped
-
-    def _rows(self, candidates: list[tuple[KeyBounds, str, Stamp]], state: JobState | None,
-              tool: str | None, after: tuple[int, str] | None, limit: int
-              ) -> tuple[list[tuple[tuple[int, str], int, Record]],
-                         list[tuple[tuple[int, str], str]]]:
-        """The ``limit + 1`` greatest rows of ``candidates`` (a heap, least first), and the
-        (sort key, error) of each file the disk failed to read."""
-        top: list[tuple[tuple[int, str], int, Record]] = []
-        trouble: list[tuple[tuple[int, str], str]] = []
-        for n, (bounds, job_id, stamp) in enumerate(candidates):
-            if len(top) > limit and bounds.greatest < top[0][0]:
-                break  # no file left can be on this page
-            entry = self.entry(job_id, stamp)
-            try:
-                record = self._listed(entry, bounds.data, state, tool, after)
-            except SpoolIOError as exc:
-                # One file the disk cannot read (EIO) is a row that says so, not a listing
-                # refused whole: the other jobs were hidden by one bad sector.  (Of a tool
-                # unknown: said, not listed, under ``tool``.)
-                record = unreadable_record(entry, str(exc))
-                if after is not None and sort_key(record) >= after:
-                    continue  # on an earlier page
-                trouble.append((sort_key(record), str(exc)))
-                if tool is not None:
-                    continue
-            if record is not None:
-                row = (sort_key(record), n, record)
-                (heapq.heappush if len(top) <= limit else heapq.heappushpop)(top, row)
-        return top, trouble
-
-    def _listed(self, entry: Entry, data: bytes | None, state: JobState | None,
-                tool: str | None, after: tuple[int, str] | None) -> Record | None:
-        """The record of ``entry`` (from ``data`` when its bytes were kept) if it belongs on
-        a page of these filters, else None."""
-        record = self.load(entry) if data is None else self.record_of(entry, data)
-        if record is None:  # moved since the scan (claimed, say): read it where it is
-            record = self._get_or_none(entry.job_id)
-            if record is None or (state is not None and record.state is not state):
-                return None
-        if tool is not None and record.tool != tool:
-            return None
-        return record if after is None or sort_key(record) < after else None
-
-    def _key_bounds(self, job_id: str, stamp: Stamp, tool: str | None) -> KeyBounds | None:
-        """The least and greatest sort key the file's record can have, read from its bytes
-        without validating them; None when its record cannot be of ``tool``.
-
-        The key is the ``submitted_at`` the file gives, or its time when the file turns
-        out not to be a valid record (or, in ``pending/`` and ``running/``, gives none):
-        it is one of the two, whatever the rest of the file holds.  A file gone, moved or
-        over :data:`PEEK_MAX_BYTES` may be anything.
-        """
-        data = read_regular(self.layout.job_str(stamp.state, job_id), PEEK_MAX_BYTES)
-        if data is None:
-            return KeyBounds((-math.inf, job_id), (math.inf, job_id), None)
-        kept = data if len(data) <= KEEP_MAX_BYTES else None
-        keys = [micros(utc_from_ns(stamp.mtime_ns))]
-        try:
-            fields = orjson.loads(without_bom(data))
-        except ValueError:
-            fields = None
-        if not isinstance(fields, dict):  # read as unreadable: no tool
-            return None if tool is not None else KeyBounds((keys[0], job_id),
-                                                           (keys[0], job_id), kept)
-        if tool is not None and fields.get("tool") != tool:
-            return None  # a record of another tool, or none (invalid: no tool)
-        try:
-            submitted = aware_utc(_SUBMITTED_AT.validate_python(fields.get("submitted_at")))
-        except ValueError:  # pydantic's ValidationError too: the record is invalid
-            submitted = None
-        else:
-            if submitted is not None or stamp.state in TERMINAL:
-                keys.append(micros(submitted))
-        return KeyBounds((min(keys), job_id), (max(keys), job_id), kept)
+        """A page of records, newest first (:func:`spool.listing.page`); ValueError on a
+        bad cursor or limit."""
+        return listing.page(self, state=state, tool=tool, limit=limit, cursor=cursor)
 
     # -- stats (spool.stats) ------------------------------------------------------------
 

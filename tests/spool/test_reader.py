@@ -108,7 +108,7 @@ def test_a_job_that_moves_while_a_page_is_read_is_still_listed(
             moved.append(taken)
         return read_regular(path, limit, strict=strict)
 
-    monkeypatch.setattr("spool.reader.read_regular", claim_then_read)
+    monkeypatch.setattr("spool.listing.read_regular", claim_then_read)
     try:
         listed = {r.id: r.state for r in reader.page(limit=10).records}
         assert len(listed) == 5 and listed["job-002"] is R
@@ -293,7 +293,7 @@ def test_a_page_whose_newest_files_go_while_it_is_read_is_still_whole(
             os.unlink(path)
         return data
 
-    monkeypatch.setattr("spool.reader.read_regular", read_then_remove)
+    monkeypatch.setattr("spool.listing.read_regular", read_then_remove)
     page = reader.page(limit=2)
     assert [r.id for r in page.records] == ids[-4:-6:-1]
     seen, cursor = [r.id for r in page.records], page.next_cursor
