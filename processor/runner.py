@@ -122,10 +122,19 @@ def validate_params(tool: type[BaseTool], params: dict[str, Any]) -> Any:
 
 
 def params_message(exc: ValidationError) -> str:
+    """One line: each bad field (five at most) with pydantic's words, or a check's own.
+
+    A validator's ``ValueError`` is said as it was raised, without pydantic's "Value
+    error, " before it; one across fields (no location) names its fields itself, where
+    "params: " stood before it."""
     parts = []
     for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        parts.append(f"{where}: {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"])
+        own = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+        if own is None:
+            parts.append(f"{where or 'params'}: {err['msg']}")
+        else:
+            parts.append(f"{where}: {own}" if where else str(own))
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

@@ -74,7 +74,7 @@ def check_order(start: datetime | None, end: datetime | None) -> None:
     # has to be moved across midnight (which would overflow a datetime).
     naive_gap = start.replace(tzinfo=None) - end.replace(tzinfo=None)
     if naive_gap > _offset(start) - _offset(end):
-        raise ValueError("start is after end")
+        raise ValueError(f"start ({start.isoformat()}) is after end ({end.isoformat()})")
 
 
 def _offset(moment: datetime) -> timedelta:
@@ -140,7 +140,7 @@ class BacktestParams(BaseModel):
     @model_validator(mode="after")
     def _windows(self) -> Self:
         if not 1 <= self.fast < self.slow:
-            raise ValueError("need 1 <= fast < slow")
+            raise ValueError(f"fast ({self.fast}) must be less than slow ({self.slow})")
         check_order(self.start, self.end)
         return self
 

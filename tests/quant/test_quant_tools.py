@@ -78,7 +78,8 @@ def test_get_kline_missing_values_are_null(tmp_path: Path) -> None:
 def test_get_kline_refuses_start_after_end(tmp_path: Path) -> None:
     """``start`` after ``end`` answered an empty list of rows, as if the symbol had no
     bars then, where run_backtest and analyze_factor refuse the same params."""
-    with pytest.raises(ValidationError, match="start is after end"):
+    said = r"start \(2011-01-02T00:00:00\) is after end \(2011-01-01T00:00:00\)"
+    with pytest.raises(ValidationError, match=said):
         KlineParams.model_validate({"symbol": "S0001", "start": "2011-01-02",
                                     "end": "2011-01-01"})
     same_day = KlineParams.model_validate({"symbol": "S0001", "start": "2011-01-01",
