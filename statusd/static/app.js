@@ -498,9 +498,11 @@ function matches(record) {
 }
 
 function pct(fraction) {
-  // Whole percent, rounded down: 0.996 read "100%" while the job still ran.  (The 1e-9:
-  // 0.29 * 100 is 28.999999999999996.)
-  return `${Math.floor(fraction * 100 + 1e-9)}%`;
+  // A running job's percent (nothing else shows one), whole and rounded down: 0.996 read
+  // "100%" while the job still ran.  At most 99%, as `spoolq wait`'s bar: the quant tools
+  // report 1.0 when their work is over, and the record of a 100 MB result then takes
+  // 1 to 3 s to be written.  (The 1e-9: 0.29 * 100 is 28.999999999999996.)
+  return `${Math.min(99, Math.floor(fraction * 100 + 1e-9))}%`;
 }
 
 function progressCell(progress) {

@@ -435,7 +435,8 @@ def test_a_screen_reader_is_told_when_the_watched_task_ends(
 def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool: Spool,
                                                      page: sync_api.Page) -> None:
     """0.996 was rounded to "100%" while the backtest still ran (and 0.29 must not read
-    28%)."""
+    28%); so was 1.0, which the quant tools report as their work ends, seconds before a
+    large result's record is written."""
     submit(spool, "nearly", tool="run_backtest")
     running = claim(spool, "nearly")
     try:
@@ -448,6 +449,10 @@ def test_progress_reads_100_percent_only_when_it_is(server: ServerThread, spool:
         expect(text).to_have_text("99% backtested 996/1000 symbols")
         report(spool, running, 0.29, "backtested 290/1000 symbols")
         expect(text).to_have_text("29% backtested 290/1000 symbols")
+        report(spool, running, 1.0, "backtested 1000/1000 symbols")
+        expect(text).to_have_text("99% backtested 1000/1000 symbols")
+        expect(dashboard._row(page, "nearly", "running").locator(".progress-cell")).to_have_text(
+            "99% backtested 1000/1000 symbols")
     finally:
         finish(spool, running, {"ok": 1})
 
