@@ -56,7 +56,7 @@ class Child:
     lifeline: Connection  # the child dies when this end closes, with this process
     output: StdioPipes  # the read ends of its fds 1 and 2
     jobs: int = 0
-    retiring: bool = False  # said so with its last result (SPOOL_WORKER_MAX_JOBS)
+    retiring: bool = False  # said so with its last result (max jobs, out of memory)
 
     def alive(self) -> bool:
         return self.process.is_alive() and not self.conn.closed

@@ -274,7 +274,8 @@ class LocalPool:
         elif kind == "done":
             outcome = Outcome(*message[1])
             if message[2]:
-                # Retiring after SPOOL_WORKER_MAX_JOBS: never offered again, replaced on exit.
+                # Retiring (SPOOL_WORKER_MAX_JOBS, or out of memory): never offered again,
+                # replaced on exit.
                 self._close_channel(slot)
             with self._lock:
                 if slot.task is None or slot.task.job_id != outcome.job_id:

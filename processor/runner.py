@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 RESULT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 DEADMAN_EXIT = 124  # a worker's exit status when its own deadline ended it (as timeout(1))
+OUT_OF_MEMORY = "out of memory (MemoryError); see SPOOL_WORKER_MEMORY_MB"
+"""The message of a run its tool's MemoryError ended (a COMPUTE worker then retires)."""
 ProgressFn = Callable[[float, str], None]
 
 
@@ -158,8 +160,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         outcome = Outcome.failed(job_id, exc, _traceback(exc) if not
                                  isinstance(exc, InvalidParams) else None)
     except MemoryError as exc:
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, "out of memory (MemoryError); see "
-                          "SPOOL_WORKER_MEMORY_MB", _traceback(exc))
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, OUT_OF_MEMORY, _traceback(exc))
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
         if os.getpid() != pid:  # in a child the tool forked (see below), the child's status
             os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))

@@ -9,7 +9,8 @@ numpy, pandas and the tools preloaded.  Each worker:
 * is a child subreaper, so after each job it can kill every process the tool
   left behind, however deeply forked;
 * optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
-  after ``SPOOL_WORKER_MAX_JOBS`` jobs, to be replaced with a fresh one;
+  after ``SPOOL_WORKER_MAX_JOBS`` jobs, or after a job that ran out of memory, to
+  be replaced with a fresh one;
 * writes its tool's output (``print``, C code, child processes) to the pipes its
   parent gave it as fds 1 and 2 (the local pool, or the Dask task that started
   it), and its own log lines to a copy of its stderr (:mod:`processor.stdio_pipes`);
@@ -52,7 +53,7 @@ from processor.proctree import (
     prctl,
 )
 from processor.registry import load_registry
-from processor.runner import DEADMAN_EXIT, Context, Outcome, run_tool
+from processor.runner import DEADMAN_EXIT, OUT_OF_MEMORY, Context, Outcome, run_tool
 from processor.startup import stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
@@ -145,7 +146,9 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
         reap_leftovers()
         tool_forkserver.forget()  # killed with the rest: the next job's pool starts one
         done += 1
-        retiring = bool(max_jobs and done >= max_jobs)
+        # After a MemoryError too: what that job kept (a module's cache, a fragmented
+        # heap) would hold the address space, and fail the next jobs of this worker.
+        retiring = bool(max_jobs and done >= max_jobs) or outcome.message == OUT_OF_MEMORY
         # A retiring worker is never offered again.
         _send(conn, ("done", outcome.fields(), retiring))
         if retiring:

@@ -105,6 +105,23 @@ class AllocateNumpy(BaseTool):
         return ToolResult.ok({"allocated_mb": array.nbytes >> 20})
 
 
+_HOARD: list[bytes] = []
+"""What :class:`Hoard` keeps: its worker's module global, never freed."""
+
+
+class Hoard(BaseTool):
+    """Allocates ``mb`` MiB in 64 MiB blocks and keeps them (a cache that only grows)."""
+
+    name: ClassVar[str] = "r_hoard"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = AbuseParams
+
+    def execute(self, params: AbuseParams, ctx: ToolContext) -> ToolResult:
+        for _ in range(params.mb // 64):
+            _HOARD.append(b"\x01" * (64 << 20))
+        return ToolResult.ok({"hoarded_mb": 64 * len(_HOARD)})
+
+
 class AllocateInChild(BaseTool):
     """Starts a marked child that allocates ``mb`` MiB; reports how the child ended."""
 

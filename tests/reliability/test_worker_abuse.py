@@ -61,6 +61,21 @@ def test_a_job_that_allocates_past_the_memory_limit(spool_root: Path,
     assert wait_record(spool_root, "modest", 60)["result"] == {"allocated_mb": 128}
 
 
+def test_a_job_that_ran_out_of_memory_leaves_nothing_to_the_next(spool_root: Path,
+                                                                daemon: StartDaemon) -> None:
+    # What a job that hit SPOOL_WORKER_MEMORY_MB kept (a module-level cache, a fragmented
+    # heap) went on holding its worker's address space: the next jobs of that worker
+    # failed "out of memory" too, however little they asked for.
+    daemon(JOB_NUM="1", SPOOL_WORKER_MEMORY_MB="768")
+    drop(spool_root, "hoard", {"tool": "r_hoard", "params": {"mb": 4096}})
+    rec = wait_record(spool_root, "hoard", 60)
+    assert rec["error"]["type"] == "tool_error" and "out of memory" in rec["error"]["message"]
+    drop(spool_root, "modest", {"tool": "r_allocate", "params": {"mb": 128}})
+    modest = wait_record(spool_root, "modest", 60)
+    assert modest["state"] == "done", modest["error"]
+    assert modest["pid"] != rec["pid"]  # a fresh worker
+
+
 def test_a_job_that_ignores_sigterm_times_out(spool_root: Path, daemon: StartDaemon) -> None:
     daemon(JOB_NUM="1")
     marker = _marker("term")
