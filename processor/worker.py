@@ -9,8 +9,10 @@ numpy, pandas and the tools preloaded.  Each worker:
 * is a child subreaper, so after each job it can kill every process the tool
   left behind, however deeply forked;
 * optionally caps its address space (``SPOOL_WORKER_MEMORY_MB``) and exits
-  after ``SPOOL_WORKER_MAX_JOBS`` jobs, or after a job that ran out of memory, to
-  be replaced with a fresh one;
+  after ``SPOOL_WORKER_MAX_JOBS`` jobs, after a job that ran out of memory, or,
+  under a cap, after a job that left less than half the headroom it had when ready
+  (what its jobs keep would fail a later one: :mod:`processor.address_space`), to be
+  replaced with a fresh one;
 * writes its tool's output (``print``, C code, child processes) to the pipes its
   parent gave it as fds 1 and 2 (the local pool, or the Dask task that started
   it), and its own log lines to a copy of its stderr (:mod:`processor.stdio_pipes`);
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import pickle
@@ -41,6 +44,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from processor.address_space import MIB, MemoryBudget
 from processor.executor import WorkerConfig
 from processor.logs import setup_logging, tag_lines_with
 from processor.mp_children import ToolForkserver, allow_children
@@ -58,6 +62,8 @@ from processor.startup import stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.errors import ErrorType, SpoolError
+
+log = logging.getLogger("spoolq.worker")
 
 PROGRESS_INTERVAL_S = 0.05
 # Past a job's timeout, how long its worker waits for the parent's kill before killing
@@ -112,14 +118,14 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
         _send(conn, ("fatal", str(exc)))
         return
     try:
-        _serve(conn, registry, config.max_jobs, strays, deadman)
+        _serve(conn, registry, config, strays, deadman)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
+def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayThreads,
            deadman: Deadman) -> None:
     resources: dict[str, Any] = {}
     state = ProcessState(strays)  # what a job may change in this process, put back after it
@@ -129,6 +135,7 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
     running: list[tuple[str, str] | None] = [None]
     tag_lines_with(lambda: strays.job_of(running[0]))
     tool_forkserver = ToolForkserver()
+    budget = MemoryBudget(config.memory_mb)  # ready: what the worker uses before any job
     while True:
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
@@ -146,9 +153,8 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
         reap_leftovers()
         tool_forkserver.forget()  # killed with the rest: the next job's pool starts one
         done += 1
-        # After a MemoryError too: what that job kept (a module's cache, a fragmented
-        # heap) would hold the address space, and fail the next jobs of this worker.
-        retiring = bool(max_jobs and done >= max_jobs) or outcome.message == OUT_OF_MEMORY
+        retiring = bool(config.max_jobs and done >= config.max_jobs) or _spent(
+            budget, outcome, tool)
         # A retiring worker is never offered again.
         _send(conn, ("done", outcome.fields(), retiring))
         if retiring:
@@ -156,6 +162,26 @@ def _serve(conn: Connection, registry: Any, max_jobs: int, strays: StrayThreads,
         # Put back what the job changed while the processor claims the next one: that
         # job is read only after this, so it still starts in the state the first did.
         state.restore()
+
+
+def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:
+    """The job ran out of memory, or left less than half the headroom the worker had
+    when ready: what it kept (a module's cache, a fragmented heap) holds the address
+    space, and would fail the next jobs of this worker.  Logs one line if so."""
+    fields: dict[str, Any] = {"id": outcome.job_id, "tool": tool, "pid": os.getpid()}
+    if budget.cap:
+        fields["cap_mb"] = budget.cap // MIB
+    if outcome.message == OUT_OF_MEMORY:
+        log.info("worker retires: its job ran out of memory", extra={"fields": fields})
+        return True
+    used = budget.exhausted()
+    if not used:
+        return False
+    fields.update(used_mb=used // MIB, ready_mb=budget.ready // MIB)
+    log.info("worker retires: %d MB of its address space in use after the job, of a "
+             "%d MB cap (%d MB when ready): less than half its headroom is left",
+             used // MIB, budget.cap // MIB, budget.ready // MIB, extra={"fields": fields})
+    return True
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:
