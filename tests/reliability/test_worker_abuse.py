@@ -76,6 +76,28 @@ def test_a_job_that_ran_out_of_memory_leaves_nothing_to_the_next(spool_root: Pat
     assert modest["pid"] != rec["pid"]  # a fresh worker
 
 
+def test_a_worker_whose_jobs_keep_memory_is_replaced_before_it_fails_one(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    # A tool that keeps 128 MiB a job in a module-level list, and never reaches the cap
+    # itself: the third job of a worker under 700 MB (318 MB of it numpy and pandas)
+    # failed "out of memory", and so did any job that needed memory after it.
+    d = daemon(JOB_NUM="1", SPOOL_WORKER_MEMORY_MB="700")
+    ids = [f"hoard-{n}" for n in range(5)]
+    for job_id in ids:
+        drop(spool_root, job_id, {"tool": "r_hoard", "params": {"mb": 128}})
+    records = [wait_record(spool_root, job_id, 60) for job_id in ids]
+    drop(spool_root, "modest", {"tool": "r_allocate", "params": {"mb": 128}})
+    records.append(wait_record(spool_root, "modest", 60))
+    assert [r["state"] for r in records] == ["done"] * 6, [r.get("error") for r in records]
+    # Each worker kept at most 256 MiB (two jobs) before a fresh one took its place.
+    assert max(r["result"]["hoarded_mb"] for r in records[:5]) <= 256
+    assert len({r["pid"] for r in records}) >= 3
+    retired = [orjson.loads(line) for line in d.logs().splitlines()
+               if b'"worker retires' in line.encode()]
+    assert len(retired) == 2, retired  # one line per worker retired, none more
+    assert all(line["cap_mb"] == 700 and line["used_mb"] > 350 for line in retired)
+
+
 def test_a_job_that_ignores_sigterm_times_out(spool_root: Path, daemon: StartDaemon) -> None:
     daemon(JOB_NUM="1")
     marker = _marker("term")
