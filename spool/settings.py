@@ -144,6 +144,9 @@ class Settings(BaseSettings):
                           validation_alias="SPOOL_SCAN_S")
     grace_s: float = Field(default=30.0, ge=0, le=MAX_SECONDS, allow_inf_nan=False,
                            validation_alias="SPOOL_GRACE_S")
+    # A COMPUTE worker retires (a fresh one takes its place) after this many jobs, 0 never;
+    # and, under the cap on its address space (MB, 0 none), after a job that ran out of
+    # memory or left it less than half the headroom it had when ready (processor.worker).
     worker_max_jobs: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MAX_JOBS")
     worker_memory_mb: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MEMORY_MB")
     fast_threads: int = Field(default=8, ge=1, le=256, validation_alias="SPOOL_FAST_THREADS")
