@@ -146,8 +146,8 @@ def stats(reader: SpoolReader, now: float | None = None, *,
     # ctime: the rename into pending/ sets it, where a copy may keep an old mtime.
     oldest_ns = min((stamp.ctime_ns for _, stamp in pending), default=None)
     age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
-    first_due = _first_due(reader, pending)
-    due_age = None if first_due is None or first_due > now else now - first_due
+    due = first_due(reader, pending)
+    due_age = None if due is None or due > now else now - due
     try:
         found = known_processors(reader.layout)
     except SpoolIOError as exc:
@@ -160,8 +160,9 @@ def stats(reader: SpoolReader, now: float | None = None, *,
                           oldest_due_pending_age_s=due_age)
 
 
-def _first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | None:
-    """The earliest time a pending job may run (see :func:`_due_at`).
+def first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | None:
+    """The earliest time a pending job may run (see :func:`_due_at`), of the ``pending``
+    jobs' ids and stamps (also statusd's, from its start's scan).
 
     A job is due no earlier than its arrival, so taken by arrival, oldest first, the
     jobs after one that arrived when the earliest found is due cannot be due sooner:

@@ -10,7 +10,8 @@ cursor is the key of the last row, so a page stays stable while jobs move.
 Terminal records are also kept by ``(mtime_ns, id)``, so the records written
 since a moment (the stats' throughput) are a bisect, not a walk of 100,000.
 
-Pure data: no I/O, no clock, no locks; only the event loop thread mutates it.
+Pure data: no I/O, no clock, no locks; only the event loop thread mutates it (an
+index built elsewhere, unseen, is swapped in whole: :meth:`Index.take`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class Index:
                 self._written[item.state].append((item.stamp.mtime_ns, item.job_id))
         for written in self._written.values():
             written.sort()
+
+    def take(self, other: Index) -> None:
+        """Become ``other``, which is left empty: an index built apart (statusd's start
+        builds it on a worker thread) swapped in at once, so nobody sees it half built."""
+        mine, theirs = vars(self), vars(other)
+        mine.update(theirs)
+        other._reset()
 
     def put(self, item: Item) -> Item | None:
         """Insert or replace an id's item; returns the item it replaced."""

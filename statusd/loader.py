@@ -43,6 +43,7 @@ from spool.reader import LOOKS, Entry, SpoolReader, newest
 from spool.states import ACTIVE, TERMINAL, JobState
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
+from statusd.loading import Loading
 from statusd.scan import entry_of, scan_spool, terminal_items
 from statusd.staging import StagedMoves
 
@@ -89,25 +90,31 @@ class Loader:
         (:func:`statusd.scan.scan_spool`)."""
         return scan_spool(self.layout, behind, unreadable)
 
-    def load_all(self, stamps: dict[str, Stamp], unreadable: set[str] | None = None
-                 ) -> list[Item]:
+    def load_all(self, stamps: dict[str, Stamp], unreadable: set[str] | None = None,
+                 loading: Loading | None = None) -> list[Item]:
         """Items for every id of a scan (ids that vanished meanwhile are left out).
 
         Terminal records are read at once (:func:`statusd.scan.terminal_items`), and
         those it cannot build one by one as :meth:`load` does; the rest go one by one.
         One that cannot be opened for lack of descriptors is left out too: the first
         rescan reads it (statusd starts, where its SpoolIOError ended the start-up).
-        Those the disk failed to read (EIO) are added to ``unreadable``.
+        Those the disk failed to read (EIO) are added to ``unreadable``.  ``loading``
+        counts the ids done, and raises LoadStopped once statusd stops.
         """
+        advance = loading.advance if loading is not None else None
         items = []
-        for job_id, stamp, fast in terminal_items(self.layout, stamps):
+        for job_id, stamp, fast in terminal_items(self.layout, stamps, advance):
             item = fast if fast is not None else self._load_at_start(job_id, stamp, unreadable)
             if item is not None:
                 items.append(item)
+            if advance is not None:
+                advance(1)
         for job_id, stamp in stamps.items():
-            if stamp.state not in TERMINAL and \
-                    (item := self._load_at_start(job_id, stamp, unreadable)) is not None:
-                items.append(item)
+            if stamp.state not in TERMINAL:
+                if (item := self._load_at_start(job_id, stamp, unreadable)) is not None:
+                    items.append(item)
+                if advance is not None:
+                    advance(1)
         return items
 
     def _load_at_start(self, job_id: str, stamp: Stamp, unreadable: set[str] | None

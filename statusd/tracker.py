@@ -22,9 +22,11 @@ again every ``REWATCH_S`` (an info line once it is whole).
 Guarantees:
 
 * The index is mutated only on the event loop, and every load-and-apply runs
-  under one lock, so a slow read can never overwrite a newer one.
+  under one lock, so a slow read can never overwrite a newer one.  The start's
+  index is built whole on the worker thread, seen by nobody, and swapped in on the
+  loop (:meth:`load`); :attr:`Tracker.loading` tells how far it is meanwhile.
 * The feed starts before the first scan: nothing that happens during
-  start-up is missed.
+  start-up is missed (its hints wait, and are applied once the index is in).
 * A read error (a file vanishing, EACCES), or any other failure, is logged and
   retried on the next wake or rescan; it never ends the loop.
 * A cancel always ends :meth:`run`, even one that comes with a wake, so shutdown
@@ -68,6 +70,7 @@ from statusd.hub import Hub
 from statusd.index import Index
 from statusd.items import Item, Stamp
 from statusd.loader import Absent, Loader, failed_file
+from statusd.loading import Loading, LoadStopped, ScanFigures, scan_figures
 from statusd.metrics import Metrics
 
 log = logging.getLogger("spoolq.statusd")
@@ -129,6 +132,8 @@ class Tracker:
         """The ids the last scan left out (see :meth:`_say_unreadable`)."""
         self._quiet_until = 0.0
         """Until when (monotonic) a failed read logs no line: one per rescan interval."""
+        self.loading = Loading()
+        """How far the index's load is (statusd serves meanwhile: :mod:`statusd.indexing`)."""
         self.vanish_grace_s = VANISH_GRACE_S
         self.last_scan_s = 0.0
         self.startup_s = 0.0
@@ -150,24 +155,58 @@ class Tracker:
 
     async def start(self) -> None:
         """Start the feed, then load the whole spool into the index."""
-        started = time.monotonic()
+        self.start_feed()
+        await self.load()
+
+    def start_feed(self) -> None:
+        """Start the change feed, before the load's scan (see the guarantees above)."""
         self._loop = asyncio.get_running_loop()
         self._start_feed()
+
+    async def load(self) -> None:
+        """Load the whole spool into the index (the feed started already), as
+        :attr:`loading` tells: the scan, which gives its figures (the stats meanwhile),
+        then every id's file read and parsed, then the index sorted, all on the worker
+        thread; the index built is swapped in whole, so nothing ever reads one half
+        built.  LoadStopped when statusd stops meanwhile; anything else it raises is
+        :attr:`loading`'s error too."""
+        loading = self.loading
+        loading.begin()
+        try:
+            await self._load(loading)
+        except LoadStopped:
+            raise
+        except Exception as exc:
+            loading.failed(exc)
+            raise
+        loading.done()
+
+    async def _load(self, loading: Loading) -> None:
         behind: dict[str, Stamp] = {}
         unreadable: set[str] = set()
         async with self._applying():
-            stamps = await self._run(self.loader.scan, behind, unreadable)
+            stamps, figures = await self._run(self._scan_at_start, behind, unreadable)
             self._behind.rescanned(behind)  # the runs that ended before: not counted
+            loading.scanned(figures)
             scanned = time.monotonic()
-            items = await self._run(self.loader.load_all, stamps, unreadable)
+            items = await self._run(self.loader.load_all, stamps, unreadable, loading)
+            del stamps
+            loading.sorting()
             loaded = time.monotonic()
+            built = await self._run(_built_index, items)
+            del items
             self._say_unreadable(unreadable)
             self._unseen = unreadable  # those it could not stat, or read
-            self.index.load(items)
-        self.startup_s = time.monotonic() - started
+            self.index.take(built)
+        self.startup_s = time.monotonic() - loading.started
         log.info("indexed %d records in %.2f s (scan %.2f s, read and parse %.2f s, sort %.2f s)",
-                 len(self.index), self.startup_s, scanned - started, loaded - scanned,
-                 self.startup_s - (loaded - started))
+                 len(self.index), self.startup_s, scanned - loading.started, loaded - scanned,
+                 time.monotonic() - loaded)
+
+    def _scan_at_start(self, behind: dict[str, Stamp], unreadable: set[str]
+                       ) -> tuple[dict[str, Stamp], ScanFigures]:
+        stamps = self.loader.scan(behind, unreadable)
+        return stamps, scan_figures(stamps, self.loader.reader, time.time())
 
     async def run(self) -> None:
         """Apply feed hints as they come and rescan periodically, until cancelled."""
@@ -217,20 +256,32 @@ class Tracker:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """:meth:`run` on this event loop for the block (the tracker started already);
-        cancelled, waited for and the tracker stopped after it, whatever the block
-        raised."""
-        loop_task = asyncio.create_task(self.run(), name="statusd-tracker")
+        """For the block, one task on this loop loads the index (unless :meth:`start`
+        did) and then runs :meth:`run`; it is stopped, waited for and the tracker stopped
+        after the block, whatever the block raised.  A load that fails ends the task
+        only: its error is :attr:`loading`'s, for whoever waits for it."""
+        loop_task = asyncio.create_task(self._load_and_run(), name="statusd-tracker")
         try:
             yield
         finally:
+            self.loading.stop()  # a load in the worker thread gives up at its next file
             loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task
             self.stop()
 
+    async def _load_and_run(self) -> None:
+        if not self.loading.ready:
+            try:
+                await self.load()
+            except Exception:  # LoadStopped, or the error loading holds (see load)
+                return
+        await self.run()
+
     def stop(self) -> None:
-        """Stop the feed and the worker thread (on the loop, once :meth:`run` is over)."""
+        """Stop the feed and the worker thread (on the loop, once :meth:`run` is over); a
+        load still running there gives up at its next file."""
+        self.loading.stop()
         self.stop_feed()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.loader.close()
@@ -627,6 +678,14 @@ class Tracker:
 
     async def _run(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def _built_index(items: list[Item]) -> Index:
+    """An index of ``items``, built on the worker thread (its sort took 0.8 s of the loop
+    at 124,000 records), seen by nobody until it is swapped in (:meth:`Index.take`)."""
+    index = Index()
+    index.load(items)
+    return index
 
 
 def _folders_here(layout: Layout) -> tuple[bool, OSError | None]:
