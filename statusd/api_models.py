@@ -46,9 +46,26 @@ class Submitted(BaseModel):
     task_id: str = Field(pattern=ID_PATTERN)
 
 
+class IndexLoad(BaseModel):
+    """How far statusd's load of its index at start is (it serves meanwhile)."""
+
+    phase: Literal["scanning", "reading", "sorting", "failed", "stopped"] = Field(
+        description="scanning the folders, reading and parsing the records, sorting "
+        "them; failed or stopped: statusd exits")
+    found: int | None = Field(ge=0, description="records the scan found (null while it "
+                              "scans)")
+    loaded: int = Field(ge=0, description="records read and parsed so far")
+    elapsed_s: float = Field(ge=0, description="seconds since the load began")
+    counts_at: datetime | None = Field(
+        default=None, description="(stats only) when the start's scan ended: the "
+        "counts, ages and throughput are the spool as that scan found it")
+
+
 class Health(BaseModel):
-    status: Literal["ok", "spool_missing", "spool_unreadable"]
+    status: Literal["ok", "spool_missing", "spool_unreadable", "indexing"]
     indexed: int = Field(ge=0, description="records in statusd's index")
+    indexing: IndexLoad | None = Field(default=None, description="with status indexing "
+                                       "only: how far the index's load is")
 
 
 class Counts(BaseModel):
@@ -89,6 +106,10 @@ class StatusdInfo(BaseModel):
     removed: int = Field(ge=0, description="jobs that left the spool (a purge, an rm) since "
                          "statusd started, which no event tells of: a page whose rows may "
                          "hold one reloads when it grows")
+    indexing: IndexLoad | None = Field(
+        default=None, description="only while statusd loads its index at start: how far "
+        "it is, and counts_at; the spool's figures are then its start scan's, and tools "
+        "only those the processors offer")
 
 
 class SpoolStats(BaseModel):

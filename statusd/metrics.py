@@ -10,6 +10,9 @@ Two kinds:
   answers 200 all the same, without the processor gauges: a 503 would have lost the
   counts and counters with them and read as statusd down (``up`` 0), and a made-up
   ``spoolq_processor_up 0`` would fire the "processor down" alert for a live one.
+  While statusd loads its index at start, the spool's gauges are its start scan's
+  (``spoolq_statusd_indexing`` is 1), and a scrape during that scan itself (a second or
+  so at 100,000 records) answers 503 (:mod:`statusd.indexing`).
 * Counters and a histogram fed by the tracker as terminal records appear
   (``spoolq_transitions_total{tool,outcome}``,
   ``spoolq_job_duration_seconds{tool}``).  They count from statusd's start,
@@ -97,6 +100,11 @@ class _SpoolGauges:
                                 "are then the spool as it last saw it)",
                                 value=1.0 if doc["statusd"].get("spool", "ok") == "ok"
                                 else 0.0)
+        yield GaugeMetricFamily("spoolq_statusd_indexing",
+                                "1 while statusd loads its index at start: the jobs and "
+                                "age gauges are then the spool as its start's scan found "
+                                "it, and no transition is counted yet",
+                                value=1.0 if "indexing" in doc["statusd"] else 0.0)
         yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
                                   "WebSocket clients dropped for falling behind",
                                   value=doc["statusd"]["ws_dropped"])

@@ -50,21 +50,37 @@ def _errors(*codes: int) -> dict[str, Any]:
             409: "the job's state does not allow this", 413: "request body too large",
             415: "body is not application/json", 426: "WebSocket upgrade required",
             503: "the spool cannot be written, or the job's file read (a disk error, a "
-                 "file statusd may not read)"}
+                 "file statusd may not read); or " + INDEXING}
     return {str(c): _json(ErrorResponse, text[c]) for c in codes}
 
 
+def _indexing(job_file: bool = False) -> dict[str, Any]:
+    """The 503 of a route that answers from the index, while statusd loads it; with
+    ``job_file``, also when the job's file cannot be read."""
+    text = ("the job's file cannot be read (a disk error, a file statusd may not read); "
+            "or " + INDEXING) if job_file else INDEXING
+    return {"503": {**_json(ErrorResponse, text), "headers": _RETRY_AFTER}}
+
+
+SCANNING = ("type indexing: statusd has just started and scans the spool (its figures "
+            "come once that scan is done, before the whole index); try again after "
+            "Retry-After seconds")
 STATS_UNKNOWN = ("type processors_unknown: whether a processor is alive cannot be told "
                  "(owners/ or a status file not read: a disk error, a file statusd may not "
-                 "read); the message names it")
+                 "read); the message names it.  Or " + SCANNING)
+INDEXING = ("type indexing: statusd is loading its index at start (a request waits up to "
+            "4 s for it); the message says how far it is; try again after Retry-After "
+            "seconds")
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}}}
 
 
 def _record_get(summary: str, op_id: str) -> dict[str, Any]:
     replaced = {**_json(ErrorResponse, "a large record replaced faster than it could be "
                         "sent, or its job's file held in tmp/ by a retry or a cancel; try "
                         "again after Retry-After seconds.  Without Retry-After: its job's "
-                        "file cannot be read (a disk error, a file statusd may not read)"),
-                "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+                        "file cannot be read (a disk error, a file statusd may not read). "
+                        "Or " + INDEXING),
+                "headers": _RETRY_AFTER}
     return {"get": {"summary": summary, "operationId": op_id, "parameters": [_ID_PARAM],
                     "responses": {"200": _json(Record, "the record"), **_errors(400, 404),
                                   "503": replaced}}}
@@ -81,7 +97,8 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
                        "is not (or no longer) in the spool, 1013 for a client that fell "
                        "behind, 1001 when statusd stops.",
         "responses": {"101": {"description": "switching to WebSocket"},
-                      **_errors(*((400, 404, 426, 503) if with_id else (400, 426)))},
+                      **_errors(*((400, 404, 426) if with_id else (400, 426))),
+                      **_indexing(with_id)},
     }
     if with_id:
         op["parameters"] = [_ID_PARAM]
@@ -130,7 +147,8 @@ def _list_op() -> dict[str, Any]:
     ]
     return {"summary": "list records, newest first, paginated", "operationId": "listTasks",
             "parameters": params,
-            "responses": {"200": _json(TaskPage, "a page of records"), **_errors(400)}}
+            "responses": {"200": _json(TaskPage, "a page of records"), **_errors(400),
+                          **_indexing()}}
 
 
 def _stats_op() -> dict[str, Any]:
@@ -148,7 +166,7 @@ def _stats_op() -> dict[str, Any]:
             "parameters": [partial],
             "responses": {"200": ok,
                           "503": {**_json(ErrorResponse, STATS_UNKNOWN),
-                                  "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+                                  "headers": _RETRY_AFTER},
                           **_errors(400)}}
 
 
@@ -163,7 +181,9 @@ def build_openapi() -> dict[str, Any]:
                                  Health, "alive, but the spool's folders are missing "
                                  "(status spool_missing) or the disk fails to show or "
                                  "list them (spool_unreadable); the index is kept as it "
-                                 "was")}}},
+                                 "was.  Or statusd has just started and loads its index "
+                                 "(status indexing; indexing says how far): lists, tasks, "
+                                 "streams and writes wait for it")}}},
         "/api/v1/tasks": {
             "get": _list_op(),
             **_write("submit a job", "submitTask", submit_ok,
@@ -178,7 +198,9 @@ def build_openapi() -> dict[str, Any]:
         "/api/v1/stats": {"get": _stats_op()},
         "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",
                              "responses": {"200": {"description": "metrics",
-                                                   "content": {"text/plain": {}}}}}},
+                                                   "content": {"text/plain": {}}},
+                                           "503": {**_json(ErrorResponse, SCANNING),
+                                                   "headers": _RETRY_AFTER}}}},
         "/api/v1/ws/tasks/{id}": _websocket("one job's live updates", "wsTask", True),
         "/api/v1/ws/backtest/{id}": _websocket("one job's live updates (legacy path)",
                                                "wsBacktest", True),

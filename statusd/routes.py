@@ -2,12 +2,14 @@
 
 Every answer comes from the in-memory index (bytes encoded when the record
 was indexed), so a page or the stats of a 100,000-record spool costs a bisect
-and a join.  One task is checked against its file first (a few lstat calls) and
-read again when it moved, so it never answers a state older than the disk's;
-a miss is checked on disk before answering 404, so a job dropped a moment ago
-by the CLI is found before the feed reports it.  A
-record too large to keep in the index is streamed from the very file the index
-read (:mod:`statusd.sending`): not parsed again, never whole in memory.
+and a join.  While the index loads at start, :mod:`statusd.indexing` says what is
+answered instead (the routes that need the index are wrapped in
+:func:`statusd.indexing.after_index` by :mod:`statusd.app`).  One task is checked
+against its file first (a few lstat calls) and read again when it moved, so it
+never answers a state older than the disk's; a miss is checked on disk before
+answering 404, so a job dropped a moment ago by the CLI is found before the feed
+reports it.  A record too large to keep in the index is streamed from the very file
+the index read (:mod:`statusd.sending`): not parsed again, never whole in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import sending
 from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
+from statusd.indexing import health_while_loading, require_figures
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
 from statusd.metrics import CONTENT_TYPE
 from statusd.services import SERVICES, Services
@@ -52,7 +55,11 @@ async def _reply(request: web.Request, body: bytes) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 ``{"status": "ok", "indexed": n}``; 503 while the spool cannot be seen, and
+    while the index loads at start (:func:`statusd.indexing.health_while_loading`)."""
     services = request.app[SERVICES]
+    if not services.tracker.loading.ready:
+        return health_while_loading(services.tracker.loading)
     status = services.tracker.spool_health()  # not ok: the index shows the spool as it was
     return _json(orjson.dumps({"status": status, "indexed": len(services.index)}),
                  status=200 if status == "ok" else 503)
@@ -179,8 +186,11 @@ async def stats(request: web.Request) -> web.Response:
     processor is alive cannot be told (``processor.alive`` is a bool: no ``false`` is made
     up), or with ``partial=1`` the spool's figures without the processors' (a dashboard's
     counts).  A type of its own: a client tells it from statusd's spool trouble
-    (``unavailable``) without reading the message."""
+    (``unavailable``) without reading the message.  While the index loads at start, the
+    spool's figures are the start scan's (``statusd.indexing`` says so), and 503
+    ``indexing`` while that scan runs (:mod:`statusd.indexing`)."""
     services = request.app[SERVICES]
+    require_figures(services)
     # partial=1: while the processors' state cannot be read, 200 with the spool's figures
     # and processors_unknown instead of the 503 (the dashboard's counts went on showing the
     # spool of the last answer, for as long as a status file stayed unread).
@@ -195,7 +205,10 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The registry's text; 503 ``indexing`` while the start's scan runs (the stats'
+    document is made of the index, or of that scan: see :func:`stats`)."""
     services = request.app[SERVICES]
+    require_figures(services)
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

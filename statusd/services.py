@@ -2,7 +2,9 @@
 
 Owns: which spool, the index and its tracker, the WebSocket hub, the metrics
 registry, the write client (the same :class:`spool.client.Client` the CLI
-uses, run in a thread because it blocks), and the stats document.
+uses, run in a thread because it blocks), and the stats document: the index's, or
+while it loads at start the start scan's (:class:`statusd.loading.ScanFigures`, said
+in ``statusd.indexing``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from spool.settings import Settings
 from spool.stats import known_processors, without_processors
 from statusd.hub import Hub
 from statusd.index import Index
+from statusd.loading import Figures
 from statusd.metrics import Metrics
 from statusd.tracker import Tracker
 
@@ -85,8 +88,9 @@ class Services:
         return found
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
-        """DESIGN section 9's stats document, from the index (no folder scan); a
-        SpoolIOError when the processors' state cannot be read (:meth:`processors`)."""
+        """DESIGN section 9's stats document, from the index (no folder scan), or while
+        it loads from the start's scan; a SpoolIOError when the processors' state cannot
+        be read (:meth:`processors`)."""
         return self._document(self.processors(), now)
 
     def scrape(self) -> dict[str, Any]:
@@ -101,23 +105,36 @@ class Services:
 
     def _document(self, processors: list[OwnerStatus], now: float | None) -> dict[str, Any]:
         now = now if now is not None else time.time()
-        oldest_ns = self.index.oldest_pending_mtime_ns()
+        figures = self._figures()
+        oldest_ns = figures.oldest_pending_mtime_ns()
         age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
-        written = self.index.written_since(int((now - RECENT_S) * 1e9), int(now * 1e9))
-        due_ns = self.index.first_due_ns()
+        written = figures.written_since(int((now - RECENT_S) * 1e9), int(now * 1e9))
+        due_ns = figures.first_due_ns()
         due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)
-        doc = stats_document(self.index.counts(), age, processors, now,
+        doc = stats_document(figures.counts(), age, processors, now,
                              finished_recently=written, oldest_due_pending_age_s=due_age)
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = [t.get("name") for p in processors for t in p.tools]
-        doc["tools"] = sorted({*self.index.tools(), *(t for t in offered if isinstance(t, str))})
+        doc["tools"] = sorted({*figures.tools(), *(t for t in offered if isinstance(t, str))})
         doc["statusd"] = {"indexed": len(self.index), "ws_clients": self.hub.clients,
                           "ws_dropped": self.hub.dropped_total,
                           "startup_s": round(self.tracker.startup_s, 4),
                           "last_scan_s": round(self.tracker.last_scan_s, 4),
                           "spool": self.tracker.spool_health(),
                           "removed": self.tracker.removed}
+        if (indexing := self.tracker.loading.stats_info()) is not None:
+            doc["statusd"]["indexing"] = indexing
         return doc
+
+    def _figures(self) -> Figures:
+        """The index once it is loaded; until then the start scan's figures (the routes
+        answer 503 while that scan runs: :func:`statusd.indexing.require_figures`)."""
+        loading = self.tracker.loading
+        if loading.ready:
+            return self.index
+        if loading.figures is None:
+            raise RuntimeError("no figures of the spool before the start's scan ends")
+        return loading.figures
 
 
 SERVICES = web.AppKey("services", Services)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
+INDEXED = re.compile(r"INFO spoolq\.statusd: indexed \d+ records in ")
 READY_TIMEOUT_S = 30.0
 """How long statusd may take to index its spool and log that it listens."""
 
@@ -41,15 +42,18 @@ def quick_tracker(**clocks: float) -> list[str]:
 
 
 def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
-                   timeout: float = READY_TIMEOUT_S) -> int:
+                   timeout: float = READY_TIMEOUT_S, *, indexed: bool = True) -> int:
     """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged (``logs()``
-    returns its log so far); AssertionError when it exits, or does not listen within
-    ``timeout`` seconds, first.  Shared with the reliability suite (relkit)."""
+    returns its log so far), once it has also logged its index loaded (``indexed``:
+    statusd listens before, and answers 503 meanwhile where the index is needed; on a
+    small spool the two lines come a moment apart, in either order); AssertionError
+    when it exits, or is not there within ``timeout`` seconds, first.  Shared with the
+    reliability suite (relkit)."""
     deadline = time.monotonic() + timeout
     while True:
         exited = proc.poll() is not None
         text = logs()
-        if found := LISTENING.search(text):
+        if (found := LISTENING.search(text)) and (not indexed or INDEXED.search(text)):
             return int(found.group(1))
         if exited:
             raise AssertionError(f"statusd exited {proc.returncode} before listening:\n"
@@ -63,9 +67,10 @@ def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
 @contextmanager
 def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
                    log: list[str] | None = None, argv: Sequence[str] = ("-m", "statusd"),
-                   prefix: Sequence[str] = (),
+                   prefix: Sequence[str] = (), indexed: bool = True,
                    **env_vars: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """Run statusd on the spool at ``root``; yields its port and process; stops it with
+    """Run statusd on the spool at ``root``; yields its port and process (once it listens
+    and, with ``indexed``, has its index loaded: :func:`wait_listening`); stops it with
     SIGTERM and checks it exits 0.  A statusd that has not logged that it listens within
     ``ready_timeout`` seconds is killed and the test fails with its log.  ``log``, when
     given, receives the daemon's stderr lines as they come; ``argv``: the interpreter's
@@ -85,7 +90,7 @@ def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
     drain.start()
     started = False
     try:
-        port = wait_listening(proc, lambda: "".join(seen), ready_timeout)
+        port = wait_listening(proc, lambda: "".join(seen), ready_timeout, indexed=indexed)
         started = True
         yield port, proc
     finally:

@@ -83,6 +83,9 @@ class AppThread:
     def make_app(self) -> web.Application:
         raise NotImplementedError
 
+    async def serving(self) -> None:
+        """What :meth:`start` waits for once the app listens (nothing here)."""
+
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -115,6 +118,7 @@ class AppThread:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             self.port = runner.addresses[0][1]
+            await self.serving()
             self._ready.set()
             await self._stop.wait()
         finally:
@@ -142,6 +146,12 @@ class ServerThread(AppThread):
 
     def make_app(self) -> web.Application:
         return create_app(self.settings, **self.app_kwargs)
+
+    async def serving(self) -> None:
+        """statusd listens before its index is loaded (statusd.indexing): the tests here
+        start from a whole index, as a statusd of a small spool is a moment after it
+        listens."""
+        await self.services.tracker.loading.wait()
 
     @property
     def services(self) -> Services:
