@@ -1,0 +1,268 @@
+"""statusd answers while it loads its index at start (statusd/indexing.py).
+
+It bound its port only once the whole index was loaded: 7 to 10 s of refused
+connections at 20,000 to 124,000 records, at every restart, for monitoring polling
+``/healthz`` and ``/api/v1/stats`` and for the dashboard.  It listens at once now:
+``/healthz`` says ``indexing`` (503) and how far, the stats and metrics are the start
+scan's (503 while that scan runs), and what needs the index waits for it, then 503
+``indexing`` with Retry-After.
+
+The real ``python -m statusd`` runs each test, with one step of its load held from
+outside until the test releases it (a file appears): the start's scan, or the read of
+the records that follows it.  The held step checks statusd's stop as the real reads do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from statusd_daemonkit import statusd_daemon
+from statusdkit import TOKEN, Reply, claim, finish, request, run_job, submit, wait_for
+
+from spool.errors import ErrorType
+from spool.states import JobState
+from spool.transitions import Spool
+
+# statusd with one step of its index's load held until the file argv[1] exists: "scan"
+# (the start's scan of the folders) or "read" (the records' read, after the scan); the
+# wait of a request for the index is argv[3] seconds.
+_HELD = """
+import sys
+import time
+from pathlib import Path
+import statusd.__main__ as main
+import statusd.indexing
+from statusd.loader import Loader
+from statusd.tracker import Tracker
+release, step = Path(sys.argv[1]), sys.argv[2]
+statusd.indexing.INDEX_WAIT_S = float(sys.argv[3])
+def hold(loading):
+    print(f"load held: {step}", file=sys.stderr, flush=True)
+    while not release.exists():
+        loading.advance(0)  # LoadStopped once statusd stops, as between real reads
+        time.sleep(0.01)
+if step == "scan":
+    scan = Tracker._scan_at_start
+    def held_scan(self, behind, unreadable):
+        hold(self.loading)
+        return scan(self, behind, unreadable)
+    Tracker._scan_at_start = held_scan
+else:
+    load_all = Loader.load_all
+    def held_load(self, stamps, unreadable=None, loading=None):
+        hold(loading)
+        return load_all(self, stamps, unreadable, loading)
+    Loader.load_all = held_load
+sys.exit(main.main([]))
+"""
+QUICK_WAIT_S = 0.3
+"""The wait of a request for the index, where a test wants its 503 soon."""
+
+
+@contextmanager
+def held_statusd(spool: Spool, tmp_path: Path, step: str, wait_s: float = QUICK_WAIT_S,
+                 log: list[str] | None = None
+                 ) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
+    """statusd listening with ``step`` of its load held; yields its base URL, the file
+    whose creation releases the load, and the process.  Stopped with SIGTERM after, and
+    checked to exit 0."""
+    release = tmp_path / "release"
+    seen: list[str] = log if log is not None else []
+    with statusd_daemon(spool.layout.root, indexed=False, log=seen, STATUSD_TOKEN=TOKEN,
+                        argv=["-c", _HELD, str(release), step, str(wait_s)]
+                        ) as (port, proc):
+        wait_for(lambda: any("load held" in line for line in seen), 10, "the held load")
+        yield f"http://127.0.0.1:{port}", release, proc
+
+
+def _seed(spool: Spool) -> None:
+    for n in range(3):
+        run_job(spool, f"done-{n}", {"n": n})
+    run_job(spool, "failed-0", error=(ErrorType.TOOL_ERROR, "boom"))
+    submit(spool, "pending-0")
+    submit(spool, "pending-1")
+
+
+def _indexing_503(reply: Reply) -> str:
+    """The message of an ``indexing`` 503, checked to be one (with its Retry-After)."""
+    assert reply.status == 503, (reply.status, reply.body)
+    assert reply.headers.get("retry-after") == "1", reply.headers
+    error = reply.json()["error"]
+    assert error["type"] == "indexing", error
+    message: str = error["message"]
+    assert message.startswith("statusd is indexing the spool ("), message
+    return message
+
+
+def _ready(base: str) -> bool:
+    return request(base, "GET", "/healthz").status == 200
+
+
+def test_while_it_scans_statusd_answers_at_once_and_never_from_the_index(
+        spool: Spool, tmp_path: Path) -> None:
+    """During the start's scan nothing is known of the spool: /healthz, the stats and the
+    metrics answer 503 at once saying so, what needs the index 503 after its wait, the
+    page at once; a write is refused before it writes anything.  Then the whole answers."""
+    _seed(spool)
+    log: list[str] = []
+    with held_statusd(spool, tmp_path, "scan", log=log) as (base, release, _):
+        health = request(base, "GET", "/healthz")
+        assert health.status == 503, health
+        assert health.json()["status"] == "indexing", health.json()
+        assert health.json()["indexed"] == 0
+        assert health.json()["indexing"]["phase"] == "scanning"
+        assert health.json()["indexing"]["found"] is None
+        assert "listing the spool's folders" in _indexing_503(
+            request(base, "GET", "/api/v1/stats"))
+        _indexing_503(request(base, "GET", "/api/v1/stats?partial=1"))
+        _indexing_503(request(base, "GET", "/metrics"))
+        for path in ("/api/v1/tasks", "/api/v1/tasks/done-0", "/api/v1/backtest/tasks/done-0"):
+            began = time.monotonic()
+            _indexing_503(request(base, "GET", path))
+            assert time.monotonic() - began >= QUICK_WAIT_S * 0.9, path  # it waited first
+        _indexing_503(request(base, "POST", "/api/v1/tasks", {"tool": "echo"}, token=TOKEN))
+        _indexing_503(request(base, "POST", "/api/v1/tasks/pending-0/cancel", token=TOKEN))
+        assert sorted(p.name for p in spool.layout.folder(JobState.PENDING).iterdir()) == [
+            "pending-0.json", "pending-1.json"]  # the refused writes wrote nothing
+        assert request(base, "GET", "/").status == 200
+        assert request(base, "GET", "/static/app.js").status == 200
+        assert request(base, "GET", "/api/v1/openapi.json").status == 200
+        release.touch()
+        wait_for(lambda: _ready(base), 10, "the index")
+        assert request(base, "GET", "/healthz").json() == {"status": "ok", "indexed": 6}
+        stats = request(base, "GET", "/api/v1/stats").json()
+        assert stats["counts"] == {"pending": 2, "running": 0, "done": 3, "failed": 1}
+        assert "indexing" not in stats["statusd"] and stats["statusd"]["indexed"] == 6
+        tasks = request(base, "GET", "/api/v1/tasks").json()["tasks"]
+        assert {t["id"] for t in tasks} == {"done-0", "done-1", "done-2", "failed-0",
+                                            "pending-0", "pending-1"}
+    listening = next(n for n, line in enumerate(log) if "statusd listening on" in line)
+    indexed = next(n for n, line in enumerate(log) if "indexed 6 records in" in line)
+    assert listening < indexed, log
+
+
+def test_while_it_reads_the_stats_and_metrics_are_the_start_scans(
+        spool: Spool, tmp_path: Path) -> None:
+    """Once the scan is done, the stats and the metrics answer with its figures (marked
+    so), and what happens in the spool during the rest of the load is not lost: it is
+    in the index once that is loaded."""
+    _seed(spool)
+    with held_statusd(spool, tmp_path, "read") as (base, release, _):
+        health = request(base, "GET", "/healthz")
+        assert health.status == 503 and health.headers.get("retry-after") == "1", health
+        indexing = health.json()["indexing"]
+        assert (indexing["phase"], indexing["found"], indexing["loaded"]) == ("reading", 6, 0)
+        stats = request(base, "GET", "/api/v1/stats")
+        assert stats.status == 200, stats
+        doc = stats.json()
+        assert doc["counts"] == {"pending": 2, "running": 0, "done": 3, "failed": 1}
+        assert doc["total"] == 6 and doc["oldest_pending_age_s"] is not None
+        assert doc["throughput"] == {"done_last_60s": 3, "failed_last_60s": 1}
+        assert doc["statusd"]["indexed"] == 0
+        assert doc["statusd"]["indexing"]["phase"] == "reading"
+        assert doc["statusd"]["indexing"]["counts_at"].endswith("Z")
+        metrics = request(base, "GET", "/metrics")
+        assert metrics.status == 200, metrics
+        text = metrics.body.decode()
+        assert 'spoolq_jobs{state="done"} 3.0' in text, text
+        assert "spoolq_statusd_indexing 1.0" in text, text
+        assert "(read 0 of 6 records, " in _indexing_503(request(base, "GET", "/api/v1/tasks"))
+        # Meanwhile a job arrives and another finishes: the feed has been on since before
+        # the scan, so both are in the index once it is loaded.
+        submit(spool, "late")
+        finish(spool, claim(spool, "pending-0"), {"ok": True})
+        release.touch()
+        wait_for(lambda: _ready(base), 10, "the index")
+
+        def listed() -> dict[str, str]:
+            rows = request(base, "GET", "/api/v1/tasks").json()["tasks"]
+            return {t["id"]: t["state"] for t in rows}
+
+        wait_for(lambda: listed().get("late") == "pending"
+                 and listed().get("pending-0") == "done", 10, "the moves of the load's time")
+        doc = request(base, "GET", "/api/v1/stats").json()
+        assert doc["counts"] == {"pending": 2, "running": 0, "done": 4, "failed": 1}
+        assert "indexing" not in doc["statusd"]
+        assert "spoolq_statusd_indexing 0.0" in request(base, "GET", "/metrics").body.decode()
+
+
+def test_a_request_that_needs_the_index_is_answered_as_soon_as_it_is_in(
+        spool: Spool, tmp_path: Path) -> None:
+    """A list asked for, and a task stream opened, while the index loads get their
+    answers once it is in, not an error, when that is within the wait."""
+    _seed(spool)
+    with held_statusd(spool, tmp_path, "read", wait_s=30.0) as (base, release, _):
+        answers: list[Reply] = []
+        asker = threading.Thread(target=lambda: answers.append(
+            request(base, "GET", "/api/v1/tasks?state=done")))
+        asker.start()
+
+        async def stream() -> str:
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{base.replace('http', 'ws')}/api/v1/ws/tasks/"
+                                       "pending-1") as ws:
+                first = await ws.receive_json(timeout=30)
+                return f"{first['event']} {first['state']}"
+
+        began = time.monotonic()
+        threading.Timer(0.5, release.touch).start()
+        assert asyncio.run(stream()) == "snapshot pending"
+        asker.join(30)
+        assert time.monotonic() - began < 20
+        assert [a.status for a in answers] == [200], answers
+        assert {t["id"] for t in answers[0].json()["tasks"]} == {"done-0", "done-1", "done-2"}
+
+
+def test_a_websocket_while_the_index_loads_is_refused_before_its_handshake(
+        spool: Spool, tmp_path: Path) -> None:
+    """The events stream too: a client connected during the load would believe it was
+    told every transition, while those of the load's time are only in the index."""
+    with held_statusd(spool, tmp_path, "read") as (base, _release, _):
+
+        async def handshake() -> int:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(f"{base}/api/v1/ws/events"):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+
+        assert asyncio.run(handshake()) == 503
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_during_the_index_load_is_a_clean_and_prompt_stop(
+        spool: Spool, tmp_path: Path, sig: int) -> None:
+    """statusd serves through its load now, so a stop then is a serving statusd's: exit
+    0 at once, not once the load is done (it used to wait for it), and a request waiting
+    for the index is answered 503 "statusd is stopping" at once, not held until the
+    stop's timeout (STOP_S, 5 s)."""
+    _seed(spool)
+    log: list[str] = []
+    answers: list[Reply] = []
+    with held_statusd(spool, tmp_path, "read", wait_s=30.0, log=log) as (base, _, proc):
+        asker = threading.Thread(target=lambda: answers.append(
+            request(base, "GET", "/api/v1/tasks")))
+        asker.start()
+        time.sleep(0.5)  # the request is waiting for the index
+        proc.send_signal(sig)
+        stopped = time.monotonic()
+        code = proc.wait(timeout=20)
+        took = time.monotonic() - stopped
+        asker.join(20)
+    assert code == 0, log
+    assert took < 3.0, f"the stop took {took:.1f} s"
+    assert [(a.status, a.json()["error"]) for a in answers] == [
+        (503, {"type": "unavailable", "message": "statusd is stopping"})], answers
+    logged = "".join(log)
+    assert "statusd listening on" in logged, log
+    assert "Traceback" not in logged and "indexed" not in logged, log
