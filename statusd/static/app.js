@@ -69,6 +69,8 @@ const ui = {
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
   paging: false,          // a page of "older tasks" is on its way
   during: null,           // transitions that arrive while a list page is on its way
+  indexing: false,        // the list's last ask was refused: statusd loads its index
+  indexingNote: null,     // the task view's word of it, while its task waits for the index
   total: null,            // the spool's job count at the last stats refresh
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
   arrived: 0,             // new ids the events stream told of since (a transition from none)
@@ -106,16 +108,18 @@ async function getJSON(url, maxBytes = Infinity, parse = null) {
   if (response.ok) return parse ? parse(await response.text()) : response.json();
   let message = `HTTP ${response.status}`;
   let type = null;
+  let detail = "";
   try {
     const body = await response.json();
-    if (body && body.error && body.error.message) message += `: ${body.error.message}`;
+    if (body && body.error && body.error.message) detail = String(body.error.message);
     if (body && body.error && typeof body.error.type === "string") type = body.error.type;
   } catch (err) {
     // not the API's JSON error shape (a proxy's page): the status says enough
   }
-  const error = new Error(message);
+  const error = new Error(detail ? `${message}: ${detail}` : message);
   error.status = response.status;
   error.type = type;
+  error.detail = detail;
   throw error;
 }
 
@@ -686,10 +690,22 @@ function listUrl(cursor, limit = PAGE_SIZE) {
 }
 
 function listError(err) {
-  // A list that could not load says why (the rows shown, if any, are as they were).
+  // A list that could not load says why (the rows shown, if any, are as they were).  A
+  // statusd that has just started and loads its index says so, and how far: no error,
+  // the list comes once the index is in (asked again meanwhile).
   const node = $("list-error");
   node.hidden = !err;
-  if (err) node.textContent = shown(`cannot load the list: ${err.message}`);
+  ui.indexing = Boolean(err && err.type === "indexing");
+  node.className = ui.indexing ? "muted" : "error";
+  if (!err) return;
+  node.textContent = shown(ui.indexing
+    ? indexingText(err, "the list shows once it is done")
+    : `cannot load the list: ${err.message}`);
+}
+
+function indexingText(err, then) {
+  // An "indexing" 503's message (how far the load is), and what the page does meanwhile.
+  return `${err.detail.replace(/; try again$/, "")}: ${then}`;
 }
 
 async function loadList(again = false) {
@@ -724,7 +740,11 @@ async function loadList(again = false) {
   }
   if (seq !== ui.listSeq) return; // a newer load (filter change) won
   ui.during = null;
+  const indexed = ui.indexing;
   listError(null);
+  // The index is in: the live updates at once, not at the events socket's next try (its
+  // handshakes were refused while the index loaded, and its backoff had grown meanwhile).
+  if (indexed) reconnectEvents();
   ui.rows.clear();
   ui.trimmed = false;
   ui.keep = MAX_ROWS;
@@ -980,6 +1000,7 @@ function renderNote() {
   const node = $("task-note");
   const state = ui.taskId === null ? "" : $("task-state").textContent;
   const lines = [];
+  if (ui.indexingNote !== null && ui.taskId !== null) lines.push(ui.indexingNote);
   if (ui.unreachable !== null) {
     lines.push(`${away()}: the task as last seen; trying again`);
   } else if (state === "running" && ui.processorAlive === false) {
@@ -1400,6 +1421,7 @@ function clearTask() {
   ui.runAttempts = null;
   ui.shownPercent = "";
   ui.runSince = null;
+  ui.indexingNote = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
   for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",
@@ -1409,13 +1431,18 @@ function clearTask() {
   $("task-result").open = true;  // a record too large to load says so in it
 }
 
-async function openTask(id) {
+async function openTask(id, indexing = null) {
+  // indexing: asked again while statusd loads its index (its note, kept meanwhile).
   ui.taskId = id;
   $("list-view").hidden = true;
   $("task-view").hidden = false;
   $("task-id").textContent = shown(id);  // a link's: anyone's text (a bidi override)
-  setTaskState("");
+  setTaskState(indexing === null ? "" : "indexing");
   clearTask();
+  if (indexing !== null) {
+    ui.indexingNote = indexing;
+    renderNote();
+  }
   if (!VALID_ID.test(id)) {  // it said "not found ... it shows here once submitted"
     setTaskState("invalid id");
     renderNote();
@@ -1423,7 +1450,9 @@ async function openTask(id) {
   }
   const heads = ui.heads;
   try {
-    await renderRecord(await getRecord(id));
+    const record = await getRecord(id);
+    if (ui.taskId === id) ui.indexingNote = null;
+    await renderRecord(record);
   } catch (err) {
     // A record shown since the ask (the task submitted as the view opened, told by the
     // events stream before this 404 came) is newer: "not found" stood over it, pending.
@@ -1435,6 +1464,15 @@ async function openTask(id) {
     if (err.status >= 400 && err.status < 500) {  // 404 (400, an id that can't be, is
       setTaskState(err.status === 400 ? "invalid id" : "not found");  // above)
       renderNote();
+      return;
+    }
+    if (err.type === "indexing") {
+      // statusd has just started and loads its index: no error, the task comes once it is in.
+      setTaskState("indexing");
+      ui.indexingNote = indexingText(err, "the task shows once it is done");
+      renderNote();
+      const note = ui.indexingNote;
+      setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id, note); }, RETRY_MS);
       return;
     }
     // statusd unreachable or refusing for now (a restart, a 503): say so, try again.

@@ -111,6 +111,59 @@ def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
             assert code == 0, (code, seen[-20:])
 
 
+# statusd with one step of its index's load held until the file argv[1] exists: "scan"
+# (the start's scan of the folders) or "read" (the records' read, after the scan); a
+# request's wait for the index (statusd.indexing.INDEX_WAIT_S) is argv[3] seconds.
+_HELD = """
+import sys
+import time
+from pathlib import Path
+import statusd.__main__ as main
+import statusd.indexing
+from statusd.loader import Loader
+from statusd.tracker import Tracker
+release, step = Path(sys.argv[1]), sys.argv[2]
+statusd.indexing.INDEX_WAIT_S = float(sys.argv[3])
+def hold(loading):
+    print(f"load held: {step}", file=sys.stderr, flush=True)
+    while not release.exists():
+        loading.advance(0)  # LoadStopped once statusd stops, as between real reads
+        time.sleep(0.01)
+if step == "scan":
+    scan = Tracker._scan_at_start
+    def held_scan(self, behind, unreadable):
+        hold(self.loading)
+        return scan(self, behind, unreadable)
+    Tracker._scan_at_start = held_scan
+else:
+    load_all = Loader.load_all
+    def held_load(self, stamps, unreadable=None, loading=None):
+        hold(loading)
+        return load_all(self, stamps, unreadable, loading)
+    Loader.load_all = held_load
+sys.exit(main.main([]))
+"""
+
+
+@contextmanager
+def held_statusd(root: Path, release: Path, step: str, wait_s: float, *,
+                 log: list[str] | None = None, **env_vars: str
+                 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """:func:`statusd_daemon` with ``step`` of its index's load (``scan`` or ``read``)
+    held from outside until the file ``release`` exists (the hold sees statusd's stop as
+    its reads do); a request's wait for the index is ``wait_s``.  Yields once statusd
+    listens and the hold is reached: its base URL and process."""
+    seen: list[str] = log if log is not None else []
+    with statusd_daemon(root, indexed=False, log=seen,
+                        argv=["-c", _HELD, str(release), step, str(wait_s)], **env_vars
+                        ) as (port, proc):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not any("load held" in line for line in seen):
+            assert time.monotonic() < deadline, f"the load was not held: {seen[-20:]}"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}", proc
+
+
 def peak_rss_bytes(proc: subprocess.Popen[str]) -> int:
     """The process's peak resident set size so far (VmHWM)."""
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():

@@ -16,72 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
-from statusd_daemonkit import statusd_daemon
+from statusd_daemonkit import held_statusd
 from statusdkit import TOKEN, Reply, claim, finish, request, run_job, submit, wait_for
 
 from spool.errors import ErrorType
 from spool.states import JobState
 from spool.transitions import Spool
 
-# statusd with one step of its index's load held until the file argv[1] exists: "scan"
-# (the start's scan of the folders) or "read" (the records' read, after the scan); the
-# wait of a request for the index is argv[3] seconds.
-_HELD = """
-import sys
-import time
-from pathlib import Path
-import statusd.__main__ as main
-import statusd.indexing
-from statusd.loader import Loader
-from statusd.tracker import Tracker
-release, step = Path(sys.argv[1]), sys.argv[2]
-statusd.indexing.INDEX_WAIT_S = float(sys.argv[3])
-def hold(loading):
-    print(f"load held: {step}", file=sys.stderr, flush=True)
-    while not release.exists():
-        loading.advance(0)  # LoadStopped once statusd stops, as between real reads
-        time.sleep(0.01)
-if step == "scan":
-    scan = Tracker._scan_at_start
-    def held_scan(self, behind, unreadable):
-        hold(self.loading)
-        return scan(self, behind, unreadable)
-    Tracker._scan_at_start = held_scan
-else:
-    load_all = Loader.load_all
-    def held_load(self, stamps, unreadable=None, loading=None):
-        hold(loading)
-        return load_all(self, stamps, unreadable, loading)
-    Loader.load_all = held_load
-sys.exit(main.main([]))
-"""
 QUICK_WAIT_S = 0.3
 """The wait of a request for the index, where a test wants its 503 soon."""
 
 
-@contextmanager
-def held_statusd(spool: Spool, tmp_path: Path, step: str, wait_s: float = QUICK_WAIT_S,
-                 log: list[str] | None = None
-                 ) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
-    """statusd listening with ``step`` of its load held; yields its base URL, the file
-    whose creation releases the load, and the process.  Stopped with SIGTERM after, and
-    checked to exit 0."""
-    release = tmp_path / "release"
-    seen: list[str] = log if log is not None else []
-    with statusd_daemon(spool.layout.root, indexed=False, log=seen, STATUSD_TOKEN=TOKEN,
-                        argv=["-c", _HELD, str(release), step, str(wait_s)]
-                        ) as (port, proc):
-        wait_for(lambda: any("load held" in line for line in seen), 10, "the held load")
-        yield f"http://127.0.0.1:{port}", release, proc
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """The file whose creation releases statusd's held load."""
+    return tmp_path / "release"
 
 
 def _seed(spool: Spool) -> None:
@@ -108,13 +63,14 @@ def _ready(base: str) -> bool:
 
 
 def test_while_it_scans_statusd_answers_at_once_and_never_from_the_index(
-        spool: Spool, tmp_path: Path) -> None:
+        spool: Spool, release: Path) -> None:
     """During the start's scan nothing is known of the spool: /healthz, the stats and the
     metrics answer 503 at once saying so, what needs the index 503 after its wait, the
     page at once; a write is refused before it writes anything.  Then the whole answers."""
     _seed(spool)
     log: list[str] = []
-    with held_statusd(spool, tmp_path, "scan", log=log) as (base, release, _):
+    with held_statusd(spool.layout.root, release, "scan", QUICK_WAIT_S, log=log,
+                      STATUSD_TOKEN=TOKEN) as (base, _):
         health = request(base, "GET", "/healthz")
         assert health.status == 503, health
         assert health.json()["status"] == "indexing", health.json()
@@ -151,12 +107,12 @@ def test_while_it_scans_statusd_answers_at_once_and_never_from_the_index(
 
 
 def test_while_it_reads_the_stats_and_metrics_are_the_start_scans(
-        spool: Spool, tmp_path: Path) -> None:
+        spool: Spool, release: Path) -> None:
     """Once the scan is done, the stats and the metrics answer with its figures (marked
     so), and what happens in the spool during the rest of the load is not lost: it is
     in the index once that is loaded."""
     _seed(spool)
-    with held_statusd(spool, tmp_path, "read") as (base, release, _):
+    with held_statusd(spool.layout.root, release, "read", QUICK_WAIT_S) as (base, _):
         health = request(base, "GET", "/healthz")
         assert health.status == 503 and health.headers.get("retry-after") == "1", health
         indexing = health.json()["indexing"]
@@ -196,11 +152,11 @@ def test_while_it_reads_the_stats_and_metrics_are_the_start_scans(
 
 
 def test_a_request_that_needs_the_index_is_answered_as_soon_as_it_is_in(
-        spool: Spool, tmp_path: Path) -> None:
+        spool: Spool, release: Path) -> None:
     """A list asked for, and a task stream opened, while the index loads get their
     answers once it is in, not an error, when that is within the wait."""
     _seed(spool)
-    with held_statusd(spool, tmp_path, "read", wait_s=30.0) as (base, release, _):
+    with held_statusd(spool.layout.root, release, "read", 30.0) as (base, _):
         answers: list[Reply] = []
         asker = threading.Thread(target=lambda: answers.append(
             request(base, "GET", "/api/v1/tasks?state=done")))
@@ -223,10 +179,10 @@ def test_a_request_that_needs_the_index_is_answered_as_soon_as_it_is_in(
 
 
 def test_a_websocket_while_the_index_loads_is_refused_before_its_handshake(
-        spool: Spool, tmp_path: Path) -> None:
+        spool: Spool, release: Path) -> None:
     """The events stream too: a client connected during the load would believe it was
     told every transition, while those of the load's time are only in the index."""
-    with held_statusd(spool, tmp_path, "read") as (base, _release, _):
+    with held_statusd(spool.layout.root, release, "read", QUICK_WAIT_S) as (base, _):
 
         async def handshake() -> int:
             async with aiohttp.ClientSession() as session:
@@ -241,7 +197,7 @@ def test_a_websocket_while_the_index_loads_is_refused_before_its_handshake(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_during_the_index_load_is_a_clean_and_prompt_stop(
-        spool: Spool, tmp_path: Path, sig: int) -> None:
+        spool: Spool, release: Path, sig: int) -> None:
     """statusd serves through its load now, so a stop then is a serving statusd's: exit
     0 at once, not once the load is done (it used to wait for it), and a request waiting
     for the index is answered 503 "statusd is stopping" at once, not held until the
@@ -249,7 +205,7 @@ def test_a_stop_signal_during_the_index_load_is_a_clean_and_prompt_stop(
     _seed(spool)
     log: list[str] = []
     answers: list[Reply] = []
-    with held_statusd(spool, tmp_path, "read", wait_s=30.0, log=log) as (base, _, proc):
+    with held_statusd(spool.layout.root, release, "read", 30.0, log=log) as (base, proc):
         asker = threading.Thread(target=lambda: answers.append(
             request(base, "GET", "/api/v1/tasks")))
         asker.start()
