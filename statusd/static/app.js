@@ -17,6 +17,9 @@
  * each new one where statusd's order puts it (sortKey); a row shows its progress or error
  * message itself, not only on hover.  The task's state is a polite live region, which a
  * screen reader says when it changes.
+ * While statusd loads its index at start (its list, tasks and streams answer 503
+ * "indexing"), the list and the task view say so and how far, the counts are its start
+ * scan's, and the page goes live once the index is in, without a reload.
  * A fetch that fails is said on the page and tried again, not swallowed.  The tab's title
  * names what the view shows: the task, its state and progress, or the list's filter.  All
  * text goes in through textContent: job fields are never HTML.
