@@ -38,6 +38,7 @@ from spool.transitions import Spool
 from statusd.__main__ import STOP_S
 from statusd.app import create_app
 from statusd.items import Item
+from statusd.protocol import AppRunner
 from statusd.services import SERVICES, Services
 
 TOKEN = "s3cret-token"
@@ -109,10 +110,11 @@ class AppThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.app = self.make_app()
-        # The daemon's bound on requests in flight at a stop: aiohttp's own 60 s (twice,
-        # with the cancel) would outlast stop()'s 20 s wait.
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=STOP_S)
+        # The daemon's runner (parse errors answered in the JSON shape, logged in one
+        # line), and its bound on requests in flight at a stop: aiohttp's own 60 s
+        # (twice, with the cancel) would outlast stop()'s 20 s wait.
+        runner = AppRunner(self.app, handle_signals=False, access_log=None,
+                           shutdown_timeout=STOP_S)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
