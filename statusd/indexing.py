@@ -9,8 +9,9 @@ monitoring and the dashboard.  It now listens at once, and until the index is wh
   loaded, elapsed_s}}`` at once (:func:`health_while_loading`);
 * ``/api/v1/stats`` and ``/metrics``: the spool's figures as the start's scan found
   them (:class:`statusd.loading.ScanFigures`: counts, ages, the last minute's records;
-  the stats say so in ``statusd.indexing``, with ``counts_at``), 503 ``indexing`` while
-  the scan itself runs (the first second or so at 100,000 records);
+  the stats say so in ``statusd.indexing``, with ``counts_at``); while the scan itself
+  runs (the first second or so at 100,000 records) the stats answer 503 ``indexing``
+  and the metrics statusd's own gauges only (a 503 reads as ``up`` 0 to Prometheus);
 * every route that answers from the index (the list, one task, the WebSockets) and the
   writes, which show what they did through it: :func:`after_index` holds the request
   until the index is in, up to :data:`INDEX_WAIT_S`, then answers 503 ``indexing``
@@ -31,8 +32,9 @@ a true view of the spool", which an indexing statusd does not yet (no list, no t
 stream).  A load balancer then sends users to a statusd that can serve them, and a
 deploy script (``spoolq demo``, an ops check) waits for the 200.  It answers at once all
 the same, saying ``indexing`` and how far: a monitor tells a start from a statusd down
-(refused) or hung (no answer), and a liveness probe sees a live process.  Its 200 body
-is as it always was.
+(refused) or hung (no answer).  A probe that takes any 503 for a failure (Kubernetes'
+liveness probe) must allow for the load's time, as it had to for the refused connections
+before.  Its 200 body is as it always was.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ Two kinds:
   counts and counters with them and read as statusd down (``up`` 0), and a made-up
   ``spoolq_processor_up 0`` would fire the "processor down" alert for a live one.
   While statusd loads its index at start, the spool's gauges are its start scan's
-  (``spoolq_statusd_indexing`` is 1), and a scrape during that scan itself (a second or
-  so at 100,000 records) answers 503 (:mod:`statusd.indexing`).
+  (``spoolq_statusd_indexing`` is 1); a scrape during that scan itself (a second or so
+  at 100,000 records, longer on a cold cache or NFS) has statusd's own gauges only, 200
+  all the same: a 503 reads as ``up`` 0, and would fire a "target down" alert at each
+  restart.
 * Counters and a histogram fed by the tracker as terminal records appear
   (``spoolq_transitions_total{tool,outcome}``,
   ``spoolq_job_duration_seconds{tool}``).  They count from statusd's start,
@@ -69,45 +71,56 @@ class _SpoolGauges:
 
     def collect(self) -> Iterator[Metric]:
         doc = self.status()
-        jobs = GaugeMetricFamily("spoolq_jobs", "Jobs in the spool by state", labels=["state"])
-        for state, count in doc["counts"].items():
-            jobs.add_metric([state], count)
-        yield jobs
-        age = doc["oldest_pending_age_s"]
-        yield GaugeMetricFamily("spoolq_oldest_pending_age_seconds",
-                                "Age of the oldest pending job (0 when none)",
-                                value=age if age is not None else 0.0)
-        due = doc["oldest_due_pending_age_s"]
-        yield GaugeMetricFamily("spoolq_oldest_due_pending_age_seconds",
-                                "How long the pending job due longest has waited since it "
-                                "could run: since it arrived, or its not_before if later "
-                                "(0 when none is due)",
-                                value=due if due is not None else 0.0)
-        yield GaugeMetricFamily("spoolq_statusd_processors_ok",
-                                "1 while statusd can tell whether processors are alive; 0 "
-                                "while it cannot read their state (owners/ not listed, a "
-                                "lock not tested, a status file not read): the processor "
-                                "gauges are then left out, never reported down",
-                                value=0.0 if "processors_unknown" in doc else 1.0)
-        if "processors_unknown" not in doc:
-            yield from _processor_gauges(doc)
-        yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
-                                "WebSocket clients connected to statusd",
-                                value=doc["statusd"]["ws_clients"])
-        yield GaugeMetricFamily("spoolq_statusd_spool_ok",
-                                "1 while statusd sees the spool's folders; 0 while /healthz "
-                                "says spool_missing or spool_unreadable (the gauges above "
-                                "are then the spool as it last saw it)",
-                                value=1.0 if doc["statusd"].get("spool", "ok") == "ok"
-                                else 0.0)
-        yield GaugeMetricFamily("spoolq_statusd_indexing",
-                                "1 while statusd loads its index at start: the jobs and "
-                                "age gauges are then the spool as its start's scan found "
-                                "it, and no transition is counted yet",
-                                value=1.0 if "indexing" in doc["statusd"] else 0.0)
-        yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
-                                  "WebSocket clients dropped for falling behind",
-                                  value=doc["statusd"]["ws_dropped"])
+        if "counts" in doc:  # none while the start's scan runs: nothing known of the spool
+            yield from _spool_gauges(doc)
+        yield from _statusd_gauges(doc["statusd"])
+
+
+def _spool_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
+    """The gauges of the spool's figures and of the processors' state."""
+    jobs = GaugeMetricFamily("spoolq_jobs", "Jobs in the spool by state", labels=["state"])
+    for state, count in doc["counts"].items():
+        jobs.add_metric([state], count)
+    yield jobs
+    age = doc["oldest_pending_age_s"]
+    yield GaugeMetricFamily("spoolq_oldest_pending_age_seconds",
+                            "Age of the oldest pending job (0 when none)",
+                            value=age if age is not None else 0.0)
+    due = doc["oldest_due_pending_age_s"]
+    yield GaugeMetricFamily("spoolq_oldest_due_pending_age_seconds",
+                            "How long the pending job due longest has waited since it "
+                            "could run: since it arrived, or its not_before if later "
+                            "(0 when none is due)",
+                            value=due if due is not None else 0.0)
+    yield GaugeMetricFamily("spoolq_statusd_processors_ok",
+                            "1 while statusd can tell whether processors are alive; 0 "
+                            "while it cannot read their state (owners/ not listed, a "
+                            "lock not tested, a status file not read): the processor "
+                            "gauges are then left out, never reported down",
+                            value=0.0 if "processors_unknown" in doc else 1.0)
+    if "processors_unknown" not in doc:
+        yield from _processor_gauges(doc)
+
+
+def _statusd_gauges(own: dict[str, Any]) -> Iterator[Metric]:
+    """statusd's own gauges (the stats' ``statusd``), known from its start."""
+    yield GaugeMetricFamily("spoolq_statusd_websocket_clients",
+                            "WebSocket clients connected to statusd",
+                            value=own["ws_clients"])
+    yield GaugeMetricFamily("spoolq_statusd_spool_ok",
+                            "1 while statusd sees the spool's folders; 0 while /healthz "
+                            "says spool_missing or spool_unreadable (the gauges above "
+                            "are then the spool as it last saw it)",
+                            value=1.0 if own.get("spool", "ok") == "ok" else 0.0)
+    yield GaugeMetricFamily("spoolq_statusd_indexing",
+                            "1 while statusd loads its index at start: the jobs and "
+                            "age gauges are then the spool as its start's scan found "
+                            "it (left out while that scan runs), and no transition is "
+                            "counted yet",
+                            value=1.0 if "indexing" in own else 0.0)
+    yield CounterMetricFamily("spoolq_statusd_websocket_dropped",
+                              "WebSocket clients dropped for falling behind",
+                              value=own["ws_dropped"])
 
 
 def _processor_gauges(doc: dict[str, Any]) -> Iterator[Metric]:

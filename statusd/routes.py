@@ -205,10 +205,9 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """The registry's text; 503 ``indexing`` while the start's scan runs (the stats'
-    document is made of the index, or of that scan: see :func:`stats`)."""
+    """The registry's text: while the start's scan runs, statusd's own gauges only
+    (:mod:`statusd.metrics`), never a 503, which Prometheus reads as statusd down."""
     services = request.app[SERVICES]
-    require_figures(services)
     return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -127,11 +127,13 @@ def terminal_items(layout: Layout, stamps: dict[str, Stamp],
     """(id, stamp, item) for each terminal id of a scan, in the scan's order.
 
     The records are read by a few threads at once (reads release the GIL, which
-    matters on a cold page cache) and parsed here, a chunk at a time (only a chunk's
-    bytes are held at once).  The item is None where this fast path cannot build it:
-    the file vanished, or it fails the structural check (the loader then reads it
-    through :class:`spool.reader.SpoolReader`).  ``advance(0)`` is called before each
-    chunk is read (its exception, a stop, ends the reads there).
+    matters on a cold page cache) and parsed here, a chunk at a time (on one thread
+    only a chunk's bytes are held at once; with several, ``pool.map`` reads every chunk
+    ahead, so all the bytes may be, as before the load moved off the loop).  The item
+    is None where this fast path cannot build it: the file vanished, or it fails the
+    structural check (the loader then reads it through
+    :class:`spool.reader.SpoolReader`).  ``advance(0)`` is called before each chunk is
+    read (its exception, a stop, ends the reads there).
     """
     folders = {state: os.fspath(layout.folder(state)) for state in TERMINAL}
     terminal = [(i, s) for i, s in stamps.items() if s.state in TERMINAL]

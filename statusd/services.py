@@ -97,7 +97,10 @@ class Services:
         """The stats document for /metrics and ``GET /api/v1/stats?partial=1``: when the
         processors' state cannot be read, without what they tell (``processor``,
         ``job_num``, ``busy_workers``, ...) and with ``processors_unknown``, the cause; the
-        counts are known all the same."""
+        counts are known all the same.  While the start's scan runs, nothing of the spool is
+        known yet: only ``statusd`` (its own figures, ``indexing`` among them)."""
+        if not self.tracker.loading.ready and self.tracker.loading.figures is None:
+            return {"statusd": self._own_figures()}
         try:
             return self._document(self.processors(), None)
         except SpoolIOError as exc:
@@ -116,15 +119,19 @@ class Services:
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = [t.get("name") for p in processors for t in p.tools]
         doc["tools"] = sorted({*figures.tools(), *(t for t in offered if isinstance(t, str))})
-        doc["statusd"] = {"indexed": len(self.index), "ws_clients": self.hub.clients,
-                          "ws_dropped": self.hub.dropped_total,
-                          "startup_s": round(self.tracker.startup_s, 4),
-                          "last_scan_s": round(self.tracker.last_scan_s, 4),
-                          "spool": self.tracker.spool_health(),
-                          "removed": self.tracker.removed}
-        if (indexing := self.tracker.loading.stats_info()) is not None:
-            doc["statusd"]["indexing"] = indexing
+        doc["statusd"] = self._own_figures()
         return doc
+
+    def _own_figures(self) -> dict[str, Any]:
+        """The stats' ``statusd``: statusd's own figures (``indexing`` while it loads)."""
+        own = {"indexed": len(self.index), "ws_clients": self.hub.clients,
+               "ws_dropped": self.hub.dropped_total,
+               "startup_s": round(self.tracker.startup_s, 4),
+               "last_scan_s": round(self.tracker.last_scan_s, 4),
+               "spool": self.tracker.spool_health(), "removed": self.tracker.removed}
+        if (indexing := self.tracker.loading.stats_info()) is not None:
+            own["indexing"] = indexing
+        return own
 
     def _figures(self) -> Figures:
         """The index once it is loaded; until then the start scan's figures (the routes

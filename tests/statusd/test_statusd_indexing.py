@@ -64,9 +64,10 @@ def _ready(base: str) -> bool:
 
 def test_while_it_scans_statusd_answers_at_once_and_never_from_the_index(
         spool: Spool, release: Path) -> None:
-    """During the start's scan nothing is known of the spool: /healthz, the stats and the
-    metrics answer 503 at once saying so, what needs the index 503 after its wait, the
-    page at once; a write is refused before it writes anything.  Then the whole answers."""
+    """During the start's scan nothing is known of the spool: /healthz and the stats
+    answer 503 at once saying so, the metrics statusd's own gauges only (200), what
+    needs the index 503 after its wait, the page at once; a write is refused before it
+    writes anything.  Then the whole answers."""
     _seed(spool)
     log: list[str] = []
     with held_statusd(spool.layout.root, release, "scan", QUICK_WAIT_S, log=log,
@@ -80,7 +81,10 @@ def test_while_it_scans_statusd_answers_at_once_and_never_from_the_index(
         assert "listing the spool's folders" in _indexing_503(
             request(base, "GET", "/api/v1/stats"))
         _indexing_503(request(base, "GET", "/api/v1/stats?partial=1"))
-        _indexing_503(request(base, "GET", "/metrics"))
+        metrics = request(base, "GET", "/metrics")  # a 503 reads as down to Prometheus
+        assert metrics.status == 200, metrics
+        assert "spoolq_statusd_indexing 1.0" in metrics.body.decode(), metrics
+        assert "spoolq_jobs" not in metrics.body.decode(), metrics  # nothing known yet
         for path in ("/api/v1/tasks", "/api/v1/tasks/done-0", "/api/v1/backtest/tasks/done-0"):
             began = time.monotonic()
             _indexing_503(request(base, "GET", path))
