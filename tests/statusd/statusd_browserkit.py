@@ -68,3 +68,17 @@ def watched(tab: sync_api.Page) -> list[str]:
     tab.set_default_timeout(TIMEOUT_MS)
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
+
+
+@contextlib.contextmanager
+def own_page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
+    """A page in a browser context of its own (no cookie, storage, cache or clock of one
+    test reaches another), :func:`watched`; its JavaScript errors fail the test."""
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        errors = watched(tab)
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"

@@ -12,12 +12,13 @@ the test releases it; the page in headless Chromium.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from statusd_browserkit import BROWSER_MARKS, chromium, sync_api, watched
+from statusd_browserkit import BROWSER_MARKS, chromium, own_page, sync_api
 from statusd_daemonkit import held_statusd
 from statusdkit import run_job, submit
 
@@ -37,24 +38,26 @@ def browser() -> Iterator[sync_api.Browser]:
 
 @pytest.fixture
 def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
-    context = browser.new_context()
-    try:
-        tab = context.new_page()
-        errors = watched(tab)
+    with own_page(browser) as tab:
         yield tab
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@contextlib.contextmanager
+def _held(spool: Spool, release: Path) -> Iterator[str]:
+    """statusd's base URL, its load of three records and a pending job held at the reads
+    until ``release`` is made."""
+    for n in range(3):
+        run_job(spool, f"done-{n}", {"n": n})
+    submit(spool, "waiting")
+    with held_statusd(spool.layout.root, release, "read", WAIT_S) as (base, _):
+        yield base
 
 
 def test_the_list_says_statusd_is_indexing_then_shows_once_it_is_done(
         spool: Spool, tmp_path: Path, page: sync_api.Page) -> None:
     expect = sync_api.expect
-    for n in range(3):
-        run_job(spool, f"done-{n}", {"n": n})
-    submit(spool, "waiting")
     release = tmp_path / "release"
-    with held_statusd(spool.layout.root, release, "read", WAIT_S) as (base, _):
+    with _held(spool, release) as base:
         page.goto(f"{base}/")
         note = page.locator("#list-error")
         expect(note).to_have_text(re.compile(INDEXING.pattern + "the list shows once it is "
@@ -73,11 +76,8 @@ def test_the_list_says_statusd_is_indexing_then_shows_once_it_is_done(
 def test_a_task_view_says_statusd_is_indexing_then_shows_the_task(
         spool: Spool, tmp_path: Path, page: sync_api.Page) -> None:
     expect = sync_api.expect
-    for n in range(3):
-        run_job(spool, f"done-{n}", {"n": n})
-    submit(spool, "waiting")
     release = tmp_path / "release"
-    with held_statusd(spool.layout.root, release, "read", WAIT_S) as (base, _):
+    with _held(spool, release) as base:
         page.goto(f"{base}/#/tasks/done-1")
         state, note = page.locator("#task-state"), page.locator("#task-note")
         expect(state).to_have_text("indexing")

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from statusd_browserkit import BROWSER_MARKS, STATS_EVERY_MS, chromium, sync_api, watched
+from statusd_browserkit import BROWSER_MARKS, STATS_EVERY_MS, chromium, own_page, sync_api
 from statusd_daemonkit import failing, statusd_daemon
 from statusdkit import FakeOwner, claim, report, submit
 
@@ -46,14 +46,8 @@ def browser() -> Iterator[sync_api.Browser]:
 def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
     """A page in a context of its own: no cookie, storage, cache or clock of one test
     reaches the other."""
-    context = browser.new_context()
-    try:
-        tab = context.new_page()
-        errors = watched(tab)
+    with own_page(browser) as tab:
         yield tab
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from statusd_browserkit import (
     TICK_MS,
     TIMEOUT_MS,
     chromium,
+    own_page,
     sync_api,
     watched,
 )
@@ -66,19 +67,15 @@ def browser() -> Iterator[sync_api.Browser]:
 
 @pytest.fixture
 def page(server: ServerThread, browser: sync_api.Browser) -> Iterator[sync_api.Page]:
-    context = browser.new_context()
     try:
-        tab = context.new_page()
-        errors = watched(tab)
-        yield tab
+        with own_page(browser) as tab:
+            yield tab
     finally:
-        context.close()
         # Unlike closing the whole browser, closing a context leaves Chromium to drop its
         # connections a moment later: the server stopping meanwhile was seen to leave a
         # socket it had just accepted open (no_leaks).  Stop it once they are gone.
         wait_for(lambda: not _browser_connections(server.port),
                  what="the page's connections to statusd to close")
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def _browser_connections(port: int) -> list[Any]:
