@@ -82,7 +82,7 @@ def require_figures(services: Services) -> None:
     """503 ``indexing`` while nothing is known of the spool yet (the start's scan runs):
     the stats and the metrics are answered from the index, or from that scan."""
     loading = services.tracker.loading
-    if not loading.ready and loading.figures is None:
+    if not loading.knows_spool:
         raise not_indexed(loading)
 
 

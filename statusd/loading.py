@@ -142,6 +142,12 @@ class Loading:
     def ready(self) -> bool:
         return self.phase is Phase.READY
 
+    @property
+    def knows_spool(self) -> bool:
+        """Whether the spool's figures are known: the index is loaded, or the start's
+        scan is done (:attr:`figures`)."""
+        return self.ready or self.figures is not None
+
     # -- the tracker's side -----------------------------------------------------------
 
     def begin(self) -> None:

@@ -99,7 +99,7 @@ class Services:
         ``job_num``, ``busy_workers``, ...) and with ``processors_unknown``, the cause; the
         counts are known all the same.  While the start's scan runs, nothing of the spool is
         known yet: only ``statusd`` (its own figures, ``indexing`` among them)."""
-        if not self.tracker.loading.ready and self.tracker.loading.figures is None:
+        if not self.tracker.loading.knows_spool:
             return {"statusd": self._own_figures()}
         try:
             return self._document(self.processors(), None)
