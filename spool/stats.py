@@ -5,6 +5,7 @@ so it needs no daemon and no daemon's restart, death or hang can reset or freeze
 
 from __future__ import annotations
 
+import difflib
 import os
 import time
 from datetime import datetime
@@ -107,6 +108,43 @@ def _unknown(exc: OSError, what: str) -> SpoolIOError:
     could not be done, the errno's text and the path, never a traceback."""
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{UNKNOWN}: {what}: {exc.strerror or exc}{where}")
+
+
+NAMED_TOOLS = 20
+"""The most known tools an unknown-tool refusal lists (an entry point may add many)."""
+
+
+def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
+    """The names of the tools the live processors on the spool offer (their status files'
+    catalogues, merged), and their owners; None when that cannot be told: none is
+    running, one publishes no catalogue, this user may not list ``owners/`` (a member
+    of the submit group only), or a status file cannot be read (SpoolIOError)."""
+    try:
+        live = processors(layout)
+    except (OSError, SpoolIOError):
+        return None
+    if not live or not all(status.tools for status in live):
+        return None
+    names = {raw.get("name") for status in live for raw in status.tools}
+    return {name for name in names if isinstance(name, str)}, [s.owner for s in live]
+
+
+def unoffered_tool(layout: Layout, tool: str) -> str | None:
+    """Why a job naming ``tool`` would fail ``unknown_tool`` as soon as it is claimed:
+    the live processors publish catalogues without it (the reason names what they offer,
+    and the closest name); None when it is offered or that cannot be told (no processor
+    running: the job waits for one, which may know it).  ``spoolq submit`` and ``POST
+    /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
+    offered = offered_tools(layout)
+    if offered is None or tool in offered[0]:
+        return None
+    names, owners = sorted(offered[0]), ", ".join(offered[1])
+    known = ", ".join(names[:NAMED_TOOLS]) + (
+        f" and {len(names) - NAMED_TOOLS} more" if len(names) > NAMED_TOOLS else "")
+    close = difflib.get_close_matches(tool, names, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown tool {tool!r}{guess}: the running processor ({owners}) offers " + (
+        known or "none")
 
 
 PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")

@@ -124,6 +124,14 @@ def _write(summary: str, op_id: str, ok: dict[str, Any], codes: tuple[int, ...],
     if body:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": _ref(Job)}}}
+        op["parameters"] = [{"name": "any_tool", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["0", "1"],
+                                        "default": "0"},
+                             "description": "1: submit a job whose tool the running "
+                                            "processors do not offer (it fails "
+                                            "unknown_tool unless a processor that offers "
+                                            "it claims it); without it such a job is "
+                                            "refused, 400 unknown_tool"}]
     else:
         op["parameters"] = [_ID_PARAM]
     return {"post": op}

@@ -17,9 +17,12 @@ Guarantees:
   for, so a 202 means the processor will claim it: nesting deeper than
   :data:`spool.models.MAX_NESTING` (deeper still, it could not even be
   written), an integer past 64 bits (orjson would write it as a float), or a
-  file over ``SPOOL_MAX_JOB_BYTES`` (413).  The tool is not checked here (unlike
-  ``spoolq submit``): a tool no processor offers is claimed and fails
-  ``unknown_tool``, and a record says so.
+  file over ``SPOOL_MAX_JOB_BYTES`` (413).  A tool the live processors do not offer
+  (their status files' catalogues, as ``spoolq submit`` checks) is refused with 400
+  ``unknown_tool`` naming what they offer, unless the query says ``any_tool=1``; with
+  no processor running nothing is checked (the job waits for one, which may know it).
+  Taken before, such a job failed ``unknown_tool`` once claimed: a 202 for a job that
+  could never run.
 * A spool that cannot be used (its folders gone: unmounted, moved away) answers
   503 ``unavailable``, never a 500 or a 404 "no job" for a job that may well be
   there: a write that fails or finds nothing looks at the folders before it
@@ -44,7 +47,8 @@ from pydantic import ValidationError
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
-from statusd.errors import ApiError, not_found, task_id
+from spool.stats import unoffered_tool
+from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spoolq"'}
@@ -72,8 +76,9 @@ async def submit(request: web.Request) -> web.Response:
         job = Job.model_validate(await _json_body(request, services))
     except ValidationError as exc:
         raise ApiError(400, "invalid_job", validation_message(exc)) from exc
+    any_tool = flag_value(request, "any_tool")
     try:
-        job_id: str = await services.in_thread(services.client.submit, job)
+        job_id: str = await services.in_thread(_submit, services, job, any_tool)
     except ValueError as exc:
         raise ApiError(400, "invalid_job", str(exc)) from exc
     except InvalidJob as exc:  # over SPOOL_MAX_JOB_BYTES once written
@@ -88,6 +93,13 @@ async def submit(request: web.Request) -> web.Response:
     return web.Response(status=202, body=orjson.dumps({"task_id": job_id}),
                         content_type="application/json",
                         headers={"Location": f"/api/v1/tasks/{job_id}"})
+
+
+def _submit(services: Services, job: Job, any_tool: bool) -> str:
+    """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
+    if not any_tool and (why := unoffered_tool(services.layout, job.tool)) is not None:
+        raise ApiError(400, "unknown_tool", f"{why}; any_tool=1 submits it anyway")
+    return services.client.submit(job)
 
 
 async def _json_body(request: web.Request, services: Services) -> dict[str, Any]:

@@ -93,23 +93,6 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
     return sorted(merged.values(), key=lambda t: t["name"]), f"the running processor ({owners})"
 
 
-def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
-    """The names of the tools the live processors on the spool offer (their status files'
-    catalogues, merged), and their owners; None when that cannot be told: none is
-    running, one publishes no catalogue, this user may not list ``owners/`` (a member
-    of the submit group only), or this process is out of descriptors (SpoolIOError)."""
-    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
-
-    try:
-        live = SpoolReader(layout).processors()
-    except (OSError, SpoolIOError):
-        return None
-    if not live or not all(status.tools for status in live):
-        return None
-    names = {raw.get("name") for status in live for raw in status.tools}
-    return {name for name in names if isinstance(name, str)}, [s.owner for s in live]
-
-
 def _may_list(folder: Path) -> bool:
     """False for a folder this user may not list; True when there is none (no spool)."""
     return not folder.is_dir() or os.access(folder, os.R_OK | os.X_OK,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import signal
 import sys
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from spool.cli import parse
-from spool.cli.catalog import offered_tools
 from spool.cli.command import (
     EXIT_OK,
     Command,
@@ -60,8 +58,6 @@ OPTION_OF = {"priority": "argument --priority", "timeout": "argument --timeout",
 """The option each job field comes from, to name it in an error as argparse does."""
 JOB_OPTIONS = ("tool", "param", "params", "priority", "timeout", "max_attempts", "not_before",
                "meta")
-NAMED_TOOLS = 20
-"""The most known tools an unknown-tool error lists (an entry point may add many)."""
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -329,17 +325,10 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
 def check_tool(layout: Layout, tool: str) -> None:
     """A usage error (exit 2) naming the known tools when the live processors publish a
     catalogue without ``tool``: the job would fail ``unknown_tool`` at once."""
-    offered = offered_tools(layout)
-    if offered is None or tool in offered[0]:
-        return
-    names, owners = sorted(offered[0]), ", ".join(offered[1])
-    known = ", ".join(names[:NAMED_TOOLS]) + (
-        f" and {len(names) - NAMED_TOOLS} more" if len(names) > NAMED_TOOLS else "")
-    close = difflib.get_close_matches(tool, names, n=1)
-    guess = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UsageError(f"unknown tool {tool!r}{guess}: the running processor ({owners}) "
-                     f"offers {known or 'none'}; 'spoolq tools' lists them, --any-tool "
-                     "submits it anyway")
+    from spool.stats import unoffered_tool  # noqa: PLC0415 - lazy, see spool.cli
+
+    if (why := unoffered_tool(layout, tool)) is not None:
+        raise UsageError(f"{why}; 'spoolq tools' lists them, --any-tool submits it anyway")
 
 
 def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from statusdkit import (
     TOKEN,
+    FakeOwner,
     ServerThread,
     claim,
     finish,
@@ -89,6 +90,44 @@ def test_bad_jobs_are_refused(server: ServerThread, raw: bytes, content_type: st
                     headers={"Content-Type": content_type})
     assert reply.status == status, reply.body
     assert set(reply.json()["error"]) == {"type", "message"}
+
+
+def pending_ids(spool: Spool) -> list[str]:
+    return sorted(p.stem for p in spool.layout.folder(JobState.PENDING).iterdir())
+
+
+def test_a_tool_the_live_processors_do_not_offer_is_refused(server: ServerThread,
+                                                            spool: Spool) -> None:
+    """As ``spoolq submit`` refuses it: the job would fail ``unknown_tool`` once claimed,
+    so a 202 would be a promise the spool cannot keep.  Before, it was taken."""
+    owner = FakeOwner(spool)  # a held owner lock, a status file offering echo and sleep
+    try:
+        typo = request(server.base, "POST", "/api/v1/tasks", {"tool": "ehco", "id": "typo"},
+                       token=TOKEN)
+        assert typo.status == 400, typo.body
+        error = typo.json()["error"]
+        assert error["type"] == "unknown_tool"
+        for words in ("unknown tool 'ehco'", "did you mean 'echo'?", "(proc-test)",
+                      "offers echo, sleep", "any_tool=1"):
+            assert words in error["message"], (words, error["message"])
+        assert pending_ids(spool) == []
+        known = request(server.base, "POST", "/api/v1/tasks", {"tool": "sleep", "id": "ok"},
+                        token=TOKEN)
+        anyway = request(server.base, "POST", "/api/v1/tasks?any_tool=1",
+                         {"tool": "NOSUCHTOOL", "id": "anyway"}, token=TOKEN)
+        assert (known.status, anyway.status) == (202, 202), (known.body, anyway.body)
+        bad_flag = request(server.base, "POST", "/api/v1/tasks?any_tool=yes",
+                           {"tool": "NOSUCHTOOL", "id": "flag"}, token=TOKEN)
+        assert bad_flag.status == 400 and bad_flag.json()["error"]["type"] == "bad_request"
+        assert pending_ids(spool) == ["anyway", "ok"]
+    finally:
+        owner.close()
+    # The processor gone (its lock released): nothing to check against, and the job
+    # waits for a processor that may offer its tool.
+    later = request(server.base, "POST", "/api/v1/tasks", {"tool": "ehco", "id": "later"},
+                    token=TOKEN)
+    assert later.status == 202, later.body
+    assert pending_ids(spool) == ["anyway", "later", "ok"]
 
 
 def test_bodies_over_the_limit_answer_413(spool: Spool) -> None:
