@@ -109,9 +109,12 @@ class Finisher:
         delay = backoff_s(attempts)
         # Tried again after disk trouble, the requeue writes the bytes it wrote before: one
         # that landed before the trouble (a folder sync's EIO) is then known as its own.
+        # The backoff goes on the error it follows, not into not_before: that stays the
+        # client's, and so does every record of the job's later runs.
+        retry_at = self.clock.now() + timedelta(seconds=delay)
         job = run.requeue or run.job.model_copy(update={
-            "attempts": attempts, "error": error, "submitted_at": run.record.submitted_at,
-            "not_before": self.clock.now() + timedelta(seconds=delay)})
+            "attempts": attempts, "submitted_at": run.record.submitted_at,
+            "error": error.model_copy(update={"retry_at": retry_at})})
         run.requeue = job
         requeued = False
 
@@ -125,4 +128,5 @@ class Finisher:
             return
         logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                         attempt=attempts, error_type=error.type.value,
-                        message=error.message[:300], retry_in_s=round(delay, 3))
+                        message=error.message[:300], retry_in_s=round(delay, 3),
+                        retry_at=job.error.retry_at if job.error else None)

@@ -240,8 +240,11 @@ def _stop_run(run: Run, spool: Spool, finisher: Finisher) -> None:
         finisher.fail(run, ErrorInfo(type=ErrorType.CANCELLED,
                                      message="cancelled while running"))
         return
+    error = run.job.error  # the end of a backoff already past goes as not_before does
     back = run.job.model_copy(update={"not_before": None,
-                                      "submitted_at": run.record.submitted_at})
+                                      "submitted_at": run.record.submitted_at,
+                                      "error": error and error.model_copy(
+                                          update={"retry_at": None})})
     if spool.requeue_cut_short(run.claim, back):
         # The attempt cut short, as its claimed line named it (not counted: the job in
         # pending/ keeps its attempts as they were).

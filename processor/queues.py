@@ -5,7 +5,8 @@ until its lane has room:
 
 * its lane's queue, FAST or COMPUTE: a heap, highest ``priority`` first, then the
   oldest drop, then the first seen (compared in C, never up to the candidate);
-* ``delayed``, while its ``not_before`` is ahead (wall-clock time);
+* ``delayed``, while its ``not_before`` or its retry's backoff (``error.retry_at``) is
+  ahead (wall-clock time, :meth:`~spool.models.Job.due_at`);
 * ``blocked``, while a run of its id goes on (an id never runs twice at once).
 
 ``ready`` holds the newest candidate of each id: an entry of an older one left in a
@@ -49,10 +50,12 @@ class Queues:
         self.blocked: dict[str, Candidate] = {}
 
     def add(self, cand: Candidate) -> None:
-        """``cand`` is ready: queued in its lane, or delayed until its ``not_before``."""
+        """``cand`` is ready: queued in its lane, or delayed until it is due (its
+        ``not_before``, or its retry's backoff)."""
         self.ready[cand.job_id] = cand
-        if cand.job.not_before is not None and cand.job.not_before.timestamp() > time.time():
-            heapq.heappush(self.delayed, (cand.job.not_before.timestamp(), next(_SEQ), cand))
+        due = cand.job.due_at()
+        if due is not None and due.timestamp() > time.time():
+            heapq.heappush(self.delayed, (due.timestamp(), next(_SEQ), cand))
             self._compact(self.delayed)
             return
         lane = self.lanes[self.mode_of(cand.job.tool)]

@@ -39,6 +39,19 @@ MAX_TOOL_NAME = 128
 _EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
 
 
+def aware_utc(value: datetime | None) -> datetime | None:
+    """A timestamp in UTC; ValueError without an offset (it cannot be compared with
+    the others') or out of range once in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: not a ValueError of its own
+        raise ValueError("timestamp out of range in UTC (years 1 to 9999)") from None
+
+
 class ErrorInfo(BaseModel):
     """Why a job failed."""
 
@@ -47,6 +60,11 @@ class ErrorInfo(BaseModel):
     type: ErrorType
     message: str
     traceback: str | None = None
+    retry_at: datetime | None = Field(
+        default=None, description="set by the processor on the error a retry came from: "
+        "when its backoff lets the retry run (the job's not_before stays the client's)")
+
+    _aware = field_validator("retry_at", mode="after")(aware_utc)
 
 
 class Source(BaseModel):
@@ -71,19 +89,6 @@ def kind_of(mode: int) -> str:
         if test(mode):
             return kind
     return "unknown"
-
-
-def aware_utc(value: datetime | None) -> datetime | None:
-    """A timestamp in UTC; ValueError without an offset (it cannot be compared with
-    the others') or out of range once in UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("timestamp needs a UTC offset (e.g. 2026-11-28T12:00:00Z)")
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: not a ValueError of its own
-        raise ValueError("timestamp out of range in UTC (years 1 to 9999)") from None
 
 
 class Progress(BaseModel):
@@ -188,6 +193,14 @@ class _JobFields(BaseModel):
                                     "retry came from")
 
     _aware = field_validator("not_before", "submitted_at", mode="after")(aware_utc)
+
+    def due_at(self) -> datetime | None:
+        """The earliest time the job may run: the later of the client's ``not_before`` and
+        the backoff of the retry it is (``error.retry_at``); None when neither holds it."""
+        retry_at = self.error.retry_at if self.error is not None else None
+        if retry_at is None or (self.not_before is not None and self.not_before > retry_at):
+            return self.not_before
+        return retry_at
 
 
 def _epoch_seconds_in_schema(schema: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ free; one a live owner holds is never touched.  An orphan whose run has its reco
 (newer than its claim, or as new and of this run) was finished: the leftover
 ``running/`` file goes.  One with a cancel request in ``cancel/`` (asked while its
 processor was down) is failed ``cancelled``.  Otherwise it is requeued with its attempt
-count raised and a backoff (:func:`backoff_s`), or failed ``abandoned`` once
+count raised and a backoff (:func:`backoff_s`, its end the error's ``retry_at``; the
+job's ``not_before`` stays the client's), or failed ``abandoned`` once
 ``max_attempts`` is spent.  What no claim leaves in ``running/`` (anything but a regular
 file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 """
@@ -173,9 +174,9 @@ class Orphans:
             delay = backoff_s(ran)
             retry = job.model_copy(update={
                 "attempts": ran, "submitted_at": job.submitted_at or utc_from_ns(claim.mtime_ns),
-                "not_before": self.spool.clock.now() + timedelta(seconds=delay),
                 "error": ErrorInfo(type=ErrorType.ABANDONED,
-                                   message="its processor died mid-run; requeued"),
+                                   message="its processor died mid-run; requeued",
+                                   retry_at=self.spool.clock.now() + timedelta(seconds=delay)),
             })
             if self.spool.requeue(claim, retry):
                 report.requeued.append(job_id)

@@ -216,11 +216,12 @@ def first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | 
 
 
 def _due_at(reader: SpoolReader, entry: Entry) -> float:
-    """When a pending job may run: its arrival (ctime), or its not_before if later."""
+    """When a pending job may run: its arrival (ctime), or, if later, its not_before or
+    its retry's backoff (:meth:`~spool.models.Record.due_at`)."""
     arrived = entry.ctime_ns / 1e9
     record = reader.load(entry)  # a job that cannot be read is due at its arrival
-    not_before = record.not_before if record is not None else None
-    return max(arrived, not_before.timestamp()) if not_before is not None else arrived
+    due = record.due_at() if record is not None else None
+    return max(arrived, due.timestamp()) if due is not None else arrived
 
 
 MAX_COUNT = 2**31 - 1

@@ -119,8 +119,10 @@ def retry(spool: Spool, job_id: str) -> Record:
         # one past (a backoff that ran out) would only be noise on a pending job.
         ahead = record.not_before if record.not_before and record.not_before > \
             spool.clock.now() else None
+        # Its error goes with it, without a backoff's end: a retry asked for runs now.
+        error = record.error and record.error.model_copy(update={"retry_at": None})
         job = record.to_job().model_copy(update={"attempts": 0, "not_before": ahead,
-                                                 "id": job_id, "error": record.error})
+                                                 "id": job_id, "error": error})
         dest = spool.layout.job(JobState.PENDING, job_id)
         try:
             published = spool.mover.publish(dest, job_bytes(job), replace=False)

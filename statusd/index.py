@@ -111,7 +111,7 @@ class Index:
         # Arrival in pending/ (a rename sets ctime; a copy may keep an old mtime).
         arrived = item.stamp.ctime_ns
         self._arrived.add(item.job_id, arrived)
-        self._due.add(item.job_id, max(arrived, item.not_before_ns or arrived))
+        self._due.add(item.job_id, max(arrived, item.due_ns or arrived))
 
     # -- reading ----------------------------------------------------------------------
 

@@ -72,8 +72,9 @@ class Item(NamedTuple):
     error_type: str | None = None
     fraction: float | None = None
     message: str = ""
-    not_before_ns: int | None = None
-    """A pending job's ``not_before`` (the oldest due pending age needs it)."""
+    due_ns: int | None = None
+    """When a pending job may run: its ``not_before``, or its retry's backoff if later
+    (the oldest due pending age needs it)."""
     brief: bytes | None = None
     """The row of the brief list when it differs from ``summary`` (a record over
     BRIEF_MAX_BYTES); None: the summary is the brief row too."""
@@ -102,7 +103,7 @@ def item_of_record(record: Record, stamp: Stamp) -> Item:
         fraction=progress.fraction if progress else None,
         message=progress.message if progress else "",
         fields=None,
-        not_before_ns=_nanos(record.not_before) if record.not_before else None,
+        due_ns=_nanos(due) if (due := record.due_at()) else None,
     )
 
 
@@ -163,7 +164,7 @@ def partial_item(job_id: str, stamp: Stamp, fields: dict[str, Any]) -> Item:
 def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, *,
                submitted_us: int, duration_s: float | None, error_type: str | None,
                fraction: float | None, message: str, fields: dict[str, Any] | None,
-               not_before_ns: int | None = None) -> Item:
+               due_ns: int | None = None) -> Item:
     full: bytes | None = body
     data = fields
     if body is None or len(body) > INLINE_MAX_BYTES:
@@ -180,7 +181,7 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
         brief = _brief(data if data is not None else orjson.loads(summary))
     return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, error_type,
-                fraction, message, not_before_ns, brief)
+                fraction, message, due_ns, brief)
 
 
 def _brief(data: dict[str, Any]) -> bytes:

@@ -320,6 +320,10 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
     if record.error is not None:
         label = "error      " if record.state is JobState.FAILED else "last error "
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
+        if record.error.retry_at is not None and record.state is not JobState.FAILED:
+            # The retry's backoff, never the client's not_before.
+            lines.append(f"backoff     until {when(record.error.retry_at)} (after the "
+                         "last error)")
         if record.error.traceback and record.state is JobState.FAILED:
             lines += ["traceback", *_indented(_text_lines(record.error.traceback.rstrip()))]
     if record.state is JobState.DONE and with_result:

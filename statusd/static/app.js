@@ -886,6 +886,8 @@ function renderFields(record) {
     ["tool", shown(record.tool || "")], ["attempts", `${record.attempts ?? 0}${limit}`],
     ["timeout", record.timeout ? `${record.timeout} s` : ""],
     ["submitted", fmtTime(record.submitted_at)], ["not before", fmtTime(record.not_before)],
+    // A retry's backoff is its error's, never shown as the client's not_before.
+    ["backoff until", record.state !== "failed" && record.error ? fmtTime(record.error.retry_at) : ""],
     ["started", fmtTime(record.started_at)],
     ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
     ["host", record.host ? `${record.host} (pid ${record.pid})` : ""],

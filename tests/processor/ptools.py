@@ -233,6 +233,25 @@ class Fail(BaseTool):
         return ToolResult.error("failed on purpose", retryable=params.retryable)
 
 
+class Flaky(BaseTool):
+    """Fails (retryably) the first time a job runs, by ``log``; succeeds after that.  Its
+    own limit of 3 attempts holds for a job that sets no ``max_attempts``."""
+
+    name: ClassVar[str] = "t_flaky"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    max_attempts: ClassVar[int] = 3
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.log is not None
+        _append(params.log, f"start {ctx.job_id} {os.getpid()}")
+        with open(params.log) as log:
+            starts = [line for line in log if line.split()[1] == ctx.job_id]
+        if len(starts) == 1:
+            return ToolResult.error("failed on purpose, the first time", retryable=True)
+        return ToolResult.ok({"starts": len(starts)})
+
+
 class Raise(BaseTool):
     name: ClassVar[str] = "t_raise"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

@@ -304,7 +304,7 @@ def test_scheduler_loss_requeues_or_fails_and_the_processor_reconnects(
     # heartbeat after both jobs are due: still nothing may be claimed.  A fixed 2.5 s
     # from here was most of a second longer.
     due = datetime.fromisoformat(orjson.loads(
-        (spool_root / "pending" / "keep.json").read_bytes())["not_before"])
+        (spool_root / "pending" / "keep.json").read_bytes())["error"]["retry_at"])
     time.sleep(max(0.0, due.timestamp() - time.time()) + 1.5)
     assert alive(d.pid) and d.ready(), "the processor stays up without a scheduler"
     where = locations(spool_root)

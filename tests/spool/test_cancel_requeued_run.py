@@ -27,6 +27,7 @@ from spool.claim import Claim
 from spool.client import Client
 from spool.errors import ErrorType
 from spool.jobfile import parse_job
+from spool.models import ErrorInfo
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -60,8 +61,9 @@ def _requeue(spool: Spool, claim: Claim, client: Client, how: str) -> Callable[[
             assert spool.requeue_cut_short(claim, back)
         else:  # Finisher.retry: counted, its backoff ahead
             back = job.model_copy(update={
-                "attempts": 1, "submitted_at": submitted,
-                "not_before": client.clock.now() + timedelta(seconds=30)})
+                "attempts": 1, "submitted_at": submitted, "error": ErrorInfo(
+                    type=ErrorType.TIMEOUT, message="timed out",
+                    retry_at=client.clock.now() + timedelta(seconds=30))})
             assert spool.requeue(claim, back)
         claim.close()
     return requeue

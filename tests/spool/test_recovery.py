@@ -8,7 +8,7 @@ import os
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -29,6 +29,7 @@ from spoolkit import (
 )
 
 import spool.staged as staged_module
+from spool.cli.render import record_lines, when
 from spool.client import Client
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError
@@ -89,8 +90,8 @@ def test_sigkill_requeues_exactly_the_dead_claimants_jobs(spool: Spool,
         assert locate(layout, job_id) == [P]
         job = read_json(layout.job(P, job_id))
         assert job["attempts"] == 1 and job["params"] == {"id": job_id}
-        assert job["error"]["type"] == "abandoned"
-        assert datetime.fromisoformat(job["not_before"]) > now
+        assert job["error"]["type"] == "abandoned" and "not_before" not in job
+        assert datetime.fromisoformat(job["error"]["retry_at"]) > now
     # the live claimant's jobs, leases, sidecars, owner files and staging are untouched
     assert snapshot(spool, live_ids) == live_before
     for job_id in live_ids:
@@ -325,7 +326,7 @@ def test_orphans_are_requeued_with_exponential_backoff_and_jitter(
         for job_id in ids:
             job = read_json(spool.layout.job(P, job_id))
             assert job["attempts"] == ran
-            due = datetime.fromisoformat(job["not_before"])
+            due = datetime.fromisoformat(job["error"]["retry_at"])
             delays.append((due - clock.now()).total_seconds())
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays), delays
         assert len(set(delays)) > len(ids) // 2, f"no jitter: {delays}"
@@ -764,3 +765,29 @@ def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool
         f".{os.getpid()}.", ".99999995.")))
     assert Recovery(make_spool(layout.root)).scan().restored == ["c4"]
     assert layout.job(P, "c4").read_bytes() == pending
+
+
+def test_an_orphans_requeue_keeps_the_clients_not_before_and_puts_its_backoff_on_the_error(
+        spool: Spool, clock: FakeClock, holders: Holders) -> None:
+    """The backoff before an orphan's retry is the retry's (``error.retry_at``), which
+    holds the job back as a ``not_before`` does (stats count it not due), and is shown as
+    a backoff; the job's ``not_before`` stays the client's.  Before, the requeue wrote
+    the backoff into ``not_before``, and the job's later records showed it as the
+    client's."""
+    clock.step((datetime.now(UTC) - clock.now()).total_seconds() + 3600)  # an hour ahead
+    asked = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    submit(spool, "scheduled", max_attempts=3, not_before=asked)
+    holders.sigkill(holders.hold(ids=["scheduled"]))
+    assert Recovery(spool).scan().requeued == ["scheduled"]
+    job = read_json(spool.layout.job(P, "scheduled"))
+    assert datetime.fromisoformat(job["not_before"]) == asked
+    retry_at = datetime.fromisoformat(job["error"]["retry_at"])
+    assert clock.now() + timedelta(seconds=0.5) <= retry_at <= clock.now() + timedelta(
+        seconds=1), job
+    reader = Client(spool.layout, spool.mover).reader
+    record = reader.get("scheduled")
+    assert record.due_at() == retry_at
+    assert reader.stats()["oldest_due_pending_age_s"] is None  # an hour to wait
+    lines = record_lines(record)
+    assert f"not before  {when(asked)}" in lines
+    assert f"backoff     until {when(retry_at)} (after the last error)" in lines
