@@ -25,6 +25,7 @@ from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 
 if TYPE_CHECKING:
+    from spool.models import Record
     from spool.settings import Settings
 
 DESCRIPTION_CHARS = 50
@@ -91,6 +92,36 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
             merged.setdefault(raw["name"], catalogue_entry(raw))
     owners = ", ".join(status.owner for status in live)
     return sorted(merged.values(), key=lambda t: t["name"]), f"the running processor ({owners})"
+
+
+def shown_tool_attempts(layout: Layout, record: Record, as_json: bool) -> int | None:
+    """What ``show_record`` needs of the catalogue (its ``tool_attempts``): the limit of
+    the record's tool when the record sets none and is shown as text, else None."""
+    if as_json or record.max_attempts is not None:
+        return None
+    return tool_max_attempts(layout, record.tool)
+
+
+def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
+    """The attempt limit the live processors give a job of ``tool`` that sets no
+    ``max_attempts`` (the ``max_attempts`` of their catalogues); None when that cannot be
+    told: no processor running or none offering the tool, two that disagree, or
+    ``owners/`` out of this user's reach.  A processor gone, its limit is not known: the
+    installed one's is not asked, as its SPOOL_TOOLS may not be the daemon's."""
+    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+
+    if tool is None or not _may_list(layout.owners):
+        return None
+    try:
+        live = SpoolReader(layout).processors() if layout.exists() else []
+    except (OSError, SpoolIOError):
+        return None
+    limits = {raw.get("max_attempts") for status in live for raw in status.tools
+              if raw.get("name") == tool}
+    if len(limits) != 1:
+        return None
+    [limit] = limits
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
 def _may_list(folder: Path) -> bool:

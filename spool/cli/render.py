@@ -124,10 +124,13 @@ def listed_json(record: Record, large: LargeRecord | None) -> dict[str, Any]:
     return data
 
 
-def show_record(record: Record, as_json: bool, large: LargeRecord | None = None) -> None:
+def show_record(record: Record, as_json: bool, large: LargeRecord | None = None, *,
+                tool_attempts: int | None = None) -> None:
     """``show``/``wait``'s output.  A record too large to read whole (``large``, see
     :mod:`spool.large`): ``--json`` writes its file as stored, a chunk at a time; the
-    text shows its leading fields and the record's size in place of the result."""
+    text shows its leading fields and the record's size in place of the result.
+    ``tool_attempts``: the attempt limit of the record's tool, for a job that sets none
+    (:func:`spool.cli.catalog.tool_max_attempts`); the JSON is the record as stored."""
     if large is not None and as_json:
         from spool.large import copy_record  # noqa: PLC0415 - lazy, see spool.cli
 
@@ -141,7 +144,7 @@ def show_record(record: Record, as_json: bool, large: LargeRecord | None = None)
     elif as_json:
         emit_json(record_json(record))
     else:
-        print("\n".join(record_lines(record, large)))
+        print("\n".join(record_lines(record, large, tool_attempts=tool_attempts)))
 
 
 # -- small formats --------------------------------------------------------------------------
@@ -264,14 +267,16 @@ def record_row(record: Record) -> list[str]:
             time_cell(record), error]
 
 
-def record_lines(record: Record, large: LargeRecord | None = None) -> list[str]:
+def record_lines(record: Record, large: LargeRecord | None = None, *,
+                 tool_attempts: int | None = None) -> list[str]:
     """``spoolq show``: every field a person looks for, in the order they look (of a
-    record too large to read whole, the fields before its result)."""
+    record too large to read whole, the fields before its result).  ``tool_attempts``:
+    the limit of a job that sets no ``max_attempts``, when its tool's is known."""
     lines = [f"id          {record.id}", f"state       {record.state.value}",
              f"tool        {record.tool or '-'}"]
     if record.params:
         lines.append(f"params      {compact(record.params)}")
-    lines += _scheduling_lines(record)
+    lines += _scheduling_lines(record, tool_attempts)
     lines += _run_lines(record)
     if record.meta:
         lines.append(f"meta        {compact(record.meta)}")
@@ -279,9 +284,12 @@ def record_lines(record: Record, large: LargeRecord | None = None) -> list[str]:
     return [printable(line) for line in lines]
 
 
-def _scheduling_lines(record: Record) -> list[str]:
-    attempts = f"{record.attempts}" + (f" of {record.max_attempts}" if record.max_attempts
-                                       else "")
+def _scheduling_lines(record: Record, tool_attempts: int | None) -> list[str]:
+    attempts = f"{record.attempts}"
+    if record.max_attempts is not None:
+        attempts += f" of {record.max_attempts}"
+    elif tool_attempts is not None:  # the processor's limit for a job that sets none
+        attempts += f" of {tool_attempts} (the tool's limit)"
     lines = [f"priority    {record.priority}", f"attempts    {attempts}"]
     if record.timeout is not None:
         lines.append(f"timeout     {record.timeout:g} s")
