@@ -8,13 +8,14 @@ row-wise sort with numpy's linear interpolation (``np.quantile``'s, at levels
 average ranks equal to ``DataFrame.rank(axis=1)``.  Lags and horizons are
 rows of the panel (the outer join of the symbols on timestamp, missing bars NaN).
 
-Progress: reading the symbols' files takes the first ``READ_SHARE`` of the bar,
-one report per symbol (the store does not say whether a file is cached, read in
-microseconds, or must be parsed, which can take longer than the analysis: a
-small share keeps the bar from jumping when it is cached).  The rest goes to the
-passes over the panel's dates (the sample, each horizon, each lag), weighted by
-their measured cost and each run in blocks of about ``BLOCK_CELLS`` cells with a
-report after every block, so reports come steadily whatever the shape.  Every per-date value
+Progress: reading the symbols' files, one report per symbol, and the passes over
+the panel's dates (joining and the factor, the sample, each horizon, each lag) share
+the bar as their estimated seconds do (:mod:`processor.quant.pace`: reading a file not
+yet parsed costs more than the analysis of its bars, a cached one next to nothing;
+measured, reading was 68-80% of a cold run of 500 x 2520, 1% of a warm one, where a
+fixed first 10% kept the bar at 10% for three quarters of a cold run).  The passes are
+weighted by their measured cost and each run in blocks of about ``BLOCK_CELLS`` cells
+with a report after every block, so reports come steadily whatever the shape.  Every per-date value
 depends on its own row only, and the means over dates are taken once over the
 whole series: results do not depend on the block size, bit for bit.
 
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from processor.quant.data import F64, DataStore, Panel, build_panel
 from processor.quant.factors import resolve
 from processor.quant.jsonsafe import finite_or_none
+from processor.quant.pace import Plan, horizon_s, read_costs
 from processor.quant.params import MAX_FACTOR_CELLS, FactorParams
 from spool.errors import InvalidParams
 
@@ -52,12 +54,10 @@ BLOCK_CELLS = 1 << 16
 """Dates x symbols computed between two progress reports."""
 MAX_CELLS = MAX_FACTOR_CELLS
 """The panel of one job, dates x symbols (:data:`~processor.quant.params.MAX_FACTOR_CELLS`)."""
-READ_SHARE = 0.1
-"""The part of the progress bar that reading the symbols' files takes."""
 # Cost of a pass over the dates relative to a horizon's (measured: 500 x 2520 daily
-# bars and 10 x 300,000): the sample's sorts and ranks, and a lag's autocorrelation
-# with its turnover.
-SAMPLE_COST, LAG_COST = 1.3, 0.35
+# bars and 10 x 300,000): the sample's sorts and ranks, a lag's autocorrelation with
+# its turnover, and the panel's join with the factor and forward returns.
+SAMPLE_COST, LAG_COST, PREPARE_COST = 1.3, 0.35, 1.0
 
 
 def forward_return(close: F64, horizon: int) -> F64:
@@ -173,32 +173,37 @@ def _mean_or_none(values: F64) -> float | None:
 
 
 class _Progress:
-    """The fraction done: ``READ_SHARE`` for reading, the rest for the weighted passes."""
+    """The fraction done: a stretch of the bar for each symbol's read, then one for the
+    weighted passes, each as long as its estimated seconds (:mod:`processor.quant.pace`)."""
 
-    def __init__(self, progress: ProgressFn | None, symbols: int) -> None:
-        self.progress, self.symbols = progress, symbols
+    def __init__(self, progress: ProgressFn | None, store: DataStore, symbols: list[str],
+                 passes: float) -> None:
+        self.progress, self.symbols = progress, len(symbols)
+        parse, bars = read_costs(store, symbols)
+        cells = sum(bars)
+        self.bar = Plan([*parse, passes * horizon_s(cells, cells / len(symbols))])
         self.total = self.done = 0.0
         self.blocks = 1
 
     def read(self, count: int) -> None:
         if self.progress is not None:
-            self.progress(READ_SHARE * count / self.symbols,
-                          f"read {count}/{self.symbols} symbols")
+            self.progress(self.bar.at(count - 1), f"read {count}/{self.symbols} symbols")
 
     def plan(self, passes: float, blocks: int) -> None:
         """``passes`` (weighted by cost) of ``blocks`` blocks each are to come."""
         self.total, self.blocks = passes, blocks
         self.note(f"{self.symbols} symbols joined")
 
-    def note(self, message: str) -> None:
-        """A report at the fraction done so far (none once all is done: "done" says so)."""
+    def note(self, message: str, cost: float = 0.0) -> None:
+        """A report at the fraction done so far, ``cost`` of the passes more (none once all
+        is done: "done" says so)."""
+        self.done += cost
         if self.progress is not None and self.done < self.total * (1 - 1e-9):
-            self.progress(READ_SHARE + (1 - READ_SHARE) * self.done / self.total, message)
+            self.progress(self.bar.at(self.symbols, self.done / self.total), message)
 
     def block(self, cost: float, message: str) -> None:
         """One block of a pass of ``cost`` is done."""
-        self.done += cost / self.blocks
-        self.note(message)
+        self.note(message, cost / self.blocks)
 
 
 def row_blocks(rows: int, width: int) -> list[slice]:
@@ -310,15 +315,16 @@ def analyze_factor(params: FactorParams, store: DataStore,
     if len(symbols) < 2:
         raise InvalidParams(f"analyze_factor needs at least 2 symbols, got {len(symbols)}")
     factor, fparams = resolve(params.factor, params.given_factor_params())
-    report = _Progress(progress, len(symbols))
-    panel = _read(store, symbols, params, report)
     lags = params.turnover_lags or params.horizons
+    passes = PREPARE_COST + SAMPLE_COST + len(params.horizons) + LAG_COST * len(lags)
+    report = _Progress(progress, store, symbols, passes)
+    panel = _read(store, symbols, params, report)
     blocks = row_blocks(*panel.shape)
-    report.plan(SAMPLE_COST + len(params.horizons) + LAG_COST * len(lags), len(blocks))
+    report.plan(passes, len(blocks))
     values = factor.compute(panel, fparams)
-    report.note(f"{factor.name} computed")
+    report.note(f"{factor.name} computed", PREPARE_COST / 2)
     returns = [forward_return(panel.close, h) for h in params.horizons]
-    report.note("forward returns computed")
+    report.note("forward returns computed", PREPARE_COST / 2)
     sample = _Sample(values, returns, params.quantiles, blocks, report)
     horizons = {str(h): _horizon(values, sample, r, str(h))
                 for h, r in zip(params.horizons, returns, strict=True)}

@@ -285,6 +285,25 @@ class DataStore:
                     self._put(path, key, cached)
         return cached.between(to_time(start), to_time(end))
 
+    def to_read(self, symbol: str) -> tuple[int, bool]:
+        """``symbol``'s file size in bytes, and whether reading it means parsing it (not
+        cached, or changed since); ``(0, False)`` for a name or file :meth:`bars` refuses
+        (it says why).  What the tools weigh their progress bars by: parsing a file costs
+        more than the analysis of its bars, taking it from the cache microseconds."""
+        if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
+            return 0, False
+        path = self.data_dir / f"{symbol}.csv"
+        try:
+            info = os.stat(path)
+        except OSError:
+            return 0, False
+        if not stat.S_ISREG(info.st_mode):
+            return 0, False
+        with self._lock:
+            entry = self._cache.get(path)
+        return info.st_size, entry is None or entry[0] != (
+            info.st_mtime_ns, info.st_size, info.st_ino)
+
     def _parse_lock(self, path: Path) -> threading.Lock:
         with self._lock:
             return self._parsing.setdefault(path, threading.Lock())

@@ -71,7 +71,8 @@ def test_factor_analysis_of_few_long_symbols_reports_as_it_runs(long_dir: Path) 
     # One report per horizon gave 1/3, 2/3, 1.0: nothing while the files were read and
     # the sample built, nothing while each horizon ran.
     assert len(set(fractions)) >= 20, ctx.updates
-    assert max(steps(fractions)) <= 0.1, fractions
+    # A file's read is one report, its step the file's estimated share of the time.
+    assert max(steps(fractions)[2:]) <= 0.1, fractions
     messages = [m for _, m in ctx.updates]
     assert messages[:2] == ["read 1/2 symbols", "read 2/2 symbols"]
     assert any(m.startswith("horizon 5: ") for m in messages)
