@@ -77,8 +77,27 @@ class Outcome:
         return cls(job_id, ErrorType(error.error_type), _text_of(error), tb, error.retryable)
 
 
+FRACTION_DIGITS = 4
+"""Decimals a progress fraction keeps (a hundredth of a percent)."""
+
+
+def clean_fraction(fraction: float) -> float:
+    """A tool's progress fraction as every reader gets it: within 0 to 1 (0 when not a
+    finite number), rounded to :data:`FRACTION_DIGITS` decimals, and below 1.0 unless it
+    is 1.0.  A sum of fractions carried float noise to the progress files and the
+    WebSocket (``0.020700000000000003``); rounding keeps the order of two reports (it
+    never puts a later one below an earlier), and 0.99996 stays short of done."""
+    value = float(fraction)
+    if not math.isfinite(value):
+        return 0.0
+    if value >= 1.0:
+        return 1.0
+    return min(round(max(0.0, value), FRACTION_DIGITS), 1.0 - 10.0**-FRACTION_DIGITS)
+
+
 class Context:
-    """The :class:`~processor.tools.ToolContext` a tool gets."""
+    """The :class:`~processor.tools.ToolContext` a tool gets; every progress report of a
+    tool, FAST or COMPUTE, passes :func:`clean_fraction` here."""
 
     def __init__(self, job_id: str, data_dir: Path, report: ProgressFn,
                  resources: dict[str, Any]) -> None:
@@ -88,9 +107,7 @@ class Context:
         self._resources = resources
 
     def progress(self, fraction: float, message: str = "") -> None:
-        value = float(fraction)
-        fraction = min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
-        self._report(fraction, valid_text(str(message)[:500]))
+        self._report(clean_fraction(fraction), valid_text(str(message)[:500]))
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         if key not in self._resources:
