@@ -1,14 +1,15 @@
 """Reading the spool from disk into index items; runs in a worker thread, never on the
 loop (except :meth:`Loader.unchanged`: a few lstat calls, no read).
 
-Owns: which file tells an id's state (delegated to :func:`spool.reader.newest`),
-reading one id's files (:mod:`statusd.items` turns their bytes into items), looking
-an id up again when its file moves between the stat and the read
-(:meth:`Loader._read_current`), and telling an id that left every state folder on a
-move through ``tmp/`` from one removed for good (:class:`Absent`).  The whole-spool
-scan behind start-up and the periodic rescan is :mod:`statusd.scan`'s (the loader
-builds the items it cannot), and what ``tmp/`` and ``stage/`` hold is
-:mod:`statusd.staging`'s.
+Owns: reading one id's files (:mod:`statusd.items` turns their bytes into items),
+re-reading the ids whose stamp changed (:meth:`Loader.refresh`), and telling an id
+that left every state folder on a move through ``tmp/`` from one removed for good
+(:class:`Absent`).  Which file tells an id's state, by lstat alone, and the look
+again when it moves between the stat and the read are :mod:`statusd.lookup`'s; the
+whole-spool scan behind start-up and the periodic rescan is :mod:`statusd.scan`'s
+(the loader builds the items it cannot); what ``tmp/`` and ``stage/`` hold is
+:mod:`statusd.staging`'s; the record bytes a GET is served from disk are
+:mod:`statusd.bodies`'.
 
 Guarantees: a job that never left the spool is never read as absent because it
 moved while it was read; an id is :attr:`Absent.GONE` only when neither the state
@@ -26,21 +27,17 @@ import errno
 import os
 from collections.abc import Callable, Iterable
 from functools import partial
-from pathlib import Path
-from stat import S_ISREG
-from typing import TypeVar
 
 from spool.entries import denied_file
 from spool.errors import SpoolIOError
-from spool.fsops import NO_DESCRIPTOR, failing_read, is_there, unreadable_as_trouble
+from spool.fsops import NO_DESCRIPTOR, is_there, unreadable_as_trouble
 from spool.ids import is_valid_id
-from spool.jobfile import read_fd
-from spool.large import PARSE_MAX_BYTES, Head, read_record
+from spool.large import Head, read_record
 from spool.layout import Layout
-from spool.lease import open_nofollow
-from spool.models import record_bytes
-from spool.reader import LOOKS, Entry, SpoolReader, newest
-from spool.states import ACTIVE, TERMINAL, JobState
+from spool.reader import LOOKS, SpoolReader, newest
+from spool.states import TERMINAL
+from statusd import lookup
+from statusd.bodies import body_of
 from statusd.items import Item, Stamp, item_of_record, terminal_item
 from statusd.large import large_item
 from statusd.loading import Loading
@@ -61,8 +58,6 @@ class Absent(enum.Enum):
     for one moving, it was removed once the vanish grace passed (the row gone, counted in
     ``removed``) while a GET said it was there."""
 
-
-_T = TypeVar("_T")
 
 
 class Loader:
@@ -129,46 +124,17 @@ class Loader:
     # -- one id -----------------------------------------------------------------------
 
     def current(self, job_id: str) -> Stamp | None:
-        """The stamp of the file that tells ``job_id``'s state now; None when there is none."""
-        best = newest(self._entries_of(job_id))
-        if best is None:
-            return None
-        progress_ns = 0
-        if best.state is JobState.RUNNING:
-            try:
-                progress_ns = self._progress_ns(job_id)
-            except OSError:
-                progress_ns = 0  # a progress file that cannot be stat'ed is no progress
-        return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, best.ino)
-
-    def _entries_of(self, job_id: str) -> list[Entry]:
-        """:meth:`spool.reader.SpoolReader.entries_of`, with a Path built only for the
-        files found: most lookups find one file or none, and building a Path for each
-        state folder was half this thread's Python time in a purge one by one.
-        SpoolIOError when an lstat fails for a reason not the file's (EIO: a GET
-        answered 500)."""
-        found = []
-        for state in self.reader.states:
-            path = self.layout.job_str(state, job_id)
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                if (trouble := failing_read(exc, f"cannot look up {job_id}")) is None:
-                    raise
-                raise trouble from exc
-            if S_ISREG(st.st_mode):
-                found.append(Entry(job_id, state, Path(path), st.st_mtime_ns, st.st_ctime_ns,
-                                   st.st_ino))
-        return found
+        """The stamp of the file that tells ``job_id``'s state now; None when there is none
+        (:func:`statusd.lookup.current`)."""
+        return lookup.current(self.layout, self.reader.states, job_id)
 
     def record_behind(self, job_id: str) -> Item | None:
         """The item of ``job_id``'s terminal record, whichever file tells its state (a
         drop waiting behind its run does, :func:`spool.reader.newest`); None when it has
         none, or it cannot be read; SpoolIOError as :meth:`load` raises it."""
         try:
-            best = newest(e for e in self._entries_of(job_id) if e.state in TERMINAL)
+            best = newest(e for e in lookup.entries_of(self.layout, self.reader.states, job_id)
+                          if e.state in TERMINAL)
             if best is None:
                 return None
             return self.load(job_id, Stamp(best.state, best.mtime_ns, best.ctime_ns, 0,
@@ -177,52 +143,9 @@ class Loader:
             return None
 
     def unchanged(self, job_id: str, stamp: Stamp) -> bool:
-        """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
-        version, no other file of the id could tell it instead, and (running) its
-        progress is the same.  Four or five lstat calls and no read, so a GET can ask it
-        on the event loop (:meth:`statusd.tracker.Tracker.catch_up`); False means "look
-        with :meth:`current`".  A folder that cannot be read (EACCES) says nothing new:
-        True, the index stands.
-        """
-        # spool.reader.newest's rule, for the cases it settles without a read: a pending
-        # drop tells the state; else the newest file (claims and drops by ctime, records
-        # by mtime).  An older record beside a re-run or a re-drop changes nothing.
-        # The id's own file first: when it is gone (a move on, a removal), that one
-        # lstat says so.
-        own_ns = stamp.ctime_ns if stamp.state in ACTIVE else stamp.mtime_ns
-        for state in (stamp.state, *(s for s in JobState if s is not stamp.state)):
-            try:
-                st = os.lstat(self.layout.job_str(state, job_id))
-            except FileNotFoundError:
-                if state is stamp.state:
-                    return False
-                continue
-            except OSError:
-                continue
-            if state is stamp.state:
-                if not S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) != \
-                        (stamp.mtime_ns, stamp.ctime_ns, stamp.ino):
-                    return False
-            elif S_ISREG(st.st_mode) and stamp.state is not JobState.PENDING:
-                other_ns = st.st_ctime_ns if state in ACTIVE else st.st_mtime_ns
-                if state is JobState.PENDING or other_ns >= own_ns:
-                    return False  # it may tell the state now: the full rule decides
-        if stamp.state is JobState.RUNNING:
-            try:
-                return self._progress_ns(job_id) == stamp.progress_ns
-            except OSError:
-                return True
-        return True
-
-    def _progress_ns(self, job_id: str) -> int:
-        """The mtime of ``job_id``'s progress file, 0 when there is none or it is not a
-        regular file; other OSErrors are the caller's.  lstat, as the scan stamps it: a
-        symlink there (to a loop, say) is never followed."""
-        try:
-            st = os.lstat(self.layout.progress_str(job_id))
-        except FileNotFoundError:
-            return 0
-        return st.st_mtime_ns if S_ISREG(st.st_mode) else 0
+        """Whether ``stamp`` surely still tells ``job_id``'s state, by lstat alone (on the
+        loop: :func:`statusd.lookup.unchanged`)."""
+        return lookup.unchanged(self.layout, job_id, stamp)
 
     def refresh(self, job_ids: Iterable[str], known: dict[str, Stamp],
                 failed: dict[str, SpoolIOError] | None = None
@@ -270,7 +193,7 @@ class Loader:
             # Moved between its stat and its read (a claim, a completion): a task
             # stream asks for an id the index does not know before it answers 404.
             # A known id is asked how it is absent instead (:meth:`_absent`).
-            item = self._read_current(job_id, self.load, LOOKS - 1)
+            item = lookup.read_current(job_id, self.current, self.load, LOOKS - 1)
         return True, item
 
     def _absent(self, job_ids: list[str], failed: dict[str, SpoolIOError] | None = None
@@ -379,82 +302,13 @@ class Loader:
             record = self.reader.load(entry_of(self.layout, job_id, stamp), strict=True)
             return None if record is None else item_of_record(record, stamp)
 
-    def open_indexed(self, job_id: str, stamp: Stamp) -> tuple[int, int] | None:
-        """A descriptor open on the terminal record ``stamp`` was built from, and its size.
-
-        None when the file is no longer that version (a new record, a chmod) or not a
-        regular file.  The index checked that version when it was read, so what the
-        descriptor reads can be served as it is, without parsing it again; records are
-        replaced by rename, never rewritten, so it stays that version while it is open.
-        """
-        if stamp.state not in TERMINAL:
-            return None
-        try:
-            fd = open_nofollow(self.layout.job(stamp.state, job_id))
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            st = None
-        if st is None or not S_ISREG(st.st_mode) or (st.st_mtime_ns, st.st_ctime_ns, st.st_ino) \
-                != (stamp.mtime_ns, stamp.ctime_ns, stamp.ino):
-            os.close(fd)
-            return None
-        return fd, st.st_size
-
-    def indexed_body(self, job_id: str, stamp: Stamp) -> bytes | None:
-        """The bytes of the terminal record ``stamp`` was built from (see open_indexed)."""
-        opened = self.open_indexed(job_id, stamp)
-        if opened is None:
-            return None
-        fd, size = opened
-        if size > PARSE_MAX_BYTES:  # streamed (routes.get_task), never read whole
-            os.close(fd)
-            return None
-        try:
-            data = os.read(fd, size)  # one read, one copy (read_fd joins 64 KiB pieces)
-            return data if len(data) == size else data + read_fd(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
     def full_body(self, job_id: str) -> bytes | None:
         """The full record JSON of an id as it stands on disk (for large records); None
         when the id is in no state folder or its record is large (streamed, never read
-        whole: :meth:`open_indexed`)."""
-        body = self._read_current(job_id, self._body, LOOKS)
+        whole: :func:`statusd.bodies.open_indexed`)."""
+        body = lookup.read_current(job_id, self.current, partial(body_of, self.layout, self.reader),
+                            LOOKS)
         return body if isinstance(body, bytes) else None
-
-    def _body(self, job_id: str, stamp: Stamp) -> bytes | Head | None:
-        """The record JSON of one version of an id, the :class:`Head` of a large record,
-        None when the file vanished meanwhile; SpoolIOError as :meth:`load` raises it."""
-        with unreadable_as_trouble(f"cannot read {job_id}"):
-            if stamp.state in TERMINAL:
-                raw = read_record(self.layout.job(stamp.state, job_id), strict=True)
-                if raw is None:
-                    return None
-                if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
-                    return raw
-            record = self.reader.load(entry_of(self.layout, job_id, stamp), strict=True)
-            return None if record is None else record_bytes(record)
-
-    def _read_current(self, job_id: str, read: Callable[[str, Stamp], _T | None],
-                      looks: int) -> _T | None:
-        """``read`` of the file that tells ``job_id``'s state now, looked up again (up to
-        ``looks`` times in all) while the read finds it gone: a file that moved between
-        its stat and its read (a claim, a completion removing ``running/<id>.json``) is
-        read where it went, as :meth:`spool.reader.SpoolReader.get` does, so a job that
-        never left the spool is not answered 404.  None when the id is in no state
-        folder, or moved on at every look."""
-        for _ in range(looks):
-            stamp = self.current(job_id)
-            if stamp is None:
-                return None
-            if (found := read(job_id, stamp)) is not None:
-                return found
-        return None
 
 
 def _for_want_of_descriptors(exc: SpoolIOError) -> bool:

@@ -26,7 +26,7 @@ from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
-from statusd import sending
+from statusd import bodies, sending
 from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
 from statusd.indexing import health_while_loading, require_figures
 from statusd.items import DUMP_OPTS, INLINE_MAX_BYTES
@@ -138,7 +138,7 @@ async def get_task(request: web.Request) -> web.StreamResponse:
             return _json(item.body)
         if item is None or item.stamp.state not in TERMINAL:
             break
-        opened = await services.in_thread(services.tracker.loader.open_indexed, job_id,
+        opened = await services.in_thread(bodies.open_indexed, services.layout, job_id,
                                           item.stamp)
         if opened is not None:
             return await sending.stream_file(request, services, *opened)
@@ -157,12 +157,12 @@ async def record_body(services: Services, job_id: str) -> bytes:
     item = services.index.get(job_id)
     if item is not None and item.body is not None:
         return item.body
-    loader = services.tracker.loader
     body: bytes | None = None
     if item is not None:
-        body = await services.in_thread(loader.indexed_body, job_id, item.stamp)
+        body = await services.in_thread(bodies.indexed_body, services.layout, job_id,
+                                        item.stamp)
     if body is None:
-        body = await services.in_thread(loader.full_body, job_id)
+        body = await services.in_thread(services.tracker.loader.full_body, job_id)
     if body is not None:
         return body
     if item is not None:

@@ -179,16 +179,16 @@ _RESTAMPED = """
 import os
 import sys
 import statusd.__main__ as main
-from statusd.loader import Loader
-opened = Loader.open_indexed
+from statusd import bodies
+opened = bodies.open_indexed
 stamp_ns = [10**18]
-def restamped(self, job_id, stamp):
+def restamped(layout, job_id, stamp):
     # The record is replaced (re-stamped) just before each open: the version indexed is
     # never the one found, as for a record replaced faster than it can be sent.
     stamp_ns[0] += 1000
-    os.utime(self.layout.job(stamp.state, job_id), ns=(stamp_ns[0], stamp_ns[0]))
-    return opened(self, job_id, stamp)
-Loader.open_indexed = restamped
+    os.utime(layout.job(stamp.state, job_id), ns=(stamp_ns[0], stamp_ns[0]))
+    return opened(layout, job_id, stamp)
+bodies.open_indexed = restamped
 sys.exit(main.main([]))
 """
 
