@@ -1,6 +1,6 @@
 """What a change of the index tells: a WebSocket event and, for a finished job, metrics.
 
-:func:`announce` is called by :class:`statusd.tracker.Tracker` for each item it
+:func:`announce` is called by :class:`statusd.applying.Applier` for each item it
 puts in the index, with the item it replaced.
 
 Guarantees:

@@ -72,7 +72,7 @@ def unchanged(layout: Layout, job_id: str, stamp: Stamp) -> bool:
     """Whether ``stamp`` surely still tells ``job_id``'s state: its file is that
     version, no other file of the id could tell it instead, and (running) its
     progress is the same.  Four or five lstat calls and no read, so a GET can ask it
-    on the event loop (:meth:`statusd.tracker.Tracker.catch_up`); False means "look
+    on the event loop (:meth:`statusd.refreshing.Refresher.catch_up`); False means "look
     with :func:`current`".  A folder that cannot be read (EACCES) says nothing new:
     True, the index stands.
     """

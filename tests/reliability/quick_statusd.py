@@ -18,7 +18,7 @@ import os
 import sys
 
 from statusd import __main__ as statusd_main
-from statusd import sending, tracker
+from statusd import applying, sending
 
 IDLE_ENV = "QUICK_IDLE_S"
 SEND_STALL_ENV = "QUICK_SEND_STALL_S"
@@ -31,7 +31,7 @@ def main() -> int:
     if SEND_STALL_ENV in os.environ:
         sending.SEND_STALL_S = float(os.environ[SEND_STALL_ENV])
     if VANISH_ENV in os.environ:  # read by each Tracker as it is made
-        tracker.VANISH_GRACE_S = float(os.environ[VANISH_ENV])
+        applying.VANISH_GRACE_S = float(os.environ[VANISH_ENV])
     return statusd_main.main()
 
 

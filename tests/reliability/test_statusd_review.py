@@ -37,8 +37,8 @@ from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
 from statusd.__main__ import IDLE_S
+from statusd.applying import VANISH_GRACE_S
 from statusd.sending import SEND_STALL_S
-from statusd.tracker import VANISH_GRACE_S
 
 TOKEN = "review-token-6e2a"
 QUICK_IDLE_S = 4.0

@@ -25,19 +25,21 @@ READY_TIMEOUT_S = 30.0
 
 _QUICK = """
 import sys
-from statusd import __main__, tracker
+from statusd import __main__, applying, hints
 for name, value in zip(sys.argv[1::2], sys.argv[2::2], strict=True):
-    assert hasattr(tracker, name), name
-    setattr(tracker, name, float(value))  # each read as the tracker runs, or is made
+    module = applying if hasattr(applying, name) else hints
+    assert hasattr(module, name), name
+    setattr(module, name, float(value))  # each read as the tracker runs, or is made
 sys.exit(__main__.main([]))
 """
 
 
 def quick_tracker(**clocks: float) -> list[str]:
-    """``argv`` for :func:`statusd_daemon`: statusd with clocks of ``statusd.tracker``
-    shortened, for a test that waits them out several times over: ``VANISH_GRACE_S`` (how
-    long an id in no state folder is still shown, 2 s as shipped), ``REWATCH_S`` (how
-    often a feed short of inotify is tried again, 1 s)."""
+    """``argv`` for :func:`statusd_daemon`: statusd with clocks of its tracker shortened,
+    for a test that waits them out several times over: ``VANISH_GRACE_S`` (how long an id
+    in no state folder is still shown, 2 s as shipped: :mod:`statusd.applying`),
+    ``REWATCH_S`` (how often a feed short of inotify is tried again, 1 s:
+    :mod:`statusd.hints`)."""
     return ["-c", _QUICK, *(str(part) for item in clocks.items() for part in item)]
 
 

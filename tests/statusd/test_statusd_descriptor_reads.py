@@ -42,7 +42,7 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
     submit(spool, "busy")
     running = claim(spool, "busy")
     tracker = Tracker(spool.layout, Index(), Hub(), Metrics(dict), scan_s=3600.0)
-    tracker.vanish_grace_s = 0.05
+    tracker.applier.vanish_grace_s = 0.05
 
     async def scenario() -> tuple[JobState | None, JobState | None]:
         await tracker.start()
@@ -52,12 +52,11 @@ def test_a_job_it_cannot_open_for_lack_of_descriptors_stays_indexed(
                 for module in (spool_entries, spool_large):
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)
                 finish(spool, running)  # its file moves to done/, unreadable to statusd
-                tracker._on_event(JobState.DONE.value, "busy.json")
+                tracker.hints.on_event(JobState.DONE.value, "busy.json")
                 for _ in range(20):  # well past the vanish grace
                     await asyncio.sleep(0.02)
                 during = tracker.index.get("busy")
-            tracker._rescan_now = True  # descriptors back: the next rescan reads it
-            tracker._wake.set()
+            tracker.hints.ask_rescan()  # descriptors back: the next rescan reads it
             for _ in range(250):
                 item = tracker.index.get("busy")
                 if item is not None and item.state is JobState.DONE:
@@ -126,7 +125,7 @@ def test_reads_failing_for_lack_of_descriptors_log_a_line_not_one_a_hint(
                     faults.setattr(module, "open_nofollow", _out_of_descriptors)
                 for n in range(30):  # each claimed: a hint batch of its own
                     claim(spool, f"j-{n}").close()
-                    tracker._on_event(JobState.RUNNING.value, f"j-{n}.json")
+                    tracker.hints.on_event(JobState.RUNNING.value, f"j-{n}.json")
                     await asyncio.sleep(0.005)
 
     asyncio.run(scenario())

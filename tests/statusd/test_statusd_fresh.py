@@ -47,7 +47,7 @@ def test_a_task_is_answered_as_it_stands_on_disk(server: ServerThread, spool: Sp
     submit(spool, "moving")
     wait_for(lambda: _state(server, "moving") == "pending", what="the job indexed")
     # The feed's hints go nowhere from here on: only a look at the disk can tell.
-    server.in_loop(lambda: setattr(server.services.tracker, "_mark", lambda job_id: None))
+    server.in_loop(lambda: setattr(server.services.tracker.hints, "_mark", lambda job_id: None))
 
     running = claim(spool, "moving")
     assert _state(server, "moving") == "running"
@@ -100,7 +100,7 @@ def test_a_record_replaced_within_one_clock_tick_is_served(server: ServerThread,
     wait_for(lambda: server.in_loop(lambda: _indexed_state(server, "twice")) == "failed",
              what="the first record indexed")
     tracker = server.services.tracker
-    server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))
+    server.in_loop(lambda: setattr(tracker.hints, "_mark", lambda job_id: None))
     spool.publish_terminal(first.model_copy(update={"error": ErrorInfo(
         type=ErrorType.TOOL_ERROR, message="second")}))
     st = spool.layout.job(JobState.FAILED, "twice").stat()
@@ -136,7 +136,7 @@ def test_a_task_is_answered_from_disk_while_the_index_applies_a_batch(
     submit(spool, "busy")
     wait_for(lambda: _state(server, "busy") == "pending", what="the job indexed")
     tracker = server.services.tracker
-    server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))
+    server.in_loop(lambda: setattr(tracker.hints, "_mark", lambda job_id: None))
     lock = tracker._lock
     server.in_loop(lambda: asyncio.ensure_future(lock.acquire()))
     wait_for(lambda: server.in_loop(lock.locked), what="the index busy")
@@ -197,7 +197,7 @@ def test_a_task_stream_does_not_wait_for_the_batch_next_in_line(
     wait_for(lambda: server.in_loop(lambda: _indexed_state(server, "busy")) == "pending",
              what="the job indexed")
     tracker = server.services.tracker
-    server.in_loop(lambda: setattr(tracker, "_mark", lambda job_id: None))  # hints held back
+    server.in_loop(lambda: setattr(tracker.hints, "_mark", lambda job_id: None))  # hints held back
     running = claim(spool, "busy")  # the index is behind the disk from here on
     gate = threading.Event()
 

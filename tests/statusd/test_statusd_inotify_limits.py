@@ -24,7 +24,7 @@ from statusdkit import claim, finish, request, submit
 from spool.transitions import Spool
 
 QUICK_REWATCH_S = 0.25
-"""How often statusd tries the feed again here (statusd.tracker.REWATCH_S ships 1 s)."""
+"""How often statusd tries the feed again here (statusd.hints.REWATCH_S ships 1 s)."""
 LIMITED = ('echo "$1" > /proc/sys/user/max_inotify_instances && '
            'echo "$2" > /proc/sys/user/max_inotify_watches && shift 2 && exec "$@"')
 

@@ -285,7 +285,7 @@ def test_lost_events_make_the_index_rescan_at_once(spool: Spool) -> None:
         submit(spool, "unseen")
         time.sleep(0.3)
         assert srv.in_loop(lambda: srv.services.index.get("unseen")) is None
-        tracker._on_change("", "")  # what the feed reports on a lost event or watch
+        tracker.hints.on_change("", "")  # what the feed reports on a lost event or watch
         wait_for(lambda: srv.in_loop(lambda: srv.services.index.get("unseen")) is not None,
                  what="the rescan to index the job")
     finally:
@@ -425,7 +425,7 @@ def test_a_hint_that_changes_nothing_costs_no_thread_hop(spool: Spool) -> None:
         tracker.loader.refresh = counting  # type: ignore[method-assign,assignment]
         async with tracker.running():
             for n in range(20):  # what a finished job's running/ unlink reports
-                tracker._on_event("running", f"j-{n}.json")
+                tracker.hints.on_event("running", f"j-{n}.json")
                 await asyncio.sleep(0.005)
             submit(spool, "new")  # a real change is still re-read
             for _ in range(500):
@@ -452,7 +452,7 @@ def test_a_stop_that_comes_with_a_wake_stops_the_tracker(
         loop_task = asyncio.create_task(tracker.run())
         try:
             await asyncio.sleep(0.05)  # waiting for a hint
-            tracker._wake.set()  # a hint arrives (what _on_event's _mark does) ...
+            tracker.hints.wake.set()  # a hint arrives (what on_event's _mark does) ...
             for _ in range(steps):
                 await asyncio.sleep(0)
             loop_task.cancel()  # ... in the loop steps where shutdown cancels the loop

@@ -24,7 +24,7 @@ from statusdkit import (
     wait_for,
 )
 
-import statusd.tracker
+import statusd.hints
 from spool.client import Client
 from spool.errors import ErrorType
 from spool.models import Job
@@ -360,8 +360,8 @@ def test_a_failing_rescan_is_retried_once_a_scan_interval_not_in_a_busy_loop(
 
 def test_the_periodic_rescan_covers_lost_events(spool: Spool, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(statusd.tracker, "ChangeFeed", _DeafFeed)
-    monkeypatch.setattr(statusd.tracker, "PolledFeed", _DeafFeed)
+    monkeypatch.setattr(statusd.hints, "ChangeFeed", _DeafFeed)
+    monkeypatch.setattr(statusd.hints, "PolledFeed", _DeafFeed)
     srv = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
     try:
         run_job(spool, "unannounced", {"ok": 1})

@@ -50,7 +50,7 @@ def patient(spool: Spool) -> Iterator[ServerThread]:
     """statusd that shows a missing id as it was for 30 s, so a stalled host cannot
     turn the test's hold into a removal."""
     srv = ServerThread(settings_for(spool.layout.root)).start()
-    srv.in_loop(lambda: setattr(srv.services.tracker, "vanish_grace_s", 30.0))
+    srv.in_loop(lambda: setattr(srv.services.tracker.applier, "vanish_grace_s", 30.0))
     try:
         yield srv
     finally:
