@@ -505,6 +505,9 @@ def test_a_long_progress_message_leaves_the_bar_its_width(
         for width in (1200, 360):
             page.set_viewport_size({"width": width, "height": 740})
             page.goto(server.base + "/#/tasks/bt-wordy")
+            # Visible first: reopened, the view keeps its last text while hidden, which
+            # to_have_text matched before the GET re-rendered it (no box yet: None).
+            expect(page.locator("#task-progress")).to_be_visible()
             expect(page.locator("#task-progress .text")).to_have_text(f"50% {message}")
             bar = page.locator("#task-progress .bar").bounding_box()
             assert bar is not None and bar["width"] >= min(240, width - 60), (width, bar)
