@@ -9,8 +9,8 @@ handing the loop to a standby thread when one holds it
 (:mod:`processor.relay`); everything else only posts events to its inbox: a
 Dask executor (progress, outcomes, room again after a connect), a FAST tool's
 thread once the loop has moved on.  The loop wakes on an event or on the
-nearest timer (rescan, heartbeat, ``not_before``, FAST deadline, shutdown
-grace), so it never polls busily.
+nearest timer (rescan, heartbeat, ``not_before`` or a backoff's end, FAST deadline,
+shutdown grace), so it never polls busily.
 
 Life of a job here: intake judges the file (:mod:`spool.intake`); a ready job
 waits in the FAST or COMPUTE queue (highest priority, then oldest); it is

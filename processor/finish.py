@@ -110,11 +110,12 @@ class Finisher:
         # Tried again after disk trouble, the requeue writes the bytes it wrote before: one
         # that landed before the trouble (a folder sync's EIO) is then known as its own.
         # The backoff goes on the error it follows, not into not_before: that stays the
-        # client's, and so does every record of the job's later runs.
-        retry_at = self.clock.now() + timedelta(seconds=delay)
+        # client's in the job's later records (a stop's requeue and a retry asked for
+        # drop one already past, as they did).
         job = run.requeue or run.job.model_copy(update={
             "attempts": attempts, "submitted_at": run.record.submitted_at,
-            "error": error.model_copy(update={"retry_at": retry_at})})
+            "error": error.model_copy(update={
+                "retry_at": self.clock.now() + timedelta(seconds=delay)})})
         run.requeue = job
         requeued = False
 
@@ -128,5 +129,14 @@ class Finisher:
             return
         logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                         attempt=attempts, error_type=error.type.value,
-                        message=error.message[:300], retry_in_s=round(delay, 3),
-                        retry_at=job.error.retry_at if job.error else None)
+                        message=error.message[:300], **self._backoff(job))
+
+    def _backoff(self, job: Job) -> dict[str, Any]:
+        """The ``requeued`` line's ``retry_in_s`` and ``retry_at``, from the backoff's end
+        the requeued job carries: written again after disk trouble, the requeue keeps
+        its first one, which a new draw of the backoff would contradict."""
+        retry_at = job.error.retry_at if job.error is not None else None
+        if retry_at is None:
+            return {"retry_in_s": 0.0, "retry_at": None}
+        left = (retry_at - self.clock.now()).total_seconds()
+        return {"retry_in_s": round(max(0.0, left), 3), "retry_at": retry_at}

@@ -87,7 +87,7 @@ class Queues:
         return [e for e in queue if ready.get(e[-1].job_id) is e[-1]]
 
     def promote_due(self) -> None:
-        """Queue the delayed jobs whose ``not_before`` has come."""
+        """Queue the delayed jobs that have come due (``Job.due_at``)."""
         now = time.time()
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:

@@ -5,8 +5,8 @@ sends one, as Celery's workers are sent SIGUSR1 to dump their threads, gets log 
 instead of a processor killed mid-run.  One ``running`` line names the
 signal, whether a stop is under way, the runs in flight (the first
 :data:`MOST_RUNS_LISTED`; ``runs_total`` counts them all) and how many ready jobs
-wait in each lane or for their ``not_before``; then one ``thread`` line per thread of
-the processor with its stack, innermost call last, cut to :data:`MOST_STACK_CHARS`
+wait in each lane or until they are due; then one ``thread`` line per thread of the
+processor with its stack, innermost call last, cut to :data:`MOST_STACK_CHARS`
 from the end.  The lines are warnings, so that ``SPOOL_LOG_LEVEL=WARNING`` shows what
 was asked for too.  Called on the loop thread, which alone reads the runs and queues.
 """

@@ -37,6 +37,7 @@ MAX_TOOL_NAME = 128
 # Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
 # string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
 _EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
+_NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def aware_utc(value: datetime | None) -> datetime | None:
@@ -65,6 +66,17 @@ class ErrorInfo(BaseModel):
         "when its backoff lets the retry run (the job's not_before stays the client's)")
 
     _aware = field_validator("retry_at", mode="after")(aware_utc)
+
+    @field_validator("retry_at", mode="before")
+    @classmethod
+    def _iso_only(cls, value: Any) -> Any:
+        """The processor writes ISO 8601; a number (or a numeric string) is refused, as
+        the schema says, where pydantic took one past 2e10 for milliseconds: a drop's
+        ``99999999999`` read as 1973 and its job ran at once."""
+        if value is None or isinstance(value, datetime) or (
+                isinstance(value, str) and _NUMERIC.fullmatch(value.strip()) is None):
+            return value
+        raise ValueError("retry_at must be an ISO 8601 time with an offset, not a number")
 
 
 class Source(BaseModel):

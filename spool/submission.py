@@ -116,7 +116,8 @@ def retry(spool: Spool, job_id: str) -> Record:
     record, claim, staged = taken
     try:
         # A time still ahead is the job's schedule (a cancelled job meant for later), kept;
-        # one past (a backoff that ran out) would only be noise on a pending job.
+        # one past would only be noise on a pending job (it is dropped, as a stop's
+        # requeue drops it; a backoff is the error's retry_at, dropped below).
         ahead = record.not_before if record.not_before and record.not_before > \
             spool.clock.now() else None
         # Its error goes with it, without a backoff's end: a retry asked for runs now.

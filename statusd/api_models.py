@@ -123,7 +123,8 @@ class SpoolStats(BaseModel):
                                                "in pending/ arrived there; null when none")
     oldest_due_pending_age_s: float | None = Field(
         description="seconds the pending job due longest has waited since it could run "
-        "(since it arrived, or its not_before if later); null when none is due")
+        "(since it arrived, or its not_before or retry backoff's end if later); null when none "
+        "is due")
     throughput: Throughput
     tools: list[str] = Field(description="tool names seen in the spool or offered by processors")
     statusd: StatusdInfo

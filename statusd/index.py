@@ -37,7 +37,7 @@ class Index:
         self._stamps: dict[str, Stamp] = {}
         self._keys: dict[Filter, list[Key]] = {(None, None): []}
         self._arrived = _Earliest()  # pending ids: when they came into pending/
-        self._due = _Earliest()  # pending ids: when they may run (arrival or not_before)
+        self._due = _Earliest()  # pending ids: when they may run (arrival, not_before or backoff)
         self._written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
 
     def __len__(self) -> int:
@@ -142,8 +142,8 @@ class Index:
         return self._arrived.first()
 
     def first_due_ns(self) -> int | None:
-        """The earliest moment a pending job may run: its arrival, or its ``not_before``
-        when later (in the future when no pending job is due yet)."""
+        """The earliest moment a pending job may run: its arrival, or its ``not_before`` or
+        its retry backoff's end when later (in the future when no pending job is due yet)."""
         return self._due.first()
 
     def written_since(self, since_ns: int, until_ns: int) -> dict[str, int]:

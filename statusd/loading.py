@@ -77,7 +77,8 @@ class ScanFigures(NamedTuple):
     arrived_ns: int | None
     """When the pending job that came first arrived in pending/ (its ctime)."""
     due_ns: int | None
-    """The earliest moment a pending job may run (its arrival, or a later not_before)."""
+    """The earliest moment a pending job may run (its arrival, or a later not_before or
+    retry backoff's end)."""
     written: dict[JobState, list[int]]
     """The mtimes of the terminal records, per state, sorted."""
 

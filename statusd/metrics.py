@@ -89,7 +89,8 @@ def _spool_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
     due = doc["oldest_due_pending_age_s"]
     yield GaugeMetricFamily("spoolq_oldest_due_pending_age_seconds",
                             "How long the pending job due longest has waited since it "
-                            "could run: since it arrived, or its not_before if later "
+                            "could run: since it arrived, or its not_before or retry "
+                            "backoff's end if later "
                             "(0 when none is due)",
                             value=due if due is not None else 0.0)
     yield GaugeMetricFamily("spoolq_statusd_processors_ok",

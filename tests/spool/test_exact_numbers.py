@@ -61,3 +61,29 @@ def test_small_epoch_seconds_and_iso_times_read_as_before() -> None:
                               "submitted_at": "2026-11-28T12:00:00+01:00"})
     assert job.not_before == datetime(2023, 11, 14, 22, 13, 20, 500000, UTC)
     assert job.submitted_at == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", [99_999_999_999, 1.5, "99999999999", "+1e11", True])
+def test_a_retry_backoffs_end_is_an_iso_time_never_a_number(value: object) -> None:
+    """``error.retry_at`` is the processor's, written in ISO 8601 (the schema says a
+    date-time string). Taken as pydantic reads numbers, a drop's ``99999999999`` was
+    1973 (milliseconds) where the same ``not_before`` is year 5138: refused instead."""
+    error = {"type": "timeout", "message": "m", "retry_at": value}
+    with pytest.raises(ValidationError, match="retry_at must be an ISO 8601 time"):
+        Job.model_validate({"tool": "echo", "error": error})
+    with pytest.raises(ValidationError, match="retry_at must be an ISO 8601 time"):
+        Job.model_validate_json(orjson.dumps({"tool": "echo", "error": error}))
+    iso = Job.model_validate({"tool": "echo", "error": {**error,
+                                                        "retry_at": "2026-12-04T01:00:00+01:00"}})
+    assert iso.error is not None and iso.error.retry_at == datetime(2026, 12, 4, tzinfo=UTC)
+
+
+def test_submit_of_a_job_file_with_a_numeric_backoff_end_is_refused(
+        env: dict[str, str], root: Path, tmp_path: Path) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(orjson.dumps({"tool": "echo", "error": {
+        "type": "timeout", "message": "m", "retry_at": 99_999_999_999}}))
+    proc = spoolq(env, "submit", "--file", str(job_file), "--any-tool")
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "retry_at must be an ISO 8601 time" in proc.stderr, proc.stderr
+    assert listing(Layout(root).folder(JobState.PENDING)) == []
