@@ -266,14 +266,7 @@ class DataStore:
     def bars(self, symbol: str, start: datetime | str | None = None,
              end: datetime | str | None = None) -> Bars:
         """The bars of ``symbol`` between ``start`` and ``end`` (inclusive)."""
-        path = self.data_dir / f"{validate_symbol(symbol)}.csv"
-        try:
-            info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise InvalidParams(f"unknown symbol {symbol!r}: no data file") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
-        key = (info.st_mtime_ns, info.st_size, info.st_ino)
+        path, key = self._file(symbol)
         cached = self._get(path, key)
         if cached is None:
             # One thread parses a file; the others wait for its bars (each parse of a
@@ -290,19 +283,26 @@ class DataStore:
         cached, or changed since); ``(0, False)`` for a name or file :meth:`bars` refuses
         (it says why).  What the tools weigh their progress bars by: parsing a file costs
         more than the analysis of its bars, taking it from the cache microseconds."""
-        if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
+        try:
+            path, key = self._file(symbol)
+        except (InvalidParams, OSError):
             return 0, False
-        path = self.data_dir / f"{symbol}.csv"
+        with self._lock:  # looked at, not touched: a read to come is no use of the cache
+            entry = self._cache.get(path)
+        _, size, _ = key
+        return size, entry is None or entry[0] != key
+
+    def _file(self, symbol: str) -> tuple[Path, FileKey]:
+        """``symbol``'s data file and its cache key (mtime, size, inode); InvalidParams
+        when the name is not a symbol or no regular file has it."""
+        path = self.data_dir / f"{validate_symbol(symbol)}.csv"
         try:
             info = os.stat(path)
-        except OSError:
-            return 0, False
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidParams(f"unknown symbol {symbol!r}: no data file") from exc
         if not stat.S_ISREG(info.st_mode):
-            return 0, False
-        with self._lock:
-            entry = self._cache.get(path)
-        return info.st_size, entry is None or entry[0] != (
-            info.st_mtime_ns, info.st_size, info.st_ino)
+            raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
+        return path, (info.st_mtime_ns, info.st_size, info.st_ino)
 
     def _parse_lock(self, path: Path) -> threading.Lock:
         with self._lock:
