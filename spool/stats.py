@@ -114,15 +114,21 @@ NAMED_TOOLS = 20
 """The most known tools an unknown-tool refusal lists (an entry point may add many)."""
 
 
+def readable_processors(layout: Layout) -> list[OwnerStatus] | None:
+    """:func:`processors`, or None when they cannot be read: this user may not list
+    ``owners/`` (a member of the submit group only), a status file cannot be read, this
+    process is out of descriptors.  For what only tells a user more when it can."""
+    try:
+        return processors(layout)
+    except (OSError, SpoolIOError):
+        return None
+
+
 def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     """The names of the tools the live processors on the spool offer (their status files'
     catalogues, merged), and their owners; None when that cannot be told: none is
-    running, one publishes no catalogue, this user may not list ``owners/`` (a member
-    of the submit group only), or a status file cannot be read (SpoolIOError)."""
-    try:
-        live = processors(layout)
-    except (OSError, SpoolIOError):
-        return None
+    running, one publishes no catalogue, or they cannot be read."""
+    live = readable_processors(layout)
     if not live or not all(status.tools for status in live):
         return None
     names = {raw.get("name") for status in live for raw in status.tools}

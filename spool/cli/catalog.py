@@ -108,13 +108,10 @@ def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
     told: no processor running or none offering the tool, two that disagree, or
     ``owners/`` out of this user's reach.  A processor gone, its limit is not known: the
     installed one's is not asked, as its SPOOL_TOOLS may not be the daemon's."""
-    from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import readable_processors  # noqa: PLC0415 - lazy, see spool.cli
 
-    if tool is None or not _may_list(layout.owners):
-        return None
-    try:
-        live = SpoolReader(layout).processors() if layout.exists() else []
-    except (OSError, SpoolIOError):
+    live = readable_processors(layout) if tool is not None else None
+    if live is None:
         return None
     limits = {raw.get("max_attempts") for status in live for raw in status.tools
               if raw.get("name") == tool}
