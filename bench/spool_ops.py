@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from bench.creates import probe_line
 from spool.fsops import Mover
 from spool.jobfile import record_from_job
 from spool.layout import Layout
@@ -245,6 +246,7 @@ def run(base: Path, args: argparse.Namespace) -> None:
     """
     n, repeat = args.jobs, args.repeat
     print(f"spool under {base} on {filesystem_of(base)}")
+    print(probe_line(base))
     print(f"medians of {repeat} rounds, each between two floor runs (ratios to their mean); "
           "one job = claim + record + complete (2 transitions)")
     measured: list[tuple[str, int, Callable[[], Rate]]] = [

@@ -75,6 +75,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS, timed
+from bench.creates import probe_line
 from bench.peers import Peer, PeerError, installed_peers
 from processor.proctree import descendants
 from spool.fsops import Mover
@@ -673,14 +674,15 @@ def main(argv: list[str] | None = None) -> int:
 
     where = args.dir or Path(tempfile.gettempdir())
     cal = calibrate(bench_tools)
+    args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     print(f"spoolq throughput: JOB_NUM={args.job_num}; {machine(where)}")
+    print(probe_line(args.run_dir))
     print(code_state())
     print(f"sizes: W1 {args.w1} no-op jobs, W2 {args.w2} sequential echo jobs, W3 {args.w3} "
           f"jobs of {cal.reps} x {cal.size}^2 matmul = {cal.single_s * 1e3:.1f} ms single-job "
           "in-process (measured again before each W3); targets apply to fsync=never, "
           "JOB_NUM=2\n", flush=True)
     pool = Pool(args.job_num, bench_tools)
-    args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
     try:
         print_rows([], header=True)
         ours: dict[str, float] = {}
