@@ -41,6 +41,7 @@ from spool.clock import Clock
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there
+from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
@@ -53,12 +54,13 @@ IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload",
 REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
 """What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES, up to
 ``REQUEUE_ADDS_BYTES``."""
-REQUEUE_ADDS_BYTES = 6 * (MAX_MESSAGE_CHARS + MAX_TRACEBACK_CHARS) + 1024
+REQUEUE_ADDS_BYTES = 6 * (MAX_MESSAGE_CHARS + MAX_TRACEBACK_CHARS) + EARLIER_MAX_BYTES + 1024
 """The most a requeue adds: the run's error at its longest (the processor cuts its
 message and traceback to those lengths), each character 6 bytes in JSON at worst (a
-control character, ``\\u0001``), and the other fields (the id 128 characters, two
-timestamps, the attempts) well within 1 KiB.  A drop that carries more in those fields
-is measured whole: a forged ``error`` is no way past the limit."""
+control character, ``\\u0001``), the earlier failures it carries at their most
+(:data:`spool.history.EARLIER_MAX_BYTES`), and the other fields (the id 128
+characters, two timestamps, the attempts) well within 1 KiB.  A drop that carries
+more in those fields is measured whole: a forged ``error`` is no way past the limit."""
 KEEP_BYTES = 4096
 """A candidate keeps the bytes it was judged on up to this size (see ``Candidate.data``)."""
 

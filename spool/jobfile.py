@@ -16,6 +16,7 @@ from typing import Any
 
 from spool.clock import utc_from_ns
 from spool.exact import inexact_integer
+from spool.history import record_fields
 from spool.models import Job, Record
 from spool.states import JobState
 from spool.text import without_bom
@@ -82,9 +83,16 @@ def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
     again is a third of the cost of a dump (and ``model_construct`` is slower
     than either).  The dict is built in one expression and handed to the
     validator itself: ``model_validate`` only forwards to it, and its frame and
-    keyword handling were a sixth of building a record (1 us of 6).
+    keyword handling were a sixth of building a record (1 us of 6).  The history a
+    retried job's error carries becomes the record's ``earlier_errors``
+    (:func:`spool.history.record_fields`).
     """
     record: Record = Record.__pydantic_validator__.validate_python(
         {**job.__dict__, "id": job_id, "state": state,
-         "submitted_at": job.submitted_at or utc_from_ns(mtime_ns), **fields})
+         "submitted_at": job.submitted_at or utc_from_ns(mtime_ns),
+         # The history its error carries goes beside the record's (spool.history).
+         **(record_fields(job.error) if job.error is not None else _NONE), **fields})
     return record
+
+
+_NONE: dict[str, Any] = {}

@@ -79,6 +79,41 @@ class ErrorInfo(BaseModel):
         raise ValueError("retry_at must be an ISO 8601 time with an offset, not a number")
 
 
+EARLIER_KEPT = 10
+"""The most earlier failures a job file or record keeps: the last ones (spool.history)."""
+EARLIER_MESSAGE_CHARS = 300
+"""The longest message an earlier failure keeps (its first characters)."""
+
+
+class EarlierError(BaseModel):
+    """The failure of one earlier run of a job, kept small (no traceback): an entry of
+    ``earlier_errors`` (:mod:`spool.history` writes them)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    attempt: int = Field(ge=0, description="the job's attempts when it ended: the run's "
+                         "number (counted again from 1 after a spoolq retry)")
+    type: ErrorType
+    message: str = Field(description=f"the error's message, cut to its first "
+                         f"{EARLIER_MESSAGE_CHARS} characters")
+    finished_at: datetime | None = Field(default=None, description="when it ended")
+
+    _aware = field_validator("finished_at", mode="after")(aware_utc)
+
+
+class RetryErrorInfo(ErrorInfo):
+    """A job file's ``error``: the failure its retry came from, with the failures of all
+    its runs so far.  In the error and not beside it: a processor of an earlier version
+    reads job files with no field unknown to it, but ignores an error's."""
+
+    earlier_errors: list[EarlierError] | None = Field(
+        default=None, description="set by the processor: the failures of the job's runs "
+        "so far, oldest first, this one last; its next run's record carries them")
+    earlier_errors_dropped: int | None = Field(
+        default=None, ge=0, description=f"how many failures before earlier_errors' first "
+        f"were not kept (the last {EARLIER_KEPT} are)")
+
+
 class Source(BaseModel):
     """What a quarantined drop was: its original name, size and kind; ``kept_at`` (a
     path under the spool) where it now is when spoolq could not move it into
@@ -232,6 +267,8 @@ class Job(_JobFields):
     # attempt ``attempts + 1`` could pass the 64 bits orjson writes (a record that cannot
     # be written, the processor stopped at each start).
     attempts: int = Field(default=0, ge=0, le=MAX_ATTEMPTS_LIMIT)
+    error: RetryErrorInfo | None = Field(default=None, description="on a job: the failure "
+                                         "a retry came from, and those before it")
 
     @field_validator("not_before", "submitted_at", mode="before")
     @classmethod
@@ -263,6 +300,13 @@ class Record(_JobFields):
     duration_s: float | None = None
     host: str | None = None
     pid: int | None = None
+    # Before result: a reader of a record too large to read whole reads what comes first.
+    earlier_errors: list[EarlierError] | None = Field(
+        default=None, description="the failures of the job's runs before this one (retries, "
+        "and the runs before a spoolq retry), oldest first; absent when there were none")
+    earlier_errors_dropped: int | None = Field(
+        default=None, ge=0, description=f"how many failures before earlier_errors' first "
+        f"were not kept (the last {EARLIER_KEPT} are)")
     result: Any = None
     source: Source | None = None
     progress: Progress | None = None
@@ -301,6 +345,8 @@ def record_bytes(record: Record) -> bytes:
     for name in _NESTED:
         if (value := data.get(name)) is not None:
             data[name] = value.model_dump(exclude_none=True)
+    if (earlier := data.get("earlier_errors")) is not None:
+        data["earlier_errors"] = [entry.model_dump(exclude_none=True) for entry in earlier]
     if record.state is _DONE and record.unreadable is None:
         data["result"] = record.result
     return orjson.dumps(data, default=_dump_model, option=_DUMP_OPTS)

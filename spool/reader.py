@@ -31,6 +31,7 @@ from spool.entries import (
 )
 from spool.errors import InvalidId, NotFoundError
 from spool.fsops import unreadable_as_trouble
+from spool.history import active_fields
 from spool.ids import is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
@@ -148,7 +149,8 @@ class SpoolReader:
         try:
             obj = orjson.loads(data)
             fields = obj if isinstance(obj, dict) and not too_deep(data, obj) else {}
-            record = Record.model_validate({**fields, "id": entry.job_id, "state": entry.state})
+            record = Record.model_validate({**fields, **active_fields(fields),
+                                            "id": entry.job_id, "state": entry.state})
         except (ValueError, ValidationError):
             record = Record(id=entry.job_id, state=entry.state)
         if record.submitted_at is None:

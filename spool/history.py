@@ -1,0 +1,107 @@
+"""The failures of a job's earlier runs (``earlier_errors``): what a retried job file
+and each later record of the job carry of them, bounded.
+
+Where they are kept:
+
+* A job file (``pending/``, ``running/``) carries them in its ``error``
+  (:class:`~spool.models.RetryErrorInfo`): the failures of all its runs so far, oldest
+  first, the one its ``error`` tells last.  Not beside ``error``: a processor of an
+  earlier version reads job files with no field unknown to it (``extra="forbid"``),
+  and would quarantine the job as ``invalid_job``; an unknown field in ``error`` it
+  ignores (it then drops the history, and runs the job).
+* A record (``done/``, ``failed/``, and the reader's view of a job file) carries them
+  as ``earlier_errors`` beside its own fields: the failures of the runs before the one
+  it records (:func:`record_fields`, :func:`active_fields`).  A done record has no
+  ``error``: DESIGN section 3 fixes that.
+
+Every requeue for a retry adds its run's failure (:func:`retry_error`): the processor's
+(:mod:`processor.finish`), recovery's of an orphan (``abandoned``,
+:mod:`spool.orphans`), and ``spoolq retry``'s of a failed record, whose final error
+joins them (:mod:`spool.submission`).  A stop's requeue adds none: its run is not
+counted (DESIGN section 9), and the job file goes back with its error as it was.
+
+Bound: the last :data:`EARLIER_KEPT` failures, each message cut to
+:data:`EARLIER_MESSAGE_CHARS` characters and no traceback, with the count of those
+dropped before them in ``earlier_errors_dropped``: a poison job with
+``max_attempts`` 100 grows its job file by at most :data:`EARLIER_MAX_BYTES`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from spool.models import (
+    EARLIER_KEPT,
+    EARLIER_MESSAGE_CHARS,
+    EarlierError,
+    ErrorInfo,
+    RetryErrorInfo,
+)
+
+__all__ = ["EARLIER_KEPT", "EARLIER_MAX_BYTES", "EARLIER_MESSAGE_CHARS", "active_fields",
+           "appended", "entry", "record_fields", "retry_error"]
+
+EARLIER_MAX_BYTES = EARLIER_KEPT * (6 * EARLIER_MESSAGE_CHARS + 160) + 64
+"""The most the earlier failures add to a job file: each message at its longest and
+each character 6 bytes in JSON at worst (``\\u0001``), the other fields of an entry
+(attempt, type, a timestamp) and the dropped count well within the rest."""
+
+
+def entry(error: ErrorInfo, attempt: int, finished_at: datetime | None) -> EarlierError:
+    """``error``, of the run that was attempt ``attempt`` and ended at ``finished_at``,
+    as an earlier failure: its type and the start of its message."""
+    message = error.message
+    if len(message) > EARLIER_MESSAGE_CHARS:
+        message = message[:EARLIER_MESSAGE_CHARS - 1] + "…"
+    return EarlierError(attempt=attempt, type=error.type, message=message,
+                        finished_at=finished_at)
+
+
+def appended(earlier: list[EarlierError] | None, dropped: int | None,
+             new: EarlierError) -> tuple[list[EarlierError], int | None]:
+    """``earlier`` (and the count ``dropped`` before it) with ``new`` last, the oldest
+    dropped (and counted) past :data:`EARLIER_KEPT`."""
+    kept = [*(earlier or ()), new]
+    over = len(kept) - EARLIER_KEPT
+    if over > 0:
+        kept = kept[over:]
+        dropped = (dropped or 0) + over
+    return kept, dropped
+
+
+def retry_error(error: ErrorInfo, attempt: int, finished_at: datetime | None, *,
+                earlier: list[EarlierError] | None, dropped: int | None,
+                retry_at: datetime | None) -> RetryErrorInfo:
+    """The ``error`` a job file requeued for a retry carries: ``error`` (of attempt
+    ``attempt``, ended at ``finished_at``) with its backoff's end ``retry_at``, and the
+    failures before it (``earlier``, ``dropped``) with it added."""
+    kept, dropped = appended(earlier, dropped, entry(error, attempt, finished_at))
+    return RetryErrorInfo(type=error.type, message=error.message, traceback=error.traceback,
+                          retry_at=retry_at, earlier_errors=kept,
+                          earlier_errors_dropped=dropped)
+
+
+def record_fields(error: ErrorInfo | None) -> dict[str, Any]:
+    """The fields a record of a job whose file carries ``error`` takes from it: the
+    error as a record holds it (no history in it), and the history beside it.  Empty
+    when the job has no error."""
+    if error is None:
+        return {}
+    plain = ErrorInfo(type=error.type, message=error.message, traceback=error.traceback,
+                      retry_at=error.retry_at)
+    if not isinstance(error, RetryErrorInfo) or error.earlier_errors is None:
+        return {"error": plain}
+    return {"error": plain, "earlier_errors": error.earlier_errors,
+            "earlier_errors_dropped": error.earlier_errors_dropped}
+
+
+def active_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The history a job file's parsed JSON ``fields`` carry in its ``error``, as the
+    fields of a record (the error's own are left for the record's model, which ignores
+    them in an error); empty when it carries none."""
+    error = fields.get("error")
+    if not isinstance(error, dict) or error.get("earlier_errors") is None:
+        return {}
+    return {"earlier_errors": error["earlier_errors"],
+            "earlier_errors_dropped": error.get("earlier_errors_dropped")}
