@@ -8,7 +8,8 @@ processor's ``end`` callback, which applies it and forgets the run, or, on disk
 trouble, raises :class:`~spool.errors.SpoolIOError` with the run kept (its claim
 held) so the processor writes it again after a pause.  A run's error is cut to
 MAX_MESSAGE_CHARS and MAX_TRACEBACK_CHARS: a retry's job file carries it, and
-intake forgives only so much.
+intake forgives only so much.  A requeue's error carries the failures of the job's runs
+so far (:mod:`spool.history`), which the record of each later run keeps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from processor.runner import Outcome
 from processor.status import StatusFile
 from spool.clock import Clock
 from spool.errors import RETRYABLE, ErrorType
+from spool.history import retry_error
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import backoff_s
 from spool.states import JobState
@@ -105,17 +107,21 @@ class Finisher:
                         error_type=error.type.value, message=error.message[:300])
 
     def retry(self, run: Run, error: ErrorInfo) -> None:
-        attempts = run.record.attempts
+        record = run.record
+        attempts = record.attempts
         delay = backoff_s(attempts)
+        now = self.clock.now()
         # Tried again after disk trouble, the requeue writes the bytes it wrote before: one
         # that landed before the trouble (a folder sync's EIO) is then known as its own.
         # The backoff goes on the error it follows, not into not_before: that stays the
         # client's in the job's later records (a stop's requeue and a retry asked for
-        # drop one already past, as they did).
+        # drop one already past, as they did).  The error carries the failures before
+        # it, and its own, for the records of the runs to come (spool.history).
         job = run.requeue or run.job.model_copy(update={
-            "attempts": attempts, "submitted_at": run.record.submitted_at,
-            "error": error.model_copy(update={
-                "retry_at": self.clock.now() + timedelta(seconds=delay)})})
+            "attempts": attempts, "submitted_at": record.submitted_at,
+            "error": retry_error(error, attempts, now, earlier=record.earlier_errors,
+                                 dropped=record.earlier_errors_dropped,
+                                 retry_at=now + timedelta(seconds=delay))})
         run.requeue = job
         requeued = False
 

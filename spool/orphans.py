@@ -6,8 +6,9 @@ free; one a live owner holds is never touched.  An orphan whose run has its reco
 ``running/`` file goes.  One with a cancel request in ``cancel/`` (asked while its
 processor was down) is failed ``cancelled``.  Otherwise it is requeued with its attempt
 count raised and a backoff (:func:`backoff_s`, its end the error's ``retry_at``; the
-job's ``not_before`` stays the client's), or failed ``abandoned`` once
-``max_attempts`` is spent.  What no claim leaves in ``running/`` (anything but a regular
+job's ``not_before`` stays the client's), its error adding ``abandoned`` to the job's
+earlier failures (:mod:`spool.history`), or failed ``abandoned`` once ``max_attempts``
+is spent (its record keeps them).  What no claim leaves in ``running/`` (anything but a regular
 file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 """
 
@@ -28,6 +29,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there
+from spool.history import retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
@@ -172,11 +174,16 @@ class Orphans:
         limit = self.max_attempts(job)
         if ran < limit:
             delay = backoff_s(ran)
+            now = self.spool.clock.now()
+            before = job.error
             retry = job.model_copy(update={
                 "attempts": ran, "submitted_at": job.submitted_at or utc_from_ns(claim.mtime_ns),
-                "error": ErrorInfo(type=ErrorType.ABANDONED,
-                                   message="its processor died mid-run; requeued",
-                                   retry_at=self.spool.clock.now() + timedelta(seconds=delay)),
+                "error": retry_error(
+                    ErrorInfo(type=ErrorType.ABANDONED,
+                              message="its processor died mid-run; requeued"), ran, now,
+                    earlier=before.earlier_errors if before else None,
+                    dropped=before.earlier_errors_dropped if before else None,
+                    retry_at=now + timedelta(seconds=delay)),
             })
             if self.spool.requeue(claim, retry):
                 report.requeued.append(job_id)

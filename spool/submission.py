@@ -13,6 +13,8 @@ For :class:`~spool.transitions.Spool`.  Guarantees (DESIGN sections 2 and 9):
 * :func:`retry` takes only the record it read: a newer record of the id that replaced
   it meanwhile (a re-run of the id failing again, a quarantine of a re-drop) goes back
   and is read afresh, never dropped for the job read before it.
+* :func:`retry` keeps the job's earlier failures: the failed record's, and its final
+  error with them (:mod:`spool.history`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ from typing import TYPE_CHECKING
 from spool.claim import Claim, take
 from spool.entries import read_regular
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
+from spool.history import retry_error
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in, read_fd, record_from_job
 from spool.lease import open_nofollow
-from spool.models import MAX_NESTING, Job, Record, job_bytes, nesting_depth, parse_record
+from spool.models import (
+    MAX_NESTING,
+    Job,
+    Record,
+    RetryErrorInfo,
+    job_bytes,
+    nesting_depth,
+    parse_record,
+)
 from spool.states import JobState, check_transition
 from spool.superseded import put_back
 
@@ -120,10 +131,8 @@ def retry(spool: Spool, job_id: str) -> Record:
         # requeue drops it; a backoff is the error's retry_at, dropped below).
         ahead = record.not_before if record.not_before and record.not_before > \
             spool.clock.now() else None
-        # Its error goes with it, without a backoff's end: a retry asked for runs now.
-        error = record.error and record.error.model_copy(update={"retry_at": None})
         job = record.to_job().model_copy(update={"attempts": 0, "not_before": ahead,
-                                                 "id": job_id, "error": error})
+                                                 "id": job_id, "error": _retried(record)})
         dest = spool.layout.job(JobState.PENDING, job_id)
         try:
             published = spool.mover.publish(dest, job_bytes(job), replace=False)
@@ -143,6 +152,18 @@ def retry(spool: Spool, job_id: str) -> Record:
         claim.close()
     # The job as it now stands in pending/ (no run's start, host or backoff).
     return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
+
+
+def _retried(record: Record) -> RetryErrorInfo | None:
+    """The error a failed ``record`` goes back to ``pending/`` with: its own, without a
+    backoff's end (a retry asked for runs now), and its earlier failures with it added
+    as the last: the history goes on across the retry, though the attempts start again
+    (its entries' attempt numbers then do too; their times tell the order)."""
+    if record.error is None:  # a failed record always has one: kept as it was
+        return None
+    return retry_error(record.error, record.attempts, record.finished_at,
+                       earlier=record.earlier_errors, dropped=record.earlier_errors_dropped,
+                       retry_at=None)
 
 
 def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, Path] | None:
