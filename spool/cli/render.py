@@ -325,6 +325,7 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
     if record.source is not None:
         size = "?" if record.source.size is None else record.source.size
         lines.append(f"source      {record.source.name} ({record.source.kind}, {size} bytes)")
+    lines += _earlier_lines(record)
     if record.error is not None:
         label = "error      " if record.state is JobState.FAILED else "last error "
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
@@ -336,6 +337,19 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
             lines += ["traceback", *_indented(_text_lines(record.error.traceback.rstrip()))]
     if record.state is JobState.DONE and with_result:
         lines += ["result", *_indented(_result_text(record.result))]
+    return lines
+
+
+def _earlier_lines(record: Record) -> list[str]:
+    """The failures of the job's earlier runs, oldest first, one line each (the last
+    one of a job waiting for its retry is its ``last error`` too)."""
+    lines = []
+    if record.earlier_errors_dropped:
+        dropped = record.earlier_errors_dropped
+        lines.append(f"earlier     {dropped} older failure{'s' * (dropped > 1)} not kept")
+    for earlier in record.earlier_errors or ():
+        lines.append(f"earlier     attempt {earlier.attempt} {earlier.type.value} at "
+                     f"{when(earlier.finished_at)}: {earlier.message}")
     return lines
 
 

@@ -1274,6 +1274,7 @@ async function renderRecord(record) {
   }
   renderHead(record);
   renderError(record);
+  renderEarlier(record);
   const hasResult = record.state === "done" && record.result !== undefined;
   // A backtest's or a factor analysis's tables (results.js), the JSON collapsed under them.
   // A backtest's table draws the chart of the symbols it puts first; any other result's
@@ -1304,6 +1305,20 @@ function renderError(record) {
     traceback.textContent = shown(record.error.traceback || "");
     traceback.hidden = !record.error.traceback;
   }
+}
+
+function renderEarlier(record) {
+  // The failures of the job's earlier runs (its retries, and those before a `spoolq retry`),
+  // oldest first, one line each: `earlier_errors`, as `spoolq show` prints them.
+  const box = $("task-earlier");
+  const earlier = Array.isArray(record.earlier_errors) ? record.earlier_errors : [];
+  const dropped = record.earlier_errors_dropped || 0;
+  box.hidden = !earlier.length && !dropped;
+  const note = box.querySelector(".dropped");
+  note.hidden = !dropped;
+  note.textContent = dropped ? `${dropped} older failure${dropped > 1 ? "s" : ""} not kept` : "";
+  box.querySelector("ol").replaceChildren(...earlier.map((e) => el("li", {},
+    shown(`attempt ${e.attempt} ${e.type} at ${fmtTime(e.finished_at) || "-"}: ${e.message}`))));
 }
 
 function taskMoved(record) {
@@ -1429,7 +1444,8 @@ function clearTask() {
   ui.indexingNote = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
-  for (const box of ["task-progress", "task-error", "task-tables", "task-chart", "task-result",
+  for (const box of ["task-progress", "task-error", "task-earlier", "task-tables", "task-chart",
+                     "task-result",
                      "task-params", "task-actions", "token-form", "action-status", "task-note"]) {
     $(box).hidden = true;
   }
