@@ -252,6 +252,28 @@ class Flaky(BaseTool):
         return ToolResult.ok({"starts": len(starts)})
 
 
+class FlakyKinds(BaseTool):
+    """Fails a job's first run by outlasting its 1 s timeout and its second by killing its
+    worker (counted by ``log``); succeeds from the third, its own limit of attempts."""
+
+    name: ClassVar[str] = "t_flaky_kinds"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 1.0
+    max_attempts: ClassVar[int] = 3
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.log is not None
+        _append(params.log, f"start {ctx.job_id} {os.getpid()}")
+        with open(params.log) as log:
+            starts = [line for line in log if line.split()[1] == ctx.job_id]
+        if len(starts) == 1:
+            time.sleep(60)  # killed at its timeout
+        if len(starts) == 2:
+            os._exit(3)
+        return ToolResult.ok({"starts": len(starts)})
+
+
 class Raise(BaseTool):
     name: ClassVar[str] = "t_raise"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

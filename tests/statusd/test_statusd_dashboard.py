@@ -1204,6 +1204,34 @@ def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool:
     expect(page.locator("#task-error .message")).to_have_text("timeout: killed after 30 s")
 
 
+def test_the_task_view_lists_the_earlier_failures_of_a_retried_job(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A job done on its third run said nothing of why the first two failed; its record's
+    earlier_errors are listed under the error box, one line each, as spoolq show does."""
+    expect = sync_api.expect
+    history = [{"attempt": n, "type": kind, "message": f"run {n} failed",
+                "finished_at": f"2026-01-01T00:0{n}:00Z"}
+               for n, kind in ((2, "timeout"), (3, "worker_crashed"))]
+    submit(spool, "third", attempts=3, max_attempts=4, error={
+        "type": "worker_crashed", "message": "run 3 failed", "earlier_errors": history,
+        "earlier_errors_dropped": 1})
+    finish(spool, claim(spool, "third"), {"ok": True})
+    run_job(spool, "plain", {"ok": True})
+
+    page.goto(server.base + "/#/tasks/third")
+    expect(page.locator("#task-state")).to_have_text("done")
+    box = page.locator("#task-earlier")
+    expect(box).to_be_visible()
+    expect(box.locator(".dropped")).to_have_text("1 older failure not kept")
+    expect(box.locator("li")).to_have_count(2)
+    expect(box.locator("li").first).to_contain_text("attempt 2 timeout at ")
+    expect(box.locator("li").first).to_contain_text(": run 2 failed")
+    expect(box.locator("li").last).to_contain_text("attempt 3 worker_crashed at ")
+    page.goto(server.base + "/#/tasks/plain")
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(box).to_be_hidden()  # none: no empty box, nothing left of the task before
+
+
 def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
                                                           spool: Spool,
                                                           page: sync_api.Page) -> None:

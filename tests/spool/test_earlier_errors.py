@@ -1,0 +1,186 @@
+"""The failures of a job's earlier runs (``earlier_errors``, :mod:`spool.history`) in
+the spool library: recovery's requeues of a dead processor's runs, ``retry``, cancel,
+the reader's views, the bound, and files written before the field.
+
+The processor's own requeues and the CLI beside a real daemon are in
+``tests/processor/test_earlier_errors.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from spoolkit import FakeClock, Holders, done_record, read_json, submit
+
+from spool.cli.render import record_lines
+from spool.client import Client
+from spool.errors import ErrorType
+from spool.history import EARLIER_KEPT, EARLIER_MAX_BYTES, EARLIER_MESSAGE_CHARS, entry
+from spool.jobfile import parse_job
+from spool.models import ErrorInfo, Job, Record, job_bytes, parse_record, schemas
+from spool.recovery import Recovery
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+
+
+@pytest.fixture
+def holders(spool: Spool) -> Iterator[Holders]:
+    group = Holders(spool)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+def kinds(entries: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(e["attempt"], e["type"]) for e in entries]
+
+
+def test_recovery_requeues_add_each_abandoned_run_and_the_record_keeps_them(
+        spool: Spool, clock: FakeClock, holders: Holders) -> None:
+    submit(spool, "dies", max_attempts=3)
+    for ran in (1, 2):
+        holders.sigkill(holders.hold(ids=["dies"]))
+        assert Recovery(spool).scan().requeued == ["dies"]
+        job = read_json(spool.layout.job(P, "dies"))
+        assert job["attempts"] == ran and job["error"]["type"] == "abandoned"
+        history = job["error"]["earlier_errors"]
+        assert kinds(history) == [(n, "abandoned") for n in range(1, ran + 1)], job
+        assert history[-1]["finished_at"] == clock.now().isoformat().replace("+00:00", "Z")
+        assert "traceback" not in history[-1]
+        clock.advance(10)
+    # The reader's view of the pending job: the history beside its error, not in it.
+    reader = Client(spool.layout, spool.mover).reader
+    pending = reader.get("dies")
+    assert [e.attempt for e in pending.earlier_errors or []] == [1, 2]
+    assert pending.error is not None and type(pending.error) is ErrorInfo
+    assert "earlier_errors" not in orjson.loads(orjson.dumps(
+        pending.error.model_dump(exclude_none=True)))
+
+    holders.sigkill(holders.hold(ids=["dies"]))  # the third run dies too: abandoned
+    assert Recovery(spool).scan().abandoned == ["dies"]
+    rec = read_json(spool.layout.job(F, "dies"))
+    assert rec["attempts"] == 3 and rec["error"]["type"] == "abandoned"
+    assert "earlier_errors" not in rec["error"]
+    assert kinds(rec["earlier_errors"]) == [(1, "abandoned"), (2, "abandoned")]
+    lines = [line for line in record_lines(parse_record(
+        spool.layout.job(F, "dies").read_bytes())) if line.startswith("earlier ")]
+    assert len(lines) == 2 and lines[0].startswith("earlier     attempt 1 abandoned at ")
+
+
+def test_a_poison_job_of_100_attempts_keeps_its_last_10_failures(
+        spool: Spool, clock: FakeClock) -> None:
+    """Each requeue adds one failure; past 10 the oldest are dropped and counted, so its
+    job file stops growing.  (A claim closed without a move leaves what a dead
+    processor leaves: a running file no lease holds.)"""
+    submit(spool, "poison", max_attempts=100)
+    sizes = {}
+    for ran in range(1, 101):
+        claim = spool.claim("poison")
+        assert claim is not None
+        claim.close()
+        report = Recovery(spool).scan()
+        clock.advance(1)
+        if ran < 100:
+            assert report.requeued == ["poison"], ran
+            sizes[ran] = spool.layout.job(P, "poison").stat().st_size
+    assert report.abandoned == ["poison"]
+    rec = read_json(spool.layout.job(F, "poison"))
+    assert rec["attempts"] == 100 and rec["error"]["type"] == "abandoned"
+    assert [e["attempt"] for e in rec["earlier_errors"]] == list(range(90, 100))
+    assert rec["earlier_errors_dropped"] == 89
+    assert len(rec["earlier_errors"]) == EARLIER_KEPT
+    # Bounded: once ten are kept the file stops growing (from 20 on the numbers in it
+    # have as many digits).
+    assert abs(sizes[99] - sizes[20]) <= 2, sizes
+    assert sizes[99] - sizes[1] <= EARLIER_MAX_BYTES, sizes
+
+
+def test_an_entry_keeps_the_start_of_a_long_message_and_no_traceback() -> None:
+    error = ErrorInfo(type=ErrorType.TOOL_ERROR, message="x" * 5000, traceback="T" * 9000)
+    kept = entry(error, 3, None)
+    assert len(kept.message) == EARLIER_MESSAGE_CHARS and kept.message.endswith("…")
+    assert set(kept.model_dump(exclude_none=True)) == {"attempt", "type", "message"}
+
+
+def test_retry_keeps_the_history_and_adds_the_final_error(spool: Spool,
+                                                          clock: FakeClock,
+                                                          holders: Holders) -> None:
+    submit(spool, "twice", max_attempts=2)
+    for _ in range(2):
+        holders.sigkill(holders.hold(ids=["twice"]))
+        Recovery(spool).scan()
+        clock.advance(5)
+    failed = parse_record(spool.layout.job(F, "twice").read_bytes())
+    assert failed.finished_at is not None
+
+    pending = spool.retry("twice")
+    assert pending.attempts == 0
+    assert [(e.attempt, e.type, e.finished_at) for e in pending.earlier_errors or []] == [
+        (1, ErrorType.ABANDONED, (failed.earlier_errors or [])[0].finished_at),
+        (2, ErrorType.ABANDONED, failed.finished_at)]
+    job = read_json(spool.layout.job(P, "twice"))
+    assert job["attempts"] == 0 and "retry_at" not in job["error"]
+    assert len(job["error"]["earlier_errors"]) == 2
+
+    # The record of the run after the retry (as the processor builds it from the job)
+    # keeps both, its own attempt counted from 1 again.
+    claim = spool.claim("twice")
+    assert claim is not None
+    spool.complete(claim, done_record(claim, {"ok": True}))
+    done = read_json(spool.layout.job(D, "twice"))
+    assert done["attempts"] == 1
+    assert kinds(done["earlier_errors"]) == [(1, "abandoned"), (2, "abandoned")]
+
+
+def test_a_pending_retry_cancelled_keeps_its_history(spool: Spool,
+                                                     holders: Holders) -> None:
+    submit(spool, "waits", max_attempts=3)
+    holders.sigkill(holders.hold(ids=["waits"]))
+    Recovery(spool).scan()
+    client = Client(spool.layout, spool.mover)
+    rec = client.cancel("waits")
+    assert rec.state is F and rec.error is not None and rec.error.type is ErrorType.CANCELLED
+    stored = read_json(spool.layout.job(F, "waits"))
+    assert kinds(stored["earlier_errors"]) == [(1, "abandoned")]
+
+
+def test_files_without_the_field_read_as_before(spool: Spool, clock: FakeClock) -> None:
+    """A job file and a record an earlier version wrote carry no history: read as none."""
+    old_job = {"tool": "echo", "attempts": 1, "max_attempts": 3,
+               "error": {"type": "timeout", "message": "slow",
+                         "retry_at": "2026-01-01T00:00:00Z"}}
+    job = parse_job(orjson.dumps(old_job))
+    assert job.error is not None and job.error.earlier_errors is None
+    assert "earlier_errors" not in orjson.loads(job_bytes(job))["error"]
+    old_record = {"id": "old", "tool": "echo", "state": "failed", "attempts": 1,
+                  "error": {"type": "timeout", "message": "slow"}}
+    rec = parse_record(orjson.dumps(old_record))
+    assert rec.earlier_errors is None and rec.earlier_errors_dropped is None
+    assert not [line for line in record_lines(rec) if line.startswith("earlier")]
+    # Its retry's history then starts with its final error.
+    (spool.layout.job(F, "old")).write_bytes(orjson.dumps(old_record))
+    assert kinds([e.model_dump() for e in spool.retry("old").earlier_errors or []]) == [
+        (1, ErrorType.TIMEOUT)]
+
+
+def test_the_schema_publishes_the_history() -> None:
+    both = schemas()
+    record = both["record"]
+    assert {"earlier_errors", "earlier_errors_dropped"} <= set(record["properties"])
+    assert record["properties"]["earlier_errors"]["description"]
+    entry_schema = record["$defs"]["EarlierError"]
+    assert set(entry_schema["properties"]) == {"attempt", "type", "message", "finished_at"}
+    # A job file carries it in its error (an earlier processor ignores an error's
+    # unknown fields, and refuses a job's).
+    assert "earlier_errors" not in both["job"]["properties"]
+    assert "earlier_errors" in both["job"]["$defs"]["RetryErrorInfo"]["properties"]
+    with pytest.raises(ValueError, match="Extra inputs"):
+        Job.model_validate({"tool": "echo", "earlier_errors": []})
+    assert Record.model_fields["earlier_errors"].default is None
