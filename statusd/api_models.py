@@ -147,3 +147,27 @@ class PartialStats(SpoolStats):
     without the fields the processors tell (never a made-up ``alive: false``)."""
 
     processors_unknown: str = Field(description="why the processors' state cannot be read")
+
+
+class ToolInfo(BaseModel):
+    """One tool a live processor offers, as ``spoolq tools --json`` lists it."""
+
+    name: str
+    mode: str | None = Field(description="fast (run at once in the processor) or compute "
+                             "(the JOB_NUM pool)")
+    timeout: float | None = Field(description="the tool's execution_timeout, seconds (a "
+                                  "job's timeout may only lower it)")
+    category: str | None = Field(description="query or mutation")
+    max_attempts: int | None = Field(description="the runs a job that sets no max_attempts "
+                                     "gets (DESIGN section 9)")
+    description: str
+    params_schema: dict[str, Any] = Field(description="the JSON Schema of the tool's params")
+
+
+class ToolCatalogue(BaseModel):
+    """What the live processors offer: while one runs, ``POST /api/v1/tasks`` refuses
+    another tool (400 ``unknown_tool``) unless told ``any_tool=1``."""
+
+    tools: list[ToolInfo] = Field(description="by name; of a name two processors offer, "
+                                  "the first one's entry; empty while none runs")
+    processors: list[str] = Field(description="the owners of the live processors")

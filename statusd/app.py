@@ -59,6 +59,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", routes.metrics)
     app.router.add_get("/api/v1/openapi.json", routes.openapi)
     app.router.add_get("/api/v1/stats", routes.stats)
+    app.router.add_get("/api/v1/tools", routes.tools)
     app.router.add_get("/api/v1/tasks", after_index(routes.list_tasks))
     app.router.add_post("/api/v1/tasks", after_index(writes.submit))
     app.router.add_get("/api/v1/tasks/{id}", after_index(routes.get_task))

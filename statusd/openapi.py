@@ -24,11 +24,12 @@ from statusd.api_models import (
     Stats,
     Submitted,
     TaskPage,
+    ToolCatalogue,
 )
 
 _REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = [Job, Record, TaskPage, Submitted, Health, Stats, PartialStats,
-                                  ErrorResponse]
+                                  ToolCatalogue, ErrorResponse]
 
 _ID_PARAM = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
@@ -204,6 +205,15 @@ def build_openapi() -> dict[str, Any]:
         "/api/v1/tasks/{id}/retry": _write("move a failed job back to pending", "retryTask",
                                            record_ok, (400, 401, 403, 404, 409, 503)),
         "/api/v1/stats": {"get": _stats_op()},
+        "/api/v1/tools": {"get": {
+            "summary": "the tools the live processors offer", "operationId": "tools",
+            "responses": {"200": _json(ToolCatalogue, "each tool's mode, timeout, attempt "
+                                       "limit and params schema"),
+                          "503": {**_json(ErrorResponse, "type processors_unknown: the "
+                                          "processors' status files cannot be read (a disk "
+                                          "error, a file statusd may not read); the "
+                                          "message names it"),
+                                  "headers": _RETRY_AFTER}}}},
         "/metrics": {"get": {"summary": "Prometheus text format", "operationId": "metrics",
                              "responses": {"200": {"description": "metrics",
                                                    "content": {"text/plain": {}}}}}},

@@ -1,4 +1,5 @@
-"""Read endpoints: health, task list, one task, stats, metrics, OpenAPI, the dashboard.
+"""Read endpoints: health, task list, one task, stats, tools, metrics, OpenAPI, the
+dashboard.
 
 Every answer comes from the in-memory index (bytes encoded when the record
 was indexed), so a page or the stats of a 100,000-record spool costs a bisect
@@ -22,6 +23,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from spool.catalogue import merged_catalogue
 from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
@@ -201,6 +203,19 @@ async def stats(request: web.Request) -> web.Response:
     except SpoolIOError as exc:  # logged once a run by Services.processors
         raise ApiError(503, "processors_unknown", str(exc),
                        {"Retry-After": str(RETRY_AFTER_S)}) from exc
+    return _json(orjson.dumps(doc, option=DUMP_OPTS))
+
+
+async def tools(request: web.Request) -> web.Response:
+    """The tools the live processors offer (their status files' catalogues, merged by
+    name) and their owners: an empty list while none runs; 503 ``processors_unknown``,
+    as the stats, while their status files cannot be read.  Needs no index."""
+    try:
+        live = request.app[SERVICES].processors()
+    except SpoolIOError as exc:  # logged once a run by Services.processors
+        raise ApiError(503, "processors_unknown", str(exc),
+                       {"Retry-After": str(RETRY_AFTER_S)}) from exc
+    doc = {"tools": merged_catalogue(live), "processors": [status.owner for status in live]}
     return _json(orjson.dumps(doc, option=DUMP_OPTS))
 
 

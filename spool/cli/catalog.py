@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from spool.catalogue import catalogue_entry, merged_catalogue
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
 from spool.cli.render import emit_json, table
@@ -86,12 +87,8 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
 
     live = SpoolReader(layout).processors() if layout.exists() else []
-    merged: dict[str, dict[str, Any]] = {}
-    for status in live:
-        for raw in status.tools:
-            merged.setdefault(raw["name"], catalogue_entry(raw))
     owners = ", ".join(status.owner for status in live)
-    return sorted(merged.values(), key=lambda t: t["name"]), f"the running processor ({owners})"
+    return merged_catalogue(live), f"the running processor ({owners})"
 
 
 def shown_tool_attempts(layout: Layout, record: Record, as_json: bool) -> int | None:
@@ -144,19 +141,6 @@ def _run_python(what: str, args: list[str]) -> subprocess.CompletedProcess[bytes
         return subprocess.run([sys.executable, *args], capture_output=True, check=False)
     except OSError as exc:
         raise SpoolError(f"{what} could not start: {exc.strerror} ({sys.executable})") from exc
-
-
-def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
-    """One tool in one shape, from a status file (``execution_*`` keys) or ``tools --json``."""
-    return {
-        "name": raw["name"],
-        "mode": raw.get("mode", raw.get("execution_mode")),
-        "timeout": raw.get("timeout", raw.get("execution_timeout")),
-        "category": raw.get("category"),
-        "max_attempts": raw.get("max_attempts"),
-        "description": raw.get("description") or "",
-        "params_schema": raw.get("params_schema") or {},
-    }
 
 
 def _params(schema: dict[str, Any]) -> str:

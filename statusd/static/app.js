@@ -78,6 +78,9 @@ const ui = {
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
   arrived: 0,             // new ids the events stream told of since (a transition from none)
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
+  toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
+  toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
+  fieldsOf: null,         // the record the task view's fields show
   unreachable: null,      // since when statusd has not answered (ms), or null
   unavailable: null,      // its refusal then (a 503's "HTTP 503: ..."), or null: no answer
   processorsUnknown: null, // why statusd cannot read the processors' state (its stats said)
@@ -386,6 +389,7 @@ async function refreshStats() {
   } else {
     ui.processorsUnknown = null;
     showProcessor(stats);
+    noteProcessors(stats.processors || []);
     $("workers").textContent = stats.job_num
       ? `workers ${stats.busy_workers}/${stats.job_num}` : "";
   }
@@ -395,6 +399,32 @@ async function refreshStats() {
     ...oldest.flatMap((part, n) => [n ? ", " : "", el("span", {}, part)]));
   updateToolOptions(stats.tools || []);
   renderNote();
+}
+
+function noteProcessors(processors) {
+  // Their tools' attempt limits, asked again only when other processors run (a restart
+  // may load other tools): "attempts 1 of 3" of a job that sets no max_attempts, as
+  // `spoolq show` says it; the page said "attempts 1" of a job with two retries to go.
+  const key = processors.map((p) => `${p.owner} ${p.started_at}`).join(",");
+  if (key === ui.toolsOf) return;
+  ui.toolsOf = key;
+  getJSON("api/v1/tools").then((catalogue) => {
+    ui.toolLimits = new Map(catalogue.tools
+      .filter((tool) => Number.isInteger(tool.max_attempts))
+      .map((tool) => [tool.name, tool.max_attempts]));
+    if (ui.fieldsOf) showAttempts(ui.fieldsOf);
+  }).catch(() => { ui.toolsOf = null; });  // asked again at the next refresh
+}
+
+function attemptsText(record) {
+  // The job's own limit, else its tool's at the live processors (none running: not known).
+  const limit = record.max_attempts || ui.toolLimits.get(record.tool);
+  return `${record.attempts ?? 0}${limit ? ` of ${limit}` : ""}`;
+}
+
+function showAttempts(record) {
+  const node = document.querySelector('#task-fields dd[data-field="attempts"]');
+  if (node) node.textContent = attemptsText(record);
 }
 
 function fmtAge(age) {
@@ -880,10 +910,10 @@ function showText(box, text, id) {
 function renderFields(record) {
   const dl = $("task-fields");
   dl.replaceChildren();
-  const limit = record.max_attempts ? ` of ${record.max_attempts}` : "";
+  ui.fieldsOf = record;
   const source = record.source;  // a quarantined drop: the file it was, by its name
   const rows = [
-    ["tool", shown(record.tool || "")], ["attempts", `${record.attempts ?? 0}${limit}`],
+    ["tool", shown(record.tool || "")], ["attempts", attemptsText(record)],
     ["timeout", record.timeout ? `${record.timeout} s` : ""],
     ["submitted", fmtTime(record.submitted_at)], ["not before", fmtTime(record.not_before)],
     // A retry's backoff is its error's, never shown as the client's not_before.
@@ -1442,6 +1472,7 @@ function clearTask() {
   ui.shownPercent = "";
   ui.runSince = null;
   ui.indexingNote = null;
+  ui.fieldsOf = null;
   $("task-state").className = "state";
   $("task-fields").replaceChildren();
   for (const box of ["task-progress", "task-error", "task-earlier", "task-tables", "task-chart",

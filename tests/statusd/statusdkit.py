@@ -351,13 +351,15 @@ def equity_result(symbols: tuple[str, ...] = ("AAA",), bars: int = 300) -> dict[
 class FakeOwner:
     """A live processor as statusd sees it: a held owner lock and a status file."""
 
-    def __init__(self, spool: Spool, owner: str = "proc-test", busy: int = 1) -> None:
+    def __init__(self, spool: Spool, owner: str = "proc-test", busy: int = 1,
+                 tools: list[dict[str, Any]] | None = None) -> None:
         layout = spool.layout
         self.lease = OwnerLease(layout.owner_lock(owner))
         now = datetime.now(UTC)
         status = OwnerStatus(owner=owner, pid=os.getpid(), host="test", version="0",
                              started_at=now, heartbeat_at=now, job_num=2, busy_workers=busy,
-                             tools=[{"name": "echo"}, {"name": "sleep"}])
+                             tools=[{"name": "echo"}, {"name": "sleep"}] if tools is None
+                             else tools)
         spool.mover.publish(layout.owner_status(owner), status.model_dump_json().encode())
 
     def close(self) -> None:

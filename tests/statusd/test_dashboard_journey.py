@@ -121,6 +121,36 @@ def test_a_stop_after_a_retried_timeout_is_said_as_a_stop(
         owner.close()
 
 
+def test_attempts_show_the_tools_limit_where_the_job_sets_none(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A job that sets no max_attempts gets its tool's (DESIGN section 9), which `spoolq
+    show` says ("1 of 3 (the tool's limit)"); the page said "attempts 1" of a backtest
+    with two retries to go.  It asks the live processors' catalogue (GET api/v1/tools),
+    again when other processors run; with none running, the limit is not known."""
+    submit(spool, "bt-limit", tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-limit")
+    attempts = page.locator('#task-fields [data-field="attempts"]')
+    expect(attempts).to_have_text("0")
+    owner = FakeOwner(spool, tools=[{"name": "run_backtest", "max_attempts": 3}])
+    try:
+        running = claim(spool, "bt-limit")
+        try:
+            expect(page.locator("#task-state")).to_have_text("running")
+            expect(attempts).to_have_text("1 of 3")
+        finally:
+            finish(spool, running, {"ok": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
+        expect(attempts).to_have_text("1 of 3")
+    finally:
+        owner.close()
+    restarted = FakeOwner(spool, "proc-restarted",
+                          tools=[{"name": "run_backtest", "max_attempts": 5}])
+    try:  # no transition: the page's next stats refresh (every 5 s) sees it
+        expect(attempts).to_have_text("1 of 5", timeout=15_000)
+    finally:
+        restarted.close()
+
+
 def test_a_requeue_is_not_said_of_an_ended_job_nor_of_its_retry(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A run cut short by a stop, then the job failed for good: the note still said it

@@ -516,6 +516,16 @@ def test_end_to_end_with_the_real_processor(spool: Spool, tmp_path: Path) -> Non
             stats = request(base, "GET", "/api/v1/stats").json()
             assert stats["processor"]["alive"] is True and stats["job_num"] == 1
             assert stats["counts"]["done"] == 2
+            # The processor's own catalogue, as its status file publishes it.
+            tools = request(base, "GET", "/api/v1/tools").json()
+            assert tools["processors"] == [stats["processors"][0]["owner"]]
+            assert {t["name"] for t in tools["tools"]} == {
+                "analyze_factor", "echo", "get_kline", "list_factors", "run_backtest", "sleep"}
+            [echo_tool] = [t for t in tools["tools"] if t["name"] == "echo"]
+            assert {k: v for k, v in echo_tool.items() if k != "description"} == {
+                "name": "echo", "mode": "fast", "timeout": 10.0, "category": "query",
+                "max_attempts": 1, "params_schema": echo_tool["params_schema"]}
+            assert "message" in echo_tool["params_schema"]["properties"], echo_tool
             assert daemon.stop() == 0
     finally:
         processor.send_signal(signal.SIGTERM)

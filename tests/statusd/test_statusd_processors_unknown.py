@@ -79,6 +79,8 @@ def _check_unknown(base: str, said: str, text: str) -> None:
     assert error["type"] == "processors_unknown", error
     assert said in error["message"] and text in error["message"], error
     assert "Traceback" not in error["message"], error
+    tools = request(base, "GET", "/api/v1/tools")  # never a made-up "none offered"
+    assert tools.status == 503 and orjson.loads(tools.body)["error"] == error, tools.body
     # partial=1 (the dashboard's ask): the spool's figures all the same, and the cause
     partial = request(base, "GET", "/api/v1/stats?partial=1")
     assert partial.status == 200, (partial.status, partial.body)

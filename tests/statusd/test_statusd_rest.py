@@ -208,6 +208,37 @@ def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
     assert stats["processor"]["alive"] is False  # the lock is gone: the kernel says so
 
 
+def test_tools_are_the_live_processors_catalogues_merged_by_name(
+        server: ServerThread, spool: Spool) -> None:
+    """GET /api/v1/tools: what ``spoolq tools --json`` lists, over HTTP (a client that
+    POSTs jobs learns each tool's params schema and attempt limit, the dashboard its
+    "attempts 1 of 3"): empty while no processor runs; of a name two processors offer,
+    the first one's entry; a status file's entry without a string name left out."""
+    assert request(server.base, "GET", "/api/v1/tools").json() == {"tools": [],
+                                                                    "processors": []}
+    first = FakeOwner(spool, "proc-a", tools=[
+        {"name": "echo", "execution_mode": "fast", "execution_timeout": 10.0,
+         "category": "query", "max_attempts": 3, "description": "says it back",
+         "params_schema": {"properties": {"message": {"type": "string"}}}},
+        {"name": 7}])
+    second = FakeOwner(spool, "proc-b", tools=[{"name": "echo", "max_attempts": 1},
+                                               {"name": "sleep", "mode": "compute"}])
+    try:
+        doc = request(server.base, "GET", "/api/v1/tools").json()
+    finally:
+        first.close()
+        second.close()
+    assert doc["processors"] == ["proc-a", "proc-b"]
+    assert doc["tools"] == [
+        {"name": "echo", "mode": "fast", "timeout": 10.0, "category": "query",
+         "max_attempts": 3, "description": "says it back",
+         "params_schema": {"properties": {"message": {"type": "string"}}}},
+        {"name": "sleep", "mode": "compute", "timeout": None, "category": None,
+         "max_attempts": None, "description": "", "params_schema": {}},
+    ]
+    assert request(server.base, "GET", "/api/v1/tools").json()["tools"] == []  # locks gone
+
+
 def test_stats_partial_takes_0_or_1(server: ServerThread) -> None:
     """``partial`` (the dashboard's counts while the processors' state is unknown: see
     test_statusd_processors_unknown.py) refuses what it does not know, as ``view`` does."""
