@@ -43,7 +43,11 @@ class _HoldTheBackgroundImport:
                   target: ModuleType | None = None) -> ModuleSpec | None:
         if threading.current_thread().name == "spoolq-imports" and not _held:
             _held.append(fullname)
-            Path(os.environ["SLOWIMPORT_MARK"]).write_text(fullname)
+            # Written aside and renamed in: the test reads the mark as soon as it exists.
+            mark = Path(os.environ["SLOWIMPORT_MARK"])
+            aside = mark.with_name(mark.name + ".tmp")
+            aside.write_text(fullname)
+            aside.rename(mark)
             time.sleep(HOLD_S)
         return None  # the usual finders find it
 
