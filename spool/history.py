@@ -23,7 +23,9 @@ counted (DESIGN section 9), and the job file goes back with its error as it was.
 Bound: the last :data:`EARLIER_KEPT` failures, each message cut to
 :data:`EARLIER_MESSAGE_CHARS` characters and no traceback, with the count of those
 dropped before them in ``earlier_errors_dropped``: a poison job with
-``max_attempts`` 100 grows its job file by at most :data:`EARLIER_MAX_BYTES`.
+``max_attempts`` 100 grows its job file by at most :data:`EARLIER_MAX_BYTES`.  A job
+file a client wrote is held to the same bound as it is read
+(:class:`~spool.models.RetryErrorInfo`): a forged history is cut, never carried whole.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from spool.models import (
     EarlierError,
     ErrorInfo,
     RetryErrorInfo,
+    add_dropped,
+    cut_earlier_message,
 )
 
 __all__ = ["EARLIER_KEPT", "EARLIER_MAX_BYTES", "EARLIER_MESSAGE_CHARS", "active_fields",
@@ -51,23 +55,20 @@ each character 6 bytes in JSON at worst (``\\u0001``), the other fields of an en
 def entry(error: ErrorInfo, attempt: int, finished_at: datetime | None) -> EarlierError:
     """``error``, of the run that was attempt ``attempt`` and ended at ``finished_at``,
     as an earlier failure: its type and the start of its message."""
-    message = error.message
-    if len(message) > EARLIER_MESSAGE_CHARS:
-        message = message[:EARLIER_MESSAGE_CHARS - 1] + "…"
-    return EarlierError(attempt=attempt, type=error.type, message=message,
-                        finished_at=finished_at)
+    return EarlierError(attempt=attempt, type=error.type,
+                        message=cut_earlier_message(error.message), finished_at=finished_at)
 
 
 def appended(earlier: list[EarlierError] | None, dropped: int | None,
              new: EarlierError) -> tuple[list[EarlierError], int | None]:
     """``earlier`` (and the count ``dropped`` before it) with ``new`` last, the oldest
-    dropped (and counted) past :data:`EARLIER_KEPT`."""
+    dropped (and counted, up to :data:`~spool.models.EARLIER_DROPPED_MAX`) past
+    :data:`EARLIER_KEPT`."""
     kept = [*(earlier or ()), new]
     over = len(kept) - EARLIER_KEPT
     if over > 0:
         kept = kept[over:]
-        dropped = (dropped or 0) + over
-    return kept, dropped
+    return kept, add_dropped(dropped, over)
 
 
 def retry_error(error: ErrorInfo, attempt: int, finished_at: datetime | None, *,

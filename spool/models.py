@@ -22,6 +22,7 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from spool.clock import utc_from_ns
@@ -83,6 +84,10 @@ EARLIER_KEPT = 10
 """The most earlier failures a job file or record keeps: the last ones (spool.history)."""
 EARLIER_MESSAGE_CHARS = 300
 """The longest message an earlier failure keeps (its first characters)."""
+EARLIER_DROPPED_MAX = 2**53 - 1
+"""The most ``earlier_errors_dropped`` counts (it stops there): past it a JavaScript number
+(the dashboard's) is not exact, and a count raised at the top of orjson's 64 bits could
+not be written."""
 
 
 class EarlierError(BaseModel):
@@ -100,11 +105,38 @@ class EarlierError(BaseModel):
 
     _aware = field_validator("finished_at", mode="after")(aware_utc)
 
+    @field_validator("message", mode="after")
+    @classmethod
+    def _cut(cls, message: str) -> str:
+        # What a client's job file carries is held to the bound a requeue writes: a
+        # 150,000-character message went whole into every later record of the job.
+        return cut_earlier_message(message)
+
+
+def cut_earlier_message(message: str) -> str:
+    """``message`` as an earlier failure keeps it: its first characters, at most
+    :data:`EARLIER_MESSAGE_CHARS` of them with the ``…`` that tells the cut."""
+    if len(message) > EARLIER_MESSAGE_CHARS:
+        return message[:EARLIER_MESSAGE_CHARS - 1] + "…"
+    return message
+
+
+def add_dropped(dropped: int | None, more: int) -> int | None:
+    """The count of dropped earlier failures ``dropped`` raised by ``more``, stopping at
+    :data:`EARLIER_DROPPED_MAX`."""
+    if more <= 0:
+        return dropped
+    return min((dropped or 0) + more, EARLIER_DROPPED_MAX)
+
 
 class RetryErrorInfo(ErrorInfo):
     """A job file's ``error``: the failure its retry came from, with the failures of all
     its runs so far.  In the error and not beside it: a processor of an earlier version
-    reads job files with no field unknown to it, but ignores an error's."""
+    reads job files with no field unknown to it, but ignores an error's.
+
+    A job file a client wrote may carry any history: it is held to the bound a requeue
+    keeps (the last :data:`EARLIER_KEPT`, the older ones counted, each message cut), so
+    that no record of the job, nor its requeue, carries more than the processor's own."""
 
     earlier_errors: list[EarlierError] | None = Field(
         default=None, description="set by the processor: the failures of the job's runs "
@@ -112,6 +144,21 @@ class RetryErrorInfo(ErrorInfo):
     earlier_errors_dropped: int | None = Field(
         default=None, ge=0, description=f"how many failures before earlier_errors' first "
         f"were not kept (the last {EARLIER_KEPT} are)")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> RetryErrorInfo:
+        over = 0
+        if self.earlier_errors is not None and len(self.earlier_errors) > EARLIER_KEPT:
+            over = len(self.earlier_errors) - EARLIER_KEPT
+            self.earlier_errors = self.earlier_errors[over:]
+        dropped = add_dropped(self.earlier_errors_dropped, over)
+        if dropped is not None and dropped > EARLIER_DROPPED_MAX:
+            # Raised by the next requeue, a count at the top of orjson's 64 bits could
+            # not be written: the processor stopped at each start.
+            dropped = EARLIER_DROPPED_MAX
+        if dropped != self.earlier_errors_dropped:
+            self.earlier_errors_dropped = dropped
+        return self
 
 
 class Source(BaseModel):

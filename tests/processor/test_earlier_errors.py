@@ -22,8 +22,8 @@ import orjson
 from daemonkit import Daemon, drop, wait_for, wait_record
 
 from spool.errors import ErrorType
-from spool.history import EARLIER_KEPT
-from spool.models import EarlierError, ErrorInfo, Record, record_bytes
+from spool.history import EARLIER_KEPT, EARLIER_MAX_BYTES, EARLIER_MESSAGE_CHARS
+from spool.models import EARLIER_DROPPED_MAX, EarlierError, ErrorInfo, Record, record_bytes
 from spool.states import JobState
 
 StartDaemon = Callable[..., Daemon]
@@ -153,3 +153,44 @@ def test_a_poison_job_retried_by_hand_keeps_its_history_within_the_bound(
     assert lines[0] == "4 older failures not kept" and len(lines) == 1 + EARLIER_KEPT, lines
     assert lines[-1].startswith("attempt 1 tool_error at ") and lines[-1].endswith(
         ": failed on purpose"), lines
+
+
+def forged(n: int, message: str) -> list[dict[str, Any]]:
+    return [{"attempt": 1, "type": "tool_error", "message": message,
+             "finished_at": "2026-01-01T00:00:00Z"} for _ in range(n)]
+
+
+def test_a_drop_forging_a_history_past_the_bound_is_cut_to_it_and_runs(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A client's job file may carry a history in its error (a job file copied back
+    from pending/, or forged): it is held to the bound a requeue keeps, never carried
+    whole.  A dropped count at the top of orjson's range, raised by the retry, stopped
+    the processor (``Integer exceeds 64-bit range`` writing the requeue) at each start;
+    thousands of entries or 150,000-character messages went into every record."""
+    d = daemon()
+    drop(spool_root, "count", {"tool": "t_fail", "max_attempts": 2,
+                               "params": {"retryable": True},
+                               "error": {"type": "timeout", "message": "x",
+                                         "earlier_errors": forged(EARLIER_KEPT, "m"),
+                                         "earlier_errors_dropped": 2**64 - 1}})
+    drop(spool_root, "many", {"tool": "echo", "params": {"message": "ok"}, "error": {
+        "type": "timeout", "message": "x", "earlier_errors": forged(5000, "m")}})
+    drop(spool_root, "long", {"tool": "echo", "params": {"message": "ok"}, "error": {
+        "type": "timeout", "message": "x", "earlier_errors": forged(3, "é" * 150_000)}})
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "x"}})
+    assert wait_record(spool_root, "after", 30)["state"] == "done"
+
+    count = wait_record(spool_root, "count", 30)
+    assert (count["state"], count["attempts"]) == ("failed", 2), count
+    assert count["earlier_errors_dropped"] == EARLIER_DROPPED_MAX, count
+    assert len(count["earlier_errors"]) == EARLIER_KEPT
+    assert count["earlier_errors"][-1]["message"] == "failed on purpose"
+    many = wait_record(spool_root, "many", 30)
+    assert many["state"] == "done" and len(many["earlier_errors"]) == EARLIER_KEPT
+    assert many["earlier_errors_dropped"] == 5000 - EARLIER_KEPT
+    long = wait_record(spool_root, "long", 30)
+    assert long["state"] == "done"
+    assert [len(e["message"]) for e in long["earlier_errors"]] == [EARLIER_MESSAGE_CHARS] * 3
+    for rec in (count, many, long):  # the record's history within the bound's bytes
+        assert len(orjson.dumps(rec["earlier_errors"])) < EARLIER_MAX_BYTES, rec["id"]
+    assert d.running() and d.stop() == 0

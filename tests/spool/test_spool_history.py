@@ -19,7 +19,15 @@ from spool.client import Client
 from spool.errors import ErrorType
 from spool.history import EARLIER_KEPT, EARLIER_MAX_BYTES, EARLIER_MESSAGE_CHARS, entry
 from spool.jobfile import parse_job
-from spool.models import ErrorInfo, Job, Record, job_bytes, parse_record, schemas
+from spool.models import (
+    EARLIER_DROPPED_MAX,
+    ErrorInfo,
+    Job,
+    Record,
+    job_bytes,
+    parse_record,
+    schemas,
+)
 from spool.recovery import Recovery
 from spool.states import JobState
 from spool.transitions import Spool
@@ -184,3 +192,43 @@ def test_the_schema_publishes_the_history() -> None:
     with pytest.raises(ValueError, match="Extra inputs"):
         Job.model_validate({"tool": "echo", "earlier_errors": []})
     assert Record.model_fields["earlier_errors"].default is None
+
+
+def _forged(n: int, message: str = "m") -> list[dict[str, object]]:
+    return [{"attempt": 1, "type": "tool_error", "message": message,
+             "finished_at": "2026-01-01T00:00:00Z"} for _ in range(n)]
+
+
+def test_a_forged_history_in_a_job_file_is_held_to_the_bound() -> None:
+    """What a client wrote is read as a requeue would have written it: the last 10, the
+    older ones counted (up to EARLIER_DROPPED_MAX), each message cut."""
+    job = parse_job(orjson.dumps({"tool": "echo", "error": {
+        "type": "timeout", "message": "x", "earlier_errors": _forged(5000, "é" * 100_000),
+        "earlier_errors_dropped": 2**64 - 1}}))
+    assert job.error is not None and job.error.earlier_errors is not None
+    assert len(job.error.earlier_errors) == EARLIER_KEPT
+    assert {len(e.message) for e in job.error.earlier_errors} == {EARLIER_MESSAGE_CHARS}
+    assert job.error.earlier_errors_dropped == EARLIER_DROPPED_MAX
+    assert len(job_bytes(job)) < EARLIER_MAX_BYTES
+    # The same history within the bound is kept as it came.
+    kept = parse_job(orjson.dumps({"tool": "echo", "error": {
+        "type": "timeout", "message": "x", "earlier_errors": _forged(3),
+        "earlier_errors_dropped": 7}}))
+    assert kept.error is not None and kept.error.earlier_errors_dropped == 7
+    assert [e.message for e in kept.error.earlier_errors or []] == ["m"] * 3
+
+
+def test_a_retry_of_a_record_counting_at_the_top_of_64_bits_is_written(
+        spool: Spool) -> None:
+    """A failed record (written by hand, or by an earlier version from a forged job) whose
+    dropped count its retry raises: the count stops at EARLIER_DROPPED_MAX, where it
+    passed orjson's 64 bits and the retry raised TypeError."""
+    record = {"id": "top", "tool": "echo", "state": "failed", "attempts": 1,
+              "error": {"type": "timeout", "message": "slow"},
+              "earlier_errors": _forged(EARLIER_KEPT), "earlier_errors_dropped": 2**64 - 1}
+    spool.layout.job(F, "top").write_bytes(orjson.dumps(record))
+    pending = spool.retry("top")
+    assert pending.earlier_errors_dropped == EARLIER_DROPPED_MAX
+    job = read_json(spool.layout.job(P, "top"))
+    assert job["error"]["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
+    assert job["error"]["earlier_errors"][-1]["message"] == "slow"
