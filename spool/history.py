@@ -33,6 +33,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from spool.errors import ErrorType
 from spool.models import (
     EARLIER_KEPT,
     EARLIER_MESSAGE_CHARS,
@@ -100,9 +103,19 @@ def record_fields(error: ErrorInfo | None) -> dict[str, Any]:
 def active_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """The history a job file's parsed JSON ``fields`` carry in its ``error``, as the
     fields of a record (the error's own are left for the record's model, which ignores
-    them in an error); empty when it carries none."""
+    them in an error), held to the bound as the job's model holds it; empty when it
+    carries none, or none a job could (intake refuses that file: the view shows the job
+    without it, not a bare record)."""
     error = fields.get("error")
     if not isinstance(error, dict) or error.get("earlier_errors") is None:
         return {}
-    return {"earlier_errors": error["earlier_errors"],
-            "earlier_errors_dropped": error.get("earlier_errors_dropped")}
+    try:
+        # Only the history is judged here: the error's own fields are the record's.
+        history = RetryErrorInfo.model_validate({
+            "type": ErrorType.TOOL_ERROR, "message": "",
+            "earlier_errors": error["earlier_errors"],
+            "earlier_errors_dropped": error.get("earlier_errors_dropped")})
+    except ValidationError:
+        return {}
+    return {"earlier_errors": history.earlier_errors,
+            "earlier_errors_dropped": history.earlier_errors_dropped}

@@ -232,3 +232,26 @@ def test_a_retry_of_a_record_counting_at_the_top_of_64_bits_is_written(
     job = read_json(spool.layout.job(P, "top"))
     assert job["error"]["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
     assert job["error"]["earlier_errors"][-1]["message"] == "slow"
+
+
+def test_the_readers_view_of_a_job_file_with_a_bad_history_keeps_the_job(
+        spool: Spool) -> None:
+    """A pending file whose error carries a history that is no list of failures (intake
+    refuses it once a processor looks) is shown as the job it is, without that history:
+    the history's error made the whole view a bare record (no tool, no params).  One
+    past the bound is shown within it, as the job would run."""
+    reader = Client(spool.layout, spool.mover).reader
+    for job_id, history in {"junk": {"earlier_errors": "junk"},
+                            "negative": {"earlier_errors": [], "earlier_errors_dropped": -1},
+                            "many": {"earlier_errors": _forged(500, "m" * 1000)}}.items():
+        spool.layout.job(P, job_id).write_bytes(orjson.dumps({
+            "tool": "echo", "params": {"message": job_id},
+            "error": {"type": "timeout", "message": "x", **history}}))
+        rec = reader.get(job_id)
+        assert (rec.tool, rec.params) == ("echo", {"message": job_id}), rec
+        assert rec.error is not None and rec.error.type is ErrorType.TIMEOUT
+    assert reader.get("junk").earlier_errors is None
+    many = reader.get("many")
+    assert len(many.earlier_errors or []) == EARLIER_KEPT
+    assert many.earlier_errors_dropped == 500 - EARLIER_KEPT
+    assert {len(e.message) for e in many.earlier_errors or []} == {EARLIER_MESSAGE_CHARS}
