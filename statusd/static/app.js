@@ -1340,9 +1340,13 @@ function renderError(record) {
 function renderEarlier(record) {
   // The failures of the job's earlier runs (its retries, and those before a `spoolq retry`),
   // oldest first, one line each: `earlier_errors`, as `spoolq show` prints them.
+  // A record statusd serves as written (another writer's, or one edited by hand) may hold
+  // what is no failure in the list: only objects are listed (a null stopped the view).
   const box = $("task-earlier");
-  const earlier = Array.isArray(record.earlier_errors) ? record.earlier_errors : [];
-  const dropped = record.earlier_errors_dropped || 0;
+  const earlier = Array.isArray(record.earlier_errors)
+    ? record.earlier_errors.filter((e) => e !== null && typeof e === "object") : [];
+  const dropped = Number.isInteger(record.earlier_errors_dropped)
+    && record.earlier_errors_dropped > 0 ? record.earlier_errors_dropped : 0;
   box.hidden = !earlier.length && !dropped;
   const note = box.querySelector(".dropped");
   note.hidden = !dropped;

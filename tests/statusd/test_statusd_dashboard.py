@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 import psutil
 import pytest
 from statusd_browserkit import (
@@ -1230,6 +1231,27 @@ def test_the_task_view_lists_the_earlier_failures_of_a_retried_job(
     page.goto(server.base + "/#/tasks/plain")
     expect(page.locator("#task-state")).to_have_text("done")
     expect(box).to_be_hidden()  # none: no empty box, nothing left of the task before
+
+
+def test_a_record_whose_earlier_failures_are_odd_still_shows(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A record statusd serves as written (one another writer left in done/, or edited)
+    whose earlier_errors hold what is no failure: the task view lists the entries that
+    are objects and says nothing of the rest.  An entry that was null stopped the task
+    view with a page error (reading null's attempt) and left it half drawn."""
+    expect = sync_api.expect
+    record = {"id": "odd", "tool": "echo", "state": "done", "attempts": 2,
+              "submitted_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:01:00Z",
+              "earlier_errors": [None, "text", 7, {"attempt": 1, "type": "timeout",
+                                                   "message": "took too long"}],
+              "result": {"ok": True}}
+    spool.layout.job(JobState.DONE, "odd").write_bytes(orjson.dumps(record))
+    page.goto(server.base + "/#/tasks/odd")
+    expect(page.locator("#task-state")).to_have_text("done")
+    box = page.locator("#task-earlier")
+    expect(box.locator("li")).to_have_count(1)
+    expect(box.locator("li")).to_contain_text(": took too long")
+    expect(page.locator("#task-result")).to_be_visible()
 
 
 def test_a_list_that_cannot_load_says_why_and_tries_again(server: ServerThread,
