@@ -21,6 +21,7 @@ from statusdkit import (
 )
 
 from spool.errors import ErrorType
+from spool.models import EARLIER_DROPPED_MAX, EARLIER_KEPT, EARLIER_MESSAGE_CHARS
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -211,3 +212,26 @@ def test_retry_moves_a_failed_job_back_to_pending(server: ServerThread, spool: S
     assert done.status == 409 and done.json()["error"]["type"] == "conflict"
     missing = request(server.base, "POST", "/api/v1/tasks/nobody/retry", token=TOKEN)
     assert missing.status == 404
+
+
+def test_a_submit_forging_a_history_is_queued_within_its_bound(server: ServerThread,
+                                                                 spool: Spool) -> None:
+    """A POSTed job may carry an error with earlier_errors (a job file's shape): it is
+    queued held to the bound a requeue keeps.  A dropped count of 2**64-1 went into the
+    pending file as sent, and the processor's first requeue of the job, raising it past
+    orjson's 64 bits, stopped the processor at each start."""
+    forged = [{"attempt": 1, "type": "tool_error", "message": "m" * 1000}] * 50
+    reply = request(server.base, "POST", "/api/v1/tasks", {
+        "tool": "echo", "attempts": 1, "max_attempts": 3, "error": {
+            "type": "timeout", "message": "x", "earlier_errors": forged,
+            "earlier_errors_dropped": 2**64 - 1}}, token=TOKEN)
+    assert reply.status == 202, reply.json()
+    task_id = reply.json()["task_id"]
+    job = orjson.loads(spool.layout.job(JobState.PENDING, task_id).read_bytes())
+    history = job["error"]["earlier_errors"]
+    assert len(history) == EARLIER_KEPT
+    assert {len(e["message"]) for e in history} == {EARLIER_MESSAGE_CHARS}
+    assert job["error"]["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
+    record = request(server.base, "GET", f"/api/v1/tasks/{task_id}").json()
+    assert len(record["earlier_errors"]) == EARLIER_KEPT
+    assert record["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
