@@ -255,3 +255,18 @@ def test_the_readers_view_of_a_job_file_with_a_bad_history_keeps_the_job(
     assert len(many.earlier_errors or []) == EARLIER_KEPT
     assert many.earlier_errors_dropped == 500 - EARLIER_KEPT
     assert {len(e.message) for e in many.earlier_errors or []} == {EARLIER_MESSAGE_CHARS}
+
+
+def test_recovery_requeues_an_orphan_whose_history_counts_at_the_top_of_64_bits(
+        spool: Spool) -> None:
+    """Left in running/ (its processor died writing the requeue that raised), the job met
+    recovery at the next start, whose requeue raised the same TypeError: the processor
+    stopped at every start."""
+    spool.layout.job(R, "top").write_bytes(orjson.dumps({
+        "tool": "echo", "max_attempts": 3, "error": {
+            "type": "timeout", "message": "x", "earlier_errors": _forged(EARLIER_KEPT),
+            "earlier_errors_dropped": 2**64 - 1}}))
+    assert Recovery(spool).scan().requeued == ["top"]
+    job = read_json(spool.layout.job(P, "top"))
+    assert job["error"]["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
+    assert kinds(job["error"]["earlier_errors"])[-1] == (1, "abandoned")
