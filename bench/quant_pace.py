@@ -8,7 +8,10 @@ then parsed (the DataStore warm).  For each run it prints the wall time, the tim
 ``analyze_factor`` spent reading (up to its last ``read`` report), where the bar
 stood a quarter, half and three quarters of the way through the run, and the
 largest distance between the bar and the share of the wall time gone: the time left
-``spoolq wait`` and the dashboard draw from the bar is right when that is small.
+``spoolq wait`` and the dashboard draw from the bar is right when that is small.  That
+distance is taken at the reports, then "with the waits": at any moment, the bar standing
+at its last report until the next (a bar that stands still for a long read and then
+jumps to the right place is close at its reports only).
 """
 
 from __future__ import annotations
@@ -55,7 +58,19 @@ def measure(tool: Tool, params: Any, store: DataStore) -> str:
     worst = max(abs(f - t / total) for t, f, _ in marks)
     return (f"total {total:.3f} s  {read}bar at 25/50/75% of the time "
             f"{bar_at(0.25):.2f}/{bar_at(0.5):.2f}/{bar_at(0.75):.2f}  "
-            f"max |bar - time| {worst:.2f}  ({len(marks)} reports)")
+            f"max |bar - time| {worst:.2f}, {held_gap(marks, total):.2f} with the waits  "
+            f"({len(marks)} reports)")
+
+
+def held_gap(marks: list[tuple[float, float, str]], total: float) -> float:
+    """The largest distance between bar and time gone at any moment: the bar stands at
+    its last report (0 before the first) until the next, so besides the reports' own
+    distances this takes the one just before each report and at the end."""
+    shown, worst = 0.0, 0.0
+    for t, f, _ in marks:
+        worst = max(worst, abs(shown - t / total), abs(f - t / total))
+        shown = f
+    return max(worst, 1.0 - shown)
 
 
 def run_all(data_dir: Path, symbols: list[str], repeat: int) -> None:
