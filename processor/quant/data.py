@@ -20,6 +20,9 @@ Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
   ``max_bytes`` (least recently used files are dropped first).
 * :class:`Panel` outer-joins symbols on timestamp: a missing bar is NaN, never
   forward filled.
+* A read can report how far it has gone (``on_part``: the share of a file parsed, of
+  its ISO text made), for a tool's progress bar to move while it reads.  It does not
+  change what is read.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import re
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -52,6 +56,17 @@ _DTYPES = {name: np.float64 for name in FIELDS} | {"timestamp": object}
 F64 = npt.NDArray[np.float64]
 Times = npt.NDArray[np.datetime64]
 FileKey = tuple[int, int, int]
+PartFn = Callable[[float], None]
+"""Called as a long read goes with the share (0 to 1) of its step done so far."""
+PARSE_CHUNK_ROWS = 1 << 16
+"""Rows parsed between two reports of a read (some 3 to 5 MB, 30 to 60 ms)."""
+PARSE_CHUNK_BYTES = 8 << 20
+"""A file this large or smaller is parsed in one go, a larger one chunk by chunk when
+someone hears how far it has gone.  Measured against one go: 3-6% slower on files of
+100,000 rows (5.6 MB, two chunks), within 3% either way at 150,000 and 200,000 rows
+(9 and 15 MB), 2-6% faster at 300,000 (24 MB); a file this size parses in 80 ms."""
+ISO_PART_ROWS = 1 << 16
+"""Timestamps whose ISO text is made between two reports (some 20 to 30 ms)."""
 
 
 def validate_symbol(symbol: object) -> str:
@@ -102,10 +117,26 @@ class _IsoCache:
         self._text: list[str] | None = None
         self._unit: Literal["s", "us"] | None = None
 
-    def get(self) -> list[str]:
+    def get(self, on_part: PartFn | None = None) -> list[str]:
+        """The whole text; made now if not yet, ``ISO_PART_ROWS`` at a time with a
+        report to ``on_part`` between two when it is given (the same text)."""
         if self._text is None:
-            self._text = iso_strings(self.timestamps, self.unit())
+            self._text = self._make(on_part)
         return self._text
+
+    def _make(self, on_part: PartFn | None) -> list[str]:
+        rows, unit = len(self.timestamps), self.unit()
+        if on_part is None or rows <= ISO_PART_ROWS:
+            return iso_strings(self.timestamps, unit)
+        text: list[str] = []
+        for lo in range(0, rows, ISO_PART_ROWS):
+            text += iso_strings(self.timestamps[lo: lo + ISO_PART_ROWS], unit)
+            if lo + ISO_PART_ROWS < rows:
+                on_part((lo + ISO_PART_ROWS) / rows)
+        return text
+
+    def made(self) -> bool:
+        return self._text is not None
 
     def unit(self) -> Literal["s", "us"]:
         if self._unit is None:
@@ -139,9 +170,16 @@ class Bars:
     def __len__(self) -> int:
         return len(self.timestamps)
 
-    def iso(self) -> list[str]:
-        """The timestamps as ISO 8601 strings (cached per file)."""
-        return self._iso.get()[self._iso_slice]
+    def iso(self, on_part: PartFn | None = None) -> list[str]:
+        """The timestamps as ISO 8601 strings (cached per file; made for the whole file
+        at the first call, reporting to ``on_part`` as it goes)."""
+        return self._iso.get(on_part)[self._iso_slice]
+
+    def iso_to_make(self) -> int:
+        """The timestamps whose ISO text :meth:`iso` would make now: none once the text
+        of the file (or of another on its calendar) is made, else every one of the
+        file's, whatever part of it these bars are."""
+        return 0 if self._iso.made() else len(self._iso.timestamps)
 
     def iso_of(self, rows: slice) -> list[str]:
         """The ISO 8601 strings of ``rows`` of these bars (a slice with step 1), the
@@ -168,10 +206,12 @@ class Bars:
         return int(self.timestamps.nbytes) + 5 * int(self.close.nbytes)
 
 
-def parse_csv(path: Path, symbol: str) -> Bars:
-    """Parse one ``<SYMBOL>.csv``; a malformed file raises ToolError naming the symbol."""
+def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
+    """Parse one ``<SYMBOL>.csv``; a malformed file raises ToolError naming the symbol.
+    ``on_part`` hears the share of the file's bytes parsed after each chunk of a large
+    file but the last."""
     try:
-        frame = pd.read_csv(path, engine="c", usecols=list(COLUMNS), dtype=_DTYPES)
+        frame = _read_frame(path, on_part)
         stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
         raise ToolError(f"data file for symbol {symbol!r} is malformed: {exc}") from exc
@@ -183,6 +223,23 @@ def parse_csv(path: Path, symbol: str) -> Bars:
     open_, high, low, close, volume = columns
     return Bars(symbol, times, open_, high, low, close, volume, _IsoCache(times),
                 slice(0, len(times)))
+
+
+def _read_frame(path: Path, on_part: PartFn | None) -> pd.DataFrame:
+    """The file's columns: in one go, or ``PARSE_CHUNK_ROWS`` at a time (the same frame)
+    when someone hears how far it has gone and there is enough to say."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if on_part is None or size <= PARSE_CHUNK_BYTES:
+            return pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES)
+        frames = []
+        with pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES,
+                         chunksize=PARSE_CHUNK_ROWS) as reader:
+            for frame in reader:
+                frames.append(frame)
+                if handle.tell() < size:  # the reader's buffer is a little ahead
+                    on_part(handle.tell() / size)
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _check_bars(symbol: str, times: Times, columns: list[F64]) -> None:
@@ -264,8 +321,9 @@ class DataStore:
         return sorted(n for n in names if _SYMBOL_RE.fullmatch(n))
 
     def bars(self, symbol: str, start: datetime | str | None = None,
-             end: datetime | str | None = None) -> Bars:
-        """The bars of ``symbol`` between ``start`` and ``end`` (inclusive)."""
+             end: datetime | str | None = None, on_parse: PartFn | None = None) -> Bars:
+        """The bars of ``symbol`` between ``start`` and ``end`` (inclusive).  When the file
+        must be parsed, ``on_parse`` hears how far along that is (see :func:`parse_csv`)."""
         path, key = self._file(symbol)
         cached = self._get(path, key)
         if cached is None:
@@ -274,7 +332,7 @@ class DataStore:
             with self._parse_lock(path):
                 cached = self._get(path, key)
                 if cached is None:
-                    cached = self._share_calendar(parse_csv(path, symbol))
+                    cached = self._share_calendar(parse_csv(path, symbol, on_parse))
                     self._put(path, key, cached)
         return cached.between(to_time(start), to_time(end))
 

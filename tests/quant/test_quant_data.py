@@ -118,11 +118,11 @@ def test_threads_wanting_one_file_parse_it_once(tmp_path: Path,
     first_started = threading.Event()
     real_parse = data.parse_csv
 
-    def slow_parse(path: Path, symbol: str) -> data.Bars:
+    def slow_parse(path: Path, symbol: str, on_part: data.PartFn | None = None) -> data.Bars:
         parses.append(symbol)
         first_started.set()
         time.sleep(0.5)
-        return real_parse(path, symbol)
+        return real_parse(path, symbol, on_part)
 
     monkeypatch.setattr(data, "parse_csv", slow_parse)
     store = DataStore(tmp_path)
@@ -137,6 +137,45 @@ def test_threads_wanting_one_file_parse_it_once(tmp_path: Path,
         t.join(60)
     assert parses == ["ONE"]
     assert len(got) == 4 and all(b.close is got[0].close for b in got)
+
+
+def test_a_file_parsed_in_chunks_is_the_file_parsed_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long parse says how far it has gone (a backtest's bar stood still through a
+    file of 300,000 bars, 0.2 s and more), chunk by chunk, and gives the same bars."""
+    synth.write_synthetic(tmp_path, symbols=1, bars=40_000, seed=5)  # some 2 MB
+    whole = DataStore(tmp_path).bars("S0000")
+    monkeypatch.setattr(data, "PARSE_CHUNK_BYTES", 100_000)
+    monkeypatch.setattr(data, "PARSE_CHUNK_ROWS", 3_000)
+    parts: list[float] = []
+    store = DataStore(tmp_path)
+    chunked = store.bars("S0000", on_parse=parts.append)
+    for name in ("timestamps", *data.FIELDS):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert chunked.iso() == whole.iso()
+    assert len(set(parts)) >= 4 and parts == sorted(parts), parts
+    assert parts[0] > 0 and parts[-1] < 1, parts
+    more: list[float] = []
+    assert store.bars("S0000", on_parse=more.append).close is chunked.close
+    assert more == []  # cached: nothing parsed
+
+
+def test_iso_text_made_in_parts_is_the_text_made_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ISO text of a file's timestamps, made at a backtest's first read of it (as
+    long as its parse on long files), says how far it has gone, and is the same text:
+    in the file's one unit (here microseconds, which one bar needs)."""
+    days = [f"2020-01-01T{h:02d}:{m:02d}:00" for h in range(10) for m in range(0, 60, 12)]
+    days[3] = "2020-01-01T00:36:00.25"
+    write_bars(tmp_path, "US", np.arange(1.0, 51.0), days=days)
+    want = DataStore(tmp_path).bars("US").iso()
+    monkeypatch.setattr(data, "ISO_PART_ROWS", 7)
+    cut = DataStore(tmp_path).bars("US", start="2020-01-01T05:00:00")
+    assert len(cut) == 25 and cut.iso_to_make() == 50  # the whole file's text is made
+    parts: list[float] = []
+    assert cut.iso(parts.append) == want[25:]
+    assert parts == [k / 50 for k in range(7, 50, 7)]
+    assert cut.iso_to_make() == 0 and want[3] == "2020-01-01T00:36:00.250000"
 
 
 @pytest.mark.parametrize(("text", "match"), [
