@@ -21,8 +21,9 @@ Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
 * :class:`Panel` outer-joins symbols on timestamp: a missing bar is NaN, never
   forward filled.
 * A read can report how far it has gone (``on_part``: the share of a file parsed, of
-  its ISO text made), for a tool's progress bar to move while it reads.  It does not
-  change what is read.
+  its ISO text made), and :meth:`DataStore.to_read` says beforehand what reading
+  symbols means now (bytes to parse, bars, ISO text to make): what the tools' progress
+  bars weigh reading by (:mod:`processor.quant.pace`).  Neither changes what is read.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ someone hears how far it has gone.  Measured against one go: 3-6% slower on file
 (9 and 15 MB), 2-6% faster at 300,000 (24 MB); a file this size parses in 80 ms."""
 ISO_PART_ROWS = 1 << 16
 """Timestamps whose ISO text is made between two reports (some 20 to 30 ms)."""
+GLANCE_BYTES = 1 << 20
+"""A file to parse of this size or more is glanced at (:func:`glance`) for its bars and
+calendar: the estimate of one such file weighs on a bar, which a file of a MB or more
+(10 ms and more to parse) pays 20 to 30 us for; smaller ones are foretold in bulk."""
+GLANCE_SAMPLE = 4096
+"""Bytes :func:`glance` reads at each end of a file."""
 
 
 def validate_symbol(symbol: object) -> str:
@@ -108,14 +115,17 @@ ISO_CACHE_SHARE = 4
 
 class _IsoCache:
     """ISO text of a file's timestamps, computed on first use (benign race), all in
-    the one unit the whole file needs."""
+    the one unit the whole file needs; and the span of the timestamps, the first and the
+    last in microseconds (None when there are none)."""
 
-    __slots__ = ("_text", "_unit", "timestamps")
+    __slots__ = ("_text", "_unit", "span", "timestamps")
 
     def __init__(self, timestamps: Times) -> None:
         self.timestamps = timestamps
         self._text: list[str] | None = None
         self._unit: Literal["s", "us"] | None = None
+        self.span = (int(timestamps[0].astype(np.int64)), int(timestamps[-1].astype(np.int64))
+                     ) if len(timestamps) else None
 
     def get(self, on_part: PartFn | None = None) -> list[str]:
         """The whole text; made now if not yet, ``ISO_PART_ROWS`` at a time with a
@@ -204,6 +214,60 @@ class Bars:
     @property
     def nbytes(self) -> int:
         return int(self.timestamps.nbytes) + 5 * int(self.close.nbytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ToRead:
+    """What reading a symbol's file means now (:meth:`DataStore.to_read`)."""
+
+    size: int
+    """The file's bytes (0: a name or file :meth:`DataStore.bars` refuses)."""
+    parse: bool
+    """Whether it must be parsed: not cached, or changed since."""
+    bars: int | None
+    """Its bars between start and end: foretold by a :func:`glance` when it must be
+    parsed (None: it was not glanced at, or could not be)."""
+    iso_rows: int | None
+    """The timestamps whose ISO text :meth:`Bars.iso` would make: 0 when its calendar's
+    text is made, or counted for an earlier symbol of the list (a file parsed on the
+    calendar of another shares its text); foretold, or None, as ``bars``."""
+
+
+def glance(path: Path, size: int) -> tuple[float, np.datetime64, np.datetime64] | None:
+    """A file's rows foretold from its size and the lines at its head and its tail, and
+    its first and last timestamps; None when they cannot be made out (its parse says why)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(GLANCE_SAMPLE)
+            handle.seek(max(0, size - GLANCE_SAMPLE))
+            tail = handle.read(GLANCE_SAMPLE)
+    except OSError:
+        return None
+    header, *heads = head.split(b"\n")[:-1]  # whole lines only
+    tails = tail.rstrip(b"\r\n").split(b"\n")[1:]
+    names = [name.strip() for name in header.split(b",")]
+    if not heads or not tails or b"timestamp" not in names:
+        return None
+    column = names.index(b"timestamp")
+    lines = [*heads, *tails]
+    try:
+        first, last = (to_time(line.split(b",")[column].decode()) for line in (heads[0], tails[-1]))
+    except (InvalidParams, ValueError, OverflowError, IndexError):  # a bad line, or text
+        return None
+    if first is None or last is None or np.isnat(first) or np.isnat(last):
+        return None
+    row = (sum(map(len, lines)) + len(lines)) / len(lines)
+    return (size - len(header) - 1) / row, first, last
+
+
+def _share_between(first: np.datetime64, last: np.datetime64, lo: np.datetime64 | None,
+                   hi: np.datetime64 | None) -> float:
+    """The share of the time from ``first`` to ``last`` between ``lo`` and ``hi``."""
+    start = first if lo is None else max(first, lo)
+    stop = last if hi is None else min(last, hi)
+    if stop < start:
+        return 0.0
+    return 1.0 if last == first else float((stop - start) / (last - first))
 
 
 def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
@@ -298,6 +362,21 @@ def build_panel(series: list[Bars], max_cells: int | None = None) -> Panel:
     return Panel(tuple(s.symbol for s in series), union, *arrays)
 
 
+def _foretold(path: Path, size: int, lo: np.datetime64 | None, hi: np.datetime64 | None,
+              spans: set[tuple[int, int]]) -> ToRead:
+    """A file to parse, glanced at when it is large: its bars between ``lo`` and ``hi``
+    and, unless ``spans`` has its first and last times (a calendar whose text is made or
+    counted), its rows' ISO text to make; the calendar is counted then."""
+    seen = glance(path, size) if size >= GLANCE_BYTES else None
+    if seen is None:
+        return ToRead(size, True, None, None)
+    rows, first, last = seen
+    span = (int(first.astype(np.int64)), int(last.astype(np.int64)))
+    iso_rows = 0 if span in spans else round(rows)
+    spans.add(span)
+    return ToRead(size, True, round(rows * _share_between(first, last, lo, hi)), iso_rows)
+
+
 class DataStore:
     """Parsed OHLCV files of one data directory, cached and thread-safe."""
 
@@ -307,6 +386,7 @@ class DataStore:
         self._lock = threading.Lock()
         self._cache: OrderedDict[Path, tuple[FileKey, Bars]] = OrderedDict()
         self._parsing: dict[Path, threading.Lock] = {}  # one a file ever asked for
+        self._paths: dict[str, Path] = {}  # one a file ever found
         self._bytes = 0
         # Files on one calendar share one timestamp array and one ISO text list.
         self._calendars: OrderedDict[tuple[int, int, int], _IsoCache] = OrderedDict()
@@ -336,30 +416,53 @@ class DataStore:
                     self._put(path, key, cached)
         return cached.between(to_time(start), to_time(end))
 
-    def to_read(self, symbol: str) -> tuple[int, bool]:
-        """``symbol``'s file size in bytes, and whether reading it means parsing it (not
-        cached, or changed since); ``(0, False)`` for a name or file :meth:`bars` refuses
-        (it says why).  What the tools weigh their progress bars by: parsing a file costs
-        more than the analysis of its bars, taking it from the cache microseconds."""
-        try:
-            path, key = self._file(symbol)
-        except (InvalidParams, OSError):
-            return 0, False
-        with self._lock:  # looked at, not touched: a read to come is no use of the cache
-            entry = self._cache.get(path)
-        _, size, _ = key
-        return size, entry is None or entry[0] != key
+    def to_read(self, symbols: list[str], start: datetime | str | None = None,
+                end: datetime | str | None = None) -> list[ToRead]:
+        """What reading each of ``symbols`` (between ``start`` and ``end``) means now, in
+        order; nothing to read for a name or file :meth:`bars` refuses (it says why).
+        What the tools weigh their progress bars by: parsing a file costs more than the
+        analysis of its bars, taking it from the cache microseconds, and making its ISO
+        text (a backtest's first read of a parsed file) about as much as its backtest."""
+        lo, hi = to_time(start), to_time(end)
+        out: list[ToRead] = []
+        counted: dict[int, _IsoCache] = {}  # calendars whose text is counted (kept alive)
+        with self._lock:  # the first and last times of calendars made or counted
+            spans = {ident[1:] for ident, iso in self._calendars.items() if iso.made()}
+        for symbol in symbols:
+            try:
+                path, key = self._file(symbol)
+            except (InvalidParams, OSError):
+                out.append(ToRead(0, False, 0, 0))
+                continue
+            with self._lock:  # looked at, not touched: a read to come is no use of the cache
+                entry = self._cache.get(path)
+            _, size, _ = key
+            if entry is None or entry[0] != key:
+                out.append(_foretold(path, size, lo, hi, spans))
+                continue
+            bars = entry[1]
+            iso_rows = 0 if id(bars._iso) in counted else bars.iso_to_make()
+            counted[id(bars._iso)] = bars._iso
+            if bars._iso.span is not None:
+                spans.add(bars._iso.span)
+            out.append(ToRead(size, False, len(bars.between(lo, hi)), iso_rows))
+        return out
 
     def _file(self, symbol: str) -> tuple[Path, FileKey]:
         """``symbol``'s data file and its cache key (mtime, size, inode); InvalidParams
         when the name is not a symbol or no regular file has it."""
-        path = self.data_dir / f"{validate_symbol(symbol)}.csv"
+        path = self._paths.get(symbol)
+        if path is None:
+            path = self.data_dir / f"{validate_symbol(symbol)}.csv"
         try:
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise InvalidParams(f"unknown symbol {symbol!r}: no data file") from exc
         if not stat.S_ISREG(info.st_mode):
             raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
+        # One path a file (which keeps its hash): joining and hashing a new one for
+        # every look-up took a third of a cached read.
+        self._paths.setdefault(symbol, path)
         return path, (info.st_mtime_ns, info.st_size, info.st_ino)
 
     def _parse_lock(self, path: Path) -> threading.Lock:
@@ -377,10 +480,10 @@ class DataStore:
             self._bytes = 0
 
     def _share_calendar(self, bars: Bars) -> Bars:
-        times = bars.timestamps
-        if not len(times):
+        times, span = bars.timestamps, bars._iso.span
+        if span is None:
             return bars
-        ident = (len(times), int(times[0].astype(np.int64)), int(times[-1].astype(np.int64)))
+        ident = (len(times), *span)
         with self._lock:
             known = self._calendars.get(ident)
             if known is None or not np.array_equal(known.timestamps, times):

@@ -40,14 +40,19 @@ BACKTEST_BAR_S = 0.36e-6
 """Seconds of ``run_backtest`` for each bar, its equity curve included."""
 
 
+def parse_s(size: int) -> float:
+    """The estimated seconds of parsing a file of ``size`` bytes."""
+    return PARSE_FILE_S + size * PARSE_BYTE_S
+
+
 def read_costs(store: DataStore, symbols: list[str]) -> tuple[list[float], list[float]]:
     """Per symbol, the seconds reading its file is estimated to take now (none when it is
-    cached), and its bars foretold from the file's size."""
+    cached), and its bars (foretold from the file's size when it is not parsed yet)."""
     parse, bars = [], []
-    for symbol in symbols:
-        size, to_parse = store.to_read(symbol)
-        parse.append(PARSE_FILE_S + size * PARSE_BYTE_S if to_parse else 0.0)
-        bars.append(size / BYTES_PER_ROW)
+    for fact in store.to_read(symbols):
+        parse.append(parse_s(fact.size) if fact.parse else 0.0)
+        bars.append(fact.size / BYTES_PER_ROW if fact.parse or fact.bars is None
+                    else fact.bars)
     return parse, bars
 
 

@@ -13,7 +13,7 @@ import pytest
 from quant_reference import read_rows, write_bars
 
 from processor.quant import data, synth
-from processor.quant.data import DataStore, validate_symbol
+from processor.quant.data import DataStore, ToRead, validate_symbol
 from spool.errors import InvalidParams, ToolError
 
 
@@ -176,6 +176,60 @@ def test_iso_text_made_in_parts_is_the_text_made_whole(
     assert cut.iso(parts.append) == want[25:]
     assert parts == [k / 50 for k in range(7, 50, 7)]
     assert cut.iso_to_make() == 0 and want[3] == "2020-01-01T00:36:00.250000"
+
+
+def test_to_read_says_what_reading_costs_now(tmp_path: Path) -> None:
+    """What the bars weigh a read by: a file to parse by its size, a cached one by its
+    bars between start and end and the ISO text still to make, counted once for the
+    files of one calendar (they share one text)."""
+    for name in ("A", "B"):
+        write_bars(tmp_path, name, np.arange(1.0, 21.0))
+    write_bars(tmp_path, "C", np.arange(1.0, 11.0))
+    size = {n: (tmp_path / f"{n}.csv").stat().st_size for n in "ABC"}
+    store = DataStore(tmp_path)
+    assert store.to_read(["A", "C", "NOPE", "../x"]) == [
+        ToRead(size["A"], True, None, None), ToRead(size["C"], True, None, None),
+        ToRead(0, False, 0, 0), ToRead(0, False, 0, 0)]
+    store.bars("A")
+    store.bars("B")
+    assert store.to_read(["B", "A", "C"], start="2010-01-11", end="2010-01-15") == [
+        ToRead(size["B"], False, 5, 20), ToRead(size["A"], False, 5, 0),
+        ToRead(size["C"], True, None, None)]
+    store.bars("A").iso()
+    store.bars("C")
+    assert store.to_read(["A", "B", "C"]) == [
+        ToRead(size["A"], False, 20, 0), ToRead(size["B"], False, 20, 0),
+        ToRead(size["C"], False, 10, 10)]
+    write_bars(tmp_path, "C", np.arange(1.0, 12.0))
+    assert store.to_read(["C"]) == [ToRead((tmp_path / "C.csv").stat().st_size, True,
+                                           None, None)]
+
+
+def test_a_large_file_to_parse_is_foretold_from_its_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file to parse is glanced at when it is large: its bars from its size and the
+    rows at its head and tail (rows of 300,000 synthetic bars grow from 60 to 120 bytes
+    as prices drift: a fixed 60 bytes a row put one file's bars at twice the truth), its
+    span for start and end, and whether its calendar's text is made or counted already
+    (files of one calendar share one text: a backtest's bar counted it for each)."""
+    monkeypatch.setattr(data, "GLANCE_BYTES", 10_000)
+    monkeypatch.setattr(data, "GLANCE_SAMPLE", 1_000)
+    synth.write_synthetic(tmp_path, symbols=2, bars=3_000, seed=11)
+    write_bars(tmp_path, "SHORT", np.arange(1.0, 2001.0))  # another calendar
+    (tmp_path / "ODD.csv").write_text("when,open\n" + "x,1\n" * 5000)
+    store = DataStore(tmp_path)
+    facts = store.to_read(["S0000", "SHORT", "S0001", "ODD"])
+    assert [f.parse for f in facts] == [True] * 4
+    assert facts[0].bars == pytest.approx(3000, rel=0.05)
+    assert facts[1].bars == pytest.approx(2000, rel=0.05)
+    assert facts[2].bars == pytest.approx(3000, rel=0.05)
+    assert [f.iso_rows for f in facts[:3]] == [facts[0].bars, facts[1].bars, 0]
+    assert facts[3] == ToRead((tmp_path / "ODD.csv").stat().st_size, True, None, None)
+    half = store.to_read(["S0000"], end=str(store.bars("SHORT").timestamps[999]))
+    assert half[0].bars == pytest.approx(3000 * 1000 / 3000, rel=0.05)  # a third of its span
+    store.bars("S0000").iso()
+    (tmp_path / "S0000.csv").touch()  # to parse again, on a calendar whose text is made
+    assert [f.iso_rows for f in store.to_read(["S0000", "S0001"])] == [0, 0]
 
 
 @pytest.mark.parametrize(("text", "match"), [
