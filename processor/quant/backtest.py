@@ -14,8 +14,14 @@ Progress: a chunk takes symbols until it holds ``CHUNK`` of them or
 :data:`~processor.quant.blocks.BLOCK_CELLS` cells, reporting after each block, so
 reports come steadily whatever the shape (one symbol of a million bars, or five
 hundred of a few thousand).  Results do not depend on the block or chunk size, bit
-for bit (:mod:`processor.quant.blocks`).  The fraction counts symbols, and within a
-chunk its rows (a symbol's bars are read only when its chunk comes up).
+for bit (:mod:`processor.quant.blocks`).  A symbol's bars are read when its chunk
+comes up, with reports as that goes too (a large file's parse chunk by chunk, its
+timestamps' ISO text part by part): reading takes its share of the bar as its
+estimated seconds do against the simulation's (:class:`~processor.quant.pace.BacktestPace`).
+Measured on 2 x 300,000 bars, reading was some 70% of a run whose files were not
+parsed, and a third of one whose files were parsed but their ISO text not made; when
+reading had no share, the bar stood at 0 for half a run.  A read estimated to cost
+nothing (a cached file, its text made) says nothing.
 
 Missing bars: **each symbol runs on its own bars**, the rows of its file
 (within ``start``/``end``) whose open and close are both present.  A bar
@@ -40,6 +46,7 @@ import numpy as np
 from processor.quant.crossover import crossover_signal
 from processor.quant.data import F64, Bars, DataStore
 from processor.quant.jsonsafe import finite_or_none
+from processor.quant.pace import BacktestPace
 from processor.quant.params import MAX_BACKTEST_BARS, BacktestParams
 from processor.quant.simulation import Simulation, metrics, simulate
 from spool.errors import InvalidParams
@@ -67,12 +74,13 @@ class OwnBars:
     close: F64
 
 
-def own_bars(bars: Bars) -> OwnBars:
-    """A symbol's own bars: the rows where open and close are both present."""
+def own_bars(bars: Bars, on_iso: Callable[[float], None] | None = None) -> OwnBars:
+    """A symbol's own bars: the rows where open and close are both present (``on_iso``
+    hears how far the making of their ISO text has gone, if it must be made)."""
     keep = np.isfinite(bars.open) & np.isfinite(bars.close)
     if keep.all():
-        return OwnBars(bars.symbol, bars.iso(), bars.open, bars.close)
-    iso = [stamp for stamp, k in zip(bars.iso(), keep.tolist(), strict=True) if k]
+        return OwnBars(bars.symbol, bars.iso(on_iso), bars.open, bars.close)
+    iso = [stamp for stamp, k in zip(bars.iso(on_iso), keep.tolist(), strict=True) if k]
     return OwnBars(bars.symbol, iso, bars.open[keep], bars.close[keep])
 
 
@@ -87,12 +95,59 @@ def stack(columns: list[F64]) -> F64:
 _COUNTS = ("num_trades", "num_closed_trades", "bars")
 
 
-def _chunks(params: BacktestParams, store: DataStore) -> Iterator[list[OwnBars]]:
+class _Bar:
+    """A run's reports: each symbol's read, then each chunk's simulation block by block,
+    placed by their estimated seconds (:class:`~processor.quant.pace.BacktestPace`).
+    With no one to hear them, nothing is estimated."""
+
+    def __init__(self, progress: ProgressFn | None, store: DataStore,
+                 params: BacktestParams) -> None:
+        self.progress, self.store, self.params = progress, store, params
+        self.total = len(params.symbols)
+        self.pace = None if progress is None else BacktestPace(
+            store.to_read(params.symbols, params.start, params.end))
+
+    def read(self, k: int) -> OwnBars:
+        """Symbol ``k``'s own bars."""
+        symbol, start, end = self.params.symbols[k], self.params.start, self.params.end
+        if self.progress is None or self.pace is None or not self.pace.reading_s(k):
+            return own_bars(self.store.bars(symbol, start, end))  # nothing to say
+        report, pace = self.progress, self.pace
+        what = f"reading {symbol} (symbol {k + 1} of {self.total})"
+        report(pace.gauge.at(), what)
+        bars = self.store.bars(symbol, start, end, lambda part: report(
+            pace.parsing(k, part), f"{what}: {part:.0%} parsed"))
+        iso_rows = bars.iso_to_make()
+        pace.parsed(k, len(bars), iso_rows)
+        own = own_bars(bars, lambda part: report(
+            pace.formatting(k, part), f"{what}: {round(part * iso_rows)}/{iso_rows} timestamps"))
+        pace.formatted(k)
+        return own
+
+    def simulating(self, first: int, chunk: list[OwnBars], stop: int, rows: int) -> None:
+        """The chunk of symbols from ``first`` on has run its rows up to ``stop``."""
+        if self.progress is None or self.pace is None:
+            return
+        size, last = len(chunk), chunk[-1].symbol
+        what = (f"{chunk[0].symbol} (symbol {first + 1}" if size == 1 else
+                f"{chunk[0].symbol} to {last} (symbols {first + 1}-{first + size}")
+        self.progress(self.pace.simulating(first, size, stop / rows),
+                      f"backtesting {what} of {self.total}): bar {stop}/{rows}")
+
+    def simulated(self, first: int, size: int) -> None:
+        if self.progress is None or self.pace is None:
+            return
+        done = first + size
+        at = 1.0 if done == self.total else self.pace.simulated(first, size)
+        self.progress(at, f"backtested {done}/{self.total} symbols")
+
+
+def _chunks(params: BacktestParams, bar: _Bar) -> Iterator[list[OwnBars]]:
     """The symbols' own bars, read chunk by chunk: ``CHUNK`` symbols or ``CHUNK_CELLS`` bars."""
     chunk: list[OwnBars] = []
     cells = total = 0
-    for symbol in params.symbols:
-        chunk.append(own_bars(store.bars(symbol, params.start, params.end)))
+    for k, symbol in enumerate(params.symbols):
+        chunk.append(bar.read(k))
         cells += len(chunk[-1].close)
         total += len(chunk[-1].close)
         if total > MAX_BARS:
@@ -109,12 +164,11 @@ def _chunks(params: BacktestParams, store: DataStore) -> Iterator[list[OwnBars]]
 
 
 class _Curves:
-    """A chunk's equity curves, extended block by block, and its progress reports: the
-    fraction counts the symbols done before the chunk plus the chunk's rows done."""
+    """A chunk's equity curves, extended block by block, with a report after each block
+    but the last."""
 
-    def __init__(self, chunk: list[OwnBars], progress: ProgressFn | None,
-                 done: int, total: int) -> None:
-        self.chunk, self.progress, self.done, self.total = chunk, progress, done, total
+    def __init__(self, chunk: list[OwnBars], bar: _Bar, first: int) -> None:
+        self.chunk, self.bar, self.first = chunk, bar, first
         self.rows = max(len(s.close) for s in chunk)
         self.curves: list[list[tuple[str, float | None]]] = [[] for _ in chunk]
 
@@ -133,12 +187,8 @@ class _Curves:
                 self.curves[j] += zip(iso, values, strict=True)
             else:  # list() is faster than extending an empty list
                 self.curves[j] = list(zip(iso, values, strict=True))
-        if self.progress is not None and stop < self.rows:
-            size, first, last = len(self.chunk), self.chunk[0].symbol, self.chunk[-1].symbol
-            what = (f"{first} (symbol {self.done + 1}" if size == 1 else
-                    f"{first} to {last} (symbols {self.done + 1}-{self.done + size}")
-            self.progress((self.done + size * stop / self.rows) / self.total,
-                          f"backtesting {what} of {self.total}): bar {stop}/{self.rows}")
+        if stop < self.rows:
+            self.bar.simulating(self.first, self.chunk, stop, self.rows)
 
 
 def _run_chunk(chunk: list[OwnBars], params: BacktestParams,
@@ -191,12 +241,11 @@ def run_backtest(params: BacktestParams, store: DataStore,
                  progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run ``params`` on ``store``'s data; the result shape is ``QUANT.md``'s."""
     results: dict[str, dict[str, Any]] = {}
-    total, done = len(params.symbols), 0
-    for chunk in _chunks(params, store):
-        results.update(_run_chunk(chunk, params, _Curves(chunk, progress, done, total)))
+    bar, done = _Bar(progress, store, params), 0
+    for chunk in _chunks(params, bar):
+        results.update(_run_chunk(chunk, params, _Curves(chunk, bar, done)))
+        bar.simulated(done, len(chunk))
         done += len(chunk)
-        if progress is not None:
-            progress(done / total, f"backtested {done}/{total} symbols")
     return {
         "strategy": params.strategy,
         "params": params.model_dump(mode="json", exclude={"symbols", "strategy"}),

@@ -177,15 +177,24 @@ def test_symbol_with_gaps_runs_on_its_own_bars(tmp_path: Path, synth_dir: Path) 
     assert alone["symbols"]["GAPPY"] == gappy
 
 
-def test_progress_per_chunk(synth_dir: Path) -> None:
+def test_progress_per_symbol_read_and_per_chunk(synth_dir: Path) -> None:
     calls: list[tuple[float, str]] = []
     symbols = DataStore(synth_dir).list_symbols()
     params = BacktestParams(symbols=symbols)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(backtest_module, "CHUNK", 7)
         run_backtest(params, DataStore(synth_dir), lambda f, m: calls.append((f, m)))
-    assert [f for f, _ in calls] == [7 / 30, 14 / 30, 21 / 30, 28 / 30, 1.0]
-    assert calls[-1][1] == "backtested 30/30 symbols"
+    want = []
+    for k, symbol in enumerate(symbols):
+        want.append(f"reading {symbol} (symbol {k + 1} of 30)")
+        if (k + 1) % 7 == 0 or k == 29:
+            want.append(f"backtested {k + 1}/30 symbols")
+    assert [m for _, m in calls] == want
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and fractions.count(1.0) == 1
+    # Files of about one size: reading and running 7 of them is about 7/30 of the bar.
+    assert [f for f, m in calls if m.startswith("backtested")] == pytest.approx(
+        [7 / 30, 14 / 30, 21 / 30, 28 / 30, 1.0], abs=0.02)
 
 
 @pytest.mark.parametrize("update", [

@@ -137,7 +137,12 @@ def test_run_backtest_tool_reports_progress(synth_dir: Path) -> None:
     out = run("run_backtest", {"symbols": ["S0001", "S0002"], "fast": 5, "slow": 20}, ctx)
     assert set(out["symbols"]) == {"S0001", "S0002"}
     assert out["summary"]["symbols"] == 2
-    assert ctx.updates == [(1.0, "backtested 2/2 symbols")]
+    assert [m for _, m in ctx.updates] == [
+        "reading S0001 (symbol 1 of 2)", "reading S0002 (symbol 2 of 2)",
+        "backtested 2/2 symbols"]
+    # Parsing a file costs more than its backtest: reading S0001 is most of its half.
+    assert [f for f, _ in ctx.updates][:1] == [0.0] and 0.25 < ctx.updates[1][0] < 0.5
+    assert ctx.updates[-1][0] == 1.0
 
 
 def test_analyze_factor_tool_reports_progress(synth_dir: Path) -> None:
