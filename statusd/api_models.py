@@ -32,8 +32,9 @@ class TaskPage(BaseModel):
 
     Records larger than 32 KiB come without ``result`` and with
     ``"result_omitted": true``; ``GET /api/v1/tasks/{id}`` has the full record.
-    With ``?view=brief``, records larger than 4 KiB also come without ``params``
-    and ``meta`` (``"params_omitted": true``, ``"meta_omitted": true``) and with
+    With ``?view=brief``, records larger than 4 KiB also come without ``params``,
+    ``meta`` and ``earlier_errors`` (``"params_omitted": true``, ``"meta_omitted": true``,
+    ``"earlier_errors_omitted": true``) and with
     their error's type and the first 1,000 characters of its message
     (``"error_cut": true``).
     """

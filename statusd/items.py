@@ -32,7 +32,10 @@ them without ``result`` and with ``"result_omitted": true``."""
 BRIEF_MAX_BYTES = 4 * 1024
 """Rows of the brief list (``GET /api/v1/tasks?view=brief``) of records larger than
 this leave out what the list does not show (:func:`_brief`)."""
-BRIEF_LEFT_OUT = ("params", "meta", "result")
+BRIEF_LEFT_OUT = ("params", "meta", "result", "earlier_errors")
+"""What a large record's brief row leaves out, each with ``<name>_omitted``: a retried
+job's ``earlier_errors`` alone may be 19 KB (ten messages of 300 escaped characters);
+the row keeps ``earlier_errors_dropped`` and ``attempts``, which say how many there were."""
 BRIEF_MESSAGE_CHARS = 1000
 """Of an error message, what a brief row keeps (the dashboard shows this much on hover)."""
 
@@ -185,8 +188,9 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
 
 
 def _brief(data: dict[str, Any]) -> bytes:
-    """A large record's brief row: without ``params``, ``meta`` and ``result`` (each
-    one left out says so: ``"params_omitted": true``), and with the error's type and the
+    """A large record's brief row: without ``params``, ``meta``, ``result`` and
+    ``earlier_errors`` (each one left out says so: ``"params_omitted": true``), and with
+    the error's type and the
     start of its message only (``"error_cut": true``)."""
     row = {k: v for k, v in data.items() if k not in BRIEF_LEFT_OUT}
     for name in BRIEF_LEFT_OUT:

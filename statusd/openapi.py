@@ -149,8 +149,9 @@ def _list_op() -> dict[str, Any]:
         {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
         {"name": "view", "in": "query", "required": False,
          "schema": {"type": "string", "enum": ["full", "brief"], "default": "full"},
-         "description": "brief: rows of records over 4 KiB leave out params, meta and "
-                        "result (params_omitted, meta_omitted, result_omitted: true) and "
+         "description": "brief: rows of records over 4 KiB leave out params, meta, "
+                        "result and earlier_errors (params_omitted, meta_omitted, "
+                        "result_omitted, earlier_errors_omitted: true) and "
                         "keep of an error its type and the first 1,000 characters of its "
                         "message (error_cut: true); GET /api/v1/tasks/{id} has the record"},
     ]

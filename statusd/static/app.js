@@ -1254,7 +1254,7 @@ function useToken(event) {
 function partial(record) {
   // A list row or an event's record that left out what the task view shows.
   return Boolean(record.result_omitted || record.params_omitted || record.meta_omitted
-    || record.error_cut);
+    || record.earlier_errors_omitted || record.error_cut);
 }
 
 function runOf(record) {

@@ -80,6 +80,36 @@ def test_brief_rows_leave_out_what_the_list_does_not_show(server: ServerThread,
     assert bad.status == 400 and bad.json()["error"]["type"] == "bad_request"
 
 
+def test_brief_rows_leave_out_a_retried_jobs_earlier_failures(server: ServerThread,
+                                                              spool: Spool) -> None:
+    """A job retried ten times carries up to 19 KB of ``earlier_errors`` (ten messages of
+    300 characters, each escaped to six bytes): its brief row carried them whole, four
+    times the row's bound.  The row leaves them out and says so; the count of dropped
+    ones and the attempts stay, and the record keeps them all."""
+    history = [{"attempt": n, "type": "timeout", "message": "\u0001" * 300,
+                "finished_at": "2026-01-01T00:00:00Z"} for n in range(1, 11)]
+    submit(spool, "retried", attempts=11, max_attempts=20, error={
+        "type": "timeout", "message": "ran over", "earlier_errors": history,
+        "earlier_errors_dropped": 3})
+    finish(spool, claim(spool, "retried"), {"ok": True})
+    run_job(spool, "small", {"ok": True})
+
+    def listed() -> dict[str, dict[str, object]]:
+        rows = {t["id"]: t for t in request(server.base, "GET", "/api/v1/tasks?view=brief")
+                .json()["tasks"] if t["state"] == "done"}
+        return rows if len(rows) == 2 else {}
+
+    rows = wait_for(listed, what="both jobs listed done")
+    row = rows["retried"]
+    assert "earlier_errors" not in row and row["earlier_errors_omitted"] is True
+    assert row["earlier_errors_dropped"] == 3 and row["attempts"] == 12
+    assert len(orjson.dumps(row)) < 1_000, row
+    assert "earlier_errors_omitted" not in rows["small"]
+    record = request(server.base, "GET", "/api/v1/tasks/retried").json()
+    assert [e["attempt"] for e in record["earlier_errors"]] == list(range(1, 11))
+    assert len(orjson.dumps(record["earlier_errors"])) > 18_000
+
+
 def test_a_large_result_row_says_it_left_the_result_out(server: ServerThread,
                                                         spool: Spool) -> None:
     """Over 32 KiB the index keeps no result at all: the brief row still says so."""

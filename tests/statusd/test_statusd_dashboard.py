@@ -1233,6 +1233,39 @@ def test_the_task_view_lists_the_earlier_failures_of_a_retried_job(
     expect(box).to_be_hidden()  # none: no empty box, nothing left of the task before
 
 
+def test_a_retry_told_by_the_events_stream_keeps_the_earlier_failures_listed(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A failed job's view, its task stream ended, learns of a retry from the events
+    stream, whose brief row of a large record leaves ``earlier_errors`` out: the view
+    fetches the whole record and lists them all the while.  (The pending row's error is
+    cut too, which made the view fetch before ``earlier_errors_omitted`` did.)"""
+    expect = sync_api.expect
+    history = [{"attempt": n, "type": "timeout", "message": f"run {n} " + "x" * 290,
+                "finished_at": f"2026-01-01T00:0{n}:00Z"} for n in range(1, 10)]
+    submit(spool, "again", attempts=9, max_attempts=10, error={
+        "type": "timeout", "message": "run 9", "earlier_errors": history})
+    finish(spool, claim(spool, "again"), error=(ErrorType.TIMEOUT, "run 10 took too long"))
+    page.goto(server.base + "/#/tasks/again")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    box = page.locator("#task-earlier")
+    expect(box.locator("li")).to_have_count(9)
+    # Every list the view draws from now on: a brief row drawn as it came would empty it
+    # until the task stream, opened again, sent the record.
+    page.evaluate("""() => {
+      window.earlierSeen = [];
+      const box = document.getElementById("task-earlier");
+      new MutationObserver(() => window.earlierSeen.push(
+        box.hidden ? -1 : box.querySelectorAll("li").length))
+        .observe(box, {attributes: true, childList: true, subtree: true});
+    }""")
+    spool.retry("again")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(box.locator("li")).to_have_count(10)  # the failure retried is the newest
+    expect(box.locator("li").last).to_contain_text(": run 10 took too long")
+    seen = page.evaluate("window.earlierSeen")
+    assert seen and all(n >= 9 for n in seen), seen
+
+
 def test_a_record_whose_earlier_failures_are_odd_still_shows(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A record statusd serves as written (one another writer left in done/, or edited)
