@@ -2,7 +2,8 @@
 name: what ``spoolq tools`` and ``GET /api/v1/tools`` list.
 
 A status file's tool list is not checked when it is read (an entry may be any
-JSON object); an entry without a string name is left out here.
+JSON object): an entry without a string name is left out here, and a value of
+the wrong type is given as absent.
 """
 
 from __future__ import annotations
@@ -14,16 +15,33 @@ if TYPE_CHECKING:  # not imported: spoolq's commands load spool.models only when
 
 
 def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
-    """One tool in one shape, from a status file (``execution_*`` keys) or ``tools --json``."""
+    """One tool in one shape, from a status file (``execution_*`` keys) or ``tools --json``.
+
+    A value of the wrong type (a status file another writer left, or one edited) is
+    given as absent (null, or an empty description or schema), never passed on: the
+    catalogue's readers (``GET /api/v1/tools``'s clients, ``spoolq tools``'s table)
+    take these types as the OpenAPI document gives them."""
+    timeout = raw.get("timeout", raw.get("execution_timeout"))
+    attempts = raw.get("max_attempts")
+    description, schema = raw.get("description"), raw.get("params_schema")
     return {
         "name": raw["name"],
-        "mode": raw.get("mode", raw.get("execution_mode")),
-        "timeout": raw.get("timeout", raw.get("execution_timeout")),
-        "category": raw.get("category"),
-        "max_attempts": raw.get("max_attempts"),
-        "description": raw.get("description") or "",
-        "params_schema": raw.get("params_schema") or {},
+        "mode": _text(raw.get("mode", raw.get("execution_mode"))),
+        "timeout": timeout if _positive(timeout) else None,
+        "category": _text(raw.get("category")),
+        "max_attempts": attempts if _positive(attempts) and isinstance(attempts, int) else None,
+        "description": description if isinstance(description, str) else "",
+        "params_schema": schema if isinstance(schema, dict) else {},
     }
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _positive(value: object) -> bool:
+    """A number above 0 (not a bool, not NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def merged_catalogue(processors: list[OwnerStatus]) -> list[dict[str, Any]]:

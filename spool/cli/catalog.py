@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -76,8 +76,9 @@ def run_tools(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json(tools)
         return EXIT_OK
-    rows = [[t["name"], str(t["mode"]), f"{t['timeout']:g}s", _params(t["params_schema"]),
-             _short(t["description"])] for t in tools]
+    rows = [[t["name"], t["mode"] or "-",
+             "-" if t["timeout"] is None else f"{t['timeout']:g}s",
+             _params(t["params_schema"]), _short(t["description"])] for t in tools]
     print(table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows))
     return EXIT_OK
 
@@ -110,12 +111,12 @@ def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
     live = readable_processors(layout) if tool is not None else None
     if live is None:
         return None
-    limits = {raw.get("max_attempts") for status in live for raw in status.tools
+    limits = {catalogue_entry(raw)["max_attempts"] for status in live for raw in status.tools
               if raw.get("name") == tool}
     if len(limits) != 1:
         return None
     [limit] = limits
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+    return cast(int | None, limit)
 
 
 def _may_list(folder: Path) -> bool:

@@ -794,6 +794,29 @@ def test_stats_and_tools_of_a_live_processor(root: Path, env: dict[str, str]) ->
     assert "processor up" in table.stdout and "1 busy of 4" in table.stdout
 
 
+def test_tools_of_a_catalogue_with_odd_values_print_a_table(root: Path,
+                                                           env: dict[str, str]) -> None:
+    """A status file another writer left (or one edited) whose tool has no timeout, or one
+    of the wrong type: ``spoolq tools`` failed formatting None as a number (exit 1,
+    "unexpected TypeError ... a bug in spoolq").  What is absent prints as -."""
+    layout = Layout(root)
+    status = _status("proc-odd").model_copy(update={"tools": [
+        {"name": "echo", "execution_timeout": "10", "params_schema": ["message"]},
+        {"name": "sleep", "execution_mode": "compute"}]})
+    lease = OwnerLease(layout.owner_lock("proc-odd"))
+    try:
+        spool_of(root).mover.publish(layout.owner_status("proc-odd"),
+                                     status.model_dump_json().encode())
+        text, as_json = run_all(env, ["tools"], ["tools", "--json"])
+    finally:
+        lease.release()
+    assert text.returncode == 0, text.stderr
+    rows = {line.split()[0]: line.split() for line in text.stdout.splitlines()[1:]}
+    assert rows["echo"][:3] == ["echo", "-", "-"] and rows["sleep"][:3] == ["sleep",
+                                                                           "compute", "-"]
+    assert [t["timeout"] for t in data(as_json)] == [None, None]
+
+
 def test_schema(root: Path, env: dict[str, str]) -> None:
     both, job, record = run_all(env, ["schema"], ["schema", "job"], ["schema", "record",
                                                                      "--json"])

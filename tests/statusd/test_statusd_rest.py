@@ -31,6 +31,7 @@ from spool.models import Job
 from spool.reader import SpoolReader
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd.api_models import ToolCatalogue
 
 
 def _error(reply_json: dict[str, object]) -> dict[str, object]:
@@ -237,6 +238,28 @@ def test_tools_are_the_live_processors_catalogues_merged_by_name(
          "max_attempts": None, "description": "", "params_schema": {}},
     ]
     assert request(server.base, "GET", "/api/v1/tools").json()["tools"] == []  # locks gone
+
+
+def test_a_catalogues_values_of_the_wrong_type_are_given_as_absent(
+        server: ServerThread, spool: Spool) -> None:
+    """A status file another writer left (or one edited) whose tool entries hold values of
+    the wrong type: GET /api/v1/tools passed them on as they were (a string limit, a
+    schema that was a list), against its own document, to clients that take its types as
+    given.  Each such value is given as absent; the entry stays."""
+    owner = FakeOwner(spool, "proc-odd", tools=[
+        {"name": "echo", "execution_mode": 3, "execution_timeout": "10",
+         "category": ["query"], "max_attempts": "3", "description": None,
+         "params_schema": ["message"]},
+        {"name": "sleep", "execution_timeout": True, "max_attempts": 2.5},
+        {"name": "wait", "execution_timeout": -1, "max_attempts": 0}])
+    try:
+        doc = request(server.base, "GET", "/api/v1/tools").json()
+    finally:
+        owner.close()
+    absent = {"mode": None, "timeout": None, "category": None, "max_attempts": None,
+              "description": "", "params_schema": {}}
+    assert doc["tools"] == [{"name": name, **absent} for name in ("echo", "sleep", "wait")]
+    ToolCatalogue.model_validate(doc)
 
 
 def test_stats_partial_takes_0_or_1(server: ServerThread) -> None:
