@@ -258,7 +258,12 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(spool: Spool,
         folders = [root / state.value for state in JobState]
         with failing(strace, proc.pid, folders, ["newfstatat", "statx"],
                       tmp_path / "strace.err"):
-            wait_for(lambda: health() == (503, "spool_unreadable"), 10, "spool_unreadable")
+            # The look for the folders, not the listing after it: strace can attach
+            # between the two, and the listing's failure alone says spool_unreadable
+            # too (CI's stop 42 left the block on that, before a look had failed).
+            wait_for(lambda: health() == (503, "spool_unreadable")
+                     and "cannot look at the spool's folders" in "".join(log), 10,
+                     "spool_unreadable, the folders' look said")
             assert request(base, "GET", "/api/v1/tasks/j").status == 200  # kept
             assert _spool_ok(base) == 0
         wait_for(lambda: health() == (200, "ok"), 10, "healthy once the disk shows them")
