@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
-from spoolkit import FakeClock, make_client, make_spool
+from spoolkit import FakeClock, Holders, make_client, make_spool
 
 from spool.client import Client
 from spool.fsops import Mover
@@ -58,6 +58,17 @@ def clock() -> FakeClock:
 def spool(tmp_path: Path, clock: FakeClock) -> Spool:
     """A spool under ``tmp_path/spool`` with SPOOL_FSYNC=never and the fake clock."""
     return make_spool(tmp_path / "spool", clock=clock)
+
+
+@pytest.fixture
+def holders(spool: Spool) -> Iterator[Holders]:
+    """Actor processes that hold claims in ``spool``; any left running is killed and
+    reaped at the test's end."""
+    group = Holders(spool)
+    try:
+        yield group
+    finally:
+        group.close()
 
 
 @pytest.fixture

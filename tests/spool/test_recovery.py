@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,15 +44,6 @@ from spool.transitions import Spool
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
-
-
-@pytest.fixture
-def holders(spool: Spool) -> Iterator[Holders]:
-    group = Holders(spool)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def snapshot(spool: Spool, ids: list[str]) -> dict[str, tuple[bytes, int]]:

@@ -8,8 +8,6 @@ The processor's own requeues and the CLI beside a real daemon are in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import orjson
 import pytest
 from spoolkit import FakeClock, Holders, done_record, read_json, submit
@@ -35,15 +33,6 @@ from spool.transitions import Spool
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
-
-
-@pytest.fixture
-def holders(spool: Spool) -> Iterator[Holders]:
-    group = Holders(spool)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def kinds(entries: list[dict[str, object]]) -> list[tuple[object, object]]:
