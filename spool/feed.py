@@ -5,13 +5,13 @@ filesystems), so every user also rescans periodically and re-reads a folder
 before acting on an event.  A lost-events signal (inotify queue overflow) is
 reported as ``on_change("", "")``: rescan now.
 
-On Linux the feed reads raw inotify events through watchdog's ``InotifyFD``.
-watchdog's Observer would pair each ``IN_MOVED_FROM`` with its
-``IN_MOVED_TO`` by holding it for 0.5 s, and every event behind it waits in
-the same queue; since every claim moves a file *out of* ``pending/``, a drop
-right after a claim would be seen half a second late.  Unpaired events are
-all a spool needs, so the raw reader is used where it exists and the
-Observer elsewhere.
+On Linux the feed reads raw inotify events itself (:class:`PolledFeed`, which
+:class:`ChangeFeed`'s thread waits on).  watchdog's Observer would pair each
+``IN_MOVED_FROM`` with its ``IN_MOVED_TO`` by holding it for 0.5 s, and every
+event behind it waits in the same queue; since every claim moves a file *out
+of* ``pending/``, a drop right after a claim would be seen half a second late.
+Unpaired events are all a spool needs, so the raw reader is used where it
+exists and the Observer elsewhere.
 
 A watch goes with its folder: after ``mv pending pending.old && mkdir
 pending`` (or ``rm -r`` and ``mkdir``) it would report the old folder, or
@@ -41,6 +41,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -108,26 +109,6 @@ class _Handler(FileSystemEventHandler):
             self.on_change(os.path.basename(folder), name)
 
 
-class _RawWatch:
-    """One folder's raw inotify callback (watchdog's ``WatchCallback`` protocol)."""
-
-    def __init__(self, feed: ChangeFeed, folder: Path) -> None:
-        self.feed = feed
-        self.folder = folder
-
-    def on_event(self, event: Any) -> None:
-        if event.is_move_self:  # moved away: the watch follows the old folder
-            self.feed._lost(self.folder, event.wd, moved=True)
-        elif event.name:
-            self.feed.on_change(self.folder.name, os.fsdecode(event.name))
-
-    def on_watch_deleted(self, wd: int) -> None:
-        self.feed._lost(self.folder, wd, moved=False)  # removed (or the feed is stopping)
-
-    def on_queue_overflow(self) -> None:
-        self.feed.on_change("", "")
-
-
 class ChangeFeed:
     """Watch ``folders`` (not recursively) and report each change to ``on_change``.
 
@@ -135,6 +116,11 @@ class ChangeFeed:
     moved away loses its watch: the feed reports a rescan and watches the path
     again as soon as a folder is back there (at once, or on a later
     :meth:`rewatch`).  :meth:`stop` ends the thread and re-adds nothing.
+
+    On Linux the thread waits on a :class:`PolledFeed`'s descriptor and a wake pipe,
+    both its own: watchdog's ``InotifyFD`` thread, used before, kept its inotify
+    descriptor and pipe open when stopped before it first read (71 stops in 100 right
+    after a start), each an inotify instance of the user's 128 gone.
     """
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
@@ -144,69 +130,63 @@ class ChangeFeed:
         self.folders = list(folders)
         self.on_change = on_change
         self.arrivals_only = arrivals_only
-        self._inotify: Any = None
+        self._polled: PolledFeed | None = None
+        self._wake_w = -1
+        self._thread: threading.Thread | None = None
         self._observer: Any = None
         # Guards the watches against the feed thread (a lost watch) racing the
         # owner (rewatch, stop).  Never held while calling on_change.
         self._lock = threading.Lock()
-        self._unwatched: set[Path] = set()
+        self._heard: list[tuple[str, str]] = []  # the polled feed's reports, under the lock
         self._stopping = False
 
     def start(self) -> None:
+        """Watch the folders; OSError as :meth:`PolledFeed.start` raises it."""
         self._stopping = False
-        if getattr(inotify_c, "InotifyFD", None) is not None:
-            self._start_raw()
+        if PolledFeed.available():
+            self._start_polled()
         else:  # pragma: no cover - not Linux
             self._start_observer()
 
-    def _start_raw(self) -> None:
-        self._inotify = inotify_c.InotifyFD()
-        self._inotify.daemon = True
-        for folder in self.folders:
-            self._add_watch(folder)
-        self._inotify.start()
+    def _start_polled(self) -> None:
+        polled = PolledFeed(self.folders, lambda folder, name: self._heard.append(
+            (folder, name)), arrivals_only=self.arrivals_only)
+        polled.start()
+        wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._polled = polled
+        self._thread = threading.Thread(target=self._run, args=(polled, wake_r),
+                                        name="spoolq-feed", daemon=True)
+        self._thread.start()
 
-    def _add_watch(self, folder: Path) -> None:
-        """Watch ``folder``; OSError if it is not there.  One callback per folder, so
-        two folders on one inode (a folder moved onto another's path) never clash."""
-        self._inotify.add_callback(os.fsencode(folder), _watch_mask(self.arrivals_only),
-                                   _RawWatch(self, folder), str(folder))
+    def _run(self, polled: PolledFeed, wake_r: int) -> None:
+        poller = select.poll()
+        poller.register(polled.fileno(), select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        try:
+            while not any(fd == wake_r for fd, _ in poller.poll()):
+                with self._lock:
+                    if self._stopping:
+                        return
+                    polled.drain()  # a lost watch is watched again here, if it can be
+                    heard, self._heard = self._heard, []
+                for folder, name in heard:
+                    self.on_change(folder, name)
+        finally:
+            os.close(wake_r)
 
     @property
     def unwatched(self) -> frozenset[Path]:
         """The folders whose watch was lost and that are not back yet."""
         with self._lock:
-            return frozenset(self._unwatched)
+            return frozenset() if self._polled is None else self._polled.unwatched
 
     def rewatch(self) -> bool:
         """Watch again each folder that lost its watch and exists again; True if one
         did (what arrived there unwatched is for a rescan to find).  False once stopping."""
         with self._lock:
-            if self._stopping or self._inotify is None:
+            if self._stopping or self._polled is None:
                 return False
-            found = False
-            for folder in list(self._unwatched):
-                try:
-                    self._add_watch(folder)
-                except OSError:
-                    continue  # not back yet
-                self._unwatched.discard(folder)
-                found = True
-            return found
-
-    def _lost(self, folder: Path, wd: int, *, moved: bool) -> None:
-        """The feed thread's word that ``folder``'s watch went: drop it, watch the path
-        again if a folder is back, and report a rescan.  Nothing once stopping: stop()
-        removes every watch itself, and that is no loss."""
-        with self._lock:
-            if self._stopping:
-                return
-            if moved:  # the kernel keeps a moved folder's watch: remove it
-                with contextlib.suppress(OSError):
-                    self._inotify.remove_callbacks([(wd, str(folder))])
-            self._unwatched.add(folder)
-        self.rewatch()
-        self.on_change("", "")  # after rewatch: the rescan finds what came before it
+            return self._polled.rewatch()
 
     def _start_observer(self) -> None:  # pragma: no cover - not Linux
         self._observer = Observer()
@@ -217,15 +197,21 @@ class ChangeFeed:
         self._observer.start()
 
     def stop(self) -> None:
-        """End the feed's thread (within 5 s); no watch is added from here on."""
-        with self._lock:  # set before the watches go: their removal reports each one
+        """End the feed's thread (within 5 s) and close its descriptors; no watch is
+        added from here on, nothing reported."""
+        with self._lock:
             self._stopping = True
-            self._unwatched.clear()
-        if self._inotify is not None:
-            with contextlib.suppress(OSError):
-                self._inotify.stop()
-            self._inotify.join(timeout=5)
-            self._inotify = None
+        if self._thread is not None:
+            os.write(self._wake_w, b"!")
+            self._thread.join(timeout=5)
+            if self._thread.is_alive():  # inside on_change still: its descriptors stay
+                return
+            os.close(self._wake_w)
+            self._wake_w, self._thread = -1, None
+        with self._lock:
+            polled, self._polled = self._polled, None
+        if polled is not None:
+            polled.stop()
         if self._observer is not None:  # pragma: no cover - not Linux
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -237,7 +223,6 @@ class ChangeFeed:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
 
 
 class PolledFeed:
