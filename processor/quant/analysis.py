@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from processor.quant.data import F64, DataStore, Panel, build_panel
+from processor.quant.bars import F64
+from processor.quant.data import DataStore, Panel, build_panel
 from processor.quant.factors import resolve
 from processor.quant.jsonsafe import finite_or_none
 from processor.quant.pace import Plan, horizon_s, read_costs

@@ -43,8 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from processor.quant.bars import F64, Bars
 from processor.quant.crossover import crossover_signal
-from processor.quant.data import F64, Bars, DataStore
+from processor.quant.data import DataStore
 from processor.quant.jsonsafe import finite_or_none
 from processor.quant.pace import BacktestPace
 from processor.quant.params import MAX_BACKTEST_BARS, BacktestParams

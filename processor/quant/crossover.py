@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from processor.quant.bars import F64
 from processor.quant.blocks import Bools, accumulate
-from processor.quant.data import F64
 from processor.quant.exact_crossover import NearTies
 
 EPS = float(np.finfo(np.float64).eps)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from processor.quant.data import F64
+from processor.quant.bars import F64
 
 Bools = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from processor.quant.data import F64, Panel
+from processor.quant.bars import F64
+from processor.quant.data import Panel
 from spool.errors import InvalidParams
 
 MAX_LOOKBACK = 10_000

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from processor.quant.data import FIELDS, Bars, DataStore
+from processor.quant.bars import FIELDS, Bars
+from processor.quant.data import DataStore
 from processor.quant.params import MAX_KLINE_ROWS, KlineParams
 from spool.errors import InvalidParams
 

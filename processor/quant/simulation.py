@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from processor.quant.bars import F64
 from processor.quant.blocks import Bools, Ints, accumulate, past_end, row_blocks
 from processor.quant.crossover import Crossover
-from processor.quant.data import F64
 from processor.quant.params import BacktestParams
 
 BlockFn = Callable[[int, int, F64], None]

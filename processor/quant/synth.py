@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from processor.quant.data import F64
+from processor.quant.bars import F64
 
 FIRST_DAY = "2010-01-04"
 PRICE_FLOOR = 0.01

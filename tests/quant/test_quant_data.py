@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from quant_reference import read_rows, write_bars
 
+from processor.quant import bars as bars_module
 from processor.quant import data, synth
 from processor.quant.data import DataStore, ToRead, validate_symbol
 from spool.errors import InvalidParams, ToolError
@@ -118,7 +119,8 @@ def test_threads_wanting_one_file_parse_it_once(tmp_path: Path,
     first_started = threading.Event()
     real_parse = data.parse_csv
 
-    def slow_parse(path: Path, symbol: str, on_part: data.PartFn | None = None) -> data.Bars:
+    def slow_parse(path: Path, symbol: str,
+                   on_part: bars_module.PartFn | None = None) -> bars_module.Bars:
         parses.append(symbol)
         first_started.set()
         time.sleep(0.5)
@@ -126,7 +128,7 @@ def test_threads_wanting_one_file_parse_it_once(tmp_path: Path,
 
     monkeypatch.setattr(data, "parse_csv", slow_parse)
     store = DataStore(tmp_path)
-    got: list[data.Bars] = []
+    got: list[bars_module.Bars] = []
     threads = [threading.Thread(target=lambda: got.append(store.bars("ONE")))
                for _ in range(4)]
     threads[0].start()
@@ -145,12 +147,12 @@ def test_a_file_parsed_in_chunks_is_the_file_parsed_whole(
     file of 300,000 bars, 0.2 s and more), chunk by chunk, and gives the same bars."""
     synth.write_synthetic(tmp_path, symbols=1, bars=40_000, seed=5)  # some 2 MB
     whole = DataStore(tmp_path).bars("S0000")
-    monkeypatch.setattr(data, "PARSE_CHUNK_BYTES", 100_000)
-    monkeypatch.setattr(data, "PARSE_CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(bars_module, "PARSE_CHUNK_BYTES", 100_000)
+    monkeypatch.setattr(bars_module, "PARSE_CHUNK_ROWS", 3_000)
     parts: list[float] = []
     store = DataStore(tmp_path)
     chunked = store.bars("S0000", on_parse=parts.append)
-    for name in ("timestamps", *data.FIELDS):
+    for name in ("timestamps", *bars_module.FIELDS):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
     assert chunked.iso() == whole.iso()
     assert len(set(parts)) >= 4 and parts == sorted(parts), parts
@@ -169,7 +171,7 @@ def test_iso_text_made_in_parts_is_the_text_made_whole(
     days[3] = "2020-01-01T00:36:00.25"
     write_bars(tmp_path, "US", np.arange(1.0, 51.0), days=days)
     want = DataStore(tmp_path).bars("US").iso()
-    monkeypatch.setattr(data, "ISO_PART_ROWS", 7)
+    monkeypatch.setattr(bars_module, "ISO_PART_ROWS", 7)
     cut = DataStore(tmp_path).bars("US", start="2020-01-01T05:00:00")
     assert len(cut) == 25 and cut.iso_to_make() == 50  # the whole file's text is made
     parts: list[float] = []
@@ -213,7 +215,7 @@ def test_a_large_file_to_parse_is_foretold_from_its_ends(
     span for start and end, and whether its calendar's text is made or counted already
     (files of one calendar share one text: a backtest's bar counted it for each)."""
     monkeypatch.setattr(data, "GLANCE_BYTES", 10_000)
-    monkeypatch.setattr(data, "GLANCE_SAMPLE", 1_000)
+    monkeypatch.setattr(bars_module, "GLANCE_SAMPLE", 1_000)
     synth.write_synthetic(tmp_path, symbols=2, bars=3_000, seed=11)
     write_bars(tmp_path, "SHORT", np.arange(1.0, 2001.0))  # another calendar
     (tmp_path / "ODD.csv").write_text("when,open\n" + "x,1\n" * 5000)

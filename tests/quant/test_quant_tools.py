@@ -118,12 +118,12 @@ def test_get_kline_formats_only_the_bars_it_answers(tmp_path: Path) -> None:
     last = run("get_kline", {"symbol": "MANY", "limit": 2}, ctx)["rows"]
     assert [r[0] for r in last] == ["2020-01-27T00:00:00.000000", "2020-01-28T00:00:00.000000"]
     cached = datastore(ctx).bars("MANY")
-    assert cached._iso._text is None
+    assert not cached.calendar.made()
     first = run("get_kline", {"symbol": "MANY", "start": "2020-01-01", "limit": 1}, ctx)
     assert first["rows"][0][0] == "2020-01-01T00:00:00.500000"
     whole = run("get_kline", {"symbol": "MANY"}, ctx)["rows"]
     assert [r[0] for r in whole[-2:]] == [r[0] for r in last]
-    assert cached._iso._text is not None
+    assert cached.calendar.made()
     assert run("get_kline", {"symbol": "MANY", "limit": 2}, ctx)["rows"] == last
 
 

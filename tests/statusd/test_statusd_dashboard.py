@@ -605,7 +605,7 @@ def test_equity_curves_of_different_spans_share_one_time_axis(
 
 
 def _half_hours(start: datetime, count: int) -> list[list[Any]]:
-    # Bars as run_backtest writes them: naive ISO text of UTC times (processor/quant/data.py).
+    # Bars as run_backtest writes them: naive ISO text of UTC times (processor/quant/bars.py).
     return [[f"{start + timedelta(minutes=30 * k):%Y-%m-%dT%H:%M:%S}", 100_000.0 + k]
             for k in range(count)]
 
