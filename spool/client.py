@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -359,40 +358,31 @@ class Client:
 def find_moved(layout: Layout, job_id: str, get: Callable[[str], Record], give_up: float
                ) -> Record:
     """``get(job_id)``, looking again (until ``give_up``, on the monotonic clock) while
-    the job is seen at all: held outside the state folders by a cancel, retry or
-    quarantine, or in a folder by the time its move was looked for.  NotFoundError as
-    ``get`` raises it once :data:`_ABSENT_LOOKS` looks in a row, a pause apart, found
-    the job nowhere (past ``give_up``: found by no look).
+    a cancel, retry or quarantine holds the job outside the state folders.  NotFoundError
+    as ``get`` raises it once :data:`_ABSENT_LOOKS` looks in a row, a pause apart, found
+    the job nowhere: in no folder, held by no move, and in no folder again after that
+    (past ``give_up``, a move holding it counts as nowhere).
 
     One look of the folders is no snapshot: a job a retry moves from ``failed/`` to
     ``pending/`` while the look goes from the one to the other is in neither, and by the
     look for a move it has landed.  With a cancel and a retry in a loop, two such looks
-    in a row said "no job" (25 calls in 9,212 over 30 s).  The look for a move now looks
-    in the folders again after ``stage/``, which one move cannot slip through.
+    in a row said "no job" (25 calls in 9,212 over 30 s).  After the look for a move the
+    folders are looked in again: one move cannot slip through the three.
     """
     absent = 0
     while True:
         try:
             return get(job_id)
         except NotFoundError:
-            seen = moving(layout, job_id) or _in_a_folder(layout, job_id)
-            if seen and time.monotonic() < give_up:
+            if moving(layout, job_id) and time.monotonic() < give_up:
                 absent = 0
-            elif (absent := absent + 1) >= _ABSENT_LOOKS:
-                raise
+            else:
+                try:  # the folders again, after stage/: one move cannot slip through both
+                    return get(job_id)
+                except NotFoundError:
+                    if (absent := absent + 1) >= _ABSENT_LOOKS:
+                        raise
         time.sleep(_POLL_MIN_S)
-
-
-def _in_a_folder(layout: Layout, job_id: str) -> bool:
-    """Whether a state folder has a regular file named for ``job_id`` (the end of a move
-    the look for one came too late for)."""
-    for state in JobState:
-        try:
-            if stat.S_ISREG(os.lstat(layout.job(state, job_id)).st_mode):
-                return True
-        except OSError:  # not there; the disk's trouble is get's to say
-            continue
-    return False
 
 
 def moving(layout: Layout, job_id: str) -> bool:
