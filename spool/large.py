@@ -69,7 +69,12 @@ def read_record(path: str | os.PathLike[str], *, strict: bool = False
     :func:`spool.entries.read_regular` does."""
     def head_or_whole(fd: int, st: os.stat_result) -> bytes | Head:
         if st.st_size <= PARSE_MAX_BYTES:
-            return read_fd(fd)
+            data = read_fd(fd, PARSE_MAX_BYTES, st.st_size)
+            if len(data) <= PARSE_MAX_BYTES:
+                return data
+            # Grown past the bound since its stat (written in place): read to its end,
+            # statusd held 1 GB for a 192 MB record rewritten under a rescan.
+            st = os.fstat(fd)
         head = os.pread(fd, HEAD_BYTES, 0)
         tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
         return Head(head, tail, st.st_size)

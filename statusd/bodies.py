@@ -64,7 +64,11 @@ def indexed_body(layout: Layout, job_id: str, stamp: Stamp) -> bytes | None:
         return None
     try:
         data = os.read(fd, size)  # one read, one copy (read_fd joins 64 KiB pieces)
-        return data if len(data) == size else data + read_fd(fd)
+        if len(data) < size:  # cut short: the rest, no further than the bound
+            data += read_fd(fd, PARSE_MAX_BYTES - len(data))
+        # Grown past the bound (written in place): not the version indexed, and never
+        # read whole here.
+        return None if len(data) > PARSE_MAX_BYTES else data
     except OSError:
         return None
     finally:

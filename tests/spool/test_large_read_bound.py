@@ -1,0 +1,52 @@
+"""``spool.large.read_record`` of a record rewritten in place while it is read.
+
+It read a file whole when its stat said it was small, to its end however far that had
+grown meanwhile: statusd, rescanning a 192 MB record being rewritten in place, held
+1 GB (tests/statusd/test_statusd_large_records.py failed its memory bound once in a
+full run).  A read never goes past ``PARSE_MAX_BYTES`` plus a chunk; a file grown past
+it since its stat is read from its head, as a large one is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from spool.large import PARSE_MAX_BYTES, Head, read_record
+
+MiB = 1024 * 1024
+
+
+def test_a_record_growing_under_the_read_is_read_no_further_than_the_bound(
+        tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(b"{}")
+    done = threading.Event()
+
+    def rewrite() -> None:  # truncated, then grown a MiB at a time, as an in-place writer
+        chunk = b"x" * MiB
+        while not done.is_set():
+            with path.open("wb") as out:
+                out.write(b'{"result":"')
+                for _ in range(3 * PARSE_MAX_BYTES // MiB):
+                    out.write(chunk)
+                out.write(b'"}')
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    reads = {"whole": 0, "head": 0}
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and min(reads.values()) < 20:
+            found = read_record(path)
+            if isinstance(found, Head):
+                reads["head"] += 1
+                assert len(found.head) <= PARSE_MAX_BYTES
+            elif found is not None:
+                reads["whole"] += 1
+                assert len(found) <= PARSE_MAX_BYTES, len(found)
+    finally:
+        done.set()
+        writer.join()
+    assert reads["whole"] and reads["head"], reads  # both sides of the bound were met
