@@ -75,7 +75,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS, timed
-from bench.creates import probe_line
+from bench.creates import probe_line, spread_subfolders
 from bench.peers import Peer, PeerError, installed_peers
 from processor.proctree import descendants
 from spool.fsops import Mover
@@ -675,8 +675,12 @@ def main(argv: list[str] | None = None) -> int:
     where = args.dir or Path(tempfile.gettempdir())
     cal = calibrate(bench_tools)
     args.run_dir = Path(tempfile.mkdtemp(prefix="spoolq-bench-", dir=args.dir))
+    # Each workload's spool in a block group away from earlier runs' deletions: see
+    # bench/creates.py (they made a client's drops cost 4 to 6 times the CPU).
+    spread = spread_subfolders(args.run_dir)
     print(f"spoolq throughput: JOB_NUM={args.job_num}; {machine(where)}")
-    print(probe_line(args.run_dir))
+    print(probe_line(args.run_dir) + ("; each spool placed as a top-level folder (+T)"
+                                      if spread else ""))
     print(code_state())
     print(f"sizes: W1 {args.w1} no-op jobs, W2 {args.w2} sequential echo jobs, W3 {args.w3} "
           f"jobs of {cal.reps} x {cal.size}^2 matmul = {cal.single_s * 1e3:.1f} ms single-job "

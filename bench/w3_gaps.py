@@ -48,6 +48,7 @@ import orjson
 
 from bench import bench_tools
 from bench.bench_tools import BLAS_THREADS
+from bench.creates import spread_subfolders
 from bench.throughput import (
     Arrivals,
     BenchError,
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.jobs} jobs a round of {cal.reps} x {cal.size}^2 matmul = "
           f"{cal.single_s * 1e3:.1f} ms in-process; SPOOL_FSYNC=never", flush=True)
     base = Path(tempfile.mkdtemp(prefix="spoolq-w3gaps-", dir=where))
+    spread_subfolders(base)  # the spool away from earlier deletions (bench/creates.py)
     executor = cf.ProcessPoolExecutor(args.job_num)
     daemon = Daemon(base, "never", args.job_num, args.processor_cmd)
     try:
