@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from processor import capture
 from processor.tools import BaseTool, ToolResult
 from spool.errors import ErrorType, InvalidParams, JobError
+from spool.models import PROGRESS_MESSAGE_CHARS
 from spool.text import MAX_TRACEBACK_CHARS, cut_text, seconds_text, valid_text
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ class Context:
         self._resources = resources
 
     def progress(self, fraction: float, message: str = "") -> None:
-        self._report(clean_fraction(fraction), valid_text(str(message)[:500]))
+        self._report(clean_fraction(fraction),
+                     valid_text(str(message)[:PROGRESS_MESSAGE_CHARS]))
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         if key not in self._resources:

@@ -37,7 +37,7 @@ from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S
 from spool.listing import KEEP_MAX_BYTES, PEEK_MAX_BYTES, KeyBounds
-from spool.models import OwnerStatus, Progress, Record
+from spool.models import MAX_PROGRESS_BYTES, OwnerStatus, Progress, Record
 from spool.states import ACTIVE, JobState
 from spool.stats import RECENT_S, stats_document
 from spool.terminal_records import terminal_record, too_deep, unreadable_record
@@ -168,7 +168,7 @@ class SpoolReader:
 
     def progress(self, job_id: str) -> Progress | None:
         try:
-            data = read_regular(self.layout.progress_file(job_id), MAX_ACTIVE_BYTES)
+            data = read_regular(self.layout.progress_file(job_id), MAX_PROGRESS_BYTES)
             return None if data is None else Progress.model_validate_json(data)
         except (FileNotFoundError, ValueError):
             return None
