@@ -67,7 +67,7 @@ def run_wait(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings, usage=True)
     check_can_follow(client, "spoolq wait")
     ids = list(dict.fromkeys(args.id))  # each once, in the order given
-    if len(ids) == 1:
+    if len(args.id) == 1:  # "wait a a" is several ids: a script reads one line for it
         return wait_for(client, ids[0], args.timeout, as_json=args.json, quiet=args.quiet)
     return wait_all(client, ids, args.timeout, as_json=args.json, quiet=args.quiet)
 
