@@ -9,8 +9,9 @@ import difflib
 import os
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from spool.catalogue import catalogue_entry
 from spool.entries import Entry, Stamp, read_regular
 from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
@@ -22,6 +23,7 @@ from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
+    from spool.models import Job
     from spool.reader import SpoolReader
 
 RECENT_S = 60.0
@@ -151,6 +153,40 @@ def unoffered_tool(layout: Layout, tool: str) -> str | None:
     guess = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown tool {tool!r}{guess}: the running processor ({owners}) offers " + (
         known or "none")
+
+
+def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
+    """The attempt limit the live processors give a job of ``tool`` that sets no
+    ``max_attempts`` (the ``max_attempts`` of their catalogues); None when that cannot be
+    told: no processor running or none offering the tool, two that disagree, or
+    ``owners/`` out of this user's reach.  A processor gone, its limit is not known: the
+    installed one's is not asked, as its SPOOL_TOOLS may not be the daemon's."""
+    live = readable_processors(layout) if tool is not None else None
+    if live is None:
+        return None
+    limits = {catalogue_entry(raw)["max_attempts"] for status in live for raw in status.tools
+              if raw.get("name") == tool}
+    if len(limits) != 1:
+        return None
+    [limit] = limits
+    return cast(int | None, limit)
+
+
+def spent_attempts(layout: Layout, job: Job) -> str | None:
+    """Why ``job`` would be failed ``invalid_job`` without a run as soon as it is
+    claimed: its own ``attempts`` already reach its limit (its ``max_attempts``, else its
+    tool's as the live processors give it, when that can be told).  ``spoolq submit``
+    and ``POST /api/v1/tasks`` refuse such a job (a drop of attempts 99 was taken, then
+    failed at once)."""
+    if not job.attempts:
+        return None
+    limit = job.max_attempts if job.max_attempts is not None else tool_max_attempts(
+        layout, job.tool)
+    if limit is None or job.attempts < limit:
+        return None
+    return (f"the job's attempts ({job.attempts}) already reach its max_attempts "
+            f"({limit}): it would be failed without a run; submit it with fewer attempts "
+            "(0 for a fresh start)")
 
 
 PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")

@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
-from spool.stats import unoffered_tool
+from spool.stats import spent_attempts, unoffered_tool
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
@@ -99,6 +99,8 @@ def _submit(services: Services, job: Job, any_tool: bool) -> str:
     """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
     if not any_tool and (why := unoffered_tool(services.layout, job.tool)) is not None:
         raise ApiError(400, "unknown_tool", f"{why}; any_tool=1 submits it anyway")
+    if (why := spent_attempts(services.layout, job)) is not None:
+        raise ApiError(400, "invalid_job", why)
     return services.client.submit(job)
 
 

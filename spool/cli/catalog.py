@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -101,22 +101,10 @@ def shown_tool_attempts(layout: Layout, record: Record, as_json: bool) -> int | 
 
 
 def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
-    """The attempt limit the live processors give a job of ``tool`` that sets no
-    ``max_attempts`` (the ``max_attempts`` of their catalogues); None when that cannot be
-    told: no processor running or none offering the tool, two that disagree, or
-    ``owners/`` out of this user's reach.  A processor gone, its limit is not known: the
-    installed one's is not asked, as its SPOOL_TOOLS may not be the daemon's."""
-    from spool.stats import readable_processors  # noqa: PLC0415 - lazy, see spool.cli
+    """:func:`spool.stats.tool_max_attempts`, imported when asked (see spool.cli)."""
+    from spool.stats import tool_max_attempts as limit_of  # noqa: PLC0415 - lazy
 
-    live = readable_processors(layout) if tool is not None else None
-    if live is None:
-        return None
-    limits = {catalogue_entry(raw)["max_attempts"] for status in live for raw in status.tools
-              if raw.get("name") == tool}
-    if len(limits) != 1:
-        return None
-    [limit] = limits
-    return cast(int | None, limit)
+    return limit_of(layout, tool)
 
 
 def _may_list(folder: Path) -> bool:

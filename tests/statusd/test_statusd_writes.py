@@ -82,6 +82,8 @@ def test_submit_queues_a_job_that_get_finds_at_once(server: ServerThread,
     (b'{"tool": "echo", "id": "../x"}', "application/json", 400),
     (b'{"tool": "echo", "not_before": "2026-01-01T00:00:00"}', "application/json", 400),
     (b"[1, 2]", "application/json", 400),
+    # attempts already at max_attempts: failed without a run as soon as claimed
+    (b'{"tool": "echo", "attempts": 2, "max_attempts": 2}', "application/json", 400),
     (b"{not json", "application/json", 400),
     (b'{"tool": "echo"}', "text/plain", 415),
 ])
