@@ -217,6 +217,11 @@ class Intake:
         if len(data) > self.max_job_bytes:  # no job, even once it is whole
             self._unsettled.pop(name, None)
             return self._quarantine(name, st, "file", self._too_large(len(data)))
+        if (big := inexact_integer(data)) is not None:
+            # Whole JSON all the same (orjson reads an integer of 310 digits or more as
+            # "number is infinity"): no writer is still at it, and the reason is known.
+            self._unsettled.pop(name, None)
+            return self._quarantine(name, st, "file", f"invalid job: {big_integer_reason(big)}")
         if self._settling(name, st):
             return Inspection(Verdict.WAITING)
         self._unsettled.pop(name, None)

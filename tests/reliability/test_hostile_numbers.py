@@ -107,3 +107,16 @@ def test_one_written_in_place_between_intake_and_the_claim_is_not_a_crash(
     assert d.running(), "the processor crashed:\n" + d.logs()[-2000:]
     assert rec["state"] == "done" and rec["meta"]["n"] == 1, rec
     assert d.stop() == 0
+
+
+def test_an_integer_too_long_for_a_float_is_quarantined_at_once(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    # orjson reads 5,000 digits as "number is infinity": taken for a file still being
+    # written, it waited out SPOOL_SETTLE_S and was then called malformed JSON.
+    daemon(SPOOL_SETTLE_S="60")
+    text = '{"tool": "echo", "params": {"message": ' + "9" * 5000 + "}}"
+    (spool_root / "pending" / "long-digits.json").write_text(text)
+    rec = wait_quarantined(spool_root, ["long-digits.json"], 15)["long-digits.json"]
+    assert rec["error"]["type"] == "invalid_job", rec
+    assert "does not fit 64 bits" in rec["error"]["message"], rec
+    assert (spool_root / "failed" / "long-digits.orig").read_text() == text
