@@ -15,11 +15,21 @@ Guarantees:
   its run was cut short and the job claimed again before statusd saw it pending (a
   stopping processor's requeue that another processor took at once).  The task view
   kept the run before's start, its time counting from it, and no word of a requeue.
+* Every transition is told: one the job must have made on its way from the state
+  statusd knew to the one it sees, too fast to be seen (pending for an id new to
+  statusd, running for a job seen pending and then finished with a run's start in
+  its record, pending again for a finished job seen running or finished anew), is a
+  ``transition``
+  with ``"inferred": true`` and no record, sent first (QA: a fast echo job's events
+  went from nothing to running, or from pending to done).  Not for an id read late
+  (``counted=False``): statusd does not know where it was before.
 * A running job's new progress is one ``progress`` event.
 * Nothing is encoded when no client listens to the job.
 """
 
 from __future__ import annotations
+
+import orjson
 
 from spool.states import TERMINAL, JobState
 from statusd import messages
@@ -46,12 +56,43 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
         if new.state in TERMINAL and counted:
             metrics.observe_terminal(new)
         if hub.wants(new.job_id):
-            _transition(hub, old.state if old is not None else None, new)
+            previous = old.state if old is not None else None
+            for state in _unseen(previous, new) if counted else ():
+                msg = Message(messages.inferred_transition(new.job_id, previous, state))
+                hub.publish(new.job_id, events=msg, task=msg)
+                previous = state
+            _transition(hub, previous, new)
     elif (new.state is JobState.RUNNING and old is not None
           and (old.fraction, old.message) != (new.fraction, new.message)
           and hub.wants(new.job_id)):
         msg = Message(messages.progress(new))
         hub.publish(new.job_id, events=msg, task=msg, progress=True)
+
+
+def _unseen(previous: JobState | None, new: Item) -> list[JobState]:
+    """The states the job passed through between ``previous`` (None: an id new to
+    statusd) and ``new``'s that statusd did not see: every job enters by ``pending/``,
+    leaves it for ``running/`` when claimed, and a finished job comes back by it."""
+    state = new.state
+    path: list[JobState] = []
+    # (A running job claimed again keeps its one running -> running transition: see above.)
+    if (previous is None or previous in TERMINAL) and state is not JobState.PENDING:
+        path.append(JobState.PENDING)  # dropped, or a finished one dropped again or retried
+    if (path or previous is JobState.PENDING) and state in TERMINAL and _was_claimed(new):
+        path.append(JobState.RUNNING)
+    return path
+
+
+def _was_claimed(item: Item) -> bool:
+    """The finished job went by ``running/``: done, or failed with a run's start in its
+    record (a pending job cancelled, or a drop quarantined, has none)."""
+    if item.state is JobState.DONE:
+        return True
+    try:
+        record = orjson.loads(item.summary)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("started_at") is not None
 
 
 def _transition(hub: Hub, previous: JobState | None, new: Item) -> None:

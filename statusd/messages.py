@@ -11,7 +11,10 @@ in the index (over ``INLINE_MAX_BYTES``) is sent as its list summary, without
 ``record_url``, the REST path of the full record; so no message, the snapshot
 included, is ever larger than a list row.  An events stream opened with
 ``view=brief`` gets the brief list row instead (:func:`brief_transition`), also
-with ``record_url`` when the row is not the whole record.
+with ``record_url`` when the row is not the whole record.  A transition statusd
+did not see happen (a state held for less than its look at the folders) but that
+must have, for the state it then saw, is sent before it with ``"inferred": true``
+and no record (:func:`inferred_transition`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def brief_transition(item: Item, previous: JobState | None) -> bytes | None:
         return None
     head = {"event": "transition", "previous": previous.value if previous else None}
     return _envelope(head, item, item.brief, cut=True)
+
+
+def inferred_transition(job_id: str, previous: JobState | None, state: JobState) -> bytes:
+    """A transition the job must have made, too fast for statusd to see it."""
+    return orjson.dumps({"event": "transition", "previous": previous.value if previous else None,
+                         "id": job_id, "state": state.value, "inferred": True})
 
 
 def progress(item: Item) -> bytes:

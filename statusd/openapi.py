@@ -94,6 +94,9 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
                        "(snapshot, transition, progress), id, state, and progress or record. "
                        "A record over 32 KiB comes as its list summary (no result, "
                        "result_omitted: true) with record_url, the path of the full record. "
+                       "A transition too fast for statusd to see (a state held for less "
+                       "than its look at the folders), which the state it then saw implies, "
+                       "comes first with inferred: true and no record. "
                        "Close codes: 1000 after a task's terminal state, 1008 when the task "
                        "is not (or no longer) in the spool, 1013 for a client that fell "
                        "behind, 1001 when statusd stops.",

@@ -847,7 +847,11 @@ function connectEvents() {
   };
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
-    if (msg.event === "transition" && msg.record) {
+    if (msg.event === "transition" && msg.inferred) {
+      // A move too fast for statusd to see, told before the one it saw (no record).
+      if (msg.previous === null) ui.arrived += 1;
+      sawTransition(msg, null);
+    } else if (msg.event === "transition" && msg.record) {
       // Its record may be the one the open task's view draws (its end told after the task
       // stream's, which closed): exact, as that stream's.
       withExactIntegers(msg.record, event.data, (value) => value.record);
@@ -1088,7 +1092,8 @@ function sawTransition(msg, record) {
   if (TERMINAL.has(msg.previous) && !TERMINAL.has(msg.state)) ui.requeued = null;
   // running -> running: claimed again before statusd saw it pending (another processor
   // took a stopping one's requeue at once); its claim raised the attempts once more.
-  if (msg.previous === "running" && (msg.state === "pending" || msg.state === "running")) {
+  if (record && msg.previous === "running"
+      && (msg.state === "pending" || msg.state === "running")) {
     const error = record && record.error;
     const queued = (record.attempts ?? 0) - (msg.state === "running" ? 1 : 0);
     const uncounted = ui.runAttempts !== null && queued < ui.runAttempts;
@@ -1400,6 +1405,8 @@ function watchTask(id) {
       // that stream only lagged behind this one, a snapshot says so).
       const later = ui.taskEvent;
       if (terminal && later && !TERMINAL.has(later.state)) watchTask(id);
+    } else if (msg.event === "transition") {
+      sawTransition(msg, null);  // inferred: a move too fast to see, its record follows
     } else if (msg.event === "progress") {
       setTaskState(msg.state);
       renderProgress(msg.state, msg.progress);

@@ -166,7 +166,8 @@ def test_the_events_stream_sends_brief_rows_when_asked(server: ServerThread,
     small = next(m for m in got if m["id"] == "small" and m["state"] == "done")
     assert small["record"]["result"] == {"ok": True} and "record_url" not in small
 
-    moves = [m for m in full_log if b'"id":"big"' in m and b'"event":"transition"' in m]
+    moves = [m for m in full_log if b'"id":"big"' in m and b'"event":"transition"' in m
+             and not orjson.loads(m).get("inferred")]  # a move too fast to see has none
     assert moves and min(map(len, moves)) > 1_000_000  # the default: the records
     assert orjson.loads(moves[-1])["record"]["params"] == {"blob": BIG}
 

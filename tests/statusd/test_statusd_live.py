@@ -132,6 +132,42 @@ def test_events_stream_sends_every_transition(server: ServerThread, spool: Spool
     assert asyncio.run(scenario()) == expected
 
 
+def test_transitions_too_fast_to_see_are_told_inferred(server: ServerThread,
+                                                       spool: Spool) -> None:
+    """Jobs dropped, claimed and finished faster than statusd looks at the folders: each
+    still comes out as pending, running, done, in order, each event's ``previous`` the
+    state before; a move statusd did not see carries ``"inferred": true`` and no record,
+    one it saw its record.  (17 of 30 such echo jobs went from nothing to running, and
+    one from pending to done, before.)  A pending job cancelled goes to failed without
+    a run in between."""
+    jobs = [f"fast-{n:02d}" for n in range(30)]
+
+    async def scenario() -> dict[str, list[dict[str, Any]]]:
+        seen: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in [*jobs, "gone"]}
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/events") as ws:
+            for job_id in jobs:
+                submit(spool, job_id)
+                finish(spool, claim(spool, job_id), {"ok": True})
+            submit(spool, "gone")
+            spool.cancel_pending("gone")
+            while any(not events or events[-1]["state"] not in ("done", "failed")
+                      for events in seen.values()):
+                msg = await _next(ws)
+                seen[msg["id"]].append(msg)
+        return seen
+
+    seen = asyncio.run(scenario())
+    for job_id in jobs:
+        states = [(m["previous"], m["state"]) for m in seen[job_id]]
+        assert states == [(None, "pending"), ("pending", "running"), ("running", "done")], \
+            (job_id, states)
+        for msg in seen[job_id]:
+            assert ("record" in msg) is not msg.get("inferred", False), msg
+    assert [(m["previous"], m["state"]) for m in seen["gone"]] == [
+        (None, "pending"), ("pending", "failed")]
+
+
 def _pair(msg: dict[str, Any]) -> tuple[str, str]:
     assert msg["event"] == "transition" and msg["record"]["id"] == msg["id"]
     return msg["id"], msg["state"]
