@@ -4,12 +4,13 @@ MAX_PROGRESS_BYTES taken for no report.  A real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 from statusdkit import ServerThread, claim, report, request, submit, wait_for
 
-from spool.claim import Claim
 from spool.models import MAX_PROGRESS_BYTES, PROGRESS_MESSAGE_CHARS
 from spool.transitions import Spool
 
@@ -24,47 +25,41 @@ def _write_progress(spool: Spool, job_id: str, fields: dict[str, Any]) -> None:
                         durable=False)
 
 
-def test_a_long_progress_message_is_served_cut(server: ServerThread, spool: Spool) -> None:
-    submit(spool, "long", "sleep")
-    run = claim(spool, "long")
+@contextlib.contextmanager
+def _running_with_a_report(server: ServerThread, spool: Spool, job_id: str
+                           ) -> Iterator[None]:
+    """``job_id`` claimed, its first report written and served; its lease closed after."""
+    submit(spool, job_id, "sleep")
+    run = claim(spool, job_id)
     try:
-        _huge_message_cut(server, spool, run)
+        report(spool, run, 0.25, "starting")
+        wait_for(lambda: _running(server, job_id).get("progress"), what="the first report")
+        yield
     finally:
         run.close()
 
 
-def _huge_message_cut(server: ServerThread, spool: Spool, run: Claim) -> None:
-    report(spool, run, 0.25, "starting")
-    wait_for(lambda: _running(server, "long").get("progress"), what="the first report")
-    _write_progress(spool, "long", {"fraction": 0.5, "message": "M" * 20_000})
+def test_a_long_progress_message_is_served_cut(server: ServerThread, spool: Spool) -> None:
+    with _running_with_a_report(server, spool, "long"):
+        _write_progress(spool, "long", {"fraction": 0.5, "message": "M" * 20_000})
 
-    def cut() -> bool:
-        progress = _running(server, "long").get("progress") or {}
-        return progress.get("fraction") == 0.5
-    wait_for(cut, what="the hand-written report")
-    progress = _running(server, "long")["progress"]
-    assert progress["message"] == "M" * PROGRESS_MESSAGE_CHARS
-    one = request(server.base, "GET", "/api/v1/tasks/long")
-    assert len(one.body) < 64 << 10, "the job's view carried the whole message"
-    assert one.json()["progress"]["message"] == "M" * PROGRESS_MESSAGE_CHARS
+        def cut() -> bool:
+            progress = _running(server, "long").get("progress") or {}
+            return progress.get("fraction") == 0.5
+        wait_for(cut, what="the hand-written report")
+        progress = _running(server, "long")["progress"]
+        assert progress["message"] == "M" * PROGRESS_MESSAGE_CHARS
+        one = request(server.base, "GET", "/api/v1/tasks/long")
+        assert len(one.body) < 64 << 10, "the job's view carried the whole message"
+        assert one.json()["progress"]["message"] == "M" * PROGRESS_MESSAGE_CHARS
 
 
 def test_a_progress_file_past_the_bound_is_no_report(server: ServerThread,
                                                      spool: Spool) -> None:
-    submit(spool, "big", "sleep")
-    run = claim(spool, "big")
-    try:
-        _oversized_ignored(server, spool, run)
-    finally:
-        run.close()
-
-
-def _oversized_ignored(server: ServerThread, spool: Spool, run: Claim) -> None:
-    report(spool, run, 0.25, "starting")
-    wait_for(lambda: _running(server, "big").get("progress"), what="the first report")
-    padding = "x" * MAX_PROGRESS_BYTES
-    _write_progress(spool, "big", {"fraction": 0.75, "message": "ok", "padding": padding})
-    # The report that replaced the first is past the bound: no progress, not a 64 KiB read.
-    wait_for(lambda: not _running(server, "big").get("progress"),
-             what="the oversized report taken for none")
-    assert request(server.base, "GET", "/api/v1/tasks/big").json().get("progress") is None
+    with _running_with_a_report(server, spool, "big"):
+        padding = "x" * MAX_PROGRESS_BYTES
+        _write_progress(spool, "big", {"fraction": 0.75, "message": "ok", "padding": padding})
+        # The report that replaced the first is past the bound: no progress, no 64 KiB read.
+        wait_for(lambda: not _running(server, "big").get("progress"),
+                 what="the oversized report taken for none")
+        assert request(server.base, "GET", "/api/v1/tasks/big").json().get("progress") is None
