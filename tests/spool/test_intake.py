@@ -89,6 +89,24 @@ def test_bad_names_quarantined(spool: Spool, intake: Intake, name: str) -> None:
     assert read_json(spool.layout.job(F, job_id))["source"]["name"] == name
 
 
+def test_a_bad_name_still_being_written_is_recorded_at_its_size_as_moved(
+        spool: Spool, intake: Intake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad name is judged by the name, at once: its writer may still be at it.  The
+    record said 0 bytes beside an .orig holding them all."""
+    name = "sp ace.json"
+    move = spool.mover.move
+    with open(spool.layout.folder(P) / name, "wb") as writer:
+        def writing_meanwhile(src: str, dst: str, **kwargs: Any) -> bool:
+            if os.fspath(src).endswith(name):
+                writer.write(VALID)  # the writer's bytes land between lstat and move
+                writer.flush()
+            return move(src, dst, **kwargs)
+
+        monkeypatch.setattr(spool.mover, "move", writing_meanwhile)
+        insp = intake.inspect(name)
+    quarantined_file(spool, insp, name, "bad file name", VALID)
+
+
 def test_undecodable_name_quarantined(spool: Spool, intake: Intake) -> None:
     raw = os.fsencode(spool.layout.folder(P)) + b"/caf\xe9.json"
     with open(raw, "wb") as handle:
