@@ -25,6 +25,7 @@ from statusdkit import (
     finish,
     free_port,
     report,
+    run_job,
     submit,
     wait_for,
 )
@@ -546,3 +547,25 @@ def test_a_long_progress_message_leaves_the_bar_its_width(
                 what="the bar filled to half")
             assert page.evaluate("document.documentElement.scrollWidth") <= width
             page.goto(server.base + "/#/")
+
+
+def test_a_long_id_leaves_the_other_columns_their_width(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A valid id of 128 characters took 745 px of a 1400 px table, and every row's tool
+    name wrapped to a second line ("run_backtes/t").  Capped, it wraps in its own cell."""
+    run_job(spool, "L" * 128)
+    for n in range(3):
+        run_job(spool, f"bt-{n}", tool="run_backtest")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(server.base + "/")
+    expect(page.locator("td.tool")).to_have_count(4)
+    cells = page.evaluate("""() => [...document.querySelectorAll('tbody tr')].map(row =>
+        [row.querySelector('td.id').innerText, row.getBoundingClientRect().height,
+         row.querySelector('td.id').getBoundingClientRect().width])""")
+    short = [height for text, height, _ in cells if not text.startswith("LLLL")]
+    tall = [height for text, height, _ in cells if text.startswith("LLLL")]
+    line = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td.tool'))"
+                         ".lineHeight) || 20")
+    assert len(short) == 3 and len(tall) == 1, cells
+    assert max(short) < min(tall) and max(short) < 2.5 * line + 12, cells  # one line each
+    assert cells[0][2] < 0.3 * 1400, cells
