@@ -122,6 +122,12 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+MIN_WORKER_MEMORY_MB = 384
+"""The least ``SPOOL_WORKER_MEMORY_MB`` other than 0: a worker is ready at about 320 MB
+of address space (numpy and pandas, preloaded), and under a cap that leaves it less than
+twice what a job keeps it retires after each job (docs/operations.md)."""
+
+
 class Settings(BaseSettings):
     """Every knob of spoolq; see the module docstring for the variable names."""
 
@@ -218,6 +224,17 @@ class Settings(BaseSettings):
                              "to was removed; give the whole path")
         return path
 
+    @field_validator("worker_memory_mb", mode="after")
+    @classmethod
+    def _room_for_a_worker(cls, value: int) -> int:
+        # SPOOL_WORKER_MEMORY_MB=10 was taken: no worker could start its threads, and a
+        # COMPUTE job waited in running/ for its timeout, a worker counted busy (QA).
+        if 0 < value < MIN_WORKER_MEMORY_MB:
+            raise ValueError(f"{value} MB leaves no room for a worker, whose own numpy and "
+                             f"pandas take about 320 MB of it; give at least "
+                             f"{MIN_WORKER_MEMORY_MB}, or 0 for no cap")
+        return value
+
     @field_validator("statusd_token", mode="after")
     @classmethod
     def _empty_token_is_none(cls, value: str | None) -> str | None:
@@ -247,4 +264,6 @@ def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) ->
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         where = (options or {}).get(where, where)
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from exc
+        # A validator's own reason as it is, without pydantic's "Value error, " before it.
+        why = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {why}") from exc

@@ -29,7 +29,7 @@ def test_a_relative_spool_dir_from_a_removed_directory_is_named(
     relative = run_in_removed_dir(tmp_path, {**env, "SPOOL_DIR": "spool"}, "ls")
     lines = relative.stderr.splitlines()
     assert relative.returncode == 2, (relative.returncode, lines)
-    assert lines == ["spoolq: error: invalid setting SPOOL_DIR: Value error, spool is "
+    assert lines == ["spoolq: error: invalid setting SPOOL_DIR: spool is "
                      "relative, and the working directory it is relative to was removed; "
                      "give the whole path"], lines
     absolute = run_in_removed_dir(tmp_path, env, "ls")

@@ -14,12 +14,21 @@ from spool.settings import load_settings
     ("SPOOL_SCAN_S", "nan", "SPOOL_SCAN_S"),
     ("SPOOL_SETTLE_S", "1e9", "SPOOL_SETTLE_S"),
     ("JOB_NUM", "0", "JOB_NUM"),
+    # No worker can start under it: the job waited in running/ for its timeout.
+    ("SPOOL_WORKER_MEMORY_MB", "10", "SPOOL_WORKER_MEMORY_MB: .*at least 384, or 0"),
 ])
 def test_a_bad_value_is_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
                                          value: str, says: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=says):
         load_settings()
+
+
+def test_a_worker_memory_cap_of_0_or_room_for_a_worker_is_taken(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("0", "384", "700"):
+        monkeypatch.setenv("SPOOL_WORKER_MEMORY_MB", value)
+        assert load_settings().worker_memory_mb == int(value)
 
 
 def test_log_level_is_case_blind(monkeypatch: pytest.MonkeyPatch) -> None:
