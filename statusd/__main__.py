@@ -56,6 +56,7 @@ import gc
 import logging
 import resource
 import signal
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -178,7 +179,10 @@ async def serve(settings: Settings, *, access_log: bool = False,
     try:
         if not stop.is_set():  # a stop signal while it set up: no serving
             site = web.TCPSite(runner, settings.statusd_host, settings.statusd_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _listen_error(exc, settings) from exc
             for address in runner.addresses:
                 log.info("statusd listening on http://%s", _shown(address))
             if await _until_indexed(stop, app[SERVICES].tracker.loading):
@@ -189,6 +193,26 @@ async def serve(settings: Settings, *, access_log: bool = False,
         log.info("stopping")
     finally:
         await runner.cleanup()
+
+
+def _listen_error(exc: OSError, settings: Settings) -> OSError | ConfigError:
+    """What a failed listen says: the address asked for, by its setting.  A host that is
+    no name or address (``localhost:8000``, ``http://...``, ``999.1.1.1``) is a setting
+    to fix (exit 2: the unit does not restart it), where it said "Name or service not
+    known" alone, exit 1, restarted every 2 s for ever (QA); a port taken, an address
+    not (yet) on this host or a name server down may pass (exit 1)."""
+    where = (f"cannot listen on STATUSD_HOST={settings.statusd_host!r}, "
+             f"STATUSD_PORT={settings.statusd_port}: {exc.strerror or exc}")
+    if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_HOST:
+        return ConfigError(where)
+    return OSError(exc.errno, where)
+
+
+_NO_SUCH_HOST = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_SERVICE",
+                                                             "EAI_FAMILY", "EAI_BADFLAGS")
+                          if hasattr(socket, name))
+"""getaddrinfo's answers that no later try changes (EAI_AGAIN, a name server not
+answering, may pass)."""
 
 
 async def _until_indexed(stop: asyncio.Event, loading: Loading) -> bool:

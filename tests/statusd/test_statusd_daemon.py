@@ -447,6 +447,39 @@ def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
     assert "invalid setting --port: " in _refused_line(tmp_path, "--port", "99999")
 
 
+@pytest.mark.parametrize("host", ["localhost:8000", "http://127.0.0.1", "999.1.1.1"])
+def test_a_host_that_is_no_name_or_address_is_a_bad_setting(spool: Spool, tmp_path: Path,
+                                                            host: str) -> None:
+    """It said 'spool-statusd: error: Name or service not known', naming neither the
+    setting nor its value, and exited 1: the unit restarted it every 2 s for ever."""
+    proc = subprocess.run([sys.executable, "-m", "statusd"],
+                          env={**_env(spool.layout.root), "STATUSD_HOST": host},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"spool-statusd: error: cannot listen on STATUSD_HOST="
+                               f"{host!r}, STATUSD_PORT="), proc.stderr
+
+
+def test_a_port_taken_names_the_setting_and_may_pass(spool: Spool, tmp_path: Path) -> None:
+    """A port another process holds is no bad setting (it may be let go): exit 1, the
+    unit restarts it; the line says which port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "statusd"],
+                              env={**_env(spool.layout.root), "STATUSD_PORT": str(port)},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1 and f"STATUSD_PORT={port}: " in lines[0], proc.stderr
+    assert "in use" in lines[0], proc.stderr
+
+
 def test_the_daemon_kit_gives_up_on_a_statusd_that_never_listens(spool: Spool,
                                                                   tmp_path: Path) -> None:
     """A statusd that hangs before it listens fails its test within the kit's deadline
