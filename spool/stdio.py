@@ -15,7 +15,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -29,7 +29,12 @@ EXIT_OUTPUT = 1
 
 class Parser(argparse.ArgumentParser):
     """argparse whose help text, once asked for, is written or raises (see the module's
-    docstring); with standard output closed it goes to stderr, as argparse does."""
+    docstring); with standard output closed it goes to stderr, as argparse does.  A
+    usage error is one line, as every other error of the daemons is
+    (``spool-processor --job-num abc`` printed argparse's usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
     def print_help(self, file: SupportsWrite[str] | None = None) -> None:
         file = file or sys.stdout

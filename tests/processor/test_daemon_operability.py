@@ -239,6 +239,20 @@ def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
         "or equal to 1"], proc.stderr
 
 
+def test_a_malformed_option_is_one_line_too(tmp_path: Path) -> None:
+    """argparse's own refusals printed its usage block before the error: 3 to 4 lines
+    where operations.md promises one (as ``spoolq`` gives)."""
+    for args, says in ((["--job-num", "abc"], "argument --job-num: invalid int value"),
+                       (["tools", "--bogus"], "unrecognized arguments: --bogus")):
+        proc = subprocess.run([sys.executable, "-m", "processor", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"spool-processor: error: {says}"), \
+            proc.stderr
+        assert lines[0].endswith("(see 'spool-processor --help')"), proc.stderr
+
+
 def test_a_spool_on_a_read_only_filesystem_exits_2_with_one_line(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt") as mnt:
         make_spool(mnt / "spool")

@@ -447,6 +447,13 @@ def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
     assert "invalid setting --port: " in _refused_line(tmp_path, "--port", "99999")
 
 
+def test_a_malformed_option_is_one_line(tmp_path: Path) -> None:
+    """argparse printed its usage block before the error (operations.md: one line)."""
+    line = _refused_line(tmp_path, "--port", "abc")
+    assert line == ("spool-statusd: error: argument --port: invalid int value: 'abc' "
+                    "(see 'spool-statusd --help')"), line
+
+
 @pytest.mark.parametrize("host", ["localhost:8000", "http://127.0.0.1", "999.1.1.1"])
 def test_a_host_that_is_no_name_or_address_is_a_bad_setting(spool: Spool, tmp_path: Path,
                                                             host: str) -> None:
