@@ -249,6 +249,19 @@ class Settings(BaseSettings):
         return [m.strip() for m in self.tools.split(",") if m.strip()]
 
 
+def _set_in_env_file(name: str) -> Path | None:
+    """The .env file that sets ``name`` (as pydantic-settings reads it: any case), or
+    None when none does."""
+    from dotenv import dotenv_values  # noqa: PLC0415 - only for a bad setting's message
+
+    try:
+        path = env_file()
+        keys = {key.upper() for key in dotenv_values(path)} if path is not None else set()
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None
+    return path.absolute() if path is not None and name.upper() in keys else None
+
+
 def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment with CLI overrides; bad values raise ConfigError.
 
@@ -266,4 +279,8 @@ def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) ->
         where = (options or {}).get(where, where)
         # A validator's own reason as it is, without pydantic's "Value error, " before it.
         why = str(first["msg"]).removeprefix("Value error, ")
+        if where not in os.environ and (source := _set_in_env_file(where)) is not None:
+            # The working directory's .env set it, where an operator checking `env`
+            # found nothing (QA).
+            why += f" (set in {source})"
         raise ConfigError(f"invalid setting {where}: {why}") from exc

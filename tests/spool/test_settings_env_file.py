@@ -78,3 +78,22 @@ def test_a_regular_env_is_still_read_and_a_directory_passed_over(tmp_path: Path,
     (work / ".env").mkdir()  # python -m venv .env
     proc = run(work, PROGRAMS["spoolq"], root)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("program", list(PROGRAMS))
+def test_a_bad_value_from_the_env_file_says_it_came_from_there(tmp_path: Path, root: Path,
+                                                               program: str) -> None:
+    """'invalid setting SPOOL_FSYNC: ...' sent an operator to `env`, which had none."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").write_text("spool_fsync=bogus\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOL_", "STATUSD_"))}
+    proc = subprocess.run(PROGRAMS[program], cwd=work, env={**env, "SPOOL_DIR": str(root)},
+                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().endswith(f"(set in {work / '.env'})"), proc.stderr
+    # Set in the environment, it is the environment's: no word of the file.
+    proc = subprocess.run(PROGRAMS[program], cwd=work,
+                          env={**env, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "bogus"},
+                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 2 and ".env" not in proc.stderr, proc.stderr
