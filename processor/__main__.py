@@ -263,10 +263,12 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     from processor.quant.tools import FAST_MODULES  # noqa: PLC0415
     from processor.registry import load_registry  # noqa: PLC0415
     from processor.stdio_pipes import unbuffered  # noqa: PLC0415
+    from spool.settings import warn_unknown_settings  # noqa: PLC0415
 
     # Each log write waits for room, even should a FAST tool's child have made the
     # processor's stderr (a pipe, journald's socket) non-blocking: they share it.
     setup_logging(settings.log_level, unbuffered(2))
+    warn_unknown_settings(logging.getLogger("spoolq.processor"))
     # What tool modules print or warn as they are imported: JSON lines, like the rest.
     saved = capture.install()
     try:

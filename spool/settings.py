@@ -21,6 +21,9 @@ and is passed over, as pydantic-settings does.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
 import os
 import pwd
 import stat
@@ -247,6 +250,38 @@ class Settings(BaseSettings):
     @property
     def tool_modules(self) -> list[str]:
         return [m.strip() for m in self.tools.split(",") if m.strip()]
+
+
+SET_ELSEWHERE = frozenset({"SPOOL_RETENTION"})
+"""Variables of ours that are no setting of a program: ``SPOOL_RETENTION`` is read by
+the purge unit's command line (systemd/spoolq-purge.service)."""
+_OURS = ("SPOOL_", "STATUSD_", "JOB_NUM")
+
+
+def unknown_settings() -> list[tuple[str, str | None]]:
+    """The variables of the environment and of the working directory's ``.env`` named
+    like settings (``SPOOL_*``, ``STATUSD_*``, ``JOB_NUM*``) that are none, each with the
+    setting its name is closest to, if any: a misspelt one was its default, silently
+    (``SPOOL_FSYNCC=never`` left fsync at ``always``; QA).  For the daemons' start-up."""
+    from dotenv import dotenv_values  # noqa: PLC0415 - once, at a daemon's start
+
+    known = {str(field.validation_alias).upper() for field in Settings.model_fields.values()
+             if field.validation_alias is not None} | SET_ELSEWHERE
+    names = set(os.environ)
+    with contextlib.suppress(ConfigError, OSError, UnicodeDecodeError):
+        if (path := env_file()) is not None:
+            names |= set(dotenv_values(path))
+    unknown = sorted(n for n in names if n.upper().startswith(_OURS) and n.upper() not in known)
+    return [(name, next(iter(difflib.get_close_matches(name.upper(), sorted(known), n=1)),
+                        None)) for name in unknown]
+
+
+def warn_unknown_settings(log: logging.Logger) -> None:
+    """One warning line for each of :func:`unknown_settings`."""
+    for name, guess in unknown_settings():
+        log.warning("unknown setting %s ignored%s", name,
+                    f" (did you mean {guess}?)" if guess else "",
+                    extra={"fields": {"setting": name, "did_you_mean": guess}})
 
 
 def _set_in_env_file(name: str) -> Path | None:

@@ -118,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     early.install()
     import asyncio  # noqa: PLC0415 - lazy, see the module's docstring
 
-    from spool.settings import load_settings  # noqa: PLC0415 - lazy, as above
+    from spool.settings import load_settings, warn_unknown_settings  # noqa: PLC0415 - lazy
 
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
                                  spool_dir=args.spool_dir, options=OPTIONS)
         logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        warn_unknown_settings(logging.getLogger("spoolq.statusd"))
         try:
             asyncio.run(serve(settings, access_log=args.access_log, early=early))
         finally:

@@ -374,3 +374,13 @@ def test_a_not_before_that_comes_due_in_the_grace_period_does_not_spin_the_loop(
     assert used < 0.5, f"the loop used {used:.2f} s of CPU in 1.5 s of grace"
     assert d.stop() == 0
     assert sorted(os.listdir(spool_root / "pending")) == ["later.json", "long.json"]
+
+
+def test_a_misspelt_setting_is_warned_of_not_silently_its_default(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """``SPOOL_FSYNCC=never`` left fsync at its default with no word (QA); the real
+    names, and SPOOL_RETENTION (the purge unit's), are no warning."""
+    d = daemon(SPOOL_FSYNCC="never", SPOOL_RETENTION="14d", SPOOL_SCAN_S="5")
+    warned = [(e.get("setting"), e.get("did_you_mean")) for e in d.events()
+              if e.get("level") == "warning" and "unknown setting" in e.get("msg", "")]
+    assert warned == [("SPOOL_FSYNCC", "SPOOL_FSYNC")], d.logs()[-2000:]
