@@ -50,9 +50,18 @@ class Stamp(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     progress_ns: int = 0
+    """A running job's progress file as :func:`progress_stamp` gives it; 0: none."""
     ino: int = 0
     """The file's inode: a record replaced within one clock tick of the kernel's coarse
     file times (a few ms) has the same mtime and ctime as the one it replaced."""
+
+
+def progress_stamp(mtime_ns: int, ino: int) -> int:
+    """A progress file's mtime and inode as one number, which changes when either does.
+    The mtime alone moves by the kernel's tick (4 ms here): a report published within
+    the tick of the one before it looked the same, and was never read; each report is
+    a new file (published by rename), so its inode tells it apart."""
+    return (ino << 64) | (mtime_ns & 0xFFFF_FFFF_FFFF_FFFF) or 1
 
 
 class Item(NamedTuple):

@@ -25,7 +25,7 @@ from spool.fsops import failing_read
 from spool.layout import Layout
 from spool.reader import Entry, newest
 from spool.states import ACTIVE, JobState
-from statusd.items import Stamp
+from statusd.items import Stamp, progress_stamp
 
 _T = TypeVar("_T")
 
@@ -108,14 +108,14 @@ def unchanged(layout: Layout, job_id: str, stamp: Stamp) -> bool:
 
 
 def _progress_ns(layout: Layout, job_id: str) -> int:
-    """The mtime of ``job_id``'s progress file, 0 when there is none or it is not a
-    regular file; other OSErrors are the caller's.  lstat, as the scan stamps it: a
-    symlink there (to a loop, say) is never followed."""
+    """The :func:`~statusd.items.progress_stamp` of ``job_id``'s progress file, 0 when
+    there is none or it is not a regular file; other OSErrors are the caller's.  lstat,
+    as the scan stamps it: a symlink there (to a loop, say) is never followed."""
     try:
         st = os.lstat(layout.progress_str(job_id))
     except FileNotFoundError:
         return 0
-    return st.st_mtime_ns if S_ISREG(st.st_mode) else 0
+    return progress_stamp(st.st_mtime_ns, st.st_ino) if S_ISREG(st.st_mode) else 0
 
 
 def read_current(job_id: str, look: Callable[[str], Stamp | None],

@@ -35,7 +35,7 @@ from spool.large import Head, read_record
 from spool.layout import Layout
 from spool.reader import Entry, newest
 from spool.states import ACTIVE, TERMINAL, JobState
-from statusd.items import Item, Stamp, terminal_item
+from statusd.items import Item, Stamp, progress_stamp, terminal_item
 from statusd.large import large_item
 
 READ_THREADS = 8
@@ -112,12 +112,13 @@ def entry_of(layout: Layout, job_id: str, stamp: Stamp) -> Entry:
 
 
 def progress_stamps(layout: Layout) -> dict[str, int]:
-    """The mtime of every id's progress file (regular files only)."""
+    """The :func:`~statusd.items.progress_stamp` of every id's progress file (regular
+    files only)."""
     stamps = {}
-    for name, mtime_ns, _, _ in _list(layout.progress):
+    for name, mtime_ns, _, ino in _list(layout.progress):
         job_id = id_from_name(name)
         if job_id is not None:
-            stamps[job_id] = mtime_ns
+            stamps[job_id] = progress_stamp(mtime_ns, ino)
     return stamps
 
 
