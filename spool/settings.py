@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import logging
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
@@ -123,6 +125,24 @@ def _cwd_exists() -> bool:
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def is_host(value: str) -> bool:
+    """``value`` is an IP address, or a host name by RFC 1123 (labels of letters, digits
+    and inner hyphens, and underscores, which some container networks' names have; not
+    all digits, which would be a malformed IPv4 address)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = value.removesuffix(".").split(".")
+    return (0 < len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+            and not all(label.isdigit() for label in labels))
 
 
 MIN_WORKER_MEMORY_MB = 384
@@ -226,6 +246,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{path} is relative, and the working directory it is relative "
                              "to was removed; give the whole path")
         return path
+
+    @field_validator("statusd_host", mode="after")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        # "localhost:8000", "http://127.0.0.1" or "999.1.1.1" went to the resolver at the
+        # bind: "Name or service not known" alone, exit 1, restarted for ever (QA).
+        if not is_host(value):
+            raise ValueError(f"{value!r} is no IP address or host name: give one, without a "
+                             "scheme or port (127.0.0.1, ::1, 0.0.0.0, localhost; the port "
+                             "is STATUSD_PORT)")
+        return value
 
     @field_validator("worker_memory_mb", mode="after")
     @classmethod

@@ -14,6 +14,9 @@ from spool.settings import load_settings
     ("SPOOL_SCAN_S", "nan", "SPOOL_SCAN_S"),
     ("SPOOL_SETTLE_S", "1e9", "SPOOL_SETTLE_S"),
     ("JOB_NUM", "0", "JOB_NUM"),
+    # Went to the resolver at the bind: "Name or service not known" alone, exit 1.
+    ("STATUSD_HOST", "localhost:8000", "STATUSD_HOST: 'localhost:8000' is no IP address"),
+    ("STATUSD_HOST", "[::1]", "STATUSD_HOST"),
     # No worker can start under it: the job waited in running/ for its timeout.
     ("SPOOL_WORKER_MEMORY_MB", "10", "SPOOL_WORKER_MEMORY_MB: .*at least 384, or 0"),
 ])
@@ -29,6 +32,14 @@ def test_a_worker_memory_cap_of_0_or_room_for_a_worker_is_taken(
     for value in ("0", "384", "700"):
         monkeypatch.setenv("SPOOL_WORKER_MEMORY_MB", value)
         assert load_settings().worker_memory_mb == int(value)
+
+
+def test_an_address_or_a_host_name_is_taken_for_statusd(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    for host in ("127.0.0.1", "::1", "0.0.0.0", "::", "localhost", "spoolq.example.com",
+                 "statusd_1"):
+        monkeypatch.setenv("STATUSD_HOST", host)
+        assert load_settings().statusd_host == host
 
 
 def test_log_level_is_case_blind(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ refuse an uninitialised spool; and end to end with the real processor when it ru
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import queue
 import re
@@ -23,7 +24,10 @@ import pytest
 from statusd_daemonkit import statusd_daemon
 from statusdkit import TOKEN, claim, finish, request, run_job, submit, wait_for
 
+from spool.errors import ConfigError
+from spool.settings import load_settings
 from spool.transitions import Spool
+from statusd.__main__ import _listen_error
 
 LISTENING = re.compile(r"statusd listening on (http://\S+)")
 INDEXED = re.compile(r"spoolq\.statusd: indexed \d+ records in ")
@@ -455,19 +459,29 @@ def test_a_malformed_option_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("host", ["localhost:8000", "http://127.0.0.1", "999.1.1.1"])
-def test_a_host_that_is_no_name_or_address_is_a_bad_setting(spool: Spool, tmp_path: Path,
-                                                            host: str) -> None:
+def test_a_host_that_is_no_name_or_address_is_a_bad_setting(tmp_path: Path, host: str) -> None:
     """It said 'spool-statusd: error: Name or service not known', naming neither the
-    setting nor its value, and exited 1: the unit restarted it every 2 s for ever."""
-    proc = subprocess.run([sys.executable, "-m", "statusd"],
-                          env={**_env(spool.layout.root), "STATUSD_HOST": host},
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if " INFO " not in line]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"spool-statusd: error: cannot listen on STATUSD_HOST="
-                               f"{host!r}, STATUSD_PORT="), proc.stderr
+    setting nor its value, and exited 1: the unit restarted it every 2 s for ever.  Now
+    refused as it is read, before any lookup (no name server needed to tell)."""
+    line = _refused_line(tmp_path, "--host", host)
+    assert line.startswith(f"spool-statusd: error: invalid setting --host: {host!r} is no "
+                           "IP address or host name"), line
+
+
+def test_a_name_no_name_server_knows_is_a_bad_setting_one_that_fails_may_pass() -> None:
+    """At the bind, a name the resolver says does not exist is a setting to fix (exit 2);
+    a resolver that did not answer (EAI_AGAIN) or a port taken may pass (exit 1)."""
+    settings = load_settings(statusd_host="nosuchhost.invalid", statusd_port=8000)
+    unknown = _listen_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+                            settings)
+    assert isinstance(unknown, ConfigError)
+    assert str(unknown) == ("cannot listen on STATUSD_HOST='nosuchhost.invalid', "
+                            "STATUSD_PORT=8000: Name or service not known")
+    again = _listen_error(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), settings)
+    assert not isinstance(again, ConfigError) and "STATUSD_HOST=" in str(again)
+    taken = _listen_error(OSError(errno.EADDRINUSE, "Address already in use"), settings)
+    assert not isinstance(taken, ConfigError)
+    assert taken.errno == errno.EADDRINUSE and "STATUSD_PORT=8000" in str(taken)
 
 
 def test_a_port_taken_names_the_setting_and_may_pass(spool: Spool, tmp_path: Path) -> None:
