@@ -108,11 +108,7 @@ class Starter:
                 raise InvalidJob(f"attempts {job.attempts} already reach max_attempts "
                                  f"{limit}: not run again")
         except JobError as exc:
-            # No run starts (an unknown tool, its attempts spent): attempts counts runs
-            # started (DESIGN section 9), and a record of attempts 100 for a drop of 99
-            # failed "not run again" said one had.  Claimed all the same (pending ->
-            # running -> failed): each its line.
-            record.__dict__["attempts"] = job.attempts
+            # Claimed all the same (pending -> running -> failed): each its line.
             logs.transition("claimed", id=cand.job_id, tool=job.tool,
                             attempt=record.attempts)
             self._finish_error(self._new_run(claim, job, None, record), exc)

@@ -27,22 +27,7 @@ def test_a_drop_with_its_attempts_spent_is_failed_without_a_run(spool_root: Path
     assert rec["error"]["type"] == "invalid_job"
     assert "attempts 100" in rec["error"]["message"]
     assert "max_attempts 100" in rec["error"]["message"]
-    # No run started: attempts stays as dropped (it said 101).
-    assert rec["attempts"] == 100
     rec = wait_record(spool_root, "spent_default")
     assert rec["state"] == "failed" and "max_attempts 1" in rec["error"]["message"]
-    assert rec["attempts"] == 1
     rec = wait_record(spool_root, "one_left")
     assert rec["state"] == "done" and rec["attempts"] == 3
-
-
-def test_a_drop_of_an_unknown_tool_is_failed_with_no_attempt_counted(
-        spool_root: Path, daemon: StartDaemon) -> None:
-    drop(spool_root, "nosuch", {"tool": "no_such_tool", "params": {}})
-    drop(spool_root, "nosuch_again", {"tool": "no_such_tool", "params": {}, "attempts": 2,
-                                      "max_attempts": 5})
-    daemon()
-    for job_id, attempts in (("nosuch", 0), ("nosuch_again", 2)):
-        rec = wait_record(spool_root, job_id)
-        assert rec["state"] == "failed" and rec["error"]["type"] == "unknown_tool"
-        assert rec["attempts"] == attempts, rec
