@@ -34,14 +34,14 @@ _DUMP_OPTS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_
 MAX_PRIORITY = 1_000_000
 MAX_ATTEMPTS_LIMIT = 100
 MAX_TOOL_NAME = 128
+"""The longest tool name a job may give (and so a tool may have)."""
 PROGRESS_MESSAGE_CHARS = 500
 """A progress report's message is cut to this many characters, by the processor that
 writes it and by every reader (a progress file may be written by anyone who can write
 to ``progress/``)."""
 MAX_PROGRESS_BYTES = 64 << 10
-"""A progress file larger than this is no progress report: the processor's are under
-2 KiB (the message cut to :data:`PROGRESS_MESSAGE_CHARS`, then JSON-escaped)."""
-"""The longest tool name a job may give (and so a tool may have)."""
+"""A progress file larger than this is no progress report: the processor's are a few
+KiB at most (the message cut to :data:`PROGRESS_MESSAGE_CHARS`, then JSON-escaped)."""
 # Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
 # string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
 _EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 from stat import S_ISDIR, S_ISREG
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -85,11 +84,11 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     moved = os.lstat(staged)
     if (moved.st_ino, moved.st_dev) != inode and mover.move(staged, src):
         return None  # a newer drop replaced it meanwhile: back it goes, judged afresh
-    if size is not None and stat.S_ISREG(moved.st_mode):
+    if size is not None and S_ISREG(moved.st_mode):
         # As moved, not as judged: a file under a bad name is judged by its name alone,
         # at once, and its writer may still have been at it (its record said 0 bytes
         # beside an .orig of 3,018).
-        size = max(size, moved.st_size)
+        size = moved.st_size
     if (taken := _original_taken(layout.original_str(job_id), job_id)) is not None:
         # Never replace an earlier original: this drop gets an id of its own.
         job_id = invalid_id(spool.clock.now())

@@ -345,7 +345,8 @@ def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) ->
         where = (options or {}).get(where, where)
         # A validator's own reason as it is, without pydantic's "Value error, " before it.
         why = str(first["msg"]).removeprefix("Value error, ")
-        if where not in os.environ and (source := _set_in_env_file(where)) is not None:
+        given = {name.upper() for name in os.environ}  # read without regard to case
+        if where.upper() not in given and (source := _set_in_env_file(where)) is not None:
             # The working directory's .env set it, where an operator checking `env`
             # found nothing (QA).
             why += f" (set in {source})"

@@ -57,7 +57,7 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
             metrics.observe_terminal(new)
         if hub.wants(new.job_id):
             previous = old.state if old is not None else None
-            for state in _unseen(previous, new) if counted else ():
+            for state in _unseen(old, new) if counted else ():
                 msg = Message(messages.inferred_transition(new.job_id, previous, state))
                 hub.publish(new.job_id, events=msg, task=msg)
                 previous = state
@@ -69,11 +69,17 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
         hub.publish(new.job_id, events=msg, task=msg, progress=True)
 
 
-def _unseen(previous: JobState | None, new: Item) -> list[JobState]:
-    """The states the job passed through between ``previous`` (None: an id new to
-    statusd) and ``new``'s that statusd did not see: every job enters by ``pending/``,
-    leaves it for ``running/`` when claimed, and a finished job comes back by it."""
+def _unseen(old: Item | None, new: Item) -> list[JobState]:
+    """The states the job passed through between ``old``'s (None: an id new to statusd)
+    and ``new``'s that statusd did not see: every job enters by ``pending/``, leaves it
+    for ``running/`` when claimed, and a finished job comes back by it.  A record older
+    than the pending file it follows is no run of it (a re-drop removed before a claim
+    lets the id's earlier record tell its state again): nothing is inferred."""
+    previous = old.state if old is not None else None
     state = new.state
+    if (old is not None and previous is JobState.PENDING and state in TERMINAL
+            and new.stamp.mtime_ns < old.stamp.ctime_ns):
+        return []
     path: list[JobState] = []
     # (A running job claimed again keeps its one running -> running transition: see above.)
     if (previous is None or previous in TERMINAL) and state is not JobState.PENDING:

@@ -85,7 +85,9 @@ class Refresher:
             changes = await self._run(self._refresh_if_here, ids, known, failed)
             if changes is None:
                 return
-            chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 2))
+            # A change may be told in up to three messages (two inferred transitions
+            # before it: statusd.announce), so a chunk is a sixth of a queue, not half.
+            chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 6))
             for n, (job_id, item) in enumerate(changes, 1):
                 self.applier.apply(job_id, item)
                 if n % chunk == 0:

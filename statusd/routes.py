@@ -108,8 +108,11 @@ def _limit(value: str | None) -> int:
     digits = value.removeprefix("-")  # a negative integer is out of range, not "no integer"
     if not (digits.isascii() and digits.isdigit()):  # int() would take "1_0", " 5", "+5"
         raise ApiError(400, "bad_request", f"limit must be an integer 1..{MAX_PAGE}")
-    # int() refuses 4,301 digits; leading zeros are no magnitude ("0000000001" is 1)
-    limit = int(value) if len(digits.lstrip("0")) <= 9 else MAX_PAGE + 1
+    # Leading zeros are no magnitude ("0000000001" is 1), and int() refuses 4,301 digits,
+    # zeros too: the digits without them are read.
+    significant = digits.lstrip("0") or "0"
+    limit = (-1 if value.startswith("-") else 1) * int(significant) \
+        if len(significant) <= 9 else MAX_PAGE + 1
     if not 1 <= limit <= MAX_PAGE:
         raise ApiError(400, "bad_request", f"limit must be 1..{MAX_PAGE}")
     return limit

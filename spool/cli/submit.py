@@ -152,7 +152,8 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -
     layout = client.layout
     if not args.any_tool:
         check_tool(layout, job.tool)
-    check_attempts_left(layout, job)
+    # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
+    check_attempts_left(layout, job, UsageError if args.wait else SpoolError)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
         JobState.PENDING)], instead=" or as a member of the submit group",
@@ -332,13 +333,14 @@ def check_tool(layout: Layout, tool: str) -> None:
         raise UsageError(f"{why}; 'spoolq tools' lists them, --any-tool submits it anyway")
 
 
-def check_attempts_left(layout: Layout, job: Job) -> None:
-    """SpoolError (exit 1, as for any file that holds no job to run) when the job's own
-    ``attempts`` already reach its limit (:func:`spool.stats.spent_attempts`)."""
+def check_attempts_left(layout: Layout, job: Job,
+                        error: type[Exception] = SpoolError) -> None:
+    """``error`` (SpoolError: exit 1, as for any file that holds no job to run) when the
+    job's own ``attempts`` already reach its limit (:func:`spool.stats.spent_attempts`)."""
     from spool.stats import spent_attempts  # noqa: PLC0415 - lazy, see spool.cli
 
     if (why := spent_attempts(layout, job)) is not None:
-        raise SpoolError(why)
+        raise error(why)
 
 
 def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:

@@ -432,10 +432,12 @@ def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str
         {"tool": "echo", "attempts": 3, "max_attempts": 3}))
     (tmp_path / "one_left.json").write_bytes(orjson.dumps(
         {"tool": "echo", "attempts": 2, "max_attempts": 3}))
-    spent, one_left = run_all(env, ["submit", "--file", str(tmp_path / "spent.json")],
-                              ["submit", "--file", str(tmp_path / "one_left.json"),
-                               "--id", "one_left"])
+    spent, spent_wait, one_left = run_all(
+        env, ["submit", "--file", str(tmp_path / "spent.json")],
+        ["submit", "--file", str(tmp_path / "spent.json"), "--wait"],
+        ["submit", "--file", str(tmp_path / "one_left.json"), "--id", "one_left"])
     refused(spent, 1, "attempts (3) already reach its max_attempts (3)")
+    refused(spent_wait, 2, "attempts (3)")  # with --wait, exit 1 reads as "it failed"
     assert one_left.returncode == 0, one_left.stderr
     (root / "pending" / "one_left.json").unlink()
     bad, junk, missing, novalue, both, bad_id, dup, no_tool, attempts = run_all(

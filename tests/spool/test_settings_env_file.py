@@ -92,8 +92,11 @@ def test_a_bad_value_from_the_env_file_says_it_came_from_there(tmp_path: Path, r
                           capture_output=True, text=True, timeout=DEADLINE_S, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().endswith(f"(set in {work / '.env'})"), proc.stderr
-    # Set in the environment, it is the environment's: no word of the file.
-    proc = subprocess.run(PROGRAMS[program], cwd=work,
-                          env={**env, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "bogus"},
-                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
-    assert proc.returncode == 2 and ".env" not in proc.stderr, proc.stderr
+    # Set in the environment, it is the environment's: no word of the file, whatever the
+    # case of its name (the settings read names without regard to it).
+    for name in ("SPOOL_FSYNC", "spool_fsync"):
+        proc = subprocess.run(PROGRAMS[program], cwd=work,
+                              env={**env, "SPOOL_DIR": str(root), name: "bogus"},
+                              capture_output=True, text=True, timeout=DEADLINE_S,
+                              check=False)
+        assert proc.returncode == 2 and ".env" not in proc.stderr, (name, proc.stderr)
