@@ -21,7 +21,6 @@ and is passed over, as pydantic-settings does.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import ipaddress
 import logging
@@ -294,14 +293,9 @@ def unknown_settings() -> list[tuple[str, str | None]]:
     like settings (``SPOOL_*``, ``STATUSD_*``, ``JOB_NUM*``) that are none, each with the
     setting its name is closest to, if any: a misspelt one was its default, silently
     (``SPOOL_FSYNCC=never`` left fsync at ``always``; QA).  For the daemons' start-up."""
-    from dotenv import dotenv_values  # noqa: PLC0415 - once, at a daemon's start
-
     known = {str(field.validation_alias).upper() for field in Settings.model_fields.values()
              if field.validation_alias is not None} | SET_ELSEWHERE
-    names = set(os.environ)
-    with contextlib.suppress(ConfigError, OSError, UnicodeDecodeError):
-        if (path := env_file()) is not None:
-            names |= set(dotenv_values(path))
+    names = set(os.environ) | _env_file_names()[1]
     unknown = sorted(n for n in names if n.upper().startswith(_OURS) and n.upper() not in known)
     return [(name, next(iter(difflib.get_close_matches(name.upper(), sorted(known), n=1)),
                         None)) for name in unknown]
@@ -315,17 +309,25 @@ def warn_unknown_settings(log: logging.Logger) -> None:
                     extra={"fields": {"setting": name, "did_you_mean": guess}})
 
 
-def _set_in_env_file(name: str) -> Path | None:
-    """The .env file that sets ``name`` (as pydantic-settings reads it: any case), or
-    None when none does."""
-    from dotenv import dotenv_values  # noqa: PLC0415 - only for a bad setting's message
+def _env_file_names() -> tuple[Path | None, set[str]]:
+    """The working directory's ``.env`` and the names it sets; (None, empty) when there
+    is none or it cannot be read (its own trouble is told where the settings load)."""
+    from dotenv import dotenv_values  # noqa: PLC0415 - only at a start or a bad setting
 
     try:
         path = env_file()
-        keys = {key.upper() for key in dotenv_values(path)} if path is not None else set()
+        return path, set(dotenv_values(path)) if path is not None else set()
     except (ConfigError, OSError, UnicodeDecodeError):
+        return None, set()
+
+
+def _set_in_env_file(name: str) -> Path | None:
+    """The .env file that sets ``name`` (as pydantic-settings reads it: any case), or
+    None when none does."""
+    path, names = _env_file_names()
+    if path is None or name.upper() not in {key.upper() for key in names}:
         return None
-    return path.absolute() if path is not None and name.upper() in keys else None
+    return path.absolute()
 
 
 def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) -> Settings:

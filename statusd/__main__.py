@@ -197,11 +197,12 @@ async def serve(settings: Settings, *, access_log: bool = False,
 
 
 def _listen_error(exc: OSError, settings: Settings) -> OSError | ConfigError:
-    """What a failed listen says: the address asked for, by its setting.  A host that is
-    no name or address (``localhost:8000``, ``http://...``, ``999.1.1.1``) is a setting
-    to fix (exit 2: the unit does not restart it), where it said "Name or service not
-    known" alone, exit 1, restarted every 2 s for ever (QA); a port taken, an address
-    not (yet) on this host or a name server down may pass (exit 1)."""
+    """What a failed listen says: the address asked for, by its setting.  A host name
+    the resolver says does not exist is a setting to fix (exit 2: the unit does not
+    restart it), where it said "Name or service not known" alone, exit 1, restarted
+    every 2 s for ever (QA; a value that is no name or address at all is refused as the
+    settings are read); a port taken, an address not (yet) on this host or a name
+    server not answering may pass (exit 1)."""
     where = (f"cannot listen on STATUSD_HOST={settings.statusd_host!r}, "
              f"STATUSD_PORT={settings.statusd_port}: {exc.strerror or exc}")
     if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_HOST:

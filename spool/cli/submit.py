@@ -153,11 +153,10 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -
     if not args.any_tool:
         check_tool(layout, job.tool)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
-    check_attempts_left(layout, job, UsageError if args.wait else SpoolError)
-    # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
+    refused = UsageError if args.wait else SpoolError
+    check_attempts_left(layout, job, refused)
     check_can_change(layout, "spoolq submit", write=[layout.tmp, layout.folder(
-        JobState.PENDING)], instead=" or as a member of the submit group",
-        error=UsageError if args.wait else SpoolError)
+        JobState.PENDING)], instead=" or as a member of the submit group", error=refused)
     if args.wait:  # before the drop: a user who cannot wait is told so with nothing submitted
         check_can_follow(client, "--wait", " (nothing was submitted)")
         # What the wait loads, loaded before the id is printed: a Ctrl-C just after it,
