@@ -1,0 +1,64 @@
+"""``bench.throughput.Arrivals``: the benchmark's client sees the last record when it
+comes, though it sleeps through most of the others (its CPU is the daemon's too)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.throughput import Arrivals, BenchError
+
+
+def _spool(tmp_path: Path) -> tuple[Path, Path, Path]:
+    folders = tuple(tmp_path / name for name in ("stage", "done", "failed"))
+    for folder in folders:
+        folder.mkdir()
+    return folders  # type: ignore[return-value]
+
+
+def _publish(stage: Path, folders: list[Path], names: list[str], pause_s: float,
+             times: list[float]) -> None:
+    """Each name into its folder by rename, ``pause_s`` apart; when each went, in times."""
+    for folder, name in zip(folders, names, strict=True):
+        time.sleep(pause_s)
+        (stage / name).write_bytes(b"{}")
+        os.rename(stage / name, folder / name)
+        times.append(time.perf_counter())
+
+
+def test_wait_returns_when_the_last_name_came_and_names_the_failed(tmp_path: Path) -> None:
+    stage, done, failed = _spool(tmp_path)
+    arrivals = Arrivals([done, failed])
+    names = [f"j{i:03d}.json" for i in range(60)]
+    targets = [failed if i in (7, 59) else done for i in range(60)]
+    times: list[float] = []
+    # An unrelated name first: not waited for, not counted.
+    writer = threading.Thread(target=_publish, args=(stage, [done, *targets],
+                                                     ["other.json", *names], 0.01, times))
+    try:
+        writer.start()
+        came, failures = arrivals.wait(set(names), time.perf_counter() + 30)
+        writer.join()
+    finally:
+        arrivals.close()
+    assert sorted(failures) == ["j007.json", "j059.json"]
+    assert len(times) == 61
+    # Sleeping through the early ones, it still woke for the last (within scheduling
+    # noise: a sleep past it would be a quarter of the time the rest took, ~0.1 s).
+    assert 0 <= came - times[-1] < 0.05, came - times[-1]
+
+
+def test_wait_reports_names_that_never_come(tmp_path: Path) -> None:
+    stage, done, failed = _spool(tmp_path)
+    arrivals = Arrivals([done, failed])
+    times: list[float] = []
+    try:
+        _publish(stage, [done], ["a.json"], 0.0, times)
+        with pytest.raises(BenchError, match="1 of 2 jobs unfinished"):
+            arrivals.wait({"a.json", "b.json"}, time.perf_counter() + 0.3)
+    finally:
+        arrivals.close()
