@@ -100,9 +100,15 @@ def known_processors(layout: Layout) -> list[OwnerStatus]:
     stats document): ``owners/`` that cannot be listed is a SpoolIOError naming it too.
     It was a PermissionError: a 500 with a traceback from statusd."""
     try:
-        return processors(layout)
+        found = processors(layout)
     except OSError as exc:
         raise _unknown(exc, "cannot list owners/") from exc
+    if not found and not os.path.isdir(layout.owners):
+        # The spool moved away or unmounted under a live processor: no owners/ to list
+        # told monitoring `processor_up 0` while it ran on (QA); none can be told here.
+        raise SpoolIOError(f"{UNKNOWN}: {layout.owners} is gone (the spool moved or "
+                           "unmounted?)")
+    return found
 
 
 def _unknown(exc: OSError, what: str) -> SpoolIOError:

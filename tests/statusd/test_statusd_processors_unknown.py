@@ -158,3 +158,32 @@ def test_a_statusd_whose_disk_fails_before_its_first_look_does_not_say_no_proces
     finally:
         owner.close()
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
+def test_a_spool_moved_away_under_a_live_processor_is_unknown_not_down(
+        spool: Spool, tmp_path: Path) -> None:
+    """The spool renamed away (or unmounted) while its processor runs on: there is no
+    ``owners/`` to list, which read as no processor, ``spoolq_processor_up 0`` (QA)."""
+    root = spool.layout.root
+    away = root.with_name(root.name + ".away")
+    submit(spool, "j")
+    owner = FakeOwner(spool)
+    log: list[str] = []
+    try:
+        with statusd_daemon(root, log=log, SPOOL_SCAN_S="0.2") as (port, _):
+            base = f"http://127.0.0.1:{port}"
+            assert _alive(base) is True
+            root.rename(away)
+            try:
+                wait_for(lambda: request(base, "GET", "/healthz").status == 503, 20,
+                         "the spool said missing")
+                _check_unknown(base, "cannot tell whether a processor is alive",
+                               f"{root / 'owners'} is gone")
+            finally:
+                away.rename(root)
+            wait_for(lambda: request(base, "GET", "/healthz").status == 200, 20,
+                     "the spool back")
+            assert _alive(base) is True
+    finally:
+        owner.close()
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
