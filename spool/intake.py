@@ -87,12 +87,20 @@ class Candidate:
     inode: tuple[int, int]
     data: bytes | None = None
     """The file's bytes when small: a claim that reads the same bytes reuses ``job``."""
+    ctime_ns: int = 0
+    """When the file came into ``pending/`` (the rename sets it) or was last written."""
 
     @property
     def submitted_ns(self) -> int:
+        """Its place in the submission order: its ``submitted_at`` (the file's mtime when
+        the job names none), but never later than the file came: a copy that kept a
+        mtime in the future (``cp -p``, ``rsync -t``, a client's clock ahead) waited
+        behind every job dropped until that time, a day on a spool with a backlog (QA)."""
         if self.job.submitted_at is not None:
-            return int(self.job.submitted_at.timestamp() * 1e9)
-        return self.mtime_ns
+            submitted = int(self.job.submitted_at.timestamp() * 1e9)
+        else:
+            submitted = self.mtime_ns
+        return min(submitted, self.ctime_ns) if self.ctime_ns else submitted
 
 
 @dataclass(slots=True, eq=False)
@@ -266,7 +274,7 @@ class Intake:
                                     f"but is named {job_id!r}", tool=tool)
         return Inspection(Verdict.READY, Candidate(
             job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev),
-            data if len(data) <= KEEP_BYTES else None))
+            data if len(data) <= KEEP_BYTES else None, st.st_ctime_ns))
 
     def _fits_but_for_requeue(self, obj: dict[str, Any], size: int) -> bool:
         """``obj``, read from a file of ``size`` bytes, is a job that fits

@@ -158,6 +158,31 @@ def test_equal_priorities_run_in_submission_order_then_by_id(spool_root: Path,
     assert starts == ["x", "m", "a", "b", "c"]
 
 
+def test_a_drop_whose_mtime_is_in_the_future_waits_no_longer_than_since_it_came(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A copy that kept a file time a day ahead (``cp -p``, ``rsync -t``, a client's
+    clock) was ordered by that time: it waited behind every job dropped until then (QA).
+    It takes its place by when it came into pending/; a copy of an old file keeps its
+    older time, as its record's ``submitted_at`` says."""
+    log = tmp_path / "order.log"
+    job = {"tool": "t_record", "params": {"log": str(log)}}
+    drop(spool_root, "ahead", job)
+    ahead = time.time() + 86_400
+    os.utime(spool_root / "pending" / "ahead.json", (ahead, ahead))
+    time.sleep(0.05)  # the next drops come later by ctime
+    for job_id in ("n1", "n2"):
+        drop(spool_root, job_id, job)
+    drop(spool_root, "old", job)
+    os.utime(spool_root / "pending" / "old.json", (1.0e9, 1.0e9))
+    daemon(JOB_NUM="1")
+    for job_id in ("ahead", "n1", "n2", "old"):
+        assert wait_record(spool_root, job_id)["state"] == "done"
+    starts = [line.split()[1] for line in log.read_text().splitlines()
+              if line.startswith("start")]
+    assert starts == ["old", "ahead", "n1", "n2"]
+    assert wait_record(spool_root, "old")["submitted_at"].startswith("2001-09-09")
+
+
 def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
     # A job not due yet stays in pending/: checked on one due in an hour, so no stall of
     # the host between the drop and the look can make it due (a job due in 1.5 s looked
