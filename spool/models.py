@@ -360,7 +360,10 @@ class Record(_JobFields):
     finished_at: datetime | None = None
     duration_s: float | None = None
     host: str | None = None
-    pid: int | None = None
+    pid: int | None = Field(
+        default=None, description="while the job runs, its processor's (the owner of its "
+        "claim: killing it stops every job it runs); once it ended, the process that ran "
+        "the tool (a COMPUTE worker's, the processor's for a FAST tool)")
     # Before result: a reader of a record too large to read whole reads what comes first.
     earlier_errors: list[EarlierError] | None = Field(
         default=None, description="the failures of the job's runs before this one (retries, "

@@ -924,7 +924,8 @@ function renderFields(record) {
     ["backoff until", record.state !== "failed" && record.error ? fmtTime(record.error.retry_at) : ""],
     ["started", fmtTime(record.started_at)],
     ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
-    ["host", record.host ? `${record.host} (pid ${record.pid})` : ""],
+    // A running job's pid is its processor's, never to be taken for the job's own.
+    ["host", record.host ? `${record.host} (${record.state === "running" ? "processor pid" : "pid"} ${record.pid})` : ""],
     ["priority", record.priority],
     ["source", source ? shown(`${source.name} (${source.kind}, ${source.size ?? "?"} bytes)`) : ""],
   ];

@@ -573,7 +573,7 @@ def test_a_run_that_reports_nothing_says_where_it_runs(spool_root: Path, daemon:
     assert seen.progress is not None and seen.progress.fraction is None
     assert seen.progress.message == "" and seen.progress.attempt == 1
     shown = record_lines(seen)  # `spoolq show`: where, and no progress line of "-"
-    assert f"host        {seen.host} (pid {seen.pid})" in shown, shown
+    assert f"host        {seen.host} (processor pid {seen.pid})" in shown, shown
     assert not [line for line in shown if line.startswith("progress")], shown
     assert wait_record(spool_root, "quiet")["state"] == "done"
     wait_for(lambda: not (spool_root / "progress" / "quiet.json").exists(), 5,
