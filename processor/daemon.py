@@ -338,6 +338,8 @@ class Processor:
     # -- dispatch -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if self.discovery.catching_up():
+            return  # the start-up's backlog is judged first: it runs in its order
         if not self.reserve.full and not self.reserve.refill():
             return  # short of descriptors: a claim now could leave none for its record
         self.queues.promote_due()

@@ -7,8 +7,13 @@ feed, the names seen in ``pending/`` (inode, size, mtime when intake last judged
 them), the dirty and cancel sets and when the next scan is due: a rescan marks
 every pending name whose inode, size or mtime changed since last seen, so an event
 the feed lost (inotify overflow, a folder replaced) costs a scan interval at most.
-Intake takes at most INTAKE_BATCH dirty names per pass; a ready job goes to the
-processor's ``enqueue``, a name still being written waits for the settle time.  A drop
+Intake takes dirty names in the order they came (a burst is judged, and so claimed,
+in the order it was dropped), at most INTAKE_BATCH of them and INTAKE_BUDGET_S of
+work per pass, so FAST runs, cancels and claims go on between batches of large
+drops; a ready job goes to the processor's ``enqueue``, a name still being written
+waits for the settle time.  The start-up's scan holds claims back until every name
+it found has been judged (:meth:`Discovery.catching_up`, CATCH_UP_S at most): a
+backlog runs in priority and submission order, not in the order of its first batch.  A drop
 whose quarantine the spool refuses (``failed/`` not writable, a full disk) is held back
 until ``held_until``, the processor's I/O backoff, neither its give-back's event nor a
 rescan trying it sooner, while the other names of its batch are judged as ever; another
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from processor import logs
@@ -42,6 +48,12 @@ from spool.states import JobState
 log = logging.getLogger("spoolq.processor")
 
 INTAKE_BATCH = 256
+INTAKE_BUDGET_S = 0.02
+"""Work one pass's intake may take: 256 drops of 1 MB each held the loop for 17 s, a
+FAST job and a cancel waiting behind them (QA).  At least one name is judged a pass."""
+CATCH_UP_S = 5.0
+"""How long claims may wait for the start-up scan's names to be judged; past it, they
+start with those judged so far (a backlog of large drops: up to 70 ms each)."""
 
 
 class Discovery:
@@ -61,7 +73,9 @@ class Discovery:
         self.withdraw = withdraw
         self.feed: ChangeFeed | PolledFeed | None = None
         self.seen: dict[str, tuple[int, int, int]] = {}
-        self.dirty: set[str] = set()
+        self.dirty: OrderedDict[str, None] = OrderedDict()  # the names, as they came
+        self.catch_up_until = 0.0  # see catching_up (0: claims are not held)
+        self.scanned = False  # the first scan (the start-up's) has been made
         self.cancels: set[str] = set()
         self.unscanned: dict[str, str] = {}  # folder -> the error said of it, while it lasts
         self.unreadable: dict[str, str] = {}  # pending name -> the error said of it
@@ -126,8 +140,9 @@ class Discovery:
         # Quarantines paused: each bad drop that came meanwhile was tried, refused and
         # said at once, and grew the backoff (to its cap after seven drops).
         quarantine = time.monotonic() >= self.held_until
+        ends = time.monotonic() + INTAKE_BUDGET_S
         for _ in range(min(INTAKE_BATCH, len(self.dirty))):
-            name = self.dirty.pop()
+            name = self.dirty.popitem(last=False)[0]
             try:
                 self._inspect(name, quarantine)
             except UnreadableDrop as exc:
@@ -136,15 +151,29 @@ class Discovery:
                 self.held[name] = self._identity(name)  # given back: the same inode, mtime
                 refused = exc
             except SpoolIOError:
-                self.dirty.add(name)
+                self.dirty[name] = None
+                self.dirty.move_to_end(name, last=False)  # still the first in line
                 raise
+            if time.monotonic() >= ends:
+                break
         if refused is not None:
             raise refused
+
+    def catching_up(self) -> bool:
+        """The start-up scan's names are not all judged yet, and CATCH_UP_S has not
+        passed: no claim meanwhile.  Claimed from the first batch, a backlog present at the
+        start ran in the order of its names' hashes, a priority 100 job 12th (QA)."""
+        if not self.catch_up_until:
+            return False
+        if self.dirty and time.monotonic() < self.catch_up_until:
+            return True
+        self.catch_up_until = 0.0
+        return False
 
     def release_held(self, now: float) -> None:
         """The held names are judged again once ``held_until`` has passed."""
         if self.held and now >= self.held_until:
-            self.dirty.update(self.held)
+            self.dirty.update(dict.fromkeys(self.held))
             self.held.clear()
 
     def _still_held(self, name: str) -> bool:
@@ -182,13 +211,16 @@ class Discovery:
             if self._still_held(name):
                 return  # its quarantine's give-back: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
-                self.dirty.add(name)
+                self.dirty[name] = None
         elif folder == self.layout.cancel.name:
             self.cancels.add(name)
 
     def rescan(self) -> None:
         """Mark every pending name whose inode, size or mtime changed since last seen."""
         self.next_scan = time.monotonic() + self.settings.scan_s
+        if not self.scanned:  # the start-up's: see catching_up
+            self.scanned = True
+            self.catch_up_until = time.monotonic() + CATCH_UP_S
         if self.feed is not None:
             self.feed.rewatch()  # a folder replaced since: watched again once it is back
         present: set[str] = set()
@@ -202,7 +234,7 @@ class Discovery:
                     if st is None:
                         continue
                     if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
-                        self.dirty.add(entry.name)
+                        self.dirty[entry.name] = None
         except OSError as exc:
             self._cannot_scan("pending/", exc)
             return

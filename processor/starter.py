@@ -92,7 +92,7 @@ class Starter:
                 # no event tells): intake judges it whole (size, id, nesting), and
                 # quarantines it with its bytes, instead of the model alone letting a
                 # 3 MiB job under another id run as this one.
-                self.discovery.dirty.add(cand.job_id + ".json")
+                self.discovery.dirty[cand.job_id + ".json"] = None
                 return
             # The file intake judged (a large one is not kept to compare), read again; or,
             # should the model read those bytes otherwise, what intake judged.

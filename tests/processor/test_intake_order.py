@@ -1,0 +1,140 @@
+"""The order and pace of intake: dirty names are judged in the order they came, a pass
+judges no more than ``INTAKE_BUDGET_S`` of work, and the start-up scan's backlog is
+judged whole before the first claim (DESIGN section 9: higher priority first, then
+submission order)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from daemonkit import drop, make_spool
+
+from processor import discovery as discovery_module
+from processor.discovery import INTAKE_BUDGET_S, Discovery
+from processor.inbox import Inbox
+from processor.queues import Queues
+from processor.tools import ExecutionMode
+from spool.clock import SystemClock
+from spool.intake import Intake
+from spool.settings import Settings, load_settings
+from spool.transitions import Spool
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    make_spool(tmp_path / "spool")
+    return load_settings(spool_dir=tmp_path / "spool", fsync="never", settle_s=0)
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    inbox = Inbox()
+    yield inbox
+    inbox.close()
+
+
+def _discovery(settings: Settings, inbox: Inbox, judged: list[str]) -> Discovery:
+    spool = Spool.from_settings(settings, SystemClock())
+    intake = Intake(spool, max_job_bytes=settings.max_job_bytes, settle_s=0,
+                    clock=SystemClock())
+    queues = Queues(lambda tool: ExecutionMode.COMPUTE)
+
+    def enqueue(cand: object) -> None:
+        judged.append(cand.job_id)  # type: ignore[attr-defined]
+        queues.add(cand)  # type: ignore[arg-type]
+
+    return Discovery(settings, spool.layout, inbox, intake, ready=queues.ready,
+                     enqueue=enqueue, withdraw=queues.withdraw)
+
+
+def test_names_are_judged_in_the_order_they_came(settings: Settings, inbox: Inbox) -> None:
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    names = [f"n{i:03d}" for i in range(300)][::-1]  # neither sorted nor hashed
+    for name in names:
+        drop(settings.spool_dir, name, {"tool": "echo"})
+        discovery.on_change("pending", name + ".json")
+    while discovery.dirty:
+        discovery.intake_batch()
+    assert judged == names
+
+
+def test_a_pass_judges_no_more_than_its_budget(settings: Settings, inbox: Inbox,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Judging a large drop is slow (1 MB: up to 70 ms); a pass stops at its budget, so
+    FAST runs, cancels and claims go on between batches (256 such drops held the loop
+    for 17 s, QA)."""
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    inspect = discovery._inspect
+
+    def slow(name: str, quarantine: bool) -> None:
+        time.sleep(INTAKE_BUDGET_S / 2)
+        inspect(name, quarantine)
+
+    monkeypatch.setattr(discovery, "_inspect", slow)
+    for i in range(20):
+        drop(settings.spool_dir, f"big{i:02d}", {"tool": "echo"})
+        discovery.on_change("pending", f"big{i:02d}.json")
+    discovery.intake_batch()
+    assert 1 <= len(judged) <= 2, judged  # the budget, then the pass goes on
+    assert len(discovery.dirty) == 20 - len(judged)
+    while discovery.dirty:
+        discovery.intake_batch()
+    assert judged == [f"big{i:02d}" for i in range(20)]
+
+
+def test_claims_wait_for_the_start_up_scans_names(settings: Settings, inbox: Inbox,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    assert not discovery.catching_up()  # nothing scanned yet: nothing held
+    for i in range(3):
+        drop(settings.spool_dir, f"b{i}", {"tool": "echo"})
+    discovery.rescan()
+    assert discovery.catching_up()
+    discovery.intake_batch()
+    assert not discovery.dirty and not discovery.catching_up()
+    # A later scan's names hold nothing back: only the start-up's backlog is waited for.
+    drop(settings.spool_dir, "later", {"tool": "echo"})
+    discovery.rescan()
+    assert discovery.dirty and not discovery.catching_up()
+
+
+def test_claims_wait_for_the_backlog_no_longer_than_catch_up_s(
+        settings: Settings, inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    drop(settings.spool_dir, "b0", {"tool": "echo"})
+    monkeypatch.setattr(discovery_module, "CATCH_UP_S", 0.05)
+    discovery.rescan()
+    assert discovery.catching_up()
+    time.sleep(0.06)
+    assert discovery.dirty and not discovery.catching_up()
+
+
+def test_a_backlog_present_at_start_runs_in_priority_then_submission_order(
+        spool_root: Path, daemon: object, tmp_path: Path) -> None:
+    """600 jobs waiting when the processor starts (more than one intake batch), the last
+    of them dropped with the highest priority: claims came from the first batch, in the
+    order of the names' hashes (a priority 100 job ran 12th, QA)."""
+    log = tmp_path / "order.log"
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(600):
+        drop(spool_root, f"j{i:04d}", {"tool": "t_record", "params": {"log": str(log)},
+                                       "submitted_at": (base + timedelta(seconds=i)).isoformat()})
+    drop(spool_root, "urgent", {"tool": "t_record", "priority": 100,
+                                "params": {"log": str(log)}})
+    daemon(JOB_NUM="1")  # type: ignore[operator]
+    deadline = time.monotonic() + 60
+    starts: list[str] = []
+    while len(starts) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if log.exists():
+            starts = [line.split()[1] for line in log.read_text().splitlines()
+                      if line.startswith("start")]
+    assert starts[:5] == ["urgent", "j0000", "j0001", "j0002", "j0003"]
