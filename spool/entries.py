@@ -3,12 +3,14 @@ which of an id's files tells its state.
 
 When an id is seen in more than one folder, a file in ``pending/`` wins: it is a drop
 still to run, and a drop of a running id waits there while the run before it ends,
-records (newer than the drop) and is superseded.  Otherwise the newest file wins: a
-terminal record written after the claim beats the ``running/`` leftover of a completion
-cut short.  A running file and a record of the same tick of the filesystem's clock are
-told apart by their content: the record wins only if it is of the running file's run
-(its submission and attempt), else it is an earlier run's, whose waiting re-drop was
-claimed the moment it was written (:func:`newest`).
+records (newer than the drop) and is superseded.  Otherwise the newest file wins, but
+a record wins over a running file only if it is of the running file's run (its
+submission and attempt, read from both): a terminal record written after the claim
+beats the ``running/`` leftover of a completion cut short, where the record of a
+waiting re-drop cancelled while the run before it went on (newer, of another
+submission) never hid that run, nor one of the same tick of the filesystem's clock,
+an earlier run's whose waiting re-drop was claimed the moment it was written
+(:func:`newest`).
 
 Only regular files are read, never through a symlink nor blocking on a FIFO
 (:func:`read_regular`): anything can be dropped into ``pending/``.
@@ -172,9 +174,12 @@ def newest(entries: Iterable[Entry]) -> Entry | None:
             best = entry
             continue
         new, old = _age_key(entry), _age_key(best)
-        if new[0] == old[0] and new[1] != old[1]:  # a running file and a record, one tick
+        if new[1] != old[1]:  # a running file and a record
             running, record = (best, entry) if new[1] else (entry, best)
-            best = record if _records_run_of(record, running) else running
+            if _age_key(record)[0] < _age_key(running)[0]:
+                best = running  # an earlier run's record, kept until this run's replaces it
+            else:  # newer or of one tick: the record wins if it is of this run
+                best = record if _records_run_of(record, running) else running
         elif new > old:
             best = entry
     return best

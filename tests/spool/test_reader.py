@@ -147,6 +147,31 @@ def test_get_prefers_newest_of_duplicates(spool: Spool) -> None:
     assert reader.get("dup").state is F
 
 
+def test_a_cancelled_re_drops_record_does_not_hide_the_run_going_on(spool: Spool) -> None:
+    """A re-drop of a running id waits in pending/; cancelled there, its failed record is
+    newer than the running file, and won: ``show`` said failed, a second ``cancel``
+    refused the still-running run as finished, ``wait`` exited 1 for a job that then
+    succeeded (QA).  A newer record wins only if it is of the running file's run."""
+    reader = SpoolReader(spool.layout)
+    submit(spool, "cc", params={"v": 1}, submitted_at=T0.isoformat())
+    claim = spool.claim("cc")
+    assert claim is not None
+    try:
+        spool.layout.job(F, "cc").write_bytes(record_bytes(Record(
+            id="cc", tool="echo", state=F, submitted_at=T0 + timedelta(seconds=5),
+            params={"v": 2}, error=ErrorInfo(type="cancelled", message="cancelled"))))
+        later = time.time() + 5
+        os.utime(spool.layout.job(F, "cc"), (later, later))
+        got = reader.get("cc")
+        assert got.state is R and got.params == {"v": 1}
+        assert reader.stats()["counts"]["running"] == 1
+        spool.publish_terminal(done_record(claim, "v1 done"))  # its own: newer still
+        got = reader.get("cc")
+        assert got.state is D and got.result == "v1 done"
+    finally:
+        claim.close()
+
+
 def tied(entry: Entry, stamp: int) -> Entry:
     """``entry`` as if its telling timestamp (ctime of an active file, mtime of a record)
     were ``stamp``: what one tick of the filesystem's coarse clock gives two events."""
