@@ -45,7 +45,7 @@ from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
-from spool.models import MAX_NESTING, Job, Record, kind_of, nesting_depth
+from spool.models import MAX_NESTING, Job, Record, error_text, kind_of, nesting_depth
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
@@ -337,5 +337,5 @@ def validation_reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "job"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {error_text(err)}")
     return "invalid job: " + "; ".join(parts)

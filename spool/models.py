@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import stat
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -279,6 +280,12 @@ class OwnerStatus(BaseModel):
                 raise ValueError("io_trouble unreadable") from None
 
 
+def error_text(error: Mapping[str, Any]) -> str:
+    """A validation error's message (one of ``ValidationError.errors()``) as a reason:
+    a validator's own words without pydantic's ``Value error, `` before them."""
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 class _JobFields(BaseModel):
     """Fields a job file may carry; shared by jobs and records."""
 
@@ -301,6 +308,15 @@ class _JobFields(BaseModel):
                                     "retry came from")
 
     _aware = field_validator("not_before", "submitted_at", mode="after")(aware_utc)
+
+    @field_validator("timeout", "priority", "max_attempts", "attempts", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: Any) -> Any:
+        # What the published schema says: a number.  Lax, pydantic read true as 1 (a
+        # timeout of 1 s that killed the job) and "7" as priority 7 (QA).
+        if isinstance(value, bool | str):
+            raise ValueError(f"must be a number, not {orjson.dumps(value).decode()[:40]}")
+        return value
 
     def due_at(self) -> datetime | None:
         """The earliest time the job may run: the later of the client's ``not_before`` and

@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
+from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, nesting_depth, record_bytes
 from spool.stats import spent_attempts, unoffered_tool
 from statusd.errors import ApiError, flag_value, not_found, task_id
@@ -75,7 +76,7 @@ async def submit(request: web.Request) -> web.Response:
     try:
         job = Job.model_validate(await _json_body(request, services))
     except ValidationError as exc:
-        raise ApiError(400, "invalid_job", validation_message(exc)) from exc
+        raise ApiError(400, "invalid_job", validation_reason(exc)) from exc
     any_tool = flag_value(request, "any_tool")
     try:
         job_id: str = await services.in_thread(_submit, services, job, any_tool)
@@ -179,10 +180,3 @@ def _unusable(services: Services) -> ApiError | None:
     return None
 
 
-def validation_message(exc: ValidationError) -> str:
-    """The first few problems of a rejected job, as one line."""
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "job"
-        parts.append(f"{where}: {err['msg']}")
-    return "invalid job: " + "; ".join(parts)

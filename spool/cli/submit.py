@@ -345,12 +345,14 @@ def check_attempts_left(layout: Layout, job: Job,
 def describe(exc: ValidationError, names: dict[str, str] | None = None) -> str:
     """The first validation error as ``field: reason``, counting the rest; ``names``
     gives another name for a top-level field."""
+    from spool.models import error_text  # noqa: PLC0415 - lazy, see spool.cli
+
     errors = exc.errors()
     first = errors[0]
     where = ".".join(str(p) for p in first["loc"]) or "job"
     where = (names or {}).get(where, where)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    return f"{where}: {error_text(first)}{more}"
 
 
 def check_form(args: argparse.Namespace) -> None:

@@ -407,6 +407,11 @@ def test_settle_restarts_when_a_rewrite_in_place_keeps_the_size(
     (b'{"tool": 5}', "tool: Input should be a valid string", None),
     (b'{"params": {}}', "tool: Field required", None),
     (b'{"tool": "echo", "priority": "high"}', "priority:", "echo"),
+    # Numbers as the schema says: lax, true was 1 (a 1 s timeout) and "7" was 7 (QA).
+    (b'{"tool": "echo", "timeout": true}', "timeout: must be a number, not true", "echo"),
+    (b'{"tool": "echo", "priority": "7"}', 'priority: must be a number, not "7"', "echo"),
+    (b'{"tool": "echo", "max_attempts": true}', "max_attempts: must be a number", "echo"),
+    (b'{"tool": "echo", "attempts": "1"}', "attempts: must be a number", "echo"),
     (b'{"tool": "echo", "params": [1]}', "params:", "echo"),
     (b'{"tool": "echo", "bogus": 1}', "bogus: Extra inputs are not permitted", "echo"),
     (b'{"tool": "echo", "not_before": "2026-01-01T00:00:00"}', "UTC offset", "echo"),
