@@ -46,6 +46,7 @@ KiB at most (the message cut to :data:`PROGRESS_MESSAGE_CHARS`, then JSON-escape
 # Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
 # string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
 _EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
+_LOWER_Z = re.compile(r"z$")
 _NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -350,9 +351,19 @@ class Job(_JobFields):
     @field_validator("not_before", "submitted_at", mode="before")
     @classmethod
     def _epoch_fraction(cls, value: Any) -> Any:
-        """A client's ``"99999999999.5"`` as the number it spells, which is read as seconds."""
+        """A client's ``"99999999999.5"`` as the number it spells, which is read as seconds;
+        an ISO 8601 time with an offset as Python reads it (``+05``, ``+0530``, the basic
+        format, a lowercase ``z``), as ``spoolq submit --not-before`` took it: a job
+        file saying ``2026-12-04T19:00:00+05`` was quarantined (QA)."""
         if isinstance(value, str) and _EPOCH_FRACTION.fullmatch(value):
             return float(value)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(_LOWER_Z.sub("+00:00", value))
+            except ValueError:
+                return value  # pydantic's reading, and its reason
+            if parsed.tzinfo is not None:
+                return parsed
         return value
 
     def recorded_by(self, submitted_at: datetime | None, attempts: object,

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 from spoolkit import drop_raw, listing, read_json, spoolq
 
+from spool.cli import parse
 from spool.layout import Layout
 from spool.models import Job
 from spool.states import JobState
@@ -61,6 +62,22 @@ def test_small_epoch_seconds_and_iso_times_read_as_before() -> None:
                               "submitted_at": "2026-11-28T12:00:00+01:00"})
     assert job.not_before == datetime(2023, 11, 14, 22, 13, 20, 500000, UTC)
     assert job.submitted_at == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("2026-12-04T19:00:00+05", datetime(2026, 12, 4, 14, 0, tzinfo=UTC)),
+    ("2026-12-04T19:00:00+0530", datetime(2026, 12, 4, 13, 30, tzinfo=UTC)),
+    ("20261204T190000Z", datetime(2026, 12, 4, 19, 0, tzinfo=UTC)),
+    ("2026-12-04t19:00:00z", datetime(2026, 12, 4, 19, 0, tzinfo=UTC)),
+])
+def test_iso_times_with_any_offset_read_as_the_cli_reads_them(text: str,
+                                                              utc: datetime) -> None:
+    """``spoolq submit --not-before 2026-12-04T19:00:00+05`` was taken, the same time in
+    a job file quarantined ("unexpected extra characters", QA): one reading for both."""
+    assert Job.model_validate({"tool": "echo", "not_before": text}).not_before == utc
+    assert parse.timestamp(text) == utc
+    with pytest.raises(ValidationError, match="needs a UTC offset"):  # still
+        Job.model_validate({"tool": "echo", "not_before": "2026-12-04T19:00:00"})
 
 
 @pytest.mark.parametrize("value", [99_999_999_999, 1.5, "99999999999", "+1e11", True])
