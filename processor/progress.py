@@ -51,8 +51,11 @@ class ProgressFiles:
         run = self.runs.get(job_id)
         if run is None or run.abandoned or (source is not None and source is not run):
             return
+        # The first 1.0 is written at once, later ones paced as any (a FAST tool saying
+        # 1.0 20,000 times had a file written for each, the loop slowed for seconds, QA).
+        done = fraction >= 1.0 and not (run.progress and (run.progress[0] or 0.0) >= 1.0)
         run.progress = (fraction, message)
-        if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or fraction >= 1.0:
+        if time.monotonic() - run.last_progress_write >= PROGRESS_WRITE_S or done:
             self.write(run, fraction, message)
         else:  # too soon: written once the interval is up, unless a newer one comes first
             self.due.setdefault(job_id, run.last_progress_write + PROGRESS_WRITE_S)

@@ -49,7 +49,11 @@ class Registry:
         if not name.isprintable():  # a newline, an escape, a zero-width space: a lookalike
             raise ConfigError(f"tool name {name!r} ({_where(tool)}) has characters that are "
                               "not printable")
-        entry = _catalogue_entry(tool)
+        if name != name.strip():  # " echo" was listed beside echo, the two alike (QA)
+            raise ConfigError(f"tool name {name!r} ({_where(tool)}) starts or ends with "
+                              "a space: a lookalike of another name")
+        entry = ("it defines no execute(params, ctx)"  # each job failed NotImplementedError
+                 if getattr(tool, "execute", None) is BaseTool.execute else _catalogue_entry(tool))
         if isinstance(entry, str):
             raise ConfigError(f"tool {name!r} ({_where(tool)}): {entry}")
         known = self._tools.get(name)

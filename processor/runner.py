@@ -75,7 +75,20 @@ class Outcome:
 
     @classmethod
     def failed(cls, job_id: str, error: JobError, tb: str | None = None) -> Outcome:
-        return cls(job_id, ErrorType(error.error_type), _text_of(error), tb, error.retryable)
+        """The outcome of a JobError a tool raised, whatever its subclass made of it: an
+        ``error_type`` that is none of DESIGN's is ``tool_error``, naming it, and only a
+        ``retryable`` that is True retries.  A subclass with its own ``__init__`` (no
+        ``retryable``) or ``error_type = "rejected"`` raised here, and crashed the
+        processor (FAST) or the worker (COMPUTE, worker_crashed) (QA)."""
+        message = _text_of(error)
+        declared = getattr(error, "error_type", ErrorType.TOOL_ERROR)
+        try:
+            kind = ErrorType(declared)
+        except ValueError:
+            kind = ErrorType.TOOL_ERROR
+            message = (f"{message} (its error_type {_text_of(declared, repr)[:60]} is none "
+                       "of spoolq's: recorded as tool_error)")
+        return cls(job_id, kind, message, tb, _flag(getattr(error, "retryable", False)))
 
 
 FRACTION_DIGITS = 4
@@ -218,7 +231,7 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
             raise TypeError(f"{tool.name}.execute returned ToolResult.error with a "
                             f"{type(result.error_message).__name__} for its message, not a str")
         return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
-                       retryable=bool(result.retryable))
+                       retryable=_flag(result.retryable))
     try:
         encoded = orjson.dumps(result.value, default=_numpy_view, option=RESULT_OPTS)
     except TypeError as exc:
@@ -262,6 +275,16 @@ def _numpy_view(value: Any) -> Any:
     if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
         return value.tolist()
     raise TypeError
+
+
+def _flag(value: object) -> bool:
+    """A tool's ``retryable``: True only when it is a bool (numpy's too) that is true;
+    ``retryable="no"`` was retried, as anything truthy was (QA)."""
+    if value is True:
+        return True
+    dtype = getattr(value, "dtype", None)  # a numpy bool (np.True_), a 0-d bool array
+    return getattr(dtype, "kind", None) == "b" and getattr(value, "shape", None) == () \
+        and bool(value)
 
 
 def _text_of(value: object, show: Callable[[object], str] = str) -> str:

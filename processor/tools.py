@@ -77,6 +77,21 @@ class BaseTool:
     max_attempts: ClassVar[int] = 1
     description: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    _default_timeout: ClassVar[bool] = False  # execution_timeout is the mode's default
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A tool that declares no ``execution_timeout`` (nor inherits one declared) gets
+        its mode's default: 10 s FAST (DESIGN section 9), an hour COMPUTE.  Every tool had
+        the FAST one: a backtest written without the attribute was killed at 10 s (QA)."""
+        super().__init_subclass__(**kwargs)
+        declared = any("execution_timeout" in vars(base)
+                       and not vars(base).get("_default_timeout", False)
+                       for base in cls.__mro__ if base is not BaseTool)
+        if not declared:
+            cls.execution_timeout = (DEFAULT_COMPUTE_TIMEOUT_S
+                                     if cls.execution_mode == ExecutionMode.COMPUTE
+                                     else DEFAULT_FAST_TIMEOUT_S)
+            cls._default_timeout = True
 
     def execute(self, params: Any, ctx: ToolContext) -> ToolResult:
         raise NotImplementedError

@@ -60,6 +60,10 @@ def tool_class(**attrs: Any) -> type[BaseTool]:
     ({"name": "two\nlines"}, "not printable"),
     ({"name": "run_backtest\u200b"}, "not printable"),
     ({"name": "t" * 129}, "longer than 128 characters: no job can name it"),
+    # Listed beside echo, alike; and a tool whose every job failed NotImplementedError (QA).
+    ({"name": " echo"}, "starts or ends with a space"),
+    ({"name": "echo "}, "starts or ends with a space"),
+    ({"execute": BaseTool.execute}, "it defines no execute"),
 ])
 def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, Any],
                                                             says: str) -> None:
@@ -71,6 +75,23 @@ def test_a_well_declared_tool_is_registered() -> None:
     assert Registry([tool_class()]).names() == ["t"]
     assert Registry([tool_class(name="with space ünï 工具")]).names() == ["with space ünï 工具"]
     assert Registry([tool_class(name="t" * 128)]).names() == ["t" * 128]
+
+
+def test_a_tool_without_a_timeout_of_its_own_gets_its_modes_default() -> None:
+    """COMPUTE had the FAST 10 s: a backtest written without the attribute was killed at
+    10 s (QA).  A timeout declared by a base class is inherited, whatever the mode."""
+    compute = tool_class(execution_mode=ExecutionMode.COMPUTE, execution_timeout=None)
+    assert compute.execution_timeout is None  # (type() put it in the body)
+    body = {k: v for k, v in vars(tool_class(execution_mode=ExecutionMode.COMPUTE)).items()
+            if k != "execution_timeout"}
+    plain = type("C", (BaseTool,), body)
+    assert plain.execution_timeout == 3600.0
+    fast_child = type("F", (plain,), {"execution_mode": ExecutionMode.FAST})
+    assert fast_child.execution_timeout == 10.0
+    declared = type("D", (tool_class(execution_timeout=42.0),),
+                    {"execution_mode": ExecutionMode.COMPUTE})
+    assert declared.execution_timeout == 42.0
+    assert Registry([plain]).catalogue()[0]["execution_timeout"] == 3600.0
 
 
 def test_each_params_schema_is_made_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -253,7 +253,8 @@ def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool:
         report(spool, running, None, "", started_at=started)  # where it runs, no more
         page.clock.install()
         page.goto(server.base + "/#/tasks/bt-eta")
-        expect(page.locator("#task-fields dd[data-field='host']")).to_contain_text("test (processor pid ")
+        host = page.locator("#task-fields dd[data-field='host']")
+        expect(host).to_contain_text("test (processor pid ")
         expect(page.locator("#task-progress")).to_be_hidden()  # no empty bar
         report(spool, running, 0.01, "1/100", started_at=started)
         expect(page.locator("#task-progress .text")).to_have_text("1% 1/100")
