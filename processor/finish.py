@@ -14,6 +14,8 @@ so far (:mod:`spool.history`), which the record of each later run keeps.
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,7 +28,7 @@ from processor.run import Run
 from processor.runner import Outcome
 from processor.status import StatusFile
 from spool.clock import Clock
-from spool.errors import RETRYABLE, ErrorType
+from spool.errors import RETRYABLE, ErrorType, SpoolIOError
 from spool.history import retry_error
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import backoff_s
@@ -34,6 +36,10 @@ from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text
 from spool.transitions import Spool
 
+LARGE_RESULT_BYTES = 1 << 20
+"""Results over this are checked against the spool's free room before their record is
+written (:meth:`Finisher._no_room`); a disk with less room than that left is full."""
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _FINISHED = ("state", "finished_at", "duration_s", "pid")
 """The fields :meth:`Finisher.final_record` sets (pid was set at the claim already)."""
 
@@ -78,23 +84,58 @@ class Finisher:
         # (Record has none): into __dict__, the names added to the fields set; its
         # per-field handler lookup cost 0.2 us a field, four a job.
         fields = record.__dict__
+        if run.ended is None:
+            run.ended = (time.monotonic(), self.clock.now())
         fields["state"] = state
-        fields["finished_at"] = self.clock.now()
-        fields["duration_s"] = round(time.monotonic() - run.started, 6)
+        fields["finished_at"] = run.ended[1]
+        fields["duration_s"] = round(run.ended[0] - run.started, 6)
         if outcome is not None and outcome.pid:
             fields["pid"] = outcome.pid
         record.__pydantic_fields_set__.update(_FINISHED)
         return record
 
     def complete(self, run: Run, outcome: Outcome) -> None:
+        result = outcome.result_json or b"null"
+        if len(result) > LARGE_RESULT_BYTES and (why := self._no_room(len(result))):
+            self.fail(run, ErrorInfo(type=ErrorType.TOOL_ERROR, message=why), outcome)
+            return
         record = self.final_record(run, outcome, JobState.DONE)
         # The tool's result is already JSON: written as it is, never parsed again.
-        record.__dict__["result"] = orjson.Fragment(outcome.result_json or b"null")
+        record.__dict__["result"] = orjson.Fragment(result)
         record.__pydantic_fields_set__.add("result")
-        self.end(run, lambda: self.spool.complete(run.claim, record))
+        try:
+            self.end(run, lambda: self.spool.complete(run.claim, record))
+        except SpoolIOError as exc:
+            cause = exc.__cause__
+            if not (len(result) > LARGE_RESULT_BYTES and isinstance(cause, OSError)
+                    and cause.errno in _NO_ROOM):
+                raise
+            self.fail(run, ErrorInfo(type=ErrorType.TOOL_ERROR, message=self._no_room(
+                len(result), cause) or str(exc)), outcome)
+            return
         self.status.count(True)
         logs.transition("done", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, duration_s=record.duration_s)
+
+    def _no_room(self, size: int, refused: OSError | None = None) -> str | None:
+        """Why a result of ``size`` bytes cannot be recorded, when the spool's file system
+        has less room than that (or refused it: ``refused``); None when it has the room.
+
+        Taken for disk trouble, such a record was tried again after each pause for ever,
+        every claim paused meanwhile, a cancel never applied, and a stop requeued the run
+        to do it all again (QA: a 30 MB result on a disk with 13 MB free).  It fails
+        ``tool_error`` instead, saying so, and the spool goes on; a full disk that keeps
+        the small record from being written too is disk trouble as before."""
+        try:
+            fs = os.statvfs(self.spool.layout.root)
+        except OSError:
+            return None
+        free = fs.f_bavail * fs.f_frsize
+        if refused is None and size < free:
+            return None
+        why = refused.strerror if refused is not None else "not enough room"
+        return (f"the result ({size:,} bytes) could not be written to the spool: {why} "
+                f"({free:,} bytes free on its file system)")
 
     def fail(self, run: Run, error: ErrorInfo, outcome: Outcome | None = None) -> None:
         record = self.final_record(run, outcome, JobState.FAILED)

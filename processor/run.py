@@ -8,6 +8,7 @@ comes late (a timeout or a cancel got there first) is recognised and ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from processor.tools import BaseTool, ExecutionMode
 from spool.claim import Claim
@@ -33,6 +34,10 @@ class Run:
     progress_written: bool = False  # a progress file of this run went out (say_where's)
     progress: tuple[float, str] | None = None
     requeue: Job | None = None  # the job a requeue wrote or tried to: the same once more
+    ended: tuple[float, datetime] | None = None
+    """When its outcome came (monotonic, and the clock's): its record's duration_s and
+    finished_at, the same however long a full disk then kept the record from being
+    written (they grew by each pause, 15 s on an echo job, QA)."""
 
     @property
     def deadline(self) -> float:

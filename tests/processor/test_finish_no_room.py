@@ -1,0 +1,145 @@
+"""A result the spool's file system has no room for fails its job, and only its job.
+
+Taken for disk trouble, such a record was tried again after each pause for ever: every
+claim paused meanwhile, a cancel never applied, a stop requeued the run to do it all
+again (QA: a 30 MB result on a disk with 13 MB free stopped the spool for good).  And a
+record written after a pause kept the duration the run had, not the pause's too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from processor import finish
+from processor.finish import LARGE_RESULT_BYTES, Finisher
+from processor.run import Run
+from processor.runner import Outcome
+from processor.tools import BaseTool, ExecutionMode
+from spool.clock import SystemClock
+from spool.errors import SpoolIOError
+from spool.fsops import Mover
+from spool.jobfile import record_from_job
+from spool.layout import Layout
+from spool.models import Job
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+BIG = b'"' + b"x" * (LARGE_RESULT_BYTES + 10) + b'"'
+
+
+class _Status:
+    def count(self, done: bool) -> None:
+        pass
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    layout = Layout(tmp_path / "spool")
+    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    spool.mover.make_folders()
+    return spool
+
+
+@pytest.fixture
+def run(spool: Spool) -> Iterator[Run]:
+    job = Job(tool="big")
+    spool.submit(job, "j")
+    claim = spool.claim("j")
+    assert claim is not None
+    record = record_from_job(job, "j", JobState.RUNNING, claim.mtime_ns, attempts=1)
+    try:
+        yield Run(claim, job, BaseTool, record, time.monotonic(), 60.0, ExecutionMode.COMPUTE)
+    finally:
+        claim.close()
+
+
+def _finisher(spool: Spool) -> Finisher:
+    def end(run: Run, action: Callable[[], Any]) -> None:
+        action()
+
+    return Finisher(spool, SystemClock(), _Status(), lambda job: 1, end)  # type: ignore[arg-type]
+
+
+def _statvfs_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    real = os.statvfs
+
+    class Room:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_frsize, self.f_bavail = 1, free
+            self.f_files, self.f_favail = st.f_files, st.f_favail
+
+    monkeypatch.setattr(finish.os, "statvfs", lambda path: Room(real(path)))
+
+
+def _failed(spool: Spool) -> dict[str, Any]:
+    assert not spool.layout.job(JobState.RUNNING, "j").exists()
+    assert not spool.layout.job(JobState.DONE, "j").exists()
+    record: dict[str, Any] = orjson.loads(spool.layout.job(JobState.FAILED, "j").read_bytes())
+    return record
+
+
+def test_a_result_larger_than_the_room_left_fails_its_job(
+        spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    _statvfs_free(monkeypatch, 13_000_000 // 30)
+    _finisher(spool).record(run, Outcome("j", result_json=BIG))
+    error = _failed(spool)["error"]
+    assert error["type"] == "tool_error"
+    assert error["message"] == (
+        f"the result ({len(BIG):,} bytes) could not be written to the spool: not enough room "
+        f"({13_000_000 // 30:,} bytes free on its file system)")
+
+
+def test_a_result_the_disk_refuses_fails_its_job(spool: Spool, run: Run,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """statvfs said there was room (a quota, a file size limit, a race): the refusal
+    itself fails the job, when the result is large."""
+    def refused(claim: Any, record: Any) -> None:
+        try:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        except OSError as exc:
+            raise SpoolIOError("cannot publish j.json: Disk quota exceeded") from exc
+
+    monkeypatch.setattr(spool, "complete", refused)
+    _finisher(spool).record(run, Outcome("j", result_json=BIG))
+    assert "could not be written to the spool: Disk quota exceeded" in \
+        _failed(spool)["error"]["message"]
+
+
+def test_a_small_results_refusal_is_disk_trouble_as_before(
+        spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(claim: Any, record: Any) -> None:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            raise SpoolIOError("cannot publish j.json: No space left on device") from exc
+
+    monkeypatch.setattr(spool, "complete", refused)
+    with pytest.raises(SpoolIOError):
+        _finisher(spool).record(run, Outcome("j", result_json=b'"small"'))
+    assert spool.layout.job(JobState.RUNNING, "j").exists()
+
+
+def test_a_record_written_after_a_pause_keeps_the_runs_own_duration(
+        spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    finisher = _finisher(spool)
+    real = spool.complete
+    monkeypatch.setattr(spool, "complete", lambda claim, record: (_ for _ in ()).throw(
+        SpoolIOError("cannot publish j.json: Input/output error")))
+    with pytest.raises(SpoolIOError):
+        finisher.record(run, Outcome("j", result_json=b"1"))
+    ended = run.ended
+    assert ended is not None
+    time.sleep(0.3)  # the pause
+    monkeypatch.setattr(spool, "complete", real)
+    finisher.record(run, Outcome("j", result_json=b"1"))
+    record = orjson.loads(spool.layout.job(JobState.DONE, "j").read_bytes())
+    assert record["duration_s"] == round(ended[0] - run.started, 6) < 0.3
