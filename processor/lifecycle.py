@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from processor import capture, logs, noforks, proctree
@@ -274,14 +275,26 @@ def close(processor: Processor) -> None:
     processor.discovery.stop_feed()
     processor.spool.mover.drop_spares()
     processor.spool.mover.flush()
-    processor.spool.mover.unlink(processor.layout.owner_status(processor.owner))
+    _remove_own(processor, processor.layout.owner_status(processor.owner))
     if processor.lease is not None:
-        processor.spool.mover.unlink(processor.layout.owner_lock(processor.owner))
+        _remove_own(processor, processor.layout.owner_lock(processor.owner))
         processor.lease.release()
     processor.signals.say_unsaid()  # the timer signals not said yet: before "stopped"
     log.info("stopped", extra={"fields": {"owner": processor.owner}})
     logs.flush()
     release(processor)
+
+
+def _remove_own(processor: Processor, path: Path) -> None:
+    """Remove this processor's status or lock file at its stop; one that cannot be (its
+    ``owners/`` made unwritable meanwhile) is left, said in a warning: unlocked, it is a
+    dead owner's, which the next recovery removes.  Raised, it ended a stop whose runs
+    had all finished with exit status 2, which systemd does not restart (QA)."""
+    try:
+        processor.spool.mover.unlink(path)
+    except SpoolIOError as exc:
+        log.warning("cannot remove its own file in owners/; the next recovery removes it",
+                    extra={"fields": {"error": str(exc)}})
 
 
 def kill_late_tool_processes() -> None:

@@ -185,6 +185,17 @@ def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
     return SpoolIOError(f"{what}: {exc.strerror}{where}")
 
 
+def no_access(exc: OSError, what: str) -> SpoolIOError | None:
+    """``exc`` as the SpoolIOError of an I/O pause when a folder of the spool refuses
+    this process (EACCES, EPERM: a ``chmod`` by hand, an ACL); None for any other error.
+    Raised as it was, it crashed the processor mid-run (a traceback, exit 1), and its
+    runs failed ``abandoned`` at the next start (QA: ``chmod 000 pending/``)."""
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return None
+    where = f" ({exc.filename})" if exc.filename else ""
+    return SpoolIOError(f"{what}: {exc.strerror}{where}")
+
+
 def failing_file(exc: OSError, what: str) -> UnreadableDrop | None:
     """``exc`` as one file's trouble when the disk failed that file (EIO: a bad sector
     under it), the :class:`~spool.errors.UnreadableDrop` to raise or say, left and looked

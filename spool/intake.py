@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from spool.clock import Clock
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_file, failing_read, is_there
+from spool.fsops import failing_file, failing_read, is_there, no_access
 from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
@@ -148,7 +148,8 @@ class Intake:
             # ESTALE, ENOMEM: spool trouble, waited out, as the open's.  Out of the loop,
             # either crashed the processor (a traceback, exit 1).
             what = f"cannot look up {name}"
-            if (trouble := failing_file(exc, what) or failing_read(exc, what)) is None:
+            if (trouble := failing_file(exc, what) or failing_read(exc, what)
+                    or no_access(exc, what)) is None:
                 raise
             raise trouble from exc
         kind = kind_of(st.st_mode)

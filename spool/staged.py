@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.errors import ConflictError, UnreadableDrop
-from spool.fsops import SPARE_TAG, failing_file
+from spool.fsops import SPARE_TAG, failing_file, no_access
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
 from spool.layout import parse_staging
@@ -357,9 +357,13 @@ def entries(folder: Path, *, optional: bool = False) -> list[os.DirEntry[str]]:
             return list(it)
     except FileNotFoundError:
         return []
-    except OSError:
+    except OSError as exc:
         if optional:
             return []
+        # A folder this process may not list (chmod 000 by hand): spool trouble, which
+        # pauses the pass, never a crash of the processor mid-run (QA).
+        if (trouble := no_access(exc, f"cannot list {folder.name}/")) is not None:
+            raise trouble from exc
         raise
 
 

@@ -43,6 +43,7 @@ from relkit import (
     record,
     tmpfs,
     wait_for,
+    wait_record,
 )
 
 from spool.fsops import SPARE_TAG
@@ -468,6 +469,43 @@ def test_an_outage_of_many_tries_pauses_at_the_longest_and_does_not_crash(
         rec = wait_for(lambda: record(spool_root, "echoed"), 30, "the record to land")
         assert rec["state"] == "done" and rec["result"] == {"message": "hi"}
         assert d.stop() == 0
+    finally:
+        locked.chmod(0o750)
+        d.abort()
+
+
+@pytest.mark.parametrize("folder", ["pending", "tmp", "progress", "cancel", "owners"])
+def test_a_folder_made_unlistable_mid_run_pauses_and_never_ends_the_processor(
+        spool_root: Path, folder: str) -> None:
+    """``chmod 000`` (no listing, no look-up) on a folder mid-run: a ``pending/`` entry's
+    lstat, or recovery's listing of ``tmp/``, ``progress/`` or ``cancel/``, raised
+    PermissionError out of the loop (a traceback, exit 1; the run in flight failed
+    ``abandoned`` at the next start), and a stop with ``owners/`` locked exited 2 on its
+    own status file, its runs all done (QA).  Now: a pause, then every job finishes."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    locked = spool_root / folder
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               SPOOL_SCAN_S="0.2", module="quick_processor", **QUICK_PAUSE)
+    try:
+        d.start(wait_ready=False)
+        d.wait_started()
+        drop(spool_root, "long", {"tool": "sleep", "params": {"seconds": 1.5}})
+        wait_for((spool_root / "running" / "long.json").exists, 20, "a claim")
+        locked.chmod(0)
+        drop(spool_root, "later", {"tool": "echo", "params": {"message": "x"}})
+        time.sleep(1.0)  # intake, recovery passes and heartbeats meet the locked folder
+        assert d.running(), d.logs()[-3000:]
+        if folder == "owners":
+            assert d.stop() == 0, d.logs()[-3000:]  # its runs done: nothing left to do
+            locked.chmod(0o750)
+            assert wait_record(spool_root, "long")["state"] == "done"
+        else:
+            locked.chmod(0o750)
+            for job_id in ("long", "later"):
+                assert wait_record(spool_root, job_id)["state"] == "done"
+            assert d.stop() == 0
+        assert not [e for e in d.events() if e.get("msg") == "crashed"], d.logs()[-3000:]
     finally:
         locked.chmod(0o750)
         d.abort()
