@@ -274,10 +274,18 @@ class Progress:
                 return
             self._held = (fraction, message)
             if self._timer is None:
-                self._timer = threading.Timer(self._last + PROGRESS_INTERVAL_S - now,
-                                              self._send_held)
-                self._timer.daemon = True
-                self._timer.start()
+                timer = threading.Timer(self._last + PROGRESS_INTERVAL_S - now,
+                                        self._send_held)
+                timer.daemon = True
+                try:
+                    timer.start()
+                except RuntimeError:  # out of threads (TasksMax, pids.max): sent unpaced
+                    # Raised into the tool, it failed the job tool_error for spoolq's own
+                    # timer, its attempt spent (QA).
+                    self._held = None
+                    self._send(now, fraction, message)
+                    return
+                self._timer = timer
 
     def _send_held(self) -> None:
         with self._lock:

@@ -91,3 +91,23 @@ def test_the_processor_writes_the_first_done_at_once_and_paces_the_rest(
         assert writes == ["half", "done", "saving 1999"]
     finally:
         claim.close()
+
+
+def test_a_worker_out_of_threads_sends_the_report_unpaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a limit on tasks (systemd's TasksMax, a pids cgroup), the pacing timer's
+    thread could not start: "can't start new thread" raised into the tool, which failed
+    ``tool_error``, its attempt spent, for spoolq's own timer (QA)."""
+    pipe = Pipe()
+    progress = Progress(pipe, "j")  # type: ignore[arg-type]
+
+    def no_thread(self: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr("threading.Timer.start", no_thread)
+    try:
+        progress.report(0.1, "a")
+        progress.report(0.2, "b")  # within the interval: would have been held
+        assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.2, "b")]
+    finally:
+        progress.close()
