@@ -31,6 +31,7 @@ whose modules are no longer to be trusted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -149,6 +150,12 @@ def unless_unusable(step: Callable[[], None]) -> None:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise SpoolIOError(f"cannot use the spool: {exc.strerror or exc}{where}") from exc
+    except SpoolIOError as exc:
+        # A folder refused mid-run is a pause (fsops.no_access); at the start it is this.
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+            raise SpoolIOError(f"cannot use the spool: {exc}") from cause
+        raise
 
 
 def begin_stop(processor: Processor, signum: int) -> None:
