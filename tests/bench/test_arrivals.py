@@ -26,8 +26,8 @@ def _publish(stage: Path, folders: list[Path], names: list[str], pause_s: float,
     for folder, name in zip(folders, names, strict=True):
         time.sleep(pause_s)
         (stage / name).write_bytes(b"{}")
+        times.append(time.perf_counter())  # (before: the waiter may see it first)
         os.rename(stage / name, folder / name)
-        times.append(time.perf_counter())
 
 
 def test_wait_returns_when_the_last_name_came_and_names_the_failed(tmp_path: Path) -> None:
@@ -50,6 +50,42 @@ def test_wait_returns_when_the_last_name_came_and_names_the_failed(tmp_path: Pat
     # Sleeping through the early ones, it still woke for the last (within scheduling
     # noise: a sleep past it would be a quarter of the time the rest took, ~0.1 s).
     assert 0 <= came - times[-1] < 0.05, came - times[-1]
+
+
+def _bursts(stage: Path, done: Path, names: list[str], shape: tuple[float, int, float],
+            times: list[float]) -> None:
+    """``names`` into ``done`` by rename: the first burst after ``first_s``, then one of
+    ``size`` every ``pause_s`` (``shape``)."""
+    first_s, size, pause_s = shape
+    time.sleep(first_s)
+    for at in range(0, len(names), size):
+        if at:
+            time.sleep(pause_s)
+        times.append(time.perf_counter())  # (before: the waiter may see it first)
+        for name in names[at:at + size]:
+            (stage / name).write_bytes(b"{}")
+            os.rename(stage / name, done / name)
+
+
+@pytest.mark.parametrize(("first_s", "size", "pause_s"), [
+    (0.02, 16, 0.02),  # W3 with JOB_NUM=16: a pace from the start slept 0.55 s past it
+    (0.05, 1, 0.001),  # a slow first record, then fast ones: 2.2 s past it
+])
+def test_wait_is_not_fooled_by_the_first_records_latency(
+        tmp_path: Path, first_s: float, size: int, pause_s: float) -> None:
+    stage, done, failed = _spool(tmp_path)
+    arrivals = Arrivals([done, failed])
+    names = [f"b{i:03d}.json" for i in range(400 if size > 1 else 250)]
+    times: list[float] = []
+    writer = threading.Thread(target=_bursts, args=(stage, done, names,
+                                                    (first_s, size, pause_s), times))
+    try:
+        writer.start()
+        came, _ = arrivals.wait(set(names), time.perf_counter() + 30)
+        writer.join()
+    finally:
+        arrivals.close()
+    assert 0 <= came - times[-1] < 0.1, came - times[-1]
 
 
 def test_wait_reports_names_that_never_come(tmp_path: Path) -> None:
