@@ -36,10 +36,17 @@ from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text
 from spool.transitions import Spool
 
-LARGE_RESULT_BYTES = 1 << 20
+LARGE_RESULT_BYTES = 64 << 10
 """Results over this are checked against the spool's free room before their record is
-written (:meth:`Finisher._no_room`); a disk with less room than that left is full."""
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+written, and fail their job when the disk refuses them (:meth:`Finisher._no_room`); a
+smaller one refused is disk trouble, waited out (the next try may fail the job then)."""
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class _NoRoom(Exception):
+    """A result the spool refused room for (its message says so): the job fails, which
+    is no disk trouble.  EFBIG (a file size limit: systemd's LimitFSIZE=) is one
+    whatever the result's size; it was raised as a bare OSError and crashed the loop."""
 _FINISHED = ("state", "finished_at", "duration_s", "pid")
 """The fields :meth:`Finisher.final_record` sets (pid was set at the claim already)."""
 
@@ -103,15 +110,24 @@ class Finisher:
         # The tool's result is already JSON: written as it is, never parsed again.
         record.__dict__["result"] = orjson.Fragment(result)
         record.__pydantic_fields_set__.add("result")
-        try:
-            self.end(run, lambda: self.spool.complete(run.claim, record))
-        except SpoolIOError as exc:
-            cause = exc.__cause__
-            if not (len(result) > LARGE_RESULT_BYTES and isinstance(cause, OSError)
-                    and cause.errno in _NO_ROOM):
+        large = len(result) > LARGE_RESULT_BYTES
+
+        def write() -> None:
+            try:
+                self.spool.complete(run.claim, record)
+            except (SpoolIOError, OSError) as exc:
+                # Decided here, inside the processor's end: raised as disk trouble, it
+                # paused every claim and said io_trouble before the job failed.
+                cause = exc.__cause__ if isinstance(exc, SpoolIOError) else exc
+                if isinstance(cause, OSError) and (cause.errno == errno.EFBIG or (
+                        large and cause.errno in _NO_ROOM)):
+                    raise _NoRoom(self._no_room(len(result), cause) or str(exc)) from exc
                 raise
-            self.fail(run, ErrorInfo(type=ErrorType.TOOL_ERROR, message=self._no_room(
-                len(result), cause) or str(exc)), outcome)
+
+        try:
+            self.end(run, write)
+        except _NoRoom as exc:
+            self.fail(run, ErrorInfo(type=ErrorType.TOOL_ERROR, message=str(exc)), outcome)
             return
         self.status.count(True)
         logs.transition("done", id=run.claim.job_id, tool=run.job.tool,

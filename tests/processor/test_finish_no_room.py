@@ -62,10 +62,20 @@ def run(spool: Spool) -> Iterator[Run]:
         claim.close()
 
 
+TROUBLE: list[SpoolIOError] = []
+"""What the processor's end took for disk trouble (it pauses every claim for it)."""
+
+
 def _finisher(spool: Spool) -> Finisher:
     def end(run: Run, action: Callable[[], Any]) -> None:
-        action()
+        """As the processor's ``_end``: disk trouble starts its I/O pause, then is raised."""
+        try:
+            action()
+        except SpoolIOError as exc:
+            TROUBLE.append(exc)
+            raise
 
+    TROUBLE.clear()
     return Finisher(spool, SystemClock(), _Status(), lambda job: 1, end)  # type: ignore[arg-type]
 
 
@@ -89,13 +99,14 @@ def _failed(spool: Spool) -> dict[str, Any]:
 
 def test_a_result_larger_than_the_room_left_fails_its_job(
         spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    _statvfs_free(monkeypatch, 13_000_000 // 30)
+    _statvfs_free(monkeypatch, len(BIG) // 2)
     _finisher(spool).record(run, Outcome("j", result_json=BIG))
     error = _failed(spool)["error"]
     assert error["type"] == "tool_error"
     assert error["message"] == (
         f"the result ({len(BIG):,} bytes) could not be written to the spool: not enough room "
-        f"({13_000_000 // 30:,} bytes free on its file system)")
+        f"({len(BIG) // 2:,} bytes free on its file system)")
+    assert TROUBLE == []
 
 
 def test_a_result_the_disk_refuses_fails_its_job(spool: Spool, run: Run,
@@ -112,6 +123,21 @@ def test_a_result_the_disk_refuses_fails_its_job(spool: Spool, run: Run,
     _finisher(spool).record(run, Outcome("j", result_json=BIG))
     assert "could not be written to the spool: Disk quota exceeded" in \
         _failed(spool)["error"]["message"]
+    assert TROUBLE == [], "no pause of every claim for one job's result"
+
+
+def test_a_file_size_limit_fails_the_job_whatever_its_size(
+        spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EFBIG (RLIMIT_FSIZE: systemd's LimitFSIZE=) came out of the spool as a bare
+    OSError, past every handler: the processor's loop crashed (review)."""
+    def too_big(claim: Any, record: Any) -> None:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(spool, "complete", too_big)
+    _finisher(spool).record(run, Outcome("j", result_json=b'"small"'))
+    assert "could not be written to the spool: File too large" in \
+        _failed(spool)["error"]["message"]
+    assert TROUBLE == []
 
 
 def test_a_small_results_refusal_is_disk_trouble_as_before(
