@@ -258,7 +258,8 @@ class Progress:
         self._held: tuple[float, str] | None = None
         self._timer: threading.Timer | None = None
         self._closed = False
-        self._done_sent = False  # a report of 1.0 went out: later ones are paced as any
+        self._done_sent = False  # the last report sent said 1.0: the next 1.0s are paced
+        self._no_timers = False  # a timer's thread could not start: held ones wait
 
     def report(self, fraction: float, message: str) -> None:
         with self._lock:
@@ -273,17 +274,17 @@ class Progress:
                 self._send(now, fraction, message)
                 return
             self._held = (fraction, message)
-            if self._timer is None:
+            if self._timer is None and not self._no_timers:
                 timer = threading.Timer(self._last + PROGRESS_INTERVAL_S - now,
                                         self._send_held)
                 timer.daemon = True
                 try:
                     timer.start()
-                except RuntimeError:  # out of threads (TasksMax, pids.max): sent unpaced
-                    # Raised into the tool, it failed the job tool_error for spoolq's own
-                    # timer, its attempt spent (QA).
-                    self._held = None
-                    self._send(now, fraction, message)
+                except RuntimeError:
+                    # Out of threads (TasksMax, pids.max): raised into the tool, it failed
+                    # the job tool_error for spoolq's own timer, its attempt spent (QA).
+                    # Held reports go with the next report past the interval instead.
+                    self._no_timers = True
                     return
                 self._timer = timer
 
@@ -296,7 +297,7 @@ class Progress:
 
     def _send(self, now: float, fraction: float, message: str) -> None:
         self._last = now
-        self._done_sent = self._done_sent or fraction >= 1.0
+        self._done_sent = fraction >= 1.0
         with contextlib.suppress(OSError):  # the processor is gone: the worker follows
             _send(self.conn, ("progress", self.job_id, fraction, message))
 

@@ -93,21 +93,43 @@ def test_the_processor_writes_the_first_done_at_once_and_paces_the_rest(
         claim.close()
 
 
-def test_a_worker_out_of_threads_sends_the_report_unpaced(
+def test_a_worker_out_of_threads_holds_reports_for_the_next_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a limit on tasks (systemd's TasksMax, a pids cgroup), the pacing timer's
     thread could not start: "can't start new thread" raised into the tool, which failed
-    ``tool_error``, its attempt spent, for spoolq's own timer (QA)."""
+    ``tool_error``, its attempt spent, for spoolq's own timer (QA).  A held report now
+    goes with the next one past the interval, and no thread is tried again."""
     pipe = Pipe()
     progress = Progress(pipe, "j")  # type: ignore[arg-type]
+    tries: list[int] = []
 
     def no_thread(self: object) -> None:
+        tries.append(1)
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr("threading.Timer.start", no_thread)
     try:
         progress.report(0.1, "a")
-        progress.report(0.2, "b")  # within the interval: would have been held
-        assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.2, "b")]
+        for i in range(1000):
+            progress.report(0.2, f"b{i}")  # within the interval: held, no thread
+        assert [m[2:] for m in pipe.sent] == [(0.1, "a")] and tries == [1]
+        time.sleep(PROGRESS_INTERVAL_S * 1.5)
+        progress.report(0.3, "c")
+        assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.3, "c")]
+    finally:
+        progress.close()
+
+
+def test_a_second_phase_ends_with_its_own_done_at_once() -> None:
+    """A tool that goes 0 to 1 twice (two phases): its second 1.0 was held, as the
+    first had gone (review)."""
+    pipe = Pipe()
+    progress = Progress(pipe, "j")  # type: ignore[arg-type]
+    try:
+        progress.report(1.0, "phase 1 done")
+        time.sleep(PROGRESS_INTERVAL_S * 1.5)
+        progress.report(0.1, "phase 2")
+        progress.report(1.0, "phase 2 done")
+        assert [m[3] for m in pipe.sent] == ["phase 1 done", "phase 2", "phase 2 done"]
     finally:
         progress.close()
