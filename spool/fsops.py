@@ -179,10 +179,7 @@ def failing_read(exc: OSError, what: str) -> SpoolIOError | None:
     """``exc`` as the SpoolIOError of an I/O pause when it says the spool cannot be read
     now, for a reason that is not the file's (:data:`NOT_NOW`: out of descriptors, the
     device or the kernel failing); None for any other error (gone, not a file)."""
-    if exc.errno not in NOT_NOW:
-        return None
-    where = f" ({exc.filename})" if exc.filename else ""
-    return SpoolIOError(f"{what}: {exc.strerror}{where}")
+    return _trouble_of(exc, what, NOT_NOW)
 
 
 def no_access(exc: OSError, what: str) -> SpoolIOError | None:
@@ -190,7 +187,14 @@ def no_access(exc: OSError, what: str) -> SpoolIOError | None:
     this process (EACCES, EPERM: a ``chmod`` by hand, an ACL); None for any other error.
     Raised as it was, it crashed the processor mid-run (a traceback, exit 1), and its
     runs failed ``abandoned`` at the next start (QA: ``chmod 000 pending/``)."""
-    if exc.errno not in (errno.EACCES, errno.EPERM):
+    return _trouble_of(exc, what, _REFUSED)
+
+
+_REFUSED = frozenset({errno.EACCES, errno.EPERM})
+
+
+def _trouble_of(exc: OSError, what: str, errnos: frozenset[int]) -> SpoolIOError | None:
+    if exc.errno not in errnos:
         return None
     where = f" ({exc.filename})" if exc.filename else ""
     return SpoolIOError(f"{what}: {exc.strerror}{where}")

@@ -33,7 +33,7 @@ from spool.history import retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.lease import open_nofollow, try_lock
-from spool.models import ErrorInfo, Job, Record, parse_record
+from spool.models import ErrorInfo, Job, Record, error_text, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
 from spool.states import JobState
@@ -142,7 +142,7 @@ class Orphans:
             try:
                 job = parse_job(claim.data)
             except ValidationError as exc:
-                invalid = exc.errors()[0]["msg"]
+                invalid = error_text(exc.errors()[0])
         if self._run_recorded(claim, job):
             self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
             report.finished.append(job_id)

@@ -345,8 +345,9 @@ def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) ->
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         where = (options or {}).get(where, where)
-        # A validator's own reason as it is, without pydantic's "Value error, " before it.
-        why = str(first["msg"]).removeprefix("Value error, ")
+        from spool.models import error_text  # noqa: PLC0415 - an error's path: see spool.cli
+
+        why = error_text(first)  # a validator's own reason, without "Value error, "
         given = {name.upper() for name in os.environ}  # read without regard to case
         if where.upper() not in given and (source := _set_in_env_file(where)) is not None:
             # The working directory's .env set it, where an operator checking `env`

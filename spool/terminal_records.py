@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from spool.clock import utc_from_ns
 from spool.entries import Entry
 from spool.ids import JOB_SUFFIX
-from spool.models import MAX_NESTING, Record, nested_too_deep
+from spool.models import MAX_NESTING, Record, error_text, nested_too_deep
 
 
 def terminal_record(entry: Entry, data: bytes) -> Record:
@@ -32,7 +32,7 @@ def terminal_record(entry: Entry, data: bytes) -> Record:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "record"
         return unreadable_record(entry, f"{where} is not a valid record ({field}: "
-                                 f"{first['msg']})")
+                                 f"{error_text(first)})")
     except ValueError as exc:  # orjson: not JSON, truncated, not UTF-8, empty
         return unreadable_record(entry, f"{where} is not JSON ({exc})")
     if record.id != entry.job_id or record.state is not entry.state:
