@@ -157,14 +157,25 @@ function placeLegend(entries, perRow) {
   return { slots, rows: Math.ceil(slot / perRow) };
 }
 
-function formatMoney(value) {
+function formatMoney(value, digits = 0) {
   // Past a million, compact ("151.2M"): the axis's 70 px cut 151,245,126 to 51,245,126.
   // Compact notation ends at trillions ("220,000,000,000,000T" for 2.2e29, cut to
-  // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").
+  // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Below, with
+  // ``digits`` decimals (moneyDigits).
   if (Math.abs(value) >= 1e15) return value.toExponential(1).replace("e+", "e");
   return value.toLocaleString(undefined, Math.abs(value) >= 1e6
     ? { notation: "compact", maximumFractionDigits: 1 }
-    : { maximumFractionDigits: 0 });
+    : { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function moneyDigits(lo, hi, log) {
+  // The decimals that tell the axis's labels apart: whole numbers said "1 / 1 / 1" for a
+  // backtest whose init_cash was 1 (0.87 to 1.09), and "0 / 3 / 5" for 0.205 to 4.98.
+  // Two digits of the step between labels; on a log scale two of the lowest label too.
+  const half = (hi - lo) / 2;
+  let digits = half > 0 ? 1 - Math.floor(Math.log10(half)) : 0;
+  if (log && lo > 0) digits = Math.max(digits, 1 - Math.floor(Math.log10(lo)));
+  return Math.min(8, Math.max(0, digits));
 }
 
 function axisLabels(first, last) {
@@ -187,8 +198,9 @@ function spokenName(series, entries, [first, last], [lo, hi], log) {
   const list = names.length > 1
     ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names[0];
   const note = entries.find((e) => !e.series && e.text !== "pinned:");
-  return `equity curve of ${list}, ${first} to ${last}, equity from ${formatMoney(lo)} to `
-    + `${formatMoney(hi)}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
+  const digits = moneyDigits(lo, hi, log);
+  return `equity curve of ${list}, ${first} to ${last}, equity from ${formatMoney(lo, digits)} `
+    + `to ${formatMoney(hi, digits)}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
 }
 
 function drawEquity(container, curves) {
@@ -237,9 +249,10 @@ function drawEquity(container, curves) {
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
                                   y2: c.top + plotH }));
+  const digits = moneyDigits(lo, hi, log);
   for (const v of [lo, log ? Math.sqrt(lo) * Math.sqrt(hi) : (lo + hi) / 2, hi]) {
     svg.appendChild(svgEl("text", { x: c.left - 6, y: y(v) + 4, "text-anchor": "end" },
-                          formatMoney(v)));
+                          formatMoney(v, digits)));
   }
   if (log) {
     svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },

@@ -176,6 +176,25 @@ def test_curves_orders_of_magnitude_apart_are_drawn_on_a_log_scale(
     expect(page.locator("#equity svg text.scale")).to_have_count(0)
 
 
+def test_the_equity_axis_labels_tell_a_small_range_apart(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Labels were whole numbers below a million: a backtest normalised to an init_cash of
+    1 (equity 0.87 to 1.09) read "1 / 1 / 1", and its spoken name "from 1 to 1" (QA)."""
+    expect = sync_api.expect
+    result = equity_result(("AAA", "BBB"), bars=100)
+    for symbol, end in (("AAA", 1.09), ("BBB", 0.87)):
+        for t, point in enumerate(result["symbols"][symbol]["equity_curve"]):
+            point[1] = 1.0 + (end - 1.0) * t / 99
+    run_job(spool, "bt-one", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-one")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    labels = page.locator("#equity svg > text[text-anchor='end']")
+    expect(labels.first).to_have_text("0.87")
+    assert [labels.nth(i).text_content() for i in range(3)] == ["0.87", "0.98", "1.09"]
+    expect(page.locator("#equity svg")).to_have_attribute("aria-label", re.compile(
+        r"equity from 0\.87 to 1\.09$"))
+
+
 def test_a_screen_reader_hears_what_the_chart_draws(server: ServerThread, spool: Spool,
                                                     page: sync_api.Page) -> None:
     """The chart is an image to a screen reader, named "equity curve" and nothing more:
