@@ -55,6 +55,7 @@ const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ui = {
   filter: { state: "", tool: "" },
+  actionSaidAt: null,     // the task's state a cancel's or retry's answer was said at
   rows: new Map(),        // id -> { tr, key }
   cursor: null,
   events: null,
@@ -1090,6 +1091,10 @@ function sawTransition(msg, record) {
   if (msg.event !== "transition") return;
   if (msg.state === "running" && ui.processorAlive === false) ui.processorAlive = null;
   if (msg.id !== ui.taskId) return;
+  if (ui.actionSaidAt !== null && msg.state !== ui.actionSaidAt) {
+    ui.actionSaidAt = null;
+    sayAction("");
+  }
   if (TERMINAL.has(msg.previous) && !TERMINAL.has(msg.state)) ui.requeued = null;
   // running -> running: claimed again before statusd saw it pending (another processor
   // took a stopping one's requeue at once); its claim raised the attempts once more.
@@ -1234,6 +1239,9 @@ async function actOn(action, id) {
     if (!ui.taskSocket) watchTask(id);
     return;
   }
+  // Said of the state the answer gave: the next transition makes it history ("is pending
+  // again" stood under the job done, or beside its new failure, QA).
+  ui.actionSaidAt = body.state;
   if (action === "retry") sayAction(`${id} is pending again`);
   // A running task's cancel answers with the task as it is after statusd's wait: still
   // running when its processor has not stopped it yet (the request stays for it).
@@ -1479,6 +1487,7 @@ function followOverRest(id) {
 function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
+  ui.actionSaidAt = null;
   ui.requeued = null;
   ui.runAttempts = null;
   ui.shownPercent = "";

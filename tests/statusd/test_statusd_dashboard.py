@@ -2339,6 +2339,8 @@ def test_a_retry_answered_after_its_job_was_claimed_leaves_it_running(
     finally:
         finish(spool, running, {"slept": 0})
     expect(page.locator("#task-state")).to_have_text("done")
+    # The retry's word is history once the job moved on: it stood under "done" (QA).
+    expect(page.locator("#action-status")).to_be_hidden()
 
 
 def test_a_retry_whose_answer_cannot_be_read_shows_the_task_as_it_is(
