@@ -987,6 +987,9 @@ function finishesAt(progress) {
 
 function fmtLeft(until) {
   // Counted down by statusd's clock as this browser reckons it (see noteServerClock).
+  // None while no processor runs: "about 1 s left" went on beside the note that the job
+  // makes no progress until one starts (QA).
+  if (ui.processorAlive === false) return "";
   const left = Math.round((until - serverNow()) / 1000);
   if (left <= 0) return "about to finish, at its pace so far";
   return `about ${left < 60 ? `${left} s` : fmtSpan(left)} left`;

@@ -225,16 +225,21 @@ def test_a_running_job_with_no_processor_left_says_it_is_not_progressing(
     owner = FakeOwner(spool)
     submit(spool, "orphan", tool="run_backtest")
     running = claim(spool, "orphan")
+    eta = page.locator("#task-progress .eta")
     try:
-        report(spool, running, 0.3, "backtested 30/100 symbols")
+        report(spool, running, 0.3, "backtested 30/100 symbols",
+               started_at=datetime.now(UTC) - timedelta(seconds=30))
         page.goto(server.base + "/#/tasks/orphan")
         expect(page.locator("#processor")).to_have_text("processor: up")
         expect(page.locator("#task-state")).to_have_text("running")
         expect(page.locator("#task-note")).to_be_hidden()
+        expect(eta).to_have_text(re.compile(r"left$"))
         owner.close()  # its lock free: the processor is gone
         submit(spool, "poke")  # a transition: the page reads the stats at once
         expect(page.locator("#processor")).to_have_text("processor: down")
         expect(page.locator("#task-note")).to_contain_text("no processor is running")
+        # No time left counted down beside it ("about 1 s left", QA).
+        expect(eta).to_have_text("")
     finally:
         owner.close()
         finish(spool, running, {"ok": 1})
