@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,22 @@ def main(argv: list[str] | None = None) -> int:
     names = write_synthetic(args.data_dir, args.symbols, args.bars, args.seed)
     print(f"wrote {len(names)} symbols x {args.bars} bars ({names[0]}..{names[-1]}) "
           f"to {args.data_dir}")
+    if others := other_files(args.data_dir, names):
+        print(others, file=sys.stderr)
     return 0
+
+
+def other_files(data_dir: Path | str, names: list[str]) -> str | None:
+    """A note on the CSV files in ``data_dir`` this run did not write (an earlier run's
+    with more symbols, a user's own), or None: a tool that reads every symbol there
+    (``analyze_factor`` without ``symbols``) mixed them in, unsaid (QA)."""
+    written = {f"{name}.csv" for name in names}
+    others = sorted(p.name for p in Path(data_dir).glob("*.csv") if p.name not in written)
+    if not others:
+        return None
+    return (f"note: {len(others)} other CSV file(s) in {data_dir} were left as they were "
+            f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); tools that read "
+            "every symbol (analyze_factor without symbols) read them too")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ def run_data_synth(args: argparse.Namespace, settings: Settings) -> int:
         emit_json({"data_dir": str(data_dir), "symbols": args.symbols, "bars": args.bars,
                    "seed": args.seed})
     else:
-        print(f"wrote {args.symbols} symbols x {args.bars} bars to {data_dir}")
+        print(f"wrote {args.symbols} symbols x {args.bars} bars to {data_dir}", flush=True)
+    sys.stderr.write(proc.stderr.decode(errors="replace"))  # its note of other files
     return EXIT_OK
 
 

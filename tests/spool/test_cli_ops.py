@@ -295,6 +295,23 @@ def test_data_synth_takes_the_global_options_after_its_name(tmp_path: Path,
         assert len(list((spool / "data").iterdir())) == 2
 
 
+def test_data_synth_says_what_other_files_it_left_beside_its_own(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """A second run with fewer symbols left the first run's extra files as they were,
+    unsaid: analyze_factor without symbols then read both data sets (QA)."""
+    data = tmp_path / "data"
+    first = spoolq(env, "data", "synth", "--symbols", "4", "--bars", "30", "--data-dir",
+                   str(data))
+    assert first.returncode == 0 and not first.stderr, first.stderr
+    again = spoolq(env, "data", "synth", "--symbols", "2", "--bars", "30", "--data-dir",
+                   str(data))
+    assert again.returncode == 0, again.stderr
+    said = again.stderr.decode()
+    assert said.startswith(f"note: 2 other CSV file(s) in {data} were left as they were "
+                           "(S0002.csv, S0003.csv)"), said
+    assert sorted(p.name for p in data.iterdir()) == [f"S000{i}.csv" for i in range(4)]
+
+
 def _run_to(env: dict[str, str], stdout: int, *args: str) -> Proc:
     return subprocess.run([*CLI, *args], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
                           stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
