@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -106,8 +106,9 @@ class BacktestParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     symbols: list[Symbol] = Field(min_length=1, max_length=MAX_SYMBOLS, description=(
-        f"at most {MAX_BACKTEST_BARS:,} bars in all between start and end (each is a "
-        "point of an equity curve in the record): split larger runs over several jobs"))
+        f"one name, or a list; at most {MAX_BACKTEST_BARS:,} bars in all between start and "
+        "end (each is a point of an equity curve in the record): split larger runs over "
+        "several jobs"))
     strategy: Literal["ma_crossover"] = "ma_crossover"
     fast: int = Field(10, ge=1, le=MAX_WINDOW, strict=True, description="fast SMA window, bars")
     slow: int = Field(50, ge=2, le=MAX_WINDOW, strict=True, description="slow SMA window, bars")
@@ -120,6 +121,13 @@ class BacktestParams(BaseModel):
     periods_per_year: float = Field(252, gt=0, allow_inf_nan=False, strict=True)
     start: Bound = Field(None, description="first bar (inclusive)")
     end: Bound = Field(None, description="last bar (inclusive)")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        # QUANT.md: "one or many".  `spoolq submit run_backtest -p symbols=S0000` failed
+        # "symbols: Input should be a valid array" (QA).
+        return [value] if isinstance(value, str) else value
 
     @field_validator("symbols")
     @classmethod

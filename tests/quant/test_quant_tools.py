@@ -196,3 +196,11 @@ def test_iso_bounds_still_parse() -> None:
     assert params.end is not None and params.end.isoformat() == "2020-02-01T09:30:00+01:00"
     assert BacktestParams(symbols=["A"], start=datetime(2020, 1, 31)).start == \
         datetime(2020, 1, 31)
+
+
+def test_a_backtest_takes_one_symbol_by_its_name() -> None:
+    """QUANT.md: ``symbols`` is "one or many"; ``spoolq submit run_backtest -p
+    symbols=S0000`` failed "symbols: Input should be a valid array" (QA)."""
+    assert BacktestParams.model_validate({"symbols": "S0000"}).symbols == ["S0000"]
+    with pytest.raises(ValidationError, match="symbols"):
+        BacktestParams.model_validate({"symbols": 5})
