@@ -475,7 +475,7 @@ const showResultTables = (() => {
         + "lowest factor values.");
     }
     if (horizons.some(([horizon]) => Number(horizon) > 1)) {
-      notes.push("t for horizons over 1 day overstates significance: daily ICs overlap.");
+      notes.push("t for horizons over 1 bar overstates significance: the ICs of overlapping horizons are not independent.");
     }
     if (notes.length) view.appendChild(el("p", { class: "muted note" }, notes.join(" ")));
     const autocorr = result.rank_autocorrelation;

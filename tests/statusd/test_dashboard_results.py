@@ -193,7 +193,7 @@ def test_a_factor_analysis_shows_its_figures_per_horizon_and_lag(
     expect(lags.locator('tr[data-key="5"] td')).to_have_text(["0.730", "40.0%", NONE])
     expect(lags.locator('tr[data-key="10"] td')).to_have_text([NONE, "55.0%", "60.0%"])
     expect(page.locator("#task-tables .note")).to_contain_text(
-        "t for horizons over 1 day overstates significance")
+        "t for horizons over 1 bar overstates significance")
     expect(page.locator("#task-tables h3")).to_have_text(
         f'factor analysis: momentum {{"lookback":20}} over 500 symbols {TIMES} 2490 dates')
     raw = page.locator("details#task-result")
