@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,19 @@ def _publish(stage: Path, folders: list[Path], names: list[str], pause_s: float,
         os.rename(stage / name, folder / name)
 
 
+def _wait_beside(arrivals: Arrivals, names: list[str], writer: Callable[..., None],
+                 args: tuple[Any, ...]) -> tuple[float, list[str]]:
+    """``arrivals.wait`` for ``names`` while ``writer(*args)`` runs in a thread."""
+    thread = threading.Thread(target=writer, args=args)
+    try:
+        thread.start()
+        got = arrivals.wait(set(names), time.perf_counter() + 30)
+        thread.join()
+    finally:
+        arrivals.close()
+    return got
+
+
 def test_wait_returns_when_the_last_name_came_and_names_the_failed(tmp_path: Path) -> None:
     stage, done, failed = _spool(tmp_path)
     arrivals = Arrivals([done, failed])
@@ -37,14 +52,8 @@ def test_wait_returns_when_the_last_name_came_and_names_the_failed(tmp_path: Pat
     targets = [failed if i in (7, 59) else done for i in range(60)]
     times: list[float] = []
     # An unrelated name first: not waited for, not counted.
-    writer = threading.Thread(target=_publish, args=(stage, [done, *targets],
-                                                     ["other.json", *names], 0.01, times))
-    try:
-        writer.start()
-        came, failures = arrivals.wait(set(names), time.perf_counter() + 30)
-        writer.join()
-    finally:
-        arrivals.close()
+    came, failures = _wait_beside(arrivals, names, _publish, (
+        stage, [done, *targets], ["other.json", *names], 0.01, times))
     assert sorted(failures) == ["j007.json", "j059.json"]
     assert len(times) == 61
     # Sleeping through the early ones, it still woke for the last (within scheduling
@@ -77,14 +86,8 @@ def test_wait_is_not_fooled_by_the_first_records_latency(
     arrivals = Arrivals([done, failed])
     names = [f"b{i:03d}.json" for i in range(400 if size > 1 else 250)]
     times: list[float] = []
-    writer = threading.Thread(target=_bursts, args=(stage, done, names,
-                                                    (first_s, size, pause_s), times))
-    try:
-        writer.start()
-        came, _ = arrivals.wait(set(names), time.perf_counter() + 30)
-        writer.join()
-    finally:
-        arrivals.close()
+    came, _ = _wait_beside(arrivals, names, _bursts,
+                           (stage, done, names, (first_s, size, pause_s), times))
     assert 0 <= came - times[-1] < 0.1, came - times[-1]
 
 

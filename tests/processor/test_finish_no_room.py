@@ -97,6 +97,17 @@ def _failed(spool: Spool) -> dict[str, Any]:
     return record
 
 
+def _refusing(code: int) -> Callable[[Any, Any], None]:
+    """A ``Spool.complete`` the disk refuses with ``code``, as the mover says it."""
+    def refused(claim: Any, record: Any) -> None:
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError as exc:
+            raise SpoolIOError(f"cannot publish j.json: {os.strerror(code)}") from exc
+
+    return refused
+
+
 def test_a_result_larger_than_the_room_left_fails_its_job(
         spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     _statvfs_free(monkeypatch, len(BIG) // 2)
@@ -113,13 +124,7 @@ def test_a_result_the_disk_refuses_fails_its_job(spool: Spool, run: Run,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """statvfs said there was room (a quota, a file size limit, a race): the refusal
     itself fails the job, when the result is large."""
-    def refused(claim: Any, record: Any) -> None:
-        try:
-            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
-        except OSError as exc:
-            raise SpoolIOError("cannot publish j.json: Disk quota exceeded") from exc
-
-    monkeypatch.setattr(spool, "complete", refused)
+    monkeypatch.setattr(spool, "complete", _refusing(errno.EDQUOT))
     _finisher(spool).record(run, Outcome("j", result_json=BIG))
     assert "could not be written to the spool: Disk quota exceeded" in \
         _failed(spool)["error"]["message"]
@@ -142,13 +147,7 @@ def test_a_file_size_limit_fails_the_job_whatever_its_size(
 
 def test_a_small_results_refusal_is_disk_trouble_as_before(
         spool: Spool, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refused(claim: Any, record: Any) -> None:
-        try:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
-            raise SpoolIOError("cannot publish j.json: No space left on device") from exc
-
-    monkeypatch.setattr(spool, "complete", refused)
+    monkeypatch.setattr(spool, "complete", _refusing(errno.ENOSPC))
     with pytest.raises(SpoolIOError):
         _finisher(spool).record(run, Outcome("j", result_json=b'"small"'))
     assert spool.layout.job(JobState.RUNNING, "j").exists()

@@ -6,12 +6,11 @@ submission order)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from daemonkit import drop, make_spool
+from daemonkit import drop
 
 from processor import discovery as discovery_module
 from processor.discovery import INTAKE_BUDGET_S, Discovery
@@ -20,21 +19,8 @@ from processor.queues import Queues
 from processor.tools import ExecutionMode
 from spool.clock import SystemClock
 from spool.intake import Intake
-from spool.settings import Settings, load_settings
+from spool.settings import Settings
 from spool.transitions import Spool
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    make_spool(tmp_path / "spool")
-    return load_settings(spool_dir=tmp_path / "spool", fsync="never", settle_s=0)
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    inbox = Inbox()
-    yield inbox
-    inbox.close()
 
 
 def _discovery(settings: Settings, inbox: Inbox, judged: list[str]) -> Discovery:

@@ -5,12 +5,9 @@ stayed until its ``not_before``: 15,000 of them held 60 MB for a day, h101)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-from daemonkit import drop, make_spool
+from daemonkit import drop
 
 from processor.discovery import Discovery
 from processor.inbox import Inbox
@@ -20,23 +17,10 @@ from spool.client import Client
 from spool.clock import SystemClock
 from spool.intake import Intake
 from spool.models import Job
-from spool.settings import Settings, load_settings
+from spool.settings import Settings
 from spool.transitions import Spool
 
 JOBS = 300  # per wave: over COMPACT_MIN, so the queues' bound is the one tested
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    make_spool(tmp_path / "spool")
-    return load_settings(spool_dir=tmp_path / "spool", fsync="never", settle_s=0)
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    inbox = Inbox()
-    yield inbox
-    inbox.close()
 
 
 def discovery_of(settings: Settings, inbox: Inbox, queues: Queues) -> Discovery:
