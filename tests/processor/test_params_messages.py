@@ -36,7 +36,7 @@ def test_a_params_check_says_its_own_words(spool_root: Path, daemon: StartDaemon
     daemon()
     for case, (tool, params, _) in CASES.items():
         drop(spool_root, case, {"tool": tool, "params": params})
-    drop(spool_root, "typed", {"tool": "run_backtest", "params": {"symbols": "S0001"}})
+    drop(spool_root, "typed", {"tool": "run_backtest", "params": {"symbols": 5}})
     for case, (_, _, expected) in CASES.items():
         rec = wait_record(spool_root, case)
         assert rec["error"] == {"type": "invalid_params", "message": expected}, rec
