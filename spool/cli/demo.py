@@ -405,5 +405,5 @@ def _ic_table(result: dict[str, Any], out: TextIO) -> None:
                   f"{_fmt(ic.get('t_stat'), '6.2f')} {_fmt(rank_ic.get('mean'), '8.4f')} "
                   f"{_fmt(h.get('top_minus_bottom'), '11.2e')} "
                   f"{_fmt(autocorr.get(horizon), '8.3f')}\n")
-    out.write("  (t for horizons over 1 day overstates significance: daily ICs overlap)\n")
+    out.write("  (t for horizons over 1 bar overstates significance: their ICs overlap)\n")
 
