@@ -38,7 +38,7 @@ from spool.models import (
     Record,
     RetryErrorInfo,
     job_bytes,
-    nesting_depth,
+    nested_too_deep,
     parse_record,
 )
 from spool.states import JobState, check_transition
@@ -62,7 +62,7 @@ def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None)
     :data:`~spool.models.MAX_NESTING` and, with ``max_bytes``, a job file (as
     written with its id and submission time) over that size.
     """
-    if nesting_depth({"params": job.params, "meta": job.meta}) > MAX_NESTING:
+    if nested_too_deep({"params": job.params, "meta": job.meta}):
         raise InvalidJob(f"invalid job: nested more than {MAX_NESTING} levels deep")
     job = job.model_copy(update={"id": job_id, "submitted_at": job.submitted_at
                                  or spool.clock.now()})

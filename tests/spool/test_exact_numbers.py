@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from spoolkit import drop_raw, listing, read_json, spoolq
 
 from spool.cli import parse
 from spool.layout import Layout
-from spool.models import Job
+from spool.models import MAX_NESTING, Job, nested_too_deep
 from spool.states import JobState
 
 RAW = b'{"tool": "echo", "params": {"message": 98765432109876543210}}'
@@ -104,3 +105,16 @@ def test_submit_of_a_job_file_with_a_numeric_backoff_end_is_refused(
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
     assert "retry_at must be an ISO 8601 time" in proc.stderr, proc.stderr
     assert listing(Layout(root).folder(JobState.PENDING)) == []
+
+
+def test_nesting_is_told_of_a_value_orjson_cannot_write_for_its_integers() -> None:
+    """``nested_too_deep`` asks orjson's encoder, which also refuses an integer past 64
+    bits (a CLI's params may hold one): that is walked, never taken for too deep."""
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(MAX_NESTING):
+        inner.append([])
+        inner = inner[0]
+    assert not nested_too_deep({"big": 2**70, "list": [[2**70]]})
+    assert nested_too_deep({"big": 2**70, "deep": deep})
+    assert not nested_too_deep({"deep": deep[0][0]})  # MAX_NESTING levels with its dict
