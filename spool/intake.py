@@ -45,7 +45,7 @@ from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
-from spool.models import MAX_NESTING, Job, Record, error_text, kind_of, nested_too_deep
+from spool.models import MAX_NESTING, Job, Record, error_text, kind_of, too_deep
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
@@ -254,11 +254,7 @@ class Intake:
                                     f"object, not {type(obj).__name__}")
         tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
         reason = None
-        # Each level takes an opening and a closing bracket: a short file cannot nest deep,
-        # nor one with few brackets (a 1 MiB list of numbers: its walk took 0.15 s).
-        if (len(data) > 2 * MAX_NESTING
-                and data.count(b"[") + data.count(b"{") > MAX_NESTING
-                and nested_too_deep(obj)):  # asked of orjson: 1 ms where a walk took 70
+        if too_deep(data, obj):
             reason = f"invalid job: nested more than {MAX_NESTING} levels deep"
         elif len(data) > self.max_job_bytes and not self._fits_but_for_requeue(obj, len(data)):
             reason = self._too_large(len(data))

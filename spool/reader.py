@@ -37,10 +37,10 @@ from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S
 from spool.listing import KEEP_MAX_BYTES, PEEK_MAX_BYTES, KeyBounds
-from spool.models import MAX_PROGRESS_BYTES, OwnerStatus, Progress, Record
+from spool.models import MAX_PROGRESS_BYTES, OwnerStatus, Progress, Record, too_deep
 from spool.states import ACTIVE, JobState
 from spool.stats import RECENT_S, stats_document
-from spool.terminal_records import terminal_record, too_deep, unreadable_record
+from spool.terminal_records import terminal_record, unreadable_record
 from spool.text import without_bom
 
 __all__ = [

@@ -8,15 +8,13 @@ it: never as a clean done with a null result.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
 from spool.entries import Entry
 from spool.ids import JOB_SUFFIX
-from spool.models import MAX_NESTING, Record, error_text, nested_too_deep
+from spool.models import MAX_NESTING, Record, error_text, too_deep
 
 
 def terminal_record(entry: Entry, data: bytes) -> Record:
@@ -40,12 +38,6 @@ def terminal_record(entry: Entry, data: bytes) -> Record:
                                  f"({record.state.value}), not of this job")
     return record
 
-
-def too_deep(data: bytes, obj: Any) -> bool:
-    """``obj`` (parsed from ``data`` by orjson) nests deeper than the spool writes: orjson
-    reads 1,024 levels but writes 254, so a reader could not encode it.  Counting brackets
-    first spares the check for all but files with that many of them."""
-    return data.count(b"[") + data.count(b"{") > MAX_NESTING and nested_too_deep(obj)
 
 
 def unreadable_record(entry: Entry, reason: str) -> Record:
