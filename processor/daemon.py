@@ -392,8 +392,7 @@ class Processor:
 
     def _finish(self, run: Run, outcome: Outcome) -> None:
         run.finishing = True
-        if run.ended is None:  # its duration ends now, not when a full disk lets it be written
-            run.ended = (time.monotonic(), self.clock.now())
+        run.end(self.clock)  # its duration ends now, not when a full disk lets it be written
         if time.monotonic() < self.io_pause_until:
             self.unfinished.append((run, outcome))  # the disk is in trouble: wait in line
             return

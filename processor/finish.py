@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -91,11 +90,10 @@ class Finisher:
         # (Record has none): into __dict__, the names added to the fields set; its
         # per-field handler lookup cost 0.2 us a field, four a job.
         fields = record.__dict__
-        if run.ended is None:
-            run.ended = (time.monotonic(), self.clock.now())
+        ended, finished_at = run.end(self.clock)
         fields["state"] = state
-        fields["finished_at"] = run.ended[1]
-        fields["duration_s"] = round(run.ended[0] - run.started, 6)
+        fields["finished_at"] = finished_at
+        fields["duration_s"] = round(ended - run.started, 6)
         if outcome is not None and outcome.pid:
             fields["pid"] = outcome.pid
         record.__pydantic_fields_set__.update(_FINISHED)
@@ -103,14 +101,14 @@ class Finisher:
 
     def complete(self, run: Run, outcome: Outcome) -> None:
         result = outcome.result_json or b"null"
-        if len(result) > LARGE_RESULT_BYTES and (why := self._no_room(len(result))):
+        large = len(result) > LARGE_RESULT_BYTES
+        if large and (why := self._no_room(len(result))):
             self.fail(run, ErrorInfo(type=ErrorType.TOOL_ERROR, message=why), outcome)
             return
         record = self.final_record(run, outcome, JobState.DONE)
         # The tool's result is already JSON: written as it is, never parsed again.
         record.__dict__["result"] = orjson.Fragment(result)
         record.__pydantic_fields_set__.add("result")
-        large = len(result) > LARGE_RESULT_BYTES
 
         def write() -> None:
             try:

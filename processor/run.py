@@ -7,11 +7,13 @@ comes late (a timeout or a cancel got there first) is recognised and ignored.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from processor.tools import BaseTool, ExecutionMode
 from spool.claim import Claim
+from spool.clock import Clock
 from spool.models import Job, Record
 
 
@@ -38,6 +40,12 @@ class Run:
     """When its outcome came (monotonic, and the clock's): its record's duration_s and
     finished_at, the same however long a full disk then kept the record from being
     written (they grew by each pause, 15 s on an echo job, QA)."""
+
+    def end(self, clock: Clock) -> tuple[float, datetime]:
+        """:attr:`ended`, taken now unless it was already."""
+        if self.ended is None:
+            self.ended = (time.monotonic(), clock.now())
+        return self.ended
 
     @property
     def deadline(self) -> float:
