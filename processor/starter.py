@@ -39,7 +39,7 @@ from processor.runner import Outcome
 from processor.tools import BaseTool, ExecutionMode
 from spool.claim import Claim
 from spool.clock import Clock
-from spool.errors import ErrorType, InvalidJob, JobError, SpoolIOError
+from spool.errors import InvalidJob, JobError, SpoolIOError
 from spool.intake import Candidate
 from spool.jobfile import job_in, record_from_job
 from spool.models import Job, Record
@@ -138,8 +138,7 @@ class Starter:
         return run
 
     def _finish_error(self, run: Run, exc: JobError) -> None:
-        self.finish(run, Outcome(run.claim.job_id, ErrorType(exc.error_type), str(exc),
-                                 retryable=exc.retryable))
+        self.finish(run, Outcome.failed(run.claim.job_id, exc))
 
 
 def _replaced(claim: Claim, cand: Candidate) -> bool:
