@@ -85,10 +85,10 @@ class Candidate:
     size: int
     mtime_ns: int
     inode: tuple[int, int]
+    ctime_ns: int
+    """When the file came into ``pending/`` (the rename sets it) or was last written."""
     data: bytes | None = None
     """The file's bytes when small: a claim that reads the same bytes reuses ``job``."""
-    ctime_ns: int = 0
-    """When the file came into ``pending/`` (the rename sets it) or was last written."""
 
     @property
     def submitted_ns(self) -> int:
@@ -100,7 +100,7 @@ class Candidate:
             submitted = int(self.job.submitted_at.timestamp() * 1e9)
         else:
             submitted = self.mtime_ns
-        return min(submitted, self.ctime_ns) if self.ctime_ns else submitted
+        return min(submitted, self.ctime_ns)
 
 
 @dataclass(slots=True, eq=False)
@@ -270,8 +270,8 @@ class Intake:
             return self._quarantine(name, st, "file", f"id mismatch: the file says {job.id!r} "
                                     f"but is named {job_id!r}", tool=tool)
         return Inspection(Verdict.READY, Candidate(
-            job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev),
-            data if len(data) <= KEEP_BYTES else None, st.st_ctime_ns))
+            job_id, job, st.st_size, st.st_mtime_ns, (st.st_ino, st.st_dev), st.st_ctime_ns,
+            data if len(data) <= KEEP_BYTES else None))
 
     def _fits_but_for_requeue(self, obj: dict[str, Any], size: int) -> bool:
         """``obj``, read from a file of ``size`` bytes, is a job that fits
