@@ -31,7 +31,6 @@ whose modules are no longer to be trusted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -50,7 +49,7 @@ from processor.finish import Finisher
 from processor.inbox import InboxSink
 from processor.run import Run
 from spool.errors import ErrorType, SpoolIOError
-from spool.fsops import is_there
+from spool.fsops import REFUSED, is_there
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo
 from spool.transitions import Spool
@@ -153,7 +152,7 @@ def unless_unusable(step: Callable[[], None]) -> None:
     except SpoolIOError as exc:
         # A folder refused mid-run is a pause (fsops.no_access); at the start it is this.
         cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+        if isinstance(cause, OSError) and cause.errno in REFUSED:
             raise SpoolIOError(f"cannot use the spool: {exc}") from cause
         raise
 

@@ -187,10 +187,11 @@ def no_access(exc: OSError, what: str) -> SpoolIOError | None:
     this process (EACCES, EPERM: a ``chmod`` by hand, an ACL); None for any other error.
     Raised as it was, it crashed the processor mid-run (a traceback, exit 1), and its
     runs failed ``abandoned`` at the next start (QA: ``chmod 000 pending/``)."""
-    return _trouble_of(exc, what, _REFUSED)
+    return _trouble_of(exc, what, REFUSED)
 
 
-_REFUSED = frozenset({errno.EACCES, errno.EPERM})
+REFUSED = frozenset({errno.EACCES, errno.EPERM})
+"""The spool refuses this process (see :func:`no_access`)."""
 
 
 def _trouble_of(exc: OSError, what: str, errnos: frozenset[int]) -> SpoolIOError | None:
