@@ -1405,7 +1405,9 @@ function watchTask(id) {
   ui.taskEvent = null;
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
-    if (ui.unreachable !== null) reachable(null);  // statusd is back: its stream says so
+    // statusd is back: its stream says so.  Not a 503's end: the stream speaking says
+    // nothing of the trouble statusd refused for, which the next read tells.
+    if (ui.unreachable !== null && ui.unavailable === null) reachable(null);
     if (msg.id !== ui.taskId) return;
     if (msg.record) {
       withExactIntegers(msg.record, event.data, (value) => value.record);

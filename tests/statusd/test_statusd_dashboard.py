@@ -909,6 +909,37 @@ def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
     expect(note).to_be_hidden()
 
 
+def test_a_task_streams_message_does_not_hide_a_503(server: ServerThread, spool: Spool,
+                                                    page: sync_api.Page) -> None:
+    """The task's stream speaking proves statusd reachable, not the spool readable: its
+    next message cleared the 503's "unavailable" note while stats still refused (what
+    made the test above flaky: the first record's message came after the 503)."""
+    expect = sync_api.expect
+    submit(spool, "streamed", tool="sleep")
+    running = claim(spool, "streamed")
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/streamed")
+    expect(page.locator("#task-state")).to_have_text("running")
+
+    def refuse(route: sync_api.Route) -> None:
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": {"type": "unavailable", '
+                           '"message": "spool trouble: [Errno 5] Input/output error"}}')
+
+    page.route(STATS_URL, refuse)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    note = page.locator("#task-note")
+    expect(note).to_contain_text("(HTTP 503: spool trouble")
+    report(spool, running, 0.5, "half way")
+    expect(page.locator("#task-progress .text")).to_have_text("50% half way")
+    expect(note).to_contain_text("(HTTP 503: spool trouble")
+    page.unroute(STATS_URL, refuse)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    expect(note).not_to_contain_text("503")
+    finish(spool, running, {"slept": 1})
+    expect(page.locator("#task-state")).to_have_text("done")
+
+
 def test_a_job_that_moves_while_the_list_loads_is_not_lost(server: ServerThread,
                                                            spool: Spool,
                                                            page: sync_api.Page) -> None:
