@@ -247,7 +247,7 @@ class Processor:
     def _next_wake(self) -> float:
         now = time.monotonic()
         discovery = self.discovery
-        intake = discovery.dirty and not self.stopping  # stopping: drops wait for the next start
+        intake = discovery.waiting and not self.stopping  # stopping: drops wait for the next start
         if now >= self.io_pause_until and (intake or discovery.cancels or self._can_dispatch()):
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         wakes = [self.next_heartbeat, self.next_watchdog]
@@ -317,7 +317,7 @@ class Processor:
         if self.stopping or time.monotonic() < self.io_pause_until:
             return
         discovery.release_held(time.monotonic())
-        if not discovery.dirty:
+        if not discovery.waiting:
             return
         try:
             discovery.intake_batch()

@@ -10,10 +10,12 @@ the feed lost (inotify overflow, a folder replaced) costs a scan interval at mos
 Intake takes dirty names in the order they came (a burst is judged, and so claimed,
 in the order it was dropped), at most INTAKE_BATCH of them and INTAKE_BUDGET_S of
 work per pass, so FAST runs, cancels and claims go on between batches of large
-drops; a ready job goes to the processor's ``enqueue``, a name still being written
-waits for the settle time.  The start-up's scan holds claims back until every name
-it found has been judged (:meth:`Discovery.catching_up`, CATCH_UP_S at most): a
-backlog runs in priority and submission order, not in the order of its first batch.  A drop
+drops; a drop over LARGE_DROP_BYTES is put off, unread, behind the names that came
+after it, and one such drop at least is judged each pass.  A ready job goes to the
+processor's ``enqueue``, a name still being written waits for the settle time.  The
+start-up's scan holds claims back until every name it found has been judged
+(:meth:`Discovery.catching_up`, CATCH_UP_S at most): a backlog runs in priority and
+submission order, not in the order of its first batch.  A drop
 whose quarantine the spool refuses (``failed/`` not writable, a full disk) is held back
 until ``held_until``, the processor's I/O backoff, neither its give-back's event nor a
 rescan trying it sooner, while the other names of its batch are judged as ever; another
@@ -48,6 +50,8 @@ from spool.states import JobState
 log = logging.getLogger("spoolq.processor")
 
 INTAKE_BATCH = 256
+LARGE_DROP_BYTES = 64 * 1024
+"""A dirty drop larger than this is judged after the dirty names that came after it."""
 INTAKE_BUDGET_S = 0.02
 """Work one pass's intake may take: 256 drops of 1 MB each held the loop for 17 s, a
 FAST job and a cancel waiting behind them (QA).  At least one name is judged a pass."""
@@ -74,6 +78,7 @@ class Discovery:
         self.feed: ChangeFeed | PolledFeed | None = None
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: OrderedDict[str, None] = OrderedDict()  # the names, as they came
+        self.large: OrderedDict[str, None] = OrderedDict()  # dirty drops put off (their size)
         self.catch_up_until = 0.0  # see catching_up (0: claims are not held)
         self.scanned = False  # the first scan (the start-up's) has been made
         self.cancels: set[str] = set()
@@ -131,31 +136,48 @@ class Discovery:
                 self.inbox.remove_reader(self.feed.fileno())
             self.feed.stop()
 
+    @property
+    def waiting(self) -> bool:
+        """Names are left to judge: dirty ones, or large ones put off."""
+        return bool(self.dirty or self.large)
+
     def intake_batch(self) -> None:
-        """Judge up to INTAKE_BATCH dirty names; on disk trouble the name stays dirty.  A
-        file whose read fails is left for the next scan, a drop whose quarantine is
-        refused is held back, and the others are judged; then the last refusal is raised
-        (for the processor to set ``held_until``)."""
+        """Judge up to INTAKE_BATCH dirty names, then at least one large one put off; on
+        disk trouble the name stays first in its line.  A file whose read fails is left
+        for the next scan, a drop whose quarantine is refused is held back, and the
+        others are judged; then the last refusal is raised (for the processor to set
+        ``held_until``).
+
+        A dirty drop over LARGE_DROP_BYTES is put off, unread, behind the dirty names
+        that come after it: judged first come first served, 256 drops of 1 MB held a
+        FAST drop that came after them about 5 s (QA), where it now waits for one.
+        """
         refused: QuarantineRefused | None = None
         # Quarantines paused: each bad drop that came meanwhile was tried, refused and
         # said at once, and grew the backoff (to its cap after seven drops).
         quarantine = time.monotonic() >= self.held_until
         ends = time.monotonic() + INTAKE_BUDGET_S
-        for _ in range(min(INTAKE_BATCH, len(self.dirty))):
-            name = self.dirty.popitem(last=False)[0]
-            try:
-                self._inspect(name, quarantine)
-            except UnreadableDrop as exc:
-                self.unreadable_file(name, exc)
-            except QuarantineRefused as exc:
-                self.held[name] = self._identity(name)  # given back: the same inode, mtime
-                refused = exc
-            except SpoolIOError:
-                self.dirty[name] = None
-                self.dirty.move_to_end(name, last=False)  # still the first in line
-                raise
-            if time.monotonic() >= ends:
-                break
+        lines = (self.dirty, self.large) if self.dirty else (self.large,)
+        for line in lines:
+            defer = line is self.dirty
+            for _ in range(min(INTAKE_BATCH, len(line))):
+                name = line.popitem(last=False)[0]
+                if defer:
+                    self.large.pop(name, None)  # changed since it was put off: judged anew
+                try:
+                    if self._inspect(name, quarantine, defer):
+                        continue  # put off: one lstat, not counted against the budget
+                except UnreadableDrop as exc:
+                    self.unreadable_file(name, exc)
+                except QuarantineRefused as exc:
+                    self.held[name] = self._identity(name)  # given back: the same inode
+                    refused = exc
+                except SpoolIOError:
+                    line[name] = None
+                    line.move_to_end(name, last=False)  # still the first in line
+                    raise
+                if time.monotonic() >= ends:
+                    break  # (a large one is judged a pass even so: none waits for ever)
         if refused is not None:
             raise refused
 
@@ -165,7 +187,7 @@ class Discovery:
         start ran in the order of its names' hashes, a priority 100 job 12th (QA)."""
         if not self.catch_up_until:
             return False
-        if self.dirty and time.monotonic() < self.catch_up_until:
+        if self.waiting and time.monotonic() < self.catch_up_until:
             return True
         self.catch_up_until = 0.0
         return False
@@ -331,23 +353,29 @@ class Discovery:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def _inspect(self, name: str, quarantine: bool) -> None:
-        result = self.intake.inspect(name, quarantine=quarantine)
+    def _inspect(self, name: str, quarantine: bool, defer: bool = False) -> bool:
+        """Judge ``name``; True when, ``defer`` and over LARGE_DROP_BYTES, it was put off
+        instead."""
+        result = self.intake.inspect(name, quarantine=quarantine,
+                                     defer_over=LARGE_DROP_BYTES if defer else None)
+        if result.verdict is Verdict.LARGE:
+            self.large[name] = None
+            return True
         if result.verdict is Verdict.HELD:
             self.held[name] = self._identity(name)
-            return
-        if result.verdict is Verdict.QUARANTINED and result.record is not None:
+        elif result.verdict is Verdict.QUARANTINED and result.record is not None:
             logs.transition("quarantined", id=result.record.id, reason=result.record.error
                             and result.record.error.message, source=name)
-            return
-        if result.verdict is Verdict.WAITING:
+        elif result.verdict is Verdict.WAITING:
             self.next_scan = min(self.next_scan, time.monotonic() + self.settings.settle_s / 2
                                  + 0.05)
-            return
-        if result.verdict is not Verdict.READY or result.candidate is None:
+        elif result.verdict is not Verdict.READY or result.candidate is None:
             self.seen.pop(name, None)
-            return
-        cand = result.candidate
+        else:
+            self._ready(name, result.candidate)
+        return False
+
+    def _ready(self, name: str, cand: Candidate) -> None:
         self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
         old = self.ready.get(cand.job_id)
         if old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns:

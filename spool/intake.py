@@ -72,6 +72,7 @@ class Verdict(Enum):
     READY = "ready"
     GONE = "gone"
     HELD = "held"  # no job, but quarantines are paused (one was refused): judged later
+    LARGE = "large"  # a regular file over ``defer_over``, unread: judged when asked again
 
 
 @dataclass(slots=True, eq=False)
@@ -132,9 +133,12 @@ class Intake:
         self._unsettled: dict[str, tuple[int, int, float]] = {}
         self._may_quarantine = True  # this inspect's: see inspect
 
-    def inspect(self, name: str, *, quarantine: bool = True) -> Inspection:
+    def inspect(self, name: str, *, quarantine: bool = True,
+                defer_over: int | None = None) -> Inspection:
         """What ``name`` in ``pending/`` is; ``quarantine=False`` (quarantines paused, as
-        the spool refused one): a drop that is no job is left there, :attr:`Verdict.HELD`."""
+        the spool refused one): a drop that is no job is left there, :attr:`Verdict.HELD`.
+        ``defer_over``: a file that could be a job but is larger is left unread,
+        :attr:`Verdict.LARGE` (its read and parse take about 20 ms a MB)."""
         self._may_quarantine = quarantine
         if is_in_progress_name(name):
             return Inspection(Verdict.IGNORED)
@@ -165,6 +169,8 @@ class Intake:
                 return Inspection(Verdict.WAITING)
             return self._quarantine(name, st, kind, problem)
         assert job_id is not None
+        if defer_over is not None and st.st_size > defer_over:
+            return Inspection(Verdict.LARGE)
         return self._read_and_judge(name, job_id, path, st)
 
     def _unreadable_reason(self, job_id: str | None, st: os.stat_result, kind: str
