@@ -225,6 +225,16 @@ async def _close(request: web.Request, ws: web.WebSocketResponse, code: int,
         except (TimeoutError, ConnectionError):
             abort(request)
             return
+        except asyncio.CancelledError:
+            # The close waited on the transport's drain, which aiohttp shares between
+            # writers: a dropped client's pump, cancelled inside its write, cancelled
+            # that wait, and the close raised at once.  The connection stayed as long
+            # as the client lived (QA).  Not this task's own cancel: it goes on.
+            abort(request)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return
     asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, abort, request)
 
 

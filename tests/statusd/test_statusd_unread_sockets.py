@@ -29,7 +29,7 @@ from statusdkit import (
 
 from spool.models import Job
 from spool.transitions import Spool
-from statusd import sending, ws
+from statusd import hub, sending, ws
 from statusd.ws import CLOSE_TIMEOUT_S
 
 QUICK_STALL_S = 1.0
@@ -121,6 +121,31 @@ def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool)
                  "the heartbeat to close the client")
         wait_for(lambda: _served(srv.port) == 0, 1.5 + CLOSE_TIMEOUT_S + 5,
                  "statusd to let go of the client the heartbeat closed")
+    finally:
+        sock.close()
+        srv.stop()
+
+
+def test_a_client_dropped_for_falling_behind_is_let_go(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client more than QUEUE_MAX messages behind is dropped, its pump cancelled inside
+    a write that waited for the kernel's buffer to drain: aiohttp shares that wait with
+    the close, which the cancel made raise CancelledError at once, so neither the close
+    nor the abort behind it ran, and the connection (and its megabytes queued) stayed as
+    long as the client lived (QA: 180 s and on)."""
+    monkeypatch.setattr(sending, "SEND_STALL_S", 600.0)  # only the drop lets it go
+    srv = ServerThread(settings_for(spool.layout.root)).start()
+    sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
+    try:
+        wait_for(lambda: srv.ws_clients() == 1)
+        pad = "x" * 20_000
+        for n in range(hub.QUEUE_MAX + 600):
+            spool.submit(Job(tool="echo", params={"pad": pad}), f"behind-{n}")
+        wait_for(lambda: srv.in_loop(lambda: srv.services.hub.dropped_total) == 1, 30,
+                 "statusd to drop the client")
+        assert srv.ws_clients() == 0
+        wait_for(lambda: _served(srv.port) == 0, CLOSE_TIMEOUT_S + 5,
+                 "statusd to let go of the client it dropped")
     finally:
         sock.close()
         srv.stop()
