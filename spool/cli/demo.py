@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spool.cli import parse
+from spool.cli.command import UsageError
 from spool.cli.render import emit_json, record_json
 from spool.client import Client
 from spool.durability import FsyncMode
@@ -81,10 +82,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _fresh(root: Path) -> None:
+    """The demo makes a spool of its own: a folder with anything in it is refused (a live
+    spool's data files were replaced by the demo's, a second processor started there)."""
+    try:
+        with os.scandir(root) as entries:
+            taken = next(entries, None) is not None
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise UsageError(f"--spool-dir {root} is not a folder") from None
+    except OSError as exc:
+        raise UsageError(f"--spool-dir {root}: {exc.strerror}") from None
+    if taken:
+        raise UsageError(f"--spool-dir {root} is not empty: the demo makes a fresh spool "
+                         "(name a new or empty folder, or leave --spool-dir out)")
+
+
 def run(args: argparse.Namespace) -> int:
     import tempfile  # noqa: PLC0415 - lazy, see spool.cli
 
     given = getattr(args, "spool_dir", None)
+    if given:
+        _fresh(Path(given))
     root = Path(given) if given else Path(tempfile.mkdtemp(prefix="spoolq-demo-"))
     out = sys.stderr if args.json else sys.stdout  # with --json stdout holds the JSON only
     layout = Layout(root)

@@ -184,6 +184,24 @@ def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) 
     _assert_all_gone(_spool_of(out))
 
 
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
+    """The demo makes a fresh spool: pointed at a live one, it replaced that spool's data
+    files with its own and started a second processor beside the first (QA)."""
+    spool = tmp_path / "spool"
+    subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(spool), "init"],
+                   check=True, capture_output=True)
+    (spool / "data").mkdir()
+    (spool / "data" / "S0000.csv").write_text("theirs\n")
+    proc = subprocess.run([*DEMO, "--spool-dir", str(spool)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("spoolq: error: --spool-dir ")
+    assert "is not empty" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert (spool / "data" / "S0000.csv").read_text() == "theirs\n"
+    assert not _daemons_of(spool)
+    assert not list(spool.glob("*.log"))  # no daemon was started there
+
+
 def test_a_negative_value_that_rounds_to_zero_prints_unsigned() -> None:
     """Python's format kept the sign: -0.0004 printed as -0.0%, a -0.001 sharpe as -0.00."""
     out = io.StringIO()
