@@ -49,8 +49,8 @@ JOB_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 40.0
 BAR_WIDTH = 28
 DEMO_FSYNC = FsyncMode.BATCH
-SPOOL_DIR_HELP = ("where to make the demo's spool (default: a new folder in the temporary "
-                  "directory; SPOOL_DIR is not used)")
+SPOOL_DIR_HELP = ("a new or empty folder to make the demo's spool in (default: a new folder "
+                  "in the temporary directory; SPOOL_DIR is not used)")
 FSYNC_HELP = f"durability of the demo spool's writes (default: {DEMO_FSYNC.value})"
 
 
