@@ -34,7 +34,8 @@ class Echo(BaseTool):
 class SleepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seconds: float = Field(ge=0, le=MAX_SLEEP_S, allow_inf_nan=False)  # NaN: not "<= 86400"
+    # Strict: lax validation took true as 1 s and "2" as 2 s, where the schema says number.
+    seconds: float = Field(ge=0, le=MAX_SLEEP_S, allow_inf_nan=False, strict=True)
 
 
 class Sleep(BaseTool):
