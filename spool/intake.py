@@ -160,18 +160,30 @@ class Intake:
         job_id = id_from_name(name)
         problem = self._unreadable_reason(job_id, st, kind)
         if problem is not None:
-            if st.st_nlink > 1 and kind == "file" and job_id is not None and \
-                    self._settling(name, st):
-                # A no-clobber drop links its staged file in, then unlinks the staged name:
-                # spoolq's own publish where the filesystem has no RENAME_NOREPLACE (NFS,
-                # CIFS, FUSE), a maildir-style writer.  Quarantined in between, the job a
-                # client was told was submitted failed 'hard link', never run.
-                return Inspection(Verdict.WAITING)
-            return self._quarantine(name, st, kind, problem)
+            # A bad name or a second link may be a writer's, for a moment: see _refused.
+            may_change = kind == "file" and (job_id is None or st.st_nlink > 1)
+            return self._refused(name, st, kind, problem, may_change)
         assert job_id is not None
         if defer_over is not None and st.st_size > defer_over:
             return Inspection(Verdict.LARGE)
         return self._read_and_judge(name, job_id, path, st)
+
+    def _refused(self, name: str, st: os.stat_result, kind: str, problem: str,
+                 may_change: bool) -> Inspection:
+        """A drop that can be no job as it is: quarantined, or (``may_change``) left to its
+        writer until it has stayed unchanged for the settle time."""
+        if may_change and self._settling(name, st):
+            # A no-clobber drop links its staged file in, then unlinks the staged name:
+            # spoolq's own publish where the filesystem has no RENAME_NOREPLACE (NFS,
+            # CIFS, FUSE), a maildir-style writer.  Quarantined in between, the job a
+            # client was told was submitted failed 'hard link', never run.  And a
+            # writer's own temporary file (sed -i, NamedTemporaryFile then os.replace,
+            # an editor's save) is renamed to its job's name a moment later, or a bad
+            # name is still being written: taken at once, the writer's rename failed and
+            # the record's size was not the bytes kept (QA).
+            return Inspection(Verdict.WAITING)
+        self._unsettled.pop(name, None)
+        return self._quarantine(name, st, kind, problem)
 
     def _unreadable_reason(self, job_id: str | None, st: os.stat_result, kind: str
                            ) -> str | None:
@@ -195,8 +207,12 @@ class Intake:
         try:
             fd = open_nofollow(path)
         except PermissionError:
-            return self._quarantine(name, st, "file", "unreadable: permission denied (the "
-                                    "processor's user must be able to read dropped files)")
+            # Waited for as an unparsable file is: mv from another filesystem, cp -p and
+            # install create the file 0600 and set its mode once it is written, and a
+            # look in between failed half such drops, the writer told all was well (QA).
+            return self._refused(name, st, "file", "unreadable: permission denied (the "
+                                 "processor's user must be able to read dropped files)",
+                                 may_change=True)
         except OSError as exc:
             # EIO (a bad sector under its inode) is this file's trouble, as its read's:
             # taken for the spool's, it paused every claim for as long as it lasted.
