@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.errors import ConflictError, UnreadableDrop
-from spool.fsops import SPARE_TAG, failing_file, no_access
+from spool.fsops import SPARE_TAG, WRITE_TAG, failing_file, no_access
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
 from spool.layout import parse_staging
@@ -81,7 +81,11 @@ class Staged:
                 # The spool user's own file: no submitter's.  An older spoolq's move (they
                 # staged in tmp/), cut short: settled below as any move.
             old = self.age_s(entry.path, st, now_s) > DEAD_STAGING_AGE_S
-            if parsed is None:
+            if parsed is None or not _spoolqs(parsed[0]):
+                # A client's file; or one under a name shaped like spoolq's (report-42.<pid
+                # of another host or container>.<hex>.tmp), or an older spoolq's write:
+                # as any client's file, removed once a day unchanged (the latter went at
+                # the first pass, mid-write, and its writer's rename failed: QA).
                 if old:
                     report.removed += self.mover.unlink(Path(entry.path))
                 continue
@@ -422,3 +426,9 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _spoolqs(tag: str) -> bool:
+    """A staging tag this spoolq writes under: a fresh write's (``=<name>``), a spare's, a
+    move's (``<action>-<id>``)."""
+    return tag.startswith((WRITE_TAG, SPARE_TAG)) or tag.partition("-")[0] in ACTIONS

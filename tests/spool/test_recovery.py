@@ -438,9 +438,10 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
     young = layout.tmp / "young-foreign"
     young.write_bytes(b"?")
     # A client's staging files, fresh, shaped almost like spoolq's (a tag, digits that
-    # are no live pid, no 12-digit hex part): removed mid-write before.
+    # are no live pid, no 12-digit hex part), or just like it but for the tag (a pid of
+    # another host's): removed mid-write before.
     clients = ["export.20261201.part.tmp", "cancel-c-undo.99999999.a.tmp",
-               "job.4000000.ABCDEF012345.tmp"]
+               "job.4000000.ABCDEF012345.tmp", f"report-42.4000000.{'ab' * 16}.tmp"]
     for name in clients:
         (layout.tmp / name).write_bytes(b'{"tool": "echo",')
     past = datetime.now(UTC).timestamp() - 3 * 86_400
