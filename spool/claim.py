@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from stat import S_ISREG
 
 from spool.errors import SpoolIOError, UnreadableDrop
-from spool.fsops import Mover, StrPath, failing_file, failing_read
+from spool.fsops import REFUSED, Mover, StrPath, failing_file, failing_read
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -83,8 +83,10 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         try:
             if not mover.move(src, dst):  # never replaces
                 return None
-        except SpoolIOError:
+        except SpoolIOError as exc:
             _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
+            if (refused := _refused_by_file(exc, src, dst, job_id)) is not None:
+                raise refused from exc
             raise
         try:
             after = os.lstat(dst)
@@ -174,6 +176,25 @@ def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
     if (trouble := failing_read(exc, what)) is not None:
         return trouble
     raise exc
+
+
+def _refused_by_file(exc: SpoolIOError, src: StrPath, dst: StrPath, job_id: str
+                     ) -> UnreadableDrop | None:
+    """The claim's move refused (EPERM, EACCES) by the file itself, where both folders
+    take writes: that file's trouble, not the spool's.  One immutable file in
+    ``pending/`` (chattr +i; a security label) paused every claim for as long as it
+    stayed, retried first at each pause's end (QA: a job submitted beside it waited 11
+    minutes)."""
+    cause = exc.__cause__
+    if not isinstance(cause, OSError) or cause.errno not in REFUSED:
+        return None
+    effective = os.access in os.supports_effective_ids
+    for folder in (os.path.dirname(src), os.path.dirname(dst)):
+        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
+            return None
+    return UnreadableDrop(f"cannot claim {job_id}: {cause.strerror} (the file refuses "
+                          "the move, its folders do not: immutable or append-only, or a "
+                          "security label)")
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,
