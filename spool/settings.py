@@ -9,7 +9,7 @@ Built once in each program's ``main()`` and passed down; nothing below
 ``SPOOL_WORKER_MAX_JOBS``, ``SPOOL_WORKER_MEMORY_MB``, ``SPOOL_FAST_THREADS``,
 ``SPOOL_LOG_LEVEL``,
 ``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
-``STATUSD_MAX_BODY_BYTES``.
+``STATUSD_MAX_BODY_BYTES``, ``STATUSD_ALLOWED_ORIGINS``.
 
 The ``.env`` of the working directory is read only when one ``stat`` finds a
 regular file (or a symlink to one) of at most 1 MiB: a FIFO there (which
@@ -30,6 +30,7 @@ import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -144,6 +145,38 @@ def is_host(value: str) -> bool:
             and not all(label.isdigit() for label in labels))
 
 
+def origin_of(value: str) -> str | None:
+    """``scheme://host[:port]`` of an origin as browsers send it, lower case; None when
+    ``value`` is none (``null``, a path, no host)."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - as above
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in (
+            "", "/") or parts.query or parts.fragment:
+        return None
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def allowed_origins(value: str) -> list[str]:
+    """``STATUSD_ALLOWED_ORIGINS``: comma-separated origins, or ``*``; ValueError names
+    the first that is none."""
+    found = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            found.append(item)
+            continue
+        origin = origin_of(item)
+        if origin is None:
+            raise ValueError(f"{item!r} is no origin: give scheme://host[:port] "
+                             "(https://dash.example.com), comma-separated, or *")
+        found.append(origin)
+    return found
+
+
 MIN_WORKER_MEMORY_MB = 384
 """The least ``SPOOL_WORKER_MEMORY_MB`` other than 0: a worker is ready at about 320 MB
 of address space (numpy and pandas, preloaded), and under a cap that leaves it less than
@@ -184,6 +217,9 @@ class Settings(BaseSettings):
     statusd_token: str | None = Field(default=None, validation_alias="STATUSD_TOKEN")
     statusd_max_body_bytes: int = Field(default=1_048_576, ge=1024,
                                         validation_alias="STATUSD_MAX_BODY_BYTES")
+    # Origins (besides statusd's own) whose pages may open its WebSockets, and whose
+    # hosts may name a loopback-bound statusd: a reverse proxy's (statusd.origins).
+    statusd_allowed_origins: str = Field(default="", validation_alias="STATUSD_ALLOWED_ORIGINS")
 
     @classmethod
     def settings_customise_sources(
@@ -255,6 +291,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is no IP address or host name: give one, without a "
                              "scheme or port (127.0.0.1, ::1, 0.0.0.0, localhost; the port "
                              "is STATUSD_PORT)")
+        return value
+
+    @field_validator("statusd_allowed_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        allowed_origins(value)  # each one an origin, or *
         return value
 
     @field_validator("worker_memory_mb", mode="after")

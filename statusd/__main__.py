@@ -4,7 +4,7 @@ Reads the spool only (through the ``spool`` package), so it keeps answering
 while the processor is down.  Settings (DESIGN section 7): ``SPOOL_DIR``,
 ``SPOOL_FSYNC`` (for HTTP writes), ``SPOOL_SCAN_S`` (rescan interval),
 ``SPOOL_LOG_LEVEL``, ``STATUSD_HOST``, ``STATUSD_PORT``, ``STATUSD_TOKEN``,
-``STATUSD_MAX_BODY_BYTES``; ``--host``, ``--port`` and ``--spool-dir``
+``STATUSD_MAX_BODY_BYTES``, ``STATUSD_ALLOWED_ORIGINS``; ``--host``, ``--port`` and ``--spool-dir``
 override them.  Port 0 picks a free port; the chosen address is logged as
 ``statusd listening on http://HOST:PORT``.
 
@@ -99,7 +99,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         epilog="Settings come from the environment (and a .env file): SPOOL_DIR, "
         "SPOOL_FSYNC, SPOOL_SCAN_S, SPOOL_LOG_LEVEL, STATUSD_HOST (default 127.0.0.1), "
         "STATUSD_PORT (default 8000), STATUSD_TOKEN (the bearer token writes need; "
-        "unset: writes answer 403), STATUSD_MAX_BODY_BYTES. The options above override "
+        "unset: writes answer 403), STATUSD_MAX_BODY_BYTES, STATUSD_ALLOWED_ORIGINS (origins "
+        "besides its own whose pages may use it: a reverse proxy's). The options above override "
         "them. SIGTERM, SIGINT or SIGHUP stops it cleanly (exit status 0); SIGUSR1 or "
         "SIGUSR2 stops nothing: it logs what it serves (connections, WebSocket clients).")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")

@@ -43,6 +43,7 @@ from statusd import messages
 from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
 from statusd.hub import GONE, Subscriber
 from statusd.items import Item
+from statusd.origins import REACH
 from statusd.sending import StallGuard, abort
 from statusd.services import SERVICES, Services
 
@@ -80,6 +81,7 @@ GONE_CODE = WSCloseCode.POLICY_VIOLATION
 
 
 def _socket(request: web.Request, services: Services) -> web.WebSocketResponse:
+    request.app[REACH].check_origin(request)
     ws = web.WebSocketResponse(heartbeat=services.heartbeat_s, autoping=False,
                                max_msg_size=MAX_CLIENT_MSG_BYTES, timeout=CLOSE_TIMEOUT_S)
     if ws.can_prepare(request).ok:

@@ -164,7 +164,7 @@ def test_oversized_and_lying_requests(statusd: Server, spool_root: Path) -> None
     port = statusd.port
     auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
     body = orjson.dumps({"tool": "echo", "params": {"message": "x" * (MAX_BODY * 2)}})
-    head = (b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + auth +
+    head = (b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + auth +
             b"Content-Type: application/json\r\n")
     status, _ = raw(port, head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     assert status == 413
@@ -174,13 +174,13 @@ def test_oversized_and_lying_requests(statusd: Server, spool_root: Path) -> None
     chunked = (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") * 3 + b"0\r\n\r\n"
     status, _ = raw(port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
     assert status == 413
-    status, _ = raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bomb: " + b"b" * 100_000 +
+    status, _ = raw(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bomb: " + b"b" * 100_000 +
                     b"\r\nConnection: close\r\n\r\n")
     assert 400 <= status < 500
-    status, _ = raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" +
+    status, _ = raw(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
                     b"".join(b"X-%d: y\r\n" % i for i in range(5000)) + b"\r\n")
     assert 400 <= status < 500
-    status, _ = raw(port, b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _ = raw(port, b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert 400 <= status < 500
     assert os.listdir(spool_root / "pending") == [], "nothing was submitted"
     assert raw(port, get(b"/healthz"))[0] == 200
@@ -193,11 +193,11 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
     try:
         for n in range(400):  # slowloris: partial headers, never finished
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow-%d: " % n)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-%d: " % n)
             slow.append(sock)
         for _ in range(50):  # trickled bodies: a promise of 60 kB, a few bytes at a time
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
                          TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 60000\r\n\r\n{\"tool\"")
             slow.append(sock)
@@ -232,7 +232,7 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
 def test_a_client_that_hangs_up_mid_body_is_not_an_error(statusd: Server) -> None:
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", statusd.port), timeout=5) as sock:
-            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
                          + TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 1000\r\n\r\n{\"tool\"")
             time.sleep(0.1)

@@ -247,10 +247,10 @@ def test_idle_clients_neither_use_up_descriptors_nor_stay_for_good(
         for n in range(150):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             if n % 2:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             idle.append(sock)
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as probe:
-            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert probe.recv(64).startswith(b"HTTP/1.1 200"), "a prompt client was served"
         began = time.monotonic()
         for sock in idle:  # the server hangs up on each of them
@@ -350,7 +350,7 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
         baseline = _rss_mb(server)
         for _ in range(8):
             stalled.append(_stalled(server.port, b"GET /api/v1/tasks/big HTTP/1.1\r\n"
-                                    b"Host: x\r\n\r\n"))
+                                    b"Host: 127.0.0.1\r\n\r\n"))
         time.sleep(3)
         grown = _rss_mb(server) - baseline
         assert _established(server) == 8, "measured once they were cut off: too late"
@@ -399,7 +399,7 @@ def test_events_clients_cut_off_for_taking_nothing_count_as_dropped(
 
 
 def ws_upgrade(path: bytes) -> bytes:
-    return (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
             b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
             b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n\r\n")
 

@@ -186,7 +186,7 @@ def test_a_client_of_a_large_page_that_never_reads_is_cut_off(
         assert int(page.headers["content-length"]) == len(page.body) > 5 * 2**20
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", srv.port))
-        sock.sendall(b"GET /api/v1/tasks?limit=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /api/v1/tasks?limit=200 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         wait_for(lambda: _served(srv.port) == 1, what="the request taken")
         wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
                  "statusd to cut off the client of a large page that never reads")

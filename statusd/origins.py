@@ -1,0 +1,119 @@
+"""Who may reach statusd from a browser: its own pages, and origins named for it.
+
+Reads need no token, and "keep statusd on loopback" is the advice; but a browser on the
+same host reaches loopback for any page it shows.  Two ways such a page read the spool
+(QA): a WebSocket from another origin (``ws://127.0.0.1:8000/api/v1/ws/tasks/...`` opened
+by a page on another site or port: browsers apply no same-origin policy to WebSockets,
+they only send ``Origin``), and DNS rebinding (a site's name pointed at 127.0.0.1, so its
+page reads the REST API as its own origin: its requests carry ``Host: that-site``).
+
+So, with :class:`Reach` built from the settings:
+
+* a WebSocket handshake that carries an ``Origin`` must come from statusd's own origin
+  (the ``Origin``'s host and port are the request's ``Host``) or from one named in
+  ``STATUSD_ALLOWED_ORIGINS`` (``*``: any); clients other than browsers send none and
+  are let in;
+* bound to a loopback address, statusd answers only requests whose ``Host`` names a
+  loopback address (``localhost``, ``127.0.0.1``, ``[::1]``, any port) or the host of
+  an origin named in ``STATUSD_ALLOWED_ORIGINS`` (a reverse proxy that passes its own
+  host name on); a request with no ``Host`` (HTTP/1.0) comes from no browser.
+
+Each refusal is a 403 ``forbidden`` that says what to set.  Writes need the bearer
+token, which no cross-origin page can send without a preflight that statusd does not
+answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import hdrs, web
+
+from spool.settings import Settings, allowed_origins, origin_of
+from statusd.errors import ApiError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def host_name(authority: str) -> str | None:
+    """The host of ``authority`` (``host[:port]``, an IPv6 address in brackets), lower
+    case; None when it is no such thing."""
+    try:
+        parts = urlsplit("//" + authority)
+        parts.port  # noqa: B018 - a port that is no number raises here
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """What :func:`reach_middleware` and the WebSocket handshake let in."""
+
+    guard_host: bool  # bound to loopback: the Host must name a loopback address
+    origins: frozenset[str]
+    any_origin: bool
+    hosts: frozenset[str]  # the hosts of ``origins``, let in as a Host too
+
+    @classmethod
+    def of(cls, settings: Settings) -> Reach:
+        origins = allowed_origins(settings.statusd_allowed_origins)
+        named = frozenset(o for o in origins if o != "*")
+        return cls(guard_host=is_loopback(settings.statusd_host), origins=named,
+                   any_origin="*" in origins,
+                   hosts=frozenset(h for o in named if (h := host_name(o.split("://")[1]))))
+
+    def host_refused(self, request: web.Request) -> str | None:
+        """Why ``request``'s Host is refused; None when it is let in."""
+        if not self.guard_host or self.any_origin:
+            return None
+        given = request.headers.get(hdrs.HOST)
+        if given is None:
+            return None
+        host = host_name(given)
+        if host is not None and (is_loopback(host) or host in self.hosts):
+            return None
+        return (f"Host {given!r} is not this statusd's: bound to loopback, it answers "
+                "requests for localhost, 127.0.0.1 and [::1] (a page on another name "
+                "resolved to this host reads nothing); name the origin a proxy serves it "
+                "at in STATUSD_ALLOWED_ORIGINS")
+
+    def origin_refused(self, request: web.Request) -> str | None:
+        """Why a WebSocket handshake's Origin is refused; None when it is let in."""
+        given = request.headers.get(hdrs.ORIGIN)
+        if given is None or self.any_origin:
+            return None
+        origin = origin_of(given)
+        own = request.headers.get(hdrs.HOST, "").lower()
+        if origin is not None and (origin.split("://")[1] == own or origin in self.origins):
+            return None
+        return (f"a WebSocket from Origin {given!r} is refused: pages of other origins "
+                "read nothing here; name it in STATUSD_ALLOWED_ORIGINS to let it in")
+
+    def check_origin(self, request: web.Request) -> None:
+        if (why := self.origin_refused(request)) is not None:
+            raise ApiError(403, "forbidden", why)
+
+
+REACH = web.AppKey("reach", Reach)
+
+
+@web.middleware
+async def reach_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if (why := request.app[REACH].host_refused(request)) is not None:
+        raise ApiError(403, "forbidden", why)
+    return await handler(request)

@@ -1,0 +1,121 @@
+"""Pages of other origins read nothing from statusd (statusd.origins).
+
+Reads need no token, and a browser reaches a loopback statusd for any page it shows:
+a page on another site or port opened ``ws://127.0.0.1:.../api/v1/ws/tasks/ID`` and read
+the job's params and results (browsers apply no same-origin policy to WebSockets), and a
+site whose name was pointed at 127.0.0.1 (DNS rebinding) read the REST API as its own
+origin (QA).  A real server on 127.0.0.1, raw requests with the headers a browser sends.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+
+import pytest
+from statusdkit import ServerThread, request, run_job, settings_for
+
+from spool.errors import ConfigError
+from spool.settings import load_settings
+from spool.transitions import Spool
+
+
+def _handshake(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """A WebSocket handshake with ``headers``: the status and the response's bytes."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split(b" ", 2)[1]), head
+
+
+@pytest.fixture
+def served(spool: Spool) -> ServerThread:
+    run_job(spool, "secret", result={"pnl": 1})
+    return ServerThread(settings_for(spool.layout.root)).start()
+
+
+def test_a_websocket_from_another_origin_is_refused(served: ServerThread) -> None:
+    port = served.port
+    try:
+        own = {"Host": f"127.0.0.1:{port}"}
+        for path in ("/api/v1/ws/tasks/secret", "/api/v1/ws/events"):
+            status, head = _handshake(port, path, {**own, "Origin": "http://127.0.0.1:18111"})
+            assert status == 403, head
+            assert b'"forbidden"' in head and b"STATUSD_ALLOWED_ORIGINS" in head, head
+            status, _ = _handshake(port, path, {**own, "Origin": "null"})
+            assert status == 403
+            # statusd's own page (the dashboard), and clients that are no browser.
+            assert _handshake(port, path, {**own, "Origin": f"http://127.0.0.1:{port}"}
+                              )[0] == 101
+            assert _handshake(port, path, own)[0] == 101
+    finally:
+        served.stop()
+
+
+def test_a_request_for_another_host_name_is_refused(served: ServerThread) -> None:
+    """DNS rebinding: the page's requests carry its own site's name as the Host."""
+    base, port = served.base, served.port
+    try:
+        for path in ("/api/v1/tasks/secret", "/api/v1/tasks", "/api/v1/stats", "/metrics", "/"):
+            reply = request(base, "GET", path, headers={"Host": f"rebind.example:{port}"})
+            assert reply.status == 403, (path, reply.status)
+            assert reply.json()["error"]["type"] == "forbidden"
+            assert b"pnl" not in reply.body
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.2",
+                     "LOCALHOST"):
+            reply = request(base, "GET", "/api/v1/tasks/secret", headers={"Host": host})
+            assert reply.status == 200, (host, reply.status)
+        status, _ = _handshake(port, "/api/v1/ws/events", {"Host": "rebind.example"})
+        assert status == 403
+    finally:
+        served.stop()
+
+
+def test_origins_named_in_the_settings_are_let_in(spool: Spool) -> None:
+    """A reverse proxy's origin: its pages' WebSockets, and its host name as the Host."""
+    run_job(spool, "secret")
+    settings = settings_for(spool.layout.root,
+                            statusd_allowed_origins="https://dash.example.com")
+    srv = ServerThread(settings).start()
+    try:
+        proxied = {"Host": "dash.example.com", "Origin": "https://dash.example.com"}
+        assert _handshake(srv.port, "/api/v1/ws/events", proxied)[0] == 101
+        assert request(srv.base, "GET", "/api/v1/tasks/secret",
+                       headers={"Host": "dash.example.com"}).status == 200
+        other = {"Host": f"127.0.0.1:{srv.port}", "Origin": "https://evil.example.com"}
+        assert _handshake(srv.port, "/api/v1/ws/events", other)[0] == 403
+    finally:
+        srv.stop()
+
+
+def test_a_statusd_on_another_address_checks_origins_not_hosts(spool: Spool) -> None:
+    """Bound to all addresses, it answers any Host (its names are the operator's); a
+    WebSocket from another origin is refused all the same."""
+    settings = settings_for(spool.layout.root, statusd_host="0.0.0.0")  # noqa: S104
+    srv = ServerThread(settings).start()
+    try:
+        assert request(srv.base, "GET", "/healthz",
+                       headers={"Host": "spool.internal:8000"}).status == 200
+        assert _handshake(srv.port, "/api/v1/ws/events",
+                          {"Host": "spool.internal:8000",
+                           "Origin": "http://elsewhere.example"})[0] == 403
+    finally:
+        srv.stop()
+
+
+def test_a_bad_allowed_origin_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATUSD_ALLOWED_ORIGINS", "https://ok.example, dash.example")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "STATUSD_ALLOWED_ORIGINS" in str(info.value)
+    assert "'dash.example' is no origin" in str(info.value)
