@@ -376,6 +376,38 @@ def test_a_replaced_folder_is_watched_again(spool: Spool, how: str) -> None:
         srv.stop()
 
 
+def test_a_folder_put_back_is_no_burst_of_finishes(spool: Spool) -> None:
+    """``mv done done.real && mkdir done``, then back: the records that came back were
+    counted as new finishes (3,016 on /metrics, an alert's worth) and each streamed as
+    three made-up transitions (QA).  They are what the spool held, not moves."""
+    for n in range(3):
+        run_job(spool, f"old-{n}")
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    done = spool.layout.folder(JobState.DONE)
+
+    def counted(state: str) -> int:
+        count: int = request(srv.base, "GET", "/api/v1/stats").json()["counts"][state]
+        return count
+
+    def finishes() -> str:
+        return request(srv.base, "GET", "/metrics").body.decode()
+
+    try:
+        wait_for(lambda: counted("done") == 3, what="the records indexed")
+        done.rename(done.with_name("done.real"))
+        done.mkdir()
+        wait_for(lambda: counted("done") == 0, what="the records gone with their folder")
+        done.rmdir()
+        done.with_name("done.real").rename(done)
+        wait_for(lambda: counted("done") == 3, what="the records back")
+        assert 'spoolq_transitions_total{outcome="done"' not in finishes()
+        run_job(spool, "new")  # a new finish is counted as ever
+        wait_for(lambda: counted("done") == 4, what="the new record")
+        assert 'spoolq_transitions_total{outcome="done",tool="echo"} 1.0' in finishes()
+    finally:
+        srv.stop()
+
+
 def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None:
     # A client that does not answer a ping within heartbeat_s / 2 is dropped, live or
     # not: 0.3 s (0.15 s to answer) dropped the live client after a 0.4 s stall of the
