@@ -138,6 +138,11 @@ async def get_task(request: web.Request) -> web.StreamResponse:
         if body is not None:
             return await _reply(request, body)
         await services.tracker.refresh([job_id])
+    elif services.index.get(job_id) is None:
+        # Not indexed yet (its event not read): looked for on disk, where a large one is
+        # indexed (its head) to be streamed.  A record over 8 MiB answered 404 until the
+        # next rescan, up to SPOOL_SCAN_S (QA).
+        await services.tracker.refresh([job_id])
     for _ in range(STREAM_TRIES):
         item = services.index.get(job_id)
         if item is not None and item.body is not None:
