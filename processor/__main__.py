@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import errno
 import gc
 import io
 import logging
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from processor import startup
 from processor.stop_signals import EarlyStops
-from spool.errors import ConfigError, SpoolError, SpoolIOError
+from spool.errors import ConfigError, SpoolError, SpoolIOError, passing
 from spool.stdio import Parser, output_failed, parse_args
 from spool.version import add_version
 
@@ -59,24 +58,6 @@ def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeE
 
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75
-PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
-                            errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE,
-                            errno.ENOLCK})
-"""What a spool refuses for now: a disk full, descriptors or memory short, an I/O error,
-an NFS handle gone stale (a new process looks every path up afresh), a network
-filesystem's lock daemon down (ENOLCK: the owner lease and recovery's claims are
-``flock`` calls).  At start-up (its recovery scan, say) the processor exits
-``EXIT_TEMPFAIL`` for these, so systemd starts it again; with exit status 2 a full disk
-at boot, or lockd not yet up, left it down until someone restarted it by hand."""
-
-
-def passing(exc: BaseException) -> bool:
-    """``exc`` is spool trouble that goes away by itself (:data:`PASSING_ERRNOS`)."""
-    cause = exc.__cause__
-    return (isinstance(exc, SpoolIOError) and isinstance(cause, OSError)
-            and cause.errno in PASSING_ERRNOS)
-
-
 OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
 """The option of each setting it overrides, to name it in an error."""
 _DEFAULT_TEXT = {"JOB_NUM": "the CPU count", "SPOOL_TOOLS": "none",

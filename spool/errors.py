@@ -27,6 +27,7 @@ them (``raise X(...) from exc``).
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 
 
@@ -136,3 +137,21 @@ class Abandoned(JobError):
 
 class Cancelled(JobError):
     error_type = ErrorType.CANCELLED
+
+
+PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
+                            errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE,
+                            errno.ENOLCK})
+"""What a spool refuses for now: a disk full, descriptors or memory short, an I/O error,
+an NFS handle gone stale (a new process looks every path up afresh), a network
+filesystem's lock daemon down (ENOLCK: the owner lease and recovery's claims are
+``flock`` calls).  At start-up (its recovery scan, say) the daemons exit 75 (EX_TEMPFAIL)
+for these, so systemd starts them again; with exit status 2 a full disk at boot, or lockd
+not yet up, left the processor down until someone restarted it by hand."""
+
+
+def passing(exc: BaseException) -> bool:
+    """``exc`` is spool trouble that goes away by itself (:data:`PASSING_ERRNOS`)."""
+    cause = exc.__cause__
+    return (isinstance(exc, SpoolIOError) and isinstance(cause, OSError)
+            and cause.errno in PASSING_ERRNOS)

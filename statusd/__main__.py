@@ -62,7 +62,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, EarlyStops
-from spool.errors import ConfigError, SpoolError
+from spool.errors import ConfigError, SpoolError, passing
 from spool.stdio import Parser, parse_args
 from spool.text import one_line
 from spool.version import add_version
@@ -88,6 +88,8 @@ to end in a SIGKILL."""
 MAX_NOFILE = 1 << 20
 ACCEPT_TROUBLE_LINE_S = 10.0
 """Out of descriptors, refused connections are one line this often, with their count."""
+EXIT_TEMPFAIL = 75
+"""Spool trouble that passes (:func:`spool.errors.passing`): systemd starts it again."""
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 
@@ -128,15 +130,20 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         warn_unknown_settings(logging.getLogger("spoolq.statusd"))
         try:
-            asyncio.run(serve(settings, access_log=args.access_log, early=early))
+            names = (OPTIONS["statusd_host"] if args.host is not None else "STATUSD_HOST",
+                     OPTIONS["statusd_port"] if args.port is not None else "STATUSD_PORT")
+            asyncio.run(serve(settings, access_log=args.access_log, early=early, names=names))
         finally:
             early.install()  # the loop's close gave the signals their default actions
     except ConfigError as exc:  # restarting cannot fix it (RestartPreventExitStatus=2)
         print(f"spool-statusd: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except SpoolError as exc:
+        # A spool never initialised, a path that is no folder: a setting to fix, as the
+        # processor says (2: the unit does not restart it every 2 s until its start limit);
+        # trouble that passes (a full disk, EIO) is tried again (75).
         print(f"spool-statusd: error: {one_line(str(exc))}", file=sys.stderr)
-        return 1
+        return EXIT_TEMPFAIL if passing(exc) else 2
     except OSError as exc:  # e.g. the port is taken, or a spool folder it may not read
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"spool-statusd: error: {one_line(f'{exc.strerror or exc}{where}')}",
@@ -146,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: Settings, *, access_log: bool = False,
-                early: EarlyStops | None = None) -> None:
-    """Serve until a stop signal (or not at all when ``early`` noted one already)."""
+                early: EarlyStops | None = None,
+                names: tuple[str, str] = ("STATUSD_HOST", "STATUSD_PORT")) -> None:
+    """Serve until a stop signal (or not at all when ``early`` noted one already);
+    ``names``: what gave the host and port (a variable, or an option), for an error."""
     import asyncio  # noqa: PLC0415 - lazy, see the module's docstring
 
     from aiohttp import web  # noqa: PLC0415 - lazy, see the module's docstring
@@ -184,7 +193,7 @@ async def serve(settings: Settings, *, access_log: bool = False,
             try:
                 await site.start()
             except OSError as exc:
-                raise _listen_error(exc, settings) from exc
+                raise _listen_error(exc, settings, names) from exc
             for address in runner.addresses:
                 log.info("statusd listening on http://%s", _shown(address))
             if await _until_indexed(stop, app[SERVICES].tracker.loading):
@@ -197,15 +206,17 @@ async def serve(settings: Settings, *, access_log: bool = False,
         await runner.cleanup()
 
 
-def _listen_error(exc: OSError, settings: Settings) -> OSError | ConfigError:
+def _listen_error(exc: OSError, settings: Settings, names: tuple[str, str]
+                  ) -> OSError | ConfigError:
     """What a failed listen says: the address asked for, by its setting.  A host name
     the resolver says does not exist is a setting to fix (exit 2: the unit does not
     restart it), where it said "Name or service not known" alone, exit 1, restarted
     every 2 s for ever (QA; a value that is no name or address at all is refused as the
     settings are read); a port taken, an address not (yet) on this host or a name
     server not answering may pass (exit 1)."""
-    where = (f"cannot listen on STATUSD_HOST={settings.statusd_host!r}, "
-             f"STATUSD_PORT={settings.statusd_port}: {exc.strerror or exc}")
+    host, port = names
+    where = (f"cannot listen on {host}={settings.statusd_host!r}, "
+             f"{port}={settings.statusd_port}: {exc.strerror or exc}")
     if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_HOST:
         return ConfigError(where)
     return OSError(exc.errno, where)

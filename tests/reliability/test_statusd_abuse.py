@@ -197,8 +197,9 @@ def test_slow_clients_do_not_block_others(statusd: Server) -> None:
             slow.append(sock)
         for _ in range(50):  # trickled bodies: a promise of 60 kB, a few bytes at a time
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
-                         TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Authorization: Bearer " + TOKEN.encode() +
+                         b"\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 60000\r\n\r\n{\"tool\"")
             slow.append(sock)
         rss_before = statusd.rss_mb()

@@ -371,11 +371,13 @@ def test_a_client_of_a_large_page_that_reads_nothing_does_not_hold_the_stop(
 
 def test_the_daemon_refuses_a_spool_that_is_not_initialised(tmp_path: Path) -> None:
     """One line, in the shape of the other commands' (``spool-processor: error: ...``,
-    ``spoolq: error: ...``), which a journal query can look for; it lacked ``error:``."""
+    ``spoolq: error: ...``), which a journal query can look for; it lacked ``error:``.
+    Exit status 2, as the processor's: a setting to fix, which the unit does not restart
+    (with 1 it was restarted every 2 s until systemd's start limit, QA)."""
     proc = subprocess.run([sys.executable, "-m", "statusd"], env=_env(tmp_path / "nothing"),
                           cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "spoolq init" in lines[0], proc.stderr
     assert lines[0].startswith("spool-statusd: error: "), proc.stderr
@@ -388,7 +390,7 @@ def test_the_error_line_shows_control_characters_as_escapes(tmp_path: Path) -> N
     env = {**_env(tmp_path / "nothing"), "SPOOL_DIR": f"{tmp_path}/spool\r"}
     proc = subprocess.run([sys.executable, "-m", "statusd"], env=env, cwd=tmp_path,
                           capture_output=True, timeout=60, check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"spool-statusd: error: {tmp_path}/spool\\r is not an "
                                   "initialised spool".encode()), proc.stderr
     assert b"\r" not in proc.stderr and proc.stderr.count(b"\n") == 1, proc.stderr
@@ -495,9 +497,15 @@ def test_a_port_taken_names_the_setting_and_may_pass(spool: Spool, tmp_path: Pat
                               env={**_env(spool.layout.root), "STATUSD_PORT": str(port)},
                               cwd=tmp_path, capture_output=True, text=True, timeout=60,
                               check=False)
+        by_option = subprocess.run([sys.executable, "-m", "statusd", "--port", str(port)],
+                                   env=_env(spool.layout.root), cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.strip().splitlines() if " INFO " not in line]
     assert len(lines) == 1 and f"STATUSD_PORT={port}: " in lines[0], proc.stderr
+    # Given by its option, it is named so: the line said STATUSD_PORT, set nowhere (QA).
+    assert by_option.returncode == 1, by_option.stderr
+    assert f"--port={port}: " in by_option.stderr and "STATUSD_PORT" not in by_option.stderr
     assert "in use" in lines[0], proc.stderr
 
 

@@ -101,7 +101,7 @@ def test_origins_named_in_the_settings_are_let_in(spool: Spool) -> None:
 def test_a_statusd_on_another_address_checks_origins_not_hosts(spool: Spool) -> None:
     """Bound to all addresses, it answers any Host (its names are the operator's); a
     WebSocket from another origin is refused all the same."""
-    settings = settings_for(spool.layout.root, statusd_host="0.0.0.0")  # noqa: S104
+    settings = settings_for(spool.layout.root, statusd_host="0.0.0.0")
     srv = ServerThread(settings).start()
     try:
         assert request(srv.base, "GET", "/healthz",
