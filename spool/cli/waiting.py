@@ -66,10 +66,10 @@ def _configure_wait(parser: argparse.ArgumentParser) -> None:
 def run_wait(args: argparse.Namespace, settings: Settings) -> int:
     client = client_of(settings, usage=True)
     check_can_follow(client, "spoolq wait")
-    ids = list(dict.fromkeys(args.id))  # each once, in the order given
-    if len(args.id) == 1:  # "wait a a" is several ids: a script reads one line for it
-        return wait_for(client, ids[0], args.timeout, as_json=args.json, quiet=args.quiet)
-    return wait_all(client, ids, args.timeout, as_json=args.json, quiet=args.quiet)
+    if len(args.id) == 1:  # "wait a a" is several ids: a script reads a line for each
+        return wait_for(client, args.id[0], args.timeout, as_json=args.json,
+                        quiet=args.quiet)
+    return wait_all(client, args.id, args.timeout, as_json=args.json, quiet=args.quiet)
 
 
 def check_can_follow(client: Client, what: str, done_so_far: str = "") -> None:
@@ -139,23 +139,30 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
              quiet: bool) -> int:
     """Wait for every job of ``ids`` within one ``timeout``; a line on stdout for each as
     its end is known (``ID STATE [ERROR]``, or its record as one JSON line), in the order
-    given.  Exit 1 when any failed or is unknown, else 3 when any is unfinished, else 0."""
+    given: an id given twice is waited for once, and has a line each time (a script
+    pairs its ids with the lines).  Exit 1 when any failed or is unknown, else 3 when any
+    is unfinished, else 0."""
     from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
 
     client.reader = BoundedReader(client.layout)  # a large record: its head only
     codes: list[int] = []
+    known: dict[str, Record | NotFoundError] = {}
     for job_id, left in one_timeout(ids, timeout):
-        try:
-            record = _wait_one(client, job_id, left, quiet)
-        except NotFoundError as exc:
+        if job_id not in known:
+            try:
+                known[job_id] = _wait_one(client, job_id, left, quiet)
+            except NotFoundError as exc:
+                known[job_id] = exc
+            except KeyboardInterrupt:
+                if not quiet:
+                    note(f"interrupted: stopped waiting at job {job_id}; the jobs go on")
+                raise
+        record = known[job_id]
+        if isinstance(record, NotFoundError):
             if not quiet:
-                note(f"error: {exc}")
+                note(f"error: {record}")
             codes.append(EXIT_FAILED)
             continue
-        except KeyboardInterrupt:
-            if not quiet:
-                note(f"interrupted: stopped waiting at job {job_id}; the jobs go on")
-            raise
         code = _exit_code(record)
         codes.append(code)
         if quiet:
@@ -225,5 +232,6 @@ WAIT = Command(
     f"shows one killed or hung, after {QUIET_S:g} s when it holds no status file; the "
     "wait goes on.  With several ids, all are waited for within one --timeout, with no "
     "bar: one line each on stdout, 'ID STATE [ERROR]' (--json: its record as one JSON "
-    "line), in the order given; the exit code is 1 if any failed or is unknown, else 3 "
+    "line), in the order given, an id given twice too; the exit code is 1 if any failed "
+    "or is unknown, else 3 "
     "if any is unfinished, else 0.")

@@ -524,12 +524,15 @@ def test_wait_for_several_jobs_at_once(root: Path, env: dict[str, str]) -> None:
         env, ["wait", "a1", "a2", "a1"], ["wait", "a1", "bad", "slow", "--timeout", "0.5"],
         ["wait", "a2", "slow", "--timeout", "0.3"], ["wait", "a1", "a2", "--json"],
         ["wait", "a1", "nobody"], ["wait", "a1", "a1"], ["wait", "a1", "a1", "--json"])
-    assert (done.returncode, done.stdout) == (0, "a1 done\na2 done\n")
-    # One id given twice is several ids: the batch's one line, not the single id's record
+    # A line for each id given, in the order given, an id given twice too: a script pairs
+    # its ids with the lines (the second a1 had none, and the lines were off by one, QA).
+    assert (done.returncode, done.stdout) == (0, "a1 done\na2 done\na1 done\n")
+    # One id given twice is several ids: the batch's lines, not the single id's record
     # (a script looping over its lines broke on a list holding a duplicate).
-    assert (twice.returncode, twice.stdout) == (0, "a1 done\n")
-    assert len(twice_json.stdout.splitlines()) == 1
-    assert orjson.loads(twice_json.stdout)["result"] == {"ok": "a1"}
+    assert (twice.returncode, twice.stdout) == (0, "a1 done\na1 done\n")
+    assert len(twice_json.stdout.splitlines()) == 2
+    assert [orjson.loads(line)["result"] for line in twice_json.stdout.splitlines()] == [
+        {"ok": "a1"}, {"ok": "a1"}]
     assert some_failed.returncode == 1
     assert some_failed.stdout == "a1 done\nbad failed tool_error: it broke\nslow pending\n"
     assert (unfinished.returncode, unfinished.stdout) == (3, "a2 done\nslow pending\n")
