@@ -104,7 +104,10 @@ class Starter:
         try:
             tool = self.registry.get(job.tool)
             if job.attempts and job.attempts >= (limit := self.max_attempts(job)):
-                # A run goes while attempts < max_attempts (DESIGN section 9).
+                # A run goes while attempts < max_attempts (DESIGN section 9).  None began:
+                # the record's count stays the job's (it said 101 of a job at 100, past
+                # the schema's own maximum, for a run it never had: QA).
+                record = record.model_copy(update={"attempts": job.attempts})
                 raise InvalidJob(f"attempts {job.attempts} already reach max_attempts "
                                  f"{limit}: not run again")
         except JobError as exc:

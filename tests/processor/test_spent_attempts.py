@@ -27,7 +27,9 @@ def test_a_drop_with_its_attempts_spent_is_failed_without_a_run(spool_root: Path
     assert rec["error"]["type"] == "invalid_job"
     assert "attempts 100" in rec["error"]["message"]
     assert "max_attempts 100" in rec["error"]["message"]
+    assert rec["attempts"] == 100  # no run began: it said 101, past the schema's maximum
     rec = wait_record(spool_root, "spent_default")
     assert rec["state"] == "failed" and "max_attempts 1" in rec["error"]["message"]
+    assert rec["attempts"] == 1
     rec = wait_record(spool_root, "one_left")
     assert rec["state"] == "done" and rec["attempts"] == 3
