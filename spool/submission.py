@@ -179,8 +179,13 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
         record = _failed_record(fd, job_id)
         if record.source is not None or record.tool is None:
             reason = record.error.message if record.error else "invalid job"
-            raise ConflictError(f"{job_id} was quarantined ({reason}); "
-                                "fix the file and drop it again")
+            # A quarantine keeps the file's bytes beside its record; a file recovery
+            # found unreadable in running/ (not a processor's) left none to fix (QA).
+            kept = spool.layout.original(job_id)
+            what = ("fix its file (" + os.fspath(kept) + ") and drop it again"
+                    if os.path.lexists(kept) else "its bytes were not kept: submit the job "
+                    "anew")
+            raise ConflictError(f"{job_id} was quarantined ({reason}); {what}")
         staged = spool.mover.action_staging(f"retry-{job_id}")
         claim = take(spool.mover, src, staged, job_id)
         if claim is None:

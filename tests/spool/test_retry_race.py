@@ -96,3 +96,25 @@ def test_a_retry_whose_record_keeps_being_replaced_is_a_conflict_that_keeps_it(
     kept = orjson.loads(layout.job(F, "daily").read_bytes())
     assert kept["error"]["message"] == "day 3 failed"
     assert listing(layout.stage) == []
+
+
+def test_a_quarantined_record_is_not_retried_and_says_where_its_bytes_are(
+        tmp_path: Path) -> None:
+    """A quarantine keeps the file beside its record: retry names it.  Recovery's record
+    of a file in running/ it could not read (no processor's) kept no bytes, and retry
+    said "fix the file" all the same (QA)."""
+    spool = make_spool(tmp_path / "spool")
+    bad = spool.layout.folder(JobState.PENDING) / "bad.json"
+    bad.write_bytes(b"{not json")
+    st = bad.stat()
+    record = spool.quarantine("bad.json", "malformed JSON", kind="file", size=st.st_size,
+                              mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+    assert record is not None and record.id == "bad"
+    with pytest.raises(ConflictError) as kept:
+        submission.retry(spool, "bad")
+    assert "fix its file (" in str(kept.value)
+    assert str(spool.layout.original("bad")) in str(kept.value)
+    spool.layout.original("bad").unlink()
+    with pytest.raises(ConflictError) as gone:
+        submission.retry(spool, "bad")
+    assert "its bytes were not kept: submit the job anew" in str(gone.value), gone.value
