@@ -172,6 +172,10 @@ class Processor:
             lifecycle.close(self)
         return self.exit_status
 
+    def ready_text(self) -> str:
+        """What systemd's STATUS= says while all is well."""
+        return f"{self.executor.name} executor, JOB_NUM={self.executor.capacity()}"
+
     def request_restart(self, why: str) -> None:
         """Stop now and exit for a fresh start (:func:`processor.lifecycle.restart`);
         from any thread."""
@@ -438,6 +442,7 @@ class Processor:
         doublings = min(self.io_failures - 1, _MOST_DOUBLINGS)
         pause: float = min(IO_BACKOFF_S[1], IO_BACKOFF_S[0] * 2 ** doublings)
         log.error(line, extra={"fields": {"error": str(exc), "pause_s": pause}})
+        self.notifier.status(f"{line}: {exc}")  # systemctl status, until it is over
         now = self.clock.now()  # and the status file says so at once
         since = self.io_trouble["since"] if self.io_trouble else now
         # Escaped as the log line's is: a path not UTF-8 (the spool's own, say) gives
@@ -472,6 +477,8 @@ class Processor:
             # write paused claims for the first pause again, and was tried at that pace.)
             self.io_trouble = None
             self.io_failures = 0
+            if not self.stopping:
+                self.notifier.status(self.ready_text())
         if not self.stopping:
             # A local pool starts here the workers that could not start before, and hands
             # them the tasks that waited (no dispatch asks while no job is queued).

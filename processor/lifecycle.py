@@ -103,8 +103,7 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
     unless_unusable(processor.discovery.rescan)
     logs.flush()  # the recovery's lines are out before the status file says "up"
     processor.heartbeat()
-    processor.notifier.ready(f"{processor.executor.name} executor, JOB_NUM="
-                             f"{processor.executor.capacity()}")
+    processor.notifier.ready(processor.ready_text())
     log.info("started", extra={"fields": {"owner": processor.owner,
                                           "job_num": processor.executor.capacity(),
                                           "executor": processor.executor.name,
@@ -176,6 +175,9 @@ def begin_stop(processor: Processor, signum: int) -> None:
         seconds=processor.settings.grace_s)
     processor.heartbeat()  # readers see it stopping now, not at the next heartbeat
     processor.notifier.stopping()
+    # systemctl status said the READY line through the whole grace period (QA).
+    processor.notifier.status(f"stopping: {len(processor.runs)} running, given up to "
+                              f"{processor.settings.grace_s:g} s (SPOOL_GRACE_S)")
     # Let systemd's stop timeout follow SPOOL_GRACE_S, plus time to requeue.
     processor.notifier.extend_timeout(
         int((processor.settings.grace_s + STOP_MARGIN_S) * 1_000_000))

@@ -170,6 +170,10 @@ def test_the_processor_says_ready_after_recovery_pings_and_says_stopping(
 
         proc.send_signal(signal.SIGTERM)
         stopping = listener.until("STOPPING=1")
+        # And systemctl status says so: it showed the READY line through the grace (QA).
+        said = [m for m in [*stopping, *(listener.next() for _ in range(2))]
+                if m.text.startswith("STATUS=")]
+        assert said and said[0].text.startswith("STATUS=stopping: 0 running, "), said
         assert proc.wait(timeout=60) == 0
         assert {m.pid for m in [ready, *messages, *stopping]} == {proc.pid}
     finally:
