@@ -32,7 +32,10 @@ PREFIX = "/spoolq/"
 # Hop-by-hop headers (RFC 9110 section 7.6.1), and those aiohttp sets itself for the
 # body it sends: never forwarded as they came.
 HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                         "transfer-encoding", "upgrade", "host", "content-length"})
+                         "transfer-encoding", "upgrade", "content-length"})
+"""``Host`` is passed on, as operations.md's nginx snippet does (``proxy_set_header Host
+$host``), and the WebSocket's ``Origin`` too, as nginx does: statusd judges them
+(statusd.origins)."""
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
@@ -71,7 +74,8 @@ class SubpathProxy(AppThread):
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         if request.headers.get("Upgrade", "").lower() == "websocket":
             self.ws_paths.append(request.raw_path)
-            return await _forward_websocket(request, session, url)
+            return await _forward_websocket(request, session, url, {
+                k: v for k, v in headers.items() if k.lower() in ("host", "origin")})
         async with session.request(request.method, url, headers=headers,
                                    data=await request.read(),
                                    allow_redirects=False) as answer:
@@ -89,11 +93,11 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _forward_websocket(request: web.Request, session: aiohttp.ClientSession,
-                             url: str) -> web.WebSocketResponse:
+                             url: str, headers: dict[str, str]) -> web.WebSocketResponse:
     """Both ways, text as text, until either end closes; its close code is passed on."""
     client = web.WebSocketResponse()
     await client.prepare(request)
-    async with session.ws_connect(url) as upstream:
+    async with session.ws_connect(url, headers=headers) as upstream:
 
         async def down() -> None:
             async for msg in upstream:
