@@ -61,13 +61,14 @@ class Staged:
         now_s = self.spool.clock.now().timestamp()
         trusted = self._tmp_trusted()
         own_uids = set() if trusted else self._spool_uids()
-        listed = [(e, trusted) for e in entries(self.layout.tmp)]
+        # (entry, trusted, in tmp/: where clients stage their drops, under any name)
+        listed = [(e, trusted, True) for e in entries(self.layout.tmp)]
         staged = entries(self.layout.stage, optional=True)
         notes = self.notes.collect(staged)  # read by the passes below, dropped after them
-        listed += [(e, True) for e in staged if e.path not in notes]
-        paths = {entry.path for entry, _ in listed}
+        listed += [(e, True, False) for e in staged if e.path not in notes]
+        paths = {entry.path for entry, _, _ in listed}
         self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
-        for entry, trusted in listed:
+        for entry, trusted, clients in listed:
             parsed = parse_staging(entry.name)
             st = _lstat(entry, report)
             if st is None:
@@ -81,11 +82,12 @@ class Staged:
                 # The spool user's own file: no submitter's.  An older spoolq's move (they
                 # staged in tmp/), cut short: settled below as any move.
             old = self.age_s(entry.path, st, now_s) > DEAD_STAGING_AGE_S
-            if parsed is None or not _spoolqs(parsed[0]):
-                # A client's file; or one under a name shaped like spoolq's (report-42.<pid
-                # of another host or container>.<hex>.tmp), or an older spoolq's write:
-                # as any client's file, removed once a day unchanged (the latter went at
-                # the first pass, mid-write, and its writer's rename failed: QA).
+            if parsed is None or (clients and not _spoolqs(parsed[0])):
+                # A client's file; or, in tmp/, one under a name shaped like spoolq's
+                # (report-42.<pid of another host or container>.<hex>.tmp), or an older
+                # spoolq's write: as any client's file, removed once a day unchanged (the
+                # latter went at the first pass, mid-write, and its writer's rename
+                # failed: QA).
                 if old:
                     report.removed += self.mover.unlink(Path(entry.path))
                 continue

@@ -296,8 +296,17 @@ def test_demo_data_that_cannot_be_made_is_said_in_a_plain_line(
     "making demo data failed: [\"FileExistsError: ...\"]"; and the step's line on stdout
     was left open, so on a terminal the error line ran on from "making ... ..."."""
     demo = tmp_path / "demo"
-    demo.mkdir()
-    (demo / "data").write_bytes(b"")  # where the demo data goes: a file, not a folder
+    # The demo makes a spool of its own (a folder with anything in it is refused), so the
+    # synth fails by a stand-in on PYTHONPATH that raises what it met there before (the
+    # data folder's name taken by a file).
+    shadow = tmp_path / "shadow" / "processor" / "quant"
+    shadow.mkdir(parents=True)
+    for package in (shadow.parent, shadow):
+        (package / "__init__.py").write_text("")
+    (shadow / "synth.py").write_text(
+        f"raise FileExistsError(17, 'File exists', {str(demo / 'data')!r})\n")
+    env = {**env, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "shadow"), *filter(None, [env.get("PYTHONPATH")])])}
     proc = spoolq(env, "demo", "--symbols", "1", "--bars", "30", "--spool-dir", str(demo))
     err = proc.stderr.decode()
     assert proc.returncode == 1, err

@@ -12,6 +12,7 @@ the longest name a folder can hold is still quarantined.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -75,7 +76,10 @@ def test_at_the_limit_the_longest_drop_name_is_quarantined(tmp_path: Path,
     job_id = "j" * 128  # the longest id: its staging names are the longest the spool makes
     (root / "tmp" / "drop").write_bytes(b'{"tool": "echo", "params": {"message": 1}}')
     os.rename(root / "tmp" / "drop", root / "pending" / f"{job_id}.json")
-    proc = start_processor(root, env, tmp_path / "processor.log", SPOOL_SCAN_S="0.5")
+    # A bad name waits for the settle time before its quarantine (a writer's own
+    # temporary file is renamed meanwhile): short here.
+    proc = start_processor(root, env, tmp_path / "processor.log", SPOOL_SCAN_S="0.5",
+                           SPOOL_SETTLE_S="0.2")
     try:
         shown = spoolq(env, "wait", job_id, "--timeout", "20", "--json")
         assert shown.returncode == 0, shown
@@ -85,6 +89,9 @@ def test_at_the_limit_the_longest_drop_name_is_quarantined(tmp_path: Path,
         assert later.returncode == 0, later
         cancel = spoolq(env, "cancel", "c" * 128)  # staged as cancel-<id>.<pid>.<hex>.tmp
         assert cancel.returncode == 0, cancel
+        deadline = time.monotonic() + 20
+        while (root / "pending" / longest).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop_processor(proc)
     failed = [orjson.loads((root / "failed" / name).read_bytes())

@@ -525,7 +525,7 @@ def test_cancel_pending_only(spool: Spool) -> None:
 def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
                                                                   data: bytes) -> None:
     # Nothing is lost: as intake would have quarantined it, the cancel keeps the bytes
-    # beside the record (failed/<id>.orig), and a retry says to fix the file.
+    # beside the record (failed/<id>.orig), and a retry says to fix that file.
     spool.layout.job(P, "bad").write_bytes(data)
     record = spool.cancel_pending("bad")
     assert record is not None and record.state is F and record.tool is None
@@ -534,7 +534,7 @@ def test_cancelling_a_pending_file_that_is_no_job_keeps_its_bytes(spool: Spool,
     assert record.source is not None and record.source.size == len(data)
     assert spool.layout.original("bad").read_bytes() == data
     assert orjson.loads(spool.layout.job(F, "bad").read_bytes())["source"]["size"] == len(data)
-    with pytest.raises(ConflictError, match="fix the file"):
+    with pytest.raises(ConflictError, match=r"fix its file \(.*bad\.orig\)"):
         spool.retry("bad")
     assert listing(spool.layout.tmp) == []
 

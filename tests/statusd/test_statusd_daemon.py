@@ -474,14 +474,17 @@ def test_a_name_no_name_server_knows_is_a_bad_setting_one_that_fails_may_pass() 
     """At the bind, a name the resolver says does not exist is a setting to fix (exit 2);
     a resolver that did not answer (EAI_AGAIN) or a port taken may pass (exit 1)."""
     settings = load_settings(statusd_host="nosuchhost.invalid", statusd_port=8000)
+    names = ("STATUSD_HOST", "STATUSD_PORT")
     unknown = _listen_error(socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
-                            settings)
+                            settings, names)
     assert isinstance(unknown, ConfigError)
     assert str(unknown) == ("cannot listen on STATUSD_HOST='nosuchhost.invalid', "
                             "STATUSD_PORT=8000: Name or service not known")
-    again = _listen_error(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), settings)
+    again = _listen_error(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), settings,
+                          names)
     assert not isinstance(again, ConfigError) and "STATUSD_HOST=" in str(again)
-    taken = _listen_error(OSError(errno.EADDRINUSE, "Address already in use"), settings)
+    taken = _listen_error(OSError(errno.EADDRINUSE, "Address already in use"), settings,
+                          names)
     assert not isinstance(taken, ConfigError)
     assert taken.errno == errno.EADDRINUSE and "STATUSD_PORT=8000" in str(taken)
 
