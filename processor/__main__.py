@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from processor import startup
 from processor.stop_signals import EarlyStops
-from spool.errors import ConfigError, SpoolError, SpoolIOError, passing
+from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, SpoolIOError, passing
 from spool.stdio import Parser, output_failed, parse_args
 from spool.version import add_version
 
@@ -57,7 +57,6 @@ def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeE
 
 
 EXIT_CONFIG = 2
-EXIT_TEMPFAIL = 75
 OPTIONS = {"spool_dir": "--spool-dir", "job_num": "--job-num", "executor": "--executor"}
 """The option of each setting it overrides, to name it in an error."""
 _DEFAULT_TEXT = {"JOB_NUM": "the CPU count", "SPOOL_TOOLS": "none",

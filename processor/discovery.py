@@ -78,7 +78,7 @@ class Discovery:
         self.feed: ChangeFeed | PolledFeed | None = None
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: OrderedDict[str, None] = OrderedDict()  # the names, as they came
-        self.large: OrderedDict[str, None] = OrderedDict()  # dirty drops put off (their size)
+        self.large: OrderedDict[str, None] = OrderedDict()  # dirty drops put off for size
         self.catch_up_until = 0.0  # see catching_up (0: claims are not held)
         self.scanned = False  # the first scan (the start-up's) has been made
         self.cancels: set[str] = set()

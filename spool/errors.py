@@ -139,6 +139,9 @@ class Cancelled(JobError):
     error_type = ErrorType.CANCELLED
 
 
+EXIT_TEMPFAIL = 75
+"""A daemon's exit status for spool trouble that passes (:func:`passing`): EX_TEMPFAIL,
+which systemd restarts."""
 PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
                             errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE,
                             errno.ENOLCK})

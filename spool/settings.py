@@ -145,18 +145,24 @@ def is_host(value: str) -> bool:
             and not all(label.isdigit() for label in labels))
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def origin_of(value: str) -> str | None:
-    """``scheme://host[:port]`` of an origin as browsers send it, lower case; None when
-    ``value`` is none (``null``, a path, no host)."""
+    """``scheme://host[:port]`` of an origin as browsers send it: lower case, no default
+    port (``https://x:443`` is ``https://x``, as a browser says it); None when ``value``
+    is none (``null``, a path, no host, user info)."""
     try:
         parts = urlsplit(value.strip())
-        parts.port  # noqa: B018 - as above
+        port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in (
-            "", "/") or parts.query or parts.fragment:
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
         return None
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    shown = "" if port is None or port == DEFAULT_PORTS[parts.scheme] else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
 
 
 def allowed_origins(value: str) -> list[str]:

@@ -62,7 +62,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, EarlyStops
-from spool.errors import ConfigError, SpoolError, passing
+from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, passing
 from spool.stdio import Parser, parse_args
 from spool.text import one_line
 from spool.version import add_version
@@ -88,8 +88,6 @@ to end in a SIGKILL."""
 MAX_NOFILE = 1 << 20
 ACCEPT_TROUBLE_LINE_S = 10.0
 """Out of descriptors, refused connections are one line this often, with their count."""
-EXIT_TEMPFAIL = 75
-"""Spool trouble that passes (:func:`spool.errors.passing`): systemd starts it again."""
 OPTIONS = {"statusd_host": "--host", "statusd_port": "--port", "spool_dir": "--spool-dir"}
 """The option of each setting it overrides, to name it in an error."""
 

@@ -26,56 +26,92 @@ answer.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
-from spool.settings import Settings, allowed_origins, origin_of
+from spool.settings import DEFAULT_PORTS, Settings, allowed_origins, origin_of
 from statusd.errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
 def host_name(authority: str) -> str | None:
     """The host of ``authority`` (``host[:port]``, an IPv6 address in brackets), lower
-    case; None when it is no such thing."""
+    case, without a trailing dot; None when it is no such thing."""
     try:
         parts = urlsplit("//" + authority)
         parts.port  # noqa: B018 - a port that is no number raises here
     except ValueError:
         return None
-    return parts.hostname or None
+    if parts.username is not None:
+        return None  # user info: no browser sends it in a Host
+    return (parts.hostname or "").rstrip(".") or None
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
+    """``localhost`` and its subdomains (browsers send them to loopback themselves), and
+    loopback addresses (127.0.0.0/8, ::1, an IPv4-mapped 127.x)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def bound_to_loopback(host: str) -> bool:
+    """Every address ``host`` (STATUSD_HOST) stands for is a loopback one: a name too
+    (the machine's own, in /etc/hosts), which its spelling alone did not tell."""
+    if is_loopback(host):
+        return True
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(is_loopback(str(info[4][0])) for info in found)
+
+
+def same_authority(origin: str, host_header: str) -> bool:
+    """``origin`` (as :func:`spool.settings.origin_of` gives it) names the host and port
+    of ``host_header``, a default port written out or not."""
+    scheme, _, authority = origin.partition("://")
+    try:
+        parts = urlsplit("//" + host_header.strip().lower())
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username is not None:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return origin_of(f"{scheme}://{host}:{port}") == f"{scheme}://{authority}"
 
 
 @dataclass(frozen=True, slots=True)
 class Reach:
     """What :func:`reach_middleware` and the WebSocket handshake let in."""
 
-    guard_host: bool  # bound to loopback: the Host must name a loopback address
+    guard_host: bool  # bound to loopback: the Host must name it
     origins: frozenset[str]
     any_origin: bool
-    hosts: frozenset[str]  # the hosts of ``origins``, let in as a Host too
+    hosts: frozenset[str]
+    """Names let in as a Host besides loopback ones: the origins' hosts, STATUSD_HOST,
+    this machine's name."""
 
     @classmethod
     def of(cls, settings: Settings) -> Reach:
         origins = allowed_origins(settings.statusd_allowed_origins)
         named = frozenset(o for o in origins if o != "*")
-        return cls(guard_host=is_loopback(settings.statusd_host), origins=named,
-                   any_origin="*" in origins,
-                   hosts=frozenset(h for o in named if (h := host_name(o.split("://")[1]))))
+        hosts = {h for o in named if (h := host_name(o.split("://")[1]))}
+        hosts.update(h for h in (host_name(settings.statusd_host),
+                                 host_name(socket.gethostname())) if h)
+        return cls(guard_host=bound_to_loopback(settings.statusd_host), origins=named,
+                   any_origin="*" in origins, hosts=frozenset(hosts))
 
     def host_refused(self, request: web.Request) -> str | None:
         """Why ``request``'s Host is refused; None when it is let in."""
@@ -88,9 +124,9 @@ class Reach:
         if host is not None and (is_loopback(host) or host in self.hosts):
             return None
         return (f"Host {given!r} is not this statusd's: bound to loopback, it answers "
-                "requests for localhost, 127.0.0.1 and [::1] (a page on another name "
-                "resolved to this host reads nothing); name the origin a proxy serves it "
-                "at in STATUSD_ALLOWED_ORIGINS")
+                "requests for localhost, loopback addresses and this machine's name (a "
+                "page on another name resolved to this host reads nothing); name the "
+                "origin a proxy serves it at in STATUSD_ALLOWED_ORIGINS")
 
     def origin_refused(self, request: web.Request) -> str | None:
         """Why a WebSocket handshake's Origin is refused; None when it is let in."""
@@ -98,8 +134,8 @@ class Reach:
         if given is None or self.any_origin:
             return None
         origin = origin_of(given)
-        own = request.headers.get(hdrs.HOST, "").lower()
-        if origin is not None and (origin.split("://")[1] == own or origin in self.origins):
+        if origin is not None and (origin in self.origins or same_authority(
+                origin, request.headers.get(hdrs.HOST, ""))):
             return None
         return (f"a WebSocket from Origin {given!r} is refused: pages of other origins "
                 "read nothing here; name it in STATUSD_ALLOWED_ORIGINS to let it in")

@@ -26,6 +26,7 @@ from aiohttp import web
 from spool.catalogue import merged_catalogue
 from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
+from spool.layout import Layout
 from spool.reader import MAX_PAGE, decode_cursor, encode_cursor
 from spool.states import TERMINAL, JobState
 from statusd import bodies, sending
@@ -138,10 +139,11 @@ async def get_task(request: web.Request) -> web.StreamResponse:
         if body is not None:
             return await _reply(request, body)
         await services.tracker.refresh([job_id])
-    elif services.index.get(job_id) is None:
-        # Not indexed yet (its event not read): looked for on disk, where a large one is
-        # indexed (its head) to be streamed.  A record over 8 MiB answered 404 until the
-        # next rescan, up to SPOOL_SCAN_S (QA).
+    elif services.index.get(job_id) is None and await services.in_thread(
+            _recorded, services.layout, job_id):
+        # Not indexed yet (its event not read): a large record is indexed (its head) to
+        # be streamed.  One over 8 MiB answered 404 until the next rescan, up to
+        # SPOOL_SCAN_S (QA).  An unknown id costs two lstats, not the index's lock.
         await services.tracker.refresh([job_id])
     for _ in range(STREAM_TRIES):
         item = services.index.get(job_id)
@@ -156,6 +158,11 @@ async def get_task(request: web.Request) -> web.StreamResponse:
         await services.tracker.refresh([job_id])
     body = await record_body(services, job_id)
     return await _reply(request, body)
+
+
+def _recorded(layout: Layout, job_id: str) -> bool:
+    """A record of ``job_id`` is in ``done/`` or ``failed/``."""
+    return any(os.path.lexists(layout.job_str(state, job_id)) for state in TERMINAL)
 
 
 async def record_body(services: Services, job_id: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemonkit import drop
@@ -18,7 +19,7 @@ from processor.inbox import Inbox
 from processor.queues import Queues
 from processor.tools import ExecutionMode
 from spool.clock import SystemClock
-from spool.intake import Intake
+from spool.intake import Inspection, Intake
 from spool.settings import Settings
 from spool.transitions import Spool
 
@@ -124,8 +125,17 @@ def test_a_drop_put_off_then_rewritten_is_judged_once(settings: Settings,
     discovery.dirty.clear()
     drop(settings.spool_dir, "j", {"tool": "echo"})
     discovery.on_change("pending", "j.json")
+    looks: list[str] = []
+    inspect = discovery.intake.inspect
+
+    def counted(name: str, **kwargs: Any) -> Inspection:
+        looks.append(name)
+        return inspect(name, **kwargs)
+
+    discovery.intake.inspect = counted  # type: ignore[method-assign]
     discovery.intake_batch()
     assert judged == ["j"]
+    assert looks == ["j.json"]  # not judged again from the put-off line
     assert not discovery.waiting
 
 

@@ -19,6 +19,7 @@ from statusdkit import ServerThread, request, run_job, settings_for
 from spool.errors import ConfigError
 from spool.settings import load_settings
 from spool.transitions import Spool
+from statusd.origins import bound_to_loopback
 
 
 def _handshake(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -72,11 +73,14 @@ def test_a_request_for_another_host_name_is_refused(served: ServerThread) -> Non
             assert reply.json()["error"]["type"] == "forbidden"
             assert b"pnl" not in reply.body
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "127.0.0.2",
-                     "LOCALHOST"):
+                     "LOCALHOST", "localhost.", f"app.localhost:{port}",
+                     f"[::ffff:7f00:1]:{port}", socket.gethostname()):
             reply = request(base, "GET", "/api/v1/tasks/secret", headers={"Host": host})
             assert reply.status == 200, (host, reply.status)
         status, _ = _handshake(port, "/api/v1/ws/events", {"Host": "rebind.example"})
         assert status == 403
+        for host in ("0.0.0.0", f"evil.example@127.0.0.1:{port}", "127.0.0.1.nip.io"):
+            assert request(base, "GET", "/healthz", headers={"Host": host}).status == 403, host
     finally:
         served.stop()
 
@@ -90,6 +94,10 @@ def test_origins_named_in_the_settings_are_let_in(spool: Spool) -> None:
     try:
         proxied = {"Host": "dash.example.com", "Origin": "https://dash.example.com"}
         assert _handshake(srv.port, "/api/v1/ws/events", proxied)[0] == 101
+        # A page of the named origin, through a proxy that sends its own Host (nginx's
+        # default), or straight: let in by the list, not as statusd's own origin.
+        listed = {"Host": f"127.0.0.1:{srv.port}", "Origin": "https://dash.example.com"}
+        assert _handshake(srv.port, "/api/v1/ws/events", listed)[0] == 101
         assert request(srv.base, "GET", "/api/v1/tasks/secret",
                        headers={"Host": "dash.example.com"}).status == 200
         other = {"Host": f"127.0.0.1:{srv.port}", "Origin": "https://evil.example.com"}
@@ -109,6 +117,35 @@ def test_a_statusd_on_another_address_checks_origins_not_hosts(spool: Spool) -> 
         assert _handshake(srv.port, "/api/v1/ws/events",
                           {"Host": "spool.internal:8000",
                            "Origin": "http://elsewhere.example"})[0] == 403
+    finally:
+        srv.stop()
+
+
+def test_an_allowed_origin_with_its_default_port_matches_what_browsers_send(
+        spool: Spool) -> None:
+    """Browsers never write a default port in Origin: one in the setting matched nothing."""
+    settings = settings_for(spool.layout.root,
+                            statusd_allowed_origins="https://dash.example.com:443")
+    srv = ServerThread(settings).start()
+    try:
+        for host in (f"127.0.0.1:{srv.port}", "dash.example.com", "dash.example.com:443"):
+            assert _handshake(srv.port, "/api/v1/ws/events",
+                              {"Host": host, "Origin": "https://dash.example.com"})[0] == 101
+    finally:
+        srv.stop()
+
+
+def test_a_statusd_bound_by_a_loopback_name_guards_its_host(spool: Spool) -> None:
+    """The check followed how STATUSD_HOST was spelt: bound by the machine's own name (a
+    loopback address in /etc/hosts) it answered any Host."""
+    name = socket.gethostname()
+    if not bound_to_loopback(name):
+        pytest.skip(f"{name} does not resolve to loopback addresses only here")
+    srv = ServerThread(settings_for(spool.layout.root, statusd_host=name)).start()
+    try:
+        assert request(srv.base, "GET", "/healthz", headers={"Host": "rebind.example"}
+                       ).status == 403
+        assert request(srv.base, "GET", "/healthz", headers={"Host": name}).status == 200
     finally:
         srv.stop()
 
