@@ -133,6 +133,10 @@ class DaskExecutor:
     def capacity(self) -> int:
         return self.size
 
+    def room(self) -> int:
+        with self._lock:
+            return min(self.size, self._threads) if self._connected else 0
+
     def free_slots(self) -> int:
         with self._lock:
             if not self._connected:

@@ -146,6 +146,9 @@ class LocalPool:
     def capacity(self) -> int:
         return self.size
 
+    def room(self) -> int:
+        return self.size  # workers that cannot start are tried again: the pool is whole
+
     def free_slots(self) -> int:
         """Free workers, once the tasks waiting for one have them (the daemon asks at
         each dispatch and heartbeat: workers that could not start are started here)."""

@@ -85,6 +85,7 @@ class StatusFile:
             "fast_running": fast_running, "done_last_60s": self.finished_last_60s[True],
             "failed_last_60s": self.finished_last_60s[False], "stopping": stopping,
             "grace_ends_at": grace_ends_at, "io_trouble": io_trouble,
+            "compute_room": self.executor.room(),
             "tools": self.catalogue_json}  # serialised once: it never changes
         try:
             self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),

@@ -258,6 +258,10 @@ class OwnerStatus(BaseModel):
                                            "runs is killed and requeued (SPOOL_GRACE_S)")
     io_trouble: IoTrouble | None = Field(default=None, description="the spool refuses its "
                                          "writes and its claims wait; null when all is well")
+    compute_room: int | None = Field(default=None, ge=0, description="COMPUTE jobs it can "
+                                     "run at once now: job_num, or fewer while its Dask "
+                                     "cluster has fewer threads (0: no scheduler connected, "
+                                     "or no worker); null from an older processor")
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("io_trouble", mode="wrap")

@@ -195,7 +195,8 @@ def spent_attempts(layout: Layout, job: Job) -> str | None:
             "(0 for a fresh start)")
 
 
-PROCESSOR_FIELDS = ("job_num", "busy_workers", "fast_running", "processor", "processors")
+PROCESSOR_FIELDS = ("job_num", "compute_room", "busy_workers", "fast_running", "processor",
+                    "processors")
 """What the processors' status files tell in the stats document."""
 
 
@@ -303,6 +304,9 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
         "oldest_pending_age_s": oldest_pending_age_s,
         "oldest_due_pending_age_s": oldest_due_pending_age_s,
         "job_num": sum(p.job_num for p in live),
+        # An older processor's status has no room: its JOB_NUM, as it had then.
+        "compute_room": sum(p.job_num if p.compute_room is None else p.compute_room
+                            for p in live),
         "busy_workers": sum(p.busy_workers for p in live),
         "fast_running": sum(p.fast_running for p in live),
         "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live),

@@ -135,6 +135,9 @@ class Stats(SpoolStats):
     """Counts per state, oldest pending age, throughput, processor liveness, workers."""
 
     job_num: int = Field(ge=0, description="COMPUTE workers of the live processors")
+    compute_room: int = Field(ge=0, description="COMPUTE jobs the live processors can run at "
+                              "once now: job_num, less what their Dask clusters lack (no "
+                              "scheduler connected, fewer threads than JOB_NUM)")
     busy_workers: int = Field(ge=0, description="COMPUTE workers running a job, of the "
                               "live processors")
     fast_running: int = Field(ge=0, description="FAST jobs running, of the live processors")

@@ -139,6 +139,10 @@ def _processor_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
                             value=doc["busy_workers"])
     yield GaugeMetricFamily("spoolq_job_num", "COMPUTE workers (JOB_NUM) of live processors",
                             value=doc["job_num"])
+    yield GaugeMetricFamily("spoolq_compute_room", "COMPUTE jobs the live processors can run "
+                            "at once now: below spoolq_job_num while a Dask cluster is short "
+                            "(0: no scheduler connected, or no worker)",
+                            value=doc["compute_room"])
 
 
 def ran_its_tool(item: Item) -> bool:

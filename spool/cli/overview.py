@@ -242,6 +242,11 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
             lines.append(f"I/O trouble for {human_duration(since)}, last refusal: "
                          f"{printable(troubled[0]['error'])[:200]}")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
+        room = stats.get("compute_room", stats["job_num"])
+        if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
+            lines.append(f"          room for {room} now: "
+                         + ("no Dask scheduler connected, or no worker" if room == 0
+                            else "the Dask cluster has fewer threads than JOB_NUM"))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append("processor down: no live processor on this spool")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))

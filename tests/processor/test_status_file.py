@@ -100,6 +100,9 @@ def test_a_status_file_that_cannot_be_written_warns_once_an_outage(
         def capacity(self) -> int:
             return 1
 
+        def room(self) -> int:
+            return 1
+
         def busy(self) -> int:
             return 0
 

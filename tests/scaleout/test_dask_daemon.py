@@ -433,6 +433,23 @@ def test_why_no_scheduler_answers_is_named(spool_root: Path, daemon: StartDaemon
     assert d.stop() == 0
 
 
+def test_no_scheduler_connected_shows_as_no_compute_room(spool_root: Path,
+                                                         daemon: StartDaemon) -> None:
+    """Monitoring saw "processor up, 0 busy of 2 (JOB_NUM)" while COMPUTE jobs aged with
+    no scheduler to run them: the only sign was the processor's log (QA).  The status
+    file, the stats, `spoolq stats` and /metrics say what room there is now."""
+    d = daemon(**_dask_env(f"tcp://127.0.0.1:{free_port()}"))
+    status = wait_for(lambda: (s := d.status()) and s.get("compute_room") == 0 and s, 15,
+                      "a status file with no COMPUTE room")
+    assert status["job_num"] == 2 and status["executor"] == "dask"
+    shown = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir",
+                            str(spool_root), "stats"], capture_output=True, text=True,
+                           check=False, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "room for 0 now: no Dask scheduler connected, or no worker" in shown.stdout
+    assert d.stop() == 0
+
+
 @pytest.mark.parametrize("frozen_s", [0.0, 1.5], ids=["at-once", "while-probing"])
 def test_a_stop_while_the_scheduler_is_frozen_still_stops_the_work(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path, frozen_s: float) -> None:
