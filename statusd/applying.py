@@ -23,14 +23,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from spool.states import JobState
 from statusd.announce import announce
 from statusd.behind import RecordsBehind
 from statusd.hub import Hub
 from statusd.index import Index
-from statusd.items import Item
+from statusd.items import Item, Stamp
 from statusd.loader import Absent
 from statusd.metrics import Metrics
 
@@ -142,7 +142,13 @@ class Applier:
         if (gone := self.index.remove(job_id)) is not None:
             self.removed += 1
             self.hub.end(job_id)
-            self._gone[job_id] = (gone.stamp.state, gone.stamp.mtime_ns)
+            self.remember_gone([(job_id, gone.stamp)])
+
+    def remember_gone(self, gone: Iterable[tuple[str, Stamp]]) -> None:
+        """Ids that left the spool, each with the stamp of the file it had: one that comes
+        back with that file is no new transition (see :meth:`apply`)."""
+        for job_id, stamp in gone:
+            self._gone[job_id] = (stamp.state, stamp.mtime_ns)
             self._gone.move_to_end(job_id)
-            if len(self._gone) > GONE_KEPT:
-                self._gone.popitem(last=False)
+        while len(self._gone) > GONE_KEPT:
+            self._gone.popitem(last=False)

@@ -34,6 +34,7 @@ from spool.transitions import Spool
 from statusd import ws as ws_module
 from statusd.hub import Hub
 from statusd.index import Index
+from statusd.loader import Loader
 from statusd.metrics import Metrics
 from statusd.tracker import Tracker
 
@@ -404,6 +405,40 @@ def test_a_folder_put_back_is_no_burst_of_finishes(spool: Spool) -> None:
         run_job(spool, "new")  # a new finish is counted as ever
         wait_for(lambda: counted("done") == 4, what="the new record")
         assert 'spoolq_transitions_total{outcome="done",tool="echo"} 1.0' in finishes()
+    finally:
+        srv.stop()
+
+
+def test_a_folder_away_while_statusd_starts_is_no_burst_of_finishes_when_back(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scanned at start, gone when read (``done/`` moved away as statusd indexed 30,000
+    records), then put back: 13,616 counted as new finishes (QA)."""
+    for n in range(3):
+        run_job(spool, f"old-{n}")
+    done = spool.layout.folder(JobState.DONE)
+    away = done.with_name("done.away")
+    read_all = Loader.load_all
+
+    def racing(self: Loader, *args: Any, **kwargs: Any) -> Any:
+        if not away.exists():
+            done.rename(away)
+            done.mkdir()
+        return read_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(Loader, "load_all", racing)
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+
+    def counted() -> int:
+        count: int = request(srv.base, "GET", "/api/v1/stats").json()["counts"]["done"]
+        return count
+
+    try:
+        wait_for(lambda: counted() == 0, what="the index loaded without them")
+        done.rmdir()
+        away.rename(done)
+        wait_for(lambda: counted() == 3, what="the records back")
+        metrics = request(srv.base, "GET", "/metrics").body.decode()
+        assert 'spoolq_transitions_total{outcome="done"' not in metrics
     finally:
         srv.stop()
 
