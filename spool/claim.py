@@ -192,9 +192,9 @@ def _refused_by_file(exc: SpoolIOError, src: StrPath, dst: StrPath, job_id: str
     for folder in (os.path.dirname(src), os.path.dirname(dst)):
         if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
             return None
-    return UnreadableDrop(f"cannot claim {job_id}: {cause.strerror} (the file refuses "
-                          "the move, its folders do not: immutable or append-only, or a "
-                          "security label)")
+    return UnreadableDrop(f"cannot move the file of {job_id}: {cause.strerror} (the file "
+                          "refuses the move, its folders do not: immutable or append-only, "
+                          "or a security label)")
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,

@@ -38,7 +38,7 @@ def test_an_immovable_drop_holds_up_no_other_job(spool_root: Path, tmp_path: Pat
         lines = d.events()
         assert not [e for e in lines if e.get("msg") == "spool I/O trouble; pausing claims"]
         said = [e for e in lines if e.get("name") == "stuck.json"]
-        assert said and "cannot claim stuck" in said[0]["error"], said
+        assert said and "cannot move the file of stuck" in said[0]["error"], said
         assert stuck.exists()  # left where it is, tried again at each scan
         _chattr("-i", stuck)
         assert wait_record(spool_root, "stuck", 15)["state"] == "done"
