@@ -880,6 +880,25 @@ def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
     expect(page.locator("#task-state")).to_have_text("done")
 
 
+def _refused_for_disk_trouble(route: sync_api.Route) -> None:
+    """The stats' answer while the spool's disk fails (statusd's 503)."""
+    route.fulfill(status=503, content_type="application/json",
+                  body='{"error": {"type": "unavailable", '
+                       '"message": "spool trouble: [Errno 5] Input/output error"}}')
+
+
+def _task_with_stats_refused(page: sync_api.Page, server: ServerThread, job_id: str,
+                             state: str) -> sync_api.Locator:
+    """The task view of ``job_id`` (seen in ``state``), then the stats answering 503 at
+    the next refresh (the page's clock is the test's): the task view's note."""
+    page.clock.install()
+    page.goto(server.base + f"/#/tasks/{job_id}")
+    sync_api.expect(page.locator("#task-state")).to_have_text(state)
+    page.route(STATS_URL, _refused_for_disk_trouble)
+    page.clock.fast_forward(STATS_EVERY_MS)
+    return page.locator("#task-note")
+
+
 def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
                                                          spool: Spool,
                                                          page: sync_api.Page) -> None:
@@ -887,24 +906,13 @@ def test_statusd_answering_503_is_not_called_unreachable(server: ServerThread,
     called it "statusd unreachable", sending an operator to look for a dead daemon."""
     expect = sync_api.expect
     run_job(spool, "seen", tool="echo")
-    page.clock.install()
-    page.goto(server.base + "/#/tasks/seen")
-    expect(page.locator("#task-state")).to_have_text("done")
-
-    def refuse(route: sync_api.Route) -> None:
-        route.fulfill(status=503, content_type="application/json",
-                      body='{"error": {"type": "unavailable", '
-                           '"message": "spool trouble: [Errno 5] Input/output error"}}')
-
-    page.route(STATS_URL, refuse)
-    page.clock.fast_forward(STATS_EVERY_MS)
-    note = page.locator("#task-note")
+    note = _task_with_stats_refused(page, server, "seen", "done")
     expect(note).to_contain_text("statusd unavailable since ")
     expect(note).to_contain_text("(HTTP 503: spool trouble: [Errno 5] Input/output error)")
     expect(note).not_to_contain_text("unreachable")
     expect(page.locator("#processor")).to_have_attribute(
         "title", re.compile(r"^statusd unavailable since .*HTTP 503: spool trouble"))
-    page.unroute(STATS_URL, refuse)
+    page.unroute(STATS_URL, _refused_for_disk_trouble)
     page.clock.fast_forward(STATS_EVERY_MS)
     expect(note).to_be_hidden()
 
@@ -917,23 +925,12 @@ def test_a_task_streams_message_does_not_hide_a_503(server: ServerThread, spool:
     expect = sync_api.expect
     submit(spool, "streamed", tool="sleep")
     running = claim(spool, "streamed")
-    page.clock.install()
-    page.goto(server.base + "/#/tasks/streamed")
-    expect(page.locator("#task-state")).to_have_text("running")
-
-    def refuse(route: sync_api.Route) -> None:
-        route.fulfill(status=503, content_type="application/json",
-                      body='{"error": {"type": "unavailable", '
-                           '"message": "spool trouble: [Errno 5] Input/output error"}}')
-
-    page.route(STATS_URL, refuse)
-    page.clock.fast_forward(STATS_EVERY_MS)
-    note = page.locator("#task-note")
+    note = _task_with_stats_refused(page, server, "streamed", "running")
     expect(note).to_contain_text("(HTTP 503: spool trouble")
     report(spool, running, 0.5, "half way")
     expect(page.locator("#task-progress .text")).to_have_text("50% half way")
     expect(note).to_contain_text("(HTTP 503: spool trouble")
-    page.unroute(STATS_URL, refuse)
+    page.unroute(STATS_URL, _refused_for_disk_trouble)
     page.clock.fast_forward(STATS_EVERY_MS)
     expect(note).not_to_contain_text("503")
     finish(spool, running, {"slept": 1})
