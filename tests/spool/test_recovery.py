@@ -32,6 +32,7 @@ from spool.cli.render import record_lines, when
 from spool.client import Client
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError
+from spool.fsops import WRITE_TAG
 from spool.ids import invalid_id
 from spool.layout import Layout
 from spool.lease import is_locked
@@ -419,7 +420,7 @@ def test_dead_staging_files_are_settled(spool: Spool, holders: Holders,
         {"from": ["pending", "c-newer.json"], "tag": "cancel-c-newer"},
         {"from": ["failed", "r-undo.json"], "tag": "retry-r-undo"},
         {"from": ["failed", "r-done.json"], "tag": "retry-r-done"},
-    ], "dead_tmp": ["half-written", "cancel-not a valid id"]})
+    ], "dead_tmp": [WRITE_TAG + "half-written", "cancel-not a valid id"]})
     holders.procs.append(stager)
     staged = orjson.loads(await_line(stager, "STAGED "))
     assert stager.wait(timeout=10) == 0
