@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from stat import S_ISREG
 
 from spool.errors import SpoolIOError, UnreadableDrop
-from spool.fsops import REFUSED, Mover, StrPath, failing_file, failing_read
+from spool.fsops import Mover, StrPath, failing_file, failing_read, refused_by_file
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -180,21 +180,16 @@ def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
 
 def _refused_by_file(exc: SpoolIOError, src: StrPath, dst: StrPath, job_id: str
                      ) -> UnreadableDrop | None:
-    """The claim's move refused (EPERM, EACCES) by the file itself, where both folders
-    take writes: that file's trouble, not the spool's.  One immutable file in
-    ``pending/`` (chattr +i; a security label) paused every claim for as long as it
-    stayed, retried first at each pause's end (QA: a job submitted beside it waited 11
-    minutes)."""
-    cause = exc.__cause__
-    if not isinstance(cause, OSError) or cause.errno not in REFUSED:
+    """The claim's move refused by the file itself (:func:`spool.fsops.refused_by_file`):
+    one immutable file in ``pending/`` paused every claim for as long as it stayed (a job
+    submitted beside it waited 11 minutes, QA)."""
+    if not refused_by_file(exc.__cause__, os.path.dirname(src), os.path.dirname(dst)):
         return None
-    effective = os.access in os.supports_effective_ids
-    for folder in (os.path.dirname(src), os.path.dirname(dst)):
-        if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
-            return None
-    return UnreadableDrop(f"cannot move the file of {job_id}: {cause.strerror} (the file "
-                          "refuses the move, its folders do not: immutable or append-only, "
-                          "or a security label)")
+    cause = exc.__cause__
+    reason = cause.strerror if isinstance(cause, OSError) else str(cause)
+    return UnreadableDrop(f"cannot move the file of {job_id}: {reason} (the file refuses "
+                          "the move, its folders do not: immutable or append-only, or a "
+                          "security label)")
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,

@@ -194,6 +194,21 @@ REFUSED = frozenset({errno.EACCES, errno.EPERM})
 """The spool refuses this process (see :func:`no_access`)."""
 
 
+def refused_by_file(exc: BaseException | None, *folders: StrPath) -> bool:
+    """``exc`` (a SpoolIOError's cause) is a move or removal refused (EPERM, EACCES) by
+    the file itself, where its folders (``folders``, or those the error names) take
+    writes: ``chattr +i`` or ``+a``, a security label.  That file's trouble, not the
+    spool's: taken for the spool's, one such file paused every claim for as long as it
+    stayed (QA)."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSED:
+        return False
+    named = [name for name in (exc.filename, exc.filename2) if name is not None]
+    where = folders or tuple(os.path.dirname(os.fsdecode(name)) for name in named)
+    effective = os.access in os.supports_effective_ids
+    return bool(where) and all(
+        os.access(folder, os.W_OK | os.X_OK, effective_ids=effective) for folder in where)
+
+
 def _trouble_of(exc: OSError, what: str, errnos: frozenset[int]) -> SpoolIOError | None:
     if exc.errno not in errnos:
         return None

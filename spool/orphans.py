@@ -28,7 +28,7 @@ from spool.claim import Claim
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
-from spool.fsops import failing_file, failing_read, is_there
+from spool.fsops import failing_file, failing_read, is_there, refused_by_file
 from spool.history import retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
@@ -130,6 +130,21 @@ class Orphans:
                                      "file (swapped in for the drop while it was claimed)")
             report.restored.append(job_id)
 
+    def _drop_finished(self, job_id: str, report: RecoveryReport) -> None:
+        """Remove the running file of a run whose end is on disk already.  One that
+        refuses its removal (chattr +i) is said, once, and left: its record stands, and
+        taken for spool trouble it failed every pass, a pause each (QA)."""
+        try:
+            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
+        except SpoolIOError as exc:
+            if not refused_by_file(exc.__cause__):
+                raise
+            report.unreadable.append(f"cannot remove running/{job_id}{JOB_SUFFIX}, whose "
+                                     f"run is over: {exc} (the file refuses it; its record "
+                                     "stands)")
+            return
+        report.finished.append(job_id)
+
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
         job: Job | None = None
@@ -144,8 +159,7 @@ class Orphans:
             except ValidationError as exc:
                 invalid = error_text(exc.errors()[0])
         if self._run_recorded(claim, job):
-            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
-            report.finished.append(job_id)
+            self._drop_finished(job_id, report)
             return
         if job is None:
             self._fail_orphan(claim, None, f"running file is not a valid job: {invalid}")
@@ -153,8 +167,7 @@ class Orphans:
             return
         if self._requeued_already(claim, job):
             # Requeued, then killed before the running file went: finish that requeue.
-            self.mover.unlink_durable(self.layout.job(JobState.RUNNING, job_id))
-            report.finished.append(job_id)
+            self._drop_finished(job_id, report)
             return
         ran = job.attempts + 1
         report.runs[job_id] = (job.tool, ran)

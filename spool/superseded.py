@@ -23,16 +23,21 @@ removes it when the id has a record in the other folder and puts it back otherwi
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from spool import quarantine
+from spool.errors import SpoolIOError
+from spool.fsops import refused_by_file
 from spool.states import JobState
 
 if TYPE_CHECKING:
     from spool.fsops import Mover, StrPath
     from spool.transitions import Spool
+
+log = logging.getLogger("spoolq.spool")
 
 SUPERSEDED_TAG = "superseded"
 """The action of a record held where moves stage: ``superseded-<state>-<id>``."""
@@ -45,7 +50,8 @@ class Other(enum.Enum):
     ABSENT = "absent"
     """Nothing there (or set aside, being no regular file): the name is free."""
     STANDS = "stands"
-    """Put back: this finisher's own record was gone (another finisher's stands)."""
+    """Put back: this finisher's own record was gone (another finisher's stands); or it
+    refuses its removal (immutable): both stay."""
 
 
 def drop_other_record(spool: Spool, state: JobState, job_id: str, own: str, *,
@@ -64,8 +70,19 @@ def drop_other_record(spool: Spool, state: JobState, job_id: str, own: str, *,
         return Other.ABSENT
     mover = spool.mover
     staged = str(mover.action_staging(f"{SUPERSEDED_TAG}-{state.value}-{job_id}"))
-    if not mover.move(path, staged, durable=durable):
-        return Other.ABSENT  # gone meanwhile: another finisher's, a retry, a purge
+    try:
+        if not mover.move(path, staged, durable=durable):
+            return Other.ABSENT  # gone meanwhile: another finisher's, a retry, a purge
+    except SpoolIOError as exc:
+        if not refused_by_file(exc.__cause__):
+            raise
+        # An earlier record made immutable (chattr +i, to keep it from purge): both stay,
+        # the newer one read first.  Taken for spool trouble, a re-drop of the id paused
+        # every claim for as long as the flag stayed (QA).
+        log.warning("an earlier record of the id refuses its removal; both records stay, "
+                    "the newer one is read", extra={"fields": {"id": job_id,
+                                                               "error": str(exc)}})
+        return Other.STANDS
     if not record_stands(own):
         # Another finisher took this one's record the same way: its own goes back.
         put_back(mover, staged, path, durable=durable)

@@ -26,6 +26,7 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.entries import read_regular
 from spool.errors import SpoolIOError
-from spool.fsops import FILES_ONLY, Mover, StrPath, is_there
+from spool.fsops import FILES_ONLY, Mover, StrPath, is_there, refused_by_file
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
@@ -48,6 +49,8 @@ from spool.states import JobState, check_transition
 
 if TYPE_CHECKING:
     from spool.presence import Presence
+
+log = logging.getLogger("spoolq.spool")
 
 # Folders a Spool's Presence follows, by index.
 _PROGRESS, _CANCEL, _FAILED = 0, 1, 2
@@ -216,7 +219,19 @@ class Spool:
 
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
-        kept = self.mover.retire(self.layout.job_str(_S_RUNNING, claim.job_id), claim.fd)
+        running = self.layout.job_str(_S_RUNNING, claim.job_id)
+        try:
+            kept = self.mover.retire(running, claim.fd)
+        except SpoolIOError as exc:
+            if not refused_by_file(exc.__cause__):
+                raise
+            # The file itself refuses (chattr +i): its record stands, and readers trust
+            # the terminal folder (DESIGN section 9).  Taken for spool trouble, the
+            # record was written again after each pause and every claim waited (QA).
+            log.warning("a finished job's running file refuses its removal; its record "
+                        "stands, the file is left", extra={"fields": {
+                            "id": claim.job_id, "error": str(exc)}})
+            kept = False
         # A sidecar the disk cannot look up or remove (EIO under progress/<id>.json) once
         # the run is recorded and its file gone: left for recovery's sidecar pass, as
         # release leaves them.  Raised, it got out of complete() raw (an OSError: the
