@@ -111,10 +111,8 @@ class Tracker(Refresher):
             # Scanned, and gone when read (a folder moved away as statusd started): what
             # the spool held at start, if it comes back as it was (QA: 13,616 records of
             # a done/ put back counted as new finishes).
-            read = {item.job_id for item in items}
-            self.applier.remember_gone((job_id, stamp) for job_id, stamp in stamps.items()
-                                       if job_id not in read and job_id not in unreadable)
-            del stamps, read
+            self.applier.remember_gone(await self._run(_vanished, stamps, items, unreadable))
+            del stamps
             loading.sorting()
             loaded = time.monotonic()
             built = await self._run(_built_index, items)
@@ -208,6 +206,16 @@ class Tracker(Refresher):
     def stop_feed(self) -> None:
         """Stop the feed (on the loop); nothing is reported after."""
         self.hints.stop()
+
+
+def _vanished(stamps: dict[str, Stamp], items: list[Item], unreadable: set[str]
+              ) -> list[tuple[str, Stamp]]:
+    """The ids the start's scan found and its read did not (the unreadable aside): on the
+    worker thread, as the rest of the load (a set of 100,000 ids is no work for the
+    loop)."""
+    read = {item.job_id for item in items}
+    return [(job_id, stamp) for job_id, stamp in stamps.items()
+            if job_id not in read and job_id not in unreadable]
 
 
 def _built_index(items: list[Item]) -> Index:
