@@ -33,10 +33,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
-from spool.settings import DEFAULT_PORTS, Settings, allowed_origins, origin_of
+from spool.settings import Settings, allowed_origins, origin_of
 from statusd.errors import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 def host_name(authority: str) -> str | None:
     """The host of ``authority`` (``host[:port]``, an IPv6 address in brackets), lower
@@ -80,16 +81,8 @@ def bound_to_loopback(host: str) -> bool:
 def same_authority(origin: str, host_header: str) -> bool:
     """``origin`` (as :func:`spool.settings.origin_of` gives it) names the host and port
     of ``host_header``, a default port written out or not."""
-    scheme, _, authority = origin.partition("://")
-    try:
-        parts = urlsplit("//" + host_header.strip().lower())
-        port = parts.port or DEFAULT_PORTS[scheme]
-    except ValueError:
-        return False
-    if not parts.hostname or parts.username is not None:
-        return False
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return origin_of(f"{scheme}://{host}:{port}") == f"{scheme}://{authority}"
+    scheme = origin.partition("://")[0]
+    return origin_of(f"{scheme}://{host_header.strip()}") == origin
 
 
 @dataclass(frozen=True, slots=True)
