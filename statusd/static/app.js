@@ -77,7 +77,10 @@ const ui = {
   indexingNote: null,     // the task view's word of it, while its task waits for the index
   total: null,            // the spool's job count at the last stats refresh
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
-  arrived: 0,             // new ids the events stream told of since (a transition from none)
+  arrived: 0,             // new ids the events stream has told of (a transition from none)
+  arrivedTaken: 0,        // of those, the ones told before the latest stats taken was asked
+  statsAsked: 0,          // stats asks sent, numbered from 1
+  statsTaken: 0,          // the latest-asked stats answer taken (later than any stale one)
   processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
   toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
   toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
@@ -346,16 +349,24 @@ function away() {
 
 async function refreshStats() {
   let stats;
-  const arrived = ui.arrived;  // what came before the ask, which its counts hold
+  const arrived = ui.arrived;  // the ids told before the ask, which its counts hold
+  // Answers are taken in the order they were asked: a slow answer overtaken by a later
+  // ask's is stale (a 200 asked before the disk failed, arriving after the 503 asked
+  // since, called statusd fine again and hid the trouble until the next refresh).
+  const asked = ++ui.statsAsked;
   try {
     // partial=1: while statusd cannot read the processors' state (a status file it may
     // not open), the counts all the same, with the cause instead of the processors'
     // fields; asked without it, the 503 left the counts as last seen all the while.
     stats = await getJSON("api/v1/stats?partial=1");
   } catch (err) {
+    if (asked < ui.statsTaken) throw err;
+    ui.statsTaken = asked;
     reachable(err);
     throw err;
   }
+  if (asked < ui.statsTaken) return;
+  ui.statsTaken = asked;
   reachable(null);
   let total = 0;
   for (const [state, count] of Object.entries(stats.counts)) {
@@ -376,8 +387,11 @@ async function refreshStats() {
   // Or fewer than before and the new ones told since: the open ended task may be one (a
   // purge with as many drops left the total as it was).  A new job told after the counts
   // held it makes one look too many, which costs a HEAD, not a reload of the list.
-  ui.arrived -= arrived;
-  if (purged || (ui.total !== null && total < ui.total + arrived)) {
+  // Told since the last counts taken were asked (each ask took its own snapshot off the
+  // count before: two asks in flight took the same new ids off twice).
+  const told = arrived - ui.arrivedTaken;
+  ui.arrivedTaken = arrived;
+  if (purged || (ui.total !== null && total < ui.total + told)) {
     checkEndedTask().catch(() => {});
   }
   ui.total = total;
