@@ -27,7 +27,7 @@ from processor.run import Run
 from processor.runner import Outcome
 from processor.status import StatusFile
 from spool.clock import Clock
-from spool.errors import RETRYABLE, ErrorType, SpoolIOError
+from spool.errors import KEEPS_ORIGINAL, RETRYABLE, ErrorType, SpoolIOError
 from spool.history import retry_error
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import backoff_s
@@ -155,7 +155,10 @@ class Finisher:
         record = self.final_record(run, outcome, JobState.FAILED)
         record.error = error
         record.result = None  # set if recording it as done failed on disk trouble first
-        self.end(run, lambda: self.spool.fail(run.claim, record))
+        # An unknown tool or invalid params: the client's file is kept beside the record,
+        # to be fixed and dropped again (DESIGN section 2).
+        keep = error.type in KEEPS_ORIGINAL
+        self.end(run, lambda: self.spool.fail(run.claim, record, keep_original=keep))
         self.status.count(False)
         logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, duration_s=record.duration_s,

@@ -49,6 +49,13 @@ RETRYABLE: frozenset[ErrorType] = frozenset(
     {ErrorType.TIMEOUT, ErrorType.WORKER_CRASHED, ErrorType.ABANDONED}
 )
 
+# A run that fails so keeps its job file's bytes beside its record, as a quarantine keeps
+# a drop's (``failed/<id>.orig``, DESIGN section 2: "unknown tool, invalid params ... the
+# original bytes are kept"): the client fixes that file and drops it again.
+KEEPS_ORIGINAL: frozenset[ErrorType] = frozenset(
+    {ErrorType.UNKNOWN_TOOL, ErrorType.INVALID_PARAMS}
+)
+
 
 class SpoolError(Exception):
     """Base of every error spoolq raises on purpose."""

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from spool.clock import utc_from_ns
-from spool.errors import ErrorType
+from spool.errors import KEEPS_ORIGINAL, ErrorType
 from spool.ids import ID_PATTERN
 from spool.states import JobState
 
@@ -412,6 +412,15 @@ class Record(_JobFields):
         "and nothing else is known (a done job has no result then)")
 
     _run_times_aware = field_validator("started_at", "finished_at", mode="after")(aware_utc)
+
+    @property
+    def quarantined(self) -> bool:
+        """A record of what was never a job (a quarantined drop, a cancel of a pending file
+        that held none): its ``source`` is kept, and no run is recorded.  A run's record
+        that kept its job file's bytes (an unknown tool, invalid params) has a ``source``
+        too, and is a run's."""
+        return self.source is not None and (
+            self.error is None or self.error.type not in KEEPS_ORIGINAL)
 
     def to_job(self) -> Job:
         """The job that re-runs this record (used by retry): no attempts spent yet."""

@@ -32,6 +32,7 @@ from spool.fsops import failing_file, failing_read, is_there, refused_by_file
 from spool.history import retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
+from spool.layout import ORIG_SUFFIX
 from spool.lease import open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, error_text, parse_record
 from spool.quarantine import may_not_change_folder
@@ -145,6 +146,25 @@ class Orphans:
             return
         report.finished.append(job_id)
 
+    def _drop_kept_original(self, claim: Claim) -> None:
+        """Remove the ``failed/<id>.orig`` this run wrote before its record, which it never
+        wrote (:meth:`Spool.fail <spool.transitions.Spool.fail>` keeps an unknown tool's job
+        file so): the run is settled below, and an original left without its record
+        would get a quarantine's record from recovery, beside the job requeued.  One
+        written before the claim is an earlier record's, and stays."""
+        original = self.layout.original_str(claim.job_id)
+        try:
+            st = os.lstat(original)
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # EIO: the orphan's trouble, as its record's read's
+            if (trouble := failing_file(exc, f"cannot look up failed/{claim.job_id}"
+                                             f"{ORIG_SUFFIX}, which its run kept")) is None:
+                raise
+            raise trouble from exc
+        if stat.S_ISREG(st.st_mode) and st.st_ctime_ns >= claim.claimed_ns:
+            self.spool.remove_original(original, durable=True)
+
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
         job: Job | None = None
@@ -169,6 +189,7 @@ class Orphans:
             # Requeued, then killed before the running file went: finish that requeue.
             self._drop_finished(job_id, report)
             return
+        self._drop_kept_original(claim)
         ran = job.attempts + 1
         report.runs[job_id] = (job.tool, ran)
         if is_there(self.layout.cancel_str(job_id),
@@ -245,7 +266,7 @@ class Orphans:
             record = parse_record(data) if data is not None else None
         except ValueError:
             return None
-        if record is None or record.source is not None:
+        if record is None or record.quarantined:
             return None
         return job.recorded_by(record.submitted_at, record.attempts, claim.mtime_ns)
 

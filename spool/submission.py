@@ -148,10 +148,27 @@ def retry(spool: Spool, job_id: str) -> Record:
             spool.mover.move(staged, src, replace=False)
             raise ConflictError(f"job {job_id} is already pending")
         spool.mover.unlink_durable(staged)
+        if record.source is not None:
+            _drop_kept_original(spool, job_id, claim.claimed_ns)
     finally:
         claim.close()
     # The job as it now stands in pending/ (no run's start, host or backoff).
     return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
+
+
+def _drop_kept_original(spool: Spool, job_id: str, taken_ns: int) -> None:
+    """Remove the job file a retried record's run kept (``failed/<id>.orig``: an unknown
+    tool, invalid params), which goes with its record: left, with no record, recovery
+    would give it a quarantine's.  Once the job is pending, not before: a retry refused
+    (the id pending again) puts the record back beside it.  One placed after the record
+    was taken (``taken_ns``) is a later run's, of the job just made pending: it stays."""
+    original = spool.layout.original_str(job_id)
+    try:
+        if os.lstat(original).st_ctime_ns > taken_ns:
+            return
+    except FileNotFoundError:
+        return
+    spool.remove_original(original, durable=True)
 
 
 def _retried(record: Record) -> RetryErrorInfo | None:
@@ -177,7 +194,7 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
     fd = _open_failed(src, job_id)
     try:
         record = _failed_record(fd, job_id)
-        if record.source is not None or record.tool is None:
+        if record.quarantined or record.tool is None:
             reason = record.error.message if record.error else "invalid job"
             # A quarantine keeps the file's bytes beside its record; a file recovery
             # found unreadable in running/ (not a processor's) left none to fix (QA).

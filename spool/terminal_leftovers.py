@@ -159,6 +159,8 @@ class TerminalLeftovers:
             superseded = record_st.st_mtime_ns >= st.st_ctime_ns
         else:
             return  # its quarantine record (or no valid record: not ours to judge)
+        if self._kept_by_a_run(job_id):
+            return
         if superseded:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
@@ -174,6 +176,20 @@ class TerminalLeftovers:
                                       "quarantined when its processor died",
                                       replace=record_st is not None)
         report.restored.append(job_id)
+
+    def _kept_by_a_run(self, job_id: str) -> bool:
+        """The id runs (or its run is an orphan): an original beside no record of its own
+        is that run's, which keeps its job file's bytes before writing its record
+        (:meth:`Spool.fail <spool.transitions.Spool.fail>`: an unknown tool, invalid
+        params); the run's end, or recovery's settling of its orphan, decides it.  A
+        lookup the disk fails (EIO) leaves the original for a later pass too."""
+        try:
+            os.lstat(self.layout.job_str(JobState.RUNNING, job_id))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            pass
+        return True
 
     def _runs_record(self, name: str, record: Path, st: os.stat_result) -> bool:
         """True when ``record`` is a valid record of a run (no ``source``): not the

@@ -43,7 +43,7 @@ from spool.fsops import FILES_ONLY, Mover, StrPath, is_there, refused_by_file
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
-from spool.models import Job, Record, job_bytes, record_bytes
+from spool.models import Job, Record, Source, job_bytes, record_bytes
 from spool.settings import Settings
 from spool.states import JobState, check_transition
 
@@ -113,9 +113,33 @@ class Spool:
         """running -> done."""
         self._finish(claim, record, _S_DONE)
 
-    def fail(self, claim: Claim, record: Record) -> None:
-        """running -> failed."""
+    def fail(self, claim: Claim, record: Record, *, keep_original: bool = False) -> None:
+        """running -> failed; ``keep_original``: the job file's bytes are kept beside the
+        record, as ``failed/<id>.orig``, and the record's ``source`` names them (an unknown
+        tool, invalid params: DESIGN section 2).
+
+        They are written before the record, as a quarantine places its drop's (recovery
+        and purge rely on that order): a run cut short between the two leaves the
+        original beside its running file, and recovery takes it away with the run's end
+        (:mod:`spool.orphans`).  A copy of the bytes the claim read, not the file itself:
+        the running file stays where it is until the record is written, so the id is
+        claimed, and no drop of it runs, until then.
+        """
+        if keep_original:
+            self._keep_original(claim, record)
         self._finish(claim, record, _S_FAILED)
+
+    def _keep_original(self, claim: Claim, record: Record) -> None:
+        try:
+            size = os.fstat(claim.fd).st_size
+        except OSError:
+            return
+        if size != len(claim.data):  # grown past what a job can be: not read whole
+            return
+        job_id = claim.job_id
+        if self.publish_file(self.layout.original_str(job_id), claim.data, job_id,
+                             "original"):
+            record.source = Source(name=job_id + JOB_SUFFIX, size=size)
 
     def _finish(self, claim: Claim, record: Record, state: JobState) -> None:
         check_transition(_S_RUNNING, state)

@@ -490,6 +490,34 @@ def test_bad_jobs_fail_with_their_reason(spool_root: Path, daemon: StartDaemon) 
     assert wait_record(spool_root, "after")["state"] == "done"
 
 
+def test_unknown_tools_and_invalid_params_keep_the_files_bytes(spool_root: Path,
+                                                              daemon: StartDaemon) -> None:
+    """DESIGN section 2: their bytes are kept beside the record, as a quarantine's: the
+    records held the job as parsed (a key given twice as its last value) and the file
+    was recycled.  A COMPUTE tool's params are judged in its worker, a FAST tool's in
+    the processor: both keep them; a tool's own failure keeps nothing."""
+    daemon()
+    sent = {
+        "unknown": b'{"tool": "no_such_tool", "params": {"n": 1, "n": 2}}',
+        "compute": b'{"tool": "sleep",\n "params": {"seconds": "long"}}',
+        "fast": b'{"tool": "get_kline", "params": {"no_such_param": 1}}',
+        "raises": b'{"tool": "t_raise"}',
+    }
+    for job_id, data in sent.items():
+        (spool_root / "tmp" / job_id).write_bytes(data)
+        os.rename(spool_root / "tmp" / job_id, spool_root / "pending" / f"{job_id}.json")
+    for job_id, kind in (("unknown", "unknown_tool"), ("compute", "invalid_params"),
+                         ("fast", "invalid_params")):
+        rec = wait_record(spool_root, job_id)
+        assert rec["error"]["type"] == kind
+        assert rec["source"] == {"name": f"{job_id}.json", "size": len(sent[job_id]),
+                                 "kind": "file"}
+        assert (spool_root / "failed" / f"{job_id}.orig").read_bytes() == sent[job_id]
+    rec = wait_record(spool_root, "raises")
+    assert rec["error"]["type"] == "tool_error" and "source" not in rec
+    assert not (spool_root / "failed" / "raises.orig").exists()
+
+
 def test_a_fast_run_that_timed_out_never_runs_beside_its_retry(spool_root: Path,
                                                                 daemon: StartDaemon,
                                                                 tmp_path: Path) -> None:

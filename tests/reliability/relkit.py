@@ -40,10 +40,13 @@ from daemonkit import (  # noqa: E402
 )
 from statusd_daemonkit import wait_listening  # noqa: E402
 
+from spool.errors import KEEPS_ORIGINAL  # noqa: E402
+
 __all__ = ["NO_DAC", "NO_JOB", "Daemon", "drop", "locations", "make_spool",
            "most_backed_off_tries", "quick_pause", "record", "tmpfs", "wait_for",
            "wait_quarantined", "wait_quarantined_originals", "wait_record"]
 
+KEPT_BY_RUNS = {kind.value for kind in KEEPS_ORIGINAL}
 REPO = HERE.parents[1]
 MARKER_ENV = "SPOOLQ_RELIABILITY"
 SESSION_TOKEN = os.urandom(6).hex()
@@ -86,11 +89,12 @@ def wait_quarantined_originals(root: Path, names: Sequence[str], original: bytes
 
 
 def quarantined(root: Path) -> dict[str, dict[str, Any]]:
-    """Quarantine records by the original name they give (``source.name``)."""
+    """Quarantine records by the original name they give (``source.name``): records with a
+    ``source`` but a run's (an unknown tool's, invalid params') that kept its job file."""
     found = {}
     for path in (root / "failed").glob("*.json"):
         rec = orjson.loads(path.read_bytes())
-        if rec.get("source"):
+        if rec.get("source") and rec["error"]["type"] not in KEPT_BY_RUNS:
             found[rec["source"]["name"]] = rec
     return found
 

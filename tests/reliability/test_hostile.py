@@ -243,6 +243,9 @@ def test_the_hostile_corpus(spool_root: Path, daemon: StartDaemon, outside: Outs
         rec = wait_record(spool_root, name.removesuffix(".json"))
         assert rec["state"] == state, (name, rec)
         assert (rec["result"] if state == "done" else rec["error"]["type"]) == want, name
+        if state == "failed":  # an unknown tool, invalid params: the file's bytes kept
+            kept = spool_root / "failed" / f"{rec['id']}.orig"
+            assert kept.read_bytes() == VALID[name][0], name
     for name in IGNORED:
         assert (pending / name).read_bytes() == ECHO, "in-progress names are left alone"
 

@@ -6,6 +6,8 @@ Usage: ``python crash_actor.py ROOT FSYNC COMMAND ARG``
                      time), which quarantines a file that cannot be a job;
 ``complete ID``      claim ``ID`` and complete it;
 ``fail ID``          claim ``ID`` and fail it (``tool_error``);
+``keep ID``          claim ``ID`` and fail it ``unknown_tool``, its job file kept beside
+                     the record (``failed/<id>.orig``), as the processor does;
 ``rerun ID``         claim ``ID``, drop it again (``{"drop": 2}``, which waits), complete
                      the first run, claim the drop as a processor does the moment the
                      run ends, and die of SIGKILL during that second run;
@@ -61,12 +63,15 @@ def main() -> None:
     if command == "rerun":
         spool.submit(Job(tool="echo", params={"drop": 2}), arg)
     now = datetime.now(UTC)
-    state = JobState.FAILED if command == "fail" else JobState.DONE
+    state = JobState.FAILED if command in ("fail", "keep") else JobState.DONE
     record = spool.record_of_claim(claim, state).model_copy(
         update={"attempts": 1, "started_at": now, "finished_at": now})
     if state is JobState.DONE:
         record.result = {"ok": True}
         spool.complete(claim, record)
+    elif command == "keep":
+        record.error = ErrorInfo(type=ErrorType.UNKNOWN_TOOL, message="no such tool")
+        spool.fail(claim, record, keep_original=True)
     else:
         record.error = ErrorInfo(type=ErrorType.TOOL_ERROR, message="the tool failed")
         spool.fail(claim, record)

@@ -405,3 +405,49 @@ def test_a_purge_killed_holding_a_record_leaves_it_to_recovery(spool: Spool, the
     else:
         assert record["error"]["message"] == "earlier run"
         assert listing(layout.folder(F)) == ["old.json"]
+
+
+@pytest.mark.parametrize("max_attempts", [3, None])
+def test_a_kept_job_file_cut_short_before_its_record_goes_with_the_run(
+        spool: Spool, max_attempts: int | None) -> None:
+    """An unknown tool's run keeps its job file as ``failed/<id>.orig`` before its record:
+    killed between the two, recovery gave that file a quarantine's record beside the run
+    it requeued (the job pending and failed at once), or took the running file for a
+    run that had ended.  It goes with the run recovery settles."""
+    layout = spool.layout
+    fields = {} if max_attempts is None else {"max_attempts": max_attempts}
+    submit(spool, "typo", tool="no_such_tool", **fields)
+
+    kill_at_first_touch(layout.root, layout.job(F, "typo"), "keep", "typo")
+    assert locate(layout, "typo") == [R]
+    assert layout.original("typo").exists()
+
+    settled_in_one_scan(spool)
+    assert not os.path.lexists(layout.original("typo"))
+    if max_attempts is None:
+        assert locate(layout, "typo") == [F]
+        assert read_json(layout.job(F, "typo"))["error"]["type"] == "abandoned"
+    else:
+        assert locate(layout, "typo") == [P]
+        assert listing(layout.folder(F)) == []
+
+
+def test_a_kept_job_file_cut_short_after_its_record_stays_with_it(spool: Spool) -> None:
+    """Killed after the record (in the tick of the claim), before the running file went:
+    the run is over, its record and kept file stay (a record with a ``source`` was taken
+    for a quarantine's, which tells no run, and the ended run was abandoned over it)."""
+    layout = spool.layout
+    submit(spool, "typo", tool="no_such_tool")
+    sent = layout.job(P, "typo").read_bytes()
+
+    kill_at_first_touch(layout.root, layout.job(R, "typo"), "keep", "typo",
+                        syscalls="unlink,rename")
+    assert locate(layout, "typo") == [R, F]
+    same_tick(layout.job(F, "typo"), layout.job(R, "typo"))
+
+    settled_in_one_scan(spool)
+    assert locate(layout, "typo") == [F]
+    assert layout.original("typo").read_bytes() == sent
+    record = read_json(layout.job(F, "typo"))
+    assert record["error"]["type"] == "unknown_tool"
+    assert record["source"]["size"] == len(sent)
