@@ -930,7 +930,7 @@ function renderFields(record) {
   const dl = $("task-fields");
   dl.replaceChildren();
   ui.fieldsOf = record;
-  const source = record.source;  // a quarantined drop: the file it was, by its name
+  const source = record.source;  // the file kept in failed/<id>.orig (a quarantined drop, an unknown tool), by its name
   const rows = [
     ["tool", shown(record.tool || "")], ["attempts", attemptsText(record)],
     ["timeout", record.timeout ? `${record.timeout} s` : ""],
