@@ -37,6 +37,8 @@ would make a record of gigabytes, which the worker and the processor must hold).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -238,15 +240,40 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The equity curves out of Python's cyclic garbage collector's way.
+
+    They are a million and more (time, equity) tuples in lists, none in a cycle, and
+    the collections their allocations set off walked them over and over (a 500-symbol
+    run: 240 ms of CPU, 165 without, on a heap frozen as a worker's is).  The collector
+    is off while they are built and then frozen with them (``gc.freeze``: the collector
+    leaves what exists now alone; each object is still freed when its last reference
+    goes).  Garbage in cycles made before is collected first, so none is frozen with
+    them; a run makes none (measured: 0 unreachable objects after each run).
+    """
+    was_on = gc.isenabled()
+    if was_on:
+        gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_on:
+            gc.enable()
+
+
 def run_backtest(params: BacktestParams, store: DataStore,
                  progress: ProgressFn | None = None) -> dict[str, Any]:
     """Run ``params`` on ``store``'s data; the result shape is ``QUANT.md``'s."""
     results: dict[str, dict[str, Any]] = {}
     bar, done = _Bar(progress, store, params), 0
-    for chunk in _chunks(params, bar):
-        results.update(_run_chunk(chunk, params, _Curves(chunk, bar, done)))
-        bar.simulated(done, len(chunk))
-        done += len(chunk)
+    with _collector_paused():
+        for chunk in _chunks(params, bar):
+            results.update(_run_chunk(chunk, params, _Curves(chunk, bar, done)))
+            bar.simulated(done, len(chunk))
+            done += len(chunk)
     return {
         "strategy": params.strategy,
         "params": params.model_dump(mode="json", exclude={"symbols", "strategy"}),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -331,3 +333,34 @@ def test_subnormal_init_cash_is_refused(cash: float) -> None:
     with pytest.raises(ValidationError, match=r"at least 2\.2250738585072014e-308"):
         BacktestParams.model_validate({"symbols": ["AAA"], "init_cash": cash})
     assert BacktestParams(symbols=["AAA"], init_cash=2.2250738585072014e-308).init_cash > 0
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_left_as_it_was_and_no_earlier_garbage_is_frozen(
+        synth_dir: Path, enabled: bool) -> None:
+    """run_backtest keeps its equity curves out of the collector's way (off while they
+    are built, frozen with them after): the collector ends as it began, and garbage in
+    cycles made before the run is collected first, never frozen for the process's life
+    (a worker runs many jobs)."""
+    cycle = _Cycle()
+    gone = weakref.ref(cycle)
+    del cycle
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        result = run_backtest(BacktestParams(symbols=["S0000", "S0001"]), DataStore(synth_dir))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert result["summary"]["symbols"] == 2
+    if enabled:
+        assert gone() is None, "a cycle made before the run was frozen, not collected"
+    gc.unfreeze()  # leave the test process as it was
+    gc.collect()
