@@ -314,7 +314,12 @@ def analyze_factor(params: FactorParams, store: DataStore,
     """Run the analysis on ``store``'s data; the result shape is ``QUANT.md``'s."""
     symbols = params.symbols if params.symbols is not None else store.list_symbols()
     if len(symbols) < 2:
-        raise InvalidParams(f"analyze_factor needs at least 2 symbols, got {len(symbols)}")
+        where = ""
+        if params.symbols is None:  # every symbol of the data directory: say where
+            held = f"the data directory {store.data_dir} holds {len(symbols)}"
+            where = f" ({store.no_directory() or held})"
+        raise InvalidParams(f"analyze_factor needs at least 2 symbols, got "
+                            f"{len(symbols)}{where}")
     factor, fparams = resolve(params.factor, params.given_factor_params())
     lags = params.turnover_lags or params.horizons
     passes = PREPARE_COST + SAMPLE_COST + len(params.horizons) + LAG_COST * len(lags)

@@ -219,9 +219,12 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     file but the last."""
     try:
         frame = _read_frame(path, on_part)
-        stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
         raise ToolError(f"data file for symbol {symbol!r} is malformed: {exc}") from exc
+    try:
+        stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ToolError(_bad_time(symbol, frame["timestamp"], exc)) from exc
     times = stamps.dt.tz_localize(None).to_numpy().astype("datetime64[us]")
     columns = [frame[name].to_numpy(dtype=np.float64, copy=True) for name in FIELDS]
     _check_bars(symbol, times, columns)
@@ -230,6 +233,20 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     open_, high, low, close, volume = columns
     return Bars(symbol, times, open_, high, low, close, volume, IsoCache(times),
                 slice(0, len(times)))
+
+
+def _bad_time(symbol: str, column: pd.Series, exc: Exception) -> str:
+    """What is wrong with a file's timestamps, in one line naming the first bad one and its
+    line: pandas' own message ran over four lines of advice no job can take ("passing
+    `format`...") and named no line."""
+    times = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
+    bad = np.flatnonzero(times.isna().to_numpy() & column.notna().to_numpy())
+    if not bad.size:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"data file for symbol {symbol!r} is malformed: {first}"
+    value = str(column.iloc[int(bad[0])])
+    return (f"data file for symbol {symbol!r}: timestamp {value[:64]!r} on line "
+            f"{int(bad[0]) + 2} is not a valid ISO 8601 time")
 
 
 def _read_frame(path: Path, on_part: PartFn | None) -> pd.DataFrame:

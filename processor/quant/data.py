@@ -165,6 +165,15 @@ class DataStore:
         # Files on one calendar share one timestamp array and one ISO text list.
         self._calendars: OrderedDict[tuple[int, int, int], IsoCache] = OrderedDict()
 
+    def no_directory(self) -> str | None:
+        """Why no symbol's file can be there, for a message that says none is: the data
+        directory does not exist (the processor's SPOOL_DATA_DIR unset, no ``spoolq data
+        synth`` run), where "no data file" sent users to look at the symbol."""
+        if os.path.isdir(self.data_dir):
+            return None
+        return (f"the data directory {self.data_dir} does not exist: set the processor's "
+                "SPOOL_DATA_DIR, or run `spoolq data synth`")
+
     def list_symbols(self) -> list[str]:
         """Every symbol with a ``<SYMBOL>.csv`` regular file, sorted."""
         try:
@@ -231,7 +240,9 @@ class DataStore:
         try:
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise InvalidParams(f"unknown symbol {symbol!r}: no data file") from exc
+            raise InvalidParams(f"unknown symbol {symbol!r}: no data file "
+                                f"({self.no_directory() or f'{path.name} in {path.parent}'})"
+                                ) from exc
         if not stat.S_ISREG(info.st_mode):
             raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
         # One path a file (which keeps its hash): joining and hashing a new one for

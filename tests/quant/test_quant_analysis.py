@@ -204,8 +204,23 @@ def test_fewer_than_two_symbols_is_invalid_params(tmp_path: Path, synth_dir: Pat
     with pytest.raises(InvalidParams, match="at least 2 symbols"):
         analyze_factor(FactorParams(symbols=["S0001"]), DataStore(synth_dir))
     write_bars(tmp_path, "ONLY", np.linspace(1, 2, 50))
-    with pytest.raises(InvalidParams, match="at least 2 symbols, got 1"):
+    with pytest.raises(InvalidParams, match=f"at least 2 symbols, got 1 \\(the data "
+                                            f"directory {tmp_path} holds 1\\)"):
         analyze_factor(FactorParams(), DataStore(tmp_path))
+
+
+def test_a_data_directory_that_does_not_exist_is_named(tmp_path: Path) -> None:
+    """"got 0" and "no data file" sent users to their symbols: the directory is missing."""
+    store = DataStore(tmp_path / "data")
+    with pytest.raises(InvalidParams, match=f"got 0 \\(the data directory {tmp_path}/data "
+                                            "does not exist: set the processor's SPOOL_DATA_DIR"):
+        analyze_factor(FactorParams(), store)
+    with pytest.raises(InvalidParams, match=r"unknown symbol 'S0000': no data file \(the "
+                                            r"data directory .* does not exist"):
+        store.bars("S0000")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(InvalidParams, match=f"no data file \\(S0000.csv in {tmp_path}/data\\)"):
+        store.bars("S0000")
 
 
 @pytest.mark.parametrize(("params", "match"), [

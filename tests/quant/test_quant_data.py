@@ -241,7 +241,16 @@ def test_a_large_file_to_parse_is_foretold_from_its_ends(
     ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-04,1,1,1,1,1\n",
      "strictly increasing"),
     ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,-1,1\n", "close must be positive"),
-    ("timestamp,open,high,low,close,volume\nnot a date,1,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close,volume\nnot a date,1,1,1,1,1\n",
+     "timestamp 'not a date' on line 2 is not a valid ISO 8601 time$"),
+    # One line naming the value and its line: pandas' message ran over four lines of
+    # advice ("passing `format`...") no job can follow, and named no line.
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-02-30,1,1,1,1,1\n",
+     "timestamp '2010-02-30' on line 3 is not a valid ISO 8601 time$"),
+    ("timestamp,open,high,low,close,volume\n1262563200,1,1,1,1,1\n",
+     "timestamp '1262563200' on line 2"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n04/01/2010,1,1,1,1,1\n",
+     "timestamp '04/01/2010' on line 3"),
     ("timestamp,open,high,low,close,volume\n2010-01-04,x,1,1,1,1\n", "malformed"),
     ("timestamp,open,high,low,close,volume\n,1,1,1,1,1\n", "no timestamp on line 2"),
 ])
