@@ -143,6 +143,18 @@ def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     return {name for name in names if isinstance(name, str)}, [s.owner for s in live]
 
 
+def tool_params_schema(layout: Layout, tool: str) -> dict[str, Any] | None:
+    """The params JSON Schema the live processors publish for ``tool``; None when that
+    cannot be told: none running or offering it, two that disagree, not readable."""
+    live = readable_processors(layout)
+    schemas: list[dict[str, Any]] = [
+        catalogue_entry(raw)["params_schema"] for status in live or ()
+        for raw in status.tools if raw.get("name") == tool]
+    if not schemas or any(schema != schemas[0] for schema in schemas):
+        return None
+    return schemas[0]
+
+
 def unoffered_tool(layout: Layout, tool: str) -> str | None:
     """Why a job naming ``tool`` would fail ``unknown_tool`` as soon as it is claimed:
     the live processors publish catalogues without it (the reason names what they offer,

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -168,15 +168,45 @@ def inexact_number(text: str | bytes) -> None:
         return  # the stack, which orjson refuses too): orjson's answer stands
 
 
-def key_value(text: str) -> tuple[str, Any]:
-    """``fast=10`` -> ``("fast", 10)``; the value as :func:`json_value`."""
+class Param(NamedTuple):
+    """One ``-p KEY=VALUE``: the value as :func:`json_value` reads it, and as given."""
+
+    key: str
+    value: Any
+    text: str
+
+
+def key_value(text: str) -> Param:
+    """``fast=10`` -> ``Param("fast", 10, "10")``; the value as :func:`json_value`."""
     key, sep, value = utf8_text(text).partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"-p expects key=value, got {text!r}")
     try:
-        return key.strip(), json_value(value)
+        return Param(key.strip(), json_value(value), value)
     except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(f"{key.strip()}: {exc}") from None
+
+
+def takes_text_not_numbers(schema: object) -> bool:
+    """A param's JSON Schema takes a string (or a list of them) and no number: a ticker
+    such as ``symbol=600519`` is meant as text, where JSON reads it as a number."""
+    types: set[str] = set()
+
+    def walk(node: object, depth: int) -> None:
+        if not isinstance(node, dict) or depth > 4:
+            return
+        kind = node.get("type")
+        if isinstance(kind, str):
+            types.add(kind)
+        elif isinstance(kind, list):
+            types.update(t for t in kind if isinstance(t, str))
+        for key in ("anyOf", "oneOf"):
+            for option in node.get(key) or []:
+                walk(option, depth + 1)
+        walk(node.get("items"), depth + 1)
+
+    walk(schema, 0)
+    return "string" in types and not types & {"number", "integer", "boolean"}
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="a tool name (see spoolq tools)")
     parser.add_argument("-p", dest="param", action="append", type=parse.key_value,
                         metavar="KEY=VALUE", help="one param; VALUE is JSON when it parses, "
-                        "else a string (repeatable; wins over --params)")
+                        "else a string; a number for a param the running processor's tool "
+                        "takes as text stays text (symbol=600519) (repeatable; wins over "
+                        "--params)")
     parser.add_argument("--params", type=parse.json_object, metavar="JSON",
                         help="params as a JSON object")
     parser.add_argument("--file", metavar="JOB.json",
@@ -98,7 +101,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     check_form(args)
     job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
-        else job_from_options(args)
+        else job_from_options(args, functools.partial(_params_schema, settings))
     # Refuses a job over SPOOL_MAX_JOB_BYTES as written; with --wait, a spool this user
     # may not enter is a usage error (exit 1 would read as "the job failed").
     client = client_of(settings, usage=args.wait)
@@ -267,14 +270,30 @@ def announce(job_id: str, *, as_json: bool, wait: bool) -> None:
             f"output: {reason}") from exc
 
 
-def job_from_options(args: argparse.Namespace) -> Job:
+def job_from_options(args: argparse.Namespace,
+                     schema_of: Callable[[str], dict[str, Any] | None] | None = None) -> Job:
+    """The job the options describe; ``schema_of``: a tool's params JSON Schema, when
+    known (see the -p numbers kept as text below)."""
     from pydantic import ValidationError  # noqa: PLC0415 - lazy, see spool.cli
 
     from spool.models import Job  # noqa: PLC0415 - lazy, see spool.cli
 
     if args.tool is None:
         raise UsageError("give a TOOL name or --file JOB.json")
-    params: dict[str, Any] = {**(args.params or {}), **dict(args.param or [])}
+    given = {param.key: param for param in args.param or []}
+    params: dict[str, Any] = {**(args.params or {}), **{
+        key: param.value for key, param in given.items()}}
+    numbers = [param for param in given.values()
+               if isinstance(param.value, int | float) and not isinstance(param.value, bool)]
+    if numbers and schema_of is not None and (schema := schema_of(args.tool)):
+        # A number given for a param the tool takes as text (symbol=600519, a ticker):
+        # meant as text.  Sent as JSON's number, the job failed invalid_params ("Input
+        # should be a valid string"), and only '"600519"' got it through.
+        fields_schema = schema.get("properties")
+        for param in numbers:
+            if isinstance(fields_schema, dict) and parse.takes_text_not_numbers(
+                    fields_schema.get(param.key)):
+                params[param.key] = param.text
     fields: dict[str, Any] = {"tool": args.tool, "params": params}
     for name in ("priority", "timeout", "max_attempts", "not_before", "meta"):
         value = getattr(args, name)
@@ -321,6 +340,13 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     except argparse.ArgumentTypeError as exc:
         raise SpoolError(f"{name} is not a valid job: {exc}") from exc
     return job
+
+
+def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:
+    """``tool``'s params JSON Schema as the running processors publish it, if they do."""
+    from spool.stats import tool_params_schema  # noqa: PLC0415 - lazy, see spool.cli
+
+    return tool_params_schema(Layout(settings.spool_dir), tool)
 
 
 def check_tool(layout: Layout, tool: str) -> None:

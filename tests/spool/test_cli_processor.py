@@ -114,6 +114,27 @@ def test_submit_refuses_a_tool_the_running_processor_does_not_offer(
     assert sorted(r["tool"] for r in listed) == ["NOSUCHTOOL", "echo"]
 
 
+def test_a_number_for_a_param_the_tool_takes_as_text_stays_text(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """``-p symbol=600519`` (a ticker: A-shares, Tokyo) read as JSON was the number
+    600519, and the job failed invalid_params "Input should be a valid string"; only
+    ``'"600519"'`` got it through.  By the running processor's catalogue, a number for a
+    param taken as text (or a list of text) is the text given; a number param is not."""
+    processor()  # its status file, with its catalogue, written
+    ids = ("kline", "backtest", "limit")
+    for job_id, params in zip(ids, (["symbol=600519", "limit=7"], ["symbols=600519"],
+                                    ["symbol=S0000", "limit=7.0"]), strict=True):
+        tool = "run_backtest" if job_id == "backtest" else "get_kline"
+        args = [a for p in params for a in ("-p", p)]
+        done = spoolq(env, "submit", tool, *args, "--id", job_id)
+        assert done.returncode == 0, done.stderr
+    shown = {job_id: spoolq(env, "show", job_id, "--json") for job_id in ids}
+    got = {job_id: orjson.loads(proc.stdout)["params"] for job_id, proc in shown.items()}
+    assert got["kline"] == {"symbol": "600519", "limit": 7}, got
+    assert got["backtest"] == {"symbols": "600519"}
+    assert got["limit"] == {"symbol": "S0000", "limit": 7.0}  # a number param: as given
+
+
 def test_submit_with_no_processor_running_checks_no_tool(
         root: Path, env: dict[str, str], processor: Start) -> None:
     """No status file (no processor ever ran, or it stopped cleanly): nothing to check
