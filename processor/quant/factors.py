@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from processor.quant.bars import F64
@@ -85,18 +86,100 @@ def _volatility(panel: Panel, p: Mapping[str, int]) -> F64:
         returns = panel.close / shift_rows(panel.close, 1) - 1.0
     window = p["lookback"]
     frame = pd.DataFrame(returns).rolling(window, min_periods=window)
-    return frame.std(ddof=1).to_numpy()
+    return exact_where_close(frame.std(ddof=1).to_numpy(), window, lambda rows, cols: _std(
+        windows_of(returns, rows, cols, window)))
 
 
 def _volume_ratio(panel: Panel, p: Mapping[str, int]) -> F64:
-    average = shift_rows(rolling_mean(panel.volume, p["lookback"]), 1)
+    window, volume = p["lookback"], panel.volume
+    average = shift_rows(rolling_mean(volume, window), 1)
+
+    def exact(rows: Ints, cols: Ints) -> F64:
+        mean = windows_of(volume, rows - 1, cols, window).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio: F64 = volume[rows, cols] / mean
+        return ratio
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        return panel.volume / average
+        return exact_where_close(volume / average, window, exact)
 
 
 def _ma_distance(panel: Panel, p: Mapping[str, int]) -> F64:
+    window, close = p["lookback"], panel.close
+
+    def exact(rows: Ints, cols: Ints) -> F64:
+        mean = windows_of(close, rows, cols, window).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            distance: F64 = close[rows, cols] / mean - 1.0
+        return distance
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        return panel.close / rolling_mean(panel.close, p["lookback"]) - 1.0
+        return exact_where_close(close / rolling_mean(close, window) - 1.0, window, exact)
+
+
+# -- ties -------------------------------------------------------------------------------
+
+CLOSE = 1e-9
+"""Factor values of a date this close, relative to its largest value, or within
+:data:`CLOSE_FLOOR`, may be ties the rolling sums hide: they are computed again from
+their windows alone."""
+CLOSE_FLOOR = 1e-12
+"""A distance from the moving average near zero (``C / mean - 1``, every symbol of a
+date near its mean) carries the mean's rounding at the scale of 1, and a flat window's
+volatility is 0 against a rolling sum's 1e-18: close to each other at that scale."""
+WINDOW_CELLS = 1 << 22
+"""Window values gathered at a time when recomputing (32 MiB of float64)."""
+
+Ints = npt.NDArray[np.intp]
+
+
+def exact_where_close(values: F64, window: int, exact: Callable[[Ints, Ints], F64]) -> F64:
+    """``values`` (a statistic of rolling windows of ``window`` rows, date by symbol) with
+    each value that is close to another of its date replaced by ``exact(rows, cols)``:
+    its window's alone.
+
+    pandas' rolling sums carry a running total, so a window's statistic depends in its
+    last digits on the rows before it: two symbols with the same window (the same
+    returns in any order: whole-number prices, a flat stretch) got values a bit apart,
+    which broke their tie in the ranks and the quantile edges (QUANT.md's rules 3 and
+    4: the date stayed in the sample where the edges tie).  Computed from the window
+    alone, sorted, equal windows give equal values; only values near another one of
+    their date are, so the cost is the rolling one's where nothing ties.
+    """
+    order = np.argsort(values, axis=1)  # NaN last
+    ranked = np.take_along_axis(values, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        scale = np.nanmax(np.abs(values), axis=1, initial=0.0)[:, None]
+        gap = np.abs(np.diff(ranked, axis=1))
+        near = gap <= CLOSE * scale + CLOSE_FLOOR
+    if not near.any():
+        return values
+    marked = np.zeros(values.shape, dtype=bool)
+    marked[:, 1:] |= near
+    marked[:, :-1] |= near
+    close = np.zeros(values.shape, dtype=bool)
+    np.put_along_axis(close, order, marked, axis=1)
+    rows, cols = np.nonzero(close)
+    out = values.copy()
+    step = max(1, WINDOW_CELLS // window)
+    for lo in range(0, len(rows), step):
+        out[rows[lo:lo + step], cols[lo:lo + step]] = exact(rows[lo:lo + step],
+                                                            cols[lo:lo + step])
+    return out
+
+
+def windows_of(values: F64, rows: Ints, cols: Ints, window: int) -> F64:
+    """The ``window`` values of column ``cols[k]`` ending at row ``rows[k]``, each row of
+    the result sorted (so a window's statistic depends on its values alone, not their
+    order); the rows must have a whole window above them."""
+    taken: F64 = values[rows[:, None] + np.arange(1 - window, 1), cols[:, None]]
+    taken.sort(axis=1)
+    return taken
+
+
+def _std(windows: F64) -> F64:
+    spread: F64 = windows.std(axis=1, ddof=1)
+    return spread
 
 
 def _lookback(default: int, minimum: int, what: str) -> tuple[FactorParam, ...]:

@@ -111,6 +111,44 @@ def test_tied_factor_values_drop_dates_like_qcut(tmp_path: Path, synth_dir: Path
         assert_tree_close(result[key], want[key], key)
 
 
+def _shared_tails(directory: Path) -> list[str]:
+    """Symbols whose last 200 bars are the same prices (and volumes) after 100 bars of
+    histories far apart (prices near 500,000, 5 and 50): the same windows, reached by
+    rolling sums that carried different totals."""
+    rng = np.random.default_rng(7)
+    tail = np.round(rng.uniform(10, 30, 200), 2)
+    volume = np.round(rng.uniform(1000, 5000, 200), 3)
+    symbols = []
+    for symbol, (lo, hi) in {"A": (1e5, 1e6), "B": (1, 10), "C": (40, 60)}.items():
+        history = np.round(rng.uniform(lo, hi, 100), 2)
+        write_bars(directory, symbol, np.concatenate([history, tail]), volume=np.concatenate(
+            [np.round(rng.uniform(1, 1e7, 100), 3), volume]))
+        symbols.append(symbol)
+    return symbols
+
+
+@pytest.mark.parametrize("name", ["volatility", "volume_ratio", "ma_distance"])
+def test_the_same_window_gives_the_same_value(tmp_path: Path, name: str) -> None:
+    """QUANT.md's statistics are of the window: equal windows tie (rules 3 and 4).  pandas'
+    rolling sums carry a running total, so the last digits of a window's volatility
+    depended on the rows before it: three symbols with the same 200 bars got 188 of 188
+    dates apart, which broke their ties in the ranks and the quantile edges."""
+    symbols = _shared_tails(tmp_path)
+    store = DataStore(tmp_path)
+    got = compute_factor(name, {"lookback": 10}, store.panel(symbols))
+    tail = got[100 + 12:]
+    assert np.isfinite(tail).all()
+    assert (tail[:, 0] == tail[:, 1]).all() and (tail[:, 1] == tail[:, 2]).all()
+    if name == "volatility":  # the ties decide the sample: all three in one quantile
+        params = FactorParams(factor=name, lookback=10, quantiles=2, horizons=[1],
+                              symbols=symbols)
+        close = close_panel(tmp_path, symbols)
+        exact = (close / close.shift(1) - 1).rolling(10).apply(
+            lambda window: np.sort(window).std(ddof=1), raw=True)
+        ref = factor_analysis(exact, close, [1], 2, [1])
+        assert analyze_factor(params, store)["dates"] == ref["dates"]
+
+
 @pytest.mark.parametrize("name", ["reversal", "volatility", "volume_ratio", "ma_distance"])
 def test_other_factors_match_pandas_formulas(gappy_dir: Path, name: str) -> None:
     store = DataStore(gappy_dir)
