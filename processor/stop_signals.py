@@ -88,6 +88,21 @@ class StopSignals:
                       if isinstance(h, EarlyStops) and h.received is not None), None)
         if early is not None:  # a stop sent while the processor started: read first
             os.write(write_end, bytes([early]))
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a process a FAST tool forked (``multiprocessing``'s fork context, a bare
+        ``os.fork``): none of this is its.  It kept the wakeup fd, so a SIGTERM to it (a
+        Pool's ``terminate()`` sends one to each worker) was written into this pipe and
+        read as the processor's own stop: the processor stopped, exit 0, which
+        ``Restart=on-failure`` does not restart; and it kept the handlers that ignore the
+        stop signals, so it would not die of them.  It gets the defaults back."""
+        if not self.pipe:
+            return  # forked once the processor gave the signals back
+        signal.set_wakeup_fd(-1)
+        for signum in self.saved_handlers:
+            signal.signal(signum, signal.SIG_DFL)
+        self.pipe = ()
 
     def _read(self) -> None:
         try:

@@ -7,6 +7,7 @@ import ctypes
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -443,4 +444,36 @@ class FastTimer(BaseTool):
         until = time.process_time() + 0.2
         while time.process_time() < until:
             pass
+        return ToolResult.ok()
+
+
+class FastPool(BaseTool):
+    """A ``multiprocessing.Pool`` of the fork context in a FAST tool: leaving its ``with``
+    SIGTERMs the pool's workers (``terminate()``)."""
+
+    name: ClassVar[str] = "t_fast_pool"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return ToolResult.ok(pool.map(abs, [-1, -2]))
+
+
+class FastFork(BaseTool):
+    """A bare ``os.fork()`` in a FAST tool, its child left asleep ``seconds`` (its pid in
+    ``pid_file``)."""
+
+    name: ClassVar[str] = "t_fast_fork"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(params.seconds)
+            os._exit(0)
+        assert params.pid_file is not None
+        with open(params.pid_file, "w") as out:
+            out.write(str(pid))
         return ToolResult.ok()

@@ -1,0 +1,57 @@
+"""A FAST tool runs in the processor: what it forks is not the processor.
+
+A forked child kept the processor's wakeup fd and its handlers that ignore the stop
+signals: a SIGTERM to the child (a ``multiprocessing.Pool``'s ``terminate()``, at the
+end of its ``with``; an operator's ``kill`` of a process that looks like the processor
+in ``ps``) was written into the processor's signal pipe and read as its own stop.  The
+processor stopped, exit 0, which ``Restart=on-failure`` never restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+StartDaemon = Callable[..., Daemon]
+
+
+def test_a_fast_tools_pool_does_not_stop_the_processor(spool_root: Path,
+                                                       daemon: StartDaemon) -> None:
+    d = daemon()
+    drop(spool_root, "pool", {"tool": "t_fast_pool"})
+    assert wait_record(spool_root, "pool")["result"] == [1, 2]
+    time.sleep(1.0)  # the stop, read from the pipe, came within the loop's next pass
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still here"}})
+    assert wait_record(spool_root, "after")["result"] == {"message": "still here"}
+    assert d.running(), d.logs()
+    assert '"stopping"' not in d.logs()
+    assert d.stop() == 0
+
+
+def test_a_sigterm_to_a_fast_tools_child_ends_the_child_not_the_processor(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    d = daemon()
+    pid_file = tmp_path / "child.pid"
+    drop(spool_root, "fork", {"tool": "t_fast_fork",
+                              "params": {"seconds": 60, "pid_file": str(pid_file)}})
+    assert wait_record(spool_root, "fork")["state"] == "done"
+    child = int(pid_file.read_text())
+    os.kill(child, signal.SIGTERM)
+
+    def ended() -> bool:  # dead: gone, or a zombie its parent (the processor) keeps
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(ended, 10, "the child to die of its SIGTERM")
+    time.sleep(1.0)
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still here"}})
+    assert wait_record(spool_root, "after")["result"] == {"message": "still here"}
+    assert d.running() and '"stopping"' not in d.logs(), d.logs()
+    assert d.stop() == 0
