@@ -37,7 +37,7 @@ from processor import capture
 from processor.executor import WorkerConfig
 from processor.logs import JsonFormatter
 from processor.proctree import kill_orphans, kill_tree, parent_of
-from processor.startup import PRELOAD
+from processor.startup import DASK_PRELOAD
 from processor.stdio_pipes import StdioPipes
 
 LOST = "lost"  # kill reason: the Dask side gave the task up
@@ -187,7 +187,7 @@ class Host:
     def _context(self) -> ForkServerContext:
         if self._ctx is None:
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
+            ctx.set_forkserver_preload(DASK_PRELOAD)
             self._ctx = ctx
         return self._ctx
 

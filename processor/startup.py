@@ -49,9 +49,17 @@ from spool.errors import ConfigError
 
 PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
            "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis",
-           "processor.forkserver_ready"]
-"""What every COMPUTE forkserver imports before it forks a worker
+           "processor.forkserver_tools", "processor.forkserver_ready"]
+"""What the local pool's forkserver imports before it forks a worker
 (:mod:`processor.forkserver_init` first, :mod:`processor.forkserver_ready` last)."""
+DASK_PRELOAD = [name for name in PRELOAD if name != "processor.forkserver_tools"]
+"""A Dask worker's forkserver's: without the tool modules.  It lives as long as its
+``dask worker``, across processor restarts, and scaling.md promises that restarting the
+processor is enough for changed SPOOL_TOOLS modules: each job process imports them."""
+
+PRELOAD_TOOLS_ENV = "SPOOLQ_PRELOAD_TOOLS"
+"""Read by :mod:`processor.forkserver_tools` in the forkserver (which this module does
+not import: it runs the preload)."""
 
 log = logging.getLogger("spoolq.processor")
 
@@ -124,11 +132,22 @@ def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> boo
     return any(name.upper().endswith("EXECUTOR") for name in environ)
 
 
-def start_forkserver() -> None:
+def start_forkserver(tool_modules: Sequence[str] | None = None) -> None:
     """Start this process's COMPUTE forkserver now, preloading :data:`PRELOAD`; the
-    pool's workers come from it (an idempotent step when it runs already)."""
+    pool's workers come from it (an idempotent step when it runs already).
+    ``tool_modules``: the settings' ``SPOOL_TOOLS``, for the preload (see
+    :mod:`processor.forkserver_tools`); None before the settings load."""
+    preload_tools(tool_modules)
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
+
+
+def preload_tools(tool_modules: Sequence[str] | None) -> None:
+    """The tool modules a forkserver started from this process preloads (its
+    environment's, inherited): ``tool_modules``, or with None the environment's own
+    ``SPOOL_TOOLS``."""
+    if tool_modules is not None:
+        os.environ[PRELOAD_TOOLS_ENV] = ",".join(tool_modules)
 
 
 class BackgroundImports:
