@@ -73,6 +73,7 @@ const ui = {
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
   paging: false,          // a page of "older tasks" is on its way
   during: null,           // transitions that arrive while a list page is on its way
+  pageLate: null,         // while a page of "older tasks" comes: moves of rows not shown (by id)
   indexing: false,        // the list's last ask was refused: statusd loads its index
   indexingNote: null,     // the task view's word of it, while its task waits for the index
   total: null,            // the spool's job count at the last stats refresh
@@ -81,7 +82,7 @@ const ui = {
   arrivedTaken: 0,        // of those, the ones told before the latest stats taken was asked
   statsAsked: 0,          // stats asks sent, numbered from 1
   statsTaken: 0,          // the latest-asked stats answer taken (later than any stale one)
-  processorAlive: null,   // at the last stats refresh; null: not known (statusd away)
+  processorAlive: null,   // at the last stats refresh, or a claim since; null: not known
   toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
   toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
   fieldsOf: null,         // the record the task view's fields show
@@ -833,7 +834,17 @@ async function loadPageAfter() {
       return;
     }
   }
-  const page = await getJSON(listUrl(cursor));
+  // What moves meanwhile of a row not shown (upsert leaves a later page's rows to it) may be
+  // a row of this page, which it brings as it was when asked: told again once it is in.  The
+  // page's row of a job done while it came said "running", its time counting on, for good.
+  const late = new Map();
+  ui.pageLate = late;
+  let page;
+  try {
+    page = await getJSON(listUrl(cursor));
+  } finally {
+    if (ui.pageLate === late) ui.pageLate = null;
+  }
   if (seq !== ui.listSeq) return; // the list was loaded again (a filter change): not its page
   listError(null);
   appendRows(page.tasks);
@@ -841,6 +852,15 @@ async function loadPageAfter() {
   ui.keep = Math.max(ui.keep, ui.rows.size);
   ui.cursor = page.next_cursor;
   $("more").hidden = !ui.cursor;
+  // After the cursor: a row older than the last page's end goes after it, not to a next page.
+  for (const record of late.values()) upsert(record);
+}
+
+function notePageLate(record) {
+  // The latest move of each row not shown while a page of "older tasks" comes (see
+  // loadPageAfter); a row shown has it already, and the page's of it is not added.
+  if (ui.rows.has(record.id)) ui.pageLate.delete(record.id);
+  else ui.pageLate.set(record.id, record);
 }
 
 /* ---- the events socket ------------------------------------------------------------- */
@@ -873,6 +893,7 @@ function connectEvents() {
       if (msg.previous === null) ui.arrived += 1;
       if (ui.during) ui.during.push(msg.record);
       upsert(msg.record);
+      if (ui.pageLate) notePageLate(msg.record);
       sawTransition(msg, msg.record);
       taskMoved(msg.record);
       scheduleStats();
@@ -1002,8 +1023,9 @@ function finishesAt(progress) {
 function fmtLeft(until) {
   // Counted down by statusd's clock as this browser reckons it (see noteServerClock).
   // None while no processor runs: "about 1 s left" went on beside the note that the job
-  // makes no progress until one starts (QA).
-  if (ui.processorAlive === false) return "";
+  // makes no progress until one starts (QA).  Nor while statusd does not answer: the run
+  // is as last seen, and its time left went on counting down beside that note.
+  if (ui.processorAlive === false || ui.unreachable !== null) return "";
   const left = Math.round((until - serverNow()) / 1000);
   if (left <= 0) return "about to finish, at its pace so far";
   return `about ${left < 60 ? `${left} s` : fmtSpan(left)} left`;
@@ -1106,7 +1128,7 @@ function sawTransition(msg, record) {
   // (timeout)" of a run a stop cut short 2 s in).  A retry or a re-drop of an ended job
   // runs it anew: a requeue of an earlier run is no news of it.
   if (msg.event !== "transition") return;
-  if (msg.state === "running" && ui.processorAlive === false) ui.processorAlive = null;
+  if (msg.state === "running" && ui.processorAlive === false) showClaimed();
   if (msg.id !== ui.taskId) return;
   if (ui.actionSaidAt !== null && msg.state !== ui.actionSaidAt) {
     ui.actionSaidAt = null;
@@ -1125,6 +1147,16 @@ function sawTransition(msg, record) {
   }
   if (msg.state === "running" && record) ui.runAttempts = record.attempts ?? 0;
   renderNote();
+}
+
+function showClaimed() {
+  // The header too: it said "processor: down" beside the job claimed, until the next
+  // stats (a second on: they are read again after the processor's heartbeat).
+  ui.processorAlive = true;
+  const node = $("processor");
+  node.textContent = "processor: up";
+  node.className = "state done";
+  node.title = "processor liveness";
 }
 
 function setTaskState(text) {
@@ -1257,9 +1289,16 @@ async function actOn(action, id) {
     return;
   }
   // Said of the state the answer gave: the next transition makes it history ("is pending
-  // again" stood under the job done, or beside its new failure, QA).
-  ui.actionSaidAt = body.state;
-  if (action === "retry") sayAction(`${id} is pending again`);
+  // again" stood under the job done, or beside its new failure, QA).  A state the streams
+  // showed since the ask went out is newer than the answer's: it is said only where they
+  // agree.  Said all the same, "is pending again" stood beside the job run and failed again
+  // while the answer was on its way, for as long as the view was open: the transitions
+  // that make it history had come before it.
+  const shownState = $("task-state").textContent;
+  const overtaken = ui.heads !== heads && shownState !== body.state;
+  ui.actionSaidAt = overtaken ? shownState : body.state;  // its word goes at the next move
+  if (overtaken) sayAction(`${action} of ${id} done`);
+  else if (action === "retry") sayAction(`${id} is pending again`);
   // A running task's cancel answers with the task as it is after statusd's wait: still
   // running when its processor has not stopped it yet (the request stays for it).
   else if (body.state === "failed") sayAction(`${id} cancelled`);

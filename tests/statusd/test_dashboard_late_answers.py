@@ -1,0 +1,220 @@
+"""The dashboard in a real headless Chromium, when an answer comes after the streams moved on.
+
+A page of "older tasks" and a retry's or a cancel's answer are each asked at one moment
+and come later: what the events and task streams told meanwhile is newer, and the page
+must not show the answer's older word over it for good.  Also what the header and the
+time left say while the processor or statusd comes and goes.  The browser and page
+fixtures are test_statusd_dashboard's (a page with a JavaScript error fails its test).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import test_statusd_dashboard as dashboard
+from statusdkit import (
+    STATS_URL,
+    TOKEN,
+    FakeOwner,
+    ServerThread,
+    claim,
+    finish,
+    report,
+    run_job,
+    submit,
+    wait_in_page,
+)
+
+from spool.claim import Claim
+from spool.errors import ErrorType
+from spool.transitions import Spool
+
+sync_api = dashboard.sync_api
+pytestmark = dashboard.pytestmark
+browser = dashboard.browser
+page = dashboard.page
+expect = sync_api.expect
+
+Held = list[tuple[sync_api.Route, sync_api.APIResponse]]
+
+
+def _hold(page: sync_api.Page, url: str) -> Held:
+    """Each request to ``url`` sent on to statusd at once, its answer kept from the page
+    until the test fulfills it."""
+    held: Held = []
+    page.route(url, lambda route: held.append((route, route.fetch())))
+    return held
+
+
+def _told(page: sync_api.Page) -> list[dict[str, Any]]:
+    """The messages of the page's events stream, as the browser receives them (call
+    before the page opens)."""
+    told: list[dict[str, Any]] = []
+
+    def on_socket(socket: sync_api.WebSocket) -> None:
+        if "/api/v1/ws/events" in socket.url:
+            socket.on("framereceived", lambda payload: told.append(orjson.loads(payload)))
+
+    page.on("websocket", on_socket)
+    return told
+
+
+def _with_token(page: sync_api.Page) -> None:
+    page.evaluate("(token) => sessionStorage.setItem('spoolq-token', token)", TOKEN)
+
+
+# filter, the newer jobs' state, how the late job ends, its row's state after (None: gone)
+PAGED = {
+    "any state": ("", "pending", None, "done"),
+    "left the filter": ("running", "running", None, None),
+    "came into the filter": ("failed", "failed", (ErrorType.TOOL_ERROR, "no"), "failed"),
+}
+
+
+@pytest.mark.parametrize(("state_filter", "newer", "error", "row_state"), PAGED.values(),
+                         ids=PAGED.keys())
+def test_a_row_older_tasks_brings_shows_what_moved_while_it_came(
+        server: ServerThread, spool: Spool, page: sync_api.Page, *, state_filter: str,
+        newer: str, error: tuple[ErrorType, str] | None, row_state: str | None) -> None:
+    """A running job on the list's second page, which ended while "older tasks" was on
+    its way: the page, asked before, brought its row "running", and the move the events
+    stream had told was not the row's (not shown yet): the row said "running", its time
+    counting on, until the list was read again.  In a filtered list the row of a job that
+    had left the filter stayed, and one that had come into it was missing."""
+    submit(spool, "late", tool="sleep")  # the oldest: on the list's second page
+    late = claim(spool, "late")
+    claims: list[Claim] = [late]
+    try:
+        for n in range(60):
+            if newer == "failed":
+                run_job(spool, f"newer-{n:02d}", error=(ErrorType.TOOL_ERROR, "no"))
+                continue
+            submit(spool, f"newer-{n:02d}", tool="sleep")
+            if newer == "running":
+                claims.append(claim(spool, f"newer-{n:02d}"))
+        dashboard._wait_indexed(server, 61)
+        told = _told(page)
+        page.goto(f"{server.base}/#/?state={state_filter}")
+        expect(page.locator("#tasks tbody tr")).to_have_count(50)
+        expect(page.locator("#live")).to_have_text("live")
+        held = _hold(page, "**/api/v1/tasks?*cursor=*")
+        page.click("#more")
+        wait_in_page(page, lambda: held, what="the page of older tasks asked for")
+        finish(spool, late, {"slept": 0}, error=error)
+        wait_in_page(page, lambda: any(
+            m.get("event") == "transition" and m.get("id") == "late" for m in told),
+            what="the events stream to tell the page the late job ended")
+        route, answer = held[0]
+        route.fulfill(response=answer)
+        expect(dashboard._row(page, "newer-00")).to_have_count(1)  # the page is in
+        if row_state is None:
+            expect(dashboard._row(page, "late")).to_have_count(0)
+        else:
+            expect(dashboard._row(page, "late")).to_have_attribute("data-state", row_state)
+            expect(dashboard._row(page, "late").locator("td.duration[data-since]")).to_have_count(0)
+    finally:
+        for taken in claims:
+            taken.close()
+
+
+def test_a_retry_answered_after_the_job_ran_and_failed_again_says_no_pending(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A retry from the task view whose answer ("pending") came after the streams had
+    shown the job run again and fail again: "typo is pending again" stood beside
+    "failed" for as long as the view was open (no transition came after it to clear it)."""
+    run_job(spool, "typo", error=(ErrorType.INVALID_PARAMS, "messag: extra inputs"))
+    page.goto(server.base + "/#/tasks/typo")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#live")).to_have_text("live")
+    _with_token(page)
+    held = _hold(page, "**/api/v1/tasks/typo/retry")
+    page.locator("#retry-task").click()
+    wait_in_page(page, lambda: held, what="the retry sent")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    again = claim(spool, "typo")
+    expect(page.locator("#task-state")).to_have_text("running")
+    finish(spool, again, error=(ErrorType.INVALID_PARAMS, "messag: extra inputs"))
+    expect(page.locator("#task-state")).to_have_text("failed")
+    route, answer = held[0]
+    assert answer.json()["state"] == "pending"
+    route.fulfill(response=answer)
+    status = page.locator("#action-status")
+    expect(status).to_have_text("retry of typo done")
+    expect(page.locator("#task-state")).to_have_text("failed")
+
+
+def test_a_cancel_answered_after_the_job_was_stopped_says_not_still_running(
+        server: ServerThread, spool: Spool, page: sync_api.Page,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running task's cancel answers with the task as it is after statusd's wait (1 s
+    here), "running"; its processor stopped it before that answer reached the page, which
+    then said "it is still running until its processor stops it" beside "failed"."""
+    client = server.services.client
+    monkeypatch.setattr(client, "cancel", functools.partial(client.cancel, wait_s=1.0))
+    submit(spool, "stubborn", tool="sleep")
+    running = claim(spool, "stubborn")
+    try:
+        page.goto(server.base + "/#/tasks/stubborn")
+        expect(page.locator("#task-state")).to_have_text("running")
+        _with_token(page)
+        held = _hold(page, "**/api/v1/tasks/stubborn/cancel")
+        page.locator("#cancel-task").click()
+        wait_in_page(page, lambda: held, what="the cancel sent")
+        route, answer = held[0]
+        assert answer.json()["state"] == "running"
+        finish(spool, running, error=(ErrorType.CANCELLED, "cancelled while running"))
+        expect(page.locator("#task-state")).to_have_text("failed")
+        route.fulfill(response=answer)
+        expect(page.locator("#action-status")).to_have_text("cancel of stubborn done")
+        expect(page.locator("#task-state")).to_have_text("failed")
+    finally:
+        running.close()
+
+
+def test_a_claim_after_the_processor_restarted_is_not_said_beside_processor_down(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The stats said "processor: down"; one started and claimed a job: the row said
+    "running" beside "processor: down" until the next stats, a second or more on."""
+    submit(spool, "work", tool="sleep")
+    page.goto(server.base + "/")
+    processor = page.locator("#processor")
+    expect(processor).to_have_text("processor: down")
+    expect(page.locator("#live")).to_have_text("live")
+    held = _hold(page, STATS_URL)  # no stats come to say it: only the claim
+    owner = FakeOwner(spool)
+    running = claim(spool, "work")
+    try:
+        expect(dashboard._row(page, "work", "running")).to_be_visible()
+        expect(processor).to_have_text("processor: up")
+    finally:
+        running.close()
+        owner.close()
+        for route, answer in held:  # before the unroute, which lets those held go on
+            route.fulfill(response=answer)
+        page.unroute(STATS_URL)
+
+
+def test_the_time_left_is_not_counted_down_while_statusd_is_away(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """statusd went away beside a run half done: the note said the task is as last seen,
+    and "about N s left" went on counting down beside it to "about to finish"."""
+    owner = FakeOwner(spool)
+    submit(spool, "far", tool="run_backtest")
+    running = claim(spool, "far")
+    eta = page.locator("#task-progress .eta")
+    try:
+        report(spool, running, 0.25, "25/100",
+               started_at=datetime.now(UTC) - timedelta(seconds=30))
+        page.goto(server.base + "/#/tasks/far")
+        expect(eta).to_have_text(re.compile(r"left$"))
+        server.stop()  # its sockets close going away, its port refuses
+        expect(page.locator("#task-note")).to_contain_text("statusd unreachable since ")
+        expect(eta).to_have_text("")  # at the next tick of the running times
+    finally:
+        running.close()
+        owner.close()
