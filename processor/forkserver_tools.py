@@ -15,12 +15,16 @@ What to import: ``SPOOLQ_PRELOAD_TOOLS`` (comma-separated, set by the process th
 starts the forkserver from its settings), else ``SPOOL_TOOLS`` (a forkserver started
 before the settings load, when the environment is their only source).  A module
 that fails to import fails nothing here: the processor's own load says so and stops
-(or a worker's does, for its job), and the forkserver must live on to say it.
+(or a worker's does, for its job), and the forkserver must live on to say it.  What a
+module prints as it is imported goes nowhere: the processor's own import of it logs
+that, as JSON lines, where the forkserver's went into the log as raw text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 PRELOAD_ENV = "SPOOLQ_PRELOAD_TOOLS"  # processor.startup.PRELOAD_TOOLS_ENV
 
@@ -28,12 +32,24 @@ PRELOAD_ENV = "SPOOLQ_PRELOAD_TOOLS"  # processor.startup.PRELOAD_TOOLS_ENV
 def _preload() -> None:
     listed = os.environ.get(PRELOAD_ENV, os.environ.get("SPOOL_TOOLS", ""))
     modules = [name.strip() for name in listed.split(",") if name.strip()]
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
     try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
         from processor.registry import load_registry  # noqa: PLC0415 - only when preloading
 
         load_registry(modules)
     except BaseException:  # said by the processor's own load (see the docstring)
         pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
 
 
 _preload()
