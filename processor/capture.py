@@ -52,6 +52,7 @@ import stat
 import sys
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -80,6 +81,9 @@ class _Streams:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running = 0
+        # Runs abandoned while their tools still ran (by id): counted out of ``running``
+        # then, not again when their threads end (see abandon).
+        self.abandoned: Counter[str] = Counter()
         self.installed: tuple[Any, Any] | None = None
         # fd -> a copy of it (not inherited), and the (device, inode) it was
         self.fds: dict[int, tuple[int, tuple[int, int]]] = {}
@@ -93,9 +97,26 @@ class _Streams:
                 # has set the filters it wants.
                 self.kept.keep_warnings()
 
-    def leave(self, job: tuple[str, str] | None) -> None:
+    def abandon(self, job: tuple[str, str]) -> None:
+        """The run of ``job`` ended while its tool still runs (a FAST timeout: its thread
+        cannot be killed): no job running, as the lane counts it.  Counted as one, its
+        thread kept every later FAST job from having what tools change put back, for as
+        long as the tool ran (the working directory one moved to, logging turned off:
+        the processor's log dark for minutes, QA)."""
         with self.lock:
-            self.running = max(0, self.running - 1)
+            if self.running <= 0:
+                return
+            self.abandoned[job[0]] += 1
+        self.leave(job, counted=False)
+
+    def leave(self, job: tuple[str, str] | None, *, counted: bool = True) -> None:
+        with self.lock:
+            if counted and job is not None and self.abandoned[job[0]] > 0:
+                self.abandoned[job[0]] -= 1  # counted out when its run was abandoned
+                if not self.abandoned[job[0]]:
+                    del self.abandoned[job[0]]
+            else:
+                self.running = max(0, self.running - 1)
             installed = self.installed
             if self.running or installed is None:
                 return
@@ -206,6 +227,12 @@ def begin(job_id: str, tool: str) -> None:
     """The calling thread runs this job now: its output is the job's."""
     _streams.enter()
     _state.job = (job_id, tool)
+
+
+def abandoned(job_id: str, tool: str) -> None:
+    """The run of ``job_id`` ended while its tool still runs on its thread (see
+    :meth:`_Streams.abandon`); its thread's :func:`end` comes when the tool returns."""
+    _streams.abandon((job_id, tool))
 
 
 def end() -> None:

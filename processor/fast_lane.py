@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from processor import capture
 from processor.inbox import Inbox
 from processor.relay import Relay
 from processor.run import Run
@@ -134,6 +135,8 @@ class FastLane:
         if run.executing and not run.stuck:
             run.stuck = True
             self.stuck[run.claim.job_id] += 1
+            if capture.installed():  # no FAST job runs, for what tools change (capture)
+                capture.abandoned(run.claim.job_id, run.job.tool)
             log.warning("a FAST tool is still running after its run ended; its thread is "
                         "abandoned", extra={"fields": {"id": run.claim.job_id,
                                                        "tool": run.job.tool,

@@ -477,3 +477,30 @@ class FastFork(BaseTool):
         with open(params.pid_file, "w") as out:
             out.write(str(pid))
         return ToolResult.ok()
+
+
+class FastMeddle(BaseTool):
+    """Changes what a FAST tool may change in the processor and leaves it so: the working
+    directory (to ``log``, a folder) and logging (turned off)."""
+
+    name: ClassVar[str] = "t_fast_meddle"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.log is not None
+        os.chdir(params.log)
+        logging.disable(logging.CRITICAL)
+        return ToolResult.ok()
+
+
+class FastState(BaseTool):
+    """What a FAST tool finds: the working directory and logging's disable level."""
+
+    name: ClassVar[str] = "t_fast_state"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        return ToolResult.ok({"cwd": os.getcwd(),
+                              "log_disabled": logging.root.manager.disable})

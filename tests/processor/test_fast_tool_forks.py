@@ -55,3 +55,24 @@ def test_a_sigterm_to_a_fast_tools_child_ends_the_child_not_the_processor(
     assert wait_record(spool_root, "after")["result"] == {"message": "still here"}
     assert d.running() and '"stopping"' not in d.logs(), d.logs()
     assert d.stop() == 0
+
+
+def test_what_a_fast_tool_changed_is_put_back_while_an_abandoned_tool_runs_on(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A FAST tool past its timeout is abandoned, its thread running on (a socket read with
+    no timeout).  It counted as a FAST job running, and what tools change is put back
+    only when none runs: a later tool's chdir and logging.disable stood for every job
+    after, and the processor's log went dark, until the stuck tool returned (QA: 3.5
+    minutes)."""
+    d = daemon()
+    drop(spool_root, "stuck", {"tool": "t_fast_hang", "params": {"seconds": 30}})
+    assert wait_record(spool_root, "stuck")["error"]["type"] == "timeout"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    drop(spool_root, "meddles", {"tool": "t_fast_meddle", "params": {"log": str(elsewhere)}})
+    assert wait_record(spool_root, "meddles")["state"] == "done"
+    drop(spool_root, "finds", {"tool": "t_fast_state"})
+    found = wait_record(spool_root, "finds")["result"]
+    assert found == {"cwd": str(spool_root.parent), "log_disabled": 0}
+    wait_for(lambda: '"finds"' in d.logs(), 10, "the processor's log lines of the later job")
+    assert d.stop() == 0
