@@ -88,7 +88,7 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 target = ep.load()
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:  # a module's own KeyboardInterrupt too
                 raise ConfigError(f"entry point {ep.name} ({ep.value}) failed to load: "
                                   f"{_failure(exc)}") from exc
             found = _tools_in(target)
@@ -100,7 +100,7 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
     for name in modules:
         try:
             module = importlib.import_module(name)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:  # a module's own KeyboardInterrupt too
             raise ConfigError(f"SPOOL_TOOLS module {name!r} failed to import: "
                               f"{_failure(exc)}") from exc
         found = _tools_in(module)
@@ -113,10 +113,19 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
 
 def _failure(exc: BaseException) -> str:
     """Why an import failed; a module that calls exit as it is imported (argparse at the
-    top level) must not stop the processor, with exit 0 and no word."""
+    top level) must not stop the processor, with exit 0 and no word, nor one that raises
+    KeyboardInterrupt or asyncio's CancelledError (BaseExceptions: a traceback and exit
+    1 or 130, restarted every 2 s for ever; a real Ctrl-C at start-up is noted by the
+    early stop handlers, never raised).  A message that cannot be made is named."""
     if isinstance(exc, SystemExit):
         return f"it called exit ({exc.code!r})"
-    return str(exc)
+    try:
+        text = str(exc)
+    except BaseException:  # its own __str__ raised
+        text = ""
+    if isinstance(exc, Exception) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _tools_in(target: object) -> list[type[BaseTool]]:

@@ -289,10 +289,12 @@ def _flag(value: object) -> bool:
 
 def _text_of(value: object, show: Callable[[object], str] = str) -> str:
     """``str(value)`` (or ``show``), or a note when the tool's own ``__str__`` raises: the
-    record must say something either way."""
+    record must say something either way.  Whatever it raises: a KeyboardInterrupt out
+    of it crashed the processor (a FAST tool's, exit 130) or its worker (``worker_crashed``,
+    retried), where an ordinary error's was the job's ``tool_error``."""
     try:
         return show(value)
-    except Exception:
+    except BaseException:
         return f"<{type(value).__name__} whose {show.__name__}() raised>"
 
 

@@ -504,3 +504,24 @@ class FastState(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok({"cwd": os.getcwd(),
                               "log_disabled": logging.root.manager.disable})
+
+
+class _StrRaises(Exception):
+    def __str__(self) -> str:
+        raise KeyboardInterrupt
+
+
+class WeirdError(BaseTool):
+    """Raises an exception whose ``__str__`` raises KeyboardInterrupt (COMPUTE)."""
+
+    name: ClassVar[str] = "t_weird_error"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        raise _StrRaises
+
+
+class FastWeirdError(WeirdError):
+    name: ClassVar[str] = "t_fast_weird_error"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST

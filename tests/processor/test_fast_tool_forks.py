@@ -76,3 +76,18 @@ def test_what_a_fast_tool_changed_is_put_back_while_an_abandoned_tool_runs_on(
     assert found == {"cwd": str(spool_root.parent), "log_disabled": 0}
     wait_for(lambda: '"finds"' in d.logs(), 10, "the processor's log lines of the later job")
     assert d.stop() == 0
+
+
+def test_an_error_whose_str_raises_a_base_exception_is_the_jobs_tool_error(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """Its message could not be made: a KeyboardInterrupt out of ``__str__`` crashed the
+    processor (FAST: exit 130, the job abandoned at the next start) or its worker
+    (COMPUTE: ``worker_crashed``, retried), where an ordinary error out of it was noted."""
+    d = daemon()
+    for job_id, tool in (("fast", "t_fast_weird_error"), ("compute", "t_weird_error")):
+        drop(spool_root, job_id, {"tool": tool})
+        error = wait_record(spool_root, job_id)["error"]
+        assert error["type"] == "tool_error", error
+        assert error["message"] == "_StrRaises: <_StrRaises whose str() raised>", error
+    assert d.running(), d.logs()
+    assert d.stop() == 0

@@ -144,6 +144,11 @@ def test_a_package_that_re_exports_its_tools_registers_them(tmp_path: Path,
     ("raise SystemExit(0)", "failed to import: it called exit \\(0\\)"),
     ("import sys; sys.exit('usage: mytool ...')",
      "failed to import: it called exit \\('usage: mytool ...'\\)"),
+    # BaseExceptions of the module's own: a traceback and exit 130 or 1, restarted for
+    # ever under Restart=on-failure, where operations.md promises one line and exit 2.
+    ("raise KeyboardInterrupt", "failed to import: KeyboardInterrupt$"),
+    ("import asyncio; raise asyncio.CancelledError('x')",
+     "failed to import: CancelledError: x$"),
 ])
 def test_a_tool_module_that_exits_as_it_is_imported_is_one_clear_error(
         code: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
