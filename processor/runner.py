@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 RESULT_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+STR_KEYS_OPTS = RESULT_OPTS & ~orjson.OPT_NON_STR_KEYS
+_NON_STR_KEY = "Dict key must be str"  # orjson's refusal of a key without OPT_NON_STR_KEYS
+_MAX_DEPTH = 255  # orjson refuses deeper
 DEADMAN_EXIT = 124  # a worker's exit status when its own deadline ended it (as timeout(1))
 OUT_OF_MEMORY = "out of memory (MemoryError); see SPOOL_WORKER_MEMORY_MB"
 """The message of a run its tool's MemoryError ended (a COMPUTE worker then retires)."""
@@ -232,13 +235,58 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
                             f"{type(result.error_message).__name__} for its message, not a str")
         return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
                        retryable=_flag(result.retryable))
+    return Outcome(job_id, result_json=result_json(result.value))
+
+
+def result_json(value: Any) -> bytes:
+    """A tool's result as JSON; TypeError saying why it is not JSON.
+
+    Keys that are not strings (``{1: "a"}``) are written as their JSON text, once it is
+    known that no two keys of one object come to the same text: ``{1: "a", "1": "b"}``
+    was written with "1" twice, and every reader kept one of the two values unsaid.
+    Tried without them first: most results have only string keys, which need no look.
+    """
     try:
-        encoded = orjson.dumps(result.value, default=_numpy_view, option=RESULT_OPTS)
+        try:
+            return orjson.dumps(value, default=_numpy_view, option=STR_KEYS_OPTS)
+        except TypeError as exc:
+            if str(exc) != _NON_STR_KEY:
+                raise
+        encoded = orjson.dumps(value, default=_numpy_view, option=RESULT_OPTS)
     except TypeError as exc:
-        why = ("it is nested more than 254 levels deep" if str(exc) == "Recursion limit reached"
-               else str(exc))  # orjson's words read as a recursion in the tool's own code
+        why = str(exc)
+        if why == "Recursion limit reached":  # orjson's words read as the tool's recursion
+            why = "it is nested more than 254 levels deep, or holds itself"
         raise TypeError(f"the result is not JSON: {why}") from None
-    return Outcome(job_id, result_json=encoded)
+    if (twice := _key_twice(value)) is not None:
+        raise TypeError(f"the result is not JSON: two keys of one object are both "
+                        f"{twice!r} in JSON")
+    return encoded
+
+
+def _key_twice(value: Any, depth: int = 0) -> str | None:
+    """A key two keys of one object in ``value`` come to as JSON text, if any (only
+    objects that have keys other than strings are looked at, as orjson writes them)."""
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        if not all(type(key) is str for key in value):
+            seen: set[str] = set()
+            for key in value:
+                text = key if type(key) is str else next(iter(orjson.loads(orjson.dumps(
+                    {key: None}, default=_numpy_view, option=RESULT_OPTS))))
+                if text in seen:
+                    return text
+                seen.add(text)
+        children: Iterable[Any] = value.values()
+    elif isinstance(value, list | tuple):
+        children = value
+    else:
+        return None
+    for child in children:
+        if (twice := _key_twice(child, depth + 1)) is not None:
+            return twice
+    return None
 
 
 def _float_state() -> tuple[Any, Any] | None:

@@ -249,6 +249,14 @@ def _misreport(case: str) -> ToolResult:
         for _ in range(300):
             nested = [nested]
         return ToolResult.ok(nested)
+    if case == "holds_itself":
+        looped: dict[str, object] = {}
+        looped["me"] = looped
+        return ToolResult.ok(looped)
+    if case == "keys_collide":  # 1 and "1" are both "1" in JSON
+        return ToolResult.ok({"table": {1: "a", "1": "b"}})
+    if case == "int_keys":  # no failure: keys that are not strings, none colliding
+        return ToolResult.ok({"by_day": {1: "mon", 2: "tue"}, "by_flag": {None: 0}})
     if case == "numpy_views":  # no failure: numpy arrays that are views of another
         import numpy as np  # noqa: PLC0415 - only this case needs it
         table = np.arange(12).reshape(3, 4)

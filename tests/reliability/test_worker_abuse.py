@@ -340,7 +340,29 @@ def test_a_result_nested_too_deep_says_so(spool_root: Path, daemon: StartDaemon)
         error = wait_record(spool_root, lane)["error"]
         assert (error["type"], error["message"]) == (
             "tool_error", "TypeError: the result is not JSON: it is nested more than 254 "
-                          "levels deep")
+                          "levels deep, or holds itself")
+
+
+def test_a_result_that_holds_itself_or_whose_keys_collide_says_so(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A dict holding itself was said "nested more than 254 levels deep" alone; one whose
+    keys come to one JSON text (``{1: "a", "1": "b"}``) was written with "1" twice, and
+    every reader kept one of the two values unsaid.  Keys that do not collide are
+    written as their JSON text, as before."""
+    daemon(JOB_NUM="1")
+    for lane in ("fast", "compute"):
+        cases = {case: f"{lane}-{case.replace('_', '-')}"
+                 for case in ("holds_itself", "keys_collide", "int_keys")}
+        for case, job_id in cases.items():
+            drop(spool_root, job_id, {"tool": f"r_misreport_{lane}", "params": {"case": case}})
+        error = wait_record(spool_root, cases["holds_itself"])["error"]
+        assert error["message"].endswith("or holds itself"), error
+        error = wait_record(spool_root, cases["keys_collide"])["error"]
+        assert (error["type"], error["message"]) == (
+            "tool_error", "TypeError: the result is not JSON: two keys of one object are "
+                          "both '1' in JSON")
+        done = wait_record(spool_root, cases["int_keys"])
+        assert done["result"] == {"by_day": {"1": "mon", "2": "tue"}, "by_flag": {"null": 0}}
 
 
 def test_a_slow_params_check_of_a_compute_tool_stalls_nothing_else(
