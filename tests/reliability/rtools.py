@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -235,6 +236,20 @@ class MisreportParams(BaseModel):
     case: str
 
 
+def _holds_itself() -> object:
+    looped: dict[str, object] = {}
+    looped["me"] = looped
+    return looped
+
+
+_ODD_KEYS: dict[str, Callable[[], object]] = {
+    "holds_itself": _holds_itself,
+    "keys_collide": lambda: {"table": {1: "a", "1": "b"}},  # both "1" in JSON
+    # no failure: keys that are not strings, none colliding
+    "int_keys": lambda: {"by_day": {1: "mon", 2: "tue"}, "by_flag": {None: 0}},
+}
+
+
 def _misreport(case: str) -> ToolResult:
     if case == "int_message":
         return ToolResult(error_message=404)  # type: ignore[arg-type]  # the point
@@ -249,14 +264,8 @@ def _misreport(case: str) -> ToolResult:
         for _ in range(300):
             nested = [nested]
         return ToolResult.ok(nested)
-    if case == "holds_itself":
-        looped: dict[str, object] = {}
-        looped["me"] = looped
-        return ToolResult.ok(looped)
-    if case == "keys_collide":  # 1 and "1" are both "1" in JSON
-        return ToolResult.ok({"table": {1: "a", "1": "b"}})
-    if case == "int_keys":  # no failure: keys that are not strings, none colliding
-        return ToolResult.ok({"by_day": {1: "mon", 2: "tue"}, "by_flag": {None: 0}})
+    if case in _ODD_KEYS:
+        return ToolResult.ok(_ODD_KEYS[case]())
     if case == "numpy_views":  # no failure: numpy arrays that are views of another
         import numpy as np  # noqa: PLC0415 - only this case needs it
         table = np.arange(12).reshape(3, 4)
