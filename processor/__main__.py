@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from processor import startup
 from processor.stop_signals import EarlyStops
+from spool.catalogue import param_names
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, SpoolIOError, passing
 from spool.stdio import Parser, output_failed, parse_args
 from spool.version import add_version
@@ -130,7 +131,7 @@ def tools_text(registry: Registry, as_json: bool) -> str | bytes:
     width = max(len(e["name"]) for e in entries)
     return "".join(
         f"{e['name']:<{width}}  {e['execution_mode']:<7}  {e['execution_timeout']:>7g}s  "
-        f"params: {', '.join(e['params_schema'].get('properties', {})) or '-'}\n"
+        f"params: {', '.join(param_names(e['params_schema'], mark_required=False)) or '-'}\n"
         for e in entries)
 
 

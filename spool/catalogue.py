@@ -35,6 +35,24 @@ def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def param_names(schema: dict[str, Any], *, mark_required: bool = True) -> list[str]:
+    """A params JSON Schema's top-level names, a required one marked ``*`` (unless not
+    ``mark_required``).  A model that
+    holds itself (a tree's ``children: list[Node]``) has its schema behind a ``$ref``
+    into ``$defs``, which is followed (local references only): read at the top, such a
+    tool was listed as taking no params."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = (schema.get("$defs") or {}).get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, dict):
+            schema = target
+    properties, required = schema.get("properties"), schema.get("required")
+    if not isinstance(properties, dict):
+        return []
+    needed = set(required) if isinstance(required, list) and mark_required else set()
+    return [f"{name}*" if name in needed else str(name) for name in properties]
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from spool.catalogue import catalogue_entry, merged_catalogue
+from spool.catalogue import catalogue_entry, merged_catalogue, param_names
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
 from spool.cli.render import emit_json, table
@@ -133,9 +133,7 @@ def _run_python(what: str, args: list[str]) -> subprocess.CompletedProcess[bytes
 
 
 def _params(schema: dict[str, Any]) -> str:
-    required = set(schema.get("required", []))
-    names = [f"{name}*" if name in required else name for name in schema.get("properties", {})]
-    return ", ".join(names) or "-"
+    return ", ".join(param_names(schema)) or "-"
 
 
 def _short(text: str) -> str:
