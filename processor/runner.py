@@ -233,7 +233,12 @@ def _execute(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         if not isinstance(result.error_message, str):
             raise TypeError(f"{tool.name}.execute returned ToolResult.error with a "
                             f"{type(result.error_message).__name__} for its message, not a str")
-        return Outcome(job_id, ErrorType.TOOL_ERROR, result.error_message,
+        # A record must say why: an empty message said nothing, and a value beside the
+        # error was dropped without a word.
+        message = result.error_message or "the tool failed with an empty error message"
+        if result.value is not None:
+            message += " (it also returned a value, which is not kept: a failed job has no result)"
+        return Outcome(job_id, ErrorType.TOOL_ERROR, message,
                        retryable=_flag(result.retryable))
     return Outcome(job_id, result_json=result_json(result.value))
 

@@ -250,9 +250,14 @@ _ODD_KEYS: dict[str, Callable[[], object]] = {
 }
 
 
+_ODD_ERRORS: dict[str, ToolResult] = {
+    "int_message": ToolResult(error_message=404),  # type: ignore[arg-type]  # the point
+    "error_empty": ToolResult.error(""),
+    "error_and_value": ToolResult(value={"rows": 3}, error_message="half done"),
+}
+
+
 def _misreport(case: str) -> ToolResult:
-    if case == "int_message":
-        return ToolResult(error_message=404)  # type: ignore[arg-type]  # the point
     if case == "unprintable":
         raise _Unprintable()
     if case == "error_none":
@@ -266,6 +271,8 @@ def _misreport(case: str) -> ToolResult:
         return ToolResult.ok(nested)
     if case in _ODD_KEYS:
         return ToolResult.ok(_ODD_KEYS[case]())
+    if case in _ODD_ERRORS:
+        return _ODD_ERRORS[case]
     if case == "numpy_views":  # no failure: numpy arrays that are views of another
         import numpy as np  # noqa: PLC0415 - only this case needs it
         table = np.arange(12).reshape(3, 4)

@@ -201,6 +201,15 @@ def test_a_tool_whose_failure_cannot_be_put_in_words(spool_root: Path,
         rec = wait_record(spool_root, f"{lane}-none")
         assert rec["state"] == "failed" and rec["error"]["type"] == "tool_error", rec
         assert "ToolResult.error needs a message" in rec["error"]["message"]
+    for lane in ("fast", "compute"):  # an empty message said nothing; a value went unsaid
+        for case in ("error_empty", "error_and_value"):
+            drop(spool_root, f"{lane}-{case}", {"tool": f"r_misreport_{lane}",
+                                                "params": {"case": case}})
+        rec = wait_record(spool_root, f"{lane}-error_empty")
+        assert rec["error"]["message"] == "the tool failed with an empty error message"
+        rec = wait_record(spool_root, f"{lane}-error_and_value")
+        assert rec["error"]["message"] == ("half done (it also returned a value, which is not "
+                                           "kept: a failed job has no result)")
     drop(spool_root, "after", {"tool": "r_fast"})
     assert wait_record(spool_root, "after")["state"] == "done"
     assert proc.running()
