@@ -111,7 +111,7 @@ class _Streams:
 
     def leave(self, job: tuple[str, str] | None, *, counted: bool = True) -> None:
         with self.lock:
-            if counted and job is not None and self.abandoned[job[0]] > 0:
+            if counted and self.abandoned and job is not None and self.abandoned[job[0]] > 0:
                 self.abandoned[job[0]] -= 1  # counted out when its run was abandoned
                 if not self.abandoned[job[0]]:
                     del self.abandoned[job[0]]
