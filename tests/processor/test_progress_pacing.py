@@ -38,7 +38,30 @@ class Pipe:
         self.sent.append(pickle.loads(data))
 
 
-def test_a_worker_sends_the_first_done_at_once_and_paces_the_rest() -> None:
+class _Timer:
+    """A pacing timer that never starts: the test fires it, by hand, once the clock it
+    moves says the interval is up."""
+
+    armed: list[_Timer] = []
+
+    def __init__(self, interval: float, function: Any) -> None:
+        self.function = function
+        self.daemon = False
+
+    def start(self) -> None:
+        _Timer.armed.append(self)
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_worker_sends_the_first_done_at_once_and_paces_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]  # the worker's monotonic clock, moved by hand: on a loaded host the
+    # 10,000 reports took longer than the interval and the real timer sent "saving 1"
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(worker.threading, "Timer", _Timer)
+    monkeypatch.setattr(_Timer, "armed", [])
     pipe = Pipe()
     progress = Progress(pipe, "j")  # type: ignore[arg-type]
     try:
@@ -48,7 +71,9 @@ def test_a_worker_sends_the_first_done_at_once_and_paces_the_rest() -> None:
         for i in range(10_000):
             progress.report(1.0, f"saving {i}")
         assert len(pipe.sent) == 2  # held: the last is sent when the interval is up
-        time.sleep(PROGRESS_INTERVAL_S * 4)
+        assert len(_Timer.armed) == 1  # one timer for all the held ones, not one each
+        clock[0] += PROGRESS_INTERVAL_S
+        _Timer.armed[0].function()
         assert [m[2:] for m in pipe.sent[2:]] == [(1.0, "saving 9999")]
     finally:
         progress.close()
