@@ -491,7 +491,11 @@ def test_a_re_armed_timer_is_not_remembered_once_ended() -> None:
     every 20 ms held 50 more Thread objects a second (3,000 after 5 s at 1 ms)."""
     proc = subprocess.run([sys.executable, "-c", STRAY_TIMER_CHAIN], capture_output=True,
                           text=True, timeout=60, check=True)
-    assert int(proc.stdout) <= 2, proc.stdout
+    # An ended timer is forgotten when the next owned thread starts, so the last few
+    # stay: one paused (a loaded host) just after starting the next left 3.  Remembering
+    # every one kept about 250 here (0.5 s of a timer every 2 ms; 59 to 98 on a loaded
+    # host, where the chain re-arms less often), so a small bound still tells them apart.
+    assert int(proc.stdout) < 10, proc.stdout
 
 
 STARTING_AS_A_JOB_STARTS = """
