@@ -66,6 +66,10 @@ def watched(tab: sync_api.Page) -> list[str]:
     with one fails its test)."""
     errors: list[str] = []
     tab.set_default_timeout(TIMEOUT_MS)
+    # The page's timeout is not expect()'s, which kept Playwright's 5 s: a loaded host's
+    # event took longer to show (QA).  A negative expect (not_to_..., to_be_hidden) true
+    # already passes at once, so only an expect that fails waits the longer.
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
 
