@@ -146,6 +146,8 @@ class Processor:
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []
+        # Outcomes held until their processes are surely over (see _on_finished).
+        self.lingering: list[tuple[float, Run, Outcome]] = []
         self.freed: list[Outcome] = []
         self.signals = StopSignals(self.inbox, self._begin_stop, self._report)
         self.saved_stdio: tuple[Any, Any] | None = None  # sys.stdout/stderr before capture
@@ -207,6 +209,7 @@ class Processor:
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):
+            self._finish_lingering(all_of_them=True)  # the lease goes with this process
             self.executor_up = False  # stop_runs shuts it down first
             lifecycle.stop_runs(self.runs, self.executor, self.spool, self.finisher)
             return False
@@ -226,6 +229,8 @@ class Processor:
         if self.freed:
             self._after_results()
         now = time.monotonic()
+        if self.lingering:
+            self._finish_lingering()
         if self.unfinished and now >= self.io_pause_until:
             # First: their leases may hold what the scan's reads need (out of
             # descriptors, a scan that failed first started the pause again, for good).
@@ -268,6 +273,7 @@ class Processor:
         if self.io_pause_until > now:
             wakes.append(self.io_pause_until)
         wakes.extend(self.fast.deadlines())
+        wakes.extend(until for until, _, _ in self.lingering)
         return max(0.0, min(wakes) - now)
 
     def _can_dispatch(self) -> bool:
@@ -392,7 +398,29 @@ class Processor:
             return
         if run.abandoned:
             return  # already finished as timeout or cancelled
+        until = self.executor.linger_until(outcome.job_id)
+        if until is not None and until > time.monotonic() and not self.stopping:
+            # A kill no worker confirmed (a Dask worker frozen by SIGSTOP): the job's
+            # process may run on until its Deadman ends it.  Recorded now, its running
+            # file went, and a retry or the requeued run ran the id twice at once (QA:
+            # 9.7 s); held, the id stays claimed, here and for every processor, and the
+            # outcome is recorded once that process is surely over.
+            run.finishing = True  # a cancel now asks for nothing more
+            self.lingering.append((until, run, outcome))
+            log.warning("a killed job's worker does not answer: its end is recorded once "
+                        "its process is surely over (its own time limit)",
+                        extra={"fields": {"id": outcome.job_id, "tool": run.job.tool,
+                                          "in_s": round(until - time.monotonic(), 1)}})
+            return
         self._finish(run, outcome)
+
+    def _finish_lingering(self, *, all_of_them: bool = False) -> None:
+        """Record the held outcomes whose processes are surely over (at a stop: all)."""
+        now = time.monotonic()
+        due = [item for item in self.lingering if all_of_them or item[0] <= now]
+        self.lingering = [item for item in self.lingering if item not in due]
+        for _, run, outcome in due:
+            self._finish(run, outcome)
 
     def _finish(self, run: Run, outcome: Outcome) -> None:
         run.finishing = True

@@ -48,6 +48,7 @@ and ``SPOOL_WORKER_MAX_JOBS`` through :class:`~spool.settings.Settings`.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -60,6 +61,7 @@ from processor.dask_flight import Flight, Flights, crashed, keys_by_worker, kill
 from processor.dask_link import Probe, SchedulerLink
 from processor.dask_prepare import TOPIC_PREFIX
 from processor.executor import Sink, Task, WorkerConfig
+from processor.worker import DEADMAN_GRACE_S
 from spool.errors import ErrorType
 from spool.settings import Settings
 
@@ -76,6 +78,8 @@ probed at each health check (every HEALTH_S), not every REFRESH_S: a scheduler
 (re)started answers before its workers register, and each worker joining was
 otherwise offered up to 1 s late."""
 KILL_GRACE_S = 5.0
+LINGER_MARGIN_S = 1.0
+"""Beyond a Deadman's time, for the clocks of two hosts and a child's exit."""
 WAITING_S = 1.0
 """How long a task may wait inside Dask without starting before it counts as waiting
 (:meth:`DaskExecutor.unstarted`), not as starting."""
@@ -97,6 +101,8 @@ class DaskExecutor:
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()  # guards the connection state
         self._flights = Flights()
+        # Killed jobs whose kill no worker confirmed: until when their processes may run.
+        self._lingering: dict[str, float] = {}
         self._task_events = TaskEvents(self._flights, self.link, self._events, self._resubmit,
                                       self._lost)
         self._connected = False
@@ -147,6 +153,9 @@ class DaskExecutor:
     def busy(self) -> int:
         return len(self._flights)
 
+    def linger_until(self, job_id: str) -> float | None:
+        return self._lingering.pop(job_id, None)
+
     def unstarted(self) -> frozenset[str]:
         """The jobs whose task has waited inside Dask :data:`WAITING_S` or more without
         starting (every thread taken, on a cluster shared with other processors, or no
@@ -193,6 +202,19 @@ class DaskExecutor:
             return False
         self._events.put(("kill", flight.key))
         return True
+
+    @staticmethod
+    def _surely_over(flight: Flight, now: float) -> float:
+        """When the process of ``flight``, whose kill no worker confirmed, has surely
+        ended: its Deadman kills it :data:`~processor.worker.DEADMAN_GRACE_S` past its
+        time limit, counted from its start, which was before this executor heard of it
+        (``deadline`` is then plus the timeout and :data:`BACKSTOP_S`).  Never told it
+        started: it may have, as late as the kill was asked."""
+        if math.isfinite(flight.deadline):
+            started = flight.deadline - flight.task.timeout_s - BACKSTOP_S
+        else:
+            started = flight.kill_deadline - KILL_GRACE_S
+        return started + flight.task.timeout_s + DEADMAN_GRACE_S + LINGER_MARGIN_S
 
     # -- monitor thread ---------------------------------------------------------------
 
@@ -327,4 +349,5 @@ class DaskExecutor:
                 self.kill(flight.task.job_id, ErrorType.TIMEOUT.value)
             elif flight.kill_reason is not None and now >= flight.kill_deadline:
                 self.link.cancel(flight.future)
+                self._lingering[flight.task.job_id] = self._surely_over(flight, now)
                 self._flights.resolve(flight, kill_outcome(flight))

@@ -111,6 +111,13 @@ class ComputeExecutor(Protocol):
 
     def submit(self, task: Task) -> None: ...
 
+    def linger_until(self, job_id: str) -> float | None:
+        """Asked once of a run's outcome (and forgotten): until when (``time.monotonic``)
+        its process may still run, though the outcome came, because a kill could not be
+        confirmed (a Dask worker that does not answer, frozen by SIGSTOP: its job's
+        process runs on until its own Deadman ends it); None when it surely ended."""
+        ...
+
     def kill(self, job_id: str, reason: str) -> bool:
         """Stop a task now; its outcome (``reason`` as error type) follows via the sink."""
         ...

@@ -187,6 +187,9 @@ class LocalPool:
         with self._lock:
             return sum(1 for s in self._slots if s.task is not None) + len(self._waiting)
 
+    def linger_until(self, job_id: str) -> float | None:
+        return None  # a kill here is a SIGKILL of the worker's session, waited for
+
     def unstarted(self) -> frozenset[str]:
         return frozenset(task.job_id for task in self._waiting)
 

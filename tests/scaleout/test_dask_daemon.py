@@ -589,3 +589,30 @@ def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
     text = cluster_log.read_text()
     assert "still alive after" not in text, "the nanny had to kill its worker"
     assert not alive(pid)
+
+
+def test_a_cancel_no_frozen_worker_confirms_is_recorded_once_the_job_is_surely_over(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
+        tmp_path: Path) -> None:
+    # The job's Dask worker is frozen (SIGSTOP): the cancel's kill cannot reach the job's
+    # process, which runs on until its own Deadman ends it (its timeout, plus a grace).
+    # The cancel was recorded after the kill's grace all the same, its running file
+    # gone: a retry then ran the id beside the first run (QA: 9.7 s).  Held until the
+    # process is surely over, the record comes after its last beat.
+    daemon(**_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "frozen.beats"
+    drop(spool_root, "frozen", {"tool": "d_heartbeat", "timeout": 7,
+                                "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any("frozen" in str(k) for k in keys))
+    pid = dask_client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        (spool_root / "cancel" / "frozen").write_bytes(b"{}")
+        rec = wait_record(spool_root, "frozen", 30)
+        assert rec["error"]["type"] == "cancelled"
+        _assert_stopped_growing(beats)  # its process was over before its record came
+        assert locations(spool_root)["frozen"] == ["failed"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
