@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         if not early:
             _prepare_children()
             if settings.executor == "local":
-                startup.start_forkserver(settings.tool_modules)
+                startup.start_forkserver(settings.tool_modules,
+                                         preload=settings.preload_tools)
         return _run(settings, OPTIONS["executor"] if args.executor is not None
                     else "SPOOL_EXECUTOR")
     except (ConfigError, SpoolError) as exc:

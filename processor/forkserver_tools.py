@@ -1,23 +1,24 @@
 """In the local pool's forkserver's preload list, before :mod:`processor.forkserver_ready`:
-the tool modules (``SPOOL_TOOLS``'s and the ``spoolq.tools`` entry points), imported
-once, so every worker has them from its fork.  (Not a Dask worker's forkserver, which
-outlives processor restarts: see ``processor.startup.DASK_PRELOAD``.)
+with ``SPOOL_PRELOAD_TOOLS`` on, the tool modules (``SPOOL_TOOLS``'s and the
+``spoolq.tools`` entry points), imported once, so every worker has them from its fork.
+(Not a Dask worker's forkserver, which outlives processor restarts: see
+``processor.startup.DASK_PRELOAD``.)
 
-Imported in each worker instead, a tool module that takes long to import (a model
-file, torch) counted against the worker's first job, which the job's time limit
-started on as it was sent: a module of 8 s under a tool of 5 s failed every COMPUTE
-job ``timeout``, for ever, as each timeout's kill took the worker with its import.
-And a module edited on disk ran in COMPUTE jobs from the next worker on (a crash, a
-timeout, a retirement), beside the old code in the processor's FAST lane; now both
-run what the processor loaded at its start.
+Preloaded, a module slow to import (a model file, torch) costs the processor's start,
+not each new worker's; an edited module runs in FAST and COMPUTE jobs alike from the
+restart on (without, COMPUTE jobs run it from the next worker on).  Off by default, as
+gunicorn's ``--preload``: what a module makes as it is imported is every worker's
+then (a random generator's state: every job drew the same numbers; a connection, a
+token), and a thread it starts is left behind by each fork.
 
-What to import: ``SPOOLQ_PRELOAD_TOOLS`` (comma-separated, set by the process that
-starts the forkserver from its settings), else ``SPOOL_TOOLS`` (a forkserver started
-before the settings load, when the environment is their only source).  A module
-that fails to import fails nothing here: the processor's own load says so and stops
-(or a worker's does, for its job), and the forkserver must live on to say it.  What a
-module prints as it is imported goes nowhere: the processor's own import of it logs
-that, as JSON lines, where the forkserver's went into the log as raw text.
+What to import: ``SPOOLQ_PRELOAD_TOOLS`` (set by the process that starts the forkserver
+from its settings: comma-separated modules, or ``-`` for no preload), else, for a
+forkserver started before the settings load, the environment's ``SPOOL_PRELOAD_TOOLS``
+and ``SPOOL_TOOLS``.  A module that fails to import fails nothing here: the
+processor's own load says so and stops (or a worker's does, for its job), and the
+forkserver must live on to say it.  What a module prints as it is imported goes
+nowhere: the processor's own import of it logs that, as JSON lines, where the
+forkserver's went into the log as raw text.
 """
 
 from __future__ import annotations
@@ -27,11 +28,23 @@ import os
 import sys
 
 PRELOAD_ENV = "SPOOLQ_PRELOAD_TOOLS"  # processor.startup.PRELOAD_TOOLS_ENV
+NONE = "-"  # processor.startup.PRELOAD_NONE
+_ON = {"1", "true", "yes", "on", "t", "y"}  # pydantic's true for a bool setting
 
 
-def _preload() -> None:
-    listed = os.environ.get(PRELOAD_ENV, os.environ.get("SPOOL_TOOLS", ""))
-    modules = [name.strip() for name in listed.split(",") if name.strip()]
+def _modules() -> list[str] | None:
+    """The tool modules to preload, or None for no preload at all."""
+    listed = os.environ.get(PRELOAD_ENV)
+    if listed is None:
+        if os.environ.get("SPOOL_PRELOAD_TOOLS", "").strip().lower() not in _ON:
+            return None
+        listed = os.environ.get("SPOOL_TOOLS", "")
+    elif listed == NONE:
+        return None
+    return [name.strip() for name in listed.split(",") if name.strip()]
+
+
+def _preload(modules: list[str]) -> None:
     saved = [os.dup(1), os.dup(2)]
     null = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -52,4 +65,5 @@ def _preload() -> None:
         os.close(null)
 
 
-_preload()
+if (_wanted := _modules()) is not None:
+    _preload(_wanted)

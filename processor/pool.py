@@ -66,6 +66,11 @@ _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
 
 
+READY_WAIT_S = 600.0
+"""How long a new worker may take to load its tools (import the tool modules) before its
+first task's time limit starts anyway."""
+
+
 @dataclass(slots=True)
 class _Slot:
     index: int
@@ -79,6 +84,7 @@ class _Slot:
     lifeline: Connection | None = None
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
     fatal: str | None = None  # the worker said it cannot start, before reading a task
+    ready: bool = False  # the worker said it loaded its tools: it may be offered a task
 
 
 class LocalPool:
@@ -199,7 +205,13 @@ class LocalPool:
             if slot is not None:
                 slot.task = task
                 slot.started = time.monotonic()
-                slot.deadline = slot.started + task.timeout_s
+                # A worker that has not loaded its tools yet reads the task once it has:
+                # the time limit starts then ("ready"), the import bounded meanwhile.  A
+                # tool module slow to import (a model file, torch) counted against the
+                # first job, and failed every COMPUTE job timeout, for ever, each timeout
+                # taking the worker and its import with it.
+                slot.deadline = slot.started + task.timeout_s + (
+                    0.0 if slot.ready else READY_WAIT_S)
                 slot.kill_reason = None
                 # The timer needs waking only when this deadline comes before its own
                 # next wake-up.
@@ -298,8 +310,23 @@ class LocalPool:
                 slot.output.end()  # the slot takes no other task until this is read
             self._result_came(outcome.job_id)
             sink.finished(outcome)
+        elif kind == "ready":
+            self._ready(slot)
         elif kind == "fatal":
             self._cannot_start(slot, str(message[1]))
+
+    def _ready(self, slot: _Slot) -> None:
+        """The worker loaded its tools: a task sent before starts its time now (see
+        submit)."""
+        with self._lock:
+            slot.ready = True
+            early = False
+            if slot.task is not None and not slot.kill_reason:
+                slot.started = time.monotonic()
+                slot.deadline = slot.started + slot.task.timeout_s
+                early = slot.deadline < self._wake_at
+        if early:
+            self._poke()
 
     def _result_came(self, job_id: str) -> None:
         """A worker started and ran its task: a task that waited for one is done waiting."""
@@ -442,6 +469,7 @@ class LocalPool:
             end.close()
         slot.process, slot.channel, slot.lifeline = process, parent, life_w
         slot.output = output
+        slot.ready = False
         if process.pid:
             _WORKERS.add(process.pid)
             self._forkserver = parent_of(process.pid) or self._forkserver

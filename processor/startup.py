@@ -60,6 +60,8 @@ processor is enough for changed SPOOL_TOOLS modules: each job process imports th
 PRELOAD_TOOLS_ENV = "SPOOLQ_PRELOAD_TOOLS"
 """Read by :mod:`processor.forkserver_tools` in the forkserver (which this module does
 not import: it runs the preload)."""
+PRELOAD_NONE = "-"
+"""Its value for no preload of the tools at all (entry points neither)."""
 
 log = logging.getLogger("spoolq.processor")
 
@@ -132,22 +134,18 @@ def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> boo
     return any(name.upper().endswith("EXECUTOR") for name in environ)
 
 
-def start_forkserver(tool_modules: Sequence[str] | None = None) -> None:
+def start_forkserver(tool_modules: Sequence[str] | None = None, *,
+                     preload: bool = False) -> None:
     """Start this process's COMPUTE forkserver now, preloading :data:`PRELOAD`; the
     pool's workers come from it (an idempotent step when it runs already).
-    ``tool_modules``: the settings' ``SPOOL_TOOLS``, for the preload (see
-    :mod:`processor.forkserver_tools`); None before the settings load."""
-    preload_tools(tool_modules)
+    ``tool_modules`` (the settings' ``SPOOL_TOOLS``) are preloaded with the entry points
+    when ``preload`` (``SPOOL_PRELOAD_TOOLS``), none otherwise (see
+    :mod:`processor.forkserver_tools`); None before the settings load: the forkserver
+    reads those two from the environment then."""
+    if tool_modules is not None:
+        os.environ[PRELOAD_TOOLS_ENV] = ",".join(tool_modules) if preload else PRELOAD_NONE
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
-
-
-def preload_tools(tool_modules: Sequence[str] | None) -> None:
-    """The tool modules a forkserver started from this process preloads (its
-    environment's, inherited): ``tool_modules``, or with None the environment's own
-    ``SPOOL_TOOLS``."""
-    if tool_modules is not None:
-        os.environ[PRELOAD_TOOLS_ENV] = ",".join(tool_modules)
 
 
 class BackgroundImports:

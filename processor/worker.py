@@ -117,6 +117,11 @@ def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
     except SpoolError as exc:
         _send(conn, ("fatal", str(exc)))
         return
+    # Only now is it offered a task, whose time limit starts as it is sent: a tool module
+    # slow to import (a model file, torch) counted against the worker's first job, and
+    # failed every COMPUTE job timeout, for ever (each timeout took the worker and its
+    # import with it).
+    _send(conn, ("ready",))
     try:
         _serve(conn, registry, config, strays, deadman)
     except (EOFError, BrokenPipeError, ConnectionResetError):

@@ -1,6 +1,7 @@
 """A tool module that takes ``SLOW_IMPORT_S`` seconds to import (a model file, torch),
-with a COMPUTE tool of a 2 s limit that returns at once and says which load of the
-module it runs in (``LOADED_AT``: when this module was imported, and by which pid)."""
+with a COMPUTE tool of a 2 s limit that returns at once and says which process imported
+the module (``LOADED_BY``), which runs it, and a draw of a random generator the module
+made as it was imported (as a Monte Carlo tool's module would)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import time
 from typing import ClassVar
 
+import numpy as np
 from pydantic import BaseModel
 
 from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 
 time.sleep(float(os.environ.get("SLOW_IMPORT_S", "0")))
 LOADED_BY = os.getpid()
+RNG = np.random.default_rng()
 
 
 class NoParams(BaseModel):
@@ -27,4 +30,5 @@ class Quick(BaseTool):
     Params: ClassVar[type[BaseModel]] = NoParams
 
     def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
-        return ToolResult.ok({"loaded_by": LOADED_BY, "runs_in": os.getpid()})
+        return ToolResult.ok({"loaded_by": LOADED_BY, "runs_in": os.getpid(),
+                              "draw": float(RNG.random())})

@@ -41,6 +41,7 @@ def one_worker_pool(module: str = "ptools") -> Iterator[tuple[LocalPool, Inbox]]
 @pytest.fixture
 def started() -> Iterator[tuple[LocalPool, Inbox]]:
     with one_worker_pool() as both:
+        workers_ready(*both)
         yield both
 
 
@@ -202,6 +203,16 @@ def wait_free(pool: LocalPool, inbox: Inbox) -> None:
     deadline = time.monotonic() + 10
     while pool.free_slots() == 0:
         assert time.monotonic() < deadline, "no worker came free"
+        inbox.wait(0.05)
+    workers_ready(pool, inbox)
+
+
+def workers_ready(pool: LocalPool, inbox: Inbox, timeout_s: float = 30.0) -> None:
+    """Run the loop's reads until every worker said it loaded its tools: a task's time
+    limit starts then, and these tests time it from its send."""
+    deadline = time.monotonic() + timeout_s
+    while not all(slot.ready for slot in pool._slots):
+        assert time.monotonic() < deadline, "a worker never loaded its tools"
         inbox.wait(0.05)
 
 

@@ -1,29 +1,53 @@
-"""Tool modules are imported once, by the COMPUTE forkserver, not by each worker.
+"""A COMPUTE job's time limit starts once its worker has loaded the tools.
 
-Imported in each worker, a module that takes long to import counted against the
-worker's first job, whose time limit starts as it is sent: a module of 8 s under a
-tool of 5 s failed every COMPUTE job ``timeout``, for ever (QA), each timeout's kill
-taking the worker, and its import, with it.
+It started as the task was sent: a tool module slow to import counted against the new
+worker's first job, and a module of 8 s under a tool of 5 s failed every COMPUTE job
+``timeout``, for ever (QA), each timeout's kill taking the worker, and its import,
+with it.  ``SPOOL_PRELOAD_TOOLS`` has the forkserver import them once instead; off by
+default, since what a module makes at import is then every worker's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from daemonkit import Daemon, drop, wait_record
 
 StartDaemon = Callable[..., Daemon]
 
 
+def _run(spool_root: Path, daemon: StartDaemon, jobs: int, **env: str
+         ) -> list[dict[str, Any]]:
+    d = daemon(SPOOL_TOOLS="ptools,slow_import_tools", **env)
+    for n in range(jobs):
+        drop(spool_root, f"quick-{n}", {"tool": "t_after_slow_import"})
+    records = [wait_record(spool_root, f"quick-{n}", 60) for n in range(jobs)]
+    assert [r["state"] for r in records] == ["done"] * jobs, records
+    assert d.stop() == 0
+    return [r["result"] for r in records]
+
+
 def test_a_tool_module_slow_to_import_does_not_time_its_jobs_out(
         spool_root: Path, daemon: StartDaemon) -> None:
-    d = daemon(SPOOL_TOOLS="ptools,slow_import_tools", SLOW_IMPORT_S="3", JOB_NUM="1")
-    for n in range(3):
-        drop(spool_root, f"quick-{n}", {"tool": "t_after_slow_import"})
-    records = [wait_record(spool_root, f"quick-{n}", 60) for n in range(3)]
-    assert [r["state"] for r in records] == ["done"] * 3, records
-    # Imported before the fork: the module's load is the forkserver's, not the worker's.
-    for record in records:
-        assert record["result"]["loaded_by"] != record["result"]["runs_in"], record
-    assert d.stop() == 0
+    # The tool's limit is 2 s; each worker's import takes 3 s (one job a worker).
+    results = _run(spool_root, daemon, 3, SLOW_IMPORT_S="3", JOB_NUM="1",
+                   SPOOL_WORKER_MAX_JOBS="1")
+    assert all(r["loaded_by"] == r["runs_in"] for r in results)  # each worker's own
+
+
+def test_by_default_each_worker_draws_its_own_random_numbers(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A module's generator made at import, in the forkserver, was every worker's: each
+    job of a Monte Carlo tool drew the same numbers (a review of the preload)."""
+    results = _run(spool_root, daemon, 4, JOB_NUM="2", SPOOL_WORKER_MAX_JOBS="1")
+    assert len({r["runs_in"] for r in results}) == 4
+    assert len({r["draw"] for r in results}) == 4, results
+
+
+def test_preloaded_the_forkserver_imports_them_once(spool_root: Path,
+                                                   daemon: StartDaemon) -> None:
+    results = _run(spool_root, daemon, 2, SLOW_IMPORT_S="3", JOB_NUM="1",
+                   SPOOL_PRELOAD_TOOLS="1")
+    assert all(r["loaded_by"] != r["runs_in"] for r in results)
