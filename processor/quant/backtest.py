@@ -250,7 +250,9 @@ def _collector_paused() -> Iterator[None]:
     is off while they are built and then frozen with them (``gc.freeze``: the collector
     leaves what exists now alone; each object is still freed when its last reference
     goes).  Garbage in cycles made before is collected first, so none is frozen with
-    them; a run makes none (measured: 0 unreachable objects after each run).
+    them; a run makes none (measured: 0 unreachable objects after each run).  A run that
+    raises freezes nothing: its traceback's frames, in a cycle, hold what it built, which
+    frozen would stay for the worker's life (a review: 40 MiB a failed run).
     """
     was_on = gc.isenabled()
     if was_on:
@@ -258,10 +260,13 @@ def _collector_paused() -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
-        gc.freeze()
+    except BaseException:
         if was_on:
             gc.enable()
+        raise
+    gc.freeze()
+    if was_on:
+        gc.enable()
 
 
 def run_backtest(params: BacktestParams, store: DataStore,

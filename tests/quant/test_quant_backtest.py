@@ -364,3 +364,13 @@ def test_the_collector_is_left_as_it_was_and_no_earlier_garbage_is_frozen(
         assert gone() is None, "a cycle made before the run was frozen, not collected"
     gc.unfreeze()  # leave the test process as it was
     gc.collect()
+
+
+def test_a_run_that_raises_freezes_nothing(synth_dir: Path) -> None:
+    """Its traceback's frames, in a cycle, hold what it built: frozen, that stayed for the
+    worker's life (a review: 40 MiB a failed run)."""
+    frozen = gc.get_freeze_count()
+    with pytest.raises(InvalidParams):
+        run_backtest(BacktestParams(symbols=["S0000", "NO_SUCH"]), DataStore(synth_dir))
+    assert gc.get_freeze_count() == frozen
+    assert gc.isenabled()
