@@ -159,7 +159,7 @@ class TerminalLeftovers:
             superseded = record_st.st_mtime_ns >= st.st_ctime_ns
         else:
             return  # its quarantine record (or no valid record: not ours to judge)
-        if self._kept_by_a_run(job_id):
+        if self._kept_by_a_run(job_id) or self._record_moved(record, record_st):
             return
         if superseded:
             report.removed += self.spool.remove_original(str(original), durable=True)
@@ -176,6 +176,20 @@ class TerminalLeftovers:
                                       "quarantined when its processor died",
                                       replace=record_st is not None)
         report.restored.append(job_id)
+
+    @staticmethod
+    def _record_moved(record: Path, seen: os.stat_result | None) -> bool:
+        """The id's record is not the one judged above: a run ended since (its record
+        written, then its running file removed, which :meth:`_kept_by_a_run` found gone).
+        Acting on the stale one replaced a fresh ``unknown_tool`` record with a
+        quarantine's (a review, two processors on one spool); the next pass judges."""
+        try:
+            now = os.lstat(record)
+        except FileNotFoundError:
+            return seen is not None
+        except OSError:
+            return True
+        return seen is None or (now.st_ino, now.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns)
 
     def _kept_by_a_run(self, job_id: str) -> bool:
         """The id runs (or its run is an orphan): an original beside no record of its own
