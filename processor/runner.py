@@ -275,7 +275,8 @@ def _key_twice(value: Any, depth: int = 0) -> str | None:
     if depth > _MAX_DEPTH:
         return None
     if isinstance(value, dict):
-        if not all(type(key) is str for key in value):
+        if not all(type(key) is str for key in value) and len(orjson.loads(orjson.dumps(
+                dict.fromkeys(value), option=RESULT_OPTS))) < len(value):  # keys met twice
             seen: set[str] = set()
             for key in value:
                 text = key if type(key) is str else next(iter(orjson.loads(orjson.dumps(
@@ -289,7 +290,8 @@ def _key_twice(value: Any, depth: int = 0) -> str | None:
     else:
         return None
     for child in children:
-        if (twice := _key_twice(child, depth + 1)) is not None:
+        if isinstance(child, dict | list | tuple) and (
+                twice := _key_twice(child, depth + 1)) is not None:
             return twice
     return None
 
