@@ -187,14 +187,19 @@ def key_value(text: str) -> Param:
         raise argparse.ArgumentTypeError(f"{key.strip()}: {exc}") from None
 
 
-def takes_text_not_numbers(schema: object) -> bool:
+def takes_text_not_numbers(schema: object, defs: object = None) -> bool:
     """A param's JSON Schema takes a string (or a list of them) and no number: a ticker
-    such as ``symbol=600519`` is meant as text, where JSON reads it as a number."""
+    such as ``symbol=600519`` is meant as text, where JSON reads it as a number.  Local
+    references (``#/$defs/...``: a str Enum, a model that holds itself) are followed
+    into ``defs``, the whole schema's ``$defs``."""
     types: set[str] = set()
 
     def walk(node: object, depth: int) -> None:
         if not isinstance(node, dict) or depth > 4:
             return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
+            walk(defs.get(ref.removeprefix("#/$defs/")), depth + 1)
         kind = node.get("type")
         if isinstance(kind, str):
             types.add(kind)

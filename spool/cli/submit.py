@@ -289,10 +289,11 @@ def job_from_options(args: argparse.Namespace,
         # A number given for a param the tool takes as text (symbol=600519, a ticker):
         # meant as text.  Sent as JSON's number, the job failed invalid_params ("Input
         # should be a valid string"), and only '"600519"' got it through.
-        fields_schema = schema.get("properties")
+        defs = schema.get("$defs")
+        fields_schema = _top_of(schema).get("properties")
         for param in numbers:
             if isinstance(fields_schema, dict) and parse.takes_text_not_numbers(
-                    fields_schema.get(param.key)):
+                    fields_schema.get(param.key), defs):
                 params[param.key] = param.text
     fields: dict[str, Any] = {"tool": args.tool, "params": params}
     for name in ("priority", "timeout", "max_attempts", "not_before", "meta"):
@@ -340,6 +341,17 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     except argparse.ArgumentTypeError as exc:
         raise SpoolError(f"{name} is not a valid job: {exc}") from exc
     return job
+
+
+def _top_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """A params schema's own object: behind its top-level ``$ref`` for a model that
+    holds itself (as :func:`spool.catalogue.param_names` reads it)."""
+    ref, defs = schema.get("$ref"), schema.get("$defs")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
+        target = defs.get(ref.removeprefix("#/$defs/"))
+        if isinstance(target, dict):
+            return target
+    return schema
 
 
 def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:

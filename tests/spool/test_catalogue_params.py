@@ -34,3 +34,29 @@ def test_a_flat_model_and_odd_schemas() -> None:
     assert param_names({"$ref": "#/$defs/Gone", "$defs": {}}) == []
     assert param_names({"properties": ["not", "a", "dict"]}) == []
     assert param_names({"properties": {"a": {}}, "required": "a"}) == ["a"]
+
+
+def test_a_number_given_for_text_behind_a_ref_is_known_as_text() -> None:
+    """``spoolq submit -p symbol=600519`` keeps the text for a param taken as text; a str
+    Enum's schema (and a model that holds itself) is behind a ``$ref``, and was read as
+    taking no text: the job was sent the number, and failed invalid_params."""
+    from enum import StrEnum  # noqa: PLC0415 - this test's own
+
+    from spool.cli.parse import takes_text_not_numbers  # noqa: PLC0415
+
+    class Ticker(StrEnum):
+        MOUTAI = "600519"
+        PING_AN = "000001"
+
+    class Params(BaseModel):
+        symbol: Ticker
+        limit: int = 10
+
+    schema = Params.model_json_schema()
+    fields, defs = schema["properties"], schema.get("$defs")
+    assert "$ref" in fields["symbol"]
+    assert takes_text_not_numbers(fields["symbol"], defs)
+    assert not takes_text_not_numbers(fields["limit"], defs)
+    tree = Node.model_json_schema()
+    node = tree["$defs"]["Node"]["properties"]
+    assert takes_text_not_numbers(node["name"], tree["$defs"])
