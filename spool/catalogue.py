@@ -39,18 +39,30 @@ def param_names(schema: dict[str, Any], *, mark_required: bool = True) -> list[s
     """A params JSON Schema's top-level names, a required one marked ``*`` (unless not
     ``mark_required``).  A model that
     holds itself (a tree's ``children: list[Node]``) has its schema behind a ``$ref``
-    into ``$defs``, which is followed (local references only): read at the top, such a
+    into ``$defs``, which is followed (:func:`own_object`): read at the top, such a
     tool was listed as taking no params."""
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = (schema.get("$defs") or {}).get(ref.removeprefix("#/$defs/"))
-        if isinstance(target, dict):
-            schema = target
+    schema = own_object(schema)
     properties, required = schema.get("properties"), schema.get("required")
     if not isinstance(properties, dict):
         return []
     needed = set(required) if isinstance(required, list) and mark_required else set()
     return [f"{name}*" if name in needed else str(name) for name in properties]
+
+
+def own_object(schema: dict[str, Any]) -> dict[str, Any]:
+    """A params JSON Schema's own object: what its top-level ``$ref`` names, for a model
+    that holds itself (pydantic puts it in ``$defs``), else the schema itself."""
+    target = referred(schema, schema.get("$defs"))
+    return target if isinstance(target, dict) else schema
+
+
+def referred(node: dict[str, Any], defs: object) -> object:
+    """What ``node``'s local ``$ref`` (``#/$defs/NAME``) names in ``defs``, the whole
+    schema's ``$defs``; None when it has none, or another kind of reference."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
+        return defs.get(ref.removeprefix("#/$defs/"))
+    return None
 
 
 def _text(value: object) -> str | None:

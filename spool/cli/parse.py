@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from spool.catalogue import referred
 from spool.exact import big_integer_reason, cut_literal, fits_64_bits
 from spool.ids import is_valid_id
 
@@ -197,9 +198,7 @@ def takes_text_not_numbers(schema: object, defs: object = None) -> bool:
     def walk(node: object, depth: int) -> None:
         if not isinstance(node, dict) or depth > 4:
             return
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
-            walk(defs.get(ref.removeprefix("#/$defs/")), depth + 1)
+        walk(referred(node, defs), depth + 1)
         kind = node.get("type")
         if isinstance(kind, str):
             types.add(kind)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from spool.catalogue import own_object
 from spool.cli import parse
 from spool.cli.command import (
     EXIT_OK,
@@ -290,7 +291,7 @@ def job_from_options(args: argparse.Namespace,
         # meant as text.  Sent as JSON's number, the job failed invalid_params ("Input
         # should be a valid string"), and only '"600519"' got it through.
         defs = schema.get("$defs")
-        fields_schema = _top_of(schema).get("properties")
+        fields_schema = own_object(schema).get("properties")
         for param in numbers:
             if isinstance(fields_schema, dict) and parse.takes_text_not_numbers(
                     fields_schema.get(param.key), defs):
@@ -341,17 +342,6 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     except argparse.ArgumentTypeError as exc:
         raise SpoolError(f"{name} is not a valid job: {exc}") from exc
     return job
-
-
-def _top_of(schema: dict[str, Any]) -> dict[str, Any]:
-    """A params schema's own object: behind its top-level ``$ref`` for a model that
-    holds itself (as :func:`spool.catalogue.param_names` reads it)."""
-    ref, defs = schema.get("$ref"), schema.get("$defs")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict):
-        target = defs.get(ref.removeprefix("#/$defs/"))
-        if isinstance(target, dict):
-            return target
-    return schema
 
 
 def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:
