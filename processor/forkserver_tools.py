@@ -27,19 +27,19 @@ import contextlib
 import os
 import sys
 
-PRELOAD_ENV = "SPOOLQ_PRELOAD_TOOLS"  # processor.startup.PRELOAD_TOOLS_ENV
-NONE = "-"  # processor.startup.PRELOAD_NONE
+from processor.startup import PRELOAD_NONE, PRELOAD_TOOLS_ENV
+
 _ON = {"1", "true", "yes", "on", "t", "y"}  # pydantic's true for a bool setting
 
 
 def _modules() -> list[str] | None:
     """The tool modules to preload, or None for no preload at all."""
-    listed = os.environ.get(PRELOAD_ENV)
+    listed = os.environ.get(PRELOAD_TOOLS_ENV)
     if listed is None:
         if os.environ.get("SPOOL_PRELOAD_TOOLS", "").strip().lower() not in _ON:
             return None
         listed = os.environ.get("SPOOL_TOOLS", "")
-    elif listed == NONE:
+    elif listed == PRELOAD_NONE:
         return None
     return [name.strip() for name in listed.split(",") if name.strip()]
 

@@ -204,18 +204,13 @@ class LocalPool:
             slot = next((s for s in self._slots if _free(s)), None)
             if slot is not None:
                 slot.task = task
-                slot.started = time.monotonic()
                 # A worker that has not loaded its tools yet reads the task once it has:
                 # the time limit starts then ("ready"), the import bounded meanwhile.  A
                 # tool module slow to import (a model file, torch) counted against the
                 # first job, and failed every COMPUTE job timeout, for ever, each timeout
                 # taking the worker and its import with it.
-                slot.deadline = slot.started + task.timeout_s + (
-                    0.0 if slot.ready else READY_WAIT_S)
+                early = self._time_from_now(slot, task, 0.0 if slot.ready else READY_WAIT_S)
                 slot.kill_reason = None
-                # The timer needs waking only when this deadline comes before its own
-                # next wake-up.
-                early = slot.deadline < self._wake_at
         if slot is None:
             self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                  "its worker died before the job reached it", retryable=True))
@@ -320,13 +315,17 @@ class LocalPool:
         submit)."""
         with self._lock:
             slot.ready = True
-            early = False
-            if slot.task is not None and not slot.kill_reason:
-                slot.started = time.monotonic()
-                slot.deadline = slot.started + slot.task.timeout_s
-                early = slot.deadline < self._wake_at
+            early = slot.task is not None and not slot.kill_reason and self._time_from_now(
+                slot, slot.task)
         if early:
             self._poke()
+
+    def _time_from_now(self, slot: _Slot, task: Task, extra_s: float = 0.0) -> bool:
+        """Start ``task``'s time on ``slot`` now (under the lock); True when its deadline
+        comes before the timer's next wake-up, which then needs waking."""
+        slot.started = time.monotonic()
+        slot.deadline = slot.started + task.timeout_s + extra_s
+        return slot.deadline < self._wake_at
 
     def _result_came(self, job_id: str) -> None:
         """A worker started and ran its task: a task that waited for one is done waiting."""

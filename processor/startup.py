@@ -58,8 +58,8 @@ DASK_PRELOAD = [name for name in PRELOAD if name != "processor.forkserver_tools"
 processor is enough for changed SPOOL_TOOLS modules: each job process imports them."""
 
 PRELOAD_TOOLS_ENV = "SPOOLQ_PRELOAD_TOOLS"
-"""Read by :mod:`processor.forkserver_tools` in the forkserver (which this module does
-not import: it runs the preload)."""
+"""Read by :mod:`processor.forkserver_tools` in the forkserver (which imports this
+module; this one does not import it: it runs the preload)."""
 PRELOAD_NONE = "-"
 """Its value for no preload of the tools at all (entry points neither)."""
 
