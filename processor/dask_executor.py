@@ -204,7 +204,7 @@ class DaskExecutor:
         return True
 
     @staticmethod
-    def _surely_over(flight: Flight, now: float) -> float:
+    def _surely_over(flight: Flight) -> float:
         """When the process of ``flight``, whose kill no worker confirmed, has surely
         ended: its Deadman kills it :data:`~processor.worker.DEADMAN_GRACE_S` past its
         time limit, counted from its start, which was before this executor heard of it
@@ -349,5 +349,5 @@ class DaskExecutor:
                 self.kill(flight.task.job_id, ErrorType.TIMEOUT.value)
             elif flight.kill_reason is not None and now >= flight.kill_deadline:
                 self.link.cancel(flight.future)
-                self._lingering[flight.task.job_id] = self._surely_over(flight, now)
+                self._lingering[flight.task.job_id] = self._surely_over(flight)
                 self._flights.resolve(flight, kill_outcome(flight))
