@@ -91,30 +91,26 @@ def _volatility(panel: Panel, p: Mapping[str, int]) -> F64:
 
 
 def _volume_ratio(panel: Panel, p: Mapping[str, int]) -> F64:
-    window, volume = p["lookback"], panel.volume
-    average = shift_rows(rolling_mean(volume, window), 1)
-
-    def exact(rows: Ints, cols: Ints) -> F64:
-        mean = windows_of(volume, rows - 1, cols, window).mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio: F64 = volume[rows, cols] / mean
-        return ratio
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return exact_where_close(volume / average, window, exact)
+    return _over_mean(panel.volume, p["lookback"], lag=1, less=0.0)
 
 
 def _ma_distance(panel: Panel, p: Mapping[str, int]) -> F64:
-    window, close = p["lookback"], panel.close
+    return _over_mean(panel.close, p["lookback"], lag=0, less=1.0)
+
+
+def _over_mean(values: F64, window: int, *, lag: int, less: float) -> F64:
+    """``values[t] / mean(values[t-lag-window+1 … t-lag]) - less`` (the window ``lag``
+    rows back), its near ties computed again from their windows (:func:`exact_where_close`)."""
+    average = shift_rows(rolling_mean(values, window), lag)
 
     def exact(rows: Ints, cols: Ints) -> F64:
-        mean = windows_of(close, rows, cols, window).mean(axis=1)
+        mean = windows_of(values, rows - lag, cols, window).mean(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            distance: F64 = close[rows, cols] / mean - 1.0
-        return distance
+            ratio: F64 = values[rows, cols] / mean - less
+        return ratio
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        return exact_where_close(close / rolling_mean(close, window) - 1.0, window, exact)
+        return exact_where_close(values / average - less, window, exact)
 
 
 # -- ties -------------------------------------------------------------------------------
