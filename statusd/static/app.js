@@ -1151,12 +1151,9 @@ function sawTransition(msg, record) {
 
 function showClaimed() {
   // The header too: it said "processor: down" beside the job claimed, until the next
-  // stats (a second on: they are read again after the processor's heartbeat).
-  ui.processorAlive = true;
-  const node = $("processor");
-  node.textContent = "processor: up";
-  node.className = "state done";
-  node.title = "processor liveness";
+  // stats (a second on: they are read again after the processor's heartbeat).  A claim
+  // says one processor is up and claims: not stopping.
+  showProcessor({ processor: { alive: true }, processors: [] });
 }
 
 function setTaskState(text) {
