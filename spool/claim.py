@@ -99,7 +99,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
             fd = -1  # closed: the finally below must not close it again
-            if (newer := _lease_newer(mover, src, dst, job_id)) is None:
+            if (newer := _lease_newer(mover, src, dst, job_id, after)) is None:
                 return None
             fd, before = newer  # its one fstat, given back on EIO as the file it replaced
         size = before.st_size
@@ -217,15 +217,20 @@ def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result,
             mover.move(dst, src, replace=False, durable=False)
 
 
-def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
-                 ) -> tuple[int, os.stat_result] | None:
-    """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``), and its
-    fstat; None if there is none to take.
+def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str,
+                 moved: os.stat_result) -> tuple[int, os.stat_result] | None:
+    """The leased fd of what a newer drop put at ``dst`` (just moved from ``src``; its
+    lstat there is ``moved``), and its fstat; None if there is none to take.
 
     Only a regular file can be claimed.  Anything else (a symlink, a directory, a
     FIFO swapped in mid-claim) goes back to ``src`` for intake to quarantine; should a
     newer drop hold ``src`` by then, recovery quarantines it from ``dst``.  A regular
-    file someone else holds stays: it is that claimant's, or recovery's once it lets go.
+    file someone else holds goes back too: that claimant locked it in ``src``, where this
+    move took it from, so its own move can no longer land it (left here, its claim failed
+    and let go, and the file sat unleased in ``running/``, failed ``abandoned`` by the
+    next scan under two live processors: a review).  Back in ``src``, it is that
+    claimant's if its move comes after, else the next claim's.  Another file at ``dst``
+    by then (not ``moved``) is left to whoever put it there.
     One whose fstat or lock fails is given back, whatever the error, and raised as the
     file it replaced would be (:func:`_files_trouble`: EIO its
     :class:`~spool.errors.UnreadableDrop`, ESTALE or ENOMEM spool trouble); raised raw, it
@@ -247,7 +252,7 @@ def _lease_newer(mover: Mover, src: StrPath, dst: StrPath, job_id: str
                 mover.move(dst, src, replace=False, durable=False)
             raise _files_trouble(exc, job_id) from exc
         os.close(fd)
-        if regular:
-            return None  # another claimant's: theirs, or recovery's once they let go
-    mover.move(dst, src, replace=False)  # not a file: back for intake to judge
+        if regular and (st.st_ino, st.st_dev) != (moved.st_ino, moved.st_dev):
+            return None  # not the file this claim moved: whoever put it there holds it
+    mover.move(dst, src, replace=False)  # back for its claimant, or for intake to judge
     return None

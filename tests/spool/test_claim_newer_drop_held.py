@@ -1,0 +1,92 @@
+"""Two claimants and a drop made the documented way (``tmp/`` then a rename over
+``pending/<id>.json``) between them: claimant A opened and locked the first drop, the
+newer one replaced it, claimant B opened and locked the newer one, then A's move took
+the newer one into ``running/``.  A found it held and left it there; B's move then found
+nothing in ``pending/`` and B let go: the newer drop sat unleased in ``running/`` and the
+next recovery scan failed it ``abandoned`` ("its processor died mid-run") under two live
+processors (a review, with strace holding each claimant at its step).
+
+Now A gives it back to ``pending/``: B's move lands it if it comes after, or the next
+claim takes it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from spool.claim import take
+from spool.fsops import Mover, StrPath
+from spool.layout import Layout
+from spool.lease import OPEN_FLAGS, try_lock
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+from spool.transitions import Spool
+
+FIRST = b'{"tool": "echo", "params": {"message": "drop 1"}}'
+NEWER = b'{"tool": "echo", "params": {"message": "drop 2"}}'
+
+
+def _b_takes_the_newer_drop(mover: Mover, src: Path, held: list[int]) -> Callable[..., bool]:
+    """``mover.move``, before A's first move: the newer drop renamed over ``src`` and
+    opened and locked there by claimant B (its descriptor put in ``held``)."""
+    real = mover.move
+
+    def move(a: StrPath, b: StrPath, **kw: object) -> bool:
+        if not held and os.fspath(a) == os.fspath(src):
+            spare = src.parent.parent / "tmp" / "drop2"
+            spare.write_bytes(NEWER)
+            os.rename(spare, src)
+            fd = os.open(src, OPEN_FLAGS)
+            assert try_lock(fd)
+            held.append(fd)
+        return real(a, b, **kw)  # type: ignore[arg-type]
+    return move
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> tuple[Layout, Mover, Path, Path]:
+    layout = Layout(tmp_path / "spool")
+    mover = Mover(layout, FsyncMode.NEVER)
+    mover.make_folders()
+    src = Path(layout.job_str(JobState.PENDING, "x"))
+    dst = Path(layout.job_str(JobState.RUNNING, "x"))
+    src.write_bytes(FIRST)
+    return layout, mover, src, dst
+
+
+def test_a_newer_drop_another_claimant_holds_goes_back_to_pending(
+        spool_dir: tuple[Layout, Mover, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, mover, src, dst = spool_dir
+    held: list[int] = []
+    monkeypatch.setattr(mover, "move", _b_takes_the_newer_drop(mover, src, held))
+    assert take(mover, src, dst, "x") is None  # A: the file it moved is B's
+    monkeypatch.undo()
+    assert not dst.exists(), "the newer drop was left in running/ under B's lock"
+    assert src.read_bytes() == NEWER
+    # B's move, after A's: it lands, the claim B holds the lock of.
+    assert mover.move(src, dst)
+    assert os.fstat(held[0]).st_ino == os.lstat(dst).st_ino
+    os.close(held[0])
+
+
+def test_the_newer_drop_is_claimed_later_when_its_claimant_let_go(
+        spool_dir: tuple[Layout, Mover, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, mover, src, dst = spool_dir
+    held: list[int] = []
+    monkeypatch.setattr(mover, "move", _b_takes_the_newer_drop(mover, src, held))
+    assert take(mover, src, dst, "x") is None
+    monkeypatch.undo()
+    os.close(held[0])  # B's move found nothing, before A gave the file back: it let go
+    # Nothing for recovery to fail: no orphan in running/.
+    report = Recovery(Spool(layout, mover)).scan()
+    assert not report.abandoned and not report.requeued
+    assert not os.listdir(os.path.dirname(layout.job_str(JobState.FAILED, "x")))
+    claim = take(mover, src, dst, "x")
+    assert claim is not None and claim.data == NEWER
+    claim.close()
