@@ -22,18 +22,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from spool.claim import Claim, take
+from spool.clock import utc_from_ns
+from spool.entries import read_regular
 from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.fsops import is_there
 from spool.ids import JOB_SUFFIX
+from spool.jobfile import MAX_ACTIVE_BYTES, job_in
+from spool.large import Head, leading_fields, read_record
 from spool.models import ErrorInfo, Record, Source
 from spool.states import JobState, check_transition
 
 if TYPE_CHECKING:
+    from spool.layout import Layout
     from spool.transitions import Spool
+
+CANCELLED_PENDING = "cancelled while pending"
+"""How a pending job's ``cancelled`` record's message begins (recovery knows a cancel's
+own record by it, :meth:`spool.staged.Staged._restore_cancel`)."""
 
 
 def cancel_pending(spool: Spool, job_id: str) -> Record | None:
@@ -57,7 +69,7 @@ def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:
     """
     try:
         record = spool.record_of_claim(claim, JobState.FAILED)
-        record.error = ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while pending")
+        record.error = ErrorInfo(type=ErrorType.CANCELLED, message=CANCELLED_PENDING)
         pending = spool.layout.job(JobState.PENDING, claim.job_id)
         if record.tool is None:  # no job in it: kept as intake would have
             return _cancel_no_job(spool, claim, staged, record, pending)
@@ -100,7 +112,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
             "cancel now would lose them to that run's record")
     original = spool.layout.original(claim.job_id)
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
-        f"cancelled while pending; not a valid job, its bytes are kept in "
+        f"{CANCELLED_PENDING}; not a valid job, its bytes are kept in "
         f"failed/{original.name}"))
     record.source = Source(name=f"{claim.job_id}{JOB_SUFFIX}",
                            size=os.fstat(claim.fd).st_size)
@@ -134,3 +146,27 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
                 mover.unlink(aside)
     return record
 
+
+
+def cancel_recorded(layout: Layout, job_id: str, staged: Path, st: os.stat_result) -> bool:
+    """``failed/<id>.json`` is the ``cancelled`` record of the job staged for cancel at
+    ``staged`` (``st`` its lstat): a pending cancel's, with the staged job's
+    ``submitted_at`` (the job's own, else its file's mtime, as
+    :meth:`spool.transitions.Spool.record_of_claim` gives it).  A staged file that holds
+    no job never stands beside its record (:func:`_cancel_no_job` moves it to
+    ``failed/<id>.orig`` first)."""
+    data = read_regular(staged, MAX_ACTIVE_BYTES)
+    job = job_in(data) if data is not None else None
+    found = read_record(layout.job_str(JobState.FAILED, job_id))
+    if job is None or found is None:
+        return False
+    try:
+        fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
+        error, submitted = fields.get("error"), fields.get("submitted_at")
+        return (isinstance(error, dict) and error.get("type") == ErrorType.CANCELLED
+                and str(error.get("message", "")).startswith(CANCELLED_PENDING)
+                and isinstance(submitted, str)
+                and datetime.fromisoformat(submitted)
+                == (job.submitted_at or utc_from_ns(st.st_mtime_ns)))
+    except (ValueError, AttributeError):  # no record's JSON object
+        return False

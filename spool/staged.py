@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spool.cancellation import cancel_recorded
 from spool.errors import ConflictError, UnreadableDrop
 from spool.fsops import SPARE_TAG, WRITE_TAG, failing_file, no_access
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
@@ -318,7 +319,17 @@ class Staged:
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
         if self.terminal.finished_after(job_id, st.st_ctime_ns):
-            self.mover.unlink(path)  # the cancel completed
+            if cancel_recorded(self.layout, job_id, path, st):
+                self.mover.unlink(path)  # the cancel completed
+                return
+            # A record written since that is not this cancel's: the run of the id ahead
+            # of this drop ended meanwhile (taken for the cancel's, the drop was removed
+            # and lost: a review), or a later drop's record replaced the cancel's.  The
+            # cancel may or may not have happened: the drop is kept, with its bytes, as a
+            # quarantine under an id of its own (a retry runs it), neither run nor lost.
+            self.restore_quarantine(job_id, path, st, (
+                "its cancel was cut short (the canceller died) and a newer record of the "
+                "id stands, which may have replaced the cancel's: not run"))
             return
         if self.mover.move(path, self.layout.job(JobState.PENDING, job_id), replace=False):
             return  # cancel undone: the job is pending again
