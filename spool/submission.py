@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from spool.claim import Claim, take
 from spool.entries import read_regular
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
+from spool.fsops import is_there
 from spool.history import retry_error
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in, read_fd, record_from_job
 from spool.lease import open_nofollow
@@ -134,6 +135,12 @@ def retry(spool: Spool, job_id: str) -> Record:
         job = record.to_job().model_copy(update={"attempts": 0, "not_before": ahead,
                                                  "id": job_id, "error": _retried(record)})
         dest = spool.layout.job(JobState.PENDING, job_id)
+        if _running(spool, job_id, staged, src):
+            # A newer drop of the id runs: the id is running, and this record its earlier
+            # run's.  Made pending, the old job ran after it and its record replaced the
+            # new run's result (a review).
+            raise ConflictError(f"job {job_id} is running (a newer drop of the id); only "
+                                "failed jobs can be retried")
         try:
             published = spool.mover.publish(dest, job_bytes(job), replace=False)
         except SpoolIOError:
@@ -154,6 +161,20 @@ def retry(spool: Spool, job_id: str) -> Record:
         claim.close()
     # The job as it now stands in pending/ (no run's start, host or backoff).
     return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
+
+
+def _running(spool: Spool, job_id: str, staged: Path, src: Path) -> bool:
+    """A run of ``job_id`` goes on (``running/<id>.json``); the record staged for the
+    retry then goes back to ``src``, as it does when the disk cannot say."""
+    try:
+        running = is_there(spool.layout.job_str(JobState.RUNNING, job_id),
+                           f"{job_id} is not retried: cannot look up running/{job_id}.json")
+    except SpoolIOError:
+        spool.mover.move(staged, src, replace=False)
+        raise
+    if running:
+        spool.mover.move(staged, src, replace=False)
+    return running
 
 
 def _drop_kept_original(spool: Spool, job_id: str, taken_ns: int) -> None:
