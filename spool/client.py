@@ -216,9 +216,10 @@ class Client:
         job, a drop of it that waited."""
         request = b"{}" if run is None else b'{"run_inode": %d}' % run
         # Should something keep taking the name, whatever is there is a request (the
-        # processor asks lexists).
+        # processor asks lexists).  Durable as the mode asks: recovery fails an orphan
+        # ``cancelled`` only while its request stands, and the CLI says it is in.
         self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
-                                "cancel request", durable=False)
+                                "cancel request")
 
     @_denied_is_spool_trouble
     def retry(self, job_id: str) -> Record:

@@ -67,7 +67,10 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
     staged = mover.action_staging(f"quarantine-{staged_id}")
     src = layout.entry(JobState.PENDING, name)
     try:
-        if not mover.move(src, staged, replace=False, durable=False):
+        # Durable (both folders, as every move): its next move syncs stage/ again but
+        # never pending/, which a power cut could then give the drop back to, beside
+        # its failed/<id>.orig (a review).
+        if not mover.move(src, staged, replace=False):
             return None
     except SpoolIOError as exc:
         if kind != "directory" or not may_not_change_folder(str(src), exc):

@@ -178,3 +178,38 @@ def test_a_cancel_and_a_retry_are_on_disk_when_spoolq_says_so_under_batch(
         moved, _ = rename_to(calls, dst)
         assert fsynced(calls) == [], calls
         assert any(call.startswith("syncfs(") for call in calls[moved:]), (command, calls)
+
+
+def test_a_cancel_request_is_on_disk_when_spoolq_says_so_under_always(
+        tmp_path: Path) -> None:
+    """A running job's cancel request: recovery honours it (fails the orphan
+    ``cancelled``) only while ``cancel/<id>`` exists; written without its syncs, a power
+    cut could lose it after ``spoolq cancel`` said it was in, and the job ran again (a
+    review)."""
+    root = tmp_path / "spool"
+    spool = make_spool(root)
+    submit(spool, "x")
+    claim = spool.claim("x")  # running, under this process's lease
+    assert claim is not None
+    env = {**os.environ, "SPOOL_DIR": str(root)}
+    calls = traced([*CLI, "--fsync", "always", "cancel", "x"], tmp_path / "trace", env)
+    written, staged = rename_to(calls, root / "cancel" / "x")
+    assert staged in fsynced(calls, 0, written), calls
+    assert str(root / "cancel") in fsynced(calls, written), calls
+    claim.close()
+
+
+def test_a_quarantine_syncs_the_drop_folder_it_moved_the_drop_out_of(
+        tmp_path: Path) -> None:
+    """Every move syncs both its folders under ``always``; a quarantine's first move (out
+    of ``pending/``) synced neither, and ``pending/`` never: after a power cut the drop
+    could stand in ``pending/`` again beside its ``failed/<id>.orig`` (a review)."""
+    root = tmp_path / "spool"
+    make_spool(root)
+    (root / "pending" / "bad name!.json").write_bytes(b'{"tool": "echo"}')
+    calls = traced([sys.executable, str(CRASH_ACTOR), str(root), "always", "quarantine",
+                    "bad name!.json"], tmp_path / "trace")
+    moved = [i for i, call in enumerate(calls) if call.startswith("rename")
+             and _QUOTED.findall(call)[:1] == [str(root / "pending" / "bad name!.json")]]
+    assert len(moved) == 1, calls
+    assert str(root / "pending") in fsynced(calls, moved[0]), calls
