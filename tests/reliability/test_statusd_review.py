@@ -369,6 +369,49 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
         server.daemon.abort()
 
 
+QUICK_SLOW_STALL_S = 0.25
+"""statusd's stall clock in the slow-reader test: a client reading 1 MB/s takes half a
+MB between two checks, far less than the half of a socket's send buffer (4 MB here once
+the kernel grew it) that has to drain before the transport's own buffer moves."""
+
+
+def test_a_client_reading_slowly_but_steadily_is_not_cut_off(
+        spool_root: Path, tmp_path: Path) -> None:
+    """The stall rule saw only writes finishing and the transport's buffer shrinking:
+    a client reading at a few hundred KB/s (a slow link, an ssh tunnel) was cut off
+    mid-record, "took nothing in 20 s", 11 MB into a 60 MB record (QA).  The socket's
+    unacknowledged bytes count too.  The client reads fast first (the kernel grows the
+    send buffer), then slowly for 3 s while statusd's writes wait, then the rest."""
+    size = _big_record(spool_root, "big", 720_000)
+    assert size > 12_000_000
+    server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
+                   **{SEND_STALL_ENV: str(QUICK_SLOW_STALL_S)})
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(30)
+        sock.sendall(b"GET /api/v1/tasks/big HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Connection: close\r\n\r\n")
+        got = bytearray()
+        while len(got) < 3_000_000 and (chunk := sock.recv(65536)):
+            got += chunk
+        began, first = time.monotonic(), len(got)
+        while time.monotonic() < began + 3 and (chunk := sock.recv(5120)):
+            got += chunk  # 1 MB/s: 5 KiB each 5 ms
+            time.sleep(max(0.0, began + (len(got) - first) / 1_000_000 - time.monotonic()))
+        while chunk := sock.recv(65536):
+            got += chunk
+        sock.close()
+        head, _, body = bytes(got).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert len(body) == size, f"cut off after {len(body):,} of {size:,} bytes"
+        assert "took nothing" not in server.daemon.logs()
+        assert server.daemon.stop() == 0
+    finally:
+        server.daemon.abort()
+
+
 def test_events_clients_cut_off_for_taking_nothing_count_as_dropped(
         spool_root: Path, tmp_path: Path) -> None:
     """Events clients that never read, then transitions of 500 KB records: each is cut
