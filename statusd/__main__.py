@@ -159,6 +159,7 @@ async def serve(settings: Settings, *, access_log: bool = False,
 
     from aiohttp import web  # noqa: PLC0415 - lazy, see the module's docstring
 
+    from statusd import sending  # noqa: PLC0415 - lazy, as above
     from statusd.app import create_app  # noqa: PLC0415 - lazy, see the module's docstring
     from statusd.errors import CLIENT_FAULTS, ServerLog  # noqa: PLC0415 - lazy, as above
     from statusd.protocol import AppRunner  # noqa: PLC0415 - lazy, as above
@@ -201,7 +202,13 @@ async def serve(settings: Settings, *, access_log: bool = False,
                 await stop.wait()
         log.info("stopping")
     finally:
-        await runner.cleanup()
+        # Requests in flight have STOP_S; a send still waiting then is cut off, or
+        # aiohttp waits for it STOP_S more (see sending.cut_off_all).
+        cut = loop.call_later(STOP_S, sending.cut_off_all)
+        try:
+            await runner.cleanup()
+        finally:
+            cut.cancel()
 
 
 def _listen_error(exc: OSError, settings: Settings, names: tuple[str, str]
