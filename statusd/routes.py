@@ -70,9 +70,10 @@ async def health(request: web.Request) -> web.Response:
 
 async def list_tasks(request: web.Request) -> web.StreamResponse:
     """A page of the list.  One larger than a record kept whole (1,000 rows of up to 32 KiB
-    each are allowed) is sent as a large record is (:func:`statusd.sending.send_bytes`):
-    handed to aiohttp whole, a page pinned about twice its size for as long as a client
-    that read none of it kept the connection."""
+    each are allowed) is sent a chunk at a time from the rows the index holds
+    (:func:`statusd.sending.send_parts`): handed to aiohttp whole, a page pinned about
+    twice its size for as long as a client that read none of it kept the connection, and
+    joined first, a copy of it each (QA: 40 such clients, 1.4 GB)."""
     services = request.app[SERVICES]
     state = _state(query_value(request, "state"))
     tool = query_value(request, "tool") or None
@@ -87,10 +88,13 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     brief = brief_view(query_value(request, "view"))
     rows, next_key = services.index.page(state, tool, limit, after)
     next_cursor = orjson.dumps(encode_cursor(next_key) if next_key else None)
-    encoded = (r.brief_row if brief else r.summary for r in rows)
-    body = b"".join((b'{"tasks":[', b",".join(row.strip() for row in encoded),
-                     b'],"next_cursor":', next_cursor, b"}"))
-    return await _reply(request, body)
+    parts = [b'{"tasks":[']
+    for n, row in enumerate(r.brief_row if brief else r.summary for r in rows):
+        parts += (b",", row.strip()) if n else (row.strip(),)
+    parts += (b'],"next_cursor":', next_cursor, b"}")
+    if sum(len(part) for part in parts) <= INLINE_MAX_BYTES:
+        return _json(b"".join(parts))
+    return await sending.send_parts(request, parts)
 
 
 def _state(value: str | None) -> JobState | None:

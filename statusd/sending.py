@@ -26,7 +26,7 @@ import os
 import struct
 import termios
 import weakref
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 
 from aiohttp import web
 
@@ -175,17 +175,35 @@ async def stream_file(request: web.Request, services: Services, fd: int, size: i
 
 async def send_bytes(request: web.Request, body: bytes) -> web.StreamResponse:
     """A 200 with ``body`` (JSON), written a chunk at a time under the same stall rule."""
+    view = memoryview(body)
+    return await send_parts(request, [view[offset:offset + CHUNK_BYTES]
+                                      for offset in range(0, len(body), CHUNK_BYTES)])
+
+
+async def send_parts(request: web.Request, parts: Sequence[bytes | memoryview]
+                     ) -> web.StreamResponse:
+    """A 200 with the JSON ``parts`` make in order, written about ``CHUNK_BYTES`` at a
+    time under the stall rule.  The parts (a page's rows, which the index holds) are
+    never joined whole: a client that read none of a page held a copy of all of it for
+    as long as it kept the connection (QA: 40 such clients of a 31 MB page, 1.4 GB)."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.content_length = len(body)
+    response.content_length = sum(len(part) for part in parts)
     await response.prepare(request)
     if request.method == "HEAD":
         return response
     guard = StallGuard(request)
-    view = memoryview(body)
     try:
-        for offset in range(0, len(body), CHUNK_BYTES):
-            if not await guard.send(response.write(view[offset:offset + CHUNK_BYTES])):
-                break
+        chunk: list[bytes | memoryview] = []
+        size = 0
+        for part in parts:
+            chunk.append(part)
+            size += len(part)
+            if size >= CHUNK_BYTES:
+                if not await guard.send(response.write(b"".join(chunk))):
+                    return response
+                chunk, size = [], 0
+        if chunk:
+            await guard.send(response.write(b"".join(chunk)))
     finally:
         guard.close()
     return response

@@ -369,6 +369,44 @@ def test_clients_of_a_large_record_neither_stall_others_nor_pin_its_bytes(
         server.daemon.abort()
 
 
+def test_clients_of_a_large_page_that_read_nothing_hold_no_copy_of_it(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A page was joined into one bytes object per request and sent from it: each client
+    that read none of a 31 MB page held a copy for as long as it kept the connection (40
+    of them: 1.4 GB, QA).  It is sent from the rows the index holds, a chunk at a time."""
+    pad = "x" * 30_000
+    for n in range(600):
+        (spool_root / "done" / f"r{n:04d}.json").write_bytes(orjson.dumps({
+            "id": f"r{n:04d}", "state": "done", "tool": "echo", "params": {"pad": pad},
+            "submitted_at": f"2026-11-29T00:{n // 60:02d}:{n % 60:02d}Z", "attempts": 1,
+            "result": {"n": n}}))
+    server = start(spool_root, tmp_path / "statusd.log")
+    stalled: list[socket.socket] = []
+    try:
+        status, _, body = server.request("GET", "/api/v1/tasks?limit=1000")
+        assert status == 200 and len(orjson.loads(body)["tasks"]) == 600
+        page_mb = len(body) / 2**20
+        assert page_mb > 17
+        baseline = _rss_mb(server)
+        for _ in range(8):
+            stalled.append(_stalled(server.port, b"GET /api/v1/tasks?limit=1000 HTTP/1.1\r\n"
+                                    b"Host: 127.0.0.1\r\n\r\n"))
+        time.sleep(3)
+        assert _established(server) == 8, "measured once they were cut off: too late"
+        grown = _rss_mb(server) - baseline
+        # Each holds what the kernel and the transport took (a few MB at most), never a
+        # copy of the page (8 copies: 8 x 18 MB).
+        assert grown < 2 * page_mb, f"8 clients that do not read pinned {grown:.0f} MiB"
+        for sock in stalled:
+            sock.close()
+        assert server.request("GET", "/healthz")[0] == 200
+        assert server.daemon.stop() == 0
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.daemon.abort()
+
+
 def test_a_stop_with_a_client_that_takes_nothing_keeps_to_its_5_s(
         spool_root: Path, tmp_path: Path) -> None:
     """Requests in flight get STOP_S (5 s) at a stop (operations.md); aiohttp gives a
