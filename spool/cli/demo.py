@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         args.keep = False
         return 130
     finally:
-        if args.keep and daemons:
+        # Left running only when both are (a demo whose start-up failed stops the other).
+        if args.keep and daemons and all(d.proc.poll() is None for d in daemons):
             pids = ", ".join(f"{d.name} {d.proc.pid}" for d in daemons)
             out.write(f"left running: {pids} (stop them with kill -TERM)\n")
         else:
@@ -175,7 +176,7 @@ def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port:
         daemons.append(_spawn(name, module, root, env))
     deadline = time.monotonic() + START_TIMEOUT_S
     checks = {"spool-processor": lambda: _processor_up(root),
-              "spool-statusd": lambda: _statusd_up(port)}
+              "spool-statusd": lambda: _statusd_up(daemons[1], port)}
     for d in daemons:
         while not checks[d.name]():
             if d.proc.poll() is not None or time.monotonic() > deadline:
@@ -198,9 +199,14 @@ def _processor_up(root: Path) -> bool:
     return any(p.suffix == ".json" for p in (root / "owners").iterdir())
 
 
-def _statusd_up(port: int) -> bool:
+def _statusd_up(statusd: Daemon, port: int) -> bool:
+    """The demo's statusd serves: it said it listens on ``port`` (another server there
+    answered /healthz all the same: the demo showed that one's dashboard, and said its
+    own statusd, gone with 'address already in use', was running: QA), and answers."""
     import urllib.request  # noqa: PLC0415 - lazy, see spool.cli
 
+    if f"listening on http://127.0.0.1:{port}" not in statusd.log.read_text(errors="replace"):
+        return False
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
             return bool(resp.status == 200)

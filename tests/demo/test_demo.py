@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import pty
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,6 +182,40 @@ def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) 
                               env={**os.environ, "HOME": str(tmp_path)})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "spool-statusd did not start" in out, out
+    assert "stopped    spool-processor" in out
+    _assert_all_gone(_spool_of(out))
+
+
+def test_demo_on_a_port_another_server_answers_says_its_statusd_did_not_start(
+        tmp_path: Path) -> None:
+    """Another server on ``--port`` answered /healthz: the demo took it for its statusd
+    (gone with 'address already in use'), printed that server's dashboard, and with
+    ``--keep`` said both daemons were left running, exit 0 (QA)."""
+    class Anything(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Anything)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc = subprocess.run([*DEMO, "--symbols", "20", "--bars", "300", "--keep", "--port",
+                               str(other.server_address[1]), *_spool_in(tmp_path)],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "HOME": str(tmp_path)})
+    finally:
+        other.shutdown()
+        other.server_close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "spool-statusd did not start" in out, out
+    assert "address already in use" in out, out
+    assert "left running" not in out and "dashboard" not in out, out
     assert "stopped    spool-processor" in out
     _assert_all_gone(_spool_of(out))
 
