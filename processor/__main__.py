@@ -157,7 +157,12 @@ def write_out(text: str | bytes) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(_parser(), argv)  # --help that cannot be written: one line, exit 1
+    parser = _parser()
+    args = parse_args(parser, argv)  # --help that cannot be written: one line, exit 1
+    if args.json and args.command != "tools":
+        # Without 'tools' it started the daemon, which then claimed jobs on the spool of
+        # someone who meant to list the tools (QA).
+        parser.error("--json goes with 'tools' (spool-processor tools --json)")
     if args.command == "run":
         EarlyStops().install()  # a stop from now on is a clean one (see EarlyStops)
         # Start-up's objects live as long as the daemon: collections among them only

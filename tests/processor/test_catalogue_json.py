@@ -42,3 +42,16 @@ def test_spool_processor_tools_refuses_it_in_one_line(spool_root: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [SAYS]
     assert done.stdout == ""
+
+
+def test_json_without_tools_is_a_usage_error_not_a_running_daemon(spool_root: Path) -> None:
+    """``spool-processor --json`` (``tools`` left out) started the daemon, which claimed
+    the spool's jobs (QA): ``--json`` goes with ``tools``, exit 2, nothing started."""
+    env = {**os.environ, "SPOOL_DIR": str(spool_root)}
+    for argv in (["--json"], ["run", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "processor", *argv], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert done.stderr.startswith("spool-processor: error: --json goes with 'tools'")
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert os.listdir(spool_root / "owners") == []
