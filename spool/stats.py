@@ -179,15 +179,21 @@ def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
     told: no processor running or none offering the tool, two that disagree, or
     ``owners/`` out of this user's reach.  A processor gone, its limit is not known: the
     installed one's is not asked, as its SPOOL_TOOLS may not be the daemon's."""
+    return cast(int | None, tool_limit(layout, tool, "max_attempts"))
+
+
+def tool_limit(layout: Layout, tool: str | None, key: str) -> int | float | None:
+    """The catalogue's ``key`` (``max_attempts``, ``timeout``) of ``tool`` as every live
+    processor gives it; None when that cannot be told (see :func:`tool_max_attempts`)."""
     live = readable_processors(layout) if tool is not None else None
     if live is None:
         return None
-    limits = {catalogue_entry(raw)["max_attempts"] for status in live for raw in status.tools
+    limits = {catalogue_entry(raw)[key] for status in live for raw in status.tools
               if raw.get("name") == tool}
     if len(limits) != 1:
         return None
     [limit] = limits
-    return cast(int | None, limit)
+    return cast(int | float | None, limit)
 
 
 def spent_attempts(layout: Layout, job: Job) -> str | None:

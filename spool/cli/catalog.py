@@ -21,7 +21,7 @@ import orjson
 from spool.catalogue import catalogue_entry, merged_catalogue, param_names
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
-from spool.cli.render import emit_json, table
+from spool.cli.render import ToolLimits, emit_json, table
 from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 
@@ -92,12 +92,18 @@ def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
     return merged_catalogue(live), f"the running processor ({owners})"
 
 
-def shown_tool_attempts(layout: Layout, record: Record, as_json: bool) -> int | None:
-    """What ``show_record`` needs of the catalogue (its ``tool_attempts``): the limit of
-    the record's tool when the record sets none and is shown as text, else None."""
-    if as_json or record.max_attempts is not None:
+def shown_limits(layout: Layout, record: Record, as_json: bool) -> ToolLimits | None:
+    """What ``show_record`` needs of the catalogue: the limits of the record's tool when
+    it is shown as text, else None (the JSON is the record as stored)."""
+    if as_json:
         return None
-    return tool_max_attempts(layout, record.tool)
+    from spool.stats import tool_limit  # noqa: PLC0415 - lazy, see spool.cli
+
+    attempts = None if record.max_attempts is not None else tool_limit(
+        layout, record.tool, "max_attempts")
+    timeout = tool_limit(layout, record.tool, "timeout") if record.timeout else None
+    return ToolLimits(None if attempts is None else int(attempts),
+                      None if timeout is None else float(timeout))
 
 
 def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:

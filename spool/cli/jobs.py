@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from spool.cli import parse
-from spool.cli.catalog import shown_tool_attempts
+from spool.cli.catalog import shown_limits
 from spool.cli.command import (
     EXIT_FAILED,
     EXIT_OK,
@@ -81,7 +81,7 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
                             f"{out_of_reach(blind)}; see Permissions in docs/operations.md)"
                             ) from None
     show_record(record, args.json, reader.large.get(args.id),
-                tool_attempts=shown_tool_attempts(layout, record, args.json))
+                limits=shown_limits(layout, record, args.json))
     if record.state is JobState.PENDING and JobState.RUNNING not in blind and (
             layout.job(JobState.RUNNING, args.id).exists()):
         # Never claimed while that file stays (a claim never overwrites); shown pending
@@ -125,7 +125,7 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
                  "outcome)")
         raise
     show_record(record, args.json,
-                tool_attempts=shown_tool_attempts(layout, record, args.json))
+                limits=shown_limits(layout, record, args.json))
     if record.state in TERMINAL and not _cancelled(record):
         # The run ended (done, or failed for another reason) before its processor acted
         # on the request: nothing was cancelled, as for a job that had already finished.
@@ -164,7 +164,7 @@ def run_retry(args: argparse.Namespace, settings: Settings) -> int:
         instead=f" or through statusd (POST /api/v1/tasks/{args.id}/retry)")
     record = client.retry(args.id)  # ConflictError for a job in another state
     show_record(record, args.json,
-                tool_attempts=shown_tool_attempts(layout, record, args.json))
+                limits=shown_limits(layout, record, args.json))
     return EXIT_OK
 
 

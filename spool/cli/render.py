@@ -17,7 +17,7 @@ import re
 import sys
 import unicodedata
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, cast
 
 import orjson
 
@@ -124,13 +124,25 @@ def listed_json(record: Record, large: LargeRecord | None) -> dict[str, Any]:
     return data
 
 
+class ToolLimits(NamedTuple):
+    """What ``spoolq show`` says of a record's tool, as the live processors give it."""
+
+    attempts: int | None
+    """The attempt limit, for a job that sets no ``max_attempts``."""
+    timeout: float | None
+    """The tool's time limit, which a job's longer ``timeout`` is clamped to."""
+
+
+_NO_LIMITS = ToolLimits(None, None)
+
+
 def show_record(record: Record, as_json: bool, large: LargeRecord | None = None, *,
-                tool_attempts: int | None = None) -> None:
+                limits: ToolLimits | None = None) -> None:
     """``show``/``wait``'s output.  A record too large to read whole (``large``, see
     :mod:`spool.large`): ``--json`` writes its file as stored, a chunk at a time; the
     text shows its leading fields and the record's size in place of the result.
-    ``tool_attempts``: the attempt limit of the record's tool, for a job that sets none
-    (:func:`spool.cli.catalog.tool_max_attempts`); the JSON is the record as stored."""
+    ``limits``: those of the record's tool (:func:`spool.cli.catalog.shown_limits`);
+    the JSON is the record as stored."""
     if large is not None and as_json:
         from spool.large import copy_record  # noqa: PLC0415 - lazy, see spool.cli
 
@@ -144,7 +156,7 @@ def show_record(record: Record, as_json: bool, large: LargeRecord | None = None,
     elif as_json:
         emit_json(record_json(record))
     else:
-        print("\n".join(record_lines(record, large, tool_attempts=tool_attempts)))
+        print("\n".join(record_lines(record, large, limits=limits)))
 
 
 # -- small formats --------------------------------------------------------------------------
@@ -268,15 +280,16 @@ def record_row(record: Record) -> list[str]:
 
 
 def record_lines(record: Record, large: LargeRecord | None = None, *,
-                 tool_attempts: int | None = None) -> list[str]:
+                 limits: ToolLimits | None = None) -> list[str]:
     """``spoolq show``: every field a person looks for, in the order they look (of a
-    record too large to read whole, the fields before its result).  ``tool_attempts``:
-    the limit of a job that sets no ``max_attempts``, when its tool's is known."""
+    record too large to read whole, the fields before its result).  ``limits``: its
+    tool's, when known: the attempt limit of a job that sets no ``max_attempts``, and
+    the time limit a longer ``timeout`` is clamped to (DESIGN section 9)."""
     lines = [f"id          {record.id}", f"state       {record.state.value}",
              f"tool        {record.tool or '-'}"]
     if record.params:
         lines.append(f"params      {compact(record.params)}")
-    lines += _scheduling_lines(record, tool_attempts)
+    lines += _scheduling_lines(record, limits or _NO_LIMITS)
     lines += _run_lines(record)
     if record.meta:
         lines.append(f"meta        {compact(record.meta)}")
@@ -284,15 +297,19 @@ def record_lines(record: Record, large: LargeRecord | None = None, *,
     return [printable(line) for line in lines]
 
 
-def _scheduling_lines(record: Record, tool_attempts: int | None) -> list[str]:
+def _scheduling_lines(record: Record, limits: ToolLimits) -> list[str]:
     attempts = f"{record.attempts}"
     if record.max_attempts is not None:
         attempts += f" of {record.max_attempts}"
-    elif tool_attempts is not None:  # the processor's limit for a job that sets none
-        attempts += f" of {tool_attempts} (the tool's limit)"
+    elif limits.attempts is not None:  # the processor's limit for a job that sets none
+        attempts += f" of {limits.attempts} (the tool's limit)"
     lines = [f"priority    {record.priority}", f"attempts    {attempts}"]
     if record.timeout is not None:
-        lines.append(f"timeout     {record.timeout:g} s")
+        timeout = f"{record.timeout:g} s"
+        if limits.timeout is not None and record.timeout > limits.timeout:
+            # Clamped to it (DESIGN section 9): "50 s" beside a timeout at 1 s (QA).
+            timeout += f" (clamped to the tool's {limits.timeout:g} s)"
+        lines.append(f"timeout     {timeout}")
     lines.append(f"submitted   {when(record.submitted_at)}")
     if record.not_before is not None:
         lines.append(f"not before  {when(record.not_before)}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from spool.cli import parse
-from spool.cli.catalog import shown_tool_attempts
+from spool.cli.catalog import shown_limits
 from spool.cli.command import (
     EXIT_FAILED,
     EXIT_NOT_FINISHED,
@@ -124,7 +124,7 @@ def wait_for(client: Client, job_id: str, timeout: float | None, *, as_json: boo
     if not quiet:
         with _told(record, "its record"):
             show_record(record, as_json, reader.large.get(job_id),
-                        tool_attempts=shown_tool_attempts(client.layout, record, as_json))
+                        limits=shown_limits(client.layout, record, as_json))
     code = _exit_code(record)
     if quiet:
         return code

@@ -83,3 +83,19 @@ def test_a_retried_jobs_record_keeps_the_clients_not_before_and_tells_its_backof
     # No processor, no catalogue: the limit is not known, and not made up.
     assert field(show(spool_root, "flaky"), "attempts") == ["2"]
     assert field(show(spool_root, "failing"), "attempts") == ["2 of 2"]
+
+
+def test_show_says_a_timeout_past_the_tools_limit_is_clamped_to_it(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """DESIGN section 9: a job's timeout above its tool's ``execution_timeout`` is clamped
+    to it.  ``show`` printed "timeout 50 s" beside a failure at the tool's 1 s (QA); it
+    says the clamp when the live processor's catalogue tells the tool's limit."""
+    d = daemon()
+    drop(spool_root, "long", {"tool": "echo", "timeout": 50})
+    drop(spool_root, "short", {"tool": "echo", "timeout": 2})
+    assert wait_record(spool_root, "long", 60)["state"] == "done"
+    assert wait_record(spool_root, "short", 60)["state"] == "done"
+    assert field(show(spool_root, "long"), "timeout") == ["50 s (clamped to the tool's 10 s)"]
+    assert field(show(spool_root, "short"), "timeout") == ["2 s"]
+    assert d.stop() == 0
+    assert field(show(spool_root, "long"), "timeout") == ["50 s"]  # no catalogue: not said
