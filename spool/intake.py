@@ -75,6 +75,20 @@ class Verdict(Enum):
     LARGE = "large"  # a regular file over ``defer_over``, unread: judged when asked again
 
 
+def _came_when_it_came(fd: int, st: os.stat_result) -> os.stat_result:
+    """A drop whose mtime is ahead of when it came into ``pending/`` (its ctime: a copy
+    that kept a future mtime, ``cp -p``, ``rsync -t``, a client's clock ahead) is given
+    that time as its mtime, the file's time a record's ``submitted_at`` is when the job
+    names none: its records said it was submitted after it finished, and ``ls`` listed
+    it above every job dropped until then (QA).  Its fstat after; as it was when this
+    user may not change it (a submitter's drop in a shared spool)."""
+    try:
+        os.utime(fd, ns=(st.st_atime_ns, st.st_ctime_ns))
+        return os.fstat(fd)
+    except OSError:
+        return st
+
+
 @dataclass(slots=True, eq=False)
 class Candidate:
     """A valid job file in ``pending/``, as read at inspection; never changed once made
@@ -228,6 +242,8 @@ class Intake:
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return Inspection(Verdict.GONE)
+            if fst.st_mtime_ns > fst.st_ctime_ns:
+                fst = _came_when_it_came(fd, fst)
             data = read_fd(fd, self.read_limit, fst.st_size)
         except OSError as exc:  # EIO: an exception out of the loop crashed the processor
             raise UnreadableDrop(f"cannot read {name}: {exc.strerror}") from exc

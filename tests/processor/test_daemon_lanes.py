@@ -181,6 +181,12 @@ def test_a_drop_whose_mtime_is_in_the_future_waits_no_longer_than_since_it_came(
               if line.startswith("start")]
     assert starts == ["old", "ahead", "n1", "n2"]
     assert wait_record(spool_root, "old")["submitted_at"].startswith("2001-09-09")
+    # Its record is dated when it came, not a day after it finished (QA): the file's
+    # mtime is set to that time as it is taken in.
+    record = wait_record(spool_root, "ahead")
+    submitted = datetime.fromisoformat(record["submitted_at"])
+    n1 = datetime.fromisoformat(wait_record(spool_root, "n1")["submitted_at"])
+    assert submitted <= n1 <= datetime.fromisoformat(record["finished_at"]), record
 
 
 def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
