@@ -58,31 +58,36 @@ def spool_dir(tmp_path: Path) -> tuple[Layout, Mover, Path, Path]:
     return layout, mover, src, dst
 
 
+def _a_claims_beside_b(mover: Mover, src: Path, dst: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> int:
+    """A's claim of ``src``, B taking the newer drop before A's move: None (the file A
+    moved is B's); B's descriptor, its lock held."""
+    held: list[int] = []
+    monkeypatch.setattr(mover, "move", _b_takes_the_newer_drop(mover, src, held))
+    assert take(mover, src, dst, "x") is None
+    monkeypatch.undo()
+    return held[0]
+
+
 def test_a_newer_drop_another_claimant_holds_goes_back_to_pending(
         spool_dir: tuple[Layout, Mover, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, mover, src, dst = spool_dir
-    held: list[int] = []
-    monkeypatch.setattr(mover, "move", _b_takes_the_newer_drop(mover, src, held))
-    assert take(mover, src, dst, "x") is None  # A: the file it moved is B's
-    monkeypatch.undo()
+    held = _a_claims_beside_b(mover, src, dst, monkeypatch)
     assert not dst.exists(), "the newer drop was left in running/ under B's lock"
     assert src.read_bytes() == NEWER
     # B's move, after A's: it lands, the claim B holds the lock of.
     assert mover.move(src, dst)
-    assert os.fstat(held[0]).st_ino == os.lstat(dst).st_ino
-    os.close(held[0])
+    assert os.fstat(held).st_ino == os.lstat(dst).st_ino
+    os.close(held)
 
 
 def test_the_newer_drop_is_claimed_later_when_its_claimant_let_go(
         spool_dir: tuple[Layout, Mover, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layout, mover, src, dst = spool_dir
-    held: list[int] = []
-    monkeypatch.setattr(mover, "move", _b_takes_the_newer_drop(mover, src, held))
-    assert take(mover, src, dst, "x") is None
-    monkeypatch.undo()
-    os.close(held[0])  # B's move found nothing, before A gave the file back: it let go
+    # B's move found nothing, before A gave the file back: it let go.
+    os.close(_a_claims_beside_b(mover, src, dst, monkeypatch))
     # Nothing for recovery to fail: no orphan in running/.
     report = Recovery(Spool(layout, mover)).scan()
     assert not report.abandoned and not report.requeued
