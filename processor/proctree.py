@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
@@ -21,6 +22,8 @@ import signal
 from collections.abc import Collection
 
 from spool.fsops import NO_DESCRIPTOR
+
+log = logging.getLogger("spoolq.processor")
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -188,6 +191,9 @@ def mp_helpers() -> set[int]:
 
 ADOPTED_GRACE_S = 10.0
 """How long an exited child listed under the main thread is left for a tool to wait for."""
+UNWAITED_S = 600.0
+"""How long an exited child of a FAST tool's thread is left for the tool to wait for: far
+past any run's end (FAST tools are short), it is a child the tool never waits for."""
 
 
 class Reaper:
@@ -199,7 +205,11 @@ class Reaper:
     that has ended (a tool's thread pool, a displaced loop thread), which the tool may
     still wait for, from another thread.  So a child ever seen under another thread is
     never taken, nor one that has been a zombie for less than :data:`ADOPTED_GRACE_S`
-    (a child whose thread ended between two looks).
+    (a child whose thread ended between two looks) -- until it has been a zombie for
+    :data:`UNWAITED_S`: the FAST lane's threads live as long as the processor, and a tool
+    that started a child without waiting for it (``os.posix_spawn``, ``os.fork``) left a
+    zombie a job, each holding a pid of the unit's, until the processor stopped (QA: 100
+    jobs, 100 zombies).  Such a reap is logged once a pass, with how many.
     """
 
     def __init__(self) -> None:
@@ -220,18 +230,23 @@ class Reaper:
         self.tools_children = (self.tools_children & set(below_main)) | others
         helpers = mp_helpers()
         zombie_since: dict[int, float] = {}
-        reaped = 0
-        for pid in below_main:
-            if pid in helpers or pid in self.tools_children or not _zombie(pid):
+        reaped = unwaited = 0
+        for pid in [*below_main, *others]:
+            if pid in helpers or not _zombie(pid):
                 continue
             since = self.zombie_since.get(pid, now)
-            if now - since < ADOPTED_GRACE_S:
+            tools = pid in self.tools_children
+            if now - since < (UNWAITED_S if tools else ADOPTED_GRACE_S):
                 zombie_since[pid] = since
                 continue
             with contextlib.suppress(ChildProcessError):
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     reaped += 1
+                    unwaited += tools
         self.zombie_since = zombie_since
+        if unwaited:
+            log.warning("reaped exited processes FAST tools started and never waited for",
+                        extra={"fields": {"count": unwaited, "zombie_for_s": UNWAITED_S}})
         return reaped
 
 
