@@ -17,7 +17,7 @@ calls :func:`parse_csv` and :func:`glance` on paths it has checked.  Guarantees:
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from processor.quant.csvrows import Lines, csv_rows, read_whole
 from spool.errors import InvalidParams, ToolError
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
@@ -196,7 +197,10 @@ def glance(path: Path, size: int) -> tuple[float, np.datetime64, np.datetime64] 
             tail = handle.read(GLANCE_SAMPLE)
     except OSError:
         return None
-    header, *heads = head.split(b"\n")[:-1]  # whole lines only
+    whole = head.split(b"\n")[:-1]  # whole lines only
+    if not whole:  # no line end in its first bytes (CR-only lines, a long header)
+        return None
+    header, *heads = whole
     tails = tail.rstrip(b"\r\n").split(b"\n")[1:]
     names = [name.strip() for name in header.split(b",")]
     if not heads or not tails or b"timestamp" not in names:
@@ -217,17 +221,19 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     """Parse one ``<SYMBOL>.csv``; a malformed file raises ToolError naming the symbol.
     ``on_part`` hears the share of the file's bytes parsed after each chunk of a large
     file but the last."""
+    data = read_whole(path, symbol)
+    lines = csv_rows(symbol, data)
     try:
-        frame = _read_frame(path, on_part)
+        frame = _read_frame(data, on_part)
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
-        raise ToolError(f"data file for symbol {symbol!r} is malformed: {exc}") from exc
+        raise ToolError(_bad_number(symbol, data, lines, exc)) from exc
     try:
         stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise ToolError(_bad_time(symbol, frame["timestamp"], exc)) from exc
+        raise ToolError(_bad_time(symbol, frame["timestamp"], lines, exc)) from exc
     times = stamps.dt.tz_localize(None).to_numpy().astype("datetime64[us]")
     columns = [frame[name].to_numpy(dtype=np.float64, copy=True) for name in FIELDS]
-    _check_bars(symbol, times, columns)
+    _check_bars(symbol, times, columns, lines)
     for array in [times, *columns]:
         array.flags.writeable = False
     open_, high, low, close, volume = columns
@@ -235,7 +241,7 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
                 slice(0, len(times)))
 
 
-def _bad_time(symbol: str, column: pd.Series, exc: Exception) -> str:
+def _bad_time(symbol: str, column: pd.Series, lines: Lines, exc: Exception) -> str:
     """What is wrong with a file's timestamps, in one line naming the first bad one and its
     line: pandas' own message ran over four lines of advice no job can take ("passing
     `format`...") and named no line."""
@@ -246,36 +252,63 @@ def _bad_time(symbol: str, column: pd.Series, exc: Exception) -> str:
         return f"data file for symbol {symbol!r} is malformed: {first}"
     value = str(column.iloc[int(bad[0])])
     return (f"data file for symbol {symbol!r}: timestamp {value[:64]!r} on line "
-            f"{int(bad[0]) + 2} is not a valid ISO 8601 time")
+            f"{lines[int(bad[0])]} is not a valid ISO 8601 time")
 
 
-def _read_frame(path: Path, on_part: PartFn | None) -> pd.DataFrame:
+def _bad_number(symbol: str, data: bytes, lines: Lines, exc: Exception) -> str:
+    """What is wrong with a file pandas could not read as numbers, in one line naming the
+    first cell of a price or volume that is no number, and its line: pandas' own message
+    ("could not convert string to float: 'open'", a second header mid-file) named none."""
+    found: list[tuple[int, int, str]] = []  # (row, column, value)
+    try:
+        frame = pd.read_csv(io.BytesIO(data), engine="c", usecols=list(COLUMNS), dtype=object)
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+        frame = pd.DataFrame()
+    for name in FIELDS if not frame.empty else ():
+        column = frame[name]
+        bad = np.flatnonzero(pd.to_numeric(column, errors="coerce").isna().to_numpy()
+                             & column.notna().to_numpy())
+        if bad.size:
+            found.append((int(bad[0]), FIELDS.index(name), str(column.iloc[int(bad[0])])))
+    if not found:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"data file for symbol {symbol!r} is malformed: {first}"
+    row, column_index, value = min(found)
+    return (f"data file for symbol {symbol!r}: {FIELDS[column_index]} {value[:64]!r} on "
+            f"line {lines[row]} is not a number")
+
+
+def _read_frame(data: bytes, on_part: PartFn | None) -> pd.DataFrame:
     """The file's columns: in one go, or ``PARSE_CHUNK_ROWS`` at a time (the same frame)
     when someone hears how far it has gone and there is enough to say."""
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if on_part is None or size <= PARSE_CHUNK_BYTES:
-            return pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES)
-        frames = []
-        with pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES,
-                         chunksize=PARSE_CHUNK_ROWS) as reader:
-            for frame in reader:
-                frames.append(frame)
-                if handle.tell() < size:  # the reader's buffer is a little ahead
-                    on_part(handle.tell() / size)
+    handle = io.BytesIO(data)
+    size = len(data)
+    if on_part is None or size <= PARSE_CHUNK_BYTES:
+        return pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES)
+    frames = []
+    with pd.read_csv(handle, engine="c", usecols=list(COLUMNS), dtype=_DTYPES,
+                     chunksize=PARSE_CHUNK_ROWS) as reader:
+        for frame in reader:
+            frames.append(frame)
+            if handle.tell() < size:  # the reader's buffer is a little ahead
+                on_part(handle.tell() / size)
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _check_bars(symbol: str, times: Times, columns: list[F64]) -> None:
+def _check_bars(symbol: str, times: Times, columns: list[F64], lines: Lines) -> None:
     missing = np.flatnonzero(np.isnat(times))
     if missing.size:
         raise ToolError(f"data file for symbol {symbol!r}: no timestamp on line "
-                        f"{int(missing[0]) + 2}")
+                        f"{lines[int(missing[0])]}")
     if len(times) > 1:
         bad = np.flatnonzero(np.diff(times) <= np.timedelta64(0, "us"))
         if bad.size:
             raise ToolError(f"data file for symbol {symbol!r}: timestamps not strictly "
-                            f"increasing on line {int(bad[0]) + 3}")
+                            f"increasing (to the microsecond) on line "
+                            f"{lines[int(bad[0]) + 1]}")
     for name, values in zip(FIELDS[:4], columns[:4], strict=True):
-        if np.any(values <= 0) or np.any(np.isinf(values)):
-            raise ToolError(f"data file for symbol {symbol!r}: {name} must be positive")
+        bad = np.flatnonzero((values <= 0) | np.isinf(values))
+        if bad.size:
+            raise ToolError(f"data file for symbol {symbol!r}: {name} must be a positive "
+                            f"finite number, not {values[int(bad[0])]:g} on line "
+                            f"{lines[int(bad[0])]}")

@@ -26,6 +26,7 @@ Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import stat
@@ -243,6 +244,13 @@ class DataStore:
             raise InvalidParams(f"unknown symbol {symbol!r}: no data file "
                                 f"({self.no_directory() or f'{path.name} in {path.parent}'})"
                                 ) from exc
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # A symlink loop is no file, as a dangling link is (it was a tool_error,
+            # "OSError: [Errno 40]", QA).
+            raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file "
+                                f"({path.name} is a loop of symlinks)") from exc
         if not stat.S_ISREG(info.st_mode):
             raise InvalidParams(f"unknown symbol {symbol!r}: not a regular file")
         # One path a file (which keeps its hash): joining and hashing a new one for

@@ -13,8 +13,8 @@ import pytest
 from quant_reference import read_rows, write_bars
 
 from processor.quant import bars as bars_module
-from processor.quant import data, synth
-from processor.quant.data import DataStore, ToRead, validate_symbol
+from processor.quant import csvrows, data, synth
+from processor.quant.data import GLANCE_BYTES, DataStore, ToRead, validate_symbol
 from spool.errors import InvalidParams, ToolError
 
 
@@ -235,12 +235,16 @@ def test_a_large_file_to_parse_is_foretold_from_its_ends(
 
 
 @pytest.mark.parametrize(("text", "match"), [
-    ("timestamp,open,high,low,close\n2010-01-04,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close\n2010-01-04,1,1,1,1\n",
+     "its header \\(line 1\\) 'timestamp,open,high,low,close' has no volume column"),
     ("timestamp,open,high,low,close,volume\n2010-01-05,1,1,1,1,1\n2010-01-04,1,1,1,1,1\n",
-     "strictly increasing on line 3"),
+     "strictly increasing \\(to the microsecond\\) on line 3"),
     ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-04,1,1,1,1,1\n",
      "strictly increasing"),
-    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,-1,1\n", "close must be positive"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,-1,1\n",
+     "close must be a positive finite number, not -1 on line 2$"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-05,1,1,1,inf,1\n",
+     "close must be a positive finite number, not inf on line 3$"),
     ("timestamp,open,high,low,close,volume\nnot a date,1,1,1,1,1\n",
      "timestamp 'not a date' on line 2 is not a valid ISO 8601 time$"),
     # One line naming the value and its line: pandas' message ran over four lines of
@@ -251,13 +255,109 @@ def test_a_large_file_to_parse_is_foretold_from_its_ends(
      "timestamp '1262563200' on line 2"),
     ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n04/01/2010,1,1,1,1,1\n",
      "timestamp '04/01/2010' on line 3"),
-    ("timestamp,open,high,low,close,volume\n2010-01-04,x,1,1,1,1\n", "malformed"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,x,1,1,1,1\n",
+     "open 'x' on line 2 is not a number$"),
+    # Two exports concatenated: the second header, not "could not convert 'open'".
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n"
+     "timestamp,open,high,low,close,volume\n2010-01-05,1,1,1,1,1\n",
+     "open 'open' on line 3 is not a number$"),
+    # Fields past the header's (an unquoted thousands separator) or short of them (a
+    # line cut short): pandas dropped or padded them, silently (QA: prices shifted, a
+    # close of 1 from "1,204,300"; a last line cut to its close).
+    ("timestamp,open,high,low,close,volume\n2020-01-02,3250.5,3260.0,3240.0,3255.1,1,204,300\n",
+     "line 2 has 8 fields where the header has 6"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-05,129.0,130.0,128.0,1",
+     "line 3 has 5 fields where the header has 6"),
+    # Line numbers as an editor counts them, blank lines and all.
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n\n\r\n"
+     "2010-01-05,1,1,1,1,1\n2010-01-0X,1,1,1,1,1\n",
+     "timestamp '2010-01-0X' on line 6 is not a valid ISO 8601 time$"),
+    ("# exported by a terminal\ntimestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n",
+     "its header \\(line 1\\) '# exported by a terminal' has no timestamp, open"),
+    ('timestamp,open,high,low,close,volume,name\n2010-01-04,1,1,1,1,1,"Apple, Inc."\n'
+     '2010-01-05,1,1,1,1\n',
+     "line 3 has 5 fields where the header has 7"),
     ("timestamp,open,high,low,close,volume\n,1,1,1,1,1\n", "no timestamp on line 2"),
 ])
 def test_malformed_files_are_tool_errors(tmp_path: Path, text: str, match: str) -> None:
     (tmp_path / "BAD.csv").write_text(text)
     with pytest.raises(ToolError, match=match):
         DataStore(tmp_path).bars("BAD")
+
+
+def test_files_with_extra_empty_fields_quotes_or_cr_lines_read_whole(tmp_path: Path) -> None:
+    """What exports do and is still a whole file: a trailing comma on every line, a quoted
+    field holding a comma, old Mac line ends (CR alone)."""
+    (tmp_path / "TRAIL.csv").write_text("timestamp,open,high,low,close,volume\n"
+                                        "2010-01-04,1,2,1,2,10,\n2010-01-05,2,3,2,3,20,,\n")
+    (tmp_path / "QUOTED.csv").write_text('timestamp,name,open,high,low,close,volume\n'
+                                         '2010-01-04,"Apple, Inc.",1,2,1,2,"10"\n')
+    rows = "".join(f"2010-01-{d:02d},1,2,1,2,{d}\r" for d in range(1, 29))
+    (tmp_path / "MAC.csv").write_bytes(b"timestamp,open,high,low,close,volume\r"
+                                       + rows.encode() * 1)
+    store = DataStore(tmp_path)
+    assert list(store.bars("TRAIL").volume) == [10.0, 20.0]
+    assert list(store.bars("QUOTED").volume) == [10.0]
+    assert len(store.bars("MAC")) == 28
+
+
+def test_a_large_file_without_a_line_end_in_its_head_is_read_not_glanced(
+        tmp_path: Path) -> None:
+    """The progress estimate's glance at a file of a MB or more split its first 4 KiB into
+    lines and unpacked none from a file with CR-only line ends (or a header longer than
+    that): run_backtest failed "not enough values to unpack" where get_kline read it
+    (QA).  An estimate that cannot be made is none."""
+    rows = "".join(f"{day},1,2,1,2,1\r" for day in
+                   pd.date_range("1900-01-01", periods=60_000, freq="D").strftime("%Y-%m-%d"))
+    data = ("timestamp,open,high,low,close,volume\r" + rows).encode()
+    assert len(data) >= GLANCE_BYTES
+    (tmp_path / "MAC.csv").write_bytes(data)
+    store = DataStore(tmp_path)
+    [seen] = store.to_read(["MAC"])
+    assert seen.parse and seen.bars is None
+    assert len(store.bars("MAC")) == 60_000
+
+
+def test_a_file_rewritten_in_place_while_it_is_read_is_read_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data file copied over in place (same inode) while a job parsed it gave results
+    of the part read so far (QA: 198,488 of 1,000,000 bars, a different result each
+    run).  A read whose file changed meanwhile (its mtime after the read is not the one
+    before) is read again; one that keeps changing is a ToolError that says why."""
+    write_bars(tmp_path, "CHG", [1.0, 2.0, 3.0], days=["2020-01-01", "2020-01-02", "2020-01-03"])
+    real_fstat = os.fstat
+    changes = [1]  # the stat after the first read: the file written meanwhile
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        if changes and os.readlink(f"/proc/self/fd/{fd}").endswith("CHG.csv"):
+            calls.append(fd)
+            if len(calls) == 2:
+                changes.pop()
+                fields = list(st)
+                fields[8] += 1  # st_mtime
+                return os.stat_result(fields, {"st_mtime_ns": st.st_mtime_ns + 1})
+        return st
+
+    calls: list[int] = []
+    monkeypatch.setattr(csvrows.os, "fstat", fstat)
+    bars = DataStore(tmp_path).bars("CHG")
+    assert len(calls) == 2 and not changes, "the read was not looked at again"
+    assert list(bars.close) == [1.0, 2.0, 3.0]
+
+    changes[:] = [1] * 10
+    calls.clear()
+    monkeypatch.setattr(csvrows.os, "fstat", lambda fd: os.stat_result(
+        list(real_fstat(fd)), {"st_mtime_ns": time.time_ns()}))
+    with pytest.raises(ToolError, match="kept changing while it was read: replace data "
+                                        "files by rename"):
+        csvrows.read_whole(tmp_path / "CHG.csv", "CHG")
+
+
+def test_a_symlink_loop_is_an_unknown_symbol_not_a_tool_error(tmp_path: Path) -> None:
+    (tmp_path / "LOOP.csv").symlink_to(tmp_path / "LOOP.csv")
+    with pytest.raises(InvalidParams, match="unknown symbol 'LOOP'"):
+        DataStore(tmp_path).bars("LOOP")
 
 
 def test_offsets_become_utc(tmp_path: Path) -> None:
