@@ -38,6 +38,7 @@ import os
 import pickle
 import resource
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -90,7 +91,19 @@ def prepare_process(memory_mb: int) -> None:
 def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
                 output: tuple[Connection, Connection]) -> None:
     """Serve tasks from ``conn``; ``output``: the write ends of the pipes the parent reads
-    as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`)."""
+    as this worker's stdout and stderr (see :mod:`processor.stdio_pipes`).  Then exit at
+    once: returning, multiprocessing joins every non-daemon thread a job left running,
+    and one that sleeps for ever held a retiring worker, and its slot, for good (a review:
+    JOB_NUM=1, SPOOL_WORKER_MAX_JOBS=1, every later COMPUTE job pending for ever)."""
+    _work(conn, config, lifeline, output)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)
+
+
+def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
+          output: tuple[Connection, Connection]) -> None:
     prepare_process(config.memory_mb)
     allow_children()  # a tool's own Pool or ProcessPoolExecutor (see processor.mp_children)
     stdin_from_devnull()

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import ClassVar
 
@@ -525,3 +526,15 @@ class WeirdError(BaseTool):
 class FastWeirdError(WeirdError):
     name: ClassVar[str] = "t_fast_weird_error"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+
+
+class StrayThread(BaseTool):
+    """Leaves a non-daemon thread sleeping for ever, and returns (COMPUTE)."""
+
+    name: ClassVar[str] = "t_stray_thread"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        threading.Thread(target=time.sleep, args=(10**6,), name="stray").start()
+        return ToolResult.ok({"pid": os.getpid()})

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from daemonkit import Daemon, alive, drop, locations, record, wait_for, wait_record
 
@@ -774,3 +775,19 @@ def test_retiring_workers_never_lose_a_job(spool_root: Path, daemon: StartDaemon
     records = [wait_record(spool_root, f"r{i}") for i in range(20)]
     assert all(r["state"] == "done" for r in records), [r.get("error") for r in records]
     assert len({r["result"]["pid"] for r in records}) == 20, "one job per worker"
+
+
+def test_a_retiring_worker_a_job_left_a_thread_in_still_makes_way(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A worker retiring after its job (SPOOL_WORKER_MAX_JOBS, a memory cap) returned
+    from its main, and multiprocessing joined the threads the job left running: one that
+    sleeps for ever held the worker, never offered again and never replaced, and with it
+    a slot of JOB_NUM for good (a review: every later COMPUTE job pending)."""
+    daemon(SPOOL_WORKER_MAX_JOBS="1", JOB_NUM="1")
+    drop(spool_root, "stray", {"tool": "t_stray_thread"})
+    first = wait_record(spool_root, "stray")
+    drop(spool_root, "after", {"tool": "t_pid"})
+    after = wait_record(spool_root, "after", 30)
+    assert (first["state"], after["state"]) == ("done", "done"), after
+    assert after["result"]["pid"] != first["result"]["pid"]
+    assert not psutil.pid_exists(first["result"]["pid"]), "the retired worker lives on"
