@@ -85,6 +85,7 @@ class _Slot:
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
     fatal: str | None = None  # the worker said it cannot start, before reading a task
     ready: bool = False  # the worker said it loaded its tools: it may be offered a task
+    unsent: bool = False  # its task's write failed: the worker died before reading it
 
 
 class LocalPool:
@@ -225,7 +226,11 @@ class LocalPool:
         try:  # (not contextlib.suppress, 0.27 us a use: this runs for every task)
             slot.channel.sendall(frame_header(len(data)) + data)
         except OSError:
-            return  # the worker is dying: its sentinel reports it
+            # The worker died before it read the task (killed idle: the OOM killer): its
+            # sentinel tells, and the task goes to the next worker, where it was failed
+            # worker_crashed, never run (a review).
+            with self._lock:
+                slot.unsent = slot.task is task
 
     def kill(self, job_id: str, reason: str) -> bool:
         with self._lock:
@@ -353,7 +358,8 @@ class LocalPool:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
             fatal, slot.fatal = slot.fatal, None
-            if task is not None and fatal is not None and reason is None:
+            unsent, slot.unsent = slot.unsent, False
+            if task is not None and (fatal is not None or unsent) and reason is None:
                 # It never read the task: not the job's crash.  The next worker takes it.
                 # (since it first waited: each worker that fails it again adds no time)
                 self._waited.setdefault(task.job_id, time.monotonic())

@@ -304,3 +304,31 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         assert "not here" in outcome.message
         assert outcome.duration_s >= 1.5
         assert pool.busy() == 0
+
+
+def test_a_task_sent_to_a_worker_that_died_idle_goes_to_the_next_one(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """An idle worker killed (the OOM killer) before the loop saw its death: the task
+    sent to it met a closed pipe, and the sentinel's report failed the job
+    worker_crashed, with the default max_attempts for good, though no worker ever read
+    it (a review, strace holding the claim while the worker was killed).  It goes to the
+    next worker."""
+    pool, inbox = started
+    process = pool._slots[0].process
+    assert process is not None and process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(process.pid), 10, "the worker to die")
+    pool.submit(task("sent-to-the-dead", "t_pid", tmp_path))  # the loop has not looked
+    outcome = finished(inbox, pool=pool)
+    assert outcome.ok and outcome.job_id == "sent-to-the-dead", outcome
+    assert outcome.result_json is not None
+    assert str(process.pid).encode() not in outcome.result_json
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie the forkserver has yet to reap is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # gone (mid-read: ESRCH)
+        return False
