@@ -210,6 +210,7 @@ class Processor:
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):
             self._finish_lingering(all_of_them=True)  # the lease goes with this process
+            self._record_unfinished_now()
             self.executor_up = False  # stop_runs shuts it down first
             lifecycle.stop_runs(self.runs, self.executor, self.spool, self.finisher)
             return False
@@ -218,10 +219,28 @@ class Processor:
 
     def _none_running(self) -> bool:
         """Every run left waits for a worker that could not start (out of processes, its
-        tools not importable there): nothing runs that the grace period would let
-        finish, and they are requeued now, not once it is over."""
+        tools not importable there), or has ended and waits out an I/O pause for its
+        record: nothing runs that the grace period would let finish, and the stop goes
+        on now, not once it is over."""
         unstarted = self.executor.unstarted()
-        return bool(unstarted) and all(job_id in unstarted for job_id in self.runs)
+        ended = {run.claim.job_id for run, _ in self.unfinished}
+        return bool(unstarted or ended) and all(
+            job_id in unstarted or job_id in ended for job_id in self.runs)
+
+    def _record_unfinished_now(self) -> None:
+        """At the stop: the records of runs that ended while the disk refused them are
+        tried once more, pause or not; only those refused again are requeued with the
+        runs cut short.  All were requeued, as cut short, and a job that had finished
+        ran again after the restart (a review: the disk was fine again by then)."""
+        if not self.unfinished:
+            return
+        waiting, self.unfinished = self.unfinished, []
+        self.reserve.give_up()  # their leases may hold the descriptors the records need
+        for run, outcome in waiting:
+            try:
+                self.finisher.record(run, outcome)
+            except SpoolIOError:
+                self.unfinished.append((run, outcome))
 
     def _pass(self) -> None:
         """One pass: wait for work or a timer, then intake, cancels, dispatch, status."""

@@ -509,3 +509,31 @@ def test_a_folder_made_unlistable_mid_run_pauses_and_never_ends_the_processor(
     finally:
         locked.chmod(0o750)
         d.abort()
+
+
+def test_a_stop_records_a_run_that_ended_during_a_pause_not_requeues_it(
+        spool_root: Path) -> None:
+    """A run that ended while done/ refused its record waits out the pause, its outcome
+    known.  At a stop, it held the grace period as a run still going, then was requeued
+    as cut short (attempt not counted): the finished job ran again after the restart,
+    though the disk took writes again by then (a review: chattr +i done/).  Its record is
+    tried once more at the stop; and such a run holds no grace period."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to drop CAP_DAC_OVERRIDE")
+    drop(spool_root, "ended", {"tool": "sleep", "params": {"seconds": 0.2}})
+    (spool_root / "done").chmod(0o555)
+    d = Daemon(spool_root, spool_root.parent / "daemon.log", prefix=NO_DAC, JOB_NUM="1",
+               SPOOL_GRACE_S="2")
+    try:
+        d.start(wait_ready=False)
+        d.wait_started()
+        # Refused at about 0, 0.5, 1.5 and 3.5 s: the next try is 4 s away.
+        wait_for(lambda: len(_trouble(d)) >= 4, 30, "four refusals of the record")
+        (spool_root / "done").chmod(0o755)
+        assert d.stop() == 0  # its grace (2 s) over before the next try (4 s)
+    finally:
+        (spool_root / "done").chmod(0o755)
+        d.abort()
+    assert locations(spool_root) == {"ended": ["done"]}, locations(spool_root)
+    assert record(spool_root, "ended")["state"] == "done"  # type: ignore[index]
+    assert not [e for e in d.events() if e.get("event") == "requeued"]
