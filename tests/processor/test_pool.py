@@ -326,9 +326,28 @@ def test_a_task_sent_to_a_worker_that_died_idle_goes_to_the_next_one(
 
 
 def _alive(pid: int) -> bool:
-    """``pid`` runs (a zombie the forkserver has yet to reap is dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone (mid-read: ESRCH)
-        return False
+    """``pid`` is there, or not reaped yet: its state "Z" is not enough, as a process's
+    first thread is a zombie while its other threads still exit, with its descriptors
+    (the task pipe) still open."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def test_a_large_task_for_a_worker_still_loading_its_tools_does_not_hold_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task given a worker still importing its tools was written at once, blocking: one
+    larger than the pipe held the loop (and every FAST job, heartbeat and stop) until the
+    import was over (a review: 600 KB of params, an 8 s import, a FAST echo 7 s late).
+    It is sent once the worker says it loaded them."""
+    module = f"slow_import_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(
+        "import time\nfrom ptools import Pid\n"
+        "class SlowPid(Pid):\n    name = 's_pid'\n"
+        "time.sleep(2.5)\n")
+    with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
+        assert not pool._slots[0].ready
+        began = time.monotonic()
+        pool.submit(task("large", "s_pid", tmp_path, log="x" * 600_000))
+        took = time.monotonic() - began
+        outcome = finished(inbox, pool=pool)
+    assert took < 1.0, f"the submit waited {took:.1f} s for the worker's import"
+    assert outcome.ok and outcome.job_id == "large", outcome
