@@ -374,8 +374,10 @@ class LocalPool:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
             fatal, slot.fatal = slot.fatal, None
-            unsent = slot.unsent or bool(slot.held)  # never written, or not all of it
-            slot.unsent, slot.held = False, b""
+            # Written to a worker that died idle: the next worker takes it.  One held for
+            # a worker that died loading its tools is its death, reported (sent to the
+            # next, it was held again for ever while workers crashed: a review).
+            unsent, slot.unsent, slot.held = slot.unsent, False, b""
             if task is not None and (fatal is not None or unsent) and reason is None:
                 # It never read the task: not the job's crash.  The next worker takes it.
                 # (since it first waited: each worker that fails it again adds no time)

@@ -351,3 +351,23 @@ def test_a_large_task_for_a_worker_still_loading_its_tools_does_not_hold_the_loo
         outcome = finished(inbox, pool=pool)
     assert took < 1.0, f"the submit waited {took:.1f} s for the worker's import"
     assert outcome.ok and outcome.job_id == "large", outcome
+
+
+def test_a_task_held_for_a_worker_killed_while_loading_its_tools_is_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while it imports its tools (the OOM killer, a C extension's
+    segfault) with a task held for it: the task went to the next worker, held again,
+    and again, its deadline reset each time: the job stayed running for good while
+    workers were forked in a loop (the session's own review).  Its death is reported."""
+    module = f"dies_in_import_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(
+        "import multiprocessing, os, signal, time\n"
+        "from ptools import Pid\n"
+        "class DPid(Pid):\n    name = 'd_pid'\n"
+        "if multiprocessing.parent_process() is not None:\n"
+        "    time.sleep(0.3)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
+        pool.submit(task("doomed", "d_pid", tmp_path, timeout_s=5))
+        outcome = finished(inbox, pool=pool, timeout_s=30)
+    assert outcome.job_id == "doomed" and outcome.error_type is ErrorType.WORKER_CRASHED
