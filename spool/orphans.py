@@ -167,6 +167,11 @@ class Orphans:
 
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
+        if not _still_names(self.layout.job(JobState.RUNNING, job_id), claim.fd):
+            # Moved back to pending/ by the claim whose move had just taken it there (a
+            # newer drop it found locked, spool.claim._lease_newer): no orphan.  Settled,
+            # its record said "abandoned" beside the same job pending (a review).
+            return
         job: Job | None = None
         if len(claim.data) > MAX_ACTIVE_BYTES:
             invalid = f"too large (over {MAX_ACTIVE_BYTES} bytes)"
@@ -359,3 +364,12 @@ def lease(path: Path, job_id: str) -> Claim | None:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _still_names(path: Path, fd: int) -> bool:
+    """``path`` is the file open at ``fd`` (not moved away since it was leased)."""
+    try:
+        now, held = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from spool.claim import take
+import spool.claim as claim_module
+from spool.claim import Claim, take
 from spool.fsops import Mover, StrPath
 from spool.layout import Layout
 from spool.lease import OPEN_FLAGS, try_lock
-from spool.recovery import Recovery
+from spool.orphans import lease
+from spool.recovery import Recovery, RecoveryReport
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -95,3 +97,46 @@ def test_the_newer_drop_is_claimed_later_when_its_claimant_let_go(
     claim = take(mover, src, dst, "x")
     assert claim is not None and claim.data == NEWER
     claim.close()
+
+
+def test_a_newer_drop_a_recovery_scan_leased_and_the_claim_gave_back_is_no_orphan(
+        spool_dir: tuple[Layout, Mover, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newer drop the claim's move took into running/ was leased there by another
+    processor's recovery scan (unleased in running/: an orphan) before the claim locked
+    it; the claim gave it back to pending/, and the scan then failed it "abandoned",
+    beside the same job pending (the session's own review).  The scan sees it moved."""
+    layout, mover, src, dst = spool_dir
+    scanned: list[Claim | None] = []
+    real_lock = claim_module.try_lock
+
+    def try_lock(fd: int) -> bool:
+        if len(calls) == 1:  # the claim's lock of the newer file in running/
+            scanned.append(lease(dst, "x"))
+        calls.append(fd)
+        return real_lock(fd)
+
+    calls: list[int] = []
+    real_move = mover.move
+
+    def move(a: StrPath, b: StrPath, **kw: object) -> bool:
+        if not calls[1:] and os.fspath(a) == os.fspath(src) and src.read_bytes() == FIRST:
+            spare = src.parent.parent / "tmp" / "drop2"
+            spare.write_bytes(NEWER)
+            os.rename(spare, src)
+        return real_move(a, b, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mover, "move", move)
+    monkeypatch.setattr(claim_module, "try_lock", try_lock)
+    assert take(mover, src, dst, "x") is None
+    monkeypatch.undo()
+    [held] = scanned
+    assert held is not None and src.read_bytes() == NEWER and not dst.exists()
+    report = RecoveryReport()
+    try:
+        Recovery(Spool(layout, mover))._orphans._settle_orphan(held, report)
+    finally:
+        held.close()
+    assert not report.abandoned and not report.requeued
+    assert not os.listdir(os.path.dirname(layout.job_str(JobState.FAILED, "x")))
+    assert src.read_bytes() == NEWER
