@@ -43,7 +43,7 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def _names(path: Path, fd: int) -> bool:
+def names(path: Path, fd: int) -> bool:
     """``path`` names the file open at ``fd``."""
     try:
         return os.path.samestat(os.lstat(path), os.fstat(fd))
@@ -131,7 +131,7 @@ class OwnerLease:
         """One try: True when ``fd`` holds the lock of the file the path names; False to
         try again (a lock held a moment, or taken on a file removed meanwhile)."""
         if try_lock(fd):
-            return _names(self.path, fd)
+            return names(self.path, fd)
         if time.monotonic() > deadline:
             raise RuntimeError(f"owner lease {self.path.name} is held by another process")
         time.sleep(0.01)

@@ -33,7 +33,7 @@ from spool.history import retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.layout import ORIG_SUFFIX
-from spool.lease import open_nofollow, try_lock
+from spool.lease import names, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, error_text, parse_record
 from spool.quarantine import may_not_change_folder
 from spool.reader import read_regular
@@ -167,7 +167,7 @@ class Orphans:
 
     def _settle_orphan(self, claim: Claim, report: RecoveryReport) -> None:
         job_id = claim.job_id
-        if not _still_names(self.layout.job(JobState.RUNNING, job_id), claim.fd):
+        if _moved(self.layout.job(JobState.RUNNING, job_id), claim.fd):
             # Moved back to pending/ by the claim whose move had just taken it there (a
             # newer drop it found locked, spool.claim._lease_newer): no orphan.  Settled,
             # its record said "abandoned" beside the same job pending (a review).
@@ -366,10 +366,10 @@ def lease(path: Path, job_id: str) -> Claim | None:
             os.close(fd)
 
 
-def _still_names(path: Path, fd: int) -> bool:
-    """``path`` is the file open at ``fd`` (not moved away since it was leased)."""
+def _moved(path: Path, fd: int) -> bool:
+    """``path`` no longer names the file open at ``fd`` (:func:`spool.lease.names`), or
+    cannot be looked up (EIO): left for the next pass either way."""
     try:
-        now, held = os.lstat(path), os.fstat(fd)
+        return not names(path, fd)
     except OSError:
-        return False
-    return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
+        return True
