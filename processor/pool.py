@@ -376,8 +376,9 @@ class LocalPool:
             fatal, slot.fatal = slot.fatal, None
             # Written to a worker that died idle: the next worker takes it.  One held for
             # a worker that died loading its tools is its death, reported (sent to the
-            # next, it was held again for ever while workers crashed: a review).
-            unsent, slot.unsent, slot.held = slot.unsent, False, b""
+            # next, it was held again for ever while workers crashed: a review); _bury
+            # drops it.
+            unsent, slot.unsent = slot.unsent, False
             if task is not None and (fatal is not None or unsent) and reason is None:
                 # It never read the task: not the job's crash.  The next worker takes it.
                 # (since it first waited: each worker that fails it again adds no time)
