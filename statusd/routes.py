@@ -48,13 +48,13 @@ def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-async def _reply(request: web.Request, body: bytes) -> web.StreamResponse:
-    """A 200 with ``body`` (JSON): whole when it is small, else a chunk at a time under the
-    stall rule (:func:`statusd.sending.send_bytes`), so a client that reads none of it
-    does not pin it for as long as it keeps the connection."""
-    if len(body) <= INLINE_MAX_BYTES:
-        return _json(body)
-    return await sending.send_bytes(request, body)
+async def _reply(request: web.Request, *parts: bytes) -> web.StreamResponse:
+    """A 200 with the JSON ``parts`` make: whole when it is small, else a chunk at a time
+    under the stall rule (:func:`statusd.sending.send_parts`), so a client that reads
+    none of it does not pin it for as long as it keeps the connection."""
+    if sum(len(part) for part in parts) <= INLINE_MAX_BYTES:
+        return _json(b"".join(parts))
+    return await sending.send_parts(request, parts)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -92,9 +92,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     for n, row in enumerate(r.brief_row if brief else r.summary for r in rows):
         parts += (b",", row.strip()) if n else (row.strip(),)
     parts += (b'],"next_cursor":', next_cursor, b"}")
-    if sum(len(part) for part in parts) <= INLINE_MAX_BYTES:
-        return _json(b"".join(parts))
-    return await sending.send_parts(request, parts)
+    return await _reply(request, *parts)
 
 
 def _state(value: str | None) -> JobState | None:

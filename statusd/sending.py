@@ -26,7 +26,7 @@ import os
 import struct
 import termios
 import weakref
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Iterator, Sequence
 
 from aiohttp import web
 
@@ -173,13 +173,6 @@ async def stream_file(request: web.Request, services: Services, fd: int, size: i
         os.close(fd)
 
 
-async def send_bytes(request: web.Request, body: bytes) -> web.StreamResponse:
-    """A 200 with ``body`` (JSON), written a chunk at a time under the same stall rule."""
-    view = memoryview(body)
-    return await send_parts(request, [view[offset:offset + CHUNK_BYTES]
-                                      for offset in range(0, len(body), CHUNK_BYTES)])
-
-
 async def send_parts(request: web.Request, parts: Sequence[bytes | memoryview]
                      ) -> web.StreamResponse:
     """A 200 with the JSON ``parts`` make in order, written about ``CHUNK_BYTES`` at a
@@ -195,18 +188,35 @@ async def send_parts(request: web.Request, parts: Sequence[bytes | memoryview]
     try:
         chunk: list[bytes | memoryview] = []
         size = 0
-        for part in parts:
+        for part in _pieces(parts):
             chunk.append(part)
             size += len(part)
             if size >= CHUNK_BYTES:
-                if not await guard.send(response.write(b"".join(chunk))):
+                if not await guard.send(response.write(_joined(chunk))):
                     return response
                 chunk, size = [], 0
         if chunk:
-            await guard.send(response.write(b"".join(chunk)))
+            await guard.send(response.write(_joined(chunk)))
     finally:
         guard.close()
     return response
+
+
+def _pieces(parts: Sequence[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    """``parts`` in order, one over ``CHUNK_BYTES`` (a large record whole) as views of
+    ``CHUNK_BYTES`` each."""
+    for part in parts:
+        if len(part) <= CHUNK_BYTES:
+            yield part
+            continue
+        view = memoryview(part)
+        for offset in range(0, len(view), CHUNK_BYTES):
+            yield view[offset:offset + CHUNK_BYTES]
+
+
+def _joined(chunk: list[bytes | memoryview]) -> bytes | memoryview:
+    """One write of ``chunk``: a piece alone as it is (a large record's view, uncopied)."""
+    return chunk[0] if len(chunk) == 1 else b"".join(chunk)
 
 
 def abort(request: web.Request) -> None:
