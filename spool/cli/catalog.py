@@ -106,13 +106,6 @@ def shown_limits(layout: Layout, record: Record, as_json: bool) -> ToolLimits | 
                       None if timeout is None else float(timeout))
 
 
-def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
-    """:func:`spool.stats.tool_max_attempts`, imported when asked (see spool.cli)."""
-    from spool.stats import tool_max_attempts as limit_of  # noqa: PLC0415 - lazy
-
-    return limit_of(layout, tool)
-
-
 def _may_list(folder: Path) -> bool:
     """False for a folder this user may not list; True when there is none (no spool)."""
     return not folder.is_dir() or os.access(folder, os.R_OK | os.X_OK,
