@@ -28,10 +28,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from processor.quant.csvrows import Lines, csv_rows, read_whole
+from processor.quant.csvrows import COLUMNS, Lines, csv_rows, read_whole
 from spool.errors import InvalidParams, ToolError
 
-COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 FIELDS = ("open", "high", "low", "close", "volume")
 _DTYPES = {name: np.float64 for name in FIELDS} | {"timestamp": object}
 
