@@ -203,7 +203,10 @@ class LocalPool:
 
     def submit(self, task: Task) -> None:
         with self._lock:
-            slot = next((s for s in self._slots if _free(s)), None)
+            # A ready worker first: the first free one was, after a crash, its replacement,
+            # and the job waited out that worker's import while another sat ready.
+            free = [s for s in self._slots if _free(s)]
+            slot = next((s for s in free if s.ready), free[0] if free else None)
             if slot is not None:
                 slot.task = task
                 # A worker that has not loaded its tools yet reads the task once it has:

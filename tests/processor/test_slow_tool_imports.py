@@ -51,3 +51,22 @@ def test_preloaded_the_forkserver_imports_them_once(spool_root: Path,
     results = _run(spool_root, daemon, 2, SLOW_IMPORT_S="3", JOB_NUM="1",
                    SPOOL_PRELOAD_TOOLS="1")
     assert all(r["loaded_by"] != r["runs_in"] for r in results)
+
+
+def test_a_job_goes_to_a_ready_worker_not_to_one_still_importing(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A job went to the first free worker: after a crash, to the crashed worker's
+    replacement, where it waited out that worker's import (4 s here) while the other
+    worker sat idle and ready."""
+    d = daemon(SPOOL_TOOLS="ptools,slow_import_tools", SLOW_IMPORT_S="4", JOB_NUM="2")
+    for n in range(2):  # both workers, each one's first
+        drop(spool_root, f"warm-{n}", {"tool": "t_after_slow_import"})
+    warm = {wait_record(spool_root, f"warm-{n}", 60)["result"]["runs_in"] for n in range(2)}
+    assert len(warm) == 2
+    drop(spool_root, "crash", {"tool": "t_crash"})
+    assert wait_record(spool_root, "crash")["error"]["type"] == "worker_crashed"
+    drop(spool_root, "after", {"tool": "t_after_slow_import"})
+    after = wait_record(spool_root, "after", 60)
+    assert after["state"] == "done", after
+    assert after["result"]["runs_in"] in warm  # the ready one, not the replacement
+    assert d.stop() == 0
