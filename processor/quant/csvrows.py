@@ -14,8 +14,9 @@ skips blank lines, so a row's index plus two was not its line.  Guarantees:
   than the header, or more (unless the extra ones are empty: a trailing comma on every
   line is a common export), and a header that lacks a column; else gives each data
   row's line number (1-based, as an editor counts), blank lines skipped as pandas
-  skips them.  Files with quotes are counted by the csv module (a quoted field may hold
-  a comma); the rest with numpy, a few ms for a million rows.
+  skips them.  Fields are counted with numpy, a few ms for a million rows, and a quoted
+  field may hold a comma or a line end; a file with a quote that neither opens, closes
+  nor doubles within a field (``5"``, `` "a"``) is counted by the csv module.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 Lines = npt.NDArray[np.int64]
 """The line number of each data row, in order."""
 READS = 3
-_COMMA, _CR, _LF = ord(","), ord("\r"), ord("\n")
+_COMMA, _CR, _LF, _QUOTE = ord(","), ord("\r"), ord("\n"), ord('"')
+_BESIDE = np.isin(np.arange(256), [_COMMA, _CR, _LF, _QUOTE])
+"""By byte: whether a quote that opens a field may follow it, and one that closes it
+precede it."""
+_BOM = "\ufeff".encode()
 
 
 def read_whole(path: Path, symbol: str) -> bytes:
@@ -56,10 +61,10 @@ def read_whole(path: Path, symbol: str) -> bytes:
 def csv_rows(symbol: str, data: bytes) -> Lines:
     """Each data row's line number, once every row has the header's fields (see the
     module's guarantees)."""
-    if b'"' in data:
-        header, counts, lines, extra_empty = _counted_by_csv(data)
-    else:
-        header, counts, lines, extra_empty = _counted(data)
+    counted = _counted(data)
+    if counted is None:  # a quote inside a field, or one left open
+        counted = _counted_by_csv(data)
+    header, counts, lines, extra_empty = counted
     if header is None:
         return np.empty(0, np.int64)  # an empty file: pandas says so
     _check_header(symbol, header)
@@ -84,31 +89,72 @@ def _check_header(symbol: str, header: list[str]) -> None:
                         f"name {','.join(COLUMNS)}, in lower case, in any order)")
 
 
-def _counted(data: bytes) -> tuple[list[str] | None, Lines, Lines, npt.NDArray[np.bool_]]:
+def _counted(data: bytes) -> tuple[list[str] | None, Lines, Lines,
+                                  npt.NDArray[np.bool_]] | None:
     """The header's names, and each data row's field count, line number and whether its
-    fields past the header's are all empty, counting commas (no quotes in the file)."""
+    fields past the header's are all empty, counting commas with numpy.  A comma or line
+    end inside quotes is no separator; None when a quote is other than one opening a
+    field, closing it or doubled within it (the csv module counts those files)."""
     buf = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(buf == (_LF if b"\n" in data else _CR))  # CR alone: old Macs
+    end = _LF if b"\n" in data else _CR  # CR alone: old Macs
+    ends = np.flatnonzero(buf == end)
+    commas = np.flatnonzero(buf == _COMMA)
+    lines_at = None
+    if b'"' in data:
+        quotes = _quotes(buf)
+        if quotes is None:
+            return None
+        # A row's line, as the csv module counts (that of its last line): the line ends
+        # before its own, quoted ones too.
+        lines_at = ends
+        ends, commas = _outside(quotes, ends), _outside(quotes, commas)
     if not buf.size or not ends.size or ends[-1] != buf.size - 1:
         ends = np.append(ends, buf.size)  # a last line without its line end
     starts = np.concatenate(([0], ends[:-1] + 1))
     stops = ends - ((ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR))
     # Each line's commas: those before its end less those before the line before it
     # ended (a line end is no comma).
-    counts = np.diff(np.searchsorted(np.flatnonzero(buf == _COMMA), ends), prepend=0) + 1
+    counts = np.diff(np.searchsorted(commas, ends), prepend=0) + 1
     numbers = np.flatnonzero(stops > starts)  # pandas skips blank lines
     if not numbers.size:
         return None, *_none()
+    row_lines = (numbers if lines_at is None else np.searchsorted(lines_at, ends[numbers])) + 1
     starts, stops, counts = starts[numbers], stops[numbers], counts[numbers]
-    header = data[starts[0]:stops[0]].decode("utf-8-sig", "replace").split(",")
-    counts, starts, stops, numbers = counts[1:], starts[1:], stops[1:], numbers[1:]
+    header = next(csv.reader([data[starts[0]:stops[0]].decode("utf-8-sig", "replace")]))
+    counts, starts, stops, row_lines = counts[1:], starts[1:], stops[1:], row_lines[1:]
     extra = counts - len(header)
     empty = np.zeros(len(counts), bool)
     one = extra == 1  # a trailing comma on each line: looked at all at once
     empty[one] = buf[stops[one] - 1] == _COMMA
-    for row in np.flatnonzero(extra > 1):
-        empty[row] = data[starts[row]:stops[row]].endswith(b"," * int(extra[row]))
-    return header, counts, numbers + 1, empty
+    # Else each on its own (rows with fields past the header's are few: a bad file's).
+    for row in np.flatnonzero((extra > 1) | (one & ~empty & (buf[stops - 1] == _QUOTE))):
+        fields = next(csv.reader([data[starts[row]:stops[row]].decode("utf-8", "replace")]))
+        empty[row] = not any(fields[len(header):])
+    return header, counts, row_lines, empty
+
+
+def _quotes(buf: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp] | None:
+    """Where the quotes are, every other one opening a field and the next closing it;
+    None unless every quote opens a field (after a comma, a line end or the file's
+    start), closes one (before a comma, a line end or the end) or is doubled in one, and
+    the last is closed: the files the count of quotes before a byte tells in or out of a
+    field.  (Two quotes in a row pass both tests: ``""`` in a field, or an empty one.)"""
+    at = np.flatnonzero(buf == _QUOTE)
+    if at.size % 2:
+        return None  # a quote left open
+    first, last = at[0::2], at[1::2]
+    start = len(_BOM) if buf[:len(_BOM)].tobytes() == _BOM else 0
+    if not (_BESIDE[buf[first - 1]] | (first == start)).all():
+        return None
+    if not (_BESIDE[buf[np.minimum(last + 1, buf.size - 1)]] | (last == buf.size - 1)).all():
+        return None
+    return at
+
+
+def _outside(at: npt.NDArray[np.intp], where: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Those of ``where`` outside quotes: after an even number of them."""
+    even: npt.NDArray[np.bool_] = (np.searchsorted(at, where) & 1) == 0
+    return where[even]
 
 
 def _counted_by_csv(data: bytes) -> tuple[list[str] | None, Lines, Lines,
