@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,9 @@ _COMMA, _CR, _LF, _QUOTE = ord(","), ord("\r"), ord("\n"), ord('"')
 _BESIDE = np.isin(np.arange(256), [_COMMA, _CR, _LF, _QUOTE])
 """By byte: whether a quote that opens a field may follow it, and one that closes it
 precede it."""
+_BLANK = b" \t\r\n"
+"""What a line pandas skips holds, if anything."""
+_BLANK_TEXT = _BLANK.decode()
 _BOM = "\ufeff".encode()
 
 
@@ -115,7 +119,11 @@ def _counted(data: bytes) -> tuple[list[str] | None, Lines, Lines,
     # Each line's commas: those before its end less those before the line before it
     # ended (a line end is no comma).
     counts = np.diff(np.searchsorted(commas, ends), prepend=0) + 1
-    numbers = np.flatnonzero(stops > starts)  # pandas skips blank lines
+    numbers = np.flatnonzero(stops > starts)  # pandas skips blank lines,
+    alone = numbers[counts[numbers] == 1]  # and those of spaces and tabs only
+    if alone.size:
+        numbers = np.setdiff1d(numbers, [n for n in alone.tolist()
+                                         if not data[starts[n]:stops[n]].strip(_BLANK)])
     if not numbers.size:
         return None, *_none()
     row_lines = (numbers if lines_at is None else np.searchsorted(lines_at, ends[numbers])) + 1
@@ -160,14 +168,20 @@ def _outside(at: npt.NDArray[np.intp], where: npt.NDArray[np.intp]) -> npt.NDArr
 def _counted_by_csv(data: bytes) -> tuple[list[str] | None, Lines, Lines,
                                           npt.NDArray[np.bool_]]:
     """As :func:`_counted`, by the csv module: a quoted field may hold a comma."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline=""))
+    last = [""]
+
+    def physical() -> Iterator[str]:  # each line as read, the last kept
+        for last[0] in io.StringIO(data.decode("utf-8-sig", "replace"), newline=""):
+            yield last[0]
+
+    reader = csv.reader(physical())
     header: list[str] | None = None
     counts: list[int] = []
     lines: list[int] = []
     empty: list[bool] = []
     for fields in reader:
-        if not fields:
-            continue  # a blank line
+        if not fields or (len(fields) == 1 and not last[0].strip(_BLANK_TEXT)):
+            continue  # a blank line, or one of spaces and tabs only
         if header is None:
             header = fields
             continue

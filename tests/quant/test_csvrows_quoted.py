@@ -68,7 +68,7 @@ def test_an_exports_quoted_fields_are_counted_as_the_csv_module_counts_them(
 
 
 HEAD = b"timestamp,open,high,low,close,volume\n"
-PIECES = [b"1", b",", b'"', b'""', b" ", b"\n", b"\r\n"]
+PIECES = [b"1", b",", b'"', b'""', b" ", b"\t", b"\n", b"\r\n"]
 
 
 @settings(max_examples=500, deadline=None)
@@ -103,3 +103,13 @@ def test_quotes_inside_a_field_or_left_open_go_to_the_csv_module() -> None:
     assert csvrows.csv_rows("X", head + b'2024-01-02,1",2,0.5,1.5,10\n').tolist() == [2]
     with pytest.raises(ToolError, match="line 2 has 2 fields"):  # the rest is one field
         csvrows.csv_rows("X", head + b'2024-01-02,"1,2,0.5,1.5,10\n')
+
+
+def test_lines_of_spaces_and_tabs_are_skipped_as_pandas_skips_them() -> None:
+    """pandas skips them as blank lines; the check refused each as a row of one field
+    (the forty-seventh session's own review)."""
+    data = (b"timestamp,open,high,low,close,volume\n  \n"
+            b"2024-01-02,1,2,0.5,1.5,10\n \t \r\n2024-01-03,1,2,0.5,1.5,x\n   ")
+    for counted in (csvrows._counted(data), csvrows._counted_by_csv(data)):
+        assert counted is not None and _plain(counted)[1:3] == ([6, 6], [3, 5])
+    assert csvrows.csv_rows("X", data).tolist() == [3, 5]
