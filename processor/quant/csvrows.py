@@ -12,7 +12,8 @@ skips blank lines, so a row's index plus two was not its line.  Guarantees:
   gave results of a part of it.
 * :func:`csv_rows` raises ToolError naming the line of the first row with fewer fields
   than the header, or more (unless the extra ones are empty: a trailing comma on every
-  line is a common export), and a header that lacks a column; else gives each data
+  line is a common export; the header's own trailing commas ask for no fields), and a
+  header that lacks a column; else gives each data
   row's line number (1-based, as an editor counts), blank lines skipped as pandas
   skips them.  Fields are counted with numpy, a few ms for a million rows, and a quoted
   field may hold a comma or a line end; a file with a quote that neither opens, closes
@@ -72,12 +73,15 @@ def csv_rows(symbol: str, data: bytes) -> Lines:
     if header is None:
         return np.empty(0, np.int64)  # an empty file: pandas says so
     _check_header(symbol, header)
-    wanted = len(header)
-    short = np.flatnonzero(counts < wanted)
-    long = np.flatnonzero((counts > wanted) & ~extra_empty)
+    named = len(header)
+    while not header[named - 1]:  # a header's trailing commas (its columns named none)
+        named -= 1                # ask for no fields of rows that end before them
+    short = np.flatnonzero(counts < named)
+    long = np.flatnonzero((counts > len(header)) & ~extra_empty)
     bad = [int(rows[0]) for rows in (short, long) if rows.size]
     if bad:
         row = min(bad)
+        wanted = named if counts[row] < named else len(header)
         raise ToolError(f"data file for symbol {symbol!r}: line {int(lines[row])} has "
                         f"{int(counts[row])} fields where the header has {wanted} (an "
                         "unquoted comma in a number, or a line cut short)")

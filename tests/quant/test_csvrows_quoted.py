@@ -113,3 +113,13 @@ def test_lines_of_spaces_and_tabs_are_skipped_as_pandas_skips_them() -> None:
     for counted in (csvrows._counted(data), csvrows._counted_by_csv(data)):
         assert counted is not None and _plain(counted)[1:3] == ([6, 6], [3, 5])
     assert csvrows.csv_rows("X", data).tolist() == [3, 5]
+
+
+def test_a_headers_trailing_comma_asks_rows_for_no_field_of_their_own() -> None:
+    """pandas reads it (an unnamed column, empty); the check refused every row as short."""
+    data = b"timestamp,open,high,low,close,volume,\n2024-01-02,1,2,0.5,1.5,10\n"
+    assert csvrows.csv_rows("X", data).tolist() == [2]
+    with pytest.raises(ToolError, match="line 3 has 5 fields where the header has 6"):
+        csvrows.csv_rows("X", data + b"2024-01-03,1,2,0.5,1.5\n")
+    with pytest.raises(ToolError, match="line 3 has 9 fields where the header has 7"):
+        csvrows.csv_rows("X", data + b"2024-01-03,1,2,0.5,1.5,10,3,4,5\n")
