@@ -104,8 +104,7 @@ def _counted(data: bytes) -> tuple[list[str] | None, Lines, Lines,
     end inside quotes is no separator; None when a quote is other than one opening a
     field, closing it or doubled within it (the csv module counts those files)."""
     buf = np.frombuffer(data, np.uint8)
-    end = _LF if b"\n" in data else _CR  # CR alone: old Macs
-    ends = np.flatnonzero(buf == end)
+    ends = _line_ends(buf, data)
     commas = np.flatnonzero(buf == _COMMA)
     lines_at = None
     if b'"' in data:
@@ -140,9 +139,25 @@ def _counted(data: bytes) -> tuple[list[str] | None, Lines, Lines,
     empty[one] = buf[stops[one] - 1] == _COMMA
     # Else each on its own (rows with fields past the header's are few: a bad file's).
     for row in np.flatnonzero((extra > 1) | (one & ~empty & (buf[stops - 1] == _QUOTE))):
-        fields = next(csv.reader([data[starts[row]:stops[row]].decode("utf-8", "replace")]))
+        line = data[starts[row]:stops[row]]
+        if b'"' not in line:
+            empty[row] = line.endswith(b"," * int(extra[row]))
+            continue
+        fields = next(csv.reader([line.decode("utf-8", "replace")]))
         empty[row] = not any(fields[len(header):])
     return header, counts, row_lines, empty
+
+
+def _line_ends(buf: npt.NDArray[np.uint8], data: bytes) -> npt.NDArray[np.intp]:
+    """Where lines end, as pandas ends them: at each LF, and at each CR not before one
+    (a CRLF ends at its LF).  A CR alone in a file of LF lines ends a line all the same:
+    pandas split the row there, into two padded with NaN, where this counted one."""
+    lf = np.flatnonzero(buf == _LF)
+    if b"\r" not in data:
+        return lf
+    cr = np.flatnonzero(buf == _CR)
+    alone = cr[buf[np.minimum(cr + 1, buf.size - 1)] != _LF]  # (the last byte: itself)
+    return np.union1d(lf, alone) if alone.size else lf
 
 
 def _quotes(buf: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp] | None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processor.quant import bars as bars_module
 from processor.quant import csvrows
 from spool.errors import ToolError
 
@@ -68,7 +70,7 @@ def test_an_exports_quoted_fields_are_counted_as_the_csv_module_counts_them(
 
 
 HEAD = b"timestamp,open,high,low,close,volume\n"
-PIECES = [b"1", b",", b'"', b'""', b" ", b"\t", b"\n", b"\r\n"]
+PIECES = [b"1", b",", b'"', b'""', b" ", b"\t", b"\n", b"\r\n", b"\r"]
 
 
 @settings(max_examples=500, deadline=None)
@@ -123,3 +125,18 @@ def test_a_headers_trailing_comma_asks_rows_for_no_field_of_their_own() -> None:
         csvrows.csv_rows("X", data + b"2024-01-03,1,2,0.5,1.5\n")
     with pytest.raises(ToolError, match="line 3 has 9 fields where the header has 7"):
         csvrows.csv_rows("X", data + b"2024-01-03,1,2,0.5,1.5,10,3,4,5\n")
+
+
+def test_a_cr_alone_ends_a_line_as_pandas_ends_it(tmp_path: Path) -> None:
+    """In a file of LF lines, a CR alone (files joined from two systems, a hand edit)
+    ended no line for the check but one for pandas: two rows refused as one of eleven
+    fields, and a row split in two named the wrong line ("no timestamp on line 4")."""
+    head = b"timestamp,open,high,low,close,volume\n2024-01-02,1,2,0.5,1.5,10\n"
+    joined = tmp_path / "JOINED.csv"
+    joined.write_bytes(head + b"2024-01-03,1,2,0.5,1.5,11\r2024-01-04,1,2,0.5,1.5,12\n"
+                       b"2024-01-05,1,2,0.5,1.5,13\r\n")
+    assert bars_module.parse_csv(joined, "JOINED").volume.tolist() == [10, 11, 12, 13]
+    split = tmp_path / "SPLIT.csv"
+    split.write_bytes(head + b"2024-01-03,1,2\r,0.5,1.5,10\n2024-01-04,1,2,0.5,1.5,12\n")
+    with pytest.raises(ToolError, match="line 3 has 3 fields where the header has 6"):
+        bars_module.parse_csv(split, "SPLIT")
