@@ -70,6 +70,11 @@ READY_WAIT_S = 600.0
 """How long a new worker may take to load its tools (import the tool modules) before its
 first task's time limit starts anyway."""
 
+RETIRE_WAIT_S = 5.0
+"""How long a retiring worker may take to exit after its last result before it is
+killed: one that hung on its way out (a tool's replacement of ``sys.stdout`` that blocks
+in its flush) held its slot, one worker of JOB_NUM, for good."""
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -87,6 +92,7 @@ class _Slot:
     ready: bool = False  # the worker said it loaded its tools: it may be offered a task
     unsent: bool = False  # its task's write failed: the worker died before reading it
     held: bytes = b""  # its task, framed, kept until the worker has loaded its tools
+    retiring: tuple[BaseProcess, float] | None = None  # a worker to be gone by then
 
 
 class LocalPool:
@@ -311,6 +317,9 @@ class LocalPool:
                 # Retiring (SPOOL_WORKER_MAX_JOBS, or out of memory): never offered again,
                 # replaced on exit.
                 self._close_channel(slot)
+                if slot.process is not None:
+                    with self._lock:
+                        slot.retiring = slot.process, time.monotonic() + RETIRE_WAIT_S
             with self._lock:
                 if slot.task is None or slot.task.job_id != outcome.job_id:
                     return
@@ -453,6 +462,9 @@ class LocalPool:
         now = time.monotonic()
         with self._lock:
             for slot in self._slots:
+                if slot.retiring is not None and now >= slot.retiring[1]:
+                    self._retire_now(slot.retiring[0])
+                    slot.retiring = None
                 if slot.task is None or slot.kill_reason or now < slot.deadline:
                     continue
                 assert slot.process is not None  # buried only once its task is cleared
@@ -463,6 +475,16 @@ class LocalPool:
                     continue
                 slot.kill_reason = ErrorType.TIMEOUT.value
                 self._kill(slot)
+
+    @staticmethod
+    def _retire_now(process: BaseProcess) -> None:
+        """Kill a retiring worker that has not exited in time: its sentinel then tells
+        the loop, which starts another.  Alive, its pid is still its own."""
+        if process.pid is None or _readable_now(process.sentinel):
+            return
+        log.warning("a retiring worker (pid %d) has not exited %g s after its last job: "
+                    "killing it", process.pid, RETIRE_WAIT_S)
+        kill_tree(process.pid)
 
     # -- processes --------------------------------------------------------------------
 

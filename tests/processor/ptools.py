@@ -538,3 +538,25 @@ class StrayThread(BaseTool):
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         threading.Thread(target=time.sleep, args=(10**6,), name="stray").start()
         return ToolResult.ok({"pid": os.getpid()})
+
+
+class _HangingStdout:
+    """A stand-in for sys.stdout whose flush never returns (a lock a tool's thread holds)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        time.sleep(3600)
+
+
+class HangAtExit(BaseTool):
+    """Leaves its worker a sys.stdout that hangs the worker's last flush on its way out."""
+
+    name: ClassVar[str] = "t_hang_at_exit"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        sys.stdout = _HangingStdout()  # type: ignore[assignment]
+        return ToolResult.ok(os.getpid())

@@ -791,3 +791,18 @@ def test_a_retiring_worker_a_job_left_a_thread_in_still_makes_way(
     assert (first["state"], after["state"]) == ("done", "done"), after
     assert after["result"]["pid"] != first["result"]["pid"]
     assert not psutil.pid_exists(first["result"]["pid"]), "the retired worker lives on"
+
+
+def test_a_retiring_worker_hung_on_its_way_out_is_killed_and_replaced(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A retiring worker that hung after its last result (here its last flush, of a
+    sys.stdout a tool left behind) had no backstop: its slot, the only one, waited for it
+    for good, every later COMPUTE job pending."""
+    d = daemon(SPOOL_WORKER_MAX_JOBS="1", JOB_NUM="1")
+    drop(spool_root, "hang", {"tool": "t_hang_at_exit"})
+    hung = wait_record(spool_root, "hang")
+    drop(spool_root, "after", {"tool": "t_pid"})
+    after = wait_record(spool_root, "after", 30)
+    assert (hung["state"], after["state"]) == ("done", "done"), after
+    assert not psutil.pid_exists(hung["result"]), "the hung worker lives on"
+    assert "has not exited 5 s after its last job" in d.logs()
