@@ -48,6 +48,7 @@ from processor.executor import ComputeExecutor
 from processor.finish import Finisher
 from processor.inbox import InboxSink
 from processor.run import Run
+from spool.client import require_spool
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import REFUSED, is_there
 from spool.lease import OwnerLease
@@ -78,7 +79,7 @@ def take_hold(processor: Processor) -> None:
     # at stop (see processor.proctree).
     proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)
     try:
-        processor.layout.require()
+        require_spool(processor.layout)  # EACCES on the root: one line, exit 2
         processor.spool.mover.require_one_mount()
         processor.lease = take_lease(processor.spool, processor.owner)
     except BaseException:

@@ -218,7 +218,10 @@ class Settings(BaseSettings):
     # and, under the cap on its address space (MB, 0 none), after a job that ran out of
     # memory or left it less than half the headroom it had when ready (processor.worker).
     worker_max_jobs: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MAX_JOBS")
-    worker_memory_mb: int = Field(default=0, ge=0, validation_alias="SPOOL_WORKER_MEMORY_MB")
+    # At most what RLIMIT_AS takes in bytes (a signed 64-bit rlim_t): past it each worker
+    # died at start in setrlimit, forked again at once, and every COMPUTE job failed.
+    worker_memory_mb: int = Field(default=0, ge=0, le=(2**63 - 1) >> 20,
+                                  validation_alias="SPOOL_WORKER_MEMORY_MB")
     fast_threads: int = Field(default=8, ge=1, le=256, validation_alias="SPOOL_FAST_THREADS")
     log_level: LogLevel = Field(default="INFO", validation_alias="SPOOL_LOG_LEVEL")
     statusd_host: str = Field(default=DEFAULT_STATUSD_HOST, validation_alias="STATUSD_HOST")

@@ -71,3 +71,15 @@ def test_start_up_with_the_lock_daemon_down_is_exit_75_and_one_line(tmp_path: Pa
     proc = _start_under_strace(tmp_path, "-e", "trace=flock", "-e", "inject=flock:error=ENOLCK")
     _exit_75_and_one_line(proc, "No locks available")
     assert os.listdir(tmp_path / "spool" / "owners") == []
+
+
+def test_a_spool_this_user_may_not_enter_is_exit_2_and_one_line(tmp_path: Path) -> None:
+    """A spool root the spool user may not enter (EACCES: a parent at 0750 of another
+    owner) ended the start with a traceback and exit 1, which the unit restarts every
+    2 s for good (QA); as ``spoolq`` does, it says so in one line and exits 2, a
+    configuration error.  strace fails every stat of the root."""
+    proc = _start_under_strace(tmp_path, "-P", str(tmp_path / "spool"),
+                               "-e", "trace=newfstatat", "-e", "inject=newfstatat:error=EACCES")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "this user may not enter it" in last and proc.returncode == 2, proc.stderr

@@ -19,6 +19,9 @@ from spool.settings import load_settings
     ("STATUSD_HOST", "[::1]", "STATUSD_HOST"),
     # No worker can start under it: the job waited in running/ for its timeout.
     ("SPOOL_WORKER_MEMORY_MB", "10", "SPOOL_WORKER_MEMORY_MB: .*at least 384, or 0"),
+    # Past what RLIMIT_AS takes: each worker died in setrlimit at start, forked again at
+    # once, and every COMPUTE job failed worker_crashed (QA).
+    ("SPOOL_WORKER_MEMORY_MB", str(1 << 43), "SPOOL_WORKER_MEMORY_MB"),
 ])
 def test_a_bad_value_is_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
                                          value: str, says: str) -> None:
@@ -29,7 +32,7 @@ def test_a_bad_value_is_one_config_error(monkeypatch: pytest.MonkeyPatch, variab
 
 def test_a_worker_memory_cap_of_0_or_room_for_a_worker_is_taken(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    for value in ("0", "384", "700"):
+    for value in ("0", "384", "700", str((1 << 43) - 1)):
         monkeypatch.setenv("SPOOL_WORKER_MEMORY_MB", value)
         assert load_settings().worker_memory_mb == int(value)
 
