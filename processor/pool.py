@@ -386,6 +386,10 @@ class LocalPool:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
             fatal, slot.fatal = slot.fatal, None
+            # Died loading its tools, unasked and unsaid (a segfault or os._exit in a
+            # module's import, an overflow in its setrlimit): started again after a pause,
+            # as one that says it cannot start, not at once (hundreds a second, for good).
+            unready = fatal is None and reason is None and not slot.ready
             # Written to a worker that died idle: the next worker takes it.  One held for
             # a worker that died loading its tools is its death, reported (sent to the
             # next, it was held again for ever while workers crashed: a review); _bury
@@ -407,7 +411,11 @@ class LocalPool:
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
         if self._stopping:
             return
-        if fatal is not None:
+        if unready:
+            self._cannot_start(slot, f"a worker exited with status {process.exitcode} "
+                                     "before it loaded its tools")
+            slot.fatal = None
+        if fatal is not None or unready:
             # Started again after a pause, not at once: one that cannot start its threads
             # (or its tools) would otherwise be forked again and again, as fast as it dies.
             self._respawn_at = time.monotonic() + _RESPAWN_RETRY_S

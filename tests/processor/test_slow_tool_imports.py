@@ -9,6 +9,7 @@ default, since what a module makes at import is then every worker's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,4 +70,19 @@ def test_a_job_goes_to_a_ready_worker_not_to_one_still_importing(
     after = wait_record(spool_root, "after", 60)
     assert after["state"] == "done", after
     assert after["result"]["runs_in"] in warm  # the ready one, not the replacement
+    assert d.stop() == 0
+
+
+def test_workers_dying_as_they_load_their_tools_are_started_again_after_a_pause(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A worker that died loading its tools without a word (a module's import ending the
+    process; a memory cap past what setrlimit takes) was forked again at once: hundreds
+    a second, a traceback each (QA: 719 in 12 s).  Now once a second, said once."""
+    starts = tmp_path / "starts"
+    d = daemon(SPOOL_TOOLS="dying_import_tools", DYING_IMPORT_LOG=str(starts), JOB_NUM="2")
+    time.sleep(4.0)
+    assert d.running()
+    count = len(starts.read_text().splitlines())
+    assert 2 <= count <= 12, count  # two at start, then about two a second
+    assert d.logs().count("before it loaded its tools") == 1, d.logs()
     assert d.stop() == 0
