@@ -57,6 +57,7 @@ class Child:
     output: StdioPipes  # the read ends of its fds 1 and 2
     jobs: int = 0
     retiring: bool = False  # said so with its last result (max jobs, out of memory)
+    ready: bool = False  # it said it loaded its tools (its "ready" was read)
 
     def alive(self) -> bool:
         return self.process.is_alive() and not self.conn.closed

@@ -27,6 +27,14 @@ from spool.text import seconds_text
 
 POLL_S = 0.1
 PROGRESS_EVERY_S = 0.1
+READY_WAIT_S = 600.0
+"""How long a new child may take to load its tools (SPOOL_TOOLS) before the job's time
+limit starts anyway: its import is not the job's time (as in the local pool, where a
+module slow to import failed every job ``timeout``, each kill taking the import along)."""
+LOADING_BEAT_S = 2.0
+"""How often the job is said started again while its child loads its tools: the
+processor's backstop (the timeout and :data:`~processor.dask_events.BACKSTOP_S` from the
+last word) then waits for the import too."""
 _LIVE_WORKER_STATES = frozenset({"running", "paused", "closing_gracefully"})
 _LIVE_TASK_STATES = frozenset({"executing", "long-running", "resumed"})
 
@@ -43,7 +51,9 @@ class _Supervisor:
                  ) -> None:
         self.worker, self.topic, self.task, self.run_ = worker, topic, task, run
         self.child = child
-        self.deadline = time.monotonic() + task.timeout_s
+        # The time limit starts once the child loaded its tools (see READY_WAIT_S).
+        self.deadline = time.monotonic() + (task.timeout_s if child.ready else READY_WAIT_S)
+        self.beat_at = time.monotonic() + LOADING_BEAT_S
         self.last_progress = 0.0
         self.held: tuple[float, str] | None = None  # a report that came too soon
 
@@ -82,8 +92,12 @@ class _Supervisor:
     def _check(self) -> float:
         """Kill the child when its time is up or Dask gave it up; how long to wait next."""
         run = self.run_
+        now = time.monotonic()
+        if not self.child.ready and run.reason is None and now >= self.beat_at:
+            self.beat_at = now + LOADING_BEAT_S
+            self._started()
         if run.reason is None:
-            if time.monotonic() >= self.deadline:
+            if now >= self.deadline:
                 run.reason = ErrorType.TIMEOUT.value
             elif not still_wanted(self.worker, run.key):
                 run.reason = LOST
@@ -93,11 +107,21 @@ class _Supervisor:
             return POLL_S
         return max(0.0, min(POLL_S, self.deadline - time.monotonic()))
 
+    def _started(self) -> None:
+        emit(self.worker, self.topic, {"event": "started", "key": self.run_.key,
+                                        "job_id": self.task.job_id,
+                                        "worker": self.worker.address})
+
     def _read(self) -> Outcome | None:
         run = self.run_
         for message in _drain(self.child):
             kind = message[0]
-            if kind == "done":
+            if kind == "ready":
+                if not self.child.ready:
+                    self.child.ready = True
+                    self.deadline = time.monotonic() + self.task.timeout_s
+                    self._started()  # the processor's backstop counts from now too
+            elif kind == "done":
                 self.child.retiring = len(message) > 2 and bool(message[2])
                 if run.reason is None:
                     return Outcome(*message[1])

@@ -616,3 +616,20 @@ def test_a_cancel_no_frozen_worker_confirms_is_recorded_once_the_job_is_surely_o
         assert locations(spool_root)["frozen"] == ["failed"]
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_a_tool_module_slow_to_import_on_dask_does_not_time_its_jobs_out(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any) -> None:
+    """On Dask the job's time started as its task reached the job process, which then
+    imported the tools: a module slower to import than the tool's limit failed every
+    COMPUTE job ``timeout``, each kill taking the import along (QA; the local pool's
+    was fixed before).  Its time starts once they are loaded, and the job is said
+    started again meanwhile, so the processor's backstop (the limit and 10 s) waits too.
+    """
+    d = daemon(tools="dask_tools,slow_import_dask", **_dask_env(dask_cluster.scheduler_address))
+    drop(spool_root, "slow", {"tool": "d_after_slow_import"})
+    got = wait_record(spool_root, "slow", 60)
+    assert got["state"] == "done", got.get("error")
+    assert got["duration_s"] > 10.0  # the import, not the job's time, went by
+    assert d.stop() == 0
+
