@@ -76,8 +76,14 @@ def _exit_noise(record: logging.LogRecord) -> bool:
 
 
 def _probe(info: dict[str, Any]) -> Probe:
-    return Probe(str(info.get("id")), int(info.get("total_threads", 0)),
-                 frozenset(info.get("workers") or ()))
+    """The scheduler's identity as room: the threads of its running workers.  A paused
+    worker (past its memory's pause threshold) or one closing starts no task: counted,
+    its threads took jobs that waited inside Dask, untimed and shown running (QA).  Each
+    worker's address is kept all the same: a job running on a paused one is not gone."""
+    workers = info.get("workers") or {}
+    threads = sum(int(worker.get("nthreads", 0)) for worker in workers.values()
+                  if worker.get("status", "running") == "running")
+    return Probe(str(info.get("id")), threads, frozenset(workers))
 
 
 class SchedulerLink:

@@ -633,3 +633,38 @@ def test_a_tool_module_slow_to_import_on_dask_does_not_time_its_jobs_out(
     assert got["duration_s"] > 10.0  # the import, not the job's time, went by
     assert d.stop() == 0
 
+
+def _set_status(name: str, dask_worker: Any) -> None:
+    """Run on a Dask worker: pause it as its memory monitor does (which is held off
+    meanwhile: it resumes a worker below its threshold), or resume it."""
+    from distributed.core import Status  # noqa: PLC0415 - the extra, on a worker
+
+    manager = dask_worker.memory_manager
+    if name == "paused":
+        manager.qa_pause_fraction = manager.memory_pause_fraction
+        manager.memory_pause_fraction = False
+    else:
+        manager.memory_pause_fraction = manager.qa_pause_fraction
+    dask_worker.status = Status[name]
+
+
+def test_paused_dask_workers_are_no_room_and_jobs_wait_in_pending(
+        spool_root: Path, daemon: StartDaemon, dask_client: Any, tmp_path: Path) -> None:
+    """A paused worker (past its memory's pause threshold) counted as room: a job was
+    claimed for it and waited inside Dask, untimed, shown running, and a cancel recorded
+    it "cancelled while running" (QA).  Paused workers are no room: jobs wait in
+    pending/ until one runs again."""
+    ran = tmp_path / "ran"
+    d = daemon(**_dask_env(dask_client.scheduler.address))
+    wait_for(lambda: (d.status() or {}).get("compute_room") == 2, 30, "room for two")
+    dask_client.run(_set_status, "paused")
+    try:
+        wait_for(lambda: d.status().get("compute_room") == 0, 30, "no room while paused")
+        drop(spool_root, "waits", {"tool": "d_append", "params": {"path": str(ran)}})
+        time.sleep(1.5)
+        assert locations(spool_root) == {"waits": ["pending"]}
+    finally:
+        dask_client.run(_set_status, "running")
+    assert wait_record(spool_root, "waits", 30)["state"] == "done"
+    assert _lines(ran) == ["waits"]
+    assert d.stop() == 0
