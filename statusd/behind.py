@@ -7,8 +7,9 @@ its run ends had every other run missing from ``spoolq_transitions_total``, the
 failures and the durations.  :class:`RecordsBehind` counts such a record when a
 hint from ``done/`` or ``failed/`` names an id still active (pending, or running
 once that drop is claimed), unless it is the record the id was before it became
-active (the one a re-drop of a finished id waits in front of, touched, say) or
-one counted so already.  Only the metrics are told: the streams follow the id's
+active (the one a re-drop of a finished id waits in front of, touched, say), the
+drop's own run (its sort key, ended before the index saw the drop claimed), or one
+counted so already.  Only the metrics are told: the streams follow the id's
 state, which is the drop's.  The tracker reads the records (in its worker
 thread) and calls this on the event loop.
 
@@ -73,7 +74,10 @@ class RecordsBehind:
         for record in records:
             item = self.index.get(record.job_id)
             if (item is None or item.state not in ACTIVE
-                    or self._known.get(record.job_id) == record.summary):
+                    or self._known.get(record.job_id) == record.summary
+                    # The drop's own run, ended before the index saw it claimed (a retry,
+                    # a re-drop run at once): counted as its transition once it does.
+                    or record.key == item.key):
                 continue
             self._known[record.job_id] = record.summary
             self.metrics.observe_terminal(record)

@@ -148,3 +148,37 @@ def test_a_job_that_ends_during_a_rescan_is_counted_once(
     asyncio.run(scenario())
     assert tracker.index.get("quick").state is JobState.DONE  # type: ignore[union-attr]
     assert _done_echo(metrics) == 1
+
+
+def _failed_echo(metrics: Metrics) -> float:
+    return sum(sample.value for family in metrics.transitions.collect()
+               for sample in family.samples
+               if sample.name == "spoolq_transitions_total"
+               and sample.labels == {"tool": "echo", "outcome": "failed"})
+
+
+def test_a_retried_jobs_own_run_is_counted_once(spool: Spool) -> None:
+    """A hint batch read a retried job pending (the retry moved its record out of
+    ``failed/``, so the batch also looked for a run behind it), and the job ran and
+    failed again before that look: its own run's record was counted as a run behind
+    the drop, then once more as its transition (QA: 202 failures counted for 200 runs
+    of 2 x 100 retries).  The steps of that batch, in that order."""
+    submit(spool, "again")
+    finish(spool, claim(spool, "again"), error=(ErrorType.TOOL_ERROR, "first"))
+    metrics = Metrics(dict)
+    tracker = Tracker(spool.layout, Index(), Hub(), metrics, scan_s=3600.0)
+
+    async def scenario() -> None:
+        await tracker.start()  # no run(): the test takes the hint batch's steps
+        try:
+            spool.retry("again")
+            await tracker.refresh(["again"])  # the batch: the retried drop, pending
+            finish(spool, claim(spool, "again"), error=(ErrorType.TOOL_ERROR, "second"))
+            await tracker._count_behind({"again"})  # the batch: a run behind it?
+            await tracker.refresh(["again"])  # the next batch: its own run's record
+        finally:
+            tracker.stop()
+
+    asyncio.run(scenario())
+    assert tracker.index.get("again").state is JobState.FAILED  # type: ignore[union-attr]
+    assert _failed_echo(metrics) == 1  # the second run (the first was there at start)
