@@ -13,6 +13,7 @@ an outage, not at each rescan.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -124,7 +125,7 @@ def _folders_here(layout: Layout) -> tuple[bool, OSError | None]:
         try:
             if stat.S_ISDIR(os.stat(layout.folder(state)).st_mode):
                 return True, None
-        except OSError as exc:  # not there, or not for this user: "none", as before
-            if exc.errno in FAILING_IO:
+        except OSError as exc:  # not there: "none"; not for this user: trouble, as EIO is
+            if exc.errno in FAILING_IO or exc.errno in (errno.EACCES, errno.EPERM):
                 trouble = exc
     return False, trouble
