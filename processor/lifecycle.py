@@ -50,9 +50,10 @@ from processor.inbox import InboxSink
 from processor.run import Run
 from spool.client import require_spool
 from spool.errors import ErrorType, SpoolIOError
-from spool.fsops import REFUSED, is_there
+from spool.fsops import REFUSED, is_there, sticky_owner, sticky_said
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo
+from spool.states import JobState
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
@@ -95,6 +96,12 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
     if processor.spool.mover.staging_note is not None:
         log.warning("staging in tmp/, beside the clients' drops: no stage/ of its own",
                     extra={"fields": {"reason": processor.spool.mover.staging_note}})
+    pending = processor.layout.folder(JobState.PENDING)
+    if (owner := sticky_owner(pending)) is not None:
+        # Its own drops run, so a smoke test as the spool user passes, while every other
+        # user's waits in pending/ for good (QA: a root-owned 1777 drop folder).
+        log.warning("pending/ keeps other users' drops from this processor: %s",
+                    sticky_said(pending, owner))
     unless_unusable(processor.periodic.recover)
     # Up before its start: a start that fails part way (out of descriptors at the third
     # worker's pipes) leaves the workers started so far, which close must end too.

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from stat import S_ISREG
 
 from spool.errors import SpoolIOError, UnreadableDrop
-from spool.fsops import Mover, StrPath, failing_file, failing_read, refused_by_file
+from spool.fsops import (
+    Mover,
+    StrPath,
+    failing_file,
+    failing_read,
+    refused_by_file,
+    sticky_owner,
+    sticky_said,
+)
 from spool.jobfile import MAX_ACTIVE_BYTES, READ_CHUNK, read_fd
 from spool.lease import OPEN_FLAGS, open_nofollow, try_lock
 
@@ -187,9 +195,21 @@ def _refused_by_file(exc: SpoolIOError, src: StrPath, dst: StrPath, job_id: str
         return None
     cause = exc.__cause__
     reason = cause.strerror if isinstance(cause, OSError) else str(cause)
+    folder = os.path.dirname(src)
+    if (owner := sticky_owner(folder)) is not None and not _owned(src):
+        return UnreadableDrop(f"cannot move the file of {job_id}: {reason} "
+                              f"({sticky_said(folder, owner)})")
     return UnreadableDrop(f"cannot move the file of {job_id}: {reason} (the file refuses "
                           "the move, its folders do not: immutable or append-only, or a "
                           "security label)")
+
+
+def _owned(path: StrPath) -> bool:
+    """Whether this process's user owns ``path`` (False when it cannot be looked at)."""
+    try:
+        return os.lstat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def _give_back(mover: Mover, src: StrPath, dst: StrPath, before: os.stat_result, *,

@@ -209,6 +209,39 @@ def refused_by_file(exc: BaseException | None, *folders: StrPath) -> bool:
         os.access(folder, os.W_OK | os.X_OK, effective_ids=effective) for folder in where)
 
 
+def sticky_owner(folder: StrPath) -> int | None:
+    """The owner of ``folder`` when its sticky bit keeps this process from moving or
+    removing another user's file in it: the folder is someone else's and the process
+    lacks CAP_FOWNER (root has it, unless a unit's bounding set drops it).  None when the
+    bit does not get in the way (or the folder cannot be looked at)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    if not st.st_mode & stat.S_ISVTX or st.st_uid == os.geteuid() or _has_fowner():
+        return None
+    return st.st_uid
+
+
+def sticky_said(folder: StrPath, owner: int) -> str:
+    """What :func:`sticky_owner`'s finding means, for a log line or an error."""
+    return (f"{os.fsdecode(folder)} has the sticky bit and belongs to uid {owner}, not "
+            f"this user (uid {os.geteuid()}): another user's drop there cannot be moved; "
+            "make the spool user its owner ('spoolq init --system' does)")
+
+
+def _has_fowner() -> bool:
+    """Whether CAP_FOWNER (3) is in this process's effective capabilities."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 3 & 1)
+    except (OSError, ValueError):
+        pass
+    return os.geteuid() == 0
+
+
 def _trouble_of(exc: OSError, what: str, errnos: frozenset[int]) -> SpoolIOError | None:
     if exc.errno not in errnos:
         return None
