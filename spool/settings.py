@@ -21,6 +21,7 @@ and is passed over, as pydantic-settings does.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import logging
@@ -63,8 +64,10 @@ def env_file() -> Path | None:
 
     None when there is none, or it is a directory (a virtualenv named ``.env``).
     ConfigError for a FIFO (pydantic-settings would read it, waiting for a writer for
-    ever), a socket or a device (``/dev/zero`` never ends), or more than
-    :data:`MAX_ENV_FILE_BYTES`.
+    ever), a socket or a device (``/dev/zero`` never ends), more than
+    :data:`MAX_ENV_FILE_BYTES`, or one neither this user's nor root's: run in a shared
+    folder, another user's ``.env`` chose the spool ``init --system`` hands to the spool
+    user, or the ``SPOOL_TOOLS`` modules a processor imports (QA).
     """
     path = Path(ENV_FILE)
     try:
@@ -79,6 +82,14 @@ def env_file() -> Path | None:
                           "remove it or run from another directory")
     if st.st_size > MAX_ENV_FILE_BYTES:
         raise ConfigError(f"cannot read {path}: larger than {MAX_ENV_FILE_BYTES} bytes")
+    owners = {st.st_uid}
+    with contextlib.suppress(OSError):
+        owners.add(os.lstat(path).st_uid)  # a symlink's to it, too
+    if not owners <= {os.geteuid(), 0}:
+        stranger = max(owners - {os.geteuid(), 0})
+        raise ConfigError(f"not reading {path.resolve()}: it belongs to uid {stranger}, "
+                          "neither this user nor root, and would choose the spool and the "
+                          "tools this command uses; remove it or run from another directory")
     return path
 
 

@@ -100,3 +100,21 @@ def test_a_bad_value_from_the_env_file_says_it_came_from_there(tmp_path: Path, r
                               capture_output=True, text=True, timeout=DEADLINE_S,
                               check=False)
         assert proc.returncode == 2 and ".env" not in proc.stderr, (name, proc.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives the .env to another user with chown")
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_another_users_env_is_not_read(tmp_path: Path, root: Path, program: str) -> None:
+    """Run in a shared folder, another user's ``.env`` chose the spool that ``init
+    --system`` (as root) handed to the spool user, and the SPOOL_TOOLS modules a
+    processor imports (QA): it is refused in one line, as a file of neither this user
+    nor root."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").write_text(f"SPOOL_DIR={tmp_path / 'theirs'}\nSPOOL_TOOLS=evil\n")
+    os.chown(work / ".env", 12345, 12345)
+    proc = run(work, PROGRAMS[program], root)
+    assert proc.returncode == 2, (program, proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "belongs to uid 12345" in lines[0], proc.stderr
+    assert not (tmp_path / "theirs").exists()
