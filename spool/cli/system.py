@@ -26,6 +26,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
+from pathlib import Path
 
 from spool.durability import FsyncMode
 from spool.errors import SpoolError
@@ -50,6 +52,8 @@ def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None
                          f"jobs members drop: usermod -aG {group} {user}")
     if os.geteuid() != 0:
         raise SpoolError("init --system sets owners: run it as root (e.g. with sudo)")
+    layout = _real_root(layout)
+    _require_new_or_spool(layout, user)
     Mover(layout, fsync).make_folders(mode=PRIVATE_MODE)
     drop = {layout.folder(JobState.PENDING), layout.tmp}
     _set(layout.root, owner.pw_uid, owner.pw_gid, ROOT_MODE)
@@ -60,6 +64,37 @@ def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None
             _set(folder, owner.pw_uid, owner.pw_gid, STAGE_MODE)
         else:
             _set(folder, owner.pw_uid, owner.pw_gid, PRIVATE_MODE)
+
+
+def _real_root(layout: Layout) -> Layout:
+    """``layout`` at the root's target when the root is a symlink root owns (a short
+    name for a spool elsewhere, as the troubleshooting advises), else as it is: one that
+    another user owns could point root's chown anywhere."""
+    try:
+        st = os.lstat(layout.root)
+    except OSError:
+        return layout
+    if not stat.S_ISLNK(st.st_mode):
+        return layout
+    if st.st_uid != 0:
+        raise SpoolError(f"{layout.root} is a symlink of uid {st.st_uid}, not root's: "
+                         "give the spool's real path")
+    return Layout(Path(os.path.realpath(layout.root)))
+
+
+def _require_new_or_spool(layout: Layout, user: str) -> None:
+    """Refuse a root that holds other files and no spool: a typo (``/var/spool``) was
+    handed to the spool user whole (QA)."""
+    try:
+        names = set(os.listdir(layout.root))
+    except OSError:
+        return  # none yet (made), or no directory (_set says what it is)
+    states = {layout.folder(state).name for state in JobState}
+    if names and not names & states:
+        shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+        raise SpoolError(f"{layout.root} holds other files ({shown}) and no spool: init "
+                         f"--system would give it to user {user}; name a new or empty "
+                         "folder, or an existing spool")
 
 
 def _user(name: str, layout: Layout) -> pwd.struct_passwd:

@@ -58,3 +58,42 @@ def test_a_submit_under_umask_077_is_still_readable_by_the_submit_group(tmp_path
     st = os.stat(root / "pending" / "private.json")
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_gid == grp.getgrnam("nogroup").gr_gid
+
+
+def _init_system(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(root),
+                           "init", "--system", "--user", "nobody", "--group", "nogroup"],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_a_folder_that_holds_other_files_and_no_spool_is_not_taken_over(
+        tmp_path: Path) -> None:
+    """A typo (``/var/spool``), or a SPOOL_DIR from someone else's .env, was handed to
+    the spool user whole: "spool ready", its owner changed (QA)."""
+    root = tmp_path / "victim"
+    root.mkdir(mode=0o700)
+    (root / "secret").write_text("x")
+    proc = _init_system(root)
+    assert proc.returncode == 1 and "holds other files (secret) and no spool" in proc.stderr
+    assert os.stat(root).st_uid == 0 and sorted(os.listdir(root)) == ["secret"]
+    (root / "secret").unlink()  # empty: taken, as a new one is
+    assert _init_system(root).returncode == 0
+    (root / "progress").rmdir()  # a spool short of a folder: mended
+    proc = _init_system(root)
+    assert proc.returncode == 0 and (root / "progress").is_dir(), proc.stderr
+
+
+def test_a_symlink_to_the_spool_is_followed_when_root_owns_it(tmp_path: Path) -> None:
+    """operations.md advises a short symlink to a spool whose path is too long; init
+    --system refused it as "not a directory".  One of another user is still refused:
+    it could point root's chown anywhere."""
+    real = tmp_path / "real"
+    link = tmp_path / "short"
+    link.symlink_to(real)
+    assert _init_system(link).returncode == 0
+    assert os.stat(real / "pending").st_uid == pwd.getpwnam("nobody").pw_uid
+    theirs = tmp_path / "theirs"
+    theirs.symlink_to(real)
+    os.lchown(theirs, 12345, 12345)
+    proc = _init_system(theirs)
+    assert proc.returncode == 1 and "is a symlink of uid 12345" in proc.stderr, proc.stderr
