@@ -175,8 +175,21 @@ class Layout:
             self.require_no_file_in_place(missing)
             raise SpoolIOError(
                 f"{self.root} is not an initialised spool (missing "
-                f"{', '.join(p.name for p in missing)}); run 'spoolq init'"
+                f"{', '.join(p.name for p in missing)}); run {self._init_advice()}"
             )
+
+    def _init_advice(self) -> str:
+        """``spoolq init``, or ``--system`` for a spool of another user's: plain, run as
+        root there, it made the missing folders root's, and the next start failed on
+        them (QA)."""
+        try:
+            owner = self.root.stat().st_uid
+        except OSError:
+            return "'spoolq init'"
+        if owner == os.geteuid():
+            return "'spoolq init'"
+        return (f"'spoolq init --system --user USER --group GROUP' as root (the spool is "
+                f"uid {owner}'s)")
 
     def require_short_enough(self) -> None:
         """SpoolIOError when the root is longer than :data:`MAX_ROOT_BYTES`: a drop with a

@@ -9,6 +9,7 @@ records (and quarantined originals beside them) through
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from spool.cli import parse
@@ -24,6 +25,7 @@ from spool.cli.command import (
 )
 from spool.cli.render import emit_json, human_duration
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
+from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
@@ -52,6 +54,7 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
     elif args.user or args.group:
         raise UsageError("--user and --group go with --system")
     else:
+        _not_anothers_as_root(layout)
         Mover(layout, settings.fsync).make_folders()
     if args.json:
         emit_json({"spool": str(layout.root), "system": args.system,
@@ -59,6 +62,18 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"spool ready at {layout.root}")
     return EXIT_OK
+
+
+def _not_anothers_as_root(layout: Layout) -> None:
+    """Refuse a plain init by root of another user's spool: the folders it made were
+    root's, mode 0750, and that user's processor failed on them at its next start."""
+    try:
+        owner = layout.root.stat().st_uid
+    except OSError:
+        return
+    if os.geteuid() == 0 and owner != 0:
+        raise SpoolError(f"{layout.root} is uid {owner}'s: as root, mend it with its owners "
+                         "and modes: spoolq init --system --user USER --group GROUP")
 
 
 # -- purge ----------------------------------------------------------------------------------

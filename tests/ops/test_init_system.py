@@ -97,3 +97,22 @@ def test_a_symlink_to_the_spool_is_followed_when_root_owns_it(tmp_path: Path) ->
     os.lchown(theirs, 12345, 12345)
     proc = _init_system(theirs)
     assert proc.returncode == 1 and "is a symlink of uid 12345" in proc.stderr, proc.stderr
+
+
+def test_a_system_spool_short_of_a_folder_is_mended_with_its_owners(tmp_path: Path) -> None:
+    """The advice "run 'spoolq init'", taken as root, made the missing folders root's
+    (0750), and the spool user's processor then failed on them (QA): the advice names
+    --system, and a plain init by root of another user's spool is refused."""
+    root = tmp_path / "spool"
+    assert _init_system(root).returncode == 0
+    (root / "progress").rmdir()
+    stats = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(root),
+                            "stats"], capture_output=True, text=True, check=False, timeout=60)
+    assert stats.returncode == 1 and "missing progress" in stats.stderr, stats.stderr
+    assert "'spoolq init --system --user USER --group GROUP' as root" in stats.stderr
+    plain = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(root),
+                            "init"], capture_output=True, text=True, check=False, timeout=60)
+    assert plain.returncode == 1 and "--system" in plain.stderr, plain.stderr
+    assert not (root / "progress").exists()
+    assert _init_system(root).returncode == 0
+    assert os.stat(root / "progress").st_uid == pwd.getpwnam("nobody").pw_uid
