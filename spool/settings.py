@@ -296,6 +296,10 @@ class Settings(BaseSettings):
         try:
             path = None if value is None else _expand_home(value)
         except RuntimeError:  # no home: '~' cannot be expanded
+            first = str(value).partition("/")[0]
+            if first != "~":  # ~name: said "this user has no home" of a user not there
+                raise ValueError(f"{value} starts with {first}, and there is no user "
+                                 f"{first[1:]!r}; give the whole path") from None
             raise ValueError(f"{value} starts with ~, and this user has no home directory "
                              "(HOME is unset or empty, no passwd entry); give the whole "
                              "path") from None
@@ -336,6 +340,14 @@ class Settings(BaseSettings):
     @field_validator("statusd_token", mode="after")
     @classmethod
     def _empty_token_is_none(cls, value: str | None) -> str | None:
+        # Blanks around it, or only blanks: an HTTP header's value loses them, so every
+        # write was answered 401 and none could pass (QA).
+        if value and not value.strip():
+            raise ValueError("is only blanks, which no client can send: give a token, or "
+                             "leave it empty to turn writes off")
+        if value and value != value.strip():
+            raise ValueError("has blanks at its start or end, which no client can send "
+                             "(an HTTP header drops them): remove them")
         return value or None
 
     @property

@@ -52,6 +52,7 @@ or SIGHUP still ended statusd by its default action.
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import logging
 import resource
@@ -217,13 +218,17 @@ def _listen_error(exc: OSError, settings: Settings, names: tuple[str, str]
     the resolver says does not exist is a setting to fix (exit 2: the unit does not
     restart it), where it said "Name or service not known" alone, exit 1, restarted
     every 2 s for ever (QA; a value that is no name or address at all is refused as the
-    settings are read); a port taken, an address not (yet) on this host or a name
+    settings are read).  So is a port below 1024 this user may not bind (EACCES: it was
+    restarted for ever too).  A port taken, an address not (yet) on this host or a name
     server not answering may pass (exit 1)."""
     host, port = names
     where = (f"cannot listen on {host}={settings.statusd_host!r}, "
              f"{port}={settings.statusd_port}: {exc.strerror or exc}")
     if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_HOST:
         return ConfigError(where)
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"{where} (a port below 1024 needs root or "
+                           "CAP_NET_BIND_SERVICE: take one above it)")
     return OSError(exc.errno, where)
 
 

@@ -172,6 +172,9 @@ class DataStore:
         synth`` run), where "no data file" sent users to look at the symbol."""
         if os.path.isdir(self.data_dir):
             return None
+        if os.path.lexists(self.data_dir):  # said "does not exist" of /etc/passwd (QA)
+            return (f"the data directory {self.data_dir} is no directory: set the "
+                    "processor's SPOOL_DATA_DIR to the folder of the <SYMBOL>.csv files")
         return (f"the data directory {self.data_dir} does not exist: set the processor's "
                 "SPOOL_DATA_DIR, or run `spoolq data synth`")
 

@@ -412,3 +412,11 @@ def test_a_quantile_mean_past_the_largest_float_is_null(tmp_path: Path) -> None:
     assert result["horizons"]["1"]["quantile_mean_return"][0] is None
     assert result["horizons"]["1"]["top_minus_bottom"] is None
     json.dumps(result, allow_nan=False)
+
+
+def test_a_data_directory_that_is_a_file_is_said_so(tmp_path: Path) -> None:
+    """SPOOL_DATA_DIR=/etc/passwd said "the data directory /etc/passwd does not exist"."""
+    (tmp_path / "data").write_text("not a folder\n")
+    with pytest.raises(InvalidParams, match=r"unknown symbol 'S0000': no data file \(the "
+                                            r"data directory .*/data is no directory"):
+        DataStore(tmp_path / "data").bars("S0000")

@@ -22,6 +22,12 @@ from spool.settings import load_settings
     # Past what RLIMIT_AS takes: each worker died in setrlimit at start, forked again at
     # once, and every COMPUTE job failed worker_crashed (QA).
     ("SPOOL_WORKER_MEMORY_MB", str(1 << 43), "SPOOL_WORKER_MEMORY_MB"),
+    # Every write answered 401: an HTTP header's value loses its blanks (QA).
+    ("STATUSD_TOKEN", " ", "STATUSD_TOKEN: is only blanks"),
+    ("STATUSD_TOKEN", "s3cret ", "STATUSD_TOKEN: has blanks at its start or end"),
+    # Said "this user has no home directory (HOME is unset ...)" with HOME set (QA).
+    ("SPOOL_DIR", "~no-such-user-x/spool", "there is no user 'no-such-user-x'"),
+    ("SPOOL_DATA_DIR", "~no-such-user-x/data", "there is no user 'no-such-user-x'"),
 ])
 def test_a_bad_value_is_one_config_error(monkeypatch: pytest.MonkeyPatch, variable: str,
                                          value: str, says: str) -> None:

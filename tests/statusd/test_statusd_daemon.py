@@ -489,6 +489,20 @@ def test_a_name_no_name_server_knows_is_a_bad_setting_one_that_fails_may_pass() 
     assert taken.errno == errno.EADDRINUSE and "STATUSD_PORT=8000" in str(taken)
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="drops root's CAP_NET_BIND_SERVICE with setpriv")
+def test_a_low_port_this_user_may_not_bind_is_a_bad_setting(spool: Spool) -> None:
+    """A port below 1024 without the right to it said "Permission denied" and exited 1:
+    the unit restarted it every 2 s for ever (QA).  No later try changes it: exit 2."""
+    proc = subprocess.run(["setpriv", "--bounding-set", "-net_bind_service", "--inh-caps",
+                           "-net_bind_service", "--", sys.executable, "-m", "statusd"],
+                          env={**_env(spool.layout.root), "STATUSD_PORT": "1"},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "STATUSD_PORT=1: " in last and "a port below 1024 needs root" in last, last
+
+
 def test_a_port_taken_names_the_setting_and_may_pass(spool: Spool, tmp_path: Path) -> None:
     """A port another process holds is no bad setting (it may be let go): exit 1, the
     unit restarts it; the line says which port."""
