@@ -49,7 +49,13 @@ _BOM = "\ufeff".encode()
 
 def read_whole(path: Path, symbol: str) -> bytes:
     """The file's bytes, as no writer had them while they were read."""
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except PermissionError as exc:  # said "PermissionError: [Errno 13]", a tool_error (QA)
+        raise ToolError(f"data file for symbol {symbol!r}: this processor's user (uid "
+                        f"{os.geteuid()}) may not read {path}: {exc.strerror}; make the "
+                        "data files readable to it") from exc
+    with handle:
         for _ in range(READS):
             before = os.fstat(handle.fileno())
             handle.seek(0)

@@ -56,12 +56,21 @@ def generate(symbols: int, bars: int, seed: int) -> dict[str, F64]:
     return prices | {"volume": volume}
 
 
+DATA_DIR_MODE = 0o755
+DATA_FILE_MODE = 0o644
+
+
 def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) -> list[str]:
     """Write ``symbols`` files of ``bars`` rows into ``data_dir``; return the symbols."""
     if symbols < 1 or bars < 1:
         raise ValueError("symbols and bars must be at least 1")
     directory = Path(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        # Readable by the processor's user whatever the writer's umask: under 077, as
+        # root, every job failed "PermissionError" on the files (QA).  Market data is
+        # no secret; a folder of one's own keeps its mode.
+        directory.chmod(DATA_DIR_MODE)
     arrays = generate(symbols, bars, seed)
     days = pd.bdate_range(FIRST_DAY, periods=bars).strftime("%Y-%m-%d").tolist()
     columns = [arrays[name].T.tolist() for name in ("open", "high", "low", "close")]
@@ -72,6 +81,7 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
         text = _HEADER + "".join(map(_ROW.__mod__, rows))
         staging = directory / f".{name}.csv.tmp"
         staging.write_text(text, encoding="ascii")
+        staging.chmod(DATA_FILE_MODE)
         os.replace(staging, directory / f"{name}.csv")
     return names
 

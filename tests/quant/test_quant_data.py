@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -401,3 +404,33 @@ def test_synth_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     assert "wrote 3 symbols x 40 bars (S0000..S0002)" in capsys.readouterr().out
     assert DataStore(tmp_path).list_symbols() == ["S0000", "S0001", "S0002"]
+
+
+def test_synthetic_data_is_readable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    """`spoolq data synth` as root under umask 077 made a 0700 folder of 0600 files, and
+    the processor's user failed every job on them (QA)."""
+    old = os.umask(0o077)
+    try:
+        synth.write_synthetic(tmp_path / "data", 2, 5, seed=1)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir()} == {0o644}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="drops root's DAC override with setpriv")
+def test_a_data_file_the_processor_may_not_read_says_so(tmp_path: Path) -> None:
+    """It was a tool_error "PermissionError: [Errno 13] ..."."""
+    path = tmp_path / "S.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n")
+    path.chmod(0)
+    code = ("import sys; from pathlib import Path; from processor.quant import csvrows\n"
+            "try: csvrows.read_whole(Path(sys.argv[1]), 'S')\n"
+            "except Exception as e: print(type(e).__name__, e)")
+    proc = subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+                           "--inh-caps", "-dac_override,-dac_read_search", "--",
+                           sys.executable, "-c", code, str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.stdout.startswith("ToolError data file for symbol 'S': this processor's "
+                                  "user (uid 0) may not read"), proc.stdout + proc.stderr
