@@ -49,10 +49,14 @@ def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeE
                          memory_mb=settings.worker_memory_mb,
                          max_jobs=settings.worker_max_jobs, log_level=settings.log_level)
     if settings.executor.startswith(("dask://", "tcp://")):
-        from processor.dask_connect import scheduler_address  # noqa: PLC0415
+        from processor.dask_connect import (  # noqa: PLC0415
+            require_distributed,
+            scheduler_address,
+        )
         from processor.dask_executor import DaskExecutor  # noqa: PLC0415 - optional extra
 
         scheduler_address(settings.executor, named)  # a bad one is said as it was given
+        require_distributed(named)  # and a missing extra, by the name that asked
         return DaskExecutor(settings)
     raise ConfigError(f"{named}={settings.executor!r}: use 'local' or 'dask://host:port'")
 

@@ -86,12 +86,13 @@ def _host_port(rest: str) -> tuple[str | None, str]:
     return (host if _HOST_NAME.fullmatch(host) else None), port
 
 
-def require_distributed() -> Any:
-    """The ``distributed`` module, or a ConfigError saying how to install it."""
+def require_distributed(named: str = "SPOOL_EXECUTOR") -> Any:
+    """The ``distributed`` module, or a ConfigError saying how to install it (``named``:
+    the setting that asked for Dask, ``--executor`` when the option gave it)."""
     try:
         import distributed  # noqa: PLC0415 - optional extra
     except ImportError as exc:
-        raise ConfigError("SPOOL_EXECUTOR=dask://... needs Dask distributed, which is not "
+        raise ConfigError(f"{named}=dask://... needs Dask distributed, which is not "
                           "installed: pip install 'spoolq[dask]'") from exc
     return distributed
 

@@ -175,16 +175,24 @@ def test_an_address_dask_cannot_dial_stops_the_processor_at_once(tmp_path: Path,
         f"spool-processor: error: {given}='{address}': use dask://host:port"]
 
 
-def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["SPOOL_EXECUTOR", "--executor"])
+def test_without_dask_the_processor_says_how_to_install_it(tmp_path: Path,
+                                                           given: str) -> None:
+    """And names the setting as it was given: it said SPOOL_EXECUTOR of the option (QA)."""
     code = ("import sys; sys.modules['distributed'] = None\n"
             "from processor.__main__ import main; sys.exit(main())")
-    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool"),
-           "SPOOL_EXECUTOR": "dask://127.0.0.1:8786"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path, check=False)
+    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool")}
+    argv = [sys.executable, "-c", code]
+    if given == "--executor":
+        argv.append("--executor=dask://127.0.0.1:8786")
+    else:
+        env["SPOOL_EXECUTOR"] = "dask://127.0.0.1:8786"
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "pip install 'spoolq[dask]'" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"spool-processor: error: {given}=dask://... needs Dask distributed, which is not "
+        "installed: pip install 'spoolq[dask]'"]
 
 
 def test_slots_follow_job_num_and_the_cluster(run_executor: Any) -> None:
