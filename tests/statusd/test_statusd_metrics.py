@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from statusdkit import FakeOwner, ServerThread, request, run_job, submit, wait_for
@@ -13,6 +14,8 @@ from statusdkit import FakeOwner, ServerThread, request, run_job, submit, wait_f
 from spool.errors import ErrorType
 from spool.states import JobState
 from spool.transitions import Spool
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _samples(server: ServerThread) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -81,3 +84,21 @@ def test_a_record_touched_in_place_is_not_counted_again(server: ServerThread,
     assert samples[("spoolq_job_duration_seconds_count", (("tool", "echo"),))] == 1
     run_job(spool, "touched", error=(ErrorType.TIMEOUT, "too slow again"))  # a real re-run
     wait_for(lambda: _samples(server).get(key) == 2, what="the re-run counted")
+
+
+def test_every_series_is_one_the_operations_guide_documents(server: ServerThread,
+                                                            spool: Spool) -> None:
+    """/metrics also sent prometheus_client's ``*_created`` series (a start timestamp per
+    counter and histogram), which the guide's table names nowhere (QA)."""
+    run_job(spool, "ok-1", {"message": 1})
+    wait_for(lambda: ("spoolq_transitions_total", (("outcome", "done"), ("tool", "echo")))
+             in _samples(server), what="the run counted")
+    guide = (REPO / "docs" / "operations.md").read_text()
+    reply = request(server.base, "GET", "/metrics")
+    names = {sample.name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+             if family.type == "histogram" else sample.name
+             for family in text_string_to_metric_families(reply.body.decode())
+             for sample in family.samples}
+    assert "spoolq_transitions_total" in names
+    assert {name for name in names
+            if f"`{name}`" not in guide and f"`{name}{{" not in guide} == set()
