@@ -163,7 +163,9 @@ function formatMoney(value, digits = 0) {
   // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Below, with
   // ``digits`` decimals (moneyDigits).
   if (Math.abs(value) >= 1e15) return value.toExponential(1).replace("e+", "e");
-  return value.toLocaleString(undefined, Math.abs(value) >= 1e6
+  // In "en", as every table beside it: in the browser's own, "127.500" on the axis meant
+  // 127,500 beside the table's "184,247.43" (QA: a de-DE browser).
+  return value.toLocaleString("en", Math.abs(value) >= 1e6
     ? { notation: "compact", maximumFractionDigits: 1 }
     : { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }

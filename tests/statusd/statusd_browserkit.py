@@ -12,6 +12,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -75,10 +76,11 @@ def watched(tab: sync_api.Page) -> list[str]:
 
 
 @contextlib.contextmanager
-def own_page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
+def own_page(browser: sync_api.Browser, **options: Any) -> Iterator[sync_api.Page]:
     """A page in a browser context of its own (no cookie, storage, cache or clock of one
-    test reaches another), :func:`watched`; its JavaScript errors fail the test."""
-    context = browser.new_context()
+    test reaches another; ``options``: the context's, a ``locale`` say), :func:`watched`;
+    its JavaScript errors fail the test."""
+    context = browser.new_context(**options)
     try:
         tab = context.new_page()
         errors = watched(tab)

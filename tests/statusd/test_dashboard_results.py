@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import test_statusd_dashboard as dashboard
+from statusd_browserkit import own_page
 from statusdkit import (
     ServerThread,
     claim,
@@ -900,3 +901,16 @@ def test_a_zero_and_what_rounds_to_one_are_shown_unsigned_in_every_column(
     # The record carries the sign (JSON.stringify drops it: the raw view reads 0).
     assert page.evaluate("fetch('/api/v1/tasks/bt-zero').then(r => r.text())"
                          ".then(t => Object.is(JSON.parse(t).result.symbols.AAA.final_equity, -0))")
+
+
+def test_the_charts_axis_writes_numbers_as_the_tables_do(
+        server: ServerThread, spool: Spool, browser: sync_api.Browser) -> None:
+    """In a de-DE browser the axis said "127.500" (its locale's thousands dot) beside the
+    table's "184,247.43": one figure read as the other (QA).  Both are written in "en"."""
+    run_job(spool, "bt-de", backtest(), tool="run_backtest")
+    with own_page(browser, locale="de-DE") as tab:
+        tab.goto(server.base + "/#/tasks/bt-de")
+        sync_api.expect(tab.locator("#equity svg path.equity")).to_have_count(4)
+        labels = tab.locator("#equity svg > text[text-anchor=end]").all_text_contents()
+    money = [label for label in labels if label[:1].isdigit() and "-" not in label]
+    assert money == ["100,000", "106,150", "112,300"], labels  # de-DE: "100.000", ...
