@@ -83,6 +83,7 @@ const ui = {
   statsAsked: 0,          // stats asks sent, numbered from 1
   statsTaken: 0,          // the latest-asked stats answer taken (later than any stale one)
   processorAlive: null,   // at the last stats refresh, or a claim since; null: not known
+  processors: [],         // the last stats' processors: the status file of each holding its lock
   toolLimits: new Map(),  // the live processors' attempt limit by tool (GET api/v1/tools)
   toolsOf: null,          // the processors that catalogue is of: "owner started_at" each
   fieldsOf: null,         // the record the task view's fields show
@@ -485,6 +486,7 @@ function showProcessor(stats) {
   const node = $("processor");
   const alive = stats.processor.alive;
   ui.processorAlive = alive;
+  ui.processors = stats.processors || [];
   const live = (stats.processors || []).filter((p) => p.alive !== false);
   const stopping = alive && live.length > 0 && live.every((p) => p.stopping);
   node.textContent = `processor: ${stopping ? "stopping" : alive ? "up" : "down"}`;
@@ -1083,9 +1085,21 @@ function renderNote() {
   if (ui.indexingNote !== null && ui.taskId !== null) lines.push(ui.indexingNote);
   if (ui.unreachable !== null) {
     lines.push(`${away()}: the task as last seen; trying again`);
+  } else if (state === "running" && stalledProcessor(ui.fieldsOf)) {
+    // A hung processor (SIGSTOP, a stuck disk) holds its lock: no other takes its job,
+    // and "until one starts, and requeues it" was wrong advice (QA).
+    lines.push(`${hungText(stalledProcessor(ui.fieldsOf))}; it still holds its lock, so no `
+      + "other processor takes this job until it ends");
   } else if (state === "running" && ui.processorAlive === false) {
     lines.push("no processor is running: this job makes no progress until one starts, "
       + "and requeues it");
+  } else if (state === "pending" && ui.processorAlive === false) {
+    // The question a researcher asks first ("why hasn't it started?"), said only by the
+    // header's small "processor: down" (QA).
+    const hung = ui.processors.find((p) => p.alive === false);
+    lines.push(hung ? `no processor is live: ${hungText(hung, "the processor")}; this job `
+      + "waits until one is"
+      : "no processor is running: this job waits until one starts");
   } else if ((state === "running" || state === "pending") && ui.processorsUnknown !== null) {
     lines.push(`whether a processor is running cannot be told (${ui.processorsUnknown})`);
   }
@@ -1104,6 +1118,18 @@ function renderNote() {
   node.hidden = lines.length === 0;
   node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
   showTitle();
+}
+
+function stalledProcessor(record) {
+  // The running job's own processor, when it holds its lock but sends no heartbeat.
+  if (!record || record.state !== "running") return undefined;
+  return ui.processors.find((p) => p.alive === false && p.host === record.host
+    && p.pid === record.pid);
+}
+
+function hungText(processor, whose = "its processor") {
+  return `${whose} (pid ${processor.pid} on ${shown(String(processor.host))}) has sent no `
+    + `heartbeat since ${fmtTime(processor.heartbeat_at)}: hung or stopped`;
 }
 
 function showTitle() {

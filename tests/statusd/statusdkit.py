@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -352,12 +352,15 @@ class FakeOwner:
     """A live processor as statusd sees it: a held owner lock and a status file."""
 
     def __init__(self, spool: Spool, owner: str = "proc-test", busy: int = 1,
-                 tools: list[dict[str, Any]] | None = None) -> None:
+                 tools: list[dict[str, Any]] | None = None, *, host: str = "test",
+                 beat_age_s: float = 0.0) -> None:
+        """``beat_age_s``: how long ago its last heartbeat was (past 60 s: a hung one)."""
         layout = spool.layout
         self.lease = OwnerLease(layout.owner_lock(owner))
         now = datetime.now(UTC)
-        status = OwnerStatus(owner=owner, pid=os.getpid(), host="test", version="0",
-                             started_at=now, heartbeat_at=now, job_num=2, busy_workers=busy,
+        beat = now - timedelta(seconds=beat_age_s)
+        status = OwnerStatus(owner=owner, pid=os.getpid(), host=host, version="0",
+                             started_at=beat, heartbeat_at=beat, job_num=2, busy_workers=busy,
                              tools=[{"name": "echo"}, {"name": "sleep"}] if tools is None
                              else tools)
         spool.mover.publish(layout.owner_status(owner), status.model_dump_json().encode())

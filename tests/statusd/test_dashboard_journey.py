@@ -10,6 +10,7 @@ test_statusd_dashboard's (a page with a JavaScript error fails its test).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -464,7 +465,8 @@ def test_a_link_to_a_task_not_submitted_yet_says_what_not_found_means(
                                                        "was purged")
     submit(spool, "bt-next", tool="run_backtest")
     expect(page.locator("#task-state")).to_have_text("pending")
-    expect(page.locator("#task-note")).to_be_hidden()
+    # No "not found" note: the one a pending job gets while no processor runs.
+    expect(page.locator("#task-note")).to_have_text(dashboard.NO_PROCESSOR_PENDING)
 
 
 def test_a_link_run_into_the_text_after_it_says_no_task_can_have_its_id(
@@ -630,3 +632,34 @@ def test_a_long_id_leaves_the_other_columns_their_width(
     assert len(short) == 3 and len(tall) == 1, cells
     assert max(short) < min(tall) and max(short) < 2.5 * line + 12, cells  # one line each
     assert cells[0][2] < 0.3 * 1400, cells
+
+
+def test_a_job_of_a_hung_processor_and_a_job_no_processor_runs_say_why(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A processor that hangs (SIGSTOP, a stuck disk) holds its lock: its running job
+    showed no note, or "until one starts, and requeues it", which a new processor does
+    not do while the lock is held; and a pending job's view said nothing while no
+    processor ran, the researcher's first question (QA)."""
+    submit(spool, "stuck")
+    running = claim(spool, "stuck")
+    report(spool, running, None, "")  # where it runs: this process, as its processor
+    hung = FakeOwner(spool, beat_age_s=120)
+    submit(spool, "waiting")
+    try:
+        page.goto(server.base + "/#/tasks/stuck")
+        expect(page.locator("#processor")).to_have_text("processor: down")
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(page.locator("#task-note")).to_contain_text(
+            f"its processor (pid {os.getpid()} on test) has sent no heartbeat since")
+        expect(page.locator("#task-note")).to_contain_text(
+            "it still holds its lock, so no other processor takes this job until it ends")
+        page.goto(server.base + "/#/tasks/waiting")
+        expect(page.locator("#task-state")).to_have_text("pending")
+        expect(page.locator("#task-note")).to_contain_text(
+            "no processor is live: the processor (pid")
+        hung.close()  # gone: its lock free
+        submit(spool, "poke")  # a transition: the page reads the stats at once
+        expect(page.locator("#task-note")).to_have_text(dashboard.NO_PROCESSOR_PENDING)
+    finally:
+        hung.close()
+        running.close()
