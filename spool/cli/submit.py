@@ -334,8 +334,16 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     if len(data) > limit:
         raise SpoolError(f"{name} is too large: more than {limit} bytes, for a job that may "
                          f"have {max_job_bytes} as written (SPOOL_MAX_JOB_BYTES)")
+    import orjson  # noqa: PLC0415 - lazy, see spool.cli
+
+    from spool.text import without_bom  # noqa: PLC0415 - lazy, see spool.cli
+
+    try:  # JSON as intake reads a drop: pydantic's parser took NaN and Infinity, which
+        orjson.loads(without_bom(data))  # orjson then wrote as null (QA)
+    except orjson.JSONDecodeError as exc:
+        raise SpoolError(f"{name} is not a valid job: malformed JSON: {exc}") from exc
     try:
-        job = parse_job(data)  # as intake reads a drop
+        job = parse_job(data)  # then the job, as intake reads it
         parse.inexact_number(data)
     except ValidationError as exc:
         raise SpoolError(f"{name} is not a valid job: {describe(exc)}") from exc

@@ -36,9 +36,10 @@ from spool.cli.command import (
 from spool.cli.lookout import QUIET_S, lookout_for
 from spool.cli.progress import watcher_for
 from spool.cli.render import (
+    UNREADABLE,
     json_text,
+    listed_json,
     printable,
-    record_json,
     show_record,
     unreadable_note,
 )
@@ -48,6 +49,7 @@ from spool.lease import HEARTBEAT_STALE_S
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
+    from spool.large import LargeRecord
     from spool.models import Record
     from spool.settings import Settings
 
@@ -144,7 +146,7 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
     is unfinished, else 0."""
     from spool.large import BoundedReader  # noqa: PLC0415 - lazy, see spool.cli
 
-    client.reader = BoundedReader(client.layout)  # a large record: its head only
+    reader = client.reader = BoundedReader(client.layout)  # a large record: its head only
     codes: list[int] = []
     known: dict[str, Record | NotFoundError] = {}
     for job_id, left in one_timeout(ids, timeout):
@@ -167,16 +169,29 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
         codes.append(code)
         if quiet:
             continue
-        with _told(record, "its line"):
-            if as_json:
-                sys.stdout.write(json_text(orjson.dumps(record_json(record))) + "\n")
-            else:
-                error = f" {record.error.type.value}: {record.error.message}" if (
-                    record.error and record.state is JobState.FAILED) else ""
-                print(printable(f"{job_id} {record.state.value}{error}"))
+        _line(job_id, record, reader.large.get(job_id), as_json=as_json)
     if EXIT_FAILED in codes:
         return EXIT_FAILED
     return EXIT_NOT_FINISHED if EXIT_NOT_FINISHED in codes else EXIT_OK
+
+
+def _line(job_id: str, record: Record, large: LargeRecord | None, *, as_json: bool) -> None:
+    """One job's line of ``wait_all``: ``ID STATE [ERROR]``, or its record as one JSON
+    line (one over 8 MiB, read from its head, without its result, marked as ``ls
+    --json`` marks it).  A record that cannot be read is said so on the line and on
+    stderr, as for one job: never a clean "done"."""
+    if record.unreadable is not None:
+        note(unreadable_note(record))
+    with _told(record, "its line"):
+        if as_json:
+            data = listed_json(record, large)
+            sys.stdout.write(json_text(orjson.dumps(data)) + "\n")
+        else:
+            error = f" {record.error.type.value}: {record.error.message}" if (
+                record.error and record.state is JobState.FAILED) else ""
+            if record.unreadable is not None:
+                error = f" {UNREADABLE}: {record.unreadable}"
+            print(printable(f"{job_id} {record.state.value}{error}"))
 
 
 def _wait_one(client: Client, job_id: str, timeout: float | None, quiet: bool) -> Record:

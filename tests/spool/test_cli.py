@@ -464,6 +464,21 @@ def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str
     assert files(root, "tmp") == set()
 
 
+def test_submit_file_refuses_nan_and_infinity_as_intake_does(
+        root: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """pydantic's JSON parser took NaN and Infinity, and the job went out with null in
+    their place, exit 0: dropped as a file, the same bytes are quarantined as malformed
+    JSON, and --params and POST refuse them (QA)."""
+    names = []
+    for n, constant in enumerate(["NaN", "Infinity", "-Infinity"]):
+        (tmp_path / f"c{n}.json").write_text(
+            f'{{"tool": "echo", "params": {{"message": {constant}}}}}')
+        names.append(["submit", "--file", str(tmp_path / f"c{n}.json")])
+    for proc in run_all(env, *names):
+        refused(proc, 1, "is not a valid job: malformed JSON")
+    assert files(root, "pending") == set()
+
+
 def test_submit_refuses_a_job_over_the_limit_as_it_would_be_written(
         root: Path, env: dict[str, str], tmp_path: Path) -> None:
     job = orjson.dumps({"tool": "echo", "params": {"message": "x" * 200}})

@@ -168,3 +168,22 @@ def test_files_nested_past_what_orjson_writes_are_no_crash(env: dict[str, str],
     for proc in (done_shown, done_waited):
         assert proc.returncode == 1, (proc.args, proc.stderr)
         assert "nested more than" in _error_line(proc, "deep-done")
+
+
+def test_wait_for_several_never_shows_an_unreadable_record_as_clean(
+        env: dict[str, str], corrupt: Path) -> None:
+    """``wait A B`` printed "truncated done" with nothing on stderr and exit 1, no reason
+    given: a script reading the lines took a corrupt record for a success (QA).  As for
+    one job, the line says so and stderr has the error."""
+    layout = Layout(corrupt)
+    layout.job(JobState.DONE, "fine").write_bytes(
+        b'{"id": "fine", "state": "done", "submitted_at": "2026-01-01T00:00:00Z", "result": 1}')
+    text, lines = run_all(env, ["wait", "truncated", "fine"],
+                          ["wait", "truncated", "fine", "--json"])
+    assert text.returncode == lines.returncode == 1, text.stderr
+    first, second = text.stdout.splitlines()
+    assert first.startswith("truncated done unreadable record: done/truncated.json"), first
+    assert second == "fine done"
+    _error_line(text, "truncated")
+    records = [orjson.loads(line) for line in lines.stdout.splitlines()]
+    assert "done/truncated.json" in records[0]["unreadable"] and "unreadable" not in records[1]

@@ -246,3 +246,18 @@ def test_a_write_error_of_a_large_records_copy_names_standard_output(
     lines = proc.stderr.decode().splitlines()
     assert (proc.returncode, lines) == (
         1, ["spoolq: error: cannot write to standard output: File too large"])
+
+
+def test_wait_for_several_marks_a_large_result_left_out(
+        env: dict[str, str], big: tuple[Path, str], tmp_path: Path) -> None:
+    """``wait A B --json`` wrote a record over 8 MiB, read from its head, with "result":
+    null, as a tool's null result reads (QA): its result is left out and marked so, as
+    ``ls --json`` marks it, in bounded memory."""
+    out = tmp_path / "out"
+    code, err, peak = _run(env, out, "wait", "big", "big", "--json")
+    assert code == 0, err
+    assert peak < PEAK_MAX_BYTES, f"peak RSS {peak / MiB:.0f} MiB"
+    for line in out.read_text().splitlines():
+        record = orjson.loads(line)
+        assert record["id"] == "big" and record["result_omitted"] is True
+        assert "result" not in record
