@@ -72,6 +72,8 @@ def read_whole(path: Path, symbol: str) -> bytes:
 def csv_rows(symbol: str, data: bytes) -> Lines:
     """Each data row's line number, once every row has the header's fields (see the
     module's guarantees)."""
+    if not data:
+        return np.empty(0, np.int64)  # an empty file: pandas says so (numpy indexed none)
     counted = _counted(data)
     if counted is None:  # a quote inside a field, or one left open
         counted = _counted_by_csv(data)

@@ -140,3 +140,13 @@ def test_a_cr_alone_ends_a_line_as_pandas_ends_it(tmp_path: Path) -> None:
     split.write_bytes(head + b"2024-01-03,1,2\r,0.5,1.5,10\n2024-01-04,1,2,0.5,1.5,12\n")
     with pytest.raises(ToolError, match="line 3 has 3 fields where the header has 6"):
         bars_module.parse_csv(split, "SPLIT")
+
+
+def test_an_empty_file_is_said_malformed_naming_its_symbol(tmp_path: Path) -> None:
+    """A 0-byte file (a download that failed) failed every tool naming it, and every
+    default analysis, with "IndexError: index 0 is out of bounds" (QA)."""
+    empty = tmp_path / "EMPTY0.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(ToolError, match="data file for symbol 'EMPTY0' is malformed: No "
+                                        "columns to parse"):
+        bars_module.parse_csv(empty, "EMPTY0")
