@@ -86,7 +86,17 @@ def _volatility(panel: Panel, p: Mapping[str, int]) -> F64:
         returns = panel.close / shift_rows(panel.close, 1) - 1.0
     window = p["lookback"]
     frame = pd.DataFrame(returns).rolling(window, min_periods=window)
-    return exact_where_close(frame.std(ddof=1).to_numpy(), window, lambda rows, cols: _std(
+    spread = frame.std(ddof=1).to_numpy(copy=True)
+    # pandas' running sums keep a residue of the returns that left the window (after a
+    # missing bar it is not reset: 1.1e-9 for a flat window, QA), far above CLOSE_FLOOR:
+    # a spread that small beside its date's returns is computed again from its window
+    # alone, where a window of one value is exactly 0 (:func:`_std`).
+    with np.errstate(invalid="ignore"):
+        scale = np.nanmax(np.abs(returns), axis=1, initial=0.0)[:, None]
+        rows, cols = np.nonzero((spread > 0) & (spread <= SMALL_SPREAD * scale))
+    if len(rows):
+        spread[rows, cols] = _std(windows_of(returns, rows, cols, window))
+    return exact_where_close(spread, window, lambda rows, cols: _std(
         windows_of(returns, rows, cols, window)))
 
 
@@ -104,7 +114,7 @@ def _over_mean(values: F64, window: int, *, lag: int, less: float) -> F64:
     average = shift_rows(rolling_mean(values, window), lag)
 
     def exact(rows: Ints, cols: Ints) -> F64:
-        mean = windows_of(values, rows - lag, cols, window).mean(axis=1)
+        mean = _mean(windows_of(values, rows - lag, cols, window))
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio: F64 = values[rows, cols] / mean - less
         return ratio
@@ -121,8 +131,12 @@ CLOSE = 1e-9
 their windows alone."""
 CLOSE_FLOOR = 1e-12
 """A distance from the moving average near zero (``C / mean - 1``, every symbol of a
-date near its mean) carries the mean's rounding at the scale of 1, and a flat window's
-volatility is 0 against a rolling sum's 1e-18: close to each other at that scale."""
+date near its mean) carries the mean's rounding at the scale of 1: close to each other
+at that scale.  (A flat window's volatility under the rolling sums' residue, up to 1e-9,
+is recomputed before: :data:`SMALL_SPREAD`.)"""
+SMALL_SPREAD = 1e-6
+"""A volatility this small relative to its date's largest return is computed again from
+its window: it may be a flat window's 0 under the rolling sums' residue."""
 WINDOW_CELLS = 1 << 22
 """Window values gathered at a time when recomputing (32 MiB of float64)."""
 
@@ -173,8 +187,16 @@ def windows_of(values: F64, rows: Ints, cols: Ints, window: int) -> F64:
     return taken
 
 
+def _mean(windows: F64) -> F64:
+    """Each row's mean, taken about its first value: a window of one value is that value
+    exactly (a float mean of seven 49.73 is 49.730000000000004)."""
+    first = windows[:, :1]
+    mean: F64 = first[:, 0] + (windows - first).mean(axis=1)
+    return mean
+
+
 def _std(windows: F64) -> F64:
-    spread: F64 = windows.std(axis=1, ddof=1)
+    spread: F64 = (windows - windows[:, :1]).std(axis=1, ddof=1)
     return spread
 
 

@@ -420,3 +420,40 @@ def test_a_data_directory_that_is_a_file_is_said_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidParams, match=r"unknown symbol 'S0000': no data file \(the "
                                             r"data directory .*/data is no directory"):
         DataStore(tmp_path / "data").bars("S0000")
+
+
+def test_a_flat_window_is_exactly_flat_after_a_missing_bar(tmp_path: Path) -> None:
+    """After a missing bar pandas' rolling sums keep a residue of the returns that left
+    the window: a flat window's volatility came out 1.1e-9, not 0, far above the tie
+    test's floor, so it did not tie with another flat symbol's 0 and 4 dates stayed in
+    the sample that rule 3 takes out (QA: dates 11, the formula's 7)."""
+    days = pd.bdate_range("2021-03-01", periods=17).strftime("%Y-%m-%d").tolist()
+    va = [19.0, 21.6, 19.8, 21.5, np.nan, 21.1, 20.0] + [19.9] * 10
+    keep = [n for n, close in enumerate(va) if not np.isnan(close)]
+    write_bars(tmp_path, "VA", [va[n] for n in keep], days=[days[n] for n in keep])
+    write_bars(tmp_path, "VB", [10.0] * 17, days=days)
+    write_bars(tmp_path, "VC", [10, 11, 10, 12, 10, 13, 10, 11, 12, 11, 10, 12, 11, 13, 12,
+                                11, 12], days=days)
+    store = DataStore(tmp_path)
+    got = compute_factor("volatility", {"lookback": 5}, store.panel(["VA", "VB", "VC"]))
+    flat = got[-5:]  # VA's last windows are flat, as VB's always are
+    assert (flat[:, 0] == 0.0).all() and (flat[:, 1] == 0.0).all(), flat
+    params = FactorParams(factor="volatility", lookback=5, quantiles=2, horizons=[1],
+                          symbols=["VA", "VB", "VC"])
+    assert analyze_factor(params, store)["dates"] == 7
+
+
+@pytest.mark.parametrize("name", ["ma_distance", "volume_ratio"])
+def test_a_constant_window_is_its_value_exactly(tmp_path: Path, name: str) -> None:
+    """Recomputed from its window, a constant window's mean was a float's sum over its
+    length (seven 49.73 average 49.730000000000004), so two flat symbols, both 0 by the
+    formula, were -1.1e-16 and 0 and their tie was broken (QA)."""
+    days = pd.bdate_range("2021-03-01", periods=8).strftime("%Y-%m-%d").tolist()
+    flat = [49.73] * 8
+    write_bars(tmp_path, "MA", flat, days=days, volume=flat)
+    write_bars(tmp_path, "MB", [10.0] * 8, days=days, volume=[10.0] * 8)
+    moving = [10, 11, 10, 12, 10, 13, 14, 12]
+    write_bars(tmp_path, "MC", moving, days=days, volume=moving)
+    got = compute_factor(name, {"lookback": 7}, DataStore(tmp_path).panel(["MA", "MB", "MC"]))
+    want = 0.0 if name == "ma_distance" else 1.0
+    assert got[-1, 0] == got[-1, 1] == want, got[-1]
