@@ -81,6 +81,15 @@ def _offset(moment: datetime) -> timedelta:
     return moment.utcoffset() or timedelta(0)
 
 
+
+def names_given(value: Any) -> Any:
+    """Symbols as a list: a string is one name, or several between commas (no symbol has
+    one): `spoolq submit ... -p symbols=A,B` failed "symbols.0: String should match
+    pattern", naming neither the value nor the way to give a list (QA)."""
+    if not isinstance(value, str):
+        return value
+    return [name.strip() for name in value.split(",")] if "," in value else [value]
+
 class KlineParams(BaseModel):
     """Parameters of ``get_kline``."""
 
@@ -127,7 +136,7 @@ class BacktestParams(BaseModel):
     def _one_name(cls, value: Any) -> Any:
         # QUANT.md: "one or many".  `spoolq submit run_backtest -p symbols=S0000` failed
         # "symbols: Input should be a valid array" (QA).
-        return [value] if isinstance(value, str) else value
+        return names_given(value)
 
     @field_validator("symbols")
     @classmethod
@@ -175,6 +184,11 @@ class FactorParams(BaseModel):
                                                 description="default: the horizons")
     start: Bound = None
     end: Bound = None
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return names_given(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

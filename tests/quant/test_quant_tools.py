@@ -204,3 +204,13 @@ def test_a_backtest_takes_one_symbol_by_its_name() -> None:
     assert BacktestParams.model_validate({"symbols": "S0000"}).symbols == ["S0000"]
     with pytest.raises(ValidationError, match="symbols"):
         BacktestParams.model_validate({"symbols": 5})
+
+
+def test_symbols_between_commas_are_several() -> None:
+    """``-p symbols=HFULL0,HFULL1`` failed "symbols.0: String should match pattern ...",
+    naming neither the value nor how to give a list (QA): no symbol holds a comma, so
+    one between names parts them, for both tools."""
+    assert BacktestParams.model_validate({"symbols": "A0, B0"}).symbols == ["A0", "B0"]
+    assert FactorParams.model_validate({"symbols": "A0,B0"}).symbols == ["A0", "B0"]
+    with pytest.raises(ValidationError, match="symbols must not repeat"):
+        FactorParams.model_validate({"symbols": "A0,A0"})
