@@ -464,6 +464,15 @@ def test_submit_refuses_bad_jobs_without_dropping_them(root: Path, env: dict[str
     assert files(root, "tmp") == set()
 
 
+def test_a_spool_root_that_is_a_file_is_said_so_by_every_command(tmp_path: Path) -> None:
+    """``init`` said "Not a directory (<root>/pending)", where ``ls`` named the root (QA)."""
+    root = tmp_path / "afile"
+    root.write_text("")
+    env = {**os.environ, "SPOOL_DIR": str(root)}
+    for proc in run_all(env, ["init"], ["ls"]):
+        refused(proc, 1, f"{root} is not a directory: the spool root must be one")
+
+
 def test_submit_file_refuses_nan_and_infinity_as_intake_does(
         root: Path, env: dict[str, str], tmp_path: Path) -> None:
     """pydantic's JSON parser took NaN and Infinity, and the job went out with null in
