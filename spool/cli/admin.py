@@ -98,7 +98,13 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     check_can_change(client.layout, "spoolq purge" + " --dry-run" * args.dry_run,
                      write=[] if args.dry_run else folders,
                      listing=folders if args.dry_run else [])
-    report = client.purge(args.older_than, states, dry_run=args.dry_run)
+    try:
+        report = client.purge(args.older_than, states, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        if not args.dry_run:  # it said nothing, thousands removed by then (QA)
+            note("interrupted: what was removed so far stays removed (the records being "
+                 "removed then are finished first); run it again to purge the rest")
+        raise
     removed, kept = report.removed, report.kept
     if args.json:
         emit_json({"removed": removed, "kept": kept, "held": list(report.held),

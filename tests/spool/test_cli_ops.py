@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
-from spoolkit import CLI, open_pty, read_line, read_until, stop
+from spoolkit import CLI, open_pty, read_line, read_until, stop, strace_path
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
@@ -652,3 +653,37 @@ def test_wait_that_cannot_write_its_outcome_is_no_failed_job(root: Path, env: di
     assert "job later was submitted" in runs["submit"].stderr.decode()
     assert (root / "pending" / "later.json").exists()  # not waited for: its id is nowhere
     assert shown.returncode == 1, shown  # a command that is no wait: 1, as before
+
+
+def test_an_interrupted_purge_says_what_stays_and_how_to_finish(
+        root: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """Ctrl-C during a purge exited 130 saying nothing, thousands of records removed by
+    then (QA).  strace slows each removal so the interrupt comes mid-way."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    done = root / "done"
+    old = time.time() - 3600
+    for n in range(300):
+        path = done / f"old-{n}.json"
+        path.write_bytes(orjson.dumps({"id": f"old-{n}", "state": "done", "tool": "echo"}))
+        os.utime(path, (old, old))
+    proc = subprocess.Popen(
+        [strace, "-f", "-qq", "-o", os.devnull, "-e", "trace=unlink,unlinkat",
+         "-e", "inject=unlink,unlinkat:delay_enter=20000", *CLI, "purge", "--older-than", "1m"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(os.listdir(done)) >= 290:  # removals under way
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+            time.sleep(0.02)
+        traced = psutil.Process(proc.pid).children()[0]  # the CLI, strace's tracee
+        traced.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "interrupted: what was removed so far stays removed" in err, err
+    assert 0 < len(os.listdir(done)) < 300
