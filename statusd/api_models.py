@@ -127,7 +127,11 @@ class SpoolStats(BaseModel):
         "(since it arrived, or its not_before or retry backoff's end if later); null when none "
         "is due")
     throughput: Throughput
-    tools: list[str] = Field(description="tool names seen in the spool or offered by processors")
+    tools: list[str] = Field(description="tool names offered by processors, and seen in the "
+                             "spool: the first 256 of those, in order, that none offers")
+    tools_omitted: int = Field(default=0, ge=0, description="tool names seen in the spool "
+                               "and offered by no processor past those 256 (made-up names "
+                               "of jobs that failed unknown_tool, say)")
     statusd: StatusdInfo
 
 

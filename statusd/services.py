@@ -35,6 +35,9 @@ log = logging.getLogger("spoolq.statusd")
 
 WRITE_THREADS = 4
 """Concurrent writes (a cancel of a running job may wait up to 5 s in one)."""
+MAX_SEEN_TOOLS = 256
+"""Tool names the stats list beside those the processors offer (the first, in order):
+the rest are counted in ``tools_omitted``."""
 
 
 class Services:
@@ -117,8 +120,13 @@ class Services:
         doc = stats_document(figures.counts(), age, processors, now,
                              finished_recently=written, oldest_due_pending_age_s=due_age)
         # A status file's tool list is not checked (a name may be any JSON value).
-        offered = [t.get("name") for p in processors for t in p.tools]
-        doc["tools"] = sorted({*figures.tools(), *(t for t in offered if isinstance(t, str))})
+        offered = {name for p in processors for t in p.tools
+                   if isinstance(name := t.get("name"), str)}
+        seen = [name for name in figures.tools() if name not in offered]
+        # Bounded: 3,000 made-up names (jobs failed unknown_tool) made the document
+        # 361 KB, read every 5 s by each open dashboard, and a select of 3,009 (QA).
+        doc["tools"] = sorted([*offered, *seen[:MAX_SEEN_TOOLS]])
+        doc["tools_omitted"] = max(0, len(seen) - MAX_SEEN_TOOLS)
         doc["statusd"] = self._own_figures()
         return doc
 
