@@ -21,6 +21,8 @@ import contextlib
 import fcntl
 import os
 import pickle
+import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -40,6 +42,11 @@ class ParentEnd:
     def __init__(self, read_fd: int, write_fd: int) -> None:
         os.set_blocking(read_fd, False)
         self.read_fd, self.write_fd = read_fd, write_fd
+        try:
+            self.room = fcntl.fcntl(write_fd, fcntl.F_GETPIPE_SZ)
+        except OSError:  # not a pipe (a test's socket): no write is sure not to wait
+            self.room = 0
+        """What a write into the empty task pipe takes without waiting."""
 
     def fileno(self) -> int:
         """The end to watch for readability."""
@@ -52,10 +59,32 @@ class ParentEnd:
 
     def sendall(self, data: bytes) -> None:
         """Write all of ``data``, waiting for room (OSError once the worker is gone)."""
-        with memoryview(data) as view:
-            done = 0
-            while done < len(view):
-                done += os.write(self.write_fd, view[done:])
+        _write_all(self.write_fd, data)
+
+    def send_aside(self, data: bytes, on_error: Callable[[], None]) -> None:
+        """Write ``data``: at once when the empty task pipe holds it all (no wait), else
+        on a thread of its own, through a duplicate of the descriptor (closing this end
+        meanwhile cannot hand the thread's writes to a file that reuses its number), and
+        ``on_error`` is called there if the worker is gone.  A worker that stopped reading
+        (SIGSTOP, a debugger) held the loop thread, every FAST job, heartbeat and stop
+        with it, until the task's deadline killed the worker."""
+        if len(data) <= self.room:
+            try:
+                _write_all(self.write_fd, data)
+            except OSError:
+                on_error()
+            return
+        fd = os.dup(self.write_fd)
+
+        def write() -> None:
+            try:
+                _write_all(fd, data)
+            except OSError:
+                on_error()
+            finally:
+                os.close(fd)
+
+        threading.Thread(target=write, name="spoolq-task-write", daemon=True).start()
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
@@ -79,6 +108,13 @@ class WorkerEnd:
     def close(self) -> None:
         self.tasks.close()
         self.messages.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
 
 
 def open_channel() -> tuple[ParentEnd, WorkerEnd]:

@@ -353,6 +353,28 @@ def test_a_large_task_for_a_worker_still_loading_its_tools_does_not_hold_the_loo
     assert outcome.ok and outcome.job_id == "large", outcome
 
 
+def test_a_large_task_for_a_frozen_ready_worker_does_not_hold_the_loop(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """A task larger than the task pipe (256 KiB) given a ready worker that stopped
+    reading (SIGSTOP, a debugger) was written on the loop thread, which waited, every
+    FAST job, heartbeat and stop with it, until the task's deadline killed the worker
+    (the forty-seventh session's left item).  It is written aside; the worker, let go,
+    runs it."""
+    pool, inbox = started
+    worker = pool._slots[0].process
+    assert worker is not None and worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        pool.submit(task("large", "t_pid", tmp_path, log="x" * 600_000))
+        took = time.monotonic() - began
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    outcome = finished(inbox, pool=pool)
+    assert took < 1.0, f"the submit waited {took:.1f} s for the frozen worker"
+    assert outcome.ok and outcome.job_id == "large", outcome
+
+
 def test_a_task_held_for_a_worker_killed_while_loading_its_tools_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed while it imports its tools (the OOM killer, a C extension's
