@@ -137,7 +137,7 @@ def checked_item(job_id: str, stamp: Stamp, obj: Any, raw: bytes | None) -> Item
     if not isinstance(obj, dict) or obj.get("id") != job_id or obj.get("state") != stamp.state:
         return None
     tool = obj.get("tool")
-    submitted = _parse_ts(obj.get("submitted_at"))
+    submitted = parse_ts(obj.get("submitted_at"))
     duration = obj.get("duration_s")
     error = obj.get("error")
     if (
@@ -159,7 +159,7 @@ def partial_item(job_id: str, stamp: Stamp, fields: dict[str, Any]) -> Item:
     was not read, and ``submitted_at`` falls back to the file's mtime."""
     known = {k: v for k, v in fields.items() if k not in ("id", "state", "result")}
     known.update(id=job_id, state=stamp.state.value, fields_omitted=True)
-    submitted = _parse_ts(known.get("submitted_at"))
+    submitted = parse_ts(known.get("submitted_at"))
     if submitted is None:
         submitted = stamp.mtime_ns // 1000
         known["submitted_at"] = utc_from_ns(stamp.mtime_ns)
@@ -232,7 +232,7 @@ def _optional_ts_ok(obj: dict[str, Any]) -> bool:
     return isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 0
 
 
-def _parse_ts(value: object) -> int | None:
+def parse_ts(value: object) -> int | None:
     """Microseconds since the epoch of an aware ISO 8601 string; None otherwise."""
     if not isinstance(value, str):
         return None

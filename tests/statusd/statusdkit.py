@@ -315,9 +315,11 @@ def finish(spool: Spool, claim_: Claim, result: Any = None, *,
            error: tuple[ErrorType, str] | None = None, duration_s: float = 0.25) -> Record:
     job = Job.model_validate_json(claim_.data)
     state = JobState.FAILED if error else JobState.DONE
+    now = datetime.now(UTC)  # started ``duration_s`` before, as a processor's record says
     record = record_from_job(job, claim_.job_id, state, claim_.mtime_ns).model_copy(update={
-        "result": result, "attempts": job.attempts + 1, "started_at": datetime.now(UTC),
-        "finished_at": datetime.now(UTC), "duration_s": duration_s, "host": "test",
+        "result": result, "attempts": job.attempts + 1,
+        "started_at": now - timedelta(seconds=duration_s),
+        "finished_at": now, "duration_s": duration_s, "host": "test",
         "pid": os.getpid(),
         "error": ErrorInfo(type=error[0], message=error[1]) if error else None})
     if error:

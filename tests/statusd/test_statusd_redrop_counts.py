@@ -114,6 +114,21 @@ def _done_echo(metrics: Metrics) -> float:
     return 0.0
 
 
+def test_a_run_behind_a_drop_of_the_same_bytes_is_counted(
+        hints_only: ServerThread, spool: Spool) -> None:
+    """A re-drop of the same job file (its ``submitted_at`` too: a cp -p, an integration
+    that sends one file again) has the run behind it's sort key: taken by that alone for
+    the drop's own run, the run went uncounted (the session's own review)."""
+    at = "2026-01-01T00:00:00+00:00"
+    submit(spool, "nightly", submitted_at=at)
+    first = claim(spool, "nightly")
+    submit(spool, "nightly", submitted_at=at)
+    wait_for(lambda: _samples(hints_only)[("spoolq_jobs", (("state", "pending"),))] == 1,
+             what="the new drop seen")
+    finish(spool, first, error=(ErrorType.TIMEOUT, "too slow"), duration_s=3.0)
+    wait_for(lambda: _samples(hints_only).get(FAILED_ECHO) == 1, what="the run counted")
+
+
 def test_a_job_that_ends_during_a_rescan_is_counted_once(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rescan lists the folders one after another: a job listed in ``pending/`` that
@@ -173,7 +188,8 @@ def test_a_retried_jobs_own_run_is_counted_once(spool: Spool) -> None:
         try:
             spool.retry("again")
             await tracker.refresh(["again"])  # the batch: the retried drop, pending
-            finish(spool, claim(spool, "again"), error=(ErrorType.TOOL_ERROR, "second"))
+            finish(spool, claim(spool, "again"), error=(ErrorType.TOOL_ERROR, "second"),
+                   duration_s=0.0)  # (started after the retry, as it ran at once)
             await tracker._count_behind({"again"})  # the batch: a run behind it?
             await tracker.refresh(["again"])  # the next batch: its own run's record
         finally:
