@@ -93,7 +93,8 @@ def _volatility(panel: Panel, p: Mapping[str, int]) -> F64:
     # alone, where a window of one value is exactly 0 (:func:`_std`).
     with np.errstate(invalid="ignore"):
         scale = np.nanmax(np.abs(returns), axis=1, initial=0.0)[:, None]
-        rows, cols = np.nonzero((spread > 0) & (spread <= SMALL_SPREAD * scale))
+        limit = np.maximum(SMALL_SPREAD * scale, SPREAD_FLOOR)
+        rows, cols = np.nonzero((spread > 0) & (spread <= limit))
     if len(rows):
         spread[rows, cols] = _std(windows_of(returns, rows, cols, window))
     return exact_where_close(spread, window, lambda rows, cols: _std(
@@ -137,6 +138,10 @@ is recomputed before: :data:`SMALL_SPREAD`.)"""
 SMALL_SPREAD = 1e-6
 """A volatility this small relative to its date's largest return is computed again from
 its window: it may be a flat window's 0 under the rolling sums' residue."""
+SPREAD_FLOOR = 1e-7
+"""And one this small whatever the date's returns: the residue comes of returns that left
+the window long before (1.1e-9 of a 2 %-a-day stock), so a date of flat or quiet symbols
+alone (its largest return 0, or 1e-4) recomputed none (the session's own review)."""
 WINDOW_CELLS = 1 << 22
 """Window values gathered at a time when recomputing (32 MiB of float64)."""
 
