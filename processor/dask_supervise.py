@@ -120,6 +120,9 @@ class _Supervisor:
                 if not self.child.ready:
                     self.child.ready = True
                     self.deadline = time.monotonic() + self.task.timeout_s
+                    # Its run, as its outcome times it, starts now too: a timeout said
+                    # "killed after 5 s" at the import's 600 s (the session's own review).
+                    self.run_.started = time.monotonic()
                     self._started()  # the processor's backstop counts from now too
             elif kind == "done":
                 self.child.retiring = len(message) > 2 and bool(message[2])
@@ -177,9 +180,12 @@ def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Ou
     ran_s = time.monotonic() - run.started
     if run.reason == ErrorType.TIMEOUT.value or (
             run.reason is None and timed_out_itself(task.timeout_s, exitcode, ran_s)):
-        return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
-                       pid=0, duration_s=ran_s)
+        loading = run.child is not None and not run.child.ready
+        said = (f"killed: its job process had not loaded the tools after "
+                f"{seconds_text(READY_WAIT_S)} (timeout)" if loading
+                else f"killed after {seconds_text(task.timeout_s)} (timeout)")
+        return Outcome(task.job_id, ErrorType.TIMEOUT, said, retryable=True, pid=0,
+                       duration_s=ran_s)
     if run.reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0,
                        duration_s=ran_s)

@@ -31,3 +31,13 @@ class AfterSlowImport(BaseTool):
 
     def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
         return ToolResult.ok(os.getpid())
+
+
+class SleepsPastItsLimit(AfterSlowImport):
+    """Sleeps 5 s under its 0.5 s limit: a timeout, timed from the import's end."""
+
+    name: ClassVar[str] = "d_late_after_slow_import"
+
+    def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
+        time.sleep(5.0)
+        return ToolResult.ok(os.getpid())

@@ -628,9 +628,14 @@ def test_a_tool_module_slow_to_import_on_dask_does_not_time_its_jobs_out(
     """
     d = daemon(tools="dask_tools,slow_import_dask", **_dask_env(dask_cluster.scheduler_address))
     drop(spool_root, "slow", {"tool": "d_after_slow_import"})
+    drop(spool_root, "late", {"tool": "d_late_after_slow_import"})
     got = wait_record(spool_root, "slow", 60)
     assert got["state"] == "done", got.get("error")
     assert got["duration_s"] > 10.0  # the import, not the job's time, went by
+    # Its limit, too, is timed from the import's end: killed 0.5 s after it.
+    late = wait_record(spool_root, "late", 60)
+    assert late["error"]["type"] == "timeout", late["error"]
+    assert late["error"]["message"] == "killed after 500 ms (timeout)"
     assert d.stop() == 0
 
 
