@@ -65,13 +65,15 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _not_anothers_as_root(layout: Layout) -> None:
-    """Refuse a plain init by root of another user's spool: the folders it made were
-    root's, mode 0750, and that user's processor failed on them at its next start."""
+    """Refuse a plain init by root of another user's spool short of a folder: the folders
+    it made were root's, mode 0750, and that user's processor failed on them at its next
+    start.  A whole one is left as it is (again, harmless)."""
     try:
         owner = layout.root.stat().st_uid
     except OSError:
         return
-    if os.geteuid() == 0 and owner != 0:
+    if os.geteuid() == 0 and owner != 0 and not all(
+            folder.is_dir() for folder in layout.all_folders()):
         raise SpoolError(f"{layout.root} is uid {owner}'s: as root, mend it with its owners "
                          "and modes: spoolq init --system --user USER --group GROUP")
 

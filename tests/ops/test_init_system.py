@@ -116,3 +116,25 @@ def test_a_system_spool_short_of_a_folder_is_mended_with_its_owners(tmp_path: Pa
     assert not (root / "progress").exists()
     assert _init_system(root).returncode == 0
     assert os.stat(root / "progress").st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+def test_a_volumes_root_and_a_root_with_its_data_first_are_taken(tmp_path: Path) -> None:
+    """The refusal of a folder holding other files took a new filesystem's lost+found,
+    or a data/ filled first (the default SPOOL_DATA_DIR), for other files (the session's
+    own review)."""
+    for made in ("lost+found", "data"):
+        root = tmp_path / made.replace("+", "_")
+        (root / made).mkdir(parents=True)
+        proc = _init_system(root)
+        assert proc.returncode == 0, proc.stderr
+        assert (root / "pending").is_dir()
+
+
+def test_a_plain_init_of_a_whole_system_spool_by_root_stays_harmless(tmp_path: Path) -> None:
+    """Refusing a plain init by root of another user's spool short of a folder refused
+    one of a whole spool too, which the help calls harmless (the session's own review)."""
+    root = tmp_path / "spool"
+    assert _init_system(root).returncode == 0
+    plain = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(root),
+                            "init"], capture_output=True, text=True, check=False, timeout=60)
+    assert plain.returncode == 0, plain.stderr
