@@ -82,14 +82,17 @@ def env_file() -> Path | None:
                           "remove it or run from another directory")
     if st.st_size > MAX_ENV_FILE_BYTES:
         raise ConfigError(f"cannot read {path}: larger than {MAX_ENV_FILE_BYTES} bytes")
-    owners = {st.st_uid}
+    trusted = {os.geteuid(), 0}
+    if os.geteuid() == 0 and (sudo := os.environ.get("SUDO_UID", "")).isdigit():
+        trusted.add(int(sudo))  # `sudo spoolq init --system` from one's own checkout
+    owners = {path.resolve(): st.st_uid}
     with contextlib.suppress(OSError):
-        owners.add(os.lstat(path).st_uid)  # a symlink's to it, too
-    if not owners <= {os.geteuid(), 0}:
-        stranger = max(owners - {os.geteuid(), 0})
-        raise ConfigError(f"not reading {path.resolve()}: it belongs to uid {stranger}, "
-                          "neither this user nor root, and would choose the spool and the "
-                          "tools this command uses; remove it or run from another directory")
+        owners[path.absolute()] = os.lstat(path).st_uid  # a symlink's to it, too
+    for named, owner in owners.items():
+        if owner not in trusted:
+            raise ConfigError(f"not reading {named}: it belongs to uid {owner}, neither "
+                              "this user nor root, and would choose the spool and the tools "
+                              "this command uses; remove it or run from another directory")
     return path
 
 

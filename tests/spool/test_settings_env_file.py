@@ -118,3 +118,25 @@ def test_another_users_env_is_not_read(tmp_path: Path, root: Path, program: str)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "belongs to uid 12345" in lines[0], proc.stderr
     assert not (tmp_path / "theirs").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives the .env to another user with chown")
+def test_the_env_named_is_the_strangers_and_sudos_own_is_read(tmp_path: Path,
+                                                                root: Path) -> None:
+    """A root-owned .env through a symlink of another user was refused naming the file
+    it points to, root's (the session's own review); and `sudo spoolq ...` run from one's
+    own checkout reads one's own .env (SUDO_UID), as before the refusal."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "real.env").write_text(f"SPOOL_DIR={root}\n")
+    (work / ".env").symlink_to("real.env")
+    os.lchown(work / ".env", 12345, 12345)
+    proc = run(work, PROGRAMS["spoolq"], root)
+    assert proc.returncode == 2 and f"not reading {work / '.env'}: it belongs to uid 12345" \
+        in proc.stderr, proc.stderr
+    os.lchown(work / ".env", 0, 0)
+    os.chown(work / "real.env", 12345, 12345)
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_DIR"}
+    sudo = subprocess.run(PROGRAMS["spoolq"], cwd=work, env={**env, "SUDO_UID": "12345"},
+                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert sudo.returncode == 0, sudo.stderr
