@@ -186,8 +186,16 @@ def main(argv: list[str] | None = None) -> int:
             from processor.registry import load_registry  # noqa: PLC0415 - see the imports
 
             # What a tool module prints as it is imported is not the catalogue.
-            with contextlib.redirect_stdout(sys.stderr):
-                registry = load_registry(settings.tool_modules)
+            # ... nor what it writes to descriptor 1 (C code, a child process it runs).
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                os.dup2(2, 1)
+                with contextlib.redirect_stdout(sys.stderr):
+                    registry = load_registry(settings.tool_modules)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
             return write_out(tools_text(registry, args.json))
         if not early:
             _prepare_children()
@@ -249,7 +257,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture, lifecycle  # noqa: PLC0415
     from processor.daemon import Processor  # noqa: PLC0415
-    from processor.logs import setup_logging  # noqa: PLC0415
+    from processor.logs import reenable, setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
     from processor.quant.tools import FAST_MODULES  # noqa: PLC0415
     from processor.registry import load_registry  # noqa: PLC0415
@@ -266,6 +274,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
         registry = load_registry(settings.tool_modules)
     finally:
         capture.uninstall(saved)
+        reenable()  # a tool module's dictConfig at import
     executor = make_executor(settings, executor_named)
     notifier = SystemdNotifier.from_env(os.environ)
     # What start-up made (modules, the tools, pandas and numpy when a tool loads them,

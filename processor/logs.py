@@ -191,6 +191,20 @@ def repair() -> None:
         root.addHandler(_buffer)
     if root.level != _settings["level"]:
         root.setLevel(_settings["level"])
+    reenable()
+
+
+def reenable() -> None:
+    """Loggers ``logging.config.dictConfig`` or ``fileConfig`` (``disable_existing_loggers``,
+    True unless said) disabled: every logger that existed then, the processor's own
+    (``spoolq.*``, ``py.warnings``) and the tools' module loggers, silent for good."""
+    if _SENTINEL.disabled:
+        for logger in list(logging.getLogger().manager.loggerDict.values()):
+            if isinstance(logger, logging.Logger) and logger.disabled:
+                logger.disabled = False
+
+
+_SENTINEL = logging.getLogger("spoolq.transitions")
 
 
 class WarningFilters:

@@ -119,7 +119,11 @@ def installed_tools() -> list[dict[str, Any]]:
     if proc.returncode != 0:
         last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise SpoolError(f"{asked} failed: {last[0]}")
-    return [catalogue_entry(raw) for raw in orjson.loads(proc.stdout)]
+    try:
+        entries = orjson.loads(proc.stdout)
+    except orjson.JSONDecodeError as exc:
+        raise SpoolError(f"{asked} wrote no catalogue (not JSON: {exc})") from None
+    return [catalogue_entry(raw) for raw in entries]
 
 
 def _run_python(what: str, args: list[str]) -> subprocess.CompletedProcess[bytes]:

@@ -581,3 +581,32 @@ def test_a_tool_module_that_prints_as_it_is_imported(spool_root: Path, daemon: S
     job_output(d, "job", "chatty_import")  # every line of the log is a JSON line
     assert {"chatty_tools: loading the model ...", "chatty_tools: a warning at import"} <= {
         e["msg"].split("\n")[0].split(": UserWarning: ")[-1] for e in d.events()}
+
+
+RAW_MODULE = '''
+import os
+from processor.tools import BaseTool, ToolResult
+os.write(1, b"raw_tools: a banner on descriptor 1\\n")  # C code's printf, a child's output
+class Raw(BaseTool):
+    name = "raw_import"
+    def execute(self, params, ctx):
+        return ToolResult.ok("r")
+'''
+
+
+def test_a_tool_module_that_writes_to_descriptor_1_as_it_is_imported(
+        spool_root: Path, tmp_path: Path) -> None:
+    """Only Python's stdout went to stderr while the tools loaded: a module writing to
+    descriptor 1 (a C library's banner, a child process run without capture) put its
+    text before the catalogue, and ``spoolq tools`` said "unexpected JSONDecodeError ...
+    (a bug in spoolq)" (QA)."""
+    (tmp_path / "raw_tools.py").write_text(RAW_MODULE)
+    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "raw_tools",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
+                          capture_output=True, check=True)
+    assert "raw_import" in {t["name"] for t in orjson.loads(done.stdout)}
+    assert b"a banner on descriptor 1" in done.stderr
+    listed = subprocess.run([sys.executable, "-m", "spool.cli.main", "tools"], env=env,
+                            capture_output=True, text=True, check=False)
+    assert listed.returncode == 0 and "raw_import" in listed.stdout, listed.stderr
