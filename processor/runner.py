@@ -16,6 +16,7 @@ import contextvars
 import json
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -44,8 +45,9 @@ STR_KEYS_OPTS = RESULT_OPTS & ~orjson.OPT_NON_STR_KEYS
 _NON_STR_KEY = "Dict key must be str"  # orjson's refusal of a key without OPT_NON_STR_KEYS
 _MAX_DEPTH = 255  # orjson refuses deeper
 DEADMAN_EXIT = 124  # a worker's exit status when its own deadline ended it (as timeout(1))
-OUT_OF_MEMORY = "out of memory (MemoryError); see SPOOL_WORKER_MEMORY_MB"
-"""The message of a run its tool's MemoryError ended (a COMPUTE worker then retires)."""
+OUT_OF_MEMORY = "out of memory"
+"""How the message of a run its tool's MemoryError ended begins (a COMPUTE worker then
+retires): :func:`out_of_memory`."""
 ProgressFn = Callable[[float, str], None]
 
 
@@ -195,7 +197,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         outcome = Outcome.failed(job_id, exc, _traceback(exc) if not
                                  isinstance(exc, InvalidParams) else None)
     except MemoryError as exc:
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, OUT_OF_MEMORY, _traceback(exc))
+        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, out_of_memory(exc), _traceback(exc))
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
         if os.getpid() != pid:  # in a child the tool forked (see below), the child's status
             os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
@@ -294,6 +296,19 @@ def _key_twice(value: Any, depth: int = 0) -> str | None:
                 twice := _key_twice(child, depth + 1)) is not None:
             return twice
     return None
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """A MemoryError's message: what it said (numpy's "Unable to allocate 7.28 TiB for an
+    array with shape ..." was left to the traceback), and the worker's cap where one is
+    set (SPOOL_WORKER_MEMORY_MB was named for FAST tools, and without a cap)."""
+    text = _text_of(exc)
+    said = f"{OUT_OF_MEMORY} (MemoryError: {text})" if text else f"{OUT_OF_MEMORY} (MemoryError)"
+    cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if cap == resource.RLIM_INFINITY:
+        return said
+    return f"{said}; this worker's address space is capped at {cap >> 20} MB " \
+        "(SPOOL_WORKER_MEMORY_MB)"
 
 
 def _float_state() -> tuple[Any, Any] | None:

@@ -190,7 +190,8 @@ def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:
     fields: dict[str, Any] = {"id": outcome.job_id, "tool": tool, "pid": os.getpid()}
     if budget.cap:
         fields["cap_mb"] = budget.cap // MIB
-    if outcome.message == OUT_OF_MEMORY:
+    if outcome.error_type is ErrorType.TOOL_ERROR and (outcome.message or "").startswith(
+            OUT_OF_MEMORY):
         log.info("worker retires: its job ran out of memory", extra={"fields": fields})
         return True
     used = budget.exhausted()
