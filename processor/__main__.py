@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from processor import startup
@@ -59,6 +60,29 @@ def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeE
         require_distributed(named)  # and a missing extra, by the name that asked
         return DaskExecutor(settings)
     raise ConfigError(f"{named}={settings.executor!r}: use 'local' or 'dask://host:port'")
+
+
+@contextlib.contextmanager
+def _stdout_on_stderr() -> Iterator[None]:
+    """Python's stdout and descriptor 1 on stderr for the block: what a tool module
+    writes to descriptor 1 as it is imported (C code, a child process it runs without
+    capture) came before the catalogue, which ``spoolq tools`` then could not read (QA).
+    Descriptor 1 closed (``>&-``) is left so: the catalogue's write says it."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        saved = -1
+    try:
+        if saved >= 0:
+            os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved >= 0:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 EXIT_CONFIG = 2
@@ -186,16 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             from processor.registry import load_registry  # noqa: PLC0415 - see the imports
 
             # What a tool module prints as it is imported is not the catalogue.
-            # ... nor what it writes to descriptor 1 (C code, a child process it runs).
-            sys.stdout.flush()
-            saved = os.dup(1)
-            try:
-                os.dup2(2, 1)
-                with contextlib.redirect_stdout(sys.stderr):
-                    registry = load_registry(settings.tool_modules)
-            finally:
-                os.dup2(saved, 1)
-                os.close(saved)
+            with _stdout_on_stderr():
+                registry = load_registry(settings.tool_modules)
             return write_out(tools_text(registry, args.json))
         if not early:
             _prepare_children()
