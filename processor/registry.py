@@ -41,7 +41,11 @@ class Registry:
 
     def add(self, tool: type[BaseTool]) -> None:
         name = getattr(tool, "name", None)
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):  # said "has no name" of name = 42 (QA)
+            raise ConfigError(f"tool class {tool.__qualname__} has no name" if name is None
+                              else f"tool class {tool.__qualname__}: its name must be a str, "
+                              f"not {type(name).__name__}")
+        if not name:
             raise ConfigError(f"tool class {tool.__qualname__} has no name")
         if len(name) > MAX_TOOL_NAME:  # registered, it failed each job naming it invalid_job
             raise ConfigError(f"tool name {name[:40]!r}... ({_where(tool)}) is longer than "
@@ -182,7 +186,27 @@ def _declaration_problem(tool: type[BaseTool]) -> str | None:
     for attr in ("category", "description"):
         if not isinstance(getattr(tool, attr, None), str):
             return f"{attr} must be a str, not {type(getattr(tool, attr, None)).__name__}"
+    return _behaviour_problem(tool)
+
+
+def _behaviour_problem(tool: type[BaseTool]) -> str | None:
+    """Each of these was taken at start, and then failed every job, or listed a category
+    the API documents as "query or mutation" (QA)."""
+    if tool.category not in CATEGORIES:
+        return f"category must be 'query' or 'mutation', not {tool.category!r}"
+    execute = inspect.getattr_static(tool, "execute", None)
+    if isinstance(execute, staticmethod | classmethod):
+        execute = execute.__func__
+    if not callable(execute):
+        return f"execute must be a method execute(self, params, ctx), not {execute!r}"
+    if inspect.iscoroutinefunction(execute) or inspect.isasyncgenfunction(execute):
+        return ("execute must be a plain method, not async: nothing awaits it (each job "
+                "would fail with a coroutine for its result)")
     return None
+
+
+CATEGORIES = frozenset({"query", "mutation"})
+"""A tool's ``category``, as DESIGN section 4 and the API's schema say."""
 
 
 def _is_tool(obj: type) -> TypeGuard[type[BaseTool]]:

@@ -41,6 +41,10 @@ def tool_class(**attrs: Any) -> type[BaseTool]:
     return type("T", (BaseTool,), body)
 
 
+async def _async_execute(self: BaseTool, params: Any, ctx: Any) -> ToolResult:
+    return ToolResult.ok(None)
+
+
 @pytest.mark.parametrize(("attrs", "says"), [
     ({"Params": dict}, "Params must be a pydantic BaseModel"),
     ({"execution_mode": "fast"}, "execution_mode must be"),
@@ -64,6 +68,11 @@ def tool_class(**attrs: Any) -> type[BaseTool]:
     ({"name": " echo"}, "starts or ends with a space"),
     ({"name": "echo "}, "starts or ends with a space"),
     ({"execute": BaseTool.execute}, "it defines no execute"),
+    # Taken at start, then every job failed, or a category outside the API's (QA).
+    ({"category": "delete-everything"}, "category must be 'query' or 'mutation'"),
+    ({"execute": 5}, "execute must be a method"),
+    ({"execute": _async_execute}, "execute must be a plain method, not async"),
+    ({"name": 42}, "its name must be a str, not int"),
 ])
 def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, Any],
                                                             says: str) -> None:
