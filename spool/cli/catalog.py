@@ -115,7 +115,9 @@ def _may_list(folder: Path) -> bool:
 def installed_tools() -> list[dict[str, Any]]:
     """``python -m processor tools --json`` (inherits the environment: SPOOL_TOOLS)."""
     asked = "no running processor's tools to show, and 'python -m processor tools'"
-    proc = _run_python(asked, ["-m", "processor", "tools", "--json"])
+    # -P: not the working directory first on the path, where the daemon (spool-processor)
+    # has none: a module found there was listed, and the daemon then refused it (QA).
+    proc = _run_python(asked, ["-P", "-m", "processor", "tools", "--json"])
     if proc.returncode != 0:
         last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise SpoolError(f"{asked} failed: {last[0]}")

@@ -610,3 +610,22 @@ def test_a_tool_module_that_writes_to_descriptor_1_as_it_is_imported(
     listed = subprocess.run([sys.executable, "-m", "spool.cli.main", "tools"], env=env,
                             capture_output=True, text=True, check=False)
     assert listed.returncode == 0 and "raw_import" in listed.stdout, listed.stderr
+
+
+def test_spoolq_tools_finds_the_modules_the_daemon_finds(spool_root: Path,
+                                                         tmp_path: Path) -> None:
+    """``spoolq tools`` ran ``python -m processor``, which puts the working directory
+    first on the path, where the daemon (``spool-processor``) does not: a module there
+    was listed, and the daemon then refused it at start (QA)."""
+    (tmp_path / "here_tools.py").write_text(RAW_MODULE.replace("raw_import", "here_import"))
+    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "here_tools"}
+    listed = subprocess.run([sys.executable, "-m", "spool.cli.main", "tools"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    script = Path(sys.executable).with_name("spool-processor")  # the unit's ExecStart
+    if not script.exists():
+        pytest.skip("spool-processor is not installed beside this interpreter")
+    daemon_says = subprocess.run([str(script), "tools"], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True, check=False)
+    assert daemon_says.returncode == 2 and "No module named 'here_tools'" in daemon_says.stderr
+    assert listed.returncode == 1 and "No module named 'here_tools'" in listed.stderr, (
+        listed.stdout, listed.stderr)
