@@ -336,7 +336,11 @@ def _run(progress: Progress, registry: Any, task: tuple[Any, ...],
     try:
         tool = registry.get(name)
     except SpoolError as exc:
-        return Outcome(job_id, ErrorType.UNKNOWN_TOOL, str(exc))
+        # The processor knew it, or it would not be here: this worker's modules are not
+        # the processor's (a module edited since the processor started; QA).
+        return Outcome(job_id, ErrorType.UNKNOWN_TOOL, f"{exc} (in this worker: its tool "
+                       "modules differ from the processor's, changed since it started? "
+                       "restart the processor)")
     ctx = Context(job_id, _data_dir(data_dir), progress.report, resources)
     return run_tool(tool, job_id, params, ctx)
 

@@ -629,3 +629,34 @@ def test_spoolq_tools_finds_the_modules_the_daemon_finds(spool_root: Path,
     assert daemon_says.returncode == 2 and "No module named 'here_tools'" in daemon_says.stderr
     assert listed.returncode == 1 and "No module named 'here_tools'" in listed.stderr, (
         listed.stdout, listed.stderr)
+
+
+EDITED_MODULE = '''
+from processor.tools import BaseTool, ExecutionMode, ToolResult
+class Edited(BaseTool):
+    name = "NAME"
+    execution_mode = ExecutionMode.COMPUTE
+    def execute(self, params, ctx):
+        return ToolResult.ok("e")
+'''
+
+
+def test_a_tool_a_worker_lacks_says_the_modules_changed(spool_root: Path,
+                                                       daemon: StartDaemon,
+                                                       tmp_path: Path) -> None:
+    """A module edited while the processor runs: its catalogue still offers the old tool,
+    a new worker has only the new one, and the job failed "unknown tool" with no word of
+    why (QA)."""
+    module = tmp_path / "edited_tools.py"
+    module.write_text(EDITED_MODULE.replace("NAME", "edited_v1"))
+    d = daemon(tools="edited_tools", tools_dir=tmp_path, JOB_NUM="1",
+               SPOOL_WORKER_MAX_JOBS="1")
+    drop(spool_root, "first", {"tool": "edited_v1"})
+    assert wait_record(spool_root, "first")["state"] == "done"
+    module.write_text(EDITED_MODULE.replace("NAME", "edited_again"))  # (another size:
+    # a .pyc of the same second and size would pass for the new source)
+    drop(spool_root, "second", {"tool": "edited_v1"})
+    error = wait_record(spool_root, "second")["error"]
+    assert error["type"] == "unknown_tool", error
+    assert "its tool modules differ from the processor's" in error["message"], error
+    assert d.stop() == 0
