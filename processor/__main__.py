@@ -273,7 +273,8 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     """:func:`_run`'s steps; ``up`` gets an item once the status file says "up"."""
     from processor import capture, lifecycle  # noqa: PLC0415
     from processor.daemon import Processor  # noqa: PLC0415
-    from processor.logs import reenable, setup_logging  # noqa: PLC0415
+    from processor.logs import repair as repair_logging  # noqa: PLC0415
+    from processor.logs import setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
     from processor.quant.tools import FAST_MODULES  # noqa: PLC0415
     from processor.registry import load_registry  # noqa: PLC0415
@@ -290,7 +291,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
         registry = load_registry(settings.tool_modules)
     finally:
         capture.uninstall(saved)
-        reenable()  # a tool module's dictConfig at import
+        repair_logging()  # a tool module's dictConfig or basicConfig at import
     executor = make_executor(settings, executor_named)
     notifier = SystemdNotifier.from_env(os.environ)
     # What start-up made (modules, the tools, pandas and numpy when a tool loads them,

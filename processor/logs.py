@@ -179,9 +179,12 @@ def tag_lines_with(job_of: Callable[[], tuple[str, str] | None] | None) -> None:
 
 
 def repair() -> None:
-    """Put back what a FAST tool (it runs in the processor) may have left changed in
-    logging, which would silence the processor's log for good: ``logging.disable``, the
-    root logger's handler removed, its level changed."""
+    """Put back what a tool (a FAST one runs in the processor; a module as it is
+    imported) may have left changed in logging, which would silence the processor's log
+    for good, or mix plain text into it: ``logging.disable``, the root logger's handler
+    removed or joined by a plain stream handler (``basicConfig(force=True)``:
+    every line then twice, once as plain text; QA), its level changed, loggers disabled
+    (:func:`reenable`)."""
     if _buffer is None:
         return
     root = logging.getLogger()
@@ -189,6 +192,10 @@ def repair() -> None:
         logging.disable(logging.NOTSET)
     if _buffer not in root.handlers:
         root.addHandler(_buffer)
+    for handler in list(root.handlers):  # (a stream of the process's: stdio, or the
+        # capture of it a module's import ran under; a FileHandler is the tool's own)
+        if handler is not _buffer and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
     if root.level != _settings["level"]:
         root.setLevel(_settings["level"])
     reenable()

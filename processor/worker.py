@@ -47,7 +47,8 @@ from typing import Any
 
 from processor.address_space import MIB, MemoryBudget
 from processor.executor import WorkerConfig
-from processor.logs import reenable, setup_logging, tag_lines_with
+from processor.logs import repair as repair_logging
+from processor.logs import setup_logging, tag_lines_with
 from processor.mp_children import ToolForkserver, allow_children
 from processor.process_state import ProcessState
 from processor.proctree import (
@@ -130,7 +131,7 @@ def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
     except SpoolError as exc:
         _send(conn, ("fatal", str(exc)))
         return
-    reenable()  # a tool module's dictConfig at import
+    repair_logging()  # a tool module's dictConfig or basicConfig at import
     # Only now is it offered a task, whose time limit starts as it is sent: a tool module
     # slow to import (a model file, torch) counted against the worker's first job, and
     # failed every COMPUTE job timeout, for ever (each timeout took the worker and its

@@ -15,6 +15,7 @@ from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 
 CONFIG = {"version": 1, "loggers": {"mylib": {"level": "INFO"}}}
 logging.config.dictConfig(CONFIG)
+logging.basicConfig(force=True)  # the root's handlers swapped for a plain-text one
 log = logging.getLogger("dictconfig_tools")
 
 
@@ -29,6 +30,16 @@ class ConfigureLogging(BaseTool):
 
     def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
         logging.config.dictConfig(CONFIG)
+        return ToolResult.ok(None)
+
+
+class ForcesBasicConfig(BaseTool):
+    name: ClassVar[str] = "t_basicconfig"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
+        logging.basicConfig(force=True, format="%(levelname)s %(message)s")
         return ToolResult.ok(None)
 
 

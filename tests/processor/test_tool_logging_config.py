@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 from daemonkit import Daemon, drop, wait_record
 
 StartDaemon = Callable[..., Daemon]
@@ -25,6 +26,8 @@ def test_a_tools_dictconfig_leaves_the_processors_log_whole(spool_root: Path,
     assert wait_record(spool_root, "before")["state"] == "done"
     drop(spool_root, "configures", {"tool": "t_dictconfig"})
     assert wait_record(spool_root, "configures")["state"] == "done"
+    drop(spool_root, "forces", {"tool": "t_basicconfig"})
+    assert wait_record(spool_root, "forces")["state"] == "done"
     drop(spool_root, "after", {"tool": "echo", "params": {"message": 2}})
     drop(spool_root, "warns", {"tool": "t_logs_warning"})
     assert wait_record(spool_root, "after")["state"] == "done"
@@ -32,7 +35,9 @@ def test_a_tools_dictconfig_leaves_the_processors_log_whole(spool_root: Path,
     assert d.stop() == 0
     events = d.events()
     assert any(e.get("msg") == "started" for e in events), d.logs()
-    for job_id in ("before", "configures", "after", "warns"):
+    for line in d.logs().splitlines():  # basicConfig(force=True) added plain text (QA)
+        assert line.startswith("{"), line
+    for job_id in ("before", "configures", "forces", "after", "warns"):
         said = [e["event"] for e in events if e.get("id") == job_id and "event" in e]
         assert said == ["claimed", "done"], (job_id, d.logs())
     assert any("a warning of the tool's own, job warns" in str(e.get("msg"))
