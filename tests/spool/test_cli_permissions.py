@@ -100,7 +100,7 @@ def test_tools_by_a_user_who_may_not_list_owners_shows_the_installed_processors(
     catalogue.write_bytes(subprocess.run([sys.executable, "-m", "processor", "tools", "--json"],
                                          capture_output=True, check=True).stdout)
     stand_in = open_dir / "python"
-    stand_in.write_text(f'#!/bin/sh\n[ "$*" = "-m processor tools --json" ] || exit 9\n'
+    stand_in.write_text(f'#!/bin/sh\n[ "$*" = "-P -m processor tools --json" ] || exit 9\n'
                         f'exec cat {catalogue}\n')
     stand_in.chmod(0o755)
     catalogue.chmod(0o644)
