@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 from daemonkit import Daemon, drop, wait_record
 
 StartDaemon = Callable[..., Daemon]

@@ -567,13 +567,9 @@ def test_a_tool_module_that_prints_as_it_is_imported(spool_root: Path, daemon: S
     """A tool module's print (and warning) at import: ``spool-processor tools --json``
     printed it before the catalogue, so its output was not JSON; the daemon put it in its
     log as plain text among the JSON lines."""
-    (tmp_path / "chatty_tools.py").write_text(CHATTY_MODULE)
-    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "chatty_tools",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
-                          capture_output=True, check=True)
-    assert "chatty_import" in {t["name"] for t in orjson.loads(done.stdout)}
-    assert b"loading the model" in done.stderr
+    _, stderr = _catalogue_of(spool_root, tmp_path, "chatty_tools", CHATTY_MODULE,
+                              "chatty_import")
+    assert b"loading the model" in stderr
     d = daemon(tools="chatty_tools", tools_dir=tmp_path)
     drop(spool_root, "job", {"tool": "chatty_import"})
     assert wait_record(spool_root, "job")["state"] == "done"
@@ -581,6 +577,19 @@ def test_a_tool_module_that_prints_as_it_is_imported(spool_root: Path, daemon: S
     job_output(d, "job", "chatty_import")  # every line of the log is a JSON line
     assert {"chatty_tools: loading the model ...", "chatty_tools: a warning at import"} <= {
         e["msg"].split("\n")[0].split(": UserWarning: ")[-1] for e in d.events()}
+
+
+def _catalogue_of(spool_root: Path, tmp_path: Path, module: str, text: str, tool: str
+                  ) -> tuple[dict[str, str], bytes]:
+    """``module`` (``text``, in ``tmp_path``) loaded by ``python -m processor tools --json``,
+    whose catalogue must be JSON that lists ``tool``: the environment and its stderr."""
+    (tmp_path / f"{module}.py").write_text(text)
+    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": module,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
+                          capture_output=True, check=True)
+    assert tool in {t["name"] for t in orjson.loads(done.stdout)}
+    return env, done.stderr
 
 
 RAW_MODULE = '''
@@ -600,13 +609,8 @@ def test_a_tool_module_that_writes_to_descriptor_1_as_it_is_imported(
     descriptor 1 (a C library's banner, a child process run without capture) put its
     text before the catalogue, and ``spoolq tools`` said "unexpected JSONDecodeError ...
     (a bug in spoolq)" (QA)."""
-    (tmp_path / "raw_tools.py").write_text(RAW_MODULE)
-    env = {**os.environ, "SPOOL_DIR": str(spool_root), "SPOOL_TOOLS": "raw_tools",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "processor", "tools", "--json"], env=env,
-                          capture_output=True, check=True)
-    assert "raw_import" in {t["name"] for t in orjson.loads(done.stdout)}
-    assert b"a banner on descriptor 1" in done.stderr
+    env, stderr = _catalogue_of(spool_root, tmp_path, "raw_tools", RAW_MODULE, "raw_import")
+    assert b"a banner on descriptor 1" in stderr
     listed = subprocess.run([sys.executable, "-m", "spool.cli.main", "tools"], env=env,
                             capture_output=True, text=True, check=False)
     assert listed.returncode == 0 and "raw_import" in listed.stdout, listed.stderr
