@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from spool.layout import Layout
 from spool.settings import FsyncMode
 
 REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 60.0
 
 
 def _start_under_strace(tmp_path: Path, *faults: str) -> subprocess.CompletedProcess[str]:
@@ -35,10 +37,20 @@ def _start_under_strace(tmp_path: Path, *faults: str) -> subprocess.CompletedPro
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_FSYNC": "never", "JOB_NUM": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                        os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
+    # In a session of its own: a processor the faults did not stop (it started, and would
+    # run for good) goes with strace at the timeout, where it outlived the test (twice, as
+    # this session wrote a test that injected the wrong call).
+    proc = subprocess.Popen(
         [strace, "-f", "-qq", "-o", os.devnull, *faults, sys.executable, "-m", "processor"],
-        env=env, cwd=tmp_path, check=False, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True, timeout=60)
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr)
 
 
 def _exit_75_and_one_line(proc: subprocess.CompletedProcess[str], text: str) -> None:
