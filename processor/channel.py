@@ -61,7 +61,7 @@ class ParentEnd:
         """Write all of ``data``, waiting for room (OSError once the worker is gone)."""
         _write_all(self.write_fd, data)
 
-    def send_aside(self, data: bytes, on_error: Callable[[], None]) -> None:
+    def send_aside(self, data: bytes, on_error: Callable[[], None]) -> threading.Thread | None:
         """Write ``data``: at once when the empty task pipe holds it all (no wait), else
         on a thread of its own, through a duplicate of the descriptor (closing this end
         meanwhile cannot hand the thread's writes to a file that reuses its number), and
@@ -73,7 +73,7 @@ class ParentEnd:
                 _write_all(self.write_fd, data)
             except OSError:
                 on_error()
-            return
+            return None
         fd = os.dup(self.write_fd)
 
         def write() -> None:
@@ -84,7 +84,13 @@ class ParentEnd:
             finally:
                 os.close(fd)
 
-        threading.Thread(target=write, name="spoolq-task-write", daemon=True).start()
+        try:
+            thread = threading.Thread(target=write, name="spoolq-task-write", daemon=True)
+            thread.start()
+        except BaseException:
+            os.close(fd)
+            raise
+        return thread
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):

@@ -91,6 +91,7 @@ class _Slot:
     fatal: str | None = None  # the worker said it cannot start, before reading a task
     ready: bool = False  # the worker said it loaded its tools: it may be offered a task
     unsent: bool = False  # its task's write failed: the worker died before reading it
+    writer: threading.Thread | None = None  # writing its task aside (a large one)
     held: bytes = b""  # its task, framed, kept until the worker has loaded its tools
     retiring: tuple[BaseProcess, float] | None = None  # a worker to be gone by then
 
@@ -251,9 +252,10 @@ class LocalPool:
             # sentinel tells, and the task goes to the next worker, where it was failed
             # worker_crashed, never run (a review).
             with self._lock:
-                slot.unsent = slot.task is task
+                if slot.task is task:
+                    slot.unsent = True
 
-        slot.channel.send_aside(framed, unsent)
+        slot.writer = slot.channel.send_aside(framed, unsent)
 
     def kill(self, job_id: str, reason: str) -> bool:
         with self._lock:
@@ -383,6 +385,9 @@ class LocalPool:
         while slot.channel is not None and self._readable(slot, slot.channel):
             pass  # a result sent just before exiting still counts
         process.join(timeout=0)
+        writer, slot.writer = slot.writer, None
+        if writer is not None:  # its write ends at once (EPIPE) with the worker gone:
+            writer.join(timeout=1.0)  # whether the task was read is known only then
         with self._lock:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None

@@ -375,6 +375,26 @@ def test_a_large_task_for_a_frozen_ready_worker_does_not_hold_the_loop(
     assert outcome.ok and outcome.job_id == "large", outcome
 
 
+def test_a_large_task_whose_worker_dies_before_reading_it_goes_to_the_next(
+        started: tuple[LocalPool, Inbox], tmp_path: Path) -> None:
+    """Written aside, a large task's failed write was said by the writer's thread, which
+    raced the loop's report of the worker's death: 8 of 30 such tasks were failed
+    worker_crashed, never run (the session's own review).  The death waits for the
+    writer's word."""
+    pool, inbox = started
+    outcomes = []
+    for n in range(8):
+        workers_ready(pool, inbox)
+        worker = pool._slots[0].process
+        assert worker is not None and worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)
+        pool.submit(task(f"large-{n}", "t_pid", tmp_path, log="x" * 600_000))
+        time.sleep(0.3)
+        os.kill(worker.pid, signal.SIGKILL)
+        outcomes.append(finished(inbox, pool=pool))
+    assert [o.error_type for o in outcomes] == [None] * 8, outcomes
+
+
 def test_a_task_held_for_a_worker_killed_while_loading_its_tools_is_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed while it imports its tools (the OOM killer, a C extension's
