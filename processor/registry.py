@@ -197,7 +197,9 @@ def _behaviour_problem(tool: type[BaseTool]) -> str | None:
     execute = inspect.getattr_static(tool, "execute", None)
     if isinstance(execute, staticmethod | classmethod):
         execute = execute.__func__
-    if not callable(execute):
+    if not callable(execute) and not hasattr(type(execute), "__get__"):
+        # (a descriptor: functools.partialmethod, singledispatchmethod, a decorator's
+        # object, is not callable itself but gives a method)
         return f"execute must be a method execute(self, params, ctx), not {execute!r}"
     if inspect.iscoroutinefunction(execute) or inspect.isasyncgenfunction(execute):
         return ("execute must be a plain method, not async: nothing awaits it (each job "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -82,6 +83,10 @@ def test_a_badly_declared_tool_is_refused_with_what_is_wrong(attrs: dict[str, An
 
 def test_a_well_declared_tool_is_registered() -> None:
     assert Registry([tool_class()]).names() == ["t"]
+    # A descriptor gives a method, callable or not itself (the session's own review).
+    partial = functools.partialmethod(lambda self, params, ctx, how: ToolResult.ok(how),
+                                      how="x")
+    assert Registry([tool_class(name="p", execute=partial)]).names() == ["p"]
     assert Registry([tool_class(name="with space ünï 工具")]).names() == ["with space ünï 工具"]
     assert Registry([tool_class(name="t" * 128)]).names() == ["t" * 128]
 
