@@ -43,8 +43,8 @@ def _own_run(record: Item, item: Item) -> bool:
     if record.key != item.key:
         return False
     started = _started_us(record.summary)
-    if started is None:
-        return False
+    if started is None:  # no run: the drop's own cancel or quarantine, as it was
+        return True
     if item.state is JobState.RUNNING:
         return started == _started_us(item.summary)
     return started * 1000 >= item.stamp.ctime_ns

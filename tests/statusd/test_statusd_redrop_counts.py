@@ -198,3 +198,27 @@ def test_a_retried_jobs_own_run_is_counted_once(spool: Spool) -> None:
     asyncio.run(scenario())
     assert tracker.index.get("again").state is JobState.FAILED  # type: ignore[union-attr]
     assert _failed_echo(metrics) == 1  # the second run (the first was there at start)
+
+
+def test_a_cancel_of_a_pending_job_is_counted_once(spool: Spool) -> None:
+    """A cancelled drop's record has no run (no started_at): taken for a run behind the
+    drop, it was counted twice, as the retried job's run was (the session's own review
+    of the fix for that)."""
+    metrics = Metrics(dict)
+    tracker = Tracker(spool.layout, Index(), Hub(), metrics, scan_s=3600.0)
+
+    async def scenario() -> None:
+        await tracker.start()
+        try:
+            submit(spool, "dropped")
+            await tracker.refresh(["dropped"])  # a hint batch: the drop, pending
+            spool.cancel_pending("dropped")
+            await tracker._count_behind({"dropped"})  # the batch: a run behind it?
+            await tracker.refresh(["dropped"])  # the next: its cancel
+        finally:
+            tracker.stop()
+
+    asyncio.run(scenario())
+    counted = [sample.value for family in metrics.transitions.collect()
+               for sample in family.samples if sample.name == "spoolq_transitions_total"]
+    assert sum(counted) == 1, counted
