@@ -89,16 +89,18 @@ def _require_new_or_spool(layout: Layout, user: str) -> None:
         names = set(os.listdir(layout.root)) - ALLOWED_BESIDE
     except OSError:
         return  # none yet (made), or no directory (_set says what it is)
-    ours = {folder.name for folder in layout.all_folders()} | {"data"}
-    if names - ours and not names & {layout.folder(state).name for state in JobState}:
+    if names and not names & {layout.folder(state).name for state in JobState}:
         shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
         raise SpoolError(f"{layout.root} holds other files ({shown}) and no spool: init "
                          f"--system would give it to user {user}; name a new or empty "
                          "folder, or an existing spool")
 
 
-ALLOWED_BESIDE = frozenset({"lost+found"})
-"""What a new filesystem's root holds: a volume of the spool's own is no other files."""
+ALLOWED_BESIDE = frozenset({"lost+found", "data"})
+"""What may be there before a spool: a new filesystem's ``lost+found`` (a volume of the
+spool's own), and ``data/`` (SPOOL_DATA_DIR's default, filled first).  Not the other
+folders' names: a shared ``tmp/`` alone (1777) was handed to the spool user (the
+session's own review)."""
 
 
 def _user(name: str, layout: Layout) -> pwd.struct_passwd:

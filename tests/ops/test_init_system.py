@@ -128,6 +128,14 @@ def test_a_volumes_root_and_a_root_with_its_data_first_are_taken(tmp_path: Path)
         proc = _init_system(root)
         assert proc.returncode == 0, proc.stderr
         assert (root / "pending").is_dir()
+    # Not a folder named as one of the spool's: a shared tmp/ (1777) alone was handed to
+    # the spool user, its mode made 3730 (the same review of that).
+    shared = tmp_path / "shared"
+    (shared / "tmp").mkdir(parents=True)
+    (shared / "tmp").chmod(0o1777)
+    proc = _init_system(shared)
+    assert proc.returncode == 1 and "holds other files (tmp) and no spool" in proc.stderr
+    assert stat.S_IMODE(os.stat(shared / "tmp").st_mode) == 0o1777
 
 
 def test_a_plain_init_of_a_whole_system_spool_by_root_stays_harmless(tmp_path: Path) -> None:
