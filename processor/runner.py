@@ -304,11 +304,18 @@ def out_of_memory(exc: MemoryError) -> str:
     set (SPOOL_WORKER_MEMORY_MB was named for FAST tools, and without a cap)."""
     text = _text_of(exc)
     said = f"{OUT_OF_MEMORY} (MemoryError: {text})" if text else f"{OUT_OF_MEMORY} (MemoryError)"
+    if WORKER_CAP_MB[0]:
+        return f"{said}; this worker's address space is capped at {WORKER_CAP_MB[0]} MB " \
+            "(SPOOL_WORKER_MEMORY_MB)"
     cap = resource.getrlimit(resource.RLIMIT_AS)[0]
     if cap == resource.RLIM_INFINITY:
         return said
-    return f"{said}; this worker's address space is capped at {cap >> 20} MB " \
-        "(SPOOL_WORKER_MEMORY_MB)"
+    # Inherited (ulimit -v, a unit's LimitAS=): SPOOL_WORKER_MEMORY_MB plays no part.
+    return f"{said}; this process's address space is limited to {cap >> 20} MB (RLIMIT_AS)"
+
+
+WORKER_CAP_MB = [0]
+"""The cap a COMPUTE worker set on itself (SPOOL_WORKER_MEMORY_MB), 0 for none."""
 
 
 def _float_state() -> tuple[Any, Any] | None:

@@ -59,7 +59,14 @@ from processor.proctree import (
     prctl,
 )
 from processor.registry import load_registry
-from processor.runner import DEADMAN_EXIT, OUT_OF_MEMORY, Context, Outcome, run_tool
+from processor.runner import (
+    DEADMAN_EXIT,
+    OUT_OF_MEMORY,
+    WORKER_CAP_MB,
+    Context,
+    Outcome,
+    run_tool,
+)
 from processor.startup import stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
@@ -87,6 +94,7 @@ def prepare_process(memory_mb: int) -> None:
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        WORKER_CAP_MB[0] = memory_mb
 
 
 def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,
@@ -192,7 +200,7 @@ def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:
     if budget.cap:
         fields["cap_mb"] = budget.cap // MIB
     if outcome.error_type is ErrorType.TOOL_ERROR and (outcome.message or "").startswith(
-            OUT_OF_MEMORY):
+            f"{OUT_OF_MEMORY} (MemoryError"):  # not a tool's own "out of memory on the GPU"
         log.info("worker retires: its job ran out of memory", extra={"fields": fields})
         return True
     used = budget.exhausted()

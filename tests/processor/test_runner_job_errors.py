@@ -67,3 +67,36 @@ def test_a_tools_job_error_is_its_jobs_failure_whatever_it_made_of_itself(
 def test_a_tool_results_retryable_is_a_bool() -> None:
     assert not _outcome(_tool(result=ToolResult.error("x", retryable="no"))).retryable  # type: ignore[arg-type]
     assert _outcome(_tool(result=ToolResult.error("x", retryable=True))).retryable
+
+
+def test_a_tools_own_out_of_memory_error_retires_no_worker() -> None:
+    """The retirement test took any tool_error starting "out of memory" for the tool's
+    MemoryError: a tool's ToolResult.error("out of memory on the GPU ...") replaced its
+    worker for nothing (the session's own review)."""
+    from processor.address_space import MemoryBudget  # noqa: PLC0415 - as the worker does
+    from processor.runner import Outcome, out_of_memory  # noqa: PLC0415
+    from processor.worker import _spent  # noqa: PLC0415
+    from spool.errors import ErrorType  # noqa: PLC0415
+
+    gpu = Outcome("j", ErrorType.TOOL_ERROR, "out of memory on the GPU: lower batch_size")
+    assert not _spent(MemoryBudget(0), gpu, "t")
+    ran_out = Outcome("j", ErrorType.TOOL_ERROR, out_of_memory(MemoryError("no room")))
+    assert _spent(MemoryBudget(0), ran_out, "t")
+
+
+def test_an_inherited_address_space_limit_is_named_as_the_processs() -> None:
+    """Under ``ulimit -v`` (a unit's LimitAS=), a MemoryError named the worker's cap and
+    SPOOL_WORKER_MEMORY_MB, of a FAST tool too (the session's own review)."""
+    import resource  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    limit = 8 << 30
+    code = ("from processor.runner import out_of_memory\n"
+            "print(out_of_memory(MemoryError('Unable to allocate')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS,
+                                                                (limit, limit)))
+    assert proc.stdout.strip() == ("out of memory (MemoryError: Unable to allocate); this "
+                                   "process's address space is limited to 8192 MB (RLIMIT_AS)")
