@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from processor.dask_host import LOST, Child, Run, kill_child
-from processor.executor import Task
+from processor.executor import READY_WAIT_S, Task
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
@@ -27,10 +27,6 @@ from spool.text import seconds_text
 
 POLL_S = 0.1
 PROGRESS_EVERY_S = 0.1
-READY_WAIT_S = 600.0
-"""How long a new child may take to load its tools (SPOOL_TOOLS) before the job's time
-limit starts anyway: its import is not the job's time (as in the local pool, where a
-module slow to import failed every job ``timeout``, each kill taking the import along)."""
 LOADING_BEAT_S = 2.0
 """How often the job is said started again while its child loads its tools: the
 processor's backstop (the timeout and :data:`~processor.dask_events.BACKSTOP_S` from the

@@ -18,6 +18,12 @@ from typing import Any, Protocol
 
 from processor.runner import Outcome
 
+READY_WAIT_S = 600.0
+"""How long a new worker (the local pool's, or a Dask worker's job process) may take to
+load its tools (import the tool modules) before its first task's time limit starts
+anyway: the import is not the job's time (a module slow to import failed every job
+``timeout``, each kill taking the import along)."""
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:

@@ -47,7 +47,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
-from processor.executor import Sink, Task, WorkerConfig
+from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
 from processor.proctree import kill_orphans, kill_tree, parent_of
 from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD
@@ -65,10 +65,6 @@ _IDLE_WAIT_S = 1.0
 _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
 
-
-READY_WAIT_S = 600.0
-"""How long a new worker may take to load its tools (import the tool modules) before its
-first task's time limit starts anyway."""
 
 RETIRE_WAIT_S = 5.0
 """How long a retiring worker may take to exit after its last result before it is
