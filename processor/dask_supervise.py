@@ -104,9 +104,7 @@ class _Supervisor:
         return max(0.0, min(POLL_S, self.deadline - time.monotonic()))
 
     def _started(self) -> None:
-        emit(self.worker, self.topic, {"event": "started", "key": self.run_.key,
-                                        "job_id": self.task.job_id,
-                                        "worker": self.worker.address})
+        emit_started(self.worker, self.topic, self.run_.key, self.task.job_id)
 
     def _read(self) -> Outcome | None:
         run = self.run_
@@ -196,6 +194,12 @@ def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Ou
         message = f"the job's process {where} {how_it_ended(exitcode)}"
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0,
                    duration_s=ran_s)
+
+
+def emit_started(worker: Any, topic: str, key: str, job_id: str) -> None:
+    """Tell the processor the job runs here: its backstop counts from now."""
+    emit(worker, topic, {"event": "started", "key": key, "job_id": job_id,
+                         "worker": worker.address})
 
 
 def emit(worker: Any, topic: str, message: dict[str, Any]) -> None:

@@ -39,7 +39,12 @@ import time
 from typing import Any
 
 from processor.dask_host import LOST, Child, Pool, Run, this_host
-from processor.dask_supervise import death_outcome, emit, still_wanted, supervise
+from processor.dask_supervise import (
+    death_outcome,
+    emit_started,
+    still_wanted,
+    supervise,
+)
 from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
 
@@ -62,15 +67,13 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
         host.runs[key] = run
     # Announced before a child is found: the processor's clock for the job starts
     # here, and a kill that comes while a new child starts is kept in ``run``.
-    started = {"event": "started", "key": key, "job_id": task.job_id,
-               "worker": worker.address}
-    emit(worker, topic, started)
+    emit_started(worker, topic, key, task.job_id)
     child: Child | None = None
     pool = (topic, config)  # this processor start's children: see dask_host.Pool
     try:
         child = host.take(pool)
         if time.monotonic() - run.started > RESTART_CLOCK_S:  # a new child took its time:
-            emit(worker, topic, started)  # the processor's backstop counts from now
+            emit_started(worker, topic, key, task.job_id)  # the backstop counts from now
         wanted = still_wanted(worker, key)
         with host.lock:
             run.child = child
