@@ -971,9 +971,7 @@ class Mover:
     def make_folders(self, mode: int = 0o750) -> None:
         """Create the spool's folders (idempotent)."""
         self.layout.require_short_enough()
-        root = self.layout.root
-        if root.exists() and not root.is_dir():  # said "Not a directory (<root>/pending)"
-            raise SpoolIOError(f"{root} is not a directory: the spool root must be one")
+        self.layout.require_root_is_dir()
         self.layout.require_no_file_in_place(self.layout.all_folders())
         for folder in self.layout.all_folders():
             try:

@@ -168,8 +168,7 @@ class Layout:
         """Raise SpoolIOError unless every folder of the spool exists (and its path is
         short enough: :meth:`require_short_enough`)."""
         self.require_short_enough()
-        if self.root.exists() and not self.root.is_dir():  # 'spoolq init' cannot help
-            raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
+        self.require_root_is_dir()
         missing = [p for p in self.required_folders() if not p.is_dir()]
         if missing:
             self.require_no_file_in_place(missing)
@@ -177,6 +176,12 @@ class Layout:
                 f"{self.root} is not an initialised spool (missing "
                 f"{', '.join(p.name for p in missing)}); run {self._init_advice()}"
             )
+
+    def require_root_is_dir(self) -> None:
+        """SpoolIOError when the root exists and is no directory ('spoolq init' cannot
+        help: it said "Not a directory (<root>/pending)")."""
+        if self.root.exists() and not self.root.is_dir():
+            raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
 
     def _init_advice(self) -> str:
         """``spoolq init``, or ``--system`` for a spool of another user's: plain, run as
