@@ -13,12 +13,11 @@ an outage, not at each rescan.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
 
-from spool.fsops import FAILING_IO, NO_DESCRIPTOR
+from spool.fsops import FAILING_IO, NO_DESCRIPTOR, REFUSED
 from spool.layout import Layout
 from spool.states import JobState
 
@@ -126,6 +125,6 @@ def _folders_here(layout: Layout) -> tuple[bool, OSError | None]:
             if stat.S_ISDIR(os.stat(layout.folder(state)).st_mode):
                 return True, None
         except OSError as exc:  # not there: "none"; not for this user: trouble, as EIO is
-            if exc.errno in FAILING_IO or exc.errno in (errno.EACCES, errno.EPERM):
+            if exc.errno in FAILING_IO or exc.errno in REFUSED:
                 trouble = exc
     return False, trouble
