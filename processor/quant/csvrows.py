@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spool.errors import ToolError
+from spool.text import UTF8_BOM
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 Lines = npt.NDArray[np.int64]
@@ -44,7 +45,6 @@ precede it."""
 _BLANK = b" \t\r\n"
 """What a line pandas skips holds, if anything."""
 _BLANK_TEXT = _BLANK.decode()
-_BOM = "\ufeff".encode()
 
 
 def read_whole(path: Path, symbol: str) -> bytes:
@@ -178,7 +178,7 @@ def _quotes(buf: npt.NDArray[np.uint8]) -> npt.NDArray[np.intp] | None:
     if at.size % 2:
         return None  # a quote left open
     first, last = at[0::2], at[1::2]
-    start = len(_BOM) if buf[:len(_BOM)].tobytes() == _BOM else 0
+    start = len(UTF8_BOM) if buf[:len(UTF8_BOM)].tobytes() == UTF8_BOM else 0
     if not (_BESIDE[buf[first - 1]] | (first == start)).all():
         return None
     if not (_BESIDE[buf[np.minimum(last + 1, buf.size - 1)]] | (last == buf.size - 1)).all():
