@@ -314,6 +314,13 @@ def out_of_memory(exc: MemoryError) -> str:
     return f"{said}; this process's address space is limited to {cap >> 20} MB (RLIMIT_AS)"
 
 
+def ran_out_of_memory(outcome: Outcome) -> bool:
+    """Whether ``outcome`` is of a tool's MemoryError (:func:`out_of_memory`'s message), not
+    a tool's own error that says "out of memory on the GPU" (its worker then retires)."""
+    return outcome.error_type is ErrorType.TOOL_ERROR and (outcome.message or "").startswith(
+        f"{OUT_OF_MEMORY} (MemoryError")
+
+
 WORKER_CAP_MB = [0]
 """The cap a COMPUTE worker set on itself (SPOOL_WORKER_MEMORY_MB), 0 for none."""
 

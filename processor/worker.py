@@ -61,10 +61,10 @@ from processor.proctree import (
 from processor.registry import load_registry
 from processor.runner import (
     DEADMAN_EXIT,
-    OUT_OF_MEMORY,
     WORKER_CAP_MB,
     Context,
     Outcome,
+    ran_out_of_memory,
     run_tool,
 )
 from processor.startup import stdin_from_devnull
@@ -199,8 +199,7 @@ def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:
     fields: dict[str, Any] = {"id": outcome.job_id, "tool": tool, "pid": os.getpid()}
     if budget.cap:
         fields["cap_mb"] = budget.cap // MIB
-    if outcome.error_type is ErrorType.TOOL_ERROR and (outcome.message or "").startswith(
-            f"{OUT_OF_MEMORY} (MemoryError"):  # not a tool's own "out of memory on the GPU"
+    if ran_out_of_memory(outcome):
         log.info("worker retires: its job ran out of memory", extra={"fields": fields})
         return True
     used = budget.exhausted()
