@@ -17,6 +17,9 @@ from spool.text import without_bom
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 """The integers the spool's JSON (orjson) holds exactly; it reads any other as a float."""
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+EPOCH_SECONDS = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
+"""Epoch seconds as a string, ASCII digits only (``float`` takes others, ``1e10`` and
+``1_000``, which a job file's reading refuses): how ``spoolq submit --not-before`` tells them."""
 
 
 def inexact_integer(data: bytes) -> str | None:

@@ -45,7 +45,7 @@ MAX_PROGRESS_BYTES = 64 << 10
 KiB at most (the message cut to :data:`PROGRESS_MESSAGE_CHARS`, then JSON-escaped)."""
 # Epoch seconds written as a string with a fraction: pydantic-core (2.46) reads such a
 # string by its own rule, milliseconds past 2e10, whatever val_temporal_unit says.
-_EPOCH_FRACTION = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+)")
+_EPOCH_FRACTION = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)")
 _LOWER_Z = re.compile(r"z$")
 _NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 

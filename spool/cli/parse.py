@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from spool.catalogue import referred
-from spool.exact import big_integer_reason, cut_literal, fits_64_bits
+from spool.exact import EPOCH_SECONDS, big_integer_reason, cut_literal, fits_64_bits
 from spool.ids import is_valid_id
 
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
@@ -90,10 +90,11 @@ def port(text: str) -> int:
 
 def timestamp(text: str) -> datetime:
     """ISO 8601 with an offset (``Z`` allowed), or epoch seconds (DESIGN section 9)."""
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
+    if EPOCH_SECONDS.fullmatch(text):
+        try:
+            return datetime.fromtimestamp(float(text), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range in UTC") from None
     try:  # RFC 3339 allows a lowercase t and z, and so does a job file's not_before
         value = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
     except ValueError:

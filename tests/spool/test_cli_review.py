@@ -8,6 +8,7 @@ only (JSON that parses, with ``--json``), and that every error is one
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
 import pty
@@ -23,16 +24,18 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 from spoolkit import CLI, LOAD_SPOOL, NOBODY, needs_root, read_until
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
+from spool.cli import parse
 from spool.cli.overview import stats_lines
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.models import ErrorInfo, Record, Source, record_bytes
+from spool.models import ErrorInfo, Job, Record, Source, record_bytes
 from spool.settings import FsyncMode
 from spool.states import JobState
 
@@ -487,3 +490,23 @@ def test_stats_names_the_oldest_due_wait_only_apart_from_the_oldest() -> None:
 
     assert "oldest due" not in first_line(300.0, 299.4), first_line(300.0, 299.4)
     assert "; oldest due for " in first_line(300.0, 120.0), first_line(300.0, 120.0)
+
+
+def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:
+    """``--not-before 2026`` in fullwidth digits, ``1e10``, `` 1700000000`` and
+    ``1_700_000_000`` were epoch seconds to ``float`` and so to the CLI (the first ran at
+    once, in 1970), where a job file's ``not_before`` refuses each (QA)."""
+    for text in ("\uff12\uff10\uff12\uff16", "1e10", " 1700000000", "1_700_000_000",
+                 "1700000000\n", "0x10", "1700000000", "-5", "1.5", ".5", "7.",
+                 "2026-12-01T00:00:00+05:30"):
+        try:
+            job_time = Job(tool="echo", not_before=text).not_before
+        except ValidationError:
+            job_time = None
+        try:
+            cli_time: datetime | None = parse.timestamp(text)
+        except argparse.ArgumentTypeError:
+            cli_time = None
+        assert cli_time == job_time, text
+    with pytest.raises(argparse.ArgumentTypeError, match="out of range"):
+        parse.timestamp("99999999999999")
