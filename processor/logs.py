@@ -45,11 +45,13 @@ _job_of_line: Callable[[], tuple[str, str] | None] = _no_job
 
 
 def _dumps(entry: dict[str, Any]) -> str:
-    """One JSON line; strings orjson refuses (lone surrogates) are escaped, never fatal."""
+    """One JSON line; strings orjson refuses (lone surrogates) are escaped, never fatal;
+    a time in UTC ends in ``Z``, as ``ts`` and the records' do."""
     try:
-        return orjson.dumps(entry, default=str).decode()
+        return orjson.dumps(entry, default=str, option=orjson.OPT_UTC_Z).decode()
     except TypeError:
-        return orjson.dumps(valid_strings(entry), default=lambda v: valid_text(str(v))).decode()
+        return orjson.dumps(valid_strings(entry), default=lambda v: valid_text(str(v)),
+                            option=orjson.OPT_UTC_Z).decode()
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text

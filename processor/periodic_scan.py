@@ -114,7 +114,10 @@ def log_recovery(report: RecoveryReport) -> None:
         return {} if tool is None else {"tool": tool, "attempt": attempt}
 
     for job_id in report.requeued:
-        logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned")
+        retry_at, delay = report.backoffs[job_id]
+        logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned",
+                        error_type=ErrorType.ABANDONED.value, retry_in_s=round(delay, 3),
+                        retry_at=retry_at)
     for job_id in report.abandoned:
         logs.transition("failed", id=job_id, **run_of(job_id),
                         error_type=ErrorType.ABANDONED.value, reason="orphaned")

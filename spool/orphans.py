@@ -214,6 +214,7 @@ class Orphans:
         if ran < limit:
             delay = backoff_s(ran)
             now = self.spool.clock.now()
+            retry_at = now + timedelta(seconds=delay)
             before = job.error
             retry = job.model_copy(update={
                 "attempts": ran, "submitted_at": job.submitted_at or utc_from_ns(claim.mtime_ns),
@@ -222,10 +223,11 @@ class Orphans:
                               message="its processor died mid-run; requeued"), ran, now,
                     earlier=before.earlier_errors if before else None,
                     dropped=before.earlier_errors_dropped if before else None,
-                    retry_at=now + timedelta(seconds=delay)),
+                    retry_at=retry_at),
             })
             if self.spool.requeue(claim, retry):
                 report.requeued.append(job_id)
+                report.backoffs[job_id] = (retry_at, delay)
                 return
             message = "its processor died mid-run; superseded by a newer drop of the id"
         else:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from spool.errors import SpoolIOError
@@ -82,6 +83,8 @@ class RecoveryReport:
     runs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
     file held a job (for its transition line)."""
+    backoffs: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+    """The backoff's end and length, in seconds, of each orphan requeued (for its line)."""
 
     @property
     def changed(self) -> bool:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -293,6 +294,14 @@ def test_recovery_logs_a_line_per_orphan_it_requeues_or_abandons(spool_root: Pat
     # Once its backoff is over it runs again, and the stop may requeue it for "shutdown".
     assert requeued[:1] == [("orphaned", "sleep", 1)]
     assert [r[0] for r in requeued].count("orphaned") == 1
+    # Its line names the backoff its job file carries, in UTC with a Z as ts has it (it
+    # said neither the wait nor the error, and a retry_at in the log read +00:00).
+    orphaned = next(e for e in entries if e.get("event") == "requeued" and e["id"] == "again")
+    assert orphaned["error_type"] == "abandoned", orphaned
+    assert 0.5 <= orphaned["retry_in_s"] <= 1.0, orphaned  # after run 1: 0.5 to 1 s
+    assert orphaned["retry_at"].endswith("Z") and orphaned["ts"].endswith("Z"), orphaned
+    left = datetime.fromisoformat(orphaned["retry_at"]) - datetime.fromisoformat(orphaned["ts"])
+    assert abs(left.total_seconds() - orphaned["retry_in_s"]) < 0.5, orphaned
     # The orphans' lines name their tool and attempt, as a run's own lines do.
     once = [e for e in entries if e.get("event") == "failed" and e["id"] == "once"]
     assert [(e["tool"], e["attempt"]) for e in once] == [("sleep", 1)]
