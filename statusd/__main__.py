@@ -113,6 +113,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parse_args(parser, argv)  # --help that cannot be written: one line, exit 1
 
 
+def _log_handler() -> logging.Handler:
+    """Lines to stderr stamped in UTC to the millisecond, ``Z`` and all, as the processor's
+    ``ts``: local time without an offset could not be matched with the processor's log
+    of another unit's zone (QA)."""
+    handler = logging.StreamHandler(sys.stderr)
+    stamp = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+                              datefmt="%Y-%m-%dT%H:%M:%S")
+    stamp.converter = time.gmtime
+    handler.setFormatter(stamp)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     # A stop while it starts: a clean one, before serving; a report signal: nothing yet.
@@ -125,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(statusd_host=args.host, statusd_port=args.port,
                                  spool_dir=args.spool_dir, options=OPTIONS)
-        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=settings.log_level.upper(), handlers=[_log_handler()])
         warn_unknown_settings(logging.getLogger("spoolq.statusd"))
         try:
             names = (OPTIONS["statusd_host"] if args.host is not None else "STATUSD_HOST",

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -638,3 +639,21 @@ def test_an_empty_host_binds_the_default_loopback_not_every_interface(
         daemon.stop()
     listening = [line for line in daemon.log if "listening on" in line]
     assert len(listening) == 1, daemon.log
+
+
+def test_its_log_lines_are_stamped_in_utc_whatever_the_zone(spool: Spool, tmp_path: Path) -> None:
+    """Its lines were stamped in the host's local time without an offset (``TZ=Asia/
+    Kolkata``: 14:55 for 09:25 UTC), where the processor's ``ts`` is UTC with a Z: the two
+    logs could not be matched without knowing each unit's zone (QA)."""
+    log: list[str] = []
+    before = datetime.now(UTC).replace(microsecond=0)
+    with statusd_daemon(spool.layout.root, log=log, TZ="Asia/Kolkata"):
+        pass
+    after = datetime.now(UTC)
+    stamp = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (INFO|WARNING|ERROR) ")
+    lines = [line for line in log if line.strip()]
+    assert lines, log
+    for line in lines:
+        found = stamp.match(line)
+        assert found, line
+        assert before <= datetime.fromisoformat(found.group(1) + "+00:00") <= after, line
