@@ -13,6 +13,7 @@ would forge a table row) are shown as escapes (:func:`printable`).
 from __future__ import annotations
 
 import codecs
+import math
 import re
 import sys
 import unicodedata
@@ -164,12 +165,16 @@ def show_record(record: Record, as_json: bool, large: LargeRecord | None = None,
 
 def human_duration(seconds: float | None) -> str:
     """``0.25s``, ``42.0s``, ``3.1m``, ``2.5h``, ``14.0d``: short enough for a table cell."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "-"
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
+    # Each unit up to where its figure, rounded, reaches the next (59.99 is 1.0m, never
+    # 60.0s; 86,399 is 1.0d, never 24.0h).
+    if round(seconds, 2) < 10:
+        return f"{seconds:.2f}s"
+    for unit, size, upto in (("s", 1, 60), ("m", 60, 60), ("h", 3600, 24)):
+        if round(seconds / size, 1) < upto:
             return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    return f"{seconds / 86_400:.1f}d"
 
 
 def when(ts: datetime | None) -> str:

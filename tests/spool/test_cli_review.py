@@ -32,6 +32,7 @@ from spoolkit import spoolq_bytes as spoolq
 
 from spool.cli import parse
 from spool.cli.overview import stats_lines
+from spool.cli.render import human_duration
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -510,3 +511,12 @@ def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:
         assert cli_time == job_time, text
     with pytest.raises(argparse.ArgumentTypeError, match="out of range"):
         parse.timestamp("99999999999999")
+
+
+def test_a_duration_never_rounds_up_to_the_next_units_size() -> None:
+    """``stats`` and ``ls`` showed 59.99 s as ``60.0s``, 3,599.9 s as ``60.0m``, 86,399 s as
+    ``24.0h`` and an infinite span as ``infd`` (QA)."""
+    cases = {0.25: "0.25s", 9.994: "9.99s", 9.999: "10.0s", 42: "42.0s", 59.94: "59.9s",
+             59.99: "1.0m", 3599.9: "1.0h", 9000: "2.5h", 86_399: "1.0d", 1_209_600: "14.0d",
+             float("inf"): "-", float("nan"): "-", None: "-"}
+    assert {seconds: human_duration(seconds) for seconds in cases} == cases
