@@ -154,7 +154,13 @@ class Index:
                 for state, written in self._written.items()}
 
     def tools(self) -> list[str]:
-        return sorted(t for s, t in self._keys if s is None and t is not None)
+        """The tools named in the spool, those that ever ran first (a record in ``done/``),
+        then by how many jobs name them: a cut keeps real tools before made-up names."""
+        def rank(tool: str) -> tuple[bool, int, str]:
+            return (not self._keys.get((JobState.DONE, tool)),
+                    -len(self._keys[(None, tool)]), tool)
+
+        return sorted((t for s, t in self._keys if s is None and t is not None), key=rank)
 
 
 class _Earliest:

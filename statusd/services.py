@@ -36,8 +36,8 @@ log = logging.getLogger("spoolq.statusd")
 WRITE_THREADS = 4
 """Concurrent writes (a cancel of a running job may wait up to 5 s in one)."""
 MAX_SEEN_TOOLS = 256
-"""Tool names the stats list beside those the processors offer (the first, in order):
-the rest are counted in ``tools_omitted``."""
+"""Tool names the stats list beside those the processors offer (those that ran, then the
+most used): the rest are counted in ``tools_omitted``."""
 
 
 class Services:

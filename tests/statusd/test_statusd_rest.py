@@ -445,6 +445,25 @@ def test_the_stats_list_of_tools_is_bounded(server: ServerThread, spool: Spool) 
     assert {"echo", "sleep"} <= set(stats["tools"]) and len(stats["tools"]) == 258
 
 
+
+def test_the_cut_list_of_tools_keeps_those_that_ran_before_made_up_names(
+        server: ServerThread, spool: Spool) -> None:
+    """The list was cut alphabetically: with no processor up to name its tools, a real
+    tool sorting after 256 made-up names (each one failed job) fell out of the list and
+    of the dashboard's filter (QA). Tools that ran come first, then the most used."""
+    for n in range(300):
+        run_job(spool, f"made-up-{n}", tool=f"aa_made_up_{n:03d}",
+                error=(ErrorType.UNKNOWN_TOOL, "no such tool"))
+    for n in range(3):
+        run_job(spool, f"used-{n}", tool="aa_used_but_unknown",
+                error=(ErrorType.UNKNOWN_TOOL, "no such tool"))
+    run_job(spool, "real", tool="zz_real_tool")
+    stats = wait_for(lambda: (s := _stats(server)) and s.get("tools_omitted") == 46 and s,
+                     what="every name indexed")
+    assert "zz_real_tool" in stats["tools"] and "aa_used_but_unknown" in stats["tools"]
+    assert stats["tools"] == sorted(stats["tools"]) and len(stats["tools"]) == 256
+
+
 def _stats(server: ServerThread) -> dict[str, Any]:
     reply = request(server.base, "GET", "/api/v1/stats")
     assert reply.status == 200, reply.body
