@@ -28,7 +28,7 @@ from processor import startup
 from processor.stop_signals import EarlyStops
 from spool.catalogue import param_names
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, SpoolIOError, passing
-from spool.stdio import Parser, output_failed, parse_args
+from spool.stdio import Parser, integer, output_failed, parse_args
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                         "catalogue without a running daemon")
     # A str: Settings refuses an empty one, where Path("") would be the working directory.
     parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
-    parser.add_argument("--job-num", type=int, help="COMPUTE workers (JOB_NUM)")
+    parser.add_argument("--job-num", type=integer, help="COMPUTE workers (JOB_NUM)")
     parser.add_argument("--executor", help="local, or dask://host:port (SPOOL_EXECUTOR)")
     parser.add_argument("--json", action="store_true", help="tools: print JSON")
     add_version(parser)

@@ -285,6 +285,17 @@ class Settings(BaseSettings):
         # rather than stopping every daemon with exit 2.
         return _cpu_count() if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("job_num", "max_job_bytes", "settle_s", "scan_s", "grace_s",
+                     "worker_max_jobs", "worker_memory_mb", "fast_threads", "statusd_port",
+                     "statusd_max_body_bytes", mode="before")
+    @classmethod
+    def _no_digit_groups(cls, value: Any) -> Any:
+        # Python's int() and float() read `JOB_NUM=4_0` as 40: a typo ran forty workers.
+        if isinstance(value, str) and "_" in value:
+            raise ValueError("has '_' in its number (4_0 would read as 40); write the "
+                             "digits alone")
+        return value
+
     @field_validator("statusd_host", mode="before")
     @classmethod
     def _empty_host_is_loopback(cls, value: Any) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -42,6 +43,17 @@ class Parser(argparse.ArgumentParser):
             super().print_help()
             return
         file.write(self.format_help())  # flushed by parse_args, as the exit comes
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def integer(text: str) -> int:
+    """An argument's whole number in ASCII digits: ``int`` also reads ``4_0`` (as 40),
+    blanks around it and other scripts' digits, so ``--job-num 4_0`` ran forty workers."""
+    if not _INTEGER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 def parse_args(parser: argparse.ArgumentParser,

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, EarlyStops
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, passing
-from spool.stdio import Parser, parse_args
+from spool.stdio import Parser, integer, parse_args
 from spool.text import one_line
 from spool.version import add_version
 
@@ -105,7 +105,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "them. SIGTERM, SIGINT or SIGHUP stops it cleanly (exit status 0); SIGUSR1 or "
         "SIGUSR2 stops nothing: it logs what it serves (connections, WebSocket clients).")
     parser.add_argument("--host", help="bind address (STATUSD_HOST)")
-    parser.add_argument("--port", type=int, help="bind port, 0 for any free one (STATUSD_PORT)")
+    parser.add_argument("--port", type=integer, help="bind port, 0 for any free one (STATUSD_PORT)")
     # A str: Settings refuses an empty one, where Path("") would be the working directory.
     parser.add_argument("--spool-dir", help="the spool root (SPOOL_DIR)")
     parser.add_argument("--access-log", action="store_true", help="log every request")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from processor.quant.bars import F64
+from spool.stdio import integer
 
 FIRST_DAY = "2010-01-04"
 PRICE_FLOOR = 0.01
@@ -89,9 +90,9 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m processor.quant.synth",
                                      description="Write seeded synthetic OHLCV CSV files.")
-    parser.add_argument("--symbols", type=int, default=20, help="number of symbols")
-    parser.add_argument("--bars", type=int, default=2520, help="bars per symbol")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--symbols", type=integer, default=20, help="number of symbols")
+    parser.add_argument("--bars", type=integer, default=2520, help="bars per symbol")
+    parser.add_argument("--seed", type=integer, default=0, help="random seed")
     parser.add_argument("--data-dir", type=Path, required=True, help="output directory")
     args = parser.parse_args(argv)
     if args.symbols < 1 or args.bars < 1:

@@ -20,9 +20,10 @@ import orjson
 from spool.catalogue import referred
 from spool.exact import EPOCH_SECONDS, big_integer_reason, cut_literal, fits_64_bits
 from spool.ids import is_valid_id
+from spool.stdio import integer
 
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*$")
 
 
 def duration(text: str) -> float:
@@ -58,10 +59,7 @@ def positive_seconds(text: str) -> float:
 
 
 def _whole_number(text: str, least: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = integer(text)
     if value < least:
         raise argparse.ArgumentTypeError(f"{text!r}: must be {least} or more")
     return value
@@ -80,8 +78,8 @@ def seed(text: str) -> int:
 def port(text: str) -> int:
     """A TCP port, or 0 for a free one."""
     try:
-        value = int(text)
-    except ValueError:
+        value = integer(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535")

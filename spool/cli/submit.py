@@ -45,6 +45,7 @@ from spool.cli.waiting import WaitStopped, check_can_follow, wait_for
 from spool.errors import SpoolError
 from spool.layout import Layout
 from spool.states import JobState
+from spool.stdio import integer
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -76,12 +77,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="submit this job file as it is ('-' for stdin)")
     parser.add_argument("--id", type=parse.job_id, help="the job id (default: a new, "
                         "time-ordered one)")
-    parser.add_argument("--priority", type=int, metavar="N", help="higher runs first")
+    parser.add_argument("--priority", type=integer, metavar="N", help="higher runs first")
     parser.add_argument("--timeout", type=parse.positive_seconds, metavar="S",
                         help="the job's run time limit (30, 30s, 5m); may only lower the "
                         "tool's execution_timeout; not how long --wait waits (that is "
                         "'spoolq wait ID --timeout S')")
-    parser.add_argument("--max-attempts", type=int, metavar="N",
+    parser.add_argument("--max-attempts", type=integer, metavar="N",
                         help="runs allowed when a run times out or crashes")
     parser.add_argument("--not-before", type=parse.timestamp, metavar="T",
                         help="not before this time: ISO 8601 with offset, or epoch seconds")
