@@ -147,7 +147,8 @@ class Hub:
 
     def cut_off(self, sub: Subscriber) -> None:
         """``sub``'s client took nothing of a waiting message and its connection was cut
-        (:class:`~statusd.sending.StallGuard`): it fell behind too, and is counted so."""
+        (:class:`~statusd.sending.StallGuard`), or answered no ping in time: it fell
+        behind too (or is gone), and is counted so."""
         if not sub.dropped:
             sub.dropped = True
             self.dropped_total += 1

@@ -99,7 +99,8 @@ def _websocket(summary: str, op_id: str, with_id: bool) -> dict[str, Any]:
                        "comes first with inferred: true and no record. "
                        "Close codes: 1000 after a task's terminal state, 1008 when the task "
                        "is not (or no longer) in the spool, 1013 for a client that fell "
-                       "behind, 1001 when statusd stops.",
+                       "behind, 1001 when statusd stops; a client that answers no ping "
+                       "within 10 s (its reading lags by more) is cut off without one.",
         "responses": {"101": {"description": "switching to WebSocket"},
                       **_errors(*((400, 404, 426) if with_id else (400, 426))),
                       **_indexing(with_id)},

@@ -6,7 +6,8 @@ Guarantees:
 * :class:`StallGuard` cuts a connection off (abort, so the unsent bytes are
   freed at once) when its client has taken nothing of a waiting write for
   ``SEND_STALL_S`` twice in a row.  A slow reader that keeps reading is never
-  cut off; a client that never reads holds its connection for at most
+  cut off by it (the WebSocket heartbeat cuts one whose reading is more than its
+  pong's wait behind: :mod:`statusd.ws`); a client that never reads holds its connection for at most
   ``2 * SEND_STALL_S`` after a write that has to wait.  aiohttp alone waits for good:
   closing a transport whose buffer cannot drain leaves it, and the bytes in it,
   open for as long as the peer lives, and a WebSocket's heartbeat closes it that

@@ -8,7 +8,8 @@ Each connection has two halves: a *pump* task that sends what the hub queued
 for it, and the handler itself, which reads the socket (so pongs and close
 frames are processed).  The connection ends when either half ends:
 
-* the client closes, or the heartbeat (ws ping) gets no pong;
+* the client closes, or the heartbeat (ws ping) gets no pong: a client that is gone,
+  or one whose reading is more than the pong's wait behind, counted as dropped;
 * the pump sent a task's terminal message (close 1000);
 * the task left the spool (a drop withdrawn, a purge): close 1008, as for an id
   removed while the handshake ran;
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Iterator
 
@@ -46,6 +48,8 @@ from statusd.items import Item
 from statusd.origins import REACH
 from statusd.sending import StallGuard, abort
 from statusd.services import SERVICES, Services
+
+log = logging.getLogger("spoolq.statusd")
 
 CLOSE_TIMEOUT_S = 1.0
 MAX_CLIENT_MSG_BYTES = 4096
@@ -125,7 +129,7 @@ async def task_stream(request: web.Request) -> web.WebSocketResponse:
         if item.state not in TERMINAL:
             await _serve(guard, ws, sub)
     finally:
-        _leave(services, guard, sub)
+        _leave(request, ws, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
 
@@ -142,7 +146,7 @@ async def events_stream(request: web.Request) -> web.WebSocketResponse:
     try:
         await _serve(guard, ws, sub)
     finally:
-        _leave(services, guard, sub)
+        _leave(request, ws, guard, sub)
     await _close(request, ws, _code(sub))
     return ws
 
@@ -157,12 +161,24 @@ async def _open(request: web.Request, ws: web.WebSocketResponse) -> bool:
     return False
 
 
-def _leave(services: Services, guard: StallGuard, sub: Subscriber) -> None:
-    """A stream is over: its guard stopped, its subscription ended, and a client the guard
-    cut off for taking nothing counted as dropped."""
+def _leave(request: web.Request, ws: web.WebSocketResponse, guard: StallGuard,
+           sub: Subscriber) -> None:
+    """A stream is over: its guard stopped, its subscription ended, and a client cut off
+    counted as dropped and logged: the hub's drop for falling behind, the guard's for
+    taking nothing, and the heartbeat's for no pong, which a client that reads but is
+    more than the pong's wait behind gets too (it was counted nowhere, said nowhere)."""
+    services = request.app[SERVICES]
     guard.close()
-    if guard.dropped:
+    if guard.dropped:  # the guard's own line says so
         services.hub.cut_off(sub)
+    elif sub.dropped:
+        log.info("websocket client %s on %s dropped: more than %d messages behind",
+                 request.remote, request.path, services.hub.queue_max)
+    elif isinstance(ws.exception(), TimeoutError):
+        services.hub.cut_off(sub)
+        log.info("websocket client %s on %s dropped: no pong within %g s of a ping (its "
+                 "reading is that far behind, or it is gone)", request.remote, request.path,
+                 services.heartbeat_s / 2)
     services.hub.unsubscribe(sub)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -443,11 +444,15 @@ def test_a_folder_away_while_statusd_starts_is_no_burst_of_finishes_when_back(
         srv.stop()
 
 
-def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None:
+def test_heartbeats_keep_live_clients_and_drop_silent_ones(
+        spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
     # A client that does not answer a ping within heartbeat_s / 2 is dropped, live or
     # not: 0.3 s (0.15 s to answer) dropped the live client after a 0.4 s stall of the
     # test's loop, which answers its pings.  1 s gives it 0.5 s; it must outlive two
-    # pings, the silent one is gone after the first.
+    # pings, the silent one is gone after the first.  It is counted as dropped and
+    # logged: a client whose reading lags by more than the pong's wait is cut off so,
+    # and ws_dropped stayed 0 for it (QA).
+    caplog.set_level(logging.INFO, logger="spoolq.statusd")
     srv = ServerThread(settings_for(spool.layout.root), heartbeat_s=1.0).start()
 
     async def scenario() -> tuple[bool, int | None]:
@@ -474,6 +479,10 @@ def test_heartbeats_keep_live_clients_and_drop_silent_ones(spool: Spool) -> None
         live_closed, silent_code = asyncio.run(scenario())
         assert not live_closed
         assert silent_code is not None and silent_code != 1000
+        assert srv.in_loop(lambda: srv.services.hub.dropped_total) == 1
+        said = [r.getMessage() for r in caplog.records if "no pong within 0.5 s" in
+                r.getMessage()]
+        assert len(said) == 1 and "/api/v1/ws/events" in said[0], caplog.text
     finally:
         srv.stop()
 
