@@ -243,7 +243,7 @@ def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
 def test_a_malformed_option_is_one_line_too(tmp_path: Path) -> None:
     """argparse's own refusals printed its usage block before the error: 3 to 4 lines
     where operations.md promises one (as ``spoolq`` gives)."""
-    for args, says in ((["--job-num", "abc"], "argument --job-num: invalid int value"),
+    for args, says in ((["--job-num", "abc"], "argument --job-num: not a whole number"),
                        (["tools", "--bogus"], "unrecognized arguments: --bogus")):
         proc = subprocess.run([sys.executable, "-m", "processor", *args], cwd=tmp_path,
                               capture_output=True, text=True, timeout=60, check=False)

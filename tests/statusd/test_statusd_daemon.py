@@ -457,7 +457,7 @@ def test_a_bad_option_value_is_named_as_the_option(tmp_path: Path) -> None:
 def test_a_malformed_option_is_one_line(tmp_path: Path) -> None:
     """argparse printed its usage block before the error (operations.md: one line)."""
     line = _refused_line(tmp_path, "--port", "abc")
-    assert line == ("spool-statusd: error: argument --port: invalid int value: 'abc' "
+    assert line == ("spool-statusd: error: argument --port: not a whole number: 'abc' "
                     "(see 'spool-statusd --help')"), line
 
 
