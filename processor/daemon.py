@@ -82,6 +82,8 @@ _MOST_DOUBLINGS = 64
 """The doublings of the first pause counted at most: 2 ** 64 times it is past the longest."""
 HANDOFF_S = 0.01
 """A FAST tool holding the loop thread this long moves the loop to its standby."""
+DISPATCH_BUDGET_S = 0.05
+"""The most one pass spends starting a lane's runs (see ``_dispatch_lane``)."""
 
 
 _MODES = tuple(ExecutionMode)
@@ -385,8 +387,14 @@ class Processor:
         return self.executor.free_slots() > 0
 
     def _dispatch_lane(self, mode: ExecutionMode) -> None:
+        """Start the lane's queued runs while it has room, for DISPATCH_BUDGET_S at most:
+        a start that fails at once (no such tool) frees its room, and one pass failed
+        every job taken in while the intake, first come first served, waited, so a
+        priority job dropped after 5,000 of them waited for all (QA).  The next pass
+        comes at once (:meth:`_can_dispatch`)."""
         queues, lane = self.queues, self.queues.lanes[mode]
-        while lane and self._has_room(mode):
+        ends = time.monotonic() + DISPATCH_BUDGET_S
+        while lane and self._has_room(mode) and time.monotonic() < ends:
             cand = queues.pop(mode, self._running)
             if cand is None:
                 return

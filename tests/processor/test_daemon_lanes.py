@@ -45,6 +45,28 @@ def test_files_present_at_start_and_dropped_later_all_finish(spool_root: Path,
     assert d.stop() == 0
 
 
+def test_a_burst_failing_at_once_does_not_hold_back_later_jobs(spool_root: Path,
+                                                               daemon: StartDaemon) -> None:
+    """Jobs naming no tool fail at their start, which frees the lane's room at once: one
+    dispatch pass failed every one taken in, then intake took the next names, first come
+    first served, so a priority job dropped after 5,000 of them waited for all (11 to
+    22 s; 124 s behind 10,000, the watchdog's pings 24 s apart) (QA).  A pass's starts
+    have a budget now, and intake runs ahead of the failures."""
+    daemon()
+    burst = 2000
+    for n in range(burst):
+        drop(spool_root, f"nope-{n:04d}", {"tool": "no_such_tool"})
+    drop(spool_root, "urgent", {"tool": "echo", "priority": 1000, "params": {"message": "x"}})
+    urgent = wait_record(spool_root, "urgent", 120)
+    assert urgent["state"] == "done", urgent
+    wait_for(lambda: len(os.listdir(spool_root / "failed")) >= 2 * burst, 120,
+             "every job naming no tool failed (a record and its .orig each)")
+    later = [n for n in range(burst) if
+             (rec := record(spool_root, f"nope-{n:04d}")) is not None
+             and rec["finished_at"] > urgent["finished_at"]]
+    assert len(later) >= burst // 4, f"only {len(later)} failed after the urgent job"
+
+
 def test_fast_jobs_never_wait_behind_compute(spool_root: Path, daemon: StartDaemon,
                                             tmp_path: Path) -> None:
     # Both workers are held until the test lets them go, so "quick" done while they
