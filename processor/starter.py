@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from processor import logs
 from processor.discovery import Discovery
 from processor.executor import ComputeExecutor, Task
@@ -156,8 +158,17 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def _copy_params(params: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of a job's params: a plain ``dict()`` when every value is a scalar
-    (nothing in it can change), which is the usual case and 4x cheaper than deepcopy."""
+    (nothing in it can change), which is the usual case and 4x cheaper than deepcopy;
+    else through JSON, which they came from: ``deepcopy`` of 1 MiB of nested objects
+    held the loop thread 0.28 s, orjson 4 ms (QA).  What JSON would not give back equal
+    (a NaN, an integer past 64 bits, a tuple) is deep-copied still."""
     for value in params.values():
         if type(value) not in _SCALARS:
-            return copy.deepcopy(params)
-    return dict(params)
+            break
+    else:
+        return dict(params)
+    try:
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(params))
+    except TypeError:  # orjson.JSONEncodeError among them
+        return copy.deepcopy(params)
+    return copied if copied == params else copy.deepcopy(params)
