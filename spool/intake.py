@@ -45,7 +45,7 @@ from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_nofollow
-from spool.models import MAX_NESTING, Job, Record, error_text, kind_of, too_deep
+from spool.models import MAX_NESTING, MAX_TOOL_NAME, Job, Record, error_text, kind_of, too_deep
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
@@ -290,7 +290,11 @@ class Intake:
         if not isinstance(obj, dict):
             return self._quarantine(name, st, "file", "invalid job: the file must hold a JSON "
                                     f"object, not {type(obj).__name__}")
-        tool = obj.get("tool") if isinstance(obj.get("tool"), str) else None
+        # A name no tool can have is not kept: 1 MiB "tool"s in records made the stats'
+        # list of seen names 20 MB, and each row of `spoolq ls` as wide (QA).
+        tool = obj.get("tool")
+        if not isinstance(tool, str) or len(tool) > MAX_TOOL_NAME:
+            tool = None
         reason = None
         if too_deep(data, obj):
             reason = f"invalid job: nested more than {MAX_NESTING} levels deep"

@@ -21,7 +21,7 @@ from spool.client import Client
 from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.models import OwnerStatus
+from spool.models import MAX_TOOL_NAME, OwnerStatus
 from spool.reader import RECENT_S, SpoolReader, stats_document
 from spool.settings import Settings
 from spool.stats import known_processors, without_processors
@@ -122,7 +122,9 @@ class Services:
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = {name for p in processors for t in p.tools
                    if isinstance(name := t.get("name"), str)}
-        seen = [name for name in figures.tools() if name not in offered]
+        # Nor a name no tool can have (a record an older version quarantined kept one).
+        seen = [name for name in figures.tools()
+                if name not in offered and len(name) <= MAX_TOOL_NAME]
         # Bounded: 3,000 made-up names (jobs failed unknown_tool) made the document
         # 361 KB, read every 5 s by each open dashboard, and a select of 3,009 (QA).
         doc["tools"] = sorted([*offered, *seen[:MAX_SEEN_TOOLS]])

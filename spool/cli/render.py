@@ -280,8 +280,20 @@ def record_row(record: Record) -> list[str]:
         error = UNREADABLE
     elif record.state is JobState.FAILED and record.error is not None:
         error = record.error.type.value
-    return [record.id, record.state.value, record.tool or "-", when(record.submitted_at),
+    return [record.id, record.state.value, tool_name(record.tool), when(record.submitted_at),
             time_cell(record), error]
+
+
+def tool_name(tool: str | None) -> str:
+    """A record's tool as ``ls`` and ``show`` print it: cut to what a tool's name may be
+    (a quarantined drop's "tool" of 1 MiB made every row of its page as wide, QA)."""
+    from spool.models import MAX_TOOL_NAME  # noqa: PLC0415 - lazy, see spool.cli
+
+    if tool is None:
+        return "-"
+    if len(tool) <= MAX_TOOL_NAME:
+        return tool
+    return f"{tool[:MAX_TOOL_NAME]}... ({len(tool):,} characters)"
 
 
 def record_lines(record: Record, large: LargeRecord | None = None, *,
@@ -291,7 +303,7 @@ def record_lines(record: Record, large: LargeRecord | None = None, *,
     tool's, when known: the attempt limit of a job that sets no ``max_attempts``, and
     the time limit a longer ``timeout`` is clamped to (DESIGN section 9)."""
     lines = [f"id          {record.id}", f"state       {record.state.value}",
-             f"tool        {record.tool or '-'}"]
+             f"tool        {tool_name(record.tool)}"]
     if record.params:
         lines.append(f"params      {compact(record.params)}")
     lines += _scheduling_lines(record, limits or _NO_LIMITS)

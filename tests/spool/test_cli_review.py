@@ -32,7 +32,7 @@ from spoolkit import spoolq_bytes as spoolq
 
 from spool.cli import parse
 from spool.cli.overview import stats_lines
-from spool.cli.render import human_duration
+from spool.cli.render import human_duration, record_lines, record_row
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -520,3 +520,18 @@ def test_a_duration_never_rounds_up_to_the_next_units_size() -> None:
              59.99: "1.0m", 3599.9: "1.0h", 9000: "2.5h", 86_399: "1.0d", 1_209_600: "14.0d",
              float("inf"): "-", float("nan"): "-", None: "-"}
     assert {seconds: human_duration(seconds) for seconds in cases} == cases
+
+
+def test_ls_and_show_cut_a_tool_name_no_tool_can_have() -> None:
+    """A record an older version quarantined keeps a "tool" of any length: a page of
+    ``ls`` with one of 300,000 characters printed 1.8 MB, every row padded to it (QA)."""
+    now = datetime.now(UTC)
+    record = Record.model_validate({
+        "id": "long", "state": "failed", "tool": "t" * 300_000, "submitted_at": now,
+        "finished_at": now, "attempts": 1,
+        "error": {"type": "invalid_job", "message": "tool: at most 128 characters"}})
+    cell = record_row(record)[2]
+    assert cell == "t" * 128 + "... (300,000 characters)"
+    assert f"tool        {cell}" in record_lines(record)
+    short = record.model_copy(update={"tool": "t" * 128})
+    assert record_row(short)[2] == "t" * 128

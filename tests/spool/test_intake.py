@@ -432,6 +432,8 @@ def test_settle_restarts_when_a_rewrite_in_place_keeps_the_size(
     (b'"a string"', "JSON object, not str", None),
     (b"null", "JSON object, not NoneType", None),
     (b'{"tool": 5}', "tool: Input should be a valid string", None),
+    # A name no tool can have is not kept: 1 MiB ones bloated the stats and ls (QA).
+    (b'{"tool": "' + b"t" * 129 + b'"}', "at most 128 characters", None),
     (b'{"params": {}}', "tool: Field required", None),
     (b'{"tool": "echo", "priority": "high"}', "priority:", "echo"),
     # Numbers as the schema says: lax, true was 1 (a 1 s timeout) and "7" was 7 (QA).

@@ -28,7 +28,7 @@ from statusdkit import (
 import statusd.hints
 from spool.client import Client
 from spool.errors import ErrorType
-from spool.models import Job
+from spool.models import Job, Record
 from spool.reader import SpoolReader
 from spool.states import JobState
 from spool.transitions import Spool
@@ -462,6 +462,22 @@ def test_the_cut_list_of_tools_keeps_those_that_ran_before_made_up_names(
                      what="every name indexed")
     assert "zz_real_tool" in stats["tools"] and "aa_used_but_unknown" in stats["tools"]
     assert stats["tools"] == sorted(stats["tools"]) and len(stats["tools"]) == 256
+
+
+def test_a_name_no_tool_can_have_is_not_listed(server: ServerThread, spool: Spool) -> None:
+    """A record an older version quarantined keeps a "tool" of any length: 20 of 1 MiB
+    made the stats 20.3 MB, read every 5 s by each open dashboard (QA)."""
+    long_name = "t" * 129
+    submit(spool, "long", "echo")
+    now = datetime.now(UTC)
+    spool.fail(claim(spool, "long"), Record.model_validate({
+        "id": "long", "state": "failed", "tool": long_name, "submitted_at": now,
+        "finished_at": now, "attempts": 1,
+        "error": {"type": "invalid_job", "message": "tool: at most 128 characters"}}))
+    run_job(spool, "fine", tool="x" * 128, error=(ErrorType.UNKNOWN_TOOL, "no such tool"))
+    stats = wait_for(lambda: (s := _stats(server)) and "x" * 128 in s["tools"] and s,
+                     what="the records indexed")
+    assert long_name not in stats["tools"] and stats["tools_omitted"] == 0, stats["tools"]
 
 
 def _stats(server: ServerThread) -> dict[str, Any]:
