@@ -287,7 +287,11 @@ class OwnerStatus(BaseModel):
 
 def error_text(error: Mapping[str, Any]) -> str:
     """A validation error's message (one of ``ValidationError.errors()``) as a reason:
-    a validator's own words without pydantic's ``Value error, `` before them."""
+    a validator's own words without pydantic's ``Value error, `` before them, and a
+    float past 64 bits where an integer goes said as what it is (pydantic: "Unable to
+    parse input string as an integer" of the number ``1e308``, QA)."""
+    if error.get("type") == "int_parsing_size" and isinstance(error.get("input"), float):
+        return f"Input should be a valid integer, and {error['input']!r} is out of range"
     return str(error["msg"]).removeprefix("Value error, ")
 
 

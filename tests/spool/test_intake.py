@@ -439,6 +439,9 @@ def test_settle_restarts_when_a_rewrite_in_place_keeps_the_size(
     # Numbers as the schema says: lax, true was 1 (a 1 s timeout) and "7" was 7 (QA).
     (b'{"tool": "echo", "timeout": true}', "timeout: must be a number, not true", "echo"),
     (b'{"tool": "echo", "priority": "7"}', 'priority: must be a number, not "7"', "echo"),
+    # Said "Unable to parse input string as an integer" of a number (QA).
+    (b'{"tool": "echo", "priority": 1e308}',
+     "priority: Input should be a valid integer, and 1e+308 is out of range", "echo"),
     (b'{"tool": "echo", "max_attempts": true}', "max_attempts: must be a number", "echo"),
     (b'{"tool": "echo", "attempts": "1"}', "attempts: must be a number", "echo"),
     (b'{"tool": "echo", "params": [1]}', "params:", "echo"),
