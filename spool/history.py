@@ -47,7 +47,7 @@ from spool.models import (
 )
 
 __all__ = ["EARLIER_KEPT", "EARLIER_MAX_BYTES", "EARLIER_MESSAGE_CHARS", "active_fields",
-           "appended", "entry", "record_fields", "retry_error"]
+           "appended", "entry", "record_fields", "retry_error", "seeded"]
 
 EARLIER_MAX_BYTES = EARLIER_KEPT * (6 * EARLIER_MESSAGE_CHARS + 160) + 64
 """The most the earlier failures add to a job file: each message at its longest and
@@ -86,18 +86,28 @@ def retry_error(error: ErrorInfo, attempt: int, finished_at: datetime | None, *,
                           earlier_errors_dropped=dropped)
 
 
-def record_fields(error: ErrorInfo | None) -> dict[str, Any]:
-    """The fields a record of a job whose file carries ``error`` takes from it: the
-    error as a record holds it (no history in it), and the history beside it.  Empty
-    when the job has no error."""
+def record_fields(error: ErrorInfo | None, attempts: int) -> dict[str, Any]:
+    """The fields a record of a job whose file carries ``error`` (after ``attempts``
+    runs) takes from it: the error as a record holds it (no history in it), and the
+    history beside it (:func:`seeded`).  Empty when the job has no error."""
     if error is None:
         return {}
     plain = ErrorInfo(type=error.type, message=error.message, traceback=error.traceback,
                       retry_at=error.retry_at)
     if not isinstance(error, RetryErrorInfo) or error.earlier_errors is None:
-        return {"error": plain}
+        return {"error": plain, **seeded(plain, attempts)}
     return {"error": plain, "earlier_errors": error.earlier_errors,
             "earlier_errors_dropped": error.earlier_errors_dropped}
+
+
+def seeded(error: ErrorInfo, attempts: object) -> dict[str, Any]:
+    """The history of a job file whose ``error`` carries none after ``attempts`` runs:
+    that error, as its last run's failure.  An earlier version's requeue for a retry
+    wrote no history, and the processor that took the job over after an upgrade
+    started one without it: the failure lost from the job's record (QA)."""
+    if type(attempts) is not int or attempts < 1:
+        return {}
+    return {"earlier_errors": [entry(error, attempts, None)]}
 
 
 def active_fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +117,13 @@ def active_fields(fields: dict[str, Any]) -> dict[str, Any]:
     carries none, or none a job could (intake refuses that file: the view shows the job
     without it, not a bare record)."""
     error = fields.get("error")
-    if not isinstance(error, dict) or error.get("earlier_errors") is None:
+    if not isinstance(error, dict):
         return {}
+    if error.get("earlier_errors") is None:
+        try:
+            return seeded(ErrorInfo.model_validate(error), fields.get("attempts"))
+        except ValidationError:
+            return {}
     try:
         # Only the history is judged here: the error's own fields are the record's.
         history = RetryErrorInfo.model_validate({

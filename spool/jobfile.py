@@ -91,7 +91,8 @@ def record_from_job(job: Job, job_id: str, state: JobState, mtime_ns: int,
         {**job.__dict__, "id": job_id, "state": state,
          "submitted_at": job.submitted_at or utc_from_ns(mtime_ns),
          # The history its error carries goes beside the record's (spool.history).
-         **(record_fields(job.error) if job.error is not None else _NONE), **fields})
+         **(record_fields(job.error, job.attempts) if job.error is not None else _NONE),
+         **fields})
     return record
 
 

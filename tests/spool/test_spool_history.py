@@ -15,8 +15,14 @@ from spoolkit import FakeClock, Holders, done_record, read_json, submit
 from spool.cli.render import record_lines
 from spool.client import Client
 from spool.errors import ErrorType
-from spool.history import EARLIER_KEPT, EARLIER_MAX_BYTES, EARLIER_MESSAGE_CHARS, entry
-from spool.jobfile import parse_job
+from spool.history import (
+    EARLIER_KEPT,
+    EARLIER_MAX_BYTES,
+    EARLIER_MESSAGE_CHARS,
+    entry,
+    retry_error,
+)
+from spool.jobfile import parse_job, record_from_job
 from spool.models import (
     EARLIER_DROPPED_MAX,
     ErrorInfo,
@@ -166,6 +172,33 @@ def test_files_without_the_field_read_as_before(spool: Spool, clock: FakeClock) 
     assert kinds([e.model_dump() for e in spool.retry("old").earlier_errors or []]) == [
         (1, ErrorType.TIMEOUT)]
 
+
+
+def test_a_retry_an_earlier_version_requeued_keeps_its_failure_after_an_upgrade(
+        spool: Spool) -> None:
+    """An earlier version's requeue for a retry wrote its error with no history: the
+    processor that took the job over after an upgrade started the history without that
+    failure, and the job's final record listed attempt 2 of 3 alone (QA, upgrade)."""
+    old_file = {"tool": "echo", "attempts": 1, "max_attempts": 3,
+                "error": {"type": "timeout", "message": "killed after 2 s (timeout)",
+                          "retry_at": "2026-01-01T00:00:00Z"}}
+    spool.layout.job(P, "up").write_bytes(orjson.dumps(old_file))
+    view = Client(spool.layout, spool.mover).reader.get("up")
+    assert kinds([e.model_dump() for e in view.earlier_errors or []]) == [
+        (1, ErrorType.TIMEOUT)]
+    claim = spool.claim("up")
+    assert claim is not None
+    record = record_from_job(parse_job(claim.data), "up", R, claim.mtime_ns)
+    assert kinds([e.model_dump() for e in record.earlier_errors or []]) == [
+        (1, ErrorType.TIMEOUT)]
+    # Its run ends in a retry: the history the job file carries then is both failures.
+    second = retry_error(ErrorInfo(type=ErrorType.TIMEOUT, message="again"), 2, None,
+                         earlier=record.earlier_errors, dropped=None, retry_at=None)
+    assert kinds([e.model_dump() for e in second.earlier_errors or []]) == [
+        (1, ErrorType.TIMEOUT), (2, ErrorType.TIMEOUT)]
+    # A first run's file (no attempts) has no history to seed, error or not.
+    fresh = record_from_job(Job.model_validate({**old_file, "attempts": 0}), "f", P, 0)
+    assert fresh.earlier_errors is None
 
 def test_the_schema_publishes_the_history() -> None:
     both = schemas()
