@@ -159,8 +159,9 @@ def _dask_cluster(workers: int) -> Iterator[str]:
         from distributed import LocalCluster  # noqa: PLC0415 - optional extra
     except ImportError:
         raise SystemExit("the dask run needs: pip install 'spoolq[dask]'") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", scheduler_port=0, dashboard_address="127.0.0.1:0")
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+        scheduler_port=0, dashboard_address="127.0.0.1:0")
     try:
         yield str(cluster.scheduler_address).replace("tcp://", "dask://")
     finally:

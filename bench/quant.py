@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from processor.quant.analysis import FactorParams, analyze_factor
+from processor.quant.analysis import analyze_factor
 from processor.quant.backtest import (
     BacktestParams,
     metrics,
@@ -39,7 +39,7 @@ from processor.quant.backtest import (
 )
 from processor.quant.data import DataStore, Panel
 from processor.quant.kline import get_kline
-from processor.quant.params import KlineParams
+from processor.quant.params import FactorParams, KlineParams
 from processor.quant.synth import generate, write_synthetic
 
 
