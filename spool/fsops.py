@@ -294,13 +294,27 @@ def same_mount(a: StrPath, b: StrPath) -> bool:
     """Whether a rename from folder ``a`` into folder ``b`` could succeed: the kernel
     refuses one between two mounts (EXDEV) before it looks the names up, so renaming a
     name that is not in ``a`` tells, with nothing moved (ENOENT: the same mount).  A
-    bind mount of the same filesystem is another mount, which ``st_dev`` misses."""
+    bind mount of the same filesystem is another mount, which ``st_dev`` misses; two
+    btrfs subvolumes are one mount and two devices, which the probe misses (its lookup
+    fails first), and a rename between them fails EXDEV all the same (QA: a ``done/``
+    made a subvolume for snapshots held every job in ``running/``)."""
+    devices = (device_of(a), device_of(b))
+    if None not in devices and devices[0] != devices[1]:
+        return False
     name = f".spoolq-mount-probe.{os.getpid()}.{os.urandom(6).hex()}"
     try:
         os.rename(os.path.join(a, name), os.path.join(b, name))
     except OSError as exc:
         return exc.errno != errno.EXDEV
     return True  # it was there after all: moved, and on one mount
+
+
+def device_of(folder: StrPath) -> int | None:
+    """``folder``'s ``st_dev``; None when it cannot be looked at (its user says why)."""
+    try:
+        return os.stat(folder).st_dev
+    except OSError:
+        return None
 
 
 def _raise_fatal(exc: OSError, what: str) -> None:

@@ -11,13 +11,20 @@ number, so the device check passed) every record failed the same way.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemonkit import Daemon, drop, locations, wait_record
+from daemonkit import Daemon, drop, locations, make_spool, wait_record
+
+from spool import fsops
+from spool.errors import SpoolIOError
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
 
 
 def _mount(args: list[str]) -> None:
@@ -90,3 +97,38 @@ def test_a_bind_mounted_stage_folder_is_left_for_tmp(
     notes = [e for e in d.events() if str(e.get("msg", "")).startswith("staging in tmp/")]
     assert len(notes) == 1 and "not on tmp/'s mount" in str(notes[0]["reason"]), notes
     assert not [e for e in d.events() if e.get("msg") == "spool I/O trouble; pausing claims"]
+
+
+def test_a_state_folder_that_is_a_btrfs_subvolume_is_refused_at_start(
+        tmp_path: Path, mounts: list[Path]) -> None:
+    """A btrfs subvolume is one mount with another device number: the mount probe's
+    lookup failed first (ENOENT, "one mount"), and a ``done/`` made a subvolume (for
+    snapshots, as operations.md's backups suggest) held every job in ``running/`` (QA)."""
+    if shutil.which("mkfs.btrfs") is None or shutil.which("btrfs") is None:
+        pytest.skip("needs btrfs-progs")
+    image = tmp_path / "btrfs.img"
+    with image.open("wb") as f:
+        f.truncate(256 << 20)
+    if subprocess.run(["mkfs.btrfs", "-q", str(image)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("mkfs.btrfs failed here")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    _mount(["-o", "loop", str(image), str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    (root / "done").rmdir()
+    subprocess.run(["btrfs", "subvolume", "create", str(root / "done")], check=True,
+                   capture_output=True)
+    _refused(root, tmp_path, "done")
+
+
+def test_a_state_folder_on_another_device_of_one_mount_is_refused(
+        spool_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, where no btrfs can be made: the device numbers alone tell."""
+    real = fsops.device_of
+    monkeypatch.setattr(fsops, "device_of", lambda folder: (
+        -1 if Path(folder).name == "done" else real(folder)))
+    with pytest.raises(SpoolIOError, match=r"^done/ of .* is on another mount than pending/"):
+        Mover(Layout(spool_root), FsyncMode.NEVER).require_one_mount()
