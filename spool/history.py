@@ -39,6 +39,7 @@ from spool.errors import ErrorType
 from spool.models import (
     EARLIER_KEPT,
     EARLIER_MESSAGE_CHARS,
+    MAX_ATTEMPTS_LIMIT,
     EarlierError,
     ErrorInfo,
     RetryErrorInfo,
@@ -47,7 +48,7 @@ from spool.models import (
 )
 
 __all__ = ["EARLIER_KEPT", "EARLIER_MAX_BYTES", "EARLIER_MESSAGE_CHARS", "active_fields",
-           "appended", "entry", "record_fields", "retry_error", "seeded"]
+           "appended", "entry", "history_of", "record_fields", "retry_error", "seeded"]
 
 EARLIER_MAX_BYTES = EARLIER_KEPT * (6 * EARLIER_MESSAGE_CHARS + 160) + 64
 """The most the earlier failures add to a job file: each message at its longest and
@@ -104,10 +105,23 @@ def seeded(error: ErrorInfo, attempts: object) -> dict[str, Any]:
     """The history of a job file whose ``error`` carries none after ``attempts`` runs:
     that error, as its last run's failure.  An earlier version's requeue for a retry
     wrote no history, and the processor that took the job over after an upgrade
-    started one without it: the failure lost from the job's record (QA)."""
-    if type(attempts) is not int or attempts < 1:
+    started one without it: the failure lost from the job's record (QA).  ``attempts``
+    as the job's model reads it (``1.0`` is 1); none seeded for any it refuses."""
+    if (isinstance(attempts, bool) or not isinstance(attempts, int | float)
+            or not 1 <= attempts <= MAX_ATTEMPTS_LIMIT or attempts != int(attempts)):
         return {}
-    return {"earlier_errors": [entry(error, attempts, None)]}
+    return {"earlier_errors": [entry(error, int(attempts), None)]}
+
+
+def history_of(error: RetryErrorInfo | None, attempts: int) -> list[EarlierError] | None:
+    """The failures a job file's ``error`` carries after ``attempts`` runs, seeded from
+    the error itself where it carries none (:func:`seeded`), for a requeue to add to."""
+    if error is None:
+        return None
+    if error.earlier_errors is not None:
+        return error.earlier_errors
+    history: list[EarlierError] | None = seeded(error, attempts).get("earlier_errors")
+    return history
 
 
 def active_fields(fields: dict[str, Any]) -> dict[str, Any]:

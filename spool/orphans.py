@@ -29,7 +29,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there, refused_by_file
-from spool.history import retry_error
+from spool.history import history_of, retry_error
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
 from spool.layout import ORIG_SUFFIX
@@ -187,7 +187,7 @@ class Orphans:
             self._drop_finished(job_id, report)
             return
         if job is None:
-            self._fail_orphan(claim, None, f"running file is not a valid job: {invalid}")
+            self._fail_orphan(claim, None, 0, f"running file is not a valid job: {invalid}")
             report.abandoned.append(job_id)
             return
         if self._requeued_already(claim, job):
@@ -205,9 +205,9 @@ class Orphans:
             # the cancel wins over a retry.  A request the disk cannot look up (EIO)
             # leaves the orphan for a later pass: os.path.lexists took it for none, and
             # the job was requeued and run again, the user's cancel lost.
-            self._fail_orphan(claim, job.model_copy(update={"attempts": ran}),
-                          "cancelled while running; its processor died before stopping it",
-                          ErrorType.CANCELLED)
+            self._fail_orphan(claim, job, ran,
+                              "cancelled while running; its processor died before stopping it",
+                              ErrorType.CANCELLED)
             report.cancelled.append(job_id)
             return
         limit = self.max_attempts(job)
@@ -221,7 +221,7 @@ class Orphans:
                 "error": retry_error(
                     ErrorInfo(type=ErrorType.ABANDONED,
                               message="its processor died mid-run; requeued"), ran, now,
-                    earlier=before.earlier_errors if before else None,
+                    earlier=history_of(before, job.attempts),
                     dropped=before.earlier_errors_dropped if before else None,
                     retry_at=retry_at),
             })
@@ -232,7 +232,7 @@ class Orphans:
             message = "its processor died mid-run; superseded by a newer drop of the id"
         else:
             message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
-        self._fail_orphan(claim, job.model_copy(update={"attempts": ran}), message)
+        self._fail_orphan(claim, job, ran, message)
         report.abandoned.append(job_id)
 
     def _run_recorded(self, claim: Claim, job: Job | None) -> bool:
@@ -295,7 +295,7 @@ class Orphans:
         return (pending.submitted_at == submitted and pending.attempts >= job.attempts
                 and rest == job.model_dump(exclude=requeue_sets))
 
-    def _fail_orphan(self, claim: Claim, job: Job | None, message: str,
+    def _fail_orphan(self, claim: Claim, job: Job | None, ran: int, message: str,
                      kind: ErrorType = ErrorType.ABANDONED) -> None:
         """Record the orphan failed with ``kind`` (``abandoned``, or ``cancelled`` when a
         cancel was asked) and take it out of ``running/``."""
@@ -304,7 +304,10 @@ class Orphans:
             record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,
                             submitted_at=utc_from_ns(claim.mtime_ns))
         else:
-            record = record_from_job(job, claim.job_id, JobState.FAILED, claim.mtime_ns)
+            # Its history as the job file carries it (of its ``job.attempts`` runs before
+            # this one: an earlier version's is seeded so), then this run's count.
+            record = record_from_job(job, claim.job_id, JobState.FAILED, claim.mtime_ns,
+                                     attempts=ran)
         record = record.model_copy(update={
             "finished_at": now, "started_at": utc_from_ns(claim.claimed_ns),
             "host": self.spool.host, "pid": self.spool.pid,

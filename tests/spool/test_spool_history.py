@@ -200,6 +200,47 @@ def test_a_retry_an_earlier_version_requeued_keeps_its_failure_after_an_upgrade(
     fresh = record_from_job(Job.model_validate({**old_file, "attempts": 0}), "f", P, 0)
     assert fresh.earlier_errors is None
 
+
+UPGRADED = {"tool": "echo", "attempts": 1,
+            "error": {"type": "timeout", "message": "killed after 2 s (timeout)",
+                      "retry_at": "2026-01-01T00:00:00Z"}}
+"""A job file an earlier version requeued for a retry: its error, no history."""
+
+
+@pytest.mark.parametrize(("max_attempts", "cancel", "history"), [
+    (3, False, [(1, ErrorType.TIMEOUT), (2, ErrorType.ABANDONED)]),  # requeued
+    (2, False, [(1, ErrorType.TIMEOUT)]),  # abandoned: its last attempt
+    (3, True, [(1, ErrorType.TIMEOUT)]),  # cancelled while it ran
+])
+def test_an_orphan_an_earlier_version_requeued_keeps_its_failure(
+        spool: Spool, holders: Holders, max_attempts: int, cancel: bool,
+        history: list[tuple[int, ErrorType]]) -> None:
+    """Recovery of such a job, run again by a processor that died: the requeue started
+    its history without the earlier version's failure, and a failed record numbered
+    that failure as the run just lost (a review of 090524a)."""
+    spool.layout.job(P, "up").write_bytes(orjson.dumps({**UPGRADED,
+                                                        "max_attempts": max_attempts}))
+    holder = holders.hold(ids=["up"])
+    if cancel:
+        Client(spool.layout, spool.mover).cancel("up", wait_s=0)
+    holders.sigkill(holder)
+    Recovery(spool).scan()
+    if max_attempts == 3 and not cancel:
+        entries = read_json(spool.layout.job(P, "up"))["error"]["earlier_errors"]
+    else:
+        record = read_json(spool.layout.job(F, "up"))
+        assert record["attempts"] == 2, record
+        entries = record["earlier_errors"]
+    assert kinds(entries) == [(n, kind.value) for n, kind in history]
+
+
+def test_a_views_attempts_of_1_0_seed_as_the_job_reads_them(spool: Spool) -> None:
+    """``"attempts": 1.0`` is 1 to the job's model: the reader's view seeded nothing."""
+    spool.layout.job(P, "f").write_bytes(orjson.dumps({**UPGRADED, "attempts": 1.0}))
+    view = Client(spool.layout, spool.mover).reader.get("f")
+    assert kinds([e.model_dump() for e in view.earlier_errors or []]) == [
+        (1, ErrorType.TIMEOUT)]
+
 def test_the_schema_publishes_the_history() -> None:
     both = schemas()
     record = both["record"]
