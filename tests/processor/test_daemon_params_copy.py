@@ -22,7 +22,6 @@ def test_nested_params_are_copied_all_the_way_down() -> None:
     assert params == {"message": 5, "rows": [[1, 2], {"a": [3]}]}
 
 
-
 def test_what_json_would_not_give_back_equal_is_deep_copied_still() -> None:
     """Nested params are copied through JSON now (deepcopy of 1 MiB of nested objects
     held the loop thread 0.28 s, QA); a value JSON would change is deep-copied."""

@@ -173,7 +173,6 @@ def test_files_without_the_field_read_as_before(spool: Spool, clock: FakeClock) 
         (1, ErrorType.TIMEOUT)]
 
 
-
 def test_a_retry_an_earlier_version_requeued_keeps_its_failure_after_an_upgrade(
         spool: Spool) -> None:
     """An earlier version's requeue for a retry wrote its error with no history: the
@@ -240,6 +239,7 @@ def test_a_views_attempts_of_1_0_seed_as_the_job_reads_them(spool: Spool) -> Non
     view = Client(spool.layout, spool.mover).reader.get("f")
     assert kinds([e.model_dump() for e in view.earlier_errors or []]) == [
         (1, ErrorType.TIMEOUT)]
+
 
 def test_the_schema_publishes_the_history() -> None:
     both = schemas()

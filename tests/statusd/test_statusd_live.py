@@ -177,7 +177,6 @@ def _pair(msg: dict[str, Any]) -> tuple[str, str]:
     return msg["id"], msg["state"]
 
 
-
 def test_a_stalled_client_is_dropped_and_never_slows_the_others(spool: Spool) -> None:
     srv = ServerThread(settings_for(spool.layout.root), queue_max=128).start()
     stalled = stalled_ws_client(srv.port, "/api/v1/ws/events")

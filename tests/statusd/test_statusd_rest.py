@@ -445,7 +445,6 @@ def test_the_stats_list_of_tools_is_bounded(server: ServerThread, spool: Spool) 
     assert {"echo", "sleep"} <= set(stats["tools"]) and len(stats["tools"]) == 258
 
 
-
 def test_the_cut_list_of_tools_keeps_those_that_ran_before_made_up_names(
         server: ServerThread, spool: Spool) -> None:
     """The list was cut alphabetically: with no processor up to name its tools, a real
