@@ -30,6 +30,7 @@ import array
 import contextlib
 import fcntl
 import os
+import re
 import termios
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -40,6 +41,8 @@ LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", 
                                "zfs", "bcachefs", "jfs", "reiserfs", "overlay"})
 MAX_NAMES = 100_000
 """A folder holding more names than this is not followed (the set would cost memory)."""
+_OCTAL = re.compile(r"\\([0-7]{3})")
+"""mountinfo's escapes in a path (a blank is ``\\040``)."""
 
 
 def filesystem_type(path: str | os.PathLike[str]) -> str | None:
@@ -55,7 +58,18 @@ def filesystem_type(path: str | os.PathLike[str]) -> str | None:
         fields = line.split()
         if len(fields) > 2 and fields[2] == wanted and " - " in line:
             return line.split(" - ", 1)[1].split()[0]
-    return None
+    # A btrfs subvolume's st_dev is its own, never the one mountinfo shows (the follower
+    # was off on btrfs, QA): the type of the innermost mount point holding the path.
+    real, found, longest = os.path.realpath(path), None, -1
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 5 or " - " not in line:
+            continue
+        point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+        if (real == point or real.startswith(point.rstrip("/") + "/")) \
+                and len(point) >= longest:
+            longest, found = len(point), line.split(" - ", 1)[1].split()[0]
+    return found
 
 
 class Presence:

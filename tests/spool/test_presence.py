@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,27 @@ def test_a_tracked_folder_that_goes_tells_that_changes_were_lost(
     assert presence.take_changed(0) is None  # list it again
     assert not presence.track(0)  # and no longer followed: nothing more to tell
     assert presence.take_changed(0) is None
+
+
+def test_a_btrfs_subvolumes_filesystem_is_known(tmp_path: Path) -> None:
+    """A btrfs subvolume's st_dev is never the one mountinfo shows: its type was None,
+    and the follower was off on btrfs, which LOCAL_FILESYSTEMS lists (QA)."""
+    if shutil.which("mkfs.btrfs") is None or shutil.which("btrfs") is None:
+        pytest.skip("needs btrfs-progs")
+    image, mnt = tmp_path / "btrfs.img", tmp_path / "m n t"  # a blank: mountinfo's \040
+    with image.open("wb") as f:
+        f.truncate(256 << 20)
+    mnt.mkdir()
+    if subprocess.run(["mkfs.btrfs", "-q", str(image)], capture_output=True,
+                      check=False).returncode != 0 or subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mnt)], capture_output=True,
+            check=False).returncode != 0:
+        pytest.skip("cannot make and mount a btrfs here")
+    try:
+        subprocess.run(["btrfs", "subvolume", "create", str(mnt / "sub")], check=True,
+                       capture_output=True)
+        (mnt / "sub" / "folder").mkdir()
+        assert presence_mod.filesystem_type(mnt) == "btrfs"
+        assert presence_mod.filesystem_type(mnt / "sub" / "folder") == "btrfs"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
