@@ -50,7 +50,7 @@ from processor.inbox import InboxSink
 from processor.run import Run
 from spool.client import require_spool
 from spool.errors import ErrorType, SpoolIOError
-from spool.fsops import REFUSED, is_there, sticky_owner, sticky_said
+from spool.fsops import REFUSED, is_there, os_reason, sticky_owner, sticky_said
 from spool.lease import OwnerLease
 from spool.models import ErrorInfo
 from spool.states import JobState
@@ -144,7 +144,7 @@ def take_lease(spool: Spool, owner: str) -> OwnerLease:
             # made; anything else there (a symlink) is not this process's to remove.
             if made and stat.S_ISREG(os.lstat(path).st_mode):
                 spool.mover.unlink(path, tree=False)
-        raise SpoolIOError(f"cannot take the owner lease {path}: {exc.strerror}") from exc
+        raise SpoolIOError(f"cannot take the owner lease {path}: {os_reason(exc)}") from exc
 
 
 def unless_unusable(step: Callable[[], None]) -> None:

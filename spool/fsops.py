@@ -320,10 +320,10 @@ def device_of(folder: StrPath) -> int | None:
 def _raise_fatal(exc: OSError, what: str) -> None:
     if exc.errno in _FATAL_ERRNOS:
         where = f" ({exc.filename})" if exc.filename else ""  # a write names no file
-        raise SpoolIOError(f"{what}: {_reason(exc)}{where}") from exc
+        raise SpoolIOError(f"{what}: {os_reason(exc)}{where}") from exc
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """``exc``'s text; for a file that could not be made on a filesystem out of inodes,
     said so: "No space left on device" alone sent operators to ``df -h``, which showed
     room to spare."""

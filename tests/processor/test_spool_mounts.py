@@ -10,6 +10,7 @@ number, so the device check passed) every record failed the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -132,3 +133,28 @@ def test_a_state_folder_on_another_device_of_one_mount_is_refused(
         -1 if Path(folder).name == "done" else real(folder)))
     with pytest.raises(SpoolIOError, match=r"^done/ of .* is on another mount than pending/"):
         Mover(Layout(spool_root), FsyncMode.NEVER).require_one_mount()
+
+
+def test_a_start_on_a_filesystem_out_of_inodes_says_so(
+        tmp_path: Path, mounts: list[Path]) -> None:
+    """The owner lease's error said "No space left on device" alone, which sent
+    operators to ``df -h`` (room to spare): every other write says ``df -i`` (QA)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tmpfs", str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    filler = mnt / "filler"  # beside the spool: nothing the start cleans up
+    filler.mkdir()
+    with contextlib.suppress(OSError):  # until no inode is left
+        for n in range(64):
+            (filler / f"f{n}").touch()
+    assert os.statvfs(mnt).f_favail == 0
+    d = Daemon(root, tmp_path / "daemon.log").start(wait_ready=False)
+    try:
+        assert d.proc is not None
+        assert d.proc.wait(30) != 0
+    finally:
+        d.abort()
+    assert "no free inodes (df -i)" in d.logs(), d.logs()[-2000:]
