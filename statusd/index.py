@@ -39,6 +39,8 @@ class Index:
         self._arrived = _Earliest()  # pending ids: when they came into pending/
         self._due = _Earliest()  # pending ids: when they may run (arrival, not_before or backoff)
         self._written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
+        self._tools: list[str] | None = None
+        """:meth:`tools` until the index next changes (0.09 s at 110,000 names)."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -75,6 +77,7 @@ class Index:
     def put(self, item: Item) -> Item | None:
         """Insert or replace an id's item; returns the item it replaced."""
         old = self.remove(item.job_id)
+        self._tools = None
         self._items[item.job_id] = item
         self._stamps[item.job_id] = item.stamp
         for flt in _filters(item):
@@ -88,6 +91,7 @@ class Index:
         old = self._items.pop(job_id, None)
         if old is None:
             return None
+        self._tools = None
         del self._stamps[job_id]
         for flt in _filters(old):
             keys = self._keys[flt]
@@ -156,11 +160,15 @@ class Index:
     def tools(self) -> list[str]:
         """The tools named in the spool, those that ever ran first (a record in ``done/``),
         then by how many jobs name them: a cut keeps real tools before made-up names."""
-        def rank(tool: str) -> tuple[bool, int, str]:
-            return (not self._keys.get((JobState.DONE, tool)),
-                    -len(self._keys[(None, tool)]), tool)
+        if self._tools is None:
+            keys = self._keys
 
-        return sorted((t for s, t in self._keys if s is None and t is not None), key=rank)
+            def rank(tool: str) -> tuple[bool, int, str]:
+                return (not keys.get((JobState.DONE, tool)), -len(keys[(None, tool)]), tool)
+
+            self._tools = sorted((t for s, t in keys if s is None and t is not None),
+                                 key=rank)
+        return self._tools
 
 
 class _Earliest:
