@@ -187,7 +187,7 @@ class Orphans:
             self._drop_finished(job_id, report)
             return
         if job is None:
-            self._fail_orphan(claim, None, 0, f"running file is not a valid job: {invalid}")
+            self._fail_orphan(claim, None, f"running file is not a valid job: {invalid}")
             report.abandoned.append(job_id)
             return
         if self._requeued_already(claim, job):
@@ -205,9 +205,9 @@ class Orphans:
             # the cancel wins over a retry.  A request the disk cannot look up (EIO)
             # leaves the orphan for a later pass: os.path.lexists took it for none, and
             # the job was requeued and run again, the user's cancel lost.
-            self._fail_orphan(claim, job, ran,
+            self._fail_orphan(claim, job,
                               "cancelled while running; its processor died before stopping it",
-                              ErrorType.CANCELLED)
+                              ErrorType.CANCELLED, ran=ran)
             report.cancelled.append(job_id)
             return
         limit = self.max_attempts(job)
@@ -232,7 +232,7 @@ class Orphans:
             message = "its processor died mid-run; superseded by a newer drop of the id"
         else:
             message = f"its processor died mid-run; attempt {ran} of {limit}, not retried"
-        self._fail_orphan(claim, job, ran, message)
+        self._fail_orphan(claim, job, message, ran=ran)
         report.abandoned.append(job_id)
 
     def _run_recorded(self, claim: Claim, job: Job | None) -> bool:
@@ -295,10 +295,11 @@ class Orphans:
         return (pending.submitted_at == submitted and pending.attempts >= job.attempts
                 and rest == job.model_dump(exclude=requeue_sets))
 
-    def _fail_orphan(self, claim: Claim, job: Job | None, ran: int, message: str,
-                     kind: ErrorType = ErrorType.ABANDONED) -> None:
+    def _fail_orphan(self, claim: Claim, job: Job | None, message: str,
+                     kind: ErrorType = ErrorType.ABANDONED, *, ran: int = 0) -> None:
         """Record the orphan failed with ``kind`` (``abandoned``, or ``cancelled`` when a
-        cancel was asked) and take it out of ``running/``."""
+        cancel was asked) and take it out of ``running/``; ``ran``: the attempts of the
+        ``job`` its file holds, this run counted."""
         now = self.spool.clock.now()
         if job is None:
             record = Record(id=claim.job_id, state=JobState.FAILED, finished_at=now,

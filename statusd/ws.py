@@ -225,7 +225,8 @@ async def _serve(request: web.Request, guard: StallGuard, ws: web.WebSocketRespo
 async def _pump(request: web.Request, guard: StallGuard, ws: web.WebSocketResponse,
                 sub: Subscriber) -> None:
     """Send what the hub queues for ``sub``: each wait's worth, up to PUMP_BATCH messages,
-    in one write (:func:`_write_frames`)."""
+    in one write (:func:`_write_frames`), or, to a client that asked for compression, a
+    compressed message a write (:func:`_send_each`)."""
     while True:
         message = await sub.queue.get()
         batch, size = [message], len(message.data)
