@@ -129,6 +129,7 @@ def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
         threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
                          daemon=True).start()
         deadman = Deadman()
+        held = HeldReports()
     except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, the cgroup's pids.max)
         # Before its first task is read: the pool gives that task to another worker
         # (see processor.pool), where a crash here failed it as worker_crashed.
@@ -146,15 +147,15 @@ def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
     # import with it).
     _send(conn, ("ready",))
     try:
-        _serve(conn, registry, config, strays, deadman)
+        _serve(conn, registry, config, strays, deadman=deadman, held=held)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the processor is gone: so is this worker, quietly
     finally:
         reap_leftovers()
 
 
-def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayThreads,
-           deadman: Deadman) -> None:
+def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayThreads, *,
+           deadman: Deadman, held: HeldReports) -> None:
     resources: dict[str, Any] = {}
     state = ProcessState(strays)  # what a job may change in this process, put back after it
     done = 0
@@ -169,7 +170,7 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         job_id, tool, _, timeout_s, _, _ = task
         running[0] = (job_id, tool)
         deadman.arm(timeout_s + DEADMAN_GRACE_S)
-        progress = Progress(conn, job_id)
+        progress = Progress(conn, job_id, held)
         strays.job_started()
         try:
             outcome = _run(progress, registry, task, resources)
@@ -272,22 +273,59 @@ class Deadman:
             os._exit(DEADMAN_EXIT)
 
 
+class HeldReports:
+    """The worker's one thread that sends a held progress report once its interval is
+    up: started with the worker, while it has memory and threads to spare.  A thread a
+    report started (a ``threading.Timer``) could not start for want of threads (TasksMax),
+    and under ``SPOOL_WORKER_MEMORY_MB`` one hung the job for good in ``Thread.start``
+    (its thread died before it said it had started; QA): no report starts a thread now."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: tuple[float, Progress] | None = None
+        threading.Thread(target=self._send_due, name="progress", daemon=True).start()
+
+    def schedule(self, progress: Progress, at: float) -> None:
+        """Send ``progress``' held report at ``at`` (monotonic) unless cancelled."""
+        with self._cond:
+            self._due = (at, progress)
+            self._cond.notify()
+
+    def cancel(self, progress: Progress) -> None:
+        with self._cond:
+            if self._due is not None and self._due[1] is progress:
+                self._due = None
+
+    def _send_due(self) -> None:
+        while True:
+            with self._cond:
+                while self._due is None:
+                    self._cond.wait()
+                at, progress = self._due
+                left = at - time.monotonic()
+                if left > 0:
+                    self._cond.wait(min(left, _LONGEST_WAIT_S))
+                    continue
+                self._due = None
+            progress.send_held()  # outside the condition: it takes the progress' lock
+
+
 class Progress:
     """A tool's progress reports to the processor, at most one per
-    :data:`PROGRESS_INTERVAL_S`: one that comes sooner is held, and sent by a timer
-    when the interval is up unless a newer one replaces it, so the last report before
-    a silent stretch of work is never lost.  Sends happen under a lock, from the tool's
-    thread or the timer's, and none after :meth:`close`."""
+    :data:`PROGRESS_INTERVAL_S`: one that comes sooner is held, and sent by ``held``
+    (:class:`HeldReports`) when the interval is up unless a newer one replaces it, so the
+    last report before a silent stretch of work is never lost (with no ``held``, it goes
+    with the next report past the interval).  Sends happen under a lock, from the tool's
+    thread or ``held``'s, and none after :meth:`close`."""
 
-    def __init__(self, conn: Connection, job_id: str) -> None:
-        self.conn, self.job_id = conn, job_id
+    def __init__(self, conn: Connection, job_id: str, held: HeldReports | None) -> None:
+        self.conn, self.job_id, self.held = conn, job_id, held
         self._lock = threading.Lock()
         self._last = 0.0
         self._held: tuple[float, str] | None = None
-        self._timer: threading.Timer | None = None
+        self._scheduled = False
         self._closed = False
         self._done_sent = False  # the last report sent said 1.0: the next 1.0s are paced
-        self._no_timers = False  # a timer's thread could not start: held ones wait
 
     def report(self, fraction: float, message: str) -> None:
         with self._lock:
@@ -302,23 +340,14 @@ class Progress:
                 self._send(now, fraction, message)
                 return
             self._held = (fraction, message)
-            if self._timer is None and not self._no_timers:
-                timer = threading.Timer(self._last + PROGRESS_INTERVAL_S - now,
-                                        self._send_held)
-                timer.daemon = True
-                try:
-                    timer.start()
-                except RuntimeError:
-                    # Out of threads (TasksMax, pids.max): raised into the tool, it failed
-                    # the job tool_error for spoolq's own timer, its attempt spent (QA).
-                    # Held reports go with the next report past the interval instead.
-                    self._no_timers = True
-                    return
-                self._timer = timer
+            if not self._scheduled and self.held is not None:
+                self._scheduled = True
+                self.held.schedule(self, self._last + PROGRESS_INTERVAL_S)
 
-    def _send_held(self) -> None:
+    def send_held(self) -> None:
+        """Send the report held, if any is (:class:`HeldReports` calls this)."""
         with self._lock:
-            self._timer = None
+            self._scheduled = False
             if self._held is not None and not self._closed:
                 held, self._held = self._held, None
                 self._send(time.monotonic(), *held)
@@ -332,9 +361,8 @@ class Progress:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            if self.held is not None:
+                self.held.cancel(self)
 
 
 def _run(progress: Progress, registry: Any, task: tuple[Any, ...],

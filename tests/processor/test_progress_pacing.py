@@ -17,7 +17,7 @@ from processor import worker
 from processor.progress import PROGRESS_WRITE_S, ProgressFiles
 from processor.run import Run
 from processor.tools import BaseTool, ExecutionMode
-from processor.worker import PROGRESS_INTERVAL_S, Progress
+from processor.worker import PROGRESS_INTERVAL_S, HeldReports, Progress
 from spool.clock import SystemClock
 from spool.fsops import Mover
 from spool.jobfile import record_from_job
@@ -38,32 +38,27 @@ class Pipe:
         self.sent.append(pickle.loads(data))
 
 
-class _Timer:
-    """A pacing timer that never starts: the test fires it, by hand, once the clock it
-    moves says the interval is up."""
+class _Held:
+    """The worker's held-report sender, fired by hand: the test sends a held report
+    once the clock it moves says the interval is up."""
 
-    armed: list[_Timer] = []
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[Progress, float]] = []
 
-    def __init__(self, interval: float, function: Any) -> None:
-        self.function = function
-        self.daemon = False
+    def schedule(self, progress: Progress, at: float) -> None:
+        self.scheduled.append((progress, at))
 
-    def start(self) -> None:
-        _Timer.armed.append(self)
-
-    def cancel(self) -> None:
-        pass
+    def cancel(self, progress: Progress) -> None:
+        self.scheduled = [s for s in self.scheduled if s[0] is not progress]
 
 
 def test_a_worker_sends_the_first_done_at_once_and_paces_the_rest(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]  # the worker's monotonic clock, moved by hand: on a loaded host the
-    # 10,000 reports took longer than the interval and the real timer sent "saving 1"
+    # 10,000 reports took longer than the interval and the real sender sent "saving 1"
     monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(worker.threading, "Timer", _Timer)
-    monkeypatch.setattr(_Timer, "armed", [])
-    pipe = Pipe()
-    progress = Progress(pipe, "j")  # type: ignore[arg-type]
+    pipe, held = Pipe(), _Held()
+    progress = Progress(pipe, "j", held)  # type: ignore[arg-type]
     try:
         progress.report(0.5, "half")
         progress.report(1.0, "done")  # the first 1.0: at once, within the interval
@@ -71,12 +66,13 @@ def test_a_worker_sends_the_first_done_at_once_and_paces_the_rest(
         for i in range(10_000):
             progress.report(1.0, f"saving {i}")
         assert len(pipe.sent) == 2  # held: the last is sent when the interval is up
-        assert len(_Timer.armed) == 1  # one timer for all the held ones, not one each
+        assert [at for _, at in held.scheduled] == [clock[0] + PROGRESS_INTERVAL_S]
         clock[0] += PROGRESS_INTERVAL_S
-        _Timer.armed[0].function()
+        held.scheduled[0][0].send_held()
         assert [m[2:] for m in pipe.sent[2:]] == [(1.0, "saving 9999")]
     finally:
         progress.close()
+    assert held.scheduled == []
 
 
 class _Status:
@@ -119,41 +115,54 @@ def test_the_processor_writes_the_first_done_at_once_and_paces_the_rest(
         claim.close()
 
 
-def test_a_worker_out_of_threads_holds_reports_for_the_next_one(
+def test_a_report_never_starts_a_thread_and_the_held_one_is_sent_on_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under a limit on tasks (systemd's TasksMax, a pids cgroup), the pacing timer's
-    thread could not start: "can't start new thread" raised into the tool, which failed
-    ``tool_error``, its attempt spent, for spoolq's own timer (QA).  A held report now
-    goes with the next one past the interval, and no thread is tried again."""
-    pipe = Pipe()
-    progress = Progress(pipe, "j")  # type: ignore[arg-type]
-    tries: list[int] = []
+    """A held report's timer was a thread of its own: under a limit on tasks (TasksMax)
+    "can't start new thread" failed the tool ``tool_error``; under a memory cap one hung
+    in ``Thread.start`` for good, the job with it (QA).  The worker's one sender, started
+    with it, sends the held report; reports start no thread."""
+    held = HeldReports()  # as the worker starts it, before any job
+    starts: list[int] = []
 
     def no_thread(self: object) -> None:
-        tries.append(1)
+        starts.append(1)
         raise RuntimeError("can't start new thread")
 
-    clock = [1000.0]  # the worker's monotonic clock, moved by hand: a loaded host's
-    # 1,000 reports could take longer than the interval (a full run saw "b1" sent)
-    monkeypatch.setattr("threading.Timer.start", no_thread)
-    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("threading.Thread.start", no_thread)
+    pipe = Pipe()
+    progress = Progress(pipe, "j", held)  # type: ignore[arg-type]
     try:
         progress.report(0.1, "a")
         for i in range(1000):
-            progress.report(0.2, f"b{i}")  # within the interval: held, no thread
-        assert [m[2:] for m in pipe.sent] == [(0.1, "a")] and tries == [1]
-        clock[0] += PROGRESS_INTERVAL_S * 1.5
-        progress.report(0.3, "c")
-        assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.3, "c")]
+            progress.report(0.2, f"b{i}")  # within the interval: held
+        assert [m[2:] for m in pipe.sent] == [(0.1, "a")] and starts == []
+        deadline = time.monotonic() + 10 * PROGRESS_INTERVAL_S + 5
+        while len(pipe.sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.2, "b999")]
     finally:
         progress.close()
+
+
+def test_with_no_sender_a_held_report_goes_with_the_next_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    pipe = Pipe()
+    progress = Progress(pipe, "j", None)  # type: ignore[arg-type]
+    progress.report(0.1, "a")
+    progress.report(0.2, "b")
+    clock[0] += PROGRESS_INTERVAL_S * 1.5
+    progress.report(0.3, "c")
+    assert [m[2:] for m in pipe.sent] == [(0.1, "a"), (0.3, "c")]
+    progress.close()
 
 
 def test_a_second_phase_ends_with_its_own_done_at_once() -> None:
     """A tool that goes 0 to 1 twice (two phases): its second 1.0 was held, as the
     first had gone (review)."""
     pipe = Pipe()
-    progress = Progress(pipe, "j")  # type: ignore[arg-type]
+    progress = Progress(pipe, "j", HeldReports())  # type: ignore[arg-type]
     try:
         progress.report(1.0, "phase 1 done")
         time.sleep(PROGRESS_INTERVAL_S * 1.5)
