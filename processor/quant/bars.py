@@ -216,6 +216,11 @@ def glance(path: Path, size: int) -> tuple[float, np.datetime64, np.datetime64] 
     return (size - len(header) - 1) / row, first, last
 
 
+_OUT_OF_MEMORY = "out of memory"
+"""How pandas' C tokenizer says a malloc failed ("Error tokenizing data. C error: out of
+memory")."""
+
+
 def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     """Parse one ``<SYMBOL>.csv``; a malformed file raises ToolError naming the symbol.
     ``on_part`` hears the share of the file's bytes parsed after each chunk of a large
@@ -225,6 +230,12 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     try:
         frame = _read_frame(data, on_part)
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
+        if _OUT_OF_MEMORY in str(exc):
+            # pandas' C tokenizer on a failed malloc: the file is fine, the worker short
+            # of memory (its cap); said "data file ... is malformed", and a second read of
+            # the whole file to say where asked for more (QA, memory pressure).
+            raise MemoryError(f"parsing the data file of {symbol!r}: "
+                              f"{str(exc).strip()}") from exc
         raise ToolError(_bad_number(symbol, data, lines, exc)) from exc
     try:
         stamps = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)

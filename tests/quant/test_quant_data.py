@@ -434,3 +434,21 @@ def test_a_data_file_the_processor_may_not_read_says_so(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.stdout.startswith("ToolError data file for symbol 'S': this processor's "
                                   "user (uid 0) may not read"), proc.stdout + proc.stderr
+
+
+def test_a_parse_out_of_memory_is_said_as_such_not_as_a_malformed_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pandas' C tokenizer says a failed malloc as a ParserError ("C error: out of
+    memory"): a worker near its SPOOL_WORKER_MEMORY_MB failed the job "data file for
+    symbol 'S0055' is malformed" (a fine file), after reading it whole once more to say
+    where (QA, memory pressure).  It is a MemoryError, which the worker says as one."""
+    path = tmp_path / "AAA.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "2024-01-02,1,2,0.5,1.5,10\n2024-01-03,1,2,0.5,1.5,10\n")
+
+    def short_of_memory(*args: object, **kwargs: object) -> None:
+        raise pd.errors.ParserError("Error tokenizing data. C error: out of memory")
+
+    monkeypatch.setattr(bars_module, "_read_frame", short_of_memory)
+    with pytest.raises(MemoryError, match=r"AAA.*out of memory"):
+        bars_module.parse_csv(path, "AAA")
