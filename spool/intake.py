@@ -128,7 +128,10 @@ class Inspection:
 
 
 def is_in_progress_name(name: str) -> bool:
-    return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
+    """A dot name, or one ending in an in-progress suffix in any case: a Windows-side
+    uploader's ``.TMP`` was quarantined as a bad name mid-upload, and its rename to
+    ``.json`` then found nothing (QA)."""
+    return name.startswith(".") or name.lower().endswith(IN_PROGRESS_SUFFIXES)
 
 
 class Intake:

@@ -145,7 +145,7 @@ def test_undecodable_name_quarantined(spool: Spool, intake: Intake, clock: FakeC
 
 @pytest.mark.parametrize("name", [
     ".hidden.json", "a.json.tmp", "a.part", "a.partial", "a.filepart", "a.crdownload",
-    "a.json~",
+    "a.json~", "a.json.TMP", "a.Part", "a.CRDOWNLOAD",  # any case: a Windows uploader's
 ])
 def test_in_progress_names_ignored(spool: Spool, intake: Intake, clock: FakeClock,
                                    name: str) -> None:
