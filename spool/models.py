@@ -398,7 +398,8 @@ class Record(_JobFields):
     pid: int | None = Field(
         default=None, description="while the job runs, its processor's (the owner of its "
         "claim: killing it stops every job it runs); once it ended, the process that ran "
-        "the tool (a COMPUTE worker's, the processor's for a FAST tool)")
+        "the tool (a COMPUTE worker's, the processor's for a FAST tool, and the "
+        "processor's, with its host, for a job run on a Dask cluster)")
     # Before result: a reader of a record too large to read whole reads what comes first.
     earlier_errors: list[EarlierError] | None = Field(
         default=None, description="the failures of the job's runs before this one (retries, "
