@@ -205,8 +205,14 @@ def build_openapi() -> dict[str, Any]:
         },
         "/api/v1/tasks/{id}": _record_get("one record", "getTask"),
         "/api/v1/backtest/tasks/{id}": _record_get("one record (legacy path)", "getBacktest"),
-        "/api/v1/tasks/{id}/cancel": _write("cancel a pending or running job", "cancelTask",
-                                            record_ok, (400, 401, 403, 404, 409, 503)),
+        "/api/v1/tasks/{id}/cancel": _write(
+            "cancel a pending or running job", "cancelTask",
+            {"200": _json(Record, "the record after the cancel: a pending job's failed "
+                          "cancelled; a running job's once its processor has killed it "
+                          "(up to 5 s), or still running when it has not (its processor "
+                          "hung or gone: the request stays, and the processor that takes "
+                          "the job over fails it cancelled)")},
+            (400, 401, 403, 404, 409, 503)),
         "/api/v1/tasks/{id}/retry": _write("move a failed job back to pending", "retryTask",
                                            record_ok, (400, 401, 403, 404, 409, 503)),
         "/api/v1/stats": {"get": _stats_op()},
