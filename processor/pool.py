@@ -532,7 +532,13 @@ class LocalPool:
         slot.ready = False
         if process.pid:
             _WORKERS.add(process.pid)
-            self._forkserver = parent_of(process.pid) or self._forkserver
+            forkserver = parent_of(process.pid)
+            if forkserver and self._forkserver and forkserver != self._forkserver:
+                # Its workers' jobs failed worker_crashed with exit 255 and nothing said
+                # why (QA, memory pressure: the OOM killer's, or a kill from outside).
+                log.warning("the workers' forkserver (pid %d) is gone: a new one (pid %d) "
+                            "forks them now", self._forkserver, forkserver)
+            self._forkserver = forkserver or self._forkserver
         slot.unread.clear()
         assert self._sink is not None
         # Bound to this channel and process: stale readiness never reaches a successor.

@@ -828,3 +828,19 @@ def test_a_retiring_worker_hung_on_its_way_out_is_killed_and_replaced(
     assert (hung["state"], after["state"]) == ("done", "done"), after
     assert not psutil.pid_exists(hung["result"]), "the hung worker lives on"
     assert "has not exited 5 s after its last job" in d.logs()
+
+
+def test_a_forkserver_killed_from_outside_is_said(spool_root: Path,
+                                                  daemon: StartDaemon) -> None:
+    """Its workers died with it (exit 255, their jobs worker_crashed) and nothing in the
+    log said why (QA: the OOM killer took it); the next worker's new forkserver says so."""
+    d = daemon(JOB_NUM="1")
+    drop(spool_root, "held", {"tool": "sleep", "params": {"seconds": 60}})
+    wait_for((spool_root / "running" / "held.json").exists, 20, "held running")
+    servers = [p for p in psutil.Process(d.pid).children()
+               if "forkserver" in " ".join(p.cmdline())]
+    assert len(servers) == 1, [p.cmdline() for p in psutil.Process(d.pid).children()]
+    servers[0].kill()
+    assert wait_record(spool_root, "held", 30)["error"]["type"] == "worker_crashed"
+    wait_for(lambda: f"forkserver (pid {servers[0].pid}) is gone" in d.logs(), 30,
+             "the forkserver's death said")
