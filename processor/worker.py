@@ -37,6 +37,7 @@ import math
 import os
 import pickle
 import resource
+import select
 import signal
 import sys
 import threading
@@ -126,10 +127,8 @@ def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
     strays.watch_starts()
     setup_logging(config.log_level, redirect(ends[0], ends[1], strays), buffered=False)
     try:
-        threading.Thread(target=_die_with_processor, args=(lifeline,), name="lifeline",
-                         daemon=True).start()
+        held = HeldReports(lifeline)  # the lifeline's thread sends held reports too
         deadman = Deadman()
-        held = HeldReports()
     except RuntimeError as exc:  # out of threads (RLIMIT_NPROC, the cgroup's pids.max)
         # Before its first task is read: the pool gives that task to another worker
         # (see processor.pool), where a crash here failed it as worker_crashed.
@@ -274,40 +273,57 @@ class Deadman:
 
 
 class HeldReports:
-    """The worker's one thread that sends a held progress report once its interval is
-    up: started with the worker, while it has memory and threads to spare.  A thread a
-    report started (a ``threading.Timer``) could not start for want of threads (TasksMax),
-    and under ``SPOOL_WORKER_MEMORY_MB`` one hung the job for good in ``Thread.start``
-    (its thread died before it said it had started; QA): no report starts a thread now."""
+    """Sends a held progress report once its interval is up, from the thread that
+    watches the lifeline (``lifeline``; none in tests): no report starts a thread, and
+    the worker has no thread more for it (each thread of a worker takes a stack and a
+    64 MB malloc arena of its address space, under ``SPOOL_WORKER_MEMORY_MB`` too)."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
+    def __init__(self, lifeline: Connection | None = None) -> None:
+        self._lock = threading.Lock()
         self._due: tuple[float, Progress] | None = None
-        threading.Thread(target=self._send_due, name="progress", daemon=True).start()
+        self._lifeline = lifeline
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        threading.Thread(target=self._serve, name="lifeline", daemon=True).start()
 
     def schedule(self, progress: Progress, at: float) -> None:
         """Send ``progress``' held report at ``at`` (monotonic) unless cancelled."""
-        with self._cond:
+        with self._lock:
             self._due = (at, progress)
-            self._cond.notify()
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already
+            os.write(self._wake_w, b"\0")
 
     def cancel(self, progress: Progress) -> None:
-        with self._cond:
+        with self._lock:
             if self._due is not None and self._due[1] is progress:
                 self._due = None
 
-    def _send_due(self) -> None:
+    def _serve(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if self._lifeline is not None:
+            poller.register(self._lifeline.fileno(), select.POLLIN)
         while True:
-            with self._cond:
-                while self._due is None:
-                    self._cond.wait()
-                at, progress = self._due
-                left = at - time.monotonic()
-                if left > 0:
-                    self._cond.wait(min(left, _LONGEST_WAIT_S))
-                    continue
-                self._due = None
-            progress.send_held()  # outside the condition: it takes the progress' lock
+            send = None
+            with self._lock:
+                timeout: float | None = None
+                if self._due is not None:
+                    left = self._due[0] - time.monotonic()
+                    if left <= 0:
+                        send, self._due = self._due[1], None
+                    else:
+                        timeout = min(left, _LONGEST_WAIT_S)
+            if send is not None:
+                with contextlib.suppress(Exception):  # one failed send ends no later ones
+                    send.send_held()
+                continue
+            for fd, _ in poller.poll(None if timeout is None else math.ceil(timeout * 1000)):
+                if fd == self._wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                else:
+                    assert self._lifeline is not None
+                    _die_with_processor(self._lifeline)
 
 
 class Progress:
@@ -345,12 +361,20 @@ class Progress:
                 self.held.schedule(self, self._last + PROGRESS_INTERVAL_S)
 
     def send_held(self) -> None:
-        """Send the report held, if any is (:class:`HeldReports` calls this)."""
+        """Send the report held, if any is (:class:`HeldReports` calls this); one that
+        went out directly since it was scheduled has its interval waited out first (two
+        reports went 5 ms apart, a review)."""
         with self._lock:
             self._scheduled = False
-            if self._held is not None and not self._closed:
-                held, self._held = self._held, None
-                self._send(time.monotonic(), *held)
+            if self._held is None or self._closed:
+                return
+            now, due = time.monotonic(), self._last + PROGRESS_INTERVAL_S
+            if now < due and self.held is not None:  # as scheduled: the same sum
+                self._scheduled = True
+                self.held.schedule(self, due)
+                return
+            held, self._held = self._held, None
+            self._send(now, *held)
 
     def _send(self, now: float, fraction: float, message: str) -> None:
         self._last = now

@@ -844,3 +844,18 @@ def test_a_forkserver_killed_from_outside_is_said(spool_root: Path,
     assert wait_record(spool_root, "held", 30)["error"]["type"] == "worker_crashed"
     wait_for(lambda: f"forkserver (pid {servers[0].pid}) is gone" in d.logs(), 30,
              "the forkserver's death said")
+
+
+def test_a_ready_worker_runs_three_threads(spool_root: Path, daemon: StartDaemon) -> None:
+    """Each thread of a worker takes a stack and a 64 MB malloc arena of its address
+    space, under SPOOL_WORKER_MEMORY_MB too: a fourth, for held progress reports, cost
+    every worker 72 MB, and a 100 MB job under a 450 MB cap failed out of memory (a
+    review). The lifeline's thread sends them: main, lifeline and deadman."""
+    d = daemon(JOB_NUM="1")
+    drop(spool_root, "warm", {"tool": "sleep", "params": {"seconds": 0}})
+    wait_record(spool_root, "warm", 30)
+    (server,) = [p for p in psutil.Process(d.pid).children()
+                 if "forkserver" in " ".join(p.cmdline())]
+    wait_for(lambda: len(server.children()) == 1, 20, "a worker ready")
+    worker_proc = server.children()[0]
+    wait_for(lambda: worker_proc.num_threads() == 3, 5, "the worker's threads settled")

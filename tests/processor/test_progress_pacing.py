@@ -6,6 +6,7 @@ file written for each (QA)."""
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,54 @@ def test_a_second_phase_ends_with_its_own_done_at_once() -> None:
         assert [m[3] for m in pipe.sent] == ["phase 1 done", "phase 2", "phase 2 done"]
     finally:
         progress.close()
+
+
+def test_a_held_report_scheduled_before_a_direct_one_waits_its_interval(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scheduled, then overtaken by a report sent directly past the interval: the
+    sender sent the next held one 5 ms after that one (a review)."""
+    clock = [1000.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    pipe, held = Pipe(), _Held()
+    progress = Progress(pipe, "j", held)  # type: ignore[arg-type]
+    progress.report(0.1, "a")
+    progress.report(0.2, "b")  # held, scheduled for 1000 + the interval
+    clock[0] += PROGRESS_INTERVAL_S * 1.5
+    progress.report(0.3, "c")  # past the interval: sent at once, b dropped
+    progress.report(0.4, "d")  # held: already scheduled
+    progress.send_held()  # the old schedule comes due
+    assert [m[3] for m in pipe.sent] == ["a", "c"]
+    assert held.scheduled[-1] == (progress, clock[0] + PROGRESS_INTERVAL_S)
+    clock[0] += PROGRESS_INTERVAL_S
+    progress.send_held()
+    assert [m[3] for m in pipe.sent] == ["a", "c", "d"]
+    progress.close()
+
+
+class _FailingOnce(Pipe):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.failed and threading.current_thread().name == "lifeline":
+            self.failed = True
+            raise MemoryError("a send near the cap")
+        super().send_bytes(data)
+
+
+def test_one_failed_held_send_ends_no_later_ones() -> None:
+    """An error out of a held send (a MemoryError near the cap) ended the sender's
+    thread, and no later job of that worker had its held report sent (a review)."""
+    held = HeldReports(None)
+    pipe = _FailingOnce()
+    for job in ("a", "b"):
+        progress = Progress(pipe, job, held)  # type: ignore[arg-type]
+        progress.report(0.1, f"{job}0")
+        progress.report(0.2, f"{job}1")  # held: sent by the sender's thread
+        deadline = time.monotonic() + 10 * PROGRESS_INTERVAL_S + 5
+        while not pipe.failed or (job == "b" and len(pipe.sent) < 3):
+            assert time.monotonic() < deadline, pipe.sent
+            time.sleep(0.01)
+        progress.close()
+    assert [m[3] for m in pipe.sent] == ["a0", "b0", "b1"]
