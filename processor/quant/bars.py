@@ -216,9 +216,9 @@ def glance(path: Path, size: int) -> tuple[float, np.datetime64, np.datetime64] 
     return (size - len(header) - 1) / row, first, last
 
 
-_OUT_OF_MEMORY = "out of memory"
+_OUT_OF_MEMORY = "C error: out of memory"
 """How pandas' C tokenizer says a malloc failed ("Error tokenizing data. C error: out of
-memory")."""
+memory"); a cell that reads "out of memory" is a ValueError, a malformed file."""
 
 
 def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
@@ -230,7 +230,7 @@ def parse_csv(path: Path, symbol: str, on_part: PartFn | None = None) -> Bars:
     try:
         frame = _read_frame(data, on_part)
     except (ValueError, TypeError, OverflowError, pd.errors.ParserError) as exc:
-        if _OUT_OF_MEMORY in str(exc):
+        if isinstance(exc, pd.errors.ParserError) and _OUT_OF_MEMORY in str(exc):
             # pandas' C tokenizer on a failed malloc: the file is fine, the worker short
             # of memory (its cap); said "data file ... is malformed", and a second read of
             # the whole file to say where asked for more (QA, memory pressure).

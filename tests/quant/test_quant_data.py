@@ -452,3 +452,12 @@ def test_a_parse_out_of_memory_is_said_as_such_not_as_a_malformed_file(
     monkeypatch.setattr(bars_module, "_read_frame", short_of_memory)
     with pytest.raises(MemoryError, match=r"AAA.*out of memory"):
         bars_module.parse_csv(path, "AAA")
+
+
+def test_a_cell_that_reads_out_of_memory_is_a_malformed_file(tmp_path: Path) -> None:
+    """Only pandas' tokenizer's own words are a MemoryError (a review)."""
+    path = tmp_path / "BAD.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n"
+                    "2024-01-02,1,2,0.5,1.5,10\n2024-01-03,out of memory,2,0.5,1.5,10\n")
+    with pytest.raises(ToolError, match="not a number"):
+        bars_module.parse_csv(path, "BAD")
