@@ -54,21 +54,21 @@ def filesystem_type(path: str | os.PathLike[str]) -> str | None:
     except OSError:
         return None
     wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == wanted and " - " in line:
-            return line.split(" - ", 1)[1].split()[0]
-    # A btrfs subvolume's st_dev is its own, never the one mountinfo shows (the follower
-    # was off on btrfs, QA): the type of the innermost mount point holding the path.
+    # The mount of the path's device; else, as for a btrfs subvolume, whose st_dev is its
+    # own and never the one mountinfo shows (the follower was off on btrfs, QA), the
+    # innermost mount point holding the path.
     real, found, longest = os.path.realpath(path), None, -1
     for line in lines:
         fields = line.split()
         if len(fields) < 5 or " - " not in line:
             continue
+        fstype = line.split(" - ", 1)[1].split()[0]
+        if fields[2] == wanted:
+            return fstype
         point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
         if (real == point or real.startswith(point.rstrip("/") + "/")) \
                 and len(point) >= longest:
-            longest, found = len(point), line.split(" - ", 1)[1].split()[0]
+            longest, found = len(point), fstype
     return found
 
 
