@@ -746,9 +746,7 @@ class Mover:
         spool's filesystem, made now (``make``) if the spool (its ``tmp/``) lacks it; else
         False, with :attr:`staging_note` saying why (when there is a spool to say it of)."""
         stage, tmp = self.layout.stage, self.layout.tmp
-        try:
-            tmp_dev = os.stat(tmp).st_dev
-        except OSError:
+        if device_of(tmp) is None:
             return False  # no spool (yet): make nothing in it, stage as clients do
         try:
             if make:
@@ -762,7 +760,7 @@ class Mover:
             return False
         if not stat.S_ISDIR(st.st_mode):
             self.staging_note = f"{stage} is not a directory"
-        elif st.st_dev != tmp_dev or not same_mount(stage, tmp):
+        elif not same_mount(stage, tmp):  # (its devices, then its mounts)
             self.staging_note = f"{stage} is not on tmp/'s mount"
         elif self._euid not in (st.st_uid, 0):
             self.staging_note = f"{stage} is not this user's (uid {st.st_uid})"
