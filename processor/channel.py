@@ -68,24 +68,26 @@ class ParentEnd:
         ``on_error`` is called there if the worker is gone.  A worker that stopped reading
         (SIGSTOP, a debugger) held the loop thread, every FAST job, heartbeat and stop
         with it, until the task's deadline killed the worker."""
-        if len(data) <= self.room:
-            try:
-                _write_all(self.write_fd, data)
-            except OSError:
-                on_error()
-            return None
-        fd = os.dup(self.write_fd)
-
-        def write() -> None:
+        def write(fd: int) -> None:
             try:
                 _write_all(fd, data)
             except OSError:
                 on_error()
+
+        if len(data) <= self.room:
+            write(self.write_fd)
+            return None
+        fd = os.dup(self.write_fd)
+
+        def write_aside() -> None:
+            try:
+                write(fd)
             finally:
                 os.close(fd)
 
         try:
-            thread = threading.Thread(target=write, name="spoolq-task-write", daemon=True)
+            thread = threading.Thread(target=write_aside, name="spoolq-task-write",
+                                      daemon=True)
             thread.start()
         except BaseException:
             os.close(fd)
