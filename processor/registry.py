@@ -41,12 +41,11 @@ class Registry:
 
     def add(self, tool: type[BaseTool]) -> None:
         name = getattr(tool, "name", None)
-        if not isinstance(name, str):  # said "has no name" of name = 42 (QA)
-            raise ConfigError(f"tool class {tool.__qualname__} has no name" if name is None
-                              else f"tool class {tool.__qualname__}: its name must be a str, "
-                              f"not {type(name).__name__}")
-        if not name:
+        if name is None or name == "":
             raise ConfigError(f"tool class {tool.__qualname__} has no name")
+        if not isinstance(name, str):  # said "has no name" of name = 42 (QA)
+            raise ConfigError(f"tool class {tool.__qualname__}: its name must be a str, "
+                              f"not {type(name).__name__}")
         if len(name) > MAX_TOOL_NAME:  # registered, it failed each job naming it invalid_job
             raise ConfigError(f"tool name {name[:40]!r}... ({_where(tool)}) is longer than "
                               f"{MAX_TOOL_NAME} characters: no job can name it")
