@@ -81,7 +81,6 @@ def _offset(moment: datetime) -> timedelta:
     return moment.utcoffset() or timedelta(0)
 
 
-
 def names_given(value: Any) -> Any:
     """Symbols as a list: a string is one name, or several between commas (no symbol has
     one): `spoolq submit ... -p symbols=A,B` failed "symbols.0: String should match
@@ -89,6 +88,7 @@ def names_given(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     return [name.strip() for name in value.split(",")] if "," in value else [value]
+
 
 class KlineParams(BaseModel):
     """Parameters of ``get_kline``."""
