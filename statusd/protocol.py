@@ -36,6 +36,7 @@ API itself serves no conditional or range answers (it ignores ``If-Match`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -133,6 +134,25 @@ class AppRunner(web.AppRunner):
         return _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
                                 handler_cancellation=server.handler_cancellation,
                                 loop=server._loop, **kwargs)
+
+    async def cleanup(self) -> None:
+        """aiohttp's cleanup, once the listening sockets have stopped accepting.
+
+        On Python 3.11 a connection accepted in the loop pass that closes its listening
+        socket is never made (asyncio's ``Server._attach`` asserts the server open) and
+        its socket stays open, the client waiting on it, until the garbage collector
+        finds it.  Two passes with the sockets not read let every accepted connection be
+        made first: its transport in the first, its handler in the second, so aiohttp's
+        shutdown closes it with the others.
+        """
+        loop = asyncio.get_running_loop()
+        for site in self.sites:
+            server = site._server
+            for sock in server.sockets if isinstance(server, asyncio.Server) else ():
+                loop.remove_reader(sock.fileno())
+        for _ in range(2):
+            await asyncio.sleep(0)
+        await super().cleanup()
 
 
 async def json_error_bodies(request: web.Request, response: web.StreamResponse) -> None:
