@@ -1,7 +1,8 @@
 """Seeded synthetic OHLCV files: geometric Brownian motion per symbol.
 
 Guarantees: the same ``(symbols, bars, seed)`` writes the same bytes; every
-row satisfies ``0 < low <= min(open, close) <= max(open, close) <= high``;
+row satisfies ``0 < low <= min(open, close) <= max(open, close) <= high``, and
+every close is within :data:`PRICE_FLOOR` and :data:`PRICE_CEILING`;
 timestamps are business days from 2010-01-04; prices have 4 decimals and
 volumes are whole numbers.  Each file is written beside its final name and
 renamed into place, so a reader never sees half a file.
@@ -24,6 +25,9 @@ from spool.stdio import integer
 
 FIRST_DAY = "2010-01-04"
 PRICE_FLOOR = 0.01
+PRICE_CEILING = 1e6
+"""Where a close's walk turns back (:func:`_reflected`): a drift of up to 15 % a year
+carried a million bars and more past 1e300, and the exponent to infinity."""
 _HEADER = "timestamp,open,high,low,close,volume\n"
 _ROW = "%s,%.4f,%.4f,%.4f,%.4f,%d\n"
 
@@ -41,8 +45,8 @@ def generate(symbols: int, bars: int, seed: int) -> dict[str, F64]:
     vol = rng.uniform(0.15, 0.45, symbols) / np.sqrt(252)
     start = rng.uniform(20.0, 200.0, symbols)
     shocks = rng.standard_normal((bars, symbols))
-    log_close = np.log(start) + np.cumsum(drift - vol**2 / 2 + vol * shocks, axis=0)
-    close = np.exp(log_close)
+    walk = np.log(start) + np.cumsum(drift - vol**2 / 2 + vol * shocks, axis=0)
+    close = np.exp(_reflected(walk, np.log(PRICE_FLOOR), np.log(PRICE_CEILING)))
     prev_close = np.vstack([start, close[:-1]])
     gap = np.exp(0.2 * vol * rng.standard_normal((bars, symbols)))
     open_ = prev_close * gap
@@ -55,6 +59,14 @@ def generate(symbols: int, bars: int, seed: int) -> dict[str, F64]:
     prices = {name: np.round(np.maximum(a, PRICE_FLOOR), 4)
               for name, a in (("open", open_), ("high", high), ("low", low), ("close", close))}
     return prices | {"volume": volume}
+
+
+def _reflected(walk: F64, low: float, high: float) -> F64:
+    """``walk`` folded back into ``[low, high]`` at each end, as a mirror does; a path
+    that stays inside is unchanged."""
+    span = high - low
+    folded = np.mod(walk - low, 2 * span)
+    return low + np.where(folded > span, 2 * span - folded, folded)
 
 
 DATA_DIR_MODE = 0o755

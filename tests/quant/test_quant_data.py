@@ -398,6 +398,17 @@ def test_synthetic_data_is_seeded_and_well_formed(tmp_path: Path) -> None:
     assert ((frame["low"] > 0) & (frame["low"] <= lo) & (hi <= frame["high"])).all()
 
 
+def test_a_long_synthetic_walk_turns_back_at_its_bounds() -> None:
+    """1,500,000 bars at seed 10's drift (some 12 % a year) took the close's exponent to
+    infinity: a numpy overflow warning, and prices of ``inf`` in the file."""
+    prices = synth.generate(1, 1_500_000, seed=10)
+    close = prices["close"][:, 0]
+    assert close.min() >= synth.PRICE_FLOOR and close.max() <= synth.PRICE_CEILING
+    assert close.max() > synth.PRICE_CEILING / 2  # it went up there, and came back
+    assert close[-1] < close.max()
+    assert all(np.isfinite(a).all() for a in prices.values())
+
+
 def test_synth_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = synth.main(["--symbols", "3", "--bars", "40", "--seed", "1",
                        "--data-dir", str(tmp_path)])
