@@ -336,11 +336,20 @@ class _JobFields(BaseModel):
         return retry_at
 
 
+EPOCH_FIRST_S = -62_135_596_800
+"""0001-01-01T00:00:00Z in epoch seconds: the earliest time a job's epoch number can be."""
+EPOCH_END_S = 253_402_300_800
+"""10000-01-01T00:00:00Z in epoch seconds: a job's epoch number is below it."""
+
+
 def _epoch_seconds_in_schema(schema: dict[str, Any]) -> None:
-    """Job's JSON Schema: its times may be epoch seconds too, as the model reads them."""
+    """Job's JSON Schema: its times may be epoch seconds too, as the model reads them
+    (years 1 to 9999: a client validating by the schema took ``1e20``, which the
+    model refuses)."""
     for name in ("not_before", "submitted_at"):
         schema["properties"][name]["anyOf"].insert(
-            1, {"type": "number", "description": "epoch seconds"})
+            1, {"type": "number", "description": "epoch seconds",
+                "minimum": EPOCH_FIRST_S, "exclusiveMaximum": EPOCH_END_S})
 
 
 class Job(_JobFields):

@@ -28,6 +28,7 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from pydantic import ValidationError
 from spoolkit import (
     CLI,
     NOBODY,
@@ -47,7 +48,15 @@ from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.lease import OwnerLease
-from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
+from spool.models import (
+    EPOCH_END_S,
+    EPOCH_FIRST_S,
+    ErrorInfo,
+    Job,
+    OwnerStatus,
+    Progress,
+    Record,
+)
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -875,6 +884,15 @@ def test_schema(root: Path, env: dict[str, str]) -> None:
             validator.validate({"tool": "echo", field: when})
             Job.model_validate({"tool": "echo", field: when})
     assert not validator.is_valid({"tool": "echo", "not_before": [1]})
+    # ... and the same epoch numbers: the schema took 1e20, the model refuses it.
+    for when in (EPOCH_FIRST_S, EPOCH_END_S - 0.5, EPOCH_FIRST_S - 0.5, EPOCH_END_S, 1e20):
+        taken = validator.is_valid({"tool": "echo", "not_before": when})
+        try:
+            Job.model_validate({"tool": "echo", "not_before": when})
+        except ValidationError:
+            assert not taken, when
+        else:
+            assert taken, when
 
 
 def test_data_synth_writes_seeded_csv(env: dict[str, str], tmp_path: Path) -> None:
