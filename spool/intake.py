@@ -44,13 +44,16 @@ from spool.fsops import failing_file, failing_read, is_there, no_access
 from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
-from spool.lease import open_nofollow
+from spool.lease import open_for_writing, open_nofollow
 from spool.models import MAX_NESTING, MAX_TOOL_NAME, Job, Record, error_text, kind_of, too_deep
 from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
+OPEN_WRITER_WAIT_S = 600.0
+"""How long an unparsable file that a process still has open for writing is waited for
+past the settle time (see :meth:`Intake._settling`)."""
 REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
 """What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES, up to
 ``REQUEUE_ADDS_BYTES``."""
@@ -68,6 +71,7 @@ KEEP_BYTES = 4096
 class Verdict(Enum):
     IGNORED = "ignored"
     WAITING = "waiting"
+    WRITING = "writing"  # settled, but open for writing (Intake._written_to): judged later
     QUARANTINED = "quarantined"
     READY = "ready"
     GONE = "gone"
@@ -177,8 +181,10 @@ class Intake:
         job_id = id_from_name(name)
         problem = self._unreadable_reason(job_id, st, kind)
         if problem is not None:
-            # A bad name or a second link may be a writer's, for a moment: see _refused.
-            may_change = kind == "file" and (job_id is None or st.st_nlink > 1)
+            # A bad name or a second link may be a writer's, for a moment, and a folder
+            # may still be filling (tar -x, cp -r): see _refused.
+            may_change = kind == "directory" or (
+                kind == "file" and (job_id is None or st.st_nlink > 1))
             return self._refused(name, st, kind, problem, may_change)
         assert job_id is not None
         if defer_over is not None and st.st_size > defer_over:
@@ -197,8 +203,12 @@ class Intake:
             # writer's own temporary file (sed -i, NamedTemporaryFile then os.replace,
             # an editor's save) is renamed to its job's name a moment later, or a bad
             # name is still being written: taken at once, the writer's rename failed and
-            # the record's size was not the bytes kept (QA).
+            # the record's size was not the bytes kept (QA).  A folder quarantined while
+            # tar -x or cp -r filled it was quarantined again and again, in parts, and
+            # the files the tool then failed to write were in no part (QA).
             return Inspection(Verdict.WAITING)
+        if may_change and self._written_to(name, st):
+            return Inspection(Verdict.WRITING)
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, kind, problem)
 
@@ -274,8 +284,13 @@ class Intake:
             return self._quarantine(name, st, "file", f"invalid job: {big_integer_reason(big)}")
         if self._settling(name, st):
             return Inspection(Verdict.WAITING)
+        if self._written_to(name, st):
+            return Inspection(Verdict.WRITING)
+        reason = malformed_reason(data, exc)
+        if open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino):
+            reason += f" (unchanged for {OPEN_WRITER_WAIT_S:.0f} s, still open for writing)"
         self._unsettled.pop(name, None)
-        return self._quarantine(name, st, "file", malformed_reason(data, exc))
+        return self._quarantine(name, st, "file", reason)
 
     def _settling(self, name: str, st: os.stat_result) -> bool:
         """Whether ``name`` (seen as ``st``) has yet to stay unchanged, its size and mtime,
@@ -287,6 +302,18 @@ class Intake:
             self._unsettled[name] = (*key, now)
             return self.settle_s > 0
         return now - seen[2] < self.settle_s
+
+    def _written_to(self, name: str, st: os.stat_result) -> bool:
+        """Whether ``name``, settled (:meth:`_settling`), is a regular file a process
+        still has open for writing (:func:`~spool.lease.open_for_writing`), unchanged
+        for less than :data:`OPEN_WRITER_WAIT_S`: a writer that created its file and
+        then waited on its source (``wget -O``, a shell's ``{ sleep 3; cat; } >``) had
+        the job failed "empty file", and went on writing into the quarantine, told all
+        was well (QA)."""
+        seen = self._unsettled.get(name)
+        return seen is not None and stat.S_ISREG(st.st_mode) and \
+            self.clock.monotonic() - seen[2] < OPEN_WRITER_WAIT_S and \
+            open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino)
 
     def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
                     data: bytes) -> Inspection:

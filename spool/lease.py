@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -27,11 +28,40 @@ HEARTBEAT_STALE_S = 60.0
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 
 def open_nofollow(path: str | os.PathLike[str]) -> int:
     """Open for reading without following a symlink or blocking on a FIFO."""
     return os.open(path, OPEN_FLAGS)
+
+
+def open_for_writing(path: str, inode: int) -> bool:
+    """Whether a process has the file at ``path`` (inode ``inode``) open for writing, as
+    far as this process can tell: the kernel refuses a read lease exactly then (EAGAIN).
+
+    False when it cannot tell: a lease is granted only to the file's owner (or with
+    CAP_LEASE), on a filesystem that grants leases, and is not asked for by a process
+    that the lease-break signal (SIGIO) would end.  The lease goes with the descriptor,
+    at once.
+    """
+    if signal.getsignal(signal.SIGIO) in (signal.SIG_DFL, None):
+        return False
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return False
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def try_lock(fd: int) -> bool:

@@ -250,6 +250,22 @@ def test_a_slow_writer_is_not_failed_early(spool_root: Path, daemon: StartDaemon
     assert rec["state"] == "done" and rec["result"]["message"] == "x" * 2000
 
 
+def test_a_writer_that_waits_before_its_first_byte_is_not_failed_early(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """``wget -O pending/x.json`` from a server that answers in 3 s, or ``{ sleep 3; cat
+    job; } > pending/x.json``: the file stays empty past the settle time, open for
+    writing, and the job was failed "empty file" while the writer went on writing into
+    the quarantine (QA)."""
+    daemon(SPOOL_SETTLE_S="0.5", SPOOL_SCAN_S="0.5")
+    path = spool_root / "pending" / "late.json"
+    with open(path, "wb") as fh:
+        time.sleep(2.0)  # four settle times, four scans
+        assert path.exists() and not (spool_root / "failed" / "late.json").exists()
+        fh.write(orjson.dumps({"tool": "echo", "params": {"message": "at last"}}))
+    rec = wait_record(spool_root, "late", 30)
+    assert rec["state"] == "done" and rec["result"]["message"] == "at last"
+
+
 def test_a_fifo_never_blocks_the_daemon(spool_root: Path, daemon: StartDaemon) -> None:
     daemon()
     os.mkfifo(spool_root / "pending" / "x.json")

@@ -8,6 +8,7 @@ import fcntl
 import itertools
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -32,7 +33,7 @@ from spoolkit import (
 )
 
 from spool import intake as intake_module
-from spool.intake import Inspection, Intake, Verdict
+from spool.intake import OPEN_WRITER_WAIT_S, Inspection, Intake, Verdict
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -361,12 +362,82 @@ def test_unix_socket_quarantined(short_spool: Spool, clock: FakeClock) -> None:
     assert short_spool.layout.original("sock").is_socket()
 
 
-def test_directory_quarantined_with_contents(spool: Spool, intake: Intake) -> None:
+def test_directory_quarantined_with_contents_once_it_stops_filling(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    """A folder was quarantined as soon as it was seen: one that tar -x or cp -r was
+    filling was quarantined again and again, in parts, and what the tool then failed to
+    write was in no part (QA).  It waits for the settle time, unchanged, as a file does."""
     folder = spool.layout.folder(P) / "d.json"
     folder.mkdir()
     (folder / "inner.json").write_bytes(VALID)
+    assert intake.inspect("d.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S / 2)
+    (folder / "second.json").write_bytes(VALID)  # still filling: the wait starts again
+    assert intake.inspect("d.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.9)
+    assert intake.inspect("d.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 0.2)
     quarantined(spool, intake.inspect("d.json"), "d.json", "not a regular file: directory")
     assert (spool.layout.original("d") / "inner.json").read_bytes() == VALID
+    assert (spool.layout.original("d") / "second.json").read_bytes() == VALID
+
+
+@pytest.fixture
+def sigio_ignored() -> Iterator[None]:
+    """As the processor has it (processor.stop_signals): a read lease is asked for only
+    by a process the lease-break signal does not end."""
+    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGIO, old)
+
+
+@pytest.mark.usefixtures("sigio_ignored")
+def test_a_file_still_open_for_writing_waits_past_the_settle_time(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    """A writer that created its file and then waited on its source (wget -O from a slow
+    server) had the job failed "empty file" after the settle time, and went on writing
+    into the quarantine, told all was well (QA)."""
+    path = spool.layout.folder(P) / "slow.json"
+    with path.open("wb") as writer:
+        assert intake.inspect("slow.json").verdict is Verdict.WAITING
+        clock.advance(SETTLE_S * 2)
+        assert intake.inspect("slow.json").verdict is Verdict.WRITING
+        clock.advance(OPEN_WRITER_WAIT_S / 2)
+        assert intake.inspect("slow.json").verdict is Verdict.WRITING
+        writer.write(VALID)
+    assert intake.inspect("slow.json").verdict is Verdict.READY
+    # Closed and still unparsable: quarantined once settled, as before.
+    path.write_bytes(VALID[:10])
+    assert intake.inspect("slow.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S)
+    quarantined(spool, intake.inspect("slow.json"), "slow.json", "malformed JSON")
+
+
+@pytest.mark.usefixtures("sigio_ignored")
+def test_a_writer_that_holds_its_file_unchanged_for_good_is_quarantined_in_the_end(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    path = spool.layout.folder(P) / "stuck.json"
+    with path.open("wb"):
+        assert intake.inspect("stuck.json").verdict is Verdict.WAITING
+        clock.advance(OPEN_WRITER_WAIT_S - 1)
+        assert intake.inspect("stuck.json").verdict is Verdict.WRITING
+        clock.advance(1)
+        quarantined(spool, intake.inspect("stuck.json"), "stuck.json",
+                    "malformed JSON: empty file (unchanged for 600 s, still open for writing)")
+
+
+def test_a_process_that_sigio_would_end_takes_no_lease(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    """The lease-break signal's default is to end the process: a library user that has
+    not set it (the CLI, a test) quarantines as before, on the settle time alone."""
+    assert signal.getsignal(signal.SIGIO) is signal.SIG_DFL
+    path = spool.layout.folder(P) / "plain.json"
+    with path.open("wb"):
+        assert intake.inspect("plain.json").verdict is Verdict.WAITING
+        clock.advance(SETTLE_S)
+        quarantined(spool, intake.inspect("plain.json"), "plain.json", "empty file")
 
 
 # -- contents -----------------------------------------------------------------------------
