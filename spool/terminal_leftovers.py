@@ -215,17 +215,10 @@ class TerminalLeftovers:
         key = (st.st_ino, st.st_mtime_ns)
         if self._quarantine_records.get(name) == key:
             return False
-        # A failed record holds no result: one over MAX_ACTIVE_BYTES is no record of ours.
-        data = read_regular(record, MAX_ACTIVE_BYTES)
-        if data is None:
-            return False
-        try:
-            quarantine = parse_record(data).source is not None
-        except ValueError:
-            return False
+        quarantine = _is_quarantine(record)
         if quarantine:
             self._quarantine_records[name] = key
-        return not quarantine
+        return quarantine is False
 
     def _keep_newer(self, name: str, report: RecoveryReport) -> None:
         paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]
@@ -238,6 +231,14 @@ class TerminalLeftovers:
             # it): as the "newer" one it cost the id its only record.
             return
         older = paths[0] if stats[0].st_mtime_ns <= stats[1].st_mtime_ns else paths[1]
+        if older == paths[1] and _is_quarantine(older):
+            # Its original goes first, as a completion removes it (Spool.publish_terminal):
+            # left without its record, it was taken for a quarantine cut short, dated by
+            # its ctime, which a restore sets to the time of the copy, so the record
+            # written for it replaced the newer run's done record (QA: a backup's
+            # failed/ copied before a fixed re-drop ran, its done/ after).
+            original = self.layout.original(name.removesuffix(JOB_SUFFIX))
+            report.removed += self.spool.remove_original(str(original), durable=True)
         report.removed += self.mover.unlink_durable(older)
 
     def record_for_original(self, job_id: str, st: os.stat_result, name: str,
@@ -273,3 +274,16 @@ class TerminalLeftovers:
             if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= claimed_ns:
                 return True  # a record (a directory or symlink under the name is none)
         return False
+
+
+def _is_quarantine(record: Path) -> bool | None:
+    """Whether the record at ``record`` is a quarantine's (it has a ``source``); None when
+    it is no valid record (a failed record holds no result: one over MAX_ACTIVE_BYTES is
+    no record of ours)."""
+    data = read_regular(record, MAX_ACTIVE_BYTES)
+    if data is None:
+        return None
+    try:
+        return parse_record(data).source is not None
+    except ValueError:
+        return None

@@ -658,6 +658,35 @@ def test_an_original_left_by_a_cut_short_completion_goes_not_the_done_record(
     assert layout.original("requarantined").read_bytes() == b"the bad drop after"
 
 
+def test_a_restored_quarantine_older_than_its_ids_done_record_goes_with_its_original(
+        spool: Spool) -> None:
+    """A backup whose failed/ was copied while it held a quarantine, and whose done/ after
+    a fixed re-drop of the id ran: restored, the id had both records, the older
+    quarantine record went, and its original, left alone with a ctime of the restore,
+    was taken for a quarantine cut short after the run: its new record replaced the done
+    one, the run's result lost (QA, following operations.md's backup)."""
+    layout = spool.layout
+    before = datetime.now(UTC) - timedelta(hours=1)
+    layout.original("fixed").write_bytes(b"{not json")
+    spool.publish_terminal(Record(
+        id="fixed", state=F, submitted_at=before, finished_at=before,
+        error=ErrorInfo(type=ErrorType.INVALID_JOB, message="malformed JSON"),
+        source=Source(name="fixed.json", size=9)))
+    hour_ago = before.timestamp()
+    os.utime(layout.job(F, "fixed"), (hour_ago, hour_ago))  # as rsync -a restores them
+    os.utime(layout.original("fixed"), (hour_ago, hour_ago))
+    layout.job(D, "fixed").write_bytes(record_bytes(Record(id="fixed", tool="echo", state=D,
+                                                           result={"message": "ok"})))
+    half_hour_ago = hour_ago + 1800  # the original's ctime is the restore's: now
+    os.utime(layout.job(D, "fixed"), (half_hour_ago, half_hour_ago))
+    done_bytes = layout.job(D, "fixed").read_bytes()
+    report = Recovery(spool).scan()
+    assert report.removed == 2 and report.restored == [], report
+    assert locate(layout, "fixed") == [D] and layout.job(D, "fixed").read_bytes() == done_bytes
+    assert not os.path.lexists(layout.original("fixed"))
+    assert not Recovery(spool).scan().changed
+
+
 def test_a_failed_run_recorded_in_its_originals_tick_keeps_its_record(spool: Spool) -> None:
     """A run's failed record written in the very tick of the filesystem's clock that
     stamped an earlier quarantine's original (a drop of the id run and failed within 4 ms
