@@ -45,8 +45,8 @@ ROOT_MODE = 0o755
 
 def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None:
     """Create ``layout``'s folders with system owners and modes; SpoolError if it can't."""
-    owner = _user(user, layout)
     submit = _group(group)
+    owner = _user(user, layout, group)
     if owner.pw_gid != submit.gr_gid and user not in submit.gr_mem:
         raise SpoolError(f"user {user} is not in group {group}, so it could not read the "
                          f"jobs members drop: usermod -aG {group} {user}")
@@ -103,12 +103,15 @@ folders' names: a shared ``tmp/`` alone (1777) was handed to the spool user (the
 session's own review)."""
 
 
-def _user(name: str, layout: Layout) -> pwd.struct_passwd:
+def _user(name: str, layout: Layout, group: str) -> pwd.struct_passwd:
+    """The spool user; the hint when there is none makes it as the units and the checks
+    above want it: a group of its own (``Group=``), and in the submit ``group``."""
     try:
         return pwd.getpwnam(name)
     except KeyError:
         raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system "
-                         f"--home-dir {layout.root} --shell /usr/sbin/nologin {name}") from None
+                         f"--user-group --groups {group} --home-dir {layout.root} "
+                         f"--no-create-home --shell /usr/sbin/nologin {name}") from None
 
 
 def _group(name: str) -> grp.struct_group:

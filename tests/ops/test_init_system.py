@@ -5,12 +5,15 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import test_install_users
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="init --system changes owners: root")
 
@@ -36,13 +39,28 @@ def test_drop_folders_are_setgid_and_group_writable_the_rest_private(tmp_path: P
     assert st.st_uid == nobody.pw_uid and st.st_gid == nobody.pw_gid
 
 
-def test_unknown_user_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="no useradd (shadow)")
+@pytest.mark.parametrize("usergroups", ["yes", "no"])
+def test_unknown_user_is_one_clear_line_whose_useradd_makes_it_as_init_wants(
+        tmp_path: Path, usergroups: str) -> None:
+    """The hint left out ``--user-group`` (where login.defs does not make one, the
+    units' ``Group=spoolq`` was none) and the submit group, which init then required
+    (QA: an operator following the hint met a second error)."""
     env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool")}
     proc = subprocess.run([sys.executable, "-m", "spool.cli.main", "init", "--system",
-                           "--user", "no-such-user-x"], env=env, capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 1 and "useradd" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+                           "--user", "no-such-user-x", "--group", "nogroup"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    hint = shlex.split(proc.stderr.split("e.g. ", 1)[1])
+    assert hint[0] == "useradd", proc.stderr
+    accounts = tmp_path / "accounts"
+    test_install_users.fake_etc(accounts, usergroups)
+    subprocess.run(["groupadd", "--root", str(accounts), "--system", "nogroup"], check=True)
+    subprocess.run([hint[0], "--root", str(accounts), *hint[1:]], check=True)
+    users = test_install_users.entries(accounts / "etc/passwd")
+    groups = test_install_users.entries(accounts / "etc/group")
+    assert users["no-such-user-x"][3] == groups["no-such-user-x"][2]  # a group of its own
+    assert "no-such-user-x" in groups["nogroup"][3].split(",")  # init's check passes
 
 
 def test_a_submit_under_umask_077_is_still_readable_by_the_submit_group(tmp_path: Path) -> None:
