@@ -359,8 +359,10 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
         return [f"unreadable  {record.unreadable}"]
     lines = []
     if record.source is not None:
-        size = "?" if record.source.size is None else record.source.size
-        lines.append(f"source      {record.source.name} ({record.source.kind}, {size} bytes)")
+        # Only a regular file's bytes are kept, so only it has a size: a symlink's said
+        # "? bytes", as if its size were lost (QA).
+        size = "" if record.source.size is None else f", {record.source.size} bytes"
+        lines.append(f"source      {record.source.name} ({record.source.kind}{size})")
     lines += _earlier_lines(record)
     if record.error is not None:
         label = "error      " if record.state is JobState.FAILED else "last error "

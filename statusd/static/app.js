@@ -965,7 +965,7 @@ function renderFields(record) {
     // A running job's pid is its processor's, never to be taken for the job's own.
     ["host", record.host ? `${record.host} (${record.state === "running" ? "processor pid" : "pid"} ${record.pid})` : ""],
     ["priority", record.priority],
-    ["source", source ? shown(`${source.name} (${source.kind}, ${source.size ?? "?"} bytes)`) : ""],
+    ["source", source ? shown(`${source.name} (${source.kind}${source.size == null ? "" : `, ${source.size} bytes`})`) : ""],
   ];
   for (const [name, value] of rows) {
     if (value === undefined || value === null || value === "") continue;

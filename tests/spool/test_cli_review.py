@@ -535,3 +535,14 @@ def test_ls_and_show_cut_a_tool_name_no_tool_can_have() -> None:
     assert f"tool        {cell}" in record_lines(record)
     short = record.model_copy(update={"tool": "t" * 128})
     assert record_row(short)[2] == "t" * 128
+
+
+def test_a_quarantined_symlinks_source_has_no_size_to_say() -> None:
+    """Only a regular file's bytes are kept: a symlink's source said "? bytes", as if
+    its size were lost (QA)."""
+    error = ErrorInfo(type=ErrorType.INVALID_JOB, message="symlink (never followed)")
+    link = Record(id="l", state=JobState.FAILED, error=error,
+                  source=Source(name="l.json", kind="symlink"))
+    assert "source      l.json (symlink)" in record_lines(link)
+    kept = link.model_copy(update={"source": Source(name="l.json", size=12)})
+    assert "source      l.json (file, 12 bytes)" in record_lines(kept)

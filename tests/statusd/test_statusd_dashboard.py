@@ -1275,6 +1275,13 @@ def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool:
     field = page.locator("#task-fields dd[data-field='source']")
     expect(field).to_have_text("<img src=x onerror=alert(1)>\\u202e.json (file, 8 bytes)")
     assert page.locator("img").count() == 0
+    link = spool.layout.entry(JobState.PENDING, "link.json")
+    link.symlink_to("/etc/hostname")
+    st = link.lstat()
+    spool.quarantine("link.json", "symlink (never followed)", kind="symlink", size=None,
+                     mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+    page.goto(server.base + "/#/tasks/link")  # only a file's bytes are kept: no size
+    expect(field).to_have_text("link.json (symlink)")
     page.goto(server.base + "/#/tasks/later")
     expect(page.locator("#task-state")).to_have_text("pending")
     fields = page.locator("#task-fields")
