@@ -403,8 +403,14 @@ def test_the_processor_runs_real_jobs_inside_its_sandbox(tmp_path: Path,
 def _statusd(unit: Unit, root: Path, tmp_path: Path, daemons: Daemons) -> int:
     port = free_port()
     argv, env = sandboxed(unit, root, tmp_path, STATUSD_PORT=str(port), STATUSD_TOKEN=TOKEN)
-    daemons.start(argv, env, unit.name)
-    wait_until(lambda: healthy(port), "statusd's /healthz")
+    proc = daemons.start(argv, env, unit.name)
+
+    def up() -> bool:
+        # Gone before it answered: said now, with its log (it waited out the 60 s).
+        assert proc.poll() is None, daemons.log(unit.name)
+        return healthy(port)
+
+    wait_until(up, "statusd's /healthz")
     return port
 
 

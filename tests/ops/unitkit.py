@@ -185,10 +185,20 @@ def sandbox_argv(spec: dict[str, Any], argv: list[str]) -> list[str]:
     return [sys.executable, str(SANDBOX), json.dumps(spec), "--", *argv]
 
 
+PRIVATE_TMP_PATHS = (Path("/tmp"), Path("/var/tmp"))
+"""What the units' ``PrivateTmp=yes`` hides inside the sandbox, as systemd does."""
+
+
 def sandbox_missing() -> str | None:
     """Why the sandbox cannot run here, or None."""
     if os.geteuid() != 0:
         return "the sandbox needs root (mount namespaces)"
+    for where, path in (("this checkout", REPO), ("this Python's scripts", scripts_dir())):
+        hidden = next((t for t in PRIVATE_TMP_PATHS if path.resolve().is_relative_to(t)), None)
+        if hidden is not None:
+            # The daemons could not be found inside (FileNotFoundError at their exec, or
+            # statusd gone before its /healthz), as under systemd: not a defect of theirs.
+            return f"{where} is under {hidden}, which the units' PrivateTmp=yes hides"
     if shutil.which("systemd-analyze") is None:
         return "systemd-analyze is not installed (.ci/run installs it)"
     probe = subprocess.run(
