@@ -215,10 +215,10 @@ class TerminalLeftovers:
         key = (st.st_ino, st.st_mtime_ns)
         if self._quarantine_records.get(name) == key:
             return False
-        quarantine = _is_quarantine(record)
-        if quarantine:
+        found = _parsed(record)
+        if found is not None and found.source is not None:
             self._quarantine_records[name] = key
-        return quarantine is False
+        return found is not None and found.source is None
 
     def _keep_newer(self, name: str, report: RecoveryReport) -> None:
         paths = [self.layout.entry(s, name) for s in (JobState.DONE, JobState.FAILED)]
@@ -231,15 +231,34 @@ class TerminalLeftovers:
             # it): as the "newer" one it cost the id its only record.
             return
         older = paths[0] if stats[0].st_mtime_ns <= stats[1].st_mtime_ns else paths[1]
-        if older == paths[1] and _is_quarantine(older):
-            # Its original goes first, as a completion removes it (Spool.publish_terminal):
-            # left without its record, it was taken for a quarantine cut short, dated by
-            # its ctime, which a restore sets to the time of the copy, so the record
-            # written for it replaced the newer run's done record (QA: a backup's
-            # failed/ copied before a fixed re-drop ran, its done/ after).
-            original = self.layout.original(name.removesuffix(JOB_SUFFIX))
+        if older == paths[1] and (original := self._original_of(
+                name.removesuffix(JOB_SUFFIX), older, stats[1])) is not None:
+            # Its original goes before it: left alone (the record gone), it was taken for
+            # a quarantine cut short, dated by its ctime, which a restore sets to the
+            # time of the copy, so the record written for it replaced the newer run's
+            # done record (QA: a backup's failed/ copied before a fixed re-drop ran, its
+            # done/ after).  Cut short between the two, the next pass removes the record.
             report.removed += self.spool.remove_original(str(original), durable=True)
         report.removed += self.mover.unlink_durable(older)
+
+    def _original_of(self, job_id: str, record: Path, st: os.stat_result) -> Path | None:
+        """``failed/<id>.orig`` when it is the original of the quarantine record
+        ``record`` (seen as ``st``): not a run's (one that failed ``unknown_tool`` or
+        ``invalid_params`` keeps its job's bytes there before its record), not written
+        after the record (another processor's quarantine of a new drop, its record to
+        come), and of the size the record gives."""
+        found = _parsed(record)
+        if found is None or found.source is None or self._kept_by_a_run(job_id):
+            return None
+        original = self.layout.original(job_id)
+        try:
+            kept = os.lstat(original)
+        except OSError:  # none, or the disk cannot say: left as it is
+            return None
+        if kept.st_mtime_ns > st.st_mtime_ns or (
+                found.source.size is not None and kept.st_size != found.source.size):
+            return None
+        return original
 
     def record_for_original(self, job_id: str, st: os.stat_result, name: str,
                              message: str, *, replace: bool, noted: Record | None = None
@@ -276,14 +295,13 @@ class TerminalLeftovers:
         return False
 
 
-def _is_quarantine(record: Path) -> bool | None:
-    """Whether the record at ``record`` is a quarantine's (it has a ``source``); None when
-    it is no valid record (a failed record holds no result: one over MAX_ACTIVE_BYTES is
-    no record of ours)."""
+def _parsed(record: Path) -> Record | None:
+    """The record at ``record``; None when it is no valid record (a failed record holds
+    no result: one over MAX_ACTIVE_BYTES is no record of ours)."""
     data = read_regular(record, MAX_ACTIVE_BYTES)
     if data is None:
         return None
     try:
-        return parse_record(data).source is not None
+        return parse_record(data)
     except ValueError:
         return None

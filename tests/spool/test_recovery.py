@@ -687,6 +687,43 @@ def test_a_restored_quarantine_older_than_its_ids_done_record_goes_with_its_orig
     assert not Recovery(spool).scan().changed
 
 
+def _quarantine_older_than_done(spool: Spool, job_id: str) -> None:
+    """done/<id>.json newer than a quarantine's failed/<id>.json, and no original yet."""
+    layout = spool.layout
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).timestamp()
+    layout.job(F, job_id).write_bytes(record_bytes(Record(
+        id=job_id, state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB,
+                                            message="malformed JSON"),
+        source=Source(name=f"{job_id}.json", size=9))))
+    os.utime(layout.job(F, job_id), (hour_ago, hour_ago))
+    layout.job(D, job_id).write_bytes(record_bytes(Record(id=job_id, tool="echo", state=D,
+                                                          result={"message": "ok"})))
+    os.utime(layout.job(D, job_id), (hour_ago + 1800, hour_ago + 1800))
+
+
+def test_an_older_quarantine_records_removal_spares_a_new_quarantines_original(
+        spool: Spool) -> None:
+    """Another processor has moved a new bad drop of the id to failed/<id>.orig, its
+    record to come: the older quarantine record goes, not those bytes (the session's
+    review of 632b020)."""
+    _quarantine_older_than_done(spool, "x")
+    spool.layout.original("x").write_bytes(b"the new bad drop")
+    Recovery(spool).scan()
+    assert spool.layout.original("x").read_bytes() == b"the new bad drop"
+
+
+def test_an_older_quarantine_records_removal_spares_a_running_ids_kept_original(
+        spool: Spool, holders: Holders) -> None:
+    """A live run of the id failing ``unknown_tool`` keeps its job's bytes in
+    failed/<id>.orig before its record (Spool.fail): they stay (review of 632b020)."""
+    _quarantine_older_than_done(spool, "x")
+    submit(spool, "x")
+    holders.hold(ids=["x"], owner="live-owner")
+    spool.layout.original("x").write_bytes(b'{"tool":"nope"}')
+    Recovery(spool).scan()
+    assert spool.layout.original("x").read_bytes() == b'{"tool":"nope"}'
+
+
 def test_a_failed_run_recorded_in_its_originals_tick_keeps_its_record(spool: Spool) -> None:
     """A run's failed record written in the very tick of the filesystem's clock that
     stamped an earlier quarantine's original (a drop of the id run and failed within 4 ms
