@@ -66,6 +66,7 @@ def _unheeded(signum: int, frame: object) -> None:
     """A stop signal this process was started to ignore (see :func:`pytest_configure`)."""
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (-p no:xdist) knows none
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: :data:`WORKERS_PER_CPU` workers a CPU, ``--maxprocesses`` at most.
 
