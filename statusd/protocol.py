@@ -138,8 +138,8 @@ class AppRunner(web.AppRunner):
     async def cleanup(self) -> None:
         """aiohttp's cleanup, once the listening sockets have stopped accepting.
 
-        On Python 3.11 a connection accepted in the loop pass that closes its listening
-        socket is never made (asyncio's ``Server._attach`` asserts the server open) and
+        On Python 3.11 to 3.13 a connection accepted in the loop pass that closes its
+        listening socket is never made (asyncio's ``Server._attach`` asserts the server open) and
         its socket stays open, the client waiting on it, until the garbage collector
         finds it.  Two passes with the sockets not read let every accepted connection be
         made first: its transport in the first, its handler in the second, so aiohttp's

@@ -372,6 +372,7 @@ def test_directory_quarantined_with_contents_once_it_stops_filling(
     (folder / "inner.json").write_bytes(VALID)
     assert intake.inspect("d.json").verdict is Verdict.WAITING
     clock.advance(SETTLE_S / 2)
+    time.sleep(0.03)  # the coarse filesystem clock must tick for the folder's mtime
     (folder / "second.json").write_bytes(VALID)  # still filling: the wait starts again
     assert intake.inspect("d.json").verdict is Verdict.WAITING
     clock.advance(SETTLE_S * 0.9)

@@ -79,7 +79,9 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
         assert sent < FLOOD_CAP_BYTES, "statusd read every ping without waiting"
         wait_for(lambda: _served(srv.port) == 0, 2 * QUICK_STALL_S + 8,
                  "statusd to cut off the client that pings and never reads")
-        assert srv.ws_clients() == 0
+        # The hub lets the client go once its handler ends, a moment after the socket
+        # (seen failing 2 of 8 runs asked at once: the session's review).
+        wait_for(lambda: srv.ws_clients() == 0, what="the hub to let the client go")
     finally:
         sock.close()
         srv.stop()
@@ -201,7 +203,7 @@ def test_a_client_of_a_large_page_that_never_reads_is_cut_off(
 
 def test_clients_accepted_as_statusd_stops_are_let_go(spool: Spool) -> None:
     """Connections accepted in the loop pass that closed the listening socket were never
-    made (Python 3.11's asyncio asserts its server open): their sockets stayed open, the
+    made (asyncio, 3.11 to 3.13, asserts its server open): their sockets stayed open, the
     client waiting on them, until the garbage collector found them (a dashboard test's
     browser waited more than 10 s).  Here the loop is held while 20 clients connect,
     so its next pass accepts them beside the stop."""
