@@ -26,6 +26,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shlex
 import stat
 from pathlib import Path
 
@@ -109,9 +110,13 @@ def _user(name: str, layout: Layout, group: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system "
-                         f"--user-group --groups {group} --home-dir {layout.root} "
-                         f"--no-create-home --shell /usr/sbin/nologin {name}") from None
+        # A submit group of the user's own name is its group already (--user-group would
+        # make it again: useradd exit 9); the path quoted, to be pasted as it is.
+        groups = f"--gid {shlex.quote(group)}" if group == name else \
+            f"--user-group --groups {shlex.quote(group)}"
+        raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system {groups} "
+                         f"--home-dir {shlex.quote(str(layout.root))} --no-create-home "
+                         f"--shell /usr/sbin/nologin {shlex.quote(name)}") from None
 
 
 def _group(name: str) -> grp.struct_group:
