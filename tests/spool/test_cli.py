@@ -380,10 +380,15 @@ def test_init_system_refuses_clearly(open_dir: Path, env: dict[str, str]) -> Non
     me = pwd.getpwuid(os.getuid()).pw_name
     my_group = grp.getgrgid(os.getgid()).gr_name
     no_user, no_group = run_all(
-        env, ["init", "--system", "--spool-dir", root, "--user", "no-such-user-x"],
+        env, ["init", "--system", "--spool-dir", root, "--user", "no-such-user-x", "--group",
+              my_group],
         ["init", "--system", "--spool-dir", root, "--user", me, "--group", "no-such-group-x"])
     refused(no_user, 1, "useradd")
     refused(no_group, 1, "groupadd")
+    # Neither there: the group first, as the useradd to come names it (--groups).
+    both = spoolq(env, "init", "--system", "--spool-dir", root, "--user", "no-such-user-x",
+                  "--group", "no-such-group-x")
+    refused(both, 1, "groupadd")
     if os.geteuid() != 0:
         not_root = spoolq(env, "init", "--system", "--spool-dir", root, "--user", me,
                           "--group", my_group)
