@@ -231,34 +231,54 @@ class TerminalLeftovers:
             # it): as the "newer" one it cost the id its only record.
             return
         older = paths[0] if stats[0].st_mtime_ns <= stats[1].st_mtime_ns else paths[1]
-        if older == paths[1] and (original := self._original_of(
-                name.removesuffix(JOB_SUFFIX), older, stats[1])) is not None:
-            # Its original goes before it: left alone (the record gone), it was taken for
-            # a quarantine cut short, dated by its ctime, which a restore sets to the
-            # time of the copy, so the record written for it replaced the newer run's
-            # done record (QA: a backup's failed/ copied before a fixed re-drop ran, its
-            # done/ after).  Cut short between the two, the next pass removes the record.
-            report.removed += self.spool.remove_original(str(original), durable=True)
+        if older == paths[1]:
+            original = self._original_of(name.removesuffix(JOB_SUFFIX), older, stats[1])
+            if original is False:
+                return  # an original not the older record's: both stay (see _original_of)
+            if original is not None:
+                # Its original goes before it: left alone (the record gone), it was
+                # taken for a quarantine cut short, dated by its ctime, which a restore
+                # sets to the time of the copy, so the record written for it replaced
+                # the newer run's done record (QA: a backup's failed/ copied before a
+                # fixed re-drop ran, its done/ after).  Cut short between the two (or
+                # inside a folder's removal), the next pass removes the rest.
+                report.removed += self.spool.remove_original(str(original), durable=True)
         report.removed += self.mover.unlink_durable(older)
 
-    def _original_of(self, job_id: str, record: Path, st: os.stat_result) -> Path | None:
+    def _original_of(self, job_id: str, record: Path, st: os.stat_result
+                     ) -> Path | bool | None:
         """``failed/<id>.orig`` when it is the original of the quarantine record
-        ``record`` (seen as ``st``): not a run's (one that failed ``unknown_tool`` or
-        ``invalid_params`` keeps its job's bytes there before its record), not written
-        after the record (another processor's quarantine of a new drop, its record to
-        come), and of the size the record gives."""
+        ``record`` (seen as ``st``); None when the record is no quarantine's or there is
+        no original; False when the original may be another's, and must stay with the
+        record it may need (alone, it would be taken for a quarantine cut short): a
+        run's (one that failed ``unknown_tool`` or ``invalid_params`` keeps its job's
+        bytes there before its record), a quarantine's in flight (its note written
+        first, its record to come), or a file written after the record or not of the
+        size it gives.  A folder's or a FIFO's time and size say nothing of that (a
+        folder's change as its entries do)."""
         found = _parsed(record)
-        if found is None or found.source is None or self._kept_by_a_run(job_id):
+        if found is None or found.source is None:
             return None
         original = self.layout.original(job_id)
         try:
             kept = os.lstat(original)
-        except OSError:  # none, or the disk cannot say: left as it is
+        except FileNotFoundError:
             return None
-        if kept.st_mtime_ns > st.st_mtime_ns or (
-                found.source.size is not None and kept.st_size != found.source.size):
-            return None
-        return original
+        except OSError:  # the disk cannot say: left as it is
+            return False
+        return original if self._own_original(job_id, kept, st, found.source) else False
+
+    def _own_original(self, job_id: str, kept: os.stat_result, st: os.stat_result,
+                      source: Source) -> bool:
+        """See :meth:`_original_of`: ``kept`` is the original's, ``st`` the record's."""
+        if self._kept_by_a_run(job_id):
+            return False
+        self.notes.look_again()
+        if self.notes.record(job_id, kept) is not None:
+            return False
+        return not stat.S_ISREG(kept.st_mode) or (
+            kept.st_mtime_ns <= st.st_mtime_ns
+            and source.size in (None, kept.st_size))
 
     def record_for_original(self, job_id: str, st: os.stat_result, name: str,
                              message: str, *, replace: bool, noted: Record | None = None

@@ -724,6 +724,55 @@ def test_an_older_quarantine_records_removal_spares_a_running_ids_kept_original(
     assert spool.layout.original("x").read_bytes() == b'{"tool":"nope"}'
 
 
+@pytest.mark.parametrize("how", ["removal cut short", "restored without folder times"])
+def test_a_quarantined_folder_beside_an_older_record_never_costs_the_done_record(
+        spool: Spool, how: str) -> None:
+    """A folder's mtime is no quarantine's time (its entries change it): taken for
+    another's original, it was left alone while its older record went, and then given a
+    record of its own that replaced the done one (the session's second review)."""
+    layout = spool.layout
+    _quarantine_older_than_done(spool, "d")
+    layout.job(F, "d").write_bytes(record_bytes(Record(
+        id="d", state=F, error=ErrorInfo(type=ErrorType.INVALID_JOB,
+                                         message="not a regular file: directory"),
+        source=Source(name="d.json", kind="directory"))))
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).timestamp()
+    os.utime(layout.job(F, "d"), (hour_ago, hour_ago))
+    done = layout.job(D, "d").read_bytes()
+    folder = layout.original("d")
+    folder.mkdir()
+    for name in ("a", "b"):
+        (folder / name).write_bytes(name.encode())
+    if how == "removal cut short":
+        time.sleep(0.03)  # the coarse filesystem clock must tick
+        (folder / "a").unlink()
+    report = Recovery(spool).scan()
+    assert report.restored == [], report
+    assert locate(layout, "d") == [D] and layout.job(D, "d").read_bytes() == done
+    assert not os.path.lexists(folder)
+
+
+def test_an_older_quarantine_records_removal_spares_a_quarantine_in_flight(
+        spool: Spool) -> None:
+    """Another processor's quarantine of a new drop of the id (an old mtime, kept by
+    ``mv``; the size of the first): its note written, its original placed, its record
+    to come. Its bytes stay (the session's second review)."""
+    layout = spool.layout
+    _quarantine_older_than_done(spool, "q")
+    old_ns = int((datetime.now(UTC) - timedelta(hours=3)).timestamp() * 1e9)
+    original = layout.original("q")
+    original.write_bytes(b"{new bad}")
+    os.utime(original, ns=(old_ns, old_ns))
+    st = os.lstat(original)
+    meant = Record(id="q", state=F, submitted_at=utc_from_ns(old_ns),
+                   finished_at=spool.clock.now(), host=spool.host, pid=spool.pid,
+                   error=ErrorInfo(type=ErrorType.INVALID_JOB, message="malformed JSON"),
+                   source=Source(name="q.json", size=9))
+    assert spool.mover.write_note(f"record-{st.st_ino}-q", record_bytes(meant)) is not None
+    Recovery(spool).scan()
+    assert original.read_bytes() == b"{new bad}"
+
+
 def test_a_failed_run_recorded_in_its_originals_tick_keeps_its_record(spool: Spool) -> None:
     """A run's failed record written in the very tick of the filesystem's clock that
     stamped an earlier quarantine's original (a drop of the id run and failed within 4 ms
