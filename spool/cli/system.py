@@ -110,13 +110,22 @@ def _user(name: str, layout: Layout, group: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        # A submit group of the user's own name is its group already (--user-group would
-        # make it again: useradd exit 9); the path quoted, to be pasted as it is.
-        groups = f"--gid {shlex.quote(group)}" if group == name else \
-            f"--user-group --groups {shlex.quote(group)}"
+        # A group of the user's name that is there already is its group (--user-group
+        # would make it again: useradd exit 9); the path quoted, to be pasted as it is.
+        own = f"--gid {shlex.quote(name)}" if _exists(name) or group == name else \
+            "--user-group"
+        groups = own if group == name else f"{own} --groups {shlex.quote(group)}"
         raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system {groups} "
                          f"--home-dir {shlex.quote(str(layout.root))} --no-create-home "
                          f"--shell /usr/sbin/nologin {shlex.quote(name)}") from None
+
+
+def _exists(group: str) -> bool:
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        return False
+    return True
 
 
 def _group(name: str) -> grp.struct_group:

@@ -178,3 +178,37 @@ def test_a_plain_init_of_a_whole_system_spool_by_root_stays_harmless(tmp_path: P
     plain = subprocess.run([sys.executable, "-m", "spool.cli.main", "--spool-dir", str(root),
                             "init"], capture_output=True, text=True, check=False, timeout=60)
     assert plain.returncode == 0, plain.stderr
+
+
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="no useradd (shadow)")
+def test_the_useradd_hint_takes_a_group_of_the_users_name_that_is_there(
+        tmp_path: Path) -> None:
+    """A group named like the missing user already there (``spoolq``, the submit group
+    ``spoolq-submit``): ``--user-group`` failed, useradd exit 9 (the second review)."""
+    name = next((g for g in ("staff", "users", "src") if _group_only(g)), None)
+    if name is None:
+        pytest.skip("no group here without a user of its name")
+    with pytest.raises(SpoolError) as refused:
+        system._user(name, Layout(tmp_path / "spool"), "nogroup")
+    hint = shlex.split(str(refused.value).split("e.g. ", 1)[1])
+    accounts = tmp_path / "accounts"
+    test_install_users.fake_etc(accounts, "yes")
+    for group in (name, "nogroup"):
+        subprocess.run(["groupadd", "--root", str(accounts), "--system", group], check=True)
+    subprocess.run([hint[0], "--root", str(accounts), *hint[1:]], check=True)
+    users = test_install_users.entries(accounts / "etc/passwd")
+    groups = test_install_users.entries(accounts / "etc/group")
+    assert users[name][3] == groups[name][2]
+    assert name in groups["nogroup"][3].split(",")
+
+
+def _group_only(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return True
+    return False
