@@ -53,7 +53,7 @@ from spool.transitions import Spool
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 OPEN_WRITER_WAIT_S = 600.0
 """How long an unparsable file that a process still has open for writing is waited for
-past the settle time (see :meth:`Intake._settling`)."""
+past the settle time (see :meth:`Intake._held_open`)."""
 REQUEUE_FIELDS = frozenset({"submitted_at", "attempts", "not_before", "error", "id"})
 """What a requeue adds to a job file: not counted against SPOOL_MAX_JOB_BYTES, up to
 ``REQUEUE_ADDS_BYTES``."""
@@ -71,7 +71,7 @@ KEEP_BYTES = 4096
 class Verdict(Enum):
     IGNORED = "ignored"
     WAITING = "waiting"
-    WRITING = "writing"  # settled, but open for writing (Intake._written_to): judged later
+    WRITING = "writing"  # settled, but open for writing (Intake._held_open): judged later
     QUARANTINED = "quarantined"
     READY = "ready"
     GONE = "gone"
@@ -207,7 +207,7 @@ class Intake:
             # tar -x or cp -r filled it was quarantined again and again, in parts, and
             # the files the tool then failed to write were in no part (QA).
             return Inspection(Verdict.WAITING)
-        if may_change and self._written_to(name, st):
+        if may_change and _writer_waits(self._held_open(name, st)):
             return Inspection(Verdict.WRITING)
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, kind, problem)
@@ -284,10 +284,11 @@ class Intake:
             return self._quarantine(name, st, "file", f"invalid job: {big_integer_reason(big)}")
         if self._settling(name, st):
             return Inspection(Verdict.WAITING)
-        if self._written_to(name, st):
+        held_s = self._held_open(name, st)
+        if _writer_waits(held_s):
             return Inspection(Verdict.WRITING)
         reason = malformed_reason(data, exc)
-        if open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino):
+        if held_s is not None:
             reason += f" (unchanged for {OPEN_WRITER_WAIT_S:.0f} s, still open for writing)"
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, "file", reason)
@@ -303,17 +304,19 @@ class Intake:
             return self.settle_s > 0
         return now - seen[2] < self.settle_s
 
-    def _written_to(self, name: str, st: os.stat_result) -> bool:
-        """Whether ``name``, settled (:meth:`_settling`), is a regular file a process
-        still has open for writing (:func:`~spool.lease.open_for_writing`), unchanged
-        for less than :data:`OPEN_WRITER_WAIT_S`: a writer that created its file and
-        then waited on its source (``wget -O``, a shell's ``{ sleep 3; cat; } >``) had
-        the job failed "empty file", and went on writing into the quarantine, told all
-        was well (QA)."""
+    def _held_open(self, name: str, st: os.stat_result) -> float | None:
+        """How long ``name``, settled (:meth:`_settling`), has stayed unchanged, when it
+        is a regular file a process still has open for writing
+        (:func:`~spool.lease.open_for_writing`); else None.  Such a file waits up to
+        :data:`OPEN_WRITER_WAIT_S` (:func:`_writer_waits`): a writer that created its
+        file and then waited on its source (``wget -O``, a shell's ``{ sleep 3; cat; }
+        >``) had the job failed "empty file", and went on writing into the quarantine,
+        told all was well (QA)."""
         seen = self._unsettled.get(name)
-        return seen is not None and stat.S_ISREG(st.st_mode) and \
-            self.clock.monotonic() - seen[2] < OPEN_WRITER_WAIT_S and \
-            open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino)
+        if seen is None or not stat.S_ISREG(st.st_mode) or not open_for_writing(
+                self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino):
+            return None
+        return self.clock.monotonic() - seen[2]
 
     def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
                     data: bytes) -> Inspection:
@@ -390,6 +393,11 @@ class Intake:
         """Drop settle state for names no longer in ``pending/``."""
         for name in set(self._unsettled) - names:
             del self._unsettled[name]
+
+
+def _writer_waits(held_s: float | None) -> bool:
+    """A file held open for writing ``held_s`` unchanged (None: not held) waits on."""
+    return held_s is not None and held_s < OPEN_WRITER_WAIT_S
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:
