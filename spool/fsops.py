@@ -80,7 +80,9 @@ PARENT_MODE = 0o755
 """The spool root and the folders above it that ``make_folders`` creates (less what the
 umask takes): writable by their owner only, whatever the umask."""
 _F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+"""fcntl's lease command (recycling's write lease here, intake's read lease in
+:func:`spool.lease.open_for_writing`)."""
 # Read once: on Python 3.11 each ``FsyncMode.X`` goes through the enum class's
 # ``__getattr__`` hook (0.11 us), and every move and publish asks the mode.
 _ALWAYS, _BATCH, _NEVER = FsyncMode.ALWAYS, FsyncMode.BATCH, FsyncMode.NEVER
@@ -152,7 +154,7 @@ def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != euid:
             return None
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
     except OSError:
         return None  # EAGAIN: open elsewhere; EINVAL/EACCES: no leases here
     try:
@@ -160,7 +162,7 @@ def _reusable(fd: int, euid: int, egid: int) -> os.stat_result | None:
     except OSError:
         held = False
     try:  # a try, not contextlib.suppress (an object made and entered once a job)
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
     except OSError:
         held = False  # a lease not given back: not a file to hand on
     if not held:
@@ -501,13 +503,13 @@ class Mover:
             if (st.st_ino != inode or st.st_nlink != 1 or not stat.S_ISREG(st.st_mode)
                     or st.st_uid != self._euid):
                 return False  # not the file we kept: leave it alone
-            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)  # EAGAIN: open elsewhere
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)  # EAGAIN: open elsewhere
             try:
                 _write_all(fd, data)
                 if len(data) < st.st_size:
                     os.ftruncate(fd, len(data))
             finally:
-                fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+                fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
         except OSError:
             with contextlib.suppress(OSError, SpoolIOError):
                 self.unlink(buffer)

@@ -21,14 +21,13 @@ import signal
 import time
 from pathlib import Path
 
-from spool.fsops import NOT_NOW
+from spool.fsops import F_SETLEASE, NOT_NOW
 
 HEARTBEAT_STALE_S = 60.0
 """A processor whose heartbeat is older than this is not live, though it holds its lock
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 
 def open_nofollow(path: str | os.PathLike[str]) -> int:
@@ -54,7 +53,7 @@ def open_for_writing(path: str, inode: int) -> bool:
     try:
         if os.fstat(fd).st_ino != inode:
             return False
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_RDLCK)
     except BlockingIOError:
         return True
     except OSError:
