@@ -99,6 +99,15 @@ class RecordNotes:
         except FileNotFoundError:
             return
 
+    def record_now(self, job_id: str, st: os.stat_result) -> Noted | None:
+        """:meth:`record`, looking at ``stage/`` again when the notes read so far have
+        none (:meth:`look_again`: a quarantine begun since, another processor's)."""
+        noted = self.record(job_id, st)
+        if noted is None:
+            self.look_again()
+            noted = self.record(job_id, st)
+        return noted
+
     def record(self, job_id: str, st: os.stat_result) -> Noted | None:
         """The record a quarantine meant for the drop ``st``, staged as ``job_id`` or
         in ``failed/`` as ``job_id``'s original."""

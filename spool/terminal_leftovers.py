@@ -164,10 +164,9 @@ class TerminalLeftovers:
         if superseded:
             report.removed += self.spool.remove_original(str(original), durable=True)
             return
-        noted = self.notes.record(job_id, st)
-        if noted is None:  # a quarantine begun since this pass listed stage/ (another
-            self.notes.look_again()  # processor's) wrote its note before this original
-            noted = self.notes.record(job_id, st)
+        # A quarantine begun since this pass listed stage/ (another processor's) wrote
+        # its note before this original: record_now looks again.
+        noted = self.notes.record_now(job_id, st)
         if noted is not None:
             self.record_for_original(job_id, st, noted.name, noted.message,
                                       replace=record_st is not None, noted=noted.record)
@@ -273,8 +272,7 @@ class TerminalLeftovers:
         """See :meth:`_original_of`: ``kept`` is the original's, ``st`` the record's."""
         if self._kept_by_a_run(job_id):
             return False
-        self.notes.look_again()
-        if self.notes.record(job_id, kept) is not None:
+        if self.notes.record_now(job_id, kept) is not None:
             return False
         return not stat.S_ISREG(kept.st_mode) or (
             kept.st_mtime_ns <= st.st_mtime_ns
