@@ -30,6 +30,7 @@ feed is tried again at each heartbeat (an info line once it is whole again).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -55,6 +56,7 @@ LARGE_DROP_BYTES = 64 * 1024
 INTAKE_BUDGET_S = 0.02
 """Work one pass's intake may take: 256 drops of 1 MB each held the loop for 17 s, a
 FAST job and a cancel waiting behind them (QA).  At least one name is judged a pass."""
+_PENDING = JobState.PENDING.value
 CATCH_UP_S = 5.0
 """How long claims may wait for the start-up scan's names to be judged; past it, they
 start with those judged so far (a backlog of large drops: up to 70 ms each)."""
@@ -214,12 +216,13 @@ class Discovery:
         feed, or a folder unwatched, where its limits are reached: see the module)."""
         folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
         if PolledFeed.available():
-            feed = PolledFeed(folders, self.on_change, arrivals_only=True)
+            feed = PolledFeed(folders, self.on_change, arrivals_only=True, follow_writes=True)
             if not feed.try_start():
                 self._say_shortage(feed.shortage)
                 return
             self.inbox.add_reader(feed.fileno(), feed.drain)
             self.feed = feed
+            self.intake.being_written = functools.partial(feed.being_written, _PENDING)
             self._say_shortage()
         else:  # pragma: no cover - not Linux: a feed thread posts its events
             self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
@@ -229,7 +232,7 @@ class Discovery:
     def on_change(self, folder: str, name: str) -> None:
         if not folder:
             self.next_scan = 0.0  # events were lost: rescan now
-        elif folder == JobState.PENDING.value:
+        elif folder == _PENDING:
             if self._still_held(name):
                 return  # its quarantine's give-back: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
@@ -282,6 +285,8 @@ class Discovery:
 
     def _forget_gone(self, present: set[str]) -> None:
         """What is known of the names no longer in ``pending/`` (``present``)."""
+        if isinstance(self.feed, PolledFeed):
+            self.feed.forget_writes(_PENDING, present)
         for name in self.held.keys() - present:
             del self.held[name]
         for name in (self.seen.keys() | self.unreadable.keys()) - present:

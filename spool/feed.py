@@ -235,10 +235,12 @@ class PolledFeed:
     """
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
-                 arrivals_only: bool = False) -> None:
+                 arrivals_only: bool = False, follow_writes: bool = False) -> None:
+        """``follow_writes``: keep which files are being written (:meth:`being_written`)."""
         self.folders = list(folders)
         self.on_change = on_change
         self.arrivals_only = arrivals_only
+        self._writes: set[tuple[str, str]] | None = set() if follow_writes else None
         self._fd = -1
         self._folder_of: dict[int, Path] = {}
         self._unwatched: set[Path] = set()
@@ -304,11 +306,40 @@ class PolledFeed:
         for wd, mask, name in read_inotify(self._fd):
             if mask & gone:
                 self._lost_watch(wd)
+                self._forget_writes()
                 self.on_change("", "")  # a folder went away: rescan
             elif mask & const.IN_Q_OVERFLOW:
+                self._forget_writes()
                 self.on_change("", "")
             elif name and (folder := self._folder_of.get(wd)) is not None:
-                self.on_change(folder.name, os.fsdecode(name))
+                text = os.fsdecode(name)
+                if self._writes is not None:
+                    if mask & _CREATE_OR_DIR == _CREATE:
+                        self._writes.add((folder.name, text))
+                    else:  # closed after writing, or another file moved in or out
+                        self._writes.discard((folder.name, text))
+                self.on_change(folder.name, text)
+
+    def being_written(self, folder: str, name: str) -> bool:
+        """The feed saw ``name`` created in ``folder`` (``IN_CREATE``), not yet closed
+        after writing (``IN_CLOSE_WRITE``) or replaced by a rename: its creator may be
+        writing it still.  The kernel tells this of any user's file, where a read lease
+        (:func:`spool.lease.open_for_writing`) is only the file owner's or root's to ask.
+        False when the feed did not see it come: present at the start, or events lost
+        (a queue overflow, a watch lost), or with ``follow_writes`` off.  A name made by
+        ``link`` is taken for created too (inotify tells no difference)."""
+        return self._writes is not None and (folder, name) in self._writes
+
+    def forget_writes(self, folder: str, present: set[str]) -> None:
+        """Forget the files being written in ``folder`` that are no longer in it (a feed
+        of arrivals only hears no removal)."""
+        if self._writes:
+            self._writes.difference_update(
+                {key for key in self._writes if key[0] == folder and key[1] not in present})
+
+    def _forget_writes(self) -> None:
+        if self._writes:
+            self._writes.clear()  # what came meanwhile is unknown: see being_written
 
     def _lost_watch(self, wd: int) -> None:
         folder = self._folder_of.pop(wd, None)
@@ -338,6 +369,11 @@ class PolledFeed:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+_CREATE = int(inotify_c.InotifyConstants.IN_CREATE) if inotify_c is not None else 0
+_CREATE_OR_DIR = _CREATE | (int(inotify_c.InotifyConstants.IN_ISDIR) if inotify_c else 0)
+"""A file created has ``_CREATE`` of these mask bits (a folder both)."""
 
 
 def _watch_mask(arrivals_only: bool) -> int:

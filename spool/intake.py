@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -153,6 +154,10 @@ class Intake:
         self.clock = clock
         self._unsettled: dict[str, tuple[int, int, float]] = {}
         self._may_quarantine = True  # this inspect's: see inspect
+        self.being_written: Callable[[str], bool] = _unknown
+        """Whether a pending name is still being written by the process that created it,
+        as a change feed saw it (:meth:`spool.feed.PolledFeed.being_written`); asked of
+        a file whose read lease cannot tell (see :meth:`_held_open`)."""
 
     def inspect(self, name: str, *, quarantine: bool = True,
                 defer_over: int | None = None) -> Inspection:
@@ -311,12 +316,19 @@ class Intake:
         :data:`OPEN_WRITER_WAIT_S` (:func:`_writer_waits`): a writer that created its
         file and then waited on its source (``wget -O``, a shell's ``{ sleep 3; cat; }
         >``) had the job failed "empty file", and went on writing into the quarantine,
-        told all was well (QA)."""
+        told all was well (QA).  Where the lease cannot tell (another user's file to a
+        processor without CAP_LEASE), :attr:`being_written` is asked."""
         seen = self._unsettled.get(name)
-        if seen is None or not stat.S_ISREG(st.st_mode) or not open_for_writing(
-                self.spool.layout.entry_str(JobState.PENDING, name), st.st_ino):
+        if seen is None or not stat.S_ISREG(st.st_mode):
             return None
-        return self.clock.monotonic() - seen[2]
+        held = open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name),
+                                st.st_ino)
+        if held is None and st.st_nlink == 1:
+            # No lease for this process (another user's file, under the shipped units'
+            # user without CAP_LEASE): what the change feed saw of its creation.  A
+            # file of several links was linked in, not written here.
+            held = self.being_written(name)
+        return self.clock.monotonic() - seen[2] if held else None
 
     def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
                     data: bytes) -> Inspection:
@@ -393,6 +405,10 @@ class Intake:
         """Drop settle state for names no longer in ``pending/``."""
         for name in set(self._unsettled) - names:
             del self._unsettled[name]
+
+
+def _unknown(name: str) -> bool:
+    return False
 
 
 def _writer_waits(held_s: float | None) -> bool:

@@ -35,29 +35,29 @@ def open_nofollow(path: str | os.PathLike[str]) -> int:
     return os.open(path, OPEN_FLAGS)
 
 
-def open_for_writing(path: str, inode: int) -> bool:
-    """Whether a process has the file at ``path`` (inode ``inode``) open for writing, as
-    far as this process can tell: the kernel refuses a read lease exactly then (EAGAIN).
+def open_for_writing(path: str, inode: int) -> bool | None:
+    """Whether a process has the file at ``path`` (inode ``inode``) open for writing: the
+    kernel refuses a read lease exactly then (EAGAIN), and grants one otherwise.
 
-    False when it cannot tell: a lease is granted only to the file's owner (or with
+    None when it cannot tell: a lease is granted only to the file's owner (or with
     CAP_LEASE), on a filesystem that grants leases, and is not asked for by a process
-    that the lease-break signal (SIGIO) would end.  The lease goes with the descriptor,
-    at once.
+    that the lease-break signal (SIGIO) would end; or the file is not ``inode`` now.
+    The lease goes with the descriptor, at once.
     """
     if signal.getsignal(signal.SIGIO) in (signal.SIG_DFL, None):
-        return False
+        return None
     try:
         fd = open_nofollow(path)
     except OSError:
-        return False
+        return None
     try:
         if os.fstat(fd).st_ino != inode:
-            return False
+            return None
         fcntl.fcntl(fd, F_SETLEASE, fcntl.F_RDLCK)
     except BlockingIOError:
         return True
     except OSError:
-        return False
+        return None
     finally:
         os.close(fd)
     return False

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spool.feed import ChangeFeed
+from spool.feed import ChangeFeed, PolledFeed
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -157,3 +157,93 @@ def test_a_stop_right_after_the_start_leaves_no_descriptor(tmp_path: Path) -> No
     with ChangeFeed(folders, reports):
         (folders[0] / "a.json").write_bytes(b"{}")
         wait_for(lambda: ("f0", "a.json") in reports.calls, "the last feed's event")
+
+
+def _polled(folder: Path) -> PolledFeed:
+    if not PolledFeed.available():
+        pytest.skip("raw inotify is Linux's")
+    feed = PolledFeed([folder], lambda folder, name: None, arrivals_only=True,
+                      follow_writes=True)
+    feed.start()
+    return feed
+
+
+def test_a_file_is_being_written_from_its_creation_until_its_writer_closes_it(
+        tmp_path: Path) -> None:
+    """What the feed saw is what the kernel said of any user's file: created and not
+    closed after writing (a read lease is only its owner's to ask)."""
+    feed = _polled(tmp_path)
+    try:
+        writer = (tmp_path / "slow.json").open("wb")
+        feed.drain()
+        assert feed.being_written(tmp_path.name, "slow.json")
+        assert not feed.being_written("elsewhere", "slow.json")
+        writer.write(b'{"tool": ')
+        writer.flush()
+        (tmp_path / "slow.json").read_bytes()  # a reader's open and close change nothing
+        feed.drain()
+        assert feed.being_written(tmp_path.name, "slow.json")
+        writer.close()
+        feed.drain()
+        assert not feed.being_written(tmp_path.name, "slow.json")
+
+        # Another file renamed over a name being written: that file was written elsewhere.
+        open_again = (tmp_path / "over.json").open("wb")
+        (tmp_path / "staged").write_bytes(b"{}")
+        feed.drain()
+        assert feed.being_written(tmp_path.name, "over.json")
+        (tmp_path / "staged").rename(tmp_path / "over.json")
+        feed.drain()
+        assert not feed.being_written(tmp_path.name, "over.json")
+        open_again.close()
+
+        (tmp_path / "sub").mkdir()
+        feed.drain()
+        assert not feed.being_written(tmp_path.name, "sub")
+    finally:
+        feed.stop()
+
+
+def test_names_gone_are_forgotten_and_only_a_following_feed_keeps_any(tmp_path: Path) -> None:
+    feed = _polled(tmp_path)
+    try:
+        held = [(tmp_path / name).open("wb") for name in ("a.json", "b.json")]
+        feed.drain()
+        (tmp_path / "a.json").unlink()  # an arrivals-only feed hears no removal
+        feed.drain()
+        assert feed.being_written(tmp_path.name, "a.json")
+        feed.forget_writes(tmp_path.name, {"b.json"})
+        assert not feed.being_written(tmp_path.name, "a.json")
+        assert feed.being_written(tmp_path.name, "b.json")
+        for writer in held:
+            writer.close()
+    finally:
+        feed.stop()
+    plain = PolledFeed([tmp_path], lambda folder, name: None)
+    plain.start()
+    try:
+        with (tmp_path / "c.json").open("wb"):
+            plain.drain()
+            assert not plain.being_written(tmp_path.name, "c.json")
+    finally:
+        plain.stop()
+
+
+def test_lost_events_forget_every_file_being_written(tmp_path: Path) -> None:
+    """After a queue overflow nothing is known of what was closed meanwhile: a name is
+    no longer taken for being written (its reader falls back on its own rules)."""
+    feed = _polled(tmp_path)
+    try:
+        with (tmp_path / "held.json").open("wb"):
+            feed.drain()
+            assert feed.being_written(tmp_path.name, "held.json")
+            limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+            for i in range(limit // 2 + 16):  # a create and a close each
+                (tmp_path / f"flood-{i}").touch()
+            heard: list[tuple[str, str]] = []
+            feed.on_change = lambda folder, name: heard.append((folder, name))
+            feed.drain()
+            assert ("", "") in heard, "no overflow reported"
+            assert not feed.being_written(tmp_path.name, "held.json")
+    finally:
+        feed.stop()

@@ -429,6 +429,42 @@ def test_a_writer_that_holds_its_file_unchanged_for_good_is_quarantined_in_the_e
                     "malformed JSON: empty file (unchanged for 600 s, still open for writing)")
 
 
+def test_where_no_lease_can_tell_the_change_feed_s_word_holds_a_file_open(
+        spool: Spool, intake: Intake, clock: FakeClock) -> None:
+    """A processor that may not lease a file (another user's, under the shipped units'
+    user without CAP_LEASE) failed a slow writer's job "empty file" after the settle
+    time: the change feed's word that its creator has not closed it yet holds it."""
+    assert signal.getsignal(signal.SIGIO) is signal.SIG_DFL  # no lease asked for
+    writing = {"slow.json", "linked.json"}
+    intake.being_written = lambda name: name in writing
+    drop_raw(spool.layout, "slow.json", b'{"tool": ')
+    assert intake.inspect("slow.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S * 2)
+    assert intake.inspect("slow.json").verdict is Verdict.WRITING
+    writing.discard("slow.json")  # its writer closed it
+    quarantined(spool, intake.inspect("slow.json"), "slow.json", "malformed JSON")
+
+    # A name of several links was linked in: the feed's "created" is no writer's.
+    outside = spool.layout.root / "outside"
+    outside.write_bytes(b"")
+    os.link(outside, spool.layout.folder(P) / "linked.json")
+    assert intake.inspect("linked.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S)
+    quarantined(spool, intake.inspect("linked.json"), "linked.json", "hard link")
+
+
+@pytest.mark.usefixtures("sigio_ignored")
+def test_a_lease_granted_outweighs_the_change_feed(spool: Spool, intake: Intake,
+                                                   clock: FakeClock) -> None:
+    """The processor's own file, leased: nobody writes it, whatever the feed last saw
+    (a name made by ``link``, which inotify tells as a creation)."""
+    intake.being_written = lambda name: True
+    drop_raw(spool.layout, "closed.json", b'{"tool": ')
+    assert intake.inspect("closed.json").verdict is Verdict.WAITING
+    clock.advance(SETTLE_S)
+    quarantined(spool, intake.inspect("closed.json"), "closed.json", "malformed JSON")
+
+
 def test_a_process_that_sigio_would_end_takes_no_lease(
         spool: Spool, intake: Intake, clock: FakeClock) -> None:
     """The lease-break signal's default is to end the process: a library user that has
