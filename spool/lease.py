@@ -14,6 +14,7 @@ Descriptors are opened ``O_CLOEXEC`` and workers are started by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -42,7 +43,9 @@ def open_for_writing(path: str, inode: int) -> bool | None:
     None when it cannot tell: a lease is granted only to the file's owner (or with
     CAP_LEASE), on a filesystem that grants leases, and is not asked for by a process
     that the lease-break signal (SIGIO) would end; or the file is not ``inode`` now.
-    The lease goes with the descriptor, at once.
+    The lease is given up before the descriptor is closed: a process forked meanwhile
+    (a FAST tool's thread) shares the descriptor, and would hold the lease on, each
+    writer's open of the file waiting for the kernel's lease-break time (45 s).
     """
     if signal.getsignal(signal.SIGIO) in (signal.SIG_DFL, None):
         return None
@@ -58,6 +61,9 @@ def open_for_writing(path: str, inode: int) -> bool | None:
         return True
     except OSError:
         return None
+    else:
+        with contextlib.suppress(OSError):  # the close gives it up then
+            fcntl.fcntl(fd, F_SETLEASE, fcntl.F_UNLCK)
     finally:
         os.close(fd)
     return False
