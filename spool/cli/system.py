@@ -28,7 +28,9 @@ import os
 import pwd
 import shlex
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from spool.durability import FsyncMode
 from spool.errors import SpoolError
@@ -42,15 +44,12 @@ DROP_MODE = 0o3730
 PRIVATE_MODE = 0o750
 STAGE_MODE = 0o700
 ROOT_MODE = 0o755
+_T = TypeVar("_T")
 
 
 def init_system(layout: Layout, fsync: FsyncMode, user: str, group: str) -> None:
     """Create ``layout``'s folders with system owners and modes; SpoolError if it can't."""
-    submit = _group(group)
-    owner = _user(user, layout, group)
-    if owner.pw_gid != submit.gr_gid and user not in submit.gr_mem:
-        raise SpoolError(f"user {user} is not in group {group}, so it could not read the "
-                         f"jobs members drop: usermod -aG {group} {user}")
+    owner, submit = _accounts(layout, user, group)
     if os.geteuid() != 0:
         raise SpoolError("init --system sets owners: run it as root (e.g. with sudo)")
     layout = _real_root(layout)
@@ -104,36 +103,48 @@ folders' names: a shared ``tmp/`` alone (1777) was handed to the spool user (the
 session's own review)."""
 
 
-def _user(name: str, layout: Layout, group: str) -> pwd.struct_passwd:
-    """The spool user; the hint when there is none makes it as the units and the checks
-    above want it: a group of its own (``Group=``), and in the submit ``group``."""
+def _accounts(layout: Layout, user: str, group: str
+              ) -> tuple[pwd.struct_passwd, grp.struct_group]:
+    """The spool user and the submit group, the user in it; else SpoolError naming every
+    command that makes them so, in one line: said one at a time, the operator met a
+    second error after following the first hint (QA)."""
+    owner, submit = _found(pwd.getpwnam, user), _found(grp.getgrnam, group)
+    if owner is not None and submit is not None:
+        if owner.pw_gid != submit.gr_gid and user not in submit.gr_mem:
+            raise SpoolError(f"user {user} is not in group {group}, so it could not read the "
+                             f"jobs members drop: usermod -aG {shlex.quote(group)} "
+                             f"{shlex.quote(user)}")
+        return owner, submit
+    make_group = f"groupadd --system {shlex.quote(group)}"
+    if owner is None and submit is None:
+        said = f"no group {group!r} and no user {user!r}: create them first, e.g. " \
+               f"{make_group} && {_useradd(user, layout, group)}"
+    elif owner is None:
+        said = f"no user {user!r}: create it first, e.g. {_useradd(user, layout, group)}"
+    else:  # the user, and no group for it to be in
+        said = f"no group {group!r}: create it first, with user {user} in it to read the " \
+               f"jobs members drop, e.g. {make_group} && usermod -aG {shlex.quote(group)} " \
+               f"{shlex.quote(user)}"
+    raise SpoolError(said)
+
+
+def _useradd(name: str, layout: Layout, group: str) -> str:
+    """The command that makes the spool user as the units and the checks want it: a
+    group of its own (``Group=``), and in the submit ``group``."""
+    # A group of the user's name that is there already is its group (--user-group would
+    # make it again: useradd exit 9); the path quoted, to be pasted as it is.
+    own = f"--gid {shlex.quote(name)}" if _found(grp.getgrnam, name) or group == name else \
+        "--user-group"
+    groups = own if group == name else f"{own} --groups {shlex.quote(group)}"
+    return (f"useradd --system {groups} --home-dir {shlex.quote(str(layout.root))} "
+            f"--no-create-home --shell /usr/sbin/nologin {shlex.quote(name)}")
+
+
+def _found(look_up: Callable[[str], _T], name: str) -> _T | None:
     try:
-        return pwd.getpwnam(name)
+        return look_up(name)
     except KeyError:
-        # A group of the user's name that is there already is its group (--user-group
-        # would make it again: useradd exit 9); the path quoted, to be pasted as it is.
-        own = f"--gid {shlex.quote(name)}" if _exists(name) or group == name else \
-            "--user-group"
-        groups = own if group == name else f"{own} --groups {shlex.quote(group)}"
-        raise SpoolError(f"no user {name!r}: create it first, e.g. useradd --system {groups} "
-                         f"--home-dir {shlex.quote(str(layout.root))} --no-create-home "
-                         f"--shell /usr/sbin/nologin {shlex.quote(name)}") from None
-
-
-def _exists(group: str) -> bool:
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        return False
-    return True
-
-
-def _group(name: str) -> grp.struct_group:
-    try:
-        return grp.getgrnam(name)
-    except KeyError:
-        raise SpoolError(f"no group {name!r}: create it first, e.g. groupadd --system "
-                         f"{name}") from None
+        return None
 
 
 def _set(path: os.PathLike[str], uid: int, gid: int, mode: int) -> None:

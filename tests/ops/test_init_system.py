@@ -16,7 +16,6 @@ import pytest
 import test_install_users
 
 from spool.cli import system
-from spool.errors import SpoolError
 from spool.layout import Layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="init --system changes owners: root")
@@ -59,9 +58,8 @@ def test_unknown_user_is_one_clear_line_whose_useradd_makes_it_as_init_wants(
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     said = proc.stderr
     if group != "nogroup":  # a group of the user's name is no group of this host's
-        with pytest.raises(SpoolError) as refused:
-            system._user("no-such-user-x", Layout(tmp_path / "the spool"), group)
-        said = str(refused.value)
+        said = "e.g. " + system._useradd("no-such-user-x", Layout(tmp_path / "the spool"),
+                                         group)
     hint = shlex.split(said.split("e.g. ", 1)[1])
     assert hint[0] == "useradd", proc.stderr
     accounts = tmp_path / "accounts"
@@ -188,9 +186,7 @@ def test_the_useradd_hint_takes_a_group_of_the_users_name_that_is_there(
     name = next((g for g in ("staff", "users", "src") if _group_only(g)), None)
     if name is None:
         pytest.skip("no group here without a user of its name")
-    with pytest.raises(SpoolError) as refused:
-        system._user(name, Layout(tmp_path / "spool"), "nogroup")
-    hint = shlex.split(str(refused.value).split("e.g. ", 1)[1])
+    hint = shlex.split(system._useradd(name, Layout(tmp_path / "spool"), "nogroup"))
     accounts = tmp_path / "accounts"
     test_install_users.fake_etc(accounts, "yes")
     for group in (name, "nogroup"):
@@ -200,6 +196,35 @@ def test_the_useradd_hint_takes_a_group_of_the_users_name_that_is_there(
     groups = test_install_users.entries(accounts / "etc/group")
     assert users[name][3] == groups[name][2]
     assert name in groups["nogroup"][3].split(",")
+
+
+@pytest.mark.skipif(shutil.which("useradd") is None, reason="no useradd (shadow)")
+@pytest.mark.parametrize("user", ["no-such-user-x", "nobody"])
+def test_every_missing_account_is_said_at_once_and_its_commands_make_them(
+        tmp_path: Path, user: str) -> None:
+    """With neither the submit group nor the user there, init said the group; once it was
+    made, the user; for a user that was there, its membership: one error a run, each
+    after following the last hint (QA).  One line names every command, run as written."""
+    env = {**os.environ, "SPOOL_DIR": str(tmp_path / "spool")}
+    proc = subprocess.run([sys.executable, "-m", "spool.cli.main", "init", "--system",
+                           "--user", user, "--group", "no-such-group-x"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "no group 'no-such-group-x'" in proc.stderr
+    assert ("no user" in proc.stderr) == (user != "nobody")
+    commands = [shlex.split(part) for part in proc.stderr.split("e.g. ", 1)[1].split("&&")]
+    assert [c[0] for c in commands] == (["groupadd", "useradd"] if user != "nobody" else
+                                        ["groupadd", "usermod"])
+    accounts = tmp_path / "accounts"
+    test_install_users.fake_etc(accounts, "no")
+    if user == "nobody":
+        subprocess.run(["useradd", "--root", str(accounts), "--system", user], check=True)
+    for command in commands:
+        subprocess.run([command[0], "--root", str(accounts), *command[1:]], check=True)
+    users = test_install_users.entries(accounts / "etc/passwd")
+    groups = test_install_users.entries(accounts / "etc/group")
+    # init's check passes now: the submit group is the user's, or it is a member.
+    assert user in groups["no-such-group-x"][3].split(","), (users[user], groups)
 
 
 def _group_only(name: str) -> bool:
