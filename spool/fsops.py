@@ -339,6 +339,11 @@ def os_reason(exc: OSError) -> str:
     return str(exc.strerror)
 
 
+STAGED_WRITE_TRIES = 3
+"""How often :meth:`Mover.publish` writes its staged file again when it was removed before
+its rename (see there)."""
+
+
 def _folder_gone(path: StrPath, dest: StrPath) -> SpoolIOError | None:
     """The SpoolIOError to raise when the folder of ``path`` is gone, for a publish to
     ``dest``; None while it is there.  ``path`` is ``dest`` after a publish that placed
@@ -418,17 +423,28 @@ class Mover:
                 return False
             # the spare vanished under us: write a fresh file instead
         tag = WRITE_TAG + _name(dest).removesuffix(".json")
-        tmp = self._write_fresh(lambda: self._staging(tag), dest, data, durable)
-        try:
-            if self.move(tmp, dest, replace=replace, durable=durable):
-                return True
-        except BaseException as exc:
-            _remove_on_error(self, tmp, dest, exc)
-            raise
-        self.unlink(tmp)
-        if (gone := _folder_gone(dest, dest)) is not None:
-            raise gone
-        return False
+        for _ in range(STAGED_WRITE_TRIES):
+            tmp = self._write_fresh(lambda: self._staging(tag), dest, data, durable)
+            try:
+                if self.move(tmp, dest, replace=replace, durable=durable):
+                    return True
+            except BaseException as exc:
+                _remove_on_error(self, tmp, dest, exc)
+                raise
+            if os.path.lexists(tmp):  # dest exists and may not be replaced
+                self.unlink(tmp)
+                if (gone := _folder_gone(dest, dest)) is not None:
+                    raise gone
+                return False
+            if (gone := _folder_gone(dest, dest)) is not None:
+                raise gone
+            # The staged file went before its rename: another processor's recovery, to
+            # which its writer's pid looked dead (another pid namespace: a container
+            # sharing the spool).  Taken for "dest exists", a submit said the job was
+            # already pending, and no job was (QA).
+        raise SpoolIOError(f"cannot publish {_name(dest)}: its staged file in "
+                           f"{_name(_parent(tmp))}/ was removed before it could be moved "
+                           f"in, {STAGED_WRITE_TRIES} times")
 
     def publish_advisory(self, dest: StrPath, data: bytes) -> None:
         """Replace ``dest`` (a file rewritten again and again: the processor's status)

@@ -17,9 +17,11 @@ No other module joins spool paths.  Ids are validated before a path is built.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from spool.errors import InvalidId, SpoolIOError
 from spool.ids import ID_RE, JOB_SUFFIX
@@ -155,11 +157,13 @@ class Layout:
         return f"{self._dirs['cancel']}/{_checked(job_id)}"
 
     def staging_str(self, tag: str) -> str:
-        return f"{self._dirs['tmp']}/{tag}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        """A new staging file's path in ``tmp/``, named for this process (see
+        :func:`parse_staging`)."""
+        return f"{self._dirs['tmp']}/{tag}.{writer_field()}.{os.urandom(6).hex()}.tmp"
 
     def private_staging_str(self, tag: str) -> str:
         """As :meth:`staging_str`, in ``stage/``."""
-        return f"{self._dirs['stage']}/{tag}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        return f"{self._dirs['stage']}/{tag}.{writer_field()}.{os.urandom(6).hex()}.tmp"
 
     def exists(self) -> bool:
         return all(p.is_dir() for p in self.required_folders())
@@ -224,16 +228,58 @@ def is_kept_name(name: str) -> bool:
     return name.startswith(".") and KEPT_TAG in name
 
 
-def parse_staging(name: str) -> tuple[str, int] | None:
-    """``(tag, pid)`` of a name spoolq stages under (``<tag>.<pid>.<hex>.tmp``, see
-    :meth:`Layout.staging_str`), else None: a client's file.  The random part is 12
-    lowercase hex digits, more for a spare (a count follows them): a client staging its
-    drop as ``export.20261201.part.tmp`` had it removed within a scan, mid-write."""
+class StagingName(NamedTuple):
+    """What a staging file's name says (:func:`parse_staging`)."""
+
+    tag: str
+    pid: int
+    space: str | None
+    """The writer's pid space (:func:`pid_space`); None in an older spoolq's name."""
+
+
+def parse_staging(name: str) -> StagingName | None:
+    """What a name spoolq stages under says (``<tag>.<pid>-<space>.<hex>.tmp``, see
+    :meth:`Layout.staging_str`; an older spoolq's ``<tag>.<pid>.<hex>.tmp``), else None:
+    a client's file.  The random part is 12 lowercase hex digits, more for a spare (a
+    count follows them): a client staging its drop as ``export.20261201.part.tmp`` had
+    it removed within a scan, mid-write."""
     parts = name.rsplit(".", 3)
-    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit() \
-            or len(parts[2]) < 12 or not all(c in _HEX for c in parts[2]):
+    if len(parts) != 4 or parts[3] != "tmp" or len(parts[2]) < 12 \
+            or not all(c in _HEX for c in parts[2]):
         return None
-    return parts[0], int(parts[1])
+    pid, _, space = parts[1].partition("-")
+    if not pid.isdigit() or (space and (len(space) != _SPACE_DIGITS
+                                        or not all(c in _HEX for c in space))):
+        return None
+    return StagingName(parts[0], int(pid), space or None)
+
+
+_SPACE_DIGITS = 8
+_space: list[str | None] = []  # this process's pid space, once known
+
+
+def pid_space() -> str | None:
+    """This process's pid space: its pid namespace on this boot of this host, as 8 hex
+    digits; None where ``/proc`` does not tell.  A staging file's name carries its
+    writer's pid with it: where the spaces differ (a container sharing the spool, another
+    host on a shared filesystem), no process here can tell whether that pid runs."""
+    if not _space:
+        try:
+            namespace = os.readlink("/proc/self/ns/pid")
+            with open("/proc/sys/kernel/random/boot_id", "rb") as file:
+                boot = file.read().strip()
+        except OSError:
+            _space.append(None)
+        else:
+            _space.append(hashlib.blake2b(boot + os.fsencode(namespace),
+                                          digest_size=_SPACE_DIGITS // 2).hexdigest())
+    return _space[0]
+
+
+def writer_field() -> str:
+    """The writer part of a staging name: ``<pid>-<space>``, or ``<pid>`` without one."""
+    space = pid_space()
+    return f"{os.getpid()}-{space}" if space is not None else str(os.getpid())
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -406,7 +406,8 @@ class Record(_JobFields):
     host: str | None = None
     pid: int | None = Field(
         default=None, description="while the job runs, its processor's (the owner of its "
-        "claim: killing it stops every job it runs); once it ended, the process that ran "
+        "claim: killing it stops every job it runs; a pid of the processor's own pid "
+        "namespace, its container's); once it ended, the process that ran "
         "the tool (a COMPUTE worker's, the processor's for a FAST tool, and the "
         "processor's, with its host, for a job run on a Dask cluster)")
     # Before result: a reader of a record too large to read whole reads what comes first.

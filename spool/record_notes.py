@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from spool.clock import utc_from_ns
 from spool.ids import id_from_name
-from spool.layout import parse_staging
+from spool.layout import StagingName, parse_staging
 from spool.models import Record
 from spool.quarantine import RECORD_NOTE
-from spool.staged import DEAD_STAGING_AGE_S, pid_alive
+from spool.staged import DEAD_STAGING_AGE_S, may_live
 from spool.transitions import Spool
 
 
@@ -51,7 +51,7 @@ class RecordNotes:
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.paths: dict[str, tuple[int, bool]] = {}  # note's path -> (writer's pid, old)
+        self.paths: dict[str, tuple[StagingName, float]] = {}  # note's path -> (its name, age)
         self.records: dict[int | None, list[Noted]] = {}  # a drop's inode -> its notes
 
     def collect(self, listed: list[os.DirEntry[str]]) -> set[str]:
@@ -65,10 +65,10 @@ class RecordNotes:
             if parsed is None or not parsed[0].startswith(RECORD_NOTE + "-"):
                 continue
             try:
-                old = now_s - entry.stat(follow_symlinks=False).st_ctime > DEAD_STAGING_AGE_S
+                age_s = now_s - entry.stat(follow_symlinks=False).st_ctime
             except FileNotFoundError:
                 continue
-            self.paths[entry.path] = (parsed[1], old)
+            self.paths[entry.path] = (parsed, age_s)
             try:
                 with open(entry.path, "rb") as file:
                     record = Record.model_validate_json(file.read())
@@ -125,6 +125,6 @@ class RecordNotes:
     def drop_dead(self) -> int:
         """Remove the notes of dead writers (their quarantines are settled by now), and
         those older than :data:`DEAD_STAGING_AGE_S` (a live process's, as its pid was
-        reused: a quarantine takes milliseconds)."""
-        return sum(self.spool.mover.unlink(path) for path, (pid, old) in self.paths.items()
-                   if old or not pid_alive(pid))
+        reused: a quarantine takes milliseconds); see :func:`spool.staged.may_live`."""
+        return sum(self.spool.mover.unlink(path) for path, (staged, age_s) in self.paths.items()
+                   if age_s > DEAD_STAGING_AGE_S or not may_live(staged, age_s))

@@ -1,8 +1,9 @@
 """Staged files: what a write, quarantine, cancel or retry left in ``tmp/`` or ``stage/``.
 
-A staged file is dead when its writer's pid is gone (or it is untouched for
-:data:`DEAD_STAGING_AGE_S`); one a live process holds or may still move is never
-touched, nor a regular file under a claim lease.  A quarantine, cancel or retry cut
+A staged file is dead when its writer's pid is gone (of another pid space, where that
+cannot be told: once it has stood unchanged for :data:`STAGING_GRACE_S`), or it is
+untouched for :data:`DEAD_STAGING_AGE_S`; one a live process holds or may still move
+is never touched, nor a regular file under a claim lease.  A quarantine, cancel or retry cut
 short there is completed or undone, so nothing a client sent is dropped; a record a
 purge or a finisher (:mod:`spool.superseded`) held there goes back unless a newer one
 stands; other dead staging files are removed.  Part of :class:`spool.recovery.Recovery`'s pass.
@@ -22,7 +23,7 @@ from spool.errors import ConflictError, UnreadableDrop
 from spool.fsops import SPARE_TAG, WRITE_TAG, failing_file, no_access
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
-from spool.layout import parse_staging
+from spool.layout import StagingName, parse_staging, pid_space
 from spool.lease import is_locked
 from spool.orphans import lease
 from spool.purge import PURGE_TAG
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from spool.terminal_leftovers import TerminalLeftovers
 
 DEAD_STAGING_AGE_S = 86_400.0
+STAGING_GRACE_S = 60.0
+"""A staging file of spoolq's whose writer is of another pid space (:func:`may_live`) is
+left until it has stood unchanged this long."""
 
 Seen = tuple[int, int, float]
 """A staging file's inode and ctime when a pass first saw it so, and its age then less
@@ -74,16 +78,17 @@ class Staged:
             st = _lstat(entry, report)
             if st is None:
                 continue
-            if parsed is not None and not trusted and parsed[0].partition("-")[0] in ACTIONS:
-                if pid_alive(parsed[1]):
+            age = self.age_s(entry.path, st, now_s)
+            if parsed is not None and not trusted and parsed.tag.partition("-")[0] in ACTIONS:
+                if may_live(parsed, age):
                     continue
                 if not _owned_by(st, own_uids):  # never completed, however old
-                    self._keep_untrusted(Path(entry.path), parsed[0], st, report)
+                    self._keep_untrusted(Path(entry.path), parsed.tag, st, report)
                     continue
                 # The spool user's own file: no submitter's.  An older spoolq's move (they
                 # staged in tmp/), cut short: settled below as any move.
-            old = self.age_s(entry.path, st, now_s) > DEAD_STAGING_AGE_S
-            if parsed is None or (clients and not _spoolqs(parsed[0])):
+            old = age > DEAD_STAGING_AGE_S
+            if parsed is None or (clients and not _spoolqs(parsed.tag)):
                 # A client's file; or, in tmp/, one under a name shaped like spoolq's
                 # (report-42.<pid of another host or container>.<hex>.tmp), or an older
                 # spoolq's write: as any client's file, removed once a day unchanged (the
@@ -92,19 +97,18 @@ class Staged:
                 if old:
                     report.removed += self.mover.unlink(Path(entry.path))
                 continue
-            tag, pid = parsed
-            path = Path(entry.path)
-            if tag == SPARE_TAG and pid == os.getpid():
+            if parsed.tag == SPARE_TAG and parsed.pid == os.getpid() \
+                    and parsed.space in (None, pid_space()):
                 if self.mover.holds_spare(entry.path):
                     continue
-                # else a spare of an earlier process that had this pid (a restarted container)
-            elif pid_alive(pid) and (not old or tag == SPARE_TAG):
+                # else a spare of an earlier process that had this pid
+            elif may_live(parsed, age) and (not old or parsed.tag == SPARE_TAG):
                 continue  # a live process's spare, however long it has waited
             # Only a regular file can carry a claim lease; never open a symlink,
             # FIFO, socket or device left by a quarantine cut short.
             if stat.S_ISREG(st.st_mode) and self._locked(entry, report):
                 continue
-            self._settle_staged(tag, path, st, report)
+            self._settle_staged(parsed.tag, Path(entry.path), st, report)
 
     @staticmethod
     def _locked(entry: os.DirEntry[str], report: RecoveryReport) -> bool:
@@ -428,6 +432,19 @@ def _owned_by(st: os.stat_result, uids: set[int]) -> bool:
     one of them.  A submitter can make no file another user owns, nor link one of
     spoolq's there (a second link; and ``fs.protected_hardlinks`` refuses it)."""
     return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid in uids
+
+
+def may_live(staged: StagingName, age_s: float) -> bool:
+    """Whether the writer of a staging file that has stood unchanged for ``age_s`` may
+    still be at it: a live process; one whose pid no process here can tell of (another
+    pid space: a container sharing the spool, see :func:`spool.layout.pid_space`) until
+    the file has stood :data:`STAGING_GRACE_S` (a spare: a day).  Judged by their pids
+    here, the staged submits, cancel requests and records of other containers'
+    processes were removed mid-write (QA)."""
+    if staged.space is not None and staged.space != pid_space():
+        # A spare may wait days for a full disk (see Mover.retire): kept a day.
+        return age_s < (DEAD_STAGING_AGE_S if staged.tag == SPARE_TAG else STAGING_GRACE_S)
+    return pid_alive(staged.pid)
 
 
 def pid_alive(pid: int) -> bool:
