@@ -345,5 +345,8 @@ def release(processor: Processor) -> None:
 
 
 def owner_id() -> str:
+    """``<host>-<pid>-<12 hex digits>``: containers share host names and pids (two "box",
+    pid 1), and 4 hex digits met in 1 of 65,536 starts, the second processor refused
+    its lease (QA).  The host is cut so the random part is never cut off."""
     host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
-    return f"{host.strip('.-_') or 'host'}-{os.getpid()}-{os.urandom(2).hex()}"[:120]
+    return f"{host.strip('.-_')[:96] or 'host'}-{os.getpid()}-{os.urandom(6).hex()}"
