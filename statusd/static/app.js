@@ -1121,10 +1121,14 @@ function renderNote() {
 }
 
 function stalledProcessor(record) {
-  // The running job's own processor, when it holds its lock but sends no heartbeat.
+  // The running job's own processor, when it holds its lock but sends no heartbeat:
+  // by the owner its progress names, else by host and pid, which processors in
+  // containers share (two "box", pid 1: a live one's job was said to be a hung one's).
   if (!record || record.state !== "running") return undefined;
-  return ui.processors.find((p) => p.alive === false && p.host === record.host
-    && p.pid === record.pid);
+  const owner = record.progress && record.progress.owner;
+  const its = ui.processors.filter((p) => (owner ? p.owner === owner
+    : p.host === record.host && p.pid === record.pid));
+  return its.some((p) => p.alive !== false) ? undefined : its[0];
 }
 
 function hungText(processor, whose = "its processor") {

@@ -301,12 +301,13 @@ def claim(spool: Spool, job_id: str) -> Claim:
 
 
 def report(spool: Spool, claim_: Claim, fraction: float | None, message: str, *,
-           started_at: datetime | None = None) -> None:
+           started_at: datetime | None = None, owner: str | None = None) -> None:
     """Write the progress sidecar as the processor does (``started_at``: the run's start,
-    by default now)."""
+    by default now; ``owner``: the processor's owner id, none by default)."""
     now = datetime.now(UTC)
     progress = Progress(fraction=fraction, message=message, updated_at=now,
-                        started_at=started_at or now, attempt=1, host="test", pid=os.getpid())
+                        started_at=started_at or now, attempt=1, host="test", pid=os.getpid(),
+                        owner=owner)
     spool.mover.publish(spool.layout.progress_file(claim_.job_id),
                         progress.model_dump_json().encode(), durable=False)
 

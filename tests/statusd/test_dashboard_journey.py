@@ -634,6 +634,32 @@ def test_a_long_id_leaves_the_other_columns_their_width(
     assert cells[0][2] < 0.3 * 1400, cells
 
 
+def test_a_job_is_its_own_processor_s_whoever_shares_that_host_and_pid(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Processors in containers share host names and pids (two "box", each pid 1): a
+    live processor's job was said to be a hung one's, by host and pid (QA).  The owner
+    its progress names is its processor."""
+    hung = FakeOwner(spool, "box-1-aaaa", beat_age_s=120)
+    live = FakeOwner(spool, "box-1-bbbb")
+    submit(spool, "lively")
+    running = claim(spool, "lively")
+    report(spool, running, 0.5, "half", owner="box-1-bbbb")
+    submit(spool, "stuck")
+    stuck = claim(spool, "stuck")
+    report(spool, stuck, 0.5, "half", owner="box-1-aaaa")
+    try:
+        page.goto(server.base + "/#/tasks/stuck")
+        expect(page.locator("#task-note")).to_contain_text("has sent no heartbeat since")
+        page.goto(server.base + "/#/tasks/lively")
+        expect(page.locator("#task-progress .text")).to_have_text("50% half")
+        expect(page.locator("#task-note")).not_to_contain_text("heartbeat")
+    finally:
+        stuck.close()
+        running.close()
+        live.close()
+        hung.close()
+
+
 def test_a_job_of_a_hung_processor_and_a_job_no_processor_runs_say_why(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A processor that hangs (SIGSTOP, a stuck disk) holds its lock: its running job
