@@ -76,6 +76,7 @@ def take_hold(processor: Processor) -> None:
     # displaced FAST run's thread must get the GIL at once when they wake: a short
     # switch interval keeps them from waiting long for it (0.1 ms).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    proctree.require_own_proc()
     # What FAST tools start stays below this process, double forks too, to be killed
     # at stop (see processor.proctree).
     proctree.prctl(proctree.PR_SET_CHILD_SUBREAPER, 1)

@@ -21,6 +21,7 @@ import os
 import signal
 from collections.abc import Collection
 
+from spool.errors import ConfigError
 from spool.fsops import NO_DESCRIPTOR
 
 log = logging.getLogger("spoolq.processor")
@@ -322,3 +323,19 @@ def kill_tool_processes() -> list[int]:
     ``hidepid`` hides).
     """
     return kill_descendants(os.getpid(), spare=mp_helpers())
+
+
+def require_own_proc(proc: str = "/proc") -> None:
+    """ConfigError when ``proc`` is another pid namespace's (one made without a /proc of
+    its own: ``unshare --pid --fork`` without ``--mount-proc``): the processes read
+    there as this one's children would be another namespace's (the host's init's), and
+    the kills of a stop would go to their numbers here.  Nothing without a /proc."""
+    try:
+        seen = int(os.readlink(f"{proc}/self"))
+    except (OSError, ValueError):
+        return
+    if seen != os.getpid():
+        raise ConfigError(f"{proc} is another pid namespace's ({proc}/self is pid {seen}, "
+                          f"this process is pid {os.getpid()}): the processes a tool starts "
+                          f"could not be told apart; mount a /proc of this namespace (in a "
+                          "container, as its runtime does; with unshare, --mount-proc)")
