@@ -30,7 +30,6 @@ feed is tried again at each heartbeat (an info line once it is whole again).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -216,13 +215,14 @@ class Discovery:
         feed, or a folder unwatched, where its limits are reached: see the module)."""
         folders = [self.layout.folder(JobState.PENDING), self.layout.cancel]
         if PolledFeed.available():
-            feed = PolledFeed(folders, self.on_change, arrivals_only=True, follow_writes=True)
+            feed = PolledFeed(folders, self.on_change, arrivals_only=True,
+                              follow_writes=folders[0])
             if not feed.try_start():
                 self._say_shortage(feed.shortage)
                 return
             self.inbox.add_reader(feed.fileno(), feed.drain)
             self.feed = feed
-            self.intake.being_written = functools.partial(feed.being_written, _PENDING)
+            self.intake.being_written = feed.being_written
             self._say_shortage()
         else:  # pragma: no cover - not Linux: a feed thread posts its events
             self.feed = ChangeFeed(folders, lambda folder, name: self.inbox.post(
@@ -286,7 +286,7 @@ class Discovery:
     def _forget_gone(self, present: set[str]) -> None:
         """What is known of the names no longer in ``pending/`` (``present``)."""
         if isinstance(self.feed, PolledFeed):
-            self.feed.forget_writes(_PENDING, present)
+            self.feed.forget_writes(present)
         for name in self.held.keys() - present:
             del self.held[name]
         for name in (self.seen.keys() | self.unreadable.keys()) - present:

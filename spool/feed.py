@@ -235,12 +235,15 @@ class PolledFeed:
     """
 
     def __init__(self, folders: Iterable[Path], on_change: OnChange, *,
-                 arrivals_only: bool = False, follow_writes: bool = False) -> None:
-        """``follow_writes``: keep which files are being written (:meth:`being_written`)."""
+                 arrivals_only: bool = False, follow_writes: Path | None = None) -> None:
+        """``follow_writes``: one of ``folders``, whose files being written are kept
+        (:meth:`being_written`)."""
         self.folders = list(folders)
         self.on_change = on_change
         self.arrivals_only = arrivals_only
-        self._writes: set[tuple[str, str]] | None = set() if follow_writes else None
+        self._followed = follow_writes.name if follow_writes is not None else None
+        self._writes: set[str] = set()  # the followed folder's names being written
+        self._closed: dict[int, None] = {}  # inodes of unnamed files (O_TMPFILE) closed
         self._fd = -1
         self._folder_of: dict[int, Path] = {}
         self._unwatched: set[Path] = set()
@@ -313,33 +316,40 @@ class PolledFeed:
                 self.on_change("", "")
             elif name and (folder := self._folder_of.get(wd)) is not None:
                 text = os.fsdecode(name)
-                if self._writes is not None:
-                    if mask & _CREATE_OR_DIR == _CREATE:
-                        self._writes.add((folder.name, text))
-                    else:  # closed after writing, or another file moved in or out
-                        self._writes.discard((folder.name, text))
+                if folder.name == self._followed:
+                    self._follow(text, mask)
                 self.on_change(folder.name, text)
 
-    def being_written(self, folder: str, name: str) -> bool:
-        """The feed saw ``name`` created in ``folder`` (``IN_CREATE``), not yet closed
-        after writing (``IN_CLOSE_WRITE``) or replaced by a rename: its creator may be
-        writing it still.  The kernel tells this of any user's file, where a read lease
-        (:func:`spool.lease.open_for_writing`) is only the file owner's or root's to ask.
-        False when the feed did not see it come: present at the start, or events lost
-        (a queue overflow, a watch lost), or with ``follow_writes`` off.  A name made by
-        ``link`` is taken for created too (inotify tells no difference)."""
-        return self._writes is not None and (folder, name) in self._writes
+    def _follow(self, name: str, mask: int) -> None:
+        if mask & _CREATE_OR_DIR == _CREATE:
+            self._writes.add(name)
+            return
+        self._writes.discard(name)  # closed after writing, or another file moved in or out
+        if name.startswith("#") and name[1:].isdigit() and mask & _CLOSE_WRITE:
+            # An unnamed file (O_TMPFILE) linked in is closed under its inode's name.
+            self._closed[int(name[1:])] = None
+            if len(self._closed) > _CLOSED_KEPT:
+                del self._closed[next(iter(self._closed))]
 
-    def forget_writes(self, folder: str, present: set[str]) -> None:
-        """Forget the files being written in ``folder`` that are no longer in it (a feed
-        of arrivals only hears no removal)."""
+    def being_written(self, name: str, inode: int) -> bool:
+        """The feed saw ``name`` (of inode ``inode``) created in the followed folder
+        (``IN_CREATE``), not yet closed after writing (``IN_CLOSE_WRITE``) nor replaced
+        by a rename: its creator may be writing it still.  The kernel tells this of any
+        user's file, where a read lease (:func:`spool.lease.open_for_writing`) is only
+        the file owner's or root's to ask.  False when the feed did not see it come:
+        present at the start, or events lost (a queue overflow, a watch lost).  A name
+        made by ``link`` looks created too; a file created with no write open
+        (``O_RDONLY|O_CREAT``) is never closed after writing."""
+        return name in self._writes and inode not in self._closed
+
+    def forget_writes(self, present: set[str]) -> None:
+        """Forget the files being written in the followed folder that are no longer in it
+        (``present``: its names; a feed of arrivals only hears no removal)."""
         if self._writes:
-            self._writes.difference_update(
-                {key for key in self._writes if key[0] == folder and key[1] not in present})
+            self._writes.intersection_update(present)
 
     def _forget_writes(self) -> None:
-        if self._writes:
-            self._writes.clear()  # what came meanwhile is unknown: see being_written
+        self._writes.clear()  # what came meanwhile is unknown: see being_written
 
     def _lost_watch(self, wd: int) -> None:
         folder = self._folder_of.pop(wd, None)
@@ -374,6 +384,9 @@ class PolledFeed:
 _CREATE = int(inotify_c.InotifyConstants.IN_CREATE) if inotify_c is not None else 0
 _CREATE_OR_DIR = _CREATE | (int(inotify_c.InotifyConstants.IN_ISDIR) if inotify_c else 0)
 """A file created has ``_CREATE`` of these mask bits (a folder both)."""
+_CLOSE_WRITE = int(inotify_c.InotifyConstants.IN_CLOSE_WRITE) if inotify_c is not None else 0
+_CLOSED_KEPT = 4096
+"""How many closed unnamed files' inodes a feed remembers (see PolledFeed._follow)."""
 
 
 def _watch_mask(arrivals_only: bool) -> int:

@@ -33,7 +33,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -154,10 +154,11 @@ class Intake:
         self.clock = clock
         self._unsettled: dict[str, tuple[int, int, float]] = {}
         self._may_quarantine = True  # this inspect's: see inspect
-        self.being_written: Callable[[str], bool] = _unknown
-        """Whether a pending name is still being written by the process that created it,
-        as a change feed saw it (:meth:`spool.feed.PolledFeed.being_written`); asked of
-        a file whose read lease cannot tell (see :meth:`_held_open`)."""
+        self.being_written: Callable[[str, int], bool] = _unknown
+        """Whether a pending name (of an inode) is still being written by the process
+        that created it, as a change feed saw it
+        (:meth:`spool.feed.PolledFeed.being_written`); asked of a file whose read lease
+        cannot tell (see :meth:`_held_open`)."""
 
     def inspect(self, name: str, *, quarantine: bool = True,
                 defer_over: int | None = None) -> Inspection:
@@ -289,12 +290,12 @@ class Intake:
             return self._quarantine(name, st, "file", f"invalid job: {big_integer_reason(big)}")
         if self._settling(name, st):
             return Inspection(Verdict.WAITING)
-        held_s = self._held_open(name, st)
-        if _writer_waits(held_s):
+        held = self._held_open(name, st)
+        if _writer_waits(held):
             return Inspection(Verdict.WRITING)
         reason = malformed_reason(data, exc)
-        if held_s is not None:
-            reason += f" (unchanged for {OPEN_WRITER_WAIT_S:.0f} s, still open for writing)"
+        if held is not None:
+            reason += f" (unchanged for {OPEN_WRITER_WAIT_S:.0f} s, {held.how})"
         self._unsettled.pop(name, None)
         return self._quarantine(name, st, "file", reason)
 
@@ -309,26 +310,30 @@ class Intake:
             return self.settle_s > 0
         return now - seen[2] < self.settle_s
 
-    def _held_open(self, name: str, st: os.stat_result) -> float | None:
-        """How long ``name``, settled (:meth:`_settling`), has stayed unchanged, when it
-        is a regular file a process still has open for writing
-        (:func:`~spool.lease.open_for_writing`); else None.  Such a file waits up to
-        :data:`OPEN_WRITER_WAIT_S` (:func:`_writer_waits`): a writer that created its
-        file and then waited on its source (``wget -O``, a shell's ``{ sleep 3; cat; }
-        >``) had the job failed "empty file", and went on writing into the quarantine,
-        told all was well (QA).  Where the lease cannot tell (another user's file to a
-        processor without CAP_LEASE), :attr:`being_written` is asked."""
+    def _held_open(self, name: str, st: os.stat_result) -> Held | None:
+        """How long ``name``, settled (:meth:`_settling`), has stayed unchanged, and how it
+        is known to be held, when it is a regular file a process still has open for
+        writing (:func:`~spool.lease.open_for_writing`); else None.  Such a file waits
+        up to :data:`OPEN_WRITER_WAIT_S` (:func:`_writer_waits`): a writer that created
+        its file and then waited on its source (``wget -O``, a shell's ``{ sleep 3;
+        cat; } >``) had the job failed "empty file", and went on writing into the
+        quarantine, told all was well (QA).  Where the lease cannot tell (another user's
+        file to a processor without CAP_LEASE), :attr:`being_written` is asked."""
         seen = self._unsettled.get(name)
         if seen is None or not stat.S_ISREG(st.st_mode):
             return None
         held = open_for_writing(self.spool.layout.entry_str(JobState.PENDING, name),
                                 st.st_ino)
+        how = HELD_OPEN
         if held is None and st.st_nlink == 1:
             # No lease for this process (another user's file, under the shipped units'
-            # user without CAP_LEASE): what the change feed saw of its creation.  A
-            # file of several links was linked in, not written here.
-            held = self.being_written(name)
-        return self.clock.monotonic() - seen[2] if held else None
+            # user without CAP_LEASE): what the change feed saw of its creation.  A file
+            # of several links was linked in, not written here.  (Nor was one linked in
+            # whose other name went since, a no-clobber drop's link then unlink: the
+            # feed cannot tell, and it waits; but a writer's fchown or fchmod changes
+            # the file as a link does, and a ctime past the mtime failed such a writer.)
+            held, how = self.being_written(name, st.st_ino), HELD_UNCLOSED
+        return Held(self.clock.monotonic() - seen[2], how) if held else None
 
     def _judge_json(self, name: str, job_id: str, st: os.stat_result, obj: Any,
                     data: bytes) -> Inspection:
@@ -407,13 +412,25 @@ class Intake:
             del self._unsettled[name]
 
 
-def _unknown(name: str) -> bool:
+def _unknown(name: str, inode: int) -> bool:
     return False
 
 
-def _writer_waits(held_s: float | None) -> bool:
-    """A file held open for writing ``held_s`` unchanged (None: not held) waits on."""
-    return held_s is not None and held_s < OPEN_WRITER_WAIT_S
+class Held(NamedTuple):
+    """A file held open for writing (:meth:`Intake._held_open`): for how long unchanged,
+    and how that is known (as a quarantine's message says it)."""
+
+    for_s: float
+    how: str
+
+
+HELD_OPEN = "still open for writing"
+HELD_UNCLOSED = "not closed after writing since its creation, as the change feed saw it"
+
+
+def _writer_waits(held: Held | None) -> bool:
+    """A file held open for writing (None: not held) waits on, up to its limit."""
+    return held is not None and held.for_s < OPEN_WRITER_WAIT_S
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:

@@ -435,14 +435,24 @@ def test_where_no_lease_can_tell_the_change_feed_s_word_holds_a_file_open(
     user without CAP_LEASE) failed a slow writer's job "empty file" after the settle
     time: the change feed's word that its creator has not closed it yet holds it."""
     assert signal.getsignal(signal.SIGIO) is signal.SIG_DFL  # no lease asked for
-    writing = {"slow.json", "linked.json"}
-    intake.being_written = lambda name: name in writing
+    writing = {"slow.json", "linked.json", "stuck.json"}
+    intake.being_written = lambda name, inode: name in writing
     drop_raw(spool.layout, "slow.json", b'{"tool": ')
     assert intake.inspect("slow.json").verdict is Verdict.WAITING
     clock.advance(SETTLE_S * 2)
     assert intake.inspect("slow.json").verdict is Verdict.WRITING
     writing.discard("slow.json")  # its writer closed it
     quarantined(spool, intake.inspect("slow.json"), "slow.json", "malformed JSON")
+
+    # Held to the end of the wait: the note says what is known, not an open file.
+    drop_raw(spool.layout, "stuck.json", b"")
+    assert intake.inspect("stuck.json").verdict is Verdict.WAITING
+    clock.advance(OPEN_WRITER_WAIT_S - 1)
+    assert intake.inspect("stuck.json").verdict is Verdict.WRITING
+    clock.advance(1)
+    quarantined(spool, intake.inspect("stuck.json"), "stuck.json",
+                "malformed JSON: empty file (unchanged for 600 s, not closed after writing "
+                "since its creation, as the change feed saw it)")
 
     # A name of several links was linked in: the feed's "created" is no writer's.
     outside = spool.layout.root / "outside"
@@ -456,9 +466,8 @@ def test_where_no_lease_can_tell_the_change_feed_s_word_holds_a_file_open(
 @pytest.mark.usefixtures("sigio_ignored")
 def test_a_lease_granted_outweighs_the_change_feed(spool: Spool, intake: Intake,
                                                    clock: FakeClock) -> None:
-    """The processor's own file, leased: nobody writes it, whatever the feed last saw
-    (a name made by ``link``, which inotify tells as a creation)."""
-    intake.being_written = lambda name: True
+    """The processor's own file, leased: nobody writes it, whatever the feed last saw."""
+    intake.being_written = lambda name, inode: True
     drop_raw(spool.layout, "closed.json", b'{"tool": ')
     assert intake.inspect("closed.json").verdict is Verdict.WAITING
     clock.advance(SETTLE_S)
