@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -124,12 +125,14 @@ class Listed:
     state: JobState
     path: str
     st: os.stat_result
+    seen_ns: int
+    """When it was listed (the wall clock, as file times go)."""
 
 
 def listed(folder: str, state: JobState) -> Iterator[Listed]:
     """The ``<id>.json`` entries of ``folder``, whatever they are (junk too)."""
     for job_id, path, st in scan_stats(folder, files_only=False):
-        yield Listed(job_id, state, path, st)
+        yield Listed(job_id, state, path, st, time.time_ns())
 
 
 def _staging_names(spool: Spool) -> Callable[[str], str]:
@@ -167,16 +170,25 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
 
 
 def _remove_original(spool: Spool, entry: Listed) -> None:
-    """Remove the quarantined original of a failed record unless it is newer than the
-    record (a re-drop's, quarantined since the listing, its own record on its way)."""
+    """Remove the quarantined original of a failed record unless it came since the
+    listing (a re-drop's, quarantined meanwhile, its own record on its way): changed
+    after the record and after the listing.  Changed after the record alone, it was
+    kept: a chmod or chown -R of the spool, an rsync -a or a mv of it, touches both in
+    any order, and the original left was then given a record of its own by recovery
+    ("quarantined when its processor died", QA)."""
     if entry.state is JobState.FAILED:
         original = spool.layout.original_str(entry.job_id)
         try:
-            newer = os.lstat(original).st_ctime_ns > entry.st.st_ctime_ns
+            changed_ns = os.lstat(original).st_ctime_ns
         except FileNotFoundError:
             return
-        if not newer:
+        if changed_ns <= entry.st.st_ctime_ns or changed_ns < entry.seen_ns - CTIME_SLACK_NS:
             spool.mover.unlink(original)
+
+
+CTIME_SLACK_NS = 20_000_000
+"""How far a file's ctime may lag the wall clock read just before it changed: the
+kernel stamps it from a clock read once a tick (up to 10 ms at 100 Hz)."""
 
 
 def _same_file(path: str, listed_st: os.stat_result) -> bool:

@@ -11,6 +11,7 @@ lost.  Purge must remove only the file it judged old.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,3 +93,25 @@ def test_purge_keeps_an_original_newer_than_the_record_it_removes(
     assert (report.removed, report.kept) == (1, 0)
     assert listing(layout.folder(F)) == ["bad.orig"]
     assert layout.original("bad").read_bytes() == b"{the second bad drop"
+
+
+def test_purge_removes_an_original_touched_after_its_record_before_the_listing(
+        tmp_path: Path) -> None:
+    """A chmod or chown -R of the spool (an rsync -a, a mv) changes the original after
+    its record, in any order: taken for a re-drop's, it stayed, and recovery gave it a
+    record of its own, "quarantined when its processor died" (QA)."""
+    spool = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    submit(spool, "bad")
+    run_to_end(spool, "bad", F, "first run", "run first run")
+    layout.original("bad").write_bytes(b"{the bad drop")
+    age(layout.job(F, "bad"))
+    time.sleep(0.03)  # past the tick the record's ctime was stamped in
+    layout.original("bad").chmod(0o600)  # its ctime now after the record's
+    assert layout.original("bad").stat().st_ctime_ns > layout.job(F, "bad").stat().st_ctime_ns
+    time.sleep(0.05)  # the purge comes later
+
+    report = Client(layout, spool.mover).purge(3600)
+
+    assert (report.removed, report.kept) == (1, 0)
+    assert listing(layout.folder(F)) == []
