@@ -61,16 +61,16 @@ class Head(NamedTuple):
     size: int
 
 
-def read_record(path: str | os.PathLike[str], *, strict: bool = False
-                ) -> bytes | Head | None:
-    """A terminal file's bytes, or its :class:`Head` when over PARSE_MAX_BYTES; None when
+def read_record(path: str | os.PathLike[str], *, strict: bool = False,
+                whole_max: int = PARSE_MAX_BYTES) -> bytes | Head | None:
+    """A terminal file's bytes, or its :class:`Head` when over ``whole_max``; None when
     it is gone or not a regular file (never following a symlink, never blocking).
     ``strict``: out of descriptors or the disk failing raises the OSError instead, as
     :func:`spool.entries.read_regular` does."""
     def head_or_whole(fd: int, st: os.stat_result) -> bytes | Head:
-        if st.st_size <= PARSE_MAX_BYTES:
-            data = read_fd(fd, PARSE_MAX_BYTES, st.st_size)
-            if len(data) <= PARSE_MAX_BYTES:
+        if st.st_size <= whole_max:
+            data = read_fd(fd, whole_max, st.st_size)
+            if len(data) <= whole_max:
                 return data
             # Grown past the bound since its stat (written in place): read to its end,
             # statusd held 1 GB for a 192 MB record rewritten under a rescan.
@@ -179,10 +179,12 @@ def head_record(entry: Entry, found: Head) -> tuple[Record, bool]:
 
 
 class BoundedReader(SpoolReader):
-    """A reader that never reads a terminal record over :data:`PARSE_MAX_BYTES` whole."""
+    """A reader that never reads a terminal record over ``whole_max`` bytes whole
+    (:data:`PARSE_MAX_BYTES` by default; less for a reader that shows no results)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, whole_max: int = PARSE_MAX_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.whole_max = whole_max
         self.large: dict[str, LargeRecord] = {}
         """Job id -> the file of its last record read from the head."""
 
@@ -194,7 +196,7 @@ class BoundedReader(SpoolReader):
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
         if entry.state in ACTIVE:
             return super().load(entry, strict=strict)
-        found = read_record(entry.path, strict=strict)
+        found = read_record(entry.path, strict=strict, whole_max=self.whole_max)
         if found is None:
             return None
         self.large.pop(entry.job_id, None)

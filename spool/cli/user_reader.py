@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 
 from spool.cli.command import EFFECTIVE
-from spool.large import BoundedReader
+from spool.large import PARSE_MAX_BYTES, BoundedReader
 from spool.layout import Layout
 from spool.models import Record
 from spool.reader import Entry
@@ -28,8 +28,9 @@ class UserReader(BoundedReader):
     gone (a job not found, a row not listed); ``unread`` lets the command say why.
     """
 
-    def __init__(self, layout: Layout, states: Iterable[JobState] = JobState) -> None:
-        super().__init__(layout, states)
+    def __init__(self, layout: Layout, states: Iterable[JobState] = JobState, *,
+                 whole_max: int = PARSE_MAX_BYTES) -> None:
+        super().__init__(layout, states, whole_max=whole_max)
         self.unread: dict[str, JobState] = {}
 
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
