@@ -3,7 +3,7 @@
 Both read the folders directly (:class:`spool.reader.SpoolReader`), like
 Postfix's ``showq``: they work while every daemon is down.  Their JSON is the
 shape statusd serves (DESIGN section 9: list and stats).  ``ls`` reads a record
-over 8 MiB from its head (:class:`spool.large.BoundedReader`), never whole, and
+over 32 KiB from its head (:class:`spool.large.BoundedReader`), never whole, and
 lists it as statusd's list does: without ``result``, with ``"result_omitted": true``.
 """
 
@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from spool.settings import Settings
 
 DEFAULT_LIMIT = 50
-ROW_MAX_BYTES = 64 * 1024
-"""``ls``'s table reads a record larger than this from its head only (it shows no result)."""
+ROW_MAX_BYTES = 32 * 1024
+"""``ls`` reads a record larger than this from its head only, and lists it without its
+``result`` (``"result_omitted": true``), as statusd's list does (``INLINE_MAX_BYTES``)."""
 
 
 # -- ls -------------------------------------------------------------------------------------
@@ -66,20 +67,21 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
                         metavar="N", help=f"jobs per page (default {DEFAULT_LIMIT}, "
                         f"at most {MAX_PAGE})")
     parser.add_argument("--cursor", metavar="C", help="the page after the one that printed C")
-    add_json(parser, '{"tasks": [record, ...], "next_cursor": C|null}')
+    add_json(parser, '{"tasks": [record, ...], "next_cursor": C|null} (a record over '
+             '32 KiB without its result, "result_omitted": true, which spoolq show --json '
+             'ID prints)')
 
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
-    from spool.large import PARSE_MAX_BYTES  # noqa: PLC0415 - lazy, see spool.cli
 
     state = JobState(args.state) if args.state else None
     layout = reader_of(settings).layout
     seen, blind = listable(layout, "spoolq ls" + (f" --state {state.value}" if state else ""),
                            state)
-    # A large record: its head only; for the table, which shows no result, any record
-    # over 64 KiB (51 rows of 3 MB backtests held 877 MB: QA).
-    reader = UserReader(layout, seen, whole_max=PARSE_MAX_BYTES if args.json else ROW_MAX_BYTES)
+    # A record over 32 KiB: its head only, as statusd's list carries it (51 rows of 3 MB
+    # backtests held 877 MB, a --json page of 100 of them 4 GB: QA).
+    reader = UserReader(layout, seen, whole_max=ROW_MAX_BYTES)
     try:
         page = reader.page(state=state, tool=args.tool, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # a cursor that is not ours, a limit out of range
