@@ -169,13 +169,13 @@ def wait_all(client: Client, ids: list[str], timeout: float | None, *, as_json: 
         codes.append(code)
         if quiet:
             continue
-        _line(job_id, record, reader.large.get(job_id), as_json=as_json)
+        job_line(job_id, record, reader.large.get(job_id), as_json=as_json)
     if EXIT_FAILED in codes:
         return EXIT_FAILED
     return EXIT_NOT_FINISHED if EXIT_NOT_FINISHED in codes else EXIT_OK
 
 
-def _line(job_id: str, record: Record, large: LargeRecord | None, *, as_json: bool) -> None:
+def job_line(job_id: str, record: Record, large: LargeRecord | None, *, as_json: bool) -> None:
     """One job's line of ``wait_all``: ``ID STATE [ERROR]``, or its record as one JSON
     line (one over 8 MiB, read from its head, without its result, marked as ``ls
     --json`` marks it).  A record that cannot be read is said so on the line and on
