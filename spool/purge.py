@@ -9,8 +9,8 @@ was listed; a newer record taken by mistake goes back.  A purge that dies in bet
 leaves the staged record to recovery, which puts it back unless a newer one stands
 there (:class:`spool.staged.Staged`); the next purge takes it again.  A quarantined
 original goes before its record (once the record is seen to be the one listed), never
-after, unless it is newer than the record: a re-drop's, quarantined since the listing,
-whose own record is on its way.
+after, unless a quarantine in flight placed it (its note in ``stage/`` says so): a
+re-drop's, whose own record is on its way.
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ from __future__ import annotations
 import enum
 import os
 import stat
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from spool.entries import scan_stats
 from spool.errors import UnreadableDrop
 from spool.kept import held_by_record_file
+from spool.layout import parse_staging
+from spool.quarantine import RECORD_NOTE
 from spool.states import TERMINAL, JobState
 from spool.superseded import put_back
 from spool.transitions import Spool
@@ -125,14 +127,12 @@ class Listed:
     state: JobState
     path: str
     st: os.stat_result
-    seen_ns: int
-    """When it was listed (the wall clock, as file times go)."""
 
 
 def listed(folder: str, state: JobState) -> Iterator[Listed]:
     """The ``<id>.json`` entries of ``folder``, whatever they are (junk too)."""
     for job_id, path, st in scan_stats(folder, files_only=False):
-        yield Listed(job_id, state, path, st, time.time_ns())
+        yield Listed(job_id, state, path, st)
 
 
 def _staging_names(spool: Spool) -> Callable[[str], str]:
@@ -170,25 +170,52 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
 
 
 def _remove_original(spool: Spool, entry: Listed) -> None:
-    """Remove the quarantined original of a failed record unless it came since the
-    listing (a re-drop's, quarantined meanwhile, its own record on its way): changed
-    after the record and after the listing.  Changed after the record alone, it was
-    kept: a chmod or chown -R of the spool, an rsync -a or a mv of it, touches both in
-    any order, and the original left was then given a record of its own by recovery
-    ("quarantined when its processor died", QA)."""
-    if entry.state is JobState.FAILED:
-        original = spool.layout.original_str(entry.job_id)
-        try:
-            changed_ns = os.lstat(original).st_ctime_ns
-        except FileNotFoundError:
+    """Remove the quarantined original of a failed record, but one a quarantine in
+    flight placed (a re-drop's, its record on its way over the listed one).
+
+    That quarantine's note in ``stage/`` names the original's inode from before it is
+    placed until after its record is out, and it is placed only where no original is
+    (:func:`spool.quarantine.from_pending`): so an original no note names is the listed
+    record's, unless the record was replaced meanwhile (its note gone since), looked at
+    after the notes.  Judged by times, an original touched after its record (a chmod or
+    chown -R of the spool, an rsync -a or a mv) was kept, and recovery then gave it a
+    record of its own, "quarantined when its processor died" (QA).  Where there is no
+    ``stage/`` to hold notes, the times decide as before: an original changed after
+    the record stays."""
+    if entry.state is not JobState.FAILED:
+        return
+    original = spool.layout.original_str(entry.job_id)
+    try:
+        st = os.lstat(original)
+    except FileNotFoundError:
+        return
+    notes = _noted_inodes(spool.layout.stage)
+    if notes is None:
+        if st.st_ctime_ns > entry.st.st_ctime_ns:
             return
-        if changed_ns <= entry.st.st_ctime_ns or changed_ns < entry.seen_ns - CTIME_SLACK_NS:
-            spool.mover.unlink(original)
+    elif st.st_ino in notes or not _same_file(entry.path, entry.st):
+        return  # the notes first: a quarantine's record is out before its note goes
+    spool.mover.unlink(original)
 
 
-CTIME_SLACK_NS = 20_000_000
-"""How far a file's ctime may lag the wall clock read just before it changed: the
-kernel stamps it from a clock read once a tick (up to 10 ms at 100 Hz)."""
+def _noted_inodes(stage: Path) -> set[int] | None:
+    """The inodes the quarantine notes in ``stage`` name; None when it cannot be listed
+    (none, or not this user's to read)."""
+    try:
+        names = os.listdir(stage)
+    except OSError:
+        return None
+    inodes = set()
+    for name in names:
+        parsed = parse_staging(name)
+        if parsed is not None and parsed.tag.startswith(_NOTE_PREFIX):
+            inode = parsed.tag.removeprefix(_NOTE_PREFIX).partition("-")[0]
+            if inode.isdigit():
+                inodes.add(int(inode))
+    return inodes
+
+
+_NOTE_PREFIX = RECORD_NOTE + "-"
 
 
 def _same_file(path: str, listed_st: os.stat_result) -> bool:
