@@ -218,11 +218,8 @@ class Client:
         # Should something keep taking the name, whatever is there is a request (the
         # processor asks lexists).  Durable as the mode asks: recovery fails an orphan
         # ``cancelled`` only while its request stands, and the CLI says it is in.
-        if not self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
-                                       "cancel request"):
-            # Said "the request stays in cancel/" (exit 0, 200), and nothing was there.
-            raise SpoolIOError(f"cannot write cancel/{job_id}: something that is not a "
-                               "regular file keeps taking its name")
+        self.spool.publish_file(self.layout.cancel_str(job_id), request, job_id,
+                                "cancel request")
 
     @_denied_is_spool_trouble
     def retry(self, job_id: str) -> Record:

