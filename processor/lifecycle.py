@@ -349,5 +349,6 @@ def owner_id() -> str:
     """``<host>-<pid>-<12 hex digits>``: containers share host names and pids (two "box",
     pid 1), and 4 hex digits met in 1 of 65,536 starts, the second processor refused
     its lease (QA).  The host is cut so the random part is never cut off."""
-    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    host = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "-"
+                   for c in socket.gethostname())  # "héllo": no valid id (review)
     return f"{host.strip('.-_')[:96] or 'host'}-{os.getpid()}-{os.urandom(6).hex()}"
