@@ -159,11 +159,11 @@ class Layout:
     def staging_str(self, tag: str) -> str:
         """A new staging file's path in ``tmp/``, named for this process (see
         :func:`parse_staging`)."""
-        return f"{self._dirs['tmp']}/{tag}.{writer_field()}.{os.urandom(6).hex()}.tmp"
+        return f"{self._dirs['tmp']}/{tag}.{os.getpid()}.{random_part()}.tmp"
 
     def private_staging_str(self, tag: str) -> str:
         """As :meth:`staging_str`, in ``stage/``."""
-        return f"{self._dirs['stage']}/{tag}.{writer_field()}.{os.urandom(6).hex()}.tmp"
+        return f"{self._dirs['stage']}/{tag}.{os.getpid()}.{random_part()}.tmp"
 
     def exists(self) -> bool:
         return all(p.is_dir() for p in self.required_folders())
@@ -238,23 +238,25 @@ class StagingName(NamedTuple):
 
 
 def parse_staging(name: str) -> StagingName | None:
-    """What a name spoolq stages under says (``<tag>.<pid>-<space>.<hex>.tmp``, see
-    :meth:`Layout.staging_str`; an older spoolq's ``<tag>.<pid>.<hex>.tmp``), else None:
-    a client's file.  The random part is 12 lowercase hex digits, more for a spare (a
-    count follows them): a client staging its drop as ``export.20261201.part.tmp`` had
-    it removed within a scan, mid-write."""
+    """What a name spoolq stages under says (``<tag>.<pid>.<hex>.tmp``, see
+    :meth:`Layout.staging_str`), else None: a client's file.  The hex part is the
+    writer's pid space (8 digits, :func:`pid_space`) and 12 random digits, a count after
+    them for a spare; an older spoolq's has no space (12 digits, a spare's count up to
+    7 more).  A name an older spoolq parses alike: it takes a cut-short move of this
+    one's for its own, never for a client's file (removed after a day).  A client
+    staging its drop as ``export.20261201.part.tmp`` had it removed within a scan,
+    mid-write: a name spoolq's needs that much hex."""
     parts = name.rsplit(".", 3)
-    if len(parts) != 4 or parts[3] != "tmp" or len(parts[2]) < 12 \
-            or not all(c in _HEX for c in parts[2]):
+    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit() \
+            or len(parts[2]) < _RANDOM_DIGITS or not all(c in _HEX for c in parts[2]):
         return None
-    pid, _, space = parts[1].partition("-")
-    if not pid.isdigit() or (space and (len(space) != _SPACE_DIGITS
-                                        or not all(c in _HEX for c in space))):
-        return None
-    return StagingName(parts[0], int(pid), space or None)
+    space = parts[2][:_SPACE_DIGITS] if len(parts[2]) >= _SPACED_DIGITS else None
+    return StagingName(parts[0], int(parts[1]), space)
 
 
 _SPACE_DIGITS = 8
+_RANDOM_DIGITS = 12
+_SPACED_DIGITS = _SPACE_DIGITS + _RANDOM_DIGITS
 _space: list[str | None] = []  # this process's pid space, once known
 
 
@@ -276,10 +278,10 @@ def pid_space() -> str | None:
     return _space[0]
 
 
-def writer_field() -> str:
-    """The writer part of a staging name: ``<pid>-<space>``, or ``<pid>`` without one."""
-    space = pid_space()
-    return f"{os.getpid()}-{space}" if space is not None else str(os.getpid())
+def random_part() -> str:
+    """The hex part of a new staging name: this process's pid space, then 12 random
+    digits (:func:`parse_staging`)."""
+    return (pid_space() or "") + os.urandom(_RANDOM_DIGITS // 2).hex()
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -91,7 +91,7 @@ def test_a_dead_writer_of_this_pid_space_is_settled_at_once(tmp_path: Path) -> N
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     mine = Path(spool.layout.staging_str(WRITE_TAG + "job-1")).name
-    dead = mine.replace(f".{os.getpid()}-", f".{int(gone.stdout)}-")
+    dead = mine.replace(f".{os.getpid()}.", f".{int(gone.stdout)}.")
     (spool.layout.tmp / dead).write_bytes(b"half")
     Recovery(spool).scan()
     assert listing(spool.layout.tmp) == []
@@ -103,7 +103,7 @@ def test_another_pid_space_s_spare_is_kept_a_day(tmp_path: Path) -> None:
     clock = FakeClock(datetime.now(UTC))
     spool = make_spool(tmp_path / "spool", clock=clock, recycle=True)
     other = "0" * 8 if pid_space() != "0" * 8 else "1" * 8
-    spare = spool.layout.stage / f"{SPARE_TAG}.1-{other}.0123456789ab0.tmp"
+    spare = spool.layout.stage / f"{SPARE_TAG}.1.{other}0123456789ab0.tmp"
     spare.write_bytes(b"")
     Recovery(spool).scan()
     clock.advance(STAGING_GRACE_S * 10)
@@ -116,12 +116,18 @@ def test_another_pid_space_s_spare_is_kept_a_day(tmp_path: Path) -> None:
 
 def test_older_names_and_foreign_ones_are_read_as_before() -> None:
     assert parse_staging(f"=job.123.{'ab' * 6}.tmp") == ("=job", 123, None)
-    assert parse_staging(f"=job.123-0a1b2c3d.{'ab' * 6}.tmp") == ("=job", 123, "0a1b2c3d")
-    for client in (f"=job.123-xyz.{'ab' * 6}.tmp", f"=job.123-0a1b2c3d9.{'ab' * 6}.tmp",
-                   "export.20261201.part.tmp", f"=job.-0a1b2c3d.{'ab' * 6}.tmp"):
+    assert parse_staging(f"+spare.123.{'ab' * 6}1f2.tmp") == ("+spare", 123, None)
+    assert parse_staging(f"=job.123.0a1b2c3d{'ab' * 6}.tmp") == ("=job", 123, "0a1b2c3d")
+    assert parse_staging(f"+spare.1.0a1b2c3d{'ab' * 6}7.tmp") == ("+spare", 1, "0a1b2c3d")
+    for client in (f"=job.12x.{'ab' * 6}.tmp", f"=job.123.{'ab' * 5}.tmp",
+                   "export.20261201.part.tmp", f"=job..{'ab' * 6}.tmp"):
         assert parse_staging(client) is None, client
     name = Path(Layout(Path("/s")).staging_str("=job")).name
     assert parse_staging(name) == ("=job", os.getpid(), pid_space())
+    # An older spoolq reads it as its own (tag, pid): a move cut short is never taken for
+    # a client's file by a processor a downgrade put back (the review).
+    parts = name.rsplit(".", 3)
+    assert parts[1].isdigit() and len(parts[2]) >= 12 and parts[3] == "tmp"
 
 
 def test_publish_writes_again_when_its_staged_file_is_removed_before_its_rename(

@@ -869,7 +869,7 @@ def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool
     staged = spool.mover.action_staging("cancel-c4")
     assert staged.parent == layout.stage
     os.rename(layout.job(P, "c4"), staged.with_name(staged.name.replace(
-        f".{os.getpid()}-", ".99999995-")))
+        f".{os.getpid()}.", ".99999995.")))
     assert Recovery(make_spool(layout.root)).scan().restored == ["c4"]
     assert layout.job(P, "c4").read_bytes() == pending
 

@@ -154,7 +154,7 @@ def test_recovery_keeps_a_live_spare_and_removes_a_dead_ones(spool: Spool,
     assert spares(spool) == [spare], "a spare keeps its job's mtime; only its pid counts"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    dead = spare.replace(f".{os.getpid()}-", f".{int(gone.stdout)}-")
+    dead = spare.replace(f".{os.getpid()}.", f".{int(gone.stdout)}.")
     os.rename(spool.layout.stage / spare, spool.layout.stage / dead)
     Recovery(spool, lambda job: 3).scan()
     assert listing(spool.layout.stage) == []
