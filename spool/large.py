@@ -189,23 +189,48 @@ class BoundedReader(SpoolReader):
         """Job id -> the file of its last record read from the head."""
 
     def record_of(self, entry: Entry, data: bytes) -> Record:
-        if entry.state not in ACTIVE:  # read whole: no longer a large record
-            self.large.pop(entry.job_id, None)
+        if entry.state in ACTIVE:
+            return super().record_of(entry, data)
+        if len(data) > self.whole_max:  # its bytes at hand, but shown as from its head
+            found = Head(data[:HEAD_BYTES], data[-TAIL_BYTES:], len(data))
+            if self._from_head_alone(found):
+                return self._head_record(entry, found)
+        self.large.pop(entry.job_id, None)  # read whole: no longer a large record
         return super().record_of(entry, data)
 
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
         if entry.state in ACTIVE:
             return super().load(entry, strict=strict)
         found = read_record(entry.path, strict=strict, whole_max=self.whole_max)
+        if isinstance(found, Head) and not self._from_head_alone(found):
+            found = read_record(entry.path, strict=strict)  # whole, as any reader reads it
         if found is None:
             return None
-        self.large.pop(entry.job_id, None)
         if not isinstance(found, Head):
+            self.large.pop(entry.job_id, None)
             return terminal_record(entry, found)
+        return self._head_record(entry, found)
+
+    def _head_record(self, entry: Entry, found: Head) -> Record:
+        self.large.pop(entry.job_id, None)
         record, complete = head_record(entry, found)
         if record.unreadable is None:
             self.large[entry.job_id] = LargeRecord(entry.path, found.size, complete)
         return record
+
+    def _from_head_alone(self, found: Head) -> bool:
+        """Whether a record can be shown from its head: one over :data:`PARSE_MAX_BYTES`
+        always; a smaller one (a reader of a lower ``whole_max``) when its head holds
+        its state and ``submitted_at`` before its result, as the spool writes them.  One
+        rewritten by another program (``jq -S``: keys sorted, result before them) was
+        listed without its tool and time, and out of its place (the review)."""
+        if found.size > PARSE_MAX_BYTES:
+            return True
+        try:
+            fields, complete = leading_fields(found.head)
+        except ValueError:
+            return False  # read whole, it says what it is
+        return complete and "state" in fields and "submitted_at" in fields
 
 
 def copy_record(large: LargeRecord, out: BinaryIO) -> bool:

@@ -282,3 +282,45 @@ def test_ls_reads_records_of_a_few_mib_from_their_heads(
     assert [row.split()[:3] for row in rows] == [
         [f"bt-{n:02d}", "done", "run_backtest"] for n in range(23, 3, -1)]
     assert peak < 100 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
+
+
+def test_ls_lists_a_record_rewritten_with_sorted_keys_in_its_place(
+        env: dict[str, str], root: Path) -> None:
+    """A record of 100 KiB rewritten by another program with its keys sorted (``jq -S``:
+    ``result`` before ``state``, ``submitted_at`` and ``tool``) was shown from its head
+    without its tool and time, left out by ``--tool``, and skipped by a walk of small
+    pages (the review).  It is read whole, as any reader reads it; a record of 40 KiB is
+    listed without its result, as statusd's list lists it."""
+    layout = Layout(root)
+    for n in range(4):
+        small = {**LEADING, "id": f"s{n}", "tool": "echo", "result": {"message": n},
+                 "submitted_at": f"2026-11-29T10:0{n * 2}:00Z"}
+        layout.job(JobState.DONE, f"s{n}").write_bytes(orjson.dumps(small))
+    sorted_keys = {**LEADING, "id": "sorted", "tool": "backtest",
+                   "submitted_at": "2026-11-29T10:03:00Z", "result": {"curve": "x" * 100_000}}
+    layout.job(JobState.DONE, "sorted").write_bytes(
+        orjson.dumps(sorted_keys, option=orjson.OPT_SORT_KEYS))
+    middle = {**LEADING, "id": "middle", "tool": "echo", "submitted_at": "2026-11-29T10:05:00Z",
+              "result": {"curve": "y" * 40_000}}
+    layout.job(JobState.DONE, "middle").write_bytes(orjson.dumps(middle))
+
+    rows = spoolq(env, "ls").stdout.splitlines()[1:]
+    assert [row.split()[:5] for row in rows] == [
+        ["s3", "done", "echo", "2026-11-29", "10:06:00Z"],
+        ["middle", "done", "echo", "2026-11-29", "10:05:00Z"],
+        ["s2", "done", "echo", "2026-11-29", "10:04:00Z"],
+        ["sorted", "done", "backtest", "2026-11-29", "10:03:00Z"],
+        ["s1", "done", "echo", "2026-11-29", "10:02:00Z"],
+        ["s0", "done", "echo", "2026-11-29", "10:00:00Z"]]
+    assert spoolq(env, "ls", "--tool", "backtest").stdout.splitlines()[1].startswith("sorted ")
+    walked, cursor = [], None
+    while True:
+        proc = spoolq(env, "ls", "--json", "--limit", "1", *(["--cursor", cursor] if cursor
+                                                             else []))
+        page = orjson.loads(proc.stdout)
+        walked += [task["id"] for task in page["tasks"]]
+        if not (cursor := page["next_cursor"]):
+            break
+        if page["tasks"][0]["id"] == "middle":
+            assert "result" not in page["tasks"][0] and page["tasks"][0]["result_omitted"]
+    assert walked == ["s3", "middle", "s2", "sorted", "s1", "s0"]
