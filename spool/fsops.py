@@ -344,6 +344,14 @@ STAGED_WRITE_TRIES = 3
 its rename (see there)."""
 
 
+def _refused(dest: StrPath) -> bool:
+    """False, a publish to ``dest`` refused by what is there; SpoolIOError when the
+    rename's refusal was the folder gone (see :func:`_folder_gone`)."""
+    if (gone := _folder_gone(dest, dest)) is not None:
+        raise gone
+    return False
+
+
 def _folder_gone(path: StrPath, dest: StrPath) -> SpoolIOError | None:
     """The SpoolIOError to raise when the folder of ``path`` is gone, for a publish to
     ``dest``; None while it is there.  ``path`` is ``dest`` after a publish that placed
@@ -410,32 +418,22 @@ class Mover:
         ``replace`` (as for :meth:`move`) may not replace."""
         spare, inode = self._rewrite_spare(data, durable)
         if spare is not None:
-            try:
-                if self.move(spare, dest, replace=replace, durable=durable):
-                    return True
-            except BaseException as exc:
-                _remove_on_error(self, spare, dest, exc)
-                raise
-            if os.path.lexists(spare):  # dest exists and may not be replaced
+            placed = self._place(spare, dest, replace, durable)
+            if placed:
+                return True
+            if placed is not None:  # dest exists and may not be replaced
                 self._spares.append((spare, inode, len(data)))
-                if (gone := _folder_gone(dest, dest)) is not None:
-                    raise gone
-                return False
+                return _refused(dest)
             # the spare vanished under us: write a fresh file instead
         tag = WRITE_TAG + _name(dest).removesuffix(".json")
         for _ in range(STAGED_WRITE_TRIES):
             tmp = self._write_fresh(lambda: self._staging(tag), dest, data, durable)
-            try:
-                if self.move(tmp, dest, replace=replace, durable=durable):
-                    return True
-            except BaseException as exc:
-                _remove_on_error(self, tmp, dest, exc)
-                raise
-            if os.path.lexists(tmp):  # dest exists and may not be replaced
+            placed = self._place(tmp, dest, replace, durable)
+            if placed:
+                return True
+            if placed is not None:
                 self.unlink(tmp)
-                if (gone := _folder_gone(dest, dest)) is not None:
-                    raise gone
-                return False
+                return _refused(dest)
             if (gone := _folder_gone(dest, dest)) is not None:
                 raise gone
             # The staged file went before its rename: another processor's recovery, to
@@ -445,6 +443,19 @@ class Mover:
         raise SpoolIOError(f"cannot publish {_name(dest)}: its staged file in "
                            f"{_name(_parent(tmp))}/ was removed before it could be moved "
                            f"in, {STAGED_WRITE_TRIES} times")
+
+    def _place(self, staged: str, dest: StrPath, replace: Replace, durable: bool
+               ) -> bool | None:
+        """Move the staged file ``staged`` to ``dest``: True when placed; False when
+        ``dest`` holds what ``replace`` may not replace (``staged`` is left); None when
+        ``staged`` went before its rename."""
+        try:
+            if self.move(staged, dest, replace=replace, durable=durable):
+                return True
+        except BaseException as exc:
+            _remove_on_error(self, staged, dest, exc)
+            raise
+        return False if os.path.lexists(staged) else None
 
     def publish_advisory(self, dest: StrPath, data: bytes) -> None:
         """Replace ``dest`` (a file rewritten again and again: the processor's status)
