@@ -383,17 +383,6 @@ def test_directory_quarantined_with_contents_once_it_stops_filling(
     assert (spool.layout.original("d") / "second.json").read_bytes() == VALID
 
 
-@pytest.fixture
-def sigio_ignored() -> Iterator[None]:
-    """As the processor has it (processor.stop_signals): a read lease is asked for only
-    by a process the lease-break signal does not end."""
-    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGIO, old)
-
-
 @pytest.mark.usefixtures("sigio_ignored")
 def test_a_file_still_open_for_writing_waits_past_the_settle_time(
         spool: Spool, intake: Intake, clock: FakeClock) -> None:

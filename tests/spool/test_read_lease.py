@@ -13,23 +13,12 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spool import lease
 from spool.lease import open_for_writing
-
-
-@pytest.fixture
-def sigio_ignored() -> Iterator[None]:
-    """As the processor has it: a lease is asked for only by a process SIGIO won't end."""
-    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGIO, old)
 
 
 @pytest.mark.usefixtures("sigio_ignored")
