@@ -35,8 +35,10 @@ import functools
 import logging
 import math
 import multiprocessing as mp
+import os
 import pickle
 import select
+import signal
 import threading
 import time
 from collections import deque
@@ -48,7 +50,7 @@ from typing import Any
 
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
-from processor.proctree import kill_orphans, kill_tree, parent_of
+from processor.proctree import kill_orphans, kill_tree, parent_of, stopped
 from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
@@ -62,6 +64,9 @@ log = logging.getLogger("spoolq.pool")
 _WORKERS: set[int] = set()
 
 _IDLE_WAIT_S = 1.0
+DEATH_UNTOLD_S = 3.0
+"""A killed worker whose end its forkserver has not told in this long: the forkserver is
+looked at (see LocalPool._resume_forkserver)."""
 _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
 
@@ -121,6 +126,7 @@ class LocalPool:
         self._waiting: deque[Task] = deque()
         self._waited: dict[str, float] = {}  # job id -> when its task first waited
         self._start_failing: str | None = None  # why, since the last result came
+        self._killed: list[tuple[BaseProcess, float]] = []  # deaths to hear of (under _lock)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -147,6 +153,7 @@ class LocalPool:
         self._poke()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._resume_forkserver()  # stopped, it tells no death: the joins (and exit) hung
         for slot in self._slots:
             if slot.process is not None:
                 slot.process.join(timeout=5)
@@ -485,9 +492,24 @@ class LocalPool:
                     continue
                 slot.kill_reason = ErrorType.TIMEOUT.value
                 self._kill(slot)
+            self._killed = [(process, at) for process, at in self._killed
+                            if not _readable_now(process.sentinel)]
+            if any(now - at > DEATH_UNTOLD_S for _, at in self._killed):
+                self._resume_forkserver()
+                self._killed = [(process, now) for process, _ in self._killed]
 
-    @staticmethod
-    def _retire_now(process: BaseProcess) -> None:
+    def _resume_forkserver(self) -> None:
+        """Resume the workers' forkserver if it is stopped (SIGSTOP, a debugger): a
+        stopped forkserver tells no worker's death and forks none, so a killed job ran
+        on for good, the COMPUTE lane froze with no word, and the processor hung at exit
+        (QA).  Looked at when a killed worker's death is overdue, and at shutdown."""
+        if self._forkserver and stopped(self._forkserver):
+            log.error("the workers' forkserver (pid %d) is stopped, so no worker's end is "
+                      "told and none is started: resuming it (SIGCONT)", self._forkserver)
+            with contextlib.suppress(OSError):
+                os.kill(self._forkserver, signal.SIGCONT)
+
+    def _retire_now(self, process: BaseProcess) -> None:
         """Kill a retiring worker that has not exited in time: its sentinel then tells
         the loop, which starts another.  Alive, its pid is still its own."""
         if process.pid is None or _readable_now(process.sentinel):
@@ -495,6 +517,7 @@ class LocalPool:
         log.warning("a retiring worker (pid %d) has not exited %g s after its last job: "
                     "killing it", process.pid, RETIRE_WAIT_S)
         kill_tree(process.pid)
+        self._killed.append((process, time.monotonic()))
 
     # -- processes --------------------------------------------------------------------
 
@@ -587,12 +610,13 @@ class LocalPool:
         if not keep_output:
             self._close_output(slot)
 
-    @staticmethod
-    def _kill(slot: _Slot) -> None:
+    def _kill(self, slot: _Slot) -> None:
         pid = slot.process.pid if slot.process is not None else None
         if pid is None:
             return
         kill_tree(pid)
+        assert slot.process is not None
+        self._killed.append((slot.process, time.monotonic()))
 
     def _poke(self) -> None:
         with contextlib.suppress(OSError):

@@ -325,6 +325,15 @@ def kill_tool_processes() -> list[int]:
     return kill_descendants(os.getpid(), spare=mp_helpers())
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a tracer): its state in /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rpartition(b")")[2].split()[:1] in ([b"T"], [b"t"])
+    except OSError:
+        return False
+
+
 def require_own_proc(proc: str = "/proc") -> None:
     """ConfigError when ``proc`` is another pid namespace's (one made without a /proc of
     its own: ``unshare --pid --fork`` without ``--mount-proc``): the processes read

@@ -846,6 +846,31 @@ def test_a_forkserver_killed_from_outside_is_said(spool_root: Path,
              "the forkserver's death said")
 
 
+def test_a_stopped_forkserver_is_resumed_and_the_lane_goes_on(spool_root: Path,
+                                                               daemon: StartDaemon) -> None:
+    """A forkserver stopped from outside (SIGSTOP) tells no worker's end and forks none: a
+    job past its timeout stayed in running/ for good with no word, new COMPUTE jobs waited,
+    and the processor hung at exit after saying "stopped" (QA)."""
+    d = daemon(JOB_NUM="1")
+    drop(spool_root, "held", {"tool": "sleep", "params": {"seconds": 60}, "timeout": 2})
+    wait_for((spool_root / "running" / "held.json").exists, 20, "held running")
+    (server,) = [p for p in psutil.Process(d.pid).children()
+                 if "forkserver" in " ".join(p.cmdline())]
+    server.suspend()
+    try:
+        record = wait_record(spool_root, "held", 20)
+        assert record["error"]["type"] == "timeout", record
+        wait_for(lambda: f"forkserver (pid {server.pid}) is stopped" in d.logs(), 10,
+                 "the stop said")
+        drop(spool_root, "after", {"tool": "sleep", "params": {"seconds": 0}})
+        assert wait_record(spool_root, "after", 30)["state"] == "done"
+        server.suspend()  # stopped again: the stop must still end
+        assert d.stop(timeout=30) == 0
+    finally:
+        with contextlib.suppress(psutil.Error):
+            server.resume()
+
+
 def test_a_ready_worker_runs_three_threads(spool_root: Path, daemon: StartDaemon) -> None:
     """Each thread of a worker takes a stack and a 64 MB malloc arena of its address
     space, under SPOOL_WORKER_MEMORY_MB too: a fourth, for held progress reports, cost
