@@ -50,7 +50,7 @@ from typing import Any
 
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
-from processor.proctree import kill_orphans, kill_tree, parent_of, stopped
+from processor.proctree import ends_within, kill_orphans, kill_tree, parent_of, stopped
 from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
@@ -64,6 +64,10 @@ log = logging.getLogger("spoolq.pool")
 _WORKERS: set[int] = set()
 
 _IDLE_WAIT_S = 1.0
+_NO_STATUS = 255
+"""A forkserver process's exit code when its forkserver could not tell one."""
+FORKSERVER_END_S = 0.2
+"""How long a worker's death of status 255 waits to see whether its forkserver died."""
 DEATH_UNTOLD_S = 3.0
 """A killed worker whose end its forkserver has not told in this long: the forkserver is
 looked at (see LocalPool._resume_forkserver)."""
@@ -415,7 +419,8 @@ class LocalPool:
             if self._waited:
                 self._waited.pop(task.job_id, None)
             self._report(death_outcome(task, reason, process.exitcode,
-                                        time.monotonic() - slot.started, process.pid))
+                                        time.monotonic() - slot.started, process.pid,
+                                        ended=self._ended_with_forkserver(process)))
         self._sweep()
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
         if self._stopping:
@@ -497,6 +502,15 @@ class LocalPool:
             if any(now - at > DEATH_UNTOLD_S for _, at in self._killed):
                 self._resume_forkserver()
                 self._killed = [(process, now) for process, _ in self._killed]
+
+    def _ended_with_forkserver(self, process: BaseProcess) -> str | None:
+        """How a worker ended, when its forkserver died and took it along: its exit code
+        is then multiprocessing's 255 for none known, and the job's record said "exited
+        with status 255" (QA)."""
+        if process.exitcode != _NO_STATUS or not self._forkserver or not ends_within(
+                self._forkserver, FORKSERVER_END_S):
+            return None
+        return f"ended with the workers' forkserver (pid {self._forkserver}), which died"
 
     def _resume_forkserver(self) -> None:
         """Resume the workers' forkserver if it is stopped (SIGSTOP, a debugger): a

@@ -18,6 +18,7 @@ import logging
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
+import select
 import signal
 from collections.abc import Collection
 
@@ -327,11 +328,31 @@ def kill_tool_processes() -> list[int]:
 
 def stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped (SIGSTOP, a tracer): its state in /proc."""
+    return _state(pid) in (b"T", b"t")
+
+
+def ends_within(pid: int, wait_s: float) -> bool:
+    """Whether process ``pid`` has ended, or ends within ``wait_s`` (a pidfd: a zombie
+    has ended; one exiting, its descriptors closed before it is one, ends in a moment)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return _state(pid) in (None, b"Z", b"X")
+    try:
+        return bool(select.select([fd], [], [], wait_s)[0])
+    finally:
+        os.close(fd)
+
+
+def _state(pid: int) -> bytes | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
-            return file.read().rpartition(b")")[2].split()[:1] in ([b"T"], [b"t"])
+            fields = file.read().rpartition(b")")[2].split()
     except OSError:
-        return False
+        return None
+    return fields[0] if fields else None
 
 
 def require_own_proc(proc: str = "/proc") -> None:

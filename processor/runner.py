@@ -405,9 +405,10 @@ def how_it_ended(exitcode: int | None) -> str:
 
 
 def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
-                  pid: int | None) -> Outcome:
+                  pid: int | None, *, ended: str | None = None) -> Outcome:
     """The outcome of a task whose worker died: killed at its deadline (or by its own
-    deadman), killed by a cancel, or crashed."""
+    deadman), killed by a cancel, or crashed (``ended``: how, where the exit code does
+    not tell it)."""
     if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
                        f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
@@ -416,5 +417,5 @@ def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: f
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running",
                        pid=pid or 0, duration_s=ran_s)
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED,
-                   f"worker process {how_it_ended(exitcode)}", retryable=True, pid=pid or 0,
-                   duration_s=ran_s)
+                   f"worker process {ended or how_it_ended(exitcode)}", retryable=True,
+                   pid=pid or 0, duration_s=ran_s)

@@ -841,7 +841,11 @@ def test_a_forkserver_killed_from_outside_is_said(spool_root: Path,
                if "forkserver" in " ".join(p.cmdline())]
     assert len(servers) == 1, [p.cmdline() for p in psutil.Process(d.pid).children()]
     servers[0].kill()
-    assert wait_record(spool_root, "held", 30)["error"]["type"] == "worker_crashed"
+    error = wait_record(spool_root, "held", 30)["error"]
+    assert error["type"] == "worker_crashed"
+    # Not "exited with status 255", multiprocessing's word for no status known (QA).
+    assert error["message"] == (f"worker process ended with the workers' forkserver (pid "
+                                f"{servers[0].pid}), which died"), error
     wait_for(lambda: f"forkserver (pid {servers[0].pid}) is gone" in d.logs(), 30,
              "the forkserver's death said")
 
