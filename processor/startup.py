@@ -39,7 +39,9 @@ import importlib
 import logging
 import multiprocessing as mp
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
+import signal
 import sys
 import threading
 import time
@@ -145,7 +147,26 @@ def start_forkserver(tool_modules: Sequence[str] | None = None, *,
     if tool_modules is not None:
         os.environ[PRELOAD_TOOLS_ENV] = ",".join(tool_modules) if preload else PRELOAD_NONE
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    start_resource_tracker()
     multiprocessing.forkserver.ensure_running()
+
+
+TRACKER_IGNORES = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+"""What the resource tracker is started ignoring (it ignores SIGINT and SIGTERM itself):
+sent to the processor's process group (``systemctl kill -s USR1``, a logrotate hook),
+they ended it, and each later job that used shared memory started a tracker of its own
+and warned of leaks (QA).  Ignored signals stay ignored across its exec."""
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker now (before the forkserver, which shares
+    it), ignoring :data:`TRACKER_IGNORES`; nothing when one runs already."""
+    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in TRACKER_IGNORES}
+    try:
+        multiprocessing.resource_tracker.ensure_running()
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 class BackgroundImports:

@@ -875,6 +875,19 @@ def test_a_stopped_forkserver_is_resumed_and_the_lane_goes_on(spool_root: Path,
             server.resume()
 
 
+def test_usr1_hup_and_usr2_to_the_process_group_spare_the_resource_tracker(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """Sent to the processor's whole process group (``systemctl kill -s USR1``), they ended
+    multiprocessing's resource tracker, which ignores only SIGINT and SIGTERM (QA)."""
+    d = daemon(JOB_NUM="1")
+    (tracker,) = [p for p in psutil.Process(d.pid).children()
+                  if "resource_tracker" in " ".join(p.cmdline())]
+    for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        tracker.send_signal(signum)
+    time.sleep(0.5)
+    assert tracker.is_running() and tracker.status() != psutil.STATUS_ZOMBIE
+
+
 def test_a_ready_worker_runs_three_threads(spool_root: Path, daemon: StartDaemon) -> None:
     """Each thread of a worker takes a stack and a 64 MB malloc arena of its address
     space, under SPOOL_WORKER_MEMORY_MB too: a fourth, for held progress reports, cost
