@@ -50,7 +50,14 @@ from typing import Any
 
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
-from processor.proctree import ends_within, kill_orphans, kill_tree, parent_of, stopped
+from processor.proctree import (
+    ends_within,
+    idle,
+    kill_orphans,
+    kill_tree,
+    parent_of,
+    stopped,
+)
 from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD
 from processor.stdio_pipes import StdioPipes, Stream
@@ -99,6 +106,7 @@ class _Slot:
     writer: threading.Thread | None = None  # writing its task aside (a large one)
     held: bytes = b""  # its task, framed, kept until the worker has loaded its tools
     retiring: tuple[BaseProcess, float] | None = None  # a worker to be gone by then
+    forkserver: int = 0  # the pid of the forkserver its worker came from
 
 
 class LocalPool:
@@ -420,7 +428,8 @@ class LocalPool:
                 self._waited.pop(task.job_id, None)
             self._report(death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid,
-                                        ended=self._ended_with_forkserver(process)))
+                                        ended=_ended_with_forkserver(process,
+                                                                     slot.forkserver)))
         self._sweep()
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
         if self._stopping:
@@ -503,21 +512,14 @@ class LocalPool:
                 self._resume_forkserver()
                 self._killed = [(process, now) for process, _ in self._killed]
 
-    def _ended_with_forkserver(self, process: BaseProcess) -> str | None:
-        """How a worker ended, when its forkserver died and took it along: its exit code
-        is then multiprocessing's 255 for none known, and the job's record said "exited
-        with status 255" (QA)."""
-        if process.exitcode != _NO_STATUS or not self._forkserver or not ends_within(
-                self._forkserver, FORKSERVER_END_S):
-            return None
-        return f"ended with the workers' forkserver (pid {self._forkserver}), which died"
-
     def _resume_forkserver(self) -> None:
-        """Resume the workers' forkserver if it is stopped (SIGSTOP, a debugger): a
-        stopped forkserver tells no worker's death and forks none, so a killed job ran
+        """Resume the workers' forkserver if a signal stopped it (SIGSTOP; not one a
+        debugger holds): a stopped forkserver tells no worker's death and forks none, so a
+        killed job ran
         on for good, the COMPUTE lane froze with no word, and the processor hung at exit
         (QA).  Looked at when a killed worker's death is overdue, and at shutdown."""
-        if self._forkserver and stopped(self._forkserver):
+        if self._forkserver and stopped(self._forkserver) and \
+                parent_of(self._forkserver) == os.getpid():  # not a pid reused since
             log.error("the workers' forkserver (pid %d) is stopped, so no worker's end is "
                       "told and none is started: resuming it (SIGCONT)", self._forkserver)
             with contextlib.suppress(OSError):
@@ -576,6 +578,7 @@ class LocalPool:
                 log.warning("the workers' forkserver (pid %d) is gone: a new one (pid %d) "
                             "forks them now", self._forkserver, forkserver)
             self._forkserver = forkserver or self._forkserver
+            slot.forkserver = self._forkserver
         slot.unread.clear()
         assert self._sink is not None
         # Bound to this channel and process: stale readiness never reaches a successor.
@@ -635,6 +638,18 @@ class LocalPool:
     def _poke(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send_bytes(b"!")
+
+
+def _ended_with_forkserver(process: BaseProcess, forkserver: int) -> str | None:
+    """How a worker ended, when its forkserver died and took it along: its exit code is
+    then multiprocessing's 255 for none known, and the job's record said "exited with
+    status 255" (QA).  A forkserver asleep is alive (the status was the worker's own): no
+    wait then; one busy or exiting is given FORKSERVER_END_S to end (its descriptors
+    close before it is a zombie)."""
+    if process.exitcode != _NO_STATUS or not forkserver or not ends_within(
+            forkserver, 0.0 if idle(forkserver) else FORKSERVER_END_S):
+        return None
+    return f"ended with the workers' forkserver (pid {forkserver}), which died"
 
 
 def _free(slot: _Slot) -> bool:

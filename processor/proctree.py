@@ -327,8 +327,14 @@ def kill_tool_processes() -> list[int]:
 
 
 def stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP, a tracer): its state in /proc."""
-    return _state(pid) in (b"T", b"t")
+    """Whether process ``pid`` is stopped by a signal (SIGSTOP), which SIGCONT resumes;
+    one a debugger holds (``t``) is not."""
+    return _state(pid) == b"T"
+
+
+def idle(pid: int) -> bool:
+    """Whether process ``pid`` is asleep (waiting: alive, doing nothing now)."""
+    return _state(pid) == b"S"
 
 
 def ends_within(pid: int, wait_s: float) -> bool:
