@@ -161,12 +161,18 @@ and warned of leaks (QA).  Ignored signals stay ignored across its exec."""
 def start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker now (before the forkserver, which shares
     it), ignoring :data:`TRACKER_IGNORES`; nothing when one runs already."""
-    saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in TRACKER_IGNORES}
+    # Blocked meanwhile: one that comes is held for the handler put back, where ignored
+    # it was lost (a SIGHUP, a stop: the review).
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TRACKER_IGNORES)
     try:
-        multiprocessing.resource_tracker.ensure_running()
+        saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in TRACKER_IGNORES}
+        try:
+            multiprocessing.resource_tracker.ensure_running()
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 class BackgroundImports:
