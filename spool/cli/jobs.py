@@ -41,6 +41,7 @@ from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
     from spool.client import Client
+    from spool.layout import Layout
     from spool.models import Record
     from spool.settings import Settings
 
@@ -121,9 +122,13 @@ def _each(ids: list[str], act: Callable[[str], Record], as_json: bool) -> int:
     another state) is an error line on stderr, exit 1, and the others go on.  One call a
     job cost an operator 0.25 s of start-up each, 40 minutes for 10,000 ids (QA)."""
     code = EXIT_OK
-    for job_id in ids:
+    for n, job_id in enumerate(ids):
         try:
             record = act(job_id)
+        except KeyboardInterrupt:
+            if left := ids[n + 1:]:
+                note(f"interrupted: not tried: {' '.join(left)}")
+            raise
         except SpoolIOError:
             raise  # the spool's trouble, not this job's: the rest would meet it too
         except SpoolError as exc:
@@ -156,10 +161,7 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     try:
         record = client.cancel(job_id, wait_s=args.timeout)
     except KeyboardInterrupt:
-        if layout.cancel_request(job_id).exists():  # asked: the cancel goes on without us
-            note(f"interrupted: stopped waiting for job {job_id}; its cancel request stays "
-                 f"in cancel/, for its processor to act on (spoolq show {job_id} tells the "
-                 "outcome)")
+        _said_interrupted(layout, job_id)
         raise
     show_record(record, args.json,
                 limits=shown_limits(layout, record, args.json))
@@ -180,6 +182,14 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _said_interrupted(layout: Layout, job_id: str) -> None:
+    """A Ctrl-C while a cancel waits: its request, once written, stays and acts."""
+    if layout.cancel_request(job_id).exists():  # asked: the cancel goes on without us
+        note(f"interrupted: stopped waiting for job {job_id}; its cancel request stays "
+             f"in cancel/, for its processor to act on (spoolq show {job_id} tells the "
+             "outcome)")
+
+
 def _cancelled(record: Record) -> bool:
     return record.error is not None and record.error.type is ErrorType.CANCELLED
 
@@ -187,7 +197,11 @@ def _cancelled(record: Record) -> bool:
 def _cancelled_one(client: Client, job_id: str, wait_s: float) -> Record:
     """One of several ids' cancel: its record, with a line on stderr when the request
     still waits in cancel/; ConflictError when the run ended otherwise first."""
-    record = client.cancel(job_id, wait_s=wait_s)
+    try:
+        record = client.cancel(job_id, wait_s=wait_s)
+    except KeyboardInterrupt:
+        _said_interrupted(client.layout, job_id)
+        raise
     if record.state in TERMINAL and not _cancelled(record):
         raise ConflictError(f"job {job_id} finished ({record.state.value}) before the "
                             "cancel took effect")
