@@ -446,8 +446,10 @@ class LocalPool:
             self._respawn(slot)
 
     def _sweep(self) -> None:
-        """Kill what a dead worker's tool left running: adopted by the forkserver."""
-        if self._forkserver:
+        """Kill what a dead worker's tool left running: adopted by the forkserver, while
+        it is this process's child (gone, its pid may be another's by now, whose children
+        are none of ours: the review; its orphans came to this process, the subreaper)."""
+        if self._forkserver and parent_of(self._forkserver) == os.getpid():
             kill_orphans(self._forkserver, _WORKERS)
 
     def _respawn(self, slot: _Slot) -> None:

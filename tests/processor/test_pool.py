@@ -413,3 +413,36 @@ def test_a_task_held_for_a_worker_killed_while_loading_its_tools_is_reported(
         pool.submit(task("doomed", "d_pid", tmp_path, timeout_s=5))
         outcome = finished(inbox, pool=pool, timeout_s=30)
     assert outcome.job_id == "doomed" and outcome.error_type is ErrorType.WORKER_CRASHED
+
+
+def test_the_orphan_sweep_leaves_the_children_of_a_pid_that_is_no_forkserver_of_ours(
+        ) -> None:
+    """A forkserver that died and could not be started again left its pid with the pool,
+    and each later worker death killed every child of that pid, another process's by
+    then, whose children are none of ours (the review)."""
+    import subprocess  # noqa: PLC0415 - only this test
+
+    # A shell that is not this process's child (its parent exited), with a child.
+    launcher = subprocess.run(
+        ["sh", "-c", "sh -c 'sleep 30 & wait' >/dev/null 2>&1 & echo $!"],
+        capture_output=True, text=True, check=True, timeout=10)
+    stranger = int(launcher.stdout.split()[0])
+    try:
+        wait_for(lambda: len(_children(stranger)) == 1, 5, "the stranger's child")
+        pool = LocalPool(1, tool_modules=[])
+        pool._forkserver = stranger  # as left by a forkserver gone, its pid reused
+        pool._sweep()
+        time.sleep(0.3)
+        assert len(_children(stranger)) == 1, "a stranger's child was killed"
+    finally:
+        for pid in [*_children(stranger), stranger]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(child) for child in fh.read().split()]
+    except FileNotFoundError:
+        return []
