@@ -224,13 +224,18 @@ class BoundedReader(SpoolReader):
         its state and ``submitted_at`` before its result, as the spool writes them.  One
         rewritten by another program (``jq -S``: keys sorted, result before them) was
         listed without its tool and time, and out of its place (the review)."""
-        if found.size > PARSE_MAX_BYTES:
-            return True
-        try:
-            fields, complete = leading_fields(found.head)
-        except ValueError:
-            return False  # read whole, it says what it is
-        return complete and "state" in fields and "submitted_at" in fields
+        return found.size > PARSE_MAX_BYTES or in_spool_order(found.head) is not None
+
+
+def in_spool_order(head: bytes) -> dict[str, Any] | None:
+    """The fields before ``result`` of a record's first bytes, when they are all there
+    and hold its state and ``submitted_at`` (as the spool writes them: a file rewritten
+    with sorted keys has its result before them); else None (not JSON too)."""
+    try:
+        fields, complete = leading_fields(head)
+    except ValueError:
+        return None
+    return fields if complete and "state" in fields and "submitted_at" in fields else None
 
 
 def copy_record(large: LargeRecord, out: BinaryIO) -> bool:

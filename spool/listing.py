@@ -207,15 +207,8 @@ def _leading_fields(path: str) -> dict[str, Any] | None:
     so, or not in the spool's order).  Every record between 1 and
     8 MiB (backtests) was read and parsed whole on every page: 2.9 s and 786 MB for
     one of 50 rows (QA)."""
-    from spool.large import leading_fields  # noqa: PLC0415 - spool.large imports this
+    from spool.large import in_spool_order  # noqa: PLC0415 - spool.large imports this
 
     head = read_opened(path, lambda fd, st: os.pread(fd, HEAD_PEEK_BYTES, 0))
-    if head is None:
-        return None
-    try:
-        fields, complete = leading_fields(head)
-    except ValueError:
-        return None
-    # In the spool's order (a file rewritten with sorted keys has result before them):
-    # the fields the row is made of, as spool.large.BoundedReader reads it.
-    return fields if complete and "state" in fields and "submitted_at" in fields else None
+    # The fields the row is made of, as spool.large.BoundedReader reads it.
+    return None if head is None else in_spool_order(head)
