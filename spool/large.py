@@ -47,6 +47,9 @@ PARSE_MAX_BYTES = 8 * 1024 * 1024
 HEAD_BYTES = 4 * 1024 * 1024
 """How much of a larger record is read for its leading fields (params, meta, error...)."""
 TAIL_BYTES = 64
+LIST_WHOLE_MAX_BYTES = 32 * 1024
+"""A list of jobs (``spoolq ls``, statusd's) carries a record larger than this without its
+``result``, and with ``"result_omitted": true``."""
 COPY_CHUNK_BYTES = 1024 * 1024
 
 _SPACE = re.compile(r"\s*")

@@ -22,12 +22,13 @@ import orjson
 
 from spool.clock import utc_from_ns
 from spool.errors import ErrorType
+from spool.large import LIST_WHOLE_MAX_BYTES
 from spool.models import Record, record_bytes
 from spool.states import JobState
 
-INLINE_MAX_BYTES = 32 * 1024
+INLINE_MAX_BYTES = LIST_WHOLE_MAX_BYTES
 """Records larger than this (a backtest's equity curves) stay on disk; lists carry
-them without ``result`` and with ``"result_omitted": true``."""
+them without ``result`` and with ``"result_omitted": true`` (as ``spoolq ls`` does)."""
 
 BRIEF_MAX_BYTES = 4 * 1024
 """Rows of the brief list (``GET /api/v1/tasks?view=brief``) of records larger than

@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from spool.settings import Settings
 
 DEFAULT_LIMIT = 50
-ROW_MAX_BYTES = 32 * 1024
-"""``ls`` reads a record larger than this from its head only, and lists it without its
-``result`` (``"result_omitted": true``), as statusd's list does (``INLINE_MAX_BYTES``)."""
 
 
 # -- ls -------------------------------------------------------------------------------------
@@ -74,6 +71,7 @@ def _configure_ls(parser: argparse.ArgumentParser) -> None:
 
 def run_ls(args: argparse.Namespace, settings: Settings) -> int:
     from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.large import LIST_WHOLE_MAX_BYTES  # noqa: PLC0415 - lazy, see spool.cli
 
     state = JobState(args.state) if args.state else None
     layout = reader_of(settings).layout
@@ -81,7 +79,7 @@ def run_ls(args: argparse.Namespace, settings: Settings) -> int:
                            state)
     # A record over 32 KiB: its head only, as statusd's list carries it (51 rows of 3 MB
     # backtests held 877 MB, a --json page of 100 of them 4 GB: QA).
-    reader = UserReader(layout, seen, whole_max=ROW_MAX_BYTES)
+    reader = UserReader(layout, seen, whole_max=LIST_WHOLE_MAX_BYTES)
     try:
         page = reader.page(state=state, tool=args.tool, limit=args.limit, cursor=args.cursor)
     except ValueError as exc:  # a cursor that is not ours, a limit out of range
