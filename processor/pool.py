@@ -449,8 +449,12 @@ class LocalPool:
         """Kill what a dead worker's tool left running: adopted by the forkserver, while
         it is this process's child (gone, its pid may be another's by now, whose children
         are none of ours: the review; its orphans came to this process, the subreaper)."""
-        if self._forkserver and parent_of(self._forkserver) == os.getpid():
+        if self._forkserver_is_ours():
             kill_orphans(self._forkserver, _WORKERS)
+
+    def _forkserver_is_ours(self) -> bool:
+        """The forkserver's pid is still this process's child (not a pid reused since)."""
+        return bool(self._forkserver) and parent_of(self._forkserver) == os.getpid()
 
     def _respawn(self, slot: _Slot) -> None:
         """A fresh worker for the slot; on failure the slot stays empty and is retried."""
@@ -516,12 +520,11 @@ class LocalPool:
 
     def _resume_forkserver(self) -> None:
         """Resume the workers' forkserver if a signal stopped it (SIGSTOP; not one a
-        debugger holds): a stopped forkserver tells no worker's death and forks none, so a
-        killed job ran
-        on for good, the COMPUTE lane froze with no word, and the processor hung at exit
-        (QA).  Looked at when a killed worker's death is overdue, and at shutdown."""
-        if self._forkserver and stopped(self._forkserver) and \
-                parent_of(self._forkserver) == os.getpid():  # not a pid reused since
+        debugger holds): a stopped forkserver tells no worker's death and forks none, so
+        a killed job ran on for good, the COMPUTE lane froze with no word, and the
+        processor hung at exit (QA).  Looked at when a killed worker's death is overdue,
+        and at shutdown."""
+        if self._forkserver_is_ours() and stopped(self._forkserver):
             log.error("the workers' forkserver (pid %d) is stopped, so no worker's end is "
                       "told and none is started: resuming it (SIGCONT)", self._forkserver)
             with contextlib.suppress(OSError):
