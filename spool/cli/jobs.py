@@ -165,11 +165,8 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
         raise
     show_record(record, args.json,
                 limits=shown_limits(layout, record, args.json))
-    if record.state in TERMINAL and not _cancelled(record):
-        # The run ended (done, or failed for another reason) before its processor acted
-        # on the request: nothing was cancelled, as for a job that had already finished.
-        note(f"error: job {job_id} finished ({record.state.value}) before the cancel took "
-             "effect")
+    if (finished := _finished_first(job_id, record)) is not None:
+        note(f"error: {finished}")
         return EXIT_FAILED
     if record.state not in TERMINAL:
         try:
@@ -190,8 +187,13 @@ def _said_interrupted(layout: Layout, job_id: str) -> None:
              "outcome)")
 
 
-def _cancelled(record: Record) -> bool:
-    return record.error is not None and record.error.type is ErrorType.CANCELLED
+def _finished_first(job_id: str, record: Record) -> str | None:
+    """Why a cancel did nothing, when the run ended (done, or failed for another reason)
+    before its processor acted on the request, as for a job that had already finished."""
+    if record.state in TERMINAL and not (
+            record.error is not None and record.error.type is ErrorType.CANCELLED):
+        return f"job {job_id} finished ({record.state.value}) before the cancel took effect"
+    return None
 
 
 def _cancelled_one(client: Client, job_id: str, wait_s: float) -> Record:
@@ -202,9 +204,8 @@ def _cancelled_one(client: Client, job_id: str, wait_s: float) -> Record:
     except KeyboardInterrupt:
         _said_interrupted(client.layout, job_id)
         raise
-    if record.state in TERMINAL and not _cancelled(record):
-        raise ConflictError(f"job {job_id} finished ({record.state.value}) before the "
-                            "cancel took effect")
+    if (finished := _finished_first(job_id, record)) is not None:
+        raise ConflictError(finished)
     if record.state not in TERMINAL:
         note(f"job {job_id} is still {record.state.value}: the cancel request stays in "
              "cancel/")
