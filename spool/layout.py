@@ -17,6 +17,7 @@ No other module joins spool paths.  Ids are validated before a path is built.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -257,25 +258,20 @@ def parse_staging(name: str) -> StagingName | None:
 _SPACE_DIGITS = 8
 _RANDOM_DIGITS = 12
 _SPACED_DIGITS = _SPACE_DIGITS + _RANDOM_DIGITS
-_space: list[str | None] = []  # this process's pid space, once known
-
-
+@functools.cache
 def pid_space() -> str | None:
     """This process's pid space: its pid namespace on this boot of this host, as 8 hex
     digits; None where ``/proc`` does not tell.  A staging file's name carries its
     writer's pid with it: where the spaces differ (a container sharing the spool, another
     host on a shared filesystem), no process here can tell whether that pid runs."""
-    if not _space:
-        try:
-            namespace = os.readlink("/proc/self/ns/pid")
-            with open("/proc/sys/kernel/random/boot_id", "rb") as file:
-                boot = file.read().strip()
-        except OSError:
-            _space.append(None)
-        else:
-            _space.append(hashlib.blake2b(boot + os.fsencode(namespace),
-                                          digest_size=_SPACE_DIGITS // 2).hexdigest())
-    return _space[0]
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        with open("/proc/sys/kernel/random/boot_id", "rb") as file:
+            boot = file.read().strip()
+    except OSError:
+        return None
+    return hashlib.blake2b(boot + os.fsencode(namespace),
+                           digest_size=_SPACE_DIGITS // 2).hexdigest()
 
 
 def random_part() -> str:
