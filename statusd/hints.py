@@ -49,7 +49,8 @@ class Hints:
         self.scan_s = scan_s
         self.wake = asyncio.Event()
         """Set by a hint (or anything else the tracker's loop must look at now)."""
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, None] = {}
+        """Ids marked dirty, in the order of their latest hint (see :meth:`take`)."""
         self._recorded: set[str] = set()
         """Dirty ids a hint from ``done/`` or ``failed/`` named (see :mod:`statusd.behind`)."""
         self._rescan_now = False
@@ -64,13 +65,14 @@ class Hints:
 
     # -- what the loop takes ----------------------------------------------------------
 
-    def take(self) -> tuple[set[str], set[str]]:
-        """The ids marked dirty since the last take, and those of them a record's hint
-        named; both emptied."""
+    def take(self) -> tuple[list[str], set[str]]:
+        """The ids marked dirty since the last take, in the order of their latest hints
+        (so a burst's transitions go out in the order they happened, not a set's), and
+        those of them a record's hint named; both emptied."""
         if not self._dirty:
-            return set(), set()
-        dirty, recorded = self._dirty, self._recorded
-        self._dirty, self._recorded = set(), set()
+            return [], set()
+        dirty, recorded = list(self._dirty), self._recorded
+        self._dirty, self._recorded = {}, set()
         return dirty, recorded
 
     def take_rescan(self) -> bool:
@@ -197,7 +199,8 @@ class Hints:
             self._mark(job_id)
 
     def _mark(self, job_id: str) -> None:
-        self._dirty.add(job_id)
+        self._dirty.pop(job_id, None)  # to the end: its latest change came last
+        self._dirty[job_id] = None
         self.wake.set()
 
     def on_change(self, folder: str, name: str) -> None:

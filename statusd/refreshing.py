@@ -102,7 +102,7 @@ class Refresher:
         if failed:
             raise next(iter(failed.values()))
 
-    def _unchanged_left_out(self, dirty: set[str]) -> set[str]:
+    def _unchanged_left_out(self, dirty: list[str]) -> list[str]:
         """The dirty ids less those whose indexed file surely still tells their state.
 
         A finished job is several hints a folder fsync apart (its record, its running
@@ -114,12 +114,12 @@ class Refresher:
         """
         if len(dirty) > LOOK_FIRST_MAX:
             return dirty
-        left = set()
+        left = []
         for job_id in dirty:
             item = self.index.get(job_id)
             if item is None or self.applier.moving(job_id) \
                     or not self.loader.unchanged(job_id, item.stamp):
-                left.add(job_id)
+                left.append(job_id)
         return left
 
     async def catch_up(self, job_id: str, *, wait: bool = True) -> bool:
@@ -194,8 +194,12 @@ class Refresher:
         self.health.listed()
         # An id left out is kept as it was, not re-read: its look-up fails again, and
         # that failed the refresh of every id this rescan found changed.
-        changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
-                   if job_id not in unreadable]
+        # In the order the files last changed (gone ids first: when is not known), not
+        # the folders' listing order: after events were lost, what they would have told
+        # goes out as it happened.
+        changed = sorted((job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
+                          if job_id not in unreadable),
+                         key=lambda job_id: stamps[job_id].ctime_ns if job_id in stamps else 0)
         # An id with a record new behind its drop is re-read too, so that the index says
         # whether it is still active before that record is counted as a run behind it:
         # the folders are listed one after another, and a job listed in pending/ that

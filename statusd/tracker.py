@@ -147,6 +147,12 @@ class Tracker(Refresher):
             self.hints.wake.clear()
             try:
                 self.hints.rewatch()  # watched again: a rescan finds what came meanwhile
+                # Events lost: the rescan first, so that hints that came after them do not
+                # overtake what they would have told (a client saw a burst's last job
+                # before the hundred the overflow hid).  A periodic one goes after them.
+                scanned = self.hints.take_rescan()
+                if scanned:
+                    await self.rescan()
                 dirty, recorded = self.hints.take()
                 if dirty:
                     dirty = self._unchanged_left_out(dirty)
@@ -155,8 +161,10 @@ class Tracker(Refresher):
                     if recorded:
                         await self._count_behind(recorded)
                 await self._recheck_missing()
-                if self.hints.take_rescan() or time.monotonic() >= next_scan:
+                if not scanned and time.monotonic() >= next_scan:
                     await self.rescan()
+                    scanned = True
+                if scanned:
                     next_scan = time.monotonic() + max(self.scan_s,
                                                        RESCAN_DUTY * self.last_scan_s)
             except (OSError, SpoolIOError) as exc:  # out of descriptors, say: it passes

@@ -12,6 +12,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -327,6 +328,72 @@ def test_lost_events_make_the_index_rescan_at_once(spool: Spool) -> None:
         tracker.hints.on_change("", "")  # what the feed reports on a lost event or watch
         wait_for(lambda: srv.in_loop(lambda: srv.services.index.get("unseen")) is not None,
                  what="the rescan to index the job")
+    finally:
+        srv.stop()
+
+
+def _ids_sent(srv: ServerThread, make: Callable[[], None], count: int) -> list[str]:
+    """The ids of the first ``count`` events an events client gets once ``make`` ran."""
+    async def scenario() -> list[str]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
+            wait_for(lambda: srv.ws_clients() == 1)
+            make()
+            return [(await _next(ws))["id"] for _ in range(count)]
+
+    return asyncio.run(scenario())
+
+
+def test_a_bursts_transitions_go_out_in_the_order_they_happened(spool: Spool) -> None:
+    """The ids a pass of hints applies were a set, sent in its order: a client that
+    waited for a burst's last job saw it before a hundred earlier ones (the CI failure
+    of test_1000_websockets_one_stalled)."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    ids = [f"o-{n:03d}" for n in range(300)]
+    try:
+        assert _ids_sent(srv, lambda: [submit(spool, job_id) for job_id in ids],
+                         len(ids)) == ids
+    finally:
+        srv.stop()
+
+
+def _submit_ticks_apart(spool: Spool, ids: list[str]) -> None:
+    for job_id in ids:
+        submit(spool, job_id)
+        time.sleep(0.02)  # a tick of the kernel's coarse file times apart
+
+
+def test_a_rescan_sends_what_it_finds_in_the_order_it_happened(spool: Spool) -> None:
+    """What a rescan finds went out in the folders' listing order; it goes in the order
+    the files last changed, so a client after lost events sees them as they came."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    ids = [f"r-{n:02d}" for n in range(20)]
+
+    def lost_events() -> None:
+        srv.in_loop(srv.services.tracker.stop_feed)
+        _submit_ticks_apart(spool, ids)
+        srv.services.tracker.hints.on_change("", "")  # the feed's "events were lost"
+
+    try:
+        assert _ids_sent(srv, lost_events, len(ids)) == ids
+    finally:
+        srv.stop()
+
+
+def test_hints_after_lost_events_do_not_overtake_them(spool: Spool) -> None:
+    """Hints went first and the rescan for lost events after them: a job dropped after
+    an inotify overflow went out before the jobs the overflow hid."""
+    srv = ServerThread(settings_for(spool.layout.root, scan_s=3600.0)).start()
+    lost = [f"l-{n:02d}" for n in range(10)]
+
+    def lost_then_one_hinted() -> None:
+        srv.in_loop(srv.services.tracker.stop_feed)
+        _submit_ticks_apart(spool, [*lost, "after"])
+        hints = srv.services.tracker.hints
+        srv.in_loop(lambda: (hints.on_event("", ""), hints.on_event("pending", "after.json")))
+
+    try:
+        assert _ids_sent(srv, lost_then_one_hinted, len(lost) + 1) == [*lost, "after"]
     finally:
         srv.stop()
 
