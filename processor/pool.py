@@ -86,6 +86,10 @@ RETIRE_WAIT_S = 5.0
 """How long a retiring worker may take to exit after its last result before it is
 killed: one that hung on its way out (a tool's replacement of ``sys.stdout`` that blocks
 in its flush) held its slot, one worker of JOB_NUM, for good."""
+SHUTDOWN_JOIN_S = 5.0
+"""How long a shutdown waits for its killed workers' ends to be told, in all."""
+_RESUME_LOOK_S = 0.1
+"""How often a shutdown's wait looks whether the forkserver was stopped."""
 
 
 @dataclass(slots=True)
@@ -165,10 +169,17 @@ class LocalPool:
         self._poke()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._resume_forkserver()  # stopped, it tells no death: the joins (and exit) hung
+        # Stopped, the forkserver tells no death: the joins, then multiprocessing's own at
+        # exit, hung.  Looked at while the joins wait, not once: a SIGSTOP sent just before
+        # the stop may take hold after a first look.
+        deadline = time.monotonic() + SHUTDOWN_JOIN_S
         for slot in self._slots:
-            if slot.process is not None:
-                slot.process.join(timeout=5)
+            while slot.process is not None and slot.process.exitcode is None:
+                self._resume_forkserver()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                slot.process.join(timeout=min(left, _RESUME_LOOK_S))
             self._bury(slot)
 
     # -- dispatch (loop thread) -------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -880,6 +881,46 @@ def test_a_stopped_forkserver_is_resumed_and_the_lane_goes_on(spool_root: Path,
     finally:
         with contextlib.suppress(psutil.Error):
             server.resume()
+
+
+def test_a_forkserver_stopped_during_the_stop_does_not_hang_it(spool_root: Path,
+                                                               daemon: StartDaemon) -> None:
+    """The shutdown looked once whether the forkserver was stopped: a SIGSTOP that took
+    hold after that look (sent just before the stop, on a loaded machine) left the
+    workers' joins, then multiprocessing's at exit, waiting for good (a full run's
+    hang of the test above).  Here it is stopped again each time it is resumed."""
+    d = daemon(JOB_NUM="2")
+    for n in range(2):
+        drop(spool_root, f"warm-{n}", {"tool": "sleep", "params": {"seconds": 0}})
+    for n in range(2):
+        wait_record(spool_root, f"warm-{n}", 30)
+    (server,) = [p for p in psutil.Process(d.pid).children()
+                 if "forkserver" in " ".join(p.cmdline())]
+    wait_for(lambda: len(server.children()) == 2, 20, "both workers ready")
+    server.suspend()
+    said = f"forkserver (pid {server.pid}) is stopped"
+    stopping = threading.Event()
+
+    def stop_it_again() -> None:
+        for n in range(1, 4):  # after each of its first three resumes
+            while d.logs().count(said) < n:
+                if stopping.wait(0.001):
+                    return
+            with contextlib.suppress(psutil.Error):
+                server.suspend()
+
+    stopper = threading.Thread(target=stop_it_again, daemon=True)
+    stopper.start()
+    try:
+        code = d.stop(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the stop hung; the processor's log ends:\n{d.logs()[-4000:]}")
+    finally:
+        stopping.set()
+        stopper.join()
+        with contextlib.suppress(psutil.Error):
+            server.resume()
+    assert code == 0
 
 
 def test_usr1_hup_and_usr2_to_the_process_group_spare_the_resource_tracker(
