@@ -12,6 +12,7 @@ models, are imported where a :class:`Client` is made or purges.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -70,6 +71,18 @@ def _denied_is_spool_trouble(method: Callable[_P, _R]) -> Callable[_P, _R]:
             raise SpoolIOError(f"{exc.strerror}{where}: this user may not use that part of "
                                "the spool (Permissions in docs/operations.md)") from exc
     return call
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelAsked:
+    """A running job's cancel request, written (:meth:`Client.ask_cancel`)."""
+
+    job_id: str
+    seen: Record
+    """The job as it was when the request was written."""
+    run: int | None
+    """The run the request names (its file's inode in ``running/``), None if pending."""
 
 
 class Client:
@@ -135,12 +148,27 @@ class Client:
         on it for the job pending now.  ConflictError when the job already finished;
         NotFoundError when unknown.
         """
+        asked = self.ask_cancel(job_id)
+        if not isinstance(asked, CancelAsked):
+            return asked
+        return self.cancel_outcome(asked, time.monotonic() + wait_s)
+
+    def ask_cancel(self, job_id: str) -> Record | CancelAsked:
+        """The first half of :meth:`cancel`: a pending job's cancelled record, or the
+        request written for a running one, for :meth:`cancel_outcome` to wait on.
+        Several jobs' requests written first are acted on together, not each after the
+        one before has stopped."""
         record = self.spool.cancel_pending(job_id)
         if record is not None:
             self._synced()
             return record
-        deadline = time.monotonic() + wait_s
         current, run = self._ask_to_cancel(job_id)
+        return CancelAsked(job_id, current, run)
+
+    def cancel_outcome(self, asked: CancelAsked, deadline: float) -> Record:
+        """The second half of :meth:`cancel`: the job's record once terminal, or as it
+        stands at ``deadline`` (a ``time.monotonic()`` value)."""
+        job_id, current, run = asked.job_id, asked.seen, asked.run
 
         def sent_back(record: Record) -> bool:
             """The job asked of is back in pending/, or running again as another run."""

@@ -35,7 +35,7 @@ from spool.cli.command import (
 )
 from spool.cli.render import show_record, unreadable_note
 from spool.cli.waiting import job_line
-from spool.client import CANCEL_WAIT_S, MOVE_WAIT_S, find_moved
+from spool.client import CANCEL_WAIT_S, MOVE_WAIT_S, CancelAsked, find_moved
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError, SpoolIOError
 from spool.states import TERMINAL, JobState
 
@@ -107,8 +107,8 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add_ids(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("id", nargs="+", type=parse.job_id, metavar="ID",
-                        help=f"the job id; several are {what} one after another, each "
-                        "said on a line of its own (ID STATE [ERROR], or one JSON line)")
+                        help=f"the job id; several are {what}, each said on a line of "
+                        "its own (ID STATE [ERROR], or one JSON line)")
 
 
 def _one(ids: list[str]) -> str:
@@ -140,10 +140,10 @@ def _each(ids: list[str], act: Callable[[str], Record], as_json: bool) -> int:
 
 
 def _configure_cancel(parser: argparse.ArgumentParser) -> None:
-    _add_ids(parser, "cancelled")
+    _add_ids(parser, "cancelled together (every request written before any wait)")
     parser.add_argument("--timeout", type=parse.positive_seconds, default=CANCEL_WAIT_S,
-                        metavar="S", help="how long to wait for a running job to stop "
-                        f"(default {CANCEL_WAIT_S:g} s)")
+                        metavar="S", help="how long to wait for a running job to stop, "
+                        f"one wait for several (default {CANCEL_WAIT_S:g} s)")
     add_json(parser, "the record")
 
 
@@ -155,8 +155,7 @@ def run_cancel(args: argparse.Namespace, settings: Settings) -> int:
         layout.cancel], enter=list(map(layout.folder, JobState)),
         instead=f" or through statusd (POST /api/v1/tasks/{_one(args.id)}/cancel)")
     if len(args.id) > 1:
-        return _each(args.id, lambda job_id: _cancelled_one(client, job_id, args.timeout),
-                     args.json)
+        return _cancel_several(client, args.id, args.timeout, args.json)
     job_id = args.id[0]
     try:
         record = client.cancel(job_id, wait_s=args.timeout)
@@ -196,27 +195,75 @@ def _finished_first(job_id: str, record: Record) -> str | None:
     return None
 
 
-def _cancelled_one(client: Client, job_id: str, wait_s: float) -> Record:
-    """One of several ids' cancel: its record, with a line on stderr when the request
-    still waits in cancel/; ConflictError when the run ended otherwise first."""
-    try:
-        record = client.cancel(job_id, wait_s=wait_s)
-    except KeyboardInterrupt:
-        _said_interrupted(client.layout, job_id)
-        raise
-    if (finished := _finished_first(job_id, record)) is not None:
+def _cancel_several(client: Client, ids: list[str], wait_s: float, as_json: bool) -> int:
+    """Cancel several jobs: every request is written first, then each outcome waited
+    for within one ``wait_s``, a line each in the order given (as :func:`_each` says
+    them).  One after another, each running job's wait came before the next request:
+    100 running jobs with no processor to act took 100 times the wait (QA)."""
+    asked: list[Record | CancelAsked | SpoolError] = []
+    for n, job_id in enumerate(ids):
+        try:
+            asked.append(client.ask_cancel(job_id))
+        except KeyboardInterrupt:
+            _said_interrupted_at(client.layout, ids[:n], ids[n + 1:])
+            raise
+        except SpoolIOError:
+            raise  # the spool's trouble, not this job's: the rest would meet it too
+        except SpoolError as exc:
+            asked.append(exc)
+    deadline = time.monotonic() + wait_s
+    code = EXIT_OK
+    for n, (job_id, outcome) in enumerate(zip(ids, asked, strict=True)):
+        try:
+            record = _outcome(client, outcome, deadline)
+        except KeyboardInterrupt:
+            _said_interrupted_at(client.layout, ids[n:], [])
+            raise
+        except SpoolIOError:
+            raise
+        except SpoolError as exc:
+            note(f"error: {exc}")
+            code = EXIT_FAILED
+            continue
+        job_line(job_id, record, None, as_json=as_json)
+    return code
+
+
+def _outcome(client: Client, asked: Record | CancelAsked | SpoolError, deadline: float
+             ) -> Record:
+    """One of several ids' cancel outcome: its record, with a line on stderr when the
+    request still waits in cancel/; the error it met; ConflictError when the run ended
+    otherwise first."""
+    if isinstance(asked, SpoolError):
+        raise asked
+    record = client.cancel_outcome(asked, deadline) if isinstance(asked, CancelAsked) \
+        else asked
+    if (finished := _finished_first(record.id, record)) is not None:
         raise ConflictError(finished)
     if record.state not in TERMINAL:
-        note(f"job {job_id} is still {record.state.value}: the cancel request stays in "
-             "cancel/")
+        note(f"job {record.id} is still {record.state.value}: the cancel request stays "
+             "in cancel/")
     return record
+
+
+def _said_interrupted_at(layout: Layout, asked: list[str], left: list[str]) -> None:
+    """A Ctrl-C in a cancel of several: the requests written stay and act, one line for
+    them all; the ids not yet asked are named."""
+    staying = [job_id for job_id in dict.fromkeys(asked)
+               if layout.cancel_request(job_id).exists()]
+    if staying:
+        note(f"interrupted: stopped waiting; the cancel requests of {' '.join(staying)} "
+             "stay in cancel/, for their processors to act on (spoolq show ID tells the "
+             "outcome)")
+    if left:
+        note(f"interrupted: not tried: {' '.join(left)}")
 
 
 # -- retry ----------------------------------------------------------------------------------
 
 
 def _configure_retry(parser: argparse.ArgumentParser) -> None:
-    _add_ids(parser, "retried")
+    _add_ids(parser, "retried one after another")
     add_json(parser, "the record")
 
 

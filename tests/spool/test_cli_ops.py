@@ -28,9 +28,10 @@ from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
 from spool.claim import Claim
+from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
-from spool.models import Job, Progress
+from spool.models import ErrorInfo, Job, Progress
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.stdio import EXIT_BROKEN_PIPE
@@ -410,6 +411,55 @@ def test_ctrl_c_as_cancel_waits_says_the_request_stays(root: Path,
         "spoolq: interrupted: stopped waiting for job long; its cancel request stays in "
         "cancel/, for its processor to act on (spoolq show long tells the outcome)"]
     assert (root / "cancel" / "long").exists()
+
+
+def test_a_cancel_of_several_running_jobs_asks_them_all_first(root: Path,
+                                                               env: dict[str, str]) -> None:
+    """Several ids were cancelled one after another, each running job's wait before the
+    next request: 100 running jobs with no processor acting took 100 times the wait.
+    Every request is written first; the outcomes are waited for within one timeout, a
+    line each in the order given; a Ctrl-C names the requests that stay."""
+    spool = spool_of(root)
+    ids = ["r1", "p1", "r2", "r3"]
+    claims = []
+    for job_id in ids:
+        spool.submit(Job(tool="echo"), job_id)
+        if job_id.startswith("r"):
+            claim = spool.claim(job_id)  # the test stands in for the processor
+            assert claim is not None
+            claims.append(claim)
+    try:
+        # the processor acts on r1 and r2 once all three requests are in
+        cancel = subprocess.Popen([*CLI, "cancel", *ids, "--timeout", "60"], env=env,
+                                  cwd=root.parent, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        requests = [root / "cancel" / job_id for job_id in ("r1", "r2", "r3")]
+        deadline = time.monotonic() + 20
+        while not all(map(os.path.exists, requests)) and time.monotonic() < deadline:
+            assert cancel.poll() is None
+            time.sleep(0.01)
+        assert all(map(os.path.exists, requests)), "every request written before a wait"
+        for claim in claims[:2]:  # as the processor does
+            record = spool.record_of_claim(claim, JobState.FAILED).model_copy(update={
+                "error": ErrorInfo(type=ErrorType.CANCELLED, message="cancelled while running")})
+            spool.fail(claim, record)  # and drops its request
+        said = [read_line(cancel, timeout=20) for _ in range(3)]
+        cancel.send_signal(signal.SIGINT)  # r3 waits on
+        out, err = cancel.communicate(timeout=60)
+    finally:
+        for claim in claims:
+            claim.close()
+        if cancel.poll() is None:
+            stop(cancel)
+    assert cancel.returncode == 130, err
+    assert [line.decode() for line in said] == [
+        "r1 failed cancelled: cancelled while running\n",
+        "p1 failed cancelled: cancelled while pending\n",
+        "r2 failed cancelled: cancelled while running\n"]
+    assert out == b""
+    assert err.decode().splitlines() == [
+        "spoolq: interrupted: stopped waiting; the cancel requests of r3 stay in cancel/, "
+        "for their processors to act on (spoolq show ID tells the outcome)"]
 
 
 def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
