@@ -59,7 +59,7 @@ from processor.proctree import (
     stopped,
 )
 from processor.runner import Outcome, death_outcome
-from processor.startup import PRELOAD
+from processor.startup import PRELOAD, start_resource_tracker
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
 from spool.errors import ErrorType
@@ -573,6 +573,10 @@ class LocalPool:
             process = self._ctx.Process(
                 target=worker_main, name=f"spoolq-worker-{slot.index}", daemon=True,
                 args=(child, self.config, life_r, output_ends))
+            # A tracker that died is started again by the start below, and took this
+            # process's handlers, which its exec made the defaults: the next USR1 to the
+            # process group ended it too.  Nothing when it runs.
+            start_resource_tracker()
             process.start()
         except BaseException:
             for end in opened:

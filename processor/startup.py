@@ -160,12 +160,16 @@ and warned of leaks (QA).  Ignored signals stay ignored across its exec."""
 
 def start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker now (before the forkserver, which shares
-    it), ignoring :data:`TRACKER_IGNORES`; nothing when one runs already."""
-    # Blocked meanwhile: one that comes is held for the handler put back, where ignored
-    # it was lost (a SIGHUP, a stop: the review).
+    it; and again before each worker's start, which starts one that died), blocking
+    :data:`TRACKER_IGNORES` in it, and ignoring them when called on the main thread;
+    nothing when one runs already.  Its exec keeps the mask: blocked, they stay pending
+    in it for good (the pool's loop thread may not set handlers)."""
+    # Blocked here meanwhile too: one that comes is held for the handler put back, where
+    # ignored it was lost (a SIGHUP, a stop: the review).
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TRACKER_IGNORES)
     try:
-        saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in TRACKER_IGNORES}
+        saved = {signum: signal.signal(signum, signal.SIG_IGN) for signum in TRACKER_IGNORES
+                 } if threading.current_thread() is threading.main_thread() else {}
         try:
             multiprocessing.resource_tracker.ensure_running()
         finally:

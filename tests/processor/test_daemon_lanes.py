@@ -936,6 +936,36 @@ def test_usr1_hup_and_usr2_to_the_process_group_spare_the_resource_tracker(
     assert tracker.is_running() and tracker.status() != psutil.STATUS_ZOMBIE
 
 
+def test_a_resource_tracker_started_again_spares_usr1_hup_and_usr2_too(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A tracker that died (the OOM killer's pick, a kill) is started again by the next
+    worker's start, and that one took the processor's signal handlers, which an exec
+    makes the defaults: the next USR1 to the process group ended it too (left by the
+    fifty-first session)."""
+    d = daemon(JOB_NUM="1", SPOOL_WORKER_MAX_JOBS="1")  # a worker started after each job
+
+    def trackers() -> list[psutil.Process]:
+        found = []
+        for child in psutil.Process(d.pid).children():
+            with contextlib.suppress(psutil.Error):  # a zombie has no command line
+                # Not the forkserver, whose sys.path names this test's folder.
+                if "resource_tracker import main" in " ".join(child.cmdline()):
+                    found.append(child)
+        return found
+
+    (first,) = trackers()
+    first.kill()
+    wait_for(lambda: not trackers(), 10, "the tracker dead")  # a zombie, the processor's
+    for n in range(2):  # the first job's retiring worker starts the next worker
+        drop(spool_root, f"job-{n}", {"tool": "sleep", "params": {"seconds": 0}})
+        assert wait_record(spool_root, f"job-{n}", 30)["state"] == "done"
+    (again,) = wait_for(trackers, 20, "a tracker started again")
+    for signum in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        again.send_signal(signum)
+    time.sleep(0.5)
+    assert again.is_running() and again.status() != psutil.STATUS_ZOMBIE
+
+
 def test_a_ready_worker_runs_three_threads(spool_root: Path, daemon: StartDaemon) -> None:
     """Each thread of a worker takes a stack and a 64 MB malloc arena of its address
     space, under SPOOL_WORKER_MEMORY_MB too: a fourth, for held progress reports, cost
