@@ -89,8 +89,9 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
         if not S_ISREG(before.st_mode) or not _lock(fd, job_id):
             return None
         try:
-            if not mover.move(src, dst):  # never replaces
+            if (leased := mover.move_leased(src, dst, fd)) is None:  # never replaces
                 return None
+            fd = leased  # or the new name's own lock (see Mover.move_leased)
         except SpoolIOError as exc:
             _give_back(mover, src, dst, before)  # moved, then the folder's sync failed
             if (refused := _refused_by_file(exc, src, dst, job_id)) is not None:

@@ -51,6 +51,7 @@ import ctypes
 import errno
 import fcntl
 import itertools
+import logging
 import os
 import shutil
 import stat
@@ -64,6 +65,8 @@ from spool.durability import FsyncMode
 from spool.errors import SpoolIOError, UnreadableDrop
 from spool.layout import Layout
 from spool.states import JobState
+
+log = logging.getLogger("spoolq.spool")
 
 BATCH_OPS = 64
 FILE_MODE = 0o640
@@ -399,6 +402,9 @@ class Mover:
         self._pending_ops = 0
         self._last_flush = time.monotonic()
         self._noreplace_native = _renameat2 is not None
+        self._links_share_locks: bool | None = None
+        """Whether a hard link's new name shares its file's flock (see :meth:`move_leased`):
+        None until a claim's move by link tells."""
         # Set once: a Mover serves one process (the processor never forks with it).
         self._euid, self._egid = os.geteuid(), os.getegid()
         # Why a recycling Mover stages in tmp/ (for its owner to log); None when it need not.
@@ -829,21 +835,107 @@ class Mover:
             self._synced(_parent(dst), _parent(src))
         return True
 
-    def _rename_noreplace(self, src: StrPath, dst: StrPath) -> bool:
+    def move_leased(self, src: StrPath, dst: StrPath, fd: int) -> int | None:
+        """:meth:`move` (never replacing) of a regular file whose flock ``fd`` holds: the
+        descriptor that holds the lease of ``dst`` once moved (``fd``; or a new one of
+        ``dst``, and then ``fd`` is closed), None when nothing moved.
+
+        Without RENAME_NOREPLACE the move is a link and an unlink, and some FUSE
+        filesystems (bindfs, and others on libfuse's high-level API) give the new name a
+        lock of its own: a claim's lease covered nothing in ``running/``, and the
+        processor's own recovery scan took its running jobs for orphans (QA: a job run to
+        the end three times, two runs of one id at once).  There the new name's lock is
+        taken between the link and the unlink; held by someone else already, the link
+        is taken back and nothing moved.  (The move that finds RENAME_NOREPLACE missing
+        takes it just after.)"""
         if self._noreplace_native:
-            assert _renameat2 is not None
-            # What os.fsencode does, without its Python frame (this runs once a claim).
-            rc = _renameat2(_AT_FDCWD, os.fspath(src).encode(_FS_ENCODING, _FS_ERRORS),
-                            _AT_FDCWD, os.fspath(dst).encode(_FS_ENCODING, _FS_ERRORS),
-                            _RENAME_NOREPLACE)
-            if rc == 0:
-                return True
-            err = ctypes.get_errno()
-            if err == errno.EEXIST:
-                return False
-            if err not in (errno.EINVAL, errno.ENOSYS):
-                raise OSError(err, os.strerror(err), str(src))
-            self._noreplace_native = False  # filesystem without RENAME_NOREPLACE
+            if not self.move(src, dst):
+                return None
+            return fd if self._noreplace_native else self._leased(dst, fd, linked=False)
+        try:
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except FileExistsError:
+                return None
+            leased = self._leased(dst, fd, linked=True)
+            if leased is not None:
+                os.unlink(src)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            _raise_fatal(exc, f"cannot move {_name(src)} to {_name(_parent(dst))}/")
+            raise
+        if leased is not None and self.mode is not _NEVER:
+            try:
+                self._synced(_parent(dst), _parent(src))
+            except BaseException:
+                if leased != fd:  # the caller, still holding fd, gives the move back
+                    os.close(leased)
+                raise
+        if leased is not None and leased != fd:
+            os.close(fd)
+        return leased
+
+    def _leased(self, dst: StrPath, fd: int, *, linked: bool) -> int | None:
+        """The descriptor holding ``dst``'s lease, a hard link of the file ``fd`` holds
+        the lock of (see :meth:`move_leased`): ``fd`` where links share their file's lock,
+        else a new one holding ``dst``'s own.  None (the link removed) when someone else
+        holds that: only while ``linked``, the file still in its folder."""
+        if self._links_share_locks:
+            return fd
+        try:
+            new = os.open(dst, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            if not linked:
+                return fd  # moved already: its lease as it was
+            os.unlink(dst)  # the move taken back: the file stays where it was, leased
+            raise
+        try:
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(new)
+            if linked and self._links_share_locks is False:  # another's lock: not ours
+                os.unlink(dst)
+                return None
+            self._links_share_locks = True  # the lock held through fd: one file, one lock
+            return fd
+        except BaseException:
+            os.close(new)
+            if linked:
+                os.unlink(dst)
+            raise
+        if self._links_share_locks is None:
+            log.warning("the spool's filesystem gives a hard link's new name a lock of its "
+                        "own (a FUSE filesystem without RENAME_NOREPLACE?): each claim "
+                        "takes its lease again on the name in running/")
+        self._links_share_locks = False
+        if not linked:
+            os.close(fd)  # moved already: the caller's descriptor leases nothing now
+        return new
+
+    def _renameat2_noreplace(self, src: StrPath, dst: StrPath) -> bool | None:
+        """``renameat2(RENAME_NOREPLACE)``: whether it moved; None where the kernel or the
+        filesystem has none."""
+        if not self._noreplace_native:
+            return None
+        assert _renameat2 is not None
+        # What os.fsencode does, without its Python frame (this runs once a claim).
+        rc = _renameat2(_AT_FDCWD, os.fspath(src).encode(_FS_ENCODING, _FS_ERRORS),
+                        _AT_FDCWD, os.fspath(dst).encode(_FS_ENCODING, _FS_ERRORS),
+                        _RENAME_NOREPLACE)
+        if rc == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), str(src))
+        self._noreplace_native = False  # filesystem without RENAME_NOREPLACE
+        return None
+
+    def _rename_noreplace(self, src: StrPath, dst: StrPath) -> bool:
+        if (moved := self._renameat2_noreplace(src, dst)) is not None:
+            return moved
         return self._link_then_unlink(src, dst)
 
     @staticmethod

@@ -3,6 +3,7 @@ file, no-replace moves refuse, unlink removes what it names and never follows.""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import subprocess
@@ -60,6 +61,39 @@ def test_link_fallback_never_overwrites(any_spool: Spool) -> None:
     dst.unlink()
     assert mover.move(src, dst) is True and dst.read_bytes() == b"new"
     assert not src.exists()
+
+
+def test_a_leased_move_by_link_keeps_the_lease_where_links_share_locks(
+        any_spool: Spool) -> None:
+    """On a local filesystem a hard link is the one file, its lock the one lock: the
+    descriptor the claim holds leases the new name, and no second one is kept (bindfs,
+    whose new names lock apart, is tests/processor/test_spool_fuse.py's)."""
+    mover, layout = any_spool.mover, any_spool.layout
+    mover._noreplace_native = False
+    for job_id in ("l1", "l2"):
+        src, dst = layout.job(JobState.PENDING, job_id), layout.job(JobState.RUNNING, job_id)
+        src.write_bytes(b"job")
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert mover.move_leased(src, dst, fd) == fd
+            assert not src.exists() and dst.read_bytes() == b"job"
+            other = os.open(dst, os.O_RDONLY)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(other)
+        finally:
+            os.close(fd)
+    taken = layout.job(JobState.PENDING, "l1")
+    taken.write_bytes(b"again")
+    fd = os.open(taken, os.O_RDONLY)
+    try:
+        assert mover.move_leased(taken, layout.job(JobState.RUNNING, "l1"), fd) is None
+        assert taken.read_bytes() == b"again"
+    finally:
+        os.close(fd)
 
 
 def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) -> None:
