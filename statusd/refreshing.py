@@ -74,8 +74,8 @@ class Refresher:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.loader.close()
 
-    async def refresh(self, job_ids: Iterable[str], unreadable: set[str] | None = None
-                      ) -> None:
+    async def refresh(self, job_ids: Iterable[str], unreadable: set[str] | None = None,
+                      *, by_change: bool = False) -> None:
         """Re-read the given ids now and apply what changed (also used after HTTP writes).
         An id whose files the disk fails to look up or read is kept as it was: with
         ``unreadable``, one the disk fails (EIO) is added to it, for the caller to say
@@ -88,6 +88,10 @@ class Refresher:
             changes = await self._run(self._refresh_if_here, ids, known, failed)
             if changes is None:
                 return
+            if by_change:  # in the order the files it read last changed (stable: a tie
+                # keeps the hints' order), not as the listing saw them
+                changes.sort(key=lambda c: c[1].stamp.ctime_ns if isinstance(c[1], Item)
+                             else 0)
             # A change may be told in up to three messages (two inferred transitions
             # before it: statusd.announce), so a chunk is a sixth of a queue, not half.
             chunk = max(1, min(APPLY_CHUNK, self.hub.queue_max // 6))
@@ -194,12 +198,8 @@ class Refresher:
         self.health.listed()
         # An id left out is kept as it was, not re-read: its look-up fails again, and
         # that failed the refresh of every id this rescan found changed.
-        # In the order the files last changed (gone ids first: when is not known), not
-        # the folders' listing order: after events were lost, what they would have told
-        # goes out as it happened.
-        changed = sorted((job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
-                          if job_id not in unreadable),
-                         key=lambda job_id: stamps[job_id].ctime_ns if job_id in stamps else 0)
+        changed = [job_id for job_id in await self._run(_diff, stamps, self.index.stamps())
+                   if job_id not in unreadable]
         # An id with a record new behind its drop is re-read too, so that the index says
         # whether it is still active before that record is counted as a run behind it:
         # the folders are listed one after another, and a job listed in pending/ that
@@ -211,7 +211,10 @@ class Refresher:
                     if job_id not in unreadable and job_id not in listed]
         try:
             if changed:
-                await self.refresh(changed, unreadable)  # and those it cannot read
+                # In the order the files last changed (gone ids first: when is not
+                # known), not the folders' listing order: after events were lost, what
+                # they would have told goes out as it happened.
+                await self.refresh(changed, unreadable, by_change=True)  # + those it cannot read
         except BaseException:
             # Another id's error (ESTALE, ENOMEM) ends the pass: those the disk failed in
             # it are said all the same (they went unsaid while it lasted), and those said

@@ -53,6 +53,8 @@ log = logging.getLogger("spoolq.statusd")
 
 RESCAN_DUTY = 10.0
 """The rescan interval is at least this many times the last rescan's duration."""
+RESCANS_FIRST_MAX = 3
+"""Rescans for lost events in a row before the hints are applied (an overflow storm)."""
 
 
 class Tracker(Refresher):
@@ -147,17 +149,12 @@ class Tracker(Refresher):
             self.hints.wake.clear()
             try:
                 self.hints.rewatch()  # watched again: a rescan finds what came meanwhile
-                # Events lost: the rescan first, so that hints that came after them do not
-                # overtake what they would have told (a client saw a burst's last job
-                # before the hundred the overflow hid).  A periodic one goes after them.
-                scanned = self.hints.take_rescan()
-                if scanned:
-                    await self.rescan()
+                scanned = await self._rescans_asked()
                 dirty, recorded = self.hints.take()
                 if dirty:
                     dirty = self._unchanged_left_out(dirty)
                     if dirty:  # one the disk cannot read: left, said at the next rescan
-                        await self.refresh(dirty, set())
+                        await self.refresh(dirty, set(), by_change=True)
                     if recorded:
                         await self._count_behind(recorded)
                 await self._recheck_missing()
@@ -179,6 +176,24 @@ class Tracker(Refresher):
             except Exception:  # a bug must not freeze the index: log it, rescan later
                 log.exception("updating the index failed; retrying on the next rescan")
                 next_scan = time.monotonic() + self.scan_s
+
+    async def _rescans_asked(self) -> bool:
+        """The rescans asked for lost events, before the hints taken with them, so that
+        hints that came after the loss do not overtake what it hid (a client saw a
+        burst's last job before the hundred an overflow hid); events lost again while
+        one ran ask another, up to :data:`RESCANS_FIRST_MAX` in a row (an overflow storm
+        must not starve the hints).  Whether one ran."""
+        scanned = False
+        for _ in range(RESCANS_FIRST_MAX):
+            if not self.hints.take_rescan():
+                break
+            scanned = True
+            try:
+                await self.rescan()
+            except Exception:
+                self.hints.wake.set()  # the hints taken with it: now, not a scan_s later
+                raise
+        return scanned
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
