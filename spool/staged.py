@@ -440,11 +440,16 @@ def may_live(staged: StagingName, age_s: float) -> bool:
     pid space: a container sharing the spool, see :func:`spool.layout.pid_space`) until
     the file has stood :data:`STAGING_GRACE_S` (a spare: a day).  Judged by their pids
     here, the staged submits, cancel requests and records of other containers'
-    processes were removed mid-write (QA)."""
-    if staged.space is not None and staged.space != pid_space():
-        # A spare may wait days for a full disk (see Mover.retire): kept a day.
-        return age_s < (DEAD_STAGING_AGE_S if staged.tag == SPARE_TAG else STAGING_GRACE_S)
-    return pid_alive(staged.pid)
+    processes were removed mid-write (QA).  A name of no pid space (an older spoolq's,
+    or one where ``/proc`` does not tell) may be of either: its file is kept while its
+    pid runs here or for the grace (an older client's submit in another container was
+    removed so mid-upgrade: QA)."""
+    if staged.space is not None and staged.space == pid_space():
+        return pid_alive(staged.pid)
+    # A spare may wait days for a full disk (see Mover.retire): kept a day.
+    if age_s < (DEAD_STAGING_AGE_S if staged.tag == SPARE_TAG else STAGING_GRACE_S):
+        return True
+    return staged.space is None and pid_alive(staged.pid)
 
 
 def pid_alive(pid: int) -> bool:

@@ -29,6 +29,8 @@ import psutil
 import pytest
 from relkit import Daemon, drop, locations, record, strace_usable, wait_for
 
+from spool.layout import pid_space
+
 TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
 CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
@@ -37,6 +39,10 @@ SCAN_S = "0.3"
 """The scan interval of the tests that wait for scans and passes: the next one once the
 disk reads again, or those that would repeat a line (the shipped 5 s, and 1 s, proved
 the same more slowly)."""
+_SPACE = pid_space() or ""
+"""This pid space, in the staging names of dead processes the tests make: their pids
+tell (a name of no space is kept a grace, as an older spoolq's may be another
+container's)."""
 PASSES_S = 4 * float(SCAN_S)
 """Long enough for more passes (and scans) to come, each of which could say a line
 again."""
@@ -277,7 +283,7 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
                                  "not_before": "2099-01-01T00:00:00Z"})
         canceller = subprocess.Popen(["true"])  # gone: its pid is the staging name's
         canceller.wait()
-        staged = spool_root / "stage" / f"cancel-bad.{canceller.pid}.0123456789ab.tmp"
+        staged = spool_root / "stage" / f"cancel-bad.{canceller.pid}.{_SPACE}0123456789ab.tmp"
         detach = attach(d.pid, "read", staged, when="1+")
         written = spool_root / "tmp" / "staged-bad"
         written.write_text('{"tool": "echo", "params": {"message": 0}}')
@@ -328,7 +334,7 @@ def test_a_cut_short_move_the_disk_cannot_look_up_is_left_not_a_pause(
         d.start()
         mover = subprocess.Popen(["true"])  # gone: its pid is the staging name's
         mover.wait()
-        staged = spool_root / "stage" / f"{action}-bad.{mover.pid}.0123456789ab.tmp"
+        staged = spool_root / "stage" / f"{action}-bad.{mover.pid}.{_SPACE}0123456789ab.tmp"
         detach = attach(d.pid, syscalls, staged, when="1+")
         written = spool_root / "tmp" / "staged-bad"
         written.write_text('{"id": "bad", "state": "failed", "tool": "echo", '

@@ -39,6 +39,7 @@ from spool.jobfile import record_from_job
 from spool.layout import Layout
 from spool.models import ErrorInfo, Job, Record
 from spool.settings import FsyncMode
+from spool.staged import STAGING_GRACE_S
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -76,6 +77,14 @@ def make_spool(root: Path, mode: FsyncMode = FsyncMode.NEVER,
     mover = Mover(layout, mode, recycle=recycle)
     mover.make_folders()
     return Spool(layout, mover, clock, follow=follow)
+
+
+def a_grace_later(root: Path) -> Spool:
+    """A spool at ``root`` whose clock is past the grace a staging file of no pid space
+    (an older spoolq's) is kept (:data:`spool.staged.STAGING_GRACE_S`): its recovery
+    settles such files of dead pids at once."""
+    return make_spool(root, clock=FakeClock(
+        datetime.now(UTC) + timedelta(seconds=STAGING_GRACE_S + 1)))
 
 
 def make_client(root: Path, mode: FsyncMode = FsyncMode.NEVER) -> Client:

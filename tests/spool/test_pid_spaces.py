@@ -97,6 +97,26 @@ def test_a_dead_writer_of_this_pid_space_is_settled_at_once(tmp_path: Path) -> N
     assert listing(spool.layout.tmp) == []
 
 
+def test_an_older_spoolqs_write_whose_pid_runs_nowhere_here_is_kept_a_grace(
+        tmp_path: Path) -> None:
+    """A name without a pid space (an older spoolq's) may be of another pid namespace's
+    writer: judged by its pid alone, an older client's submit in another container was
+    removed before its rename, and it said "already pending" of a job that was nowhere
+    (h309, mid-upgrade: 11 of 1,500 submits)."""
+    clock = FakeClock(datetime.now(UTC))
+    spool = make_spool(tmp_path / "spool", clock=clock)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    older = spool.layout.tmp / f"{WRITE_TAG}job-1.{int(gone.stdout)}.{'ab' * 6}.tmp"
+    older.write_bytes(b'{"tool": "ec')
+    assert parse_staging(older.name) == (WRITE_TAG + "job-1", int(gone.stdout), None)
+    Recovery(spool).scan()
+    assert older.exists(), "removed under a writer that may live in another namespace"
+    clock.advance(STAGING_GRACE_S + 1)
+    Recovery(spool).scan()
+    assert not older.exists()
+
+
 def test_another_pid_space_s_spare_is_kept_a_day(tmp_path: Path) -> None:
     """A spare waits, unchanged, for a full disk (Mover.retire): one of another
     container's processor is kept a day, not the grace a write is."""

@@ -25,6 +25,7 @@ from spoolkit import FakeClock, done_record, locate, make_spool, read_json, subm
 
 from spool.client import Client
 from spool.errors import SpoolIOError
+from spool.layout import pid_space
 from spool.recovery import Recovery
 from spool.states import JobState
 from spool.transitions import Spool
@@ -170,9 +171,15 @@ def test_a_directory_at_a_sidecar_is_kept_when_the_run_ends(
 # -- recovery's own writes and removals --------------------------------------------------
 
 
+def _dead_name(tag: str) -> str:
+    """A staging name of this pid space whose process is gone (pid 999999 is past
+    pid_max here)."""
+    return f"{tag}.999999.{pid_space() or ''}abcdefabcdef.tmp"
+
+
 def _dead_staging(spool: Spool, tag: str, data: bytes) -> Path:
     """A staging file of a process that is gone (pid 999999 is past pid_max here)."""
-    path = spool.layout.tmp / f"{tag}.999999.abcdefabcdef.tmp"
+    path = spool.layout.tmp / _dead_name(tag)
     path.write_bytes(data)
     return path
 
@@ -210,7 +217,7 @@ def test_recovery_puts_back_a_retry_over_a_directory(spool: Spool, tmp_path: Pat
     assert claim is not None
     spool.fail(claim, done_record(claim, None, F))
     data = spool.layout.job(F, "x").read_bytes()
-    os.rename(spool.layout.job(F, "x"), spool.layout.tmp / "retry-x.999999.abcdefabcdef.tmp")
+    os.rename(spool.layout.job(F, "x"), spool.layout.tmp / _dead_name("retry-x"))
     check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
     Recovery(spool).scan()
     assert spool.layout.job(F, "x").read_bytes() == data
@@ -280,7 +287,7 @@ def test_recovery_finishes_a_cut_short_cancel_over_a_directory(
     check = _plant("directory", spool.layout.job(F, "x"), tmp_path / "outside")
     submit(spool, "x")
     os.rename(spool.layout.job(JobState.PENDING, "x"),
-              spool.layout.tmp / "cancel-x.999999.abcdefabcdef.tmp")
+              spool.layout.tmp / _dead_name("cancel-x"))
     submit(spool, "x", params={"newer": True})
     Recovery(spool).scan()
     assert read_json(spool.layout.job(F, "x"))["error"]["type"] == "cancelled"

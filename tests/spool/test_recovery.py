@@ -16,6 +16,7 @@ from spoolkit import (
     NOBODY,
     FakeClock,
     Holders,
+    a_grace_later,
     actor,
     await_line,
     drop_raw,
@@ -34,7 +35,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import WRITE_TAG
 from spool.ids import invalid_id
-from spool.layout import Layout
+from spool.layout import Layout, pid_space
 from spool.lease import is_locked
 from spool.models import ErrorInfo, Job, Record, Source, job_bytes, record_bytes
 from spool.recovery import Recovery, RecoveryReport, backoff_s
@@ -563,7 +564,8 @@ def _kept_by_a_dead_canceller(layout: Layout, job_id: str) -> None:
             break
         except PermissionError:
             continue
-    os.link(layout.original(job_id), layout.tmp / f"kept-{job_id}.{pid}.0123456789ab.tmp")
+    space = pid_space() or ""
+    os.link(layout.original(job_id), layout.tmp / f"kept-{job_id}.{pid}.{space}0123456789ab.tmp")
 
 
 def test_a_cancel_cut_short_after_replacing_an_earlier_original_gets_its_record(
@@ -844,7 +846,7 @@ def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool
         (layout.tmp / name).write_bytes(data)
         os.chown(layout.tmp / name, *NOBODY)
 
-    report = Recovery(make_spool(layout.root)).scan()
+    report = Recovery(a_grace_later(layout.root)).scan()
 
     assert {j: layout.job(D, j).read_bytes() for j in done} == done
     assert layout.job(P, "c4").read_bytes() == pending
@@ -870,7 +872,7 @@ def test_a_submitter_cannot_name_a_file_in_a_shared_tmp_into_a_move(spool: Spool
     assert staged.parent == layout.stage
     os.rename(layout.job(P, "c4"), staged.with_name(staged.name.replace(
         f".{os.getpid()}.", ".99999995.")))
-    assert Recovery(make_spool(layout.root)).scan().restored == ["c4"]
+    assert Recovery(a_grace_later(layout.root)).scan().restored == ["c4"]
     assert layout.job(P, "c4").read_bytes() == pending
 
 

@@ -21,7 +21,7 @@ from spoolkit import FakeClock, done_record, listing, make_spool, submit
 
 from spool.feed import inotify_c, open_inotify, read_inotify
 from spool.fsops import SPARE_TAG, STAGE_MODE, WRITE_TAG, Mover
-from spool.layout import Layout
+from spool.layout import Layout, pid_space
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.staged import DEAD_STAGING_AGE_S
@@ -180,11 +180,12 @@ def test_recovery_clears_dead_owners_leftovers_in_stage_and_keeps_live_ones(
     dead_pid = int(gone.stdout)
     with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                           stdin=subprocess.PIPE) as live:
+        space = pid_space() or ""  # this pid space's: their pids tell
         leftovers = {
-            f"{SPARE_TAG}.{dead_pid}.0123456789ab0.tmp": False,  # a dead processor's spare
-            f"job.{dead_pid}.0123456789ab.tmp": False,  # its record, half written
-            f"{SPARE_TAG}.{live.pid}.0123456789ab0.tmp": True,  # a live one's
-            f"job.{live.pid}.0123456789ab.tmp": True,
+            f"{SPARE_TAG}.{dead_pid}.{space}0123456789ab0.tmp": False,  # a dead one's spare
+            f"job.{dead_pid}.{space}0123456789ab.tmp": False,  # its record, half written
+            f"{SPARE_TAG}.{live.pid}.{space}0123456789ab0.tmp": True,  # a live one's
+            f"job.{live.pid}.{space}0123456789ab.tmp": True,
         }
         for name in leftovers:
             (stage / name).write_bytes(b'{"tool": "echo"}')

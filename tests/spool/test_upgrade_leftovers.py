@@ -26,7 +26,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from spoolkit import NOBODY, listing, make_spool, needs_root, read_json, run_to_end, submit
+from spoolkit import (
+    NOBODY,
+    a_grace_later,
+    listing,
+    make_spool,
+    needs_root,
+    read_json,
+    run_to_end,
+    submit,
+)
 
 from spool.fsops import WRITE_TAG, Mover
 from spool.layout import parse_staging
@@ -75,7 +84,7 @@ def test_an_older_spoolqs_moves_cut_short_in_a_shared_tmp_are_settled(tmp_path: 
     os.rename(layout.job(P, "C"), old_staging(layout.tmp, "cancel-C", pid))
     old_staging(layout.tmp, "quarantine-Q", pid).write_bytes(b'{"tool": ')
 
-    report = Recovery(make_spool(layout.root)).scan()
+    report = Recovery(a_grace_later(layout.root)).scan()
 
     assert sorted(report.restored) == ["C", "Q", "R"]
     assert listing(layout.tmp) == []
@@ -109,7 +118,7 @@ def test_a_submitters_file_named_like_a_cancel_in_a_shared_tmp_is_no_more_than_a
     for path in (cut, other):
         os.chown(path, NOBODY[0], NOBODY[1])
 
-    report = Recovery(make_spool(layout.root)).scan()
+    report = Recovery(a_grace_later(layout.root)).scan()
 
     assert layout.job(P, "free").read_bytes() == pending_free
     (kept,) = [j for j in report.restored if j != "free"]
@@ -155,7 +164,7 @@ def test_a_write_cut_short_under_its_own_name_is_no_move_of_another_id(
     # The mid-write one names its id before the cut: a record's fields come in order.
     assert b'"id":"quarantine-abc"' in writes["quarantine-abc"]
 
-    report = Recovery(make_spool(layout.root)).scan()
+    report = Recovery(a_grace_later(layout.root)).scan()
 
     assert layout.job(D, "abc").read_bytes() == done_abc
     assert listing(layout.folder(P)) == []
