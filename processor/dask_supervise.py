@@ -18,7 +18,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from processor.dask_host import LOST, Child, Run, kill_child
+from processor.dask_host import DEATH_UNTOLD_S, LOST, Child, Run, kill_child, this_host
 from processor.executor import READY_WAIT_S, Task
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
@@ -52,6 +52,7 @@ class _Supervisor:
         self.beat_at = time.monotonic() + LOADING_BEAT_S
         self.last_progress = 0.0
         self.held: tuple[float, str] | None = None  # a report that came too soon
+        self.killed_at: float | None = None  # when the child was killed, its end untold
 
     def run(self) -> Outcome:
         output = self.child.output
@@ -100,6 +101,11 @@ class _Supervisor:
             if run.reason is not None:
                 kill_child(self.child)
         if run.reason is not None:
+            if self.killed_at is None:
+                self.killed_at = now
+            elif now - self.killed_at > DEATH_UNTOLD_S:  # a stopped forkserver tells none
+                self.killed_at = now
+                this_host().resume_forkserver()
             return POLL_S
         return max(0.0, min(POLL_S, self.deadline - time.monotonic()))
 

@@ -127,6 +127,35 @@ def test_timeout_and_cancel_really_stop_the_work(spool_root: Path, daemon: Start
     _assert_stopped_growing(slow)
 
 
+def test_a_stopped_forkserver_on_a_dask_worker_is_resumed(spool_root: Path,
+                                                          daemon: StartDaemon,
+                                                          dask_cluster: Any,
+                                                          tmp_path: Path) -> None:
+    """A Dask worker's forkserver stopped from outside (SIGSTOP) tells no killed job
+    process's end and starts none: a job past its timeout was recorded only at the
+    processor's backstop, and the jobs behind it waited until something resumed it (QA:
+    held for good).  The worker resumes it, as the local pool does, and says so."""
+    psutil = pytest.importorskip("psutil")
+    daemon(**_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "slow.beats"
+    drop(spool_root, "slow", {"tool": "d_heartbeat", "timeout": 2,
+                              "params": {"path": str(beats), "seconds": 60}})
+    first = wait_for(lambda: _lines(beats), 20, "slow running")[0]
+    server = psutil.Process(int(first.split()[1])).parent()  # the job process's
+    server.suspend()
+    try:
+        assert wait_record(spool_root, "slow", 30)["error"]["type"] == "timeout"
+        wait_for(lambda: server.status() != psutil.STATUS_STOPPED, 10,
+                 "the worker to resume its forkserver")
+        drop(spool_root, "after", {"tool": "d_heartbeat",
+                                   "params": {"path": str(tmp_path / "after.beats"),
+                                              "seconds": 0}})
+        assert wait_record(spool_root, "after", 30)["state"] == "done"
+    finally:
+        with contextlib.suppress(psutil.Error):
+            server.resume()
+
+
 def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
                                                             daemon: StartDaemon,
                                                             dask_cluster: Any,
