@@ -27,18 +27,21 @@ class DirectKills:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._sent: list[Future[None]] = []
+        self._sent: list[Future[set[str]]] = []
         self._lock = threading.Lock()
 
-    def send(self, keys_by_worker: dict[str | None, list[str]], reason: str) -> None:
-        """Kill the children running these keys on their workers.  Keys under ``None``
-        (not started on any worker yet) have no worker to tell."""
+    def send(self, keys_by_worker: dict[str | None, list[str]], reason: str
+             ) -> Future[set[str]] | None:
+        """Kill the children running these keys on their workers; the workers that
+        answered, once known (None: none to tell).  Keys under ``None`` (not started on
+        any worker yet) have no worker to tell."""
         started = {worker: keys for worker, keys in keys_by_worker.items() if worker is not None}
         if not started:
-            return
+            return None
         sent = asyncio.run_coroutine_threadsafe(_kill_direct(started, reason), self._loop)
         with self._lock:
             self._sent = [f for f in self._sent if not f.done()] + [sent]
+        return sent
 
     def wait(self, timeout: float) -> None:
         """Wait for the kills sent so far, at most ``timeout`` in all (each is bounded:
@@ -51,21 +54,24 @@ class DirectKills:
                 one.result(timeout=max(0.0, deadline - time.monotonic()))
 
 
-async def _kill_direct(keys_by_worker: dict[str, list[str]], reason: str) -> None:
+async def _kill_direct(keys_by_worker: dict[str, list[str]], reason: str) -> set[str]:
     """:func:`kill_on_worker` on each worker through its own ``run`` handler (what
     ``Client.run`` has the scheduler call), not through the scheduler; at most
-    :data:`RPC_TIMEOUT_S` in all.  A worker this host cannot reach is left to the
-    scheduler's route."""
+    :data:`RPC_TIMEOUT_S` in all; the workers that ran it.  A worker this host cannot
+    reach is left to the scheduler's route."""
     from distributed.core import rpc as untyped_rpc  # noqa: PLC0415 - optional extra
     from distributed.protocol.pickle import dumps as untyped_dumps  # noqa: PLC0415
 
     rpc, dumps = cast(Any, untyped_rpc), cast(Any, untyped_dumps)
 
-    async def one(address: str, keys: list[str]) -> None:
+    async def one(address: str, keys: list[str]) -> Any:
         async with rpc(address, timeout=RPC_TIMEOUT_S) as worker:
-            await worker.run(function=dumps(kill_on_worker), args=dumps((keys, reason)),
-                             kwargs=dumps({}), wait=True)
+            return await worker.run(function=dumps(kill_on_worker),
+                                    args=dumps((keys, reason)), kwargs=dumps({}), wait=True)
 
-    await asyncio.wait_for(asyncio.gather(*(one(address, keys) for address, keys
-                                            in keys_by_worker.items()),
-                                          return_exceptions=True), RPC_TIMEOUT_S)
+    addresses = list(keys_by_worker)
+    answers = await asyncio.gather(*(asyncio.wait_for(one(address, keys_by_worker[address]),
+                                                      RPC_TIMEOUT_S)
+                                     for address in addresses), return_exceptions=True)
+    return {address for address, answer in zip(addresses, answers, strict=True)
+            if isinstance(answer, dict) and answer.get("status") == "OK"}

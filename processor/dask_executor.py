@@ -121,8 +121,10 @@ class DaskExecutor:
         self._thread = threading.Thread(target=self._monitor, name="dask-executor", daemon=True)
         self._thread.start()
 
-    def shutdown(self) -> None:
-        """Stop every job's child on the cluster (no outcomes follow) and disconnect."""
+    def shutdown(self) -> dict[str, float]:
+        """Stop every job's child on the cluster (no outcomes follow) and disconnect; the
+        jobs whose kill no worker confirmed, each with when its process is surely over:
+        requeued due at once, a job on a frozen worker ran beside its next run (QA)."""
         self._stopping.set()
         self.link.stop()  # the monitor waits on the scheduler no longer
         self._events.put(("wake",))
@@ -131,8 +133,14 @@ class DaskExecutor:
         flights = self._flights.clear()
         with self._lock:
             self._connected = False
-        self.link.close([f.future for f in flights if f.future is not None],
-                        keys_by_worker(flights))
+        asked = time.monotonic() + KILL_GRACE_S
+        for flight in flights:  # killed now, the stop's kill (see _surely_over)
+            if flight.kill_reason is None:
+                flight.kill_deadline = asked
+        confirmed = self.link.close([f.future for f in flights if f.future is not None],
+                                    keys_by_worker(flights))
+        return {f.task.job_id: self._surely_over(f) for f in flights
+                if f.key not in confirmed}
 
     # -- dispatch ---------------------------------------------------------------------
 

@@ -198,34 +198,46 @@ class SchedulerLink:
         if client is not None:
             self._calls.submit(close_client, client)
 
-    def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]) -> None:
+    def close(self, futures: list[Any], keys_by_worker: dict[str | None, list[str]]
+              ) -> set[str]:
         """Kill these jobs' children and this start's idle ones, cancel the tasks, close the
-        client and the pool."""
+        client and the pool; the keys whose kill a worker confirmed (under ``None``: every
+        worker did)."""
         self._maker.stop()
         # A client given up on a frozen scheduler is still closing in the background
         # when the process exits; distributed's callbacks for its futures then fail on
         # an executor the exit shut down, which tornado logged as an ERROR with a traceback.
         logging.getLogger("tornado.application").addFilter(_exit_noise)
         client, self.client = self.client, None
+        confirmed: set[str] = set()
         if client is not None:
-            waits = [self.kill(worker, keys, "shutdown", client=client)
+            kills = [(keys, self.kill(worker, keys, "shutdown", client=client))
                      for worker, keys in keys_by_worker.items()]
             # This start is over: the job processes it left idle go (a next start
             # gets its own, with the SPOOL_TOOLS modules as they are then).
+            waits: list[Future[Any]] = [call for _, call in kills]
             waits.append(self._calls.submit(_quiet, functools.partial(
                 client.run, retire, over=self.topic, callback_timeout=RPC_TIMEOUT_S)))
-            self.kill_direct(keys_by_worker, "shutdown")
+            direct = self._direct.send(keys_by_worker, "shutdown")
             for call in waits:
                 with contextlib.suppress(Exception):
                     call.result(timeout=RPC_TIMEOUT_S)
+            confirmed = {key for keys, call in kills if call.done() and call.result()
+                         for key in keys}
             if futures:
                 with contextlib.suppress(Exception):
                     client.cancel(futures, force=True)
             close_client(client)
-        self._direct.wait(RPC_TIMEOUT_S + 1)
+            self._direct.wait(RPC_TIMEOUT_S + 1)
+            if direct is not None and direct.done() and direct.exception() is None:
+                confirmed.update(key for worker in direct.result()
+                                 for key in keys_by_worker.get(worker, []))
+        else:
+            self._direct.wait(RPC_TIMEOUT_S + 1)
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._fetches.shutdown(wait=False, cancel_futures=True)
         self._maker.stop_loop()
+        return confirmed
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -276,13 +288,14 @@ class SchedulerLink:
         return type(exc).__name__ == "KilledWorker"
 
     def kill(self, worker: str | None, keys: list[str], reason: str, *,
-             client: Any = None) -> Future[Any]:
-        """Kill the children running ``keys`` on ``worker`` (all workers when None)."""
+             client: Any = None) -> Future[bool]:
+        """Kill the children running ``keys`` on ``worker`` (all workers when None); whether
+        the worker (every one) ran the kill, once known."""
         client = client or self.client
         workers = [worker] if worker is not None else None
         # Bounded (client.run hands callback_timeout to its sync call): a worker that
         # hangs must not hold the call threads, so kills and cancels behind it still run.
-        return self._calls.submit(_quiet, functools.partial(
+        return self._calls.submit(_ran, functools.partial(
             client.run, kill_on_worker, keys, reason, workers=workers,
             callback_timeout=RPC_TIMEOUT_S) if client else None)
 
@@ -297,6 +310,14 @@ class SchedulerLink:
         client = self.client
         if client is not None and future is not None:
             self._calls.submit(_quiet, functools.partial(client.cancel, [future], force=True))
+
+
+def _ran(call: Callable[[], Any] | None) -> bool:
+    """Whether ``call`` returned (it raised: said nothing)."""
+    try:
+        return call is not None and (call() or True)
+    except Exception:
+        return False
 
 
 def _quiet(call: Callable[[], Any] | None) -> None:

@@ -128,6 +128,9 @@ class ComputeExecutor(Protocol):
         """Stop a task now; its outcome (``reason`` as error type) follows via the sink."""
         ...
 
-    def shutdown(self) -> None:
-        """Kill every task (no outcomes follow) and release the workers."""
+    def shutdown(self) -> dict[str, float]:
+        """Kill every task (no outcomes follow) and release the workers; the jobs whose
+        kill could not be confirmed (a Dask worker that does not answer), each with
+        until when (``time.monotonic``) its process may still run (see
+        :meth:`linger_until`)."""
         ...

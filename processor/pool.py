@@ -153,8 +153,9 @@ class LocalPool:
         self._thread = threading.Thread(target=self._keep_time, name="pool-timer", daemon=True)
         self._thread.start()
 
-    def shutdown(self) -> None:
-        """Kill every worker (and its tool's processes); no outcomes are reported.
+    def shutdown(self) -> dict[str, float]:
+        """Kill every worker (and its tool's processes); no outcomes are reported, and
+        no kill goes unconfirmed here (SIGKILL, on this host).
 
         Called on the loop thread, like everything else here but :meth:`start`
         (before the loop runs) and the timer.
@@ -181,6 +182,7 @@ class LocalPool:
                     break
                 slot.process.join(timeout=min(left, _RESUME_LOOK_S))
             self._bury(slot)
+        return {}
 
     # -- dispatch (loop thread) -------------------------------------------------------
 

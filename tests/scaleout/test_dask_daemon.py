@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -643,6 +643,34 @@ def test_a_cancel_no_frozen_worker_confirms_is_recorded_once_the_job_is_surely_o
         assert rec["error"]["type"] == "cancelled"
         _assert_stopped_growing(beats)  # its process was over before its record came
         assert locations(spool_root)["frozen"] == ["failed"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_stop_requeues_a_job_its_frozen_worker_runs_for_when_it_is_surely_over(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
+        tmp_path: Path) -> None:
+    """The stop's kill cannot reach a frozen worker (SIGSTOP), whose job's process runs
+    on until its Deadman ends it: requeued due at once, the next start ran the job beside
+    it (QA: 13.7 s).  It is requeued not before that process is surely over."""
+    d = daemon(SPOOL_GRACE_S="1", **_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "frozen.beats"
+    drop(spool_root, "held", {"tool": "d_heartbeat", "timeout": 30,
+                              "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any("held" in str(k) for k in keys))
+    pid = dask_client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped_at = datetime.now().astimezone()
+        assert d.stop(timeout=60) == 0
+        assert locations(spool_root)["held"] == ["pending"]
+        job = orjson.loads((spool_root / "pending" / "held.json").read_bytes())
+        not_before = datetime.fromisoformat(job["not_before"])
+        assert not_before - stopped_at > timedelta(seconds=20), job  # its 30 s, and more
+        assert [e for e in d.events() if str(e.get("msg", "")).startswith(
+            "a killed job's worker does not answer: requeued")], d.logs()
     finally:
         os.kill(pid, signal.SIGCONT)
 
