@@ -104,12 +104,15 @@ _RENAME_EXCHANGE = 2
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
 """Out of descriptors (this process's RLIMIT_NOFILE, or the system's file table)."""
-FAILING_IO = frozenset({errno.EIO, errno.ESTALE, errno.ENOMEM, errno.EINTR, errno.ENOLCK})
+FAILING_IO = frozenset({errno.EIO, errno.ESTALE, errno.ENOMEM, errno.EINTR, errno.ENOLCK,
+                        errno.ENOTCONN, errno.ETIMEDOUT})
 """The device or the kernel failed the operation (a failing disk, an NFS handle gone
-stale, kernel memory short, no lock record to be had: ENOLCK, from an flock) or cut it
-short (EINTR: a FUSE or network filesystem's call interrupted, which Python retries for
-reads and writes but not for a rename): nothing about the file, and another try may go
-through.  (ENOLCK out of a recovery pass was none the processor knew: a traceback.)"""
+stale, kernel memory short, no lock record to be had: ENOLCK, from an flock; a FUSE
+filesystem whose daemon died, ENOTCONN, or a network filesystem's server that did not
+answer, ETIMEDOUT) or cut it short (EINTR: a FUSE or network filesystem's call
+interrupted, which Python retries for reads and writes but not for a rename): nothing
+about the file, and another try may go through.  (ENOLCK out of a recovery pass was none
+the processor knew: a traceback; so was ENOTCONN, QA.)"""
 NOT_NOW = NO_DESCRIPTOR | FAILING_IO
 """A file could not be opened or read now, for a reason that is not the file's: a reader
 that decides by what it reads (recovery, statusd's index, ``show``) raises these, never

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -185,7 +186,14 @@ class Layout:
     def require_root_is_dir(self) -> None:
         """SpoolIOError when the root exists and is no directory ('spoolq init' cannot
         help: it said "Not a directory (<root>/pending)")."""
-        if self.root.exists() and not self.root.is_dir():
+        try:
+            st = os.stat(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # none: said by what needs it
+        except OSError as exc:  # a FUSE mount whose daemon died: ENOTCONN (a traceback)
+            raise SpoolIOError(f"cannot look at the spool root: {exc.strerror} "
+                               f"({self.root})") from exc
+        if not stat.S_ISDIR(st.st_mode):
             raise SpoolIOError(f"{self.root} is not a directory: the spool root must be one")
 
     def _init_advice(self) -> str:

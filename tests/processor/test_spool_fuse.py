@@ -9,6 +9,7 @@ Debian's ``bindfs`` is installed by ``.ci/run``; where FUSE cannot mount, these 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -16,8 +17,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from daemonkit import Daemon, drop, make_spool, wait_record
+from daemonkit import Daemon, drop, make_spool, wait_for, wait_record
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -25,6 +27,12 @@ from spool.models import Job
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
+
+
+def _bindfs_of(mnt: Path) -> psutil.Process:
+    (found,) = [p for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "bindfs" and str(mnt) in (p.info["cmdline"] or [])]
+    return found
 
 
 @pytest.fixture
@@ -87,3 +95,26 @@ def test_a_running_job_outlives_its_processors_scans(fuse_root: Path, tmp_path: 
     finally:
         d.abort()
     assert not [e for e in d.events() if "orphan" in str(e)], d.logs()
+
+
+def test_a_processor_started_on_a_dead_fuse_mount_says_so_and_exits_75(
+        fuse_root: Path, tmp_path: Path) -> None:
+    """A FUSE mount whose daemon died answers ENOTCONN: the processor crashed with a
+    traceback, exit 1 (QA), where spool trouble that passes is one line and 75 for
+    systemd to start it again."""
+    _bindfs_of(fuse_root.parent).kill()
+    wait_for(lambda: _not_connected(fuse_root), 10, "the mount dead")
+    d = Daemon(fuse_root, tmp_path / "daemon.log")  # its settings, run from elsewhere
+    done = subprocess.run(d.argv, env=d.env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 75, done.stderr
+    assert "Traceback" not in done.stderr
+    assert os.strerror(errno.ENOTCONN) in done.stderr.strip().splitlines()[-1]
+
+
+def _not_connected(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False

@@ -296,18 +296,21 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
         d.abort()
 
 
+@pytest.mark.parametrize("error", ["EIO", "ENOTCONN"])
 def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
-        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
-    """The periodic recovery pass cannot open ``running/`` (EIO): spool trouble, the I/O
+        error: str, spool_root: Path, tmp_path: Path,
+        attach: Callable[..., Callable[[], None]]) -> None:
+    """The periodic recovery pass cannot open ``running/`` (EIO; ENOTCONN, a FUSE mount
+    whose daemon died, ended the processor with a traceback: QA): spool trouble, the I/O
     pause, not an OSError that ends the processor; once the disk reads again, jobs run."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="never", SPOOL_SCAN_S=SCAN_S)
     try:
         d.start()
-        detach = attach(d.pid, "openat", spool_root / "running", when="1+")
+        detach = attach(d.pid, "openat", spool_root / "running", error=error, when="1+")
 
         def said() -> bool:
             assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
-            return any(os.strerror(errno.EIO) in t for t in _troubled(d))
+            return any(os.strerror(getattr(errno, error)) in t for t in _troubled(d))
 
         wait_for(said, 30, "the pass's trouble said")
         detach()
