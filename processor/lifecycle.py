@@ -83,6 +83,7 @@ def take_hold(processor: Processor) -> None:
     try:
         require_spool(processor.layout)  # EACCES on the root: one line, exit 2
         processor.spool.mover.require_one_mount()
+        processor.spool.mover.require_claimable()
         processor.lease = take_lease(processor.spool, processor.owner)
     except BaseException:
         release(processor)

@@ -1104,6 +1104,47 @@ class Mover:
                 "mounts (EXDEV), so no job could move; the spool's folders must be one "
                 "mount")
 
+    def require_claimable(self) -> None:
+        """SpoolIOError when the spool's filesystem can move a file without replacing
+        another in neither way a claim knows: ``renameat2(RENAME_NOREPLACE)``, or a hard
+        link and an unlink (s3fs, rclone, CIFS without UNIX extensions).  The processor
+        started there, said it was up, and each job stayed pending for good with a line
+        that blamed its file (QA).  Tried on two files of its own where it stages (a
+        name no staging file has: a client's file to recovery, removed in a day, should
+        one be left)."""
+        base = os.path.join(self._stage_dir,
+                            f"claim-probe-{os.getpid()}-{os.urandom(4).hex()}")
+        first, second = base + ".a", base + ".b"
+        try:
+            os.close(os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             FILE_MODE))
+        except OSError as exc:
+            _raise_fatal(exc, f"cannot make a file in {_name(self._stage_dir)}/")
+            raise
+        try:
+            if self._probe_noreplace(first, second) is None:
+                try:
+                    os.link(first, second, follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno in NOT_NOW:  # the spool's trouble for now, said as such
+                        _raise_fatal(exc, "cannot link a file to claim by")
+                    raise SpoolIOError(
+                        "the spool's filesystem has neither renameat2(RENAME_NOREPLACE) "
+                        f"nor hard links ({exc.strerror}): no job could be claimed "
+                        "without the risk of replacing another's; put the spool on a "
+                        "filesystem with either (see scaling.md)") from exc
+        finally:
+            for name in (first, second):
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+
+    def _probe_noreplace(self, src: str, dst: str) -> bool | None:
+        try:
+            return self._renameat2_noreplace(src, dst)
+        except OSError as exc:
+            _raise_fatal(exc, "cannot move a file to claim by")
+            raise
+
     def make_folders(self, mode: int = 0o750) -> None:
         """Create the spool's folders (idempotent)."""
         self.layout.require_short_enough()

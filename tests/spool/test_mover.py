@@ -3,6 +3,7 @@ file, no-replace moves refuse, unlink removes what it names and never follows.""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from spoolkit import listing, make_spool
 
+from spool import fsops
 from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.settings import FsyncMode
@@ -94,6 +96,31 @@ def test_a_leased_move_by_link_keeps_the_lease_where_links_share_locks(
         assert taken.read_bytes() == b"again"
     finally:
         os.close(fd)
+
+
+def test_a_filesystem_with_neither_noreplace_nor_links_is_said_at_the_start(
+        any_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s3fs, rclone or CIFS without UNIX extensions: no claim can be made there, and the
+    processor started, said it was up, and left every job pending with a line blaming
+    its file (h308, a FUSE passthrough whose link() fails).  The probe leaves nothing."""
+    mover, layout = any_spool.mover, any_spool.layout
+
+    def probes() -> list[str]:
+        return [name for folder in (layout.tmp, layout.stage) if folder.is_dir()
+                for name in os.listdir(folder) if "probe" in name]
+
+    mover.require_claimable()  # this filesystem has both
+    assert probes() == []
+    mover._noreplace_native = False  # as on such a filesystem: renameat2 EINVAL,
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(fsops.os, "link", no_links)  # and link() refused
+    with pytest.raises(SpoolIOError, match=r"neither renameat2\(RENAME_NOREPLACE\) nor hard "
+                       r"links \(Operation not permitted\)"):
+        mover.require_claimable()
+    assert probes() == []
 
 
 def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) -> None:
