@@ -214,25 +214,24 @@ async def stats(request: web.Request) -> web.Response:
     # partial=1: while the processors' state cannot be read, 200 with the spool's figures
     # and processors_unknown instead of the 503 (the dashboard's counts went on showing the
     # spool of the last answer, for as long as a status file stayed unread).
+    live = await services.read_processors()  # off the loop: a hung filesystem held it
     if flag_value(request, "partial"):
-        return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
-    try:
-        doc = services.stats()
-    except SpoolIOError as exc:  # logged once a run by Services.processors
-        raise ApiError(503, "processors_unknown", str(exc),
-                       {"Retry-After": str(RETRY_AFTER_S)}) from exc
-    return _json(orjson.dumps(doc, option=DUMP_OPTS))
+        with services.scraping(live):
+            return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
+    if isinstance(live, SpoolIOError):  # logged once a run by Services.processors
+        raise ApiError(503, "processors_unknown", str(live),
+                       {"Retry-After": str(RETRY_AFTER_S)}) from live
+    return _json(orjson.dumps(services.stats_of(live), option=DUMP_OPTS))
 
 
 async def tools(request: web.Request) -> web.Response:
     """The tools the live processors offer (their status files' catalogues, merged by
     name) and their owners: an empty list while none runs; 503 ``processors_unknown``,
     as the stats, while their status files cannot be read.  Needs no index."""
-    try:
-        live = request.app[SERVICES].processors()
-    except SpoolIOError as exc:  # logged once a run by Services.processors
-        raise ApiError(503, "processors_unknown", str(exc),
-                       {"Retry-After": str(RETRY_AFTER_S)}) from exc
+    live = await request.app[SERVICES].read_processors()
+    if isinstance(live, SpoolIOError):  # logged once a run by Services.processors
+        raise ApiError(503, "processors_unknown", str(live),
+                       {"Retry-After": str(RETRY_AFTER_S)}) from live
     doc = {"tools": merged_catalogue(live), "processors": [status.owner for status in live]}
     return _json(orjson.dumps(doc, option=DUMP_OPTS))
 
@@ -241,7 +240,10 @@ async def metrics(request: web.Request) -> web.Response:
     """The registry's text: while the start's scan runs, statusd's own gauges only
     (:mod:`statusd.metrics`), never a 503, which Prometheus reads as statusd down."""
     services = request.app[SERVICES]
-    return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+    live = await services.read_processors()  # off the loop: a hung filesystem held it
+    with services.scraping(live):
+        body = services.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:

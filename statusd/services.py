@@ -10,8 +10,10 @@ in ``statusd.indexing``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +37,10 @@ log = logging.getLogger("spoolq.statusd")
 
 WRITE_THREADS = 4
 """Concurrent writes (a cancel of a running job may wait up to 5 s in one)."""
+PROCESSORS_WAIT_S = 2.0
+"""How long a request waits for the processors' state to be read (``owners/``, off the
+loop): a spool on a filesystem that does not answer (a hung NFS server, a stopped FUSE
+daemon) held the loop, and every request with it, ``/healthz`` too (QA)."""
 MAX_SEEN_TOOLS = 256
 """Tool names the stats list beside those the processors offer (those that ran, then the
 most used): the rest are counted in ``tools_omitted``."""
@@ -60,6 +66,8 @@ class Services:
         self._writes = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="statusd-write")
         self._processors_unread = False
         """Whether the processors' state could not be read at the last ask."""
+        self._read_for_scrape: list[OwnerStatus] | SpoolIOError | None = None
+        """The processors' state a /metrics request read off the loop (:meth:`scrape`)."""
 
     async def in_thread(self, fn: Any, *args: Any) -> Any:
         """Run a blocking spool call (client writes, disk reads) off the event loop."""
@@ -90,6 +98,40 @@ class Services:
             self._processors_unread = False
         return found
 
+    async def read_processors(self) -> list[OwnerStatus] | SpoolIOError:
+        """:meth:`processors`, read off the loop and waited for :data:`PROCESSORS_WAIT_S`
+        at most; its SpoolIOError (or one saying the filesystem did not answer) returned,
+        not raised."""
+        try:
+            found: list[OwnerStatus] = await asyncio.wait_for(
+                self.in_thread(self.processors), PROCESSORS_WAIT_S)
+        except SpoolIOError as exc:
+            return exc
+        except TimeoutError:
+            unread = SpoolIOError(f"the spool's filesystem has not answered in "
+                                  f"{PROCESSORS_WAIT_S:g} s (reading owners/)")
+            if not self._processors_unread:
+                log.warning("%s; /api/v1/stats answers 503 and /metrics leaves out the "
+                            "processors' gauges until it does", unread)
+            self._processors_unread = True
+            return unread
+        return found
+
+    def stats_of(self, processors: list[OwnerStatus], now: float | None = None
+                 ) -> dict[str, Any]:
+        """:meth:`stats` of the processors' state read already (:meth:`read_processors`)."""
+        return self._document(processors, now)
+
+    @contextlib.contextmanager
+    def scraping(self, processors: list[OwnerStatus] | SpoolIOError) -> Iterator[None]:
+        """For the block, :meth:`scrape` (the /metrics collector's) takes the processors'
+        state read already, not read on the loop."""
+        self._read_for_scrape = processors
+        try:
+            yield
+        finally:
+            self._read_for_scrape = None
+
     def stats(self, now: float | None = None) -> dict[str, Any]:
         """DESIGN section 9's stats document, from the index (no folder scan), or while
         it loads from the start's scan; a SpoolIOError when the processors' state cannot
@@ -104,10 +146,15 @@ class Services:
         known yet: only ``statusd`` (its own figures, ``indexing`` among them)."""
         if not self.tracker.loading.knows_spool:
             return {"statusd": self._own_figures()}
-        try:
-            return self._document(self.processors(), None)
-        except SpoolIOError as exc:
-            return without_processors(self._document([], None), str(exc))
+        processors = self._read_for_scrape
+        if processors is None:
+            try:
+                processors = self.processors()
+            except SpoolIOError as exc:
+                processors = exc
+        if isinstance(processors, SpoolIOError):
+            return without_processors(self._document([], None), str(processors))
+        return self._document(processors, None)
 
     def _document(self, processors: list[OwnerStatus], now: float | None) -> dict[str, Any]:
         now = now if now is not None else time.time()

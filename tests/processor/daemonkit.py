@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 
 from spool.fsops import Mover
@@ -253,3 +256,34 @@ def tmpfs(mnt: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@contextmanager
+def bindfs_spool(tmp_path: Path) -> Iterator[Path]:
+    """A fresh spool's root on a bindfs mount (a FUSE filesystem on libfuse's high-level
+    API) of a folder of ``tmp_path``; skips where bindfs cannot mount (Debian's bindfs is
+    installed by ``.ci/run``)."""
+    if shutil.which("bindfs") is None or shutil.which("fusermount") is None:
+        pytest.skip("needs bindfs (Debian's bindfs)")
+    under, mnt = tmp_path / "under", tmp_path / "mnt"
+    under.mkdir()
+    mnt.mkdir()
+    done = subprocess.run(["bindfs", str(under), str(mnt)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount bindfs here: {done.stderr.strip()}")
+    try:
+        root = mnt / "spool"
+        make_spool(root)
+        yield root
+    finally:
+        with contextlib.suppress(psutil.Error, ValueError):
+            bindfs_daemon(mnt).resume()  # a test that stopped it: unmounted all the same
+        subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
+
+
+def bindfs_daemon(mnt: Path) -> psutil.Process:
+    """The bindfs process serving the mount at ``mnt``."""
+    (found,) = [p for p in psutil.process_iter(["name", "cmdline"])
+                if p.info["name"] == "bindfs" and str(mnt) in (p.info["cmdline"] or [])]
+    return found

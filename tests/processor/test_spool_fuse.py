@@ -12,14 +12,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from daemonkit import Daemon, drop, make_spool, wait_for, wait_record
+from daemonkit import Daemon, bindfs_daemon, bindfs_spool, drop, wait_for, wait_record
 
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -29,30 +27,10 @@ from spool.states import JobState
 from spool.transitions import Spool
 
 
-def _bindfs_of(mnt: Path) -> psutil.Process:
-    (found,) = [p for p in psutil.process_iter(["name", "cmdline"])
-                if p.info["name"] == "bindfs" and str(mnt) in (p.info["cmdline"] or [])]
-    return found
-
-
 @pytest.fixture
 def fuse_root(tmp_path: Path) -> Iterator[Path]:
-    """A spool's root on a bindfs mount of a folder of ``tmp_path``."""
-    if shutil.which("bindfs") is None or shutil.which("fusermount") is None:
-        pytest.skip("needs bindfs (Debian's bindfs)")
-    under, mnt = tmp_path / "under", tmp_path / "mnt"
-    under.mkdir()
-    mnt.mkdir()
-    done = subprocess.run(["bindfs", str(under), str(mnt)], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount bindfs here: {done.stderr.strip()}")
-    try:
-        root = mnt / "spool"
-        make_spool(root)
+    with bindfs_spool(tmp_path) as root:
         yield root
-    finally:
-        subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
 
 
 def _locked_elsewhere(path: Path) -> bool:
@@ -102,7 +80,7 @@ def test_a_processor_started_on_a_dead_fuse_mount_says_so_and_exits_75(
     """A FUSE mount whose daemon died answers ENOTCONN: the processor crashed with a
     traceback, exit 1 (QA), where spool trouble that passes is one line and 75 for
     systemd to start it again."""
-    _bindfs_of(fuse_root.parent).kill()
+    bindfs_daemon(fuse_root.parent).kill()
     wait_for(lambda: _not_connected(fuse_root), 10, "the mount dead")
     d = Daemon(fuse_root, tmp_path / "daemon.log")  # its settings, run from elsewhere
     done = subprocess.run(d.argv, env=d.env, cwd=tmp_path, capture_output=True, text=True,
