@@ -35,6 +35,9 @@ class SpoolHealth:
         """Why the spool's folders could not be looked at (EIO), while that lasts: they
         were said to be gone ("unmounted, moved?"), where the disk failed to tell."""
         self._spool_said: str | None = None  # what the log last said of the folders
+        self.came_back = False
+        """The folders are back since the last look found none (see :meth:`here`): set in
+        a worker thread, taken by the tracker's loop, which starts its feed again."""
         self.scan_trouble: OSError | None = None
         """The error (EIO, EACCES) that failed the last rescan's listing of a state folder,
         until a rescan goes through.  The folders' stat can go through (the inodes
@@ -65,6 +68,7 @@ class SpoolHealth:
             if here:
                 log.warning("the spool's folders are back in %s: following it again",
                             self.layout.root)
+                self.came_back = self._spool_said is not None
             elif trouble is not None:
                 log.error("cannot look at the spool's folders in %s (%s): the index is "
                           "kept as it was until they can be", self.layout.root, trouble)

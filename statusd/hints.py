@@ -119,6 +119,15 @@ class Hints:
             return self._short_of_inotify is not None or self._feed_failed is not None
         return bool(self._feed.unwatched) or self._short_of_inotify is not None
 
+    def restart(self) -> None:
+        """Start the feed afresh and ask a rescan: the spool's folders came back (a
+        filesystem mounted again, a FUSE daemon started again), and watches of the mount
+        that went see nothing of the new one (QA: statusd followed a remounted spool by
+        rescans alone, 867 jobs said pending 16 s after they were done)."""
+        self.stop()
+        self._start_feed()
+        self.ask_rescan()
+
     def rewatch(self) -> None:
         """Watch again what lost its watch, or start the feed inotify's limits kept out;
         a folder watched again asks a rescan (it finds what came meanwhile)."""

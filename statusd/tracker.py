@@ -164,6 +164,9 @@ class Tracker(Refresher):
                 if scanned:
                     next_scan = time.monotonic() + max(self.scan_s,
                                                        RESCAN_DUTY * self.last_scan_s)
+                if self.health.came_back:  # the spool mounted again: a feed of the new
+                    self.health.came_back = False  # mount, and the rescan it asks at once
+                    self.hints.restart()
             except (OSError, SpoolIOError) as exc:  # out of descriptors, say: it passes
                 now = time.monotonic()
                 # A listing the disk fails was said once by rescan: an hour of it was 720
