@@ -275,7 +275,11 @@ class SchedulerLink:
         except Exception as err:
             return f"the Dask task failed ({type(err).__name__}: {err})"
         if type(exc).__name__ == "KilledWorker":
-            return f"the Dask worker running the job died ({exc})"
+            # Its own text is 400 characters of advice, cut mid-word in the log line.
+            worker = getattr(getattr(exc, "last_worker", None), "address", None)
+            return (f"the Dask worker {worker} running the job died (KilledWorker)"
+                    if isinstance(worker, str) else
+                    f"the Dask worker running the job died ({exc})")
         return f"the Dask task failed: {type(exc).__name__}: {exc}"
 
     @staticmethod

@@ -174,6 +174,9 @@ def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
     os.kill(dask_client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
     rec = wait_record(spool_root, "victim", 20)
     assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 1
+    # Named, not Dask's 400 characters of advice (cut mid-word in the log line: QA).
+    assert rec["error"]["message"] == f"the Dask worker {worker} running the job died " \
+        "(KilledWorker)", rec["error"]
     _assert_stopped_growing(beats)
     assert len({line.split()[1] for line in _lines(beats)}) == 1, "never re-run by Dask"
     rec = wait_record(spool_root, "exits", 30)
