@@ -55,12 +55,12 @@ def _command(unit: str, address: str, port: int, folder: Path) -> list[str]:
     argv = shlex.split(_setting(unit, "ExecStart")[-1])
     assert argv[0].endswith("/dask")
     argv = [sys.executable, "-m", "dask", *argv[1:]]
-    swapped = {"10.0.0.5": "127.0.0.1", "8786": str(port),
+    swapped = {"10.0.0.5": "127.0.0.1", "10.0.0.6": "127.0.0.1", "8786": str(port),
+               "10.0.0.5:8787": "127.0.0.1:0", "10.0.0.6:0": "127.0.0.1:0",
                "tcp://10.0.0.5:8786": address, "/var/lib/dask-worker": str(folder)}
     argv = [swapped.get(arg, arg) for arg in argv]
-    if "--nworkers" in argv:  # one worker process is enough here, listening on loopback
+    if "--nworkers" in argv:  # one worker process is enough here
         argv[argv.index("--nworkers") + 1] = "1"
-        argv += ["--host", "127.0.0.1"]
     return argv
 
 
@@ -95,6 +95,15 @@ def _wait_log(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
         time.sleep(0.1)
 
 
+def _listening(pid: int) -> set[str]:
+    """The addresses process ``pid`` and its descendants listen on."""
+    psutil = pytest.importorskip("psutil")
+    top = psutil.Process(pid)
+    return {conn.laddr.ip for proc in [top, *top.children(recursive=True)]
+            for conn in proc.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN}
+
+
 def test_workers_come_back_after_their_scheduler_restarts(tmp_path: Path) -> None:
     # A worker whose scheduler goes away closes at once, and `dask worker` then exits
     # 0: with Restart=on-failure no worker came back after a scheduler restart, and every
@@ -110,6 +119,10 @@ def test_workers_come_back_after_their_scheduler_restarts(tmp_path: Path) -> Non
                       _env(worker_unit), worker_log) as worker:
             _wait_log(worker_log, "Registered to:", worker, 60)
             time.sleep(3.0)  # the nanny's own start ends after its worker's registration
+            # Each port on the unit's address (here loopback): the scheduler's HTTP
+            # server and the workers' code-running ports listened on every interface
+            # with the units' flags as they were (QA).
+            assert _listening(scheduler.pid) | _listening(worker.pid) == {"127.0.0.1"}
             os.killpg(scheduler.pid, signal.SIGKILL)
             scheduler.wait(30)
             assert _restarts(scheduler_unit, scheduler.returncode)
