@@ -205,6 +205,11 @@ class Host:
             self._ctx = ctx
         return self._ctx
 
+    @property
+    def forkserver(self) -> int:
+        """The pid of the job processes' forkserver, once one was started (else 0)."""
+        return self._forkserver
+
     def resume_forkserver(self) -> None:
         """Resume this Dask worker's forkserver if a signal stopped it (SIGSTOP): stopped,
         it forks no job process and tells no death, so a job's start, or a killed job's

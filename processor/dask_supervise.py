@@ -20,6 +20,7 @@ from typing import Any
 
 from processor.dask_host import DEATH_UNTOLD_S, LOST, Child, Run, kill_child, this_host
 from processor.executor import READY_WAIT_S, Task
+from processor.proctree import ended_with_forkserver
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType
@@ -196,6 +197,10 @@ def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Ou
         message = f"killed {where} ({run.reason})"
     elif run.fatal is not None:
         message = f"the job's process cannot start {where}: {run.fatal}"
+    elif ended_with_forkserver(exitcode, forkserver := this_host().forkserver):
+        # Not "exited with status 255": multiprocessing's word for none told (QA).
+        message = (f"the job's process {where} ended with its forkserver (pid "
+                   f"{forkserver}), which died")
     else:
         message = f"the job's process {where} {how_it_ended(exitcode)}"
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0,

@@ -51,8 +51,7 @@ from typing import Any
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
 from processor.proctree import (
-    ends_within,
-    idle,
+    ended_with_forkserver,
     kill_orphans,
     kill_tree,
     parent_of,
@@ -71,10 +70,6 @@ log = logging.getLogger("spoolq.pool")
 _WORKERS: set[int] = set()
 
 _IDLE_WAIT_S = 1.0
-_NO_STATUS = 255
-"""A forkserver process's exit code when its forkserver could not tell one."""
-FORKSERVER_END_S = 0.2
-"""How long a worker's death of status 255 waits to see whether its forkserver died."""
 DEATH_UNTOLD_S = 3.0
 """A killed worker whose end its forkserver has not told in this long: the forkserver is
 looked at (see LocalPool._resume_forkserver)."""
@@ -663,13 +658,9 @@ class LocalPool:
 
 
 def _ended_with_forkserver(process: BaseProcess, forkserver: int) -> str | None:
-    """How a worker ended, when its forkserver died and took it along: its exit code is
-    then multiprocessing's 255 for none known, and the job's record said "exited with
-    status 255" (QA).  A forkserver asleep is alive (the status was the worker's own): no
-    wait then; one busy or exiting is given FORKSERVER_END_S to end (its descriptors
-    close before it is a zombie)."""
-    if process.exitcode != _NO_STATUS or not forkserver or not ends_within(
-            forkserver, 0.0 if idle(forkserver) else FORKSERVER_END_S):
+    """How a worker ended, when its forkserver died and took it along
+    (:func:`~processor.proctree.ended_with_forkserver`)."""
+    if not ended_with_forkserver(process.exitcode, forkserver):
         return None
     return f"ended with the workers' forkserver (pid {forkserver}), which died"
 

@@ -337,6 +337,23 @@ def idle(pid: int) -> bool:
     return _state(pid) == b"S"
 
 
+NO_STATUS = 255
+"""A forkserver's child's exit code when its forkserver could not tell one."""
+FORKSERVER_END_S = 0.2
+"""How long a death of status 255 waits to see whether its forkserver died."""
+
+
+def ended_with_forkserver(exitcode: int | None, forkserver: int) -> bool:
+    """Whether a forkserver's child that ended with ``exitcode`` ended because that
+    forkserver died and took it along: its exit code is then multiprocessing's 255 for
+    none known, and a job's record said "exited with status 255" (QA).  A forkserver
+    asleep is alive (the status was the child's own): no wait then; one busy or exiting
+    is given :data:`FORKSERVER_END_S` to end (its descriptors close before it is a
+    zombie)."""
+    return exitcode == NO_STATUS and bool(forkserver) and ends_within(
+        forkserver, 0.0 if idle(forkserver) else FORKSERVER_END_S)
+
+
 def ends_within(pid: int, wait_s: float) -> bool:
     """Whether process ``pid`` has ended, or ends within ``wait_s`` (a pidfd: a zombie
     has ended; one exiting, its descriptors closed before it is one, ends in a moment)."""

@@ -156,6 +156,28 @@ def test_a_stopped_forkserver_on_a_dask_worker_is_resumed(spool_root: Path,
             server.resume()
 
 
+def test_a_killed_forkserver_on_a_dask_worker_is_named_not_status_255(
+        spool_root: Path, daemon: StartDaemon, dask_cluster: Any, tmp_path: Path) -> None:
+    """A Dask worker's forkserver killed takes its job processes along: the job failed
+    "exited with status 255", multiprocessing's word for none told (QA), where the local
+    pool names its forkserver."""
+    psutil = pytest.importorskip("psutil")
+    daemon(**_dask_env(dask_cluster.scheduler_address))
+    beats = tmp_path / "orphaned.beats"
+    drop(spool_root, "orphaned", {"tool": "d_heartbeat", "max_attempts": 1,
+                                  "params": {"path": str(beats), "seconds": 60}})
+    first = wait_for(lambda: _lines(beats), 20, "the job running")[0]
+    server = psutil.Process(int(first.split()[1])).parent()
+    server.kill()
+    rec = wait_record(spool_root, "orphaned", 30)
+    assert rec["error"]["type"] == "worker_crashed", rec
+    assert rec["error"]["message"].endswith(
+        f"ended with its forkserver (pid {server.pid}), which died"), rec["error"]
+    drop(spool_root, "next", {"tool": "d_heartbeat",
+                              "params": {"path": str(tmp_path / "next.beats"), "seconds": 0}})
+    assert wait_record(spool_root, "next", 30)["state"] == "done"
+
+
 def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
                                                             daemon: StartDaemon,
                                                             dask_cluster: Any,
