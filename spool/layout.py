@@ -256,11 +256,20 @@ def parse_staging(name: str) -> StagingName | None:
     staging its drop as ``export.20261201.part.tmp`` had it removed within a scan,
     mid-write: a name spoolq's needs that much hex."""
     parts = name.rsplit(".", 3)
-    if len(parts) != 4 or parts[3] != "tmp" or not parts[1].isdigit() \
-            or len(parts[2]) < _RANDOM_DIGITS or not all(c in _HEX for c in parts[2]):
+    if len(parts) != 4 or parts[3] != "tmp" or len(parts[2]) < _RANDOM_DIGITS \
+            or not all(c in _HEX for c in parts[2]):
         return None
-    space = parts[2][:_SPACE_DIGITS] if len(parts[2]) >= _SPACED_DIGITS else None
-    return StagingName(parts[0], int(parts[1]), space)
+    pid, dash, space = parts[1].partition("-")
+    if dash:  # <pid>-<space>: the names of c6b73eb, on main for 27 minutes (QA: a cancel
+        # of that version cut short in stage/ was never settled, and went after a day)
+        if not pid.isdigit() or len(space) != _SPACE_DIGITS or not all(c in _HEX
+                                                                       for c in space):
+            return None
+        return StagingName(parts[0], int(pid), space)
+    if not pid.isdigit():
+        return None
+    return StagingName(parts[0], int(pid),
+                       parts[2][:_SPACE_DIGITS] if len(parts[2]) >= _SPACED_DIGITS else None)
 
 
 _SPACE_DIGITS = 8

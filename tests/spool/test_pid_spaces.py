@@ -139,8 +139,13 @@ def test_older_names_and_foreign_ones_are_read_as_before() -> None:
     assert parse_staging(f"+spare.123.{'ab' * 6}1f2.tmp") == ("+spare", 123, None)
     assert parse_staging(f"=job.123.0a1b2c3d{'ab' * 6}.tmp") == ("=job", 123, "0a1b2c3d")
     assert parse_staging(f"+spare.1.0a1b2c3d{'ab' * 6}7.tmp") == ("+spare", 1, "0a1b2c3d")
+    # c6b73eb's, on main for 27 minutes: the space beside the pid (h309).
+    assert parse_staging(f"cancel-j1.123-0a1b2c3d.{'ab' * 6}.tmp") == ("cancel-j1", 123,
+                                                                     "0a1b2c3d")
     for client in (f"=job.12x.{'ab' * 6}.tmp", f"=job.123.{'ab' * 5}.tmp",
-                   "export.20261201.part.tmp", f"=job..{'ab' * 6}.tmp"):
+                   "export.20261201.part.tmp", f"=job..{'ab' * 6}.tmp",
+                   f"=job.123-0a1b.{'ab' * 6}.tmp", f"=job.x-0a1b2c3d.{'ab' * 6}.tmp",
+                   f"=job.123-0a1b2c3g.{'ab' * 6}.tmp"):
         assert parse_staging(client) is None, client
     name = Path(Layout(Path("/s")).staging_str("=job")).name
     assert parse_staging(name) == ("=job", os.getpid(), pid_space())
