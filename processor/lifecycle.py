@@ -83,8 +83,9 @@ def take_hold(processor: Processor) -> None:
     try:
         require_spool(processor.layout)  # EACCES on the root: one line, exit 2
         processor.spool.mover.require_one_mount()
-        processor.spool.mover.require_claimable()
         processor.lease = take_lease(processor.spool, processor.owner)
+        processor.spool.mover.require_claimable()  # after the lease: a read-only spool's
+        # error is the lease's, which says what to do
     except BaseException:
         release(processor)
         raise

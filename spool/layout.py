@@ -190,6 +190,8 @@ class Layout:
             st = os.stat(self.root)
         except (FileNotFoundError, NotADirectoryError):
             return  # none: said by what needs it
+        except PermissionError:
+            raise  # the caller's "this user may not enter it"
         except OSError as exc:  # a FUSE mount whose daemon died: ENOTCONN (a traceback)
             raise SpoolIOError(f"cannot look at the spool root: {exc.strerror} "
                                f"({self.root})") from exc
