@@ -113,6 +113,9 @@ answer, ETIMEDOUT) or cut it short (EINTR: a FUSE or network filesystem's call
 interrupted, which Python retries for reads and writes but not for a rename): nothing
 about the file, and another try may go through.  (ENOLCK out of a recovery pass was none
 the processor knew: a traceback; so was ENOTCONN, QA.)"""
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS,
+                       errno.EINVAL})
+"""What a ``link()`` fails with where the filesystem has no hard links."""
 NOT_NOW = NO_DESCRIPTOR | FAILING_IO
 """A file could not be opened or read now, for a reason that is not the file's: a reader
 that decides by what it reads (recovery, statusd's index, ``show``) raises these, never
@@ -862,7 +865,7 @@ class Mover:
                 return None
             leased = self._leased(dst, fd, linked=True)
             if leased is not None:
-                os.unlink(src)
+                self._unlink_linked(src, dst, leased, fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -879,13 +882,32 @@ class Mover:
             os.close(fd)
         return leased
 
+    @staticmethod
+    def _unlink_linked(src: StrPath, dst: StrPath, leased: int, fd: int) -> None:
+        """The old name's unlink of a move by link, whose new name ``leased`` holds: one
+        the disk fails takes the link back (the file stays where it was, leased by
+        ``fd``), the new name's descriptor closed; one gone meanwhile leaves the move
+        made (the new name is then its only one)."""
+        try:
+            os.unlink(src)
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            if leased != fd:
+                os.close(leased)
+            with contextlib.suppress(OSError):
+                os.unlink(dst)
+            raise
+
     def _leased(self, dst: StrPath, fd: int, *, linked: bool) -> int | None:
         """The descriptor holding ``dst``'s lease, a hard link of the file ``fd`` holds
         the lock of (see :meth:`move_leased`): ``fd`` where links share their file's lock,
         else a new one holding ``dst``'s own.  None (the link removed) when someone else
         holds that: only while ``linked``, the file still in its folder."""
-        if self._links_share_locks:
-            return fd
+        if self._links_share_locks is None:
+            self._links_share_locks = self.links_share_locks()
+        if self._links_share_locks is not False:
+            return fd  # shared, or not known: as a filesystem of one lock a file
         try:
             new = os.open(dst, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
@@ -897,24 +919,51 @@ class Mover:
             fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(new)
-            if linked and self._links_share_locks is False:  # another's lock: not ours
-                os.unlink(dst)
-                return None
-            self._links_share_locks = True  # the lock held through fd: one file, one lock
-            return fd
+            if not linked:
+                return fd
+            os.unlink(dst)  # someone else holds the new name: not ours to move
+            return None
         except BaseException:
             os.close(new)
             if linked:
                 os.unlink(dst)
             raise
-        if self._links_share_locks is None:
-            log.warning("the spool's filesystem gives a hard link's new name a lock of its "
-                        "own (a FUSE filesystem without RENAME_NOREPLACE?): each claim "
-                        "takes its lease again on the name in running/")
-        self._links_share_locks = False
         if not linked:
             os.close(fd)  # moved already: the caller's descriptor leases nothing now
         return new
+
+    def links_share_locks(self) -> bool | None:
+        """Whether a hard link's new name shares its file's flock here, tried on two
+        names of a file of its own where this Mover stages (judged from a claim's own
+        names, another's recovery scan holding the new one was taken for "shared" for
+        good: the review); None when the try fails.  A name no staging file has: a
+        client's file to recovery, removed in a day, should one be left."""
+        base = os.path.join(self._stage_dir,
+                            f"lock-probe-{os.getpid()}-{os.urandom(4).hex()}")
+        first, second = base + ".a", base + ".b"
+        fds: list[int] = []
+        try:
+            fds.append(os.open(first, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                               FILE_MODE))
+            fcntl.flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.link(first, second, follow_symlinks=False)
+            fds.append(os.open(second, os.O_RDONLY | os.O_CLOEXEC))
+            try:
+                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            log.info("the spool's filesystem gives a hard link's new name a lock of its own "
+                     "(a FUSE filesystem without RENAME_NOREPLACE?): each claim takes its "
+                     "lease again on the name in running/")
+            return False
+        except OSError:
+            return None
+        finally:
+            for opened in fds:
+                os.close(opened)
+            for name in (first, second):
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
     def _renameat2_noreplace(self, src: StrPath, dst: StrPath) -> bool | None:
         """``renameat2(RENAME_NOREPLACE)``: whether it moved; None where the kernel or the
@@ -1122,21 +1171,27 @@ class Mover:
             _raise_fatal(exc, f"cannot make a file in {_name(self._stage_dir)}/")
             raise
         try:
-            if self._probe_noreplace(first, second) is None:
-                try:
-                    os.link(first, second, follow_symlinks=False)
-                except OSError as exc:
-                    if exc.errno in NOT_NOW:  # the spool's trouble for now, said as such
-                        _raise_fatal(exc, "cannot link a file to claim by")
-                    raise SpoolIOError(
-                        "the spool's filesystem has neither renameat2(RENAME_NOREPLACE) "
-                        f"nor hard links ({exc.strerror}): no job could be claimed "
-                        "without the risk of replacing another's; put the spool on a "
-                        "filesystem with either (see scaling.md)") from exc
+            if self._probe_noreplace(first, second) is not None:
+                return
+            try:
+                os.link(first, second, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:  # a full disk, say: the spool's trouble
+                    _raise_fatal(exc, "cannot link a file to claim by")
+                    raise
+                raise SpoolIOError(
+                    "the spool's filesystem has neither renameat2(RENAME_NOREPLACE) "
+                    f"nor hard links ({exc.strerror}): no job could be claimed "
+                    "without the risk of replacing another's; put the spool on a "
+                    "filesystem with either (see scaling.md)") from exc
         finally:
             for name in (first, second):
                 with contextlib.suppress(OSError):
                     os.unlink(name)
+        self._links_share_locks = self.links_share_locks()
+        if self._links_share_locks is False:
+            log.warning("claims move by a hard link here, and its new name has a lock of "
+                        "its own: each claim takes its lease again on the name in running/")
 
     def _probe_noreplace(self, src: str, dst: str) -> bool | None:
         try:

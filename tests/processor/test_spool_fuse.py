@@ -17,8 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemonkit import Daemon, bindfs_daemon, bindfs_spool, drop, wait_for, wait_record
+from daemonkit import (
+    Daemon,
+    bindfs_daemon,
+    bindfs_spool,
+    drop,
+    make_spool,
+    wait_for,
+    wait_record,
+)
 
+from spool import fsops
+from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job
@@ -96,3 +106,47 @@ def _not_connected(path: Path) -> bool:
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False
+
+
+def test_the_filesystems_link_locks_are_tried_on_files_of_its_own(fuse_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """Judged from a claim's own names, another processor's recovery scan holding the new
+    name's lock in that instant was taken for "one lock a file" for good, and every claim
+    after leased nothing in running/ again (the review)."""
+    assert Mover(Layout(fuse_root), FsyncMode.NEVER).links_share_locks() is False
+    local = tmp_path / "local"
+    assert Mover(make_spool(local), FsyncMode.NEVER).links_share_locks() is True
+    assert [n for n in os.listdir(fuse_root / "tmp") + os.listdir(local / "tmp")
+            if "probe" in n] == []
+
+
+def test_an_unlink_the_disk_fails_takes_the_claims_link_back(
+        fuse_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new name's lock taken, the old name's unlink failed (EIO): the new name's
+    descriptor leaked, holding the job in running/ and pending/ both for good (the
+    review).  The link is taken back, the job left pending, no descriptor kept."""
+    layout = Layout(fuse_root)
+    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    spool.submit(Job(tool="echo"), "warm")
+    warm = spool.claim("warm")  # learns the filesystem: the next claim moves by link
+    assert warm is not None
+    warm.close()
+    spool.submit(Job(tool="echo"), "x")
+    pending = str(layout.job(JobState.PENDING, "x"))
+    real_unlink = os.unlink
+
+    def failing(path: str, *args: object, **kwargs: object) -> None:
+        if os.fspath(path) == pending:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    fds = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(fsops.os, "unlink", failing)
+    with pytest.raises(SpoolIOError):
+        spool.claim("x")
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert os.path.exists(pending) and not layout.job(JobState.RUNNING, "x").exists()
+    claim = spool.claim("x")  # and it can be claimed again
+    assert claim is not None
+    claim.close()

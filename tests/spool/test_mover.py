@@ -14,7 +14,7 @@ import pytest
 from spoolkit import listing, make_spool
 
 from spool import fsops
-from spool.errors import SpoolIOError
+from spool.errors import SpoolIOError, passing
 from spool.fsops import Mover
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -120,6 +120,15 @@ def test_a_filesystem_with_neither_noreplace_nor_links_is_said_at_the_start(
     with pytest.raises(SpoolIOError, match=r"neither renameat2\(RENAME_NOREPLACE\) nor hard "
                        r"links \(Operation not permitted\)"):
         mover.require_claimable()
+    assert probes() == []
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fsops.os, "link", full)  # a full disk is no filesystem's lack
+    with pytest.raises(SpoolIOError) as refused:
+        mover.require_claimable()
+    assert "neither" not in str(refused.value) and passing(refused.value), refused.value
     assert probes() == []
 
 
