@@ -201,19 +201,25 @@ def _cancel_several(client: Client, ids: list[str], wait_s: float, as_json: bool
     them).  One after another, each running job's wait came before the next request:
     100 running jobs with no processor to act took 100 times the wait (QA)."""
     asked: list[Record | CancelAsked | SpoolError] = []
+    trouble: SpoolIOError | None = None
     for n, job_id in enumerate(ids):
         try:
             asked.append(client.ask_cancel(job_id))
         except KeyboardInterrupt:
-            _said_interrupted_at(client.layout, ids[:n], ids[n + 1:])
+            _said_interrupted_at(client.layout, ids[:n + 1], ids[n + 1:])
             raise
-        except SpoolIOError:
-            raise  # the spool's trouble, not this job's: the rest would meet it too
+        except SpoolIOError as exc:
+            # The spool's trouble, not this job's: the rest would meet it too.  Those
+            # asked already are said first (cancelled on disk, they went unsaid).
+            trouble = exc
+            if left := ids[n + 1:]:
+                note(f"not tried: {' '.join(left)}")
+            break
         except SpoolError as exc:
             asked.append(exc)
     deadline = time.monotonic() + wait_s
     code = EXIT_OK
-    for n, (job_id, outcome) in enumerate(zip(ids, asked, strict=True)):
+    for n, (job_id, outcome) in enumerate(zip(ids, asked, strict=False)):
         try:
             record = _outcome(client, outcome, deadline)
         except KeyboardInterrupt:
@@ -226,6 +232,8 @@ def _cancel_several(client: Client, ids: list[str], wait_s: float, as_json: bool
             code = EXIT_FAILED
             continue
         job_line(job_id, record, None, as_json=as_json)
+    if trouble is not None:
+        raise trouble
     return code
 
 

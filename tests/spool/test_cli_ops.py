@@ -18,6 +18,7 @@ import time
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -28,7 +29,8 @@ from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
 from spool.claim import Claim
-from spool.errors import ErrorType
+from spool.client import Client
+from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import ErrorInfo, Job, Progress
@@ -460,6 +462,31 @@ def test_a_cancel_of_several_running_jobs_asks_them_all_first(root: Path,
     assert err.decode().splitlines() == [
         "spoolq: interrupted: stopped waiting; the cancel requests of r3 stay in cancel/, "
         "for their processors to act on (spoolq show ID tells the outcome)"]
+
+
+def test_a_cancel_of_several_says_those_cancelled_before_the_spool_failed_it(
+        client: Client, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Spool trouble (EIO) asking the second id's cancel ended the command with nothing
+    said of the first, cancelled on disk all the same (the review)."""
+    from spool.cli.jobs import _cancel_several  # noqa: PLC0415 - the command's own step
+
+    for job_id in ("a", "b", "c"):
+        client.spool.submit(Job(tool="echo"), job_id)
+    real = client.ask_cancel
+
+    def failing(job_id: str) -> Any:
+        if job_id == "b":
+            raise SpoolIOError("cannot write cancel/b: Input/output error")
+        return real(job_id)
+
+    monkeypatch.setattr(client, "ask_cancel", failing)
+    with pytest.raises(SpoolIOError):
+        _cancel_several(client, ["a", "b", "c"], 1.0, False)
+    out, err = capsys.readouterr()
+    assert out == "a failed cancelled: cancelled while pending\n"
+    assert err == "spoolq: not tried: c\n"
+    assert client.reader.get("c").state is JobState.PENDING
 
 
 def test_the_progress_bar_shows_the_message_on_an_80_column_terminal(
