@@ -193,24 +193,35 @@ def _named(stdout: io.TextIOWrapper) -> io.TextIOWrapper:
         fd = stdout.fileno()
     except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor
         return stdout
-    if isinstance(getattr(stdout.buffer, "raw", None), _Stdout):
+    if isinstance(stdout.buffer, _Stdout):
         return stdout  # main run again in one process
     unbuffered = not isinstance(stdout.buffer, io.BufferedIOBase)
     with contextlib.suppress(OSError, ValueError):
         stdout.flush()  # what a caller of main printed before it goes first
-    raw = _Stdout(fd, "w", closefd=False)  # fd 1 stays the old stream's
-    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stdout.encoding,
+    raw = io.FileIO(fd, "w", closefd=False)  # fd 1 stays the old stream's
+    return io.TextIOWrapper(_Stdout(raw), encoding=stdout.encoding,
                             errors=stdout.errors, write_through=unbuffered,
                             line_buffering=unbuffered or stdout.line_buffering)
 
 
-class _Stdout(io.FileIO):
-    """fd 1 for stdout: a write that fails raises :class:`OutputError`, whichever write of
-    the command it was (a reader gone stays BrokenPipeError: exit 141)."""
+class _Stdout(io.BufferedWriter):
+    """stdout's buffer over fd 1: a write that fails raises :class:`OutputError`,
+    whichever write of the command it was (a reader gone stays BrokenPipeError: exit
+    141).  Over the raw file, not in its place: a raw write in Python took a Ctrl-C
+    that came just after its write(2) for a failed write, and the buffer wrote the line
+    again at exit (a `cancel` of several said a job twice: a CI run)."""
 
     def write(self, data: ReadableBuffer, /) -> int:
         try:
             return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError.of(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
         except BrokenPipeError:
             raise
         except OSError as exc:
