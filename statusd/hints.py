@@ -125,7 +125,12 @@ class Hints:
         that went see nothing of the new one (QA: statusd followed a remounted spool by
         rescans alone, 867 jobs said pending 16 s after they were done)."""
         self.stop()
-        self._start_feed()
+        try:
+            self._start_feed()
+        except OSError as exc:  # tried again each REWATCH_S (see _to_rewatch), not never
+            log.warning("the change feed cannot be started (%s): rescanning the spool, "
+                        "and starting the feed again every %g s", exc, REWATCH_S)
+            self._feed_failed = exc
         self.ask_rescan()
 
     def rewatch(self) -> None:
