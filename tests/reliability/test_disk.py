@@ -175,7 +175,9 @@ def test_enospc_pauses_then_everything_finishes(small_fs: Path, daemon: StartDae
     pauses = [e["pause_s"] for e in tries]
     assert pauses[0] < pauses[1] < pauses[2], f"the pauses grow: {pauses}"
     at = [datetime.fromisoformat(e["ts"]).timestamp() for e in tries]
-    assert all(at[n + 1] - at[n] > pauses[n] - 0.05 for n in (0, 1)), (at, pauses)
+    # The lines' times, not the tries': a line written late under load (a full run beside
+    # helpers: 0.9 s after one that said 1 s) shortens the next gap.
+    assert all(at[n + 1] - at[n] > pauses[n] * 0.8 for n in (0, 1)), (at, pauses)
     assert _cpu_s(d.pid) - cpu_before < 1.0, "the daemon waits; it does not spin"
     assert "No space left on device" in _trouble(d)[0]["error"]
     _assert_consistent(root)
