@@ -21,7 +21,7 @@ from spool.jobfile import read_fd
 from spool.large import PARSE_MAX_BYTES, Head, read_record
 from spool.layout import Layout
 from spool.lease import open_nofollow
-from spool.models import record_bytes
+from spool.models import Record, record_bytes
 from spool.reader import SpoolReader
 from spool.states import TERMINAL
 from statusd.items import Stamp, terminal_item
@@ -81,11 +81,17 @@ def body_of(layout: Layout, reader: SpoolReader, job_id: str, stamp: Stamp
     None when the file vanished meanwhile; SpoolIOError as
     :meth:`statusd.loader.Loader.load` raises it."""
     with unreadable_as_trouble(f"cannot read {job_id}"):
+        entry = entry_of(layout, job_id, stamp)
         if stamp.state in TERMINAL:
             raw = read_record(layout.job(stamp.state, job_id), strict=True)
             if raw is None:
                 return None
             if isinstance(raw, Head) or terminal_item(job_id, stamp, raw) is not None:
                 return raw
-        record = reader.load(entry_of(layout, job_id, stamp), strict=True)
+            # What was read, not read again: a record rewritten in place, read while it
+            # was short (no valid record), was then read again whole at 192 MiB, and
+            # statusd peaked at 1 GiB (a full run; the bound of read_record bypassed).
+            record: Record | None = reader.record_of(entry, raw)
+        else:
+            record = reader.load(entry, strict=True)
         return None if record is None else record_bytes(record)

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from spool.large import PARSE_MAX_BYTES, Head, read_record
 
 MiB = 1024 * 1024
@@ -50,3 +52,37 @@ def test_a_record_growing_under_the_read_is_read_no_further_than_the_bound(
         done.set()
         writer.join()
     assert reads["whole"] and reads["head"], reads  # both sides of the bound were met
+
+
+def test_statusds_read_of_a_record_rewritten_in_place_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """statusd's read of one record (``statusd.bodies.body_of``): a read that caught the
+    record short (no valid record yet) read it again, whole, by then grown to 192 MiB,
+    and statusd peaked at 1 GiB (a full run, after the bound above).  What was read is
+    what is told.  The first read is made to catch the file short, as the race does."""
+    from spool.fsops import Mover  # noqa: PLC0415 - statusd's own step, tested here
+    from spool.layout import Layout  # noqa: PLC0415
+    from spool.models import Record, record_bytes  # noqa: PLC0415
+    from spool.reader import SpoolReader  # noqa: PLC0415
+    from spool.settings import FsyncMode  # noqa: PLC0415
+    from spool.states import JobState  # noqa: PLC0415
+    from statusd import bodies  # noqa: PLC0415
+    from statusd.items import Stamp  # noqa: PLC0415
+
+    layout = Layout(tmp_path / "spool")
+    Mover(layout, FsyncMode.NEVER).make_folders()
+    path = layout.job(JobState.DONE, "big")
+    head, _, _ = record_bytes(Record(id="big", state=JobState.DONE, tool="echo",
+                                     result="@")).partition(b'"@"')
+    with path.open("wb") as out:  # grown by the time of the second look
+        out.write(head + b'"')
+        for _ in range(3 * PARSE_MAX_BYTES // MiB):
+            out.write(b"x" * MiB)
+        out.write(b'"}')
+    monkeypatch.setattr(bodies, "read_record", lambda *a, **k: head + b'"xx')
+    st = path.stat()
+    body = bodies.body_of(layout, SpoolReader(layout), "big",
+                          Stamp(JobState.DONE, st.st_mtime_ns, st.st_ctime_ns, 0, st.st_ino))
+    assert isinstance(body, bytes) and len(body) <= PARSE_MAX_BYTES, \
+        None if body is None else len(body)
+    assert b'"unreadable"' in body  # told as the record it read: cut short
