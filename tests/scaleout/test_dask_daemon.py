@@ -645,6 +645,20 @@ def test_a_dask_worker_stops_at_once_after_a_tool_that_ignores_sigterm(
     assert not alive(pid)
 
 
+def _frozen_while_it_runs(spool_root: Path, dask_client: Any, job_id: str, beats: Path, *,
+                          timeout: float) -> int:
+    """Drop a heartbeat job of ``timeout``, and once it beats, freeze (SIGSTOP) the Dask
+    worker running it: that worker's pid, for the caller to resume."""
+    drop(spool_root, job_id, {"tool": "d_heartbeat", "timeout": timeout,
+                              "params": {"path": str(beats), "seconds": 60}})
+    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
+    worker = next(addr for addr, keys in dask_client.processing().items()
+                  if any(job_id in str(k) for k in keys))
+    pid: int = dask_client.run(os.getpid, workers=[worker])[worker]
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
 def test_a_cancel_no_frozen_worker_confirms_is_recorded_once_the_job_is_surely_over(
         spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
         tmp_path: Path) -> None:
@@ -655,13 +669,7 @@ def test_a_cancel_no_frozen_worker_confirms_is_recorded_once_the_job_is_surely_o
     # process is surely over, the record comes after its last beat.
     daemon(**_dask_env(dask_cluster.scheduler_address))
     beats = tmp_path / "frozen.beats"
-    drop(spool_root, "frozen", {"tool": "d_heartbeat", "timeout": 7,
-                                "params": {"path": str(beats), "seconds": 60}})
-    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
-    worker = next(addr for addr, keys in dask_client.processing().items()
-                  if any("frozen" in str(k) for k in keys))
-    pid = dask_client.run(os.getpid, workers=[worker])[worker]
-    os.kill(pid, signal.SIGSTOP)
+    pid = _frozen_while_it_runs(spool_root, dask_client, "frozen", beats, timeout=7)
     try:
         (spool_root / "cancel" / "frozen").write_bytes(b"{}")
         rec = wait_record(spool_root, "frozen", 30)
@@ -679,14 +687,8 @@ def test_a_stop_requeues_a_job_its_frozen_worker_runs_for_when_it_is_surely_over
     on until its Deadman ends it: requeued due at once, the next start ran the job beside
     it (QA: 13.7 s).  It is requeued not before that process is surely over."""
     d = daemon(SPOOL_GRACE_S="1", **_dask_env(dask_cluster.scheduler_address))
-    beats = tmp_path / "frozen.beats"
-    drop(spool_root, "held", {"tool": "d_heartbeat", "timeout": 30,
-                              "params": {"path": str(beats), "seconds": 60}})
-    wait_for(lambda: len(_lines(beats)) >= 3, 20, "the job running")
-    worker = next(addr for addr, keys in dask_client.processing().items()
-                  if any("held" in str(k) for k in keys))
-    pid = dask_client.run(os.getpid, workers=[worker])[worker]
-    os.kill(pid, signal.SIGSTOP)
+    pid = _frozen_while_it_runs(spool_root, dask_client, "held", tmp_path / "held.beats",
+                                timeout=30)
     try:
         stopped_at = datetime.now().astimezone()
         assert d.stop(timeout=60) == 0

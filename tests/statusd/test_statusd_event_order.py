@@ -68,13 +68,34 @@ def test_events_lost_during_a_rescan_are_not_overtaken_by_later_hints(spool: Spo
     assert got == [*lost1, *lost2, "after"], got
 
 
+def _lost_then_hinted(srv: ServerThread, spool: Spool, job_id: str, timeout: float
+                      ) -> tuple[str, float]:
+    """The feed stopped, ``job_id`` submitted, then events lost and its hint in one loop
+    step: the first event's id an events client gets, and how long it took."""
+    tracker = srv.services.tracker
+    hints = tracker.hints
+
+    async def scenario() -> tuple[str, float]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
+            wait_for(lambda: srv.ws_clients() == 1)
+            srv.in_loop(tracker.stop_feed)
+            submit(spool, job_id)
+            started = time.monotonic()
+            srv.in_loop(lambda: (hints.on_event("", ""),
+                                 hints.on_event("pending", f"{job_id}.json")))
+            got = (await _next(ws, timeout=timeout))["id"]
+            return got, time.monotonic() - started
+
+    return asyncio.run(scenario())
+
+
 def test_a_rescan_asked_first_that_fails_does_not_hold_the_hints_taken_with_it(
         spool: Spool) -> None:
     """A rescan that failed (EMFILE listing a folder) held the hints taken with it until
     the next wake, up to SPOOL_SCAN_S (30 s here)."""
     srv = ServerThread(settings_for(spool.layout.root, scan_s=30.0)).start()
     tracker = srv.services.tracker
-    hints = tracker.hints
     real_scan, calls = tracker.loader.scan, []
 
     def scan(*args: Any, **kwargs: Any) -> Any:
@@ -84,24 +105,11 @@ def test_a_rescan_asked_first_that_fails_does_not_hold_the_hints_taken_with_it(
         return real_scan(*args, **kwargs)
 
     tracker.loader.scan = scan
-
-    async def scenario() -> float:
-        async with aiohttp.ClientSession() as session, \
-                session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
-            wait_for(lambda: srv.ws_clients() == 1)
-            srv.in_loop(tracker.stop_feed)
-            submit(spool, "x")
-            t = time.monotonic()
-            srv.in_loop(lambda: (hints.on_event("", ""), hints.on_event("pending", "x.json")))
-            msg = await _next(ws, timeout=40)
-            assert msg["id"] == "x"
-            return time.monotonic() - t
-
     try:
-        took = asyncio.run(scenario())
+        got, took = _lost_then_hinted(srv, spool, "x", 40)
     finally:
         srv.stop()
-    assert took < 2.0, f"the hint waited {took:.1f} s"
+    assert got == "x" and took < 2.0, f"the hint waited {took:.1f} s"
 
 
 def test_a_rescan_tells_its_finds_in_the_order_of_what_it_read(spool: Spool) -> None:
@@ -154,17 +162,7 @@ def test_an_overflow_storm_does_not_starve_the_hints(spool: Spool) -> None:
         return found
 
     tracker.loader.scan = scan
-
-    async def scenario() -> str:
-        async with aiohttp.ClientSession() as session, \
-                session.ws_connect(f"{srv.base}/api/v1/ws/events") as ws:
-            wait_for(lambda: srv.ws_clients() == 1)
-            srv.in_loop(tracker.stop_feed)
-            submit(spool, "h")
-            srv.in_loop(lambda: (hints.on_event("", ""), hints.on_event("pending", "h.json")))
-            return (await _next(ws, timeout=3))["id"]
-
     try:
-        assert asyncio.run(scenario()) == "h"
+        assert _lost_then_hinted(srv, spool, "h", 3)[0] == "h"
     finally:
         srv.stop()
