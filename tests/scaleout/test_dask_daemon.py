@@ -127,6 +127,18 @@ def test_timeout_and_cancel_really_stop_the_work(spool_root: Path, daemon: Start
     _assert_stopped_growing(slow)
 
 
+def _forkserver_of(spool_root: Path, job_id: str, tmp_path: Path, fields: dict[str, Any]
+                   ) -> Any:
+    """Drop a heartbeat job (with ``fields``), and once it beats, the forkserver its job
+    process came from on its Dask worker (a ``psutil.Process``)."""
+    psutil = pytest.importorskip("psutil")
+    beats = tmp_path / f"{job_id}.beats"
+    drop(spool_root, job_id, {"tool": "d_heartbeat", **fields,
+                              "params": {"path": str(beats), "seconds": 60}})
+    first = wait_for(lambda: _lines(beats), 20, f"{job_id} running")[0]
+    return psutil.Process(int(first.split()[1])).parent()  # the job process's
+
+
 def test_a_stopped_forkserver_on_a_dask_worker_is_resumed(spool_root: Path,
                                                           daemon: StartDaemon,
                                                           dask_cluster: Any,
@@ -137,11 +149,7 @@ def test_a_stopped_forkserver_on_a_dask_worker_is_resumed(spool_root: Path,
     held for good).  The worker resumes it, as the local pool does, and says so."""
     psutil = pytest.importorskip("psutil")
     daemon(**_dask_env(dask_cluster.scheduler_address))
-    beats = tmp_path / "slow.beats"
-    drop(spool_root, "slow", {"tool": "d_heartbeat", "timeout": 2,
-                              "params": {"path": str(beats), "seconds": 60}})
-    first = wait_for(lambda: _lines(beats), 20, "slow running")[0]
-    server = psutil.Process(int(first.split()[1])).parent()  # the job process's
+    server = _forkserver_of(spool_root, "slow", tmp_path, {"timeout": 2})
     server.suspend()
     try:
         assert wait_record(spool_root, "slow", 30)["error"]["type"] == "timeout"
@@ -161,13 +169,8 @@ def test_a_killed_forkserver_on_a_dask_worker_is_named_not_status_255(
     """A Dask worker's forkserver killed takes its job processes along: the job failed
     "exited with status 255", multiprocessing's word for none told (QA), where the local
     pool names its forkserver."""
-    psutil = pytest.importorskip("psutil")
     daemon(**_dask_env(dask_cluster.scheduler_address))
-    beats = tmp_path / "orphaned.beats"
-    drop(spool_root, "orphaned", {"tool": "d_heartbeat", "max_attempts": 1,
-                                  "params": {"path": str(beats), "seconds": 60}})
-    first = wait_for(lambda: _lines(beats), 20, "the job running")[0]
-    server = psutil.Process(int(first.split()[1])).parent()
+    server = _forkserver_of(spool_root, "orphaned", tmp_path, {"max_attempts": 1})
     server.kill()
     rec = wait_record(spool_root, "orphaned", 30)
     assert rec["error"]["type"] == "worker_crashed", rec
