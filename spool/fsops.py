@@ -885,18 +885,27 @@ class Mover:
     @staticmethod
     def _unlink_linked(src: StrPath, dst: StrPath, leased: int, fd: int) -> None:
         """The old name's unlink of a move by link, whose new name ``leased`` holds: one
-        the disk fails takes the link back (the file stays where it was, leased by
-        ``fd``), the new name's descriptor closed; one gone meanwhile leaves the move
-        made (the new name is then its only one)."""
+        the disk fails takes the link back when the old name is still there (the file
+        stays where it was, leased by ``fd``), the new name's descriptor closed; the old
+        name gone meanwhile, or by the failed unlink itself (a network filesystem's reply
+        lost), leaves the move made, the new name its only one (taken back, the job was
+        in no folder: the review)."""
         try:
             os.unlink(src)
         except FileNotFoundError:
             pass
-        except BaseException:
+        except OSError:
+            try:
+                os.lstat(src)
+            except FileNotFoundError:
+                return  # gone all the same (an error said of an unlink made): moved
+            except OSError:
+                pass  # not known: both names left, the lease let go, for recovery
+            else:  # still there: the new name, not its only one, is taken back
+                with contextlib.suppress(OSError):
+                    os.unlink(dst)
             if leased != fd:
                 os.close(leased)
-            with contextlib.suppress(OSError):
-                os.unlink(dst)
             raise
 
     def _leased(self, dst: StrPath, fd: int, *, linked: bool) -> int | None:
@@ -906,8 +915,8 @@ class Mover:
         holds that: only while ``linked``, the file still in its folder."""
         if self._links_share_locks is None:
             self._links_share_locks = self.links_share_locks()
-        if self._links_share_locks is not False:
-            return fd  # shared, or not known: as a filesystem of one lock a file
+        if self._links_share_locks:
+            return fd
         try:
             new = os.open(dst, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
@@ -919,7 +928,9 @@ class Mover:
             fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(new)
-            if not linked:
+            if not linked or self._links_share_locks is None:
+                # Not known (the probe failed: a full disk, say): held, the new name
+                # most likely shares fd's lock; tried again at the next claim.
                 return fd
             os.unlink(dst)  # someone else holds the new name: not ours to move
             return None
@@ -928,6 +939,7 @@ class Mover:
             if linked:
                 os.unlink(dst)
             raise
+        self._links_share_locks = False  # a lock of its own: proved, whatever the probe
         if not linked:
             os.close(fd)  # moved already: the caller's descriptor leases nothing now
         return new

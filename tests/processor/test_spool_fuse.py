@@ -150,3 +150,52 @@ def test_an_unlink_the_disk_fails_takes_the_claims_link_back(
     claim = spool.claim("x")  # and it can be claimed again
     assert claim is not None
     claim.close()
+
+
+def test_an_unlink_that_fails_after_removing_keeps_the_claim(
+        fuse_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlink the filesystem made but said failed (a network or FUSE filesystem's
+    reply lost): taking the claim's link back removed the job's only name, in no folder
+    after (the second review)."""
+    layout = Layout(fuse_root)
+    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    spool.submit(Job(tool="echo"), "warm")
+    warm = spool.claim("warm")  # learns the filesystem: the next claim moves by link
+    assert warm is not None
+    warm.close()
+    spool.submit(Job(tool="echo"), "x")
+    pending = str(layout.job(JobState.PENDING, "x"))
+    real_unlink = os.unlink
+
+    def made_then_failed(path: str, *args: object, **kwargs: object) -> None:
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+        if os.fspath(path) == pending:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+
+    monkeypatch.setattr(fsops.os, "unlink", made_then_failed)
+    claim = spool.claim("x")
+    monkeypatch.undo()
+    assert claim is not None, "the move was made: the claim holds it"
+    try:
+        assert _locked_elsewhere(layout.job(JobState.RUNNING, "x"))
+    finally:
+        claim.close()
+
+
+def test_a_claim_holds_its_lease_when_the_lock_probe_fails(
+        fuse_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe of the filesystem's link locks cannot make its file (a full disk): a
+    claim took "not known" for "one lock a file" and held nothing in running/ (the
+    second review)."""
+    layout = Layout(fuse_root)
+    mover = Mover(layout, FsyncMode.NEVER)
+    monkeypatch.setattr(mover, "links_share_locks", lambda: None)
+    spool = Spool(layout, mover)
+    for job_id in ("a", "b"):
+        spool.submit(Job(tool="echo"), job_id)
+        claim = spool.claim(job_id)
+        assert claim is not None
+        try:
+            assert _locked_elsewhere(layout.job(JobState.RUNNING, job_id))
+        finally:
+            claim.close()
