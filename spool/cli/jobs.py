@@ -222,7 +222,8 @@ def _cancel_several(client: Client, ids: list[str], wait_s: float, as_json: bool
     for n, (job_id, outcome) in enumerate(zip(ids, asked, strict=False)):
         try:
             record = _outcome(client, outcome, deadline)
-        except KeyboardInterrupt:
+            job_line(job_id, record, None, as_json=as_json)
+        except KeyboardInterrupt:  # as a line is printed too: the requests still stay
             _said_interrupted_at(client.layout, ids[n:], [])
             raise
         except SpoolIOError:
@@ -230,8 +231,6 @@ def _cancel_several(client: Client, ids: list[str], wait_s: float, as_json: bool
         except SpoolError as exc:
             note(f"error: {exc}")
             code = EXIT_FAILED
-            continue
-        job_line(job_id, record, None, as_json=as_json)
     if trouble is not None:
         raise trouble
     return code
