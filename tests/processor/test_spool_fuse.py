@@ -120,17 +120,24 @@ def test_the_filesystems_link_locks_are_tried_on_files_of_its_own(fuse_root: Pat
             if "probe" in n] == []
 
 
+def _claiming_by_link(root: Path) -> tuple[Layout, Spool]:
+    """A spool at ``root`` whose first claim has learned the filesystem: the next claim
+    moves by link."""
+    layout = Layout(root)
+    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    spool.submit(Job(tool="echo"), "warm")
+    warm = spool.claim("warm")
+    assert warm is not None
+    warm.close()
+    return layout, spool
+
+
 def test_an_unlink_the_disk_fails_takes_the_claims_link_back(
         fuse_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The new name's lock taken, the old name's unlink failed (EIO): the new name's
     descriptor leaked, holding the job in running/ and pending/ both for good (the
     review).  The link is taken back, the job left pending, no descriptor kept."""
-    layout = Layout(fuse_root)
-    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
-    spool.submit(Job(tool="echo"), "warm")
-    warm = spool.claim("warm")  # learns the filesystem: the next claim moves by link
-    assert warm is not None
-    warm.close()
+    layout, spool = _claiming_by_link(fuse_root)
     spool.submit(Job(tool="echo"), "x")
     pending = str(layout.job(JobState.PENDING, "x"))
     real_unlink = os.unlink
@@ -157,12 +164,7 @@ def test_an_unlink_that_fails_after_removing_keeps_the_claim(
     """An unlink the filesystem made but said failed (a network or FUSE filesystem's
     reply lost): taking the claim's link back removed the job's only name, in no folder
     after (the second review)."""
-    layout = Layout(fuse_root)
-    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
-    spool.submit(Job(tool="echo"), "warm")
-    warm = spool.claim("warm")  # learns the filesystem: the next claim moves by link
-    assert warm is not None
-    warm.close()
+    layout, spool = _claiming_by_link(fuse_root)
     spool.submit(Job(tool="echo"), "x")
     pending = str(layout.job(JobState.PENDING, "x"))
     real_unlink = os.unlink
