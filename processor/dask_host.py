@@ -22,11 +22,8 @@ are new at each start; a start that is over has its idle children killed
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
-import os
-import signal
 import sys
 import threading
 import time
@@ -39,16 +36,19 @@ from multiprocessing.util import Finalize
 from processor import capture
 from processor.executor import WorkerConfig
 from processor.logs import JsonFormatter
-from processor.proctree import kill_orphans, kill_tree, parent_of, stopped
+from processor.proctree import (
+    DEATH_UNTOLD_S,
+    kill_orphans,
+    kill_tree,
+    parent_of,
+    resume_stopped_child,
+)
 from processor.startup import DASK_PRELOAD
 from processor.stdio_pipes import StdioPipes
 
 log = logging.getLogger("spoolq.dask")
 
 LOST = "lost"  # kill reason: the Dask side gave the task up
-DEATH_UNTOLD_S = 3.0
-"""How long a job process's start, or a killed one's death, may go untold before this
-worker looks whether its forkserver was stopped (:meth:`Host.resume_forkserver`)."""
 
 Pool = tuple[str, WorkerConfig]
 """Whose children: the processor start that asked for them (its event topic, its own at
@@ -215,13 +215,10 @@ class Host:
         it forks no job process and tells no death, so a job's start, or a killed job's
         end, was waited for for good and the jobs behind it with it (QA).  As the local
         pool does (:meth:`processor.pool.Pool._resume_forkserver`)."""
-        pid = self._forkserver
-        if pid and parent_of(pid) == os.getpid() and stopped(pid):
+        if resume_stopped_child(self._forkserver):
             log.error("the forkserver of this Dask worker's job processes (pid %d) is "
                       "stopped, so no job process starts and no end is told: resuming it "
-                      "(SIGCONT)", pid)
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGCONT)
+                      "(SIGCONT)", self._forkserver)
 
     def discard(self, child: Child) -> None:
         """Kill and forget a child, and whatever a dead child's tool left running (the

@@ -18,9 +18,9 @@ import time
 from multiprocessing.connection import wait
 from typing import Any
 
-from processor.dask_host import DEATH_UNTOLD_S, LOST, Child, Run, kill_child, this_host
+from processor.dask_host import LOST, Child, Run, kill_child, this_host
 from processor.executor import READY_WAIT_S, Task
-from processor.proctree import ended_with_forkserver
+from processor.proctree import DEATH_UNTOLD_S, ended_with_forkserver
 from processor.runner import Outcome, how_it_ended, timed_out_itself
 from processor.stdio_pipes import DRAIN_BYTES, StdioPipes
 from spool.errors import ErrorType

@@ -38,7 +38,6 @@ import multiprocessing as mp
 import os
 import pickle
 import select
-import signal
 import threading
 import time
 from collections import deque
@@ -51,11 +50,12 @@ from typing import Any
 from processor.channel import ParentEnd, WorkerEnd, complete_messages, frame_header, open_channel
 from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
 from processor.proctree import (
+    DEATH_UNTOLD_S,
     ended_with_forkserver,
     kill_orphans,
     kill_tree,
     parent_of,
-    stopped,
+    resume_stopped_child,
 )
 from processor.runner import Outcome, death_outcome
 from processor.startup import PRELOAD, start_resource_tracker
@@ -70,9 +70,6 @@ log = logging.getLogger("spoolq.pool")
 _WORKERS: set[int] = set()
 
 _IDLE_WAIT_S = 1.0
-DEATH_UNTOLD_S = 3.0
-"""A killed worker whose end its forkserver has not told in this long: the forkserver is
-looked at (see LocalPool._resume_forkserver)."""
 _READ_BYTES = 1 << 20
 _RESPAWN_RETRY_S = 1.0
 
@@ -532,11 +529,9 @@ class LocalPool:
         a killed job ran on for good, the COMPUTE lane froze with no word, and the
         processor hung at exit (QA).  Looked at when a killed worker's death is overdue,
         and at shutdown."""
-        if self._forkserver_is_ours() and stopped(self._forkserver):
+        if resume_stopped_child(self._forkserver):
             log.error("the workers' forkserver (pid %d) is stopped, so no worker's end is "
                       "told and none is started: resuming it (SIGCONT)", self._forkserver)
-            with contextlib.suppress(OSError):
-                os.kill(self._forkserver, signal.SIGCONT)
 
     def _retire_now(self, process: BaseProcess) -> None:
         """Kill a retiring worker that has not exited in time: its sentinel then tells

@@ -326,6 +326,24 @@ def kill_tool_processes() -> list[int]:
     return kill_descendants(os.getpid(), spare=mp_helpers())
 
 
+DEATH_UNTOLD_S = 3.0
+"""A forkserver's child killed (or being started) whose end (or start) the forkserver
+has not told in this long: whether the forkserver was stopped is looked at
+(:func:`resume_stopped_child`)."""
+
+
+def resume_stopped_child(pid: int) -> bool:
+    """Resume process ``pid`` (SIGCONT) if it is this process's child (not a pid reused
+    since) and a signal stopped it (not a debugger); whether it did.  A forkserver
+    stopped so tells no child's end and starts none: the local pool and a Dask worker
+    each waited for good (QA)."""
+    if not pid or parent_of(pid) != os.getpid() or not stopped(pid):
+        return False
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGCONT)
+    return True
+
+
 def stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped by a signal (SIGSTOP), which SIGCONT resumes;
     one a debugger holds (``t``) is not."""
