@@ -216,8 +216,7 @@ async def stats(request: web.Request) -> web.Response:
     # spool of the last answer, for as long as a status file stayed unread).
     live = await services.read_processors()  # off the loop: a hung filesystem held it
     if flag_value(request, "partial"):
-        with services.scraping(live):
-            return _json(orjson.dumps(services.scrape(), option=DUMP_OPTS))
+        return _json(orjson.dumps(services.scrape_of(live), option=DUMP_OPTS))
     if isinstance(live, SpoolIOError):  # logged once a run by Services.processors
         raise ApiError(503, "processors_unknown", str(live),
                        {"Retry-After": str(RETRY_AFTER_S)}) from live

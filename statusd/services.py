@@ -144,14 +144,18 @@ class Services:
         ``job_num``, ``busy_workers``, ...) and with ``processors_unknown``, the cause; the
         counts are known all the same.  While the start's scan runs, nothing of the spool is
         known yet: only ``statusd`` (its own figures, ``indexing`` among them)."""
-        if not self.tracker.loading.knows_spool:
-            return {"statusd": self._own_figures()}
         processors = self._read_for_scrape
-        if processors is None:
+        if processors is None and self.tracker.loading.knows_spool:
             try:
                 processors = self.processors()
             except SpoolIOError as exc:
                 processors = exc
+        return self.scrape_of([] if processors is None else processors)  # None: loading
+
+    def scrape_of(self, processors: list[OwnerStatus] | SpoolIOError) -> dict[str, Any]:
+        """:meth:`scrape` of the processors' state read already (:meth:`read_processors`)."""
+        if not self.tracker.loading.knows_spool:
+            return {"statusd": self._own_figures()}
         if isinstance(processors, SpoolIOError):
             return without_processors(self._document([], None), str(processors))
         return self._document(processors, None)
