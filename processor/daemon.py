@@ -113,6 +113,8 @@ class Processor:
         self.queues = Queues(self._mode_of)
         self.stopping = False  # this and the grace period: set by lifecycle.begin_stop
         self.exit_status = 0  # lifecycle.restart's EXIT_RESTART once it asked for one
+        self.spool_moved = False  # see lifecycle.spool_moved
+        self.lease_trouble = False  # its lock file gone, not made again yet
         self.grace_deadline = 0.0
         self.grace_ends_at: datetime | None = None  # the status file's copy of the deadline
         self.next_heartbeat = 0.0
@@ -211,6 +213,9 @@ class Processor:
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):
+            if self.spool_moved:
+                lifecycle.abandon_runs(self)
+                return False
             self._finish_lingering(all_of_them=True)  # the lease goes with this process
             self._record_unfinished_now()
             self.executor_up = False  # stop_runs shuts it down first
@@ -257,7 +262,7 @@ class Processor:
             # descriptors, a scan that failed first started the pause again, for good).
             self._retry_unfinished()
         if (now >= self.discovery.next_scan and not self.stopping
-                and time.monotonic() >= self.io_pause_until):
+                and time.monotonic() >= self.io_pause_until and lifecycle.lease_stands(self)):
             self.periodic.run()  # its writes would only fail again while paused
         self._intake()
         if time.monotonic() >= self.io_pause_until:
@@ -524,6 +529,8 @@ class Processor:
     def heartbeat(self) -> None:
         """Write the status file now (start-up and the stop call this too)."""
         self.next_heartbeat = time.monotonic() + HEARTBEAT_S
+        if not lifecycle.lease_stands(self):
+            return  # the status file would go into a spool this process holds no lock in
         self.discovery.rewatch()  # watched again: what came meanwhile is found by a rescan
         if self.io_trouble is not None and self._outage_over():
             # The backoff is the outage's, and starts again with the next one.  (A dispatch

@@ -51,7 +51,7 @@ from processor.run import Run
 from spool.client import require_spool
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import REFUSED, is_there, os_reason, sticky_owner, sticky_said
-from spool.lease import OwnerLease
+from spool.lease import OwnerLease, Standing
 from spool.models import ErrorInfo
 from spool.states import JobState
 from spool.transitions import Spool
@@ -217,6 +217,77 @@ def restart(processor: Processor, why: str) -> None:
     processor.grace_deadline = time.monotonic()
     processor.grace_ends_at = processor.clock.now()
     processor.heartbeat()
+
+
+def lease_stands(processor: Processor) -> bool:
+    """Whether the owner lease still holds what others test; False once the spool moved
+    under this processor (:func:`spool_moved`).
+
+    Looked at with each heartbeat and before each periodic recovery pass.  Its lock file
+    removed or replaced in the same spool (an operator's ``rm``), the lease is taken
+    again: readers called the processor down meanwhile, but its claims' locks are on the
+    same files and held, so no recovery took its jobs."""
+    lease = processor.lease
+    if processor.spool_moved or lease is None:
+        return not processor.spool_moved
+    standing = lease.standing()
+    if standing is Standing.MOVED:
+        spool_moved(processor)
+        return False
+    if standing is Standing.GONE:
+        try:
+            lease.take_again()
+        except (OSError, RuntimeError) as exc:
+            if not processor.lease_trouble:  # one line, not one a heartbeat
+                log.warning("its owner lock file is gone and cannot be made again; readers "
+                            "call this processor down until it is", extra={"fields": {
+                                "path": str(lease.path), "error": str(exc)}})
+            processor.lease_trouble = True
+        else:
+            processor.lease_trouble = False
+            log.warning("its owner lock file was removed or replaced: locked again",
+                        extra={"fields": {"path": str(lease.path)}})
+    return True
+
+
+def spool_moved(processor: Processor) -> None:
+    """The spool's root is another directory than the one this processor locked its
+    owner file and claims in (the spool remounted: a FUSE mount's locks are its own; or
+    unmounted lazily): nobody sees those locks, so another processor's recovery, or this
+    one's, may take its running jobs and run them again beside it.  It stops at once:
+    its runs are killed and left as they are, not requeued nor recorded (their files may
+    be another's claims by now), and it exits :data:`EXIT_RESTART`; the next start's
+    recovery requeues them, their attempts counted, as after a crash."""
+    processor.spool_moved = True
+    processor.exit_status = EXIT_RESTART
+    log.error("the spool at %s is no longer the directory this processor holds its locks "
+              "in (remounted, or unmounted): nobody sees them there, and another's "
+              "recovery may take its jobs; it stops now, leaves its runs to recovery "
+              "(their attempts counted) and exits %d to be started afresh",
+              processor.layout.root, EXIT_RESTART,
+              extra={"fields": {"running": len(processor.runs)}})
+    if not processor.stopping:
+        processor.stopping = True
+        processor.notifier.stopping()
+        processor.notifier.extend_timeout(int(STOP_MARGIN_S * 1_000_000))
+    processor.grace_deadline = time.monotonic()
+    processor.grace_ends_at = processor.clock.now()
+
+
+def abandon_runs(processor: Processor) -> None:
+    """The stop after :func:`spool_moved`: kill what runs and let its leases go, writing
+    nothing into the spool."""
+    processor.executor_up = False
+    processor.executor.shutdown()
+    runs = list(processor.runs.values())
+    runs += [run for run, _ in processor.unfinished]
+    runs += [run for _, run, _ in processor.lingering]
+    processor.runs.clear()
+    processor.unfinished, processor.lingering = [], []
+    for run in runs:
+        run.claim.close()
+    log.info("runs left to recovery", extra={"fields": {
+        "ids": sorted({run.claim.job_id for run in runs})[:32], "count": len(runs)}})
 
 
 def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,

@@ -15,6 +15,7 @@ Descriptors are opened ``O_CLOEXEC`` and workers are started by
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import os
@@ -140,27 +141,87 @@ owner locks by taking them for a moment (:func:`is_locked`), and recovery holds 
 owner's while it removes its files (:func:`lock_if_free`)."""
 
 
+class Standing(enum.Enum):
+    """Whether an :class:`OwnerLease` still holds what others test (:meth:`OwnerLease.standing`)."""
+
+    HELD = "held"
+    """The path names the locked file."""
+    GONE = "gone"
+    """The file was removed or replaced, in the same spool: others see no lock, though
+    the claims' locks still hold (the same files); the lease is taken again."""
+    MOVED = "moved"
+    """The spool's root is another directory now (the spool remounted, or unmounted
+    lazily): nobody else sees this process's locks, the owner's nor its claims'."""
+    UNKNOWN = "unknown"
+    """The lookups failed (EIO, a stalled mount): nothing is known now."""
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
 class OwnerLease:
     """A processor's lease on ``owners/<owner>.lock``, held until :meth:`release`.
 
     The lease is held on the file the path names: a lock taken on a file another
     processor's recovery removed meanwhile (it found the file unlocked between this
     one's open and its lock) is no lease, as nobody could see it; the file is made
-    again.  A lock taken for a moment by a reader or a recovery pass is waited for."""
+    again.  A lock taken for a moment by a reader or a recovery pass is waited for.
+    The spool's root (two folders up) is noted as the lease is taken, for
+    :meth:`standing`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        fd = self._take()
+        try:
+            self._root = _identity(os.stat(path.parent.parent))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _take(self) -> int:
         deadline = time.monotonic() + OWNER_LOCK_WAIT_S
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o644)
             try:
                 if self._held(fd, deadline):
-                    self._fd = fd
-                    return
+                    return fd
             except BaseException:  # ENOLCK (a network lock daemon down), an lstat's EIO:
                 os.close(fd)  # raised with the descriptor closed (it was left open)
                 raise
             os.close(fd)
+
+    def standing(self) -> Standing:
+        """Whether the path still names the locked file, and if not, why (see
+        :class:`Standing`).  Two lookups when it does: ``lstat`` and ``fstat``.  The
+        spool's root is looked at when it does not, or the file's lookups fail (the lease
+        on a FUSE mount whose daemon died, its root mounted again)."""
+        try:
+            if names(self.path, self._fd):
+                return Standing.HELD
+            unknown = False
+        except OSError:
+            unknown = True
+        try:
+            root = _identity(os.stat(self.path.parent.parent))
+        except FileNotFoundError:  # no spool root at its path any more
+            return Standing.MOVED
+        except OSError:
+            return Standing.UNKNOWN
+        if root != self._root:
+            return Standing.MOVED
+        return Standing.UNKNOWN if unknown else Standing.GONE
+
+    def take_again(self) -> None:
+        """After :attr:`Standing.GONE`: the lease on a file at the path again (made anew),
+        the old descriptor closed once the new one holds.  OSError when it cannot be
+        (``owners/`` removed, the disk full; RuntimeError: another process holds it):
+        the old lease stays, tried again later."""
+        fd = self._take()
+        os.close(self._fd)
+        self._fd = fd
 
     def _held(self, fd: int, deadline: float) -> bool:
         """One try: True when ``fd`` holds the lock of the file the path names; False to

@@ -17,6 +17,8 @@ import orjson
 import pytest
 from daemonkit import Daemon, drop, locations, record, wait_for, wait_record
 
+from spool.lease import is_locked
+
 StartDaemon = Callable[..., Daemon]
 
 
@@ -301,3 +303,18 @@ def test_a_burst_of_20000_files_is_fully_processed(spool_root: Path, daemon: Sta
     assert os.listdir(spool_root / "pending") == []
     assert record(spool_root, "b19999") is not None
     assert d.stop() == 0
+
+
+def test_an_owner_lock_file_removed_under_a_processor_is_locked_again(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """``rm owners/*.lock`` under a running processor: readers called it down for good
+    (its lock on a file nobody could open).  Its claims' locks still hold, so it takes
+    the lease again at its next heartbeat and goes on."""
+    d = daemon()
+    (lock,) = (spool_root / "owners").glob("*.lock")
+    lock.unlink()
+    wait_for(lambda: is_locked(lock), 10, "the owner lock file made and locked again")
+    assert "locked again" in d.logs()
+    drop(spool_root, "after", {"tool": "echo"})
+    assert wait_record(spool_root, "after", 30)["state"] == "done"
+    assert d.running()

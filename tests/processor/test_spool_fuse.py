@@ -9,6 +9,7 @@ Debian's ``bindfs`` is installed by ``.ci/run``; where FUSE cannot mount, these 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -16,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from daemonkit import (
     Daemon,
@@ -201,3 +203,47 @@ def test_a_claim_holds_its_lease_when_the_lock_probe_fails(
             assert _locked_elsewhere(layout.job(JobState.RUNNING, job_id))
         finally:
             claim.close()
+
+
+@pytest.mark.parametrize("how", ["unmounted", "died"])
+def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_recovery(
+        fuse_root: Path, tmp_path: Path, how: str) -> None:
+    """Mounted again under a running processor (a lazy unmount, or its FUSE daemon
+    dead, then a new bindfs), the spool showed none of its locks, those on the mount that
+    went: its own recovery took its running job for an orphan and ran it again beside
+    the first run (h308's QA: "restart the processor" was all the guide said).  It stops
+    at once now, exit 75, leaving the run to the next start's recovery, which runs it
+    once more."""
+    mnt, under = fuse_root.parent, fuse_root.parent.parent / "under"
+    d = Daemon(fuse_root, tmp_path / "daemon.log", JOB_NUM="1", SPOOL_SCAN_S="0.3")
+    old = None
+    try:
+        d.start()
+        drop(fuse_root, "long", {"tool": "sleep", "params": {"seconds": 4}, "max_attempts": 3})
+        wait_for((fuse_root / "running" / "long.json").exists, 20, "the run")
+        old = bindfs_daemon(mnt)
+        if how == "died":
+            old.kill()
+            wait_for(lambda: _not_connected(fuse_root), 10, "the mount dead")
+        subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=True)
+        subprocess.run(["bindfs", str(under), str(mnt)], check=True)
+        assert d.proc is not None
+        assert d.proc.wait(timeout=20) == 75, d.logs()
+        assert "is no longer the directory this processor holds its locks in" in d.logs()
+        assert not [e for e in d.events() if e.get("event") in ("orphan", "requeued")
+                    or e.get("reason") == "orphan"], d.logs()
+        assert not (fuse_root / "done" / "long.json").exists()
+        assert (fuse_root / "running" / "long.json").exists()  # left as it was
+        again = Daemon(fuse_root, tmp_path / "again.log", JOB_NUM="1")
+        try:
+            again.start()
+            record = wait_record(fuse_root, "long", 30)
+            assert (record["state"], record["attempts"]) == ("done", 2), record
+            assert again.stop() == 0
+        finally:
+            again.abort()
+    finally:
+        d.abort()
+        if old is not None:
+            with contextlib.suppress(psutil.Error):
+                old.kill()  # gone with the processor's descriptors, normally

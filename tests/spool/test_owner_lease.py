@@ -114,3 +114,24 @@ def test_a_lock_refused_with_enolck_leaves_no_descriptor_open(tmp_path: Path) ->
     said = json.loads(done.stdout)
     assert said["errno"] == errno.ENOLCK, said
     assert said["open"] == [], "the lock file's descriptor was left open"
+
+
+def test_the_lease_says_whether_its_path_still_names_the_locked_file(tmp_path: Path) -> None:
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-c-7")
+    held = OwnerLease(path)
+    try:
+        assert held.standing() is lease.Standing.HELD
+        path.unlink()  # removed in the same spool: others see no lock
+        assert held.standing() is lease.Standing.GONE
+        assert not is_locked(path)
+        held.take_again()
+        assert held.standing() is lease.Standing.HELD
+        assert is_locked(path)
+        (tmp_path / "spool").rename(tmp_path / "spool.old")  # not the spool at its path
+        assert held.standing() is lease.Standing.MOVED
+        make_spool(tmp_path / "spool")  # another one there now: its files are not these
+        (tmp_path / "spool" / "owners" / path.name).write_bytes(b"")
+        assert held.standing() is lease.Standing.MOVED
+    finally:
+        held.release()
