@@ -330,8 +330,13 @@ def device_of(folder: StrPath) -> int | None:
 
 def _raise_fatal(exc: OSError, what: str) -> None:
     if exc.errno in _FATAL_ERRNOS:
-        where = f" ({exc.filename})" if exc.filename else ""  # a write names no file
-        raise SpoolIOError(f"{what}: {os_reason(exc)}{where}") from exc
+        raise _said(exc, what) from exc
+
+
+def _said(exc: OSError, what: str) -> SpoolIOError:
+    """``exc`` as the spool's error: ``what``, the reason and the path."""
+    where = f" ({exc.filename})" if exc.filename else ""  # a write names no file
+    return SpoolIOError(f"{what}: {os_reason(exc)}{where}")
 
 
 def os_reason(exc: OSError) -> str:
@@ -1176,21 +1181,24 @@ class Mover:
         base = os.path.join(self._stage_dir,
                             f"claim-probe-{os.getpid()}-{os.urandom(4).hex()}")
         first, second = base + ".a", base + ".b"
+        # Any error is said as the spool's (one line: exit 75 for trouble that passes,
+        # else 2), none raised raw: an odd errno (EMLINK, ELOOP) was a traceback.
         try:
             os.close(os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                              FILE_MODE))
         except OSError as exc:
-            _raise_fatal(exc, f"cannot make a file in {_name(self._stage_dir)}/")
-            raise
+            raise _said(exc, f"cannot make a file in {_name(self._stage_dir)}/") from exc
         try:
-            if self._probe_noreplace(first, second) is not None:
-                return
+            try:
+                if self._renameat2_noreplace(first, second) is not None:
+                    return
+            except OSError as exc:
+                raise _said(exc, "cannot move a file to claim by") from exc
             try:
                 os.link(first, second, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in _NO_LINKS:  # a full disk, say: the spool's trouble
-                    _raise_fatal(exc, "cannot link a file to claim by")
-                    raise
+                    raise _said(exc, "cannot link a file to claim by") from exc
                 raise SpoolIOError(
                     "the spool's filesystem has neither renameat2(RENAME_NOREPLACE) "
                     f"nor hard links ({exc.strerror}): no job could be claimed "
@@ -1204,13 +1212,6 @@ class Mover:
         if self._links_share_locks is False:
             log.warning("claims move by a hard link here, and its new name has a lock of "
                         "its own: each claim takes its lease again on the name in running/")
-
-    def _probe_noreplace(self, src: str, dst: str) -> bool | None:
-        try:
-            return self._renameat2_noreplace(src, dst)
-        except OSError as exc:
-            _raise_fatal(exc, "cannot move a file to claim by")
-            raise
 
     def make_folders(self, mode: int = 0o750) -> None:
         """Create the spool's folders (idempotent)."""

@@ -131,6 +131,15 @@ def test_a_filesystem_with_neither_noreplace_nor_links_is_said_at_the_start(
     assert "neither" not in str(refused.value) and passing(refused.value), refused.value
     assert probes() == []
 
+    def odd(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMLINK, os.strerror(errno.EMLINK))
+
+    monkeypatch.setattr(fsops.os, "link", odd)  # an errno nobody expects: raised raw, it
+    with pytest.raises(SpoolIOError, match="cannot link a file to claim by: Too many "
+                       "links"):  # was the processor's traceback, exit 1
+        mover.require_claimable()
+    assert probes() == []
+
 
 def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) -> None:
     mover, failed = any_spool.mover, any_spool.layout.folder(JobState.FAILED)
