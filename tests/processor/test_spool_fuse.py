@@ -220,7 +220,11 @@ def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_r
     try:
         d.start()
         drop(fuse_root, "long", {"tool": "sleep", "params": {"seconds": 4}, "max_attempts": 3})
-        wait_for((fuse_root / "running" / "long.json").exists, 20, "the run")
+        # The claim's link made and its old name gone: killed between the two, the FUSE
+        # daemon leaves both names, and the next start takes the pending one for a newer
+        # drop (seen once in a full run).
+        wait_for(lambda: (fuse_root / "running" / "long.json").exists()
+                 and not (fuse_root / "pending" / "long.json").exists(), 20, "the run")
         old = bindfs_daemon(mnt)
         if how == "died":
             old.kill()
@@ -238,7 +242,8 @@ def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_r
         try:
             again.start()
             record = wait_record(fuse_root, "long", 30)
-            assert (record["state"], record["attempts"]) == ("done", 2), record
+            assert (record["state"], record["attempts"]) == ("done", 2), (
+                record, d.logs(), again.logs())
             assert again.stop() == 0
         finally:
             again.abort()
