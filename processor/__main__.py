@@ -184,7 +184,22 @@ def write_out(text: str | bytes) -> int:
     return 0
 
 
+def _main_by_name() -> None:
+    """Started as the console script (``bin/spool-processor``, as the unit starts it),
+    ``__main__`` is that file, and multiprocessing had each worker the forkserver starts
+    run it again (``runpy.run_path``), importing this module from disk: once an upgrade
+    was installed over the running processor (or the venv swapped, or the script gone
+    for the half second a reinstall takes), every COMPUTE job on a new worker failed
+    ``worker_crashed`` until a restart (QA).  Named as ``python -m processor`` names it,
+    the workers leave it alone (a module named ``*.__main__`` is never run again)."""
+    main_module = sys.modules.get("__main__")
+    if (main_module is not None and __name__ != "__main__"
+            and getattr(main_module, "__spec__", None) is None):
+        main_module.__spec__ = __spec__
+
+
 def main(argv: list[str] | None = None) -> int:
+    _main_by_name()
     parser = _parser()
     args = parse_args(parser, argv)  # --help that cannot be written: one line, exit 1
     if args.json and args.command != "tools":

@@ -416,12 +416,13 @@ class LocalPool:
             # module's import, an overflow in its setrlimit): started again after a pause,
             # as one that says it cannot start, not at once (hundreds a second, for good).
             unready = fatal is None and reason is None and not slot.ready
-            # Written to a worker that died idle: the next worker takes it.  One held for
-            # a worker that died loading its tools is its death, reported (sent to the
-            # next, it was held again for ever while workers crashed: a review); _bury
-            # drops it.
+            # Written to a worker that died idle, or held for one that died loading its
+            # tools: the next worker takes it, within the job's time limit from when it
+            # first waited (_expire_waiting; held again for ever while workers crashed,
+            # before that: a review).  Reported as the job's death, it failed at once,
+            # never run (QA: every COMPUTE job while an upgrade's files were half there).
             unsent, slot.unsent = slot.unsent, False
-            if task is not None and (fatal is not None or unsent) and reason is None:
+            if task is not None and (fatal is not None or unsent or unready) and reason is None:
                 # It never read the task: not the job's crash.  The next worker takes it.
                 # (since it first waited: each worker that fails it again adds no time)
                 self._waited.setdefault(task.job_id, time.monotonic())
@@ -441,7 +442,9 @@ class LocalPool:
             return
         if unready:
             self._cannot_start(slot, f"a worker exited with status {process.exitcode} "
-                                     "before it loaded its tools")
+                                     "before it loaded its tools (spoolq or the tools changed "
+                                     "or removed since the processor started? its traceback, "
+                                     "if any, is on the processor's stderr)")
             slot.fatal = None
         if fatal is not None or unready:
             # Started again after a pause, not at once: one that cannot start its threads

@@ -86,3 +86,21 @@ def test_workers_dying_as_they_load_their_tools_are_started_again_after_a_pause(
     assert 2 <= count <= 12, count  # two at start, then about two a second
     assert d.logs().count("before it loaded its tools") == 1, d.logs()
     assert d.stop() == 0
+
+
+def test_a_job_held_for_a_worker_that_died_loading_its_tools_waits_for_the_next(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """Its task held for a worker that died before it loaded its tools, unsaid, the job
+    failed at once as that worker's crash ("exited with status 3", its one attempt),
+    never run: every COMPUTE job, while an upgrade's files were half there (QA).  It
+    waits for the next worker, as when a worker says it cannot start, for its time limit
+    at most, and then says why."""
+    starts = tmp_path / "starts"
+    daemon(SPOOL_TOOLS="dying_import_tools", DYING_IMPORT_LOG=str(starts), JOB_NUM="1")
+    drop(spool_root, "held", {"tool": "t_never_loaded", "timeout": 3})
+    record = wait_record(spool_root, "held", 30)
+    assert record["state"] == "failed", record
+    message = record["error"]["message"]
+    assert message.startswith("no worker could start in 3 s: a worker exited with status 3 "
+                              "before it loaded its tools"), message
+    assert len(starts.read_text().splitlines()) >= 3  # tried again meanwhile
