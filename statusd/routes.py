@@ -16,6 +16,7 @@ the index read (:mod:`statusd.sending`): not parsed again, never whole in memory
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,8 @@ from statusd.services import SERVICES, Services
 
 DEFAULT_LIMIT = 50
 MAX_TOOL_CHARS = 128
+log = logging.getLogger("spoolq.statusd")
+
 STATIC_DIR = Path(str(resources.files("statusd") / "static"))
 STATIC_PREFIX = "/static/"
 STATIC_NAMES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
@@ -270,12 +273,25 @@ async def _package_file(path: Path, headers: dict[str, str] | None = None
     try:
         await asyncio.to_thread(_opens, path)
     except OSError as exc:
-        if exc.errno not in NOT_NOW:  # not there, or not a file: not the page's
-            raise web.HTTPNotFound() from exc
+        if exc.errno not in NOT_NOW:
+            # One of the files there at the start (the only names served), gone or no
+            # file now: spoolq reinstalled or removed under this statusd.  An empty 404,
+            # unsaid, sent the operator looking for a wrong address (QA).
+            if path not in _SAID_GONE:
+                _SAID_GONE.add(path)
+                log.warning("the dashboard's %s is gone from %s (spoolq upgraded or removed "
+                            "since statusd started? restart it)", path.name, path.parent)
+            raise ApiError(503, "unavailable", f"the dashboard's {path.name} is gone from "
+                           f"{path.parent}: spoolq upgraded or removed since statusd "
+                           "started? restart statusd") from exc
         raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
                        f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)}
                        ) from exc
     return web.FileResponse(path, headers=headers)
+
+
+_SAID_GONE: set[Path] = set()
+"""The page's files said gone in the log (once each)."""
 
 
 def _opens(path: Path) -> None:
