@@ -279,15 +279,16 @@ def abandon_runs(processor: Processor) -> None:
     nothing into the spool."""
     processor.executor_up = False
     processor.executor.shutdown()
-    runs = list(processor.runs.values())
-    runs += [run for run, _ in processor.unfinished]
-    runs += [run for _, run, _ in processor.lingering]
+    # A run waiting for its record (unfinished, lingering) is in runs too: once each.
+    runs = {id(run): run for run in [*processor.runs.values(),
+                                     *(run for run, _ in processor.unfinished),
+                                     *(run for _, run, _ in processor.lingering)]}
     processor.runs.clear()
     processor.unfinished, processor.lingering = [], []
-    for run in runs:
+    for run in runs.values():
         run.claim.close()
     log.info("runs left to recovery", extra={"fields": {
-        "ids": sorted({run.claim.job_id for run in runs})[:32], "count": len(runs)}})
+        "ids": sorted(run.claim.job_id for run in runs.values())[:32], "count": len(runs)}})
 
 
 def stop_runs(runs: dict[str, Run], executor: ComputeExecutor, spool: Spool,
