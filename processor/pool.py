@@ -38,6 +38,7 @@ import multiprocessing as mp
 import os
 import pickle
 import select
+import signal
 import threading
 import time
 from collections import deque
@@ -52,6 +53,7 @@ from processor.executor import READY_WAIT_S, Sink, Task, WorkerConfig
 from processor.proctree import (
     DEATH_UNTOLD_S,
     ended_with_forkserver,
+    ignores,
     kill_orphans,
     kill_tree,
     parent_of,
@@ -592,6 +594,8 @@ class LocalPool:
                 # why (QA, memory pressure: the OOM killer's, or a kill from outside).
                 log.warning("the workers' forkserver (pid %d) is gone: a new one (pid %d) "
                             "forks them now", self._forkserver, forkserver)
+            if forkserver and forkserver != self._forkserver:
+                _say_unloaded(forkserver)
             self._forkserver = forkserver or self._forkserver
             slot.forkserver = self._forkserver
         slot.unread.clear()
@@ -653,6 +657,20 @@ class LocalPool:
     def _poke(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send_bytes(b"!")
+
+
+def _say_unloaded(forkserver: int) -> None:
+    """An error line when a new forkserver did not run its preload's first module
+    (:mod:`processor.forkserver_init`, whose SIGTERM it ignores): multiprocessing lets a
+    preload's ImportError pass, so one started while spoolq's files were gone (an
+    upgrade half installed) ran on without it, unsaid: no subreaper for its workers'
+    leftovers, and a SIGTERM to the process group ended it with every running job
+    (QA)."""
+    if ignores(forkserver, signal.SIGTERM) is False:
+        log.error("the workers' forkserver (pid %d) started without spoolq's preload "
+                  "(its files changed or removed since the processor started?): a SIGTERM "
+                  "to the process group ends it with every running job, and what a dead "
+                  "worker's tool left runs on; restart the processor", forkserver)
 
 
 def _ended_with_forkserver(process: BaseProcess, forkserver: int) -> str | None:

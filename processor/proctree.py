@@ -129,6 +129,19 @@ def children_of(pid: int | str) -> list[int]:
     return list(dict.fromkeys(child for pids in by_thread.values() for child in pids))
 
 
+def ignores(pid: int, signum: int) -> bool | None:
+    """Whether process ``pid`` ignores ``signum`` (its ``SigIgn`` mask); None when it
+    cannot be read (gone, hidden)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def parent_of(pid: int) -> int:
     """The parent pid of ``pid``; 0 when it is gone, or hidden from this process.
 
