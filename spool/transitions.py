@@ -145,8 +145,26 @@ class Spool:
         check_transition(_S_RUNNING, state)
         if record.state is not state or record.id != claim.job_id:
             record = record.model_copy(update={"state": state, "id": claim.job_id})
-        self.publish_terminal(record)
+        try:
+            self.publish_terminal(record)
+        except SpoolIOError:
+            # Out of inodes, the run's progress file may hold the one its record needs
+            # (it took the spare the last run left): the processor then paused for good,
+            # the inode that would free it its own (QA, h315).  Dropped, so this try or a
+            # later one (another run's record, waiting too) has it; the run is over.
+            if not self._drop_progress(claim.job_id):
+                raise
+            self.publish_terminal(record)
         self._retire(claim, refresh=False)  # publish_terminal refreshed after the publish
+
+    def _drop_progress(self, job_id: str) -> bool:
+        """Remove a run's progress file, if it has one; False when it had none or the
+        removal failed."""
+        try:
+            return self._drop(_PROGRESS, job_id + JOB_SUFFIX, self.layout.progress_str(job_id),
+                              of=(job_id, "progress"))
+        except (SpoolIOError, OSError):
+            return False
 
     def publish_terminal(self, record: Record,
                          unwritten: Callable[[], object] | None = None) -> None:
