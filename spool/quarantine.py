@@ -123,7 +123,18 @@ def from_pending(spool: Spool, name: str, message: str, *, kind: str, size: int 
         if mover.move(staged, src, replace=False):
             _drop_note(spool, note)
         return None
-    spool.publish_terminal(record)
+    try:
+        spool.publish_terminal(record)
+    except SpoolIOError:
+        # No room for the record (ENOSPC, out of inodes): back to pending/, judged again
+        # after the pause.  Left as failed/<id>.orig, no reader showed it, nothing tried
+        # its record again until another change of failed/, and recovery then wrote
+        # "quarantined when its processor died", the reason lost (QA, h315).  Should a
+        # newer drop hold the name, it stays, and recovery records it from the note.
+        with contextlib.suppress(SpoolIOError):
+            if mover.move(layout.original(job_id), src, replace=False):
+                _drop_note(spool, note)
+        raise
     _drop_note(spool, note)
     return record
 
