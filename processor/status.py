@@ -27,6 +27,10 @@ from spool.version import version
 
 log = logging.getLogger("spoolq.processor")
 
+STATUS_BLOCK = 4096
+STATUS_HEADROOM = 2048
+"""The status file's room to grow (its I/O trouble, its counts) without a new block."""
+
 
 VERSION = version()
 STATUS_WRITE = "cannot write status file"
@@ -50,6 +54,7 @@ class StatusFile:
         self.finished_at: deque[list[int]] = deque()
         self.finished_last_60s = {True: 0, False: 0}
         self.failing_writes: set[str] = set()
+        self.size = 0  # what the file is padded to (see write)
 
     def count(self, ok: bool) -> None:
         second = int(time.monotonic())
@@ -87,9 +92,17 @@ class StatusFile:
             "grace_ends_at": grace_ends_at, "io_trouble": io_trouble,
             "compute_room": self.executor.room(),
             "tools": self.catalogue_json}  # serialised once: it never changes
+        data = orjson.dumps(status, option=orjson.OPT_UTC_Z)
+        # Padded with spaces (JSON's whitespace) to a size that only grows, with room to
+        # spare: rewritten in place, the file then needs no new block.  When I/O trouble
+        # came, the status grew by its text into one more block on a full ext4, the
+        # rewrite failed, and readers called the live processor down a minute later, the
+        # trouble unsaid (QA, h315; tmpfs, which allocates no blocks, showed it up).
+        if len(data) > self.size:
+            self.size = -(-(len(data) + STATUS_HEADROOM) // STATUS_BLOCK) * STATUS_BLOCK
         try:
             self.spool.mover.publish_advisory(self.layout.owner_status(self.owner),
-                                              orjson.dumps(status, option=orjson.OPT_UTC_Z))
+                                              data.ljust(self.size))
         except (SpoolIOError, OSError) as exc:
             self.write_failed(STATUS_WRITE, exc)
         else:

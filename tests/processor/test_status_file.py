@@ -5,12 +5,17 @@ two inodes taking turns (``Mover.publish_advisory``), none freed a heartbeat."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import shutil
+import signal
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
 
@@ -130,3 +135,57 @@ def test_a_status_file_that_cannot_be_written_warns_once_an_outage(
         full[0] = False
         status.write(0, False, None)
         assert (spool_root / "owners" / "o.json").exists() and warned() == outage
+
+
+def test_the_status_file_keeps_room_to_say_its_trouble_on_a_full_ext4(
+        tmp_path: Path) -> None:
+    """Rewritten in place, the status file grew by its I/O trouble's text into one more
+    block: on an ext4 out of blocks the rewrite failed, the heartbeat stopped, and a
+    minute later readers called the live processor down (QA, h315; tmpfs allocates no
+    blocks, where it showed up)."""
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs mkfs.ext4")
+    image, mnt = tmp_path / "ext4.img", tmp_path / "ext4"
+    with open(image, "wb") as fh:
+        fh.truncate(8 << 20)
+    if subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "1024", "-m", "0", str(image)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("mkfs.ext4 failed here")
+    mnt.mkdir()
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("cannot mount a loop image here")
+    saved = signal.signal(signal.SIGIO, signal.SIG_IGN)  # as the processor has it
+    try:
+        layout = Layout(mnt / "spool")
+        mover = Mover(layout, FsyncMode.NEVER, recycle=True)
+        mover.make_folders()
+        status = StatusFile(Spool(layout, mover), "o", _Executor(),  # type: ignore[arg-type]
+                            SystemClock(), [])
+        status.write(0, False, None)
+        status.write(0, False, None)  # both inodes of the file made
+        with contextlib.suppress(OSError), open(mnt / "fill", "wb", buffering=0) as fill:
+            while True:  # no block left
+                fill.write(b"\0" * 1024)
+        trouble = {"error": "cannot publish x.json: " + "e" * 1500, "since": None}
+        status.write(0, False, None, trouble)
+        written = orjson.loads((layout.owners / "o.json").read_bytes())
+        assert written["io_trouble"] == trouble
+        assert not status.failing_writes
+        mover.drop_spares()
+    finally:
+        signal.signal(signal.SIGIO, saved)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+class _Executor:
+    name = "local"
+
+    def capacity(self) -> int:
+        return 1
+
+    def room(self) -> int:
+        return 1
+
+    def busy(self) -> int:
+        return 0
