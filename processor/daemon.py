@@ -248,6 +248,13 @@ class Processor:
                 self.finisher.record(run, outcome)
             except SpoolIOError:
                 self.unfinished.append((run, outcome))
+        if self.unfinished:
+            # Requeued as cut short, they run again: said, as nothing else did (QA).
+            log.warning("runs that finished while the disk refused their records are "
+                        "requeued with the runs the stop cuts short: each runs again after "
+                        "the restart", extra={"fields": {
+                            "ids": [run.claim.job_id for run, _ in self.unfinished][:32],
+                            "count": len(self.unfinished)}})
 
     def _pass(self) -> None:
         """One pass: wait for work or a timer, then intake, cancels, dispatch, status."""
