@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemonkit import Daemon, drop, locations, make_spool, wait_record
+from daemonkit import Daemon, drop, locations, make_spool, wait_for, wait_record
 
 from spool import fsops
 from spool.errors import SpoolIOError
@@ -158,3 +158,108 @@ def test_a_start_on_a_filesystem_out_of_inodes_says_so(
     finally:
         d.abort()
     assert "no free inodes (df -i)" in d.logs(), d.logs()[-2000:]
+
+
+def test_a_stop_says_which_finished_runs_it_requeues_for_want_of_room(
+        tmp_path: Path, mounts: list[Path]) -> None:
+    """A run that finished while its record could not be written (no inode left) was
+    requeued at a stop as one the stop cut short ("requeued", "shutdown") and ran again
+    after the restart, its result thrown away unsaid (QA, h315)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    release = tmp_path / "release"
+    d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
+    try:
+        drop(root, "done-once", {"tool": "t_record",
+                                 "params": {"seconds": 60, "release": str(release)}})
+        wait_for((root / "running" / "done-once.json").exists, 30, "the run")
+        filler = mnt / "filler"
+        filler.mkdir()
+        with contextlib.suppress(OSError):  # until no inode is left
+            for n in range(80):
+                (filler / f"f{n}").touch()
+        release.touch()
+        wait_for(lambda: "pausing claims" in d.logs(), 30, "the record refused")
+        assert d.stop() == 0
+    finally:
+        d.abort()
+    said = [e for e in d.events() if "each runs again after the restart" in e.get("msg", "")]
+    assert [e["ids"] for e in said] == [["done-once"]], d.logs()[-3000:]
+    assert (root / "pending" / "done-once.json").exists()
+
+
+def test_a_record_out_of_inodes_takes_the_one_its_runs_progress_file_held(
+        tmp_path: Path, mounts: list[Path]) -> None:
+    """Out of inodes, a finished COMPUTE run's progress file held the spare its record
+    needed (the inode the run before left): the processor paused its claims for good,
+    holding the one inode that would free it (QA, h315: the spool stalled until an
+    operator removed files)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    release = tmp_path / "release"
+    d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
+    try:
+        drop(root, "warm", {"tool": "echo"})  # its job file becomes the spare
+        assert wait_record(root, "warm", 30)["state"] == "done"
+        drop(root, "long", {"tool": "t_progress_burst",
+                            "params": {"seconds": 60, "release": str(release)}})
+        wait_for((root / "progress" / "long.json").exists, 30, "the run's progress file")
+        filler = mnt / "filler"  # beside the spool: nothing the processor cleans up
+        filler.mkdir()
+        with contextlib.suppress(OSError):  # until no inode is left
+            for n in range(80):
+                (filler / f"f{n}").touch()
+        assert os.statvfs(mnt).f_favail == 0
+        release.touch()
+        assert wait_record(root, "long", 30)["state"] == "done", d.logs()[-3000:]
+        assert not (root / "progress" / "long.json").exists()
+        assert d.stop() == 0
+    finally:
+        d.abort()
+
+
+def test_a_quarantine_out_of_inodes_puts_the_drop_back_and_records_it_later(
+        tmp_path: Path, mounts: list[Path]) -> None:
+    """Its record refused (no inode left), a quarantined drop stayed as
+    ``failed/<id>.orig`` with no record: no reader showed it, nothing tried its record
+    again until another change of ``failed/``, and the record then written said
+    "quarantined when its processor died", the reason lost (QA, h315).  It goes back to
+    ``pending/``, and is quarantined with its reason once there is room."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
+    try:
+        filler = mnt / "filler"
+        filler.mkdir()
+        made = []
+        with contextlib.suppress(OSError):  # until no inode is left
+            for n in range(80):
+                (filler / f"f{n}").touch()
+                made.append(filler / f"f{n}")
+        made.pop().unlink()  # one left: the drop's
+        (root / "pending" / "q.json").write_bytes(b'{"tool": "echo", "params": ')
+        assert os.statvfs(mnt).f_favail == 0
+        wait_for(lambda: "pausing quarantines" in d.logs(), 30, "the refused quarantine")
+        assert (root / "pending" / "q.json").exists(), sorted(os.listdir(root / "failed"))
+        assert not (root / "failed" / "q.orig").exists()
+        for path in made:
+            path.unlink()
+        record = wait_record(root, "q", 60)
+        assert record["error"]["type"] == "invalid_job", record
+        assert "when its processor died" not in record["error"]["message"], record
+        assert (root / "failed" / "q.orig").read_bytes() == b'{"tool": "echo", "params": '
+        assert d.stop() == 0
+    finally:
+        d.abort()
