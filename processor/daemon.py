@@ -268,7 +268,7 @@ class Processor:
             # First: their leases may hold what the scan's reads need (out of
             # descriptors, a scan that failed first started the pause again, for good).
             self._retry_unfinished()
-        if (now >= self.discovery.next_scan and not self.stopping
+        if (now >= max(self.discovery.next_scan, self.discovery.scan_floor) and not self.stopping
                 and time.monotonic() >= self.io_pause_until and lifecycle.lease_stands(self)):
             self.periodic.run()  # its writes would only fail again while paused
         self._intake()
@@ -294,7 +294,7 @@ class Processor:
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:
-            wakes.append(max(discovery.next_scan, self.io_pause_until))
+            wakes.append(max(discovery.next_scan, discovery.scan_floor, self.io_pause_until))
             if discovery.held:
                 wakes.append(max(discovery.held_until, self.io_pause_until))
         else:

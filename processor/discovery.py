@@ -94,6 +94,7 @@ class Discovery:
         None when its lstat failed): another file under that name is not held."""
         self.held_until = 0.0  # when they are judged again (monotonic)
         self.next_scan = 0.0
+        self.scan_floor = 0.0  # no periodic pass before (see PeriodicScan.run)
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
 

@@ -37,6 +37,9 @@ from spool.transitions import Spool
 log = logging.getLogger("spoolq.processor")
 
 RECOVERY_IDS_LOGGED = 32
+SCAN_SPACING = 3.0
+"""After a periodic pass, no other starts for this many times its length: passes take
+a quarter of the loop's time at most, whatever the backlog."""
 """Ids of each kind named in a recovery summary line; each has a transition line too."""
 
 
@@ -82,7 +85,20 @@ class PeriodicScan:
         self.blocked = blocked
 
     def run(self) -> None:
-        self.discovery.next_scan = time.monotonic() + self.settings.scan_s
+        """One pass; the next is due ``SPOOL_SCAN_S`` after its end, and none starts
+        before :data:`SCAN_SPACING` times its length has gone by, lost events or not.
+        Due from its start, a pass as long as ``SPOOL_SCAN_S`` (1.2 million drops in
+        ``pending/``, each looked up) had the next begin as it ended: the loop scanned
+        and scarcely judged or claimed (QA: 1.6 jobs/s, against 7,000 at 300,000)."""
+        started = time.monotonic()
+        try:
+            self._run()
+        finally:
+            ended = time.monotonic()
+            self.discovery.next_scan = ended + self.settings.scan_s
+            self.discovery.scan_floor = ended + SCAN_SPACING * (ended - started)
+
+    def _run(self) -> None:
         self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
         try:
             report = self.recovery.scan()
