@@ -74,7 +74,6 @@ class Spool:
         self.mover = mover
         self.clock: Clock = clock or SystemClock()
         self.host = socket.gethostname()
-        self.pid = os.getpid()
         self.closer: Callable[[int], None] = os.close
         self.presence: Presence | None = None
         if follow:  # inotify (through watchdog) is imported only to follow
@@ -99,6 +98,12 @@ class Spool:
             self.presence = None
 
     # -- claim -------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """This process's pid, as records name it: asked each time, as a client's Spool
+        used after ``os.fork()`` wrote its parent's pid into the child's records (QA)."""
+        return os.getpid()
 
     def claim(self, job_id: str) -> Claim | None:
         """pending -> running; None when another claimant won or the id is running."""

@@ -216,3 +216,18 @@ def test_a_retry_that_races_another_retry_is_a_conflict(
     with pytest.raises(ConflictError, match="raced is pending; only failed jobs"):
         client.retry("raced")
     assert client.get("raced").state is JobState.PENDING
+
+
+def test_a_client_used_after_a_fork_names_the_childs_pid(client: Client) -> None:
+    """The spool took its pid once: a cancel made by a forked child said the parent's
+    pid in its record (QA, h313)."""
+    job_id = client.submit(Job(tool="echo"))
+    pid = os.fork()
+    if pid == 0:  # the child: a cancel, then out at once (no pytest teardown here)
+        try:
+            client.cancel(job_id)
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    record = client.get(job_id)
+    assert (record.state, record.pid) == (JobState.FAILED, pid), record
