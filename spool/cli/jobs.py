@@ -130,7 +130,11 @@ def _each(ids: list[str], act: Callable[[str], Record], as_json: bool) -> int:
                 note(f"interrupted: not tried: {' '.join(left)}")
             raise
         except SpoolIOError:
-            raise  # the spool's trouble, not this job's: the rest would meet it too
+            # The spool's trouble, not this job's: the rest would meet it too.  Named, as
+            # a cancel of several names them (a retry of several said nothing of them).
+            if left := ids[n + 1:]:
+                note(f"not tried: {' '.join(left)}")
+            raise
         except SpoolError as exc:
             note(f"error: {exc}")
             code = EXIT_FAILED
