@@ -26,6 +26,7 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -61,6 +62,10 @@ _S_PENDING, _S_RUNNING, _S_DONE, _S_FAILED = (JobState.PENDING, JobState.RUNNING
 ASIDE_TRIES = 3
 """How often :meth:`Spool.publish_file` sets aside what took its name before giving up:
 more than once only when something keeps making a directory (say) there."""
+
+
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""What a write says when the filesystem has no room (blocks or inodes) for it."""
 
 
 class Spool:
@@ -152,12 +157,15 @@ class Spool:
             record = record.model_copy(update={"state": state, "id": claim.job_id})
         try:
             self.publish_terminal(record)
-        except SpoolIOError:
+        except SpoolIOError as exc:
             # Out of inodes, the run's progress file may hold the one its record needs
             # (it took the spare the last run left): the processor then paused for good,
             # the inode that would free it its own (QA, h315).  Dropped, so this try or a
             # later one (another run's record, waiting too) has it; the run is over.
-            if not self._drop_progress(claim.job_id):
+            # Only for want of room: any other error is said as it came.
+            cause = exc.__cause__
+            if (not isinstance(cause, OSError) or cause.errno not in _NO_ROOM
+                    or not self._drop_progress(claim.job_id)):
                 raise
             self.publish_terminal(record)
         self._retire(claim, refresh=False)  # publish_terminal refreshed after the publish
