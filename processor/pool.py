@@ -443,10 +443,12 @@ class LocalPool:
         if self._stopping:
             return
         if unready:
-            self._cannot_start(slot, f"a worker exited with status {process.exitcode} "
-                                     "before it loaded its tools (spoolq or the tools changed "
-                                     "or removed since the processor started? its traceback, "
-                                     "if any, is on the processor's stderr)")
+            ended = _ended_with_forkserver(process, slot.forkserver)
+            self._cannot_start(slot, f"a worker {ended}, before it loaded its tools" if ended
+                               else f"a worker exited with status {process.exitcode} "
+                               "before it loaded its tools (spoolq or the tools changed or "
+                               "removed since the processor started? its traceback, if "
+                               "any, is on the processor's stderr)")
             slot.fatal = None
         if fatal is not None or unready:
             # Started again after a pause, not at once: one that cannot start its threads

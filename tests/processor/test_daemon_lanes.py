@@ -838,7 +838,9 @@ def test_a_forkserver_killed_from_outside_is_said(spool_root: Path,
     d = daemon(JOB_NUM="2")
     for job_id in ("held", "held2"):
         drop(spool_root, job_id, {"tool": "sleep", "params": {"seconds": 60}})
-        wait_for((spool_root / "running" / f"{job_id}.json").exists, 20, f"{job_id} running")
+        # Its progress: running in its worker.  Claimed only, it may wait for a worker
+        # still loading its tools, and then goes to the next worker (the pool's _exited).
+        wait_for((spool_root / "progress" / f"{job_id}.json").exists, 20, f"{job_id} running")
     servers = [p for p in psutil.Process(d.pid).children()
                if "forkserver" in " ".join(p.cmdline())]
     assert len(servers) == 1, [p.cmdline() for p in psutil.Process(d.pid).children()]

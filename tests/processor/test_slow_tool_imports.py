@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from daemonkit import Daemon, drop, wait_record
+import psutil
+from daemonkit import Daemon, drop, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
 
@@ -104,3 +105,22 @@ def test_a_job_held_for_a_worker_that_died_loading_its_tools_waits_for_the_next(
     assert message.startswith("no worker could start in 3 s: a worker exited with status 3 "
                               "before it loaded its tools"), message
     assert len(starts.read_text().splitlines()) >= 3  # tried again meanwhile
+
+
+def test_a_job_whose_worker_dies_with_its_forkserver_while_loading_runs_on_the_next(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """Claimed and handed to a worker still loading its tools when the forkserver died
+    (killed from outside, the OOM killer's pick), the job never started: it runs on the
+    next worker, and the line says the forkserver took the first, not that spoolq's
+    files changed."""
+    d = daemon(SPOOL_TOOLS="ptools,slow_import_tools", SLOW_IMPORT_S="3", JOB_NUM="1")
+    drop(spool_root, "quick", {"tool": "t_after_slow_import"})
+    wait_for((spool_root / "running" / "quick.json").exists, 20, "the claim")
+    (server,) = [p for p in psutil.Process(d.pid).children()
+                 if "forkserver" in " ".join(p.cmdline())]
+    server.kill()
+    record = wait_record(spool_root, "quick", 60)
+    assert record["state"] == "done", record
+    assert (f"a worker ended with the workers' forkserver (pid {server.pid}), which died, "
+            "before it loaded its tools") in d.logs(), d.logs()[-3000:]
+    assert d.stop() == 0
