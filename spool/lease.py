@@ -150,10 +150,12 @@ class Standing(enum.Enum):
     """The file was removed or replaced, in the same spool: others see no lock, though
     the claims' locks still hold (the same files); the lease is taken again."""
     MOVED = "moved"
-    """The spool's root is another directory now (the spool remounted, or unmounted
-    lazily): nobody else sees this process's locks, the owner's nor its claims'."""
+    """Another spool's root is at the path (the spool remounted, or unmounted lazily
+    and mounted again): nobody else sees this process's locks, the owner's nor its
+    claims'."""
     UNKNOWN = "unknown"
-    """The lookups failed (EIO, a stalled mount): nothing is known now."""
+    """The lookups failed (EIO, a stalled mount), or no spool is at the path for now
+    (moved away, unmounted): nothing is known yet."""
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:
@@ -180,8 +182,8 @@ class OwnerLease:
             raise
         self._fd = fd
 
-    def _take(self) -> int:
-        deadline = time.monotonic() + OWNER_LOCK_WAIT_S
+    def _take(self, wait_s: float = OWNER_LOCK_WAIT_S) -> int:
+        deadline = time.monotonic() + wait_s
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                          0o644)
@@ -206,12 +208,16 @@ class OwnerLease:
             unknown = True
         try:
             root = _identity(os.stat(self.path.parent.parent))
-        except FileNotFoundError:  # no spool root at its path any more
-            return Standing.MOVED
-        except OSError:
+            if root != self._root and not os.path.isdir(self.path.parent):
+                # No spool there (yet): moved away for a moment, or a mount point before
+                # its filesystem is mounted again.  Taken for another spool, the
+                # processor exited, and its restart found no spool and stayed down (the
+                # review: RestartPreventExitStatus=2).  Waited for (claims pause).
+                return Standing.UNKNOWN
+        except OSError:  # no spool root at its path now, or it cannot be looked at
             return Standing.UNKNOWN
         if root != self._root:
-            return Standing.MOVED
+            return Standing.MOVED  # another spool's folders there: a remount
         return Standing.UNKNOWN if unknown else Standing.GONE
 
     def take_again(self) -> None:
@@ -219,7 +225,9 @@ class OwnerLease:
         the old descriptor closed once the new one holds.  OSError when it cannot be
         (``owners/`` removed, the disk full; RuntimeError: another process holds it):
         the old lease stays, tried again later."""
-        fd = self._take()
+        # One try: held by another, it is tried at the next heartbeat (waiting, it held
+        # the loop a second each time: the review).
+        fd = self._take(0.0)
         os.close(self._fd)
         self._fd = fd
 

@@ -318,3 +318,21 @@ def test_an_owner_lock_file_removed_under_a_processor_is_locked_again(
     drop(spool_root, "after", {"tool": "echo"})
     assert wait_record(spool_root, "after", 30)["state"] == "done"
     assert d.running()
+
+
+def test_a_spool_root_moved_away_and_back_keeps_its_processor(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """No spool at its path for a moment (moved aside and back, or a mount point before
+    its filesystem is mounted again) was taken for another spool: the processor exited
+    75, and a restart in the gap found no spool, exited 2 and stayed down under the unit
+    (the review).  It waits; the same spool back, it goes on."""
+    d = daemon()
+    aside = spool_root.with_name("spool.aside")
+    spool_root.rename(aside)
+    time.sleep(2.5)  # two heartbeats and more without a spool at the path
+    assert d.running(), d.logs()[-3000:]
+    aside.rename(spool_root)
+    drop(spool_root, "after", {"tool": "echo"})
+    assert wait_record(spool_root, "after", 30)["state"] == "done"
+    assert d.running()
+    assert "no longer the directory" not in d.logs()

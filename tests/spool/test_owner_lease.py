@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -128,10 +129,38 @@ def test_the_lease_says_whether_its_path_still_names_the_locked_file(tmp_path: P
         held.take_again()
         assert held.standing() is lease.Standing.HELD
         assert is_locked(path)
-        (tmp_path / "spool").rename(tmp_path / "spool.old")  # not the spool at its path
-        assert held.standing() is lease.Standing.MOVED
+        (tmp_path / "spool").rename(tmp_path / "spool.old")  # no spool at its path: a
+        assert held.standing() is lease.Standing.UNKNOWN  # moment's move, an unmount
+        (tmp_path / "spool").mkdir()  # a mount point, its filesystem not mounted yet
+        assert held.standing() is lease.Standing.UNKNOWN
+        (tmp_path / "spool").rmdir()
+        (tmp_path / "spool.old").rename(tmp_path / "spool")  # back: the same files
+        assert held.standing() is lease.Standing.HELD
+        (tmp_path / "spool").rename(tmp_path / "spool.old")
         make_spool(tmp_path / "spool")  # another one there now: its files are not these
         (tmp_path / "spool" / "owners" / path.name).write_bytes(b"")
         assert held.standing() is lease.Standing.MOVED
+    finally:
+        held.release()
+
+
+def test_taking_the_lease_again_from_another_holder_does_not_wait(tmp_path: Path) -> None:
+    """Its file replaced by one another process holds, the lease was tried for a second
+    at each heartbeat, holding the processor's loop (an echo took 2.8 s: the review)."""
+    spool = make_spool(tmp_path / "spool")
+    path = spool.layout.owner_lock("host-d-9")
+    held = OwnerLease(path)
+    try:
+        path.unlink()
+        other = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            started = time.monotonic()
+            with pytest.raises(RuntimeError, match="held by another process"):
+                held.take_again()
+            assert time.monotonic() - started < 0.5
+        finally:
+            os.close(other)
+        assert held.standing() is lease.Standing.GONE  # still its old file's lock
     finally:
         held.release()
