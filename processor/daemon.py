@@ -205,6 +205,11 @@ class Processor:
         no daemon state and simply returns.  Otherwise one pass.  False once the
         loop is over.
         """
+        if self.spool_moved:
+            # First: a FAST run waiting to start would still run and write its record
+            # into a spool this process holds no lock in (the review).
+            lifecycle.abandon_runs(self)
+            return False
         if self.fast.run_next():
             # Its line is out now, not at the end of the next pass: that pass may first
             # wait (100 ms after a run, up to a heartbeat), and the next FAST tool, run
@@ -213,9 +218,6 @@ class Processor:
             return True
         if self.stopping and (not self.runs or time.monotonic() >= self.grace_deadline
                               or self._none_running()):
-            if self.spool_moved:
-                lifecycle.abandon_runs(self)
-                return False
             self._finish_lingering(all_of_them=True)  # the lease goes with this process
             self._record_unfinished_now()
             self.executor_up = False  # stop_runs shuts it down first

@@ -225,6 +225,8 @@ def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_r
         # drop (seen once in a full run).
         wait_for(lambda: (fuse_root / "running" / "long.json").exists()
                  and not (fuse_root / "pending" / "long.json").exists(), 20, "the run")
+        for n in range(40):  # FAST runs in flight and queued as the mount goes
+            drop(fuse_root, f"fast-{n}", {"tool": "echo", "params": {"message": n}})
         old = bindfs_daemon(mnt)
         if how == "died":
             old.kill()
@@ -234,6 +236,13 @@ def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_r
         assert d.proc is not None
         assert d.proc.wait(timeout=20) == 75, d.logs()
         assert "is no longer the directory this processor holds its locks in" in d.logs()
+        events = d.events()
+        said = next(n for n, e in enumerate(events)
+                    if "is no longer the directory" in e.get("msg", ""))
+        # Nothing written after it: a FAST run waiting to start ran and recorded its job
+        # into the spool it held no lock in (the review).
+        assert not [e for e in events[said:] if e.get("event") in ("done", "failed")], \
+            d.logs()
         assert not [e for e in d.events() if e.get("event") in ("orphan", "requeued")
                     or e.get("reason") == "orphan"], d.logs()
         assert not (fuse_root / "done" / "long.json").exists()
