@@ -21,10 +21,12 @@ class _Discovery:
 
     def __init__(self, clock: list[float], took: float) -> None:
         self.clock, self.took = clock, took
+        self.cpu = [5.0]
         self.next_scan = self.scan_floor = 0.0
 
     def rescan(self) -> None:
         self.clock[0] += self.took
+        self.cpu[0] += self.took / 2  # half of it on the CPU
 
 
 def test_the_next_pass_is_due_after_this_ones_end_and_never_back_to_back(
@@ -33,10 +35,13 @@ def test_the_next_pass_is_due_after_this_ones_end_and_never_back_to_back(
     monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
     layout = Layout(settings.spool_dir)
     discovery: Any = _Discovery(clock, took=2 * settings.scan_s)  # longer than the period
+    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
     scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
                         max_attempts=lambda job: 1, io_trouble=lambda exc: None)
     scan.run()
     ended = clock[0]
     assert ended >= 1000.0 + discovery.took
     assert discovery.next_scan == ended + settings.scan_s
-    assert discovery.scan_floor == pytest.approx(ended + SCAN_SPACING * (ended - 1000.0))
+    # Its CPU's multiple, not its wall time's: a pass a stalled mount held (waiting,
+    # not working) put every rescan off by three times the stall (the review).
+    assert discovery.scan_floor == pytest.approx(ended + SCAN_SPACING * discovery.took / 2)
