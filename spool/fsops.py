@@ -578,7 +578,13 @@ class Mover:
                         raise gone from exc
                     raise
                 path = name()
-                self._write_tmp(path, data, durable, gid)
+                try:
+                    self._write_tmp(path, data, durable, gid)
+                except FileNotFoundError as again:  # gone too (the spool unmounted under
+                    # it): the spool's trouble, a pause; raised raw, it crashed the processor
+                    if (gone := _folder_gone(path, dest)) is not None:
+                        raise gone from again
+                    raise
         except BaseException as exc:
             _remove_on_error(self, path, dest, exc)
             raise

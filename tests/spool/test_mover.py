@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from spoolkit import listing, make_spool
 from spool import fsops
 from spool.errors import SpoolIOError, passing
 from spool.fsops import Mover
+from spool.layout import Layout
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
@@ -233,3 +235,15 @@ def test_a_staging_file_whose_removal_was_refused_is_swept_by_the_next_pass(
     Recovery(any_spool).scan()
     assert listing(layout.tmp) == []
     assert listing(layout.folder(JobState.DONE)) == []
+
+
+def test_a_publish_into_a_spool_gone_whole_is_the_spools_trouble(tmp_path: Path) -> None:
+    """Its staging folder gone, a publish chose staging again and wrote there: with the
+    whole spool gone (a lazy unmount), that second write's FileNotFoundError got out raw
+    and crashed the processor (the review; a traceback, exit 1, five runs abandoned)."""
+    layout = Layout(tmp_path / "spool")
+    mover = Mover(layout, FsyncMode.NEVER, recycle=True)
+    mover.make_folders()
+    shutil.rmtree(layout.root)
+    with pytest.raises(SpoolIOError, match="is gone"):
+        mover.publish(layout.job(JobState.DONE, "j1"), b"{}")
