@@ -16,6 +16,7 @@ the index read (:mod:`statusd.sending`): not parsed again, never whole in memory
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from importlib import resources
@@ -273,7 +274,7 @@ async def _package_file(path: Path, headers: dict[str, str] | None = None
     try:
         await asyncio.to_thread(_opens, path)
     except OSError as exc:
-        if exc.errno not in NOT_NOW:
+        if exc.errno in _GONE:
             # One of the files there at the start (the only names served), gone or no
             # file now: spoolq reinstalled or removed under this statusd.  An empty 404,
             # unsaid, sent the operator looking for a wrong address (QA).
@@ -284,10 +285,17 @@ async def _package_file(path: Path, headers: dict[str, str] | None = None
             raise ApiError(503, "unavailable", f"the dashboard's {path.name} is gone from "
                            f"{path.parent}: spoolq upgraded or removed since statusd "
                            "started? restart statusd") from exc
+        if exc.errno not in NOT_NOW:  # EACCES (a reinstall under a tight umask): its word
+            raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name} "
+                           f"in {path.parent}: {exc.strerror}") from exc
         raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
                        f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)}
                        ) from exc
     return web.FileResponse(path, headers=headers)
+
+
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+"""What opening a page file says when it is no longer there as a file."""
 
 
 _SAID_GONE: set[Path] = set()

@@ -4,7 +4,9 @@ while it runs): an empty 404, unsaid, sent the operator looking for a wrong addr
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -39,5 +41,16 @@ def test_a_page_file_gone_since_the_start_is_said(spool: Spool, tmp_path: Path,
         assert len(said) == 2, said  # once a file
         assert request(srv.base, "GET", "/static/nothing.js").status == 404  # never served
         assert request(srv.base, "GET", "/static/app.css").status == 200
+        # There, and unreadable: said as it is, not as gone (root reads any mode).
+        monkeypatch.setattr(routes, "_opens", _refused)
+        reply = request(srv.base, "GET", "/static/app.css")
+        message = orjson.loads(reply.body)["error"]["message"]
+        assert (reply.status, message) == (
+            503, f"cannot read the dashboard's app.css in {static}: Permission denied")
     finally:
         srv.stop()
+
+
+def _refused(path: Path) -> None:
+    """The page file's open as a folder statusd may not read answers it."""
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
