@@ -210,13 +210,18 @@ def restart(processor: Processor, why: str) -> None:
     log.error("restarting: %s; the modules it left half-made would serve this process's "
               "tools, so what runs is requeued and the process exits %d to be started "
               "afresh", why, EXIT_RESTART, extra={"fields": {"running": len(processor.runs)}})
+    _stop_now(processor)
+    processor.heartbeat()
+
+
+def _stop_now(processor: Processor) -> None:
+    """Stop claiming, with no grace period: what runs is ended at the loop's next step."""
     if not processor.stopping:
         processor.stopping = True
         processor.notifier.stopping()
         processor.notifier.extend_timeout(int(STOP_MARGIN_S * 1_000_000))
     processor.grace_deadline = time.monotonic()
     processor.grace_ends_at = processor.clock.now()
-    processor.heartbeat()
 
 
 def lease_stands(processor: Processor) -> bool:
@@ -266,12 +271,7 @@ def spool_moved(processor: Processor) -> None:
               "(their attempts counted) and exits %d to be started afresh",
               processor.layout.root, EXIT_RESTART,
               extra={"fields": {"running": len(processor.runs)}})
-    if not processor.stopping:
-        processor.stopping = True
-        processor.notifier.stopping()
-        processor.notifier.extend_timeout(int(STOP_MARGIN_S * 1_000_000))
-    processor.grace_deadline = time.monotonic()
-    processor.grace_ends_at = processor.clock.now()
+    _stop_now(processor)
 
 
 def abandon_runs(processor: Processor) -> None:

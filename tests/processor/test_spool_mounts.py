@@ -165,23 +165,15 @@ def test_a_stop_says_which_finished_runs_it_requeues_for_want_of_room(
     """A run that finished while its record could not be written (no inode left) was
     requeued at a stop as one the stop cut short ("requeued", "shutdown") and ran again
     after the restart, its result thrown away unsaid (QA, h315)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
-    mounts.append(mnt)
-    root = mnt / "spool"
-    make_spool(root)
+    root = _small_spool(tmp_path, mounts)
+    mnt = root.parent
     release = tmp_path / "release"
     d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
     try:
         drop(root, "done-once", {"tool": "t_record",
                                  "params": {"seconds": 60, "release": str(release)}})
         wait_for((root / "running" / "done-once.json").exists, 30, "the run")
-        filler = mnt / "filler"
-        filler.mkdir()
-        with contextlib.suppress(OSError):  # until no inode is left
-            for n in range(80):
-                (filler / f"f{n}").touch()
+        _use_every_inode(mnt)
         release.touch()
         wait_for(lambda: "pausing claims" in d.logs(), 30, "the record refused")
         assert d.stop() == 0
@@ -198,12 +190,8 @@ def test_a_record_out_of_inodes_takes_the_one_its_runs_progress_file_held(
     needed (the inode the run before left): the processor paused its claims for good,
     holding the one inode that would free it (QA, h315: the spool stalled until an
     operator removed files)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
-    mounts.append(mnt)
-    root = mnt / "spool"
-    make_spool(root)
+    root = _small_spool(tmp_path, mounts)
+    mnt = root.parent
     release = tmp_path / "release"
     d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
     try:
@@ -212,11 +200,7 @@ def test_a_record_out_of_inodes_takes_the_one_its_runs_progress_file_held(
         drop(root, "long", {"tool": "t_progress_burst",
                             "params": {"seconds": 60, "release": str(release)}})
         wait_for((root / "progress" / "long.json").exists, 30, "the run's progress file")
-        filler = mnt / "filler"  # beside the spool: nothing the processor cleans up
-        filler.mkdir()
-        with contextlib.suppress(OSError):  # until no inode is left
-            for n in range(80):
-                (filler / f"f{n}").touch()
+        _use_every_inode(mnt)
         assert os.statvfs(mnt).f_favail == 0
         release.touch()
         assert wait_record(root, "long", 30)["state"] == "done", d.logs()[-3000:]
@@ -233,21 +217,11 @@ def test_a_quarantine_out_of_inodes_puts_the_drop_back_and_records_it_later(
     again until another change of ``failed/``, and the record then written said
     "quarantined when its processor died", the reason lost (QA, h315).  It goes back to
     ``pending/``, and is quarantined with its reason once there is room."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
-    mounts.append(mnt)
-    root = mnt / "spool"
-    make_spool(root)
+    root = _small_spool(tmp_path, mounts)
+    mnt = root.parent
     d = Daemon(root, tmp_path / "daemon.log", JOB_NUM="1").start()
     try:
-        filler = mnt / "filler"
-        filler.mkdir()
-        made = []
-        with contextlib.suppress(OSError):  # until no inode is left
-            for n in range(80):
-                (filler / f"f{n}").touch()
-                made.append(filler / f"f{n}")
+        made = _use_every_inode(mnt)
         made.pop().unlink()  # one left: the drop's
         (root / "pending" / "q.json").write_bytes(b'{"tool": "echo", "params": ')
         assert os.statvfs(mnt).f_favail == 0
@@ -263,3 +237,26 @@ def test_a_quarantine_out_of_inodes_puts_the_drop_back_and_records_it_later(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def _small_spool(tmp_path: Path, mounts: list[Path]) -> Path:
+    """A fresh spool on a tmpfs of 80 inodes of its own."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    _mount(["-t", "tmpfs", "-o", "size=8m,nr_inodes=80", "tmpfs", str(mnt)])
+    mounts.append(mnt)
+    root = mnt / "spool"
+    make_spool(root)
+    return root
+
+
+def _use_every_inode(mnt: Path) -> list[Path]:
+    """Files beside the spool (nothing the processor cleans up) until no inode is left."""
+    filler = mnt / "filler"
+    filler.mkdir()
+    made: list[Path] = []
+    with contextlib.suppress(OSError):
+        for n in range(80):
+            (filler / f"f{n}").touch()
+            made.append(filler / f"f{n}")
+    return made

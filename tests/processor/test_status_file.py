@@ -99,21 +99,9 @@ def test_a_status_file_that_cannot_be_written_warns_once_an_outage(
         caplog: pytest.LogCaptureFixture) -> None:
     """The status file is advisory: a write that fails warns once while the writes keep
     failing (not every heartbeat), and again at the next outage once one went through."""
-    class Executor:
-        name = "local"
-
-        def capacity(self) -> int:
-            return 1
-
-        def room(self) -> int:
-            return 1
-
-        def busy(self) -> int:
-            return 0
-
     layout = Layout(spool_root)
     mover = Mover(layout, FsyncMode.NEVER)
-    status = StatusFile(Spool(layout, mover), "o", Executor(),  # type: ignore[arg-type]
+    status = StatusFile(Spool(layout, mover), "o", _Executor(),  # type: ignore[arg-type]
                         SystemClock(), [])
     real, full = mover.publish_advisory, [True]
 
@@ -179,6 +167,8 @@ def test_the_status_file_keeps_room_to_say_its_trouble_on_a_full_ext4(
 
 
 class _Executor:
+    """The executor's part a status file reads."""
+
     name = "local"
 
     def capacity(self) -> int:
