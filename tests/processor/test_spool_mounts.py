@@ -139,18 +139,9 @@ def test_a_start_on_a_filesystem_out_of_inodes_says_so(
         tmp_path: Path, mounts: list[Path]) -> None:
     """The owner lease's error said "No space left on device" alone, which sent
     operators to ``df -h`` (room to spare): every other write says ``df -i`` (QA)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    _mount(["-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tmpfs", str(mnt)])
-    mounts.append(mnt)
-    root = mnt / "spool"
-    make_spool(root)
-    filler = mnt / "filler"  # beside the spool: nothing the start cleans up
-    filler.mkdir()
-    with contextlib.suppress(OSError):  # until no inode is left
-        for n in range(64):
-            (filler / f"f{n}").touch()
-    assert os.statvfs(mnt).f_favail == 0
+    root = _small_spool(tmp_path, mounts)
+    _use_every_inode(root.parent)
+    assert os.statvfs(root.parent).f_favail == 0
     d = Daemon(root, tmp_path / "daemon.log").start(wait_ready=False)
     try:
         assert d.proc is not None
