@@ -4,9 +4,12 @@ Owns: the current item of each id, and sorted keys per filter so that a page
 of a 100,000-record spool is a bisect and a slice, never a parse.
 
 Keys are ``(submitted_us, id)`` (the order of :func:`spool.reader.sort_key`),
-kept ascending in plain lists, one per filter combination: any, per state,
-per tool, per (state, tool).  Pages walk them from the end (newest first); a
-cursor is the key of the last row, so a page stays stable while jobs move.
+kept ascending in sorted lists (``sortedcontainers.SortedList``: an insert or a removal
+is a bisect in one short sublist, where a plain list moved its whole tail, 1 ms a
+transition at 1,000,000 records, and statusd fell minutes behind a drain: QA), one per
+filter combination: any, per state, per tool, per (state, tool).  Pages walk them from
+the end (newest first); a cursor is the key of the last row, so a page stays stable
+while jobs move.
 Terminal records are also kept by ``(mtime_ns, id)``, so the records written
 since a moment (the stats' throughput) are a bisect, not a walk of 100,000.
 
@@ -16,8 +19,9 @@ index built elsewhere, unseen, is swapped in whole: :meth:`Index.take`).
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Iterable
+
+from sortedcontainers import SortedList
 
 from spool.states import TERMINAL, JobState
 from statusd.items import Item, Stamp
@@ -35,10 +39,10 @@ class Index:
     def _reset(self) -> None:
         self._items: dict[str, Item] = {}
         self._stamps: dict[str, Stamp] = {}
-        self._keys: dict[Filter, list[Key]] = {(None, None): []}
+        self._keys: dict[Filter, SortedList] = {(None, None): SortedList()}
         self._arrived = _Earliest()  # pending ids: when they came into pending/
         self._due = _Earliest()  # pending ids: when they may run (arrival, not_before or backoff)
-        self._written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
+        self._written: dict[JobState, SortedList] = {s: SortedList() for s in TERMINAL}
         self._tools: list[str] | None = None
         """:meth:`tools` until the index next changes (0.09 s at 110,000 names)."""
 
@@ -51,7 +55,8 @@ class Index:
         """Replace the whole index (start-up): one sort, then appends in order."""
         self._reset()
         ordered = sorted(items, key=_key)
-        keys = self._keys
+        keys: dict[Filter, list[Key]] = {(None, None): []}
+        written: dict[JobState, list[tuple[int, str]]] = {s: [] for s in TERMINAL}
         for item in ordered:
             self._items[item.job_id] = item
             self._stamps[item.job_id] = item.stamp
@@ -63,9 +68,9 @@ class Index:
                     found.append(item.key)
             self._note_pending(item)
             if item.state in TERMINAL:
-                self._written[item.state].append((item.stamp.mtime_ns, item.job_id))
-        for written in self._written.values():
-            written.sort()
+                written[item.state].append((item.stamp.mtime_ns, item.job_id))
+        self._keys = {flt: SortedList(found) for flt, found in keys.items()}
+        self._written = {state: SortedList(found) for state, found in written.items()}
 
     def take(self, other: Index) -> None:
         """Become ``other``, which is left empty: an index built apart (statusd's start
@@ -80,11 +85,16 @@ class Index:
         self._tools = None
         self._items[item.job_id] = item
         self._stamps[item.job_id] = item.stamp
+        keys = self._keys
         for flt in _filters(item):
-            insort(self._keys.setdefault(flt, []), item.key)
+            found = keys.get(flt)
+            if found is None:
+                keys[flt] = SortedList([item.key])
+            else:
+                found.add(item.key)
         self._note_pending(item)
         if item.state in TERMINAL:
-            insort(self._written[item.state], (item.stamp.mtime_ns, item.job_id))
+            self._written[item.state].add((item.stamp.mtime_ns, item.job_id))
         return old
 
     def remove(self, job_id: str) -> Item | None:
@@ -95,18 +105,13 @@ class Index:
         del self._stamps[job_id]
         for flt in _filters(old):
             keys = self._keys[flt]
-            at = bisect_left(keys, old.key)
-            if at < len(keys) and keys[at] == old.key:
-                del keys[at]
+            keys.discard(old.key)
             if not keys and flt != (None, None):
                 del self._keys[flt]
         self._arrived.discard(job_id)
         self._due.discard(job_id)
         if old.state in TERMINAL:
-            written = self._written[old.state]
-            at = bisect_left(written, (old.stamp.mtime_ns, job_id))
-            if at < len(written) and written[at] == (old.stamp.mtime_ns, job_id):
-                del written[at]
+            self._written[old.state].discard((old.stamp.mtime_ns, job_id))
         return old
 
     def _note_pending(self, item: Item) -> None:
@@ -132,8 +137,8 @@ class Index:
     def page(self, state: JobState | None, tool: str | None, limit: int,
              after: Key | None) -> tuple[list[Item], Key | None]:
         """Up to ``limit`` items older than ``after``, newest first, and the next cursor key."""
-        keys = self._keys.get((state, tool), [])
-        end = bisect_left(keys, after) if after is not None else len(keys)
+        keys = self._keys.get((state, tool), _NONE)
+        end = keys.bisect_left(after) if after is not None else len(keys)
         start = max(0, end - limit)
         rows = [self._items[job_id] for _, job_id in reversed(keys[start:end])]
         return rows, (rows[-1].key if start > 0 and rows else None)
@@ -153,8 +158,8 @@ class Index:
     def written_since(self, since_ns: int, until_ns: int) -> dict[str, int]:
         """Terminal records by state whose file was written from ``since_ns`` to
         ``until_ns`` (one dated later was written before the wall clock stepped back)."""
-        return {state.value: bisect_left(written, (until_ns + 1, ""))
-                - bisect_left(written, (since_ns, ""))
+        return {state.value: written.bisect_left((until_ns + 1, ""))
+                - written.bisect_left((since_ns, ""))
                 for state, written in self._written.items()}
 
     def tools(self) -> list[str]:
@@ -169,6 +174,10 @@ class Index:
             self._tools = sorted((t for s, t in keys if s is None and t is not None),
                                  key=rank)
         return self._tools
+
+
+_NONE = SortedList()
+"""The keys of a filter that matches nothing (never changed)."""
 
 
 class _Earliest:
