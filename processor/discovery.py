@@ -8,7 +8,8 @@ them), the dirty and cancel sets and when the next scan is due: a rescan marks
 every pending name whose inode, size or mtime changed since last seen, so an event
 the feed lost (inotify overflow, a folder replaced) costs a scan interval at most.
 Intake takes dirty names in the order they came (a burst is judged, and so claimed,
-in the order it was dropped), at most INTAKE_BATCH of them and INTAKE_BUDGET_S of
+in the order it was dropped), then the names a scan found without an event (half the
+budget each while both wait), at most INTAKE_BATCH of each and INTAKE_BUDGET_S of
 work per pass, so FAST runs, cancels and claims go on between batches of large
 drops; a drop over LARGE_DROP_BYTES is put off, unread, behind the names that came
 after it, and one such drop at least is judged each pass.  A ready job goes to the
@@ -79,6 +80,11 @@ class Discovery:
         self.feed: ChangeFeed | PolledFeed | None = None
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.dirty: OrderedDict[str, None] = OrderedDict()  # the names, as they came
+        self.found: OrderedDict[str, None] = OrderedDict()
+        """Names a scan found changed, no event having said so (the start-up's backlog,
+        events lost): judged after the events' names, with half the budget while both
+        wait.  In one line, a priority job dropped after a start on a million-drop backlog
+        waited 63 s for the scan's names before it to be judged (QA)."""
         self.large: OrderedDict[str, None] = OrderedDict()  # dirty drops put off for size
         self.catch_up_until = 0.0  # see catching_up (0: claims are not held)
         self.scanned = False  # the first scan (the start-up's) has been made
@@ -140,8 +146,8 @@ class Discovery:
 
     @property
     def waiting(self) -> bool:
-        """Names are left to judge: dirty ones, or large ones put off."""
-        return bool(self.dirty or self.large)
+        """Names are left to judge: dirty ones, found ones, or large ones put off."""
+        return bool(self.dirty or self.found or self.large)
 
     def intake_batch(self) -> None:
         """Judge up to INTAKE_BATCH dirty names, then at least one large one put off; on
@@ -158,10 +164,14 @@ class Discovery:
         # Quarantines paused: each bad drop that came meanwhile was tried, refused and
         # said at once, and grew the backoff (to its cap after seven drops).
         quarantine = time.monotonic() >= self.held_until
-        ends = time.monotonic() + INTAKE_BUDGET_S
-        lines = (self.dirty, self.large) if self.dirty else (self.large,)
-        for line in lines:
-            defer = line is self.dirty
+        start = time.monotonic()
+        named = [line for line in (self.dirty, self.found) if line]
+        lines = (*named, self.large)
+        for n, line in enumerate(lines):
+            defer = line is not self.large
+            # The events' names first, the scans' next, each with its share of the budget
+            # (all of it alone); one large drop put off at least.
+            ends = start + INTAKE_BUDGET_S * ((n + 1) / len(named) if defer else 1.0)
             for _ in range(min(INTAKE_BATCH, len(line))):
                 name = line.popitem(last=False)[0]
                 if defer:
@@ -238,6 +248,7 @@ class Discovery:
                 return  # its quarantine's give-back: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
                 self.dirty[name] = None
+                self.found.pop(name, None)
         elif folder == self.layout.cancel.name:
             self.cancels.add(name)
 
@@ -259,8 +270,9 @@ class Discovery:
                     st = self._lstat(entry)
                     if st is None:
                         continue
-                    if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
-                        self.dirty[entry.name] = None
+                    if (self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns)
+                            and entry.name not in self.dirty):
+                        self.found[entry.name] = None
         except OSError as exc:
             self._cannot_scan("pending/", exc)
             return

@@ -149,11 +149,11 @@ def test_claims_wait_for_the_start_up_scans_names(settings: Settings, inbox: Inb
     discovery.rescan()
     assert discovery.catching_up()
     discovery.intake_batch()
-    assert not discovery.dirty and not discovery.catching_up()
+    assert not discovery.waiting and not discovery.catching_up()
     # A later scan's names hold nothing back: only the start-up's backlog is waited for.
     drop(settings.spool_dir, "later", {"tool": "echo"})
     discovery.rescan()
-    assert discovery.dirty and not discovery.catching_up()
+    assert discovery.found and not discovery.catching_up()
 
 
 def test_claims_wait_for_the_backlog_no_longer_than_catch_up_s(
@@ -165,7 +165,7 @@ def test_claims_wait_for_the_backlog_no_longer_than_catch_up_s(
     discovery.rescan()
     assert discovery.catching_up()
     time.sleep(0.06)
-    assert discovery.dirty and not discovery.catching_up()
+    assert discovery.found and not discovery.catching_up()
 
 
 def test_a_backlog_present_at_start_runs_in_priority_then_submission_order(
@@ -189,3 +189,37 @@ def test_a_backlog_present_at_start_runs_in_priority_then_submission_order(
             starts = [line.split()[1] for line in log.read_text().splitlines()
                       if line.startswith("start")]
     assert starts[:5] == ["urgent", "j0000", "j0001", "j0002", "j0003"]
+
+
+def test_a_drop_an_event_tells_is_judged_before_a_scans_backlog(
+        settings: Settings, inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start-up scan's names and an event's were one line: a priority job dropped
+    just after a start on a million-drop backlog waited 63 s for the names before it to
+    be judged (QA).  The events' names go first, with half of each pass's budget while
+    the scan's wait too, so neither line stalls."""
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    for i in range(40):
+        drop(settings.spool_dir, f"b{i:02d}", {"tool": "echo"})
+    discovery.rescan()  # the start-up's backlog
+    drop(settings.spool_dir, "urgent", {"tool": "echo", "priority": 10})
+    discovery.on_change("pending", "urgent.json")
+    discovery.intake_batch()
+    assert judged[0] == "urgent" and len(judged) == 41, judged
+    # Both lines waiting and the budget spent at every name: a name of each a pass.
+    clock = [0.0]
+
+    def slow() -> float:
+        clock[0] += INTAKE_BUDGET_S
+        return clock[0]
+
+    for i in range(3):
+        drop(settings.spool_dir, f"c{i}", {"tool": "echo"})
+    discovery.rescan()
+    for i in range(3):
+        drop(settings.spool_dir, f"e{i}", {"tool": "echo"})
+        discovery.on_change("pending", f"e{i}.json")
+    judged.clear()
+    monkeypatch.setattr(discovery_module.time, "monotonic", slow)
+    discovery.intake_batch()
+    assert len(judged) == 2 and judged[0] == "e0" and judged[1].startswith("c"), judged

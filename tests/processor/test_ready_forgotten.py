@@ -34,7 +34,7 @@ def discovery_of(settings: Settings, inbox: Inbox, queues: Queues) -> Discovery:
 def look(discovery: Discovery) -> None:
     """One rescan, and intake of every name it marked."""
     discovery.rescan()
-    while discovery.dirty:
+    while discovery.waiting:
         discovery.intake_batch()
 
 
