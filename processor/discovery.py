@@ -86,6 +86,9 @@ class Discovery:
         wait.  In one line, a priority job dropped after a start on a million-drop backlog
         waited 63 s for the scan's names before it to be judged (QA)."""
         self.large: OrderedDict[str, None] = OrderedDict()  # dirty drops put off for size
+        self.told_waiting: set[str] = set()
+        """An event's names put off until their file settles: found again by a scan, they
+        go back to the first line, not behind the start-up's backlog (a review)."""
         self.catch_up_until = 0.0  # see catching_up (0: claims are not held)
         self.scanned = False  # the first scan (the start-up's) has been made
         self.cancels: set[str] = set()
@@ -144,6 +147,13 @@ class Discovery:
                 self.inbox.remove_reader(self.feed.fileno())
             self.feed.stop()
 
+    def tell(self, name: str) -> None:
+        """``name`` is to be judged as an event's: in the first line, out of the scan's
+        (the starter's release, a held name's end, an event).  Left in both, a name
+        was read twice (a review)."""
+        self.dirty[name] = None
+        self.found.pop(name, None)
+
     @property
     def waiting(self) -> bool:
         """Names are left to judge: dirty ones, found ones, or large ones put off."""
@@ -177,7 +187,7 @@ class Discovery:
                 if defer:
                     self.large.pop(name, None)  # changed since it was put off: judged anew
                 try:
-                    if self._inspect(name, quarantine, defer):
+                    if self._inspect(name, quarantine, defer, told=line is self.dirty):
                         continue  # put off: one lstat, not counted against the budget
                 except UnreadableDrop as exc:
                     self.unreadable_file(name, exc)
@@ -207,7 +217,8 @@ class Discovery:
     def release_held(self, now: float) -> None:
         """The held names are judged again once ``held_until`` has passed."""
         if self.held and now >= self.held_until:
-            self.dirty.update(dict.fromkeys(self.held))
+            for name in self.held:
+                self.tell(name)
             self.held.clear()
 
     def _still_held(self, name: str) -> bool:
@@ -247,8 +258,7 @@ class Discovery:
             if self._still_held(name):
                 return  # its quarantine's give-back: judged at held_until
             if not self.unreadable or name not in self.unreadable or self._replaced(name):
-                self.dirty[name] = None
-                self.found.pop(name, None)
+                self.tell(name)
         elif folder == self.layout.cancel.name:
             self.cancels.add(name)
 
@@ -270,9 +280,8 @@ class Discovery:
                     st = self._lstat(entry)
                     if st is None:
                         continue
-                    if (self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns)
-                            and entry.name not in self.dirty):
-                        self.found[entry.name] = None
+                    if self.seen.get(entry.name) != (st.st_ino, st.st_size, st.st_mtime_ns):
+                        self._mark(entry.name)
         except OSError as exc:
             self._cannot_scan("pending/", exc)
             return
@@ -296,8 +305,19 @@ class Discovery:
             return
         self._scanned("cancel/")
 
+    def _mark(self, name: str) -> None:
+        """A name the scan found changed: an event's put off goes back to the first line,
+        any other to the scan's (one in the first line already stays there)."""
+        if name in self.dirty:
+            return
+        if name in self.told_waiting:
+            self.tell(name)
+        else:
+            self.found[name] = None
+
     def _forget_gone(self, present: set[str]) -> None:
         """What is known of the names no longer in ``pending/`` (``present``)."""
+        self.told_waiting.intersection_update(present)
         if isinstance(self.feed, PolledFeed):
             self.feed.forget_writes(present)
         for name in self.held.keys() - present:
@@ -371,9 +391,11 @@ class Discovery:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def _inspect(self, name: str, quarantine: bool, defer: bool = False) -> bool:
-        """Judge ``name``; True when, ``defer`` and over LARGE_DROP_BYTES, it was put off
-        instead."""
+    def _inspect(self, name: str, quarantine: bool, defer: bool = False,
+                 told: bool = False) -> bool:
+        """Judge ``name`` (``told``: an event's); True when, ``defer`` and over
+        LARGE_DROP_BYTES, it was put off instead."""
+        self.told_waiting.discard(name)
         result = self.intake.inspect(name, quarantine=quarantine,
                                      defer_over=LARGE_DROP_BYTES if defer else None)
         if result.verdict is Verdict.LARGE:
@@ -387,6 +409,8 @@ class Discovery:
         elif result.verdict is Verdict.WAITING:
             self.next_scan = min(self.next_scan, time.monotonic() + self.settings.settle_s / 2
                                  + 0.05)
+            if told:
+                self.told_waiting.add(name)
         elif result.verdict is not Verdict.READY or result.candidate is None:
             self.seen.pop(name, None)
         else:

@@ -244,8 +244,9 @@ def lease_stands(processor: Processor) -> bool:
             lease.take_again()
         except (OSError, RuntimeError) as exc:
             if not processor.lease_trouble:  # one line, not one a heartbeat
-                log.warning("its owner lock file is gone and cannot be made again; readers "
-                            "call this processor down until it is", extra={"fields": {
+                log.warning("its owner lock file is gone and could not be locked again "
+                            "(tried at each heartbeat); readers call this processor down "
+                            "until it is", extra={"fields": {
                                 "path": str(lease.path), "error": str(exc)}})
             processor.lease_trouble = True
         else:

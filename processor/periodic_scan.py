@@ -86,20 +86,24 @@ class PeriodicScan:
 
     def run(self) -> None:
         """One pass; the next is due ``SPOOL_SCAN_S`` after its end, and none starts
-        before :data:`SCAN_SPACING` times its CPU has gone by, lost events or not.
+        before :data:`SCAN_SPACING` times its CPU (or its length, up to ``SPOOL_SCAN_S``)
+        has gone by, lost events or not.
         Due from its start, a pass as long as ``SPOOL_SCAN_S`` (1.2 million drops in
         ``pending/``, each looked up) had the next begin as it ended: the loop scanned
         and scarcely judged or claimed (QA: 1.6 jobs/s, against 7,000 at 300,000)."""
-        cpu = time.thread_time()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             self._run()
         finally:
-            # Its CPU, not its wall time: a pass a stalled mount or a SIGSTOP held for
-            # 10 s put every rescan off by 30 s on a spool of a few files (the review).
-            took = time.thread_time() - cpu
+            # By its CPU: a pass a stalled mount or a SIGSTOP held for 10 s put every
+            # rescan off by 30 s on a spool of a few files (the review).  Its wall time
+            # too, up to one scan interval: a pass waiting on its reads (a cold cache, a
+            # network filesystem, a million names) ran back to back again (a review).
             ended = time.monotonic()
+            spacing = max(SCAN_SPACING * (time.thread_time() - cpu),
+                          min(ended - started, self.settings.scan_s))
             self.discovery.next_scan = ended + self.settings.scan_s
-            self.discovery.scan_floor = ended + SCAN_SPACING * took
+            self.discovery.scan_floor = ended + spacing
 
     def _run(self) -> None:
         self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited

@@ -94,7 +94,7 @@ class Starter:
                 # no event tells): intake judges it whole (size, id, nesting), and
                 # quarantines it with its bytes, instead of the model alone letting a
                 # 3 MiB job under another id run as this one.
-                self.discovery.dirty[cand.job_id + ".json"] = None
+                self.discovery.tell(cand.job_id + ".json")
                 return
             # The file intake judged (a large one is not kept to compare), read again; or,
             # should the model read those bytes otherwise, what intake judged.

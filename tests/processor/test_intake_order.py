@@ -5,6 +5,7 @@ submission order)."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,9 +25,10 @@ from spool.settings import Settings
 from spool.transitions import Spool
 
 
-def _discovery(settings: Settings, inbox: Inbox, judged: list[str]) -> Discovery:
+def _discovery(settings: Settings, inbox: Inbox, judged: list[str],
+               settle_s: float = 0.0) -> Discovery:
     spool = Spool.from_settings(settings, SystemClock())
-    intake = Intake(spool, max_job_bytes=settings.max_job_bytes, settle_s=0,
+    intake = Intake(spool, max_job_bytes=settings.max_job_bytes, settle_s=settle_s,
                     clock=SystemClock())
     queues = Queues(lambda tool: ExecutionMode.COMPUTE)
 
@@ -59,9 +61,9 @@ def test_a_pass_judges_no_more_than_its_budget(settings: Settings, inbox: Inbox,
     discovery = _discovery(settings, inbox, judged)
     inspect = discovery._inspect
 
-    def slow(name: str, quarantine: bool, defer: bool = False) -> bool:
+    def slow(name: str, quarantine: bool, defer: bool = False, told: bool = False) -> bool:
         time.sleep(INTAKE_BUDGET_S / 2)
-        return inspect(name, quarantine, defer)
+        return inspect(name, quarantine, defer, told)
 
     monkeypatch.setattr(discovery, "_inspect", slow)
     for i in range(20):
@@ -223,3 +225,53 @@ def test_a_drop_an_event_tells_is_judged_before_a_scans_backlog(
     monkeypatch.setattr(discovery_module.time, "monotonic", slow)
     discovery.intake_batch()
     assert len(judged) == 2 and judged[0] == "e0" and judged[1].startswith("c"), judged
+
+
+def test_an_events_drop_put_off_to_settle_stays_before_the_backlog(
+        settings: Settings, inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event's drop judged WAITING (a second link of a link-then-unlink publish) left
+    the first line, and the next scan put it behind the start-up's backlog (a review)."""
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged, settle_s=0.2)
+    for i in range(40):
+        drop(settings.spool_dir, f"b{i:02d}", {"tool": "echo"})
+    discovery.rescan()
+    pending = settings.spool_dir / "pending"
+    drop(settings.spool_dir, "urgent", {"tool": "echo", "priority": 10})
+    staged = settings.spool_dir / "urgent.link"
+    os.link(pending / "urgent.json", staged)  # its staged name, not unlinked yet
+    discovery.on_change("pending", "urgent.json")
+    monkeypatch.setattr(discovery_module, "INTAKE_BUDGET_S", 0.0)  # a name of each line
+    discovery.intake_batch()
+    assert "urgent" not in judged  # put off: still two links
+    staged.unlink()  # no event in pending/ for this
+    time.sleep(0.25)  # settled
+    discovery.rescan()
+    assert "urgent.json" in discovery.dirty
+    discovery.intake_batch()
+    assert "urgent" in judged[:3], judged
+
+
+def test_a_name_released_by_a_claim_is_judged_once(settings: Settings, inbox: Inbox) -> None:
+    """Rewritten in place after it was judged, a name a scan found was put in the first
+    line too by the claim that saw other bytes (Starter), and read twice (a review)."""
+    judged: list[str] = []
+    discovery = _discovery(settings, inbox, judged)
+    drop(settings.spool_dir, "x", {"tool": "echo"})
+    discovery.on_change("pending", "x.json")
+    discovery.intake_batch()
+    drop(settings.spool_dir, "x", {"tool": "echo", "meta": {"v": 2}})
+    discovery.seen.pop("x.json", None)  # as the starter does before its claim
+    discovery.rescan()
+    discovery.tell("x.json")  # the starter's release
+    looks: list[str] = []
+    inspect = discovery.intake.inspect
+
+    def counted(name: str, **kwargs: Any) -> Inspection:
+        looks.append(name)
+        return inspect(name, **kwargs)
+
+    discovery.intake.inspect = counted  # type: ignore[method-assign]
+    while discovery.waiting:
+        discovery.intake_batch()
+    assert looks == ["x.json"]

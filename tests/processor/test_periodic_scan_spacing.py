@@ -45,3 +45,19 @@ def test_the_next_pass_is_due_after_this_ones_end_and_never_back_to_back(
     # Its CPU's multiple, not its wall time's: a pass a stalled mount held (waiting,
     # not working) put every rescan off by three times the stall (the review).
     assert discovery.scan_floor == pytest.approx(ended + SCAN_SPACING * discovery.took / 2)
+
+
+def test_a_pass_waiting_on_its_reads_is_spaced_by_its_length(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spaced by its CPU alone, a pass that waited on its reads (a cold cache, a network
+    filesystem) set no floor, and passes could run back to back again (a review): its
+    length counts too, up to one scan interval."""
+    clock = [1000.0]
+    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
+    layout = Layout(settings.spool_dir)
+    discovery: Any = _Discovery(clock, took=settings.scan_s / 2)
+    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: 5.0)  # no CPU at all
+    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
+                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    scan.run()
+    assert discovery.scan_floor == pytest.approx(clock[0] + settings.scan_s / 2)
