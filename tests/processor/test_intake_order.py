@@ -127,14 +127,7 @@ def test_a_drop_put_off_then_rewritten_is_judged_once(settings: Settings,
     discovery.dirty.clear()
     drop(settings.spool_dir, "j", {"tool": "echo"})
     discovery.on_change("pending", "j.json")
-    looks: list[str] = []
-    inspect = discovery.intake.inspect
-
-    def counted(name: str, **kwargs: Any) -> Inspection:
-        looks.append(name)
-        return inspect(name, **kwargs)
-
-    discovery.intake.inspect = counted  # type: ignore[method-assign]
+    looks = _count_looks(discovery)
     discovery.intake_batch()
     assert judged == ["j"]
     assert looks == ["j.json"]  # not judged again from the put-off line
@@ -264,6 +257,14 @@ def test_a_name_released_by_a_claim_is_judged_once(settings: Settings, inbox: In
     discovery.seen.pop("x.json", None)  # as the starter does before its claim
     discovery.rescan()
     discovery.tell("x.json")  # the starter's release
+    looks = _count_looks(discovery)
+    while discovery.waiting:
+        discovery.intake_batch()
+    assert looks == ["x.json"]
+
+
+def _count_looks(discovery: Discovery) -> list[str]:
+    """The names the intake reads from now on, in order, each time it reads one."""
     looks: list[str] = []
     inspect = discovery.intake.inspect
 
@@ -272,6 +273,4 @@ def test_a_name_released_by_a_claim_is_judged_once(settings: Settings, inbox: In
         return inspect(name, **kwargs)
 
     discovery.intake.inspect = counted  # type: ignore[method-assign]
-    while discovery.waiting:
-        discovery.intake_batch()
-    assert looks == ["x.json"]
+    return looks
