@@ -379,6 +379,37 @@ def _folder_gone(path: StrPath, dest: StrPath) -> SpoolIOError | None:
     return SpoolIOError(f"cannot publish {_name(dest)}: the folder {folder} is gone")
 
 
+def _shared_lock(first: str, second: str) -> bool | None:
+    """Whether ``second``, a hard link of ``first``, shares its flock (see
+    :meth:`Mover.links_share_locks`, which says so in a line when not); None when the
+    try fails."""
+    fds: list[int] = []
+    try:
+        fds.append(os.open(first, os.O_RDONLY | os.O_CLOEXEC))
+        fcntl.flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fds.append(os.open(second, os.O_RDONLY | os.O_CLOEXEC))
+        try:
+            fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        log.info("the spool's filesystem gives a hard link's new name a lock of its own "
+                 "(a FUSE filesystem without RENAME_NOREPLACE?): each claim takes its "
+                 "lease again on the name in running/")
+        return False
+    except OSError:
+        return None
+    finally:
+        for opened in fds:
+            os.close(opened)
+
+
+def _unlink_all(*paths: str) -> None:
+    """Remove a probe's files, whatever is left of them."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def _remove_on_error(mover: Mover, tmp: StrPath, dest: StrPath, exc: BaseException) -> None:
     """Remove the staging file ``tmp`` after writing or placing it failed with ``exc``;
     raise SpoolIOError for an ``exc`` that means the spool is unusable (the caller
@@ -959,34 +990,24 @@ class Mover:
         """Whether a hard link's new name shares its file's flock here, tried on two
         names of a file of its own where this Mover stages (judged from a claim's own
         names, another's recovery scan holding the new one was taken for "shared" for
-        good: the review); None when the try fails.  A name no staging file has: a
-        client's file to recovery, removed in a day, should one be left."""
-        base = os.path.join(self._stage_dir,
-                            f"lock-probe-{os.getpid()}-{os.urandom(4).hex()}")
-        first, second = base + ".a", base + ".b"
-        fds: list[int] = []
+        good: the review); None when the try fails."""
+        first, second = self._probe_names("lock")
         try:
-            fds.append(os.open(first, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                               FILE_MODE))
-            fcntl.flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             FILE_MODE))
             os.link(first, second, follow_symlinks=False)
-            fds.append(os.open(second, os.O_RDONLY | os.O_CLOEXEC))
-            try:
-                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            log.info("the spool's filesystem gives a hard link's new name a lock of its own "
-                     "(a FUSE filesystem without RENAME_NOREPLACE?): each claim takes its "
-                     "lease again on the name in running/")
-            return False
+            return _shared_lock(first, second)
         except OSError:
             return None
         finally:
-            for opened in fds:
-                os.close(opened)
-            for name in (first, second):
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
+            _unlink_all(first, second)
+
+    def _probe_names(self, tag: str) -> tuple[str, str]:
+        """Two names for a probe's file where this Mover stages: a name no staging file
+        has (a client's file to recovery, removed in a day, should one be left)."""
+        base = os.path.join(self._stage_dir,
+                            f"{tag}-probe-{os.getpid()}-{os.urandom(4).hex()}")
+        return base + ".a", base + ".b"
 
     def _renameat2_noreplace(self, src: StrPath, dst: StrPath) -> bool | None:
         """``renameat2(RENAME_NOREPLACE)``: whether it moved; None where the kernel or the
@@ -1183,10 +1204,9 @@ class Mover:
         started there, said it was up, and each job stayed pending for good with a line
         that blamed its file (QA).  Tried on two files of its own where it stages (a
         name no staging file has: a client's file to recovery, removed in a day, should
-        one be left)."""
-        base = os.path.join(self._stage_dir,
-                            f"claim-probe-{os.getpid()}-{os.urandom(4).hex()}")
-        first, second = base + ".a", base + ".b"
+        one be left); where it links, whether the new name shares the file's lock is
+        tried on the same two names (:meth:`links_share_locks`)."""
+        first, second = self._probe_names("claim")
         # Any error is said as the spool's (one line: exit 75 for trouble that passes,
         # else 2), none raised raw: an odd errno (EMLINK, ELOOP) was a traceback.
         try:
@@ -1210,11 +1230,9 @@ class Mover:
                     f"nor hard links ({exc.strerror}): no job could be claimed "
                     "without the risk of replacing another's; put the spool on a "
                     "filesystem with either (see scaling.md)") from exc
+            self._links_share_locks = _shared_lock(first, second)
         finally:
-            for name in (first, second):
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
-        self._links_share_locks = self.links_share_locks()
+            _unlink_all(first, second)
         if self._links_share_locks is False:
             log.warning("claims move by a hard link here, and its new name has a lock of "
                         "its own: each claim takes its lease again on the name in running/")
