@@ -28,6 +28,7 @@ from processor.runner import Outcome
 from processor.status import StatusFile
 from spool.clock import Clock
 from spool.errors import KEEPS_ORIGINAL, RETRYABLE, ErrorType, SpoolIOError
+from spool.fsops import NO_ROOM
 from spool.history import retry_error
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import backoff_s
@@ -39,7 +40,6 @@ LARGE_RESULT_BYTES = 64 << 10
 """Results over this are checked against the spool's free room before their record is
 written, and fail their job when the disk refuses them (:meth:`Finisher._no_room`); a
 smaller one refused is disk trouble, waited out (the next try may fail the job then)."""
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class _NoRoom(Exception):
@@ -118,7 +118,7 @@ class Finisher:
                 # paused every claim and said io_trouble before the job failed.
                 cause = exc.__cause__ if isinstance(exc, SpoolIOError) else exc
                 if isinstance(cause, OSError) and (cause.errno == errno.EFBIG or (
-                        large and cause.errno in _NO_ROOM)):
+                        large and cause.errno in NO_ROOM)):
                     raise _NoRoom(self._no_room(len(result), cause) or str(exc)) from exc
                 raise
 

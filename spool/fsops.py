@@ -116,6 +116,9 @@ the processor knew: a traceback; so was ENOTCONN, QA.)"""
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS,
                        errno.EINVAL})
 """What a ``link()`` fails with where the filesystem has no hard links."""
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""What a write says when the filesystem has no room for it (blocks or inodes, or the
+user's quota)."""
 NOT_NOW = NO_DESCRIPTOR | FAILING_IO
 """A file could not be opened or read now, for a reason that is not the file's: a reader
 that decides by what it reads (recovery, statusd's index, ``show``) raises these, never

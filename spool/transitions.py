@@ -26,7 +26,6 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -40,7 +39,7 @@ from spool.claim import Claim, take
 from spool.clock import Clock, SystemClock, utc_from_ns
 from spool.entries import read_regular
 from spool.errors import SpoolIOError
-from spool.fsops import FILES_ONLY, Mover, StrPath, is_there, refused_by_file
+from spool.fsops import FILES_ONLY, NO_ROOM, Mover, StrPath, is_there, refused_by_file
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import job_in, record_from_job
 from spool.layout import ORIG_SUFFIX, Layout
@@ -63,9 +62,6 @@ ASIDE_TRIES = 3
 """How often :meth:`Spool.publish_file` sets aside what took its name before giving up:
 more than once only when something keeps making a directory (say) there."""
 
-
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
-"""What a write says when the filesystem has no room (blocks or inodes) for it."""
 
 
 class Spool:
@@ -164,7 +160,7 @@ class Spool:
             # later one (another run's record, waiting too) has it; the run is over.
             # Only for want of room: any other error is said as it came.
             cause = exc.__cause__
-            if (not isinstance(cause, OSError) or cause.errno not in _NO_ROOM
+            if (not isinstance(cause, OSError) or cause.errno not in NO_ROOM
                     or not self._drop_progress(claim.job_id)):
                 raise
             self.publish_terminal(record)
