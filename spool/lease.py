@@ -207,18 +207,16 @@ class OwnerLease:
         except OSError:
             unknown = True
         try:
-            root = _identity(os.stat(self.path.parent.parent))
-            if root != self._root and not os.path.isdir(self.path.parent):
-                # No spool there (yet): moved away for a moment, or a mount point before
-                # its filesystem is mounted again.  Taken for another spool, the
-                # processor exited, and its restart found no spool and stayed down (the
-                # review: RestartPreventExitStatus=2).  Waited for (claims pause).
-                return Standing.UNKNOWN
+            if _identity(os.stat(self.path.parent.parent)) == self._root:
+                return Standing.UNKNOWN if unknown else Standing.GONE
+            # Another spool's folders there: a remount.  None (yet): moved away for a
+            # moment, or a mount point before its filesystem is mounted again, waited
+            # for (claims pause); taken for another spool, the processor exited, and its
+            # restart found no spool and stayed down (the review:
+            # RestartPreventExitStatus=2).
+            return Standing.MOVED if os.path.isdir(self.path.parent) else Standing.UNKNOWN
         except OSError:  # no spool root at its path now, or it cannot be looked at
             return Standing.UNKNOWN
-        if root != self._root:
-            return Standing.MOVED  # another spool's folders there: a remount
-        return Standing.UNKNOWN if unknown else Standing.GONE
 
     def take_again(self) -> None:
         """After :attr:`Standing.GONE`: the lease on a file at the path again (made anew),
