@@ -348,12 +348,10 @@ def _stop_run(run: Run, spool: Spool, finisher: Finisher, live_until: float | No
     if spool.requeue_cut_short(run.claim, back):
         # The attempt cut short, as its claimed line named it (not counted: the job in
         # pending/ keeps its attempts as they were).
-        if held is None:
-            logs.transition("requeued", id=job_id, tool=run.job.tool, reason="shutdown",
-                            attempt=run.record.attempts)
-        else:
-            logs.transition("requeued", id=job_id, tool=run.job.tool, reason="shutdown",
-                            attempt=run.record.attempts, not_before=held.isoformat())
+        later = {} if held is None else {"not_before": held.isoformat()}
+        logs.transition("requeued", id=job_id, tool=run.job.tool, reason="shutdown",
+                        attempt=run.record.attempts, **later)
+        if held is not None:
             log.warning("a killed job's worker does not answer: requeued to run once its "
                         "process is surely over (its own time limit)", extra={"fields": {
                             "id": job_id, "tool": run.job.tool,
