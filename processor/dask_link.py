@@ -210,6 +210,7 @@ class SchedulerLink:
         logging.getLogger("tornado.application").addFilter(_exit_noise)
         client, self.client = self.client, None
         confirmed: set[str] = set()
+        direct = None
         if client is not None:
             kills = [(keys, self.kill(worker, keys, "shutdown", client=client))
                      for worker, keys in keys_by_worker.items()]
@@ -228,12 +229,10 @@ class SchedulerLink:
                 with contextlib.suppress(Exception):
                     client.cancel(futures, force=True)
             close_client(client)
-            self._direct.wait(RPC_TIMEOUT_S + 1)
-            if direct is not None and direct.done() and direct.exception() is None:
-                confirmed.update(key for worker in direct.result()
-                                 for key in keys_by_worker.get(worker, []))
-        else:
-            self._direct.wait(RPC_TIMEOUT_S + 1)
+        self._direct.wait(RPC_TIMEOUT_S + 1)
+        if direct is not None and direct.done() and direct.exception() is None:
+            confirmed.update(key for worker in direct.result()
+                             for key in keys_by_worker.get(worker, []))
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._fetches.shutdown(wait=False, cancel_futures=True)
         self._maker.stop_loop()
