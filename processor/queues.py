@@ -34,6 +34,9 @@ _SEQ = itertools.count()
 
 _Queued = tuple[int, int, str, int, Candidate]
 """(-priority, submitted_ns, id, seq, candidate)."""
+LEAN_ABOVE = 10_000
+"""Past this many ready jobs, one queued keeps its file's bytes and not its parsed job
+(about 1 KB less a job; read again when its turn comes, tens of microseconds)."""
 COMPACT_MIN = 64
 """A queue is rebuilt without its skipped entries once it holds more than twice the
 ready jobs and this many more."""
@@ -53,15 +56,18 @@ class Queues:
         """``cand`` is ready: queued in its lane, or delayed until it is due (its
         ``not_before``, or its retry's backoff)."""
         self.ready[cand.job_id] = cand
-        due = cand.job.due_at()
+        job = cand.job
+        due = job.due_at()
         if due is not None and due.timestamp() > time.time():
             heapq.heappush(self.delayed, (due.timestamp(), next(_SEQ), cand))
             self._compact(self.delayed)
-            return
-        lane = self.lanes[self.mode_of(cand.job.tool)]
-        heapq.heappush(lane, (-cand.job.priority, cand.submitted_ns, cand.job_id, next(_SEQ),
-                              cand))
-        self._compact(lane)
+        else:
+            lane = self.lanes[self.mode_of(job.tool)]
+            heapq.heappush(lane, (-job.priority, cand.submitted_ns, cand.job_id, next(_SEQ),
+                                  cand))
+            self._compact(lane)
+        if len(self.ready) > LEAN_ABOVE:
+            cand.shed()
 
     def withdraw(self, job_ids: Iterable[str]) -> None:
         """The files of ``job_ids`` left ``pending/`` unclaimed: no longer ready."""

@@ -96,12 +96,14 @@ def _came_when_it_came(fd: int, st: os.stat_result) -> os.stat_result:
 
 @dataclass(slots=True, eq=False)
 class Candidate:
-    """A valid job file in ``pending/``, as read at inspection; never changed once made
-    (not frozen: a frozen dataclass sets each field through ``object.__setattr__``, which
-    made building one three times as costly, once per drop on the processor's loop)."""
+    """A valid job file in ``pending/``, as read at inspection; what it says never changes
+    once made (:meth:`shed` lets go of a parsed form of it only).  Not frozen: a frozen
+    dataclass sets each field through ``object.__setattr__``, which made building one
+    three times as costly, once per drop on the processor's loop."""
 
     job_id: str
-    job: Job
+    _job: Job | None
+    """The job intake judged; None once :meth:`shed` (``data`` then holds it)."""
     size: int
     mtime_ns: int
     inode: tuple[int, int]
@@ -109,6 +111,22 @@ class Candidate:
     """When the file came into ``pending/`` (the rename sets it) or was last written."""
     data: bytes | None = None
     """The file's bytes when small: a claim that reads the same bytes reuses ``job``."""
+
+    @property
+    def job(self) -> Job:
+        """The job intake judged: the one it made, or, once shed, made again from the
+        bytes it was judged on, as intake made it."""
+        if self._job is not None:
+            return self._job
+        assert self.data is not None, "only a candidate that keeps its bytes is shed"
+        return Job.model_validate(orjson.loads(without_bom(self.data)))
+
+    def shed(self) -> None:
+        """Let go of the parsed job while the bytes it came from are kept: a million
+        ready drops held 2 GB in one processor, about half of it their ``Job`` models
+        (QA).  :attr:`job` reads the bytes again when it is asked for."""
+        if self.data is not None:
+            self._job = None
 
     @property
     def submitted_ns(self) -> int:
