@@ -41,7 +41,7 @@ from processor import logs
 from processor.inbox import Inbox
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
-from spool.fsops import NO_DESCRIPTOR, failing_file
+from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
 from spool.layout import Layout
@@ -298,9 +298,7 @@ class Discovery:
             self.cancels.update(os.listdir(self.layout.cancel))
         except FileNotFoundError:
             pass
-        except OSError as exc:
-            if exc.errno not in NO_DESCRIPTOR:
-                raise
+        except OSError as exc:  # as pending/'s: an EIO here ended the processor (QA)
             self._cannot_scan("cancel/", exc)
             return
         self._scanned("cancel/")

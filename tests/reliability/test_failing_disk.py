@@ -738,3 +738,30 @@ def test_a_claimed_file_still_unreadable_at_its_give_back_goes_back_all_the_same
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+def test_a_periodic_scan_that_cannot_list_cancel_is_said_not_a_crash(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """The periodic scan's listings of ``cancel/`` fail (EIO).  The scan let the error out of
+    the loop (exit 1, its running jobs failed ``abandoned`` at the next start: QA) where
+    one of ``pending/`` is said once; the same for ``cancel/`` now, and jobs run."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        # Each pass lists cancel/ twice: recovery's (two calls, the second at its end),
+        # then the scan's (one, failed): the scan's of every pass fails.
+        detach = attach(d.pid, "getdents64", spool_root / "cancel", when="3+3")
+        said = "cannot scan cancel/; said again only if the error changes"
+        wait_for(lambda: _troubled(d, said) or not d.running(), 20, "the scan's line")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0.1}})
+        _wait_recorded(d, spool_root, "the jobs' records")
+        time.sleep(PASSES_S)
+        assert _troubled(d, said) == ["[Errno 5] Input/output error: "
+                                      f"'{spool_root / 'cancel'}'"], d.logs()[-3000:]
+        detach()
+        wait_for(lambda: any(e.get("msg") == "scanning cancel/ again" for e in d.events()),
+                 20, "the scan's return said")
+        assert d.stop() == 0
+    finally:
+        d.abort()
