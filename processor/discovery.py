@@ -43,7 +43,7 @@ from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX
-from spool.intake import Candidate, Intake, Verdict, is_in_progress_name
+from spool.intake import Candidate, Intake, Verdict, is_in_progress_name, not_seen_written
 from spool.layout import Layout
 from spool.settings import Settings
 from spool.states import JobState
@@ -106,12 +106,14 @@ class Discovery:
         self.scan_floor = 0.0  # no periodic pass before (see PeriodicScan.run)
         self.short_of_inotify: OSError | None = None
         """Why the feed is missing or partial for want of inotify, once said in the log."""
+        self.feed_failed: OSError | None = None
+        """Why the feed's last read failed, while it is not started again."""
 
     def rewatch(self) -> None:
         """Watch a replaced folder again, or start the feed that inotify's limits kept
         out; what came meanwhile is found by a rescan."""
         if self.feed is None:
-            if self.short_of_inotify is not None:
+            if self.short_of_inotify is not None or self.feed_failed is not None:
                 self._retry_feed()
             return
         if self.feed.rewatch():
@@ -125,6 +127,27 @@ class Discovery:
             log.debug("change feed not started again", extra={"fields": {"error": str(exc)}})
             return
         if self.feed is not None:
+            self.next_scan = 0.0
+            if self.feed_failed is not None:
+                log.info("change feed read again")
+                self.feed_failed = None
+
+    def _drain_feed(self, feed: PolledFeed) -> None:
+        """The loop's reader of the feed.  A read the kernel fails (EIO, ENOMEM) left the
+        loop and ended the processor (QA); its descriptor would stay readable, a failing
+        reader called again at once.  The feed is dropped, the spool rescanned now and
+        the feed started again at each heartbeat (:meth:`rewatch`); one warning."""
+        try:
+            feed.drain()
+        except OSError as exc:
+            if self.feed_failed is None:
+                log.warning("the change feed cannot be read: finding drops and cancels by "
+                            "scanning every %g s (SPOOL_SCAN_S) until it starts again",
+                            self.settings.scan_s, extra={"fields": {"error": str(exc)}})
+            self.feed_failed = exc
+            self.stop_feed()
+            self.feed = None
+            self.intake.being_written = not_seen_written
             self.next_scan = 0.0
 
     def _say_shortage(self, refused: OSError | None = None) -> None:
@@ -242,7 +265,7 @@ class Discovery:
             if not feed.try_start():
                 self._say_shortage(feed.shortage)
                 return
-            self.inbox.add_reader(feed.fileno(), feed.drain)
+            self.inbox.add_reader(feed.fileno(), lambda: self._drain_feed(feed))
             self.feed = feed
             self.intake.being_written = feed.being_written
             self._say_shortage()

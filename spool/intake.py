@@ -172,7 +172,7 @@ class Intake:
         self.clock = clock
         self._unsettled: dict[str, tuple[int, int, float]] = {}
         self._may_quarantine = True  # this inspect's: see inspect
-        self.being_written: Callable[[str, int], bool] = _unknown
+        self.being_written: Callable[[str, int], bool] = not_seen_written
         """Whether a pending name (of an inode) is still being written by the process
         that created it, as a change feed saw it
         (:meth:`spool.feed.PolledFeed.being_written`); asked of a file whose read lease
@@ -430,7 +430,8 @@ class Intake:
             del self._unsettled[name]
 
 
-def _unknown(name: str, inode: int) -> bool:
+def not_seen_written(name: str, inode: int) -> bool:
+    """:attr:`Intake.being_written` with no feed to tell: no file is known to be written."""
     return False
 
 

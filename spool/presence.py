@@ -115,11 +115,21 @@ class Presence:
         """Apply every change reported so far (one read when nothing happened)."""
         if self._fd < 0:
             return
-        # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
-        fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
-        if not self._waiting[0]:
+        try:
+            # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
+            fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
+            if not self._waiting[0]:
+                return
+            events = list(read_inotify(self._fd))
+        except OSError:
+            # The kernel failed the read (EIO, ENOMEM): what it held is lost, and a
+            # descriptor failing once may fail again.  Followed no more, every name "may
+            # exist" and every tracked folder is listed again; raised, it ended the
+            # processor in the middle of a record, its other runs failed ``abandoned`` at
+            # the next start (QA).
+            self.close()
             return
-        if not all([self._apply(wd, mask, name) for wd, mask, name in read_inotify(self._fd)]):
+        if not all([self._apply(wd, mask, name) for wd, mask, name in events]):
             self._list_all()  # events were lost: list again, later events go on top
             self._changed = dict.fromkeys(self._changed)
 

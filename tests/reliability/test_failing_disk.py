@@ -765,3 +765,36 @@ def test_a_periodic_scan_that_cannot_list_cancel_is_said_not_a_crash(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+@pytest.mark.parametrize(("syscall", "when"), [("ioctl", "1+"), ("read", "1+")])
+def test_a_failing_read_of_the_presence_feed_is_not_a_crash(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
+        syscall: str, when: str) -> None:
+    """The kernel fails the processor's reads of the inotify descriptor that follows the
+    folders a record's finish looks in (its FIONREAD, its read).  Raised in the middle
+    of a finish, it ended the processor (exit 1) and the next start failed the runs
+    beside it ``abandoned`` (QA); so did a failed read of the change feed's.  That
+    follower stops, the change feed is said once and started again once it reads; every
+    job is recorded."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        # strace -P names a descriptor by what /proc says it is: both inotify ones (the
+        # change feed's too, which says its trouble and rescans).
+        detach = attach(d.pid, syscall, Path("anon_inode:inotify"), when=when)
+        for i in range(20):
+            drop(spool_root, f"j{i}", {"tool": "echo", "params": {"message": i}})
+        for i in range(20):
+            assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
+            wait_for(lambda i=i: record(spool_root, f"j{i}") is not None, 30, f"j{i}")
+        detach()
+        failed = [e for e in d.events() if e.get("msg", "").startswith(
+            "the change feed cannot be read")]
+        assert len(failed) == (syscall == "read"), d.logs()[-3000:]
+        if failed:
+            wait_for(lambda: any(e.get("msg") == "change feed read again" for e in d.events()),
+                     20, "the feed back")
+        assert d.stop() == 0
+    finally:
+        d.abort()
