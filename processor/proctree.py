@@ -23,15 +23,15 @@ import signal
 from collections.abc import Collection
 
 from spool.errors import ConfigError
-from spool.fsops import NO_DESCRIPTOR
 
 log = logging.getLogger("spoolq.processor")
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-# Out of descriptors (NO_DESCRIPTOR), ``/proc`` cannot be read now.  A walk then sees
-# less (the kill of ``pid`` itself and of its group needs none), a pass of the reaper
-# reaps nothing; the next ones see the rest.  Raised, it crashed the processor's loop.
+# Out of descriptors, or under memory pressure (ENOMEM) or a failing kernel (EIO),
+# ``/proc`` cannot be read now.  A walk then sees less (the kill of ``pid`` itself and of
+# its group needs none), a pass of the reaper reaps nothing; the next ones see the rest.
+# Raised, it crashed the processor's loop (QA, each errno in turn).
 
 
 def prctl(option: int, value: int) -> None:
@@ -108,21 +108,18 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # hidden (see parent_of), zombie or not: killed, should it still run
-    except OSError as exc:
-        if exc.errno in NO_DESCRIPTOR:
-            return True  # a descendant just listed: killed, should it still run
-        raise
+    except OSError:
+        return True  # a descendant just listed, untold (see parent_of): killed all the same
 
 
 def children_of(pid: int | str) -> list[int]:
     """The child pids of ``pid`` (or ``"self"``), from every one of its threads: every
     child it had throughout the read (see :func:`_children_by_thread`); none when this
-    process is out of descriptors (see the note above :func:`prctl`)."""
+    process is out of descriptors (see the note above :func:`prctl`), or ``/proc`` fails
+    to tell (see :func:`parent_of`)."""
     try:
         by_thread = _children_by_thread(pid)
-    except OSError as exc:
-        if exc.errno not in NO_DESCRIPTOR:
-            raise
+    except OSError:
         return []
     # Once only: one whose thread ended between the reads of that thread's list and
     # the main thread's is in both.
@@ -157,13 +154,11 @@ def parent_of(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return int(fh.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError,
-            ValueError):
+    except (OSError, IndexError, ValueError):
+        # Gone, hidden, out of descriptors, or /proc failing to tell for now (ENOMEM
+        # under memory pressure, EIO): raised, it ended the processor (QA).  Each caller
+        # takes 0 for "not its child now" and looks again at its next pass.
         return 0
-    except OSError as exc:
-        if exc.errno in NO_DESCRIPTOR:
-            return 0
-        raise
 
 
 def kill_orphans(forkserver: int, workers: set[int]) -> None:
@@ -187,10 +182,8 @@ def _zombie(pid: int) -> bool:
         with contextlib.suppress(ChildProcessError):
             return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         return False
-    except OSError as exc:
-        if exc.errno in NO_DESCRIPTOR:
-            return False  # reaped at a later pass
-        raise
+    except OSError:
+        return False  # out of descriptors, /proc failing: reaped at a later pass
 
 
 def mp_helpers() -> set[int]:
@@ -236,9 +229,7 @@ class Reaper:
         main = os.getpid()
         try:
             by_thread = _children_by_thread(main)
-        except OSError as exc:
-            if exc.errno not in NO_DESCRIPTOR:
-                raise
+        except OSError:  # out of descriptors, /proc failing (see parent_of)
             return 0  # the next pass looks again: a partial look would forget tools' children
         below_main = by_thread.pop(main, [])
         others = {pid for pids in by_thread.values() for pid in pids}

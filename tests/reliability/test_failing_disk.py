@@ -798,3 +798,27 @@ def test_a_failing_read_of_the_presence_feed_is_not_a_crash(
         assert d.stop() == 0
     finally:
         d.abort()
+
+
+@pytest.mark.parametrize("error", ["ENOMEM", "EIO"])
+def test_a_proc_that_cannot_list_the_processors_threads_is_not_a_crash(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]],
+        error: str) -> None:
+    """``/proc`` fails the listing of the processor's threads (ENOMEM under memory
+    pressure, EIO), which each periodic pass's reaper reads for the orphans of FAST
+    tools' processes.  Only out of descriptors was "cannot tell now": the pass ended the
+    processor (exit 1), its stop's kill of tools' processes raised again (QA)."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        detach = attach(d.pid, "openat", Path(f"/proc/{d.pid}/task"), error=error,
+                        when="1+")
+        time.sleep(PASSES_S)  # passes, each reading it
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0.1}})
+        _wait_recorded(d, spool_root, "the jobs' records")
+        assert d.stop() == 0, d.logs()[-3000:]
+        detach()
+        assert "Traceback" not in d.logs(), d.logs()[-3000:]
+    finally:
+        d.abort()
