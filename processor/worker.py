@@ -44,6 +44,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from processor.address_space import MIB, MemoryBudget
@@ -71,6 +72,7 @@ from processor.runner import (
 from processor.startup import stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
+from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS
 from spool.errors import ErrorType, SpoolError
 
 log = logging.getLogger("spoolq.worker")
@@ -89,13 +91,22 @@ def prepare_process(memory_mb: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):  # the forkserver
-        signal.signal(signum, signal.SIG_DFL)  # ignores these (and SIGTERM)
+    # Sent to the whole unit (``systemctl kill -s HUP``, ``-s USR1``: every process of its
+    # cgroup), these are the processor's to act on: it stops after its grace period, or
+    # reports, while the job runs on.  By their default action they ended every busy
+    # worker, each job failed ``worker_crashed`` (QA).  A handler that does nothing, not
+    # SIG_IGN (the forkserver's, for these): a program a tool starts gets the default
+    # action back at exec.  SIGKILL, the pool's own, still ends a worker.
+    for signum in (*STOP_SIGNALS - {signal.SIGINT}, *REPORT_SIGNALS):
+        signal.signal(signum, _unheeded)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         WORKER_CAP_MB[0] = memory_mb
+
+
+def _unheeded(signum: int, frame: FrameType | None) -> None:
+    """A worker's handler of the signals meant for its processor (see prepare_process)."""
 
 
 def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,

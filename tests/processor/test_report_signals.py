@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,40 @@ def _catches(pid: int, signum: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
     return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP,
+                                    signal.SIGTERM])
+def test_a_signal_to_the_whole_unit_leaves_the_compute_job_running(
+        spool_root: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    """``systemctl kill -s <sig>`` sends to every process of the unit's cgroup: the
+    processor and, below it, the forkserver and the COMPUTE workers (each in a session of
+    its own, out of reach of a process group's kill).  By the signal's default action
+    every busy worker died and its job failed ``worker_crashed`` (QA), where the docs
+    promise a report (USR1, USR2) or a stop after the grace period (HUP, TERM).  The
+    job finishes, done at its first attempt."""
+    import psutil  # noqa: PLC0415 - as the suite's other process-tree tests
+
+    release, started = tmp_path / "release", tmp_path / "started"
+    d = Daemon(spool_root, tmp_path / "daemon.log", SPOOL_GRACE_S="60")
+    try:
+        d.start()
+        drop(spool_root, "long", {"tool": "t_record", "max_attempts": 1, "params": {
+            "seconds": 60, "release": str(release), "log": str(started)}})
+        wait_for(started.exists, 20, "the job to run in its worker")
+        tree = psutil.Process(d.pid)
+        pids = [d.pid, *(p.pid for p in tree.children(recursive=True))]
+        assert len(pids) >= 3, pids  # the processor, its forkserver, a worker at least
+        for pid in pids:
+            os.kill(pid, signum)
+        time.sleep(0.5)  # a worker's death is noticed well within it
+        release.touch()
+        found = wait_record(spool_root, "long", 30)
+        assert (found["state"], found["attempts"]) == ("done", 1), found
+        if signum in (signal.SIGUSR1, signal.SIGUSR2):
+            assert d.running(), d.logs()
+            assert d.stop(60) == 0, d.logs()
+        else:
+            assert d.proc.wait(30) == 0, d.logs()
+    finally:
+        d.abort()
