@@ -109,13 +109,14 @@ class FastLane:
 
     def deadlines(self) -> Iterator[float]:
         """The deadlines the loop must wake for: those of runs still awaiting an outcome."""
-        return (r.deadline for r in self.runs.values()
-                if r.mode is ExecutionMode.FAST and not r.abandoned and not r.finishing)
+        return (r.deadline for r in self.runs.values() if r.mode is ExecutionMode.FAST
+                and r.begun and not r.abandoned and not r.finishing)
 
     def expire(self, now: float) -> None:
         """Fail ``timeout`` every run past its deadline."""
         for run in list(self.runs.values()):
-            if run.mode is ExecutionMode.FAST and not run.abandoned and not run.finishing:
+            if (run.mode is ExecutionMode.FAST and run.begun and not run.abandoned
+                    and not run.finishing):
                 self.timed_out(run, now)
 
     def timed_out(self, run: Run, now: float) -> bool:
@@ -146,9 +147,14 @@ class FastLane:
     def _run_inline(self, run: Run, tool: type[BaseTool], params: dict[str, Any]) -> None:
         """Run a FAST tool on the loop thread; its outcome is posted if the loop moved on."""
         job_id = run.claim.job_id
-        if not self._pending(run) or self.timed_out(run, time.monotonic()):
-            self.busy -= 1  # ended before it started, or its wait in line used its time
+        if not self._pending(run):
+            self.busy -= 1  # ended (cancelled) before it started
             return
+        # Its time runs from here, as a COMPUTE job's from its worker's start: counted
+        # from the claim, a loop held up before it (a log reader that stopped reading, a
+        # SIGSTOP) failed runs that never began ``timeout``, their threads "abandoned" (QA).
+        run.started = time.monotonic()
+        run.begun = True
 
         def report(fraction: float, message: str) -> None:
             self.inbox.post(("progress", job_id, fraction, message, run))

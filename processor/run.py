@@ -31,6 +31,7 @@ class Run:
     abandoned: bool = False
     finishing: bool = False  # its outcome is known; only the record is still to write
     executing: bool = False  # a FAST run's tool is running on some thread
+    begun: bool = False  # a FAST run's tool was started: its time runs from then
     stuck: bool = False  # ended (timeout, cancel) while its FAST tool still ran
     last_progress_write: float = 0.0
     progress_written: bool = False  # a progress file of this run went out (say_where's)

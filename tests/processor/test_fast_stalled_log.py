@@ -1,0 +1,56 @@
+"""A FAST job's time runs from its tool's start, not its claim (a real daemon, daemonkit).
+
+The processor writes its log on the loop thread.  A log reader that stops reading
+(journald stalled, a pipe to a process that hangs) holds the loop in a write once the
+pipe is full, between a pass's claims and the runs it claimed; counted from the claim,
+their time ran out while the loop waited, and each was failed ``timeout`` ("its thread
+is abandoned") without its tool ever running (QA).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from daemonkit import Daemon, drop, locations, wait_for
+
+JOBS = 400
+TIMEOUT_S = 1
+STALL_S = 4 * TIMEOUT_S
+
+
+def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
+        spool_root: Path, tmp_path: Path) -> None:
+    read, write = os.pipe()
+    d = Daemon(spool_root, tmp_path / "unused.log")
+    d.output = write
+    log = bytearray()
+    try:
+        d.start()
+        os.close(write)
+        for i in range(JOBS):  # about 300 bytes of log a job: the 64 KiB pipe fills
+            drop(spool_root, f"f{i:03d}", {"tool": "echo", "timeout": TIMEOUT_S,
+                                          "params": {"message": "m" * 100}})
+        time.sleep(STALL_S)  # nobody reads: the loop waits in a write, runs claimed
+
+        def drain() -> None:
+            while chunk := os.read(read, 65536):
+                log.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        wait_for(lambda: len(os.listdir(spool_root / "done"))
+                 + len(os.listdir(spool_root / "failed")) == JOBS, 60, "every record")
+        failed = {name: orjson.loads((spool_root / "failed" / name).read_bytes())["error"]
+                  for name in os.listdir(spool_root / "failed")}
+        assert failed == {}, failed
+        assert all(where == ["done"] for where in locations(spool_root).values())
+        assert d.stop() == 0
+        reader.join(10)
+        assert b'"msg":"stopped"' in log, bytes(log[-2000:])
+    finally:
+        d.abort()
+        os.close(read)
