@@ -28,7 +28,7 @@ from processor import startup
 from processor.stop_signals import EarlyStops
 from spool.catalogue import param_names
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, SpoolIOError, passing
-from spool.stdio import Parser, integer, output_failed, parse_args
+from spool.stdio import Parser, integer, open_standard_fds, output_failed, parse_args
 from spool.version import add_version
 
 # The settings, the daemon, the pool and the tools are imported once the COMPUTE
@@ -199,6 +199,7 @@ def _main_by_name() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    open_standard_fds()  # before any descriptor of its own takes a closed one's number
     _main_by_name()
     parser = _parser()
     args = parse_args(parser, argv)  # --help that cannot be written: one line, exit 1

@@ -97,6 +97,26 @@ def discard(stream: TextIO | None) -> None:
             to_devnull(stream.fileno())
 
 
+def open_standard_fds() -> None:
+    """Fds 0, 1 and 2 open, each on /dev/null where it was closed (a daemon started
+    with ``>&-`` or ``2>&-``), and ``sys.stdout`` and ``sys.stderr`` on them.  Left
+    closed, the daemon's next descriptors took their numbers: its log went into an
+    internal pipe, a forkserver's stderr was its listening socket, and a FAST tool's
+    write to fd 1 failed EBADF (QA).  A daemon under systemd always has all three."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free: ``fd`` itself
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - for good
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - for good
+
+
 def to_devnull(*fds: int) -> None:
     """Point each of ``fds`` at /dev/null, for writing."""
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS, EarlyStops
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, passing
-from spool.stdio import Parser, integer, parse_args
+from spool.stdio import Parser, integer, open_standard_fds, parse_args
 from spool.text import one_line
 from spool.version import add_version
 
@@ -126,6 +126,7 @@ def _log_handler() -> logging.Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    open_standard_fds()  # before any descriptor of its own takes a closed one's number
     args = _parse(argv)
     # A stop while it starts: a clean one, before serving; a report signal: nothing yet.
     early = EarlyStops(STOP_SIGNALS, ignored=REPORT_SIGNALS)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -198,6 +199,7 @@ def test_a_websocket_whose_handshake_runs_as_statusd_stops_is_closed_1001_too(
 _HELD_START = """
 import sys
 import time
+import urllib.request
 import spool.settings
 import statusd.__main__ as main
 held_s = float(sys.argv[1])
@@ -251,6 +253,7 @@ def _assert_a_clean_stop_while_held(spool: Spool, tmp_path: Path, sig: int, *, s
 _HELD_IMPORT = """
 import sys
 import time
+import urllib.request
 from importlib.abc import MetaPathFinder
 class Hold(MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -657,3 +660,17 @@ def test_its_log_lines_are_stamped_in_utc_whatever_the_zone(spool: Spool, tmp_pa
         found = stamp.match(line)
         assert found, line
         assert before <= datetime.fromisoformat(found.group(1) + "+00:00") <= after, line
+
+
+def test_statusd_started_with_its_streams_closed_opens_them_on_devnull(
+        spool: Spool) -> None:
+    """Started with stdin and stdout closed (``<&- >&-``), statusd opens them on
+    /dev/null first: left closed, its own descriptors (its listening socket, its event
+    loop's) took their numbers (QA)."""
+    script = ("import os, runpy, sys; os.close(0); os.close(1); sys.argv = ['statusd']; "
+              "runpy.run_module('statusd', run_name='__main__')")
+    with statusd_daemon(spool.layout.root, argv=("-c", script)) as (port, proc):
+        for fd in (0, 1):
+            assert os.readlink(f"/proc/{proc.pid}/fd/{fd}") == os.devnull, fd
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
