@@ -36,8 +36,8 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
+import logging
 from typing import Any
 
 import orjson
@@ -52,6 +52,7 @@ from spool.stats import spent_attempts, unoffered_tool
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
+log = logging.getLogger("spoolq.statusd")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="spoolq"'}
 BODY_TIMEOUT = web.AppKey("body_timeout_s", float)
 """Seconds a write's body may take to arrive once its handler reads it."""
@@ -161,11 +162,23 @@ async def _act(request: web.Request, action: str) -> web.Response:
 
 
 async def _index_after_write(services: Services, job_id: str) -> None:
-    """Show the write in the index now.  The write is done: out of descriptors (the
-    index's read raises SpoolIOError), the rescan shows it later, and the answer stays
-    the write's (a 503 then had a client that retried a submit drop the job twice)."""
-    with contextlib.suppress(SpoolIOError):
+    """Show the write in the index now.  The write is done: whatever the index's look-up
+    of it raises, the rescan shows it later, and the answer stays the write's (a 503 then
+    had a client that retried a submit drop the job twice).  Any OSError, not only the
+    SpoolIOError of a classified one: an lstat refused (EACCES on ``done/<id>.json``) got
+    out raw and answered 500 for a job in ``pending/`` (QA)."""
+    try:
         await services.tracker.refresh([job_id])
+    except (SpoolIOError, OSError) as exc:
+        log.warning("%s is written, but the index could not look at it now (%s); "
+                    "the next rescan shows it", job_id, _reason(exc))
+
+
+def _reason(exc: SpoolIOError | OSError) -> str:
+    """What went wrong, in words: an OSError's strerror and file, else its text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _unusable(services: Services) -> ApiError | None:
