@@ -28,10 +28,10 @@ client's error, not the server's: :class:`_JsonErrorHandler` logs it as one WARN
 line without the client's bytes, at most :data:`BAD_REQUEST_LINES` lines a minute;
 what is held back then is counted in the next line that is logged.
 
-Left as aiohttp serves them: the dashboard page and ``/static/`` files, whose
-conditional and range answers (304, 412, 416) are file-server semantics.  The
-API itself serves no conditional or range answers (it ignores ``If-Match`` and
-``Range``), so 412 and 416 never come from a path under ``/api/``.
+The dashboard page and ``/static/`` files answer a conditional GET (``If-None-Match``,
+``If-Modified-Since``) with 304 (:func:`statusd.routes._package_file`); nothing
+serves 412 or 416: the API ignores ``If-Match`` and ``Range``, and the page's files,
+sent whole from one read, do too.
 """
 
 from __future__ import annotations

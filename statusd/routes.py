@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import mimetypes
 import os
 from importlib import resources
 from pathlib import Path
 
 import orjson
 from aiohttp import web
+from aiohttp.helpers import ETAG_ANY
 
 from spool.catalogue import merged_catalogue
 from spool.errors import SpoolIOError
@@ -253,45 +255,75 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(request.app[OPENAPI])
 
 
-async def dashboard(request: web.Request) -> web.FileResponse:
-    return await _package_file(STATIC_DIR / "index.html", {"Cache-Control": "no-cache"})
+async def dashboard(request: web.Request) -> web.Response:
+    return await _package_file(request, STATIC_DIR / "index.html", {"Cache-Control": "no-cache"})
 
 
-async def static_file(request: web.Request) -> web.FileResponse:
+async def static_file(request: web.Request) -> web.Response:
     """One of the page's files, by its name in the folder (nothing else is served)."""
     name = request.match_info["name"]
     if name not in STATIC_NAMES:
         raise web.HTTPNotFound()
-    return await _package_file(STATIC_DIR / name)
+    return await _package_file(request, STATIC_DIR / name)
 
 
-async def _package_file(path: Path, headers: dict[str, str] | None = None
-                        ) -> web.FileResponse:
-    """A file of the page, once it is seen to open: aiohttp's file server answers any
-    OSError of its stat or open with an empty 404 (or a 500 with a traceback, its folder
-    check's), so a failing disk or a statusd out of descriptors said the page was not
-    there.  Such a failure is a 503."""
+async def _package_file(request: web.Request, path: Path,
+                        headers: dict[str, str] | None = None) -> web.Response:
+    """A file of the page, from the one read of it that went through (they are small,
+    tens of KiB), with the validators aiohttp's file server gave it (ETag,
+    Last-Modified, a 304 to a conditional GET).  That server stats and opens the file
+    itself, answering any OSError with an empty 404 or 403 (or a 500 with a traceback,
+    its folder check's): a failing disk or a statusd out of descriptors said the page was
+    not there, even after a check of ours had opened it, as the disk failed between the
+    two (QA, h319).  Such a failure is a 503 that says why."""
     try:
-        await asyncio.to_thread(_opens, path)
+        body, st = await asyncio.to_thread(_read_page_file, path)
     except OSError as exc:
-        if exc.errno in _GONE:
-            # One of the files there at the start (the only names served), gone or no
-            # file now: spoolq reinstalled or removed under this statusd.  An empty 404,
-            # unsaid, sent the operator looking for a wrong address (QA).
-            if path not in _SAID_GONE:
-                _SAID_GONE.add(path)
-                log.warning("the dashboard's %s is gone from %s (spoolq upgraded or removed "
-                            "since statusd started? restart it)", path.name, path.parent)
-            raise ApiError(503, "unavailable", f"the dashboard's {path.name} is gone from "
-                           f"{path.parent}: spoolq upgraded or removed since statusd "
-                           "started? restart statusd") from exc
-        if exc.errno not in NOT_NOW:  # EACCES (a reinstall under a tight umask): its word
-            raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name} "
-                           f"in {path.parent}: {exc.strerror}") from exc
-        raise ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
-                       f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)}
-                       ) from exc
-    return web.FileResponse(path, headers=headers)
+        raise _unreadable_page_file(path, exc) from exc
+    etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+    modified_s = int(st.st_mtime)  # an HTTP date has whole seconds
+    if _not_modified(request, etag, modified_s):
+        response = web.Response(status=304, headers=headers)
+    else:
+        content_type = _TYPES.guess_type(path.name)[0] or "application/octet-stream"
+        response = web.Response(body=body, content_type=content_type, headers=headers)
+    response.etag = etag
+    response.last_modified = modified_s
+    return response
+
+
+def _not_modified(request: web.Request, etag: str, modified_s: int) -> bool:
+    """Whether a conditional GET's copy is current (RFC 9110 13.2.2: If-None-Match
+    decides when it is sent, and If-Modified-Since is then ignored)."""
+    if (tags := request.if_none_match) is not None:
+        return any(tag.value in (etag, ETAG_ANY) for tag in tags)
+    since = request.if_modified_since
+    return since is not None and modified_s <= since.timestamp()
+
+
+def _unreadable_page_file(path: Path, exc: OSError) -> ApiError:
+    """The 503 of a page file that could not be read, saying why."""
+    if exc.errno in _GONE:
+        # One of the files there at the start (the only names served), gone or no
+        # file now: spoolq reinstalled or removed under this statusd.  An empty 404,
+        # unsaid, sent the operator looking for a wrong address (QA).
+        if path not in _SAID_GONE:
+            _SAID_GONE.add(path)
+            log.warning("the dashboard's %s is gone from %s (spoolq upgraded or removed "
+                        "since statusd started? restart it)", path.name, path.parent)
+        return ApiError(503, "unavailable", f"the dashboard's {path.name} is gone from "
+                        f"{path.parent}: spoolq upgraded or removed since statusd "
+                        "started? restart statusd")
+    if exc.errno not in NOT_NOW:  # EACCES (a reinstall under a tight umask): its word
+        return ApiError(503, "unavailable", f"cannot read the dashboard's {path.name} "
+                        f"in {path.parent}: {exc.strerror}")
+    return ApiError(503, "unavailable", f"cannot read the dashboard's {path.name}: "
+                    f"{exc.strerror}; try again", {"Retry-After": str(RETRY_AFTER_S)})
+
+
+_TYPES = mimetypes.MimeTypes()
+"""Python's own table of types by file name, as aiohttp's file server used: the host's
+(``/etc/mime.types``, read by :func:`mimetypes.guess_type`) may differ (``text/javascript``)."""
 
 
 _GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
@@ -302,11 +334,11 @@ _SAID_GONE: set[Path] = set()
 """The page's files said gone in the log (once each)."""
 
 
-def _opens(path: Path) -> None:
-    """Stat and open ``path`` as the file server will (OSError when it cannot)."""
-    os.stat(path)
-    with open(path, "rb"):
-        pass
+def _read_page_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """``path``'s bytes and the stat of the very file read (OSError when it cannot be
+    read: a directory there is EISDIR, as Python's open says)."""
+    with open(path, "rb") as file:
+        return file.read(), os.fstat(file.fileno())
 
 
 async def revalidate_static(request: web.Request, response: web.StreamResponse) -> None:

@@ -208,6 +208,34 @@ def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
     assert "Traceback" not in "".join(log), "".join(log)[-3000:]
 
 
+def test_a_page_file_the_disk_fails_after_one_read_is_served_or_unavailable(
+        spool: Spool, tmp_path: Path) -> None:
+    """The page's files were read twice a request, by a check and then by aiohttp's file
+    server: the disk failing the second open (intermittent EIO) answered an empty 404
+    (QA, h319).  One read now: the page, whole, or a 503 that says why."""
+    strace = _strace_or_skip()
+    static = Path(statusd.__file__).parent / "static"
+    log: list[str] = []
+    with statusd_daemon(spool.layout.root, log=log) as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        for ask, name in (("/", "index.html"), ("/static/app.js", "app.js"),
+                          ("/static/app.css", "app.css")):
+            # strace counts a thread's calls: each thread's first open goes through, and
+            # the first GET's open is the first of whichever thread makes it.
+            with failing(strace, proc.pid, [static / name], ["openat"],
+                         tmp_path / f"strace-{name}.err", when="2+"):
+                replies = [request(base, "GET", ask) for _ in range(3)]
+            page = (static / name).read_bytes()
+            assert (replies[0].status, replies[0].body) == (200, page), \
+                (ask, replies[0].status, replies[0].body[:200])
+            for reply in replies[1:]:  # the page, or why not (its open failed)
+                assert (reply.status, reply.body) == (200, page) or (
+                    reply.status, orjson.loads(reply.body)["error"]["message"]) == (
+                    503, f"cannot read the dashboard's {name}: Input/output error; "
+                    "try again"), (ask, reply.status, reply.body[:200])
+    assert "Traceback" not in "".join(log), "".join(log)[-3000:]
+
+
 def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
         spool: Spool, tmp_path: Path) -> None:
     strace = _strace_or_skip()

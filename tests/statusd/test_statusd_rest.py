@@ -348,6 +348,36 @@ def test_health_openapi_and_dashboard_are_served(server: ServerThread) -> None:
     assert request(server.base, "GET", "/static/../app.py").status == 404
 
 
+@pytest.mark.parametrize(("path", "content_type", "cache"), [
+    ("/", "text/html", "no-cache"), ("/static/app.js", "application/javascript", "no-cache"),
+    ("/static/app.css", "text/css", "no-cache")])
+def test_the_page_files_keep_their_type_and_validators(server: ServerThread, path: str,
+                                                       content_type: str, cache: str) -> None:
+    """Served from the bytes statusd read (QA, h319: a second open by aiohttp's file
+    server could fail), the page's files keep what that server gave them: their type,
+    Cache-Control, and an ETag and Last-Modified that a conditional GET is answered 304
+    by (a reload revalidates them: test_a_reload_checks_the_page_scripts_with_the_server)."""
+    page = request(server.base, "GET", path)
+    assert page.status == 200 and page.body, page
+    # Python's own table (3.12 and later say text/javascript).
+    assert page.headers["content-type"] in (content_type, content_type.replace(
+        "application/javascript", "text/javascript"))
+    assert page.headers["cache-control"] == cache
+    etag, modified = page.headers["etag"], page.headers["last-modified"]
+    for ask in ({"If-None-Match": etag}, {"If-None-Match": f'"x", W/{etag}'},
+                {"If-None-Match": "*"}, {"If-Modified-Since": modified}):
+        same = request(server.base, "GET", path, headers=ask)
+        assert (same.status, same.body) == (304, b""), (ask, same)
+        assert (same.headers["etag"], same.headers["cache-control"]) == (etag, cache)
+    for ask in ({"If-None-Match": '"other"'},
+                {"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+                {"If-None-Match": '"other"', "If-Modified-Since": modified}):
+        again = request(server.base, "GET", path, headers=ask)
+        assert (again.status, again.body) == (200, page.body), ask
+    head = request(server.base, "HEAD", path)
+    assert (head.status, head.headers["content-length"]) == (200, str(len(page.body)))
+
+
 def test_changes_made_behind_statusd_reach_the_index(server: ServerThread,
                                                      spool: Spool) -> None:
     submit(spool, "cli-drop")  # as `spoolq submit` would, not through HTTP

@@ -42,7 +42,7 @@ def test_a_page_file_gone_since_the_start_is_said(spool: Spool, tmp_path: Path,
         assert request(srv.base, "GET", "/static/nothing.js").status == 404  # never served
         assert request(srv.base, "GET", "/static/app.css").status == 200
         # There, and unreadable: said as it is, not as gone (root reads any mode).
-        monkeypatch.setattr(routes, "_opens", _refused)
+        monkeypatch.setattr(routes, "_read_page_file", _refused)
         reply = request(srv.base, "GET", "/static/app.css")
         message = orjson.loads(reply.body)["error"]["message"]
         assert (reply.status, message) == (
@@ -51,6 +51,6 @@ def test_a_page_file_gone_since_the_start_is_said(spool: Spool, tmp_path: Path,
         srv.stop()
 
 
-def _refused(path: Path) -> None:
+def _refused(path: Path) -> tuple[bytes, os.stat_result]:
     """The page file's open as a folder statusd may not read answers it."""
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
