@@ -214,7 +214,7 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
     cannot be freed and given to the newer record: the same inode is the same file."""
     fd = _open_failed(src, job_id)
     try:
-        record = _failed_record(fd, job_id)
+        record, read = _failed_record(fd, job_id)
         if record.quarantined or record.tool is None:
             reason = record.error.message if record.error else "invalid job"
             # A quarantine keeps the file's bytes beside its record; a file recovery
@@ -231,7 +231,7 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
                 raise SpoolIOError(f"cannot retry {job_id}: the folder {staged.parent} "
                                    "is gone")
             raise ConflictError(f"job {job_id} is being retried by someone else")
-        read, taken = os.fstat(fd), os.fstat(claim.fd)
+        taken = _taken_stat(spool, claim, staged, src)
     finally:
         os.close(fd)
     if os.path.samestat(read, taken):
@@ -252,19 +252,46 @@ def _open_failed(src: Path, job_id: str) -> int:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink, a socket
             raise ConflictError(f"failed/{job_id}.json is not a regular file") from exc
-        raise SpoolIOError(f"cannot read failed/{job_id}.json: {exc.strerror}") from exc
+        raise _unread(job_id, exc) from exc
 
 
-def _failed_record(fd: int, job_id: str) -> Record:
+def _taken_stat(spool: Spool, claim: Claim, staged: Path, src: Path) -> os.stat_result:
+    """The stat of the record taken to ``staged`` (held by ``claim``).  Should the disk
+    fail it (EIO, ENOMEM), the record goes back to ``src`` before the error is raised:
+    left staged, the job was in no folder, invisible to ``show`` and ``ls``, until a
+    processor's recovery put it back (QA)."""
+    try:
+        return os.fstat(claim.fd)
+    except OSError as exc:
+        try:
+            with contextlib.suppress(OSError, SpoolIOError):  # else recovery's, as before
+                put_back(spool.mover, staged, src)
+        finally:
+            claim.close()
+        raise _unread(claim.job_id, exc) from exc
+
+
+def _unread(job_id: str, exc: OSError) -> SpoolIOError:
+    """The error of a failed record the disk could not read, worded as
+    :func:`_open_failed` words its own: the bare ``Input/output error`` named no file,
+    and statusd answered it 500 (QA)."""
+    return SpoolIOError(f"cannot read failed/{job_id}.json: {exc.strerror}")
+
+
+def _failed_record(fd: int, job_id: str) -> tuple[Record, os.stat_result]:
     """The failed record of ``job_id`` open on ``fd``, read no further than
-    :data:`RETRY_MAX_BYTES`."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise ConflictError(f"failed/{job_id}.json is not a regular file")
-    data = read_fd(fd, RETRY_MAX_BYTES)
+    :data:`RETRY_MAX_BYTES`, and the file's stat (to know it again once taken)."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConflictError(f"failed/{job_id}.json is not a regular file")
+        data = read_fd(fd, RETRY_MAX_BYTES)
+    except OSError as exc:  # EIO, EMFILE, ENOMEM: the disk's or the kernel's, not the file's
+        raise _unread(job_id, exc) from exc
     if len(data) > RETRY_MAX_BYTES:
         raise ConflictError(f"failed/{job_id}.json is too large to retry (over "
                             f"{RETRY_MAX_BYTES} bytes: no job is that large)")
     try:
-        return parse_record(data)
+        return parse_record(data), st
     except ValueError as exc:
         raise ConflictError(f"failed/{job_id}.json is not a valid record") from exc

@@ -11,6 +11,7 @@ must take only the record it read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,11 +44,11 @@ def _after_each_read(monkeypatch: pytest.MonkeyPatch, then: list[Callable[[], No
     between retry's read and its take."""
     read = submission._failed_record
 
-    def hooked(fd: int, job_id: str) -> Record:
-        record = read(fd, job_id)
+    def hooked(fd: int, job_id: str) -> tuple[Record, os.stat_result]:
+        read_and_stat = read(fd, job_id)
         if then:
             then.pop(0)()
-        return record
+        return read_and_stat
 
     monkeypatch.setattr(submission, "_failed_record", hooked)
 

@@ -1,0 +1,130 @@
+"""``spoolq retry`` on a failing disk (strace fails one call).
+
+* A retry whose read of the failed record failed (EIO, ENOMEM) said a bare ``spoolq:
+  error: Input/output error``, naming no file (statusd answered 500); one whose look at
+  the record it had just taken failed left it in ``stage/``, the job in no folder,
+  invisible to ``show`` and ``ls`` until a processor's recovery (QA).
+
+Each fault is found first in a traced run of the same command on a copy of the spool
+(the Nth call of the syscall, by the CLI's own process, that names a path), so no test
+counts the calls Python's start makes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spoolkit import REPO, make_spool, read_json, run_to_end, strace_path, submit
+
+from spool.states import JobState
+
+_LINE = re.compile(r"^(\d+)\s+(\w+)\(")
+
+
+def _strace() -> str:
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    return strace
+
+
+def _nth_call(strace: str, env: dict[str, str], root: Path, args: list[str], *,
+              syscall: str, where: str, nth: int) -> int:
+    """Which call of ``syscall`` (by the process that makes it) is the ``nth`` to name
+    ``root/where...``, in a traced run of ``spoolq args`` on a copy of the spool
+    ``root``."""
+    copy = root.with_name(root.name + "-traced")
+    shutil.copytree(root, copy, symlinks=True)
+    trace = root.with_name("trace.txt")
+    subprocess.run([strace, "-f", "-y", "-qq", "-o", str(trace), "-e", f"trace={syscall}",
+                    *_cli(args)], check=False, capture_output=True, timeout=60,
+                   env={**env, "SPOOL_DIR": str(copy)}, cwd=REPO)
+    counts: dict[str, int] = {}
+    seen = 0
+    for line in trace.read_text(errors="replace").splitlines():
+        if (match := _LINE.match(line)) is None:
+            continue
+        pid = match.group(1)
+        counts[pid] = counts.get(pid, 0) + 1
+        if f"{copy}/{where}" in line:
+            seen += 1
+            if seen == nth:
+                return counts[pid]
+    raise AssertionError(f"no {syscall} of {where} in {trace}")
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "spool.cli.main", *args]
+
+
+def _failing(env: dict[str, str], root: Path, args: list[str], *, syscall: str,
+             where: str, error: str = "EIO", nth: int = 1) -> subprocess.CompletedProcess[str]:
+    """``spoolq args`` on ``root`` with the ``nth`` call of ``syscall`` that names
+    ``root/where...`` failed with ``error``."""
+    strace = _strace()
+    when = _nth_call(strace, env, root, args, syscall=syscall, where=where, nth=nth)
+    return subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
+         "-e", f"inject={syscall}:error={error}:when={when}", *_cli(args)],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+
+
+def _in_folders(root: Path) -> dict[str, list[str]]:
+    return {folder: sorted(os.listdir(root / folder))
+            for folder in ("pending", "running", "done", "failed", "stage", "tmp")}
+
+
+@pytest.fixture
+def env(env: dict[str, str]) -> dict[str, str]:
+    # The traced run and the one failed make the same calls: no bytecode written by the
+    # first for the second to find.
+    return {**env, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+
+
+def _failed_job(env: dict[str, str]) -> Path:
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    submit(spool, "j")
+    run_to_end(spool, "j", JobState.FAILED)
+    return root
+
+
+# -- 1. retry: the failed record's read ----------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["EIO", "ENOMEM", "EMFILE"])
+def test_a_retry_whose_read_of_the_record_fails_names_the_record(
+        env: dict[str, str], error: str) -> None:
+    root = _failed_job(env)
+    proc = _failing(env, root, ["retry", "j"], syscall="read", where="failed/j.json",
+                    error=error)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    [line] = proc.stderr.strip().splitlines()
+    reason = os.strerror(getattr(errno, error))
+    assert line == f"spoolq: error: cannot read failed/j.json: {reason}", line
+    assert _in_folders(root)["failed"] == ["j.json"]
+    assert _in_folders(root)["stage"] == []
+
+
+def test_a_retry_whose_look_at_the_taken_record_fails_puts_it_back(
+        env: dict[str, str]) -> None:
+    """The fstat of the record once taken into ``stage/`` failing: it goes back to
+    ``failed/``, where ``show`` finds it, and the error names it."""
+    root = _failed_job(env)
+    # The first names it by path (the take's lstat, which gives the file back itself);
+    # the second is the fstat of its descriptor.
+    proc = _failing(env, root, ["retry", "j"], syscall="newfstatat", where="stage/retry-j",
+                    nth=2)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    [line] = proc.stderr.strip().splitlines()
+    assert "cannot read failed/j.json: Input/output error" in line, line
+    folders = _in_folders(root)
+    assert (folders["failed"], folders["pending"], folders["stage"]) == (["j.json"], [], [])
+    assert read_json(root / "failed" / "j.json")["state"] == "failed"
