@@ -9,8 +9,10 @@ Guarantees (DESIGN sections 2 and 9):
 
 * A job that is not (or no longer) pending is not cancelled: None, never an exception.
 * Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
-  before the error is raised: the cancel did not happen.  Recovery settles what a
-  crash leaves staged (``spool.staged.Staged._restore_cancel``).
+  before the error is raised: the cancel did not happen.  Once it is written, the
+  cancel stands: a later step that fails (removing the staged file, the sync of
+  ``failed/``) is a warning (:mod:`spool.committed`), not an error.  Recovery settles
+  what a crash leaves staged (``spool.staged.Staged._restore_cancel``).
 * A pending file that holds no job keeps its bytes as the record's quarantined original
   (``failed/<id>.orig``), as intake's quarantine would; an earlier original of the id,
   which this record supersedes, stays linked where moves stage until the record is written.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +33,7 @@ import orjson
 
 from spool.claim import Claim, take
 from spool.clock import utc_from_ns
+from spool.committed import past_commit, then
 from spool.entries import read_regular
 from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.fsops import is_there
@@ -64,8 +68,8 @@ def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:
     Should the record not be written (ENOSPC, EIO), the job goes back to ``pending/``
     before the error is raised: the cancel did not happen, and left staged the job
     would wait for a recovery scan to put it back.  Recovery still settles what this
-    leaves: a newer drop of the id pending meanwhile, or an error after the record
-    landed.
+    leaves: a newer drop of the id pending meanwhile, or a step that failed after the
+    record landed (told through ``spool.after_commit`` when it has one).
     """
     try:
         record = spool.record_of_claim(claim, JobState.FAILED)
@@ -73,12 +77,36 @@ def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:
         pending = spool.layout.job(JobState.PENDING, claim.job_id)
         if record.tool is None:  # no job in it: kept as intake would have
             return _cancel_no_job(spool, claim, staged, record, pending)
-        spool.publish_terminal(record, unwritten=lambda: spool.mover.move(
-            staged, pending, replace=False))
-        spool.mover.unlink(staged)
+        if _publish(spool, record, lambda: spool.mover.move(staged, pending,
+                                                             replace=False)):
+            then(spool, f"job {claim.job_id} cancelled", lambda: spool.mover.unlink(staged))
         return record
     finally:
         claim.close()
+
+
+def _publish(spool: Spool, record: Record, undo: Callable[[], object]) -> bool:
+    """Publish the ``cancelled`` record; ``undo`` when it is not written.  A failure once
+    it landed (the sync of ``failed/``, the removal of what it supersedes) is past the
+    cancel's commit point (:mod:`spool.committed`): raised, ``spoolq cancel`` exited 1
+    for a job it had cancelled (QA).  False after such a failure: the job's staged file
+    then stays for recovery, which puts it back should the record's entry, not synced,
+    be lost to a crash."""
+    undone = False
+
+    def unwritten() -> None:
+        nonlocal undone
+        undone = True
+        undo()
+
+    try:
+        spool.publish_terminal(record, unwritten=unwritten)
+    except SpoolIOError as exc:
+        if undone:
+            raise
+        past_commit(spool, f"job {record.id} cancelled", exc)
+        return False
+    return True
 
 
 def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
@@ -139,7 +167,7 @@ def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,
                     or mover.move(original, staged, replace=False)) and aside:
                 mover.move(aside, original, replace=False)
 
-        spool.publish_terminal(record, unwritten=undo)
+        _publish(spool, record, undo)
     finally:
         if aside is not None:
             with contextlib.suppress(SpoolIOError, OSError):

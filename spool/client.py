@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from spool.clock import Clock, SystemClock
+from spool.committed import tell
 from spool.errors import ConflictError, InvalidId, NotFoundError, SpoolIOError
 from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from spool.models import Job, Record
     from spool.purge import PurgeReport
     from spool.settings import Settings
+
+log = logging.getLogger("spoolq.client")
 
 CANCEL_WAIT_S = 5.0
 _POLL_MIN_S = 0.005
@@ -90,8 +94,11 @@ class Client:
     :mod:`spool.errors` draws: a folder this user may not use is a SpoolIOError."""
 
     def __init__(self, layout: Layout, mover: Mover, clock: Clock | None = None, *,
-                 max_job_bytes: int | None = None) -> None:
+                 max_job_bytes: int | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         """``max_job_bytes``: submit refuses what intake would quarantine as too large.
+        ``warn``: told of a change made whose later step failed (:mod:`spool.committed`;
+        by default a warning in the ``spoolq.client`` log).
         SpoolIOError when ``layout`` is no spool, or one this user may not enter."""
         from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see the module's docstring
         from spool.transitions import Spool  # noqa: PLC0415 - lazy, see the module's docstring
@@ -101,12 +108,15 @@ class Client:
         self.clock: Clock = clock or SystemClock()
         self.max_job_bytes = max_job_bytes
         self.spool = Spool(layout, mover, self.clock)
+        self.spool.after_commit = warn or log.warning
         self.reader = SpoolReader(layout)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Client:
+    def from_settings(cls, settings: Settings, *,
+                      warn: Callable[[str], None] | None = None) -> Client:
         layout = Layout(settings.spool_dir)
-        return cls(layout, Mover(layout, settings.fsync), max_job_bytes=settings.max_job_bytes)
+        return cls(layout, Mover(layout, settings.fsync), max_job_bytes=settings.max_job_bytes,
+                   warn=warn)
 
     # -- writes ---------------------------------------------------------------------
 
@@ -124,18 +134,21 @@ class Client:
         if job.id is not None and job.id != job_id:
             raise InvalidId(f"the job says id {job.id!r} but was given id {job_id!r}")
         self.spool.submit(job, job_id, max_bytes=self.max_job_bytes)
-        self._synced()
+        self._synced(f"job {job_id} submitted")
         return job_id
 
-    def _synced(self) -> None:
+    def _synced(self, done: str) -> None:
         """Make this client's writes durable now under ``SPOOL_FSYNC=batch`` (a no-op under
         the other modes): a batch Mover syncs a group only at a later operation, which a
         one-shot client (``spoolq submit``) never makes, so its drop was left to the
         kernel, as under ``never``, after it said the job was in.  A sync the disk fails
         (EIO) leaves the write made, as durable as under ``never``: said to have failed,
-        a submit was made twice by the script that asked."""
-        with contextlib.suppress(SpoolIOError):
+        a submit was made twice by the script that asked.  It is told as a warning
+        (``done``: what was made), as under ``always`` (:mod:`spool.committed`)."""
+        try:
             self.spool.mover.flush()
+        except SpoolIOError as exc:
+            tell(self.spool, done, exc)
 
     @_denied_is_spool_trouble
     def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> Record:
@@ -160,7 +173,7 @@ class Client:
         one before has stopped."""
         record = self.spool.cancel_pending(job_id)
         if record is not None:
-            self._synced()
+            self._synced(f"job {job_id} cancelled")
             return record
         current, run = self._ask_to_cancel(job_id)
         return CancelAsked(job_id, current, run)
@@ -183,7 +196,7 @@ class Client:
                 cancelled = self.spool.cancel_pending(job_id)
                 if cancelled is not None:
                     self._drop_request(job_id)
-                    self._synced()
+                    self._synced(f"job {job_id} cancelled")
                     return cancelled
             left = deadline - time.monotonic()
             seen = (self.wait(job_id, timeout=left, until=sent_back) if left > 0
@@ -268,7 +281,7 @@ class Client:
                 # It failed just now, between the two looks: again.  (Retried by another
                 # meanwhile, it is pending at the next look: a conflict, not "no job".)
             else:
-                self._synced()
+                self._synced(f"job {job_id} retried")
                 return record
         raise ConflictError(f"job {job_id} keeps changing state (retried and failing again "
                             "meanwhile); look again")

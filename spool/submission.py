@@ -13,6 +13,8 @@ For :class:`~spool.transitions.Spool`.  Guarantees (DESIGN sections 2 and 9):
 * :func:`retry` takes only the record it read: a newer record of the id that replaced
   it meanwhile (a re-run of the id failing again, a quarantine of a re-drop) goes back
   and is read afresh, never dropped for the job read before it.
+* :func:`retry` past its commit point (the job in ``pending/``) stands: a later step
+  that fails is a warning (:mod:`spool.committed`).
 * :func:`retry` keeps the job's earlier failures: the failed record's, and its final
   error with them (:mod:`spool.history`).
 """
@@ -23,10 +25,12 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spool.claim import Claim, take
+from spool.committed import past_commit, tell, then
 from spool.entries import read_regular
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.fsops import is_there
@@ -74,10 +78,11 @@ def submit(spool: Spool, job: Job, job_id: str, *, max_bytes: int | None = None)
     dest = spool.layout.job(JobState.PENDING, job_id)
     try:
         published = spool.mover.publish(dest, data, replace=False)
-    except SpoolIOError:
+    except SpoolIOError as exc:
         # In pending/, then its folder's sync failed (EIO): the job is in, and will run.
         # Said to have failed, it was submitted again by the script that asked.
         if _landed(spool, job, job_id, data):
+            tell(spool, f"job {job_id} submitted", exc)
             return
         raise
     if not published:
@@ -141,26 +146,41 @@ def retry(spool: Spool, job_id: str) -> Record:
             # new run's result (a review).
             raise ConflictError(f"job {job_id} is running (a newer drop of the id); only "
                                 "failed jobs can be retried")
-        try:
-            published = spool.mover.publish(dest, job_bytes(job), replace=False)
-        except SpoolIOError:
-            # Not written (pending/ gone, a full disk): the record goes back, as for a
-            # conflict; left staged, the job was in no folder until a processor's recovery.
-            # (Written, and only the folder's sync failed: it stays staged, as before.)
-            if not os.path.lexists(dest):
-                with contextlib.suppress(OSError, SpoolIOError):
-                    spool.mover.move(staged, src, replace=False)
-            raise
-        if not published:
+        published = _publish(spool, dest, job, staged, src)
+        if published is False:
             spool.mover.move(staged, src, replace=False)
             raise ConflictError(f"job {job_id} is already pending")
-        spool.mover.unlink_durable(staged)
-        if record.source is not None:
-            _drop_kept_original(spool, job_id, claim.claimed_ns)
+        if published:  # (None: in, its sync failed; the record stays staged, see _publish)
+            # Past the commit point: a step that fails is a warning (spool.committed).
+            steps: list[Callable[[], object]] = [lambda: spool.mover.unlink_durable(staged)]
+            if record.source is not None:
+                steps.append(lambda: _drop_kept_original(spool, job_id, claim.claimed_ns))
+            then(spool, f"job {job_id} retried", *steps)
     finally:
         claim.close()
     # The job as it now stands in pending/ (no run's start, host or backoff).
     return record_from_job(job, job_id, JobState.PENDING, claim.mtime_ns)
+
+
+def _publish(spool: Spool, dest: Path, job: Job, staged: Path, src: Path) -> bool | None:
+    """Publish the retried ``job`` at ``dest``: True; False when a job of its id is
+    pending; None when it is in but its folder's sync failed.
+
+    Not written (``pending/`` gone, a full disk): the record at ``staged`` goes back to
+    ``src``, and the error is raised; left staged, the job was in no folder until a
+    processor's recovery.  Written, and only the folder's sync failed: the retry stands,
+    told as a warning (raised, ``spoolq retry`` exited 1 for a job it had retried, QA),
+    and the record stays staged, for recovery to restore should the job's entry in
+    ``pending/``, not synced, be lost to a crash."""
+    try:
+        return spool.mover.publish(dest, job_bytes(job), replace=False)
+    except SpoolIOError as exc:
+        if not os.path.lexists(dest):
+            with contextlib.suppress(OSError, SpoolIOError):
+                spool.mover.move(staged, src, replace=False)
+            raise
+        past_commit(spool, f"job {job.id} retried", exc)
+        return None
 
 
 def _running(spool: Spool, job_id: str, staged: Path, src: Path) -> bool:

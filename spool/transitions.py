@@ -77,6 +77,9 @@ class Spool:
         self.host = socket.gethostname()
         self.closer: Callable[[int], None] = os.close
         self.presence: Presence | None = None
+        self.after_commit: Callable[[str], None] | None = None
+        """Told, as a warning, of a client's change made whose later step failed (see
+        :mod:`spool.committed`); None raises that step's error (a processor's spool)."""
         if follow:  # inotify (through watchdog) is imported only to follow
             from spool.presence import Presence  # noqa: PLC0415
 

@@ -183,9 +183,11 @@ EFFECTIVE = os.access in os.supports_effective_ids
 def client_of(settings: Settings, *, usage: bool = False) -> Client:
     """The client of the spool.  ``usage``: a spool this user may not enter is a usage
     error (exit 2), for ``wait`` and ``submit --wait``, whose exit 1 reads as "the job
-    failed" (as :func:`spool.cli.waiting.check_can_follow` does for its folders)."""
+    failed" (as :func:`spool.cli.waiting.check_can_follow` does for its folders).  A
+    change made whose later step failed is a ``warning:`` line on stderr
+    (:mod:`spool.committed`): the command goes on to its usual output and exit 0."""
     try:
-        return Client.from_settings(settings)
+        return Client.from_settings(settings, warn=lambda text: note(f"warning: {text}"))
     except SpoolIOError as exc:
         if usage and denied(exc):
             raise UsageError(str(exc)) from exc

@@ -1,9 +1,15 @@
-"""``spoolq retry`` on a failing disk (strace fails one call).
+"""``spoolq retry``, ``cancel`` and ``submit`` on a failing disk (strace fails one call).
 
 * A retry whose read of the failed record failed (EIO, ENOMEM) said a bare ``spoolq:
   error: Input/output error``, naming no file (statusd answered 500); one whose look at
   the record it had just taken failed left it in ``stage/``, the job in no folder,
   invisible to ``show`` and ``ls`` until a processor's recovery (QA).
+* A cancel or retry that had made its change (the ``cancelled`` record renamed into
+  ``failed/``, the retried job into ``pending/``) and then failed a step after it
+  (removing what it staged, a folder's sync) exited 1 with that step's error: a script
+  took the job for not cancelled, not retried (QA).  As for a submit, the change
+  stands: exit 0, its usual output, and a warning saying that a processor's recovery
+  removes what was left (which the tests check by running one).
 
 Each fault is found first in a traced run of the same command on a copy of the spool
 (the Nth call of the syscall, by the CLI's own process, that names a path), so no test
@@ -20,9 +26,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
-from spoolkit import REPO, make_spool, read_json, run_to_end, strace_path, submit
+from spoolkit import (
+    REPO,
+    a_grace_later,
+    make_spool,
+    read_json,
+    run_to_end,
+    strace_path,
+    submit,
+)
 
+from spool.recovery import Recovery
 from spool.states import JobState
 
 _LINE = re.compile(r"^(\d+)\s+(\w+)\(")
@@ -128,3 +144,93 @@ def test_a_retry_whose_look_at_the_taken_record_fails_puts_it_back(
     folders = _in_folders(root)
     assert (folders["failed"], folders["pending"], folders["stage"]) == (["j.json"], [], [])
     assert read_json(root / "failed" / "j.json")["state"] == "failed"
+
+
+# -- 2. cancel and retry past their commit point -------------------------------------------
+
+
+def _pending_job(env: dict[str, str]) -> Path:
+    root = Path(env["SPOOL_DIR"])
+    submit(make_spool(root), "j")
+    return root
+
+
+def _warned(proc: subprocess.CompletedProcess[str], done: str, *words: str) -> None:
+    """Exit 0 and one warning line: ``done`` made, and each of ``words``."""
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"spoolq: warning: {done}, but then "), line
+    assert all(word in line for word in words), line
+    assert "recovery" in line, line
+
+
+def _recovered(root: Path) -> dict[str, list[str]]:
+    """The spool's folders once a processor's recovery has been through it."""
+    Recovery(a_grace_later(root)).scan()
+    return _in_folders(root)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_cancel_whose_staged_file_cannot_be_removed_is_a_cancel(
+        env: dict[str, str], as_json: bool) -> None:
+    root = _pending_job(env)
+    proc = _failing(env, root, ["cancel", "j", *(["--json"] if as_json else [])],
+                    syscall="unlink", where="stage/cancel-j")
+    _warned(proc, "job j cancelled", "cannot remove cancel-j", "Input/output error")
+    if as_json:
+        assert orjson.loads(proc.stdout)["state"] == "failed", proc.stdout
+    else:
+        assert "cancelled" in proc.stdout, proc.stdout
+    record = read_json(root / "failed" / "j.json")
+    assert record["error"]["type"] == "cancelled", record
+    folders = _recovered(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == ([], ["j.json"], [])
+    assert read_json(root / "failed" / "j.json")["error"]["type"] == "cancelled"
+
+
+def test_a_cancel_whose_sync_of_failed_fails_is_a_cancel(env: dict[str, str]) -> None:
+    """Under ``always``: the record is in ``failed/``, its entry not synced.  The job's
+    staged file stays for recovery, which removes it once it finds the record."""
+    root = _pending_job(env)
+    env = {**env, "SPOOL_FSYNC": "always"}
+    proc = _failing(env, root, ["cancel", "j"], syscall="fsync", where="failed>")
+    _warned(proc, "job j cancelled", "cannot sync failed/", "Input/output error")
+    assert read_json(root / "failed" / "j.json")["error"]["type"] == "cancelled"
+    folders = _recovered(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == ([], ["j.json"], [])
+
+
+def test_a_retry_whose_sync_of_pending_fails_is_a_retry(env: dict[str, str]) -> None:
+    """Under ``always``: the job is in ``pending/``, its entry not synced; the record
+    stays staged for recovery (which would restore it had a crash lost the entry), and
+    recovery removes it, the job being pending."""
+    root = _failed_job(env)
+    env = {**env, "SPOOL_FSYNC": "always"}
+    proc = _failing(env, root, ["retry", "j", "--json"], syscall="fsync", where="pending>")
+    _warned(proc, "job j retried", "cannot sync pending/", "Input/output error")
+    assert orjson.loads(proc.stdout)["state"] == "pending", proc.stdout
+    assert read_json(root / "pending" / "j.json")["attempts"] == 0
+    folders = _recovered(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == (["j.json"], [], [])
+
+
+def test_a_retry_whose_staged_record_cannot_be_removed_is_a_retry(
+        env: dict[str, str]) -> None:
+    root = _failed_job(env)
+    proc = _failing(env, root, ["retry", "j"], syscall="unlink", where="stage/retry-j")
+    _warned(proc, "job j retried", "cannot remove retry-j", "Input/output error")
+    assert "pending" in proc.stdout, proc.stdout
+    folders = _recovered(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == (["j.json"], [], [])
+
+
+def test_a_submit_whose_sync_fails_says_so_on_stderr(env: dict[str, str]) -> None:
+    """Its id and exit 0, as before (the job is in), and now a warning, as a cancel's."""
+    root = Path(env["SPOOL_DIR"])
+    make_spool(root)
+    env = {**env, "SPOOL_FSYNC": "always"}
+    proc = _failing(env, root, ["submit", "echo", "--id", "j"], syscall="fsync",
+                    where="pending>")
+    _warned(proc, "job j submitted", "cannot sync pending/")
+    assert proc.stdout.strip() == "j"
+    assert _in_folders(root)["pending"] == ["j.json"]
