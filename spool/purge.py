@@ -10,7 +10,8 @@ leaves the staged record to recovery, which puts it back unless a newer one stan
 there (:class:`spool.staged.Staged`); the next purge takes it again.  A quarantined
 original goes before its record (once the record is seen to be the one listed), never
 after, unless a quarantine in flight placed it (its note in ``stage/`` says so): a
-re-drop's, whose own record is on its way.
+re-drop's, whose own record is on its way.  A removal the disk fails (EIO) puts its
+record back and the purge goes on with the others (``PurgeReport.unremoved``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from functools import partial
 from pathlib import Path
 
 from spool.entries import scan_stats
-from spool.errors import UnreadableDrop
+from spool.errors import SpoolIOError, UnreadableDrop
+from spool.ids import JOB_SUFFIX
 from spool.kept import held_by_record_file
 from spool.layout import parse_staging
 from spool.quarantine import RECORD_NOTE
@@ -53,6 +55,10 @@ class PurgeReport:
     unread: tuple[str, ...] = ()
     """Why each old record kept unjudged was kept: the disk failed its read (EIO), so
     whether it accounts for a kept entry is unknown."""
+    unremoved: tuple[str, ...] = ()
+    """Why each old record purge went to remove is still there: the disk failed a step
+    of its removal (EIO), and it went back to its folder (or, that failing too, waits
+    where moves stage for a processor's recovery to put it back, as said)."""
 
 
 def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMINAL, *,
@@ -72,7 +78,7 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     held: list[str] = []
     unread: list[str] = []
     batch: list[Listed] = []
-    outcomes: Counter[Outcome] = Counter()
+    outcomes: Counter[Outcome | Unremoved] = Counter()
     # (A dry run removes nothing, so needs nowhere to stage.)
     staging = spool.layout.staging_str if dry_run else _staging_names(spool)
     remove = partial(_remove, spool, staging)
@@ -104,9 +110,10 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
                     batch.clear()
         outcomes.update(pool.map(remove, batch))
     removed += outcomes[Outcome.REMOVED]
-    kept += outcomes[Outcome.REPLACED]
+    unremoved = tuple(sorted(o.why for o in outcomes if isinstance(o, Unremoved)))
+    kept += outcomes[Outcome.REPLACED] + len(unremoved)
     spool.mover.flush()
-    return PurgeReport(removed, kept, tuple(held), tuple(unread))
+    return PurgeReport(removed, kept, tuple(held), tuple(unread), unremoved)
 
 
 class Outcome(enum.Enum):
@@ -117,6 +124,13 @@ class Outcome(enum.Enum):
     """A newer record took its name since the listing: it stays (a kept record)."""
     GONE = "gone"
     """Moved or removed by someone else since the listing (a retry, another purge)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unremoved:
+    """An old entry whose removal the disk failed: ``why``, and where it is now."""
+
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +158,41 @@ def _staging_names(spool: Spool) -> Callable[[str], str]:
     return layout.staging_str
 
 
-def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outcome:
+def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed
+            ) -> Outcome | Unremoved:
     """Remove ``entry`` (and its quarantined original) if its name still holds what was
-    listed: a newer record that took the name since stays, or goes back."""
+    listed: a newer record that took the name since stays, or goes back.
+
+    A step the disk fails (EIO) leaves the entry in its folder, put back when it was
+    staged, and the purge goes on with the others: raised, it ended the purge and left
+    every record staged by then (its own and the other threads') in ``stage/``,
+    invisible to ``show`` and ``ls`` until a processor's recovery (QA)."""
+    staged = staging(f"{PURGE_TAG}-{entry.state.value}-{entry.job_id}")
+    try:
+        return _remove_as_listed(spool, staged, entry)
+    except (SpoolIOError, OSError) as exc:
+        return _kept_back(spool, staged, entry, exc)
+
+
+def _kept_back(spool: Spool, staged: str, entry: Listed, exc: Exception
+               ) -> Outcome | Unremoved:
+    """``entry``, whose removal failed with ``exc``, back in its folder if it was staged
+    at ``staged``; why it is still there (REPLACED: a newer record took its name
+    meanwhile, and the staged one went as it would have)."""
+    name = f"{entry.state.value}/{entry.job_id}{JOB_SUFFIX}"
+    if os.path.lexists(staged):
+        try:
+            if not put_back(spool.mover, staged, entry.path):
+                return Outcome.REPLACED
+        except (SpoolIOError, OSError) as again:
+            return Unremoved(f"{name} is not removed: {exc}; it waits in "
+                             f"{os.path.basename(os.path.dirname(staged))}/ ({again}) "
+                             "for a processor's recovery to put it back")
+    return Unremoved(f"{name} is kept: {exc}")
+
+
+def _remove_as_listed(spool: Spool, staged: str, entry: Listed) -> Outcome:
+    """:func:`_remove`, through ``staged``, where moves stage."""
     mover = spool.mover
     regular = stat.S_ISREG(entry.st.st_mode)
     if not regular or entry.state is JobState.FAILED:
@@ -159,7 +205,6 @@ def _remove(spool: Spool, staging: Callable[[str], str], entry: Listed) -> Outco
         _remove_original(spool, entry)
         if not regular:
             return Outcome.REMOVED if mover.unlink(entry.path) else Outcome.GONE
-    staged = staging(f"{PURGE_TAG}-{entry.state.value}-{entry.job_id}")
     if not mover.move(entry.path, staged, durable=False):
         return Outcome.GONE  # a retry, a cancel's undo, another purge
     if not _same_file(staged, entry.st):  # a newer record took the name: it goes back

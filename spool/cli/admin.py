@@ -31,6 +31,7 @@ from spool.layout import Layout
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
+    from spool.purge import PurgeReport
     from spool.settings import Settings
 
 # -- init -----------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="count what would go; remove nothing")
     add_json(parser, '{"removed": n, "kept": n, "held": [path, ...], "unreadable": '
-             '[error, ...], "dry_run": bool}')
+             '[error, ...], "unremoved": [error, ...], "dry_run": bool}')
 
 
 def run_purge(args: argparse.Namespace, settings: Settings) -> int:
@@ -110,7 +111,8 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     removed, kept = report.removed, report.kept
     if args.json:
         emit_json({"removed": removed, "kept": kept, "held": list(report.held),
-                   "unreadable": list(report.unread), "dry_run": args.dry_run})
+                   "unreadable": list(report.unread), "unremoved": list(report.unremoved),
+                   "dry_run": args.dry_run})
     else:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
@@ -121,11 +123,27 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
                   "remove it (as its owner or root) and purge again:")
             for kept_at in report.held:
                 print(f"  {client.layout.root / kept_at}")
+    return _said_trouble(report)
+
+
+UNREMOVED_SAID = 20
+"""The most records a purge names whose removal the disk failed (the rest counted): on a
+disk failing every unlink, a line each for a spool's worth of records."""
+
+
+def _said_trouble(report: PurgeReport) -> int:
+    """Name the records the disk kept the purge from; exit 1 if any, the rest purged."""
     # Each may account for a kept entry still there: kept, said, and exit 1 once the
     # rest is purged (it failed the whole purge, nothing removed).
     for error in report.unread:
         note(f"error: kept a record whose read the disk failed: {error}")
-    return EXIT_FAILED if report.unread else EXIT_OK
+    # Each in its folder again (raised, the first one ended the purge, and left every
+    # record staged by then invisible in stage/, QA).
+    for why in report.unremoved[:UNREMOVED_SAID]:
+        note(f"error: {why}")
+    if (more := len(report.unremoved) - UNREMOVED_SAID) > 0:
+        note(f"error: and {more} more record(s) whose removal the disk failed, kept")
+    return EXIT_FAILED if report.unread or report.unremoved else EXIT_OK
 
 
 INIT = Command(
@@ -145,5 +163,5 @@ PURGE = Command(
     "(and the quarantined originals beside failed ones).  Pending and running jobs "
     "are never touched.  Exit 1, with nothing removed, when this user may not write to "
     "(with --dry-run: list) those folders; exit 1 too when the disk failed the read of a "
-    "record purge must read to judge (a kept entry's): that record is kept and named, "
-    "the others purged.")
+    "record purge must read to judge (a kept entry's), or a record's removal: that "
+    "record is kept (in its folder) and named, the others purged.")

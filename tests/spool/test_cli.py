@@ -789,13 +789,14 @@ def test_purge_removes_old_finished_records_only(root: Path, env: dict[str, str]
     dry, bad, bare = run_all(env, ["purge", "--older-than", "2d", "--dry-run", "--json"],
                              ["purge", "--older-than", "soon"], ["purge", "--older-than", "7"])
     assert data(dry) == {"removed": 2, "kept": 1, "held": [], "unreadable": [],
-                         "dry_run": True}
+                         "unremoved": [], "dry_run": True}
     refused(bad, 2, "not a duration")
     # 7 seconds to us, maybe 7 days to whoever typed it (find -mtime): a unit is required.
     refused(bare, 2, "--older-than", "'7' needs a unit", "7d")
     assert files(root, "done") == {"d-old.json", "d-new.json"}
     assert data(spoolq(env, "purge", "--older-than", "2d", "--state", "done", "--json")) == \
-        {"removed": 1, "kept": 1, "held": [], "unreadable": [], "dry_run": False}
+        {"removed": 1, "kept": 1, "held": [], "unreadable": [], "unremoved": [],
+         "dry_run": False}
     assert files(root, "done") == {"d-new.json"} and files(root, "failed") == {"f-old.json"}
     text = spoolq(env, "purge", "--older-than", "48h")
     assert text.returncode == 0 and "removed 1 record(s)" in text.stdout

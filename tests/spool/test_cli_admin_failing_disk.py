@@ -1,4 +1,4 @@
-"""``spoolq retry``, ``cancel`` and ``submit`` on a failing disk (strace fails one call).
+"""``spoolq retry``, ``cancel``, ``submit`` and ``purge`` on a failing disk (strace fails one call).
 
 * A retry whose read of the failed record failed (EIO, ENOMEM) said a bare ``spoolq:
   error: Input/output error``, naming no file (statusd answered 500); one whose look at
@@ -10,6 +10,10 @@
   took the job for not cancelled, not retried (QA).  As for a submit, the change
   stands: exit 0, its usual output, and a warning saying that a processor's recovery
   removes what was left (which the tests check by running one).
+* A purge one of whose removals failed exited 1 naming that record, and left every
+  record it had staged by then in ``stage/``, invisible to ``show`` and ``ls`` until a
+  processor's recovery put them back (QA).  Each goes back to its folder, and the
+  purge goes on with the others.
 
 Each fault is found first in a traced run of the same command on a copy of the spool
 (the Nth call of the syscall, by the CLI's own process, that names a path), so no test
@@ -31,6 +35,7 @@ import pytest
 from spoolkit import (
     REPO,
     a_grace_later,
+    age,
     make_spool,
     read_json,
     run_to_end,
@@ -234,3 +239,56 @@ def test_a_submit_whose_sync_fails_says_so_on_stderr(env: dict[str, str]) -> Non
     _warned(proc, "job j submitted", "cannot sync pending/")
     assert proc.stdout.strip() == "j"
     assert _in_folders(root)["pending"] == ["j.json"]
+
+
+# -- 3. purge: a removal that fails ------------------------------------------------------
+
+
+def _old_records(env: dict[str, str], *done: str, failed: tuple[str, ...] = ()) -> Path:
+    root = Path(env["SPOOL_DIR"])
+    spool = make_spool(root)
+    for job_id in (*done, *failed):
+        submit(spool, job_id)
+        run_to_end(spool, job_id, JobState.FAILED if job_id in failed else JobState.DONE)
+        age(spool.layout.job(JobState.FAILED if job_id in failed else JobState.DONE,
+                             job_id))
+    return root
+
+
+def _purge_failing(env: dict[str, str], *only: str) -> subprocess.CompletedProcess[str]:
+    """``spoolq purge --older-than 1h`` with every unlink failed (of ``only``, if given)."""
+    paths = [arg for path in only for arg in ("-P", path)]
+    return subprocess.run(
+        [_strace(), "-f", "-qq", "-o", "/dev/null", *paths, "-e", "trace=unlink",
+         "-e", "inject=unlink:error=EIO:when=1+", *_cli(["purge", "--older-than", "1h"])],
+        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+
+
+def test_a_purge_whose_removals_fail_puts_every_record_back(env: dict[str, str]) -> None:
+    root = _old_records(env, "d1", "d2", failed=("f1",))
+    proc = _purge_failing(env)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stdout.startswith("removed 0 record(s)") and "kept 3" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3, proc.stderr
+    for name in ("done/d1.json", "done/d2.json", "failed/f1.json"):
+        assert any(name in line and "Input/output error" in line for line in lines), lines
+    folders = _in_folders(root)
+    assert (folders["done"], folders["failed"], folders["stage"]) == (
+        ["d1.json", "d2.json"], ["f1.json"], [])
+
+
+def test_a_purge_goes_on_past_a_record_it_cannot_remove(env: dict[str, str]) -> None:
+    """The quarantined original of ``bad`` cannot be removed: its record stays with it,
+    the other record goes."""
+    root = _old_records(env, "d1", failed=("bad",))
+    original = root / "failed" / "bad.orig"
+    original.write_bytes(b"{the bad drop")
+    proc = _purge_failing(env, str(original))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert proc.stdout.startswith("removed 1 record(s)") and "kept 1" in proc.stdout
+    [line] = proc.stderr.strip().splitlines()
+    assert "failed/bad.json is kept" in line and "Input/output error" in line, line
+    folders = _in_folders(root)
+    assert (folders["done"], folders["failed"], folders["stage"]) == (
+        [], ["bad.json", "bad.orig"], [])

@@ -220,7 +220,7 @@ def test_purge_names_the_entries_that_hold_records(tmp_path: Path) -> None:
                              check=True)
 
     assert orjson.loads(as_json.stdout) == {"removed": 0, "kept": 1, "dry_run": False,
-                                            "unreadable": [],
+                                            "unreadable": [], "unremoved": [],
                                             "held": [f"done/{kept_name}"]}
     assert "1 of them stay while what they record is there" in as_text.stdout
     assert f"  {layout.folder(D) / kept_name}\n" in as_text.stdout
