@@ -40,7 +40,7 @@ from spool.fsops import is_there
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in
 from spool.large import Head, leading_fields, read_record
-from spool.models import ErrorInfo, Record, Source
+from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.states import JobState, check_transition
 
 if TYPE_CHECKING:
@@ -101,12 +101,25 @@ def _publish(spool: Spool, record: Record, undo: Callable[[], object]) -> bool:
 
     try:
         spool.publish_terminal(record, unwritten=unwritten)
-    except SpoolIOError as exc:
-        if undone:
+    except (SpoolIOError, OSError) as exc:
+        if undone or not _landed(spool, record):
             raise
         past_commit(spool, f"job {record.id} cancelled", exc)
         return False
     return True
+
+
+def _landed(spool: Spool, record: Record) -> bool:
+    """``failed/<id>.json`` holds ``record`` as it was published: the cancel's commit
+    point passed.  Not known (its read fails too) is not landed: the error is raised,
+    and recovery settles the job staged, as before."""
+    data = record_bytes(record)
+    try:
+        found = read_regular(spool.layout.job_str(JobState.FAILED, record.id), len(data),
+                             strict=True)
+    except OSError:
+        return False
+    return found == data
 
 
 def _cancel_no_job(spool: Spool, claim: Claim, staged: Path, record: Record,

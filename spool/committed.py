@@ -30,19 +30,27 @@ LEFT_OVER = "it stands; a processor's recovery removes anything left over"
 """How each warning ends: nothing for the caller to undo or do again."""
 
 
-def past_commit(spool: Spool, done: str, exc: SpoolIOError) -> None:
+def past_commit(spool: Spool, done: str, exc: SpoolIOError | OSError) -> None:
     """Tell ``exc``, met after ``done`` (``job X cancelled``) was made, to the spool's
     ``after_commit``; raise it where there is none."""
     if spool.after_commit is None:
         raise exc
-    spool.after_commit(f"{done}, but then {exc}; {LEFT_OVER}")
+    tell(spool, done, exc)
 
 
-def tell(spool: Spool, done: str, exc: SpoolIOError) -> None:
+def tell(spool: Spool, done: str, exc: SpoolIOError | OSError) -> None:
     """Tell ``exc`` as :func:`past_commit` does, but never raise it: a submit's (whose
     caller took an error for a job not submitted, and submitted it twice)."""
     if spool.after_commit is not None:
-        spool.after_commit(f"{done}, but then {exc}; {LEFT_OVER}")
+        spool.after_commit(f"{done}, but then {_said(exc)}; {LEFT_OVER}")
+
+
+def _said(exc: SpoolIOError | OSError) -> str:
+    """``exc`` in a line: a bare OSError (a lookup's EIO) as its reason and path."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc)
 
 
 def then(spool: Spool, done: str, *steps: Callable[[], object]) -> None:
@@ -51,5 +59,5 @@ def then(spool: Spool, done: str, *steps: Callable[[], object]) -> None:
     for step in steps:
         try:
             step()
-        except SpoolIOError as exc:
+        except (SpoolIOError, OSError) as exc:
             past_commit(spool, done, exc)

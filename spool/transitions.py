@@ -189,7 +189,14 @@ class Spool:
         skips it.
         """
         path = self.layout.job_str(record.state, record.id)
-        before = _inode(path) if unwritten is not None else None
+        before = None
+        if unwritten is not None:
+            try:
+                before = _inode(path)
+            except OSError:  # (EIO) nothing written yet: a cancel left its job staged (QA)
+                with contextlib.suppress(SpoolIOError, OSError):
+                    unwritten()
+                raise
         try:
             if not self.publish_file(path, record_bytes(record), record.id, "record"):
                 raise SpoolIOError(f"cannot publish {record.state}/{record.id}.json: "

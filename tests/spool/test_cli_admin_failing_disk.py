@@ -205,6 +205,30 @@ def test_a_cancel_whose_sync_of_failed_fails_is_a_cancel(env: dict[str, str]) ->
     assert (folders["pending"], folders["failed"], folders["stage"]) == ([], ["j.json"], [])
 
 
+def test_a_cancel_whose_look_for_a_superseded_record_fails_is_a_cancel(
+        env: dict[str, str]) -> None:
+    """The lookup of ``done/j.json`` (a record the new one would supersede) failing
+    after the record landed: a bare OSError, exit 1, for a job cancelled."""
+    root = _pending_job(env)
+    proc = _failing(env, root, ["cancel", "j"], syscall="newfstatat", where="done/j.json")
+    _warned(proc, "job j cancelled", "Input/output error", "done/j.json")
+    folders = _recovered(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == ([], ["j.json"], [])
+
+
+def test_a_cancel_whose_look_before_its_record_fails_leaves_the_job_pending(
+        env: dict[str, str]) -> None:
+    """The lookup of ``failed/j.json`` before the record is written failing: no cancel
+    (exit 1), and the job back in ``pending/``, where it was left staged, in no folder."""
+    root = _pending_job(env)
+    proc = _failing(env, root, ["cancel", "j"], syscall="newfstatat", where="failed/j.json")
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("spoolq: error:") and "Input/output error" in line, line
+    folders = _in_folders(root)
+    assert (folders["pending"], folders["failed"], folders["stage"]) == (["j.json"], [], [])
+
+
 def test_a_retry_whose_sync_of_pending_fails_is_a_retry(env: dict[str, str]) -> None:
     """Under ``always``: the job is in ``pending/``, its entry not synced; the record
     stays staged for recovery (which would restore it had a crash lost the entry), and
