@@ -30,7 +30,11 @@ Guarantees:
   a 503 naming it: :func:`statusd.errors.not_found`).
 * The spool client blocks (fsync, a cancel waits up to 5 s for the
   processor), so it runs in a thread; the written id is re-read into the index
-  before answering, so a GET right after a 202 finds the job.
+  before answering, so a GET right after a 202 finds the job.  A write that is
+  made keeps its success answer whatever that look-up raises, and so does a cancel
+  or a retry whose clean-up after its commit point failed (:mod:`spool.committed`):
+  a client told it failed acted on the job again.  Spool trouble before the commit
+  point is a 503 with the reason, never a 500.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -142,13 +146,18 @@ async def retry(request: web.Request) -> web.Response:
     return await _act(request, "retry")
 
 
-async def _act(request: web.Request, action: str) -> web.Response:
+async def _act(request: web.Request, action: Literal["cancel", "retry"]) -> web.Response:
+    """A cancel or a retry: 200 with the record as it now stands.  Spool trouble before
+    its commit point is a 503 with the reason, a raw OSError too (a directory's
+    ``close()`` failing, EIO, answered 500 with a traceback, QA h319); after it, the
+    change is made and answered so (the client warns of what failed after it:
+    :mod:`spool.committed`)."""
     services = request.app[SERVICES]
     authorize(request, services)
     job_id = task_id(request)
-    method = services.client.cancel if action == "cancel" else services.client.retry
     try:
-        record: Record = await services.in_thread(method, job_id)
+        record: Record = await services.in_thread(
+            services.client.cancel if action == "cancel" else services.client.retry, job_id)
     except NotFoundError as exc:  # a retry of a job in another state is a ConflictError
         raise (_unusable(services) or not_found(services.layout, job_id, str(exc))) from exc
     except ConflictError as exc:
@@ -156,7 +165,8 @@ async def _act(request: web.Request, action: str) -> web.Response:
     except SpoolIOError as exc:
         raise ApiError(503, "unavailable", str(exc)) from exc
     except OSError as exc:
-        raise (_unusable(services) or exc) from exc
+        raise (_unusable(services) or ApiError(
+            503, "unavailable", f"cannot {action} {job_id} now: {_reason(exc)}")) from exc
     await _index_after_write(services, job_id)
     return web.Response(body=record_bytes(record), content_type="application/json")
 

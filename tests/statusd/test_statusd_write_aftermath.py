@@ -7,6 +7,13 @@ A submit whose job was in ``pending/`` when the index's look-up of it failed wit
 error the look-up does not classify (EACCES on the lstat of ``done/<id>.json``) answered
 500 ``internal``: a client that retried the 500 submitted the job twice.  It answers 202
 with the id, and the index shows the job once it can look (at the latest its rescan).
+
+A cancel or a retry whose folder's ``close()`` failed (EIO) after its commit point (the
+``cancelled`` record in ``failed/``, the retried job in ``pending/``) answered 503
+"cannot publish": a change made, said to have failed.  It answers the record as it now
+stands, and a warning in the log names the clean-up left for recovery.  Before the
+commit point (the job's take into ``stage/``) it answered 500 with a traceback; it
+answers 503 ``unavailable`` with the reason.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import orjson
 import pytest
 from statusd_daemonkit import failing, statusd_daemon
-from statusdkit import TOKEN, request
+from statusdkit import TOKEN, claim, finish, request, submit
 
+from spool.errors import ErrorType
 from spool.transitions import Spool
 
 
@@ -59,3 +68,62 @@ def test_a_submit_whose_look_up_fails_after_the_write_answers_its_id(
     text = "".join(log)
     assert "Traceback" not in text, text[-3000:]
     assert "DUPX is written, but the index could not look at it now" in text, text[-3000:]
+
+
+def test_a_cancel_and_a_retry_whose_clean_up_fails_answer_what_they_did(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "P1")
+    submit(spool, "F1")
+    finish(spool, claim(spool, "F1"), error=(ErrorType.TOOL_ERROR, "bad"))
+    log: list[str] = []
+    # Folders synced (SPOOL_FSYNC=always), so each write closes a folder's descriptor
+    # after its rename: failed/ for the cancel's record, pending/ for the retried job.
+    # No rescan meanwhile: its listing would close those folders too.
+    with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN, SPOOL_FSYNC="always",
+                        SPOOL_SCAN_S="600") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        replies = {}
+        for job_id, action, folder in (("P1", "cancel", "failed"), ("F1", "retry", "pending")):
+            with failing(strace, proc.pid, [root / folder], ["close"],
+                         tmp_path / f"strace-{action}.err"):
+                replies[job_id] = request(base, "POST", f"/api/v1/tasks/{job_id}/{action}",
+                                          token=TOKEN)
+        cancelled, retried = replies["P1"], replies["F1"]
+        assert cancelled.status == 200, cancelled
+        assert (cancelled.json()["state"], cancelled.json()["error"]["type"]) == (
+            "failed", "cancelled")
+        assert (retried.status, retried.json()["state"]) == (200, "pending"), retried
+        assert orjson.loads((root / "failed" / "P1.json").read_bytes())["error"]["type"] \
+            == "cancelled"
+        assert (root / "pending" / "F1.json").is_file()
+        assert not (root / "failed" / "F1.json").exists()
+        for job_id, state in (("P1", "failed"), ("F1", "pending")):
+            got = request(base, "GET", f"/api/v1/tasks/{job_id}")
+            assert (got.status, got.json()["state"]) == (200, state), got
+    text = "".join(log)
+    assert "Traceback" not in text, text[-3000:]
+    assert "job P1 cancelled, but then" in text, text[-3000:]
+    assert "job F1 retried, but then" in text, text[-3000:]
+
+
+def test_a_cancel_cut_short_before_its_record_is_unavailable_with_the_reason(
+        spool: Spool, tmp_path: Path) -> None:
+    strace = _strace_or_skip()
+    root = spool.layout.root
+    submit(spool, "P2")
+    log: list[str] = []
+    with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN, SPOOL_FSYNC="always",
+                        SPOOL_SCAN_S="600") as (port, proc):
+        base = f"http://127.0.0.1:{port}"
+        # The job's take into stage/ (before any record) closes that folder first.
+        with failing(strace, proc.pid, [root / "stage"], ["close"], tmp_path / "strace.err"):
+            reply = request(base, "POST", "/api/v1/tasks/P2/cancel", token=TOKEN)
+        assert reply.status == 503, reply
+        error = reply.json()["error"]
+        assert error["type"] == "unavailable", error
+        assert error["message"].startswith("cannot cancel P2 now: Input/output error"), error
+        assert not (root / "failed" / "P2.json").exists()
+    text = "".join(log)
+    assert "Traceback" not in text, text[-3000:]
