@@ -41,6 +41,19 @@ LARGE_RESULT_BYTES = 64 << 10
 written, and fail their job when the disk refuses them (:meth:`Finisher._no_room`); a
 smaller one refused is disk trouble, waited out (the next try may fail the job then)."""
 
+LINE_MESSAGE_CHARS = 300
+"""Of a run's error message, what its ``failed`` or ``requeued`` line shows; the record
+keeps more (:data:`spool.text.MAX_MESSAGE_CHARS`)."""
+
+
+def line_message(message: str) -> dict[str, Any]:
+    """A transition line's ``message``: cut to LINE_MESSAGE_CHARS, and then said so with
+    ``message_chars``, the whole message's length (cut unsaid, a reader of the log took
+    300 characters for the whole error: QA)."""
+    if len(message) <= LINE_MESSAGE_CHARS:
+        return {"message": message}
+    return {"message": message[:LINE_MESSAGE_CHARS], "message_chars": len(message)}
+
 
 class _NoRoom(Exception):
     """A result the spool refused room for (its message says so): the job fails, which
@@ -162,7 +175,7 @@ class Finisher:
         self.status.count(False)
         logs.transition("failed", id=run.claim.job_id, tool=run.job.tool,
                         attempt=record.attempts, duration_s=record.duration_s,
-                        error_type=error.type.value, message=error.message[:300])
+                        error_type=error.type.value, **line_message(error.message))
 
     def retry(self, run: Run, error: ErrorInfo) -> None:
         record = run.record
@@ -193,7 +206,7 @@ class Finisher:
             return
         logs.transition("requeued", id=run.claim.job_id, tool=run.job.tool,
                         attempt=attempts, error_type=error.type.value,
-                        message=error.message[:300], **self._backoff(job))
+                        **line_message(error.message), **self._backoff(job))
 
     def _backoff(self, job: Job) -> dict[str, Any]:
         """The ``requeued`` line's ``retry_in_s`` and ``retry_at``, from the backoff's end
