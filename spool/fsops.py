@@ -1182,7 +1182,11 @@ class Mover:
             _raise_fatal(exc, f"cannot sync {_name(folder)}/")  # EIO: spool trouble
             raise
         finally:
-            os.close(fd)
+            # A read-only descriptor of a folder: its close has nothing to flush, and
+            # Linux frees it whatever close returns.  Its error raised ended the
+            # processor, or a cancel made, as trouble (QA: strace's EIO on close).
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def require_one_mount(self) -> None:
         """SpoolIOError naming the spool's folders that are on another mount than

@@ -822,3 +822,23 @@ def test_a_proc_that_cannot_list_the_processors_threads_is_not_a_crash(
         assert "Traceback" not in d.logs(), d.logs()[-3000:]
     finally:
         d.abort()
+
+
+def test_a_folder_whose_close_fails_after_its_sync_is_no_trouble(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """Each close of a descriptor of ``done/`` fails (EIO) after its sync went through
+    (``SPOOL_FSYNC=always``: a record's folder sync).  It ended the processor with a
+    traceback (QA); nothing was left unsynced, and the descriptor is freed whatever the
+    close says: every job is recorded, nothing said."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        detach = attach(d.pid, "close", spool_root / "done", when="1+")
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        drop(spool_root, "j2", {"tool": "sleep", "params": {"seconds": 0.1}})
+        _wait_recorded(d, spool_root, "the jobs' records")
+        detach()
+        assert not _troubled(d), d.logs()[-3000:]
+        assert d.stop() == 0
+    finally:
+        d.abort()
