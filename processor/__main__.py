@@ -199,7 +199,6 @@ def _main_by_name() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    open_standard_fds()  # before any descriptor of its own takes a closed one's number
     _main_by_name()
     parser = _parser()
     args = parse_args(parser, argv)  # --help that cannot be written: one line, exit 1
@@ -208,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         # someone who meant to list the tools (QA).
         parser.error("--json goes with 'tools' (spool-processor tools --json)")
     if args.command == "run":
+        # Before any descriptor of its own takes a closed one's number.  Not for the
+        # commands whose output is the point (``tools``): a closed stdout is their error.
+        open_standard_fds()
         EarlyStops().install()  # a stop from now on is a clean one (see EarlyStops)
         # Start-up's objects live as long as the daemon: collections among them only
         # walked them (some 16 of 240 ms of CPU); _run freezes them, then collects again.

@@ -126,8 +126,8 @@ def _log_handler() -> logging.Handler:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)  # --help and --version: a closed stdout is their error
     open_standard_fds()  # before any descriptor of its own takes a closed one's number
-    args = _parse(argv)
     # A stop while it starts: a clean one, before serving; a report signal: nothing yet.
     early = EarlyStops(STOP_SIGNALS, ignored=REPORT_SIGNALS)
     early.install()
