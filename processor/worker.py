@@ -97,16 +97,47 @@ def prepare_process(memory_mb: int) -> None:
     # worker, each job failed ``worker_crashed`` (QA).  A handler that does nothing, not
     # SIG_IGN (the forkserver's, for these): a program a tool starts gets the default
     # action back at exec.  SIGKILL, the pool's own, still ends a worker.
-    for signum in (*STOP_SIGNALS - {signal.SIGINT}, *REPORT_SIGNALS):
+    for signum in _LEFT_TO_THE_PROCESSOR:
         signal.signal(signum, _unheeded)
+    # Not for a child a tool forks without exec (``multiprocessing``'s ``fork``): its
+    # ``terminate()`` did nothing, and a fork Pool's exit hung (a review).  Blocked
+    # across the fork, so one sent before the child puts the default back (a
+    # ``terminate()`` right after ``start()``) meets the default, not the handler.
+    os.register_at_fork(before=_block_for_fork, after_in_parent=_unblock_after_fork,
+                        after_in_child=_heed_again)
     if memory_mb > 0:
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         WORKER_CAP_MB[0] = memory_mb
 
 
+_LEFT_TO_THE_PROCESSOR = (*STOP_SIGNALS - {signal.SIGINT}, *REPORT_SIGNALS)
+
+
 def _unheeded(signum: int, frame: FrameType | None) -> None:
     """A worker's handler of the signals meant for its processor (see prepare_process)."""
+
+
+_mask_before_fork: list[set[int | signal.Signals]] = []
+
+
+def _block_for_fork() -> None:
+    _mask_before_fork.append(signal.pthread_sigmask(signal.SIG_BLOCK,
+                                                    _LEFT_TO_THE_PROCESSOR))
+
+
+def _unblock_after_fork() -> None:
+    if _mask_before_fork:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork.pop())
+
+
+def _heed_again() -> None:
+    """In a child forked from a worker: the default action of those signals back, then
+    any of them sent meanwhile delivered (they were blocked across the fork)."""
+    for signum in _LEFT_TO_THE_PROCESSOR:
+        if signal.getsignal(signum) is _unheeded:
+            signal.signal(signum, signal.SIG_DFL)
+    _unblock_after_fork()
 
 
 def worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection,

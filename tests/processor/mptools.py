@@ -38,3 +38,25 @@ class InPool(BaseTool):
         context = multiprocessing.get_context("fork" if params.kind == "fork_pool" else None)
         with context.Pool(2) as pool:
             return ToolResult.ok(pool.map(square, range(5)))
+
+
+def _wait_for_ever() -> None:
+    import time  # noqa: PLC0415 - in the forked child only
+
+    time.sleep(3600)
+
+
+class Terminate(BaseTool):
+    """Forks a child (``multiprocessing``'s ``fork``: no exec), ends it with
+    ``terminate()`` (SIGTERM) and returns its exit code."""
+
+    name: ClassVar[str] = "m_terminate"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    execution_timeout: ClassVar[float] = 60.0
+
+    def execute(self, params: BaseModel, ctx: ToolContext) -> ToolResult:
+        child = multiprocessing.get_context("fork").Process(target=_wait_for_ever)
+        child.start()
+        child.terminate()
+        child.join(10)
+        return ToolResult.ok(child.exitcode)

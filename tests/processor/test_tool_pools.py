@@ -35,3 +35,15 @@ def test_a_compute_tool_runs_its_own_process_pool_job_after_job(
     assert len(pids) == 1, pids  # one worker ran them all, one after another
     assert d.stop(60) == 0, d.logs()
     assert os.listdir(spool_root / "running") == []
+
+
+def test_a_child_a_compute_tool_forks_ends_at_its_sigterm(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A worker leaves SIGTERM to the processor (a handler that does nothing, for the
+    whole unit's ``systemctl kill``); a child it forks without exec must not inherit that:
+    its ``terminate()`` did nothing, and a ``fork`` Pool's exit hung (a review)."""
+    d = daemon(SPOOL_TOOLS="mptools", JOB_NUM="1")
+    drop(spool_root, "term", {"tool": "m_terminate"})
+    found = wait_record(spool_root, "term", 60)
+    assert (found["state"], found["result"]) == ("done", -15), found
+    assert d.stop(60) == 0, d.logs()
