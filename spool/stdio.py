@@ -109,8 +109,10 @@ def open_standard_fds() -> None:
         except OSError:
             opened = os.open(os.devnull, os.O_RDWR)  # the lowest free: ``fd`` itself
             if opened != fd:
-                os.dup2(opened, fd)
+                os.dup2(opened, fd)  # inheritable
                 os.close(opened)
+            else:  # opened close-on-exec, as Python opens: closed again in each child
+                os.set_inheritable(fd, True)
     if sys.stdout is None:
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - for good
     if sys.stderr is None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 from daemonkit import Daemon, drop, wait_record
 
 
@@ -24,6 +25,14 @@ def test_a_processor_started_with_its_streams_closed_opens_them_on_devnull(
         d.start()
         for fd in (0, 1, 2):
             assert os.readlink(f"/proc/{d.pid}/fd/{fd}") == os.devnull, fd
+        # And in the processes it starts (the forkserver, the resource tracker): opened
+        # close-on-exec, they were closed again in each (a review).
+        children = psutil.Process(d.pid).children()
+        assert children
+        for child in children:
+            for fd in (0, 1, 2):
+                assert os.readlink(f"/proc/{child.pid}/fd/{fd}") == os.devnull, (
+                    child.cmdline(), fd)
         drop(spool_root, "fast", {"tool": "p_fast"})
         drop(spool_root, "compute", {"tool": "p_compute"})
         for job_id in ("fast", "compute"):
