@@ -128,9 +128,6 @@ class Discovery:
             return
         if self.feed is not None:
             self.next_scan = 0.0
-            if self.feed_failed is not None:
-                log.info("change feed read again")
-                self.feed_failed = None
 
     def _drain_feed(self, feed: PolledFeed) -> None:
         """The loop's reader of the feed.  A read the kernel fails (EIO, ENOMEM) left the
@@ -149,6 +146,10 @@ class Discovery:
             self.feed = None
             self.intake.being_written = not_seen_written
             self.next_scan = 0.0
+            return
+        if self.feed_failed is not None:  # a read went through: said once it does
+            log.info("change feed read again")
+            self.feed_failed = None
 
     def _say_shortage(self, refused: OSError | None = None) -> None:
         """A warning when inotify's limits first keep a folder unwatched, an info line

@@ -788,13 +788,25 @@ def test_a_failing_read_of_the_presence_feed_is_not_a_crash(
         for i in range(20):
             assert d.running(), f"the processor exited:\n{d.logs()[-3000:]}"
             wait_for(lambda i=i: record(spool_root, f"j{i}") is not None, 30, f"j{i}")
+        for i in range(5):  # heartbeats pass: the feed started again, failing again
+            drop(spool_root, f"k{i}", {"tool": "echo", "params": {"message": i}})
+            time.sleep(0.6)
+        wait_for(lambda: record(spool_root, "k4") is not None, 30, "k4")
         detach()
         failed = [e for e in d.events() if e.get("msg", "").startswith(
             "the change feed cannot be read")]
         assert len(failed) == (syscall == "read"), d.logs()[-3000:]
-        if failed:
-            wait_for(lambda: any(e.get("msg") == "change feed read again" for e in d.events()),
-                     20, "the feed back")
+        if failed:  # said once for the 20 drops, and once a read went through again
+            drops = iter(range(100))
+
+            def read_again() -> bool:  # the feed is back at a heartbeat: a drop's event
+                drop(spool_root, f"after{next(drops)}", {"tool": "echo"})
+                time.sleep(0.2)
+                return any(e.get("msg") == "change feed read again" for e in d.events())
+
+            wait_for(read_again, 20, "the feed back")
+            assert [e["msg"] for e in d.events() if "change feed" in e.get("msg", "")] == [
+                failed[0]["msg"], "change feed read again"], d.logs()[-3000:]
         assert d.stop() == 0
     finally:
         d.abort()
