@@ -32,6 +32,7 @@ import fcntl
 import os
 import re
 import termios
+import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
@@ -39,6 +40,8 @@ from spool.feed import inotify_c, open_inotify, read_inotify
 
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs",
                                "zfs", "bcachefs", "jfs", "reiserfs", "overlay"})
+RESTART_S = 5.0
+"""After a read of its descriptor failed, how long until a follower starts again."""
 MAX_NAMES = 100_000
 """A folder holding more names than this is not followed (the set would cost memory)."""
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -83,6 +86,7 @@ class Presence:
         self._wd: dict[int, int] = {}  # watch descriptor -> folder index
         self._fd = -1
         self._waiting = array.array("i", [0])
+        self._failed_at: float | None = None  # when a read failed: started again later
 
     def start(self) -> bool:
         """Follow the folders; False (and every name "may exist") where that is not sound."""
@@ -114,6 +118,9 @@ class Presence:
     def refresh(self) -> None:
         """Apply every change reported so far (one read when nothing happened)."""
         if self._fd < 0:
+            if self._failed_at is not None and time.monotonic() - self._failed_at > RESTART_S:
+                self._failed_at = None
+                self.start()  # lists its folders again: what changed meanwhile is known
             return
         try:
             # FIONREAD asks whether anything waits: a third of a read that fails EAGAIN.
@@ -126,8 +133,10 @@ class Presence:
             # descriptor failing once may fail again.  Followed no more, every name "may
             # exist" and every tracked folder is listed again; raised, it ended the
             # processor in the middle of a record, its other runs failed ``abandoned`` at
-            # the next start (QA).
+            # the next start (QA).  Started again RESTART_S later, as the kernel may
+            # read again by then (followed no more, each finish pays its syscalls).
             self.close()
+            self._failed_at = time.monotonic()
             return
         if not all([self._apply(wd, mask, name) for wd, mask, name in events]):
             self._list_all()  # events were lost: list again, later events go on top

@@ -199,3 +199,32 @@ def test_a_btrfs_subvolumes_filesystem_is_known(tmp_path: Path) -> None:
         assert presence_mod.filesystem_type(mnt / "sub" / "folder") == "btrfs"
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_follower_whose_read_fails_stops_then_starts_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel fails a read of the descriptor (here its FIONREAD: a folder's descriptor
+    put in its place).  Raised, it ended the processor mid-record (QA); the follower stops
+    (every name "may exist"), and starts again RESTART_S later, not never (a review)."""
+    folder = tmp_path / "f"
+    folder.mkdir()
+    p = Presence([str(folder)])
+    assert p.start()
+    try:
+        (folder / "there").touch()
+        p.refresh()
+        assert not p.may_exist(0, "absent") and p.may_exist(0, "there")
+        broken = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        os.dup2(broken, p._fd)  # FIONREAD on a folder: ENOTTY
+        os.close(broken)
+        p.refresh()
+        assert p.may_exist(0, "absent")  # followed no more
+        p.refresh()
+        assert p.may_exist(0, "absent")  # not before RESTART_S
+        monkeypatch.setattr(presence_mod, "RESTART_S", 0.0)
+        p.refresh()
+        (folder / "new").touch()
+        p.refresh()
+        assert not p.may_exist(0, "absent") and p.may_exist(0, "new")
+    finally:
+        p.close()
