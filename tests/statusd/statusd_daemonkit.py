@@ -6,8 +6,10 @@ Not a test module; the tests import it by name, as they do statusdkit.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
 INDEXED = re.compile(r"INFO spoolq\.statusd: indexed \d+ records in ")
@@ -172,6 +176,24 @@ def peak_rss_bytes(proc: subprocess.Popen[str]) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc")
+
+
+@functools.cache
+def strace_usable() -> str | None:
+    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
+    found = shutil.which("strace")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
+                           capture_output=True, timeout=30)
+    return found if probe.returncode == 0 else None
+
+
+def strace_or_skip() -> str:
+    strace = strace_usable()
+    if strace is None:
+        pytest.skip("strace is not available here")
+    return strace
 
 
 @contextmanager

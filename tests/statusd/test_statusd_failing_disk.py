@@ -54,7 +54,6 @@ It is left out as one that cannot be looked at, said once.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
@@ -66,7 +65,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from statusd_daemonkit import failing, quick_tracker, statusd_daemon
+from statusd_daemonkit import failing, quick_tracker, statusd_daemon, strace_or_skip
 from statusdkit import TOKEN, claim, finish, request, submit, wait_for
 
 import statusd
@@ -74,32 +73,13 @@ from spool.errors import ErrorType
 from spool.states import JobState
 from spool.transitions import Spool
 
-
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None
-
-
 QUICK_VANISH_S = 0.5
 """The vanish grace of the daemon in tests that wait it out (statusd ships 2 s)."""
 
 
-def _strace_or_skip() -> str:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    return strace
-
-
 def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_path: Path
                                                            ) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
@@ -128,7 +108,7 @@ def test_a_job_statusd_cannot_read_is_unavailable_not_gone(spool: Spool, tmp_pat
 
 def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_path: Path
                                                               ) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     finish(spool, claim(spool, "j"), {"ok": True})
@@ -158,7 +138,7 @@ def test_a_look_up_the_disk_fails_is_unavailable_not_an_error(spool: Spool, tmp_
 
 def test_a_change_feed_that_cannot_be_read_is_started_again(spool: Spool, tmp_path: Path
                                                             ) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "before")
     log: list[str] = []
@@ -188,7 +168,7 @@ def _listed(base: str) -> dict[str, str]:
 @pytest.mark.parametrize("call", ["openat", "newfstatat,statx"])
 def test_the_dashboard_on_a_failing_disk_is_unavailable_not_missing(
         spool: Spool, tmp_path: Path, call: str) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     static = Path(statusd.__file__).parent / "static"
     asks = ["/", "/static/app.js", "/static/app.css"]
     log: list[str] = []
@@ -213,7 +193,7 @@ def test_a_page_file_the_disk_fails_after_one_read_is_served_or_unavailable(
     """The page's files were read twice a request, by a check and then by aiohttp's file
     server: the disk failing the second open (intermittent EIO) answered an empty 404
     (QA, h319).  One read now: the page, whole, or a 503 that says why."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     static = Path(statusd.__file__).parent / "static"
     log: list[str] = []
     with statusd_daemon(spool.layout.root, log=log) as (port, proc):
@@ -238,7 +218,7 @@ def test_a_page_file_the_disk_fails_after_one_read_is_served_or_unavailable(
 
 def test_a_record_that_fails_mid_stream_cuts_the_connection_not_hangs(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "big")
     finish(spool, claim(spool, "big"), {"x": "a" * (9 << 20)})  # indexed by its head
@@ -272,7 +252,7 @@ def test_a_spool_the_disk_fails_to_show_is_unreadable_not_gone(
     moved?)", sending an operator to look for an unmount where a disk was failing.  It
     is ``spool_unreadable`` and the error; the index is kept as for a spool gone.  So is
     a spool statusd may not enter (EACCES: a restore that left it another user's; QA)."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
@@ -320,7 +300,7 @@ def test_a_spool_folder_statusd_cannot_list_is_unreadable_and_said_once(
     ``/healthz`` said ok, and the failure was logged at each rescan.  It is
     ``spool_unreadable`` until a rescan goes through, the metrics' gauge 0 meanwhile,
     said once an outage and once when it ends."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
 
@@ -359,7 +339,7 @@ def test_metrics_and_stats_of_a_disk_that_fails_every_listing_say_so(
     /api/v1/stats answers 503 naming ``owners/`` (it served the processors as last seen,
     none for a statusd started meanwhile).  So for folders statusd may no longer list
     (EACCES: a restore that left them root's): a 500 and a traceback."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
@@ -397,7 +377,7 @@ def _spool_ok(base: str) -> float:
 def _bad_and_good_under_strace(spool: Spool, when: str) -> list[str]:
     """Jobs "bad" and "good", done, and the strace prefix that fails the stat of bad's
     record (EIO) at the calls ``when`` names."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     for job_id in ("bad", "good"):
         submit(spool, job_id)
@@ -450,7 +430,7 @@ namespace of its own): only a rescan finds a new drop."""
 def _done_bad(spool: Spool, *, no_inotify: bool = False) -> str:
     """strace's path (else the test is skipped, as without unshare for ``no_inotify``),
     once job ``bad`` is done."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     if no_inotify and shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is needed to lower inotify's limits")
     submit(spool, "bad")
@@ -551,7 +531,7 @@ def test_a_job_statusd_may_not_read_is_no_job_gone(spool: Spool, tmp_path: Path,
     404 ``no job``, an operator told the job did not exist; so did a GET of one the index
     had not seen, and a task stream's handshake.  They answer 503 ``unavailable`` naming
     the file, and act once it reads."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     if state == "failed":
@@ -592,7 +572,7 @@ def test_a_job_that_moves_to_a_file_statusd_may_not_read_stays_listed(
     passed removed from the index (gone from the list and the counts, counted in the stats'
     ``removed``, so a dashboard reloaded its list without it) while a GET said it was
     there.  It is kept as it was, and follows its moves once it reads."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     log: list[str] = []
@@ -622,7 +602,7 @@ def test_a_hint_batch_with_an_id_the_disk_cannot_look_up_applies_the_others(
     an id each lstat of whose files fails (EIO): the batch's refresh failed whole, and
     the others' moves waited for the next rescan (``SPOOL_SCAN_S``, here 600 s).  They
     are applied; the one that cannot be looked up is kept as it was."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     ids = [f"ok{n}" for n in range(12)]
     for job_id in ["bad", *ids]:
@@ -678,7 +658,7 @@ def test_a_change_feed_started_again_lets_the_loop_sleep(spool: Spool, tmp_path:
     """Once the feed whose read failed is started again, the tracker woke each second
     (its rewatch cadence) until a change came, on an idle spool, for as long as none
     did.  It sleeps until a change or its rescan."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     log: list[str] = []
     with statusd_daemon(root, log=log, SPOOL_SCAN_S="600") as (port, proc):

@@ -8,51 +8,30 @@ error the look-up does not classify (EACCES on the lstat of ``done/<id>.json``) 
 500 ``internal``: a client that retried the 500 submitted the job twice.  It answers 202
 with the id, and the index shows the job once it can look (at the latest its rescan).
 
-A cancel or a retry whose folder's ``close()`` failed (EIO) after its commit point (the
+A cancel or a retry whose folder's sync failed (EIO) after its commit point (the
 ``cancelled`` record in ``failed/``, the retried job in ``pending/``) answered 503
 "cannot publish": a change made, said to have failed.  It answers the record as it now
-stands, and a warning in the log names the clean-up left for recovery.  Before the
-commit point (the job's take into ``stage/``) it answered 500 with a traceback; it
-answers 503 ``unavailable`` with the reason.
+stands, and the client's warning in the log names what failed after it.  Before the
+commit point (the job's take into ``stage/``) it is a 503 ``unavailable`` with the
+reason (a folder's ``close()`` failing there answered 500 with a traceback: no error
+since 7165d49).
 """
 
 from __future__ import annotations
 
-import functools
-import shutil
-import subprocess
 from pathlib import Path
 
 import orjson
-import pytest
-from statusd_daemonkit import failing, statusd_daemon
+from statusd_daemonkit import failing, statusd_daemon, strace_or_skip
 from statusdkit import TOKEN, claim, finish, request, submit
 
 from spool.errors import ErrorType
 from spool.transitions import Spool
 
 
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None
-
-
-def _strace_or_skip() -> str:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    return strace
-
-
 def test_a_submit_whose_look_up_fails_after_the_write_answers_its_id(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     log: list[str] = []
     with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN) as (port, proc):
@@ -72,21 +51,20 @@ def test_a_submit_whose_look_up_fails_after_the_write_answers_its_id(
 
 def test_a_cancel_and_a_retry_whose_clean_up_fails_answer_what_they_did(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "P1")
     submit(spool, "F1")
     finish(spool, claim(spool, "F1"), error=(ErrorType.TOOL_ERROR, "bad"))
     log: list[str] = []
-    # Folders synced (SPOOL_FSYNC=always), so each write closes a folder's descriptor
-    # after its rename: failed/ for the cancel's record, pending/ for the retried job.
-    # No rescan meanwhile: its listing would close those folders too.
+    # Folders synced (SPOOL_FSYNC=always), so each write syncs a folder after its
+    # rename: failed/ for the cancel's record, pending/ for the retried job.
     with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN, SPOOL_FSYNC="always",
                         SPOOL_SCAN_S="600") as (port, proc):
         base = f"http://127.0.0.1:{port}"
         replies = {}
         for job_id, action, folder in (("P1", "cancel", "failed"), ("F1", "retry", "pending")):
-            with failing(strace, proc.pid, [root / folder], ["close"],
+            with failing(strace, proc.pid, [root / folder], ["fsync"],
                          tmp_path / f"strace-{action}.err"):
                 replies[job_id] = request(base, "POST", f"/api/v1/tasks/{job_id}/{action}",
                                           token=TOKEN)
@@ -110,20 +88,20 @@ def test_a_cancel_and_a_retry_whose_clean_up_fails_answer_what_they_did(
 
 def test_a_cancel_cut_short_before_its_record_is_unavailable_with_the_reason(
         spool: Spool, tmp_path: Path) -> None:
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "P2")
     log: list[str] = []
     with statusd_daemon(root, log=log, STATUSD_TOKEN=TOKEN, SPOOL_FSYNC="always",
                         SPOOL_SCAN_S="600") as (port, proc):
         base = f"http://127.0.0.1:{port}"
-        # The job's take into stage/ (before any record) closes that folder first.
-        with failing(strace, proc.pid, [root / "stage"], ["close"], tmp_path / "strace.err"):
+        # The job's take into stage/ (before any record) syncs that folder first.
+        with failing(strace, proc.pid, [root / "stage"], ["fsync"], tmp_path / "strace.err"):
             reply = request(base, "POST", "/api/v1/tasks/P2/cancel", token=TOKEN)
         assert reply.status == 503, reply
         error = reply.json()["error"]
         assert error["type"] == "unavailable", error
-        assert error["message"].startswith("cannot cancel P2 now: Input/output error"), error
+        assert error["message"] == "cannot sync stage/: Input/output error", error
         assert not (root / "failed" / "P2.json").exists()
     text = "".join(log)
     assert "Traceback" not in text, text[-3000:]
