@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from daemonkit import Daemon, drop, wait_record
+from daemonkit import Daemon, drop, wait_for, wait_record
 
 from processor.finish import LINE_MESSAGE_CHARS
 from spool.text import MAX_MESSAGE_CHARS
@@ -24,9 +25,13 @@ def test_a_retry_of_a_run_with_a_huge_error_message_runs(spool_root: Path,
     assert rec["error"]["type"] == "tool_error"
     message = rec["error"]["message"]
     assert len(message) <= MAX_MESSAGE_CHARS and "characters cut" in message
+
     # The log's lines show less, and say how much the message held (cut unsaid: QA).
-    lines = [e for e in d.events() if e.get("event") in ("requeued", "failed")]
-    assert [e["event"] for e in lines] == ["requeued", "failed"], lines
-    for line in lines:
+    def lines() -> list[dict[str, Any]]:  # the record lands just before its line
+        return [e for e in d.events() if e.get("event") in ("requeued", "failed")]
+
+    wait_for(lambda: len(lines()) == 2, 20, "the requeued and failed lines")
+    assert [e["event"] for e in lines()] == ["requeued", "failed"], lines()
+    for line in lines():
         assert len(line["message"]) == LINE_MESSAGE_CHARS, line
         assert line["message_chars"] > LINE_MESSAGE_CHARS, line
