@@ -13,8 +13,10 @@ Usage: ``python -m processor.quant.synth --symbols N --bars T --seed S --data-di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +94,26 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
     for j, name in enumerate(names):
         rows = zip(days, *(column[j] for column in columns), volumes[j], strict=True)
         text = _HEADER + "".join(map(_ROW.__mod__, rows))
-        staging = directory / f".{name}.csv.tmp"
-        staging.write_text(text, encoding="ascii")
-        staging.chmod(DATA_FILE_MODE)
-        os.replace(staging, directory / f"{name}.csv")
+        _publish(directory, f"{name}.csv", text.encode("ascii"))
     return names
+
+
+def _publish(directory: Path, name: str, data: bytes) -> None:
+    """``data`` as ``directory/name``, by a rename from a new file of this process's:
+    a fixed staging name was opened and chmodded through whatever another user of the
+    folder put there first (run as root, a symlink had it overwrite and open up a
+    root-only file: QA).  The rename replaces a link at ``name`` itself, never its
+    target."""
+    fd, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            os.fchmod(fh.fileno(), DATA_FILE_MODE)
+        os.replace(staging, directory / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

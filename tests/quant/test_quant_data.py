@@ -472,3 +472,21 @@ def test_a_cell_that_reads_out_of_memory_is_a_malformed_file(tmp_path: Path) -> 
                     "2024-01-02,1,2,0.5,1.5,10\n2024-01-03,out of memory,2,0.5,1.5,10\n")
     with pytest.raises(ToolError, match="not a number"):
         bars_module.parse_csv(path, "BAD")
+
+
+def test_synth_does_not_write_through_a_link_put_in_its_folder(tmp_path: Path) -> None:
+    """A link another user of the data folder put at the staging name synth used
+    (``.S0000.csv.tmp``): synth, run as root, wrote its CSV through it and made the
+    target 0644 (QA: a root-only file overwritten and opened up).  It stages in a new
+    file of its own; the target is untouched."""
+    secret = tmp_path / "secret"
+    secret.write_text("root's own")
+    secret.chmod(0o600)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / ".S0000.csv.tmp").symlink_to(secret)
+    synth.write_synthetic(data, symbols=1, bars=5, seed=0)
+    assert secret.read_text() == "root's own"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (data / "S0000.csv").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in data.iterdir()) == [".S0000.csv.tmp", "S0000.csv"]

@@ -34,7 +34,8 @@ PATH_METHODS_ONE_ARG = {"rename", "replace"}
 ALLOWLIST: dict[str, dict[str, str]] = {
     # Writes the synthetic OHLCV data files (not spool files) via a temporary
     # name and os.replace, so a reader never sees half a CSV.
-    "processor/quant/synth.py": {"os.replace": "data files, not spool files"},
+    "processor/quant/synth.py": {"os.replace": "data files, not spool files",
+                                 "os.unlink": "its own staging file, when a write fails"},
 }
 
 
