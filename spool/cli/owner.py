@@ -16,9 +16,16 @@ import os
 import pwd
 from pathlib import Path
 
-ACTS_AS_OWNER = frozenset({"cancel", "retry", "purge"})
-"""The commands that move or remove what is in the spool.  Not ``submit``, whose
-``--file`` may be root's to read (it writes a new file of its own, in ``tmp/``)."""
+ACTS_AS_OWNER = frozenset({"cancel", "retry", "purge", "submit"})
+"""The commands that write, move or remove what is in the spool (``submit``: a file
+in a ``tmp/`` the owner may have replaced with a link), but see :func:`acts_as_owner`."""
+
+
+def acts_as_owner(command: str, job_file: str | None) -> bool:
+    """Whether ``command`` (with its ``--file``, for ``submit``) takes the owner's
+    identity when run as root: a ``submit --file PATH`` keeps root's, as the file it
+    names may be root's alone to read."""
+    return command in ACTS_AS_OWNER and (command != "submit" or job_file in (None, "-"))
 
 
 def act_as_owner(root: Path) -> None:

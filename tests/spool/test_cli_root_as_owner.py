@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from spool.cli.owner import ACTS_AS_OWNER
+from spool.cli.owner import ACTS_AS_OWNER, acts_as_owner
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root only")
 NOBODY = 65534
@@ -57,5 +57,26 @@ def test_roots_purge_does_not_follow_the_owners_symlink_out_of_the_spool(
     assert done.returncode == 1, (done.stdout, done.stderr)  # the owner may not list it
 
 
+def test_roots_submit_does_not_write_through_the_owners_symlink(open_dir: Path) -> None:
+    """The owner replaced ``tmp/`` with a link to a root-only folder: root's submit
+    wrote its staging file there (a file of root's, in a folder of root's choosing
+    no longer: the owner may not write there, so the submit fails, saying so)."""
+    root = open_dir / "spool"
+    assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    secret = open_dir / "secret"
+    secret.mkdir(mode=0o700)
+    shutil.rmtree(root / "tmp")
+    (root / "tmp").symlink_to(secret)
+    os.lchown(root / "tmp", NOBODY, NOBODY)
+    done = _spoolq("submit", "--spool-dir", str(root), "echo", "-p", "message=x")
+    assert list(secret.iterdir()) == [], (done.returncode, done.stdout, done.stderr)
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+
+
 def test_the_commands_that_act_as_the_owner() -> None:
-    assert frozenset({"cancel", "retry", "purge"}) == ACTS_AS_OWNER
+    assert frozenset({"cancel", "retry", "purge", "submit"}) == ACTS_AS_OWNER
+    assert acts_as_owner("submit", None) and acts_as_owner("submit", "-")
+    assert not acts_as_owner("submit", "/root/job.json")  # root's to read, maybe
+    assert not acts_as_owner("ls", None)
