@@ -636,11 +636,14 @@ def test_spoolq_tools_finds_the_modules_the_daemon_finds(spool_root: Path,
 
 
 EDITED_MODULE = '''
+import os, time
 from processor.tools import BaseTool, ExecutionMode, ToolResult
 class Edited(BaseTool):
     name = "NAME"
     execution_mode = ExecutionMode.COMPUTE
     def execute(self, params, ctx):
+        while not os.path.exists("RELEASE"):
+            time.sleep(0.01)
         return ToolResult.ok("e")
 '''
 
@@ -651,14 +654,20 @@ def test_a_tool_a_worker_lacks_says_the_modules_changed(spool_root: Path,
     """A module edited while the processor runs: its catalogue still offers the old tool,
     a new worker has only the new one, and the job failed "unknown tool" with no word of
     why (QA)."""
-    module = tmp_path / "edited_tools.py"
-    module.write_text(EDITED_MODULE.replace("NAME", "edited_v1"))
+    module, release = tmp_path / "edited_tools.py", tmp_path / "release"
+    source = EDITED_MODULE.replace("RELEASE", str(release))
+    module.write_text(source.replace("NAME", "edited_v1"))
     d = daemon(tools="edited_tools", tools_dir=tmp_path, JOB_NUM="1",
                SPOOL_WORKER_MAX_JOBS="1")
     drop(spool_root, "first", {"tool": "edited_v1"})
-    assert wait_record(spool_root, "first")["state"] == "done"
-    module.write_text(EDITED_MODULE.replace("NAME", "edited_again"))  # (another size:
+    wait_for(lambda: os.listdir(spool_root / "running"), 20, "the first job to run")
+    # Edited while the first job runs, so the worker after it (one job a worker) loads
+    # the new module: edited after the first record, a loaded host had that worker
+    # load the old one first, and the second job ran.
+    module.write_text(source.replace("NAME", "edited_again"))  # (another size:
     # a .pyc of the same second and size would pass for the new source)
+    release.touch()
+    assert wait_record(spool_root, "first")["state"] == "done"
     drop(spool_root, "second", {"tool": "edited_v1"})
     error = wait_record(spool_root, "second")["error"]
     assert error["type"] == "unknown_tool", error
