@@ -37,14 +37,20 @@ def _spoolq(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "SPOOL_FSYNC": "never"})
 
 
-def test_roots_purge_does_not_follow_the_owners_symlink_out_of_the_spool(
-        open_dir: Path) -> None:
+def _nobodys_spool(open_dir: Path) -> tuple[Path, Path]:
+    """A spool of uid 65534's, and a folder of root's alone beside it."""
     root = open_dir / "spool"
     assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
     for path in [root, *root.rglob("*")]:
         os.lchown(path, NOBODY, NOBODY)
     secret = open_dir / "secret"
     secret.mkdir(mode=0o700)
+    return root, secret
+
+
+def test_roots_purge_does_not_follow_the_owners_symlink_out_of_the_spool(
+        open_dir: Path) -> None:
+    root, secret = _nobodys_spool(open_dir)
     victim = secret / "victim.json"
     victim.write_text('{"not": "a record"}')
     os.utime(victim, (0, 0))
@@ -61,12 +67,7 @@ def test_roots_submit_does_not_write_through_the_owners_symlink(open_dir: Path) 
     """The owner replaced ``tmp/`` with a link to a root-only folder: root's submit
     wrote its staging file there (a file of root's, in a folder of root's choosing
     no longer: the owner may not write there, so the submit fails, saying so)."""
-    root = open_dir / "spool"
-    assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
-    for path in [root, *root.rglob("*")]:
-        os.lchown(path, NOBODY, NOBODY)
-    secret = open_dir / "secret"
-    secret.mkdir(mode=0o700)
+    root, secret = _nobodys_spool(open_dir)
     shutil.rmtree(root / "tmp")
     (root / "tmp").symlink_to(secret)
     os.lchown(root / "tmp", NOBODY, NOBODY)
