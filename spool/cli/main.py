@@ -38,7 +38,6 @@ from spool.cli.command import (
     UsageError,
     add_globals,
 )
-from spool.cli.owner import act_as_owner, acts_as_owner
 from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
 from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
@@ -309,8 +308,6 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_settings(spool_dir=args.spool_dir, fsync=args.fsync,
                                  options={"spool_dir": "--spool-dir", "fsync": "--fsync"})
-        if acts_as_owner(args.command, getattr(args, "file", None)):
-            act_as_owner(settings.spool_dir)
         code = int(args.run(args, settings))
         flush_stdout()
         return code
