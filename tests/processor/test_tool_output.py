@@ -642,6 +642,7 @@ class Edited(BaseTool):
     name = "NAME"
     execution_mode = ExecutionMode.COMPUTE
     def execute(self, params, ctx):
+        open("RELEASE.started", "w").close()
         while not os.path.exists("RELEASE"):
             time.sleep(0.01)
         return ToolResult.ok("e")
@@ -660,10 +661,10 @@ def test_a_tool_a_worker_lacks_says_the_modules_changed(spool_root: Path,
     d = daemon(tools="edited_tools", tools_dir=tmp_path, JOB_NUM="1",
                SPOOL_WORKER_MAX_JOBS="1")
     drop(spool_root, "first", {"tool": "edited_v1"})
-    wait_for(lambda: os.listdir(spool_root / "running"), 20, "the first job to run")
-    # Edited while the first job runs, so the worker after it (one job a worker) loads
-    # the new module: edited after the first record, a loaded host had that worker
-    # load the old one first, and the second job ran.
+    wait_for((tmp_path / "release.started").exists, 20, "the first job to run in a worker")
+    # Edited while the first job runs in its worker (the module loaded), so the worker
+    # after it (one job a worker) loads the new one: edited after the first record, a
+    # loaded host had that worker load the old one first, and the second job ran.
     module.write_text(source.replace("NAME", "edited_again"))  # (another size:
     # a .pyc of the same second and size would pass for the new source)
     release.touch()
