@@ -8,11 +8,8 @@ suite's autouse fixture finds anything left running after a test.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -38,13 +35,13 @@ from daemonkit import (  # noqa: E402
     wait_for,
     wait_record,
 )
-from statusd_daemonkit import wait_listening  # noqa: E402
+from statusd_daemonkit import strace_usable, wait_listening  # noqa: E402
 
 from spool.errors import KEEPS_ORIGINAL  # noqa: E402
 
 __all__ = ["NO_DAC", "NO_JOB", "Daemon", "drop", "locations", "make_spool",
-           "most_backed_off_tries", "quick_pause", "record", "tmpfs", "wait_for",
-           "wait_quarantined", "wait_quarantined_originals", "wait_record"]
+           "most_backed_off_tries", "quick_pause", "record", "strace_usable", "tmpfs",
+           "wait_for", "wait_quarantined", "wait_quarantined_originals", "wait_record"]
 
 KEPT_BY_RUNS = {kind.value for kind in KEEPS_ORIGINAL}
 REPO = HERE.parents[1]
@@ -157,14 +154,3 @@ def statusd_port(daemon: Daemon, timeout: float = 30.0) -> int:
     """The port a ``python -m statusd`` started with STATUSD_PORT=0 logged."""
     assert daemon.proc is not None
     return wait_listening(daemon.proc, daemon.logs, timeout)
-
-
-@functools.cache
-def strace_usable() -> str | None:
-    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", "/dev/null", "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None

@@ -16,39 +16,17 @@ failed every folder served the processors of its last look that went through: no
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from statusd_daemonkit import failing, statusd_daemon
+from statusd_daemonkit import failing, statusd_daemon, strace_or_skip
 from statusdkit import FakeOwner, request, submit, wait_for
 
 from spool.transitions import Spool
 
 OWNER = "proc-test"  # FakeOwner's
-
-
-@functools.cache
-def _strace() -> str | None:
-    """strace, if it is installed and may attach here (ptrace can be forbidden)."""
-    found = shutil.which("strace")
-    if found is None:
-        return None
-    probe = subprocess.run([found, "-o", os.devnull, "true"], check=False,
-                           capture_output=True, timeout=30)
-    return found if probe.returncode == 0 else None
-
-
-def _strace_or_skip() -> str:
-    strace = _strace()
-    if strace is None:
-        pytest.skip("strace is not available here")
-    return strace
 
 
 def _gauges(base: str) -> dict[str, float]:
@@ -108,7 +86,7 @@ def test_processors_statusd_cannot_read_are_unknown_not_down(
         spool: Spool, tmp_path: Path, case: tuple[str, str, str, str]) -> None:
     """``case``: what fails, its errno, and what the answer says of it."""
     target, error, said, text = case
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     layout = spool.layout
     path = {"owners": layout.owners, "status": layout.owner_status(OWNER),
             "lock": layout.owner_lock(OWNER)}[target]
@@ -140,7 +118,7 @@ def test_a_statusd_whose_disk_fails_before_its_first_look_does_not_say_no_proces
     """statusd starts, then the disk fails every folder's open (EIO) before anything has
     asked for the stats, a processor live: it said ``alive: false``, the processors of a
     last look it never had, for as long as the outage lasted."""
-    strace = _strace_or_skip()
+    strace = strace_or_skip()
     root = spool.layout.root
     submit(spool, "j")
     folders = [root / name for name in ("pending", "running", "done", "failed", "owners")]
