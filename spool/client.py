@@ -27,6 +27,7 @@ from spool.fsops import Mover
 from spool.ids import is_valid_id, new_job_id
 from spool.layout import Layout, parse_staging
 from spool.states import TERMINAL, JobState
+from spool.view import guarded
 
 if TYPE_CHECKING:
     from spool.cursor import Page
@@ -114,7 +115,7 @@ class Client:
     @classmethod
     def from_settings(cls, settings: Settings, *,
                       warn: Callable[[str], None] | None = None) -> Client:
-        layout = Layout(settings.spool_dir)
+        layout = guarded(Layout(settings.spool_dir))
         return cls(layout, Mover(layout, settings.fsync), max_job_bytes=settings.max_job_bytes,
                    warn=warn)
 

@@ -30,7 +30,7 @@ from spool.clock import utc_from_ns
 from spool.errors import ErrorType, UnreadableDrop
 from spool.fsops import failing_file, failing_read, is_there
 from spool.ids import JOB_SUFFIX
-from spool.layout import KEPT_TAG, Layout, is_kept_name
+from spool.layout import FOLDER_NAMES, KEPT_TAG, Layout, is_kept_name
 from spool.models import ErrorInfo, Record, Source, kind_of, parse_record, record_bytes
 from spool.reader import read_regular
 from spool.states import JobState
@@ -76,9 +76,9 @@ def held_entry(layout: Layout, record: Record) -> str | None:
     kept_at = record.source.kept_at if record.source is not None else None
     folder_name, _, name = (kept_at or "").partition("/")
     if (kept_record_id(name) != record.id
-            or folder_name not in {folder.name for folder in layout.all_folders()}):
+            or folder_name not in FOLDER_NAMES):
         return None  # not a kept name of this record's in a folder of the spool
-    path = layout.root / folder_name / name
+    path = layout.folder_named(folder_name) / name
     # Not os.path.lexists, which took the disk failing (EIO) for nothing there: purge
     # removed the record of an entry still in place, then accounted for by nothing.
     if is_there(path, f"cannot look up {kept_at}, which a record accounts for"):

@@ -46,11 +46,17 @@ _KEPT_NAME_BYTES = 200
 (31 characters) it stays within NAME_MAX (255 bytes)."""
 
 
+FOLDER_NAMES = (*[s.value for s in JobState], "tmp", "stage", "progress", "cancel", "owners")
+"""Every folder of a spool, by name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The folders of one spool rooted at ``root``."""
+    """The folders of one spool rooted at ``root``; reached through ``view`` instead when
+    it is given (:func:`spool.view.guarded`: root's view of another user's spool)."""
 
     root: Path
+    view: Path | None = None
     # Joined once: a transition builds about twenty paths, and pathlib's join is
     # a measurable share of it (see docs/benchmarks.md).
     _folders: dict[str, Path] = field(init=False, repr=False, compare=False)
@@ -58,8 +64,8 @@ class Layout:
     _state_dirs: dict[JobState, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = [s.value for s in JobState] + ["tmp", "stage", "progress", "cancel", "owners"]
-        folders = {name: self.root / name for name in names}
+        base = self.root if self.view is None else self.view
+        folders = {name: base / name for name in FOLDER_NAMES}
         object.__setattr__(self, "_folders", folders)
         object.__setattr__(self, "_dirs", {name: str(path) for name, path in folders.items()})
         # Keyed by the member itself: an Enum's .value is a Python-level property.
@@ -89,6 +95,10 @@ class Layout:
 
     def folder(self, state: JobState) -> Path:
         return self._folders[state.value]
+
+    def folder_named(self, name: str) -> Path:
+        """The folder ``name`` (one of :data:`FOLDER_NAMES`; KeyError if not)."""
+        return self._folders[name]
 
     def all_folders(self) -> list[Path]:
         """Every folder ``spoolq init`` makes."""

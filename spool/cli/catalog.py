@@ -20,7 +20,7 @@ import orjson
 
 from spool.catalogue import catalogue_entry, merged_catalogue, param_names
 from spool.cli import parse
-from spool.cli.command import EXIT_OK, Command, add_globals, add_json, note
+from spool.cli.command import EXIT_OK, Command, add_globals, add_json, layout_of, note
 from spool.cli.render import ToolLimits, emit_json, table
 from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
@@ -57,7 +57,7 @@ def _configure_tools(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tools(args: argparse.Namespace, settings: Settings) -> int:
-    layout = Layout(settings.spool_dir)
+    layout = layout_of(settings)
     if _may_list(layout.owners):
         try:
             tools, source = live_tools(layout)

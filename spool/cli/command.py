@@ -29,6 +29,7 @@ from spool.durability import FsyncMode
 from spool.errors import SpoolError, SpoolIOError
 from spool.layout import Layout
 from spool.states import JobState
+from spool.view import guarded
 
 if TYPE_CHECKING:
     from spool.reader import SpoolReader
@@ -117,9 +118,15 @@ def reader_of(settings: Settings) -> SpoolReader:
     the spool when this user may not enter it)."""
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
 
-    layout = Layout(settings.spool_dir)
+    layout = layout_of(settings)
     require_spool(layout)
     return SpoolReader(layout)
+
+
+def layout_of(settings: Settings) -> Layout:
+    """The spool's layout, its folders pinned when root runs this on another user's
+    spool (:mod:`spool.view`)."""
+    return guarded(Layout(settings.spool_dir))
 
 
 def folders(states: Sequence[JobState]) -> str:

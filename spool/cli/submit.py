@@ -38,6 +38,7 @@ from spool.cli.command import (
     add_json,
     check_can_change,
     client_of,
+    layout_of,
     note,
 )
 from spool.cli.render import emit_json
@@ -357,7 +358,7 @@ def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:
     """``tool``'s params JSON Schema as the running processors publish it, if they do."""
     from spool.stats import tool_params_schema  # noqa: PLC0415 - lazy, see spool.cli
 
-    return tool_params_schema(Layout(settings.spool_dir), tool)
+    return tool_params_schema(layout_of(settings), tool)
 
 
 def check_tool(layout: Layout, tool: str) -> None:

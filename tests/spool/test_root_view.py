@@ -1,0 +1,141 @@
+"""Root's commands on another user's spool reach its folders through descriptors
+(spool.view): a symlink its owner puts where a folder was is refused, and one put there
+after the command took its view is never followed.
+
+The service user owns the spool's root: root's purge removed the files of the folder
+its link named, cancel wrote a record over a root file, retry moved one into
+``pending/`` (h322).  Real CLI as a subprocess, real uids; root only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spool.client import Client
+from spool.durability import FsyncMode
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.models import Job
+from spool.states import JobState
+from spool.view import guarded
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root only")
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user may pass through (pytest's own are root's, 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="spoolq-owner-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _spoolq(*args: str, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SPOOL_FSYNC": "never"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return subprocess.run([sys.executable, "-m", "spool.cli.main", *args], text=True,
+                          capture_output=True, timeout=60, check=False, env=env)
+
+
+def _nobodys_spool(open_dir: Path) -> tuple[Path, Path]:
+    """A spool of uid 65534's, and a folder of root's alone beside it."""
+    root = open_dir / "spool"
+    assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    secret = open_dir / "secret"
+    secret.mkdir(mode=0o700)
+    return root, secret
+
+
+def _link(root: Path, folder: str, target: Path) -> None:
+    """What the spool's owner may do: its folder replaced by a symlink."""
+    shutil.rmtree(root / folder)
+    (root / folder).symlink_to(target)
+    os.lchown(root / folder, NOBODY, NOBODY)
+
+
+def _refused(done: subprocess.CompletedProcess[str], root: Path, folder: str) -> None:
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [
+        f"spoolq: error: {root}/{folder} is no folder (Not a directory): the spool's owner "
+        "may have put a symlink there, which root will not follow; put the folder back "
+        "(spoolq init --system mends owners and modes), or run spoolq as the spool's "
+        "owner"], done.stderr
+
+
+def test_roots_purge_refuses_the_owners_symlink(open_dir: Path) -> None:
+    root, secret = _nobodys_spool(open_dir)
+    victim = secret / "victim.json"
+    victim.write_text('{"not": "a record"}')
+    os.utime(victim, (0, 0))
+    _link(root, "failed", secret)
+    done = _spoolq("purge", "--spool-dir", str(root), "--older-than", "1s",
+                   "--state", "failed")
+    assert victim.exists()
+    _refused(done, root, "failed")
+
+
+def test_roots_submit_does_not_stage_through_the_owners_symlink(open_dir: Path) -> None:
+    root, secret = _nobodys_spool(open_dir)
+    _link(root, "tmp", secret)
+    done = _spoolq("submit", "--spool-dir", str(root), "echo", "-p", "message=x")
+    assert list(secret.iterdir()) == []
+    _refused(done, root, "tmp")
+
+
+def test_roots_cancel_does_not_write_its_record_through_the_owners_symlink(
+        open_dir: Path) -> None:
+    root, secret = _nobodys_spool(open_dir)
+    submitted = _spoolq("submit", "--spool-dir", str(root), "echo", "-p", "message=x")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    victim = secret / f"{job_id}.json"
+    victim.write_text("root's own")
+    _link(root, "failed", secret)
+    done = _spoolq("cancel", "--spool-dir", str(root), job_id)
+    assert victim.read_text() == "root's own"
+    _refused(done, root, "failed")
+    assert (root / "pending" / f"{job_id}.json").exists()  # nothing moved
+
+
+def test_roots_commands_leave_no_view_behind(open_dir: Path, tmp_path: Path) -> None:
+    root, _ = _nobodys_spool(open_dir)
+    submitted = _spoolq("submit", "--spool-dir", str(root), "echo", "-p", "message=x",
+                        tmpdir=tmp_path)
+    listed = _spoolq("ls", "--spool-dir", str(root), "--json", tmpdir=tmp_path)
+    assert submitted.returncode == 0 and listed.returncode == 0, (submitted.stderr,
+                                                                  listed.stderr)
+    assert submitted.stdout.strip() in listed.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_swapped_after_the_view_was_taken_is_not_followed(open_dir: Path) -> None:
+    """The race a check before each use would lose: the view holds the folder opened,
+    so the cancel's record lands in the folder moved aside, not in the link's target."""
+    root, secret = _nobodys_spool(open_dir)
+    layout = guarded(Layout(root))
+    assert layout.view is not None
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+    job_id = client.submit(Job(tool="echo", params={"message": "x"}))
+    (root / "failed").rename(root / "failed.moved")
+    (root / "failed").symlink_to(secret)
+    assert client.cancel(job_id).state is JobState.FAILED
+    assert list(secret.iterdir()) == []
+    assert (root / "failed.moved" / f"{job_id}.json").exists()
+
+
+def test_no_view_for_a_spool_root_owns(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
+    assert guarded(Layout(root)).view is None
