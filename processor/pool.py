@@ -59,7 +59,7 @@ from processor.proctree import (
     parent_of,
     resume_stopped_child,
 )
-from processor.runner import Outcome, death_outcome
+from processor.runner import Outcome, death_outcome, how_it_ended
 from processor.startup import PRELOAD, start_resource_tracker
 from processor.stdio_pipes import StdioPipes, Stream
 from processor.worker import worker_main
@@ -443,12 +443,7 @@ class LocalPool:
         if self._stopping:
             return
         if unready:
-            ended = _ended_with_forkserver(process, slot.forkserver)
-            self._cannot_start(slot, f"a worker {ended}, before it loaded its tools" if ended
-                               else f"a worker exited with status {process.exitcode} "
-                               "before it loaded its tools (spoolq or the tools changed or "
-                               "removed since the processor started? its traceback, if "
-                               "any, is on the processor's stderr)")
+            self._cannot_start(slot, _unready_death(process, slot.forkserver))
             slot.fatal = None
         if fatal is not None or unready:
             # Started again after a pause, not at once: one that cannot start its threads
@@ -673,6 +668,25 @@ def _say_unloaded(forkserver: int) -> None:
                   "(its files changed or removed since the processor started?): a SIGTERM "
                   "to the process group ends it with every running job, and what a dead "
                   "worker's tool left runs on; restart the processor", forkserver)
+
+
+def _unready_death(process: BaseProcess, forkserver: int) -> str:
+    """Why a worker died before it loaded its tools, as far as its end tells."""
+    ended = _ended_with_forkserver(process, forkserver)
+    if ended:
+        return f"a worker {ended}, before it loaded its tools"
+    code = process.exitcode
+    if code == -signal.SIGKILL:
+        # Not the code's fault as far as anyone can tell: a SIGKILLed loading worker was
+        # said to mean "spoolq or the tools changed" (the fifty-fourth session's list).
+        return ("a worker was killed by signal SIGKILL before it loaded its tools (the "
+                "OOM killer, or a kill from outside)")
+    if code is not None and code < 0:
+        return (f"a worker was {how_it_ended(code)} before it loaded its tools (a crash "
+                "in a tool module's import, or a kill from outside)")
+    return (f"a worker exited with status {code} before it loaded its tools (spoolq or the "
+            "tools changed or removed since the processor started? its traceback, if any, "
+            "is on the processor's stderr)")
 
 
 def _ended_with_forkserver(process: BaseProcess, forkserver: int) -> str | None:

@@ -124,3 +124,25 @@ def test_a_job_whose_worker_dies_with_its_forkserver_while_loading_runs_on_the_n
     assert (f"a worker ended with the workers' forkserver (pid {server.pid}), which died, "
             "before it loaded its tools") in d.logs(), d.logs()[-3000:]
     assert d.stop() == 0
+
+
+def test_a_worker_killed_while_it_loads_its_tools_is_not_said_to_be_changed_code(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A worker SIGKILLed as it loaded its tools (the OOM killer's pick) was said to
+    have "exited with status -9 ... (spoolq or the tools changed or removed since the
+    processor started?)": the line named the kill, and blamed an upgrade that never was.
+    Its job runs on the next worker."""
+    d = daemon(SPOOL_TOOLS="ptools,slow_import_tools", SLOW_IMPORT_S="3", JOB_NUM="1")
+    drop(spool_root, "quick", {"tool": "t_after_slow_import"})
+    wait_for((spool_root / "running" / "quick.json").exists, 20, "the claim")
+    (server,) = [p for p in psutil.Process(d.pid).children()
+                 if "forkserver" in " ".join(p.cmdline())]
+    (worker,) = server.children()
+    worker.kill()
+    record = wait_record(spool_root, "quick", 60)
+    assert record["state"] == "done", record
+    logs = d.logs()
+    assert ("a worker was killed by signal SIGKILL before it loaded its tools (the OOM "
+            "killer, or a kill from outside)") in logs, logs[-3000:]
+    assert "changed or removed" not in logs, logs[-3000:]
+    assert d.stop() == 0
