@@ -97,7 +97,7 @@ class DaskExecutor:
         self.link = SchedulerLink(
             scheduler_address(settings.executor), f"{TOPIC_PREFIX}{self._token}",
             WorkerConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
-                        settings.worker_max_jobs, settings.log_level),
+                        settings.worker_max_jobs, settings.log_level, since=time.time()),
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()  # guards the connection state
         self._flights = Flights()

@@ -34,6 +34,9 @@ class WorkerConfig:
     memory_mb: int = 0
     max_jobs: int = 0
     log_level: str = "INFO"
+    since: float = 0.0
+    """When the processor loaded its tools (wall clock): a worker's tool module changed
+    after it is named in its job's ``invalid_params`` (0: never)."""
 
 
 @dataclass(frozen=True, slots=True)

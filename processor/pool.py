@@ -116,7 +116,8 @@ class LocalPool:
                  max_jobs: int = 0, log_level: str = "INFO") -> None:
         self.size = size
         self.tool_modules = tool_modules
-        self.config = WorkerConfig(tuple(tool_modules), memory_mb, max_jobs, log_level)
+        self.config = WorkerConfig(tuple(tool_modules), memory_mb, max_jobs, log_level,
+                                   since=time.time())
         self._ctx: ForkServerContext = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(PRELOAD)
         self._slots = [_Slot(i) for i in range(size)]

@@ -215,6 +215,8 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         strays.job_started()
         try:
             outcome = _run(progress, registry, task, resources)
+            if outcome.error_type is ErrorType.INVALID_PARAMS and outcome.message:
+                outcome.message += _changed_since(registry, tool, config.since)
         finally:
             progress.close()  # no report goes out after this: the result comes next
             deadman.disarm()
@@ -445,6 +447,22 @@ def _run(progress: Progress, registry: Any, task: tuple[Any, ...],
                        "restart the processor)")
     ctx = Context(job_id, _data_dir(data_dir), progress.report, resources)
     return run_tool(tool, job_id, params, ctx)
+
+
+def _changed_since(registry: Any, name: str, since: float) -> str:
+    """A note for a job's ``invalid_params`` when its tool's module changed after the
+    processor loaded its own: the processor's catalogue (``spoolq tools``) then shows
+    params this worker's tool no longer takes, and the error said nothing of it."""
+    try:
+        path = sys.modules[registry.get(name).__module__].__file__
+        changed = since > 0 and path is not None and os.stat(path).st_mtime > since
+    except (SpoolError, KeyError, AttributeError, OSError):
+        return ""
+    if not changed:
+        return ""
+    return (f" (in this worker: the tool's module {path} changed since the processor "
+            "loaded it, whose catalogue shows the params it had then; restart the "
+            "processor)")
 
 
 @functools.lru_cache(maxsize=4)
