@@ -662,15 +662,23 @@ def test_a_tool_a_worker_lacks_says_the_modules_changed(spool_root: Path,
                SPOOL_WORKER_MAX_JOBS="1")
     drop(spool_root, "first", {"tool": "edited_v1"})
     wait_for((tmp_path / "release.started").exists, 20, "the first job to run in a worker")
-    # Edited while the first job runs in its worker (the module loaded), so the worker
-    # after it (one job a worker) loads the new one: edited after the first record, a
-    # loaded host had that worker load the old one first, and the second job ran.
+    # Edited while the first job's tool runs (its worker loaded the old module), so the
+    # worker after it loads the new one: the pool forks a retiring worker's successor
+    # only once it exits, after its last job, so after the release below.  Edited any
+    # earlier (the job in running/ only), the first worker could load the new module and
+    # fail the first job; any later (after the first record), its successor, forked as
+    # the first worker exits, had loaded the old one, and the second job ran (both seen
+    # under load; h323).
     module.write_text(source.replace("NAME", "edited_again"))  # (another size:
     # a .pyc of the same second and size would pass for the new source)
     release.touch()
-    assert wait_record(spool_root, "first")["state"] == "done"
+    first = wait_record(spool_root, "first")
+    assert first["state"] == "done", first
     drop(spool_root, "second", {"tool": "edited_v1"})
-    error = wait_record(spool_root, "second")["error"]
+    second = wait_record(spool_root, "second")
+    # A second job done ran on a worker that had the old module: said so, not KeyError.
+    assert second["state"] == "failed", (second, d.logs()[-3000:])
+    error = second["error"]
     assert error["type"] == "unknown_tool", error
     assert "its tool modules differ from the processor's" in error["message"], error
     assert d.stop() == 0
