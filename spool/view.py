@@ -16,9 +16,19 @@ name resolved through ``/proc/self/fd/N`` is the directory opened, wherever it h
 moved and whatever now stands at its name.  What the owner can still do is what it
 could do anyway: put a folder of its own in place before the command starts.
 
-Only for root on a spool it does not own: a spool's owner needs no guard against
-itself, and another user (a submitter in the spool's group) has nothing the owner could
-reach through it that its own permissions do not already hand over.
+The private folder is made in ``$TMPDIR`` and used only through its descriptor once it is
+checked to be root's, mode 0700 (a ``$TMPDIR`` another user may write to could have it
+swapped for theirs before the pin: h325); it is removed at exit, the links it holds by
+name through that descriptor.  A kill that skips Python's exit (SIGKILL, an unhandled
+SIGTERM) leaves it behind: a folder of dangling links, harmless.  One view serves a
+process for a spool: made again only when a folder it pinned no longer stands at its
+name (a library client made per call held ten descriptors and a folder each: h325),
+the one before kept until exit.
+
+Only for root, on a spool whose root another user owns or may write to: a spool's owner
+needs no guard against itself, and another user (a submitter in the spool's group) has
+nothing the owner could reach through it that its own permissions do not already hand
+over.  Paths printed name the real folders (:func:`shown`).
 """
 
 from __future__ import annotations
@@ -27,20 +37,65 @@ import atexit
 import contextlib
 import os
 import stat
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from spool.errors import SpoolIOError
 from spool.layout import FOLDER_NAMES, Layout
 
 _PROC_FD = "/proc/self/fd"
 _PINNED = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+
+
+@dataclass
+class _View:
+    layout: Layout
+    path: str  # the private folder's name in $TMPDIR
+    held: int  # its descriptor
+    pins: dict[str, int] = field(default_factory=dict)  # folder name -> its descriptor
+    prefix: tuple[str, str] = ("", "")  # its paths' head, and the real root's
+
+    def stands(self, root: int) -> bool:
+        """Whether every folder pinned still stands at its name, and none was absent."""
+        for name in FOLDER_NAMES:
+            try:
+                now = os.stat(name, dir_fd=root, follow_symlinks=False)
+            except OSError:
+                now = None
+            fd = self.pins.get(name)
+            if (fd is None) != (now is None) or (
+                    fd is not None and now is not None
+                    and not os.path.samestat(os.fstat(fd), now)):
+                return False
+        return True
+
+    def release(self) -> None:
+        """Remove the private folder (its links by name through its descriptor, never
+        the name in $TMPDIR) and close every descriptor."""
+        if self.held < 0:
+            return  # released already
+        with contextlib.suppress(OSError):
+            for name in self.pins:
+                os.unlink(name, dir_fd=self.held)
+            if os.path.samestat(os.lstat(self.path), os.fstat(self.held)):
+                os.rmdir(self.path)
+        for fd in (*self.pins.values(), self.held):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pins.clear()
+        self.held = -1
+
+
+_views: dict[str, _View] = {}
 
 
 def guarded(layout: Layout) -> Layout:
-    """``layout``, or for root on a spool another user owns, the same spool with its
-    folders pinned (see the module's docstring).  SpoolIOError when a folder is a
-    symlink or no directory, or ``/proc`` cannot pin one."""
+    """``layout``, or for root on a spool another user owns or may write to, the same
+    spool with its folders pinned (see the module's docstring).  SpoolIOError when a
+    folder is a symlink or no directory, or cannot be pinned."""
     if layout.view is not None or os.geteuid() != 0:
         return layout
     try:
@@ -48,45 +103,88 @@ def guarded(layout: Layout) -> Layout:
     except OSError:
         return layout  # no spool there, or no directory: Layout.require says which
     try:
-        if os.fstat(root).st_uid == 0:
+        st = os.fstat(root)
+        if st.st_uid == 0 and not st.st_mode & _WRITABLE_BY_OTHERS:
             return layout
-        return _pinned(layout, root)
+        key = os.fspath(layout.root)
+        view = _views.get(key)
+        if view is None or not view.stands(root):
+            # The one before is kept to the end: a client made with it may still use its
+            # paths, whose descriptors, closed, could name another folder once reused.
+            view = _views[key] = _pinned(layout, root)
+        return view.layout
     finally:
         os.close(root)
 
 
-def _pinned(layout: Layout, root: int) -> Layout:
+def shown(text: str) -> str:
+    """``text`` with each path through a view given as the real folder's (a message of
+    root's named ``/proc/self/fd/4/tmp/...``: h325)."""
+    for view in _views.values():
+        head, real = view.prefix
+        if head and head in text:
+            text = text.replace(head, real)
+    return text
+
+
+def shown_json(data: bytes) -> bytes:
+    """:func:`shown` for JSON text (the real root written as a JSON string's inside)."""
+    for view in _views.values():
+        head, real = view.prefix
+        if head and head.encode() in data:
+            data = data.replace(head.encode(), orjson.dumps(real)[1:-1])
+    return data
+
+
+def _pinned(layout: Layout, root: int) -> _View:
     if not os.path.isdir(_PROC_FD):
         raise SpoolIOError(f"{_PROC_FD} is not there (/proc not mounted), so root cannot pin "
                            f"the folders of {layout.root}, whose owner could swap them for "
                            "symlinks; run spoolq as the spool's owner")
-    view = tempfile.mkdtemp(prefix="spoolq-view-")
-    atexit.register(_remove, view)
-    held = os.open(view, _PINNED)  # the view's own path pinned too: where TMPDIR's folder
-    # is another user's, the view could be renamed away and another put at its name
+    import tempfile  # noqa: PLC0415 - root's alone: the CLI's start stays cheap
+
+    try:
+        path = tempfile.mkdtemp(prefix="spoolq-view-")
+        held = os.open(path, _PINNED)
+    except OSError as exc:
+        raise SpoolIOError(f"cannot make root's private view of {layout.root}'s folders in "
+                           f"$TMPDIR: {exc.strerror} ({exc.filename})") from exc
+    view = _View(layout, path, held)
+    atexit.register(view.release)
+    st = os.fstat(held)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise SpoolIOError(f"{path} was replaced as it was made ($TMPDIR is another user's "
+                           "to write?): set TMPDIR to a folder of root's alone")
     for name in FOLDER_NAMES:
         try:
             fd = os.open(name, _PINNED, dir_fd=root)
         except FileNotFoundError:
             continue  # absent from the view too: Layout.require names a required one
         except OSError as exc:  # ENOTDIR: a symlink (O_NOFOLLOW) or a file
-            raise _not_a_folder(layout, name, exc.strerror) from None
+            raise _not_a_folder(layout, name, root, exc) from None
+        view.pins[name] = fd
         if not stat.S_ISDIR(os.fstat(fd).st_mode):  # (should O_PATH hand the link itself)
-            os.close(fd)
-            raise _not_a_folder(layout, name, "a symlink")
-        os.symlink(f"{_PROC_FD}/{fd}", os.path.join(view, name))
-    return Layout(layout.root, view=Path(f"{_PROC_FD}/{held}"))
+            raise _not_a_folder(layout, name, root, None)
+        try:
+            os.symlink(f"{_PROC_FD}/{fd}", name, dir_fd=held)
+        except OSError as exc:
+            raise SpoolIOError(f"cannot make root's private view of {layout.root}'s "
+                               f"folders: {exc.strerror} ({path}/{name})") from exc
+    head = f"{_PROC_FD}/{held}/"
+    view.prefix = (head, f"{os.path.abspath(layout.root).rstrip('/')}/")
+    view.layout = Layout(layout.root, view=Path(head))
+    return view
 
 
-def _not_a_folder(layout: Layout, name: str, why: str | None) -> SpoolIOError:
+def _not_a_folder(layout: Layout, name: str, root: int, exc: OSError | None
+                  ) -> SpoolIOError:
+    try:
+        kind = os.stat(name, dir_fd=root, follow_symlinks=False).st_mode
+    except OSError:
+        kind = 0
+    what = ("a symlink" if stat.S_ISLNK(kind) else "no folder" if exc is None
+            else f"no folder ({exc.strerror})")
     return SpoolIOError(
-        f"{layout.root}/{name} is no folder ({why}): the spool's owner may have put a "
-        "symlink there, which root will not follow; put the folder back (spoolq init "
-        "--system mends owners and modes), or run spoolq as the spool's owner")
-
-
-def _remove(view: str) -> None:
-    with contextlib.suppress(OSError):
-        for name in os.listdir(view):
-            os.unlink(os.path.join(view, name))
-        os.rmdir(view)
+        f"{layout.root}/{name} is {what}: the spool's owner may have put it there, and root "
+        f"will not work through it; move it aside and run spoolq init --system (which makes "
+        "the folder again), or run spoolq as the spool's owner")

@@ -29,6 +29,7 @@ from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
+from spool.view import guarded
 
 if TYPE_CHECKING:
     from spool.purge import PurgeReport
@@ -77,6 +78,7 @@ def _not_anothers_as_root(layout: Layout) -> None:
             folder.is_dir() for folder in layout.all_folders()):
         raise SpoolError(f"{layout.root} is uid {owner}'s: as root, mend it with its owners "
                          "and modes: spoolq init --system --user USER --group GROUP")
+    guarded(layout)  # a whole one of another's, but a folder a symlink: said, not "ready"
 
 
 # -- purge ----------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from spool.cli.render import printable
 from spool.errors import ConfigError, SpoolError
 from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
 from spool.version import add_version
+from spool.view import shown
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -262,7 +263,7 @@ class Remarks(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lenient():
-            self.stream.write(text)
+            self.stream.write(shown(text))  # a path through root's view: the real one
         return len(text)
 
     def flush(self) -> None:

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from spool import view as view_module
 from spool.client import Client
 from spool.durability import FsyncMode
+from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job
 from spool.states import JobState
-from spool.view import guarded
+from spool.view import guarded, shown
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root only")
 NOBODY = 65534
@@ -68,10 +70,10 @@ def _link(root: Path, folder: str, target: Path) -> None:
 def _refused(done: subprocess.CompletedProcess[str], root: Path, folder: str) -> None:
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.splitlines() == [
-        f"spoolq: error: {root}/{folder} is no folder (Not a directory): the spool's owner "
-        "may have put a symlink there, which root will not follow; put the folder back "
-        "(spoolq init --system mends owners and modes), or run spoolq as the spool's "
-        "owner"], done.stderr
+        f"spoolq: error: {root}/{folder} is a symlink: the spool's owner may have put it "
+        "there, and root will not work through it; move it aside and run spoolq init "
+        "--system (which makes the folder again), or run spoolq as the spool's owner"
+    ], done.stderr
 
 
 def test_roots_purge_refuses_the_owners_symlink(open_dir: Path) -> None:
@@ -139,3 +141,69 @@ def test_no_view_for_a_spool_root_owns(tmp_path: Path) -> None:
     root = tmp_path / "spool"
     assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
     assert guarded(Layout(root)).view is None
+
+
+def test_roots_plain_init_of_a_whole_spool_says_a_folder_is_a_symlink(open_dir: Path) -> None:
+    """It said "spool ready" (h325)."""
+    root, secret = _nobodys_spool(open_dir)
+    _link(root, "done", secret)
+    _refused(_spoolq("init", "--spool-dir", str(root)), root, "done")
+
+
+def test_a_spool_root_of_roots_that_others_may_write_to_is_viewed(tmp_path: Path) -> None:
+    """Root's own spool root, group-writable: a member could swap a folder as well as the
+    owner could (h325: root's purge emptied a root-only folder through it)."""
+    root = tmp_path / "spool"
+    assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
+    root.chmod(0o775)
+    assert guarded(Layout(root)).view is not None
+
+
+def test_one_view_a_spool_for_a_process_however_many_clients(open_dir: Path) -> None:
+    """Client.from_settings made per call held ten descriptors and a folder each (h325:
+    3,006 descriptors after 300 calls)."""
+    root, _ = _nobodys_spool(open_dir)
+    first = guarded(Layout(root))
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert guarded(Layout(root)) is first
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_view_is_made_again_when_a_folder_moved_and_refused_for_a_link(
+        open_dir: Path, tmp_path: Path) -> None:
+    root, _ = _nobodys_spool(open_dir)
+    first = guarded(Layout(root))
+    (root / "done").rename(root / "done.moved")
+    (root / "done").mkdir()
+    second = guarded(Layout(root))
+    assert second is not first and second.view is not None
+    shutil.rmtree(root / "done")
+    (root / "done").symlink_to(tmp_path)
+    with pytest.raises(SpoolIOError, match="done is a symlink"):
+        guarded(Layout(root))
+
+
+def test_paths_through_a_view_are_shown_as_the_real_ones(open_dir: Path) -> None:
+    root, _ = _nobodys_spool(open_dir)
+    layout = guarded(Layout(root))
+    through = f"{layout.folder(JobState.FAILED)}/x.json"
+    assert through.startswith("/proc/self/fd/")
+    assert shown(f"cannot read it ({through})") == f"cannot read it ({root}/failed/x.json)"
+
+
+def test_the_views_removal_never_follows_its_name(open_dir: Path) -> None:
+    """The view's folder renamed away and a link to a root-only folder put at its name
+    (a $TMPDIR the owner may write to): the removal at exit emptied that folder (h325)."""
+    root, secret = _nobodys_spool(open_dir)
+    (secret / "failed").write_text("root's own")
+    layout = guarded(Layout(root))
+    (view,) = [v for v in view_module._views.values() if v.layout is layout]
+    moved = open_dir / "moved-view"
+    os.rename(view.path, moved)
+    os.symlink(secret, view.path)
+    view.release()
+    assert (secret / "failed").read_text() == "root's own"
+    assert sorted(p.name for p in moved.iterdir()) == []  # its own links went
+    os.unlink(view.path)
+    view_module._views.pop(os.fspath(root))
