@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -80,8 +81,11 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
     if symbols < 1 or bars < 1:
         raise ValueError("symbols and bars must be at least 1")
     directory = Path(data_dir)
-    if not directory.is_dir():
+    made = not directory.is_dir()
+    if made:
         directory.mkdir(parents=True)
+    directory = _pinned(directory)
+    if made:
         # Readable by the processor's user whatever the writer's umask: under 077, as
         # root, every job failed "PermissionError" on the files (QA).  Market data is
         # no secret; a folder of one's own keeps its mode.
@@ -96,6 +100,41 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
         text = _HEADER + "".join(map(_ROW.__mod__, rows))
         _publish(directory, f"{name}.csv", text.encode("ascii"))
     return names
+
+
+class UnsafeFolder(ValueError):
+    """The data folder is a symlink (or no folder) where another user could have put it."""
+
+
+def _pinned(directory: Path) -> Path:
+    """``directory``; for root, where another user may write to its parent (the spool's
+    ``data/``, the service user's), the same folder through a descriptor opened without
+    following a link (see :mod:`spool.view`): that user's symlink at ``data`` had root
+    write its CSV files into a root-only folder (h325).  The descriptor stays open for
+    the process's life."""
+    if os.geteuid() != 0:
+        return directory
+    parent = os.open(directory.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(parent)
+        if st.st_uid == 0 and not st.st_mode & 0o022:
+            return directory
+        try:
+            fd = os.open(directory.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            why = exc.strerror
+        else:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                return Path(f"/proc/self/fd/{fd}")
+            os.close(fd)
+            why = "a symlink"
+        raise UnsafeFolder(
+            f"{directory} is no folder root will write to ({why}): uid {st.st_uid} may "
+            f"write to {directory.parent} and could have put a symlink there; give the "
+            "data folder's real path")
+    finally:
+        os.close(parent)
 
 
 def _publish(directory: Path, name: str, data: bytes) -> None:
@@ -126,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.symbols < 1 or args.bars < 1:
         parser.error("--symbols and --bars must be at least 1")
-    names = write_synthetic(args.data_dir, args.symbols, args.bars, args.seed)
+    try:
+        names = write_synthetic(args.data_dir, args.symbols, args.bars, args.seed)
+    except UnsafeFolder as exc:
+        print(exc, file=sys.stderr)  # the last line: what `spoolq data synth` says
+        return 1
     print(f"wrote {len(names)} symbols x {args.bars} bars ({names[0]}..{names[-1]}) "
           f"to {args.data_dir}")
     if others := other_files(args.data_dir, names):

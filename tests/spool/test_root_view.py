@@ -207,3 +207,21 @@ def test_the_views_removal_never_follows_its_name(open_dir: Path) -> None:
     assert sorted(p.name for p in moved.iterdir()) == []  # its own links went
     os.unlink(view.path)
     view_module._views.pop(os.fspath(root))
+
+
+def test_roots_data_synth_does_not_write_through_the_owners_symlink(open_dir: Path) -> None:
+    """The owner's link at ``data`` had root write its CSV files into a root-only folder
+    (h325); a real folder there is written as before."""
+    root, secret = _nobodys_spool(open_dir)
+    (root / "data").symlink_to(secret)
+    os.lchown(root / "data", NOBODY, NOBODY)
+    done = _spoolq("data", "synth", "--spool-dir", str(root), "--symbols", "2", "--bars", "5")
+    assert list(secret.iterdir()) == []
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"data synth failed: {root}/data is no folder root will write to" in done.stderr
+    (root / "data").unlink()
+    (root / "data").mkdir()
+    os.chown(root / "data", NOBODY, NOBODY)
+    done = _spoolq("data", "synth", "--spool-dir", str(root), "--symbols", "2", "--bars", "5")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["S0000.csv", "S0001.csv"]
