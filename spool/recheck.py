@@ -78,7 +78,7 @@ class Recheck:
 
     def full(self) -> Plan:
         """Every name of ``failed/`` (the start-up pass, and whenever asked)."""
-        failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
+        failed_stamp, done_stamp = folder_stamp(self.failed), folder_stamp(self.done)
         self._track()  # before the listing: a change after it is among the events
         inodes = _listing(self.failed)
         self._relisted(inodes)
@@ -91,7 +91,7 @@ class Recheck:
         pass, and the rotation's share while ``done/`` has changed."""
         if self._inodes is None:
             return self.full()
-        failed_stamp, done_stamp = _stamp(self.failed), _stamp(self.done)
+        failed_stamp, done_stamp = folder_stamp(self.failed), folder_stamp(self.done)
         tracked = self._index is not None
         changed = self._events()
         listed = None
@@ -184,7 +184,7 @@ def _stem(name: str) -> str:
     return name
 
 
-def _stamp(folder: Path) -> Stamp | None:
+def folder_stamp(folder: Path) -> Stamp | None:
     """The folder's stamp; None when it is missing or may not show a change made now."""
     now_ns = time.time_ns()  # before the stat: a change after it is newer than this
     try:

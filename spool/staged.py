@@ -12,6 +12,7 @@ stands; other dead staging files are removed.  Part of :class:`spool.recovery.Re
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from spool.layout import StagingName, parse_staging, pid_space
 from spool.lease import is_locked
 from spool.orphans import lease
 from spool.purge import PURGE_TAG
+from spool.recheck import Stamp, folder_stamp
 from spool.states import JobState
 from spool.superseded import SUPERSEDED_TAG, record_stands
 from spool.transitions import Spool
@@ -59,56 +61,106 @@ class Staged:
         self.terminal = terminal
         self.notes = notes
         self._seen: dict[str, Seen] = {}  # each staging file's, see age_s
+        self._tmp_stamp: Stamp | None = None  # tmp/'s at this pass's start
+        self._tmp_quiet: tuple[Stamp | None, float] | None = None
+        """tmp/'s stamp when a pass left it holding only clients' files not yet due, and
+        the monotonic time the first of them is (see :meth:`_tmp_entries`)."""
 
     def settle(self, report: RecoveryReport) -> None:
         """Dead staging files in ``tmp/`` and in ``stage/`` (a processor's own: its spares
         and the records it writes, see :class:`spool.fsops.Mover`)."""
         now_s = self.spool.clock.now().timestamp()
+        mono = self.spool.clock.monotonic()
         trusted = self._tmp_trusted()
         own_uids = set() if trusted else self._spool_uids()
         # (entry, trusted, in tmp/: where clients stage their drops, under any name)
-        listed = [(e, trusted, True) for e in entries(self.layout.tmp)]
+        tmp = self._tmp_entries(mono)
+        listed = [] if tmp is None else [(e, trusted, True) for e in tmp]
         staged = entries(self.layout.stage, optional=True)
         notes = self.notes.collect(staged)  # read by the passes below, dropped after them
         listed += [(e, True, False) for e in staged if e.path not in notes]
-        paths = {entry.path for entry, _, _ in listed}
-        self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
+        if tmp is not None:  # (not listed: its files' sightings kept as they are)
+            paths = {entry.path for entry, _, _ in listed}
+            self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
+        quiet, due = tmp is not None, math.inf  # tmp/ left unlisted from the next pass?
         for entry, trusted, clients in listed:
             parsed = parse_staging(entry.name)
-            st = _lstat(entry, report)
-            if st is None:
-                continue
-            age = self.age_s(entry.path, st, now_s)
-            if parsed is not None and not trusted and parsed.tag.partition("-")[0] in ACTIONS:
-                if may_live(parsed, age):
+            if clients and (parsed is None or not _spoolqs(parsed.tag)):
+                seen = self._seen.get(entry.path)
+                if seen is not None and seen[2] + mono <= DEAD_STAGING_AGE_S:
+                    # A client's file, seen by an earlier pass and a day from old even
+                    # if left unchanged: looked at again once it may be, and removed
+                    # only if it stood unchanged that long (a change meanwhile is found
+                    # then, its age counted from it).
+                    due = min(due, DEAD_STAGING_AGE_S - seen[2])
                     continue
-                if not _owned_by(st, own_uids):  # never completed, however old
-                    self._keep_untrusted(Path(entry.path), parsed.tag, st, report)
-                    continue
-                # The spool user's own file: no submitter's.  An older spoolq's move (they
-                # staged in tmp/), cut short: settled below as any move.
-            old = age > DEAD_STAGING_AGE_S
-            if parsed is None or (clients and not _spoolqs(parsed.tag)):
-                # A client's file; or, in tmp/, one under a name shaped like spoolq's
-                # (report-42.<pid of another host or container>.<hex>.tmp), or an older
-                # spoolq's write: as any client's file, removed once a day unchanged (the
-                # latter went at the first pass, mid-write, and its writer's rename
-                # failed: QA).
-                if old:
-                    report.removed += self.mover.unlink(Path(entry.path))
-                continue
-            if parsed.tag == SPARE_TAG and parsed.pid == os.getpid() \
-                    and parsed.space in (None, pid_space()):
-                if self.mover.holds_spare(entry.path):
-                    continue
-                # else a spare of an earlier process that had this pid
-            elif may_live(parsed, age) and (not old or parsed.tag == SPARE_TAG):
-                continue  # a live process's spare, however long it has waited
-            # Only a regular file can carry a claim lease; never open a symlink,
-            # FIFO, socket or device left by a quarantine cut short.
-            if stat.S_ISREG(st.st_mode) and self._locked(entry, report):
-                continue
+            quiet = quiet and not clients  # a file of tmp/ settled below: list it again
+            self._settle_entry(entry, parsed, trusted=trusted, clients=clients,
+                               own_uids=own_uids, now_s=now_s, report=report)
+        if tmp is not None:
+            self._tmp_quiet = (self._tmp_stamp, due) if quiet else None
+
+    def _tmp_entries(self, mono: float) -> list[os.DirEntry[str]] | None:
+        """``tmp/``'s entries; None (not listed) when the last pass left it holding only
+        clients' files not yet due (see :meth:`settle`) and it has not changed since.
+        Listed each pass, 200,000 junk files there cost an idle processor a quarter of
+        a CPU at ``SPOOL_SCAN_S=2``, 0.3 s a pass (the fifty-fourth session's list)."""
+        stamp = folder_stamp(self.layout.tmp)  # before the listing: a change after it shows
+        quiet, self._tmp_stamp = self._tmp_quiet, stamp
+        if quiet is not None and stamp is not None and stamp == quiet[0] and mono < quiet[1]:
+            return None
+        return entries(self.layout.tmp)
+
+    def _settle_entry(self, entry: os.DirEntry[str], parsed: StagingName | None, *,
+                      trusted: bool, clients: bool, own_uids: set[int], now_s: float,
+                      report: RecoveryReport) -> None:
+        st = _lstat(entry, report)
+        if st is None:
+            return
+        age = self.age_s(entry.path, st, now_s)
+        if parsed is not None and not trusted and parsed.tag.partition("-")[0] in ACTIONS \
+                and self._left_untrusted(entry, parsed, st, age, own_uids=own_uids,
+                                         report=report):
+            return
+        old = age > DEAD_STAGING_AGE_S
+        if parsed is None or (clients and not _spoolqs(parsed.tag)):
+            # A client's file; or, in tmp/, one under a name shaped like spoolq's
+            # (report-42.<pid of another host or container>.<hex>.tmp), or an older
+            # spoolq's write: as any client's file, removed once a day unchanged (the
+            # latter went at the first pass, mid-write, and its writer's rename
+            # failed: QA).
+            if old:
+                report.removed += self.mover.unlink(Path(entry.path))
+        elif not self._in_use(entry, parsed, st, age, report):
             self._settle_staged(parsed.tag, Path(entry.path), st, report)
+
+    def _left_untrusted(self, entry: os.DirEntry[str], parsed: StagingName,
+                        st: os.stat_result, age: float, *, own_uids: set[int],
+                        report: RecoveryReport) -> bool:
+        """A move's file in a ``tmp/`` submitters share: True when it is left (its writer
+        may live) or kept as another user's (:meth:`_keep_untrusted`)."""
+        if may_live(parsed, age):
+            return True
+        if not _owned_by(st, own_uids):  # never completed, however old
+            self._keep_untrusted(Path(entry.path), parsed.tag, st, report)
+            return True
+        # The spool user's own file: no submitter's.  An older spoolq's move (they
+        # staged in tmp/), cut short: settled as any move.
+        return False
+
+    def _in_use(self, entry: os.DirEntry[str], parsed: StagingName, st: os.stat_result,
+                age: float, report: RecoveryReport) -> bool:
+        """Whether spoolq's staging file is a live process's (its spare, its lock)."""
+        if parsed.tag == SPARE_TAG and parsed.pid == os.getpid() \
+                and parsed.space in (None, pid_space()):
+            if self.mover.holds_spare(entry.path):
+                return True
+            # else a spare of an earlier process that had this pid
+        elif may_live(parsed, age) and (age <= DEAD_STAGING_AGE_S or parsed.tag == SPARE_TAG):
+            return True  # a live process's spare, however long it has waited
+        # Only a regular file can carry a claim lease; never open a symlink,
+        # FIFO, socket or device left by a quarantine cut short.
+        return stat.S_ISREG(st.st_mode) and self._locked(entry, report)
 
     @staticmethod
     def _locked(entry: os.DirEntry[str], report: RecoveryReport) -> bool:

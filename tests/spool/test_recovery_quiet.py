@@ -237,3 +237,61 @@ def test_what_failed_gains_is_settled_by_the_next_pass_of_a_following_spool(
     finally:
         spool.mover.drop_spares()
         spool.close()
+
+
+TMP_SCRIPT = """
+import os, sys, time
+sys.path[:0] = [sys.argv[2]]
+from pathlib import Path
+import spool.recheck
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.transitions import Spool
+
+spool.recheck.RACY_NS = int(sys.argv[5])
+layout = Layout(Path(sys.argv[1]))
+mover = Mover(layout, FsyncMode.NEVER)
+mover.make_folders()
+spool = Spool(layout, mover)
+for i in range(int(sys.argv[3])):
+    (layout.tmp / f"export-{i:06d}.part").write_bytes(b"half a client's drop")
+time.sleep(float(sys.argv[6]))  # past tmp/'s last change: its times say so
+recovery = Recovery(spool)
+recovery.scan()  # the start-up pass: every file seen once
+recovery.scan()  # each seen before, a day from old: tmp/ left unlisted after this one
+marker = sys.argv[4]
+os.access(marker + "-quiet", os.F_OK)
+for _ in range(8):
+    assert not recovery.scan().changed
+os.access(marker + "-added", os.F_OK)
+(layout.tmp / "late.part").write_bytes(b"another")  # tmp/ changed: listed again
+assert not recovery.scan().changed
+os.access(marker + "-end", os.F_OK)
+spool.close()
+"""
+
+
+def test_periodic_passes_do_not_look_again_at_young_junk_in_tmp(tmp_path: Path) -> None:
+    """Clients' files in ``tmp/`` (half-written drops, junk) go once a day unchanged:
+    listed and looked up each pass, 200,000 of them cost an idle processor a quarter of
+    a CPU at ``SPOOL_SCAN_S=2`` (the fifty-fourth session's list).  While ``tmp/`` holds
+    nothing else and does not change, a pass does not list it; once it changes, it
+    does."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    repo = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "trace"
+    marker = str(tmp_path / "phase")
+    proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
+                           sys.executable, "-c", TMP_SCRIPT, str(tmp_path / "spool"), repo,
+                           "3000", marker, str(QUICK_RACY_NS), str(QUIET_S)],
+                          capture_output=True, check=False, timeout=110)
+    if proc.returncode != 0 and b"PTRACE" in proc.stderr:
+        pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    counts = _count(out.read_text(), marker)
+    assert counts["quiet"] / 8 < 100, f"a quiet pass read or looked up {counts['quiet']}"
+    assert counts["added"] > 3000, counts  # listed again once tmp/ changed
