@@ -60,7 +60,8 @@ class Staged:
         self.mover = spool.mover
         self.terminal = terminal
         self.notes = notes
-        self._seen: dict[str, Seen] = {}  # each staging file's, see age_s
+        self._seen: dict[str, Seen] = {}  # each file's of tmp/, see age_s
+        self._seen_staged: dict[str, Seen] = {}  # and of stage/
         self._tmp_stamp: Stamp | None = None  # tmp/'s at this pass's start
         self._tmp_quiet: tuple[Stamp | None, float] | None = None
         """tmp/'s stamp when a pass left it holding only clients' files not yet due, and
@@ -79,9 +80,11 @@ class Staged:
         staged = entries(self.layout.stage, optional=True)
         notes = self.notes.collect(staged)  # read by the passes below, dropped after them
         listed += [(e, True, False) for e in staged if e.path not in notes]
+        paths = {entry.path for entry, _, clients in listed if not clients}
+        self._seen_staged = {p: seen for p, seen in self._seen_staged.items() if p in paths}
         if tmp is not None:  # (not listed: its files' sightings kept as they are)
-            paths = {entry.path for entry, _, _ in listed}
-            self._seen = {path: seen for path, seen in self._seen.items() if path in paths}
+            paths = {entry.path for entry in tmp}
+            self._seen = {p: seen for p, seen in self._seen.items() if p in paths}
         quiet, due = tmp is not None, math.inf  # tmp/ left unlisted from the next pass?
         for entry, trusted, clients in listed:
             parsed = parse_staging(entry.name)
@@ -117,7 +120,7 @@ class Staged:
         st = _lstat(entry, report)
         if st is None:
             return
-        age = self.age_s(entry.path, st, now_s)
+        age = self.age_s(entry.path, st, now_s, staged=not clients)
         if parsed is not None and not trusted and parsed.tag.partition("-")[0] in ACTIONS \
                 and self._left_untrusted(entry, parsed, st, age, own_uids=own_uids,
                                          report=report):
@@ -174,7 +177,8 @@ class Staged:
             _left_unread(exc, entry, "cannot open", report)
             return True
 
-    def age_s(self, path: str, st: os.stat_result, now_s: float) -> float:
+    def age_s(self, path: str, st: os.stat_result, now_s: float, *,
+              staged: bool = False) -> float:
         """How long the staging file ``st`` at ``path`` has stood unchanged.
 
         By its ctime (any write, rename or utime sets it, where a drop may carry the
@@ -186,10 +190,11 @@ class Staged:
         day old, and the next pass removed it under its writer.
         """
         mono = self.spool.clock.monotonic()
-        seen = self._seen.get(path)
+        sightings = self._seen_staged if staged else self._seen  # (``path`` in stage/)
+        seen = sightings.get(path)
         if seen is None or seen[:2] != (st.st_ino, st.st_ctime_ns):
             seen = (st.st_ino, st.st_ctime_ns, now_s - st.st_ctime - mono)
-            self._seen[path] = seen
+            sightings[path] = seen
         return seen[2] + mono
 
     def _keep_untrusted(self, path: Path, tag: str, st: os.stat_result,

@@ -26,6 +26,7 @@ from spoolkit import locate, make_spool, read_json
 
 from spool import recheck
 from spool.errors import ErrorType
+from spool.layout import random_part
 from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.recheck import ROTATION_NAMES
 from spool.recovery import Recovery
@@ -295,3 +296,25 @@ def test_periodic_passes_do_not_look_again_at_young_junk_in_tmp(tmp_path: Path) 
     counts = _count(out.read_text(), marker)
     assert counts["quiet"] / 8 < 100, f"a quiet pass read or looked up {counts['quiet']}"
     assert counts["added"] > 3000, counts  # listed again once tmp/ changed
+
+
+@pytest.mark.usefixtures("quick_recheck")
+def test_stage_files_settled_while_tmp_is_unlisted_are_forgotten(spool: Spool) -> None:
+    """While tmp/ was left unlisted, the sightings of stage/'s files settled meanwhile
+    were never dropped: one more a pass for as long as tmp/ stayed quiet (h329)."""
+    layout = spool.layout
+    for i in range(20):
+        (layout.tmp / f"export-{i}.part").write_bytes(b"half a client's drop")
+    time.sleep(QUIET_S)
+    recovery = Recovery(spool)
+    for _ in range(3):  # seen, then young: tmp/ is left unlisted from here on
+        recovery.scan()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for i in range(10):  # a write cut short by a process that is gone, one a pass
+        name = f"=job-{i}.json.{dead.pid}.{random_part()}.tmp"
+        (layout.stage / name).write_bytes(b"half a record")
+        recovery.scan()
+        assert not (layout.stage / name).exists()
+    staged = recovery._staged  # sightings kept: tmp/'s 20 files, one of stage/'s at most
+    assert len(staged._seen) + len(getattr(staged, "_seen_staged", {})) <= 21
