@@ -40,15 +40,18 @@ if TYPE_CHECKING:
     from spool.settings import Settings
 
 
-def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeExecutor:
+def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR", *,
+                  params: tuple[tuple[str, str], ...] = ()) -> ComputeExecutor:
     """The COMPUTE executor ``SPOOL_EXECUTOR`` names; ``named`` is how an error names that
-    setting (``--executor`` when the option gave it)."""
+    setting (``--executor`` when the option gave it); ``params``: the registry's
+    :meth:`~processor.registry.Registry.params_digests`."""
     if settings.executor == "local":
         from processor.pool import LocalPool  # noqa: PLC0415 - see the imports above
 
         return LocalPool(settings.job_num, tool_modules=settings.tool_modules,
                          memory_mb=settings.worker_memory_mb,
-                         max_jobs=settings.worker_max_jobs, log_level=settings.log_level)
+                         max_jobs=settings.worker_max_jobs, log_level=settings.log_level,
+                         params=params)
     if settings.executor.startswith(("dask://", "tcp://")):
         from processor.dask_connect import (  # noqa: PLC0415
             require_distributed,
@@ -58,7 +61,7 @@ def make_executor(settings: Settings, named: str = "SPOOL_EXECUTOR") -> ComputeE
 
         scheduler_address(settings.executor, named)  # a bad one is said as it was given
         require_distributed(named)  # and a missing extra, by the name that asked
-        return DaskExecutor(settings)
+        return DaskExecutor(settings, params=params)
     raise ConfigError(f"{named}={settings.executor!r}: use 'local' or 'dask://host:port'")
 
 
@@ -310,7 +313,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     finally:
         capture.uninstall(saved)
         repair_logging()  # a tool module's dictConfig or basicConfig at import
-    executor = make_executor(settings, executor_named)
+    executor = make_executor(settings, executor_named, params=registry.params_digests())
     notifier = SystemdNotifier.from_env(os.environ)
     # What start-up made (modules, the tools, pandas and numpy when a tool loads them,
     # some 70,000 objects) lives as long as the daemon: a full collection of the loop's

@@ -90,14 +90,15 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *,
+                 params: tuple[tuple[str, str], ...] = ()) -> None:
         self.size = settings.job_num
         self._token = uuid.uuid4().hex[:12]
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.link = SchedulerLink(
             scheduler_address(settings.executor), f"{TOPIC_PREFIX}{self._token}",
             WorkerConfig(tuple(settings.tool_modules), settings.worker_memory_mb,
-                        settings.worker_max_jobs, settings.log_level, since=time.time()),
+                        settings.worker_max_jobs, settings.log_level, params=params),
             lambda message: self._events.put(("task", message)))
         self._lock = threading.Lock()  # guards the connection state
         self._flights = Flights()

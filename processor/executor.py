@@ -34,9 +34,10 @@ class WorkerConfig:
     memory_mb: int = 0
     max_jobs: int = 0
     log_level: str = "INFO"
-    since: float = 0.0
-    """When the processor loaded its tools (wall clock): a worker's tool module changed
-    after it is named in its job's ``invalid_params`` (0: never)."""
+    params: tuple[tuple[str, str], ...] = ()
+    """Each tool's params schema digest as the processor loaded it
+    (:meth:`Registry.params_digests <processor.registry.Registry.params_digests>`): a
+    worker whose own differs says so in its job's ``invalid_params``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,11 +113,12 @@ class LocalPool:
     name = "local"
 
     def __init__(self, size: int, *, tool_modules: list[str], memory_mb: int = 0,
-                 max_jobs: int = 0, log_level: str = "INFO") -> None:
+                 max_jobs: int = 0, log_level: str = "INFO",
+                 params: tuple[tuple[str, str], ...] = ()) -> None:
         self.size = size
         self.tool_modules = tool_modules
         self.config = WorkerConfig(tuple(tool_modules), memory_mb, max_jobs, log_level,
-                                   since=time.time())
+                                   params=params)
         self._ctx: ForkServerContext = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(PRELOAD)
         self._slots = [_Slot(i) for i in range(size)]

@@ -9,6 +9,7 @@ at start-up, so an operator sees the clash instead of a surprise.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import math
@@ -77,6 +78,17 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    def params_digest(self, name: str) -> str:
+        """A digest of tool ``name``'s params JSON Schema (KeyError if none): what a worker
+        compares with the processor's (:attr:`WorkerConfig.params
+        <processor.executor.WorkerConfig.params>`)."""
+        schema = orjson.dumps(self._entries[name]["params_schema"], option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(schema, digest_size=8).hexdigest()
+
+    def params_digests(self) -> tuple[tuple[str, str], ...]:
+        """Each tool's :meth:`params_digest`, by name."""
+        return tuple((name, self.params_digest(name)) for name in self.names())
 
     def catalogue(self) -> list[dict[str, Any]]:
         """Each tool's :meth:`~processor.tools.BaseTool.catalogue_entry`, by name (the

@@ -216,7 +216,7 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         try:
             outcome = _run(progress, registry, task, resources)
             if outcome.error_type is ErrorType.INVALID_PARAMS and outcome.message:
-                outcome.message += _changed_since(registry, tool, config.since)
+                outcome.message += _params_differ(registry, tool, config.params)
         finally:
             progress.close()  # no report goes out after this: the result comes next
             deadman.disarm()
@@ -449,20 +449,23 @@ def _run(progress: Progress, registry: Any, task: tuple[Any, ...],
     return run_tool(tool, job_id, params, ctx)
 
 
-def _changed_since(registry: Any, name: str, since: float) -> str:
-    """A note for a job's ``invalid_params`` when its tool's module changed after the
-    processor loaded its own: the processor's catalogue (``spoolq tools``) then shows
-    params this worker's tool no longer takes, and the error said nothing of it."""
+def _params_differ(registry: Any, name: str, theirs: tuple[tuple[str, str], ...]) -> str:
+    """A note for a job's ``invalid_params`` when this worker's tool takes other params
+    than the processor's (a module edited since the processor loaded it): the
+    processor's catalogue (``spoolq tools``) then shows params the tool no longer takes,
+    and the error said nothing of it.  By the params' JSON Schema, not the module's
+    time: a worker still running the old code, or a module touched but unchanged, was
+    told to restart the processor over params that were simply wrong (h329)."""
+    processors = dict(theirs).get(name)
     try:
-        path = sys.modules[registry.get(name).__module__].__file__
-        changed = since > 0 and path is not None and os.stat(path).st_mtime > since
-    except (SpoolError, KeyError, AttributeError, OSError):
+        mine = registry.params_digest(name)
+    except KeyError:
         return ""
-    if not changed:
+    if processors is None or processors == mine:
         return ""
-    return (f" (in this worker: the tool's module {path} changed since the processor "
-            "loaded it, whose catalogue shows the params it had then; restart the "
-            "processor)")
+    return (" (in this worker: the tool takes other params than the processor's, whose "
+            "catalogue shows the ones it loaded; its module changed since the processor "
+            "started? restart the processor)")
 
 
 @functools.lru_cache(maxsize=4)

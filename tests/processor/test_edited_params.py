@@ -5,9 +5,12 @@ by the fifty-third session)."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
 
 StartDaemon = Callable[..., Daemon]
@@ -49,18 +52,28 @@ def test_params_a_new_worker_refuses_name_the_module_changed(spool_root: Path,
     error = wait_record(spool_root, "second")["error"]
     assert error["type"] == "invalid_params", error
     assert error["message"].endswith(
-        f"(in this worker: the tool's module {module} changed since the processor loaded "
-        "it, whose catalogue shows the params it had then; restart the processor)"), error
+        "(in this worker: the tool takes other params than the processor's, whose "
+        "catalogue shows the ones it loaded; its module changed since the processor "
+        "started? restart the processor)"), error
     assert d.stop() == 0
 
 
-def test_params_refused_by_an_unchanged_module_carry_no_note(spool_root: Path,
-                                                              daemon: StartDaemon,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("edit", ["touched", "body"])
+def test_params_refused_by_a_tool_taking_the_same_params_carry_no_note(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path, edit: str) -> None:
+    """A module touched but unchanged, or edited without a change to its params (the
+    worker may even run the old code still): the note told an operator to restart the
+    processor over params that were simply wrong (h329)."""
     module, release = tmp_path / "params_tools.py", tmp_path / "release"
-    module.write_text(MODULE.replace("RELEASE", str(release)).replace("FIELD", "count"))
+    source = MODULE.replace("RELEASE", str(release)).replace("FIELD", "count")
+    module.write_text(source)
     release.touch()
-    d = daemon(tools="params_tools", tools_dir=tmp_path, JOB_NUM="1")
+    d = daemon(tools="params_tools", tools_dir=tmp_path, JOB_NUM="1",
+               SPOOL_WORKER_MAX_JOBS="1")
+    if edit == "touched":
+        os.utime(module, (time.time() + 5, time.time() + 5))
+    else:
+        module.write_text(source.replace('ToolResult.ok("e")', 'ToolResult.ok("edited")'))
     drop(spool_root, "bad", {"tool": "edited_params", "params": {"count": "many"}})
     error = wait_record(spool_root, "bad")["error"]
     assert error == {"type": "invalid_params", "message": "count: Input should be a valid "
