@@ -28,6 +28,7 @@ from spool.models import Record, aware_utc
 from spool.states import TERMINAL, JobState
 from spool.terminal_records import unreadable_record
 from spool.text import without_bom
+from spool.view import shown
 
 if TYPE_CHECKING:
     from spool.reader import SpoolReader
@@ -129,7 +130,7 @@ def _rows(reader: SpoolReader, candidates: list[Candidate], *, state: JobState |
             # One file the disk cannot read (EIO) is a row that says so, not a listing
             # refused whole: the other jobs were hidden by one bad sector.  (Of a tool
             # unknown: said, not listed, under ``tool``.)
-            record = unreadable_record(entry, str(exc))
+            record = unreadable_record(entry, shown(str(exc)))  # its real path, as root
             if after is not None and sort_key(record) >= after:
                 continue  # on an earlier page
             trouble.append((sort_key(record), str(exc)))

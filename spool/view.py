@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import orjson
 
 from spool.errors import SpoolIOError
 from spool.layout import FOLDER_NAMES, Layout
@@ -77,10 +76,11 @@ class _View:
         the name in $TMPDIR) and close every descriptor."""
         if self.held < 0:
             return  # released already
-        with contextlib.suppress(OSError):
-            for name in self.pins:
+        for name in self.pins:
+            with contextlib.suppress(OSError):  # (not linked yet, when a pin failed)
                 os.unlink(name, dir_fd=self.held)
-            if os.path.samestat(os.lstat(self.path), os.fstat(self.held)):
+        with contextlib.suppress(OSError):
+            if self.path and os.path.samestat(os.lstat(self.path), os.fstat(self.held)):
                 os.rmdir(self.path)
         for fd in (*self.pins.values(), self.held):
             with contextlib.suppress(OSError):
@@ -90,6 +90,9 @@ class _View:
 
 
 _views: dict[str, _View] = {}
+_made: dict[str, int] = {}  # views made of each spool by this process
+MOST_VIEWS = 8
+"""How many views of one spool a process makes at most (:func:`guarded`)."""
 
 
 def guarded(layout: Layout) -> Layout:
@@ -111,7 +114,16 @@ def guarded(layout: Layout) -> Layout:
         if view is None or not view.stands(root):
             # The one before is kept to the end: a client made with it may still use its
             # paths, whose descriptors, closed, could name another folder once reused.
-            view = _views[key] = _pinned(layout, root)
+            # So a process pins one spool a bounded number of times: another user moving
+            # its folders over and over had a long-running one run out of descriptors.
+            made = _made.get(key, 0)
+            if made >= MOST_VIEWS:
+                raise SpoolIOError(
+                    f"the folders of {layout.root} moved {made - 1} times while this "
+                    "process used them (another user moving them?): root will not pin "
+                    "them again; start it again once they stay put")
+            view = _pinned(layout, root)
+            _views[key], _made[key] = view, made + 1
         return view.layout
     finally:
         os.close(root)
@@ -127,15 +139,6 @@ def shown(text: str) -> str:
     return text
 
 
-def shown_json(data: bytes) -> bytes:
-    """:func:`shown` for JSON text (the real root written as a JSON string's inside)."""
-    for view in _views.values():
-        head, real = view.prefix
-        if head and head.encode() in data:
-            data = data.replace(head.encode(), orjson.dumps(real)[1:-1])
-    return data
-
-
 def _pinned(layout: Layout, root: int) -> _View:
     if not os.path.isdir(_PROC_FD):
         raise SpoolIOError(f"{_PROC_FD} is not there (/proc not mounted), so root cannot pin "
@@ -145,35 +148,58 @@ def _pinned(layout: Layout, root: int) -> _View:
 
     try:
         path = tempfile.mkdtemp(prefix="spoolq-view-")
-        held = os.open(path, _PINNED)
     except OSError as exc:
         raise SpoolIOError(f"cannot make root's private view of {layout.root}'s folders in "
-                           f"$TMPDIR: {exc.strerror} ({exc.filename})") from exc
+                           f"$TMPDIR: {exc.strerror}") from exc
+    try:
+        held = os.open(path, _PINNED)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        raise SpoolIOError(f"cannot open root's private view of {layout.root}'s folders: "
+                           f"{exc.strerror} ({path})") from exc
     view = _View(layout, path, held)
+    try:
+        _fill(view, layout, root)
+    except BaseException:
+        view.release()
+        raise
     atexit.register(view.release)
-    st = os.fstat(held)
-    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
-        raise SpoolIOError(f"{path} was replaced as it was made ($TMPDIR is another user's "
-                           "to write?): set TMPDIR to a folder of root's alone")
+    return view
+
+
+def _fill(view: _View, layout: Layout, root: int) -> None:
+    """Check the view's folder is this process's own, new and empty (a ``$TMPDIR``
+    another user may write to: one of its own, or a view left by a killed command, put
+    at its name before it was opened), then pin each folder and link it there."""
+    st = os.fstat(view.held)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700 \
+            or os.listdir(f"{_PROC_FD}/{view.held}"):
+        view.path = ""  # not ours to remove
+        raise SpoolIOError(f"the private folder made for root's view of {layout.root} was "
+                           "replaced as it was made ($TMPDIR is another user's to write?): "
+                           "set TMPDIR to a folder of root's alone")
     for name in FOLDER_NAMES:
         try:
             fd = os.open(name, _PINNED, dir_fd=root)
         except FileNotFoundError:
             continue  # absent from the view too: Layout.require names a required one
-        except OSError as exc:  # ENOTDIR: a symlink (O_NOFOLLOW) or a file
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):  # EMFILE, EACCES, EIO
+                raise SpoolIOError(f"cannot open {layout.root}/{name}: {exc.strerror}") \
+                    from exc
             raise _not_a_folder(layout, name, root, exc) from None
         view.pins[name] = fd
         if not stat.S_ISDIR(os.fstat(fd).st_mode):  # (should O_PATH hand the link itself)
             raise _not_a_folder(layout, name, root, None)
         try:
-            os.symlink(f"{_PROC_FD}/{fd}", name, dir_fd=held)
+            os.symlink(f"{_PROC_FD}/{fd}", name, dir_fd=view.held)
         except OSError as exc:
             raise SpoolIOError(f"cannot make root's private view of {layout.root}'s "
-                               f"folders: {exc.strerror} ({path}/{name})") from exc
-    head = f"{_PROC_FD}/{held}/"
+                               f"folders: {exc.strerror} ({view.path}/{name})") from exc
+    head = f"{_PROC_FD}/{view.held}/"
     view.prefix = (head, f"{os.path.abspath(layout.root).rstrip('/')}/")
     view.layout = Layout(layout.root, view=Path(head))
-    return view
 
 
 def _not_a_folder(layout: Layout, name: str, root: int, exc: OSError | None

@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except UnsafeFolder as exc:
         print(exc, file=sys.stderr)  # the last line: what `spoolq data synth` says
         return 1
+    except OSError as exc:  # by its real name: root's pinned folder is /proc/self/fd/N
+        print(f"cannot write the data files in {args.data_dir}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
     print(f"wrote {len(names)} symbols x {args.bars} bars ({names[0]}..{names[-1]}) "
           f"to {args.data_dir}")
     if others := other_files(args.data_dir, names):

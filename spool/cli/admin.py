@@ -29,7 +29,7 @@ from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.states import TERMINAL, JobState
-from spool.view import guarded
+from spool.view import guarded, shown
 
 if TYPE_CHECKING:
     from spool.purge import PurgeReport
@@ -113,7 +113,8 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
     removed, kept = report.removed, report.kept
     if args.json:
         emit_json({"removed": removed, "kept": kept, "held": list(report.held),
-                   "unreadable": list(report.unread), "unremoved": list(report.unremoved),
+                   "unreadable": [shown(error) for error in report.unread],
+                   "unremoved": [shown(error) for error in report.unremoved],
                    "dry_run": args.dry_run})
     else:
         verb = "would remove" if args.dry_run else "removed"

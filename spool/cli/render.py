@@ -25,7 +25,6 @@ import orjson
 from spool.errors import ConflictError
 from spool.states import JobState
 from spool.text import valid_strings, valid_text
-from spool.view import shown_json
 
 if TYPE_CHECKING:
     from spool.large import LargeRecord
@@ -44,7 +43,7 @@ def emit_json(value: Any) -> None:
         text = orjson.dumps(value, option=_JSON, default=str)
     except orjson.JSONEncodeError:  # a path argument with bytes that are not UTF-8
         text = orjson.dumps(valid_strings(value), option=_JSON, default=str)
-    sys.stdout.write(json_text(shown_json(text)) + "\n")
+    sys.stdout.write(json_text(text) + "\n")
 
 
 _NON_ASCII = re.compile("[^\x00-\x7f]")

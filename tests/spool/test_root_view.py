@@ -225,3 +225,73 @@ def test_roots_data_synth_does_not_write_through_the_owners_symlink(open_dir: Pa
     done = _spoolq("data", "synth", "--spool-dir", str(root), "--symbols", "2", "--bars", "5")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (root / "data").iterdir()) == ["S0000.csv", "S0001.csv"]
+
+
+def test_a_process_pins_a_spool_whose_folders_keep_moving_a_bounded_number_of_times(
+        open_dir: Path) -> None:
+    """Each view is kept to the end (a client may still use it): another user moving a
+    folder before each call had a long-running root process run out of descriptors
+    (h327: 20,000 in 25 s); past MOST_VIEWS it is refused in one line."""
+    root, _ = _nobodys_spool(open_dir)
+    fds = len(os.listdir("/proc/self/fd"))
+    for n in range(view_module.MOST_VIEWS + 3):
+        (root / "done").rename(root / f"done.{n}")
+        (root / "done").mkdir()
+        try:
+            guarded(Layout(root))
+        except SpoolIOError as exc:
+            assert n >= view_module.MOST_VIEWS, exc
+            assert "moved" in str(exc) and "will not pin them again" in str(exc)
+        else:
+            assert n < view_module.MOST_VIEWS
+    assert len(os.listdir("/proc/self/fd")) <= fds + 10 * view_module.MOST_VIEWS
+
+
+def test_a_refused_view_leaves_nothing_behind(open_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pin refused (a folder that is a symlink) left its private folder and its
+    descriptors until exit, one more each call (h327)."""
+    root, secret = _nobodys_spool(open_dir)
+    _link(root, "running", secret)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(SpoolIOError, match="running is a symlink"):
+            guarded(Layout(root))
+    assert list(tmp_path.iterdir()) == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_view_folder_found_holding_anything_is_refused(
+        open_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view left by a killed command, slipped in at the new view's name by another
+    user of $TMPDIR, would have its stale links used for folders absent from the spool
+    (h327): a view's folder must be new and empty."""
+    root, _ = _nobodys_spool(open_dir)
+    stale = tmp_path / "stale"
+    stale.mkdir(mode=0o700)
+    (stale / "stage").symlink_to("/root")
+    real_mkdtemp = tempfile.mkdtemp
+
+    def swapped(*args: object, **kwargs: object) -> str:
+        made = real_mkdtemp(*args, **kwargs)  # type: ignore[call-overload]
+        os.rmdir(made)
+        os.rename(stale, made)  # what the other user does between the two calls
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", swapped)
+    with pytest.raises(SpoolIOError, match="was replaced as it was made"):
+        guarded(Layout(root))
+
+
+def test_data_synth_says_what_stands_at_its_folder_by_its_real_name(open_dir: Path) -> None:
+    """A file at ``data`` was a raw FileExistsError; the folder gone mid-run, a path
+    under /proc/self/fd (h327)."""
+    root, _ = _nobodys_spool(open_dir)
+    (root / "data").write_text("not a folder")
+    done = _spoolq("data", "synth", "--spool-dir", str(root), "--symbols", "1", "--bars", "5")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        f"data synth failed: cannot write the data files in {root}/data: File exists"), \
+        done.stderr
