@@ -15,6 +15,7 @@ An item of a record over :data:`BRIEF_MAX_BYTES` also keeps its brief list row
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -192,8 +193,8 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
     brief = None
     if len(summary) > BRIEF_MAX_BYTES:  # the few large ones only: start-up parses no more
         brief = _brief(data if data is not None else orjson.loads(summary))
-    return Item(job_id, stamp.state, tool, (submitted_us, job_id), stamp, summary, full,
-                float(duration_s) if duration_s is not None else None, error_type,
+    return Item(job_id, stamp.state, _name(tool), (submitted_us, job_id), stamp, summary, full,
+                float(duration_s) if duration_s is not None else None, _name(error_type),
                 fraction, message, due_ns, brief)
 
 
@@ -224,6 +225,13 @@ def exact(data: bytes) -> bytes:
     a spool of 50,000 pending jobs took statusd 292 MiB of RSS, 100 MiB with the copy
     (about 5 KB a pending job, then 0.9 KB; QA).  A copy costs 0.1 us."""
     return memoryview(data).tobytes()
+
+
+def _name(value: str | None) -> str | None:
+    """One shared string per tool or error type name (sys.intern): parsed from each
+    record, each item held a copy of its own (53 bytes for ``"echo"``), and the spool
+    names a few tools a hundred thousand times."""
+    return value if value is None else sys.intern(value)
 
 
 def _error_ok(error: object, state: JobState) -> bool:
