@@ -42,7 +42,9 @@ def current(layout: Layout, states: Iterable[JobState], job_id: str) -> Stamp | 
             progress_ns = _progress_ns(layout, job_id)
         except OSError:
             progress_ns = 0  # a progress file that cannot be stat'ed is no progress
-    return Stamp(best.state, best.mtime_ns, best.ctime_ns, progress_ns, best.ino)
+    mtime_ns, ctime_ns = best.mtime_ns, best.ctime_ns  # one int when equal (scan._list)
+    return Stamp(best.state, mtime_ns, mtime_ns if ctime_ns == mtime_ns else ctime_ns,
+                 progress_ns, best.ino)
 
 
 def entries_of(layout: Layout, states: Iterable[JobState], job_id: str) -> list[Entry]:

@@ -209,7 +209,12 @@ def _list(folder: os.PathLike[str] | str, failed: set[str] | None = None
                     failed.add(entry.name)
                     continue
                 if S_ISREG(st.st_mode):
-                    out.append((entry.name, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+                    mtime_ns, ctime_ns = st.st_mtime_ns, st.st_ctime_ns
+                    # One int for both when equal (a file written and renamed within one
+                    # tick of the kernel's coarse clock: nearly every record): the index
+                    # keeps each stamp, and a 64-bit time is a 36-byte int.
+                    out.append((entry.name, mtime_ns,
+                                mtime_ns if ctime_ns == mtime_ns else ctime_ns, st.st_ino))
     except FileNotFoundError:
         return []
     return out
