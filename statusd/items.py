@@ -66,6 +66,18 @@ def progress_stamp(mtime_ns: int, ino: int) -> int:
     return (ino << 64) | (mtime_ns & 0xFFFF_FFFF_FFFF_FFFF) or 1
 
 
+class Rare(NamedTuple):
+    """What few items have (see :attr:`Item.rare`)."""
+
+    fraction: float | None = None
+    message: str = ""
+    due_ns: int | None = None
+    brief: bytes | None = None
+
+
+_NONE_RARE = Rare()
+
+
 class Item(NamedTuple):
     """One id as the index holds it: sort key, filters, and the JSON it answers with.
 
@@ -84,14 +96,30 @@ class Item(NamedTuple):
     """Full record JSON, or None when larger than INLINE_MAX_BYTES (read on demand)."""
     duration_s: float | None = None
     error_type: str | None = None
-    fraction: float | None = None
-    message: str = ""
-    due_ns: int | None = None
-    """When a pending job may run: its ``not_before``, or its retry's backoff if later
-    (the oldest due pending age needs it)."""
-    brief: bytes | None = None
-    """The row of the brief list when it differs from ``summary`` (a record over
-    BRIEF_MAX_BYTES); None: the summary is the brief row too."""
+    rare: Rare | None = None
+    """A running job's progress, a pending job's due time, a large record's brief row,
+    when there is one; None (nearly every record of a spool, done or failed): none.
+    One field for four, each read through its property: 24 bytes an item fewer."""
+
+    @property
+    def fraction(self) -> float | None:
+        return (self.rare or _NONE_RARE).fraction
+
+    @property
+    def message(self) -> str:
+        return (self.rare or _NONE_RARE).message
+
+    @property
+    def due_ns(self) -> int | None:
+        """When a pending job may run: its ``not_before``, or its retry's backoff if later
+        (the oldest due pending age needs it)."""
+        return (self.rare or _NONE_RARE).due_ns
+
+    @property
+    def brief(self) -> bytes | None:
+        """The row of the brief list when it differs from ``summary`` (a record over
+        BRIEF_MAX_BYTES); None: the summary is the brief row too."""
+        return (self.rare or _NONE_RARE).brief
 
     @property
     def brief_row(self) -> bytes:
@@ -195,7 +223,8 @@ def _make_item(job_id: str, stamp: Stamp, tool: str | None, body: bytes | None, 
         brief = _brief(data if data is not None else orjson.loads(summary))
     return Item(job_id, stamp.state, _name(tool), (submitted_us, job_id), stamp, summary, full,
                 float(duration_s) if duration_s is not None else None, _name(error_type),
-                fraction, message, due_ns, brief)
+                None if fraction is None and not message and due_ns is None and brief is None
+                else Rare(fraction, message, due_ns, brief))
 
 
 def _brief(data: dict[str, Any]) -> bytes:
