@@ -103,6 +103,26 @@ def quick_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recheck, "RACY_NS", QUICK_RACY_NS)
 
 
+def _traced(tmp_path: Path, script: str, *args: str) -> dict[str, int]:
+    """Run ``script`` under strace (``sys.argv[1]``: a spool under ``tmp_path``, ``[2]``
+    the repository, then ``args``, ``{marker}`` standing for the phases' marker path), and
+    :func:`_count` its calls by phase; skipped where strace cannot run."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    repo = str(Path(__file__).resolve().parents[2])
+    out = tmp_path / "trace"
+    marker = str(tmp_path / "phase")
+    proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
+                           sys.executable, "-c", script, str(tmp_path / "spool"), repo,
+                           *(arg.replace("{marker}", marker) for arg in args)],
+                          capture_output=True, check=False, timeout=110)
+    if proc.returncode != 0 and b"PTRACE" in proc.stderr:
+        pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
+    assert proc.returncode == 0, proc.stderr.decode()
+    return _count(out.read_text(), marker)
+
+
 def _count(trace: str, marker: str) -> dict[str, int]:
     """Names read (a directory listing's entries) and other calls made between each
     marker and the next, by the marker's phase name."""
@@ -124,21 +144,8 @@ def _count(trace: str, marker: str) -> dict[str, int]:
 @pytest.mark.parametrize("follow", ["follow", "no-follow"])
 def test_periodic_passes_cost_does_not_follow_the_size_of_failed(
         tmp_path: Path, follow: str) -> None:
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    repo = str(Path(__file__).resolve().parents[2])
-    out = tmp_path / "trace"
-    marker = str(tmp_path / "phase")
-    proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
-                           sys.executable, "-c", SCRIPT, str(tmp_path / "spool"), repo,
-                           str(FAILED_RECORDS), marker, str(PASSES), follow,
-                           str(QUICK_RACY_NS), str(QUIET_S)],
-                          capture_output=True, check=False, timeout=110)
-    if proc.returncode != 0 and b"PTRACE" in proc.stderr:
-        pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
-    assert proc.returncode == 0, proc.stderr.decode()
-    counts = _count(out.read_text(), marker)
+    counts = _traced(tmp_path, SCRIPT, str(FAILED_RECORDS), "{marker}", str(PASSES), follow,
+                     str(QUICK_RACY_NS), str(QUIET_S))
     quiet, busy, failed = (counts[phase] / PASSES for phase in ("quiet", "busy", "failed"))
     # Nothing changed: a pass looks at the folders (a few dozen names and calls in all,
     # whatever failed/ holds); it does not list failed/ nor look its names up.
@@ -280,20 +287,8 @@ def test_periodic_passes_do_not_look_again_at_young_junk_in_tmp(tmp_path: Path) 
     a CPU at ``SPOOL_SCAN_S=2`` (the fifty-fourth session's list).  While ``tmp/`` holds
     nothing else and does not change, a pass does not list it; once it changes, it
     does."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
-    repo = str(Path(__file__).resolve().parents[2])
-    out = tmp_path / "trace"
-    marker = str(tmp_path / "phase")
-    proc = subprocess.run([strace, "-f", "-o", str(out), "-e", f"trace={CALLS}",
-                           sys.executable, "-c", TMP_SCRIPT, str(tmp_path / "spool"), repo,
-                           "3000", marker, str(QUICK_RACY_NS), str(QUIET_S)],
-                          capture_output=True, check=False, timeout=110)
-    if proc.returncode != 0 and b"PTRACE" in proc.stderr:
-        pytest.skip(f"strace cannot run here: {proc.stderr.decode().strip()}")
-    assert proc.returncode == 0, proc.stderr.decode()
-    counts = _count(out.read_text(), marker)
+    counts = _traced(tmp_path, TMP_SCRIPT, "3000", "{marker}", str(QUICK_RACY_NS),
+                     str(QUIET_S))
     assert counts["quiet"] / 8 < 100, f"a quiet pass read or looked up {counts['quiet']}"
     assert counts["added"] > 3000, counts  # listed again once tmp/ changed
 
