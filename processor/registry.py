@@ -80,10 +80,14 @@ class Registry:
         return sorted(self._tools)
 
     def params_digest(self, name: str) -> str:
-        """A digest of tool ``name``'s params JSON Schema (KeyError if none): what a worker
-        compares with the processor's (:attr:`WorkerConfig.params
-        <processor.executor.WorkerConfig.params>`)."""
-        schema = orjson.dumps(self._entries[name]["params_schema"], option=orjson.OPT_SORT_KEYS)
+        """A digest of what tool ``name``'s params JSON Schema takes (KeyError if none):
+        what a worker compares with the processor's (:attr:`WorkerConfig.params
+        <processor.executor.WorkerConfig.params>`).  Of the schema made
+        :func:`comparable`: taken whole, a ``Literal`` of a set's members (their order
+        each process's hash seed) or a default computed at import (``datetime.now()``)
+        gave every worker another digest than the processor's (h330)."""
+        schema = orjson.dumps(comparable(self._entries[name]["params_schema"]),
+                              option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(schema, digest_size=8).hexdigest()
 
     def params_digests(self) -> tuple[tuple[str, str], ...]:
@@ -94,6 +98,39 @@ class Registry:
         """Each tool's :meth:`~processor.tools.BaseTool.catalogue_entry`, by name (the
         registry's own dicts: read them, do not change them)."""
         return [self._entries[n] for n in self.names()]
+
+
+_WORDS = frozenset({"default", "examples", "title", "description"})
+"""Schema keywords that say nothing of which params are taken."""
+_SETS = frozenset({"enum", "required", "type"})
+"""Schema keywords whose lists are sets: their order says nothing either."""
+_NAMED = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+"""Schema keywords whose value maps names (a param may be named ``title``) to schemas."""
+
+
+def comparable(schema: Any) -> Any:
+    """``schema`` without what may differ between two processes importing one module: its
+    defaults, examples, titles and descriptions, and the order of its ``enum``,
+    ``required`` and ``type`` lists."""
+    if isinstance(schema, list):
+        return [comparable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _WORDS:
+            continue
+        if key in _NAMED and isinstance(value, dict):
+            out[key] = {name: comparable(item) for name, item in value.items()}
+        elif key in _SETS and isinstance(value, list):
+            out[key] = sorted(value, key=_json_order)
+        else:
+            out[key] = comparable(value)
+    return out
+
+
+def _json_order(item: Any) -> bytes:
+    return orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
 
 
 def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:

@@ -79,3 +79,36 @@ def test_params_refused_by_a_tool_taking_the_same_params_carry_no_note(
     assert error == {"type": "invalid_params", "message": "count: Input should be a valid "
                      "integer, unable to parse string as an integer"}, error
     assert d.stop() == 0
+
+
+UNSTABLE_MODULE = '''
+from datetime import UTC, datetime
+from typing import Literal
+from pydantic import BaseModel
+from processor.tools import BaseTool, ExecutionMode, ToolResult
+KINDS = tuple({"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"})
+class Params(BaseModel):
+    count: int = 0
+    kind: Literal[KINDS] = "alpha"  # a set's order: each process's hash seed
+    since: datetime = datetime.now(UTC)  # made as each process imports the module
+class Unstable(BaseTool):
+    name = "unstable_schema"
+    execution_mode = ExecutionMode.COMPUTE
+    Params = Params
+    def execute(self, params, ctx):
+        return ToolResult.ok("u")
+'''
+
+
+def test_a_schema_that_differs_only_in_order_or_defaults_carries_no_note(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """Digested whole, a ``Literal`` of a set's members or a default computed at import
+    gave each worker another schema than the processor's, and every bad params job of
+    such a tool the note (h330)."""
+    (tmp_path / "unstable_tools.py").write_text(UNSTABLE_MODULE)
+    d = daemon(tools="unstable_tools", tools_dir=tmp_path, JOB_NUM="1")
+    drop(spool_root, "bad", {"tool": "unstable_schema", "params": {"count": "many"}})
+    error = wait_record(spool_root, "bad")["error"]
+    assert error == {"type": "invalid_params", "message": "count: Input should be a valid "
+                     "integer, unable to parse string as an integer"}, error
+    assert d.stop() == 0
