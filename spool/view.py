@@ -91,6 +91,7 @@ class _View:
 
 _views: dict[str, _View] = {}
 _made: dict[str, int] = {}  # views made of each spool by this process
+_kept: list[_View] = []  # every view made, the ones replaced too: released at exit
 MOST_VIEWS = 8
 """How many views of one spool a process makes at most (:func:`guarded`)."""
 
@@ -164,8 +165,20 @@ def _pinned(layout: Layout, root: int) -> _View:
     except BaseException:
         view.release()
         raise
-    atexit.register(view.release)
+    if not _kept:
+        atexit.register(release_all)
+    _kept.append(view)
     return view
+
+
+def release_all() -> None:
+    """Remove every view this process made and forget them (at exit; a test's end: a
+    pytest-xdist worker ends without Python's exit handlers, and left its views)."""
+    for view in _kept:
+        view.release()
+    _kept.clear()
+    _views.clear()
+    _made.clear()
 
 
 def _fill(view: _View, layout: Layout, root: int) -> None:

@@ -32,6 +32,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root only")
 NOBODY = 65534
 
 
+@pytest.fixture(autouse=True)
+def _views_released() -> Iterator[None]:
+    """Each test's views removed at its end (see view.release_all)."""
+    yield
+    view_module.release_all()
+
+
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
     """A folder every user may pass through (pytest's own are root's, 0700)."""
@@ -206,7 +213,6 @@ def test_the_views_removal_never_follows_its_name(open_dir: Path) -> None:
     assert (secret / "failed").read_text() == "root's own"
     assert sorted(p.name for p in moved.iterdir()) == []  # its own links went
     os.unlink(view.path)
-    view_module._views.pop(os.fspath(root))
 
 
 def test_roots_data_synth_does_not_write_through_the_owners_symlink(open_dir: Path) -> None:
@@ -281,8 +287,12 @@ def test_a_view_folder_found_holding_anything_is_refused(
         return made
 
     monkeypatch.setattr(tempfile, "mkdtemp", swapped)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # what it made stays there
+    monkeypatch.setattr(tempfile, "tempdir", None)
     with pytest.raises(SpoolIOError, match="was replaced as it was made"):
         guarded(Layout(root))
+    (left,) = tmp_path.glob("spoolq-view-*")  # not the view's to remove: not its own
+    assert [p.name for p in left.iterdir()] == ["stage"]
 
 
 def test_data_synth_says_what_stands_at_its_folder_by_its_real_name(open_dir: Path) -> None:
