@@ -151,11 +151,13 @@ EXIT_TEMPFAIL = 75
 which systemd restarts."""
 PASSING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE, errno.ENOMEM,
                             errno.EINTR, errno.EAGAIN, errno.EMFILE, errno.ENFILE,
-                            errno.ENOLCK, errno.ENOTCONN, errno.ETIMEDOUT})
+                            errno.ENOLCK, errno.ENOTCONN, errno.ECONNABORTED,
+                            errno.ETIMEDOUT})
 """What a spool refuses for now: a disk full, descriptors or memory short, an I/O error,
 an NFS handle gone stale (a new process looks every path up afresh), a network
 filesystem's lock daemon down (ENOLCK: the owner lease and recovery's claims are
-``flock`` calls), a FUSE filesystem's daemon gone until it is mounted again (ENOTCONN),
+``flock`` calls), a FUSE filesystem's daemon gone until it is mounted again (ENOTCONN;
+ECONNABORTED to a request in flight as it died, or after an abort through fusectl),
 a network filesystem's server not answering (ETIMEDOUT).  At start-up (its recovery
 scan, say) the daemons exit 75 (EX_TEMPFAIL) for these, so systemd starts them again;
 with exit status 2 a full disk at boot, or lockd not yet up, left the processor down

@@ -105,10 +105,11 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE})
 """Out of descriptors (this process's RLIMIT_NOFILE, or the system's file table)."""
 FAILING_IO = frozenset({errno.EIO, errno.ESTALE, errno.ENOMEM, errno.EINTR, errno.ENOLCK,
-                        errno.ENOTCONN, errno.ETIMEDOUT})
+                        errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT})
 """The device or the kernel failed the operation (a failing disk, an NFS handle gone
 stale, kernel memory short, no lock record to be had: ENOLCK, from an flock; a FUSE
-filesystem whose daemon died, ENOTCONN, or a network filesystem's server that did not
+filesystem whose daemon died, ENOTCONN, or ECONNABORTED to a request in flight as it
+died, a full run's FUSE test: a crash, exit 1; or a network filesystem's server that did not
 answer, ETIMEDOUT) or cut it short (EINTR: a FUSE or network filesystem's call
 interrupted, which Python retries for reads and writes but not for a rename): nothing
 about the file, and another try may go through.  (ENOLCK out of a recovery pass was none

@@ -296,12 +296,13 @@ def test_a_cut_short_cancel_the_disk_cannot_read_is_left_not_a_pause(
         d.abort()
 
 
-@pytest.mark.parametrize("error", ["EIO", "ENOTCONN"])
+@pytest.mark.parametrize("error", ["EIO", "ENOTCONN", "ECONNABORTED"])
 def test_a_recovery_pass_that_cannot_list_running_is_a_pause_not_a_crash(
         error: str, spool_root: Path, tmp_path: Path,
         attach: Callable[..., Callable[[], None]]) -> None:
     """The periodic recovery pass cannot open ``running/`` (EIO; ENOTCONN, a FUSE mount
-    whose daemon died, ended the processor with a traceback: QA): spool trouble, the I/O
+    whose daemon died, ended the processor with a traceback: QA; ECONNABORTED, one request
+    in flight as it died, in a full run): spool trouble, the I/O
     pause, not an OSError that ends the processor; once the disk reads again, jobs run."""
     d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="never", SPOOL_SCAN_S=SCAN_S)
     try:
