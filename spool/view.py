@@ -49,6 +49,24 @@ _PINNED = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
+def others_may_change(folder: os.stat_result) -> bool:
+    """Whether another user than root may rename what ``folder`` holds (its owner, or its
+    group or others by its mode): root then opens its entries without following a link
+    (:func:`pin_folder`)."""
+    return folder.st_uid != 0 or bool(folder.st_mode & _WRITABLE_BY_OTHERS)
+
+
+def pin_folder(parent: int, name: str) -> int:
+    """A descriptor (``O_PATH``) of the folder ``name`` in the folder ``parent``, opened
+    without following a symlink; OSError as ``open`` raises it (ENOTDIR, ELOOP: a link
+    or a file there), NotADirectoryError should ``O_PATH`` hand back a link itself."""
+    fd = os.open(name, _PINNED, dir_fd=parent)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), name)
+    return fd
+
+
 @dataclass
 class _View:
     layout: Layout
@@ -107,8 +125,7 @@ def guarded(layout: Layout) -> Layout:
     except OSError:
         return layout  # no spool there, or no directory: Layout.require says which
     try:
-        st = os.fstat(root)
-        if st.st_uid == 0 and not st.st_mode & _WRITABLE_BY_OTHERS:
+        if not others_may_change(os.fstat(root)):
             return layout
         key = os.fspath(layout.root)
         view = _views.get(key)
@@ -194,7 +211,7 @@ def _fill(view: _View, layout: Layout, root: int) -> None:
                            "set TMPDIR to a folder of root's alone")
     for name in FOLDER_NAMES:
         try:
-            fd = os.open(name, _PINNED, dir_fd=root)
+            fd = pin_folder(root, name)
         except FileNotFoundError:
             continue  # absent from the view too: Layout.require names a required one
         except OSError as exc:
@@ -203,8 +220,6 @@ def _fill(view: _View, layout: Layout, root: int) -> None:
                     from exc
             raise _not_a_folder(layout, name, root, exc) from None
         view.pins[name] = fd
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):  # (should O_PATH hand the link itself)
-            raise _not_a_folder(layout, name, root, None)
         try:
             os.symlink(f"{_PROC_FD}/{fd}", name, dir_fd=view.held)
         except OSError as exc:
@@ -215,14 +230,12 @@ def _fill(view: _View, layout: Layout, root: int) -> None:
     view.layout = Layout(layout.root, view=Path(head))
 
 
-def _not_a_folder(layout: Layout, name: str, root: int, exc: OSError | None
-                  ) -> SpoolIOError:
+def _not_a_folder(layout: Layout, name: str, root: int, exc: OSError) -> SpoolIOError:
     try:
         kind = os.stat(name, dir_fd=root, follow_symlinks=False).st_mode
     except OSError:
         kind = 0
-    what = ("a symlink" if stat.S_ISLNK(kind) else "no folder" if exc is None
-            else f"no folder ({exc.strerror})")
+    what = "a symlink" if stat.S_ISLNK(kind) else f"no folder ({exc.strerror})"
     return SpoolIOError(
         f"{layout.root}/{name} is {what}: the spool's owner may have put it there, and root "
         f"will not work through it; move it aside and run spoolq init --system (which makes "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 
 from processor.quant.bars import F64
 from spool.stdio import integer
+from spool.view import others_may_change, pin_folder
 
 FIRST_DAY = "2010-01-04"
 PRICE_FLOOR = 0.01
@@ -117,22 +117,15 @@ def _pinned(directory: Path) -> Path:
     parent = os.open(directory.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         st = os.fstat(parent)
-        if st.st_uid == 0 and not st.st_mode & 0o022:
+        if not others_may_change(st):
             return directory
         try:
-            fd = os.open(directory.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, dir_fd=parent)
+            return Path(f"/proc/self/fd/{pin_folder(parent, directory.name)}")
         except OSError as exc:
-            why = exc.strerror
-        else:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                return Path(f"/proc/self/fd/{fd}")
-            os.close(fd)
-            why = "a symlink"
-        raise UnsafeFolder(
-            f"{directory} is no folder root will write to ({why}): uid {st.st_uid} may "
-            f"write to {directory.parent} and could have put a symlink there; give the "
-            "data folder's real path")
+            raise UnsafeFolder(
+                f"{directory} is no folder root will write to ({exc.strerror}): uid "
+                f"{st.st_uid} may write to {directory.parent} and could have put a "
+                "symlink there; give the data folder's real path") from None
     finally:
         os.close(parent)
 
