@@ -20,7 +20,9 @@ The private folder is made in ``$TMPDIR`` and used only through its descriptor o
 checked to be root's, mode 0700 (a ``$TMPDIR`` another user may write to could have it
 swapped for theirs before the pin: h325); it is removed at exit, the links it holds by
 name through that descriptor.  A kill that skips Python's exit (SIGKILL, an unhandled
-SIGTERM) leaves it behind: a folder of dangling links, harmless.  One view serves a
+SIGTERM) leaves it behind, a folder of dangling links: the process holds a lock on its
+view's folder, and the next view made in that ``$TMPDIR`` removes those whose lock no
+process holds (:func:`_sweep`).  One view serves a
 process for a spool: made again only when a folder it pinned no longer stands at its
 name (a library client made per call held ten descriptors and a folder each: h325),
 the one before kept until exit.
@@ -36,8 +38,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +50,13 @@ from spool.layout import FOLDER_NAMES, Layout
 
 _PROC_FD = "/proc/self/fd"
 _PINNED = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_HELD = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""How a view's own folder is opened: readable, for its lock (``O_PATH`` takes none)."""
+PREFIX = "spoolq-rootview-"
+"""The name a view's folder starts with in ``$TMPDIR``."""
+SWEEP_AGE_S = 60.0
+"""A view's folder left unlocked this long is a killed command's (:func:`_sweep`): a new
+one is unlocked only between its making and its lock."""
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
@@ -164,18 +175,21 @@ def _pinned(layout: Layout, root: int) -> _View:
                            "symlinks; run spoolq as the spool's owner")
     import tempfile  # noqa: PLC0415 - root's alone: the CLI's start stays cheap
 
+    _sweep(tempfile.gettempdir())
     try:
-        path = tempfile.mkdtemp(prefix="spoolq-view-")
+        path = tempfile.mkdtemp(prefix=PREFIX)
     except OSError as exc:
         raise SpoolIOError(f"cannot make root's private view of {layout.root}'s folders in "
                            f"$TMPDIR: {exc.strerror}") from exc
     try:
-        held = os.open(path, _PINNED)
+        held = os.open(path, _HELD)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.rmdir(path)
         raise SpoolIOError(f"cannot open root's private view of {layout.root}'s folders: "
                            f"{exc.strerror} ({path})") from exc
+    with contextlib.suppress(OSError):  # a $TMPDIR without locks: never swept, either
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     view = _View(layout, path, held)
     try:
         _fill(view, layout, root)
@@ -240,3 +254,46 @@ def _not_a_folder(layout: Layout, name: str, root: int, exc: OSError) -> SpoolIO
         f"{layout.root}/{name} is {what}: the spool's owner may have put it there, and root "
         f"will not work through it; move it aside and run spoolq init --system (which makes "
         "the folder again), or run spoolq as the spool's owner")
+
+
+def _sweep(tmpdir: str) -> None:
+    """Remove the views killed commands left in ``tmpdir`` (see the module's docstring);
+    whatever cannot be removed stays, as it did."""
+    try:
+        parent = os.open(tmpdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for name in os.listdir(parent):
+            if name.startswith(PREFIX):
+                with contextlib.suppress(OSError):
+                    _sweep_one(parent, name)
+    finally:
+        os.close(parent)
+
+
+def _sweep_one(parent: int, name: str) -> None:
+    """Remove the folder ``name`` in ``parent`` when it is a view's that no process holds:
+    this user's, mode 0700, unlocked for :data:`SWEEP_AGE_S`, holding only a view's links
+    (anything else there is left alone, the folder with it)."""
+    fd = os.open(name, _HELD, dir_fd=parent)
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700
+                or time.time() - st.st_mtime < SWEEP_AGE_S):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its process is alive
+        links = os.listdir(fd)
+        if any(link not in FOLDER_NAMES
+               or not os.readlink(link, dir_fd=fd).startswith(f"{_PROC_FD}/")
+               for link in links):
+            return
+        for link in links:
+            os.unlink(link, dir_fd=fd)
+        if os.path.samestat(os.stat(name, dir_fd=parent, follow_symlinks=False), st):
+            os.rmdir(name, dir_fd=parent)
+    finally:
+        os.close(fd)

@@ -291,7 +291,7 @@ def test_a_view_folder_found_holding_anything_is_refused(
     monkeypatch.setattr(tempfile, "tempdir", None)
     with pytest.raises(SpoolIOError, match="was replaced as it was made"):
         guarded(Layout(root))
-    (left,) = tmp_path.glob("spoolq-view-*")  # not the view's to remove: not its own
+    (left,) = tmp_path.glob("spoolq-rootview-*")  # not the view's to remove: not its own
     assert [p.name for p in left.iterdir()] == ["stage"]
 
 
@@ -305,3 +305,79 @@ def test_data_synth_says_what_stands_at_its_folder_by_its_real_name(open_dir: Pa
     assert done.stderr.strip().endswith(
         f"data synth failed: cannot write the data files in {root}/data: File exists"), \
         done.stderr
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from spool.layout import Layout
+from spool.view import guarded
+guarded(Layout(Path(sys.argv[1])))
+print("viewing", flush=True)
+time.sleep(120)
+"""
+
+
+def _viewing(root: Path, tmpdir: Path) -> subprocess.Popen[str]:
+    """A root process holding a view of ``root``'s folders in ``tmpdir``."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(root)], text=True,
+                              stdout=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmpdir)})
+    assert holder.stdout is not None and holder.stdout.readline() == "viewing\n"
+    return holder
+
+
+def _aged(folder: Path) -> Path:
+    """``folder`` as a view's made long enough ago to be swept once unlocked."""
+    old = folder.stat().st_mtime - 2 * view_module.SWEEP_AGE_S
+    os.utime(folder, (old, old))
+    return folder
+
+
+def test_a_killed_commands_view_is_removed_by_the_next_one(open_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """SIGKILL skips the exit handler that removes a view: the next root command in that
+    $TMPDIR removes it, its maker's lock gone with the maker."""
+    root, _ = _nobodys_spool(open_dir)
+    holder = _viewing(root, tmp_path)
+    holder.kill()
+    holder.communicate()
+    (left,) = tmp_path.glob(f"{view_module.PREFIX}*")
+    assert sorted(p.name for p in left.iterdir()) == sorted(
+        p.name for p in root.iterdir() if p.is_dir())  # a link per folder, dangling
+    _aged(left)
+    listed = _spoolq("ls", "--spool-dir", str(root), tmpdir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_live_processs_view_is_not_swept_however_old(open_dir: Path,
+                                                       tmp_path: Path) -> None:
+    root, _ = _nobodys_spool(open_dir)
+    holder = _viewing(root, tmp_path)
+    try:
+        (held,) = tmp_path.glob(f"{view_module.PREFIX}*")
+        links = sorted(p.name for p in _aged(held).iterdir())
+        listed = _spoolq("ls", "--spool-dir", str(root), tmpdir=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert list(tmp_path.iterdir()) == [held]
+        assert sorted(p.name for p in held.iterdir()) == links
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_a_folder_named_like_a_view_holding_anything_else_is_left(
+        open_dir: Path, tmp_path: Path) -> None:
+    root, _ = _nobodys_spool(open_dir)
+    other = tmp_path / f"{view_module.PREFIX}someone"
+    other.mkdir(mode=0o700)
+    (other / "pending").symlink_to("/proc/self/fd/3")
+    (other / "notes.txt").write_text("root's own")
+    foreign = tmp_path / f"{view_module.PREFIX}nobody"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, NOBODY, NOBODY)
+    _aged(other), _aged(foreign)
+    listed = _spoolq("ls", "--spool-dir", str(root), tmpdir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(tmp_path.iterdir()) == sorted([other, foreign])
+    assert (other / "notes.txt").read_text() == "root's own"
