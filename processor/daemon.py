@@ -50,7 +50,7 @@ from processor.fast_lane import FastLane
 from processor.fd_reserve import DescriptorReserve
 from processor.finish import Finisher
 from processor.inbox import Event, Inbox
-from processor.notify import SystemdNotifier
+from processor.notify import SystemdNotifier, WaitingLogPinger
 from processor.periodic_scan import PeriodicScan
 from processor.progress import ProgressFiles
 from processor.queues import Queues
@@ -101,6 +101,7 @@ class Processor:
         self.executor = executor
         self.clock: Clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier.from_env({})
+        self.log_pinger = WaitingLogPinger(self.notifier, logs.waiting_since)
         self.spool = Spool.from_settings(settings, self.clock, recycle=True)
         self.closer = BackgroundCloser()
         self.reserve = DescriptorReserve()  # for records, when descriptors run out

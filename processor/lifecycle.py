@@ -115,6 +115,7 @@ def start(processor: Processor, on_ready: Callable[[], None] | None) -> None:
     logs.flush()  # the recovery's lines are out before the status file says "up"
     processor.heartbeat()
     processor.notifier.ready(processor.ready_text())
+    processor.log_pinger.start()
     log.info("started", extra={"fields": {"owner": processor.owner,
                                           "job_num": processor.executor.capacity(),
                                           "executor": processor.executor.name,
@@ -370,6 +371,7 @@ def close(processor: Processor) -> None:
     processor's end of its pipe to close, which the pool holds, and ``multiprocessing``
     joins its children at exit, so the error line was printed and the process never
     ended."""
+    processor.log_pinger.stop()
     if processor.executor_up:
         processor.executor_up = False
         processor.executor.shutdown()

@@ -12,6 +12,12 @@ calls ``os._exit`` or crashes in C must not take the lines of the runs recorded
 before it with it, and the next pass may first wait): the end-of-run lines of a
 COMPUTE burst share writes, and a line waits at most one pass of the loop.
 Warnings, errors and lines from other threads are written at once.
+
+A write waits for room: a log reader that stops reading (journald stalled) holds the
+writer until it reads again.  :func:`waiting_since` says since when, so the systemd
+watchdog can be fed meanwhile (:class:`processor.notify.WaitingLogPinger`), and a
+write that waited :data:`WAIT_SAID_S` or more is followed by a warning line that says
+how long.
 Transitions, and the lines of COMPUTE tools' output the loop reads
 (:func:`info`), skip the ``logging`` record machinery and are formatted
 straight into the buffer; everything else goes through ``logging``.
@@ -106,6 +112,10 @@ class JsonFormatter(logging.Formatter):
         return _dumps(entry)
 
 
+WAIT_SAID_S = 1.0
+"""A write of the log that waited this long for its reader is said in a warning line."""
+
+
 class LineBuffer(logging.Handler):
     """Formatted lines held until :meth:`flush` writes them with one call."""
 
@@ -114,6 +124,7 @@ class LineBuffer(logging.Handler):
         self.stream = stream
         self.buffered = buffered
         self.lines: list[str] = []
+        self.writing_since: float | None = None  # monotonic, while a write is under way
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -135,12 +146,24 @@ class LineBuffer(logging.Handler):
         try:
             lines, self.lines = self.lines, []
             if lines:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
+                self.writing_since = start = time.monotonic()
+                try:
+                    self._write(lines)
+                finally:
+                    self.writing_since = None
+                if (waited := time.monotonic() - start) >= WAIT_SAID_S:
+                    self._write([_dumps(_entry(
+                        time.time(), "warning", "spoolq.logs",
+                        "the log's reader took this long to take these lines; the process "
+                        "waited for it", {"waited_s": round(waited, 3)}))])
         except (OSError, ValueError):
             pass  # stderr is gone (closed pipe): nothing left to tell
         finally:
             self.release()
+
+    def _write(self, lines: list[str]) -> None:
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
 
 
 _buffer: LineBuffer | None = None
@@ -249,6 +272,12 @@ def flush() -> None:
     """Write every buffered line (the loop calls this once per pass)."""
     if _buffer is not None:
         _buffer.flush()
+
+
+def waiting_since() -> float | None:
+    """Since when (``time.monotonic``) a write of the log has been waiting for its
+    reader; None when none is under way."""
+    return _buffer.writing_since if _buffer is not None else None
 
 
 def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:

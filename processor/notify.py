@@ -28,10 +28,13 @@ Reads (given explicitly by ``main()``): ``NOTIFY_SOCKET``, ``WATCHDOG_USEC``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger("spoolq.notify")
 
@@ -79,24 +82,74 @@ class SystemdNotifier:
         """Ask for ``usec`` more before systemd's start/stop timeout (during a long stop)."""
         self._send(f"EXTEND_TIMEOUT_USEC={max(0, int(usec))}")
 
+    def ping_unsaid(self) -> None:
+        """A watchdog ping whose failure is dropped unsaid (from a thread that must not
+        log: :class:`WaitingLogPinger`)."""
+        if self.watchdog_usec is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._deliver("WATCHDOG=1")
+
     def _send(self, message: str) -> None:
-        if self.address is None:
-            return
         try:
-            target = _sockaddr(self.address)
-            # A socket per message, as libsystemd does: nothing to leak into
-            # children, and a restarted systemd (new socket file) just works.
-            # Connected, so a full receiver queue blocks (bounded by the
-            # timeout) instead of failing at once or spinning.
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.settimeout(SEND_TIMEOUT_S)
-                sock.connect(target)
-                sock.sendall(message.encode("utf-8", "replace"))
+            self._deliver(message)
         except (OSError, ValueError) as exc:
             if not self._warned:
                 self._warned = True
                 log.warning("cannot notify systemd at %s: %s (further failures are not "
                             "logged)", self.address, exc)
+
+    def _deliver(self, message: str) -> None:
+        if self.address is None:
+            return
+        target = _sockaddr(self.address)
+        # A socket per message, as libsystemd does: nothing to leak into children, and a
+        # restarted systemd (new socket file) just works.  Connected, so a full receiver
+        # queue blocks (bounded by the timeout) instead of failing at once or spinning.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(SEND_TIMEOUT_S)
+            sock.connect(target)
+            sock.sendall(message.encode("utf-8", "replace"))
+
+
+class WaitingLogPinger:
+    """Watchdog pings, on a thread of their own, while the loop waits only for its log's
+    reader: a write the reader does not take (journald stalled) held the loop past
+    ``WatchdogSec``, and systemd killed a processor a restart would not help, its
+    running jobs then requeued with their attempt counted, or failed ``abandoned``.
+
+    ``waiting_since`` says since when a log write has been waiting; the thread pings
+    once it has waited half the ping interval, looking four times an interval, so the
+    first ping comes well before systemd's deadline.  A loop held anywhere else gets no
+    ping from here, and systemd restarts it.  The thread never logs (its lines would wait
+    for the same reader).
+    """
+
+    def __init__(self, notifier: SystemdNotifier,
+                 waiting_since: Callable[[], float | None]) -> None:
+        self._notifier = notifier
+        self._waiting_since = waiting_since
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread, when there is a watchdog to feed."""
+        interval = self._notifier.watchdog_interval_s
+        if interval is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True,
+                                        name="spoolq-log-wait-pings")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(SEND_TIMEOUT_S + 1)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval / 4):
+            since = self._waiting_since()
+            if since is not None and time.monotonic() - since >= interval / 2:
+                self._notifier.ping_unsaid()
 
 
 def _sockaddr(address: str) -> str:

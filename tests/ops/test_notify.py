@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +33,9 @@ def listener(tmp_path: Path) -> Iterator[Listener]:
     lst = Listener(str(tmp_path / "notify.sock"))
     yield lst
     lst.close()
+
+
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 @pytest.fixture
@@ -181,3 +190,71 @@ def test_the_processor_says_ready_after_recovery_pings_and_says_stopping(
             proc.kill()
             proc.wait()
     assert "cannot notify systemd" not in log_path.read_text(errors="replace")
+
+
+def test_a_log_reader_that_stops_reading_does_not_starve_the_watchdog(
+        tmp_path: Path, listener: Listener) -> None:
+    """The loop waits in a write its log's reader does not take (journald stalled): the
+    pings went with it, systemd killed the processor past ``WatchdogSec`` (a restart
+    that helps nothing: its running jobs requeued with their attempt counted, or failed
+    ``abandoned``).  A thread pings while the loop waits only for its log, and the wait
+    is said once the reader reads again."""
+    root = tmp_path / "spool"
+    Mover(Layout(root), FsyncMode.NEVER).make_folders()
+    env = {**os.environ, "SPOOL_DIR": str(root), "JOB_NUM": "1", "SPOOL_FSYNC": "never",
+           "NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "1000000"}
+    read, write = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "processor"], env=env, cwd=tmp_path,
+                            stdout=write, stderr=write)
+    os.close(write)
+    log = bytearray()
+    try:
+        listener.until("READY=1", timeout=60, sender=proc)
+        for i in range(400):  # some 300 bytes of log a job: the 64 KiB pipe fills
+            (root / "tmp" / f"f{i}").write_bytes(orjson.dumps(
+                {"tool": "echo", "params": {"message": "m" * 100}}))
+            os.rename(root / "tmp" / f"f{i}", root / "pending" / f"f{i:03d}.json")
+
+        def queued() -> int:
+            return struct.unpack("i", fcntl.ioctl(read, termios.FIONREAD, b"\0" * 4))[0]
+
+        full = fcntl.fcntl(read, F_GETPIPE_SZ)
+        deadline, last, since = time.monotonic() + 30, -1, time.monotonic()
+        while last < full // 2 or time.monotonic() - since < 1:  # held in a write then
+            assert time.monotonic() < deadline, f"the log never filled its pipe: {last}"
+            if (now := queued()) != last:
+                last, since = now, time.monotonic()
+            time.sleep(0.05)
+        while not listener.nothing(0.05):
+            pass  # what was sent before the stall
+        stalled_at = time.monotonic()
+        pings = [m.at for m in listener.until("WATCHDOG=1", timeout=3)]
+        while time.monotonic() - stalled_at < 4:
+            with contextlib.suppress(TimeoutError):
+                message = listener.next(0.2)
+                if message.text == "WATCHDOG=1":
+                    pings.append(message.at)
+        gaps = [b - a for a, b in itertools.pairwise([stalled_at, *pings, time.monotonic()])]
+        assert max(gaps) < 1.0, gaps  # systemd's WatchdogSec=1 s
+        assert len(os.listdir(root / "done")) < 400  # the loop was held all along
+
+        def drain() -> None:
+            while chunk := os.read(read, 65536):
+                log.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while len(os.listdir(root / "done")) < 400:
+            assert time.monotonic() < deadline, "not every job done"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read)
+    said = [orjson.loads(line) for line in log.splitlines() if b'"waited_s"' in line]
+    assert said and said[0]["level"] == "warning" and said[0]["waited_s"] >= 4, said
