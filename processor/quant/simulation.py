@@ -110,7 +110,9 @@ class _Run:
         self.growth = product[-1].copy()
         equity = self.equity[start:stop]
         np.multiply(p.init_cash, product, out=equity)  # the cash
-        np.copyto(equity, equity / cost * close, where=pos)
+        # Shares (cash / cost) times the close, as the ratio close / cost: cash / cost
+        # alone overflows when prices are far below the cash (1e-305 against 1e5).
+        np.copyto(equity, equity * (close / cost), where=pos)
 
     def _returns(self, start: int, stop: int, past: Bools | None) -> None:
         """Bar returns of rows ``start:stop`` and the running sums the metrics need."""

@@ -265,6 +265,23 @@ def test_overflowing_metrics_are_null_without_warnings(tmp_path: Path) -> None:
     assert rich["symbols"]["SECS"]["total_return"] is None
 
 
+@pytest.mark.parametrize(("scale", "cash"), [(1e-305, 100_000.0), (1e-10, 1e300)])
+def test_a_position_far_below_the_cash_is_marked(tmp_path: Path, scale: float,
+                                                 cash: float) -> None:
+    """Shares are cash / cost: 1e5 / 1e-305, or 1e300 / 1e-10, overflow though the
+    equity does not.  The equity marked its open positions null (all the metrics of a
+    position open at the end); it is scale-free: the same as on prices times 1."""
+    walk = 1.0 + 0.5 * np.sin(np.arange(300) / 7.0)
+    write_bars(tmp_path, "TINY", walk * scale)
+    write_bars(tmp_path, "ONE", walk)
+    params = BacktestParams(symbols=["TINY", "ONE"], fast=3, slow=10, init_cash=cash)
+    got = run_backtest(params, DataStore(tmp_path))["symbols"]
+    assert got["TINY"]["num_trades"] == got["ONE"]["num_trades"] > 1
+    for key in RATIOS:
+        assert_close(got["TINY"][key], got["ONE"][key], key, plus_one=key in MINUS_ONE)
+    assert all(e is not None for _, e in got["TINY"]["equity_curve"])
+
+
 @pytest.mark.parametrize("field", ["fee", "slippage", "init_cash", "periods_per_year"])
 def test_nan_is_rejected_as_not_a_number(field: str) -> None:
     """NaN fails every bound, but the error must say what is wrong with it
