@@ -18,6 +18,7 @@ calls :func:`parse_csv` and :func:`glance` on paths it has checked.  Guarantees:
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -322,3 +323,16 @@ def _check_bars(symbol: str, times: Times, columns: list[F64], lines: Lines) -> 
             raise ToolError(f"data file for symbol {symbol!r}: {name} must be a positive "
                             f"finite number, not {values[int(bad[0])]:g} on line "
                             f"{lines[int(bad[0])]}")
+        # A subnormal price has too few digits: SMAs of 1.71e-310 ... tied by their
+        # decimals compared unequal (a buy on a tie), and fills and marks lose digits.
+        bad = np.flatnonzero(values < sys.float_info.min)
+        if bad.size:
+            raise ToolError(f"data file for symbol {symbol!r}: {name} must be at least "
+                            f"{sys.float_info.min!r} (the smallest normal float), not "
+                            f"{float(values[int(bad[0])])!r} on line {lines[int(bad[0])]}")
+    volume = columns[4]
+    bad = np.flatnonzero((volume < 0) | np.isinf(volume))
+    if bad.size:
+        raise ToolError(f"data file for symbol {symbol!r}: volume must be a finite number "
+                        f"at least 0, not {volume[int(bad[0])]:g} on line "
+                        f"{lines[int(bad[0])]}")

@@ -248,6 +248,12 @@ def test_a_large_file_to_parse_is_foretold_from_its_ends(
      "close must be a positive finite number, not -1 on line 2$"),
     ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,1\n2010-01-05,1,1,1,inf,1\n",
      "close must be a positive finite number, not inf on line 3$"),
+    # Subnormal prices: SMAs tied in their decimals compared unequal (a buy on a tie).
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1e-310,1,1\n",
+     "low must be at least 2.2250738585072014e-308 \\(the smallest normal float\\), "
+     "not 1e-310 on line 2$"),
+    ("timestamp,open,high,low,close,volume\n2010-01-04,1,1,1,1,-5\n",
+     "volume must be a finite number at least 0, not -5 on line 2$"),
     ("timestamp,open,high,low,close,volume\nnot a date,1,1,1,1,1\n",
      "timestamp 'not a date' on line 2 is not a valid ISO 8601 time$"),
     # One line naming the value and its line: pandas' message ran over four lines of
