@@ -10,11 +10,12 @@ Owns every read of ``SPOOL_DATA_DIR``.  Guarantees:
   hold: a file that breaks its rules raises :class:`~spool.errors.ToolError` naming
   the symbol.
 * :class:`DataStore` caches parsed files keyed by path and re-parses a file
-  when its ``(mtime_ns, size, inode)`` changes.  It is thread-safe, and threads
-  asking for one uncached file parse it once (the others wait); cached
-  arrays are read-only and shared (files with identical timestamps share
-  one timestamp array and its ISO text).  The cache is bounded by
-  ``max_bytes`` (least recently used files are dropped first).
+  when its ``(mtime_ns, ctime_ns, size, inode)`` changes (the change time: a
+  rewrite of the same size with its mtime put back, as ``cp -p`` or ``tar`` do).  It
+  is thread-safe, and threads asking for one uncached file parse it once (the others
+  wait); cached arrays are read-only and shared (files with identical timestamps
+  share one timestamp array and its ISO text).  The cache is bounded by ``max_bytes``
+  (least recently used files are dropped first).
 * :class:`Panel` outer-joins symbols on timestamp: a missing bar is NaN, never
   forward filled.
 * A read can report how far it has gone (``on_part``: the share of a file parsed, of
@@ -35,6 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,7 +57,17 @@ from spool.errors import InvalidParams
 _SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_CALENDARS = 64
-FileKey = tuple[int, int, int]
+
+
+class FileKey(NamedTuple):
+    """What tells a data file changed: a cached parse is used while it is the same."""
+
+    mtime_ns: int
+    ctime_ns: int  # a rewrite of the same size with its mtime put back (cp -p, tar)
+    size: int
+    inode: int
+
+
 GLANCE_BYTES = 1 << 20
 """A file to parse of this size or more is glanced at (:func:`glance`) for its bars and
 calendar: the estimate of one such file weighs on a bar, which a file of a MB or more
@@ -223,7 +235,7 @@ class DataStore:
                 continue
             with self._lock:  # looked at, not touched: a read to come is no use of the cache
                 entry = self._cache.get(path)
-            _, size, _ = key
+            size = key.size
             if entry is None or entry[0] != key:
                 out.append(_foretold(path, size, lo, hi, spans))
                 continue
@@ -236,7 +248,7 @@ class DataStore:
         return out
 
     def _file(self, symbol: str) -> tuple[Path, FileKey]:
-        """``symbol``'s data file and its cache key (mtime, size, inode); InvalidParams
+        """``symbol``'s data file and its cache key (mtime, ctime, size, inode); InvalidParams
         when the name is not a symbol or no regular file has it."""
         path = self._paths.get(symbol)
         if path is None:
@@ -259,7 +271,8 @@ class DataStore:
         # One path a file (which keeps its hash): joining and hashing a new one for
         # every look-up took a third of a cached read.
         self._paths.setdefault(symbol, path)
-        return path, (info.st_mtime_ns, info.st_size, info.st_ino)
+        return path, FileKey(info.st_mtime_ns, info.st_ctime_ns, info.st_size,
+                             info.st_ino)
 
     def _parse_lock(self, path: Path) -> threading.Lock:
         with self._lock:

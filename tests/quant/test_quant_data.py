@@ -78,6 +78,10 @@ def test_cache_reuses_and_invalidates(tmp_path: Path) -> None:
     assert store.bars("AAA").close.tolist() == [2.0]
     path.write_text(header + "2020-01-01,1,3,1,3,1\n2020-01-02,1,4,1,4,1\n")  # in place
     assert store.bars("AAA").close.tolist() == [3.0, 4.0]
+    before = path.stat()
+    path.write_text(header + "2020-01-01,1,5,1,5,1\n2020-01-02,1,6,1,6,1\n")  # same size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as cp -p, tar, touch -r
+    assert store.bars("AAA").close.tolist() == [5.0, 6.0]  # the change time tells (h335)
 
 
 def test_cache_is_bounded(tmp_path: Path) -> None:
