@@ -192,6 +192,23 @@ def takes_text_not_numbers(schema: object, defs: object = None) -> bool:
     such as ``symbol=600519`` is meant as text, where JSON reads it as a number.  Local
     references (``#/$defs/...``: a str Enum, a model that holds itself) are followed
     into ``defs``, the whole schema's ``$defs``."""
+    types = schema_types(schema, defs)
+    return "string" in types and not types & {"number", "integer", "boolean"}
+
+
+def takes_as_text(schema: object, defs: object, value: object) -> bool:
+    """``value``, a JSON scalar that is no string (a number, ``true``, ``false``, ``null``)
+    given with ``-p``, is meant as its text for a param whose schema takes text and not
+    that kind of value: ``-p message=true`` or ``-p name=null`` for a ``str`` param, as
+    ``symbol=600519`` (a ``str | None`` param keeps ``null``)."""
+    if not takes_text_not_numbers(schema, defs):
+        return False
+    return value is not None or "null" not in schema_types(schema, defs)
+
+
+def schema_types(schema: object, defs: object = None) -> set[str]:
+    """The JSON types a param's schema names, through ``anyOf``/``oneOf``, ``items`` and
+    local references into ``defs``."""
     types: set[str] = set()
 
     def walk(node: object, depth: int) -> None:
@@ -209,7 +226,7 @@ def takes_text_not_numbers(schema: object, defs: object = None) -> bool:
         walk(node.get("items"), depth + 1)
 
     walk(schema, 0)
-    return "string" in types and not types & {"number", "integer", "boolean"}
+    return types
 
 
 def json_object(text: str) -> dict[str, Any]:

@@ -69,8 +69,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="a tool name (see spoolq tools)")
     parser.add_argument("-p", dest="param", action="append", type=parse.key_value,
                         metavar="KEY=VALUE", help="one param; VALUE is JSON when it parses, "
-                        "else a string; a number for a param the running processor's tool "
-                        "takes as text stays text (symbol=600519) (repeatable; wins over "
+                        "else a string; a number, true, false or null for a param the running "
+                        "processor's tool takes as text stays text (symbol=600519) "
+                        "(repeatable; wins over "
                         "--params)")
     parser.add_argument("--params", type=parse.json_object, metavar="JSON",
                         help="params as a JSON object")
@@ -286,17 +287,18 @@ def job_from_options(args: argparse.Namespace,
     given = {param.key: param for param in args.param or []}
     params: dict[str, Any] = {**(args.params or {}), **{
         key: param.value for key, param in given.items()}}
-    numbers = [param for param in given.values()
-               if isinstance(param.value, int | float) and not isinstance(param.value, bool)]
-    if numbers and schema_of is not None and (schema := schema_of(args.tool)):
-        # A number given for a param the tool takes as text (symbol=600519, a ticker):
-        # meant as text.  Sent as JSON's number, the job failed invalid_params ("Input
-        # should be a valid string"), and only '"600519"' got it through.
+    scalars = [param for param in given.values()
+               if param.value is None or isinstance(param.value, int | float)]
+    if scalars and schema_of is not None and (schema := schema_of(args.tool)):
+        # A number (or true, false, null) given for a param the tool takes as text
+        # (symbol=600519, a ticker; message=true): meant as text.  Sent as JSON's
+        # number or literal, the job failed invalid_params ("Input should be a valid
+        # string"), and only '"600519"' got it through.
         defs = schema.get("$defs")
         fields_schema = own_object(schema).get("properties")
-        for param in numbers:
-            if isinstance(fields_schema, dict) and parse.takes_text_not_numbers(
-                    fields_schema.get(param.key), defs):
+        for param in scalars:
+            if isinstance(fields_schema, dict) and parse.takes_as_text(
+                    fields_schema.get(param.key), defs, param.value):
                 params[param.key] = param.text
     fields: dict[str, Any] = {"tool": args.tool, "params": params}
     for name in ("priority", "timeout", "max_attempts", "not_before", "meta"):

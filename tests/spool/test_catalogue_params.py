@@ -60,3 +60,31 @@ def test_a_number_given_for_text_behind_a_ref_is_known_as_text() -> None:
     tree = Node.model_json_schema()
     node = tree["$defs"]["Node"]["properties"]
     assert takes_text_not_numbers(node["name"], tree["$defs"])
+
+
+def test_true_false_and_null_for_a_text_param_stay_text() -> None:
+    """``spoolq submit wordcount -p text=true`` sent JSON's true for a ``str`` param, and
+    the job failed invalid_params ("Input should be a valid string"), where
+    ``-p text=123`` was kept as text: every JSON scalar that is no string is, for a
+    param taken as text only; a ``str | None`` param keeps ``null``, a ``bool`` one its
+    ``true``."""
+    import argparse  # noqa: PLC0415 - this test's own
+
+    from spool.cli.parse import key_value  # noqa: PLC0415
+    from spool.cli.submit import job_from_options  # noqa: PLC0415
+
+    class Params(BaseModel):
+        text: str
+        note: str | None = None
+        flag: bool = False
+
+    schema = Params.model_json_schema()
+    given = ["text=true", "note=null", "flag=true"]
+    args = argparse.Namespace(tool="t", param=[key_value(g) for g in given], params=None,
+                              priority=None, timeout=None, max_attempts=None,
+                              not_before=None, meta=None)
+    job = job_from_options(args, lambda tool: schema)
+    assert job.params == {"text": "true", "note": None, "flag": True}
+    args.param = [key_value(g) for g in ("text=null", "note=false", "text=1.5")]
+    assert job_from_options(args, lambda tool: schema).params == {
+        "text": "1.5", "note": "false"}
