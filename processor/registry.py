@@ -154,13 +154,25 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
             module = importlib.import_module(name)
         except BaseException as exc:  # a module's own KeyboardInterrupt too
             raise ConfigError(f"SPOOL_TOOLS module {name!r} failed to import: "
-                              f"{_failure(exc)}") from exc
+                              f"{_failure(exc)}{_not_found_hint(name, exc)}") from exc
         found = _tools_in(module)
         if not found:
             raise ConfigError(f"SPOOL_TOOLS module {name!r} defines no BaseTool with a name")
         for tool in found:
             registry.add(tool)
     return registry
+
+
+def _not_found_hint(name: str, exc: BaseException) -> str:
+    """What to do when the module named is not found itself (not one it imports): a
+    newcomer's module beside them in the working directory, or a file path given."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (name == missing or name.startswith(missing + ".")):
+        return ""
+    if "/" in name or name.endswith(".py"):
+        return " (SPOOL_TOOLS takes module names, such as mytools, not file paths)"
+    return (" (a module is found on PYTHONPATH or in this venv, not in the working "
+            "directory: export PYTHONPATH=/folder/of/the/module, or pip install it)")
 
 
 def _failure(exc: BaseException) -> str:

@@ -175,3 +175,28 @@ def test_a_tool_module_that_exits_as_it_is_imported_is_one_clear_error(
             load_registry(["exiting_tools"], use_entry_points=False)
     finally:
         sys.modules.pop("exiting_tools", None)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("qa_h331_absent", "No module named 'qa_h331_absent' \\(a module is found on PYTHONPATH"),
+    ("qa_h331_absent.py", "not file paths\\)$"),
+    ("/srv/tools/qa_h331_absent.py", "not file paths\\)$"),
+])
+def test_a_tools_module_not_found_says_where_modules_are_looked_for(name: str,
+                                                                     says: str) -> None:
+    """A newcomer's module beside them (``SPOOL_TOOLS=mytools`` run from its folder) or a
+    file path was refused with Python's bare "No module named ...": nothing said that
+    the working directory is not searched, or that a module name is wanted."""
+    with pytest.raises(ConfigError, match=says):
+        load_registry([name], use_entry_points=False)
+
+
+def test_a_tools_module_whose_own_import_is_missing_gets_no_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "needs_a_dep.py").write_text("import qa_h331_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=r"No module named 'qa_h331_not_installed'$"):
+            load_registry(["needs_a_dep"], use_entry_points=False)
+    finally:
+        sys.modules.pop("needs_a_dep", None)
