@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from spool.catalogue import catalogue_entry
+from spool.catalogue import catalogue_entry, own_object
 from spool.entries import Entry, Stamp, read_regular
 from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
@@ -171,6 +171,39 @@ def unoffered_tool(layout: Layout, tool: str) -> str | None:
     guess = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown tool {tool!r}{guess}: the running processor ({owners}) offers " + (
         known or "none")
+
+
+def unfit_params(layout: Layout, tool: str, params: dict[str, Any]) -> str | None:
+    """Why a job's ``params`` would fail ``invalid_params`` by their names alone, as the
+    live processors' catalogue says ``tool`` takes them: a param it needs missing, or one
+    it does not take where it takes no others (``extra="forbid"``, as every built-in
+    tool); None when they fit or that cannot be told (no processor offering it).  Their
+    values are the tool's to judge.  ``spoolq submit`` and ``POST /api/v1/tasks`` refuse
+    such a job unless told to submit it anyway: a misspelt ``-p fsat=5`` was dropped, and
+    failed once a processor took it."""
+    schema = tool_params_schema(layout, tool)
+    if schema is None:
+        return None
+    own = own_object(schema)
+    taken = own.get("properties")
+    if not isinstance(taken, dict):
+        return None  # no object schema of named params: nothing to tell by names
+    required = own.get("required")
+    missing = [name for name in required if isinstance(name, str) and name not in params] \
+        if isinstance(required, list) else []
+    unknown = [name for name in params if name not in taken] \
+        if own.get("additionalProperties") is False else []
+    if not missing and not unknown:
+        return None
+    said = []
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(taken), n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        said.append(f"takes no param {', '.join(map(repr, unknown))}{guess}")
+    if missing:
+        said.append(f"needs {', '.join(map(repr, missing))}")
+    return (f"tool {tool!r} {' and '.join(said)}: its params are "
+            f"{', '.join(taken) or 'none'}")
 
 
 def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:

@@ -174,7 +174,8 @@ class ToolInfo(BaseModel):
 
 class ToolCatalogue(BaseModel):
     """What the live processors offer: while one runs, ``POST /api/v1/tasks`` refuses
-    another tool (400 ``unknown_tool``) unless told ``any_tool=1``."""
+    another tool (400 ``unknown_tool``), or params a tool lacks or does not take by the
+    schema here (400 ``invalid_params``), unless told ``any_tool=1``."""
 
     tools: list[ToolInfo] = Field(description="by name; of a name two processors offer, "
                                   "the first one's entry; empty while none runs")

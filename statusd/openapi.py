@@ -135,8 +135,10 @@ def _write(summary: str, op_id: str, ok: dict[str, Any], codes: tuple[int, ...],
                              "description": "1: submit a job whose tool the running "
                                             "processors do not offer (it fails "
                                             "unknown_tool unless a processor that offers "
-                                            "it claims it); without it such a job is "
-                                            "refused, 400 unknown_tool"}]
+                                            "it claims it), or params that tool's "
+                                            "catalogue entry says it lacks or does not "
+                                            "take; without it such a job is refused, "
+                                            "400 unknown_tool or invalid_params"}]
     else:
         op["parameters"] = [_ID_PARAM]
     return {"post": op}

@@ -22,7 +22,8 @@ Guarantees:
   ``unknown_tool`` naming what they offer, unless the query says ``any_tool=1``; with
   no processor running nothing is checked (the job waits for one, which may know it).
   Taken before, such a job failed ``unknown_tool`` once claimed: a 202 for a job that
-  could never run.
+  could never run.  Likewise params the catalogue says the tool lacks or does not take
+  (400 ``invalid_params``: :func:`spool.stats.unfit_params`).
 * A spool that cannot be used (its folders gone: unmounted, moved away) answers
   503 ``unavailable``, never a 500 or a 404 "no job" for a job that may well be
   there: a write that fails or finds nothing looks at the folders before it
@@ -52,7 +53,7 @@ from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
-from spool.stats import spent_attempts, unoffered_tool
+from spool.stats import spent_attempts, unfit_params, unoffered_tool
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
@@ -105,6 +106,9 @@ def _submit(services: Services, job: Job, any_tool: bool) -> str:
     """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
     if not any_tool and (why := unoffered_tool(services.layout, job.tool)) is not None:
         raise ApiError(400, "unknown_tool", f"{why}; any_tool=1 submits it anyway")
+    if not any_tool and (why := unfit_params(services.layout, job.tool, job.params)) \
+            is not None:
+        raise ApiError(400, "invalid_params", f"{why}; any_tool=1 submits it anyway")
     if (why := spent_attempts(services.layout, job)) is not None:
         raise ApiError(400, "invalid_job", why)
     return services.client.submit(job)

@@ -96,7 +96,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                         help="with --wait: print only the id, then wait in silence; the "
                         "exit code tells")
     parser.add_argument("--any-tool", action="store_true",
-                        help="submit even a tool the running processor does not offer "
+                        help="submit even a tool the running processor does not offer, "
+                        "or params its catalogue says the tool does not take or lacks "
                         "(by default that is refused, exit 2; one that starts later may "
                         "offer it)")
     add_json(parser, '{"id": ...} (with --wait: the final record)')
@@ -159,6 +160,7 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -
     layout = client.layout
     if not args.any_tool:
         check_tool(layout, job.tool)
+        check_params(layout, job)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     refused = UsageError if args.wait else SpoolError
     check_attempts_left(layout, job, refused)
@@ -370,6 +372,15 @@ def check_tool(layout: Layout, tool: str) -> None:
 
     if (why := unoffered_tool(layout, tool)) is not None:
         raise UsageError(f"{why}; 'spoolq tools' lists them, --any-tool submits it anyway")
+
+
+def check_params(layout: Layout, job: Job) -> None:
+    """A usage error (exit 2) when the live processors' catalogue says the job's tool
+    would refuse its params by their names (:func:`spool.stats.unfit_params`)."""
+    from spool.stats import unfit_params  # noqa: PLC0415 - lazy, see spool.cli
+
+    if (why := unfit_params(layout, job.tool, job.params)) is not None:
+        raise UsageError(f"{why}; 'spoolq tools' shows them, --any-tool submits it anyway")
 
 
 def check_attempts_left(layout: Layout, job: Job,

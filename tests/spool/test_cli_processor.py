@@ -114,6 +114,34 @@ def test_submit_refuses_a_tool_the_running_processor_does_not_offer(
     assert sorted(r["tool"] for r in listed) == ["NOSUCHTOOL", "echo"]
 
 
+def test_submit_refuses_params_the_running_processors_tool_does_not_take_or_lacks(
+        root: Path, env: dict[str, str], processor: Start, tmp_path: Path) -> None:
+    """A misspelt param was dropped, and failed ``invalid_params`` once claimed (h331);
+    by the catalogue, names the tool does not take (its params forbid others) or needs
+    are refused, as an unknown tool is; their values stay the tool's to judge."""
+    processor()
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(orjson.dumps({"tool": "echo", "params": {"mesage": "hi"}}))
+    typo, from_file, missing, anyway, wrong_type = run_all(
+        env, ["submit", "echo", "-p", "mesage=hi"], ["submit", "--file", str(job_file)],
+        ["submit", "get_kline", "-p", "limit=3"],
+        ["submit", "echo", "-p", "mesage=hi", "--any-tool", "--id", "anyway"],
+        ["submit", "get_kline", "-p", "symbol=S0000", "-p", "limit=many", "--id", "typed"])
+    for proc in (typo, from_file):
+        refused(proc, 2, "tool 'echo' takes no param 'mesage' (did you mean 'message'?)",
+                "its params are message", "--any-tool")
+    line = refused(missing, 2, "tool 'get_kline' needs 'symbol'", "--any-tool")
+    assert "takes no param" not in line, line
+    assert anyway.returncode == 0 and anyway.stdout == "anyway\n", anyway
+    assert wrong_type.returncode == 0, wrong_type.stderr  # a value: the tool's to judge
+    for job_id in ("anyway", "typed"):
+        ran = spoolq(env, "wait", job_id, "--json", "--timeout", "30")
+        assert ran.returncode == 1, ran
+        assert orjson.loads(ran.stdout)["error"]["type"] == "invalid_params"
+    listed = orjson.loads(spoolq(env, "ls", "--json").stdout)["tasks"]
+    assert sorted(r["id"] for r in listed) == ["anyway", "typed"]
+
+
 def test_a_number_for_a_param_the_tool_takes_as_text_stays_text(
         root: Path, env: dict[str, str], processor: Start) -> None:
     """``-p symbol=600519`` (a ticker: A-shares, Tokyo) read as JSON was the number

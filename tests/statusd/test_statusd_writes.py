@@ -133,6 +133,34 @@ def test_a_tool_the_live_processors_do_not_offer_is_refused(server: ServerThread
     assert pending_ids(spool) == ["anyway", "later", "ok"]
 
 
+
+def test_params_a_tool_lacks_or_does_not_take_are_refused(server: ServerThread,
+                                                         spool: Spool) -> None:
+    """By the catalogue's params schema, as ``spoolq submit`` (h331): a 202 for a job
+    that fails ``invalid_params`` once claimed.  Values are the tool's to judge."""
+    schema = {"type": "object", "additionalProperties": False, "required": ["seconds"],
+              "properties": {"seconds": {"type": "number"}}}
+    owner = FakeOwner(spool, tools=[{"name": "sleep", "params_schema": schema}])
+    try:
+        typo = request(server.base, "POST", "/api/v1/tasks",
+                       {"tool": "sleep", "id": "typo", "params": {"secnds": 1}}, token=TOKEN)
+        assert typo.status == 400, typo.body
+        error = typo.json()["error"]
+        assert error["type"] == "invalid_params"
+        for words in ("tool 'sleep' takes no param 'secnds' (did you mean 'seconds'?) and "
+                      "needs 'seconds'", "its params are seconds", "any_tool=1"):
+            assert words in error["message"], (words, error["message"])
+        typed = request(server.base, "POST", "/api/v1/tasks",
+                        {"tool": "sleep", "id": "typed", "params": {"seconds": "x"}},
+                        token=TOKEN)
+        anyway = request(server.base, "POST", "/api/v1/tasks?any_tool=1",
+                         {"tool": "sleep", "id": "anyway", "params": {}}, token=TOKEN)
+        assert (typed.status, anyway.status) == (202, 202), (typed.body, anyway.body)
+        assert pending_ids(spool) == ["anyway", "typed"]
+    finally:
+        owner.close()
+
+
 def test_bodies_over_the_limit_answer_413(spool: Spool) -> None:
     srv = ServerThread(settings_for(spool.layout.root, statusd_max_body_bytes=4096)).start()
     try:
