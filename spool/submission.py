@@ -47,7 +47,7 @@ from spool.models import (
     parse_record,
 )
 from spool.states import JobState, check_transition
-from spool.superseded import put_back
+from spool.superseded import put_back, record_stands
 
 if TYPE_CHECKING:
     from spool.transitions import Spool
@@ -148,7 +148,7 @@ def retry(spool: Spool, job_id: str) -> Record:
                                 "failed jobs can be retried")
         published = _publish(spool, dest, job, staged, src)
         if published is False:
-            spool.mover.move(staged, src, replace=False)
+            _back(spool, staged, src)
             raise ConflictError(f"job {job_id} is already pending")
         if published:  # (None: in, its sync failed; the record stays staged, see _publish)
             # Past the commit point: a step that fails is a warning (spool.committed).
@@ -177,7 +177,7 @@ def _publish(spool: Spool, dest: Path, job: Job, staged: Path, src: Path) -> boo
     except SpoolIOError as exc:
         if not os.path.lexists(dest):
             with contextlib.suppress(OSError, SpoolIOError):
-                spool.mover.move(staged, src, replace=False)
+                _back(spool, staged, src)
             raise
         past_commit(spool, f"job {job.id} retried", exc)
         return None
@@ -190,11 +190,26 @@ def _running(spool: Spool, job_id: str, staged: Path, src: Path) -> bool:
         running = is_there(spool.layout.job_str(JobState.RUNNING, job_id),
                            f"{job_id} is not retried: cannot look up running/{job_id}.json")
     except SpoolIOError:
-        spool.mover.move(staged, src, replace=False)
+        _back(spool, staged, src)
         raise
     if running:
-        spool.mover.move(staged, src, replace=False)
+        _back(spool, staged, src)
     return running
+
+
+def _back(spool: Spool, staged: Path, src: Path) -> None:
+    """The failed record a refused retry took goes back to ``src``; when a newer record
+    took that name meanwhile (a re-drop of the id cancelled or failed while the retry
+    held the old one), the old one is superseded and goes.  Its move's False was
+    ignored: the refused retry left the record in ``stage/`` for good while its process
+    lived (statusd's, a long one), where no recovery touches it, and every look
+    for the id in no folder took :data:`spool.client.MOVE_WAIT_S` (QA h332).  What
+    stands there and is no record (a directory) leaves it staged, for recovery, as
+    before."""
+    if spool.mover.move(staged, src, replace=False):
+        return
+    if record_stands(os.fspath(src)):
+        spool.mover.unlink(staged)
 
 
 def _drop_kept_original(spool: Spool, job_id: str, taken_ns: int) -> None:

@@ -1,0 +1,68 @@
+"""A retry refused after it took the failed record (the id pending again, or running)
+while a newer record of the id took ``failed/<id>.json``: the record it took could not
+go back, and the refused retry left it in ``stage/`` (QA h332: a 5-minute stress of
+cancel, retry and submit of one id from three clients left one there).  A long-lived
+client (statusd) holds it for its life, as recovery leaves a live process's staging
+alone.  The old record is superseded by the newer one, and goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from spoolkit import listing, make_spool, submit
+
+from spool import submission
+from spool.errors import ConflictError
+from spool.models import Job
+from spool.states import JobState
+from spool.transitions import Spool
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def _hook_publish(spool: Spool, between: list) -> None:
+    publish = spool.mover.publish
+
+    def hooked(dest, data, replace=False):  # type: ignore[no-untyped-def]
+        while between:
+            between.pop(0)()
+        return publish(dest, data, replace=replace)
+
+    spool.mover.publish = hooked  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("then", ["pending", "running"])
+def test_a_refused_retry_leaves_nothing_staged(tmp_path: Path, then: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = make_spool(tmp_path / "spool")
+    other = make_spool(tmp_path / "spool")
+    layout = spool.layout
+    submit(spool, "x", params={"message": 1})
+    assert spool.cancel_pending("x") is not None  # failed/x.json, cancelled
+
+    def newer() -> None:  # another client, while the retry holds the old record
+        other.submit(Job(tool="echo", params={"message": 2}), "x")
+        assert other.cancel_pending("x") is not None  # a newer failed/x.json
+        other.submit(Job(tool="echo", params={"message": 3}), "x")
+        if then == "running":
+            assert other.claim("x") is not None
+
+    if then == "pending":
+        _hook_publish(spool, [newer])
+    else:
+        running = submission._running
+
+        def hooked(*args, _once=[newer]):  # type: ignore[no-untyped-def]
+            while _once:
+                _once.pop(0)()
+            return running(*args)
+
+        monkeypatch.setattr(submission, "_running", hooked)
+    with pytest.raises(ConflictError):
+        spool.retry("x")
+    assert listing(layout.stage) == [] and listing(layout.tmp) == []
+    assert listing(layout.folder(JobState.FAILED)) == ["x.json"]
+    import orjson
+    assert orjson.loads(layout.job(JobState.FAILED, "x").read_bytes())["params"] == {
+        "message": 2}  # the newer record stands
