@@ -94,6 +94,12 @@ def _came_when_it_came(fd: int, st: os.stat_result) -> os.stat_result:
         return st
 
 
+FUTURE_SLACK_NS = 1_000_000_000
+"""How far a drop's submission time may be past its file's ctime and still order it
+(:attr:`Candidate.submitted_ns`): far more than a timestamp tick, far less than the
+clock skew or copied mtime the clamp is for."""
+
+
 @dataclass(slots=True, eq=False)
 class Candidate:
     """A valid job file in ``pending/``, as read at inspection; what it says never changes
@@ -138,7 +144,14 @@ class Candidate:
             submitted = int(self.job.submitted_at.timestamp() * 1e9)
         else:
             submitted = self.mtime_ns
-        return min(submitted, self.ctime_ns)
+        # Only a time past the file's coming by more than the kernel's timestamp tick is
+        # "later than it came": a file's ctime is the kernel's coarse clock (a tick of 1
+        # to 10 ms, behind the fine clock ``submitted_at`` is read from), so the plain
+        # min took the ctime of nearly every drop, and the jobs of one tick ran in id
+        # order, not in the submission order their records show (QA h332).
+        if submitted > self.ctime_ns + FUTURE_SLACK_NS:
+            return self.ctime_ns
+        return submitted
 
 
 @dataclass(slots=True, eq=False)
