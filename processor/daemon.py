@@ -271,7 +271,8 @@ class Processor:
             # First: their leases may hold what the scan's reads need (out of
             # descriptors, a scan that failed first started the pause again, for good).
             self._retry_unfinished()
-        if (now >= max(self.discovery.next_scan, self.discovery.scan_floor) and not self.stopping
+        if (now >= max(self.discovery.next_scan, self.discovery.scan_floor)
+                and not self.discovery.scanning and not self.stopping
                 and time.monotonic() >= self.io_pause_until and lifecycle.lease_stands(self)):
             self.periodic.run()  # its writes would only fail again while paused
         self._intake()
@@ -282,6 +283,10 @@ class Processor:
             self.progress.write_due(now)
         if not self.stopping and time.monotonic() >= self.io_pause_until:
             self._dispatch()  # never while the records of finished runs cannot be written
+            if self.discovery.scanning and not self.spool_moved:
+                # A slice of the rescan a pass, once this pass's drops are judged and
+                # claimed: a FAST job waits one slice at most (see Discovery.scan_more).
+                self.periodic.more()
         if now >= self.next_heartbeat:
             self.heartbeat()
         if now >= self.next_watchdog:
@@ -293,7 +298,9 @@ class Processor:
         now = time.monotonic()
         discovery = self.discovery
         intake = discovery.waiting and not self.stopping  # stopping: drops wait for the next start
-        if now >= self.io_pause_until and (intake or discovery.cancels or self._can_dispatch()):
+        scanning = discovery.scanning and not self.stopping and not self.spool_moved
+        if now >= self.io_pause_until and (intake or scanning or discovery.cancels
+                                           or self._can_dispatch()):
             return 0.0  # (intake, cancels and claims wait out an I/O pause)
         wakes = [self.next_heartbeat, self.next_watchdog]
         if not self.stopping:

@@ -380,6 +380,7 @@ def close(processor: Processor) -> None:
         log.info("killed processes FAST tools left running", extra={"fields": {
             "pids": killed[:32], "count": len(killed)}})
     processor.discovery.stop_feed()
+    processor.discovery.end_rescan()
     processor.spool.mover.drop_spares()
     processor.spool.mover.flush()
     _remove_own(processor, processor.layout.owner_status(processor.owner))

@@ -19,6 +19,7 @@ id lists are cut to :data:`RECOVERY_IDS_LOGGED` each (journald splits a line pas
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class PeriodicScan:
         self.unreadable: set[str] = set()  # the orphans' read errors said, while they last
         self.layout = spool.layout
         self.blocked: set[str] = set()  # ids whose drop waits behind such an orphan, said
+        self._started = self._cpu = 0.0  # the pass under way: its start, its CPU so far
 
     def recover(self) -> None:
         """The start-up pass, before the first claim."""
@@ -85,25 +87,40 @@ class PeriodicScan:
         self.blocked = blocked
 
     def run(self) -> None:
-        """One pass; the next is due ``SPOOL_SCAN_S`` after its end, and none starts
-        before :data:`SCAN_SPACING` times its CPU (or its length, up to ``SPOOL_SCAN_S``)
-        has gone by, lost events or not.
+        """One pass, whose rescan of ``pending/`` goes on in slices at the loop's later
+        passes (:meth:`more`); the next pass is due ``SPOOL_SCAN_S`` after its end (or
+        when asked sooner: events lost), and none starts before :data:`SCAN_SPACING`
+        times its CPU (or its length, up to ``SPOOL_SCAN_S``) has gone by.
         Due from its start, a pass as long as ``SPOOL_SCAN_S`` (1.2 million drops in
         ``pending/``, each looked up) had the next begin as it ended: the loop scanned
         and scarcely judged or claimed (QA: 1.6 jobs/s, against 7,000 at 300,000)."""
-        started, cpu = time.monotonic(), time.thread_time()
+        self._started, self._cpu = time.monotonic(), 0.0
+        self.discovery.next_scan = math.inf  # a pass cut short is due SPOOL_SCAN_S on too
+        self._timed(self._run)
+
+    def more(self) -> None:
+        """The next slice of the pass's rescan, while it goes on."""
+        self._timed(self.discovery.scan_more)
+
+    def _timed(self, step: Callable[[], None]) -> None:
+        cpu = time.thread_time()
         try:
-            self._run()
+            step()
         finally:
-            # By its CPU: a pass a stalled mount or a SIGSTOP held for 10 s put every
-            # rescan off by 30 s on a spool of a few files (the review).  Its wall time
-            # too, up to one scan interval: a pass waiting on its reads (a cold cache, a
-            # network filesystem, a million names) ran back to back again (a review).
-            ended = time.monotonic()
-            spacing = max(SCAN_SPACING * (time.thread_time() - cpu),
-                          min(ended - started, self.settings.scan_s))
-            self.discovery.next_scan = ended + self.settings.scan_s
-            self.discovery.scan_floor = ended + spacing
+            self._cpu += time.thread_time() - cpu
+            if not self.discovery.scanning:
+                self._schedule()
+
+    def _schedule(self) -> None:
+        """When the next pass may start, the pass over.  By its CPU: a pass a stalled
+        mount or a SIGSTOP held for 10 s put every rescan off by 30 s on a spool of a few
+        files (the review).  Its wall time too, up to one scan interval: a pass waiting on
+        its reads (a cold cache, a network filesystem, a million names) ran back to back
+        again (a review)."""
+        ended = time.monotonic()
+        spacing = max(SCAN_SPACING * self._cpu, min(ended - self._started, self.settings.scan_s))
+        self.discovery.next_scan = min(self.discovery.next_scan, ended + self.settings.scan_s)
+        self.discovery.scan_floor = ended + spacing
 
     def _run(self) -> None:
         self.reaper.reap(time.monotonic())  # orphans of FAST tools' processes that exited
@@ -119,7 +136,8 @@ class PeriodicScan:
             return
         log_recovery(self._unsaid(report))
         self._say_blocked(report.unread_orphans)
-        self.discovery.rescan()
+        self.discovery.begin_rescan()
+        self.discovery.scan_more()
 
 
 def log_recovery(report: RecoveryReport) -> None:
