@@ -13,6 +13,7 @@ from daemonkit import drop
 from test_ready_forgotten import discovery_of, look
 
 from processor import discovery as discovery_module
+from processor.discovery import Discovery
 from processor.inbox import Inbox
 from processor.queues import Queues
 from processor.tools import ExecutionMode
@@ -21,14 +22,20 @@ from spool.settings import Settings
 TOMORROW = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
 
-def test_a_rescan_goes_on_a_slice_at_a_time(settings: Settings, inbox: Inbox) -> None:
+def _known(settings: Settings, inbox: Inbox, count: int) -> tuple[Discovery, Queues, list[str]]:
+    """A discovery that has judged ``count`` delayed drops (ready, none due)."""
     queues = Queues(lambda tool: ExecutionMode.FAST)
     discovery = discovery_of(settings, inbox, queues)
-    ids = [f"job{i:04d}" for i in range(2000)]
+    ids = [f"job{i:04d}" for i in range(count)]
     for job_id in ids:
         drop(settings.spool_dir, job_id, {"tool": "echo", "not_before": TOMORROW})
     look(discovery)
-    assert len(queues.ready) == len(ids) and not discovery.scanning
+    assert len(queues.ready) == count and not discovery.scanning
+    return discovery, queues, ids
+
+
+def test_a_rescan_goes_on_a_slice_at_a_time(settings: Settings, inbox: Inbox) -> None:
+    discovery, queues, ids = _known(settings, inbox, 2000)
     discovery.begin_rescan()
     slices = 0
     while discovery.scanning:
@@ -45,12 +52,7 @@ def test_what_came_between_slices_is_kept_and_what_left_is_forgotten(
         settings: Settings, inbox: Inbox) -> None:
     """A drop the feed told of after the listing went past its name was taken for gone
     at the rescan's end: withdrawn, it waited for the next rescan to be found again."""
-    queues = Queues(lambda tool: ExecutionMode.FAST)
-    discovery = discovery_of(settings, inbox, queues)
-    ids = [f"job{i:04d}" for i in range(1000)]
-    for job_id in ids:
-        drop(settings.spool_dir, job_id, {"tool": "echo", "not_before": TOMORROW})
-    look(discovery)
+    discovery, queues, ids = _known(settings, inbox, 1000)
     discovery.begin_rescan()
     discovery.scan_more(0.0)
     assert discovery.scanning
