@@ -143,13 +143,19 @@ def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     return {name for name in names if isinstance(name, str)}, [s.owner for s in live]
 
 
-def tool_params_schema(layout: Layout, tool: str) -> dict[str, Any] | None:
+def tool_params_schema(layout: Layout, tool: str, *, by_name: bool = False
+                       ) -> dict[str, Any] | None:
     """The params JSON Schema the live processors publish for ``tool``; None when that
-    cannot be told: none running or offering it, two that disagree, not readable."""
+    cannot be told: none running or offering it, two that disagree, not readable.
+    ``by_name``: None too unless each of them says the tool takes its params by exactly
+    the schema's names (``params_by_name``, :func:`processor.tools.params_by_name`): an
+    alias with ``populate_by_name``, ``AliasChoices`` or a ``before`` validator take
+    others, and a processor of before that flag says nothing of it."""
     live = readable_processors(layout)
-    schemas: list[dict[str, Any]] = [
-        catalogue_entry(raw)["params_schema"] for status in live or ()
-        for raw in status.tools if raw.get("name") == tool]
+    raws = [raw for status in live or () for raw in status.tools if raw.get("name") == tool]
+    if by_name and not all(raw.get("params_by_name") is True for raw in raws):
+        return None
+    schemas: list[dict[str, Any]] = [catalogue_entry(raw)["params_schema"] for raw in raws]
     if not schemas or any(schema != schemas[0] for schema in schemas):
         return None
     return schemas[0]
@@ -177,11 +183,13 @@ def unfit_params(layout: Layout, tool: str, params: dict[str, Any]) -> str | Non
     """Why a job's ``params`` would fail ``invalid_params`` by their names alone, as the
     live processors' catalogue says ``tool`` takes them: a param it needs missing, or one
     it does not take where it takes no others (``extra="forbid"``, as every built-in
-    tool); None when they fit or that cannot be told (no processor offering it).  Their
+    tool); None when they fit or that cannot be told (no processor offering it, or one
+    that does not say the tool takes its params by the schema's names alone: an alias
+    with ``populate_by_name``, ``AliasChoices``, a ``before`` validator).  Their
     values are the tool's to judge.  ``spoolq submit`` and ``POST /api/v1/tasks`` refuse
     such a job unless told to submit it anyway: a misspelt ``-p fsat=5`` was dropped, and
     failed once a processor took it."""
-    schema = tool_params_schema(layout, tool)
+    schema = tool_params_schema(layout, tool, by_name=True)
     if schema is None:
         return None
     own = own_object(schema)

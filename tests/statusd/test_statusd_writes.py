@@ -140,7 +140,8 @@ def test_params_a_tool_lacks_or_does_not_take_are_refused(server: ServerThread,
     that fails ``invalid_params`` once claimed.  Values are the tool's to judge."""
     schema = {"type": "object", "additionalProperties": False, "required": ["seconds"],
               "properties": {"seconds": {"type": "number"}}}
-    owner = FakeOwner(spool, tools=[{"name": "sleep", "params_schema": schema}])
+    owner = FakeOwner(spool, tools=[{"name": "sleep", "params_schema": schema,
+                                     "params_by_name": True}])
     try:
         typo = request(server.base, "POST", "/api/v1/tasks",
                        {"tool": "sleep", "id": "typo", "params": {"secnds": 1}}, token=TOKEN)
