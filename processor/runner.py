@@ -155,26 +155,33 @@ def validate_params(tool: type[BaseTool], params: dict[str, Any]) -> Any:
     except (TypeError, ValueError):  # no JSON after all (a caller's own dict): its word
         raise InvalidParams(params_message(refused)) from None
     try:
-        return tool.Params.model_validate_json(as_json)
+        taken = tool.Params.model_validate_json(as_json)
     except ValidationError as exc:
         raise InvalidParams(params_message(exc)) from None
+    if any(err["type"] == "extra_forbidden" for err in refused.errors()):
+        # A param no strictness explains: JSON mode passes over a field's own name where
+        # the field goes by an alias (pydantic 2.13), and the job ran on the default
+        # ({"low": 5} for a field aliased "LOW": low=0, done), where Python mode refused.
+        raise InvalidParams(params_message(refused, only="extra_forbidden"))
+    return taken
 
 
-def params_message(exc: ValidationError) -> str:
+def params_message(exc: ValidationError, only: str | None = None) -> str:
     """One line: each bad field (five at most) with pydantic's words, or a check's own.
 
     A validator's ``ValueError`` is said as it was raised, without pydantic's "Value
     error, " before it; one across fields (no location) names its fields itself, where
-    "params: " stood before it."""
+    "params: " stood before it.  ``only``: the errors of that type alone."""
+    errors = [err for err in exc.errors() if only is None or err["type"] == only]
     parts = []
-    for err in exc.errors()[:5]:
+    for err in errors[:5]:
         where = ".".join(str(p) for p in err["loc"])
         own = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
         if own is None:
             parts.append(f"{where or 'params'}: {err['msg']}")
         else:
             parts.append(f"{where}: {own}" if where else str(own))
-    more = len(exc.errors()) - 5
+    more = len(errors) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
