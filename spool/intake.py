@@ -94,10 +94,15 @@ def _came_when_it_came(fd: int, st: os.stat_result) -> os.stat_result:
         return st
 
 
-FUTURE_SLACK_NS = 1_000_000_000
+FUTURE_SLACK_NS = 20_000_000
 """How far a drop's submission time may be past its file's ctime and still order it
-(:attr:`Candidate.submitted_ns`): far more than a timestamp tick, far less than the
-clock skew or copied mtime the clamp is for."""
+(:attr:`Candidate.submitted_ns`): two ticks of the kernel's coarse clock at 100 Hz, far
+less than the clock skew or copied mtime the clamp is for.  It was 1 s: a client's
+clock 0.5 s ahead had its job run after every job of its priority dropped in that half
+second (QA h337: 29 of a burst of 40)."""
+COARSE_SLACK_NS = 1_000_000_000
+"""The slack where the file's ctime is a whole second (a filesystem keeping whole
+seconds: ext3, some NFS servers): ``submitted_at`` may be up to a second past it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -149,7 +154,8 @@ class Candidate:
         # to 10 ms, behind the fine clock ``submitted_at`` is read from), so the plain
         # min took the ctime of nearly every drop, and the jobs of one tick ran in id
         # order, not in the submission order their records show (QA h332).
-        if submitted > self.ctime_ns + FUTURE_SLACK_NS:
+        slack = COARSE_SLACK_NS if self.ctime_ns % 1_000_000_000 == 0 else FUTURE_SLACK_NS
+        if submitted > self.ctime_ns + slack:
             return self.ctime_ns
         return submitted
 

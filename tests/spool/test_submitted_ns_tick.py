@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from spool.intake import FUTURE_SLACK_NS, Candidate
+from spool.intake import COARSE_SLACK_NS, FUTURE_SLACK_NS, Candidate
 from spool.models import Job
 
 
@@ -35,3 +35,22 @@ def test_a_time_far_ahead_of_the_files_coming_is_clamped_to_it() -> None:
     assert _candidate("x", ahead, ctime).submitted_ns == ctime
     just = datetime.fromtimestamp((ctime + FUTURE_SLACK_NS // 2) / 1e9, UTC)
     assert _candidate("y", just, ctime).submitted_ns > ctime
+
+
+def test_a_clock_half_a_second_ahead_is_queued_as_the_file_came() -> None:
+    """With a slack of 1 s, a job 0.5 s ahead ran after every job of its priority dropped
+    in that half second (h337: 29 of a burst of 40), where one 5 s ahead ran in place."""
+    ctime = 1_800_000_000_123_456_789
+    ahead = datetime.fromtimestamp(ctime / 1e9, UTC) + timedelta(milliseconds=500)
+    assert _candidate("x", ahead, ctime).submitted_ns == ctime
+
+
+def test_a_filesystem_of_whole_seconds_keeps_the_submission_time() -> None:
+    """Its ctime may be most of a second before the fine clock's ``submitted_at``."""
+    ctime = 1_800_000_000_000_000_000
+    first = datetime.fromtimestamp(ctime / 1e9, UTC) + timedelta(milliseconds=700)
+    later = first + timedelta(milliseconds=100)
+    a, b = _candidate("z-first", first, ctime), _candidate("a-later", later, ctime)
+    assert ctime < a.submitted_ns < b.submitted_ns
+    far = datetime.fromtimestamp((ctime + 2 * COARSE_SLACK_NS) / 1e9, UTC)
+    assert _candidate("y", far, ctime).submitted_ns == ctime
