@@ -85,6 +85,7 @@ class _View:
     held: int  # its descriptor
     pins: dict[str, int] = field(default_factory=dict)  # folder name -> its descriptor
     prefix: tuple[str, str] = ("", "")  # its paths' head, and the real root's
+    marked: bool = False  # holds UNLOCKED (its lock could not be taken)
 
     def stands(self, root: int) -> bool:
         """Whether every folder pinned still stands at its name, and none was absent."""
@@ -105,7 +106,7 @@ class _View:
         the name in $TMPDIR) and close every descriptor."""
         if self.held < 0:
             return  # released already
-        for name in self.pins:
+        for name in (*self.pins, *([UNLOCKED] if self.marked else [])):
             with contextlib.suppress(OSError):  # (not linked yet, when a pin failed)
                 os.unlink(name, dir_fd=self.held)
         with contextlib.suppress(OSError):
@@ -188,11 +189,16 @@ def _pinned(layout: Layout, root: int) -> _View:
             os.rmdir(path)
         raise SpoolIOError(f"cannot open root's private view of {layout.root}'s folders: "
                            f"{exc.strerror} ({path})") from exc
-    with contextlib.suppress(OSError):  # a $TMPDIR without locks: never swept, either
+    try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked = True
+    except OSError:  # a $TMPDIR without locks (or none left): marked, never swept
+        locked = False
     view = _View(layout, path, held)
     try:
         _fill(view, layout, root)
+        if not locked:
+            _mark_unlocked(view)
     except BaseException:
         view.release()
         raise
@@ -200,6 +206,22 @@ def _pinned(layout: Layout, root: int) -> _View:
         atexit.register(release_all)
     _kept.append(view)
     return view
+
+
+UNLOCKED = ".unlocked"
+"""A file in a view's folder whose lock could not be taken: the sweep leaves a folder
+holding anything but a view's links, and an unlocked live view was swept as a dead one
+once a minute old, its process's paths gone from under it (QA h337)."""
+
+
+def _mark_unlocked(view: _View) -> None:
+    try:
+        os.close(os.open(UNLOCKED, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=view.held))
+    except OSError as exc:
+        raise SpoolIOError(f"cannot make root's private view of {view.layout.root}'s "
+                           f"folders: {exc.strerror} ({view.path}/{UNLOCKED})") from exc
+    view.marked = True
 
 
 def release_all() -> None:

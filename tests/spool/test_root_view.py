@@ -8,6 +8,7 @@ its link named, cancel wrote a record over a root file, retry moved one into
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -381,3 +382,27 @@ def test_a_folder_named_like_a_view_holding_anything_else_is_left(
     assert listed.returncode == 0, listed.stderr
     assert sorted(tmp_path.iterdir()) == sorted([other, foreign])
     assert (other / "notes.txt").read_text() == "root's own"
+
+
+def test_a_live_view_whose_lock_failed_is_not_swept(
+        open_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its lock not taken (ENOLCK; a $TMPDIR whose locks are another host's), a live
+    view was swept as a killed command's once a minute old: its links unlinked, every
+    path of the process through it ENOENT (h337).  It is marked, and left."""
+    root, _ = _nobodys_spool(open_dir)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(view_module.fcntl, "flock", no_locks)
+        layout = guarded(Layout(root))
+    (held,) = tmp_path.glob(f"{view_module.PREFIX}*")
+    _aged(held)
+    listed = _spoolq("ls", "--spool-dir", str(root), tmpdir=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert held.is_dir() and os.path.isdir(layout.folder(JobState.PENDING))
+    view_module.release_all()
+    assert list(tmp_path.iterdir()) == []
