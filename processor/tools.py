@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, RootModel
 
+from spool.catalogue import own_object
+
 T = TypeVar("T")
 
 DEFAULT_FAST_TIMEOUT_S = 10.0
@@ -99,6 +101,7 @@ class BaseTool:
     @classmethod
     def catalogue_entry(cls) -> dict[str, Any]:
         """Name, mode, timeout and params schema, as published in the status file."""
+        schema = cls.Params.model_json_schema()
         return {
             "name": cls.name,
             "category": cls.category,
@@ -106,32 +109,40 @@ class BaseTool:
             "execution_timeout": cls.execution_timeout,
             "max_attempts": cls.max_attempts,
             "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
-            "params_schema": cls.Params.model_json_schema(),
-            "params_by_name": params_by_name(cls.Params),
+            "params_schema": schema,
+            "params_by_name": params_by_name(cls.Params, schema),
         }
 
 
-def params_by_name(model: type[BaseModel]) -> bool:
+def params_by_name(model: type[BaseModel], schema: dict[str, Any] | None = None) -> bool:
     """Whether ``model`` takes a params object by exactly the names its JSON Schema gives
     (``properties``, ``required``): what lets ``spoolq submit`` and ``POST /api/v1/tasks``
     refuse a job by its params' names (:func:`spool.stats.unfit_params`).  Not so for a
     root model, a ``before``/``wrap`` model validator (which may rename or fill in params),
     a field taken by another name than the schema's (``populate_by_name`` or
     ``validate_by_name`` beside an alias, ``validate_by_alias=False``), or by several
-    (``AliasChoices``, ``AliasPath``): such jobs were refused though the tool took them."""
+    (``AliasChoices``, ``AliasPath``), nor a field the schema leaves out
+    (``SkipJsonSchema``): such jobs were refused though the tool took them.  ``schema``:
+    the model's JSON Schema, when made already."""
     if not isinstance(model, type) or not issubclass(model, BaseModel) \
             or issubclass(model, RootModel):
         return False
     validators = model.__pydantic_decorators__.model_validators.values()
     if any(getattr(v.info, "mode", None) in ("before", "wrap") for v in validators):
         return False
+    if schema is None:
+        schema = model.model_json_schema()
+    named = own_object(schema).get("properties")  # (a model that holds itself: in $defs)
+    if not isinstance(named, dict):
+        return False
     config = model.model_config
     by_name = bool(config.get("validate_by_name") or config.get("populate_by_name"))
     by_alias = config.get("validate_by_alias", True) is not False
     for name, info in model.model_fields.items():
         alias = info.validation_alias if info.validation_alias is not None else info.alias
-        if alias is None or alias == name:
-            continue
-        if not isinstance(alias, str) or by_name or not by_alias:
+        if alias is not None and alias != name and (
+                not isinstance(alias, str) or by_name or not by_alias):
+            return False
+        if (alias if isinstance(alias, str) else name) not in named:
             return False
     return True

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from statusdkit import TOKEN, FakeOwner, ServerThread, request
 
 from processor.runner import validate_params
@@ -46,6 +47,12 @@ class Renamed(BaseModel):
         return value
 
 
+class Unlisted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 1.0
+    debug: SkipJsonSchema[bool] = False
+
+
 class Exact(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: float
@@ -65,14 +72,16 @@ def _tool(name: str, params: type[BaseModel]) -> type[BaseTool]:
 
 
 @pytest.mark.parametrize(("params", "exact"), [
-    (ByName, False), (Choices, False), (Renamed, False), (Root, False), (Exact, True)])
+    (ByName, False), (Choices, False), (Renamed, False), (Root, False), (Unlisted, False),
+    (Exact, True)])
 def test_the_catalogue_says_whether_params_go_by_the_schemas_names(
         params: type[BaseModel], exact: bool) -> None:
     assert _tool("t", params).catalogue_entry()["params_by_name"] is exact
 
 
 @pytest.mark.parametrize(("params", "given"), [
-    (ByName, {"symbol_name": "AAPL"}), (Choices, {"secs": 1}), (Renamed, {"secs": 1})])
+    (ByName, {"symbol_name": "AAPL"}), (Choices, {"secs": 1}), (Renamed, {"secs": 1}),
+    (Unlisted, {"debug": True})])
 def test_params_the_tool_takes_by_other_names_are_taken(
         server: ServerThread, spool: Spool, params: type[BaseModel],
         given: dict[str, Any]) -> None:
