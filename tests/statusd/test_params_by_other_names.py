@@ -77,6 +77,7 @@ def _tool(name: str, params: type[BaseModel]) -> type[BaseTool]:
 def test_the_catalogue_says_whether_params_go_by_the_schemas_names(
         params: type[BaseModel], exact: bool) -> None:
     assert _tool("t", params).catalogue_entry()["params_by_name"] is exact
+    assert params_by_name(params) is exact
 
 
 @pytest.mark.parametrize(("params", "given"), [
