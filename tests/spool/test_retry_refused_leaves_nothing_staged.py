@@ -7,8 +7,11 @@ alone.  The old record is superseded by the newer one, and goes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from spoolkit import listing, make_spool, submit
 
@@ -16,20 +19,19 @@ from spool import submission
 from spool.errors import ConflictError
 from spool.models import Job
 from spool.states import JobState
-from spool.transitions import Spool
 
 pytestmark = [pytest.mark.timeout(60)]
 
 
-def _hook_publish(spool: Spool, between: list) -> None:
-    publish = spool.mover.publish
+def _first(between: list[Callable[[], None]], call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, which runs what ``between`` holds first, the first time."""
 
-    def hooked(dest, data, replace=False):  # type: ignore[no-untyped-def]
+    def hooked(*args: Any, **kwargs: Any) -> Any:
         while between:
             between.pop(0)()
-        return publish(dest, data, replace=replace)
+        return call(*args, **kwargs)
 
-    spool.mover.publish = hooked  # type: ignore[method-assign]
+    return hooked
 
 
 @pytest.mark.parametrize("then", ["pending", "running"])
@@ -49,20 +51,12 @@ def test_a_refused_retry_leaves_nothing_staged(tmp_path: Path, then: str,
             assert other.claim("x") is not None
 
     if then == "pending":
-        _hook_publish(spool, [newer])
+        monkeypatch.setattr(spool.mover, "publish", _first([newer], spool.mover.publish))
     else:
-        running = submission._running
-
-        def hooked(*args, _once=[newer]):  # type: ignore[no-untyped-def]
-            while _once:
-                _once.pop(0)()
-            return running(*args)
-
-        monkeypatch.setattr(submission, "_running", hooked)
+        monkeypatch.setattr(submission, "_running", _first([newer], submission._running))
     with pytest.raises(ConflictError):
         spool.retry("x")
     assert listing(layout.stage) == [] and listing(layout.tmp) == []
     assert listing(layout.folder(JobState.FAILED)) == ["x.json"]
-    import orjson
     assert orjson.loads(layout.job(JobState.FAILED, "x").read_bytes())["params"] == {
         "message": 2}  # the newer record stands
