@@ -297,12 +297,15 @@ def _sweep(tmpdir: str) -> None:
 def _sweep_one(parent: int, name: str) -> None:
     """Remove the folder ``name`` in ``parent`` when it is a view's that no process holds:
     this user's, mode 0700, unlocked for :data:`SWEEP_AGE_S`, holding only a view's links
-    (anything else there is left alone, the folder with it)."""
+    (anything else there is left alone, the folder with it).  Looked at before it is
+    opened: another user's entries at such names cost a lookup each, not an open (h337:
+    50,000 of them slowed a root command from 0.33 to 0.81 s)."""
+    if not _sweepable(os.stat(name, dir_fd=parent, follow_symlinks=False)):
+        return
     fd = os.open(name, _HELD, dir_fd=parent)
     try:
         st = os.fstat(fd)
-        if (st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700
-                or time.time() - st.st_mtime < SWEEP_AGE_S):
+        if not _sweepable(st):
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -319,3 +322,10 @@ def _sweep_one(parent: int, name: str) -> None:
             os.rmdir(name, dir_fd=parent)
     finally:
         os.close(fd)
+
+
+def _sweepable(st: os.stat_result) -> bool:
+    """Whether ``st`` may be a killed command's view: a folder of this user's, mode 0700,
+    unchanged for :data:`SWEEP_AGE_S`."""
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+            and stat.S_IMODE(st.st_mode) == 0o700 and time.time() - st.st_mtime >= SWEEP_AGE_S)
