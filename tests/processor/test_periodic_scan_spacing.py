@@ -93,5 +93,29 @@ def test_a_pass_sliced_over_the_loops_passes_is_scheduled_once_over(
     scan.more()
     assert not discovery.scanning
     assert discovery.next_scan == 0.0
+    # Its slices' 3 s (1.5 of CPU), not the 7 s of the loop's work between them.
     assert discovery.scan_floor == pytest.approx(clock[0] + max(SCAN_SPACING * 1.5, min(
-        10.0, settings.scan_s)))
+        3.0, settings.scan_s)))
+
+
+def test_the_loops_work_between_slices_does_not_put_the_next_pass_off(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spaced by the time from the pass's start to its end, a sliced rescan that took
+    little CPU but was spread by the loop's other work (FAST runs, intake) over seconds
+    set a floor of a whole SPOOL_SCAN_S: a rescan asked for at once (events lost, a drop
+    waiting to settle) waited that long after it (QA h336)."""
+    clock = [1000.0]
+    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
+    layout = Layout(settings.spool_dir)
+    discovery: Any = _Discovery(clock, took=0.01, slices=10)
+    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
+    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
+                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    scan.run()
+    while discovery.scanning:
+        clock[0] += 0.5  # FAST runs between two slices
+        scan.more()
+    assert not discovery.scanning
+    discovery.next_scan = 0.0  # events lost: a rescan again as soon as the floor allows
+    assert discovery.scan_floor - clock[0] == pytest.approx(SCAN_SPACING * 0.005)
+    assert discovery.scan_floor - clock[0] < 0.1
