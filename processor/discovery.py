@@ -85,6 +85,12 @@ class _Scan:
     entries: _Listing
     present: set[str] = field(default_factory=set)
     told: set[str] = field(default_factory=set)
+    known: list[str] | None = None
+    """Once the listing is over: the names known then (seen, unreadable), then the ids
+    ready then, each looked at in turn, a slice at a time (see :meth:`Discovery._sweep`)."""
+    swept: int = 0  # how many of ``known`` were looked at
+    ready_from: int = 0  # where the ids begin in ``known``
+    gone: list[str] = field(default_factory=list)  # ready ids whose file left
 
 
 class Discovery:
@@ -376,6 +382,8 @@ class Discovery:
             self.end_rescan()
             self._cannot_scan("pending/", exc)
             return
+        if not self._sweep(scan, ends):
+            return  # the rest at the next pass
         self.end_rescan()
         present |= scan.told
         self._scanned("pending/")
@@ -383,7 +391,7 @@ class Discovery:
         # Ready jobs whose file left pending/ unclaimed (a client's cancel, another
         # processor's claim) are forgotten: kept, each stayed until its lane came to it,
         # a delayed one until its not_before (a day, a year), whatever purge removed.
-        gone = [job_id for job_id in self.ready if job_id + JOB_SUFFIX not in present]
+        gone = [job_id for job_id in scan.gone if job_id + JOB_SUFFIX not in present]
         if gone:
             self.withdraw(gone)
         self.intake.forget(present)
@@ -395,6 +403,34 @@ class Discovery:
             self._cannot_scan("cancel/", exc)
             return
         self._scanned("cancel/")
+
+    def _sweep(self, scan: _Scan, ends: float | None) -> bool:
+        """Forget what is known of the names the listing did not meet, and note the ready
+        ids whose file it did not meet, until ``ends``; True once all are looked at.  In
+        one go at the listing's end, this held the loop as long as a tenth of the listing
+        did: 16 ms at 30,000 drops, 100 ms at 100,000, the FAST jobs waiting (QA h336)."""
+        if scan.known is None:
+            scan.known = [*self.seen, *(n for n in self.unreadable if n not in self.seen)]
+            scan.ready_from = len(scan.known)
+            scan.known.extend(self.ready)
+        known, present, told = scan.known, scan.present, scan.told
+        while scan.swept < len(known):
+            start = scan.swept
+            stop = min(len(known), start + SCAN_CHECK_EVERY)
+            for i in range(start, stop):
+                if i >= scan.ready_from:
+                    job_id = known[i]
+                    if job_id + JOB_SUFFIX not in present and job_id + JOB_SUFFIX not in told:
+                        scan.gone.append(job_id)
+                elif (name := known[i]) not in present and name not in told:
+                    self.seen.pop(name, None)
+                    self.unreadable.pop(name, None)
+                    self.unread_file.pop(name, None)
+                    self.unstatable.discard(name)
+            scan.swept = stop
+            if ends is not None and time.monotonic() >= ends:
+                return scan.swept >= len(known)
+        return True
 
     def end_rescan(self) -> None:
         """Drop the rescan under way, if any (at its end, a stop, a new one)."""
@@ -424,11 +460,7 @@ class Discovery:
             self.feed.forget_writes(present)
         for name in self.held.keys() - present:
             del self.held[name]
-        for name in (self.seen.keys() | self.unreadable.keys()) - present:
-            self.seen.pop(name, None)
-            self.unreadable.pop(name, None)
-            self.unread_file.pop(name, None)
-            self.unstatable.discard(name)
+        # (seen and unreadable: see _sweep)
 
     def _lstat(self, entry: os.DirEntry[str]) -> os.stat_result | None:
         """A pending entry's own stat; None when it is gone, or when the disk fails to
