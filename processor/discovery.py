@@ -382,6 +382,7 @@ class Discovery:
             self.end_rescan()
             self._cannot_scan("pending/", exc)
             return
+        scan.entries.close()  # the listing is over: its descriptor is not kept for the sweep
         if not self._sweep(scan, ends):
             return  # the rest at the next pass
         self.end_rescan()
