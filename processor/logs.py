@@ -149,13 +149,15 @@ class LineBuffer(logging.Handler):
                 self.writing_since = start = time.monotonic()
                 try:
                     self._write(lines)
+                    if (waited := time.monotonic() - start) >= WAIT_SAID_S:
+                        # A write too, which a reader still slow holds as long: it waited
+                        # unseen by the pings (QA h336).
+                        self._write([_dumps(_entry(
+                            time.time(), "warning", "spoolq.logs",
+                            "the log's reader took this long to take these lines; the "
+                            "process waited for it", {"waited_s": round(waited, 3)}))])
                 finally:
                     self.writing_since = None
-                if (waited := time.monotonic() - start) >= WAIT_SAID_S:
-                    self._write([_dumps(_entry(
-                        time.time(), "warning", "spoolq.logs",
-                        "the log's reader took this long to take these lines; the process "
-                        "waited for it", {"waited_s": round(waited, 3)}))])
         except (OSError, ValueError):
             pass  # stderr is gone (closed pipe): nothing left to tell
         finally:
