@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 import time
-
-import pytest
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from daemonkit import drop
 from test_ready_forgotten import discovery_of, look
 
