@@ -124,7 +124,11 @@ class LineBuffer(logging.Handler):
         self.stream = stream
         self.buffered = buffered
         self.lines: list[str] = []
-        self.writing_since: float | None = None  # monotonic, while a write is under way
+        self.writing_since: float | None = None
+        """Since when (monotonic) the loop thread has waited for the log: in its own
+        write, or for the lock another thread holds in one; None when it does not.  Only
+        the loop's: another thread stuck in a write while the loop was held elsewhere had
+        the watchdog fed for a hung loop (QA h336)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -138,15 +142,38 @@ class LineBuffer(logging.Handler):
             self.flush()
 
     def add(self, line: str) -> None:
-        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+        self._take()
+        try:
             self.lines.append(line)
+        finally:
+            self.release()
+
+    def _take(self) -> None:
+        """The handler's lock, held while writing (two threads' flushes never
+        interleave); the loop thread's wait for it, another thread holding it in a
+        write, is a wait for the log (:attr:`writing_since`)."""
+        lock = self.lock
+        assert lock is not None  # Handler.createLock made it
+        if lock.acquire(blocking=False):
+            return
+        if threading.current_thread() is not _loop_thread:
+            lock.acquire()
+            return
+        self.writing_since = time.monotonic()
+        try:
+            lock.acquire()
+        finally:
+            self.writing_since = None
 
     def flush(self) -> None:
-        self.acquire()  # held while writing: two threads' flushes never interleave
+        self._take()
         try:
             lines, self.lines = self.lines, []
             if lines:
-                self.writing_since = start = time.monotonic()
+                loop = threading.current_thread() is _loop_thread
+                start = time.monotonic()
+                if loop:
+                    self.writing_since = start
                 try:
                     self._write(lines)
                     if (waited := time.monotonic() - start) >= WAIT_SAID_S:
@@ -157,7 +184,8 @@ class LineBuffer(logging.Handler):
                             "the log's reader took this long to take these lines; the "
                             "process waited for it", {"waited_s": round(waited, 3)}))])
                 finally:
-                    self.writing_since = None
+                    if loop:
+                        self.writing_since = None
         except (OSError, ValueError):
             pass  # stderr is gone (closed pipe): nothing left to tell
         finally:
