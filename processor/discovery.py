@@ -83,6 +83,7 @@ class _Scan:
     told meanwhile (see :meth:`Discovery.scan_more`)."""
 
     entries: _Listing
+    folder: tuple[int, int]  # the listed folder's device and inode
     present: set[str] = field(default_factory=set)
     told: set[str] = field(default_factory=set)
     known: list[str] | None = None
@@ -344,13 +345,15 @@ class Discovery:
         if self.feed is not None:
             self.feed.rewatch()  # a folder replaced since: watched again once it is back
         self.next_scan = math.inf  # (lowered by whatever asks for the next one meanwhile)
+        folder = self.layout.folder(JobState.PENDING)
         try:
-            entries = os.scandir(self.layout.folder(JobState.PENDING))
+            st = os.stat(folder)
+            entries = os.scandir(folder)
         except OSError as exc:
             self._scan_over()
             self._cannot_scan("pending/", exc)
             return
-        self.scan = _Scan(entries)
+        self.scan = _Scan(entries, (st.st_dev, st.st_ino))
 
     def scan_more(self, budget_s: float | None = SCAN_SLICE_S) -> None:
         """Go on with the rescan for about ``budget_s`` (None: to its end), then, at its
@@ -383,6 +386,14 @@ class Discovery:
             self._cannot_scan("pending/", exc)
             return
         scan.entries.close()  # the listing is over: its descriptor is not kept for the sweep
+        if scan.known is None and self._folder_replaced(scan):
+            # What the listing met is not what stands there (pending/ moved away and made
+            # again meanwhile): taken for gone, ready jobs still pending were withdrawn,
+            # to be found a rescan later (QA h336).  Nothing is forgotten; the new folder
+            # is scanned at once.
+            self.end_rescan()
+            self.next_scan = 0.0
+            return
         if not self._sweep(scan, ends):
             return  # the rest at the next pass
         self.end_rescan()
@@ -432,6 +443,14 @@ class Discovery:
             if ends is not None and time.monotonic() >= ends:
                 return scan.swept >= len(known)
         return True
+
+    def _folder_replaced(self, scan: _Scan) -> bool:
+        """Whether ``pending/`` is another folder than the one the rescan listed."""
+        try:
+            st = os.stat(self.layout.folder(JobState.PENDING))
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != scan.folder
 
     def end_rescan(self) -> None:
         """Drop the rescan under way, if any (at its end, a stop, a new one)."""
