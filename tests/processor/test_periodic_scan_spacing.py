@@ -119,3 +119,24 @@ def test_the_loops_work_between_slices_does_not_put_the_next_pass_off(
     discovery.next_scan = 0.0  # events lost: a rescan again as soon as the floor allows
     assert discovery.scan_floor - clock[0] == pytest.approx(SCAN_SPACING * 0.005)
     assert discovery.scan_floor - clock[0] < 0.1
+
+
+def test_a_pass_spread_by_the_loops_work_is_due_as_if_it_had_run_in_one_go(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Due SPOOL_SCAN_S after its end, a rescan the loop's other work spread over seconds
+    put the next recovery pass, and an orphan's requeue, off by as much (DESIGN: orphans
+    are found within SPOOL_SCAN_S)."""
+    clock = [1000.0]
+    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
+    layout = Layout(settings.spool_dir)
+    discovery: Any = _Discovery(clock, took=0.04, slices=4)
+    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
+    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
+                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    started = clock[0]
+    scan.run()
+    while discovery.scanning:
+        clock[0] += 1.0  # the loop's work between two slices
+        scan.more()
+    assert clock[0] - started == pytest.approx(3.04)
+    assert discovery.next_scan == pytest.approx(started + 0.04 + settings.scan_s)
