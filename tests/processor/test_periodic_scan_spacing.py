@@ -38,6 +38,19 @@ class _Discovery:
         self.left -= 1
 
 
+def _scanned(settings: Settings, monkeypatch: pytest.MonkeyPatch, took: float,
+             slices: int = 1) -> tuple[list[float], Any, PeriodicScan]:
+    """A periodic scan on a fake clock, whose rescan takes ``took`` s in ``slices``."""
+    clock = [1000.0]
+    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
+    layout = Layout(settings.spool_dir)
+    discovery: Any = _Discovery(clock, took=took, slices=slices)
+    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
+    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
+                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    return clock, discovery, scan
+
+
 def test_the_next_pass_is_due_after_this_ones_end_and_never_back_to_back(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
@@ -77,13 +90,7 @@ def test_a_pass_sliced_over_the_loops_passes_is_scheduled_once_over(
     """The rescan goes on a slice a pass of the loop (a FAST job waited 0.2 to 0.8 s
     behind one of 50,000 drops: h333); the next pass is due from its end, spaced by the
     CPU of all its slices, and what asks for one sooner meanwhile (events lost) holds."""
-    clock = [1000.0]
-    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
-    layout = Layout(settings.spool_dir)
-    discovery: Any = _Discovery(clock, took=3.0, slices=3)
-    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
-    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
-                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    clock, discovery, scan = _scanned(settings, monkeypatch, took=3.0, slices=3)
     scan.run()
     assert discovery.scanning and discovery.scan_floor == 0.0
     clock[0] += 7.0  # the loop's other work between slices
@@ -104,13 +111,7 @@ def test_the_loops_work_between_slices_does_not_put_the_next_pass_off(
     little CPU but was spread by the loop's other work (FAST runs, intake) over seconds
     set a floor of a whole SPOOL_SCAN_S: a rescan asked for at once (events lost, a drop
     waiting to settle) waited that long after it (QA h336)."""
-    clock = [1000.0]
-    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
-    layout = Layout(settings.spool_dir)
-    discovery: Any = _Discovery(clock, took=0.01, slices=10)
-    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
-    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
-                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    clock, discovery, scan = _scanned(settings, monkeypatch, took=0.01, slices=10)
     scan.run()
     while discovery.scanning:
         clock[0] += 0.5  # FAST runs between two slices
@@ -126,13 +127,7 @@ def test_a_pass_spread_by_the_loops_work_is_due_as_if_it_had_run_in_one_go(
     """Due SPOOL_SCAN_S after its end, a rescan the loop's other work spread over seconds
     put the next recovery pass, and an orphan's requeue, off by as much (DESIGN: orphans
     are found within SPOOL_SCAN_S)."""
-    clock = [1000.0]
-    monkeypatch.setattr(periodic_scan.time, "monotonic", lambda: clock[0])
-    layout = Layout(settings.spool_dir)
-    discovery: Any = _Discovery(clock, took=0.04, slices=4)
-    monkeypatch.setattr(periodic_scan.time, "thread_time", lambda: discovery.cpu[0])
-    scan = PeriodicScan(settings, Spool(layout, Mover(layout, FsyncMode.NEVER)), discovery,
-                        max_attempts=lambda job: 1, io_trouble=lambda exc: None)
+    clock, discovery, scan = _scanned(settings, monkeypatch, took=0.04, slices=4)
     started = clock[0]
     scan.run()
     while discovery.scanning:
