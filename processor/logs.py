@@ -305,8 +305,8 @@ def flush() -> None:
 
 
 def waiting_since() -> float | None:
-    """Since when (``time.monotonic``) a write of the log has been waiting for its
-    reader; None when none is under way."""
+    """Since when (``time.monotonic``) the loop thread has been waiting for its log (its
+    own write, or the lock a stuck writer holds); None when it is not."""
     return _buffer.writing_since if _buffer is not None else None
 
 

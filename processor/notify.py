@@ -117,7 +117,7 @@ class WaitingLogPinger:
     ``WatchdogSec``, and systemd killed a processor a restart would not help, its
     running jobs then requeued with their attempt counted, or failed ``abandoned``.
 
-    ``waiting_since`` says since when a log write has been waiting; the thread pings
+    ``waiting_since`` says since when the loop has been waiting for its log; the thread pings
     once it has waited half the ping interval, looking four times an interval, so the
     first ping comes well before systemd's deadline.  A loop held anywhere else gets no
     ping from here, and systemd restarts it.  The thread never logs (its lines would wait
