@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -169,13 +170,17 @@ def test_the_processor_says_ready_after_recovery_pings_and_says_stopping(
         assert orphan["error"]["type"] == "abandoned"
         assert not (root / "running" / "orphan.json").exists()
 
-        messages = listener.until("WATCHDOG=1")
-        messages += listener.until("WATCHDOG=1")
-        messages += listener.until("WATCHDOG=1")
+        messages = []
+        for _ in range(5):
+            messages += listener.until("WATCHDOG=1")
         pings = [m.at for m in messages if m.text == "WATCHDOG=1"]
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        # Half of WatchdogSec=1 s; systemd kills the service if a gap reaches 1 s.
-        assert len(gaps) >= 2 and all(0.35 < g < 1.0 for g in gaps), gaps
+        # Half of WatchdogSec=1 s; systemd kills the service if a gap reaches 1 s.  A
+        # ping more may come from the thread that pings while the loop waits on its log
+        # (a write the loaded host held 0.25 s: a gap of 0.26 s in a full run), so the
+        # cadence is the gaps' median.
+        assert len(gaps) >= 4 and all(g < 1.0 for g in gaps), gaps
+        assert 0.35 < statistics.median(gaps) < 1.0, gaps
 
         proc.send_signal(signal.SIGTERM)
         stopping = listener.until("STOPPING=1")
