@@ -9,11 +9,11 @@ import difflib
 import os
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from spool.catalogue import catalogue_entry, own_object
 from spool.entries import Entry, Stamp, read_regular
-from spool.errors import SpoolIOError
+from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES
@@ -136,7 +136,10 @@ def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
     """The names of the tools the live processors on the spool offer (their status files'
     catalogues, merged), and their owners; None when that cannot be told: none is
     running, one publishes no catalogue, or they cannot be read."""
-    live = readable_processors(layout)
+    return _offered(readable_processors(layout))
+
+
+def _offered(live: list[OwnerStatus] | None) -> tuple[set[str], list[str]] | None:
     if not live or not all(status.tools for status in live):
         return None
     names = {raw.get("name") for status in live for raw in status.tools}
@@ -151,7 +154,11 @@ def tool_params_schema(layout: Layout, tool: str, *, by_name: bool = False
     the schema's names (``params_by_name``, :func:`processor.tools.params_by_name`): an
     alias with ``populate_by_name``, ``AliasChoices`` or a ``before`` validator take
     others, and a processor of before that flag says nothing of it."""
-    live = readable_processors(layout)
+    return _params_schema(readable_processors(layout), tool, by_name)
+
+
+def _params_schema(live: list[OwnerStatus] | None, tool: str, by_name: bool
+                   ) -> dict[str, Any] | None:
     raws = [raw for status in live or () for raw in status.tools if raw.get("name") == tool]
     if by_name and not all(raw.get("params_by_name") is True for raw in raws):
         return None
@@ -161,13 +168,32 @@ def tool_params_schema(layout: Layout, tool: str, *, by_name: bool = False
     return schemas[0]
 
 
-def unoffered_tool(layout: Layout, tool: str) -> str | None:
+class Refusal(NamedTuple):
+    """Why the live processors' catalogues refuse a job: the error it would fail with."""
+
+    type: ErrorType
+    reason: str
+
+
+def catalogue_refusal(layout: Layout, job: Job) -> Refusal | None:
+    """Why the live processors' catalogues refuse ``job``, read once: its tool
+    (:func:`unoffered_tool`), or its params' names (:func:`unfit_params`); None when they
+    take it or cannot tell.  ``spoolq submit`` and ``POST /api/v1/tasks`` refuse such a
+    job unless told to submit it anyway."""
+    live = readable_processors(layout)
+    if (why := unoffered_tool(live, job.tool)) is not None:
+        return Refusal(ErrorType.UNKNOWN_TOOL, why)
+    if (why := unfit_params(live, job.tool, job.params)) is not None:
+        return Refusal(ErrorType.INVALID_PARAMS, why)
+    return None
+
+
+def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
     """Why a job naming ``tool`` would fail ``unknown_tool`` as soon as it is claimed:
-    the live processors publish catalogues without it (the reason names what they offer,
-    and the closest name); None when it is offered or that cannot be told (no processor
-    running: the job waits for one, which may know it).  ``spoolq submit`` and ``POST
-    /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
-    offered = offered_tools(layout)
+    the ``live`` processors publish catalogues without it (the reason names what they
+    offer, and the closest name); None when it is offered or that cannot be told (no
+    processor running: the job waits for one, which may know it)."""
+    offered = _offered(live)
     if offered is None or tool in offered[0]:
         return None
     names, owners = sorted(offered[0]), ", ".join(offered[1])
@@ -179,17 +205,17 @@ def unoffered_tool(layout: Layout, tool: str) -> str | None:
         known or "none")
 
 
-def unfit_params(layout: Layout, tool: str, params: dict[str, Any]) -> str | None:
+def unfit_params(live: list[OwnerStatus] | None, tool: str, params: dict[str, Any]
+                 ) -> str | None:
     """Why a job's ``params`` would fail ``invalid_params`` by their names alone, as the
-    live processors' catalogue says ``tool`` takes them: a param it needs missing, or one
+    ``live`` processors' catalogue says ``tool`` takes them: a param it needs missing, or one
     it does not take where it takes no others (``extra="forbid"``, as every built-in
     tool); None when they fit or that cannot be told (no processor offering it, or one
     that does not say the tool takes its params by the schema's names alone: an alias
     with ``populate_by_name``, ``AliasChoices``, a ``before`` validator).  Their
-    values are the tool's to judge.  ``spoolq submit`` and ``POST /api/v1/tasks`` refuse
-    such a job unless told to submit it anyway: a misspelt ``-p fsat=5`` was dropped, and
-    failed once a processor took it."""
-    schema = tool_params_schema(layout, tool, by_name=True)
+    values are the tool's to judge.  Taken before, a misspelt ``-p fsat=5`` was dropped,
+    and failed once a processor took it."""
+    schema = _params_schema(live, tool, True)
     if schema is None:
         return None
     own = own_object(schema)

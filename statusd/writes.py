@@ -53,7 +53,7 @@ from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
-from spool.stats import spent_attempts, unfit_params, unoffered_tool
+from spool.stats import catalogue_refusal, spent_attempts
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
@@ -104,11 +104,9 @@ async def submit(request: web.Request) -> web.Response:
 
 def _submit(services: Services, job: Job, any_tool: bool) -> str:
     """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
-    if not any_tool and (why := unoffered_tool(services.layout, job.tool)) is not None:
-        raise ApiError(400, "unknown_tool", f"{why}; any_tool=1 submits it anyway")
-    if not any_tool and (why := unfit_params(services.layout, job.tool, job.params)) \
-            is not None:
-        raise ApiError(400, "invalid_params", f"{why}; any_tool=1 submits it anyway")
+    if not any_tool and (refusal := catalogue_refusal(services.layout, job)) is not None:
+        raise ApiError(400, refusal.type.value, f"{refusal.reason}; any_tool=1 submits it "
+                       "anyway")
     if (why := spent_attempts(services.layout, job)) is not None:
         raise ApiError(400, "invalid_job", why)
     return services.client.submit(job)

@@ -159,8 +159,7 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -
     this user allowed to drop it and, with --wait, to follow it."""
     layout = client.layout
     if not args.any_tool:
-        check_tool(layout, job.tool)
-        check_params(layout, job)
+        check_catalogue(layout, job)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     refused = UsageError if args.wait else SpoolError
     check_attempts_left(layout, job, refused)
@@ -365,22 +364,17 @@ def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:
     return tool_params_schema(layout_of(settings), tool)
 
 
-def check_tool(layout: Layout, tool: str) -> None:
-    """A usage error (exit 2) naming the known tools when the live processors publish a
-    catalogue without ``tool``: the job would fail ``unknown_tool`` at once."""
-    from spool.stats import unoffered_tool  # noqa: PLC0415 - lazy, see spool.cli
+def check_catalogue(layout: Layout, job: Job) -> None:
+    """A usage error (exit 2) when the live processors' catalogue refuses the job: its
+    tool, which they do not offer (naming the known tools: the job would fail
+    ``unknown_tool`` at once), or its params' names (:func:`spool.stats.unfit_params`)."""
+    from spool.errors import ErrorType  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import catalogue_refusal  # noqa: PLC0415 - lazy, see spool.cli
 
-    if (why := unoffered_tool(layout, tool)) is not None:
-        raise UsageError(f"{why}; 'spoolq tools' lists them, --any-tool submits it anyway")
-
-
-def check_params(layout: Layout, job: Job) -> None:
-    """A usage error (exit 2) when the live processors' catalogue says the job's tool
-    would refuse its params by their names (:func:`spool.stats.unfit_params`)."""
-    from spool.stats import unfit_params  # noqa: PLC0415 - lazy, see spool.cli
-
-    if (why := unfit_params(layout, job.tool, job.params)) is not None:
-        raise UsageError(f"{why}; 'spoolq tools' shows them, --any-tool submits it anyway")
+    if (refusal := catalogue_refusal(layout, job)) is not None:
+        how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
+        raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
+                         "submits it anyway")
 
 
 def check_attempts_left(layout: Layout, job: Job,
