@@ -431,9 +431,8 @@ class Discovery:
             stop = min(len(known), start + SCAN_CHECK_EVERY)
             for i in range(start, stop):
                 if i >= scan.ready_from:
-                    job_id = known[i]
-                    if job_id + JOB_SUFFIX not in present and job_id + JOB_SUFFIX not in told:
-                        scan.gone.append(job_id)
+                    if known[i] + JOB_SUFFIX not in present:  # (told: at the end)
+                        scan.gone.append(known[i])
                 elif (name := known[i]) not in present and name not in told:
                     self.seen.pop(name, None)
                     self.unreadable.pop(name, None)
