@@ -192,7 +192,10 @@ def takes_text_not_numbers(schema: object, defs: object = None) -> bool:
     such as ``symbol=600519`` is meant as text, where JSON reads it as a number.  Local
     references (``#/$defs/...``: a str Enum, a model that holds itself) are followed
     into ``defs``, the whole schema's ``$defs``."""
-    types = schema_types(schema, defs)
+    return _text_not_numbers(schema_types(schema, defs))
+
+
+def _text_not_numbers(types: set[str]) -> bool:
     return "string" in types and not types & {"number", "integer", "boolean"}
 
 
@@ -201,9 +204,8 @@ def takes_as_text(schema: object, defs: object, value: object) -> bool:
     given with ``-p``, is meant as its text for a param whose schema takes text and not
     that kind of value: ``-p message=true`` or ``-p name=null`` for a ``str`` param, as
     ``symbol=600519`` (a ``str | None`` param keeps ``null``)."""
-    if not takes_text_not_numbers(schema, defs):
-        return False
-    return value is not None or "null" not in schema_types(schema, defs)
+    types = schema_types(schema, defs)
+    return _text_not_numbers(types) and (value is not None or "null" not in types)
 
 
 def schema_types(schema: object, defs: object = None) -> set[str]:
