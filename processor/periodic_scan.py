@@ -89,8 +89,9 @@ class PeriodicScan:
 
     def run(self) -> None:
         """One pass, whose rescan of ``pending/`` goes on in slices at the loop's later
-        passes (:meth:`more`); the next pass is due ``SPOOL_SCAN_S`` after its end (or
-        when asked sooner: events lost), and none starts before :data:`SCAN_SPACING`
+        passes (:meth:`more`); the next pass is due ``SPOOL_SCAN_S`` after its end as if
+        its slices had run in one go (or when asked sooner: events lost), and none
+        starts before :data:`SCAN_SPACING`
         times its CPU (or its length, up to ``SPOOL_SCAN_S``) has gone by.
         Due from its start, a pass as long as ``SPOOL_SCAN_S`` (1.2 million drops in
         ``pending/``, each looked up) had the next begin as it ended: the loop scanned
