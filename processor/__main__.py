@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from processor import startup
 from processor.stop_signals import EarlyStops
-from spool.catalogue import param_names
 from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, SpoolIOError, passing
 from spool.stdio import Parser, integer, open_standard_fds, output_failed, parse_args
 from spool.version import add_version
@@ -148,22 +147,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def tools_text(registry: Registry, as_json: bool) -> str | bytes:
-    """The catalogue as ``tools`` prints it: a line per tool, or JSON (UTF-8 bytes, as
-    JSON is, whatever stdout's encoding)."""
-    entries = registry.catalogue()
-    if as_json:
-        import orjson  # noqa: PLC0415 - see the imports above
+    """The catalogue as ``tools`` prints it: the table ``spoolq tools`` prints, or JSON
+    (UTF-8 bytes, as JSON is, whatever stdout's encoding)."""
+    import orjson  # noqa: PLC0415 - see the imports above
 
-        return orjson.dumps([{
-            "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
-            "category": e["category"], "max_attempts": e["max_attempts"],
-            "description": e["description"], "params_schema": e["params_schema"],
-        } for e in entries], option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    width = max(len(e["name"]) for e in entries)
-    return "".join(
-        f"{e['name']:<{width}}  {e['execution_mode']:<7}  {e['execution_timeout']:>7g}s  "
-        f"params: {', '.join(param_names(e['params_schema'], mark_required=False)) or '-'}\n"
-        for e in entries)
+    from spool.catalogue import catalogue_entry  # noqa: PLC0415 - see the imports above
+    from spool.cli.catalog import catalogue_table  # noqa: PLC0415 - see the imports above
+
+    entries = [{
+        "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
+        "category": e["category"], "max_attempts": e["max_attempts"],
+        "description": e["description"], "params_schema": e["params_schema"],
+    } for e in registry.catalogue()]
+    if as_json:
+        return orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    return catalogue_table([catalogue_entry(entry) for entry in entries]) + "\n"
 
 
 def write_out(text: str | bytes) -> int:

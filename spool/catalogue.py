@@ -35,9 +35,8 @@ def catalogue_entry(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def param_names(schema: dict[str, Any], *, mark_required: bool = True) -> list[str]:
-    """A params JSON Schema's top-level names, a required one marked ``*`` (unless not
-    ``mark_required``).  A model that
+def param_names(schema: dict[str, Any]) -> list[str]:
+    """A params JSON Schema's top-level names, a required one marked ``*``.  A model that
     holds itself (a tree's ``children: list[Node]``) has its schema behind a ``$ref``
     into ``$defs``, which is followed (:func:`own_object`): read at the top, such a
     tool was listed as taking no params."""
@@ -45,7 +44,7 @@ def param_names(schema: dict[str, Any], *, mark_required: bool = True) -> list[s
     properties, required = schema.get("properties"), schema.get("required")
     if not isinstance(properties, dict):
         return []
-    needed = set(required) if isinstance(required, list) and mark_required else set()
+    needed = set(required) if isinstance(required, list) else set()
     return [f"{name}*" if name in needed else str(name) for name in properties]
 
 

@@ -76,11 +76,18 @@ def run_tools(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         emit_json(tools)
         return EXIT_OK
+    print(catalogue_table(tools))
+    return EXIT_OK
+
+
+def catalogue_table(tools: list[dict[str, Any]]) -> str:
+    """The catalogue as a table, a row a tool (:func:`spool.catalogue.catalogue_entry`'s
+    shape), as ``spoolq tools`` and ``spool-processor tools`` print it: they printed one
+    catalogue in two formats."""
     rows = [[t["name"], t["mode"] or "-",
              "-" if t["timeout"] is None else f"{t['timeout']:g}s",
              _params(t["params_schema"]), _short(t["description"])] for t in tools]
-    print(table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows))
-    return EXIT_OK
+    return table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows)
 
 
 def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:

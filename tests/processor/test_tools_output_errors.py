@@ -68,3 +68,22 @@ def test_a_stdout_that_is_not_utf8_still_gets_the_catalogue(spool_root: Path) ->
     tools = {t["name"]: t for t in orjson.loads(done.stdout)}
     assert tools["s_fast"]["description"] == (
         "Orders at a time, a window of bars, a side \N{EN DASH} strict all of them.")
+
+
+def test_the_daemon_and_spoolq_print_one_catalogue_as_one_table(spool_root: Path) -> None:
+    """``spool-processor tools`` printed a line a tool (``params: symbol, start``), no
+    required mark and no description, where ``spoolq tools`` printed a table: one
+    catalogue, two formats.  With no processor running, ``spoolq tools`` lists the
+    installed one, so the two print the same table."""
+    env = _env(spool_root)
+    daemon = subprocess.run([sys.executable, "-m", "processor", "tools"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    client = subprocess.run([sys.executable, "-m", "spool.cli.main", "tools"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (daemon.returncode, client.returncode) == (0, 0), (daemon.stderr, client.stderr)
+    assert daemon.stdout == client.stdout
+    header, *rows = daemon.stdout.splitlines()
+    assert header.split() == ["TOOL", "MODE", "TIMEOUT", "PARAMS", "(*", "required)",
+                              "DESCRIPTION"]
+    echo = next(row for row in rows if row.startswith("echo "))
+    assert echo.split()[:4] == ["echo", "fast", "10s", "message"]

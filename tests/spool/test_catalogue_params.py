@@ -25,7 +25,6 @@ def test_a_model_that_holds_itself_lists_its_params() -> None:
     schema = Node.model_json_schema()
     assert "$ref" in schema and "properties" not in schema
     assert param_names(schema) == ["name*", "children"]
-    assert param_names(schema, mark_required=False) == ["name", "children"]
 
 
 def test_a_flat_model_and_odd_schemas() -> None:
