@@ -168,12 +168,25 @@ def inexact_number(text: str | bytes) -> None:
         return  # the stack, which orjson refuses too): orjson's answer stands
 
 
+class Unheld(NamedTuple):
+    """A ``-p`` value that is one number the spool's JSON cannot hold (an integer past 64
+    bits, ``1e999``): refused with ``reason``, unless the tool takes the param as text,
+    which keeps it as given (``symbol=`` a long numeric code)."""
+
+    reason: str
+
+
 class Param(NamedTuple):
-    """One ``-p KEY=VALUE``: the value as :func:`json_value` reads it, and as given."""
+    """One ``-p KEY=VALUE``: the value as :func:`json_value` reads it (or :class:`Unheld`),
+    and as given."""
 
     key: str
     value: Any
     text: str
+
+
+_NUMBER = re.compile(r"\s*-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*")
+"""A JSON number alone, as :func:`json_value` may be given one."""
 
 
 def key_value(text: str) -> Param:
@@ -184,7 +197,10 @@ def key_value(text: str) -> Param:
     try:
         return Param(key.strip(), json_value(value), value)
     except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{key.strip()}: {exc}") from None
+        reason = f"{key.strip()}: {exc}"
+        if _NUMBER.fullmatch(value):  # the tool's schema, read later, may take it as text
+            return Param(key.strip(), Unheld(reason), value)
+        raise argparse.ArgumentTypeError(reason) from None
 
 
 def takes_text_not_numbers(schema: object, defs: object = None) -> bool:

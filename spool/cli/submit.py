@@ -289,7 +289,7 @@ def job_from_options(args: argparse.Namespace,
     params: dict[str, Any] = {**(args.params or {}), **{
         key: param.value for key, param in given.items()}}
     scalars = [param for param in given.values()
-               if param.value is None or isinstance(param.value, int | float)]
+               if param.value is None or isinstance(param.value, int | float | parse.Unheld)]
     if scalars and schema_of is not None and (schema := schema_of(args.tool)):
         # A number (or true, false, null) given for a param the tool takes as text
         # (symbol=600519, a ticker; message=true): meant as text.  Sent as JSON's
@@ -301,6 +301,9 @@ def job_from_options(args: argparse.Namespace,
             if isinstance(fields_schema, dict) and parse.takes_as_text(
                     fields_schema.get(param.key), defs, param.value):
                 params[param.key] = param.text
+    for value in params.values():
+        if isinstance(value, parse.Unheld):  # not taken as text: as argparse refuses
+            raise UsageError(f"argument -p: {value.reason} (see 'spoolq submit --help')")
     fields: dict[str, Any] = {"tool": args.tool, "params": params}
     for name in ("priority", "timeout", "max_attempts", "not_before", "meta"):
         value = getattr(args, name)

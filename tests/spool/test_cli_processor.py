@@ -161,6 +161,20 @@ def test_a_number_for_a_param_the_tool_takes_as_text_stays_text(
     assert got["kline"] == {"symbol": "600519", "limit": 7}, got
     assert got["backtest"] == {"symbols": "600519"}
     assert got["limit"] == {"symbol": "S0000", "limit": 7.0}  # a number param: as given
+    # A number the spool's JSON cannot hold was refused though the tool takes it as text;
+    # for a number param it still is, naming the option.
+    big = "123456789012345678901234567890"
+    for value in (big, "1e999"):
+        kept = spoolq(env, "submit", "get_kline", "-p", f"symbol={value}", "--json")
+        assert kept.returncode == 0, kept.stderr
+        shown = spoolq(env, "show", orjson.loads(kept.stdout)["id"], "--json")
+        assert orjson.loads(shown.stdout)["params"] == {"symbol": value}
+    refused = spoolq(env, "submit", "get_kline", "-p", "symbol=S0000", "-p", f"limit={big}")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (
+        f"spoolq: error: argument -p: limit: the integer {big} does not fit 64 bits "
+        "(-9223372036854775808 to 18446744073709551615); quote it to send it as a string "
+        "(see 'spoolq submit --help')\n")
 
 
 def test_submit_with_no_processor_running_checks_no_tool(
