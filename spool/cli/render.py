@@ -28,7 +28,7 @@ from spool.text import valid_strings, valid_text
 
 if TYPE_CHECKING:
     from spool.large import LargeRecord
-    from spool.models import Record
+    from spool.models import EarlierError, Record
 
 _JSON = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 RESULT_LINES = 40
@@ -363,10 +363,19 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
         # "? bytes", as if its size were lost (QA).
         size = "" if record.source.size is None else f", {record.source.size} bytes"
         lines.append(f"source      {record.source.name} ({record.source.kind}{size})")
-    lines += _earlier_lines(record)
-    if record.error is not None:
+    earlier = record.earlier_errors or []
+    # A job waiting for its retry: its history ends with its error, which was shown twice
+    # (an "earlier" line, then "last error" with the same words): once now, as the last.
+    last = earlier[-1] if earlier and record.error is not None and (
+        record.state is not JobState.FAILED) and (earlier[-1].type, earlier[-1].message) == (
+        record.error.type, record.error.message) else None
+    lines += _earlier_lines(record, earlier[:-1] if last is not None else earlier)
+    if last is not None:
+        lines.append(f"last error  {_failure(last)}")
+    elif record.error is not None:
         label = "error      " if record.state is JobState.FAILED else "last error "
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
+    if record.error is not None:
         if record.error.retry_at is not None and record.state is not JobState.FAILED:
             # The retry's backoff, never the client's not_before.
             lines.append(f"backoff     until {when(record.error.retry_at)} (after the "
@@ -378,17 +387,20 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
     return lines
 
 
-def _earlier_lines(record: Record) -> list[str]:
-    """The failures of the job's earlier runs, oldest first, one line each (the last
-    one of a job waiting for its retry is its ``last error`` too)."""
+def _earlier_lines(record: Record, earlier: list[EarlierError]) -> list[str]:
+    """The failures of the job's earlier runs (``earlier``, of its history), oldest first,
+    one line each."""
     lines = []
     if record.earlier_errors_dropped:
         dropped = record.earlier_errors_dropped
         lines.append(f"earlier     {dropped} older failure{'s' * (dropped > 1)} not kept")
-    for earlier in record.earlier_errors or ():
-        lines.append(f"earlier     attempt {earlier.attempt} {earlier.type.value} at "
-                     f"{when(earlier.finished_at)}: {earlier.message}")
+    lines += [f"earlier     {_failure(entry)}" for entry in earlier]
     return lines
+
+
+def _failure(entry: EarlierError) -> str:
+    return (f"attempt {entry.attempt} {entry.type.value} at {when(entry.finished_at)}: "
+            f"{entry.message}")
 
 
 def _large_lines(record: Record, large: LargeRecord) -> list[str]:

@@ -131,6 +131,12 @@ def test_retry_keeps_the_history_and_adds_the_final_error(spool: Spool,
     job = read_json(spool.layout.job(P, "twice"))
     assert job["attempts"] == 0 and "retry_at" not in job["error"]
     assert len(job["error"]["earlier_errors"]) == 2
+    # As show and retry print it: the failure the retry follows once, as the last error
+    # (it was an "earlier" line too, then "last error" with its words again).
+    shown = [line for line in record_lines(Client(spool.layout, spool.mover).reader.get(
+        "twice")) if line.startswith(("earlier ", "last error "))]
+    assert [line.split(" at ")[0] for line in shown] == [
+        "earlier     attempt 1 abandoned", "last error  attempt 2 abandoned"], shown
 
     # The record of the run after the retry (as the processor builds it from the job)
     # keeps both, its own attempt counted from 1 again.
