@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from spoolkit import locate, submit
 
+from spool import transitions
 from spool.errors import SpoolIOError
-from spool.fsops import StrPath
+from spool.fsops import StrPath, is_there
 from spool.jobfile import parse_job
 from spool.recovery import Recovery
 from spool.states import JobState
@@ -55,3 +56,38 @@ def test_a_requeue_written_is_not_taken_for_a_newer_drop_when_its_lookup_fails(
     assert report.finished == ["x"] and report.abandoned == []
     assert locate(spool.layout, "x") == [JobState.PENDING]
     assert parse_job(Path(pending).read_bytes()).attempts == job.attempts
+
+
+def test_a_cut_short_runs_move_back_never_replaces_a_drop_made_after_its_lookup(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refuses the requeue's write (ENOSPC), so the running file itself goes
+    back by rename; a client's newer drop of the id that lands between the look for a
+    pending file and that rename stands: the move back never replaces (it returns False,
+    and the caller fails the run as superseded), where a plain rename lost the newer job
+    without a trace."""
+    submit(spool, "x", params={"v": "old"})
+    claim = spool.claim("x")
+    assert claim is not None
+    job = parse_job(claim.data)
+    pending = spool.layout.job_str(JobState.PENDING, "x")
+    newer = b'{"tool": "echo", "params": {"v": "new"}}'
+
+    def refuse(dest: StrPath, data: bytes, **kw: object) -> bool:
+        raise SpoolIOError("cannot publish x.json: No space left on device")
+
+    def is_there_then_a_drop(path: StrPath, what: str) -> bool:
+        there = is_there(path, what)
+        if os.fspath(path) == pending and not there:
+            Path(pending).write_bytes(newer)  # the client's drop, just after the lookup
+        return there
+
+    monkeypatch.setattr(spool.mover, "publish", refuse)
+    monkeypatch.setattr(transitions, "is_there", is_there_then_a_drop)
+    try:
+        assert spool.requeue_cut_short(claim, job) is False
+        assert not claim.closed, "a refused requeue leaves the claim with the caller"
+    finally:
+        monkeypatch.undo()
+        claim.close()
+    assert Path(pending).read_bytes() == newer
+    assert sorted(locate(spool.layout, "x")) == [JobState.PENDING, JobState.RUNNING]
