@@ -194,6 +194,36 @@ def test_a_job_of_exactly_the_limit_is_ready_and_one_byte_more_is_too_large(
     assert spool.layout.original("over").read_bytes() == over
 
 
+def test_an_invalid_job_of_exactly_the_limit_is_said_invalid_not_too_large(
+        spool: Spool, intake: Intake) -> None:
+    """A file of exactly SPOOL_MAX_JOB_BYTES is within the limit, whatever else is wrong
+    with it: its record says what is (here its tool), never "too large: 1024 bytes is
+    over SPOOL_MAX_JOB_BYTES=1024", which sends its writer to trim a file that fits."""
+    head, tail = b'{"tool": 5, "params": {"message": "', b'"}}'
+    data = head + b"x" * (MAX_BYTES - len(head) - len(tail)) + tail
+    assert len(data) == MAX_BYTES
+    drop_raw(spool.layout, "at.json", data)
+    insp = intake.inspect("at.json")
+    assert insp.verdict is Verdict.QUARANTINED and insp.record is not None
+    assert insp.record.error is not None
+    assert insp.record.error.message.startswith("invalid job: tool"), insp.record.error.message
+    assert spool.layout.original("at").read_bytes() == data
+
+
+def test_a_file_over_the_limit_that_is_no_json_is_too_large_at_once(
+        spool: Spool, intake: Intake) -> None:
+    """Unparsable and over SPOOL_MAX_JOB_BYTES, a file is no job however it ends: it is
+    quarantined at once as too large, not left to settle (a writer at work could only
+    make it larger) and then said malformed."""
+    data = b'{"tool": "echo", "params": {"message": "' + b"x" * MAX_BYTES
+    drop_raw(spool.layout, "big.json", data)
+    insp = intake.inspect("big.json")
+    assert insp.verdict is Verdict.QUARANTINED and insp.record is not None
+    assert insp.record.error is not None
+    assert insp.record.error.message.startswith(f"too large: {len(data)} bytes")
+    assert spool.layout.original("big").read_bytes() == data
+
+
 def test_a_drop_too_large_to_pass_is_judged_by_its_size_unread(
         spool: Spool, intake: Intake, monkeypatch: pytest.MonkeyPatch) -> None:
     """A drop past what any job (requeue fields forgiven) can be is quarantined from its
