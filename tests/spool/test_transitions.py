@@ -11,6 +11,7 @@ import socket
 import stat
 import tracemalloc
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,18 @@ from spoolkit import (
     submit,
 )
 
-from spool.errors import ConflictError, NotFoundError, SpoolIOError, TransitionError
+from spool.errors import (
+    ConflictError,
+    InvalidJob,
+    NotFoundError,
+    SpoolIOError,
+    TransitionError,
+)
 from spool.fsops import StrPath
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake, Verdict
 from spool.lease import is_locked
-from spool.models import ErrorInfo, Job
+from spool.models import MAX_NESTING, ErrorInfo, Job, job_bytes
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import ACTIVE, TERMINAL, TRANSITIONS, JobState, check_transition
@@ -655,3 +662,47 @@ def test_submit_conflicts_with_pending(spool: Spool) -> None:
         submit(spool, "dup", params={"a": 2})
     assert read_json(spool.layout.job(P, "dup"))["params"] == {"a": 1}
     assert all(not n.endswith(JOB_SUFFIX) for n in listing(spool.layout.tmp))
+
+
+def test_submit_takes_a_job_file_of_exactly_the_limit_and_refuses_one_a_byte_over(
+        spool: Spool) -> None:
+    """SPOOL_MAX_JOB_BYTES is the largest job file taken (DESIGN section 7), as intake
+    takes a drop of exactly that size: a submit refused one that intake would run."""
+    job = Job.model_validate({"tool": "echo", "params": {"message": "x" * 100}})
+    size = len(job_bytes(job.model_copy(update={"id": "at",
+                                                "submitted_at": spool.clock.now()})))
+    with pytest.raises(InvalidJob, match=f"would be {size} bytes, over "
+                                         f"SPOOL_MAX_JOB_BYTES={size - 1}"):
+        spool.submit(job, "at", max_bytes=size - 1)
+    assert locate(spool.layout, "at") == []
+    spool.submit(job, "at", max_bytes=size)
+    assert len(spool.layout.job(P, "at").read_bytes()) == size
+
+
+def test_a_retry_keeps_a_schedule_still_ahead_and_drops_one_past(
+        spool: Spool, clock: FakeClock) -> None:
+    """A cancelled job meant for later, retried, still waits for its ``not_before``; one
+    whose time has passed goes back without it (it would only be noise on a pending
+    job).  Kept when past and dropped when ahead, a retried job ran at once, hours
+    before the time its submitter set."""
+    later = clock.now() + timedelta(hours=2)
+    submit(spool, "ahead", not_before=later)
+    submit(spool, "past", not_before=later)
+    assert spool.cancel_pending("ahead") is not None
+    assert spool.cancel_pending("past") is not None
+    assert spool.retry("ahead").not_before == later
+    assert read_json(spool.layout.job(P, "ahead"))["not_before"] is not None
+    clock.advance(3 * 3600)
+    assert spool.retry("past").not_before is None
+    assert read_json(spool.layout.job(P, "past")).get("not_before") is None
+
+
+def test_submit_refuses_a_job_nested_deeper_than_intake_takes(spool: Spool) -> None:
+    """What intake would quarantine is refused at submit, the client told at once: a
+    job nested past MAX_NESTING was published, then failed ``invalid_job`` unrun."""
+    deep: Any = "leaf"
+    for _ in range(MAX_NESTING + 5):
+        deep = [deep]
+    with pytest.raises(InvalidJob, match="nested more than"):
+        spool.submit(Job.model_validate({"tool": "echo", "params": {"d": deep}}), "deep")
+    assert locate(spool.layout, "deep") == []
