@@ -4,6 +4,7 @@ transitions cut short in ``tmp/`` are settled without losing a byte."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import tracemalloc
@@ -900,3 +901,26 @@ def test_an_orphans_requeue_keeps_the_clients_not_before_and_puts_its_backoff_on
     lines = record_lines(record)
     assert f"not before  {when(asked)}" in lines
     assert f"backoff     until {when(retry_at)} (after the last error)" in lines
+
+
+def test_a_cancel_request_whose_job_cannot_be_looked_up_is_kept(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk failing the look for the job's running file (EIO) is no word that the job
+    is gone: its cancel request stays for a later pass.  Removed, the job then ran, the
+    user's cancel lost."""
+    request = Path(spool.layout.cancel_str("x"))
+    request.write_bytes(b"")
+    running = spool.layout.job_str(JobState.RUNNING, "x")
+    real_lstat = os.lstat
+
+    def lstat(path: object, *args: object, **kw: object) -> os.stat_result:
+        if os.fspath(path) == running:  # type: ignore[call-overload]
+            raise OSError(errno.EIO, os.strerror(errno.EIO), running)
+        return real_lstat(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    Recovery(spool).scan()
+    monkeypatch.undo()
+    assert request.exists()
+    Recovery(spool).scan()  # looked up now: no job of that id, and the request goes
+    assert not request.exists()
