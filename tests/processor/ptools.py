@@ -186,6 +186,26 @@ def _spawn_sleeper(params: Params) -> None:
         fh.write(str(child.pid))
 
 
+class SpawnTreeAndHang(BaseTool):
+    """Starts a shell in a session of its own that starts a ``sleep 1000`` of its own
+    (the shell's pid to ``pid_file``, the sleep's to ``pid_file``.child), then hangs: a
+    grandchild, two levels below the worker."""
+
+    name: ClassVar[str] = "t_spawn_tree_hang"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        assert params.pid_file
+        shell = subprocess.Popen(["sh", "-c", 'sleep 1000 & echo $! > "$1.tmp"; '
+                                  'mv "$1.tmp" "$1.child"; wait', "sh", params.pid_file],
+                                 start_new_session=True)
+        with open(params.pid_file, "w") as fh:
+            fh.write(str(shell.pid))
+        time.sleep(1000)
+        return ToolResult.ok()
+
+
 class SpawnAndCrash(BaseTool):
     """Starts a child process (as :class:`SpawnAndHang`), then its worker dies by itself."""
 

@@ -228,6 +228,38 @@ def test_not_before_is_respected(spool_root: Path, daemon: StartDaemon) -> None:
     assert locations(spool_root)["much-later"] == ["pending"]
 
 
+def test_a_job_runs_as_soon_as_its_not_before_comes(spool_root: Path,
+                                                   daemon: StartDaemon) -> None:
+    """The loop wakes when the first delayed job comes due, not at its next heartbeat or
+    rescan: a job due at 12:00:00 that ran at 12:00:00.9 each time would still pass the
+    test above.  Four jobs due a quarter of a second apart, with the rescan put off (30 s),
+    each start within 0.4 s of its ``not_before``: woken by the heartbeat alone (1 s),
+    one of them waits 0.75 s at least (found by h339's mutation of the loop's wake)."""
+    daemon(SPOOL_SCAN_S="30")
+    first = datetime.now(UTC) + timedelta(seconds=2)
+    due = {f"due-{i}": first + timedelta(seconds=0.25 * i) for i in range(4)}
+    for job_id, when in due.items():
+        drop(spool_root, job_id, {"tool": "echo", "not_before": when.isoformat()})
+    late = {}
+    for job_id, when in due.items():
+        started = datetime.fromisoformat(wait_record(spool_root, job_id)["started_at"])
+        assert started >= when
+        late[job_id] = (started - when).total_seconds()
+    assert max(late.values()) < 0.4, late
+
+
+def test_a_records_duration_is_its_runs_to_the_millisecond(spool_root: Path,
+                                                           daemon: StartDaemon) -> None:
+    """``duration_s`` is the run's time, not whole seconds: a 0.3 s sleep recorded 0.0
+    would pass every check of an upper bound (unguarded until h339's mutation audit)."""
+    daemon()
+    drop(spool_root, "nap", {"tool": "sleep", "params": {"seconds": 0.3}})
+    rec = wait_record(spool_root, "nap")
+    assert rec["state"] == "done", rec
+    assert 0.3 <= rec["duration_s"] < 10, rec
+    assert rec["duration_s"] != round(rec["duration_s"]), rec  # not whole seconds
+
+
 def test_timeout_kills_a_job_stuck_in_c_code(spool_root: Path, daemon: StartDaemon) -> None:
     daemon()
     drop(spool_root, "stuck", {"tool": "t_stuck", "timeout": 0.5})
@@ -292,6 +324,26 @@ def test_timeout_kills_the_processes_a_tool_started(spool_root: Path, daemon: St
 def _child_pid(pid_file: Path) -> int:
     return int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 10,
                         f"the child pid in {pid_file.name}"))
+
+
+def test_timeout_kills_the_grandchildren_a_tool_started(spool_root: Path,
+                                                       daemon: StartDaemon,
+                                                       tmp_path: Path) -> None:
+    """A tool's child in a session of its own that started a child of its own: the
+    timeout's kill takes both, not the child alone.  A kill of the child by its pid (the
+    sweep of a dead worker's orphans) hands its own child to the forkserver, a subreaper,
+    where no later sweep looks until another worker dies: it ran on for good beside the
+    job's retry (found by h339's mutation of :func:`processor.proctree.kill_tree`)."""
+    daemon()
+    pid_file = tmp_path / "tree.pid"
+    drop(spool_root, "tree", {"tool": "t_spawn_tree_hang", "timeout": 1,
+                              "params": {"pid_file": str(pid_file)}})
+    shell = _child_pid(pid_file)
+    grandchild = _child_pid(tmp_path / "tree.pid.child")
+    assert alive(shell) and alive(grandchild)
+    assert wait_record(spool_root, "tree", 10)["error"]["type"] == "timeout"
+    wait_for(lambda: not alive(shell) and not alive(grandchild), 10,
+             "the tool's child and grandchild to be gone")
 
 
 def test_a_stopped_processors_job_still_ends_at_its_deadline(spool_root: Path,
