@@ -117,6 +117,40 @@ def test_task_stream_refuses_unknown_and_invalid_ids(server: ServerThread) -> No
     assert plain.status == 426 and plain.json()["error"]["type"] == "upgrade_required"
 
 
+def test_a_run_cut_short_and_claimed_again_unseen_is_told(server: ServerThread,
+                                                          spool: Spool) -> None:
+    """A running job requeued (its processor's stop) and claimed again before statusd
+    looks: its task stream is told of the new run (a ``running`` transition), not left on
+    the old one's start and progress with no word (announce's ``reclaimed``; unguarded
+    until h339's mutation audit).  Should statusd see the pending file in between, the
+    transitions through it say the same."""
+    submit(spool, "again")
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"{server.base}/api/v1/ws/tasks/again") as ws:
+            assert (await _next(ws))["state"] == "pending"
+            first = claim(spool, "again")
+            assert (await _next(ws))["state"] == "running"
+            report(spool, first, 0.4, "first run")
+            assert (await _next(ws))["event"] == "progress"
+            assert spool.requeue(first, Job.model_validate_json(first.data))
+            second = claim(spool, "again")
+            try:
+                told = await _next(ws)
+                if told["state"] == "pending":  # seen in between: the ordinary path
+                    told = await _next(ws)
+                # Not a bare progress event (the new run's empty progress) alone.
+                assert (told["event"], told["state"]) == ("transition", "running"), told
+            except BaseException:
+                second.close()  # its lock is no leaked descriptor
+                raise
+            finish(spool, second, {"ok": 1})
+            assert (await _next(ws))["state"] == "done"
+
+    asyncio.run(scenario())
+
+
 def test_events_stream_sends_every_transition(server: ServerThread, spool: Spool) -> None:
     async def scenario() -> list[tuple[str, str]]:
         seen: list[tuple[str, str]] = []
