@@ -2,18 +2,33 @@
 
 What an operator checks without a mouse: a failed row's error message and a running
 row's progress message are on the row itself (a keyboard, a touch screen and a screen
-reader have no hover), kept to two lines; a new row takes the place statusd gives it, as
-a reload would.  The browser and page fixtures are test_statusd_dashboard's (a page with
-a JavaScript error fails its test).
+reader have no hover), kept to two lines, as text (never HTML); a running row's bar is
+filled as far as its percent; a new row takes the place statusd gives it, as a reload
+would; a filtered list keeps to its filter as jobs move, and drops a list answer a filter
+change overtook; the counts follow a move at once; the events socket is tried again with a
+growing wait.  The browser and page fixtures are test_statusd_dashboard's (a page with a
+JavaScript error fails its test).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
-from statusdkit import ServerThread, claim, finish, report, request, run_job, submit, wait_for
+from statusdkit import (
+    ServerThread,
+    claim,
+    finish,
+    report,
+    request,
+    run_job,
+    submit,
+    wait_for,
+    wait_in_page,
+)
 
 from spool.errors import ErrorType
 from spool.transitions import Spool
@@ -87,3 +102,140 @@ def test_new_rows_take_statusds_order_within_a_millisecond(
     page.reload()  # as a reload reads them
     expect(rows).to_have_count(4)
     assert rows.evaluate_all("trs => trs.map((tr) => tr.dataset.id)") == listed
+
+
+def test_a_filtered_list_keeps_to_its_filter_as_jobs_move(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The list of running sleep jobs, watched while jobs move: one that ends leaves it, a
+    new pending one does not join it, nor does a job of another tool that starts running.
+    Only the page applies the filter to what the events stream tells (statusd filters the
+    pages it lists, not the stream)."""
+    submit(spool, "busy", tool="sleep")
+    submit(spool, "other", tool="echo")
+    running = [claim(spool, "busy")]
+    try:
+        page.goto(server.base + "/#/?state=running&tool=sleep")
+        expect(page.locator("#live")).to_have_text("live")
+        rows = page.locator("#tasks tbody tr")
+        expect(rows).to_have_count(1)
+        expect(dashboard._row(page, "busy", "running")).to_be_visible()
+        submit(spool, "newcomer", tool="sleep")
+        running.append(claim(spool, "other"))
+        # Counted after the page has had both moves (the counts are read after each).
+        expect(page.locator("#count-running")).to_have_text("2")
+        expect(page.locator("#count-pending")).to_have_text("1")
+        expect(rows).to_have_count(1)
+    finally:
+        for claimed in running:
+            finish(spool, claimed, {"ok": 1})
+    expect(page.locator("#count-done")).to_have_text("2")  # every move told by now
+    expect(page.locator("#empty")).to_be_visible()
+    expect(rows).to_have_count(0)
+
+
+def test_a_rows_bar_is_filled_as_far_as_its_percent(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A running row's bar is filled to its fraction (a quarter: a quarter of the bar), not
+    a sliver or the whole: a researcher reads the list's bars at a glance."""
+    submit(spool, "busy", tool="run_backtest")
+    running = claim(spool, "busy")
+    try:
+        report(spool, running, 0.25, "backtested 25/100 symbols")
+        page.goto(server.base + "/")
+        cell = dashboard._row(page, "busy", "running").locator("td.progress-cell")
+        expect(cell).to_contain_text("25%")
+        width = "e => e.getBoundingClientRect().width"
+        bar = cell.locator(".bar").evaluate(width)
+        assert bar > 20, bar
+        assert abs(cell.locator(".fill").evaluate(width) - bar / 4) <= 1
+    finally:
+        finish(spool, running, {"ok": 1})
+
+
+def test_the_events_socket_is_tried_again_with_a_growing_wait(
+        server: ServerThread, page: sync_api.Page) -> None:
+    """A socket that cannot open (a proxy that passes no WebSocket, statusd away) is tried
+    again after 0.5 s, then 1 s, 2 s...: each try also reads the list and the counts, so a
+    tight loop of tries hammered statusd; and a try there must be."""
+    tries: list[float] = []
+
+    def refuse(ws: sync_api.WebSocketRoute) -> None:
+        tries.append(time.monotonic())
+        ws.close(code=1011)
+
+    page.route_web_socket("**/api/v1/ws/events**", refuse)
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("offline")
+    wait_in_page(page, lambda: len(tries) >= 3, what="the events socket tried again twice")
+    page.wait_for_timeout(1000)
+    # Tries at 0, 0.5, 1.5 and 3.5 s: 3.5 s after the first, no more than four.
+    assert len(tries) <= 4, [round(t - tries[0], 2) for t in tries]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert gaps[1] > gaps[0] * 1.5, gaps
+
+
+def test_a_rows_message_is_text_never_html(server: ServerThread, spool: Spool,
+                                           page: sync_api.Page) -> None:
+    """A job's error and progress messages are anyone's text (a tool echoes a param, an
+    exception quotes a file): on the row they are shown as written, never run as HTML."""
+    evil = '<img src=x onerror="window.__xss = 1">'
+    run_job(spool, "broken", tool="echo", error=(ErrorType.TOOL_ERROR, f"bad {evil}"))
+    submit(spool, "busy", tool="run_backtest")
+    running = claim(spool, "busy")
+    try:
+        report(spool, running, 0.5, f"<b>half</b> {evil}")
+        page.goto(server.base + "/")
+        failed = dashboard._row(page, "broken", "failed").locator(".message")
+        expect(failed).to_have_text(f"bad {evil}")
+        busy = dashboard._row(page, "busy", "running").locator(".message")
+        expect(busy).to_have_text(f"<b>half</b> {evil}")
+        report(spool, running, 0.75, f"<i>more</i> {evil}")  # as the events stream tells it
+        expect(busy).to_have_text(f"<i>more</i> {evil}")
+        assert page.locator("#tasks img, #tasks b, #tasks i").count() == 0
+        assert page.evaluate("window.__xss") is None
+    finally:
+        finish(spool, running, {"ok": 1})
+
+
+def test_a_list_answer_overtaken_by_a_filter_change_is_dropped(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The list of done jobs asked for, then of failed ones before it came: the answer of
+    the old filter, landing last, must not replace the list the selects say."""
+    for n in range(3):
+        run_job(spool, f"ok-{n}", tool="echo")
+    run_job(spool, "bad", tool="echo", error=(ErrorType.TOOL_ERROR, "bad"))
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(4)
+    held: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:  # on its way until let go below
+        held.append(route)
+
+    page.route("**/api/v1/tasks?*state=done*", hold)
+    page.select_option("#state-filter", "done")
+    wait_in_page(page, lambda: held, what="the list of done jobs asked for")
+    page.select_option("#state-filter", "failed")
+    expect(rows).to_have_count(1)
+    with page.expect_response("**/api/v1/tasks?*state=done*"):
+        held[0].continue_()
+    page.wait_for_timeout(200)
+    expect(rows).to_have_count(1)
+    expect(dashboard._row(page, "bad", "failed")).to_be_visible()
+
+
+def test_the_counts_follow_a_transition_at_once(server: ServerThread, spool: Spool,
+                                                page: sync_api.Page) -> None:
+    """A job that moves has the counts read again at once, not at the next refresh (5 s
+    on): the header said "pending 0" beside the new pending row.  The page's clock stands
+    still here, so only a read after the transition can bring the new count."""
+    start = datetime.now(UTC)
+    page.clock.install(time=start)
+    page.clock.pause_at(start + timedelta(seconds=1))
+    page.goto(server.base + "/")
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#count-pending")).to_have_text("0")
+    submit(spool, "new", tool="sleep")
+    expect(dashboard._row(page, "new", "pending")).to_be_visible()
+    page.clock.run_for(300)  # far short of the refresh's 5 s
+    expect(page.locator("#count-pending")).to_have_text("1")
