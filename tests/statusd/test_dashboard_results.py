@@ -914,3 +914,17 @@ def test_the_charts_axis_writes_numbers_as_the_tables_do(
         labels = tab.locator("#equity svg > text[text-anchor=end]").all_text_contents()
     money = [label for label in labels if label[:1].isdigit() and "-" not in label]
     assert money == ["100,000", "106,150", "112,300"], labels  # de-DE: "100.000", ...
+
+
+def test_each_symbol_is_drawn_with_its_own_curve(server: ServerThread, spool: Spool,
+                                                  page: sync_api.Page) -> None:
+    """The chart names its curves by their symbols (path, legend, colour): each path must
+    also be that symbol's equity, not another's drawn under its name.  In _many's result
+    a later symbol ends higher, so its path ends nearer the top."""
+    run_job(spool, "bt-own", _many(5), tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-own")
+    sync_api.expect(page.locator(CURVES)).to_have_count(5)
+    ends = page.locator(CURVES).evaluate_all(
+        "ps => ps.map(p => [p.dataset.symbol, Number(p.getAttribute('d').split(',').pop())])")
+    highest_first = [symbol for symbol, _ in sorted(ends, key=lambda end: end[1])]
+    assert highest_first == ["S04", "S03", "S02", "S01", "S00"], ends
