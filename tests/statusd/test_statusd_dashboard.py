@@ -296,6 +296,27 @@ def test_the_task_view_shows_live_progress(server: ServerThread, spool: Spool,
     expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
 
 
+
+def test_a_progress_message_is_text_in_the_task_view(server: ServerThread, spool: Spool,
+                                                     page: sync_api.Page) -> None:
+    """A tool's progress message is its text (a symbol, a file name it quotes): the task
+    view shows it as written, never runs it as HTML, read with the record or streamed."""
+    expect = sync_api.expect
+    evil = '<img src=x onerror="window.__xss = 1">'
+    submit(spool, "wordy", tool="sleep")
+    running = claim(spool, "wordy")
+    try:
+        report(spool, running, 0.25, f"<b>quarter</b> {evil}")
+        page.goto(server.base + "/#/tasks/wordy")
+        text = page.locator("#task-progress .text")
+        expect(text).to_have_text(f"25% <b>quarter</b> {evil}")
+        report(spool, running, 0.5, f"<i>half</i> {evil}")
+        expect(text).to_have_text(f"50% <i>half</i> {evil}")
+        assert page.locator("#task-progress img, #task-progress b, #task-progress i").count() == 0
+        assert page.evaluate("window.__xss") is None
+    finally:
+        finish(spool, running, {"slept": 1})
+
 def test_the_tab_title_names_the_task_its_state_and_progress(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """Every view was titled "spoolq": three backtests open in three tabs, and the
@@ -623,6 +644,23 @@ def test_equity_curves_of_different_spans_share_one_time_axis(
     assert abs(late[0] - whole[300]) < 1.0, (late[0], whole[300])
     assert abs(late[-1] - whole[-1]) < 1.0
 
+
+
+def test_the_time_axis_runs_from_the_earliest_start_to_the_latest_end(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Curves that end on different dates (a symbol delisted early): the axis's ends are
+    labelled with the first bar of any and the last bar of any, as the paths are drawn."""
+    expect = sync_api.expect
+    result = {"strategy": "ma_crossover", "symbols": {
+        "EARLY": {"equity_curve": _curve(date(2020, 1, 1), 10, 0.001)},
+        "AAA": {"equity_curve": _curve(date(2020, 1, 5), 26, 0.001)},
+    }}
+    run_job(spool, "ends", result, tool="run_backtest")
+    page.goto(server.base + "/#/tasks/ends")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    texts = _axis_texts(page)
+    assert "2020-01-01" in texts and "2020-01-30" in texts, texts
+    assert "2020-01-10" not in texts and "2020-01-05" not in texts, texts
 
 def _half_hours(start: datetime, count: int) -> list[list[Any]]:
     # Bars as run_backtest writes them: naive ISO text of UTC times (processor/quant/bars.py).
