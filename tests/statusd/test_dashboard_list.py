@@ -171,7 +171,9 @@ def test_the_events_socket_is_tried_again_with_a_growing_wait(
     # Tries at 0, 0.5, 1.5 and 3.5 s: 3.5 s after the first, no more than four.
     assert len(tries) <= 4, [round(t - tries[0], 2) for t in tries]
     gaps = [b - a for a, b in itertools.pairwise(tries)]
-    assert gaps[1] > gaps[0] * 1.5, gaps
+    # 0.5 s more, by design: a loaded host makes each timer late by about as much,
+    # which a ratio of the gaps would not forgive.
+    assert gaps[1] > gaps[0] + 0.25, gaps
 
 
 def test_a_rows_message_is_text_never_html(server: ServerThread, spool: Spool,
