@@ -106,6 +106,102 @@ def test_summary_and_json(synth_dir: Path) -> None:
     assert decoded["symbols"]["S0000"]["equity_curve"][0] == ["2010-01-04T00:00:00", 100000.0]
 
 
+def test_every_summary_field_aggregates_the_account_loops_metrics(tmp_path: Path,
+                                                                   synth_dir: Path) -> None:
+    """Each summary field against the reference account loop's per-symbol metrics,
+    aggregated with plain numpy over the symbols where the metric is defined (FLAT never
+    trades: no sharpe, no win rate).  Only a few fields were checked; a summary giving
+    the best drawdown for the worst, or entries for closed trades, passed."""
+    symbols = ["S0000", "S0001", "S0002", "S0003", "FLAT"]
+    for symbol in symbols[:-1]:
+        (tmp_path / f"{symbol}.csv").write_bytes((synth_dir / f"{symbol}.csv").read_bytes())
+    write_bars(tmp_path, "FLAT", [50.0] * 200)
+    params = BacktestParams(symbols=symbols, fast=5, slow=20)
+    summary = run_backtest(params, DataStore(tmp_path))["summary"]
+    want = {s: reference(tmp_path, s, params) for s in symbols}
+
+    def defined(key: str) -> list[float]:
+        return [m[key] for m in want.values() if m[key] is not None]
+
+    assert len(defined("sharpe")) == len(defined("win_rate")) == 4  # FLAT left out
+    totals = {s: m["total_return"] for s, m in want.items()}
+    assert summary["symbols"] == 5
+    assert summary["best_symbol"] == max(totals, key=totals.__getitem__)
+    assert summary["worst_symbol"] == min(totals, key=totals.__getitem__)
+    assert summary["total_trades"] == sum(m["num_trades"] for m in want.values())
+    assert summary["total_closed_trades"] == sum(m["num_closed_trades"] for m in want.values())
+    assert summary["total_trades"] != summary["total_closed_trades"]  # one left open
+    plus_one = {
+        "mean_total_return": float(np.mean(list(totals.values()))),
+        "median_total_return": float(np.median(list(totals.values()))),
+        "best_total_return": max(totals.values()),
+        "worst_total_return": min(totals.values()),
+        "mean_annualized_return": float(np.mean(defined("annualized_return"))),
+        "mean_max_drawdown": float(np.mean(defined("max_drawdown"))),
+        "worst_max_drawdown": min(defined("max_drawdown")),
+    }
+    plain = {
+        "mean_sharpe": float(np.mean(defined("sharpe"))),
+        "median_sharpe": float(np.median(defined("sharpe"))),
+        "mean_win_rate": float(np.mean(defined("win_rate"))),
+    }
+    for key, value in plus_one.items():
+        assert_close(summary[key], value, key, plus_one=True)
+    for key, value in plain.items():
+        assert_close(summary[key], value, key)
+
+
+def test_a_trade_that_breaks_even_is_no_win(tmp_path: Path) -> None:
+    """QUANT.md: a win is a closed trade whose return is > 0.  With fast=1, slow=2 the
+    signal is "this close above the last", so each up close buys at the next open and
+    the down close after it sells at the open after that: three round trips, filled at
+    opens chosen by hand (no fee, no slippage): 10.5 -> 10.5 (0 exactly), 10 -> 12
+    (+20 %), 12 -> 11 (-8.3 %).  One win in three; counting a return of 0 as a win
+    (>= 0) gave 2/3 and no test saw it."""
+    close = [10.0, 11.0, 10.0, 11.0, 10.0, 11.0, 10.0, 10.0]
+    open_ = [10.0, 10.0, 10.5, 10.5, 10.0, 12.0, 12.0, 11.0]
+    write_bars(tmp_path, "EVEN", close, open_=open_)
+    params = BacktestParams(symbols=["EVEN"], fast=1, slow=2, fee=0.0, slippage=0.0)
+    got = run_backtest(params, DataStore(tmp_path))["symbols"]["EVEN"]
+    trades = [open_[exit_] / open_[entry] - 1 for entry, exit_ in ((2, 3), (4, 5), (6, 7))]
+    assert trades[0] == 0.0 and trades[1] > 0 > trades[2]
+    assert (got["num_trades"], got["num_closed_trades"]) == (3, 3)
+    assert got["win_rate"] == sum(r > 0 for r in trades) / 3 == 1 / 3
+    assert_close(got["total_return"], float(np.prod([1 + r for r in trades])) - 1,
+                 "three round trips", plus_one=True)
+
+
+def test_a_row_with_an_empty_open_is_skipped_like_one_with_an_empty_close(
+        tmp_path: Path, synth_dir: Path) -> None:
+    """The missing-bar rule: a row runs only when its open and its close are both there.
+    The gappy test emptied closes only; kept, a row with an empty open was a fill at NaN
+    and every later equity point null."""
+    full = read_rows(synth_dir / "S0007.csv")
+    opens = np.array(full.open)
+    opens[[60, 61, 250]] = np.nan
+    write_bars(tmp_path, "NOOPEN", full.close, open_=opens,
+               days=[t.strftime("%Y-%m-%d") for t in full.timestamps])
+    params = BacktestParams(symbols=["NOOPEN"], fast=4, slow=15)
+    got = run_backtest(params, DataStore(tmp_path))["symbols"]["NOOPEN"]
+    assert got["bars"] == len(full.close) - 3 and got["num_trades"] > 5
+    assert full.timestamps[60].isoformat() not in {t for t, _ in got["equity_curve"]}
+    assert_matches(got, reference(tmp_path, "NOOPEN", params), "NOOPEN")
+
+
+def test_the_defaults_are_quant_mds(synth_dir: Path) -> None:
+    """A job that gives only its symbols runs QUANT.md's defaults, written out here (the
+    other tests pass the model's own defaults to the reference, so a default of 365
+    periods a year, say, annualised every such job wrongly and passed)."""
+    result = run_backtest(BacktestParams(symbols=["S0008"]), DataStore(synth_dir))
+    rows = own_bars(read_rows(synth_dir / "S0008.csv"))
+    want = backtest(rows, fast=10, slow=50, fee=0.001, slippage=0.0, init_cash=100_000.0,
+                    periods_per_year=252)
+    assert_matches(result["symbols"]["S0008"], want, "S0008")
+    assert result["params"] == {"fast": 10, "slow": 50, "fee": 0.001, "slippage": 0.0,
+                                "init_cash": 100_000.0, "periods_per_year": 252,
+                                "start": None, "end": None}
+
+
 def test_flat_prices_never_trade(tmp_path: Path) -> None:
     write_bars(tmp_path, "FLAT", [100.0] * 300)
     write_bars(tmp_path, "FLAT2", [10.1] * 300)
