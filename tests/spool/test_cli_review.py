@@ -31,8 +31,9 @@ from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
 
 from spool.cli import parse
-from spool.cli.overview import stats_lines
+from spool.cli.overview import _page_limit, not_counted, stats_lines
 from spool.cli.render import human_duration, record_lines, record_row
+from spool.cursor import MAX_PAGE
 from spool.errors import ErrorType
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -493,6 +494,29 @@ def test_stats_names_the_oldest_due_wait_only_apart_from_the_oldest() -> None:
     assert "; oldest due for " in first_line(300.0, 120.0), first_line(300.0, 120.0)
 
 
+def test_stats_nulls_what_a_folder_not_looked_into_would_tell() -> None:
+    """A state folder this user may not look into is not counted: its count, the total
+    and (for done/ and failed/) its throughput are null, never a 0 that reads as "none
+    finished", and the table says '?'.  The throughput was left 0 and no test saw it."""
+    def counted() -> dict[str, Any]:
+        return {"counts": {"pending": 2, "running": 0, "done": 0, "failed": 0}, "total": 2,
+                "oldest_pending_age_s": 5.0, "oldest_due_pending_age_s": 5.0,
+                "processor": {"alive": False},
+                "throughput": {"done_last_60s": 0, "failed_last_60s": 0}}
+
+    blind_done = counted()
+    not_counted(blind_done, [JobState.DONE])
+    assert blind_done["counts"]["done"] is None and blind_done["total"] is None
+    assert blind_done["throughput"] == {"done_last_60s": None, "failed_last_60s": 0}
+    assert blind_done["oldest_pending_age_s"] == 5.0 and blind_done["not_counted"] == ["done"]
+    assert stats_lines(blind_done)[-1] == "last 60 s ? done, 0 failed"
+    blind_pending = counted()
+    not_counted(blind_pending, [JobState.PENDING])
+    assert blind_pending["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
+    assert blind_pending["oldest_pending_age_s"] is None
+    assert blind_pending["oldest_due_pending_age_s"] is None
+
+
 def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:
     """``--not-before 2026`` in fullwidth digits, ``1e10``, `` 1700000000`` and
     ``1_700_000_000`` were epoch seconds to ``float`` and so to the CLI (the first ran at
@@ -511,6 +535,28 @@ def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:
         assert cli_time == job_time, text
     with pytest.raises(argparse.ArgumentTypeError, match="out of range"):
         parse.timestamp("99999999999999")
+
+
+def test_each_duration_unit_is_its_number_of_seconds() -> None:
+    """``purge --older-than 2w`` must spare a record 13 days old: a week read as a day
+    would remove it, and no test said how many seconds each unit is.  A fraction stays
+    (``1.5h`` is not ``1h``); ``age`` takes each unit too, only a bare number is refused."""
+    cases = {"90": 90.0, "30s": 30.0, "15m": 900.0, "12h": 43_200.0, "7d": 604_800.0,
+             "2w": 1_209_600.0, "1.5h": 5_400.0, "0.5d": 43_200.0, " 3 m ": 180.0}
+    assert {text: parse.duration(text) for text in cases} == cases
+    ages = {text: seconds for text, seconds in cases.items() if text.strip()[-1].isalpha()}
+    assert {text: parse.age(text) for text in ages} == ages
+    with pytest.raises(argparse.ArgumentTypeError, match="needs a unit"):
+        parse.age("90")
+
+
+def test_ls_takes_a_page_of_exactly_the_most_it_says() -> None:
+    """``ls --help`` says "at most 1000" a page: 1000 is taken, 1001 and 0 refused."""
+    assert MAX_PAGE == 1000
+    assert _page_limit("1000") == MAX_PAGE and _page_limit("1") == 1
+    for text in ("1001", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _page_limit(text)
 
 
 def test_a_duration_never_rounds_up_to_the_next_units_size() -> None:
