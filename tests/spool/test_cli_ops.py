@@ -199,6 +199,25 @@ def test_the_next_page_hint_runs_as_printed(tmp_path: Path, env: dict[str, str])
     assert last.returncode == 0 and last.stdout.decode().splitlines()[1].startswith("one ")
 
 
+def test_the_next_page_hint_keeps_the_state_and_the_page_size(root: Path,
+                                                               env: dict[str, str]) -> None:
+    """``ls --state failed --limit 1`` must hint at the next failed job, one a page: a
+    hint without ``--state`` lists every state from the cursor on (a pending job shown
+    as the next page of failed ones), one without ``--limit`` 50 a page."""
+    spool = spool_of(root)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    for n in range(6):  # j5 is the newest
+        spool.submit(Job(tool="t", submitted_at=start + timedelta(seconds=n)), f"j{n}")
+    assert spoolq(env, "cancel", "j0", "j2", "j4").returncode == 0  # failed; the rest pending
+    first = spoolq(env, "ls", "--state", "failed", "--limit", "1")
+    assert first.stdout.decode().splitlines()[1].startswith("j4 "), first.stdout
+    hint = _page_hint(first)
+    page = spoolq(env, *hint, "--json")
+    assert page.returncode == 0, (hint, page.stderr)
+    assert [t["id"] for t in orjson.loads(page.stdout)["tasks"]] == ["j2"], hint
+    assert orjson.loads(page.stdout)["next_cursor"] is not None
+
+
 def test_demo_help_says_what_the_demo_does_with_its_spool(env: dict[str, str]) -> None:
     """``demo --help`` said ``--spool-dir`` defaults to SPOOL_DIR and ``--fsync`` to
     SPOOL_FSYNC: the demo makes a fresh spool and ignored both (an ops person with
