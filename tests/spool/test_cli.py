@@ -759,6 +759,40 @@ def test_cancel_pending_at_once_and_running_by_request(root: Path, env: dict[str
     assert "no processor is running" in running.stderr
 
 
+def test_cancel_waits_as_long_as_its_timeout_says(root: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cancel --timeout 7`` waits up to 7 s for a running job to stop, for one id and
+    for several (one wait for all); the default (5 s) in its place went unseen.  The
+    client's waits are spied on in process and cut short, so the test takes no 7 s."""
+    from spool.client import Client  # noqa: PLC0415 - the class whose waits are spied on
+
+    asked: list[float] = []
+    cancel, outcome = Client.cancel, Client.cancel_outcome
+
+    def spy_cancel(self: Client, job_id: str, wait_s: float = 0.0) -> Record:
+        asked.append(wait_s)
+        return cancel(self, job_id, wait_s=0.01)
+
+    def spy_outcome(self: Client, ask: Any, deadline: float) -> Record:
+        asked.append(round(deadline - time.monotonic()))
+        return outcome(self, ask, time.monotonic() + 0.01)
+
+    monkeypatch.setattr(Client, "cancel", spy_cancel)
+    monkeypatch.setattr(Client, "cancel_outcome", spy_outcome)
+    for job_id in ("one", "two", "three"):
+        drop(root, job_id)
+    claims = [spool_of(root).claim(job_id) for job_id in ("two", "three")]
+    try:
+        base = ["--spool-dir", str(root), "--fsync", "never", "cancel", "--timeout", "7"]
+        assert spoolq_main([*base, "one", "--json"]) == 0
+        assert spoolq_main([*base, "two", "three", "--json"]) == 0
+    finally:
+        for claim in claims:
+            assert claim is not None
+            claim.close()
+    assert asked == [7.0, 7, 7]
+
+
 def test_retry_moves_a_failed_job_back_with_attempts_reset(root: Path,
                                                            env: dict[str, str]) -> None:
     drop(root, "r1", max_attempts=2)
@@ -802,6 +836,20 @@ def test_purge_removes_old_finished_records_only(root: Path, env: dict[str, str]
     assert text.returncode == 0 and "removed 1 record(s)" in text.stdout
     assert files(root, "failed") == set() and files(root, "done") == {"d-new.json"}
     assert files(root, "pending") == {"waiting.json"}
+
+
+def test_a_dry_run_purge_says_what_it_would_remove_not_that_it_did(
+        root: Path, env: dict[str, str]) -> None:
+    """Without --json a dry run's line must not read "removed" (an operator trying it
+    first took it for done); it removes nothing."""
+    drop(root, "old")
+    finish(root, "old", JobState.DONE)
+    three_days_ago = time.time() - 3 * 86_400
+    os.utime(root / "done" / "old.json", (three_days_ago, three_days_ago))
+    dry = spoolq(env, "purge", "--older-than", "2d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("would remove 1 record(s) older than "), dry.stdout
+    assert files(root, "done") == {"old.json"}
 
 
 # -- stats, tools, schema, data -------------------------------------------------------------
