@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import io
+import json
 import os
 import pty
 import re
@@ -14,11 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from spool.cli import demo
+from spool.models import Record
 
 DEMO = [sys.executable, "-m", "spool.cli.main", "demo"]
 
@@ -256,3 +261,35 @@ def test_a_negative_value_that_rounds_to_zero_prints_unsigned() -> None:
     assert ["AAA", "0.0%", "0.0%", "20.0%", "0.00", "-30.0%", "0", "0%"] in lines
     assert ["summary:", "mean_total_return=0.0%,", "mean_sharpe=0"] in lines
     assert ["1", "0.0000", "0.000", "0.00", "0.0000", "-1.00e-05", "0.000"] in lines
+
+
+def test_a_demo_whose_job_failed_exits_1(tmp_path: Path, monkeypatch: Any,
+                                        capsys: Any) -> None:
+    """The exit code tells a script whether the demo worked: 0 only when both jobs are
+    done (``spoolq demo --symbols 1`` ran, its factor analysis failed invalid_params,
+    and only the exit code, 1, said so to a script).  The daemons and data are stood in
+    for; what is checked is the exit code of the records the demo watched end."""
+    now = datetime.now(UTC)
+
+    def record(job_id: str, state: str) -> Record:
+        return Record.model_validate({
+            "id": job_id, "state": state, "tool": "run_backtest", "submitted_at": now,
+            "finished_at": now, "attempts": 1, "result": {} if state == "done" else None,
+            "error": None if state == "done" else {"type": "invalid_params",
+                                                    "message": "needs 2 symbols"}})
+
+    outcomes: list[list[Record]] = [[record("b", "done"), record("f", "failed")],
+                                    [record("b", "done"), record("f", "done")]]
+    monkeypatch.setattr(demo, "_synth", lambda *args: None)
+    monkeypatch.setattr(demo, "_start_daemons", lambda *args: None)
+    monkeypatch.setattr(demo, "_stop_daemons", lambda *args: None)
+    monkeypatch.setattr(demo, "_run_jobs", lambda *args: outcomes.pop(0))
+    codes = []
+    for n in range(2):
+        args = argparse.Namespace(spool_dir=str(tmp_path / f"s{n}"), symbols=2, bars=10,
+                                  seed=7, port=18590, job_num=None, keep=False, json=True,
+                                  fsync=None)
+        codes.append(demo.run(args))
+        states = [r["state"] for r in json.loads(capsys.readouterr().out)["records"]]
+        assert states == (["done", "failed"] if n == 0 else ["done", "done"])
+    assert codes == [1, 0]
