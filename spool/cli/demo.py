@@ -66,8 +66,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="run a backtest and a factor analysis on demo data, end to end",
         description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
-    parser.add_argument("--symbols", type=parse.positive_int, default=200, metavar="N",
-                        help="symbols of demo data (default 200)")
+    # Two at least: a factor analysis ranks symbols against each other (QUANT.md), and
+    # with one the demo made its data, started both daemons and failed its second job.
+    parser.add_argument("--symbols", type=parse.two_or_more, default=200, metavar="N",
+                        help="symbols of demo data, 2 or more (default 200)")
     parser.add_argument("--bars", type=parse.positive_int, default=2520, metavar="T",
                         help="daily bars per symbol (default 2520, ten years)")
     parser.add_argument("--seed", type=parse.seed, default=7, metavar="S",

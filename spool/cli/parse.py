@@ -69,6 +69,10 @@ def positive_int(text: str) -> int:
     return _whole_number(text, 1)
 
 
+def two_or_more(text: str) -> int:
+    return _whole_number(text, 2)
+
+
 def seed(text: str) -> int:
     """A random seed for the demo data: a whole number, 0 or more, as numpy takes it
     (a negative one failed in ``python -m processor.quant.synth``, exit 1)."""

@@ -243,6 +243,18 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:
     assert not list(spool.glob("*.log"))  # no daemon was started there
 
 
+def test_demo_refuses_one_symbol_before_it_starts_anything(tmp_path: Path) -> None:
+    """A factor analysis ranks symbols against each other (QUANT.md: 2 at least): with
+    ``--symbols 1`` the demo made its data, started both daemons, ran the backtest and
+    exited 1 on its factor job ("needs at least 2 symbols", h340).  A usage error now."""
+    spool = tmp_path / "spool"
+    proc = subprocess.run([*DEMO, "--symbols", "1", "--spool-dir", str(spool)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("spoolq: error: argument --symbols: '1': must be 2 or more")
+    assert not spool.exists()
+
+
 def test_a_negative_value_that_rounds_to_zero_prints_unsigned() -> None:
     """Python's format kept the sign: -0.0004 printed as -0.0%, a -0.001 sharpe as -0.00."""
     out = io.StringIO()
