@@ -278,9 +278,9 @@ def test_a_negative_value_that_rounds_to_zero_prints_unsigned() -> None:
 def test_a_demo_whose_job_failed_exits_1(tmp_path: Path, monkeypatch: Any,
                                         capsys: Any) -> None:
     """The exit code tells a script whether the demo worked: 0 only when both jobs are
-    done (``spoolq demo --symbols 1`` ran, its factor analysis failed invalid_params,
-    and only the exit code, 1, said so to a script).  The daemons and data are stood in
-    for; what is checked is the exit code of the records the demo watched end."""
+    done (a job that fails, as the factor analysis of one symbol did before that became
+    a usage error).  The daemons and data are stood in for; what is checked is the exit
+    code of the records the demo watched end."""
     now = datetime.now(UTC)
 
     def record(job_id: str, state: str) -> Record:

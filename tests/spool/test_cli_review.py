@@ -312,7 +312,7 @@ def test_demo_data_that_cannot_be_made_is_said_in_a_plain_line(
         f"raise FileExistsError(17, 'File exists', {str(demo / 'data')!r})\n")
     env = {**env, "PYTHONPATH": os.pathsep.join(
         [str(tmp_path / "shadow"), *filter(None, [env.get("PYTHONPATH")])])}
-    proc = spoolq(env, "demo", "--symbols", "1", "--bars", "30", "--spool-dir", str(demo))
+    proc = spoolq(env, "demo", "--symbols", "2", "--bars", "30", "--spool-dir", str(demo))
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert err.splitlines() == [f"spoolq: error: making demo data failed: FileExistsError: "
