@@ -363,15 +363,19 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
         # "? bytes", as if its size were lost (QA).
         size = "" if record.source.size is None else f", {record.source.size} bytes"
         lines.append(f"source      {record.source.name} ({record.source.kind}{size})")
+    from spool.models import cut_earlier_message  # noqa: PLC0415 - lazy, see spool.cli
+
     earlier = record.earlier_errors or []
     # A job waiting for its retry: its history ends with its error, which was shown twice
     # (an "earlier" line, then "last error" with the same words): once now, as the last.
+    # The history keeps a message's first characters only (EARLIER_MESSAGE_CHARS): a
+    # longer one is matched by them, and shown whole, as the error holds it.
     last = earlier[-1] if earlier and record.error is not None and (
         record.state is not JobState.FAILED) and (earlier[-1].type, earlier[-1].message) == (
-        record.error.type, record.error.message) else None
+        record.error.type, cut_earlier_message(record.error.message)) else None
     lines += _earlier_lines(record, earlier[:-1] if last is not None else earlier)
-    if last is not None:
-        lines.append(f"last error  {_failure(last)}")
+    if last is not None and record.error is not None:
+        lines.append(f"last error  {_failure(last, record.error.message)}")
     elif record.error is not None:
         label = "error      " if record.state is JobState.FAILED else "last error "
         lines.append(f"{label} {record.error.type.value}: {record.error.message}")
@@ -394,13 +398,13 @@ def _earlier_lines(record: Record, earlier: list[EarlierError]) -> list[str]:
     if record.earlier_errors_dropped:
         dropped = record.earlier_errors_dropped
         lines.append(f"earlier     {dropped} older failure{'s' * (dropped > 1)} not kept")
-    lines += [f"earlier     {_failure(entry)}" for entry in earlier]
+    lines += [f"earlier     {_failure(entry, entry.message)}" for entry in earlier]
     return lines
 
 
-def _failure(entry: EarlierError) -> str:
+def _failure(entry: EarlierError, message: str) -> str:
     return (f"attempt {entry.attempt} {entry.type.value} at {when(entry.finished_at)}: "
-            f"{entry.message}")
+            f"{message}")
 
 
 def _large_lines(record: Record, large: LargeRecord) -> list[str]:

@@ -339,3 +339,20 @@ def test_recovery_requeues_an_orphan_whose_history_counts_at_the_top_of_64_bits(
     job = read_json(spool.layout.job(P, "top"))
     assert job["error"]["earlier_errors_dropped"] == EARLIER_DROPPED_MAX
     assert kinds(job["error"]["earlier_errors"])[-1] == (1, "abandoned")
+
+
+def test_a_pending_jobs_long_last_error_is_shown_once_and_whole() -> None:
+    """The history keeps a message's first EARLIER_MESSAGE_CHARS characters: a pending
+    job whose last failure said more was shown twice still, an "earlier" line (cut) and
+    "last error" (whole), where a shorter one is shown once (h342)."""
+    message = "y" * (EARLIER_MESSAGE_CHARS + 50)
+    error = ErrorInfo(type=ErrorType.TOOL_ERROR, message=message)
+    history = [entry(ErrorInfo(type=ErrorType.TIMEOUT, message="slow"), 1, None),
+               entry(error, 2, None)]
+    rec = Record.model_validate({
+        "id": "long", "tool": "echo", "state": "pending", "attempts": 2,
+        "submitted_at": "2026-01-01T00:00:00Z", "error": error.model_dump(),
+        "earlier_errors": [e.model_dump() for e in history]})
+    shown = [line for line in record_lines(rec) if line.startswith(("earlier ", "last error"))]
+    assert shown == ["earlier     attempt 1 timeout at -: slow",
+                     f"last error  attempt 2 tool_error at -: {message}"], shown
