@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import gc
 import io
 import logging
@@ -22,7 +23,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from processor import startup
 from processor.stop_signals import EarlyStops
@@ -172,17 +173,31 @@ def write_out(text: str | bytes) -> int:
     if sys.stdout is None:  # closed (>&-): print() would drop the text without a word
         return output_failed("spool-processor", None)
     try:
+        if isinstance(text, str) and isinstance(sys.stdout, io.TextIOWrapper):
+            text = text.encode(sys.stdout.encoding, "backslashreplace")
         if isinstance(text, bytes):
             sys.stdout.flush()
-            sys.stdout.buffer.write(text)
+            _write_all(sys.stdout.buffer, text)
         else:
-            if isinstance(sys.stdout, io.TextIOWrapper):
-                sys.stdout.reconfigure(errors="backslashreplace")
             sys.stdout.write(text)
         sys.stdout.flush()
     except OSError as exc:
         return output_failed("spool-processor", exc)
     return 0
+
+
+def _write_all(stream: BinaryIO, data: bytes) -> None:
+    """``data`` written whole, or the OSError that stopped it.  A write larger than the
+    buffer goes to the descriptor at once, and one the kernel cut short (the disk full
+    or the file size limit reached part way, the pipe's reader gone) returns the bytes
+    it took, without an error: the catalogue was cut and the exit 0 (QA).  Written on,
+    the rest fails with the error itself."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if not written:  # a descriptor that takes nothing and says no error
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
 
 
 def _main_by_name() -> None:

@@ -10,6 +10,7 @@ Real ``python -m processor`` processes.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,32 @@ def test_a_full_disk_under_the_catalogue_is_one_line_and_exit_1(
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         "spool-processor: error: cannot write to standard output: No space left on device"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_catalogue_cut_short_by_the_disk_is_one_line_and_exit_1(
+        spool_root: Path, tmp_path: Path, as_json: bool) -> None:
+    """A write the kernel cuts short (the disk full part way, here the file size limit)
+    returns the bytes it took and no error: a catalogue over a stream's buffer (8 KiB)
+    was left cut in ``> catalogue.json`` and the exit was 0, as if it were whole (h342)."""
+    env = {**_env(spool_root), "SPOOL_TOOLS": "widetools", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO),
+                                          os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "processor", "tools", *(["--json"] if as_json else [])]
+    whole = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
+    assert whole.returncode == 0 and len(whole.stdout) > 3 * 8192, whole.stderr
+    limit = 8192 + 100  # the ninth KiB is where the descriptor stops taking it
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with open(tmp_path / "catalogue", "wb") as out:
+        done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False, preexec_fn=limited)
+    assert (tmp_path / "catalogue").stat().st_size == limit
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "spool-processor: error: cannot write to standard output: File too large"]
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
