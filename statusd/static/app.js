@@ -1436,7 +1436,8 @@ function renderError(record) {
 
 function renderEarlier(record) {
   // The failures of the job's earlier runs (its retries, and those before a `spoolq retry`),
-  // oldest first, one line each: `earlier_errors`, as `spoolq show` prints them.
+  // oldest first, one line each: `earlier_errors` (`spoolq show` prints a pending job's
+  // last one as its "last error" line instead; here the error box above shows it too).
   // A record statusd serves as written (another writer's, or one edited by hand) may hold
   // what is no failure in the list: only objects are listed (a null stopped the view).
   const box = $("task-earlier");
