@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from spoolkit import done_record, locate, submit
 
+from spool.claim import Claim
 from spool.errors import SpoolIOError
 from spool.fsops import StrPath
 from spool.states import JobState
@@ -39,13 +40,19 @@ def _refuse_records_while(spool: Spool, monkeypatch: pytest.MonkeyPatch, err: in
     return refused
 
 
-def test_a_record_refused_for_want_of_room_is_written_once_the_progress_file_goes(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+def _running_with_progress(spool: Spool) -> tuple[Claim, Path]:
+    """Job x claimed, its run's progress file written."""
     submit(spool, "x")
     claim = spool.claim("x")
     assert claim is not None
     progress = Path(spool.layout.progress_str("x"))
     progress.write_bytes(b'{"fraction": 0.5}')
+    return claim, progress
+
+
+def test_a_record_refused_for_want_of_room_is_written_once_the_progress_file_goes(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    claim, progress = _running_with_progress(spool)
     refused = _refuse_records_while(spool, monkeypatch, errno.ENOSPC, progress)
     spool.complete(claim, done_record(claim, result=1))
     assert len(refused) == 1, "refused once, then written"
@@ -55,11 +62,7 @@ def test_a_record_refused_for_want_of_room_is_written_once_the_progress_file_goe
 
 def test_a_record_refused_by_a_failing_disk_is_raised_and_the_progress_file_stays(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
-    submit(spool, "x")
-    claim = spool.claim("x")
-    assert claim is not None
-    progress = Path(spool.layout.progress_str("x"))
-    progress.write_bytes(b'{"fraction": 0.5}')
+    claim, progress = _running_with_progress(spool)
     _refuse_records_while(spool, monkeypatch, errno.EIO, progress)
     try:
         with pytest.raises(SpoolIOError, match="Input/output error"):

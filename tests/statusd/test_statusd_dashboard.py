@@ -116,6 +116,17 @@ def _wait_indexed(server: ServerThread, total: int) -> None:
     wait_for(counted, timeout=60.0, what=f"statusd to count {total} jobs")
 
 
+EVIL = '<img src=x onerror="window.__xss = 1">'
+"""Markup a job's message may hold: shown as text, never run (see :func:`_no_markup`)."""
+
+
+def _no_markup(page: sync_api.Page, scope: str) -> None:
+    """Nothing of :data:`EVIL` or other tags in a message became markup under ``scope``,
+    and its script never ran."""
+    assert page.locator(f"{scope} img, {scope} b, {scope} i").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+
 def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api.Locator:
     selector = f'#tasks tr[data-id="{job_id}"]'
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
@@ -302,7 +313,7 @@ def test_a_progress_message_is_text_in_the_task_view(server: ServerThread, spool
     """A tool's progress message is its text (a symbol, a file name it quotes): the task
     view shows it as written, never runs it as HTML, read with the record or streamed."""
     expect = sync_api.expect
-    evil = '<img src=x onerror="window.__xss = 1">'
+    evil = EVIL
     submit(spool, "wordy", tool="sleep")
     running = claim(spool, "wordy")
     try:
@@ -312,8 +323,7 @@ def test_a_progress_message_is_text_in_the_task_view(server: ServerThread, spool
         expect(text).to_have_text(f"25% <b>quarter</b> {evil}")
         report(spool, running, 0.5, f"<i>half</i> {evil}")
         expect(text).to_have_text(f"50% <i>half</i> {evil}")
-        assert page.locator("#task-progress img, #task-progress b, #task-progress i").count() == 0
-        assert page.evaluate("window.__xss") is None
+        _no_markup(page, "#task-progress")
     finally:
         finish(spool, running, {"slept": 1})
 
