@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -200,14 +201,24 @@ def test_stats_report_counts_age_and_processor_liveness(server: ServerThread,
     assert stats["oldest_pending_age_s"] is None
     assert stats["processor"] == {"alive": False, "heartbeat_at": None, "count": 0,
                                   "io_trouble": 0}
+    before = time.time()
     submit(spool, "waiting")
     days_ago = time.time() - 3 * 86_400  # a copy that kept its mtime waits from its arrival
     os.utime(spool.layout.job(JobState.PENDING, "waiting"), (days_ago, days_ago))
     owner = FakeOwner(spool, busy=1)
     try:
-        stats = wait_for(lambda: (s := request(server.base, "GET", "/api/v1/stats").json())
-                         ["counts"]["pending"] == 1 and s, what="pending counted")
-        assert 0 <= stats["oldest_pending_age_s"] < 60
+        wait_for(lambda: request(server.base, "GET", "/api/v1/stats").json()
+                 ["counts"]["pending"] == 1, what="pending counted")
+        # The age grows with the wait: "0 <= age < 60" alone held with an age stuck at 0
+        # (the REST figure and the gauge alerts are written on).
+        time.sleep(1.0)
+        stats = request(server.base, "GET", "/api/v1/stats").json()
+        age = stats["oldest_pending_age_s"]
+        assert 1.0 <= age <= time.time() - before + 1.0, age
+        assert 1.0 <= stats["oldest_due_pending_age_s"] <= age, stats
+        gauge = re.search(r"^spoolq_oldest_pending_age_seconds (\S+)$",
+                          request(server.base, "GET", "/metrics").body.decode(), re.M)
+        assert gauge is not None and float(gauge.group(1)) >= age, gauge
         assert stats["processor"]["alive"] is True and stats["processor"]["count"] == 1
         assert stats["job_num"] == 2 and stats["busy_workers"] == 1
         assert {"echo", "sleep"} <= set(stats["tools"])
