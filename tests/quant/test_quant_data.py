@@ -98,6 +98,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
 def test_threads_share_one_store(synth_dir: Path) -> None:
     store = DataStore(synth_dir)
     symbols = store.list_symbols()
+    assert len(symbols) == 30, symbols  # an empty list had the threads read nothing
     errors: list[BaseException] = []
 
     def work() -> None:
