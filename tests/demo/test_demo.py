@@ -100,9 +100,12 @@ def _demo_running_a_job(tmp_path: Path, *, symbols: int
             break
     spool = _spool_of("".join(lines))
     deadline = time.monotonic() + 30
-    while not os.listdir(spool / "running") and proc.poll() is None and \
+    while not (running := os.listdir(spool / "running")) and proc.poll() is None and \
             time.monotonic() < deadline:
         time.sleep(0.01)
+    # Past the deadline the callers' interrupt came before any job ran, and the first
+    # test passed all the same (h343).
+    assert running or proc.poll() is not None, "no job ran within 30 s of the submits"
     return proc, lines, spool
 
 
