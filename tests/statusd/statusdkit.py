@@ -356,8 +356,9 @@ class FakeOwner:
 
     def __init__(self, spool: Spool, owner: str = "proc-test", busy: int = 1,
                  tools: list[dict[str, Any]] | None = None, *, host: str = "test",
-                 beat_age_s: float = 0.0) -> None:
-        """``beat_age_s``: how long ago its last heartbeat was (past 60 s: a hung one)."""
+                 beat_age_s: float = 0.0, **fields: Any) -> None:
+        """``beat_age_s``: how long ago its last heartbeat was (past 60 s: a hung one);
+        ``fields``: more of its status file's fields (``compute_room``, ``io_trouble``)."""
         layout = spool.layout
         self.lease = OwnerLease(layout.owner_lock(owner))
         now = datetime.now(UTC)
@@ -365,7 +366,7 @@ class FakeOwner:
         status = OwnerStatus(owner=owner, pid=os.getpid(), host=host, version="0",
                              started_at=beat, heartbeat_at=beat, job_num=2, busy_workers=busy,
                              tools=[{"name": "echo"}, {"name": "sleep"}] if tools is None
-                             else tools)
+                             else tools, **fields)
         spool.mover.publish(layout.owner_status(owner), status.model_dump_json().encode())
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -61,6 +62,33 @@ def test_metrics_count_jobs_transitions_durations_and_liveness(server: ServerThr
     finally:
         owner.close()
     assert _samples(server)[("spoolq_processor_up", ())] == 0
+
+
+def test_the_processor_gauges_say_what_the_live_processors_status_files_say(
+        server: ServerThread, spool: Spool) -> None:
+    """``spoolq_processors``, ``spoolq_processor_io_trouble`` and ``spoolq_compute_room``
+    were asserted only as absent while no processor was known (h343): two live ones, one
+    whose writes the spool refuses and whose Dask cluster has room for one job, the other
+    at its JOB_NUM."""
+    now = datetime.now(UTC)
+    trouble = {"error": "cannot publish x.json: No space left on device", "since": now,
+               "retry_at": now + timedelta(seconds=1)}
+    short = FakeOwner(spool, "proc-short", busy=0, compute_room=1, io_trouble=trouble)
+    whole = FakeOwner(spool, "proc-whole", busy=1)
+    try:
+        samples = wait_for(lambda: (s := _samples(server))
+                           .get(("spoolq_processors", ())) == 2 and s,
+                           what="both processors counted")
+        assert samples[("spoolq_processor_io_trouble", ())] == 1
+        assert samples[("spoolq_job_num", ())] == 4
+        assert samples[("spoolq_compute_room", ())] == 1 + 2  # its own word, then JOB_NUM
+        assert samples[("spoolq_busy_workers", ())] == 1
+    finally:
+        short.close()
+        whole.close()
+    gone = wait_for(lambda: (s := _samples(server)).get(("spoolq_processors", ())) == 0 and s,
+                    what="neither counted once their leases went")
+    assert gone[("spoolq_processor_io_trouble", ())] == 0
 
 
 def test_a_record_touched_in_place_is_not_counted_again(server: ServerThread,
