@@ -132,33 +132,25 @@ def readable_processors(layout: Layout) -> list[OwnerStatus] | None:
         return None
 
 
-def offered_tools(layout: Layout) -> tuple[set[str], list[str]] | None:
-    """The names of the tools the live processors on the spool offer (their status files'
-    catalogues, merged), and their owners; None when that cannot be told: none is
-    running, one publishes no catalogue, or they cannot be read."""
-    return _offered(readable_processors(layout))
-
-
-def _offered(live: list[OwnerStatus] | None) -> tuple[set[str], list[str]] | None:
+def offered_tools(live: list[OwnerStatus] | None) -> tuple[set[str], list[str]] | None:
+    """The names of the tools the ``live`` processors (:func:`readable_processors`) offer
+    (their status files' catalogues, merged), and their owners; None when that cannot be
+    told: none is running, one publishes no catalogue, or they cannot be read."""
     if not live or not all(status.tools for status in live):
         return None
     names = {raw.get("name") for status in live for raw in status.tools}
     return {name for name in names if isinstance(name, str)}, [s.owner for s in live]
 
 
-def tool_params_schema(layout: Layout, tool: str, *, by_name: bool = False
-                       ) -> dict[str, Any] | None:
-    """The params JSON Schema the live processors publish for ``tool``; None when that
-    cannot be told: none running or offering it, two that disagree, not readable.
-    ``by_name``: None too unless each of them says the tool takes its params by exactly
-    the schema's names (``params_by_name``, :func:`processor.tools.params_by_name`): an
-    alias with ``populate_by_name``, ``AliasChoices`` or a ``before`` validator take
-    others, and a processor of before that flag says nothing of it."""
-    return _params_schema(readable_processors(layout), tool, by_name)
-
-
-def _params_schema(live: list[OwnerStatus] | None, tool: str, by_name: bool
-                   ) -> dict[str, Any] | None:
+def params_schema(live: list[OwnerStatus] | None, tool: str, *, by_name: bool = False
+                  ) -> dict[str, Any] | None:
+    """The params JSON Schema the ``live`` processors (:func:`readable_processors`)
+    publish for ``tool``; None when that cannot be told: none running or offering it, two
+    that disagree, not readable.  ``by_name``: None too unless each of them says the tool
+    takes its params by exactly the schema's names (``params_by_name``,
+    :func:`processor.tools.params_by_name`): an alias with ``populate_by_name``,
+    ``AliasChoices`` or a ``before`` validator take others, and a processor of before
+    that flag says nothing of it."""
     raws = [raw for status in live or () for raw in status.tools if raw.get("name") == tool]
     if by_name and not all(raw.get("params_by_name") is True for raw in raws):
         return None
@@ -175,12 +167,11 @@ class Refusal(NamedTuple):
     reason: str
 
 
-def catalogue_refusal(layout: Layout, job: Job) -> Refusal | None:
-    """Why the live processors' catalogues refuse ``job``, read once: its tool
-    (:func:`unoffered_tool`), or its params' names (:func:`unfit_params`); None when they
-    take it or cannot tell.  ``spoolq submit`` and ``POST /api/v1/tasks`` refuse such a
-    job unless told to submit it anyway."""
-    live = readable_processors(layout)
+def catalogue_refusal(live: list[OwnerStatus] | None, job: Job) -> Refusal | None:
+    """Why the ``live`` processors' catalogues (:func:`readable_processors`) refuse
+    ``job``: its tool (:func:`unoffered_tool`), or its params' names
+    (:func:`unfit_params`); None when they take it or cannot tell.  ``spoolq submit``
+    and ``POST /api/v1/tasks`` refuse such a job unless told to submit it anyway."""
     if (why := unoffered_tool(live, job.tool)) is not None:
         return Refusal(ErrorType.UNKNOWN_TOOL, why)
     if (why := unfit_params(live, job.tool, job.params)) is not None:
@@ -193,7 +184,7 @@ def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
     the ``live`` processors publish catalogues without it (the reason names what they
     offer, and the closest name); None when it is offered or that cannot be told (no
     processor running: the job waits for one, which may know it)."""
-    offered = _offered(live)
+    offered = offered_tools(live)
     if offered is None or tool in offered[0]:
         return None
     names, owners = sorted(offered[0]), ", ".join(offered[1])
@@ -215,7 +206,7 @@ def unfit_params(live: list[OwnerStatus] | None, tool: str, params: dict[str, An
     with ``populate_by_name``, ``AliasChoices``, a ``before`` validator).  Their
     values are the tool's to judge.  Taken before, a misspelt ``-p fsat=5`` was dropped,
     and failed once a processor took it."""
-    schema = _params_schema(live, tool, True)
+    schema = params_schema(live, tool, by_name=True)
     if schema is None:
         return None
     own = own_object(schema)

@@ -53,7 +53,7 @@ from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
 from spool.exact import big_integer_reason, inexact_integer
 from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
-from spool.stats import catalogue_refusal, spent_attempts
+from spool.stats import catalogue_refusal, readable_processors, spent_attempts
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
@@ -104,7 +104,8 @@ async def submit(request: web.Request) -> web.Response:
 
 def _submit(services: Services, job: Job, any_tool: bool) -> str:
     """Drop ``job`` (in a write thread: the catalogue's read blocks as the drop does)."""
-    if not any_tool and (refusal := catalogue_refusal(services.layout, job)) is not None:
+    if not any_tool and (refusal := catalogue_refusal(
+            readable_processors(services.layout), job)) is not None:
         raise ApiError(400, refusal.type.value, f"{refusal.reason}; any_tool=1 submits it "
                        "anyway")
     if (why := spent_attempts(services.layout, job)) is not None:

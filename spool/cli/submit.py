@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from spool.client import Client
-    from spool.models import Job
+    from spool.models import Job, OwnerStatus
     from spool.settings import Settings
 
 # Options that describe the job; with --file the file describes it alone.
@@ -105,12 +105,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     check_form(args)
+    live = _live_processors(layout_of(settings))
     job = job_from_file(args.file, settings.max_job_bytes) if args.file is not None \
-        else job_from_options(args, functools.partial(_params_schema, settings))
+        else job_from_options(args, functools.partial(_params_schema, live))
     # Refuses a job over SPOOL_MAX_JOB_BYTES as written; with --wait, a spool this user
     # may not enter is a usage error (exit 1 would read as "the job failed").
     client = client_of(settings, usage=args.wait)
-    _check_before_the_drop(client, job, args)
+    _check_before_the_drop(client, job, args, live)
     # The id is printed inside the hold too: a signal between the drop and its id (the
     # handlers put back, nothing printed yet) ended submit with 130, the job in pending/
     # and no id, as before the hold.
@@ -154,12 +155,13 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
         raise
 
 
-def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace) -> None:
+def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace,
+                           live: Callable[[], list[OwnerStatus] | None]) -> None:
     """What must hold before the job is dropped: its tool offered (unless --any-tool),
     this user allowed to drop it and, with --wait, to follow it."""
     layout = client.layout
     if not args.any_tool:
-        check_catalogue(layout, job)
+        check_catalogue(live(), job)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     refused = UsageError if args.wait else SpoolError
     check_attempts_left(layout, job, refused)
@@ -360,21 +362,31 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     return job
 
 
-def _params_schema(settings: Settings, tool: str) -> dict[str, Any] | None:
+def _live_processors(layout: Layout) -> Callable[[], list[OwnerStatus] | None]:
+    """The live processors' status files (:func:`spool.stats.readable_processors`), read
+    at the first call only: the ``-p`` params' schema and the catalogue's check each
+    read ``owners/`` again."""
+    from spool.stats import readable_processors  # noqa: PLC0415 - lazy, see spool.cli
+
+    return functools.cache(functools.partial(readable_processors, layout))
+
+
+def _params_schema(live: Callable[[], list[OwnerStatus] | None], tool: str
+                   ) -> dict[str, Any] | None:
     """``tool``'s params JSON Schema as the running processors publish it, if they do."""
-    from spool.stats import tool_params_schema  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import params_schema  # noqa: PLC0415 - lazy, see spool.cli
 
-    return tool_params_schema(layout_of(settings), tool)
+    return params_schema(live(), tool)
 
 
-def check_catalogue(layout: Layout, job: Job) -> None:
-    """A usage error (exit 2) when the live processors' catalogue refuses the job: its
-    tool, which they do not offer (naming the known tools: the job would fail
+def check_catalogue(live: list[OwnerStatus] | None, job: Job) -> None:
+    """A usage error (exit 2) when the ``live`` processors' catalogue refuses the job:
+    its tool, which they do not offer (naming the known tools: the job would fail
     ``unknown_tool`` at once), or its params' names (:func:`spool.stats.unfit_params`)."""
     from spool.errors import ErrorType  # noqa: PLC0415 - lazy, see spool.cli
     from spool.stats import catalogue_refusal  # noqa: PLC0415 - lazy, see spool.cli
 
-    if (refusal := catalogue_refusal(layout, job)) is not None:
+    if (refusal := catalogue_refusal(live, job)) is not None:
         how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
         raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
                          "submits it anyway")
