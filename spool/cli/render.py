@@ -363,32 +363,39 @@ def _outcome_lines(record: Record, *, with_result: bool = True) -> list[str]:
         # "? bytes", as if its size were lost (QA).
         size = "" if record.source.size is None else f", {record.source.size} bytes"
         lines.append(f"source      {record.source.name} ({record.source.kind}{size})")
-    from spool.models import cut_earlier_message  # noqa: PLC0415 - lazy, see spool.cli
-
-    earlier = record.earlier_errors or []
-    # A job waiting for its retry: its history ends with its error, which was shown twice
-    # (an "earlier" line, then "last error" with the same words): once now, as the last.
-    # The history keeps a message's first characters only (EARLIER_MESSAGE_CHARS): a
-    # longer one is matched by them, and shown whole, as the error holds it.
-    last = earlier[-1] if earlier and record.error is not None and (
-        record.state is not JobState.FAILED) and (earlier[-1].type, earlier[-1].message) == (
-        record.error.type, cut_earlier_message(record.error.message)) else None
+    error, earlier = record.error, record.earlier_errors or []
+    last = _retried_failure(record)
     lines += _earlier_lines(record, earlier[:-1] if last is not None else earlier)
-    if last is not None and record.error is not None:
-        lines.append(f"last error  {_failure(last, record.error.message)}")
-    elif record.error is not None:
-        label = "error      " if record.state is JobState.FAILED else "last error "
-        lines.append(f"{label} {record.error.type.value}: {record.error.message}")
-    if record.error is not None:
-        if record.error.retry_at is not None and record.state is not JobState.FAILED:
+    if error is not None:
+        if last is not None:
+            lines.append(f"last error  {_failure(last, error.message)}")
+        else:
+            label = "error      " if record.state is JobState.FAILED else "last error "
+            lines.append(f"{label} {error.type.value}: {error.message}")
+        if error.retry_at is not None and record.state is not JobState.FAILED:
             # The retry's backoff, never the client's not_before.
-            lines.append(f"backoff     until {when(record.error.retry_at)} (after the "
-                         "last error)")
-        if record.error.traceback and record.state is JobState.FAILED:
-            lines += ["traceback", *_indented(_text_lines(record.error.traceback.rstrip()))]
+            lines.append(f"backoff     until {when(error.retry_at)} (after the last error)")
+        if error.traceback and record.state is JobState.FAILED:
+            lines += ["traceback", *_indented(_text_lines(error.traceback.rstrip()))]
     if record.state is JobState.DONE and with_result:
         lines += ["result", *_indented(_result_text(record.result))]
     return lines
+
+
+def _retried_failure(record: Record) -> EarlierError | None:
+    """The last entry of a job's history when it is the job's error: a job waiting for its
+    retry, whose error was shown twice (an "earlier" line, then "last error" with the same
+    words), is shown it once, as its last error.  The history keeps a message's first
+    characters only (EARLIER_MESSAGE_CHARS): a longer one is matched by them, and shown
+    whole, as the error holds it."""
+    from spool.models import cut_earlier_message  # noqa: PLC0415 - lazy, see spool.cli
+
+    error, earlier = record.error, record.earlier_errors
+    if error is None or not earlier or record.state is JobState.FAILED:
+        return None
+    last = earlier[-1]
+    same = (last.type, last.message) == (error.type, cut_earlier_message(error.message))
+    return last if same else None
 
 
 def _earlier_lines(record: Record, earlier: list[EarlierError]) -> list[str]:
