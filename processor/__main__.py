@@ -155,14 +155,11 @@ def tools_text(registry: Registry, as_json: bool) -> str | bytes:
     from spool.catalogue import catalogue_entry  # noqa: PLC0415 - see the imports above
     from spool.cli.catalog import catalogue_table  # noqa: PLC0415 - see the imports above
 
-    entries = [{
-        "name": e["name"], "mode": e["execution_mode"], "timeout": e["execution_timeout"],
-        "category": e["category"], "max_attempts": e["max_attempts"],
-        "description": e["description"], "params_schema": e["params_schema"],
-    } for e in registry.catalogue()]
+    # In the shape spoolq tools --json gives (name, mode, timeout, ...), one for both.
+    entries = [catalogue_entry(entry) for entry in registry.catalogue()]
     if as_json:
         return orjson.dumps(entries, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-    return catalogue_table([catalogue_entry(entry) for entry in entries]) + "\n"
+    return catalogue_table(entries) + "\n"
 
 
 def write_out(text: str | bytes) -> int:
