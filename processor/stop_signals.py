@@ -70,6 +70,7 @@ class StopSignals:
         self.on_report = on_report
         self.pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
+        self.masks_before_fork: list[set[int | signal.Signals]] = []  # see _block_for_fork
         # Each timer signal's last line (monotonic) and how often it came since, unsaid.
         self.timer_lines: dict[int, tuple[float, int]] = {}
 
@@ -88,7 +89,22 @@ class StopSignals:
                       if isinstance(h, EarlyStops) and h.received is not None), None)
         if early is not None:  # a stop sent while the processor started: read first
             os.write(write_end, bytes([early]))
-        os.register_at_fork(after_in_child=self._forked)
+        os.register_at_fork(before=self._block_for_fork,
+                            after_in_parent=self._unblock_after_fork,
+                            after_in_child=self._forked)
+
+    def _block_for_fork(self) -> None:
+        """Before a fork: our signals blocked on the forking thread (the child's one
+        thread), so one sent to the child before :meth:`_forked` has run waits for the
+        defaults instead of meeting our handler (CI: a SIGTERM 8 ms after a FAST tool's
+        fork stopped the processor).  The processor's other threads still take them."""
+        if self.pipe:
+            self.masks_before_fork.append(
+                signal.pthread_sigmask(signal.SIG_BLOCK, self.saved_handlers))
+
+    def _unblock_after_fork(self) -> None:
+        if self.masks_before_fork:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.masks_before_fork.pop())
 
     def _forked(self) -> None:
         """In a process a FAST tool forked (``multiprocessing``'s fork context, a bare
@@ -96,13 +112,14 @@ class StopSignals:
         Pool's ``terminate()`` sends one to each worker) was written into this pipe and
         read as the processor's own stop: the processor stopped, exit 0, which
         ``Restart=on-failure`` does not restart; and it kept the handlers that ignore the
-        stop signals, so it would not die of them.  It gets the defaults back."""
-        if not self.pipe:
-            return  # forked once the processor gave the signals back
-        signal.set_wakeup_fd(-1)
-        for signum in self.saved_handlers:
-            signal.signal(signum, signal.SIG_DFL)
-        self.pipe = ()
+        stop signals, so it would not die of them.  It gets the defaults back, then
+        what was sent meanwhile (blocked across the fork)."""
+        if self.pipe:  # else forked once the processor gave the signals back
+            signal.set_wakeup_fd(-1)
+            for signum in self.saved_handlers:
+                signal.signal(signum, signal.SIG_DFL)
+            self.pipe = ()
+        self._unblock_after_fork()
 
     def _read(self) -> None:
         try:

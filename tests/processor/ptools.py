@@ -503,6 +503,45 @@ class FastFork(BaseTool):
         return ToolResult.ok()
 
 
+_SLOW_CHILD = threading.local()
+
+
+def _slow_after_fork() -> None:
+    """In a child :class:`FastForkKilled` forked: a pause before the processor's own
+    after-fork handler runs (registered at this module's import, before the processor
+    installs its signals, so it runs first), the window a loaded host leaves."""
+    if getattr(_SLOW_CHILD, "on", False):
+        time.sleep(0.3)
+
+
+os.register_at_fork(after_in_child=_slow_after_fork)
+
+
+class FastForkKilled(BaseTool):
+    """A bare ``os.fork()`` in a FAST tool, its child SIGTERMed at once, before its
+    after-fork handlers have run (they pause it 0.3 s): the child's fate is the result,
+    ``{"signal": n}`` or ``{"exit": n}``.  Its sleep is ``seconds``."""
+
+    name: ClassVar[str] = "t_fast_fork_killed"
+    execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
+    Params: ClassVar[type[BaseModel]] = Params
+
+    def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
+        _SLOW_CHILD.on = True
+        try:
+            pid = os.fork()
+        finally:
+            _SLOW_CHILD.on = False
+        if pid == 0:
+            time.sleep(params.seconds)
+            os._exit(0)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return ToolResult.ok({"signal": os.WTERMSIG(status)})
+        return ToolResult.ok({"exit": os.WEXITSTATUS(status)})
+
+
 class FastMeddle(BaseTool):
     """Changes what a FAST tool may change in the processor and leaves it so: the working
     directory (to ``log``, a folder) and logging (turned off)."""

@@ -61,6 +61,22 @@ def test_a_sigterm_to_a_fast_tools_child_ends_the_child_not_the_processor(
     assert d.stop() == 0
 
 
+def test_a_sigterm_that_reaches_a_fast_tools_child_before_its_fork_handlers_ends_it(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """The child's handlers are put back by an after-fork handler, which a loaded host
+    may run only later: a SIGTERM sent at once (CI: the processor stopped, its log said
+    so 8 ms after the tool forked) met the processor's handler, which wrote it into the
+    processor's pipe.  Blocked across the fork, it waits for the default action."""
+    d = daemon()
+    drop(spool_root, "fork", {"tool": "t_fast_fork_killed", "params": {"seconds": 5}})
+    assert wait_record(spool_root, "fork", 30)["result"] == {"signal": signal.SIGTERM}
+    time.sleep(1.0)  # the stop, read from the pipe, came within the loop's next pass
+    drop(spool_root, "after", {"tool": "echo", "params": {"message": "still here"}})
+    assert wait_record(spool_root, "after", 30)["result"] == {"message": "still here"}
+    assert d.running() and '"stopping"' not in d.logs(), d.logs()
+    assert d.stop() == 0
+
+
 def test_what_a_fast_tool_changed_is_put_back_while_an_abandoned_tool_runs_on(
         spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
     """A FAST tool past its timeout is abandoned, its thread running on (a socket read with
