@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,9 @@ class StopSignals:
         self.on_report = on_report
         self.pipe: tuple[int, ...] = ()  # (read end, write end) once installed
         self.saved_handlers: dict[int, Any] = {}
-        self.masks_before_fork: list[set[int | signal.Signals]] = []  # see _block_for_fork
+        # The forking thread's mask before its fork (see _block_for_fork): its own, as
+        # two FAST tools may fork at once.
+        self.fork_mask = threading.local()
         # Each timer signal's last line (monotonic) and how often it came since, unsaid.
         self.timer_lines: dict[int, tuple[float, int]] = {}
 
@@ -99,12 +102,14 @@ class StopSignals:
         defaults instead of meeting our handler (CI: a SIGTERM 8 ms after a FAST tool's
         fork stopped the processor).  The processor's other threads still take them."""
         if self.pipe:
-            self.masks_before_fork.append(
-                signal.pthread_sigmask(signal.SIG_BLOCK, self.saved_handlers))
+            self.fork_mask.before = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                                           self.saved_handlers)
 
     def _unblock_after_fork(self) -> None:
-        if self.masks_before_fork:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.masks_before_fork.pop())
+        before = getattr(self.fork_mask, "before", None)
+        if before is not None:
+            self.fork_mask.before = None
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
     def _forked(self) -> None:
         """In a process a FAST tool forked (``multiprocessing``'s fork context, a bare
