@@ -14,6 +14,7 @@ Guarantees (DESIGN sections 2 and 9):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import queue
 import threading
@@ -103,6 +104,14 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # a read's error, whatever the error (raised first, it crashed the processor,
             # the job left unleased in running/ and failed 'abandoned', never run)
             _give_back(mover, src, dst, before, moved=True)
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                # Moved, then not there: the spool's folder went from under us between
+                # the two (a lazy unmount, a FUSE daemon dead, a mount over the path) or
+                # a hand removed it.  The spool's trouble, waited out while the loop
+                # looks at its spool (a changed one stops it, 75); raised raw, it
+                # crashed the processor, exit 1 (tests/processor/test_spool_fuse.py).
+                raise SpoolIOError(f"cannot claim {job_id}: moved into running/, then "
+                                   f"not found there ({exc.strerror})") from exc
             raise _files_trouble(exc, job_id) from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
