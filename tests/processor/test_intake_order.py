@@ -199,8 +199,13 @@ def test_a_drop_an_event_tells_is_judged_before_a_scans_backlog(
     discovery.rescan()  # the start-up's backlog
     drop(settings.spool_dir, "urgent", {"tool": "echo", "priority": 10})
     discovery.on_change("pending", "urgent.json")
+    # A budget no pass can spend here: 41 names in the real 20 ms was a timing
+    # assumption a loaded host broke (33 judged in a full run under load).  The
+    # budget's split between the lines is checked below, on a clock of the test's.
+    monkeypatch.setattr(discovery_module, "INTAKE_BUDGET_S", 3600.0)
     discovery.intake_batch()
     assert judged[0] == "urgent" and len(judged) == 41, judged
+    monkeypatch.setattr(discovery_module, "INTAKE_BUDGET_S", INTAKE_BUDGET_S)
     # Both lines waiting and the budget spent at every name: a name of each a pass.
     clock = [0.0]
 
