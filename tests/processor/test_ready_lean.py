@@ -85,7 +85,12 @@ def test_a_shed_job_holds_less_than_half_the_memory(settings: Settings, inbox: I
         finally:
             tracemalloc.stop()
 
-    whole, lean = held(10 * JOBS), held(0)
+    # tracemalloc counts every thread's allocations: what another thread of the test's
+    # process (pytest-xdist's) held meanwhile came on top (3.8 MB more, lean 10390 B a
+    # job to whole's 2381, in a run under load; 772 to 2376 alone).  Such noise only
+    # adds, so the least of a few measurements of each is the queues' own.
+    whole = min(held(10 * JOBS) for _ in range(3))
+    lean = min(held(0) for _ in range(3))
     assert lean < 0.5 * whole, (whole, lean)
 
 
