@@ -104,15 +104,7 @@ def take(mover: Mover, src: StrPath, dst: StrPath, job_id: str) -> Claim | None:
             # a read's error, whatever the error (raised first, it crashed the processor,
             # the job left unleased in running/ and failed 'abandoned', never run)
             _give_back(mover, src, dst, before, moved=True)
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                # Moved, then not there: the spool's folder went from under us between
-                # the two (a lazy unmount, a FUSE daemon dead, a mount over the path) or
-                # a hand removed it.  The spool's trouble, waited out while the loop
-                # looks at its spool (a changed one stops it, 75); raised raw, it
-                # crashed the processor, exit 1 (tests/processor/test_spool_fuse.py).
-                raise SpoolIOError(f"cannot claim {job_id}: moved into running/, then "
-                                   f"not found there ({exc.strerror})") from exc
-            raise _files_trouble(exc, job_id) from exc
+            raise _lookup_trouble(exc, job_id) from exc
         if after.st_ino != before.st_ino or after.st_dev != before.st_dev:
             # A newer drop replaced the file between open and move: lease that one.
             os.close(fd)
@@ -194,6 +186,19 @@ def _files_trouble(exc: OSError, job_id: str) -> SpoolIOError:
     if (trouble := failing_read(exc, what)) is not None:
         return trouble
     raise exc
+
+
+def _lookup_trouble(exc: OSError, job_id: str) -> SpoolIOError:
+    """What the claim raises for ``exc``, its lookup's error once its move landed.  Not
+    there (ENOENT, ENOTDIR): the spool's folder went from under the processor between the
+    two (a lazy unmount, a FUSE daemon dead, a mount over the path) or a hand removed the
+    file: the spool's trouble, waited out while the loop looks at its spool (a changed
+    one stops it, 75); raised raw, it crashed the processor, exit 1 (seen in
+    tests/processor/test_spool_fuse.py under load).  Else :func:`_files_trouble`."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SpoolIOError(f"cannot claim {job_id}: moved into running/, then not found "
+                            f"there ({exc.strerror})")
+    return _files_trouble(exc, job_id)
 
 
 def _refused_by_file(exc: SpoolIOError, src: StrPath, dst: StrPath, job_id: str

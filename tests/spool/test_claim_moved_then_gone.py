@@ -11,10 +11,10 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import spool.claim as claim_module
 from spool.errors import SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -35,13 +35,13 @@ def test_a_claim_whose_moved_file_is_gone_at_its_lookup_is_spool_trouble(
     real = os.lstat
     looked: list[str] = []
 
-    def gone_after_the_move(path: object, *args: object, **kwargs: object) -> os.stat_result:
-        if os.fspath(path) == dst and not looked:  # type: ignore[arg-type]
+    def gone_after_the_move(path: str, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(path) == dst and not looked:
             looked.append(dst)  # the claim's own lookup; the give-back's finds the file
             raise OSError(code, os.strerror(code), dst)
-        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(claim_module.os, "lstat", gone_after_the_move)
+    monkeypatch.setattr(os, "lstat", gone_after_the_move)
     with pytest.raises(SpoolIOError, match="cannot claim x"):
         spool.claim("x")
     monkeypatch.undo()
