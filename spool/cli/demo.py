@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -112,10 +112,13 @@ def run(args: argparse.Namespace) -> int:
     layout = Layout(root)
     Mover(layout, FsyncMode.NEVER).make_folders()
     data_dir = root / "data"
-    port = args.port or _free_port()
     fsync = getattr(args, "fsync", None) or DEMO_FSYNC.value
     env = {**os.environ, "SPOOL_DIR": str(root), "SPOOL_DATA_DIR": str(data_dir),
-           "SPOOL_FSYNC": fsync, "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": str(port),
+           # No --port: statusd binds a port the kernel picks (0) and the demo reads it
+           # from statusd's "listening on" line.  A port picked here and bound by
+           # statusd later (after the data's synth) could be taken meanwhile by any
+           # other process's bind or outgoing connection: "did not start".
+           "SPOOL_FSYNC": fsync, "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": str(args.port),
            "SPOOL_SCAN_S": "2"}
     if args.job_num:
         env["JOB_NUM"] = str(args.job_num)
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # hung up, it is silenced
     try:
         with _interrupts_as_keyboard(terminal):
-            _start_daemons(daemons, root, env, port, out)
+            port = _start_daemons(daemons, root, env, args.port, out)
             url = f"http://127.0.0.1:{port}/"
             out.write(f"dashboard  {url}\n\n")
             records = _run_jobs(root, args.symbols, out)
@@ -171,14 +174,16 @@ def _synth(data_dir: Path, symbols: int, bars: int, seed: int) -> None:
 
 
 def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port: int,
-                   out: TextIO) -> None:
+                   out: TextIO) -> int:
     """Start both daemons into ``daemons`` as each is spawned, so the caller stops every one
-    that started, whatever ends the start-up (Ctrl-C, a busy port)."""
+    that started, whatever ends the start-up (Ctrl-C, a busy port); the port statusd
+    listens on (``port``, or the one it was given by the kernel where ``port`` is 0)."""
     for name, module in (("spool-processor", "processor"), ("spool-statusd", "statusd")):
         daemons.append(_spawn(name, module, root, env))
     deadline = time.monotonic() + START_TIMEOUT_S
+    listening: list[int] = []
     checks = {"spool-processor": lambda: _processor_up(root),
-              "spool-statusd": lambda: _statusd_up(daemons[1], port)}
+              "spool-statusd": lambda: _statusd_up(daemons[1], port, listening)}
     for d in daemons:
         while not checks[d.name]():
             if d.proc.poll() is not None or time.monotonic() > deadline:
@@ -186,6 +191,7 @@ def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port:
                 raise SpoolError(f"{d.name} did not start: {' | '.join(tail)}")
             time.sleep(0.05)
         out.write(f"started    {d.name} (pid {d.proc.pid}, log {d.log})\n")
+    return listening[0]
 
 
 def _spawn(name: str, module: str, root: Path, env: dict[str, str]) -> Daemon:
@@ -201,14 +207,19 @@ def _processor_up(root: Path) -> bool:
     return any(p.suffix == ".json" for p in (root / "owners").iterdir())
 
 
-def _statusd_up(statusd: Daemon, port: int) -> bool:
-    """The demo's statusd serves: it said it listens on ``port`` (another server there
-    answered /healthz all the same: the demo showed that one's dashboard, and said its
-    own statusd, gone with 'address already in use', was running: QA), and answers."""
+def _statusd_up(statusd: Daemon, port: int, listening: list[int]) -> bool:
+    """The demo's statusd serves: it said it listens on ``port`` (any port where ``port``
+    is 0, the one it says put in ``listening``) (another server there answered /healthz
+    all the same: the demo showed that one's dashboard, and said its own statusd, gone
+    with 'address already in use', was running: QA), and answers."""
     import urllib.request  # noqa: PLC0415 - lazy, see spool.cli
 
-    if f"listening on http://127.0.0.1:{port}" not in statusd.log.read_text(errors="replace"):
+    said = re.search(r"listening on http://127\.0\.0\.1:(\d+)(?=\D)",  # a whole line
+                     statusd.log.read_text(errors="replace"))
+    if said is None or (port and int(said.group(1)) != port):
         return False
+    port = int(said.group(1))
+    listening[:] = [port]
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
             return bool(resp.status == 200)
@@ -277,13 +288,6 @@ def _silence(terminal: list[int]) -> None:
     to a hung-up terminal fails (EIO): the "interrupted" line's would end the demo with
     a traceback, its wait for the daemons cut short."""
     to_devnull(*terminal)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _step(out: TextIO, what: str, action: Any) -> None:

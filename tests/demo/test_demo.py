@@ -194,6 +194,54 @@ def test_demo_stops_a_daemon_that_started_when_the_other_cannot(tmp_path: Path) 
     _assert_all_gone(_spool_of(out))
 
 
+# Run in the demo's process (SQUAT_FREED_PORTS, dropped from its environment at once, so
+# its daemons run without it): a port the demo bound as 0 and let go is taken straight
+# after, as any other process's bind or outgoing connection may take it.
+_SQUATTER = """
+import os, socket
+if os.environ.pop("SQUAT_FREED_PORTS", None):
+    _bind, _close, _asked_0, _held = socket.socket.bind, socket.socket.close, set(), []
+
+    def bind(self, address):
+        _bind(self, address)
+        if isinstance(address, tuple) and address[1] == 0:
+            _asked_0.add(id(self))
+
+    def close(self):
+        freed = self.getsockname() if id(self) in _asked_0 else None
+        _asked_0.discard(id(self))
+        _close(self)
+        if freed is not None:
+            squatter = socket.socket()
+            squatter.bind(freed)
+            squatter.listen()
+            _held.append(squatter)
+
+    socket.socket.bind, socket.socket.close = bind, close
+"""
+
+
+def test_demo_statusd_gets_a_port_no_one_can_take_first(tmp_path: Path) -> None:
+    """Without --port the demo picked a free port (bound and let go) and statusd bound it
+    only after the demo data was made: another process could take it meanwhile (an
+    outgoing connection of any program, a server's port 0), and the demo failed with
+    "spool-statusd did not start: ... address already in use"."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SQUATTER)
+    env = {**os.environ, "HOME": str(tmp_path), "SQUAT_FREED_PORTS": "1",
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ["PYTHONPATH"]])}
+    proc = subprocess.run([*DEMO, "--symbols", "20", "--bars", "300", *_spool_in(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    port = re.search(r"^dashboard\s+http://127\.0\.0\.1:(\d+)/$", out, re.MULTILINE)
+    assert port is not None, out
+    assert f"statusd listening on http://127.0.0.1:{port.group(1)}" in (
+        _spool_of(out) / "spool-statusd.log").read_text()
+    _assert_all_gone(_spool_of(out))
+
+
 def test_demo_on_a_port_another_server_answers_says_its_statusd_did_not_start(
         tmp_path: Path) -> None:
     """Another server on ``--port`` answered /healthz: the demo took it for its statusd
@@ -296,7 +344,7 @@ def test_a_demo_whose_job_failed_exits_1(tmp_path: Path, monkeypatch: Any,
     outcomes: list[list[Record]] = [[record("b", "done"), record("f", "failed")],
                                     [record("b", "done"), record("f", "done")]]
     monkeypatch.setattr(demo, "_synth", lambda *args: None)
-    monkeypatch.setattr(demo, "_start_daemons", lambda *args: None)
+    monkeypatch.setattr(demo, "_start_daemons", lambda *args: 18590)
     monkeypatch.setattr(demo, "_stop_daemons", lambda *args: None)
     monkeypatch.setattr(demo, "_run_jobs", lambda *args: outcomes.pop(0))
     codes = []
