@@ -119,7 +119,8 @@ def statusd_daemon(root: Path, *, ready_timeout: float = READY_TIMEOUT_S,
 
 # statusd with one step of its index's load held until the file argv[1] exists: "scan"
 # (the start's scan of the folders) or "read" (the records' read, after the scan); a
-# request's wait for the index (statusd.indexing.INDEX_WAIT_S) is argv[3] seconds.
+# request's wait for the index (statusd.indexing.INDEX_WAIT_S) is argv[3] seconds, and
+# the stop's wait for requests in flight (statusd.__main__.STOP_S) argv[4] where given.
 _HELD = """
 import sys
 import time
@@ -130,6 +131,8 @@ from statusd.loader import Loader
 from statusd.tracker import Tracker
 release, step = Path(sys.argv[1]), sys.argv[2]
 statusd.indexing.INDEX_WAIT_S = float(sys.argv[3])
+if len(sys.argv) > 4:
+    main.STOP_S = float(sys.argv[4])
 def hold(loading):
     print(f"load held: {step}", file=sys.stderr, flush=True)
     while not release.exists():
@@ -153,15 +156,17 @@ sys.exit(main.main([]))
 
 @contextmanager
 def held_statusd(root: Path, release: Path, step: str, wait_s: float, *,
-                 log: list[str] | None = None, **env_vars: str
-                 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+                 log: list[str] | None = None, stop_s: float | None = None,
+                 **env_vars: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """:func:`statusd_daemon` with ``step`` of its index's load (``scan`` or ``read``)
     held from outside until the file ``release`` exists (the hold sees statusd's stop as
-    its reads do); a request's wait for the index is ``wait_s``.  Yields once statusd
+    its reads do); a request's wait for the index is ``wait_s``, the stop's wait for
+    requests in flight ``stop_s`` (statusd's STOP_S unless given).  Yields once statusd
     listens and the hold is reached: its base URL and process."""
     seen: list[str] = log if log is not None else []
-    with statusd_daemon(root, indexed=False, log=seen,
-                        argv=["-c", _HELD, str(release), step, str(wait_s)], **env_vars
+    argv = ["-c", _HELD, str(release), step, str(wait_s),
+            *([] if stop_s is None else [str(stop_s)])]
+    with statusd_daemon(root, indexed=False, log=seen, argv=argv, **env_vars
                         ) as (port, proc):
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not any("load held" in line for line in seen):
