@@ -24,7 +24,6 @@ from statusdkit import (
     ServerThread,
     claim,
     finish,
-    free_port,
     report,
     run_job,
     submit,
@@ -431,10 +430,12 @@ def test_the_list_is_live_again_as_soon_as_statusd_answers(
     owner = FakeOwner(spool)
     submit(spool, "watched", tool="run_backtest")
     running = claim(spool, "watched")
-    port = free_port()
     try:
         page.clock.install()
-        with statusd_daemon(spool.layout.root, STATUSD_PORT=str(port)):
+        # The first statusd binds a port the kernel picks (0), the second the same one:
+        # a port picked here and bound later, after statusd's start-up, could be taken
+        # meanwhile by another worker's test (a bind to 0, an outgoing connection).
+        with statusd_daemon(spool.layout.root, STATUSD_PORT="0") as (port, _):
             page.goto(f"http://127.0.0.1:{port}/#/tasks/watched")
             expect(page.locator("#live")).to_have_text("live")
             expect(page.locator("#task-state")).to_have_text("running")
