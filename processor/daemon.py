@@ -147,7 +147,8 @@ class Processor:
                                               io_trouble=self._io_trouble)
         self.periodic = PeriodicScan(settings, self.spool, self.discovery,
                                      max_attempts=self.max_attempts,
-                                     io_trouble=self._io_trouble)
+                                     io_trouble=self._io_trouble,
+                                     still_ours=lambda: lifecycle.spool_still_ours(self))
         self.progress = ProgressFiles(self.spool, self.owner, self.clock, self.runs,
                                       self.status)
         self.unfinished: list[tuple[Run, Outcome]] = []

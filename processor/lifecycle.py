@@ -257,6 +257,22 @@ def lease_stands(processor: Processor) -> bool:
     return True
 
 
+def spool_still_ours(processor: Processor) -> bool:
+    """Whether the spool's path still names the directory this processor locks its
+    owner file and runs in, asked by its recovery pass once it has locked a file there
+    and before it changes it (see :func:`spool.orphans.ours_checked`).  Stricter than
+    :func:`lease_stands`: a root that cannot be looked at (unmounted, not yet mounted
+    again) is not taken for ours; one known to be another stops the processor (as
+    :func:`lease_stands` would at its next heartbeat)."""
+    lease = processor.lease
+    if processor.spool_moved or lease is None:
+        return not processor.spool_moved
+    standing = lease.standing()
+    if standing is Standing.MOVED:
+        spool_moved(processor)
+    return standing in (Standing.HELD, Standing.GONE)
+
+
 def spool_moved(processor: Processor) -> None:
     """The spool's root is another directory than the one this processor locked its
     owner file and claims in (the spool remounted: a FUSE mount's locks are its own; or

@@ -30,6 +30,7 @@ from processor.discovery import Discovery
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import failing_read
 from spool.models import Job
+from spool.orphans import StillOurs
 from spool.recovery import Recovery, RecoveryReport
 from spool.settings import Settings
 from spool.states import JobState
@@ -46,15 +47,17 @@ take a quarter of the loop's time at most, whatever the backlog."""
 
 class PeriodicScan:
     """Recovery and the periodic scan of one processor (``max_attempts``: its policy;
-    ``io_trouble``: starts its I/O pause)."""
+    ``io_trouble``: starts its I/O pause; ``still_ours``: whether the spool is still the
+    one it locks in, see :func:`spool.orphans.ours_checked`)."""
 
     def __init__(self, settings: Settings, spool: Spool, discovery: Discovery, *,
                  max_attempts: Callable[[Job], int],
-                 io_trouble: Callable[[SpoolIOError], None]) -> None:
+                 io_trouble: Callable[[SpoolIOError], None],
+                 still_ours: StillOurs = lambda: True) -> None:
         self.settings = settings
         self.discovery = discovery
         self.io_trouble = io_trouble
-        self.recovery = Recovery(spool, max_attempts)
+        self.recovery = Recovery(spool, max_attempts, still_ours)
         self.reaper = proctree.Reaper()  # adopted orphans of FAST tools' processes
         self.unreadable: set[str] = set()  # the orphans' read errors said, while they last
         self.layout = spool.layout

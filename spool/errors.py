@@ -77,6 +77,12 @@ class UnreadableDrop(SpoolIOError):
     does not know it takes it for spool trouble, as before."""
 
 
+class SpoolChanged(SpoolIOError):
+    """The spool's path names another directory than the one whose locks this process
+    holds (remounted, or unmounted lazily), or cannot tell: what a recovery pass locked
+    there proves no owner dead, so the pass stops before it changes anything."""
+
+
 class QuarantineRefused(SpoolIOError):
     """A drop intake judged no job whose move into ``failed/`` the spool refused (that
     folder not writable, a full disk): the drop stays in ``pending/`` and is tried again

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from spool.claim import Claim
 from spool.clock import utc_from_ns
-from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
+from spool.errors import ErrorType, SpoolChanged, SpoolIOError, UnreadableDrop
 from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there, refused_by_file
 from spool.history import history_of, retry_error
@@ -48,6 +48,24 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
 
 MaxAttempts = Callable[[Job], int]
+StillOurs = Callable[[], bool]
+"""Whether the spool's path still names the directory whose locks the process holds
+(see :func:`ours_checked`)."""
+
+
+def ours_checked(still_ours: StillOurs, locked: str) -> None:
+    """Asked once ``locked`` (a path under the spool) is locked, before it is changed:
+    raises :class:`~spool.errors.SpoolChanged` unless the spool is still the directory
+    ``still_ours`` holds its locks in.  A processor's own runs are locked where it
+    claimed them: on a spool remounted under it (a FUSE mount's locks are its own) its
+    running files are free to lock, and its recovery pass requeued a job it was running
+    (a double run, seen under load with the remount between the pass's check of the
+    spool and its lock).  Asked after the lock, the check covers a remount before it; a
+    remount after it leaves the lock on the old mount, where the run's own lock stands."""
+    if not still_ours():
+        raise SpoolChanged(f"recovery stopped at {locked}: the spool's path names another "
+                           f"directory than the one this process holds its locks in "
+                           f"(remounted or unmounted), or cannot be looked at")
 
 
 def default_max_attempts(job: Job) -> int:
@@ -64,12 +82,14 @@ class Orphans:
     """Settles the orphans of one spool; ``max_attempts`` resolves a job's limit, and
     ``staged`` finishes the quarantine of what is no file in ``running/``."""
 
-    def __init__(self, spool: Spool, max_attempts: MaxAttempts, staged: Staged) -> None:
+    def __init__(self, spool: Spool, max_attempts: MaxAttempts, staged: Staged,
+                 still_ours: StillOurs = lambda: True) -> None:
         self.spool = spool
         self.layout = spool.layout
         self.mover = spool.mover
         self.max_attempts = max_attempts
         self.staged = staged
+        self.still_ours = still_ours
 
     def settle(self, job_id: str, report: RecoveryReport) -> None:
         """Settle ``running/<id>.json`` unless a live owner holds it."""
@@ -87,6 +107,7 @@ class Orphans:
             self._not_a_file(job_id, path, report)
             return  # a live owner holds it, or it just finished
         try:
+            ours_checked(self.still_ours, f"running/{job_id}.json")
             self._settle_orphan(claim, report)
         except UnreadableDrop as exc:  # its record, or its id's drop: as its own read
             report.unreadable.append(str(exc))

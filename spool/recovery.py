@@ -56,7 +56,14 @@ from spool.ids import JOB_SUFFIX, id_from_name, is_valid_id
 from spool.kept import KeptLedger
 from spool.layout import is_kept_name
 from spool.lease import lock_if_free
-from spool.orphans import MaxAttempts, Orphans, backoff_s, default_max_attempts
+from spool.orphans import (
+    MaxAttempts,
+    Orphans,
+    StillOurs,
+    backoff_s,
+    default_max_attempts,
+    ours_checked,
+)
 from spool.record_notes import RecordNotes
 from spool.staged import Staged, entries
 from spool.states import JobState
@@ -95,8 +102,10 @@ class RecoveryReport:
 class Recovery:
     """One recovery pass over a spool; ``max_attempts`` resolves a job's limit."""
 
-    def __init__(self, spool: Spool, max_attempts: MaxAttempts = default_max_attempts) -> None:
+    def __init__(self, spool: Spool, max_attempts: MaxAttempts = default_max_attempts,
+                 still_ours: StillOurs = lambda: True) -> None:
         self.spool = spool
+        self.still_ours = still_ours  # see spool.orphans.ours_checked
         self.layout = spool.layout
         self.mover = spool.mover
         self.max_attempts = max_attempts
@@ -104,7 +113,7 @@ class Recovery:
         self._notes = RecordNotes(spool)
         self._terminal = TerminalLeftovers(spool, self._kept, self._notes)
         self._staged = Staged(spool, self._terminal, self._notes)
-        self._orphans = Orphans(spool, max_attempts, self._staged)
+        self._orphans = Orphans(spool, max_attempts, self._staged, still_ours)
         self._first = True
 
     def scan(self) -> RecoveryReport:
@@ -198,6 +207,7 @@ class Recovery:
             if not is_valid_id(owner) or (held := lock_if_free(Path(entry.path))) is None:
                 continue
             try:  # removed under its lock: a processor starting under the name waits
+                ours_checked(self.still_ours, f"owners/{entry.name}")  # not ours: unseen
                 report.removed += self.mover.unlink(self.layout.owner_status(owner))
                 report.removed += self.mover.unlink(Path(entry.path))
             finally:

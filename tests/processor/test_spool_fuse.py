@@ -244,7 +244,7 @@ def test_a_processor_whose_spool_is_mounted_again_stops_and_leaves_its_runs_to_r
         assert not [e for e in events[said:] if e.get("event") in ("done", "failed")], \
             d.logs()
         assert not [e for e in d.events() if e.get("event") in ("orphan", "requeued")
-                    or e.get("reason") == "orphan"], d.logs()
+                    or e.get("reason") == "orphaned"], d.logs()
         assert not (fuse_root / "done" / "long.json").exists()
         assert (fuse_root / "running" / "long.json").exists()  # left as it was
         again = Daemon(fuse_root, tmp_path / "again.log", JOB_NUM="1")
