@@ -9,13 +9,14 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from daemonkit import drop
 
 from processor import discovery as discovery_module
-from processor.discovery import INTAKE_BUDGET_S, LARGE_DROP_BYTES, Discovery
+from processor.discovery import CATCH_UP_S, INTAKE_BUDGET_S, LARGE_DROP_BYTES, Discovery
 from processor.inbox import Inbox
 from processor.queues import Queues
 from processor.tools import ExecutionMode
@@ -156,10 +157,15 @@ def test_claims_wait_for_the_backlog_no_longer_than_catch_up_s(
     judged: list[str] = []
     discovery = _discovery(settings, inbox, judged)
     drop(settings.spool_dir, "b0", {"tool": "echo"})
-    monkeypatch.setattr(discovery_module, "CATCH_UP_S", 0.05)
+    # The discovery's clock, moved by the test: a CATCH_UP_S of 50 ms and a sleep had the
+    # check after rescan() assume it came within 50 ms, which a loaded host need not give.
+    clock = [1000.0]
+    monkeypatch.setattr(discovery_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     discovery.rescan()
     assert discovery.catching_up()
-    time.sleep(0.06)
+    clock[0] += CATCH_UP_S - 0.01
+    assert discovery.catching_up()  # its backlog unjudged, CATCH_UP_S not over
+    clock[0] += 0.02
     assert discovery.found and not discovery.catching_up()
 
 
