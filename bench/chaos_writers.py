@@ -3,7 +3,7 @@
 :class:`Writers` starts ``meddlers`` processes ``python -m bench.chaos_meddle`` (their
 plan, the planned jobs by id, written to ``plan.json`` beside the spool; each its own
 log, ``meddle-<n>.log``; the first one also purges) and, with ``statusd``, a
-``python -m statusd`` on a free loopback port with a token, whose
+``python -m statusd`` on a loopback port of the kernel's choosing with a token, whose
 ``POST /api/v1/tasks`` the meddler uses for half its re-drops.  Both run with the
 soak's environment (its marker included, so a survivor counts as a stray).  The
 meddlers are stopped with SIGTERM (each ends the action under way), statusd
@@ -13,8 +13,8 @@ likewise; all by pid.
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +28,7 @@ from bench.chaos_fleet import REPO
 from bench.chaos_report import PlannedJob
 
 STOP_TIMEOUT_S = 30.0
+LISTENING = re.compile(r"statusd listening on (http://127\.0\.0\.1:\d+)")
 
 
 class Writers:
@@ -59,23 +60,28 @@ class Writers:
                                                       stderr=subprocess.STDOUT))
 
     def _start_statusd(self, env: dict[str, str]) -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env.update(STATUSD_HOST="127.0.0.1", STATUSD_PORT=str(port))
-        with open(self.base / "logs" / "statusd.log", "wb") as log:
+        # Port 0: statusd binds a port the kernel gives it and logs it.  A port picked
+        # here, let go and bound by statusd only after its start-up could be taken
+        # meanwhile (another process's bind or outgoing connection).
+        env = {**env, "STATUSD_HOST": "127.0.0.1", "STATUSD_PORT": "0"}
+        path = self.base / "logs" / "statusd.log"
+        with open(path, "wb") as log:
             self.statusd = subprocess.Popen([sys.executable, "-m", "statusd"], env=env,
                                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+        url = None
         deadline = time.monotonic() + 60
         while True:
+            if url is None and (found := LISTENING.search(path.read_text(errors="replace"))):
+                url = found.group(1)
             try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                    return url
+                if url is not None:
+                    with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                        return url
             except OSError:
-                if self.statusd.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("statusd did not start (see logs/statusd.log)") from None
-                time.sleep(0.1)
+                pass
+            if self.statusd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("statusd did not start (see logs/statusd.log)")
+            time.sleep(0.1)
 
     def stop_meddlers(self) -> list[int]:
         """SIGTERM the meddlers and wait for them; their exit statuses."""

@@ -9,14 +9,23 @@ purge excuses, which cancel must stand) are checked on made-up logs below.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench.chaos import SoakConfig, render, run_soak
 from bench.chaos_ledger import Run
 from bench.chaos_readers import SpoolReader
 from bench.chaos_verdict import cancel_stands, ended, may_be_purged, timelines
+from bench.chaos_writers import Writers
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
 
 S = 1_000_000_000
 
@@ -39,6 +48,52 @@ def test_two_processors_and_a_meddler_nothing_lost_nothing_run_twice(tmp_path: P
         assert report.meddled.get(did, 0) > 0, f"the meddler never did {did!r}: {shown}"
     assert report.meddled.get("cancel cancelled:pending", 0) > 0, shown
     assert report.meddled.get("cancel cancelled:running", 0) > 0, shown
+
+
+def test_the_soaks_statusd_gets_a_port_no_one_can_take_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The soak picked a free port (bound as 0 and let go) and statusd bound it only
+    after its start-up: any other process could take it meanwhile (an xdist worker's
+    server, an outgoing connection) and the soak failed, "statusd did not start".  Here
+    a port this process bound as 0 is taken the moment it is let go."""
+    bind, close = socket.socket.bind, socket.socket.close
+    asked_0: set[int] = set()
+    held: list[socket.socket] = []
+
+    def squatting_bind(self: socket.socket, address: object) -> None:
+        bind(self, address)
+        if isinstance(address, tuple) and address[1] == 0:
+            asked_0.add(id(self))
+
+    def squatting_close(self: socket.socket) -> None:
+        freed = self.getsockname() if id(self) in asked_0 else None
+        asked_0.discard(id(self))
+        close(self)
+        if freed is not None:
+            squatter = socket.socket()
+            bind(squatter, freed)
+            squatter.listen()
+            held.append(squatter)
+
+    root = tmp_path / "spool"
+    Mover(Layout(root), FsyncMode.NEVER).make_folders()
+    (tmp_path / "logs").mkdir()
+    writers = Writers(tmp_path, root, lambda: {**os.environ, "SPOOL_DIR": str(root),
+                                              "SPOOL_FSYNC": "never"})
+    monkeypatch.setattr(socket.socket, "bind", squatting_bind)
+    monkeypatch.setattr(socket.socket, "close", squatting_close)
+    try:
+        writers.start([], 1, "never", meddlers=0, statusd=True, hot=0)
+        found = re.search(r"statusd listening on (http://127\.0\.0\.1:\d+)",
+                          (tmp_path / "logs" / "statusd.log").read_text())
+        assert found is not None
+        with urllib.request.urlopen(f"{found.group(1)}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        monkeypatch.undo()
+        writers.stop()
+        for squatter in held:
+            squatter.close()
 
 
 def _log(tmp_path: Path, *actions: dict[str, object]) -> list[Path]:
