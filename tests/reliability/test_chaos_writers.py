@@ -14,6 +14,7 @@ import re
 import socket
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -60,7 +61,7 @@ def test_the_soaks_statusd_gets_a_port_no_one_can_take_first(
     asked_0: set[int] = set()
     held: list[socket.socket] = []
 
-    def squatting_bind(self: socket.socket, address: object) -> None:
+    def squatting_bind(self: socket.socket, address: Any) -> None:
         bind(self, address)
         if isinstance(address, tuple) and address[1] == 0:
             asked_0.add(id(self))
