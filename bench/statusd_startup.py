@@ -5,9 +5,11 @@ Run from the repository root: ``python -m bench.statusd_startup`` (``--help`` fo
 
 Set-up: the spool is :func:`bench.statusd.fill_spool`'s (90% done, 6% failed, 4%
 pending records), written once and synced; statusd runs as a real ``python -m statusd``
-pinned to core 0, this process to core 1, as in :mod:`bench.statusd`.  From the spawn,
-one poller per path asks it every ``POLL_S`` on a fresh connection (a refused connection
-is tried again) until it has the answer it waits for; each time is from the spawn:
+pinned to core 0, this process to core 1, as in :mod:`bench.statusd`.  statusd binds
+port 0 (a port picked here and let go could be taken before statusd bound it); once its
+"listening" line has told the port, one poller per path asks it every ``POLL_S`` on a
+fresh connection (a refused connection is tried again) until it has the answer it waits
+for; each time is from the spawn:
 
 * ``/healthz``: its first answer of any status (statusd answers at all), and its
   first 200 (statusd says it is ready);
@@ -29,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,11 +55,13 @@ INDEXED = re.compile(r"indexed (\d+) records in ([\d.]+) s")
 class Start:
     """One statusd start: the spawn, its log lines timed as they come."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOL_", "STATUSD_"))}
-        env.update(SPOOL_DIR=str(root), SPOOL_FSYNC="never", STATUSD_PORT=str(port),
+        env.update(SPOOL_DIR=str(root), SPOOL_FSYNC="never", STATUSD_PORT="0",
                    STATUSD_HOST="127.0.0.1", SPOOL_LOG_LEVEL="INFO")
         self.lines: dict[str, float] = {}
+        self.port: int | None = None
+        self.listening = threading.Event()  # set once the port is known (or never will be)
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "statusd"], env=env,
                                      cwd=root.parent, stdin=subprocess.DEVNULL,
@@ -70,12 +73,18 @@ class Start:
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            now = time.monotonic() - self.started
-            if LISTENING.search(line):
-                self.lines.setdefault("listening", now)
-            if INDEXED.search(line):
-                self.lines.setdefault("indexed", now)
+        try:
+            for line in self.proc.stderr:
+                now = time.monotonic() - self.started
+                if found := LISTENING.search(line):
+                    self.lines.setdefault("listening", now)
+                    if self.port is None:
+                        self.port = int(found.group(1))
+                        self.listening.set()
+                if INDEXED.search(line):
+                    self.lines.setdefault("indexed", now)
+        finally:
+            self.listening.set()  # statusd's stderr ended: no port to wait for
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -129,20 +138,13 @@ async def _measure(base: str, started: float, records: int, newest: str) -> dict
     return {name: at for part in parts for name, at in part.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def one_start(root: Path, records: int, newest: str) -> dict[str, float]:
     """The figures of one start (seconds from the spawn)."""
-    port = _free_port()
-    start = Start(root, port)
+    start = Start(root)
     try:
-        figures = asyncio.run(_measure(f"http://127.0.0.1:{port}", start.started, records,
-                                       newest))
+        start.listening.wait(GIVE_UP_S)
+        figures = {} if start.port is None else asyncio.run(_measure(
+            f"http://127.0.0.1:{start.port}", start.started, records, newest))
     finally:
         code = start.stop()
     figures.update({f"log: {name}": at for name, at in start.lines.items()})
