@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -193,11 +192,19 @@ def test_every_line_of_the_environment_example_uncommented_as_it_is_gives_the_de
 # -- helpers for running the daemons ----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
+
+
+def statusd_port(daemons: Daemons, proc: subprocess.Popen[bytes], name: str) -> int:
+    """The port a statusd started with STATUSD_PORT=0 said it listens on.  A port picked
+    here, let go and bound by statusd after its start-up could be taken meanwhile by
+    another xdist worker's bind or outgoing connection."""
+    def said() -> re.Match[str] | None:
+        # Gone before it said: said now, with its log (not after the 60 s wait).
+        assert proc.poll() is None, daemons.log(name)
+        return LISTENING.search(daemons.log(name))
+
+    return int(wait_until(said, "statusd's 'listening on' line").group(1))
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -298,15 +305,16 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
 
 def test_the_units_commands_come_up_and_stop_on_sigterm(tmp_path: Path,
                                                         daemons: Daemons) -> None:
-    root, port = tmp_path / "spool", free_port()
+    root = tmp_path / "spool"
     init_spool(root)
-    moved = {"SPOOL_DIR": str(root), "STATUSD_PORT": str(port), "SPOOL_FSYNC": "never",
+    moved = {"SPOOL_DIR": str(root), "STATUSD_PORT": "0", "SPOOL_FSYNC": "never",
              "JOB_NUM": "2"}
     started = {}
     for name in ("spool-processor.service", "spool-statusd.service"):
         unit = load(name)
         env = unitkit.unit_env(unit, **moved)
         started[name] = daemons.start(unitkit.exec_argv(unit, env), env, name)
+    port = statusd_port(daemons, started["spool-statusd.service"], "spool-statusd.service")
     owners = root / "owners"
     wait_until(lambda: any(p.suffix == ".json" for p in owners.iterdir()),
                "the processor's status file")
@@ -401,9 +409,9 @@ def test_the_processor_runs_real_jobs_inside_its_sandbox(tmp_path: Path,
 
 
 def _statusd(unit: Unit, root: Path, tmp_path: Path, daemons: Daemons) -> int:
-    port = free_port()
-    argv, env = sandboxed(unit, root, tmp_path, STATUSD_PORT=str(port), STATUSD_TOKEN=TOKEN)
+    argv, env = sandboxed(unit, root, tmp_path, STATUSD_PORT="0", STATUSD_TOKEN=TOKEN)
     proc = daemons.start(argv, env, unit.name)
+    port = statusd_port(daemons, proc, unit.name)
 
     def up() -> bool:
         # Gone before it answered: said now, with its log (it waited out the 60 s).
