@@ -21,6 +21,7 @@ import base64
 import os
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,9 +58,21 @@ class Server:
         return float(psutil.Process(self.daemon.pid).memory_info().rss) / 2**20
 
 
-def _start(root: Path, log: Path, timeout: float = 30.0) -> Server:
+# statusd with its WebSocket heartbeat at argv[1] seconds, not 20 (see the storm below).
+_HEARTBEAT = """
+import functools, sys
+from statusd import __main__, app
+app.create_app = functools.partial(app.create_app, heartbeat_s=float(sys.argv[1]))
+sys.exit(__main__.main([]))
+"""
+
+
+def _start(root: Path, log: Path, timeout: float = 30.0, *,
+           heartbeat_s: float | None = None) -> Server:
     d = Daemon(root, log, module="statusd", STATUSD_HOST="127.0.0.1", STATUSD_PORT="0",
                STATUSD_TOKEN=TOKEN, STATUSD_MAX_BODY_BYTES=str(MAX_BODY))
+    if heartbeat_s is not None:
+        d.argv = [sys.executable, "-c", _HEARTBEAT, str(heartbeat_s)]
     d.start(wait_ready=False)
     try:
         return Server(d, statusd_port(d, timeout))
@@ -349,7 +362,7 @@ async def _storm(server: Server, spool: Spool) -> tuple[list[Tally], list[Tally]
         listeners += [asyncio.create_task(_listen(session, f"{ws_base}/events", tally,
                                                   readies[TASK_CLIENTS + n]))
                       for n, tally in enumerate(event_tallies)]
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(300):  # a hung test's bound, as those below
             await asyncio.gather(*(r.wait() for r in readies))
         stalled = await asyncio.to_thread(_stalled, server.port)
         try:
@@ -359,16 +372,36 @@ async def _storm(server: Server, spool: Spool) -> tuple[list[Tally], list[Tally]
             await asyncio.to_thread(producer.run)
             await asyncio.to_thread(_finish_watched, spool)
             spool.submit(Job(tool="echo"), "the-end")
-            async with asyncio.timeout(60):
-                await asyncio.gather(*listeners[:TASK_CLIENTS])
-                while not all("the-end" in t.ids for t in event_tallies):
-                    await asyncio.sleep(0.05)
+            try:
+                async with asyncio.timeout(300):
+                    await asyncio.gather(*listeners[:TASK_CLIENTS])
+                    while not all("the-end" in t.ids for t in event_tallies):
+                        if any(task.done() and "the-end" not in tally.ids for task, tally
+                               in zip(listeners[TASK_CLIENTS:], event_tallies, strict=True)):
+                            raise TimeoutError  # closed without it: it cannot come now
+                        await asyncio.sleep(0.05)
+            except TimeoutError:
+                raise AssertionError(_missed(server, task_tallies, event_tallies)) from None
         finally:
             stalled.close()
         for task in listeners[TASK_CLIENTS:]:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
     return task_tallies, event_tallies, producer
+
+
+def _missed(server: Server, tasks: list[Tally], events: list[Tally]) -> str:
+    """What the storm's clients lacked (after 300 s, or once one closed without the-end):
+    a client statusd dropped (its close code, statusd's line why) is not a transition
+    lost."""
+    short = [t for t in events if "the-end" not in t.ids]
+    unclosed = [t for t in tasks if t.close_code is None]
+    why = [line for line in server.daemon.logs().splitlines()
+           if "dropped" in line or "took nothing" in line]
+    return (f"{len(short)} of {len(events)} events clients without the-end (close codes "
+            f"{sorted({str(t.close_code) for t in short})}, messages "
+            f"{sorted(t.messages for t in short)[:10]}); {len(unclosed)} task clients not "
+            f"closed; statusd's drops: {why[:10]}")
 
 
 def _finish_watched(spool: Spool) -> None:
@@ -383,7 +416,13 @@ def test_1000_websockets_one_stalled(spool_root: Path, tmp_path: Path) -> None:
     spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
     for n in range(WATCHED):
         spool.submit(Job(tool="echo"), f"watch-{n}")
-    server = _start(spool_root, tmp_path / "statusd.log")
+    # A heartbeat no storm outlasts: its ping waits behind the megabytes queued to a
+    # client, and a client more than the pong's wait (10 s as shipped) behind is dropped,
+    # as documented.  On a loaded host the storm's 99 events clients (one process, 2 GB
+    # to read) fell that far behind and all were dropped "no pong" (reproduced with the
+    # test at nice 8 on a core of three busy loops); the storm is over in 5 s on an idle
+    # one, before the first ping.  What is tested is the hub's drop of the stalled client.
+    server = _start(spool_root, tmp_path / "statusd.log", heartbeat_s=3600)
     try:
         baseline = server.rss_mb()
         tasks, events, producer = asyncio.run(_storm(server, spool))
