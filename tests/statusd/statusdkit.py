@@ -371,11 +371,3 @@ class FakeOwner:
 
     def close(self) -> None:
         self.lease.release()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
