@@ -233,14 +233,11 @@ def lease_stands(processor: Processor) -> bool:
     removed or replaced in the same spool (an operator's ``rm``), the lease is taken
     again: readers called the processor down meanwhile, but its claims' locks are on the
     same files and held, so no recovery took its jobs."""
-    lease = processor.lease
-    if processor.spool_moved or lease is None:
+    standing = _looked_at(processor)
+    if standing is None or standing is Standing.MOVED:
         return not processor.spool_moved
-    standing = lease.standing()
-    if standing is Standing.MOVED:
-        spool_moved(processor)
-        return False
-    if standing is Standing.GONE:
+    lease = processor.lease
+    if standing is Standing.GONE and lease is not None:
         try:
             lease.take_again()
         except (OSError, RuntimeError) as exc:
@@ -264,13 +261,22 @@ def spool_still_ours(processor: Processor) -> bool:
     :func:`lease_stands`: a root that cannot be looked at (unmounted, not yet mounted
     again) is not taken for ours; one known to be another stops the processor (as
     :func:`lease_stands` would at its next heartbeat)."""
+    standing = _looked_at(processor)
+    if standing is None:
+        return not processor.spool_moved
+    return standing in (Standing.HELD, Standing.GONE)
+
+
+def _looked_at(processor: Processor) -> Standing | None:
+    """The owner lease's standing, the processor stopped (:func:`spool_moved`) when it
+    is MOVED; None with no lease to look at (none yet, or the spool moved already)."""
     lease = processor.lease
     if processor.spool_moved or lease is None:
-        return not processor.spool_moved
+        return None
     standing = lease.standing()
     if standing is Standing.MOVED:
         spool_moved(processor)
-    return standing in (Standing.HELD, Standing.GONE)
+    return standing
 
 
 def spool_moved(processor: Processor) -> None:
