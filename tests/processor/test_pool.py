@@ -339,17 +339,25 @@ def test_a_large_task_for_a_worker_still_loading_its_tools_does_not_hold_the_loo
     import was over (a review: 600 KB of params, an 8 s import, a FAST echo 7 s late).
     It is sent once the worker says it loaded them."""
     module = f"slow_import_{os.getpid()}"
+    # The import lasts until the test has timed the submit (60 s at most), not a fixed
+    # 2.5 s: a worker's start on a loaded host ate into that, and the submit's bound had to
+    # be under what was left of it.  Held, the submit waits the whole 60 s.
+    loaded = tmp_path / "imported"
     (tmp_path / f"{module}.py").write_text(
-        "import time\nfrom ptools import Pid\n"
+        "import os, time\nfrom ptools import Pid\n"
         "class SlowPid(Pid):\n    name = 's_pid'\n"
-        "time.sleep(2.5)\n")
+        f"deadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(loaded)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n")
     with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
         assert not pool._slots[0].ready
         began = time.monotonic()
         pool.submit(task("large", "s_pid", tmp_path, log="x" * 600_000))
         took = time.monotonic() - began
+        assert not pool._slots[0].ready, "the import was over before the submit"
+        loaded.touch()
         outcome = finished(inbox, pool=pool)
-    assert took < 1.0, f"the submit waited {took:.1f} s for the worker's import"
+    assert took < 10.0, f"the submit waited {took:.1f} s for the worker's import"
     assert outcome.ok and outcome.job_id == "large", outcome
 
 
@@ -371,7 +379,9 @@ def test_a_large_task_for_a_frozen_ready_worker_does_not_hold_the_loop(
     finally:
         os.kill(worker.pid, signal.SIGCONT)
     outcome = finished(inbox, pool=pool)
-    assert took < 1.0, f"the submit waited {took:.1f} s for the frozen worker"
+    # Written on the loop, the submit waits until the task's deadline (30 s) kills the
+    # worker: 10 s leaves a loaded host room for the pickling and the writer's thread.
+    assert took < 10.0, f"the submit waited {took:.1f} s for the frozen worker"
     assert outcome.ok and outcome.job_id == "large", outcome
 
 
