@@ -160,7 +160,8 @@ def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(client: Clie
     for job_id in ("a", "b", "c", "d", "e"):
         with pytest.raises(NotFoundError, match=f"no job {job_id}"):
             client.wait(job_id, timeout=0)
-    assert time.monotonic() - started < 0.5
+    # A second each is 5 s; 2.5 s leaves a loaded host room for ten folder lookups.
+    assert time.monotonic() - started < 2.5
 
 
 def test_a_retry_while_another_retry_moves_the_job_is_a_conflict(client: Client) -> None:
