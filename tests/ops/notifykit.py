@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 UCRED = struct.Struct("3i")  # pid, uid, gid
+SO_TIMESTAMPNS = 35  # Linux's (the socket module names it not): a CLOCK_REALTIME stamp
+TIMESPEC = struct.Struct("qq")  # its struct timespec (64-bit): seconds, nanoseconds
 
 
 @dataclass(frozen=True)
 class Message:
-    at: float  # monotonic receive time
+    at: float  # when the kernel queued it (on time.monotonic's scale), not when read
     pid: int  # the sender, from SCM_CREDENTIALS
     text: str
 
@@ -32,16 +34,23 @@ class Listener:
         self.address = address  # as NOTIFY_SOCKET spells it
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        # The kernel stamps each datagram as it is sent: gaps between pings measured at
+        # the test's reads held every stall of the test (or of its host) on top.
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
 
     def next(self, timeout: float = 10.0) -> Message:
         self.sock.settimeout(timeout)
-        data, ancdata, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(UCRED.size))
-        pid = -1
+        data, ancdata, _, _ = self.sock.recvmsg(
+            4096, socket.CMSG_SPACE(UCRED.size) + socket.CMSG_SPACE(TIMESPEC.size))
+        pid, at = -1, time.monotonic()
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                 pid = UCRED.unpack(payload[:UCRED.size])[0]
-        return Message(time.monotonic(), pid, data.decode())
+            elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = TIMESPEC.unpack(payload[:TIMESPEC.size])
+                at -= time.time() - (sec + nsec / 1e9)  # how long it waited to be read
+        return Message(at, pid, data.decode())
 
     def until(self, text: str, timeout: float = 10.0,
               sender: subprocess.Popen[bytes] | None = None,
