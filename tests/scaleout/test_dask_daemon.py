@@ -423,7 +423,11 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     started = time.monotonic()
     assert d.stop() == 0
     took = time.monotonic() - started
-    assert took < 3, f"the stop took {took:.1f} s"
+    # A hung stop's bound, not the leak's: each leaked client's __del__ waits 4 s at the
+    # exit, all at once (4.2 s with the identity check removed): 1.2 s over a 3 s bound a
+    # loaded host's exit can take alone (statusd's took 4.4 s).  The leak is told by the
+    # "Exception ignored" its __del__ prints, checked below.
+    assert took < 30, f"the stop took {took:.1f} s"
     warning = next(e for e in d.events() if e.get("msg", "").startswith("no Dask scheduler"))
     assert warning["error"] == (f"a Dask Worker listens at {worker}, not a scheduler; its "
                                 f"scheduler is at {dask_cluster.scheduler_address}"), warning
