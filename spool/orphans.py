@@ -83,7 +83,7 @@ class Orphans:
     ``staged`` finishes the quarantine of what is no file in ``running/``."""
 
     def __init__(self, spool: Spool, max_attempts: MaxAttempts, staged: Staged,
-                 still_ours: StillOurs = lambda: True) -> None:
+                 still_ours: StillOurs) -> None:
         self.spool = spool
         self.layout = spool.layout
         self.mover = spool.mover
