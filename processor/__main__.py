@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             _prepare_children()
             if settings.executor == "local":
                 startup.start_forkserver(settings.tool_modules,
-                                         preload=settings.preload_tools)
+                                         preload=settings.preload_tools,
+                                         quant=settings.preload_quant)
         return _run(settings, OPTIONS["executor"] if args.executor is not None
                     else "SPOOL_EXECUTOR")
     except (ConfigError, SpoolError) as exc:
@@ -331,12 +332,14 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     # job, each time one came).
     gc.freeze()
     gc.enable()
-    # numpy and pandas, for the FAST quant tools, once the status file says "up".  A stop
+    # numpy and pandas, for the FAST quant tools, once the status file says "up" (with
+    # SPOOL_PRELOAD_QUANT off, nothing: a FAST quant tool imports them as it runs).  A stop
     # that comes sooner does not wait for the rest of the import: the process ends at
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
     processor = Processor(settings, registry, executor, notifier=notifier)
-    imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
+    imports = startup.BackgroundImports(FAST_MODULES if settings.preload_quant else (),
+                                        on_done=processor.release_fast,
                                         on_broken=processor.request_restart)
 
     def on_ready() -> None:

@@ -220,8 +220,7 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
         os._exit(0 if outcome.ok else 1)
     if captured:
         capture.end()
-    if float_errors is not None:
-        _restore_float_state(float_errors)
+    _put_back_float_state(float_errors)
     outcome.duration_s = time.perf_counter() - start
     # The tool's text goes into a record as JSON, which cannot hold lone surrogates.
     if outcome.message:
@@ -347,6 +346,32 @@ def _float_state() -> tuple[Any, Any] | None:
         return var, var.get()
     geterr = getattr(sys.modules.get("numpy"), "geterr", None)
     return None if geterr is None else (None, dict(geterr()))
+
+
+_NUMPY_ERRORS = {"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"}
+"""numpy's floating-point error handling as an import of numpy sets it (``geterr()``)."""
+
+
+def _fresh_float_state() -> tuple[Any, Any] | None:
+    """The floating-point error state numpy is imported with, or None while numpy is not
+    loaded: what a run that imported numpy itself (``SPOOL_PRELOAD_QUANT`` off) leaves its
+    thread in.  Left as the run set it, a tool's ``seterr(all="raise")`` in the first quant
+    job of a worker failed the next job that divided by zero."""
+    if (state := _float_state()) is None:
+        return None
+    var = state[0]
+    if var is not None:  # the variable's default, read in a context that never set it
+        return var, contextvars.Context().run(var.get)
+    return None, dict(_NUMPY_ERRORS)
+
+
+def _put_back_float_state(saved: tuple[Any, Any] | None) -> None:
+    """The thread's floating-point error state as :func:`_float_state` read it before a
+    run (``saved``), or as numpy is imported with when the run imported it itself."""
+    if saved is not None:
+        _restore_float_state(saved)
+    elif (fresh := _fresh_float_state()) is not None:
+        _restore_float_state(fresh)
 
 
 def _restore_float_state(state: tuple[Any, Any]) -> None:

@@ -49,21 +49,38 @@ from collections.abc import Callable, Mapping, Sequence
 
 from spool.errors import ConfigError
 
-PRELOAD = ["processor.forkserver_init", "numpy", "pandas", "processor.worker",
-           "processor.quant.tools", "processor.quant.backtest", "processor.quant.analysis",
+QUANT_PRELOAD = ("numpy", "pandas", "processor.quant.tools", "processor.quant.backtest",
+                 "processor.quant.analysis")
+"""What the built-in quant tools' COMPUTE runs import: preloaded by the forkservers
+(:mod:`processor.forkserver_quant` for the local pool's, unless ``SPOOL_PRELOAD_QUANT``
+is off)."""
+PRELOAD = ["processor.forkserver_init", "processor.forkserver_quant", "processor.worker",
            "processor.forkserver_tools", "processor.forkserver_ready"]
 """What the local pool's forkserver imports before it forks a worker
 (:mod:`processor.forkserver_init` first, :mod:`processor.forkserver_ready` last)."""
-DASK_PRELOAD = [name for name in PRELOAD if name != "processor.forkserver_tools"]
-"""A Dask worker's forkserver's: without the tool modules.  It lives as long as its
-``dask worker``, across processor restarts, and scaling.md promises that restarting the
-processor is enough for changed SPOOL_TOOLS modules: each job process imports them."""
+DASK_PRELOAD = ["processor.forkserver_init", *QUANT_PRELOAD, "processor.worker",
+                "processor.forkserver_ready"]
+"""A Dask worker's forkserver's: the quant modules always (it serves whatever processor
+sends it work), without the tool modules.  It lives as long as its ``dask worker``,
+across processor restarts, and scaling.md promises that restarting the processor is
+enough for changed SPOOL_TOOLS modules: each job process imports them."""
 
 PRELOAD_TOOLS_ENV = "SPOOLQ_PRELOAD_TOOLS"
 """Read by :mod:`processor.forkserver_tools` in the forkserver (which imports this
 module; this one does not import it: it runs the preload)."""
 PRELOAD_NONE = "-"
 """Its value for no preload of the tools at all (entry points neither)."""
+PRELOAD_QUANT_ENV = "SPOOLQ_PRELOAD_QUANT"
+"""Read by :mod:`processor.forkserver_quant` in the forkserver: ``1`` or ``0``, from the
+settings' ``SPOOL_PRELOAD_QUANT``."""
+_OFF = frozenset({"0", "false", "no", "off", "f", "n"})  # pydantic's false for a bool
+
+
+def preload_quant_from(environ: Mapping[str, str]) -> bool:
+    """``SPOOL_PRELOAD_QUANT`` as the settings will read it from ``environ`` (the name in
+    any case), for a forkserver started before they load: on unless it says off."""
+    values = [value for key, value in environ.items() if key.upper() == "SPOOL_PRELOAD_QUANT"]
+    return not values or values[-1].strip().lower() not in _OFF
 
 log = logging.getLogger("spoolq.processor")
 
@@ -137,15 +154,20 @@ def executor_may_be_named(option: str | None, environ: Mapping[str, str]) -> boo
 
 
 def start_forkserver(tool_modules: Sequence[str] | None = None, *,
-                     preload: bool = False) -> None:
+                     preload: bool = False, quant: bool = True) -> None:
     """Start this process's COMPUTE forkserver now, preloading :data:`PRELOAD`; the
     pool's workers come from it (an idempotent step when it runs already).
     ``tool_modules`` (the settings' ``SPOOL_TOOLS``) are preloaded with the entry points
     when ``preload`` (``SPOOL_PRELOAD_TOOLS``), none otherwise (see
-    :mod:`processor.forkserver_tools`); None before the settings load: the forkserver
-    reads those two from the environment then."""
+    :mod:`processor.forkserver_tools`), and :data:`QUANT_PRELOAD` when ``quant``
+    (``SPOOL_PRELOAD_QUANT``); ``tool_modules`` None before the settings load: the
+    forkserver reads those settings from the environment then."""
     if tool_modules is not None:
         os.environ[PRELOAD_TOOLS_ENV] = ",".join(tool_modules) if preload else PRELOAD_NONE
+        os.environ[PRELOAD_QUANT_ENV] = "1" if quant else "0"
+    else:  # not a parent processor's word (a processor started by a tool's job)
+        os.environ.pop(PRELOAD_TOOLS_ENV, None)
+        os.environ.pop(PRELOAD_QUANT_ENV, None)
     mp.get_context("forkserver").set_forkserver_preload(PRELOAD)
     start_resource_tracker()
     multiprocessing.forkserver.ensure_running()

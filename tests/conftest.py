@@ -66,6 +66,15 @@ def _unheeded(signum: int, frame: object) -> None:
     """A stop signal this process was started to ignore (see :func:`pytest_configure`)."""
 
 
+@pytest.fixture(autouse=True)
+def _preload_quant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked ``preload_quant`` runs with the shipped default, the preload on, for
+    what it starts (an autouse fixture: set before the test's other fixtures of its
+    scope start a daemon)."""
+    if request.node.get_closest_marker("preload_quant") is not None:
+        monkeypatch.setenv("SPOOL_PRELOAD_QUANT", "1")
+
+
 @pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (-p no:xdist) knows none
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: :data:`WORKERS_PER_CPU` workers a CPU, ``--maxprocesses`` at most.

@@ -79,6 +79,7 @@ def test_a_job_that_ran_out_of_memory_leaves_nothing_to_the_next(spool_root: Pat
     assert modest["pid"] != rec["pid"]  # a fresh worker
 
 
+@pytest.mark.preload_quant  # its bound counts the 318 MB numpy and pandas take in a worker
 def test_a_worker_whose_jobs_keep_memory_is_replaced_before_it_fails_one(
         spool_root: Path, daemon: StartDaemon) -> None:
     # A tool that keeps 128 MiB a job in a module-level list, and never reaches the cap
@@ -436,13 +437,15 @@ def test_environment_a_tool_set_does_not_reach_the_next_job(spool_root: Path,
     assert wait_record(spool_root, "next")["result"] is None
 
 
-def test_warnings_made_errors_by_one_job_do_not_fail_the_next(spool_root: Path,
-                                                              daemon: StartDaemon) -> None:
+@pytest.mark.parametrize("preload", ["1", "0"], ids=["preloaded", "imported-by-the-job"])
+def test_warnings_made_errors_by_one_job_do_not_fail_the_next(
+        spool_root: Path, daemon: StartDaemon, preload: str) -> None:
     """``warnings.simplefilter("error")`` or ``np.seterr(all="raise")`` in one job (as
     strict numeric code does) stayed for every later job of its worker (and, from a FAST
     tool, of the processor): a later job that merely warned, or divided by zero, failed
-    ``tool_error``."""
-    daemon(JOB_NUM="1")
+    ``tool_error``.  Also where the strict job imported numpy itself
+    (``SPOOL_PRELOAD_QUANT=0``): no state was read before it, so none was put back."""
+    daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT=preload)
     for lane in ("compute", "fast"):
         drop(spool_root, f"{lane}-strict", {"tool": f"r_strict_{lane}",
                                             "params": {"strict": True}})

@@ -1,0 +1,95 @@
+"""``SPOOL_PRELOAD_QUANT``: on (the default), the processor imports numpy and pandas for its
+FAST quant tools once it is ready and the COMPUTE forkserver preloads them for its workers;
+off, neither process loads them, and the quant tools still run, FAST and COMPUTE alike.
+
+Whether a process has numpy is read from its memory map (``/proc/PID/maps`` lists
+numpy's shared objects once it is imported), for the processor, its forkserver and a
+worker.  The settings are read on two paths: by the forkserver itself from the
+environment when it starts before the settings load (no variable names an executor),
+and from the loaded settings otherwise (``SPOOL_EXECUTOR=local``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from daemonkit import Daemon, drop, wait_for, wait_record
+
+from processor.quant.synth import write_synthetic
+from processor.startup import preload_quant_from
+
+
+def _has_numpy(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "/numpy/" in maps.read()
+
+
+def _forkserver_and_worker(pid: int) -> tuple[int, int]:
+    """The processor's COMPUTE forkserver, and one of its workers, once it has one."""
+    def found() -> tuple[int, int] | None:
+        for child in psutil.Process(pid).children():
+            if "forkserver" in " ".join(child.cmdline()) and (workers := child.children()):
+                return child.pid, workers[0].pid
+        return None
+    pids: tuple[int, int] = wait_for(found, 30, "the forkserver and a worker")
+    return pids
+
+
+@pytest.mark.parametrize("env", [
+    {"SPOOL_PRELOAD_QUANT": "0"},
+    {"spool_preload_quant": "Off"},  # the forkserver reads it as the settings do
+    {"SPOOL_PRELOAD_QUANT": "false", "SPOOL_EXECUTOR": "local"},  # from the settings
+], ids=["early", "early-any-case", "from-settings"])
+def test_off_no_process_loads_numpy_and_the_quant_tools_still_run(
+        daemon: Callable[..., Daemon], spool_root: Path, monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str]) -> None:
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)  # the suite's own word
+    write_synthetic(spool_root / "data", symbols=2, bars=120, seed=5)
+    d = daemon(JOB_NUM="1", **env)
+    forkserver, worker = _forkserver_and_worker(d.pid)
+    # The processor's background import would have ended long before a worker is up (it
+    # ends 0.4 to 0.8 s after READY); a job's own import would come later than this look.
+    drop(spool_root, "echo", {"tool": "echo", "params": {"message": "hi"}})
+    assert wait_record(spool_root, "echo")["state"] == "done"
+    assert {p: _has_numpy(p) for p in (d.pid, forkserver, worker)} == {
+        d.pid: False, forkserver: False, worker: False}
+
+    drop(spool_root, "kline", {"tool": "get_kline", "params": {"symbol": "S0000",
+                                                                 "limit": 3}})
+    drop(spool_root, "bt", {"tool": "run_backtest", "params": {
+        "symbols": ["S0000", "S0001"], "fast": 5, "slow": 20}})
+    kline, bt = wait_record(spool_root, "kline"), wait_record(spool_root, "bt", 60)
+    assert kline["state"] == "done", kline
+    assert len(kline["result"]["rows"]) == 3
+    assert bt["state"] == "done", bt
+    assert set(bt["result"]["symbols"]) == {"S0000", "S0001"}
+    assert _has_numpy(d.pid), "get_kline imported them as it ran"
+    assert not _has_numpy(forkserver), "a worker's import is its own"
+    assert d.stop() == 0
+
+
+@pytest.mark.preload_quant
+@pytest.mark.parametrize("env", [{}, {"SPOOL_EXECUTOR": "local"}],
+                         ids=["early", "from-settings"])
+def test_on_by_default_the_forkserver_and_the_processor_load_numpy(
+        daemon: Callable[..., Daemon], monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str]) -> None:
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT")  # the default, whatever the suite says
+    d = daemon(JOB_NUM="1", **env)
+    forkserver, worker = _forkserver_and_worker(d.pid)
+    assert _has_numpy(forkserver) and _has_numpy(worker)
+    wait_for(lambda: _has_numpy(d.pid), 30, "the processor's background import")
+    assert d.stop() == 0
+
+
+@pytest.mark.parametrize(("environ", "on"), [
+    ({}, True), ({"SPOOL_PRELOAD_QUANT": "1"}, True), ({"SPOOL_PRELOAD_QUANT": "0"}, False),
+    ({"Spool_Preload_Quant": " NO "}, False), ({"SPOOL_PRELOAD_QUANT": "f"}, False),
+    ({"SPOOL_PRELOAD_QUANT": "maybe"}, True),  # refused by the settings: the default here
+    ({"SPOOL_PRELOAD_QUANTITY": "0"}, True),
+])
+def test_the_forkserver_reads_the_variable_as_the_settings_do(
+        environ: dict[str, str], on: bool) -> None:
+    assert preload_quant_from(environ) is on
