@@ -33,6 +33,14 @@ _ROOT = Path(__file__).resolve().parent.parent
 # the code under test.  (A test that builds a PYTHONPATH from this one keeps it.)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
+# Processors and forkservers a test starts skip the imports of numpy, pandas and the quant
+# tools' computations made for their first quant job (SPOOL_PRELOAD_QUANT; about 0.55 s
+# of CPU a processor and its forkserver): the suite starts hundreds, and is CPU-bound on
+# a 2-CPU host.  A quant job still runs, importing them as it starts.  A test of what
+# the preload does, or of a path only it takes, is marked ``preload_quant``
+# (:func:`_preload_quant`), and so is a module whose daemons run the quant tools as a
+# user's would (the demo, the dashboard's results).
+os.environ["SPOOL_PRELOAD_QUANT"] = "0"
 # Everything a test's subprocess imports from this tree: the packages, the
 # benchmarks' tools and the tests' own tool modules (SPOOL_TOOLS=...).
 _PACKAGES = ("spool", "processor", "statusd", "bench", "tests")

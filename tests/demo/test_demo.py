@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from spool.cli import demo
 from spool.models import Record
+
+pytestmark = pytest.mark.preload_quant  # the main job, as a user runs it
 
 DEMO = [sys.executable, "-m", "spool.cli.main", "demo"]
 

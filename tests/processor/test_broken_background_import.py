@@ -15,6 +15,9 @@ from daemonkit import Daemon, drop, record, wait_for, wait_record
 from processor.quant.synth import write_synthetic
 from processor.startup import BackgroundImports, cut_short
 
+# The processor's background import of numpy and pandas, which the preload makes.
+pytestmark = pytest.mark.preload_quant
+
 
 def test_a_background_import_cut_short_by_emfile_restarts_the_processor(
         daemon: Callable[..., Daemon], spool_root: Path) -> None:

@@ -14,6 +14,8 @@ from daemonkit import Daemon, drop, wait_record
 from processor.startup import executor_may_be_named
 from spool.settings import load_settings
 
+pytestmark = pytest.mark.preload_quant  # the forkserver's preload, what its workers share frozen
+
 DASK = "dask://127.0.0.1:1"
 
 

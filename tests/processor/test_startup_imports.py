@@ -17,6 +17,9 @@ from processor import startup
 from processor.proctree import descendants
 from processor.quant.synth import write_synthetic
 
+# The processor's background import of numpy and pandas, which the preload makes.
+pytestmark = pytest.mark.preload_quant
+
 
 def test_status_file_comes_before_pandas(daemon: Callable[..., Daemon],
                                          spool_root: Path) -> None:

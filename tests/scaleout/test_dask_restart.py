@@ -25,6 +25,7 @@ def _lines(path: Path) -> list[str]:
         return []
 
 
+@pytest.mark.preload_quant  # the background import heldimport cuts short is the preload's
 def test_a_restart_requeues_the_dask_jobs_uncounted_and_stops_their_runs(
         spool_root: Path, daemon: StartDaemon, dask_cluster: Any, tmp_path: Path) -> None:
     """As a SIGTERM's end of grace does: the runs on the workers are killed, the jobs
