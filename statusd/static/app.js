@@ -46,6 +46,7 @@ const STATS_EVERY_MS = 5000;
 const HEARTBEAT_MS = 1000;    // how often a processor writes its status (busy workers)
 const MAX_SHOWN_CHARS = 100000;  // of a result printed in the task view
 const RETRY_MS = 2000;        // a list or task view that could not load tries again this often
+const EARLIER_MESSAGE_CHARS = 300;  // of a message an earlier failure keeps (spool/models.py)
 // A record larger than this is not loaded whole: a page cannot parse one of 678 MB (a
 // string that long is past what the browser holds), and the view fetched it again and
 // again.  Its state and times are shown, and a link to it.
@@ -1436,13 +1437,15 @@ function renderError(record) {
 
 function renderEarlier(record) {
   // The failures of the job's earlier runs (its retries, and those before a `spoolq retry`),
-  // oldest first, one line each: `earlier_errors` (`spoolq show` prints a pending job's
-  // last one as its "last error" line instead; here the error box above shows it too).
-  // A record statusd serves as written (another writer's, or one edited by hand) may hold
-  // what is no failure in the list: only objects are listed (a null stopped the view).
+  // oldest first, one line each: `earlier_errors`.  A record statusd serves as written
+  // (another writer's, or one edited by hand) may hold what is no failure in the list:
+  // only objects are listed (a null stopped the view).
   const box = $("task-earlier");
   const earlier = Array.isArray(record.earlier_errors)
     ? record.earlier_errors.filter((e) => e !== null && typeof e === "object") : [];
+  // A job waiting for its retry: its last failure is its error, which the error box above
+  // shows as "last error".  Listed here too, it was said twice; `spoolq show` says it once.
+  if (retriedFailure(record, earlier)) earlier.pop();
   const dropped = Number.isInteger(record.earlier_errors_dropped)
     && record.earlier_errors_dropped > 0 ? record.earlier_errors_dropped : 0;
   box.hidden = !earlier.length && !dropped;
@@ -1451,6 +1454,21 @@ function renderEarlier(record) {
   note.textContent = dropped ? `${dropped} older failure${dropped > 1 ? "s" : ""} not kept` : "";
   box.querySelector("ol").replaceChildren(...earlier.map((e) => el("li", {},
     shown(`attempt ${e.attempt} ${e.type} at ${fmtTime(e.finished_at) || "-"}: ${e.message}`))));
+}
+
+function retriedFailure(record, earlier) {
+  // Whether the last of `earlier` is the record's own error (as spool/cli/render.py's
+  // _retried_failure judges it): a job not failed whose error its history ends with, the
+  // message matched as the history keeps it (its first EARLIER_MESSAGE_CHARS characters).
+  const error = record.error;
+  if (!error || typeof error !== "object" || !earlier.length || record.state === "failed") {
+    return false;
+  }
+  const last = earlier[earlier.length - 1];
+  const chars = Array.from(String(error.message ?? ""));  // characters, as Python counts
+  const kept = chars.length > EARLIER_MESSAGE_CHARS
+    ? chars.slice(0, EARLIER_MESSAGE_CHARS - 1).join("") + "\u2026" : chars.join("");
+  return last.type === error.type && last.message === kept;
 }
 
 function taskMoved(record) {

@@ -1397,10 +1397,44 @@ def test_a_retry_told_by_the_events_stream_keeps_the_earlier_failures_listed(
     }""")
     spool.retry("again")
     expect(page.locator("#task-state")).to_have_text("pending")
-    expect(box.locator("li")).to_have_count(10)  # the failure retried is the newest
-    expect(box.locator("li").last).to_contain_text(": run 10 took too long")
+    # The failure retried is the job's error now: the error box's "last error", not
+    # listed again (it was, the newest of ten lines).
+    expect(page.locator("#task-error .message")).to_have_text("timeout: run 10 took too long")
+    expect(box.locator("li")).to_have_count(9)
+    expect(box.locator("li").last).to_contain_text(": run 9 ")
     seen = page.evaluate("window.earlierSeen")
     assert seen and all(n >= 9 for n in seen), seen
+
+
+def test_a_job_waiting_for_its_retry_says_its_last_failure_once(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A job waiting for its retry: its last failure is its error, which the error box
+    shows as "last error"; the list of earlier failures ended with it too, so the view
+    said it twice, where ``spoolq show`` says it once.  A message longer than the history
+    keeps (300 characters) is matched by the start it keeps; a last entry that is not
+    the error stays listed."""
+    expect = sync_api.expect
+    long = "y" * 400
+    first = {"attempt": 1, "type": "timeout", "message": "run 1 failed",
+             "finished_at": "2026-01-01T00:01:00Z"}
+    kept = {"attempt": 2, "type": "tool_error", "message": "y" * 299 + "\u2026",
+            "finished_at": "2026-01-01T00:02:00Z"}
+    submit(spool, "waiting", attempts=2, max_attempts=4, error={
+        "type": "tool_error", "message": long, "earlier_errors": [first, kept]})
+    submit(spool, "other", attempts=2, max_attempts=4, error={
+        "type": "tool_error", "message": "y" * 300, "earlier_errors": [first, kept]})
+    box = page.locator("#task-earlier")
+    page.goto(server.base + "/#/tasks/waiting")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(page.locator("#task-error h3")).to_have_text("last error")
+    expect(page.locator("#task-error .message")).to_have_text(f"tool_error: {long}")
+    expect(box.locator("li")).to_have_count(1)
+    expect(box.locator("li")).to_contain_text("attempt 1 timeout at ")
+    # 300 characters are kept whole: the entry cut at 299 is another failure's.
+    page.goto(server.base + "/#/tasks/other")
+    expect(page.locator("#task-state")).to_have_text("pending")
+    expect(box.locator("li")).to_have_count(2)
+    expect(box.locator("li").last).to_contain_text("attempt 2 tool_error at ")
 
 
 def test_a_record_whose_earlier_failures_are_odd_still_shows(
