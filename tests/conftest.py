@@ -39,7 +39,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # a 2-CPU host.  A quant job still runs, importing them as it starts.  A test of what
 # the preload does, or of a path only it takes, is marked ``preload_quant``
 # (:func:`_preload_quant`), and so is a module whose daemons run the quant tools as a
-# user's would (the demo, the dashboard's results).
+# user's would (the demo).
 os.environ["SPOOL_PRELOAD_QUANT"] = "0"
 # Everything a test's subprocess imports from this tree: the packages, the
 # benchmarks' tools and the tests' own tool modules (SPOOL_TOOLS=...).
