@@ -27,6 +27,7 @@ from typing import Any
 
 from processor import logs, proctree
 from processor.discovery import Discovery
+from spool.clock import Clock
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import failing_read
 from spool.models import Job
@@ -68,7 +69,7 @@ class PeriodicScan:
     def recover(self) -> None:
         """The start-up pass, before the first claim."""
         report = self.recovery.scan()
-        log_recovery(self._unsaid(report))
+        log_recovery(self._unsaid(report), self.recovery.spool.clock)
         self._say_blocked(report.unread_orphans)
 
     def _unsaid(self, report: RecoveryReport) -> RecoveryReport:
@@ -148,15 +149,16 @@ class PeriodicScan:
                 raise
             self.io_trouble(trouble)
             return
-        log_recovery(self._unsaid(report))
+        log_recovery(self._unsaid(report), self.recovery.spool.clock)
         self._say_blocked(report.unread_orphans)
         self.discovery.begin_rescan()
         self.discovery.scan_more()
 
 
-def log_recovery(report: RecoveryReport) -> None:
+def log_recovery(report: RecoveryReport, clock: Clock) -> None:
     """A transition line for each orphan requeued, abandoned or cancelled, then a summary
-    whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB)."""
+    whose id lists are cut to RECOVERY_IDS_LOGGED each (journald splits a line past 48 KiB);
+    ``clock``: the spool's, which the backoffs' ends are of."""
     for error in report.unreadable:
         # Its error names the file: an orphan in running/, its record, a move cut short
         # in stage/, a quarantine's original (said "an orphan in running/" of them all).
@@ -169,10 +171,13 @@ def log_recovery(report: RecoveryReport) -> None:
         return {} if tool is None else {"tool": tool, "attempt": attempt}
 
     for job_id in report.requeued:
-        retry_at, delay = report.backoffs[job_id]
+        retry_at = report.backoffs[job_id]
+        # The time left when the line is written, as a run's requeue line says it (it was
+        # the delay drawn here, whatever the pass's time since).
+        left = (retry_at - clock.now()).total_seconds()
         logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned",
-                        error_type=ErrorType.ABANDONED.value, retry_in_s=round(delay, 3),
-                        retry_at=retry_at)
+                        error_type=ErrorType.ABANDONED.value,
+                        retry_in_s=round(max(0.0, left), 3), retry_at=retry_at)
     for job_id in report.abandoned:
         logs.transition("failed", id=job_id, **run_of(job_id),
                         error_type=ErrorType.ABANDONED.value, reason="orphaned")

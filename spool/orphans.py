@@ -248,7 +248,7 @@ class Orphans:
             })
             if self.spool.requeue(claim, retry):
                 report.requeued.append(job_id)
-                report.backoffs[job_id] = (retry_at, delay)
+                report.backoffs[job_id] = retry_at
                 return
             message = "its processor died mid-run; superseded by a newer drop of the id"
         else:

@@ -90,8 +90,8 @@ class RecoveryReport:
     runs: dict[str, tuple[str, int]] = field(default_factory=dict)
     """The tool and attempt of each orphan requeued, abandoned or cancelled whose running
     file held a job (for its transition line)."""
-    backoffs: dict[str, tuple[datetime, float]] = field(default_factory=dict)
-    """The backoff's end and length, in seconds, of each orphan requeued (for its line)."""
+    backoffs: dict[str, datetime] = field(default_factory=dict)
+    """The backoff's end of each orphan requeued (for its line)."""
 
     @property
     def changed(self) -> bool:
