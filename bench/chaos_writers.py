@@ -13,7 +13,6 @@ likewise; all by pid.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,9 +25,9 @@ import orjson
 
 from bench.chaos_fleet import REPO
 from bench.chaos_report import PlannedJob
+from statusd.listening import said
 
 STOP_TIMEOUT_S = 30.0
-LISTENING = re.compile(r"statusd listening on (http://127\.0\.0\.1:\d+)")
 
 
 class Writers:
@@ -71,8 +70,9 @@ class Writers:
         url = None
         deadline = time.monotonic() + 60
         while True:
-            if url is None and (found := LISTENING.search(path.read_text(errors="replace"))):
-                url = found.group(1)
+            if url is None and (found := said(path.read_text(errors="replace"),
+                                                         "127.0.0.1")):
+                url = found.url
             try:
                 if url is not None:
                     with urllib.request.urlopen(f"{url}/healthz", timeout=2):

@@ -68,8 +68,8 @@ from spool.fsops import Mover
 from spool.layout import Layout
 from spool.models import Job
 from spool.settings import FsyncMode
+from statusd.listening import SAID
 
-LISTENING = re.compile(r"statusd listening on (http://\S+)")
 INDEXED = re.compile(r"indexed (\d+) records in ([\d.]+) s")
 SERVER_CORE, CLIENT_CORE = 0, 1
 
@@ -134,8 +134,8 @@ class Server:
         for line in self.proc.stderr:
             if (m := INDEXED.search(line)) is not None:
                 self.index_s = float(m.group(2))
-            if (m := LISTENING.search(line)) is not None:
-                self.base = m.group(1)
+            if (m := SAID.search(line)) is not None:
+                self.base = m["url"]
                 self.listening_s = time.monotonic() - self.started
             if self.base and not math.isnan(self.index_s):
                 break

@@ -45,10 +45,10 @@ import aiohttp
 import orjson
 
 from bench.statusd import CLIENT_CORE, SERVER_CORE, fill_spool, make_spool
+from statusd.listening import SAID
 
 POLL_S = 0.01
 GIVE_UP_S = 120.0
-LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
 INDEXED = re.compile(r"indexed (\d+) records in ([\d.]+) s")
 
 
@@ -76,10 +76,10 @@ class Start:
         try:
             for line in self.proc.stderr:
                 now = time.monotonic() - self.started
-                if found := LISTENING.search(line):
+                if found := SAID.search(line):
                     self.lines.setdefault("listening", now)
                     if self.port is None:
-                        self.port = int(found.group(1))
+                        self.port = int(found["port"])
                         self.listening.set()
                 if INDEXED.search(line):
                     self.lines.setdefault("indexed", now)

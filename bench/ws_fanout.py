@@ -103,6 +103,7 @@ from spool.models import Job, record_bytes
 from spool.states import JobState
 
 REPO = Path(__file__).resolve().parents[1]
+# Both servers' line: statusd's (statusd.listening.MESSAGE) and the baseline's (below).
 LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
 STATUSD_READY = re.compile(rb"indexed \d+ records")
 BASELINE_READY = re.compile(rb"baseline ready")

@@ -67,6 +67,7 @@ from spool.errors import EXIT_TEMPFAIL, ConfigError, SpoolError, passing
 from spool.stdio import Parser, integer, open_standard_fds, parse_args
 from spool.text import one_line
 from spool.version import add_version
+from statusd import listening
 
 if TYPE_CHECKING:
     import asyncio
@@ -207,7 +208,7 @@ async def serve(settings: Settings, *, access_log: bool = False,
             except OSError as exc:
                 raise _listen_error(exc, settings, names) from exc
             for address in runner.addresses:
-                log.info("statusd listening on http://%s", _shown(address))
+                log.info(listening.MESSAGE, _shown(address))
             if await _until_indexed(stop, app[SERVICES].tracker.loading):
                 # Move the index out of the collector's way, or every full collection
                 # walks 100,000s of records and stalls the loop for 100 ms or more.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -214,11 +213,12 @@ def _statusd_up(statusd: Daemon, port: int, listening: list[int]) -> bool:
     with 'address already in use', was running: QA), and answers."""
     import urllib.request  # noqa: PLC0415 - lazy, see spool.cli
 
-    said = re.search(r"listening on http://127\.0\.0\.1:(\d+)(?=\D)",  # a whole line
-                     statusd.log.read_text(errors="replace"))
-    if said is None or (port and int(said.group(1)) != port):
+    from statusd.listening import said  # noqa: PLC0415 - lazy, see spool.cli
+
+    address = said(statusd.log.read_text(errors="replace"), "127.0.0.1")
+    if address is None or (port and address.port != port):
         return False
-    port = int(said.group(1))
+    port = address.port
     listening[:] = [port]
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:

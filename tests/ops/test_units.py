@@ -43,6 +43,7 @@ from notifykit import Listener
 from unitkit import UNITS, Unit, load
 
 from spool.settings import Settings
+from statusd.listening import Listening, said
 
 SERVICES = ["spool-processor.service", "spool-statusd.service", "spoolq-purge.service"]
 DROPINS = {"spool-processor.service": ["dask.conf.example"],
@@ -192,19 +193,18 @@ def test_every_line_of_the_environment_example_uncommented_as_it_is_gives_the_de
 # -- helpers for running the daemons ----------------------------------------------------------
 
 
-LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
 
 
 def statusd_port(daemons: Daemons, proc: subprocess.Popen[bytes], name: str) -> int:
     """The port a statusd started with STATUSD_PORT=0 said it listens on.  A port picked
     here, let go and bound by statusd after its start-up could be taken meanwhile by
     another xdist worker's bind or outgoing connection."""
-    def said() -> re.Match[str] | None:
+    def listens() -> Listening | None:
         # Gone before it said: said now, with its log (not after the 60 s wait).
         assert proc.poll() is None, daemons.log(name)
-        return LISTENING.search(daemons.log(name))
+        return said(daemons.log(name), "127.0.0.1")
 
-    return int(wait_until(said, "statusd's 'listening on' line").group(1))
+    return int(wait_until(listens, "statusd's 'listening on' line").port)
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:

@@ -10,7 +10,6 @@ purge excuses, which cancel must stand) are checked on made-up logs below.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import urllib.request
 from pathlib import Path
@@ -27,6 +26,7 @@ from bench.chaos_writers import Writers
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
+from statusd.listening import said
 
 S = 1_000_000_000
 
@@ -85,10 +85,9 @@ def test_the_soaks_statusd_gets_a_port_no_one_can_take_first(
     monkeypatch.setattr(socket.socket, "close", squatting_close)
     try:
         writers.start([], 1, "never", meddlers=0, statusd=True, hot=0)
-        found = re.search(r"statusd listening on (http://127\.0\.0\.1:\d+)",
-                          (tmp_path / "logs" / "statusd.log").read_text())
+        found = said((tmp_path / "logs" / "statusd.log").read_text(), "127.0.0.1")
         assert found is not None
-        with urllib.request.urlopen(f"{found.group(1)}/healthz", timeout=10) as answer:
+        with urllib.request.urlopen(f"{found.url}/healthz", timeout=10) as answer:
             assert answer.status == 200
     finally:
         monkeypatch.undo()

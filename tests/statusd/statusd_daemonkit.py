@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-LISTENING = re.compile(r"statusd listening on http://127\.0\.0\.1:(\d+)")
+from statusd.listening import said
+
 INDEXED = re.compile(r"INFO spoolq\.statusd: indexed \d+ records in ")
 READY_TIMEOUT_S = 30.0
 """How long statusd may take to index its spool and log that it listens."""
@@ -59,8 +60,8 @@ def wait_listening(proc: subprocess.Popen[Any], logs: Callable[[], str],
     while True:
         exited = proc.poll() is not None
         text = logs()
-        if (found := LISTENING.search(text)) and (not indexed or INDEXED.search(text)):
-            return int(found.group(1))
+        if (found := said(text, "127.0.0.1")) and (not indexed or INDEXED.search(text)):
+            return found.port
         if exited:
             raise AssertionError(f"statusd exited {proc.returncode} before listening:\n"
                                  f"{text[-4000:]}")

@@ -30,8 +30,8 @@ from spool.errors import ConfigError
 from spool.settings import load_settings
 from spool.transitions import Spool
 from statusd.__main__ import _listen_error
+from statusd.listening import SAID
 
-LISTENING = re.compile(r"statusd listening on (http://\S+)")
 INDEXED = re.compile(r"spoolq\.statusd: indexed \d+ records in ")
 START_TIMEOUT_S = 30.0
 
@@ -56,7 +56,7 @@ class Daemon:
         """Its address, once it listens and has loaded its index (the two lines come a
         moment apart on a small spool, in either order; statusd answers before the
         index is in, but 503 where it needs it: see test_statusd_indexing)."""
-        base = self._wait(LISTENING.pattern, "statusd did not start").group(1)
+        base = self._wait(SAID.pattern, "statusd did not start")["url"]
         if not any(INDEXED.search(line) for line in self.log):
             self._wait(INDEXED.pattern, "statusd did not load its index")
         return base
