@@ -68,7 +68,8 @@ const ui = {
   taskSocket: null,
   taskEvent: null,        // the open task's latest record on the events stream
   renderSeq: 0,
-  shownRun: null,         // the run whose whole record the task view shows (runOf)
+  shownRun: null,         // the run whose whole record the task view shows (runOf), or
+                          // whose record statusd refused for good (a 4xx: not fetched again)
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
@@ -1388,6 +1389,10 @@ async function renderRecord(record) {
       if (err.status >= 400 && err.status < 500) {
         // Gone (a purge) or refused for good: nothing to try again; its stream tells more.
         if (record.state === "done") showLoading(`cannot load the result: ${err.message}`);
+        // Nor to fetch again when the same run is told again (the events stream's word of
+        // the end, come after the task stream's): its head is news at most.  The view
+        // asked statusd for the record it had just said was gone once per telling (QA).
+        ui.shownRun = runOf(record);
         return;
       }
       // Refused for a moment (a restart, a 503): said, and tried again.

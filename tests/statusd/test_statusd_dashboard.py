@@ -565,6 +565,52 @@ def test_a_large_result_that_is_gone_is_not_fetched_again(
     assert len(asked) == fetched == 1, asked
 
 
+def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The task stream told the end first and closed; the events stream's word of the same
+    end came after (under load: once in a full run), and the view fetched the whole record
+    it had just been told was gone (404) a second time: once for each telling of the run."""
+    expect = sync_api.expect
+    held: list[str | bytes] = []  # the events stream's word of the end, until let go
+    streams: list[sync_api.WebSocketRoute] = []
+
+    def hold_the_end(ws: sync_api.WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        streams.append(ws)
+
+        def on_message(message: str | bytes) -> None:
+            if '"state":"done"' in str(message) and "gone-late" in str(message):
+                held.append(message)
+            else:
+                ws.send(message)
+        upstream.on_message(on_message)
+
+    page.route_web_socket("**/api/v1/ws/events**", hold_the_end)
+    asked: list[str] = []
+
+    def gone(route: sync_api.Route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json",
+                      body='{"error": {"type": "not_found", "message": "no task gone-late"}}')
+
+    running = _open_running(server, spool, page, "gone-late", "run_backtest")
+    expect(page.locator("#live")).to_have_text("live")
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    page.route("**/api/v1/tasks/gone-late", gone)
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("no task gone-late")
+    page.wait_for_function("() => ui.taskSocket === null")  # the task stream has ended
+    wait_in_page(page, lambda: held, what="the events stream's word of the end")
+    streams[0].send(held[0])
+    page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
+    page.wait_for_timeout(500)
+    assert asked == [server.base + "/api/v1/tasks/gone-late"], asked
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(note).to_contain_text("no task gone-late")
+
+
 def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The whole record of a finished task fetched while statusd refused for a moment
