@@ -132,6 +132,18 @@ def _row(page: sync_api.Page, job_id: str, state: str | None = None) -> sync_api
     return page.locator(selector + (f'[data-state="{state}"]' if state else ""))
 
 
+def test_a_tests_context_starts_no_browser_ui_page(page: sync_api.Page) -> None:
+    """A test's context opens only its page: no omnibox popup WebUI in a renderer of its
+    own (~0.5 CPU-s a test, more than the dashboard's page; see statusd_browserkit)."""
+    page.goto("about:blank")
+    session = page.context.browser.new_browser_cdp_session()
+    try:
+        targets = session.send("Target.getTargets", {"filter": [{}]})["targetInfos"]
+    finally:
+        session.detach()
+    assert [t["url"] for t in targets if t["type"] == "browser_ui"] == []
+
+
 @pytest.mark.parametrize("scale", [1_500, 2e24], ids=["past 100 million", "past 1e29"])
 def test_equity_axis_labels_fit_however_large_the_equity(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page,
