@@ -11,8 +11,9 @@ at its first quant job instead, inside that job's time limit.
 What to do: ``SPOOLQ_PRELOAD_QUANT`` (``1`` or ``0``, set by the process that starts the
 forkserver from its settings), else, for a forkserver started before the settings
 load, the environment's ``SPOOL_PRELOAD_QUANT`` read as the settings read it (the
-name in any case; pydantic's words for a bool), on when unset or unreadable (the
-processor's settings then refuse the value and it stops).  A module that is not there
+name in any case, else the field's own name ``PRELOAD_QUANT``; pydantic's words for a
+bool), on when unset or unreadable (the processor's settings then refuse the value and
+it stops).  A module that is not there
 fails nothing here, as with multiprocessing's own preload: the job that needs it fails
 with the worker's own import.
 """

@@ -77,10 +77,17 @@ _OFF = frozenset({"0", "false", "no", "off", "f", "n"})  # pydantic's false for 
 
 
 def preload_quant_from(environ: Mapping[str, str]) -> bool:
-    """``SPOOL_PRELOAD_QUANT`` as the settings will read it from ``environ`` (the name in
-    any case), for a forkserver started before they load: on unless it says off."""
-    values = [value for key, value in environ.items() if key.upper() == "SPOOL_PRELOAD_QUANT"]
-    return not values or values[-1].strip().lower() not in _OFF
+    """``SPOOL_PRELOAD_QUANT`` as the settings will read it from ``environ``, for a
+    forkserver started before they load: on unless it says off.  As pydantic-settings
+    reads it: the name in any case (the last of those wins), else the field's own name
+    ``PRELOAD_QUANT`` (``populate_by_name``, as ``EXECUTOR`` is taken: see
+    :func:`executor_may_be_named`); with only that one set to 0, the processor skipped
+    its import and the forkserver still preloaded numpy and pandas."""
+    for name in ("spool_preload_quant", "preload_quant"):
+        values = [value for key, value in environ.items() if key.lower() == name]
+        if values:
+            return values[-1].strip().lower() not in _OFF
+    return True
 
 log = logging.getLogger("spoolq.processor")
 

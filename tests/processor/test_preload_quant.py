@@ -10,6 +10,7 @@ and from the loaded settings otherwise (``SPOOL_EXECUTOR=local``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from daemonkit import Daemon, drop, wait_for, wait_record
 
 from processor.quant.synth import write_synthetic
 from processor.startup import preload_quant_from
+from spool.settings import Settings
 
 
 def _has_numpy(pid: int) -> bool:
@@ -89,7 +91,33 @@ def test_on_by_default_the_forkserver_and_the_processor_load_numpy(
     ({"Spool_Preload_Quant": " NO "}, False), ({"SPOOL_PRELOAD_QUANT": "f"}, False),
     ({"SPOOL_PRELOAD_QUANT": "maybe"}, True),  # refused by the settings: the default here
     ({"SPOOL_PRELOAD_QUANTITY": "0"}, True),
+    # The settings take the field's own name too (populate_by_name, as for EXECUTOR: see
+    # executor_may_be_named), after SPOOL_PRELOAD_QUANT: the forkserver preloaded where
+    # the processor skipped its import.
+    ({"PRELOAD_QUANT": "0"}, False), ({"preload_quant": "no"}, False),
+    ({"PRELOAD_QUANT": "0", "SPOOL_PRELOAD_QUANT": "1"}, True),
+    ({"SPOOL_PRELOAD_QUANT": "1", "Preload_Quant": "0"}, True),
+    ({"SPOOL_PRELOAD_QUANT": "0", "PRELOAD_QUANT": "1"}, False),
 ])
 def test_the_forkserver_reads_the_variable_as_the_settings_do(
         environ: dict[str, str], on: bool) -> None:
     assert preload_quant_from(environ) is on
+
+
+@pytest.mark.parametrize("environ", [
+    {"PRELOAD_QUANT": "0"}, {"preload_quant": "off"}, {"PRELOAD_QUANT": "1"},
+    {"PRELOAD_QUANT": "0", "SPOOL_PRELOAD_QUANT": "1"},
+    {"SPOOL_PRELOAD_QUANT": "0", "Preload_Quant": "1"},
+    {"spool_preload_quant": "1", "SPOOL_PRELOAD_QUANT": "0"},
+])
+def test_the_forkserver_and_the_settings_agree(environ: dict[str, str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an early forkserver preloads is what the settings then say: with
+    ``PRELOAD_QUANT=0`` (the field's own name, which the settings take) the processor
+    skipped its import and the forkserver still preloaded numpy and pandas."""
+    for name in list(os.environ):
+        if "PRELOAD_QUANT" in name.upper():
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert preload_quant_from(os.environ) is Settings().preload_quant
