@@ -308,7 +308,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     from processor.logs import repair as repair_logging  # noqa: PLC0415
     from processor.logs import setup_logging  # noqa: PLC0415
     from processor.notify import SystemdNotifier  # noqa: PLC0415
-    from processor.quant.tools import FAST_MODULES  # noqa: PLC0415
+    from processor.quant.tools import FAST_MODULES, FAST_TOOLS  # noqa: PLC0415
     from processor.registry import load_registry  # noqa: PLC0415
     from processor.stdio_pipes import unbuffered  # noqa: PLC0415
     from spool.settings import warn_unknown_settings  # noqa: PLC0415
@@ -333,19 +333,34 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     gc.freeze()
     gc.enable()
     # numpy and pandas, for the FAST quant tools, once the status file says "up" (with
-    # SPOOL_PRELOAD_QUANT off, nothing: a FAST quant tool imports them as it runs).  A stop
+    # SPOOL_PRELOAD_QUANT off, at the first FAST quant job, which waits for it as a job
+    # that comes during the start's import does).  A stop
     # that comes sooner does not wait for the rest of the import: the process ends at
     # once, its clean-up done (see BackgroundImports.exit_now_if_running).  A crash
     # waits for it, as any ordinary exit does (the thread is not a daemon).
     processor = Processor(settings, registry, executor, notifier=notifier)
-    imports = startup.BackgroundImports(FAST_MODULES if settings.preload_quant else (),
-                                        on_done=processor.release_fast,
+    imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
                                         on_broken=processor.request_restart)
+
+    def import_for(tool: type) -> bool:
+        # Not in the tool's own run: there it counted against the job's timeout, and an
+        # import cut short (out of descriptors) left half-made modules to every later
+        # FAST job of this process (or crashed it), where this one restarts it.
+        if not issubclass(tool, FAST_TOOLS):
+            return False
+        processor.fast.import_for = None
+        processor.fast.held = True
+        imports.start()
+        return True
+
+    if not settings.preload_quant:
+        processor.fast.import_for = import_for
 
     def on_ready() -> None:
         up.append(True)
-        processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
-        imports.start()
+        if settings.preload_quant:
+            processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
+            imports.start()
 
     try:
         status = processor.run(on_ready)

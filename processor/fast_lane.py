@@ -69,6 +69,12 @@ class FastLane:
         # is under way (see processor.startup.BackgroundImports), whose failure would
         # leave a tool that imports them beside it half-made modules.
         self.held = False
+        # With SPOOL_PRELOAD_QUANT off: asked with the next run's tool before it starts;
+        # True when it started the background import that tool needs (held now, the run
+        # waits for it, outside its time).  Run by the tool itself, that import counted
+        # against the job's timeout, and one cut short (out of descriptors) left numpy
+        # and pandas half-made for every later FAST job, or crashed the processor.
+        self.import_for: Callable[[type[BaseTool]], bool] | None = None
 
     @property
     def running(self) -> int:
@@ -95,7 +101,9 @@ class FastLane:
 
     def run_next(self) -> bool:
         """Run the first waiting run on this (the loop) thread; False when none waits."""
-        if not self.waiting:
+        if not self.waiting or self.held:
+            return False
+        if self.import_for is not None and self.import_for(self.waiting[0][1]):
             return False
         self._run_inline(*self.waiting.popleft())
         return True

@@ -104,3 +104,8 @@ class AnalyzeFactor(BaseTool):
 
 
 QUANT_TOOLS: list[type[BaseTool]] = [ListFactors, GetKline, RunBacktest, AnalyzeFactor]
+
+
+FAST_TOOLS = (ListFactors, GetKline)
+"""The FAST tools whose runs import :data:`FAST_MODULES` (with ``SPOOL_PRELOAD_QUANT`` off,
+the processor imports them in the background at the first such run, which waits)."""

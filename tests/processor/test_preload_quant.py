@@ -121,3 +121,30 @@ def test_the_forkserver_and_the_settings_agree(environ: dict[str, str],
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert preload_quant_from(os.environ) is Settings().preload_quant
+
+
+def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
+        daemon: Callable[..., Daemon], spool_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off, the first FAST quant job has the processor import numpy and pandas on its
+    background thread (as at the start, with the preload on) and waits for it, outside
+    its time.  Run by the tool itself, the import counted against the job's timeout (a
+    get_kline of 0.1 s failed ``timeout`` and left its thread behind, as did every FAST
+    job that came during that import), and one cut short by the host (out of
+    descriptors) left half-made numpy and pandas to every later FAST job of the process,
+    which then failed or crashed it, where the background import restarts it."""
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    write_synthetic(spool_root / "data", symbols=2, bars=120, seed=5)
+    d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
+    drop(spool_root, "echo", {"tool": "echo", "params": {"message": "hi"}})
+    assert wait_record(spool_root, "echo")["state"] == "done"
+    assert not _has_numpy(d.pid)
+    for n in range(3):
+        drop(spool_root, f"kline{n}", {"tool": "get_kline", "timeout": 0.1,
+                                       "params": {"symbol": "S0000", "limit": 3}})
+    for n in range(3):
+        kline = wait_record(spool_root, f"kline{n}", 60)
+        assert kline["state"] == "done", kline
+        assert len(kline["result"]["rows"]) == 3
+    assert _has_numpy(d.pid)
+    assert d.stop() == 0
