@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from benchrun import run_bench
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,9 +35,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     the peers (``run_mode`` before ``run_peers``), and each run costs ~20 s."""
     where = tmp_path_factory.mktemp("bench")
     peers = importlib.util.find_spec("huey") is not None
-    proc = subprocess.run([sys.executable, "-m", "bench.throughput", "--quick",
-                           *(["--peers"] if peers else []), "--dir", str(where)],
-                          cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    proc = run_bench(["bench.throughput", "--quick", *(["--peers"] if peers else []),
+                      "--dir", str(where)], timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return QuickRun(peers, proc.stdout, sorted(p.name for p in where.iterdir()))
 

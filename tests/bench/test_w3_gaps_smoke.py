@@ -4,17 +4,14 @@ each line accounts for every job (never how fast: that is for docs/benchmarks.md
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from benchrun import run_bench
 
 
 def test_a_short_run_splits_both_sides(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.w3_gaps", "--jobs", "6", "--rounds",
-                           "1", "--dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    proc = run_bench(["bench.w3_gaps", "--jobs", "6", "--rounds", "1", "--dir", str(tmp_path)],
+                     timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = re.findall(r"^  (pool|spoolq) +wall .* busy (\d\.\d+)  \((\d) workers\)$",
                        proc.stdout, re.M)

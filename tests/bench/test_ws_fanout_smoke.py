@@ -9,11 +9,10 @@ record's terminal event, never how fast: speeds are for benchmarks
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from benchrun import run_bench
+
 ROW = re.compile(r"^1\s+(statusd|baseline)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d,]+)\s+"
                  r"([\d.]+) / ([\d.]+)\s+.*\s(\d+)/(\d+)$", re.M)
 RATIO = re.compile(r"^spoolq/baseline (events/s|worst healthz):\s+[\d.]+\s+\(median ([\d.]+)\)$",
@@ -21,9 +20,7 @@ RATIO = re.compile(r"^spoolq/baseline (events/s|worst healthz):\s+[\d.]+\s+\(med
 
 
 def test_quick_run_reports_both_servers_and_every_event(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.ws_fanout", "--quick",
-                           "--dir", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    proc = run_bench(["bench.ws_fanout", "--quick", "--dir", str(tmp_path)], timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = ROW.findall(proc.stdout)
     assert [row[0] for row in rows] == ["statusd", "baseline"], proc.stdout
