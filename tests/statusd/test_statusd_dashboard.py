@@ -577,13 +577,12 @@ def test_a_large_result_that_is_gone_is_not_fetched_again(
     assert len(asked) == fetched == 1, asked
 
 
-def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_again(
-        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
-    """The task stream told the end first and closed; the events stream's word of the same
-    end came after (under load: once in a full run), and the view fetched the whole record
-    it had just been told was gone (404) a second time: once for each telling of the run."""
-    expect = sync_api.expect
-    held: list[str | bytes] = []  # the events stream's word of the end, until let go
+def _hold_the_events_end(page: sync_api.Page, job_id: str
+                         ) -> tuple[list[str | bytes], list[sync_api.WebSocketRoute]]:
+    """The events stream's word of ``job_id``'s end held back, the rest passed on: the list
+    it is held in (the test lets it go with ``streams[0].send(held[0])``), and the routed
+    streams."""
+    held: list[str | bytes] = []
     streams: list[sync_api.WebSocketRoute] = []
 
     def hold_the_end(ws: sync_api.WebSocketRoute) -> None:
@@ -591,13 +590,23 @@ def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_a
         streams.append(ws)
 
         def on_message(message: str | bytes) -> None:
-            if '"state":"done"' in str(message) and "gone-late" in str(message):
+            if '"state":"done"' in str(message) and job_id in str(message):
                 held.append(message)
             else:
                 ws.send(message)
         upstream.on_message(on_message)
 
     page.route_web_socket("**/api/v1/ws/events**", hold_the_end)
+    return held, streams
+
+
+def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The task stream told the end first and closed; the events stream's word of the same
+    end came after (under load: once in a full run), and the view fetched the whole record
+    it had just been told was gone (404) a second time: once for each telling of the run."""
+    expect = sync_api.expect
+    held, streams = _hold_the_events_end(page, "gone-late")
     asked: list[str] = []
 
     def gone(route: sync_api.Route) -> None:
@@ -2461,21 +2470,7 @@ def test_a_big_integer_stays_exact_when_the_events_stream_tells_the_end_last(
     expect = sync_api.expect
     big = 2**64 - 1
     submit(spool, "late-word", meta={"order": big})
-    held: list[str | bytes] = []  # the events stream's word of the end, until let go
-    streams: list[sync_api.WebSocketRoute] = []
-
-    def hold_the_end(ws: sync_api.WebSocketRoute) -> None:
-        upstream = ws.connect_to_server()
-        streams.append(ws)
-
-        def on_message(message: str | bytes) -> None:
-            if '"state":"done"' in str(message) and "late-word" in str(message):
-                held.append(message)
-            else:
-                ws.send(message)
-        upstream.on_message(on_message)
-
-    page.route_web_socket("**/api/v1/ws/events**", hold_the_end)
+    held, streams = _hold_the_events_end(page, "late-word")
     page.goto(server.base + "/#/tasks/late-word")
     expect(page.locator("#task-state")).to_have_text("pending")
     expect(page.locator("#live")).to_have_text("live")
