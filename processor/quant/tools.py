@@ -106,6 +106,6 @@ class AnalyzeFactor(BaseTool):
 QUANT_TOOLS: list[type[BaseTool]] = [ListFactors, GetKline, RunBacktest, AnalyzeFactor]
 
 
-FAST_TOOLS = (ListFactors, GetKline)
+FAST_TOOLS = tuple(tool for tool in QUANT_TOOLS if tool.execution_mode is ExecutionMode.FAST)
 """The FAST tools whose runs import :data:`FAST_MODULES` (with ``SPOOL_PRELOAD_QUANT`` off,
 the processor imports them in the background at the first such run, which waits)."""
