@@ -213,7 +213,4 @@ class Finisher:
         the requeued job carries: written again after disk trouble, the requeue keeps
         its first one, which a new draw of the backoff would contradict."""
         retry_at = job.error.retry_at if job.error is not None else None
-        if retry_at is None:
-            return {"retry_in_s": 0.0, "retry_at": None}
-        left = (retry_at - self.clock.now()).total_seconds()
-        return {"retry_in_s": round(max(0.0, left), 3), "retry_at": retry_at}
+        return logs.retry_fields(retry_at, self.clock.now())

@@ -32,6 +32,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
@@ -323,3 +324,14 @@ def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
 def transition(event: str, **fields: Any) -> None:
     """Log one transition (``event`` is e.g. ``claimed``, ``done``, ``failed``)."""
     info(TRANSITIONS, event, {"event": event, **fields})
+
+
+def retry_fields(retry_at: datetime | None, now: datetime) -> dict[str, Any]:
+    """A ``requeued`` line's ``retry_in_s`` (the time left at ``now``, when the line is
+    written) and ``retry_at`` (the backoff's end the requeued job carries), a run's and
+    an orphan's alike: the orphan's said the delay drawn, which its recovery pass had
+    already shortened."""
+    if retry_at is None:
+        return {"retry_in_s": 0.0, "retry_at": None}
+    left = (retry_at - now).total_seconds()
+    return {"retry_in_s": round(max(0.0, left), 3), "retry_at": retry_at}

@@ -171,13 +171,9 @@ def log_recovery(report: RecoveryReport, clock: Clock) -> None:
         return {} if tool is None else {"tool": tool, "attempt": attempt}
 
     for job_id in report.requeued:
-        retry_at = report.backoffs[job_id]
-        # The time left when the line is written, as a run's requeue line says it (it was
-        # the delay drawn here, whatever the pass's time since).
-        left = (retry_at - clock.now()).total_seconds()
         logs.transition("requeued", id=job_id, **run_of(job_id), reason="orphaned",
                         error_type=ErrorType.ABANDONED.value,
-                        retry_in_s=round(max(0.0, left), 3), retry_at=retry_at)
+                        **logs.retry_fields(report.backoffs[job_id], clock.now()))
     for job_id in report.abandoned:
         logs.transition("failed", id=job_id, **run_of(job_id),
                         error_type=ErrorType.ABANDONED.value, reason="orphaned")
