@@ -14,8 +14,9 @@ token), and a thread it starts is left behind by each fork.
 What to import: ``SPOOLQ_PRELOAD_TOOLS`` (set by the process that starts the forkserver
 from its settings: comma-separated modules, or ``-`` for no preload), else, for a
 forkserver started before the settings load, the environment's ``SPOOL_PRELOAD_TOOLS``
-and ``SPOOL_TOOLS``.  A module that fails to import fails nothing here: the
-processor's own load says so and stops (or a worker's does, for its job), and the
+and ``SPOOL_TOOLS`` as the settings read them
+(:func:`processor.startup.preload_tools_from`).  A module that fails to import fails
+nothing here: the processor's own load says so and stops (or a worker's does, for its job), and the
 forkserver must live on to say it.  What a module prints as it is imported goes
 nowhere: the processor's own import of it logs that, as JSON lines, where the
 forkserver's went into the log as raw text.
@@ -27,19 +28,15 @@ import contextlib
 import os
 import sys
 
-from processor.startup import PRELOAD_NONE, PRELOAD_TOOLS_ENV
-
-_ON = {"1", "true", "yes", "on", "t", "y"}  # pydantic's true for a bool setting
+from processor.startup import PRELOAD_NONE, PRELOAD_TOOLS_ENV, preload_tools_from
 
 
 def _modules() -> list[str] | None:
     """The tool modules to preload, or None for no preload at all."""
     listed = os.environ.get(PRELOAD_TOOLS_ENV)
     if listed is None:
-        if os.environ.get("SPOOL_PRELOAD_TOOLS", "").strip().lower() not in _ON:
-            return None
-        listed = os.environ.get("SPOOL_TOOLS", "")
-    elif listed == PRELOAD_NONE:
+        return preload_tools_from(os.environ)
+    if listed == PRELOAD_NONE:
         return None
     return [name.strip() for name in listed.split(",") if name.strip()]
 

@@ -73,21 +73,48 @@ PRELOAD_NONE = "-"
 PRELOAD_QUANT_ENV = "SPOOLQ_PRELOAD_QUANT"
 """Read by :mod:`processor.forkserver_quant` in the forkserver: ``1`` or ``0``, from the
 settings' ``SPOOL_PRELOAD_QUANT``."""
-_OFF = frozenset({"0", "false", "no", "off", "f", "n"})  # pydantic's false for a bool
+_ON = frozenset({"1", "true", "yes", "on", "t", "y"})  # pydantic's true for a bool
+_OFF = frozenset({"0", "false", "no", "off", "f", "n"})  # and its false
+
+
+def setting_from(environ: Mapping[str, str], alias: str, field: str) -> str | None:
+    """The value of a setting (variable ``alias``, field ``field``) as the settings will
+    read it from ``environ``, for a forkserver started before they load; None when it is
+    not set.  As pydantic-settings reads it: the name in any case (the last of those
+    wins), else the field's own name (``populate_by_name``, as ``EXECUTOR`` is taken: see
+    :func:`executor_may_be_named`)."""
+    for name in (alias.lower(), field.lower()):
+        values = [value for key, value in environ.items() if key.lower() == name]
+        if values:
+            return values[-1]
+    return None
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """A bool setting's value in pydantic's words; ``default`` when unset or unreadable
+    (the processor's settings refuse that one, and it stops)."""
+    word = "" if value is None else value.strip().lower()
+    return True if word in _ON else False if word in _OFF else default
 
 
 def preload_quant_from(environ: Mapping[str, str]) -> bool:
-    """``SPOOL_PRELOAD_QUANT`` as the settings will read it from ``environ``, for a
-    forkserver started before they load: on unless it says off.  As pydantic-settings
-    reads it: the name in any case (the last of those wins), else the field's own name
-    ``PRELOAD_QUANT`` (``populate_by_name``, as ``EXECUTOR`` is taken: see
-    :func:`executor_may_be_named`); with only that one set to 0, the processor skipped
-    its import and the forkserver still preloaded numpy and pandas."""
-    for name in ("spool_preload_quant", "preload_quant"):
-        values = [value for key, value in environ.items() if key.lower() == name]
-        if values:
-            return values[-1].strip().lower() not in _OFF
-    return True
+    """``SPOOL_PRELOAD_QUANT`` as the settings will read it (:func:`setting_from`): on
+    unless it says off.  Read by its upper-case name alone, ``PRELOAD_QUANT=0`` (the
+    field's own name) had the processor skip its import and the forkserver still preload
+    numpy and pandas."""
+    return _flag(setting_from(environ, "SPOOL_PRELOAD_QUANT", "preload_quant"), True)
+
+
+def preload_tools_from(environ: Mapping[str, str]) -> list[str] | None:
+    """The tool modules an early forkserver preloads (:mod:`processor.forkserver_tools`):
+    ``SPOOL_TOOLS``' when ``SPOOL_PRELOAD_TOOLS`` is on, None when off, both read as the
+    settings will read them (:func:`setting_from`).  Read by their upper-case names
+    alone, ``spool_preload_tools=1`` (or ``PRELOAD_TOOLS=1``) had the processor's
+    settings say on and the forkserver preload nothing."""
+    if not _flag(setting_from(environ, "SPOOL_PRELOAD_TOOLS", "preload_tools"), False):
+        return None
+    listed = setting_from(environ, "SPOOL_TOOLS", "tools") or ""
+    return [name.strip() for name in listed.split(",") if name.strip()]
 
 log = logging.getLogger("spoolq.processor")
 

@@ -9,13 +9,19 @@ default, since what a module makes at import is then every worker's.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
+from pydantic import ValidationError
+
+from processor.startup import preload_tools_from
+from spool.settings import Settings
 
 StartDaemon = Callable[..., Daemon]
 
@@ -151,3 +157,30 @@ def test_a_worker_killed_while_it_loads_its_tools_is_not_said_to_be_changed_code
             "killer, or a kill from outside)") in logs, logs[-3000:]
     assert "changed or removed" not in logs, logs[-3000:]
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("environ", [
+    {"SPOOL_PRELOAD_TOOLS": "1", "SPOOL_TOOLS": "a, b"}, {"SPOOL_TOOLS": "a"},
+    {"spool_preload_tools": "yes", "Spool_Tools": "a,b"},  # any case, as the settings
+    {"PRELOAD_TOOLS": "1", "TOOLS": "a"},  # the fields' own names (populate_by_name)
+    {"SPOOL_PRELOAD_TOOLS": "0", "preload_tools": "1", "SPOOL_TOOLS": "a"},
+    {"SPOOL_PRELOAD_TOOLS": "maybe", "SPOOL_TOOLS": "a"},  # refused by the settings
+])
+def test_an_early_forkserver_preloads_the_tools_the_settings_say(
+        environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forkserver started before the settings load reads SPOOL_PRELOAD_TOOLS and
+    SPOOL_TOOLS as the settings do: read by their upper-case names alone,
+    ``spool_preload_tools=1`` (or ``PRELOAD_TOOLS=1``) had the settings say on and the
+    forkserver preload nothing, every slow tool module imported again by each worker."""
+    for name in list(os.environ):
+        if name.upper().endswith(("PRELOAD_TOOLS", "TOOLS")):
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    try:
+        settings = Settings()
+    except ValidationError:
+        assert preload_tools_from(os.environ) is None  # the processor stops, nothing runs
+        return
+    assert preload_tools_from(os.environ) == (
+        settings.tool_modules if settings.preload_tools else None)
