@@ -69,7 +69,7 @@ const ui = {
   taskEvent: null,        // the open task's latest record on the events stream
   renderSeq: 0,
   shownRun: null,         // the run whose whole record the task view shows (runOf), or
-                          // whose record statusd refused for good (a 4xx: not fetched again)
+                          // whose record it cannot have (too large, a 4xx: not fetched again)
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
@@ -1382,16 +1382,17 @@ async function renderRecord(record) {
       whole = await getRecord(record.id);
     } catch (err) {
       if (seq !== ui.renderSeq || record.id !== ui.taskId) return;
-      if (err.tooLarge) {
-        showTooLarge(record, err.tooLarge);
-        return;
-      }
-      if (err.status >= 400 && err.status < 500) {
-        // Gone (a purge) or refused for good: nothing to try again; its stream tells more.
-        if (record.state === "done") showLoading(`cannot load the result: ${err.message}`);
+      if (err.tooLarge || (err.status >= 400 && err.status < 500)) {
+        // Too large to load, gone (a purge) or refused for good: nothing to try again; its
+        // stream tells more.
+        if (err.tooLarge) {
+          showTooLarge(record, err.tooLarge);
+        } else if (record.state === "done") {
+          showLoading(`cannot load the result: ${err.message}`);
+        }
         // Nor to fetch again when the same run is told again (the events stream's word of
         // the end, come after the task stream's): its head is news at most.  The view
-        // asked statusd for the record it had just said was gone once per telling (QA).
+        // asked statusd again for the record it had just refused, once per telling (QA).
         ui.shownRun = runOf(record);
         return;
       }

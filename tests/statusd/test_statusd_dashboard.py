@@ -437,6 +437,34 @@ def test_a_record_too_large_to_load_says_so_once(server: ServerThread, spool: Sp
     assert len(asked) <= 2, asked  # the first look, and the one after its stream's snapshot
 
 
+def test_a_record_too_large_to_load_is_not_fetched_again_when_its_end_is_told_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """As a record that is gone (404): the task stream told the end first and closed, the
+    events stream's word of the same end came after, and the view fetched the record it
+    had just found too large to load once more (its headers read, then cut off)."""
+    expect = sync_api.expect
+    _lower_record_limit(page)
+    held, streams = _hold_the_events_end(page, "huge-late")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/tasks/huge-late")
+            else None)
+    running = _open_running(server, spool, page, "huge-late", "run_backtest")
+    expect(page.locator("#live")).to_have_text("live")
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    finish(spool, running, equity_result(("AAA", "BBB", "CCC"), bars=2_000))
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("too large to show here")
+    page.wait_for_function("() => ui.taskSocket === null")  # the task stream has ended
+    fetched = len(asked)
+    wait_in_page(page, lambda: held, what="the events stream's word of the end")
+    streams[0].send(held[0])
+    page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
+    page.wait_for_timeout(500)
+    assert len(asked) == fetched, asked
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(note).to_contain_text("too large to show here")
+
+
 def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """What `spoolq cancel` and `spoolq retry` do, from the task view: the token is asked
