@@ -339,33 +339,36 @@ class LocalPool:
             if current:
                 sink.progress(message[1], message[2], message[3])
         elif kind == "done":
-            outcome = Outcome(*message[1])
-            if message[2]:
-                # Retiring (SPOOL_WORKER_MAX_JOBS, or out of memory): never offered again,
-                # replaced on exit.
-                self._close_channel(slot)
-                if slot.process is not None:
-                    with self._lock:
-                        slot.retiring = slot.process, time.monotonic() + RETIRE_WAIT_S
-            with self._lock:
-                if slot.task is None or slot.task.job_id != outcome.job_id:
-                    return
-                if slot.kill_reason not in (None, ErrorType.TIMEOUT.value):
-                    return  # cancelled meanwhile: the cancel wins
-                killed = slot.kill_reason is not None
-                # A result that arrived wins over a deadline that passed before the loop
-                # read it (the worker's death that follows reports nothing).
-                slot.task, slot.kill_reason = None, None
-            if killed:
-                self._close_channel(slot)  # dying: not offered again before its successor
-            if slot.output is not None:
-                slot.output.end()  # the slot takes no other task until this is read
-            self._result_came(outcome.job_id)
-            sink.finished(outcome)
+            self._done(slot, Outcome(*message[1]), retiring=message[2])
         elif kind == "ready":
             self._ready(slot)
         elif kind == "fatal":
             self._cannot_start(slot, str(message[1]))
+
+    def _done(self, slot: _Slot, outcome: Outcome, *, retiring: bool) -> None:
+        """The worker's result for its task (``retiring``: the worker exits after it)."""
+        if retiring:
+            # Retiring (SPOOL_WORKER_MAX_JOBS, or out of memory): never offered again,
+            # replaced on exit.
+            self._close_channel(slot)
+            if slot.process is not None:
+                with self._lock:
+                    slot.retiring = slot.process, time.monotonic() + RETIRE_WAIT_S
+        with self._lock:
+            if slot.task is None or slot.task.job_id != outcome.job_id:
+                return
+            if slot.kill_reason not in (None, ErrorType.TIMEOUT.value):
+                return  # cancelled meanwhile: the cancel wins
+            killed = slot.kill_reason is not None
+            # A result that arrived wins over a deadline that passed before the loop
+            # read it (the worker's death that follows reports nothing).
+            slot.task, slot.kill_reason = None, None
+        if killed:
+            self._close_channel(slot)  # dying: not offered again before its successor
+        if slot.output is not None:
+            slot.output.end()  # the slot takes no other task until this is read
+        self._result_came(outcome.job_id)
+        self._report(outcome)
 
     def _ready(self, slot: _Slot) -> None:
         """The worker loaded its tools: a task given it before is sent, and starts its
