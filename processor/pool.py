@@ -342,6 +342,8 @@ class LocalPool:
             self._done(slot, Outcome(*message[1]), retiring=message[2])
         elif kind == "ready":
             self._ready(slot)
+        elif kind == "loading":
+            self._loading(slot)
         elif kind == "fatal":
             self._cannot_start(slot, str(message[1]))
 
@@ -370,9 +372,19 @@ class LocalPool:
         self._result_came(outcome.job_id)
         self._report(outcome)
 
+    def _loading(self, slot: _Slot) -> None:
+        """The worker imports what its task's tool needs before it runs it (the quant
+        modules, with ``SPOOL_PRELOAD_QUANT`` off: :func:`~processor.worker
+        .load_quant_for`): the task has :data:`READY_WAIT_S` more meanwhile, as with a
+        worker not ready yet (see submit), and its time starts at the ``ready`` that
+        follows (:meth:`_ready`).  The worker stays ready: a death now is its task's."""
+        with self._lock:
+            if slot.task is not None and not slot.kill_reason:
+                self._time_from_now(slot, slot.task, READY_WAIT_S)  # later: no wake-up
+
     def _ready(self, slot: _Slot) -> None:
-        """The worker loaded its tools: a task given it before is sent, and starts its
-        time now (see submit)."""
+        """The worker loaded its tools, or what its task's tool needs (:meth:`_loading`):
+        a task given it before is sent, and starts its time now (see submit)."""
         with self._lock:
             slot.ready = True
             task = slot.task if not slot.kill_reason else None

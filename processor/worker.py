@@ -1,7 +1,9 @@
 """The body of one COMPUTE worker process.
 
 Started by :class:`~processor.pool.LocalPool` through a forkserver that has
-numpy, pandas and the tools preloaded.  Each worker:
+numpy, pandas and the tools preloaded (with ``SPOOL_PRELOAD_QUANT`` off, a worker
+imports numpy and pandas before its first quant job, outside that job's time:
+:func:`load_quant_for`).  Each worker:
 
 * leads its own session, so a timeout kills it *and* what its tool started
   with one ``killpg``;
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import math
 import os
@@ -60,6 +63,7 @@ from processor.proctree import (
     kill_descendants,
     prctl,
 )
+from processor.quant.tools import COMPUTE_TOOLS
 from processor.registry import load_registry
 from processor.runner import (
     DEADMAN_EXIT,
@@ -69,7 +73,7 @@ from processor.runner import (
     ran_out_of_memory,
     run_tool,
 )
-from processor.startup import stdin_from_devnull
+from processor.startup import QUANT_PRELOAD, stdin_from_devnull
 from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS
@@ -210,6 +214,7 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
         running[0] = (job_id, tool)
+        load_quant_for(conn, registry, tool)  # outside the job's time, as a tool module's
         deadman.arm(timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, job_id, held)
         strays.job_started()
@@ -234,6 +239,37 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         # Put back what the job changed while the processor claims the next one: that
         # job is read only after this, so it still starts in the state the first did.
         state.restore()
+
+
+def load_quant_for(conn: Connection, registry: Any, name: str) -> None:
+    """Import numpy, pandas and the quant tools' computations (:data:`QUANT_PRELOAD`)
+    before a run of a built-in quant COMPUTE tool (:data:`~processor.quant.tools
+    .COMPUTE_TOOLS`) when they are not loaded yet (``SPOOL_PRELOAD_QUANT`` off: the
+    forkserver did not preload them), outside the job's time, as a slow tool module's
+    import at the worker's start is: ``("loading",)`` first, on which the pool gives the
+    task :data:`~processor.executor.READY_WAIT_S` more, then ``("ready",)``, on which its
+    time starts again.  Imported by the job's own run, they took 0.3 to 0.85 s of its
+    time limit (a busy 2-CPU host): a quick ``run_backtest`` of ``"timeout": 0.25``
+    failed ``timeout`` as a worker's first quant job, and again on the fresh worker of
+    each retry.  Loaded (the preload on, or an earlier job's), or another tool's task:
+    nothing is sent.  (A Dask executor's job processes have them preloaded always; its
+    supervisor passes over both messages.)
+
+    An error of the import passes, as an ImportError does in the forkserver's preload:
+    the run's own import then fails the same way and says so as the job's error (a
+    MemoryError under ``SPOOL_WORKER_MEMORY_MB``, which also retires the worker);
+    raised here, it ended the worker and failed the job ``worker_crashed``."""
+    try:
+        tool = registry.get(name)
+    except SpoolError:
+        return  # _run says so
+    if not issubclass(tool, COMPUTE_TOOLS) or all(m in sys.modules for m in QUANT_PRELOAD):
+        return
+    _send(conn, ("loading",))
+    for module in QUANT_PRELOAD:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    _send(conn, ("ready",))
 
 
 def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:

@@ -16,8 +16,9 @@ classes and their :mod:`~processor.quant.params`, and a processor loads the
 registry before it starts (pandas alone is some 270 ms of a 490 ms start).  The
 computations are imported where a tool runs, in ``execute``; the processor
 imports :data:`FAST_MODULES` in the background as soon as it is ready (see
-:func:`processor.startup.import_in_background`) and the COMPUTE forkservers
-preload the rest (:data:`processor.startup.PRELOAD`).
+:class:`processor.startup.BackgroundImports`) and the COMPUTE forkservers
+preload the rest (:data:`processor.startup.PRELOAD`), or, with ``SPOOL_PRELOAD_QUANT``
+off, a worker imports them before its first run of one of :data:`COMPUTE_TOOLS`.
 """
 
 from __future__ import annotations
@@ -109,3 +110,8 @@ QUANT_TOOLS: list[type[BaseTool]] = [ListFactors, GetKline, RunBacktest, Analyze
 FAST_TOOLS = tuple(tool for tool in QUANT_TOOLS if tool.execution_mode is ExecutionMode.FAST)
 """The FAST tools whose runs import :data:`FAST_MODULES` (with ``SPOOL_PRELOAD_QUANT`` off,
 the processor imports them in the background at the first such run, which waits)."""
+COMPUTE_TOOLS = tuple(tool for tool in QUANT_TOOLS
+                      if tool.execution_mode is ExecutionMode.COMPUTE)
+"""The COMPUTE tools whose runs import :data:`processor.startup.QUANT_PRELOAD` (with
+``SPOOL_PRELOAD_QUANT`` off, a worker imports them before such a run, outside its time:
+see :func:`processor.worker.load_quant_for`)."""

@@ -10,7 +10,10 @@ and from the loaded settings otherwise (``SPOOL_EXECUTOR=local``)."""
 
 from __future__ import annotations
 
+import importlib
+import multiprocessing as mp
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +21,10 @@ import psutil
 import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
 
+from processor import worker as worker_module
 from processor.quant.synth import write_synthetic
-from processor.startup import preload_quant_from
+from processor.registry import load_registry
+from processor.startup import QUANT_PRELOAD, preload_quant_from
 from spool.settings import Settings
 
 
@@ -65,6 +70,7 @@ def test_off_no_process_loads_numpy_and_the_quant_tools_still_run(
     kline, bt = wait_record(spool_root, "kline"), wait_record(spool_root, "bt", 60)
     assert kline["state"] == "done", kline
     assert len(kline["result"]["rows"]) == 3
+    print({k: v for k, v in bt.items() if k != "result"})
     assert bt["state"] == "done", bt
     assert set(bt["result"]["symbols"]) == {"S0000", "S0001"}
     assert _has_numpy(d.pid), "get_kline imported them as it ran"
@@ -148,3 +154,64 @@ def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
         assert len(kline["result"]["rows"]) == 3
     assert _has_numpy(d.pid)
     assert d.stop() == 0
+
+
+def test_off_a_compute_quant_job_has_its_worker_import_them_outside_its_time(
+        daemon: Callable[..., Daemon], spool_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off, a worker imports numpy, pandas and the quant computations before its first
+    COMPUTE quant job, outside that job's time (it tells the pool, which gives the job
+    READY_WAIT_S meanwhile and starts its time once the import is over), as a slow tool
+    module's import at the worker's start is.  Imported by the job's own run, they took
+    its time limit: in a worker, 0.3 to 0.85 s on the 2-CPU host here (loaded), where
+    this backtest's run takes 0.05 to 0.1 s (a first run's, pandas' lazy imports most
+    of it); so it failed ``timeout`` at 0.25 s, on each attempt, each on a fresh worker
+    that imported them again.  Its second attempt only spares a host stalled past 0.25 s
+    a false failure."""
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
+    d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
+    _, worker = _forkserver_and_worker(d.pid)
+    assert not _has_numpy(worker)
+    drop(spool_root, "bt", {"tool": "run_backtest", "timeout": 0.25, "max_attempts": 2,
+                            "params": {"symbols": ["S0000"], "fast": 5, "slow": 20}})
+    bt = wait_record(spool_root, "bt", 60)
+    assert bt["state"] == "done", bt
+    assert set(bt["result"]["symbols"]) == {"S0000"}
+    if bt["attempts"] == 1:  # else the first one's worker was killed: this one is gone
+        assert _has_numpy(worker), "imported by the worker that ran the job"
+    assert d.stop() == 0
+
+
+def _said(tool: str) -> list[tuple[object, ...]]:
+    """What a worker sends before it runs a task of ``tool``."""
+    ours, theirs = mp.Pipe()
+    worker_module.load_quant_for(ours, load_registry([]), tool)
+    said = []
+    while theirs.poll():
+        said.append(pickle.loads(theirs.recv_bytes()))
+    return said
+
+
+@pytest.mark.parametrize("tool", ["run_backtest", "analyze_factor", "sleep", "echo",
+                                  "no_such_tool"])
+def test_with_them_loaded_a_worker_says_nothing_more_before_a_job(tool: str) -> None:
+    """The preload on (or an earlier job's import), a task costs not one message more."""
+    for name in QUANT_PRELOAD:
+        importlib.import_module(name)
+    assert _said(tool) == []
+
+
+def test_a_worker_that_imports_them_says_so_before_and_after(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """It sends "loading" (the pool gives the task READY_WAIT_S) before the import,
+    "ready" (its time starts) after; other tools' tasks send none.  A module that is
+    not there, or fails as it is imported, fails nothing here (the job's run fails with
+    its own import), as in the forkserver's preload."""
+    (tmp_path / "fails_at_import.py").write_text("raise MemoryError('at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(worker_module, "QUANT_PRELOAD",
+                        (*QUANT_PRELOAD, "tests.no_such_module", "fails_at_import"))
+    assert _said("run_backtest") == [("loading",), ("ready",)]
+    assert _said("analyze_factor") == [("loading",), ("ready",)]
+    assert _said("sleep") == []
