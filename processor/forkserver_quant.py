@@ -6,7 +6,8 @@ numpy, pandas and the built-in quant tools' computations (:data:`processor.start
 Off, a processor whose jobs never use them starts with about 0.6 s less CPU in its
 forkserver (and 0.5 s less in the processor, which then skips its background import
 of the FAST quant tools' modules: see :mod:`processor.startup`); a worker imports them
-at its first quant job instead, inside that job's time limit.
+before its first quant job instead, outside that job's time limit, as a tool module
+slow to import is at its start (:func:`processor.worker.load_quant_for`).
 
 What to do: ``SPOOLQ_PRELOAD_QUANT`` (``1`` or ``0``, set by the process that starts the
 forkserver from its settings), else, for a forkserver started before the settings
