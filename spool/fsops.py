@@ -719,9 +719,14 @@ class Mover:
             except FileNotFoundError:
                 if again or not self._staging_gone():
                     return False  # the job file is gone
-            except OSError as exc:
-                _raise_fatal(exc, f"cannot remove {_name(path)}")
-                raise
+            except OSError:
+                # The staging folder refuses a spare (made read-only under a running
+                # processor, out of room for an entry): removed instead, as without
+                # recycling.  Raised, the run's record stood beside its running file
+                # while the processor paused and wrote it again: an id in done/ and
+                # running/ at once for as long as stage/ refused (a full run, under load).
+                self.unlink_durable(path)
+                return False
         if self.mode is not _NEVER:
             self._synced(_parent(path))
         st = _reusable(lease_fd, self._euid, self._egid)

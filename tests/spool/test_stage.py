@@ -229,3 +229,36 @@ def test_recovery_passes_over_a_stage_it_cannot_list(tmp_path: Path, clock: Fake
     spool.layout.stage.write_bytes(b"not a folder")
     Recovery(spool, lambda job: 3).scan()
     assert spool.layout.stage.read_bytes() == b"not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"),
+                    reason="drops root's DAC override with setpriv")
+def test_a_stage_that_refuses_a_spare_has_the_finished_file_removed(tmp_path: Path) -> None:
+    """stage/ made read-only under a running processor, between a run's record and its
+    running file's retirement: the file is removed instead of kept as a spare.  Raised,
+    the record stood in done/ beside the running file while the processor paused."""
+    layout = Layout(tmp_path / "spool")
+    Mover(layout, FsyncMode.NEVER).make_folders()
+    running = layout.job_str(JobState.RUNNING, "x")
+    Path(running).write_bytes(b'{"tool": "echo"}')
+    code = ("import os, sys\n"
+            "from pathlib import Path\n"
+            "from spool.fsops import Mover\n"
+            "from spool.layout import Layout\n"
+            "from spool.settings import FsyncMode\n"
+            "layout = Layout(Path(sys.argv[1]))\n"
+            "mover = Mover(layout, FsyncMode.ALWAYS, recycle=True)\n"
+            "assert mover.staging_note is None, mover.staging_note\n"
+            "fd = os.open(sys.argv[2], os.O_RDONLY)\n"
+            "layout.stage.chmod(0o555)\n"
+            "print(mover.retire(sys.argv[2], fd))\n"
+            "os.close(fd)\n")
+    try:
+        proc = subprocess.run([*NO_DAC, sys.executable, "-c", code, str(layout.root), running],
+                              check=False, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        layout.stage.chmod(STAGE_MODE)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "False\n", "")
+    assert not os.path.lexists(running)
+    assert listing(layout.stage) == []
