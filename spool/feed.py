@@ -201,8 +201,12 @@ class ChangeFeed:
         added from here on, nothing reported."""
         with self._lock:
             self._stopping = True
+            if self._thread is not None:
+                # Under the lock: a thread woken by an event in between would see
+                # "stopping", return and close the read end (EPIPE here, this end left
+                # open).  One byte into a new pipe never blocks.
+                os.write(self._wake_w, b"!")
         if self._thread is not None:
-            os.write(self._wake_w, b"!")
             self._thread.join(timeout=5)
             if self._thread.is_alive():  # inside on_change still: its descriptors stay
                 return
