@@ -45,6 +45,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -70,6 +71,7 @@ from processor.runner import (
     WORKER_CAP_MB,
     Context,
     Outcome,
+    out_of_memory,
     ran_out_of_memory,
     run_tool,
 )
@@ -78,6 +80,7 @@ from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS
 from spool.errors import ErrorType, SpoolError
+from spool.text import MAX_TRACEBACK_CHARS, cut_text, valid_text
 
 log = logging.getLogger("spoolq.worker")
 
@@ -214,12 +217,14 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
         running[0] = (job_id, tool)
-        load_quant_for(conn, registry, tool)  # outside the job's time, as a tool module's
+        # Outside the job's time, as a tool module's import is at the worker's start.
+        spoiled = load_quant_for(conn, registry, tool)
         deadman.arm(timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, job_id, held)
         strays.job_started()
         try:
-            outcome = _run(progress, registry, task, resources)
+            outcome = (_run(progress, registry, task, resources) if spoiled is None
+                       else _unloaded(job_id, spoiled))
             if outcome.error_type is ErrorType.INVALID_PARAMS and outcome.message:
                 outcome.message += _params_differ(registry, tool, config.params)
         finally:
@@ -230,8 +235,9 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         reap_leftovers()
         tool_forkserver.forget()  # killed with the rest: the next job's pool starts one
         done += 1
-        retiring = bool(config.max_jobs and done >= config.max_jobs) or _spent(
-            budget, outcome, tool)
+        # An import cut short (spoiled) left half-made modules behind: never run on.
+        retiring = spoiled is not None or bool(
+            config.max_jobs and done >= config.max_jobs) or _spent(budget, outcome, tool)
         # A retiring worker is never offered again.
         _send(conn, ("done", outcome.fields(), retiring))
         if retiring:
@@ -241,7 +247,7 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         state.restore()
 
 
-def load_quant_for(conn: Connection, registry: Any, name: str) -> None:
+def load_quant_for(conn: Connection, registry: Any, name: str) -> BaseException | None:
     """Import numpy, pandas and the quant tools' computations (:data:`QUANT_PRELOAD`)
     before a run of a built-in quant COMPUTE tool (:data:`~processor.quant.tools
     .COMPUTE_TOOLS`) when they are not loaded yet (``SPOOL_PRELOAD_QUANT`` off: the
@@ -255,21 +261,38 @@ def load_quant_for(conn: Connection, registry: Any, name: str) -> None:
     nothing is sent.  (A Dask executor's job processes have them preloaded always; its
     supervisor passes over both messages.)
 
-    An error of the import passes, as an ImportError does in the forkserver's preload:
-    the run's own import then fails the same way and says so as the job's error (a
-    MemoryError under ``SPOOL_WORKER_MEMORY_MB``, which also retires the worker);
-    raised here, it ended the worker and failed the job ``worker_crashed``."""
+    An error of the import is returned, the first (None when there was none): raised
+    here, it ended the worker and failed the job ``worker_crashed``.  The job fails with
+    it (:func:`_unloaded`), not run, and the worker retires: an import cut short leaves
+    half-made modules in ``sys.modules`` (pandas' compiled ones, after a MemoryError under
+    ``SPOOL_WORKER_MEMORY_MB``), and the run's own import then failed "partially
+    initialized module 'pandas'", or crashed the worker with SIGSEGV, on that job and on
+    every later quant job the worker took (h354)."""
     try:
         tool = registry.get(name)
     except SpoolError:
-        return  # _run says so
+        return None  # _run says so
     if not issubclass(tool, COMPUTE_TOOLS) or all(m in sys.modules for m in QUANT_PRELOAD):
-        return
+        return None
     _send(conn, ("loading",))
+    spoiled: BaseException | None = None
     for module in QUANT_PRELOAD:
-        with contextlib.suppress(Exception):
+        try:
             importlib.import_module(module)
+        except Exception as exc:
+            spoiled = spoiled or exc
     _send(conn, ("ready",))
+    return spoiled
+
+
+def _unloaded(job_id: str, exc: BaseException) -> Outcome:
+    """The job's outcome when :func:`load_quant_for`'s import failed with ``exc``: what
+    its run's own import said before (:func:`~processor.runner.run_tool`'s words: a
+    MemoryError's as out of memory)."""
+    message = (out_of_memory(exc) if isinstance(exc, MemoryError)
+               else f"{type(exc).__name__}: {exc}")
+    return Outcome(job_id, ErrorType.TOOL_ERROR, valid_text(message), valid_text(cut_text(
+        "".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)))
 
 
 def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:

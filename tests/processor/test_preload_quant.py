@@ -215,3 +215,50 @@ def test_a_worker_that_imports_them_says_so_before_and_after(
     assert _said("run_backtest") == [("loading",), ("ready",)]
     assert _said("analyze_factor") == [("loading",), ("ready",)]
     assert _said("sleep") == []
+
+
+_SQUEEZE = '''\
+import os, sys
+class _Squeeze:
+    """pandas' import cut short once, part way (as by a MemoryError under the worker's
+    cap), in the first worker whose import gets there: that worker's marker file."""
+    def find_spec(self, name, path=None, target=None):
+        marker = os.environ.get("QA_SQUEEZED")
+        if name == "pandas._libs.interval" and marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise MemoryError("squeezed")
+        return None
+sys.meta_path.insert(0, _Squeeze())
+'''
+
+
+def test_off_an_import_cut_short_fails_its_job_and_retires_the_worker(
+        daemon: Callable[..., Daemon], spool_root: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's import of numpy and pandas before a quant job fails part way (a
+    MemoryError under SPOOL_WORKER_MEMORY_MB, out of descriptors): the job fails with
+    that error, not run, and the worker retires.  It ran before, over the half-made
+    modules left in sys.modules: its own import failed "partially initialized module
+    'pandas'" (or "numpy._core.multiarray failed to import", or the worker crashed
+    SIGSEGV), the memory it said nothing of, and the worker stayed: every later quant job
+    it took failed the same way, with memory to spare (h354)."""
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    (tmp_path / "squeeze").mkdir()
+    (tmp_path / "squeeze" / "sitecustomize.py").write_text(_SQUEEZE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "squeeze"), os.environ.get("PYTHONPATH", "")]))
+    write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
+    d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0", QA_SQUEEZED=str(tmp_path / "squeezed"))
+    _, worker = _forkserver_and_worker(d.pid)
+    job = {"tool": "run_backtest", "timeout": 30,
+           "params": {"symbols": ["S0000"], "fast": 5, "slow": 20}}
+    drop(spool_root, "bt1", job)
+    first = wait_record(spool_root, "bt1", 60)
+    assert first["state"] == "failed", first
+    assert first["error"]["type"] == "tool_error"
+    assert first["error"]["message"].startswith("out of memory (MemoryError: squeezed)"), first
+    drop(spool_root, "bt2", job)
+    second = wait_record(spool_root, "bt2", 60)
+    assert second["state"] == "done", second
+    assert second["pid"] != worker, "run by a fresh worker"
+    assert d.stop() == 0
