@@ -200,11 +200,13 @@ class ChangeFeed:
         """End the feed's thread (within 5 s) and close its descriptors; no watch is
         added from here on, nothing reported."""
         with self._lock:
-            self._stopping = True
-            if self._thread is not None:
+            woken, self._stopping = self._stopping, True
+            if self._thread is not None and not woken:
                 # Under the lock: a thread woken by an event in between would see
                 # "stopping", return and close the read end (EPIPE here, this end left
-                # open).  One byte into a new pipe never blocks.
+                # open).  One byte into a new pipe never blocks.  Once only: the thread
+                # ends on it, and a stop after one whose join timed out wrote into the
+                # pipe the thread had closed since (EPIPE, both descriptors left: h354).
                 os.write(self._wake_w, b"!")
         if self._thread is not None:
             self._thread.join(timeout=5)

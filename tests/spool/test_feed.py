@@ -170,6 +170,41 @@ def test_an_event_during_stop_does_not_break_its_wake_up(
     assert feed._wake_w == -1
 
 
+def test_a_second_stop_after_one_that_timed_out_ends_the_feed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop whose join timed out (the thread inside on_change) leaves the feed's wake
+    pipe and inotify descriptor for a later stop.  That one wrote its wake-up again,
+    into a pipe whose read end the thread had closed as it ended on the first one's:
+    BrokenPipeError out of stop(), the write end and the inotify instance left open for
+    good (h354).  The thread ends on the first wake-up; the second stop only closes."""
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(folder: str, name: str) -> None:
+        inside.set()
+        release.wait(10)
+
+    feed = ChangeFeed([pending], slow)
+    feed.start()
+    thread = feed._thread
+    assert thread is not None
+    (pending / "a.json").write_bytes(b"{}")
+    assert inside.wait(5)
+    join = thread.join
+    monkeypatch.setattr(thread, "join", lambda timeout=None: join(0.1))  # 5 s, else
+    feed.stop()
+    assert thread.is_alive()  # inside on_change: the feed's descriptors stay
+    wake_w = feed._wake_w
+    release.set()
+    join(5)
+    assert not thread.is_alive()
+    feed.stop()
+    assert feed._wake_w == -1
+    with pytest.raises(OSError):
+        os.fstat(wake_w)
+
+
 def test_a_stop_right_after_the_start_leaves_no_descriptor(tmp_path: Path) -> None:
     """watchdog's ``InotifyFD`` thread, which the feed ran on, kept its inotify descriptor
     and wake pipe open when stopped before it first read: 71 stops in 100 right after a
