@@ -7,7 +7,7 @@ Off, a processor whose jobs never use them starts with about 0.6 s less CPU in i
 forkserver (and 0.5 s less in the processor, which then skips its background import
 of the FAST quant tools' modules: see :mod:`processor.startup`); a worker imports them
 before its first quant job instead, outside that job's time limit, as a tool module
-slow to import is at its start (:func:`processor.worker.load_quant_for`).
+slow to import is at its start (:func:`processor.worker.load_quant`).
 
 What to do: ``SPOOLQ_PRELOAD_QUANT`` (``1`` or ``0``, set by the process that starts the
 forkserver from its settings), else, for a forkserver started before the settings

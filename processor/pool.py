@@ -375,7 +375,7 @@ class LocalPool:
     def _loading(self, slot: _Slot) -> None:
         """The worker imports what its task's tool needs before it runs it (the quant
         modules, with ``SPOOL_PRELOAD_QUANT`` off: :func:`~processor.worker
-        .load_quant_for`): the task has :data:`READY_WAIT_S` more meanwhile, as with a
+        .load_quant`): the task has :data:`READY_WAIT_S` more meanwhile, as with a
         worker not ready yet (see submit), and its time starts at the ``ready`` that
         follows (:meth:`_ready`).  The worker stays ready: a death now is its task's."""
         with self._lock:

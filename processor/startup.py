@@ -54,7 +54,7 @@ QUANT_PRELOAD = ("numpy", "pandas", "processor.quant.tools", "processor.quant.ba
 """What the built-in quant tools' COMPUTE runs import: preloaded by the forkservers
 (:mod:`processor.forkserver_quant` for the local pool's, unless ``SPOOL_PRELOAD_QUANT``
 is off: then a worker imports them before such a run, :func:`processor.worker
-.load_quant_for`)."""
+.load_quant`)."""
 PRELOAD = ["processor.forkserver_init", "processor.forkserver_quant", "processor.worker",
            "processor.forkserver_tools", "processor.forkserver_ready"]
 """What the local pool's forkserver imports before it forks a worker

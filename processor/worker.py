@@ -3,7 +3,7 @@
 Started by :class:`~processor.pool.LocalPool` through a forkserver that has
 numpy, pandas and the tools preloaded (with ``SPOOL_PRELOAD_QUANT`` off, a worker
 imports numpy and pandas before its first quant job, outside that job's time:
-:func:`load_quant_for`).  Each worker:
+:func:`load_quant`).  Each worker:
 
 * leads its own session, so a timeout kills it *and* what its tool started
   with one ``killpg``;
@@ -217,8 +217,15 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         task = conn.recv()  # Task.fields(): plain data, as the result goes back
         job_id, tool, _, timeout_s, _, _ = task
         running[0] = (job_id, tool)
-        # Outside the job's time, as a tool module's import is at the worker's start.
-        spoiled = load_quant_for(conn, registry, tool)
+        spoiled = None
+        if quant_to_load(registry, tool):
+            # Outside the job's time, as a tool module's import is at the worker's start;
+            # its room under the cap is measured again after, as a preloaded worker's is
+            # when ready (measured before, the 130 MB the import maps took half of a
+            # 384 MB cap's room: a worker retired after each quant job, its successor
+            # importing again).
+            spoiled = load_quant(conn)
+            budget = MemoryBudget(config.memory_mb)
         deadman.arm(timeout_s + DEADMAN_GRACE_S)
         progress = Progress(conn, job_id, held)
         strays.job_started()
@@ -247,19 +254,31 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         state.restore()
 
 
-def load_quant_for(conn: Connection, registry: Any, name: str) -> BaseException | None:
-    """Import numpy, pandas and the quant tools' computations (:data:`QUANT_PRELOAD`)
-    before a run of a built-in quant COMPUTE tool (:data:`~processor.quant.tools
-    .COMPUTE_TOOLS`) when they are not loaded yet (``SPOOL_PRELOAD_QUANT`` off: the
-    forkserver did not preload them), outside the job's time, as a slow tool module's
-    import at the worker's start is: ``("loading",)`` first, on which the pool gives the
-    task :data:`~processor.executor.READY_WAIT_S` more, then ``("ready",)``, on which its
+def quant_to_load(registry: Any, name: str) -> bool:
+    """A run of tool ``name`` needs numpy, pandas and the quant tools' computations
+    (:data:`QUANT_PRELOAD`) imported first (:func:`load_quant`): a built-in quant COMPUTE
+    tool (:data:`~processor.quant.tools.COMPUTE_TOOLS`) while they are not loaded yet
+    (``SPOOL_PRELOAD_QUANT`` off: the forkserver did not preload them).  Loaded (the
+    preload on, or an earlier job's), or another tool: False, and nothing is sent.  (A
+    Dask executor's job processes have them preloaded always; its supervisor passes
+    over both messages.)"""
+    try:
+        tool = registry.get(name)
+    except SpoolError:
+        return False  # _run says so
+    return issubclass(tool, COMPUTE_TOOLS) and not all(m in sys.modules
+                                                        for m in QUANT_PRELOAD)
+
+
+def load_quant(conn: Connection) -> BaseException | None:
+    """Import :data:`QUANT_PRELOAD` before a task's run (:func:`quant_to_load`), outside
+    the job's time, as a slow tool module's import at the worker's start is:
+    ``("loading",)`` first, on which the pool gives the task
+    :data:`~processor.executor.READY_WAIT_S` more, then ``("ready",)``, on which its
     time starts again.  Imported by the job's own run, they took 0.3 to 0.85 s of its
     time limit (a busy 2-CPU host): a quick ``run_backtest`` of ``"timeout": 0.25``
     failed ``timeout`` as a worker's first quant job, and again on the fresh worker of
-    each retry.  Loaded (the preload on, or an earlier job's), or another tool's task:
-    nothing is sent.  (A Dask executor's job processes have them preloaded always; its
-    supervisor passes over both messages.)
+    each retry.
 
     An error of the import is returned, the first (None when there was none): raised
     here, it ended the worker and failed the job ``worker_crashed``.  The job fails with
@@ -268,12 +287,6 @@ def load_quant_for(conn: Connection, registry: Any, name: str) -> BaseException 
     ``SPOOL_WORKER_MEMORY_MB``), and the run's own import then failed "partially
     initialized module 'pandas'", or crashed the worker with SIGSEGV, on that job and on
     every later quant job the worker took (h354)."""
-    try:
-        tool = registry.get(name)
-    except SpoolError:
-        return None  # _run says so
-    if not issubclass(tool, COMPUTE_TOOLS) or all(m in sys.modules for m in QUANT_PRELOAD):
-        return None
     _send(conn, ("loading",))
     spoiled: BaseException | None = None
     for module in QUANT_PRELOAD:
@@ -286,7 +299,7 @@ def load_quant_for(conn: Connection, registry: Any, name: str) -> BaseException 
 
 
 def _unloaded(job_id: str, exc: BaseException) -> Outcome:
-    """The job's outcome when :func:`load_quant_for`'s import failed with ``exc``: what
+    """The job's outcome when :func:`load_quant`'s import failed with ``exc``: what
     its run's own import said before (:func:`~processor.runner.run_tool`'s words: a
     MemoryError's as out of memory)."""
     message = (out_of_memory(exc) if isinstance(exc, MemoryError)

@@ -114,4 +114,4 @@ COMPUTE_TOOLS = tuple(tool for tool in QUANT_TOOLS
                       if tool.execution_mode is ExecutionMode.COMPUTE)
 """The COMPUTE tools whose runs import :data:`processor.startup.QUANT_PRELOAD` (with
 ``SPOOL_PRELOAD_QUANT`` off, a worker imports them before such a run, outside its time:
-see :func:`processor.worker.load_quant_for`)."""
+see :func:`processor.worker.load_quant`)."""

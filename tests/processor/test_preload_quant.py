@@ -183,10 +183,35 @@ def test_off_a_compute_quant_job_has_its_worker_import_them_outside_its_time(
     assert d.stop() == 0
 
 
+def test_off_a_worker_measures_its_room_under_the_cap_after_the_import(
+        daemon: Callable[..., Daemon], spool_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off, a worker's room under ``SPOOL_WORKER_MEMORY_MB`` is measured again once it has
+    imported the quant modules, as a preloaded worker's is when ready.  Measured before,
+    at the smallest cap (384 MB), the import's 130 MB (182 MB when ready, 309 after) put
+    every quant job's worker past half its room (310 MB used of a 283 MB line): it
+    retired after each job, and each job's fresh worker imported them again."""
+    monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
+    d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0", SPOOL_WORKER_MEMORY_MB="384")
+    pids = []
+    for n in range(2):
+        drop(spool_root, f"bt{n}", {"tool": "run_backtest",
+                                    "params": {"symbols": ["S0000"], "fast": 5, "slow": 20}})
+        bt = wait_record(spool_root, f"bt{n}", 60)
+        assert bt["state"] == "done", bt
+        pids.append(bt["pid"])
+    assert d.stop() == 0
+    retired = [line for line in d.logs().splitlines() if "worker retires" in line]
+    assert retired == [], retired
+    assert len(set(pids)) == 1, pids
+
+
 def _said(tool: str) -> list[tuple[object, ...]]:
     """What a worker sends before it runs a task of ``tool``."""
     ours, theirs = mp.Pipe()
-    worker_module.load_quant_for(ours, load_registry([]), tool)
+    if worker_module.quant_to_load(load_registry([]), tool):
+        worker_module.load_quant(ours)
     said = []
     while theirs.poll():
         said.append(pickle.loads(theirs.recv_bytes()))
