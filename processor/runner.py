@@ -203,16 +203,13 @@ def run_tool(tool: type[BaseTool], job_id: str, params: dict[str, Any], ctx: Con
     except JobError as exc:
         outcome = Outcome.failed(job_id, exc, _traceback(exc) if not
                                  isinstance(exc, InvalidParams) else None)
-    except MemoryError as exc:
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR, out_of_memory(exc), _traceback(exc))
     except SystemExit as exc:  # sys.exit() or argparse in a tool ends the call, not the process
         if os.getpid() != pid:  # in a child the tool forked (see below), the child's status
             os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
         outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
                           f"the tool called exit ({_text_of(exc.code, repr)})", _traceback(exc))
     except BaseException as exc:  # asyncio's CancelledError too: a FAST tool runs on the loop
-        outcome = Outcome(job_id, ErrorType.TOOL_ERROR,
-                          f"{type(exc).__name__}: {_text_of(exc)}", _traceback(exc))
+        outcome = raised(job_id, exc)
     if os.getpid() != pid:
         # A process the tool forked came back here instead of exiting: a copy of the
         # processor (or worker) that would record the job in place of its run and go on
@@ -401,6 +398,15 @@ def _flag(value: object) -> bool:
     dtype = getattr(value, "dtype", None)  # a numpy bool (np.True_), a 0-d bool array
     return getattr(dtype, "kind", None) == "b" and getattr(value, "shape", None) == () \
         and bool(value)
+
+
+def raised(job_id: str, exc: BaseException) -> Outcome:
+    """The ``tool_error`` of a run that raised ``exc`` (no JobError, no SystemExit): its
+    type and text, a MemoryError's said as out of memory, and its traceback."""
+    message = (out_of_memory(exc) if isinstance(exc, MemoryError)
+               else f"{type(exc).__name__}: {_text_of(exc)}")
+    return Outcome(job_id, ErrorType.TOOL_ERROR, valid_text(message),
+                   valid_text(_traceback(exc)))
 
 
 def _text_of(value: object, show: Callable[[object], str] = str) -> str:

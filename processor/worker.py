@@ -45,7 +45,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -71,7 +70,7 @@ from processor.runner import (
     WORKER_CAP_MB,
     Context,
     Outcome,
-    out_of_memory,
+    raised,
     ran_out_of_memory,
     run_tool,
 )
@@ -80,7 +79,6 @@ from processor.stdio_pipes import redirect
 from processor.stray_threads import StrayThreads
 from spool.early_stops import REPORT_SIGNALS, STOP_SIGNALS
 from spool.errors import ErrorType, SpoolError
-from spool.text import MAX_TRACEBACK_CHARS, cut_text, valid_text
 
 log = logging.getLogger("spoolq.worker")
 
@@ -230,8 +228,9 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         progress = Progress(conn, job_id, held)
         strays.job_started()
         try:
+            # Failed by the import's own error, as its run's own import failed it.
             outcome = (_run(progress, registry, task, resources) if spoiled is None
-                       else _unloaded(job_id, spoiled))
+                       else raised(job_id, spoiled))
             if outcome.error_type is ErrorType.INVALID_PARAMS and outcome.message:
                 outcome.message += _params_differ(registry, tool, config.params)
         finally:
@@ -282,11 +281,11 @@ def load_quant(conn: Connection) -> BaseException | None:
 
     An error of the import is returned, the first (None when there was none): raised
     here, it ended the worker and failed the job ``worker_crashed``.  The job fails with
-    it (:func:`_unloaded`), not run, and the worker retires: an import cut short leaves
-    half-made modules in ``sys.modules`` (pandas' compiled ones, after a MemoryError under
-    ``SPOOL_WORKER_MEMORY_MB``), and the run's own import then failed "partially
-    initialized module 'pandas'", or crashed the worker with SIGSEGV, on that job and on
-    every later quant job the worker took (h354)."""
+    it (:func:`~processor.runner.raised`), not run, and the worker retires: an import
+    cut short leaves half-made modules in ``sys.modules`` (pandas' compiled ones, after
+    a MemoryError under ``SPOOL_WORKER_MEMORY_MB``), and the run's own import then
+    failed "partially initialized module 'pandas'", or crashed the worker with
+    SIGSEGV, on that job and on every later quant job the worker took (h354)."""
     _send(conn, ("loading",))
     spoiled: BaseException | None = None
     for module in QUANT_PRELOAD:
@@ -296,16 +295,6 @@ def load_quant(conn: Connection) -> BaseException | None:
             spoiled = spoiled or exc
     _send(conn, ("ready",))
     return spoiled
-
-
-def _unloaded(job_id: str, exc: BaseException) -> Outcome:
-    """The job's outcome when :func:`load_quant`'s import failed with ``exc``: what
-    its run's own import said before (:func:`~processor.runner.run_tool`'s words: a
-    MemoryError's as out of memory)."""
-    message = (out_of_memory(exc) if isinstance(exc, MemoryError)
-               else f"{type(exc).__name__}: {exc}")
-    return Outcome(job_id, ErrorType.TOOL_ERROR, valid_text(message), valid_text(cut_text(
-        "".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)))
 
 
 def _spent(budget: MemoryBudget, outcome: Outcome, tool: str) -> bool:
