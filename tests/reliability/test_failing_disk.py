@@ -166,6 +166,33 @@ def test_a_requeue_whose_folder_sync_failed_is_not_also_failed(
         d.abort()
 
 
+def test_a_batch_sync_failing_at_the_stop_is_said_and_the_stop_ends(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """Under ``batch`` the stop syncs what the last group left; every ``syncfs`` failing
+    (EIO) by then, the stop's own flush raised: the processor printed the error and
+    exited 75 without its "stopped" line, its status file and lock left in ``owners/``
+    (a ``systemctl stop`` that left the unit failed).  The writes were made, only not
+    known durable: said in a warning, and the stop goes on."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="batch", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        attach(d.pid, "syncfs", None, when="1+")  # until the processor exits
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        # A claim's sync failed: the group is still to be made durable at the stop.
+        wait_for(lambda: bool(_troubled(d)), 20, "the claim's failed sync")
+        assert d.stop() == 0, d.logs()[-3000:]
+        msgs = [e.get("msg") for e in d.events()]
+        assert "stopped" in msgs, d.logs()[-3000:]
+        assert not [n for n in os.listdir(spool_root / "owners") if f"-{d.pid}-" in n]
+        said = [e for e in d.events() if e.get("level") == "warning"
+                and "Input/output error" in e.get("error", "")]
+        assert len(said) == 1, d.logs()[-3000:]
+        where = locations(spool_root)
+        assert where in ({"j1": ["pending"]}, {"j1": ["done"]}), where  # one place, kept
+    finally:
+        d.abort()
+
+
 @pytest.mark.parametrize("folder", ["pending", "running"])
 def test_one_unreadable_job_file_does_not_stop_the_others(
         folder: str, spool_root: Path, tmp_path: Path,
