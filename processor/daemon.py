@@ -42,6 +42,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from processor import lifecycle, logs, signal_report
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
@@ -67,9 +69,11 @@ from spool.clock import Clock, SystemClock
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake
+from spool.large import HEAD_BYTES, Head, leading_fields, read_record
 from spool.lease import OwnerLease
-from spool.models import Job
+from spool.models import Job, record_bytes
 from spool.settings import Settings
+from spool.states import JobState
 from spool.text import valid_text
 from spool.transitions import Spool
 
@@ -250,8 +254,9 @@ class Processor:
         for run, outcome in waiting:
             try:
                 self.finisher.record(run, outcome)
-            except SpoolIOError:
-                self.unfinished.append((run, outcome))
+            except SpoolIOError as exc:
+                if not self._recorded_all_the_same(run, exc):
+                    self.unfinished.append((run, outcome))
         if self.unfinished:
             # Requeued as cut short, they run again: said, as nothing else did (QA).
             log.warning("runs that finished while the disk refused their records are "
@@ -259,6 +264,42 @@ class Processor:
                         "the restart", extra={"fields": {
                             "ids": [run.claim.job_id for run, _ in self.unfinished][:32],
                             "count": len(self.unfinished)}})
+
+    def _recorded_all_the_same(self, run: Run, exc: SpoolIOError) -> bool:
+        """Whether the run's record, whose write raised ``exc`` at the stop, stands in
+        ``done/`` or ``failed/`` all the same (its rename landed, then the folder's sync
+        failed: EIO, ENOSPC).  Then it is not requeued: requeued, the job was in
+        ``pending/`` beside its record, and ran again after the restart (QA, h356).  Its
+        running file is dropped as a completion's is, or, when the disk fails that too,
+        left with its lease let go for recovery, which finds its record."""
+        job_id = run.claim.job_id
+        if run.record.state not in (JobState.DONE, JobState.FAILED):
+            return False  # a retry's requeue: known as its own when written again
+        try:
+            mine, _ = leading_fields(record_bytes(run.record)[:HEAD_BYTES])
+            data = read_record(self.layout.job_str(run.record.state, job_id))
+            if data is None:
+                return False
+            there = (leading_fields(data.head)[0] if isinstance(data, Head)
+                     else orjson.loads(data))
+        except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            return False
+        if not isinstance(there, dict) or any(
+                there.get(key) != mine.get(key)
+                for key in ("state", "attempts", "started_at", "host", "pid")):
+            return False  # not this run's record: an earlier one of the id, or none
+        self.runs.pop(job_id, None)
+        try:
+            self.spool.retire_recorded(run.claim)
+        except SpoolIOError as again:
+            run.claim.close()
+            log.error("a run whose record stands, its folder's sync failed, is left in "
+                      "running/ for recovery: the disk failed its removal", extra={
+                          "fields": {"id": job_id, "error": str(again)}})
+        else:
+            log.warning("a run's record stands though its folder's sync failed; not "
+                        "requeued", extra={"fields": {"id": job_id, "error": str(exc)}})
+        return True
 
     def _pass(self) -> None:
         """One pass: wait for work or a timer, then intake, cancels, dispatch, status."""

@@ -166,6 +166,41 @@ def test_a_requeue_whose_folder_sync_failed_is_not_also_failed(
         d.abort()
 
 
+def test_a_record_that_landed_before_its_sync_failed_is_not_requeued_at_the_stop(
+        spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
+    """A run's record lands in ``done/``, then the folder's sync fails (EIO, every try),
+    and the processor is stopped during the pause.  The stop's last try raised as well,
+    and the run was requeued as cut short: the job at rest in ``pending/`` beside its
+    record in ``done/``, and run again after the restart (under ``batch``, a ``syncfs``
+    failing so, it was seen in ``running/`` too).  The record stands: the run is over,
+    its running file dropped."""
+    d = Daemon(spool_root, tmp_path / "p.log", SPOOL_FSYNC="always", SPOOL_SCAN_S=SCAN_S)
+    try:
+        d.start()
+        attach(d.pid, "fsync", spool_root / "done", when="1+")  # until the processor exits
+        drop(spool_root, "j1", {"tool": "echo", "params": {"message": 1}})
+        wait_for(lambda: record(spool_root, "j1") is not None and bool(_troubled(d)), 20,
+                 "the record, then its failed sync")
+        assert d.stop() == 0, d.logs()[-3000:]
+        assert locations(spool_root) == {"j1": ["done"]}, d.logs()[-3000:]
+        assert not [e for e in d.events() if e.get("id") == "j1"
+                    and e.get("msg") == "requeued"], d.logs()[-3000:]
+    finally:
+        d.abort()
+    again = Daemon(spool_root, tmp_path / "p2.log", SPOOL_FSYNC="always",
+                   SPOOL_SCAN_S=SCAN_S)
+    try:
+        again.start()
+        time.sleep(PASSES_S)
+        assert not [e for e in again.events() if e.get("id") == "j1"], again.logs()[-3000:]
+        assert locations(spool_root) == {"j1": ["done"]}
+        rec = record(spool_root, "j1")
+        assert rec is not None and (rec["state"], rec["attempts"]) == ("done", 1), rec
+        assert again.stop() == 0
+    finally:
+        again.abort()
+
+
 def test_a_batch_sync_failing_at_the_stop_is_said_and_the_stop_ends(
         spool_root: Path, tmp_path: Path, attach: Callable[..., Callable[[], None]]) -> None:
     """Under ``batch`` the stop syncs what the last group left; every ``syncfs`` failing
