@@ -270,8 +270,10 @@ class Processor:
         ``done/`` or ``failed/`` all the same (its rename landed, then the folder's sync
         failed: EIO, ENOSPC).  Then it is not requeued: requeued, the job was in
         ``pending/`` beside its record, and ran again after the restart (QA, h356).  Its
-        running file is dropped as a completion's is, or, when the disk fails that too,
-        left with its lease let go for recovery, which finds its record."""
+        running file stays, its lease let go, for the next start's recovery, which finds
+        the record and drops the file: the record's entry is not known durable, and
+        removed now (durably, should ``running/`` sync), a power cut could leave the job
+        in no folder at all."""
         job_id = run.claim.job_id
         if run.record.state not in (JobState.DONE, JobState.FAILED):
             return False  # a retry's requeue: known as its own when written again
@@ -289,16 +291,10 @@ class Processor:
                 for key in ("state", "attempts", "started_at", "host", "pid")):
             return False  # not this run's record: an earlier one of the id, or none
         self.runs.pop(job_id, None)
-        try:
-            self.spool.retire_recorded(run.claim)
-        except SpoolIOError as again:
-            run.claim.close()
-            log.error("a run whose record stands, its folder's sync failed, is left in "
-                      "running/ for recovery: the disk failed its removal", extra={
-                          "fields": {"id": job_id, "error": str(again)}})
-        else:
-            log.warning("a run's record stands though its folder's sync failed; not "
-                        "requeued", extra={"fields": {"id": job_id, "error": str(exc)}})
+        run.claim.close()
+        log.warning("a run's record stands though its folder's sync failed; not requeued: "
+                    "its running file is left for the next start's recovery", extra={
+                        "fields": {"id": job_id, "error": str(exc)}})
         return True
 
     def _pass(self) -> None:

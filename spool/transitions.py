@@ -278,12 +278,6 @@ class Spool:
             quarantine.set_aside(self, path, job_id, what)
         return False
 
-    def retire_recorded(self, claim: Claim) -> None:
-        """The run's record stands in its terminal folder though its write raised (the
-        folder's sync failed after the rename landed): drop its running file, sidecars
-        and lease as a completion does (SpoolIOError: the disk failed that too)."""
-        self._retire(claim)
-
     def _retire(self, claim: Claim, *, refresh: bool = True) -> None:
         """The run is recorded: drop its running file, sidecars and lease."""
         running = self.layout.job_str(_S_RUNNING, claim.job_id)
