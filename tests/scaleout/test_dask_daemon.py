@@ -202,9 +202,12 @@ def test_crashes_fail_worker_crashed_without_silent_retries(spool_root: Path,
     os.kill(dask_client.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
     rec = wait_record(spool_root, "victim", 60)
     assert rec["error"]["type"] == "worker_crashed" and rec["attempts"] == 1
-    # Named, not Dask's 400 characters of advice (cut mid-word in the log line: QA).
-    assert rec["error"]["message"] == f"the Dask worker {worker} running the job died " \
-        "(KilledWorker)", rec["error"]
+    # Named, not Dask's 400 characters of advice (cut mid-word in the log line: QA): by
+    # the future's KilledWorker, or by the health probe that finds the worker gone first
+    # (a loaded host: once in a full run).
+    assert rec["error"]["message"] in (
+        f"the Dask worker {worker} running the job died (KilledWorker)",
+        f"the Dask worker {worker} died or left while running the job"), rec["error"]
     _assert_stopped_growing(beats)
     assert len({line.split()[1] for line in _lines(beats)}) == 1, "never re-run by Dask"
     rec = wait_record(spool_root, "exits", 90)
