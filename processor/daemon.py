@@ -42,8 +42,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
 from processor import lifecycle, logs, signal_report
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
@@ -69,7 +67,7 @@ from spool.clock import Clock, SystemClock
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX
 from spool.intake import Intake
-from spool.large import HEAD_BYTES, Head, leading_fields, read_record
+from spool.large import HEAD_BYTES, found_fields, leading_fields, read_record
 from spool.lease import OwnerLease
 from spool.models import Job, record_bytes
 from spool.settings import Settings
@@ -282,9 +280,8 @@ class Processor:
             data = read_record(self.layout.job_str(run.record.state, job_id))
             if data is None:
                 return False
-            there = (leading_fields(data.head)[0] if isinstance(data, Head)
-                     else orjson.loads(data))
-        except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            there = found_fields(data)
+        except (OSError, ValueError):  # not JSON (orjson.JSONDecodeError is a ValueError)
             return False
         if not isinstance(there, dict) or any(
                 there.get(key) != mine.get(key)

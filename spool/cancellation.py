@@ -29,8 +29,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
-
 from spool.claim import Claim, take
 from spool.clock import utc_from_ns
 from spool.committed import past_commit, then
@@ -39,7 +37,7 @@ from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.fsops import is_there
 from spool.ids import JOB_SUFFIX
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in
-from spool.large import Head, leading_fields, read_record
+from spool.large import found_fields, read_record
 from spool.models import ErrorInfo, Record, Source, record_bytes
 from spool.states import JobState, check_transition
 
@@ -202,7 +200,7 @@ def cancel_recorded(layout: Layout, job_id: str, staged: Path, st: os.stat_resul
     if job is None or found is None:
         return False
     try:
-        fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
+        fields = found_fields(found)
         error, submitted = fields.get("error"), fields.get("submitted_at")
         return (isinstance(error, dict) and error.get("type") == ErrorType.CANCELLED
                 and str(error.get("message", "")).startswith(CANCELLED_PENDING)

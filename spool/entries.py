@@ -26,8 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-import orjson
-
 from spool.fsops import NOT_NOW
 from spool.ids import id_from_name
 from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd
@@ -194,7 +192,7 @@ def _age_key(entry: Entry) -> tuple[int, int]:
 def _records_run_of(record: Entry, running: Entry) -> bool:
     """The terminal ``record`` is of the run ``running`` holds: it records that job's
     submission and this attempt.  When either cannot be read, as before: the record."""
-    from spool.large import Head, leading_fields, read_record  # noqa: PLC0415 (it imports us)
+    from spool.large import found_fields, read_record  # noqa: PLC0415 (it imports us)
 
     job_data = read_regular(running.path, MAX_ACTIVE_BYTES)
     found = read_record(record.path)
@@ -204,7 +202,7 @@ def _records_run_of(record: Entry, running: Entry) -> bool:
         job = parse_job(job_data) if job_data is not None else None
         if found is None or job is None:
             return True
-        fields = leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
+        fields = found_fields(found)
         if not isinstance(fields, dict):
             return True
         record_submitted = datetime.fromisoformat(fields["submitted_at"])

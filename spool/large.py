@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+import orjson
 from pydantic import ValidationError
 
 from spool.entries import read_opened
@@ -125,6 +126,13 @@ def leading_fields(head: bytes) -> tuple[dict[str, Any], bool]:
             pos += 1
         elif text[pos:pos + 1] != "}":
             raise ValueError("not a JSON object")
+
+
+def found_fields(found: bytes | Head) -> Any:
+    """What a terminal file :func:`read_record` read says before its ``result``: a large
+    one's leading fields (:func:`leading_fields` of its head), else its whole JSON value,
+    which may be no object (the caller checks).  ValueError when it is not JSON."""
+    return leading_fields(found.head)[0] if isinstance(found, Head) else orjson.loads(found)
 
 
 @dataclass(frozen=True, slots=True)
