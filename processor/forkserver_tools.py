@@ -29,6 +29,7 @@ import os
 import sys
 
 from processor.startup import PRELOAD_NONE, PRELOAD_TOOLS_ENV, preload_tools_from
+from spool.text import comma_list
 
 
 def _modules() -> list[str] | None:
@@ -38,7 +39,7 @@ def _modules() -> list[str] | None:
         return preload_tools_from(os.environ)
     if listed == PRELOAD_NONE:
         return None
-    return [name.strip() for name in listed.split(",") if name.strip()]
+    return comma_list(listed)
 
 
 def _preload(modules: list[str]) -> None:

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from spool.errors import ConfigError
+from spool.text import comma_list
 
 QUANT_PRELOAD = ("numpy", "pandas", "processor.quant.tools", "processor.quant.backtest",
                  "processor.quant.analysis")
@@ -115,7 +116,7 @@ def preload_tools_from(environ: Mapping[str, str]) -> list[str] | None:
     if not _flag(setting_from(environ, "SPOOL_PRELOAD_TOOLS", "preload_tools"), False):
         return None
     listed = setting_from(environ, "SPOOL_TOOLS", "tools") or ""
-    return [name.strip() for name in listed.split(",") if name.strip()]
+    return comma_list(listed)
 
 log = logging.getLogger("spoolq.processor")
 

@@ -43,6 +43,7 @@ from pydantic_settings import (
 
 from spool.durability import FsyncMode
 from spool.errors import ConfigError
+from spool.text import comma_list
 
 __all__ = ["ENV_FILE", "MAX_ENV_FILE_BYTES", "MAX_SECONDS", "FsyncMode", "Settings", "env_file",
            "load_settings"]  # FsyncMode: re-exported, its home before spool.durability
@@ -374,7 +375,7 @@ class Settings(BaseSettings):
 
     @property
     def tool_modules(self) -> list[str]:
-        return [m.strip() for m in self.tools.split(",") if m.strip()]
+        return comma_list(self.tools)
 
 
 SET_ELSEWHERE = frozenset({"SPOOL_RETENTION"})

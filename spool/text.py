@@ -24,6 +24,13 @@ def valid_text(value: str) -> str:
     return value
 
 
+def comma_list(value: str) -> list[str]:
+    """The items of a comma-separated setting (``SPOOL_TOOLS``' modules), stripped, the
+    empty ones dropped: read so by the settings and by a forkserver that reads the
+    environment itself (:mod:`processor.forkserver_tools`)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
