@@ -342,6 +342,10 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     imports = startup.BackgroundImports(FAST_MODULES, on_done=processor.release_fast,
                                         on_broken=processor.request_restart)
 
+    def start_imports() -> None:
+        processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
+        imports.start()
+
     def import_for(tool: type) -> bool:
         # Not in the tool's own run: there it counted against the job's timeout, and an
         # import cut short (out of descriptors) left half-made modules to every later
@@ -349,8 +353,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
         if not issubclass(tool, FAST_TOOLS):
             return False
         processor.fast.import_for = None
-        processor.fast.held = True
-        imports.start()
+        start_imports()
         return True
 
     if not settings.preload_quant:
@@ -359,8 +362,7 @@ def _start(settings: Settings, up: list[bool], executor_named: str) -> int:
     def on_ready() -> None:
         up.append(True)
         if settings.preload_quant:
-            processor.fast.held = True  # no FAST run beside the import: see BackgroundImports
-            imports.start()
+            start_imports()
 
     try:
         status = processor.run(on_ready)
