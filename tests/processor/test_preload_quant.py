@@ -129,8 +129,22 @@ def test_the_forkserver_and_the_settings_agree(environ: dict[str, str],
     assert preload_quant_from(os.environ) is Settings().preload_quant
 
 
+_SLOW_PANDAS = '''\
+import sys, time
+class _SlowPandas:
+    """pandas' import, once, 2 s slower (as on a loaded host: 3.1 s has been seen)."""
+    slowed = False
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" and not _SlowPandas.slowed:
+            _SlowPandas.slowed = True
+            time.sleep(2.0)
+        return None
+sys.meta_path.insert(0, _SlowPandas())
+'''
+
+
 def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
-        daemon: Callable[..., Daemon], spool_root: Path,
+        daemon: Callable[..., Daemon], spool_root: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Off, the first FAST quant job has the processor import numpy and pandas on its
     background thread (as at the start, with the preload on) and waits for it, outside
@@ -138,15 +152,23 @@ def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
     get_kline of 0.1 s failed ``timeout`` and left its thread behind, as did every FAST
     job that came during that import), and one cut short by the host (out of
     descriptors) left half-made numpy and pandas to every later FAST job of the process,
-    which then failed or crashed it, where the background import restarts it."""
+    which then failed or crashed it, where the background import restarts it.
+
+    The import is made 2 s slower than it is here, so that a timeout of 1 s tells the
+    import counted from a run slowed by a loaded host: with 0.1 s against an import of
+    0.23 to 0.3 s, a run of 4 ms took 0.17 s under CI's load and failed ``timeout``."""
     monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PANDAS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]))
     write_synthetic(spool_root / "data", symbols=2, bars=120, seed=5)
     d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
     drop(spool_root, "echo", {"tool": "echo", "params": {"message": "hi"}})
     assert wait_record(spool_root, "echo")["state"] == "done"
     assert not _has_numpy(d.pid)
     for n in range(3):
-        drop(spool_root, f"kline{n}", {"tool": "get_kline", "timeout": 0.1,
+        drop(spool_root, f"kline{n}", {"tool": "get_kline", "timeout": 1.0,
                                        "params": {"symbol": "S0000", "limit": 3}})
     for n in range(3):
         kline = wait_record(spool_root, f"kline{n}", 60)
