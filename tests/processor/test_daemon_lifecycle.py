@@ -314,7 +314,8 @@ def test_an_owner_lock_file_removed_under_a_processor_is_locked_again(
     (lock,) = (spool_root / "owners").glob("*.lock")
     lock.unlink()
     wait_for(lambda: is_locked(lock), 10, "the owner lock file made and locked again")
-    assert "locked again" in d.logs()
+    # Said once the lock is taken: a loaded host can run this look in between.
+    wait_for(lambda: "locked again" in d.logs(), 10, "the line that says so")
     drop(spool_root, "after", {"tool": "echo"})
     assert wait_record(spool_root, "after", 30)["state"] == "done"
     assert d.running()
