@@ -179,7 +179,7 @@ def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
 
 
 def test_off_a_compute_quant_job_has_its_worker_import_them_outside_its_time(
-        daemon: Callable[..., Daemon], spool_root: Path,
+        daemon: Callable[..., Daemon], spool_root: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Off, a worker imports numpy, pandas and the quant computations before its first
     COMPUTE quant job, outside that job's time (it tells the pool, which gives the job
@@ -188,14 +188,24 @@ def test_off_a_compute_quant_job_has_its_worker_import_them_outside_its_time(
     its time limit: in a worker, 0.3 to 0.85 s on the 2-CPU host here (loaded), where
     this backtest's run takes 0.05 to 0.1 s (a first run's, pandas' lazy imports most
     of it); so it failed ``timeout`` at 0.25 s, on each attempt, each on a fresh worker
-    that imported them again.  Its second attempt only spares a host stalled past 0.25 s
-    a false failure."""
+    that imported them again.  Its second attempt only spares a host stalled past its
+    time a false failure.
+
+    Each worker's import of pandas is made 2 s slower than it is here (the forkserver
+    never imports it, so each worker it forks slows its own), so that a timeout of 1 s
+    tells the import counted from a run slowed by a loaded host, on both attempts: with
+    0.25 s against a run of 0.05 to 0.1 s, the margin was the one a loaded CI host ate
+    in the FAST test above (a 4 ms run took 0.17 s)."""
     monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PANDAS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]))
     write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
     d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
     _, worker = _forkserver_and_worker(d.pid)
     assert not _has_numpy(worker)
-    drop(spool_root, "bt", {"tool": "run_backtest", "timeout": 0.25, "max_attempts": 2,
+    drop(spool_root, "bt", {"tool": "run_backtest", "timeout": 1.0, "max_attempts": 2,
                             "params": {"symbols": ["S0000"], "fast": 5, "slow": 20}})
     bt = wait_record(spool_root, "bt", 60)
     assert bt["state"] == "done", bt
