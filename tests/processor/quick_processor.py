@@ -10,7 +10,10 @@ left for a tool to wait for), ``QUICK_RACY_NS`` sets :data:`spool.recheck.RACY_N
 (0.5 s: how long claims pause after spool I/O trouble, doubled at each try since) and
 ``QUICK_IO_PAUSE_MAX_S`` its longest (30 s),
 ``QUICK_IMPORT_SLOW_S`` sets :data:`processor.startup.IMPORT_SLOW_S` (10 s: how long the
-background import may take before a warning names what it imports), then
+background import may take before a warning names what it imports),
+``QUICK_HEARTBEAT_S`` sets :data:`processor.daemon.HEARTBEAT_S` (1 s: how often the loop
+wakes to write its status, whatever else it waits for; longer, a wake the loop owes to
+something else cannot pass for one the heartbeat happened to give), then
 ``processor.__main__.main`` runs as ``python -m processor`` would.
 
 Not a test module; the tests start it through daemonkit's runner (``module=``;
@@ -31,6 +34,7 @@ RACY_ENV = "QUICK_RACY_NS"
 IO_PAUSE_ENV = "QUICK_IO_PAUSE_S"
 IO_PAUSE_MAX_ENV = "QUICK_IO_PAUSE_MAX_S"
 IMPORT_SLOW_ENV = "QUICK_IMPORT_SLOW_S"
+HEARTBEAT_ENV = "QUICK_HEARTBEAT_S"
 
 
 def main() -> int:
@@ -46,6 +50,10 @@ def main() -> int:
         first, longest = daemon.IO_BACKOFF_S
         daemon.IO_BACKOFF_S = (float(os.environ.get(IO_PAUSE_ENV, first)),
                                float(os.environ.get(IO_PAUSE_MAX_ENV, longest)))
+    if HEARTBEAT_ENV in os.environ:
+        from processor import daemon  # noqa: PLC0415 - here only: it delays the forkserver
+
+        daemon.HEARTBEAT_S = float(os.environ[HEARTBEAT_ENV])
     return processor_main.main()
 
 

@@ -232,17 +232,20 @@ def test_a_job_runs_as_soon_as_its_not_before_comes(spool_root: Path,
                                                    daemon: StartDaemon) -> None:
     """The loop wakes when the first delayed job comes due, not at its next heartbeat or
     rescan: a job due at 12:00:00 that ran at 12:00:00.9 each time would still pass the
-    test above.  Four jobs due a quarter of a second apart, with the rescan put off (30 s),
-    each start within 0.4 s of its ``not_before``: woken by the heartbeat alone (1 s),
-    one of them waits 0.75 s at least (found by h339's mutation of the loop's wake)."""
-    daemon(SPOOL_SCAN_S="30")
+    test above.  Four jobs due 1.25 s apart, with the rescan put off (30 s) and the
+    heartbeat made 5 s (quick_processor), each start within 2 s of its ``not_before``:
+    woken by the heartbeat alone, one of them waits 3.75 s at least, whatever the
+    heartbeat's phase (found by h339's mutation of the loop's wake).  With the shipped
+    1 s heartbeat and jobs a quarter of a second apart, the bound had to be 0.4 s (under
+    the 0.75 s the heartbeat gives): a loop held 0.58 s by a loaded host failed it."""
+    daemon(SPOOL_SCAN_S="30", module="quick_processor", QUICK_HEARTBEAT_S="5")
     # FAST jobs wait for the start's background import of numpy and pandas: under load
     # it outlasted the 2 s below, and all four started together as it ended (1.1 s late
     # at worst in a run of tests/processor under load).  The wake is timed once it is over.
     drop(spool_root, "warm", {"tool": "echo"})
     assert wait_record(spool_root, "warm", 60)["state"] == "done"
     first = datetime.now(UTC) + timedelta(seconds=2)
-    due = {f"due-{i}": first + timedelta(seconds=0.25 * i) for i in range(4)}
+    due = {f"due-{i}": first + timedelta(seconds=1.25 * i) for i in range(4)}
     for job_id, when in due.items():
         drop(spool_root, job_id, {"tool": "echo", "not_before": when.isoformat()})
     late = {}
@@ -250,7 +253,7 @@ def test_a_job_runs_as_soon_as_its_not_before_comes(spool_root: Path,
         started = datetime.fromisoformat(wait_record(spool_root, job_id)["started_at"])
         assert started >= when
         late[job_id] = (started - when).total_seconds()
-    assert max(late.values()) < 0.4, late
+    assert max(late.values()) < 2.0, late
 
 
 def test_a_records_duration_is_its_runs_to_the_millisecond(spool_root: Path,
