@@ -21,6 +21,13 @@ So, with :class:`Reach` built from the settings:
 Each refusal is a 403 ``forbidden`` that says what to set.  Writes need the bearer
 token, which no cross-origin page can send without a preflight that statusd does not
 answer.
+
+Framing is the third way (:func:`browser_headers`): the dashboard's task view cancels and
+retries, and a page of another site could show it in a frame of its own, under a
+decoy that takes the user's clicks.  Every answer says the dashboard may be framed only
+by its own origin and those named in ``STATUSD_ALLOWED_ORIGINS``, and that the page runs
+its own files only (a Content-Security-Policy: a record's strings the page shows can
+never run as script, whatever a later change of the page did with them).
 """
 
 from __future__ import annotations
@@ -137,8 +144,36 @@ class Reach:
         if (why := self.origin_refused(request)) is not None:
             raise ApiError(403, "forbidden", why)
 
+    def page_headers(self) -> dict[str, str]:
+        """What every answer carries for browsers (:func:`browser_headers`)."""
+        framers = "*" if self.any_origin else " ".join(["'self'", *sorted(self.origins)])
+        headers = {
+            # The page's own scripts, style and API (WebSockets to its own host and port
+            # included: 'self' covers ws: and wss: there); its icon is a data: URL.
+            "Content-Security-Policy": (
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                f"base-uri 'none'; form-action 'self'; frame-ancestors {framers}"),
+            "X-Content-Type-Options": "nosniff",  # a record's text is never taken for a page
+            "Referrer-Policy": "no-referrer",  # a task's address stays here
+        }
+        if not self.origins and not self.any_origin:
+            headers["X-Frame-Options"] = "SAMEORIGIN"  # frame-ancestors, for older browsers
+        return headers
+
 
 REACH = web.AppKey("reach", Reach)
+
+
+PAGE_HEADERS = web.AppKey("page_headers", dict[str, str])
+"""The app's :meth:`Reach.page_headers`, made once."""
+
+
+async def browser_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: :meth:`Reach.page_headers` on every answer (an error's, a
+    record's, a static file's as well as the page's: any of them can be opened as a
+    page), where the handler did not set its own."""
+    for name, value in request.app[PAGE_HEADERS].items():
+        response.headers.setdefault(name, value)
 
 
 @web.middleware

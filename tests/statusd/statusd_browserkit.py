@@ -103,8 +103,8 @@ def _check_disabled_features(driver_pids: set[int]) -> None:
 
 
 def watched(tab: sync_api.Page) -> list[str]:
-    """``tab`` with the tests' timeout, and the list its JavaScript errors go to (a page
-    with one fails its test)."""
+    """``tab`` with the tests' timeout, and the list its JavaScript errors and the
+    policy's refusals go to (a page with one fails its test)."""
     errors: list[str] = []
     tab.set_default_timeout(TIMEOUT_MS)
     # The page's timeout is not expect()'s, which kept Playwright's 5 s: a loaded host's
@@ -112,6 +112,10 @@ def watched(tab: sync_api.Page) -> list[str]:
     # already passes at once, so only an expect that fails waits the longer.
     sync_api.expect.set_options(timeout=TIMEOUT_MS)
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    # What statusd's Content-Security-Policy refused the page (a script, a style, a
+    # socket it opens): logged, not thrown, so the page's part that needed it just fails.
+    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+           and "Content Security Policy" in msg.text else None)
     return errors
 
 

@@ -1156,6 +1156,33 @@ def test_normal_use_logs_no_console_errors(server: ServerThread, spool: Spool,
     assert not console, f"console messages in normal use: {console}"
 
 
+def test_a_page_of_another_origin_cannot_frame_the_dashboard(
+        server: ServerThread, spool: Spool, browser: sync_api.Browser,
+        page: sync_api.Page) -> None:
+    """The task view cancels and retries: framed by a page of another site, under a decoy,
+    it would take the user's clicks.  The browser shows such a frame empty (statusd's
+    frame-ancestors), and the page in a tab of its own runs as before."""
+    expect = sync_api.expect
+    run_job(spool, "framed", result={"message": "hi"})
+    target = server.base + "/#/tasks/framed"
+    # Not ``page``: the refusal is a console error of the framing page, which own_page
+    # takes for the dashboard's own page breaking its policy.
+    context = browser.new_context()
+    try:
+        decoy = context.new_page()
+        # An about:blank page, so of no origin statusd names; its load waits for the frame.
+        decoy.set_content(f'<iframe src="{target}" width="800" height="600"></iframe>')
+        [framed] = decoy.main_frame.child_frames
+        framed.wait_for_load_state("load")
+        # Refused, Chromium puts its error page in the frame; let in, the dashboard.
+        assert framed.url.startswith("chrome-error://"), \
+            f"the dashboard loaded in another origin's frame: {framed.url}"
+    finally:
+        context.close()
+    page.goto(target)
+    expect(page.locator("#task-state")).to_have_text("done")
+
+
 
 # Run before the page's scripts: the first task stream the page opens is left at once,
 # from a microtask, so the page closes the socket while it is still connecting.

@@ -156,3 +156,41 @@ def test_a_bad_allowed_origin_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     assert "STATUSD_ALLOWED_ORIGINS" in str(info.value)
     assert "'dash.example' is no origin" in str(info.value)
+
+
+def test_every_answer_says_who_may_frame_the_page_and_what_it_runs(
+        served: ServerThread, spool: Spool) -> None:
+    """The dashboard cancels and retries: a page of another site that framed it could
+    take a user's clicks under a decoy.  Every answer (the page, a static file, a record,
+    an error, a refused Host) says the page is framed by its own origin only, runs its own
+    files only, and is never sniffed for another type."""
+    try:
+        for path, status in (("/", 200), ("/static/app.js", 200), ("/api/v1/tasks/secret", 200),
+                             ("/api/v1/tasks/nobody", 404), ("/api/v1/tasks/%2e%2e", 400)):
+            reply = request(served.base, "GET", path)
+            assert reply.status == status, (path, reply.status)
+            policy = reply.headers["content-security-policy"]
+            assert "default-src 'self'" in policy and "object-src 'none'" in policy, policy
+            assert policy.endswith("frame-ancestors 'self'"), policy
+            assert reply.headers["x-frame-options"] == "SAMEORIGIN"
+            assert reply.headers["x-content-type-options"] == "nosniff"
+            assert reply.headers["referrer-policy"] == "no-referrer"
+        refused = request(served.base, "GET", "/", headers={"Host": "rebind.example"})
+        assert refused.status == 403
+        assert "frame-ancestors 'self'" in refused.headers["content-security-policy"]
+    finally:
+        served.stop()
+    # A portal named in STATUSD_ALLOWED_ORIGINS may frame it (its WebSockets are let in
+    # too); with ``*``, any page.
+    for origins, framers in (("https://b.example, https://a.example:8443",
+                              "'self' https://a.example:8443 https://b.example"),
+                             ("*", "*")):
+        srv = ServerThread(settings_for(spool.layout.root,
+                                        statusd_allowed_origins=origins)).start()
+        try:
+            reply = request(srv.base, "GET", "/")
+            assert reply.headers["content-security-policy"].endswith(
+                f"frame-ancestors {framers}"), reply.headers
+            assert "x-frame-options" not in reply.headers
+        finally:
+            srv.stop()
