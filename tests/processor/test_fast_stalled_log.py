@@ -47,7 +47,10 @@ def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
         failed = {name: orjson.loads((spool_root / "failed" / name).read_bytes())["error"]
                   for name in os.listdir(spool_root / "failed")}
         assert failed == {}, failed
-        assert all(where == ["done"] for where in locations(spool_root).values())
+        # A run's running file goes just after its record is published: the last one may
+        # still be there when the last record is seen (waited for, not looked at once).
+        wait_for(lambda: all(where == ["done"] for where in locations(spool_root).values()),
+                 10, "each job in done/ alone")
         assert d.stop() == 0
         reader.join(10)
         assert b'"msg":"stopped"' in log, bytes(log[-2000:])
