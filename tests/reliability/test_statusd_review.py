@@ -428,10 +428,16 @@ def test_a_stop_with_a_client_that_takes_nothing_keeps_to_its_5_s(
         server.daemon.abort()
 
 
-QUICK_SLOW_STALL_S = 0.25
-"""statusd's stall clock in the slow-reader test: a client reading 1 MB/s takes half a
+QUICK_SLOW_STALL_S = 1.0
+"""statusd's stall clock in the slow-reader test: a client reading 0.5 MB/s takes half a
 MB between two checks, far less than the half of a socket's send buffer (4 MB here once
-the kernel grew it) that has to drain before the transport's own buffer moves."""
+the kernel grew it) that has to drain before the transport's own buffer moves (4 s at
+that rate: the old rule cut the client off at its second check).  Not shorter: a test
+process the host does not run for a whole check (0.25 s, under a loaded run) took
+nothing in it and was cut off as the old rule would, the new rule working."""
+SLOW_BYTES_S = 500_000
+"""How fast the client reads in its slow phase."""
+SLOW_PHASE_S = 4.0
 
 
 def test_a_client_reading_slowly_but_steadily_is_not_cut_off(
@@ -440,7 +446,7 @@ def test_a_client_reading_slowly_but_steadily_is_not_cut_off(
     a client reading at a few hundred KB/s (a slow link, an ssh tunnel) was cut off
     mid-record, "took nothing in 20 s", 11 MB into a 60 MB record (QA).  The socket's
     unacknowledged bytes count too.  The client reads fast first (the kernel grows the
-    send buffer), then slowly for 3 s while statusd's writes wait, then the rest."""
+    send buffer), then slowly for 4 s while statusd's writes wait, then the rest."""
     size = _big_record(spool_root, "big", 720_000)
     assert size > 12_000_000
     server = start(spool_root, tmp_path / "statusd.log", module="quick_statusd",
@@ -456,9 +462,9 @@ def test_a_client_reading_slowly_but_steadily_is_not_cut_off(
         while len(got) < 3_000_000 and (chunk := sock.recv(65536)):
             got += chunk
         began, first = time.monotonic(), len(got)
-        while time.monotonic() < began + 3 and (chunk := sock.recv(5120)):
-            got += chunk  # 1 MB/s: 5 KiB each 5 ms
-            time.sleep(max(0.0, began + (len(got) - first) / 1_000_000 - time.monotonic()))
+        while time.monotonic() < began + SLOW_PHASE_S and (chunk := sock.recv(5120)):
+            got += chunk  # 0.5 MB/s: 5 KiB each 10 ms
+            time.sleep(max(0.0, began + (len(got) - first) / SLOW_BYTES_S - time.monotonic()))
         while chunk := sock.recv(65536):
             got += chunk
         sock.close()
