@@ -46,7 +46,9 @@ def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
                  + len(os.listdir(spool_root / "failed")) == JOBS, 60, "every record")
         failed = {name: orjson.loads((spool_root / "failed" / name).read_bytes())["error"]
                   for name in os.listdir(spool_root / "failed")}
-        assert failed == {}, failed
+        # Once under a loaded run (QA h358: f169 failed timeout, 1 of 2 runs at load 26,
+        # unexplained): the processor's log then, to tell why.
+        assert failed == {}, (failed, bytes(log[-6000:]).decode(errors="replace"))
         # A run's running file goes just after its record is published: the last one may
         # still be there when the last record is seen (waited for, not looked at once).
         wait_for(lambda: all(where == ["done"] for where in locations(spool_root).values()),
