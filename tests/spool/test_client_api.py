@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from spoolkit import stop_processor
 
+import spool.client as client_module
 from spool.client import Client
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError
 from spool.models import ErrorInfo, Job, Record
@@ -154,16 +155,39 @@ def test_a_short_wait_for_a_job_caught_between_folders_finds_it(client: Client) 
     assert time.monotonic() - started < 0.9
 
 
-def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(client: Client) -> None:
+def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """da5af3c had a wait whose timeout ran out look a whole second for an id it never
     saw: ``spoolq wait --timeout 0.1`` of five unknown ids took 5.3 s, not 0.5 (each past
     the one timeout).  It looks on only while a cancel or retry of the id holds it."""
-    started = time.monotonic()
+    clock = _SleepsClock(monkeypatch)
     for job_id in ("a", "b", "c", "d", "e"):
         with pytest.raises(NotFoundError, match=f"no job {job_id}"):
             client.wait(job_id, timeout=0)
-    # A second each is 5 s; 2.5 s leaves a loaded host room for ten folder lookups.
-    assert time.monotonic() - started < 2.5
+    # A second each is 5 s of sleeps; three looks two pauses apart are 0.01 s each.  Told by
+    # the client's own clock, which moves only by its sleeps (a wall-clock bound of 2.5 s
+    # was a loaded host's to break).
+    assert clock.now < 1.0, clock.now
+
+
+class _SleepsClock:
+    """``spool.client``'s clock replaced by one that moves only by the client's own
+    sleeps, which return at once: how long a wait looked, told apart from how long a
+    loaded host took over its looks (what a wall-clock bound measured with it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+        monkeypatch.setattr(client_module, "time", self)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0, seconds
+        self.sleeps += 1  # a loop that never moves this clock on fails here, not hangs
+        assert self.sleeps < 10_000, f"{self.sleeps} sleeps; {self.now} s"
+        self.now += seconds
 
 
 def test_a_retry_while_another_retry_moves_the_job_is_a_conflict(client: Client) -> None:
