@@ -132,7 +132,8 @@ def test_wait_all_waits_for_every_job_within_one_timeout(
     assert {records[i].state for i in slow} <= {JobState.PENDING, JobState.RUNNING}
 
 
-def test_a_short_wait_for_a_job_caught_between_folders_finds_it(client: Client) -> None:
+def test_a_short_wait_for_a_job_caught_between_folders_finds_it(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """A retry or cancel stages the job outside the state folders for a moment: a wait
     whose timeout ran out before it looked again said "no job", which a script reads as
     an unknown id (exit 1)."""
@@ -147,12 +148,14 @@ def test_a_short_wait_for_a_job_caught_between_folders_finds_it(client: Client) 
     finally:
         back.join()
     assert (record.id, record.state) == ("moving", JobState.PENDING)
-    started = time.monotonic()
+    clock = _SleepsClock(monkeypatch)
     with pytest.raises(NotFoundError, match="no job nobody"):
         client.wait("nobody", timeout=0.05)
-    # Looking on for an id never seen takes the whole first second (1.0 s at least);
-    # 0.9 s leaves a loaded host room (it was 0.5).
-    assert time.monotonic() - started < 0.9
+    # Looking on for an id never seen sleeps out the whole first second (1.0 s); the
+    # timeout and three looks two pauses apart are 0.06 s.  Told by the client's own clock,
+    # which moves only by its sleeps (a wall-clock bound of 0.9 s was a loaded host's to
+    # break).
+    assert clock.now < 0.5, clock.now
 
 
 def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(
