@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -148,14 +147,30 @@ def test_taking_the_lease_again_from_another_holder_does_not_wait(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its file replaced by one another process holds, the lease was tried for a second
     at each heartbeat, holding the processor's loop (an echo took 2.8 s: the review).
-    Told by its tries (one), and by a bound a second's wait cannot meet but a loaded
-    host's stall leaves room in (0.9 s; it was 0.5)."""
+    Told by its tries (one) and its sleeps (none), on a clock of the lease's that moves
+    only by its sleeps, which return at once, and a microsecond a reading: a second's
+    wait is a hundred tries and sleeps there, however long a loaded host takes over each
+    (a wall-clock bound of 0.9 s, 0.1 s from the second it guarded against, was a
+    loaded host's to break)."""
     tries: list[int] = []
+    slept: list[float] = []
+    readings: list[None] = []
     real_try_lock = lease.try_lock
 
     def counted(fd: int) -> bool:
         tries.append(fd)
         return real_try_lock(fd)
+
+    class SleepsClock:
+        @staticmethod
+        def monotonic() -> float:
+            readings.append(None)
+            return sum(slept) + len(readings) * 1e-6
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            assert len(slept) < 10_000, "a loop that never moves the clock on"
 
     spool = make_spool(tmp_path / "spool")
     path = spool.layout.owner_lock("host-d-9")
@@ -166,12 +181,11 @@ def test_taking_the_lease_again_from_another_holder_does_not_wait(
         try:
             fcntl.flock(other, fcntl.LOCK_EX)
             monkeypatch.setattr(lease, "try_lock", counted)
-            started = time.monotonic()
+            monkeypatch.setattr(lease, "time", SleepsClock)
             with pytest.raises(RuntimeError, match="held by another process"):
                 held.take_again()
-            took = time.monotonic() - started
             monkeypatch.undo()
-            assert len(tries) == 1 and took < 0.9, (len(tries), took)
+            assert len(tries) == 1 and not slept, (len(tries), len(slept), sum(slept))
         finally:
             os.close(other)
         assert held.standing() is lease.Standing.GONE  # still its old file's lock
