@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -141,13 +141,14 @@ def test_a_short_wait_for_a_job_caught_between_folders_finds_it(
     pending = client.layout.job(JobState.PENDING, "moving")
     staged = client.layout.stage / "retry-moving.1.0123456789ab.tmp"
     os.rename(pending, staged)
-    back = threading.Timer(0.3, os.rename, args=(staged, pending))
-    back.start()
-    try:
-        record = client.wait("moving", timeout=0.05)
-    finally:
-        back.join()
+    # Back in pending/ once the wait has slept 0.3 s, past its timeout (on its own clock:
+    # a timer of 0.3 s that a loaded host ran late, past the wait's first second, failed
+    # the test with "no job moving", as h359 saw once in 18 runs under load).
+    moved = _SleepsClock(monkeypatch, at=(0.3, lambda: os.rename(staged, pending)))
+    record = client.wait("moving", timeout=0.05)
     assert (record.id, record.state) == ("moving", JobState.PENDING)
+    assert moved.now >= 0.3 and not staged.exists()  # found once back, not before
+    monkeypatch.undo()
     clock = _SleepsClock(monkeypatch)
     with pytest.raises(NotFoundError, match="no job nobody"):
         client.wait("nobody", timeout=0.05)
@@ -178,9 +179,11 @@ class _SleepsClock:
     sleeps, which return at once: how long a wait looked, told apart from how long a
     loaded host took over its looks (what a wall-clock bound measured with it)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch,
+                 at: tuple[float, Callable[[], None]] | None = None) -> None:
         self.now = 0.0
         self.sleeps = 0
+        self.at = at  # (when, what): done once the clock has come to ``when``
         monkeypatch.setattr(client_module, "time", self)
 
     def monotonic(self) -> float:
@@ -191,6 +194,9 @@ class _SleepsClock:
         self.sleeps += 1  # a loop that never moves this clock on fails here, not hangs
         assert self.sleeps < 10_000, f"{self.sleeps} sleeps; {self.now} s"
         self.now += seconds
+        if self.at is not None and self.now >= self.at[0]:
+            self.at[1]()
+            self.at = None
 
 
 def test_a_retry_while_another_retry_moves_the_job_is_a_conflict(client: Client) -> None:
