@@ -189,7 +189,7 @@ def test_the_events_socket_is_tried_again_with_a_growing_wait(
     expect(page.locator("#live")).to_have_text("offline")
     wait_in_page(page, lambda: len(tries) >= 3, timeout=60,
                  what="the events socket tried again twice")
-    page.wait_for_function("window.__reconnectWaits.length >= 3", timeout=60_000)
+    page.wait_for_function("() => window.__reconnectWaits.length >= 3", timeout=60_000)
     seen = len(tries)  # before the page's count: a try comes only after its wait is over
     over, waits = page.evaluate("[window.__reconnectWaitsOver, window.__reconnectWaits]")
     # Every try after the first came when a wait asked for ran out: a try made straight
