@@ -130,7 +130,8 @@ class Processor:
         self.resources: dict[str, Any] = {}
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
                              data_dir=self.data_dir, resources=self.resources,
-                             finish=self._finish, unblock=self._release_blocked)
+                             finish=self._finish, unblock=self._release_blocked,
+                             clock=self.clock)
         self.discovery = Discovery(settings, self.layout, self.inbox, Intake(
             self.spool, max_job_bytes=settings.max_job_bytes, settle_s=settings.settle_s,
             clock=self.clock), ready=self.queues.ready, enqueue=self.queues.add,
@@ -374,7 +375,7 @@ class Processor:
         elif kind == "finished":
             self.freed.append(event[1])  # handled after the pass: see _after_results
         elif kind == "fast_done":
-            self.fast.returned(event[1], event[2])
+            self.fast.returned(event[1], event[2], event[3])
         elif kind == "restart":
             lifecycle.restart(self, event[1])
         elif kind == "release_fast":

@@ -34,6 +34,7 @@ from processor.relay import Relay
 from processor.run import Run
 from processor.runner import Context, Outcome, run_tool
 from processor.tools import BaseTool, ExecutionMode
+from spool.clock import Clock
 from spool.errors import ErrorType
 from spool.text import seconds_text
 
@@ -52,8 +53,9 @@ class FastLane:
     def __init__(self, threads: int, relay: Relay, inbox: Inbox, runs: dict[str, Run], *,
                  data_dir: Path, resources: dict[str, Any],
                  finish: Callable[[Run, Outcome], None],
-                 unblock: Callable[[str], None]) -> None:
+                 unblock: Callable[[str], None], clock: Clock) -> None:
         self.threads = threads
+        self.clock = clock
         self.relay = relay
         self.inbox = inbox
         self.runs = runs
@@ -108,11 +110,18 @@ class FastLane:
         self._run_inline(*self.waiting.popleft())
         return True
 
-    def returned(self, run: Run, outcome: Outcome) -> None:
-        """A run's tool returned on a thread the loop had moved away from."""
+    def returned(self, run: Run, outcome: Outcome, at: float) -> None:
+        """A run's tool returned, at ``at`` (monotonic), on a thread the loop had moved
+        away from.  Judged by that time, not this one: the loop, held meanwhile (a write
+        to a log nobody read, 4 s), failed a tool that had returned in 0.2 of its 0.5 s
+        ``timeout`` (h358).  The loop reads the event before it next looks for runs past
+        their time (``expire``, after the pass's drain of the inbox)."""
         self.busy -= 1
         self._unstick(run)
-        if self._pending(run) and not self.timed_out(run, time.monotonic()):
+        if not self._pending(run):
+            return
+        run.end_at(at, self.clock)  # its record's duration_s and finished_at too
+        if not self.timed_out(run, at):
             self.finish(run, outcome)
 
     def deadlines(self) -> Iterator[float]:
@@ -170,14 +179,16 @@ class FastLane:
         ctx = Context(job_id, self.data_dir, report, self.resources)
         run.executing = True
         still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
+        at = time.monotonic()
         run.executing = False
         if not still_loop:
-            self.inbox.post(("fast_done", run, outcome))  # this thread is no longer the loop's
+            # This thread is no longer the loop's: the loop judges the run by ``at``.
+            self.inbox.post(("fast_done", run, outcome, at))
             return
         self.busy -= 1
         # Still pending: only the loop ends a run, and it was this thread's the whole time
         # (no other thread led meanwhile); it may have run late.
-        if not self.timed_out(run, time.monotonic()):
+        if not self.timed_out(run, at):
             self.finish(run, outcome)
 
     def _pending(self, run: Run) -> bool:

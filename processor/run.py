@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from processor.tools import BaseTool, ExecutionMode
 from spool.claim import Claim
@@ -47,6 +47,12 @@ class Run:
         if self.ended is None:
             self.ended = (time.monotonic(), clock.now())
         return self.ended
+
+    def end_at(self, at: float, clock: Clock) -> None:
+        """:attr:`ended` as of ``at`` (monotonic, a moment past: a FAST tool's return that
+        the loop reads late), unless it was taken already."""
+        if self.ended is None:
+            self.ended = (at, clock.now() - timedelta(seconds=time.monotonic() - at))
 
     @property
     def deadline(self) -> float:

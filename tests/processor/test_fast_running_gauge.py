@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from processor.run import Run
 from processor.runner import Outcome
 from processor.tools import BaseTool, ExecutionMode
 from spool.claim import Claim
+from spool.clock import SystemClock
 from spool.errors import ErrorType
 from spool.models import Job, Record
 from spool.states import JobState
@@ -82,15 +83,42 @@ def test_a_fast_outcome_posted_past_its_deadline_is_a_timeout(tmp_path: Path) ->
     finished: list[Outcome] = []
     lane = FastLane(1, None, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
                     finish=lambda run, outcome: finished.append(outcome),
-                    unblock=lambda job_id: None)
+                    unblock=lambda job_id: None, clock=SystemClock())
     job = Job(tool="echo")
     run = Run(Claim("late", -1, b"", 0, 0), job, BaseTool,
               Record(id="late", state=JobState.RUNNING, tool="echo"),
               started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)
     runs["late"] = run
     lane.busy = 1
-    lane.returned(run, Outcome("late", result_json=b"{}"))
+    lane.returned(run, Outcome("late", result_json=b"{}"), time.monotonic())
     assert [o.error_type for o in finished] == [ErrorType.TIMEOUT]
+    assert lane.busy == 0
+
+
+def test_a_fast_tool_that_returned_in_time_is_judged_by_its_return_not_the_read(
+        tmp_path: Path) -> None:
+    """Read by the loop after its deadline (the loop held meanwhile), a return that came
+    within the run's time is the run's outcome, and its record's times are the
+    return's: the run was failed ``timeout`` with a duration of the loop's wait (h358)."""
+    runs: dict[str, Run] = {}
+    finished: list[tuple[Run, Outcome]] = []
+    lane = FastLane(1, None, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
+                    finish=lambda run, outcome: finished.append((run, outcome)),
+                    unblock=lambda job_id: None, clock=SystemClock())
+    started = time.monotonic() - 1.0
+    run = Run(Claim("held", -1, b"", 0, 0), Job(tool="echo"), BaseTool,
+              Record(id="held", state=JobState.RUNNING, tool="echo"),
+              started=started, timeout_s=0.5, mode=ExecutionMode.FAST)
+    runs["held"] = run
+    lane.busy = 1
+    before = datetime.now(UTC)
+    lane.returned(run, Outcome("held", result_json=b"{}"), started + 0.2)
+    after = datetime.now(UTC)
+    [(ended, outcome)] = finished
+    assert ended is run and outcome.error_type is None
+    assert run.ended is not None and run.ended[0] == started + 0.2
+    # 0.8 s before the read, which came between ``before`` and ``after``.
+    assert before - timedelta(seconds=0.85) <= run.ended[1] <= after - timedelta(seconds=0.75)
     assert lane.busy == 0
 
 
@@ -110,7 +138,7 @@ def test_a_fast_run_waiting_for_the_loop_past_its_time_still_runs(tmp_path: Path
 
     lane = FastLane(1, Relay(), None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
                     finish=lambda run, outcome: finished.append(outcome),
-                    unblock=lambda job_id: None)
+                    unblock=lambda job_id: None, clock=SystemClock())
     run = Run(Claim("queued", -1, b"", 0, 0), Job(tool="echo"), BaseTool,
               Record(id="queued", state=JobState.RUNNING, tool="echo"),
               started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import orjson
-from daemonkit import Daemon, drop, locations, wait_for
+from daemonkit import Daemon, drop, locations, record, wait_for
 
 JOBS = 400
 TIMEOUT_S = 1
@@ -59,6 +59,45 @@ def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
         assert d.stop() == 0
         reader.join(10)
         assert b'"msg":"stopped"' in log, bytes(log[-2000:])
+    finally:
+        d.abort()
+        os.close(read)
+
+
+def test_a_fast_tool_that_returned_in_time_is_not_timed_out_by_a_loop_held_after(
+        spool_root: Path, tmp_path: Path) -> None:
+    """A FAST tool that holds the loop thread past the hand-off (10 ms) returns on a thread
+    that no longer leads; its outcome goes to the loop by the inbox.  The loop, held
+    meanwhile in a write to a log nobody reads, read it seconds later and judged the run
+    by that moment: a tool that had returned in half its time was failed ``timeout``
+    (h358: an ``echo`` so, once at load 26).  Its time is judged by when it returned."""
+    read, write = os.pipe()
+    d = Daemon(spool_root, tmp_path / "unused.log")
+    d.output = write
+    log = bytearray()
+    try:
+        d.start()
+        os.close(write)
+        # First (its priority), it hands the loop off 10 ms in and returns 0.2 s later (its
+        # tool's limit 0.5 s), once the echo jobs' lines (about 300 bytes a job) have
+        # filled the pipe.
+        drop(spool_root, "slow", {"tool": "t_fast_hang", "priority": 10,
+                                  "params": {"seconds": 0.2}})
+        for i in range(JOBS):
+            drop(spool_root, f"f{i:03d}", {"tool": "echo", "params": {"message": "m" * 100}})
+        time.sleep(STALL_S)  # nobody reads: the loop waits in a write
+
+        def drain() -> None:
+            while chunk := os.read(read, 65536):
+                log.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        slow = wait_for(lambda: record(spool_root, "slow"), 60, "slow's record")
+        assert slow["state"] == "done", (slow, bytes(log[-6000:]).decode(errors="replace"))
+        assert slow["duration_s"] < 0.5, slow
+        assert d.stop() == 0
+        reader.join(10)
     finally:
         d.abort()
         os.close(read)
