@@ -1,4 +1,5 @@
-"""A FAST job's time runs from its tool's start, not its claim (a real daemon, daemonkit).
+"""A FAST job's time runs from its tool's start, not its claim, to its tool's return, not
+the loop's read of it (a real daemon, daemonkit).
 
 The processor writes its log on the loop thread.  A log reader that stops reading
 (journald stalled, a pipe to a process that hangs) holds the loop in a write once the
@@ -9,9 +10,11 @@ is abandoned") without its tool ever running (QA).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -22,25 +25,37 @@ TIMEOUT_S = 1
 STALL_S = 4 * TIMEOUT_S
 
 
-def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
-        spool_root: Path, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _log_nobody_reads(spool_root: Path, tmp_path: Path
+                      ) -> Iterator[tuple[Daemon, threading.Thread, bytearray]]:
+    """A processor whose log goes into a pipe that nobody reads (about 300 bytes of log a
+    job fill its 64 KiB) until the reader given is started; the log read goes to the
+    bytearray given."""
     read, write = os.pipe()
     d = Daemon(spool_root, tmp_path / "unused.log")
     d.output = write
     log = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read, 65536):
+            log.extend(chunk)
+
     try:
         d.start()
         os.close(write)
-        for i in range(JOBS):  # about 300 bytes of log a job: the 64 KiB pipe fills
+        yield d, threading.Thread(target=drain, daemon=True), log
+    finally:
+        d.abort()
+        os.close(read)
+
+
+def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
+        spool_root: Path, tmp_path: Path) -> None:
+    with _log_nobody_reads(spool_root, tmp_path) as (d, reader, log):
+        for i in range(JOBS):
             drop(spool_root, f"f{i:03d}", {"tool": "echo", "timeout": TIMEOUT_S,
                                           "params": {"message": "m" * 100}})
         time.sleep(STALL_S)  # nobody reads: the loop waits in a write, runs claimed
-
-        def drain() -> None:
-            while chunk := os.read(read, 65536):
-                log.extend(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         wait_for(lambda: len(os.listdir(spool_root / "done"))
                  + len(os.listdir(spool_root / "failed")) == JOBS, 60, "every record")
@@ -49,8 +64,8 @@ def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
                       "error", "started_at", "finished_at", "duration_s")}
                   for name in os.listdir(spool_root / "failed")
                   if (record := orjson.loads((spool_root / "failed" / name).read_bytes()))}
-        # Once under a loaded run (QA h358: f169 failed timeout, 1 of 2 runs at load 26,
-        # unexplained): the processor's log then, to tell why.
+        # With the processor's log (h358 saw f169 fail timeout at load 26, once: an
+        # outcome the loop read late, fa473a4 and the test below).
         assert failed == {}, (failed, bytes(log[-6000:]).decode(errors="replace"))
         # A run's running file goes just after its record is published: the last one may
         # still be there when the last record is seen (waited for, not looked at once).
@@ -59,9 +74,6 @@ def test_fast_jobs_claimed_before_a_stalled_log_are_not_timed_out(
         assert d.stop() == 0
         reader.join(10)
         assert b'"msg":"stopped"' in log, bytes(log[-2000:])
-    finally:
-        d.abort()
-        os.close(read)
 
 
 def test_a_fast_tool_that_returned_in_time_is_not_timed_out_by_a_loop_held_after(
@@ -71,33 +83,17 @@ def test_a_fast_tool_that_returned_in_time_is_not_timed_out_by_a_loop_held_after
     meanwhile in a write to a log nobody reads, read it seconds later and judged the run
     by that moment: a tool that had returned in half its time was failed ``timeout``
     (h358: an ``echo`` so, once at load 26).  Its time is judged by when it returned."""
-    read, write = os.pipe()
-    d = Daemon(spool_root, tmp_path / "unused.log")
-    d.output = write
-    log = bytearray()
-    try:
-        d.start()
-        os.close(write)
+    with _log_nobody_reads(spool_root, tmp_path) as (d, reader, log):
         # First (its priority), it hands the loop off 10 ms in and returns 0.2 s later (its
-        # tool's limit 0.5 s), once the echo jobs' lines (about 300 bytes a job) have
-        # filled the pipe.
+        # tool's limit 0.5 s), once the echo jobs' lines have filled the pipe.
         drop(spool_root, "slow", {"tool": "t_fast_hang", "priority": 10,
                                   "params": {"seconds": 0.2}})
         for i in range(JOBS):
             drop(spool_root, f"f{i:03d}", {"tool": "echo", "params": {"message": "m" * 100}})
         time.sleep(STALL_S)  # nobody reads: the loop waits in a write
-
-        def drain() -> None:
-            while chunk := os.read(read, 65536):
-                log.extend(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         slow = wait_for(lambda: record(spool_root, "slow"), 60, "slow's record")
         assert slow["state"] == "done", (slow, bytes(log[-6000:]).decode(errors="replace"))
         assert slow["duration_s"] < 0.5, slow
         assert d.stop() == 0
         reader.join(10)
-    finally:
-        d.abort()
-        os.close(read)
