@@ -120,7 +120,7 @@ class FastLane:
         self._unstick(run)
         if not self._pending(run):
             return
-        run.end_at(at, self.clock)  # its record's duration_s and finished_at too
+        run.end(self.clock, at)  # its record's duration_s and finished_at too
         if not self.timed_out(run, at):
             self.finish(run, outcome)
 

@@ -42,17 +42,14 @@ class Run:
     finished_at, the same however long a full disk then kept the record from being
     written (they grew by each pause, 15 s on an echo job, QA)."""
 
-    def end(self, clock: Clock) -> tuple[float, datetime]:
-        """:attr:`ended`, taken now unless it was already."""
+    def end(self, clock: Clock, at: float | None = None) -> tuple[float, datetime]:
+        """:attr:`ended`, taken now unless it was already; as of ``at`` when given
+        (monotonic, a moment past: a FAST tool's return that the loop reads late)."""
         if self.ended is None:
-            self.ended = (time.monotonic(), clock.now())
+            now = time.monotonic()
+            self.ended = (now, clock.now()) if at is None else (
+                at, clock.now() - timedelta(seconds=now - at))
         return self.ended
-
-    def end_at(self, at: float, clock: Clock) -> None:
-        """:attr:`ended` as of ``at`` (monotonic, a moment past: a FAST tool's return that
-        the loop reads late), unless it was taken already."""
-        if self.ended is None:
-            self.ended = (at, clock.now() - timedelta(seconds=time.monotonic() - at))
 
     @property
     def deadline(self) -> float:
