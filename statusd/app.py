@@ -24,7 +24,7 @@ from statusd import routes, writes, ws
 from statusd.errors import CLIENT_FAULTS, ClientFaults, error_middleware
 from statusd.indexing import after_index, stop_waiting
 from statusd.openapi import build_openapi
-from statusd.origins import PAGE_HEADERS, REACH, Reach, browser_headers, reach_middleware
+from statusd.origins import REACH, Reach, browser_headers, reach_middleware
 from statusd.protocol import close_declined_upgrades, json_error_bodies
 from statusd.services import SERVICES, Services
 
@@ -38,7 +38,6 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     app = web.Application(middlewares=[error_middleware, reach_middleware],
                           client_max_size=settings.statusd_max_body_bytes)
     app[REACH] = Reach.of(settings)
-    app[PAGE_HEADERS] = app[REACH].page_headers()
     app[CLIENT_FAULTS] = ClientFaults()
     app[writes.BODY_TIMEOUT] = body_timeout_s
     app[SERVICES] = Services(settings, heartbeat_s=heartbeat_s, queue_max=queue_max)

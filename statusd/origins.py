@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
@@ -102,6 +103,8 @@ class Reach:
     hosts: frozenset[str]
     """Names let in as a Host besides loopback ones: the origins' hosts, STATUSD_HOST,
     this machine's name."""
+    page_headers: Mapping[str, str]
+    """What every answer carries for browsers (:func:`browser_headers`)."""
 
     @classmethod
     def of(cls, settings: Settings) -> Reach:
@@ -111,7 +114,8 @@ class Reach:
         hosts.update(h for h in (host_name(settings.statusd_host),
                                  host_name(socket.gethostname())) if h)
         return cls(guard_host=bound_to_loopback(settings.statusd_host), origins=named,
-                   any_origin="*" in origins, hosts=frozenset(hosts))
+                   any_origin="*" in origins, hosts=frozenset(hosts),
+                   page_headers=_page_headers(named, any_origin="*" in origins))
 
     def host_refused(self, request: web.Request) -> str | None:
         """Why ``request``'s Host is refused; None when it is let in."""
@@ -144,35 +148,32 @@ class Reach:
         if (why := self.origin_refused(request)) is not None:
             raise ApiError(403, "forbidden", why)
 
-    def page_headers(self) -> dict[str, str]:
-        """What every answer carries for browsers (:func:`browser_headers`)."""
-        framers = "*" if self.any_origin else " ".join(["'self'", *sorted(self.origins)])
-        headers = {
-            # The page's own scripts, style and API (WebSockets to its own host and port
-            # included: 'self' covers ws: and wss: there); its icon is a data: URL.
-            "Content-Security-Policy": (
-                "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-                f"base-uri 'none'; form-action 'self'; frame-ancestors {framers}"),
-            "X-Content-Type-Options": "nosniff",  # a record's text is never taken for a page
-            "Referrer-Policy": "no-referrer",  # a task's address stays here
-        }
-        if not self.origins and not self.any_origin:
-            headers["X-Frame-Options"] = "SAMEORIGIN"  # frame-ancestors, for older browsers
-        return headers
+
+def _page_headers(origins: frozenset[str], *, any_origin: bool) -> Mapping[str, str]:
+    """:attr:`Reach.page_headers` for the origins named in ``STATUSD_ALLOWED_ORIGINS``."""
+    framers = "*" if any_origin else " ".join(["'self'", *sorted(origins)])
+    headers = {
+        # The page's own scripts, style and API (WebSockets to its own host and port
+        # included: 'self' covers ws: and wss: there); its icon is a data: URL.
+        "Content-Security-Policy": (
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+            f"base-uri 'none'; form-action 'self'; frame-ancestors {framers}"),
+        "X-Content-Type-Options": "nosniff",  # a record's text is never taken for a page
+        "Referrer-Policy": "no-referrer",  # a task's address stays here
+    }
+    if not origins and not any_origin:
+        headers["X-Frame-Options"] = "SAMEORIGIN"  # frame-ancestors, for older browsers
+    return MappingProxyType(headers)
 
 
 REACH = web.AppKey("reach", Reach)
 
 
-PAGE_HEADERS = web.AppKey("page_headers", dict[str, str])
-"""The app's :meth:`Reach.page_headers`, made once."""
-
-
 async def browser_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: :meth:`Reach.page_headers` on every answer (an error's, a
+    """on_response_prepare: :attr:`Reach.page_headers` on every answer (an error's, a
     record's, a static file's as well as the page's: any of them can be opened as a
     page), where the handler did not set its own."""
-    for name, value in request.app[PAGE_HEADERS].items():
+    for name, value in request.app[REACH].page_headers.items():
         response.headers.setdefault(name, value)
 
 
