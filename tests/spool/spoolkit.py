@@ -23,6 +23,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +46,34 @@ from spool.transitions import Spool
 
 ACTOR = Path(__file__).with_name("spool_actor.py")
 REPO = Path(__file__).resolve().parents[2]
+
+
+class SleepsClock:
+    """Stands in for a module's ``time`` (``monkeypatch.setattr(module, "time", clock)``):
+    ``monotonic()`` moves only by that module's own ``sleep()`` calls, which return at once,
+    and by ``tick`` at each reading.  How long code waited, told apart from how long a
+    loaded host took over it (what a wall-clock bound measured with it).  ``at``: (when,
+    what), done once the clock has come to ``when``."""
+
+    def __init__(self, *, tick: float = 0.0,
+                 at: tuple[float, Callable[[], None]] | None = None) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self.tick = tick
+        self.at = at
+
+    def monotonic(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0, seconds
+        self.slept.append(seconds)  # a loop that never moves this clock on fails here
+        assert len(self.slept) < 10_000, f"{len(self.slept)} sleeps; {self.now} s"
+        self.now += seconds
+        if self.at is not None and self.now >= self.at[0]:
+            self.at[1]()
+            self.at = None
 
 
 class FakeClock:

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from spoolkit import stop_processor
+from spoolkit import SleepsClock, stop_processor
 
 import spool.client as client_module
 from spool.client import Client
@@ -144,12 +144,13 @@ def test_a_short_wait_for_a_job_caught_between_folders_finds_it(
     # Back in pending/ once the wait has slept 0.3 s, past its timeout (on its own clock:
     # a timer of 0.3 s that a loaded host ran late, past the wait's first second, failed
     # the test with "no job moving", as h359 saw once in 18 runs under load).
-    moved = _SleepsClock(monkeypatch, at=(0.3, lambda: os.rename(staged, pending)))
+    moved = SleepsClock(at=(0.3, lambda: os.rename(staged, pending)))
+    monkeypatch.setattr(client_module, "time", moved)
     record = client.wait("moving", timeout=0.05)
     assert (record.id, record.state) == ("moving", JobState.PENDING)
     assert moved.now >= 0.3 and not staged.exists()  # found once back, not before
     monkeypatch.undo()
-    clock = _SleepsClock(monkeypatch)
+    monkeypatch.setattr(client_module, "time", clock := SleepsClock())
     with pytest.raises(NotFoundError, match="no job nobody"):
         client.wait("nobody", timeout=0.05)
     # Looking on for an id never seen sleeps out the whole first second (1.0 s); the
@@ -164,7 +165,7 @@ def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(
     """da5af3c had a wait whose timeout ran out look a whole second for an id it never
     saw: ``spoolq wait --timeout 0.1`` of five unknown ids took 5.3 s, not 0.5 (each past
     the one timeout).  It looks on only while a cancel or retry of the id holds it."""
-    clock = _SleepsClock(monkeypatch)
+    monkeypatch.setattr(client_module, "time", clock := SleepsClock())
     for job_id in ("a", "b", "c", "d", "e"):
         with pytest.raises(NotFoundError, match=f"no job {job_id}"):
             client.wait(job_id, timeout=0)
@@ -172,31 +173,6 @@ def test_a_wait_past_its_timeout_says_at_once_that_an_id_is_unknown(
     # the client's own clock, which moves only by its sleeps (a wall-clock bound of 2.5 s
     # was a loaded host's to break).
     assert clock.now < 1.0, clock.now
-
-
-class _SleepsClock:
-    """``spool.client``'s clock replaced by one that moves only by the client's own
-    sleeps, which return at once: how long a wait looked, told apart from how long a
-    loaded host took over its looks (what a wall-clock bound measured with it)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch,
-                 at: tuple[float, Callable[[], None]] | None = None) -> None:
-        self.now = 0.0
-        self.sleeps = 0
-        self.at = at  # (when, what): done once the clock has come to ``when``
-        monkeypatch.setattr(client_module, "time", self)
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0, seconds
-        self.sleeps += 1  # a loop that never moves this clock on fails here, not hangs
-        assert self.sleeps < 10_000, f"{self.sleeps} sleeps; {self.now} s"
-        self.now += seconds
-        if self.at is not None and self.now >= self.at[0]:
-            self.at[1]()
-            self.at = None
 
 
 def test_a_retry_while_another_retry_moves_the_job_is_a_conflict(client: Client) -> None:

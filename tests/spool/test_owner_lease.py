@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from spoolkit import REPO, listing, make_spool, strace_path
+from spoolkit import REPO, SleepsClock, listing, make_spool, strace_path
 
 from spool import lease
 from spool.lease import OwnerLease, is_locked
@@ -153,24 +153,11 @@ def test_taking_the_lease_again_from_another_holder_does_not_wait(
     (a wall-clock bound of 0.9 s, 0.1 s from the second it guarded against, was a
     loaded host's to break)."""
     tries: list[int] = []
-    slept: list[float] = []
-    readings: list[None] = []
     real_try_lock = lease.try_lock
 
     def counted(fd: int) -> bool:
         tries.append(fd)
         return real_try_lock(fd)
-
-    class SleepsClock:
-        @staticmethod
-        def monotonic() -> float:
-            readings.append(None)
-            return sum(slept) + len(readings) * 1e-6
-
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            slept.append(seconds)
-            assert len(slept) < 10_000, "a loop that never moves the clock on"
 
     spool = make_spool(tmp_path / "spool")
     path = spool.layout.owner_lock("host-d-9")
@@ -181,11 +168,11 @@ def test_taking_the_lease_again_from_another_holder_does_not_wait(
         try:
             fcntl.flock(other, fcntl.LOCK_EX)
             monkeypatch.setattr(lease, "try_lock", counted)
-            monkeypatch.setattr(lease, "time", SleepsClock)
+            monkeypatch.setattr(lease, "time", clock := SleepsClock(tick=1e-6))
             with pytest.raises(RuntimeError, match="held by another process"):
                 held.take_again()
             monkeypatch.undo()
-            assert len(tries) == 1 and not slept, (len(tries), len(slept), sum(slept))
+            assert len(tries) == 1 and not clock.slept, (len(tries), clock.slept)
         finally:
             os.close(other)
         assert held.standing() is lease.Standing.GONE  # still its old file's lock
