@@ -129,6 +129,15 @@ def test_the_forkserver_and_the_settings_agree(environ: dict[str, str],
     assert preload_quant_from(os.environ) is Settings().preload_quant
 
 
+def _first_on_path(folder: Path, sitecustomize: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sitecustomize`` run at the start of every process the test starts (the daemon,
+    its forkserver, its workers): a folder that holds it, first on ``PYTHONPATH``."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(sitecustomize)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(folder), os.environ.get("PYTHONPATH", "")]))
+
+
 _SLOW_PANDAS = '''\
 import sys, time
 class _SlowPandas:
@@ -158,10 +167,7 @@ def test_off_a_first_fast_quant_job_waits_for_the_import_outside_its_time(
     import counted from a run slowed by a loaded host: with 0.1 s against an import of
     0.23 to 0.3 s, a run of 4 ms took 0.17 s under CI's load and failed ``timeout``."""
     monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PANDAS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]))
+    _first_on_path(tmp_path / "slow", _SLOW_PANDAS, monkeypatch)
     write_synthetic(spool_root / "data", symbols=2, bars=120, seed=5)
     d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
     drop(spool_root, "echo", {"tool": "echo", "params": {"message": "hi"}})
@@ -197,10 +203,7 @@ def test_off_a_compute_quant_job_has_its_worker_import_them_outside_its_time(
     0.25 s against a run of 0.05 to 0.1 s, the margin was the one a loaded CI host ate
     in the FAST test above (a 4 ms run took 0.17 s)."""
     monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
-    (tmp_path / "slow").mkdir()
-    (tmp_path / "slow" / "sitecustomize.py").write_text(_SLOW_PANDAS)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]))
+    _first_on_path(tmp_path / "slow", _SLOW_PANDAS, monkeypatch)
     write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
     d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0")
     _, worker = _forkserver_and_worker(d.pid)
@@ -300,10 +303,7 @@ def test_off_an_import_cut_short_fails_its_job_and_retires_the_worker(
     SIGSEGV), the memory it said nothing of, and the worker stayed: every later quant job
     it took failed the same way, with memory to spare (h354)."""
     monkeypatch.delenv("SPOOL_PRELOAD_QUANT", raising=False)
-    (tmp_path / "squeeze").mkdir()
-    (tmp_path / "squeeze" / "sitecustomize.py").write_text(_SQUEEZE)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(tmp_path / "squeeze"), os.environ.get("PYTHONPATH", "")]))
+    _first_on_path(tmp_path / "squeeze", _SQUEEZE, monkeypatch)
     write_synthetic(spool_root / "data", symbols=1, bars=60, seed=5)
     d = daemon(JOB_NUM="1", SPOOL_PRELOAD_QUANT="0", QA_SQUEEZED=str(tmp_path / "squeezed"))
     _, worker = _forkserver_and_worker(d.pid)
