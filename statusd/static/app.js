@@ -70,6 +70,8 @@ const ui = {
   renderSeq: 0,
   shownRun: null,         // the run whose whole record the task view shows (runOf), or
                           // whose record it cannot have (too large, a 4xx: not fetched again)
+  loadingRun: null,       // the run whose whole record is on its way (runOf): told again
+                          // meanwhile, it is not asked for twice
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
@@ -1364,10 +1366,12 @@ function runOf(record) {
 
 async function renderRecord(record) {
   if (record.id !== ui.taskId) return;
-  if (partial(record) && runOf(record) === ui.shownRun) {
-    // The stream's snapshot of the run whose whole record is shown (a large one comes
-    // without its result): its head is news at most.  Fetched again, a 14 MB record
-    // cost half a second at each opening.
+  const run = runOf(record);
+  if (partial(record) && (run === ui.shownRun || run === ui.loadingRun)) {
+    // The stream's snapshot of the run whose whole record is shown or on its way (a large
+    // one comes without its result): its head is news at most.  Fetched again, a 14 MB
+    // record cost half a second at each opening; the two streams' words of one end, come
+    // while the first fetch was out, asked twice for a record gone (CI).
     renderHead(record);
     return;
   }
@@ -1378,6 +1382,7 @@ async function renderRecord(record) {
     renderHead(record);
     if (record.result_omitted && record.state === "done") showLoading();
     let whole;
+    ui.loadingRun = run;
     try {
       whole = await getRecord(record.id);
     } catch (err) {
@@ -1393,7 +1398,7 @@ async function renderRecord(record) {
         // Nor to fetch again when the same run is told again (the events stream's word of
         // the end, come after the task stream's): its head is news at most.  The view
         // asked statusd again for the record it had just refused, once per telling (QA).
-        ui.shownRun = runOf(record);
+        ui.shownRun = run;
         return;
       }
       // Refused for a moment (a restart, a 503): said, and tried again.
@@ -1402,6 +1407,8 @@ async function renderRecord(record) {
         if (seq === ui.renderSeq && record.id === ui.taskId) renderRecord(record).catch(() => {});
       }, RETRY_MS);
       return;
+    } finally {
+      if (ui.loadingRun === run) ui.loadingRun = null;
     }
     if (seq !== ui.renderSeq || whole.id !== ui.taskId) return; // a newer one was drawn
     record = whole;
@@ -1597,6 +1604,7 @@ function followOverRest(id) {
 function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
+  ui.loadingRun = null;
   ui.actionSaidAt = null;
   ui.requeued = null;
   ui.runAttempts = null;

@@ -660,6 +660,39 @@ def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_a
     expect(note).to_contain_text("no task gone-late")
 
 
+def test_a_large_result_told_again_while_it_loads_is_fetched_once(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The events stream's word of the end came while the whole record the task stream's
+    word had asked for was still on its way (CI's load: the 404 of a purged record came
+    after both): the view asked for it a second time, once for each telling of the run."""
+    expect = sync_api.expect
+    held, streams = _hold_the_events_end(page, "told-twice")
+    fetches: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:  # answered below
+        fetches.append(route)
+
+    running = _open_running(server, spool, page, "told-twice", "run_backtest")
+    expect(page.locator("#live")).to_have_text("live")
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    page.route("**/api/v1/tasks/told-twice", hold)
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    wait_in_page(page, lambda: fetches, what="the fetch of the whole record")
+    wait_in_page(page, lambda: held, what="the events stream's word of the end")
+    streams[0].send(held[0])
+    page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
+    page.wait_for_timeout(500)
+    assert len(fetches) == 1, [route.request.url for route in fetches]
+    fetches[0].fulfill(status=404, content_type="application/json",
+                       body='{"error": {"type": "not_found", "message": "no task told-twice"}}')
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("no task told-twice")
+    expect(note).not_to_contain_text("trying again")
+    page.wait_for_timeout(300)
+    assert len(fetches) == 1, [route.request.url for route in fetches]
+
+
 def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The whole record of a finished task fetched while statusd refused for a moment
