@@ -119,6 +119,18 @@ def watched(tab: sync_api.Page) -> list[str]:
     return errors
 
 
+def held_back(page: sync_api.Page, url: str) -> list[sync_api.Route]:
+    """Requests to ``url`` held back: the list their routes come into, for the test to
+    answer (``fulfill``, ``fetch``) or let go (``continue_``) when it chooses."""
+    held: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:  # Playwright takes no builtin (held.append)
+        held.append(route)
+
+    page.route(url, hold)
+    return held
+
+
 @contextlib.contextmanager
 def own_page(browser: sync_api.Browser, **options: Any) -> Iterator[sync_api.Page]:
     """A page in a browser context of its own (no cookie, storage, cache or clock of one

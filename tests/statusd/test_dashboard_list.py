@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
+from statusd_browserkit import held_back
 from statusdkit import (
     ServerThread,
     claim,
@@ -230,12 +231,7 @@ def test_a_list_answer_overtaken_by_a_filter_change_is_dropped(
     page.goto(server.base + "/")
     rows = page.locator("#tasks tbody tr")
     expect(rows).to_have_count(4)
-    held: list[sync_api.Route] = []
-
-    def hold(route: sync_api.Route) -> None:  # on its way until let go below
-        held.append(route)
-
-    page.route("**/api/v1/tasks?*state=done*", hold)
+    held = held_back(page, "**/api/v1/tasks?*state=done*")  # on its way until let go below
     page.select_option("#state-filter", "done")
     wait_in_page(page, lambda: held, what="the list of done jobs asked for")
     page.select_option("#state-filter", "failed")

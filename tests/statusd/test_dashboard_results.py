@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 import test_statusd_dashboard as dashboard
-from statusd_browserkit import own_page
+from statusd_browserkit import held_back, own_page
 from statusdkit import (
     ServerThread,
     claim,
@@ -572,12 +572,7 @@ def test_a_task_left_while_its_record_loads_leaves_the_next_one_live(
     try:
         page.goto(server.base + "/")
         expect(page.locator("#live")).to_have_text("live")
-        held: list[sync_api.Route] = []
-
-        def hold(route: sync_api.Route) -> None:  # Playwright takes no builtin (held.append)
-            held.append(route)
-
-        page.route("**/api/v1/tasks/first", hold)
+        held = held_back(page, "**/api/v1/tasks/first")
         page.evaluate("location.hash = '#/tasks/first'")
         page.wait_for_function("() => ui.taskId === 'first'")
         page.evaluate("location.hash = '#/tasks/second'")

@@ -27,6 +27,7 @@ from statusd_browserkit import (
     TICK_MS,
     TIMEOUT_MS,
     chromium,
+    held_back,
     own_page,
     sync_api,
     watched,
@@ -373,12 +374,7 @@ def test_a_large_result_shows_done_while_it_loads(server: ServerThread, spool: S
     report(spool, running, 0.85, "backtested 17/20 symbols")
     page.goto(server.base + "/#/tasks/big-bt")
     expect(page.locator("#task-progress .text")).to_have_text("85% backtested 17/20 symbols")
-    held: list[sync_api.Route] = []
-
-    def hold(route: sync_api.Route) -> None:  # Playwright takes no builtin (held.append)
-        held.append(route)
-
-    page.route("**/api/v1/tasks/big-bt", hold)  # the whole record: held back
+    held = held_back(page, "**/api/v1/tasks/big-bt")  # the whole record
     result = equity_result(("AAA", "BBB"), bars=2_000)  # past the 32 KiB a list row carries
     finish(spool, running, result)
     expect(page.locator("#task-state")).to_have_text("done", timeout=5_000)
@@ -516,13 +512,14 @@ def test_the_keyboard_stays_on_the_actions_after_a_cancel_and_a_retry(
     # The retry's answer held back until the events stream has told the job pending: the
     # retry button goes while it waits for its answer (disabled), and the focus still ends
     # on cancel.
-    held: list[tuple[sync_api.Route, sync_api.APIResponse]] = []
-    page.route("**/api/v1/tasks/keyed/retry",
-               lambda route: held.append((route, route.fetch())))
+    # Sent on by the test, not in the route's handler: the wait for the request is not
+    # also a wait for statusd's answer (a full run's failure, not traced, saw neither in
+    # 10 s).
+    held = held_back(page, "**/api/v1/tasks/keyed/retry")
     page.keyboard.press("Enter")
-    wait_in_page(page, lambda: held, what="the retry sent")
+    route = wait_in_page(page, lambda: held and held[0], what="the retry sent")
+    answer = route.fetch()
     expect(page.locator("#task-state")).to_have_text("pending")
-    route, answer = held[0]
     route.fulfill(response=answer)
     expect(page.locator("#action-status")).to_have_text("keyed is pending again")
     expect(page.locator("#cancel-task")).to_be_focused()
@@ -667,15 +664,11 @@ def test_a_large_result_told_again_while_it_loads_is_fetched_once(
     after both): the view asked for it a second time, once for each telling of the run."""
     expect = sync_api.expect
     held, streams = _hold_the_events_end(page, "told-twice")
-    fetches: list[sync_api.Route] = []
-
-    def hold(route: sync_api.Route) -> None:  # answered below
-        fetches.append(route)
 
     running = _open_running(server, spool, page, "told-twice", "run_backtest")
     expect(page.locator("#live")).to_have_text("live")
     page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
-    page.route("**/api/v1/tasks/told-twice", hold)
+    fetches = held_back(page, "**/api/v1/tasks/told-twice")  # answered below
     finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
     expect(page.locator("#task-state")).to_have_text("done")
     wait_in_page(page, lambda: fetches, what="the fetch of the whole record")
@@ -1759,12 +1752,7 @@ def test_an_older_page_that_lands_after_a_filter_change_is_dropped(
     page.goto(server.base + "/")
     expect(page.locator("#tasks tbody tr")).to_have_count(50)
 
-    held: list[sync_api.Route] = []
-
-    def hold(route: sync_api.Route) -> None:  # on its way until let go below
-        held.append(route)
-
-    page.route("**/api/v1/tasks?*cursor=*", hold)
+    held = held_back(page, "**/api/v1/tasks?*cursor=*")  # on its way until let go below
     page.click("#more")
     wait_in_page(page, lambda: held, what="the page of older tasks asked for")
     assert len(held) == 1
