@@ -509,7 +509,9 @@ class Processor:
 
     def _finish(self, run: Run, outcome: Outcome) -> None:
         run.finishing = True
-        run.end(self.clock)  # its duration ends now, not when a full disk lets it be written
+        # Its duration ends now, not when a full disk lets it be written; a COMPUTE run's
+        # when its worker sent its result, not when the loop (held, say) read it.
+        run.end(self.clock, outcome.ended)
         if time.monotonic() < self.io_pause_until:
             self.unfinished.append((run, outcome))  # the disk is in trouble: wait in line
             return

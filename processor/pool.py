@@ -339,7 +339,9 @@ class LocalPool:
             if current:
                 sink.progress(message[1], message[2], message[3])
         elif kind == "done":
-            self._done(slot, Outcome(*message[1]), retiring=message[2])
+            outcome = Outcome(*message[1])
+            outcome.ended = message[3]
+            self._done(slot, outcome, retiring=message[2])
         elif kind == "ready":
             self._ready(slot)
         elif kind == "loading":

@@ -63,6 +63,10 @@ class Outcome:
     result_json: bytes | None = None
     pid: int = field(default_factory=os.getpid)
     duration_s: float = 0.0
+    ended: float | None = None
+    """When its worker sent it (monotonic: a local worker's, the processor's clock too),
+    where the pool was told; not sent on (fields()): a Dask worker's host keeps its own
+    clock.  None: when the processor read it."""
 
     def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
         # As processor.executor.Task: the fields as a tuple, cheaper to load.

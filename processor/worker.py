@@ -245,7 +245,9 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
         retiring = spoiled is not None or bool(
             config.max_jobs and done >= config.max_jobs) or _spent(budget, outcome, tool)
         # A retiring worker is never offered again.
-        _send(conn, ("done", outcome.fields(), retiring))
+        # With the moment it went out: the processor's loop may read it seconds later
+        # (held in a write to a log nobody reads), and the record's times are the run's.
+        _send(conn, ("done", outcome.fields(), retiring, time.monotonic()))
         if retiring:
             return
         # Put back what the job changed while the processor claims the next one: that

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -95,5 +96,30 @@ def test_a_fast_tool_that_returned_in_time_is_not_timed_out_by_a_loop_held_after
         slow = wait_for(lambda: record(spool_root, "slow"), 60, "slow's record")
         assert slow["state"] == "done", (slow, bytes(log[-6000:]).decode(errors="replace"))
         assert slow["duration_s"] < 0.5, slow
+        assert d.stop() == 0
+        reader.join(10)
+
+
+def test_a_compute_run_ends_when_its_worker_sent_its_result_not_when_the_loop_read_it(
+        spool_root: Path, tmp_path: Path) -> None:
+    """As a FAST tool's return: a COMPUTE run's record took its end from the loop's read of
+    its result, so a loop held in a write to a log nobody reads made a 1 s sleep's record
+    say it ran for the whole hold (its result still won over its deadline).  Its end is
+    when its worker sent the result."""
+    with _log_nobody_reads(spool_root, tmp_path) as (d, reader, log):
+        drop(spool_root, "work", {"tool": "sleep", "params": {"seconds": 1.0}})
+        wait_for((spool_root / "running" / "work.json").exists, 30, "work running")
+        for i in range(JOBS):  # their lines fill the pipe: the loop waits in a write
+            drop(spool_root, f"f{i:03d}", {"tool": "echo", "params": {"message": "m" * 100}})
+        time.sleep(STALL_S)
+        # Its sleep ended 3 s ago, its result unread: the loop is held.
+        assert record(spool_root, "work") is None, bytes(log[-2000:]).decode(errors="replace")
+        reader.start()
+        work = wait_for(lambda: record(spool_root, "work"), 60, "work's record")
+        assert work["state"] == "done", (work, bytes(log[-6000:]).decode(errors="replace"))
+        ran_s = (datetime.fromisoformat(work["finished_at"])
+                 - datetime.fromisoformat(work["started_at"])).total_seconds()
+        assert 1.0 <= work["duration_s"] < STALL_S - 1.5, work
+        assert 1.0 <= ran_s < STALL_S - 1.5, work
         assert d.stop() == 0
         reader.join(10)
