@@ -1,5 +1,6 @@
 """A FAST job's time runs from its tool's start, not its claim, to its tool's return, not
-the loop's read of it (a real daemon, daemonkit).
+the loop's read of it; a COMPUTE job's to its worker's sending of its result (a real
+daemon, daemonkit).
 
 The processor writes its log on the loop thread.  A log reader that stops reading
 (journald stalled, a pipe to a process that hangs) holds the loop in a write once the
