@@ -72,6 +72,7 @@ const ui = {
                           // whose record it cannot have (too large, a 4xx: not fetched again)
   loadingRun: null,       // the run whose whole record is on its way (runOf): told again
                           // meanwhile, it is not asked for twice
+  opening: 0,             // the task view's openings, numbered: a try again is its own
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
   keep: MAX_ROWS,         // rows kept as new jobs arrive: MAX_ROWS, or as many as paged to
@@ -1625,6 +1626,11 @@ function clearTask() {
 async function openTask(id, indexing = null) {
   // indexing: asked again while statusd loads its index (its note, kept meanwhile).
   ui.taskId = id;
+  // Its tries again are of this opening only: the view left and opened again before one
+  // came, it loaded the task a second time over the view shown (its result hidden and its
+  // state blank while the whole record came again).
+  const opening = ++ui.opening;
+  const again = () => ui.opening === opening && ui.taskId === id && !ui.taskSocket;
   $("list-view").hidden = true;
   $("task-view").hidden = false;
   $("task-id").textContent = shown(id);  // a link's: anyone's text (a bidi override)
@@ -1663,7 +1669,7 @@ async function openTask(id, indexing = null) {
       ui.indexingNote = indexingText(err, "the task shows once it is done");
       renderNote();
       const note = ui.indexingNote;
-      setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id, note); }, RETRY_MS);
+      setTimeout(() => { if (again()) openTask(id, note); }, RETRY_MS);
       return;
     }
     // statusd unreachable or refusing for now (a restart, a 503): say so, try again.
@@ -1675,7 +1681,7 @@ async function openTask(id, indexing = null) {
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
     showTitle();
-    setTimeout(() => { if (ui.taskId === id && !ui.taskSocket) openTask(id); }, RETRY_MS);
+    setTimeout(() => { if (again()) openTask(id); }, RETRY_MS);
     return;
   }
   // A task left while its record came (a large one takes seconds): the one shown now keeps

@@ -1454,6 +1454,44 @@ def test_a_task_view_that_cannot_load_says_why_and_tries_again(server: ServerThr
     assert len(failures) == 1
 
 
+def test_a_task_opened_again_is_not_loaded_again_by_its_earlier_opening(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view of a task that could not load (a 503) was left for the list and opened
+    again before its try again came: that try, still set, loaded the task a second time
+    over its view shown (its result hidden and its state blank while the whole record, of
+    a backtest maybe 170 MB, came again)."""
+    expect = sync_api.expect
+    run_job(spool, "reopened", {"message": "here"}, tool="echo")
+    failures: list[str] = []
+    asked: list[str] = []
+    unavailable_once = _unavailable_once(failures)
+
+    def counted(route: sync_api.Route) -> None:
+        asked.append(route.request.url)
+        unavailable_once(route)
+
+    page.route("**/api/v1/tasks/reopened", counted)
+    start = datetime.now(UTC)
+    page.clock.install(time=start)
+    page.clock.pause_at(start + timedelta(seconds=1))  # no try again until told
+    page.goto(server.base + "/#/tasks/reopened")
+    expect(page.locator("#task-error .message")).to_contain_text("try again")
+    page.evaluate("() => { location.hash = '#/'; }")
+    expect(page.locator("#list-view")).to_be_visible()
+    page.evaluate("() => { location.hash = '#/tasks/reopened'; }")
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result pre")).to_contain_text('"message": "here"')
+    page.wait_for_function("() => ui.taskSocket === null")  # its stream told the end, closed
+    loads = len(asked)
+    assert loads == 2, asked
+    page.clock.run_for(RETRY_MS * 2)
+    page.wait_for_timeout(300)
+    assert len(asked) == loads, asked
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result pre")).to_contain_text('"message": "here"')
+    assert len(failures) == 1
+
+
 def test_the_task_view_shows_what_spoolq_show_shows(server: ServerThread, spool: Spool,
                                                     page: sync_api.Page) -> None:
     """A quarantined drop's original file name, a job's not-before time, timeout and
