@@ -72,6 +72,7 @@ const ui = {
                           // whose record it cannot have (too large, a 4xx: not fetched again)
   loadingRun: null,       // the run whose whole record is on its way (runOf): told again
                           // meanwhile, it is not asked for twice
+  loadingSeq: 0,          // the render (renderSeq) that fetch is of: a later one drops it
   opening: 0,             // the task view's openings, numbered: a try again is its own
   listSeq: 0,
   trimmed: false,         // rows past MAX_ROWS were let go: "older tasks" brings them back
@@ -1368,7 +1369,12 @@ function runOf(record) {
 async function renderRecord(record) {
   if (record.id !== ui.taskId) return;
   const run = runOf(record);
-  if (partial(record) && (run === ui.shownRun || run === ui.loadingRun)) {
+  // On its way to the view only while no later render came since: that fetch's answer is
+  // dropped then.  Taken for on its way still, the task stream's word of an end the view's
+  // first read drew over (the job ended as its view opened) fetched nothing: "done", and no
+  // result, for good.
+  const loading = run === ui.loadingRun && ui.loadingSeq === ui.renderSeq;
+  if (partial(record) && (run === ui.shownRun || loading)) {
     // The stream's snapshot of the run whose whole record is shown or on its way (a large
     // one comes without its result): its head is news at most.  Fetched again, a 14 MB
     // record cost half a second at each opening; the two streams' words of one end, come
@@ -1384,6 +1390,7 @@ async function renderRecord(record) {
     if (record.result_omitted && record.state === "done") showLoading();
     let whole;
     ui.loadingRun = run;
+    ui.loadingSeq = seq;
     try {
       whole = await getRecord(record.id);
     } catch (err) {
@@ -1409,7 +1416,7 @@ async function renderRecord(record) {
       }, RETRY_MS);
       return;
     } finally {
-      if (ui.loadingRun === run) ui.loadingRun = null;
+      if (ui.loadingSeq === seq) ui.loadingRun = null;
     }
     if (seq !== ui.renderSeq || whole.id !== ui.taskId) return; // a newer one was drawn
     record = whole;

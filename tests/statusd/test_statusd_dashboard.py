@@ -686,6 +686,46 @@ def test_a_large_result_told_again_while_it_loads_is_fetched_once(
     assert len(fetches) == 1, [route.request.url for route in fetches]
 
 
+def test_a_large_result_that_ends_as_its_view_opens_is_shown(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The job ended while its view's first read of it was out: the events stream's word
+    of the end asked for the whole record, then the first read's answer (the job running)
+    was drawn over it, which left that fetch's answer unused.  The task stream's word of
+    the same end, taken for a run whose whole record was still on its way, fetched
+    nothing: the view said "done" with no result, for good."""
+    expect = sync_api.expect
+    submit(spool, "ends-early", tool="run_backtest")
+    running = claim(spool, "ends-early")
+    fetches: list[sync_api.Route] = []  # held back while holding, answered below
+    holding = True
+
+    def hold(route: sync_api.Route) -> None:
+        if holding:
+            fetches.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/tasks/ends-early", hold)
+    page.goto(server.base + "/#/tasks/ends-early")
+    wait_in_page(page, lambda: fetches, what="the view's first read of the task")
+    first = fetches[0].fetch()  # the job as it is now: running
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")  # the events stream's word
+    wait_in_page(page, lambda: len(fetches) > 1, what="the fetch of the whole record")
+    heads = page.evaluate("() => ui.heads")
+    fetches[0].fulfill(response=first)
+    # Drawn, and the task stream's word of the end after it.
+    page.wait_for_function("(heads) => ui.heads >= heads + 2"
+                           " && document.querySelector('#task-state').textContent === 'done'",
+                           arg=heads)
+    holding = False
+    for route in fetches[1:]:
+        route.continue_()
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
+    expect(page.locator("#task-result .cut")).to_be_hidden()
+
+
 def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The whole record of a finished task fetched while statusd refused for a moment
