@@ -708,6 +708,7 @@ def test_a_large_result_that_ends_as_its_view_opens_is_shown(
     page.route("**/api/v1/tasks/ends-early", hold)
     page.goto(server.base + "/#/tasks/ends-early")
     wait_in_page(page, lambda: fetches, what="the view's first read of the task")
+    expect(page.locator("#live")).to_have_text("live")  # the events stream tells the end
     first = fetches[0].fetch()  # the job as it is now: running
     finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
     expect(page.locator("#task-state")).to_have_text("done")  # the events stream's word
