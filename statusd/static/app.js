@@ -431,12 +431,17 @@ function noteProcessors(processors) {
   const key = processors.map((p) => `${p.owner} ${p.started_at}`).join(",");
   if (key === ui.toolsOf) return;
   ui.toolsOf = key;
+  // An answer of processors since replaced is not taken: come after the one asked for the
+  // restarted ones, it said the old limits until the processors changed again.
   getJSON("api/v1/tools").then((catalogue) => {
+    if (ui.toolsOf !== key) return;
     ui.toolLimits = new Map(catalogue.tools
       .filter((tool) => Number.isInteger(tool.max_attempts))
       .map((tool) => [tool.name, tool.max_attempts]));
     if (ui.fieldsOf) showAttempts(ui.fieldsOf);
-  }).catch(() => { ui.toolsOf = null; });  // asked again at the next refresh
+  }).catch(() => {
+    if (ui.toolsOf === key) ui.toolsOf = null;  // asked again at the next refresh
+  });
 }
 
 function attemptsText(record) {

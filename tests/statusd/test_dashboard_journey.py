@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import test_statusd_dashboard as dashboard
+from statusd_browserkit import STATS_EVERY_MS, held_back
 from statusd_daemonkit import statusd_daemon
 from statusdkit import (
     STATS_URL,
@@ -28,6 +29,7 @@ from statusdkit import (
     run_job,
     submit,
     wait_for,
+    wait_in_page,
 )
 
 from spool.claim import Claim
@@ -187,6 +189,41 @@ def test_attempts_show_the_tools_limit_where_the_job_sets_none(
                           tools=[{"name": "run_backtest", "max_attempts": 5}])
     try:  # no transition: the page's next stats refresh (every 5 s) sees it
         expect(attempts).to_have_text("1 of 5", timeout=15_000)
+    finally:
+        restarted.close()
+
+
+def test_a_tools_catalogue_overtaken_by_a_later_one_is_not_taken(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The processors changed (a restart with other limits) while the catalogue asked for
+    the ones before was still on its way, and that answer came last: the page took it, and
+    said the old tool's limit ("1 of 3" of a tool now of 5) until the processors changed
+    again, not asked for again meanwhile."""
+    submit(spool, "bt-late", tool="run_backtest")
+    owner = FakeOwner(spool, tools=[{"name": "run_backtest", "max_attempts": 3}])
+    tools = held_back(page, "**/api/v1/tools")  # answered below
+    try:
+        page.clock.install()
+        page.goto(server.base + "/#/tasks/bt-late")
+        expect(page.locator("#task-state")).to_have_text("pending")
+        wait_in_page(page, lambda: tools, what="the catalogue asked for")
+        before = tools[0].fetch()  # of the processor before the restart
+    finally:
+        owner.close()
+    restarted = FakeOwner(spool, "proc-restarted",
+                          tools=[{"name": "run_backtest", "max_attempts": 5}])
+    try:
+        page.clock.run_for(STATS_EVERY_MS)  # the stats that see the restarted processor
+        wait_in_page(page, lambda: page.evaluate("() => ui.toolsOf").startswith(
+            "proc-restarted "), what="the restarted processor seen")
+        wait_in_page(page, lambda: len(tools) > 1, what="its catalogue asked for")
+        for route in tools[1:]:
+            route.continue_()
+        attempts = page.locator('#task-fields [data-field="attempts"]')
+        expect(attempts).to_have_text("0 of 5")
+        tools[0].fulfill(response=before)
+        page.wait_for_timeout(500)
+        expect(attempts).to_have_text("0 of 5")
     finally:
         restarted.close()
 
