@@ -1661,7 +1661,10 @@ async function openTask(id, indexing = null) {
   try {
     const record = await getRecord(id);
     if (ui.taskId === id) ui.indexingNote = null;
-    await renderRecord(record);
+    // A record drawn since the ask (the events stream's word of the job's end, come while
+    // this read was out) is newer: drawn over it, "running" stood over "done", and the
+    // whole record that word had asked for was dropped and fetched again.
+    if (ui.heads === heads) await renderRecord(record);
   } catch (err) {
     // A record shown since the ask (the task submitted as the view opened, told by the
     // events stream before this 404 came) is newer: "not found" stood over it, pending.
@@ -1697,8 +1700,10 @@ async function openTask(id, indexing = null) {
     return;
   }
   // A task left while its record came (a large one takes seconds): the one shown now keeps
-  // its stream (this one's closed it, and the view stayed "running" past its end).
-  if (ui.taskId === id) watchTask(id);
+  // its stream (this one's closed it, and the view stayed "running" past its end).  One
+  // the events stream's word opened meanwhile (taskMoved) is kept: a second was two
+  // handshakes and two snapshots.
+  if (ui.taskId === id && !ui.taskSocket) watchTask(id);
 }
 
 function showList() {

@@ -692,7 +692,9 @@ def test_a_large_result_that_ends_as_its_view_opens_is_shown(
     of the end asked for the whole record, then the first read's answer (the job running)
     was drawn over it, which left that fetch's answer unused.  The task stream's word of
     the same end, taken for a run whose whole record was still on its way, fetched
-    nothing: the view said "done" with no result, for good."""
+    nothing: the view said "done" with no result, for good (h360).  Then it fetched the
+    whole record a second time.  The first read's answer is older than the end drawn
+    since: not drawn, and the one fetch of the whole record is used."""
     expect = sync_api.expect
     submit(spool, "ends-early", tool="run_backtest")
     running = claim(spool, "ends-early")
@@ -715,16 +717,18 @@ def test_a_large_result_that_ends_as_its_view_opens_is_shown(
     wait_in_page(page, lambda: len(fetches) > 1, what="the fetch of the whole record")
     heads = page.evaluate("() => ui.heads")
     fetches[0].fulfill(response=first)
-    # Drawn, and the task stream's word of the end after it.
-    page.wait_for_function("(heads) => ui.heads >= heads + 2"
+    # The task stream's word of the end, after the first read's answer.
+    page.wait_for_function("(heads) => ui.heads > heads && ui.taskEvent === null"
                            " && document.querySelector('#task-state').textContent === 'done'",
                            arg=heads)
+    page.wait_for_timeout(300)  # a fetch it would start
     holding = False
     for route in fetches[1:]:
         route.continue_()
     expect(page.locator("#equity svg path.equity")).to_have_count(2)
     expect(page.locator("#task-result pre")).to_contain_text('"equity_curve": "[2000 points]"')
     expect(page.locator("#task-result .cut")).to_be_hidden()
+    assert len(fetches) == 2, [route.request.url for route in fetches]  # the read, the whole
 
 
 def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
