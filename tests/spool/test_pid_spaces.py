@@ -45,6 +45,14 @@ sys.stdin.read()
 """
 
 
+def clock_at_change(clock: FakeClock, path: Path) -> None:
+    """Step ``clock``'s wall time to when ``path`` last changed (its ctime, which the
+    file's age is counted from): the clock was read before the write, and on a loaded
+    host the python started between them (a second and more) was taken off the grace
+    the test then advanced by, the file still within it (CI-like load, h361)."""
+    clock.step(path.stat().st_ctime - clock.now().timestamp())
+
+
 @pytest.fixture
 def other_namespace_writer(tmp_path: Path) -> Iterator[tuple[Spool, FakeClock, str]]:
     """A spool, and a staged write in its tmp/ by a live process of another pid namespace
@@ -65,6 +73,7 @@ def other_namespace_writer(tmp_path: Path) -> Iterator[tuple[Spool, FakeClock, s
             name = writer.stdout.readline().strip()
             if not name:
                 pytest.skip("no pid namespace could be made here")
+            clock_at_change(clock, spool.layout.tmp / name)
             yield spool, clock, name
         finally:
             assert writer.stdin is not None
@@ -109,6 +118,7 @@ def test_an_older_spoolqs_write_whose_pid_runs_nowhere_here_is_kept_a_grace(
                           capture_output=True, text=True, check=True)
     older = spool.layout.tmp / f"{WRITE_TAG}job-1.{int(gone.stdout)}.{'ab' * 6}.tmp"
     older.write_bytes(b'{"tool": "ec')
+    clock_at_change(clock, older)
     assert parse_staging(older.name) == (WRITE_TAG + "job-1", int(gone.stdout), None)
     Recovery(spool).scan()
     assert older.exists(), "removed under a writer that may live in another namespace"
