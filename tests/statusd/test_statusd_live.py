@@ -723,12 +723,12 @@ def test_messages_queued_together_come_whole_and_in_order(spool: Spool) -> None:
                 while len(data) >= 2:
                     first, length, at = data[0], data[1], 2
                     assert (first, length & 0x80) == (0x81, 0), data[:2]
-                    if length == 126:
-                        length, at = int.from_bytes(data[2:4]), 4
-                        assert length >= 126, length
-                    elif length == 127:
-                        length, at = int.from_bytes(data[2:10]), 10
-                        assert length >= 1 << 16, length
+                    if length in (126, 127):  # its length in the next 2 or 8 bytes
+                        at = 4 if length == 126 else 10
+                        if len(data) < at:  # a read can end within them (h361: a
+                            break  # loaded host's read ended after one, read as 2)
+                        length = int.from_bytes(data[2:at])
+                        assert length >= (126 if at == 4 else 1 << 16), length
                     if len(data) < at + length:
                         break
                     got.append(data[at:at + length])
