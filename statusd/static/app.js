@@ -1638,6 +1638,9 @@ function clearTask() {
 async function openTask(id, indexing = null) {
   // indexing: asked again while statusd loads its index (its note, kept meanwhile).
   ui.taskId = id;
+  // The task shown before keeps no stream: one left open stood for this task's, which
+  // was then never opened (see the end).
+  closeTaskSocket();
   // Its tries again are of this opening only: the view left and opened again before one
   // came, it loaded the task a second time over the view shown (its result hidden and its
   // state blank while the whole record came again).

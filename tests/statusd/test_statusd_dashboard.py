@@ -1276,6 +1276,25 @@ _LEAVE_AT_ONCE = """
 """
 
 
+def test_a_task_opened_straight_from_another_running_one_is_followed(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """From a running task's view straight to another's (a link, the address bar): the
+    first task's stream stays no longer than its view, and the second's end is shown.
+    Kept open, it stood for the second's: the view never opened the second's stream, nor
+    took the events stream's word of its end (a stream was open), "running" for good."""
+    expect = sync_api.expect
+    first, second = (_open_running(server, spool, page, job_id) for job_id in ("one", "two"))
+    page.goto(server.base + "/#/tasks/one")
+    expect(page.locator("#task-state")).to_have_text("running")
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    page.evaluate("() => { location.hash = '#/tasks/two'; }")
+    expect(page.locator("#task-id")).to_have_text("two")
+    expect(page.locator("#task-state")).to_have_text("running")
+    finish(spool, second, {"slept": 0})
+    expect(page.locator("#task-state")).to_have_text("done")
+    finish(spool, first, {"slept": 0})
+
+
 def test_leaving_a_task_before_its_stream_opens_logs_no_warning(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A task left (back to the list, another task) before its stream's socket was open
