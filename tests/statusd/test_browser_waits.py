@@ -10,9 +10,13 @@ loaded host's first look that came early failed with an EvalError (QA h359).  A 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
+# A function's text: an arrow function (its parameters: the wait's ``arg``), async or
+# not, or a ``function``.
+FUNCTION = re.compile(r"\s*(async\s+)?(\([\w\s,]*\)\s*=>|function\b)")
 
 
 def _conditions() -> list[tuple[str, str]]:
@@ -35,6 +39,5 @@ def _conditions() -> list[tuple[str, str]]:
 def test_every_wait_for_function_is_given_a_function() -> None:
     conditions = _conditions()
     assert len(conditions) >= 10  # the search finds the suite's waits
-    expressions = [where for where, text in conditions
-                   if not text.lstrip().startswith(("() =>", "function", "async () =>"))]
+    expressions = [where for where, text in conditions if not FUNCTION.match(text)]
     assert not expressions, f"give these a function, \"() => ...\": {expressions}"
