@@ -1645,7 +1645,19 @@ async function openTask(id, indexing = null) {
   // came, it loaded the task a second time over the view shown (its result hidden and its
   // state blank while the whole record came again).
   const opening = ++ui.opening;
-  const again = () => ui.opening === opening && ui.taskId === id && !ui.taskSocket;
+  // Nor when a record was drawn since the refused read (the events stream's word of the
+  // job's end, its whole record fetched and shown): opened anew over it, the view blanked,
+  // fetched the record a third time, and a second 503 said "unavailable" over the task
+  // done (h362).  That record is the task's, as new as a read again: its note goes.
+  const again = (retry) => {
+    if (ui.opening !== opening || ui.taskId !== id) return;
+    if (!ui.taskSocket && ui.heads === heads) {
+      retry();
+    } else if (ui.indexingNote !== null) {
+      ui.indexingNote = null;
+      renderNote();
+    }
+  };
   $("list-view").hidden = true;
   $("task-view").hidden = false;
   $("task-id").textContent = shown(id);  // a link's: anyone's text (a bidi override)
@@ -1687,7 +1699,7 @@ async function openTask(id, indexing = null) {
       ui.indexingNote = indexingText(err, "the task shows once it is done");
       renderNote();
       const note = ui.indexingNote;
-      setTimeout(() => { if (again()) openTask(id, note); }, RETRY_MS);
+      setTimeout(() => again(() => openTask(id, note)), RETRY_MS);
       return;
     }
     // statusd unreachable or refusing for now (a restart, a 503): say so, try again.
@@ -1699,7 +1711,7 @@ async function openTask(id, indexing = null) {
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
     showTitle();
-    setTimeout(() => { if (again()) openTask(id); }, RETRY_MS);
+    setTimeout(() => again(() => openTask(id)), RETRY_MS);
     return;
   }
   // A task left while its record came (a large one takes seconds): the one shown now keeps

@@ -751,6 +751,41 @@ def test_a_large_result_that_fails_to_load_says_so_and_tries_again(
     assert len(failures) == 1
 
 
+def test_a_first_read_refused_does_not_reopen_over_the_end_told_since(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view's first read refused (a 503: "unavailable", tried again in 2 s); the job
+    ended meanwhile and the events stream's word drew it, its whole record fetched and
+    shown.  The try again opened the view anew over it: the view blanked, the record was
+    fetched a third time, and a second 503 said "unavailable" over the task done (h362)."""
+    expect = sync_api.expect
+    submit(spool, "refused-first", tool="run_backtest")
+    running = claim(spool, "refused-first")
+    asked: list[str] = []
+
+    def flaky(route: sync_api.Route) -> None:  # only the fetch of the whole record passes
+        asked.append(route.request.url)
+        if len(asked) == 2:
+            route.continue_()
+        else:
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"error": {"type": "unavailable", "message": "disk trouble"}}')
+
+    page.route("**/api/v1/tasks/refused-first", flaky)
+    page.clock.install()
+    page.goto(server.base + "/#/tasks/refused-first")
+    expect(page.locator("#task-state")).to_have_text("unavailable")
+    expect(page.locator("#live")).to_have_text("live")
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    page.clock.fast_forward(RETRY_MS * 2)
+    page.wait_for_timeout(500)
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#task-error")).to_be_hidden()
+    assert len(asked) == 2, asked  # the refused read, the whole record
+
+
 def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page) -> None:
     """A drop removed before it ran: its task stream ends (1008) and the view says so,
