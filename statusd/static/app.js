@@ -1618,6 +1618,10 @@ function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
   ui.loadingRun = null;
+  // Nor a render of it still on its way: its try again (after a 503), come once the view
+  // left and opened the task again, fetched the whole record a second time and the new
+  // opening's read of it was dropped for that (h362).
+  ui.renderSeq += 1;
   ui.actionSaidAt = null;
   ui.requeued = null;
   ui.runAttempts = null;

@@ -786,6 +786,42 @@ def test_a_first_read_refused_does_not_reopen_over_the_end_told_since(
     assert len(asked) == 2, asked  # the refused read, the whole record
 
 
+def test_a_whole_record_tried_again_is_not_fetched_for_the_view_opened_again(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The whole record of a task's end refused for a moment (a 503: tried again in 2 s);
+    the view left for the list and opened the task again before the try came.  That try,
+    of the view left, was taken in the new one: it fetched the whole record a second time,
+    and the new opening's read (the whole record, come after) was dropped for it (h362)."""
+    expect = sync_api.expect
+    _hold_the_events_end(page, "reopened")  # only the task stream tells the end
+    running = _open_running(server, spool, page, "reopened", "run_backtest",
+                            fake_clock=True)
+    page.wait_for_function("() => ui.taskSocket && ui.taskSocket.readyState === WebSocket.OPEN")
+    asked: list[sync_api.Route] = []
+
+    def refuse_first(route: sync_api.Route) -> None:  # later ones held, answered below
+        asked.append(route)
+        if len(asked) == 1:
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"error": {"type": "unavailable", "message": "disk trouble"}}')
+
+    page.route("**/api/v1/tasks/reopened", refuse_first)
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-result .cut")).to_contain_text("trying again")
+    page.evaluate("() => { location.hash = '#/'; }")
+    expect(page.locator("#list-view")).to_be_visible()
+    page.evaluate("() => { location.hash = '#/tasks/reopened'; }")
+    wait_in_page(page, lambda: len(asked) > 1, what="the new opening's read")
+    page.clock.fast_forward(RETRY_MS)
+    page.wait_for_timeout(500)
+    fetched = len(asked)
+    for route in asked[1:]:
+        route.continue_()
+    expect(page.locator("#equity svg path.equity")).to_have_count(2)
+    expect(page.locator("#task-state")).to_have_text("done")
+    assert fetched == 2, [route.request.url for route in asked]  # the 503, the new read
+
+
 def test_the_task_view_of_a_withdrawn_job_says_not_found(server: ServerThread, spool: Spool,
                                                          page: sync_api.Page) -> None:
     """A drop removed before it ran: its task stream ends (1008) and the view says so,
