@@ -1689,7 +1689,10 @@ async function openTask(id, indexing = null) {
     // events stream before this 404 came) is newer: "not found" stood over it, pending.
     if (ui.taskId !== id || ui.heads !== heads) return;
     if (err.tooLarge) {  // its stream's first message is the record without its result
-      watchTask(id);
+      // Unless one is open already (an earlier opening's, of this task: the view left it
+      // and opened it again before its read came): a second was two handshakes and two
+      // snapshots (h362).
+      if (!ui.taskSocket) watchTask(id);
       return;
     }
     if (err.status >= 400 && err.status < 500) {  // 404 (400, an id that can't be, is

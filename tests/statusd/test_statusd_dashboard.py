@@ -433,6 +433,34 @@ def test_a_record_too_large_to_load_says_so_once(server: ServerThread, spool: Sp
     assert len(asked) <= 2, asked  # the first look, and the one after its stream's snapshot
 
 
+def test_a_record_too_large_opened_twice_as_it_loads_has_one_stream(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view left a task too large to load and opened it again before its first read
+    came: each opening's read, found too large, opened the task's stream, the second over
+    the first (two handshakes, two snapshots, the whole record asked for twice, h362)."""
+    expect = sync_api.expect
+    _lower_record_limit(page)
+    run_job(spool, "large-twice", equity_result(("AAA", "BBB", "CCC"), bars=2_000),
+            tool="run_backtest")
+    streams: list[str] = []
+    page.on("websocket", lambda ws: streams.append(ws.url) if "/ws/tasks/" in ws.url else None)
+    reads = held_back(page, "**/api/v1/tasks/large-twice")
+    page.goto(server.base + "/#/tasks/large-twice")
+    wait_in_page(page, lambda: reads, what="the first opening's read")
+    page.evaluate("() => { location.hash = '#/'; }")
+    expect(page.locator("#list-view")).to_be_visible()
+    page.evaluate("() => { location.hash = '#/tasks/large-twice'; }")
+    wait_in_page(page, lambda: len(reads) > 1, what="the second opening's read")
+    page.unroute("**/api/v1/tasks/large-twice")
+    for route in reads:
+        route.continue_()
+    note = page.locator("#task-result .cut")
+    expect(note).to_contain_text("too large to show here")
+    expect(page.locator("#task-state")).to_have_text("done")
+    page.wait_for_timeout(500)
+    assert len(streams) == 1, streams
+
+
 def test_a_record_too_large_to_load_is_not_fetched_again_when_its_end_is_told_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """As a record that is gone (404): the task stream told the end first and closed, the
