@@ -68,6 +68,7 @@ const ui = {
   taskSocket: null,
   taskEvent: null,        // the open task's latest record on the events stream
   renderSeq: 0,
+  readRefused: false,     // the task error box says the view's first read was refused
   shownRun: null,         // the run whose whole record the task view shows (runOf), or
                           // whose record it cannot have (too large, a 4xx: not fetched again)
   loadingRun: null,       // the run whose whole record is on its way (runOf): told again
@@ -1207,6 +1208,13 @@ function setTaskState(text) {
 
 function renderHead(record) {
   ui.heads += 1;
+  if (ui.readRefused) {
+    // "cannot load the task" is history once the task is drawn: a record without its
+    // whole (an event's) drew no error box, and the refused read's stood beside "done"
+    // when that whole record was then gone (a 404: h362).
+    ui.readRefused = false;
+    $("task-error").hidden = true;
+  }
   if (record.state === "running") ui.runAttempts = record.attempts ?? 0;
   ui.runSince = record.state === "running" ? runningSince(record) : null;
   $("task-id").textContent = record.id;
@@ -1618,6 +1626,7 @@ function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
   ui.loadingRun = null;
+  ui.readRefused = false;
   // Nor a render of it still on its way: its try again (after a 503), come once the view
   // left and opened the task again, fetched the whole record a second time and the new
   // opening's read of it was dropped for that (h362).
@@ -1717,6 +1726,7 @@ async function openTask(id, indexing = null) {
     error.querySelector("h3").textContent = "error";
     error.querySelector(".message").textContent = shown(`cannot load the task: ${err.message}`);
     error.querySelector(".traceback").hidden = true;
+    ui.readRefused = true;
     showTitle();
     setTimeout(() => again(() => openTask(id)), RETRY_MS);
     return;

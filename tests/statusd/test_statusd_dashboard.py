@@ -814,6 +814,35 @@ def test_a_first_read_refused_does_not_reopen_over_the_end_told_since(
     assert len(asked) == 2, asked  # the refused read, the whole record
 
 
+def test_a_first_read_refused_says_nothing_of_it_once_the_task_is_drawn(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view's first read refused (a 503: "cannot load the task"), then the events
+    stream's word of the job's end drawn, and its whole record gone by the time it was
+    asked for (a purge: 404).  The refused read's error stood beside "done" for as long as
+    the view was open: only a whole record's drawing puts the error box right (h362)."""
+    expect = sync_api.expect
+    submit(spool, "refused-gone", tool="run_backtest")
+    running = claim(spool, "refused-gone")
+    asked: list[str] = []
+
+    def refused_then_gone(route: sync_api.Route) -> None:
+        asked.append(route.request.url)
+        status, kind = (503, "unavailable") if len(asked) == 1 else (404, "not_found")
+        route.fulfill(status=status, content_type="application/json",
+                      body=f'{{"error": {{"type": "{kind}", "message": "{kind} here"}}}}')
+
+    page.route("**/api/v1/tasks/refused-gone", refused_then_gone)
+    page.clock.install()  # its try again is not run on: the end comes first, as it may
+    page.goto(server.base + "/#/tasks/refused-gone")
+    expect(page.locator("#task-error .message")).to_contain_text("cannot load the task")
+    expect(page.locator("#live")).to_have_text("live")
+    finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result .cut")).to_contain_text("not_found here")
+    expect(page.locator("#task-error")).to_be_hidden()
+    assert len(asked) == 2, asked  # the refused read, the whole record
+
+
 def test_a_whole_record_tried_again_is_not_fetched_for_the_view_opened_again(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The whole record of a task's end refused for a moment (a 503: tried again in 2 s);
