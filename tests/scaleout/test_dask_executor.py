@@ -110,10 +110,19 @@ def _assert_stopped_growing(path: Path, within_s: float = 1.0) -> None:
     assert _size(path) == size, f"{path.name} still grows: the work was not stopped"
 
 
-def _wait_beats(path: Path, n: int = 3, timeout: float = 20.0) -> None:
+def _wait_beats(path: Path, sink: RecordingSink, n: int = 3, timeout: float = 20.0) -> None:
+    """``n`` heartbeats in ``path``; a failure says how many came and what the executor
+    reported meanwhile (at load 20 to 30 the frozen-worker test saw fewer than 3 in 20 s
+    of a job with a 1 s limit, whether it never started or was ended early untold)."""
     deadline = time.monotonic() + timeout
     while not path.exists() or len(path.read_text().splitlines()) < n:
-        assert time.monotonic() < deadline, f"{path.name}: the job never ran"
+        if time.monotonic() >= deadline:
+            beats = path.read_text().splitlines() if path.exists() else None
+            with sink.cond:
+                outcomes = {job: [(o.error_type, o.message) for o in each]
+                            for job, each in sink.outcomes.items()}
+            raise AssertionError(f"{path.name}: {n} heartbeats not seen in {timeout:g} s "
+                                 f"(lines: {beats}); outcomes reported: {outcomes}")
         time.sleep(0.02)
 
 
@@ -367,8 +376,8 @@ def test_kill_a_running_and_a_queued_job(run_executor: Any, tmp_path: Path) -> N
     paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
     executor.submit(_task("a", "d_heartbeat", path=str(paths["a"]), seconds=60))
     executor.submit(_task("b", "d_heartbeat", path=str(paths["b"]), seconds=60))
-    _wait_beats(paths["a"])
-    _wait_beats(paths["b"])
+    _wait_beats(paths["a"], sink)
+    _wait_beats(paths["b"], sink)
     # Past free_slots() on purpose: both worker threads are busy, so this one queues.
     executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
     assert executor.kill("queued", ErrorType.CANCELLED.value)
@@ -398,7 +407,7 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
     executor, sink = run_executor()
     beats = tmp_path / "victim.beats"
     executor.submit(_task("victim", "d_heartbeat", path=str(beats), seconds=60))
-    _wait_beats(beats)
+    _wait_beats(beats, sink)
     worker = next(addr for addr, keys in dask_client.processing().items()
                   if any("victim" in str(k) for k in keys))
     pid = dask_client.run(os.getpid, workers=[worker])[worker]
@@ -432,7 +441,7 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
     executor, sink = run_executor()
     beats = tmp_path / "frozen.beats"
     executor.submit(_task("frozen", "d_heartbeat", timeout_s=1.0, path=str(beats), seconds=60))
-    _wait_beats(beats)
+    _wait_beats(beats, sink)
     worker = next(addr for addr, keys in dask_client.processing().items()
                   if any("frozen" in str(k) for k in keys))
     pid = dask_client.run(os.getpid, workers=[worker])[worker]
@@ -490,8 +499,8 @@ def _one_fills_the_cluster(run_executor: Any, tmp_path: Path) -> tuple[
     beats = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "waits")}
     for name in ("a", "b"):
         first.submit(_task(name, "d_heartbeat", path=str(beats[name]), seconds=60))
-    _wait_beats(beats["a"])
-    _wait_beats(beats["b"])
+    _wait_beats(beats["a"], first_sink)
+    _wait_beats(beats["b"], first_sink)
     return (first, first_sink), (second, second_sink), beats
 
 
