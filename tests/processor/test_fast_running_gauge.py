@@ -75,20 +75,27 @@ def test_stuck_fast_threads_past_their_bound_hold_the_fast_lane(
     assert wait_record(spool_root, "waits")["state"] == "done"
 
 
+def _lane_with_run(tmp_path: Path, job_id: str, started: float,
+                   finish: Callable[[Run, Outcome], None], relay: Any = None
+                   ) -> tuple[FastLane, Run]:
+    """A FAST lane of one thread (no inbox: a test calls its loop's side itself), and an
+    ``echo`` run of it claimed at ``started`` (monotonic) with 0.5 s to run."""
+    runs: dict[str, Run] = {}
+    lane = FastLane(1, relay, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
+                    finish=finish, unblock=lambda job_id: None, clock=SystemClock())
+    runs[job_id] = Run(Claim(job_id, -1, b"", 0, 0), Job(tool="echo"), BaseTool,
+                       Record(id=job_id, state=JobState.RUNNING, tool="echo"),
+                       started=started, timeout_s=0.5, mode=ExecutionMode.FAST)
+    return lane, runs[job_id]
+
+
 def test_a_fast_outcome_posted_past_its_deadline_is_a_timeout(tmp_path: Path) -> None:
     """A FAST tool that held the loop thread past its run's deadline (the loop moved to
     a standby) and returns before the loop's deadline wake: the run fails ``timeout``,
     as it would a moment later, not ``done`` with a result past its time."""
-    runs: dict[str, Run] = {}
     finished: list[Outcome] = []
-    lane = FastLane(1, None, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
-                    finish=lambda run, outcome: finished.append(outcome),
-                    unblock=lambda job_id: None, clock=SystemClock())
-    job = Job(tool="echo")
-    run = Run(Claim("late", -1, b"", 0, 0), job, BaseTool,
-              Record(id="late", state=JobState.RUNNING, tool="echo"),
-              started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)
-    runs["late"] = run
+    lane, run = _lane_with_run(tmp_path, "late", time.monotonic() - 1.0,
+                               lambda run, outcome: finished.append(outcome))
     lane.busy = 1
     lane.returned(run, Outcome("late", result_json=b"{}"), time.monotonic())
     assert [o.error_type for o in finished] == [ErrorType.TIMEOUT]
@@ -100,16 +107,10 @@ def test_a_fast_tool_that_returned_in_time_is_judged_by_its_return_not_the_read(
     """Read by the loop after its deadline (the loop held meanwhile), a return that came
     within the run's time is the run's outcome, and its record's times are the
     return's: the run was failed ``timeout`` with a duration of the loop's wait (h358)."""
-    runs: dict[str, Run] = {}
     finished: list[tuple[Run, Outcome]] = []
-    lane = FastLane(1, None, None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
-                    finish=lambda run, outcome: finished.append((run, outcome)),
-                    unblock=lambda job_id: None, clock=SystemClock())
     started = time.monotonic() - 1.0
-    run = Run(Claim("held", -1, b"", 0, 0), Job(tool="echo"), BaseTool,
-              Record(id="held", state=JobState.RUNNING, tool="echo"),
-              started=started, timeout_s=0.5, mode=ExecutionMode.FAST)
-    runs["held"] = run
+    lane, run = _lane_with_run(tmp_path, "held", started,
+                               lambda run, outcome: finished.append((run, outcome)))
     lane.busy = 1
     before = datetime.now(UTC)
     lane.returned(run, Outcome("held", result_json=b"{}"), started + 0.2)
@@ -127,7 +128,6 @@ def test_a_fast_run_waiting_for_the_loop_past_its_time_still_runs(tmp_path: Path
     thread when its time since the claim is up is neither failed by the loop's expiry
     nor skipped, but run, its outcome recorded (counted from the claim, a loop held up
     by a stalled log reader failed such runs ``timeout`` unrun, QA)."""
-    runs: dict[str, Run] = {}
     finished: list[Outcome] = []
     started: list[str] = []
 
@@ -136,13 +136,8 @@ def test_a_fast_run_waiting_for_the_loop_past_its_time_still_runs(tmp_path: Path
             started.append(args[2])
             return True, Outcome(args[2], result_json=b"{}")
 
-    lane = FastLane(1, Relay(), None, runs, data_dir=tmp_path, resources={},  # type: ignore[arg-type]
-                    finish=lambda run, outcome: finished.append(outcome),
-                    unblock=lambda job_id: None, clock=SystemClock())
-    run = Run(Claim("queued", -1, b"", 0, 0), Job(tool="echo"), BaseTool,
-              Record(id="queued", state=JobState.RUNNING, tool="echo"),
-              started=time.monotonic() - 1.0, timeout_s=0.5, mode=ExecutionMode.FAST)
-    runs["queued"] = run
+    lane, run = _lane_with_run(tmp_path, "queued", time.monotonic() - 1.0,
+                               lambda run, outcome: finished.append(outcome), Relay())
     lane.start(run, BaseTool, {})
     assert list(lane.deadlines()) == []
     lane.expire(time.monotonic())
