@@ -131,6 +131,12 @@ def held_back(page: sync_api.Page, url: str) -> list[sync_api.Route]:
     return held
 
 
+def refuse(route: sync_api.Route, status: int, kind: str, message: str) -> None:
+    """Answer ``route`` as statusd refuses a request: ``status``, and its error body
+    (``{"error": {"type": kind, "message": message}}``)."""
+    route.fulfill(status=status, json={"error": {"type": kind, "message": message}})
+
+
 @contextlib.contextmanager
 def own_page(browser: sync_api.Browser, **options: Any) -> Iterator[sync_api.Page]:
     """A page in a browser context of its own (no cookie, storage, cache or clock of one

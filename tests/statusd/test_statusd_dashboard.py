@@ -29,6 +29,7 @@ from statusd_browserkit import (
     chromium,
     held_back,
     own_page,
+    refuse,
     sync_api,
     watched,
 )
@@ -615,8 +616,7 @@ def test_a_large_result_that_is_gone_is_not_fetched_again(
 
     def gone(route: sync_api.Route) -> None:
         asked.append(route.request.url)
-        route.fulfill(status=404, content_type="application/json",
-                      body='{"error": {"type": "not_found", "message": "no task big-gone"}}')
+        refuse(route, 404, "not_found", "no task big-gone")
 
     page.route("**/api/v1/tasks/big-gone", gone)
     finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
@@ -664,8 +664,7 @@ def test_a_large_result_that_is_gone_is_not_fetched_again_when_its_end_is_told_a
 
     def gone(route: sync_api.Route) -> None:
         asked.append(route.request.url)
-        route.fulfill(status=404, content_type="application/json",
-                      body='{"error": {"type": "not_found", "message": "no task gone-late"}}')
+        refuse(route, 404, "not_found", "no task gone-late")
 
     running = _open_running(server, spool, page, "gone-late", "run_backtest")
     expect(page.locator("#live")).to_have_text("live")
@@ -705,8 +704,7 @@ def test_a_large_result_told_again_while_it_loads_is_fetched_once(
     page.wait_for_function("() => ui.taskEvent && ui.taskEvent.state === 'done'")
     page.wait_for_timeout(500)
     assert len(fetches) == 1, [route.request.url for route in fetches]
-    fetches[0].fulfill(status=404, content_type="application/json",
-                       body='{"error": {"type": "not_found", "message": "no task told-twice"}}')
+    refuse(fetches[0], 404, "not_found", "no task told-twice")
     note = page.locator("#task-result .cut")
     expect(note).to_contain_text("no task told-twice")
     expect(note).not_to_contain_text("trying again")
@@ -795,8 +793,7 @@ def test_a_first_read_refused_does_not_reopen_over_the_end_told_since(
         if len(asked) == 2:
             route.continue_()
         else:
-            route.fulfill(status=503, content_type="application/json",
-                          body='{"error": {"type": "unavailable", "message": "disk trouble"}}')
+            refuse(route, 503, "unavailable", "disk trouble")
 
     page.route("**/api/v1/tasks/refused-first", flaky)
     page.clock.install()
@@ -828,8 +825,7 @@ def test_a_first_read_refused_says_nothing_of_it_once_the_task_is_drawn(
     def refused_then_gone(route: sync_api.Route) -> None:
         asked.append(route.request.url)
         status, kind = (503, "unavailable") if len(asked) == 1 else (404, "not_found")
-        route.fulfill(status=status, content_type="application/json",
-                      body=f'{{"error": {{"type": "{kind}", "message": "{kind} here"}}}}')
+        refuse(route, status, kind, f"{kind} here")
 
     page.route("**/api/v1/tasks/refused-gone", refused_then_gone)
     page.clock.install()  # its try again is not run on: the end comes first, as it may
@@ -859,8 +855,7 @@ def test_a_whole_record_tried_again_is_not_fetched_for_the_view_opened_again(
     def refuse_first(route: sync_api.Route) -> None:  # later ones held, answered below
         asked.append(route)
         if len(asked) == 1:
-            route.fulfill(status=503, content_type="application/json",
-                          body='{"error": {"type": "unavailable", "message": "disk trouble"}}')
+            refuse(route, 503, "unavailable", "disk trouble")
 
     page.route("**/api/v1/tasks/reopened", refuse_first)
     finish(spool, running, equity_result(("AAA", "BBB"), bars=2_000))
@@ -1226,9 +1221,7 @@ def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
 
 def _refused_for_disk_trouble(route: sync_api.Route) -> None:
     """The stats' answer while the spool's disk fails (statusd's 503)."""
-    route.fulfill(status=503, content_type="application/json",
-                  body='{"error": {"type": "unavailable", '
-                       '"message": "spool trouble: [Errno 5] Input/output error"}}')
+    refuse(route, 503, "unavailable", "spool trouble: [Errno 5] Input/output error")
 
 
 def _task_with_stats_refused(page: sync_api.Page, server: ServerThread, job_id: str,
@@ -1620,8 +1613,7 @@ def _unavailable_once(failures: list[str]) -> Callable[[sync_api.Route], None]:
             route.continue_()
             return
         failures.append(route.request.url)
-        route.fulfill(status=503, content_type="application/json",
-                      body='{"error": {"type": "unavailable", "message": "try again"}}')
+        refuse(route, 503, "unavailable", "try again")
 
     return handle
 
