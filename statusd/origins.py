@@ -113,9 +113,10 @@ class Reach:
         hosts = {h for o in named if (h := host_name(o.split("://")[1]))}
         hosts.update(h for h in (host_name(settings.statusd_host),
                                  host_name(socket.gethostname())) if h)
+        any_origin = "*" in origins
         return cls(guard_host=bound_to_loopback(settings.statusd_host), origins=named,
-                   any_origin="*" in origins, hosts=frozenset(hosts),
-                   page_headers=_page_headers(named, any_origin="*" in origins))
+                   any_origin=any_origin, hosts=frozenset(hosts),
+                   page_headers=_page_headers(named, any_origin=any_origin))
 
     def host_refused(self, request: web.Request) -> str | None:
         """Why ``request``'s Host is refused; None when it is let in."""
