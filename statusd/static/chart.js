@@ -157,17 +157,34 @@ function placeLegend(entries, perRow) {
   return { slots, rows: Math.ceil(slot / perRow) };
 }
 
-function formatMoney(value, digits = 0) {
+function formatMoney(value, digits = 0, compact = Math.abs(value) >= 1e6) {
   // Past a million, compact ("151.2M"): the axis's 70 px cut 151,245,126 to 51,245,126.
   // Compact notation ends at trillions ("220,000,000,000,000T" for 2.2e29, cut to
-  // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Below, with
-  // ``digits`` decimals (moneyDigits).
+  // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Else with
+  // ``digits`` decimals (moneyDigits), at most that many when compact.
   if (Math.abs(value) >= 1e15) return value.toExponential(1).replace("e+", "e");
   // In "en", as every table beside it: in the browser's own, "127.500" on the axis meant
   // 127,500 beside the table's "184,247.43" (QA: a de-DE browser).
-  return value.toLocaleString("en", Math.abs(value) >= 1e6
-    ? { notation: "compact", maximumFractionDigits: 1 }
+  return value.toLocaleString("en", compact
+    ? { notation: "compact", maximumFractionDigits: digits }
     : { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function axisTexts(values, log) {
+  // The equity axis's labels for ``values`` (lowest first), in one notation: a curve from
+  // 76,560 to 1.53M read "76,560 / 802,663 / 1.5M".  Compact for all when the highest is
+  // past a million, with the fewest decimals (one at least) that tell them apart.
+  const [lo, hi] = [values[0], values[values.length - 1]];
+  if (Math.max(Math.abs(lo), Math.abs(hi)) < 1e6) {
+    const digits = moneyDigits(lo, hi, log);
+    return values.map((v) => formatMoney(v, digits));
+  }
+  let texts = [];
+  for (let digits = 1; digits <= 3; digits++) {
+    texts = values.map((v) => formatMoney(v, digits, true));
+    if (new Set(texts).size === new Set(values).size) break;
+  }
+  return texts;
 }
 
 function moneyDigits(lo, hi, log) {
@@ -192,6 +209,7 @@ function axisLabels(first, last) {
 }
 
 function spokenName(series, entries, [first, last], [lo, hi], log) {
+  // ``lo`` and ``hi``: the axis's texts of the lowest and highest equity.
   // The image's name for a screen reader, which hears none of its texts (the legend is
   // inside the image): the symbols drawn, the dates, the equity's range and scale, and
   // the legend's note ("top 12 of 200 by sharpe").
@@ -200,9 +218,8 @@ function spokenName(series, entries, [first, last], [lo, hi], log) {
   const list = names.length > 1
     ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names[0];
   const note = entries.find((e) => !e.series && e.text !== "pinned:");
-  const digits = moneyDigits(lo, hi, log);
-  return `equity curve of ${list}, ${first} to ${last}, equity from ${formatMoney(lo, digits)} `
-    + `to ${formatMoney(hi, digits)}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
+  return `equity curve of ${list}, ${first} to ${last}, equity from ${lo} `
+    + `to ${hi}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
 }
 
 function drawEquity(container, curves) {
@@ -245,17 +262,19 @@ function drawEquity(container, curves) {
   const { slots, rows } = placeLegend(entries, perRow);
   const height = c.height + LEGEND.top + rows * LEGEND.row;
   const [firstText, lastText] = axisLabels(firstLabel, lastLabel);
+  const levels = [lo, log ? Math.sqrt(lo) * Math.sqrt(hi) : (lo + hi) / 2, hi];
+  const levelTexts = axisTexts(levels, log);
   const svg = svgEl("svg", { viewBox: `0 0 ${c.width} ${height}`, width: c.width, height,
-    role: "img", "aria-label": spokenName(series, entries, [firstText, lastText], [lo, hi], log) });
+    role: "img", "aria-label": spokenName(series, entries, [firstText, lastText],
+                                          [levelTexts[0], levelTexts[2]], log) });
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top + plotH,
                                   x2: c.left + plotW, y2: c.top + plotH }));
   svg.appendChild(svgEl("line", { class: "axis", x1: c.left, y1: c.top, x2: c.left,
                                   y2: c.top + plotH }));
-  const digits = moneyDigits(lo, hi, log);
-  for (const v of [lo, log ? Math.sqrt(lo) * Math.sqrt(hi) : (lo + hi) / 2, hi]) {
+  levels.forEach((v, i) => {
     svg.appendChild(svgEl("text", { x: c.left - 6, y: y(v) + 4, "text-anchor": "end" },
-                          formatMoney(v, digits)));
-  }
+                          levelTexts[i]));
+  });
   if (log) {
     svg.appendChild(svgEl("text", { class: "scale", x: c.left + 6, y: c.top + 10 },
                           "log scale"));

@@ -911,6 +911,27 @@ def test_the_charts_axis_writes_numbers_as_the_tables_do(
     assert money == ["100,000", "106,150", "112,300"], labels  # de-DE: "100.000", ...
 
 
+def test_the_charts_axis_writes_its_labels_in_one_notation(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A curve from 76,560 to 1.53M read "76,560 / 802,663 / 1.5M" on its axis (a look at
+    the demo's chart): past a million the labels are all compact, with the decimals that
+    tell them apart; nearer ones need more ("1.02M", not "1M" three times)."""
+    def curve(*values: float) -> list[list[Any]]:
+        return [[f"2020-01-{d + 1:02d}T00:00:00", v] for d, v in enumerate(values)]
+
+    cases = {"bt-wide": (curve(76_560.0, 1_529_000.0), ["76.6K", "802.8K", "1.5M"]),
+             "bt-near": (curve(1_000_000.0, 1_040_000.0), ["1M", "1.02M", "1.04M"])}
+    for job_id, (points, texts) in cases.items():
+        run_job(spool, job_id, backtest({"AAA": _metrics(0.1, 1.0, equity_curve=points)}),
+                tool="run_backtest")
+        page.goto(server.base + f"/#/tasks/{job_id}")
+        sync_api.expect(page.locator(CURVES)).to_have_count(1)
+        labels = page.locator("#equity svg > text[text-anchor=end]").all_text_contents()
+        assert [label for label in labels if label[:1].isdigit() and "-" not in label] == texts
+        name = page.locator("#equity svg").get_attribute("aria-label") or ""
+        assert f"equity from {texts[0]} to {texts[2]}" in name, name
+
+
 def test_each_symbol_is_drawn_with_its_own_curve(server: ServerThread, spool: Spool,
                                                   page: sync_api.Page) -> None:
     """The chart names its curves by their symbols (path, legend, colour): each path must
