@@ -1441,7 +1441,12 @@ async function renderRecord(record) {
   // A backtest's or a factor analysis's tables (results.js), the JSON collapsed under them.
   // A backtest's table draws the chart of the symbols it puts first; any other result's
   // is of its first symbols.
-  const draw = (curves) => { $("task-chart").hidden = !drawEquity($("equity"), curves); };
+  // Shown while drawn: the chart is as wide as its box, on a phone narrower than usual.
+  const draw = (curves) => {
+    const box = $("task-chart");
+    box.hidden = false;
+    box.hidden = !drawEquity($("equity"), curves);
+  };
   const charted = showResultTables(record, $("task-tables"), $("task-result"), draw);
   $("task-result").hidden = !hasResult;
   if (hasResult) {
@@ -1863,6 +1868,12 @@ function start() {
   $("retry-task").addEventListener("click", () => act("retry").catch(() => {}));
   $("token-form").addEventListener("submit", useToken);
   window.addEventListener("hashchange", route);
+  let fitting = false;  // one redraw a frame while a window is dragged wider or narrower
+  window.addEventListener("resize", () => {
+    if (fitting) return;
+    fitting = true;
+    requestAnimationFrame(() => { fitting = false; fitEquity($("equity")); });
+  });
   connectEvents();
   setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
   setInterval(tickRunning, 1000);

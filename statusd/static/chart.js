@@ -4,7 +4,9 @@
  * (result.symbols[SYMBOL].equity_curve = [[timestamp, equity], ...]), the first
  * MAX_SERIES in the result's order: a result that is not a backtest's table
  * (results.js) is drawn so.  A backtest's table chooses its own (tablechart.js).
- * drawEquity(element, curves) draws one path per symbol on shared axes.
+ * drawEquity(element, curves) draws one path per symbol on shared axes, as wide as the
+ * element where that is narrower than CHART's; fitEquity(element) draws them again when
+ * the element's width has changed.
  * The x axis is time when every timestamp parses and each curve runs forward in
  * time (a time with no offset is UTC, as run_backtest writes them), so a symbol
  * with a shorter history is drawn over the dates it covers; otherwise it is the
@@ -24,6 +26,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const CHART = { width: 760, height: 300, left: 70, right: 16, top: 14, bottom: 34 };
+const MIN_WIDTH = 280;
 // MAX_SERIES + MAX_PINNED colours: the first MAX_SERIES go first, pinned curves past them.
 // A legend label is text (11 px) in its curve's colour, so each reaches 4.5:1 on the
 // chart's white (WCAG AA for text; a curve, a graphical object, needs 3:1).  Ten fell
@@ -209,10 +212,10 @@ function axisLabels(first, last) {
 }
 
 function spokenName(series, entries, [first, last], [lo, hi], log) {
-  // ``lo`` and ``hi``: the axis's texts of the lowest and highest equity.
   // The image's name for a screen reader, which hears none of its texts (the legend is
   // inside the image): the symbols drawn, the dates, the equity's range and scale, and
-  // the legend's note ("top 12 of 200 by sharpe").
+  // the legend's note ("top 12 of 200 by sharpe").  ``lo`` and ``hi``: the axis's texts
+  // of the lowest and highest equity.
   const names = series.map((s) => (typeof shown === "function" ? shown(s.symbol) : s.symbol)
     + (s.pinned ? " (pinned)" : ""));
   const list = names.length > 1
@@ -222,10 +225,29 @@ function spokenName(series, entries, [first, last], [lo, hi], log) {
     + `to ${hi}${log ? ", log scale" : ""}${note ? `; ${note.text}` : ""}`;
 }
 
+const DRAWN = new WeakMap();  // a chart's box -> the curves drawn in it, and its width
+
+function fittedWidth(container) {
+  // As wide as its box where that is narrower (a phone's 360 px scaled the chart's 11 px
+  // texts down to 5), to MIN_WIDTH at least; CHART's width elsewhere, and in a box not
+  // laid out (hidden: 0 px).  Less the svg's border.
+  const room = container.clientWidth - 2;
+  return room > 0 && room < CHART.width ? Math.max(MIN_WIDTH, room) : CHART.width;
+}
+
+function fitEquity(container) {
+  // The chart in ``container`` drawn again when its box's width asks for another (a
+  // window resized, a phone turned): drawn narrow, it stayed narrow on a wide screen.
+  const drawn = DRAWN.get(container);
+  if (drawn && fittedWidth(container) !== drawn.width) drawEquity(container, drawn.curves);
+}
+
 function drawEquity(container, curves) {
   container.replaceChildren();
+  DRAWN.delete(container);
   if (!curves.length) return false;
-  const c = CHART;
+  const c = { ...CHART, width: fittedWidth(container) };
+  DRAWN.set(container, { curves, width: c.width });
   const plotW = c.width - c.left - c.right;
   const plotH = c.height - c.top - c.bottom;
   const times = timeAxis(curves);

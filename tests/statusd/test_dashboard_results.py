@@ -932,6 +932,33 @@ def test_the_charts_axis_writes_its_labels_in_one_notation(
         assert f"equity from {texts[0]} to {texts[2]}" in name, name
 
 
+def test_the_chart_is_drawn_to_a_phones_width_not_scaled_down(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The chart was drawn 760 px wide and scaled to the screen: on a 390 px phone its
+    11 px labels were 5 px, too small to read (a look at the demo's page).  It is drawn
+    as wide as its box there, its texts at their size, and drawn again as the window
+    widens (760 px again) or narrows."""
+    run_job(spool, "bt-fit", _many(5), tool="run_backtest")
+    chart = page.locator("#equity svg")
+    sizes = ("svg => [Number(svg.getAttribute('width')), svg.getBoundingClientRect().width,"
+             " svg.querySelector('text').getBoundingClientRect().height]")
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(server.base + "/#/tasks/bt-fit")
+    sync_api.expect(page.locator(CURVES)).to_have_count(5)
+    previous = None
+    for width in (390, 1280, 500):
+        page.set_viewport_size({"width": width, "height": 800})  # no reload: a resize
+        if previous is not None:  # drawn again for its new width
+            sync_api.expect(chart).not_to_have_attribute("width", str(previous))
+        attribute, shown, text = chart.evaluate(sizes)
+        previous = attribute
+        assert shown == attribute, (width, attribute, shown)  # not scaled
+        assert text >= 11, (width, text)
+        assert attribute == 760 if width > 800 else 280 <= attribute <= width - 20, attribute
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        sync_api.expect(page.locator(CURVES)).to_have_count(5)
+
+
 def test_each_symbol_is_drawn_with_its_own_curve(server: ServerThread, spool: Spool,
                                                   page: sync_api.Page) -> None:
     """The chart names its curves by their symbols (path, legend, colour): each path must
