@@ -45,10 +45,11 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
     moved = old is None or old.state is not new.state
     # A new record is a new write (mtime, or a new inode within one tick) with new
     # times in it; a chmod or a hard link moves only ctime, and a touch only mtime:
-    # neither is a second run.
+    # neither is a second run.  Nor is a record damaged, or one put back over a damaged
+    # one (each counted the job finished once more: h365).
     rerun = (old is not None and new.state in TERMINAL
              and (old.stamp.mtime_ns, old.stamp.ino) != (new.stamp.mtime_ns, new.stamp.ino)
-             and old.summary != new.summary)
+             and old.summary != new.summary and _readable(old) and _readable(new))
     reclaimed = (old is not None and old.state is JobState.RUNNING
                  and new.state is JobState.RUNNING
                  and (old.stamp.ctime_ns, old.stamp.ino) != (new.stamp.ctime_ns, new.stamp.ino))
@@ -67,6 +68,17 @@ def announce(hub: Hub, metrics: Metrics, old: Item | None, new: Item, *,
           and hub.wants(new.job_id)):
         msg = Message(messages.progress(new))
         hub.publish(new.job_id, events=msg, task=msg, progress=True)
+
+
+def _readable(item: Item) -> bool:
+    """``item`` is of a record that reads as one, not marked ``unreadable``
+    (:func:`spool.terminal_records.unreadable_record`).  Parsed only here, when a
+    terminal record was written again."""
+    try:
+        fields = orjson.loads(item.summary)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(fields, dict) and "unreadable" not in fields
 
 
 def _unseen(old: Item | None, new: Item) -> list[JobState]:

@@ -130,3 +130,27 @@ def test_every_series_is_one_the_operations_guide_documents(server: ServerThread
     assert "spoolq_transitions_total" in names
     assert {name for name in names
             if f"`{name}`" not in guide and f"`{name}{{" not in guide} == set()
+
+
+def test_a_record_damaged_and_put_back_is_no_second_run(server: ServerThread,
+                                                        spool: Spool) -> None:
+    """A done record cut short in place, then put back from a copy, counted the job done
+    twice more (h365: ``done,tool="none"`` and then ``done,tool="echo"`` went up by one
+    each), as if it had been run again: neither is a run."""
+    run_job(spool, "ok-1", {"message": 1})
+    done = ("spoolq_transitions_total", (("outcome", "done"), ("tool", "echo")))
+    wait_for(lambda: _samples(server).get(done) == 1, what="the run counted")
+    path = spool.layout.job(JobState.DONE, "ok-1")
+    kept = path.read_bytes()
+
+    def reads(unreadable: bool) -> bool:
+        reply = request(server.base, "GET", "/api/v1/tasks/ok-1")
+        return reply.status == 200 and (b'"unreadable"' in reply.body) is unreadable
+
+    for data, unreadable in ((b'{"id":"ok-1"', True), (kept, False)):
+        path.write_bytes(data)  # in place, as cp writes it
+        wait_for(lambda unreadable=unreadable: reads(unreadable), what="statusd read it")
+        samples = _samples(server)
+        counted = {labels: value for (name, labels), value in samples.items()
+                   if name == "spoolq_transitions_total"}
+        assert counted == {done[1]: 1}, (unreadable, counted)
