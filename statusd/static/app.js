@@ -1606,11 +1606,16 @@ async function checkEndedTask() {
 function followOverRest(id) {
   // Until its stream is back (statusd away, a proxy that passes no WebSocket) the task
   // is read over REST at each try to reconnect, so the view goes on following it.
-  const retry = () => { if (ui.taskId === id && !ui.taskSocket) watchTask(id); };
+  // Its read and its try again are of the view's opening, as openTask's are: left and
+  // opened again between two reads, the view went on with the first opening's reads
+  // beside the new one's, two a second (one more at each opening) while the task ran.
+  const opening = ui.opening;
+  const ours = () => ui.opening === opening && ui.taskId === id && !ui.taskSocket;
+  const retry = () => { if (ours()) watchTask(id); };
   const heads = ui.heads;
   getRecord(id).then((record) => {
     reachable(null);
-    if (ui.taskId !== id || ui.taskSocket) return;
+    if (!ours()) return;
     renderRecord(record).catch(() => {});
     if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
   }).catch((err) => {
@@ -1619,7 +1624,7 @@ function followOverRest(id) {
       // browser tells that as a close 1006, not the stream's 1008.  Taken for statusd
       // away, it was asked again every second and the view said "pending" for good.  A
       // new drop of the id comes by the events stream (taskMoved).
-      if (ui.taskId === id && !ui.taskSocket && ui.heads === heads) showGone();
+      if (ours() && ui.heads === heads) showGone();
       return;
     }
     if (!err.status || err.status >= 500) reachable(err);

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import test_statusd_dashboard as dashboard
+from statusd_browserkit import REREAD_MS
 from statusdkit import (
     STATS_URL,
     TOKEN,
@@ -218,3 +219,39 @@ def test_the_time_left_is_not_counted_down_while_statusd_is_away(
     finally:
         running.close()
         owner.close()
+
+
+
+def test_a_task_read_again_without_its_stream_is_read_for_its_latest_opening_only(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Without a task stream (a proxy that passes no WebSocket) the view reads its task
+    again each second.  Left for the list and opened again between two reads, the first
+    opening's next read still came, beside the new opening's own: two reads a second, and
+    one more loop at each opening, for as long as the task ran."""
+    submit(spool, "polled", tool="sleep")
+    running = claim(spool, "polled")
+    reads: list[sync_api.Request] = []
+    page.on("requestfinished", lambda r: reads.append(r)
+            if r.url.endswith("/api/v1/tasks/polled") and r.method == "GET" else None)
+    try:
+        page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close(code=1011))
+        start = datetime.now(UTC)
+        page.clock.install(time=start)
+        page.clock.pause_at(start + timedelta(seconds=1))  # its timers run only as told
+        page.goto(server.base + "/#/tasks/polled")
+        expect(page.locator("#task-state")).to_have_text("running")
+        wait_in_page(page, lambda: len(reads) == 2, what="the opening's read and read again")
+        page.wait_for_timeout(200)
+        page.clock.run_for(REREAD_MS // 2)  # half way to the first opening's next read
+        page.evaluate("() => { location.hash = '#/'; }")
+        expect(page.locator("#list-view")).to_be_visible()
+        page.evaluate("() => { location.hash = '#/tasks/polled'; }")
+        wait_in_page(page, lambda: len(reads) == 4, what="the new opening's read and read again")
+        page.wait_for_timeout(200)
+        page.clock.run_for(REREAD_MS // 2 + 100)  # past the first opening's next read
+        page.wait_for_timeout(500)
+        assert len(reads) == 4, [r.url for r in reads]
+        page.clock.run_for(REREAD_MS // 2)  # past the new opening's: it goes on following
+        wait_in_page(page, lambda: len(reads) == 5, what="the new opening's next read")
+    finally:
+        running.close()
