@@ -1616,8 +1616,12 @@ function followOverRest(id) {
   getRecord(id).then((record) => {
     reachable(null);
     if (!ours()) return;
-    renderRecord(record).catch(() => {});
-    if (!TERMINAL.has(record.state)) setTimeout(retry, 1000);
+    // A record drawn since the ask (the events stream's word of the job's end, come while
+    // this read was out) is newer: drawn over it, "running" stood over "done" until the
+    // next read.  The task is followed on as far as the record shown says.
+    const newer = ui.heads !== heads;
+    if (!newer) renderRecord(record).catch(() => {});
+    if (!TERMINAL.has(newer ? $("task-state").textContent : record.state)) setTimeout(retry, 1000);
   }).catch((err) => {
     if (err.status === 404) {
       // Gone (withdrawn, purged) before its stream's handshake, which was refused: the

@@ -255,3 +255,42 @@ def test_a_task_read_again_without_its_stream_is_read_for_its_latest_opening_onl
         wait_in_page(page, lambda: len(reads) == 5, what="the new opening's next read")
     finally:
         running.close()
+
+
+def test_a_task_read_again_without_its_stream_is_not_drawn_over_its_end_told_since(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The task stream refused, the view read its task again over REST ("running"); the
+    job ended while that read was out, and the events stream's word drew "done".  The read
+    came after and was drawn over it: "running" beside a job done, until the next read."""
+    submit(spool, "reread", tool="sleep")
+    running = claim(spool, "reread")
+    held: Held = []
+
+    def hold_the_second(route: sync_api.Route) -> None:  # the read again, as it was then
+        if len(held) or route.request.method != "GET":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))
+
+    try:
+        page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: ws.close(code=1011))
+        start = datetime.now(UTC)
+        page.clock.install(time=start)
+        page.clock.pause_at(start + timedelta(seconds=1))  # no read again but the test's
+        page.goto(server.base + "/#/tasks/reread")
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(page.locator("#live")).to_have_text("live")
+        page.route("**/api/v1/tasks/reread", hold_the_second)
+        page.clock.run_for(REREAD_MS)
+        wait_in_page(page, lambda: held, what="the view's read again")
+        assert held[0][1].json()["state"] == "running"
+        finish(spool, running, {"slept": 1})
+        expect(page.locator("#task-state")).to_have_text("done")
+        expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
+        route, answer = held[0]
+        route.fulfill(response=answer)
+        page.wait_for_timeout(500)  # the read's answer has come back
+        expect(page.locator("#task-state")).to_have_text("done")  # no read again to put right
+        expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
+    finally:
+        running.close()
