@@ -102,6 +102,7 @@ const ui = {
   runSince: null,         // when the open task's run started (its record's), if it runs
   shownPercent: "",       // the open task's progress as its view shows it ("42%"), or ""
   heads: 0,               // records the task view has shown (a look at one asks if it is still)
+  looking: null,          // the look out at an ended task (checkEndedTask), its AbortController
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -1592,10 +1593,21 @@ async function checkEndedTask() {
   const id = ui.taskId;
   if (id === null || ui.taskSocket || !TERMINAL.has($("task-state").textContent)) return;
   const heads = ui.heads;
+  // One look out at a time: a later one (jobs gone again while the first was out, statusd
+  // slow to answer) stands for both, and the earlier is let go with its answer.  Each
+  // stats refresh that saw jobs gone sent its own, and each answer was drawn.
+  if (ui.looking) ui.looking.abort();
   const control = new AbortController();
-  const response = await fetch(taskUrl(id), { method: "HEAD", cache: "no-store",
-    signal: control.signal });
-  control.abort();
+  ui.looking = control;
+  let response;
+  try {
+    response = await fetch(taskUrl(id), { method: "HEAD", cache: "no-store",
+      signal: control.signal });
+  } finally {
+    control.abort();
+  }
+  if (ui.looking !== control) return;  // let go as it came
+  ui.looking = null;
   // A record shown since (the id dropped again, and run, while this was out) is newer
   // than the 404: it said "not found" beside the task there, done.
   if (response.status === 404 && ui.taskId === id && !ui.taskSocket && ui.heads === heads) {

@@ -9,6 +9,7 @@ fixtures are test_statusd_dashboard's (a page with a JavaScript error fails its 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import test_statusd_dashboard as dashboard
-from statusd_browserkit import REREAD_MS
+from statusd_browserkit import REREAD_MS, STATS_EVERY_MS, refuse
 from statusdkit import (
     STATS_URL,
     TOKEN,
@@ -32,7 +33,9 @@ from statusdkit import (
 )
 
 from spool.claim import Claim
+from spool.client import Client
 from spool.errors import ErrorType
+from spool.states import JobState
 from spool.transitions import Spool
 
 sync_api = dashboard.sync_api
@@ -294,3 +297,47 @@ def test_a_task_read_again_without_its_stream_is_not_drawn_over_its_end_told_sin
         expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
     finally:
         running.close()
+
+
+def test_one_look_at_a_purged_task_is_out_at_a_time(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view of an ended task asks statusd whether it is still there (a HEAD) when a
+    stats refresh finds jobs gone.  A second purge seen while the first look was out (a
+    statusd slow to answer) sent a second look beside it: two out at once, each answered
+    and each drawn.  The later look stands for both; the earlier is let go."""
+    run_job(spool, "ended", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
+    run_job(spool, "other", tool="echo")
+    looks: list[sync_api.Route] = []
+    let_go: list[sync_api.Request] = []
+
+    def hold_head(route: sync_api.Route) -> None:
+        if route.request.method == "HEAD":
+            looks.append(route)
+        else:
+            route.continue_()
+
+    page.on("requestfailed", lambda r: let_go.append(r) if r.method == "HEAD" else None)
+    page.route("**/api/v1/tasks/ended", hold_head)
+    start = datetime.now(UTC)
+    page.clock.install(time=start)
+    page.clock.pause_at(start + timedelta(seconds=1))  # stats refreshed only as told
+    page.goto(server.base + "/#/tasks/ended")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    expect(page.locator("#count-done")).to_have_text("1")
+    client = Client.from_settings(server.settings)
+    client.purge(0.0, [JobState.FAILED])
+    page.clock.run_for(STATS_EVERY_MS)
+    expect(page.locator("#count-failed")).to_have_text("0")
+    wait_in_page(page, lambda: looks, what="the first look at the purged task")
+    client.purge(0.0, [JobState.DONE])
+    page.clock.run_for(STATS_EVERY_MS)
+    expect(page.locator("#count-done")).to_have_text("0")
+    wait_in_page(page, lambda: len(looks) > 1, what="the second look at the purged task")
+    page.wait_for_timeout(300)  # the first look let go, if it is
+    out = [route for route in looks if route.request not in let_go]
+    assert len(out) == 1, [route.request.url for route in out]
+    refuse(looks[-1], 404, "not_found", "no task with id 'ended'")
+    expect(page.locator("#task-state")).to_have_text("not found")
+    for route in looks[:-1]:
+        with contextlib.suppress(sync_api.Error):  # let go by the page
+            route.fulfill(status=404)
