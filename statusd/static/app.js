@@ -1712,9 +1712,15 @@ async function openTask(id, indexing = null) {
     return;
   }
   const heads = ui.heads;
+  // Its read is of this opening only, as its tries again are: the view left the task and
+  // opened it again before the read came, which came first and was drawn in the new
+  // opening, whose own read, come after, was dropped as older than a record drawn since
+  // ("running" beside the job done in between, until a stream told its end).
+  const current = () => ui.opening === opening && ui.taskId === id;
   try {
     const record = await getRecord(id);
-    if (ui.taskId === id) ui.indexingNote = null;
+    if (!current()) return;
+    ui.indexingNote = null;
     // A record drawn since the ask (the events stream's word of the job's end, come while
     // this read was out) is newer: drawn over it, "running" stood over "done", and the
     // whole record that word had asked for was dropped and fetched again.
@@ -1722,11 +1728,11 @@ async function openTask(id, indexing = null) {
   } catch (err) {
     // A record shown since the ask (the task submitted as the view opened, told by the
     // events stream before this 404 came) is newer: "not found" stood over it, pending.
-    if (ui.taskId !== id || ui.heads !== heads) return;
+    if (!current() || ui.heads !== heads) return;
     if (err.tooLarge) {  // its stream's first message is the record without its result
-      // Unless one is open already (an earlier opening's, of this task: the view left it
-      // and opened it again before its read came): a second was two handshakes and two
-      // snapshots (h362).
+      // Unless one is open already (the events stream's word opened it meanwhile; or,
+      // before an earlier opening's read was dropped, that opening's, of this task): a
+      // second was two handshakes and two snapshots (h362).
       if (!ui.taskSocket) watchTask(id);
       return;
     }

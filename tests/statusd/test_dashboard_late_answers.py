@@ -224,7 +224,6 @@ def test_the_time_left_is_not_counted_down_while_statusd_is_away(
         owner.close()
 
 
-
 def test_a_task_read_again_without_its_stream_is_read_for_its_latest_opening_only(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """Without a task stream (a proxy that passes no WebSocket) the view reads its task
@@ -341,3 +340,35 @@ def test_one_look_at_a_purged_task_is_out_at_a_time(
     for route in looks[:-1]:
         with contextlib.suppress(sync_api.Error):  # let go by the page
             route.fulfill(status=404)
+
+
+def test_a_first_read_of_a_task_opened_again_is_drawn_only_for_its_opening(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The view left a running task and opened it again before its first read came; the
+    job ended in between.  The first opening's read ("running") came first and was drawn
+    in the new opening, and the new opening's read ("done"), come after, was dropped as
+    older than a record drawn since: "running" beside a job done, until a stream told it."""
+    held_end, _ = dashboard._hold_the_events_end(page, "flip")  # no stream tells the end
+    page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: None)  # open, and silent
+    submit(spool, "flip", tool="sleep")
+    running = claim(spool, "flip")
+    try:
+        reads = _hold(page, "**/api/v1/tasks/flip")
+        page.goto(server.base + "/#/tasks/flip")
+        expect(page.locator("#live")).to_have_text("live")
+        wait_in_page(page, lambda: reads, what="the first opening's read")
+        finish(spool, running, {"slept": 1})
+        wait_in_page(page, lambda: held_end, what="the events stream's word of the end")
+        page.evaluate("() => { location.hash = '#/'; }")
+        expect(page.locator("#list-view")).to_be_visible()
+        page.evaluate("() => { location.hash = '#/tasks/flip'; }")
+        wait_in_page(page, lambda: len(reads) > 1, what="the new opening's read")
+    finally:
+        running.close()
+    (first, first_answer), (second, second_answer) = reads
+    assert (first_answer.json()["state"], second_answer.json()["state"]) == ("running", "done")
+    first.fulfill(response=first_answer)
+    page.wait_for_timeout(300)  # the first opening's read has come back
+    second.fulfill(response=second_answer)
+    expect(page.locator("#task-state")).to_have_text("done")
+    expect(page.locator("#task-result pre")).to_contain_text('"slept": 1')
