@@ -73,6 +73,20 @@ INDEXING = ("type indexing: statusd is loading its index at start (a request wai
             "4 s for it); the message says how far it is; try again after Retry-After "
             "seconds")
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}}}
+REFUSED = ("type forbidden: statusd, bound to a loopback address, answers only a Host that "
+           "names one or the host of an origin in STATUSD_ALLOWED_ORIGINS; and a WebSocket "
+           "handshake's Origin must be statusd's own or one named there (statusd.origins): "
+           "the message says what to set")
+
+
+def _refusable(responses: dict[str, Any]) -> None:
+    """Add the 403 any operation may answer (:data:`REFUSED`) to ``responses``, beside a
+    write's own 403 where it has one: a client generated from the document knew of
+    neither refusal on the reads (h365)."""
+    if "403" in responses:
+        responses["403"]["description"] += "; or " + REFUSED
+    else:
+        responses["403"] = _json(ErrorResponse, REFUSED)
 
 
 def _record_get(summary: str, op_id: str) -> dict[str, Any]:
@@ -235,6 +249,9 @@ def build_openapi() -> dict[str, Any]:
                                                "wsBacktest", True),
         "/api/v1/ws/events": _websocket("every transition in the spool", "wsEvents", False),
     }
+    for operations in paths.values():
+        for op in operations.values():
+            _refusable(op["responses"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "spoolq statusd", "version": "1",

@@ -70,6 +70,22 @@ def test_the_document_is_built_from_the_models(server: ServerThread) -> None:
             "/metrics"} <= paths
 
 
+def test_every_operation_documents_the_hosts_and_origins_refusal(server: ServerThread) -> None:
+    """Every route answers 403 to a Host statusd does not serve (DNS rebinding), and a
+    WebSocket handshake to a foreign Origin: the document listed a 403 only for writes
+    ("writes are off"), so a client generated from it knew of neither (h365)."""
+    doc = request(server.base, "GET", "/api/v1/openapi.json").json()
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            refused = op["responses"].get("403", {})
+            assert "STATUSD_ALLOWED_ORIGINS" in refused.get("description", ""), (path, method)
+    writes = doc["paths"]["/api/v1/tasks"]["post"]["responses"]["403"]["description"]
+    assert writes.startswith("writes are off"), writes
+    answer = request(server.base, "GET", "/api/v1/stats", headers={"Host": "evil.example"})
+    assert answer.status == 403, answer
+    assert answer.json()["error"]["type"] == "forbidden", answer.json()
+
+
 def test_a_request_line_past_the_parsers_limit_is_answered_in_the_documents_shape(
         server: ServerThread) -> None:
     """schemathesis once sent a list query of 9,000 bytes: the server of these tests
