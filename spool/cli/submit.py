@@ -313,8 +313,9 @@ def job_from_options(args: argparse.Namespace,
             fields[name] = value
     try:
         return Job.model_validate(fields)
-    except ValidationError as exc:  # named as the option it came from, as argparse does
-        raise UsageError(describe(exc, OPTION_OF)) from exc
+    except ValidationError as exc:  # named as the option it came from, as argparse does,
+        # and pointing to the command's help as every other usage error does (h365)
+        raise UsageError(f"{describe(exc, OPTION_OF)} (see 'spoolq submit --help')") from exc
 
 
 def job_from_file(path: str, max_job_bytes: int) -> Job:

@@ -246,12 +246,13 @@ def test_submit_help_says_timeout_limits_the_run_not_the_wait(env: dict[str, str
 def test_a_job_option_out_of_range_is_named_as_the_option(env: dict[str, str]) -> None:
     """``--max-attempts 0`` said 'max_attempts: Input should be greater than or equal to
     1', the record's field, where every other bad option is named as given
-    ('argument --timeout: ...')."""
+    ('argument --timeout: ...'), and pointed to no help, where the others do (h365)."""
     spoolq(env, "init")
     for args, option in ((["--max-attempts", "0"], "--max-attempts"),
                          (["--max-attempts", "101"], "--max-attempts"),
                          (["--priority", str(10**30)], "--priority")):
-        refused(spoolq(env, "submit", "echo", *args), 2, f"argument {option}: Input should be")
+        refused(spoolq(env, "submit", "echo", *args), 2, f"argument {option}: Input should be",
+                "(see 'spoolq submit --help')")
     assert os.listdir(Path(env["SPOOL_DIR"]) / "pending") == []
 
 
