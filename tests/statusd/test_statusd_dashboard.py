@@ -490,6 +490,50 @@ def test_a_record_too_large_to_load_is_not_fetched_again_when_its_end_is_told_ag
     expect(note).to_contain_text("too large to show here")
 
 
+def test_a_running_record_too_large_to_load_is_followed_without_its_stream(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A running task whose record is too large to load, its stream refused (a proxy that
+    passes no WebSocket): the view's read again over REST, found too large, was taken for
+    no answer.  "statusd unreachable", "processor: ?", no state, and the whole record
+    asked for again every second (its headers read, then cut off).  statusd answered: the
+    view shows the task's list row, and does not fetch the record again while it runs."""
+    expect = sync_api.expect
+    _lower_record_limit(page)
+    submit(spool, "huge-run", tool="echo", params={"message": "x" * 100_000})
+    running = claim(spool, "huge-run")
+    size = len(request(server.base, "GET", "/api/v1/tasks/huge-run").body)
+    assert size > SMALL_RECORD_LIMIT
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.method)
+            if r.url.endswith("/api/v1/tasks/huge-run") else None)
+    try:
+        page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: ws.close(code=1011))
+        start = datetime.now(UTC)
+        page.clock.install(time=start)
+        page.clock.pause_at(start + timedelta(seconds=1))  # its timers run only as told
+        page.goto(server.base + "/#/tasks/huge-run")
+        expect(page.locator("#live")).to_have_text("live")
+        page.wait_for_function("() => ui.taskSocket === null")  # its stream tried, and refused
+        page.clock.run_for(REREAD_MS)
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(page.locator("#task-fields dd[data-field='tool']")).to_have_text("echo")
+        expect(page.locator("#task-result .cut")).to_contain_text("too large to show here")
+        expect(page.locator("#processor")).not_to_have_text("processor: ?")
+        expect(page.locator("#task-note")).not_to_contain_text("unreachable")
+        fetched = reads.count("GET")
+        for _ in range(5):
+            page.clock.run_for(REREAD_MS)
+            page.wait_for_timeout(100)
+        assert reads.count("GET") == fetched, reads  # not fetched again whole
+        assert reads.count("HEAD") >= 3, reads  # but followed
+        expect(page.locator("#task-state")).to_have_text("running")
+        expect(page.locator("#task-note")).not_to_contain_text("unreachable")
+        finish(spool, running, {"echo": "done"})
+        expect(page.locator("#task-state")).to_have_text("done")
+    finally:
+        running.close()
+
+
 def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """What `spoolq cancel` and `spoolq retry` do, from the task view: the token is asked
