@@ -57,7 +57,7 @@ const VALID_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const ui = {
   filter: { state: "", tool: "" },
   actionSaidAt: null,     // the task's state a cancel's or retry's answer was said at
-  rows: new Map(),        // id -> { tr, key }
+  rows: new Map(),        // id -> { tr, key, record }: the row, its order, its brief record
   cursor: null,
   events: null,
   eventsDelay: 500,
@@ -103,6 +103,7 @@ const ui = {
   shownPercent: "",       // the open task's progress as its view shows it ("42%"), or ""
   heads: 0,               // records the task view has shown (a look at one asks if it is still)
   looking: null,          // the look out at an ended task (checkEndedTask), its AbortController
+  tooLarge: null,         // the open task's record size when found too large to load, or null
 };
 
 // Whole numbers with their thousands grouped, as in the result tables ("2,500 done").
@@ -651,7 +652,7 @@ function appendRows(records) {
   for (const record of records) {
     if (ui.rows.has(record.id)) continue;
     const tr = rowFor(record);
-    ui.rows.set(record.id, { tr, key: sortKey(record) });
+    ui.rows.set(record.id, { tr, key: sortKey(record), record });
     tbody.appendChild(tr);
   }
   showEmpty();
@@ -673,7 +674,7 @@ function upsert(record) {
   if (existing && existing.key[0] === key[0]) {
     if (existing.tr.dataset.after) tr.dataset.after = existing.tr.dataset.after;
     existing.tr.replaceWith(tr);
-    ui.rows.set(record.id, { tr, key });
+    ui.rows.set(record.id, { tr, key, record });
     return;
   }
   if (existing) {
@@ -684,7 +685,7 @@ function upsert(record) {
   const before = firstOlderRow(tbody.rows, key);
   if (!before && (ui.cursor || ui.trimmed) && tbody.rows.length) return; // a later page's
   tbody.insertBefore(tr, before);
-  ui.rows.set(record.id, { tr, key });
+  ui.rows.set(record.id, { tr, key, record });
   trimRows(tbody);
   showEmpty();
 }
@@ -1413,6 +1414,7 @@ async function renderRecord(record) {
         // Too large to load, gone (a purge) or refused for good: nothing to try again; its
         // stream tells more.
         if (err.tooLarge) {
+          ui.tooLarge = err.tooLarge;
           showTooLarge(record, err.tooLarge);
         } else if (record.state === "done") {
           showLoading(`cannot load the result: ${err.message}`);
@@ -1625,6 +1627,10 @@ function followOverRest(id) {
   const ours = () => ui.opening === opening && ui.taskId === id && !ui.taskSocket;
   const retry = () => { if (ours()) watchTask(id); };
   const heads = ui.heads;
+  if (ui.tooLarge !== null) {
+    followTooLarge(id, ours, retry, heads);
+    return;
+  }
   getRecord(id).then((record) => {
     reachable(null);
     if (!ours()) return;
@@ -1635,6 +1641,18 @@ function followOverRest(id) {
     if (!newer) renderRecord(record).catch(() => {});
     if (!TERMINAL.has(newer ? $("task-state").textContent : record.state)) setTimeout(retry, 1000);
   }).catch((err) => {
+    if (err.tooLarge) {
+      // statusd answered: the record is too large to load.  Taken for no answer, the view
+      // said "statusd unreachable", "processor: ?" and no state, and read the whole record
+      // again every second (its headers, then cut off).  Its list row is shown, and the
+      // task is followed by a look at its headers from now on.
+      reachable(null);
+      if (!ours()) return;
+      ui.tooLarge = err.tooLarge;
+      if (ui.heads === heads) showRowTooLarge(id);
+      setTimeout(retry, 1000);
+      return;
+    }
     if (err.status === 404) {
       // Gone (withdrawn, purged) before its stream's handshake, which was refused: the
       // browser tells that as a close 1006, not the stream's 1008.  Taken for statusd
@@ -1648,11 +1666,59 @@ function followOverRest(id) {
   });
 }
 
+function showRowTooLarge(id) {
+  // A task too large to load whose stream is refused has no snapshot (the record without
+  // its result) to draw: its list row (brief: without params, meta, result) stands for it,
+  // as kept by the list's reads and the events stream.  Drawn when it is news only.
+  const entry = ui.rows.get(id);
+  if (!entry || runOf(entry.record) === ui.shownRun) return;
+  renderHead(entry.record);
+  showTooLarge(entry.record, ui.tooLarge);
+  ui.shownRun = runOf(entry.record);
+}
+
+function followTooLarge(id, ours, retry, heads) {
+  // followOverRest's read of a task known too large to load: its headers only (a HEAD),
+  // at the same pace as its stream is tried again.  Its size under the page's limit (a
+  // new run's record) is read whole again; a 404 is the task gone, as a read's.
+  const again = () => { if (ours()) followOverRest(id); };
+  fetch(taskUrl(id), { method: "HEAD", cache: "no-store" }).then((response) => {
+    if (response.status >= 500) {
+      const err = new Error(`HTTP ${response.status}`);
+      err.status = response.status;
+      reachable(err);
+      setTimeout(retry, 1000);
+      return;
+    }
+    reachable(null);
+    if (!ours()) return;
+    if (response.status === 404) {
+      if (ui.heads === heads) showGone();
+      return;
+    }
+    // No length said (a record sent a chunk at a time): not known loadable, not read.
+    const length = response.headers.get("Content-Length");
+    const size = length === null ? NaN : Number(length);
+    if (response.ok && size <= MAX_RECORD_BYTES) {
+      ui.tooLarge = null;  // loadable now: read whole, as any record
+      again();
+      return;
+    }
+    if (response.ok && size > MAX_RECORD_BYTES) ui.tooLarge = size;
+    if (ui.heads === heads) showRowTooLarge(id);
+    if (!TERMINAL.has($("task-state").textContent)) setTimeout(retry, 1000);
+  }).catch((err) => {
+    reachable(err);
+    setTimeout(retry, 1000);
+  });
+}
+
 function clearTask() {
   // Nothing of the task viewed before stays under a new id (a "not found" over its result).
   ui.shownRun = null;
   ui.loadingRun = null;
   ui.readRefused = false;
+  ui.tooLarge = null;
   // Nor a render of it still on its way: its try again (after a 503), come once the view
   // left and opened the task again, fetched the whole record a second time and the new
   // opening's read of it was dropped for that (h362).
@@ -1730,6 +1796,9 @@ async function openTask(id, indexing = null) {
     // events stream before this 404 came) is newer: "not found" stood over it, pending.
     if (!current() || ui.heads !== heads) return;
     if (err.tooLarge) {  // its stream's first message is the record without its result
+      // Known too large: without that stream (a proxy that passes no WebSocket) the
+      // task is followed by a look at its headers, not read whole again (followOverRest).
+      ui.tooLarge = err.tooLarge;
       // Unless one is open already (the events stream's word opened it meanwhile; or,
       // before an earlier opening's read was dropped, that opening's, of this task): a
       // second was two handshakes and two snapshots (h362).
