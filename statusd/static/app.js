@@ -1671,7 +1671,13 @@ function showRowTooLarge(id) {
   // its result) to draw: its list row (brief: without params, meta, result) stands for it,
   // as kept by the list's reads and the events stream.  Drawn when it is news only.
   const entry = ui.rows.get(id);
-  if (!entry || runOf(entry.record) === ui.shownRun) return;
+  if (!entry) {
+    // Not in the list shown (another state's filter, a later page): where the whole
+    // record is, at least; its state is left unknown rather than guessed.
+    if (ui.shownRun === null && $("task-result").hidden) showTooLarge({ id }, ui.tooLarge);
+    return;
+  }
+  if (runOf(entry.record) === ui.shownRun) return;
   renderHead(entry.record);
   showTooLarge(entry.record, ui.tooLarge);
   ui.shownRun = runOf(entry.record);
