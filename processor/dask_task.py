@@ -40,6 +40,7 @@ from typing import Any
 
 from processor.dask_host import LOST, Child, Pool, Run, this_host
 from processor.dask_supervise import (
+    LOADING_BEAT_S,
     death_outcome,
     emit_started,
     still_wanted,
@@ -50,7 +51,9 @@ from processor.runner import Outcome
 
 RESTART_CLOCK_S = 1.0
 """Finding a child took longer than this (a forkserver starting): announce the start
-again, so the processor's backstop does not count that time as the job's."""
+again, so the processor's backstop does not count that time as the job's.  (Meanwhile
+the start is announced every :data:`~processor.dask_supervise.LOADING_BEAT_S`, as
+while the child loads its tools: see :meth:`~processor.dask_host.Host.take`.)"""
 
 
 # -- entry points (called by the processor through Dask) ---------------------------------
@@ -70,8 +73,13 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
     emit_started(worker, topic, key, task.job_id)
     child: Child | None = None
     pool = (topic, config)  # this processor start's children: see dask_host.Pool
+
+    def beat() -> None:  # while a child starts: its time is not the job's
+        if run.reason is None:  # a killed job is not said started again
+            emit_started(worker, topic, key, task.job_id)
+
     try:
-        child = host.take(pool)
+        child = host.take(pool, beat, LOADING_BEAT_S)
         if time.monotonic() - run.started > RESTART_CLOCK_S:  # a new child took its time:
             emit_started(worker, topic, key, task.job_id)  # the backstop counts from now
         wanted = still_wanted(worker, key)

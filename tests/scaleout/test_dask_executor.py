@@ -560,9 +560,9 @@ def _slow_take(delay_s: float) -> None:
     take = dask_host.Host.take
     original = getattr(take, "original", take)
 
-    def slow(self: Any, config: Any) -> Any:
+    def slow(self: Any, *args: Any) -> Any:
         time.sleep(delay_s)
-        return original(self, config)
+        return original(self, *args)
 
     slow.original = original  # type: ignore[attr-defined]
     dask_host.Host.take = original if delay_s == 0 else slow  # type: ignore[method-assign]
@@ -587,6 +587,45 @@ def test_a_job_killed_while_its_process_is_found_never_runs(
     finally:
         dask_client.run(_slow_take, 0.0)
     assert not beats.exists(), "the tool ran after its job was cancelled"
+
+
+def _slow_spawn(delay_s: float) -> None:
+    """On a Dask worker (``Client.run``): starting a child takes ``delay_s`` longer (a
+    forkserver that preloads numpy and pandas on a loaded host: 3 to 10 s at load 16)."""
+    from processor import dask_host  # noqa: PLC0415
+
+    spawn = dask_host.Host.spawn
+    original = getattr(spawn, "original", spawn)
+
+    def slow(self: Any, config: Any) -> Any:
+        time.sleep(delay_s)
+        return original(self, config)
+
+    slow.original = original  # type: ignore[attr-defined]
+    dask_host.Host.spawn = original if delay_s == 0 else slow  # type: ignore[method-assign]
+
+
+def test_a_job_whose_process_is_slow_to_start_is_not_timed_out_by_the_backstop(
+        run_executor: Any, dask_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job's clock starts once its process loaded the tools; the processor's backstop
+    # counts from the last "started" word.  While the job waited for a process to start
+    # (the worker's first: its forkserver preloads numpy and pandas), no word came: a
+    # start longer than the timeout and the backstop failed the job `timeout`, never run
+    # ("its job process had not loaded the tools after 600 s", 5 s into a test, at load 16).
+    from processor import dask_events  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_events, "BACKSTOP_S", 2.0)  # the job's 2 s, 4 s of no word
+    beats = tmp_path / "slow-start.beats"
+    dask_client.run(_slow_spawn, 6.0)
+    try:
+        executor, sink = run_executor()  # a new processor start: no idle process of its own
+        executor.submit(_task("slow-start", "d_heartbeat", timeout_s=2.0, path=str(beats)))
+        outcome = sink.wait("slow-start", 60)
+    finally:
+        dask_client.run(_slow_spawn, 0.0)
+    assert outcome.ok, outcome
+    assert len(beats.read_text().splitlines()) == 1
 
 
 def test_a_callback_that_fails_on_the_closed_link_is_no_error_line() -> None:
