@@ -421,6 +421,34 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
     wait_replaced(dask_client, worker)  # by its nanny, for the next tests
 
 
+def _idle_loaded(topic: str) -> list[int]:
+    """On a Dask worker (``Client.run``): the pids of its idle job processes of the
+    processor start ``topic`` that loaded their tools (their "ready" waits unread)."""
+    from processor.dask_host import this_host  # noqa: PLC0415
+
+    host = this_host()
+    with host.lock:
+        idle = [c for (of, _), children in host.idle.items() if of == topic
+                for c in children]
+    return [c.process.pid or 0 for c in idle if c.alive() and c.conn.poll()]
+
+
+def _loaded_children(dask_client: Any, topic: str, timeout: float = 120.0
+                     ) -> dict[int, int]:
+    """Wait until every Dask worker holds an idle job process of ``topic`` that loaded its
+    tools (the processor's prestart); each such process's pid, with its worker's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        loaded = dask_client.run(_idle_loaded, topic)
+        if loaded and all(loaded.values()):
+            break
+        assert time.monotonic() < deadline, f"idle loaded job processes: {loaded}"
+        time.sleep(0.1)
+    worker_pids = dask_client.run(os.getpid)
+    return {child: worker_pids[address] for address, children in loaded.items()
+            for child in children}
+
+
 def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
         run_executor: Any, dask_client: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -439,12 +467,16 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
     monkeypatch.setattr(dask_events, "BACKSTOP_S", FROZEN_BACKSTOP_S)
     monkeypatch.setattr(dask_executor, "KILL_GRACE_S", FROZEN_KILL_GRACE_S)
     executor, sink = run_executor()
+    # The job runs on a process that loaded its tools already, and its worker is known
+    # by that process's pid: its 1 s passes by the time a slow start (5 to 10 s at load
+    # 16), or two more calls to the scheduler, were over.
+    workers = _loaded_children(dask_client, executor.link.topic)
     beats = tmp_path / "frozen.beats"
     executor.submit(_task("frozen", "d_heartbeat", timeout_s=1.0, path=str(beats), seconds=60))
     _wait_beats(beats, sink)
-    worker = next(addr for addr, keys in dask_client.processing().items()
-                  if any("frozen" in str(k) for k in keys))
-    pid = dask_client.run(os.getpid, workers=[worker])[worker]
+    ran_in = int(beats.read_text().split()[1])
+    assert ran_in in workers, f"the job ran in {ran_in}, none of the idle {workers}"
+    pid = workers[ran_in]
     os.kill(pid, signal.SIGSTOP)
     try:
         _assert_stopped_growing(beats, within_s=3.5)
