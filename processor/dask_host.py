@@ -81,6 +81,7 @@ class Run:
     reason: str | None = None
     fatal: str | None = None
     started: float = field(default_factory=time.monotonic)
+    expired: bool = False  # its supervisor's own deadline passed (not the processor's kill)
 
 
 class Host:

@@ -97,6 +97,7 @@ class _Supervisor:
         if run.reason is None:
             if now >= self.deadline:
                 run.reason = ErrorType.TIMEOUT.value
+                run.expired = True
             elif not still_wanted(self.worker, run.key):
                 run.reason = LOST
             if run.reason is not None:
@@ -177,16 +178,15 @@ def still_wanted(worker: Any, key: str) -> bool:
     return state is not None and state.state in _LIVE_TASK_STATES
 
 
-def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Outcome:
+def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any, *,
+                  given: bool = True) -> Outcome:
+    """The outcome of a run whose child died or was killed (``given``: after the child
+    was sent the job; not, when a kill came while a child was found)."""
     ran_s = time.monotonic() - run.started
     if run.reason == ErrorType.TIMEOUT.value or (
             run.reason is None and timed_out_itself(task.timeout_s, exitcode, ran_s)):
-        loading = run.child is not None and not run.child.ready
-        said = (f"killed: its job process had not loaded the tools after "
-                f"{seconds_text(READY_WAIT_S)} (timeout)" if loading
-                else f"killed after {seconds_text(task.timeout_s)} (timeout)")
-        return Outcome(task.job_id, ErrorType.TIMEOUT, said, retryable=True, pid=0,
-                       duration_s=ran_s)
+        return Outcome(task.job_id, ErrorType.TIMEOUT, _timeout_said(task, run, ran_s, given),
+                       retryable=True, pid=0, duration_s=ran_s)
     if run.reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0,
                        duration_s=ran_s)
@@ -205,6 +205,26 @@ def death_outcome(task: Task, run: Run, exitcode: int | None, worker: Any) -> Ou
         message = f"the job's process {where} {how_it_ended(exitcode)}"
     return Outcome(task.job_id, ErrorType.WORKER_CRASHED, message, retryable=True, pid=0,
                    duration_s=ran_s)
+
+
+def _timeout_said(task: Task, run: Run, ran_s: float, given: bool) -> str:
+    """What a timeout's record says: the time limit that passed, or, before the job's
+    time started (its child not done loading its tools), the time it was waited for.
+
+    A kill of the processor's backstop (a job it heard nothing of past its timeout)
+    while the child loaded said "had not loaded the tools after 600 s" 5 s into the run:
+    only the supervisor's own wait for the load (:data:`READY_WAIT_S`) says that."""
+    waited = seconds_text(round(ran_s, 1))
+    if not given:
+        return (f"killed by the processor after {waited}, before the job reached its job "
+                "process (timeout)")
+    if run.child is not None and not run.child.ready:
+        if run.expired:
+            return (f"killed: its job process had not loaded the tools after "
+                    f"{seconds_text(READY_WAIT_S)} (timeout)")
+        return (f"killed by the processor after {waited}, its job process still loading "
+                "the tools (timeout)")
+    return f"killed after {seconds_text(task.timeout_s)} (timeout)"
 
 
 def emit_started(worker: Any, topic: str, key: str, job_id: str) -> None:

@@ -89,7 +89,7 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
                 run.reason = LOST
             killed = run.reason is not None
         if killed:  # before the child got the job: it never runs
-            return death_outcome(task, run, None, worker)
+            return death_outcome(task, run, None, worker, given=False)
         return supervise(worker, topic, task, run, child)
     finally:
         with host.lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -33,6 +35,7 @@ from processor.runner import Outcome
 from processor.worker import DEADMAN_GRACE_S
 from spool.errors import ConfigError, ErrorType
 from spool.settings import Settings
+from spool.text import seconds_text
 
 
 class RecordingSink:
@@ -79,9 +82,9 @@ FROZEN_KILL_GRACE_S = 1.0
 """How long that test's executor waits for the frozen worker to confirm the kill."""
 
 
-def _settings(address: str, job_num: int = 2) -> Settings:
+def _settings(address: str, job_num: int = 2, tools: str = "dask_tools") -> Settings:
     return Settings(SPOOL_EXECUTOR=address.replace("tcp://", "dask://"), JOB_NUM=job_num,
-                    SPOOL_TOOLS="dask_tools")
+                    SPOOL_TOOLS=tools)
 
 
 def _task(job_id: str, tool: str, timeout_s: float = 30.0, **params: Any) -> Task:
@@ -130,8 +133,9 @@ def _wait_beats(path: Path, sink: RecordingSink, n: int = 3, timeout: float = 20
 def run_executor(dask_cluster: Any) -> Iterator[Any]:
     made: list[DaskExecutor] = []
 
-    def make(job_num: int = 2) -> tuple[DaskExecutor, RecordingSink]:
-        executor = DaskExecutor(_settings(dask_cluster.scheduler_address, job_num))
+    def make(job_num: int = 2, tools: str = "dask_tools"
+             ) -> tuple[DaskExecutor, RecordingSink]:
+        executor = DaskExecutor(_settings(dask_cluster.scheduler_address, job_num, tools))
         sink = RecordingSink()
         executor.start(sink)
         made.append(executor)
@@ -421,31 +425,33 @@ def test_a_dask_worker_that_dies_fails_its_job_once(run_executor: Any, dask_clie
     wait_replaced(dask_client, worker)  # by its nanny, for the next tests
 
 
-def _idle_loaded(topic: str) -> list[int]:
+def _idle_children(topic: str, loaded: bool) -> list[int]:
     """On a Dask worker (``Client.run``): the pids of its idle job processes of the
-    processor start ``topic`` that loaded their tools (their "ready" waits unread)."""
+    processor start ``topic`` (``loaded``: those that loaded their tools, their "ready"
+    waiting unread)."""
     from processor.dask_host import this_host  # noqa: PLC0415
 
     host = this_host()
     with host.lock:
         idle = [c for (of, _), children in host.idle.items() if of == topic
                 for c in children]
-    return [c.process.pid or 0 for c in idle if c.alive() and c.conn.poll()]
+    return [c.process.pid or 0 for c in idle if c.alive() and (c.conn.poll() or not loaded)]
 
 
-def _loaded_children(dask_client: Any, topic: str, timeout: float = 120.0
-                     ) -> dict[int, int]:
-    """Wait until every Dask worker holds an idle job process of ``topic`` that loaded its
-    tools (the processor's prestart); each such process's pid, with its worker's."""
+def _loaded_children(dask_client: Any, topic: str, timeout: float = 120.0, *,
+                     loaded: bool = True) -> dict[int, int]:
+    """Wait until every Dask worker holds an idle job process of ``topic`` (the
+    processor's prestart) that loaded its tools (``loaded``), or at least started; each
+    such process's pid, with its worker's."""
     deadline = time.monotonic() + timeout
     while True:
-        loaded = dask_client.run(_idle_loaded, topic)
-        if loaded and all(loaded.values()):
+        found = dask_client.run(_idle_children, topic, loaded)
+        if found and all(found.values()):
             break
-        assert time.monotonic() < deadline, f"idle loaded job processes: {loaded}"
+        assert time.monotonic() < deadline, f"idle job processes (loaded {loaded}): {found}"
         time.sleep(0.1)
     worker_pids = dask_client.run(os.getpid)
-    return {child: worker_pids[address] for address, children in loaded.items()
+    return {child: worker_pids[address] for address, children in found.items()
             for child in children}
 
 
@@ -658,6 +664,90 @@ def test_a_job_whose_process_is_slow_to_start_is_not_timed_out_by_the_backstop(
         dask_client.run(_slow_spawn, 0.0)
     assert outcome.ok, outcome
     assert len(beats.read_text().splitlines()) == 1
+
+
+def _waited(message: str | None, said: str) -> float:
+    """The time a timeout's ``message`` says it waited, worded as ``said`` (``{}``)."""
+    got = re.fullmatch(re.escape(said).replace(r"\{\}", r"([0-9.]+) s"), message or "")
+    assert got, f"{message!r} is not {said!r}"
+    return float(got[1])
+
+
+def test_a_backstop_kill_while_the_tools_load_says_how_long_it_waited(
+        run_executor: Any, dask_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The processor's backstop killed a job whose process was still loading its tools
+    # (at load 16, its first "started" words late): the record said "its job process had
+    # not loaded the tools after 600 s" 5 s into the run.  Only the job process's own
+    # wait for its tools (READY_WAIT_S) says that; a kill of the processor says so, and
+    # the time the run waited.
+    from processor import dask_events, dask_executor  # noqa: PLC0415
+
+    warm, _ = run_executor()  # the workers' forkservers up: a new process is a fork away
+    _loaded_children(dask_client, warm.link.topic)
+    monkeypatch.setattr(dask_events, "BACKSTOP_S", 0.5)  # fires between two loading beats
+    monkeypatch.setattr(dask_executor, "KILL_GRACE_S", 60.0)  # the worker's word, not ours
+    executor, sink = run_executor(tools="dask_tools,slow_import_dask")  # an 11 s import
+    _loaded_children(dask_client, executor.link.topic, loaded=False)  # started, loading
+    started = time.monotonic()
+    executor.submit(_task("loads", "d_after_slow_import", timeout_s=0.5))
+    outcome = sink.wait("loads", 30)
+    took = time.monotonic() - started
+    assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable, outcome
+    waited = _waited(outcome.message, "killed by the processor after {}, its job process "
+                                      "still loading the tools (timeout)")
+    assert 1.0 <= waited <= took, (waited, took)
+
+
+def test_only_the_wait_for_the_tools_itself_says_its_bound() -> None:
+    """The three ways a job is killed while its process loads its tools, as worded: the
+    job process's own wait ran out (READY_WAIT_S), the processor's kill while it loads,
+    and the processor's kill before the job reached it (the other two: tests above)."""
+    from processor.dask_host import Run  # noqa: PLC0415
+    from processor.dask_supervise import death_outcome  # noqa: PLC0415
+
+    loading = SimpleNamespace(ready=False)
+    said = {}
+    for case, expired, given in (("own", True, True), ("ours", False, True),
+                                 ("unreached", False, False)):
+        run = Run("key", child=loading, reason=ErrorType.TIMEOUT.value,  # type: ignore[arg-type]
+                  started=time.monotonic() - 7.0, expired=expired)
+        outcome = death_outcome(_task("j", "d_heartbeat", timeout_s=1.0), run, -9, None,
+                                given=given)
+        assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable
+        assert 7.0 <= outcome.duration_s < 60
+        said[case] = outcome.message, seconds_text(round(outcome.duration_s, 1))
+    assert said["own"][0] == ("killed: its job process had not loaded the tools after "
+                              "600 s (timeout)")
+    assert said["ours"][0] == (f"killed by the processor after {said['ours'][1]}, its job "
+                               "process still loading the tools (timeout)")
+    assert said["unreached"][0] == (f"killed by the processor after {said['unreached'][1]}, "
+                                    "before the job reached its job process (timeout)")
+
+
+def test_a_backstop_kill_before_the_job_reached_a_process_says_so(
+        run_executor: Any, dask_client: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Killed by the processor while its worker found it a process: it never ran, and the
+    # record said its process "had not loaded the tools after 600 s".
+    from processor import dask_events, dask_executor  # noqa: PLC0415
+
+    monkeypatch.setattr(dask_events, "BACKSTOP_S", 0.5)
+    monkeypatch.setattr(dask_executor, "KILL_GRACE_S", 60.0)  # the worker's word, not ours
+    executor, sink = run_executor()
+    beats = tmp_path / "unreached.beats"
+    dask_client.run(_slow_take, 3.0)  # before the take: no word meanwhile
+    try:
+        started = time.monotonic()
+        executor.submit(_task("unreached", "d_heartbeat", timeout_s=0.5, path=str(beats)))
+        outcome = sink.wait("unreached", 30)
+        took = time.monotonic() - started
+    finally:
+        dask_client.run(_slow_take, 0.0)
+    assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable, outcome
+    waited = _waited(outcome.message, "killed by the processor after {}, before the job "
+                                      "reached its job process (timeout)")
+    assert 2.5 <= waited <= took, (waited, took)
+    assert not beats.exists(), "it never ran"
 
 
 def test_a_callback_that_fails_on_the_closed_link_is_no_error_line() -> None:
