@@ -100,6 +100,7 @@ class _Slot:
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
     fatal: str | None = None  # the worker said it cannot start, before reading a task
     ready: bool = False  # the worker said it loaded its tools: it may be offered a task
+    loading: bool = False  # it loads what its task's tool needs first (see _loading)
     unsent: bool = False  # its task's write failed: the worker died before reading it
     writer: threading.Thread | None = None  # writing its task aside (a large one)
     held: bytes = b""  # its task, framed, kept until the worker has loaded its tools
@@ -246,7 +247,7 @@ class LocalPool:
                 # first job, and failed every COMPUTE job timeout, for ever, each timeout
                 # taking the worker and its import with it.
                 early = self._time_from_now(slot, task, 0.0 if slot.ready else READY_WAIT_S)
-                slot.kill_reason = None
+                slot.kill_reason, slot.loading = None, False
         if slot is None:
             self._report(Outcome(task.job_id, ErrorType.WORKER_CRASHED,
                                  "its worker died before the job reached it", retryable=True))
@@ -383,12 +384,13 @@ class LocalPool:
         with self._lock:
             if slot.task is not None and not slot.kill_reason:
                 self._time_from_now(slot, slot.task, READY_WAIT_S)  # later: no wake-up
+                slot.loading = True
 
     def _ready(self, slot: _Slot) -> None:
         """The worker loaded its tools, or what its task's tool needs (:meth:`_loading`):
         a task given it before is sent, and starts its time now (see submit)."""
         with self._lock:
-            slot.ready = True
+            slot.ready, slot.loading = True, False
             task = slot.task if not slot.kill_reason else None
             early = task is not None and self._time_from_now(slot, task)
         if early:
@@ -432,6 +434,10 @@ class LocalPool:
         with self._lock:
             task, reason = slot.task, slot.kill_reason
             slot.task, slot.kill_reason = None, None
+            # Its task's time had not started: a deadline then was the load's.
+            loading = ("the tools" if not slot.ready else
+                       "the modules its tool needs" if slot.loading else None)
+            slot.loading = False
             fatal, slot.fatal = slot.fatal, None
             # Died loading its tools, unasked and unsaid (a segfault or os._exit in a
             # module's import, an overflow in its setrlimit): started again after a pause,
@@ -456,7 +462,8 @@ class LocalPool:
             self._report(death_outcome(task, reason, process.exitcode,
                                         time.monotonic() - slot.started, process.pid,
                                         ended=_ended_with_forkserver(process,
-                                                                     slot.forkserver)))
+                                                                     slot.forkserver),
+                                        loading=loading))
         self._sweep()
         self._close_output(slot)  # after the sweep: what its orphans wrote is in the pipes
         if self._stopping:

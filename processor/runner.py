@@ -447,10 +447,18 @@ def how_it_ended(exitcode: int | None) -> str:
 
 
 def death_outcome(task: Task, reason: str | None, exitcode: int | None, ran_s: float,
-                  pid: int | None, *, ended: str | None = None) -> Outcome:
+                  pid: int | None, *, ended: str | None = None,
+                  loading: str | None = None) -> Outcome:
     """The outcome of a task whose worker died: killed at its deadline (or by its own
     deadman), killed by a cancel, or crashed (``ended``: how, where the exit code does
-    not tell it)."""
+    not tell it; ``loading``: what the worker was still loading, its task's time not
+    started: a deadline then is the load's, and said so, with the time waited)."""
+    if loading is not None and reason == ErrorType.TIMEOUT.value:
+        # Said "killed after 500 ms" of a job that waited 600.5 s and never ran.
+        return Outcome(task.job_id, ErrorType.TIMEOUT,
+                       f"killed: its worker had not loaded {loading} after "
+                       f"{seconds_text(round(ran_s, 1))} (timeout)", retryable=True,
+                       pid=pid or 0, duration_s=ran_s)
     if reason == ErrorType.TIMEOUT.value or timed_out_itself(task.timeout_s, exitcode, ran_s):
         return Outcome(task.job_id, ErrorType.TIMEOUT,
                        f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import select
 import signal
 import threading
@@ -359,6 +360,35 @@ def test_a_large_task_for_a_worker_still_loading_its_tools_does_not_hold_the_loo
         outcome = finished(inbox, pool=pool)
     assert took < 10.0, f"the submit waited {took:.1f} s for the worker's import"
     assert outcome.ok and outcome.job_id == "large", outcome
+
+
+def test_a_timeout_while_the_worker_loads_its_tools_says_so_and_how_long(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task given a worker still importing its tools has READY_WAIT_S (600 s) more
+    before its time limit counts; killed then, its record said "killed after 500 ms
+    (timeout)", of a job that waited 600.5 s and never ran.  It says the load did not
+    end, and the time waited."""
+    module = f"never_loads_{os.getpid()}"
+    loaded = tmp_path / "imported"
+    (tmp_path / f"{module}.py").write_text(
+        "import os, time\nfrom ptools import Pid\n"
+        "class SlowPid(Pid):\n    name = 's_pid'\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(loaded)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n")
+    monkeypatch.setattr(pool_module, "READY_WAIT_S", 1.0)
+    with flaky_pool(tmp_path, module, monkeypatch) as (pool, inbox):
+        assert not pool._slots[0].ready
+        began = time.monotonic()
+        pool.submit(task("loads", "s_pid", tmp_path, timeout_s=0.5))
+        outcome = finished(inbox, pool=pool)
+        took = time.monotonic() - began
+        loaded.touch()
+    assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable, outcome
+    got = re.fullmatch(r"killed: its worker had not loaded the tools after ([0-9.]+) s "
+                       r"\(timeout\)", outcome.message or "")
+    assert got, outcome.message
+    assert 1.5 <= float(got[1]) <= took + 0.05, (got[1], took)
 
 
 def test_a_large_task_for_a_frozen_ready_worker_does_not_hold_the_loop(
