@@ -11,6 +11,7 @@ import contextlib
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,16 @@ def held_back(page: sync_api.Page, url: str) -> list[sync_api.Route]:
 
     page.route(url, hold)
     return held
+
+
+def goto_with_clock_paused(page: sync_api.Page, url: str) -> None:
+    """Open ``url`` on ``page`` with its clock installed and paused a second on: the
+    page's timers (its tries again, its stats refreshes) run only as the test runs them
+    (``page.clock.run_for``)."""
+    start = datetime.now(UTC)
+    page.clock.install(time=start)
+    page.clock.pause_at(start + timedelta(seconds=1))
+    page.goto(url)
 
 
 def refuse(route: sync_api.Route, status: int, kind: str, message: str) -> None:

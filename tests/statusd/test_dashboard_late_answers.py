@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 import test_statusd_dashboard as dashboard
-from statusd_browserkit import REREAD_MS, STATS_EVERY_MS, refuse
+from statusd_browserkit import REREAD_MS, STATS_EVERY_MS, goto_with_clock_paused, refuse
 from statusdkit import (
     STATS_URL,
     TOKEN,
@@ -237,10 +237,7 @@ def test_a_task_read_again_without_its_stream_is_read_for_its_latest_opening_onl
             if r.url.endswith("/api/v1/tasks/polled") and r.method == "GET" else None)
     try:
         page.route_web_socket("**/api/v1/ws/**", lambda ws: ws.close(code=1011))
-        start = datetime.now(UTC)
-        page.clock.install(time=start)
-        page.clock.pause_at(start + timedelta(seconds=1))  # its timers run only as told
-        page.goto(server.base + "/#/tasks/polled")
+        goto_with_clock_paused(page, server.base + "/#/tasks/polled")
         expect(page.locator("#task-state")).to_have_text("running")
         wait_in_page(page, lambda: len(reads) == 2, what="the opening's read and read again")
         page.wait_for_timeout(200)
@@ -276,10 +273,7 @@ def test_a_task_read_again_without_its_stream_is_not_drawn_over_its_end_told_sin
 
     try:
         page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: ws.close(code=1011))
-        start = datetime.now(UTC)
-        page.clock.install(time=start)
-        page.clock.pause_at(start + timedelta(seconds=1))  # no read again but the test's
-        page.goto(server.base + "/#/tasks/reread")
+        goto_with_clock_paused(page, server.base + "/#/tasks/reread")  # no read but the test's
         expect(page.locator("#task-state")).to_have_text("running")
         expect(page.locator("#live")).to_have_text("live")
         page.route("**/api/v1/tasks/reread", hold_the_second)
@@ -317,10 +311,7 @@ def test_one_look_at_a_purged_task_is_out_at_a_time(
 
     page.on("requestfailed", lambda r: let_go.append(r) if r.method == "HEAD" else None)
     page.route("**/api/v1/tasks/ended", hold_head)
-    start = datetime.now(UTC)
-    page.clock.install(time=start)
-    page.clock.pause_at(start + timedelta(seconds=1))  # stats refreshed only as told
-    page.goto(server.base + "/#/tasks/ended")
+    goto_with_clock_paused(page, server.base + "/#/tasks/ended")  # stats refreshed only as told
     expect(page.locator("#task-state")).to_have_text("failed")
     expect(page.locator("#count-done")).to_have_text("1")
     client = Client.from_settings(server.settings)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import test_statusd_dashboard as dashboard
-from statusd_browserkit import held_back
+from statusd_browserkit import goto_with_clock_paused, held_back
 from statusdkit import (
     ServerThread,
     claim,
@@ -248,10 +248,7 @@ def test_the_counts_follow_a_transition_at_once(server: ServerThread, spool: Spo
     """A job that moves has the counts read again at once, not at the next refresh (5 s
     on): the header said "pending 0" beside the new pending row.  The page's clock stands
     still here, so only a read after the transition can bring the new count."""
-    start = datetime.now(UTC)
-    page.clock.install(time=start)
-    page.clock.pause_at(start + timedelta(seconds=1))
-    page.goto(server.base + "/")
+    goto_with_clock_paused(page, server.base + "/")
     expect(page.locator("#live")).to_have_text("live")
     expect(page.locator("#count-pending")).to_have_text("0")
     submit(spool, "new", tool="sleep")

@@ -27,6 +27,7 @@ from statusd_browserkit import (
     TICK_MS,
     TIMEOUT_MS,
     chromium,
+    goto_with_clock_paused,
     held_back,
     own_page,
     refuse,
@@ -508,10 +509,7 @@ def test_a_running_record_too_large_to_load_is_followed_without_its_stream(
             if r.url.endswith("/api/v1/tasks/huge-run") else None)
     try:
         page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: ws.close(code=1011))
-        start = datetime.now(UTC)
-        page.clock.install(time=start)
-        page.clock.pause_at(start + timedelta(seconds=1))  # its timers run only as told
-        page.goto(server.base + "/#/tasks/huge-run")
+        goto_with_clock_paused(page, server.base + "/#/tasks/huge-run")
         expect(page.locator("#live")).to_have_text("live")
         page.wait_for_function("() => ui.taskSocket === null")  # its stream tried, and refused
         page.clock.run_for(REREAD_MS)
@@ -1699,10 +1697,7 @@ def test_a_task_opened_again_is_not_loaded_again_by_its_earlier_opening(
         unavailable_once(route)
 
     page.route("**/api/v1/tasks/reopened", counted)
-    start = datetime.now(UTC)
-    page.clock.install(time=start)
-    page.clock.pause_at(start + timedelta(seconds=1))  # no try again until told
-    page.goto(server.base + "/#/tasks/reopened")
+    goto_with_clock_paused(page, server.base + "/#/tasks/reopened")  # no try again until told
     expect(page.locator("#task-error .message")).to_contain_text("try again")
     page.evaluate("() => { location.hash = '#/'; }")
     expect(page.locator("#list-view")).to_be_visible()
