@@ -57,6 +57,12 @@ def cancel_pending(spool: Spool, job_id: str) -> Record | None:
     claim = take(spool.mover, spool.layout.job(JobState.PENDING, job_id), staged, job_id)
     if claim is None:
         return None
+    # The run ahead of it may be over, its record out and its running file left by a
+    # processor killed in between: this record replaces that one, after which recovery
+    # took the run for one cut short and ran it again over the cancel.  Settled first.
+    from spool.orphans import drop_if_finished  # noqa: PLC0415 - orphans imports Spool
+
+    drop_if_finished(spool, job_id)
     return finish_cancel(spool, claim, staged)
 
 

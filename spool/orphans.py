@@ -41,6 +41,7 @@ from spool.states import JobState
 from spool.transitions import Spool
 
 if TYPE_CHECKING:
+    from spool.layout import Layout
     from spool.recovery import RecoveryReport
     from spool.staged import Staged
 
@@ -268,21 +269,7 @@ class Orphans:
         ends, well within a tick (4 ms here).  It is this run's only if it records this
         job's submission and attempt.
         """
-        for state in (JobState.DONE, JobState.FAILED):
-            path = self.layout.job(state, claim.job_id)
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < claim.claimed_ns:
-                continue  # no record (a directory, a symlink), or one older than the claim
-            if job is None:
-                return True
-            recorded = self._records_run(path, claim, job)
-            # A record that tells neither counts only when a later tick wrote it.
-            if recorded or (recorded is None and st.st_mtime_ns > claim.claimed_ns):
-                return True
-        return False
+        return run_recorded(self.layout, claim, job)
 
     @staticmethod
     def _records_run(path: Path, claim: Claim, job: Job) -> bool | None:
@@ -336,6 +323,63 @@ class Orphans:
             "error": ErrorInfo(type=kind, message=message),
         })
         self.spool.fail(claim, record)
+
+
+def run_recorded(layout: Layout, claim: Claim, job: Job | None) -> bool:
+    """See :meth:`Orphans._run_recorded`: ``claim``'s run has its record."""
+    for state in (JobState.DONE, JobState.FAILED):
+        path = layout.job(state, claim.job_id)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < claim.claimed_ns:
+            continue  # no record (a directory, a symlink), or one older than the claim
+        if job is None:
+            return True
+        recorded = Orphans._records_run(path, claim, job)
+        # A record that tells neither counts only when a later tick wrote it.
+        if recorded or (recorded is None and st.st_mtime_ns > claim.claimed_ns):
+            return True
+    return False
+
+
+def drop_if_finished(spool: Spool, job_id: str) -> bool:
+    """Remove ``running/<id>.json`` when no live owner holds it and its run's record is
+    out: a processor killed between the two steps of its completion (the record, then
+    the running file) left it, and recovery's pass would remove it the same way
+    (:meth:`Orphans._run_recorded`).
+
+    Asked before a client replaces the id's terminal record (the cancel of a re-drop
+    waiting behind that run): the record is the only sign the run ended.  Replaced
+    first, the next pass found no record of the run, requeued it as cut short and ran
+    it again, and its record replaced the cancel the client had been answered
+    (chaos soak ``--meddle --meddlers 3``, h366).  False when there is no such file, a
+    live owner holds it, or its run has no record: the file is left as it was."""
+    path = spool.layout.job(JobState.RUNNING, job_id)
+    try:
+        claim = lease(path, job_id)
+    except (UnreadableDrop, SpoolIOError):
+        return False  # recovery's to settle (and say)
+    if claim is None:
+        return False
+    try:
+        if _moved(path, claim.fd):
+            return False
+        job: Job | None = None
+        if len(claim.data) <= MAX_ACTIVE_BYTES and inexact_integer(claim.data) is None:
+            try:
+                job = parse_job(claim.data)
+            except ValueError:
+                job = None
+        try:
+            if not run_recorded(spool.layout, claim, job):
+                return False
+            return spool.mover.unlink_durable(path)
+        except (UnreadableDrop, SpoolIOError):
+            return False  # left for recovery, as before
+    finally:
+        claim.close()
 
 
 def _read_told(path: Path, limit: int | None) -> bytes | None:

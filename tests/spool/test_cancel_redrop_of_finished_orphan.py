@@ -1,0 +1,57 @@
+"""A cancel of a re-drop waiting behind a run that has its record, its processor dead.
+
+Completion publishes the record and then removes ``running/<id>.json`` (DESIGN section
+9); a processor SIGKILLed between the two leaves the running file of a finished run,
+and recovery tells it finished by that run's record.  A client that re-drops the id
+meanwhile (it is in ``done/``) and cancels that re-drop while it waits in ``pending/``
+replaces the run's record with its own ``cancelled`` one: the next recovery scan found
+no record of the run, requeued the finished run as an orphan (``abandoned``), ran it a
+second time and its ``done`` record replaced the cancel the client had been answered
+(chaos soak ``--meddle --meddlers 3``, seed 15: ``cancel not kept`` 1, h366).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from spoolkit import done_record, listing, make_spool, read_json, submit
+
+from spool.client import Client
+from spool.fsops import Mover
+from spool.recovery import Recovery
+from spool.settings import FsyncMode
+from spool.states import JobState
+
+pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
+
+P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+
+
+@pytest.mark.parametrize("max_attempts", [1, 25])
+def test_a_cancelled_redrop_of_a_finished_orphan_keeps_its_cancel(
+        tmp_path: Path, max_attempts: int) -> None:
+    """Before: with attempts left the run was requeued (and ran again); without, it was
+    failed ``abandoned`` over the cancel."""
+    processor = make_spool(tmp_path / "spool")
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=max_attempts)
+    claim = processor.claim("daily")
+    assert claim is not None
+    # The run's record is out; its processor dies before the running file goes.
+    processor.publish_terminal(done_record(claim, "first"))
+    claim.close()
+    assert listing(layout.folder(R)) == listing(layout.folder(D)) == ["daily.json"]
+
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+    submit(client.spool, "daily")  # a re-drop of the id seen done
+    cancelled = client.cancel("daily", wait_s=0)
+    assert cancelled.state is F and cancelled.error is not None
+    assert cancelled.error.type == "cancelled"
+
+    report = Recovery(processor).scan()
+
+    assert report.requeued == report.abandoned == [], "the finished run was settled again"
+    assert listing(layout.folder(P)) == listing(layout.folder(R)) == []
+    assert listing(layout.folder(D)) == []
+    assert read_json(layout.job(F, "daily"))["error"]["type"] == "cancelled"
