@@ -28,9 +28,10 @@ from pathlib import Path
 
 from spool.entries import scan_stats
 from spool.errors import SpoolIOError, UnreadableDrop
-from spool.ids import JOB_SUFFIX
+from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.kept import held_by_record_file
 from spool.layout import parse_staging
+from spool.orphans import drop_if_finished
 from spool.quarantine import RECORD_NOTE
 from spool.states import TERMINAL, JobState
 from spool.superseded import put_back
@@ -82,6 +83,8 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     # (A dry run removes nothing, so needs nowhere to stage.)
     staging = spool.layout.staging_str if dry_run else _staging_names(spool)
     remove = partial(_remove, spool, staging)
+    if not dry_run:
+        _settle_finished_runs(spool)
     with ThreadPoolExecutor(PURGE_THREADS, thread_name_prefix="purge") as pool:
         for state in states:
             if state not in TERMINAL:
@@ -141,6 +144,22 @@ class Listed:
     state: JobState
     path: str
     st: os.stat_result
+
+
+def _settle_finished_runs(spool: Spool) -> None:
+    """Remove the running files of finished runs whose processor died before removing
+    them (:func:`spool.orphans.drop_if_finished`), before their records may go: a
+    record is the only sign its run ended, and purged first, the next recovery pass
+    took the run for one cut short and ran it again (h366).  Such a file is older than
+    its record, so it is listed here if its record is judged old below."""
+    try:
+        names = os.listdir(spool.layout.folder(JobState.RUNNING))
+    except OSError:
+        return  # recovery settles them as before
+    for name in names:
+        job_id = name.removesuffix(JOB_SUFFIX)
+        if job_id != name and is_valid_id(job_id):
+            drop_if_finished(spool, job_id)
 
 
 def listed(folder: str, state: JobState) -> Iterator[Listed]:

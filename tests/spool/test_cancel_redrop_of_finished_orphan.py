@@ -12,6 +12,7 @@ second time and its ``done`` record replaced the cancel the client had been answ
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,24 @@ def test_a_cancelled_redrop_of_a_finished_orphan_keeps_its_cancel(
     assert listing(layout.folder(P)) == listing(layout.folder(R)) == []
     assert listing(layout.folder(D)) == []
     assert read_json(layout.job(F, "daily"))["error"]["type"] == "cancelled"
+
+
+def test_a_purged_record_of_a_finished_orphan_is_not_run_again(tmp_path: Path) -> None:
+    """The same with ``spoolq purge``: the run's record purged before any recovery pass
+    settled its running file, the next pass requeued the run and it ran again."""
+    processor = make_spool(tmp_path / "spool")
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    claim = processor.claim("daily")
+    assert claim is not None
+    processor.publish_terminal(done_record(claim, "first"))
+    claim.close()
+    time.sleep(0.3)  # (not aged by its mtime: the record must stay newer than the claim)
+
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+    assert client.purge(0.2).removed == 1
+
+    report = Recovery(processor).scan()
+
+    assert report.requeued == report.abandoned == [], "the finished run was settled again"
+    assert [listing(layout.folder(s)) for s in (P, R, D, F)] == [[], [], [], []]
