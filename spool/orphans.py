@@ -359,7 +359,7 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
     path = spool.layout.job(JobState.RUNNING, job_id)
     try:
         claim = lease(path, job_id)
-    except (UnreadableDrop, SpoolIOError):
+    except (SpoolIOError, OSError):  # UnreadableDrop too
         return False  # recovery's to settle (and say)
     if claim is None:
         return False
@@ -376,7 +376,7 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
             if not run_recorded(spool.layout, claim, job):
                 return False
             return spool.mover.unlink_durable(path)
-        except (UnreadableDrop, SpoolIOError):
+        except (SpoolIOError, OSError):  # UnreadableDrop too
             return False  # left for recovery, as before
     finally:
         claim.close()
