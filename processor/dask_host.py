@@ -124,7 +124,10 @@ class Host:
                         dead.append(child)
                     if not self.starting.get(pool):
                         break
-                    self.lock.wait(timeout=max(0.0, min(1.0, beat_at - time.monotonic())))
+                    # Without a beat, beat_at is no wake-up: past it, a wait of 0 s
+                    # spun on the lock until the child came.
+                    self.lock.wait(timeout=1.0 if beat is None else
+                                   max(0.0, min(1.0, beat_at - time.monotonic())))
                     if beat is not None and time.monotonic() >= beat_at:
                         beat_at = time.monotonic() + every
                         beat()

@@ -766,3 +766,39 @@ def test_a_callback_that_fails_on_the_closed_link_is_no_error_line() -> None:
     assert _exit_noise(record(RuntimeError("something else broke")))
     assert _exit_noise(record(ValueError("cannot schedule new futures after shutdown")))
     assert _exit_noise(record(None))
+
+
+def test_a_take_without_a_beat_waits_for_a_prestarted_child_without_spinning() -> None:
+    """``Host.take(pool)`` with no ``beat``, waiting longer than ``every`` for a child
+    being prestarted: its wait's timeout became 0 s once ``beat_at`` was past, and it
+    spun on the lock (130,000 waits in 1.5 s) until the child came."""
+    from processor.dask_host import Host  # noqa: PLC0415
+
+    host = Host.__new__(Host)  # its state only: no forkserver, no Finalize
+    host.lock = threading.Condition()
+    host.idle, host.starting, host.runs = {}, {}, {}
+    pool: Any = ("topic", None)
+    host.starting[pool] = 1
+    waits = [0]
+    wait = host.lock.wait
+
+    def counted(timeout: float | None = None) -> bool:
+        waits[0] += 1
+        return wait(timeout)
+
+    host.lock.wait = counted  # type: ignore[method-assign]
+    child = SimpleNamespace(alive=lambda: True)
+
+    def give() -> None:
+        time.sleep(3.0)
+        with host.lock:
+            host.idle[pool] = [child]
+            host.lock.notify_all()
+
+    giver = threading.Thread(target=give)
+    giver.start()
+    try:
+        assert host.take(pool, every=0.5) is child
+    finally:
+        giver.join()
+    assert waits[0] <= 10, waits[0]  # one a second, and the give back's
