@@ -1673,8 +1673,11 @@ function showRowTooLarge(id) {
   const entry = ui.rows.get(id);
   if (!entry) {
     // Not in the list shown (another state's filter, a later page): where the whole
-    // record is, at least; its state is left unknown rather than guessed.
-    if (ui.shownRun === null && $("task-result").hidden) showTooLarge({ id }, ui.tooLarge);
+    // record is, at least; its state is left unknown rather than guessed, and its job too
+    // (said "{}": no tool, no params, of a job that has them).
+    if (ui.shownRun === null && $("task-result").hidden) {
+      showTooLarge({ id, params_omitted: true, meta_omitted: true }, ui.tooLarge);
+    }
     return;
   }
   if (runOf(entry.record) === ui.shownRun) return;

@@ -532,6 +532,31 @@ def test_a_running_record_too_large_to_load_is_followed_without_its_stream(
         running.close()
 
 
+def test_a_running_record_too_large_and_not_in_the_list_shows_no_job_it_does_not_know(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The same task opened from a list that does not show it (the done filter): it has
+    no row to draw, so its view says where the whole record is.  Its "job" box was shown
+    with "{}", as if the job had no tool and no params (h368): nothing of the job is known
+    there, and nothing of it is said."""
+    expect = sync_api.expect
+    _lower_record_limit(page)
+    submit(spool, "huge-away", tool="echo", params={"message": "x" * 100_000})
+    running = claim(spool, "huge-away")
+    try:
+        page.route_web_socket("**/api/v1/ws/tasks/**", lambda ws: ws.close(code=1011))
+        goto_with_clock_paused(page, server.base + "/#/?state=done")
+        expect(page.locator("#live")).to_have_text("live")
+        page.evaluate("() => { location.hash = '#/tasks/huge-away'; }")
+        page.wait_for_function("() => ui.taskSocket === null")  # its stream tried, and refused
+        page.clock.run_for(REREAD_MS)
+        expect(page.locator("#task-result .cut")).to_contain_text("too large to show here")
+        expect(page.locator("#task-params")).to_be_hidden()
+        finish(spool, running, {"echo": "done"})
+        expect(page.locator("#task-state")).to_have_text("done")
+    finally:
+        running.close()
+
+
 def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spool: Spool,
                                                        page: sync_api.Page) -> None:
     """What `spoolq cancel` and `spoolq retry` do, from the task view: the token is asked
