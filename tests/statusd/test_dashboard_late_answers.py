@@ -27,8 +27,10 @@ from statusdkit import (
     claim,
     finish,
     report,
+    request,
     run_job,
     submit,
+    wait_for,
     wait_in_page,
 )
 
@@ -292,6 +294,14 @@ def test_a_task_read_again_without_its_stream_is_not_drawn_over_its_end_told_sin
         running.close()
 
 
+def _counted(server: ServerThread, state: str, count: int) -> None:
+    """Until statusd counts ``count`` jobs ``state``: it sees a purge a moment after the
+    files went (at load, later than the page's stats refresh the test runs next, which
+    then found them still there; the page's clock paused, no refresh came after)."""
+    wait_for(lambda: request(server.base, "GET", "/api/v1/stats").json()["counts"][state]
+             == count, what=f"statusd to count {count} {state}")
+
+
 def test_one_look_at_a_purged_task_is_out_at_a_time(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """The view of an ended task asks statusd whether it is still there (a HEAD) when a
@@ -316,10 +326,12 @@ def test_one_look_at_a_purged_task_is_out_at_a_time(
     expect(page.locator("#count-done")).to_have_text("1")
     client = Client.from_settings(server.settings)
     client.purge(0.0, [JobState.FAILED])
+    _counted(server, "failed", 0)  # the page's one refresh below finds it gone
     page.clock.run_for(STATS_EVERY_MS)
     expect(page.locator("#count-failed")).to_have_text("0")
     wait_in_page(page, lambda: looks, what="the first look at the purged task")
     client.purge(0.0, [JobState.DONE])
+    _counted(server, "done", 0)
     page.clock.run_for(STATS_EVERY_MS)
     expect(page.locator("#count-done")).to_have_text("0")
     wait_in_page(page, lambda: len(looks) > 1, what="the second look at the purged task")
