@@ -183,7 +183,8 @@ function axisTexts(values, log) {
     return values.map((v) => formatMoney(v, digits));
   }
   let texts = [];
-  for (let digits = 1; digits <= 3; digits++) {
+  // Up to six: three said "1M / 1.001M / 1.001M" of a million that moved 0.1%.
+  for (let digits = 1; digits <= 6; digits++) {
     texts = values.map((v) => formatMoney(v, digits, true));
     if (new Set(texts).size === new Set(values).size) break;
   }

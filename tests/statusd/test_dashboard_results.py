@@ -920,7 +920,10 @@ def test_the_charts_axis_writes_its_labels_in_one_notation(
         return [[f"2020-01-{d + 1:02d}T00:00:00", v] for d, v in enumerate(values)]
 
     cases = {"bt-wide": (curve(76_560.0, 1_529_000.0), ["76.6K", "802.8K", "1.5M"]),
-             "bt-near": (curve(1_000_000.0, 1_040_000.0), ["1M", "1.02M", "1.04M"])}
+             "bt-near": (curve(1_000_000.0, 1_040_000.0), ["1M", "1.02M", "1.04M"]),
+             # A 0.1% move of a million (h368: "1M / 1.001M / 1.001M", three decimals
+             # and no more, told two of them apart as the same).
+             "bt-tight": (curve(1_000_000.0, 1_001_000.0), ["1M", "1.0005M", "1.001M"])}
     for job_id, (points, texts) in cases.items():
         run_job(spool, job_id, backtest({"AAA": _metrics(0.1, 1.0, equity_curve=points)}),
                 tool="run_backtest")
