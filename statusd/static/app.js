@@ -1973,12 +1973,15 @@ function start() {
   $("retry-task").addEventListener("click", () => act("retry").catch(() => {}));
   $("token-form").addEventListener("submit", useToken);
   window.addEventListener("hashchange", route);
-  let fitting = false;  // one redraw a frame while a window is dragged wider or narrower
-  window.addEventListener("resize", () => {
+  // The chart is drawn again as its box's width changes: a window resized, a phone turned,
+  // or a scrollbar come with the tables drawn after it (which fires no resize: drawn
+  // 558 px in a 545 px box, the chart was scaled down).  One redraw a frame at most.
+  let fitting = false;
+  new ResizeObserver(() => {
     if (fitting) return;
     fitting = true;
     requestAnimationFrame(() => { fitting = false; fitEquity($("equity")); });
-  });
+  }).observe($("equity"));
   connectEvents();
   setInterval(() => refreshStats().catch(() => {}), STATS_EVERY_MS);
   setInterval(tickRunning, 1000);
