@@ -355,31 +355,64 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
     first, the next pass found no record of the run, requeued it as cut short and ran
     it again, and its record replaced the cancel the client had been answered
     (chaos soak ``--meddle --meddlers 3``, h366).  False when there is no such file, a
-    live owner holds it, or its run has no record: the file is left as it was."""
+    live owner holds it, or its run has no record: the file is left as it was.
+
+    Nothing is opened unless the id has a record as new as the file (three lstats: purge
+    asks it of every running file, and a lease reads a job file whole: 1,000 running
+    files of 500 kB took a purge from 0 to 4.7 s, h369)."""
     path = spool.layout.job(JobState.RUNNING, job_id)
-    try:
-        claim = lease(path, job_id)
-    except (SpoolIOError, OSError):  # UnreadableDrop too
-        return False  # recovery's to settle (and say)
-    if claim is None:
+    if (claim := _lease_unowned(spool.layout, path, job_id)) is None:
         return False
     try:
         if _moved(path, claim.fd):
             return False
-        job: Job | None = None
-        if len(claim.data) <= MAX_ACTIVE_BYTES and inexact_integer(claim.data) is None:
-            try:
-                job = parse_job(claim.data)
-            except ValueError:
-                job = None
         try:
-            if not run_recorded(spool.layout, claim, job):
+            if not run_recorded(spool.layout, claim, _job_of(claim.data)):
                 return False
             return spool.mover.unlink_durable(path)
         except (SpoolIOError, OSError):  # UnreadableDrop too
             return False  # left for recovery, as before
     finally:
         claim.close()
+
+
+def _lease_unowned(layout: Layout, path: Path, job_id: str) -> Claim | None:
+    """:func:`drop_if_finished`'s lease of ``path``; None when there is nothing to settle,
+    a live owner holds it, or it cannot be told (recovery's then, as before)."""
+    if not _record_as_new(layout, job_id, path):
+        return None  # no running file, or no record since its claim: nothing to do
+    try:
+        return lease(path, job_id)
+    except (SpoolIOError, OSError):  # UnreadableDrop too: recovery's to settle (and say)
+        return None
+
+
+def _job_of(data: bytes) -> Job | None:
+    if len(data) > MAX_ACTIVE_BYTES or inexact_integer(data) is not None:
+        return None
+    try:
+        return parse_job(data)
+    except ValueError:
+        return None
+
+
+def _record_as_new(layout: Layout, job_id: str, path: Path) -> bool:
+    """``path`` (a running file) is there and a regular record of its id is no older than
+    its change time, which its claim set: what :func:`run_recorded` needs, by lstat."""
+    try:
+        running = os.lstat(path)
+        if not stat.S_ISREG(running.st_mode):
+            return False
+        for state in (JobState.DONE, JobState.FAILED):
+            try:
+                st = os.lstat(layout.job(state, job_id))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= running.st_ctime_ns:
+                return True
+    except OSError:
+        return False
+    return False
 
 
 def _read_told(path: Path, limit: int | None) -> bytes | None:

@@ -77,3 +77,29 @@ def test_a_purged_record_of_a_finished_orphan_is_not_run_again(tmp_path: Path) -
 
     assert report.requeued == report.abandoned == [], "the finished run was settled again"
     assert [listing(layout.folder(s)) for s in (P, R, D, F)] == [[], [], [], []]
+
+
+def test_purge_reads_no_running_file_whose_id_has_no_record_as_new(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Purge settles finished runs' running files first: each was leased and read whole
+    (up to MAX_ACTIVE_BYTES) even when its id has no record newer than its claim, the
+    case of every run of a live or dead fleet (1,000 running files of 500 kB: 0 s
+    before, 4.7 s with it).  Looked at by lstat first."""
+    import spool.orphans  # noqa: PLC0415
+
+    processor = make_spool(tmp_path / "spool")
+    for n in range(3):
+        submit(processor, f"j{n}")
+        claim = processor.claim(f"j{n}")
+        assert claim is not None
+        claim.close()  # dead, no record
+    leased: list[str] = []
+    real = spool.orphans.lease
+    monkeypatch.setattr(spool.orphans, "lease",
+                        lambda path, job_id: leased.append(job_id) or real(path, job_id))
+    client = Client(processor.layout, Mover(processor.layout, FsyncMode.NEVER))
+
+    assert client.purge(0).removed == 0
+
+    assert leased == []
+    assert listing(processor.layout.folder(R)) == ["j0.json", "j1.json", "j2.json"]
