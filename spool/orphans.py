@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -344,6 +345,12 @@ def run_recorded(layout: Layout, claim: Claim, job: Job | None) -> bool:
     return False
 
 
+FINISHING_WAIT_S = 2.0
+"""How long :func:`drop_if_finished` waits for a live owner between the two steps of its
+completion (its record out, its running file not yet removed): a moment, unless it is
+stopped or stuck there (a stalled disk); then it is left as before."""
+
+
 def drop_if_finished(spool: Spool, job_id: str) -> bool:
     """Remove ``running/<id>.json`` when no live owner holds it and its run's record is
     out: a processor killed between the two steps of its completion (the record, then
@@ -358,8 +365,12 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
     live owner holds it, or its run has no record: the file is left as it was.
 
     Nothing is opened unless the id has a record as new as the file (three lstats: purge
-    asks it of every running file, and a lease reads a job file whole: 1,000 running
-    files of 500 kB took a purge from 0 to 4.7 s, h369)."""
+    asks it of every running file, and a lease reads a job file whole).  A live owner
+    whose record is out is between the two steps: its lock is waited for, up to
+    :data:`FINISHING_WAIT_S` (it removes the file in a moment, or dies in between and
+    the file is this one's to remove); taken for "running", the cancel's record
+    replaced the run's, its owner was killed before the removal, and recovery ran the
+    finished run again (h369)."""
     path = spool.layout.job(JobState.RUNNING, job_id)
     if (claim := _lease_unowned(spool.layout, path, job_id)) is None:
         return False
@@ -377,14 +388,26 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
 
 
 def _lease_unowned(layout: Layout, path: Path, job_id: str) -> Claim | None:
-    """:func:`drop_if_finished`'s lease of ``path``; None when there is nothing to settle,
-    a live owner holds it, or it cannot be told (recovery's then, as before)."""
-    if not _record_as_new(layout, job_id, path):
-        return None  # no running file, or no record since its claim: nothing to do
-    try:
-        return lease(path, job_id)
-    except (SpoolIOError, OSError):  # UnreadableDrop too: recovery's to settle (and say)
-        return None
+    """:func:`drop_if_finished`'s lease of ``path``, once no owner between the two steps
+    of its completion holds it (waited for); None when there is nothing to settle, or
+    it cannot be told (recovery's then, as before)."""
+    deadline: float | None = None
+    while True:
+        if not _record_as_new(layout, job_id, path):
+            return None  # no running file, or no record since its claim: nothing to do
+        try:
+            if (claim := lease(path, job_id)) is not None:
+                return claim
+            if not _finishing(layout, path, job_id):
+                return None  # gone, or a run still going
+        except (SpoolIOError, OSError):  # UnreadableDrop too: recovery's to settle (and say)
+            return None
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + FINISHING_WAIT_S
+        elif now >= deadline:
+            return None  # its owner stays between the steps: left, as before
+        time.sleep(0.005)
 
 
 def _job_of(data: bytes) -> Job | None:
@@ -413,6 +436,27 @@ def _record_as_new(layout: Layout, job_id: str, path: Path) -> bool:
     except OSError:
         return False
     return False
+
+
+def _finishing(layout: Layout, path: Path, job_id: str) -> bool:
+    """``path`` is held by a live owner whose run has its record (between the two steps
+    of its completion), or no longer held (asked again at once); False when it is gone,
+    or held by a run still going."""
+    try:
+        fd = open_nofollow(path)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if try_lock(fd):
+            return True  # let go since: the lease is tried again
+        data = read_fd(fd, MAX_ACTIVE_BYTES, st.st_size)
+        seen = Claim(job_id, fd, data, st.st_ctime_ns, st.st_mtime_ns)
+        return run_recorded(layout, seen, _job_of(data))
+    finally:
+        os.close(fd)
 
 
 def _read_told(path: Path, limit: int | None) -> bytes | None:

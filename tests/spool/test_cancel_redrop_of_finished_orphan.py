@@ -79,6 +79,59 @@ def test_a_purged_record_of_a_finished_orphan_is_not_run_again(tmp_path: Path) -
     assert [listing(layout.folder(s)) for s in (P, R, D, F)] == [[], [], [], []]
 
 
+_OWNER = """
+import sys, time
+sys.path.insert(0, {kit!r})
+from spoolkit import done_record, make_spool
+spool = make_spool(__import__("pathlib").Path({root!r}))
+claim = spool.claim("daily")
+spool.publish_terminal(done_record(claim, "first"))
+print("recorded", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_cancel_while_the_runs_owner_is_between_record_and_removal_waits_for_it(
+        tmp_path: Path) -> None:
+    """The run's processor alive, its record out and its running file not yet removed,
+    at the cancel of the re-drop, then killed before the removal: the cancel found the
+    file held and went on, its record replaced the run's, and recovery requeued the
+    finished run (it ran again over the cancel).  The owner's lock is waited for (it
+    is gone in a moment: removed, or its owner dead)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    root = tmp_path / "spool"
+    processor = make_spool(root)
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        client = Client(layout, Mover(layout, FsyncMode.NEVER))
+        submit(client.spool, "daily")
+        killer = threading.Timer(0.3, owner.kill)  # SIGKILL, in the window, mid-cancel
+        killer.start()
+        cancelled = client.cancel("daily", wait_s=0)
+        killer.join()
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    assert cancelled.error is not None and cancelled.error.type == "cancelled"
+
+    report = Recovery(processor).scan()
+
+    assert report.requeued == report.abandoned == [], "the finished run was settled again"
+    assert [listing(layout.folder(s)) for s in (P, R, D)] == [[], [], []]
+    assert read_json(layout.job(F, "daily"))["error"]["type"] == "cancelled"
+
+
 def test_purge_reads_no_running_file_whose_id_has_no_record_as_new(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Purge settles finished runs' running files first: each was leased and read whole
