@@ -419,6 +419,12 @@ def _job_of(data: bytes) -> Job | None:
         return None
 
 
+def record_as_new(layout: Layout, job_id: str) -> bool:
+    """``running/<id>.json`` stands beside a record of its id as new as it: its run may
+    be over, that record the only sign (:func:`run_recorded` tells for sure)."""
+    return _record_as_new(layout, job_id, layout.job(JobState.RUNNING, job_id))
+
+
 def _record_as_new(layout: Layout, job_id: str, path: Path) -> bool:
     """``path`` (a running file) is there and a regular record of its id is no older than
     its change time, which its claim set: what :func:`run_recorded` needs, by lstat."""

@@ -31,7 +31,7 @@ from spool.errors import SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.kept import held_by_record_file
 from spool.layout import parse_staging
-from spool.orphans import drop_if_finished
+from spool.orphans import drop_if_finished, record_as_new
 from spool.quarantine import RECORD_NOTE
 from spool.states import TERMINAL, JobState
 from spool.superseded import put_back
@@ -83,15 +83,14 @@ def purge(spool: Spool, older_than_s: float, states: Iterable[JobState] = TERMIN
     # (A dry run removes nothing, so needs nowhere to stage.)
     staging = spool.layout.staging_str if dry_run else _staging_names(spool)
     remove = partial(_remove, spool, staging)
-    if not dry_run:
-        _settle_finished_runs(spool)
+    unsettled = frozenset() if dry_run else _settle_finished_runs(spool)
     with ThreadPoolExecutor(PURGE_THREADS, thread_name_prefix="purge") as pool:
         for state in states:
             if state not in TERMINAL:
                 raise ValueError(f"purge removes finished jobs only, not {state}")
             for entry in listed(os.fspath(layout.folder(state)), state):  # junk too
-                if entry.st.st_mtime_ns >= cutoff_ns:
-                    kept += 1
+                if entry.st.st_mtime_ns >= cutoff_ns or entry.job_id in unsettled:
+                    kept += 1  # (the only sign its run ended: see _settle_finished_runs)
                     continue
                 try:
                     kept_at = (held_by_record_file(layout, entry.path)
@@ -146,20 +145,27 @@ class Listed:
     st: os.stat_result
 
 
-def _settle_finished_runs(spool: Spool) -> None:
+def _settle_finished_runs(spool: Spool) -> frozenset[str]:
     """Remove the running files of finished runs whose processor died before removing
     them (:func:`spool.orphans.drop_if_finished`), before their records may go: a
     record is the only sign its run ended, and purged first, the next recovery pass
     took the run for one cut short and ran it again (h366).  Such a file is older than
-    its record, so it is listed here if its record is judged old below."""
+    its record, so it is listed here if its record is judged old below.
+
+    The ids whose running file stays beside a record as new as it (its removal refused:
+    no write access to ``running/``, EIO; or its owner alive between its record and the
+    removal): their records are kept, as they may be the only sign (h369)."""
     try:
         names = os.listdir(spool.layout.folder(JobState.RUNNING))
     except OSError:
-        return  # recovery settles them as before
+        return frozenset()  # recovery settles them as before
+    unsettled: set[str] = set()
     for name in names:
         job_id = name.removesuffix(JOB_SUFFIX)
-        if job_id != name and is_valid_id(job_id):
-            drop_if_finished(spool, job_id)
+        if (job_id != name and is_valid_id(job_id) and not drop_if_finished(spool, job_id)
+                and record_as_new(spool.layout, job_id)):
+            unsettled.add(job_id)
+    return frozenset(unsettled)
 
 
 def listed(folder: str, state: JobState) -> Iterator[Listed]:

@@ -156,3 +156,30 @@ def test_purge_reads_no_running_file_whose_id_has_no_record_as_new(
 
     assert leased == []
     assert listing(processor.layout.folder(R)) == ["j0.json", "j1.json", "j2.json"]
+
+
+def test_purge_keeps_the_record_of_a_finished_orphan_it_could_not_settle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settling is best effort (no write access to running/, EIO): its record was
+    purged all the same, and the next recovery pass requeued the finished run."""
+    processor = make_spool(tmp_path / "spool")
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    claim = processor.claim("daily")
+    assert claim is not None
+    processor.publish_terminal(done_record(claim, "first"))
+    claim.close()
+    time.sleep(0.3)
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+
+    def refused(path: object, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(client.spool.mover, "unlink_durable", refused)
+    report = client.purge(0.2)
+    assert (report.removed, report.kept) == (0, 1)
+
+    scan = Recovery(processor).scan()
+
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+    assert scan.finished == ["daily"]
