@@ -164,7 +164,9 @@ PURGE = Command(
     run_purge,
     description="Remove done/failed records whose files are older than --older-than "
     "(and the quarantined originals beside failed ones).  Pending and running jobs "
-    "are never touched.  Exit 1, with nothing removed, when this user may not write to "
+    "are never touched; a running file whose run is recorded and whose processor died "
+    "before removing it is removed first (as the next recovery would), and a record it "
+    "cannot so settle is kept.  Exit 1, with nothing removed, when this user may not write to "
     "(with --dry-run: list) those folders; exit 1 too when the disk failed the read of a "
     "record purge must read to judge (a kept entry's), or a record's removal: that "
     "record is kept (in its folder) and named, the others purged.")
