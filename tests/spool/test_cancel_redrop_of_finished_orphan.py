@@ -12,6 +12,9 @@ second time and its ``done`` record replaced the cancel the client had been answ
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +26,23 @@ from spool.fsops import Mover
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import JobState
+from spool.transitions import Spool
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
+
+
+def _finished_orphan(root: Path, max_attempts: int = 25) -> Spool:
+    """A spool whose job ``daily`` has its run's record out and its running file left:
+    its processor died between the two steps of its completion."""
+    processor = make_spool(root)
+    submit(processor, "daily", max_attempts=max_attempts)
+    claim = processor.claim("daily")
+    assert claim is not None
+    processor.publish_terminal(done_record(claim, "first"))
+    claim.close()
+    return processor
 
 
 @pytest.mark.parametrize("max_attempts", [1, 25])
@@ -34,14 +50,8 @@ def test_a_cancelled_redrop_of_a_finished_orphan_keeps_its_cancel(
         tmp_path: Path, max_attempts: int) -> None:
     """Before: with attempts left the run was requeued (and ran again); without, it was
     failed ``abandoned`` over the cancel."""
-    processor = make_spool(tmp_path / "spool")
+    processor = _finished_orphan(tmp_path / "spool", max_attempts)
     layout = processor.layout
-    submit(processor, "daily", max_attempts=max_attempts)
-    claim = processor.claim("daily")
-    assert claim is not None
-    # The run's record is out; its processor dies before the running file goes.
-    processor.publish_terminal(done_record(claim, "first"))
-    claim.close()
     assert listing(layout.folder(R)) == listing(layout.folder(D)) == ["daily.json"]
 
     client = Client(layout, Mover(layout, FsyncMode.NEVER))
@@ -61,13 +71,8 @@ def test_a_cancelled_redrop_of_a_finished_orphan_keeps_its_cancel(
 def test_a_purged_record_of_a_finished_orphan_is_not_run_again(tmp_path: Path) -> None:
     """The same with ``spoolq purge``: the run's record purged before any recovery pass
     settled its running file, the next pass requeued the run and it ran again."""
-    processor = make_spool(tmp_path / "spool")
+    processor = _finished_orphan(tmp_path / "spool")
     layout = processor.layout
-    submit(processor, "daily", max_attempts=25)
-    claim = processor.claim("daily")
-    assert claim is not None
-    processor.publish_terminal(done_record(claim, "first"))
-    claim.close()
     time.sleep(0.3)  # (not aged by its mtime: the record must stay newer than the claim)
 
     client = Client(layout, Mover(layout, FsyncMode.NEVER))
@@ -98,10 +103,6 @@ def test_a_cancel_while_the_runs_owner_is_between_record_and_removal_waits_for_i
     file held and went on, its record replaced the run's, and recovery requeued the
     finished run (it ran again over the cancel).  The owner's lock is waited for (it
     is gone in a moment: removed, or its owner dead)."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
     root = tmp_path / "spool"
     processor = make_spool(root)
     layout = processor.layout
@@ -162,13 +163,8 @@ def test_purge_keeps_the_record_of_a_finished_orphan_it_could_not_settle(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The settling is best effort (no write access to running/, EIO): its record was
     purged all the same, and the next recovery pass requeued the finished run."""
-    processor = make_spool(tmp_path / "spool")
+    processor = _finished_orphan(tmp_path / "spool")
     layout = processor.layout
-    submit(processor, "daily", max_attempts=25)
-    claim = processor.claim("daily")
-    assert claim is not None
-    processor.publish_terminal(done_record(claim, "first"))
-    claim.close()
     time.sleep(0.3)
     client = Client(layout, Mover(layout, FsyncMode.NEVER))
 
