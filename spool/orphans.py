@@ -18,7 +18,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there, refused_by_file
 from spool.history import history_of, retry_error
 from spool.ids import JOB_SUFFIX
-from spool.jobfile import MAX_ACTIVE_BYTES, parse_job, read_fd, record_from_job
+from spool.jobfile import MAX_ACTIVE_BYTES, job_in, parse_job, read_fd, record_from_job
 from spool.layout import ORIG_SUFFIX
 from spool.lease import names, open_nofollow, try_lock
 from spool.models import ErrorInfo, Job, Record, error_text, parse_record
@@ -328,14 +328,7 @@ class Orphans:
 
 def run_recorded(layout: Layout, claim: Claim, job: Job | None) -> bool:
     """See :meth:`Orphans._run_recorded`: ``claim``'s run has its record."""
-    for state in (JobState.DONE, JobState.FAILED):
-        path = layout.job(state, claim.job_id)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < claim.claimed_ns:
-            continue  # no record (a directory, a symlink), or one older than the claim
+    for path, st in _records_since(layout, claim.job_id, claim.claimed_ns):
         if job is None:
             return True
         recorded = Orphans._records_run(path, claim, job)
@@ -343,6 +336,20 @@ def run_recorded(layout: Layout, claim: Claim, job: Job | None) -> bool:
         if recorded or (recorded is None and st.st_mtime_ns > claim.claimed_ns):
             return True
     return False
+
+
+def _records_since(layout: Layout, job_id: str, since_ns: int
+                   ) -> Iterator[tuple[Path, os.stat_result]]:
+    """``job_id``'s records in ``done/`` and ``failed/`` written at ``since_ns`` or later
+    (a claim's time), and their lstat; no record is a directory or a symlink."""
+    for state in (JobState.DONE, JobState.FAILED):
+        path = layout.job(state, job_id)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= since_ns:
+            yield path, st
 
 
 FINISHING_WAIT_S = 2.0
@@ -411,12 +418,9 @@ def _lease_unowned(layout: Layout, path: Path, job_id: str) -> Claim | None:
 
 
 def _job_of(data: bytes) -> Job | None:
-    if len(data) > MAX_ACTIVE_BYTES or inexact_integer(data) is not None:
-        return None
-    try:
-        return parse_job(data)
-    except ValueError:
-        return None
+    """The job a running file's bytes hold (:func:`~spool.jobfile.job_in`); None past
+    :data:`~spool.jobfile.MAX_ACTIVE_BYTES`, where no job is."""
+    return job_in(data) if len(data) <= MAX_ACTIVE_BYTES else None
 
 
 def record_as_new(layout: Layout, job_id: str) -> bool:
@@ -430,18 +434,10 @@ def _record_as_new(layout: Layout, job_id: str, path: Path) -> bool:
     its change time, which its claim set: what :func:`run_recorded` needs, by lstat."""
     try:
         running = os.lstat(path)
-        if not stat.S_ISREG(running.st_mode):
-            return False
-        for state in (JobState.DONE, JobState.FAILED):
-            try:
-                st = os.lstat(layout.job(state, job_id))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_mtime_ns >= running.st_ctime_ns:
-                return True
+        return (stat.S_ISREG(running.st_mode)
+                and any(_records_since(layout, job_id, running.st_ctime_ns)))
     except OSError:
         return False
-    return False
 
 
 def _finishing(layout: Layout, path: Path, job_id: str) -> bool:
