@@ -22,12 +22,13 @@ are new at each start; a start that is over has its idle children killed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
@@ -111,46 +112,26 @@ class Host:
         counts from the job's last word: a start (a forkserver preloading numpy and pandas
         on a loaded host: 3 to 10 s at load 16) said nothing, and one longer than the
         timeout and the backstop failed the job ``timeout`` before it ran."""
-        dead: list[Child] = []
-        beat_at = time.monotonic() + every
-        try:
-            with self.lock:
-                while True:
-                    idle = self.idle.setdefault(pool, [])
-                    while idle:
-                        child = idle.pop()
-                        if child.alive():
-                            return child
-                        dead.append(child)
-                    if not self.starting.get(pool):
-                        break
-                    # Without a beat, beat_at is no wake-up: past it, a wait of 0 s
-                    # spun on the lock until the child came.
-                    self.lock.wait(timeout=1.0 if beat is None else
-                                   max(0.0, min(1.0, beat_at - time.monotonic())))
-                    if beat is not None and time.monotonic() >= beat_at:
-                        beat_at = time.monotonic() + every
-                        beat()
-        finally:
-            for child in dead:
-                self.discard(child)
-        if beat is None:
+        with _beating(beat, every) as waiting:
+            dead: list[Child] = []
+            try:
+                with self.lock:
+                    while True:
+                        idle = self.idle.setdefault(pool, [])
+                        while idle:
+                            child = idle.pop()
+                            if child.alive():
+                                return child
+                            dead.append(child)
+                        if not self.starting.get(pool):
+                            break
+                        waiting()
+                        self.lock.wait(timeout=1.0)
+            finally:
+                for child in dead:
+                    self.discard(child)
+            waiting()
             return self.spawn(pool[1])
-        done = threading.Event()
-
-        def beating(first_s: float) -> None:
-            wait_s = first_s
-            while not done.wait(wait_s):
-                beat()
-                wait_s = every
-
-        thread = threading.Thread(target=beating, args=(max(0.0, beat_at - time.monotonic()),),
-                                  name="spoolq-start-beat", daemon=True)
-        thread.start()
-        try:
-            return self.spawn(pool[1])
-        finally:
-            done.set()
 
     def give_back(self, pool: Pool, child: Child) -> None:
         config = pool[1]
@@ -343,3 +324,33 @@ def _log_output_as_json() -> None:
         out.addHandler(handler)
         out.setLevel(logging.INFO)
         out.propagate = False
+
+
+@contextlib.contextmanager
+def _beating(beat: Callable[[], object] | None, every: float
+             ) -> Iterator[Callable[[], None]]:
+    """:meth:`Host.take`'s beats: ``beat`` called every ``every`` seconds from the block's
+    start, on a thread of its own started by the first call of the function given (a
+    wait for a child, or its spawn: a child idle at once costs no thread), until the
+    block ends; nothing without a beat."""
+    started_at = time.monotonic()
+    done = threading.Event()
+    thread: threading.Thread | None = None
+
+    def beating() -> None:
+        wait_s = max(0.0, started_at + every - time.monotonic())
+        while not done.wait(wait_s):
+            assert beat is not None
+            beat()
+            wait_s = every
+
+    def waiting() -> None:
+        nonlocal thread
+        if beat is not None and thread is None:
+            thread = threading.Thread(target=beating, name="spoolq-start-beat", daemon=True)
+            thread.start()
+
+    try:
+        yield waiting
+    finally:
+        done.set()
