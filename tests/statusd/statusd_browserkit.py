@@ -132,6 +132,21 @@ def held_back(page: sync_api.Page, url: str) -> list[sync_api.Route]:
     return held
 
 
+def held_heads(page: sync_api.Page, url: str) -> list[sync_api.Route]:
+    """HEAD requests to ``url`` held back, as :func:`held_back` holds them (the page's look
+    at whether a task is still there); its other requests go through."""
+    held: list[sync_api.Route] = []
+
+    def hold(route: sync_api.Route) -> None:
+        if route.request.method == "HEAD":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(url, hold)
+    return held
+
+
 def goto_with_clock_paused(page: sync_api.Page, url: str) -> None:
     """Open ``url`` on ``page`` with its clock installed and paused a second on: the
     page's timers (its tries again, its stats refreshes) run only as the test runs them

@@ -18,7 +18,13 @@ from typing import Any
 import orjson
 import pytest
 import test_statusd_dashboard as dashboard
-from statusd_browserkit import REREAD_MS, STATS_EVERY_MS, goto_with_clock_paused, refuse
+from statusd_browserkit import (
+    REREAD_MS,
+    STATS_EVERY_MS,
+    goto_with_clock_paused,
+    held_heads,
+    refuse,
+)
 from statusdkit import (
     STATS_URL,
     TOKEN,
@@ -310,17 +316,9 @@ def test_one_look_at_a_purged_task_is_out_at_a_time(
     and each drawn.  The later look stands for both; the earlier is let go."""
     run_job(spool, "ended", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
     run_job(spool, "other", tool="echo")
-    looks: list[sync_api.Route] = []
     let_go: list[sync_api.Request] = []
-
-    def hold_head(route: sync_api.Route) -> None:
-        if route.request.method == "HEAD":
-            looks.append(route)
-        else:
-            route.continue_()
-
     page.on("requestfailed", lambda r: let_go.append(r) if r.method == "HEAD" else None)
-    page.route("**/api/v1/tasks/ended", hold_head)
+    looks = held_heads(page, "**/api/v1/tasks/ended")
     goto_with_clock_paused(page, server.base + "/#/tasks/ended")  # stats refreshed only as told
     expect(page.locator("#task-state")).to_have_text("failed")
     expect(page.locator("#count-done")).to_have_text("1")

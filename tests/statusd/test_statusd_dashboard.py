@@ -29,6 +29,7 @@ from statusd_browserkit import (
     chromium,
     goto_with_clock_paused,
     held_back,
+    held_heads,
     own_page,
     refuse,
     sync_api,
@@ -1262,15 +1263,7 @@ def test_a_look_for_a_purged_task_that_comes_back_after_its_re_drop_is_dropped(
     and run to done: the view said "not found" beside a task that was there, done."""
     expect = sync_api.expect
     run_job(spool, "old", tool="echo", error=(ErrorType.TOOL_ERROR, "old news"))
-    held: list[sync_api.Route] = []
-
-    def hold_head(route: sync_api.Route) -> None:
-        if route.request.method == "HEAD":
-            held.append(route)
-        else:
-            route.continue_()
-
-    page.route("**/api/v1/tasks/old", hold_head)
+    held = held_heads(page, "**/api/v1/tasks/old")
     page.clock.install()
     page.goto(server.base + "/#/tasks/old")
     expect(page.locator("#task-state")).to_have_text("failed")
