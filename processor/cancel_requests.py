@@ -33,7 +33,7 @@ from processor.run import Run
 from processor.runner import Outcome
 from processor.tools import ExecutionMode
 from spool.entries import read_regular
-from spool.errors import ErrorType, SpoolIOError, UnreadableDrop
+from spool.errors import ConflictError, ErrorType, SpoolIOError, UnreadableDrop
 from spool.fsops import failing_file, is_there
 from spool.ids import JOB_SUFFIX
 from spool.transitions import Spool
@@ -61,6 +61,7 @@ class CancelRequests:
         self.fast = fast
         self.executor = executor
         self.unreadable: dict[str, str] = {}  # id -> the error said of its request
+        self.put_off: dict[str, str] = {}  # id -> why its cancel was put off, as said
         self.finish = finish
         self.io_trouble = io_trouble
 
@@ -94,7 +95,9 @@ class CancelRequests:
                                              "cancelled while running"))
             elif run is None and job_id in self.queues.ready:
                 try:
-                    record = self.spool.cancel_pending(job_id)
+                    # Not waited for in the loop: an owner between a run's record and
+                    # its file's removal puts the cancel off to a later scan.
+                    record = self.spool.cancel_pending(job_id, settle_wait_s=0)
                 except UnreadableDrop as exc:
                     # Its file's trouble (given back to pending/), not the spool's: taken
                     # for a pause, the request was tried again at each pause's end, and
@@ -103,10 +106,17 @@ class CancelRequests:
                     self.queues.ready.pop(job_id, None)
                     self.discovery.unreadable_file(job_id + JOB_SUFFIX, exc)
                     continue
+                except ConflictError as exc:
+                    # The run of the id before this drop may have ended, its running file
+                    # not yet settled (spool.cancellation._give_back): the job is pending
+                    # again, and the request, still there, is asked at the next scan.
+                    self._put_off(job_id, exc)
+                    continue
                 except SpoolIOError as exc:
                     cancels.add(job_id)  # asked again once the disk trouble passes
                     self.io_trouble(exc)
                     return
+                self.put_off.pop(job_id, None)
                 if record is not None:
                     self.queues.ready.pop(job_id, None)
                     logs.transition("cancelled", id=job_id, tool=record.tool)
@@ -119,7 +129,15 @@ class CancelRequests:
                          f"cannot look up the cancel request of {job_id}")
         if not there:
             self.unreadable.pop(job_id, None)
+            self.put_off.pop(job_id, None)
         return there
+
+    def _put_off(self, job_id: str, exc: ConflictError) -> None:
+        """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""
+        if self.put_off.get(job_id) != str(exc):
+            self.put_off[job_id] = str(exc)
+            log.warning("a cancel is put off; asked again at each scan",
+                        extra={"fields": {"id": job_id, "error": str(exc)}})
 
     def _unreadable(self, job_id: str, exc: UnreadableDrop) -> None:
         """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""

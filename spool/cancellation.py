@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from spool.claim import Claim, take
 from spool.clock import utc_from_ns
@@ -50,8 +50,14 @@ CANCELLED_PENDING = "cancelled while pending"
 own record by it, :meth:`spool.staged.Staged._restore_cancel`)."""
 
 
-def cancel_pending(spool: Spool, job_id: str) -> Record | None:
-    """pending -> failed ``cancelled``; None when the job is not (or no longer) pending."""
+def cancel_pending(spool: Spool, job_id: str, *, settle_wait_s: float | None = None
+                   ) -> Record | None:
+    """pending -> failed ``cancelled``; None when the job is not (or no longer) pending.
+
+    ConflictError, the job pending still, when the run of its id before it may be over
+    and its running file cannot be settled (:func:`_give_back`); ``settle_wait_s``: how
+    long an owner between that run's record and the file's removal is waited for
+    (:data:`spool.orphans.FINISHING_WAIT_S` when None)."""
     check_transition(JobState.PENDING, JobState.FAILED)
     staged = spool.mover.action_staging(f"cancel-{job_id}")
     claim = take(spool.mover, spool.layout.job(JobState.PENDING, job_id), staged, job_id)
@@ -60,10 +66,34 @@ def cancel_pending(spool: Spool, job_id: str) -> Record | None:
     # The run ahead of it may be over, its record out and its running file left by a
     # processor killed in between: this record replaces that one, after which recovery
     # took the run for one cut short and ran it again over the cancel.  Settled first.
-    from spool.orphans import drop_if_finished  # noqa: PLC0415 - orphans imports Spool
+    from spool.orphans import (  # noqa: PLC0415 - orphans imports Spool
+        FINISHING_WAIT_S,
+        Settle,
+        drop_if_finished,
+    )
 
-    drop_if_finished(spool, job_id)
+    wait_s = FINISHING_WAIT_S if settle_wait_s is None else settle_wait_s
+    if drop_if_finished(spool, job_id, wait_s) is Settle.LEFT:
+        _give_back(spool, claim, staged)
     return finish_cancel(spool, claim, staged)
+
+
+def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
+    """Put a job staged for cancel back in ``pending/`` and refuse the cancel: the run of
+    its id ahead of it may be over, its record the only sign, and its running file could
+    not be settled (:attr:`spool.orphans.Settle.LEFT`).  Its cancel's record would replace
+    that one, and recovery then ran the finished run again over the cancel (h369).  Put
+    back, it is the job it was; a cancel asked again once that file is settled (by its
+    owner, or the next recovery pass) goes on.  Should it not go back (a newer drop of
+    the id is pending, or the move fails), it stays staged for recovery to settle, as a
+    cancel cut short (:meth:`spool.staged.Staged._restore_cancel`)."""
+    try:
+        spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
+                         replace=False)
+    finally:
+        claim.close()
+    raise ConflictError(f"job {claim.job_id} not cancelled: the run of it before this drop "
+                        "may have ended, its running file is not yet settled; try again")
 
 
 def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:

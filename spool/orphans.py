@@ -14,6 +14,7 @@ file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 
 from __future__ import annotations
 
+import enum
 import os
 import random
 import stat
@@ -358,7 +359,21 @@ completion (its record out, its running file not yet removed): a moment, unless 
 stopped or stuck there (a stalled disk); then it is left as before."""
 
 
-def drop_if_finished(spool: Spool, job_id: str) -> bool:
+class Settle(enum.Enum):
+    """What :func:`drop_if_finished` did with an id's running file."""
+
+    NOTHING = "nothing"
+    """No running file of a finished run: none, a run still going, or one cut short."""
+    DROPPED = "dropped"
+    """A finished run's, removed."""
+    LEFT = "left"
+    """Beside a record as new as it, and not removed: its owner stayed between its record
+    and the removal past the wait, or its lease, read or removal failed
+    (no write access to ``running/``, EIO).  Its run may be over, that record the only
+    sign."""
+
+
+def drop_if_finished(spool: Spool, job_id: str, wait_s: float = FINISHING_WAIT_S) -> Settle:
     """Remove ``running/<id>.json`` when no live owner holds it and its run's record is
     out: a processor killed between the two steps of its completion (the record, then
     the running file) left it, and recovery's pass would remove it the same way
@@ -368,52 +383,55 @@ def drop_if_finished(spool: Spool, job_id: str) -> bool:
     waiting behind that run): the record is the only sign the run ended.  Replaced
     first, the next pass found no record of the run, requeued it as cut short and ran
     it again, and its record replaced the cancel the client had been answered
-    (chaos soak ``--meddle --meddlers 3``, h366).  False when there is no such file, a
-    live owner holds it, or its run has no record: the file is left as it was.
+    (chaos soak ``--meddle --meddlers 3``, h366).  :attr:`Settle.LEFT` when it may be
+    such a file and stays: the caller must not replace the record then.
 
     Nothing is opened unless the id has a record as new as the file (three lstats: purge
     asks it of every running file, and a lease reads a job file whole).  A live owner
     whose record is out is between the two steps: its lock is waited for, up to
-    :data:`FINISHING_WAIT_S` (it removes the file in a moment, or dies in between and
-    the file is this one's to remove); taken for "running", the cancel's record
-    replaced the run's, its owner was killed before the removal, and recovery ran the
-    finished run again (h369)."""
+    ``wait_s`` (it removes the file in a moment, or dies in between and the file is this
+    one's to remove); taken for "running", the cancel's record replaced the run's, its
+    owner was killed before the removal, and recovery ran the finished run again (h369).
+    A processor's loop waits for nothing (0): what it leaves, it asks again later."""
     path = spool.layout.job(JobState.RUNNING, job_id)
-    if (claim := _lease_unowned(spool.layout, path, job_id)) is None:
-        return False
+    claim = _lease_unowned(spool.layout, path, job_id, wait_s)
+    if isinstance(claim, Settle):
+        return claim
     try:
         if _moved(path, claim.fd):
-            return False
+            return Settle.LEFT  # replaced, or not to be looked up: not known
         try:
             if not run_recorded(spool.layout, claim, _job_of(claim.data)):
-                return False
-            return spool.mover.unlink_durable(path)
+                return Settle.NOTHING  # cut short: recovery's to requeue
+            return Settle.DROPPED if spool.mover.unlink_durable(path) else Settle.NOTHING
         except (SpoolIOError, OSError):  # UnreadableDrop too
-            return False  # left for recovery, as before
+            return Settle.LEFT  # for recovery, as before
     finally:
         claim.close()
 
 
-def _lease_unowned(layout: Layout, path: Path, job_id: str) -> Claim | None:
+def _lease_unowned(layout: Layout, path: Path, job_id: str, wait_s: float
+                   ) -> Claim | Settle:
     """:func:`drop_if_finished`'s lease of ``path``, once no owner between the two steps
-    of its completion holds it (waited for); None when there is nothing to settle, or
-    it cannot be told (recovery's then, as before)."""
+    of its completion holds it (waited for, up to ``wait_s``); else what became of it:
+    nothing to settle, or left (it cannot be told, or its owner stays between the
+    steps)."""
     deadline: float | None = None
     while True:
         if not _record_as_new(layout, job_id, path):
-            return None  # no running file, or no record since its claim: nothing to do
+            return Settle.NOTHING  # no running file, or no record since its claim
         try:
             if (claim := lease(path, job_id)) is not None:
                 return claim
             if not _finishing(layout, path, job_id):
-                return None  # gone, or a run still going
+                return Settle.NOTHING  # gone, or a run still going
         except (SpoolIOError, OSError):  # UnreadableDrop too: recovery's to settle (and say)
-            return None
+            return Settle.LEFT
         now = time.monotonic()
         if deadline is None:
-            deadline = now + FINISHING_WAIT_S
+            deadline = now + wait_s
         elif now >= deadline:
-            return None  # its owner stays between the steps: left, as before
+            return Settle.LEFT  # its owner stays between the steps
         time.sleep(0.005)
 
 

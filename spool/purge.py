@@ -31,7 +31,7 @@ from spool.errors import SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.kept import held_by_record_file
 from spool.layout import parse_staging
-from spool.orphans import drop_if_finished, record_as_new
+from spool.orphans import Settle, drop_if_finished, record_as_new
 from spool.quarantine import RECORD_NOTE
 from spool.states import TERMINAL, JobState
 from spool.superseded import put_back
@@ -162,7 +162,8 @@ def _settle_finished_runs(spool: Spool) -> frozenset[str]:
     unsettled: set[str] = set()
     for name in names:
         job_id = name.removesuffix(JOB_SUFFIX)
-        if (job_id != name and is_valid_id(job_id) and not drop_if_finished(spool, job_id)
+        if (job_id != name and is_valid_id(job_id)
+                and drop_if_finished(spool, job_id) is not Settle.DROPPED
                 and record_as_new(spool.layout, job_id)):
             unsettled.add(job_id)
     return frozenset(unsettled)

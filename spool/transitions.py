@@ -430,9 +430,10 @@ class Spool:
         """failed -> pending with attempts reset to 0 (:func:`spool.submission.retry`)."""
         return submission.retry(self, job_id)
 
-    def cancel_pending(self, job_id: str) -> Record | None:
+    def cancel_pending(self, job_id: str, *, settle_wait_s: float | None = None
+                       ) -> Record | None:
         """pending -> failed ``cancelled`` (:func:`spool.cancellation.cancel_pending`)."""
-        return cancellation.cancel_pending(self, job_id)
+        return cancellation.cancel_pending(self, job_id, settle_wait_s=settle_wait_s)
 
     def finish_cancel(self, claim: Claim, staged: Path) -> Record:
         """Publish the ``cancelled`` record of a job staged for cancel

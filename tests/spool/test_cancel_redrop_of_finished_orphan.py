@@ -19,10 +19,20 @@ import time
 from pathlib import Path
 
 import pytest
-from spoolkit import done_record, listing, make_spool, read_json, submit
+from spoolkit import (
+    done_record,
+    listing,
+    make_spool,
+    read_json,
+    refused_bytes,
+    spoolq_bytes,
+    submit,
+)
 
 from spool.client import Client
+from spool.errors import ConflictError
 from spool.fsops import Mover
+from spool.layout import Layout
 from spool.recovery import Recovery
 from spool.settings import FsyncMode
 from spool.states import JobState
@@ -179,3 +189,73 @@ def test_purge_keeps_the_record_of_a_finished_orphan_it_could_not_settle(
 
     assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
     assert scan.finished == ["daily"]
+
+
+
+def _redrop_beside(layout: Layout) -> tuple[Client, bytes, bytes]:
+    """A client, having re-dropped ``daily`` behind its run's running file, and the
+    bytes of that re-drop and of the run's record as they are now."""
+    client = Client(layout, Mover(layout, FsyncMode.NEVER))
+    submit(client.spool, "daily", meta={"drop": 2})
+    return (client, layout.job(P, "daily").read_bytes(), layout.job(D, "daily").read_bytes())
+
+
+def test_a_cancel_that_cannot_settle_the_finished_run_is_refused_and_the_redrop_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its settling is best effort (no write access to running/, EIO): the cancel's
+    record replaced the run's all the same, and the next recovery pass ran the finished
+    run again over the cancel.  Refused now (ConflictError), the re-drop back in
+    ``pending/`` as it was; asked again once the file is settled, it goes on."""
+    processor = _finished_orphan(tmp_path / "spool")
+    layout = processor.layout
+    client, redrop, record = _redrop_beside(layout)
+
+    def refused(path: object, **_: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(client.spool.mover, "unlink_durable", refused)
+        with pytest.raises(ConflictError, match="daily not cancelled"):
+            client.cancel("daily", wait_s=0)
+
+    assert layout.job(P, "daily").read_bytes() == redrop
+    assert layout.job(D, "daily").read_bytes() == record
+    assert listing(layout.folder(F)) == []
+    scan = Recovery(processor).scan()
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+    assert scan.finished == ["daily"]
+    cancelled = client.cancel("daily", wait_s=0)  # settled: it goes on
+    assert cancelled.error is not None and cancelled.error.type == "cancelled"
+    assert [listing(layout.folder(s)) for s in (P, R, D)] == [[], [], []]
+
+
+def test_a_cancel_while_the_runs_owner_stays_between_record_and_removal_is_refused(
+        env: dict[str, str], root: Path) -> None:
+    """The run's processor alive and stuck between its record and its running file's
+    removal (a stalled disk) past the cancel's wait: the cancel's record replaced the
+    run's, and once that processor died, recovery ran the finished run again.  The
+    ``spoolq cancel`` of the re-drop is refused in one line (exit 1), the re-drop kept."""
+    processor = make_spool(root)
+    submit(processor, "daily", max_attempts=25)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        _, redrop, record = _redrop_beside(processor.layout)
+        refused_bytes(spoolq_bytes(env, "cancel", "daily"), 1, "daily not cancelled", "try again")
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    layout = processor.layout
+    assert layout.job(P, "daily").read_bytes() == redrop
+    assert layout.job(D, "daily").read_bytes() == record
+
+    scan = Recovery(processor).scan()  # its owner dead: settled
+
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+    assert scan.finished == ["daily"]
+    assert listing(layout.folder(P)) == ["daily.json"]
