@@ -176,16 +176,21 @@ function formatMoney(value, digits = 0, compact = Math.abs(value) >= 1e6) {
 function axisTexts(values, log) {
   // The equity axis's labels for ``values`` (lowest first), in one notation: a curve from
   // 76,560 to 1.53M read "76,560 / 802,663 / 1.5M".  Compact for all when the highest is
-  // past a million, with the fewest decimals (one at least) that tell them apart.
+  // past a million, with the fewest decimals (one at least) that tell them apart; all with
+  // an exponent when it is past compact's trillions ("500T / 750T / 1.0e15" mixed two).
   const [lo, hi] = [values[0], values[values.length - 1]];
-  if (Math.max(Math.abs(lo), Math.abs(hi)) < 1e6) {
+  const top = Math.max(Math.abs(lo), Math.abs(hi));
+  if (top < 1e6) {
     const digits = moneyDigits(lo, hi, log);
     return values.map((v) => formatMoney(v, digits));
   }
+  const say = top >= 1e15
+    ? (v, digits) => v.toExponential(digits).replace("e+", "e")
+    : (v, digits) => formatMoney(v, digits, true);
   let texts = [];
   // Up to six: three said "1M / 1.001M / 1.001M" of a million that moved 0.1%.
   for (let digits = 1; digits <= 6; digits++) {
-    texts = values.map((v) => formatMoney(v, digits, true));
+    texts = values.map((v) => say(v, digits));
     if (new Set(texts).size === new Set(values).size) break;
   }
   return texts;
