@@ -114,9 +114,12 @@ def kill_outcome(flight: Flight) -> Outcome | None:
     """How a killed flight ends, by its kill reason; None when it was not killed."""
     reason, task = flight.kill_reason, flight.task
     if reason == ErrorType.TIMEOUT.value:
+        # Only the processor's backstop kills for a timeout (the worker's own kill says so
+        # itself): "killed after 1 s" was said of a job its worker never confirmed it ran
+        # or stopped, and of one killed 11 s after its start.
         return Outcome(task.job_id, ErrorType.TIMEOUT,
-                       f"killed after {seconds_text(task.timeout_s)} (timeout)", retryable=True,
-                       pid=0)
+                       f"no word from its Dask worker past its {seconds_text(task.timeout_s)} "
+                       "limit; killed by the processor (timeout)", retryable=True, pid=0)
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0)
     if reason is not None:
