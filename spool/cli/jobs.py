@@ -314,7 +314,8 @@ CANCEL = Command(
     "already finished, or finishes before the cancel takes effect (its record is "
     "printed); exit 1 too, before anything is changed, when this user may not write to "
     "the folders a cancel changes (a member of one of the spool's groups only: run it as "
-    "the spool user).")
+    "the spool user), or when a re-drop waits behind a run of its id that has ended but "
+    "whose running file is not yet settled (try again).")
 RETRY = Command(
     "retry", "move a failed job back to pending/ (attempts reset to 0)",
     _configure_retry, run_retry,
