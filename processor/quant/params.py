@@ -25,6 +25,8 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -52,12 +54,24 @@ Horizon = Annotated[int, Field(ge=1, le=MAX_HORIZON, strict=True)]
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
+_DATETIME = TypeAdapter(datetime)
+
+
 def _iso_only(value: object) -> object:
     """Refuse a number, or a string of one: pydantic would read it as seconds since
-    1970 (``start=2020`` as 1970-01-01T00:33:40), where QUANT.md's times are ISO 8601."""
+    1970 (``start=2020`` as 1970-01-01T00:33:40), where QUANT.md's times are ISO 8601.
+    Text that is no date or time gets the same words: pydantic's own were "start: Input
+    should be a valid datetime or date, input is too short" for ``start=yesterday`` or
+    ``start=2010-05``, naming neither the value nor the format wanted (QA)."""
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError(f"{value!r} is not an ISO 8601 date or time "
                          "(e.g. 2020-01-31 or 2020-01-31T09:30:00Z)")
+    if isinstance(value, str):
+        try:
+            return _DATETIME.validate_python(value)
+        except ValidationError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date or time "
+                             "(e.g. 2020-01-31 or 2020-01-31T09:30:00Z)") from None
     return value
 
 
