@@ -34,8 +34,23 @@ from pydantic import (
 from spool.errors import InvalidParams
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-# For pydantic models: its regex engine anchors ``$`` at the very end of the text.
-Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _symbol_said(value: object) -> object:
+    """Refuse text that is no symbol id in words that give it: pydantic's own were
+    "symbols.0: String should match pattern '^[A-Za-z0-9]...$'" for ``symbols=../x``,
+    naming neither the value nor what a symbol may be (QA h372).  Anything else is left
+    to the type's own check (and its words)."""
+    if isinstance(value, str) and not _SYMBOL.fullmatch(value):
+        raise ValueError(f"{value!r} is not a symbol id (letters, digits and ._-, at most "
+                         "64, starting with a letter or digit)")
+    return value
+
+
+# For pydantic models: its regex engine anchors ``$`` at the very end of the text.  The
+# pattern stays for the params' JSON Schema; the words are _symbol_said's.
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN), BeforeValidator(_symbol_said)]
 MAX_KLINE_ROWS = 1_000_000
 MAX_SYMBOLS = 10_000
 MAX_BACKTEST_BARS = 10_000_000
