@@ -27,6 +27,7 @@ from spoolkit import (
     submit,
 )
 
+from spool import orphans
 from spool.client import Client
 from spool.errors import ConflictError
 from spool.fsops import Mover
@@ -79,8 +80,23 @@ def test_a_run_and_a_cancel_of_its_waiting_redrop_finishing_at_once_leave_a_reco
         _inside_window_of(monkeypatch, client.spool, run_ends)
         cancel()
     else:
-        _inside_window_of(monkeypatch, processor, cancel)
+        # Inside the run's window its record is out and its running file held: the
+        # cancel is refused now (800df41: its record would replace the run's, the only
+        # sign the run ended), the re-drop kept; asked again once the run is over, it
+        # goes on.  (Its owner is this thread: not waited for.)
+        monkeypatch.setattr(orphans, "FINISHING_WAIT_S", 0.0)
+        refused: list[ConflictError] = []
+
+        def refused_cancel() -> None:
+            with pytest.raises(ConflictError, match="daily not cancelled") as info:
+                cancel()
+            refused.append(info.value)
+
+        _inside_window_of(monkeypatch, processor, refused_cancel)
         run_ends()
+        assert len(refused) == 1
+        assert listing(layout.folder(P)) == ["daily.json"]
+        cancel()
 
     # The finisher that went second in the window removed the first one's record while
     # its own stood; the first then found its own gone and put the other back.
