@@ -26,7 +26,7 @@ from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
 from spool.large import Head, leading_fields, read_record
 from spool.layout import StagingName, parse_staging, pid_space
 from spool.lease import is_locked
-from spool.orphans import lease
+from spool.orphans import Settle, drop_if_finished, lease
 from spool.purge import PURGE_TAG
 from spool.recheck import Stamp, folder_stamp
 from spool.states import JobState
@@ -267,7 +267,8 @@ class Staged:
             self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id, st))
         elif action == "cancel":
             try:
-                self._restore_cancel(job_id, path, st)
+                if not self._restore_cancel(job_id, path, st):
+                    return  # left for a later pass (not restored)
             except UnreadableDrop as exc:
                 # Left for the next pass, as an orphan whose read fails: raised, one bad
                 # sector under it paused claims at each pass and exited 75 at each start.
@@ -378,11 +379,13 @@ class Staged:
         else:
             report.removed += self.mover.unlink(path)  # or a newer record was written
 
-    def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result) -> None:
+    def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result
+                        ) -> bool:
+        """Settle a cancel cut short; False when it is left for a later pass."""
         if self.terminal.finished_after(job_id, st.st_ctime_ns):
             if cancel_recorded(self.layout, job_id, path, st):
                 self.mover.unlink(path)  # the cancel completed
-                return
+                return True
             # A record written since that is not this cancel's: the run of the id ahead
             # of this drop ended meanwhile (taken for the cancel's, the drop was removed
             # and lost: a review), or a later drop's record replaced the cancel's.  The
@@ -391,12 +394,21 @@ class Staged:
             self.restore_quarantine(job_id, path, st, (
                 "its cancel was cut short (the canceller died) and a newer record of the "
                 "id stands, which may have replaced the cancel's: not run"))
-            return
+            return True
         if self.mover.move(path, self.layout.job(JobState.PENDING, job_id), replace=False):
-            return  # cancel undone: the job is pending again
-        claim = lease(path, job_id)  # a newer drop is pending: finish the cancel
+            return True  # cancel undone: the job is pending again
+        # A newer drop is pending: finish the cancel, once the run of the id before the
+        # staged job is settled.  A cancel refused for that run (cancellation._give_back)
+        # is left staged when a newer drop took its place; finished here regardless, its
+        # record replaced the run's (its owner stuck between its record and the removal,
+        # or dead, this pass settling staged files before orphans), and the finished run
+        # was failed ``abandoned`` or run again (QA h371).  Left: the next pass asks again.
+        # Not waited for (0): a pass is no place to wait 2 s for a stuck owner.
+        if drop_if_finished(self.spool, job_id, 0) is Settle.LEFT:
+            return False
+        claim = lease(path, job_id)
         if claim is None:
-            return
+            return True
         try:
             self.spool.finish_cancel(claim, path)
         except ConflictError as exc:
@@ -407,6 +419,7 @@ class Staged:
             self.restore_quarantine(job_id, path, st, (
                 f"not a valid job, its cancel cut short (its canceller died) and neither "
                 f"finished ({exc}) nor undone (a newer drop of the id is pending)"))
+        return True
 
     def _restore_retry(self, job_id: str, path: Path, st: os.stat_result) -> None:
         pending = self.layout.job(JobState.PENDING, job_id)

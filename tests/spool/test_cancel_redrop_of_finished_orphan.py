@@ -259,3 +259,76 @@ def test_a_cancel_while_the_runs_owner_stays_between_record_and_removal_is_refus
     assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
     assert scan.finished == ["daily"]
     assert listing(layout.folder(P)) == ["daily.json"]
+
+
+_CANCEL_AS_A_NEWER_DROP_LANDS = """
+import sys
+sys.path.insert(0, {kit!r})
+import orjson, os
+from spool import orphans
+from pathlib import Path
+from spool.client import Client
+from spool.errors import ConflictError
+from spool.fsops import Mover
+from spool.layout import Layout
+from spool.settings import FsyncMode
+root = Path({root!r})
+real = orphans.drop_if_finished
+
+def newer_drop_first(spool, job_id, *args):  # a cron's re-drop while the job is staged
+    (root / "tmp" / "d3").write_bytes(orjson.dumps({{"tool": "echo", "meta": {{"drop": 3}}}}))
+    os.rename(root / "tmp" / "d3", root / "pending" / "daily.json")
+    return real(spool, job_id, *args)
+
+orphans.drop_if_finished = newer_drop_first
+layout = Layout(root)
+try:
+    Client(layout, Mover(layout, FsyncMode.NEVER)).cancel("daily", wait_s=0)
+except ConflictError as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+def test_a_refused_cancel_whose_redrop_cannot_go_back_never_replaces_the_runs_record(
+        root: Path) -> None:
+    """The cancel is refused (the run's owner stays between its record and the
+    removal), and its re-drop cannot go back to pending/: a newer drop of the id landed
+    while it was staged.  Left staged for recovery, whose Staged._restore_cancel
+    finished the cancel over the run's record (its owner still stuck), or ahead of the
+    orphans' settling (its owner dead): the run's record was replaced by the cancel's,
+    and the finished run was failed ``abandoned`` (or requeued and run again)."""
+    processor = make_spool(root)
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        submit(processor, "daily", meta={"drop": 2})
+        record = layout.job(D, "daily").read_bytes()
+        out = subprocess.run(
+            [sys.executable, "-c", _CANCEL_AS_A_NEWER_DROP_LANDS.format(
+                kit=str(Path(__file__).parent), root=str(root))],
+            capture_output=True, text=True, timeout=30, check=True).stdout
+        assert out.startswith("refused job daily not cancelled"), out
+        assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
+        assert [n.startswith("cancel-daily.") for n in listing(layout.stage)] == [True]
+
+        scan = Recovery(processor).scan()  # its owner still between the two steps
+
+        assert layout.job(D, "daily").read_bytes() == record, "the run's record replaced"
+        assert listing(layout.folder(F)) == []
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+    scan = Recovery(processor).scan()  # its owner dead: the run settled, then the cancel
+
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+    assert listing(layout.folder(R)) == listing(layout.stage) == []
+    assert read_json(layout.job(F, "daily"))["meta"] == {"drop": 2}
+    assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
