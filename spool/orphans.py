@@ -15,6 +15,7 @@ file) is quarantined.  Part of :class:`spool.recovery.Recovery`'s pass.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import random
 import stat
@@ -461,11 +462,18 @@ def _record_as_new(layout: Layout, job_id: str, path: Path) -> bool:
 def _finishing(layout: Layout, path: Path, job_id: str) -> bool:
     """``path`` is held by a live owner whose run has its record (between the two steps
     of its completion), or no longer held (asked again at once); False when it is gone,
-    or held by a run still going."""
+    or held by a run still going; raised when it cannot be opened (left, not known)."""
     try:
         fd = open_nofollow(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return False  # a symlink put there since: no run's file (recovery's)
+        # Not to be opened (EACCES: another user's file, mode 0600): not known.  Taken
+        # for gone, a cancel of a re-drop went on and its record replaced the run's,
+        # after which recovery requeued the finished run (QA h371).
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

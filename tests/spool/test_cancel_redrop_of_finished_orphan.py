@@ -332,3 +332,31 @@ def test_a_refused_cancel_whose_redrop_cannot_go_back_never_replaces_the_runs_re
     assert listing(layout.folder(R)) == listing(layout.stage) == []
     assert read_json(layout.job(F, "daily"))["meta"] == {"drop": 2}
     assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
+
+
+def test_a_cancel_that_may_not_open_the_finished_runs_file_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running file the canceller may not open (EACCES: another user's drop, mode
+    0600, claimed by a root processor) was taken for gone: the cancel went on, its
+    record replaced the run's, and the next recovery pass requeued the finished run."""
+    from spool import orphans  # noqa: PLC0415
+
+    processor = _finished_orphan(tmp_path / "spool")
+    layout = processor.layout
+    client, redrop, record = _redrop_beside(layout)
+    real = orphans.open_nofollow
+
+    def denied(path: object) -> int:
+        if Path(str(path)).parent.name == "running":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(orphans, "open_nofollow", denied)
+        with pytest.raises(ConflictError, match="daily not cancelled"):
+            client.cancel("daily", wait_s=0)
+
+    assert layout.job(P, "daily").read_bytes() == redrop
+    assert layout.job(D, "daily").read_bytes() == record
+    scan = Recovery(processor).scan()
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
