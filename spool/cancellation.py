@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -84,16 +85,30 @@ def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
     not be settled (:attr:`spool.orphans.Settle.LEFT`).  Its cancel's record would replace
     that one, and recovery then ran the finished run again over the cancel (h369).  Put
     back, it is the job it was; a cancel asked again once that file is settled (by its
-    owner, or the next recovery pass) goes on.  Should it not go back (a newer drop of
-    the id is pending, or the move fails), it stays staged for recovery to settle, as a
-    cancel cut short (:meth:`spool.staged.Staged._restore_cancel`)."""
+    owner, or the next recovery pass) goes on.
+
+    A newer drop of the id pending meanwhile took its place, as that drop's rename would
+    have replaced it there: it goes.  Kept staged, it waited, out of sight, for a recovery
+    pass free to settle the staging of a live canceller (a day for statusd's, h371).
+    Should it go neither way (the move fails, something else stands in ``pending/``), it
+    stays staged for recovery, as a cancel cut short
+    (:meth:`spool.staged.Staged._restore_cancel`, which waits for that run too)."""
+    pending = spool.layout.job(JobState.PENDING, claim.job_id)
     try:
-        spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
-                         replace=False)
+        if not spool.mover.move(staged, pending, replace=False) and _a_drop_at(pending):
+            spool.mover.unlink(staged)
     finally:
         claim.close()
     raise ConflictError(f"job {claim.job_id} not cancelled: the run of it before this drop "
                         "may have ended, its running file is not yet settled; try again")
+
+
+def _a_drop_at(path: Path) -> bool:
+    """A regular file (a drop) stands at ``path``; False for anything else, or none."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:

@@ -261,10 +261,10 @@ def test_a_cancel_while_the_runs_owner_stays_between_record_and_removal_is_refus
     assert listing(layout.folder(P)) == ["daily.json"]
 
 
-_CANCEL_AS_A_NEWER_DROP_LANDS = """
+_CANCEL_KILLED_AS_A_NEWER_DROP_LANDS = """
 import sys
 sys.path.insert(0, {kit!r})
-import orjson, os
+import orjson, os, signal
 from spool import orphans
 from pathlib import Path
 from spool.client import Client
@@ -278,25 +278,24 @@ real = orphans.drop_if_finished
 def newer_drop_first(spool, job_id, *args):  # a cron's re-drop while the job is staged
     (root / "tmp" / "d3").write_bytes(orjson.dumps({{"tool": "echo", "meta": {{"drop": 3}}}}))
     os.rename(root / "tmp" / "d3", root / "pending" / "daily.json")
-    return real(spool, job_id, *args)
+    print("settled", real(spool, job_id, *args).name, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the canceller dies, its re-drop staged
 
 orphans.drop_if_finished = newer_drop_first
 layout = Layout(root)
-try:
-    Client(layout, Mover(layout, FsyncMode.NEVER)).cancel("daily", wait_s=0)
-except ConflictError as exc:
-    print("refused", exc, flush=True)
+Client(layout, Mover(layout, FsyncMode.NEVER)).cancel("daily", wait_s=0)
 """
 
 
-def test_a_refused_cancel_whose_redrop_cannot_go_back_never_replaces_the_runs_record(
+def test_a_cancel_killed_with_its_redrop_staged_never_replaces_the_runs_record(
         root: Path) -> None:
-    """The cancel is refused (the run's owner stays between its record and the
-    removal), and its re-drop cannot go back to pending/: a newer drop of the id landed
-    while it was staged.  Left staged for recovery, whose Staged._restore_cancel
-    finished the cancel over the run's record (its owner still stuck), or ahead of the
-    orphans' settling (its owner dead): the run's record was replaced by the cancel's,
-    and the finished run was failed ``abandoned`` (or requeued and run again)."""
+    """The cancel finds the run's owner between its record and the removal, a newer
+    drop of the id lands while it holds the re-drop staged, and the canceller is killed
+    there.  Recovery's Staged._restore_cancel, finding the newer drop pending, finished
+    the cancel over the run's record (its owner still stuck), or ahead of the orphans'
+    settling (its owner dead): the run's record was replaced by the cancel's, and the
+    finished run was failed ``abandoned`` (or requeued and run again; h371).  It waits
+    for that run to be settled."""
     processor = make_spool(root)
     layout = processor.layout
     submit(processor, "daily", max_attempts=25)
@@ -308,11 +307,11 @@ def test_a_refused_cancel_whose_redrop_cannot_go_back_never_replaces_the_runs_re
         assert owner.stdout.readline().strip() == "recorded"
         submit(processor, "daily", meta={"drop": 2})
         record = layout.job(D, "daily").read_bytes()
-        out = subprocess.run(
-            [sys.executable, "-c", _CANCEL_AS_A_NEWER_DROP_LANDS.format(
+        killed = subprocess.run(
+            [sys.executable, "-c", _CANCEL_KILLED_AS_A_NEWER_DROP_LANDS.format(
                 kit=str(Path(__file__).parent), root=str(root))],
-            capture_output=True, text=True, timeout=30, check=True).stdout
-        assert out.startswith("refused job daily not cancelled"), out
+            capture_output=True, text=True, timeout=30, check=False)
+        assert (killed.returncode, killed.stdout) == (-9, "settled LEFT\n"), killed
         assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
         assert [n.startswith("cancel-daily.") for n in listing(layout.stage)] == [True]
 
@@ -360,3 +359,34 @@ def test_a_cancel_that_may_not_open_the_finished_runs_file_is_refused(
     assert layout.job(D, "daily").read_bytes() == record
     scan = Recovery(processor).scan()
     assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+
+
+def test_a_refused_cancel_whose_redrop_a_newer_drop_replaced_leaves_nothing_staged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer drop of the id lands in ``pending/`` while the refused cancel holds the
+    re-drop staged: the re-drop could not go back, and stayed staged, out of sight, for
+    a recovery pass to settle (a day, for a live statusd's staging; h371).  The newer
+    drop took its place, as its rename would have replaced it in ``pending/``."""
+    processor = _finished_orphan(tmp_path / "spool")
+    layout = processor.layout
+    client, _, record = _redrop_beside(layout)
+    newer = Client(layout, Mover(layout, FsyncMode.NEVER))
+
+    def refused(path: object, **_: object) -> bool:
+        submit(newer.spool, "daily", meta={"drop": 3})  # while the re-drop is staged
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(client.spool.mover, "unlink_durable", refused)
+        with pytest.raises(ConflictError, match="daily not cancelled"):
+            client.cancel("daily", wait_s=0)
+
+    assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
+    assert [name for folder in (layout.stage, layout.tmp) for name in listing(folder)
+            if "cancel-" in name] == []
+    assert layout.job(D, "daily").read_bytes() == record
+    scan = Recovery(processor).scan()
+    assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
+    assert scan.finished == ["daily"]
+    assert listing(layout.folder(F)) == []
+    assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
