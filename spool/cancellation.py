@@ -60,10 +60,6 @@ def cancel_pending(spool: Spool, job_id: str, *, settle_wait_s: float | None = N
     long an owner between that run's record and the file's removal is waited for
     (:data:`spool.orphans.FINISHING_WAIT_S` when None)."""
     check_transition(JobState.PENDING, JobState.FAILED)
-    staged = spool.mover.action_staging(f"cancel-{job_id}")
-    claim = take(spool.mover, spool.layout.job(JobState.PENDING, job_id), staged, job_id)
-    if claim is None:
-        return None
     # The run ahead of it may be over, its record out and its running file left by a
     # processor killed in between: this record replaces that one, after which recovery
     # took the run for one cut short and ran it again over the cancel.  Settled first.
@@ -74,9 +70,27 @@ def cancel_pending(spool: Spool, job_id: str, *, settle_wait_s: float | None = N
     )
 
     wait_s = FINISHING_WAIT_S if settle_wait_s is None else settle_wait_s
+    pending = spool.layout.job(JobState.PENDING, job_id)
+    # Asked before the drop is taken, not while it is staged: staged, ``pending/`` was
+    # free for the wait (2 s, and again at each scan of a processor that puts the cancel
+    # off), a ``spoolq submit`` of the id was accepted there, the give-back then dropped
+    # the re-drop with no record, and the request left for it cancelled the newer drop
+    # nobody had asked to cancel (QA h374).
+    if os.path.lexists(pending) and drop_if_finished(spool, job_id, wait_s) is Settle.LEFT:
+        raise ConflictError(_not_settled(job_id))
+    staged = spool.mover.action_staging(f"cancel-{job_id}")
+    claim = take(spool.mover, pending, staged, job_id)
+    if claim is None:
+        return None
+    # Again, taken: a run of the id may have ended in between.
     if drop_if_finished(spool, job_id, wait_s) is Settle.LEFT:
         _give_back(spool, claim, staged)
     return finish_cancel(spool, claim, staged)
+
+
+def _not_settled(job_id: str) -> str:
+    return (f"job {job_id} not cancelled: the run of it before this drop may have ended, "
+            "its running file is not yet settled; try again")
 
 
 def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
@@ -99,8 +113,7 @@ def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
             spool.mover.unlink(staged)
     finally:
         claim.close()
-    raise ConflictError(f"job {claim.job_id} not cancelled: the run of it before this drop "
-                        "may have ended, its running file is not yet settled; try again")
+    raise ConflictError(_not_settled(claim.job_id))
 
 
 def _a_drop_at(path: Path) -> bool:

@@ -275,7 +275,12 @@ from spool.settings import FsyncMode
 root = Path({root!r})
 real = orphans.drop_if_finished
 
+asked = []
+
 def newer_drop_first(spool, job_id, *args):  # a cron's re-drop while the job is staged
+    asked.append(job_id)
+    if len(asked) == 1:  # asked before the take: the run not yet ended then
+        return orphans.Settle.NOTHING
     (root / "tmp" / "d3").write_bytes(orjson.dumps({{"tool": "echo", "meta": {{"drop": 3}}}}))
     os.rename(root / "tmp" / "d3", root / "pending" / "daily.json")
     print("settled", real(spool, job_id, *args).name, flush=True)
@@ -376,7 +381,16 @@ def test_a_refused_cancel_whose_redrop_a_newer_drop_replaced_leaves_nothing_stag
         submit(newer.spool, "daily", meta={"drop": 3})  # while the re-drop is staged
         raise PermissionError(13, "Permission denied", str(path))
 
+    from spool import orphans  # noqa: PLC0415
+    real = orphans.drop_if_finished
+    asked: list[str] = []
+
+    def after_the_take(spool: Spool, job_id: str, *args: float) -> orphans.Settle:
+        asked.append(job_id)  # asked before the take: the run settled, as far as told
+        return orphans.Settle.NOTHING if len(asked) == 1 else real(spool, job_id, *args)
+
     with monkeypatch.context() as patch:
+        patch.setattr(orphans, "drop_if_finished", after_the_take)
         patch.setattr(client.spool.mover, "unlink_durable", refused)
         with pytest.raises(ConflictError, match="daily not cancelled"):
             client.cancel("daily", wait_s=0)
@@ -390,3 +404,51 @@ def test_a_refused_cancel_whose_redrop_a_newer_drop_replaced_leaves_nothing_stag
     assert scan.finished == ["daily"]
     assert listing(layout.folder(F)) == []
     assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
+
+
+def test_a_refused_cancel_never_frees_pending_for_a_submit_of_the_id(root: Path) -> None:
+    """The cancel held the re-drop staged while it waited for the run's owner (2 s, and
+    again at each scan of a processor putting the cancel off): ``pending/`` was free, a
+    ``spoolq submit`` of the id (refused while a drop is pending) was accepted there, the
+    give-back dropped the re-drop with no record, and the request left for it cancelled
+    the newer drop, which nobody had asked to cancel (QA h374).  The run is asked first:
+    the re-drop is not taken while that run cannot be settled."""
+    processor = make_spool(root)
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    accepted: list[float] = []
+    done = threading.Event()
+
+    def submitter() -> None:  # a cron's `spoolq submit --id daily`, again and again
+        other = Client(layout, Mover(layout, FsyncMode.NEVER))
+        while not done.is_set() and not accepted:
+            try:
+                submit(other.spool, "daily", meta={"drop": 3})
+                accepted.append(time.monotonic())
+            except ConflictError:
+                time.sleep(0.001)
+
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        client, redrop, record = _redrop_beside(layout)
+        thread = threading.Thread(target=submitter)
+        thread.start()
+        try:
+            with pytest.raises(ConflictError, match="daily not cancelled"):
+                client.cancel("daily", wait_s=0)
+        finally:
+            done.set()
+            thread.join()
+        assert accepted == [], "a submit of the id was accepted while the re-drop was staged"
+        assert layout.job(P, "daily").read_bytes() == redrop
+        assert layout.job(D, "daily").read_bytes() == record
+        assert [n for n in listing(layout.stage) if n.startswith("cancel-")] == []
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
