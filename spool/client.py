@@ -194,7 +194,14 @@ class Client:
         seen = current
         for _ in range(_CANCEL_LOOKS):
             if current.state is JobState.PENDING:  # between claims, or sent back
-                cancelled = self.spool.cancel_pending(job_id)
+                try:
+                    cancelled = self.spool.cancel_pending(job_id)
+                except ConflictError:
+                    # Refused (the run ahead not yet settled): the request written for
+                    # it stood, and a processor cancelled the job later all the same,
+                    # the client told "not cancelled ... try again" (QA h374).
+                    self._drop_request(job_id)
+                    raise
                 if cancelled is not None:
                     self._drop_request(job_id)
                     self._synced(f"job {job_id} cancelled")

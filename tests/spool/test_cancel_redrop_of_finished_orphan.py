@@ -452,3 +452,41 @@ def test_a_refused_cancel_never_frees_pending_for_a_submit_of_the_id(root: Path)
         owner.wait()
         if owner.stdout is not None:
             owner.stdout.close()
+
+
+def test_a_cancel_refused_after_its_request_was_written_takes_the_request_back(
+        root: Path) -> None:
+    """The re-drop lands after the cancel found nothing pending and before it looked the
+    id up: the request written for the job then seen pending stood after the refusal,
+    and a processor cancelled the re-drop later all the same (QA h374)."""
+    processor = make_spool(root)
+    layout = processor.layout
+    submit(processor, "daily", max_attempts=25)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        client = Client(layout, Mover(layout, FsyncMode.NEVER))
+        real = client.spool.cancel_pending
+        calls: list[str] = []
+
+        def redrop_lands_after_the_first(job_id: str, **kw: float | None) -> object:
+            calls.append(job_id)
+            got = real(job_id, **kw)
+            if len(calls) == 1:
+                submit(processor, "daily", meta={"drop": 2})  # a cron's re-drop, just now
+            return got
+
+        client.spool.cancel_pending = redrop_lands_after_the_first  # type: ignore[method-assign]
+        with pytest.raises(ConflictError, match="daily not cancelled"):
+            client.cancel("daily", wait_s=1)
+        assert len(calls) == 2
+        assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 2}
+        assert listing(layout.folder_named("cancel")) == [], "the refused cancel's request stands"
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
