@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -95,33 +94,24 @@ def _not_settled(job_id: str) -> str:
 
 def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
     """Put a job staged for cancel back in ``pending/`` and refuse the cancel: the run of
-    its id ahead of it may be over, its record the only sign, and its running file could
-    not be settled (:attr:`spool.orphans.Settle.LEFT`).  Its cancel's record would replace
-    that one, and recovery then ran the finished run again over the cancel (h369).  Put
-    back, it is the job it was; a cancel asked again once that file is settled (by its
-    owner, or the next recovery pass) goes on.
+    its id ahead of it ended in the moment since :func:`cancel_pending` asked, its record
+    the only sign, and its running file could not be settled
+    (:attr:`spool.orphans.Settle.LEFT`).  Its cancel's record would replace that one, and
+    recovery then ran the finished run again over the cancel (h369).  Put back, it is the
+    job it was; a cancel asked again once that file is settled goes on.
 
-    A newer drop of the id pending meanwhile took its place, as that drop's rename would
-    have replaced it there: it goes.  Kept staged, it waited, out of sight, for a recovery
-    pass free to settle the staging of a live canceller (a day for statusd's, h371).
-    Should it go neither way (the move fails, something else stands in ``pending/``), it
-    stays staged for recovery, as a cancel cut short
-    (:meth:`spool.staged.Staged._restore_cancel`, which waits for that run too)."""
-    pending = spool.layout.job(JobState.PENDING, claim.job_id)
+    Should it not go back (a drop of the id accepted in that moment stands in
+    ``pending/``, or the move fails), it stays staged, its bytes kept, for recovery to
+    settle as a cancel cut short once that run is
+    (:meth:`spool.staged.Staged._restore_cancel`).  Dropped instead, as a drop's rename
+    would replace it, it was lost with no record where that drop was a ``spoolq
+    submit``, which an id pending refuses (h374)."""
     try:
-        if not spool.mover.move(staged, pending, replace=False) and _a_drop_at(pending):
-            spool.mover.unlink(staged)
+        spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
+                         replace=False)
     finally:
         claim.close()
     raise ConflictError(_not_settled(claim.job_id))
-
-
-def _a_drop_at(path: Path) -> bool:
-    """A regular file (a drop) stands at ``path``; False for anything else, or none."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:
