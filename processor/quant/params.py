@@ -77,17 +77,21 @@ def _iso_only(value: object) -> object:
     1970 (``start=2020`` as 1970-01-01T00:33:40), where QUANT.md's times are ISO 8601.
     Text that is no date or time gets the same words: pydantic's own were "start: Input
     should be a valid datetime or date, input is too short" for ``start=yesterday`` or
-    ``start=2010-05``, naming neither the value nor the format wanted (QA)."""
+    ``start=2010-05``, naming neither the value nor the format wanted (QA).  Not "not
+    ISO 8601": a year alone, a month or a week date are, and are refused (h374)."""
     if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
-        raise ValueError(f"{value!r} is not an ISO 8601 date or time "
-                         "(e.g. 2020-01-31 or 2020-01-31T09:30:00Z)")
+        raise _not_a_time(value)
     if isinstance(value, str):
         try:
             return _DATETIME.validate_python(value)
         except ValidationError:
-            raise ValueError(f"{value!r} is not an ISO 8601 date or time "
-                             "(e.g. 2020-01-31 or 2020-01-31T09:30:00Z)") from None
+            raise _not_a_time(value) from None
     return value
+
+
+def _not_a_time(value: object) -> ValueError:
+    return ValueError(f"{value!r} is not a date or time spoolq reads (YYYY-MM-DD, with or "
+                      "without a time: 2020-01-31 or 2020-01-31T09:30:00Z)")
 
 
 Bound = Annotated[datetime | None, BeforeValidator(_iso_only)]
