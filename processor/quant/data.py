@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import re
 import stat
 import threading
 from collections import OrderedDict
@@ -51,10 +50,9 @@ from processor.quant.bars import (
     parse_csv,
     to_time,
 )
-from processor.quant.params import SYMBOL_PATTERN
+from processor.quant.params import is_symbol, not_a_symbol
 from spool.errors import InvalidParams
 
-_SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_CALENDARS = 64
 
@@ -76,8 +74,8 @@ calendar: the estimate of one such file weighs on a bar, which a file of a MB or
 
 def validate_symbol(symbol: object) -> str:
     """Return ``symbol`` if it is a valid id, else raise InvalidParams naming it."""
-    if not isinstance(symbol, str) or _SYMBOL_RE.fullmatch(symbol) is None:
-        raise InvalidParams(f"invalid symbol {symbol!r}: must match {SYMBOL_PATTERN}")
+    if not is_symbol(symbol):
+        raise InvalidParams(not_a_symbol(symbol))
     return symbol
 
 
@@ -197,7 +195,7 @@ class DataStore:
         except FileNotFoundError:
             return []
         names = (e.name[:-4] for e in entries if e.name.endswith(".csv") and e.is_file())
-        return sorted(n for n in names if _SYMBOL_RE.fullmatch(n))
+        return sorted(n for n in names if is_symbol(n))
 
     def bars(self, symbol: str, start: datetime | str | None = None,
              end: datetime | str | None = None, on_parse: PartFn | None = None) -> Bars:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -37,14 +37,24 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+def is_symbol(value: object) -> TypeGuard[str]:
+    """``value`` is a symbol id (:data:`SYMBOL_PATTERN`): its data file's name, no path."""
+    return isinstance(value, str) and _SYMBOL.fullmatch(value) is not None
+
+
+def not_a_symbol(value: object) -> str:
+    """What is said of a ``value`` that is no symbol id: the value and the rule."""
+    return (f"{value!r} is not a symbol id (letters, digits and ._-, at most 64, starting "
+            "with a letter or digit)")
+
+
 def _symbol_said(value: object) -> object:
     """Refuse text that is no symbol id in words that give it: pydantic's own were
     "symbols.0: String should match pattern '^[A-Za-z0-9]...$'" for ``symbols=../x``,
     naming neither the value nor what a symbol may be (QA h372).  Anything else is left
     to the type's own check (and its words)."""
-    if isinstance(value, str) and not _SYMBOL.fullmatch(value):
-        raise ValueError(f"{value!r} is not a symbol id (letters, digits and ._-, at most "
-                         "64, starting with a letter or digit)")
+    if isinstance(value, str) and not is_symbol(value):
+        raise ValueError(not_a_symbol(value))
     return value
 
 
@@ -90,8 +100,8 @@ def _iso_only(value: object) -> object:
 
 
 def _not_a_time(value: object) -> ValueError:
-    return ValueError(f"{value!r} is not a date or time spoolq reads (YYYY-MM-DD, with or "
-                      "without a time: 2020-01-31 or 2020-01-31T09:30:00Z)")
+    return ValueError(f"{value!r} is not a date or time spoolq reads (ISO 8601's "
+                      "YYYY-MM-DD, with or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)")
 
 
 Bound = Annotated[datetime | None, BeforeValidator(_iso_only)]

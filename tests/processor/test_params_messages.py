@@ -26,16 +26,16 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "windows": ("run_backtest", {"symbols": ["S0001"], "fast": 50, "slow": 10},
                 "fast (50) must be less than slow (10)"),
     "iso": ("analyze_factor", {"start": 2020},
-            "start: 2020 is not a date or time spoolq reads (YYYY-MM-DD, with or without "
-            "a time: 2020-01-31 or 2020-01-31T09:30:00Z)"),
+            "start: 2020 is not a date or time spoolq reads (ISO 8601's YYYY-MM-DD, with "
+            "or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)"),
     "repeat": ("analyze_factor", {"symbols": ["S0001", "S0001"]}, "symbols must not repeat"),
     # Not "symbols.0: String should match pattern '^[A-Za-z0-9]...'" (h372).
     "symbol": ("run_backtest", {"symbols": ["S0001", "../x"]},
                "symbols.1: '../x' is not a symbol id (letters, digits and ._-, at most 64, "
                "starting with a letter or digit)"),
     "iso-text": ("run_backtest", {"symbols": ["S0001"], "start": "2010-05"},
-                 "start: '2010-05' is not a date or time spoolq reads (YYYY-MM-DD, with "
-                 "or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)"),
+                 "start: '2010-05' is not a date or time spoolq reads (ISO 8601's "
+                 "YYYY-MM-DD, with or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)"),
 }
 
 

@@ -24,9 +24,9 @@ from spool.errors import InvalidParams, ToolError
 @pytest.mark.parametrize("name", ["../etc/passwd", "/etc/passwd", "", ".hidden", "a/b",
                                   "A\n", "x" * 65, "a b", "-x", "é"])
 def test_bad_symbol_names_are_invalid_params(tmp_path: Path, name: str) -> None:
-    with pytest.raises(InvalidParams, match="invalid symbol"):
+    with pytest.raises(InvalidParams, match="is not a symbol id"):
         validate_symbol(name)
-    with pytest.raises(InvalidParams, match="invalid symbol"):
+    with pytest.raises(InvalidParams, match="is not a symbol id"):
         DataStore(tmp_path).bars(name)
 
 
