@@ -165,12 +165,17 @@ function formatMoney(value, digits = 0, compact = Math.abs(value) >= 1e6) {
   // Compact notation ends at trillions ("220,000,000,000,000T" for 2.2e29, cut to
   // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Else with
   // ``digits`` decimals (moneyDigits), at most that many when compact.
-  if (Math.abs(value) >= 1e15) return value.toExponential(1).replace("e+", "e");
+  if (Math.abs(value) >= 1e15) return exponent(value, 1);
   // In "en", as every table beside it: in the browser's own, "127.500" on the axis meant
   // 127,500 beside the table's "184,247.43" (QA: a de-DE browser).
   return value.toLocaleString("en", compact
     ? { notation: "compact", maximumFractionDigits: digits }
     : { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function exponent(value, digits) {
+  // "2.2e29", not toExponential's "2.2e+29".
+  return value.toExponential(digits).replace("e+", "e");
 }
 
 function axisTexts(values, log) {
@@ -184,9 +189,7 @@ function axisTexts(values, log) {
     const digits = moneyDigits(lo, hi, log);
     return values.map((v) => formatMoney(v, digits));
   }
-  const say = top >= 1e15
-    ? (v, digits) => v.toExponential(digits).replace("e+", "e")
-    : (v, digits) => formatMoney(v, digits, true);
+  const say = top >= 1e15 ? exponent : (v, digits) => formatMoney(v, digits, true);
   let texts = [];
   // Up to six: three said "1M / 1.001M / 1.001M" of a million that moved 0.1%.
   for (let digits = 1; digits <= 6; digits++) {
