@@ -12,10 +12,12 @@ second time and its ``done`` record replaced the cancel the client had been answ
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,25 @@ time.sleep(3600)
 """
 
 
+@contextlib.contextmanager
+def _stuck_owner(root: Path) -> Iterator[subprocess.Popen[str]]:
+    """A processor (:data:`_OWNER`) that claimed ``daily`` at ``root``, published its
+    run's record and stays before the running file's removal, as one stuck there; killed
+    (SIGKILL) on leaving, if not before."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "recorded"
+        yield owner
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+
+
 def test_a_cancel_while_the_runs_owner_is_between_record_and_removal_waits_for_it(
         tmp_path: Path) -> None:
     """The run's processor alive, its record out and its running file not yet removed,
@@ -117,23 +138,13 @@ def test_a_cancel_while_the_runs_owner_is_between_record_and_removal_waits_for_i
     processor = make_spool(root)
     layout = processor.layout
     submit(processor, "daily", max_attempts=25)
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "recorded"
+    with _stuck_owner(root) as owner:
         client = Client(layout, Mover(layout, FsyncMode.NEVER))
         submit(client.spool, "daily")
         killer = threading.Timer(0.3, owner.kill)  # SIGKILL, in the window, mid-cancel
         killer.start()
         cancelled = client.cancel("daily", wait_s=0)
         killer.join()
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
     assert cancelled.error is not None and cancelled.error.type == "cancelled"
 
     report = Recovery(processor).scan()
@@ -237,19 +248,9 @@ def test_a_cancel_while_the_runs_owner_stays_between_record_and_removal_is_refus
     ``spoolq cancel`` of the re-drop is refused in one line (exit 1), the re-drop kept."""
     processor = make_spool(root)
     submit(processor, "daily", max_attempts=25)
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "recorded"
+    with _stuck_owner(root):
         _, redrop, record = _redrop_beside(processor.layout)
         refused_bytes(spoolq_bytes(env, "cancel", "daily"), 1, "daily not cancelled", "try again")
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
     layout = processor.layout
     assert layout.job(P, "daily").read_bytes() == redrop
     assert layout.job(D, "daily").read_bytes() == record
@@ -304,12 +305,7 @@ def test_a_cancel_killed_with_its_redrop_staged_never_replaces_the_runs_record(
     processor = make_spool(root)
     layout = processor.layout
     submit(processor, "daily", max_attempts=25)
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "recorded"
+    with _stuck_owner(root):
         submit(processor, "daily", meta={"drop": 2})
         record = layout.job(D, "daily").read_bytes()
         killed = subprocess.run(
@@ -324,11 +320,6 @@ def test_a_cancel_killed_with_its_redrop_staged_never_replaces_the_runs_record(
 
         assert layout.job(D, "daily").read_bytes() == record, "the run's record replaced"
         assert listing(layout.folder(F)) == []
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
 
     scan = Recovery(processor).scan()  # its owner dead: the run settled, then the cancel
 
@@ -415,9 +406,6 @@ def test_a_refused_cancel_never_frees_pending_for_a_submit_of_the_id(root: Path)
     processor = make_spool(root)
     layout = processor.layout
     submit(processor, "daily", max_attempts=25)
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
     accepted: list[float] = []
     done = threading.Event()
 
@@ -430,9 +418,7 @@ def test_a_refused_cancel_never_frees_pending_for_a_submit_of_the_id(root: Path)
             except ConflictError:
                 time.sleep(0.001)
 
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "recorded"
+    with _stuck_owner(root):
         client, redrop, record = _redrop_beside(layout)
         thread = threading.Thread(target=submitter)
         thread.start()
@@ -446,11 +432,6 @@ def test_a_refused_cancel_never_frees_pending_for_a_submit_of_the_id(root: Path)
         assert layout.job(P, "daily").read_bytes() == redrop
         assert layout.job(D, "daily").read_bytes() == record
         assert [n for n in listing(layout.stage) if n.startswith("cancel-")] == []
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
 
 
 def test_a_cancel_refused_after_its_request_was_written_takes_the_request_back(
@@ -461,12 +442,7 @@ def test_a_cancel_refused_after_its_request_was_written_takes_the_request_back(
     processor = make_spool(root)
     layout = processor.layout
     submit(processor, "daily", max_attempts=25)
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().strip() == "recorded"
+    with _stuck_owner(root):
         client = Client(layout, Mover(layout, FsyncMode.NEVER))
         real = client.spool.cancel_pending
         calls: list[str] = []
@@ -484,8 +460,3 @@ def test_a_cancel_refused_after_its_request_was_written_takes_the_request_back(
         assert len(calls) == 2
         assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 2}
         assert listing(layout.folder_named("cancel")) == [], "the refused cancel's request stands"
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
