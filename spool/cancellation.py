@@ -107,10 +107,18 @@ def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
     would replace it, it was lost with no record where that drop was a ``spoolq
     submit``, which an id pending refuses (h374)."""
     try:
-        spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
-                         replace=False)
+        back = spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
+                                replace=False)
     finally:
         claim.close()
+    if not back:
+        # Not "try again": asked again, the cancel took the newer drop, which nobody had
+        # asked to cancel, and this one was cancelled by recovery all the same (h375).
+        raise ConflictError(
+            f"job {claim.job_id} not cancelled now: the run of it before this drop may have "
+            f"ended, its running file is not yet settled, and a newer drop of {claim.job_id} "
+            "is pending in its place (not cancelled); this drop is held aside for recovery "
+            "and will not run")
     raise ConflictError(_not_settled(claim.job_id))
 
 

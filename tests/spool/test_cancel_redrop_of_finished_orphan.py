@@ -385,9 +385,12 @@ def test_a_refused_cancel_whose_redrop_cannot_go_back_keeps_it_staged(
     with monkeypatch.context() as patch:
         patch.setattr(orphans, "drop_if_finished", after_the_take)
         patch.setattr(client.spool.mover, "unlink_durable", refused)
-        with pytest.raises(ConflictError, match="daily not cancelled"):
+        with pytest.raises(ConflictError, match="daily not cancelled") as refusal:
             client.cancel("daily", wait_s=0)
 
+    # Not "try again": that cancelled the newer drop, and recovery this one all the same.
+    assert "try again" not in str(refusal.value)
+    assert "a newer drop of daily is pending in its place (not cancelled)" in str(refusal.value)
     assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
     staged = [folder / name for folder in (layout.stage, layout.tmp)
               for name in listing(folder) if "cancel-" in name]
