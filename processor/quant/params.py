@@ -99,7 +99,23 @@ def _iso_only(value: object) -> object:
     return value
 
 
+_DATE_FORM = re.compile(r"\d{4}-\d{2}-\d{2}([T ].*)?", re.DOTALL)
+
+
 def _not_a_time(value: object) -> ValueError:
+    # In ISO 8601's form but no such day or time ("2021-02-29", "2020-01-31T25:00"):
+    # told "not a date spoolq reads (YYYY-MM-DD ...)" of a YYYY-MM-DD, a researcher
+    # looked for a format fault that is not there (QA h375).
+    if isinstance(value, str) and _DATE_FORM.fullmatch(value):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as exc:
+            if "range" in str(exc) or "must be in" in str(exc):
+                return ValueError(f"{value!r} is no such date or time ({exc})")
+    return _not_a_form(value)
+
+
+def _not_a_form(value: object) -> ValueError:
     return ValueError(f"{value!r} is not a date or time spoolq reads (ISO 8601's "
                       "YYYY-MM-DD, with or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)")
 

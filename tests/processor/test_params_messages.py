@@ -36,6 +36,10 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "iso-text": ("run_backtest", {"symbols": ["S0001"], "start": "2010-05"},
                  "start: '2010-05' is not a date or time spoolq reads (ISO 8601's "
                  "YYYY-MM-DD, with or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)"),
+    # In the form, but no such day (h375): not "not a date ... (YYYY-MM-DD ...)".
+    "no-such-day": ("run_backtest", {"symbols": ["S0001"], "end": "2021-02-29"},
+                    "end: '2021-02-29' is no such date or time (day is out of range for "
+                    "month)"),
 }
 
 
