@@ -24,25 +24,15 @@ StartDaemon = Callable[..., Daemon]
 
 pytestmark = pytest.mark.timeout(120)
 
-_OWNER = """
-import sys, time
-sys.path.insert(0, {kit!r})
-from spoolkit import done_record, make_spool
-spool = make_spool(__import__("pathlib").Path({root!r}))
-claim = spool.claim("daily")
-spool.publish_terminal(done_record(claim, "first"))
-print("recorded", flush=True)
-time.sleep(3600)
-"""
+_STUCK_OWNER = Path(__file__).parents[1] / "spool" / "stuck_owner.py"
+"""Claims ``daily``, publishes its record, and stays before the running file's removal."""
 
 
 def test_a_cancel_request_behind_a_finished_run_not_yet_settled_waits_for_it(
         spool_root: Path, daemon: StartDaemon) -> None:
     drop(spool_root, "daily", {"tool": "echo", "params": {"run": 1}, "max_attempts": 25})
-    kit = Path(__file__).parents[1] / "spool"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(kit), root=str(spool_root))],
-        stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen([sys.executable, str(_STUCK_OWNER), str(spool_root)],
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "recorded"

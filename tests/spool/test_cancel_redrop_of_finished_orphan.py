@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import stuck_owner
 from spoolkit import (
     done_record,
     listing,
@@ -96,26 +97,13 @@ def test_a_purged_record_of_a_finished_orphan_is_not_run_again(tmp_path: Path) -
     assert [listing(layout.folder(s)) for s in (P, R, D, F)] == [[], [], [], []]
 
 
-_OWNER = """
-import sys, time
-sys.path.insert(0, {kit!r})
-from spoolkit import done_record, make_spool
-spool = make_spool(__import__("pathlib").Path({root!r}))
-claim = spool.claim("daily")
-spool.publish_terminal(done_record(claim, "first"))
-print("recorded", flush=True)
-time.sleep(3600)
-"""
-
-
 @contextlib.contextmanager
 def _stuck_owner(root: Path) -> Iterator[subprocess.Popen[str]]:
-    """A processor (:data:`_OWNER`) that claimed ``daily`` at ``root``, published its
+    """A processor (stuck_owner.py) that claimed ``daily`` at ``root``, published its
     run's record and stays before the running file's removal, as one stuck there; killed
     (SIGKILL) on leaving, if not before."""
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER.format(kit=str(Path(__file__).parent), root=str(root))],
-        stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen([sys.executable, str(stuck_owner.SCRIPT), str(root)],
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "recorded"
