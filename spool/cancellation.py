@@ -81,8 +81,10 @@ def cancel_pending(spool: Spool, job_id: str, *, settle_wait_s: float | None = N
     claim = take(spool.mover, pending, staged, job_id)
     if claim is None:
         return None
-    # Again, taken: a run of the id may have ended in between.
-    if drop_if_finished(spool, job_id, wait_s) is Settle.LEFT:
+    # Again, taken: a run of the id may have ended in between.  Not waited for here: the
+    # drop staged, pending/ was free for a submit of the id for the whole wait (2 s), and
+    # the re-drop could then not go back (h375); refused at once, it goes back at once.
+    if drop_if_finished(spool, job_id, 0) is Settle.LEFT:
         _give_back(spool, claim, staged)
     return finish_cancel(spool, claim, staged)
 

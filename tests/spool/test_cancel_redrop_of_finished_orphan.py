@@ -451,3 +451,27 @@ def test_a_cancel_refused_after_its_request_was_written_takes_the_request_back(
         assert len(calls) == 2
         assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 2}
         assert listing(layout.folder_named("cancel")) == [], "the refused cancel's request stands"
+
+
+def test_a_cancel_waits_for_the_runs_owner_only_before_it_takes_the_redrop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that ends between the cancel's first look and its take (its owner between
+    its record and the removal) was waited for again with the re-drop staged: 2 s of a
+    free ``pending/``, a submit of the id accepted there, and the re-drop then could not
+    go back (h375).  The look after the take waits for nothing."""
+    from spool import orphans  # noqa: PLC0415
+
+    processor = _finished_orphan(tmp_path / "spool")
+    client, _, _ = _redrop_beside(processor.layout)
+    waits: list[float] = []
+
+    def looked(spool: Spool, job_id: str, wait_s: float) -> orphans.Settle:
+        waits.append(wait_s)
+        return orphans.Settle.NOTHING if len(waits) == 1 else orphans.Settle.LEFT
+
+    monkeypatch.setattr(orphans, "drop_if_finished", looked)
+    with pytest.raises(ConflictError, match="daily not cancelled"):
+        client.cancel("daily", wait_s=0)
+
+    assert waits == [orphans.FINISHING_WAIT_S, 0]
+    assert listing(processor.layout.folder(P)) == ["daily.json"]
