@@ -117,11 +117,12 @@ def kill_outcome(flight: Flight) -> Outcome | None:
         # Only the processor's backstop kills for a timeout (the worker's own kill says so
         # itself): "killed after 1 s" was said of a job its worker never confirmed it ran
         # or stopped, and of one killed 11 s after its start.  Nor "killed": the kill asked
-        # of a frozen worker is not confirmed; its task is cancelled (h374).
+        # of a frozen worker is not confirmed (h374).  Nor "its task cancelled": a worker
+        # that answers another failure after the kill was asked has this outcome too, and
+        # nothing is cancelled then (h375).  The processor gave the job up: true of both.
         return Outcome(task.job_id, ErrorType.TIMEOUT,
                        f"no word from its Dask worker past its {seconds_text(task.timeout_s)} "
-                       "limit; its task cancelled by the processor (timeout)", retryable=True,
-                       pid=0)
+                       "limit; the processor gave the job up (timeout)", retryable=True, pid=0)
     if reason == ErrorType.CANCELLED.value:
         return Outcome(task.job_id, ErrorType.CANCELLED, "cancelled while running", pid=0)
     if reason is not None:

@@ -491,8 +491,8 @@ def test_a_frozen_dask_worker_still_stops_the_work_at_its_deadline(
         os.kill(pid, signal.SIGCONT)
     assert outcome.error_type is ErrorType.TIMEOUT and outcome.retryable
     # Not "killed after 1 s": its worker never confirmed the kill, 13 s on.
-    assert outcome.message == ("no word from its Dask worker past its 1 s limit; its task "
-                               "cancelled by the processor (timeout)")
+    assert outcome.message == ("no word from its Dask worker past its 1 s limit; the "
+                               "processor gave the job up (timeout)")
     time.sleep(1.0)  # the thawed worker's own report of the run must not count again
     assert len(sink.outcomes["frozen"]) == 1
 
