@@ -44,7 +44,7 @@ def is_symbol(value: object) -> TypeGuard[str]:
 
 def not_a_symbol(value: object) -> str:
     """What is said of a ``value`` that is no symbol id: the value and the rule."""
-    return (f"{value!r} is not a symbol id (letters, digits and ._-, at most 64, starting "
+    return (f"{value!r} is not a symbol id (A-Z, a-z, 0-9 and ._-, at most 64, starting "
             "with a letter or digit)")
 
 

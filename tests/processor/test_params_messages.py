@@ -31,7 +31,7 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     "repeat": ("analyze_factor", {"symbols": ["S0001", "S0001"]}, "symbols must not repeat"),
     # Not "symbols.0: String should match pattern '^[A-Za-z0-9]...'" (h372).
     "symbol": ("run_backtest", {"symbols": ["S0001", "../x"]},
-               "symbols.1: '../x' is not a symbol id (letters, digits and ._-, at most 64, "
+               "symbols.1: '../x' is not a symbol id (A-Z, a-z, 0-9 and ._-, at most 64, "
                "starting with a letter or digit)"),
     "iso-text": ("run_backtest", {"symbols": ["S0001"], "start": "2010-05"},
                  "start: '2010-05' is not a date or time spoolq reads (ISO 8601's "
