@@ -133,18 +133,11 @@ class CancelRequests:
         return there
 
     def _put_off(self, job_id: str, exc: ConflictError) -> None:
-        """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""
-        if self.put_off.get(job_id) != str(exc):
-            self.put_off[job_id] = str(exc)
-            log.warning("a cancel is put off; asked again at each scan",
-                        extra={"fields": {"id": job_id, "error": str(exc)}})
+        _say_once(self.put_off, job_id, exc, "a cancel is put off; asked again at each scan")
 
     def _unreadable(self, job_id: str, exc: UnreadableDrop) -> None:
-        """Said once while it lasts; the next scan of ``cancel/`` asks the id again."""
-        if self.unreadable.get(job_id) != str(exc):
-            self.unreadable[job_id] = str(exc)
-            log.warning("cannot read a cancel request; asked again at each scan",
-                        extra={"fields": {"id": job_id, "error": str(exc)}})
+        _say_once(self.unreadable, job_id, exc,
+                  "cannot read a cancel request; asked again at each scan")
 
     def _for_file(self, job_id: str, inode: int) -> bool:
         """The request is for the job file ``inode`` (a run's, or a ready job's in
@@ -175,3 +168,11 @@ class CancelRequests:
         log.info("a cancel request for an earlier run of the id dropped",
                  extra={"fields": {"id": job_id}})
         return False
+
+
+def _say_once(said: dict[str, str], job_id: str, exc: Exception, line: str) -> None:
+    """Log ``line`` of ``job_id`` once while ``exc`` lasts (``said``: what was said of
+    each id); the next scan of ``cancel/`` asks the id again."""
+    if said.get(job_id) != str(exc):
+        said[job_id] = str(exc)
+        log.warning(line, extra={"fields": {"id": job_id, "error": str(exc)}})
