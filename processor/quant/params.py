@@ -112,10 +112,6 @@ def _not_a_time(value: object) -> ValueError:
         except ValueError as exc:
             if "range" in str(exc) or "must be in" in str(exc):
                 return ValueError(f"{value!r} is no such date or time ({exc})")
-    return _not_a_form(value)
-
-
-def _not_a_form(value: object) -> ValueError:
     return ValueError(f"{value!r} is not a date or time spoolq reads (ISO 8601's "
                       "YYYY-MM-DD, with or without a time: 2020-01-31 or 2020-01-31T09:30:00Z)")
 
