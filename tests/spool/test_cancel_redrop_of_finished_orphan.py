@@ -46,6 +46,12 @@ pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 P, R, D, F = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED
 
 
+def _refused(path: object, **_: object) -> bool:
+    """A removal the disk refuses (no write access to ``running/``), as a Mover's
+    ``unlink_durable``."""
+    raise PermissionError(13, "Permission denied", str(path))
+
+
 def _finished_orphan(root: Path, max_attempts: int = 25) -> Spool:
     """A spool whose job ``daily`` has its run's record out and its running file left:
     its processor died between the two steps of its completion."""
@@ -177,10 +183,7 @@ def test_purge_keeps_the_record_of_a_finished_orphan_it_could_not_settle(
     time.sleep(0.3)
     client = Client(layout, Mover(layout, FsyncMode.NEVER))
 
-    def refused(path: object, **_: object) -> bool:
-        raise PermissionError(13, "Permission denied", str(path))
-
-    monkeypatch.setattr(client.spool.mover, "unlink_durable", refused)
+    monkeypatch.setattr(client.spool.mover, "unlink_durable", _refused)
     report = client.purge(0.2)
     assert (report.removed, report.kept) == (0, 1)
 
@@ -209,11 +212,8 @@ def test_a_cancel_that_cannot_settle_the_finished_run_is_refused_and_the_redrop_
     layout = processor.layout
     client, redrop, record = _redrop_beside(layout)
 
-    def refused(path: object, **_: object) -> bool:
-        raise PermissionError(13, "Permission denied", str(path))
-
     with monkeypatch.context() as patch:
-        patch.setattr(client.spool.mover, "unlink_durable", refused)
+        patch.setattr(client.spool.mover, "unlink_durable", _refused)
         with pytest.raises(ConflictError, match="daily not cancelled"):
             client.cancel("daily", wait_s=0)
 
@@ -360,7 +360,7 @@ def test_a_refused_cancel_whose_redrop_cannot_go_back_keeps_it_staged(
 
     def refused(path: object, **_: object) -> bool:
         submit(newer.spool, "daily", meta={"drop": 3})  # while the re-drop is staged
-        raise PermissionError(13, "Permission denied", str(path))
+        return _refused(path)
 
     from spool import orphans  # noqa: PLC0415
     real = orphans.drop_if_finished
