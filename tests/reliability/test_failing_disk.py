@@ -35,6 +35,10 @@ TROUBLE = "spool I/O trouble; pausing claims"
 UNREADABLE = "cannot read a pending file; trying it again at each scan"
 CANNOT_SCAN = "cannot scan pending/; said again only if the error changes"
 LEFT = "recovery cannot read a file; left there, tried at each pass"
+FLUSH_FAILED = ("cannot make the spool's last writes durable at the stop; they are made, "
+                "as under SPOOL_FSYNC=never")
+RECORD_STANDS = ("a run's record stands though its folder's sync failed; not requeued: its "
+                 "running file is left for the next start's recovery")
 SCAN_S = "0.3"
 """The scan interval of the tests that wait for scans and passes: the next one once the
 disk reads again, or those that would repeat a line (the shipped 5 s, and 1 s, proved
@@ -222,11 +226,18 @@ def test_a_batch_sync_failing_at_the_stop_is_said_and_the_stop_ends(
         msgs = [e.get("msg") for e in d.events()]
         assert "stopped" in msgs, d.logs()[-3000:]
         assert not [n for n in os.listdir(spool_root / "owners") if f"-{d.pid}-" in n]
-        said = [e for e in d.events() if e.get("level") == "warning"
+        said = [e["msg"] for e in d.events() if e.get("level") == "warning"
                 and "Input/output error" in e.get("error", "")]
-        assert len(said) == 1, d.logs()[-3000:]
+        # Which sync fails first is the batch's timing: the claim's (the job given back
+        # to pending/), or the run's record's (the record stands, its running file left
+        # for the next start's recovery: see the test above), or only the stop's.  CI
+        # saw the second, which this test once took for a second warning of the stop.
+        expected = {("pending",): [FLUSH_FAILED], ("done",): [FLUSH_FAILED],
+                    ("done", "running"): [RECORD_STANDS, FLUSH_FAILED]}
         where = locations(spool_root)
-        assert where in ({"j1": ["pending"]}, {"j1": ["done"]}), where  # one place, kept
+        assert set(where) == {"j1"}, where
+        assert tuple(sorted(where["j1"])) in expected, where  # one place, kept; or to settle
+        assert said == expected[tuple(sorted(where["j1"]))], d.logs()[-3000:]
     finally:
         d.abort()
 
