@@ -165,7 +165,7 @@ function formatMoney(value, digits = 0, compact = Math.abs(value) >= 1e6) {
   // Compact notation ends at trillions ("220,000,000,000,000T" for 2.2e29, cut to
   // "00,000,000T"): from a thousand trillion on, the exponent ("2.2e29").  Else with
   // ``digits`` decimals (moneyDigits), at most that many when compact.
-  if (Math.abs(value) >= 1e15) return exponent(value, 1);
+  if (Math.abs(value) >= (compact ? compactEnd(digits) : 1e15)) return exponent(value, 1);
   // In "en", as every table beside it: in the browser's own, "127.500" on the axis meant
   // 127,500 beside the table's "184,247.43" (QA: a de-DE browser).
   return value.toLocaleString("en", compact
@@ -173,9 +173,15 @@ function formatMoney(value, digits = 0, compact = Math.abs(value) >= 1e6) {
     : { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
+function compactEnd(digits) {
+  // The least value compact notation rounds up to a thousand trillions at ``digits``
+  // decimals: 9.9996e14 read "1000T" beside the "1.0e15" of 1e15.
+  return 1e15 - 5e11 * 10 ** -digits;
+}
+
 function exponent(value, digits) {
-  // "2.2e29", not toExponential's "2.2e+29".
-  return value.toExponential(digits).replace("e+", "e");
+  // "2.2e29", not toExponential's "2.2e+29"; and "0", not "0.0e0" (an axis from 0).
+  return value === 0 ? "0" : value.toExponential(digits).replace("e+", "e");
 }
 
 function axisTexts(values, log) {
@@ -189,10 +195,10 @@ function axisTexts(values, log) {
     const digits = moneyDigits(lo, hi, log);
     return values.map((v) => formatMoney(v, digits));
   }
-  const say = top >= 1e15 ? exponent : (v, digits) => formatMoney(v, digits, true);
   let texts = [];
   // Up to six: three said "1M / 1.001M / 1.001M" of a million that moved 0.1%.
   for (let digits = 1; digits <= 6; digits++) {
+    const say = top >= compactEnd(digits) ? exponent : (v) => formatMoney(v, digits, true);
     texts = values.map((v) => say(v, digits));
     if (new Set(texts).size === new Set(values).size) break;
   }

@@ -916,7 +916,7 @@ def test_the_charts_axis_writes_its_labels_in_one_notation(
     """A curve from 76,560 to 1.53M read "76,560 / 802,663 / 1.5M" on its axis (a look at
     the demo's chart): past a million the labels are all compact, with the decimals that
     tell them apart; nearer ones need more ("1.02M", not "1M" three times); past a
-    thousand trillion all have an exponent."""
+    thousand trillion, or what compact would round up to it, all have an exponent."""
     def curve(*values: float) -> list[list[Any]]:
         return [[f"2020-01-{d + 1:02d}T00:00:00", v] for d, v in enumerate(values)]
 
@@ -926,7 +926,11 @@ def test_the_charts_axis_writes_its_labels_in_one_notation(
              # and no more, told two of them apart as the same).
              "bt-tight": (curve(1_000_000.0, 1_001_000.0), ["1M", "1.0005M", "1.001M"]),
              # Past compact's trillions: "500T / 750T / 1.0e15", two notations.
-             "bt-huge": (curve(5e14, 1e15), ["5.0e14", "7.5e14", "1.0e15"])}
+             "bt-huge": (curve(5e14, 1e15), ["5.0e14", "7.5e14", "1.0e15"]),
+             # Just short of it, compact rounded up: "500T / 750T / 1000T".
+             "bt-nearly": (curve(5e14, 9.9996e14), ["5.0e14", "7.5e14", "1.0e15"]),
+             # From nothing: "0.0e0 / 5.0e14 / 1.0e15".
+             "bt-nil": (curve(0.0, 1e15), ["0", "5.0e14", "1.0e15"])}
     for job_id, (points, texts) in cases.items():
         run_job(spool, job_id, backtest({"AAA": _metrics(0.1, 1.0, equity_curve=points)}),
                 tool="run_backtest")
