@@ -970,3 +970,18 @@ def test_ci_runs_the_readme_test_command() -> None:
     lines = ci.read_text().splitlines()
     assert test_command in lines and lines[-1] == test_command
     assert "set -euo pipefail" in lines and os.access(ci, os.X_OK)
+
+
+def test_readme_exit_codes_name_every_code_the_cli_returns() -> None:
+    """The README's exit-code list is what a script reads to handle spoolq: a Ctrl-C
+    (130) and a reader gone (141, ``| head``) are codes every command can return
+    (spool.cli.main, spool.stdio), and were missing from it."""
+    from spool.cli.main import EXIT_INTERRUPTED  # noqa: PLC0415 - only this test
+    from spool.stdio import EXIT_BROKEN_PIPE  # noqa: PLC0415 - only this test
+
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme[readme.index("Exit codes:"):].split("\n\n")[0]
+    assert "An error is one" in paragraph
+    codes = paragraph[:paragraph.index("An error is one")]
+    for code in (0, 1, 2, 3, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE):
+        assert re.search(rf"\b{code}\b", codes), f"exit {code} not in: {codes}"
