@@ -426,7 +426,8 @@ def _summary_value(key: str, value: Any) -> str:
 
 
 def _ic_table(result: dict[str, Any], out: TextIO) -> None:
-    out.write(f"\nFactor analysis: {result.get('factor')} {result.get('params', {})} over "
+    params = "".join(f" {k}={v}" for k, v in (result.get("params") or {}).items())
+    out.write(f"\nFactor analysis: {result.get('factor')}{params} over "
               f"{result.get('symbols')} symbols x {result.get('dates')} dates\n")
     out.write(f"  {'horizon':>7} {'IC mean':>9} {'IC IR':>7} {'t':>6} {'rankIC':>8} "
               f"{'top-bottom':>11} {'rank AC':>8}\n")

@@ -359,3 +359,13 @@ def test_a_demo_whose_job_failed_exits_1(tmp_path: Path, monkeypatch: Any,
         states = [r["state"] for r in json.loads(capsys.readouterr().out)["records"]]
         assert states == (["done", "failed"] if n == 0 else ["done", "done"])
     assert codes == [1, 0]
+
+
+def test_the_factor_header_gives_its_params_as_the_backtest_header_does() -> None:
+    """The factor header printed the params as a Python dict ("momentum {'lookback': 20}")
+    beside the backtest's "fast=10 slow=50": one form, key=value, for both."""
+    out = io.StringIO()
+    demo._ic_table({"factor": "momentum", "params": {"lookback": 20}, "symbols": 200,
+                    "dates": 2490, "horizons": {}, "rank_autocorrelation": {}}, out)
+    header = out.getvalue().strip().splitlines()[0]
+    assert header == "Factor analysis: momentum lookback=20 over 200 symbols x 2490 dates"
