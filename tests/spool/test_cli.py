@@ -985,3 +985,23 @@ def test_readme_exit_codes_name_every_code_the_cli_returns() -> None:
     codes = paragraph[:paragraph.index("An error is one")]
     for code in (0, 1, 2, 3, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE):
         assert re.search(rf"\b{code}\b", codes), f"exit {code} not in: {codes}"
+
+
+def test_a_missing_default_spool_says_spool_dir_is_not_set(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """With SPOOL_DIR not exported (a new shell) the error named ~/.local/state/spoolq and
+    said "run 'spoolq init'": followed, that made a second, empty spool beside the one
+    the user meant.  The line says the path is the default because SPOOL_DIR is unset;
+    a SPOOL_DIR or --spool-dir that names a missing spool is said as before."""
+    home = tmp_path / "home"
+    home.mkdir()
+    unset = {k: v for k, v in env.items() if k != "SPOOL_DIR"} | {"HOME": str(home)}
+    proc = subprocess.run([*CLI, "ls"], env=unset, cwd=home, capture_output=True,
+                          text=True, timeout=60, check=False)
+    refused(proc, 1, str(home / ".local/state/spoolq"), "SPOOL_DIR is not set")
+    for given in (spoolq(env, "ls"), spoolq(unset | {"SPOOL_DIR": env["SPOOL_DIR"]}, "ls"),
+                  subprocess.run([*CLI, "ls", "--spool-dir", env["SPOOL_DIR"]], env=unset,
+                                 cwd=home, capture_output=True, text=True, timeout=60,
+                                 check=False)):
+        refused(given, 1, env["SPOOL_DIR"], "is not an initialised spool")
+        assert "SPOOL_DIR is not set" not in given.stderr
