@@ -69,6 +69,10 @@ class SpoolIOError(SpoolError):
     """The spool directory cannot be used (permissions, disk full, missing)."""
 
 
+class NotASpool(SpoolIOError):
+    """The spool directory lacks the spool's folders (``spoolq init`` makes them)."""
+
+
 class UnreadableDrop(SpoolIOError):
     """A job file opened but whose read failed (EIO: a bad sector), at intake or at its
     claim (which gave it back to ``pending/``): that file's trouble, not the spool's.

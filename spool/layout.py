@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from spool.errors import InvalidId, SpoolIOError
+from spool.errors import InvalidId, NotASpool, SpoolIOError
 from spool.ids import ID_RE, JOB_SUFFIX
 from spool.states import JobState
 
@@ -188,7 +188,7 @@ class Layout:
         missing = [p for p in self.required_folders() if not p.is_dir()]
         if missing:
             self.require_no_file_in_place(missing)
-            raise SpoolIOError(
+            raise NotASpool(
                 f"{self.root} is not an initialised spool (missing "
                 f"{', '.join(p.name for p in missing)}); run {self._init_advice()}"
             )

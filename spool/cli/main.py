@@ -39,8 +39,7 @@ from spool.cli.command import (
     add_globals,
 )
 from spool.cli.render import printable
-from spool.errors import ConfigError, SpoolError, SpoolIOError
-from spool.layout import Layout
+from spool.errors import ConfigError, NotASpool, SpoolError
 from spool.stdio import EXIT_BROKEN_PIPE, Parser, discard, parse_args
 from spool.version import add_version
 from spool.view import shown
@@ -332,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _report(held.error)
         return _act_on(held.signum)
-    except SpoolIOError as exc:
+    except NotASpool as exc:
         return _report(_default_said(exc, settings))
     except Exception as exc:
         return _report(exc)
@@ -341,13 +340,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr = sys.stderr.stream
 
 
-def _default_said(exc: SpoolIOError, settings: Settings | None) -> SpoolIOError:
+def _default_said(exc: NotASpool, settings: Settings | None) -> NotASpool:
     """``exc``, saying that the spool is SPOOL_DIR's default when neither SPOOL_DIR nor
     --spool-dir chose it and it is no spool: a new shell without ``export SPOOL_DIR`` was
     told "~/.local/state/spoolq is not an initialised spool; run 'spoolq init'", and
     following that made a second, empty spool beside the one meant."""
-    if settings is None or "spool_dir" in settings.model_fields_set \
-            or Layout(settings.spool_dir).exists():
+    if settings is None or "spool_dir" in settings.model_fields_set:
         return exc
     said = type(exc)(f"{exc} (SPOOL_DIR is not set, nor --spool-dir: that is its default; "
                      "export SPOOL_DIR to use your spool)")
