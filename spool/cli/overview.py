@@ -253,11 +253,28 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
                          + ("no Dask scheduler connected, or no worker" if room == 0
                             else "the Dask cluster has fewer threads than JOB_NUM"))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
-        lines.append("processor down: no live processor on this spool")
+        lines.append(f"processor down: {_why_down(stats.get('processors', []))}")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
     lines.append(f"last 60 s {'?' if done is None else done} done, "
                  f"{'?' if failed is None else failed} failed")
     return lines
+
+
+def _why_down(processors: list[dict[str, Any]]) -> str:
+    """What the document tells of no processor live: a lock holder whose heartbeat is
+    stale (SIGSTOPped or hung) is named, as ``wait`` names it; "no live processor"
+    alone sent an operator looking for a process that had died, not one to kill."""
+    held = [p for p in processors if not p.get("alive")]
+    if not held:
+        return "no live processor on this spool"
+    newest = max(held, key=lambda p: p["heartbeat_at"])
+    ago = human_duration(_span_s(newest["heartbeat_at"], datetime.now(UTC)))
+    who = f"pid {newest['pid']} on {printable(newest['host'])}"
+    if len(held) > 1:
+        who = f"{len(held)} processors hold their locks; the newest, {who},"
+    else:
+        who += " holds its lock,"
+    return f"{who} last heartbeat {ago} ago (stopped or hung?)"
 
 
 LS = Command(

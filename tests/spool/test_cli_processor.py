@@ -298,6 +298,31 @@ def test_wait_says_at_once_when_a_live_processor_stopped_heartbeating(
     assert round(least, 1) <= float(age.group(1)) <= round(most, 1), (notes, least, most)
 
 
+def test_stats_names_a_processor_that_holds_its_lock_but_stopped_heartbeating(
+        root: Path, env: dict[str, str]) -> None:
+    """``stats`` said only "processor down: no live processor on this spool" of a
+    SIGSTOPped or hung one, which ``wait`` names (QA h377): the operator looked for a
+    process that had died, not one to kill.  It names it as ``wait`` does."""
+    layout = Layout(root)
+    old = datetime.now(UTC) - timedelta(minutes=2)
+    lease = OwnerLease(layout.owner_lock("hung-1"))
+    try:
+        spool_of(root).mover.publish(layout.owner_status("hung-1"), OwnerStatus(
+            owner="hung-1", pid=os.getpid(), host="test", version="0", started_at=old,
+            heartbeat_at=old, tools=[{"name": "echo"}]).model_dump_json().encode())
+        table = spoolq(env, "stats")
+    finally:
+        lease.release()
+    assert table.returncode == 0, table.stderr
+    down = [line for line in table.stdout.splitlines()
+            if line.startswith("processor down:")]
+    assert len(down) == 1, table.stdout
+    assert re.fullmatch(rf"processor down: pid {os.getpid()} on test holds its lock, last "
+                        r"heartbeat 2\.\dm ago \(stopped or hung\?\)", down[0]), down
+    gone = spoolq(env, "stats")  # the lock let go: a processor gone, nothing to name
+    assert "processor down: no live processor on this spool" in gone.stdout, gone.stdout
+
+
 def test_wait_says_nothing_while_a_processor_runs(
         root: Path, env: dict[str, str], processor: Start) -> None:
     """A job not due for a minute: the wait outlasts the delay before a note, silently."""
