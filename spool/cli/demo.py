@@ -187,7 +187,11 @@ def _start_daemons(daemons: list[Daemon], root: Path, env: dict[str, str], port:
         while not checks[d.name]():
             if d.proc.poll() is not None or time.monotonic() > deadline:
                 tail = d.log.read_text(errors="replace").strip().splitlines()[-3:]
-                raise SpoolError(f"{d.name} did not start: {' | '.join(tail)}")
+                said = " | ".join(tail)
+                if port and "address already in use" in said.lower():
+                    # Its line names STATUSD_PORT, which the user did not set (QA h377).
+                    said += f" (--port {port}: pick another, or leave --port out)"
+                raise SpoolError(f"{d.name} did not start: {said}")
             time.sleep(0.05)
         out.write(f"started    {d.name} (pid {d.proc.pid}, log {d.log})\n")
     return listening[0]
