@@ -290,8 +290,11 @@ class Processor:
             return False  # not this run's record: an earlier one of the id, or none
         self.runs.pop(job_id, None)
         run.claim.close()
-        log.warning("a run's record stands though its folder's sync failed; not requeued: "
-                    "its running file is left for the next start's recovery", extra={
+        # Its running file stands, or its removal's staging (the sync that failed came
+        # after the record's): either is recovery's to settle (h376).
+        log.warning("a run's record stands though a sync after it failed; not requeued: "
+                    "its running file, or what its removal left, is for the next start's "
+                    "recovery", extra={
                         "fields": {"id": job_id, "error": str(exc)}})
         return True
 
