@@ -249,4 +249,4 @@ WAIT = Command(
     "bar: one line each on stdout, 'ID STATE [ERROR]' (--json: its record as one JSON "
     "line), in the order given, an id given twice too; the exit code is 1 if any failed "
     "or is unknown, else 3 "
-    "if any is unfinished, else 0.")
+    "if any is unfinished, else 0.  Ctrl-C stops the wait, not the job: exit 130.")
