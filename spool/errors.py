@@ -29,6 +29,10 @@ from __future__ import annotations
 
 import errno
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ErrorType(StrEnum):
@@ -70,7 +74,12 @@ class SpoolIOError(SpoolError):
 
 
 class NotASpool(SpoolIOError):
-    """The spool directory lacks the spool's folders (``spoolq init`` makes them)."""
+    """The spool directory ``root`` lacks the spool's folders (``spoolq init`` makes
+    them); ``root`` None where not known."""
+
+    def __init__(self, message: str, root: Path | None = None) -> None:
+        super().__init__(message)
+        self.root = root
 
 
 class UnreadableDrop(SpoolIOError):

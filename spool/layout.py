@@ -190,8 +190,8 @@ class Layout:
             self.require_no_file_in_place(missing)
             raise NotASpool(
                 f"{self.root} is not an initialised spool (missing "
-                f"{', '.join(p.name for p in missing)}); run {self._init_advice()}"
-            )
+                f"{', '.join(p.name for p in missing)}); run {self._init_advice()}",
+                self.root)
 
     def require_root_is_dir(self) -> None:
         """SpoolIOError when the root exists and is no directory ('spoolq init' cannot

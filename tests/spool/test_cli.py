@@ -1005,3 +1005,37 @@ def test_a_missing_default_spool_says_spool_dir_is_not_set(env: dict[str, str],
                                  check=False)):
         refused(given, 1, env["SPOOL_DIR"], "is not an initialised spool")
         assert "SPOOL_DIR is not set" not in given.stderr
+
+
+def test_a_missing_spool_other_than_the_default_is_not_said_to_be_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    """SPOOL_DIR unset, the note "that is its default" was added to any spool that is not
+    one, whatever its path: the demo's own temporary spool, gone under it (a tmp cleaner),
+    was said to be SPOOL_DIR's default (QA h378).  The note is for the default's path
+    only, a symlink on the way to it (HOME through a link) the same path."""
+    from spool.cli import demo  # noqa: PLC0415 - only this test
+
+    real = tmp_path / "real-home"
+    real.mkdir()
+    (tmp_path / "home").symlink_to(real)
+    monkeypatch.delenv("SPOOL_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(real)  # no .env
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(demo, "_synth", lambda *_: None)
+
+    def start_and_lose_the_spool(_daemons: Any, root: Path, *_: Any) -> int:
+        for folder in root.iterdir():
+            if folder.is_dir():
+                folder.rmdir()
+        return 1
+
+    monkeypatch.setattr(demo, "_start_daemons", start_and_lose_the_spool)
+    assert spoolq_main(["demo", "--symbols", "3", "--bars", "50"]) == 1
+    err = capsys.readouterr().err
+    assert "spoolq-demo-" in err and "is not an initialised spool" in err, err
+    assert "SPOOL_DIR is not set" not in err, err
+    assert spoolq_main(["ls"]) == 1  # the default, through the link: said so
+    err = capsys.readouterr().err
+    assert "is not an initialised spool" in err and "SPOOL_DIR is not set" in err, err
