@@ -269,8 +269,9 @@ class Processor:
         ``done/`` or ``failed/`` all the same (its rename landed, then the folder's sync
         failed: EIO, ENOSPC).  Then it is not requeued: requeued, the job was in
         ``pending/`` beside its record, and ran again after the restart (QA, h356).  Its
-        running file stays, its lease let go, for the next start's recovery, which finds
-        the record and drops the file: the record's entry is not known durable, and
+        running file stays (or its removal's staging, where the sync that failed was that
+        removal's), its lease let go, for the next start's recovery, which finds the
+        record and drops the file: the record's entry is not known durable, and
         removed now (durably, should ``running/`` sync), a power cut could leave the job
         in no folder at all."""
         job_id = run.claim.job_id
