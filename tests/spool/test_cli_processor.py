@@ -14,6 +14,7 @@ shipped CLI with the period 1 s, not 3.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -270,22 +271,31 @@ def test_wait_says_at_once_when_the_processor_was_killed(
     assert "holds no lock" in notes[0] and f"{root}/owners/" in notes[0], notes
 
 
-def test_wait_says_at_once_when_a_live_processor_stopped_heartbeating(
-        root: Path, env: dict[str, str]) -> None:
-    """Its lock held (a SIGSTOPped or hung processor) but its heartbeat 2 minutes old."""
+@contextlib.contextmanager
+def _hung(root: Path, heartbeat_at: datetime) -> Iterator[None]:
+    """A processor ``hung-1`` (this pid, on host ``test``) holding its lock, its last
+    heartbeat at ``heartbeat_at``: SIGSTOPped or hung, as readers see it."""
     layout = Layout(root)
-    spool_of(root).submit(Job(tool="echo"), "stuck")
-    old = datetime.now(UTC) - timedelta(minutes=2)
     lease = OwnerLease(layout.owner_lock("hung-1"))
     try:
         spool_of(root).mover.publish(layout.owner_status("hung-1"), OwnerStatus(
-            owner="hung-1", pid=os.getpid(), host="test", version="0", started_at=old,
-            heartbeat_at=old, tools=[{"name": "echo"}]).model_dump_json().encode())
+            owner="hung-1", pid=os.getpid(), host="test", version="0",
+            started_at=heartbeat_at, heartbeat_at=heartbeat_at,
+            tools=[{"name": "echo"}]).model_dump_json().encode())
+        yield
+    finally:
+        lease.release()
+
+
+def test_wait_says_at_once_when_a_live_processor_stopped_heartbeating(
+        root: Path, env: dict[str, str]) -> None:
+    """Its lock held (a SIGSTOPped or hung processor) but its heartbeat 2 minutes old."""
+    spool_of(root).submit(Job(tool="echo"), "stuck")
+    old = datetime.now(UTC) - timedelta(minutes=2)
+    with _hung(root, old):
         began = datetime.now(UTC)
         waited = spoolq(env, "wait", "stuck", "--timeout", "1")
         ended = datetime.now(UTC)
-    finally:
-        lease.release()
     assert waited.returncode == 3, waited.stderr
     notes = [line for line in waited.stderr.splitlines() if NO_PROCESSOR in line]
     assert len(notes) == 1, waited.stderr
@@ -303,16 +313,8 @@ def test_stats_names_a_processor_that_holds_its_lock_but_stopped_heartbeating(
     """``stats`` said only "processor down: no live processor on this spool" of a
     SIGSTOPped or hung one, which ``wait`` names (QA h377): the operator looked for a
     process that had died, not one to kill.  It names it as ``wait`` does."""
-    layout = Layout(root)
-    old = datetime.now(UTC) - timedelta(minutes=2)
-    lease = OwnerLease(layout.owner_lock("hung-1"))
-    try:
-        spool_of(root).mover.publish(layout.owner_status("hung-1"), OwnerStatus(
-            owner="hung-1", pid=os.getpid(), host="test", version="0", started_at=old,
-            heartbeat_at=old, tools=[{"name": "echo"}]).model_dump_json().encode())
+    with _hung(root, datetime.now(UTC) - timedelta(minutes=2)):
         table = spoolq(env, "stats")
-    finally:
-        lease.release()
     assert table.returncode == 0, table.stderr
     down = [line for line in table.stdout.splitlines()
             if line.startswith("processor down:")]
