@@ -117,6 +117,8 @@ class Soak:
     def __init__(self, cfg: SoakConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
+        if cfg.workdir is not None:  # --dir: made if missing (a traceback, before)
+            Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
         self.base = Path(tempfile.mkdtemp(prefix="spoolq-chaos-", dir=cfg.workdir))
         self.root = self.base / "spool"
         self.log = self.base / "runs.log"
