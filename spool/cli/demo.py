@@ -126,12 +126,14 @@ def run(args: argparse.Namespace) -> int:
           lambda: _synth(data_dir, args.symbols, args.bars, args.seed))
     daemons: list[Daemon] = []
     terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # hung up, it is silenced
+    ran = False
     try:
         with _interrupts_as_keyboard(terminal):
             port = _start_daemons(daemons, root, env, args.port, out)
             url = f"http://127.0.0.1:{port}/"
             out.write(f"dashboard  {url}\n\n")
             records = _run_jobs(root, args.symbols, out)
+            ran = True
             if args.json:
                 emit_json({"spool": str(root), "dashboard": url,
                            "records": [record_json(r) for r in records]})
@@ -158,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         if not given:  # a folder of ours in the temporary directory: say it is there
             out.write(f"spool      {root} stays for a look ('spoolq --spool-dir {root} "
                       "ls'); remove it when done\n")
+        elif not ran:  # the same command again is refused, the folder no longer empty
+            out.write(f"spool      {root} keeps this try's files and logs; to run the demo "
+                      "again, remove it or name a new --spool-dir\n")
 
 
 # -- set-up ------------------------------------------------------------------------------

@@ -276,6 +276,9 @@ def test_demo_on_a_port_another_server_answers_says_its_statusd_did_not_start(
     assert "address already in use" in out, out
     # Its statusd's line names STATUSD_PORT; the user gave --port (QA h377).
     assert f"(--port {other.server_address[1]}: pick another, or leave --port out)" in out, out
+    # The same command again is refused ("not empty"): said, with what to do (QA h377).
+    assert (f"spool      {tmp_path / 'spool'} keeps this try's files and logs; to run the "
+            "demo again, remove it or name a new --spool-dir") in out, out
     assert "left running" not in out and "dashboard" not in out, out
     assert "stopped    spool-processor" in out
     _assert_all_gone(_spool_of(out))
