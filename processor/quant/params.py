@@ -34,7 +34,7 @@ from pydantic import (
 from spool.errors import InvalidParams
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SYMBOL = re.compile(SYMBOL_PATTERN)  # fullmatch: the anchors take no trailing newline
 
 
 def is_symbol(value: object) -> TypeGuard[str]:
