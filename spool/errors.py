@@ -75,9 +75,9 @@ class SpoolIOError(SpoolError):
 
 class NotASpool(SpoolIOError):
     """The spool directory ``root`` lacks the spool's folders (``spoolq init`` makes
-    them); ``root`` None where not known."""
+    them)."""
 
-    def __init__(self, message: str, root: Path | None = None) -> None:
+    def __init__(self, message: str, root: Path) -> None:
         super().__init__(message)
         self.root = root
 

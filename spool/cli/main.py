@@ -345,7 +345,7 @@ def _default_said(exc: NotASpool, settings: Settings | None) -> NotASpool:
     --spool-dir chose it and it is no spool: a new shell without ``export SPOOL_DIR`` was
     told "~/.local/state/spoolq is not an initialised spool; run 'spoolq init'", and
     following that made a second, empty spool beside the one meant."""
-    if (settings is None or "spool_dir" in settings.model_fields_set or exc.root is None
+    if (settings is None or "spool_dir" in settings.model_fields_set
             # Another spool than the default's (the demo's own, gone under it: QA h378).
             or os.path.realpath(exc.root) != os.path.realpath(settings.spool_dir)):
         return exc
