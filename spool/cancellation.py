@@ -35,7 +35,7 @@ from spool.committed import past_commit, then
 from spool.entries import read_regular
 from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.fsops import is_there
-from spool.ids import JOB_SUFFIX
+from spool.ids import JOB_SUFFIX, new_job_id
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in
 from spool.large import found_fields, read_record
 from spool.models import ErrorInfo, Record, Source, record_bytes
@@ -102,26 +102,62 @@ def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
     recovery then ran the finished run again over the cancel (h369).  Put back, it is the
     job it was; a cancel asked again once that file is settled goes on.
 
-    Should it not go back (a drop of the id accepted in that moment stands in
-    ``pending/``, or the move fails), it stays staged, its bytes kept, for recovery to
-    settle as a cancel cut short once that run is
-    (:meth:`spool.staged.Staged._restore_cancel`).  Dropped instead, as a drop's rename
-    would replace it, it was lost with no record where that drop was a ``spoolq
-    submit``, which an id pending refuses (h374)."""
+    Should it not go back, a drop of the id accepted in that moment standing in
+    ``pending/``, it is recorded ``cancelled`` under a fresh id of its own
+    (:func:`_record_aside`): its cancel's record under its id would replace the run's,
+    and dropped, as a drop's rename would replace it, it was lost with no record where
+    that drop was a ``spoolq submit``, which an id pending refuses (h374).  Where that
+    record is not written (no job in the file, a full disk) or the move back fails,
+    it stays staged, its bytes kept, for recovery to settle as a cancel cut short once
+    that run is (:meth:`spool.staged.Staged._restore_cancel`)."""
+    job_id = claim.job_id
     try:
-        back = spool.mover.move(staged, spool.layout.job(JobState.PENDING, claim.job_id),
+        back = spool.mover.move(staged, spool.layout.job(JobState.PENDING, job_id),
                                 replace=False)
+        aside = None if back else _record_aside(spool, claim, staged)
     finally:
         claim.close()
-    if not back:
-        # Not "try again": asked again, the cancel took the newer drop, which nobody had
-        # asked to cancel, and this one was cancelled by recovery all the same (h375).
-        raise ConflictError(
-            f"job {claim.job_id} not cancelled now: the run of it before this drop may have "
-            f"ended, its running file is not yet settled, and a newer drop of {claim.job_id} "
-            "is pending in its place (not cancelled); this drop is held aside for recovery "
-            "and will not run")
-    raise ConflictError(_not_settled(claim.job_id))
+    if back:
+        raise ConflictError(_not_settled(job_id))
+    # Not "try again": asked again, the cancel took the newer drop, which nobody had
+    # asked to cancel, and this one was cancelled by recovery all the same (h375).
+    said = (f"job {job_id} not cancelled: the run of it before this drop may have ended, "
+            f"its running file is not yet settled, and a newer drop of {job_id} is pending "
+            "in its place (not cancelled); ")
+    if aside is None:
+        raise ConflictError(said + "this drop is held aside for recovery and will not run")
+    raise ConflictError(said + f"this drop will not run: it is recorded cancelled as job "
+                        f"{aside.id}")
+
+
+def _record_aside(spool: Spool, claim: Claim, staged: Path) -> Record | None:
+    """Record the job staged at ``staged``, refused its cancel and unable to go back to
+    ``pending/`` (see :func:`_give_back`), as ``cancelled`` under a fresh id of its own,
+    then drop the staging; its record, or None where it is left staged (no job in
+    it, whose bytes recovery keeps; the record not written).
+
+    Left staged, a staging of a live statusd stood a day, and recovery then quarantined
+    it saying its canceller had died; under the id's own name its record would replace
+    the run's it was refused for (h375)."""
+    record = spool.record_of_claim(claim, JobState.FAILED)
+    if record.tool is None:
+        return None
+    record.id = new_job_id(spool.clock.now())
+    record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
+        f"{CANCELLED_PENDING} as job {claim.job_id}, recorded under an id of its own: a "
+        f"newer drop of {claim.job_id} took its place in pending/ while its cancel waited "
+        f"on the run of {claim.job_id} before it, whose record stands under that id"))
+    done = f"job {claim.job_id} cancelled as job {record.id}"
+    try:
+        if not spool.mover.publish(spool.layout.job_str(JobState.FAILED, record.id),
+                                   record_bytes(record), replace=False):
+            return None
+    except SpoolIOError as exc:
+        if not _landed(spool, record):
+            return None  # left staged: recovery settles it
+        past_commit(spool, done, exc)  # in, its folder's sync failed: the cancel stands
+    then(spool, done, lambda: spool.mover.unlink(staged))
+    return record
 
 
 def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:

@@ -33,7 +33,7 @@ from spoolkit import (
 )
 
 from spool.client import Client
-from spool.errors import ConflictError
+from spool.errors import ConflictError, SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.recovery import Recovery
@@ -257,7 +257,7 @@ import orjson, os, signal
 from spool import orphans
 from pathlib import Path
 from spool.client import Client
-from spool.errors import ConflictError
+from spool.errors import ConflictError, SpoolIOError
 from spool.fsops import Mover
 from spool.layout import Layout
 from spool.settings import FsyncMode
@@ -345,17 +345,12 @@ def test_a_cancel_that_may_not_open_the_finished_runs_file_is_refused(
     assert scan.requeued == scan.abandoned == [], "the finished run was settled again"
 
 
-def test_a_refused_cancel_whose_redrop_cannot_go_back_keeps_it_staged(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A newer drop of the id lands in ``pending/`` while the refused cancel holds the
-    re-drop staged (the run ahead ended after the cancel asked, before it took the
-    re-drop).  The re-drop, which cannot go back, was dropped with no record (d2a9814:
-    as a drop's rename would replace it, but a ``spoolq submit`` is refused while one is
-    pending; h374).  It stays staged, its bytes kept, for recovery to settle once that
-    run is (as `test_a_cancel_killed_with_its_redrop_staged_...` shows)."""
-    processor = _finished_orphan(tmp_path / "spool")
-    layout = processor.layout
-    client, _, record = _redrop_beside(layout)
+def _refused_as_a_newer_drop_lands(client: Client, layout: Layout
+                                   ) -> pytest.ExceptionInfo[ConflictError]:
+    """Cancel ``daily`` as the run ahead of its re-drop ends after the cancel asked and
+    before it took the re-drop (its running file then cannot be settled), and a newer
+    drop of the id lands in ``pending/`` while the refused cancel holds the re-drop
+    staged: the refusal."""
     newer = Client(layout, Mover(layout, FsyncMode.NEVER))
 
     def refused(path: object, **_: object) -> bool:
@@ -370,19 +365,72 @@ def test_a_refused_cancel_whose_redrop_cannot_go_back_keeps_it_staged(
         asked.append(job_id)  # asked before the take: the run settled, as far as told
         return orphans.Settle.NOTHING if len(asked) == 1 else real(spool, job_id, *args)
 
-    with monkeypatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(orphans, "drop_if_finished", after_the_take)
         patch.setattr(client.spool.mover, "unlink_durable", refused)
         with pytest.raises(ConflictError, match="daily not cancelled") as refusal:
             client.cancel("daily", wait_s=0)
-
     # Not "try again": that cancelled the newer drop, and recovery this one all the same.
     assert "try again" not in str(refusal.value)
     assert "a newer drop of daily is pending in its place (not cancelled)" in str(refusal.value)
     assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
-    staged = [folder / name for folder in (layout.stage, layout.tmp)
-              for name in listing(folder) if "cancel-" in name]
-    assert [read_json(path)["meta"] for path in staged] == [{"drop": 2}]
+    return refusal
+
+
+def _staged_cancels(layout: Layout) -> list[Path]:
+    return [folder / name for folder in (layout.stage, layout.tmp)
+            for name in listing(folder) if "cancel-" in name]
+
+
+def test_a_refused_cancel_whose_redrop_cannot_go_back_records_it_under_an_id_of_its_own(
+        tmp_path: Path) -> None:
+    """The re-drop, which cannot go back, was dropped with no record (d2a9814: as a
+    drop's rename would replace it, but a ``spoolq submit`` is refused while one is
+    pending; h374); then it was kept staged for recovery, which, staged by a live
+    statusd, quarantined it a day later saying its canceller had died (h375).  It is
+    recorded ``cancelled`` at once under a fresh id of its own, which the refusal
+    names: under ``daily`` its record would replace the run's it was refused for."""
+    processor = _finished_orphan(tmp_path / "spool")
+    layout = processor.layout
+    client, _, record = _redrop_beside(layout)
+
+    refusal = _refused_as_a_newer_drop_lands(client, layout)
+
+    said = str(refusal.value)
+    assert "this drop will not run: it is recorded cancelled as job " in said
+    aside = said.rpartition(" ")[2]
+    assert listing(layout.folder(F)) == [f"{aside}.json"]
+    held = read_json(layout.job(F, aside))
+    assert (held["meta"], held["tool"], held["error"]["type"]) == ({"drop": 2}, "echo",
+                                                                  "cancelled")
+    assert held["error"]["message"].startswith("cancelled while pending as job daily, ")
+    assert _staged_cancels(layout) == []
+    assert layout.job(D, "daily").read_bytes() == record
+    scan = Recovery(processor).scan()  # the run settled; nothing of the cancel is left
+    assert scan.requeued == scan.abandoned == scan.restored == []
+    assert listing(layout.folder(F)) == [f"{aside}.json"]
+    assert read_json(layout.job(P, "daily"))["meta"] == {"drop": 3}
+    retried = client.retry(aside)  # run under its own id, as asked
+    assert retried.id == aside and read_json(layout.job(P, aside))["meta"] == {"drop": 2}
+
+
+def test_a_refused_cancel_whose_redrop_can_neither_go_back_nor_be_recorded_keeps_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its record under an id of its own not written (ENOSPC), the re-drop stays staged,
+    its bytes kept, for recovery to settle once the run ahead of it is (as
+    `test_a_cancel_killed_with_its_redrop_staged_...` shows)."""
+    processor = _finished_orphan(tmp_path / "spool")
+    layout = processor.layout
+    client, redrop, record = _redrop_beside(layout)
+
+    def full(*_: object, **__: object) -> bool:
+        raise SpoolIOError("cannot write: No space left on device")
+
+    monkeypatch.setattr(client.spool.mover, "publish", full)
+    refusal = _refused_as_a_newer_drop_lands(client, layout)
+
+    assert str(refusal.value).endswith("this drop is held aside for recovery and will not run")
+    assert [path.read_bytes() for path in _staged_cancels(layout)] == [redrop]
     assert layout.job(D, "daily").read_bytes() == record
     assert listing(layout.folder(F)) == []
 
