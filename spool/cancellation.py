@@ -144,9 +144,10 @@ def _record_aside(spool: Spool, claim: Claim, staged: Path) -> Record | None:
         return None
     record.id = new_job_id(spool.clock.now())
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
-        f"{CANCELLED_PENDING} as job {claim.job_id}, recorded under an id of its own: a "
-        f"newer drop of {claim.job_id} took its place in pending/ while its cancel waited "
-        f"on the run of {claim.job_id} before it, whose record stands under that id"))
+        f"{CANCELLED_PENDING} as job {claim.job_id}, recorded under an id of its own: its "
+        f"cancel was refused, the run of {claim.job_id} before it not yet settled, and a "
+        f"newer drop of {claim.job_id} took its place in pending/ meanwhile; the run's "
+        f"record stands under {claim.job_id}"))
     done = f"job {claim.job_id} cancelled as job {record.id}"
     try:
         if not spool.mover.publish(spool.layout.job_str(JobState.FAILED, record.id),
