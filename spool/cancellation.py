@@ -35,7 +35,7 @@ from spool.committed import past_commit, then
 from spool.entries import read_regular
 from spool.errors import ConflictError, ErrorType, SpoolIOError
 from spool.fsops import is_there
-from spool.ids import JOB_SUFFIX, new_job_id
+from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.jobfile import MAX_ACTIVE_BYTES, job_in
 from spool.large import found_fields, read_record
 from spool.models import ErrorInfo, Record, Source, record_bytes
@@ -142,7 +142,13 @@ def _record_aside(spool: Spool, claim: Claim, staged: Path) -> Record | None:
     record = spool.record_of_claim(claim, JobState.FAILED)
     if record.tool is None:
         return None
-    record.id = new_job_id(spool.clock.now())
+    try:
+        aside = aside_id(staged, os.lstat(staged))
+    except OSError:
+        return None  # left staged: recovery settles it
+    if aside is None:
+        return None
+    record.id = aside
     record.error = ErrorInfo(type=ErrorType.CANCELLED, message=(
         f"{CANCELLED_PENDING} as job {claim.job_id}, recorded under an id of its own: its "
         f"cancel was refused, the run of {claim.job_id} before it not yet settled, and a "
@@ -159,6 +165,21 @@ def _record_aside(spool: Spool, claim: Claim, staged: Path) -> Record | None:
         past_commit(spool, done, exc)  # in, its folder's sync failed: the cancel stands
     then(spool, done, lambda: spool.mover.unlink(staged))
     return record
+
+
+def aside_id(staged: Path, st: os.stat_result) -> str | None:
+    """The fresh id :func:`_record_aside` records the re-drop staged at ``staged`` (``st``
+    its lstat) under: of its staging's ctime and the random digits of its name (None
+    for a name without them), so that recovery, finding the staging left beside that
+    record (its canceller killed before the removal, or the removal not durable),
+    knows the cancel completed (:meth:`spool.staged.Staged._restore_cancel`).  A random
+    id left recovery no way to find the record: it settled the re-drop again, a second
+    record of it, under the run's id (QA h382)."""
+    digits = staged.name.rsplit(".", 3)
+    if len(digits) != 4 or len(digits[2]) < 12:
+        return None
+    job_id = f"{utc_from_ns(st.st_ctime_ns):%Y%m%dT%H%M%S}-{digits[2][-12:]}"
+    return job_id if is_valid_id(job_id) else None
 
 
 def finish_cancel(spool: Spool, claim: Claim, staged: Path) -> Record:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spool.cancellation import cancel_recorded
+from spool.cancellation import aside_id, cancel_recorded
 from spool.errors import ConflictError, UnreadableDrop
 from spool.fsops import SPARE_TAG, WRITE_TAG, failing_file, no_access
 from spool.ids import JOB_SUFFIX, invalid_id, is_valid_id
@@ -267,7 +267,8 @@ class Staged:
             self.restore_quarantine(job_id, path, st, noted=self.notes.record(job_id, st))
         elif action == "cancel":
             try:
-                if not self._restore_cancel(job_id, path, st):
+                if not (self._recorded_aside(path, st)
+                        or self._restore_cancel(job_id, path, st)):
                     return  # left for a later pass (not restored)
             except UnreadableDrop as exc:
                 # Left for the next pass, as an orphan whose read fails: raised, one bad
@@ -378,6 +379,19 @@ class Staged:
             report.restored.append(job_id)
         else:
             report.removed += self.mover.unlink(path)  # or a newer record was written
+
+    def _recorded_aside(self, path: Path, st: os.stat_result) -> bool:
+        """A refused cancel's re-drop recorded ``cancelled`` under an id of its own
+        (:func:`spool.cancellation._record_aside`), its staging left (its canceller
+        killed before the removal, or the removal not durable): the staging goes.
+        Settled as a cancel cut short, it was recorded a second time, under the run's
+        id, that record replacing the run's (QA h382)."""
+        aside = aside_id(path, st)
+        if aside is None or not os.path.lexists(self.layout.job_str(JobState.FAILED, aside)) \
+                or not cancel_recorded(self.layout, aside, path, st):
+            return False
+        self.mover.unlink(path)
+        return True
 
     def _restore_cancel(self, job_id: str, path: Path, st: os.stat_result
                         ) -> bool:
