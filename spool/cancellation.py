@@ -159,7 +159,7 @@ def _record_aside(spool: Spool, claim: Claim, staged: Path) -> Record | None:
         if not spool.mover.publish(spool.layout.job_str(JobState.FAILED, record.id),
                                    record_bytes(record), replace=False):
             return None
-    except SpoolIOError as exc:
+    except (SpoolIOError, OSError) as exc:  # (raw, it lost the refusal: QA h382)
         if not _landed(spool, record):
             return None  # left staged: recovery settles it
         past_commit(spool, done, exc)  # in, its folder's sync failed: the cancel stands
