@@ -125,7 +125,11 @@ def _give_back(spool: Spool, claim: Claim, staged: Path) -> NoReturn:
             f"its running file is not yet settled, and a newer drop of {job_id} is pending "
             "in its place (not cancelled); ")
     if aside is None:
-        raise ConflictError(said + "this drop is held aside for recovery and will not run")
+        # Not "will not run": should the newer drop have left pending/ by the time
+        # recovery settles it, it goes back there and runs (h382).
+        raise ConflictError(said + "this drop is held aside for recovery, which puts it "
+                            f"back in pending/ should {job_id} be free by then, else "
+                            "records it cancelled")
     raise ConflictError(said + f"this drop will not run: it is recorded cancelled as job "
                         f"{aside.id}")
 

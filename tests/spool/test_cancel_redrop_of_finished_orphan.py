@@ -435,7 +435,9 @@ def test_a_refused_cancel_whose_redrop_can_neither_go_back_nor_be_recorded_keeps
     monkeypatch.setattr(client.spool.mover, "publish", full)
     refusal = _refused_as_a_newer_drop_lands(client, layout)
 
-    assert str(refusal.value).endswith("this drop is held aside for recovery and will not run")
+    assert str(refusal.value).endswith(
+        "this drop is held aside for recovery, which puts it back in pending/ should daily "
+        "be free by then, else records it cancelled")
     assert [path.read_bytes() for path in _staged_cancels(layout)] == [redrop]
     assert layout.job(D, "daily").read_bytes() == record
     assert listing(layout.folder(F)) == []
