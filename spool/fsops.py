@@ -53,7 +53,6 @@ import fcntl
 import itertools
 import logging
 import os
-import shutil
 import stat
 import sys
 import time
@@ -1097,7 +1096,7 @@ class Mover:
             except IsADirectoryError:
                 if not tree:
                     raise
-                shutil.rmtree(path)
+                _remove_tree(path)
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -1264,6 +1263,69 @@ class Mover:
         self.sync_dir(self.layout.root)
         if self.recycle:
             self._choose_staging()  # stage/ is there now
+
+
+_TREE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(path: StrPath) -> None:
+    """Remove the directory ``path`` and all it holds, never following a symlink, with no
+    recursion and two descriptors at most.
+
+    shutil.rmtree recursed once per level (through Python 3.12): a quarantined directory
+    nested deeper than the recursion limit (``pending/x.json/d/d/...``, 3,000 levels)
+    raised RecursionError, which no caller expects, when a later run of its id
+    superseded it: the processor crashed, and again at each start, as recovery removed
+    it (QA).  Here a subdirectory that is not empty has its entries moved up into
+    ``path`` (fresh names) and is then removed, until ``path`` holds nothing.  An error
+    (EACCES on a submitter's subdirectory) is raised as rmtree raised it; what was
+    moved up by then stays in ``path``."""
+    top = os.open(path, _TREE_FLAGS)
+    fresh = itertools.count()
+    try:
+        while entries := os.listdir(top):
+            for name in entries:
+                _remove_entry(top, name, fresh)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
+    """Remove ``name`` in the folder ``top``: a file at once, a directory once empty
+    (its entries moved up into ``top`` first, for the caller's next pass)."""
+    with contextlib.suppress(FileNotFoundError):
+        try:
+            os.unlink(name, dir_fd=top)  # never follows a symlink; EISDIR for a directory
+            return
+        except IsADirectoryError:
+            pass
+        sub = os.open(name, _TREE_FLAGS, dir_fd=top)
+        try:
+            for inner in os.listdir(sub):
+                _move_up(sub, inner, top, fresh)
+        finally:
+            os.close(sub)
+        try:
+            os.rmdir(name, dir_fd=top)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise  # ENOTEMPTY: something came in meanwhile, for the next pass
+
+
+def _move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
+    """Move ``name`` from the folder ``sub`` into ``top`` under a name of its own; a
+    file of the tree there under that name goes (the tree goes whole anyway)."""
+    while True:
+        try:
+            os.rename(name, f".rm{next(fresh)}", src_dir_fd=sub, dst_dir_fd=top)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # the name is a directory's, or a file's and this one is not
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR,
+                                 errno.ENOTDIR):
+                raise
 
 
 def _make_dir(path: Path, mode: int) -> None:

@@ -16,6 +16,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -381,3 +383,47 @@ def test_a_quarantined_directory_the_spool_user_may_not_remove_is_kept_when_supe
     assert wait_record(spool_root, "after")["state"] == "done"
     assert "I/O trouble" not in d.logs()
     assert d.stop() == 0
+
+
+def _nest(top: Path, depth: int) -> None:
+    """``top``/d/d/... ``depth`` directories deep, by descriptor (the path is past
+    PATH_MAX)."""
+    os.mkdir(top)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def test_a_directory_nested_past_the_recursion_limit_is_superseded_not_a_crash(
+        spool_root: Path, daemon: StartDaemon) -> None:
+    """A drop that is a directory nested deeper than the recursion limit is quarantined,
+    and a later run of its id supersedes it: the directory goes with the old record.
+    That removal (shutil.rmtree) raised RecursionError: the processor crashed, and again
+    at each start, as recovery removed it; every job after it waited for good."""
+    staged = spool_root / "tmp" / "deep"
+    _nest(staged, sys.getrecursionlimit() + 500)
+    try:
+        os.rename(staged, spool_root / "pending" / "deep.json")
+        d = daemon()
+        rec = wait_record(spool_root, "deep")
+        assert rec["error"]["message"] == "not a regular file: directory", rec
+        assert (spool_root / "failed" / "deep.orig").is_dir()
+        drop(spool_root, "deep", {"tool": "echo", "params": {"message": "again"}})
+        assert wait_for(lambda: (r := record(spool_root, "deep")) and r["state"] == "done"
+                        and r, 20, "deep's new run")["result"] == {"message": "again"}
+        assert wait_for(lambda: not os.path.lexists(spool_root / "failed" / "deep.orig"),
+                        20, "the superseded directory's removal")
+        drop(spool_root, "after", {"tool": "echo", "params": {"message": "still up"}})
+        assert wait_record(spool_root, "after")["state"] == "done"
+        assert "crashed" not in d.logs()
+        assert d.stop() == 0
+    finally:  # pytest's own cleanup of tmp_path is shutil.rmtree too
+        for left in (staged, spool_root / "pending" / "deep.json",
+                     spool_root / "failed" / "deep.orig"):
+            subprocess.run(["rm", "-rf", "--", str(left)], check=True)

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,47 @@ def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) 
     assert (outside / "keep").read_bytes() == b"keep", "unlink never follows a symlink"
     assert mover.unlink(plain) is False
     assert mover.unlink_durable(plain) is False
+
+
+def _nest(top: Path, depth: int) -> None:
+    """``top``/d/d/... ``depth`` directories deep, by descriptor (the path is past
+    PATH_MAX): a file at every 500th level, and names a removal might pick for itself."""
+    os.mkdir(top)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            if level % 500 == 0:
+                for name in ("f", ".rm0", ".rm1"):
+                    os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def test_unlink_removes_a_tree_deeper_than_the_recursion_limit(any_spool: Spool,
+                                                               tmp_path: Path) -> None:
+    """A quarantined directory nested past the interpreter's recursion limit is removed
+    like any other.  shutil.rmtree recursed once per level and raised RecursionError,
+    which crashed the processor when a later run of the id superseded it, and again at
+    each start (recovery removes it too)."""
+    mover, failed = any_spool.mover, any_spool.layout.folder(JobState.FAILED)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"keep")
+    tree = failed / "deep.orig"
+    _nest(tree, sys.getrecursionlimit() + 500)
+    os.symlink(outside, tree / "d" / "link")
+    os.symlink(outside / "keep", tree / "d" / "d" / "flink")
+    try:
+        assert mover.unlink(tree) is True
+        assert not os.path.lexists(tree)
+    finally:  # pytest's own cleanup of tmp_path is shutil.rmtree too
+        subprocess.run(["rm", "-rf", "--", str(tree)], check=True)
+    assert sorted(os.listdir(failed)) == []
+    assert (outside / "keep").read_bytes() == b"keep", "unlink never follows a symlink"
 
 
 def test_a_full_disk_is_named_in_one_clean_line(tmp_path: Path) -> None:
