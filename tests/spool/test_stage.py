@@ -262,3 +262,32 @@ def test_a_stage_that_refuses_a_spare_has_the_finished_file_removed(tmp_path: Pa
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "False\n", "")
     assert not os.path.lexists(running)
     assert listing(layout.stage) == []
+
+
+def test_a_clients_deep_directory_left_in_tmp_for_a_day_is_removed(tmp_path: Path) -> None:
+    """A submitter may leave anything in ``tmp/``; a day unchanged, recovery removes it.  A
+    directory nested past the recursion limit made that removal (shutil.rmtree) raise
+    RecursionError: the processor crashed, and again at each start, a day after anyone
+    in the submit group left one there."""
+    clock = FakeClock(datetime.now(UTC))  # the files' times are the real clock's
+    spool = make_spool(tmp_path / "spool", clock=clock)
+    left = spool.layout.tmp / "upload"
+    os.mkdir(left)
+    fd = os.open(left, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(sys.getrecursionlimit() + 500):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    try:
+        recovery = Recovery(spool, lambda job: 3)
+        recovery.scan()
+        assert left.exists()
+        clock.advance(DEAD_STAGING_AGE_S + 60)
+        recovery.scan()
+        assert not os.path.lexists(left), listing(spool.layout.tmp)
+    finally:  # pytest's own cleanup of tmp_path is shutil.rmtree too
+        subprocess.run(["rm", "-rf", "--", str(left)], check=True)
