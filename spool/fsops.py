@@ -1276,10 +1276,10 @@ def _remove_tree(path: StrPath) -> None:
     nested deeper than the recursion limit (``pending/x.json/d/d/...``, 3,000 levels)
     raised RecursionError, which no caller expects, when a later run of its id
     superseded it: the processor crashed, and again at each start, as recovery removed
-    it (QA).  Here a subdirectory that is not empty has its entries moved up into
-    ``path`` (fresh names) and is then removed, until ``path`` holds nothing.  An error
-    (EACCES on a submitter's subdirectory) is raised as rmtree raised it; what was
-    moved up by then stays in ``path``."""
+    it (QA).  Here a subdirectory that is not empty has its files removed and its
+    subdirectories moved up into ``path`` (fresh names), and is then removed, until
+    ``path`` holds nothing.  An error (EACCES on a submitter's subdirectory) is raised
+    as rmtree raised it; what was moved up by then stays in ``path``."""
     top = os.open(path, _TREE_FLAGS)
     fresh = itertools.count()
     try:
@@ -1293,7 +1293,8 @@ def _remove_tree(path: StrPath) -> None:
 
 def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
     """Remove ``name`` in the folder ``top``: a file at once, a directory once empty
-    (its entries moved up into ``top`` first, for the caller's next pass)."""
+    (its files removed and its subdirectories moved up into ``top`` first, for the
+    caller's next pass)."""
     with contextlib.suppress(FileNotFoundError):
         try:
             os.unlink(name, dir_fd=top)  # never follows a symlink; EISDIR for a directory
@@ -1303,7 +1304,12 @@ def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
         sub = os.open(name, _TREE_FLAGS, dir_fd=top)
         try:
             for inner in os.listdir(sub):
-                _move_up(sub, inner, top, fresh)
+                try:
+                    os.unlink(inner, dir_fd=sub)  # a file goes where it is
+                except IsADirectoryError:
+                    _move_up(sub, inner, top, fresh)
+                except FileNotFoundError:
+                    pass
         finally:
             os.close(sub)
         try:
@@ -1314,15 +1320,16 @@ def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
 
 
 def _move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
-    """Move ``name`` from the folder ``sub`` into ``top`` under a name of its own; a
-    file of the tree there under that name goes (the tree goes whole anyway)."""
+    """Move the directory ``name`` from the folder ``sub`` into ``top`` under a name of
+    its own (an empty directory of the tree there under that name goes: the tree goes
+    whole anyway)."""
     while True:
         try:
             os.rename(name, f".rm{next(fresh)}", src_dir_fd=sub, dst_dir_fd=top)
             return
         except FileNotFoundError:
             return
-        except OSError as exc:  # the name is a directory's, or a file's and this one is not
+        except OSError as exc:  # the name is taken: a directory not empty, or a file
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR,
                                  errno.ENOTDIR):
                 raise
