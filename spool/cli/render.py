@@ -178,7 +178,11 @@ def human_duration(seconds: float | None) -> str:
 
 
 def when(ts: datetime | None) -> str:
-    return "-" if ts is None else ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if ts is None:
+        return "-"
+    utc = ts.astimezone(UTC)
+    # The year by hand: glibc's %Y does not pad one before 1000 (a job may say year 1).
+    return f"{utc.year:04d}{utc:-%m-%d %H:%M:%S}Z"
 
 
 def compact(value: Any, limit: int = 200) -> str:

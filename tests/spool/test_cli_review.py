@@ -32,7 +32,7 @@ from spoolkit import spoolq_bytes as spoolq
 
 from spool.cli import parse
 from spool.cli.overview import _page_limit, not_counted, stats_lines
-from spool.cli.render import human_duration, record_lines, record_row
+from spool.cli.render import human_duration, record_lines, record_row, when
 from spool.cursor import MAX_PAGE
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -592,3 +592,13 @@ def test_a_quarantined_symlinks_source_has_no_size_to_say() -> None:
     assert "source      l.json (symlink)" in record_lines(link)
     kept = link.model_copy(update={"source": Source(name="l.json", size=12)})
     assert "source      l.json (file, 12 bytes)" in record_lines(kept)
+
+
+def test_times_before_year_1000_keep_four_digits() -> None:
+    """A job file may say it was submitted in year 1 (``submitted_at``, or an old mtime):
+    ``ls`` and ``show`` printed ``1-01-01 00:00:00Z`` (glibc's ``%Y`` does not pad),
+    a column narrower than the others, where the record says ``0001-01-01``."""
+    assert when(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01 00:00:00Z"
+    assert when(datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC)) == "0999-12-31 23:59:59Z"
+    assert when(datetime(2026, 12, 7, 6, 5, 4, 321, tzinfo=UTC)) == "2026-12-07 06:05:04Z"
+    assert when(None) == "-"
