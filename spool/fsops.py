@@ -1307,7 +1307,7 @@ def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
                 try:
                     os.unlink(inner, dir_fd=sub)  # a file goes where it is
                 except IsADirectoryError:
-                    _move_up(sub, inner, top, fresh)
+                    _remove_or_move_up(sub, inner, top, fresh)
                 except FileNotFoundError:
                     pass
         finally:
@@ -1317,6 +1317,22 @@ def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise  # ENOTEMPTY: something came in meanwhile, for the next pass
+
+
+def _remove_or_move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
+    """Remove the empty directory ``name`` in the folder ``sub``, else move it up.
+
+    Removed first where empty: a directory changes parent only if its mover may write
+    it, so another user's empty subdirectory (mode 0755), which rmtree removed, was
+    refused (EACCES) moved up, and the tree kept."""
+    try:
+        os.rmdir(name, dir_fd=sub)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        _move_up(sub, name, top, fresh)
 
 
 def _move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:

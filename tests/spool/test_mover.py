@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spoolkit import listing, make_spool
+from spoolkit import NOBODY, listing, make_spool
 
 from spool import fsops
 from spool.errors import SpoolIOError, passing
@@ -203,6 +203,35 @@ def test_unlink_removes_a_tree_deeper_than_the_recursion_limit(any_spool: Spool,
         subprocess.run(["rm", "-rf", "--", str(tree)], check=True)
     assert sorted(os.listdir(failed)) == []
     assert (outside / "keep").read_bytes() == b"keep", "unlink never follows a symlink"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None or shutil.which("setpriv") is None,
+                    reason="needs root (to make another user's directory) and setpriv")
+def test_unlink_removes_a_tree_holding_another_users_empty_directory(
+        any_spool: Spool) -> None:
+    """As the spool user (root without CAP_DAC_OVERRIDE), a tree whose subdirectory holds
+    another user's empty directory (mode 0755): rmtree removed it, as an empty directory
+    goes with its parent's write access alone; moved up instead (a directory changes
+    parent only if its mover may write it), it was refused, EACCES, and the tree kept."""
+    assert NOBODY is not None
+    tree = any_spool.layout.folder(JobState.FAILED) / "nested.orig"
+    (tree / "a" / "theirs").mkdir(parents=True)
+    (tree / "a" / "file").write_bytes(b"x")
+    os.chown(tree / "a" / "theirs", *NOBODY)
+    os.chmod(tree / "a" / "theirs", 0o755)
+    removal = subprocess.run(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--",
+         sys.executable, "-c",
+         "import sys\n"
+         "from pathlib import Path\n"
+         "from spool.fsops import Mover\n"
+         "from spool.layout import Layout\n"
+         "from spool.settings import FsyncMode\n"
+         "print(Mover(Layout(Path(sys.argv[1])), FsyncMode.NEVER).unlink(Path(sys.argv[2])))",
+         str(any_spool.layout.root), str(tree)],
+        capture_output=True, text=True, check=False, timeout=60)
+    assert (removal.returncode, removal.stdout) == (0, "True\n"), removal.stderr[-2000:]
+    assert not os.path.lexists(tree)
 
 
 def test_a_full_disk_is_named_in_one_clean_line(tmp_path: Path) -> None:
