@@ -54,6 +54,7 @@ from spool.exact import big_integer_reason, inexact_integer
 from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
 from spool.stats import catalogue_refusal, readable_processors, spent_attempts
+from spool.text import without_bom
 from statusd.errors import ApiError, flag_value, not_found, task_id
 from statusd.services import SERVICES, Services
 
@@ -126,6 +127,9 @@ async def _json_body(request: web.Request, services: Services) -> dict[str, Any]
     except TimeoutError:
         raise ApiError(408, "request_timeout", f"the body did not arrive within "
                        f"{timeout_s:g} s", hang_up=True) from None
+    # A UTF-8 byte order mark first (PowerShell 5, Notepad) is read past, as intake and
+    # `spoolq submit --file` read past it: the same job was refused here alone (QA h381).
+    raw = without_bom(raw)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -76,6 +76,23 @@ def test_submit_queues_a_job_that_get_finds_at_once(server: ServerThread,
     assert again.status == 409 and again.json()["error"]["type"] == "conflict"
 
 
+def test_a_job_body_with_a_byte_order_mark_is_queued_as_a_drop_of_it_is(
+        server: ServerThread, spool: Spool) -> None:
+    """A UTF-8 BOM first (PowerShell 5's ``Out-File -Encoding utf8``, Notepad): intake
+    runs such a drop and ``spoolq submit --file`` takes it; this answered 400 "the body
+    is not JSON" (QA h381)."""
+    reply = request(server.base, "POST", "/api/v1/tasks",
+                    raw=b'\xef\xbb\xbf{"tool": "echo", "params": {"message": "bom"}}',
+                    token=TOKEN, headers={"Content-Type": "application/json"})
+    assert reply.status == 202, reply.body
+    task_id = reply.json()["task_id"]
+    job = orjson.loads(spool.layout.job(JobState.PENDING, task_id).read_bytes())
+    assert job["params"] == {"message": "bom"}
+    bare = request(server.base, "POST", "/api/v1/tasks", raw=b"\xef\xbb\xbf", token=TOKEN,
+                   headers={"Content-Type": "application/json"})
+    assert bare.status == 400 and bare.json()["error"]["type"] == "invalid_job"
+
+
 @pytest.mark.parametrize(("raw", "content_type", "status"), [
     (b'{"params": {}}', "application/json", 400),              # no tool
     (b'{"tool": "echo", "surprise": 1}', "application/json", 400),
