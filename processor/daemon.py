@@ -57,7 +57,7 @@ from processor.queues import Queues
 from processor.registry import Registry
 from processor.relay import Relay
 from processor.run import Run
-from processor.runner import Outcome
+from processor.runner import Outcome, Resources
 from processor.starter import Starter
 from processor.status import StatusFile
 from processor.stop_signals import StopSignals
@@ -127,7 +127,7 @@ class Processor:
         self.io_trouble: dict[str, Any] | None = None  # the status file's (IoTrouble)
         self.lease: OwnerLease | None = None
         self.executor_up = False  # started (or starting), not shut down: close shuts it
-        self.resources: dict[str, Any] = {}
+        self.resources: dict[str, Any] = Resources()  # FAST jobs share it, on threads
         self.fast = FastLane(settings.fast_threads, self.relay, self.inbox, self.runs,
                              data_dir=self.data_dir, resources=self.resources,
                              finish=self._finish, unblock=self._release_blocked,

@@ -12,6 +12,7 @@ name that is not, as ``os.listdir`` gives it, is written with escapes).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import math
@@ -19,6 +20,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -118,6 +120,26 @@ def clean_fraction(fraction: float) -> float:
     return min(round(max(0.0, value), FRACTION_DIGITS), 1.0 - 10.0**-FRACTION_DIGITS)
 
 
+class Resources(dict[str, Any]):
+    """What ``ctx.resource`` keeps: one cache a worker, and one in the processor for every
+    FAST job.  Those jobs run at once on several threads, so each key has a lock its
+    factory runs under: the jobs that ask for a key while it is being made wait for that
+    one object, as "made once" promises, where each used to make its own (four loads of
+    a model, all but the last connection leaked; QA h380).  A key's lock holds up only
+    that key's askers, and a factory that raises leaves the key to the next one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._guard = threading.Lock()
+        self._making: dict[str, threading.RLock] = {}
+
+    def making(self, key: str) -> threading.RLock:
+        """The lock ``key``'s factory runs under (re-entrant: a factory that asks for its
+        own key recurses, as it did, rather than deadlocks)."""
+        with self._guard:
+            return self._making.setdefault(key, threading.RLock())
+
+
 class Context:
     """The :class:`~processor.tools.ToolContext` a tool gets; every progress report of a
     tool, FAST or COMPUTE, passes :func:`clean_fraction` here."""
@@ -135,7 +157,12 @@ class Context:
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         if key not in self._resources:
-            self._resources[key] = factory()
+            resources = self._resources
+            making = resources.making(key) if isinstance(resources, Resources) \
+                else contextlib.nullcontext()
+            with making:
+                if key not in resources:  # made while this job waited: that one
+                    resources[key] = factory()
         value: T = self._resources[key]
         return value
 

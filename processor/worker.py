@@ -70,6 +70,7 @@ from processor.runner import (
     WORKER_CAP_MB,
     Context,
     Outcome,
+    Resources,
     raised,
     ran_out_of_memory,
     run_tool,
@@ -202,7 +203,7 @@ def _work(conn: Connection, config: WorkerConfig, lifeline: Connection,
 
 def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayThreads, *,
            deadman: Deadman, held: HeldReports) -> None:
-    resources: dict[str, Any] = {}
+    resources: dict[str, Any] = Resources()  # (a tool's own threads may ask too)
     state = ProcessState(strays)  # what a job may change in this process, put back after it
     done = 0
     # Lines logged while a job runs are that job's, and a thread a job left running
