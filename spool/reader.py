@@ -159,6 +159,10 @@ class SpoolReader:
             record.attempts += 1
             record.error = None
             record.started_at = utc_from_ns(entry.ctime_ns)
+            if record.not_before is not None and record.started_at < record.not_before:
+                # The file's ctime is the kernel's coarse clock, a few ms behind: a run
+                # claimed at its not_before read as started before it (QA h380).
+                record.started_at = record.not_before
             progress = self.progress(entry.job_id)
             if progress is not None:
                 record.progress = progress

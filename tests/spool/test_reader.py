@@ -71,6 +71,30 @@ def test_get_each_state(spool: Spool) -> None:
         reader.get("../etc/passwd")
 
 
+def test_a_running_job_never_reads_as_started_before_its_not_before(spool: Spool) -> None:
+    """A run's start, until its progress file says it, is its running file's ctime: the
+    kernel's coarse clock, a few ms behind, so a run claimed as its ``not_before`` came
+    read as started before it (the dashboard: "not before 6:49:12, started 6:49:11";
+    QA h380).  Here the ctime is a minute behind: the start reads as the not_before."""
+    reader = SpoolReader(spool.layout)
+    submit(spool, "at-noon", not_before=time.time() + 60)
+    claim = spool.claim("at-noon")
+    assert claim is not None
+    try:
+        running = reader.get("at-noon")
+        assert running.not_before is not None and running.started_at == running.not_before
+    finally:
+        claim.close()
+    submit(spool, "now")
+    claim = spool.claim("now")
+    assert claim is not None
+    try:
+        started = reader.get("now").started_at
+        assert started is not None and abs(started.timestamp() - time.time()) < 30
+    finally:
+        claim.close()
+
+
 def test_a_drop_waiting_for_a_run_to_end_shows_as_pending_after_that_run_records(
         spool: Spool) -> None:
     """A drop of a running id waits in pending/; the run then records, newer than the
