@@ -151,9 +151,10 @@ class Context:
         self._report = report
         self._resources = resources
 
-    def progress(self, fraction: float, message: str = "") -> None:
-        self._report(clean_fraction(fraction),
-                     valid_text(str(message)[:PROGRESS_MESSAGE_CHARS]))
+    def progress(self, fraction: float, message: str | None = "") -> None:
+        # None is no message: shown as "None" it read as one (QA h380).
+        text = "" if message is None else str(message)
+        self._report(clean_fraction(fraction), valid_text(text[:PROGRESS_MESSAGE_CHARS]))
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
         if key not in self._resources:

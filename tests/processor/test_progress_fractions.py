@@ -40,3 +40,13 @@ def test_a_quant_tools_fractions_are_clean_and_in_order(tmp_path: Path) -> None:
     assert len(seen) > 10 and seen == sorted(seen) and seen[-1] == 1.0
     assert seen.count(1.0) == 1
     assert all(repr(f) == repr(round(f, 4)) and len(repr(f)) <= 6 for f in seen), seen
+
+
+def test_a_progress_report_with_no_message_has_none() -> None:
+    """``ctx.progress(0.5, None)``: the message read "None" (QA h380)."""
+    seen: list[tuple[float, str]] = []
+    ctx = Context("job-1", Path("."), lambda fraction, message: seen.append((fraction, message)),
+                  {})
+    ctx.progress(0.5, None)
+    ctx.progress(0.75, 3)  # type: ignore[arg-type]  # not text: written as text
+    assert seen == [(0.5, ""), (0.75, "3")]
