@@ -108,10 +108,18 @@ class BaseTool:
             "execution_mode": cls.execution_mode.value,
             "execution_timeout": cls.execution_timeout,
             "max_attempts": cls.max_attempts,
-            "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            "description": cls.description or _docstring(cls).strip().split("\n")[0],
             "params_schema": schema,
             "params_by_name": params_by_name(cls.Params, schema),
         }
+
+
+def _docstring(cls: type[BaseTool]) -> str:
+    """The tool's docstring, else the nearest one a tool it subclasses has (a class's
+    ``__doc__`` is not inherited: a tool made from a built-in by a new name listed no
+    description; QA h380), never BaseTool's own."""
+    return next((base.__doc__ for base in cls.__mro__
+                 if base.__doc__ and base is not BaseTool and issubclass(base, BaseTool)), "")
 
 
 def params_by_name(model: type[BaseModel], schema: dict[str, Any] | None = None) -> bool:

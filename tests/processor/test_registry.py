@@ -108,6 +108,23 @@ def test_a_tool_without_a_timeout_of_its_own_gets_its_modes_default() -> None:
     assert Registry([plain]).catalogue()[0]["execution_timeout"] == 3600.0
 
 
+def test_a_tool_made_from_another_by_a_new_name_keeps_its_description() -> None:
+    """A class's ``__doc__`` is not inherited: a built-in subclassed under a new name
+    listed an empty description (QA h380); a tool with no docstring anywhere has none,
+    never BaseTool's own."""
+    from processor.builtin import Echo  # noqa: PLC0415
+
+    class Renamed(Echo):
+        name = "t_renamed"
+
+    class Bare(BaseTool):
+        name = "t_bare"
+
+    echoes = Echo.catalogue_entry()["description"]
+    assert echoes and Renamed.catalogue_entry()["description"] == echoes
+    assert Bare.catalogue_entry()["description"] == ""
+
+
 def test_each_params_schema_is_made_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Start-up checks each tool's params schema, and the status file publishes it:
     the second making (some 20 ms for the built-in and quant tools) came before READY."""
