@@ -176,7 +176,8 @@ class FastLane:
         def report(fraction: float, message: str) -> None:
             self.inbox.post(("progress", job_id, fraction, message, run))
 
-        ctx = Context(job_id, self.data_dir, report, self.resources)
+        ctx = Context(job_id, self.data_dir, report, self.resources,
+                      abandoned=lambda: run.abandoned)
         run.executing = True
         still_loop, outcome = self.relay.run_inline(run_tool, tool, job_id, params, ctx)
         at = time.monotonic()

@@ -12,7 +12,6 @@ name that is not, as ``os.listdir`` gives it, is written with escapes).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import math
@@ -120,24 +119,82 @@ def clean_fraction(fraction: float) -> float:
     return min(round(max(0.0, value), FRACTION_DIGITS), 1.0 - 10.0**-FRACTION_DIGITS)
 
 
+def _never() -> bool:
+    return False
+
+
+class _Making:
+    """A key's factory in progress: the lock it runs under, and whether the run of the
+    job that runs it is over (timed out, its thread abandoned) with the factory still
+    running."""
+
+    __slots__ = ("abandoned", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.abandoned: Callable[[], bool] = _never
+
+
+MAKING_POLL_S = 0.1
+"""How often a job waiting for another's factory looks whether that job was abandoned."""
+
+
 class Resources(dict[str, Any]):
     """What ``ctx.resource`` keeps: one cache a worker, and one in the processor for every
     FAST job.  Those jobs run at once on several threads, so each key has a lock its
     factory runs under: the jobs that ask for a key while it is being made wait for that
     one object, as "made once" promises, where each used to make its own (four loads of
     a model, all but the last connection leaked; QA h380).  A key's lock holds up only
-    that key's askers, and a factory that raises leaves the key to the next one."""
+    that key's askers, and a factory that raises leaves the key to the next one.
+
+    A factory whose job's run ended (FAST timeout: its thread abandoned, still in the
+    factory) no longer holds the key: the next asker makes it.  Waited for, one hung
+    connect held every later job asking for that key until its own timeout, for the
+    life of the processor, and their abandoned threads filled the lane (QA h384)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._guard = threading.Lock()
-        self._making: dict[str, threading.RLock] = {}
+        self._making: dict[str, _Making] = {}
 
-    def making(self, key: str) -> threading.RLock:
-        """The lock ``key``'s factory runs under (re-entrant: a factory that asks for its
+    def making(self, key: str) -> _Making:
+        """``key``'s factory in progress (its lock re-entrant: a factory that asks for its
         own key recurses, as it did, rather than deadlocks)."""
         with self._guard:
-            return self._making.setdefault(key, threading.RLock())
+            return self._making.setdefault(key, _Making())
+
+    def make(self, key: str, factory: Callable[[], Any],
+             abandoned: Callable[[], bool] = _never) -> None:
+        """Run ``factory`` for ``key`` unless it is made meanwhile; ``abandoned``: the
+        asking job's run is over."""
+        making = self.making(key)
+        while not making.lock.acquire(timeout=MAKING_POLL_S):
+            making = self._after(key, making)
+        try:
+            if key in self:
+                return  # made while this job waited: that one
+            prior, making.abandoned = making.abandoned, abandoned
+            try:
+                value = factory()
+            finally:
+                making.abandoned = prior
+            self.setdefault(key, value)  # an abandoned factory returning late: the first
+            with self._guard:
+                if self._making.get(key) is making:
+                    del self._making[key]  # made: askers find it without a lock
+        finally:
+            making.lock.release()
+
+    def _after(self, key: str, making: _Making) -> _Making:
+        """What a job waiting on ``making`` waits on next: a fresh one once the job
+        running its factory was abandoned."""
+        with self._guard:
+            current = self._making.get(key)
+            if current is making and making.abandoned():
+                current = None
+            if current is None:
+                current = self._making[key] = _Making()
+            return current
 
 
 class Context:
@@ -145,11 +202,13 @@ class Context:
     tool, FAST or COMPUTE, passes :func:`clean_fraction` here."""
 
     def __init__(self, job_id: str, data_dir: Path, report: ProgressFn,
-                 resources: dict[str, Any]) -> None:
+                 resources: dict[str, Any], *,
+                 abandoned: Callable[[], bool] = _never) -> None:
         self.job_id = job_id
         self.data_dir = data_dir
         self._report = report
         self._resources = resources
+        self._abandoned = abandoned  # the run is over (FAST: timed out), the tool running
 
     def progress(self, fraction: float, message: str | None = "") -> None:
         # None is no message: shown as "None" it read as one (QA h380).
@@ -157,13 +216,12 @@ class Context:
         self._report(clean_fraction(fraction), valid_text(text[:PROGRESS_MESSAGE_CHARS]))
 
     def resource(self, key: str, factory: Callable[[], T]) -> T:
-        if key not in self._resources:
-            resources = self._resources
-            making = resources.making(key) if isinstance(resources, Resources) \
-                else contextlib.nullcontext()
-            with making:
-                if key not in resources:  # made while this job waited: that one
-                    resources[key] = factory()
+        resources = self._resources
+        if key not in resources:
+            if isinstance(resources, Resources):
+                resources.make(key, factory, self._abandoned)
+            else:
+                resources[key] = factory()
         value: T = self._resources[key]
         return value
 

@@ -78,3 +78,43 @@ def test_a_plain_dict_still_serves_as_a_cache() -> None:
     resources: dict[str, Any] = {}
     assert _context(resources).resource("k", lambda: 1) == 1
     assert _context(resources).resource("k", lambda: 2) == 1
+
+
+def test_a_factory_whose_run_timed_out_no_longer_holds_its_key() -> None:
+    """A FAST job's factory that hangs (a connect with no timeout, the network down a
+    moment) is abandoned with its thread when the job times out; the next job asking for
+    that key makes it itself.  Waiting for the hung one, every later job asking for the
+    key timed out too, for the life of the processor, its thread abandoned (QA h384)."""
+    resources = Resources()
+    hung, timed_out, release = threading.Event(), threading.Event(), threading.Event()
+
+    def hangs() -> str:
+        hung.set()
+        release.wait(10)
+        return "late"
+
+    first = threading.Thread(target=lambda: Context(
+        "first", Path("."), lambda fraction, message: None, resources,
+        abandoned=timed_out.is_set).resource("conn", hangs))
+    first.start()
+    try:
+        assert hung.wait(5)
+        timed_out.set()  # the lane failed "first" timeout, its thread still in hangs()
+        got: list[str] = []
+        second = threading.Thread(target=lambda: got.append(
+            _context(resources).resource("conn", lambda: "fresh")))
+        second.start()
+        second.join(3)
+        assert got == ["fresh"]
+        assert _context(resources).resource("conn", lambda: "third") == "fresh"
+    finally:
+        release.set()
+        first.join(10)
+    assert resources["conn"] == "fresh", "the abandoned factory's late object is not kept"
+
+
+def test_a_made_key_keeps_no_lock() -> None:
+    resources = Resources()
+    for n in range(100):
+        _context(resources).resource(f"key{n}", object)
+    assert resources._making == {}
