@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonkit import Daemon, drop, wait_record
 
 from processor.runner import Context, Resources
 
@@ -118,3 +120,22 @@ def test_a_made_key_keeps_no_lock() -> None:
     for n in range(100):
         _context(resources).resource(f"key{n}", object)
     assert resources._making == {}
+
+
+def test_a_processor_whose_factory_hung_once_makes_the_key_for_the_next_job(
+        spool_root: Path, daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    """A real processor: the first job's factory hangs past its FAST timeout (the network
+    down a moment); once the network is back, the next job asking for the key gets it.
+    It waited for the abandoned factory instead, and timed out too (QA h384)."""
+    down = tmp_path / "down"
+    down.touch()
+    d = daemon(tools="resourcetools")
+    drop(spool_root, "first", {"tool": "rs_connect", "params": {"hang_while": str(down)}})
+    assert wait_record(spool_root, "first")["error"]["type"] == "timeout"
+    drop(spool_root, "second", {"tool": "rs_connect",
+                                "params": {"hang_while": str(tmp_path / "up")}})
+    rec = wait_record(spool_root, "second")
+    down.unlink()  # the first thread's factory returns, late: its object is not kept
+    assert rec["state"] == "done", rec
+    assert rec["result"] == "conn made by second"
+    assert d.stop() == 0
