@@ -147,8 +147,9 @@ class SchedulerLink:
         """Start idle children on these workers, in the background."""
         client = self.client
         if client is not None and workers:
-            self._calls.submit(_quiet, functools.partial(client.run, prestart, self.config,
-                                                         self.topic, workers=workers))
+            self._calls.submit(_warm, functools.partial(
+                client.run, prestart, self.config, self.topic, workers=workers,
+                on_error="return"))
 
     def alive(self) -> bool:
         """The client still holds its connection (a local check, no network)."""
@@ -321,6 +322,26 @@ def _ran(call: Callable[[], Any] | None) -> bool:
         return call is not None and (call() or True)
     except Exception:
         return False
+
+
+def _warm(call: Callable[[], dict[str, Any]]) -> None:
+    """Run a warm-up; name each worker that cannot load spoolq's code.
+
+    A worker host without spoolq (or with a version that lacks a module the task
+    names) fails the warm-up's unpickling, which the worker returns as an error, and
+    then dies on each job it is given: the job is submitted again and at last fails
+    ``worker_crashed`` "... running the job died (KilledWorker)", with nothing in the
+    processor's log saying why (QA: the cause was only in the worker's own log)."""
+    try:
+        answers = call()
+    except Exception:
+        return  # a scheduler gone meanwhile: the next connect warms again
+    for worker, answer in (answers or {}).items():
+        if isinstance(answer, BaseException) and "No module named" in str(answer):
+            log.warning("a Dask worker cannot load spoolq: each job it is given ends it "
+                        "(KilledWorker); install spoolq there, at the processor's "
+                        "version, and restart it", extra={"fields": {
+                            "worker": worker, "error": str(answer)}})
 
 
 def _quiet(call: Callable[[], Any] | None) -> None:

@@ -440,6 +440,40 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     assert "Exception ignored" not in d.logs()
 
 
+def test_a_dask_worker_without_spoolq_is_named(spool_root: Path, daemon: StartDaemon,
+                                               tmp_path: Path) -> None:
+    # QA (h383): a worker host where spoolq is not installed died on each job it was
+    # given (its task could not be unpickled); the job was submitted again three times
+    # and failed "the Dask worker ... running the job died (KilledWorker)", and the
+    # processor's log never said why: "No module named 'processor'" was only in the
+    # worker's own log.  Its warm-up fails the same way, at once: that names it.
+    shim = tmp_path / "no-spoolq"
+    (shim / "processor").mkdir(parents=True)
+    (shim / "processor" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'processor'\", name='processor')\n")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(shim)}  # ahead of the editable install's finder
+    with _cluster_process(port, n_workers=0), (tmp_path / "worker.log").open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+             "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            d = daemon(**_dask_env(address))
+            said = wait_for(lambda: next((e for e in d.events() if e.get("msg", "")
+                                          .startswith("a Dask worker cannot load spoolq")),
+                                         None), 90, "the warning naming the worker")
+            assert said["worker"].startswith("tcp://127.0.0.1:"), said
+            assert "No module named 'processor'" in said["error"], said
+            assert d.stop() == 0
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)
+
+
 def test_a_stop_does_not_wait_its_grace_for_a_job_dask_never_started(
         spool_root: Path, daemon: StartDaemon, dask_cluster: Any, dask_client: Any,
         tmp_path: Path) -> None:
