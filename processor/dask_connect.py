@@ -194,9 +194,12 @@ class ClientMaker:
             info = call.result(timeout=CONNECT_TIMEOUT_S + 2.0)
         except FutureTimeout:
             call.cancel()
-            raise TimeoutError(f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
+            raise TimeoutError(http_server_at(self.address)
+                               or f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
         except OSError as exc:  # Dask's "Timed out trying to connect", whatever the cause
             raise LinkLost(why_unreachable(self.address) or str(exc)) from exc
+        except Exception as exc:  # an answer Dask could not read as one of its frames
+            raise LinkLost(http_server_at(self.address) or str(exc)) from exc
         kind = info.get("type") if isinstance(info, dict) else None
         if kind != "Scheduler":
             its = info.get("scheduler") if isinstance(info, dict) else None
@@ -237,6 +240,29 @@ def why_unreachable(address: str) -> str | None:
                 pass  # no refusal (a timeout, unreachable): nothing to say beyond Dask's
             return None
     return f"nothing listens at {address} (connection refused)"
+
+
+def http_server_at(address: str) -> str | None:
+    """Words for an HTTP server at ``address`` (``tcp://host:port``), else None.
+
+    A dashboard's port (8787) or statusd's in ``SPOOL_EXECUTOR`` is an easy slip, and
+    Dask's own error hid it: a server that waits for a whole request head stays silent
+    ("no answer in 3 s"), and one that answers at once has its answer read as a
+    frame's length ("Unable to allocate 3.01 EiB for an array ...", statusd's).
+    Asked on a connection of its own, with a ``HEAD`` request."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    head = b""
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as probe:
+            probe.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            while len(head) < 5 and (chunk := probe.recv(5 - len(head))):
+                head += chunk
+    except (OSError, ValueError):
+        return None
+    if head != b"HTTP/":
+        return None
+    return f"an HTTP server listens at {address}, not a Dask scheduler (a dashboard's port?)"
 
 
 async def _identity(address: str) -> Any:

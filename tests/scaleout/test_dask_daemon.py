@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -532,6 +533,32 @@ def test_why_no_scheduler_answers_is_named(spool_root: Path, daemon: StartDaemon
         assert said["error"].startswith(
             "cannot resolve the host name 'no-such-scheduler.invalid': "), said
     assert d.stop() == 0
+
+
+def test_an_http_port_for_the_schedulers_is_named(spool_root: Path, daemon: StartDaemon
+                                                 ) -> None:
+    # QA (h383): SPOOL_EXECUTOR with an HTTP port in place of the scheduler's (the
+    # dashboard's 8787 for 8786, or statusd's) read "Unable to allocate 3.01 EiB for an
+    # array with shape (3471766442030158920,) and data type uint8" (an HTTP answer read
+    # as a Dask frame's length; statusd's port) or "no answer in 3 s" (the dashboard's).
+    import http.server  # noqa: PLC0415 - this test's alone
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
+                                             http.server.SimpleHTTPRequestHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.server_address[1]}"
+    try:
+        d = daemon(**_dask_env(address))
+        said = wait_for(lambda: next((e for e in d.events()
+                                      if e.get("msg", "").startswith("no Dask scheduler")),
+                                     None), 20, "the warning")
+        assert said["error"] == (f"an HTTP server listens at {address}, not a Dask "
+                                 "scheduler (a dashboard's port?)"), said
+        assert d.stop() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_scheduler_connected_shows_as_no_compute_room(spool_root: Path,
