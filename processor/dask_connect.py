@@ -28,6 +28,9 @@ from spool.errors import ConfigError
 
 DEFAULT_PORT = 8786
 CONNECT_TIMEOUT_S = 2.0
+HTTP_PROBE_S = 1.0
+"""How long :func:`http_server_at` waits for an HTTP answer (a server gives it in ms):
+it runs after a failed attempt, so a frozen scheduler's retries wait that much more."""
 CONNECT_WAIT_S = CONNECT_TIMEOUT_S + 2.0
 """How long connect() waits for a new client (distributed's own timeout may not apply)."""
 RPC_TIMEOUT_S = 5.0
@@ -254,7 +257,7 @@ def http_server_at(address: str) -> str | None:
     host = host.removeprefix("[").removesuffix("]")
     head = b""
     try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as probe:
+        with socket.create_connection((host, int(port)), timeout=HTTP_PROBE_S) as probe:
             probe.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
             while len(head) < 5 and (chunk := probe.recv(5 - len(head))):
                 head += chunk
