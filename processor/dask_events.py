@@ -111,15 +111,20 @@ class TaskEvents:
         key = str(message.get("key"))
         flight = self._flights.by_key(key)
         if message.get("event") == "started":
-            self._on_started(key, str(message.get("worker")), flight)
+            worker_id = message.get("worker_id")
+            self._on_started(key, str(message.get("worker")), flight,
+                             str(worker_id) if worker_id is not None else None)
         elif message.get("event") == "progress" and flight is not None:
             sink = self._flights.sink
             assert sink is not None
             sink.progress(flight.task.job_id, float(message.get("fraction", 0.0)),
                           str(message.get("message", "")))
 
-    def _on_started(self, key: str, worker: str, flight: Flight | None) -> None:
-        if flight is None or (flight.worker is not None and flight.worker != worker):
+    def _on_started(self, key: str, worker: str, flight: Flight | None,
+                    worker_id: str | None = None) -> None:
+        if flight is None or (flight.worker is not None and (
+                flight.worker != worker or (None not in (flight.worker_id, worker_id)
+                                            and flight.worker_id != worker_id))):
             # Not ours any more (resolved, or a re-run of a lost worker's task): stop it.
             self._link.kill(worker, [key], "stale")
             if flight is not None:
@@ -127,7 +132,7 @@ class TaskEvents:
                     flight.task, f"Dask re-ran the job on {worker} after losing a worker; "
                     "the re-run was killed"))
             return
-        flight.worker = worker
+        flight.worker, flight.worker_id = worker, worker_id
         if flight.kill_reason is not None:
             self._link.kill(worker, [key], flight.kill_reason)
         else:

@@ -33,6 +33,7 @@ class Flight:
     deadline: float = math.inf  # set when it starts on a worker: waiting is not running
     future: Any = None
     worker: str | None = None
+    worker_id: str | None = None  # the Dask worker's own id: a restart at its address differs
     kill_reason: str | None = None
     kill_deadline: float = 0.0
     fetching: bool = False  # finished; its result is on its way (no timeout applies)

@@ -229,8 +229,10 @@ def _timeout_said(task: Task, run: Run, ran_s: float, given: bool) -> str:
 
 def emit_started(worker: Any, topic: str, key: str, job_id: str) -> None:
     """Tell the processor the job runs here: its backstop counts from now."""
+    # Its id as well: a worker its nanny restarted at a fixed --worker-port has the old
+    # one's address, and a task the scheduler re-ran there must not pass for the first run.
     emit(worker, topic, {"event": "started", "key": key, "job_id": job_id,
-                         "worker": worker.address})
+                         "worker": worker.address, "worker_id": getattr(worker, "id", None)})
 
 
 def emit(worker: Any, topic: str, message: dict[str, Any]) -> None:

@@ -805,3 +805,34 @@ def test_a_take_without_a_beat_waits_for_a_prestarted_child_without_spinning() -
     finally:
         giver.join()
     assert waits[0] <= 10, waits[0]  # one a second, and the give back's
+
+
+def test_a_rerun_on_a_worker_restarted_at_the_same_address_is_killed() -> None:
+    # QA (h383): a scheduler with allowed-failures above 0 re-runs a SIGKILLed worker's
+    # task; a nanny brings the worker back within a second, and with a fixed
+    # --worker-port at the same address.  Neither the health probe (it saw that address
+    # all along) nor the started event (the same address as the first run's) told the
+    # re-run: the job ran twice and its record said done, attempt 1 (1 in 4 tries here).
+    # The worker's own id tells the new worker from the old.
+    from processor.dask_events import TaskEvents  # noqa: PLC0415 - this test's alone
+    from processor.dask_flight import Flight, Flights  # noqa: PLC0415
+
+    kills: list[tuple[str, list[str], str]] = []
+    link = SimpleNamespace(kill=lambda worker, keys, reason: kills.append(
+        (worker, keys, reason)))
+    flights = Flights()
+    outcomes: list[Outcome] = []
+    flights.sink = SimpleNamespace(finished=outcomes.append)  # type: ignore[assignment]
+    events = TaskEvents(flights, link, None, lambda flight: None,  # type: ignore[arg-type]
+                        lambda why: None)
+    task = Task("rerun", "sleep", {}, 60.0, "/nonexistent", 1)
+    flights.add(Flight(task, "k1"))
+    where = "tcp://127.0.0.1:40001"
+    started = {"event": "started", "key": "k1", "job_id": "rerun", "worker": where}
+    events.handle(("task", {**started, "worker_id": "Worker-old"}))
+    events.handle(("task", {**started, "worker_id": "Worker-old"}))  # a repeat: the same run
+    assert outcomes == [] and kills == []
+    events.handle(("task", {**started, "worker_id": "Worker-new"}))
+    assert kills == [(where, ["k1"], "stale")]
+    assert len(outcomes) == 1 and outcomes[0].error_type == ErrorType.WORKER_CRASHED
+    assert "re-ran the job" in str(outcomes[0].message), outcomes[0]
