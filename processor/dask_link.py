@@ -40,6 +40,7 @@ from processor.dask_prepare import prepare
 from processor.dask_task import kill_on_worker, prestart, retire, run_task
 from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
+from spool.version import version
 
 log = logging.getLogger("spoolq.dask")
 
@@ -325,7 +326,9 @@ def _ran(call: Callable[[], Any] | None) -> bool:
 
 
 def _warm(call: Callable[[], dict[str, Any]]) -> None:
-    """Run a warm-up; name each worker that cannot load spoolq's code.
+    """Run a warm-up; name each worker that cannot load spoolq's code, or runs another
+    version of it than this processor (scaling.md asks for the same one everywhere;
+    a job ran there with no word, its tools' code perhaps not this one's: QA h383).
 
     A worker host without spoolq (or with a version that lacks a module the task
     names) fails the warm-up's unpickling, which the worker returns as an error, and
@@ -336,12 +339,20 @@ def _warm(call: Callable[[], dict[str, Any]]) -> None:
         answers = call()
     except Exception:
         return  # a scheduler gone meanwhile: the next connect warms again
+    ours = version()
     for worker, answer in (answers or {}).items():
-        if isinstance(answer, BaseException) and "No module named" in str(answer):
-            log.warning("a Dask worker cannot load spoolq: each job it is given ends it "
-                        "(KilledWorker); install spoolq there, at the processor's "
-                        "version, and restart it", extra={"fields": {
-                            "worker": worker, "error": str(answer)}})
+        if isinstance(answer, BaseException):
+            if "No module named" in str(answer):
+                log.warning("a Dask worker cannot load spoolq: each job it is given ends "
+                            "it (KilledWorker); install spoolq there, at the processor's "
+                            "version, and restart it", extra={"fields": {
+                                "worker": worker, "error": str(answer)}})
+        elif answer != ours:  # (None: a spoolq older than this check)
+            theirs = answer if isinstance(answer, str) else "older"
+            log.warning("a Dask worker runs another spoolq version than this processor: "
+                        "its jobs run that version's tools; install the processor's "
+                        "version there and restart it", extra={"fields": {
+                            "worker": worker, "worker_version": theirs, "version": ours}})
 
 
 def _quiet(call: Callable[[], Any] | None) -> None:

@@ -48,6 +48,7 @@ from processor.dask_supervise import (
 )
 from processor.executor import Task, WorkerConfig
 from processor.runner import Outcome
+from spool.version import version
 
 RESTART_CLOCK_S = 1.0
 """Finding a child took longer than this (a forkserver starting): announce the start
@@ -104,9 +105,10 @@ def kill_on_worker(keys: list[str], reason: str) -> int:
     return sum(host.kill(key, reason) for key in keys)
 
 
-def prestart(config: WorkerConfig, topic: str, dask_worker: Any = None) -> None:
+def prestart(config: WorkerConfig, topic: str, dask_worker: Any = None) -> str:
     """Start one idle child per worker thread for the processor start whose event topic
-    is ``topic``, in the background (sent with ``Client.run``).
+    is ``topic``, in the background (sent with ``Client.run``); the spoolq version
+    installed here, which the processor compares with its own.
 
     ``Client.run`` calls this in the worker's event loop, which must not wait
     for a forkserver to start, so the children are made by a thread.
@@ -114,6 +116,7 @@ def prestart(config: WorkerConfig, topic: str, dask_worker: Any = None) -> None:
     wanted = int(getattr(dask_worker, "nthreads", 1) or 1)
     threading.Thread(target=_prestart, args=((topic, config), wanted),
                      name="spoolq-prestart", daemon=True).start()
+    return version()
 
 
 def _prestart(pool: Pool, wanted: int) -> None:
