@@ -20,7 +20,7 @@ import orjson
 import psutil
 
 HERE = Path(__file__).resolve().parent
-for _kit in ("processor", "statusd"):  # daemonkit, statusd_daemonkit
+for _kit in ("processor", "statusd", "spool"):  # daemonkit, statusd_daemonkit, spoolkit
     if str(HERE.parent / _kit) not in sys.path:
         sys.path.insert(0, str(HERE.parent / _kit))
 

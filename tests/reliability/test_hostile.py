@@ -35,6 +35,7 @@ from relkit import (
     wait_quarantined,
     wait_record,
 )
+from spoolkit import nest_dirs  # (on the path relkit makes)
 
 StartDaemon = Callable[..., Daemon]
 MAX_JOB_BYTES = 1_048_576  # the default
@@ -385,21 +386,6 @@ def test_a_quarantined_directory_the_spool_user_may_not_remove_is_kept_when_supe
     assert d.stop() == 0
 
 
-def _nest(top: Path, depth: int) -> None:
-    """``top``/d/d/... ``depth`` directories deep, by descriptor (the path is past
-    PATH_MAX)."""
-    os.mkdir(top)
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir("d", dir_fd=fd)
-            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    finally:
-        os.close(fd)
-
-
 def test_a_directory_nested_past_the_recursion_limit_is_superseded_not_a_crash(
         spool_root: Path, daemon: StartDaemon) -> None:
     """A drop that is a directory nested deeper than the recursion limit is quarantined,
@@ -407,7 +393,7 @@ def test_a_directory_nested_past_the_recursion_limit_is_superseded_not_a_crash(
     That removal (shutil.rmtree) raised RecursionError: the processor crashed, and again
     at each start, as recovery removed it; every job after it waited for good."""
     staged = spool_root / "tmp" / "deep"
-    _nest(staged, sys.getrecursionlimit() + 500)
+    nest_dirs(staged, sys.getrecursionlimit() + 500)
     try:
         os.rename(staged, spool_root / "pending" / "deep.json")
         d = daemon()

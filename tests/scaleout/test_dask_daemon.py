@@ -441,8 +441,34 @@ def test_a_workers_port_for_the_schedulers_is_named_and_leaks_nothing(
     assert "Exception ignored" not in d.logs()
 
 
-def test_a_dask_worker_without_spoolq_is_named(spool_root: Path, daemon: StartDaemon,
-                                               tmp_path: Path) -> None:
+def _warm_up_warning(daemon: StartDaemon, tmp_path: Path, pythonpath: str,
+                     says: str) -> dict[str, Any]:
+    """The processor's warning that starts ``says``, of a lone worker whose
+    ``PYTHONPATH`` is ``pythonpath``, on a cluster of its own."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    with _cluster_process(port, n_workers=0), (tmp_path / "worker.log").open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+             "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            d = daemon(**_dask_env(address))
+            said: dict[str, Any] = wait_for(
+                lambda: next((e for e in d.events() if e.get("msg", "").startswith(says)),
+                             None), 90, "the warning naming the worker")
+            assert said["worker"].startswith("tcp://127.0.0.1:"), said
+            assert d.stop() == 0
+            return said
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(30)
+
+
+def test_a_dask_worker_without_spoolq_is_named(daemon: StartDaemon, tmp_path: Path) -> None:
     # QA (h383): a worker host where spoolq is not installed died on each job it was
     # given (its task could not be unpickled); the job was submitted again three times
     # and failed "the Dask worker ... running the job died (KilledWorker)", and the
@@ -452,31 +478,13 @@ def test_a_dask_worker_without_spoolq_is_named(spool_root: Path, daemon: StartDa
     (shim / "processor").mkdir(parents=True)
     (shim / "processor" / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'processor'\", name='processor')\n")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": str(shim)}  # ahead of the editable install's finder
-    with _cluster_process(port, n_workers=0), (tmp_path / "worker.log").open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-             "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            d = daemon(**_dask_env(address))
-            said = wait_for(lambda: next((e for e in d.events() if e.get("msg", "")
-                                          .startswith("a Dask worker cannot load spoolq")),
-                                         None), 90, "the warning naming the worker")
-            assert said["worker"].startswith("tcp://127.0.0.1:"), said
-            assert "No module named 'processor'" in said["error"], said
-            assert d.stop() == 0
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(30)
+    # (alone: ahead of the editable install's finder)
+    said = _warm_up_warning(daemon, tmp_path, str(shim), "a Dask worker cannot load spoolq")
+    assert "No module named 'processor'" in said["error"], said
 
 
-def test_a_dask_worker_of_another_spoolq_version_is_named(
-        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+def test_a_dask_worker_of_another_spoolq_version_is_named(daemon: StartDaemon,
+                                                         tmp_path: Path) -> None:
     # QA (h383): scaling.md asks for one spoolq version on the processor and every
     # worker, and a worker of another ran its jobs with no word.  Here the worker's
     # installed spoolq says 9.9.9 (a dist-info ahead of the real one on its path).
@@ -484,28 +492,10 @@ def test_a_dask_worker_of_another_spoolq_version_is_named(
     (shim / "spoolq-9.9.9.dist-info").mkdir(parents=True)
     (shim / "spoolq-9.9.9.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: spoolq\nVersion: 9.9.9\n")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(shim), os.environ.get("PYTHONPATH")]))}
-    with _cluster_process(port, n_workers=0), (tmp_path / "worker.log").open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-             "--no-nanny", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            d = daemon(**_dask_env(address))
-            said = wait_for(lambda: next((e for e in d.events() if e.get("msg", "")
-                                          .startswith("a Dask worker runs another spoolq")),
-                                         None), 90, "the warning naming the worker")
-            assert said["worker"].startswith("tcp://127.0.0.1:"), said
-            assert said["worker_version"] == "9.9.9" and said["version"] != "9.9.9", said
-            assert d.stop() == 0
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(30)
+    said = _warm_up_warning(daemon, tmp_path, os.pathsep.join(
+        filter(None, [str(shim), os.environ.get("PYTHONPATH")])),
+        "a Dask worker runs another spoolq")
+    assert said["worker_version"] == "9.9.9" and said["version"] != "9.9.9", said
 
 
 def test_a_stop_does_not_wait_its_grace_for_a_job_dask_never_started(

@@ -454,3 +454,22 @@ def strace_path() -> str | None:
     probe = subprocess.run([found, "-o", os.devnull, "true"], check=False, capture_output=True,
                            timeout=30)
     return found if probe.returncode == 0 else None
+
+
+def nest_dirs(top: Path, depth: int, *, files_every: int = 0) -> None:
+    """``top``/d/d/... ``depth`` directories deep, made by descriptor (the path is past
+    PATH_MAX); ``files_every``: at every that many levels, a file and names a tree's
+    removal might pick for itself (``.rm0``, ``.rm1``)."""
+    os.mkdir(top)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            if files_every and level % files_every == 0:
+                for name in ("f", ".rm0", ".rm1"):
+                    os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from spoolkit import NOBODY, listing, make_spool
+from spoolkit import NOBODY, listing, make_spool, nest_dirs
 
 from spool import fsops
 from spool.errors import SpoolIOError, passing
@@ -164,24 +164,6 @@ def test_unlink_file_tree_symlink_and_missing(any_spool: Spool, tmp_path: Path) 
     assert mover.unlink_durable(plain) is False
 
 
-def _nest(top: Path, depth: int) -> None:
-    """``top``/d/d/... ``depth`` directories deep, by descriptor (the path is past
-    PATH_MAX): a file at every 500th level, and names a removal might pick for itself."""
-    os.mkdir(top)
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for level in range(depth):
-            if level % 500 == 0:
-                for name in ("f", ".rm0", ".rm1"):
-                    os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
-            os.mkdir("d", dir_fd=fd)
-            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    finally:
-        os.close(fd)
-
-
 def test_unlink_removes_a_tree_deeper_than_the_recursion_limit(any_spool: Spool,
                                                                tmp_path: Path) -> None:
     """A quarantined directory nested past the interpreter's recursion limit is removed
@@ -193,7 +175,7 @@ def test_unlink_removes_a_tree_deeper_than_the_recursion_limit(any_spool: Spool,
     outside.mkdir()
     (outside / "keep").write_bytes(b"keep")
     tree = failed / "deep.orig"
-    _nest(tree, sys.getrecursionlimit() + 500)
+    nest_dirs(tree, sys.getrecursionlimit() + 500, files_every=500)
     os.symlink(outside, tree / "d" / "link")
     os.symlink(outside / "keep", tree / "d" / "d" / "flink")
     try:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from spoolkit import FakeClock, done_record, listing, make_spool, submit
+from spoolkit import FakeClock, done_record, listing, make_spool, nest_dirs, submit
 
 from spool.feed import inotify_c, open_inotify, read_inotify
 from spool.fsops import SPARE_TAG, STAGE_MODE, WRITE_TAG, Mover
@@ -272,16 +272,7 @@ def test_a_clients_deep_directory_left_in_tmp_for_a_day_is_removed(tmp_path: Pat
     clock = FakeClock(datetime.now(UTC))  # the files' times are the real clock's
     spool = make_spool(tmp_path / "spool", clock=clock)
     left = spool.layout.tmp / "upload"
-    os.mkdir(left)
-    fd = os.open(left, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(sys.getrecursionlimit() + 500):
-            os.mkdir("d", dir_fd=fd)
-            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    finally:
-        os.close(fd)
+    nest_dirs(left, sys.getrecursionlimit() + 500)
     try:
         recovery = Recovery(spool, lambda job: 3)
         recovery.scan()
