@@ -325,6 +325,14 @@ def _ran(call: Callable[[], Any] | None) -> bool:
         return False
 
 
+_CANNOT_LOAD = ("No module named", "cannot import name", "Can't get attribute")
+"""How a worker's unpickling of the warm-up fails when its spoolq cannot load this
+processor's code: no spoolq at all, or a version whose modules lack a name the call
+refers to (``ImportError``, or pickle's ``AttributeError``; Dask hands both over as a
+plain ``Exception`` holding that text).  A worker that left meanwhile fails otherwise
+("Timed out trying to connect"), and is not named."""
+
+
 def _warm(call: Callable[[], dict[str, Any]]) -> None:
     """Run a warm-up; name each worker that cannot load spoolq's code, or runs another
     version of it than this processor (scaling.md asks for the same one everywhere;
@@ -342,7 +350,7 @@ def _warm(call: Callable[[], dict[str, Any]]) -> None:
     ours = version()
     for worker, answer in (answers or {}).items():
         if isinstance(answer, BaseException):
-            if "No module named" in str(answer):
+            if any(said in str(answer) for said in _CANNOT_LOAD):
                 log.warning("a Dask worker cannot load spoolq: each job it is given ends "
                             "it (KilledWorker); install spoolq there, at the processor's "
                             "version, and restart it", extra={"fields": {
