@@ -140,6 +140,11 @@ class ClientMaker:
         self._attempt: Future[Any] | None = None  # a connection being made
         self._connects: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        # What the HTTP probe said, once asked: its HEAD request lands on a frozen
+        # scheduler's port too, where the scheduler, resumed, logs an ERROR traceback
+        # ("Unable to allocate 4.51 EiB ...") for each one.  A port that answered as a
+        # scheduler is one (None: not asked yet, or the scheduler answered).
+        self._http: tuple[str | None] | None = None
         # A daemon thread: one stuck on a silent scheduler must not hold the exit.
         threading.Thread(target=self._make_clients, name="dask-connect", daemon=True).start()
 
@@ -197,18 +202,27 @@ class ClientMaker:
             info = call.result(timeout=CONNECT_TIMEOUT_S + 2.0)
         except FutureTimeout:
             call.cancel()
-            raise TimeoutError(http_server_at(self.address)
+            raise TimeoutError(self._http_server()
                                or f"no answer in {CONNECT_TIMEOUT_S + 1.0:g} s") from None
         except OSError as exc:  # Dask's "Timed out trying to connect", whatever the cause
             raise LinkLost(why_unreachable(self.address) or str(exc)) from exc
         except Exception as exc:  # an answer Dask could not read as one of its frames
-            raise LinkLost(http_server_at(self.address) or str(exc)) from exc
+            raise LinkLost(self._http_server() or str(exc)) from exc
         kind = info.get("type") if isinstance(info, dict) else None
+        if kind == "Scheduler":
+            self._http = (None,)  # a scheduler's port: never asked with HTTP again
         if kind != "Scheduler":
             its = info.get("scheduler") if isinstance(info, dict) else None
             hint = f"; its scheduler is at {its}" if its else ""
             raise LinkLost(f"a Dask {kind or 'server'} listens at {self.address}, "
                            f"not a scheduler{hint}")
+
+    def _http_server(self) -> str | None:
+        """:func:`http_server_at` for this address, asked once: the address is fixed,
+        and each retry against a frozen scheduler would send it one more request."""
+        if self._http is None:
+            self._http = (http_server_at(self.address),)
+        return self._http[0]
 
     def stop(self) -> None:
         """Make no more clients (one being made now is left to the process's exit)."""

@@ -7,6 +7,7 @@ progress that comes back, and slots offered only while connected.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -860,3 +861,35 @@ def test_a_worker_whose_spoolq_cannot_load_the_warm_up_is_named(
         "a Dask worker cannot load spoolq")]
     named = [getattr(r, "fields", {}).get("worker") for r in said]
     assert named == ["tcp://127.0.0.1:1"], caplog.records
+
+
+def test_a_frozen_scheduler_is_sent_the_http_probe_once(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    # QA (h385): each failed attempt on a silent port sent it a "HEAD / HTTP/1.0"; a
+    # frozen scheduler, resumed, read each as a Dask frame's length and logged an ERROR
+    # traceback for it ("Unable to allocate 4.51 EiB ..."), and each retry waited the
+    # probe's second more.  The address is fixed: asked once is enough.
+    import processor.dask_connect as dc  # noqa: PLC0415 - this test's alone
+
+    monkeypatch.setattr(dc, "CONNECT_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(dc, "HTTP_PROBE_S", 0.3)
+    frozen = socket.create_server(("127.0.0.1", 0), backlog=32)  # listens, never accepts
+    maker = dc.ClientMaker(f"tcp://127.0.0.1:{frozen.getsockname()[1]}")
+    try:
+        for _ in range(2):
+            with pytest.raises(TimeoutError, match="no answer in"):
+                maker._require_scheduler()
+        frozen.settimeout(0.5)
+        heads = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                conn, _ = frozen.accept()
+                with conn:
+                    conn.settimeout(0.5)
+                    with contextlib.suppress(OSError):
+                        heads += conn.recv(4) == b"HEAD"
+    finally:
+        maker.stop()
+        maker.stop_loop()
+        frozen.close()
+    assert heads == 1, heads
