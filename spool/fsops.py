@@ -843,7 +843,10 @@ class Mover:
             if make:
                 with contextlib.suppress(FileExistsError):  # another processor's, just made
                     os.mkdir(stage, STAGE_MODE)
-            st = os.lstat(stage)
+            # Through root's view (spool.view) each folder is a link to the directory it
+            # pinned, never followed elsewhere: its lstat was a link's, and root's cancel
+            # or retry on a system spool was refused ("stage is not a directory": h386).
+            st = os.lstat(stage) if self.layout.view is None else os.stat(stage)
         except OSError as exc:
             if not make:
                 return False  # none yet, or not ours to look into: stage as clients do

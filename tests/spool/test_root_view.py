@@ -145,6 +145,26 @@ def test_a_folder_swapped_after_the_view_was_taken_is_not_followed(open_dir: Pat
     assert (root / "failed.moved" / f"{job_id}.json").exists()
 
 
+def test_roots_cancel_and_retry_on_a_system_spool_stage_through_the_view(
+        open_dir: Path) -> None:
+    """A system spool's tmp/ is the submitters' (3730), so a cancel or retry must stage
+    in stage/; through root's view stage/ is a link to its pinned folder, and root's
+    cancel was refused "stage is not a directory" (h386)."""
+    root, _ = _nobodys_spool(open_dir)
+    (root / "tmp").chmod(0o3730)
+    (root / "pending").chmod(0o3730)
+    submitted = _spoolq("submit", "--spool-dir", str(root), "echo", "-p", "message=x",
+                        "--not-before", "2099-01-01T00:00:00Z")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    cancelled = _spoolq("cancel", "--spool-dir", str(root), job_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (root / "failed" / f"{job_id}.json").exists()
+    retried = _spoolq("retry", "--spool-dir", str(root), job_id)
+    assert retried.returncode == 0, retried.stderr
+    assert (root / "pending" / f"{job_id}.json").exists()
+
+
 def test_no_view_for_a_spool_root_owns(tmp_path: Path) -> None:
     root = tmp_path / "spool"
     assert _spoolq("init", "--spool-dir", str(root)).returncode == 0
