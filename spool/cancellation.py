@@ -176,7 +176,7 @@ def aside_id(staged: Path, st: os.stat_result) -> str | None:
     its lstat) under: of its staging's ctime and the random digits of its name (None
     for a name without them), so that recovery, finding the staging left beside that
     record (its canceller killed before the removal, or the removal not durable),
-    knows the cancel completed (:meth:`spool.staged.Staged._restore_cancel`).  A random
+    knows the cancel completed (:meth:`spool.staged.Staged._recorded_aside`).  A random
     id left recovery no way to find the record: it settled the re-drop again, a second
     record of it, under the run's id (QA h382)."""
     digits = staged.name.rsplit(".", 3)
