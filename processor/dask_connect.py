@@ -234,14 +234,20 @@ class ClientMaker:
         self._loop.stop()
 
 
+def _dialled(address: str) -> tuple[str, str]:
+    """The host (an IPv6 one without its brackets) and the port to open a socket to, of
+    an address :func:`scheduler_address` gave (``tcp://host:port``)."""
+    host, port = _host_port(address.removeprefix("tcp://"))
+    return (host or "").removeprefix("[").removesuffix("]"), port
+
+
 def why_unreachable(address: str) -> str | None:
     """Why no connection can be made to ``address`` (``tcp://host:port``), in the words
     Dask's own error hides: it says "Timed out trying to connect ... after 2 s" for a
     host name that does not resolve (a typo in ``SPOOL_EXECUTOR``) and for a port where
     nothing listens alike, as it retries both until its timeout.  None when a
     connection can be made now (the scheduler came up meanwhile, or it is slow)."""
-    host, _, port = address.removeprefix("tcp://").rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    host, port = _dialled(address)
     try:
         found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -267,8 +273,7 @@ def http_server_at(address: str) -> str | None:
     ("no answer in 3 s"), and one that answers at once has its answer read as a
     frame's length ("Unable to allocate 3.01 EiB for an array ...", statusd's).
     Asked on a connection of its own, with a ``HEAD`` request."""
-    host, _, port = address.removeprefix("tcp://").rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
+    host, port = _dialled(address)
     head = b""
     try:
         with socket.create_connection((host, int(port)), timeout=HTTP_PROBE_S) as probe:
