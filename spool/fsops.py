@@ -1315,11 +1315,7 @@ def _remove_entry(top: int, name: str, fresh: Iterator[int]) -> None:
                     pass
         finally:
             os.close(sub)
-        try:
-            os.rmdir(name, dir_fd=top)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise  # ENOTEMPTY: something came in meanwhile, for the next pass
+        _rmdir_if_empty(top, name)  # not empty: something came in meanwhile, for the next pass
 
 
 def _remove_or_move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
@@ -1328,14 +1324,22 @@ def _remove_or_move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> N
     Removed first where empty: a directory changes parent only if its mover may write
     it, so another user's empty subdirectory (mode 0755), which rmtree removed, was
     refused (EACCES) moved up, and the tree kept."""
+    if not _rmdir_if_empty(sub, name):
+        _move_up(sub, name, top, fresh)
+
+
+def _rmdir_if_empty(folder: int, name: str) -> bool:
+    """Remove the directory ``name`` in ``folder``; False when it is not empty (True when
+    it is gone, or was already)."""
     try:
-        os.rmdir(name, dir_fd=sub)
+        os.rmdir(name, dir_fd=folder)
     except FileNotFoundError:
         pass
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
-        _move_up(sub, name, top, fresh)
+        return False
+    return True
 
 
 def _move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
