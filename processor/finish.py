@@ -33,7 +33,7 @@ from spool.history import retry_error
 from spool.models import ErrorInfo, Job, Record
 from spool.recovery import backoff_s
 from spool.states import JobState
-from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text
+from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, cut_text, seconds_text
 from spool.transitions import Spool
 
 LARGE_RESULT_BYTES = 64 << 10
@@ -63,6 +63,18 @@ _FINISHED = ("state", "finished_at", "duration_s", "pid")
 """The fields :meth:`Finisher.final_record` sets (pid was set at the claim already)."""
 
 
+def whose_limit(run: Run) -> str:
+    """For a timeout's message, whose limit it was when not the job's own: the tool's
+    ``execution_timeout``, below the timeout the job asked for (which may only lower
+    it, DESIGN section 9).  "killed after 5 s (timeout)" alone, of a job that asked for
+    60 s, read as the processor ignoring it (QA h380)."""
+    asked = run.job.timeout
+    if asked is None or asked <= run.timeout_s:
+        return ""
+    return (f": the {run.tool.name} tool's limit (its execution_timeout), which the job's "
+            f"timeout of {seconds_text(asked)} does not raise")
+
+
 class Finisher:
     """Records the outcomes of one processor's runs (``end``: the processor's own)."""
 
@@ -80,9 +92,12 @@ class Finisher:
             self.complete(run, outcome)
         else:
             assert outcome.error_type is not None
+            message = outcome.message or ""
+            if outcome.error_type is ErrorType.TIMEOUT:
+                message += whose_limit(run)
             # Cut: a retry's job file carries it, and intake forgives only so much.
             error = ErrorInfo(type=outcome.error_type,
-                              message=cut_text(outcome.message or "", MAX_MESSAGE_CHARS),
+                              message=cut_text(message, MAX_MESSAGE_CHARS),
                               traceback=outcome.traceback and cut_text(
                                   outcome.traceback, MAX_TRACEBACK_CHARS))
             if self.should_retry(run, outcome):

@@ -243,7 +243,12 @@ def tool_max_attempts(layout: Layout, tool: str | None) -> int | None:
 def tool_limit(layout: Layout, tool: str | None, key: str) -> int | float | None:
     """The catalogue's ``key`` (``max_attempts``, ``timeout``) of ``tool`` as every live
     processor gives it; None when that cannot be told (see :func:`tool_max_attempts`)."""
-    live = readable_processors(layout) if tool is not None else None
+    return live_limit(readable_processors(layout) if tool is not None else None, tool, key)
+
+
+def live_limit(live: list[OwnerStatus] | None, tool: str | None, key: str
+               ) -> int | float | None:
+    """:func:`tool_limit` of the status files ``live`` already read."""
     if live is None:
         return None
     limits = {catalogue_entry(raw)[key] for status in live for raw in status.tools

@@ -162,6 +162,8 @@ def _check_before_the_drop(client: Client, job: Job, args: argparse.Namespace,
     layout = client.layout
     if not args.any_tool:
         check_catalogue(live(), job)
+    if job.timeout is not None:
+        _note_a_capped_timeout(live(), job, job.timeout)
     # With --wait, exit 1 would read as "the job failed" (as in check_can_follow).
     refused = UsageError if args.wait else SpoolError
     check_attempts_left(layout, job, refused)
@@ -391,6 +393,21 @@ def check_catalogue(live: list[OwnerStatus] | None, job: Job) -> None:
         how = "lists" if refusal.type is ErrorType.UNKNOWN_TOOL else "shows"
         raise UsageError(f"{refusal.reason}; 'spoolq tools' {how} them, --any-tool "
                          "submits it anyway")
+
+
+def _note_a_capped_timeout(live: list[OwnerStatus] | None, job: Job, asked: float
+                           ) -> None:
+    """A note when the job asks for a longer ``timeout`` than the live processors' limit
+    of its tool, which it may only lower (DESIGN section 9): taken without a word, the
+    job was killed at the tool's limit as if its own were ignored (QA h380)."""
+    from spool.stats import live_limit  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.text import seconds_text  # noqa: PLC0415 - lazy, see spool.cli
+
+    limit = live_limit(live, job.tool, "timeout")
+    if limit is not None and asked > limit:
+        note(f"tool {job.tool} stops a job after {seconds_text(limit)} (its "
+             f"execution_timeout); the job's timeout of {seconds_text(asked)} does not "
+             "raise it")
 
 
 def check_attempts_left(layout: Layout, job: Job,

@@ -290,7 +290,10 @@ def test_a_job_timeout_above_its_tools_limit_is_clamped_to_it(spool_root: Path,
                               "params": {"seconds": 60}})
     rec = wait_record(spool_root, "long", 20)
     assert rec["error"]["type"] == "timeout", rec["error"]
-    assert rec["error"]["message"] == "killed after 1 s (timeout)"
+    # Whose limit it was (QA h380: "killed after 1 s" alone read as the 600 s ignored).
+    assert rec["error"]["message"] == (
+        "killed after 1 s (timeout): the t_short_limit tool's limit (its execution_timeout), "
+        "which the job's timeout of 600 s does not raise")
     assert rec["duration_s"] < 10
 
 

@@ -34,3 +34,4 @@ def test_a_tiny_timeout_is_reported_without_an_exponent(spool_root: Path,
         assert error["type"] == "timeout", error
         assert re.search(r"\b1 ns\b", error["message"]), error
         assert "e-" not in error["message"], error
+        assert "execution_timeout" not in error["message"], "the job's own limit"

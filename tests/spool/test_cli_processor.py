@@ -144,6 +144,29 @@ def test_submit_refuses_params_the_running_processors_tool_does_not_take_or_lack
     assert sorted(r["id"] for r in listed) == ["anyway", "typed"]
 
 
+def test_submit_notes_a_timeout_above_the_tools_limit(
+        root: Path, env: dict[str, str], processor: Start, tmp_path: Path) -> None:
+    """A job's ``timeout`` may only lower its tool's (DESIGN section 9): asking for more
+    was taken without a word, and the job killed at the tool's limit (h380).  The
+    submit goes ahead; a note says so."""
+    processor()
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(orjson.dumps({"tool": "echo", "params": {"message": "hi"},
+                                       "timeout": 90}))
+    above, from_file, below = run_all(
+        env, ["submit", "echo", "-p", "message=hi", "--timeout", "60", "--id", "above"],
+        ["submit", "--file", str(job_file), "--id", "from-file"],
+        ["submit", "echo", "-p", "message=hi", "--timeout", "5", "--id", "below"])
+    for proc, job_id, asked in ((above, "above", "60 s"), (from_file, "from-file", "90 s")):
+        assert proc.returncode == 0 and proc.stdout == f"{job_id}\n", proc
+        assert proc.stderr == (f"spoolq: tool echo stops a job after 10 s (its "
+                               f"execution_timeout); the job's timeout of {asked} does not "
+                               "raise it\n"), proc.stderr
+    assert below.returncode == 0 and below.stdout == "below\n" and below.stderr == "", below
+    for job_id in ("above", "from-file", "below"):
+        assert spoolq(env, "wait", job_id, "--timeout", "30").returncode == 0
+
+
 def test_a_number_for_a_param_the_tool_takes_as_text_stays_text(
         root: Path, env: dict[str, str], processor: Start) -> None:
     """``-p symbol=600519`` (a ticker: A-shares, Tokyo) read as JSON was the number
