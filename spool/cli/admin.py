@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from typing import TYPE_CHECKING
 
 from spool.cli import parse
@@ -23,7 +24,7 @@ from spool.cli.command import (
     client_of,
     note,
 )
-from spool.cli.render import emit_json, human_duration
+from spool.cli.render import emit_json
 from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
 from spool.errors import SpoolError
 from spool.fsops import Mover
@@ -59,11 +60,22 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
         _not_anothers_as_root(layout)
         Mover(layout, settings.fsync).make_folders()
     if args.json:
-        emit_json({"spool": str(layout.root), "system": args.system,
+        emit_json({"spool": str(layout.root), "system": args.system or _is_system(layout),
                    "folders": [p.name for p in layout.all_folders()]})
     else:
         print(f"spool ready at {layout.root}")
     return EXIT_OK
+
+
+def _is_system(layout: Layout) -> bool:
+    """The spool is a system spool (``init --system`` made it): its ``pending/`` is
+    setgid and sticky.  The spool user's own ``init --json`` of one said
+    ``"system": false``, of whether --system was given (h386)."""
+    try:
+        mode = layout.folder(JobState.PENDING).stat().st_mode
+    except OSError:
+        return False
+    return mode & (stat.S_ISGID | stat.S_ISVTX) == stat.S_ISGID | stat.S_ISVTX
 
 
 def _not_anothers_as_root(layout: Layout) -> None:
@@ -118,7 +130,7 @@ def run_purge(args: argparse.Namespace, settings: Settings) -> int:
                    "dry_run": args.dry_run})
     else:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {removed} record(s) older than {human_duration(args.older_than)}; "
+        print(f"{verb} {removed} record(s) older than {parse.duration_text(args.older_than)}; "
               f"kept {kept}")
         if report.held:
             # Each is the only account of another user's directory spoolq could not move.

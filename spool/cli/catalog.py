@@ -83,10 +83,13 @@ def run_tools(args: argparse.Namespace, settings: Settings) -> int:
 def catalogue_table(tools: list[dict[str, Any]]) -> str:
     """The catalogue as a table, a row a tool (:func:`spool.catalogue.catalogue_entry`'s
     shape), as ``spoolq tools`` and ``spool-processor tools`` print it: they printed one
-    catalogue in two formats."""
+    catalogue in two formats.  Descriptions are cut short for a terminal only: through
+    a pipe or into a file (``| grep``), they were cut just the same (h386)."""
+    whole = sys.stdout is None or not sys.stdout.isatty()
     rows = [[t["name"], t["mode"] or "-",
              "-" if t["timeout"] is None else f"{t['timeout']:g}s",
-             _params(t["params_schema"]), _short(t["description"])] for t in tools]
+             _params(t["params_schema"]),
+             t["description"] if whole else _short(t["description"])] for t in tools]
     return table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows)
 
 

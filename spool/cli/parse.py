@@ -40,6 +40,16 @@ def duration(text: str) -> float:
     return value
 
 
+def duration_text(seconds: float) -> str:
+    """``seconds`` as :func:`duration` reads it, in the largest unit it is a whole
+    number of (``3m``, ``90s``, ``36h``, ``1w``): ``purge --older-than 3m`` said "older
+    than 3.0m" (h386)."""
+    for unit, size in sorted(UNITS_S.items(), key=lambda item: -item[1]):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 def age(text: str) -> float:
     """A :func:`duration` with its unit written out: for a command that removes what is
     older, where a bare ``7`` could mean days to whoever typed it and seconds to us."""

@@ -41,6 +41,7 @@ from spoolkit import (
     spoolq,
 )
 
+from spool.cli import parse
 from spool.cli.main import main as spoolq_main
 from spool.cli.progress import BAR_CELLS, bar_line, left_s
 from spool.cli.render import cells
@@ -848,8 +849,17 @@ def test_a_dry_run_purge_says_what_it_would_remove_not_that_it_did(
     os.utime(root / "done" / "old.json", (three_days_ago, three_days_ago))
     dry = spoolq(env, "purge", "--older-than", "2d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.startswith("would remove 1 record(s) older than "), dry.stdout
+    assert dry.stdout.startswith("would remove 1 record(s) older than 2d; kept 0"), dry.stdout
     assert files(root, "done") == {"old.json"}
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    ("3m", "3m"), ("90s", "90s"), ("1.5h", "90m"), ("36h", "36h"), ("7d", "1w"),
+    ("0.5s", "0.5s"), ("0s", "0s")])
+def test_a_purge_says_its_age_as_given_not_rounded(given: str, said: str) -> None:
+    """"older than 3.0m" for ``--older-than 3m`` (h386): the age in the largest unit it
+    is a whole number of."""
+    assert parse.duration_text(parse.age(given)) == said
 
 
 # -- stats, tools, schema, data -------------------------------------------------------------
@@ -922,6 +932,34 @@ def test_tools_of_a_catalogue_with_odd_values_print_a_table(root: Path,
     assert rows["echo"][:3] == ["echo", "-", "-"] and rows["sleep"][:3] == ["sleep",
                                                                            "compute", "-"]
     assert [t["timeout"] for t in data(as_json)] == [None, None]
+
+
+def test_tools_cut_descriptions_on_a_terminal_only(root: Path, env: dict[str, str]) -> None:
+    """Cut to fit a terminal's row; through a pipe (``| grep``) or into a file a
+    description was cut as well, its end out of reach but for ``--json`` (h386)."""
+    long = "Reads the tape and " + "does more " * 10 + "to the end"
+    layout = Layout(root)
+    status = _status("proc-long").model_copy(update={"tools": [
+        {"name": "echo", "execution_mode": "fast", "description": long}]})
+    lease = OwnerLease(layout.owner_lock("proc-long"))
+    master, slave = open_pty()
+    try:
+        spool_of(root).mover.publish(layout.owner_status("proc-long"),
+                                     status.model_dump_json().encode())
+        piped = spoolq(env, "tools")
+        on_tty = subprocess.Popen([*CLI, "tools"], env=env, cwd=Path(env["SPOOL_DIR"]).parent,
+                                  stdout=slave, stderr=subprocess.DEVNULL)
+        os.close(slave)
+        seen = bytearray()
+        read_until(master, b"Reads the tape", seen)
+        assert on_tty.wait(30) == 0
+        read_until(master, b"\x00never", seen, deadline_s=0.5)
+    finally:
+        os.close(master)
+        lease.release()
+    assert piped.returncode == 0 and long in piped.stdout, piped.stdout
+    row = next(line for line in seen.decode().splitlines() if "Reads the tape" in line)
+    assert long not in row and row.rstrip().endswith("..."), row
 
 
 def test_schema(root: Path, env: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from spoolkit import NOBODY, Proc, needs_root, spoolq
 from test_cli import drop, finish, refused, spoolq_as
@@ -83,6 +84,22 @@ def test_cancel_retry_purge_submit_are_refused_in_one_line_before_changing_anyth
     dry = run(SPOOL_GROUP, "purge", "--older-than", "0s", "--dry-run", "--json")
     assert dry.returncode == 0 and '"removed":2' in dry.stdout.replace(" ", ""), dry
     assert tree(root) == before
+
+
+@needs_root
+def test_init_json_of_a_system_spool_says_it_is_one_whoever_runs_it(
+        open_dir: Path, env: dict[str, str]) -> None:
+    """``"system"`` said whether ``--system`` was given: false of a system spool when its
+    own user, or root without the option, ran ``init --json`` again (h386)."""
+    assert NOBODY is not None
+    root = system_spool(open_dir, env)
+    base = ["--spool-dir", str(root), "init", "--json"]
+    by_its_user = spoolq_as(NOBODY[0], [NOBODY[1]], *base)
+    by_root = spoolq(env, *base)
+    plain = spoolq(env, "--spool-dir", str(open_dir / "plain"), "init", "--json")
+    for proc, system in ((by_its_user, True), (by_root, True), (plain, False)):
+        assert proc.returncode == 0, proc
+        assert orjson.loads(proc.stdout)["system"] is system, proc
 
 
 @needs_root
