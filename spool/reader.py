@@ -37,7 +37,7 @@ from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S
 from spool.listing import KEEP_MAX_BYTES, PEEK_MAX_BYTES, KeyBounds
-from spool.models import MAX_PROGRESS_BYTES, OwnerStatus, Progress, Record, too_deep
+from spool.models import MAX_PROGRESS_BYTES, OwnerStatus, Progress, Record, kind_of, too_deep
 from spool.states import ACTIVE, JobState
 from spool.stats import RECENT_S, stats_document
 from spool.terminal_records import terminal_record, unreadable_record
@@ -70,6 +70,26 @@ __all__ = [
 LOOKS = 3
 """How many times :meth:`SpoolReader.get` looks an id up and reads it, a file that
 moved between its stat and its read (a claim, a completion) read where it went."""
+
+
+def no_job_file(layout: Layout, job_id: str) -> str:
+    """Why what stands in ``pending/`` under the id's name is no job to read, if it is
+    there: no regular file, or one too large.  Until a processor judges it (none runs)
+    it is nothing else either, and "no job" alone sent its dropper looking elsewhere
+    (h381).  To follow "no job ID"; empty when there is nothing to say."""
+    path = layout.job(JobState.PENDING, job_id)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    if (kind := kind_of(st.st_mode)) != "file":
+        what = f"a {kind}"
+    elif st.st_size > MAX_ACTIVE_BYTES:
+        what = f"a file of {st.st_size} bytes, too large for a job"
+    else:
+        return ""
+    return (f": {JobState.PENDING.value}/{path.name} is {what}, not a job file; a "
+            "processor quarantines it in failed/ when it looks at it")
 
 
 class SpoolReader:
@@ -129,7 +149,8 @@ class SpoolReader:
                 record = self.load(entry, strict=True)
             if record is not None:
                 return record
-        raise NotFoundError(f"no job {job_id}")
+        said = no_job_file(self.layout, job_id) if JobState.PENDING in self.states else ""
+        raise NotFoundError(f"no job {job_id}{said}")
 
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:
         """The record a folder entry stands for; None if it vanished meanwhile.

@@ -52,6 +52,7 @@ from spool.entries import denied_file
 from spool.errors import SpoolIOError
 from spool.ids import is_valid_id
 from spool.layout import Layout
+from spool.reader import no_job_file
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -92,7 +93,7 @@ def not_found(layout: Layout, job_id: str, message: str) -> ApiError:
     there, and an operator took it for gone."""
     denied = denied_file(layout, job_id)
     if denied is None:
-        return ApiError(404, "not_found", message)
+        return ApiError(404, "not_found", message + no_job_file(layout, job_id))
     return ApiError(503, "unavailable", f"job {job_id} is there ({denied}), but statusd may "
                     "not read it: Permission denied (its owner or mode; see Permissions in "
                     "docs/operations.md)")

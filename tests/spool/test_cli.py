@@ -531,6 +531,23 @@ def test_show_prints_the_record_as_stored(root: Path, env: dict[str, str]) -> No
     refused(unknown, 1, "no job nobody")
 
 
+def test_show_names_what_stands_in_pending_under_the_id_that_is_no_job(
+        root: Path, env: dict[str, str]) -> None:
+    """A FIFO, a directory or a file too large for a job under a job's name in
+    ``pending/``, not yet judged (no processor running): "no job" alone (h381)."""
+    os.mkfifo(root / "pending" / "fifo.json")
+    (root / "pending" / "dir.json").mkdir()
+    with open(root / "pending" / "huge.json", "wb") as huge:
+        huge.truncate(64 << 20)  # sparse
+    fifo, folder, huge_file, absent = run_all(
+        env, ["show", "fifo"], ["show", "dir"], ["show", "huge"], ["show", "absent"])
+    for proc, job_id, what in ((fifo, "fifo", "a fifo"), (folder, "dir", "a directory"),
+                               (huge_file, "huge", f"a file of {64 << 20} bytes")):
+        refused(proc, 1, f"no job {job_id}: pending/{job_id}.json is {what}",
+                "a processor quarantines it in failed/")
+    assert absent.returncode == 1 and absent.stderr == "spoolq: error: no job absent\n"
+
+
 def test_wait_exit_codes(root: Path, env: dict[str, str]) -> None:
     for job_id in ("good", "bad", "slow"):
         drop(root, job_id)

@@ -125,6 +125,21 @@ def test_writes_validate_ids_too(server: ServerThread) -> None:
         assert reply.status == 400 and _error(reply.json())["type"] == "invalid_id"
 
 
+def test_a_404_names_what_stands_in_pending_under_the_id_that_is_no_job(
+        server: ServerThread, spool: Spool) -> None:
+    """A FIFO in ``pending/`` under a job's name, not yet judged (no processor running):
+    a bare 404 "no task" (h381)."""
+    os.mkfifo(spool.layout.job(JobState.PENDING, "fifo"))
+    reply = request(server.base, "GET", "/api/v1/tasks/fifo")
+    assert reply.status == 404, reply.body
+    error = _error(reply.json())
+    assert error["type"] == "not_found"
+    assert error["message"] == ("no task fifo: pending/fifo.json is a fifo, not a job file; "
+                                "a processor quarantines it in failed/ when it looks at it")
+    assert _error(request(server.base, "GET", "/api/v1/tasks/nope").json())["message"] == (
+        "no task nope")
+
+
 def test_unknown_ids_and_routes_answer_json(server: ServerThread) -> None:
     for path in ("/api/v1/tasks/nope", "/api/v1/backtest/tasks/nope", "/nothing/here"):
         reply = request(server.base, "GET", path)
