@@ -123,16 +123,24 @@ def _never() -> bool:
     return False
 
 
-class _Making:
-    """A key's factory in progress: the lock it runs under, and whether the run of the
-    job that runs it is over (timed out, its thread abandoned) with the factory still
-    running."""
+class ResourceCycle(RuntimeError):
+    """``ctx.resource`` factories that ask for each other's keys (or one for its own): each
+    would wait for the other for good.  Raised in the factory's job, which fails
+    ``tool_error`` saying which keys; it waited until the jobs' timeouts (two threads),
+    or recursed until ``RecursionError`` (one), before (QA h384)."""
 
-    __slots__ = ("abandoned", "lock")
+
+class _Making:
+    """A key's factory in progress: the lock it runs under, the thread running it, and
+    whether the run of the job that runs it is over (timed out, its thread abandoned)
+    with the factory still running."""
+
+    __slots__ = ("abandoned", "lock", "owner")
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.abandoned: Callable[[], bool] = _never
+        self.owner: int | None = None
 
 
 MAKING_POLL_S = 0.1
@@ -156,20 +164,31 @@ class Resources(dict[str, Any]):
         super().__init__()
         self._guard = threading.Lock()
         self._making: dict[str, _Making] = {}
+        self._waiting: dict[int, str] = {}  # a thread -> the key whose factory it waits for
+        self._local = threading.local()  # .keys: the keys this thread's factories make
 
     def making(self, key: str) -> _Making:
-        """``key``'s factory in progress (its lock re-entrant: a factory that asks for its
-        own key recurses, as it did, rather than deadlocks)."""
+        """``key``'s factory in progress."""
         with self._guard:
             return self._making.setdefault(key, _Making())
 
     def make(self, key: str, factory: Callable[[], Any],
              abandoned: Callable[[], bool] = _never) -> None:
         """Run ``factory`` for ``key`` unless it is made meanwhile; ``abandoned``: the
-        asking job's run is over."""
+        asking job's run is over.  :class:`ResourceCycle` when the factories of the keys
+        this thread makes, or of those it waits for, come back to ``key``."""
+        mine: list[str] = self._local.__dict__.setdefault("keys", [])
+        if key in mine:  # asked for again by its own factory, or one it asked for
+            raise ResourceCycle(_cycle_text([*mine[mine.index(key):], key]))
         making = self.making(key)
-        while not making.lock.acquire(timeout=MAKING_POLL_S):
-            making = self._after(key, making)
+        try:
+            while not making.lock.acquire(timeout=MAKING_POLL_S):
+                making = self._after(key, making)
+        finally:
+            with self._guard:
+                self._waiting.pop(threading.get_ident(), None)
+        making.owner = threading.get_ident()
+        mine.append(key)
         try:
             if key in self:
                 return  # made while this job waited: that one
@@ -183,18 +202,46 @@ class Resources(dict[str, Any]):
                 if self._making.get(key) is making:
                     del self._making[key]  # made: askers find it without a lock
         finally:
+            mine.pop()
+            making.owner = None
             making.lock.release()
 
     def _after(self, key: str, making: _Making) -> _Making:
         """What a job waiting on ``making`` waits on next: a fresh one once the job
-        running its factory was abandoned."""
+        running its factory was abandoned.  :class:`ResourceCycle` when that factory's
+        thread waits, through others, for a key this thread's factories make."""
+        me = threading.get_ident()
         with self._guard:
             current = self._making.get(key)
             if current is making and making.abandoned():
                 current = None
             if current is None:
                 current = self._making[key] = _Making()
-            return current
+                return current
+            self._waiting[me] = key
+            chain = [key]
+            owner = current.owner
+            while owner is not None and owner != me and len(chain) <= len(self._waiting):
+                waited = self._waiting.get(owner)
+                if waited is None or (held := self._making.get(waited)) is None:
+                    return current
+                chain.append(waited)
+                owner = held.owner
+            if owner != me:
+                return current
+        mine: list[str] = self._local.keys
+        raise ResourceCycle(_cycle_text([*mine[mine.index(chain[-1]):], *chain]))
+
+
+def _cycle_text(keys: list[str]) -> str:
+    """``keys``, a cycle of keys each asked for by the previous one's factory (the last
+    is the first again), as a :class:`ResourceCycle` says them."""
+    if len(keys) == 2:
+        return (f"ctx.resource: the factory of {keys[0]!r} asks for {keys[0]!r} itself, "
+                "which it is making")
+    path = " -> ".join(repr(k) for k in keys)
+    return (f"ctx.resource: factories ask for each other's keys ({path}): each would wait "
+            "for the other for good")
 
 
 class Context:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from daemonkit import Daemon, drop, wait_record
 
-from processor.runner import Context, Resources
+from processor.runner import Context, ResourceCycle, Resources
 
 
 def _context(resources: dict[str, Any]) -> Context:
@@ -113,6 +113,63 @@ def test_a_factory_whose_run_timed_out_no_longer_holds_its_key() -> None:
         release.set()
         first.join(10)
     assert resources["conn"] == "fresh", "the abandoned factory's late object is not kept"
+
+
+def test_a_factory_asking_for_its_own_key_says_so() -> None:
+    """It recursed until RecursionError, its traceback a thousand frames long (h384)."""
+    resources = Resources()
+    ctx = _context(resources)
+
+    def selfish() -> str:
+        return ctx.resource("a", selfish)
+
+    def first() -> str:
+        return ctx.resource("b", lambda: ctx.resource("a", first))
+
+    with pytest.raises(ResourceCycle, match="the factory of 'a' asks for 'a' itself"):
+        ctx.resource("a", selfish)
+    with pytest.raises(ResourceCycle, match="'a' -> 'b' -> 'a'"):
+        ctx.resource("a", first)
+    assert ctx.resource("a", lambda: "made") == "made"
+
+
+def test_factories_on_two_threads_asking_for_each_others_key_fail_at_once() -> None:
+    """Each job's factory holds its key and waits for the other's: both waited until
+    their jobs' timeouts (h384).  Now the cycle is found while they wait: the job that
+    finds it fails, which frees its key for the other's factory."""
+    resources = Resources()
+    both = threading.Barrier(2, timeout=5)
+    errors: dict[str, BaseException] = {}
+
+    def factory(mine: str, theirs: str) -> Callable[[], str]:
+        def make() -> str:
+            both.wait()  # each holds its own key now
+            return _context(resources).resource(theirs, lambda: f"{theirs} by {mine}")
+        return make
+
+    def job(mine: str, theirs: str) -> None:
+        try:
+            _context(resources).resource(mine, factory(mine, theirs))
+        except BaseException as exc:  # recorded for the assertions
+            errors[mine] = exc
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=job, args=pair) for pair in (("a", "b"), ("b", "a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads), "still waiting for each other"
+    assert time.monotonic() - began < 3
+    assert len(errors) == 1, errors
+    [(failed, error)] = errors.items()
+    assert isinstance(error, ResourceCycle), repr(error)
+    cycle = "'a' -> 'b' -> 'a'" if failed == "a" else "'b' -> 'a' -> 'b'"
+    assert str(error) == (f"ctx.resource: factories ask for each other's keys ({cycle}): "
+                          "each would wait for the other for good")
+    other = "b" if failed == "a" else "a"
+    assert resources[failed] == f"{failed} by {other}"  # made by the job that went on
+    assert resources[other] == f"{failed} by {other}"
 
 
 def test_a_made_key_keeps_no_lock() -> None:
