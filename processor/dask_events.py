@@ -128,9 +128,12 @@ class TaskEvents:
             # Not ours any more (resolved, or a re-run of a lost worker's task): stop it.
             self._link.kill(worker, [key], "stale")
             if flight is not None:
+                # Worded as the health probe's finding of the same loss (which of the
+                # two comes first is a race, QA h383), with what Dask did of it.
                 self._flights.resolve(flight, kill_outcome(flight) or crashed(
-                    flight.task, f"Dask re-ran the job on {worker} after losing a worker; "
-                    "the re-run was killed"))
+                    flight.task, f"the Dask worker {flight.worker} died or left while "
+                    f"running the job; Dask re-ran it on {worker}, and the re-run was "
+                    "killed"))
             return
         flight.worker, flight.worker_id = worker, worker_id
         if flight.kill_reason is not None:

@@ -877,7 +877,9 @@ def test_a_rerun_on_a_worker_restarted_at_the_same_address_is_killed() -> None:
     events.handle(("task", {**started, "worker_id": "Worker-new"}))
     assert kills == [(where, ["k1"], "stale")]
     assert len(outcomes) == 1 and outcomes[0].error_type == ErrorType.WORKER_CRASHED
-    assert "re-ran the job" in str(outcomes[0].message), outcomes[0]
+    assert outcomes[0].message == (
+        f"the Dask worker {where} died or left while running the job; Dask re-ran it on "
+        f"{where}, and the re-run was killed"), outcomes[0]
 
 
 @pytest.mark.parametrize("error", [
