@@ -246,6 +246,9 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
             since = _span_s(min(t["since"] for t in troubled), now)
             lines.append(f"I/O trouble for {human_duration(since)}, last refusal: "
                          f"{printable(troubled[0]['error'])[:200]}")
+        held = [p for p in stats.get("processors", []) if not p.get("alive")]
+        if held:  # its lock held, its heartbeat stale: no live one takes its running jobs
+            lines.append(f"processor hung: {_held_by(held)}; its running jobs wait for it")
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
         room = stats.get("compute_room", stats["job_num"])
         if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
@@ -267,6 +270,13 @@ def _why_down(processors: list[dict[str, Any]]) -> str:
     held = [p for p in processors if not p.get("alive")]
     if not held:
         return "no live processor on this spool"
+    return _held_by(held)
+
+
+def _held_by(held: list[dict[str, Any]]) -> str:
+    """The processors that hold their locks with a stale heartbeat (``held``, one at
+    least), named by the newest heartbeat's: beside a live one too, whose "0 busy" said
+    nothing of the jobs the held one keeps in running/ (QA h388)."""
     newest = max(held, key=lambda p: p["heartbeat_at"])
     ago = human_duration(_span_s(newest["heartbeat_at"], datetime.now(UTC)))
     who = f"pid {newest['pid']} on {printable(newest['host'])}"

@@ -348,6 +348,26 @@ def test_stats_names_a_processor_that_holds_its_lock_but_stopped_heartbeating(
     assert "processor down: no live processor on this spool" in gone.stdout, gone.stdout
 
 
+def test_stats_names_a_hung_processor_beside_a_live_one(
+        root: Path, env: dict[str, str], processor: Start) -> None:
+    """Two processors on one spool, one SIGSTOPped or hung (its lock held, its heartbeat
+    2 minutes old): ``stats`` said "processor up: 1 live" and "0 busy" and nothing of
+    the other, whose running jobs no live processor takes and which wait for it (QA
+    h388: a job shown "running" for minutes, nothing saying why).  The held one is named,
+    as when it is the only one."""
+    processor()
+    with _hung(root, datetime.now(UTC) - timedelta(minutes=2)):
+        table = spoolq(env, "stats")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert any(line.startswith("processor up: 1 live") for line in lines), table.stdout
+    hung = [line for line in lines if line.startswith("processor hung:")]
+    assert len(hung) == 1, table.stdout
+    assert re.fullmatch(rf"processor hung: pid {os.getpid()} on test holds its lock, last "
+                        r"heartbeat 2\.\dm ago \(stopped or hung\?\); its running jobs "
+                        r"wait for it", hung[0]), hung
+
+
 def test_wait_says_nothing_while_a_processor_runs(
         root: Path, env: dict[str, str], processor: Start) -> None:
     """A job not due for a minute: the wait outlasts the delay before a note, silently."""
