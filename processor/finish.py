@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -63,13 +64,21 @@ _FINISHED = ("state", "finished_at", "duration_s", "pid")
 """The fields :meth:`Finisher.final_record` sets (pid was set at the claim already)."""
 
 
-def whose_limit(run: Run) -> str:
+def whose_limit(run: Run, outcome: Outcome) -> str:
     """For a timeout's message, whose limit it was when not the job's own: the tool's
     ``execution_timeout``, below the timeout the job asked for (which may only lower
     it, DESIGN section 9).  "killed after 5 s (timeout)" alone, of a job that asked for
-    60 s, read as the processor ignoring it (QA h380)."""
+    60 s, read as the processor ignoring it (QA h380).
+
+    Only of a message that names that limit: a ``JobTimeout`` the tool raised itself
+    (its feed did not answer: a traceback comes with it) or a kill while the job's
+    worker loaded its tools (the load's wait, not the limit) was said to be the
+    tool's ``execution_timeout`` too (QA h390)."""
     asked = run.job.timeout
-    if asked is None or asked <= run.timeout_s:
+    if asked is None or asked <= run.timeout_s or outcome.traceback is not None:
+        return ""
+    limit = re.escape(seconds_text(run.timeout_s))
+    if not re.search(rf"(?<![\w.]){limit}(?!\w)", outcome.message or ""):
         return ""
     return (f": the {run.tool.name} tool's limit (its execution_timeout), which the job's "
             f"timeout of {seconds_text(asked)} does not raise")
@@ -94,7 +103,7 @@ class Finisher:
             assert outcome.error_type is not None
             message = outcome.message or ""
             if outcome.error_type is ErrorType.TIMEOUT:
-                message += whose_limit(run)
+                message += whose_limit(run, outcome)
             # Cut: a retry's job file carries it, and intake forgives only so much.
             error = ErrorInfo(type=outcome.error_type,
                               message=cut_text(message, MAX_MESSAGE_CHARS),
