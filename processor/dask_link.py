@@ -301,8 +301,9 @@ class SchedulerLink:
     def kill(self, worker: str | None, keys: list[str], reason: str, *,
              client: Any = None) -> Future[bool]:
         """Kill the children running ``keys`` on ``worker`` (all workers when None), once
-        the cancels asked before it reached the scheduler; whether the worker (every one)
-        ran the kill, once known.
+        the scheduler took the cancels asked before it (see :func:`_cancel`), or
+        :data:`RPC_TIMEOUT_S` passed; whether the worker (every one) ran the kill, once
+        known.
 
         In that order: a kill frees a worker thread, which takes the next task queued
         there, and a queued job's cancel overtaken by a later kill let that job start,
@@ -329,11 +330,37 @@ class SchedulerLink:
         """Cancel a task (a running one notices and kills its child)."""
         client = self.client
         if client is not None and future is not None:
-            call = self._calls.submit(_quiet, functools.partial(client.cancel, [future],
-                                                                force=True))
+            call = self._calls.submit(_quiet, functools.partial(_cancel, client, future))
             with self._cancels_lock:
                 self._cancels = [c for c in self._cancels if not c.done()]
                 self._cancels.append(call)
+
+
+_UNTAKEN = frozenset({"waiting", "queued", "no-worker", "processing"})
+"""The scheduler's states of a task whose cancel it has not taken yet."""
+CANCEL_POLL_S = 0.01
+
+
+def _cancel(client: Any, future: Any) -> None:
+    """Cancel ``future``'s task, then wait (at most :data:`RPC_TIMEOUT_S`) until the
+    scheduler has taken the cancel, for the kills that wait on it (see
+    :meth:`SchedulerLink.kill`).  ``Client.cancel`` only hands the cancel to the
+    client's batched stream (sent every 10 ms, behind whatever it holds), and a kill is
+    a call on a connection of its own: sent next, it overtook the cancel, and the
+    queued job started on the thread the kill freed (QA h390: the stream held 1 s, the
+    job started each time).  Asked until its task is none the scheduler would run."""
+    client.cancel([future], force=True)
+    key = future.key
+    deadline = time.monotonic() + RPC_TIMEOUT_S
+    while client.status == "running":
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        states = client.sync(client.scheduler.get_task_status, keys=[key],
+                             callback_timeout=left)
+        if (states or {}).get(key) not in _UNTAKEN:
+            return
+        time.sleep(CANCEL_POLL_S)
 
 
 def _after(before: list[Future[None]], call: Callable[[], _T]) -> _T:

@@ -432,7 +432,52 @@ def test_a_queued_jobs_cancel_is_not_overtaken_by_a_later_kill(
     assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
     assert executor.kill("a", ErrorType.CANCELLED.value)
     assert sink.wait("a", 10).error_type is ErrorType.CANCELLED
+    # The kill landed (else the test passed with a's thread never freed).
+    _assert_stopped_growing(paths["a"], within_s=0.3)
     time.sleep(1.0)  # a's thread is free: time enough for the queued task to start there
+    assert not _starts(executor, "queued"), "a cancelled queued job never starts"
+    assert not paths["queued"].exists()
+    assert paths["b"].exists() and "b" not in sink.outcomes
+
+
+def test_a_queued_jobs_cancel_on_the_clients_stream_is_not_overtaken_by_a_later_kill(
+        run_executor: Any, tmp_path: Path) -> None:
+    """``Client.cancel`` only hands the cancel to the client's batched stream; a kill is a
+    call on a connection of its own.  Waiting for the cancel's call to return, a later
+    kill still overtook a cancel the stream held (here 1 s, as behind a large submit),
+    and the queued job started on the thread the kill freed (QA h390).  The stream holds
+    every message from the cancel on, in order: a release of the key is late too."""
+    executor, sink = run_executor(job_num=3)
+    client = executor.link.client
+    send = client._send_to_scheduler
+    held: list[Any] = []
+
+    def flush() -> None:
+        while held:
+            send(held.pop(0))
+
+    def late(msg: Any) -> None:
+        if msg.get("op") == "cancel-keys" and not held:
+            client.loop.call_later(1.0, flush)
+        if held or msg.get("op") == "cancel-keys":
+            held.append(msg)
+        else:
+            send(msg)
+
+    client._send_to_scheduler = late
+    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
+    for name in ("a", "b"):
+        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
+    _wait_beats(paths["a"], sink)
+    _wait_beats(paths["b"], sink)
+    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
+    time.sleep(0.3)  # its submit reached the scheduler (before the stream is held)
+    assert executor.kill("queued", ErrorType.CANCELLED.value)
+    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
+    assert executor.kill("a", ErrorType.CANCELLED.value)
+    assert sink.wait("a", 10).error_type is ErrorType.CANCELLED
+    _assert_stopped_growing(paths["a"], within_s=0.3)  # the kill landed: a's thread is free
+    time.sleep(1.5)  # the stream sent the cancel meanwhile
     assert not _starts(executor, "queued"), "a cancelled queued job never starts"
     assert not paths["queued"].exists()
     assert paths["b"].exists() and "b" not in sink.outcomes
