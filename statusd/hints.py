@@ -81,6 +81,11 @@ class Hints:
         asked, self._rescan_now = self._rescan_now, False
         return asked
 
+    @property
+    def rescan_asked(self) -> bool:
+        """Whether a rescan was asked and not yet taken (:meth:`take_rescan`)."""
+        return self._rescan_now
+
     def ask_rescan(self) -> None:
         """Have the loop rescan now."""
         self._rescan_now = True
