@@ -176,11 +176,15 @@ class Metrics:
         self._tools: set[str] = set()
 
     def observe_terminal(self, item: Item) -> None:
-        tool = self._label(item.tool, ran_its_tool(item))
+        ran = ran_its_tool(item)
+        tool = self._label(item.tool, ran)
         self.transitions.labels(tool=tool, outcome=item.state.value).inc()
         if item.error_type is not None:
             self.failures.labels(tool=tool, error_type=item.error_type).inc()
-        if item.duration_s is not None and item.duration_s >= 0:
+        # A run time of a run only: a job failed unknown_tool or invalid_job at its claim
+        # has a duration_s too (the claim to the record), and was observed under "other"
+        # as if a tool had run that long (QA h389).
+        if ran and item.duration_s is not None and item.duration_s >= 0:
             self.duration.labels(tool=tool).observe(item.duration_s)
 
     def _label(self, tool: str | None, ran: bool) -> str:

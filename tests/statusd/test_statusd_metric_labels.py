@@ -49,6 +49,20 @@ def test_made_up_tool_names_do_not_take_the_labels_of_real_tools() -> None:
     assert not any(tool.startswith(("made-up", "bad-")) for tool, _ in seen)
 
 
+def test_jobs_that_ran_no_tool_take_no_run_time() -> None:
+    """``spoolq_job_duration_seconds`` is the run time of finished jobs: a job failed
+    ``unknown_tool`` or ``invalid_job`` at its claim (its record has a ``duration_s``,
+    the claim to the record) ran nothing, and was observed under ``other`` (h389)."""
+    metrics = Metrics(_status)
+    metrics.observe_terminal(_item(1, "made-up", JobState.FAILED, "unknown_tool", 0.002))
+    metrics.observe_terminal(_item(2, "bad", JobState.FAILED, "invalid_job", 0.001))
+    metrics.observe_terminal(_item(3, "sleep", JobState.DONE, duration_s=2.0))
+    counts = {sample.labels["tool"]: sample.value
+              for family in metrics.duration.collect() for sample in family.samples
+              if sample.name == "spoolq_job_duration_seconds_count"}
+    assert counts == {"sleep": 1}
+
+
 def test_a_run_abandoned_by_its_dead_processor_is_counted_under_its_tool() -> None:
     """After a processor's SIGKILL, recovery fails the runs it left ``abandoned``: they
     ran a real tool, yet were counted under ``other`` until that tool's first done or
