@@ -136,6 +136,12 @@ def _processor_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
                             value=1.0 if doc["processor"]["alive"] else 0.0)
     yield GaugeMetricFamily("spoolq_processors", "Live processors on this spool",
                             value=doc["processor"]["count"])
+    # A processor in its stop's grace is up and claims nothing: up alone said all was
+    # well while pending jobs waited for the next start (QA h389).
+    yield GaugeMetricFamily("spoolq_processors_stopping", "Live processors asked to stop: "
+                            "they claim nothing, their running jobs given SPOOL_GRACE_S",
+                            value=sum(1 for p in doc.get("processors", [])
+                                      if p.get("alive") and p.get("stopping")))
     yield GaugeMetricFamily("spoolq_processor_io_trouble",
                             "Live processors whose writes the spool refuses (a full "
                             "disk, a folder they may not write): their claims wait",

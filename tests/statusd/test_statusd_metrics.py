@@ -91,6 +91,23 @@ def test_the_processor_gauges_say_what_the_live_processors_status_files_say(
     assert gone[("spoolq_processor_io_trouble", ())] == 0
 
 
+def test_a_processor_in_its_stops_grace_is_counted_stopping(server: ServerThread,
+                                                            spool: Spool) -> None:
+    """During a stop's grace a processor is up and claims nothing; ``up`` alone said all
+    was well while pending jobs waited (h389)."""
+    running = FakeOwner(spool, owner="proc-running")
+    stopping = FakeOwner(spool, owner="proc-stopping", stopping=True)
+    hung = FakeOwner(spool, owner="proc-hung", stopping=True, beat_age_s=120)
+    try:
+        samples = _samples(server)
+        assert samples[("spoolq_processors", ())] == 2
+        assert samples[("spoolq_processors_stopping", ())] == 1, "the hung one is not live"
+    finally:
+        for owner in (running, stopping, hung):
+            owner.close()
+    assert _samples(server)[("spoolq_processors_stopping", ())] == 0
+
+
 def test_a_record_touched_in_place_is_not_counted_again(server: ServerThread,
                                                         spool: Spool) -> None:
     """A record whose mtime moved (``touch``, a tool that rewrites times) was taken for a
