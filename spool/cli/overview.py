@@ -293,7 +293,9 @@ LS = Command(
     "the hint on stderr gives the command for the next page.  A user who may not look "
     "into some state folders (a member of the spool's group only: pending/) is shown "
     "the others' jobs, with a line on stderr naming the folders left out; exit 1 when it "
-    "may list none that it asked for.")
+    "may list none that it asked for.  Each page reads the spool's folders whole (no "
+    "daemon needed): seconds a page past 100,000 records.  A script that pages through "
+    "a large spool asks statusd (GET /api/v1/tasks, paged from its index) instead.")
 STATS = Command(
     "stats", "counts per state, oldest pending, processor liveness, workers",
     _configure_stats, run_stats,
