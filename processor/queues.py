@@ -6,7 +6,8 @@ until its lane has room:
 * its lane's queue, FAST or COMPUTE: a heap, highest ``priority`` first, then the
   oldest drop, then the first seen (compared in C, never up to the candidate);
 * ``delayed``, while its ``not_before`` or its retry's backoff (``error.retry_at``) is
-  ahead (wall-clock time, :meth:`~spool.models.Job.due_at`);
+  ahead (wall-clock time, :meth:`~spool.models.Job.due_at`), or its file, written in
+  place, is left to its writer a moment (:attr:`~spool.intake.Candidate.settles_at`);
 * ``blocked``, while a run of its id goes on (an id never runs twice at once).
 
 ``ready`` holds the newest candidate of each id: an entry of an older one left in a
@@ -58,8 +59,9 @@ class Queues:
         self.ready[cand.job_id] = cand
         job = cand.job
         due = job.due_at()
-        if due is not None and due.timestamp() > time.time():
-            heapq.heappush(self.delayed, (due.timestamp(), next(_SEQ), cand))
+        at = max(due.timestamp() if due is not None else 0.0, cand.settles_at)
+        if at > time.time():
+            heapq.heappush(self.delayed, (at, next(_SEQ), cand))
             self._compact(self.delayed)
         else:
             lane = self.lanes[self.mode_of(job.tool)]

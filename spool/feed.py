@@ -44,6 +44,7 @@ import os
 import select
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,7 @@ class PolledFeed:
         self.arrivals_only = arrivals_only
         self._followed = follow_writes.name if follow_writes is not None else None
         self._writes: set[str] = set()  # the followed folder's names being written
+        self._closed_at: dict[str, float] = {}  # of those written in place: when closed
         self._closed: dict[int, None] = {}  # inodes of unnamed files (O_TMPFILE) closed
         self._fd = -1
         self._folder_of: dict[int, Path] = {}
@@ -329,8 +331,16 @@ class PolledFeed:
     def _follow(self, name: str, mask: int) -> None:
         if mask & _CREATE_OR_DIR == _CREATE:
             self._writes.add(name)
+            self._closed_at.pop(name, None)
             return
         self._writes.discard(name)  # closed after writing, or another file moved in or out
+        if mask & _CLOSE_WRITE:
+            self._closed_at.pop(name, None)  # (to the end: the oldest go first)
+            self._closed_at[name] = time.monotonic()
+            if len(self._closed_at) > _CLOSED_KEPT:
+                del self._closed_at[next(iter(self._closed_at))]
+        else:
+            self._closed_at.pop(name, None)  # another file moved in under the name
         if name.startswith("#") and name[1:].isdigit() and mask & _CLOSE_WRITE:
             # An unnamed file (O_TMPFILE) linked in is closed under its inode's name.
             self._closed[int(name[1:])] = None
@@ -348,6 +358,29 @@ class PolledFeed:
         (``O_RDONLY|O_CREAT``) is never closed after writing."""
         return name in self._writes and inode not in self._closed
 
+    def settling_s(self, name: str) -> float:
+        """How much longer ``name``, written in place in the followed folder (closed after
+        writing: ``IN_CLOSE_WRITE``, not renamed in), is to be left alone: what is left
+        of :data:`IN_PLACE_QUIET_S` since its close; 0 for a file renamed in, or seen
+        come by no event.
+
+        A writer may change a whole file by path after closing it: ``shutil.copy`` and
+        ``copy2`` set its mode and times, ``install`` its mode, ``rsync --inplace`` its
+        times.  A claim in between failed that call (the file gone from ``pending/``),
+        and the writer took the job, which ran, for not delivered (QA h388: 20 of 40
+        ``shutil.copy`` drops to an idle processor; a script that drops again on the
+        error runs the job twice)."""
+        if name in self._writes:  # created here and not closed yet: its writer is at it
+            return IN_PLACE_QUIET_S  # (its close is an event: judged again then)
+        closed = self._closed_at.get(name)
+        if closed is None:
+            return 0.0
+        left = closed + IN_PLACE_QUIET_S - time.monotonic()
+        if left <= 0:
+            del self._closed_at[name]
+            return 0.0
+        return left
+
     def forget_writes(self, present: set[str]) -> None:
         """Forget the files being written in the followed folder that are no longer in it
         (``present``: its names; a feed of arrivals only hears no removal)."""
@@ -356,6 +389,7 @@ class PolledFeed:
 
     def _forget_writes(self) -> None:
         self._writes.clear()  # what came meanwhile is unknown: see being_written
+        self._closed_at.clear()
 
     def _lost_watch(self, wd: int) -> None:
         folder = self._folder_of.pop(wd, None)
@@ -392,7 +426,12 @@ _CREATE_OR_DIR = _CREATE | (int(inotify_c.InotifyConstants.IN_ISDIR) if inotify_
 """A file created has ``_CREATE`` of these mask bits (a folder both)."""
 _CLOSE_WRITE = int(inotify_c.InotifyConstants.IN_CLOSE_WRITE) if inotify_c is not None else 0
 _CLOSED_KEPT = 4096
-"""How many closed unnamed files' inodes a feed remembers (see PolledFeed._follow)."""
+"""How many closed unnamed files' inodes a feed remembers (see PolledFeed._follow), and
+how many names of files written in place and closed (see PolledFeed.settling_s)."""
+IN_PLACE_QUIET_S = 0.2
+"""How long a file written in place in the followed folder is left alone after its
+close (:meth:`PolledFeed.settling_s`): its writer's next calls by path come within
+microseconds of it, milliseconds on a loaded host.  A file renamed in waits nothing."""
 
 
 def _watch_mask(arrivals_only: bool) -> int:

@@ -122,6 +122,9 @@ class Candidate:
     """When the file came into ``pending/`` (the rename sets it) or was last written."""
     data: bytes | None = None
     """The file's bytes when small: a claim that reads the same bytes reuses ``job``."""
+    settles_at: float = 0.0
+    """Not claimed before this (wall-clock seconds): a file written in place is left to
+    its writer a moment after its close (:meth:`spool.feed.PolledFeed.settling_s`)."""
 
     @property
     def job(self) -> Job:
