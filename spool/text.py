@@ -61,9 +61,12 @@ def valid_strings(value: Any) -> Any:
 
 def seconds_text(seconds: float) -> str:
     """A duration for a message: ``600 s``, ``1.235 s``, ``300 ms``, ``25 µs``, ``1 ns``
-    (``:g`` wrote a tiny timeout as ``1.00408e-09 s``)."""
+    (``:g`` wrote a tiny timeout as ``1.00408e-09 s``), ``under 1 ns`` (``1e-291 ns``:
+    QA h388)."""
     if seconds >= 1 or seconds <= 0:
         return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
+    if seconds < 1e-9:
+        return "under 1 ns"
     scale, unit = next(((scale, unit) for scale, unit in ((1e3, "ms"), (1e6, "µs"))
                         if seconds * scale >= 1), (1e9, "ns"))
     return f"{seconds * scale:.3g}".replace("e+03", "000") + f" {unit}"  # 999.6 -> 1000

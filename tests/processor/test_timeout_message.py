@@ -17,7 +17,7 @@ StartDaemon = Callable[..., Daemon]
 @pytest.mark.parametrize(("seconds", "text"), [
     (600.0, "600 s"), (1.5, "1.5 s"), (86_400.0, "86400 s"), (1.23456, "1.235 s"),
     (0.3, "300 ms"), (0.0045, "4.5 ms"), (2.5e-5, "25 µs"), (1.00408e-09, "1 ns"),
-    (0.0, "0 s"),
+    (0.0, "0 s"), (9.99e-10, "under 1 ns"), (1e-300, "under 1 ns"), (5e-324, "under 1 ns"),
 ])
 def test_seconds_text(seconds: float, text: str) -> None:
     assert seconds_text(seconds) == text
