@@ -228,6 +228,32 @@ def test_the_horizon_stays_in_view_beside_many_quantiles(
                              [at["x"] + at["width"] / 2, at["y"] + at["height"] / 2]) == name
 
 
+def test_the_symbol_stays_in_view_beside_its_figures_on_a_phone(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """On a phone a backtest's table scrolls sideways in its box: scrolled to a row's
+    sharpe and drawdown, the symbol column had scrolled away, the figures stood with no
+    symbol beside them (QA h392).  It stays at the box's left, as a horizon does; the
+    column headers stay above it."""
+    run_job(spool, "bt-phone-wide", backtest(), tool="run_backtest")
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(server.base + "/#/tasks/bt-phone-wide")
+    table = page.locator("#task-tables table.symbols")
+    sync_api.expect(table.locator("thead th").last).to_have_text("final equity")
+    wrap = page.locator("#task-tables .result-scroll")
+    wrap.evaluate("e => { e.scrollIntoView(); e.scrollLeft = e.scrollWidth; }")
+    sync_api.expect(table.locator("thead th").last).to_be_in_viewport()
+    box = wrap.bounding_box()
+    assert box is not None
+    for name, cell in (("symbol", table.locator("thead th").first),
+                       ("CCC", table.locator(f'tbody tr[data-symbol="CCC"] th'))):
+        at = cell.bounding_box()
+        assert at is not None and at["x"] >= box["x"] - 0.5, (name, at, box)
+        shown = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('th')"
+                              "?.textContent", [at["x"] + at["width"] - 4,
+                                                at["y"] + at["height"] / 2])
+        assert shown == name, (name, shown)
+
+
 def _malformed() -> dict[str, Any]:
     """Results that look like a quant tool's but are not its shape: JSON view for each."""
     no_win_rate = backtest()
