@@ -827,11 +827,23 @@ async function loadMore() {
   // rows go, and the page came in after the rows kept, those let go missing between for good.
   if ((!ui.cursor && !ui.trimmed) || ui.paging) return;
   ui.paging = true;
+  const tbody = $("tasks").tBodies[0];
+  const last = tbody.rows[tbody.rows.length - 1] || null;
   try {
     await loadPageAfter();
   } finally {
     ui.paging = false;
-    trimRows($("tasks").tBodies[0]);
+    trimRows(tbody);
+  }
+  // The last page in, its button goes: the keyboard that pressed it was sent to the
+  // page's top, a Tab walk of the whole list back to where it read (QA h392).  It goes
+  // on at the first row the page brought.
+  const more = $("more");
+  if (more.hidden && (document.activeElement === more || document.activeElement === document.body)
+      && last && last.isConnected) {
+    const first = last.nextElementSibling;
+    const link = first && first.querySelector("a");
+    if (link) link.focus();
   }
 }
 

@@ -255,3 +255,23 @@ def test_the_counts_follow_a_transition_at_once(server: ServerThread, spool: Spo
     expect(dashboard._row(page, "new", "pending")).to_be_visible()
     page.clock.run_for(300)  # far short of the refresh's 5 s
     expect(page.locator("#count-pending")).to_have_text("1")
+
+
+def test_the_keyboard_stays_in_the_list_when_the_last_older_page_comes(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """Enter on "older tasks" brought the last page and hid the button under the focus:
+    the keyboard was sent to the page's top, a Tab walk through every row to get back to
+    the rows it asked for (QA h392).  It goes on at the first of them."""
+    for n in range(70):
+        submit(spool, f"old-{n:05d}")
+    dashboard._wait_indexed(server, 70)
+    page.goto(server.base + "/")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(50)
+    page.focus("#more")
+    page.keyboard.press("Enter")
+    expect(rows).to_have_count(70)
+    expect(page.locator("#more")).to_be_hidden()
+    expect(page.get_by_role("link", name="old-00019")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="old-00018")).to_be_focused()
