@@ -275,3 +275,25 @@ def test_the_keyboard_stays_in_the_list_when_the_last_older_page_comes(
     expect(page.get_by_role("link", name="old-00019")).to_be_focused()
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="old-00018")).to_be_focused()
+
+
+def test_a_tool_name_is_not_broken_inside_on_a_laptops_screen(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """1280 px wide, a list of failed factor analyses (an error message beside each):
+    every row's tool read "analyze_facto" over "r", the column squeezed below its name's
+    width by a character (QA h392).  A built-in tool's name keeps to one line."""
+    page.set_viewport_size({"width": 1280, "height": 800})
+    long = "unknown factor 'momentm'; known: " + ", ".join(f"factor_{n}" for n in range(40))
+    for n in range(3):
+        run_job(spool, f"20261207T101838-ebfe9086123{n}", tool="analyze_factor",
+                error=(ErrorType.INVALID_PARAMS, long))
+        run_job(spool, f"20261207T101839-9a8cb2cd6e9{n}", tool="run_backtest",
+                error=(ErrorType.INVALID_PARAMS, long))
+    page.goto(server.base + "/")
+    expect(page.locator("#tasks tbody tr")).to_have_count(6)
+    lines = page.evaluate("""() => [...document.querySelectorAll('#tasks td.tool')].map(td => {
+        const range = document.createRange();
+        range.selectNodeContents(td);
+        return [td.textContent, range.getClientRects().length];
+    })""")
+    assert all(n == 1 for _, n in lines), lines
