@@ -108,6 +108,15 @@ const showResultTables = (() => {
       draw([]);
       return view;
     }
+    // A symbol with no bar in the run's window (start, end) is all dashes and no curve, and
+    // nothing on the page said why: "bars" is in the JSON only (QA h392).
+    const empty = Object.values(result.symbols).filter((m) => isObject(m) && m.bars === 0).length;
+    if (empty) {
+      view.appendChild(el("p", { class: "muted note" }, `${empty === count ? "no symbol has a"
+        : `${empty} of ${count} symbol${count === 1 ? "" : "s"} ${empty === 1 ? "has" : "have"} no`
+        } bar in the run's window (start, end, and the data's dates): their figures are –, `
+        + "with no curve."));
+    }
     const said = el("p", { class: "pin-status error", role: "status" });
     said.hidden = true;
     view.appendChild(said);
@@ -470,6 +479,14 @@ const showResultTables = (() => {
       fixed(4)(h.rank_ic.mean), fixed(3)(h.rank_ic.ir), exp2(h.top_minus_bottom),
       ...q.map((_, i) => exp2(h.quantile_mean_return[i]))]])));
     const notes = [];
+    if (result.dates === 0) {
+      // Done, every figure a dash, and nothing said why (QA h392: horizons [1, 5000] over
+      // 2,520 bars): a date is in the sample only where every horizon's return is defined.
+      const longest = Math.max(...horizons.map(([horizon]) => Number(horizon)).filter(Number.isFinite));
+      notes.push("No date is in the sample: a date counts only where the factor and every "
+        + `horizon's forward return are defined${Number.isFinite(longest) ? ` (the longest, ${
+          longest} bars, among them)` : ""}; too few bars in the window leaves none.`);
+    }
     if (quantiles > 1) {
       notes.push(`Q1 to Q${quantiles}: mean forward return of each factor quantile, Q1 the `
         + "lowest factor values.");

@@ -254,6 +254,30 @@ def test_the_symbol_stays_in_view_beside_its_figures_on_a_phone(
         assert shown == name, (name, shown)
 
 
+def test_a_result_of_no_bars_says_why_its_figures_are_dashes(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A backtest whose window (start 2030) holds no bar of a symbol, and a factor
+    analysis whose longest horizon (5,000 bars) is longer than its data, end done with
+    every figure a dash: nothing on the page said why (QA h392)."""
+    expect = sync_api.expect
+    empty = _metrics(None, None, annualized_return=None, annualized_volatility=None,
+                     max_drawdown=None, num_trades=0, num_closed_trades=0, win_rate=None,
+                     final_equity=None, bars=0, equity_curve=[])
+    run_job(spool, "bt-no-bars", backtest({"AAA": empty, "BBB": _metrics(0.1, 1.0)}),
+            tool="run_backtest")
+    page.goto(server.base + "/#/tasks/bt-no-bars")
+    expect(page.locator("#task-tables .note")).to_contain_text(
+        "1 of 2 symbols has no bar in the run's window")
+    analysis = factor()
+    analysis["dates"] = 0
+    analysis["horizons"]["5000"] = analysis["horizons"].pop("10")
+    run_job(spool, "fa-no-dates", analysis, tool="analyze_factor")
+    page.goto(server.base + "/#/tasks/fa-no-dates")
+    expect(page.locator("#task-tables .note")).to_contain_text(
+        "No date is in the sample: a date counts only where the factor and every horizon's"
+        " forward return are defined (the longest, 5000 bars, among them)")
+
+
 def _malformed() -> dict[str, Any]:
     """Results that look like a quant tool's but are not its shape: JSON view for each."""
     no_win_rate = backtest()
