@@ -245,7 +245,7 @@ def test_the_symbol_stays_in_view_beside_its_figures_on_a_phone(
     box = wrap.bounding_box()
     assert box is not None
     for name, cell in (("symbol", table.locator("thead th").first),
-                       ("CCC", table.locator(f'tbody tr[data-symbol="CCC"] th'))):
+                       ("CCC", table.locator('tbody tr[data-symbol="CCC"] th'))):
         at = cell.bounding_box()
         assert at is not None and at["x"] >= box["x"] - 0.5, (name, at, box)
         shown = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('th')"
