@@ -574,6 +574,12 @@ function pct(fraction) {
   return `${Math.min(99, Math.floor(fraction * 100 + 1e-9))}%`;
 }
 
+function fillWidth(fraction) {
+  // A running job's bar, filled as far as its percent says: a full bar beside "99%" read
+  // as done for the seconds a large result's record takes to be written (QA h392).
+  return `${(Math.min(fraction, 0.99) * 100).toFixed(1)}%`;
+}
+
 function progressCell(progress) {
   const td = el("td", { class: "progress-cell" });
   if (!progress) return td;
@@ -582,7 +588,7 @@ function progressCell(progress) {
     const bar = el("span", { class: "bar" });
     const fill = el("span", { class: "fill" });
     fill.style.display = "block";
-    fill.style.width = `${(fraction * 100).toFixed(1)}%`;
+    fill.style.width = fillWidth(fraction);
     bar.appendChild(fill);
     td.appendChild(bar);
     td.appendChild(document.createTextNode(` ${pct(fraction)}`));
@@ -1015,7 +1021,7 @@ function renderProgress(state, progress) {
     ? "" : pct(progress.fraction);
   if (box.hidden) return;
   const fraction = progress.fraction ?? 0;
-  box.querySelector(".fill").style.width = `${(fraction * 100).toFixed(1)}%`;
+  box.querySelector(".fill").style.width = fillWidth(fraction);
   const done = progress.fraction === null || progress.fraction === undefined
     ? "" : `${pct(fraction)} `;
   box.querySelector(".text").textContent = `${done}${shown(progress.message || "")}`;

@@ -281,7 +281,8 @@ def test_a_tool_name_is_not_broken_inside_on_a_laptops_screen(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """1280 px wide, a list of failed factor analyses (an error message beside each):
     every row's tool read "analyze_facto" over "r", the column squeezed below its name's
-    width by a character (QA h392).  A built-in tool's name keeps to one line."""
+    width by a character, and its time "UTC" on a line of its own (QA h392).  A built-in
+    tool's name and a time keep to one line."""
     page.set_viewport_size({"width": 1280, "height": 800})
     long = "unknown factor 'momentm'; known: " + ", ".join(f"factor_{n}" for n in range(40))
     for n in range(3):
@@ -291,9 +292,11 @@ def test_a_tool_name_is_not_broken_inside_on_a_laptops_screen(
                 error=(ErrorType.INVALID_PARAMS, long))
     page.goto(server.base + "/")
     expect(page.locator("#tasks tbody tr")).to_have_count(6)
-    lines = page.evaluate("""() => [...document.querySelectorAll('#tasks td.tool')].map(td => {
-        const range = document.createRange();
-        range.selectNodeContents(td);
-        return [td.textContent, range.getClientRects().length];
-    })""")
-    assert all(n == 1 for _, n in lines), lines
+    for column in ("tool", "submitted"):  # a time's "UTC" went to a second line as well
+        lines = page.evaluate("""(column) => [...document.querySelectorAll(`#tasks td.${column}`)]
+            .map(td => {
+                const range = document.createRange();
+                range.selectNodeContents(td);
+                return [td.textContent, range.getClientRects().length];
+            })""", column)
+        assert all(n == 1 for _, n in lines), lines
