@@ -93,7 +93,8 @@ def not_found(layout: Layout, job_id: str, message: str) -> ApiError:
     there, and an operator took it for gone."""
     denied = denied_file(layout, job_id)
     if denied is None:
-        return ApiError(404, "not_found", message + no_job_file(layout, job_id))
+        said = no_job_file(layout, job_id)  # (a client's "no job" may say it already)
+        return ApiError(404, "not_found", message if said in message else message + said)
     return ApiError(503, "unavailable", f"job {job_id} is there ({denied}), but statusd may "
                     "not read it: Permission denied (its owner or mode; see Permissions in "
                     "docs/operations.md)")

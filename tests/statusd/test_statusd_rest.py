@@ -550,3 +550,16 @@ def _stats(server: ServerThread) -> dict[str, Any]:
     assert reply.status == 200, reply.body
     stats: dict[str, Any] = orjson.loads(reply.body)
     return stats
+
+
+def test_a_cancel_or_retry_404_names_what_stands_in_pending_once(
+        server: ServerThread, spool: Spool) -> None:
+    """The client's "no job X" already says what stands in ``pending/``: statusd's 404 of
+    a cancel or a retry said it twice (h391)."""
+    os.mkfifo(spool.layout.job(JobState.PENDING, "fifo"))
+    said = ("no job fifo: pending/fifo.json is a fifo, not a job file; a processor "
+            "quarantines it in failed/ when it looks at it")
+    for action in ("cancel", "retry"):
+        reply = request(server.base, "POST", f"/api/v1/tasks/fifo/{action}", token=TOKEN)
+        if reply.status == 404:
+            assert _error(reply.json())["message"] == said, (action, reply.body)
