@@ -572,7 +572,8 @@ class Discovery:
 
     def _ready(self, name: str, cand: Candidate) -> None:
         self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
-        if isinstance(self.feed, PolledFeed) and (left := self.feed.settling_s(name)) > 0:
+        if isinstance(self.feed, PolledFeed) and (left := self.feed.settling_s(
+                name, cand.inode[0])) > 0:
             cand.settles_at = time.time() + left  # written in place: see settling_s
         old = self.ready.get(cand.job_id)
         if (old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns

@@ -251,6 +251,7 @@ class PolledFeed:
         self._followed = follow_writes.name if follow_writes is not None else None
         self._writes: set[str] = set()  # the followed folder's names being written
         self._closed_at: dict[str, float] = {}  # of those written in place: when closed
+        self._moved_in: dict[str, None] = {}  # the followed folder's names renamed in
         self._closed: dict[int, None] = {}  # inodes of unnamed files (O_TMPFILE) closed
         self._fd = -1
         self._folder_of: dict[int, Path] = {}
@@ -332,20 +333,29 @@ class PolledFeed:
         if mask & _CREATE_OR_DIR == _CREATE:
             self._writes.add(name)
             self._closed_at.pop(name, None)
+            self._moved_in.pop(name, None)
             return
         self._writes.discard(name)  # closed after writing, or another file moved in or out
-        if mask & _CLOSE_WRITE:
-            self._closed_at.pop(name, None)  # (to the end: the oldest go first)
-            self._closed_at[name] = time.monotonic()
-            if len(self._closed_at) > _CLOSED_KEPT:
-                del self._closed_at[next(iter(self._closed_at))]
-        else:
-            self._closed_at.pop(name, None)  # another file moved in under the name
         if name.startswith("#") and name[1:].isdigit() and mask & _CLOSE_WRITE:
             # An unnamed file (O_TMPFILE) linked in is closed under its inode's name.
             self._closed[int(name[1:])] = None
             if len(self._closed) > _CLOSED_KEPT:
                 del self._closed[next(iter(self._closed))]
+            return  # (no name of pending/: see settling_s)
+        if not mask & _CLOSE_WRITE:
+            self._closed_at.pop(name, None)  # another file moved in under the name
+            self._moved_in[name] = None
+            if len(self._moved_in) > _CLOSED_KEPT:
+                del self._moved_in[next(iter(self._moved_in))]
+        elif name in self._moved_in:
+            # Its renamer's own close (a ``with`` around the rename): it wrote the file
+            # elsewhere, whole before it came (h391: such a drop waited the 0.2 s).
+            del self._moved_in[name]
+        else:
+            self._closed_at.pop(name, None)  # (to the end: the oldest go first)
+            self._closed_at[name] = time.monotonic()
+            if len(self._closed_at) > _CLOSED_KEPT:
+                del self._closed_at[next(iter(self._closed_at))]
 
     def being_written(self, name: str, inode: int) -> bool:
         """The feed saw ``name`` (of inode ``inode``) created in the followed folder
@@ -358,11 +368,12 @@ class PolledFeed:
         (``O_RDONLY|O_CREAT``) is never closed after writing."""
         return name in self._writes and inode not in self._closed
 
-    def settling_s(self, name: str) -> float:
+    def settling_s(self, name: str, inode: int) -> float:
         """How much longer ``name``, written in place in the followed folder (closed after
         writing: ``IN_CLOSE_WRITE``, not renamed in), is to be left alone: what is left
-        of :data:`IN_PLACE_QUIET_S` since its close; 0 for a file renamed in, or seen
-        come by no event.
+        of :data:`IN_PLACE_QUIET_S` since its close; 0 for a file renamed in (closed by
+        its renamer after the rename too), an unnamed file (``O_TMPFILE``, of ``inode``)
+        linked in and closed, or one seen come by no event.
 
         A writer may change a whole file by path after closing it: ``shutil.copy`` and
         ``copy2`` set its mode and times, ``install`` its mode, ``rsync --inplace`` its
@@ -371,7 +382,9 @@ class PolledFeed:
         ``shutil.copy`` drops to an idle processor; a script that drops again on the
         error runs the job twice)."""
         if name in self._writes:  # created here and not closed yet: its writer is at it
-            return IN_PLACE_QUIET_S  # (its close is an event: judged again then)
+            # (its close is an event: judged again then); an unnamed file closed was
+            # whole before its name came, as a file renamed in.
+            return 0.0 if inode in self._closed else IN_PLACE_QUIET_S
         closed = self._closed_at.get(name)
         if closed is None:
             return 0.0
@@ -386,10 +399,14 @@ class PolledFeed:
         (``present``: its names; a feed of arrivals only hears no removal)."""
         if self._writes:
             self._writes.intersection_update(present)
+        for gone in (self._moved_in, self._closed_at):  # (claimed: no event says so)
+            for name in gone.keys() - present:
+                del gone[name]
 
     def _forget_writes(self) -> None:
         self._writes.clear()  # what came meanwhile is unknown: see being_written
         self._closed_at.clear()
+        self._moved_in.clear()
 
     def _lost_watch(self, wd: int) -> None:
         folder = self._folder_of.pop(wd, None)
@@ -427,7 +444,8 @@ _CREATE_OR_DIR = _CREATE | (int(inotify_c.InotifyConstants.IN_ISDIR) if inotify_
 _CLOSE_WRITE = int(inotify_c.InotifyConstants.IN_CLOSE_WRITE) if inotify_c is not None else 0
 _CLOSED_KEPT = 4096
 """How many closed unnamed files' inodes a feed remembers (see PolledFeed._follow), and
-how many names of files written in place and closed (see PolledFeed.settling_s)."""
+how many names of files written in place and closed, or renamed in (see
+PolledFeed.settling_s)."""
 IN_PLACE_QUIET_S = 0.2
 """How long a file written in place in the followed folder is left alone after its
 close (:meth:`PolledFeed.settling_s`): its writer's next calls by path come within

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spool.feed import ChangeFeed, PolledFeed
+from spool.feed import IN_PLACE_QUIET_S, ChangeFeed, PolledFeed
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -352,5 +352,65 @@ def test_lost_events_forget_every_file_being_written(tmp_path: Path) -> None:
             feed.drain()
             assert ("", "") in heard, "no overflow reported"
             assert not _written(feed, pending / "held.json")
+    finally:
+        feed.stop()
+
+
+def test_a_file_written_in_place_is_left_to_its_writer_a_moment_after_its_close(
+        tmp_path: Path) -> None:
+    feed, pending, _ = _polled(tmp_path)
+    try:
+        placed = pending / "placed.json"
+        with placed.open("wb") as writer:
+            writer.write(b"{}")
+            feed.drain()
+            assert feed.settling_s("placed.json", placed.lstat().st_ino) == IN_PLACE_QUIET_S
+        feed.drain()
+        assert 0 < feed.settling_s("placed.json", placed.lstat().st_ino) <= IN_PLACE_QUIET_S
+    finally:
+        feed.stop()
+
+
+def test_a_file_renamed_in_then_closed_by_its_writer_is_not_left_settling(
+        tmp_path: Path) -> None:
+    """A writer that renames its file into ``pending/`` before closing it (a ``with``
+    around ``os.replace``, ``NamedTemporaryFile(delete=False)``): its close is no write in
+    place, and its drop waited 0.2 s as one (h391: 205 ms from drop to record against 21
+    for a rename after the close)."""
+    feed, pending, _ = _polled(tmp_path)
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    try:
+        with (staging / "renamed.json").open("wb") as writer:
+            writer.write(b"{}")
+            writer.flush()
+            os.rename(staging / "renamed.json", pending / "renamed.json")
+        feed.drain()
+        assert feed.settling_s("renamed.json", (pending / "renamed.json").lstat().st_ino) == 0
+        placed = pending / "renamed.json"  # written in place under that name later: left
+        placed.unlink()
+        placed.write_bytes(b"{}")
+        feed.drain()
+        assert feed.settling_s("renamed.json", placed.lstat().st_ino) > 0
+    finally:
+        feed.stop()
+
+
+def test_an_unnamed_file_linked_in_and_closed_is_not_left_settling(tmp_path: Path) -> None:
+    """O_TMPFILE then linkat: the file was whole before its name came, as a rename's
+    (h391: it waited 0.2 s, its close under ``#<inode>`` not taken for its own)."""
+    feed, pending, _ = _polled(tmp_path)
+    try:
+        fd = os.open(pending, os.O_TMPFILE | os.O_WRONLY, 0o640)
+        root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.write(fd, b"{}")
+            os.link(f"proc/self/fd/{fd}", pending / "tmp.json", src_dir_fd=root)
+        finally:
+            os.close(root)
+            os.close(fd)
+        feed.drain()
+        assert feed.settling_s("tmp.json", (pending / "tmp.json").lstat().st_ino) == 0
+        assert not [name for name in feed._closed_at if name.startswith("#")]
     finally:
         feed.stop()
