@@ -229,6 +229,9 @@ class Resources(dict[str, Any]):
                 owner = held.owner
             if owner != me:
                 return current
+            # No longer among the waiters before the guard is let go: another job of the
+            # cycle looking meanwhile found it through this one and failed too (h391).
+            del self._waiting[me]
         mine: list[str] = self._local.keys
         raise ResourceCycle(_cycle_text([*mine[mine.index(chain[-1]):], *chain]))
 

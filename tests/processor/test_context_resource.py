@@ -196,3 +196,41 @@ def test_a_processor_whose_factory_hung_once_makes_the_key_for_the_next_job(
     assert rec["state"] == "done", rec
     assert rec["result"] == "conn made by second"
     assert d.stop() == 0
+
+
+def test_the_other_job_of_a_cycle_goes_on_though_the_first_is_slow_to_fail(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job that found the cycle stayed among the waiters until its error was raised:
+    the other job, looking meanwhile (a GIL switch, a loaded host: here its message takes
+    0.3 s), found the same cycle through it and failed too, neither key made (h391)."""
+    import processor.runner as runner
+
+    said = runner._cycle_text
+
+    def slow(keys: list[str]) -> str:
+        time.sleep(3 * runner.MAKING_POLL_S)
+        return said(keys)
+
+    monkeypatch.setattr(runner, "_cycle_text", slow)
+    resources = Resources()
+    both = threading.Barrier(2, timeout=5)
+    errors: dict[str, BaseException] = {}
+
+    def job(mine: str, theirs: str) -> None:
+        def make() -> str:
+            both.wait()
+            return _context(resources).resource(theirs, lambda: f"{theirs} by {mine}")
+        try:
+            _context(resources).resource(mine, make)
+        except BaseException as exc:  # recorded for the assertions
+            errors[mine] = exc
+
+    threads = [threading.Thread(target=job, args=pair) for pair in (("a", "b"), ("b", "a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(errors) == 1, errors
+    [failed] = errors
+    assert resources[failed] == resources["b" if failed == "a" else "a"]
