@@ -48,6 +48,7 @@ from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake, Verdict, is_in_progress_name, not_seen_written
 from spool.layout import Layout
+from spool.lease import open_for_writing
 from spool.settings import Settings
 from spool.states import JobState
 
@@ -572,11 +573,31 @@ class Discovery:
 
     def _ready(self, name: str, cand: Candidate) -> None:
         self.seen[name] = (cand.inode[0], cand.size, cand.mtime_ns)
-        if isinstance(self.feed, PolledFeed) and (left := self.feed.settling_s(
-                name, cand.inode[0])) > 0:
+        if isinstance(self.feed, PolledFeed) and (left := self._settling(name, cand)) > 0:
             cand.settles_at = time.time() + left  # written in place: see settling_s
         old = self.ready.get(cand.job_id)
         if (old is not None and old.inode == cand.inode and old.mtime_ns == cand.mtime_ns
                 and cand.settles_at <= old.settles_at):  # (its close: left longer)
             return
         self.enqueue(cand)
+
+    def _settling(self, name: str, cand: Candidate) -> float:
+        """What is left of the wait of a ready file written in place (``settling_s``).
+
+        One the feed saw created and not closed, nobody has open for writing now (a read
+        lease granted), was never written through its name: the kernel queues a
+        writer's close on the feed before it lets go of the file, and none is there once
+        the feed is read.  A hard link (``ln``, a maildir-style writer, spoolq's own
+        submit without RENAME_NOREPLACE), an ``O_TMPFILE`` file made elsewhere and linked
+        in: each waited the 0.2 s of a file being written (h391)."""
+        feed = self.feed
+        assert isinstance(feed, PolledFeed)
+        inode = cand.inode[0]
+        left = feed.settling_s(name, inode)
+        if not left or not feed.being_written(name, inode) or open_for_writing(
+                os.path.join(self.layout.folder(JobState.PENDING), name), inode) is not False:
+            return left  # (None: no lease to ask, the file another user's)
+        self._drain_feed(feed)
+        if self.feed is not feed:
+            return 0.0  # its read failed: no feed, no wait
+        return 0.0 if feed.being_written(name, inode) else feed.settling_s(name, inode)
