@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from daemonkit import Daemon, drop, wait_record
 
+from processor import runner
 from processor.runner import Context, ResourceCycle, Resources
 
 
@@ -203,8 +204,6 @@ def test_the_other_job_of_a_cycle_goes_on_though_the_first_is_slow_to_fail(
     """The job that found the cycle stayed among the waiters until its error was raised:
     the other job, looking meanwhile (a GIL switch, a loaded host: here its message takes
     0.3 s), found the same cycle through it and failed too, neither key made (h391)."""
-    import processor.runner as runner
-
     said = runner._cycle_text
 
     def slow(keys: list[str]) -> str:
