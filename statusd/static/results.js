@@ -473,10 +473,14 @@ const showResultTables = (() => {
     const horizons = Object.entries(result.horizons);
     const quantiles = Math.max(...horizons.map(([, h]) => h.quantile_mean_return.length));
     const q = Array.from({ length: quantiles }, (_, i) => `Q${i + 1}`);
-    view.appendChild(table("horizons", ["horizon", "IC mean", "IC IR", "t", "n", "rank IC mean",
-      "rank IC IR", "top−bottom", ...q], horizons.map(([horizon, h]) => [horizon, [
-      fixed(4)(h.ic.mean), fixed(3)(h.ic.ir), fixed(2)(h.ic.t_stat), integer(h.ic.n),
-      fixed(4)(h.rank_ic.mean), fixed(3)(h.rank_ic.ir), exp2(h.top_minus_bottom),
+    // Each figure QUANT.md gives of IC and rank IC (the stds and the rank IC's t were in
+    // the JSON only: QA h392).
+    view.appendChild(table("horizons", ["horizon", "IC mean", "IC std", "IC IR", "t", "n",
+      "rank IC mean", "rank IC std", "rank IC IR", "rank t", "top−bottom", ...q],
+    horizons.map(([horizon, h]) => [horizon, [
+      fixed(4)(h.ic.mean), fixed(4)(h.ic.std), fixed(3)(h.ic.ir), fixed(2)(h.ic.t_stat),
+      integer(h.ic.n), fixed(4)(h.rank_ic.mean), fixed(4)(h.rank_ic.std),
+      fixed(3)(h.rank_ic.ir), fixed(2)(h.rank_ic.t_stat), exp2(h.top_minus_bottom),
       ...q.map((_, i) => exp2(h.quantile_mean_return[i]))]])));
     const notes = [];
     if (result.dates === 0) {

@@ -176,15 +176,15 @@ def test_a_factor_analysis_shows_its_figures_per_horizon_and_lag(
     page.goto(server.base + "/#/tasks/fa")
     horizons = page.locator("#task-tables table.horizons")
     expect(horizons.locator("thead th")).to_have_text(
-        ["horizon", "IC mean", "IC IR", "t", "n", "rank IC mean", "rank IC IR", f"top{MINUS}bottom",
-         "Q1", "Q2", "Q3"])
+        ["horizon", "IC mean", "IC std", "IC IR", "t", "n", "rank IC mean", "rank IC std",
+         "rank IC IR", "rank t", f"top{MINUS}bottom", "Q1", "Q2", "Q3"])
     expect(horizons.locator("tbody th")).to_have_text(["1", "5", "10"])
     expect(horizons.locator('tr[data-key="1"] td')).to_have_text(
-        ["0.0021", "0.041", "2.10", "2489", "0.0031", "0.062", "1.60e-04",
-         "1.20e-04", NONE, "2.80e-04"])
+        ["0.0021", "0.0500", "0.041", "2.10", "2489", "0.0031", "0.0500", "0.062", "3.10",
+         "1.60e-04", "1.20e-04", NONE, "2.80e-04"])
     expect(horizons.locator('tr[data-key="5"] td')).to_have_text(
-        ["0.0105", "0.206", "10.50", "2485", "0.0155", "0.311", "8.00e-04",
-         "6.00e-04", NONE, "1.40e-03"])
+        ["0.0105", "0.0500", "0.206", "10.50", "2485", "0.0155", "0.0500", "0.311", "3.10",
+         "8.00e-04", "6.00e-04", NONE, "1.40e-03"])
     expect(horizons.locator('tr[data-key="10"] td').first).to_have_text("0.0210")
     lags = page.locator("#task-tables table.lags")
     expect(lags.locator("thead th")).to_have_text(
