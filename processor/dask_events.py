@@ -150,5 +150,5 @@ class TaskEvents:
         elif flight.future is not None:
             # Not started yet: it never will.  A start racing this cancel is
             # announced, finds no flight, and is killed then.
-            self._link.cancel(flight.future)
+            self._link.cancel(flight.future, flight.kill_reason or "killed")
             self._flights.resolve(flight, kill_outcome(flight))

@@ -28,6 +28,7 @@ import multiprocessing as mp
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -85,6 +86,10 @@ class Run:
     expired: bool = False  # its supervisor's own deadline passed (not the processor's kill)
 
 
+KILLED_KEPT = 4096
+"""How many keys killed before their run began a worker remembers (see Host.kill)."""
+
+
 class Host:
     """This worker process's idle children, children being started, and running jobs."""
 
@@ -93,6 +98,9 @@ class Host:
         self.idle: dict[Pool, list[Child]] = {}
         self.starting: dict[Pool, int] = {}
         self.runs: dict[str, Run] = {}
+        # Keys killed before their run began here (a queued job's cancel): such a task,
+        # started later, never runs (see begin).
+        self.killed: OrderedDict[str, str] = OrderedDict()
         self._retired: set[str] = set()  # processor starts that are over
         self._ctx: ForkServerContext | None = None
         self._children: set[int] = set()  # every live child's pid (under _SPAWN_LOCK)
@@ -254,10 +262,26 @@ class Host:
         for child in children:
             child.process.join(timeout=2)
 
+    def begin(self, key: str, run: Run) -> str | None:
+        """Register ``run`` of ``key``; the reason instead when ``key`` was killed before
+        it began here (its run is not registered, and must not go on)."""
+        with self.lock:
+            reason = self.killed.pop(key, None)
+            if reason is None:
+                self.runs[key] = run
+            return reason
+
     def kill(self, key: str, reason: str) -> bool:
+        """Kill ``key``'s run here; False when none runs, and then a task of ``key``
+        that begins later never runs: a queued job's cancel is told to every worker with
+        the scheduler's (:func:`processor.dask_link._cancel`), as the kill that frees
+        the job's thread may reach the worker before the scheduler's word (QA h393)."""
         with self.lock:
             run = self.runs.get(key)
             if run is None:
+                self.killed[key] = reason
+                if len(self.killed) > KILLED_KEPT:
+                    self.killed.popitem(last=False)
                 return False
             run.reason = run.reason or reason
             child = run.child  # None: it never gets the job (see dask_task.run_task)

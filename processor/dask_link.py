@@ -326,11 +326,14 @@ class SchedulerLink:
         for a scheduler that does not answer."""
         self._direct.send(keys_by_worker, reason)
 
-    def cancel(self, future: Any) -> None:
-        """Cancel a task (a running one notices and kills its child)."""
+    def cancel(self, future: Any, unstarted: str | None = None) -> None:
+        """Cancel a task (a running one notices and kills its child); ``unstarted``: the
+        kill's reason of a task not started, told to every worker too (see
+        :func:`_cancel`)."""
         client = self.client
         if client is not None and future is not None:
-            call = self._calls.submit(_quiet, functools.partial(_cancel, client, future))
+            call = self._calls.submit(_quiet, functools.partial(_cancel, client, future,
+                                                                unstarted))
             with self._cancels_lock:
                 self._cancels = [c for c in self._cancels if not c.done()]
                 self._cancels.append(call)
@@ -341,16 +344,25 @@ _UNTAKEN = frozenset({"waiting", "queued", "no-worker", "processing"})
 CANCEL_POLL_S = 0.01
 
 
-def _cancel(client: Any, future: Any) -> None:
+def _cancel(client: Any, future: Any, unstarted: str | None = None) -> None:
     """Cancel ``future``'s task, then wait (at most :data:`RPC_TIMEOUT_S`) until the
     scheduler has taken the cancel, for the kills that wait on it (see
     :meth:`SchedulerLink.kill`).  ``Client.cancel`` only hands the cancel to the
     client's batched stream (sent every 10 ms, behind whatever it holds), and a kill is
     a call on a connection of its own: sent next, it overtook the cancel, and the
     queued job started on the thread the kill freed (QA h390: the stream held 1 s, the
-    job started each time).  Asked until its task is none the scheduler would run."""
-    client.cancel([future], force=True)
+    job started each time).  Asked until its task is none the scheduler would run.
+
+    ``unstarted`` (a kill's reason): the task has not started, and every worker is told
+    first (:func:`~processor.dask_task.kill_on_worker`), so none starts it later.  The
+    scheduler hands its cancel on to the worker holding the task on a stream of its
+    own, and the kill sent next could still free the job's thread there first: the
+    job's start was announced (QA h393, 1 of 7 rounds under load)."""
     key = future.key
+    if unstarted is not None:
+        with contextlib.suppress(Exception):  # (a worker gone: it holds nothing)
+            client.run(kill_on_worker, [key], unstarted, callback_timeout=RPC_TIMEOUT_S)
+    client.cancel([future], force=True)
     deadline = time.monotonic() + RPC_TIMEOUT_S
     while client.status == "running":
         left = deadline - time.monotonic()

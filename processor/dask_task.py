@@ -67,8 +67,9 @@ def run_task(task: Task, topic: str, key: str, config: WorkerConfig) -> Outcome:
     worker = get_worker()
     host = this_host()
     run = Run(key)
-    with host.lock:
-        host.runs[key] = run
+    run.reason = host.begin(key, run)
+    if run.reason is not None:  # killed while it was queued: never announced, never run
+        return death_outcome(task, run, None, worker, given=False)
     # Announced before a child is found: the processor's clock for the job starts
     # here, and a kill that comes while a new child starts is kept in ``run``.
     emit_started(worker, topic, key, task.job_id)

@@ -454,6 +454,31 @@ def test_a_queued_jobs_cancel_is_not_overtaken_by_a_later_kill(
     assert paths["b"].exists() and "b" not in sink.outcomes
 
 
+def test_a_queued_job_whose_cancel_the_worker_hears_last_never_runs(
+        run_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler hands a cancel on to the worker holding the task on a stream of its
+    own, and the kill sent after it can free the job's thread there first (QA h393: its
+    start announced, 1 of 7 rounds under load).  Every worker is told of a queued job's
+    cancel before any later kill; here the scheduler never hears of it at all."""
+    executor, sink = run_executor(job_num=3)
+    _hold_stale_kills(executor, monkeypatch)
+    monkeypatch.setattr(executor.link.client, "cancel", lambda *args, **kwargs: None)
+    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
+    for name in ("a", "b"):
+        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
+    _wait_beats(paths["a"], sink)
+    _wait_beats(paths["b"], sink)
+    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
+    assert executor.kill("queued", ErrorType.CANCELLED.value)
+    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
+    assert executor.kill("a", ErrorType.CANCELLED.value)
+    assert sink.wait("a", 20).error_type is ErrorType.CANCELLED
+    _assert_stopped_growing(paths["a"], within_s=0.3)  # the kill landed: a's thread is free
+    time.sleep(1.0)  # time enough for the queued task to start there
+    assert not paths["queued"].exists(), "a cancelled queued job never runs"
+    assert paths["b"].exists() and "b" not in sink.outcomes
+
+
 def test_a_queued_jobs_cancel_on_the_clients_stream_is_not_overtaken_by_a_later_kill(
         run_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``Client.cancel`` only hands the cancel to the client's batched stream; a kill is a
