@@ -421,6 +421,38 @@ def _hold_stale_kills(executor: DaskExecutor, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(executor.link, "kill", late)
 
 
+def _queue_behind_two(executor: DaskExecutor, sink: RecordingSink, tmp_path: Path
+                      ) -> dict[str, Path]:
+    """Jobs a and b on both worker threads, then one queued inside Dask behind them; each
+    job's heartbeat file."""
+    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
+    for name in ("a", "b"):
+        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
+    _wait_beats(paths["a"], sink)
+    _wait_beats(paths["b"], sink)
+    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
+    return paths
+
+
+def _cancel_it_then_free_its_thread(executor: DaskExecutor, sink: RecordingSink,
+                                    paths: dict[str, Path], a_within_s: float = 10) -> None:
+    """Cancel the queued job, then kill a, whose thread it waits for; the kill landed
+    (else a test passed with a's thread never freed)."""
+    assert executor.kill("queued", ErrorType.CANCELLED.value)
+    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
+    assert executor.kill("a", ErrorType.CANCELLED.value)
+    assert sink.wait("a", a_within_s).error_type is ErrorType.CANCELLED
+    _assert_stopped_growing(paths["a"], within_s=0.3)
+
+
+def _assert_it_never_ran(sink: RecordingSink, paths: dict[str, Path], after_s: float) -> None:
+    """``after_s`` on, time enough for the queued task to start on a's thread: its tool
+    never ran, and b runs on."""
+    time.sleep(after_s)
+    assert not paths["queued"].exists(), "a cancelled queued job never runs"
+    assert paths["b"].exists() and "b" not in sink.outcomes
+
+
 def test_a_queued_jobs_cancel_is_not_overtaken_by_a_later_kill(
         run_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cancel of a job queued inside Dask reaches the scheduler before a kill asked
@@ -437,21 +469,9 @@ def test_a_queued_jobs_cancel_is_not_overtaken_by_a_later_kill(
         return cancel(*args, **kwargs)
 
     monkeypatch.setattr(client, "cancel", slow_cancel)
-    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
-    for name in ("a", "b"):
-        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
-    _wait_beats(paths["a"], sink)
-    _wait_beats(paths["b"], sink)
-    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
-    assert executor.kill("queued", ErrorType.CANCELLED.value)
-    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
-    assert executor.kill("a", ErrorType.CANCELLED.value)
-    assert sink.wait("a", 10).error_type is ErrorType.CANCELLED
-    # The kill landed (else the test passed with a's thread never freed).
-    _assert_stopped_growing(paths["a"], within_s=0.3)
-    time.sleep(1.0)  # a's thread is free: time enough for the queued task to start there
-    assert not paths["queued"].exists(), "a cancelled queued job never runs"
-    assert paths["b"].exists() and "b" not in sink.outcomes
+    paths = _queue_behind_two(executor, sink, tmp_path)
+    _cancel_it_then_free_its_thread(executor, sink, paths)
+    _assert_it_never_ran(sink, paths, after_s=1.0)
 
 
 def test_a_queued_job_whose_cancel_the_worker_hears_last_never_runs(
@@ -463,20 +483,9 @@ def test_a_queued_job_whose_cancel_the_worker_hears_last_never_runs(
     executor, sink = run_executor(job_num=3)
     _hold_stale_kills(executor, monkeypatch)
     monkeypatch.setattr(executor.link.client, "cancel", lambda *args, **kwargs: None)
-    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
-    for name in ("a", "b"):
-        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
-    _wait_beats(paths["a"], sink)
-    _wait_beats(paths["b"], sink)
-    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
-    assert executor.kill("queued", ErrorType.CANCELLED.value)
-    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
-    assert executor.kill("a", ErrorType.CANCELLED.value)
-    assert sink.wait("a", 20).error_type is ErrorType.CANCELLED
-    _assert_stopped_growing(paths["a"], within_s=0.3)  # the kill landed: a's thread is free
-    time.sleep(1.0)  # time enough for the queued task to start there
-    assert not paths["queued"].exists(), "a cancelled queued job never runs"
-    assert paths["b"].exists() and "b" not in sink.outcomes
+    paths = _queue_behind_two(executor, sink, tmp_path)
+    _cancel_it_then_free_its_thread(executor, sink, paths, a_within_s=20)
+    _assert_it_never_ran(sink, paths, after_s=1.0)
 
 
 def test_a_queued_jobs_cancel_on_the_clients_stream_is_not_overtaken_by_a_later_kill(
@@ -505,21 +514,10 @@ def test_a_queued_jobs_cancel_on_the_clients_stream_is_not_overtaken_by_a_later_
             send(msg)
 
     client._send_to_scheduler = late
-    paths = {name: tmp_path / f"{name}.beats" for name in ("a", "b", "queued")}
-    for name in ("a", "b"):
-        executor.submit(_task(name, "d_heartbeat", path=str(paths[name]), seconds=60))
-    _wait_beats(paths["a"], sink)
-    _wait_beats(paths["b"], sink)
-    executor.submit(_task("queued", "d_heartbeat", path=str(paths["queued"]), seconds=60))
+    paths = _queue_behind_two(executor, sink, tmp_path)
     time.sleep(0.3)  # its submit reached the scheduler (before the stream is held)
-    assert executor.kill("queued", ErrorType.CANCELLED.value)
-    assert sink.wait("queued", 5).error_type is ErrorType.CANCELLED
-    assert executor.kill("a", ErrorType.CANCELLED.value)
-    assert sink.wait("a", 10).error_type is ErrorType.CANCELLED
-    _assert_stopped_growing(paths["a"], within_s=0.3)  # the kill landed: a's thread is free
-    time.sleep(1.5)  # the stream sent the cancel meanwhile
-    assert not paths["queued"].exists(), "a cancelled queued job never runs"
-    assert paths["b"].exists() and "b" not in sink.outcomes
+    _cancel_it_then_free_its_thread(executor, sink, paths)
+    _assert_it_never_ran(sink, paths, after_s=1.5)  # (the stream sent the cancel meanwhile)
 
 
 def test_progress_comes_back(run_executor: Any) -> None:
