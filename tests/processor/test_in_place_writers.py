@@ -128,15 +128,7 @@ def test_a_drop_renamed_in_before_its_writer_closes_it_is_not_left_waiting(
         wait_record(spool_root, f"renamed-{n}")
         waits["renamed"].append(time.monotonic() - dropped)
         dropped = time.monotonic()
-        fd = os.open(pending, os.O_TMPFILE | os.O_WRONLY, 0o644)
-        root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.write(fd, job)
-            # linkat(AT_SYMLINK_FOLLOW): os.link calls link() unless given a dir_fd
-            os.link(f"proc/self/fd/{fd}", pending / f"linked-{n}.json", src_dir_fd=root)
-        finally:
-            os.close(root)
-            os.close(fd)
+        _link_unnamed(pending, job, pending / f"linked-{n}.json")
         wait_record(spool_root, f"linked-{n}")
         waits["linked"].append(time.monotonic() - dropped)
     # The best of five, each well under the wait a file written in place gets.
@@ -165,14 +157,7 @@ def test_a_drop_linked_in_is_not_left_waiting(spool_root: Path,
         wait_record(spool_root, f"linked-{n}")
         waits["linked"].append(time.monotonic() - dropped)
         dropped = time.monotonic()
-        fd = os.open(tmp, os.O_TMPFILE | os.O_WRONLY, 0o644)
-        root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.write(fd, job)
-            os.link(f"proc/self/fd/{fd}", pending / f"unnamed-{n}.json", src_dir_fd=root)
-        finally:
-            os.close(root)
-            os.close(fd)
+        _link_unnamed(tmp, job, pending / f"unnamed-{n}.json")
         wait_record(spool_root, f"unnamed-{n}")
         waits["unnamed"].append(time.monotonic() - dropped)
         dropped = time.monotonic()
@@ -180,3 +165,17 @@ def test_a_drop_linked_in_is_not_left_waiting(spool_root: Path,
         wait_record(spool_root, f"submitted-{n}")
         waits["submitted"].append(time.monotonic() - dropped)
     assert all(min(each) < IN_PLACE_QUIET_S / 2 for each in waits.values()), waits
+
+
+def _link_unnamed(folder: Path, data: bytes, to: Path) -> None:
+    """Write ``data`` to an unnamed file (``O_TMPFILE``) in ``folder`` and link it in as
+    ``to``."""
+    fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.write(fd, data)
+        # linkat(AT_SYMLINK_FOLLOW): os.link calls link() unless given a dir_fd
+        os.link(f"proc/self/fd/{fd}", to, src_dir_fd=root)
+    finally:
+        os.close(root)
+        os.close(fd)
