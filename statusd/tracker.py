@@ -114,13 +114,7 @@ class Tracker(Refresher):
         if self.hints.rescan_asked:
             return
         try:
-            dirty, recorded = self.hints.take()
-            if dirty:
-                dirty = self._unchanged_left_out(dirty)
-                if dirty:
-                    await self.refresh(dirty, set(), by_change=True)
-            if recorded:
-                await self._count_behind(recorded)
+            await self._apply_hints()
         except Exception as exc:  # as run()'s: logged, never the end of the start
             log.warning("applying the changes made while the index loaded failed (%s); "
                         "rescanning", exc)
@@ -175,13 +169,7 @@ class Tracker(Refresher):
             try:
                 self.hints.rewatch()  # watched again: a rescan finds what came meanwhile
                 scanned = await self._rescans_asked()
-                dirty, recorded = self.hints.take()
-                if dirty:
-                    dirty = self._unchanged_left_out(dirty)
-                    if dirty:  # one the disk cannot read: left, said at the next rescan
-                        await self.refresh(dirty, set(), by_change=True)
-                    if recorded:
-                        await self._count_behind(recorded)
+                await self._apply_hints()
                 await self._recheck_missing()
                 if not scanned and time.monotonic() >= next_scan:
                     await self.rescan()
@@ -204,6 +192,18 @@ class Tracker(Refresher):
             except Exception:  # a bug must not freeze the index: log it, rescan later
                 log.exception("updating the index failed; retrying on the next rescan")
                 next_scan = time.monotonic() + self.scan_s
+
+    async def _apply_hints(self) -> None:
+        """Refresh the ids the feed's hints named since the last take, and count the runs
+        among their records that ended behind a new drop (:meth:`_count_behind`)."""
+        dirty, recorded = self.hints.take()
+        if not dirty:
+            return
+        dirty = self._unchanged_left_out(dirty)
+        if dirty:  # one the disk cannot read: left, said at the next rescan
+            await self.refresh(dirty, set(), by_change=True)
+        if recorded:
+            await self._count_behind(recorded)
 
     async def _rescans_asked(self) -> bool:
         """The rescans asked for lost events, before the hints taken with them, so that
