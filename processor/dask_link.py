@@ -317,8 +317,7 @@ class SchedulerLink:
         # hangs must not hold the call threads, so kills and cancels behind it still run.
         # The cancels ahead were handed to the threads first, so they are under way.
         return self._calls.submit(_after, before, functools.partial(_ran, functools.partial(
-            client.run, kill_on_worker, keys, reason, workers=workers,
-            callback_timeout=RPC_TIMEOUT_S) if client else None))
+            _kill_on, client, keys, reason, workers) if client else None))
 
     def kill_direct(self, keys_by_worker: dict[str | None, list[str]], reason: str) -> None:
         """Kill the children running these keys, sent straight to their workers, not
@@ -361,7 +360,7 @@ def _cancel(client: Any, future: Any, unstarted: str | None = None) -> None:
     key = future.key
     if unstarted is not None:
         with contextlib.suppress(Exception):  # (a worker gone: it holds nothing)
-            client.run(kill_on_worker, [key], unstarted, callback_timeout=RPC_TIMEOUT_S)
+            _kill_on(client, [key], unstarted)
     client.cancel([future], force=True)
     deadline = time.monotonic() + RPC_TIMEOUT_S
     while client.status == "running":
@@ -373,6 +372,14 @@ def _cancel(client: Any, future: Any, unstarted: str | None = None) -> None:
         if (states or {}).get(key) not in _UNTAKEN:
             return
         time.sleep(CANCEL_POLL_S)
+
+
+def _kill_on(client: Any, keys: list[str], reason: str, workers: list[str] | None = None
+             ) -> Any:
+    """Run :func:`~processor.dask_task.kill_on_worker` on ``workers`` (every one when
+    None), bounded (``client.run`` hands ``callback_timeout`` to its sync call)."""
+    return client.run(kill_on_worker, keys, reason, workers=workers,
+                      callback_timeout=RPC_TIMEOUT_S)
 
 
 def _after(before: list[Future[None]], call: Callable[[], _T]) -> _T:
