@@ -25,7 +25,7 @@ from spool.cli.command import (
     note,
 )
 from spool.cli.render import emit_json
-from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, init_system
+from spool.cli.system import DEFAULT_GROUP, DEFAULT_USER, DROP_MODE, init_system
 from spool.errors import SpoolError
 from spool.fsops import Mover
 from spool.layout import Layout
@@ -68,14 +68,16 @@ def run_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _is_system(layout: Layout) -> bool:
-    """The spool is a system spool (``init --system`` made it): its ``pending/`` is
-    setgid and sticky.  The spool user's own ``init --json`` of one said
-    ``"system": false``, of whether --system was given (h386)."""
+    """The spool is a system spool (``init --system`` made it): its ``pending/`` has the
+    setgid and sticky bits of :data:`~spool.cli.system.DROP_MODE`.  The spool user's
+    own ``init --json`` of one said ``"system": false``, of whether --system was given
+    (h386)."""
     try:
         mode = layout.folder(JobState.PENDING).stat().st_mode
     except OSError:
         return False
-    return mode & (stat.S_ISGID | stat.S_ISVTX) == stat.S_ISGID | stat.S_ISVTX
+    special = stat.S_ISGID | stat.S_ISVTX
+    return mode & special == DROP_MODE & special
 
 
 def _not_anothers_as_root(layout: Layout) -> None:
