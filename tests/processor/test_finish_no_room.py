@@ -17,49 +17,31 @@ from typing import Any
 
 import orjson
 import pytest
+from finishkit import NoStatus, claimed_run, new_spool
 
 from processor import finish
 from processor.finish import LARGE_RESULT_BYTES, Finisher
 from processor.run import Run
 from processor.runner import Outcome
-from processor.tools import BaseTool, ExecutionMode
+from processor.tools import BaseTool
 from spool.clock import SystemClock
 from spool.errors import SpoolIOError
-from spool.fsops import Mover
-from spool.jobfile import record_from_job
-from spool.layout import Layout
 from spool.models import Job
-from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
 
 BIG = b'"' + b"x" * (LARGE_RESULT_BYTES + 10) + b'"'
 
 
-class _Status:
-    def count(self, done: bool) -> None:
-        pass
-
-
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
-    layout = Layout(tmp_path / "spool")
-    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
-    spool.mover.make_folders()
-    return spool
+    return new_spool(tmp_path)
 
 
 @pytest.fixture
 def run(spool: Spool) -> Iterator[Run]:
-    job = Job(tool="big")
-    spool.submit(job, "j")
-    claim = spool.claim("j")
-    assert claim is not None
-    record = record_from_job(job, "j", JobState.RUNNING, claim.mtime_ns, attempts=1)
-    try:
-        yield Run(claim, job, BaseTool, record, time.monotonic(), 60.0, ExecutionMode.COMPUTE)
-    finally:
-        claim.close()
+    with claimed_run(spool, Job(tool="big"), BaseTool, 60.0) as run:
+        yield run
 
 
 TROUBLE: list[SpoolIOError] = []
@@ -76,7 +58,7 @@ def _finisher(spool: Spool) -> Finisher:
             raise
 
     TROUBLE.clear()
-    return Finisher(spool, SystemClock(), _Status(), lambda job: 1, end)  # type: ignore[arg-type]
+    return Finisher(spool, SystemClock(), NoStatus(), lambda job: 1, end)  # type: ignore[arg-type]
 
 
 def _statvfs_free(monkeypatch: pytest.MonkeyPatch, free: int) -> None:

@@ -5,13 +5,13 @@ or a wait for the job's worker to load is no limit of the tool's, and was said t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 import pytest
+from finishkit import NoStatus, claimed_run, new_spool
 
 from processor.finish import Finisher
 from processor.run import Run
@@ -19,11 +19,7 @@ from processor.runner import Outcome
 from processor.tools import BaseTool, ExecutionMode
 from spool.clock import SystemClock
 from spool.errors import ErrorType, JobTimeout
-from spool.fsops import Mover
-from spool.jobfile import record_from_job
-from spool.layout import Layout
 from spool.models import Job
-from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
 
@@ -37,37 +33,22 @@ class Capped(BaseTool):
     execution_timeout: ClassVar[float] = 5.0
 
 
-class _Status:
-    def count(self, done: bool) -> None:
-        pass
-
-
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
-    layout = Layout(tmp_path / "spool")
-    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
-    spool.mover.make_folders()
-    return spool
+    return new_spool(tmp_path)
 
 
 @pytest.fixture
 def run(spool: Spool) -> Iterator[Run]:
-    job = Job(tool="capped", timeout=60)
-    spool.submit(job, "j")
-    claim = spool.claim("j")
-    assert claim is not None
-    record = record_from_job(job, "j", JobState.RUNNING, claim.mtime_ns, attempts=1)
-    try:
-        yield Run(claim, job, Capped, record, time.monotonic(), 5.0, ExecutionMode.COMPUTE)
-    finally:
-        claim.close()
+    with claimed_run(spool, Job(tool="capped", timeout=60), Capped, 5.0) as run:
+        yield run
 
 
 def _message(spool: Spool, run: Run, outcome: Outcome) -> str:
     def end(run: Run, action: Callable[[], Any]) -> None:
         action()
 
-    Finisher(spool, SystemClock(), _Status(), lambda job: 1, end).record(  # type: ignore[arg-type]
+    Finisher(spool, SystemClock(), NoStatus(), lambda job: 1, end).record(  # type: ignore[arg-type]
         run, outcome)
     record = orjson.loads(spool.layout.job(JobState.FAILED, "j").read_bytes())
     assert record["error"]["type"] == "timeout", record
