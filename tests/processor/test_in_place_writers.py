@@ -9,6 +9,7 @@ to its writer a moment after its close; one renamed in is claimed at once.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -101,10 +102,8 @@ def test_a_drop_renamed_in_is_not_left_waiting(spool_root: Path,
     for n in range(5):
         staged = spool_root / "tmp" / f"renamed-{n}.json"
         staged.write_bytes(orjson.dumps({"tool": "echo", "params": {"message": n}}))
-        dropped = time.monotonic()
-        staged.rename(spool_root / "pending" / f"renamed-{n}.json")
-        wait_record(spool_root, f"renamed-{n}")
-        waits.append(time.monotonic() - dropped)
+        waits.append(_to_record(spool_root, f"renamed-{n}", functools.partial(
+            staged.rename, spool_root / "pending" / f"renamed-{n}.json")))
     # The best of five, each well under the wait a file written in place gets.
     assert min(waits) < IN_PLACE_QUIET_S / 2, waits
 
@@ -120,17 +119,17 @@ def test_a_drop_renamed_in_before_its_writer_closes_it_is_not_left_waiting(
     waits: dict[str, list[float]] = {"renamed": [], "linked": []}
     for n in range(5):
         job = orjson.dumps({"tool": "echo", "params": {"message": n}})
-        dropped = time.monotonic()
-        with open(tmp / f"renamed-{n}.json", "wb") as out:
-            out.write(job)
-            out.flush()
-            os.rename(tmp / f"renamed-{n}.json", pending / f"renamed-{n}.json")
-        wait_record(spool_root, f"renamed-{n}")
-        waits["renamed"].append(time.monotonic() - dropped)
-        dropped = time.monotonic()
-        _link_unnamed(pending, job, pending / f"linked-{n}.json")
-        wait_record(spool_root, f"linked-{n}")
-        waits["linked"].append(time.monotonic() - dropped)
+
+        def rename_before_the_close(n: int = n, job: bytes = job) -> None:
+            with open(tmp / f"renamed-{n}.json", "wb") as out:
+                out.write(job)
+                out.flush()
+                os.rename(tmp / f"renamed-{n}.json", pending / f"renamed-{n}.json")
+
+        waits["renamed"].append(_to_record(spool_root, f"renamed-{n}",
+                                           rename_before_the_close))
+        waits["linked"].append(_to_record(spool_root, f"linked-{n}", functools.partial(
+            _link_unnamed, pending, job, pending / f"linked-{n}.json")))
     # The best of five, each well under the wait a file written in place gets.
     assert all(min(each) < IN_PLACE_QUIET_S / 2 for each in waits.values()), waits
 
@@ -151,20 +150,25 @@ def test_a_drop_linked_in_is_not_left_waiting(spool_root: Path,
     for n in range(5):
         job = orjson.dumps({"tool": "echo", "params": {"message": n}})
         (tmp / f"linked-{n}.json").write_bytes(job)
-        dropped = time.monotonic()
-        os.link(tmp / f"linked-{n}.json", pending / f"linked-{n}.json")
-        os.unlink(tmp / f"linked-{n}.json")
-        wait_record(spool_root, f"linked-{n}")
-        waits["linked"].append(time.monotonic() - dropped)
-        dropped = time.monotonic()
-        _link_unnamed(tmp, job, pending / f"unnamed-{n}.json")
-        wait_record(spool_root, f"unnamed-{n}")
-        waits["unnamed"].append(time.monotonic() - dropped)
-        dropped = time.monotonic()
-        client.submit(Job(tool="echo", params={"message": n}), f"submitted-{n}")
-        wait_record(spool_root, f"submitted-{n}")
-        waits["submitted"].append(time.monotonic() - dropped)
+
+        def link_then_unlink(n: int = n) -> None:
+            os.link(tmp / f"linked-{n}.json", pending / f"linked-{n}.json")
+            os.unlink(tmp / f"linked-{n}.json")
+
+        waits["linked"].append(_to_record(spool_root, f"linked-{n}", link_then_unlink))
+        waits["unnamed"].append(_to_record(spool_root, f"unnamed-{n}", functools.partial(
+            _link_unnamed, tmp, job, pending / f"unnamed-{n}.json")))
+        waits["submitted"].append(_to_record(spool_root, f"submitted-{n}", functools.partial(
+            client.submit, Job(tool="echo", params={"message": n}), f"submitted-{n}")))
     assert all(min(each) < IN_PLACE_QUIET_S / 2 for each in waits.values()), waits
+
+
+def _to_record(spool_root: Path, job_id: str, drop: Callable[[], object]) -> float:
+    """Seconds from ``drop()`` to the record of ``job_id``."""
+    dropped = time.monotonic()
+    drop()
+    wait_record(spool_root, job_id)
+    return time.monotonic() - dropped
 
 
 def _link_unnamed(folder: Path, data: bytes, to: Path) -> None:
