@@ -129,6 +129,9 @@ class SpoolStats(BaseModel):
     throughput: Throughput
     tools: list[str] = Field(description="tool names offered by processors, and seen in the "
                              "spool: the first 256 of those, in order, that none offers")
+    counts_by_tool: dict[str, Counts] | None = Field(
+        default=None, description="jobs per state of each tool in tools (absent while "
+        "statusd loads its index: its start scan reads no record, so knows no tool)")
     tools_omitted: int = Field(default=0, ge=0, description="tool names seen in the spool "
                                "and offered by no processor past those 256 (made-up names "
                                "of jobs that failed unknown_tool, say)")

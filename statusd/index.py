@@ -145,8 +145,18 @@ class Index:
         rows = [self._items[job_id] for _, job_id in reversed(keys[start:end])]
         return rows, (rows[-1].key if start > 0 and rows else None)
 
+    def matched(self, state: JobState | None, tool: str | None) -> int:
+        """How many items a filter matches (what its pages hold together)."""
+        return len(self._keys.get((state, tool), _NONE))
+
     def counts(self) -> dict[str, int]:
         return {s.value: len(self._keys.get((s, None), ())) for s in JobState}
+
+    def counts_by_tool(self, tools: list[str]) -> dict[str, dict[str, int]]:
+        """Jobs per state of each of ``tools``: the lengths of their filters' keys."""
+        keys = self._keys
+        return {tool: {s.value: len(keys.get((s, tool), ())) for s in JobState}
+                for tool in tools}
 
     def oldest_pending_mtime_ns(self) -> int | None:
         """When the pending job that came first arrived in pending/ (its ctime)."""

@@ -64,6 +64,7 @@ class Figures(Protocol):
     def first_due_ns(self) -> int | None: ...
     def written_since(self, since_ns: int, until_ns: int) -> dict[str, int]: ...
     def tools(self) -> list[str]: ...  # most telling first: a cut keeps the head
+    def counts_by_tool(self, tools: list[str]) -> dict[str, dict[str, int]] | None: ...
 
 
 class ScanFigures(NamedTuple):
@@ -98,6 +99,10 @@ class ScanFigures(NamedTuple):
     def tools(self) -> list[str]:
         """None known: tool names are in the files, which the scan does not read."""
         return []
+
+    def counts_by_tool(self, tools: list[str]) -> dict[str, dict[str, int]] | None:
+        """Not known, for the same reason."""
+        return None
 
 
 def scan_figures(stamps: dict[str, Stamp], reader: SpoolReader, now: float) -> ScanFigures:

@@ -180,6 +180,9 @@ class Services:
         # 361 KB, read every 5 s by each open dashboard, and a select of 3,009 (QA).
         doc["tools"] = sorted([*offered, *seen[:MAX_SEEN_TOOLS]])
         doc["tools_omitted"] = max(0, len(seen) - MAX_SEEN_TOOLS)
+        by_tool = figures.counts_by_tool(doc["tools"])
+        if by_tool is not None:
+            doc["counts_by_tool"] = by_tool
         doc["statusd"] = self._own_figures()
         return doc
 

@@ -84,6 +84,7 @@ const ui = {
   indexing: false,        // the list's last ask was refused: statusd loads its index
   indexingNote: null,     // the task view's word of it, while its task waits for the index
   total: null,            // the spool's job count at the last stats refresh
+  counts: null,           // the last stats' counts and counts_by_tool: what a filter holds
   removed: null,          // statusd's count then of jobs that left the spool (a purge)
   arrived: 0,             // new ids the events stream has told of (a transition from none)
   arrivedTaken: 0,        // of those, the ones told before the latest stats taken was asked
@@ -385,6 +386,8 @@ async function refreshStats() {
     if (node) node.textContent = COUNT_FORMAT.format(count);
     total += count;
   }
+  ui.counts = { counts: stats.counts, byTool: stats.counts_by_tool || null };
+  showMatched();
   // Jobs left the spool (a purge), which no event announces: reload the list so their rows
   // go.  statusd counts them (its removed); a fall of the total is the sign where it does
   // not say (a transition never lowers the total).  The total alone missed a purge that
@@ -1908,6 +1911,22 @@ function showFilter() {
   $("tool-filter").value = ui.filter.tool;
   $("back-to-list").href = listHash(ui.filter);
   showTitle();
+  showMatched();
+}
+
+function showMatched() {
+  // How many tasks the filter holds, every page of it: the list shows 50 at a time, and
+  // "older tasks" never said how many there were (QA h392).  From the stats (a tool's from
+  // counts_by_tool, which statusd gives once its index is in); not known, not said.
+  const node = $("matched");
+  const { state, tool } = ui.filter;
+  const counts = !ui.counts ? null : !tool ? ui.counts.counts
+    : ui.counts.byTool && Object.hasOwn(ui.counts.byTool, tool) ? ui.counts.byTool[tool] : null;
+  const values = counts ? (state ? [counts[state]] : Object.values(counts)) : [];
+  const count = values.every(Number.isInteger)
+    ? values.reduce((sum, n) => sum + n, 0) : 0;
+  node.hidden = count === 0;  // none: the list says "No tasks."
+  node.textContent = `${COUNT_FORMAT.format(count)} ${count === 1 ? "task" : "tasks"}`;
 }
 
 function setFilter(filter) {

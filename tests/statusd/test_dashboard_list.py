@@ -133,6 +133,42 @@ def test_a_filtered_list_keeps_to_its_filter_as_jobs_move(
     expect(rows).to_have_count(0)
 
 
+def test_a_filter_says_how_many_tasks_it_holds_on_every_page(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """The list shows 50 rows at a time, and nothing said how many a filter held (h392):
+    "60 tasks" under the filters, for a state, a tool and both, kept as jobs move; no
+    line where the filter holds none (the list says "No tasks.")."""
+    for n in range(60):
+        run_job(spool, f"slept-{n:02d}", tool="sleep", error=(ErrorType.TIMEOUT, "killed"))
+    for n in range(3):
+        run_job(spool, f"woke-{n}", tool="sleep")
+    for n in range(2):
+        run_job(spool, f"echoed-{n}", tool="echo", error=(ErrorType.TOOL_ERROR, "boom"))
+    page.goto(server.base + "/#/?state=failed&tool=sleep")
+    expect(page.locator("#tasks tbody tr")).to_have_count(50)
+    matched = page.locator("#matched")
+    expect(matched).to_have_text("60 tasks")
+    page.select_option("#tool-filter", "echo")
+    expect(matched).to_have_text("2 tasks")
+    page.select_option("#state-filter", "")
+    expect(matched).to_have_text("2 tasks")
+    page.select_option("#tool-filter", "sleep")
+    expect(matched).to_have_text("63 tasks")
+    submit(spool, "sleeper", tool="sleep")
+    expect(matched).to_have_text("64 tasks")
+    page.select_option("#tool-filter", "")
+    expect(matched).to_have_text("66 tasks")
+    page.select_option("#state-filter", "running")
+    expect(page.locator("#empty")).to_be_visible()
+    expect(matched).to_be_hidden()
+    running = claim(spool, "sleeper")
+    try:
+        expect(matched).to_have_text("1 task")
+    finally:
+        finish(spool, running, {"ok": 1})
+    expect(matched).to_be_hidden()
+
+
 def test_a_rows_bar_is_filled_as_far_as_its_percent(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A running row's bar is filled to its fraction (a quarter: a quarter of the bar), not

@@ -147,6 +147,7 @@ def test_while_it_reads_the_stats_and_metrics_are_the_start_scans(
         assert doc["statusd"]["indexed"] == 0
         assert doc["statusd"]["indexing"]["phase"] == "reading"
         assert doc["statusd"]["indexing"]["counts_at"].endswith("Z")
+        assert "counts_by_tool" not in doc  # the scan read no record: no tool is known
         metrics = request(base, "GET", "/metrics")
         assert metrics.status == 200, metrics
         text = metrics.body.decode()
@@ -168,6 +169,7 @@ def test_while_it_reads_the_stats_and_metrics_are_the_start_scans(
                  and listed().get("pending-0") == "done", 10, "the moves of the load's time")
         doc = request(base, "GET", "/api/v1/stats").json()
         assert doc["counts"] == {"pending": 2, "running": 0, "done": 4, "failed": 1}
+        assert doc["counts_by_tool"] == {"echo": doc["counts"]}
         assert "indexing" not in doc["statusd"]
         assert "spoolq_statusd_indexing 0.0" in request(base, "GET", "/metrics").body.decode()
 

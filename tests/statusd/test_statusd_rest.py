@@ -186,6 +186,13 @@ def test_pages_match_the_reader_order_and_filters(server: ServerThread, spool: S
             if cursor is None:
                 break
         assert seen == expected, (state, tool)
+    # Each tool's count per state, as the reader's own listing finds them.
+    by_tool = request(server.base, "GET", "/api/v1/stats").json()["counts_by_tool"]
+    assert set(by_tool) == {"echo", "sleep"}
+    for tool, counts in by_tool.items():
+        assert counts == {s.value: len(reader.page(state=s, tool=tool, limit=1000).records)
+                          for s in JobState}, tool
+    assert by_tool["sleep"] == {"pending": 33, "running": 0, "done": 11, "failed": 0}
     # A page that holds every task is the last one, a page of exactly that many too.
     for limit in (1000, 130):
         whole = request(server.base, "GET", f"/api/v1/tasks?limit={limit}").json()
@@ -509,6 +516,11 @@ def test_the_stats_list_of_tools_is_bounded(server: ServerThread, spool: Spool) 
     made_up = [t for t in stats["tools"] if t.startswith("made_up_")]
     assert made_up == [f"made_up_{n:03d}" for n in range(256)], made_up[-3:]
     assert {"echo", "sleep"} <= set(stats["tools"]) and len(stats["tools"]) == 258
+    # Counted per tool listed, those offered that no job names too; none of those cut.
+    assert set(stats["counts_by_tool"]) == set(stats["tools"])
+    assert stats["counts_by_tool"]["echo"] == {"pending": 0, "running": 0, "done": 0,
+                                               "failed": 0}
+    assert stats["counts_by_tool"]["made_up_255"]["done"] == 1
 
 
 def test_the_cut_list_of_tools_keeps_those_that_ran_before_made_up_names(
