@@ -346,9 +346,11 @@ def _run_lines(record: Record) -> list[str]:
     if record.duration_s is not None:
         lines.append(f"duration    {record.duration_s:.3f} s")
     if record.host is not None:
-        # A running job's pid is its processor's: never to be taken for the job's own.
-        whose = "processor pid" if record.state is JobState.RUNNING else "pid"
-        lines.append(f"host        {record.host} ({whose} {record.pid or '-'})")
+        # A running job's pid is its processor's: never to be taken for the job's own; an
+        # ended one's is the process its tool ran in (a worker's): both were "pid" (h392).
+        whose = "processor pid" if record.state is JobState.RUNNING else "ran in pid"
+        pid = "" if record.pid is None else f" ({whose} {record.pid})"
+        lines.append(f"host        {record.host}{pid}")
     progress = record.progress
     # One without a fraction or a message only says where the run is (host, above).
     if record.state is JobState.RUNNING and progress is not None and (

@@ -997,8 +997,10 @@ function renderFields(record) {
     ["backoff until", record.state !== "failed" && record.error ? fmtTime(record.error.retry_at) : ""],
     ["started", fmtTime(record.started_at)],
     ["finished", fmtTime(record.finished_at)], ["duration", fmtDuration(record.duration_s)],
-    // A running job's pid is its processor's, never to be taken for the job's own.
-    ["host", record.host ? `${record.host} (${record.state === "running" ? "processor pid" : "pid"} ${record.pid})` : ""],
+    // A running job's pid is its processor's, never to be taken for the job's own; an
+    // ended one's is the process its tool ran in (a worker's): both were "pid" (h392).
+    ["host", record.host ? `${record.host}${record.pid == null ? ""
+      : ` (${record.state === "running" ? "processor pid" : "ran in pid"} ${record.pid})`}` : ""],
     ["priority", record.priority],
     ["source", source ? shown(`${source.name} (${source.kind}${source.size == null ? "" : `, ${source.size} bytes`})`) : ""],
   ];

@@ -702,7 +702,11 @@ def test_a_run_that_reports_nothing_says_where_it_runs(spool_root: Path, daemon:
     shown = record_lines(seen)  # `spoolq show`: where, and no progress line of "-"
     assert f"host        {seen.host} (processor pid {seen.pid})" in shown, shown
     assert not [line for line in shown if line.startswith("progress")], shown
-    assert wait_record(spool_root, "quiet")["state"] == "done"
+    ended = wait_record(spool_root, "quiet")
+    assert ended["state"] == "done"
+    # Once it ended, the pid is the process the tool ran in (a worker's for COMPUTE).
+    assert f"host        {ended['host']} (ran in pid {ended['pid']})" in \
+        record_lines(client.get("quiet")), ended
     wait_for(lambda: not (spool_root / "progress" / "quiet.json").exists(), 5,
              "the progress file to go with the run")
 

@@ -358,6 +358,7 @@ def test_a_long_run_says_about_how_long_it_has_left(server: ServerThread, spool:
         finish(spool, running, {"ok": 1})
         expect(page.locator("#task-state")).to_have_text("done")
         expect(page.locator("#task-progress")).to_be_hidden()
+        expect(host).to_have_text(f"test (ran in pid {os.getpid()})")  # where the tool ran
 
 
 SKEW_ERR_S = 2.0  # statusd's clock as a page reckons it: a Date's second, and a way back
