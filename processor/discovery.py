@@ -46,7 +46,8 @@ from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.feed import ChangeFeed, PolledFeed
 from spool.fsops import failing_file
 from spool.ids import JOB_SUFFIX
-from spool.intake import Candidate, Intake, Verdict, is_in_progress_name, not_seen_written
+from spool.in_progress import is_in_progress_name
+from spool.intake import Candidate, Intake, Verdict, not_seen_written
 from spool.layout import Layout
 from spool.lease import open_for_writing
 from spool.settings import Settings

@@ -44,6 +44,7 @@ from spool.exact import big_integer_reason, inexact_integer
 from spool.fsops import failing_file, failing_read, is_there, no_access
 from spool.history import EARLIER_MAX_BYTES
 from spool.ids import ID_PATTERN, id_from_name
+from spool.in_progress import is_in_progress_name
 from spool.jobfile import MAX_ACTIVE_BYTES, read_fd
 from spool.lease import open_for_writing, open_nofollow
 from spool.models import MAX_NESTING, MAX_TOOL_NAME, Job, Record, error_text, kind_of, too_deep
@@ -51,7 +52,6 @@ from spool.states import JobState
 from spool.text import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, without_bom
 from spool.transitions import Spool
 
-IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
 OPEN_WRITER_WAIT_S = 600.0
 """How long an unparsable file that a process still has open for writing is waited for
 past the settle time (see :meth:`Intake._held_open`)."""
@@ -170,13 +170,6 @@ class Inspection:
     verdict: Verdict
     candidate: Candidate | None = None
     record: Record | None = None
-
-
-def is_in_progress_name(name: str) -> bool:
-    """A dot name, or one ending in an in-progress suffix in any case: a Windows-side
-    uploader's ``.TMP`` was quarantined as a bad name mid-upload, and its rename to
-    ``.json`` then found nothing (QA)."""
-    return name.startswith(".") or name.lower().endswith(IN_PROGRESS_SUFFIXES)
 
 
 class Intake:

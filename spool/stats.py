@@ -16,6 +16,7 @@ from spool.entries import Entry, Stamp, read_regular
 from spool.errors import ErrorType, SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
+from spool.in_progress import InProgress, in_progress_in
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, NOT_THERE, is_locked
@@ -316,6 +317,9 @@ def stats(reader: SpoolReader, now: float | None = None, *,
     age = None if oldest_ns is None else max(0.0, now - oldest_ns / 1e9)
     due = first_due(reader, pending)
     due_age = None if due is None or due > now else now - due
+    # Not known where this user may not look into pending/ (stats' not_counted).
+    drops = in_progress_in(reader.layout.folder(JobState.PENDING)) \
+        if JobState.PENDING in reader.states else None
     try:
         found = known_processors(reader.layout)
     except SpoolIOError as exc:
@@ -323,9 +327,9 @@ def stats(reader: SpoolReader, now: float | None = None, *,
             raise
         return without_processors(stats_document(
             counts, age, [], now, finished_recently=recent,
-            oldest_due_pending_age_s=due_age), str(exc))
+            oldest_due_pending_age_s=due_age, in_progress=drops), str(exc))
     return stats_document(counts, age, found, now, finished_recently=recent,
-                          oldest_due_pending_age_s=due_age)
+                          oldest_due_pending_age_s=due_age, in_progress=drops)
 
 
 def first_due(reader: SpoolReader, pending: list[tuple[str, Stamp]]) -> float | None:
@@ -370,12 +374,14 @@ def _plausible(status: OwnerStatus) -> bool:
 def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
                    processors: list[OwnerStatus], now: float, *,
                    finished_recently: dict[str, int],
-                   oldest_due_pending_age_s: float | None) -> dict[str, Any]:
+                   oldest_due_pending_age_s: float | None,
+                   in_progress: InProgress | None) -> dict[str, Any]:
     """The stats document (docs/operations.md, "The stats document", says what each
     figure means).  ``processors`` are the lock holders; only those whose heartbeat is
     fresh are live and count.  ``finished_recently``: records written in the last
     ``RECENT_S`` by state (``done``, ``failed``), from the folders, so a processor's
-    restart, death or hang cannot reset, lose or freeze them."""
+    restart, death or hang cannot reset, lose or freeze them.  ``in_progress``: the files
+    in ``pending/`` under an in-progress name (None: not known, null in the document)."""
     live = [p for p in processors if now - p.heartbeat_at.timestamp() < HEARTBEAT_STALE_S]
     live_owners = {p.owner for p in live}
     heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
@@ -384,6 +390,7 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
         "total": sum(counts.values()),
         "oldest_pending_age_s": oldest_pending_age_s,
         "oldest_due_pending_age_s": oldest_due_pending_age_s,
+        "in_progress_drops": None if in_progress is None else in_progress.document(now),
         "job_num": sum(p.job_num for p in live),
         # An older processor's status has no room: its JOB_NUM, as it had then.
         "compute_room": sum(p.job_num if p.compute_room is None else p.compute_room

@@ -95,6 +95,12 @@ class Throughput(BaseModel):
     failed_last_60s: int = Field(ge=0)
 
 
+class InProgressDrops(BaseModel):
+    count: int = Field(ge=0)
+    idle_s: float | None = Field(description="seconds since the one written longest ago "
+                                 "was last written; null when there is none")
+
+
 class StatusdInfo(BaseModel):
     indexed: int = Field(ge=0)
     ws_clients: int = Field(ge=0)
@@ -126,6 +132,10 @@ class SpoolStats(BaseModel):
         description="seconds the pending job due longest has waited since it could run "
         "(since it arrived, or its not_before or retry backoff's end if later); null when none "
         "is due")
+    in_progress_drops: InProgressDrops | None = Field(
+        description="files in pending/ under an in-progress name (a dot name, or one ending "
+        "in .tmp .part .partial .filepart .crdownload ~), ignored until renamed: an "
+        "upload going on, or one cut off that stays; as statusd's last scan found them")
     throughput: Throughput
     tools: list[str] = Field(description="tool names offered by processors, and seen in the "
                              "spool: the first 256 of those, in order, that none offers")

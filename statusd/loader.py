@@ -32,6 +32,7 @@ from spool.entries import denied_file
 from spool.errors import SpoolIOError
 from spool.fsops import NO_DESCRIPTOR, is_there, unreadable_as_trouble
 from spool.ids import is_valid_id
+from spool.in_progress import InProgress, in_progress_of
 from spool.large import Head, read_record
 from spool.layout import Layout
 from spool.reader import LOOKS, SpoolReader, newest
@@ -72,6 +73,9 @@ class Loader:
         self.layout = layout
         self.reader = SpoolReader(layout)
         self._staged = StagedMoves(layout)
+        self.in_progress: InProgress | None = None
+        """The in-progress drops in ``pending/`` as the last :meth:`scan` found them (None
+        before the first): the stats' ``in_progress_drops``."""
 
     def close(self) -> None:
         self._staged.close()
@@ -82,8 +86,11 @@ class Loader:
              unreadable: set[str] | None = None) -> dict[str, Stamp]:
         """The current stamp of every id in the spool, and of the records ``behind``
         active ids; the ids the disk could not stat in ``unreadable``
-        (:func:`statusd.scan.scan_spool`)."""
-        return scan_spool(self.layout, behind, unreadable)
+        (:func:`statusd.scan.scan_spool`); the in-progress drops in :attr:`in_progress`."""
+        mtimes: list[int] = []
+        stamps = scan_spool(self.layout, behind, unreadable, mtimes)
+        self.in_progress = in_progress_of(mtimes)
+        return stamps
 
     def load_all(self, stamps: dict[str, Stamp], unreadable: set[str] | None = None,
                  loading: Loading | None = None) -> list[Item]:

@@ -98,6 +98,18 @@ def _spool_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
                             "backoff's end if later "
                             "(0 when none is due)",
                             value=due if due is not None else 0.0)
+    drops = doc.get("in_progress_drops")
+    if drops is not None:
+        yield GaugeMetricFamily("spoolq_pending_in_progress_files",
+                                "Files in pending/ under an in-progress name (.part, .tmp, "
+                                "a dot name, ...), ignored until renamed",
+                                value=drops["count"])
+        idle = drops["idle_s"]
+        yield GaugeMetricFamily("spoolq_pending_in_progress_idle_seconds",
+                                "Seconds since the in-progress file in pending/ written "
+                                "longest ago was last written: an upload cut off grows it "
+                                "(0 when none)",
+                                value=idle if idle is not None else 0.0)
     yield GaugeMetricFamily("spoolq_statusd_processors_ok",
                             "1 while statusd can tell whether processors are alive; 0 "
                             "while it cannot read their state (owners/ not listed, a "

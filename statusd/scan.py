@@ -31,6 +31,7 @@ from stat import S_ISREG
 
 from spool.fsops import FAILING_IO
 from spool.ids import JOB_SUFFIX, id_from_name
+from spool.in_progress import is_in_progress_drop
 from spool.large import Head, read_record
 from spool.layout import Layout
 from spool.reader import Entry, newest
@@ -45,13 +46,16 @@ _READ_CHUNK = 2048
 
 
 def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None,
-               unreadable: set[str] | None = None) -> dict[str, Stamp]:
+               unreadable: set[str] | None = None, in_progress: list[int] | None = None
+               ) -> dict[str, Stamp]:
     """The current stamp of every id in the spool (one directory pass per folder).
 
     ``behind``, when given, receives the stamp of the newest record of each id whose
     state is pending or running (a record behind a new drop: :mod:`statusd.behind`).
     ``unreadable`` receives the ids with a file the disk could not stat (EIO: see
-    :func:`_list`); they are left out of the stamps.
+    :func:`_list`); they are left out of the stamps.  ``in_progress`` receives the mtime
+    of each regular file in ``pending/`` under an in-progress drop's name
+    (:func:`spool.in_progress.is_in_progress_drop`).
     """
     found: dict[str, list[Entry]] = {}
     single: dict[str, Stamp] = {}
@@ -61,6 +65,9 @@ def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None,
         for name, mtime_ns, ctime_ns, ino in _list(folder, failed):
             job_id = id_from_name(name)
             if job_id is None:
+                if in_progress is not None and state is JobState.PENDING \
+                        and is_in_progress_drop(name):
+                    in_progress.append(mtime_ns)
                 continue
             stamp = Stamp(state, mtime_ns, ctime_ns, 0, ino)
             if job_id in single or job_id in found:

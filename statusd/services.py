@@ -169,7 +169,8 @@ class Services:
         due_ns = figures.first_due_ns()
         due_age = None if due_ns is None or due_ns > now * 1e9 else max(0.0, now - due_ns / 1e9)
         doc = stats_document(figures.counts(), age, processors, now,
-                             finished_recently=written, oldest_due_pending_age_s=due_age)
+                             finished_recently=written, oldest_due_pending_age_s=due_age,
+                             in_progress=self.tracker.loader.in_progress)
         # A status file's tool list is not checked (a name may be any JSON value).
         offered = {name for p in processors for t in p.tools
                    if isinstance(name := t.get("name"), str)}

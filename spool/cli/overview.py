@@ -202,6 +202,7 @@ def not_counted(stats: dict[str, Any], blind: list[JobState]) -> None:
     stats["total"] = None
     if JobState.PENDING in blind:
         stats["oldest_pending_age_s"] = stats["oldest_due_pending_age_s"] = None
+        stats["in_progress_drops"] = None
     stats["not_counted"] = [state.value for state in blind]
 
 
@@ -225,6 +226,11 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         elif due < oldest - 1:
             note += f"; oldest due for {human_duration(due)}"
         lines[0] += f"  ({note})"
+    drops = stats.get("in_progress_drops")
+    if drops and drops["count"]:  # an upload going on, or one cut off that stays for good
+        files = "1 file" if drops["count"] == 1 else f"{drops['count']} files"
+        lines.append(f"          {files} in pending/ under an in-progress name, ignored until "
+                     f"renamed; the stalest last written {human_duration(drops['idle_s'])} ago")
     proc = stats.get("processor")
     if proc is None:  # --partial: their state could not be read, nor their workers
         lines.append(f"processor ?: {printable(stats['processors_unknown'])}")

@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -515,6 +516,36 @@ def test_stats_nulls_what_a_folder_not_looked_into_would_tell() -> None:
     assert blind_pending["throughput"] == {"done_last_60s": 0, "failed_last_60s": 0}
     assert blind_pending["oldest_pending_age_s"] is None
     assert blind_pending["oldest_due_pending_age_s"] is None
+    assert blind_pending["in_progress_drops"] is None  # not known, never "none"
+
+
+def test_stats_tell_of_uploads_left_under_an_in_progress_name(
+        root: Path, env: dict[str, str]) -> None:
+    """An upload cut off (``report.json.filepart``) stays in pending/, ignored, and its
+    job never arrives; nothing failed, so ``spoolq stats`` said nothing (h388).  It counts
+    such regular files (not spoolq's own kept names, symlinks or directories) and says
+    how long the stalest has gone unwritten."""
+    pending = root / "pending"
+    for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP",
+                 ".x.json.kept-invalid-1"):
+        (pending / name).write_bytes(b'{"tool": "ec')
+    (pending / "link.part").symlink_to("/etc/passwd")
+    (pending / "dir.tmp").mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(pending / "report.json.filepart", (two_hours_ago, two_hours_ago))
+    assert spoolq(env, "submit", "echo", "--id", "real").returncode == 0
+    doc = data(spoolq(env, "stats", "--json"))
+    assert doc["counts"]["pending"] == 1
+    assert doc["in_progress_drops"]["count"] == 3, doc
+    assert 7200 <= doc["in_progress_drops"]["idle_s"] < 7260, doc
+    text = spoolq(env, "stats").stdout.decode()
+    assert ("          3 files in pending/ under an in-progress name, ignored until renamed; "
+            "the stalest last written 2.0h ago") in text.splitlines(), text
+    for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP"):
+        (pending / name).unlink()
+    assert data(spoolq(env, "stats", "--json"))["in_progress_drops"] == {"count": 0,
+                                                                          "idle_s": None}
+    assert "in-progress" not in spoolq(env, "stats").stdout.decode()
 
 
 def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:

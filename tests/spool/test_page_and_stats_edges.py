@@ -53,7 +53,7 @@ def test_a_processor_s_room_is_its_own_word_and_its_job_num_only_when_it_gives_n
     older = OwnerStatus(owner="older", pid=os.getpid(), host="h", version="t",
                         started_at=now, heartbeat_at=now, job_num=2)
     doc = stats_document({}, None, [full, older], now.timestamp(), finished_recently={},
-                         oldest_due_pending_age_s=None)
+                         oldest_due_pending_age_s=None, in_progress=None)
     assert (doc["job_num"], doc["compute_room"]) == (6, 2)
 
 

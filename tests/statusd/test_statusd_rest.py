@@ -360,6 +360,47 @@ def test_stats_throughput_is_the_records_of_the_last_minute(spool: Spool) -> Non
         server.stop()
 
 
+def _plant_unfinished_drops(pending: Path, idle_s: float) -> None:
+    """Three in-progress drops, the stalest last written ``idle_s`` ago, beside what
+    counts as none: spoolq's own kept name, a symlink and a directory under such names,
+    and a job."""
+    for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP",
+                 ".x.json.kept-invalid-1"):
+        (pending / name).write_bytes(b'{"tool": "ec')
+    (pending / "link.part").symlink_to("/etc/passwd")
+    (pending / "dir.tmp").mkdir()
+    stalest = time.time() - idle_s
+    os.utime(pending / "report.json.filepart", (stalest, stalest))
+
+
+def test_stats_count_the_uploads_left_under_an_in_progress_name(spool: Spool) -> None:
+    """A ``.filepart`` whose upload was cut off stays in pending/, ignored, and its job
+    never arrives: nothing failed, so nothing told of it (h388).  The stats count such
+    files and how long the stalest has gone unwritten; the metrics gauge both; a rename
+    into a job takes it out."""
+    pending = spool.layout.folder(JobState.PENDING)
+    _plant_unfinished_drops(pending, 7200)
+    server = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
+    try:
+        drops = request(server.base, "GET", "/api/v1/stats").json()["in_progress_drops"]
+        assert drops["count"] == 3, drops
+        assert 7200 <= drops["idle_s"] < 7260, drops
+        metrics = request(server.base, "GET", "/metrics").body.decode()
+        assert "spoolq_pending_in_progress_files 3.0" in metrics, metrics
+        idle = re.search(r"^spoolq_pending_in_progress_idle_seconds (\S+)$", metrics, re.M)
+        assert idle is not None and 7200 <= float(idle.group(1)) < 7260, idle
+        # The stalest renamed into its job: the next scan counts the other two, fresh.
+        (pending / "report.json.filepart").write_bytes(b'{"tool": "echo"}')
+        (pending / "report.json.filepart").rename(pending / "report.json")
+        drops = wait_for(lambda: (d := request(server.base, "GET", "/api/v1/stats").json()
+                                  ["in_progress_drops"])["count"] == 2 and d,
+                         what="the renamed upload out of the count")
+        assert drops["idle_s"] < 60, drops
+    finally:
+        server.stop()
+    assert SpoolReader(spool.layout).stats()["in_progress_drops"]["count"] == 2
+
+
 def test_stats_oldest_due_pending_age_leaves_out_not_before(server: ServerThread,
                                                              spool: Spool) -> None:
     """A job scheduled for tomorrow is the oldest pending job all day, so an alert on

@@ -1,0 +1,81 @@
+"""Files in ``pending/`` under an in-progress name: ignored until renamed, and counted.
+
+Owns: what an in-progress name is (intake rule 1: a dot name, or one ending in
+``.tmp .part .partial .filepart .crdownload ~`` in any case), and the count of such
+regular files with the time the one written longest ago was last written.
+
+An upload in progress ends in a rename and becomes a job.  One cut off (an SFTP
+client's ``report.json.filepart`` when the link dropped, an editor's ``job.json~``)
+stays in ``pending/``, ignored, for good: nothing ran, and nothing said so.  The stats
+count them (``in_progress_drops``), with how long the stalest has gone unwritten, so that
+monitoring can tell a client whose drop never arrived (QA h388).  spoolq's own
+``.<name>.kept-<id>`` (:data:`spool.layout.KEPT_TAG`) is no drop and is not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from spool.layout import KEPT_TAG
+
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
+
+
+def is_in_progress_name(name: str) -> bool:
+    """A dot name, or one ending in an in-progress suffix in any case: a Windows-side
+    uploader's ``.TMP`` was quarantined as a bad name mid-upload, and its rename to
+    ``.json`` then found nothing (QA)."""
+    return name.startswith(".") or name.lower().endswith(IN_PROGRESS_SUFFIXES)
+
+
+def is_in_progress_drop(name: str) -> bool:
+    """An in-progress name a client's drop can have (not spoolq's own kept names)."""
+    return is_in_progress_name(name) and KEPT_TAG not in name
+
+
+class InProgress(NamedTuple):
+    """The regular files in ``pending/`` under an in-progress drop's name."""
+
+    files: int
+    stalest_mtime_ns: int | None
+    """The mtime of the one written longest ago; None when there is none."""
+
+    def document(self, now: float) -> dict[str, Any]:
+        """The stats' ``in_progress_drops``: the count, and ``idle_s``, the seconds since
+        the stalest one was last written (0 for a time ahead of the clock)."""
+        idle = None if self.stalest_mtime_ns is None \
+            else max(0.0, now - self.stalest_mtime_ns / 1e9)
+        return {"count": self.files, "idle_s": idle}
+
+
+def in_progress_of(mtimes: Iterable[int]) -> InProgress:
+    """:class:`InProgress` of the files' mtimes (nanoseconds)."""
+    count, stalest = 0, None
+    for mtime_ns in mtimes:
+        count += 1
+        stalest = mtime_ns if stalest is None else min(stalest, mtime_ns)
+    return InProgress(count, stalest)
+
+
+def in_progress_in(folder: str | os.PathLike[str]) -> InProgress:
+    """:class:`InProgress` of ``folder`` (``pending/``): one listing, and a stat
+    (never followed) of the in-progress names alone.  A missing folder holds none; any
+    other listing error is raised."""
+    mtimes = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if not is_in_progress_drop(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # renamed into a job meanwhile
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    mtimes.append(st.st_mtime_ns)
+    except FileNotFoundError:
+        pass
+    return in_progress_of(mtimes)
