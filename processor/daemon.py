@@ -45,6 +45,7 @@ from typing import Any
 from processor import lifecycle, logs, signal_report
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
+from processor.elsewhere import OtherCatalogues
 from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
 from processor.fd_reserve import DescriptorReserve
@@ -66,7 +67,7 @@ from spool.claim import BackgroundCloser
 from spool.clock import Clock, SystemClock
 from spool.errors import QuarantineRefused, SpoolIOError, UnreadableDrop
 from spool.ids import JOB_SUFFIX
-from spool.intake import Intake
+from spool.intake import Candidate, Intake
 from spool.large import HEAD_BYTES, found_fields, leading_fields, read_record
 from spool.lease import OwnerLease
 from spool.models import Job, record_bytes
@@ -138,6 +139,7 @@ class Processor:
             withdraw=self.queues.withdraw)
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
+        self.others = OtherCatalogues(self.layout, self.owner, HEARTBEAT_S)
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
                                  self._end)
         self.starter = Starter(self.spool, self.clock, registry, self.discovery,
@@ -460,6 +462,8 @@ class Processor:
             cand = queues.pop(mode, self._running)
             if cand is None:
                 return
+            if self._left_to_others(cand):
+                continue
             try:
                 self.starter.start(cand)
             except UnreadableDrop as exc:  # given back: found again at the next scan
@@ -467,6 +471,17 @@ class Processor:
             except SpoolIOError:
                 queues.add(cand)  # not claimed: it waits for the trouble to pass
                 raise
+
+    def _left_to_others(self, cand: Candidate) -> bool:
+        """``cand``'s tool is not this processor's but another live processor offers it
+        (:mod:`processor.elsewhere`): left in ``pending/`` for that one, looked at again
+        after a heartbeat, instead of failing ``unknown_tool`` here."""
+        tool = cand.job.tool
+        if tool in self.registry or self.others.offered_by(tool) is None:
+            return False
+        cand.settles_at = time.time() + HEARTBEAT_S  # delayed, as a not_before is
+        self.queues.add(cand)
+        return True
 
     def _running(self, job_id: str) -> bool:
         """A run of ``job_id`` goes on here: in this processor's runs, or still on an

@@ -118,3 +118,34 @@ def test_a_killed_processors_worker_stops_with_it(spool_root: Path, daemon: Star
     finally:
         if alive(first_pid):  # the bug's leftover: stop it here, by its pid
             os.kill(first_pid, signal.SIGKILL)
+
+
+def test_a_tool_only_one_processor_offers_is_left_to_it(spool_root: Path, daemon: StartDaemon,
+                                                       tmp_path: Path) -> None:
+    """A rolling upgrade: one processor loads ``dask_tools``, the other none.  Its jobs
+    (accepted by ``spoolq submit``, which checks the processors' catalogues merged) are
+    left in ``pending/`` by the one that does not know the tool, for the one that does;
+    taken by whichever claimed first, 12 of 20 failed ``unknown_tool`` though a live
+    processor offered their tool (h394).  Once no live processor offers it, the job
+    fails ``unknown_tool`` as before: nothing waits for ever."""
+    log = tmp_path / "runs.log"
+    knows, lacks = daemon(), daemon(SPOOL_TOOLS="")
+    total = 40
+    for i in range(total):
+        drop(spool_root, f"j{i:03d}", _job(i, log))
+    def finished() -> list[str]:
+        return [n for state in ("done", "failed") for n in os.listdir(spool_root / state)
+                if n.endswith(".json")]
+
+    wait_for(lambda: len(finished()) == total, 60, "every job finished")
+    failed = [n for n in os.listdir(spool_root / "failed") if n.endswith(".json")]
+    assert not failed, (len(failed), record(spool_root, failed[0][:-5]))
+    assert _runs(log) == Counter(f"j{i:03d}" for i in range(total))
+    assert not [e for e in lacks.events() if e.get("event") in ("claimed", "failed")]
+
+    assert knows.stop() == 0
+    drop(spool_root, "later", _job(1, log))
+    wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
+    rec = record(spool_root, "later")
+    assert rec is not None and rec["error"]["type"] == "unknown_tool", rec
+    assert lacks.stop() == 0

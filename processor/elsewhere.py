@@ -1,0 +1,65 @@
+"""Tools another live processor on the spool offers and this one does not.
+
+Several processors may share a spool (DESIGN section 8), and during a rolling upgrade
+they may load different tools (one with a new ``SPOOL_TOOLS`` module, one not yet).
+``spoolq submit`` and ``POST /api/v1/tasks`` check a job's tool against the live
+processors' catalogues merged, so they take a job only one of them can run; claimed by
+one that does not know its tool, it failed ``unknown_tool`` though another live
+processor offered it (h394: 12 of 20 such jobs).  Such a job is left in ``pending/``
+for the processors that offer its tool, and looked at again after a heartbeat.
+
+Guarantees:
+
+* a job is left only while another processor holding its lock, and not stopping,
+  publishes a catalogue that names its tool (read at most once a ``recheck_s``);
+  when none does (gone, stopping, or ``owners/`` unreadable), it fails
+  ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
+* a tool this processor knows is never looked up here (the dispatch's hot path).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from spool.layout import Layout
+from spool.stats import readable_processors
+
+log = logging.getLogger("spoolq.processor")
+
+
+class OtherCatalogues:
+    """The tools the other live processors of ``layout`` offer (``owner`` is this one)."""
+
+    def __init__(self, layout: Layout, owner: str, recheck_s: float) -> None:
+        self.layout = layout
+        self.owner = owner
+        self.recheck_s = recheck_s
+        self._offered: dict[str, str] = {}  # tool name -> an owner offering it
+        self._read_at: float | None = None
+        self._said: set[str] = set()  # tools whose jobs were said to be left to others
+
+    def offered_by(self, tool: str) -> str | None:
+        """An owner of another live processor that offers ``tool``, else None."""
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self.recheck_s:
+            self._read_at = now
+            self._offered = self._read()
+            self._said &= self._offered.keys()  # said again once offered anew
+        owner = self._offered.get(tool)
+        if owner is not None and tool not in self._said:
+            self._said.add(tool)
+            log.info("jobs of a tool this processor does not load are left to the "
+                     "processors that offer it", extra={"fields": {"tool": tool, "offered_by": owner}})
+        return owner
+
+    def _read(self) -> dict[str, str]:
+        offered: dict[str, str] = {}
+        for status in readable_processors(self.layout) or ():
+            if status.owner == self.owner or status.stopping:
+                continue
+            for raw in status.tools:
+                name = raw.get("name")
+                if isinstance(name, str):
+                    offered.setdefault(name, status.owner)
+        return offered
