@@ -50,7 +50,8 @@ class OtherCatalogues:
         if owner is not None and tool not in self._said:
             self._said.add(tool)
             log.info("jobs of a tool this processor does not load are left to the "
-                     "processors that offer it", extra={"fields": {"tool": tool, "offered_by": owner}})
+                     "processors that offer it",
+                     extra={"fields": {"tool": tool, "offered_by": owner}})
         return owner
 
     def _read(self) -> dict[str, str]:
