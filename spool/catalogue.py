@@ -82,3 +82,30 @@ def merged_catalogue(processors: list[OwnerStatus]) -> list[dict[str, Any]]:
             if isinstance(raw.get("name"), str):
                 merged.setdefault(raw["name"], catalogue_entry(raw))
     return sorted(merged.values(), key=lambda t: t["name"])
+
+
+def catalogue_differences(processors: list[OwnerStatus]) -> list[str]:
+    """What the ``processors``' catalogues disagree on, a line a tool: one some of them
+    do not offer (it runs only on those that do; see docs/scaling.md), or whose
+    ``params_schema`` differs between them (:func:`merged_catalogue` shows the first
+    one's).  Empty with one processor, or when they all offer the same tools alike.  The
+    merged list alone told an operator nothing of a rolling upgrade's mixed ``SPOOL_TOOLS``
+    (h394)."""
+    if len(processors) < 2:
+        return []
+    offers: dict[str, list[tuple[str, Any]]] = {}
+    for status in processors:
+        for raw in status.tools:
+            if isinstance(raw.get("name"), str):
+                offers.setdefault(raw["name"], []).append(
+                    (status.owner, catalogue_entry(raw)["params_schema"]))
+    lines = []
+    for name in sorted(offers):
+        owners = [owner for owner, _ in offers[name]]
+        if len(set(owners)) < len(processors):
+            lines.append(f"{name}: offered by {', '.join(owners)} only, of the "
+                         f"{len(processors)} running processors")
+        elif any(schema != offers[name][0][1] for _, schema in offers[name]):
+            lines.append(f"{name}: the running processors take different params "
+                         f"(shown: {owners[0]}'s)")
+    return lines

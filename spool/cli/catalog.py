@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from spool.catalogue import catalogue_entry, merged_catalogue, param_names
+from spool.catalogue import catalogue_differences, catalogue_entry, merged_catalogue, param_names
 from spool.cli import parse
 from spool.cli.command import EXIT_OK, Command, add_globals, add_json, layout_of, note
 from spool.cli.render import ToolLimits, emit_json, table
@@ -58,9 +58,10 @@ def _configure_tools(parser: argparse.ArgumentParser) -> None:
 
 def run_tools(args: argparse.Namespace, settings: Settings) -> int:
     layout = layout_of(settings)
+    differences: list[str] = []
     if _may_list(layout.owners):
         try:
-            tools, source = live_tools(layout)
+            tools, source, differences = live_tools(layout)
         except SpoolIOError as exc:
             # A live processor's catalogue unread (EACCES, EIO): the installed one, and
             # why, rather than no list at all, or "none is running" of one that may be.
@@ -73,6 +74,8 @@ def run_tools(args: argparse.Namespace, settings: Settings) -> int:
             "owners/, where a running processor publishes its own, which its SPOOL_TOOLS " \
             "may make differ)"
     note(f"tools of {source}")
+    for line in differences:
+        note(line)
     if args.json:
         emit_json(tools)
         return EXIT_OK
@@ -93,13 +96,15 @@ def catalogue_table(tools: list[dict[str, Any]]) -> str:
     return table(["TOOL", "MODE", "TIMEOUT", "PARAMS (* required)", "DESCRIPTION"], rows)
 
 
-def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str]:
-    """The catalogue of every live processor on the spool (merged by name), and its source."""
+def live_tools(layout: Layout) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """The catalogue of every live processor on the spool (merged by name), its source,
+    and what their catalogues disagree on (:func:`spool.catalogue.catalogue_differences`)."""
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
 
     live = SpoolReader(layout).processors() if layout.exists() else []
     owners = ", ".join(status.owner for status in live)
-    return merged_catalogue(live), f"the running processor ({owners})"
+    return (merged_catalogue(live), f"the running processor ({owners})",
+            catalogue_differences(live))
 
 
 def shown_limits(layout: Layout, record: Record, as_json: bool) -> ToolLimits | None:

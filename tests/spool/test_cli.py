@@ -1094,3 +1094,31 @@ def test_a_missing_spool_other_than_the_default_is_not_said_to_be_it(
     assert spoolq_main(["ls"]) == 1  # the default, through the link: said so
     err = capsys.readouterr().err
     assert "is not an initialised spool" in err and "SPOOL_DIR is not set" in err, err
+
+
+def test_tools_says_what_the_running_processors_catalogues_disagree_on(
+        root: Path, env: dict[str, str]) -> None:
+    """Two processors with different tools (a rolling upgrade's mixed SPOOL_TOOLS) or
+    params: the merged list alone said nothing of it (h394).  A note on stderr names each
+    tool some do not offer, and each whose params differ; stdout stays the list."""
+    layout = Layout(root)
+    sleep = {"name": "sleep", "execution_mode": "compute",
+             "params_schema": {"properties": {"seconds": {}}}}
+    first = _status("proc-a").model_copy(update={"tools": [*_status("x").tools, sleep]})
+    second = _status("proc-b").model_copy(update={"tools": [
+        {**_status("x").tools[0], "params_schema": {"properties": {"text": {}}}}]})
+    leases = [OwnerLease(layout.owner_lock(s.owner)) for s in (first, second)]
+    try:
+        for status in (first, second):
+            spool_of(root).mover.publish(layout.owner_status(status.owner),
+                                         status.model_dump_json().encode())
+        text, as_json = run_all(env, ["tools"], ["tools", "--json"])
+    finally:
+        for lease in leases:
+            lease.release()
+    assert text.returncode == 0 and as_json.returncode == 0, text.stderr
+    assert [t["name"] for t in data(as_json)] == ["echo", "sleep"]
+    for result in (text, as_json):
+        assert "sleep: offered by proc-a only, of the 2 running processors" in result.stderr
+        assert "echo: the running processors take different params (shown: proc-a's)" \
+            in result.stderr
