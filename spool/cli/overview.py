@@ -258,15 +258,27 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         lines.append(f"workers   {stats['busy_workers']} busy of {stats['job_num']} (JOB_NUM)")
         room = stats.get("compute_room", stats["job_num"])
         if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
-            lines.append(f"          room for {room} now: "
-                         + ("no Dask scheduler connected, or no worker" if room == 0
-                            else "the Dask cluster has fewer threads than JOB_NUM"))
+            lines.append(f"          room for {room} now: " + _short_of_room(stats, room))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append(f"processor down: {_why_down(stats.get('processors', []))}")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
     lines.append(f"last 60 s {'?' if done is None else done} done, "
                  f"{'?' if failed is None else failed} failed")
     return lines
+
+
+def _short_of_room(stats: dict[str, Any], room: int) -> str:
+    """Why the live processors can run fewer COMPUTE jobs than ``job_num``: a local pool
+    whose workers cannot start (its tools modules removed or broken since it started:
+    jobs claimed wait for a worker, and fail ``worker_crashed`` at their time limit), or
+    what a Dask cluster lacks."""
+    short = [p for p in stats.get("processors", []) if p.get("alive")
+             and p.get("compute_room") is not None and p["compute_room"] < p.get("job_num", 0)]
+    if short and all(p.get("executor") == "local" for p in short):
+        return ("workers cannot start (see the processor's log: 'worker cannot start'; "
+                "restart it once its tools import)")
+    return ("no Dask scheduler connected, or no worker" if room == 0
+            else "the Dask cluster has fewer threads than JOB_NUM")
 
 
 def _why_down(processors: list[dict[str, Any]]) -> str:

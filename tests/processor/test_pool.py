@@ -285,6 +285,7 @@ def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
         assert marker.exists(), "the first worker did not fail"
         assert outcome.ok and outcome.job_id == "first", outcome
         assert pool.busy() == 0
+        assert pool.room() == 1, "a worker started again: the pool has its room back"
 
 
 def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
@@ -305,6 +306,9 @@ def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         assert "not here" in outcome.message
         assert outcome.duration_s >= 1.5
         assert pool.busy() == 0
+        # The status file's compute_room: none while no worker can start (said whole, the
+        # stats and spoolq_compute_room told nothing of it: h394).
+        assert pool.room() == 0
 
 
 def test_a_task_sent_to_a_worker_that_died_idle_goes_to_the_next_one(

@@ -1122,3 +1122,22 @@ def test_tools_says_what_the_running_processors_catalogues_disagree_on(
         assert "sleep: offered by proc-a only, of the 2 running processors" in result.stderr
         assert "echo: the running processors take different params (shown: proc-a's)" \
             in result.stderr
+
+
+def test_stats_says_a_local_pool_whose_workers_cannot_start(root: Path,
+                                                           env: dict[str, str]) -> None:
+    """A local processor whose workers cannot start (its SPOOL_TOOLS module removed
+    since it started) publishes ``compute_room`` 0: ``spoolq stats`` says so as such, not
+    as a Dask cluster's lack (h394)."""
+    layout = Layout(root)
+    status = _status("proc-local").model_copy(update={"compute_room": 0})
+    lease = OwnerLease(layout.owner_lock("proc-local"))
+    try:
+        spool_of(root).mover.publish(layout.owner_status("proc-local"),
+                                     status.model_dump_json().encode())
+        [shown] = run_all(env, ["stats"])
+    finally:
+        lease.release()
+    assert shown.returncode == 0, shown.stderr
+    assert "room for 0 now: workers cannot start" in shown.stdout
+    assert "Dask" not in shown.stdout
