@@ -10,9 +10,10 @@ for the processors that offer its tool, and looked at again after a heartbeat.
 
 Guarantees:
 
-* a job is left only while another processor holding its lock, and not stopping,
-  publishes a catalogue that names its tool (read at most once a ``recheck_s``);
-  when none does (gone, stopping, or ``owners/`` unreadable), it fails
+* a job is left only while another processor holding its lock, not stopping and not
+  hung (its heartbeat under ``HEARTBEAT_STALE_S`` old, as ``spoolq stats`` calls it
+  alive), publishes a catalogue that names its tool (read at most once a
+  ``recheck_s``); when none does (gone, stopping, hung, or ``owners/`` unreadable), it fails
   ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
 * a tool this processor knows is never looked up here (the dispatch's hot path).
 """
@@ -23,6 +24,7 @@ import logging
 import time
 
 from spool.layout import Layout
+from spool.lease import HEARTBEAT_STALE_S
 from spool.stats import readable_processors
 
 log = logging.getLogger("spoolq.processor")
@@ -56,8 +58,10 @@ class OtherCatalogues:
 
     def _read(self) -> dict[str, str]:
         offered: dict[str, str] = {}
+        now = time.time()
         for status in readable_processors(self.layout) or ():
-            if status.owner == self.owner or status.stopping:
+            if (status.owner == self.owner or status.stopping
+                    or now - status.heartbeat_at.timestamp() >= HEARTBEAT_STALE_S):
                 continue
             for raw in status.tools:
                 name = raw.get("name")
