@@ -258,6 +258,13 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
             what = ("fix its file (" + os.fspath(kept) + ") and drop it again"
                     if os.path.lexists(kept) else "its bytes were not kept: submit the job "
                     "anew")
+            if os.path.lexists(kept) and reason.startswith("too large"):
+                # Over the processor's SPOOL_MAX_JOB_BYTES of then: the file may be
+                # right, and the limit raised since (h394: "fix its file" of a job
+                # that needed no fix).
+                what = (f"drop its file again once SPOOL_MAX_JOB_BYTES takes it "
+                        f"(spoolq submit --file {os.fspath(kept)} --id {job_id}), or make it "
+                        "smaller")
             raise ConflictError(f"{job_id} was quarantined ({reason}); {what}")
         staged = spool.mover.action_staging(f"retry-{job_id}")
         claim = take(spool.mover, src, staged, job_id)

@@ -119,3 +119,23 @@ def test_a_quarantined_record_is_not_retried_and_says_where_its_bytes_are(
     with pytest.raises(ConflictError) as gone:
         submission.retry(spool, "bad")
     assert "its bytes were not kept: submit the job anew" in str(gone.value), gone.value
+
+
+def test_a_retry_of_a_job_quarantined_as_too_large_says_how_to_drop_it_again(
+        tmp_path: Path) -> None:
+    """Quarantined over SPOOL_MAX_JOB_BYTES, then the limit raised: the file needs no
+    fix, and retry said "fix its file" all the same (h394).  It names the command that
+    drops it again."""
+    spool = make_spool(tmp_path / "spool")
+    big = spool.layout.folder(JobState.PENDING) / "big.json"
+    big.write_bytes(b'{"tool": "echo", "params": {"message": "' + b"x" * 3000 + b'"}}')
+    st = big.stat()
+    record = spool.quarantine("big.json", f"too large: {st.st_size} bytes is over "
+                              "SPOOL_MAX_JOB_BYTES=1000", kind="file", size=st.st_size,
+                              mtime_ns=st.st_mtime_ns, inode=(st.st_ino, st.st_dev))
+    assert record is not None and record.id == "big"
+    with pytest.raises(ConflictError) as kept:
+        submission.retry(spool, "big")
+    assert "fix its file" not in str(kept.value)
+    assert (f"spoolq submit --file {spool.layout.original('big')} --id big"
+            in str(kept.value)), kept.value
