@@ -13,8 +13,12 @@ import hashlib
 import importlib
 import inspect
 import math
+import os
+import site
+import sysconfig
+import traceback
 from collections.abc import Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
 from typing import Any, TypeGuard
 
@@ -141,11 +145,11 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
             try:
                 target = ep.load()
             except BaseException as exc:  # a module's own KeyboardInterrupt too
-                raise ConfigError(f"entry point {ep.name} ({ep.value}) failed to load: "
+                raise ConfigError(f"entry point {_entry_point(ep)} failed to load: "
                                   f"{_failure(exc)}") from exc
             found = _tools_in(target)
             if not found:
-                raise ConfigError(f"entry point {ep.name} ({ep.value}) names no BaseTool "
+                raise ConfigError(f"entry point {_entry_point(ep)} names no BaseTool "
                                   "with a name")
             for tool in found:
                 registry.add(tool)
@@ -161,6 +165,19 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
         for tool in found:
             registry.add(tool)
     return registry
+
+
+def _entry_point(ep: EntryPoint) -> str:
+    """An entry point as its errors name it: its name, what it names, and the package that
+    declares it (``pip uninstall`` or fix it), where known.  Named by "badmod
+    (h395bad.tols)" alone, the package was left to find among every one installed (QA
+    h395)."""
+    dist = getattr(ep, "dist", None)
+    meta = getattr(dist, "metadata", None)
+    package = meta.get("Name") if meta is not None else None
+    if not package:
+        return f"{ep.name} ({ep.value})"
+    return f"{ep.name} ({ep.value}, of package {package} {getattr(dist, 'version', '')})"
 
 
 def _not_found_hint(name: str, exc: BaseException) -> str:
@@ -187,9 +204,40 @@ def _failure(exc: BaseException) -> str:
         text = str(exc)
     except BaseException:  # its own __str__ raised
         text = ""
-    if isinstance(exc, Exception) and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, ImportError) and text:  # "No module named 'x'" says what itself
+        return text + _raised_at(exc)
+    said = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return said + _raised_at(exc) if isinstance(exc, Exception) else said
+
+
+def _raised_at(exc: BaseException) -> str:
+    """Where in the tool's code an import failed, `` (at FILE:LINE)``: the deepest frame
+    of the traceback outside the standard library and the installed packages (else the
+    deepest outside the standard library), empty when there is none (a module that is not
+    found, a syntax error, whose text says where).  "index 5 is out of bounds for axis 0
+    with size 3" named neither the error nor the line that raised it (QA h395)."""
+    # (the first frame is the caller's, which caught it: the import, not the tool's)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]
+              if f.filename and not f.filename.startswith("<")]
+    installed = [f for f in frames if _under(f.filename, _INSTALLED)]
+    own = [f for f in frames if f not in installed and not _under(f.filename, _STDLIB)]
+    if not (own or installed):
+        return ""
+    frame = (own or installed)[-1]
+    return f" (at {frame.filename}:{frame.lineno})"
+
+
+def _under(filename: str, folders: tuple[str, ...]) -> bool:
+    return any(filename.startswith(folder) for folder in folders)
+
+
+_STDLIB = tuple(sorted({os.path.join(sysconfig.get_path(k), "") for k in ("stdlib", "platstdlib")}))
+"""The standard library's folders (importlib's own frames are frozen, ``<frozen ...>``)."""
+_INSTALLED = tuple(sorted({os.path.join(p, "") for p in (
+    *site.getsitepackages(), site.getusersitepackages(),
+    sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))}))
+"""Where installed packages live (numpy raising for a tool is the tool's line, not
+numpy's): site-packages, this venv's and the system's."""
 
 
 def _tools_in(target: object) -> list[type[BaseTool]]:

@@ -213,7 +213,51 @@ def test_a_tools_module_whose_own_import_is_missing_gets_no_hint(
     (tmp_path / "needs_a_dep.py").write_text("import qa_h331_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        with pytest.raises(ConfigError, match=r"No module named 'qa_h331_not_installed'$"):
+        # No hint of PYTHONPATH (the module was found): the import's line instead.
+        with pytest.raises(ConfigError, match=r"No module named 'qa_h331_not_installed' "
+                                              r"\(at .*needs_a_dep\.py:1\)$"):
             load_registry(["needs_a_dep"], use_entry_points=False)
     finally:
         sys.modules.pop("needs_a_dep", None)
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    ("import numpy\nfrom processor.tools import BaseTool\nX = numpy.zeros(3)[5]\n",
+     r"IndexError: index 5 is out of bounds for axis 0 with size 3 "
+     r"\(at .*raising_tools\.py:3\)$"),
+    # Raised inside an installed package (pandas): the tool's line that called it.
+    ("import pandas\n\nDATA = pandas.read_csv('/nonexistent/qa_h395/prices.csv')\n",
+     r"FileNotFoundError: .*prices\.csv' \(at .*raising_tools\.py:3\)$"),
+    # A syntax error's own text says where; nothing is added.
+    ("def f(:\n    pass\n", r"SyntaxError: .*line 1\)$"),
+])
+def test_a_tool_module_that_raises_as_it_is_imported_names_the_error_and_its_line(
+        code: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line said only the exception's text ("index 5 is out of bounds for axis 0 with
+    size 3"): neither its type nor the file and line of the module that raised it, and
+    the processor prints no traceback, so the line was all there was (QA h395)."""
+    (tmp_path / "raising_tools.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=f"SPOOL_TOOLS module 'raising_tools' failed to "
+                                              f"import: {says}"):
+            load_registry(["raising_tools"], use_entry_points=False)
+    finally:
+        sys.modules.pop("raising_tools", None)
+
+
+def test_a_broken_entry_point_names_the_package_that_declares_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any installed package can declare a ``spoolq.tools`` entry point, and a broken one
+    stops the processor: the line named the entry point and its target only, leaving the
+    package to find among all those installed (QA h395)."""
+    info = tmp_path / "qa_h395_broken-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-h395-broken\n"
+                                   "Version: 1.2\n")
+    (info / "entry_points.txt").write_text("[spoolq.tools]\nbadmod = qa_h395_broken.tols\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^entry point badmod \(qa_h395_broken\.tols, of "
+                                          r"package qa-h395-broken 1\.2\) failed to load: "
+                                          r"No module named 'qa_h395_broken'$"):
+        load_registry()
