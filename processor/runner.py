@@ -407,11 +407,80 @@ def result_json(value: Any) -> bytes:
         why = str(exc)
         if why == "Recursion limit reached":  # orjson's words read as the tool's recursion
             why = "it is nested more than 254 levels deep, or holds itself"
+        elif (where := _not_json_at(value, "result", 0)) is not None:
+            why = where
         raise TypeError(f"the result is not JSON: {why}") from None
     if (twice := _key_twice(value)) is not None:
         raise TypeError(f"the result is not JSON: two keys of one object are both "
                         f"{twice!r} in JSON")
     return encoded
+
+
+def _not_json_at(value: Any, path: str, depth: int) -> str | None:
+    """What in ``value`` (named ``path``) is not JSON, and where: ``Type is not JSON
+    serializable: Timestamp at result['rows'][3]['t']``, or a key's type, or a ``NaT``;
+    None when nothing is found (the caller says orjson's words then).  Only a failed
+    result is walked, into the first item that fails alone.  "Type is not JSON
+    serializable: Timestamp" named no place in a result of many tables, and orjson's
+    "unsupported numpy.datetime64 unit: NaT" (a missing time) and "Dict key must a type
+    serializable with OPT_NON_STR_KEYS" (a numpy integer key) said nothing a tool's author
+    could act on (QA h395)."""
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        return _not_json_in_dict(value, path, depth)
+    if isinstance(value, list | tuple):
+        return next((_not_json_at(item, f"{path}[{index}]", depth + 1)
+                     for index, item in enumerate(value) if not _is_json(item)), None)
+    if _holds_nat(value):
+        return (f"{path} is a numpy datetime64 that holds NaT (a missing time), which JSON "
+                "cannot hold: write a missing time as None")
+    try:
+        orjson.dumps(value, default=_numpy_view, option=RESULT_OPTS)
+    except TypeError as exc:
+        return f"{exc} at {path}"
+    return None
+
+
+def _not_json_in_dict(value: dict[Any, Any], path: str, depth: int) -> str | None:
+    """:func:`_not_json_at` of a dict: a key of a type no JSON key is made of, or the
+    first item that is not JSON."""
+    for key, item in value.items():
+        if type(key) is not str and not _is_json(dict.fromkeys((key,))):
+            return (f"a key of {path} is a {_type_name(key)} ({_short(key)}): a key must be "
+                    "a str, int, float, bool, None, datetime, date, time, enum or UUID (a "
+                    "numpy number: int(key) or float(key))")
+        if not _is_json(item):
+            return _not_json_at(item, f"{path}[{_short(key)}]", depth + 1)
+    return None
+
+
+def _holds_nat(value: Any) -> bool:
+    """Whether ``value`` is a numpy datetime64 (scalar or array) holding NaT."""
+    if getattr(getattr(value, "dtype", None), "kind", None) != "M":
+        return False
+    try:
+        return bool(sys.modules["numpy"].isnat(value).any())
+    except Exception:  # a subclass's own isnat: orjson's words are said then
+        return False
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        orjson.dumps(value, default=_numpy_view, option=RESULT_OPTS)
+    except TypeError:
+        return False
+    return True
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _short(value: Any) -> str:
+    return _text_of(value, repr)[:60]
 
 
 def _key_twice(value: Any, depth: int = 0) -> str | None:
