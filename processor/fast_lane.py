@@ -40,6 +40,10 @@ from spool.text import seconds_text
 
 log = logging.getLogger("spoolq.processor")
 
+SLOW_FAST_S = 1.0
+"""A FAST run this long or longer is said in a warning, once per tool a processor runs:
+FAST tools are light I/O, under 100 ms (DESIGN section 4)."""
+
 STUCK_FAST_PER_THREAD = 4
 """Abandoned FAST threads (tools still running after their runs ended) allowed, per
 SPOOL_FAST_THREADS, beside the lane's in-flight bound; past that the lane waits."""
@@ -77,6 +81,7 @@ class FastLane:
         # against the job's timeout, and one cut short (out of descriptors) left numpy
         # and pandas half-made for every later FAST job, or crashed the processor.
         self.import_for: Callable[[type[BaseTool]], bool] | None = None
+        self.said_slow: set[str] = set()  # tools whose slow runs were said (note_slow)
 
     @property
     def running(self) -> int:
@@ -122,7 +127,23 @@ class FastLane:
             return
         run.end(self.clock, at)  # its record's duration_s and finished_at too
         if not self.timed_out(run, at):
+            self.note_slow(run, outcome)
             self.finish(run, outcome)
+
+    def note_slow(self, run: Run, outcome: Outcome) -> None:
+        """Say, once per tool, a FAST run of :data:`SLOW_FAST_S` or more that ended in
+        time.  A FAST tool that took seconds was done without a word, while the FAST jobs
+        beside it waited on the processor (an ``echo`` took 1.4 s instead of 0.4 s): its
+        author had nothing telling them it is COMPUTE work (QA h395)."""
+        tool = run.job.tool
+        if outcome.duration_s < SLOW_FAST_S or tool in self.said_slow:
+            return
+        self.said_slow.add(tool)
+        log.warning("a FAST tool ran for over a second; FAST tools run in the processor "
+                    "and must stay light (under 100 ms): declare execution_mode = "
+                    "ExecutionMode.COMPUTE to run it in a worker (said once per tool)",
+                    extra={"fields": {"id": run.claim.job_id, "tool": tool,
+                                      "duration_s": round(outcome.duration_s, 3)}})
 
     def deadlines(self) -> Iterator[float]:
         """The deadlines the loop must wake for: those of runs still awaiting an outcome."""
@@ -190,6 +211,7 @@ class FastLane:
         # Still pending: only the loop ends a run, and it was this thread's the whole time
         # (no other thread led meanwhile); it may have run late.
         if not self.timed_out(run, at):
+            self.note_slow(run, outcome)
             self.finish(run, outcome)
 
     def _pending(self, run: Run) -> bool:

@@ -4,12 +4,14 @@ the FAST lane's bound on those threads and its deadlines (:mod:`processor.fast_l
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
 
 from processor.fast_lane import FastLane
@@ -145,3 +147,32 @@ def test_a_fast_run_waiting_for_the_loop_past_its_time_still_runs(tmp_path: Path
     assert lane.run_next()
     assert started == ["queued"] and [o.error_type for o in finished] == [None]
     assert lane.busy == 0
+
+
+def test_a_slow_fast_tool_is_said_in_a_warning_once(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A FAST tool that took seconds was done without a word, while the FAST jobs beside
+    it waited on the processor: nothing told its author it is COMPUTE work (QA h395).
+    Said once per tool, not at every run; a quick run says nothing."""
+    finished: list[Outcome] = []
+    took = [0.05, 2.5, 3.0]
+
+    class Relay:
+        def run_inline(self, *args: Any) -> tuple[bool, Outcome]:
+            return True, Outcome(args[2], result_json=b"{}", duration_s=took.pop(0))
+
+    caplog.set_level(logging.WARNING, logger="spoolq.processor")
+    lane, first = _lane_with_run(tmp_path, "j0", time.monotonic(),
+                                 lambda run, outcome: finished.append(outcome), Relay())
+    for n in range(3):
+        run = first if n == 0 else _lane_with_run(tmp_path, f"j{n}", time.monotonic(),
+                                                  lambda run, outcome: None)[1]
+        lane.runs[run.claim.job_id] = run
+        lane.start(run, BaseTool, {})
+        assert lane.run_next()
+        if n == 0:
+            assert not caplog.records
+    assert [o.error_type for o in finished] == [None, None, None]
+    [warning] = [r for r in caplog.records if "FAST tool ran for over a second" in r.message]
+    assert "ExecutionMode.COMPUTE" in warning.message
+    assert warning.fields == {"id": "j1", "tool": "echo", "duration_s": 2.5}  # type: ignore[attr-defined]
