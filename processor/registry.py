@@ -66,7 +66,8 @@ class Registry:
             raise ConfigError(f"tool {name!r} ({_where(tool)}): {entry}")
         known = self._tools.get(name)
         if known is not None and known is not tool:
-            raise ConfigError(f"two tools named {name!r}: {_where(known)} and {_where(tool)}")
+            raise ConfigError(f"two tools named {name!r}: {_where(known)} and {_where(tool)}"
+                              f"{_builtin_hint(name, known)}")
         self._tools[name] = tool
         self._entries[name] = entry
 
@@ -165,6 +166,15 @@ def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True)
         for tool in found:
             registry.add(tool)
     return registry
+
+
+def _builtin_hint(name: str, known: type[BaseTool]) -> str:
+    """What to do when a tool takes a built-in tool's name: the built-in cannot give way
+    (jobs and the dashboard rely on it).  "two tools named 'echo': processor.builtin.Echo
+    and mytools.MyEcho" left the reader to tell which one was the built-in (QA h395)."""
+    if known not in (*BUILTIN_TOOLS, *QUANT_TOOLS):
+        return ""
+    return f" ({name!r} is a built-in tool's name: give the other tool a name of its own)"
 
 
 def _entry_point(ep: EntryPoint) -> str:

@@ -261,3 +261,17 @@ def test_a_broken_entry_point_names_the_package_that_declares_it(
                                           r"package qa-h395-broken 1\.2\) failed to load: "
                                           r"No module named 'qa_h395_broken'$"):
         load_registry()
+
+
+def test_two_tools_of_one_name_are_refused_naming_both() -> None:
+    """A tool that takes a built-in's name is told so, with what to do; two tools of the
+    operator's own are named both, as they were (QA h395)."""
+    echo = tool_class(name="echo")
+    with pytest.raises(ConfigError, match=r"^two tools named 'echo': processor\.builtin\.Echo "
+                                          r"and .* \('echo' is a built-in tool's name: give "
+                                          r"the other tool a name of its own\)$"):
+        Registry([*map((builtins := load_registry(use_entry_points=False)).get,
+                       builtins.names()), echo])
+    mine, again = tool_class(name="mine"), tool_class(name="mine")
+    with pytest.raises(ConfigError, match=r"^two tools named 'mine': [\w.<>]+ and [\w.<>]+$"):
+        Registry([mine, again])
