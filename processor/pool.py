@@ -95,6 +95,7 @@ class _Slot:
     task: Task | None = None
     deadline: float = 0.0
     kill_reason: str | None = None
+    killed_at: float = math.inf  # when its last kill began (monotonic, as the worker's)
     started: float = 0.0
     lifeline: Connection | None = None
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
@@ -372,6 +373,12 @@ class LocalPool:
             if slot.kill_reason not in (None, ErrorType.TIMEOUT.value):
                 return  # cancelled meanwhile: the cancel wins
             killed = slot.kill_reason is not None
+            if killed and outcome.ended is not None and outcome.ended >= slot.killed_at:
+                # Made once its kill at the deadline had begun: the kill takes the tool's
+                # processes first, and a tool that waited on one (subprocess.run) went on
+                # to return, done with its killed child's -9 (QA h395).  The worker's
+                # death reports the timeout.
+                return
             # A result that arrived wins over a deadline that passed before the loop
             # read it (the worker's death that follows reports nothing).
             slot.task, slot.kill_reason = None, None
@@ -682,6 +689,7 @@ class LocalPool:
         pid = slot.process.pid if slot.process is not None else None
         if pid is None:
             return
+        slot.killed_at = time.monotonic()  # before its processes die (see _done)
         kill_tree(pid)
         assert slot.process is not None
         self._killed.append((slot.process, time.monotonic()))
