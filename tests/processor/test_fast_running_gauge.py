@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from daemonkit import Daemon, drop, wait_for, wait_record
 
+from processor.builtin import Echo
 from processor.fast_lane import FastLane
 from processor.run import Run
 from processor.runner import Outcome
@@ -155,24 +156,28 @@ def test_a_slow_fast_tool_is_said_in_a_warning_once(tmp_path: Path,
     it waited on the processor: nothing told its author it is COMPUTE work (QA h395).
     Said once per tool, not at every run; a quick run says nothing."""
     finished: list[Outcome] = []
-    took = [0.05, 2.5, 3.0]
+    took = [0.05, 2.0, 2.5, 3.0]
 
     class Relay:
         def run_inline(self, *args: Any) -> tuple[bool, Outcome]:
             return True, Outcome(args[2], result_json=b"{}", duration_s=took.pop(0))
 
+    class Mine(BaseTool):
+        name = "echo"
+
     caplog.set_level(logging.WARNING, logger="spoolq.processor")
     lane, first = _lane_with_run(tmp_path, "j0", time.monotonic(),
                                  lambda run, outcome: finished.append(outcome), Relay())
-    for n in range(3):
+    for n in range(4):
         run = first if n == 0 else _lane_with_run(tmp_path, f"j{n}", time.monotonic(),
                                                   lambda run, outcome: None)[1]
+        run.tool = Echo if n == 1 else Mine  # a built-in's slow run says nothing
         lane.runs[run.claim.job_id] = run
         lane.start(run, BaseTool, {})
         assert lane.run_next()
         if n == 0:
             assert not caplog.records
-    assert [o.error_type for o in finished] == [None, None, None]
+    assert [o.error_type for o in finished] == [None] * 4
     [warning] = [r for r in caplog.records if "FAST tool ran for over a second" in r.message]
     assert "ExecutionMode.COMPUTE" in warning.message
-    assert warning.fields == {"id": "j1", "tool": "echo", "duration_s": 2.5}  # type: ignore[attr-defined]
+    assert warning.fields == {"id": "j2", "tool": "echo", "duration_s": 2.5}  # type: ignore[attr-defined]
