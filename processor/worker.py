@@ -236,7 +236,13 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
                 outcome.message += _params_differ(registry, tool, config.params)
         finally:
             progress.close()  # no report goes out after this: the result comes next
-            deadman.disarm()
+            fired = deadman.disarm()
+        if fired:
+            # Past its deadline, the Deadman is killing what the tool started (a child it
+            # waited on: so the tool came back, with the child's -9) and then this worker:
+            # a result now is no run's, and it was recorded done (QA h395).  Wait for
+            # the end; the job fails timeout.
+            threading.Event().wait()
         strays.job_ended(job_id, tool)
         running[0] = None
         reap_leftovers()
@@ -345,6 +351,7 @@ class Deadman:
         self._deadline = math.inf  # the armed deadline (monotonic), inf when disarmed
         self._latest = -math.inf  # the latest deadline armed so far
         self._wake_at = math.inf  # when the thread next looks, at the latest
+        self._fired = False  # the armed deadline passed: the kill is under way
         threading.Thread(target=self._watch, name="deadman", daemon=True).start()
 
     def arm(self, seconds: float) -> None:
@@ -354,9 +361,12 @@ class Deadman:
             if self._deadline < self._wake_at:
                 self._cond.notify()
 
-    def disarm(self) -> None:
+    def disarm(self) -> bool:
+        """No deadline armed; True when the armed one had passed already (too late: the
+        kill is under way, and ends this worker)."""
         with self._cond:
             self._deadline = math.inf  # the thread finds it so when it next looks
+            return self._fired
 
     def _watch(self) -> None:
         with self._cond:
@@ -369,6 +379,7 @@ class Deadman:
                 # Bounded: a lock's wait overflows on a timeout of 1e300 s.
                 self._cond.wait(None if math.isinf(self._wake_at)
                                 else min(self._wake_at - now, _LONGEST_WAIT_S))
+            self._fired = True  # (under the lock: a disarm from now on knows)
         # Everything below this worker (it is their subreaper, so that is every process
         # its tools started), then the worker itself, with a status that says why.  Not
         # reaped: the forkserver, a subreaper too, reaps what this worker leaves.  The

@@ -74,3 +74,34 @@ def test_a_deadman_whose_walk_fails_still_ends_its_worker() -> None:
     proc = subprocess.run([sys.executable, "-c", _FAILING_WALK], capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == DEADMAN_EXIT, (proc.returncode, proc.stderr)
+
+
+_KILLED_CHILD = """
+import subprocess, sys, time
+import processor.worker as worker
+
+walk = worker.kill_descendants
+
+def slow_walk(pid):  # the walk's second look: the tool's thread runs meanwhile
+    walk(pid)
+    time.sleep(2)
+
+worker.kill_descendants = slow_walk
+deadman = worker.Deadman()
+deadman.arm(0.3)
+child = subprocess.run([sys.executable, "-c", "import time; time.sleep(60)"], check=False)
+print(child.returncode, deadman.disarm(), flush=True)  # the tool is back, its job over
+time.sleep(60)
+"""
+
+
+def test_a_job_back_from_a_child_the_deadman_killed_is_told_it_is_too_late() -> None:
+    """The deadman kills the worker's children before the worker: a tool waiting on one
+    (``subprocess.run``) came back with -9 while the worker still lived, and the worker
+    sent that as the job's result, recorded ``done`` past the job's limit (2 of 5 jobs
+    with the processor stopped, QA h395).  ``disarm`` now says the deadline had passed,
+    and the worker sends nothing (see ``_serve``)."""
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == DEADMAN_EXIT, (proc.returncode, proc.stderr)
+    assert proc.stdout.split() == ["-9", "True"], proc.stdout
