@@ -248,7 +248,7 @@ class LocalPool:
             free = [s for s in self._slots if _free(s)]
             slot = next((s for s in free if s.ready), free[0] if free else None)
             if slot is not None:
-                slot.task = task
+                slot.task, slot.killed_at = task, math.inf  # no kill of this task yet
                 # A worker that has not loaded its tools yet reads the task once it has:
                 # the time limit starts then ("ready"), the import bounded meanwhile.  A
                 # tool module slow to import (a model file, torch) counted against the
