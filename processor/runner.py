@@ -106,13 +106,14 @@ FRACTION_DIGITS = 4
 
 
 def clean_fraction(fraction: float) -> float:
-    """A tool's progress fraction as every reader gets it: within 0 to 1 (0 when not a
-    finite number), rounded to :data:`FRACTION_DIGITS` decimals, and below 1.0 unless it
+    """A tool's progress fraction as every reader gets it: clamped to 0 to 1 (infinities
+    too: ``inf`` read 0 %, not the 100 % the docs' "clamped" promised, QA h395; 0 for
+    NaN, which is no amount), rounded to :data:`FRACTION_DIGITS` decimals, and below 1.0 unless it
     is 1.0.  A sum of fractions carried float noise to the progress files and the
     WebSocket (``0.020700000000000003``); rounding keeps the order of two reports (it
     never puts a later one below an earlier), and 0.99996 stays short of done."""
     value = float(fraction)
-    if not math.isfinite(value):
+    if math.isnan(value):
         return 0.0
     if value >= 1.0:
         return 1.0

@@ -17,7 +17,8 @@ class Noisy(BaseTool):
     name: ClassVar[str] = "t_noisy"
 
     def execute(self, params: Any, ctx: ToolContext) -> ToolResult:
-        for fraction in (0.0069 * 3, 0.1 + 0.2, 0.99996, 1.2, float("nan"), 1.0):
+        for fraction in (0.0069 * 3, 0.1 + 0.2, 0.99996, 1.2, float("nan"), float("inf"),
+                         float("-inf"), 1.0):
             ctx.progress(fraction, "step")
         return ToolResult.ok()
 
@@ -30,7 +31,8 @@ def reports(tool: type[BaseTool], params: dict[str, Any], data_dir: Path) -> lis
 
 
 def test_fractions_are_rounded_short_of_done_until_done(tmp_path: Path) -> None:
-    assert reports(Noisy, {}, tmp_path) == [0.0207, 0.3, 0.9999, 1.0, 0.0, 1.0]
+    # Clamped, infinities too (inf read 0 %: QA h395); NaN is no amount: 0.
+    assert reports(Noisy, {}, tmp_path) == [0.0207, 0.3, 0.9999, 1.0, 0.0, 1.0, 0.0, 1.0]
 
 
 def test_a_quant_tools_fractions_are_clean_and_in_order(tmp_path: Path) -> None:
