@@ -9,7 +9,8 @@ client's ``report.json.filepart`` when the link dropped, an editor's ``job.json~
 stays in ``pending/``, ignored, for good: nothing ran, and nothing said so.  The stats
 count them (``in_progress_drops``), with how long the stalest has gone unwritten, so that
 monitoring can tell a client whose drop never arrived (QA h388).  spoolq's own
-``.<name>.kept-<id>`` (:data:`spool.layout.KEPT_TAG`) is no drop and is not counted.
+``.<name>.kept-<id>`` (:data:`spool.layout.KEPT_TAG`) is no drop and is not counted, nor
+is the name a filesystem gives a file unlinked while open (:data:`UNLINKED_OPEN_PREFIXES`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ import stat
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from spool.layout import KEPT_TAG
+from spool.layout import is_kept_name
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
+UNLINKED_OPEN_PREFIXES = (".fuse_hidden", ".nfs")
+"""Where a filesystem keeps a file unlinked while a process holds it open, until it is
+closed: libfuse's high-level API (bindfs, sshfs) renames it ``.fuse_hidden<ino><n>``, an
+NFS client ``.nfs<fileid><n>``.  A claim there moves by a link and an unlink, its lease
+open: each claim left ``pending/.fuse_hidden...`` for up to 0.1 s, a regular file with
+the job's mtime, and a backlog two hours old drained under ``spoolq stats`` read as an
+upload cut off two hours ago (QA h397).  Never a client's drop."""
 
 
 def is_in_progress_name(name: str) -> bool:
@@ -32,8 +40,10 @@ def is_in_progress_name(name: str) -> bool:
 
 
 def is_in_progress_drop(name: str) -> bool:
-    """An in-progress name a client's drop can have (not spoolq's own kept names)."""
-    return is_in_progress_name(name) and KEPT_TAG not in name
+    """An in-progress name a client's drop can have: not spoolq's own kept names (a
+    client's ``a.kept-1.part`` is one), nor a filesystem's for a file unlinked open."""
+    return is_in_progress_name(name) and not is_kept_name(name) \
+        and not name.startswith(UNLINKED_OPEN_PREFIXES)
 
 
 class InProgress(NamedTuple):

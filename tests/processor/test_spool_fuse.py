@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +33,14 @@ from daemonkit import (
 from spool import fsops
 from spool.errors import SpoolIOError
 from spool.fsops import Mover
+from spool.in_progress import in_progress_in, in_progress_of
 from spool.layout import Layout
 from spool.models import Job
+from spool.reader import SpoolReader
 from spool.settings import FsyncMode
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd.scan import scan_spool
 
 
 @pytest.fixture
@@ -120,6 +124,37 @@ def test_the_filesystems_link_locks_are_tried_on_files_of_its_own(fuse_root: Pat
     assert Mover(make_spool(local), FsyncMode.NEVER).links_share_locks() is True
     assert [n for n in os.listdir(fuse_root / "tmp") + os.listdir(local / "tmp")
             if "probe" in n] == []
+
+
+def test_a_claim_s_hidden_file_is_no_upload_cut_off(fuse_root: Path) -> None:
+    """A claim here is a link and an unlink, and a job file open meanwhile (the claim's
+    own lease, a reader's) is renamed ``pending/.fuse_hidden...`` by libfuse until it is
+    closed: a regular file, dot name, the job's mtime.  A backlog two hours old drained
+    under ``spoolq stats`` and statusd's scans counted "1 file under an in-progress name,
+    last written 2.0h ago", the documented alert's upload cut off (QA h397)."""
+    layout = Layout(fuse_root)
+    spool = Spool(layout, Mover(layout, FsyncMode.NEVER))
+    pending = layout.folder(JobState.PENDING)
+    spool.submit(Job(tool="echo"), "waited")
+    two_hours_ago = time.time() - 7200
+    os.utime(layout.job(JobState.PENDING, "waited"), (two_hours_ago, two_hours_ago))
+    reader_fd = os.open(layout.job(JobState.PENDING, "waited"), os.O_RDONLY)
+    try:
+        claim = spool.claim("waited")
+        assert claim is not None
+        try:
+            hidden = [n for n in os.listdir(pending) if n.startswith(".fuse_hidden")]
+            assert hidden, os.listdir(pending)  # the filesystem's, while the reader reads
+            assert in_progress_in(pending).files == 0
+            mtimes: list[int] = []
+            scan_spool(layout, None, None, mtimes)
+            assert in_progress_of(mtimes).files == 0
+            assert SpoolReader(layout).stats(partial=True)["in_progress_drops"] == {
+                "count": 0, "idle_s": None}
+        finally:
+            claim.close()
+    finally:
+        os.close(reader_fd)
 
 
 def _claiming_by_link(root: Path) -> tuple[Layout, Spool]:

@@ -13,6 +13,7 @@ from spoolkit import submit
 
 from spool.models import Job, OwnerStatus
 from spool.reader import SpoolReader
+from spool.states import JobState
 from spool.stats import spent_attempts, stats_document
 from spool.transitions import Spool
 
@@ -63,3 +64,16 @@ def test_a_submit_is_refused_only_once_its_attempts_reach_max_attempts(
     at = Job.model_validate({"tool": "echo", "attempts": 3, "max_attempts": 3})
     assert spent_attempts(spool.layout, below) is None
     assert spent_attempts(spool.layout, at) is not None
+
+
+def test_in_progress_drops_are_a_client_s_names_not_a_filesystem_s_or_spoolq_s(
+        spool: Spool) -> None:
+    """What a filesystem names a file unlinked while open (libfuse's ``.fuse_hidden``, an
+    NFS client's ``.nfs``: each claim on a FUSE spool left one, the job's mtime) and
+    spoolq's kept names are no upload cut off; a client's name that holds ``.kept-``
+    somewhere is one all the same (QA h397)."""
+    pending = spool.layout.folder(JobState.PENDING)
+    for name in (".fuse_hidden0000003000000002", ".nfs000000000012340001",
+                 ".x.json.kept-invalid-1", "a.kept-1.json.part", "up.json.filepart"):
+        (pending / name).write_bytes(b"{")
+    assert SpoolReader(spool.layout).stats(partial=True)["in_progress_drops"]["count"] == 2
