@@ -348,7 +348,10 @@ def _run_lines(record: Record) -> list[str]:
     if record.host is not None:
         # A running job's pid is its processor's: never to be taken for the job's own; an
         # ended one's is the process its tool ran in (a worker's): both were "pid" (h392).
-        whose = "processor pid" if record.state is JobState.RUNNING else "ran in pid"
+        # One that never started (cancelled while pending, a drop quarantined) ran nowhere:
+        # its pid wrote the record (`spoolq cancel`'s, statusd's, the processor's: h397).
+        whose = "processor pid" if record.state is JobState.RUNNING \
+            else "ran in pid" if record.started_at is not None else "written by pid"
         pid = "" if record.pid is None else f" ({whose} {record.pid})"
         lines.append(f"host        {record.host}{pid}")
     progress = record.progress

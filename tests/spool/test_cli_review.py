@@ -548,6 +548,19 @@ def test_stats_tell_of_uploads_left_under_an_in_progress_name(
     assert "in-progress" not in spoolq(env, "stats").stdout.decode()
 
 
+def test_show_of_a_job_that_never_ran_names_no_pid_it_ran_in(
+        root: Path, env: dict[str, str]) -> None:
+    """An ended job's host line says "ran in pid N" (h392); one cancelled while pending
+    never ran, and its pid is the one of the `spoolq cancel` that wrote its record: "ran
+    in pid" named a process that ran nothing (QA h397)."""
+    job_id = data(spoolq(env, "submit", "echo", "--json"))["id"]
+    assert spoolq(env, "cancel", job_id).returncode == 0
+    record = data(spoolq(env, "show", job_id, "--json"))
+    assert record.get("started_at") is None and record.get("pid") is not None, record
+    shown = spoolq(env, "show", job_id).stdout.decode().splitlines()
+    assert f"host        {record['host']} (written by pid {record['pid']})" in shown, shown
+
+
 def test_not_before_reads_epoch_seconds_as_a_job_file_does() -> None:
     """``--not-before 2026`` in fullwidth digits, ``1e10``, `` 1700000000`` and
     ``1_700_000_000`` were epoch seconds to ``float`` and so to the CLI (the first ran at

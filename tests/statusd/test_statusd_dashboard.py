@@ -579,6 +579,9 @@ def test_a_task_is_cancelled_and_retried_from_its_view(server: ServerThread, spo
     expect(page.locator("#task-state")).to_have_text("failed")
     expect(page.locator("#task-error .message")).to_have_text("cancelled: cancelled while pending")
     expect(page.locator("#cancel-task")).to_be_hidden()
+    # It never ran: the pid is statusd's, which wrote the record, no "ran in pid" (h397).
+    expect(page.locator("#task-fields dd[data-field='host']")).to_have_text(
+        re.compile(r" \(written by pid \d+\)$"))
     record = request(server.base, "GET", "/api/v1/tasks/victim").json()
     assert (record["state"], record["error"]["type"]) == ("failed", "cancelled")
     page.locator("#retry-task").click()  # the token is kept: no second question
