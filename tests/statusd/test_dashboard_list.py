@@ -167,6 +167,12 @@ def test_a_filter_says_how_many_tasks_it_holds_on_every_page(
     finally:
         finish(spool, running, {"ok": 1})
     expect(matched).to_be_hidden()
+    # A tool the stats count nothing of (none of its jobs is listed, or it is past their
+    # 256 names): not known, not said; never the whole spool's count (QA h397).
+    page.goto(server.base + "/#/?tool=made_up")
+    expect(page.locator("#count-done")).to_have_text("4")  # the stats are in
+    expect(page.locator("#empty")).to_be_visible()
+    expect(matched).to_be_hidden()
 
 
 def test_a_rows_bar_is_filled_as_far_as_its_percent(
