@@ -20,6 +20,7 @@ import stat
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from spool.fsops import FAILING_IO
 from spool.layout import is_kept_name
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
@@ -72,7 +73,8 @@ def in_progress_of(mtimes: Iterable[int]) -> InProgress:
 
 def in_progress_in(folder: str | os.PathLike[str]) -> InProgress:
     """:class:`InProgress` of ``folder`` (``pending/``): one listing, and a stat
-    (never followed) of the in-progress names alone.  A missing folder holds none; any
+    (never followed) of the in-progress names alone; one the disk cannot stat
+    (:data:`~spool.fsops.FAILING_IO`) is left out.  A missing folder holds none; any
     other listing error is raised."""
     mtimes = []
     try:
@@ -83,6 +85,12 @@ def in_progress_in(folder: str | os.PathLike[str]) -> InProgress:
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:  # renamed into a job meanwhile
+                    continue
+                except OSError as exc:  # one a bad inode (EIO) makes unknown is left
+                    # out, as statusd's scan leaves it: it failed `spoolq stats` whole,
+                    # which never looked at a client's upload before (QA h397)
+                    if exc.errno not in FAILING_IO:
+                        raise
                     continue
                 if stat.S_ISREG(st.st_mode):
                     mtimes.append(st.st_mtime_ns)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 from pydantic import ValidationError
-from spoolkit import CLI, LOAD_SPOOL, NOBODY, needs_root, read_until
+from spoolkit import CLI, LOAD_SPOOL, NOBODY, needs_root, read_until, strace_path
 from spoolkit import BytesProc as Proc
 from spoolkit import refused_bytes as refused
 from spoolkit import spoolq_bytes as spoolq
@@ -546,6 +546,28 @@ def test_stats_tell_of_uploads_left_under_an_in_progress_name(
     assert data(spoolq(env, "stats", "--json"))["in_progress_drops"] == {"count": 0,
                                                                           "idle_s": None}
     assert "in-progress" not in spoolq(env, "stats").stdout.decode()
+
+
+def test_stats_leave_out_an_upload_the_disk_cannot_stat(root: Path,
+                                                        env: dict[str, str]) -> None:
+    """A client's ``.part`` whose inode the disk fails (EIO, injected by strace) failed
+    ``spoolq stats`` whole, exit 1 and no counts, where it never looked at that file
+    before in_progress_drops; statusd's scan leaves it out, and so does it (QA h397)."""
+    strace = strace_path()
+    if strace is None:
+        pytest.skip("needs strace, allowed to trace here")
+    bad = root / "pending" / "cut.json.part"
+    bad.write_bytes(b"{")
+    (root / "pending" / "other.json.part").write_bytes(b"{")
+    assert spoolq(env, "submit", "echo", "--id", "real").returncode == 0
+    proc = subprocess.run(
+        [strace, "-f", "-qq", "-o", os.devnull, "-P", str(bad),
+         "-e", "trace=newfstatat,statx,lstat", "-e", "inject=newfstatat,statx,lstat:error=EIO",
+         *CLI, "stats", "--json"],
+        env=env, cwd=root.parent, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = data(proc)
+    assert doc["counts"]["pending"] == 1 and doc["in_progress_drops"]["count"] == 1, doc
 
 
 def test_show_of_a_job_that_never_ran_names_no_pid_it_ran_in(
