@@ -229,8 +229,10 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
     drops = stats.get("in_progress_drops")
     if drops and drops["count"]:  # an upload going on, or one cut off that stays for good
         files = "1 file" if drops["count"] == 1 else f"{drops['count']} files"
-        lines.append(f"          {files} in pending/ under an in-progress name, ignored until "
-                     f"renamed; the stalest last written {human_duration(drops['idle_s'])} ago")
+        # Under pending's line: below failed's, it read as a note of the failed jobs.
+        lines.insert(1, f"          {files} in pending/ under an in-progress name, ignored "
+                     f"until renamed; the stalest last written "
+                     f"{human_duration(drops['idle_s'])} ago")
     proc = stats.get("processor")
     if proc is None:  # --partial: their state could not be read, nor their workers
         lines.append(f"processor ?: {printable(stats['processors_unknown'])}")
