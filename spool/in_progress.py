@@ -2,7 +2,8 @@
 
 Owns: what an in-progress name is (intake rule 1: a dot name, or one ending in
 ``.tmp .part .partial .filepart .crdownload ~`` in any case), and the count of such
-regular files with the time the one written longest ago was last written.
+regular files with the time the one changed longest ago last changed (its ctime: a
+write, a chmod; never set back, as an mtime is by a copy that keeps its source's).
 
 An upload in progress ends in a rename and becomes a job.  One cut off (an SFTP
 client's ``report.json.filepart`` when the link dropped, an editor's ``job.json~``)
@@ -10,7 +11,8 @@ stays in ``pending/``, ignored, for good: nothing ran, and nothing said so.  The
 count them (``in_progress_drops``), with how long the stalest has gone unwritten, so that
 monitoring can tell a client whose drop never arrived (QA h388).  spoolq's own
 ``.<name>.kept-<id>`` (:data:`spool.layout.KEPT_TAG`) is no drop and is not counted, nor
-is the name a filesystem gives a file unlinked while open (:data:`UNLINKED_OPEN_PREFIXES`).
+is the name a filesystem gives a file unlinked while open (:data:`UNLINKED_OPEN_PREFIXES`),
+nor a Mac's metadata beside the files it copies (:data:`DESKTOP_PREFIXES`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ NFS client ``.nfs<fileid><n>``.  A claim there moves by a link and an unlink, it
 open: each claim left ``pending/.fuse_hidden...`` for up to 0.1 s, a regular file with
 the job's mtime, and a backlog two hours old drained under ``spoolq stats`` read as an
 upload cut off two hours ago (QA h397).  Never a client's drop."""
+DESKTOP_PREFIXES = (".DS_Store", "._")
+"""What a Mac writes beside files it copies to a share (Finder's folder settings, the
+AppleDouble ``._<name>`` of a file's resource fork): there for good, and no upload; each
+would have kept the alert on a cut-off upload firing (QA h397)."""
 
 
 def is_in_progress_name(name: str) -> bool:
@@ -44,30 +50,33 @@ def is_in_progress_drop(name: str) -> bool:
     """An in-progress name a client's drop can have: not spoolq's own kept names (a
     client's ``a.kept-1.part`` is one), nor a filesystem's for a file unlinked open."""
     return is_in_progress_name(name) and not is_kept_name(name) \
-        and not name.startswith(UNLINKED_OPEN_PREFIXES)
+        and not name.startswith(UNLINKED_OPEN_PREFIXES + DESKTOP_PREFIXES)
 
 
 class InProgress(NamedTuple):
     """The regular files in ``pending/`` under an in-progress drop's name."""
 
     files: int
-    stalest_mtime_ns: int | None
-    """The mtime of the one written longest ago; None when there is none."""
+    stalest_ctime_ns: int | None
+    """The ctime of the one changed longest ago; None when there is none.  Not the mtime:
+    a copy keeping its source's (``rsync -t`` sets it before its rename) read as an upload
+    cut off hours ago, and one dated ahead (a wrong clock at the client) as one going on
+    for as long (QA h397)."""
 
     def document(self, now: float) -> dict[str, Any]:
         """The stats' ``in_progress_drops``: the count, and ``idle_s``, the seconds since
-        the stalest one was last written (0 for a time ahead of the clock)."""
-        idle = None if self.stalest_mtime_ns is None \
-            else max(0.0, now - self.stalest_mtime_ns / 1e9)
+        the stalest one last changed (0 for a time ahead of the clock)."""
+        idle = None if self.stalest_ctime_ns is None \
+            else max(0.0, now - self.stalest_ctime_ns / 1e9)
         return {"count": self.files, "idle_s": idle}
 
 
-def in_progress_of(mtimes: Iterable[int]) -> InProgress:
-    """:class:`InProgress` of the files' mtimes (nanoseconds)."""
+def in_progress_of(ctimes: Iterable[int]) -> InProgress:
+    """:class:`InProgress` of the files' ctimes (nanoseconds)."""
     count, stalest = 0, None
-    for mtime_ns in mtimes:
+    for ctime_ns in ctimes:
         count += 1
-        stalest = mtime_ns if stalest is None else min(stalest, mtime_ns)
+        stalest = ctime_ns if stalest is None else min(stalest, ctime_ns)
     return InProgress(count, stalest)
 
 
@@ -76,7 +85,7 @@ def in_progress_in(folder: str | os.PathLike[str]) -> InProgress:
     (never followed) of the in-progress names alone; one the disk cannot stat
     (:data:`~spool.fsops.FAILING_IO`) is left out.  A missing folder holds none; any
     other listing error is raised."""
-    mtimes = []
+    ctimes = []
     try:
         with os.scandir(folder) as it:
             for entry in it:
@@ -93,7 +102,7 @@ def in_progress_in(folder: str | os.PathLike[str]) -> InProgress:
                         raise
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    mtimes.append(st.st_mtime_ns)
+                    ctimes.append(st.st_ctime_ns)
     except FileNotFoundError:
         pass
-    return in_progress_of(mtimes)
+    return in_progress_of(ctimes)

@@ -97,8 +97,9 @@ class Throughput(BaseModel):
 
 class InProgressDrops(BaseModel):
     count: int = Field(ge=0)
-    idle_s: float | None = Field(description="seconds since the one written longest ago "
-                                 "was last written; null when there is none")
+    idle_s: float | None = Field(description="seconds since the one changed longest ago "
+                                 "last changed (its ctime: a write, a chmod); null when "
+                                 "there is none")
 
 
 class StatusdInfo(BaseModel):
@@ -139,8 +140,8 @@ class SpoolStats(BaseModel):
     throughput: Throughput
     tools: list[str] = Field(description="tool names offered by processors, and seen in the "
                              "spool: the first 256 of those, in order, that none offers")
-    counts_by_tool: dict[str, Counts] | None = Field(
-        default=None, description="jobs per state of each tool in tools (absent while "
+    counts_by_tool: dict[str, Counts] = Field(
+        default_factory=dict, description="jobs per state of each tool in tools (absent while "
         "statusd loads its index: its start scan reads no record, so knows no tool)")
     tools_omitted: int = Field(default=0, ge=0, description="tool names seen in the spool "
                                "and offered by no processor past those 256 (made-up names "

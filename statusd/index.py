@@ -145,10 +145,6 @@ class Index:
         rows = [self._items[job_id] for _, job_id in reversed(keys[start:end])]
         return rows, (rows[-1].key if start > 0 and rows else None)
 
-    def matched(self, state: JobState | None, tool: str | None) -> int:
-        """How many items a filter matches (what its pages hold together)."""
-        return len(self._keys.get((state, tool), _NONE))
-
     def counts(self) -> dict[str, int]:
         return {s.value: len(self._keys.get((s, None), ())) for s in JobState}
 

@@ -87,9 +87,9 @@ class Loader:
         """The current stamp of every id in the spool, and of the records ``behind``
         active ids; the ids the disk could not stat in ``unreadable``
         (:func:`statusd.scan.scan_spool`); the in-progress drops in :attr:`in_progress`."""
-        mtimes: list[int] = []
-        stamps = scan_spool(self.layout, behind, unreadable, mtimes)
-        self.in_progress = in_progress_of(mtimes)
+        ctimes: list[int] = []
+        stamps = scan_spool(self.layout, behind, unreadable, ctimes)
+        self.in_progress = in_progress_of(ctimes)
         return stamps
 
     def load_all(self, stamps: dict[str, Stamp], unreadable: set[str] | None = None,

@@ -106,8 +106,8 @@ def _spool_gauges(doc: dict[str, Any]) -> Iterator[Metric]:
                                 value=drops["count"])
         idle = drops["idle_s"]
         yield GaugeMetricFamily("spoolq_pending_in_progress_idle_seconds",
-                                "Seconds since the in-progress file in pending/ written "
-                                "longest ago was last written: an upload cut off grows it "
+                                "Seconds since the in-progress file in pending/ changed "
+                                "longest ago last changed: an upload cut off grows it "
                                 "(0 when none)",
                                 value=idle if idle is not None else 0.0)
     yield GaugeMetricFamily("spoolq_statusd_processors_ok",

@@ -53,7 +53,7 @@ def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None,
     ``behind``, when given, receives the stamp of the newest record of each id whose
     state is pending or running (a record behind a new drop: :mod:`statusd.behind`).
     ``unreadable`` receives the ids with a file the disk could not stat (EIO: see
-    :func:`_list`); they are left out of the stamps.  ``in_progress`` receives the mtime
+    :func:`_list`); they are left out of the stamps.  ``in_progress`` receives the ctime
     of each regular file in ``pending/`` under an in-progress drop's name
     (:func:`spool.in_progress.is_in_progress_drop`).
     """
@@ -67,7 +67,7 @@ def scan_spool(layout: Layout, behind: dict[str, Stamp] | None = None,
             if job_id is None:
                 if in_progress is not None and state is JobState.PENDING \
                         and is_in_progress_drop(name):
-                    in_progress.append(mtime_ns)
+                    in_progress.append(ctime_ns)
                 continue
             stamp = Stamp(state, mtime_ns, ctime_ns, 0, ino)
             if job_id in single or job_id in found:

@@ -231,8 +231,8 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         files = "1 file" if drops["count"] == 1 else f"{drops['count']} files"
         # Under pending's line: below failed's, it read as a note of the failed jobs.
         lines.insert(1, f"          {files} in pending/ under an in-progress name, ignored "
-                     f"until renamed; the stalest last written "
-                     f"{human_duration(drops['idle_s'])} ago")
+                     f"until renamed; the stalest unchanged for "
+                     f"{human_duration(drops['idle_s'])}")
     proc = stats.get("processor")
     if proc is None:  # --partial: their state could not be read, nor their workers
         lines.append(f"processor ?: {printable(stats['processors_unknown'])}")

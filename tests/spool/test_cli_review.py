@@ -524,24 +524,27 @@ def test_stats_tell_of_uploads_left_under_an_in_progress_name(
     """An upload cut off (``report.json.filepart``) stays in pending/, ignored, and its
     job never arrives; nothing failed, so ``spoolq stats`` said nothing (h388).  It counts
     such regular files (not spoolq's own kept names, symlinks or directories) and says
-    how long the stalest has gone unwritten."""
+    how long the stalest has gone unchanged: by its ctime, as a copy's old mtime (rsync
+    -t sets it before its rename) is no time without a change (QA h397)."""
     pending = root / "pending"
-    for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP",
-                 ".x.json.kept-invalid-1"):
+    (pending / "report.json.filepart").write_bytes(b'{"tool": "ec')  # the stalest
+    time.sleep(1.5)
+    for name in (".job.json.swp", "UPLOAD.TMP", ".x.json.kept-invalid-1", ".DS_Store",
+                 "._report.json"):
         (pending / name).write_bytes(b'{"tool": "ec')
     (pending / "link.part").symlink_to("/etc/passwd")
     (pending / "dir.tmp").mkdir()
     two_hours_ago = time.time() - 7200
-    os.utime(pending / "report.json.filepart", (two_hours_ago, two_hours_ago))
+    os.utime(pending / "UPLOAD.TMP", (two_hours_ago, two_hours_ago))  # a copy's mtime
     assert spoolq(env, "submit", "echo", "--id", "real").returncode == 0
     doc = data(spoolq(env, "stats", "--json"))
     assert doc["counts"]["pending"] == 1
     assert doc["in_progress_drops"]["count"] == 3, doc
-    assert 7200 <= doc["in_progress_drops"]["idle_s"] < 7260, doc
+    assert 1.5 <= doc["in_progress_drops"]["idle_s"] < 60, doc
     text = spoolq(env, "stats").stdout.decode()
-    assert text.splitlines()[1] == (  # under pending's line, not failed's (QA h397)
+    assert text.splitlines()[1].startswith(  # under pending's, not failed's (QA h397)
         "          3 files in pending/ under an in-progress name, ignored until renamed; "
-        "the stalest last written 2.0h ago"), text
+        "the stalest unchanged for "), text
     for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP"):
         (pending / name).unlink()
     assert data(spoolq(env, "stats", "--json"))["in_progress_drops"] == {"count": 0,

@@ -361,16 +361,17 @@ def test_stats_throughput_is_the_records_of_the_last_minute(spool: Spool) -> Non
 
 
 def _plant_unfinished_drops(pending: Path, idle_s: float) -> None:
-    """Three in-progress drops, the stalest last written ``idle_s`` ago, beside what
-    counts as none: spoolq's own kept name, a symlink and a directory under such names,
-    and a job."""
-    for name in ("report.json.filepart", ".job.json.swp", "UPLOAD.TMP",
-                 ".x.json.kept-invalid-1"):
+    """Three in-progress drops, the stalest changed ``idle_s`` before the others, beside
+    what counts as none: spoolq's own kept name, a Mac's metadata, a symlink and a
+    directory under such names; one with a copy's old mtime, which is no idle time."""
+    (pending / "report.json.filepart").write_bytes(b'{"tool": "ec')
+    time.sleep(idle_s)
+    for name in (".job.json.swp", "UPLOAD.TMP", ".x.json.kept-invalid-1", ".DS_Store"):
         (pending / name).write_bytes(b'{"tool": "ec')
     (pending / "link.part").symlink_to("/etc/passwd")
     (pending / "dir.tmp").mkdir()
-    stalest = time.time() - idle_s
-    os.utime(pending / "report.json.filepart", (stalest, stalest))
+    two_hours_ago = time.time() - 7200
+    os.utime(pending / "UPLOAD.TMP", (two_hours_ago, two_hours_ago))
 
 
 def test_stats_count_the_uploads_left_under_an_in_progress_name(spool: Spool) -> None:
@@ -379,23 +380,25 @@ def test_stats_count_the_uploads_left_under_an_in_progress_name(spool: Spool) ->
     files and how long the stalest has gone unwritten; the metrics gauge both; a rename
     into a job takes it out."""
     pending = spool.layout.folder(JobState.PENDING)
-    _plant_unfinished_drops(pending, 7200)
+    _plant_unfinished_drops(pending, 1.5)
     server = ServerThread(settings_for(spool.layout.root, scan_s=0.2)).start()
     try:
+        asked = time.time()  # the idle_s below is of a moment after this one
         drops = request(server.base, "GET", "/api/v1/stats").json()["in_progress_drops"]
         assert drops["count"] == 3, drops
-        assert 7200 <= drops["idle_s"] < 7260, drops
+        assert 1.5 <= drops["idle_s"] < 60, drops
         metrics = request(server.base, "GET", "/metrics").body.decode()
         assert "spoolq_pending_in_progress_files 3.0" in metrics, metrics
         idle = re.search(r"^spoolq_pending_in_progress_idle_seconds (\S+)$", metrics, re.M)
-        assert idle is not None and 7200 <= float(idle.group(1)) < 7260, idle
-        # The stalest renamed into its job: the next scan counts the other two, fresh.
-        (pending / "report.json.filepart").write_bytes(b'{"tool": "echo"}')
+        assert idle is not None and 1.5 <= float(idle.group(1)) < 60, idle
+        # The stalest renamed into its job: the next scan counts the other two, changed
+        # 1.5 s after it.
         (pending / "report.json.filepart").rename(pending / "report.json")
-        drops = wait_for(lambda: (d := request(server.base, "GET", "/api/v1/stats").json()
+        later = wait_for(lambda: (d := request(server.base, "GET", "/api/v1/stats").json()
                                   ["in_progress_drops"])["count"] == 2 and d,
                          what="the renamed upload out of the count")
-        assert drops["idle_s"] < 60, drops
+        stalest_now = drops["idle_s"] + time.time() - asked  # or a little more
+        assert later["idle_s"] <= stalest_now - 1.4, (later, stalest_now)
     finally:
         server.stop()
     assert SpoolReader(spool.layout).stats()["in_progress_drops"]["count"] == 2
