@@ -188,11 +188,11 @@ async def serve(settings: Settings, *, access_log: bool = False,
     if stop.is_set():
         log.info("stopping")
         return
-    _raise_nofile()
+    cap = _raise_nofile()
     loop.set_exception_handler(AcceptTrouble(loop.get_exception_handler()))
     app = create_app(settings, body_timeout_s=IDLE_S)
     runner = AppRunner(app, handle_signals=False, keepalive_timeout=IDLE_S,
-                       shutdown_timeout=STOP_S,
+                       shutdown_timeout=STOP_S, max_connections=cap,
                        access_log=logging.getLogger("aiohttp.access") if access_log
                        else None,
                        logger=ServerLog(logging.getLogger("aiohttp.server"),
@@ -330,8 +330,10 @@ class AcceptTrouble:
         self.next_line = now + ACCEPT_TROUBLE_LINE_S
 
 
-def _raise_nofile() -> None:
-    """Every client holds a descriptor: take all the descriptors the hard limit allows."""
+def _raise_nofile() -> int | None:
+    """Every client holds a descriptor: take all the descriptors the hard limit allows;
+    the cap on connections that leaves statusd descriptors of its own
+    (:func:`statusd.protocol.connection_cap`; None when there is no limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = MAX_NOFILE if hard == resource.RLIM_INFINITY else min(hard, MAX_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -340,6 +342,10 @@ def _raise_nofile() -> None:
         except (ValueError, OSError) as exc:  # e.g. above fs.nr_open: keep what there is
             log.warning("could not raise the open files limit from %d to %d: %s",
                         soft, wanted, exc)
+    from statusd.protocol import connection_cap  # noqa: PLC0415 - lazy, as AppRunner
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else connection_cap(soft)
 
 
 if __name__ == "__main__":

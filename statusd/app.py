@@ -25,7 +25,7 @@ from statusd.errors import CLIENT_FAULTS, ClientFaults, error_middleware
 from statusd.indexing import after_index, stop_waiting
 from statusd.openapi import build_openapi
 from statusd.origins import REACH, Reach, browser_headers, reach_middleware
-from statusd.protocol import close_declined_upgrades, json_error_bodies
+from statusd.protocol import close_declined_upgrades, json_error_bodies, over_cap_middleware
 from statusd.services import SERVICES, Services
 
 
@@ -35,7 +35,8 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
     """The statusd app for one spool; raises SpoolIOError when the spool is not initialised.
 
     ``body_timeout_s``: how long a write's body may take to arrive (then 408)."""
-    app = web.Application(middlewares=[error_middleware, reach_middleware],
+    app = web.Application(middlewares=[over_cap_middleware, error_middleware,
+                                       reach_middleware],
                           client_max_size=settings.statusd_max_body_bytes)
     app[REACH] = Reach.of(settings)
     app[CLIENT_FAULTS] = ClientFaults()

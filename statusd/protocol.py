@@ -28,6 +28,14 @@ client's error, not the server's: :class:`_JsonErrorHandler` logs it as one WARN
 line without the client's bytes, at most :data:`BAD_REQUEST_LINES` lines a minute;
 what is held back then is counted in the next line that is logged.
 
+Connections are capped (:data:`AppRunner`'s ``max_connections``; ``__main__`` sets it
+from the open files limit, :func:`connection_cap`): a connection over the cap is answered
+503 ``unavailable`` with ``Retry-After`` to its first request and closed, and closed
+within :data:`OVER_CAP_WAIT_S` if it sends none.  Without the cap, clients that held
+connections open (WebSockets answer their pings and stay) used up every descriptor:
+statusd then accepted nobody, and could not open the spool's files either, so the
+clients it had got no updates (QA h396: 590 WebSockets at a limit of 600).
+
 The dashboard page and ``/static/`` files answer a conditional GET (``If-None-Match``,
 ``If-Modified-Since``) with 304 (:func:`statusd.routes._package_file`); nothing
 serves 412 or 416: the API ignores ``If-Match`` and ``Range``, and the page's files,
@@ -48,7 +56,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from statusd.errors import UNKNOWN_CLIENT, ClientFaults, error_type, json_error
+from statusd.errors import UNKNOWN_CLIENT, ClientFaults, Handler, error_type, json_error
 
 log = logging.getLogger("spoolq.statusd")
 
@@ -56,6 +64,18 @@ MAX_MESSAGE_CHARS = 200
 BAD_REQUEST_LINES = 10
 """Log lines a minute for requests that cannot be parsed; more are counted, not logged."""
 _FILE_PATHS = ("/static/",)
+FD_RESERVE = 64
+"""Descriptors kept for statusd's own use whatever its clients hold: the change feed,
+the worker threads' reads of the spool, its log."""
+OVER_CAP_WAIT_S = 1.0
+"""How long a connection over the cap may take to send the request its 503 answers."""
+
+
+def connection_cap(nofile: int) -> int:
+    """The most connections statusd serves at once with ``nofile`` descriptors: two for
+    each (its socket, and the file of a large record it may be streaming), with
+    :data:`FD_RESERVE` kept back."""
+    return max(1, (nofile - FD_RESERVE) // 2)
 
 
 class _BadRequestLog:
@@ -88,7 +108,19 @@ def _summary(status: int, exc: BaseException | None, message: str | None) -> str
 
 class _JsonErrorHandler(RequestHandler):
     """A connection whose own error answers (parse errors, 500, 504) are JSON, and whose
-    unparsable requests are logged in one line (see the module docstring)."""
+    unparsable requests are logged in one line (see the module docstring); one made
+    while the server had its cap of connections open is ``over_cap``."""
+
+    over_cap = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._manager
+        # Counted before this one is added: a connection over the cap answers 503 to its
+        # request (over_cap_middleware), or is closed if it sends none in time.
+        self.over_cap = isinstance(server, _JsonErrorServer) and server.full()
+        super().connection_made(transport)
+        if self.over_cap:
+            self._loop.call_later(OVER_CAP_WAIT_S, transport.close)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
@@ -121,19 +153,34 @@ def _unquotable_expect(request: BaseRequest, exc: BaseException | None) -> bool:
 
 
 class _JsonErrorServer(Server):
+    max_connections: int | None = None
+
+    def full(self) -> bool:
+        """As many connections open as the cap allows."""
+        return self.max_connections is not None and \
+            len(self._connections) >= self.max_connections
+
     def __call__(self) -> RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 class AppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer parse errors in the JSON error shape."""
+    """``web.AppRunner`` whose connections answer parse errors in the JSON error shape;
+    ``max_connections``: the cap on connections open at once (None: no cap)."""
+
+    def __init__(self, app: web.Application, *, max_connections: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         kwargs: dict[str, Any] = dict(server._kwargs)
-        return _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
+        made = _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
                                 handler_cancellation=server.handler_cancellation,
                                 loop=server._loop, **kwargs)
+        made.max_connections = self.max_connections
+        return made
 
     async def cleanup(self) -> None:
         """aiohttp's cleanup, once the listening sockets have stopped accepting.
@@ -153,6 +200,26 @@ class AppRunner(web.AppRunner):
         for _ in range(2):
             await asyncio.sleep(0)
         await super().cleanup()
+
+
+_over_cap_lines = ClientFaults(1, time.monotonic, held_back="more connections over the cap")
+
+
+@web.middleware
+async def over_cap_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """503 ``unavailable`` (and a close) for a request on a connection made over the cap
+    (:class:`AppRunner`'s ``max_connections``); one line a minute in the log."""
+    protocol = request.protocol
+    if not getattr(protocol, "over_cap", False):
+        return await handler(request)
+    cap = getattr(protocol._manager, "max_connections", None)
+    _over_cap_lines.note(logging.WARNING, "refused a connection from %s: %s connections "
+                         "open, the most statusd serves (see its open files limit)",
+                         request.remote or UNKNOWN_CLIENT, cap)
+    response = json_error(503, "unavailable", f"statusd has {cap} connections open, the "
+                          "most it serves at once; try again", {"Retry-After": "1"})
+    response.force_close()
+    return response
 
 
 async def json_error_bodies(request: web.Request, response: web.StreamResponse) -> None:

@@ -69,6 +69,8 @@ class AppThread:
     event loop of its own, until :meth:`stop`."""
 
     name = "test-app"
+    runner_kwargs: dict[str, Any] = {}
+    """More of :class:`statusd.protocol.AppRunner`'s arguments (``max_connections``)."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -114,7 +116,7 @@ class AppThread:
         # line), and its bound on requests in flight at a stop: aiohttp's own 60 s
         # (twice, with the cancel) would outlast stop()'s 20 s wait.
         runner = AppRunner(self.app, handle_signals=False, access_log=None,
-                           shutdown_timeout=STOP_S)
+                           shutdown_timeout=STOP_S, **self.runner_kwargs)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
