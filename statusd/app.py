@@ -21,7 +21,7 @@ from aiohttp import web
 
 from spool.settings import Settings
 from statusd import routes, writes, ws
-from statusd.errors import CLIENT_FAULTS, ClientFaults, error_middleware
+from statusd.errors import CLIENT_FAULTS, DROPPED_CLIENTS, ClientFaults, error_middleware
 from statusd.indexing import after_index, stop_waiting
 from statusd.openapi import build_openapi
 from statusd.origins import REACH, Reach, browser_headers, reach_middleware
@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, heartbeat_s: float = 20.0,
                           client_max_size=settings.statusd_max_body_bytes)
     app[REACH] = Reach.of(settings)
     app[CLIENT_FAULTS] = ClientFaults()
+    app[DROPPED_CLIENTS] = ClientFaults(held_back="more clients dropped")
     app[writes.BODY_TIMEOUT] = body_timeout_s
     app[SERVICES] = Services(settings, heartbeat_s=heartbeat_s, queue_max=queue_max)
     app[routes.OPENAPI] = orjson.dumps(build_openapi())

@@ -148,6 +148,11 @@ class ClientFaults:
 
 
 CLIENT_FAULTS = web.AppKey("client_faults", ClientFaults)
+DROPPED_CLIENTS = web.AppKey("dropped_clients", ClientFaults)
+"""The lines of clients cut off for not reading (a budget of their own): one a client, each
+a client chooses the cause of, as often as it likes (QA h396: 400 WebSockets that read
+nothing made 400 lines, and more such clients, more lines, until journald's rate limit
+dropped everything else of statusd's)."""
 
 
 class ServerLog(logging.LoggerAdapter[logging.Logger]):

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Coroutine, Iterator, Sequence
 
 from aiohttp import web
 
+from statusd.errors import DROPPED_CLIENTS
 from statusd.services import Services
 
 log = logging.getLogger("spoolq.statusd")
@@ -100,8 +101,9 @@ class StallGuard:
         seen = (self._finished, queued(transport) if transport else 0)
         if seen[0] == self._seen[0] and seen[1] >= self._seen[1]:
             self.dropped = True
-            log.info("client %s took nothing in %.0f s; dropped", self.request.remote,
-                     2 * SEND_STALL_S)
+            self.request.app[DROPPED_CLIENTS].note(
+                logging.INFO, "client %s took nothing in %.0f s; dropped",
+                self.request.remote, 2 * SEND_STALL_S)
             abort(self.request)
             return
         self._seen = seen

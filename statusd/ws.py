@@ -43,7 +43,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from spool.states import TERMINAL
 from statusd import messages
-from statusd.errors import ApiError, brief_view, flag_value, not_found, query_value, task_id
+from statusd.errors import (
+    DROPPED_CLIENTS,
+    ApiError,
+    brief_view,
+    flag_value,
+    not_found,
+    query_value,
+    task_id,
+)
 from statusd.hub import GONE, Message, Subscriber
 from statusd.items import Item
 from statusd.origins import REACH
@@ -184,13 +192,15 @@ def _leave(request: web.Request, ws: web.WebSocketResponse, guard: StallGuard,
     if guard.dropped:  # the guard's own line says so
         services.hub.cut_off(sub)
     elif sub.dropped:
-        log.info("websocket client %s on %s dropped: more than %d messages behind",
-                 request.remote, request.path, services.hub.queue_max)
+        request.app[DROPPED_CLIENTS].note(
+            logging.INFO, "websocket client %s on %s dropped: more than %d messages behind",
+            request.remote, request.path, services.hub.queue_max)
     elif isinstance(ws.exception(), TimeoutError):
         services.hub.cut_off(sub)
-        log.info("websocket client %s on %s dropped: no pong within %g s of a ping (its "
-                 "reading is that far behind, or it is gone)", request.remote, request.path,
-                 services.heartbeat_s / 2)
+        request.app[DROPPED_CLIENTS].note(
+            logging.INFO, "websocket client %s on %s dropped: no pong within %g s of a ping "
+            "(its reading is that far behind, or it is gone)", request.remote, request.path,
+            services.heartbeat_s / 2)
     services.hub.unsubscribe(sub)
 
 
