@@ -66,11 +66,14 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/stats", routes.stats)
     app.router.add_get("/api/v1/tools", routes.tools)
     app.router.add_get("/api/v1/tasks", after_index(routes.list_tasks))
-    app.router.add_post("/api/v1/tasks", after_index(writes.submit))
+    app.router.add_post("/api/v1/tasks", after_index(writes.submit),
+                        expect_handler=writes.expect_submit)
     app.router.add_get("/api/v1/tasks/{id}", after_index(routes.get_task))
     app.router.add_get("/api/v1/backtest/tasks/{id}", after_index(routes.get_task))
-    app.router.add_post("/api/v1/tasks/{id}/cancel", after_index(writes.cancel))
-    app.router.add_post("/api/v1/tasks/{id}/retry", after_index(writes.retry))
+    app.router.add_post("/api/v1/tasks/{id}/cancel", after_index(writes.cancel),
+                        expect_handler=writes.expect_act)
+    app.router.add_post("/api/v1/tasks/{id}/retry", after_index(writes.retry),
+                        expect_handler=writes.expect_act)
     app.router.add_get("/api/v1/ws/events", after_index(ws.events_stream))
     app.router.add_get("/api/v1/ws/tasks/{id}", after_index(ws.task_stream))
     app.router.add_get("/api/v1/ws/backtest/{id}", after_index(ws.task_stream))

@@ -5,6 +5,8 @@ Guarantees:
 * Writes are off unless ``STATUSD_TOKEN`` is set (403), and need
   ``Authorization: Bearer <token>`` compared in constant time (401 otherwise).
   Authorization is checked before the body is read.
+* A write that asks ``Expect: 100-continue`` is refused before its body is sent when it
+  would be refused for its headers anyway (:func:`expect_submit`, :func:`expect_act`).
 * Bodies above ``STATUSD_MAX_BODY_BYTES`` answer 413 (aiohttp's
   ``client_max_size`` enforces it while reading; a declared Content-Length
   over it is refused before reading).
@@ -46,7 +48,7 @@ import logging
 from typing import Any, Literal
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from pydantic import ValidationError
 
 from spool.errors import ConflictError, InvalidJob, NotFoundError, SpoolIOError
@@ -55,7 +57,8 @@ from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
 from spool.stats import catalogue_refusal, readable_processors, spent_attempts
 from spool.text import without_bom
-from statusd.errors import ApiError, flag_value, not_found, task_id
+from statusd.errors import ApiError, answer_and_hang_up, flag_value, json_error, not_found, task_id
+from statusd.origins import REACH
 from statusd.services import SERVICES, Services
 
 log = logging.getLogger("spoolq.statusd")
@@ -75,6 +78,47 @@ def authorize(request: web.Request, services: Services) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), token.encode()):
         raise ApiError(401, "unauthorized", "missing or wrong bearer token", _CHALLENGE)
+
+
+async def expect_submit(request: web.Request) -> web.StreamResponse | None:
+    """The submit route's ``Expect`` handler (see :func:`_expect`): a body declared over
+    ``STATUSD_MAX_BODY_BYTES`` is refused too."""
+    return await _expect(request, body_limited=True)
+
+
+async def expect_act(request: web.Request) -> web.StreamResponse | None:
+    """The cancel and retry routes' ``Expect`` handler (see :func:`_expect`)."""
+    return await _expect(request, body_limited=False)
+
+
+async def _expect(request: web.Request, *, body_limited: bool
+                  ) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on a write: refused (403, 401, 413; the connection closed,
+    the body never read) when the headers already say the write will be, else ``100
+    Continue``.  aiohttp's own handler, run before any middleware, said ``100 Continue``
+    to any client, which then sent its body, up to a MiB, to be read and thrown away
+    (QA h396).  Another ``Expect`` is a 417, as aiohttp answers it (its bytes not echoed)."""
+    if request.version != HttpVersion11:
+        return None
+    services = request.app[SERVICES]
+    limit = services.settings.statusd_max_body_bytes
+    try:
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            raise ApiError(417, "expectation_failed", "unsupported Expect header")
+        if (why := request.app[REACH].host_refused(request)) is not None:
+            raise ApiError(403, "forbidden", why)
+        authorize(request, services)
+        if body_limited and request.content_length is not None and \
+                request.content_length > limit:
+            raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+    except ApiError as exc:
+        # Answered and closed now: left to aiohttp, the connection waited (lingering) for
+        # the body this answer tells the client not to send.
+        return await answer_and_hang_up(
+            request, json_error(exc.status, exc.kind, exc.message, exc.headers))
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's: the answer's own bytes start here
+    return None
 
 
 async def submit(request: web.Request) -> web.Response:

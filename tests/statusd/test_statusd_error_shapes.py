@@ -136,6 +136,36 @@ def test_a_good_request_after_100_continue_still_works(port: int) -> None:
     assert answer.split(b" ", 2)[1] == b"202", answer
 
 
+REFUSED_BEFORE_THE_BODY = {
+    "no token": (("POST /api/v1/tasks HTTP/1.1",), 401),
+    "a wrong token": (("POST /api/v1/tasks HTTP/1.1", "Authorization: Bearer nope"), 401),
+    "a body over the limit": (("POST /api/v1/tasks HTTP/1.1", f"Authorization: Bearer {TOKEN}",
+                               "Content-Type: application/json"), 413),
+    "a retry with no token": (("POST /api/v1/tasks/abc/retry HTTP/1.1",), 401),
+    "a cancel from another site's name": (("POST /api/v1/tasks/abc/cancel HTTP/1.1",
+                                           "Host: evil.example"), 403),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BEFORE_THE_BODY))
+def test_a_write_its_headers_refuse_is_refused_before_100_continue(port: int, case: str
+                                                                   ) -> None:
+    """The client is not asked for a body that would be thrown away: aiohttp said 100
+    Continue to any write, and read up to a MiB of it for nothing (QA h396)."""
+    first, *headers = REFUSED_BEFORE_THE_BODY[case][0]
+    data = req(first, *headers, "Expect: 100-continue", f"Content-Length: {4 * MAX_BODY}")
+    if any(h.startswith("Host:") for h in headers):
+        data = data.replace(b"Host: 127.0.0.1\r\n", b"", 1)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)  # the headers only: the body waits for a 100 Continue
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ", 2)[1] == str(REFUSED_BEFORE_THE_BODY[case][1]).encode(), answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head and orjson.loads(body)["error"]["type"], answer
+
+
 UPGRADE = ("Upgrade: websocket", "Connection: Upgrade")
 GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
 
