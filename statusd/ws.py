@@ -72,6 +72,8 @@ PUMP_BATCH_BYTES = 256 * 1024
 WRITE_HIGH_BYTES = 64 * 1024
 """A pump waits while more than this waits in its transport (asyncio's default high
 water mark, which aiohttp's writes wait on)."""
+FRAGMENT_BYTES = 60 * 1024
+"""A text longer than this is sent as fragments of this size (:func:`_write_frames`)."""
 DRAIN_POLL_S = (0.01, 0.2)
 """How often a waiting pump looks at its transport again: first, and at most (doubling
 between): 60 clients that read nothing cost 0.03 to 0.07 CPU-s a second at 10 ms (a
@@ -268,35 +270,70 @@ def _ends(message: Message, sub: Subscriber) -> bool:
 
 async def _write_frames(request: web.Request, ws: web.WebSocketResponse,
                         texts: list[bytes]) -> None:
-    """Write ``texts`` to the client as text frames in one write, then wait while more
-    than WRITE_HIGH_BYTES of what it was sent waits in the transport; ConnectionError
-    once the connection closes.
+    """Write ``texts`` to the client as text frames, the small ones in one write, then
+    wait while more than WRITE_HIGH_BYTES of what it was sent waits in the transport;
+    ConnectionError once the connection closes.
 
     One ``send_frame`` a message made one ``send()`` a message a client: a burst of
     3,000 records (9,000 events) to 200 clients was 1.8 million system calls on the
-    loop, which held ``/healthz`` 3 s (QA).  For a client that did not ask for
-    compression (:func:`_send_each` serves one that did)."""
+    loop, which held ``/healthz`` 3 s (QA).  A text over FRAGMENT_BYTES goes as
+    fragments of that size (RFC 6455 5.4), each written once the one before has drained:
+    written whole, each client that read slowly or not at all held a copy of it (300
+    such clients and 30 jobs of 900 KB took statusd from 208 to 609 MB, QA h396).  A ping
+    or pong aiohttp writes meanwhile falls between two fragments, which the RFC allows.
+    For a client that did not ask for compression (:func:`_send_each` serves one that
+    did)."""
     transport = request.transport
     if ws.closed or transport is None or transport.is_closing():
         raise ConnectionResetError("the WebSocket is closing")
-    transport.write(b"".join(part for text in texts for part in (_text_header(len(text)),
-                                                                 text)))
-    wait_s = DRAIN_POLL_S[0]
-    while not transport.is_closing() and transport.get_write_buffer_size() > WRITE_HIGH_BYTES:
-        await asyncio.sleep(wait_s)  # a client reading slowly: the guard watches
-        wait_s = min(2 * wait_s, DRAIN_POLL_S[1])
+    for piece in _pieces(texts):
+        if transport.is_closing():
+            raise ConnectionResetError("the WebSocket closed")
+        transport.write(piece)
+        wait_s = DRAIN_POLL_S[0]
+        while not transport.is_closing() and \
+                transport.get_write_buffer_size() > WRITE_HIGH_BYTES:
+            await asyncio.sleep(wait_s)  # a client reading slowly: the guard watches
+            wait_s = min(2 * wait_s, DRAIN_POLL_S[1])
     if transport.is_closing():
         raise ConnectionResetError("the WebSocket closed")
 
 
+def _pieces(texts: list[bytes]) -> Iterator[bytes]:
+    """What :func:`_write_frames` writes: the frames of the texts up to FRAGMENT_BYTES
+    joined in one piece, and each longer text as fragments of FRAGMENT_BYTES, a piece
+    each (sliced from the shared message, not copied whole)."""
+    small: list[bytes] = []
+    for text in texts:
+        if len(text) <= FRAGMENT_BYTES:
+            small += (_text_header(len(text)), text)
+            continue
+        if small:
+            yield b"".join(small)
+            small = []
+        view = memoryview(text)
+        for at in range(0, len(text), FRAGMENT_BYTES):
+            part = view[at:at + FRAGMENT_BYTES]
+            yield _header(0x1 if at == 0 else 0x0, at + FRAGMENT_BYTES >= len(text),
+                          len(part)) + part
+    if small:
+        yield b"".join(small)
+
+
 def _text_header(length: int) -> bytes:
-    """A server's (unmasked) header of a whole text frame of ``length`` bytes, in the
-    fewest bytes, as RFC 6455 (5.2) requires."""
+    """A server's (unmasked) header of a whole text frame of ``length`` bytes."""
+    return _header(0x1, True, length)
+
+
+def _header(opcode: int, fin: bool, length: int) -> bytes:
+    """A server's (unmasked) frame header, the length in the fewest bytes, as RFC 6455
+    (5.2) requires: a text frame (0x1) or a continuation (0x0), the last one ``fin``."""
+    first = (0x80 if fin else 0) | opcode
     if length < 126:
-        return bytes((0x81, length))
+        return bytes((first, length))
     if length < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 async def _drain(guard: StallGuard, ws: web.WebSocketResponse) -> None:

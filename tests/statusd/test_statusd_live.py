@@ -709,31 +709,13 @@ def test_messages_queued_together_come_whole_and_in_order(spool: Spool) -> None:
             return got
 
     def raw_frames() -> list[bytes]:
-        """The frames as sent, each header checked: FIN, text, unmasked, and its length in
-        the fewest bytes (RFC 6455 5.2: a browser fails the connection otherwise)."""
+        """The messages as sent, their frames checked (:func:`_raw_messages`)."""
         sock = stalled_ws_client(srv.port, "/api/v1/ws/events")
         try:
             wait_for(lambda: srv.ws_clients() == 1)
             srv.in_loop(lambda: [srv.services.hub.publish("x", events=Message(text), task=None)
                                  for text in texts])
-            sock.settimeout(30)
-            data, got = b"", []
-            while len(got) < len(texts):
-                data += sock.recv(1 << 20)
-                while len(data) >= 2:
-                    first, length, at = data[0], data[1], 2
-                    assert (first, length & 0x80) == (0x81, 0), data[:2]
-                    if length in (126, 127):  # its length in the next 2 or 8 bytes
-                        at = 4 if length == 126 else 10
-                        if len(data) < at:  # a read can end within them (h361: a
-                            break  # loaded host's read ended after one, read as 2)
-                        length = int.from_bytes(data[2:at])
-                        assert length >= (126 if at == 4 else 1 << 16), length
-                    if len(data) < at + length:
-                        break
-                    got.append(data[at:at + length])
-                    data = data[at + length:]
-            return got
+            return _raw_messages(sock, len(texts))
         finally:
             sock.close()
 
@@ -742,6 +724,42 @@ def test_messages_queued_together_come_whole_and_in_order(spool: Spool) -> None:
         assert raw_frames() == texts
     finally:
         srv.stop()
+
+
+def _raw_messages(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` messages read off ``sock``, each frame's header checked: text, unmasked,
+    and its length in the fewest bytes (RFC 6455 5.2: a browser fails the connection
+    otherwise); a text over FRAGMENT_BYTES in fragments of that size (h396), any other in
+    one frame."""
+    sock.settimeout(30)
+    data, got, fragments = b"", list[bytes](), None
+    while len(got) < count:
+        data += sock.recv(1 << 20)
+        while len(data) >= 2:
+            first, length, at = data[0], data[1], 2
+            # a whole text; a fragmented one's first fragment, a middle one, its last
+            wanted = (0x81, 0x01) if fragments is None else (0x00, 0x80)
+            assert first in wanted and length & 0x80 == 0, data[:2]
+            if length in (126, 127):  # its length in the next 2 or 8 bytes
+                at = 4 if length == 126 else 10
+                if len(data) < at:  # a read can end within them (h361: a
+                    break  # loaded host's read ended after one, read as 2)
+                length = int.from_bytes(data[2:at])
+                assert length >= (126 if at == 4 else 1 << 16), length
+            if len(data) < at + length:
+                break
+            body, data = data[at:at + length], data[at + length:]
+            if first == 0x81:
+                assert length <= ws_module.FRAGMENT_BYTES, length
+                got.append(body)
+                continue
+            if first & 0x80 == 0:  # not the last fragment: a full one
+                assert length == ws_module.FRAGMENT_BYTES, length
+            fragments = (fragments or b"") + body
+            if first == 0x80:
+                got.append(fragments)
+                fragments = None
+    return got
 
 
 def test_a_client_that_asked_for_compression_gets_each_message_compressed(
