@@ -72,24 +72,31 @@ LOOKS = 3
 moved between its stat and its read (a claim, a completion) read where it went."""
 
 
-def no_job_file(layout: Layout, job_id: str) -> str:
-    """Why what stands in ``pending/`` under the id's name is no job to read, if it is
-    there: no regular file, or one too large.  Until a processor judges it (none runs)
-    it is nothing else either, and "no job" alone sent its dropper looking elsewhere
-    (h381).  To follow "no job ID"; empty when there is nothing to say."""
-    path = layout.job(JobState.PENDING, job_id)
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return ""
-    if (kind := kind_of(st.st_mode)) != "file":
-        what = f"a {kind}"
-    elif st.st_size > MAX_ACTIVE_BYTES:
-        what = f"a file of {st.st_size} bytes, too large for a job"
-    else:
-        return ""
-    return (f": {JobState.PENDING.value}/{path.name} is {what}, not a job file; a "
-            "processor quarantines it in failed/ when it looks at it")
+def no_job_file(layout: Layout, job_id: str, states: Iterable[JobState] = JobState) -> str:
+    """Why what stands under the id's name in one of ``states``' folders is no job or
+    record to read, if something is there: in ``pending/``, no regular file or one too
+    large (until a processor judges it, none running, it is nothing else either, and "no
+    job" alone sent its dropper looking elsewhere: h381); elsewhere, no regular file,
+    which spoolq never makes there (a bare "no task" of a symlink in ``done/``: h396).
+    To follow "no job ID"; empty when there is nothing to say."""
+    for state in states:
+        path = layout.job(state, job_id)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (kind := kind_of(st.st_mode)) != "file":
+            what = f"a {kind}"
+        elif state is JobState.PENDING and st.st_size > MAX_ACTIVE_BYTES:
+            what = f"a file of {st.st_size} bytes, too large for a job"
+        else:
+            continue
+        if state is JobState.PENDING:
+            return (f": {state.value}/{path.name} is {what}, not a job file; a processor "
+                    "quarantines it in failed/ when it looks at it")
+        return (f": {state.value}/{path.name} is {what}, not a job's file; spoolq never "
+                "makes one there: someone put it there, and may remove it")
+    return ""
 
 
 class SpoolReader:
@@ -149,7 +156,7 @@ class SpoolReader:
                 record = self.load(entry, strict=True)
             if record is not None:
                 return record
-        said = no_job_file(self.layout, job_id) if JobState.PENDING in self.states else ""
+        said = no_job_file(self.layout, job_id, self.states)
         raise NotFoundError(f"no job {job_id}{said}")
 
     def load(self, entry: Entry, *, strict: bool = False) -> Record | None:

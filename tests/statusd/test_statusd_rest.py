@@ -138,6 +138,16 @@ def test_a_404_names_what_stands_in_pending_under_the_id_that_is_no_job(
                                 "a processor quarantines it in failed/ when it looks at it")
     assert _error(request(server.base, "GET", "/api/v1/tasks/nope").json())["message"] == (
         "no task nope")
+    # In another folder, where spoolq never makes one, it is named too: a bare "no task"
+    # of a symlink planted in done/ (h396).
+    spool.layout.job(JobState.DONE, "planted").symlink_to("/etc/passwd")
+    os.mkfifo(spool.layout.job(JobState.RUNNING, "piped"))
+    for job_id, where, kind in (("planted", "done", "symlink"), ("piped", "running", "fifo")):
+        reply = request(server.base, "GET", f"/api/v1/tasks/{job_id}")
+        assert reply.status == 404, reply.body
+        assert _error(reply.json())["message"] == (
+            f"no task {job_id}: {where}/{job_id}.json is a {kind}, not a job's file; spoolq "
+            "never makes one there: someone put it there, and may remove it"), reply.body
 
 
 def test_unknown_ids_and_routes_answer_json(server: ServerThread) -> None:
