@@ -437,6 +437,7 @@ class Processor:
             return  # the start-up's backlog is judged first: it runs in its order
         if not self.reserve.full and not self.reserve.refill():
             return  # short of descriptors: a claim now could leave none for its record
+        self._take_back_left()
         self.queues.promote_due()
         try:
             self._dispatch_lane(ExecutionMode.FAST)
@@ -474,14 +475,21 @@ class Processor:
 
     def _left_to_others(self, cand: Candidate) -> bool:
         """``cand``'s tool is not this processor's but another live processor offers it
-        (:mod:`processor.elsewhere`): left in ``pending/`` for that one, looked at again
-        after a heartbeat, instead of failing ``unknown_tool`` here."""
+        (:mod:`processor.elsewhere`): left in ``pending/`` for that one, parked until no
+        other one offers it (:meth:`_take_back_left`), instead of failing ``unknown_tool``
+        here."""
         tool = cand.job.tool
         if tool in self.registry or self.others.offered_by(tool) is None:
             return False
-        cand.settles_at = time.time() + HEARTBEAT_S  # delayed, as a not_before is
-        self.queues.add(cand)
+        self.queues.park(cand, tool)  # (not looked at again each heartbeat: see Queues)
         return True
+
+    def _take_back_left(self) -> None:
+        """The jobs left to others of a tool no other live processor offers any more
+        (the catalogues are read at most once a heartbeat) go back to their lane, to fail
+        ``unknown_tool`` here."""
+        for tool in [t for t in self.queues.parked if self.others.offered_by(t) is None]:
+            self.queues.unpark(tool)
 
     def _running(self, job_id: str) -> bool:
         """A run of ``job_id`` goes on here: in this processor's runs, or still on an

@@ -8,7 +8,12 @@ until its lane has room:
 * ``delayed``, while its ``not_before`` or its retry's backoff (``error.retry_at``) is
   ahead (wall-clock time, :meth:`~spool.models.Job.due_at`), or its file, written in
   place, is left to its writer a moment (:attr:`~spool.intake.Candidate.settles_at`);
-* ``blocked``, while a run of its id goes on (an id never runs twice at once).
+* ``blocked``, while a run of its id goes on (an id never runs twice at once);
+* ``parked``, by tool, while another live processor offers a tool this one does not load
+  (:mod:`processor.elsewhere`): looked at again only once no other one offers it
+  (:meth:`Queues.unpark`), not each heartbeat.  Delayed a heartbeat at a time instead,
+  12,000 such jobs were each taken from the queues, read again (past ``LEAN_ABOVE``) and
+  put back every second: half a core of the 2-CPU machine, for jobs another ran (h398).
 
 ``ready`` holds the newest candidate of each id: an entry of an older one left in a
 queue is skipped when it comes up (a newer drop superseded it, or it went).  A job
@@ -52,6 +57,7 @@ class Queues:
         self.lanes: dict[ExecutionMode, list[_Queued]] = {m: [] for m in ExecutionMode}
         self.delayed: list[tuple[float, int, Candidate]] = []
         self.blocked: dict[str, Candidate] = {}
+        self.parked: dict[str, list[Candidate]] = {}  # tool -> jobs left to other processors
 
     def add(self, cand: Candidate) -> None:
         """``cand`` is ready: queued in its lane, or delayed until it is due (its
@@ -78,6 +84,26 @@ class Queues:
         self._compact(self.delayed)
         for lane in self.lanes.values():
             self._compact(lane)
+        ready = self.ready  # the parked ones another processor claimed go too
+        self.parked = {tool: live for tool, parked in self.parked.items()
+                       if (live := [c for c in parked if ready.get(c.job_id) is c])}
+
+    def park(self, cand: Candidate, tool: str) -> None:
+        """``cand`` (just popped) is left to the processors that offer ``tool``: ready
+        still (a rescan, a cancel find it so), queued again by :meth:`unpark`."""
+        self.ready[cand.job_id] = cand
+        parked = self.parked.setdefault(tool, [])
+        parked.append(cand)
+        if len(parked) > 2 * len(self.ready) + COMPACT_MIN:  # re-drops of parked ids
+            parked[:] = [c for c in parked if self.ready.get(c.job_id) is c]
+
+    def unpark(self, tool: str) -> None:
+        """No other processor offers ``tool`` now: its parked jobs go back to their lane,
+        in their order, as if just judged."""
+        for cand in self.parked.pop(tool, ()):
+            if self.ready.get(cand.job_id) is cand:
+                del self.ready[cand.job_id]
+                self.add(cand)
 
     def _compact(self, queue: list[Any]) -> None:
         """Rebuild ``queue`` (in place: a caller may hold it) once its skipped entries

@@ -51,7 +51,9 @@ def _report(processor: Processor, name: str) -> None:
     log.warning("running", extra={"fields": {
         "signal": name, "stopping": processor.stopping, "runs": runs,
         "runs_total": len(processor.runs), "queued": waiting,
-        "delayed": len(queues.live(queues.delayed)), "blocked": len(queues.blocked)}})
+        "delayed": len(queues.live(queues.delayed)), "blocked": len(queues.blocked),
+        "left_to_others": {tool: sum(queues.ready.get(c.job_id) is c for c in parked)
+                           for tool, parked in queues.parked.items()}}})
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))[-MOST_STACK_CHARS:]

@@ -5,15 +5,30 @@ claiming, offers it (h394)."""
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import orjson
+import pytest
+from daemonkit import drop
+from test_ready_forgotten import discovery_of, look
+
+from processor import queues as queues_module
+from processor.daemon import HEARTBEAT_S, Processor
+from processor.discovery import Discovery
 from processor.elsewhere import OtherCatalogues
+from processor.inbox import Inbox
+from processor.queues import Queues
+from processor.registry import Registry
+from processor.tools import ExecutionMode
 from spool.fsops import Mover
+from spool.intake import Candidate
 from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, OwnerLease
-from spool.models import OwnerStatus
-from spool.settings import FsyncMode
+from spool.models import Job, OwnerStatus
+from spool.settings import FsyncMode, Settings
 
 
 def _publish(layout: Layout, owner: str, tool: str, **fields: object) -> OwnerLease:
@@ -47,3 +62,66 @@ def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
             lease.release()
     assert OtherCatalogues(layout, "me", recheck_s=0.0).offered_by("theirs") is None, \
         "its lock let go: gone"
+
+
+class _Starts:
+    """The starter of :func:`_processor`: the ids it was asked to claim."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def start(self, cand: Candidate) -> None:
+        self.ids.append(cand.job_id)
+
+
+def _processor(settings: Settings, inbox: Inbox, starts: _Starts) -> tuple[Processor, Discovery]:
+    """What ``Processor._dispatch`` uses of a processor that loads no tool, the rest left
+    out: its queues fed by a real discovery, the other processors' catalogues read from
+    the spool, a starter that only counts."""
+    proc = object.__new__(Processor)
+    proc.registry = Registry()
+    proc.queues = Queues(proc._mode_of)
+    proc.others = OtherCatalogues(Layout(settings.spool_dir), "me", HEARTBEAT_S)
+    proc.starter = starts  # type: ignore[assignment]
+    proc.runs, proc.fast = {}, SimpleNamespace(stuck={}, has_room=lambda: True)  # type: ignore[assignment]
+    proc.reserve = SimpleNamespace(full=True)  # type: ignore[assignment]
+    discovery = discovery_of(settings, inbox, proc.queues)
+    proc.discovery = discovery
+    return proc, discovery
+
+
+def test_jobs_left_to_another_processor_are_not_looked_at_again_while_it_offers_them(
+        settings: Settings, inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each job of a tool only another processor offers was taken from the queues, read
+    again (past LEAN_ABOVE: shed) and put back, every heartbeat: 12,000 of them took half
+    a core of the 2-CPU machine in the processor that only left them (h398).  They are
+    set aside by tool, and queued again (to fail ``unknown_tool`` here) only once no
+    other processor offers it."""
+    monkeypatch.setattr(queues_module, "LEAN_ABOVE", 10)
+    layout = Layout(settings.spool_dir)
+    starts = _Starts()
+    proc, discovery = _processor(settings, inbox, starts)
+    other = _publish(layout, "other", "theirs")
+    try:
+        for i in range(40):
+            drop(settings.spool_dir, f"j{i:03d}", {"tool": "theirs", "priority": i % 3})
+        look(discovery)
+        proc._dispatch()
+        assert starts.ids == [], "left to the processor that offers the tool"
+        assert not proc.queues.lanes[ExecutionMode.FAST]
+        assert proc.queues.next_due() is None, "nothing to look at again while it is offered"
+        reads = []
+        monkeypatch.setattr(Candidate, "job", property(
+            lambda c: reads.append(c.job_id) or Job.model_validate(orjson.loads(c.data))))
+        time.sleep(HEARTBEAT_S + 0.1)
+        proc._dispatch()
+        assert reads == [] and starts.ids == []
+        os.unlink(settings.spool_dir / "pending" / "j000.json")  # claimed by the other one
+        look(discovery)
+    finally:
+        other.release()
+    time.sleep(HEARTBEAT_S + 0.1)  # the catalogues read again: none offers it now
+    proc._dispatch()
+    proc._dispatch()
+    assert sorted(starts.ids) == [f"j{i:03d}" for i in range(1, 40)], \
+        "queued again once none offers it, to fail unknown_tool here; the claimed one gone"
