@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -263,8 +264,8 @@ def _take_failed(spool: Spool, src: Path, job_id: str) -> tuple[Record, Claim, P
                 # right, and the limit raised since (h394: "fix its file" of a job
                 # that needed no fix).
                 what = (f"drop its file again once SPOOL_MAX_JOB_BYTES takes it "
-                        f"(spoolq submit --file {os.fspath(kept)} --id {job_id}), or make it "
-                        "smaller")
+                        f"(spoolq submit --file {shlex.quote(os.fspath(kept))} --id {job_id}), "
+                        "or make it smaller")
             raise ConflictError(f"{job_id} was quarantined ({reason}); {what}")
         staged = spool.mover.action_staging(f"retry-{job_id}")
         claim = take(spool.mover, src, staged, job_id)

@@ -126,7 +126,7 @@ def test_a_retry_of_a_job_quarantined_as_too_large_says_how_to_drop_it_again(
     """Quarantined over SPOOL_MAX_JOB_BYTES, then the limit raised: the file needs no
     fix, and retry said "fix its file" all the same (h394).  It names the command that
     drops it again."""
-    spool = make_spool(tmp_path / "spool")
+    spool = make_spool(tmp_path / "the spool")  # a command to copy: the path quoted
     big = spool.layout.folder(JobState.PENDING) / "big.json"
     big.write_bytes(b'{"tool": "echo", "params": {"message": "' + b"x" * 3000 + b'"}}')
     st = big.stat()
@@ -137,5 +137,5 @@ def test_a_retry_of_a_job_quarantined_as_too_large_says_how_to_drop_it_again(
     with pytest.raises(ConflictError) as kept:
         submission.retry(spool, "big")
     assert "fix its file" not in str(kept.value)
-    assert (f"spoolq submit --file {spool.layout.original('big')} --id big"
+    assert (f"spoolq submit --file '{spool.layout.original('big')}' --id big"
             in str(kept.value)), kept.value
