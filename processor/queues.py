@@ -84,9 +84,13 @@ class Queues:
         self._compact(self.delayed)
         for lane in self.lanes.values():
             self._compact(lane)
-        ready = self.ready  # the parked ones another processor claimed go too
-        self.parked = {tool: live for tool, parked in self.parked.items()
-                       if (live := [c for c in parked if ready.get(c.job_id) is c])}
+        # The parked ones another processor claimed go too, as the queues' do: once they
+        # outnumber the ready (a rebuild at each withdraw walked every parked job: a drain
+        # of 12,000 by the processor they were left to, a batch of ids a pass, O(n^2)).
+        if sum(map(len, self.parked.values())) > 2 * len(self.ready) + COMPACT_MIN:
+            ready = self.ready
+            self.parked = {tool: live for tool, parked in self.parked.items()
+                           if (live := [c for c in parked if ready.get(c.job_id) is c])}
 
     def park(self, cand: Candidate, tool: str) -> None:
         """``cand`` (just popped) is left to the processors that offer ``tool``: ready
