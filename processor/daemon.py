@@ -45,7 +45,7 @@ from typing import Any
 from processor import lifecycle, logs, signal_report
 from processor.cancel_requests import CancelRequests
 from processor.discovery import Discovery
-from processor.elsewhere import OtherCatalogues
+from processor.elsewhere import RESTART_GRACE_S, OtherCatalogues
 from processor.executor import ComputeExecutor
 from processor.fast_lane import FastLane
 from processor.fd_reserve import DescriptorReserve
@@ -139,7 +139,10 @@ class Processor:
             withdraw=self.queues.withdraw)
         self.status = StatusFile(self.spool, self.owner, executor, self.clock,
                                  registry.catalogue())
-        self.others = OtherCatalogues(self.layout, self.owner, HEARTBEAT_S)
+        # A restart of the processor that offers a tool: its stop's grace (taken to be
+        # this one's), then its start (RESTART_GRACE_S).
+        self.others = OtherCatalogues(self.layout, self.owner, HEARTBEAT_S,
+                                      settings.grace_s + RESTART_GRACE_S)
         self.finisher = Finisher(self.spool, self.clock, self.status, self.max_attempts,
                                  self._end)
         self.starter = Starter(self.spool, self.clock, registry, self.discovery,

@@ -13,8 +13,10 @@ Guarantees:
 * a job is left only while another processor holding its lock, not stopping and not
   hung (its heartbeat under ``HEARTBEAT_STALE_S`` old, as ``spoolq stats`` calls it
   alive), publishes a catalogue that names its tool (read at most once a
-  ``recheck_s``); when none does (gone, stopping, hung, or ``owners/`` unreadable), it fails
-  ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
+  ``recheck_s``), or did in the last ``grace_s`` (:data:`RESTART_GRACE_S` past the stop's
+  grace: a restart); when none does (gone, stopping, hung, or ``owners/`` unreadable, for
+  that long), it fails ``unknown_tool`` as on a spool of one processor: nothing waits for
+  ever;
 * a tool this processor knows is never looked up here (the dispatch's hot path).
 """
 
@@ -29,26 +31,41 @@ from spool.stats import readable_processors
 
 log = logging.getLogger("spoolq.processor")
 
+RESTART_GRACE_S = 60.0
+"""How long past the moment another processor last offered a tool its jobs are still
+left to it, beyond its stop's grace: a restart of the only processor that offers it
+(``systemctl restart``: a stop, its ``SPOOL_GRACE_S``, a start that loads its tools) made
+this one fail every waiting job of that tool ``unknown_tool`` at once, 5.5 s after the
+stop (h398)."""
+
 
 class OtherCatalogues:
     """The tools the other live processors of ``layout`` offer (``owner`` is this one)."""
 
-    def __init__(self, layout: Layout, owner: str, recheck_s: float) -> None:
+    def __init__(self, layout: Layout, owner: str, recheck_s: float,
+                 grace_s: float = RESTART_GRACE_S) -> None:
+        """``grace_s``: how long a tool stays offered by a processor that offered it last
+        (stopping, hung, gone: a restart; see :data:`RESTART_GRACE_S`)."""
         self.layout = layout
         self.owner = owner
         self.recheck_s = recheck_s
-        self._offered: dict[str, str] = {}  # tool name -> an owner offering it
+        self.grace_s = grace_s
+        self._offered: dict[str, tuple[str, float]] = {}  # tool -> (an owner, last seen)
         self._read_at: float | None = None
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
 
     def offered_by(self, tool: str) -> str | None:
-        """An owner of another live processor that offers ``tool``, else None."""
+        """An owner of another live processor that offers ``tool``, or offered it in the
+        last ``grace_s`` (restarting, say); else None."""
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= self.recheck_s:
             self._read_at = now
-            self._offered = self._read()
+            offered = {name: (owner, now) for name, owner in self._read().items()}
+            self._offered = {name: seen for name, seen in self._offered.items()
+                             if now - seen[1] < self.grace_s} | offered
             self._said &= self._offered.keys()  # said again once offered anew
-        owner = self._offered.get(tool)
+        seen = self._offered.get(tool)
+        owner = None if seen is None else seen[0]
         if owner is not None and tool not in self._said:
             self._said.add(tool)
             log.info("jobs of a tool this processor does not load are left to the "

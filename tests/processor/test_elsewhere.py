@@ -64,6 +64,25 @@ def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
         "its lock let go: gone"
 
 
+def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path) -> None:
+    """The only processor offering a tool restarted (``systemctl restart``): the others
+    failed every waiting job of it ``unknown_tool`` 5.5 s after its stop (h398).  What
+    another processor offered stays offered for ``grace_s`` after it last was."""
+    layout = Layout(spool_root)
+    lease = _publish(layout, "other", "theirs")
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
+    assert others.offered_by("theirs") == "other"
+    lease.release()  # stopped: its lock let go
+    assert others.offered_by("theirs") == "other", "within the grace of a restart"
+    time.sleep(1.1)
+    assert others.offered_by("theirs") is None, "past it: failed unknown_tool here"
+    again = _publish(layout, "other2", "theirs")  # back, under its new owner name
+    try:
+        assert others.offered_by("theirs") == "other2"
+    finally:
+        again.release()
+
+
 class _Starts:
     """The starter of :func:`_processor`: the ids it was asked to claim."""
 
@@ -81,7 +100,7 @@ def _processor(settings: Settings, inbox: Inbox, starts: _Starts) -> tuple[Proce
     proc = object.__new__(Processor)
     proc.registry = Registry()
     proc.queues = Queues(proc._mode_of)
-    proc.others = OtherCatalogues(Layout(settings.spool_dir), "me", HEARTBEAT_S)
+    proc.others = OtherCatalogues(Layout(settings.spool_dir), "me", HEARTBEAT_S, grace_s=0.0)
     proc.starter = starts  # type: ignore[assignment]
     proc.runs, proc.fast = {}, SimpleNamespace(stuck={}, has_room=lambda: True)  # type: ignore[assignment]
     proc.reserve = SimpleNamespace(full=True)  # type: ignore[assignment]
