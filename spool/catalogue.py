@@ -8,6 +8,7 @@ the wrong type is given as absent.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # not imported: spoolq's commands load spool.models only when they use it
@@ -90,15 +91,22 @@ def catalogue_differences(processors: list[OwnerStatus]) -> list[str]:
     ``params_schema`` differs between them (:func:`merged_catalogue` shows the first
     one's).  Empty with one processor, or when they all offer the same tools alike.  The
     merged list alone told an operator nothing of a rolling upgrade's mixed ``SPOOL_TOOLS``
-    (h394)."""
+    (h394).  A processor stopping, or hung (its heartbeat stale), is named so: the others
+    leave it no job (h398)."""
     if len(processors) < 2:
         return []
+    from spool.lease import HEARTBEAT_STALE_S  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+
+    now = time.time()
     offers: dict[str, list[tuple[str, Any]]] = {}
     for status in processors:
+        owner = status.owner + (" (stopping)" if status.stopping else " (hung)"
+                                if now - status.heartbeat_at.timestamp() >= HEARTBEAT_STALE_S
+                                else "")
         for raw in status.tools:
             if isinstance(raw.get("name"), str):
                 offers.setdefault(raw["name"], []).append(
-                    (status.owner, catalogue_entry(raw)["params_schema"]))
+                    (owner, catalogue_entry(raw)["params_schema"]))
     lines = []
     for name in sorted(offers):
         owners = [owner for owner, _ in offers[name]]

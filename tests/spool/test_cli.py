@@ -1113,9 +1113,15 @@ def test_tools_says_what_the_running_processors_catalogues_disagree_on(
             spool_of(root).mover.publish(layout.owner_status(status.owner),
                                          status.model_dump_json().encode())
         text, as_json = run_all(env, ["tools"], ["tools", "--json"])
+        # The one that offers it stopping: named so, as the others leave it no job (h398).
+        spool_of(root).mover.publish(layout.owner_status("proc-a"), first.model_copy(
+            update={"stopping": True}).model_dump_json().encode())
+        [stopping] = run_all(env, ["tools"])
     finally:
         for lease in leases:
             lease.release()
+    assert "sleep: offered by proc-a (stopping) only, of the 2 running processors" \
+        in stopping.stderr, stopping.stderr
     assert text.returncode == 0 and as_json.returncode == 0, text.stderr
     assert [t["name"] for t in data(as_json)] == ["echo", "sleep"]
     for result in (text, as_json):
