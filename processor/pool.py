@@ -100,6 +100,7 @@ class _Slot:
     lifeline: Connection | None = None
     output: StdioPipes | None = None  # the read ends of the worker's fds 1 and 2
     fatal: str | None = None  # the worker said it cannot start, before reading a task
+    cannot_start: bool = False  # its last worker could not start; none loaded since
     ready: bool = False  # the worker said it loaded its tools: it may be offered a task
     loading: bool = False  # it loads what its task's tool needs first (see _loading)
     unsent: bool = False  # its task's write failed: the worker died before reading it
@@ -140,7 +141,6 @@ class LocalPool:
         self._waiting: deque[Task] = deque()
         self._waited: dict[str, float] = {}  # job id -> when its task first waited
         self._start_failing: str | None = None  # why, since the last result came
-        self._none_start = False  # since a worker said it cannot start, none loaded its tools
         self._killed: list[tuple[BaseProcess, float]] = []  # deaths to hear of (under _lock)
 
     # -- life cycle -------------------------------------------------------------------
@@ -189,13 +189,13 @@ class LocalPool:
         return self.size
 
     def room(self) -> int:
-        """COMPUTE jobs the pool can run now (the status file's ``compute_room``): none
-        while its workers cannot start (a ``SPOOL_TOOLS`` module removed or broken since
-        the processor started, no threads under a limit on processes), until one loads
-        its tools again.  Said whole meanwhile, ``spoolq stats`` showed the jobs waiting
+        """COMPUTE jobs the pool can run now (the status file's ``compute_room``): its
+        workers but those that cannot start (a ``SPOOL_TOOLS`` module removed or broken since
+        the processor started, no threads under a limit on processes), each until its next
+        worker loads them.  Said whole meanwhile, ``spoolq stats`` showed the jobs waiting
         for a worker as running on busy workers, and ``spoolq_compute_room`` alerted on
         nothing, while each failed ``worker_crashed`` at its time limit (h394)."""
-        return 0 if self._none_start else self.size
+        return sum(not slot.cannot_start for slot in self._slots)
 
     def free_slots(self) -> int:
         """Free workers, once the tasks waiting for one have them (the daemon asks at
@@ -403,7 +403,7 @@ class LocalPool:
     def _ready(self, slot: _Slot) -> None:
         """The worker loaded its tools, or what its task's tool needs (:meth:`_loading`):
         a task given it before is sent, and starts its time now (see submit)."""
-        self._none_start = False
+        slot.cannot_start = False
         with self._lock:
             slot.ready, slot.loading = True, False
             task = slot.task if not slot.kill_reason else None
@@ -432,7 +432,7 @@ class LocalPool:
     def _cannot_start(self, slot: _Slot, why: str) -> None:
         """The worker says it cannot start, before it read a task (see :meth:`_exited`)."""
         slot.fatal = why
-        self._none_start = True
+        slot.cannot_start = True
         if self._start_failing is None:  # one line, not one per try
             log.error("worker cannot start, trying again every %g s: %s", _RESPAWN_RETRY_S, why)
         self._start_failing = why

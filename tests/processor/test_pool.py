@@ -288,6 +288,23 @@ def test_a_worker_that_cannot_start_hands_its_task_to_the_next(
         assert pool.room() == 1, "a worker started again: the pool has its room back"
 
 
+def test_the_room_leaves_out_only_the_workers_that_cannot_start() -> None:
+    """Of two workers, one cannot start: the room is the other one, not none (one failing
+    start said 0 beside a healthy worker, and any worker's ready, a healthy one's after
+    it loaded a tool's modules, said the whole pool again: h398).  The pool's own
+    bookkeeping of what its workers said, on a pool not started (its workers are forked
+    alike from one forkserver: one cannot be made to fail alone)."""
+    pool = LocalPool(2, tool_modules=[])
+    failing, healthy = pool._slots
+    assert pool.room() == 2
+    pool._cannot_start(failing, "SPOOL_TOOLS module 'gone' failed to import")
+    assert pool.room() == 1
+    pool._ready(healthy)  # (after a quant tool's modules loaded, say)
+    assert pool.room() == 1, "another worker's ready is not the failing one's"
+    pool._ready(failing)  # its next worker loaded its tools
+    assert pool.room() == 2
+
+
 def test_a_task_no_worker_can_start_for_fails_after_its_timeout(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers that never start (a tool module that imports only in the processor):
