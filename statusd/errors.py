@@ -264,6 +264,26 @@ async def answer_and_hang_up(request: web.Request,
     return response
 
 
+async def answer_and_stop_sending(request: web.Request,
+                                  response: web.Response) -> web.StreamResponse:
+    """Send ``response`` now with ``Connection: close``, then end this side of the
+    connection (its FIN), the rest of the request's body read and thrown away meanwhile
+    as aiohttp does after any answer (its lingering: until the client closes, at most
+    10 s).  For a refusal before ``100 Continue`` (:func:`statusd.writes._expect`): a
+    client that waits sees the answer and the FIN, and closes; closed at once instead, a
+    client that sent its body unasked (Python's http.client, urllib3; curl once its 1 s
+    wait is up) had it refused by the kernel with a reset, and read ConnectionResetError,
+    never the answer (QA h399)."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+        transport = request.transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()  # once what is buffered is sent
+    return response
+
+
 def _internal(request: web.Request) -> web.Response:
     """A server bug: its traceback in the log (call it from the ``except``), 500 to the client."""
     log.exception("unhandled error on %s %s", request.method, request.path)

@@ -57,7 +57,14 @@ from spool.intake import validation_reason
 from spool.models import MAX_NESTING, Job, Record, record_bytes, too_deep
 from spool.stats import catalogue_refusal, readable_processors, spent_attempts
 from spool.text import without_bom
-from statusd.errors import ApiError, answer_and_hang_up, flag_value, json_error, not_found, task_id
+from statusd.errors import (
+    ApiError,
+    answer_and_stop_sending,
+    flag_value,
+    json_error,
+    not_found,
+    task_id,
+)
 from statusd.origins import REACH
 from statusd.services import SERVICES, Services
 
@@ -112,9 +119,9 @@ async def _expect(request: web.Request, *, body_limited: bool
                 request.content_length > limit:
             raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
     except ApiError as exc:
-        # Answered and closed now: left to aiohttp, the connection waited (lingering) for
-        # the body this answer tells the client not to send.
-        return await answer_and_hang_up(
+        # Answered, and this side closed at once (a client that waits closes its own);
+        # what a client sent unasked is read meanwhile, not reset (QA h399).
+        return await answer_and_stop_sending(
             request, json_error(exc.status, exc.kind, exc.message, exc.headers))
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # as aiohttp's: the answer's own bytes start here
