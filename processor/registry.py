@@ -231,10 +231,26 @@ def _raised_at(exc: BaseException) -> str:
               if f.filename and not f.filename.startswith("<")]
     installed = [f for f in frames if _under(f.filename, _INSTALLED)]
     own = [f for f in frames if f not in installed and not _under(f.filename, _STDLIB)]
-    if not (own or installed):
+    if own:
+        frame = own[-1]
+    elif installed:
+        # An installed tool (an entry point's always is): the deepest frame of its own
+        # package, the first installed one imported, not pandas' line it called (QA h399).
+        home = _installed_home(installed[0].filename)
+        frame = [f for f in installed if f.filename.startswith(home)][-1]
+    else:
         return ""
-    frame = (own or installed)[-1]
     return f" (at {frame.filename}:{frame.lineno})"
+
+
+def _installed_home(filename: str) -> str:
+    """The package folder (with its separator) or the single module file that installed
+    ``filename`` belongs to: ``.../site-packages/mytools/``."""
+    for folder in sorted((f for f in _INSTALLED if filename.startswith(f)), key=len,
+                         reverse=True):
+        top, sep, _ = filename[len(folder):].partition(os.sep)
+        return folder + top + sep
+    return filename
 
 
 def _under(filename: str, folders: tuple[str, ...]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from processor import registry as registry_module
 from processor.registry import Registry, load_registry
 from processor.tools import BaseTool, ExecutionMode, ToolContext, ToolResult
 from spool.errors import ConfigError
@@ -244,6 +246,36 @@ def test_a_tool_module_that_raises_as_it_is_imported_names_the_error_and_its_lin
             load_registry(["raising_tools"], use_entry_points=False)
     finally:
         sys.modules.pop("raising_tools", None)
+
+
+@pytest.mark.parametrize("layout", ["module", "package"])
+def test_an_installed_tool_module_raising_in_a_library_names_its_own_line(
+        layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed tool (an entry point's always is, in site-packages, beside pandas)
+    that raised inside pandas was said "(at .../site-packages/pandas/io/common.py:873)":
+    the deepest installed frame, pandas' own, not the tool's line that called it, which
+    a tool not installed is told (QA h399)."""
+    site_dir = tmp_path / "site-packages"
+    code = "import pandas\n\nDATA = pandas.read_csv('/nonexistent/qa_h399/prices.csv')\n"
+    if layout == "module":
+        site_dir.mkdir()
+        (site_dir / "qa_h399_tools.py").write_text(code)
+        name, where = "qa_h399_tools", r"qa_h399_tools\.py:3"
+    else:
+        (site_dir / "qa_h399_pkg").mkdir(parents=True)
+        (site_dir / "qa_h399_pkg" / "__init__.py").write_text("")
+        (site_dir / "qa_h399_pkg" / "tools.py").write_text(code)
+        name, where = "qa_h399_pkg.tools", r"qa_h399_pkg/tools\.py:3"
+    monkeypatch.syspath_prepend(str(site_dir))
+    monkeypatch.setattr(registry_module, "_INSTALLED",
+                        (*registry_module._INSTALLED, os.path.join(site_dir, "")))
+    try:
+        with pytest.raises(ConfigError, match=rf"FileNotFoundError: .*prices\.csv' "
+                                              rf"\(at .*{where}\)$"):
+            load_registry([name], use_entry_points=False)
+    finally:
+        for module in ("qa_h399_tools", "qa_h399_pkg", "qa_h399_pkg.tools"):
+            sys.modules.pop(module, None)
 
 
 def test_a_broken_entry_point_names_the_package_that_declares_it(
