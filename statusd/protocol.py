@@ -209,9 +209,17 @@ _over_cap_lines = ClientFaults(1, time.monotonic, held_back="more connections ov
 async def over_cap_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """503 ``unavailable`` (and a close) for a request on a connection made over the cap
     (:class:`AppRunner`'s ``max_connections``); one line a minute in the log."""
+    refusal = over_cap_refusal(request)
+    return await handler(request) if refusal is None else refusal
+
+
+def over_cap_refusal(request: web.Request) -> web.Response | None:
+    """The 503 for a request on a connection made over the cap (None when it was not):
+    :func:`over_cap_middleware`'s, and the write routes' ``Expect`` handler's, which runs
+    before any middleware (:func:`statusd.writes._expect`)."""
     protocol = request.protocol
     if not getattr(protocol, "over_cap", False):
-        return await handler(request)
+        return None
     cap = getattr(protocol._manager, "max_connections", None)
     _over_cap_lines.note(logging.WARNING, "refused a connection from %s: %s connections "
                          "open, the most statusd serves (see its open files limit)",

@@ -66,6 +66,7 @@ from statusd.errors import (
     task_id,
 )
 from statusd.origins import REACH
+from statusd.protocol import over_cap_refusal
 from statusd.services import SERVICES, Services
 
 log = logging.getLogger("spoolq.statusd")
@@ -109,6 +110,10 @@ async def _expect(request: web.Request, *, body_limited: bool
         return None
     services = request.app[SERVICES]
     limit = services.settings.statusd_max_body_bytes
+    if (refusal := over_cap_refusal(request)) is not None:
+        # Over the cap: 503, as the middleware answers any request then, not 100 Continue
+        # and a body read for a 503 (or a 401 where others are told 503; QA h399).
+        return await answer_and_stop_sending(request, refusal)
     try:
         if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             raise ApiError(417, "expectation_failed", "unsupported Expect header")

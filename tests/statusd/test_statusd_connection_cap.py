@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from statusdkit import ServerThread, request, run_job, settings_for, stalled_ws_client
+from statusdkit import TOKEN, ServerThread, request, run_job, settings_for, stalled_ws_client
 
 from spool.transitions import Spool
 from statusd.protocol import FD_RESERVE, OVER_CAP_WAIT_S, connection_cap
@@ -81,3 +81,26 @@ def test_the_cap_leaves_two_descriptors_a_connection_and_a_reserve() -> None:
     assert connection_cap(1024) == (1024 - FD_RESERVE) // 2
     assert connection_cap(20000) * 2 + FD_RESERVE <= 20000
     assert connection_cap(10) == 1
+
+
+@pytest.mark.parametrize("token", [TOKEN, "wrong"])
+def test_a_write_over_the_cap_that_asks_100_continue_is_refused_before_its_body(
+        server: CappedServer, token: str) -> None:
+    """Over the cap, a write with ``Expect: 100-continue`` was told 100 Continue (its
+    token good), sent its body (up to a MiB) and then got 503; or was told 401 (its
+    token wrong), where every other request over the cap is 503 (QA h399)."""
+    held = [stalled_ws_client(server.port, "/api/v1/ws/events") for _ in range(CAP)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(f"POST /api/v1/tasks HTTP/1.1\r\nHost: localhost\r\n"
+                         f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 16\r\nExpect: 100-continue\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        for sock in held:
+            sock.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "unavailable"
