@@ -67,6 +67,10 @@ _FILE_PATHS = ("/static/",)
 FD_RESERVE = 64
 """Descriptors kept for statusd's own use whatever its clients hold: the change feed,
 the worker threads' reads of the spool, its log."""
+PROBES = frozenset({"/healthz", "/metrics"})
+"""Answered over the cap too: a 503 there read as statusd down, to Prometheus (every
+alert on its gauges went quiet, SpoolqStatusdDown fired) and to a liveness probe that
+restarts it, while it served its clients (QA h399).  Its connection is closed after."""
 OVER_CAP_WAIT_S = 1.0
 """How long a connection over the cap may take to send the request its 503 answers."""
 
@@ -208,7 +212,12 @@ _over_cap_lines = ClientFaults(1, time.monotonic, held_back="more connections ov
 @web.middleware
 async def over_cap_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """503 ``unavailable`` (and a close) for a request on a connection made over the cap
-    (:class:`AppRunner`'s ``max_connections``); one line a minute in the log."""
+    (:class:`AppRunner`'s ``max_connections``); one line a minute in the log.  A probe
+    (:data:`PROBES`) is answered all the same, and its connection closed."""
+    if request.path in PROBES and getattr(request.protocol, "over_cap", False):
+        response = await handler(request)
+        response.force_close()
+        return response
     refusal = over_cap_refusal(request)
     return await handler(request) if refusal is None else refusal
 

@@ -56,6 +56,16 @@ def test_a_connection_over_the_cap_is_answered_503_and_the_others_are_served(
         error = orjson.loads(body)["error"]
         assert error["type"] == "unavailable"
         assert f"{CAP} connections" in error["message"]
+        # A liveness probe and a scrape are answered: a 503 read as statusd down (h399).
+        status, body = _raw_get(server.port, "/healthz")
+        assert status.startswith(b"HTTP/1.1 200"), status
+        assert orjson.loads(body)["status"] == "ok"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            scraped = b""
+            while chunk := sock.recv(65536):  # the connection closed after its answer
+                scraped += chunk
+        assert scraped.startswith(b"HTTP/1.1 200") and b"spoolq_jobs" in scraped, scraped[:200]
     finally:
         for sock in held:
             sock.close()
