@@ -408,7 +408,8 @@ def result_json(value: Any) -> bytes:
         why = str(exc)
         if why == "Recursion limit reached":  # orjson's words read as the tool's recursion
             why = "it is nested more than 254 levels deep, or holds itself"
-        elif (where := _not_json_at(value, "result", 0)) is not None:
+        elif (where := _not_json_at(value, "result", 0,
+                                    time.monotonic() + WHERE_BUDGET_S)) is not None:
             why = where
         raise TypeError(f"the result is not JSON: {why}") from None
     if (twice := _key_twice(value)) is not None:
@@ -417,7 +418,13 @@ def result_json(value: Any) -> bytes:
     return encoded
 
 
-def _not_json_at(value: Any, path: str, depth: int) -> str | None:
+WHERE_BUDGET_S = 0.5
+"""How long :func:`_not_json_at` may look (then orjson's words are said): its cost is the
+result's size times its depth, 8.6 s of the job's time for 40,000 ints at each of 250
+levels (QA h399)."""
+
+
+def _not_json_at(value: Any, path: str, depth: int, until: float) -> str | None:
     """What in ``value`` (named ``path``) is not JSON, and where: ``Type is not JSON
     serializable: Timestamp at result['rows'][3]['t']``, or a key's type, or a ``NaT``;
     None when nothing is found (the caller says orjson's words then).  Only a failed
@@ -425,14 +432,13 @@ def _not_json_at(value: Any, path: str, depth: int) -> str | None:
     serializable: Timestamp" named no place in a result of many tables, and orjson's
     "unsupported numpy.datetime64 unit: NaT" (a missing time) and "Dict key must a type
     serializable with OPT_NON_STR_KEYS" (a numpy integer key) said nothing a tool's author
-    could act on (QA h395)."""
-    if depth > _MAX_DEPTH:
+    could act on (QA h395).  None too once the monotonic clock passes ``until``."""
+    if depth > _MAX_DEPTH or time.monotonic() > until:
         return None
     if isinstance(value, dict):
-        return _not_json_in_dict(value, path, depth)
+        return _not_json_in_dict(value, path, depth, until)
     if isinstance(value, list | tuple):
-        return next((_not_json_at(item, f"{path}[{index}]", depth + 1)
-                     for index, item in enumerate(value) if not _is_json(item)), None)
+        return _not_json_in_list(value, path, depth, until)
     if _holds_nat(value):
         return (f"{path} is a numpy datetime64 that holds NaT (a missing time), which JSON "
                 "cannot hold: write a missing time as None")
@@ -443,16 +449,30 @@ def _not_json_at(value: Any, path: str, depth: int) -> str | None:
     return None
 
 
-def _not_json_in_dict(value: dict[Any, Any], path: str, depth: int) -> str | None:
+def _not_json_in_list(value: list[Any] | tuple[Any, ...], path: str, depth: int,
+                      until: float) -> str | None:
+    """:func:`_not_json_at` of a list: the first item that is not JSON."""
+    for index, item in enumerate(value):
+        if time.monotonic() > until:
+            return None
+        if not _is_json(item):
+            return _not_json_at(item, f"{path}[{index}]", depth + 1, until)
+    return None
+
+
+def _not_json_in_dict(value: dict[Any, Any], path: str, depth: int, until: float
+                      ) -> str | None:
     """:func:`_not_json_at` of a dict: a key of a type no JSON key is made of, or the
     first item that is not JSON."""
     for key, item in value.items():
+        if time.monotonic() > until:
+            return None
         if type(key) is not str and not _is_json(dict.fromkeys((key,))):
             return (f"a key of {path} is a {_type_name(key)} ({_short(key)}): a key must be "
                     "a str, int, float, bool, None, datetime, date, time, enum or UUID (a "
                     "numpy number: int(key) or float(key))")
         if not _is_json(item):
-            return _not_json_at(item, f"{path}[{_short(key)}]", depth + 1)
+            return _not_json_at(item, f"{path}[{_short(key)}]", depth + 1, until)
     return None
 
 

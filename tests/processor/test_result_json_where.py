@@ -5,12 +5,14 @@ Only the failing path walks the result: a result that is JSON is encoded as befo
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from processor import runner
 from processor.runner import result_json
 
 STAMPS = pd.DataFrame({"t": pd.date_range("2026-01-01", periods=2)})
@@ -48,3 +50,19 @@ def test_a_result_that_is_json_is_written_as_before() -> None:
              "k": {1: "a", None: "b"}, "n": np.int64(3)}
     assert result_json(value) == (b'{"t":"2026-01-02T03:04:05","x":[1.0,null],'
                                   b'"k":{"1":"a","null":"b"},"n":3}')
+
+
+def test_the_look_for_where_is_bounded_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look costs the result's size times its depth: 40,000 ints at each of 250
+    levels took 8.6 s of the job's time, which could end it as a timeout instead (QA
+    h399).  Past its budget orjson's words are said, no place."""
+    monkeypatch.setattr(runner, "WHERE_BUDGET_S", 0.2)
+    value: Any = [pd.Timestamp("2026-01-01")]
+    for _ in range(200):
+        value = [*range(20_000), value]
+    began = time.monotonic()
+    with pytest.raises(TypeError) as caught:
+        result_json(value)
+    assert time.monotonic() - began < 5, "the look went on past its budget"
+    assert str(caught.value) == "the result is not JSON: Type is not JSON serializable: " \
+        "Timestamp", caught.value
