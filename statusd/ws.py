@@ -287,7 +287,7 @@ async def _write_frames(request: web.Request, ws: web.WebSocketResponse,
     if ws.closed or transport is None or transport.is_closing():
         raise ConnectionResetError("the WebSocket is closing")
     for piece in _pieces(texts):
-        if transport.is_closing():
+        if ws.closed or transport.is_closing():  # its close frame is the last one sent
             raise ConnectionResetError("the WebSocket closed")
         transport.write(piece)
         wait_s = DRAIN_POLL_S[0]
