@@ -392,9 +392,21 @@ def test_a_bursts_transitions_go_out_in_the_order_they_happened(spool: Spool) ->
 
 
 def _submit_ticks_apart(spool: Spool, ids: list[str]) -> None:
+    """Submit ``ids`` one by one, each stamped a tick of the kernel's coarse file times
+    after the one before.  A fixed sleep was not that: on a loaded host the coarse clock
+    stood still for over 20 ms, and two drops 20 ms apart had the same ctime (r-16 and
+    r-17, sent in the listing's order: h400)."""
+    probe = spool.layout.root.parent / "tick-probe"
     for job_id in ids:
         submit(spool, job_id)
-        time.sleep(0.02)  # a tick of the kernel's coarse file times apart
+        stamped = os.stat(spool.layout.job(JobState.PENDING, job_id)).st_ctime_ns
+        deadline = time.monotonic() + 10
+        while True:
+            probe.write_bytes(b"t")  # a file changed now: its ctime is the clock's
+            if os.stat(probe).st_ctime_ns > stamped:
+                break
+            assert time.monotonic() < deadline, "the filesystem's clock never ticked"
+            time.sleep(0.002)
 
 
 def test_a_rescan_sends_what_it_finds_in_the_order_it_happened(spool: Spool) -> None:
