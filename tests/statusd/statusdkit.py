@@ -35,6 +35,7 @@ from spool.models import ErrorInfo, Job, OwnerStatus, Progress, Record
 from spool.settings import FsyncMode, Settings, load_settings
 from spool.states import JobState
 from spool.transitions import Spool
+from statusd import ws
 from statusd.__main__ import STOP_S
 from statusd.app import create_app
 from statusd.items import Item
@@ -373,3 +374,16 @@ class FakeOwner:
 
     def close(self) -> None:
         self.lease.release()
+
+
+def unsent_bytes(srv: ServerThread) -> list[int]:
+    """The bytes each WebSocket's transport holds that the kernel has not taken yet (the
+    transport is aiohttp's, not public: read here, on the server's loop, only)."""
+
+    def sizes() -> list[int]:
+        transports = [sock._req.transport if sock._req else None
+                      for sock in srv.app[ws.SOCKETS]] if srv.app else []
+        return [t.get_write_buffer_size() for t in transports if t is not None]
+
+    found: list[int] = srv.in_loop(sizes)
+    return found

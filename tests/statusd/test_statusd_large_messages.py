@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from statusdkit import ServerThread, settings_for, stalled_ws_client, wait_for
+from statusdkit import ServerThread, settings_for, stalled_ws_client, unsent_bytes, wait_for
 
 from spool.models import Job
 from spool.transitions import Spool
@@ -21,16 +21,6 @@ from statusd import ws
 BIG = 900_000
 
 
-def _unsent(srv: ServerThread) -> list[int]:
-    """The bytes each WebSocket's transport holds that the kernel has not taken yet."""
-
-    def sizes() -> list[int]:
-        transports = [sock._req.transport if sock._req else None
-                      for sock in srv.app[ws.SOCKETS]] if srv.app else []
-        return [t.get_write_buffer_size() for t in transports if t is not None]
-
-    found: list[int] = srv.in_loop(sizes)
-    return found
 
 
 def test_a_large_message_to_a_client_that_reads_nothing_is_not_held_whole(
@@ -44,7 +34,7 @@ def test_a_large_message_to_a_client_that_reads_nothing_is_not_held_whole(
             spool.submit(Job(tool="echo", params={"pad": "x" * BIG}), f"big-{n}")
             wait_for(lambda: srv.indexed_state(f"big-{n}") is not None,  # noqa: B023
                      what=f"big-{n} published")
-            held.append(max(_unsent(srv), default=0))
+            held.append(max(unsent_bytes(srv), default=0))
         assert any(held), "the kernel took every message"
         assert max(held) <= 2 * ws.WRITE_HIGH_BYTES, held
     finally:

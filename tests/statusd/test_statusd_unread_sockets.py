@@ -27,12 +27,13 @@ from statusdkit import (
     run_job,
     settings_for,
     stalled_ws_client,
+    unsent_bytes,
     wait_for,
 )
 
 from spool.models import Job
 from spool.transitions import Spool
-from statusd import hub, sending, ws
+from statusd import hub, sending
 from statusd.ws import CLOSE_TIMEOUT_S
 
 QUICK_STALL_S = 1.0
@@ -87,17 +88,6 @@ def test_a_client_that_pings_and_never_reads_is_cut_off(
         srv.stop()
 
 
-def _unsent(srv: ServerThread) -> list[int]:
-    """The bytes each WebSocket's transport holds that the kernel has not taken yet (the
-    transport is aiohttp's, not public: read here, on the server's loop, only)."""
-
-    def sizes() -> list[int]:
-        transports = [sock._req.transport if sock._req else None
-                      for sock in srv.app[ws.SOCKETS]] if srv.app else []
-        return [t.get_write_buffer_size() for t in transports if t is not None]
-
-    found: list[int] = srv.in_loop(sizes)
-    return found
 
 
 def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool) -> None:
@@ -116,7 +106,7 @@ def test_a_client_the_heartbeat_closes_with_bytes_unsent_is_let_go(spool: Spool)
             spool.submit(Job(tool="echo", params={"pad": "x" * 20_000}), job_id)
             wait_for(lambda: srv.indexed_state(job_id) is not None,  # noqa: B023
                      what=f"{job_id} published")
-            if any(_unsent(srv)):
+            if any(unsent_bytes(srv)):
                 break
         else:
             raise AssertionError("the kernel took every message")
