@@ -228,7 +228,8 @@ def _raised_at(exc: BaseException) -> str:
     with size 3" named neither the error nor the line that raised it (QA h395)."""
     # (the first frame is the caller's, which caught it: the import, not the tool's)
     frames = [f for f in traceback.extract_tb(exc.__traceback__)[1:]
-              if f.filename and not f.filename.startswith("<")]
+              if f.filename and not f.filename.startswith("<")
+              and _IMPORT_MACHINERY not in f.filename]
     installed = [f for f in frames if _under(f.filename, _INSTALLED)]
     own = [f for f in frames if f not in installed and not _under(f.filename, _STDLIB)]
     if own:
@@ -241,6 +242,13 @@ def _raised_at(exc: BaseException) -> str:
     else:
         return ""
     return f" (at {frame.filename}:{frame.lineno})"
+
+
+_IMPORT_MACHINERY = os.sep + os.path.join("importlib_metadata", "")
+"""The backport of ``importlib.metadata``, installed with other packages: once something
+imported it, its finder on ``sys.meta_path`` makes every entry point its own, whose
+``load()`` frame is the import's, no tool's (a missing module was said "(at
+.../site-packages/importlib_metadata/__init__.py:271)", in the full suite only)."""
 
 
 def _installed_home(filename: str) -> str:
