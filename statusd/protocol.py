@@ -78,8 +78,9 @@ OVER_CAP_WAIT_S = 1.0
 def connection_cap(nofile: int) -> int:
     """The most connections statusd serves at once with ``nofile`` descriptors: two for
     each (its socket, and the file of a large record it may be streaming), with
-    :data:`FD_RESERVE` kept back."""
-    return max(1, (nofile - FD_RESERVE) // 2)
+    :data:`FD_RESERVE` kept back, or a quarter of a smaller limit (under 256: at 64 the
+    reserve took them all, and one connection was served)."""
+    return max(1, (nofile - min(FD_RESERVE, nofile // 4)) // 2)
 
 
 class _BadRequestLog:

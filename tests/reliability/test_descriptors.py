@@ -12,6 +12,7 @@ be written, no lease given back, and the pause went on for good.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,6 +103,17 @@ def test_a_limit_just_above_start_up_still_runs_every_job(
         d.abort()
 
 
+def _lower_nofile(daemon: Daemon, limit: int) -> None:
+    """Lower a running statusd's open files limit to ``limit``: its connection cap is
+    reckoned from the limit it started with (statusd.protocol.connection_cap), so clients
+    alone no longer use up its descriptors (QA h396); they run out for other causes all
+    the same (a limit lowered, large records streamed, other files), which is what these
+    tests are about."""
+    assert daemon.proc is not None
+    subprocess.run(["prlimit", f"--pid={daemon.proc.pid}", f"--nofile={limit}:{limit}"],
+                   check=True, timeout=30)
+
+
 def test_statusd_out_of_descriptors_logs_a_line_not_a_flood(
         spool_root: Path, tmp_path: Path) -> None:
     """More WebSocket clients than a low hard limit allows: those open are served, the
@@ -114,11 +126,12 @@ def test_statusd_out_of_descriptors_logs_a_line_not_a_flood(
     from relkit import statusd_port  # noqa: PLC0415
 
     d = Daemon(spool_root, tmp_path / "statusd.log", module="statusd",
-               prefix=["prlimit", "--nofile=64:64", "--"],
+               prefix=["prlimit", "--nofile=1024:1024", "--"],
                STATUSD_HOST="127.0.0.1", STATUSD_PORT="0")
     try:
         d.start(wait_ready=False)
         base = f"http://127.0.0.1:{statusd_port(d)}"
+        _lower_nofile(d, 64)
 
         async def clients() -> tuple[int, int]:
             connector = aiohttp.TCPConnector(limit=0)
@@ -202,12 +215,13 @@ def test_statusd_out_of_descriptors_does_not_call_a_live_processor_down(
 
     processor = Daemon(spool_root, tmp_path / "p.log")
     statusd = Daemon(spool_root, tmp_path / "statusd.log", module="statusd",
-                     prefix=["prlimit", "--nofile=64:64", "--"],
+                     prefix=["prlimit", "--nofile=1024:1024", "--"],
                      STATUSD_HOST="127.0.0.1", STATUSD_PORT="0")
     try:
         processor.start()
         statusd.start(wait_ready=False)
         base = f"http://127.0.0.1:{statusd_port(statusd)}"
+        _lower_nofile(statusd, 64)
 
         async def ask() -> list[tuple[int, bytes]]:
             # One connection kept for the questions, opened before the others take

@@ -90,7 +90,8 @@ def test_a_connection_over_the_cap_that_sends_nothing_is_closed_soon(
 def test_the_cap_leaves_two_descriptors_a_connection_and_a_reserve() -> None:
     assert connection_cap(1024) == (1024 - FD_RESERVE) // 2
     assert connection_cap(20000) * 2 + FD_RESERVE <= 20000
-    assert connection_cap(10) == 1
+    assert connection_cap(64) == (64 - 16) // 2  # a quarter of a small limit kept back
+    assert connection_cap(3) == 1
 
 
 @pytest.mark.parametrize("token", [TOKEN, "wrong"])
