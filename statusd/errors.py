@@ -251,7 +251,7 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def answer_and_hang_up(request: web.Request,
+async def _answer_and_hang_up(request: web.Request,
                               response: web.Response) -> web.StreamResponse:
     """Send ``response`` now, then close the connection.  The rest of the request's body is
     never read: left to aiohttp, it would go on reading it after the answer, raising the
@@ -332,7 +332,7 @@ async def _client_error(request: web.Request,
         response = json_error(400, "bad_request", reason)
     request.app[CLIENT_FAULTS].note(logging.WARNING, "bad request from %s: %s (%s %s)",
                                     _peer(request), reason, request.method, request.path)
-    return await answer_and_hang_up(request, response)
+    return await _answer_and_hang_up(request, response)
 
 
 def _went_away(request: web.Request) -> web.Response:

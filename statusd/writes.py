@@ -109,7 +109,6 @@ async def _expect(request: web.Request, *, body_limited: bool
     if request.version != HttpVersion11:
         return None
     services = request.app[SERVICES]
-    limit = services.settings.statusd_max_body_bytes
     if (refusal := over_cap_refusal(request)) is not None:
         # Over the cap: 503, as the middleware answers any request then, not 100 Continue
         # and a body read for a 503 (or a 401 where others are told 503; QA h399).
@@ -120,9 +119,8 @@ async def _expect(request: web.Request, *, body_limited: bool
         if (why := request.app[REACH].host_refused(request)) is not None:
             raise ApiError(403, "forbidden", why)
         authorize(request, services)
-        if body_limited and request.content_length is not None and \
-                request.content_length > limit:
-            raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+        if body_limited:
+            _refuse_declared_oversize(request, services)
     except ApiError as exc:
         # Answered, and this side closed at once (a client that waits closes its own);
         # what a client sent unasked is read meanwhile, not reset (QA h399).
@@ -170,10 +168,16 @@ def _submit(services: Services, job: Job, any_tool: bool) -> str:
     return services.client.submit(job)
 
 
-async def _json_body(request: web.Request, services: Services) -> dict[str, Any]:
+def _refuse_declared_oversize(request: web.Request, services: Services) -> None:
+    """413 for a body whose declared Content-Length is over ``STATUSD_MAX_BODY_BYTES``,
+    before any of it is read."""
     limit = services.settings.statusd_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"the body is over {limit} bytes")
+
+
+async def _json_body(request: web.Request, services: Services) -> dict[str, Any]:
+    _refuse_declared_oversize(request, services)
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the job as application/json")
     timeout_s = request.app[BODY_TIMEOUT]
