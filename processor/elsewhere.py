@@ -26,7 +26,7 @@ import logging
 import time
 
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S
+from spool.lease import heartbeat_fresh
 from spool.stats import readable_processors
 
 log = logging.getLogger("spoolq.processor")
@@ -78,7 +78,7 @@ class OtherCatalogues:
         now = time.time()
         for status in readable_processors(self.layout) or ():
             if (status.owner == self.owner or status.stopping
-                    or now - status.heartbeat_at.timestamp() >= HEARTBEAT_STALE_S):
+                    or not heartbeat_fresh(status, now)):
                 continue
             for raw in status.tools:
                 name = raw.get("name")

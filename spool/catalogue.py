@@ -95,14 +95,13 @@ def catalogue_differences(processors: list[OwnerStatus]) -> list[str]:
     leave it no job (h398)."""
     if len(processors) < 2:
         return []
-    from spool.lease import HEARTBEAT_STALE_S  # noqa: PLC0415 - lazy, see TYPE_CHECKING
+    from spool.lease import heartbeat_fresh  # noqa: PLC0415 - lazy, see TYPE_CHECKING
 
     now = time.time()
     offers: dict[str, list[tuple[str, Any]]] = {}
     for status in processors:
-        owner = status.owner + (" (stopping)" if status.stopping else " (hung)"
-                                if now - status.heartbeat_at.timestamp() >= HEARTBEAT_STALE_S
-                                else "")
+        owner = status.owner + (" (stopping)" if status.stopping else ""
+                                if heartbeat_fresh(status, now) else " (hung)")
         for raw in status.tools:
             if isinstance(raw.get("name"), str):
                 offers.setdefault(raw["name"], []).append(

@@ -22,12 +22,22 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spool.fsops import F_SETLEASE, NOT_NOW
+
+if TYPE_CHECKING:
+    from spool.models import OwnerStatus
 
 HEARTBEAT_STALE_S = 60.0
 """A processor whose heartbeat is older than this is not live, though it holds its lock
 (stopped by SIGSTOP, or its loop hung): its workers and counts are no longer shown."""
+
+
+def heartbeat_fresh(status: OwnerStatus, now: float) -> bool:
+    """Whether a lock holder's heartbeat is under :data:`HEARTBEAT_STALE_S` old at ``now``
+    (seconds since the epoch): live, not hung."""
+    return now - status.heartbeat_at.timestamp() < HEARTBEAT_STALE_S
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 

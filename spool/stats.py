@@ -19,7 +19,7 @@ from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.in_progress import InProgress, in_progress_in
 from spool.jobfile import MAX_ACTIVE_BYTES
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S, NOT_THERE, is_locked
+from spool.lease import NOT_THERE, heartbeat_fresh, is_locked
 from spool.models import OwnerStatus
 from spool.states import TERMINAL, JobState
 
@@ -382,7 +382,7 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
     ``RECENT_S`` by state (``done``, ``failed``), from the folders, so a processor's
     restart, death or hang cannot reset, lose or freeze them.  ``in_progress``: the files
     in ``pending/`` under an in-progress name (None: not known, null in the document)."""
-    live = [p for p in processors if now - p.heartbeat_at.timestamp() < HEARTBEAT_STALE_S]
+    live = [p for p in processors if heartbeat_fresh(p, now)]
     live_owners = {p.owner for p in live}
     heartbeat: datetime | None = max((p.heartbeat_at for p in processors), default=None)
     return {

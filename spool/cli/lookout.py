@@ -41,7 +41,7 @@ from spool.errors import SpoolIOError
 from spool.fsops import NOT_NOW
 from spool.ids import JOB_SUFFIX, is_valid_id
 from spool.layout import Layout
-from spool.lease import HEARTBEAT_STALE_S, is_locked
+from spool.lease import heartbeat_fresh, is_locked
 
 if TYPE_CHECKING:
     from spool.models import OwnerStatus
@@ -71,7 +71,7 @@ def absence(layout: Layout, now: float) -> Absence | None:
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
 
     held = SpoolReader(layout).processors()  # the lock holders
-    if any(now - status.heartbeat_at.timestamp() < HEARTBEAT_STALE_S for status in held):
+    if any(heartbeat_fresh(status, now) for status in held):
         return None
     if _starting(layout, {status.owner for status in held}, now):
         return None
