@@ -84,22 +84,24 @@ class Queues:
         self._compact(self.delayed)
         for lane in self.lanes.values():
             self._compact(lane)
-        # The parked ones another processor claimed go too, as the queues' do: once they
-        # outnumber the ready (a rebuild at each withdraw walked every parked job: a drain
-        # of 12,000 by the processor they were left to, a batch of ids a pass, O(n^2)).
-        if sum(map(len, self.parked.values())) > 2 * len(self.ready) + COMPACT_MIN:
-            ready = self.ready
-            self.parked = {tool: live for tool, parked in self.parked.items()
-                           if (live := [c for c in parked if ready.get(c.job_id) is c])}
+        self._compact_parked()  # those another processor claimed
 
     def park(self, cand: Candidate, tool: str) -> None:
         """``cand`` (just popped) is left to the processors that offer ``tool``: ready
         still (a rescan, a cancel find it so), queued again by :meth:`unpark`."""
         self.ready[cand.job_id] = cand
-        parked = self.parked.setdefault(tool, [])
-        parked.append(cand)
-        if len(parked) > 2 * len(self.ready) + COMPACT_MIN:  # re-drops of parked ids
-            parked[:] = [c for c in parked if self.ready.get(c.job_id) is c]
+        self.parked.setdefault(tool, []).append(cand)
+        self._compact_parked()  # re-drops of parked ids
+
+    def _compact_parked(self) -> None:
+        """Drop the parked candidates no longer ready, as :meth:`_compact` does a queue's:
+        once they outnumber the ready (a rebuild at each withdraw walked every parked job:
+        a drain of 12,000 by the processor they were left to, a batch of ids a pass,
+        O(n^2))."""
+        if sum(map(len, self.parked.values())) > 2 * len(self.ready) + COMPACT_MIN:
+            ready = self.ready
+            self.parked = {tool: live for tool, parked in self.parked.items()
+                           if (live := [c for c in parked if ready.get(c.job_id) is c])}
 
     def unpark(self, tool: str) -> None:
         """No other processor offers ``tool`` now: its parked jobs go back to their lane,
