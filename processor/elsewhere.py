@@ -6,7 +6,8 @@ they may load different tools (one with a new ``SPOOL_TOOLS`` module, one not ye
 processors' catalogues merged, so they take a job only one of them can run; claimed by
 one that does not know its tool, it failed ``unknown_tool`` though another live
 processor offered it (h394: 12 of 20 such jobs).  Such a job is left in ``pending/``
-for the processors that offer its tool, and looked at again after a heartbeat.
+for the processors that offer its tool, set aside by tool (``Queues.park``), and taken
+back only once none offers it.
 
 Guarantees:
 
