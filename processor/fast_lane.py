@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from processor import capture
-from processor.builtin import BUILTIN_TOOLS
 from processor.inbox import Inbox
-from processor.quant.tools import QUANT_TOOLS
+from processor.registry import SHIPPED_TOOLS
 from processor.relay import Relay
 from processor.run import Run
 from processor.runner import Context, Outcome, run_tool
@@ -139,7 +138,7 @@ class FastLane:
         author had nothing telling them it is COMPUTE work (QA h395)."""
         tool = run.job.tool
         if (outcome.duration_s < SLOW_FAST_S or tool in self.said_slow
-                or run.tool in BUILTIN_TOOLS or run.tool in QUANT_TOOLS):
+                or run.tool in SHIPPED_TOOLS):
             return  # (a built-in's first get_kline of a large file: nothing to declare)
         self.said_slow.add(tool)
         log.warning("a FAST tool ran for over a second; FAST tools run in the processor "

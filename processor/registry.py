@@ -33,6 +33,9 @@ from spool.models import MAX_ATTEMPTS_LIMIT, MAX_TOOL_NAME
 
 ENTRY_POINT_GROUP = "spoolq.tools"
 
+SHIPPED_TOOLS: tuple[type[BaseTool], ...] = (*BUILTIN_TOOLS, *QUANT_TOOLS)
+"""The tools spoolq ships: every registry's first, their names no other tool's."""
+
 
 class Registry:
     """Tool classes by name, with their catalogue (each entry made once, as its tool is
@@ -140,7 +143,7 @@ def _json_order(item: Any) -> bytes:
 
 def load_registry(modules: Iterable[str] = (), *, use_entry_points: bool = True) -> Registry:
     """Built-ins, then entry points, then ``modules``; ConfigError when one fails."""
-    registry = Registry([*BUILTIN_TOOLS, *QUANT_TOOLS])
+    registry = Registry(list(SHIPPED_TOOLS))
     if use_entry_points:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
@@ -172,7 +175,7 @@ def _builtin_hint(name: str, known: type[BaseTool]) -> str:
     """What to do when a tool takes a built-in tool's name: the built-in cannot give way
     (jobs and the dashboard rely on it).  "two tools named 'echo': processor.builtin.Echo
     and mytools.MyEcho" left the reader to tell which one was the built-in (QA h395)."""
-    if known not in (*BUILTIN_TOOLS, *QUANT_TOOLS):
+    if known not in SHIPPED_TOOLS:
         return ""
     return f" ({name!r} is a built-in tool's name: give the other tool a name of its own)"
 
