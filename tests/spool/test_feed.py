@@ -6,11 +6,12 @@ replaced ``pending/`` reaches the REST list) is in tests/statusd/test_statusd_li
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,22 @@ def _polled(root: Path) -> tuple[PolledFeed, Path, Path]:
     return feed, pending, cancel
 
 
+@contextlib.contextmanager
+def _linked_unnamed(path: Path, data: bytes) -> Iterator[None]:
+    """An unnamed file (O_TMPFILE) in ``path``'s folder holding ``data``, linked in as
+    ``path`` and held open for the block."""
+    fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o640)
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.write(fd, data)
+        # linkat(AT_SYMLINK_FOLLOW): os.link calls link() unless given a dir_fd
+        os.link(f"proc/self/fd/{fd}", path, src_dir_fd=root)
+        yield
+    finally:
+        os.close(root)
+        os.close(fd)
+
+
 def _written(feed: PolledFeed, path: Path) -> bool:
     return feed.being_written(path.name, path.lstat().st_ino)
 
@@ -288,17 +305,9 @@ def test_an_unnamed_file_linked_in_is_closed_under_its_inode(tmp_path: Path) -> 
     """O_TMPFILE then linkat: its close comes under the name ``#<inode>`` (review)."""
     feed, pending, _ = _polled(tmp_path)
     try:
-        fd = os.open(pending, os.O_TMPFILE | os.O_WRONLY, 0o640)
-        root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.write(fd, b"{bad")
-            # linkat(AT_SYMLINK_FOLLOW): os.link calls link() unless given a dir_fd
-            os.link(f"proc/self/fd/{fd}", pending / "tmp.json", src_dir_fd=root)
+        with _linked_unnamed(pending / "tmp.json", b"{bad"):
             feed.drain()
             assert _written(feed, pending / "tmp.json")
-        finally:
-            os.close(root)
-            os.close(fd)
         feed.drain()
         assert not _written(feed, pending / "tmp.json")
     finally:
@@ -401,14 +410,8 @@ def test_an_unnamed_file_linked_in_and_closed_is_not_left_settling(tmp_path: Pat
     (h391: it waited 0.2 s, its close under ``#<inode>`` not taken for its own)."""
     feed, pending, _ = _polled(tmp_path)
     try:
-        fd = os.open(pending, os.O_TMPFILE | os.O_WRONLY, 0o640)
-        root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.write(fd, b"{}")
-            os.link(f"proc/self/fd/{fd}", pending / "tmp.json", src_dir_fd=root)
-        finally:
-            os.close(root)
-            os.close(fd)
+        with _linked_unnamed(pending / "tmp.json", b"{}"):
+            pass
         feed.drain()
         assert feed.settling_s("tmp.json", (pending / "tmp.json").lstat().st_ino) == 0
         assert not [name for name in feed._closed_at if name.startswith("#")]
