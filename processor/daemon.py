@@ -631,4 +631,5 @@ class Processor:
             # them the tasks that waited (no dispatch asks while no job is queued).
             self.executor.free_slots()
         self.progress.say_where(time.monotonic())
-        self.status.write(self.fast.running, self.stopping, self.grace_ends_at, self.io_trouble)
+        self.status.write(self.fast.running, self.stopping, self.grace_ends_at, self.io_trouble,
+                          self.queues.left_counts())

@@ -103,6 +103,14 @@ class Queues:
             self.parked = {tool: live for tool, parked in self.parked.items()
                            if (live := [c for c in parked if ready.get(c.job_id) is c])}
 
+    def left_counts(self) -> dict[str, int]:
+        """How many jobs are parked, by tool (those still ready: :meth:`_compact_parked`
+        drops the others only now and then), for the status file."""
+        ready = self.ready
+        counts = {tool: sum(ready.get(c.job_id) is c for c in parked)
+                  for tool, parked in self.parked.items()}
+        return {tool: n for tool, n in counts.items() if n}
+
     def unpark(self, tool: str) -> None:
         """No other processor offers ``tool`` now: its parked jobs go back to their lane,
         in their order, as if just judged."""

@@ -77,8 +77,11 @@ class StatusFile:
             self.finished_last_60s[False] -= failed
 
     def write(self, fast_running: int, stopping: bool, grace_ends_at: datetime | None,
-              io_trouble: dict[str, Any] | None = None) -> None:
-        """Write the status file now (the caller's heartbeat decides when)."""
+              io_trouble: dict[str, Any] | None = None,
+              left_to_others: dict[str, int] | None = None) -> None:
+        """Write the status file now (the caller's heartbeat decides when);
+        ``left_to_others``: the jobs left to the processors that offer their tool, by
+        tool (:meth:`processor.queues.Queues.left_counts`)."""
         self.forget_old_counts()
         # OwnerStatus's fields in its order, as a plain dict: what model_construct and
         # model_dump made, for a fifth of their CPU (tests/processor/test_status_file.py).
@@ -91,6 +94,7 @@ class StatusFile:
             "failed_last_60s": self.finished_last_60s[False], "stopping": stopping,
             "grace_ends_at": grace_ends_at, "io_trouble": io_trouble,
             "compute_room": self.executor.room(),
+            "left_to_others": left_to_others or {},
             "tools": self.catalogue_json}  # serialised once: it never changes
         data = orjson.dumps(status, option=orjson.OPT_UTC_Z)
         # Padded with spaces (JSON's whitespace) to a size that only grows, with room to

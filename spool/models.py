@@ -262,6 +262,9 @@ class OwnerStatus(BaseModel):
                                      "run at once now: job_num, or fewer while its Dask "
                                      "cluster has fewer threads (0: no scheduler connected, "
                                      "or no worker); null from an older processor")
+    left_to_others: dict[str, int] = Field(
+        default_factory=dict, description="pending jobs of a tool this processor does not "
+        "load, left for the live processors that offer it, by tool (docs/scaling.md)")
     tools: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("io_trouble", mode="wrap")

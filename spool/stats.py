@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -197,6 +198,57 @@ def unoffered_tool(live: list[OwnerStatus] | None, tool: str) -> str | None:
         known or "none")
 
 
+def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float) -> str | None:
+    """Why a pending job naming ``tool`` waits, as the ``live`` processors
+    (:func:`readable_processors`) tell it, when it is not a free worker or its turn: no
+    processor runs, or only some of them offer its tool (its job is left to those,
+    docs/scaling.md), or none does; None when every live processor offers it or that
+    cannot be told (one publishes no catalogue, they cannot be read)."""
+    if live is None:
+        return None
+    fresh = [status for status in live if heartbeat_fresh(status, now)]
+    if not fresh:
+        return "no live processor on this spool (spoolq stats says why): it is claimed " \
+            "once one runs"
+    return _offer_wait(fresh, tool)
+
+
+def _offer_wait(fresh: list[OwnerStatus], tool: str) -> str | None:
+    """:func:`pending_wait`'s reason from the catalogues of the ``fresh`` processors."""
+    offering = [status for status in fresh
+                if any(raw.get("name") == tool for raw in status.tools)]
+    if len(offering) == len(fresh) or not all(status.tools for status in fresh):
+        return None
+    if not offering:
+        return f"{unoffered_tool(fresh, tool)}: the first to claim it fails it " \
+            "unknown_tool, unless one that offered it is back soon (a restart: " \
+            "docs/scaling.md)"
+    others = _named(status for status in fresh if status not in offering)
+    working = [status for status in offering if not status.stopping]
+    if working:
+        return f"left to the processors that offer tool {tool!r} ({_named(working)}); " \
+            f"{others} does not load it"
+    return f"tool {tool!r} is offered only by {_named(offering)}, which is stopping: " \
+        f"{others} fails it unknown_tool unless a processor offers it again within its " \
+        "SPOOL_GRACE_S plus 60 s (docs/scaling.md)"
+
+
+def _named(processors: Iterable[OwnerStatus]) -> str:
+    """Processors as a person finds them: ``pid 123 on host``, comma-separated."""
+    return ", ".join(f"pid {status.pid} on {status.host}" for status in processors)
+
+
+def left_to_others(live: list[OwnerStatus]) -> dict[str, int]:
+    """The pending jobs the ``live`` processors leave to the others that offer their tool
+    (each one's ``left_to_others``), by tool: the most any one of them leaves, as each
+    leaves the same jobs."""
+    left: dict[str, int] = {}
+    for status in live:
+        for tool, n in status.left_to_others.items():
+            left[tool] = max(n, left.get(tool, 0))
+    return dict(sorted(left.items()))
+
+
 def unfit_params(live: list[OwnerStatus] | None, tool: str, params: dict[str, Any]
                  ) -> str | None:
     """Why a job's ``params`` would fail ``invalid_params`` by their names alone, as the
@@ -277,8 +329,8 @@ def spent_attempts(layout: Layout, job: Job) -> str | None:
             "(0 for a fresh start)")
 
 
-PROCESSOR_FIELDS = ("job_num", "compute_room", "busy_workers", "fast_running", "processor",
-                    "processors")
+PROCESSOR_FIELDS = ("job_num", "compute_room", "busy_workers", "fast_running",
+                    "left_to_others", "processor", "processors")
 """What the processors' status files tell in the stats document."""
 
 
@@ -366,7 +418,7 @@ def _plausible(status: OwnerStatus) -> bool:
     one: a timestamp without an offset cannot be compared with the others', and a
     count past 64 bits cannot be encoded."""
     counts = (status.pid, status.job_num, status.busy_workers, status.fast_running,
-              status.done_last_60s, status.failed_last_60s)
+              status.done_last_60s, status.failed_last_60s, *status.left_to_others.values())
     return (status.heartbeat_at.tzinfo is not None and status.started_at.tzinfo is not None
             and all(0 <= n <= MAX_COUNT for n in counts))
 
@@ -397,6 +449,7 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
                             for p in live),
         "busy_workers": sum(p.busy_workers for p in live),
         "fast_running": sum(p.fast_running for p in live),
+        "left_to_others": left_to_others(live),
         "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live),
                       "io_trouble": sum(p.io_trouble is not None for p in live)},
         "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}

@@ -159,6 +159,10 @@ class Stats(SpoolStats):
     busy_workers: int = Field(ge=0, description="COMPUTE workers running a job, of the "
                               "live processors")
     fast_running: int = Field(ge=0, description="FAST jobs running, of the live processors")
+    left_to_others: dict[str, int] = Field(
+        default_factory=dict, description="pending jobs of a tool some live processors do "
+        "not load, left by them to those that offer it, by tool (the most any one leaves): "
+        "a rolling upgrade, see docs/scaling.md")
     processor: Liveness
     processors: list[dict[str, Any]] = Field(description="the status file of each processor "
                                              "holding its lock, with alive")

@@ -33,7 +33,7 @@ from spool.cli.command import (
     out_of_reach,
     reader_of,
 )
-from spool.cli.render import show_record, unreadable_note
+from spool.cli.render import printable, show_record, unreadable_note
 from spool.cli.waiting import job_line
 from spool.client import CANCEL_WAIT_S, MOVE_WAIT_S, CancelAsked, find_moved
 from spool.errors import ConflictError, ErrorType, NotFoundError, SpoolError, SpoolIOError
@@ -61,6 +61,7 @@ def _configure_show(parser: argparse.ArgumentParser) -> None:
 def run_show(args: argparse.Namespace, settings: Settings) -> int:
     from spool.cli.user_reader import UserReader  # noqa: PLC0415 - lazy, see spool.cli
     from spool.reader import SpoolReader  # noqa: PLC0415 - lazy, see spool.cli
+    from spool.stats import pending_wait, readable_processors  # noqa: PLC0415 - lazy
 
     layout = reader_of(settings).layout
     blind = SpoolReader(layout).unsearchable_states()
@@ -93,6 +94,9 @@ def run_show(args: argparse.Namespace, settings: Settings) -> int:
         note(f"job {args.id} waits behind running/{args.id}.json (a run of the same id, or "
              "an orphan recovery has yet to settle: see the processor's log); it is claimed "
              "once that file leaves running/")
+    elif record.state is JobState.PENDING and record.tool is not None and (
+            why := pending_wait(readable_processors(layout), record.tool, time.time())):
+        note(printable(f"job {args.id} waits: {why}"))
     if blind and record.state is not JobState.PENDING:  # a pending drop wins over the rest
         note(f"job {args.id} as found without looking into {out_of_reach(blind)}: a newer "
              "drop or run of it there would not show here")

@@ -261,11 +261,33 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         room = stats.get("compute_room", stats["job_num"])
         if room < stats["job_num"]:  # COMPUTE jobs wait for room a Dask cluster lacks
             lines.append(f"          room for {room} now: " + _short_of_room(stats, room))
+        lines.extend(_left_lines(stats))
     else:  # no workers to count: "0 busy of 0" read as a spool configured with none
         lines.append(f"processor down: {_why_down(stats.get('processors', []))}")
     done, failed = (stats["throughput"][f"{s}_last_60s"] for s in ("done", "failed"))
     lines.append(f"last 60 s {'?' if done is None else done} done, "
                  f"{'?' if failed is None else failed} failed")
+    return lines
+
+
+LEFT_LINES = 5
+"""The most tools ``spoolq stats`` names a line each whose jobs are left to others."""
+
+
+def _left_lines(stats: dict[str, Any]) -> list[str]:
+    """A line for each tool whose pending jobs some live processors leave to the others
+    that offer it (a rolling upgrade, docs/scaling.md): shown only as "pending", they
+    looked stuck."""
+    left: dict[str, int] = stats.get("left_to_others") or {}
+    lines = []
+    for tool, n in list(left.items())[:LEFT_LINES]:
+        leaving = ", ".join(f"pid {p['pid']} on {p['host']}" for p in stats["processors"]
+                            if p.get("alive") and tool in (p.get("left_to_others") or {}))
+        jobs = "1 pending job" if n == 1 else f"{n} pending jobs"
+        lines.append(printable(f"          {jobs} of tool {tool!r} left to the processors "
+                               f"that offer it ({leaving} does not load it)"))
+    if len(left) > LEFT_LINES:
+        lines.append(f"          and those of {len(left) - LEFT_LINES} more tools")
     return lines
 
 

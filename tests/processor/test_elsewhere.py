@@ -29,6 +29,7 @@ from spool.layout import Layout
 from spool.lease import HEARTBEAT_STALE_S, OwnerLease
 from spool.models import Job, OwnerStatus
 from spool.settings import FsyncMode, Settings
+from spool.stats import left_to_others, pending_wait
 
 
 def _publish(layout: Layout, owner: str, tool: str, **fields: object) -> OwnerLease:
@@ -147,3 +148,53 @@ def test_jobs_left_to_another_processor_are_not_looked_at_again_while_it_offers_
         proc._dispatch()
     assert sorted(starts.ids) == [f"j{i:03d}" for i in range(1, 40)], \
         "queued again once none offers it, to fail unknown_tool here; the claimed one gone"
+
+
+def _status(owner: str, *tools: str, **fields: object) -> OwnerStatus:
+    now = datetime.now(UTC)
+    return OwnerStatus(owner=owner, pid=int(owner[1:]), host="h", version="0", started_at=now,
+                       heartbeat_at=now, tools=[{"name": t} for t in tools]
+                       ).model_copy(update=fields)
+
+
+def test_why_a_pending_job_waits_is_told_from_the_catalogues() -> None:
+    """``spoolq show``'s note on a pending job: shown "pending" alone, a job left to the
+    processor that offers its tool looked stuck (left by the sixty-eighth session)."""
+    now = time.time()
+    both, lacks = _status("p1", "echo", "nap"), _status("p2", "echo")
+    assert pending_wait([both, lacks], "echo", now) is None, "every one offers it"
+    assert pending_wait(None, "nap", now) is None, "not readable: nothing told"
+    assert pending_wait([both, _status("p3")], "nap", now) is None, "p3: no catalogue"
+    assert pending_wait([], "nap", now) == ("no live processor on this spool (spoolq stats "
+                                            "says why): it is claimed once one runs")
+    stale = datetime.now(UTC) - timedelta(seconds=HEARTBEAT_STALE_S + 5)
+    assert pending_wait([_status("p1", "nap", heartbeat_at=stale)], "nap", now
+                        ) is not None and "no live processor" in str(
+        pending_wait([_status("p1", "nap", heartbeat_at=stale)], "nap", now))
+    assert pending_wait([both, lacks], "nap", now) == (
+        "left to the processors that offer tool 'nap' (pid 1 on h); pid 2 on h does not "
+        "load it")
+    stopping = _status("p1", "echo", "nap", stopping=True)
+    said = pending_wait([stopping, lacks], "nap", now)
+    assert said is not None and said.startswith(
+        "tool 'nap' is offered only by pid 1 on h, which is stopping: pid 2 on h fails it "
+        "unknown_tool unless"), said
+    said = pending_wait([lacks], "nap", now)
+    assert said is not None and said.startswith("unknown tool 'nap': ") and (
+        "the first to claim it fails it unknown_tool" in said), said
+
+
+def test_left_jobs_are_counted_by_tool_once_each() -> None:
+    """The status file's ``left_to_others``: the parked jobs still ready, by tool; the
+    stats the most one processor leaves (each leaves the same jobs)."""
+    queues = Queues(lambda tool: ExecutionMode.COMPUTE)
+    job = Job(tool="nap", params={})
+    for i in range(3):
+        queues.park(Candidate(f"j{i}", job, 20, 0, (1, i), 0, None), "nap")
+    assert queues.left_counts() == {"nap": 3}
+    queues.withdraw(["j0"])  # claimed by the processor it was left to
+    assert queues.left_counts() == {"nap": 2}
+    queues.unpark("nap")
+    assert queues.left_counts() == {}
+    assert left_to_others([_status("p1", left_to_others={"nap": 2, "b": 1}),
+                           _status("p2", left_to_others={"nap": 3})]) == {"b": 1, "nap": 3}

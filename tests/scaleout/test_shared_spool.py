@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from scalekit import Daemon, alive, drop, locations, record, wait_for
 
 StartDaemon = Callable[..., Daemon]
@@ -155,3 +158,52 @@ def test_a_tool_only_one_processor_offers_is_left_to_it(spool_root: Path, daemon
     rec = record(spool_root, "later")
     assert rec is not None and rec["state"] == "done", rec
     assert again.stop() == 0 and lacks.stop() == 0
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "spool.cli.main", *args], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=root.parent,
+                          env={**os.environ, "SPOOL_DIR": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDaemon,
+                                               tmp_path: Path) -> None:
+    """A job the processor that does not load its tool leaves to the one that does was
+    shown only "pending" by ``show``, ``stats`` and statusd, looking stuck behind a live
+    processor with idle workers (left by the sixty-eighth session).  Its status file
+    counts the jobs it leaves by tool, the stats document and ``spoolq stats`` say so,
+    and ``spoolq show`` says whose they are."""
+    log = tmp_path / "runs.log"
+    knows, lacks = daemon(JOB_NUM="1"), daemon(SPOOL_TOOLS="")
+    for i in range(3):  # d_append: COMPUTE, one at a time on the only processor offering it
+        drop(spool_root, f"s{i}", _job(1, log, seconds=2.5))
+
+    def left() -> dict[str, int]:
+        stats = orjson.loads(_cli(spool_root, "stats", "--json").stdout)
+        pending = stats["counts"]["pending"]
+        return stats["left_to_others"] if pending and stats["left_to_others"] == {
+            "d_append": pending} else {}
+
+    wait_for(left, 30, "the jobs left to the processor offering d_append counted")
+    statuses = {d.pid: d.status()["left_to_others"] for d in (knows, lacks)}
+    assert statuses[knows.pid] == {}, "it runs them: it leaves none"
+    assert set(statuses[lacks.pid]) == {"d_append"}
+    lines = _cli(spool_root, "stats").stdout.splitlines()
+    said = [line for line in lines if "left to the processors that offer it" in line]
+    assert len(said) == 1 and "of tool 'd_append'" in said[0], lines
+    assert f"pid {lacks.pid} on " in said[0] and "does not load it" in said[0], said
+
+    pending = [n[:-5] for n in os.listdir(spool_root / "pending") if n.endswith(".json")]
+    shown = _cli(spool_root, "show", sorted(pending)[-1])
+    assert "state       pending" in shown.stdout
+    assert "left to the processors that offer tool 'd_append'" in shown.stderr, shown.stderr
+    assert f"(pid {knows.pid} on " in shown.stderr, shown.stderr
+    assert f"pid {lacks.pid} on " in shown.stderr.split(";")[-1], shown.stderr
+
+    wait_for(lambda: _done(spool_root) == 3, 60, "every job done by the one offering it")
+    wait_for(lambda: lacks.status()["left_to_others"] == {}, 10, "none left any more")
+    assert knows.stop() == 0 and lacks.stop() == 0
+    shown = _cli(spool_root, "stats", "--json")
+    assert orjson.loads(shown.stdout)["left_to_others"] == {}
