@@ -1142,6 +1142,12 @@ function renderNote() {
       : "no processor is running: this job waits until one starts");
   } else if ((state === "running" || state === "pending") && ui.processorsUnknown !== null) {
     lines.push(`whether a processor is running cannot be told (${ui.processorsUnknown})`);
+  } else if (state === "pending" && leftBy(ui.fieldsOf).length) {
+    // A rolling upgrade: a processor that does not load the job's tool leaves it to one
+    // that does.  Said "pending" alone beside idle workers, it looked stuck.
+    lines.push(`left to the processors that offer tool ${shown(String(ui.fieldsOf.tool))}: ${
+      leftBy(ui.fieldsOf).map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
+    } does not load it; it runs as their workers come free`);
   }
   if (state === "not found") {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "
@@ -1158,6 +1164,14 @@ function renderNote() {
   node.hidden = lines.length === 0;
   node.replaceChildren(...lines.flatMap((line, n) => (n ? [el("br"), line] : [line])));
   showTitle();
+}
+
+function leftBy(record) {
+  // The live processors that leave this pending job to the others that offer its tool
+  // (their status files' left_to_others, by tool).
+  if (!record || typeof record.tool !== "string") return [];
+  return ui.processors.filter((p) => p.alive !== false && p.left_to_others
+    && Object.hasOwn(p.left_to_others, record.tool));
 }
 
 function stalledProcessor(record) {

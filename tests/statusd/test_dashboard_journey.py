@@ -703,6 +703,30 @@ def test_a_job_is_its_own_processor_s_whoever_shares_that_host_and_pid(
         hung.close()
 
 
+def test_a_job_left_to_the_processor_offering_its_tool_says_so(
+        server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
+    """A rolling upgrade: one processor loads the job's tool, the other does not and
+    leaves the job to it.  The task view said "pending" alone beside idle workers (left
+    by the sixty-eighth session); it names the processor that leaves it."""
+    offers = FakeOwner(spool, "offers-1-aaaa", tools=[{"name": "echo"}, {"name": "nap"}])
+    lacks = FakeOwner(spool, "lacks-2-bbbb", busy=0, host="box<b>",
+                      left_to_others={"nap": 1})
+    submit(spool, "napping", tool="nap")
+    submit(spool, "plain")
+    try:
+        page.goto(server.base + "/#/tasks/napping")
+        expect(page.locator("#task-state")).to_have_text("pending")
+        expect(page.locator("#task-note")).to_have_text(
+            f"left to the processors that offer tool nap: pid {os.getpid()} on box<b> does "
+            "not load it; it runs as their workers come free")
+        page.goto(server.base + "/#/tasks/plain")  # echo: no processor leaves it
+        expect(page.locator("#task-state")).to_have_text("pending")
+        expect(page.locator("#task-note")).to_be_hidden()
+    finally:
+        lacks.close()
+        offers.close()
+
+
 def test_a_job_of_a_hung_processor_and_a_job_no_processor_runs_say_why(
         server: ServerThread, spool: Spool, page: sync_api.Page) -> None:
     """A processor that hangs (SIGSTOP, a stuck disk) holds its lock: its running job
