@@ -70,7 +70,7 @@ from spool.ids import JOB_SUFFIX
 from spool.intake import Candidate, Intake
 from spool.large import HEAD_BYTES, found_fields, leading_fields, read_record
 from spool.lease import OwnerLease
-from spool.models import Job, record_bytes
+from spool.models import MAX_ATTEMPTS_LIMIT, Job, record_bytes
 from spool.settings import Settings
 from spool.states import JobState
 from spool.text import valid_text
@@ -173,7 +173,12 @@ class Processor:
             return job.max_attempts
         if job.tool in self.registry:
             return self.registry.get(job.tool).max_attempts
-        return 1
+        # Another processor's tool (a rolling upgrade), met by this one's recovery: an
+        # orphan that processor left.  Its limit as that one publishes it; else not this
+        # processor's to judge: requeued, and the one that claims it applies its own (the
+        # limit of 1 failed it "attempt 1 of 1" though its tool allowed 3: h402).  Its run
+        # here fails unknown_tool, which is never retried.
+        return self.others.max_attempts(job.tool) or MAX_ATTEMPTS_LIMIT
 
     # -- life cycle ---------------------------------------------------------------------
 

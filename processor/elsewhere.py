@@ -18,7 +18,11 @@ Guarantees:
   grace: a restart); when none does (gone, stopping, hung, or ``owners/`` unreadable, for
   that long), it fails ``unknown_tool`` as on a spool of one processor: nothing waits for
   ever;
-* a tool this processor knows is never looked up here (the dispatch's hot path).
+* a tool this processor knows is never looked up here (the dispatch's hot path);
+* an orphan of such a tool (its processor died mid-run) is settled by this one's
+  recovery with the ``max_attempts`` that processor published for the tool, or, not
+  known here, requeued for the processor that claims it to judge: with a limit of 1 it
+  failed ``abandoned`` ("attempt 1 of 1, not retried"), a tool's 3 notwithstanding (h402).
 """
 
 from __future__ import annotations
@@ -51,21 +55,15 @@ class OtherCatalogues:
         self.owner = owner
         self.recheck_s = recheck_s
         self.grace_s = grace_s
-        self._offered: dict[str, tuple[str, float]] = {}  # tool -> (an owner, last seen)
+        # tool -> (an owner, last seen, its max_attempts there)
+        self._offered: dict[str, tuple[str, float, int | None]] = {}
         self._read_at: float | None = None
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
 
     def offered_by(self, tool: str) -> str | None:
         """An owner of another live processor that offers ``tool``, or offered it in the
         last ``grace_s`` (restarting, say); else None."""
-        now = time.monotonic()
-        if self._read_at is None or now - self._read_at >= self.recheck_s:
-            self._read_at = now
-            offered = {name: (owner, now) for name, owner in self._read().items()}
-            self._offered = {name: seen for name, seen in self._offered.items()
-                             if now - seen[1] < self.grace_s} | offered
-            self._said &= self._offered.keys()  # said again once offered anew
-        seen = self._offered.get(tool)
+        seen = self._seen(tool)
         owner = None if seen is None else seen[0]
         if owner is not None and tool not in self._said:
             self._said.add(tool)
@@ -74,15 +72,34 @@ class OtherCatalogues:
                      extra={"fields": {"tool": tool, "offered_by": owner}})
         return owner
 
-    def _read(self) -> dict[str, str]:
-        offered: dict[str, str] = {}
+    def max_attempts(self, tool: str) -> int | None:
+        """The ``max_attempts`` a processor that offers ``tool`` (or offered it in the last
+        ``grace_s``: one that died mid-run, say) publishes for it; None when none is known
+        here."""
+        seen = self._seen(tool)
+        return None if seen is None else seen[2]
+
+    def _seen(self, tool: str) -> tuple[str, float, int | None] | None:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self.recheck_s:
+            self._read_at = now
+            offered = {name: (owner, now, limit)
+                       for name, (owner, limit) in self._read().items()}
+            self._offered = {name: seen for name, seen in self._offered.items()
+                             if now - seen[1] < self.grace_s} | offered
+            self._said &= self._offered.keys()  # said again once offered anew
+        return self._offered.get(tool)
+
+    def _read(self) -> dict[str, tuple[str, int | None]]:
+        offered: dict[str, tuple[str, int | None]] = {}
         now = time.time()
         for status in readable_processors(self.layout) or ():
             if (status.owner == self.owner or status.stopping
                     or not heartbeat_fresh(status, now)):
                 continue
             for raw in status.tools:
-                name = raw.get("name")
+                name, limit = raw.get("name"), raw.get("max_attempts")
                 if isinstance(name, str):
-                    offered.setdefault(name, status.owner)
+                    offered.setdefault(name, (status.owner, limit if type(limit) is int
+                                              and limit >= 1 else None))
         return offered

@@ -84,6 +84,25 @@ def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path) -> No
         again.release()
 
 
+def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path) -> None:
+    """An orphan of a tool only another processor offers is settled with the
+    ``max_attempts`` that one publishes, for the grace of a restart after it went; not
+    known here: None, and the processor leaves the judging to the one that claims it
+    (h402: a limit of 1 failed such an orphan ``abandoned``, its tool's 3 notwithstanding)."""
+    layout = Layout(spool_root)
+    lease = _publish(layout, "other", "theirs", tools=[
+        {"name": "theirs", "execution_mode": "compute", "max_attempts": 3},
+        {"name": "odd", "execution_mode": "compute", "max_attempts": "3"}])
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=1.0)
+    assert others.max_attempts("theirs") == 3
+    assert others.max_attempts("odd") is None, "not a limit"
+    lease.release()  # died: its lock let go
+    assert others.max_attempts("theirs") == 3, "within the grace of a restart"
+    assert others.max_attempts("nobody") is None
+    time.sleep(1.1)
+    assert others.max_attempts("theirs") is None
+
+
 class _Starts:
     """The starter of :func:`_processor`: the ids it was asked to claim."""
 

@@ -146,6 +146,13 @@ class FastAppend(Append):
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.FAST
 
 
+class RetriedAppend(Append):
+    """:class:`Append` whose tool allows three runs (a job that sets no ``max_attempts``)."""
+
+    name: ClassVar[str] = "d_append_retried"
+    max_attempts: ClassVar[int] = 3
+
+
 class Talk(BaseTool):
     """Prints a line, writes one to fd 2 below Python, and logs one, each naming its job."""
 

@@ -207,3 +207,27 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     assert knows.stop() == 0 and lacks.stop() == 0
     shown = _cli(spool_root, "stats", "--json")
     assert orjson.loads(shown.stdout)["left_to_others"] == {}
+
+
+def test_an_orphan_of_a_tool_only_its_dead_processor_offered_keeps_the_tools_attempts(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """A rolling upgrade: the processor that loads ``dask_tools`` dies mid-run of a job
+    whose tool allows 3 runs; the other one, which does not load the tool, settles the
+    orphan.  Its recovery took the limit of a tool it does not know as 1, and failed the
+    job ``abandoned`` ("attempt 1 of 1, not retried") where the processor offering the
+    tool would have requeued it (h402)."""
+    log = tmp_path / "runs.log"
+    knows, lacks = daemon(), daemon(SPOOL_TOOLS="")
+    drop(spool_root, "long", {"tool": "d_append_retried",
+                              "params": {"path": str(log), "seconds": 120}})
+    wait_for(lambda: log.exists() and "long" in log.read_text(), 30, "its run started")
+    assert (spool_root / "running" / "long.json").exists()
+    knows.kill()
+    wait_for(lambda: not (spool_root / "running" / "long.json").exists(), 30,
+             "the orphan settled by the other processor's recovery")
+    assert record(spool_root, "long") is None, record(spool_root, "long")
+    job = orjson.loads((spool_root / "pending" / "long.json").read_bytes())
+    assert job["attempts"] == 1 and job["error"]["type"] == "abandoned", job
+    assert "requeued" in job["error"]["message"], job
+    time.sleep(2.0)  # left for the processor that offers the tool (the restart's grace)
+    assert record(spool_root, "long") is None and alive(lacks.pid)
