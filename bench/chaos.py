@@ -47,6 +47,11 @@ statusd's POST), plus 5 % COMPUTE jobs of 0.3 to 1.5 s to cancel; the end checks
 cancel that answered ``cancelled`` must stand, nothing left in pending, running,
 stage or tmp), and a SIGTERM's exit status must be 0.
 
+A rolling upgrade: ``--split-tools`` (with ``--processors`` 2 or more) has every other
+processor load ``bench.chaos_tools_fast`` (``chaos_fast`` only), so it leaves the
+``chaos_compute`` jobs in ``pending/`` for the others (:mod:`processor.elsewhere`) while
+they are stopped and restarted around it.
+
 Jobs get ``max_attempts`` 25 so kills never spend them (timeout jobs: 2).
 Processes are stopped by pid; the spool (under ``--dir``, default a temporary
 folder in ``/tmp``) is removed unless ``--keep``.
@@ -104,6 +109,7 @@ class SoakConfig:
     meddlers: int = 1
     hot_ids: int = 24
     statusd: bool = False
+    split_tools: bool = False
 
 
 SLOW_SHARE = 0.05
@@ -132,16 +138,19 @@ class Soak:
         self.writers = Writers(self.base, self.root, self.env)
         self._lock = threading.Lock()
 
-    def env(self) -> dict[str, str]:
+    def env(self, slot: int = 0) -> dict[str, str]:
+        tools = ("bench.chaos_tools_fast" if self.cfg.split_tools and slot % 2
+                 else "bench.chaos_tools")
         return {**os.environ, "SPOOL_DIR": str(self.root), "JOB_NUM": str(self.cfg.job_num),
                 "SPOOL_FSYNC": self.cfg.fsync, "SPOOL_SCAN_S": "1", "SPOOL_SETTLE_S": "1",
-                "SPOOL_GRACE_S": "10", "SPOOL_TOOLS": "bench.chaos_tools",
+                "SPOOL_GRACE_S": "10", "SPOOL_TOOLS": tools,
                 "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                 "SPOOLQ_CHAOS_SOAK": self.token}
 
-    def start(self) -> Incarnation:
+    def start(self, slot: int = 0) -> Incarnation:
         with self._lock:
-            inc = Incarnation(self.root, self.env(), self.logs / f"{len(self.incarnations)}.log")
+            inc = Incarnation(self.root, self.env(slot),
+                              self.logs / f"{len(self.incarnations)}.log")
             self.incarnations.append(inc)
         return inc
 
@@ -171,7 +180,7 @@ class Soak:
             self.kills_over.set()
             report.meddler_exits = self.writers.stop_meddlers()
             dropper.join()
-            finals = [self.start() for _ in range(self.cfg.processors)]
+            finals = [self.start(slot) for slot in range(self.cfg.processors)]
             report.examples["not_drained"] = self._wait_drained(planned)
             statuses = [inc.stop() for inc in finals]
             report.final_exit_status = next((s for s in statuses if s != 0), 0)
@@ -280,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --meddle: half the meddlers' picks are among this many ids")
     parser.add_argument("--statusd", action="store_true",
                         help="with --meddle: half the re-drops go through statusd's POST")
+    parser.add_argument("--split-tools", action="store_true",
+                        help="a rolling upgrade: every other processor (the 2nd, 4th...) "
+                        "loads only chaos_fast, leaving chaos_compute jobs to the others")
     parser.add_argument("--drain-timeout", type=float, default=900.0,
                         help="how long the last processors may take to finish (s)")
     parser.add_argument("--dir", type=Path, help="where the temporary spool goes")
@@ -292,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                      keep=args.keep, processors=args.processors,
                      sigterm_share=args.sigterm_share, meddle=args.meddle,
                      meddlers=args.meddlers, hot_ids=args.hot,
-                     statusd=args.statusd, drain_timeout_s=args.drain_timeout)
+                     statusd=args.statusd, drain_timeout_s=args.drain_timeout,
+                     split_tools=args.split_tools)
     report = run_soak(cfg)
     if args.json:
         print(orjson.dumps({**asdict(report), "ok": report.ok}).decode())

@@ -2,13 +2,13 @@
 
 An :class:`Incarnation` is one ``python -m processor`` run.  A :class:`Fleet` keeps
 ``processors`` slots busy until ``stops`` stops are spent (shared by the slots):
-each slot starts an incarnation, stops it at a random moment (a fifth of the stops
-during start-up and recovery, the rest 0.05 s to ``max_gap_s`` after it is ready)
-and starts the next at once.  A stop is a SIGKILL, or with probability
-``sigterm_share`` a SIGTERM (a graceful stop: running jobs finish or are requeued,
-DESIGN section 9), after which the slot waits for the exit and notes its status
-(:attr:`FleetTally.early_term_deaths` apart).  :func:`sweep_strays` finds what
-outlived them all.
+each slot starts an incarnation (``start(slot)``, the slot's number from 0), stops it
+at a random moment (a fifth of the stops during start-up and recovery, the rest
+0.05 s to ``max_gap_s`` after it is ready) and starts the next at once.  A stop is a
+SIGKILL, or with probability ``sigterm_share`` a SIGTERM (a graceful stop: running
+jobs finish or are requeued, DESIGN section 9), after which the slot waits for the
+exit and notes its status (:attr:`FleetTally.early_term_deaths` apart).
+:func:`sweep_strays` finds what outlived them all.
 With one slot and no SIGTERMs the random draws are those of the first soak, so
 ``--seed`` gives the same kill times as before.
 """
@@ -92,7 +92,7 @@ class FleetTally:
 class Fleet:
     """``processors`` slots stopping and restarting processors until ``stops`` are spent."""
 
-    def __init__(self, start: Callable[[], Incarnation], rng: random.Random, *,
+    def __init__(self, start: Callable[[int], Incarnation], rng: random.Random, *,
                  stops: int, processors: int, sigterm_share: float, max_gap_s: float
                  ) -> None:
         self.start = start
@@ -107,10 +107,10 @@ class Fleet:
     def run(self) -> FleetTally:
         """Block until every stop is spent (with one slot, in this thread)."""
         if self.processors == 1:
-            self._slot(self.rng)
+            self._slot(self.rng, 0)
             return self.tally
         slots = [threading.Thread(target=self._slot, name=f"chaos-slot-{n}",
-                                  args=(random.Random(self.rng.random()),))
+                                  args=(random.Random(self.rng.random()), n))
                  for n in range(self.processors)]
         for slot in slots:
             slot.start()
@@ -125,9 +125,9 @@ class Fleet:
             self._left -= 1
             return True
 
-    def _slot(self, rng: random.Random) -> None:
+    def _slot(self, rng: random.Random, slot: int) -> None:
         while self._take():
-            inc = self.start()
+            inc = self.start(slot)
             startup = rng.random() < STARTUP_KILL_SHARE
             if startup:
                 time.sleep(rng.uniform(0.0, STARTUP_KILL_WINDOW_S))
