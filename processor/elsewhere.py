@@ -15,7 +15,8 @@ Guarantees:
   hung (its heartbeat under ``HEARTBEAT_STALE_S`` old, as ``spoolq stats`` calls it
   alive), publishes a catalogue that names its tool (read at most once a
   ``recheck_s``), or did in the last ``grace_s`` (:data:`RESTART_GRACE_S` past the stop's
-  grace: a restart); when none does (gone, stopping, hung, or ``owners/`` unreadable, for
+  grace: a restart; a processor that died holding no lock, by the status file its crash
+  left, counts from its last heartbeat also for a processor started since); when none does (gone, stopping, hung, or ``owners/`` unreadable, for
   that long), it fails ``unknown_tool`` as on a spool of one processor: nothing waits for
   ever;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
@@ -28,11 +29,14 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterator
 
 from spool.layout import Layout
 from spool.lease import heartbeat_fresh
-from spool.stats import readable_processors
+from spool.models import OwnerStatus
+from spool.stats import dead_processors, readable_processors
 
 log = logging.getLogger("spoolq.processor")
 
@@ -59,6 +63,23 @@ class OtherCatalogues:
         self._offered: dict[str, tuple[str, float, int | None]] = {}
         self._read_at: float | None = None
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
+        self._recall()
+
+    def _recall(self) -> None:
+        """What processors that died lately offered, from the status files a crash left
+        (read before this processor's recovery removes them): as last seen at their last
+        heartbeat.  What it remembers was this processor's own, from its start: started
+        beside a processor restarting after a SIGKILL, which offered a tool it does not
+        load, it failed that tool's waiting jobs ``unknown_tool`` at once (h402: 127 of 825
+        in a soak of two processors killed and restarted)."""
+        wall, now = time.time(), time.monotonic()
+        for status in dead_processors(self.layout):
+            age = wall - status.heartbeat_at.timestamp()
+            if status.owner == self.owner or not 0 <= age < self.grace_s:
+                continue
+            for name, limit in _offers(status):
+                if now - age > self._offered.get(name, ("", -math.inf, None))[1]:
+                    self._offered[name] = (status.owner, now - age, limit)
 
     def offered_by(self, tool: str) -> str | None:
         """An owner of another live processor that offers ``tool``, or offered it in the
@@ -97,9 +118,14 @@ class OtherCatalogues:
             if (status.owner == self.owner or status.stopping
                     or not heartbeat_fresh(status, now)):
                 continue
-            for raw in status.tools:
-                name, limit = raw.get("name"), raw.get("max_attempts")
-                if isinstance(name, str):
-                    offered.setdefault(name, (status.owner, limit if type(limit) is int
-                                              and limit >= 1 else None))
+            for name, limit in _offers(status):
+                offered.setdefault(name, (status.owner, limit))
         return offered
+
+
+def _offers(status: OwnerStatus) -> Iterator[tuple[str, int | None]]:
+    """The tools ``status`` publishes, each with its ``max_attempts`` (None: not one)."""
+    for raw in status.tools:
+        name, limit = raw.get("name"), raw.get("max_attempts")
+        if isinstance(name, str):
+            yield name, limit if type(limit) is int and limit >= 1 else None

@@ -64,18 +64,20 @@ def processors(layout: Layout) -> list[OwnerStatus]:
         raise _unknown(exc, "cannot list owners/") from exc
 
 
-def _processors(layout: Layout) -> list[OwnerStatus]:
+def _processors(layout: Layout, *, dead: bool = False) -> list[OwnerStatus]:
+    """The status of each processor holding its lock (``dead``: of each that does not,
+    its status file left by a crash until a recovery removes it)."""
     try:
         names = sorted(os.listdir(layout.owners))
     except FileNotFoundError:
         return []
-    live = []
+    found = []
     for name in names:
         owner = name.removesuffix(JOB_SUFFIX)
         if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
             continue
         try:
-            if not is_locked(layout.owner_lock(owner), strict=True):
+            if is_locked(layout.owner_lock(owner), strict=True) is dead:
                 continue
         except OSError as exc:
             raise _unknown(exc, f"cannot test processor {owner}'s owner lock") from exc
@@ -93,8 +95,18 @@ def _processors(layout: Layout) -> list[OwnerStatus]:
         except ValueError:
             continue
         if status is not None and _plausible(status):
-            live.append(status)
-    return live
+            found.append(status)
+    return found
+
+
+def dead_processors(layout: Layout) -> list[OwnerStatus]:
+    """The status files of processors that died holding no lock any more (a crash, a
+    SIGKILL: a clean stop removes its own), until a recovery removes them; [] when they
+    cannot be read.  For what a starting processor recalls of the others' tools."""
+    try:
+        return _processors(layout, dead=True)
+    except (OSError, SpoolIOError):
+        return []
 
 
 def known_processors(layout: Layout) -> list[OwnerStatus]:

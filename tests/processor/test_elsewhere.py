@@ -61,8 +61,9 @@ def test_only_a_live_claiming_other_processor_counts(spool_root: Path) -> None:
     finally:
         for lease in leases:
             lease.release()
+    layout.owner_status("other").unlink()  # a clean stop: its lock let go, its file removed
     assert OtherCatalogues(layout, "me", recheck_s=0.0).offered_by("theirs") is None, \
-        "its lock let go: gone"
+        "stopped: gone"
 
 
 def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path) -> None:
@@ -82,6 +83,27 @@ def test_a_tool_stays_offered_for_the_grace_of_a_restart(spool_root: Path) -> No
         assert others.offered_by("theirs") == "other2"
     finally:
         again.release()
+
+
+def test_a_processor_started_since_another_died_recalls_its_tools(spool_root: Path) -> None:
+    """What a processor that died offered counts from its last heartbeat, by the status
+    file its crash left, also for one started since: started while it was down, the
+    other failed its tool's jobs ``unknown_tool`` at once (h402)."""
+    layout = Layout(spool_root)
+    beat = datetime.now(UTC) - timedelta(seconds=5)
+    _publish(layout, "died", "theirs", heartbeat_at=beat, tools=[
+        {"name": "theirs", "max_attempts": 3}]).release()  # SIGKILLed: no lock
+    _publish(layout, "long-gone", "old", heartbeat_at=beat - timedelta(seconds=20)
+             ).release()
+    _publish(layout, "me", "mine", heartbeat_at=beat).release()  # this one's own name
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+    assert (spool_root / "owners" / "died.json").exists()
+    assert others.offered_by("theirs") == "died", "within the grace since its heartbeat"
+    assert others.max_attempts("theirs") == 3
+    assert others.offered_by("old") is None, "past the grace"
+    assert others.offered_by("mine") is None, "its own name"
+    assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=4.0
+                           ).offered_by("theirs") is None, "5 s ago, past a grace of 4"
 
 
 def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path) -> None:

@@ -231,3 +231,25 @@ def test_an_orphan_of_a_tool_only_its_dead_processor_offered_keeps_the_tools_att
     assert "requeued" in job["error"]["message"], job
     time.sleep(2.0)  # left for the processor that offers the tool (the restart's grace)
     assert record(spool_root, "long") is None and alive(lacks.pid)
+
+
+def test_a_processor_started_while_the_one_offering_a_tool_is_down_leaves_its_jobs(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path) -> None:
+    """The processor that loads ``dask_tools`` is SIGKILLed and restarts (``Restart=``);
+    the other, which does not load them, starts meanwhile.  What it remembered of the
+    others' tools was its own since its start: it failed the waiting jobs of the dead
+    one's tool ``unknown_tool`` at once (h402: 127 of 825 in a soak).  It recalls the
+    dead one's catalogue from the status file the crash left."""
+    log = tmp_path / "runs.log"
+    knows = daemon()
+    knows.abort()  # SIGKILL, and reaped: its status file stays until a recovery removes it
+    lacks = daemon(SPOOL_TOOLS="")
+    drop(spool_root, "later", _job(1, log))
+    time.sleep(3.0)  # its catalogues read twice meanwhile
+    assert record(spool_root, "later") is None, record(spool_root, "later")
+    assert (spool_root / "pending" / "later.json").exists()
+    again = daemon()
+    wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
+    rec = record(spool_root, "later")
+    assert rec is not None and rec["state"] == "done", rec
+    assert again.stop() == 0 and lacks.stop() == 0
