@@ -244,8 +244,12 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
             # the end; the job fails timeout.
             threading.Event().wait()
         strays.job_ended(job_id, tool)
+        if killed := reap_leftovers():  # logged as the job's: running[0] still names it
+            # Killed without a word, a tool's helper process (a server it meant to
+            # keep, a pool it did not close) just vanished (h395).
+            log.info("processes the job left running were killed at its end",
+                     extra={"fields": {"count": len(killed), "processes": killed[:32]}})
         running[0] = None
-        reap_leftovers()
         tool_forkserver.forget()  # killed with the rest: the next job's pool starts one
         done += 1
         # An import cut short (spoiled) left half-made modules behind: never run on.
@@ -561,22 +565,35 @@ def _die_with_processor(lifeline: Connection) -> None:
     os._exit(1)
 
 
-def reap_leftovers() -> None:
-    """Kill and reap every process a tool left behind (this worker is their subreaper).
+def reap_leftovers() -> list[str]:
+    """Kill and reap every process a tool left behind (this worker is their subreaper);
+    they are named (``pid (name)``) in the list returned.
 
     Done when the kernel says no child is left (``waitpid``): in the usual case that is
     one syscall, and no ``/proc`` read.  Each round kills the children and waits for
     them; their own children come to this worker (their subreaper), killed next round.
     """
+    killed: list[str] = []
     for _ in range(50):
         try:
             os.waitpid(-1, os.WNOHANG)  # reaps one that already exited, if any
         except ChildProcessError:
-            return  # no child at all
+            return killed  # no child (left)
         children = children_of("self")  # none: just reaped, by the line above or a tool
         for pid in children:
+            killed.append(f"{pid} ({_name_of(pid)})")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
+    return killed
+
+
+def _name_of(pid: int) -> str:
+    """A process's name (``/proc/PID/comm``), "?" when gone or not told."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as comm:
+            return comm.read().decode(errors="replace").strip() or "?"
+    except OSError:
+        return "?"

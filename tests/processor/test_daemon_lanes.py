@@ -387,12 +387,17 @@ def test_a_stopped_processors_job_still_ends_at_its_deadline(spool_root: Path,
 def test_children_left_behind_by_a_finished_tool_are_reaped(spool_root: Path,
                                                            daemon: StartDaemon,
                                                            tmp_path: Path) -> None:
-    daemon()
+    d = daemon()
     pid_file = tmp_path / "grandchild.pid"
     drop(spool_root, "leaver", {"tool": "t_spawn_return", "params": {"pid_file": str(pid_file)}})
     assert wait_record(spool_root, "leaver")["state"] == "done"
     grandchild = int(pid_file.read_text())
     wait_for(lambda: not alive(grandchild), 20, "the orphaned grandchild to be killed")
+    # Said, as the job's: killed without a word, a tool's helper just vanished (h395).
+    said = [e for e in d.events() if e.get("msg") == "processes the job left running were "
+            "killed at its end"]
+    assert len(said) == 1 and said[0].get("id") == "leaver", said
+    assert said[0]["count"] >= 1 and f"{grandchild} (" in " ".join(said[0]["processes"]), said
 
 
 def test_a_crashed_workers_processes_do_not_outlive_it(spool_root: Path, daemon: StartDaemon,
