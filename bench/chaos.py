@@ -50,7 +50,9 @@ stage or tmp), and a SIGTERM's exit status must be 0.
 A rolling upgrade: ``--split-tools`` (with ``--processors`` 2 or more) has every other
 processor load ``bench.chaos_tools_fast`` (``chaos_fast`` only), so it leaves the
 ``chaos_compute`` jobs in ``pending/`` for the others (:mod:`processor.elsewhere`) while
-they are stopped and restarted around it.
+they are stopped and restarted around it.  Jobs failed ``unknown_tool`` by a processor
+that started while every processor offering ``chaos_compute`` was down after a clean
+stop (its status file gone) are the gap docs/scaling.md names, counted as wrong.
 
 Jobs get ``max_attempts`` 25 so kills never spend them (timeout jobs: 2).
 Processes are stopped by pid; the spool (under ``--dir``, default a temporary

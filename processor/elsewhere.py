@@ -15,10 +15,10 @@ Guarantees:
   hung (its heartbeat under ``HEARTBEAT_STALE_S`` old, as ``spoolq stats`` calls it
   alive), publishes a catalogue that names its tool (read at most once a
   ``recheck_s``), or did in the last ``grace_s`` (:data:`RESTART_GRACE_S` past the stop's
-  grace: a restart; a processor that died holding no lock, by the status file its crash
-  left, counts from its last heartbeat also for a processor started since); when none does (gone, stopping, hung, or ``owners/`` unreadable, for
-  that long), it fails ``unknown_tool`` as on a spool of one processor: nothing waits for
-  ever;
+  grace: a restart; one that died holding no lock counts from its last heartbeat, by
+  the status file its crash left, also for a processor started since); when none does
+  (gone, stopping, hung, or ``owners/`` unreadable, for that long), it fails
+  ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
 * an orphan of such a tool (its processor died mid-run) is settled by this one's
   recovery with the ``max_attempts`` that processor published for the tool, or, not
@@ -63,23 +63,8 @@ class OtherCatalogues:
         self._offered: dict[str, tuple[str, float, int | None]] = {}
         self._read_at: float | None = None
         self._said: set[str] = set()  # tools whose jobs were said to be left to others
-        self._recall()
-
-    def _recall(self) -> None:
-        """What processors that died lately offered, from the status files a crash left
-        (read before this processor's recovery removes them): as last seen at their last
-        heartbeat.  What it remembers was this processor's own, from its start: started
-        beside a processor restarting after a SIGKILL, which offered a tool it does not
-        load, it failed that tool's waiting jobs ``unknown_tool`` at once (h402: 127 of 825
-        in a soak of two processors killed and restarted)."""
-        wall, now = time.time(), time.monotonic()
-        for status in dead_processors(self.layout):
-            age = wall - status.heartbeat_at.timestamp()
-            if status.owner == self.owner or not 0 <= age < self.grace_s:
-                continue
-            for name, limit in _offers(status):
-                if now - age > self._offered.get(name, ("", -math.inf, None))[1]:
-                    self._offered[name] = (status.owner, now - age, limit)
+        # At once: before this processor's recovery removes the status files crashes left.
+        self._refresh(time.monotonic())
 
     def offered_by(self, tool: str) -> str | None:
         """An owner of another live processor that offers ``tool``, or offered it in the
@@ -104,23 +89,40 @@ class OtherCatalogues:
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= self.recheck_s:
             self._read_at = now
-            offered = {name: (owner, now, limit)
-                       for name, (owner, limit) in self._read().items()}
-            self._offered = {name: seen for name, seen in self._offered.items()
-                             if now - seen[1] < self.grace_s} | offered
-            self._said &= self._offered.keys()  # said again once offered anew
+            self._refresh(now)
         return self._offered.get(tool)
 
-    def _read(self) -> dict[str, tuple[str, int | None]]:
-        offered: dict[str, tuple[str, int | None]] = {}
-        now = time.time()
+    def _refresh(self, now: float) -> None:
+        """Read the catalogues again: what each tool was last seen offered by, kept for
+        ``grace_s``."""
+        offered = {name: seen for name, seen in self._offered.items()
+                   if now - seen[1] < self.grace_s}
+        for name, seen in self._read(now):
+            if seen[1] > offered.get(name, ("", -math.inf, None))[1]:
+                offered[name] = seen
+        self._offered = offered
+        self._said &= offered.keys()  # said again once offered anew
+
+    def _read(self, now: float) -> Iterator[tuple[str, tuple[str, float, int | None]]]:
+        """Each tool offered, with (its owner, when last seen offered, its limit): by the
+        live processors, claiming (not stopping, not hung), now; by those that died
+        holding no lock any more, at their last heartbeat, from the status files a crash
+        left until a recovery removes them.  What it remembered was this processor's own
+        since its start: started beside a processor restarting after a SIGKILL, which
+        offered a tool it does not load, or seeing one alive at its start and dead at its
+        first look, it failed that tool's waiting jobs ``unknown_tool`` at once (h402: 127
+        of 825 in a soak of two processors killed and restarted)."""
+        wall = time.time()
         for status in readable_processors(self.layout) or ():
-            if (status.owner == self.owner or status.stopping
-                    or not heartbeat_fresh(status, now)):
-                continue
-            for name, limit in _offers(status):
-                offered.setdefault(name, (status.owner, limit))
-        return offered
+            if (status.owner != self.owner and not status.stopping
+                    and heartbeat_fresh(status, wall)):
+                for name, limit in _offers(status):
+                    yield name, (status.owner, now, limit)
+        for status in dead_processors(self.layout):
+            age = wall - status.heartbeat_at.timestamp()
+            if status.owner != self.owner and 0 <= age < self.grace_s:
+                for name, limit in _offers(status):
+                    yield name, (status.owner, now - age, limit)
 
 
 def _offers(status: OwnerStatus) -> Iterator[tuple[str, int | None]]:

@@ -106,6 +106,24 @@ def test_a_processor_started_since_another_died_recalls_its_tools(spool_root: Pa
                            ).offered_by("theirs") is None, "5 s ago, past a grace of 4"
 
 
+def test_a_processor_alive_at_the_start_and_dead_at_the_first_look_is_recalled(
+        spool_root: Path) -> None:
+    """Alive when this processor started, SIGKILLed before its first look: in a soak of
+    two processors killed and restarted, the one that did not load the tool failed its
+    jobs ``unknown_tool`` 0.3 s after its start (h402's soak, again after the recall of
+    dead processors at the start alone)."""
+    layout = Layout(spool_root)
+    lease = _publish(layout, "other", "theirs")
+    others = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+    lease.release()  # SIGKILLed: its status file stays until a recovery removes it
+    assert others.offered_by("theirs") == "other", "dead: seen at its last heartbeat"
+    again = OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0)
+    layout.owner_status("other").unlink()  # a recovery removed it before the first look
+    assert again.offered_by("theirs") == "other", "read at the start"
+    assert OtherCatalogues(layout, "me", recheck_s=0.0, grace_s=10.0
+                           ).offered_by("theirs") is None, "gone before the start"
+
+
 def test_the_limit_of_another_processors_tool_is_its_own(spool_root: Path) -> None:
     """An orphan of a tool only another processor offers is settled with the
     ``max_attempts`` that one publishes, for the grace of a restart after it went; not
