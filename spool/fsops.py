@@ -1259,7 +1259,7 @@ class Mover:
         self.layout.require_no_file_in_place(self.layout.all_folders())
         for folder in self.layout.all_folders():
             try:
-                _make_dir(folder, mode)
+                make_dir(folder, mode)
             except OSError as exc:
                 _raise_fatal(exc, f"cannot create {folder}")
                 raise
@@ -1358,17 +1358,19 @@ def _move_up(sub: int, name: str, top: int, fresh: Iterator[int]) -> None:
                 raise
 
 
-def _make_dir(path: Path, mode: int) -> None:
+def make_dir(path: Path, mode: int) -> None:
     """``mkdir -p`` with :data:`PARENT_MODE` for the folders above ``path``.
 
     ``Path.mkdir(parents=True)`` makes them 0777 less the umask: under umask 000 (a
     cron job's, a container's) ``spoolq init`` left the spool root world-writable, so
     any local user could rename ``pending/`` or ``done/`` away and put a folder of
-    their own in its place (jobs taken, results forged)."""
+    their own in its place (jobs taken, results forged); ``spoolq data synth``, which
+    makes ``$SPOOL_DIR/data`` and so the spool root when run first, did the same
+    (QA h401)."""
     try:
         path.mkdir(mode=mode)
     except FileNotFoundError:
-        _make_dir(path.parent, PARENT_MODE)
+        make_dir(path.parent, PARENT_MODE)
         path.mkdir(mode=mode, exist_ok=True)
     except FileExistsError:
         if not path.is_dir():

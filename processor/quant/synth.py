@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from processor.quant.bars import F64
+from spool.fsops import make_dir
 from spool.stdio import integer
 from spool.view import others_may_change, pin_folder
 
@@ -83,7 +84,7 @@ def write_synthetic(data_dir: Path | str, symbols: int, bars: int, seed: int) ->
     directory = Path(data_dir)
     made = not directory.is_dir()
     if made:
-        directory.mkdir(parents=True)
+        make_dir(directory, DATA_DIR_MODE)  # its parents 0755 whatever the umask
     directory = _pinned(directory)
     if made:
         # Readable by the processor's user whatever the writer's umask: under 077, as

@@ -440,6 +440,30 @@ def test_synthetic_data_is_readable_by_others_whatever_the_umask(tmp_path: Path)
     assert {p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir()} == {0o644}
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o002])
+def test_synth_into_a_new_spool_makes_no_folder_others_may_write(tmp_path: Path,
+                                                                 umask: int) -> None:
+    """`spoolq data synth` run before `spoolq init` makes ``$SPOOL_DIR/data`` and the
+    folders above it: under umask 000 (a cron job's, a container's) they were 0777, the
+    spool root too, which `init` then kept, so any local user could rename ``pending/``
+    or ``done/`` away and put a folder of their own in its place (QA h401), as `init`
+    alone no longer allows."""
+    root = tmp_path / "new" / "spool"
+    code = ("import os, sys; os.umask(int(sys.argv[1])); from spool.cli.main import main; "
+            "sys.exit(main(['data', 'synth', '--symbols', '1', '--bars', '5']))")
+    proc = subprocess.run([sys.executable, "-c", code, str(umask)],
+                          env={**os.environ, "SPOOL_DIR": str(root)},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    for folder in (tmp_path / "new", root, root / "data"):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder
+    subprocess.run([sys.executable, "-c", code.replace("'data', 'synth', '--symbols', "
+                                                       "'1', '--bars', '5'", "'init'"),
+                    str(umask)], env={**os.environ, "SPOOL_DIR": str(root)},
+                   capture_output=True, timeout=60, check=True)
+    assert root.stat().st_mode & 0o777 == 0o755
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="drops root's DAC override with setpriv")
 def test_a_data_file_the_processor_may_not_read_says_so(tmp_path: Path) -> None:
