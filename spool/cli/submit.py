@@ -354,7 +354,12 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
     try:  # JSON as intake reads a drop: pydantic's parser took NaN and Infinity, which
         orjson.loads(without_bom(data))  # orjson then wrote as null (QA)
     except orjson.JSONDecodeError as exc:
-        raise SpoolError(f"{name} is not a valid job: malformed JSON: {exc}") from exc
+        # Said as intake says it: of a latin-1 file orjson said "str is not valid UTF-8:
+        # surrogates not allowed: line 1 column 1 (char 0)", neither where nor what (h401).
+        from spool.intake import malformed_reason  # noqa: PLC0415 - lazy, see spool.cli
+
+        reason = malformed_reason(without_bom(data), exc)
+        raise SpoolError(f"{name} is not a valid job: {reason}") from exc
     try:
         job = parse_job(data)  # then the job, as intake reads it
         parse.inexact_number(data)

@@ -72,3 +72,26 @@ def test_submit_file_takes_a_job_file_with_a_bom_as_the_processor_does(
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.strip() == "piped"
     assert _record(root, "piped")["state"] == "done"
+
+
+def test_a_job_file_that_is_not_utf8_is_refused_as_intake_quarantines_it(
+        root: Path, env: dict[str, str], tmp_path: Path,
+        processor: subprocess.Popen[bytes]) -> None:
+    """A latin-1 export (Windows-1252 and ISO 8859-1 hosts write "café" as one byte E9):
+    intake quarantines it "not UTF-8: invalid byte at offset 43", where ``spoolq submit
+    --file`` said "malformed JSON: str is not valid UTF-8: surrogates not allowed: line 1
+    column 1 (char 0)", naming neither the byte nor where it is (QA h401)."""
+    data = b'{"tool": "echo", "params": {"message": "caf\xe9"}}'
+    (root / "tmp" / "dropped").write_bytes(data)
+    os.rename(root / "tmp" / "dropped", root / "pending" / "latin1.json")
+    record = _record(root, "latin1")
+    assert record["error"] == {"type": "invalid_job",
+                               "message": "not UTF-8: invalid byte at offset 43"}, record
+
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(BOM + data)
+    submitted = spoolq(env, "submit", "--file", str(job_file))
+    assert submitted.returncode == 1
+    assert submitted.stderr == (f"spoolq: error: {job_file} is not a valid job: not UTF-8: "
+                                "invalid byte at offset 43\n")
+    assert list((root / "pending").iterdir()) == []

@@ -93,6 +93,25 @@ def test_a_job_body_with_a_byte_order_mark_is_queued_as_a_drop_of_it_is(
     assert bare.status == 400 and bare.json()["error"]["type"] == "invalid_job"
 
 
+@pytest.mark.parametrize(("content_type", "said"), [
+    ("application/json", ""),
+    ("application/json; charset=latin-1",
+     " (a job is UTF-8 JSON, whatever the charset=latin-1 its Content-Type names)"),
+])
+def test_a_body_that_is_not_utf8_is_refused_naming_the_byte(
+        server: ServerThread, content_type: str, said: str) -> None:
+    """A latin-1 body ("café" with its one byte E9) answered "the body is not JSON: str is
+    not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)", orjson's words
+    naming neither the byte nor where it is; intake says of such a drop where (QA h401)."""
+    reply = request(server.base, "POST", "/api/v1/tasks",
+                    raw=b'{"tool": "echo", "params": {"message": "caf\xe9"}}', token=TOKEN,
+                    headers={"Content-Type": content_type})
+    assert reply.status == 400, reply.body
+    assert reply.json()["error"] == {
+        "type": "invalid_job",
+        "message": f"the body is not a job: not UTF-8: invalid byte at offset 43{said}"}
+
+
 @pytest.mark.parametrize(("raw", "content_type", "status"), [
     (b'{"params": {}}', "application/json", 400),              # no tool
     (b'{"tool": "echo", "surprise": 1}', "application/json", 400),
