@@ -290,14 +290,23 @@ def record_row(record: Record) -> list[str]:
 
 def tool_name(tool: str | None) -> str:
     """A record's tool as ``ls`` and ``show`` print it: cut to what a tool's name may be
-    (a quarantined drop's "tool" of 1 MiB made every row of its page as wide, QA)."""
+    (a quarantined drop's "tool" of 1 MiB made every row of its page as wide, QA), in
+    the columns it takes as :func:`printable` shows it: 128 bidi overrides or zero-width
+    spaces, each shown as ``\u202e``, still made each row of the page 800 columns wide,
+    and 128 CJK characters 256 (h401)."""
     from spool.models import MAX_TOOL_NAME  # noqa: PLC0415 - lazy, see spool.cli
 
     if tool is None:
         return "-"
-    if len(tool) <= MAX_TOOL_NAME:
+    if len(tool) <= MAX_TOOL_NAME and cells(printable(tool)) <= MAX_TOOL_NAME:
         return tool
-    return f"{tool[:MAX_TOOL_NAME]}... ({len(tool):,} characters)"
+    end = used = 0
+    for char in tool[:MAX_TOOL_NAME]:
+        used += cells(printable(char))
+        if used > MAX_TOOL_NAME:
+            break
+        end += 1
+    return f"{tool[:end]}... ({len(tool):,} characters)"
 
 
 def record_lines(record: Record, large: LargeRecord | None = None, *,

@@ -33,7 +33,14 @@ from spoolkit import spoolq_bytes as spoolq
 
 from spool.cli import parse
 from spool.cli.overview import _page_limit, not_counted, stats_lines
-from spool.cli.render import human_duration, record_lines, record_row, when
+from spool.cli.render import (
+    cells,
+    human_duration,
+    printable,
+    record_lines,
+    record_row,
+    when,
+)
 from spool.cursor import MAX_PAGE
 from spool.errors import ErrorType
 from spool.fsops import Mover
@@ -651,6 +658,29 @@ def test_ls_and_show_cut_a_tool_name_no_tool_can_have() -> None:
     assert f"tool        {cell}" in record_lines(record)
     short = record.model_copy(update={"tool": "t" * 128})
     assert record_row(short)[2] == "t" * 128
+
+
+
+@pytest.mark.parametrize(("tool", "cut"), [
+    ("\u202e" * 128, 21),   # each shown as the 6 columns of "\u202e"
+    ("\u200b" * 30, 21),
+    ("日" * 128, 64),        # two columns each
+    ("\x1b[31m" * 20, 80),  # "\x1b" four columns, "[31m" four: 16 whole ones
+])
+def test_ls_and_show_cut_a_tool_name_by_the_columns_it_is_shown_in(tool: str,
+                                                                    cut: int) -> None:
+    """A tool of 128 characters is no longer than a tool's name may be, but shown as
+    escapes (bidi overrides, zero-width spaces) or in wide characters it made each row
+    of its ``ls`` page 800 (or 256) columns wide (QA h401)."""
+    now = datetime.now(UTC)
+    record = Record.model_validate({
+        "id": "wide", "state": "failed", "tool": tool, "submitted_at": now,
+        "finished_at": now, "attempts": 1,
+        "error": {"type": "invalid_job", "message": "unknown tool"}})
+    cell = record_row(record)[2]
+    assert cell == f"{tool[:cut]}... ({len(tool)} characters)"
+    assert cells(printable(tool[:cut])) <= 128 < cells(printable(tool[:cut + 1]))
+    assert f"tool        {printable(cell)}" in record_lines(record)
 
 
 def test_a_quarantined_symlinks_source_has_no_size_to_say() -> None:
