@@ -54,6 +54,11 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 ENV_FILE = ".env"
+ENV_FILE_ENCODING = "utf-8-sig"
+"""UTF-8, a byte order mark first read past (PowerShell 5's ``Out-File -Encoding utf8``,
+Notepad's "UTF-8 with BOM"), as a job file's is: read as plain UTF-8 its first variable
+was named "\ufeffSPOOL_DIR", no setting, and dropped without a word, so every program
+used the default spool, ``~/.local/state/spoolq`` (QA h401)."""
 MAX_ENV_FILE_BYTES = 1_048_576
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"))
@@ -260,7 +265,8 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # processor.startup.executor_may_be_named judges from these sources, before
         # they are read, whether the executor can be other than "local": keep it in step.
-        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file())
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file(),
+                                      env_file_encoding=ENV_FILE_ENCODING)
         return init_settings, env_settings, dotenv, file_secret_settings
 
     @field_validator("log_level", mode="before")
@@ -412,7 +418,8 @@ def _env_file_names() -> tuple[Path | None, set[str]]:
 
     try:
         path = env_file()
-        return path, set(dotenv_values(path)) if path is not None else set()
+        return path, (set(dotenv_values(path, encoding=ENV_FILE_ENCODING))
+                      if path is not None else set())
     except (ConfigError, OSError, UnicodeDecodeError):
         return None, set()
 

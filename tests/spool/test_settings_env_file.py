@@ -102,6 +102,31 @@ def test_a_bad_value_from_the_env_file_says_it_came_from_there(tmp_path: Path, r
         assert proc.returncode == 2 and ".env" not in proc.stderr, (name, proc.stderr)
 
 
+
+@pytest.mark.parametrize("program", list(PROGRAMS))
+def test_a_env_with_a_byte_order_mark_is_read_from_its_first_line(tmp_path: Path, root: Path,
+                                                                  program: str) -> None:
+    """A ``.env`` saved on Windows (PowerShell 5's ``Out-File -Encoding utf8``, Notepad's
+    "UTF-8 with BOM") starts with a byte order mark: its first variable was read as
+    "\ufeffSPOOL_DIR", no setting, and dropped without a word, so every program ran on
+    the default spool (`spoolq stats`: "~/.local/state/spoolq is not an initialised
+    spool ... SPOOL_DIR is not set") (QA h401)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOOL_", "STATUSD_"))}
+    env |= {"HOME": str(tmp_path), "STATUSD_PORT": "0"}
+    (work / ".env").write_bytes(b"\xef\xbb\xbfSPOOL_DIR=" + os.fsencode(root) + b"\r\n")
+    if program == "spoolq":
+        proc = subprocess.run(PROGRAMS[program], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=DEADLINE_S, check=False)
+        assert proc.returncode == 0 and proc.stdout.startswith("pending"), proc.stderr
+    (work / ".env").write_bytes(b"\xef\xbb\xbfspool_fsync=bogus\r\n")
+    proc = subprocess.run(PROGRAMS[program], cwd=work, env={**env, "SPOOL_DIR": str(root)},
+                          capture_output=True, text=True, timeout=DEADLINE_S, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().endswith(f"(set in {work / '.env'})"), proc.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives the .env to another user with chown")
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_another_users_env_is_not_read(tmp_path: Path, root: Path, program: str) -> None:
