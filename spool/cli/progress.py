@@ -260,7 +260,7 @@ class ProgressBar:
         record = self._record
         if record is None:
             return
-        columns = _columns(self.out)
+        columns = terminal_columns(self.out)
         line = bar_line(record, columns, self._escaping)
         with self._lock:
             if line != self._shown:  # blank what is left of a longer line, not past the edge
@@ -269,7 +269,7 @@ class ProgressBar:
                 self._shown = line
 
 
-def _columns(out: TextIO) -> int:
+def terminal_columns(out: TextIO) -> int:
     """The terminal's width (a fresh pty may say 0: then the usual default)."""
     try:
         columns = os.get_terminal_size(out.fileno()).columns

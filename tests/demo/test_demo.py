@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import http.server
 import io
 import json
@@ -12,8 +13,10 @@ import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from datetime import UTC, datetime
@@ -374,3 +377,34 @@ def test_the_factor_header_gives_its_params_as_the_backtest_header_does() -> Non
                     "dates": 2490, "horizons": {}, "rank_autocorrelation": {}}, out)
     header = out.getvalue().strip().splitlines()[0]
     assert header == "Factor analysis: momentum lookback=20 over 200 symbols x 2490 dates"
+
+
+def test_the_live_bars_fit_a_narrow_terminal(tmp_path: Path) -> None:
+    """Each bar is redrawn by going up a line per bar: one wider than the terminal wraps,
+    and each redraw left the top of the last one behind, a new copy of the bars on the
+    screen every 0.1 s on a terminal under about 80 columns (a split pane) (QA h401)."""
+    columns = 50
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the demo, on a terminal of 50 columns
+        os.execv(sys.executable, [*DEMO, "--symbols", "5", "--bars", "300", "--job-num", "1",
+                                  *_spool_in(tmp_path)])
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    said = b""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the demo ended and closed the terminal
+                    break
+                if not chunk:
+                    break
+                said += chunk
+    finally:
+        os.close(master)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said.decode(errors="replace")
+    bars = re.findall(r"\x1b\[2K([^\r\n]*)\r\n", said.decode())
+    assert any(bar.startswith("backtest") for bar in bars), said
+    assert max(len(bar) for bar in bars) < columns, bars
