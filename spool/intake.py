@@ -471,10 +471,34 @@ def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as uexc:
-        return f"not UTF-8: invalid byte at offset {uexc.start}"
+        return f"not UTF-8: invalid byte at offset {uexc.start}{_utf16_hint(data)}"
     if not data.strip():
         return "malformed JSON: empty file"
-    return f"malformed JSON: {exc}"
+    return f"malformed JSON: {exc}{_utf16_hint(data)}"
+
+
+UTF16_HINT = ("; it looks like UTF-16, as Windows PowerShell's Out-File and > write: a "
+              "job is UTF-8 JSON (Out-File -Encoding utf8)")
+"""Said of a job written in UTF-16: only "not UTF-8: invalid byte at offset 0", or, with
+no byte order mark, orjson's words for its NUL bytes, left an integrator on Windows
+guessing (QA h401)."""
+
+
+def _utf16_hint(data: bytes) -> str:
+    """:data:`UTF16_HINT` when ``data`` begins as UTF-16 does (its byte order mark, or an
+    ASCII character and a NUL byte, twice, in either order); else nothing."""
+    head = data[:4]
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return UTF16_HINT
+    if len(head) < 4:
+        return ""
+    little = head[1] == head[3] == 0 and _ascii(head[0]) and _ascii(head[2])
+    big = head[0] == head[2] == 0 and _ascii(head[1]) and _ascii(head[3])
+    return UTF16_HINT if little or big else ""
+
+
+def _ascii(byte: int) -> bool:
+    return 0 < byte < 0x80
 
 
 def validation_reason(exc: ValidationError) -> str:

@@ -95,3 +95,30 @@ def test_a_job_file_that_is_not_utf8_is_refused_as_intake_quarantines_it(
     assert submitted.stderr == (f"spoolq: error: {job_file} is not a valid job: not UTF-8: "
                                 "invalid byte at offset 43\n")
     assert list((root / "pending").iterdir()) == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_job_file_in_utf16_is_refused_saying_so(
+        root: Path, env: dict[str, str], tmp_path: Path,
+        processor: subprocess.Popen[bytes], encoding: str) -> None:
+    """Windows PowerShell's ``Out-File`` and ``>`` write UTF-16 (with a byte order mark:
+    "utf-16"): quarantined "not UTF-8: invalid byte at offset 0", or, without one,
+    "malformed JSON: unexpected character" for its NUL bytes, neither said what was
+    wrong with a file that looks right in an editor (h401).  Both say UTF-16."""
+    data = '{"tool": "echo", "params": {"message": "from windows"}}\r\n'.encode(encoding)
+    job_id = encoding.replace("-", "")
+    (root / "tmp" / "dropped").write_bytes(data)
+    os.rename(root / "tmp" / "dropped", root / "pending" / f"{job_id}.json")
+    record = _record(root, job_id)
+    error = record["error"]
+    assert isinstance(error, dict) and error["type"] == "invalid_job", record
+    assert error["message"].endswith("; it looks like UTF-16, as Windows PowerShell's "
+                                     "Out-File and > write: a job is UTF-8 JSON (Out-File "
+                                     "-Encoding utf8)"), error
+
+    job_file = tmp_path / "job.json"
+    job_file.write_bytes(data)
+    submitted = spoolq(env, "submit", "--file", str(job_file))
+    assert submitted.returncode == 1
+    assert "it looks like UTF-16" in submitted.stderr, submitted.stderr
+    assert list((root / "pending").iterdir()) == []
