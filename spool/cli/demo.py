@@ -338,8 +338,15 @@ def _run_jobs(root: Path, symbols: int, out: TextIO) -> list[Record]:
     return _watch(client, ids, out)
 
 
+def redraws(out: TextIO) -> bool:
+    """Whether the bars are redrawn in place, by cursor moves: on a terminal that has
+    them (``TERM=dumb``, an editor's shell or a serial console, printed the escapes as
+    text at each redraw: QA h401)."""
+    return out.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def _watch(client: Client, ids: dict[str, str], out: TextIO) -> list[Record]:
-    tty = out.isatty()
+    tty = redraws(out)
     latest: dict[str, Record] = {}
     deadline = time.monotonic() + JOB_TIMEOUT_S
     drawn = False

@@ -408,3 +408,20 @@ def test_the_live_bars_fit_a_narrow_terminal(tmp_path: Path) -> None:
     bars = re.findall(r"\x1b\[2K([^\r\n]*)\r\n", said.decode())
     assert any(bar.startswith("backtest") for bar in bars), said
     assert max(len(bar) for bar in bars) < columns, bars
+
+
+def test_the_bars_are_redrawn_only_where_the_terminal_moves_its_cursor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TERM=dumb`` (an editor's shell, a serial console) has no cursor moves: the
+    demo printed its redraw escapes there as text, twice a second (QA h401)."""
+    main, other = os.openpty()
+    try:
+        with os.fdopen(os.dup(other), "w") as tty:
+            monkeypatch.setenv("TERM", "xterm-256color")
+            assert demo.redraws(tty)
+            monkeypatch.setenv("TERM", "dumb")
+            assert not demo.redraws(tty)
+        assert not demo.redraws(io.StringIO()), "a pipe or a file: one line a job"
+    finally:
+        os.close(main)
+        os.close(other)
