@@ -28,7 +28,16 @@ from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from spool.cli.render import as_written, cells, elapsed_s, fit, pad, printable, utf8_codec
+from spool.cli.render import (
+    as_written,
+    cells,
+    elapsed_s,
+    fit,
+    pad,
+    printable,
+    utf8_codec,
+    when,
+)
 from spool.states import TERMINAL, JobState
 
 if TYPE_CHECKING:
@@ -110,6 +119,15 @@ def run_times(seconds: float | None, left: float | None) -> str:
     return f"{clock(seconds)}<{clock(math.ceil(left))}"
 
 
+def _held(record: Record) -> str:
+    """Of a pending job held by its ``not_before`` or a retry's backoff: until when.  The
+    bar said "pending" alone of a job held until tomorrow (QA h401)."""
+    due = record.due_at() if record.state is JobState.PENDING else None
+    if due is None or due <= datetime.now(UTC):
+        return ""
+    return f"held until {when(due)}"
+
+
 def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     """``<id> running [#####.....]  42% 0:12<0:17 loading data`` in at most ``columns - 1``:
     the run time so far, then (``<``) what is left at its pace (:func:`run_times`).
@@ -135,7 +153,7 @@ def bar_line(record: Record, columns: int, escaping: str | None = None) -> str:
     if not done and fraction is not None:  # 99.6% going on (or failed) is no '100%'
         fraction = min(fraction, 0.99)
     percent = "   -" if fraction is None else f"{fraction:4.0%}"
-    message = printable(progress.message) if progress and running else ""
+    message = printable(progress.message) if progress and running else _held(record)
     if escaping is not None:  # counted as the stream writes it: "\\u56de" is 6 columns
         message = as_written(message, escaping)
     seconds = record.duration_s if record.state in TERMINAL else elapsed_s(record)

@@ -622,6 +622,22 @@ def test_the_bar_tells_what_is_left_at_the_runs_pace() -> None:
     assert "<" not in bar_line(running(0.01, 30), 100)
 
 
+def test_a_held_pending_job_says_until_when() -> None:
+    """A job held by its not_before (or a retry's backoff) showed "pending" alone on the
+    bar for as long as it waited: until tomorrow, said nowhere (QA h401)."""
+    now = datetime.now(UTC)
+    later = now + timedelta(hours=20)
+    held = Record(id="nightly", tool="run_backtest", state=JobState.PENDING,
+                  not_before=later)
+    line = bar_line(held, 100)
+    assert line.endswith(f"held until {later.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"), line
+    assert bar_line(held.model_copy(update={"not_before": now - timedelta(seconds=1)}),
+                    100).endswith("-"), "due: nothing held"
+    retrying = held.model_copy(update={"not_before": None, "error": ErrorInfo(
+        type=ErrorType.TOOL_ERROR, message="boom", retry_at=later)})
+    assert "held until" in bar_line(retrying, 100)
+
+
 def test_a_running_bar_never_says_100_and_a_narrow_line_ends_in_no_space() -> None:
     """A run at 99.6% showed '100%' and a full bar while it went on (the fraction
     rounded); a running bar says at most 99%.  A line too narrow for a bar, its message
