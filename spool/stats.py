@@ -77,7 +77,12 @@ def _processors(layout: Layout, *, dead: bool = False) -> list[OwnerStatus]:
         if not name.endswith(JOB_SUFFIX) or not is_valid_id(owner):
             continue
         try:
-            if is_locked(layout.owner_lock(owner), strict=True) is dead:
+            # None: no lock file to test (a symlink, gone): no live processor's, nor a
+            # crash's (recovery removes a dead owner's files by its lock file, so one
+            # without stays for ever).  Taken by ``is dead`` alone, such a file read as
+            # a live processor ("processor up", "holds its lock") once dead= came.
+            held = is_locked(layout.owner_lock(owner), strict=True)
+            if held is None or held is dead:
                 continue
         except OSError as exc:
             raise _unknown(exc, f"cannot test processor {owner}'s owner lock") from exc

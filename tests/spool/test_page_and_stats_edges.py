@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from spoolkit import submit
@@ -77,3 +78,24 @@ def test_in_progress_drops_are_a_client_s_names_not_a_filesystem_s_or_spoolq_s(
                  ".x.json.kept-invalid-1", "a.kept-1.json.part", "up.json.filepart"):
         (pending / name).write_bytes(b"{")
     assert SpoolReader(spool.layout).stats(partial=True)["in_progress_drops"]["count"] == 2
+
+
+def test_a_status_file_without_its_lock_file_is_no_processor_live_or_dead(tmp_path: Path) -> None:
+    """A status file whose lock file is missing (removed by hand, a symlink) is no live
+    processor's: read as one once ``dead_processors`` came (``is_locked``'s None taken
+    for held), ``spoolq stats`` said "processor up" and "holds its lock" for it (h403);
+    nor a crash's, which has a lock file that recovery removes with it."""
+    from spool.layout import Layout  # noqa: PLC0415
+    from spool.stats import _processors, dead_processors  # noqa: PLC0415
+
+    layout = Layout(tmp_path)
+    layout.owners.mkdir(parents=True)
+    now = datetime.now(UTC)
+    status = OwnerStatus(owner="ghost", pid=42, host="h", version="0", started_at=now,
+                         heartbeat_at=now, tools=[{"name": "nap"}])
+    layout.owner_status("ghost").write_text(status.model_dump_json())
+    assert _processors(layout) == []
+    assert dead_processors(layout) == []
+    layout.owner_lock("ghost").write_bytes(b"")  # its lock file, held by none: a crash's
+    assert _processors(layout) == []
+    assert [s.owner for s in dead_processors(layout)] == ["ghost"]
