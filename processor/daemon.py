@@ -636,5 +636,6 @@ class Processor:
             # them the tasks that waited (no dispatch asks while no job is queued).
             self.executor.free_slots()
         self.progress.say_where(time.monotonic())
+        self.others.refresh()  # remembered while they run, for their restart's grace
         self.status.write(self.fast.running, self.stopping, self.grace_ends_at, self.io_trouble,
                           self.queues.left_counts())

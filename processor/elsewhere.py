@@ -13,12 +13,12 @@ Guarantees:
 
 * a job is left only while another processor holding its lock, not stopping and not
   hung (its heartbeat under ``HEARTBEAT_STALE_S`` old, as ``spoolq stats`` calls it
-  alive), publishes a catalogue that names its tool (read at most once a
-  ``recheck_s``), or did in the last ``grace_s`` (:data:`RESTART_GRACE_S` past the stop's
-  grace: a restart; one that died holding no lock counts from its last heartbeat, by
-  the status file its crash left, also for a processor started since); when none does
-  (gone, stopping, hung, or ``owners/`` unreadable, for that long), it fails
-  ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
+  alive), publishes a catalogue that names its tool (read at each heartbeat, at most
+  once a ``recheck_s``), or did in the last ``grace_s`` (:data:`RESTART_GRACE_S` past
+  the stop's grace: a restart; one that died holding no lock counts from its last
+  heartbeat, by the status file its crash left, also for a processor started since);
+  when none does (gone, stopping, hung, or ``owners/`` unreadable, for that long), it
+  fails ``unknown_tool`` as on a spool of one processor: nothing waits for ever;
 * a tool this processor knows is never looked up here (the dispatch's hot path);
 * an orphan of such a tool (its processor died mid-run) is settled by this one's
   recovery with the ``max_attempts`` that processor published for the tool, or, not
@@ -84,6 +84,16 @@ class OtherCatalogues:
         here."""
         seen = self._seen(tool)
         return None if seen is None else seen[2]
+
+    def refresh(self) -> None:
+        """Read the others' catalogues now, unless read in the last ``recheck_s``: at each
+        heartbeat, so what another processor offers is remembered from while it ran.
+        Read only at the start and when a job of a tool this one does not load came, a
+        processor that had met none for ``grace_s`` knew nothing of the one offering it:
+        that one's restart (a stop; a SIGKILL, its status file removed by this one's
+        recovery within a scan) made it fail every job of the tool dropped meanwhile
+        ``unknown_tool`` at once (h403)."""
+        self._seen("")
 
     def _seen(self, tool: str) -> tuple[str, float, int | None] | None:
         now = time.monotonic()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from scalekit import Daemon, alive, drop, locations, record, wait_for
 
 StartDaemon = Callable[..., Daemon]
@@ -252,4 +253,36 @@ def test_a_processor_started_while_the_one_offering_a_tool_is_down_leaves_its_jo
     wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
     rec = record(spool_root, "later")
     assert rec is not None and rec["state"] == "done", rec
+    assert again.stop() == 0 and lacks.stop() == 0
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_a_restart_of_the_one_offering_a_tool_loses_no_job_of_it_met_first_meanwhile(
+        spool_root: Path, daemon: StartDaemon, tmp_path: Path, stop: str) -> None:
+    """A rolling upgrade: the processor that does not load ``dask_tools`` runs, the one
+    that loads them starts, and restarts (a stop, or a SIGKILL whose status file the
+    other's recovery removes within a scan) before the other met a job of their tools: it
+    read the catalogues only at its start and at such a job, knew nothing of the
+    restarting one, and failed every job dropped meanwhile ``unknown_tool`` at once
+    (h403: 6 of 6).  It reads them at each heartbeat."""
+    log = tmp_path / "runs.log"
+    lacks = daemon(SPOOL_TOOLS="")
+    knows = daemon()
+    time.sleep(2.5)  # heartbeats of both; no job of d_append yet
+    if stop == "sigkill":
+        knows.abort()
+        wait_for(lambda: len(os.listdir(spool_root / "owners")) == 2, 20,
+                 "the dead one's files removed by the other's recovery")
+    else:
+        assert knows.proc is not None
+        knows.proc.send_signal(signal.SIGTERM)
+    ids = [f"m{i}" for i in range(6)]
+    for job_id in ids:
+        drop(spool_root, job_id, _job(1, log))
+    time.sleep(3.0)  # the catalogues read thrice meanwhile
+    assert [record(spool_root, job_id) for job_id in ids] == [None] * 6
+    if stop == "sigterm":
+        assert knows.stop() == 0
+    again = daemon()
+    wait_for(lambda: _done(spool_root) == 6, 60, "every job done once it is back")
     assert again.stop() == 0 and lacks.stop() == 0
