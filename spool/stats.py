@@ -255,14 +255,20 @@ def _named(processors: Iterable[OwnerStatus]) -> str:
     return ", ".join(f"pid {status.pid} on {status.host}" for status in processors)
 
 
-def left_to_others(live: list[OwnerStatus]) -> dict[str, int]:
+def left_to_others(live: list[OwnerStatus], pending: int | None = None) -> dict[str, int]:
     """The pending jobs the ``live`` processors leave to the others that offer their tool
     (each one's ``left_to_others``), by tool: the most any one of them leaves, as each
-    leaves the same jobs."""
+    leaves the same jobs; no more than ``pending``, the jobs in ``pending/`` now.  A
+    processor learns that the one it left them to claimed them only at its next rescan
+    (``SPOOL_SCAN_S``): uncapped, ``spoolq stats`` said "28 pending jobs of tool
+    'd_append' left to the processors that offer it" beside ``pending 0`` for seconds
+    (h403)."""
     left: dict[str, int] = {}
     for status in live:
         for tool, n in status.left_to_others.items():
             left[tool] = max(n, left.get(tool, 0))
+    if pending is not None:
+        left = {tool: min(n, pending) for tool, n in left.items() if pending}
     return dict(sorted(left.items()))
 
 
@@ -466,7 +472,7 @@ def stats_document(counts: dict[str, int], oldest_pending_age_s: float | None,
                             for p in live),
         "busy_workers": sum(p.busy_workers for p in live),
         "fast_running": sum(p.fast_running for p in live),
-        "left_to_others": left_to_others(live),
+        "left_to_others": left_to_others(live, counts.get(JobState.PENDING.value)),
         "processor": {"alive": bool(live), "heartbeat_at": heartbeat, "count": len(live),
                       "io_trouble": sum(p.io_trouble is not None for p in live)},
         "processors": [{**p.model_dump(exclude={"tools"}), "alive": p.owner in live_owners}

@@ -257,3 +257,12 @@ def test_left_jobs_are_counted_by_tool_once_each() -> None:
     assert queues.left_counts() == {}
     assert left_to_others([_status("p1", left_to_others={"nap": 2, "b": 1}),
                            _status("p2", left_to_others={"nap": 3})]) == {"b": 1, "nap": 3}
+
+
+def test_the_jobs_left_are_no_more_than_those_pending() -> None:
+    """A processor learns that the jobs it left were claimed only at its next rescan:
+    the stats said 28 left beside 0 pending for seconds (h403)."""
+    live = [_status("p1", left_to_others={"nap": 28, "b": 3})]
+    assert left_to_others(live, 5) == {"b": 3, "nap": 5}
+    assert left_to_others(live, 0) == {}
+    assert left_to_others(live) == {"b": 3, "nap": 28}, "pending not known: as told"
