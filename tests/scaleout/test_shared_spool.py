@@ -179,7 +179,9 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     log = tmp_path / "runs.log"
     knows, lacks = daemon(JOB_NUM="1"), daemon(SPOOL_TOOLS="")
     for i in range(3):  # d_append: COMPUTE, one at a time on the only processor offering it
-        drop(spool_root, f"s{i}", _job(1, log, seconds=2.5))
+        # The first long: the others stay pending while the CLI runs, a second or more a
+        # call at a load of 2 (2.5 s each, the last was running by its show).
+        drop(spool_root, f"s{i}", _job(1, log, seconds=8.0 if i == 0 else 0.5))
 
     def left() -> dict[str, int]:
         stats = orjson.loads(_cli(spool_root, "stats", "--json").stdout)
@@ -276,6 +278,14 @@ def test_a_restart_of_the_one_offering_a_tool_loses_no_job_of_it_met_first_meanw
     else:
         assert knows.proc is not None
         knows.proc.send_signal(signal.SIGTERM)
+
+        def stopping() -> bool:  # it claims no more (at a load of 2 it claimed m0 first)
+            try:
+                return bool(knows.status().get("stopping"))
+            except (StopIteration, FileNotFoundError):
+                return True  # stopped already: its status file removed
+
+        wait_for(stopping, 20, "its stop begun")
     ids = [f"m{i}" for i in range(6)]
     for job_id in ids:
         drop(spool_root, job_id, _job(1, log))
