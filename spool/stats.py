@@ -227,27 +227,39 @@ def pending_wait(live: list[OwnerStatus] | None, tool: str, now: float) -> str |
     if not fresh:
         return "no live processor on this spool (spoolq stats says why): it is claimed " \
             "once one runs"
-    return _offer_wait(fresh, tool)
+    hung = [status for status in live if not heartbeat_fresh(status, now)]
+    return _offer_wait(fresh, hung, tool)
 
 
-def _offer_wait(fresh: list[OwnerStatus], tool: str) -> str | None:
-    """:func:`pending_wait`'s reason from the catalogues of the ``fresh`` processors."""
-    offering = [status for status in fresh
-                if any(raw.get("name") == tool for raw in status.tools)]
+def _offer_wait(fresh: list[OwnerStatus], hung: list[OwnerStatus], tool: str) -> str | None:
+    """:func:`pending_wait`'s reason from the catalogues of the ``fresh`` processors (and
+    of the ``hung`` ones, which hold their locks with a stale heartbeat)."""
+    offering = [status for status in fresh if _offers_tool(status, tool)]
     if len(offering) == len(fresh) or not all(status.tools for status in fresh):
         return None
-    if not offering:
-        return f"{unoffered_tool(fresh, tool)}: the first to claim it fails it " \
-            "unknown_tool, unless one that offered it is back soon (a restart: " \
-            "docs/scaling.md)"
-    others = _named(status for status in fresh if status not in offering)
+    lacking = [status for status in fresh if status not in offering]
+    others, verb = _named(lacking), "does" if len(lacking) == 1 else "do"
     working = [status for status in offering if not status.stopping]
     if working:
         return f"left to the processors that offer tool {tool!r} ({_named(working)}); " \
-            f"{others} does not load it"
-    return f"tool {tool!r} is offered only by {_named(offering)}, which is stopping: " \
-        f"{others} fails it unknown_tool unless a processor offers it again within its " \
-        "SPOOL_GRACE_S plus 60 s (docs/scaling.md)"
+            f"{others} {verb} not load it"
+    if offering:
+        why = "which is stopping" if len(offering) == 1 else "which are stopping"
+    elif stalled := [status for status in hung if _offers_tool(status, tool)]:
+        offering = stalled  # named: "no processor offers it" sent one looking for a typo
+        why = "whose heartbeat is stale (hung?)" if len(stalled) == 1 else \
+            "whose heartbeats are stale (hung?)"
+    else:
+        return f"{unoffered_tool(fresh, tool)}: the first to claim it fails it " \
+            "unknown_tool, unless one that offered it is back soon (a restart: " \
+            "docs/scaling.md)"
+    return f"tool {tool!r} is offered only by {_named(offering)}, {why}: {others} " \
+        f"{'fails' if len(lacking) == 1 else 'fail'} it unknown_tool unless a processor " \
+        "offers it again within its SPOOL_GRACE_S plus 60 s (docs/scaling.md)"
+
+
+def _offers_tool(status: OwnerStatus, tool: str) -> bool:
+    return any(raw.get("name") == tool for raw in status.tools)
 
 
 def _named(processors: Iterable[OwnerStatus]) -> str:

@@ -281,11 +281,12 @@ def _left_lines(stats: dict[str, Any]) -> list[str]:
     left: dict[str, int] = stats.get("left_to_others") or {}
     lines = []
     for tool, n in list(left.items())[:LEFT_LINES]:
-        leaving = ", ".join(f"pid {p['pid']} on {p['host']}" for p in stats["processors"]
-                            if p.get("alive") and tool in (p.get("left_to_others") or {}))
+        leaving = [f"pid {p['pid']} on {p['host']}" for p in stats["processors"]
+                   if p.get("alive") and tool in (p.get("left_to_others") or {})]
         jobs = "1 pending job" if n == 1 else f"{n} pending jobs"
+        verb = "does" if len(leaving) == 1 else "do"
         lines.append(printable(f"          {jobs} of tool {tool!r} left to the processors "
-                               f"that offer it ({leaving} does not load it)"))
+                               f"that offer it ({', '.join(leaving)} {verb} not load it)"))
     if len(left) > LEFT_LINES:
         lines.append(f"          and those of {len(left) - LEFT_LINES} more tools")
     return lines

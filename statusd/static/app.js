@@ -1145,9 +1145,10 @@ function renderNote() {
   } else if (state === "pending" && leftBy(ui.fieldsOf).length) {
     // A rolling upgrade: a processor that does not load the job's tool leaves it to one
     // that does.  Said "pending" alone beside idle workers, it looked stuck.
+    const leaving = leftBy(ui.fieldsOf);
     lines.push(`left to the processors that offer tool ${shown(String(ui.fieldsOf.tool))}: ${
-      leftBy(ui.fieldsOf).map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
-    } does not load it; it runs as their workers come free`);
+      leaving.map((p) => `pid ${p.pid} on ${shown(String(p.host))}`).join(", ")
+    } ${leaving.length === 1 ? "does" : "do"} not load it; it runs as their workers come free`);
   }
   if (state === "not found") {
     lines.push("no task with this id in the spool: not submitted yet, or its record was "

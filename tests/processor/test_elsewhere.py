@@ -241,6 +241,14 @@ def test_why_a_pending_job_waits_is_told_from_the_catalogues() -> None:
     said = pending_wait([lacks], "nap", now)
     assert said is not None and said.startswith("unknown tool 'nap': ") and (
         "the first to claim it fails it unknown_tool" in said), said
+    hung = _status("p1", "echo", "nap", heartbeat_at=stale)
+    said = pending_wait([hung, lacks], "nap", now)  # named, not "unknown tool" (h403)
+    assert said is not None and said.startswith(
+        "tool 'nap' is offered only by pid 1 on h, whose heartbeat is stale (hung?): pid 2 "
+        "on h fails it unknown_tool unless"), said
+    said = pending_wait([both, lacks, _status("p3", "echo")], "nap", now)
+    assert said == ("left to the processors that offer tool 'nap' (pid 1 on h); pid 2 on "
+                    "h, pid 3 on h do not load it"), said
 
 
 def test_left_jobs_are_counted_by_tool_once_each() -> None:
