@@ -25,6 +25,7 @@ class Params(BaseModel):
     path: str | None = None
     seconds: float = 0.0
     steps: int = 10
+    until: str | None = None  # d_append: held until this file exists, ``seconds`` at most
 
 
 def append_line(path: str | None, line: str) -> None:
@@ -128,7 +129,9 @@ class ProgressBurst(BaseTool):
 
 
 class Append(BaseTool):
-    """Appends its job id to ``path``: a job run twice shows up twice."""
+    """Appends its job id to ``path``: a job run twice shows up twice.  It then sleeps
+    ``seconds``; with ``until``, only until that file exists (a test's gate), checked
+    every 50 ms."""
 
     name: ClassVar[str] = "d_append"
     execution_mode: ClassVar[ExecutionMode] = ExecutionMode.COMPUTE
@@ -136,7 +139,11 @@ class Append(BaseTool):
 
     def execute(self, params: Params, ctx: ToolContext) -> ToolResult:
         append_line(params.path, ctx.job_id)
-        if params.seconds:
+        if params.until:
+            end = time.monotonic() + params.seconds
+            while not os.path.exists(params.until) and time.monotonic() < end:
+                time.sleep(0.05)
+        elif params.seconds:
             time.sleep(params.seconds)
         return ToolResult.ok({"pid": os.getpid()})
 

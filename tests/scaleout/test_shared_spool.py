@@ -177,11 +177,17 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     counts the jobs it leaves by tool, the stats document and ``spoolq stats`` say so,
     and ``spoolq show`` says whose they are."""
     log = tmp_path / "runs.log"
+    gate = tmp_path / "gate"
     knows, lacks = daemon(JOB_NUM="1"), daemon(SPOOL_TOOLS="")
     for i in range(3):  # d_append: COMPUTE, one at a time on the only processor offering it
-        # The first long: the others stay pending while the CLI runs, a second or more a
-        # call at a load of 2 (2.5 s each, the last was running by its show).
-        drop(spool_root, f"s{i}", _job(1, log, seconds=8.0 if i == 0 else 0.5))
+        # The first held until the checks below are done: the others stay pending while
+        # the CLI runs.  Not a time: a second or more a call at a load of 2 (2.5 s each,
+        # the last was running by its show), and an 8 s run was over before the show at a
+        # load of 8 to 12 (h406: s2 running or done, 1 run in 3 alone under two burners).
+        job = _job(1, log, seconds=0.5)
+        if i == 0:
+            job["params"] |= {"seconds": 120.0, "until": str(gate)}
+        drop(spool_root, f"s{i}", job)
 
     def left() -> dict[str, int]:
         stats = orjson.loads(_cli(spool_root, "stats", "--json").stdout)
@@ -205,6 +211,7 @@ def test_jobs_left_to_another_processor_say_so(spool_root: Path, daemon: StartDa
     assert f"(pid {knows.pid} on " in shown.stderr, shown.stderr
     assert f"pid {lacks.pid} on " in shown.stderr.split(";")[-1], shown.stderr
 
+    gate.touch()  # the first job ends, and the others run
     wait_for(lambda: _done(spool_root) == 3, 60, "every job done by the one offering it")
     wait_for(lambda: lacks.status()["left_to_others"] == {}, 10, "none left any more")
     assert knows.stop() == 0 and lacks.stop() == 0
