@@ -125,6 +125,22 @@ def test_a_killed_processors_worker_stops_with_it(spool_root: Path, daemon: Star
             os.kill(first_pid, signal.SIGKILL)
 
 
+def _left_until_it_is_back(spool_root: Path, daemon: StartDaemon, lacks: Daemon,
+                           log: Path) -> None:
+    """With the only processor offering ``d_append`` down, a job of it dropped is left in
+    ``pending/`` by ``lacks`` (its catalogues read twice meanwhile), and done once a
+    processor offering the tool starts again; both stop cleanly."""
+    drop(spool_root, "later", _job(1, log))
+    time.sleep(3.0)
+    assert record(spool_root, "later") is None, record(spool_root, "later")
+    assert (spool_root / "pending" / "later.json").exists()
+    again = daemon()
+    wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
+    rec = record(spool_root, "later")
+    assert rec is not None and rec["state"] == "done", rec
+    assert again.stop() == 0 and lacks.stop() == 0
+
+
 def test_a_tool_only_one_processor_offers_is_left_to_it(spool_root: Path, daemon: StartDaemon,
                                                        tmp_path: Path) -> None:
     """A rolling upgrade: one processor loads ``dask_tools``, the other none.  Its jobs
@@ -150,15 +166,7 @@ def test_a_tool_only_one_processor_offers_is_left_to_it(spool_root: Path, daemon
     assert not [e for e in lacks.events() if e.get("event") in ("claimed", "failed")]
 
     assert knows.stop() == 0
-    drop(spool_root, "later", _job(1, log))
-    time.sleep(3.0)  # the other's catalogues read twice meanwhile
-    assert record(spool_root, "later") is None, "left during the restart's grace"
-    assert (spool_root / "pending" / "later.json").exists()
-    again = daemon()
-    wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
-    rec = record(spool_root, "later")
-    assert rec is not None and rec["state"] == "done", rec
-    assert again.stop() == 0 and lacks.stop() == 0
+    _left_until_it_is_back(spool_root, daemon, lacks, log)
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -254,15 +262,7 @@ def test_a_processor_started_while_the_one_offering_a_tool_is_down_leaves_its_jo
     knows = daemon()
     knows.abort()  # SIGKILL, and reaped: its status file stays until a recovery removes it
     lacks = daemon(SPOOL_TOOLS="")
-    drop(spool_root, "later", _job(1, log))
-    time.sleep(3.0)  # its catalogues read twice meanwhile
-    assert record(spool_root, "later") is None, record(spool_root, "later")
-    assert (spool_root / "pending" / "later.json").exists()
-    again = daemon()
-    wait_for(lambda: record(spool_root, "later") is not None, 30, "the later job's record")
-    rec = record(spool_root, "later")
-    assert rec is not None and rec["state"] == "done", rec
-    assert again.stop() == 0 and lacks.stop() == 0
+    _left_until_it_is_back(spool_root, daemon, lacks, log)
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
