@@ -42,6 +42,14 @@ class ToolForkserver:
         self._server: Any = getattr(forkserver, "_forkserver", None)
         self._saved = tuple(getattr(self._server, name, None) for name in _FIELDS)
 
+    def started(self) -> frozenset[int]:
+        """The pid of the forkserver the job's pools started, if any: killed with the
+        job's leftovers, yet none of the tool's own (``multiprocessing`` keeps it for the
+        next pool, whatever the tool closed), so not named as one (:func:`processor.
+        worker.reap_leftovers`)."""
+        pid = getattr(self._server, "_forkserver_pid", None)
+        return frozenset() if pid is None or pid == self._saved[2] else frozenset({pid})
+
     def forget(self) -> None:
         """After the leftovers of a job are killed and reaped: a forkserver the job
         started is gone, and its record too (its alive pipe's end closed)."""

@@ -244,7 +244,9 @@ def _serve(conn: Connection, registry: Any, config: WorkerConfig, strays: StrayT
             # the end; the job fails timeout.
             threading.Event().wait()
         strays.job_ended(job_id, tool)
-        if killed := reap_leftovers():  # logged as the job's: running[0] still names it
+        # Logged as the job's: running[0] still names it.  Not of multiprocessing's
+        # forkserver, which a tool's closed Pool or ProcessPoolExecutor leaves each job.
+        if killed := reap_leftovers(not_named=tool_forkserver.started()):
             # Killed without a word, a tool's helper process (a server it meant to
             # keep, a pool it did not close) just vanished (h395).
             log.info("processes the job left running were killed at its end",
@@ -565,9 +567,11 @@ def _die_with_processor(lifeline: Connection) -> None:
     os._exit(1)
 
 
-def reap_leftovers() -> list[str]:
+def reap_leftovers(not_named: frozenset[int] = frozenset()) -> list[str]:
     """Kill and reap every process a tool left behind (this worker is their subreaper);
-    they are named (``pid (name)``) in the list returned.
+    they are named (``pid (name)``) in the list returned, but those in ``not_named``
+    (``multiprocessing``'s forkserver: named, it was said of every job whose tool ran a
+    pool and closed it, as if the tool had left it running).
 
     Done when the kernel says no child is left (``waitpid``): in the usual case that is
     one syscall, and no ``/proc`` read.  Each round kills the children and waits for
@@ -581,7 +585,8 @@ def reap_leftovers() -> list[str]:
             return killed  # no child (left)
         children = children_of("self")  # none: just reaped, by the line above or a tool
         for pid in children:
-            killed.append(f"{pid} ({_name_of(pid)})")
+            if pid not in not_named:
+                killed.append(f"{pid} ({_name_of(pid)})")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for pid in children:

@@ -19,6 +19,7 @@ import pytest
 from daemonkit import Daemon, drop, wait_record
 
 StartDaemon = Callable[..., Daemon]
+LEFTOVERS = "processes the job left running were killed at its end"
 
 
 @pytest.mark.parametrize("kind", ["pool", "fork_pool", "executor"])
@@ -35,6 +36,10 @@ def test_a_compute_tool_runs_its_own_process_pool_job_after_job(
     assert len(pids) == 1, pids  # one worker ran them all, one after another
     assert d.stop(60) == 0, d.logs()
     assert os.listdir(spool_root / "running") == []
+    # Its pool closed, the tool left nothing running: multiprocessing's forkserver, killed
+    # at each job's end, was named as the job's leftover every job (h407).
+    said = [e for e in d.events() if e.get("msg") == LEFTOVERS]
+    assert said == [], said
 
 
 def test_a_child_a_compute_tool_forks_ends_at_its_sigterm(
