@@ -468,11 +468,13 @@ def _writer_waits(held: Held | None) -> bool:
 
 
 def malformed_reason(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why ``data``, a job's bytes as written (a UTF-8 byte order mark first kept: a bad
+    byte's offset is then the file's), is no JSON."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as uexc:
         return f"not UTF-8: invalid byte at offset {uexc.start}{_utf16_hint(data)}"
-    if not data.strip():
+    if not without_bom(data).strip():
         return "malformed JSON: empty file"
     return f"malformed JSON: {exc}{_utf16_hint(data)}"
 

@@ -189,13 +189,14 @@ async def _json_body(request: web.Request, services: Services) -> dict[str, Any]
                        f"{timeout_s:g} s", hang_up=True) from None
     # A UTF-8 byte order mark first (PowerShell 5, Notepad) is read past, as intake and
     # `spoolq submit --file` read past it: the same job was refused here alone (QA h381).
-    raw = without_bom(raw)
+    sent, raw = raw, without_bom(raw)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # As intake says of a drop: orjson said of a latin-1 body "str is not valid UTF-8:
         # surrogates not allowed: line 1 column 1 (char 0)", neither where nor what (h401).
-        reason = malformed_reason(raw, exc).replace("empty file", "empty body")
+        # Of the body as sent: past a byte order mark, an offset 3 short (h407).
+        reason = malformed_reason(sent, exc).replace("empty file", "empty body")
         if reason.startswith("not UTF-8") and request.charset is not None:
             reason += f" (a job is UTF-8 JSON, whatever the charset={request.charset} " \
                       "its Content-Type names)"

@@ -358,7 +358,9 @@ def job_from_file(path: str, max_job_bytes: int) -> Job:
         # surrogates not allowed: line 1 column 1 (char 0)", neither where nor what (h401).
         from spool.intake import malformed_reason  # noqa: PLC0415 - lazy, see spool.cli
 
-        reason = malformed_reason(without_bom(data), exc)
+        # Of the bytes as written: past a byte order mark, the offset was 3 short of the
+        # file's, and of what intake says of the same file dropped (h407).
+        reason = malformed_reason(data, exc)
         raise SpoolError(f"{name} is not a valid job: {reason}") from exc
     try:
         job = parse_job(data)  # then the job, as intake reads it

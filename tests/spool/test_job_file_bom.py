@@ -93,8 +93,14 @@ def test_a_job_file_that_is_not_utf8_is_refused_as_intake_quarantines_it(
     submitted = spoolq(env, "submit", "--file", str(job_file))
     assert submitted.returncode == 1
     assert submitted.stderr == (f"spoolq: error: {job_file} is not a valid job: not UTF-8: "
-                                "invalid byte at offset 43\n")
+                                "invalid byte at offset 46\n")
     assert list((root / "pending").iterdir()) == []
+    # The offset is the file's, as intake's of the same file is: past the byte order mark
+    # it was 43, 3 short (h407).
+    (root / "tmp" / "dropped").write_bytes(BOM + data)
+    os.rename(root / "tmp" / "dropped", root / "pending" / "bomlatin1.json")
+    record = _record(root, "bomlatin1")
+    assert record["error"]["message"] == "not UTF-8: invalid byte at offset 46", record
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])

@@ -112,6 +112,21 @@ def test_a_body_that_is_not_utf8_is_refused_naming_the_byte(
         "message": f"the body is not a job: not UTF-8: invalid byte at offset 43{said}"}
 
 
+def test_a_body_with_a_bom_that_is_not_utf8_names_the_bodys_offset(
+        server: ServerThread) -> None:
+    """The offset is the body's as sent: past its byte order mark it was 3 short (h407)."""
+    reply = request(server.base, "POST", "/api/v1/tasks",
+                    raw=b'\xef\xbb\xbf{"tool": "echo", "params": {"message": "caf\xe9"}}',
+                    token=TOKEN, headers={"Content-Type": "application/json"})
+    assert reply.status == 400, reply.body
+    assert reply.json()["error"]["message"] == (
+        "the body is not a job: not UTF-8: invalid byte at offset 46")
+    blank = request(server.base, "POST", "/api/v1/tasks", raw=b"\xef\xbb\xbf \n",
+                    token=TOKEN, headers={"Content-Type": "application/json"})
+    assert blank.json()["error"]["message"] == "the body is not a job: malformed JSON: " \
+        "empty body", blank.body
+
+
 @pytest.mark.parametrize(("raw", "content_type", "status"), [
     (b'{"params": {}}', "application/json", 400),              # no tool
     (b'{"tool": "echo", "surprise": 1}', "application/json", 400),
