@@ -433,6 +433,18 @@ def _set_in_env_file(name: str) -> Path | None:
     return path.absolute()
 
 
+def _bom_bytes() -> int:
+    """How many bytes the .env's byte order mark takes (0: none): read as utf-8-sig, its
+    bad byte's offset is counted past the mark, 3 short of the file's (h407)."""
+    from spool.text import UTF8_BOM  # noqa: PLC0415 - only when a .env is not UTF-8
+
+    try:
+        with open(ENV_FILE, "rb") as fh:
+            return len(UTF8_BOM) if fh.read(len(UTF8_BOM)) == UTF8_BOM else 0
+    except OSError:
+        return 0
+
+
 def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment with CLI overrides; bad values raise ConfigError.
 
@@ -443,7 +455,8 @@ def load_settings(*, options: dict[str, str] | None = None, **overrides: Any) ->
     try:
         return Settings(**clean)
     except UnicodeDecodeError as exc:  # python-dotenv reads .env as UTF-8
-        raise ConfigError(f"cannot read .env: not UTF-8 (byte {exc.start})") from exc
+        raise ConfigError(f"cannot read .env: not UTF-8 (byte {exc.start + _bom_bytes()})"
+                          ) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

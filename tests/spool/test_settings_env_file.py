@@ -165,3 +165,20 @@ def test_the_env_named_is_the_strangers_and_sudos_own_is_read(tmp_path: Path,
     sudo = subprocess.run(PROGRAMS["spoolq"], cwd=work, env={**env, "SUDO_UID": "12345"},
                           capture_output=True, text=True, timeout=DEADLINE_S, check=False)
     assert sudo.returncode == 0, sudo.stderr
+
+
+@pytest.mark.parametrize("head", [b"", b"\xef\xbb\xbf"])
+def test_a_env_that_is_not_utf8_names_the_files_offset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: bytes) -> None:
+    """The bad byte's offset is the file's, a byte order mark counted: read past the mark,
+    it was 3 short (h407)."""
+    from spool.errors import ConfigError  # noqa: PLC0415 - as the programs above load it
+    from spool.settings import load_settings  # noqa: PLC0415
+
+    data = head + b"SPOOL_DIR=/srv/caf\xe9\r\n"
+    (tmp_path / ".env").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPOOL_DIR", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"cannot read .env: not UTF-8 (byte {data.index(0xE9)})"
